@@ -1,0 +1,68 @@
+#!/usr/bin/env node
+// Builds llama.cpp's llama-quantize, llama-perplexity and llama-imatrix (CPU only) from the source bundle
+// shipped inside node-llama-cpp, for comparisons and benchmarks. Idempotent: does nothing when the binaries
+// already exist. Prints the binary paths (one per line: name<TAB>path).
+//
+//   node scripts/build-llama-cpp.mjs [--jobs N] [--force]
+//
+// Sources: .cache/llama.cpp-src (cloned from node_modules/node-llama-cpp/llama/gitRelease.bundle when absent,
+// shared with tools/ggml-golden/generate.mjs). Build: .cache/llama.cpp-build. Runs the compiler under `nice`.
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const cacheDir = join(root, '.cache');
+const srcDir = join(cacheDir, 'llama.cpp-src');
+const buildDir = join(cacheDir, 'llama.cpp-build');
+const TARGETS = ['llama-quantize', 'llama-perplexity', 'llama-imatrix'];
+
+const args = process.argv.slice(2);
+const jobsArg = args.indexOf('--jobs');
+const jobs = jobsArg >= 0 ? Number(args[jobsArg + 1]) : 2;
+const force = args.includes('--force');
+
+const binPath = (t) => join(buildDir, 'bin', t);
+
+function run(cmd, argv) {
+  console.error(`$ ${cmd} ${argv.join(' ')}`);
+  execFileSync(cmd, argv, { stdio: ['ignore', 'inherit', 'inherit'] });
+}
+
+function ensureSources() {
+  if (existsSync(join(srcDir, 'CMakeLists.txt'))) return;
+  const bundle = [join(root, 'node_modules', 'node-llama-cpp', 'llama', 'gitRelease.bundle')].find(existsSync);
+  if (!bundle) throw new Error('cannot find node_modules/node-llama-cpp/llama/gitRelease.bundle (npm install first)');
+  mkdirSync(cacheDir, { recursive: true });
+  rmSync(srcDir, { recursive: true, force: true });
+  run('git', ['clone', '--quiet', bundle, srcDir]);
+}
+
+function main() {
+  if (!force && TARGETS.every((t) => existsSync(binPath(t)))) {
+    for (const t of TARGETS) console.log(`${t}\t${binPath(t)}`);
+    return;
+  }
+  ensureSources();
+  run('nice', [
+    'cmake', '-S', srcDir, '-B', buildDir, '-G', 'Ninja',
+    '-DCMAKE_BUILD_TYPE=Release',
+    '-DGGML_NATIVE=ON',
+    '-DBUILD_SHARED_LIBS=OFF',
+    '-DLLAMA_OPENSSL=OFF', // LLAMA_CURL is deprecated in this version; no network access is needed
+    '-DLLAMA_BUILD_SERVER=OFF',
+    '-DLLAMA_BUILD_TESTS=OFF',
+    '-DLLAMA_BUILD_EXAMPLES=OFF',
+    '-DLLAMA_BUILD_APP=OFF',
+    '-DLLAMA_BUILD_TOOLS=ON',
+    '-DGGML_OPENMP=OFF',
+  ]);
+  run('nice', ['-n', '15', 'cmake', '--build', buildDir, '--config', 'Release', '-j', String(jobs), '--target', ...TARGETS]);
+  for (const t of TARGETS) {
+    if (!existsSync(binPath(t))) throw new Error(`build finished but ${binPath(t)} is missing`);
+    console.log(`${t}\t${binPath(t)}`);
+  }
+}
+
+main();

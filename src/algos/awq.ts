@@ -1,0 +1,168 @@
+/**
+ * AWQ (Lin et al. 2024): protect the input channels that matter most — found from activation
+ * magnitudes, not weights — by scaling weight column j by s_j = mean|X_j|^alpha (normalized so that
+ * sqrt(max s * min s) = 1) and dividing the input by s_j, which is folded into the preceding RMSNorm
+ * gain (or the rows of the previous linear layer). alpha is grid-searched in [0, 1) (20 steps) to
+ * minimize the output error of the quantized layers on calibration inputs:
+ *   L(alpha) = sum over layers || X W^T - X (Q(W diag s) diag 1/s)^T ||^2.
+ */
+import type { GptqGrid } from './gptq.js';
+import { rtnWithGrid } from './gptq.js';
+
+export interface Linear {
+  /** n x k row-major (rows are outputs) */
+  w: Float32Array;
+  n: number;
+}
+
+export interface AwqResult {
+  /** per input channel scale (k) */
+  scales: Float32Array;
+  alpha: number;
+  /** output squared error at the chosen alpha, and at alpha = 0 (plain RTN) */
+  loss: number;
+  lossRtn: number;
+}
+
+/** y = x w^T for nTok x k inputs and an n x k weight. */
+function project(x: Float32Array, nTok: number, k: number, w: Float32Array, n: number): Float64Array {
+  const y = new Float64Array(nTok * n);
+  for (let t = 0; t < nTok; t++)
+    for (let o = 0; o < n; o++) {
+      let s = 0;
+      const xr = t * k;
+      const wr = o * k;
+      for (let j = 0; j < k; j++) s += x[xr + j] * w[wr + j];
+      y[t * n + o] = s;
+    }
+  return y;
+}
+
+export function awqSearch(x: Float32Array, nTok: number, k: number, layers: readonly Linear[], grid: GptqGrid, steps = 20): AwqResult {
+  const meanAbs = new Float64Array(k);
+  for (let t = 0; t < nTok; t++) for (let j = 0; j < k; j++) meanAbs[j] += Math.abs(x[t * k + j]);
+  for (let j = 0; j < k; j++) meanAbs[j] = Math.max(meanAbs[j] / Math.max(1, nTok), 1e-8);
+  const refs = layers.map((l) => project(x, nTok, k, l.w, l.n));
+  const scales = new Float32Array(k);
+  const scaled = layers.map((l) => new Float32Array(l.w.length));
+  let best = { alpha: 0, loss: Infinity, scales: new Float32Array(k).fill(1) };
+  let lossRtn = Infinity;
+  for (let step = 0; step < steps; step++) {
+    const alpha = step / steps;
+    let mx = 0;
+    let mn = Infinity;
+    for (let j = 0; j < k; j++) {
+      const s = Math.pow(meanAbs[j], alpha);
+      scales[j] = s;
+      mx = Math.max(mx, s);
+      mn = Math.min(mn, s);
+    }
+    const norm = Math.sqrt(mx * mn);
+    for (let j = 0; j < k; j++) scales[j] = Math.fround(Math.max(scales[j] / norm, 1e-4));
+    let loss = 0;
+    layers.forEach((l, li) => {
+      const ws = scaled[li];
+      for (let o = 0; o < l.n; o++) for (let j = 0; j < k; j++) ws[o * k + j] = Math.fround(l.w[o * k + j] * scales[j]);
+      const { q } = rtnWithGrid(ws, l.n, k, grid);
+      for (let o = 0; o < l.n; o++) for (let j = 0; j < k; j++) q[o * k + j] = q[o * k + j] / scales[j];
+      const y = project(x, nTok, k, q, l.n);
+      const r = refs[li];
+      for (let i = 0; i < y.length; i++) loss += (y[i] - r[i]) ** 2;
+    });
+    if (step === 0) lossRtn = loss;
+    if (loss < best.loss) best = { alpha, loss, scales: Float32Array.from(scales) };
+  }
+  return { scales: best.scales, alpha: best.alpha, loss: best.loss, lossRtn };
+}
+
+/** Apply scales: weight columns times s_j (the previous op must divide its output channel j by s_j). */
+export function scaleColumns(l: Linear, k: number, s: Float32Array): void {
+  for (let o = 0; o < l.n; o++) for (let j = 0; j < k; j++) l.w[o * k + j] = Math.fround(l.w[o * k + j] * s[j]);
+}
+
+/** Fold 1/s into a vector (an RMSNorm gain) or into the rows of the previous linear layer. */
+export function divideRows(w: Float32Array, rows: number, cols: number, s: Float32Array): void {
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) w[r * cols + c] = Math.fround(w[r * cols + c] / s[r]);
+}
+
+/**
+ * SmoothQuant (Xiao et al. 2023): s_j = max|X_j|^alpha / max|W_j|^(1 - alpha) over every weight that
+ * reads input channel j; the input is divided by s (folded into the previous op) and the weights'
+ * columns multiplied by s, moving activation outliers into the weights for W8A8.
+ */
+export function smoothQuantScales(actAbsMax: Float32Array, layers: readonly Linear[], alpha = 0.5): Float32Array {
+  const k = actAbsMax.length;
+  const wmax = new Float64Array(k);
+  for (const l of layers) for (let o = 0; o < l.n; o++) for (let j = 0; j < k; j++) wmax[j] = Math.max(wmax[j], Math.abs(l.w[o * k + j]));
+  const s = new Float32Array(k);
+  for (let j = 0; j < k; j++) {
+    const v = Math.pow(Math.max(actAbsMax[j], 1e-5), alpha) / Math.pow(Math.max(wmax[j], 1e-5), 1 - alpha);
+    s[j] = Math.fround(Math.max(v, 1e-5));
+  }
+  return s;
+}
+
+/**
+ * Per-token dynamic symmetric int8 quantization of activations (the A8 of W8A8): each row of x is
+ * scaled by absmax / 127, rounded to nearest even and dequantized, in place.
+ */
+export function quantizeActivationsPerToken(x: Float32Array, nTok: number, k: number, bits = 8): void {
+  const qmax = 2 ** (bits - 1) - 1;
+  for (let t = 0; t < nTok; t++) {
+    let a = 0;
+    for (let j = 0; j < k; j++) a = Math.max(a, Math.abs(x[t * k + j]));
+    if (a === 0) continue;
+    const s = a / qmax;
+    for (let j = 0; j < k; j++) {
+      const v = x[t * k + j] / s;
+      const f = Math.floor(v);
+      const r = v - f > 0.5 || (v - f === 0.5 && f % 2 !== 0) ? f + 1 : f;
+      x[t * k + j] = Math.fround(r * s);
+    }
+  }
+}
+
+/**
+ * LLM.int8() (Dettmers et al. 2022) as a matmul mode: input features whose magnitude exceeds
+ * `threshold` in any token are outliers and go through a 16-bit (fp16-rounded) product; the rest use
+ * int8 with per-token (row) scales for x and per-output-channel scales for w. y = x w^T, n x k weights.
+ */
+export function llmInt8Matmul(x: Float32Array, nTok: number, k: number, w: Float32Array, n: number, threshold = 6): Float32Array {
+  const outlier = new Uint8Array(k);
+  for (let t = 0; t < nTok; t++) for (let j = 0; j < k; j++) if (Math.abs(x[t * k + j]) > threshold) outlier[j] = 1;
+  const r8 = (v: number) => Math.max(-127, Math.min(127, Math.round(v)));
+  const xs = new Float32Array(nTok);
+  const ws = new Float32Array(n);
+  for (let t = 0; t < nTok; t++) {
+    let a = 0;
+    for (let j = 0; j < k; j++) if (!outlier[j]) a = Math.max(a, Math.abs(x[t * k + j]));
+    xs[t] = a / 127 || 1;
+  }
+  for (let o = 0; o < n; o++) {
+    let a = 0;
+    for (let j = 0; j < k; j++) if (!outlier[j]) a = Math.max(a, Math.abs(w[o * k + j]));
+    ws[o] = a / 127 || 1;
+  }
+  const half = (v: number) => {
+    // fp16 rounding of the outlier path
+    const f = Math.fround(v);
+    if (f === 0) return 0;
+    const e = Math.floor(Math.log2(Math.abs(f)));
+    const q = 2 ** (Math.max(e, -14) - 10);
+    return Math.round(f / q) * q;
+  };
+  const y = new Float32Array(nTok * n);
+  for (let t = 0; t < nTok; t++)
+    for (let o = 0; o < n; o++) {
+      let acc = 0;
+      let accHalf = 0;
+      for (let j = 0; j < k; j++) {
+        const xv = x[t * k + j];
+        const wv = w[o * k + j];
+        if (outlier[j]) accHalf += half(xv) * half(wv);
+        else acc += r8(xv / xs[t]) * r8(wv / ws[o]);
+      }
+      y[t * n + o] = Math.fround(acc * xs[t] * ws[o] + accHalf);
+    }
+  return y;
+}

@@ -1,0 +1,137 @@
+/**
+ * Randomized Hadamard rotations (QuaRot, SpinQuant): R = D H / sqrt(n), D a random ±1 diagonal, H the
+ * Sylvester Hadamard matrix (n a power of two). R is orthogonal, so a model whose residual stream is
+ * rotated computes the same function, while outliers are spread over all channels.
+ *
+ * Row-vector convention: a residual vector v becomes v R. With GGML's weights (rows = outputs):
+ *   weights reading the residual (attn_q/k/v, ffn_gate/up, output, token_embd rows): W' = W R, i.e.
+ *     every row w becomes w R;
+ *   weights writing the residual (attn_output, ffn_down): W' = R^T W, i.e. every column u becomes R^T u.
+ * Both are "multiply by the signs, then a fast Walsh-Hadamard transform, then scale by 1/sqrt(n)".
+ * RMSNorm gains must be folded into the following linear layers first (a diagonal does not commute
+ * with R); RMSNorm itself commutes because ||v R|| = ||v||.
+ */
+import { fail } from '../errors.js';
+import { fmix32 } from '../formats/rounding.js';
+
+export function isPowerOfTwo(n: number): boolean {
+  return n > 0 && (n & (n - 1)) === 0;
+}
+
+/** In-place unnormalized fast Walsh-Hadamard transform of x[off .. off+n), n a power of two. */
+export function fwht(x: Float64Array | Float32Array, off: number, n: number): void {
+  for (let h = 1; h < n; h <<= 1)
+    for (let i = 0; i < n; i += h << 1)
+      for (let j = i; j < i + h; j++) {
+        const a = x[off + j];
+        const b = x[off + j + h];
+        x[off + j] = a + b;
+        x[off + j + h] = a - b;
+      }
+}
+
+/** The random signs of D, from a seed (deterministic). */
+export function randomSigns(n: number, seed: number): Float64Array {
+  const d = new Float64Array(n);
+  for (let i = 0; i < n; i++) d[i] = fmix32((seed * 0x9e3779b1 + i) >>> 0) & 1 ? -1 : 1;
+  return d;
+}
+
+export interface Rotation {
+  readonly n: number;
+  readonly signs: Float64Array;
+}
+
+export function hadamardRotation(n: number, seed: number): Rotation {
+  if (!isPowerOfTwo(n)) fail(`Hadamard rotation needs a power-of-two width, got ${n}`);
+  return { n, signs: randomSigns(n, seed) };
+}
+
+const scratch = { buf: new Float64Array(0) };
+function buffer(n: number): Float64Array {
+  if (scratch.buf.length < n) scratch.buf = new Float64Array(n);
+  return scratch.buf;
+}
+
+/** v -> v R for every row of an m x n row-major matrix (in place). */
+export function rotateRows(r: Rotation, w: Float32Array, m: number): void {
+  const n = r.n;
+  if (w.length !== m * n) fail(`rotateRows: matrix is not ${m} x ${n}`);
+  const t = buffer(n);
+  const s = 1 / Math.sqrt(n);
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) t[j] = w[i * n + j] * r.signs[j];
+    fwht(t, 0, n);
+    for (let j = 0; j < n; j++) w[i * n + j] = t[j] * s;
+  }
+}
+
+/** u -> R^T u for every column of an n x m row-major matrix (in place). */
+export function rotateColumns(r: Rotation, w: Float32Array, m: number): void {
+  const n = r.n;
+  if (w.length !== m * n) fail(`rotateColumns: matrix is not ${n} x ${m}`);
+  const t = buffer(n);
+  const s = 1 / Math.sqrt(n);
+  for (let c = 0; c < m; c++) {
+    for (let i = 0; i < n; i++) t[i] = w[i * m + c] * r.signs[i];
+    fwht(t, 0, n);
+    for (let i = 0; i < n; i++) w[i * m + c] = t[i] * s;
+  }
+}
+
+/** Minimal view of a LLaMA model's weights by GGUF name: data row-major [rows][cols]. */
+export interface WeightMap {
+  get(name: string): { data: Float32Array; rows: number; cols: number } | undefined;
+  set(name: string, t: { data: Float32Array; rows: number; cols: number }): void;
+}
+
+/** Fold every RMSNorm gain into the linear layers that read it; the gains become 1. */
+export function foldNorms(w: WeightMap, nLayer: number): void {
+  const fold = (norm: string, targets: string[]) => {
+    const g = w.get(norm);
+    if (!g) fail(`foldNorms: missing ${norm}`);
+    for (const name of targets) {
+      const t = w.get(name);
+      if (!t) fail(`foldNorms: missing ${name}`);
+      if (t.cols !== g.data.length) fail(`foldNorms: ${name} has ${t.cols} columns, ${norm} has ${g.data.length}`);
+      for (let r = 0; r < t.rows; r++) for (let c = 0; c < t.cols; c++) t.data[r * t.cols + c] = Math.fround(t.data[r * t.cols + c] * g.data[c]);
+    }
+    g.data.fill(1);
+  };
+  for (let l = 0; l < nLayer; l++) {
+    fold(`blk.${l}.attn_norm.weight`, [`blk.${l}.attn_q.weight`, `blk.${l}.attn_k.weight`, `blk.${l}.attn_v.weight`]);
+    fold(`blk.${l}.ffn_norm.weight`, [`blk.${l}.ffn_gate.weight`, `blk.${l}.ffn_up.weight`]);
+  }
+  if (!w.get('output.weight')) {
+    // tied embeddings: untie, since the output head gets the final norm folded in
+    const e = w.get('token_embd.weight');
+    if (!e) fail('foldNorms: missing token_embd.weight');
+    w.set('output.weight', { data: Float32Array.from(e.data), rows: e.rows, cols: e.cols });
+  }
+  fold('output_norm.weight', ['output.weight']);
+}
+
+/**
+ * Rotate the residual stream of a LLaMA model by R (after folding norms). The rotated model runs
+ * unchanged in any runtime (llama.cpp included): nothing online is needed.
+ */
+export function rotateResidual(w: WeightMap, nLayer: number, r: Rotation): void {
+  const rows = (name: string) => {
+    const t = w.get(name);
+    if (!t) fail(`rotateResidual: missing ${name}`);
+    if (t.cols !== r.n) fail(`rotateResidual: ${name} has ${t.cols} columns, the residual stream has ${r.n}`);
+    rotateRows(r, t.data, t.rows);
+  };
+  const cols = (name: string) => {
+    const t = w.get(name);
+    if (!t) fail(`rotateResidual: missing ${name}`);
+    if (t.rows !== r.n) fail(`rotateResidual: ${name} has ${t.rows} rows, the residual stream has ${r.n}`);
+    rotateColumns(r, t.data, t.cols);
+  };
+  rows('token_embd.weight');
+  for (let l = 0; l < nLayer; l++) {
+    for (const n of ['attn_q', 'attn_k', 'attn_v', 'ffn_gate', 'ffn_up']) rows(`blk.${l}.${n}.weight`);
+    for (const n of ['attn_output', 'ffn_down']) cols(`blk.${l}.${n}.weight`);
+  }
+  rows('output.weight');
+}

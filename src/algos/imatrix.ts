@@ -1,0 +1,147 @@
+/**
+ * Importance matrices, as llama-imatrix defines them: for every linear layer (weight W, n_in columns)
+ * the sum over calibration tokens of x_j^2 for each input column j, and the number of tokens summed.
+ * The quantizers weight column j by sums_j / count (the mean squared activation).
+ *
+ * Files: llama-imatrix's legacy `.dat` format and its GGUF form (tensors `<name>.in_sum2` [n_in, n_mat]
+ * and `<name>.counts` [1, n_mat], keys imatrix.datasets / imatrix.chunk_count / imatrix.chunk_size).
+ *
+ * Legacy .dat layout (little-endian):
+ *   i32 n_entries; n_entries x { i32 len; name[len]; i32 ncall; i32 nval; f32 values[nval] }
+ *   i32 last_chunk; i32 len; dataset[len]
+ * where values = (sum / count) * ncall, so values / ncall is the mean.
+ */
+import { fail } from '../errors.js';
+
+export interface ImatrixEntry {
+  /** weight tensor name, e.g. blk.0.attn_q.weight */
+  name: string;
+  /** per input column sums of x^2 (n_in * n_mat; one matrix unless experts) */
+  sums: Float64Array;
+  /** tokens summed, per matrix */
+  counts: Float64Array;
+}
+
+export interface Imatrix {
+  entries: Map<string, ImatrixEntry>;
+  datasets: string[];
+  chunkCount: number;
+  chunkSize: number;
+}
+
+export function emptyImatrix(chunkSize: number, datasets: string[] = []): Imatrix {
+  return { entries: new Map(), datasets, chunkCount: 0, chunkSize };
+}
+
+/** Add the activations x (nTok rows of nIn) that enter weight `name`. */
+export function accumulateImatrix(m: Imatrix, name: string, x: Float32Array, nTok: number, nIn: number): void {
+  let e = m.entries.get(name);
+  if (!e) {
+    e = { name, sums: new Float64Array(nIn), counts: new Float64Array(1) };
+    m.entries.set(name, e);
+  }
+  if (e.sums.length !== nIn) fail(`imatrix entry ${name} has ${e.sums.length} columns, activations have ${nIn}`);
+  const s = e.sums;
+  for (let t = 0; t < nTok; t++) {
+    const o = t * nIn;
+    for (let j = 0; j < nIn; j++) s[j] += x[o + j] * x[o + j];
+  }
+  e.counts[0] += nTok;
+}
+
+/** The importance vector the quantizer sees: mean x^2 per column (float32). */
+export function importanceOf(e: ImatrixEntry): Float32Array {
+  const nMat = e.counts.length;
+  const nIn = e.sums.length / nMat;
+  const out = new Float32Array(e.sums.length);
+  for (let k = 0; k < nMat; k++) {
+    const c = Math.fround(e.counts[k]);
+    for (let j = 0; j < nIn; j++) out[k * nIn + j] = c > 0 ? Math.fround(e.sums[k * nIn + j]) / c : 1;
+  }
+  return out;
+}
+
+export function writeImatrixDat(m: Imatrix): Uint8Array {
+  const names = [...m.entries.keys()].sort();
+  const enc = new TextEncoder();
+  const dataset = enc.encode(m.datasets[m.datasets.length - 1] ?? '');
+  let size = 4 + 8 + dataset.length;
+  const encoded = names.map((n) => enc.encode(n));
+  names.forEach((n, i) => (size += 12 + encoded[i].length + 4 * m.entries.get(n)!.sums.length));
+  const out = new Uint8Array(size);
+  const dv = new DataView(out.buffer);
+  let p = 0;
+  dv.setInt32(p, names.length, true);
+  p += 4;
+  names.forEach((n, i) => {
+    const e = m.entries.get(n)!;
+    dv.setInt32(p, encoded[i].length, true);
+    out.set(encoded[i], p + 4);
+    p += 4 + encoded[i].length;
+    const nMat = e.counts.length;
+    const nIn = e.sums.length / nMat;
+    const maxCount = Math.max(...e.counts);
+    const ncall = Math.trunc((maxCount + (m.chunkSize - 1)) / m.chunkSize);
+    dv.setInt32(p, ncall, true);
+    dv.setInt32(p + 4, e.sums.length, true);
+    p += 8;
+    for (let j = 0; j < e.sums.length; j++) {
+      let count = Math.fround(e.counts[Math.trunc(j / nIn)]);
+      let value = Math.fround(e.sums[j]);
+      if (count === 0) {
+        value = 1;
+        count = 1;
+      }
+      dv.setFloat32(p, Math.fround(Math.fround(value / count) * ncall), true);
+      p += 4;
+    }
+  });
+  dv.setInt32(p, m.chunkCount, true);
+  dv.setInt32(p + 4, dataset.length, true);
+  out.set(dataset, p + 8);
+  return out;
+}
+
+export function readImatrixDat(bytes: Uint8Array, name = 'imatrix'): Imatrix {
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let p = 0;
+  const need = (n: number, what: string) => {
+    if (p + n > bytes.length) fail(`${name}: truncated legacy imatrix (${what} at byte ${p})`);
+  };
+  need(4, 'entry count');
+  const n = dv.getInt32(p, true);
+  p += 4;
+  if (n < 0 || n > bytes.length / 12) fail(`${name}: implausible entry count ${n}`);
+  const m = emptyImatrix(1);
+  const dec = new TextDecoder('utf-8', { fatal: true });
+  for (let i = 0; i < n; i++) {
+    need(4, 'name length');
+    const len = dv.getInt32(p, true);
+    p += 4;
+    if (len <= 0 || len > 4096) fail(`${name}: bad name length ${len} in entry ${i}`);
+    need(len + 8, 'entry header');
+    let tensor: string;
+    try {
+      tensor = dec.decode(bytes.subarray(p, p + len));
+    } catch {
+      fail(`${name}: entry ${i} name is not valid UTF-8`);
+    }
+    p += len;
+    const ncall = dv.getInt32(p, true);
+    const nval = dv.getInt32(p + 4, true);
+    p += 8;
+    if (nval <= 0 || nval > (bytes.length - p) / 4) fail(`${name}: entry ${tensor} has bad value count ${nval}`);
+    if (m.entries.has(tensor)) fail(`${name}: duplicate entry ${tensor}`);
+    const sums = new Float64Array(nval);
+    for (let j = 0; j < nval; j++) sums[j] = dv.getFloat32(p + 4 * j, true);
+    p += 4 * nval;
+    m.entries.set(tensor, { name: tensor, sums, counts: new Float64Array([ncall]) });
+  }
+  if (p + 8 <= bytes.length) {
+    m.chunkCount = dv.getInt32(p, true);
+    const len = dv.getInt32(p + 4, true);
+    p += 8;
+    if (len > 0 && p + len <= bytes.length) m.datasets.push(new TextDecoder().decode(bytes.subarray(p, p + len)));
+  }
+  return m;
+}

@@ -1,0 +1,88 @@
+import { readFileSync } from 'node:fs';
+import { fail } from '../../errors.js';
+import { logitsFileBase, modelBase, perplexity, type BaseSource, type PerplexityResult } from '../../eval/perplexity.js';
+import type { Command } from '../args.js';
+import { withAtomicFile } from '../files.js';
+import { fileSource, type FileSource } from '../node-source.js';
+import { loadModelPath } from './generate.js';
+
+function report(r: PerplexityResult): string {
+  const lines = [`PPL = ${r.ppl.toFixed(4)} +/- ${r.pplStderr.toFixed(5)}  (${r.chunks} chunks of ${r.ctx}, ${r.tokens} scored tokens, ${r.seconds.toFixed(1)} s)`];
+  if (r.kld && r.dp && r.top1 !== undefined) {
+    const k = r.kld;
+    lines.push(
+      `PPL(base) = ${r.pplBase!.toFixed(4)}`,
+      `KLD: mean ${k.mean.toFixed(6)} +/- ${k.stderr.toFixed(6)}, median ${k.median.toFixed(6)}, p90 ${k.p90.toFixed(6)}, p95 ${k.p95.toFixed(6)}, p99 ${k.p99.toFixed(6)}, max ${k.max.toFixed(6)}`,
+      `same top token: ${(100 * r.top1).toFixed(3)} %`,
+      `Δp: mean ${(100 * r.dp.mean).toFixed(3)} %, RMS ${(100 * r.dp.rms).toFixed(3)} %, max |Δp| ${(100 * r.dp.max).toFixed(3)} %`,
+    );
+  }
+  return lines.join('\n') + '\n';
+}
+
+export const evalCommand: Command = {
+  name: 'eval',
+  summary: 'perplexity of a model on a text as llama-perplexity computes it; KL divergence etc. against a base',
+  usage:
+    'lowbit eval MODEL --text FILE [--ctx 128] [--chunks N] [--tokenizer F] [--base MODEL | --base-logits FILE] [--save-logits FILE] [--json]',
+  positionals: [1, 1],
+  options: [
+    { name: 'text', short: 'f', type: 'string', help: 'UTF-8 text to evaluate on (not needed with --base-logits)' },
+    { name: 'ctx', short: 'c', type: 'int', help: 'tokens per chunk; the second half of each chunk is scored', default: 512, min: 4 },
+    { name: 'chunks', type: 'int', help: 'evaluate at most this many chunks (default all)', min: 1 },
+    { name: 'tokenizer', short: 'z', type: 'string', help: 'tokenizer.bin or tokenizer.model (for llama2.c checkpoints)' },
+    { name: 'base', type: 'string', help: 'base model to compare with (KLD, top-1, Δp), run in this process' },
+    { name: 'base-logits', type: 'string', help: 'base log-probabilities from --save-logits or llama-perplexity --kl-divergence-base' },
+    { name: 'save-logits', type: 'string', help: 'write this model\'s log-probabilities (llama.cpp --kl-divergence-base format)' },
+    { name: 'dequantize', type: 'boolean', help: 'dequantize all weights to f32 once at load', default: false },
+    { name: 'json', type: 'boolean', help: 'print one JSON object', default: false },
+  ],
+  async run(a) {
+    const opened: FileSource[] = [];
+    const open = (f: string) => {
+      const s = fileSource(f);
+      opened.push(s);
+      return s;
+    };
+    try {
+      if (a.values.base && a.values['base-logits']) fail('give either --base or --base-logits, not both');
+      const tokFile = a.values.tokenizer as string | undefined;
+      const dequantize = a.values.dequantize as boolean;
+      const baseLogits = a.values['base-logits'] ? await logitsFileBase(open(a.values['base-logits'] as string)) : undefined;
+      let ctx = a.values.ctx as number;
+      if (baseLogits) {
+        if (a.given.has('ctx') && ctx !== baseLogits.ctx) fail(`--ctx ${ctx} differs from the base logits file's context ${baseLogits.ctx}`);
+        ctx = baseLogits.ctx!;
+      }
+      const m = await loadModelPath(a.positionals[0], tokFile, { contextLength: ctx, batch: Math.min(ctx, 512), dequantize });
+      let tokens: ArrayLike<number>;
+      if (baseLogits) tokens = baseLogits.tokens!;
+      else {
+        if (!a.values.text) fail('eval needs --text FILE (or --base-logits FILE, which carries its tokens)');
+        if (!m.tokenizer) fail(`${a.positionals[0]} carries no vocabulary: give --tokenizer tokenizer.bin or tokenizer.model`);
+        tokens = m.tokenizer.encode(readFileSync(a.values.text as string, 'utf8'));
+      }
+      const vocab = m.tokenizer?.vocab;
+      const bos = vocab?.bos ?? 1;
+      const addBos = vocab?.addBos ?? true;
+      let base: BaseSource | undefined = baseLogits;
+      if (a.values.base) {
+        const b = await loadModelPath(a.values.base as string, tokFile, { contextLength: ctx, batch: Math.min(ctx, 512), dequantize });
+        if (b.model.config.vocabSize !== m.model.config.vocabSize) fail(`base vocabulary ${b.model.config.vocabSize} differs from the model's ${m.model.config.vocabSize}`);
+        base = modelBase(b.model, ctx, bos, addBos);
+      }
+      const tty = process.stderr.isTTY;
+      const onChunk = tty ? (done: number, total: number, ppl: number) => process.stderr.write(`\r[${done}/${total}] PPL ${ppl.toFixed(4)}`) : undefined;
+      const run = (saveLogits?: (b: Uint8Array) => void) =>
+        perplexity(m.model, tokens, { ctx, chunks: a.values.chunks as number | undefined, bos, addBos, base, saveLogits, onChunk });
+      const r = a.values['save-logits'] ? await withAtomicFile(a.values['save-logits'] as string, (f) => run((b) => f.write(b))) : await run();
+      if (tty) process.stderr.write('\n');
+      if (a.values.json) {
+        const { ppl, pplStderr, nll, tokens: n, chunks, ctx: c, seconds, pplBase, kld, top1, dp } = r;
+        process.stdout.write(JSON.stringify({ ppl, pplStderr, nll, tokens: n, chunks, ctx: c, seconds, tokensPerSecond: (chunks * c) / seconds, pplBase, kld, top1, dp }) + '\n');
+      } else process.stdout.write(report(r));
+    } finally {
+      for (const s of opened) s.close();
+    }
+  },
+};

@@ -1,0 +1,77 @@
+import { fail } from '../../errors.js';
+import { generate } from '../../eval/generate.js';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { loadModel, type LoadedModel, type LoadModelOptions } from '../../eval/load.js';
+import type { Command } from '../args.js';
+import { readSiblingConfig } from '../model-open.js';
+import { fileSource, type FileSource } from '../node-source.js';
+
+/**
+ * Load a model file for the runtime. A safetensors checkpoint takes config.json from its folder, and
+ * tokenizer.model from there too when no tokenizer is given.
+ */
+export async function loadModelPath(file: string, tokenizer: string | undefined, opts: Omit<LoadModelOptions, 'tokenizer' | 'hfConfig'>): Promise<LoadedModel> {
+  const opened: FileSource[] = [];
+  const open = (f: string) => {
+    const s = fileSource(f);
+    opened.push(s);
+    return s;
+  };
+  try {
+    const src = open(file);
+    const head = await src.read(0, Math.min(src.size, 9));
+    const safetensors = head.length === 9 && head[8] === 0x7b; // u64 header length, then '{'
+    const hfConfig = safetensors ? readSiblingConfig(file) : undefined;
+    if (safetensors && hfConfig === undefined) fail(`${file}: a safetensors checkpoint needs config.json in the same folder`);
+    const sibling = join(dirname(file), 'tokenizer.model');
+    const tok = tokenizer ?? (safetensors && existsSync(sibling) ? sibling : undefined);
+    return await loadModel(src, { ...opts, hfConfig, tokenizer: tok ? open(tok) : undefined });
+  } finally {
+    for (const s of opened) s.close();
+  }
+}
+
+export const generateCommand: Command = {
+  name: 'generate',
+  summary: 'generate text with a LLaMA-family model (GGUF or llama2.c); prints prompt + continuation',
+  usage: 'lowbit generate MODEL [--tokenizer F] --prompt TEXT [-n N] [--temp T] [--top-p P] [--seed S]',
+  positionals: [1, 1],
+  options: [
+    { name: 'prompt', short: 'p', type: 'string', help: 'prompt text', default: '' },
+    { name: 'tokenizer', short: 'z', type: 'string', help: 'tokenizer.bin or tokenizer.model (required for llama2.c checkpoints)' },
+    { name: 'n', short: 'n', type: 'int', help: 'new tokens to generate', default: 256, min: 0 },
+    { name: 'temp', type: 'number', help: 'temperature; 0 = greedy', default: 1, min: 0 },
+    { name: 'top-p', type: 'number', help: 'nucleus sampling threshold (1 = off)', default: 0.9, min: 0, max: 1 },
+    { name: 'seed', type: 'int', help: 'random seed (default: time)' },
+    { name: 'ctx', type: 'int', help: 'context length (default: the model\'s, at most 4096)', min: 1 },
+    { name: 'dequantize', type: 'boolean', help: 'dequantize all weights to f32 once at load', default: false },
+    { name: 'stats', type: 'boolean', help: 'print tokens per second to stderr', default: false },
+  ],
+  async run(a) {
+    {
+      const m = await loadModelPath(a.positionals[0], a.values.tokenizer as string | undefined, {
+        contextLength: a.values.ctx as number | undefined,
+        dequantize: a.values.dequantize as boolean,
+      });
+      if (!m.tokenizer) fail(`${a.positionals[0]} carries no vocabulary: give --tokenizer tokenizer.bin or tokenizer.model`);
+      const prompt = a.values.prompt as string;
+      process.stdout.write(prompt);
+      const r = generate(m.model, m.tokenizer, prompt, {
+        steps: a.values.n as number,
+        temperature: a.values.temp as number,
+        topP: a.values['top-p'] as number,
+        seed: (a.values.seed as number | undefined) ?? Date.now(),
+        onText: (t) => process.stdout.write(t),
+      });
+      process.stdout.write('\n');
+      if (a.values.stats) {
+        const gen = r.tokens.length - r.promptTokens;
+        process.stderr.write(
+          `prompt: ${r.promptTokens} tokens in ${r.promptSeconds.toFixed(3)} s (${(r.promptTokens / r.promptSeconds).toFixed(1)} tok/s); ` +
+            `generated: ${gen} tokens in ${r.decodeSeconds.toFixed(3)} s (${(gen / r.decodeSeconds).toFixed(1)} tok/s)\n`,
+        );
+      }
+    }
+  },
+};

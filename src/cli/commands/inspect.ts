@@ -1,0 +1,93 @@
+import { plainValue, GGUF_TYPE_NAMES, GgufType, type GgufArray, type GgufValue } from '../../io/gguf.js';
+import { hparamsFromGguf, hparamsFromHfConfig, type LlamaHparams } from '../../io/hf-llama.js';
+import type { ModelFile } from '../../io/model-file.js';
+import type { Command } from '../args.js';
+import { openModelPath, readSiblingConfig } from '../model-open.js';
+
+const MAX_ITEMS = 8;
+
+function summarize(v: GgufValue | string | number): unknown {
+  if (typeof v !== 'object') return v;
+  if (v.type === GgufType.ARRAY) {
+    const a = v.value as GgufArray;
+    const n = a.values.length;
+    const items = plainValue({ ...a, values: a.values.slice(0, MAX_ITEMS) as never } as GgufArray) as unknown[];
+    const it = GGUF_TYPE_NAMES[a.itemType];
+    return n > MAX_ITEMS ? { type: `array<${it}>`, length: n, first: items.map(big) } : items.map(big);
+  }
+  return big(v.value);
+}
+function big(x: unknown): unknown {
+  return typeof x === 'bigint' ? (x <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(x) : x.toString()) : x;
+}
+
+function hparams(m: ModelFile, file: string): LlamaHparams | undefined {
+  try {
+    if (m.gguf) return hparamsFromGguf(m.gguf.metadata);
+    if (m.format === 'llama2c') {
+      const g = (k: string) => m.metadata.get(k) as number;
+      return { vocabSize: g('vocab_size'), dim: g('dim'), hiddenDim: g('hidden_dim'), nLayers: g('n_layers'), nHead: g('n_heads'), nHeadKv: g('n_kv_heads'), contextLength: g('seq_len'), rmsEps: 1e-5 };
+    }
+    const c = readSiblingConfig(file);
+    return c ? hparamsFromHfConfig(c) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export const inspectCommand: Command = {
+  name: 'inspect',
+  summary: 'show a model file: format, hyper-parameters, metadata, tensors, totals (GGUF, safetensors (+index), llama2.c)',
+  usage: 'lowbit inspect FILE [--json]',
+  positionals: [1, 1],
+  options: [{ name: 'json', type: 'boolean', help: 'print one JSON object', default: false }],
+  async run(a) {
+    const file = a.positionals[0];
+    const { model: m, close } = await openModelPath(file);
+    try {
+      const meta: Record<string, unknown> = {};
+      for (const [k, v] of m.metadata) meta[k] = summarize(v);
+      const arch = m.gguf ? (m.gguf.metadata.get('general.architecture')?.value as string | undefined) : m.format === 'llama2c' ? 'llama' : undefined;
+      const hp = hparams(m, file);
+      let params = 0;
+      let bytes = 0;
+      const tensors = m.tensors.map((t) => {
+        params += t.nElements;
+        bytes += t.byteLength;
+        return { name: t.name, shape: t.shape, type: t.type, bytes: t.byteLength, offset: t.byteOffset };
+      });
+      const report = {
+        file,
+        format: m.format,
+        version: m.version,
+        alignment: m.gguf?.alignment,
+        architecture: arch,
+        hyperParameters: hp,
+        metadata: meta,
+        packedInt4: m.packedInt4?.map((g) => ({ prefix: g.prefix, layout: g.layout, inFeatures: g.inFeatures, outFeatures: g.outFeatures, groupSize: g.groupSize })),
+        tensors,
+        totals: { tensors: tensors.length, parameters: params, bytes, bitsPerWeight: params ? (bytes * 8) / params : 0 },
+      };
+      if (a.values.json) {
+        process.stdout.write(JSON.stringify(report, (_k, v) => (typeof v === 'bigint' ? big(v) : v)) + '\n');
+        return;
+      }
+      const out: string[] = [];
+      out.push(`${file}: ${m.format}${m.version !== undefined ? ` v${m.version}` : ''}${arch ? `, architecture ${arch}` : ''}${m.gguf ? `, alignment ${m.gguf.alignment}` : ''}`);
+      if (hp) out.push(`hyper-parameters: ${Object.entries(hp).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}=${v}`).join(' ')}`);
+      if (Object.keys(meta).length) {
+        out.push(`metadata (${Object.keys(meta).length}):`);
+        for (const [k, v] of Object.entries(meta)) out.push(`  ${k} = ${JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? String(x) : x))}`);
+      }
+      if (report.packedInt4?.length) out.push(`packed int4 layers: ${report.packedInt4.length} (${report.packedInt4[0].layout}, group size ${report.packedInt4[0].groupSize})`);
+      out.push(`tensors (${tensors.length}):`);
+      const w = Math.max(4, ...tensors.map((t) => t.name.length));
+      out.push(`  ${'name'.padEnd(w)}  ${'shape'.padEnd(18)} ${'type'.padEnd(8)} ${'bytes'.padStart(12)} ${'offset'.padStart(12)}`);
+      for (const t of tensors) out.push(`  ${t.name.padEnd(w)}  ${`[${t.shape.join(', ')}]`.padEnd(18)} ${t.type.padEnd(8)} ${String(t.bytes).padStart(12)} ${String(t.offset).padStart(12)}`);
+      out.push(`total: ${params} parameters, ${bytes} bytes, ${report.totals.bitsPerWeight.toFixed(3)} bits per weight`);
+      process.stdout.write(out.join('\n') + '\n');
+    } finally {
+      close();
+    }
+  },
+};

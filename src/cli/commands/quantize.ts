@@ -1,0 +1,113 @@
+import * as fs from 'node:fs';
+import { fail } from '../../errors.js';
+import { LLAMA_FTYPES } from '../../algos/llama-types.js';
+import { llamaRecipe, recipeFromJSON, schemeRecipe, type Recipe } from '../../algos/recipe.js';
+import { planQuantization, quantizeModel, type QuantizeReport, type TensorReport } from '../../pipeline/quantize.js';
+import { readImatrix } from '../../pipeline/imatrix-file.js';
+import type { Command, ParsedArgs } from '../args.js';
+import { refuseSameFile, withAtomicFile } from '../files.js';
+import { openModelPath } from '../model-open.js';
+import { fileSource } from '../node-source.js';
+import { renderTable } from './formats.js';
+
+function recipeOf(a: ParsedArgs, output: 'gguf' | 'safetensors'): Recipe {
+  const file = a.values.recipe as string | undefined;
+  const type = a.values.type as string | undefined;
+  if (file && type) fail('give either --type or --recipe, not both');
+  if (file) {
+    if (!fs.existsSync(file)) fail(`recipe file ${file} does not exist`);
+    return recipeFromJSON(fs.readFileSync(file, 'utf8'));
+  }
+  if (!type) fail(`quantize needs --type T (llama.cpp types: ${Object.keys(LLAMA_FTYPES).join(', ')}; or a scheme such as int4, mxfp4, nvfp4, nf4) or --recipe FILE`);
+  // names that are both (NVFP4): a llama.cpp file type for GGUF output, the NVIDIA scheme for safetensors
+  const isFtype = output === 'gguf' && Object.keys(LLAMA_FTYPES).some((k) => k.toLowerCase() === type.toLowerCase());
+  if (isFtype)
+    return llamaRecipe(type, {
+      pure: a.values.pure as boolean,
+      outputTensorType: (a.values['output-tensor-type'] as string | undefined)?.toUpperCase(),
+      tokenEmbeddingType: (a.values['token-embedding-type'] as string | undefined)?.toUpperCase(),
+      leaveOutputTensor: a.values['leave-output-tensor'] as boolean,
+    });
+  return schemeRecipe(type, { groupSize: a.values.group as number | undefined, asym: a.values.asym as boolean, keepEmbeddings: a.values['keep-embeddings'] as boolean });
+}
+
+export function reportTable(r: QuantizeReport): string {
+  const rows = r.tensors.map((t: TensorReport) => [
+    t.name,
+    t.shape.join('x'),
+    t.type + (t.fallbackFrom ? ` (from ${t.fallbackFrom})` : ''),
+    t.bitsPerWeight.toFixed(2),
+    Number.isFinite(t.sqnrDb) ? t.sqnrDb.toFixed(2) : 'exact',
+  ]);
+  const table = renderTable(['tensor', 'shape', 'type', 'bpw', 'SQNR dB'], rows, [false, false, false, true, true]);
+  return `${table}\n\ntotal: ${r.parameters} parameters, ${r.bytes} bytes of tensor data, ${r.bitsPerWeight.toFixed(3)} bits per weight, ${r.seconds.toFixed(2)} s`;
+}
+
+export const quantizeCommand: Command = {
+  name: 'quantize',
+  summary: 'quantize a model to GGUF (llama.cpp types) or safetensors (generic schemes), with a per-tensor report',
+  usage: 'lowbit quantize IN OUT (--type T | --recipe FILE) [--imatrix F] [--pure] [--dry-run] [--json]',
+  positionals: [1, 2],
+  options: [
+    { name: 'type', type: 'string', help: 'llama.cpp file type (Q4_K_M, Q8_0, ...) or a scheme (int4, mxfp4, nvfp4, nf4, q4_0, ...)' },
+    { name: 'recipe', type: 'string', help: 'a recipe JSON file' },
+    { name: 'group', type: 'int', help: 'group size for generic integer/float schemes', min: 1 },
+    { name: 'asym', type: 'boolean', help: 'asymmetric (zero-point) generic scheme' },
+    { name: 'keep-embeddings', type: 'boolean', help: 'generic schemes: keep token_embd/output in f16' },
+    { name: 'imatrix', type: 'string', help: 'importance matrix (llama-imatrix .dat or .gguf) for the weighted quantizers' },
+    { name: 'pure', type: 'boolean', help: 'llama.cpp types: no mixing, every tensor gets the default type (as llama-quantize --pure)' },
+    { name: 'output-tensor-type', type: 'string', help: 'type of output.weight' },
+    { name: 'token-embedding-type', type: 'string', help: 'type of token_embd.weight' },
+    { name: 'leave-output-tensor', type: 'boolean', help: 'do not quantize output.weight' },
+    { name: 'dry-run', type: 'boolean', help: 'print the per-tensor plan and write nothing' },
+    { name: 'json', type: 'boolean', help: 'print the report as JSON (no progress)' },
+  ],
+  async run(a) {
+    const [input, output] = a.positionals;
+    const dry = a.values['dry-run'] as boolean;
+    if (!output && !dry) fail('quantize needs an output path (or --dry-run)');
+    const out = output ?? 'plan.gguf';
+    const kind = /\.gguf$/i.test(out) ? 'gguf' : /\.safetensors$/i.test(out) ? 'safetensors' : fail(`output ${out}: extension must be .gguf or .safetensors`);
+    refuseSameFile(input, output);
+    const recipe = recipeOf(a, kind);
+    const imFile = a.values.imatrix as string | undefined;
+    refuseSameFile(imFile, output);
+    let imatrix: Awaited<ReturnType<typeof readImatrix>> | undefined;
+    if (imFile) {
+      const src = fileSource(imFile);
+      try {
+        imatrix = await readImatrix(src);
+      } finally {
+        src.close();
+      }
+    }
+    const json = a.values.json as boolean;
+    const { model, close } = await openModelPath(input);
+    try {
+      const plan = planQuantization(model, recipe, kind, { hasImatrix: !!imatrix });
+      if (imatrix) {
+        const names = new Set(model.tensors.map((t) => t.name));
+        const unknown = [...imatrix.entries.keys()].filter((n) => !names.has(n));
+        if (unknown.length) fail(`imatrix ${imFile} does not match this model: it has entries for ${unknown.slice(0, 3).join(', ')}${unknown.length > 3 ? ', ...' : ''}`);
+      }
+      if (dry) {
+        const rows = plan.tensors.map((p) => [p.name, p.ne.join('x'), p.from, p.to + (p.fallbackFrom ? ` (from ${p.fallbackFrom})` : '')]);
+        if (json) process.stdout.write(JSON.stringify({ recipe: plan.recipe, tensors: plan.tensors.map(({ name, ne, from, to, fallbackFrom }) => ({ name, ne, from, to, fallbackFrom })) }, null, 1) + '\n');
+        else process.stdout.write(renderTable(['tensor', 'shape', 'from', 'to'], rows) + '\n');
+        return;
+      }
+      const tty = !json && process.stderr.isTTY;
+      const report = await withAtomicFile(out, (f) =>
+        quantizeModel(model, plan, { write: (b) => f.write(b) }, {
+          imatrix,
+          onTensor: tty ? (i, n, r) => process.stderr.write(`\r[${i}/${n}] ${r.name.padEnd(40).slice(0, 40)}`) : undefined,
+        }),
+      );
+      if (tty) process.stderr.write('\r' + ' '.repeat(50) + '\r');
+      if (json) process.stdout.write(JSON.stringify({ ...report, output: out, tensors: report.tensors.map((t) => ({ ...t, sqnrDb: Number.isFinite(t.sqnrDb) ? t.sqnrDb : null })) }) + '\n');
+      else process.stdout.write(`${out}: ${recipe.name}\n\n${reportTable(report)}\n`);
+    } finally {
+      close();
+    }
+  },
+};

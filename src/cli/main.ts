@@ -1,0 +1,47 @@
+/**
+ * The `lowbit` command line. Bad input ends with one line on stderr and exit code 2.
+ */
+import { LowbitError } from '../errors.js';
+import { helpText, parseArgs, type Command } from './args.js';
+import { commands } from './commands/index.js';
+
+export async function main(argv: readonly string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(usage() + '\n');
+    return name === undefined ? 2 : 0;
+  }
+  if (name === '--version') {
+    process.stdout.write('lowbit 0.1.0\n');
+    return 0;
+  }
+  const cmd = commands.find((c) => c.name === name);
+  try {
+    if (!cmd) throw new LowbitError(`unknown command '${name}' (commands: ${commands.map((c) => c.name).join(', ')})`);
+    if (rest.includes('--help') || rest.includes('-h')) {
+      process.stdout.write(helpText(cmd) + '\n');
+      return 0;
+    }
+    const args = parseArgs(cmd, rest);
+    return (await cmd.run(args)) ?? 0;
+  } catch (e) {
+    if (e instanceof LowbitError) {
+      process.stderr.write(`lowbit: ${e.message}\n`);
+      return 2;
+    }
+    const err = e as NodeJS.ErrnoException;
+    if (err && typeof err.code === 'string' && typeof err.message === 'string' && /^E[A-Z]+$/.test(err.code)) {
+      // file-system errors (ENOENT, EACCES, EISDIR, ...) are bad input too
+      process.stderr.write(`lowbit: ${err.message}\n`);
+      return 2;
+    }
+    if (process.env.LOWBIT_DEBUG) throw e;
+    process.stderr.write(`lowbit: internal error: ${(e as Error)?.message ?? String(e)} (set LOWBIT_DEBUG=1 for a trace)\n`);
+    return 1;
+  }
+}
+
+function usage(): string {
+  const w = Math.max(...commands.map((c: Command) => c.name.length));
+  return ['usage: lowbit <command> [options]   (lowbit <command> --help for its options)', '', 'commands:', ...commands.map((c) => `  ${c.name.padEnd(w)}  ${c.summary}`)].join('\n');
+}

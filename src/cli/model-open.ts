@@ -1,0 +1,112 @@
+/**
+ * Node-side opening of model files for the CLI: file sources for the input and its siblings
+ * (safetensors shards), the lazy llama2.c view, and config.json next to HF checkpoints.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { fail } from '../errors.js';
+import { openLlama2cLazy } from '../io/llama2c-lazy.js';
+import { openModelFile, type ModelFile } from '../io/model-file.js';
+import type { ByteSource } from '../io/source.js';
+import { checkRange } from '../io/source.js';
+import type { ByteSink } from '../io/sink.js';
+import type { AtomicFile } from './files.js';
+import { openInput } from './files.js';
+import type { FileSource } from './node-source.js';
+
+/**
+ * A file source whose reads run on libuv's thread pool (fs.read), so a converter can have the next
+ * chunk read while it converts and writes the current one.
+ */
+export function asyncFileSource(file: string): FileSource {
+  const { fd, size } = openInput(file);
+  let open = true;
+  const readAt = (buf: Uint8Array, off: number, len: number, pos: number) =>
+    new Promise<number>((resolve, reject) => fs.read(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n))));
+  return {
+    size,
+    name: file,
+    async read(offset, length) {
+      checkRange(this, offset, length);
+      const buf = new Uint8Array(length);
+      let got = 0;
+      while (got < length) {
+        const n = await readAt(buf, got, length - got, offset + got);
+        if (n === 0) break;
+        got += n;
+      }
+      if (got !== length) throw new Error(`${file}: short read (${got} of ${length} bytes at ${offset})`);
+      return buf;
+    },
+    close() {
+      if (open) fs.closeSync(fd);
+      open = false;
+    },
+  };
+}
+
+/**
+ * A sink over an AtomicFile whose writes run on the thread pool, at most `depth` in flight (bounded
+ * memory). Buffers passed to write must not be reused by the caller (the converters allocate fresh
+ * ones). Call flush() before commit.
+ */
+export function pipelinedSink(f: AtomicFile, depth = 2): ByteSink & { flush(): Promise<void> } {
+  const inFlight: Promise<void>[] = [];
+  let failed: unknown;
+  const writeAll = async (b: Uint8Array, pos: number) => {
+    let off = 0;
+    while (off < b.length) {
+      off += await new Promise<number>((resolve, reject) => fs.write(f.fd, b, off, b.length - off, pos + off, (err, n) => (err ? reject(err) : resolve(n))));
+    }
+  };
+  return {
+    async write(b) {
+      if (failed) throw failed;
+      const p = writeAll(b, f.position).catch((e) => {
+        failed = e;
+      });
+      f.position += b.length;
+      inFlight.push(p);
+      while (inFlight.length > depth) await inFlight.shift();
+      if (failed) throw failed;
+    },
+    async flush() {
+      while (inFlight.length) await inFlight.shift();
+      if (failed) throw failed;
+    },
+  };
+}
+
+export async function openModelPath(file: string): Promise<{ model: ModelFile; close(): void }> {
+  const opened: FileSource[] = [];
+  const open = (f: string): FileSource => {
+    const s = asyncFileSource(f);
+    opened.push(s);
+    return s;
+  };
+  const close = () => {
+    for (const s of opened) s.close();
+  };
+  try {
+    const dir = path.dirname(file);
+    const model = await openModelFile(open(file), {
+      openSibling: async (name: string): Promise<ByteSource> => open(path.join(dir, name)),
+      llama2c: async (src) => openLlama2cLazy(src),
+    });
+    return { model, close };
+  } catch (e) {
+    close();
+    throw e;
+  }
+}
+
+/** config.json beside a model file, parsed, or undefined. */
+export function readSiblingConfig(file: string): unknown {
+  const p = path.join(path.dirname(file), 'config.json');
+  if (!fs.existsSync(p)) return undefined;
+  try {
+    return JSON.parse(fs.readFileSync(p, 'utf8'));
+  } catch (e) {
+    fail(`${p}: not valid JSON (${(e as Error).message})`);
+  }
+}

@@ -1,0 +1,61 @@
+/**
+ * Text generation: encode the prompt (BOS first), run it as one batch, then decode one token at a time.
+ */
+import { fail } from '../errors.js';
+import type { Llama } from '../model/llama.js';
+import { Sampler } from '../model/sampler.js';
+import { TokenTextStream, type Tokenizer } from '../model/tokenizer.js';
+
+export interface GenerateOptions {
+  /** new tokens to generate */
+  steps: number;
+  /** 0 = greedy */
+  temperature?: number;
+  topP?: number;
+  seed?: number;
+  /** called with each piece of text as soon as it is complete UTF-8 */
+  onText?: (text: string) => void;
+  /** stop at the end-of-sequence token (default true) */
+  stopAtEos?: boolean;
+}
+
+export interface GenerateResult {
+  /** prompt tokens (with BOS) followed by the generated ones */
+  tokens: number[];
+  /** the generated text (without the prompt) */
+  text: string;
+  promptTokens: number;
+  /** seconds spent on the prompt and on the generated tokens */
+  promptSeconds: number;
+  decodeSeconds: number;
+}
+
+export function generate(model: Llama, tok: Tokenizer, prompt: string, opts: GenerateOptions): GenerateResult {
+  const c = model.config;
+  const tokens = tok.encode(prompt);
+  if (tokens.length === 0) fail('empty prompt and the vocabulary adds no BOS');
+  if (tokens.length + opts.steps > model.kv.capacity)
+    fail(`prompt (${tokens.length} tokens) + ${opts.steps} new tokens exceed the context of ${model.kv.capacity}`);
+  const sampler = new Sampler(c.vocabSize, opts.temperature ?? 0, opts.topP ?? 0.9, opts.seed ?? 0);
+  const stream = new TokenTextStream(tok, tokens.length === (tok.vocab.addBos ? 1 : 0));
+  const promptTokens = tokens.length;
+  let text = '';
+  const emit = (s: string) => {
+    if (!s) return;
+    text += s;
+    opts.onText?.(s);
+  };
+  const t0 = performance.now();
+  let logits = model.forward(tokens, 0);
+  const t1 = performance.now();
+  for (let i = 0; i < opts.steps; i++) {
+    const next = sampler.sample(logits);
+    if ((opts.stopAtEos ?? true) && next === tok.vocab.eos) break;
+    tokens.push(next);
+    emit(stream.push(next));
+    if (i + 1 < opts.steps) logits = model.forward([next], tokens.length - 1);
+  }
+  emit(stream.flush());
+  const t2 = performance.now();
+  return { tokens, text, promptTokens, promptSeconds: (t1 - t0) / 1000, decodeSeconds: (t2 - t1) / 1000 };
+}

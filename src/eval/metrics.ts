@@ -1,0 +1,26 @@
+/**
+ * Signal-to-quantization-noise ratio in dB: 10 log10(sum x^2 / sum (x - y)^2).
+ * +Infinity when the reconstruction is exact.
+ */
+export function sqnrDb(ref: ArrayLike<number>, approx: ArrayLike<number>): number {
+  let signal = 0;
+  let noise = 0;
+  for (let i = 0; i < ref.length; i++) {
+    const x = ref[i];
+    const d = x - approx[i];
+    signal += x * x;
+    noise += d * d;
+  }
+  if (noise === 0) return Infinity;
+  return 10 * Math.log10(signal / noise);
+}
+
+/** Largest |ref - approx|. */
+export function maxAbsError(ref: ArrayLike<number>, approx: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < ref.length; i++) {
+    const d = Math.abs(ref[i] - approx[i]);
+    if (d > m || d !== d) m = d;
+  }
+  return m;
+}

@@ -1,0 +1,190 @@
+/**
+ * Hugging Face LLaMA layout <-> GGUF names, hyper-parameters and the q/k row permutation.
+ *
+ * HF applies rotary embeddings with rotate_half (pairs (i, i + d/2) of each head); GGUF's llama uses
+ * adjacent pairs (2i, 2i + 1), the layout of Meta's and llama2.c's checkpoints. convert_hf_to_gguf.py
+ * therefore reorders the rows of q_proj/k_proj within each head: rows of a head viewed as [2, d/2]
+ * become [d/2, 2] (i.e. transposed). k uses the kv-head count. toGgufRows / toHfRows do that and back.
+ */
+import { fail } from '../errors.js';
+import { gguf, metaNumber, type GgufValue } from './gguf.js';
+
+const LAYER_MAP: readonly [string, string][] = [
+  ['input_layernorm.weight', 'attn_norm.weight'],
+  ['self_attn.q_proj.weight', 'attn_q.weight'],
+  ['self_attn.k_proj.weight', 'attn_k.weight'],
+  ['self_attn.v_proj.weight', 'attn_v.weight'],
+  ['self_attn.o_proj.weight', 'attn_output.weight'],
+  ['post_attention_layernorm.weight', 'ffn_norm.weight'],
+  ['mlp.gate_proj.weight', 'ffn_gate.weight'],
+  ['mlp.up_proj.weight', 'ffn_up.weight'],
+  ['mlp.down_proj.weight', 'ffn_down.weight'],
+  ['self_attn.q_proj.bias', 'attn_q.bias'],
+  ['self_attn.k_proj.bias', 'attn_k.bias'],
+  ['self_attn.v_proj.bias', 'attn_v.bias'],
+  ['self_attn.o_proj.bias', 'attn_output.bias'],
+];
+const GLOBAL_MAP: readonly [string, string][] = [
+  ['model.embed_tokens.weight', 'token_embd.weight'],
+  ['model.norm.weight', 'output_norm.weight'],
+  ['lm_head.weight', 'output.weight'],
+];
+
+/** HF tensor name -> GGUF name (undefined for tensors GGUF drops, e.g. rotary_emb.inv_freq; fails on unknown). */
+export function hfToGgufName(name: string): string | undefined {
+  for (const [h, g] of GLOBAL_MAP) if (name === h) return g;
+  const m = /^model\.layers\.(\d+)\.(.+)$/.exec(name);
+  if (m) {
+    if (m[2] === 'self_attn.rotary_emb.inv_freq') return undefined;
+    for (const [h, g] of LAYER_MAP) if (m[2] === h) return `blk.${m[1]}.${g}`;
+  }
+  fail(`tensor '${name}' is not part of the Hugging Face llama layout`);
+}
+
+/** GGUF name -> HF tensor name (fails on names outside the llama layout). */
+export function ggufToHfName(name: string): string {
+  for (const [h, g] of GLOBAL_MAP) if (name === g) return h;
+  const m = /^blk\.(\d+)\.(.+)$/.exec(name);
+  if (m) for (const [h, g] of LAYER_MAP) if (m[2] === g) return `model.layers.${m[1]}.${h}`;
+  fail(`GGUF tensor '${name}' has no Hugging Face llama name`);
+}
+
+/** Which permutation a GGUF-named tensor needs: q uses the head count, k the kv-head count. */
+export function ropePermuteHeads(ggufName: string, hp: LlamaHparams): number | undefined {
+  if (/^blk\.\d+\.attn_q\.(weight|bias)$/.test(ggufName)) return hp.nHead;
+  if (/^blk\.\d+\.attn_k\.(weight|bias)$/.test(ggufName)) return hp.nHeadKv;
+  return undefined;
+}
+
+/**
+ * Reorder the rows of a [rows, rowLen] row-major matrix, head by head.
+ * toGguf: within a head, row (h, j, i) of the [2, d/2] view goes to (h, i, j) of [d/2, 2];
+ * the inverse direction swaps the roles.
+ */
+function permuteRows(src: Uint8Array, rows: number, rowBytes: number, nHead: number, toGguf: boolean): Uint8Array {
+  if (rows % (2 * nHead) !== 0) fail(`cannot permute ${rows} rows for ${nHead} heads (not a multiple of 2 x heads)`);
+  if (src.length !== rows * rowBytes) fail(`permute: ${src.length} bytes is not ${rows} rows of ${rowBytes}`);
+  const half = rows / nHead / 2;
+  const out = new Uint8Array(src.length);
+  for (let h = 0; h < nHead; h++)
+    for (let j = 0; j < 2; j++)
+      for (let i = 0; i < half; i++) {
+        const hf = h * 2 * half + j * half + i; // [2, half] view
+        const gg = h * 2 * half + i * 2 + j; // [half, 2] view
+        const [from, to] = toGguf ? [hf, gg] : [gg, hf];
+        out.set(src.subarray(from * rowBytes, (from + 1) * rowBytes), to * rowBytes);
+      }
+  return out;
+}
+
+/** HF q/k rows -> GGUF rows (convert_hf_to_gguf's LlamaModel.permute). */
+export function toGgufRows(src: Uint8Array, rows: number, rowBytes: number, nHead: number): Uint8Array {
+  return permuteRows(src, rows, rowBytes, nHead, true);
+}
+/** GGUF q/k rows -> HF rows (the inverse). */
+export function toHfRows(src: Uint8Array, rows: number, rowBytes: number, nHead: number): Uint8Array {
+  return permuteRows(src, rows, rowBytes, nHead, false);
+}
+
+export interface LlamaHparams {
+  readonly vocabSize: number;
+  readonly dim: number;
+  readonly hiddenDim: number;
+  readonly nLayers: number;
+  readonly nHead: number;
+  readonly nHeadKv: number;
+  readonly contextLength: number;
+  readonly rmsEps: number;
+  readonly ropeTheta?: number;
+  readonly headDim?: number;
+}
+
+function num(c: Record<string, unknown>, k: string, dflt?: number): number {
+  const v = c[k] ?? dflt;
+  if (typeof v !== 'number' || !Number.isFinite(v)) fail(`config.json: '${k}' is missing or not a number`);
+  return v;
+}
+
+/** Read the llama hyper-parameters from an HF config.json object. */
+export function hparamsFromHfConfig(config: unknown): LlamaHparams {
+  if (typeof config !== 'object' || config === null) fail('config.json is not a JSON object');
+  const c = config as Record<string, unknown>;
+  const mt = c.model_type;
+  if (mt !== undefined && mt !== 'llama' && mt !== 'mistral') fail(`config.json: model_type '${String(mt)}' is not a llama model`);
+  const nHead = num(c, 'num_attention_heads');
+  return {
+    vocabSize: num(c, 'vocab_size'),
+    dim: num(c, 'hidden_size'),
+    hiddenDim: num(c, 'intermediate_size'),
+    nLayers: num(c, 'num_hidden_layers'),
+    nHead,
+    nHeadKv: num(c, 'num_key_value_heads', nHead),
+    contextLength: num(c, 'max_position_embeddings', 2048),
+    rmsEps: num(c, 'rms_norm_eps', 1e-5),
+    ropeTheta: typeof c.rope_theta === 'number' ? c.rope_theta : undefined,
+    headDim: typeof c.head_dim === 'number' ? c.head_dim : undefined,
+  };
+}
+
+/** An HF config.json object for these hyper-parameters. */
+export function hfConfigFromHparams(hp: LlamaHparams, dtype = 'float32'): Record<string, unknown> {
+  return {
+    architectures: ['LlamaForCausalLM'],
+    model_type: 'llama',
+    vocab_size: hp.vocabSize,
+    hidden_size: hp.dim,
+    intermediate_size: hp.hiddenDim,
+    num_hidden_layers: hp.nLayers,
+    num_attention_heads: hp.nHead,
+    num_key_value_heads: hp.nHeadKv,
+    max_position_embeddings: hp.contextLength,
+    rms_norm_eps: hp.rmsEps,
+    rope_theta: hp.ropeTheta ?? 10000,
+    hidden_act: 'silu',
+    tie_word_embeddings: false,
+    torch_dtype: dtype,
+  };
+}
+
+/** GGUF llama.* metadata for these hyper-parameters (the keys llama.cpp's converters write). */
+export function ggufLlamaMetadata(hp: LlamaHparams): [string, GgufValue][] {
+  const m: [string, GgufValue][] = [
+    ['llama.context_length', gguf.u32(hp.contextLength)],
+    ['llama.embedding_length', gguf.u32(hp.dim)],
+    ['llama.feed_forward_length', gguf.u32(hp.hiddenDim)],
+    ['llama.attention.head_count', gguf.u32(hp.nHead)],
+    ['llama.attention.head_count_kv', gguf.u32(hp.nHeadKv)],
+    ['llama.block_count', gguf.u32(hp.nLayers)],
+    ['llama.rope.dimension_count', gguf.u32(hp.headDim ?? hp.dim / hp.nHead)],
+    ['llama.attention.layer_norm_rms_epsilon', gguf.f32(hp.rmsEps)],
+  ];
+  if (hp.ropeTheta !== undefined) m.push(['llama.rope.freq_base', gguf.f32(hp.ropeTheta)]);
+  return m;
+}
+
+/** Hyper-parameters from GGUF metadata (architecture llama); vocab size from the token list or embedding. */
+export function hparamsFromGguf(meta: Map<string, GgufValue>, vocabFallback = 0): LlamaHparams {
+  const arch = meta.get('general.architecture')?.value;
+  const a = typeof arch === 'string' ? arch : 'llama';
+  const need = (k: string) => {
+    const v = metaNumber(meta, `${a}.${k}`);
+    if (v === undefined) fail(`GGUF metadata ${a}.${k} is missing`);
+    return v;
+  };
+  const tokens = meta.get('tokenizer.ggml.tokens')?.value as { values: unknown[] } | undefined;
+  const nHead = need('attention.head_count');
+  const dim = need('embedding_length');
+  const rot = metaNumber(meta, `${a}.rope.dimension_count`);
+  return {
+    vocabSize: metaNumber(meta, `${a}.vocab_size`) ?? tokens?.values.length ?? vocabFallback,
+    dim,
+    hiddenDim: need('feed_forward_length'),
+    nLayers: need('block_count'),
+    nHead,
+    nHeadKv: metaNumber(meta, `${a}.attention.head_count_kv`) ?? nHead,
+    contextLength: metaNumber(meta, `${a}.context_length`) ?? 2048,
+    rmsEps: metaNumber(meta, `${a}.attention.layer_norm_rms_epsilon`) ?? 1e-5,
+    ropeTheta: metaNumber(meta, `${a}.rope.freq_base`),
+    headDim: rot !== undefined && rot !== dim / nHead ? rot : undefined,
+  };
+}

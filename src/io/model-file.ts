@@ -1,0 +1,147 @@
+/**
+ * One API over every model file lowbit reads: GGUF, safetensors (single or sharded via
+ * model.safetensors.index.json) and llama2.c checkpoints. Opened by sniffing the first bytes.
+ * Tensors are listed with a row-major `shape` (outermost first, as numpy/safetensors);
+ * GGUF tensors also carry ggml's `ne` (innermost first).
+ */
+import { fail } from '../errors.js';
+import { plainValue, readGguf, type GgufFile, type GgufValue } from './gguf.js';
+import { decodeUtf8 } from './reader.js';
+import { parseSafetensorsIndex, readSafetensors, readShardedSafetensors, findPackedInt4, type PackedInt4Group, type SafetensorsTensorInfo } from './safetensors.js';
+import type { ByteSource } from './source.js';
+import { toFloat32 } from './tensor-data.js';
+
+export type ModelFormat = 'gguf' | 'safetensors' | 'llama2c';
+
+export interface ModelTensor {
+  readonly name: string;
+  /** row-major, outermost first */
+  readonly shape: readonly number[];
+  /** ggml order (innermost first), for GGUF and llama2.c tensors */
+  readonly ne?: readonly number[];
+  /** GGML type name ('F32', 'Q4_K') for GGUF/llama2.c, safetensors dtype otherwise */
+  readonly type: string;
+  readonly nElements: number;
+  /** absolute offset inside `source` */
+  readonly byteOffset: number;
+  readonly byteLength: number;
+  readonly source: ByteSource;
+}
+
+export interface ModelFile {
+  readonly format: ModelFormat;
+  readonly name: string;
+  /** GGUF version; undefined otherwise */
+  readonly version?: number;
+  /** GGUF metadata (typed), safetensors __metadata__ (as string values), llama2.c header fields */
+  readonly metadata: Map<string, GgufValue | string | number>;
+  readonly tensors: readonly ModelTensor[];
+  readonly gguf?: GgufFile;
+  /** GPTQ/AWQ-style packed int4 layers found in safetensors files */
+  readonly packedInt4?: readonly PackedInt4Group[];
+  /** every source opened (shards), to close afterwards */
+  readonly sources: readonly ByteSource[];
+  tensor(name: string): ModelTensor;
+  read(t: ModelTensor, start?: number, length?: number): Promise<Uint8Array>;
+  readFloat32(t: ModelTensor): Promise<Float32Array>;
+}
+
+export interface OpenOptions {
+  /** open a file next to the input (safetensors shards) */
+  openSibling?: (fileName: string) => Promise<ByteSource>;
+  /** the llama2.c reader (from src/io/llama2c.ts), plugged in so this module does not depend on it */
+  llama2c?: (src: ByteSource) => Promise<{ metadata: Map<string, number>; tensors: ModelTensor[] }>;
+}
+
+function finish(format: ModelFormat, name: string, metadata: ModelFile['metadata'], tensors: ModelTensor[], sources: ByteSource[], extra: Partial<ModelFile> = {}): ModelFile {
+  const by = new Map(tensors.map((t) => [t.name, t]));
+  return {
+    format,
+    name,
+    metadata,
+    tensors,
+    sources,
+    ...extra,
+    tensor(n) {
+      const t = by.get(n);
+      if (!t) fail(`${name}: no tensor named '${n}'`);
+      return t;
+    },
+    read(t, start = 0, length = t.byteLength - start) {
+      if (start < 0 || length < 0 || start + length > t.byteLength) fail(`${name}: range ${start}+${length} is outside tensor '${t.name}'`);
+      return t.source.read(t.byteOffset + start, length);
+    },
+    async readFloat32(t) {
+      return toFloat32(t.type, await t.source.read(t.byteOffset, t.byteLength));
+    },
+  };
+}
+
+function fromSafetensorsInfo(t: SafetensorsTensorInfo): ModelTensor {
+  return { name: t.name, shape: t.shape, type: t.dtype, nElements: t.nElements, byteOffset: t.fileOffset, byteLength: t.byteLength, source: t.source };
+}
+
+export async function sniffFormat(src: ByteSource): Promise<ModelFormat | 'safetensors-index'> {
+  const head = await src.read(0, Math.min(src.size, 16));
+  if (head.length >= 4 && head[0] === 0x47 && head[1] === 0x47 && head[2] === 0x55 && head[3] === 0x46) return 'gguf';
+  let i = 0;
+  while (i < head.length && (head[i] === 0x20 || head[i] === 0x0a || head[i] === 0x0d || head[i] === 0x09)) i++;
+  if (head[i] === 0x7b) return 'safetensors-index';
+  if (head.length >= 9) {
+    const n = new DataView(head.buffer, head.byteOffset, 8).getBigUint64(0, true);
+    if (n >= 2n && n <= BigInt(src.size - 8) && head[8] === 0x7b) return 'safetensors';
+  }
+  if (src.size >= 28) return 'llama2c';
+  fail(`${src.name}: not a GGUF, safetensors or llama2.c file`);
+}
+
+/** Open a model file of any supported format. */
+export async function openModelFile(src: ByteSource, opts: OpenOptions = {}): Promise<ModelFile> {
+  const fmt = await sniffFormat(src);
+  if (fmt === 'gguf') {
+    const g = await readGguf(src);
+    const tensors = g.tensors.map<ModelTensor>((t) => ({
+      name: t.name,
+      shape: [...t.ne].reverse(),
+      ne: t.ne,
+      type: t.type.name,
+      nElements: t.nElements,
+      byteOffset: t.fileOffset,
+      byteLength: t.byteLength,
+      source: src,
+    }));
+    return finish('gguf', src.name, g.metadata, tensors, [src], { version: g.version, gguf: g });
+  }
+  if (fmt === 'safetensors') {
+    const f = await readSafetensors(src);
+    const tensors = f.tensors.map(fromSafetensorsInfo);
+    return finish('safetensors', src.name, new Map(Object.entries(f.metadata)), tensors, [src], { packedInt4: findPackedInt4(f.tensors) });
+  }
+  if (fmt === 'safetensors-index') {
+    if (src.size > 100_000_000) fail(`${src.name}: JSON index larger than 100 MB`);
+    const text = decodeUtf8(await src.read(0, src.size));
+    if (text === undefined) fail(`${src.name}: index is not valid UTF-8`);
+    const index = parseSafetensorsIndex(text, src.name);
+    if (!opts.openSibling) fail(`${src.name}: a sharded safetensors index needs access to its shard files`);
+    const sources: ByteSource[] = [];
+    const open = async (f: string) => {
+      const s = await opts.openSibling!(f);
+      sources.push(s);
+      return s;
+    };
+    const sh = await readShardedSafetensors(index, open);
+    const meta = new Map<string, string | number>(Object.entries(sh.metadata));
+    for (const [k, v] of Object.entries(index.metadata)) if (typeof v === 'string' || typeof v === 'number') meta.set(`index.${k}`, v);
+    return finish('safetensors', src.name, meta, sh.tensors.map(fromSafetensorsInfo), sources, { packedInt4: findPackedInt4(sh.tensors) });
+  }
+  if (!opts.llama2c) fail(`${src.name}: looks like a llama2.c checkpoint, but no llama2.c reader is available`);
+  const l = await opts.llama2c(src);
+  return finish('llama2c', src.name, l.metadata, l.tensors, [src]);
+}
+
+/** Metadata as plain JSON-able values (bigints as numbers when safe, else strings). */
+export function plainMetadata(m: ModelFile['metadata']): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of m) out[k] = typeof v === 'object' ? plainValue(v) : v;
+  return out;
+}

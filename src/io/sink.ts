@@ -1,0 +1,36 @@
+/**
+ * Where writers put bytes: a sequential sink. The CLI backs it with an AtomicFile (src/cli/files.ts);
+ * tests and browsers use memorySink. Writers stream: header first, then one tensor at a time.
+ */
+export interface ByteSink {
+  write(bytes: Uint8Array): void | Promise<void>;
+}
+
+/** Collects everything in memory (tests, small files, browsers). */
+export interface MemorySink extends ByteSink {
+  readonly length: number;
+  bytes(): Uint8Array;
+}
+
+export function memorySink(): MemorySink {
+  const parts: Uint8Array[] = [];
+  let length = 0;
+  return {
+    get length() {
+      return length;
+    },
+    write(b) {
+      parts.push(b.slice());
+      length += b.length;
+    },
+    bytes() {
+      const out = new Uint8Array(length);
+      let o = 0;
+      for (const p of parts) {
+        out.set(p, o);
+        o += p.length;
+      }
+      return out;
+    },
+  };
+}

@@ -1,0 +1,163 @@
+/**
+ * Element conversions between stored tensor bytes and float32: GGML types (F32/F16/BF16/F64/I*,
+ * block types through the codec registry) and safetensors dtypes. Little-endian bytes throughout.
+ */
+import { fail } from '../errors.js';
+import { decodeFloat } from '../formats/float.js';
+import { fp8_e4m3fn, fp8_e5m2 } from '../formats/registry.js';
+import { bf16ToF32, f16Table, f32ToBf16, f32ToF16 } from '../quant/ggml/half.js';
+import { ggmlCodec } from '../quant/ggml/registry.js';
+import { ggmlTypeByName, type GgmlTypeInfo } from '../quant/ggml/types.js';
+
+/** An element kind: a GGML type name ('F32', 'Q4_0', ...) or a safetensors dtype ('F8_E4M3', 'BOOL', ...). */
+export type ElementKind = string;
+
+const FP8_E4M3 = Float32Array.from({ length: 256 }, (_, c) => decodeFloat(fp8_e4m3fn as never, c));
+const FP8_E5M2 = Float32Array.from({ length: 256 }, (_, c) => decodeFloat(fp8_e5m2 as never, c));
+
+/** safetensors dtype <-> GGML type for the kinds both know */
+export const DTYPE_TO_GGML: Readonly<Record<string, string>> = Object.freeze({ F32: 'F32', F16: 'F16', BF16: 'BF16', F64: 'F64', I8: 'I8', I16: 'I16', I32: 'I32', I64: 'I64' });
+export const GGML_TO_DTYPE: Readonly<Record<string, string>> = Object.freeze({ F32: 'F32', F16: 'F16', BF16: 'BF16', F64: 'F64', I8: 'I8', I16: 'I16', I32: 'I32', I64: 'I64' });
+
+function aligned(bytes: Uint8Array, size: number): ArrayBuffer {
+  if (bytes.byteOffset % size === 0 && bytes.buffer instanceof ArrayBuffer) return bytes.buffer;
+  return bytes.slice().buffer;
+}
+function view<T>(bytes: Uint8Array, size: number, C: new (b: ArrayBuffer, o: number, n: number) => T): T {
+  const buf = aligned(bytes, size);
+  return new C(buf, buf === bytes.buffer ? bytes.byteOffset : 0, bytes.length / size);
+}
+
+/** Decode `bytes` of kind `kind` to float32 (out may be given; its length is the element count). */
+export function toFloat32(kind: ElementKind, bytes: Uint8Array, out?: Float32Array): Float32Array {
+  const k = kind.toUpperCase();
+  const simple: Record<string, number> = { F32: 4, F16: 2, BF16: 2, F64: 8, I8: 1, I16: 2, I32: 4, I64: 8, U8: 1, U16: 2, U32: 4, U64: 8, BOOL: 1, F8_E4M3: 1, F8_E5M2: 1 };
+  if (k in simple) {
+    const size = simple[k];
+    if (bytes.length % size) fail(`${kind} data of ${bytes.length} bytes is not a whole number of elements`);
+    const n = bytes.length / size;
+    const o = out ?? new Float32Array(n);
+    if (o.length < n) fail(`output buffer too small`);
+    switch (k) {
+      case 'F32':
+        o.set(view(bytes, 4, Float32Array));
+        break;
+      case 'F16': {
+        const h = view(bytes, 2, Uint16Array);
+        for (let i = 0; i < n; i++) o[i] = f16Table[h[i]];
+        break;
+      }
+      case 'BF16': {
+        const h = view(bytes, 2, Uint16Array);
+        const u = new Uint32Array(o.buffer, o.byteOffset, n);
+        for (let i = 0; i < n; i++) u[i] = h[i] << 16;
+        break;
+      }
+      case 'F64':
+        o.set(view(bytes, 8, Float64Array));
+        break;
+      case 'I8':
+        o.set(new Int8Array(bytes.buffer, bytes.byteOffset, n));
+        break;
+      case 'U8':
+      case 'BOOL':
+        o.set(bytes);
+        break;
+      case 'I16':
+        o.set(view(bytes, 2, Int16Array));
+        break;
+      case 'U16':
+        o.set(view(bytes, 2, Uint16Array));
+        break;
+      case 'I32':
+        o.set(view(bytes, 4, Int32Array));
+        break;
+      case 'U32':
+        o.set(view(bytes, 4, Uint32Array));
+        break;
+      case 'I64': {
+        const v = view(bytes, 8, BigInt64Array);
+        for (let i = 0; i < n; i++) o[i] = Number(v[i]);
+        break;
+      }
+      case 'U64': {
+        const v = view(bytes, 8, BigUint64Array);
+        for (let i = 0; i < n; i++) o[i] = Number(v[i]);
+        break;
+      }
+      case 'F8_E4M3':
+        for (let i = 0; i < n; i++) o[i] = FP8_E4M3[bytes[i]];
+        break;
+      case 'F8_E5M2':
+        for (let i = 0; i < n; i++) o[i] = FP8_E5M2[bytes[i]];
+        break;
+    }
+    return o;
+  }
+  const t = ggmlTypeByName(k);
+  if (!t) fail(`unknown element type ${kind}`);
+  const codec = ggmlCodec(t);
+  if (!codec) fail(`no dequantizer for GGML type ${t.name} is registered`);
+  if (bytes.length % t.typeSize) fail(`${t.name} data of ${bytes.length} bytes is not a whole number of blocks`);
+  const n = (bytes.length / t.typeSize) * t.blockSize;
+  const o = out ?? new Float32Array(n);
+  codec.dequantize(bytes, n, o);
+  return o;
+}
+
+/** Encode float32 to F32/F16/BF16 bytes (round to nearest even). */
+export function fromFloat32(kind: 'F32' | 'F16' | 'BF16', x: Float32Array, out?: Uint8Array): Uint8Array {
+  const size = kind === 'F32' ? 4 : 2;
+  const o = out ?? new Uint8Array(x.length * size);
+  if (kind === 'F32') {
+    o.set(new Uint8Array(x.buffer, x.byteOffset, x.length * 4));
+    return o;
+  }
+  const h = new Uint16Array(o.buffer, o.byteOffset, x.length);
+  const u = new Uint32Array(x.buffer, x.byteOffset, x.length);
+  if (kind === 'F16') f32BitsToF16(u, x, h);
+  else f32BitsToBf16(u, x, h);
+  return o;
+}
+
+/**
+ * Bulk float32 -> fp16 (bit-identical to half.ts f32ToF16, tested): the normal-range case is inlined
+ * on the bits (f32 exponent 113..142 <=> half exponent 1..30); everything else takes the scalar path.
+ */
+export function f32BitsToF16(u: Uint32Array, x: Float32Array, h: Uint16Array): void {
+  const n = u.length;
+  for (let i = 0; i < n; i++) {
+    const b = u[i];
+    if ((((b >>> 23) & 0xff) - 113) >>> 0 <= 29) {
+      // rebias the exponent (127 -> 15), then round the 13 dropped bits to nearest even without a
+      // branch: + 0xfff + lsb carries exactly when the rest is > half, or = half with an odd lsb;
+      // a carry out of the mantissa bumps the exponent (up to inf), as it should
+      const m = (b & 0x7fffffff) - (112 << 23);
+      h[i] = ((b >>> 16) & 0x8000) | ((m + 0xfff + ((m >>> 13) & 1)) >>> 13);
+    } else h[i] = f32ToF16(x[i]);
+  }
+}
+
+/** Bulk float32 -> bf16, round to nearest even (as half.ts f32ToBf16). */
+export function f32BitsToBf16(u: Uint32Array, x: Float32Array, h: Uint16Array): void {
+  for (let i = 0; i < u.length; i++) {
+    const b = u[i];
+    h[i] = (b & 0x7fffffff) > 0x7f800000 ? f32ToBf16(x[i]) : (b + 0x7fff + ((b >>> 16) & 1)) >>> 16;
+  }
+}
+
+/** Bytes per element of the float target kinds */
+export const FLOAT_KIND_BYTES = Object.freeze({ F32: 4, F16: 2, BF16: 2 });
+
+/** fast paths F16->F32 etc. are not needed: toFloat32 + fromFloat32 handle every pair. */
+export function isFloatKind(kind: string): kind is 'F32' | 'F16' | 'BF16' {
+  return kind === 'F32' || kind === 'F16' || kind === 'BF16';
+}
+
+export function ggmlInfo(name: string): GgmlTypeInfo {
+  const t = ggmlTypeByName(name);
+  if (!t) fail(`unknown GGML type ${name}`);
+  return t;
+}
+
+export { bf16ToF32 };

@@ -1,0 +1,410 @@
+/**
+ * The LLaMA forward pass, in the manner of llama2.c's run.c: Config, Weights, RunState with preallocated
+ * buffers, and a flat loop over layers.
+ *
+ *   x = token_embd[token]
+ *   for each layer:  x += Wo · attention(RoPE(Wq · rmsnorm(x)), RoPE(Wk · rmsnorm(x)), Wv · rmsnorm(x))
+ *                    x += Wdown · (silu(Wgate · rmsnorm(x)) * (Wup · rmsnorm(x)))
+ *   logits = Woutput · rmsnorm(x)          (Woutput = token_embd when the classifier is tied)
+ *
+ * Many tokens go through each matmul together (prompt processing, perplexity chunks); a single token is
+ * the decode step. Attention is causal with grouped-query heads (nHeads / nKvHeads query heads share one
+ * key/value head). Weights keep their stored type; only `linear` (src/model/matmul.ts) knows about formats.
+ */
+import { fail } from '../errors.js';
+import { ggmlRowBytes, type GgmlTypeInfo } from '../quant/ggml/types.js';
+import { dequantizeRows, linear, makeLinearWeight, type LinearWeight } from './matmul.js';
+import type { LlamaConfig, StoredTensor } from './types.js';
+
+// ---------------------------------------------------------------------------------------------------
+// Config from GGUF metadata
+
+const NEOX_ARCHS = new Set(['qwen2', 'qwen2moe', 'phi3', 'stablelm', 'gptneox', 'olmo', 'falcon']);
+
+/** LlamaConfig from GGUF metadata (`{arch}.embedding_length` etc.) and the tensor list. */
+export function llamaConfigFromGguf(meta: ReadonlyMap<string, unknown> | Readonly<Record<string, unknown>>, tensors: readonly StoredTensor[]): LlamaConfig {
+  const get = (k: string): unknown => (meta instanceof Map ? meta.get(k) : (meta as Record<string, unknown>)[k]);
+  const arch = get('general.architecture');
+  if (typeof arch !== 'string') fail('GGUF metadata has no general.architecture');
+  if (!['llama', 'mistral', 'qwen2'].includes(arch)) fail(`GGUF architecture '${arch}' is not supported (llama, mistral, qwen2)`);
+  const num = (k: string, dflt?: number): number => {
+    const v = get(`${arch}.${k}`);
+    if (v === undefined) {
+      if (dflt === undefined) fail(`GGUF metadata is missing ${arch}.${k}`);
+      return dflt;
+    }
+    const x = Number(v as number | bigint);
+    if (!Number.isFinite(x)) fail(`GGUF metadata ${arch}.${k} = ${String(v)} is not a number`);
+    return x;
+  };
+  const emb = tensors.find((t) => t.name === 'token_embd.weight');
+  if (!emb) fail('model has no token_embd.weight tensor');
+  const dim = num('embedding_length');
+  const nHeads = num('attention.head_count');
+  const headDim = num('attention.key_length', dim / nHeads);
+  const nKvHeadsRaw = get(`${arch}.attention.head_count_kv`);
+  if (Array.isArray(nKvHeadsRaw) || ArrayBuffer.isView(nKvHeadsRaw)) fail(`per-layer ${arch}.attention.head_count_kv is not supported`);
+  return {
+    dim,
+    hiddenDim: num('feed_forward_length'),
+    nLayers: num('block_count'),
+    nHeads,
+    nKvHeads: num('attention.head_count_kv', nHeads),
+    vocabSize: emb.dims[1],
+    seqLen: num('context_length'),
+    headDim,
+    normEps: num('attention.layer_norm_rms_epsilon', 1e-5),
+    ropeTheta: num('rope.freq_base', 10000),
+    ropeDim: num('rope.dimension_count', headDim),
+    ropeStyle: NEOX_ARCHS.has(arch) ? 'neox' : 'normal',
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Weights
+
+export interface LayerWeights {
+  attnNorm: Float32Array; // (dim)
+  wq: LinearWeight; // (nHeads*headDim, dim)
+  wk: LinearWeight; // (nKvHeads*headDim, dim)
+  wv: LinearWeight; // (nKvHeads*headDim, dim)
+  wo: LinearWeight; // (dim, nHeads*headDim)
+  bq?: Float32Array; // (nHeads*headDim) qwen2 biases
+  bk?: Float32Array; // (kvDim)
+  bv?: Float32Array; // (kvDim)
+  ffnNorm: Float32Array; // (dim)
+  gate: LinearWeight; // w1 (hiddenDim, dim)
+  down: LinearWeight; // w2 (dim, hiddenDim)
+  up: LinearWeight; // w3 (hiddenDim, dim)
+}
+
+export interface LlamaWeights {
+  /** token embedding rows (vocab, dim) in their stored type; one row is dequantized per token */
+  tokenEmbedding: { type: GgmlTypeInfo; data: Uint8Array; rowBytes: number };
+  layers: LayerWeights[];
+  outputNorm: Float32Array; // (dim)
+  output: LinearWeight; // (vocab, dim), token_embd when tied
+}
+
+export interface LoadOptions {
+  /** dequantize every weight to f32 once at load ("fake quant": quantization error without the kernels) */
+  dequantize?: boolean;
+}
+
+function buildWeights(c: LlamaConfig, tensors: readonly StoredTensor[], opts: LoadOptions): LlamaWeights {
+  const byName = new Map(tensors.map((t) => [t.name, t]));
+  const get = (name: string, dims: number[]): StoredTensor => {
+    const t = byName.get(name);
+    if (!t) fail(`model is missing tensor ${name}`);
+    if (t.dims.length !== dims.length || t.dims.some((d, i) => d !== dims[i])) fail(`${name} has dims [${t.dims.join(', ')}], expected [${dims.join(', ')}]`);
+    return t;
+  };
+  const vector = (name: string, n: number): Float32Array => {
+    const t = get(name, [n]);
+    const v = new Float32Array(n);
+    dequantizeRows(t.type, t.data, n, 1, v);
+    return v;
+  };
+  const optionalVector = (name: string, n: number) => (byName.has(name) ? vector(name, n) : undefined);
+  const lin = (name: string, cols: number, rows: number): LinearWeight => {
+    const t = get(name, [cols, rows]);
+    return makeLinearWeight(name, t.type, rows, cols, t.data, opts.dequantize ?? false);
+  };
+  const { dim, hiddenDim, vocabSize } = c;
+  const qDim = c.nHeads * c.headDim;
+  const kvDim = c.nKvHeads * c.headDim;
+  const emb = get('token_embd.weight', [dim, vocabSize]);
+  const layers: LayerWeights[] = [];
+  for (let l = 0; l < c.nLayers; l++) {
+    const p = `blk.${l}.`;
+    layers.push({
+      attnNorm: vector(`${p}attn_norm.weight`, dim),
+      wq: lin(`${p}attn_q.weight`, dim, qDim),
+      wk: lin(`${p}attn_k.weight`, dim, kvDim),
+      wv: lin(`${p}attn_v.weight`, dim, kvDim),
+      wo: lin(`${p}attn_output.weight`, qDim, dim),
+      bq: optionalVector(`${p}attn_q.bias`, qDim),
+      bk: optionalVector(`${p}attn_k.bias`, kvDim),
+      bv: optionalVector(`${p}attn_v.bias`, kvDim),
+      ffnNorm: vector(`${p}ffn_norm.weight`, dim),
+      gate: lin(`${p}ffn_gate.weight`, dim, hiddenDim),
+      down: lin(`${p}ffn_down.weight`, hiddenDim, dim),
+      up: lin(`${p}ffn_up.weight`, dim, hiddenDim),
+    });
+  }
+  return {
+    tokenEmbedding: { type: emb.type, data: emb.data, rowBytes: ggmlRowBytes(emb.type, dim) },
+    layers,
+    outputNorm: vector('output_norm.weight', dim),
+    output: byName.has('output.weight') ? lin('output.weight', dim, vocabSize) : lin('token_embd.weight', dim, vocabSize),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// KV cache
+
+/** Where keys and values live. f32 now; a quantized store dequantizes into scratch on read. */
+export interface KvStorage {
+  /** positions each layer can hold */
+  readonly capacity: number;
+  /** store the key and value vectors (kvDim each) of position `pos` of `layer` */
+  store(layer: number, pos: number, key: Float32Array, value: Float32Array): void;
+  /** keys of positions [0, n) of `layer` as f32, kvDim per position, contiguous */
+  keys(layer: number, n: number): Float32Array;
+  /** values of positions [0, n) of `layer` as f32, kvDim per position, contiguous */
+  values(layer: number, n: number): Float32Array;
+}
+
+export function f32KvStorage(nLayers: number, capacity: number, kvDim: number): KvStorage {
+  const k = new Float32Array(nLayers * capacity * kvDim); // (layer, pos, kvDim)
+  const v = new Float32Array(nLayers * capacity * kvDim); // (layer, pos, kvDim)
+  const base = (layer: number, pos: number) => (layer * capacity + pos) * kvDim;
+  return {
+    capacity,
+    store(layer, pos, key, value) {
+      k.set(key.subarray(0, kvDim), base(layer, pos));
+      v.set(value.subarray(0, kvDim), base(layer, pos));
+    },
+    keys: (layer, n) => k.subarray(base(layer, 0), base(layer, n)),
+    values: (layer, n) => v.subarray(base(layer, 0), base(layer, n)),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Run state
+
+/** Buffers for up to `batch` tokens per forward step. */
+class RunState {
+  readonly x: Float32Array; // (batch, dim) residual stream
+  readonly xb: Float32Array; // (batch, dim) normalized input of a block
+  readonly q: Float32Array; // (batch, nHeads*headDim)
+  readonly k: Float32Array; // (batch, kvDim)
+  readonly v: Float32Array; // (batch, kvDim)
+  readonly att: Float32Array; // (batch, nHeads*headDim) attention output before Wo
+  readonly xb2: Float32Array; // (batch, dim) output of Wo / Wdown
+  readonly hb: Float32Array; // (batch, hiddenDim) gate, then silu(gate) * up
+  readonly hb2: Float32Array; // (batch, hiddenDim) up
+  readonly scores: Float64Array; // (capacity) attention scores of one head
+  readonly ropeFreq: Float64Array; // (ropeDim/2) theta^(-2i/ropeDim)
+  readonly lastLogits: Float32Array; // (vocab)
+  constructor(c: LlamaConfig, readonly batch: number, capacity: number) {
+    const qDim = c.nHeads * c.headDim;
+    const kvDim = c.nKvHeads * c.headDim;
+    this.x = new Float32Array(batch * c.dim);
+    this.xb = new Float32Array(batch * c.dim);
+    this.q = new Float32Array(batch * qDim);
+    this.k = new Float32Array(batch * kvDim);
+    this.v = new Float32Array(batch * kvDim);
+    this.att = new Float32Array(batch * qDim);
+    this.xb2 = new Float32Array(batch * c.dim);
+    this.hb = new Float32Array(batch * c.hiddenDim);
+    this.hb2 = new Float32Array(batch * c.hiddenDim);
+    this.scores = new Float64Array(capacity);
+    this.ropeFreq = new Float64Array(c.ropeDim / 2);
+    for (let i = 0; i < c.ropeDim / 2; i++) this.ropeFreq[i] = Math.pow(c.ropeTheta, (-2 * i) / c.ropeDim);
+    this.lastLogits = new Float32Array(c.vocabSize);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Building blocks
+
+/** out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * weight, for nTok rows of `size` */
+function rmsnorm(out: Float32Array, x: Float32Array, weight: Float32Array, nTok: number, size: number, eps: number): void {
+  for (let t = 0; t < nTok; t++) {
+    const o = t * size;
+    let ss = 0;
+    for (let i = 0; i < size; i++) ss += x[o + i] * x[o + i];
+    const scale = 1 / Math.sqrt(ss / size + eps);
+    for (let i = 0; i < size; i++) out[o + i] = x[o + i] * scale * weight[i];
+  }
+}
+
+/** Rotate the first ropeDim dims of each head of vec (nTok rows of nHeads*headDim) by position. */
+function rope(c: LlamaConfig, freq: Float64Array, vec: Float32Array, nTok: number, nHeads: number, pos0: number): void {
+  const half = c.ropeDim / 2;
+  const rowLen = nHeads * c.headDim;
+  for (let t = 0; t < nTok; t++) {
+    const p = pos0 + t;
+    for (let i = 0; i < half; i++) {
+      const angle = p * freq[i];
+      const cos = Math.cos(angle);
+      const sin = Math.sin(angle);
+      // 'normal' pairs (2i, 2i+1); 'neox' pairs (i, i + ropeDim/2)
+      const a = c.ropeStyle === 'normal' ? 2 * i : i;
+      const b = c.ropeStyle === 'normal' ? 2 * i + 1 : i + half;
+      for (let h = 0; h < nHeads; h++) {
+        const o = t * rowLen + h * c.headDim;
+        const x0 = vec[o + a];
+        const x1 = vec[o + b];
+        vec[o + a] = x0 * cos - x1 * sin;
+        vec[o + b] = x0 * sin + x1 * cos;
+      }
+    }
+  }
+}
+
+function addBias(x: Float32Array, bias: Float32Array | undefined, nTok: number): void {
+  if (!bias) return;
+  const n = bias.length;
+  for (let t = 0; t < nTok; t++) for (let i = 0; i < n; i++) x[t * n + i] += bias[i];
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The model
+
+export interface ForwardHooks {
+  /**
+   * Called with the input of every linear layer before it is applied: `x` holds nTok rows of k values
+   * (a view into the run state: copy what you keep). `name` is the weight's tensor name.
+   */
+  linearInput?: (name: string, x: Float32Array, nTok: number, k: number) => void;
+}
+
+export interface LlamaOptions extends LoadOptions {
+  /** positions the KV cache holds (default: config.seqLen) */
+  contextLength?: number;
+  /** tokens per forward step (default 128) */
+  batch?: number;
+  /** KV cache storage (default f32) */
+  kv?: KvStorage;
+}
+
+export class Llama {
+  readonly config: LlamaConfig;
+  readonly weights: LlamaWeights;
+  readonly kv: KvStorage;
+  hooks: ForwardHooks = {};
+  private readonly s: RunState;
+
+  constructor(config: LlamaConfig, tensors: readonly StoredTensor[], opts: LlamaOptions = {}) {
+    const c = config;
+    if (c.dim <= 0 || c.nLayers <= 0 || c.nHeads <= 0 || c.nKvHeads <= 0 || c.nHeads % c.nKvHeads !== 0) fail(`bad model shape: ${JSON.stringify(c)}`);
+    if (c.ropeDim % 2 !== 0 || c.ropeDim > c.headDim) fail(`RoPE dimension ${c.ropeDim} must be even and at most the head size ${c.headDim}`);
+    this.config = c;
+    this.weights = buildWeights(c, tensors, opts);
+    const capacity = opts.contextLength ?? c.seqLen;
+    this.kv = opts.kv ?? f32KvStorage(c.nLayers, capacity, c.nKvHeads * c.headDim);
+    this.s = new RunState(c, Math.max(1, opts.batch ?? 128), this.kv.capacity);
+  }
+
+  /**
+   * Run `tokens` at positions pos, pos+1, ... (the KV cache must hold positions [0, pos) already).
+   * Returns the logits of tokens [outputsFrom, tokens.length): by default only the last token's
+   * (a reused buffer); otherwise a new (tokens.length - outputsFrom) x vocab array.
+   */
+  forward(tokens: ArrayLike<number>, pos: number, outputsFrom = tokens.length - 1): Float32Array {
+    const c = this.config;
+    const n = tokens.length;
+    if (n === 0) fail('forward needs at least one token');
+    if (pos < 0 || pos + n > this.kv.capacity) fail(`positions ${pos}..${pos + n - 1} do not fit the context of ${this.kv.capacity}`);
+    if (!(outputsFrom >= 0 && outputsFrom < n)) fail(`outputsFrom ${outputsFrom} is outside the ${n} tokens`);
+    const onlyLast = outputsFrom === n - 1;
+    const out = onlyLast ? this.s.lastLogits : new Float32Array((n - outputsFrom) * c.vocabSize);
+    for (let b = 0; b < n; b += this.s.batch) {
+      const nb = Math.min(this.s.batch, n - b);
+      const ids = Array.from({ length: nb }, (_, i) => tokens[b + i]);
+      this.step(ids, pos + b);
+      const from = Math.max(outputsFrom, b); // first token of this batch that needs logits
+      if (from < b + nb) this.logits(out.subarray((from - outputsFrom) * c.vocabSize, (b + nb - outputsFrom) * c.vocabSize), from - b, b + nb - from);
+    }
+    return out;
+  }
+
+  private lin(out: Float32Array, x: Float32Array, w: LinearWeight, nTok: number): void {
+    this.hooks.linearInput?.(w.name, x.subarray(0, nTok * w.cols), nTok, w.cols);
+    linear(out, x, w, nTok);
+  }
+
+  /** one batch through all layers, leaving the final residual stream in s.x */
+  private step(tokens: number[], pos: number): void {
+    const c = this.config;
+    const s = this.s;
+    const w = this.weights;
+    const nTok = tokens.length;
+    const { dim, hiddenDim, headDim, nHeads, nKvHeads } = c;
+    const kvDim = nKvHeads * headDim;
+    const qDim = nHeads * headDim;
+    const group = nHeads / nKvHeads;
+    const attScale = 1 / Math.sqrt(headDim);
+
+    // token embeddings
+    const e = w.tokenEmbedding;
+    for (let t = 0; t < nTok; t++) {
+      const id = tokens[t];
+      if (!(Number.isInteger(id) && id >= 0 && id < c.vocabSize)) fail(`token id ${id} is outside the ${c.vocabSize}-token vocabulary`);
+      dequantizeRows(e.type, e.data.subarray(id * e.rowBytes, (id + 1) * e.rowBytes), dim, 1, s.x.subarray(t * dim, (t + 1) * dim));
+    }
+
+    for (let l = 0; l < c.nLayers; l++) {
+      const L = w.layers[l];
+
+      // attention: q, k, v of every token; RoPE; keys and values into the cache
+      rmsnorm(s.xb, s.x, L.attnNorm, nTok, dim, c.normEps);
+      this.lin(s.q, s.xb, L.wq, nTok);
+      this.lin(s.k, s.xb, L.wk, nTok);
+      this.lin(s.v, s.xb, L.wv, nTok);
+      addBias(s.q, L.bq, nTok);
+      addBias(s.k, L.bk, nTok);
+      addBias(s.v, L.bv, nTok);
+      rope(c, s.ropeFreq, s.q, nTok, nHeads, pos);
+      rope(c, s.ropeFreq, s.k, nTok, nKvHeads, pos);
+      for (let t = 0; t < nTok; t++) this.kv.store(l, pos + t, s.k.subarray(t * kvDim, (t + 1) * kvDim), s.v.subarray(t * kvDim, (t + 1) * kvDim));
+      const keys = this.kv.keys(l, pos + nTok);
+      const values = this.kv.values(l, pos + nTok);
+
+      // causal attention: token t (position pos + t) sees positions 0 .. pos + t
+      for (let t = 0; t < nTok; t++) {
+        const nPos = pos + t + 1;
+        for (let h = 0; h < nHeads; h++) {
+          const qo = t * qDim + h * headDim;
+          const ko = Math.floor(h / group) * headDim; // this head's kv head
+          let max = -Infinity;
+          for (let p = 0; p < nPos; p++) {
+            let dot = 0;
+            const kp = p * kvDim + ko;
+            for (let i = 0; i < headDim; i++) dot += s.q[qo + i] * keys[kp + i];
+            const score = dot * attScale;
+            s.scores[p] = score;
+            if (score > max) max = score;
+          }
+          let sum = 0;
+          for (let p = 0; p < nPos; p++) {
+            const ex = Math.exp(s.scores[p] - max);
+            s.scores[p] = ex;
+            sum += ex;
+          }
+          const out = s.att.subarray(qo, qo + headDim);
+          out.fill(0);
+          for (let p = 0; p < nPos; p++) {
+            const a = s.scores[p] / sum;
+            const vp = p * kvDim + ko;
+            for (let i = 0; i < headDim; i++) out[i] += a * values[vp + i];
+          }
+        }
+      }
+      this.lin(s.xb2, s.att, L.wo, nTok);
+      for (let i = 0; i < nTok * dim; i++) s.x[i] += s.xb2[i];
+
+      // feed-forward: down(silu(gate(x)) * up(x))
+      rmsnorm(s.xb, s.x, L.ffnNorm, nTok, dim, c.normEps);
+      this.lin(s.hb, s.xb, L.gate, nTok);
+      this.lin(s.hb2, s.xb, L.up, nTok);
+      for (let i = 0; i < nTok * hiddenDim; i++) {
+        const g = s.hb[i];
+        s.hb[i] = (g / (1 + Math.exp(-g))) * s.hb2[i];
+      }
+      this.lin(s.xb2, s.hb, L.down, nTok);
+      for (let i = 0; i < nTok * dim; i++) s.x[i] += s.xb2[i];
+    }
+  }
+
+  /** logits of tokens [from, from + count) of the last batch into out (count x vocab) */
+  private logits(out: Float32Array, from: number, count: number): void {
+    const c = this.config;
+    const s = this.s;
+    const x = s.x.subarray(from * c.dim, (from + count) * c.dim);
+    rmsnorm(s.xb, x, this.weights.outputNorm, count, c.dim, c.normEps);
+    this.lin(out, s.xb, this.weights.output, count);
+  }
+}

@@ -1,0 +1,135 @@
+/**
+ * The one matmul call site of the runtime, and the weight-format plumbing around it.
+ *
+ *   matmul(out, x, w, nTok, k, n):  out[t][j] = sum_i x[t][i] * w[j][i]
+ *   x: nTok x k row-major activations, w: n x k row-major weights (a GGUF tensor with dims [k, n]),
+ *   out: nTok x n.
+ *
+ * Weights stay in their stored GGML type. A linear layer over a block-quantized weight dequantizes a few
+ * rows at a time into a scratch buffer (GgmlCodec.dequantize from src/quant/ggml/registry.ts) and runs the
+ * same f32 matmul on them. F32 weights are used in place; F16/BF16 are converted per row block too.
+ * `setMatmul` swaps the kernel (e.g. for the WebAssembly SIMD one).
+ */
+import { fail } from '../errors.js';
+import { bf16ToF32, f16Table } from '../quant/ggml/half.js';
+import { ggmlCodec } from '../quant/ggml/registry.js';
+import { ggmlRowBytes, type GgmlTypeInfo } from '../quant/ggml/types.js';
+
+export type MatmulFn = (out: Float32Array, x: Float32Array, w: Float32Array, nTok: number, k: number, n: number) => void;
+
+/** Plain TypeScript reference matmul (accumulates in float64, like a dot product in JS numbers). */
+export const matmulRef: MatmulFn = (out, x, w, nTok, k, n) => {
+  for (let t = 0; t < nTok; t++) {
+    const xo = t * k;
+    const oo = t * n;
+    for (let j = 0; j < n; j++) {
+      const wo = j * k;
+      let s0 = 0;
+      let s1 = 0;
+      let s2 = 0;
+      let s3 = 0;
+      let i = 0;
+      for (; i + 3 < k; i += 4) {
+        s0 += x[xo + i] * w[wo + i];
+        s1 += x[xo + i + 1] * w[wo + i + 1];
+        s2 += x[xo + i + 2] * w[wo + i + 2];
+        s3 += x[xo + i + 3] * w[wo + i + 3];
+      }
+      for (; i < k; i++) s0 += x[xo + i] * w[wo + i];
+      out[oo + j] = s0 + s1 + s2 + s3;
+    }
+  }
+};
+
+let currentMatmul: MatmulFn = matmulRef;
+
+/** Replace the f32 matmul kernel used by every linear layer (returns the previous one). */
+export function setMatmul(fn: MatmulFn): MatmulFn {
+  const prev = currentMatmul;
+  currentMatmul = fn;
+  return prev;
+}
+
+export function matmul(out: Float32Array, x: Float32Array, w: Float32Array, nTok: number, k: number, n: number): void {
+  currentMatmul(out, x, w, nTok, k, n);
+}
+
+/** Dequantize `nRows` rows of `rowLength` elements of a stored tensor to f32. */
+export function dequantizeRows(type: GgmlTypeInfo, src: Uint8Array, rowLength: number, nRows: number, out: Float32Array): void {
+  const n = rowLength * nRows;
+  switch (type.name) {
+    case 'F32': {
+      if (src.byteOffset % 4 === 0) out.set(new Float32Array(src.buffer, src.byteOffset, n));
+      else out.set(new Float32Array(new Uint8Array(src.subarray(0, n * 4)).buffer));
+      return;
+    }
+    case 'F16': {
+      const dv = new DataView(src.buffer, src.byteOffset, n * 2);
+      for (let i = 0; i < n; i++) out[i] = f16Table[dv.getUint16(i * 2, true)];
+      return;
+    }
+    case 'BF16': {
+      const dv = new DataView(src.buffer, src.byteOffset, n * 2);
+      for (let i = 0; i < n; i++) out[i] = bf16ToF32(dv.getUint16(i * 2, true));
+      return;
+    }
+  }
+  const codec = ggmlCodec(type);
+  if (!codec) fail(`no dequantizer for GGML type ${type.name} (its codec is not registered)`);
+  codec.dequantize(src, n, out);
+}
+
+/** A weight matrix of a linear layer: `rows` outputs of `cols` inputs, in its stored type. */
+export interface LinearWeight {
+  readonly name: string;
+  readonly type: GgmlTypeInfo;
+  /** n: output features */
+  readonly rows: number;
+  /** k: input features */
+  readonly cols: number;
+  /** stored bytes, rows * rowBytes */
+  readonly data: Uint8Array;
+  /** f32 values when the weight is F32 (in place) or was dequantized once (fake-quant mode) */
+  readonly f32?: Float32Array;
+}
+
+export function makeLinearWeight(name: string, type: GgmlTypeInfo, rows: number, cols: number, data: Uint8Array, dequantizeOnce: boolean): LinearWeight {
+  const bytes = ggmlRowBytes(type, cols) * rows;
+  if (data.length !== bytes) fail(`${name}: ${data.length} bytes, but ${rows} x ${cols} ${type.name} needs ${bytes}`);
+  let f32: Float32Array | undefined;
+  if (type.name === 'F32' && data.byteOffset % 4 === 0) f32 = new Float32Array(data.buffer, data.byteOffset, rows * cols);
+  else if (type.name === 'F32' || dequantizeOnce) {
+    f32 = new Float32Array(rows * cols);
+    dequantizeRows(type, data, cols, rows, f32);
+  }
+  return { name, type, rows, cols, data, f32 };
+}
+
+/** Rows dequantized per step of an on-the-fly linear layer: about 64 KiB of f32 scratch. */
+function rowsPerBlock(cols: number, rows: number): number {
+  return Math.max(1, Math.min(rows, Math.floor(16384 / cols)));
+}
+
+const scratch = { w: new Float32Array(0), o: new Float32Array(0) };
+
+/** out (nTok x w.rows) = x (nTok x w.cols) times w transposed. */
+export function linear(out: Float32Array, x: Float32Array, w: LinearWeight, nTok: number): void {
+  const k = w.cols;
+  const n = w.rows;
+  if (w.f32) {
+    matmul(out, x, w.f32, nTok, k, n);
+    return;
+  }
+  const rb = rowsPerBlock(k, n);
+  const rowBytes = ggmlRowBytes(w.type, k);
+  if (scratch.w.length < rb * k) scratch.w = new Float32Array(rb * k);
+  if (scratch.o.length < rb * nTok) scratch.o = new Float32Array(rb * nTok);
+  for (let r0 = 0; r0 < n; r0 += rb) {
+    const nr = Math.min(rb, n - r0);
+    const wb = scratch.w.subarray(0, nr * k);
+    dequantizeRows(w.type, w.data.subarray(r0 * rowBytes, (r0 + nr) * rowBytes), k, nr, wb);
+    const ob = scratch.o;
+    matmul(ob, x, wb, nTok, k, nr);
+    for (let t = 0; t < nTok; t++) for (let j = 0; j < nr; j++) out[t * n + r0 + j] = ob[t * nr + j];
+  }
+}

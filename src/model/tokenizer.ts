@@ -1,0 +1,252 @@
+/**
+ * The llama / sentencepiece BPE tokenizer as llama.cpp runs it (llm_tokenizer_spm):
+ *  1. the text is split around user-defined tokens (control and unknown pieces are not parsed from text);
+ *  2. each raw fragment that starts the input or follows a special token gets a leading space
+ *     ("add dummy prefix"), then every ' ' becomes U+2581;
+ *  3. the fragment starts as one symbol per Unicode character; the adjacent pair whose concatenation is a
+ *     vocabulary piece with the highest score is merged (ties: leftmost first), repeatedly;
+ *  4. each final symbol is emitted as its piece id, or, when it is no piece, as its UTF-8 bytes through
+ *     the byte-fallback pieces <0xNN>.
+ * No whitespace collapsing or Unicode normalization is applied (llama.cpp applies none either).
+ */
+import { fail } from '../errors.js';
+import { TokenType, type Vocab } from './types.js';
+
+const SPACE = '\u2581';
+
+interface Bigram {
+  left: number;
+  right: number;
+  score: number;
+  /** combined length of the two symbols when queued; a mismatch later means they changed */
+  size: number;
+}
+
+/** max-heap on (score, then lower left index) */
+class BigramQueue {
+  private readonly heap: Bigram[] = [];
+  get length(): number {
+    return this.heap.length;
+  }
+  private static before(a: Bigram, b: Bigram): boolean {
+    return a.score > b.score || (a.score === b.score && a.left < b.left);
+  }
+  push(b: Bigram): void {
+    const h = this.heap;
+    let i = h.length;
+    h.push(b);
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (!BigramQueue.before(h[i], h[p])) break;
+      [h[i], h[p]] = [h[p], h[i]];
+      i = p;
+    }
+  }
+  pop(): Bigram {
+    const h = this.heap;
+    const top = h[0];
+    const last = h.pop()!;
+    if (h.length > 0) {
+      h[0] = last;
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        const r = l + 1;
+        let m = i;
+        if (l < h.length && BigramQueue.before(h[l], h[m])) m = l;
+        if (r < h.length && BigramQueue.before(h[r], h[m])) m = r;
+        if (m === i) break;
+        [h[i], h[m]] = [h[m], h[i]];
+        i = m;
+      }
+    }
+    return top;
+  }
+}
+
+export interface EncodeOptions {
+  /** prepend BOS (default: the vocabulary's addBos) */
+  bos?: boolean;
+  /** append EOS (default false) */
+  eos?: boolean;
+}
+
+export class Tokenizer {
+  readonly vocab: Vocab;
+  private readonly pieceToId = new Map<string, number>();
+  private readonly byteIds = new Int32Array(256).fill(-1);
+  /** user-defined pieces, longest first: matched in raw text before BPE */
+  private readonly userDefined: { piece: string; id: number }[] = [];
+  private readonly utf8 = new TextEncoder();
+
+  constructor(vocab: Vocab) {
+    this.vocab = vocab;
+    const n = vocab.tokens.length;
+    if (vocab.scores.length !== n || vocab.types.length !== n) fail(`vocabulary arrays disagree: ${n} tokens, ${vocab.scores.length} scores, ${vocab.types.length} types`);
+    vocab.tokens.forEach((t, i) => this.pieceToId.set(t, i)); // a repeated piece maps to its last id, as in llama.cpp
+    for (let b = 0; b < 256; b++) {
+      const hex = `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`;
+      const id = this.pieceToId.get(hex) ?? this.pieceToId.get(String.fromCharCode(b));
+      if (id !== undefined) this.byteIds[b] = id;
+    }
+    vocab.types.forEach((t, i) => {
+      if (t === TokenType.USER_DEFINED && vocab.tokens[i].length > 0) this.userDefined.push({ piece: vocab.tokens[i], id: i });
+    });
+    this.userDefined.sort((a, b) => b.piece.length - a.piece.length);
+  }
+
+  /** Token ids of `text`. */
+  encode(text: string, opts: EncodeOptions = {}): number[] {
+    const out: number[] = [];
+    if (opts.bos ?? this.vocab.addBos) out.push(this.vocab.bos);
+    let prevSpecial = true;
+    for (const frag of this.splitUserDefined(text)) {
+      if (typeof frag === 'number') {
+        out.push(frag);
+        prevSpecial = true;
+        continue;
+      }
+      const t = (this.vocab.addSpacePrefix && prevSpecial ? ' ' : '') + frag;
+      this.encodeFragment(t.replaceAll(' ', SPACE), out);
+      prevSpecial = false;
+    }
+    if (opts.eos) out.push(this.vocab.eos);
+    return out;
+  }
+
+  private splitUserDefined(text: string): (string | number)[] {
+    if (text.length === 0) return [];
+    let frags: (string | number)[] = [text];
+    for (const { piece, id } of this.userDefined) {
+      const next: (string | number)[] = [];
+      for (const f of frags) {
+        if (typeof f === 'number' || !f.includes(piece)) {
+          next.push(f);
+          continue;
+        }
+        const parts = f.split(piece);
+        parts.forEach((p, i) => {
+          if (i > 0) next.push(id);
+          if (p.length > 0) next.push(p);
+        });
+      }
+      frags = next;
+    }
+    return frags;
+  }
+
+  private encodeFragment(text: string, out: number[]): void {
+    // symbols: [start, length) in UTF-16 units of `text`, a doubly linked list
+    const chars = Array.from(text);
+    const n = chars.length;
+    if (n === 0) return;
+    const start = new Int32Array(n);
+    const len = new Int32Array(n);
+    const prev = new Int32Array(n);
+    const next = new Int32Array(n);
+    let off = 0;
+    for (let i = 0; i < n; i++) {
+      start[i] = off;
+      len[i] = chars[i].length;
+      off += len[i];
+      prev[i] = i - 1;
+      next[i] = i + 1 < n ? i + 1 : -1;
+    }
+    const queue = new BigramQueue();
+    const tryAdd = (left: number, right: number) => {
+      if (left < 0 || right < 0) return;
+      const id = this.pieceToId.get(text.substr(start[left], len[left] + len[right]));
+      if (id === undefined) return;
+      queue.push({ left, right, score: this.vocab.scores[id], size: len[left] + len[right] });
+    };
+    for (let i = 1; i < n; i++) tryAdd(i - 1, i);
+    while (queue.length > 0) {
+      const b = queue.pop();
+      if (len[b.left] === 0 || len[b.right] === 0 || len[b.left] + len[b.right] !== b.size) continue; // stale
+      len[b.left] += len[b.right];
+      len[b.right] = 0;
+      next[b.left] = next[b.right];
+      if (next[b.right] >= 0) prev[next[b.right]] = b.left;
+      tryAdd(prev[b.left], b.left);
+      tryAdd(b.left, next[b.left]);
+    }
+    for (let i = 0; i !== -1; i = next[i]) {
+      const s = text.substr(start[i], len[i]);
+      const id = this.pieceToId.get(s);
+      if (id !== undefined) {
+        out.push(id);
+        continue;
+      }
+      // merged symbols are always pieces, so this is a single character outside the vocabulary
+      for (const byte of this.utf8.encode(s)) {
+        const bid = this.byteIds[byte];
+        if (bid < 0) fail(`cannot encode byte 0x${byte.toString(16)}: the vocabulary has no byte-fallback piece for it`);
+        out.push(bid);
+      }
+    }
+  }
+
+  /** The bytes one token stands for (byte pieces give one byte; control tokens give none). */
+  tokenBytes(id: number): Uint8Array {
+    const v = this.vocab;
+    if (!(id >= 0 && id < v.tokens.length)) fail(`token id ${id} is outside the ${v.tokens.length}-token vocabulary`);
+    const t = v.types[id];
+    if (t === TokenType.BYTE) return Uint8Array.of(parseInt(v.tokens[id].slice(3, 5), 16));
+    if (t === TokenType.CONTROL || t === TokenType.UNUSED) return new Uint8Array(0);
+    if (t === TokenType.UNKNOWN) return this.utf8.encode(' \u2047 ');
+    return this.utf8.encode(v.tokens[id].replaceAll(SPACE, ' '));
+  }
+
+  /**
+   * Text of a token sequence. Byte pieces are re-assembled into UTF-8. The leading space that the dummy
+   * prefix added is dropped when the sequence starts the text (after an optional BOS), as llama.cpp does.
+   */
+  decode(ids: readonly number[], opts: { stripLeadingSpace?: boolean } = {}): string {
+    const parts: Uint8Array[] = [];
+    let total = 0;
+    let first = true;
+    for (const id of ids) {
+      let b = this.tokenBytes(id);
+      if (first && b.length > 0) {
+        if ((opts.stripLeadingSpace ?? this.vocab.addSpacePrefix) && b[0] === 0x20) b = b.subarray(1);
+        first = false;
+      }
+      parts.push(b);
+      total += b.length;
+    }
+    const all = new Uint8Array(total);
+    let o = 0;
+    for (const p of parts) {
+      all.set(p, o);
+      o += p.length;
+    }
+    return new TextDecoder('utf-8').decode(all);
+  }
+}
+
+/**
+ * Streaming decoder for generation: feed ids one at a time, get back the text that is complete so far
+ * (a UTF-8 character split over byte pieces is held until its last byte arrives).
+ */
+export class TokenTextStream {
+  private readonly decoder = new TextDecoder('utf-8');
+  private first = true;
+  constructor(
+    private readonly tok: Tokenizer,
+    /** true when the first token fed starts the text (its dummy-prefix space is dropped) */
+    atStart: boolean,
+  ) {
+    this.first = atStart;
+  }
+  push(id: number): string {
+    let b = this.tok.tokenBytes(id);
+    if (this.first && b.length > 0) {
+      if (this.tok.vocab.addSpacePrefix && b[0] === 0x20) b = b.subarray(1);
+      this.first = false;
+    }
+    return this.decoder.decode(b, { stream: true });
+  }
+  flush(): string {
+    return this.decoder.decode();
+  }
+}

@@ -1,0 +1,61 @@
+/**
+ * The shapes every model reader produces and the runtime consumes: hyper-parameters, a named tensor in
+ * its stored GGML type, and a tokenizer vocabulary. Readers (src/io) fill these; src/model never reads files.
+ */
+import type { GgmlTypeInfo } from '../quant/ggml/types.js';
+
+/** How RoPE pairs dimensions: 'normal' rotates (2i, 2i+1) (llama2.c, GGUF llama); 'neox' rotates (i, i + d/2). */
+export type RopeStyle = 'normal' | 'neox';
+
+/** LLaMA-family hyper-parameters. */
+export interface LlamaConfig {
+  /** model width (embedding length) */
+  dim: number;
+  /** SwiGLU inner width */
+  hiddenDim: number;
+  nLayers: number;
+  nHeads: number;
+  /** key/value heads (grouped-query attention when < nHeads) */
+  nKvHeads: number;
+  vocabSize: number;
+  /** context length the model was trained for */
+  seqLen: number;
+  /** per-head width, normally dim / nHeads */
+  headDim: number;
+  /** RMSNorm epsilon */
+  normEps: number;
+  /** RoPE base frequency */
+  ropeTheta: number;
+  /** number of leading dimensions of each head that RoPE rotates (normally headDim) */
+  ropeDim: number;
+  ropeStyle: RopeStyle;
+}
+
+/**
+ * A tensor as stored: GGUF naming and GGUF dimension order (innermost first), e.g. blk.0.attn_k.weight
+ * with dims [dim, kvDim] is kvDim rows of dim contiguous values. `data` holds the raw bytes in `type`.
+ */
+export interface StoredTensor {
+  readonly name: string;
+  readonly type: GgmlTypeInfo;
+  readonly dims: readonly number[];
+  readonly data: Uint8Array;
+}
+
+/** sentencepiece piece types (ModelProto.SentencePiece.Type), as GGUF tokenizer.ggml.token_type stores them. */
+export const TokenType = Object.freeze({ NORMAL: 1, UNKNOWN: 2, CONTROL: 3, USER_DEFINED: 4, UNUSED: 5, BYTE: 6 });
+
+/** A sentencepiece-style vocabulary. Pieces use U+2581 for a space, as sentencepiece and GGUF store them. */
+export interface Vocab {
+  readonly tokens: readonly string[];
+  readonly scores: Float32Array;
+  /** TokenType per id */
+  readonly types: Int32Array;
+  readonly bos: number;
+  readonly eos: number;
+  readonly unk: number;
+  /** prepend BOS when encoding with special tokens (llama: true) */
+  readonly addBos: boolean;
+  /** prepend a space to the text before encoding (sentencepiece add_dummy_prefix) */
+  readonly addSpacePrefix: boolean;
+}

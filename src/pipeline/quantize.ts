@@ -1,0 +1,285 @@
+/**
+ * quantize(model, recipe): the main job. Plans every tensor's target (llama.cpp's mixing rules for
+ * file-type recipes, recipe rules otherwise), quantizes tensor by tensor (streaming: one tensor in
+ * memory at a time) into GGUF (GGML block types) or safetensors (generic schemes), and reports what
+ * each tensor lost (SQNR dB) and what it costs (bits per weight).
+ *
+ * safetensors layout for generic schemes: a quantized weight `W` ([rows, rowLength] floats) is stored
+ * as one U8 tensor `W` of shape [packedBytes] holding the scheme's packed blocks in row order (see
+ * `lowbit schemes` for each layout), and `__metadata__["lowbit.quant.W"]` = JSON
+ * {"scheme": id, "shape": [rows, rowLength]}. `__metadata__["lowbit.recipe"]` holds the recipe.
+ * Unquantized tensors keep their float dtype.
+ */
+import { fail } from '../errors.js';
+import { LLAMA_FTYPES, planLlamaTypes, llamaFtype, allowsQuantization, requiresImatrix, type PlanTensor } from '../algos/llama-types.js';
+import { importanceOf, type Imatrix } from '../algos/imatrix.js';
+import { ruleFor, type Recipe, type RecipeRule } from '../algos/recipe.js';
+import { ggmlCodec, ggmlCodecs } from '../quant/ggml/registry.js';
+import '../quant/ggml/index.js';
+import { ggmlTypeByName, type GgmlTypeInfo } from '../quant/ggml/types.js';
+import { resolveScheme } from '../quant/registry.js';
+import type { QuantScheme } from '../quant/scheme.js';
+import { gguf, GgufWriter, plainValue, type GgufValue } from '../io/gguf.js';
+import type { ModelFile, ModelTensor } from '../io/model-file.js';
+import { SafetensorsWriter } from '../io/safetensors.js';
+import type { ByteSink } from '../io/sink.js';
+import { fromFloat32, toFloat32 } from '../io/tensor-data.js';
+import { sqnrDb } from '../eval/metrics.js';
+
+export interface TensorPlan {
+  name: string;
+  /** ggml order: ne[0] is the row length */
+  ne: number[];
+  from: string;
+  /** target: a GGML type name (GGUF) or a scheme id (safetensors), or a float kind */
+  to: string;
+  scheme?: QuantScheme;
+  ggml?: GgmlTypeInfo;
+  /** set when llama.cpp's shape fallback replaced the first choice */
+  fallbackFrom?: string;
+  rule?: RecipeRule;
+}
+
+export interface QuantizePlan {
+  output: 'gguf' | 'safetensors';
+  recipe: Recipe;
+  tensors: TensorPlan[];
+  ftypeId?: number;
+}
+
+export interface TensorReport {
+  name: string;
+  shape: number[];
+  type: string;
+  bytes: number;
+  bitsPerWeight: number;
+  /** SQNR of the stored tensor against the input, dB (Infinity when copied exactly) */
+  sqnrDb: number;
+  fallbackFrom?: string;
+}
+
+export interface QuantizeReport {
+  output: 'gguf' | 'safetensors';
+  recipe: string;
+  tensors: TensorReport[];
+  parameters: number;
+  bytes: number;
+  bitsPerWeight: number;
+  seconds: number;
+}
+
+export interface QuantizeOptions {
+  imatrix?: Imatrix;
+  /** called after each tensor */
+  onTensor?(done: number, total: number, r: TensorReport): void;
+}
+
+const FLOAT_KEEP: Record<string, string> = { f32: 'F32', f16: 'F16', bf16: 'BF16' };
+
+function neOf(t: ModelTensor): number[] {
+  return t.ne ? [...t.ne] : [...t.shape].reverse();
+}
+
+function hparams(m: ModelFile) {
+  const num = (k: string) => {
+    const v = m.metadata.get(k);
+    if (v === undefined) return undefined;
+    return Number(typeof v === 'object' ? (v as GgufValue).value : v);
+  };
+  const arch = String((m.metadata.get('general.architecture') as GgufValue | undefined)?.value ?? 'llama');
+  return {
+    arch,
+    nLayer: num(`${arch}.block_count`) ?? m.tensors.filter((t) => /^blk\.\d+\.attn_norm\.weight$/.test(t.name)).length,
+    nHead: num(`${arch}.attention.head_count`) ?? 1,
+    nHeadKv: num(`${arch}.attention.head_count_kv`) ?? num(`${arch}.attention.head_count`) ?? 1,
+    nExpert: num(`${arch}.expert_count`) ?? 0,
+  };
+}
+
+/** Decide each tensor's target without reading any tensor data (`--dry-run`). */
+export function planQuantization(m: ModelFile, recipe: Recipe, output: 'gguf' | 'safetensors', opts: { hasImatrix?: boolean } = {}): QuantizePlan {
+  const tensors: TensorPlan[] = [];
+  let ftypeId: number | undefined;
+  if (recipe.llama) {
+    if (output !== 'gguf') fail(`recipe ${recipe.name} is a llama.cpp file type: write a .gguf`);
+    const ft = llamaFtype(recipe.llama.ftype);
+    ftypeId = ft.id;
+    const overrides = recipe.rules.filter((r) => r.scheme).map((r) => [new RegExp(r.match), normalizeGgml(r.scheme as string)] as const);
+    const planned = planLlamaTypes(
+      m.tensors.map((t): PlanTensor => ({ name: t.name, shape: neOf(t), type: t.type })),
+      hparams(m),
+      { ftype: ft.name, pure: recipe.llama.pure, hasImatrix: opts.hasImatrix, outputTensorType: recipe.llama.outputTensorType, tokenEmbeddingType: recipe.llama.tokenEmbeddingType, leaveOutputTensor: recipe.llama.leaveOutputTensor, overrides },
+    );
+    planned.forEach((p, i) => {
+      const t = m.tensors[i];
+      const ggml = ggmlTypeByName(p.to);
+      if (!ggml) fail(`unknown GGML type ${p.to} for ${p.name}`);
+      if (!opts.hasImatrix && requiresImatrix(p.name, p.to, ft.name)) fail(`${p.name}: ${p.to} in a ${ft.name} file needs an importance matrix (--imatrix)`);
+      tensors.push({ name: p.name, ne: neOf(t), from: p.from, to: p.to, ggml, ...(p.fallbackFrom ? { fallbackFrom: p.fallbackFrom } : {}) });
+    });
+  } else {
+    for (const t of m.tensors) {
+      const ne = neOf(t);
+      const rule = ruleFor(recipe, t.name);
+      const quantizable = allowsQuantization(t.name, ne.length);
+      if (!rule || rule.keep || !quantizable) {
+        const keep = rule?.keep ? FLOAT_KEEP[rule.keep] : t.type;
+        tensors.push({ name: t.name, ne, from: t.type, to: keep, ggml: ggmlTypeByName(keep), rule });
+        continue;
+      }
+      if (output === 'gguf') {
+        const name = normalizeGgml(rule.scheme as string);
+        const ggml = ggmlTypeByName(name);
+        if (!ggml) {
+          let isScheme = false;
+          try {
+            resolveScheme(rule.scheme as string, resolveOptionsOf(rule));
+            isScheme = true;
+          } catch {
+            /* not a scheme either */
+          }
+          if (isScheme) fail(`scheme ${rule.scheme} has no GGUF type: write a .safetensors, or choose a GGML type (ggml_q4_0, ggml_mxfp4, ...)`);
+          fail(`unknown type '${rule.scheme}' (llama.cpp file types: ${Object.keys(LLAMA_FTYPES).join(', ')}; GGML types: ${ggmlCodecs.filter((c) => c.quantize).map((c) => c.type.name).join(', ')}; schemes: see lowbit schemes)`);
+        }
+        if (!ggmlCodec(ggml)?.quantize) fail(`lowbit can read ${ggml.name} but cannot quantize to it yet`);
+        if (ne[0] % ggml.blockSize !== 0) {
+          // like llama-quantize: a row that does not fit the block size is kept in F16
+          tensors.push({ name: t.name, ne, from: t.type, to: 'F16', ggml: ggmlTypeByName('F16'), rule, fallbackFrom: ggml.name });
+          continue;
+        }
+        tensors.push({ name: t.name, ne, from: t.type, to: ggml.name, ggml, rule });
+      } else {
+        const scheme = resolveScheme(rule.scheme as string, resolveOptionsOf(rule));
+        if (scheme.blockSize > 0 && ne[0] % scheme.blockSize !== 0) {
+          tensors.push({ name: t.name, ne, from: t.type, to: 'F16', rule, fallbackFrom: scheme.id });
+          continue;
+        }
+        scheme.packedBytes(rows(ne), ne[0]); // validates the shape
+        tensors.push({ name: t.name, ne, from: t.type, to: scheme.id, scheme, rule });
+      }
+    }
+  }
+  return { output, recipe, tensors, ftypeId };
+}
+
+/** The scheme options a rule implies (stored in safetensors metadata so readers rebuild the scheme). */
+export function resolveOptionsOf(rule: RecipeRule | undefined): { groupSize?: number; asymmetric?: boolean } {
+  const o: { groupSize?: number; asymmetric?: boolean } = {};
+  if (rule?.groupSize) o.groupSize = rule.groupSize;
+  if (rule?.asym) o.asymmetric = true;
+  return o;
+}
+
+function normalizeGgml(s: string): string {
+  return s.replace(/^ggml_/i, '').toUpperCase().replace(/_K$/, '_K');
+}
+
+const rows = (ne: number[]) => ne.slice(1).reduce((a, b) => a * b, 1);
+
+async function readFloats(m: ModelFile, t: ModelTensor): Promise<Float32Array> {
+  const bytes = await m.read(t);
+  if (t.type === 'F32' || t.type === 'F16' || t.type === 'BF16' || t.type === 'F64') return toFloat32(t.type, bytes);
+  const c = ggmlCodec(t.type);
+  if (!c) fail(`${t.name}: cannot read tensor type ${t.type}`);
+  const out = new Float32Array(t.nElements);
+  c.dequantize(bytes, t.nElements, out);
+  return out;
+}
+
+function importanceFor(imatrix: Imatrix | undefined, name: string, rowLength: number): Float32Array | undefined {
+  if (!imatrix) return undefined;
+  const e = imatrix.entries.get(name);
+  if (!e) return undefined;
+  const v = importanceOf(e);
+  if (v.length !== rowLength) fail(`imatrix entry ${name} has ${v.length} values but the tensor's rows have ${rowLength}: the imatrix does not match this model`);
+  return v;
+}
+
+/** Quantize one float tensor to a GGML type; returns the bytes and the dequantized values. */
+export function quantizeGgmlTensor(x: Float32Array, ne: number[], type: GgmlTypeInfo, importance?: Float32Array): { bytes: Uint8Array; dequant: Float32Array } {
+  const n = x.length;
+  if (type.name === 'F32' || type.name === 'F16' || type.name === 'BF16') {
+    const bytes = fromFloat32(type.name, x);
+    return { bytes, dequant: toFloat32(type.name, bytes) };
+  }
+  const c = ggmlCodec(type);
+  if (!c?.quantize) fail(`lowbit cannot quantize to ${type.name} yet (dequantize only)`);
+  for (let i = 0; i < n; i++) if (!Number.isFinite(x[i])) fail(`tensor has a non-finite value at element ${i}; ${type.name} cannot hold it`);
+  const rowLength = ne[0];
+  const nRows = n / rowLength;
+  const bytes = new Uint8Array((n / type.blockSize) * type.typeSize);
+  c.quantize(x, nRows, rowLength, bytes, importance);
+  const dequant = new Float32Array(n);
+  c.dequantize(bytes, n, dequant);
+  return { bytes, dequant };
+}
+
+export async function quantizeModel(m: ModelFile, plan: QuantizePlan, sink: ByteSink, opts: QuantizeOptions = {}): Promise<QuantizeReport> {
+  const t0 = performance.now();
+  const reports: TensorReport[] = [];
+  const total = plan.tensors.length;
+  const done = (r: TensorReport) => {
+    reports.push(r);
+    opts.onTensor?.(reports.length, total, r);
+  };
+  if (plan.output === 'gguf') {
+    if (m.format !== 'gguf' || !m.gguf) fail(`quantizing to GGUF needs a GGUF input (convert first: lowbit convert ${m.name} model.gguf)`);
+    const meta = new Map<string, GgufValue>(m.gguf.metadata);
+    if (plan.ftypeId !== undefined) meta.set('general.file_type', gguf.u32(plan.ftypeId));
+    meta.set('general.quantization_version', gguf.u32(2));
+    if (opts.imatrix) {
+      meta.set('quantize.imatrix.entries_count', gguf.u32(opts.imatrix.entries.size));
+      meta.set('quantize.imatrix.chunks_count', gguf.u32(opts.imatrix.chunkCount));
+      if (opts.imatrix.datasets.length) meta.set('quantize.imatrix.dataset', gguf.str(opts.imatrix.datasets[opts.imatrix.datasets.length - 1]));
+    }
+    const w = new GgufWriter(sink, meta, plan.tensors.map((p) => ({ name: p.name, ne: p.ne, type: p.ggml as GgmlTypeInfo })));
+    await w.begin();
+    for (const p of plan.tensors) {
+      const t = m.tensor(p.name);
+      const n = t.nElements;
+      if (p.to === t.type) {
+        await w.write(await m.read(t));
+        done({ name: p.name, shape: p.ne, type: p.to, bytes: t.byteLength, bitsPerWeight: (t.byteLength * 8) / n, sqnrDb: Infinity });
+        continue;
+      }
+      const x = await readFloats(m, t);
+      const { bytes, dequant } = quantizeGgmlTensor(x, p.ne, p.ggml as GgmlTypeInfo, p.ggml && ggmlCodec(p.ggml)?.usesImportance ? importanceFor(opts.imatrix, p.name, p.ne[0]) : undefined);
+      await w.write(bytes);
+      done({ name: p.name, shape: p.ne, type: p.to, bytes: bytes.length, bitsPerWeight: (bytes.length * 8) / n, sqnrDb: sqnrDb(x, dequant), ...(p.fallbackFrom ? { fallbackFrom: p.fallbackFrom } : {}) });
+    }
+    await w.end();
+  } else {
+    const specs = plan.tensors.map((p) => {
+      const shape = [...p.ne].reverse();
+      if (p.scheme) return { name: p.name, dtype: 'U8', shape: [p.scheme.packedBytes(rows(p.ne), p.ne[0])] };
+      return { name: p.name, dtype: p.to === 'F32' || p.to === 'F16' || p.to === 'BF16' ? p.to : fail(`${p.name}: type ${p.to} cannot be stored in safetensors unquantized`), shape };
+    });
+    const metadata: Record<string, string> = { 'lowbit.recipe': JSON.stringify(plan.recipe), format: 'lowbit-quantized' };
+    // the GGUF metadata (architecture, hyper-parameters, tokenizer) travels along, so lowbit can run the file
+    if (m.gguf) metadata['lowbit.gguf'] = JSON.stringify(Object.fromEntries([...m.gguf.metadata].map(([k, v]) => [k, plainValue(v)])), (_k, v) => (typeof v === 'bigint' ? Number(v) : ArrayBuffer.isView(v) ? Array.from(v as unknown as ArrayLike<number>) : v));
+    for (const p of plan.tensors)
+      if (p.scheme) metadata[`lowbit.quant.${p.name}`] = JSON.stringify({ scheme: p.scheme.id, resolve: [p.rule?.scheme ?? p.scheme.id, resolveOptionsOf(p.rule)], shape: [rows(p.ne), p.ne[0]] });
+    const w = new SafetensorsWriter(sink, specs, metadata);
+    await w.begin();
+    for (const p of plan.tensors) {
+      const t = m.tensor(p.name);
+      const x = await readFloats(m, t);
+      if (p.scheme) {
+        for (let i = 0; i < x.length; i++) if (!Number.isFinite(x[i])) fail(`${p.name}: non-finite value at element ${i}`);
+        const packed = p.scheme.quantizeRef(x, rows(p.ne), p.ne[0]);
+        const dq = p.scheme.dequantizeRef(packed, rows(p.ne), p.ne[0]);
+        await w.write(packed);
+        done({ name: p.name, shape: p.ne, type: p.scheme.id, bytes: packed.length, bitsPerWeight: (packed.length * 8) / x.length, sqnrDb: sqnrDb(x, dq) });
+      } else {
+        const kind = p.to as 'F32' | 'F16' | 'BF16';
+        const bytes = fromFloat32(kind, x);
+        await w.write(bytes);
+        done({ name: p.name, shape: p.ne, type: kind, bytes: bytes.length, bitsPerWeight: (bytes.length * 8) / x.length, sqnrDb: kind === 'F32' ? Infinity : sqnrDb(x, toFloat32(kind, bytes)), ...(p.fallbackFrom ? { fallbackFrom: p.fallbackFrom } : {}) });
+      }
+    }
+    await w.end();
+  }
+  const parameters = reports.reduce((s, r) => s + r.shape.reduce((a, b) => a * b, 1), 0);
+  const bytes = reports.reduce((s, r) => s + r.bytes, 0);
+  return { output: plan.output, recipe: plan.recipe.name, tensors: reports, parameters, bytes, bitsPerWeight: (bytes * 8) / parameters, seconds: (performance.now() - t0) / 1000 };
+}

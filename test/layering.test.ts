@@ -1,0 +1,36 @@
+/**
+ * The core (formats, quant, kernels, algos, model, io, eval) must run in browsers: no node: imports,
+ * no `process`, and layers import downward only (STYLE.md).
+ */
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+const src = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src');
+const ORDER = ['formats', 'quant', 'kernels', 'algos', 'alloc', 'model', 'io', 'eval', 'pipeline'];
+const CORE = new Set(ORDER);
+
+function walk(dir: string): string[] {
+  return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(path.join(dir, e.name)) : e.name.endsWith('.ts') ? [path.join(dir, e.name)] : []));
+}
+
+test('core modules never import node: modules or use process, and import downward only', () => {
+  const problems: string[] = [];
+  for (const file of walk(src)) {
+    const rel = path.relative(src, file);
+    const layer = rel.split(path.sep)[0];
+    if (!CORE.has(layer)) continue;
+    const text = fs.readFileSync(file, 'utf8').replace(/\/\*[\s\S]*?\*\/|\/\/.*$/gm, '');
+    if (/from\s+['"](node:|fs['"]|path['"])/.test(text) || /import\(\s*['"]node:/.test(text)) problems.push(`${rel}: imports a node: module`);
+    if (/\bprocess\.(env|argv|stdout|stderr|exit|cwd)/.test(text)) problems.push(`${rel}: uses process`);
+    for (const m of text.matchAll(/from\s+['"](\.\.?\/[^'"]+)['"]/g)) {
+      const target = path.relative(src, path.resolve(path.dirname(file), m[1]));
+      const tLayer = target.split(path.sep)[0];
+      if (CORE.has(tLayer) && ORDER.indexOf(tLayer) > ORDER.indexOf(layer)) problems.push(`${rel}: imports ${target} from a higher layer`);
+      if (tLayer === 'cli' || tLayer === 'web') problems.push(`${rel}: imports ${target}`);
+    }
+  }
+  assert.deepEqual(problems, []);
+});

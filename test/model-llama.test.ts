@@ -1,0 +1,187 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { test } from 'node:test';
+import { generate } from '../src/eval/generate.js';
+import { loadModel } from '../src/eval/load.js';
+import { sqnrDb } from '../src/eval/metrics.js';
+import { readLlama2c } from '../src/io/llama2c.js';
+import { bytesSource } from '../src/io/source.js';
+import { parseTokenizerBin } from '../src/io/vocab.js';
+import { f32KvStorage, Llama, type KvStorage } from '../src/model/llama.js';
+import { matmulRef, setMatmul } from '../src/model/matmul.js';
+import { Sampler } from '../src/model/sampler.js';
+import { Tokenizer } from '../src/model/tokenizer.js';
+import type { LlamaConfig, StoredTensor } from '../src/model/types.js';
+import { f32ToF16 } from '../src/quant/ggml/half.js';
+import { ggmlTypeByName } from '../src/quant/ggml/types.js';
+
+const data = (f: string) => new Uint8Array(readFileSync(new URL(`../../data/${f}`, import.meta.url)));
+
+/**
+ * Greedy continuation of "Once upon a time" by stories260K with tok512, 252 new tokens: the known answer of
+ * data/README.md, printed identically by llama.cpp's llama-completion --temp 0 and llama2.c's run.c -t 0.
+ */
+const GREEDY_252 =
+  ', there was a little girl named Lily. She loved to play outside in the park. One day, she saw a big, red ball. She wanted to play with it, but it was too high.\n' +
+  'Lily\'s mom said, "Lily, let\'s go to the park." Lily was sad and didn\'t know what to do. She said, "I want to play with your ball, but I can\'t find it."\n' +
+  'Lily was sad and didn\'t know what to do. She said, "I\'m sorry, Lily. I didn\'t know what to do."\n' +
+  'Lily didn\'t want to help her mom, so she said, "I\'m sorry, mom. I didn\'t know what to do." Her mom said, "Don\'t worry, Lily. We can help you.';
+
+const bin = await readLlama2c(bytesSource(data('stories260K.bin'), 'stories260K.bin'));
+const tok = new Tokenizer(parseTokenizerBin(data('tok512.bin')));
+const prompt = tok.encode('Once upon a time, there was a little girl named Lily. She loved to play');
+
+function tokenByToken(m: Llama, ids: number[]): Float32Array {
+  const n = m.config.vocabSize;
+  const out = new Float32Array(ids.length * n);
+  ids.forEach((id, p) => out.set(m.forward([id], p), p * n));
+  return out;
+}
+
+test('greedy generation reproduces llama.cpp / llama2.c exactly (llama2.c checkpoint and GGUF)', async () => {
+  const a = generate(new Llama(bin.config, bin.tensors), tok, 'Once upon a time', { steps: 252, temperature: 0 });
+  assert.equal(a.tokens.length, 5 + 252);
+  assert.equal(a.text, GREEDY_252);
+  const g = await loadModel(bytesSource(data('stories260K.gguf'), 'stories260K.gguf'));
+  assert.equal(g.format, 'gguf');
+  const b = generate(g.model, g.tokenizer!, 'Once upon a time', { steps: 252, temperature: 0 });
+  assert.deepEqual(b.tokens, a.tokens);
+});
+
+test('GGUF and llama2.c checkpoints give bit-identical logits; config from GGUF metadata', async () => {
+  const g = await loadModel(bytesSource(data('stories260K.gguf'), 'stories260K.gguf'));
+  const c = g.model.config;
+  assert.deepEqual([c.dim, c.hiddenDim, c.nLayers, c.nHeads, c.nKvHeads, c.vocabSize, c.headDim, c.ropeDim, c.ropeStyle], [64, 172, 5, 8, 4, 512, 8, 8, 'normal']);
+  const m = new Llama(bin.config, bin.tensors);
+  assert.deepEqual(g.model.forward(prompt, 0, 0), m.forward(prompt, 0, 0));
+});
+
+test('batched prompt processing equals token-by-token decoding, for every batch size', () => {
+  const ref = tokenByToken(new Llama(bin.config, bin.tensors), prompt);
+  for (const batch of [1, 3, 7, 64]) {
+    const m = new Llama(bin.config, bin.tensors, { batch });
+    const all = m.forward(prompt, 0, 0);
+    assert.ok(sqnrDb(ref, all) > 120, `batch ${batch}: ${sqnrDb(ref, all)} dB`);
+    // continuing after a batched prefix
+    const m2 = new Llama(bin.config, bin.tensors, { batch });
+    m2.forward(prompt.slice(0, 9), 0);
+    const rest = m2.forward(prompt.slice(9), 9, 0);
+    assert.ok(sqnrDb(ref.subarray(9 * 512), rest) > 120);
+  }
+});
+
+function toF16(tensors: StoredTensor[]): StoredTensor[] {
+  const f16 = ggmlTypeByName('F16')!;
+  return tensors.map((t) => {
+    if (t.dims.length !== 2) return t;
+    const x = new Float32Array(t.data.buffer, t.data.byteOffset, t.data.length / 4);
+    const h = new Uint16Array(x.length);
+    for (let i = 0; i < x.length; i++) h[i] = f32ToF16(x[i]);
+    return { ...t, type: f16, data: new Uint8Array(h.buffer) };
+  });
+}
+
+test('weights stay in their stored type: F16 on the fly equals F16 dequantized once, and is close to F32', () => {
+  const t16 = toF16(bin.tensors);
+  const onTheFly = new Llama(bin.config, t16);
+  assert.equal(onTheFly.weights.layers[0].wq.f32, undefined);
+  assert.equal(onTheFly.weights.layers[0].wq.type.name, 'F16');
+  const once = new Llama(bin.config, t16, { dequantize: true });
+  assert.ok(once.weights.layers[0].wq.f32);
+  const a = onTheFly.forward(prompt, 0, 0);
+  const b = once.forward(prompt, 0, 0);
+  assert.deepEqual(a, b);
+  const f32 = new Llama(bin.config, bin.tensors).forward(prompt, 0, 0);
+  const s = sqnrDb(f32, a);
+  assert.ok(s > 40 && s < 120, `F16 vs F32 logits: ${s} dB`);
+});
+
+test('an unregistered block type fails clearly', () => {
+  // a block type that no codec knows (every real GGML type has one registered once src/index.js is loaded)
+  const q4 = ggmlTypeByName('Q4_0')!;
+  const fake = Object.freeze({ ...q4, id: 9999, name: 'Q9_FAKE' });
+  const t = bin.tensors.map((x) => (x.name === 'blk.0.attn_q.weight' ? { ...x, type: fake, data: new Uint8Array((64 * 64 / 32) * 18) } : x));
+  assert.throws(() => new Llama(bin.config, t).forward([1], 0), /no dequantizer for GGML type Q9_FAKE/);
+});
+
+test('NeoX RoPE on half-split heads equals normal RoPE on interleaved heads', () => {
+  // permute each head's rows of Wq and Wk from (0,1),(2,3).. pairs to (0,h/2),(1,h/2+1)..: q.k is unchanged
+  const hd = bin.config.headDim;
+  const perm = Array.from({ length: hd }, (_, i) => (i < hd / 2 ? 2 * i : 2 * (i - hd / 2) + 1));
+  const permuted = bin.tensors.map((t) => {
+    if (!/attn_[qk]\.weight$/.test(t.name)) return t;
+    const [k, n] = t.dims;
+    const src = new Float32Array(t.data.buffer, t.data.byteOffset, k * n);
+    const dst = new Float32Array(k * n);
+    for (let row = 0; row < n; row++) {
+      const head = Math.floor(row / hd);
+      const srcRow = head * hd + perm[row % hd];
+      dst.set(src.subarray(srcRow * k, (srcRow + 1) * k), row * k);
+    }
+    return { ...t, data: new Uint8Array(dst.buffer) };
+  });
+  const neox: LlamaConfig = { ...bin.config, ropeStyle: 'neox' };
+  const a = new Llama(bin.config, bin.tensors).forward(prompt, 0, 0);
+  const b = new Llama(neox, permuted).forward(prompt, 0, 0);
+  assert.ok(sqnrDb(a, b) > 120, `${sqnrDb(a, b)} dB`);
+  const wrong = new Llama(neox, bin.tensors).forward(prompt, 0, 0);
+  assert.ok(sqnrDb(a, wrong) < 60, 'the RoPE layout must matter');
+});
+
+test('hooks see the input of every linear layer; the matmul and the KV storage are pluggable', () => {
+  const m = new Llama(bin.config, bin.tensors);
+  const seen = new Map<string, number>();
+  let firstQ: Float32Array | undefined;
+  m.hooks.linearInput = (name, x, nTok, k) => {
+    assert.equal(x.length, nTok * k);
+    seen.set(name, (seen.get(name) ?? 0) + nTok);
+    if (name === 'blk.0.attn_q.weight' && !firstQ) firstQ = x.slice(0, k);
+  };
+  m.forward(prompt, 0);
+  assert.equal(seen.size, 5 * 7 + 1);
+  assert.equal(seen.get('blk.4.ffn_down.weight'), prompt.length);
+  assert.equal(seen.get('token_embd.weight'), 1); // tied classifier, last token only
+  // input of attn_q at token 0 = rmsnorm(embedding row of BOS) * attn_norm
+  const emb = new Float32Array(bin.tensors[0].data.buffer, bin.tensors[0].data.byteOffset + prompt[0] * 64 * 4, 64);
+  const nw = new Float32Array(bin.tensors.find((t) => t.name === 'blk.0.attn_norm.weight')!.data.slice().buffer);
+  const rms = Math.sqrt(emb.reduce((s, v) => s + v * v, 0) / 64 + 1e-5);
+  const expect = Float32Array.from(emb, (v, i) => (v / rms) * nw[i]);
+  assert.ok(sqnrDb(expect, firstQ!) > 120);
+
+  let calls = 0;
+  const prev = setMatmul((out, x, w, nTok, k, n) => {
+    calls++;
+    matmulRef(out, x, w, nTok, k, n);
+  });
+  try {
+    const plain = new Llama(bin.config, bin.tensors).forward(prompt, 0, 0);
+    assert.equal(calls, 5 * 7 + 1);
+    let stores = 0;
+    const inner = f32KvStorage(5, 64, 32);
+    const kv: KvStorage = { ...inner, store: (...args) => (stores++, inner.store(...args)) };
+    const custom = new Llama(bin.config, bin.tensors, { kv }).forward(prompt, 0, 0);
+    assert.equal(stores, 5 * prompt.length);
+    assert.deepEqual(custom, plain);
+  } finally {
+    setMatmul(prev);
+  }
+  assert.throws(() => new Llama(bin.config, bin.tensors, { contextLength: 8 }).forward(prompt, 0), /do not fit the context/);
+  assert.throws(() => new Llama(bin.config, bin.tensors).forward([512], 0), /outside the 512-token vocabulary/);
+});
+
+test('sampling: deterministic per seed, greedy at temperature 0, top-p keeps the nucleus', () => {
+  const logits = Float32Array.from({ length: 512 }, (_, i) => Math.sin(i) * 4);
+  const run = (seed: number, topP: number) => {
+    const s = new Sampler(512, 1, topP, seed);
+    return Array.from({ length: 50 }, () => s.sample(logits));
+  };
+  assert.deepEqual(run(42, 0.9), run(42, 0.9));
+  assert.notDeepEqual(run(42, 0.9), run(43, 0.9));
+  assert.equal(new Sampler(512, 0, 0.9, 1).sample(logits), logits.indexOf(Math.max(...logits)));
+  // the top token has p ~ 0.0094 here: with top-p 0.005 only it survives
+  assert.ok(run(7, 0.005).every((t) => t === logits.indexOf(Math.max(...logits))));
+  const m = new Llama(bin.config, bin.tensors);
+  const a = generate(m, tok, 'Once upon a time', { steps: 40, temperature: 1, topP: 0.9, seed: 133742 });
+  const b = generate(new Llama(bin.config, bin.tensors), tok, 'Once upon a time', { steps: 40, temperature: 1, topP: 0.9, seed: 133742 });
+  assert.equal(a.text, b.text);
+});
