@@ -14,6 +14,7 @@
 import { fail } from '../errors.js';
 import { ggmlRowBytes, type GgmlTypeInfo } from '../quant/ggml/types.js';
 import { dequantizeRows, linear, makeLinearWeight, type LinearWeight } from './matmul.js';
+import { ggmlRoundActivations } from './ggml-activations.js';
 import type { LlamaConfig, StoredTensor } from './types.js';
 
 // ---------------------------------------------------------------------------------------------------
@@ -268,6 +269,12 @@ export interface LlamaOptions extends LoadOptions {
   batch?: number;
   /** KV cache storage (default f32) */
   kv?: KvStorage;
+  /**
+   * 'ggml': round each linear layer's input to the weight type's llama.cpp `vec_dot_type` first (Q8_0,
+   * Q8_1, Q8_K, F16, BF16), as llama.cpp's CPU backend does, so KLD/PPL match what llama.cpp measures.
+   * 'f32' (default): weights are the only thing quantized.
+   */
+  activations?: 'f32' | 'ggml';
 }
 
 export class Llama {
@@ -275,7 +282,10 @@ export class Llama {
   readonly weights: LlamaWeights;
   readonly kv: KvStorage;
   hooks: ForwardHooks = {};
+  readonly activations: 'f32' | 'ggml';
   private readonly s: RunState;
+  /** rounded activations in 'ggml' mode: batch x max(k) */
+  private actScratch = new Float32Array(0);
 
   constructor(config: LlamaConfig, tensors: readonly StoredTensor[], opts: LlamaOptions = {}) {
     const c = config;
@@ -286,6 +296,7 @@ export class Llama {
     const capacity = opts.contextLength ?? c.seqLen;
     this.kv = opts.kv ?? f32KvStorage(c.nLayers, capacity, c.nKvHeads * c.headDim);
     this.s = new RunState(c, Math.max(1, opts.batch ?? 128), this.kv.capacity);
+    this.activations = opts.activations ?? 'f32';
   }
 
   /**
@@ -313,6 +324,10 @@ export class Llama {
 
   private lin(out: Float32Array, x: Float32Array, w: LinearWeight, nTok: number): void {
     this.hooks.linearInput?.(w.name, x.subarray(0, nTok * w.cols), nTok, w.cols);
+    if (this.activations === 'ggml') {
+      if (this.actScratch.length < nTok * w.cols) this.actScratch = new Float32Array(this.s.batch * Math.max(w.cols, this.config.hiddenDim, this.config.dim));
+      if (ggmlRoundActivations(w.type, x, nTok, w.cols, this.actScratch)) x = this.actScratch;
+    }
     linear(out, x, w, nTok);
   }
 
