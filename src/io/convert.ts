@@ -300,7 +300,8 @@ function tryHparams(m: ModelFile): LlamaHparams | undefined {
   }
 }
 
-function llama2cHparams(m: ModelFile): LlamaHparams {
+/** Hyper-parameters of a llama2.c checkpoint opened as a ModelFile (as convert-llama2c-to-ggml writes them). */
+export function llama2cHparams(m: ModelFile): LlamaHparams {
   const g = (k: string) => m.metadata.get(k) as number;
   return {
     vocabSize: g('vocab_size'),
