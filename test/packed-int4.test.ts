@@ -290,3 +290,19 @@ test('bad packed layers and configs fail with one line naming the problem', asyn
   const awqConfig = { ...report.hfConfig, quantization_config: { quant_method: 'awq', bits: 4, group_size: 32, version: 'gemm' } };
   await assert.rejects(hfLlamaTensors(st, awqConfig), /model\.layers\.0\.self_attn\.q_proj\.qweight: shapes are gptq's layout but config\.json says awq/);
 });
+
+test('library: quantize(model, recipe, sink, { layout }) returns config.json in the report; same input, same bytes', async () => {
+  const lowbit = await import('../src/index.js');
+  const m = await lowbit.openModelFile(lowbit.bytesSource(data('stories260K.gguf'), 'stories260K.gguf'));
+  const r = lowbit.schemeRecipe('int4', { groupSize: 64, asym: true });
+  const a = lowbit.memorySink();
+  const report = await lowbit.quantize(m, r, a, { layout: 'awq', keepUnpackable: true });
+  assert.equal((report.hfConfig!.quantization_config as { q_group_size: number }).q_group_size, 64);
+  const b = lowbit.memorySink();
+  await lowbit.quantize(m, r, b, { layout: 'awq', keepUnpackable: true });
+  assert.deepEqual(b.bytes(), a.bytes());
+  const { model, tokenizer } = await lowbit.loadModel(lowbit.bytesSource(a.bytes(), 'model.safetensors'), { hfConfig: report.hfConfig });
+  assert.ok(tokenizer);
+  assert.ok(model.forward(tokenizer.encode('Once upon a time'), 0, 0).every(Number.isFinite));
+  assert.deepEqual(lowbit.PACKED_INT4_LAYOUTS, ['gptq', 'awq']);
+});
