@@ -306,3 +306,26 @@ test('library: quantize(model, recipe, sink, { layout }) returns config.json in 
   assert.ok(model.forward(tokenizer.encode('Once upon a time'), 0, 0).every(Number.isFinite));
   assert.deepEqual(lowbit.PACKED_INT4_LAYOUTS, ['gptq', 'awq']);
 });
+
+test('convert: a GPTQ / AWQ checkpoint dequantizes to a float GGUF (and HF safetensors) that runs the same', async () => {
+  const { convertModel } = await import('../src/io/convert.js');
+  const gguf = await openModelFile(bytesSource(data('stories260K.gguf'), 'stories260K.gguf'));
+  const tokens = [1, 403, 407, 261, 378];
+  for (const layout of ['gptq', 'awq'] as const) {
+    const { bytes, report } = await write(gguf, recipe, layout);
+    const st = await openModelFile(bytesSource(bytes, 'model.safetensors'));
+    const want = (await llamaFromSafetensors(st, report.hfConfig)).forward(tokens, 0, 0);
+    const out = memorySink();
+    await convertModel(st, out, { to: 'gguf', hfConfig: report.hfConfig });
+    const g = await openModelFile(bytesSource(out.bytes(), 'dequantized.gguf'));
+    assert.equal(g.tensors.length, 48);
+    assert.equal(g.tensor('blk.2.attn_k.weight').type, 'F32');
+    const { model } = await loadModel(bytesSource(out.bytes(), 'dequantized.gguf'));
+    assert.deepEqual(model.forward(tokens, 0, 0), want, `${layout} -> GGUF`);
+    const hf = memorySink();
+    await convertModel(st, hf, { to: 'safetensors', type: 'F32' });
+    const back = await openModelFile(bytesSource(hf.bytes(), 'dequantized.safetensors'));
+    assert.ok(back.tensors.some((t) => t.name === 'model.layers.0.self_attn.q_proj.weight') && !back.tensors.some((t) => /qweight|qzeros|scales|g_idx/.test(t.name)));
+    assert.deepEqual((await llamaFromSafetensors(back, { ...report.hfConfig, quantization_config: undefined })).forward(tokens, 0, 0), want, `${layout} -> safetensors`);
+  }
+});
