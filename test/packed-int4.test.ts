@@ -329,3 +329,48 @@ test('convert: a GPTQ / AWQ checkpoint dequantizes to a float GGUF (and HF safet
     assert.deepEqual((await llamaFromSafetensors(back, { ...report.hfConfig, quantization_config: undefined })).forward(tokens, 0, 0), want, `${layout} -> safetensors`);
   }
 });
+
+test('synthetic llama with 128-wide layers: int4 --group 128 --asym (uint4_g128_asym) packs every linear layer, logits equal native', async () => {
+  const { gguf: g, writeGguf } = await import('../src/io/gguf.js');
+  const { ggufLlamaMetadata } = await import('../src/io/hf-llama.js');
+  const { ggmlTypeByName } = await import('../src/quant/ggml/types.js');
+  const hp = { vocabSize: 64, dim: 128, hiddenDim: 256, nLayers: 2, nHead: 4, nHeadKv: 2, contextLength: 64, rmsEps: 1e-5 };
+  const f32 = ggmlTypeByName('F32')!;
+  const rand = rng(5);
+  const t = (name: string, ne: number[], norm = false) => ({
+    name,
+    ne,
+    type: f32,
+    data: new Uint8Array(Float32Array.from({ length: ne.reduce((a, b) => a * b, 1) }, () => (norm ? 1 + (rand() - 0.5) * 0.2 : (rand() - 0.5) * 0.2)).buffer),
+  });
+  const tensors = [t('token_embd.weight', [128, 64]), t('output_norm.weight', [128], true), t('output.weight', [128, 64])];
+  for (let l = 0; l < 2; l++)
+    tensors.push(
+      t(`blk.${l}.attn_norm.weight`, [128], true),
+      t(`blk.${l}.attn_q.weight`, [128, 128]),
+      t(`blk.${l}.attn_k.weight`, [128, 64]),
+      t(`blk.${l}.attn_v.weight`, [128, 64]),
+      t(`blk.${l}.attn_output.weight`, [128, 128]),
+      t(`blk.${l}.ffn_norm.weight`, [128], true),
+      t(`blk.${l}.ffn_gate.weight`, [128, 256]),
+      t(`blk.${l}.ffn_down.weight`, [256, 128]),
+      t(`blk.${l}.ffn_up.weight`, [128, 256]),
+    );
+  const sink = memorySink();
+  await writeGguf(sink, [['general.architecture', g.str('llama')], ...ggufLlamaMetadata(hp)], tensors);
+  const m = await openModelFile(bytesSource(sink.bytes(), 'synthetic.gguf'));
+  const r = schemeRecipe('int4', { groupSize: 128, asym: true, keepEmbeddings: true });
+  const native = await write(m, r, 'lowbit');
+  const nat = await readLowbitSafetensors(bytesSource(native.bytes, 'native.safetensors'));
+  const tokens = [1, 5, 9, 33, 60, 2];
+  const want = new Llama(llamaConfigFromGguf(nat.metadata, nat.tensors), nat.tensors).forward(tokens, 0, 0);
+  for (const layout of ['gptq', 'awq'] as const) {
+    const { bytes, report } = await write(m, r, layout);
+    assert.ok(report.tensors.filter((x) => /blk/.test(x.name) && !/norm/.test(x.name)).every((x) => x.type === `${layout}:uint4_g128_asym_f16`));
+    const qc = report.hfConfig!.quantization_config as Record<string, unknown>;
+    assert.equal(qc.modules_in_block_to_quantize ?? qc.modules_to_not_convert, undefined, 'every linear layer packed');
+    const st = await openModelFile(bytesSource(bytes, 'model.safetensors'));
+    assert.equal(st.packedInt4!.length, 14);
+    assert.deepEqual((await llamaFromSafetensors(st, report.hfConfig)).forward(tokens, 0, 0), want, layout);
+  }
+});

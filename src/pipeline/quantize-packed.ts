@@ -60,7 +60,7 @@ const LINEAR = /^blk\.\d+\.(attn_q|attn_k|attn_v|attn_output|ffn_gate|ffn_up|ffn
 const F16 = ggmlTypeByName('F16')!;
 
 function hparamsOf(m: ModelFile): LlamaHparams {
-  if (m.gguf) return hparamsFromGguf(m.gguf.metadata);
+  if (m.gguf) return hparamsFromGguf(m.gguf.metadata, m.tensors.find((t) => t.name === 'token_embd.weight')?.shape[0]);
   if (m.format === 'llama2c') return llama2cHparams(m);
   fail(`${m.name}: the GPTQ/AWQ layouts are written from a GGUF or llama2.c llama model (convert ${m.format} to GGUF first)`);
 }
