@@ -269,6 +269,13 @@ test('bad packed layers and configs fail with one line naming the problem', asyn
     const tensors = await file(parts);
     assert.throws(() => findPackedInt4(tensors), re, what);
   }
+  // opening the file lists what it can (inspect works); loading it fails with the problem
+  const s = memorySink();
+  await writeSafetensors(s, [{ name: 'model.layers.0.self_attn.q_proj.qweight', dtype: 'F32', shape: [1, 8], data: qweight.data }, { name: 'model.layers.0.self_attn.q_proj.scales', dtype: 'F16', shape: [1, 8], data: scales.data }]);
+  const opened = await openModelFile(bytesSource(s.bytes(), 'bad.safetensors'));
+  assert.deepEqual(opened.packedInt4, []);
+  assert.match(opened.packedInt4Problems![0], /q_proj\.qweight: packed int4 weights are I32/);
+  await assert.rejects(hfLlamaTensors(opened, { hidden_size: 8, intermediate_size: 8, num_hidden_layers: 1, num_attention_heads: 1, vocab_size: 8 }), /bad\.safetensors: model\.layers\.0\.self_attn\.q_proj\.qweight: packed int4 weights are I32 \(8 values per word\), not F32/);
   const badIdx = await file([qweight, qzeros, scales, { ...gIdx, data: new Uint8Array(new Int32Array([0, 0, 0, 0, 0, 0, 0, 3]).buffer) }]);
   await assert.rejects(dequantizePackedInt4(findPackedInt4(badIdx)[0], toF), /l\.g_idx: entry 7 is 3, outside the 1 groups/);
   // GPTQ v1 cannot store a zero-point of 0

@@ -120,6 +120,7 @@ export async function hfLlamaTensors(m: ModelFile, hfConfig: unknown): Promise<S
   if (m.format !== 'safetensors') fail(`${m.name}: expected a safetensors model, got ${m.format}`);
   const hp = hparamsFromHfConfig(hfConfig);
   const packedConfig = packedInt4ConfigOf(hfConfig);
+  if (m.packedInt4Problems?.length) fail(`${m.name}: ${m.packedInt4Problems[0]}`);
   const groups = m.packedInt4 ?? [];
   if (packedConfig && !groups.length) fail(`${m.name}: config.json says ${packedConfig.method}, but the file has no packed int4 layers (P.qweight + P.scales)`);
   const f32 = ggmlTypeByName('F32')!;

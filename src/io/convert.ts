@@ -160,6 +160,7 @@ export async function convertModel(m: ModelFile, sink: ByteSink, opts: ConvertOp
   const plans: Plan[] = [];
   // GPTQ/AWQ packed int4 layers become float tensors (F32 unless --type): P.qweight stands for the layer,
   // P.qzeros / P.scales / P.g_idx are consumed with it, and AutoGPTQ's all-zero P.bias is dropped
+  if (m.packedInt4Problems?.length) fail(`${m.name}: ${m.packedInt4Problems[0]}`);
   const groups = m.packedInt4 ?? [];
   const packedConfig = groups.length ? packedInt4ConfigOf(opts.hfConfig) : undefined;
   const packedParts = new Map<string, PackedInt4Group | undefined>();

@@ -20,7 +20,7 @@
  * The v1 "- 1" means a zero-point of 0 cannot be stored (it would read back as 16); the writer refuses
  * such a group rather than write a wrong file.
  */
-import { fail } from '../errors.js';
+import { fail, LowbitError } from '../errors.js';
 import { f16ToF32 } from '../quant/ggml/half.js';
 import { genericConfigOf, unpackGroupedCodes } from '../quant/schemes/generic.js';
 import type { QuantScheme } from '../quant/scheme.js';
@@ -57,44 +57,54 @@ const shapeOf = (t: SafetensorsTensorInfo) => `[${t.shape.join(', ')}]`;
 /**
  * Recognize packed int4 linear layers: every `P.qweight` with its `P.scales` (and `P.qzeros`, `P.g_idx`).
  * The layout follows from the shapes (GPTQ: scales has qweight's columns; AWQ: 8 times as many).
- * A `P.qweight` whose companions do not fit fails with the names and shapes involved.
+ * A `P.qweight` whose companions do not fit fails with the names and shapes involved, or, with
+ * `onProblem`, is reported there and skipped (listing a file need not understand every layer).
  */
-export function findPackedInt4(tensors: readonly SafetensorsTensorInfo[]): PackedInt4Group[] {
+export function findPackedInt4(tensors: readonly SafetensorsTensorInfo[], onProblem?: (message: string) => void): PackedInt4Group[] {
   const by = new Map(tensors.map((t) => [t.name, t]));
   const out: PackedInt4Group[] = [];
   for (const t of tensors) {
     if (!t.name.endsWith('.qweight')) continue;
-    const prefix = t.name.slice(0, -'.qweight'.length);
-    const scales = by.get(prefix + '.scales');
-    const qzeros = by.get(prefix + '.qzeros');
-    const gIdx = by.get(prefix + '.g_idx');
-    if (!scales) fail(`${t.name}: packed int4 weight without ${prefix}.scales`);
-    if (t.dtype !== 'I32') fail(`${t.name}: packed int4 weights are I32 (8 values per word), not ${t.dtype}`);
-    if (t.shape.length !== 2) fail(`${t.name}: packed int4 weight must be 2-D, got shape ${shapeOf(t)}`);
-    if (!SCALE_DTYPES.includes(scales.dtype)) fail(`${scales.name}: scales must be F16, BF16 or F32, not ${scales.dtype}`);
-    if (scales.shape.length !== 2) fail(`${scales.name}: scales must be 2-D, got shape ${shapeOf(scales)}`);
-    const [r, c] = t.shape;
-    const [groups, sc] = scales.shape;
-    let layout: PackedInt4Layout;
-    let inFeatures: number, outFeatures: number;
-    if (sc === c) [layout, inFeatures, outFeatures] = ['gptq', r * 8, c];
-    else if (sc === c * 8) [layout, inFeatures, outFeatures] = ['awq', r, c * 8];
-    else
-      fail(
-        `${t.name} ${shapeOf(t)} does not match ${scales.name} ${shapeOf(scales)}: GPTQ has qweight [in/8, out] with scales [in/G, out], AWQ has qweight [in, out/8] with scales [in/G, out]`,
-      );
-    if (groups < 1 || groups > inFeatures) fail(`${scales.name} ${shapeOf(scales)}: ${groups} groups for ${inFeatures} input features`);
-    if (inFeatures % groups !== 0 && !gIdx) fail(`${scales.name} ${shapeOf(scales)}: ${groups} groups do not divide ${inFeatures} input features (and there is no ${prefix}.g_idx)`);
-    if (qzeros) {
-      if (qzeros.dtype !== 'I32') fail(`${qzeros.name}: packed zero-points are I32, not ${qzeros.dtype}`);
-      if (outFeatures % 8 !== 0 || qzeros.shape.length !== 2 || qzeros.shape[0] !== groups || qzeros.shape[1] !== outFeatures / 8)
-        fail(`${qzeros.name} ${shapeOf(qzeros)} does not match ${groups} groups x ${outFeatures} outputs (expected [${groups}, ${outFeatures / 8}])`);
+    try {
+      out.push(packedGroup(t, by));
+    } catch (e) {
+      if (!onProblem || !(e instanceof LowbitError)) throw e;
+      onProblem(e.message);
     }
-    if (gIdx && (gIdx.dtype !== 'I32' || gIdx.shape.length !== 1 || gIdx.shape[0] !== inFeatures))
-      fail(`${gIdx.name}: g_idx must be I32 [${inFeatures}], got ${gIdx.dtype} ${shapeOf(gIdx)}`);
-    out.push({ prefix, layout, bits: 4, inFeatures, outFeatures, groupSize: Math.ceil(inFeatures / groups), qweight: t, scales, qzeros, gIdx });
   }
   return out;
+}
+
+function packedGroup(t: SafetensorsTensorInfo, by: ReadonlyMap<string, SafetensorsTensorInfo>): PackedInt4Group {
+  const prefix = t.name.slice(0, -'.qweight'.length);
+  const scales = by.get(prefix + '.scales');
+  const qzeros = by.get(prefix + '.qzeros');
+  const gIdx = by.get(prefix + '.g_idx');
+  if (!scales) fail(`${t.name}: packed int4 weight without ${prefix}.scales`);
+  if (t.dtype !== 'I32') fail(`${t.name}: packed int4 weights are I32 (8 values per word), not ${t.dtype}`);
+  if (t.shape.length !== 2) fail(`${t.name}: packed int4 weight must be 2-D, got shape ${shapeOf(t)}`);
+  if (!SCALE_DTYPES.includes(scales.dtype)) fail(`${scales.name}: scales must be F16, BF16 or F32, not ${scales.dtype}`);
+  if (scales.shape.length !== 2) fail(`${scales.name}: scales must be 2-D, got shape ${shapeOf(scales)}`);
+  const [r, c] = t.shape;
+  const [groups, sc] = scales.shape;
+  let layout: PackedInt4Layout;
+  let inFeatures: number, outFeatures: number;
+  if (sc === c) [layout, inFeatures, outFeatures] = ['gptq', r * 8, c];
+  else if (sc === c * 8) [layout, inFeatures, outFeatures] = ['awq', r, c * 8];
+  else
+    fail(
+      `${t.name} ${shapeOf(t)} does not match ${scales.name} ${shapeOf(scales)}: GPTQ has qweight [in/8, out] with scales [in/G, out], AWQ has qweight [in, out/8] with scales [in/G, out]`,
+    );
+  if (groups < 1 || groups > inFeatures) fail(`${scales.name} ${shapeOf(scales)}: ${groups} groups for ${inFeatures} input features`);
+  if (inFeatures % groups !== 0 && !gIdx) fail(`${scales.name} ${shapeOf(scales)}: ${groups} groups do not divide ${inFeatures} input features (and there is no ${prefix}.g_idx)`);
+  if (qzeros) {
+    if (qzeros.dtype !== 'I32') fail(`${qzeros.name}: packed zero-points are I32, not ${qzeros.dtype}`);
+    if (outFeatures % 8 !== 0 || qzeros.shape.length !== 2 || qzeros.shape[0] !== groups || qzeros.shape[1] !== outFeatures / 8)
+      fail(`${qzeros.name} ${shapeOf(qzeros)} does not match ${groups} groups x ${outFeatures} outputs (expected [${groups}, ${outFeatures / 8}])`);
+  }
+  if (gIdx && (gIdx.dtype !== 'I32' || gIdx.shape.length !== 1 || gIdx.shape[0] !== inFeatures))
+    fail(`${gIdx.name}: g_idx must be I32 [${inFeatures}], got ${gIdx.dtype} ${shapeOf(gIdx)}`);
+  return { prefix, layout, bits: 4, inFeatures, outFeatures, groupSize: Math.ceil(inFeatures / groups), qweight: t, scales, qzeros, gIdx };
 }
 
 export interface DequantizeInt4Options {

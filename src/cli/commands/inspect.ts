@@ -81,6 +81,7 @@ export const inspectCommand: Command = {
         hyperParameters: hp,
         metadata: meta,
         quantizationConfig: quantizationConfig(m, file),
+        packedInt4Problems: m.packedInt4Problems,
         packedInt4: m.packedInt4?.map((g) => ({
           prefix: g.prefix,
           layout: g.layout,
@@ -116,6 +117,7 @@ export const inspectCommand: Command = {
         for (const g of report.packedInt4)
           out.push(`  ${g.prefix.padEnd(pw)}  ${g.layout.padEnd(6)}  ${String(g.bits).padStart(4)}  ${`${g.inFeatures} x ${g.outFeatures}`.padEnd(13)} ${String(g.groupSize).padStart(5)}  ${g.zeroPoints.padEnd(11)}  ${g.gIdx ? 'yes' : 'no'}`);
       }
+      for (const p of report.packedInt4Problems ?? []) out.push(`not a readable packed int4 layer: ${p}`);
       out.push(`tensors (${tensors.length}):`);
       const w = Math.max(4, ...tensors.map((t) => t.name.length));
       out.push(`  ${'name'.padEnd(w)}  ${'shape'.padEnd(18)} ${'type'.padEnd(8)} ${'bytes'.padStart(12)} ${'offset'.padStart(12)}`);
