@@ -25,6 +25,8 @@ import { SafetensorsWriter } from '../io/safetensors.js';
 import type { ByteSink } from '../io/sink.js';
 import { fromFloat32, toFloat32 } from '../io/tensor-data.js';
 import { sqnrDb } from '../eval/metrics.js';
+import type { PackedInt4Layout } from '../io/packed-int4.js';
+import { planPackedLayout, quantizePackedModel, type PackedPlanInfo } from './quantize-packed.js';
 
 export interface TensorPlan {
   name: string;
@@ -45,6 +47,8 @@ export interface QuantizePlan {
   recipe: Recipe;
   tensors: TensorPlan[];
   ftypeId?: number;
+  /** set for a Hugging Face checkpoint with GPTQ/AWQ packed int4 layers (see quantize-packed.ts) */
+  packed?: PackedPlanInfo;
 }
 
 export interface TensorReport {
@@ -66,6 +70,8 @@ export interface QuantizeReport {
   bytes: number;
   bitsPerWeight: number;
   seconds: number;
+  /** the config.json object to write beside a GPTQ/AWQ checkpoint */
+  hfConfig?: Record<string, unknown>;
 }
 
 export interface QuantizeOptions {
@@ -97,7 +103,8 @@ function hparams(m: ModelFile) {
 }
 
 /** Decide each tensor's target without reading any tensor data (`--dry-run`). */
-export function planQuantization(m: ModelFile, recipe: Recipe, output: 'gguf' | 'safetensors', opts: { hasImatrix?: boolean } = {}): QuantizePlan {
+export function planQuantization(m: ModelFile, recipe: Recipe, output: 'gguf' | 'safetensors', opts: { hasImatrix?: boolean } & LayoutOptions = {}): QuantizePlan {
+  if (opts.layout && opts.layout !== 'lowbit') return planPackedLayout(m, planQuantization(m, recipe, output, { hasImatrix: opts.hasImatrix }), { layout: opts.layout, keepUnpackable: opts.keepUnpackable });
   const tensors: TensorPlan[] = [];
   let ftypeId: number | undefined;
   if (recipe.llama) {
@@ -162,6 +169,13 @@ export function planQuantization(m: ModelFile, recipe: Recipe, output: 'gguf' | 
   return { output, recipe, tensors, ftypeId };
 }
 
+/** Output layout of a safetensors file: lowbit's own (any scheme) or a Hugging Face GPTQ/AWQ checkpoint. */
+export interface LayoutOptions {
+  layout?: 'lowbit' | PackedInt4Layout;
+  /** GPTQ/AWQ: keep linear layers whose shape cannot be packed in F16 instead of failing */
+  keepUnpackable?: boolean;
+}
+
 /** The scheme options a rule implies (stored in safetensors metadata so readers rebuild the scheme). */
 export function resolveOptionsOf(rule: RecipeRule | undefined): { groupSize?: number; asymmetric?: boolean } {
   const o: { groupSize?: number; asymmetric?: boolean } = {};
@@ -215,6 +229,7 @@ export function quantizeGgmlTensor(x: Float32Array, ne: number[], type: GgmlType
 }
 
 export async function quantizeModel(m: ModelFile, plan: QuantizePlan, sink: ByteSink, opts: QuantizeOptions = {}): Promise<QuantizeReport> {
+  if (plan.packed) return quantizePackedModel(m, plan, sink, opts);
   const t0 = performance.now();
   const reports: TensorReport[] = [];
   const total = plan.tensors.length;
@@ -288,9 +303,11 @@ export async function quantizeModel(m: ModelFile, plan: QuantizePlan, sink: Byte
  * The one verb: `quantize(model, recipe, sink)` plans every tensor (llama.cpp's rules for file-type
  * recipes, the recipe's rules otherwise), quantizes tensor by tensor into `sink` and returns the report.
  * The output container follows the recipe: GGML block types -> GGUF, generic schemes -> safetensors.
+ * `layout: 'gptq' | 'awq'` writes a Hugging Face checkpoint with packed int4 layers instead of lowbit's
+ * safetensors layout (same values; report.hfConfig is its config.json).
  */
-export async function quantize(m: ModelFile, recipe: Recipe, sink: ByteSink, opts: QuantizeOptions & { output?: 'gguf' | 'safetensors' } = {}): Promise<QuantizeReport> {
+export async function quantize(m: ModelFile, recipe: Recipe, sink: ByteSink, opts: QuantizeOptions & LayoutOptions & { output?: 'gguf' | 'safetensors' } = {}): Promise<QuantizeReport> {
   const output = opts.output ?? (recipe.llama ? 'gguf' : 'safetensors');
-  const plan = planQuantization(m, recipe, output, { hasImatrix: opts.imatrix !== undefined });
+  const plan = planQuantization(m, recipe, output, { hasImatrix: opts.imatrix !== undefined, layout: opts.layout, keepUnpackable: opts.keepUnpackable });
   return quantizeModel(m, plan, sink, opts);
 }

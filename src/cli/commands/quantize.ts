@@ -1,11 +1,12 @@
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { fail } from '../../errors.js';
 import { LLAMA_FTYPES } from '../../algos/llama-types.js';
 import { llamaRecipe, recipeFromJSON, schemeRecipe, type Recipe } from '../../algos/recipe.js';
 import { planQuantization, quantizeModel, type QuantizeReport, type TensorReport } from '../../pipeline/quantize.js';
 import { readImatrix } from '../../pipeline/imatrix-file.js';
 import type { Command, ParsedArgs } from '../args.js';
-import { refuseSameFile, withAtomicFile } from '../files.js';
+import { refuseSameFile, withAtomicFile, writeFileAtomic } from '../files.js';
 import { openModelPath } from '../model-open.js';
 import { fileSource } from '../node-source.js';
 import { renderTable } from './formats.js';
@@ -46,7 +47,7 @@ export function reportTable(r: QuantizeReport): string {
 export const quantizeCommand: Command = {
   name: 'quantize',
   summary: 'quantize a model to GGUF (llama.cpp types) or safetensors (generic schemes), with a per-tensor report',
-  usage: 'lowbit quantize IN OUT (--type T | --recipe FILE) [--imatrix F] [--pure] [--dry-run] [--json]',
+  usage: 'lowbit quantize IN OUT (--type T | --recipe FILE) [--imatrix F] [--pure] [--layout lowbit|gptq|awq] [--dry-run] [--json]',
   positionals: [1, 2],
   options: [
     { name: 'type', type: 'string', help: 'llama.cpp file type (Q4_K_M, Q8_0, ...) or a scheme (int4, mxfp4, nvfp4, nf4, q4_0, ...)' },
@@ -59,6 +60,8 @@ export const quantizeCommand: Command = {
     { name: 'output-tensor-type', type: 'string', help: 'type of output.weight' },
     { name: 'token-embedding-type', type: 'string', help: 'type of token_embd.weight' },
     { name: 'leave-output-tensor', type: 'boolean', help: 'do not quantize output.weight' },
+    { name: 'layout', type: 'string', help: 'safetensors layout: lowbit\'s own, or a Hugging Face checkpoint with GPTQ/AWQ packed int4 layers + config.json (int4 schemes)', choices: ['lowbit', 'gptq', 'awq'], default: 'lowbit' },
+    { name: 'keep-unpackable', type: 'boolean', help: 'gptq/awq: store linear layers whose shape cannot be packed in F16 instead of failing' },
     { name: 'dry-run', type: 'boolean', help: 'print the per-tensor plan and write nothing' },
     { name: 'json', type: 'boolean', help: 'print the report as JSON (no progress)' },
   ],
@@ -69,6 +72,11 @@ export const quantizeCommand: Command = {
     const out = output ?? 'plan.gguf';
     const kind = /\.gguf$/i.test(out) ? 'gguf' : /\.safetensors$/i.test(out) ? 'safetensors' : fail(`output ${out}: extension must be .gguf or .safetensors`);
     refuseSameFile(input, output);
+    const layout = a.values.layout as 'lowbit' | 'gptq' | 'awq';
+    if (layout !== 'lowbit' && kind !== 'safetensors') fail(`--layout ${layout} writes a Hugging Face safetensors checkpoint: OUT must end in .safetensors`);
+    if (a.values['keep-unpackable'] && layout === 'lowbit') fail('--keep-unpackable applies to --layout gptq or awq');
+    const configPath = path.join(path.dirname(out), 'config.json');
+    if (layout !== 'lowbit') refuseSameFile(input, configPath);
     const recipe = recipeOf(a, kind);
     const imFile = a.values.imatrix as string | undefined;
     refuseSameFile(imFile, output);
@@ -84,7 +92,7 @@ export const quantizeCommand: Command = {
     const json = a.values.json as boolean;
     const { model, close } = await openModelPath(input);
     try {
-      const plan = planQuantization(model, recipe, kind, { hasImatrix: !!imatrix });
+      const plan = planQuantization(model, recipe, kind, { hasImatrix: !!imatrix, layout, keepUnpackable: a.values['keep-unpackable'] as boolean });
       if (imatrix) {
         const names = new Set(model.tensors.map((t) => t.name));
         const unknown = [...imatrix.entries.keys()].filter((n) => !names.has(n));
@@ -104,8 +112,10 @@ export const quantizeCommand: Command = {
         }),
       );
       if (tty) process.stderr.write('\r' + ' '.repeat(50) + '\r');
+      // a GPTQ/AWQ checkpoint is a folder: the safetensors file and config.json beside it
+      if (report.hfConfig) writeFileAtomic(configPath, JSON.stringify(report.hfConfig, null, 2) + '\n');
       if (json) process.stdout.write(JSON.stringify({ ...report, output: out, tensors: report.tensors.map((t) => ({ ...t, sqnrDb: Number.isFinite(t.sqnrDb) ? t.sqnrDb : null })) }) + '\n');
-      else process.stdout.write(`${out}: ${recipe.name}\n\n${reportTable(report)}\n`);
+      else process.stdout.write(`${out}: ${recipe.name}${report.hfConfig ? ` (${layout} layout; ${configPath} written)` : ''}\n\n${reportTable(report)}\n`);
     } finally {
       close();
     }
