@@ -80,8 +80,9 @@ export function writeImatrixDat(m: Imatrix): Uint8Array {
     p += 4 + encoded[i].length;
     const nMat = e.counts.length;
     const nIn = e.sums.length / nMat;
-    const maxCount = Math.max(...e.counts);
-    const ncall = Math.trunc((maxCount + (m.chunkSize - 1)) / m.chunkSize);
+    const maxCount = e.counts.reduce((a, b) => Math.max(a, b), 0);
+    // ceiling division as llama-imatrix does; an imatrix read from a .dat (chunkSize 0) counts in calls already
+    const ncall = m.chunkSize > 0 ? Math.trunc((maxCount + (m.chunkSize - 1)) / m.chunkSize) : Math.round(maxCount);
     dv.setInt32(p, ncall, true);
     dv.setInt32(p + 4, e.sums.length, true);
     p += 8;
@@ -111,8 +112,10 @@ export function readImatrixDat(bytes: Uint8Array, name = 'imatrix'): Imatrix {
   need(4, 'entry count');
   const n = dv.getInt32(p, true);
   p += 4;
-  if (n < 0 || n > bytes.length / 12) fail(`${name}: implausible entry count ${n}`);
-  const m = emptyImatrix(1);
+  if (n < 1) fail(`${name}: not an imatrix (entry count ${n}; a legacy .dat starts with a positive count)`);
+  if (n > bytes.length / 12) fail(`${name}: not an imatrix (implausible entry count ${n} for ${bytes.length} bytes)`);
+  // llama.cpp reads a .dat with chunk_size 0: its counts are numbers of calls, not tokens
+  const m = emptyImatrix(0);
   const dec = new TextDecoder('utf-8', { fatal: true });
   for (let i = 0; i < n; i++) {
     need(4, 'name length');
@@ -130,18 +133,27 @@ export function readImatrixDat(bytes: Uint8Array, name = 'imatrix'): Imatrix {
     const ncall = dv.getInt32(p, true);
     const nval = dv.getInt32(p + 4, true);
     p += 8;
-    if (nval <= 0 || nval > (bytes.length - p) / 4) fail(`${name}: entry ${tensor} has bad value count ${nval}`);
+    if (nval <= 0 || nval > (bytes.length - p) / 4) fail(`${name}: entry ${tensor} has bad value count ${nval} (truncated or corrupt)`);
+    if (ncall < 0) fail(`${name}: entry ${tensor} has a negative call count ${ncall}`);
     if (m.entries.has(tensor)) fail(`${name}: duplicate entry ${tensor}`);
     const sums = new Float64Array(nval);
-    for (let j = 0; j < nval; j++) sums[j] = dv.getFloat32(p + 4 * j, true);
+    for (let j = 0; j < nval; j++) {
+      sums[j] = dv.getFloat32(p + 4 * j, true);
+      if (!(Number.isFinite(sums[j]) && sums[j] >= 0)) fail(`${name}: entry ${tensor} value ${j} is ${sums[j]} (must be finite and >= 0)`);
+    }
     p += 4 * nval;
     m.entries.set(tensor, { name: tensor, sums, counts: new Float64Array([ncall]) });
   }
-  if (p + 8 <= bytes.length) {
+  // optional trailer: i32 chunk count, i32 length, dataset name
+  if (p < bytes.length) {
+    if (p + 8 > bytes.length) fail(`${name}: ${bytes.length - p} stray bytes after the last entry (truncated trailer)`);
     m.chunkCount = dv.getInt32(p, true);
     const len = dv.getInt32(p + 4, true);
     p += 8;
-    if (len > 0 && p + len <= bytes.length) m.datasets.push(new TextDecoder().decode(bytes.subarray(p, p + len)));
+    if (len < 0 || p + len > bytes.length) fail(`${name}: dataset name of ${len} bytes runs past the end of the file (truncated)`);
+    if (len > 0) m.datasets.push(new TextDecoder().decode(bytes.subarray(p, p + len)));
+    p += len;
+    if (p !== bytes.length) fail(`${name}: ${bytes.length - p} unexpected bytes after the dataset name`);
   }
   return m;
 }
