@@ -157,3 +157,48 @@ export function readImatrixDat(bytes: Uint8Array, name = 'imatrix'): Imatrix {
   }
   return m;
 }
+
+export interface ImatrixEntryDifference {
+  name: string;
+  /** rows summed in each (first matrix) */
+  countA: number;
+  countB: number;
+  /** max over columns of |a - b| / max(|a|, |b|) of the mean x^2 (0 when both are 0) */
+  maxRelative: number;
+  /** max over columns of |a - b| / max over columns of |a| (error against the tensor's scale) */
+  maxScaled: number;
+}
+
+/**
+ * Compare two importance matrices entry by entry on the statistic the quantizers use (mean x^2 per
+ * column). Entries present in only one of them are listed in `onlyA` / `onlyB`.
+ */
+export function imatrixDifference(a: Imatrix, b: Imatrix): { entries: ImatrixEntryDifference[]; onlyA: string[]; onlyB: string[] } {
+  const entries: ImatrixEntryDifference[] = [];
+  const onlyA = [...a.entries.keys()].filter((n) => !b.entries.has(n)).sort();
+  const onlyB = [...b.entries.keys()].filter((n) => !a.entries.has(n)).sort();
+  for (const name of [...a.entries.keys()].filter((n) => b.entries.has(n)).sort()) {
+    const ea = a.entries.get(name)!;
+    const eb = b.entries.get(name)!;
+    if (ea.sums.length !== eb.sums.length || ea.counts.length !== eb.counts.length) fail(`imatrix entry ${name}: ${ea.sums.length} vs ${eb.sums.length} values`);
+    const nIn = ea.sums.length / ea.counts.length;
+    const mean = (e: ImatrixEntry, j: number) => {
+      const c = e.counts[Math.trunc(j / nIn)];
+      return c > 0 ? e.sums[j] / c : 0;
+    };
+    let scale = 0;
+    for (let j = 0; j < ea.sums.length; j++) scale = Math.max(scale, Math.abs(mean(ea, j)));
+    let maxRelative = 0;
+    let maxScaled = 0;
+    for (let j = 0; j < ea.sums.length; j++) {
+      const x = mean(ea, j);
+      const y = mean(eb, j);
+      const d = Math.abs(x - y);
+      const m = Math.max(Math.abs(x), Math.abs(y));
+      if (m > 0) maxRelative = Math.max(maxRelative, d / m);
+      if (scale > 0) maxScaled = Math.max(maxScaled, d / scale);
+    }
+    entries.push({ name, countA: ea.counts[0], countB: eb.counts[0], maxRelative, maxScaled });
+  }
+  return { entries, onlyA, onlyB };
+}
