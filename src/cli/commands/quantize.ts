@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import { fail } from '../../errors.js';
 import { LLAMA_FTYPES } from '../../algos/llama-types.js';
 import { llamaRecipe, recipeFromJSON, schemeRecipe, type Recipe } from '../../algos/recipe.js';
-import { planQuantization, quantizeModel, type QuantizeReport, type TensorReport } from '../../pipeline/quantize.js';
+import { checkImatrix, planQuantization, quantizeModel, type QuantizeReport, type TensorReport } from '../../pipeline/quantize.js';
 import { readImatrix } from '../../pipeline/imatrix-file.js';
 import type { Command, ParsedArgs } from '../args.js';
 import { refuseSameFile, withAtomicFile } from '../files.js';
@@ -85,11 +85,7 @@ export const quantizeCommand: Command = {
     const { model, close } = await openModelPath(input);
     try {
       const plan = planQuantization(model, recipe, kind, { hasImatrix: !!imatrix });
-      if (imatrix) {
-        const names = new Set(model.tensors.map((t) => t.name));
-        const unknown = [...imatrix.entries.keys()].filter((n) => !names.has(n));
-        if (unknown.length) fail(`imatrix ${imFile} does not match this model: it has entries for ${unknown.slice(0, 3).join(', ')}${unknown.length > 3 ? ', ...' : ''}`);
-      }
+      if (imatrix) checkImatrix(model, plan, imatrix, `imatrix ${imFile}`);
       if (dry) {
         const rows = plan.tensors.map((p) => [p.name, p.ne.join('x'), p.from, p.to + (p.fallbackFrom ? ` (from ${p.fallbackFrom})` : '')]);
         if (json) process.stdout.write(JSON.stringify({ recipe: plan.recipe, tensors: plan.tensors.map(({ name, ne, from, to, fallbackFrom }) => ({ name, ne, from, to, fallbackFrom })) }, null, 1) + '\n');
