@@ -9,7 +9,8 @@
  * Legacy .dat layout (little-endian):
  *   i32 n_entries; n_entries x { i32 len; name[len]; i32 ncall; i32 nval; f32 values[nval] }
  *   i32 last_chunk; i32 len; dataset[len]
- * where values = (sum / count) * ncall, so values / ncall is the mean.
+ * where values = (sum / count) * ncall, so values / ncall is the mean. An imatrix read from a .dat has
+ * chunkSize 0 (as llama.cpp reads it), sums = those values and counts = [ncall].
  */
 import { fail } from '../errors.js';
 
@@ -93,7 +94,8 @@ export function writeImatrixDat(m: Imatrix): Uint8Array {
         value = 1;
         count = 1;
       }
-      dv.setFloat32(p, Math.fround(Math.fround(value / count) * ncall), true);
+      // an imatrix read from a .dat already holds (sum / count) * ncall with count = ncall: keep it as is
+      dv.setFloat32(p, m.chunkSize > 0 ? Math.fround(Math.fround(value / count) * ncall) : value, true);
       p += 4;
     }
   });

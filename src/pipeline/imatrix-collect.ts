@@ -55,7 +55,8 @@ export function collectImatrix(model: Llama, tokens: ArrayLike<number>, opts: Co
   const t0 = performance.now();
   const ctx = opts.ctx;
   if (!(Number.isInteger(ctx) && ctx >= 2)) fail(`context ${ctx} must be an integer of at least 2`);
-  if (ctx > model.kv.capacity) fail(`context ${ctx} is longer than the model's ${model.kv.capacity}`);
+  if (ctx > model.config.seqLen) fail(`context ${ctx} is longer than the model's ${model.config.seqLen}`);
+  if (ctx > model.kv.capacity) fail(`context ${ctx} is longer than the KV cache (${model.kv.capacity} positions)`);
   if (tokens.length < 2 * ctx) fail(`the text has ${tokens.length} tokens; a context of ${ctx} needs at least ${2 * ctx}`);
   const maxChunks = Math.floor(tokens.length / ctx);
   const nChunk = opts.chunks === undefined || opts.chunks < 0 ? maxChunks : Math.min(opts.chunks, maxChunks);

@@ -3,7 +3,7 @@
  *  - the legacy `.dat` (layout in algos/imatrix.ts: per entry the mean x^2 times ncall, and ncall);
  *  - the GGUF form (general.type = imatrix; per weight `<weight>.in_sum2` F32 ne [n_in, n_mat] holding
  *    the raw sums of x^2 and `<weight>.counts` F32 ne [1, n_mat] holding the rows summed per matrix
- *    (n_mat = number of experts, 1 for a dense weight); keys imatrix.datasets (string array),
+ *    (n_mat = number of experts, 1 for a dense weight; ggml then stores ne [n_in] and [1]); keys imatrix.datasets (string array),
  *    imatrix.chunk_count (u32), imatrix.chunk_size (u32); tensors sorted by name, in_sum2 first).
  * The writers put keys and tensors in llama-imatrix's order, so a file read and written again is
  * byte-identical to the one llama-imatrix wrote.
@@ -80,9 +80,11 @@ export async function writeImatrixGguf(m: Imatrix, sink: ByteSink): Promise<void
     const nMat = e.counts.length;
     const sums = Float32Array.from(e.sums);
     const counts = Float32Array.from(e.counts);
+    // ggml writes ggml_n_dims dimensions: a trailing 1 (one matrix) is dropped
+    const matrices = nMat > 1 ? [nMat] : [];
     return [
-      { name: `${name}.in_sum2`, ne: [e.sums.length / nMat, nMat], type: f32, data: new Uint8Array(sums.buffer) },
-      { name: `${name}.counts`, ne: [1, nMat], type: f32, data: new Uint8Array(counts.buffer) },
+      { name: `${name}.in_sum2`, ne: [e.sums.length / nMat, ...matrices], type: f32, data: new Uint8Array(sums.buffer) },
+      { name: `${name}.counts`, ne: [1, ...matrices], type: f32, data: new Uint8Array(counts.buffer) },
     ];
   });
   await writeGguf(sink, meta, tensors);
