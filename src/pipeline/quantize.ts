@@ -13,7 +13,7 @@
  * {"scheme": id, "shape": [rows, rowLength]}. `__metadata__["lowbit.recipe"]` holds the recipe.
  * Unquantized tensors keep their float dtype.
  */
-import { fail } from '../errors.js';
+import { fail, LowbitError } from '../errors.js';
 import { LLAMA_FTYPES, planLlamaTypes, llamaFtype, allowsQuantization, requiresImatrix, type PlanTensor } from '../algos/llama-types.js';
 import { importanceOf, type Imatrix } from '../algos/imatrix.js';
 import { ruleFor, type Recipe, type RecipeRule } from '../algos/recipe.js';
@@ -235,6 +235,7 @@ function rowBytesOf(type: string, rowLength: number): number {
 async function readRows(m: ModelFile, t: ModelTensor, rowLength: number, row0: number, nRows: number): Promise<Float32Array> {
   const rb = rowBytesOf(t.type, rowLength);
   const bytes = await m.read(t, row0 * rb, nRows * rb);
+  if (t.type === 'F32' && bytes.byteOffset % 4 === 0) return new Float32Array(bytes.buffer, bytes.byteOffset, nRows * rowLength); // no copy
   if (t.type === 'F32' || t.type === 'F16' || t.type === 'BF16' || t.type === 'F64') return toFloat32(t.type, bytes);
   const c = ggmlCodec(t.type);
   if (!c) fail(`${t.name}: cannot read tensor type ${t.type}`);
@@ -243,8 +244,22 @@ async function readRows(m: ModelFile, t: ModelTensor, rowLength: number, row0: n
   return out;
 }
 
+/** acc += [sum x^2, sum (x - y)^2] in f64: the SQNR of a tensor, accumulated slab by slab */
+function accumulateError(acc: Float64Array, x: Float32Array, y: Float32Array): void {
+  let signal = 0;
+  let noise = 0;
+  for (let i = 0; i < x.length; i++) {
+    const v = x[i];
+    const d = v - y[i];
+    signal += v * v;
+    noise += d * d;
+  }
+  acc[0] += signal;
+  acc[1] += noise;
+}
+
 /** Quantize one float tensor to a GGML type; returns the bytes and the dequantized values. */
-export function quantizeGgmlTensor(x: Float32Array, ne: number[], type: GgmlTypeInfo, importance?: Float32Array, what = 'tensor', firstElement = 0): { bytes: Uint8Array; dequant: Float32Array } {
+export function quantizeGgmlTensor(x: Float32Array, ne: number[], type: GgmlTypeInfo, importance?: Float32Array, what = 'tensor', firstRow = 0): { bytes: Uint8Array; dequant: Float32Array } {
   const n = x.length;
   if (type.name === 'F32' || type.name === 'F16' || type.name === 'BF16') {
     const bytes = fromFloat32(type.name, x);
@@ -252,11 +267,15 @@ export function quantizeGgmlTensor(x: Float32Array, ne: number[], type: GgmlType
   }
   const c = ggmlCodec(type);
   if (!c?.quantize) fail(`lowbit cannot quantize to ${type.name} yet (dequantize only)`);
-  for (let i = 0; i < n; i++) if (!Number.isFinite(x[i])) fail(`${what} has a non-finite value (${x[i]}) at element ${firstElement + i}; ${type.name} cannot hold it`);
   const rowLength = ne[0];
   const nRows = n / rowLength;
   const bytes = new Uint8Array((n / type.blockSize) * type.typeSize);
-  c.quantize(x, nRows, rowLength, bytes, importance);
+  try {
+    c.quantize(x, nRows, rowLength, bytes, importance); // checks its input (non-finite values) itself
+  } catch (e) {
+    if (e instanceof LowbitError) fail(`${what}${firstRow ? ` (rows counted from ${firstRow})` : ''}: ${e.message}`);
+    throw e;
+  }
   const dequant = new Float32Array(n);
   c.dequantize(bytes, n, dequant);
   return { bytes, dequant };
@@ -297,23 +316,19 @@ export async function quantizeModel(m: ModelFile, plan: QuantizePlan, sink: Byte
       const rowsPerMatrix = nRows / matrices(p.ne); // an expert's rows share one importance vector
       const importance = ggmlCodec(type)?.usesImportance ? importanceFor(opts.imatrix, p.name) : undefined;
       const slabRows = Math.max(1, Math.floor(SLAB_ELEMENTS / rowLength));
-      let signal = 0;
-      let noise = 0;
+      const errorSums = new Float64Array(2);
       let bytesOut = 0;
       for (let r0 = 0; r0 < nRows; ) {
         const matrix = Math.floor(r0 / rowsPerMatrix);
         const k = Math.min(slabRows, (matrix + 1) * rowsPerMatrix - r0);
         const x = await readRows(m, t, rowLength, r0, k);
-        const { bytes, dequant } = quantizeGgmlTensor(x, [rowLength, k], type, importance?.subarray(matrix * rowLength, (matrix + 1) * rowLength), p.name, r0 * rowLength);
-        for (let i = 0; i < x.length; i++) {
-          const d = x[i] - dequant[i];
-          signal += x[i] * x[i];
-          noise += d * d;
-        }
+        const { bytes, dequant } = quantizeGgmlTensor(x, [rowLength, k], type, importance?.subarray(matrix * rowLength, (matrix + 1) * rowLength), p.name, r0);
+        accumulateError(errorSums, x, dequant);
         await w.write(bytes);
         bytesOut += bytes.length;
         r0 += k;
       }
+      const [signal, noise] = errorSums;
       const sqnr = noise === 0 ? Infinity : 10 * Math.log10(signal / noise);
       done({ name: p.name, shape: p.ne, type: p.to, bytes: bytesOut, bitsPerWeight: (bytesOut * 8) / n, sqnrDb: sqnr, ...(p.fallbackFrom ? { fallbackFrom: p.fallbackFrom } : {}) });
     }
