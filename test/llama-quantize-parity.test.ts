@@ -1,6 +1,7 @@
 /**
  * llama-quantize parity: for every case llama-quantize ran in tools/llama-quantize-expected/generate.mjs
- * (15 file types, with and without --pure, with and without --imatrix, on stories260K and on a synthetic
+ * (15 file types, with and without --pure, with and without --imatrix (GGUF form; a few types also with
+ * the legacy .dat form of the same matrix), on stories260K and on a synthetic
  * llama whose rows are multiples of 256), lowbit's quantize must choose the same GGML type for every
  * tensor and write the same bytes (sha256 recorded in test/golden/llama-quantize/expected.json).
  */
@@ -24,12 +25,13 @@ const GOLDEN = path.join(ROOT, 'test', 'golden', 'llama-quantize');
 interface Case {
   type: string;
   pure: boolean;
-  imatrix: boolean;
+  /** true: the GGUF imatrix; 'dat': the same importance matrix in llama-imatrix's legacy .dat form */
+  imatrix: boolean | 'dat';
   tensors: Record<string, string>;
 }
 interface Expected {
   llamaCpp: string;
-  models: Record<string, { file?: string; synthetic?: SyntheticLlama; sha256: string; imatrix: string; cases: Case[] }>;
+  models: Record<string, { file?: string; synthetic?: SyntheticLlama; sha256: string; imatrix: string; imatrixDat?: string; cases: Case[] }>;
 }
 
 const expected = JSON.parse(fs.readFileSync(path.join(GOLDEN, 'expected.json'), 'utf8')) as Expected;
@@ -59,12 +61,14 @@ for (const [name, m] of Object.entries(expected.models)) {
     const bytes = await modelBytes(m);
     assert.equal(sha256(bytes), m.sha256, `${name}: the input model is not the one the expected outputs were made from`);
     const model = await openModelFile(bytesSource(bytes, name));
-    const imatrix = await readImatrix(bytesSource(new Uint8Array(fs.readFileSync(path.join(GOLDEN, m.imatrix))), m.imatrix));
+    const readIm = async (f: string) => readImatrix(bytesSource(new Uint8Array(fs.readFileSync(path.join(GOLDEN, f))), f));
+    const imatrix = await readIm(m.imatrix);
+    const imatrixDat = m.imatrixDat ? await readIm(m.imatrixDat) : undefined;
     const typeDiffs: string[] = [];
     const byteDiffs: string[] = [];
     for (const c of m.cases) {
-      const label = `${c.type}${c.pure ? ' --pure' : ''}${c.imatrix ? ' --imatrix' : ''}`;
-      const got = await quantizedTensors(model, c, c.imatrix ? imatrix : undefined);
+      const label = `${c.type}${c.pure ? ' --pure' : ''}${c.imatrix === 'dat' ? ' --imatrix (.dat)' : c.imatrix ? ' --imatrix' : ''}`;
+      const got = await quantizedTensors(model, c, c.imatrix === 'dat' ? imatrixDat : c.imatrix ? imatrix : undefined);
       assert.deepEqual(Object.keys(got).sort(), Object.keys(c.tensors).sort(), `${label}: tensor names`);
       let same = 0;
       for (const [tensor, want] of Object.entries(c.tensors)) {

@@ -120,3 +120,25 @@ test('HTML pieces: names are escaped; the plots place what they are given', () =
   assert.equal((hist.match(/<rect /g) ?? []).length, 3, 'bins for 1e-3 (2 tokens), 0.5 and the floor (0)');
   assert.match(hist, /2 tokens with KLD in \[1\.0e-3/);
 });
+
+test('progress bar on a terminal only, and never with --json', (t) => {
+  if (!fs.existsSync('/usr/bin/script')) {
+    t.skip('no /usr/bin/script to provide a pseudo-terminal');
+    return;
+  }
+  const underTty = (...args: string[]) => {
+    const cmd = [process.execPath, BIN, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
+    return spawnSync('/usr/bin/script', ['-qec', cmd, '/dev/null'], { encoding: 'utf8' });
+  };
+  const tty = underTty('quantize', GGUF, path.join(tmp, 'tty.gguf'), '--type', 'Q4_0');
+  assert.equal(tty.status, 0, tty.stdout);
+  assert.match(tty.stdout, /\r\[#+\.*\]\s+\d+% \d+\/48 /, 'bar with percent and tensor count');
+  assert.match(tty.stdout, /\[#{24}\] 100% 48\/48/);
+  const json = underTty('quantize', GGUF, path.join(tmp, 'tty.gguf'), '--type', 'Q4_0', '--json');
+  assert.equal(json.status, 0, json.stdout);
+  assert.ok(!json.stdout.includes('[#'), 'no bar with --json');
+  assert.equal(JSON.parse(json.stdout.trim()).tensors.length, 48);
+  // not a terminal: no bar either
+  const pipe = cli('quantize', GGUF, path.join(tmp, 'tty.gguf'), '--type', 'Q4_0');
+  assert.equal(pipe.stderr, '');
+});

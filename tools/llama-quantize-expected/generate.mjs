@@ -14,7 +14,8 @@
 //    the k-quants, IQ4_XS and TQ types really run. The test rebuilds it and checks its sha256.
 // Importance matrices (committed next to expected.json):
 //  - stories260K.imatrix.gguf / .dat: llama-imatrix on data/tinystories-valid-head.txt, -c 128,
-//    16 chunks, f32 KV cache, no flash attention (the --imatrix runs use the .gguf);
+//    16 chunks, f32 KV cache, no flash attention (the --imatrix runs use the .gguf; DAT_TYPES also
+//    run with the .dat, recorded as imatrix: "dat");
 //  - synthetic.imatrix.gguf: seeded values written by lowbit (the synthetic model has no tokenizer).
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -35,6 +36,8 @@ const { writeSyntheticLlama, syntheticImatrix } = await dist('scripts/synthetic-
 export const TYPES = ['Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q2_K', 'Q3_K_M', 'Q4_K_M', 'Q5_K_M', 'Q6_K', 'IQ4_NL', 'IQ4_XS', 'TQ1_0', 'TQ2_0', 'MXFP4_MOE'];
 /** types whose quantizers ignore the importance matrix in ggml (no --imatrix runs for them) */
 const NO_IMATRIX = new Set(['Q8_0', 'TQ1_0', 'TQ2_0', 'MXFP4_MOE']);
+/** types also run with the legacy .dat imatrix (stories260K) */
+const DAT_TYPES = ['Q4_0', 'Q5_1', 'Q4_K_M', 'IQ4_NL'];
 export const SYNTHETIC = { dim: 256, hidden: 512, layers: 2, vocab: 256, heads: 4, kvHeads: 2, seed: 1 };
 
 const outDir = path.join(root, 'test', 'golden', 'llama-quantize');
@@ -71,7 +74,7 @@ async function main() {
   fs.writeFileSync(synIm, imSink.bytes());
 
   const models = {
-    stories260K: { file: 'data/stories260K.gguf', path: stories, imatrix: 'stories260K.imatrix.gguf', imatrixPath: storiesIm },
+    stories260K: { file: 'data/stories260K.gguf', path: stories, imatrix: 'stories260K.imatrix.gguf', imatrixPath: storiesIm, imatrixDat: 'stories260K.imatrix.dat' },
     synthetic: { synthetic: SYNTHETIC, path: synthetic, imatrix: 'synthetic.imatrix.gguf', imatrixPath: synIm },
   };
   const expected = {
@@ -95,10 +98,20 @@ async function main() {
         }
       }
     }
+    // the legacy .dat form of the same importance matrix, for a few types
+    if (m.imatrixDat)
+      for (const type of DAT_TYPES) {
+        const out = path.join(tmp, `${name}-${type}-dat.gguf`);
+        runLlamaQuantize(m.path, out, type, ['--imatrix', path.join(outDir, m.imatrixDat)], 2);
+        cases.push({ type, pure: false, imatrix: 'dat', tensors: await tensorsOf(out) });
+        fs.rmSync(out);
+        process.stdout.write(`${name} ${type} --imatrix ${m.imatrixDat}\n`);
+      }
     expected.models[name] = {
       ...(m.file ? { file: m.file } : { synthetic: m.synthetic }),
       sha256: sha256(fs.readFileSync(m.path)),
       imatrix: m.imatrix,
+      ...(m.imatrixDat ? { imatrixDat: m.imatrixDat } : {}),
       cases,
     };
   }
