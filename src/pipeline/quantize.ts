@@ -1,8 +1,11 @@
 /**
  * quantize(model, recipe): the main job. Plans every tensor's target (llama.cpp's mixing rules for
- * file-type recipes, recipe rules otherwise), quantizes tensor by tensor (streaming: one tensor in
- * memory at a time) into GGUF (GGML block types) or safetensors (generic schemes), and reports what
- * each tensor lost (SQNR dB) and what it costs (bits per weight).
+ * file-type recipes, recipe rules otherwise), quantizes into GGUF (GGML block types) or safetensors
+ * (generic schemes), and reports what each tensor lost (SQNR dB) and what it costs (bits per weight).
+ *
+ * Memory: GGUF output streams a slab of whole rows at a time (at most SLAB_ELEMENTS values, never
+ * crossing an expert's matrix), so peak memory is a few slabs whatever the model size. Safetensors
+ * output holds one tensor at a time (some schemes, e.g. NVFP4, have a tensor-wide scale).
  *
  * safetensors layout for generic schemes: a quantized weight `W` ([rows, rowLength] floats) is stored
  * as one U8 tensor `W` of shape [packedBytes] holding the scheme's packed blocks in row order (see
@@ -10,7 +13,7 @@
  * {"scheme": id, "shape": [rows, rowLength]}. `__metadata__["lowbit.recipe"]` holds the recipe.
  * Unquantized tensors keep their float dtype.
  */
-import { fail } from '../errors.js';
+import { fail, LowbitError } from '../errors.js';
 import { LLAMA_FTYPES, planLlamaTypes, llamaFtype, allowsQuantization, requiresImatrix, type PlanTensor } from '../algos/llama-types.js';
 import { importanceOf, type Imatrix } from '../algos/imatrix.js';
 import { ruleFor, type Recipe, type RecipeRule } from '../algos/recipe.js';
@@ -75,6 +78,7 @@ export interface QuantizeReport {
 }
 
 export interface QuantizeOptions {
+  /** importance matrix for the weighted quantizers (checked against the model first: see checkImatrix) */
   imatrix?: Imatrix;
   /** called after each tensor */
   onTensor?(done: number, total: number, r: TensorReport): void;
@@ -200,17 +204,76 @@ async function readFloats(m: ModelFile, t: ModelTensor): Promise<Float32Array> {
   return out;
 }
 
-function importanceFor(imatrix: Imatrix | undefined, name: string, rowLength: number): Float32Array | undefined {
-  if (!imatrix) return undefined;
-  const e = imatrix.entries.get(name);
-  if (!e) return undefined;
-  const v = importanceOf(e);
-  if (v.length !== rowLength) fail(`imatrix entry ${name} has ${v.length} values but the tensor's rows have ${rowLength}: the imatrix does not match this model`);
-  return v;
+const matrices = (ne: readonly number[]) => ne.slice(2).reduce((a, b) => a * b, 1);
+
+/**
+ * Check an importance matrix against the model and plan before anything is written, as one clear error:
+ * an entry for a tensor the model does not have, an entry whose length is not the tensor's row length
+ * (times its experts), or a blk.* weight that a weighted quantizer will use and the imatrix lacks (an
+ * imatrix made for another model). token_embd / output may be absent: llama-imatrix does not collect
+ * them by default, and llama-quantize then quantizes them unweighted.
+ */
+export function checkImatrix(m: ModelFile, plan: QuantizePlan, imatrix: Imatrix, label = 'the imatrix'): void {
+  const byName = new Map(m.tensors.map((t) => [t.name, t]));
+  const unknown = [...imatrix.entries.keys()].filter((n) => !byName.has(n)).sort();
+  if (unknown.length) fail(`${label} does not match this model: it has entries for tensors the model lacks (${unknown.slice(0, 3).join(', ')}${unknown.length > 3 ? `, ... ${unknown.length} in all` : ''})`);
+  for (const e of imatrix.entries.values()) {
+    const t = byName.get(e.name)!;
+    const ne = neOf(t);
+    const want = ne[0] * matrices(ne);
+    if (e.sums.length !== want)
+      fail(`${label} does not match this model: entry ${e.name} has ${e.sums.length} values, but the tensor's rows have ${ne[0]} columns${matrices(ne) > 1 ? ` x ${matrices(ne)} experts` : ''}`);
+  }
+  for (const p of plan.tensors)
+    if (p.ggml && ggmlCodec(p.ggml)?.usesImportance && p.name.startsWith('blk.') && !imatrix.entries.has(p.name))
+      fail(`${label} does not match this model: no entry for ${p.name} (${p.to} would be quantized unweighted)`);
+}
+
+/** importance vector of a tensor (n_in per matrix, all matrices), undefined when the imatrix lacks it */
+function importanceFor(imatrix: Imatrix | undefined, name: string): Float32Array | undefined {
+  const e = imatrix?.entries.get(name);
+  return e ? importanceOf(e) : undefined;
+}
+
+/** values per slab of rows: 4 Mi floats = 16 MiB of f32 input */
+export const SLAB_ELEMENTS = 1 << 22;
+
+/** bytes of one row of `rowLength` values stored as `type` (a GGML type name) */
+function rowBytesOf(type: string, rowLength: number): number {
+  const g = ggmlTypeByName(type);
+  if (!g) fail(`cannot read tensor type ${type}`);
+  return (rowLength / g.blockSize) * g.typeSize;
+}
+
+/** rows [row0, row0 + nRows) of a tensor as float32 */
+async function readRows(m: ModelFile, t: ModelTensor, rowLength: number, row0: number, nRows: number): Promise<Float32Array> {
+  const rb = rowBytesOf(t.type, rowLength);
+  const bytes = await m.read(t, row0 * rb, nRows * rb);
+  if (t.type === 'F32' && bytes.byteOffset % 4 === 0) return new Float32Array(bytes.buffer, bytes.byteOffset, nRows * rowLength); // no copy
+  if (t.type === 'F32' || t.type === 'F16' || t.type === 'BF16' || t.type === 'F64') return toFloat32(t.type, bytes);
+  const c = ggmlCodec(t.type);
+  if (!c) fail(`${t.name}: cannot read tensor type ${t.type}`);
+  const out = new Float32Array(nRows * rowLength);
+  c.dequantize(bytes, out.length, out);
+  return out;
+}
+
+/** acc += [sum x^2, sum (x - y)^2] in f64: the SQNR of a tensor, accumulated slab by slab */
+function accumulateError(acc: Float64Array, x: Float32Array, y: Float32Array): void {
+  let signal = 0;
+  let noise = 0;
+  for (let i = 0; i < x.length; i++) {
+    const v = x[i];
+    const d = v - y[i];
+    signal += v * v;
+    noise += d * d;
+  }
+  acc[0] += signal;
+  acc[1] += noise;
 }
 
 /** Quantize one float tensor to a GGML type; returns the bytes and the dequantized values. */
-export function quantizeGgmlTensor(x: Float32Array, ne: number[], type: GgmlTypeInfo, importance?: Float32Array): { bytes: Uint8Array; dequant: Float32Array } {
+export function quantizeGgmlTensor(x: Float32Array, ne: number[], type: GgmlTypeInfo, importance?: Float32Array, what = 'tensor', firstRow = 0): { bytes: Uint8Array; dequant: Float32Array } {
   const n = x.length;
   if (type.name === 'F32' || type.name === 'F16' || type.name === 'BF16') {
     const bytes = fromFloat32(type.name, x);
@@ -218,11 +281,15 @@ export function quantizeGgmlTensor(x: Float32Array, ne: number[], type: GgmlType
   }
   const c = ggmlCodec(type);
   if (!c?.quantize) fail(`lowbit cannot quantize to ${type.name} yet (dequantize only)`);
-  for (let i = 0; i < n; i++) if (!Number.isFinite(x[i])) fail(`tensor has a non-finite value at element ${i}; ${type.name} cannot hold it`);
   const rowLength = ne[0];
   const nRows = n / rowLength;
   const bytes = new Uint8Array((n / type.blockSize) * type.typeSize);
-  c.quantize(x, nRows, rowLength, bytes, importance);
+  try {
+    c.quantize(x, nRows, rowLength, bytes, importance); // checks its input (non-finite values) itself
+  } catch (e) {
+    if (e instanceof LowbitError) fail(`${what}${firstRow ? ` (rows counted from ${firstRow})` : ''}: ${e.message}`);
+    throw e;
+  }
   const dequant = new Float32Array(n);
   c.dequantize(bytes, n, dequant);
   return { bytes, dequant };
@@ -233,6 +300,7 @@ export async function quantizeModel(m: ModelFile, plan: QuantizePlan, sink: Byte
   const t0 = performance.now();
   const reports: TensorReport[] = [];
   const total = plan.tensors.length;
+  if (opts.imatrix) checkImatrix(m, plan, opts.imatrix);
   const done = (r: TensorReport) => {
     reports.push(r);
     opts.onTensor?.(reports.length, total, r);
@@ -253,14 +321,31 @@ export async function quantizeModel(m: ModelFile, plan: QuantizePlan, sink: Byte
       const t = m.tensor(p.name);
       const n = t.nElements;
       if (p.to === t.type) {
-        await w.write(await m.read(t));
+        for (let off = 0; off < t.byteLength; off += 4 * SLAB_ELEMENTS) await w.write(await m.read(t, off, Math.min(4 * SLAB_ELEMENTS, t.byteLength - off)));
         done({ name: p.name, shape: p.ne, type: p.to, bytes: t.byteLength, bitsPerWeight: (t.byteLength * 8) / n, sqnrDb: Infinity });
         continue;
       }
-      const x = await readFloats(m, t);
-      const { bytes, dequant } = quantizeGgmlTensor(x, p.ne, p.ggml as GgmlTypeInfo, p.ggml && ggmlCodec(p.ggml)?.usesImportance ? importanceFor(opts.imatrix, p.name, p.ne[0]) : undefined);
-      await w.write(bytes);
-      done({ name: p.name, shape: p.ne, type: p.to, bytes: bytes.length, bitsPerWeight: (bytes.length * 8) / n, sqnrDb: sqnrDb(x, dequant), ...(p.fallbackFrom ? { fallbackFrom: p.fallbackFrom } : {}) });
+      const type = p.ggml as GgmlTypeInfo;
+      const rowLength = p.ne[0];
+      const nRows = n / rowLength;
+      const rowsPerMatrix = nRows / matrices(p.ne); // an expert's rows share one importance vector
+      const importance = ggmlCodec(type)?.usesImportance ? importanceFor(opts.imatrix, p.name) : undefined;
+      const slabRows = Math.max(1, Math.floor(SLAB_ELEMENTS / rowLength));
+      const errorSums = new Float64Array(2);
+      let bytesOut = 0;
+      for (let r0 = 0; r0 < nRows; ) {
+        const matrix = Math.floor(r0 / rowsPerMatrix);
+        const k = Math.min(slabRows, (matrix + 1) * rowsPerMatrix - r0);
+        const x = await readRows(m, t, rowLength, r0, k);
+        const { bytes, dequant } = quantizeGgmlTensor(x, [rowLength, k], type, importance?.subarray(matrix * rowLength, (matrix + 1) * rowLength), p.name, r0);
+        accumulateError(errorSums, x, dequant);
+        await w.write(bytes);
+        bytesOut += bytes.length;
+        r0 += k;
+      }
+      const [signal, noise] = errorSums;
+      const sqnr = noise === 0 ? Infinity : 10 * Math.log10(signal / noise);
+      done({ name: p.name, shape: p.ne, type: p.to, bytes: bytesOut, bitsPerWeight: (bytesOut * 8) / n, sqnrDb: sqnr, ...(p.fallbackFrom ? { fallbackFrom: p.fallbackFrom } : {}) });
     }
     await w.end();
   } else {
