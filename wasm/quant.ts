@@ -1,0 +1,1053 @@
+// GGML block quantizers (no importance matrix), bit-exact with the scalar TypeScript references in
+// src/quant/ggml/{legacy,kquants,fp4}.ts, which are byte-identical to llama.cpp's quantize_row_X_ref.
+//
+// Float32 semantics: every step is the same IEEE float32 operation, in the same order, as the scalar
+// code; no fused multiply-add and no relaxed instruction is used, so the relaxed-SIMD build and the
+// plain-SIMD build compute the same bytes. Where the scalar code reduces within a block in an order
+// that matters (sequential float32 sums, first-occurrence maxima), the lanes of a vector run four
+// independent sub-blocks side by side (a 4x4 transpose puts element j of sub-blocks 0..3 into one
+// vector), and each lane follows the scalar order exactly. Where the order does not matter (max of
+// |x|, the element-wise rounding after the scale is known) the lanes run along the elements.
+//
+// JavaScript semantics mirrored here:
+//   - `d ? a : b` on a float32 d is false for 0 and NaN;
+//   - `v | 0` (ToInt32) is 0 for NaN and +-inf; the kernels meet infinite products only when
+//     1/d overflows, handled per block;
+//   - nearest_int(v) = bits(v + 1.5 * 2^23) & 0x7fffff - 0x400000, exactly C's trick (also outside
+//     |v| <= 2^22, where the TypeScript nearestInt reads the same bits).
+//
+// Every kernel takes (src, nBlocks, dst) pointers into this module's memory, and returns 1 without
+// finishing when the input holds a NaN or an infinity (the caller then runs the reference, which
+// reports the bad element), else 0.
+
+export function heapBase(): usize {
+  return __heap_base;
+}
+
+// ---------------------------------------------------------------- shared helpers
+
+const F32_MAX: f32 = 3.4028234663852886e38;
+const GROUP_MAX_EPS: f32 = 1e-15;
+/** 1.5 * 2^23: v + MAGIC puts round-half-even(v) into the low mantissa bits */
+const MAGIC: f32 = 12582912.0;
+
+// @ts-ignore: decorator
+@inline function sel(a: v128, b: v128, m: v128): v128 {
+  return v128.bitselect(a, b, m);
+}
+
+/** lanes holding NaN or +-inf (as all-ones) */
+// @ts-ignore: decorator
+@inline function nonFinite(x: v128): v128 {
+  return i32x4.gt_s(v128.and(x, i32x4.splat(0x7fffffff)), i32x4.splat(0x7f7fffff));
+}
+
+/** nearest_int per lane: C's bit trick, exact for every input */
+// @ts-ignore: decorator
+@inline function nearestIntV(v: v128): v128 {
+  return i32x4.sub(v128.and(f32x4.add(v, f32x4.splat(MAGIC)), i32x4.splat(0x007fffff)), i32x4.splat(0x00400000));
+}
+
+/** (v + MAGIC) - MAGIC: round half to even as float32 (what the TypeScript inner loops use; |v| <= 2^22) */
+// @ts-ignore: decorator
+@inline function rintV(v: v128): v128 {
+  return f32x4.sub(f32x4.add(v, f32x4.splat(MAGIC)), f32x4.splat(MAGIC));
+}
+
+// @ts-ignore: decorator
+@inline function nearestInt(v: f32): i32 {
+  return (reinterpret<i32>(v + MAGIC) & 0x007fffff) - 0x00400000;
+}
+
+/** JavaScript truthiness of a float32 */
+// @ts-ignore: decorator
+@inline function truthy(v: f32): bool {
+  return v != 0 && v == v;
+}
+
+// @ts-ignore: decorator
+@inline function hmax(m: v128): f32 {
+  m = f32x4.max(m, i32x4.shuffle(m, m, 2, 3, 0, 1));
+  m = f32x4.max(m, i32x4.shuffle(m, m, 1, 0, 3, 2));
+  return f32x4.extract_lane(m, 0);
+}
+
+// @ts-ignore: decorator
+@inline function hpmin(m: v128): f32 {
+  m = f32x4.pmin(m, i32x4.shuffle(m, m, 2, 3, 0, 1));
+  m = f32x4.pmin(m, i32x4.shuffle(m, m, 1, 0, 3, 2));
+  return f32x4.extract_lane(m, 0);
+}
+
+// @ts-ignore: decorator
+@inline function hpmax(m: v128): f32 {
+  m = f32x4.pmax(m, i32x4.shuffle(m, m, 2, 3, 0, 1));
+  m = f32x4.pmax(m, i32x4.shuffle(m, m, 1, 0, 3, 2));
+  return f32x4.extract_lane(m, 0);
+}
+
+/** float32 -> fp16 bits, round to nearest even (src/quant/ggml/half.ts f32ToF16) */
+function f32ToF16(x: f32): u32 {
+  const u = reinterpret<u32>(x);
+  const sign = (u >>> 16) & 0x8000;
+  const exp = <i32>((u >>> 23) & 0xff);
+  let man = u & 0x7fffff;
+  if (exp == 0xff) return sign | (man ? 0x7e00 : 0x7c00);
+  const e = exp - 127 + 15;
+  if (e >= 0x1f) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    man |= 0x800000;
+    const shift = <u32>(14 - e);
+    const half: u32 = 1 << (shift - 1);
+    const rest = man & ((<u32>1 << shift) - 1);
+    let m = man >>> shift;
+    if (rest > half || (rest == half && (m & 1) != 0)) m++;
+    return sign | m;
+  }
+  let h = (<u32>e << 10) | (man >>> 13);
+  const rest = man & 0x1fff;
+  if (rest > 0x1000 || (rest == 0x1000 && (h & 1) != 0)) h++;
+  return sign | h;
+}
+
+/** fp16 bits -> float32 (exact) */
+function f16ToF32(h: u32): f32 {
+  const s: u32 = (h & 0x8000) << 16;
+  const e = (h >>> 10) & 0x1f;
+  const m = h & 0x3ff;
+  if (e == 0) {
+    const v = <f32>m * <f32>5.9604644775390625e-8; // m * 2^-24, exact
+    return s ? -v : v;
+  }
+  if (e == 31) return reinterpret<f32>(s | 0x7f800000 | (m << 13));
+  return reinterpret<f32>(s | ((e + 112) << 23) | (m << 13));
+}
+
+/** stores fp16(v) at p and returns the float32 value of the stored half */
+// @ts-ignore: decorator
+@inline function storeF16(p: usize, v: f32): f32 {
+  const h = f32ToF16(v);
+  store<u16>(p, <u16>h);
+  return f16ToF32(h);
+}
+
+/** 32 float32 at p: the largest |x| (NaN if any is NaN) */
+// @ts-ignore: decorator
+@inline function absMax32(p: usize): f32 {
+  const m0 = f32x4.max(f32x4.abs(v128.load(p)), f32x4.abs(v128.load(p, 16)));
+  const m1 = f32x4.max(f32x4.abs(v128.load(p, 32)), f32x4.abs(v128.load(p, 48)));
+  const m2 = f32x4.max(f32x4.abs(v128.load(p, 64)), f32x4.abs(v128.load(p, 80)));
+  const m3 = f32x4.max(f32x4.abs(v128.load(p, 96)), f32x4.abs(v128.load(p, 112)));
+  return hmax(f32x4.max(f32x4.max(m0, m1), f32x4.max(m2, m3)));
+}
+
+/** bit j set when x[j] == v (float compare), j < 32 */
+// @ts-ignore: decorator
+@inline function eqMask32(p: usize, v: v128): u32 {
+  return <u32>(i32x4.bitmask(f32x4.eq(v128.load(p), v)) |
+    (i32x4.bitmask(f32x4.eq(v128.load(p, 16), v)) << 4) |
+    (i32x4.bitmask(f32x4.eq(v128.load(p, 32), v)) << 8) |
+    (i32x4.bitmask(f32x4.eq(v128.load(p, 48), v)) << 12) |
+    (i32x4.bitmask(f32x4.eq(v128.load(p, 64), v)) << 16) |
+    (i32x4.bitmask(f32x4.eq(v128.load(p, 80), v)) << 20) |
+    (i32x4.bitmask(f32x4.eq(v128.load(p, 96), v)) << 24) |
+    (i32x4.bitmask(f32x4.eq(v128.load(p, 112), v)) << 28));
+}
+
+/** bit j set when |x[j]| == v */
+// @ts-ignore: decorator
+@inline function absEqMask32(p: usize, v: v128): u32 {
+  return <u32>(i32x4.bitmask(f32x4.eq(f32x4.abs(v128.load(p)), v)) |
+    (i32x4.bitmask(f32x4.eq(f32x4.abs(v128.load(p, 16)), v)) << 4) |
+    (i32x4.bitmask(f32x4.eq(f32x4.abs(v128.load(p, 32)), v)) << 8) |
+    (i32x4.bitmask(f32x4.eq(f32x4.abs(v128.load(p, 48)), v)) << 12) |
+    (i32x4.bitmask(f32x4.eq(f32x4.abs(v128.load(p, 64)), v)) << 16) |
+    (i32x4.bitmask(f32x4.eq(f32x4.abs(v128.load(p, 80)), v)) << 20) |
+    (i32x4.bitmask(f32x4.eq(f32x4.abs(v128.load(p, 96)), v)) << 24) |
+    (i32x4.bitmask(f32x4.eq(f32x4.abs(v128.load(p, 112)), v)) << 28));
+}
+
+/**
+ * The signed value of largest magnitude in a 32-element block, first occurrence
+ * (`if (amax < |v|) { amax = |v|; max = v; }` from amax = max = 0). Returns NaN for non-finite input.
+ */
+// @ts-ignore: decorator
+@inline function signedMax32(p: usize): f32 {
+  const amax = absMax32(p);
+  if (!(amax <= F32_MAX)) return NaN;
+  if (amax == 0) return 0;
+  return load<f32>(p + (<usize>ctz(absEqMask32(p, f32x4.splat(amax))) << 2));
+}
+
+/** packs the 32 codes c0..c7 (i32 lanes, each < 16) of one block as qs[j] = c[j] | c[j + 16] << 4 */
+// @ts-ignore: decorator
+@inline function packNibbles32(c0: v128, c1: v128, c2: v128, c3: v128, c4: v128, c5: v128, c6: v128, c7: v128): v128 {
+  const lo0 = i16x8.narrow_i32x4_u(c0, c1);
+  const lo1 = i16x8.narrow_i32x4_u(c2, c3);
+  const hi0 = i16x8.narrow_i32x4_u(c4, c5);
+  const hi1 = i16x8.narrow_i32x4_u(c6, c7);
+  return i8x16.narrow_i16x8_u(v128.or(lo0, i16x8.shl(hi0, 4)), v128.or(lo1, i16x8.shl(hi1, 4)));
+}
+
+/** 16 byte lanes from 4 vectors of i32 codes in 0..255 */
+// @ts-ignore: decorator
+@inline function bytes16(c0: v128, c1: v128, c2: v128, c3: v128): v128 {
+  return i8x16.narrow_i16x8_u(i16x8.narrow_i32x4_u(c0, c1), i16x8.narrow_i32x4_u(c2, c3));
+}
+
+/** qs nibbles of bytes a (elements 0..15) and b (elements 16..31): (a & 15) | (b & 15) << 4 */
+// @ts-ignore: decorator
+@inline function nibbles(a: v128, b: v128): v128 {
+  const m = i8x16.splat(15);
+  return v128.or(v128.and(a, m), i16x8.shl(v128.and(b, m), 4));
+}
+
+// ---------------------------------------------------------------- Q8_0
+
+/** roundf (half away from zero) per lane, as i32: trunc(v) + sign(v) when |v - trunc(v)| >= 0.5 */
+// @ts-ignore: decorator
+@inline function roundAwayI(v: v128): v128 {
+  const t = f32x4.trunc(v);
+  const up = f32x4.ge(f32x4.abs(f32x4.sub(v, t)), f32x4.splat(0.5));
+  const one = v128.or(v128.and(v, i32x4.splat(0x80000000)), f32x4.splat(1));
+  return i32x4.trunc_sat_f32x4_s(f32x4.add(t, v128.and(one, up)));
+}
+
+/** quantize_row_q8_0_ref: 34-byte blocks, d = amax / 127, q = roundf(x / d) */
+export function quantizeQ8_0(src: usize, nb: i32, dst: usize): i32 {
+  for (let b = 0; b < nb; b++, src += 128, dst += 34) {
+    const amax = absMax32(src);
+    if (!(amax <= F32_MAX)) return 1;
+    const d: f32 = amax / 127;
+    const id: f32 = d != 0 ? <f32>1 / d : 0;
+    storeF16(dst, d);
+    if (!(Mathf.abs(id) <= F32_MAX)) {
+      // 1/d overflowed: every x * id is +-inf or NaN, which (v +- 0.5) | 0 maps to 0
+      v128.store(dst, i32x4.splat(0), 2);
+      v128.store(dst, i32x4.splat(0), 18);
+      continue;
+    }
+    const vid = f32x4.splat(id);
+    const q0 = roundAwayI(f32x4.mul(v128.load(src), vid));
+    const q1 = roundAwayI(f32x4.mul(v128.load(src, 16), vid));
+    const q2 = roundAwayI(f32x4.mul(v128.load(src, 32), vid));
+    const q3 = roundAwayI(f32x4.mul(v128.load(src, 48), vid));
+    const q4 = roundAwayI(f32x4.mul(v128.load(src, 64), vid));
+    const q5 = roundAwayI(f32x4.mul(v128.load(src, 80), vid));
+    const q6 = roundAwayI(f32x4.mul(v128.load(src, 96), vid));
+    const q7 = roundAwayI(f32x4.mul(v128.load(src, 112), vid));
+    // |q| <= 127: the saturating narrows are exact
+    v128.store(dst, i8x16.narrow_i16x8_s(i16x8.narrow_i32x4_s(q0, q1), i16x8.narrow_i32x4_s(q2, q3)), 2);
+    v128.store(dst, i8x16.narrow_i16x8_s(i16x8.narrow_i32x4_s(q4, q5), i16x8.narrow_i32x4_s(q6, q7)), 18);
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------- Q4_0 / Q5_0
+
+/** min((int)(x * id + offset), top) per lane; x * id + offset >= 0 here */
+// @ts-ignore: decorator
+@inline function symCode(x: v128, vid: v128, off: v128, top: v128): v128 {
+  return i32x4.min_s(i32x4.trunc_sat_f32x4_s(f32x4.add(f32x4.mul(x, vid), off)), top);
+}
+
+/** quantize_row_q4_0_ref (18-byte blocks, d = max / -8) or quantize_row_q5_0_ref (22 bytes, d = max / -16) */
+// @ts-ignore: decorator
+@inline function quantizeSym(src: usize, nb: i32, dst: usize, five: bool): i32 {
+  const bytes: usize = five ? 22 : 18;
+  const qs: usize = five ? 6 : 2;
+  const off = f32x4.splat(five ? 16.5 : 8.5);
+  const top = i32x4.splat(five ? 31 : 15);
+  for (let b = 0; b < nb; b++, src += 128, dst += bytes) {
+    const max = signedMax32(src);
+    if (max != max) return 1;
+    const d: f32 = max / (five ? <f32>-16 : <f32>-8);
+    const id: f32 = d != 0 ? <f32>1 / d : 0;
+    storeF16(dst, d);
+    if (!(Mathf.abs(id) <= F32_MAX)) {
+      // 1/d overflowed: (x * id + offset) | 0 is 0 for every +-inf / NaN product
+      if (five) store<u32>(dst, 0, 2);
+      v128.store(dst + qs, i32x4.splat(0));
+      continue;
+    }
+    const vid = f32x4.splat(id);
+    const c0 = symCode(v128.load(src), vid, off, top);
+    const c1 = symCode(v128.load(src, 16), vid, off, top);
+    const c2 = symCode(v128.load(src, 32), vid, off, top);
+    const c3 = symCode(v128.load(src, 48), vid, off, top);
+    const c4 = symCode(v128.load(src, 64), vid, off, top);
+    const c5 = symCode(v128.load(src, 80), vid, off, top);
+    const c6 = symCode(v128.load(src, 96), vid, off, top);
+    const c7 = symCode(v128.load(src, 112), vid, off, top);
+    if (five) {
+      const lo = bytes16(c0, c1, c2, c3);
+      const hi = bytes16(c4, c5, c6, c7);
+      // bit 4 of q[j] -> bit j of qh (j < 32): move it to the byte's sign bit and collect
+      const qh = <u32>i8x16.bitmask(i16x8.shl(lo, 3)) | (<u32>i8x16.bitmask(i16x8.shl(hi, 3)) << 16);
+      store<u32>(dst, qh, 2);
+      v128.store(dst + qs, nibbles(lo, hi));
+    } else {
+      v128.store(dst + qs, packNibbles32(c0, c1, c2, c3, c4, c5, c6, c7));
+    }
+  }
+  return 0;
+}
+
+export function quantizeQ4_0(src: usize, nb: i32, dst: usize): i32 {
+  return quantizeSym(src, nb, dst, false);
+}
+
+export function quantizeQ5_0(src: usize, nb: i32, dst: usize): i32 {
+  return quantizeSym(src, nb, dst, true);
+}
+
+// ---------------------------------------------------------------- Q4_1 / Q5_1
+
+// @ts-ignore: decorator
+@inline function asymCode(x: v128, vmin: v128, vid: v128): v128 {
+  return i32x4.trunc_sat_f32x4_s(f32x4.add(f32x4.mul(f32x4.sub(x, vmin), vid), f32x4.splat(0.5)));
+}
+
+/** quantize_row_q4_1_ref (20-byte blocks, d = (max - min) / 15) or quantize_row_q5_1_ref (24 bytes, / 31) */
+// @ts-ignore: decorator
+@inline function quantizeAsym(src: usize, nb: i32, dst: usize, five: bool): i32 {
+  const bytes: usize = five ? 24 : 20;
+  const qs: usize = five ? 8 : 4;
+  for (let b = 0; b < nb; b++, src += 128, dst += bytes) {
+    const x0 = v128.load(src), x1 = v128.load(src, 16), x2 = v128.load(src, 32), x3 = v128.load(src, 48);
+    const x4 = v128.load(src, 64), x5 = v128.load(src, 80), x6 = v128.load(src, 96), x7 = v128.load(src, 112);
+    const bad = v128.or(v128.or(v128.or(nonFinite(x0), nonFinite(x1)), v128.or(nonFinite(x2), nonFinite(x3))), v128.or(v128.or(nonFinite(x4), nonFinite(x5)), v128.or(nonFinite(x6), nonFinite(x7))));
+    if (v128.any_true(bad)) return 1;
+    // `if (v < min) min = v` keeps the first of equal values: only +-0 compare equal with other bits
+    let min = hpmin(f32x4.pmin(f32x4.pmin(f32x4.pmin(x0, x1), f32x4.pmin(x2, x3)), f32x4.pmin(f32x4.pmin(x4, x5), f32x4.pmin(x6, x7))));
+    let max = hpmax(f32x4.pmax(f32x4.pmax(f32x4.pmax(x0, x1), f32x4.pmax(x2, x3)), f32x4.pmax(f32x4.pmax(x4, x5), f32x4.pmax(x6, x7))));
+    if (min == 0) min = load<f32>(src + (<usize>ctz(eqMask32(src, f32x4.splat(0))) << 2));
+    if (max == 0) max = load<f32>(src + (<usize>ctz(eqMask32(src, f32x4.splat(0))) << 2));
+    const d: f32 = (max - min) / (five ? <f32>31 : <f32>15);
+    const id: f32 = d != 0 ? <f32>1 / d : 0;
+    storeF16(dst, d);
+    storeF16(dst + 2, min);
+    if (!(Mathf.abs(id) <= F32_MAX)) {
+      if (five) store<u32>(dst, 0, 4);
+      v128.store(dst + qs, i32x4.splat(0));
+      continue;
+    }
+    const vmin = f32x4.splat(min), vid = f32x4.splat(id);
+    let c0 = asymCode(x0, vmin, vid), c1 = asymCode(x1, vmin, vid), c2 = asymCode(x2, vmin, vid), c3 = asymCode(x3, vmin, vid);
+    let c4 = asymCode(x4, vmin, vid), c5 = asymCode(x5, vmin, vid), c6 = asymCode(x6, vmin, vid), c7 = asymCode(x7, vmin, vid);
+    if (five) {
+      // (uint8_t)(v + 0.5f): no clamp, keep the low byte
+      const ff = i32x4.splat(0xff);
+      const lo = bytes16(v128.and(c0, ff), v128.and(c1, ff), v128.and(c2, ff), v128.and(c3, ff));
+      const hi = bytes16(v128.and(c4, ff), v128.and(c5, ff), v128.and(c6, ff), v128.and(c7, ff));
+      const qh = <u32>i8x16.bitmask(i16x8.shl(v128.and(lo, i8x16.splat(0x10)), 3)) | (<u32>i8x16.bitmask(i16x8.shl(v128.and(hi, i8x16.splat(0x10)), 3)) << 16);
+      store<u32>(dst, qh, 4);
+      v128.store(dst + qs, nibbles(lo, hi));
+    } else {
+      const top = i32x4.splat(15);
+      c0 = i32x4.min_s(c0, top); c1 = i32x4.min_s(c1, top); c2 = i32x4.min_s(c2, top); c3 = i32x4.min_s(c3, top);
+      c4 = i32x4.min_s(c4, top); c5 = i32x4.min_s(c5, top); c6 = i32x4.min_s(c6, top); c7 = i32x4.min_s(c7, top);
+      v128.store(dst + qs, packNibbles32(c0, c1, c2, c3, c4, c5, c6, c7));
+    }
+  }
+  return 0;
+}
+
+export function quantizeQ4_1(src: usize, nb: i32, dst: usize): i32 {
+  return quantizeAsym(src, nb, dst, false);
+}
+
+export function quantizeQ5_1(src: usize, nb: i32, dst: usize): i32 {
+  return quantizeAsym(src, nb, dst, true);
+}
+
+// ---------------------------------------------------------------- MXFP4 / NVFP4 (ggml)
+
+/**
+ * floor(fround(log2(a))) as the TypeScript reference computes it with Math.log2: the exact floor of
+ * log2 from the exponent bits, plus one where the float32 rounding of log2 reaches the next integer
+ * (the top few values below a power of two). LOG2_UP[ex + 149] holds the bits of the smallest float32
+ * in [2^ex, 2^(ex+1)) whose rounded log2 reaches ex + 1 (0xffffffff: none); the caller loads the table.
+ */
+const LOG2_UP = memory.data(280 * 4, 16);
+
+export function log2Table(): usize {
+  return LOG2_UP;
+}
+
+// @ts-ignore: decorator
+@inline function floorLog2f(a: f32): i32 {
+  const bits = reinterpret<u32>(a);
+  const ex: i32 = bits >= 0x800000 ? <i32>(bits >>> 23) - 127 : 31 - <i32>clz(bits) - 149;
+  return ex + (bits >= load<u32>(LOG2_UP + (<usize>(ex + 149) << 2)) ? 1 : 0);
+}
+
+/**
+ * best_index_mxfp4 for 4 elements, given the products p_m = kvalues[m] * d (m = 1..7; kvalues
+ * doubled e2m1 magnitudes 0 1 2 3 4 6 8 12). The reference keeps the first code of least
+ * |fl(p_m - |x|)|; fl(p_m - |x|) is non-decreasing in m, so the error falls then rises and the winner
+ * is the last m whose error is strictly below its predecessor's. Sign bit for x < 0 unless the code is 0.
+ */
+// @ts-ignore: decorator
+@inline function fp4Code(x: v128, p1: v128, p2: v128, p3: v128, p4: v128, p5: v128, p6: v128, p7: v128): v128 {
+  const a = f32x4.abs(x);
+  let best = i32x4.splat(0);
+  let e1 = f32x4.abs(f32x4.sub(p1, a));
+  best = sel(i32x4.splat(1), best, f32x4.lt(e1, a));
+  let e2 = f32x4.abs(f32x4.sub(p2, a));
+  best = sel(i32x4.splat(2), best, f32x4.lt(e2, e1));
+  e1 = f32x4.abs(f32x4.sub(p3, a));
+  best = sel(i32x4.splat(3), best, f32x4.lt(e1, e2));
+  e2 = f32x4.abs(f32x4.sub(p4, a));
+  best = sel(i32x4.splat(4), best, f32x4.lt(e2, e1));
+  e1 = f32x4.abs(f32x4.sub(p5, a));
+  best = sel(i32x4.splat(5), best, f32x4.lt(e1, e2));
+  e2 = f32x4.abs(f32x4.sub(p6, a));
+  best = sel(i32x4.splat(6), best, f32x4.lt(e2, e1));
+  e1 = f32x4.abs(f32x4.sub(p7, a));
+  best = sel(i32x4.splat(7), best, f32x4.lt(e1, e2));
+  const zero = i32x4.splat(0);
+  const neg = v128.andnot(f32x4.lt(x, zero), i32x4.eq(best, zero));
+  return v128.or(best, v128.and(neg, i32x4.splat(8)));
+}
+
+/** quantize_row_mxfp4_ref: 17-byte blocks, e = floor(log2 amax) - 2 + 127, d = 2^(e - 128) */
+export function quantizeMxfp4(src: usize, nb: i32, dst: usize): i32 {
+  for (let b = 0; b < nb; b++, src += 128, dst += 17) {
+    const amax = absMax32(src);
+    if (!(amax <= F32_MAX)) return 1;
+    const e: i32 = amax > 0 ? (floorLog2f(amax) - 2 + 127) & 0xff : 0;
+    const d = reinterpret<f32>(e >= 2 ? <u32>(e - 1) << 23 : <u32>0x200000 << <u32>e); // 2^(e-128)
+    store<u8>(dst, <u8>e);
+    const p1 = f32x4.splat(d), p2 = f32x4.splat(<f32>2 * d), p3 = f32x4.splat(<f32>3 * d), p4 = f32x4.splat(<f32>4 * d);
+    const p5 = f32x4.splat(<f32>6 * d), p6 = f32x4.splat(<f32>8 * d), p7 = f32x4.splat(<f32>12 * d);
+    const c0 = fp4Code(v128.load(src), p1, p2, p3, p4, p5, p6, p7);
+    const c1 = fp4Code(v128.load(src, 16), p1, p2, p3, p4, p5, p6, p7);
+    const c2 = fp4Code(v128.load(src, 32), p1, p2, p3, p4, p5, p6, p7);
+    const c3 = fp4Code(v128.load(src, 48), p1, p2, p3, p4, p5, p6, p7);
+    const c4 = fp4Code(v128.load(src, 64), p1, p2, p3, p4, p5, p6, p7);
+    const c5 = fp4Code(v128.load(src, 80), p1, p2, p3, p4, p5, p6, p7);
+    const c6 = fp4Code(v128.load(src, 96), p1, p2, p3, p4, p5, p6, p7);
+    const c7 = fp4Code(v128.load(src, 112), p1, p2, p3, p4, p5, p6, p7);
+    v128.store(dst, packNibbles32(c0, c1, c2, c3, c4, c5, c6, c7), 1);
+  }
+  return 0;
+}
+
+/** ggml_fp32_to_ue4m3 (src/quant/ggml/fp4.ts f32ToUe4m3): mantissa rounded half up, saturating at 448 */
+function f32ToUe4m3(x: f32): i32 {
+  if (!(x > 0)) return 0;
+  if (x > 448) x = 448;
+  const bits = reinterpret<u32>(x);
+  let exp = <i32>((bits >>> 23) & 0xff) - 127 + 7;
+  if (exp <= 0) {
+    const man = <i32>(x * <f32>512 + <f32>0.5); // < 8 here: truncation is Math.trunc
+    if (man < 1) return 0;
+    return man > 7 ? 7 : man;
+  }
+  if (exp >= 15) return 0x7e;
+  let man = <i32>(((bits >>> 20) & 7) + ((bits >>> 19) & 1));
+  if (man > 7) {
+    man = 0;
+    exp++;
+    if (exp >= 15) return 0x7e;
+  }
+  return (exp << 3) | man;
+}
+
+/** ggml_ue4m3_to_fp32 halved: the scale d of an NVFP4 sub-block (exact in float32) */
+function ue4m3Half(u: i32): f32 {
+  if (u == 0 || u == 0x7f) return 0;
+  const exp = (u >>> 3) & 0xf;
+  const man = u & 7;
+  if (exp == 0) return <f32>man * <f32>0.0009765625; // man * 2^-10
+  return <f32>(man + 8) * reinterpret<f32>(<u32>(exp - 11 + 127) << 23); // (1 + man/8) 2^(exp-7) / 2
+}
+
+/** quantize_row_nvfp4_ref: 36-byte blocks of 64 = 4 UE4M3 scales (one per 16) + 32 bytes of nibbles */
+export function quantizeNvfp4(src: usize, nb: i32, dst: usize): i32 {
+  for (let b = 0; b < nb; b++, dst += 36) {
+    for (let s = 0; s < 4; s++, src += 64) {
+      const x0 = v128.load(src), x1 = v128.load(src, 16), x2 = v128.load(src, 32), x3 = v128.load(src, 48);
+      const amax = hmax(f32x4.max(f32x4.max(f32x4.abs(x0), f32x4.abs(x1)), f32x4.max(f32x4.abs(x2), f32x4.abs(x3))));
+      if (!(amax <= F32_MAX)) return 1;
+      const ue = f32ToUe4m3(amax / <f32>6);
+      store<u8>(dst + <usize>s, <u8>ue);
+      const d = ue4m3Half(ue);
+      const p1 = f32x4.splat(d), p2 = f32x4.splat(<f32>2 * d), p3 = f32x4.splat(<f32>3 * d), p4 = f32x4.splat(<f32>4 * d);
+      const p5 = f32x4.splat(<f32>6 * d), p6 = f32x4.splat(<f32>8 * d), p7 = f32x4.splat(<f32>12 * d);
+      const lo = i16x8.narrow_i32x4_u(fp4Code(x0, p1, p2, p3, p4, p5, p6, p7), fp4Code(x1, p1, p2, p3, p4, p5, p6, p7));
+      const hi = i16x8.narrow_i32x4_u(fp4Code(x2, p1, p2, p3, p4, p5, p6, p7), fp4Code(x3, p1, p2, p3, p4, p5, p6, p7));
+      const packed = v128.or(lo, i16x8.shl(hi, 4));
+      store<u64>(dst + 4 + (<usize>s << 3), i64x2.extract_lane(i8x16.narrow_i16x8_u(packed, packed), 0));
+    }
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------- K-quants: lane-parallel scale searches
+//
+// Scratch for one super-block, in the transposed layout: vector j of group g holds element j of
+// sub-blocks 4g..4g+3 (group g starts at g * n vectors). Levels are kept as float32.
+
+const TX = memory.data(1024, 16); // x
+const TW = memory.data(1024, 16); // weights
+const TXM = memory.data(1024, 16); // x - min (make_qkx2_quants), w * x (make_qx_quants)
+const TL = memory.data(1024, 16); // best levels
+const TLA = memory.data(1024, 16); // levels of the current trial
+const LB = memory.data(256, 16); // final levels, one byte per element, natural order
+const SCALES = memory.data(64, 16);
+const MINS = memory.data(64, 16);
+
+/** group of 4 sub-blocks of n floats (sub-block k at src + k * stride bytes) -> n vectors at dst */
+// @ts-ignore: decorator
+@inline function transposeGroup(src: usize, n: i32, stride: usize, dst: usize): void {
+  for (let j = 0; j < n; j += 4, src += 16, dst += 64) {
+    const a = v128.load(src), b = v128.load(src + stride), c = v128.load(src + 2 * stride), d = v128.load(src + 3 * stride);
+    const t0 = i32x4.shuffle(a, b, 0, 4, 1, 5), t1 = i32x4.shuffle(a, b, 2, 6, 3, 7);
+    const t2 = i32x4.shuffle(c, d, 0, 4, 1, 5), t3 = i32x4.shuffle(c, d, 2, 6, 3, 7);
+    v128.store(dst, i32x4.shuffle(t0, t2, 0, 1, 4, 5));
+    v128.store(dst, i32x4.shuffle(t0, t2, 2, 3, 6, 7), 16);
+    v128.store(dst, i32x4.shuffle(t1, t3, 0, 1, 4, 5), 32);
+    v128.store(dst, i32x4.shuffle(t1, t3, 2, 3, 6, 7), 48);
+  }
+}
+
+/** any NaN or infinity among the 256 floats of a super-block */
+function superBlockBad(src: usize): bool {
+  let bad = i32x4.splat(0);
+  for (let o: usize = 0; o < 1024; o += 64) {
+    bad = v128.or(bad, v128.or(v128.or(nonFinite(v128.load(src + o)), nonFinite(v128.load(src + o, 16))), v128.or(nonFinite(v128.load(src + o, 32)), nonFinite(v128.load(src + o, 48)))));
+  }
+  return v128.any_true(bad);
+}
+
+/** the levels a make_* search left for sub-block sb (n elements per sub-block) -> LB, as bytes */
+function levelsFromSearch(sb: i32, n: i32): void {
+  const base = TL + <usize>((sb >> 2) * n) * 16 + (<usize>(sb & 3) << 2);
+  for (let i = 0; i < n; i++) store<u8>(LB + <usize>(sb * n + i), <u8><i32>load<f32>(base + (<usize>i << 4)));
+}
+
+/**
+ * make_qkx2_quants (src/quant/ggml/common.ts makeQkxQuants) for the 4 sub-blocks of one group:
+ * x ~ scale * L + min, L in [0, nmax], min <= 0. X, W: the group's x and weights. Leaves the levels in
+ * TL, stores -min at minsOut, returns the scales. Lanes whose max <= min get levels 0 and scale 0.
+ */
+// @ts-ignore: decorator
+@inline function makeQkxGroup(X: usize, W: usize, XM: usize, L: usize, LA: usize, n: i32, nmax: f32, rmin: f32, rdelta: f32, nstep: i32, useMad: bool, minsOut: usize): v128 {
+  const zero = f32x4.splat(0);
+  const vnmax = f32x4.splat(nmax);
+  const nb = <usize>n << 4;
+  let x = v128.load(X);
+  let w = v128.load(W);
+  let min = x, max = x;
+  let sumW = w;
+  let sumX = f32x4.mul(w, x);
+  for (let o: usize = 16; o < nb; o += 16) {
+    x = v128.load(X + o);
+    w = v128.load(W + o);
+    min = f32x4.pmin(min, x); // if (x < min) min = x
+    max = f32x4.pmax(max, x);
+    sumW = f32x4.add(sumW, w);
+    sumX = f32x4.add(sumX, f32x4.mul(w, x));
+  }
+  min = sel(zero, min, f32x4.gt(min, zero));
+  const live = f32x4.gt(max, min); // lanes with max <= min return early in the reference
+  for (let o: usize = 0; o < nb; o += 16) v128.store(XM + o, f32x4.sub(v128.load(X + o), min));
+  let iscale = f32x4.div(vnmax, f32x4.sub(max, min));
+  let scale = f32x4.div(f32x4.splat(1), iscale);
+  let bestError = zero;
+  for (let o: usize = 0; o < nb; o += 16) {
+    const l = f32x4.pmin(f32x4.pmax(rintV(f32x4.mul(iscale, v128.load(XM + o))), zero), vnmax);
+    v128.store(L + o, l);
+    let diff = f32x4.sub(f32x4.add(f32x4.mul(scale, l), min), v128.load(X + o));
+    diff = useMad ? f32x4.abs(diff) : f32x4.mul(diff, diff);
+    bestError = f32x4.add(bestError, f32x4.mul(v128.load(W + o), diff));
+  }
+  // A trial whose levels equal the previous trial's in every lane (min unchanged) reproduces its
+  // error exactly, and an equal error never wins: such trials are skipped.
+  let prevValid = false;
+  for (let is = 0; is <= nstep; is++) {
+    const num: f32 = (rmin + rdelta * <f32>is) + nmax;
+    iscale = f32x4.div(f32x4.splat(num), f32x4.sub(max, min));
+    let changed = i32x4.splat(0);
+    for (let o: usize = 0; o < nb; o += 16) {
+      const l = f32x4.pmin(f32x4.pmax(rintV(f32x4.mul(iscale, v128.load(XM + o))), zero), vnmax);
+      changed = v128.or(changed, f32x4.ne(l, v128.load(LA + o)));
+      v128.store(LA + o, l);
+    }
+    if (prevValid && !v128.any_true(changed)) continue;
+    prevValid = true;
+    let sumL = zero, sumL2 = zero, sumXL = zero;
+    for (let o: usize = 0; o < nb; o += 16) {
+      const l = v128.load(LA + o);
+      const wl = f32x4.mul(v128.load(W + o), l);
+      sumL = f32x4.add(sumL, wl);
+      sumL2 = f32x4.add(sumL2, f32x4.mul(wl, l));
+      sumXL = f32x4.add(sumXL, f32x4.mul(wl, v128.load(X + o)));
+    }
+    const D = f32x4.sub(f32x4.mul(sumW, sumL2), f32x4.mul(sumL, sumL));
+    const valid = v128.and(f32x4.gt(D, zero), live);
+    if (!v128.any_true(valid)) continue;
+    let thisScale = f32x4.div(f32x4.sub(f32x4.mul(sumW, sumXL), f32x4.mul(sumX, sumL)), D);
+    let thisMin = f32x4.div(f32x4.sub(f32x4.mul(sumL2, sumX), f32x4.mul(sumL, sumXL)), D);
+    const pos = f32x4.gt(thisMin, zero);
+    thisMin = sel(zero, thisMin, pos);
+    thisScale = sel(f32x4.div(sumXL, sumL2), thisScale, pos);
+    let curError = zero;
+    for (let o: usize = 0; o < nb; o += 16) {
+      let diff = f32x4.sub(f32x4.add(f32x4.mul(thisScale, v128.load(LA + o)), thisMin), v128.load(X + o));
+      diff = useMad ? f32x4.abs(diff) : f32x4.mul(diff, diff);
+      curError = f32x4.add(curError, f32x4.mul(v128.load(W + o), diff));
+    }
+    const win = v128.and(valid, f32x4.lt(curError, bestError));
+    if (!v128.any_true(win)) continue;
+    for (let o: usize = 0; o < nb; o += 16) v128.store(L + o, sel(v128.load(LA + o), v128.load(L + o), win));
+    bestError = sel(curError, bestError, win);
+    scale = sel(thisScale, scale, win);
+    const minMoves = v128.and(win, f32x4.ne(min, thisMin));
+    if (v128.any_true(minMoves)) {
+      min = sel(thisMin, min, minMoves);
+      for (let o: usize = 0; o < nb; o += 16) v128.store(XM + o, f32x4.sub(v128.load(X + o), min));
+      prevValid = false;
+    }
+  }
+  v128.store(minsOut, f32x4.neg(min));
+  for (let o: usize = 0; o < nb; o += 16) v128.store(L + o, v128.and(v128.load(L + o), live));
+  return v128.and(scale, live);
+}
+
+/**
+ * make_qx_quants(n, nmax, x, L, rmse_type = 1, qw = NULL) for one group (weights x^2): levels l + nmax
+ * in [0, 2 nmax) left in TL, returns the scales. Lanes with max |x| < 1e-15 get levels 0 and scale 0.
+ */
+// @ts-ignore: decorator
+@inline function makeQxGroup(X: usize, W: usize, WX: usize, L: usize, LA: usize, n: i32, nmax: f32): v128 {
+  const zero = f32x4.splat(0);
+  const nb = <usize>n << 4;
+  let amax = zero, max = zero;
+  for (let o: usize = 0; o < nb; o += 16) {
+    const x = v128.load(X + o);
+    const ax = f32x4.abs(x);
+    const up = f32x4.gt(ax, amax);
+    amax = sel(ax, amax, up);
+    max = sel(x, max, up);
+    const w = f32x4.mul(x, x);
+    v128.store(W + o, w);
+    v128.store(WX + o, f32x4.mul(w, x));
+  }
+  const live = f32x4.ge(amax, f32x4.splat(GROUP_MAX_EPS));
+  const lo = f32x4.splat(-nmax), hi = f32x4.splat(nmax - 1), vnmax = f32x4.splat(nmax);
+  let iscale = f32x4.div(f32x4.splat(-nmax), max);
+  let sumlx = zero, suml2 = zero;
+  for (let o: usize = 0; o < nb; o += 16) {
+    const l = f32x4.pmax(f32x4.pmin(rintV(f32x4.mul(iscale, v128.load(X + o))), hi), lo);
+    v128.store(L + o, f32x4.add(l, vnmax));
+    sumlx = f32x4.add(sumlx, f32x4.mul(v128.load(WX + o), l));
+    suml2 = f32x4.add(suml2, f32x4.mul(f32x4.mul(v128.load(W + o), l), l));
+  }
+  let scale = v128.and(f32x4.div(sumlx, suml2), f32x4.ne(suml2, zero));
+  let best = f32x4.mul(scale, sumlx);
+  for (let is = -9; is <= 9; is++) {
+    if (is == 0) continue;
+    const num: f32 = -(nmax + <f32>0.1 * <f32>is);
+    iscale = f32x4.div(f32x4.splat(num), max);
+    sumlx = zero;
+    suml2 = zero;
+    for (let o: usize = 0; o < nb; o += 16) {
+      const l = f32x4.pmax(f32x4.pmin(rintV(f32x4.mul(iscale, v128.load(X + o))), hi), lo);
+      v128.store(LA + o, l);
+      sumlx = f32x4.add(sumlx, f32x4.mul(v128.load(WX + o), l));
+      suml2 = f32x4.add(suml2, f32x4.mul(f32x4.mul(v128.load(W + o), l), l));
+    }
+    const win = v128.and(v128.and(f32x4.gt(suml2, zero), f32x4.gt(f32x4.mul(sumlx, sumlx), f32x4.mul(best, suml2))), live);
+    if (!v128.any_true(win)) continue;
+    for (let o: usize = 0; o < nb; o += 16) v128.store(L + o, sel(f32x4.add(v128.load(LA + o), vnmax), v128.load(L + o), win));
+    scale = sel(f32x4.div(sumlx, suml2), scale, win);
+    best = sel(f32x4.mul(scale, sumlx), best, win);
+  }
+  for (let o: usize = 0; o < nb; o += 16) v128.store(L + o, v128.and(v128.load(L + o), live));
+  return v128.and(scale, live);
+}
+
+/**
+ * make_q3_quants(n, nmax, x, L, do_rmse = true) for one group: symmetric levels in [-nmax, nmax),
+ * refined by up to 5 passes of coordinate descent on the x^2-weighted error (each lane moves its
+ * elements in order; a pass without a change in any lane ends the search, and a lane without a
+ * change would not change in a further pass either). Levels l + nmax left in TL; returns the scales.
+ */
+// @ts-ignore: decorator
+@inline function makeQ3Group(X: usize, L: usize, LI: usize, n: i32, nmax: i32): v128 {
+  const zero = f32x4.splat(0);
+  const nb = <usize>n << 4;
+  let amax = zero, max = zero;
+  for (let o: usize = 0; o < nb; o += 16) {
+    const x = v128.load(X + o);
+    const ax = f32x4.abs(x);
+    const up = f32x4.gt(ax, amax);
+    amax = sel(ax, amax, up);
+    max = sel(x, max, up);
+  }
+  const live = f32x4.ge(amax, f32x4.splat(GROUP_MAX_EPS));
+  const lo = i32x4.splat(-nmax), hi = i32x4.splat(nmax - 1);
+  const iscale = f32x4.div(f32x4.splat(<f32>-nmax), max);
+  let sumlx = zero, suml2 = zero;
+  for (let o: usize = 0; o < nb; o += 16) {
+    const x = v128.load(X + o);
+    const l = i32x4.max_s(i32x4.min_s(nearestIntV(f32x4.mul(iscale, x)), hi), lo);
+    v128.store(LI + o, l);
+    const lf = f32x4.convert_i32x4_s(l);
+    const w = f32x4.mul(x, x);
+    sumlx = f32x4.add(sumlx, f32x4.mul(f32x4.mul(w, x), lf));
+    suml2 = f32x4.add(suml2, f32x4.mul(f32x4.mul(w, lf), lf));
+  }
+  for (let itry = 0; itry < 5; itry++) {
+    let changed = i32x4.splat(0);
+    for (let o: usize = 0; o < nb; o += 16) {
+      const x = v128.load(X + o);
+      const w = f32x4.mul(x, x);
+      const wx = f32x4.mul(w, x);
+      const li = v128.load(LI + o);
+      const lif = f32x4.convert_i32x4_s(li);
+      let slx = f32x4.sub(sumlx, f32x4.mul(wx, lif));
+      let sl2 = f32x4.sub(suml2, f32x4.mul(f32x4.mul(w, lif), lif));
+      const newL = i32x4.max_s(i32x4.min_s(nearestIntV(f32x4.div(f32x4.mul(x, sl2), slx)), hi), lo);
+      const nf = f32x4.convert_i32x4_s(newL);
+      slx = f32x4.add(slx, f32x4.mul(wx, nf));
+      sl2 = f32x4.add(sl2, f32x4.mul(f32x4.mul(w, nf), nf));
+      // slx > 0 (before the move), newL != li, sl2 > 0 and slx^2 suml2 > sumlx^2 sl2 (after)
+      const better = f32x4.gt(f32x4.mul(f32x4.mul(slx, slx), suml2), f32x4.mul(f32x4.mul(sumlx, sumlx), sl2));
+      const take = v128.and(v128.and(v128.and(f32x4.gt(f32x4.sub(sumlx, f32x4.mul(wx, lif)), zero), v128.not(i32x4.eq(newL, li))), v128.and(f32x4.gt(sl2, zero), better)), live);
+      v128.store(LI + o, sel(newL, li, take));
+      sumlx = sel(slx, sumlx, take);
+      suml2 = sel(sl2, suml2, take);
+      changed = v128.or(changed, take);
+    }
+    if (!v128.any_true(changed)) break;
+  }
+  const vnmax = i32x4.splat(nmax);
+  for (let o: usize = 0; o < nb; o += 16) v128.store(L + o, v128.and(f32x4.convert_i32x4_s(i32x4.add(v128.load(LI + o), vnmax)), live));
+  return v128.and(v128.and(f32x4.div(sumlx, suml2), f32x4.gt(suml2, zero)), live);
+}
+
+// ---------------------------------------------------------------- level packing
+
+/** two 2-bit level planes: out[j/4 + l] = L[j+l] | L[j+l+32] << 2 | L[j+l+64] << 4 | L[j+l+96] << 6 (from LB) */
+function pack2(out: usize): void {
+  for (let j: usize = 0; j < 256; j += 128) {
+    for (let l: usize = 0; l < 32; l += 16) {
+      const p = LB + j + l;
+      const v = v128.or(
+        v128.or(v128.load(p), i16x8.shl(v128.load(p, 32), 2)),
+        v128.or(i16x8.shl(v128.load(p, 64), 4), i16x8.shl(v128.load(p, 96), 6)),
+      );
+      v128.store(out + (j >> 2) + l, v);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- Q4_K / Q5_K
+
+/** quantize_row_q4_K_ref (144-byte blocks) or quantize_row_q5_K_ref (176 bytes) */
+// @ts-ignore: decorator
+@inline function quantizeK4(src: usize, nb: i32, dst: usize, five: bool): i32 {
+  const nmax: f32 = five ? 31 : 15;
+  const rmin: f32 = five ? -0.5 : -1;
+  const nstep = five ? 15 : 20;
+  const bytes: usize = five ? 176 : 144;
+  const top = i32x4.splat(five ? 31 : 15);
+  for (let b = 0; b < nb; b++, src += 1024, dst += bytes) {
+    if (superBlockBad(src)) return 1;
+    for (let g: usize = 0; g < 2; g++) {
+      const X = TX + g * 512, W = TW + g * 512;
+      transposeGroup(src + g * 512, 32, 128, X);
+      // weights: sqrt(mean x^2) + |x| (sum of squares in order, per sub-block)
+      let s = f32x4.splat(0);
+      for (let o: usize = 0; o < 512; o += 16) {
+        const x = v128.load(X + o);
+        s = f32x4.add(s, f32x4.mul(x, x));
+      }
+      const avX = f32x4.sqrt(f32x4.div(s, f32x4.splat(32)));
+      for (let o: usize = 0; o < 512; o += 16) v128.store(W + o, f32x4.add(avX, f32x4.abs(v128.load(X + o))));
+      v128.store(SCALES + (g << 4), makeQkxGroup(X, W, TXM + g * 512, TL + g * 512, TLA + g * 512, 32, nmax, rmin, <f32>0.1, nstep, false, MINS + (g << 4)));
+    }
+    // 6-bit sub-block scales and mins, by the largest of each
+    let maxScale: f32 = 0, maxMin: f32 = 0;
+    for (let j = 0; j < 8; j++) {
+      const sc = load<f32>(SCALES + (<usize>j << 2)), mn = load<f32>(MINS + (<usize>j << 2));
+      if (sc > maxScale) maxScale = sc;
+      if (mn > maxMin) maxMin = mn;
+    }
+    const invScale: f32 = maxScale > 0 ? <f32>63 / maxScale : 0;
+    const invMin: f32 = maxMin > 0 ? <f32>63 / maxMin : 0;
+    const so = dst + 4;
+    for (let j = 0; j < 8; j++) {
+      let ls = nearestInt(invScale * load<f32>(SCALES + (<usize>j << 2))) & 0xff;
+      let lm = nearestInt(invMin * load<f32>(MINS + (<usize>j << 2))) & 0xff;
+      if (ls > 63) ls = 63;
+      if (lm > 63) lm = 63;
+      store<i32>(SCALES + (<usize>j << 2), ls); // reused: the 6-bit values
+      store<i32>(MINS + (<usize>j << 2), lm);
+      if (j < 4) {
+        store<u8>(so + j, <u8>ls);
+        store<u8>(so + j + 4, <u8>lm);
+      } else {
+        store<u8>(so + j + 4, <u8>((ls & 0xf) | ((lm & 0xf) << 4)));
+        store<u8>(so + j - 4, load<u8>(so + j - 4) | <u8>((ls >> 4) << 6));
+        store<u8>(so + j, load<u8>(so + j) | <u8>((lm >> 4) << 6));
+      }
+    }
+    const dAll = storeF16(dst, maxScale / <f32>63);
+    const mAll = storeF16(dst + 2, maxMin / <f32>63);
+    // requantize every sub-block with its stored scale and min
+    for (let j = 0; j < 8; j++) {
+      const d = dAll * <f32>load<i32>(SCALES + (<usize>j << 2));
+      if (!truthy(d)) {
+        levelsFromSearch(j, 32);
+        continue;
+      }
+      const dm = mAll * <f32>load<i32>(MINS + (<usize>j << 2));
+      const vd = f32x4.splat(d), vdm = f32x4.splat(dm), zero = i32x4.splat(0);
+      const p = src + (<usize>j << 7);
+      for (let o: usize = 0; o < 128; o += 64) {
+        const l0 = i32x4.max_s(i32x4.min_s(nearestIntV(f32x4.div(f32x4.add(v128.load(p + o), vdm), vd)), top), zero);
+        const l1 = i32x4.max_s(i32x4.min_s(nearestIntV(f32x4.div(f32x4.add(v128.load(p + o, 16), vdm), vd)), top), zero);
+        const l2 = i32x4.max_s(i32x4.min_s(nearestIntV(f32x4.div(f32x4.add(v128.load(p + o, 32), vdm), vd)), top), zero);
+        const l3 = i32x4.max_s(i32x4.min_s(nearestIntV(f32x4.div(f32x4.add(v128.load(p + o, 48), vdm), vd)), top), zero);
+        v128.store(LB + (<usize>j << 5) + (o >> 2), bytes16(l0, l1, l2, l3));
+      }
+    }
+    if (five) {
+      // qh[32] (bit 4 of each level, plane by plane) | ql[128] (low nibbles)
+      let qh0 = i32x4.splat(0), qh1 = i32x4.splat(0);
+      const bit4 = i8x16.splat(0x10);
+      for (let n = 0; n < 4; n++) {
+        const p = LB + (<usize>n << 6);
+        const a0 = v128.load(p), a1 = v128.load(p, 16), b0 = v128.load(p, 32), b1 = v128.load(p, 48);
+        // bit 4 of a -> bit 2n, of b -> bit 2n + 1 (shifts stay inside each byte)
+        let ha0 = v128.and(a0, bit4), ha1 = v128.and(a1, bit4), hb0 = v128.and(b0, bit4), hb1 = v128.and(b1, bit4);
+        if (n == 0) {
+          ha0 = i16x8.shr_u(ha0, 4); ha1 = i16x8.shr_u(ha1, 4); hb0 = i16x8.shr_u(hb0, 3); hb1 = i16x8.shr_u(hb1, 3);
+        } else if (n == 1) {
+          ha0 = i16x8.shr_u(ha0, 2); ha1 = i16x8.shr_u(ha1, 2); hb0 = i16x8.shr_u(hb0, 1); hb1 = i16x8.shr_u(hb1, 1);
+        } else if (n == 3) {
+          ha0 = i16x8.shl(ha0, 2); ha1 = i16x8.shl(ha1, 2); hb0 = i16x8.shl(hb0, 3); hb1 = i16x8.shl(hb1, 3);
+        } else {
+          hb0 = i16x8.shl(hb0, 1); hb1 = i16x8.shl(hb1, 1);
+        }
+        qh0 = v128.or(qh0, v128.or(ha0, hb0));
+        qh1 = v128.or(qh1, v128.or(ha1, hb1));
+        v128.store(dst + 48 + (<usize>n << 5), nibbles(a0, b0));
+        v128.store(dst + 48 + (<usize>n << 5), nibbles(a1, b1), 16);
+      }
+      v128.store(dst, qh0, 16);
+      v128.store(dst, qh1, 32);
+    } else {
+      for (let n: usize = 0; n < 4; n++) {
+        const p = LB + (n << 6);
+        v128.store(dst + 16 + (n << 5), v128.or(v128.load(p), i16x8.shl(v128.load(p, 32), 4)));
+        v128.store(dst + 16 + (n << 5), v128.or(v128.load(p, 16), i16x8.shl(v128.load(p, 48), 4)), 16);
+      }
+    }
+  }
+  return 0;
+}
+
+export function quantizeQ4_K(src: usize, nb: i32, dst: usize): i32 {
+  return quantizeK4(src, nb, dst, false);
+}
+
+export function quantizeQ5_K(src: usize, nb: i32, dst: usize): i32 {
+  return quantizeK4(src, nb, dst, true);
+}
+
+// ---------------------------------------------------------------- Q6_K
+
+/** quantize_row_q6_K_ref: 210-byte blocks; ql[128] | qh[64] | scales:i8[16] | d:f16 */
+export function quantizeQ6_K(src: usize, nb: i32, dst: usize): i32 {
+  for (let b = 0; b < nb; b++, src += 1024, dst += 210) {
+    if (superBlockBad(src)) return 1;
+    for (let g: usize = 0; g < 4; g++) {
+      const X = TX + g * 256;
+      transposeGroup(src + g * 256, 16, 64, X);
+      v128.store(SCALES + (g << 4), makeQxGroup(X, TW + g * 256, TXM + g * 256, TL + g * 256, TLA + g * 256, 16, 32));
+    }
+    let maxScale: f32 = 0, maxAbsScale: f32 = 0;
+    for (let ib = 0; ib < 16; ib++) {
+      const sc = load<f32>(SCALES + (<usize>ib << 2));
+      const a = Mathf.abs(sc);
+      if (a > maxAbsScale) {
+        maxAbsScale = a;
+        maxScale = sc;
+      }
+    }
+    if (maxAbsScale < GROUP_MAX_EPS) {
+      memory.fill(dst, 0, 210);
+      continue;
+    }
+    const iscale: f32 = <f32>-128 / maxScale;
+    const dAll = storeF16(dst + 208, <f32>1 / iscale);
+    for (let ib = 0; ib < 16; ib++) {
+      const l = nearestInt(iscale * load<f32>(SCALES + (<usize>ib << 2)));
+      store<u8>(dst + 192 + ib, <u8>(l < 127 ? l : 127));
+    }
+    const lo = i32x4.splat(-32), hi = i32x4.splat(31), off = i32x4.splat(32);
+    for (let j = 0; j < 16; j++) {
+      const d = dAll * <f32>load<i8>(dst + 192 + j);
+      if (!truthy(d)) {
+        levelsFromSearch(j, 16);
+        continue;
+      }
+      const vd = f32x4.splat(d);
+      const p = src + (<usize>j << 6);
+      const l0 = i32x4.add(i32x4.max_s(i32x4.min_s(nearestIntV(f32x4.div(v128.load(p), vd)), hi), lo), off);
+      const l1 = i32x4.add(i32x4.max_s(i32x4.min_s(nearestIntV(f32x4.div(v128.load(p, 16), vd)), hi), lo), off);
+      const l2 = i32x4.add(i32x4.max_s(i32x4.min_s(nearestIntV(f32x4.div(v128.load(p, 32), vd)), hi), lo), off);
+      const l3 = i32x4.add(i32x4.max_s(i32x4.min_s(nearestIntV(f32x4.div(v128.load(p, 48), vd)), hi), lo), off);
+      v128.store(LB + (<usize>j << 4), bytes16(l0, l1, l2, l3));
+    }
+    // ql: low nibbles of levels j and j + 64 (j + 32 and j + 96) per 128; qh: bits 4-5 of four levels
+    const m15 = i8x16.splat(15), m48 = i8x16.splat(0x30);
+    for (let h: usize = 0; h < 2; h++) {
+      for (let l: usize = 0; l < 32; l += 16) {
+        const p = LB + (h << 7) + l;
+        const a = v128.load(p), bb = v128.load(p, 32), c = v128.load(p, 64), e = v128.load(p, 96);
+        v128.store(dst + (h << 6) + l, v128.or(v128.and(a, m15), i16x8.shl(v128.and(c, m15), 4)));
+        v128.store(dst + (h << 6) + l, v128.or(v128.and(bb, m15), i16x8.shl(v128.and(e, m15), 4)), 32);
+        const qh = v128.or(
+          v128.or(i16x8.shr_u(v128.and(a, m48), 4), i16x8.shr_u(v128.and(bb, m48), 2)),
+          v128.or(v128.and(c, m48), i16x8.shl(v128.and(e, m48), 2)),
+        );
+        v128.store(dst + 128 + (h << 5) + l, qh);
+      }
+    }
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------- Q3_K
+
+/** quantize_row_q3_K_ref: 110-byte blocks; hmask[32] | qs[64] | scales[12] (6 bit, offset 32) | d:f16 */
+export function quantizeQ3_K(src: usize, nb: i32, dst: usize): i32 {
+  for (let b = 0; b < nb; b++, src += 1024, dst += 110) {
+    if (superBlockBad(src)) return 1;
+    for (let g: usize = 0; g < 4; g++) {
+      const X = TX + g * 256;
+      transposeGroup(src + g * 256, 16, 64, X);
+      v128.store(SCALES + (g << 4), makeQ3Group(X, TL + g * 256, TLA + g * 256, 16, 4));
+    }
+    let maxScale: f32 = 0, amax: f32 = 0;
+    for (let j = 0; j < 16; j++) {
+      const sc = load<f32>(SCALES + (<usize>j << 2));
+      const a = Mathf.abs(sc);
+      if (a > amax) {
+        amax = a;
+        maxScale = sc;
+      }
+    }
+    const so = dst + 96;
+    memory.fill(so, 0, 12);
+    let dAll: f32 = 0;
+    if (truthy(maxScale)) {
+      const iscale: f32 = <f32>-32 / maxScale;
+      for (let j = 0; j < 16; j++) {
+        let l = <i32><i8>nearestInt(iscale * load<f32>(SCALES + (<usize>j << 2))); // int8_t l = nearest_int(...)
+        l = (l < -32 ? -32 : l > 31 ? 31 : l) + 32;
+        if (j < 8) store<u8>(so + j, <u8>(l & 0xf));
+        else store<u8>(so + j - 8, load<u8>(so + j - 8) | <u8>((l & 0xf) << 4));
+        store<u8>(so + 8 + (j & 3), load<u8>(so + 8 + (j & 3)) | <u8>((l >> 4) << (2 * (j >> 2))));
+        store<i32>(MINS + (<usize>j << 2), l - 32); // the stored scale minus 32
+      }
+      dAll = storeF16(dst + 108, <f32>1 / iscale);
+    } else {
+      store<u16>(dst + 108, 0);
+      for (let j = 0; j < 16; j++) store<i32>(MINS + (<usize>j << 2), -32);
+    }
+    const lo = i32x4.splat(-4), hi = i32x4.splat(3), off = i32x4.splat(4);
+    for (let j = 0; j < 16; j++) {
+      const d = dAll * <f32>load<i32>(MINS + (<usize>j << 2));
+      if (!truthy(d)) {
+        levelsFromSearch(j, 16);
+        continue;
+      }
+      const vd = f32x4.splat(d);
+      const p = src + (<usize>j << 6);
+      const l0 = i32x4.add(i32x4.max_s(i32x4.min_s(nearestIntV(f32x4.div(v128.load(p), vd)), hi), lo), off);
+      const l1 = i32x4.add(i32x4.max_s(i32x4.min_s(nearestIntV(f32x4.div(v128.load(p, 16), vd)), hi), lo), off);
+      const l2 = i32x4.add(i32x4.max_s(i32x4.min_s(nearestIntV(f32x4.div(v128.load(p, 32), vd)), hi), lo), off);
+      const l3 = i32x4.add(i32x4.max_s(i32x4.min_s(nearestIntV(f32x4.div(v128.load(p, 48), vd)), hi), lo), off);
+      v128.store(LB + (<usize>j << 4), bytes16(l0, l1, l2, l3));
+    }
+    // hmask[m] bit k = bit 2 of level 32k + m; the low two bits go to qs
+    let h0 = i32x4.splat(0), h1 = i32x4.splat(0);
+    const one = i8x16.splat(1), three = i8x16.splat(3);
+    for (let k = 0; k < 8; k++) {
+      const p = LB + (<usize>k << 5);
+      const v0 = v128.load(p), v1 = v128.load(p, 16);
+      h0 = v128.or(h0, i8x16.shl(v128.and(i8x16.shr_u(v0, 2), one), k));
+      h1 = v128.or(h1, i8x16.shl(v128.and(i8x16.shr_u(v1, 2), one), k));
+      v128.store(p, v128.and(v0, three));
+      v128.store(p, v128.and(v1, three), 16);
+    }
+    v128.store(dst, h0);
+    v128.store(dst, h1, 16);
+    pack2(dst + 32);
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------- Q2_K
+
+/** quantize_row_q2_K_ref: 84-byte blocks; scales[16] (scale | min << 4) | qs[64] | d:f16 | dmin:f16 */
+export function quantizeQ2_K(src: usize, nb: i32, dst: usize): i32 {
+  for (let b = 0; b < nb; b++, src += 1024, dst += 84) {
+    if (superBlockBad(src)) return 1;
+    for (let g: usize = 0; g < 4; g++) {
+      const X = TX + g * 256, W = TW + g * 256;
+      transposeGroup(src + g * 256, 16, 64, X);
+      for (let o: usize = 0; o < 256; o += 16) v128.store(W + o, f32x4.abs(v128.load(X + o)));
+      v128.store(SCALES + (g << 4), makeQkxGroup(X, W, TXM + g * 256, TL + g * 256, TLA + g * 256, 16, 3, -0.5, <f32>0.1, 15, true, MINS + (g << 4)));
+    }
+    let maxScale: f32 = 0, maxMin: f32 = 0;
+    for (let j = 0; j < 16; j++) {
+      const sc = load<f32>(SCALES + (<usize>j << 2)), mn = load<f32>(MINS + (<usize>j << 2));
+      if (sc > maxScale) maxScale = sc;
+      if (mn > maxMin) maxMin = mn;
+    }
+    let dAll: f32 = 0, mAll: f32 = 0;
+    if (maxScale > 0) {
+      const iscale: f32 = <f32>15 / maxScale;
+      for (let j = 0; j < 16; j++) store<u8>(dst + j, <u8>nearestInt(iscale * load<f32>(SCALES + (<usize>j << 2))));
+      dAll = storeF16(dst + 80, maxScale / <f32>15);
+    } else {
+      memory.fill(dst, 0, 16);
+      store<u16>(dst + 80, 0);
+    }
+    if (maxMin > 0) {
+      const iscale: f32 = <f32>15 / maxMin;
+      for (let j = 0; j < 16; j++) store<u8>(dst + j, load<u8>(dst + j) | <u8>(nearestInt(iscale * load<f32>(MINS + (<usize>j << 2))) << 4));
+      mAll = storeF16(dst + 82, maxMin / <f32>15);
+    } else {
+      store<u16>(dst + 82, 0);
+    }
+    const top = i32x4.splat(3), zero = i32x4.splat(0);
+    for (let j = 0; j < 16; j++) {
+      const sc = <i32>load<u8>(dst + j);
+      const d = dAll * <f32>(sc & 0xf);
+      if (!truthy(d)) {
+        levelsFromSearch(j, 16);
+        continue;
+      }
+      const vdm = f32x4.splat(mAll * <f32>(sc >> 4)), vd = f32x4.splat(d);
+      const p = src + (<usize>j << 6);
+      const l0 = i32x4.max_s(i32x4.min_s(nearestIntV(f32x4.div(f32x4.add(v128.load(p), vdm), vd)), top), zero);
+      const l1 = i32x4.max_s(i32x4.min_s(nearestIntV(f32x4.div(f32x4.add(v128.load(p, 16), vdm), vd)), top), zero);
+      const l2 = i32x4.max_s(i32x4.min_s(nearestIntV(f32x4.div(f32x4.add(v128.load(p, 32), vdm), vd)), top), zero);
+      const l3 = i32x4.max_s(i32x4.min_s(nearestIntV(f32x4.div(f32x4.add(v128.load(p, 48), vdm), vd)), top), zero);
+      v128.store(LB + (<usize>j << 4), bytes16(l0, l1, l2, l3));
+    }
+    pack2(dst + 16);
+  }
+  return 0;
+}
