@@ -132,14 +132,27 @@ function f16ToF32(h: u32): f32 {
   return f16ToF32(h);
 }
 
-/** 32 float32 at p: the largest |x| (NaN if any is NaN) */
+/**
+ * 32 float32 at p: the largest |x|, as the integer maximum of the magnitude bits (non-negative floats
+ * order like their bits); NaN or infinity give bits above 0x7f7fffff, returned as a NaN.
+ */
 // @ts-ignore: decorator
 @inline function absMax32(p: usize): f32 {
-  const m0 = f32x4.max(f32x4.abs(v128.load(p)), f32x4.abs(v128.load(p, 16)));
-  const m1 = f32x4.max(f32x4.abs(v128.load(p, 32)), f32x4.abs(v128.load(p, 48)));
-  const m2 = f32x4.max(f32x4.abs(v128.load(p, 64)), f32x4.abs(v128.load(p, 80)));
-  const m3 = f32x4.max(f32x4.abs(v128.load(p, 96)), f32x4.abs(v128.load(p, 112)));
-  return hmax(f32x4.max(f32x4.max(m0, m1), f32x4.max(m2, m3)));
+  const mask = i32x4.splat(0x7fffffff);
+  const m0 = i32x4.max_s(v128.and(v128.load(p), mask), v128.and(v128.load(p, 16), mask));
+  const m1 = i32x4.max_s(v128.and(v128.load(p, 32), mask), v128.and(v128.load(p, 48), mask));
+  const m2 = i32x4.max_s(v128.and(v128.load(p, 64), mask), v128.and(v128.load(p, 80), mask));
+  const m3 = i32x4.max_s(v128.and(v128.load(p, 96), mask), v128.and(v128.load(p, 112), mask));
+  return absBitsMax(i32x4.max_s(i32x4.max_s(m0, m1), i32x4.max_s(m2, m3)));
+}
+
+/** the float of the largest lane of magnitude bits m; NaN when it is not finite */
+// @ts-ignore: decorator
+@inline function absBitsMax(m: v128): f32 {
+  m = i32x4.max_s(m, i32x4.shuffle(m, m, 2, 3, 0, 1));
+  m = i32x4.max_s(m, i32x4.shuffle(m, m, 1, 0, 3, 2));
+  const bits = i32x4.extract_lane(m, 0);
+  return bits > 0x7f7fffff ? NaN : reinterpret<f32>(bits);
 }
 
 /** bit j set when x[j] == v (float compare), j < 32 */
@@ -392,21 +405,21 @@ export function log2Table(): usize {
 // @ts-ignore: decorator
 @inline function fp4Code(x: v128, p1: v128, p2: v128, p3: v128, p4: v128, p5: v128, p6: v128, p7: v128): v128 {
   const a = f32x4.abs(x);
-  let best = i32x4.splat(0);
+  // best = max over m of (m if err_m < err_(m-1)): the m are increasing, so the last drop wins
   let e1 = f32x4.abs(f32x4.sub(p1, a));
-  best = sel(i32x4.splat(1), best, f32x4.lt(e1, a));
+  let best = v128.and(f32x4.lt(e1, a), i32x4.splat(1));
   let e2 = f32x4.abs(f32x4.sub(p2, a));
-  best = sel(i32x4.splat(2), best, f32x4.lt(e2, e1));
+  best = i32x4.max_s(best, v128.and(f32x4.lt(e2, e1), i32x4.splat(2)));
   e1 = f32x4.abs(f32x4.sub(p3, a));
-  best = sel(i32x4.splat(3), best, f32x4.lt(e1, e2));
+  best = i32x4.max_s(best, v128.and(f32x4.lt(e1, e2), i32x4.splat(3)));
   e2 = f32x4.abs(f32x4.sub(p4, a));
-  best = sel(i32x4.splat(4), best, f32x4.lt(e2, e1));
+  best = i32x4.max_s(best, v128.and(f32x4.lt(e2, e1), i32x4.splat(4)));
   e1 = f32x4.abs(f32x4.sub(p5, a));
-  best = sel(i32x4.splat(5), best, f32x4.lt(e1, e2));
+  best = i32x4.max_s(best, v128.and(f32x4.lt(e1, e2), i32x4.splat(5)));
   e2 = f32x4.abs(f32x4.sub(p6, a));
-  best = sel(i32x4.splat(6), best, f32x4.lt(e2, e1));
+  best = i32x4.max_s(best, v128.and(f32x4.lt(e2, e1), i32x4.splat(6)));
   e1 = f32x4.abs(f32x4.sub(p7, a));
-  best = sel(i32x4.splat(7), best, f32x4.lt(e1, e2));
+  best = i32x4.max_s(best, v128.and(f32x4.lt(e1, e2), i32x4.splat(7)));
   const zero = i32x4.splat(0);
   const neg = v128.andnot(f32x4.lt(x, zero), i32x4.eq(best, zero));
   return v128.or(best, v128.and(neg, i32x4.splat(8)));
@@ -470,7 +483,8 @@ export function quantizeNvfp4(src: usize, nb: i32, dst: usize): i32 {
   for (let b = 0; b < nb; b++, dst += 36) {
     for (let s = 0; s < 4; s++, src += 64) {
       const x0 = v128.load(src), x1 = v128.load(src, 16), x2 = v128.load(src, 32), x3 = v128.load(src, 48);
-      const amax = hmax(f32x4.max(f32x4.max(f32x4.abs(x0), f32x4.abs(x1)), f32x4.max(f32x4.abs(x2), f32x4.abs(x3))));
+      const mask = i32x4.splat(0x7fffffff);
+      const amax = absBitsMax(i32x4.max_s(i32x4.max_s(v128.and(x0, mask), v128.and(x1, mask)), i32x4.max_s(v128.and(x2, mask), v128.and(x3, mask))));
       if (!(amax <= F32_MAX)) return 1;
       const ue = f32ToUe4m3(amax / <f32>6);
       store<u8>(dst + <usize>s, <u8>ue);
