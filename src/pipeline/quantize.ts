@@ -16,6 +16,7 @@ import { importanceOf, type Imatrix } from '../algos/imatrix.js';
 import { ruleFor, type Recipe, type RecipeRule } from '../algos/recipe.js';
 import { ggmlCodec, ggmlCodecs } from '../quant/ggml/registry.js';
 import '../quant/ggml/index.js';
+import '../kernels/ggml-quant.js'; // the WebAssembly quantizers behind the codecs
 import { ggmlTypeByName, type GgmlTypeInfo } from '../quant/ggml/types.js';
 import { resolveScheme } from '../quant/registry.js';
 import type { QuantScheme } from '../quant/scheme.js';
@@ -68,8 +69,19 @@ export interface QuantizeReport {
   seconds: number;
 }
 
+/**
+ * Quantizes whole rows of a GGML type on other threads (injected by the Node layer, e.g. the CLI's
+ * worker pool; the core never starts threads). Rows are independent, so the bytes must equal
+ * ggmlCodec(type).quantize's in this thread for any split.
+ */
+export interface RowQuantizer {
+  quantizeRows(type: GgmlTypeInfo, src: Float32Array, nRows: number, rowLength: number, importance?: Float32Array): Promise<Uint8Array>;
+}
+
 export interface QuantizeOptions {
   imatrix?: Imatrix;
+  /** quantize GGML tensors on these threads (default: this thread) */
+  workers?: RowQuantizer;
   /** called after each tensor */
   onTensor?(done: number, total: number, r: TensorReport): void;
 }
@@ -197,21 +209,42 @@ function importanceFor(imatrix: Imatrix | undefined, name: string, rowLength: nu
 
 /** Quantize one float tensor to a GGML type; returns the bytes and the dequantized values. */
 export function quantizeGgmlTensor(x: Float32Array, ne: number[], type: GgmlTypeInfo, importance?: Float32Array): { bytes: Uint8Array; dequant: Float32Array } {
-  const n = x.length;
-  if (type.name === 'F32' || type.name === 'F16' || type.name === 'BF16') {
-    const bytes = fromFloat32(type.name, x);
-    return { bytes, dequant: toFloat32(type.name, bytes) };
-  }
+  const float = floatTensor(x, type);
+  if (float) return float;
+  const c = checkGgmlTensor(x, type);
+  const rowLength = ne[0];
+  const bytes = new Uint8Array((x.length / type.blockSize) * type.typeSize);
+  c.quantize!(x, x.length / rowLength, rowLength, bytes, importance);
+  return { bytes, dequant: dequantizeAll(c, bytes, x.length) };
+}
+
+/** quantizeGgmlTensor with the rows quantized by `workers` (same bytes). */
+export async function quantizeGgmlTensorOn(workers: RowQuantizer, x: Float32Array, ne: number[], type: GgmlTypeInfo, importance?: Float32Array): Promise<{ bytes: Uint8Array; dequant: Float32Array }> {
+  const float = floatTensor(x, type);
+  if (float) return float;
+  const c = checkGgmlTensor(x, type);
+  const rowLength = ne[0];
+  const bytes = await workers.quantizeRows(type, x, x.length / rowLength, rowLength, importance);
+  return { bytes, dequant: dequantizeAll(c, bytes, x.length) };
+}
+
+function floatTensor(x: Float32Array, type: GgmlTypeInfo): { bytes: Uint8Array; dequant: Float32Array } | undefined {
+  if (type.name !== 'F32' && type.name !== 'F16' && type.name !== 'BF16') return undefined;
+  const bytes = fromFloat32(type.name, x);
+  return { bytes, dequant: toFloat32(type.name, bytes) };
+}
+
+function checkGgmlTensor(x: Float32Array, type: GgmlTypeInfo) {
   const c = ggmlCodec(type);
   if (!c?.quantize) fail(`lowbit cannot quantize to ${type.name} yet (dequantize only)`);
-  for (let i = 0; i < n; i++) if (!Number.isFinite(x[i])) fail(`tensor has a non-finite value at element ${i}; ${type.name} cannot hold it`);
-  const rowLength = ne[0];
-  const nRows = n / rowLength;
-  const bytes = new Uint8Array((n / type.blockSize) * type.typeSize);
-  c.quantize(x, nRows, rowLength, bytes, importance);
+  for (let i = 0; i < x.length; i++) if (!Number.isFinite(x[i])) fail(`tensor has a non-finite value at element ${i}; ${type.name} cannot hold it`);
+  return c;
+}
+
+function dequantizeAll(c: NonNullable<ReturnType<typeof ggmlCodec>>, bytes: Uint8Array, n: number): Float32Array {
   const dequant = new Float32Array(n);
   c.dequantize(bytes, n, dequant);
-  return { bytes, dequant };
+  return dequant;
 }
 
 export async function quantizeModel(m: ModelFile, plan: QuantizePlan, sink: ByteSink, opts: QuantizeOptions = {}): Promise<QuantizeReport> {
@@ -243,7 +276,10 @@ export async function quantizeModel(m: ModelFile, plan: QuantizePlan, sink: Byte
         continue;
       }
       const x = await readFloats(m, t);
-      const { bytes, dequant } = quantizeGgmlTensor(x, p.ne, p.ggml as GgmlTypeInfo, p.ggml && ggmlCodec(p.ggml)?.usesImportance ? importanceFor(opts.imatrix, p.name, p.ne[0]) : undefined);
+      const importance = p.ggml && ggmlCodec(p.ggml)?.usesImportance ? importanceFor(opts.imatrix, p.name, p.ne[0]) : undefined;
+      const { bytes, dequant } = opts.workers
+        ? await quantizeGgmlTensorOn(opts.workers, x, p.ne, p.ggml as GgmlTypeInfo, importance)
+        : quantizeGgmlTensor(x, p.ne, p.ggml as GgmlTypeInfo, importance);
       await w.write(bytes);
       done({ name: p.name, shape: p.ne, type: p.to, bytes: bytes.length, bitsPerWeight: (bytes.length * 8) / n, sqnrDb: sqnrDb(x, dequant), ...(p.fallbackFrom ? { fallbackFrom: p.fallbackFrom } : {}) });
     }

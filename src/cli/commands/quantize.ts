@@ -7,6 +7,7 @@ import { readImatrix } from '../../pipeline/imatrix-file.js';
 import type { Command, ParsedArgs } from '../args.js';
 import { refuseSameFile, withAtomicFile } from '../files.js';
 import { openModelPath } from '../model-open.js';
+import { defaultThreads, QuantizePool } from '../quantize-pool.js';
 import { fileSource } from '../node-source.js';
 import { renderTable } from './formats.js';
 
@@ -46,7 +47,7 @@ export function reportTable(r: QuantizeReport): string {
 export const quantizeCommand: Command = {
   name: 'quantize',
   summary: 'quantize a model to GGUF (llama.cpp types) or safetensors (generic schemes), with a per-tensor report',
-  usage: 'lowbit quantize IN OUT (--type T | --recipe FILE) [--imatrix F] [--pure] [--dry-run] [--json]',
+  usage: 'lowbit quantize IN OUT (--type T | --recipe FILE) [--imatrix F] [--pure] [--threads N] [--dry-run] [--json]',
   positionals: [1, 2],
   options: [
     { name: 'type', type: 'string', help: 'llama.cpp file type (Q4_K_M, Q8_0, ...) or a scheme (int4, mxfp4, nvfp4, nf4, q4_0, ...)' },
@@ -59,6 +60,7 @@ export const quantizeCommand: Command = {
     { name: 'output-tensor-type', type: 'string', help: 'type of output.weight' },
     { name: 'token-embedding-type', type: 'string', help: 'type of token_embd.weight' },
     { name: 'leave-output-tensor', type: 'boolean', help: 'do not quantize output.weight' },
+    { name: 'threads', type: 'int', help: 'threads quantizing GGML tensors (default: all cores; the bytes do not depend on it)', min: 1 },
     { name: 'dry-run', type: 'boolean', help: 'print the per-tensor plan and write nothing' },
     { name: 'json', type: 'boolean', help: 'print the report as JSON (no progress)' },
   ],
@@ -97,12 +99,20 @@ export const quantizeCommand: Command = {
         return;
       }
       const tty = !json && process.stderr.isTTY;
-      const report = await withAtomicFile(out, (f) =>
-        quantizeModel(model, plan, { write: (b) => f.write(b) }, {
-          imatrix,
-          onTensor: tty ? (i, n, r) => process.stderr.write(`\r[${i}/${n}] ${r.name.padEnd(40).slice(0, 40)}`) : undefined,
-        }),
-      );
+      const threads = (a.values.threads as number | undefined) ?? defaultThreads();
+      const pool = threads > 1 ? new QuantizePool(threads) : undefined;
+      let report: QuantizeReport;
+      try {
+        report = await withAtomicFile(out, (f) =>
+          quantizeModel(model, plan, { write: (b) => f.write(b) }, {
+            imatrix,
+            workers: pool,
+            onTensor: tty ? (i, n, r) => process.stderr.write(`\r[${i}/${n}] ${r.name.padEnd(40).slice(0, 40)}`) : undefined,
+          }),
+        );
+      } finally {
+        await pool?.close();
+      }
       if (tty) process.stderr.write('\r' + ' '.repeat(50) + '\r');
       if (json) process.stdout.write(JSON.stringify({ ...report, output: out, tensors: report.tensors.map((t) => ({ ...t, sqnrDb: Number.isFinite(t.sqnrDb) ? t.sqnrDb : null })) }) + '\n');
       else process.stdout.write(`${out}: ${recipe.name}\n\n${reportTable(report)}\n`);
