@@ -47,6 +47,8 @@ export class QuantizePool implements RowQuantizer {
   private busy: number[] = [];
   private pending = new Map<number, Pending>();
   private nextId = 0;
+  /** shared copy of the input, reused across tensors (fresh pages cost as much as the copy) */
+  private inputBuffer: SharedArrayBuffer | undefined;
 
   /** minParallel: tensors with fewer elements stay in this thread */
   constructor(readonly threads: number, private readonly minParallel = MIN_PARALLEL) {
@@ -104,8 +106,9 @@ export class QuantizePool implements RowQuantizer {
     let input: SharedArrayBuffer;
     if (src.buffer instanceof SharedArrayBuffer && src.byteOffset % 4 === 0) input = src.buffer;
     else {
-      input = new SharedArrayBuffer(n * 4);
-      new Float32Array(input).set(src.subarray(0, n));
+      if (!this.inputBuffer || this.inputBuffer.byteLength < n * 4) this.inputBuffer = new SharedArrayBuffer(n * 4);
+      input = this.inputBuffer;
+      new Float32Array(input, 0, n).set(src.subarray(0, n));
     }
     const base = input === src.buffer ? src.byteOffset : 0;
     const output = new SharedArrayBuffer(nRows * rowBytes);
@@ -128,6 +131,7 @@ export class QuantizePool implements RowQuantizer {
     const ws = this.workers;
     this.workers = [];
     this.busy = [];
+    this.inputBuffer = undefined;
     await Promise.all(ws.map((w) => w.terminate()));
   }
 }
