@@ -18,6 +18,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import { QuantizePool } from '../src/cli/quantize-pool.js';
 import '../src/kernels/ggml-quant.js';
 import { wasmVariant } from '../src/kernels/wasm.js';
@@ -86,6 +87,33 @@ function buildDriver(flags: string[]): string | null {
 function runDriver(exe: string, input: string, n: number, reps: number, outdir: string, type: string): number {
   const out = execFileSync(exe, [input, String(n), String(reps), outdir, type], { encoding: 'utf8', maxBuffer: 1 << 20 });
   return (JSON.parse(out.trim().split('\n')[0]) as { seconds: number }).seconds;
+}
+
+/**
+ * How much faster 2 busy threads finish 2 units of pure computation than 1 thread finishes 1 x 2:
+ * ~2 on an idle 2-core machine, ~1 when other processes already use every core. Read 2T/1T with it.
+ */
+async function parallelCapacity(): Promise<number> {
+  const code = `const { parentPort } = require('node:worker_threads');
+    parentPort.on('message', (n) => { let s = 0; for (let i = 0; i < n; i++) s = (s + (i ^ (s >>> 3))) | 0; parentPort.postMessage(s); });`;
+  const ws = [new Worker(code, { eval: true }), new Worker(code, { eval: true })];
+  const work = (w: Worker, n: number) => new Promise((r) => { w.once('message', r); w.postMessage(n); });
+  try {
+    const n = 2e8;
+    await Promise.all(ws.map((w) => work(w, 1e6)));
+    let one = Infinity, two = Infinity;
+    for (let r = 0; r < 3; r++) {
+      let t0 = performance.now();
+      await work(ws[0], 2 * n);
+      one = Math.min(one, performance.now() - t0);
+      t0 = performance.now();
+      await Promise.all(ws.map((w) => work(w, n)));
+      two = Math.min(two, performance.now() - t0);
+    }
+    return one / two;
+  } finally {
+    await Promise.all(ws.map((w) => w.terminate()));
+  }
 }
 
 async function best(reps: number, f: () => unknown | Promise<unknown>): Promise<number> {
@@ -176,4 +204,5 @@ export async function run(args: string[]): Promise<void> {
     await pool.close();
   }
   console.log('  ratio = lowbit / llama.cpp -O2 (same data, same run); llama.cpp and "1T" use one thread; "2T" is a 2-worker pool');
+  console.log(`  parallel capacity now: 2 threads do ${(await parallelCapacity()).toFixed(2)}x the work of 1 on pure computation (2.00 = two idle cores)`);
 }

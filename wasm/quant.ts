@@ -184,12 +184,20 @@ function f16ToF32(h: u32): f32 {
 /**
  * The signed value of largest magnitude in a 32-element block, first occurrence
  * (`if (amax < |v|) { amax = |v|; max = v; }` from amax = max = 0). Returns NaN for non-finite input.
+ * The sign is found from the largest and smallest signed values; only a block holding both +amax and
+ * -amax needs the index of the first.
  */
 // @ts-ignore: decorator
 @inline function signedMax32(p: usize): f32 {
   const amax = absMax32(p);
   if (!(amax <= F32_MAX)) return NaN;
   if (amax == 0) return 0;
+  const x0 = v128.load(p), x1 = v128.load(p, 16), x2 = v128.load(p, 32), x3 = v128.load(p, 48);
+  const x4 = v128.load(p, 64), x5 = v128.load(p, 80), x6 = v128.load(p, 96), x7 = v128.load(p, 112);
+  const hi = hpmax(f32x4.pmax(f32x4.pmax(f32x4.pmax(x0, x1), f32x4.pmax(x2, x3)), f32x4.pmax(f32x4.pmax(x4, x5), f32x4.pmax(x6, x7))));
+  const lo = hpmin(f32x4.pmin(f32x4.pmin(f32x4.pmin(x0, x1), f32x4.pmin(x2, x3)), f32x4.pmin(f32x4.pmin(x4, x5), f32x4.pmin(x6, x7))));
+  if (hi != amax) return -amax;
+  if (lo != -amax) return amax;
   return load<f32>(p + (<usize>ctz(absEqMask32(p, f32x4.splat(amax))) << 2));
 }
 
