@@ -9,7 +9,7 @@
  *     tools/quant-bench/driver.c on the same data;
  *   - lowbit's WebAssembly quantizers (ggmlCodec(type).quantize) in this thread, and over a
  *     2-thread worker pool (src/cli/quantize-pool.ts, including its copy into shared memory);
- *   - lowbit's scalar TypeScript reference on a 1/64 slice (rate scaled from the slice).
+ *   - lowbit's scalar TypeScript reference on a 1/64 slice (1/256 for K-quants; rate from the slice).
  * Ratios are lowbit / llama.cpp -O2 measured in the same run (the machine is shared: absolute numbers
  * move, ratios less). The bytes lowbit writes are compared with llama.cpp's: OK or MISMATCH.
  */
@@ -83,11 +83,35 @@ function buildDriver(flags: string[]): string | null {
   return exe;
 }
 
-/** seconds of the best of `reps` runs of llama.cpp's reference for each type; writes outdir/TYPE.bin */
-function runDriver(exe: string, input: string, n: number, reps: number, outdir: string, type: string): number {
-  const out = execFileSync(exe, [input, String(n), String(reps), outdir, type], { encoding: 'utf8', maxBuffer: 1 << 20 });
-  return (JSON.parse(out.trim().split('\n')[0]) as { seconds: number }).seconds;
+interface Timing {
+  /** wall-clock seconds */
+  wall: number;
+  /** CPU seconds of the process (one busy thread: its own time, whatever else runs on the machine) */
+  cpu: number;
 }
+
+/** best of `reps` runs of llama.cpp's reference for the type; writes outdir/TYPE.bin */
+function runDriver(exe: string, input: string, n: number, reps: number, outdir: string, type: string): Timing {
+  const out = execFileSync(exe, [input, String(n), String(reps), outdir, type], { encoding: 'utf8', maxBuffer: 1 << 20 });
+  const r = JSON.parse(out.trim().split('\n')[0]) as { seconds: number; cpu: number };
+  return { wall: r.seconds, cpu: r.cpu };
+}
+
+/** one timed run in this process */
+async function timed(f: () => unknown | Promise<unknown>): Promise<Timing> {
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  await f();
+  const wall = (performance.now() - t0) / 1000;
+  const c = process.cpuUsage(c0);
+  return { wall, cpu: (c.user + c.system) / 1e6 };
+}
+
+function minTiming(a: Timing, b: Timing): Timing {
+  return { wall: Math.min(a.wall, b.wall), cpu: Math.min(a.cpu, b.cpu) };
+}
+
+const NONE: Timing = { wall: Infinity, cpu: Infinity };
 
 /**
  * How much faster 2 busy threads finish 2 units of pure computation than 1 thread finishes 1 x 2:
@@ -116,16 +140,6 @@ async function parallelCapacity(): Promise<number> {
   }
 }
 
-async function best(reps: number, f: () => unknown | Promise<unknown>): Promise<number> {
-  let t = Infinity;
-  for (let r = 0; r < reps; r++) {
-    const t0 = performance.now();
-    await f();
-    t = Math.min(t, performance.now() - t0);
-  }
-  return t / 1000;
-}
-
 const fmt = (v: number | undefined, w = 8) => (v === undefined ? '-' : v >= 100 ? v.toFixed(0) : v.toFixed(1)).padStart(w);
 const ratio = (a: number | undefined, b: number | undefined, w = 6) => (a === undefined || b === undefined ? '-' : (a / b).toFixed(2) + 'x').padStart(w);
 
@@ -149,6 +163,7 @@ export async function run(args: string[]): Promise<void> {
 
   const pool = new QuantizePool(2);
   const rows: string[] = [];
+  const cpuRows: string[] = [];
   const header = `  ${'type'.padEnd(6)} ${'llama.cpp -O2'.padStart(13)} ${'-O3 native'.padStart(10)}   ${'lowbit 1T'.padStart(9)} ${'ratio'.padStart(6)}   ${'lowbit 2T'.padStart(9)} ${'ratio'.padStart(6)} ${'2T/1T'.padStart(6)}   ${'TS ref'.padStart(7)} ${'ratio'.padStart(6)}   bytes vs llama.cpp`;
   try {
     for (const name of types) {
@@ -159,50 +174,55 @@ export async function run(args: string[]): Promise<void> {
       const nRows = n / rowLength;
       const bytes = (n / t.blockSize) * t.typeSize;
       const heavy = t.blockSize === 256;
-      const cReps = heavy ? 1 : reps;
-      // llama.cpp, each build
-      const cRate: (number | undefined)[] = [];
-      const cFiles: (string | undefined)[] = [];
-      for (const d of drivers) {
-        if (!d.exe) {
-          cRate.push(undefined);
-          cFiles.push(undefined);
-          continue;
-        }
-        const sub = path.join(dir, d.flags.join('').replace(/[^A-Za-z0-9]/g, ''));
-        fs.mkdirSync(sub, { recursive: true });
-        cRate.push(mb / runDriver(d.exe, input, n, cReps, sub, t.name));
-        cFiles.push(path.join(sub, `${t.name}.bin`));
-      }
-      // lowbit, this thread (WebAssembly behind the codec)
+      // rounds alternate llama.cpp and lowbit so that load from other processes hits both alike; best of each
+      const rounds = heavy ? Math.min(reps, 2) : reps;
+      const cBest: Timing[] = drivers.map(() => NONE);
+      const cFiles: (string | undefined)[] = drivers.map((d) => (d.exe ? path.join(dir, d.flags.join('').replace(/[^A-Za-z0-9]/g, '')) : undefined));
+      for (const f of cFiles) if (f) fs.mkdirSync(f, { recursive: true });
       const out1 = new Uint8Array(bytes);
-      const w1 = mb / (await best(reps, () => codec.quantize!(plain, nRows, rowLength, out1)));
-      // lowbit, 2 workers
-      await pool.quantizeRows(t, plain.subarray(0, rowLength * 64), 64, rowLength); // start the workers
       let out2: Uint8Array = new Uint8Array(0);
-      const w2 = mb / (await best(reps, async () => (out2 = await pool.quantizeRows(t, plain, nRows, rowLength))));
+      let t1 = NONE, t2 = NONE;
+      await pool.quantizeRows(t, plain.subarray(0, rowLength * 64), 64, rowLength); // start the workers
+      for (let r = 0; r < rounds; r++) {
+        drivers.forEach((d, i) => {
+          if (d.exe) cBest[i] = minTiming(cBest[i], runDriver(d.exe, input, n, 1, cFiles[i]!, t.name));
+        });
+        t1 = minTiming(t1, await timed(() => codec.quantize!(plain, nRows, rowLength, out1))); // this thread (WebAssembly behind the codec)
+        t2 = minTiming(t2, await timed(async () => (out2 = await pool.quantizeRows(t, plain, nRows, rowLength)))); // 2 workers
+      }
+      const rate = (x: Timing | undefined, k: keyof Timing) => (x && x[k] < Infinity ? mb / x[k] : undefined);
+      const cRate = cBest.map((c) => rate(c, 'wall'));
+      const w1 = mb / t1.wall;
+      const w2 = mb / t2.wall;
       // scalar TypeScript reference on a slice
-      const slice = Math.max(t.blockSize * 64, Math.floor(n / 64 / 4096) * 4096);
+      const slice = Math.max(4096, Math.floor(n / (heavy ? 256 : 64) / 4096) * 4096);
       const ref = (legacyRefQuantizers[t.name] ?? kquantRefQuantizers[t.name] ?? ggmlReferenceQuantizer(t)!) as (s: Float32Array, r: number, l: number, o: Uint8Array) => void;
       const refOut = new Uint8Array((slice / t.blockSize) * t.typeSize);
-      const ts = (slice * 4) / 1e6 / (await best(heavy ? 1 : 2, () => ref(plain.subarray(0, slice), slice / rowLength, rowLength, refOut)));
+      let tRef = NONE;
+      for (let r = 0; r < 3; r++) tRef = minTiming(tRef, await timed(() => ref(plain.subarray(0, slice), slice / rowLength, rowLength, refOut)));
+      const ts = (slice * 4) / 1e6 / tRef.wall;
       // bytes
       const checks: string[] = [];
       if (!Buffer.from(out1.buffer, out1.byteOffset, out1.length).equals(Buffer.from(out2.buffer, out2.byteOffset, out2.length))) checks.push('2T MISMATCH');
       if (!Buffer.from(refOut).equals(Buffer.from(out1.buffer, out1.byteOffset, refOut.length))) checks.push('TS ref MISMATCH');
       cFiles.forEach((f, i) => {
         if (!f) return;
-        const c = fs.readFileSync(f);
+        const c = fs.readFileSync(path.join(f, `${t.name}.bin`));
         checks.push(`${i === 0 ? '-O2' : '-O3'} ${c.length === bytes && c.equals(Buffer.from(out1.buffer, out1.byteOffset, bytes)) ? 'OK' : 'MISMATCH'}`);
       });
       const line = `  ${t.name.padEnd(6)} ${fmt(cRate[0], 13)} ${fmt(cRate[1], 10)}   ${fmt(w1, 9)} ${ratio(w1, cRate[0])}   ${fmt(w2, 9)} ${ratio(w2, cRate[0])} ${ratio(w2, w1)}   ${fmt(ts, 7)} ${ratio(ts, cRate[0])}   ${checks.join(', ') || '-'}`;
       if (!rows.length) console.log(header);
       rows.push(line);
       console.log(line);
+      const sliceMb = (slice * 4) / 1e6;
+      cpuRows.push(`  ${t.name.padEnd(6)} ${fmt(rate(cBest[0], 'cpu'), 13)} ${fmt(rate(cBest[1], 'cpu'), 10)}   ${fmt(mb / t1.cpu, 9)} ${ratio(mb / t1.cpu, rate(cBest[0], 'cpu'))}   ${fmt(sliceMb / tRef.cpu, 7)} ${ratio(sliceMb / tRef.cpu, rate(cBest[0], 'cpu'))}`);
     }
   } finally {
     await pool.close();
   }
   console.log('  ratio = lowbit / llama.cpp -O2 (same data, same run); llama.cpp and "1T" use one thread; "2T" is a 2-worker pool');
+  console.log('  per CPU-second (one busy thread, so insensitive to what else runs on the machine):');
+  console.log(`  ${'type'.padEnd(6)} ${'llama.cpp -O2'.padStart(13)} ${'-O3 native'.padStart(10)}   ${'lowbit 1T'.padStart(9)} ${'ratio'.padStart(6)}   ${'TS ref'.padStart(7)} ${'ratio'.padStart(6)}`);
+  for (const r of cpuRows) console.log(r);
   console.log(`  parallel capacity now: 2 threads do ${(await parallelCapacity()).toFixed(2)}x the work of 1 on pure computation (2.00 = two idle cores)`);
 }
