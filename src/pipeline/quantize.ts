@@ -17,8 +17,9 @@ import { ruleFor, type Recipe, type RecipeRule } from '../algos/recipe.js';
 import { ggmlCodec, ggmlCodecs } from '../quant/ggml/registry.js';
 import '../quant/ggml/index.js';
 import '../kernels/ggml-quant.js'; // the WebAssembly quantizers behind the codecs
+import '../kernels/scheme-quant.js'; // fast paths of the MX / NVFP4 schemes
 import { ggmlTypeByName, type GgmlTypeInfo } from '../quant/ggml/types.js';
-import { resolveScheme } from '../quant/registry.js';
+import { quantizeScheme, resolveScheme } from '../quant/registry.js';
 import type { QuantScheme } from '../quant/scheme.js';
 import { gguf, GgufWriter, plainValue, type GgufValue } from '../io/gguf.js';
 import type { ModelFile, ModelTensor } from '../io/model-file.js';
@@ -302,7 +303,7 @@ export async function quantizeModel(m: ModelFile, plan: QuantizePlan, sink: Byte
       const x = await readFloats(m, t);
       if (p.scheme) {
         for (let i = 0; i < x.length; i++) if (!Number.isFinite(x[i])) fail(`${p.name}: non-finite value at element ${i}`);
-        const packed = p.scheme.quantizeRef(x, rows(p.ne), p.ne[0]);
+        const packed = quantizeScheme(p.scheme, x, rows(p.ne), p.ne[0]);
         const dq = p.scheme.dequantizeRef(packed, rows(p.ne), p.ne[0]);
         await w.write(packed);
         done({ name: p.name, shape: p.ne, type: p.scheme.id, bytes: packed.length, bitsPerWeight: (packed.length * 8) / x.length, sqnrDb: sqnrDb(x, dq) });
