@@ -1,8 +1,8 @@
 /**
  * A pool of worker threads that quantizes the rows of a tensor in parallel (RowQuantizer for
  * pipeline/quantize.ts; `lowbit quantize --threads N`). The tensor is copied once into shared memory,
- * cut into one contiguous range of whole rows per thread, and each worker writes its rows' blocks into
- * a shared output. Rows are independent in every GGML quantizer, so the bytes do not depend on the
+ * cut into ranges of whole rows (a few per thread, each taken by the next free worker), and each worker
+ * writes its rows' blocks into a shared output. Rows are independent in every GGML quantizer, so the bytes do not depend on the
  * number of threads. A worker error (e.g. a non-finite value) makes the pool quantize the tensor in
  * this thread instead, so that the error reads exactly as it does without threads.
  */
@@ -17,6 +17,8 @@ import type { RowQuantizer } from '../pipeline/quantize.js';
 
 /** Tensors smaller than this (elements) are quantized in this thread by default: not worth the hand-off. */
 const MIN_PARALLEL = 1 << 16;
+/** row ranges per thread (dynamic balancing) */
+const CHUNKS_PER_THREAD = 4;
 
 export interface RowTask {
   id: number;
@@ -112,17 +114,28 @@ export class QuantizePool implements RowQuantizer {
     }
     const base = input === src.buffer ? src.byteOffset : 0;
     const output = new SharedArrayBuffer(nRows * rowBytes);
-    const jobs: Promise<void>[] = [];
-    for (let k = 0, row = 0; k < parts; k++) {
-      const rows = Math.floor(nRows / parts) + (k < nRows % parts ? 1 : 0);
-      jobs.push(this.run(k, {
-        type: type.name, input, inputOffset: base + row * rowLength * 4, output, outputOffset: row * rowBytes,
-        outputBytes: rows * rowBytes, nRows: rows, rowLength, importance,
-      }));
-      row += rows;
-    }
-    const results = await Promise.allSettled(jobs);
-    if (results.some((r) => r.status === 'rejected')) return inThread(); // reports the problem as the codec does
+    // CHUNKS_PER_THREAD row ranges per thread, each given to whichever worker is free: a thread that
+    // the OS delays takes fewer ranges
+    const ranges = Math.min(nRows, parts * CHUNKS_PER_THREAD);
+    let next = 0;
+    let failed = false;
+    const worker = async (k: number): Promise<void> => {
+      while (next < ranges && !failed) {
+        const i = next++;
+        const row = Math.floor((i * nRows) / ranges);
+        const rows = Math.floor(((i + 1) * nRows) / ranges) - row;
+        try {
+          await this.run(k, {
+            type: type.name, input, inputOffset: base + row * rowLength * 4, output, outputOffset: row * rowBytes,
+            outputBytes: rows * rowBytes, nRows: rows, rowLength, importance,
+          });
+        } catch {
+          failed = true;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: parts }, (_, k) => worker(k)));
+    if (failed) return inThread(); // reports the problem as the codec does
     return new Uint8Array(output);
   }
 
