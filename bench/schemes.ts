@@ -7,8 +7,9 @@
  *     one thread, built from .cache/llama.cpp-src with tools/ggml-golden's flags
  *     (gcc -O2 -std=gnu11 -ffp-contract=off -fno-fast-math) and with -O3 -march=native, driven by
  *     tools/quant-bench/driver.c on the same data;
- *   - lowbit's WebAssembly quantizers (ggmlCodec(type).quantize) in this thread, and over a
- *     2-thread worker pool (src/cli/quantize-pool.ts, including its copy into shared memory);
+ *   - lowbit's WebAssembly quantizers (ggmlCodec(type).quantize) in this thread, and with 2 threads
+ *     (src/cli/quantize-pool.ts: this thread + 1 worker claiming row ranges; the input in shared
+ *     memory, as `lowbit quantize` reads tensors into it);
  *   - lowbit's scalar TypeScript reference on a 1/64 slice (1/256 for K-quants; rate from the slice).
  * Ratios are lowbit / llama.cpp -O2 measured in the same run (the machine is shared: absolute numbers
  * move, ratios less). The bytes lowbit writes are compared with llama.cpp's: OK or MISMATCH.
@@ -151,7 +152,7 @@ export async function run(args: string[]): Promise<void> {
   const mb = (n * 4) / 1e6;
   console.log(`quantize ${n} float32 values (${mib} MiB, seeded normal) per type; MB/s of float32 input; WebAssembly build: ${wasmVariant()}`);
   const x = seededNormal(n, 20240607);
-  const plain = new Float32Array(x); // a non-shared copy: the pool then pays its copy into shared memory
+  const plain = new Float32Array(x); // a non-shared copy for the single-thread runs
 
   // llama.cpp
   const dir = path.join(CACHE, 'quant-bench', 'run');
@@ -164,7 +165,7 @@ export async function run(args: string[]): Promise<void> {
   const pool = new QuantizePool(2);
   const rows: string[] = [];
   const cpuRows: string[] = [];
-  const header = `  ${'type'.padEnd(6)} ${'llama.cpp -O2'.padStart(13)} ${'-O3 native'.padStart(10)}   ${'lowbit 1T'.padStart(9)} ${'ratio'.padStart(6)}   ${'lowbit 2T'.padStart(9)} ${'ratio'.padStart(6)} ${'2T/1T'.padStart(6)}   ${'TS ref'.padStart(7)} ${'ratio'.padStart(6)}   bytes vs llama.cpp`;
+  const header = `  ${'type'.padEnd(6)} ${'llama.cpp -O2'.padStart(13)} ${'-O3 native'.padStart(10)}   ${'lowbit 1T'.padStart(9)} ${'ratio'.padStart(6)}   ${'lowbit 2T'.padStart(9)} ${'ratio'.padStart(6)} ${'2T/1T'.padStart(6)} ${'worker'.padStart(7)}   ${'TS ref'.padStart(7)} ${'ratio'.padStart(6)}   bytes vs llama.cpp`;
   try {
     for (const name of types) {
       const t = ggmlTypeByName(name);
@@ -182,13 +183,15 @@ export async function run(args: string[]): Promise<void> {
       const out1 = new Uint8Array(bytes);
       let out2: Uint8Array = new Uint8Array(0);
       let t1 = NONE, t2 = NONE;
-      await pool.quantizeRows(t, plain.subarray(0, rowLength * 64), 64, rowLength); // start the workers
+      await pool.quantizeRows(t, x.subarray(0, rowLength * 64), 64, rowLength); // start the workers
+      let share = 0;
       for (let r = 0; r < rounds; r++) {
         drivers.forEach((d, i) => {
           if (d.exe) cBest[i] = minTiming(cBest[i], runDriver(d.exe, input, n, 1, cFiles[i]!, t.name));
         });
         t1 = minTiming(t1, await timed(() => codec.quantize!(plain, nRows, rowLength, out1))); // this thread (WebAssembly behind the codec)
-        t2 = minTiming(t2, await timed(async () => (out2 = await pool.quantizeRows(t, plain, nRows, rowLength)))); // 2 workers
+        t2 = minTiming(t2, await timed(async () => (out2 = await pool.quantizeRows(t, x, nRows, rowLength)))); // 2 threads
+        share = Math.max(share, pool.lastSplit.byWorkers / pool.lastSplit.ranges);
       }
       const rate = (x: Timing | undefined, k: keyof Timing) => (x && x[k] < Infinity ? mb / x[k] : undefined);
       const cRate = cBest.map((c) => rate(c, 'wall'));
@@ -210,7 +213,7 @@ export async function run(args: string[]): Promise<void> {
         const c = fs.readFileSync(path.join(f, `${t.name}.bin`));
         checks.push(`${i === 0 ? '-O2' : '-O3'} ${c.length === bytes && c.equals(Buffer.from(out1.buffer, out1.byteOffset, bytes)) ? 'OK' : 'MISMATCH'}`);
       });
-      const line = `  ${t.name.padEnd(6)} ${fmt(cRate[0], 13)} ${fmt(cRate[1], 10)}   ${fmt(w1, 9)} ${ratio(w1, cRate[0])}   ${fmt(w2, 9)} ${ratio(w2, cRate[0])} ${ratio(w2, w1)}   ${fmt(ts, 7)} ${ratio(ts, cRate[0])}   ${checks.join(', ') || '-'}`;
+      const line = `  ${t.name.padEnd(6)} ${fmt(cRate[0], 13)} ${fmt(cRate[1], 10)}   ${fmt(w1, 9)} ${ratio(w1, cRate[0])}   ${fmt(w2, 9)} ${ratio(w2, cRate[0])} ${ratio(w2, w1)} ${(Math.round(share * 100) + '%').padStart(7)}   ${fmt(ts, 7)} ${ratio(ts, cRate[0])}   ${checks.join(', ') || '-'}`;
       if (!rows.length) console.log(header);
       rows.push(line);
       console.log(line);
@@ -220,7 +223,7 @@ export async function run(args: string[]): Promise<void> {
   } finally {
     await pool.close();
   }
-  console.log('  ratio = lowbit / llama.cpp -O2 (same data, same run); llama.cpp and "1T" use one thread; "2T" is a 2-worker pool');
+  console.log('  ratio = lowbit / llama.cpp -O2 (same data, same run); llama.cpp and "1T" use one thread; "2T" = this thread + 1 worker, "worker" = share of the rows the worker took');
   console.log('  per CPU-second (one busy thread, so insensitive to what else runs on the machine):');
   console.log(`  ${'type'.padEnd(6)} ${'llama.cpp -O2'.padStart(13)} ${'-O3 native'.padStart(10)}   ${'lowbit 1T'.padStart(9)} ${'ratio'.padStart(6)}   ${'TS ref'.padStart(7)} ${'ratio'.padStart(6)}`);
   for (const r of cpuRows) console.log(r);

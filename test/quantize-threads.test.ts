@@ -26,12 +26,12 @@ function normalRows(rows: number, rowLength: number, seed: number): Float32Array
   return x;
 }
 
-test('QuantizePool: 1, 2 and 3 threads write the bytes of the in-thread codec', async () => {
+test('QuantizePool: 1, 2 and 3 threads (caller working or not) write the bytes of the in-thread codec', async () => {
   const rows = 37; // uneven splits
   const rowLength = 512;
   const x = normalRows(rows, rowLength, 7);
   const importance = new Float32Array(rowLength).map((_, j) => 0.5 + (j % 13));
-  const pools = [new QuantizePool(1), new QuantizePool(2, 0), new QuantizePool(3, 0)];
+  const pools = [new QuantizePool(1), new QuantizePool(2, { minParallel: 0 }), new QuantizePool(3, { minParallel: 0, callerWorks: false }), new QuantizePool(2, { minParallel: 0, callerWorks: false })];
   try {
     const cases: [string, Float32Array | undefined][] = [
       ['Q8_0', undefined], ['Q4_0', undefined], ['Q4_K', undefined], ['Q6_K', undefined], ['MXFP4', undefined], ['NVFP4', undefined],
@@ -41,9 +41,10 @@ test('QuantizePool: 1, 2 and 3 threads write the bytes of the in-thread codec', 
       const type = ggmlTypeByName(name)!;
       const want = new Uint8Array((x.length / type.blockSize) * type.typeSize);
       ggmlCodec(type)!.quantize!(x, rows, rowLength, want, imp);
-      for (const pool of pools) {
+      for (const [k, pool] of pools.entries()) {
         const got = await pool.quantizeRows(type, x, rows, rowLength, imp);
-        assert.deepEqual(got, want, `${name}${imp ? ' with importance' : ''}, ${pool.threads} threads`);
+        assert.deepEqual(got, want, `${name}${imp ? ' with importance' : ''}, pool ${k} (${pool.threads} threads)`);
+        if (k >= 2) assert.deepEqual(pool.lastSplit, { byWorkers: pool.lastSplit.ranges, ranges: Math.min(rows, 8 * pool.threads) }, `pool ${k}: the workers ran every range`);
       }
     }
   } finally {
@@ -52,7 +53,7 @@ test('QuantizePool: 1, 2 and 3 threads write the bytes of the in-thread codec', 
 });
 
 test('QuantizePool: a worker error is reported exactly as the codec reports it', async () => {
-  const pool = new QuantizePool(2, 0);
+  const pool = new QuantizePool(2, { minParallel: 0, callerWorks: false });
   try {
     const x = normalRows(8, 256, 3);
     x[7 * 256 + 5] = NaN;

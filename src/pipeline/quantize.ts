@@ -77,6 +77,8 @@ export interface QuantizeReport {
  */
 export interface RowQuantizer {
   quantizeRows(type: GgmlTypeInfo, src: Float32Array, nRows: number, rowLength: number, importance?: Float32Array): Promise<Uint8Array>;
+  /** a float array the rows are best read into (e.g. shared memory the threads see without a copy) */
+  allocate?(n: number): Float32Array;
 }
 
 export interface QuantizeOptions {
@@ -189,12 +191,12 @@ function normalizeGgml(s: string): string {
 
 const rows = (ne: number[]) => ne.slice(1).reduce((a, b) => a * b, 1);
 
-async function readFloats(m: ModelFile, t: ModelTensor): Promise<Float32Array> {
+async function readFloats(m: ModelFile, t: ModelTensor, allocate?: (n: number) => Float32Array): Promise<Float32Array> {
   const bytes = await m.read(t);
-  if (t.type === 'F32' || t.type === 'F16' || t.type === 'BF16' || t.type === 'F64') return toFloat32(t.type, bytes);
+  if (t.type === 'F32' || t.type === 'F16' || t.type === 'BF16' || t.type === 'F64') return toFloat32(t.type, bytes, allocate?.(t.nElements));
   const c = ggmlCodec(t.type);
   if (!c) fail(`${t.name}: cannot read tensor type ${t.type}`);
-  const out = new Float32Array(t.nElements);
+  const out = allocate ? allocate(t.nElements) : new Float32Array(t.nElements);
   c.dequantize(bytes, t.nElements, out);
   return out;
 }
@@ -276,7 +278,7 @@ export async function quantizeModel(m: ModelFile, plan: QuantizePlan, sink: Byte
         done({ name: p.name, shape: p.ne, type: p.to, bytes: t.byteLength, bitsPerWeight: (t.byteLength * 8) / n, sqnrDb: Infinity });
         continue;
       }
-      const x = await readFloats(m, t);
+      const x = await readFloats(m, t, opts.workers?.allocate?.bind(opts.workers));
       const importance = p.ggml && ggmlCodec(p.ggml)?.usesImportance ? importanceFor(opts.imatrix, p.name, p.ne[0]) : undefined;
       const { bytes, dequant } = opts.workers
         ? await quantizeGgmlTensorOn(opts.workers, x, p.ne, p.ggml as GgmlTypeInfo, importance)
