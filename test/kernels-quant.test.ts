@@ -3,16 +3,18 @@
 // (relaxed SIMD and plain SIMD): llama.cpp's golden vectors, random normal / heavy-tailed / sparse
 // rows, all-zero and signed-zero rows, constants, tiny scales down to float32 subnormals, values near
 // the fp16 maximum and beyond, ties of every rounding step, MXFP4's exponent boundaries, and random
-// bit patterns. Plus: the fast path sits behind the registered codecs, declines what it cannot do
-// (the reference then reports it), and is bypassed with setWasmVariant('off').
+// bit patterns. The dequantizers likewise, float for float (NaN results only need to be NaN), on
+// llama.cpp's random blocks, on quantized rows and on random bytes. Plus: the fast paths sit behind
+// the registered codecs, decline what they cannot do (the reference then reports it), and are
+// bypassed with setWasmVariant('off').
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { hasRelaxedSimd, hasSimd } from '../src/env.js';
 import { LowbitError } from '../src/errors.js';
-import { WASM_QUANTIZERS, wasmQuantizer } from '../src/kernels/ggml-quant.js';
+import { WASM_QUANTIZERS, wasmDequantizer, wasmQuantizer } from '../src/kernels/ggml-quant.js';
 import { setWasmVariant, type WasmVariant } from '../src/kernels/wasm.js';
 import { ggmlTypeByName, kquantRefQuantizers, legacyRefQuantizers } from '../src/quant/ggml/index.js';
-import { ggmlCodec, ggmlFastQuantizer, ggmlReferenceQuantizer } from '../src/quant/ggml/registry.js';
+import { ggmlCodec, ggmlFastQuantizer, ggmlReferenceDequantizer, ggmlReferenceQuantizer } from '../src/quant/ggml/registry.js';
 import { loadGolden } from './ggml-golden.js';
 
 const TYPES = Object.keys(WASM_QUANTIZERS);
@@ -242,4 +244,69 @@ test('long inputs stream through the kernel memory in chunks with the same bytes
   const x = new Float32Array(rows * 512);
   for (let i = 0; i < x.length; i++) x[i] = r.normal() * (1 + (i % 1000) / 100);
   assert.deepEqual(compare('chunked', x, rows, 512, ['Q8_0', 'Q4_K', 'NVFP4']), []);
+});
+
+/** wasm dequantize vs the reference on the given bytes, every build; failure lines */
+function compareDequant(label: string, type: string, bytes: Uint8Array, n: number): string[] {
+  const failures: string[] = [];
+  const want = new Float32Array(n);
+  ggmlReferenceDequantizer(type)!(bytes, n, want);
+  const wb = new Uint32Array(want.buffer);
+  for (const v of VARIANTS) {
+    const got = new Float32Array(n).fill(12345);
+    const done = withVariant(v, () => wasmDequantizer(type)!(bytes, n, got));
+    if (!done) {
+      failures.push(`${type} ${label} (${v}): the kernel declined`);
+      continue;
+    }
+    const gb = new Uint32Array(got.buffer);
+    for (let i = 0; i < n; i++) {
+      if (gb[i] !== wb[i] && !(Number.isNaN(got[i]) && Number.isNaN(want[i]))) {
+        failures.push(`${type} ${label} (${v}): element ${i} is ${got[i]}, reference ${want[i]}`);
+        break;
+      }
+    }
+  }
+  return failures;
+}
+
+test('wasm dequantizers equal the references (and llama.cpp) on llama.cpp\'s random blocks and on quantized rows', () => {
+  const failures: string[] = [];
+  for (const e of loadGolden({ variant: 'dequant' })) {
+    if (!TYPES.includes(e.type)) continue;
+    const n = e.rows * e.rowLength;
+    failures.push(...compareDequant(`golden ${e.dataset}`, e.type, e.bytes, n));
+    const got = new Float32Array(n);
+    wasmDequantizer(e.type)!(e.bytes, n, got);
+    if (!new Uint32Array(got.buffer).every((b, i) => b === new Uint32Array(e.dequant!.buffer, e.dequant!.byteOffset, n)[i])) failures.push(`${e.type} golden ${e.dataset}: differs from llama.cpp`);
+  }
+  for (const [label, x] of DATASETS) {
+    for (const type of TYPES) {
+      const q = bytesFor(type, x.length);
+      reference(type)(x, ROWS, ROW, q);
+      failures.push(...compareDequant(label, type, q, x.length));
+    }
+  }
+  assert.deepEqual(failures, []);
+});
+
+test('wasm dequantizers equal the references on random bytes (any scale bits: subnormal, inf, NaN)', () => {
+  const r = rng(23);
+  const failures: string[] = [];
+  for (const type of TYPES) {
+    const t = ggmlTypeByName(type)!;
+    const n = 256 * 40 + 65536; // two chunks
+    const bytes = new Uint8Array((n / t.blockSize) * t.typeSize).map(() => r.next() & 0xff);
+    failures.push(...compareDequant('random bytes', type, bytes, n));
+  }
+  assert.deepEqual(failures, []);
+});
+
+test('dequantize: bad sizes decline in the kernel and fail in the reference; the codec uses the kernel', () => {
+  for (const type of TYPES) {
+    const t = ggmlTypeByName(type)!;
+    assert.equal(wasmDequantizer(type)!(new Uint8Array(t.typeSize), t.blockSize + 1, new Float32Array(t.blockSize + 1)), false);
+    assert.equal(wasmDequantizer(type)!(new Uint8Array(t.typeSize - 1), t.blockSize, new Float32Array(t.blockSize)), false);
+    assert.throws(() => ggmlCodec(type)!.dequantize(new Uint8Array(t.typeSize - 1), t.blockSize, new Float32Array(t.blockSize)), LowbitError);
+  }
 });

@@ -111,7 +111,7 @@ function f32ToF16(x: f32): u32 {
   return sign | h;
 }
 
-/** fp16 bits -> float32 (exact) */
+/** fp16 bits -> float32 (exact; NaNs as the canonical NaN, like the TypeScript table) */
 function f16ToF32(h: u32): f32 {
   const s: u32 = (h & 0x8000) << 16;
   const e = (h >>> 10) & 0x1f;
@@ -120,7 +120,7 @@ function f16ToF32(h: u32): f32 {
     const v = <f32>m * <f32>5.9604644775390625e-8; // m * 2^-24, exact
     return s ? -v : v;
   }
-  if (e == 31) return reinterpret<f32>(s | 0x7f800000 | (m << 13));
+  if (e == 31) return m ? NaN : reinterpret<f32>(s | 0x7f800000);
   return reinterpret<f32>(s | ((e + 112) << 23) | (m << 13));
 }
 
@@ -1072,4 +1072,259 @@ export function quantizeQ2_K(src: usize, nb: i32, dst: usize): i32 {
     pack2(dst + 16);
   }
   return 0;
+}
+
+// ---------------------------------------------------------------- dequantizers
+//
+// dequantize_row_X, bit-exact with the TypeScript references: each value is the same float32 product
+// (and difference) of the same float32 factors (NaN results: NaN, payload unspecified). Every kernel
+// takes (src bytes, nBlocks, dst floats).
+
+/** 16 bytes -> 4 x f32x4 of their unsigned values, stored at dst (64 bytes) after y = f(v) */
+// @ts-ignore: decorator
+@inline function u8x16ToF32(b: v128, k: i32): v128 {
+  const h = k < 2 ? i16x8.extend_low_i8x16_u(b) : i16x8.extend_high_i8x16_u(b);
+  return f32x4.convert_i32x4_s((k & 1) == 0 ? i32x4.extend_low_i16x8_u(h) : i32x4.extend_high_i16x8_u(h));
+}
+
+/** 16 bytes as signed values -> f32 lanes k*4..k*4+3 */
+// @ts-ignore: decorator
+@inline function i8x16ToF32(b: v128, k: i32): v128 {
+  const h = k < 2 ? i16x8.extend_low_i8x16_s(b) : i16x8.extend_high_i8x16_s(b);
+  return f32x4.convert_i32x4_s((k & 1) == 0 ? i32x4.extend_low_i16x8_s(h) : i32x4.extend_high_i16x8_s(h));
+}
+
+/** y[0..16) = f32(v[i]) * d for 16 byte lanes v (signed: i8, else u8) */
+// @ts-ignore: decorator
+@inline function storeScaled16(dst: usize, v: v128, d: v128, signed: bool): void {
+  for (let k = 0; k < 4; k++) {
+    const f = signed ? i8x16ToF32(v, k) : u8x16ToF32(v, k);
+    v128.store(dst + (<usize>k << 4), f32x4.mul(f, d));
+  }
+}
+
+/** y[0..16) = f32(v[i]) * d - m (two roundings, as fround(fround(q * d) - m)) */
+// @ts-ignore: decorator
+@inline function storeScaledSub16(dst: usize, v: v128, d: v128, m: v128): void {
+  for (let k = 0; k < 4; k++) v128.store(dst + (<usize>k << 4), f32x4.sub(f32x4.mul(u8x16ToF32(v, k), d), m));
+}
+
+/** y[0..16) = f32(v[i]) * d + m */
+// @ts-ignore: decorator
+@inline function storeScaledAdd16(dst: usize, v: v128, d: v128, m: v128): void {
+  for (let k = 0; k < 4; k++) v128.store(dst + (<usize>k << 4), f32x4.add(f32x4.mul(u8x16ToF32(v, k), d), m));
+}
+
+export function dequantizeQ8_0(src: usize, nb: i32, dst: usize): void {
+  for (let b = 0; b < nb; b++, src += 34, dst += 128) {
+    const d = f32x4.splat(f16ToF32(load<u16>(src)));
+    storeScaled16(dst, v128.load(src, 2), d, true);
+    storeScaled16(dst + 64, v128.load(src, 18), d, true);
+  }
+}
+
+/** 16 bytes of nibbles -> (low nibbles, high nibbles) as bytes */
+// @ts-ignore: decorator
+@inline function lowNibbles(q: v128): v128 {
+  return v128.and(q, i8x16.splat(15));
+}
+// @ts-ignore: decorator
+@inline function highNibbles(q: v128): v128 {
+  return v128.and(i16x8.shr_u(q, 4), i8x16.splat(15));
+}
+
+export function dequantizeQ4_0(src: usize, nb: i32, dst: usize): void {
+  const eight = i8x16.splat(8);
+  for (let b = 0; b < nb; b++, src += 18, dst += 128) {
+    const d = f32x4.splat(f16ToF32(load<u16>(src)));
+    const q = v128.load(src, 2);
+    storeScaled16(dst, i8x16.sub(lowNibbles(q), eight), d, true);
+    storeScaled16(dst + 64, i8x16.sub(highNibbles(q), eight), d, true);
+  }
+}
+
+export function dequantizeQ4_1(src: usize, nb: i32, dst: usize): void {
+  for (let b = 0; b < nb; b++, src += 20, dst += 128) {
+    const d = f32x4.splat(f16ToF32(load<u16>(src)));
+    const m = f32x4.splat(f16ToF32(load<u16>(src, 2)));
+    const q = v128.load(src, 4);
+    storeScaledAdd16(dst, lowNibbles(q), d, m);
+    storeScaledAdd16(dst + 64, highNibbles(q), d, m);
+  }
+}
+
+/** bit 4 of element j (j < 32) from qh, as 0x10 bytes: lanes 0..15 (hi = false) or 16..31 */
+// @ts-ignore: decorator
+@inline function q5HighBits(qh: u32, hi: bool): v128 {
+  // spread 16 bits of qh over 16 bytes: byte i tests bit i
+  const bits = hi ? qh >>> 16 : qh & 0xffff;
+  const v = i8x16.swizzle(i16x8.splat(<i16>bits), v128(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1));
+  const sel = v128(1, 2, 4, 8, 16, 32, 64, -128, 1, 2, 4, 8, 16, 32, 64, -128);
+  return v128.and(i8x16.eq(v128.and(v, sel), sel), i8x16.splat(0x10));
+}
+
+export function dequantizeQ5_0(src: usize, nb: i32, dst: usize): void {
+  const sixteen = i8x16.splat(16);
+  for (let b = 0; b < nb; b++, src += 22, dst += 128) {
+    const d = f32x4.splat(f16ToF32(load<u16>(src)));
+    const qh = load<u32>(src, 2);
+    const q = v128.load(src, 6);
+    storeScaled16(dst, i8x16.sub(v128.or(lowNibbles(q), q5HighBits(qh, false)), sixteen), d, true);
+    storeScaled16(dst + 64, i8x16.sub(v128.or(highNibbles(q), q5HighBits(qh, true)), sixteen), d, true);
+  }
+}
+
+export function dequantizeQ5_1(src: usize, nb: i32, dst: usize): void {
+  for (let b = 0; b < nb; b++, src += 24, dst += 128) {
+    const d = f32x4.splat(f16ToF32(load<u16>(src)));
+    const m = f32x4.splat(f16ToF32(load<u16>(src, 2)));
+    const qh = load<u32>(src, 4);
+    const q = v128.load(src, 8);
+    storeScaledAdd16(dst, v128.or(lowNibbles(q), q5HighBits(qh, false)), d, m);
+    storeScaledAdd16(dst + 64, v128.or(highNibbles(q), q5HighBits(qh, true)), d, m);
+  }
+}
+
+/** y = fround(fround(d * sc) * q) - the Q2_K / Q4_K style pair of sub-block factors */
+// @ts-ignore: decorator
+@inline function twoBits(q: v128, shift: i32): v128 {
+  return v128.and(i16x8.shr_u(q, shift), i8x16.splat(3));
+}
+
+export function dequantizeQ2_K(src: usize, nb: i32, dst: usize): void {
+  for (let b = 0; b < nb; b++, src += 84) {
+    const d = f16ToF32(load<u16>(src, 80));
+    const min = f16ToF32(load<u16>(src, 82));
+    let is: usize = 0;
+    for (let qo: usize = 16; qo < 80; qo += 32) {
+      for (let shift = 0; shift < 8; shift += 2) {
+        for (let half: usize = 0; half < 32; half += 16, dst += 64) {
+          const sc = <u32>load<u8>(src + is++);
+          const dl = f32x4.splat(d * <f32>(sc & 0xf));
+          const ml = f32x4.splat(min * <f32>(sc >> 4));
+          storeScaledSub16(dst, twoBits(v128.load(src + qo + half), shift), dl, ml);
+        }
+      }
+    }
+  }
+}
+
+export function dequantizeQ3_K(src: usize, nb: i32, dst: usize): void {
+  const four = i8x16.splat(4);
+  for (let b = 0; b < nb; b++, src += 110) {
+    const dAll = f16ToF32(load<u16>(src, 108));
+    const so = src + 96;
+    let is = 0;
+    let m: i32 = 1;
+    for (let qo: usize = 32; qo < 96; qo += 32) {
+      for (let shift = 0; shift < 8; shift += 2, m <<= 1) {
+        for (let half: usize = 0; half < 32; half += 16, dst += 64) {
+          const j = is++;
+          const lo = j < 8 ? <i32>load<u8>(so + j) & 0xf : <i32>load<u8>(so + j - 8) >> 4;
+          const sc = (lo | (((<i32>load<u8>(so + 8 + (j & 3)) >> (2 * (j >> 2))) & 3) << 4)) - 32;
+          const dl = f32x4.splat(dAll * <f32>sc);
+          // v = q - (hmask & m ? 0 : 4)
+          const hm = v128.load(src + half);
+          const off = v128.andnot(four, i8x16.eq(v128.and(hm, i8x16.splat(<i8>m)), i8x16.splat(<i8>m)));
+          storeScaled16(dst, i8x16.sub(twoBits(v128.load(src + qo + half), shift), off), dl, true);
+        }
+      }
+    }
+  }
+}
+
+/** the 6-bit scale (min: +1) of sub-block j from a Q4_K/Q5_K scale field at so */
+// @ts-ignore: decorator
+@inline function scaleK4(so: usize, j: i32): i32 {
+  return j < 4 ? <i32>load<u8>(so + j) & 63 : (<i32>load<u8>(so + j + 4) & 0xf) | ((<i32>load<u8>(so + j - 4) >> 6) << 4);
+}
+// @ts-ignore: decorator
+@inline function minK4(so: usize, j: i32): i32 {
+  return j < 4 ? <i32>load<u8>(so + j + 4) & 63 : (<i32>load<u8>(so + j + 4) >> 4) | ((<i32>load<u8>(so + j) >> 6) << 4);
+}
+
+// @ts-ignore: decorator
+@inline function dequantizeK4(src: usize, nb: i32, dst: usize, five: bool): void {
+  const bytes: usize = five ? 176 : 144;
+  for (let b = 0; b < nb; b++, src += bytes) {
+    const d = f16ToF32(load<u16>(src));
+    const min = f16ToF32(load<u16>(src, 2));
+    const so = src + 4;
+    const qh = src + 16;
+    let ql = src + (five ? 48 : 16);
+    for (let is = 0; is < 8; is += 2, ql += 32) {
+      const d1 = f32x4.splat(d * <f32>scaleK4(so, is)), m1 = f32x4.splat(min * <f32>minK4(so, is));
+      const d2 = f32x4.splat(d * <f32>scaleK4(so, is + 1)), m2 = f32x4.splat(min * <f32>minK4(so, is + 1));
+      for (let h: usize = 0; h < 32; h += 16) {
+        let lo = lowNibbles(v128.load(ql + h)), hi = highNibbles(v128.load(ql + h));
+        if (five) {
+          const u1 = i8x16.splat(<i8>(<i32>1 << is)), u2 = i8x16.splat(<i8>(<i32>2 << is));
+          const hb = v128.load(qh + h);
+          lo = v128.or(lo, v128.and(i8x16.eq(v128.and(hb, u1), u1), i8x16.splat(16)));
+          hi = v128.or(hi, v128.and(i8x16.eq(v128.and(hb, u2), u2), i8x16.splat(16)));
+        }
+        storeScaledSub16(dst + (h << 2), lo, d1, m1);
+        storeScaledSub16(dst + 128 + (h << 2), hi, d2, m2);
+      }
+      dst += 256;
+    }
+  }
+}
+
+export function dequantizeQ4_K(src: usize, nb: i32, dst: usize): void {
+  dequantizeK4(src, nb, dst, false);
+}
+
+export function dequantizeQ5_K(src: usize, nb: i32, dst: usize): void {
+  dequantizeK4(src, nb, dst, true);
+}
+
+export function dequantizeQ6_K(src: usize, nb: i32, dst: usize): void {
+  const m15 = i8x16.splat(15), m3 = i8x16.splat(3), k32 = i8x16.splat(32);
+  for (let b = 0; b < nb; b++, src += 210) {
+    const d = f16ToF32(load<u16>(src, 208));
+    for (let h: usize = 0; h < 2; h++, dst += 512) {
+      const ql = src + (h << 6), qh = src + 128 + (h << 5), sc = src + 192 + (h << 3);
+      for (let l: usize = 0; l < 32; l += 16) {
+        const is = l >> 4;
+        const a = v128.load(ql + l), c = v128.load(ql + l + 32), hb = v128.load(qh + l);
+        const q1 = i8x16.sub(v128.or(v128.and(a, m15), i16x8.shl(v128.and(hb, m3), 4)), k32);
+        const q2 = i8x16.sub(v128.or(v128.and(c, m15), i16x8.shl(v128.and(i16x8.shr_u(hb, 2), m3), 4)), k32);
+        const q3 = i8x16.sub(v128.or(highNibbles(a), i16x8.shl(v128.and(i16x8.shr_u(hb, 4), m3), 4)), k32);
+        const q4 = i8x16.sub(v128.or(highNibbles(c), i16x8.shl(v128.and(i16x8.shr_u(hb, 6), m3), 4)), k32);
+        storeScaled16(dst + (l << 2), q1, f32x4.splat(d * <f32>load<i8>(sc + is)), true);
+        storeScaled16(dst + 128 + (l << 2), q2, f32x4.splat(d * <f32>load<i8>(sc + is + 2)), true);
+        storeScaled16(dst + 256 + (l << 2), q3, f32x4.splat(d * <f32>load<i8>(sc + is + 4)), true);
+        storeScaled16(dst + 384 + (l << 2), q4, f32x4.splat(d * <f32>load<i8>(sc + is + 6)), true);
+      }
+    }
+  }
+}
+
+/** kvalues_mxfp4 (doubled e2m1 values) by nibble, as bytes */
+// @ts-ignore: decorator
+@inline function fp4Values(q: v128): v128 {
+  return i8x16.swizzle(v128(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12), q);
+}
+
+export function dequantizeMxfp4(src: usize, nb: i32, dst: usize): void {
+  for (let b = 0; b < nb; b++, src += 17, dst += 128) {
+    const e = <u32>load<u8>(src);
+    const d = f32x4.splat(reinterpret<f32>(e >= 2 ? (e - 1) << 23 : <u32>0x200000 << e));
+    const q = v128.load(src, 1);
+    storeScaled16(dst, fp4Values(lowNibbles(q)), d, true);
+    storeScaled16(dst + 64, fp4Values(highNibbles(q)), d, true);
+  }
+}
+
+export function dequantizeNvfp4(src: usize, nb: i32, dst: usize): void {
+  for (let b = 0; b < nb; b++, src += 36) {
+    for (let s: usize = 0; s < 4; s++, dst += 64) {
+      const d = f32x4.splat(ue4m3Half(<i32>load<u8>(src + s)));
+      // 8 bytes: low nibbles are elements 0..7, high nibbles 8..15
+      const q = v128.load64_zero(src + 4 + (s << 3));
+      const codes = i8x16.shuffle(lowNibbles(q), highNibbles(q), 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
+      storeScaled16(dst, fp4Values(codes), d, true);
+    }
+  }
 }

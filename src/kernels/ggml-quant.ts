@@ -5,14 +5,15 @@
  * imatrix paths) it runs the scalar reference, as does everything when WebAssembly SIMD is missing or
  * turned off (setWasmVariant('off'); the CLI maps LOWBIT_WASM=off to it).
  *
- * Covered (quantize_row_X_ref, byte-identical to the scalar references and so to llama.cpp):
+ * Covered (quantize_row_X_ref, byte-identical to the scalar references and so to llama.cpp; and
+ * dequantize_row_X, float-identical to the references):
  *   Q8_0 Q4_0 Q4_1 Q5_0 Q5_1  Q2_K Q3_K Q4_K Q5_K Q6_K  MXFP4 NVFP4
  *
  * The input is streamed through a buffer inside the kernel's memory, CHUNK floats at a time (copy in,
  * quantize, copy out); rows do not matter to these quantizers, only whole blocks. A NaN or infinity
  * makes the kernel decline, and the reference then reports the bad element.
  */
-import { registerGgmlFastQuantizer, type GgmlFastQuantize } from '../quant/ggml/registry.js';
+import { registerGgmlFastDequantizer, registerGgmlFastQuantizer, type GgmlFastDequantize, type GgmlFastQuantize } from '../quant/ggml/registry.js';
 import { ggmlTypeByName, type GgmlTypeInfo } from '../quant/ggml/types.js';
 import { compileKernel, kernelInstance, type KernelInstance } from './wasm.js';
 import * as quantWasm from './wasm/quant.generated.js';
@@ -133,6 +134,37 @@ function fastQuantizer(t: GgmlTypeInfo, exportName: string): GgmlFastQuantize {
   };
 }
 
+type DequantFn = (src: number, nBlocks: number, dst: number) => void;
+
+function fastDequantizer(t: GgmlTypeInfo, exportName: string): GgmlFastDequantize {
+  return (src, n, out) => {
+    if (!Number.isSafeInteger(n) || n < 0 || n % t.blockSize !== 0 || out.length < n || src.length < (n / t.blockSize) * t.typeSize) return false;
+    const k = kernel();
+    if (!k) return false;
+    const fn = k.inst.exports[exportName] as DequantFn;
+    const buf = k.inst.memory.buffer;
+    const floats = new Float32Array(buf, k.input, CHUNK);
+    const bytes = new Uint8Array(buf, k.output, (CHUNK / t.blockSize) * t.typeSize);
+    for (let i = 0, o = 0; i < n; i += CHUNK) {
+      const m = Math.min(CHUNK, n - i);
+      const nb = m / t.blockSize;
+      const ib = nb * t.typeSize;
+      bytes.set(src.subarray(o, o + ib));
+      fn(k.output, nb, k.input);
+      out.set(floats.subarray(0, m), i);
+      o += ib;
+    }
+    return true;
+  };
+}
+
+/** The WebAssembly dequantizer of a covered type, or undefined. */
+export function wasmDequantizer(typeName: string): GgmlFastDequantize | undefined {
+  const t = ggmlTypeByName(typeName);
+  const name = t ? WASM_QUANTIZERS[t.name] : undefined;
+  return t && name ? fastDequantizer(t, name.replace(/^quantize/, 'dequantize')) : undefined;
+}
+
 /** The WebAssembly quantizer of a covered type (module-wide instance), or undefined. */
 export function wasmQuantizer(typeName: string): GgmlFastQuantize | undefined {
   const t = ggmlTypeByName(typeName);
@@ -140,4 +172,7 @@ export function wasmQuantizer(typeName: string): GgmlFastQuantize | undefined {
   return t && name ? fastQuantizer(t, name) : undefined;
 }
 
-for (const name of Object.keys(WASM_QUANTIZERS)) registerGgmlFastQuantizer(name, wasmQuantizer(name));
+for (const name of Object.keys(WASM_QUANTIZERS)) {
+  registerGgmlFastQuantizer(name, wasmQuantizer(name));
+  registerGgmlFastDequantizer(name, wasmDequantizer(name));
+}
