@@ -10,7 +10,7 @@
  * {"scheme": id, "shape": [rows, rowLength]}. `__metadata__["lowbit.recipe"]` holds the recipe.
  * Unquantized tensors keep their float dtype.
  */
-import { fail } from '../errors.js';
+import { fail, LowbitError } from '../errors.js';
 import { LLAMA_FTYPES, planLlamaTypes, llamaFtype, allowsQuantization, requiresImatrix, type PlanTensor } from '../algos/llama-types.js';
 import { importanceOf, type Imatrix } from '../algos/imatrix.js';
 import { ruleFor, type Recipe, type RecipeRule } from '../algos/recipe.js';
@@ -237,10 +237,10 @@ function floatTensor(x: Float32Array, type: GgmlTypeInfo): { bytes: Uint8Array; 
   return { bytes, dequant: toFloat32(type.name, bytes) };
 }
 
+/** the codec (its quantize rejects NaN and infinities, naming the element, row and column) */
 function checkGgmlTensor(x: Float32Array, type: GgmlTypeInfo) {
   const c = ggmlCodec(type);
   if (!c?.quantize) fail(`lowbit cannot quantize to ${type.name} yet (dequantize only)`);
-  for (let i = 0; i < x.length; i++) if (!Number.isFinite(x[i])) fail(`tensor has a non-finite value at element ${i}; ${type.name} cannot hold it`);
   return c;
 }
 
@@ -280,9 +280,14 @@ export async function quantizeModel(m: ModelFile, plan: QuantizePlan, sink: Byte
       }
       const x = await readFloats(m, t, opts.workers?.allocate?.bind(opts.workers));
       const importance = p.ggml && ggmlCodec(p.ggml)?.usesImportance ? importanceFor(opts.imatrix, p.name, p.ne[0]) : undefined;
-      const { bytes, dequant } = opts.workers
-        ? await quantizeGgmlTensorOn(opts.workers, x, p.ne, p.ggml as GgmlTypeInfo, importance)
-        : quantizeGgmlTensor(x, p.ne, p.ggml as GgmlTypeInfo, importance);
+      let q: { bytes: Uint8Array; dequant: Float32Array };
+      try {
+        q = opts.workers ? await quantizeGgmlTensorOn(opts.workers, x, p.ne, p.ggml as GgmlTypeInfo, importance) : quantizeGgmlTensor(x, p.ne, p.ggml as GgmlTypeInfo, importance);
+      } catch (e) {
+        if (e instanceof LowbitError) fail(`${p.name}: ${e.message}`);
+        throw e;
+      }
+      const { bytes, dequant } = q;
       await w.write(bytes);
       done({ name: p.name, shape: p.ne, type: p.to, bytes: bytes.length, bitsPerWeight: (bytes.length * 8) / n, sqnrDb: sqnrDb(x, dequant), ...(p.fallbackFrom ? { fallbackFrom: p.fallbackFrom } : {}) });
     }
