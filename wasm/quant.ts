@@ -587,20 +587,11 @@ function levelsFromSearch(sb: i32, n: i32): void {
     diff = useMad ? f32x4.abs(diff) : f32x4.mul(diff, diff);
     bestError = f32x4.add(bestError, f32x4.mul(v128.load(W + o), diff));
   }
-  // A trial whose levels equal the previous trial's in every lane (min unchanged) reproduces its
-  // error exactly, and an equal error never wins: such trials are skipped.
-  let prevValid = false;
   for (let is = 0; is <= nstep; is++) {
     const num: f32 = (rmin + rdelta * <f32>is) + nmax;
     iscale = f32x4.div(f32x4.splat(num), f32x4.sub(max, min));
-    let changed = i32x4.splat(0);
-    for (let o: usize = 0; o < nb; o += 16) {
-      const l = f32x4.pmin(f32x4.pmax(rintV(f32x4.mul(iscale, v128.load(XM + o))), zero), vnmax);
-      changed = v128.or(changed, f32x4.ne(l, v128.load(LA + o)));
-      v128.store(LA + o, l);
-    }
-    if (prevValid && !v128.any_true(changed)) continue;
-    prevValid = true;
+    // levels first (no dependency chain), then the sums (three float32 chains, in element order)
+    for (let o: usize = 0; o < nb; o += 16) v128.store(LA + o, f32x4.pmin(f32x4.pmax(rintV(f32x4.mul(iscale, v128.load(XM + o))), zero), vnmax));
     let sumL = zero, sumL2 = zero, sumXL = zero;
     for (let o: usize = 0; o < nb; o += 16) {
       const l = v128.load(LA + o);
@@ -632,7 +623,6 @@ function levelsFromSearch(sb: i32, n: i32): void {
     if (v128.any_true(minMoves)) {
       min = sel(thisMin, min, minMoves);
       for (let o: usize = 0; o < nb; o += 16) v128.store(XM + o, f32x4.sub(v128.load(X + o), min));
-      prevValid = false;
     }
   }
   v128.store(minsOut, f32x4.neg(min));
