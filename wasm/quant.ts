@@ -522,17 +522,20 @@ const LB = memory.data(256, 16); // final levels, one byte per element, natural 
 const SCALES = memory.data(64, 16);
 const MINS = memory.data(64, 16);
 
-/** group of 4 sub-blocks of n floats (sub-block k at src + k * stride bytes) -> n vectors at dst */
+/**
+ * group of 4 sub-blocks of n floats (sub-block k at src + k * stride bytes) -> n vectors at dst,
+ * vector j at dst + j * vstride (16: consecutive; 32: alternating with another group's)
+ */
 // @ts-ignore: decorator
-@inline function transposeGroup(src: usize, n: i32, stride: usize, dst: usize): void {
-  for (let j = 0; j < n; j += 4, src += 16, dst += 64) {
+@inline function transposeGroup(src: usize, n: i32, stride: usize, dst: usize, vstride: usize = 16): void {
+  for (let j = 0; j < n; j += 4, src += 16, dst += 4 * vstride) {
     const a = v128.load(src), b = v128.load(src + stride), c = v128.load(src + 2 * stride), d = v128.load(src + 3 * stride);
     const t0 = i32x4.shuffle(a, b, 0, 4, 1, 5), t1 = i32x4.shuffle(a, b, 2, 6, 3, 7);
     const t2 = i32x4.shuffle(c, d, 0, 4, 1, 5), t3 = i32x4.shuffle(c, d, 2, 6, 3, 7);
     v128.store(dst, i32x4.shuffle(t0, t2, 0, 1, 4, 5));
-    v128.store(dst, i32x4.shuffle(t0, t2, 2, 3, 6, 7), 16);
-    v128.store(dst, i32x4.shuffle(t1, t3, 0, 1, 4, 5), 32);
-    v128.store(dst, i32x4.shuffle(t1, t3, 2, 3, 6, 7), 48);
+    v128.store(dst + vstride, i32x4.shuffle(t0, t2, 2, 3, 6, 7));
+    v128.store(dst + 2 * vstride, i32x4.shuffle(t1, t3, 0, 1, 4, 5));
+    v128.store(dst + 3 * vstride, i32x4.shuffle(t1, t3, 2, 3, 6, 7));
   }
 }
 
@@ -545,10 +548,16 @@ function superBlockBad(src: usize): bool {
   return v128.any_true(bad);
 }
 
-/** the levels a make_* search left for sub-block sb (n elements per sub-block) -> LB, as bytes */
-function levelsFromSearch(sb: i32, n: i32): void {
-  const base = TL + <usize>((sb >> 2) * n) * 16 + (<usize>(sb & 3) << 2);
-  for (let i = 0; i < n; i++) store<u8>(LB + <usize>(sb * n + i), <u8><i32>load<f32>(base + (<usize>i << 4)));
+/**
+ * the levels a make_* search left for sub-block sb (n elements per sub-block) -> LB, as bytes; paired:
+ * the alternating layout of makeQkxPair (groups 2p and 2p + 1 interleaved)
+ */
+function levelsFromSearch(sb: i32, n: i32, paired: bool = false): void {
+  const g = sb >> 2;
+  const lane = <usize>(sb & 3) << 2;
+  const base = paired ? TL + <usize>((g >> 1) * n) * 32 + (<usize>(g & 1) << 4) + lane : TL + <usize>(g * n) * 16 + lane;
+  const step: usize = paired ? 32 : 16;
+  for (let i = 0; i < n; i++) store<u8>(LB + <usize>(sb * n + i), <u8><i32>load<f32>(base + <usize>i * step));
 }
 
 /**
@@ -628,6 +637,123 @@ function levelsFromSearch(sb: i32, n: i32): void {
   v128.store(minsOut, f32x4.neg(min));
   for (let o: usize = 0; o < nb; o += 16) v128.store(L + o, v128.and(v128.load(L + o), live));
   return v128.and(scale, live);
+}
+
+/**
+ * makeQkxGroup for two groups at once (A and B), whose vectors alternate in memory (vector j of A at
+ * 32 j, of B at 32 j + 16): each lane still follows the scalar order, and the two groups' independent
+ * float32 chains overlap in the CPU. Scales of A and B go to scalesOut and scalesOut + 16, -min to
+ * minsOut and minsOut + 16; levels stay in L (same alternating layout).
+ */
+// @ts-ignore: decorator
+@inline function makeQkxPair(X: usize, W: usize, XM: usize, L: usize, LA: usize, n: i32, nmax: f32, rmin: f32, rdelta: f32, nstep: i32, useMad: bool, scalesOut: usize, minsOut: usize): void {
+  const zero = f32x4.splat(0);
+  const vnmax = f32x4.splat(nmax);
+  const nb = <usize>n << 5;
+  let xa = v128.load(X), xb = v128.load(X, 16);
+  let wa = v128.load(W), wb = v128.load(W, 16);
+  let minA = xa, maxA = xa, minB = xb, maxB = xb;
+  let sumWA = wa, sumWB = wb;
+  let sumXA = f32x4.mul(wa, xa), sumXB = f32x4.mul(wb, xb);
+  for (let o: usize = 32; o < nb; o += 32) {
+    xa = v128.load(X + o); xb = v128.load(X + o, 16);
+    wa = v128.load(W + o); wb = v128.load(W + o, 16);
+    minA = f32x4.pmin(minA, xa); minB = f32x4.pmin(minB, xb); // if (x < min) min = x
+    maxA = f32x4.pmax(maxA, xa); maxB = f32x4.pmax(maxB, xb);
+    sumWA = f32x4.add(sumWA, wa); sumWB = f32x4.add(sumWB, wb);
+    sumXA = f32x4.add(sumXA, f32x4.mul(wa, xa)); sumXB = f32x4.add(sumXB, f32x4.mul(wb, xb));
+  }
+  minA = sel(zero, minA, f32x4.gt(minA, zero));
+  minB = sel(zero, minB, f32x4.gt(minB, zero));
+  const liveA = f32x4.gt(maxA, minA), liveB = f32x4.gt(maxB, minB); // lanes with max <= min return early in the reference
+  for (let o: usize = 0; o < nb; o += 32) {
+    v128.store(XM + o, f32x4.sub(v128.load(X + o), minA));
+    v128.store(XM + o, f32x4.sub(v128.load(X + o, 16), minB), 16);
+  }
+  let iscaleA = f32x4.div(vnmax, f32x4.sub(maxA, minA)), iscaleB = f32x4.div(vnmax, f32x4.sub(maxB, minB));
+  let scaleA = f32x4.div(f32x4.splat(1), iscaleA), scaleB = f32x4.div(f32x4.splat(1), iscaleB);
+  let bestA = zero, bestB = zero;
+  for (let o: usize = 0; o < nb; o += 32) {
+    const la = f32x4.pmin(f32x4.pmax(rintV(f32x4.mul(iscaleA, v128.load(XM + o))), zero), vnmax);
+    const lb = f32x4.pmin(f32x4.pmax(rintV(f32x4.mul(iscaleB, v128.load(XM + o, 16))), zero), vnmax);
+    v128.store(L + o, la);
+    v128.store(L + o, lb, 16);
+    let da = f32x4.sub(f32x4.add(f32x4.mul(scaleA, la), minA), v128.load(X + o));
+    let db = f32x4.sub(f32x4.add(f32x4.mul(scaleB, lb), minB), v128.load(X + o, 16));
+    da = useMad ? f32x4.abs(da) : f32x4.mul(da, da);
+    db = useMad ? f32x4.abs(db) : f32x4.mul(db, db);
+    bestA = f32x4.add(bestA, f32x4.mul(v128.load(W + o), da));
+    bestB = f32x4.add(bestB, f32x4.mul(v128.load(W + o, 16), db));
+  }
+  for (let is = 0; is <= nstep; is++) {
+    const num = f32x4.splat((rmin + rdelta * <f32>is) + nmax);
+    iscaleA = f32x4.div(num, f32x4.sub(maxA, minA));
+    iscaleB = f32x4.div(num, f32x4.sub(maxB, minB));
+    for (let o: usize = 0; o < nb; o += 32) {
+      v128.store(LA + o, f32x4.pmin(f32x4.pmax(rintV(f32x4.mul(iscaleA, v128.load(XM + o))), zero), vnmax));
+      v128.store(LA + o, f32x4.pmin(f32x4.pmax(rintV(f32x4.mul(iscaleB, v128.load(XM + o, 16))), zero), vnmax), 16);
+    }
+    let sumLA = zero, sumL2A = zero, sumXLA = zero, sumLB = zero, sumL2B = zero, sumXLB = zero;
+    for (let o: usize = 0; o < nb; o += 32) {
+      const la = v128.load(LA + o), lb = v128.load(LA + o, 16);
+      const wla = f32x4.mul(v128.load(W + o), la), wlb = f32x4.mul(v128.load(W + o, 16), lb);
+      sumLA = f32x4.add(sumLA, wla);
+      sumLB = f32x4.add(sumLB, wlb);
+      sumL2A = f32x4.add(sumL2A, f32x4.mul(wla, la));
+      sumL2B = f32x4.add(sumL2B, f32x4.mul(wlb, lb));
+      sumXLA = f32x4.add(sumXLA, f32x4.mul(wla, v128.load(X + o)));
+      sumXLB = f32x4.add(sumXLB, f32x4.mul(wlb, v128.load(X + o, 16)));
+    }
+    const DA = f32x4.sub(f32x4.mul(sumWA, sumL2A), f32x4.mul(sumLA, sumLA));
+    const DB = f32x4.sub(f32x4.mul(sumWB, sumL2B), f32x4.mul(sumLB, sumLB));
+    const validA = v128.and(f32x4.gt(DA, zero), liveA), validB = v128.and(f32x4.gt(DB, zero), liveB);
+    if (!v128.any_true(v128.or(validA, validB))) continue;
+    let thisScaleA = f32x4.div(f32x4.sub(f32x4.mul(sumWA, sumXLA), f32x4.mul(sumXA, sumLA)), DA);
+    let thisScaleB = f32x4.div(f32x4.sub(f32x4.mul(sumWB, sumXLB), f32x4.mul(sumXB, sumLB)), DB);
+    let thisMinA = f32x4.div(f32x4.sub(f32x4.mul(sumL2A, sumXA), f32x4.mul(sumLA, sumXLA)), DA);
+    let thisMinB = f32x4.div(f32x4.sub(f32x4.mul(sumL2B, sumXB), f32x4.mul(sumLB, sumXLB)), DB);
+    const posA = f32x4.gt(thisMinA, zero), posB = f32x4.gt(thisMinB, zero);
+    thisMinA = sel(zero, thisMinA, posA);
+    thisMinB = sel(zero, thisMinB, posB);
+    thisScaleA = sel(f32x4.div(sumXLA, sumL2A), thisScaleA, posA);
+    thisScaleB = sel(f32x4.div(sumXLB, sumL2B), thisScaleB, posB);
+    let errA = zero, errB = zero;
+    for (let o: usize = 0; o < nb; o += 32) {
+      let da = f32x4.sub(f32x4.add(f32x4.mul(thisScaleA, v128.load(LA + o)), thisMinA), v128.load(X + o));
+      let db = f32x4.sub(f32x4.add(f32x4.mul(thisScaleB, v128.load(LA + o, 16)), thisMinB), v128.load(X + o, 16));
+      da = useMad ? f32x4.abs(da) : f32x4.mul(da, da);
+      db = useMad ? f32x4.abs(db) : f32x4.mul(db, db);
+      errA = f32x4.add(errA, f32x4.mul(v128.load(W + o), da));
+      errB = f32x4.add(errB, f32x4.mul(v128.load(W + o, 16), db));
+    }
+    const winA = v128.and(validA, f32x4.lt(errA, bestA)), winB = v128.and(validB, f32x4.lt(errB, bestB));
+    if (!v128.any_true(v128.or(winA, winB))) continue;
+    for (let o: usize = 0; o < nb; o += 32) {
+      v128.store(L + o, sel(v128.load(LA + o), v128.load(L + o), winA));
+      v128.store(L + o, sel(v128.load(LA + o, 16), v128.load(L + o, 16), winB), 16);
+    }
+    bestA = sel(errA, bestA, winA);
+    bestB = sel(errB, bestB, winB);
+    scaleA = sel(thisScaleA, scaleA, winA);
+    scaleB = sel(thisScaleB, scaleB, winB);
+    const movesA = v128.and(winA, f32x4.ne(minA, thisMinA)), movesB = v128.and(winB, f32x4.ne(minB, thisMinB));
+    if (v128.any_true(v128.or(movesA, movesB))) {
+      minA = sel(thisMinA, minA, movesA);
+      minB = sel(thisMinB, minB, movesB);
+      for (let o: usize = 0; o < nb; o += 32) {
+        v128.store(XM + o, f32x4.sub(v128.load(X + o), minA));
+        v128.store(XM + o, f32x4.sub(v128.load(X + o, 16), minB), 16);
+      }
+    }
+  }
+  v128.store(minsOut, f32x4.neg(minA));
+  v128.store(minsOut, f32x4.neg(minB), 16);
+  for (let o: usize = 0; o < nb; o += 32) {
+    v128.store(L + o, v128.and(v128.load(L + o), liveA));
+    v128.store(L + o, v128.and(v128.load(L + o, 16), liveB), 16);
+  }
+  v128.store(scalesOut, v128.and(scaleA, liveA));
+  v128.store(scalesOut, v128.and(scaleB, liveB), 16);
 }
 
 /**
@@ -771,19 +897,22 @@ function pack2(out: usize): void {
   const top = i32x4.splat(five ? 31 : 15);
   for (let b = 0; b < nb; b++, src += 1024, dst += bytes) {
     if (superBlockBad(src)) return 1;
-    for (let g: usize = 0; g < 2; g++) {
-      const X = TX + g * 512, W = TW + g * 512;
-      transposeGroup(src + g * 512, 32, 128, X);
-      // weights: sqrt(mean x^2) + |x| (sum of squares in order, per sub-block)
-      let s = f32x4.splat(0);
-      for (let o: usize = 0; o < 512; o += 16) {
-        const x = v128.load(X + o);
-        s = f32x4.add(s, f32x4.mul(x, x));
-      }
-      const avX = f32x4.sqrt(f32x4.div(s, f32x4.splat(32)));
-      for (let o: usize = 0; o < 512; o += 16) v128.store(W + o, f32x4.add(avX, f32x4.abs(v128.load(X + o))));
-      v128.store(SCALES + (g << 4), makeQkxGroup(X, W, TXM + g * 512, TL + g * 512, TLA + g * 512, 32, nmax, rmin, <f32>0.1, nstep, false, MINS + (g << 4)));
+    // sub-blocks 0-3 and 4-7 as two alternating groups
+    transposeGroup(src, 32, 128, TX, 32);
+    transposeGroup(src + 512, 32, 128, TX + 16, 32);
+    // weights: sqrt(mean x^2) + |x| (sum of squares in order, per sub-block)
+    let sa = f32x4.splat(0), sb = f32x4.splat(0);
+    for (let o: usize = 0; o < 1024; o += 32) {
+      const xa = v128.load(TX + o), xb = v128.load(TX + o, 16);
+      sa = f32x4.add(sa, f32x4.mul(xa, xa));
+      sb = f32x4.add(sb, f32x4.mul(xb, xb));
     }
+    const avA = f32x4.sqrt(f32x4.div(sa, f32x4.splat(32))), avB = f32x4.sqrt(f32x4.div(sb, f32x4.splat(32)));
+    for (let o: usize = 0; o < 1024; o += 32) {
+      v128.store(TW + o, f32x4.add(avA, f32x4.abs(v128.load(TX + o))));
+      v128.store(TW + o, f32x4.add(avB, f32x4.abs(v128.load(TX + o, 16))), 16);
+    }
+    makeQkxPair(TX, TW, TXM, TL, TLA, 32, nmax, rmin, <f32>0.1, nstep, false, SCALES, MINS);
     // 6-bit sub-block scales and mins, by the largest of each
     let maxScale: f32 = 0, maxMin: f32 = 0;
     for (let j = 0; j < 8; j++) {
@@ -816,7 +945,7 @@ function pack2(out: usize): void {
     for (let j = 0; j < 8; j++) {
       const d = dAll * <f32>load<i32>(SCALES + (<usize>j << 2));
       if (!truthy(d)) {
-        levelsFromSearch(j, 32);
+        levelsFromSearch(j, 32, true);
         continue;
       }
       const dm = mAll * <f32>load<i32>(MINS + (<usize>j << 2));
@@ -1015,11 +1144,13 @@ export function quantizeQ3_K(src: usize, nb: i32, dst: usize): i32 {
 export function quantizeQ2_K(src: usize, nb: i32, dst: usize): i32 {
   for (let b = 0; b < nb; b++, src += 1024, dst += 84) {
     if (superBlockBad(src)) return 1;
-    for (let g: usize = 0; g < 4; g++) {
-      const X = TX + g * 256, W = TW + g * 256;
-      transposeGroup(src + g * 256, 16, 64, X);
-      for (let o: usize = 0; o < 256; o += 16) v128.store(W + o, f32x4.abs(v128.load(X + o)));
-      v128.store(SCALES + (g << 4), makeQkxGroup(X, W, TXM + g * 256, TL + g * 256, TLA + g * 256, 16, 3, -0.5, <f32>0.1, 15, true, MINS + (g << 4)));
+    for (let p: usize = 0; p < 2; p++) {
+      // groups 2p and 2p + 1 (sub-blocks 8p..8p+7) alternate
+      const X = TX + p * 512, W = TW + p * 512;
+      transposeGroup(src + p * 512, 16, 64, X, 32);
+      transposeGroup(src + p * 512 + 256, 16, 64, X + 16, 32);
+      for (let o: usize = 0; o < 512; o += 16) v128.store(W + o, f32x4.abs(v128.load(X + o)));
+      makeQkxPair(X, W, TXM + p * 512, TL + p * 512, TLA + p * 512, 16, 3, -0.5, <f32>0.1, 15, true, SCALES + (p << 5), MINS + (p << 5));
     }
     let maxScale: f32 = 0, maxMin: f32 = 0;
     for (let j = 0; j < 16; j++) {
@@ -1048,7 +1179,7 @@ export function quantizeQ2_K(src: usize, nb: i32, dst: usize): i32 {
       const sc = <i32>load<u8>(dst + j);
       const d = dAll * <f32>(sc & 0xf);
       if (!truthy(d)) {
-        levelsFromSearch(j, 16);
+        levelsFromSearch(j, 16, true);
         continue;
       }
       const vdm = f32x4.splat(mAll * <f32>(sc >> 4)), vd = f32x4.splat(d);
