@@ -757,56 +757,79 @@ function levelsFromSearch(sb: i32, n: i32, paired: bool = false): void {
 }
 
 /**
- * make_qx_quants(n, nmax, x, L, rmse_type = 1, qw = NULL) for one group (weights x^2): levels l + nmax
- * in [0, 2 nmax) left in TL, returns the scales. Lanes with max |x| < 1e-15 get levels 0 and scale 0.
+ * make_qx_quants(n, nmax, x, L, rmse_type = 1, qw = NULL) for two groups A and B in the alternating
+ * layout of makeQkxPair (weights x^2): levels l + nmax in [0, 2 nmax) left in L, scales of A and B
+ * stored at scalesOut and scalesOut + 16. Lanes with max |x| < 1e-15 get levels 0 and scale 0.
  */
 // @ts-ignore: decorator
-@inline function makeQxGroup(X: usize, W: usize, WX: usize, L: usize, LA: usize, n: i32, nmax: f32): v128 {
+@inline function makeQxPair(X: usize, W: usize, WX: usize, L: usize, LA: usize, n: i32, nmax: f32, scalesOut: usize): void {
   const zero = f32x4.splat(0);
-  const nb = <usize>n << 4;
-  let amax = zero, max = zero;
-  for (let o: usize = 0; o < nb; o += 16) {
-    const x = v128.load(X + o);
-    const ax = f32x4.abs(x);
-    const up = f32x4.gt(ax, amax);
-    amax = sel(ax, amax, up);
-    max = sel(x, max, up);
-    const w = f32x4.mul(x, x);
-    v128.store(W + o, w);
-    v128.store(WX + o, f32x4.mul(w, x));
+  const nb = <usize>n << 5;
+  let amaxA = zero, maxA = zero, amaxB = zero, maxB = zero;
+  for (let o: usize = 0; o < nb; o += 32) {
+    const xa = v128.load(X + o), xb = v128.load(X + o, 16);
+    const axa = f32x4.abs(xa), axb = f32x4.abs(xb);
+    const upA = f32x4.gt(axa, amaxA), upB = f32x4.gt(axb, amaxB);
+    amaxA = sel(axa, amaxA, upA);
+    amaxB = sel(axb, amaxB, upB);
+    maxA = sel(xa, maxA, upA);
+    maxB = sel(xb, maxB, upB);
+    const wa = f32x4.mul(xa, xa), wb = f32x4.mul(xb, xb);
+    v128.store(W + o, wa);
+    v128.store(W + o, wb, 16);
+    v128.store(WX + o, f32x4.mul(wa, xa));
+    v128.store(WX + o, f32x4.mul(wb, xb), 16);
   }
-  const live = f32x4.ge(amax, f32x4.splat(GROUP_MAX_EPS));
+  const liveA = f32x4.ge(amaxA, f32x4.splat(GROUP_MAX_EPS)), liveB = f32x4.ge(amaxB, f32x4.splat(GROUP_MAX_EPS));
   const lo = f32x4.splat(-nmax), hi = f32x4.splat(nmax - 1), vnmax = f32x4.splat(nmax);
-  let iscale = f32x4.div(f32x4.splat(-nmax), max);
-  let sumlx = zero, suml2 = zero;
-  for (let o: usize = 0; o < nb; o += 16) {
-    const l = f32x4.pmax(f32x4.pmin(rintV(f32x4.mul(iscale, v128.load(X + o))), hi), lo);
-    v128.store(L + o, f32x4.add(l, vnmax));
-    sumlx = f32x4.add(sumlx, f32x4.mul(v128.load(WX + o), l));
-    suml2 = f32x4.add(suml2, f32x4.mul(f32x4.mul(v128.load(W + o), l), l));
+  let iscaleA = f32x4.div(f32x4.splat(-nmax), maxA), iscaleB = f32x4.div(f32x4.splat(-nmax), maxB);
+  let lxA = zero, l2A = zero, lxB = zero, l2B = zero;
+  for (let o: usize = 0; o < nb; o += 32) {
+    const la = f32x4.pmax(f32x4.pmin(rintV(f32x4.mul(iscaleA, v128.load(X + o))), hi), lo);
+    const lb = f32x4.pmax(f32x4.pmin(rintV(f32x4.mul(iscaleB, v128.load(X + o, 16))), hi), lo);
+    v128.store(L + o, f32x4.add(la, vnmax));
+    v128.store(L + o, f32x4.add(lb, vnmax), 16);
+    lxA = f32x4.add(lxA, f32x4.mul(v128.load(WX + o), la));
+    lxB = f32x4.add(lxB, f32x4.mul(v128.load(WX + o, 16), lb));
+    l2A = f32x4.add(l2A, f32x4.mul(f32x4.mul(v128.load(W + o), la), la));
+    l2B = f32x4.add(l2B, f32x4.mul(f32x4.mul(v128.load(W + o, 16), lb), lb));
   }
-  let scale = v128.and(f32x4.div(sumlx, suml2), f32x4.ne(suml2, zero));
-  let best = f32x4.mul(scale, sumlx);
+  let scaleA = v128.and(f32x4.div(lxA, l2A), f32x4.ne(l2A, zero)), scaleB = v128.and(f32x4.div(lxB, l2B), f32x4.ne(l2B, zero));
+  let bestA = f32x4.mul(scaleA, lxA), bestB = f32x4.mul(scaleB, lxB);
   for (let is = -9; is <= 9; is++) {
     if (is == 0) continue;
-    const num: f32 = -(nmax + <f32>0.1 * <f32>is);
-    iscale = f32x4.div(f32x4.splat(num), max);
-    sumlx = zero;
-    suml2 = zero;
-    for (let o: usize = 0; o < nb; o += 16) {
-      const l = f32x4.pmax(f32x4.pmin(rintV(f32x4.mul(iscale, v128.load(X + o))), hi), lo);
-      v128.store(LA + o, l);
-      sumlx = f32x4.add(sumlx, f32x4.mul(v128.load(WX + o), l));
-      suml2 = f32x4.add(suml2, f32x4.mul(f32x4.mul(v128.load(W + o), l), l));
+    const num = f32x4.splat(-(nmax + <f32>0.1 * <f32>is));
+    iscaleA = f32x4.div(num, maxA);
+    iscaleB = f32x4.div(num, maxB);
+    lxA = zero; l2A = zero; lxB = zero; l2B = zero;
+    for (let o: usize = 0; o < nb; o += 32) {
+      const la = f32x4.pmax(f32x4.pmin(rintV(f32x4.mul(iscaleA, v128.load(X + o))), hi), lo);
+      const lb = f32x4.pmax(f32x4.pmin(rintV(f32x4.mul(iscaleB, v128.load(X + o, 16))), hi), lo);
+      v128.store(LA + o, la);
+      v128.store(LA + o, lb, 16);
+      lxA = f32x4.add(lxA, f32x4.mul(v128.load(WX + o), la));
+      lxB = f32x4.add(lxB, f32x4.mul(v128.load(WX + o, 16), lb));
+      l2A = f32x4.add(l2A, f32x4.mul(f32x4.mul(v128.load(W + o), la), la));
+      l2B = f32x4.add(l2B, f32x4.mul(f32x4.mul(v128.load(W + o, 16), lb), lb));
     }
-    const win = v128.and(v128.and(f32x4.gt(suml2, zero), f32x4.gt(f32x4.mul(sumlx, sumlx), f32x4.mul(best, suml2))), live);
-    if (!v128.any_true(win)) continue;
-    for (let o: usize = 0; o < nb; o += 16) v128.store(L + o, sel(f32x4.add(v128.load(LA + o), vnmax), v128.load(L + o), win));
-    scale = sel(f32x4.div(sumlx, suml2), scale, win);
-    best = sel(f32x4.mul(scale, sumlx), best, win);
+    const winA = v128.and(v128.and(f32x4.gt(l2A, zero), f32x4.gt(f32x4.mul(lxA, lxA), f32x4.mul(bestA, l2A))), liveA);
+    const winB = v128.and(v128.and(f32x4.gt(l2B, zero), f32x4.gt(f32x4.mul(lxB, lxB), f32x4.mul(bestB, l2B))), liveB);
+    if (!v128.any_true(v128.or(winA, winB))) continue;
+    for (let o: usize = 0; o < nb; o += 32) {
+      v128.store(L + o, sel(f32x4.add(v128.load(LA + o), vnmax), v128.load(L + o), winA));
+      v128.store(L + o, sel(f32x4.add(v128.load(LA + o, 16), vnmax), v128.load(L + o, 16), winB), 16);
+    }
+    scaleA = sel(f32x4.div(lxA, l2A), scaleA, winA);
+    scaleB = sel(f32x4.div(lxB, l2B), scaleB, winB);
+    bestA = sel(f32x4.mul(scaleA, lxA), bestA, winA);
+    bestB = sel(f32x4.mul(scaleB, lxB), bestB, winB);
   }
-  for (let o: usize = 0; o < nb; o += 16) v128.store(L + o, v128.and(v128.load(L + o), live));
-  return v128.and(scale, live);
+  for (let o: usize = 0; o < nb; o += 32) {
+    v128.store(L + o, v128.and(v128.load(L + o), liveA));
+    v128.store(L + o, v128.and(v128.load(L + o, 16), liveB), 16);
+  }
+  v128.store(scalesOut, v128.and(scaleA, liveA));
+  v128.store(scalesOut, v128.and(scaleB, liveB), 16);
 }
 
 /**
@@ -1009,10 +1032,12 @@ export function quantizeQ5_K(src: usize, nb: i32, dst: usize): i32 {
 export function quantizeQ6_K(src: usize, nb: i32, dst: usize): i32 {
   for (let b = 0; b < nb; b++, src += 1024, dst += 210) {
     if (superBlockBad(src)) return 1;
-    for (let g: usize = 0; g < 4; g++) {
-      const X = TX + g * 256;
-      transposeGroup(src + g * 256, 16, 64, X);
-      v128.store(SCALES + (g << 4), makeQxGroup(X, TW + g * 256, TXM + g * 256, TL + g * 256, TLA + g * 256, 16, 32));
+    for (let p: usize = 0; p < 2; p++) {
+      // groups 2p and 2p + 1 (sub-blocks 8p..8p+7) alternate
+      const X = TX + p * 512;
+      transposeGroup(src + p * 512, 16, 64, X, 32);
+      transposeGroup(src + p * 512 + 256, 16, 64, X + 16, 32);
+      makeQxPair(X, TW + p * 512, TXM + p * 512, TL + p * 512, TLA + p * 512, 16, 32, SCALES + (p << 5));
     }
     let maxScale: f32 = 0, maxAbsScale: f32 = 0;
     for (let ib = 0; ib < 16; ib++) {
@@ -1037,7 +1062,7 @@ export function quantizeQ6_K(src: usize, nb: i32, dst: usize): i32 {
     for (let j = 0; j < 16; j++) {
       const d = dAll * <f32>load<i8>(dst + 192 + j);
       if (!truthy(d)) {
-        levelsFromSearch(j, 16);
+        levelsFromSearch(j, 16, true);
         continue;
       }
       const vd = f32x4.splat(d);
