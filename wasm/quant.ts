@@ -66,13 +66,6 @@ const MAGIC: f32 = 12582912.0;
 }
 
 // @ts-ignore: decorator
-@inline function hmax(m: v128): f32 {
-  m = f32x4.max(m, i32x4.shuffle(m, m, 2, 3, 0, 1));
-  m = f32x4.max(m, i32x4.shuffle(m, m, 1, 0, 3, 2));
-  return f32x4.extract_lane(m, 0);
-}
-
-// @ts-ignore: decorator
 @inline function hpmin(m: v128): f32 {
   m = f32x4.pmin(m, i32x4.shuffle(m, m, 2, 3, 0, 1));
   m = f32x4.pmin(m, i32x4.shuffle(m, m, 1, 0, 3, 2));
@@ -511,7 +504,8 @@ export function quantizeNvfp4(src: usize, nb: i32, dst: usize): i32 {
 // ---------------------------------------------------------------- K-quants: lane-parallel scale searches
 //
 // Scratch for one super-block, in the transposed layout: vector j of group g holds element j of
-// sub-blocks 4g..4g+3 (group g starts at g * n vectors). Levels are kept as float32.
+// sub-blocks 4g..4g+3. Q3_K: group g starts at g * n vectors; Q2_K, Q4_K, Q5_K, Q6_K: groups 2p and
+// 2p + 1 alternate vector by vector (makeQkxPair / makeQxPair). Levels are kept as float32.
 
 const TX = memory.data(1024, 16); // x
 const TW = memory.data(1024, 16); // weights
@@ -561,89 +555,12 @@ function levelsFromSearch(sb: i32, n: i32, paired: bool = false): void {
 }
 
 /**
- * make_qkx2_quants (src/quant/ggml/common.ts makeQkxQuants) for the 4 sub-blocks of one group:
- * x ~ scale * L + min, L in [0, nmax], min <= 0. X, W: the group's x and weights. Leaves the levels in
- * TL, stores -min at minsOut, returns the scales. Lanes whose max <= min get levels 0 and scale 0.
- */
-// @ts-ignore: decorator
-@inline function makeQkxGroup(X: usize, W: usize, XM: usize, L: usize, LA: usize, n: i32, nmax: f32, rmin: f32, rdelta: f32, nstep: i32, useMad: bool, minsOut: usize): v128 {
-  const zero = f32x4.splat(0);
-  const vnmax = f32x4.splat(nmax);
-  const nb = <usize>n << 4;
-  let x = v128.load(X);
-  let w = v128.load(W);
-  let min = x, max = x;
-  let sumW = w;
-  let sumX = f32x4.mul(w, x);
-  for (let o: usize = 16; o < nb; o += 16) {
-    x = v128.load(X + o);
-    w = v128.load(W + o);
-    min = f32x4.pmin(min, x); // if (x < min) min = x
-    max = f32x4.pmax(max, x);
-    sumW = f32x4.add(sumW, w);
-    sumX = f32x4.add(sumX, f32x4.mul(w, x));
-  }
-  min = sel(zero, min, f32x4.gt(min, zero));
-  const live = f32x4.gt(max, min); // lanes with max <= min return early in the reference
-  for (let o: usize = 0; o < nb; o += 16) v128.store(XM + o, f32x4.sub(v128.load(X + o), min));
-  let iscale = f32x4.div(vnmax, f32x4.sub(max, min));
-  let scale = f32x4.div(f32x4.splat(1), iscale);
-  let bestError = zero;
-  for (let o: usize = 0; o < nb; o += 16) {
-    const l = f32x4.pmin(f32x4.pmax(rintV(f32x4.mul(iscale, v128.load(XM + o))), zero), vnmax);
-    v128.store(L + o, l);
-    let diff = f32x4.sub(f32x4.add(f32x4.mul(scale, l), min), v128.load(X + o));
-    diff = useMad ? f32x4.abs(diff) : f32x4.mul(diff, diff);
-    bestError = f32x4.add(bestError, f32x4.mul(v128.load(W + o), diff));
-  }
-  for (let is = 0; is <= nstep; is++) {
-    const num: f32 = (rmin + rdelta * <f32>is) + nmax;
-    iscale = f32x4.div(f32x4.splat(num), f32x4.sub(max, min));
-    // levels first (no dependency chain), then the sums (three float32 chains, in element order)
-    for (let o: usize = 0; o < nb; o += 16) v128.store(LA + o, f32x4.pmin(f32x4.pmax(rintV(f32x4.mul(iscale, v128.load(XM + o))), zero), vnmax));
-    let sumL = zero, sumL2 = zero, sumXL = zero;
-    for (let o: usize = 0; o < nb; o += 16) {
-      const l = v128.load(LA + o);
-      const wl = f32x4.mul(v128.load(W + o), l);
-      sumL = f32x4.add(sumL, wl);
-      sumL2 = f32x4.add(sumL2, f32x4.mul(wl, l));
-      sumXL = f32x4.add(sumXL, f32x4.mul(wl, v128.load(X + o)));
-    }
-    const D = f32x4.sub(f32x4.mul(sumW, sumL2), f32x4.mul(sumL, sumL));
-    const valid = v128.and(f32x4.gt(D, zero), live);
-    if (!v128.any_true(valid)) continue;
-    let thisScale = f32x4.div(f32x4.sub(f32x4.mul(sumW, sumXL), f32x4.mul(sumX, sumL)), D);
-    let thisMin = f32x4.div(f32x4.sub(f32x4.mul(sumL2, sumX), f32x4.mul(sumL, sumXL)), D);
-    const pos = f32x4.gt(thisMin, zero);
-    thisMin = sel(zero, thisMin, pos);
-    thisScale = sel(f32x4.div(sumXL, sumL2), thisScale, pos);
-    let curError = zero;
-    for (let o: usize = 0; o < nb; o += 16) {
-      let diff = f32x4.sub(f32x4.add(f32x4.mul(thisScale, v128.load(LA + o)), thisMin), v128.load(X + o));
-      diff = useMad ? f32x4.abs(diff) : f32x4.mul(diff, diff);
-      curError = f32x4.add(curError, f32x4.mul(v128.load(W + o), diff));
-    }
-    const win = v128.and(valid, f32x4.lt(curError, bestError));
-    if (!v128.any_true(win)) continue;
-    for (let o: usize = 0; o < nb; o += 16) v128.store(L + o, sel(v128.load(LA + o), v128.load(L + o), win));
-    bestError = sel(curError, bestError, win);
-    scale = sel(thisScale, scale, win);
-    const minMoves = v128.and(win, f32x4.ne(min, thisMin));
-    if (v128.any_true(minMoves)) {
-      min = sel(thisMin, min, minMoves);
-      for (let o: usize = 0; o < nb; o += 16) v128.store(XM + o, f32x4.sub(v128.load(X + o), min));
-    }
-  }
-  v128.store(minsOut, f32x4.neg(min));
-  for (let o: usize = 0; o < nb; o += 16) v128.store(L + o, v128.and(v128.load(L + o), live));
-  return v128.and(scale, live);
-}
-
-/**
- * makeQkxGroup for two groups at once (A and B), whose vectors alternate in memory (vector j of A at
- * 32 j, of B at 32 j + 16): each lane still follows the scalar order, and the two groups' independent
- * float32 chains overlap in the CPU. Scales of A and B go to scalesOut and scalesOut + 16, -min to
- * minsOut and minsOut + 16; levels stay in L (same alternating layout).
+ * make_qkx2_quants (src/quant/ggml/common.ts makeQkxQuants) for two groups A and B of 4 sub-blocks:
+ * x ~ scale * L + min, L in [0, nmax], min <= 0. The groups' vectors alternate in memory (vector j of
+ * A at 32 j, of B at 32 j + 16): each lane follows the scalar order, and the two groups' independent
+ * float32 chains overlap in the CPU. X, W: x and weights; the levels are left in L (same layout),
+ * the scales of A and B stored at scalesOut and scalesOut + 16, -min at minsOut and minsOut + 16.
+ * Lanes whose max <= min (an early return in the reference) get levels 0 and scale 0.
  */
 // @ts-ignore: decorator
 @inline function makeQkxPair(X: usize, W: usize, XM: usize, L: usize, LA: usize, n: i32, nmax: f32, rmin: f32, rdelta: f32, nstep: i32, useMad: bool, scalesOut: usize, minsOut: usize): void {
