@@ -3,6 +3,8 @@
  */
 export * from './formats/index.js';
 export { encode, decode, fakeQuant } from './kernels/cast.js';
+export { initQuantKernels, wasmQuantizer } from './kernels/ggml-quant.js';
+import './kernels/scheme-quant.js';
 export { LowbitError } from './errors.js';
 export { isNode, hasSimd, hasRelaxedSimd } from './env.js';
 export { sqnrDb } from './eval/metrics.js';

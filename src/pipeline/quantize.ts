@@ -19,8 +19,10 @@ import { importanceOf, type Imatrix } from '../algos/imatrix.js';
 import { ruleFor, type Recipe, type RecipeRule } from '../algos/recipe.js';
 import { ggmlCodec, ggmlCodecs } from '../quant/ggml/registry.js';
 import '../quant/ggml/index.js';
+import '../kernels/ggml-quant.js'; // the WebAssembly quantizers behind the codecs
+import '../kernels/scheme-quant.js'; // fast paths of the MX / NVFP4 schemes
 import { ggmlTypeByName, type GgmlTypeInfo } from '../quant/ggml/types.js';
-import { resolveScheme } from '../quant/registry.js';
+import { quantizeScheme, resolveScheme } from '../quant/registry.js';
 import type { QuantScheme } from '../quant/scheme.js';
 import { gguf, GgufWriter, plainValue, type GgufValue } from '../io/gguf.js';
 import type { ModelFile, ModelTensor } from '../io/model-file.js';
@@ -77,9 +79,22 @@ export interface QuantizeReport {
   hfConfig?: Record<string, unknown>;
 }
 
+/**
+ * Quantizes whole rows of a GGML type on other threads (injected by the Node layer, e.g. the CLI's
+ * worker pool; the core never starts threads). Rows are independent, so the bytes must equal
+ * ggmlCodec(type).quantize's in this thread for any split.
+ */
+export interface RowQuantizer {
+  quantizeRows(type: GgmlTypeInfo, src: Float32Array, nRows: number, rowLength: number, importance?: Float32Array): Promise<Uint8Array>;
+  /** a float array the rows are best read into (e.g. shared memory the threads see without a copy) */
+  allocate?(n: number): Float32Array;
+}
+
 export interface QuantizeOptions {
   /** importance matrix for the weighted quantizers (checked against the model first: see checkImatrix) */
   imatrix?: Imatrix;
+  /** quantize GGML tensors on these threads (default: this thread) */
+  workers?: RowQuantizer;
   /** called after each tensor */
   onTensor?(done: number, total: number, r: TensorReport): void;
 }
@@ -194,12 +209,12 @@ function normalizeGgml(s: string): string {
 
 const rows = (ne: number[]) => ne.slice(1).reduce((a, b) => a * b, 1);
 
-async function readFloats(m: ModelFile, t: ModelTensor): Promise<Float32Array> {
+async function readFloats(m: ModelFile, t: ModelTensor, allocate?: (n: number) => Float32Array): Promise<Float32Array> {
   const bytes = await m.read(t);
-  if (t.type === 'F32' || t.type === 'F16' || t.type === 'BF16' || t.type === 'F64') return toFloat32(t.type, bytes);
+  if (t.type === 'F32' || t.type === 'F16' || t.type === 'BF16' || t.type === 'F64') return toFloat32(t.type, bytes, allocate?.(t.nElements));
   const c = ggmlCodec(t.type);
   if (!c) fail(`${t.name}: cannot read tensor type ${t.type}`);
-  const out = new Float32Array(t.nElements);
+  const out = allocate ? allocate(t.nElements) : new Float32Array(t.nElements);
   c.dequantize(bytes, t.nElements, out);
   return out;
 }
@@ -274,25 +289,56 @@ function accumulateError(acc: Float64Array, x: Float32Array, y: Float32Array): v
 
 /** Quantize one float tensor to a GGML type; returns the bytes and the dequantized values. */
 export function quantizeGgmlTensor(x: Float32Array, ne: number[], type: GgmlTypeInfo, importance?: Float32Array, what = 'tensor', firstRow = 0): { bytes: Uint8Array; dequant: Float32Array } {
-  const n = x.length;
-  if (type.name === 'F32' || type.name === 'F16' || type.name === 'BF16') {
-    const bytes = fromFloat32(type.name, x);
-    return { bytes, dequant: toFloat32(type.name, bytes) };
-  }
-  const c = ggmlCodec(type);
-  if (!c?.quantize) fail(`lowbit cannot quantize to ${type.name} yet (dequantize only)`);
+  const float = floatTensor(x, type);
+  if (float) return float;
+  const c = checkGgmlTensor(x, type);
   const rowLength = ne[0];
-  const nRows = n / rowLength;
-  const bytes = new Uint8Array((n / type.blockSize) * type.typeSize);
-  try {
-    c.quantize(x, nRows, rowLength, bytes, importance); // checks its input (non-finite values) itself
-  } catch (e) {
+  const bytes = new Uint8Array((x.length / type.blockSize) * type.typeSize);
+  named(what, firstRow, () => c.quantize!(x, x.length / rowLength, rowLength, bytes, importance)); // checks its input (non-finite values) itself
+  return { bytes, dequant: dequantizeAll(c, bytes, x.length) };
+}
+
+/** quantizeGgmlTensor with the rows quantized by `workers` (same bytes). */
+export async function quantizeGgmlTensorOn(workers: RowQuantizer, x: Float32Array, ne: number[], type: GgmlTypeInfo, importance?: Float32Array, what = 'tensor', firstRow = 0): Promise<{ bytes: Uint8Array; dequant: Float32Array }> {
+  const float = floatTensor(x, type);
+  if (float) return float;
+  const c = checkGgmlTensor(x, type);
+  const rowLength = ne[0];
+  const bytes = await named(what, firstRow, () => workers.quantizeRows(type, x, x.length / rowLength, rowLength, importance));
+  return { bytes, dequant: dequantizeAll(c, bytes, x.length) };
+}
+
+/** runs fn, prefixing lowbit errors with the tensor (and the slab's first row) */
+function named<T>(what: string, firstRow: number, fn: () => T): T {
+  const rename = (e: unknown): never => {
     if (e instanceof LowbitError) fail(`${what}${firstRow ? ` (rows counted from ${firstRow})` : ''}: ${e.message}`);
     throw e;
+  };
+  try {
+    const r = fn();
+    return (r instanceof Promise ? r.catch(rename) : r) as T;
+  } catch (e) {
+    return rename(e);
   }
+}
+
+function floatTensor(x: Float32Array, type: GgmlTypeInfo): { bytes: Uint8Array; dequant: Float32Array } | undefined {
+  if (type.name !== 'F32' && type.name !== 'F16' && type.name !== 'BF16') return undefined;
+  const bytes = fromFloat32(type.name, x);
+  return { bytes, dequant: toFloat32(type.name, bytes) };
+}
+
+/** the codec (its quantize rejects NaN and infinities, naming the element, row and column) */
+function checkGgmlTensor(x: Float32Array, type: GgmlTypeInfo) {
+  const c = ggmlCodec(type);
+  if (!c?.quantize) fail(`lowbit cannot quantize to ${type.name} yet (dequantize only)`);
+  return c;
+}
+
+function dequantizeAll(c: NonNullable<ReturnType<typeof ggmlCodec>>, bytes: Uint8Array, n: number): Float32Array {
   const dequant = new Float32Array(n);
   c.dequantize(bytes, n, dequant);
-  return { bytes, dequant };
+  return dequant;
 }
 
 export async function quantizeModel(m: ModelFile, plan: QuantizePlan, sink: ByteSink, opts: QuantizeOptions = {}): Promise<QuantizeReport> {
@@ -337,7 +383,10 @@ export async function quantizeModel(m: ModelFile, plan: QuantizePlan, sink: Byte
         const matrix = Math.floor(r0 / rowsPerMatrix);
         const k = Math.min(slabRows, (matrix + 1) * rowsPerMatrix - r0);
         const x = await readRows(m, t, rowLength, r0, k);
-        const { bytes, dequant } = quantizeGgmlTensor(x, [rowLength, k], type, importance?.subarray(matrix * rowLength, (matrix + 1) * rowLength), p.name, r0);
+        const imp = importance?.subarray(matrix * rowLength, (matrix + 1) * rowLength);
+        const { bytes, dequant } = opts.workers
+          ? await quantizeGgmlTensorOn(opts.workers, x, [rowLength, k], type, imp, p.name, r0)
+          : quantizeGgmlTensor(x, [rowLength, k], type, imp, p.name, r0);
         accumulateError(errorSums, x, dequant);
         await w.write(bytes);
         bytesOut += bytes.length;
@@ -366,7 +415,7 @@ export async function quantizeModel(m: ModelFile, plan: QuantizePlan, sink: Byte
       const x = await readFloats(m, t);
       if (p.scheme) {
         for (let i = 0; i < x.length; i++) if (!Number.isFinite(x[i])) fail(`${p.name}: non-finite value at element ${i}`);
-        const packed = p.scheme.quantizeRef(x, rows(p.ne), p.ne[0]);
+        const packed = quantizeScheme(p.scheme, x, rows(p.ne), p.ne[0]);
         const dq = p.scheme.dequantizeRef(packed, rows(p.ne), p.ne[0]);
         await w.write(packed);
         done({ name: p.name, shape: p.ne, type: p.scheme.id, bytes: packed.length, bitsPerWeight: (packed.length * 8) / x.length, sqnrDb: sqnrDb(x, dq) });

@@ -10,6 +10,7 @@ import { quantizeReportHtml } from '../../pipeline/report-html.js';
 import type { Command, ParsedArgs } from '../args.js';
 import { refuseSameFile, withAtomicFile, writeFileAtomic } from '../files.js';
 import { openModelPath } from '../model-open.js';
+import { defaultThreads, QuantizePool } from '../quantize-pool.js';
 import { fileSource } from '../node-source.js';
 import { renderTable } from './formats.js';
 
@@ -84,7 +85,7 @@ function progressBar(totalParams: number) {
 export const quantizeCommand: Command = {
   name: 'quantize',
   summary: 'quantize a model to GGUF (llama.cpp types) or safetensors (generic schemes), with a per-tensor report',
-  usage: 'lowbit quantize IN OUT (--type T | --recipe FILE) [--imatrix F] [--pure] [--layout lowbit|gptq|awq] [--eval TEXT] [--report out.html] [--dry-run] [--json]',
+  usage: 'lowbit quantize IN OUT (--type T | --recipe FILE) [--imatrix F] [--pure] [--threads N] [--layout lowbit|gptq|awq] [--eval TEXT] [--report out.html] [--dry-run] [--json]',
   positionals: [1, 2],
   options: [
     { name: 'type', type: 'string', help: 'llama.cpp file type (Q4_K_M, Q8_0, ...) or a scheme (int4, mxfp4, nvfp4, nf4, q4_0, ...)' },
@@ -103,6 +104,7 @@ export const quantizeCommand: Command = {
     { name: 'eval-ctx', type: 'int', help: 'tokens per evaluation chunk', default: 512, min: 4 },
     { name: 'eval-chunks', type: 'int', help: 'evaluate at most this many chunks (default all)', min: 1 },
     { name: 'report', type: 'string', help: 'also write a self-contained HTML report (tables, SQNR per layer, KLD histogram)' },
+    { name: 'threads', type: 'int', help: 'threads quantizing GGML tensors (default: all cores; the bytes do not depend on it)', min: 1 },
     { name: 'dry-run', type: 'boolean', help: 'print the per-tensor plan and write nothing' },
     { name: 'json', type: 'boolean', help: 'print the report as JSON (no progress)' },
   ],
@@ -151,7 +153,14 @@ export const quantizeCommand: Command = {
       }
       const tty = !json && process.stderr.isTTY;
       const progress = tty ? progressBar(plan.tensors.reduce((a, p) => a + p.ne.reduce((x, y) => x * y, 1), 0)) : undefined;
-      const report = await withAtomicFile(out, (f) => quantizeModel(model, plan, { write: (b) => f.write(b) }, { imatrix, onTensor: progress?.tensor }));
+      const threads = (a.values.threads as number | undefined) ?? defaultThreads();
+      const pool = threads > 1 ? new QuantizePool(threads) : undefined;
+      let report: QuantizeReport;
+      try {
+        report = await withAtomicFile(out, (f) => quantizeModel(model, plan, { write: (b) => f.write(b) }, { imatrix, workers: pool, onTensor: progress?.tensor }));
+      } finally {
+        await pool?.close();
+      }
       // a GPTQ/AWQ checkpoint is a folder: the safetensors file and config.json beside it
       if (report.hfConfig) writeFileAtomic(configPath, JSON.stringify(report.hfConfig, null, 2) + '\n');
       let evaluation: QuantizeEvaluation | undefined;
