@@ -12,6 +12,7 @@
  * key/value head). Weights keep their stored type; only `linear` (src/model/matmul.ts) knows about formats.
  */
 import { fail } from '../errors.js';
+import { MatmulEngine } from '../kernels/matmul.js';
 import { ggmlRowBytes, type GgmlTypeInfo } from '../quant/ggml/types.js';
 import { dequantizeRows, linear, makeLinearWeight, type LinearWeight } from './matmul.js';
 import type { LlamaConfig, StoredTensor } from './types.js';
@@ -89,9 +90,19 @@ export interface LlamaWeights {
 export interface LoadOptions {
   /** dequantize every weight to f32 once at load ("fake quant": quantization error without the kernels) */
   dequantize?: boolean;
+  /**
+   * 'wasm' (default): WebAssembly SIMD matmul on the stored weights where the engine supports it
+   * (LOWBIT_WASM=off turns it off); 'reference': the plain TypeScript path.
+   */
+  kernels?: 'wasm' | 'reference';
+  /**
+   * threads for the WebAssembly matmul (the calling one included); needs a thread starter installed by
+   * the host (Node: useNodeThreads() from 'lowbit/node'). The engine is shared: the last value set wins.
+   */
+  threads?: number;
 }
 
-function buildWeights(c: LlamaConfig, tensors: readonly StoredTensor[], opts: LoadOptions): LlamaWeights {
+function buildWeights(c: LlamaConfig, tensors: readonly StoredTensor[], opts: LoadOptions, engine: MatmulEngine | null): LlamaWeights {
   const byName = new Map(tensors.map((t) => [t.name, t]));
   const get = (name: string, dims: number[]): StoredTensor => {
     const t = byName.get(name);
@@ -108,7 +119,7 @@ function buildWeights(c: LlamaConfig, tensors: readonly StoredTensor[], opts: Lo
   const optionalVector = (name: string, n: number) => (byName.has(name) ? vector(name, n) : undefined);
   const lin = (name: string, cols: number, rows: number): LinearWeight => {
     const t = get(name, [cols, rows]);
-    return makeLinearWeight(name, t.type, rows, cols, t.data, opts.dequantize ?? false);
+    return makeLinearWeight(name, t.type, rows, cols, t.data, opts.dequantize ?? false, engine);
   };
   const { dim, hiddenDim, vocabSize } = c;
   const qDim = c.nHeads * c.headDim;
@@ -282,7 +293,9 @@ export class Llama {
     if (c.dim <= 0 || c.nLayers <= 0 || c.nHeads <= 0 || c.nKvHeads <= 0 || c.nHeads % c.nKvHeads !== 0) fail(`bad model shape: ${JSON.stringify(c)}`);
     if (c.ropeDim % 2 !== 0 || c.ropeDim > c.headDim) fail(`RoPE dimension ${c.ropeDim} must be even and at most the head size ${c.headDim}`);
     this.config = c;
-    this.weights = buildWeights(c, tensors, opts);
+    const engine = opts.kernels === 'reference' ? null : MatmulEngine.get();
+    if (engine && opts.threads !== undefined) engine.setThreads(opts.threads);
+    this.weights = buildWeights(c, tensors, opts, engine);
     const capacity = opts.contextLength ?? c.seqLen;
     this.kv = opts.kv ?? f32KvStorage(c.nLayers, capacity, c.nKvHeads * c.headDim);
     this.s = new RunState(c, Math.max(1, opts.batch ?? 128), this.kv.capacity);

@@ -1,0 +1,407 @@
+/**
+ * y = x · Wᵀ against weights in their stored GGML type, in WebAssembly SIMD (wasm/matmul.ts), on one
+ * or more threads (threads.ts).
+ *
+ *   x: T x K activations (f32), W: N x K weights (N rows of K in type `type`), y: T x N.
+ *
+ * A MatmulEngine owns one WebAssembly.Memory (shared between threads where SharedArrayBuffer exists)
+ * that holds the weights, copied in once by storeWeight, and the buffers of a call: x (rows padded to
+ * Kx = K rounded up to 4, zeros after K), y, and each thread's f32 scratch for dequantized rows.
+ * Types the kernel cannot dequantize (the IQ grid types, ternary, FP4...) are dequantized here, a row
+ * block at a time, with their TypeScript codec, then multiplied as F32.
+ *
+ * Order of operations (the spec is matmulLanesRef below): each output is a dot product in 4 lanes,
+ * lane j summing x[k] * w[k] for k = j, j + 4, ... in increasing k, then (lane0 + lane2) + (lane1 + lane3).
+ * The plain SIMD build rounds each product and each sum to f32: bit for bit matmulLanesRef. The relaxed
+ * build may fuse them (f32x4.relaxed_madd). Against the exact dot product both are within
+ *   |y - x·w| <= gamma(K/4 + 2) * sum_k |x[k] w[k]|,   gamma(m) = m u / (1 - m u), u = 2^-24
+ * (m sequential roundings per lane plus two for the lane sum; Higham, Accuracy and Stability, 3.1).
+ * No result depends on T, the tiling or the number of threads.
+ */
+import { ggmlCodec } from '../quant/ggml/registry.js';
+import { ggmlTypeById, type GgmlTypeInfo } from '../quant/ggml/types.js';
+import { CONTROL_BYTES, JOB_OFFSET, KernelThreads, MAX_CHUNKS } from './threads.js';
+import { wasmVariant, type KernelSource } from './wasm.js';
+import * as matmulWasm from './wasm/matmul.generated.js';
+
+interface MatmulExports {
+  heapBase(): number;
+  relaxed(): number;
+  hasType(type: number): number;
+  dequantize(type: number, src: number, rowBytes: number, rows: number, k: number, dst: number, kx: number): void;
+  runChunk(job: number, chunk: number, thread: number): void;
+}
+
+const PAGE = 65536;
+/** f32 per thread scratch for the dequantized rows of a chunk: 192 KiB, L2-resident */
+const SCRATCH_FLOATS = 48 * 1024;
+/** most rows per chunk */
+const MAX_CHUNK_ROWS = 48;
+/** below this many flops (2 T K N) a call runs on the calling thread only (waking workers costs ~10 µs) */
+const MIN_PARALLEL_FLOPS = 1 << 20;
+/** f32 of a row block for types dequantized in TypeScript: 4 MiB */
+const FALLBACK_FLOATS = 1 << 20;
+
+/** The f32 reference for the kernel's order of operations, with plain (unfused) f32 rounding. */
+export function matmulLanesRef(out: Float32Array, x: Float32Array, w: Float32Array, nTok: number, k: number, n: number): void {
+  const fr = Math.fround;
+  for (let t = 0; t < nTok; t++) {
+    for (let j = 0; j < n; j++) {
+      const lanes = [0, 0, 0, 0];
+      for (let i = 0; i < k; i++) lanes[i & 3] = fr(lanes[i & 3] + fr(x[t * k + i] * w[j * k + i]));
+      out[t * n + j] = fr(fr(lanes[0] + lanes[2]) + fr(lanes[1] + lanes[3]));
+    }
+  }
+}
+
+/** gamma(K/4 + 2) of the error bound above, for K inputs */
+export function matmulErrorFactor(k: number): number {
+  const m = Math.ceil(k / 4) + 2;
+  const u = 2 ** -24;
+  return (m * u) / (1 - m * u);
+}
+
+/** A weight matrix held in kernel memory. */
+export interface KernelWeight {
+  readonly engine: MatmulEngine;
+  readonly type: GgmlTypeInfo;
+  /** N */
+  readonly rows: number;
+  /** K */
+  readonly cols: number;
+  readonly rowBytes: number;
+  /** byte offset in the engine's memory */
+  readonly ptr: number;
+  /** the stored bytes (a view into the engine's memory) */
+  readonly data: Uint8Array;
+}
+
+/** First-fit allocator over [base, memory end), growing the memory as needed. */
+class Heap {
+  private readonly free: { at: number; size: number }[] = [];
+  private readonly sizes = new Map<number, number>();
+  private top: number;
+
+  constructor(private readonly memory: WebAssembly.Memory, base: number, private readonly maxBytes: number) {
+    this.top = base;
+  }
+
+  alloc(bytes: number): number | null {
+    const size = Math.max(64, Math.ceil(bytes / 64) * 64);
+    for (let i = 0; i < this.free.length; i++) {
+      const f = this.free[i];
+      if (f.size < size) continue;
+      const at = f.at;
+      if (f.size === size) this.free.splice(i, 1);
+      else {
+        f.at += size;
+        f.size -= size;
+      }
+      this.sizes.set(at, size);
+      return at;
+    }
+    const at = this.top;
+    const end = at + size;
+    if (end > this.maxBytes) return null;
+    const have = this.memory.buffer.byteLength;
+    if (end > have) {
+      try {
+        this.memory.grow(Math.ceil((end - have) / PAGE));
+      } catch {
+        return null;
+      }
+    }
+    this.top = end;
+    this.sizes.set(at, size);
+    return at;
+  }
+
+  release(at: number): void {
+    const size = this.sizes.get(at);
+    if (size === undefined) return;
+    this.sizes.delete(at);
+    let i = this.free.findIndex((f) => f.at > at);
+    if (i < 0) i = this.free.length;
+    this.free.splice(i, 0, { at, size });
+    // merge with the neighbours; a free block at the top returns to the top
+    const next = this.free[i + 1];
+    if (next && at + size === next.at) {
+      this.free[i].size += next.size;
+      this.free.splice(i + 1, 1);
+    }
+    const prev = this.free[i - 1];
+    if (prev && prev.at + prev.size === at) {
+      prev.size += this.free[i].size;
+      this.free.splice(i, 1);
+      i--;
+    }
+    const last = this.free[this.free.length - 1];
+    if (last && last.at + last.size === this.top) {
+      this.top = last.at;
+      this.free.pop();
+    }
+  }
+}
+
+/** A growable buffer in kernel memory. */
+interface Buffer {
+  at: number;
+  bytes: number;
+}
+
+export class MatmulEngine {
+  readonly memory: WebAssembly.Memory;
+  readonly variant: 'relaxed' | 'simd';
+  /** is the memory shared (threads possible)? */
+  readonly shared: boolean;
+  private readonly exports: MatmulExports;
+  private readonly module: WebAssembly.Module;
+  private readonly heap: Heap;
+  /** control block of the current pool (a new one per pool: old workers may still look at theirs) */
+  private control: number;
+  private pool: KernelThreads | null = null;
+  private threadCount = 1;
+  private readonly buffers = new Map<string, Buffer>();
+  private readonly finalizer = new FinalizationRegistry<number>((at) => this.heap.release(at));
+  private f32View = new Float32Array(0);
+  private u8View = new Uint8Array(0);
+  private i32View = new Int32Array(0);
+
+  private constructor(variant: 'relaxed' | 'simd', src: KernelSource & Partial<Record<'wasmRelaxedShared' | 'wasmSimdShared', string>>) {
+    this.variant = variant;
+    let memory: WebAssembly.Memory | undefined;
+    let bytes: string;
+    try {
+      memory = new WebAssembly.Memory({ initial: 2, maximum: 65536, shared: true });
+      if (!(memory.buffer instanceof SharedArrayBuffer)) memory = undefined;
+    } catch {
+      memory = undefined;
+    }
+    this.shared = memory !== undefined && src.wasmRelaxedShared !== undefined;
+    if (this.shared) bytes = variant === 'relaxed' ? src.wasmRelaxedShared! : src.wasmSimdShared!;
+    else {
+      memory = new WebAssembly.Memory({ initial: 2, maximum: 65536 });
+      bytes = variant === 'relaxed' ? src.wasmRelaxed : src.wasmSimd;
+    }
+    this.memory = memory!;
+    this.module = new WebAssembly.Module(decodeBase64(bytes) as BufferSource);
+    const instance = new WebAssembly.Instance(this.module, { env: { memory: this.memory } });
+    this.exports = instance.exports as unknown as MatmulExports;
+    const base = (this.exports.heapBase() + 63) & ~63;
+    this.heap = new Heap(this.memory, base, 65536 * PAGE);
+    const control = this.heap.alloc(CONTROL_BYTES);
+    if (control === null) throw new Error('kernel memory: no room for the control block');
+    this.control = control;
+  }
+
+  /** The engine of a variant (one per process), or null when WebAssembly SIMD is off or missing. */
+  static get(variant = wasmVariant()): MatmulEngine | null {
+    if (variant === 'off') return null;
+    let e = engines.get(variant);
+    if (e === undefined) {
+      try {
+        e = new MatmulEngine(variant, matmulWasm);
+      } catch {
+        e = null; // e.g. synchronous compilation refused on a browser main thread
+      }
+      engines.set(variant, e);
+    }
+    return e;
+  }
+
+  /** threads used by calls big enough to share (the calling one included) */
+  get threads(): number {
+    return this.threadCount;
+  }
+
+  /**
+   * Use `n` threads (the calling one and n - 1 workers started by the host's StartWorker, see
+   * threads.ts). Without a shared memory or a thread starter the engine stays on one thread.
+   */
+  setThreads(n: number): number {
+    n = Math.max(1, Math.floor(n));
+    if (n === this.threadCount && (n === 1 || this.pool)) return n;
+    this.pool?.close();
+    this.pool = null;
+    this.threadCount = 1;
+    if (n > 1 && this.shared) {
+      const control = this.heap.alloc(CONTROL_BYTES);
+      if (control === null) return 1;
+      this.control = control;
+      this.pool = KernelThreads.start(this.memory, this.module, control, n);
+      if (this.pool) this.threadCount = n;
+    }
+    return this.threadCount;
+  }
+
+  /** Stop the worker threads. */
+  close(): void {
+    this.setThreads(1);
+  }
+
+  /** Does the kernel dequantize this GGML type itself? */
+  hasType(type: GgmlTypeInfo): boolean {
+    return this.exports.hasType(type.id) === 1;
+  }
+
+  private views(): void {
+    const buf = this.memory.buffer;
+    if (this.u8View.buffer !== buf) {
+      this.u8View = new Uint8Array(buf);
+      this.f32View = new Float32Array(buf);
+      this.i32View = new Int32Array(buf);
+    }
+  }
+
+  /** Copy a weight matrix into kernel memory (null when the memory is full: 4 GiB at most). */
+  storeWeight(type: GgmlTypeInfo, rows: number, cols: number, rowBytes: number, data: Uint8Array): KernelWeight | null {
+    const bytes = rows * rowBytes;
+    if (data.length !== bytes) throw new Error(`weight of ${data.length} bytes, expected ${bytes}`);
+    const ptr = this.heap.alloc(bytes + 16); // + 16: the kernel may read one vector past a row of F16/BF16
+    if (ptr === null) return null;
+    this.views();
+    this.u8View.set(data, ptr);
+    const w: KernelWeight = { engine: this, type, rows, cols, rowBytes, ptr, data: new Uint8Array(this.memory.buffer, ptr, bytes) };
+    this.finalizer.register(w, ptr);
+    return w;
+  }
+
+  private buffer(name: string, bytes: number): number {
+    let b = this.buffers.get(name);
+    if (b && b.bytes >= bytes) return b.at;
+    if (b) this.heap.release(b.at);
+    const want = Math.max(bytes, Math.ceil((b?.bytes ?? 0) * 1.5));
+    const at = this.heap.alloc(want);
+    if (at === null) throw new Error(`kernel memory is full (${name}: ${bytes} bytes)`);
+    b = { at, bytes: want };
+    this.buffers.set(name, b);
+    return at;
+  }
+
+  /** y (nTok x w.rows) = x (nTok x w.cols) · Wᵀ */
+  matmul(out: Float32Array, x: Float32Array, w: KernelWeight, nTok: number): void {
+    if (w.engine !== this) throw new Error('weight belongs to another kernel engine');
+    const k = w.cols;
+    const n = w.rows;
+    const kx = (k + 3) & ~3;
+    const xAt = this.putActivations(x, nTok, k, kx);
+    const yAt = this.buffer('y', nTok * n * 4);
+    if (this.hasType(w.type)) this.run(w.type.id, w.ptr, w.rowBytes, xAt, nTok, k, kx, yAt, n, n);
+    else {
+      // TypeScript dequantizer: row blocks to f32 (stride kx), then the F32 kernel
+      const codec = ggmlCodec(w.type);
+      if (!codec) throw new Error(`no dequantizer for GGML type ${w.type.name}`);
+      const block = Math.max(1, Math.min(n, Math.floor(FALLBACK_FLOATS / kx)));
+      const at = this.buffer('fallback', block * kx * 4);
+      const tmp = kx === k ? null : new Float32Array(k);
+      for (let r0 = 0; r0 < n; r0 += block) {
+        const nr = Math.min(block, n - r0);
+        this.views();
+        const src = w.data.subarray(r0 * w.rowBytes, (r0 + nr) * w.rowBytes);
+        if (!tmp) codec.dequantize(src, nr * k, this.f32View.subarray(at >> 2, (at >> 2) + nr * k));
+        else {
+          for (let r = 0; r < nr; r++) {
+            codec.dequantize(src.subarray(r * w.rowBytes, (r + 1) * w.rowBytes), k, tmp);
+            const o = (at >> 2) + r * kx;
+            this.f32View.set(tmp, o);
+            this.f32View.fill(0, o + k, o + kx);
+          }
+        }
+        this.run(0, at, kx * 4, xAt, nTok, kx, kx, yAt + r0 * 4, n, nr);
+      }
+    }
+    this.views();
+    out.set(this.f32View.subarray(yAt >> 2, (yAt >> 2) + nTok * n));
+  }
+
+  /** y (nTok x n) = x (nTok x k) · wᵀ for f32 arrays (copied in). */
+  matmulF32(out: Float32Array, x: Float32Array, w: Float32Array, nTok: number, k: number, n: number): void {
+    const kx = (k + 3) & ~3;
+    const xAt = this.putActivations(x, nTok, k, kx);
+    const yAt = this.buffer('y', nTok * n * 4);
+    const block = Math.max(1, Math.min(n, Math.floor(FALLBACK_FLOATS / kx)));
+    const at = this.buffer('fallback', block * kx * 4);
+    for (let r0 = 0; r0 < n; r0 += block) {
+      const nr = Math.min(block, n - r0);
+      this.views();
+      const f = this.f32View;
+      if (kx === k) f.set(w.subarray(r0 * k, (r0 + nr) * k), at >> 2);
+      else {
+        for (let r = 0; r < nr; r++) {
+          const o = (at >> 2) + r * kx;
+          f.set(w.subarray((r0 + r) * k, (r0 + r + 1) * k), o);
+          f.fill(0, o + k, o + kx);
+        }
+      }
+      this.run(0, at, kx * 4, xAt, nTok, kx, kx, yAt + r0 * 4, n, nr);
+    }
+    this.views();
+    out.set(this.f32View.subarray(yAt >> 2, (yAt >> 2) + nTok * n));
+  }
+
+  /** Dequantize rows with the kernel (for tests): `rows` rows of w from row `r0`, k floats each. */
+  dequantizeRows(w: KernelWeight, r0: number, rows: number): Float32Array {
+    const at = this.buffer('dequantize', rows * w.cols * 4 + 64);
+    this.exports.dequantize(w.type.id, w.ptr + r0 * w.rowBytes, w.rowBytes, rows, w.cols, at, w.cols);
+    this.views();
+    return this.f32View.slice(at >> 2, (at >> 2) + rows * w.cols);
+  }
+
+  /** x rows into kernel memory with stride kx (zeros after k) */
+  private putActivations(x: Float32Array, nTok: number, k: number, kx: number): number {
+    if (x.length < nTok * k) throw new Error(`activations: ${x.length} values, expected ${nTok} x ${k}`);
+    const at = this.buffer('x', nTok * kx * 4);
+    this.views();
+    const f = this.f32View;
+    const o = at >> 2;
+    if (kx === k) f.set(x.subarray(0, nTok * k), o);
+    else {
+      for (let t = 0; t < nTok; t++) {
+        f.set(x.subarray(t * k, (t + 1) * k), o + t * kx);
+        f.fill(0, o + t * kx + k, o + (t + 1) * kx);
+      }
+    }
+    return at;
+  }
+
+  /** One matmul job: rows [0, rows) of W at w go to columns [0, rows) of y (row stride n). */
+  private run(type: number, w: number, rowBytes: number, x: number, nTok: number, k: number, kx: number, y: number, n: number, rows: number): void {
+    const threads = this.pool && 2 * nTok * k * rows >= MIN_PARALLEL_FLOPS ? this.threadCount : 1;
+    let chunkRows = Math.min(MAX_CHUNK_ROWS, Math.max(3, Math.floor(SCRATCH_FLOATS / kx / 3) * 3));
+    if (threads > 1) chunkRows = Math.min(chunkRows, Math.max(3, Math.ceil(rows / (8 * threads) / 3) * 3));
+    chunkRows = Math.max(chunkRows, Math.ceil(rows / MAX_CHUNKS));
+    const chunks = Math.ceil(rows / chunkRows);
+    const scratchBytes = chunkRows * kx * 4 + 64;
+    const scratch = this.buffer('scratch', scratchBytes * this.threadCount);
+    this.views();
+    const p = this.i32View;
+    const j = (this.control + JOB_OFFSET) >> 2;
+    p[j] = 1;
+    p[j + 1] = type;
+    p[j + 2] = w;
+    p[j + 3] = rowBytes;
+    p[j + 4] = x;
+    p[j + 5] = kx * 4;
+    p[j + 6] = nTok;
+    p[j + 7] = k;
+    p[j + 8] = kx;
+    p[j + 9] = y;
+    p[j + 10] = n;
+    p[j + 11] = rows;
+    p[j + 12] = chunkRows;
+    p[j + 13] = scratch;
+    p[j + 14] = scratchBytes;
+    const job = this.control + JOB_OFFSET;
+    if (threads > 1 && chunks > 1) this.pool!.run(chunks, this.exports);
+    else for (let c = 0; c < chunks; c++) this.exports.runChunk(job, c, 0);
+  }
+}
+
+const engines = new Map<string, MatmulEngine | null>();
+
+function decodeBase64(s: string): Uint8Array {
+  const bin = atob(s);
+  const out = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+  return out;
+}
