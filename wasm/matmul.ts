@@ -1,5 +1,5 @@
 // build: shared-memory
-// Matrix multiplication against weights in their stored GGML type, and batched causal attention.
+// Matrix multiplication against weights in their stored GGML type, and batched causal attention (below).
 // The TypeScript side is src/kernels/matmul.ts; its scalar references define the results.
 //
 //   y[t][n] = sum_k x[t][k] * W[n][k]     x: T x K (f32, row stride xStride bytes, K padded to Kx,
@@ -549,9 +549,110 @@ function matmulChunk(job: usize, chunk: i32, thread: i32): void {
   }
 }
 
+// ---------------------------------------------------------------------------------------------------
+// Causal attention of T tokens at positions pos0 .. pos0 + T - 1, one head per chunk. Token t sees
+// positions 0 .. pos0 + t of the cache:
+//   s[p] = (q · k[p]) * scale,  e[p] = exp(s[p] - max s),  out = (sum_p e[p] v[p]) / sum_p e[p]
+// Query head h reads key/value head h / group. The dot products are in 4 lanes like the matmul's; the
+// exponentials and their sum in f64 (as the TypeScript path); the weighted sum of values in f32 lanes.
+// Attention job (i32 words):
+//   0 kind = 2 | 1 q | 2 q row stride (bytes) | 3 keys | 4 values | 5 cache row stride (bytes) | 6 T
+//   7 pos0 | 8 headDim | 9 group | 10 scale (f32 bits) | 11 out | 12 out row stride (bytes)
+//   13 scratch | 14 scratch bytes per thread (4 bytes per position)
+
+/** q · k over n bytes (a multiple of 16) for 4 keys k0 + j * ks, scaled, into s[0..4) */
+// @ts-ignore: decorator
+@inline function dot4(q: usize, k0: usize, ks: usize, n: usize, scale: f32, s: usize): void {
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+  const k1 = k0 + ks, k2 = k0 + 2 * ks, k3 = k0 + 3 * ks;
+  for (let i: usize = 0; i < n; i += 16) {
+    const u = v128.load(q + i);
+    a0 = fma(u, v128.load(k0 + i), a0);
+    a1 = fma(u, v128.load(k1 + i), a1);
+    a2 = fma(u, v128.load(k2 + i), a2);
+    a3 = fma(u, v128.load(k3 + i), a3);
+  }
+  store<f32>(s, hsum(a0) * scale);
+  store<f32>(s, hsum(a1) * scale, 4);
+  store<f32>(s, hsum(a2) * scale, 8);
+  store<f32>(s, hsum(a3) * scale, 12);
+}
+
+function attentionChunk(job: usize, h: i32, thread: i32): void {
+  const q0 = <usize>param(job, 1) + <usize>h * <usize>param(job, 8) * 4;
+  const qs = <usize>param(job, 2);
+  const hd = <usize>param(job, 8);
+  const n = hd * 4;
+  const kvOff = <usize>(h / param(job, 9)) * n;
+  const keys = <usize>param(job, 3) + kvOff;
+  const values = <usize>param(job, 4) + kvOff;
+  const cs = <usize>param(job, 5);
+  const T = param(job, 6);
+  const pos0 = param(job, 7);
+  const scale = reinterpret<f32>(param(job, 10));
+  const o0 = <usize>param(job, 11) + <usize>h * n;
+  const os = <usize>param(job, 12);
+  const s = <usize>param(job, 13) + <usize>thread * <usize>param(job, 14);
+  for (let t = 0; t < T; t++) {
+    const q = q0 + <usize>t * qs;
+    const np = pos0 + t + 1;
+    // scores
+    let p = 0;
+    for (; p + 4 <= np; p += 4) dot4(q, keys + <usize>p * cs, cs, n, scale, s + <usize>p * 4);
+    for (; p < np; p++) {
+      let a = f32x4.splat(0);
+      const k = keys + <usize>p * cs;
+      for (let i: usize = 0; i < n; i += 16) a = fma(v128.load(q + i), v128.load(k + i), a);
+      store<f32>(s + <usize>p * 4, hsum(a) * scale);
+    }
+    let max = -Infinity;
+    for (p = 0; p < np; p++) max = Math.max(max, <f64>load<f32>(s + <usize>p * 4));
+    let sum: f64 = 0;
+    for (p = 0; p < np; p++) {
+      const e = Math.exp(<f64>load<f32>(s + <usize>p * 4) - max);
+      store<f32>(s + <usize>p * 4, <f32>e);
+      sum += e;
+    }
+    const inv = f32x4.splat(<f32>(1 / sum));
+    // out = sum_p e[p] v[p] / sum, 8 vectors (32 values) of the head at a time
+    const o = o0 + <usize>t * os;
+    let i: usize = 0;
+    for (; i + 128 <= n; i += 128) {
+      let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+      let a4 = f32x4.splat(0), a5 = f32x4.splat(0), a6 = f32x4.splat(0), a7 = f32x4.splat(0);
+      for (p = 0; p < np; p++) {
+        const e = v128.load32_splat(s + <usize>p * 4);
+        const v = values + <usize>p * cs + i;
+        a0 = fma(e, v128.load(v), a0);
+        a1 = fma(e, v128.load(v, 16), a1);
+        a2 = fma(e, v128.load(v, 32), a2);
+        a3 = fma(e, v128.load(v, 48), a3);
+        a4 = fma(e, v128.load(v, 64), a4);
+        a5 = fma(e, v128.load(v, 80), a5);
+        a6 = fma(e, v128.load(v, 96), a6);
+        a7 = fma(e, v128.load(v, 112), a7);
+      }
+      v128.store(o + i, f32x4.mul(a0, inv));
+      v128.store(o + i, f32x4.mul(a1, inv), 16);
+      v128.store(o + i, f32x4.mul(a2, inv), 32);
+      v128.store(o + i, f32x4.mul(a3, inv), 48);
+      v128.store(o + i, f32x4.mul(a4, inv), 64);
+      v128.store(o + i, f32x4.mul(a5, inv), 80);
+      v128.store(o + i, f32x4.mul(a6, inv), 96);
+      v128.store(o + i, f32x4.mul(a7, inv), 112);
+    }
+    for (; i < n; i += 16) {
+      let a = f32x4.splat(0);
+      for (p = 0; p < np; p++) a = fma(v128.load32_splat(s + <usize>p * 4), v128.load(values + <usize>p * cs + i), a);
+      v128.store(o + i, f32x4.mul(a, inv));
+    }
+  }
+}
+
 export function runChunk(job: usize, chunk: i32, thread: i32): void {
   switch (param(job, 0)) {
     case 1: matmulChunk(job, chunk, thread); break;
+    case 2: attentionChunk(job, chunk, thread); break;
     default: unreachable();
   }
 }

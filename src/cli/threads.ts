@@ -21,3 +21,19 @@ export function useNodeThreads(): void {
 export function defaultThreads(): number {
   return Math.max(1, Math.min(8, availableParallelism()));
 }
+
+/** The --threads option of the commands that run a model. */
+export const threadsOption = {
+  name: 'threads',
+  short: 't',
+  type: 'int',
+  help: 'threads for the WebAssembly matmul (default: hardware threads, at most 8)',
+  min: 1,
+  max: 256,
+} as const;
+
+/** Install the worker_threads starter and return the thread count asked for (or the default). */
+export function threadsFrom(value: unknown): number {
+  useNodeThreads();
+  return typeof value === 'number' ? value : defaultThreads();
+}

@@ -18,6 +18,7 @@
  * (m sequential roundings per lane plus two for the lane sum; Higham, Accuracy and Stability, 3.1).
  * No result depends on T, the tiling or the number of threads.
  */
+import { fail } from '../errors.js';
 import { ggmlCodec } from '../quant/ggml/registry.js';
 import { ggmlTypeById, type GgmlTypeInfo } from '../quant/ggml/types.js';
 import { CONTROL_BYTES, JOB_OFFSET, KernelThreads, MAX_CHUNKS } from './threads.js';
@@ -290,7 +291,7 @@ export class MatmulEngine {
     else {
       // TypeScript dequantizer: row blocks to f32 (stride kx), then the F32 kernel
       const codec = ggmlCodec(w.type);
-      if (!codec) throw new Error(`no dequantizer for GGML type ${w.type.name}`);
+      if (!codec) fail(`no dequantizer for GGML type ${w.type.name} (its codec is not registered)`);
       const block = Math.max(1, Math.min(n, Math.floor(FALLBACK_FLOATS / kx)));
       const at = this.buffer('fallback', block * kx * 4);
       const tmp = kx === k ? null : new Float32Array(k);
@@ -337,6 +338,61 @@ export class MatmulEngine {
     }
     this.views();
     out.set(this.f32View.subarray(yAt >> 2, (yAt >> 2) + nTok * n));
+  }
+
+  /**
+   * n zeroed f32 values in kernel memory, released when `owner` is garbage collected; null when the
+   * memory is full. The array stays valid (the memory only grows).
+   */
+  allocF32(n: number, owner: object): { at: number; array: Float32Array } | null {
+    const at = this.heap.alloc(n * 4);
+    if (at === null) return null;
+    const array = new Float32Array(this.memory.buffer, at, n);
+    array.fill(0);
+    this.finalizer.register(owner, at);
+    return { at, array };
+  }
+
+  /**
+   * Causal attention of nTok tokens at positions pos0.. (wasm/matmul.ts attentionChunk): q is nTok rows
+   * of nHeads * headDim, the cache holds keys and values of positions [0, pos0 + nTok) at keysAt /
+   * valuesAt (kvDim floats per position, in this memory); out receives nTok rows of nHeads * headDim.
+   * headDim must be a multiple of 4.
+   */
+  attention(q: Float32Array, nTok: number, pos0: number, nHeads: number, nKvHeads: number, headDim: number, keysAt: number, valuesAt: number, kvDim: number, scale: number, out: Float32Array): void {
+    if (headDim % 4 !== 0) throw new Error(`attention kernel: head size ${headDim} is not a multiple of 4`);
+    const qDim = nHeads * headDim;
+    const qAt = this.buffer('q', nTok * qDim * 4);
+    const oAt = this.buffer('att', nTok * qDim * 4);
+    const positions = pos0 + nTok;
+    const flops = 4 * nHeads * headDim * (nTok * pos0 + (nTok * (nTok + 1)) / 2);
+    const threads = this.pool && flops >= MIN_PARALLEL_FLOPS ? this.threadCount : 1;
+    const scratchBytes = positions * 4 + 64;
+    const scratch = this.buffer('scores', scratchBytes * this.threadCount);
+    this.views();
+    this.f32View.set(q.subarray(0, nTok * qDim), qAt >> 2);
+    const p = this.i32View;
+    const j = (this.control + JOB_OFFSET) >> 2;
+    p[j] = 2;
+    p[j + 1] = qAt;
+    p[j + 2] = qDim * 4;
+    p[j + 3] = keysAt;
+    p[j + 4] = valuesAt;
+    p[j + 5] = kvDim * 4;
+    p[j + 6] = nTok;
+    p[j + 7] = pos0;
+    p[j + 8] = headDim;
+    p[j + 9] = nHeads / nKvHeads;
+    this.f32View[j + 10] = scale;
+    p[j + 11] = oAt;
+    p[j + 12] = qDim * 4;
+    p[j + 13] = scratch;
+    p[j + 14] = scratchBytes;
+    const job = this.control + JOB_OFFSET;
+    if (threads > 1) this.pool!.run(nHeads, this.exports);
+    else for (let h = 0; h < nHeads; h++) this.exports.runChunk(job, h, 0);
+    this.views();
+    out.set(this.f32View.subarray(oAt >> 2, (oAt >> 2) + nTok * qDim));
   }
 
   /** Dequantize rows with the kernel (for tests): `rows` rows of w from row `r0`, k floats each. */

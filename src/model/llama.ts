@@ -14,7 +14,7 @@
 import { fail } from '../errors.js';
 import { MatmulEngine } from '../kernels/matmul.js';
 import { ggmlRowBytes, type GgmlTypeInfo } from '../quant/ggml/types.js';
-import { dequantizeRows, linear, makeLinearWeight, type LinearWeight } from './matmul.js';
+import { dequantizeRows, kernelsEnabled, linear, makeLinearWeight, type LinearWeight } from './matmul.js';
 import type { LlamaConfig, StoredTensor } from './types.js';
 
 // ---------------------------------------------------------------------------------------------------
@@ -181,6 +181,35 @@ export function f32KvStorage(nLayers: number, capacity: number, kvDim: number): 
   };
 }
 
+/** f32 storage in a kernel engine's memory, where the WebAssembly attention reads it. */
+interface KernelKvStorage extends KvStorage {
+  readonly engine: MatmulEngine;
+  /** byte offsets of position 0 of a layer's keys / values */
+  keysAt(layer: number): number;
+  valuesAt(layer: number): number;
+}
+
+function kernelKvStorage(engine: MatmulEngine, nLayers: number, capacity: number, kvDim: number): KernelKvStorage | null {
+  const owner = {};
+  const k = engine.allocF32(nLayers * capacity * kvDim, owner); // (layer, pos, kvDim)
+  const v = k && engine.allocF32(nLayers * capacity * kvDim, owner); // (layer, pos, kvDim)
+  if (!k || !v) return null;
+  const base = (layer: number, pos: number) => (layer * capacity + pos) * kvDim;
+  return {
+    engine,
+    capacity,
+    store(layer, pos, key, value) {
+      void owner; // the arrays live as long as this storage
+      k.array.set(key.subarray(0, kvDim), base(layer, pos));
+      v.array.set(value.subarray(0, kvDim), base(layer, pos));
+    },
+    keys: (layer, n) => k.array.subarray(base(layer, 0), base(layer, n)),
+    values: (layer, n) => v.array.subarray(base(layer, 0), base(layer, n)),
+    keysAt: (layer) => k.at + base(layer, 0) * 4,
+    valuesAt: (layer) => v.at + base(layer, 0) * 4,
+  };
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Run state
 
@@ -297,7 +326,9 @@ export class Llama {
     if (engine && opts.threads !== undefined) engine.setThreads(opts.threads);
     this.weights = buildWeights(c, tensors, opts, engine);
     const capacity = opts.contextLength ?? c.seqLen;
-    this.kv = opts.kv ?? f32KvStorage(c.nLayers, capacity, c.nKvHeads * c.headDim);
+    const kvDim = c.nKvHeads * c.headDim;
+    const kernelKv = engine && c.headDim % 4 === 0 && !opts.kv ? kernelKvStorage(engine, c.nLayers, capacity, kvDim) : null;
+    this.kv = opts.kv ?? kernelKv ?? f32KvStorage(c.nLayers, capacity, kvDim);
     this.s = new RunState(c, Math.max(1, opts.batch ?? 128), this.kv.capacity);
   }
 
@@ -337,8 +368,6 @@ export class Llama {
     const nTok = tokens.length;
     const { dim, hiddenDim, headDim, nHeads, nKvHeads } = c;
     const kvDim = nKvHeads * headDim;
-    const qDim = nHeads * headDim;
-    const group = nHeads / nKvHeads;
     const attScale = 1 / Math.sqrt(headDim);
 
     // token embeddings
@@ -363,39 +392,12 @@ export class Llama {
       rope(c, s.ropeFreq, s.q, nTok, nHeads, pos);
       rope(c, s.ropeFreq, s.k, nTok, nKvHeads, pos);
       for (let t = 0; t < nTok; t++) this.kv.store(l, pos + t, s.k.subarray(t * kvDim, (t + 1) * kvDim), s.v.subarray(t * kvDim, (t + 1) * kvDim));
-      const keys = this.kv.keys(l, pos + nTok);
-      const values = this.kv.values(l, pos + nTok);
 
-      // causal attention: token t (position pos + t) sees positions 0 .. pos + t
-      for (let t = 0; t < nTok; t++) {
-        const nPos = pos + t + 1;
-        for (let h = 0; h < nHeads; h++) {
-          const qo = t * qDim + h * headDim;
-          const ko = Math.floor(h / group) * headDim; // this head's kv head
-          let max = -Infinity;
-          for (let p = 0; p < nPos; p++) {
-            let dot = 0;
-            const kp = p * kvDim + ko;
-            for (let i = 0; i < headDim; i++) dot += s.q[qo + i] * keys[kp + i];
-            const score = dot * attScale;
-            s.scores[p] = score;
-            if (score > max) max = score;
-          }
-          let sum = 0;
-          for (let p = 0; p < nPos; p++) {
-            const ex = Math.exp(s.scores[p] - max);
-            s.scores[p] = ex;
-            sum += ex;
-          }
-          const out = s.att.subarray(qo, qo + headDim);
-          out.fill(0);
-          for (let p = 0; p < nPos; p++) {
-            const a = s.scores[p] / sum;
-            const vp = p * kvDim + ko;
-            for (let i = 0; i < headDim; i++) out[i] += a * values[vp + i];
-          }
-        }
-      }
+      // causal attention (WebAssembly kernel when the cache lives in its memory), then the output projection
+      const kkv = this.kv as Partial<KernelKvStorage>;
+      if (kkv.engine && kernelsEnabled()) {
+        kkv.engine.attention(s.q, nTok, pos, nHeads, nKvHeads, headDim, kkv.keysAt!(l), kkv.valuesAt!(l), kvDim, attScale, s.att);
+      } else this.attention(l, nTok, pos);
       this.lin(s.xb2, s.att, L.wo, nTok);
       for (let i = 0; i < nTok * dim; i++) s.x[i] += s.xb2[i];
 
@@ -409,6 +411,47 @@ export class Llama {
       }
       this.lin(s.xb2, s.hb, L.down, nTok);
       for (let i = 0; i < nTok * dim; i++) s.x[i] += s.xb2[i];
+    }
+  }
+
+  /** causal attention of layer l in TypeScript: token t (position pos + t) sees positions 0 .. pos + t */
+  private attention(l: number, nTok: number, pos: number): void {
+    const s = this.s;
+    const { headDim, nHeads, nKvHeads } = this.config;
+    const kvDim = nKvHeads * headDim;
+    const qDim = nHeads * headDim;
+    const group = nHeads / nKvHeads;
+    const attScale = 1 / Math.sqrt(headDim);
+    const keys = this.kv.keys(l, pos + nTok);
+    const values = this.kv.values(l, pos + nTok);
+    for (let t = 0; t < nTok; t++) {
+      const nPos = pos + t + 1;
+      for (let h = 0; h < nHeads; h++) {
+        const qo = t * qDim + h * headDim;
+        const ko = Math.floor(h / group) * headDim; // this head's kv head
+        let max = -Infinity;
+        for (let p = 0; p < nPos; p++) {
+          let dot = 0;
+          const kp = p * kvDim + ko;
+          for (let i = 0; i < headDim; i++) dot += s.q[qo + i] * keys[kp + i];
+          const score = dot * attScale;
+          s.scores[p] = score;
+          if (score > max) max = score;
+        }
+        let sum = 0;
+        for (let p = 0; p < nPos; p++) {
+          const ex = Math.exp(s.scores[p] - max);
+          s.scores[p] = ex;
+          sum += ex;
+        }
+        const out = s.att.subarray(qo, qo + headDim);
+        out.fill(0);
+        for (let p = 0; p < nPos; p++) {
+          const a = s.scores[p] / sum;
+          const vp = p * kvDim + ko;
+          for (let i = 0; i < headDim; i++) out[i] += a * values[vp + i];
+        }
+      }
     }
   }
 

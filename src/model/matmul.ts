@@ -55,6 +55,11 @@ export const matmulAuto: MatmulFn = (out, x, w, nTok, k, n) => {
 
 let currentMatmul: MatmulFn = matmulAuto;
 
+/** Is the WebAssembly path on (no other matmul set with setMatmul)? */
+export function kernelsEnabled(): boolean {
+  return currentMatmul === matmulAuto;
+}
+
 /**
  * Replace the f32 matmul kernel used by every linear layer (returns the previous one). Any kernel but
  * matmulAuto also routes weights held by the WebAssembly engine through the TypeScript path.
