@@ -1,14 +1,30 @@
 /**
- * Runtime and evaluation throughput on stories260K (data/): tokenizer (ours vs llama.cpp's, same run),
- * batched prompt processing, single-token decoding, and perplexity chunks. The anchor for the model is
- * the plain f32 matmul's own GFLOP/s measured in this run: "efficiency" = model FLOPs/s over it.
+ * `npm run bench -- eval [chunks260K=50] [chunks100M=8] [reps=3] [threads=2]`: runtime and evaluation
+ * throughput, each next to its anchor measured in the same run.
+ *
+ *  1. tokenizer on TinyStories: ours vs llama.cpp's (node-llama-cpp); stories260K prompt and decode speed;
+ *  2. matmul, one thread, T = 64 tokens x K = 768 x N = 2816: the WebAssembly kernel (relaxed and
+ *     plain SIMD) on F32, Q8_0 and Q4_K weights vs the scalar TypeScript reference (matmulRef on f32);
+ *  3. `lowbit eval MODEL --text data/tinystories-valid-head.txt --ctx 128 --chunks N --threads T`
+ *     vs `llama-perplexity -m MODEL -f ... -c 128 --chunks N -t T`, whole commands as a user runs them
+ *     (start-up, loading and tokenization included), best wall time of `reps` alternating runs:
+ *     tokens/s = chunks * 128 / seconds, on stories260K (F32) and a synthetic ~155 M-parameter llama
+ *     (bench/_llama-synth.ts) in F32 and Q8_0 (quantized by `lowbit quantize --type Q8_0`).
+ *     Both print PPL: they must agree (same model, same text).
  */
-import { readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { useNodeThreads } from '../src/cli/threads.js';
 import { loadModel } from '../src/eval/load.js';
-import { perplexity } from '../src/eval/perplexity.js';
+import '../src/index.js';
 import { bytesSource } from '../src/io/source.js';
+import { MatmulEngine } from '../src/kernels/matmul.js';
 import { matmulRef } from '../src/model/matmul.js';
+import { ggmlCodec } from '../src/quant/ggml/registry.js';
+import { ggmlRowBytes, ggmlTypeByName } from '../src/quant/ggml/types.js';
+import { syntheticLlama } from './_llama-synth.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const read = (f: string) => new Uint8Array(readFileSync(root + 'data/' + f));
@@ -19,52 +35,149 @@ function time<T>(fn: () => T): [T, number] {
   return [r, (performance.now() - t0) / 1000];
 }
 
-export async function run(args: string[]): Promise<void> {
-  const chunks = Number(args[0] ?? 20);
+/** best GFLOP/s of `fn` (2 T K N flops per call) over a few timed windows */
+function gflops(fn: () => void, flops: number, windows = 5, ms = 250): number {
+  fn();
+  let best = 0;
+  for (let w = 0; w < windows; w++) {
+    const t0 = performance.now();
+    let n = 0;
+    while (performance.now() - t0 < ms) {
+      fn();
+      n++;
+    }
+    best = Math.max(best, (flops * n) / ((performance.now() - t0) / 1000) / 1e9);
+  }
+  return best;
+}
+
+async function tokenizer(): Promise<void> {
   const text = readFileSync(root + 'data/tinystories-valid-head.txt', 'utf8');
   const g = await loadModel(bytesSource(read('stories260K.gguf'), 'stories260K.gguf'), { contextLength: 512 });
-  const tok = g.tokenizer!;
-  const c = g.model.config;
-
-  // tokenizer
-  const [ids, tTok] = time(() => tok.encode(text));
+  const [ids, tTok] = time(() => g.tokenizer!.encode(text));
   let line = `tokenizer: ${ids.length} tokens in ${tTok.toFixed(2)} s = ${(text.length / tTok / 1e6).toFixed(2)} MB/s`;
   try {
     const llamaMod = await import('node-llama-cpp');
     const llama = await llamaMod.getLlama({ gpu: false, build: 'never', logLevel: llamaMod.LlamaLogLevel.error });
     const model = await llama.loadModel({ modelPath: root + 'data/stories260K.gguf', vocabOnly: true });
     const [ref, tRef] = time(() => model.tokenize(text));
-    line += `; llama.cpp ${ref.length} tokens in ${tRef.toFixed(2)} s; ratio ${(tTok / tRef).toFixed(2)}x`;
+    line += `; llama.cpp ${ref.length} tokens in ${tRef.toFixed(2)} s; speed ratio ${(tRef / tTok).toFixed(2)}x`;
     await model.dispose();
   } catch {
     line += '; llama.cpp anchor unavailable';
   }
   console.log(line);
-
-  // matmul anchor: the shapes of this model
-  const k = c.dim;
-  const n = c.hiddenDim;
-  const x = Float32Array.from({ length: 128 * k }, (_, i) => Math.sin(i));
-  const w = Float32Array.from({ length: n * k }, (_, i) => Math.cos(i));
-  const out = new Float32Array(128 * n);
-  const reps = 200;
-  const [, tMm] = time(() => {
-    for (let r = 0; r < reps; r++) matmulRef(out, x, w, 128, k, n);
-  });
-  const mmGflops = (2 * 128 * k * n * reps) / tMm / 1e9;
-  console.log(`matmul anchor (128 x ${k} x ${n}): ${mmGflops.toFixed(2)} GFLOP/s`);
-
-  const kvDim = c.nKvHeads * c.headDim;
-  const flopsPerToken = 2 * (c.nLayers * (2 * c.dim * c.dim + 2 * c.dim * kvDim + 3 * c.dim * c.hiddenDim) + c.dim * c.vocabSize);
   const prompt = ids.slice(0, 128);
   const [, tPrompt] = time(() => g.model.forward(prompt, 0, 0));
   const [, tDecode] = time(() => {
     for (let p = 0; p < 256; p++) g.model.forward([prompt[p % 128]], p);
   });
-  const pp = 128 / tPrompt;
-  const tg = 256 / tDecode;
-  console.log(`prompt (128 tokens, batched): ${pp.toFixed(0)} tok/s = ${((pp * flopsPerToken) / 1e9 / mmGflops).toFixed(2)} of the matmul anchor`);
-  console.log(`decode (256 tokens, one at a time): ${tg.toFixed(0)} tok/s`);
-  const r = await perplexity(g.model, ids, { ctx: 128, chunks, bos: tok.vocab.bos, addBos: true });
-  console.log(`perplexity ctx 128 x ${r.chunks} chunks: PPL ${r.ppl.toFixed(4)} in ${r.seconds.toFixed(2)} s = ${((r.chunks * 128) / r.seconds).toFixed(0)} tok/s`);
+  console.log(`stories260K in process: prompt (128 tokens, batched) ${(128 / tPrompt).toFixed(0)} tok/s; decode (256 tokens, one at a time) ${(256 / tDecode).toFixed(0)} tok/s`);
+}
+
+function matmulGflops(): void {
+  const T = 64;
+  const K = 768;
+  const N = 2816;
+  const flops = 2 * T * K * N;
+  let seed = 1;
+  const rnd = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32) * 2 - 1;
+  const x = Float32Array.from({ length: T * K }, rnd);
+  const w = Float32Array.from({ length: N * K }, rnd);
+  const out = new Float32Array(T * N);
+  const ref = gflops(() => matmulRef(out, x, w, T, K, N), flops, 2, 1000);
+  console.log(`matmul T=${T} x K=${K} x N=${N}, one thread (GFLOP/s): scalar TypeScript reference (f32 weights) ${ref.toFixed(2)}`);
+  for (const variant of ['relaxed', 'simd'] as const) {
+    const e = MatmulEngine.get(variant);
+    if (!e) continue;
+    e.setThreads(1);
+    const cells: string[] = [];
+    for (const name of ['F32', 'Q8_0', 'Q4_K']) {
+      const type = ggmlTypeByName(name)!;
+      const rowBytes = ggmlRowBytes(type, K);
+      const q = new Uint8Array(rowBytes * N);
+      if (name === 'F32') q.set(new Uint8Array(w.buffer));
+      else ggmlCodec(type)!.quantize!(w, N, K, q);
+      const kw = e.storeWeight(type, N, K, rowBytes, q)!;
+      const g = gflops(() => e.matmul(out, x, kw, T), flops);
+      cells.push(`${name} ${g.toFixed(1)} (${(g / ref).toFixed(0)}x)`);
+    }
+    console.log(`  wasm ${variant.padEnd(7)}: ${cells.join(', ')}`);
+  }
+}
+
+interface Run {
+  seconds: number;
+  ppl: number;
+}
+
+function runLowbit(model: string, chunks: number, threads: number): Run | null {
+  const t0 = performance.now();
+  const r = spawnSync(process.execPath, [join(root, 'bin/lowbit.js'), 'eval', model, '--text', join(root, 'data/tinystories-valid-head.txt'), '--ctx', '128', '--chunks', String(chunks), '--threads', String(threads), '--json'], { encoding: 'utf8' });
+  const seconds = (performance.now() - t0) / 1000;
+  if (r.status !== 0) {
+    console.log(`  lowbit failed: ${r.stderr.trim().split('\n').pop()}`);
+    return null;
+  }
+  return { seconds, ppl: JSON.parse(r.stdout).ppl as number };
+}
+
+function runLlamaCpp(bin: string, model: string, chunks: number, threads: number): Run | null {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const t0 = performance.now();
+    const r = spawnSync(bin, ['-m', model, '-f', join(root, 'data/tinystories-valid-head.txt'), '-c', '128', '--chunks', String(chunks), '-t', String(threads)], { encoding: 'utf8' });
+    const seconds = (performance.now() - t0) / 1000;
+    const m = /Final estimate: PPL = ([0-9.]+)/.exec(r.stdout + r.stderr);
+    if (r.status === 0 && m) return { seconds, ppl: Number(m[1]) };
+    // its log thread can drop the last lines at exit: retry
+  }
+  console.log('  llama-perplexity gave no final estimate');
+  return null;
+}
+
+async function evalVsLlamaCpp(chunks260K: number, chunks100M: number, reps: number, threads: number): Promise<void> {
+  const bin = join(root, '.cache/llama.cpp-build/bin/llama-perplexity');
+  if (!existsSync(bin)) {
+    console.log('llama-perplexity not built (node scripts/build-llama-cpp.mjs): skipping the eval comparison');
+    return;
+  }
+  const synth = await syntheticLlama(root);
+  const q8 = synth.replace(/-f32\.gguf$/, '-q8_0.gguf');
+  if (!existsSync(q8)) {
+    const r = spawnSync(process.execPath, [join(root, 'bin/lowbit.js'), 'quantize', synth, q8, '--type', 'Q8_0'], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`quantize failed: ${r.stderr}`);
+  }
+  const models: [string, string, number][] = [
+    ['stories260K F32', join(root, 'data/stories260K.gguf'), chunks260K],
+    ['llama 155M F32', synth, chunks100M],
+    ['llama 155M Q8_0', q8, chunks100M],
+  ];
+  console.log(`lowbit eval vs llama-perplexity: ctx 128, ${threads} threads, whole command, best of ${reps} alternating runs`);
+  console.log(`  ${'model'.padEnd(17)} ${'chunks'.padStart(6)} ${'lowbit tok/s'.padStart(13)} ${'llama.cpp tok/s'.padStart(16)} ${'ratio'.padStart(6)}   PPL lowbit / llama.cpp`);
+  for (const [label, file, chunks] of models) {
+    let best: Run | null = null;
+    let bestRef: Run | null = null;
+    for (let i = 0; i < reps; i++) {
+      const a = runLowbit(file, chunks, threads);
+      const b = runLlamaCpp(bin, file, chunks, threads);
+      if (a && (!best || a.seconds < best.seconds)) best = a;
+      if (b && (!bestRef || b.seconds < bestRef.seconds)) bestRef = b;
+    }
+    if (!best || !bestRef) continue;
+    const tokens = chunks * 128;
+    const ours = tokens / best.seconds;
+    const theirs = tokens / bestRef.seconds;
+    console.log(
+      `  ${label.padEnd(17)} ${String(chunks).padStart(6)} ${ours.toFixed(1).padStart(13)} ${theirs.toFixed(1).padStart(16)} ${(ours / theirs).toFixed(2).padStart(6)}   ${best.ppl.toFixed(4)} / ${bestRef.ppl.toFixed(4)}`,
+    );
+  }
+}
+
+export async function run(args: string[]): Promise<void> {
+  const [chunks260K, chunks100M, reps, threads] = [Number(args[0] ?? 50), Number(args[1] ?? 8), Number(args[2] ?? 3), Number(args[3] ?? 2)];
+  useNodeThreads();
+  await tokenizer();
+  matmulGflops();
+  await evalVsLlamaCpp(chunks260K, chunks100M, reps, threads);
+  for (const v of ['relaxed', 'simd'] as const) MatmulEngine.get(v)?.close();
 }

@@ -31,6 +31,9 @@ interface MatmulExports {
   hasType(type: number): number;
   dequantize(type: number, src: number, rowBytes: number, rows: number, k: number, dst: number, kx: number): void;
   runChunk(job: number, chunk: number, thread: number): void;
+  siluMul(g: number, u: number, n: number): void;
+  logSumExp(x: number, n: number, max: number): number;
+  expArray(x: number, y: number, n: number): void;
 }
 
 const PAGE = 65536;
@@ -73,8 +76,6 @@ export interface KernelWeight {
   readonly rowBytes: number;
   /** byte offset in the engine's memory */
   readonly ptr: number;
-  /** the stored bytes (a view into the engine's memory) */
-  readonly data: Uint8Array;
 }
 
 /** First-fit allocator over [base, memory end), growing the memory as needed. */
@@ -164,6 +165,8 @@ export class MatmulEngine {
   private threadCount = 1;
   private readonly buffers = new Map<string, Buffer>();
   private readonly finalizer = new FinalizationRegistry<number>((at) => this.heap.release(at));
+  /** the memory's buffer objects seen so far (a shared memory hands out a new one after growing) */
+  private readonly ours = new WeakSet<ArrayBufferLike>();
   private f32View = new Float32Array(0);
   private u8View = new Uint8Array(0);
   private i32View = new Int32Array(0);
@@ -248,6 +251,7 @@ export class MatmulEngine {
   private views(): void {
     const buf = this.memory.buffer;
     if (this.u8View.buffer !== buf) {
+      this.ours.add(buf);
       this.u8View = new Uint8Array(buf);
       this.f32View = new Float32Array(buf);
       this.i32View = new Int32Array(buf);
@@ -262,9 +266,18 @@ export class MatmulEngine {
     if (ptr === null) return null;
     this.views();
     this.u8View.set(data, ptr);
-    const w: KernelWeight = { engine: this, type, rows, cols, rowBytes, ptr, data: new Uint8Array(this.memory.buffer, ptr, bytes) };
+    const w: KernelWeight = { engine: this, type, rows, cols, rowBytes, ptr };
     this.finalizer.register(w, ptr);
     return w;
+  }
+
+  /**
+   * The stored bytes of a weight, as a view into this memory. With a shared memory the view stays
+   * valid; an unshared memory's buffer is replaced (and old views emptied) whenever it grows.
+   */
+  weightBytes(w: KernelWeight): Uint8Array {
+    this.views();
+    return new Uint8Array(this.u8View.buffer, w.ptr, w.rows * w.rowBytes);
   }
 
   private buffer(name: string, bytes: number): number {
@@ -279,15 +292,16 @@ export class MatmulEngine {
     return at;
   }
 
-  /** y (nTok x w.rows) = x (nTok x w.cols) · Wᵀ */
+  /** y (nTok x w.rows) = x (nTok x w.cols) · Wᵀ. Arrays in this memory (allocF32) are used in place. */
   matmul(out: Float32Array, x: Float32Array, w: KernelWeight, nTok: number): void {
     if (w.engine !== this) throw new Error('weight belongs to another kernel engine');
     const k = w.cols;
     const n = w.rows;
     const kx = (k + 3) & ~3;
-    const xAt = this.putActivations(x, nTok, k, kx);
-    const yAt = this.buffer('y', nTok * n * 4);
-    if (this.hasType(w.type)) this.run(w.type.id, w.ptr, w.rowBytes, xAt, nTok, k, kx, yAt, n, n);
+    const xAt = this.activations(x, nTok, k, kx);
+    const yOwn = this.ptrOf(out, nTok * n);
+    const yAt = yOwn >= 0 ? yOwn : this.buffer('y', nTok * n * 4);
+    if (this.hasType(w.type)) this.run(w.type.id, w.ptr, w.rowBytes, k, kx, xAt, nTok, yAt, n, n);
     else {
       // TypeScript dequantizer: row blocks to f32 (stride kx), then the F32 kernel
       const codec = ggmlCodec(w.type);
@@ -298,7 +312,7 @@ export class MatmulEngine {
       for (let r0 = 0; r0 < n; r0 += block) {
         const nr = Math.min(block, n - r0);
         this.views();
-        const src = w.data.subarray(r0 * w.rowBytes, (r0 + nr) * w.rowBytes);
+        const src = this.weightBytes(w).subarray(r0 * w.rowBytes, (r0 + nr) * w.rowBytes);
         if (!tmp) codec.dequantize(src, nr * k, this.f32View.subarray(at >> 2, (at >> 2) + nr * k));
         else {
           for (let r = 0; r < nr; r++) {
@@ -308,18 +322,18 @@ export class MatmulEngine {
             this.f32View.fill(0, o + k, o + kx);
           }
         }
-        this.run(0, at, kx * 4, xAt, nTok, kx, kx, yAt + r0 * 4, n, nr);
+        this.run(0, at, kx * 4, kx, kx, xAt, nTok, yAt + r0 * 4, n, nr);
       }
     }
-    this.views();
-    out.set(this.f32View.subarray(yAt >> 2, (yAt >> 2) + nTok * n));
+    if (yOwn < 0) this.copyOut(out, yAt, nTok * n);
   }
 
-  /** y (nTok x n) = x (nTok x k) · wᵀ for f32 arrays (copied in). */
+  /** y (nTok x n) = x (nTok x k) · wᵀ for f32 arrays (w copied in, a row block at a time). */
   matmulF32(out: Float32Array, x: Float32Array, w: Float32Array, nTok: number, k: number, n: number): void {
     const kx = (k + 3) & ~3;
-    const xAt = this.putActivations(x, nTok, k, kx);
-    const yAt = this.buffer('y', nTok * n * 4);
+    const xAt = this.activations(x, nTok, k, kx);
+    const yOwn = this.ptrOf(out, nTok * n);
+    const yAt = yOwn >= 0 ? yOwn : this.buffer('y', nTok * n * 4);
     const block = Math.max(1, Math.min(n, Math.floor(FALLBACK_FLOATS / kx)));
     const at = this.buffer('fallback', block * kx * 4);
     for (let r0 = 0; r0 < n; r0 += block) {
@@ -334,20 +348,64 @@ export class MatmulEngine {
           f.fill(0, o + k, o + kx);
         }
       }
-      this.run(0, at, kx * 4, xAt, nTok, kx, kx, yAt + r0 * 4, n, nr);
+      this.run(0, at, kx * 4, kx, kx, xAt, nTok, yAt + r0 * 4, n, nr);
     }
+    if (yOwn < 0) this.copyOut(out, yAt, nTok * n);
+  }
+
+  /** SwiGLU in place: g[i] = silu(g[i]) * u[i] for i < n (f32, exp by wasm/matmul.ts exp4). */
+  siluMul(g: Float32Array, u: Float32Array, n: number): void {
+    const gOwn = this.ptrOf(g, n);
+    const gAt = gOwn >= 0 ? gOwn : this.copyIn('g', g, n);
+    const uOwn = this.ptrOf(u, n);
+    const uAt = uOwn >= 0 ? uOwn : this.copyIn('u', u, n);
+    this.exports.siluMul(gAt, uAt, n);
+    if (gOwn < 0) this.copyOut(g, gAt, n);
+  }
+
+  /** log sum_i exp(x[off + i] - max) over n values, max being their largest (f32 exp4, f64 sum). */
+  logSumExp(x: Float32Array, off: number, n: number, max: number): number {
+    const row = x.subarray(off, off + n);
+    const own = this.ptrOf(row, n);
+    return this.exports.logSumExp(own >= 0 ? own : this.copyIn('lse', row, n), n, max);
+  }
+
+  /** exp of each value (the kernel's exp4; for tests) */
+  exp(x: Float32Array): Float32Array {
+    const at = this.copyIn('expIn', x, x.length);
+    const y = this.buffer('expOut', x.length * 4 + 16);
+    this.exports.expArray(at, y, x.length);
     this.views();
-    out.set(this.f32View.subarray(yAt >> 2, (yAt >> 2) + nTok * n));
+    return this.f32View.slice(y >> 2, (y >> 2) + x.length);
+  }
+
+  /** byte offset of a in this memory when it lives there (allocF32) and holds n values, else -1 */
+  ptrOf(a: Float32Array, n: number): number {
+    return this.ours.has(a.buffer) && a.length >= n ? a.byteOffset : -1;
+  }
+
+  private copyIn(name: string, a: Float32Array, n: number): number {
+    const at = this.buffer(name, n * 4 + 16);
+    this.views();
+    this.f32View.set(a.subarray(0, n), at >> 2);
+    return at;
+  }
+
+  private copyOut(out: Float32Array, at: number, n: number): void {
+    this.views();
+    out.set(this.f32View.subarray(at >> 2, (at >> 2) + n));
   }
 
   /**
    * n zeroed f32 values in kernel memory, released when `owner` is garbage collected; null when the
-   * memory is full. The array stays valid (the memory only grows).
+   * memory is full or not shared. The array stays valid (a shared memory only grows).
    */
   allocF32(n: number, owner: object): { at: number; array: Float32Array } | null {
+    if (!this.shared) return null; // an unshared memory detaches its views when it grows
     const at = this.heap.alloc(n * 4);
     if (at === null) return null;
-    const array = new Float32Array(this.memory.buffer, at, n);
+    this.views();
+    const array = new Float32Array(this.u8View.buffer, at, n);
     array.fill(0);
     this.finalizer.register(owner, at);
     return { at, array };
@@ -362,15 +420,16 @@ export class MatmulEngine {
   attention(q: Float32Array, nTok: number, pos0: number, nHeads: number, nKvHeads: number, headDim: number, keysAt: number, valuesAt: number, kvDim: number, scale: number, out: Float32Array): void {
     if (headDim % 4 !== 0) throw new Error(`attention kernel: head size ${headDim} is not a multiple of 4`);
     const qDim = nHeads * headDim;
-    const qAt = this.buffer('q', nTok * qDim * 4);
-    const oAt = this.buffer('att', nTok * qDim * 4);
+    const qOwn = this.ptrOf(q, nTok * qDim);
+    const qAt = qOwn >= 0 ? qOwn : this.copyIn('q', q, nTok * qDim);
+    const oOwn = this.ptrOf(out, nTok * qDim);
+    const oAt = oOwn >= 0 ? oOwn : this.buffer('att', nTok * qDim * 4);
     const positions = pos0 + nTok;
     const flops = 4 * nHeads * headDim * (nTok * pos0 + (nTok * (nTok + 1)) / 2);
     const threads = this.pool && flops >= MIN_PARALLEL_FLOPS ? this.threadCount : 1;
     const scratchBytes = positions * 4 + 64;
     const scratch = this.buffer('scores', scratchBytes * this.threadCount);
     this.views();
-    this.f32View.set(q.subarray(0, nTok * qDim), qAt >> 2);
     const p = this.i32View;
     const j = (this.control + JOB_OFFSET) >> 2;
     p[j] = 2;
@@ -391,8 +450,7 @@ export class MatmulEngine {
     const job = this.control + JOB_OFFSET;
     if (threads > 1) this.pool!.run(nHeads, this.exports);
     else for (let h = 0; h < nHeads; h++) this.exports.runChunk(job, h, 0);
-    this.views();
-    out.set(this.f32View.subarray(oAt >> 2, (oAt >> 2) + nTok * qDim));
+    if (oOwn < 0) this.copyOut(out, oAt, nTok * qDim);
   }
 
   /** Dequantize rows with the kernel (for tests): `rows` rows of w from row `r0`, k floats each. */
@@ -403,9 +461,11 @@ export class MatmulEngine {
     return this.f32View.slice(at >> 2, (at >> 2) + rows * w.cols);
   }
 
-  /** x rows into kernel memory with stride kx (zeros after k) */
-  private putActivations(x: Float32Array, nTok: number, k: number, kx: number): number {
+  /** x rows in kernel memory with stride kx (zeros after k): in place when possible, else copied */
+  private activations(x: Float32Array, nTok: number, k: number, kx: number): number {
     if (x.length < nTok * k) throw new Error(`activations: ${x.length} values, expected ${nTok} x ${k}`);
+    const own = this.ptrOf(x, nTok * k);
+    if (own >= 0 && kx === k) return own;
     const at = this.buffer('x', nTok * kx * 4);
     this.views();
     const f = this.f32View;
@@ -420,8 +480,8 @@ export class MatmulEngine {
     return at;
   }
 
-  /** One matmul job: rows [0, rows) of W at w go to columns [0, rows) of y (row stride n). */
-  private run(type: number, w: number, rowBytes: number, x: number, nTok: number, k: number, kx: number, y: number, n: number, rows: number): void {
+  /** One matmul job: rows [0, rows) of W at w go to columns [0, rows) of y (row stride n); x rows kx apart. */
+  private run(type: number, w: number, rowBytes: number, k: number, kx: number, x: number, nTok: number, y: number, n: number, rows: number): void {
     const threads = this.pool && 2 * nTok * k * rows >= MIN_PARALLEL_FLOPS ? this.threadCount : 1;
     let chunkRows = Math.min(MAX_CHUNK_ROWS, Math.max(3, Math.floor(SCRATCH_FLOATS / kx / 3) * 3));
     if (threads > 1) chunkRows = Math.min(chunkRows, Math.max(3, Math.ceil(rows / (8 * threads) / 3) * 3));

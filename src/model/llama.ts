@@ -213,7 +213,10 @@ function kernelKvStorage(engine: MatmulEngine, nLayers: number, capacity: number
 // ---------------------------------------------------------------------------------------------------
 // Run state
 
-/** Buffers for up to `batch` tokens per forward step. */
+/**
+ * Buffers for up to `batch` tokens per forward step. With a kernel engine the f32 buffers live in its
+ * memory, where the kernels read and write them without copies.
+ */
 class RunState {
   readonly x: Float32Array; // (batch, dim) residual stream
   readonly xb: Float32Array; // (batch, dim) normalized input of a block
@@ -227,18 +230,19 @@ class RunState {
   readonly scores: Float64Array; // (capacity) attention scores of one head
   readonly ropeFreq: Float64Array; // (ropeDim/2) theta^(-2i/ropeDim)
   readonly lastLogits: Float32Array; // (vocab)
-  constructor(c: LlamaConfig, readonly batch: number, capacity: number) {
+  constructor(c: LlamaConfig, readonly batch: number, capacity: number, engine: MatmulEngine | null) {
     const qDim = c.nHeads * c.headDim;
     const kvDim = c.nKvHeads * c.headDim;
-    this.x = new Float32Array(batch * c.dim);
-    this.xb = new Float32Array(batch * c.dim);
-    this.q = new Float32Array(batch * qDim);
-    this.k = new Float32Array(batch * kvDim);
-    this.v = new Float32Array(batch * kvDim);
-    this.att = new Float32Array(batch * qDim);
-    this.xb2 = new Float32Array(batch * c.dim);
-    this.hb = new Float32Array(batch * c.hiddenDim);
-    this.hb2 = new Float32Array(batch * c.hiddenDim);
+    const f32 = (n: number) => engine?.allocF32(n, this)?.array ?? new Float32Array(n);
+    this.x = f32(batch * c.dim);
+    this.xb = f32(batch * c.dim);
+    this.q = f32(batch * qDim);
+    this.k = f32(batch * kvDim);
+    this.v = f32(batch * kvDim);
+    this.att = f32(batch * qDim);
+    this.xb2 = f32(batch * c.dim);
+    this.hb = f32(batch * c.hiddenDim);
+    this.hb2 = f32(batch * c.hiddenDim);
     this.scores = new Float64Array(capacity);
     this.ropeFreq = new Float64Array(c.ropeDim / 2);
     for (let i = 0; i < c.ropeDim / 2; i++) this.ropeFreq[i] = Math.pow(c.ropeTheta, (-2 * i) / c.ropeDim);
@@ -316,6 +320,8 @@ export class Llama {
   readonly kv: KvStorage;
   hooks: ForwardHooks = {};
   private readonly s: RunState;
+  /** the WebAssembly kernels, when in use */
+  private readonly engine: MatmulEngine | null;
 
   constructor(config: LlamaConfig, tensors: readonly StoredTensor[], opts: LlamaOptions = {}) {
     const c = config;
@@ -329,7 +335,8 @@ export class Llama {
     const kvDim = c.nKvHeads * c.headDim;
     const kernelKv = engine && c.headDim % 4 === 0 && !opts.kv ? kernelKvStorage(engine, c.nLayers, capacity, kvDim) : null;
     this.kv = opts.kv ?? kernelKv ?? f32KvStorage(c.nLayers, capacity, kvDim);
-    this.s = new RunState(c, Math.max(1, opts.batch ?? 128), this.kv.capacity);
+    this.engine = engine;
+    this.s = new RunState(c, Math.max(1, opts.batch ?? 128), this.kv.capacity, engine);
   }
 
   /**
@@ -405,9 +412,12 @@ export class Llama {
       rmsnorm(s.xb, s.x, L.ffnNorm, nTok, dim, c.normEps);
       this.lin(s.hb, s.xb, L.gate, nTok);
       this.lin(s.hb2, s.xb, L.up, nTok);
-      for (let i = 0; i < nTok * hiddenDim; i++) {
-        const g = s.hb[i];
-        s.hb[i] = (g / (1 + Math.exp(-g))) * s.hb2[i];
+      if (this.engine && kernelsEnabled()) this.engine.siluMul(s.hb, s.hb2, nTok * hiddenDim);
+      else {
+        for (let i = 0; i < nTok * hiddenDim; i++) {
+          const g = s.hb[i];
+          s.hb[i] = (g / (1 + Math.exp(-g))) * s.hb2[i];
+        }
       }
       this.lin(s.xb2, s.hb, L.down, nTok);
       for (let i = 0; i < nTok * dim; i++) s.x[i] += s.xb2[i];

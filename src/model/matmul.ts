@@ -136,10 +136,13 @@ export function makeLinearWeight(name: string, type: GgmlTypeInfo, rows: number,
     const kernel = f32
       ? engine.storeWeight(F32_TYPE, rows, cols, cols * 4, new Uint8Array(f32.buffer, f32.byteOffset, rows * cols * 4))
       : engine.storeWeight(type, rows, cols, rowBytes, data);
-    if (kernel) {
-      const f32View = f32 && new Float32Array(kernel.data.buffer, kernel.data.byteOffset, rows * cols);
-      return { name, type, rows, cols, data: f32 && type.name !== 'F32' ? data : kernel.data, f32: f32View, kernel };
+    if (kernel && engine.shared) {
+      // use the copy (its views stay valid) and let the original bytes go
+      const stored = engine.weightBytes(kernel);
+      const f32View = f32 && new Float32Array(stored.buffer, stored.byteOffset, rows * cols);
+      return { name, type, rows, cols, data: f32 && type.name !== 'F32' ? data : stored, f32: f32View, kernel };
     }
+    if (kernel) return { name, type, rows, cols, data, f32, kernel };
   }
   return { name, type, rows, cols, data, f32 };
 }
