@@ -58,6 +58,50 @@ export function matmulLanesRef(out: Float32Array, x: Float32Array, w: Float32Arr
   }
 }
 
+/**
+ * The reference for the attention kernel (and the runtime's TypeScript path): causal attention of nTok
+ * query rows (nHeads * headDim each) at positions pos0.., against keys/values of positions
+ * [0, pos0 + nTok) (kvDim per position; query head h uses kv head h / (nHeads / nKvHeads)). Float64
+ * scores and softmax; out accumulates in f32. `scores` holds at least pos0 + nTok values.
+ */
+export function attentionRef(
+  q: Float32Array, keys: Float32Array, values: Float32Array, nTok: number, pos0: number, nHeads: number, nKvHeads: number,
+  headDim: number, scale: number, out: Float32Array, scores: Float64Array,
+): void {
+  const kvDim = nKvHeads * headDim;
+  const qDim = nHeads * headDim;
+  const group = nHeads / nKvHeads;
+  for (let t = 0; t < nTok; t++) {
+    const nPos = pos0 + t + 1;
+    for (let h = 0; h < nHeads; h++) {
+      const qo = t * qDim + h * headDim;
+      const ko = Math.floor(h / group) * headDim; // this head's kv head
+      let max = -Infinity;
+      for (let p = 0; p < nPos; p++) {
+        let dot = 0;
+        const kp = p * kvDim + ko;
+        for (let i = 0; i < headDim; i++) dot += q[qo + i] * keys[kp + i];
+        const score = dot * scale;
+        scores[p] = score;
+        if (score > max) max = score;
+      }
+      let sum = 0;
+      for (let p = 0; p < nPos; p++) {
+        const ex = Math.exp(scores[p] - max);
+        scores[p] = ex;
+        sum += ex;
+      }
+      const o = out.subarray(qo, qo + headDim);
+      o.fill(0);
+      for (let p = 0; p < nPos; p++) {
+        const a = scores[p] / sum;
+        const vp = p * kvDim + ko;
+        for (let i = 0; i < headDim; i++) o[i] += a * values[vp + i];
+      }
+    }
+  }
+}
+
 /** gamma(K/4 + 2) of the error bound above, for K inputs */
 export function matmulErrorFactor(k: number): number {
   const m = Math.ceil(k / 4) + 2;
@@ -236,6 +280,11 @@ export class MatmulEngine {
       if (this.pool) this.threadCount = n;
     }
     return this.threadCount;
+  }
+
+  /** Workers started and ready, and chunks they ran so far. */
+  threadStats(): { ready: number; workerChunks: number } {
+    return { ready: this.pool?.ready() ?? 0, workerChunks: this.pool?.workerChunks() ?? 0 };
   }
 
   /** Stop the worker threads. */

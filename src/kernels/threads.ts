@@ -15,6 +15,7 @@
  *   QUIT   non-zero: workers return
  *   READY  workers that have started
  *   ERROR  non-zero: a worker failed
+ *   WORKED chunks run by workers (statistics)
  *   the job's parameters follow at control + JOB_OFFSET.
  * The caller waits with Atomics.wait, which Node allows on its main thread and browsers only in workers.
  */
@@ -26,6 +27,7 @@ export const DONE = 3;
 export const QUIT = 4;
 export const READY = 5;
 export const ERROR = 6;
+export const WORKED = 7;
 /** byte offset of the job parameters in the control block */
 export const JOB_OFFSET = 64;
 /** bytes of the control block (parameters included) */
@@ -103,6 +105,7 @@ export function kernelWorkerMain(init: KernelWorkerInit): void {
       } catch {
         Atomics.store(ctrl, base + ERROR, 1);
       }
+      Atomics.add(ctrl, base + WORKED, 1);
       const n = Atomics.load(ctrl, base + LIMIT) & 0xffff;
       if (Atomics.add(ctrl, base + DONE, 1) + 1 === n) Atomics.notify(ctrl, base + DONE);
     }
@@ -147,6 +150,11 @@ export class KernelThreads {
   /** workers that have started and wait for jobs */
   ready(): number {
     return Atomics.load(this.ctrl(), this.base + READY);
+  }
+
+  /** chunks run by the workers so far */
+  workerChunks(): number {
+    return Atomics.load(this.ctrl(), this.base + WORKED);
   }
 
   /**

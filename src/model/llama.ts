@@ -12,7 +12,7 @@
  * key/value head). Weights keep their stored type; only `linear` (src/model/matmul.ts) knows about formats.
  */
 import { fail } from '../errors.js';
-import { MatmulEngine } from '../kernels/matmul.js';
+import { attentionRef, MatmulEngine } from '../kernels/matmul.js';
 import { ggmlRowBytes, type GgmlTypeInfo } from '../quant/ggml/types.js';
 import { dequantizeRows, kernelsEnabled, linear, makeLinearWeight, type LinearWeight } from './matmul.js';
 import type { LlamaConfig, StoredTensor } from './types.js';
@@ -426,43 +426,10 @@ export class Llama {
 
   /** causal attention of layer l in TypeScript: token t (position pos + t) sees positions 0 .. pos + t */
   private attention(l: number, nTok: number, pos: number): void {
-    const s = this.s;
     const { headDim, nHeads, nKvHeads } = this.config;
-    const kvDim = nKvHeads * headDim;
-    const qDim = nHeads * headDim;
-    const group = nHeads / nKvHeads;
-    const attScale = 1 / Math.sqrt(headDim);
     const keys = this.kv.keys(l, pos + nTok);
     const values = this.kv.values(l, pos + nTok);
-    for (let t = 0; t < nTok; t++) {
-      const nPos = pos + t + 1;
-      for (let h = 0; h < nHeads; h++) {
-        const qo = t * qDim + h * headDim;
-        const ko = Math.floor(h / group) * headDim; // this head's kv head
-        let max = -Infinity;
-        for (let p = 0; p < nPos; p++) {
-          let dot = 0;
-          const kp = p * kvDim + ko;
-          for (let i = 0; i < headDim; i++) dot += s.q[qo + i] * keys[kp + i];
-          const score = dot * attScale;
-          s.scores[p] = score;
-          if (score > max) max = score;
-        }
-        let sum = 0;
-        for (let p = 0; p < nPos; p++) {
-          const ex = Math.exp(s.scores[p] - max);
-          s.scores[p] = ex;
-          sum += ex;
-        }
-        const out = s.att.subarray(qo, qo + headDim);
-        out.fill(0);
-        for (let p = 0; p < nPos; p++) {
-          const a = s.scores[p] / sum;
-          const vp = p * kvDim + ko;
-          for (let i = 0; i < headDim; i++) out[i] += a * values[vp + i];
-        }
-      }
-    }
+    attentionRef(this.s.q, keys, values, nTok, pos, nHeads, nKvHeads, headDim, 1 / Math.sqrt(headDim), this.s.att, this.s.scores);
   }
 
   /** logits of tokens [from, from + count) of the last batch into out (count x vocab) */
