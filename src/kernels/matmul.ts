@@ -215,24 +215,11 @@ export class MatmulEngine {
   private u8View = new Uint8Array(0);
   private i32View = new Int32Array(0);
 
-  private constructor(variant: 'relaxed' | 'simd', src: KernelSource & Partial<Record<'wasmRelaxedShared' | 'wasmSimdShared', string>>) {
+  private constructor(variant: 'relaxed' | 'simd', memory: WebAssembly.Memory, shared: boolean, module: WebAssembly.Module) {
     this.variant = variant;
-    let memory: WebAssembly.Memory | undefined;
-    let bytes: string;
-    try {
-      memory = new WebAssembly.Memory({ initial: 2, maximum: 65536, shared: true });
-      if (!(memory.buffer instanceof SharedArrayBuffer)) memory = undefined;
-    } catch {
-      memory = undefined;
-    }
-    this.shared = memory !== undefined && src.wasmRelaxedShared !== undefined;
-    if (this.shared) bytes = variant === 'relaxed' ? src.wasmRelaxedShared! : src.wasmSimdShared!;
-    else {
-      memory = new WebAssembly.Memory({ initial: 2, maximum: 65536 });
-      bytes = variant === 'relaxed' ? src.wasmRelaxed : src.wasmSimd;
-    }
-    this.memory = memory!;
-    this.module = new WebAssembly.Module(decodeBase64(bytes) as BufferSource);
+    this.memory = memory;
+    this.shared = shared;
+    this.module = module;
     const instance = new WebAssembly.Instance(this.module, { env: { memory: this.memory } });
     this.exports = instance.exports as unknown as MatmulExports;
     const base = (this.exports.heapBase() + 63) & ~63;
@@ -247,10 +234,17 @@ export class MatmulEngine {
     if (variant === 'off') return null;
     let e = engines.get(variant);
     if (e === undefined) {
+      const memory = newMemory();
+      const k = moduleKey(variant, memory.shared);
       try {
-        e = new MatmulEngine(variant, matmulWasm);
+        let module = modules.get(k);
+        if (!module) {
+          module = new WebAssembly.Module(decodeBase64(moduleBytes(variant, memory.shared)) as BufferSource);
+          modules.set(k, module);
+        }
+        e = new MatmulEngine(variant, memory.memory, memory.shared, module);
       } catch {
-        e = null; // e.g. synchronous compilation refused on a browser main thread
+        return null; // e.g. synchronous compilation refused on a browser main thread: await initMatmulKernels()
       }
       engines.set(variant, e);
     }
@@ -562,7 +556,61 @@ export class MatmulEngine {
   }
 }
 
-const engines = new Map<string, MatmulEngine | null>();
+const engines = new Map<string, MatmulEngine>();
+const modules = new Map<string, WebAssembly.Module>();
+const source: KernelSource & Partial<Record<'wasmRelaxedShared' | 'wasmSimdShared', string>> = matmulWasm;
+
+let sharedWorks: boolean | undefined;
+
+/** A memory for an engine: shared (threads possible) where SharedArrayBuffer exists, else unshared. */
+function newMemory(): { memory: WebAssembly.Memory; shared: boolean } {
+  if (sharedWorks !== false && source.wasmRelaxedShared !== undefined && typeof SharedArrayBuffer !== 'undefined') {
+    try {
+      const memory = new WebAssembly.Memory({ initial: 2, maximum: 65536, shared: true });
+      if (memory.buffer instanceof SharedArrayBuffer) {
+        sharedWorks = true;
+        return { memory, shared: true };
+      }
+    } catch {
+      // not cross-origin isolated (browsers): unshared
+    }
+  }
+  sharedWorks = false;
+  return { memory: new WebAssembly.Memory({ initial: 2, maximum: 65536 }), shared: false };
+}
+
+/** Would newMemory() give a shared memory? */
+function sharedMemory(): boolean {
+  if (sharedWorks === undefined) newMemory();
+  return sharedWorks!;
+}
+
+function moduleKey(variant: string, shared: boolean): string {
+  return `${variant}:${shared ? 'shared' : 'unshared'}`;
+}
+
+function moduleBytes(variant: 'relaxed' | 'simd', shared: boolean): string {
+  if (shared) return variant === 'relaxed' ? source.wasmRelaxedShared! : source.wasmSimdShared!;
+  return variant === 'relaxed' ? source.wasmRelaxed : source.wasmSimd;
+}
+
+/**
+ * Compile the matmul kernels asynchronously: browsers refuse synchronous compilation on their main
+ * thread, so await this once before using the runtime there (Node compiles on first use anyway).
+ */
+export async function initMatmulKernels(variant = wasmVariant()): Promise<MatmulEngine | null> {
+  if (variant === 'off') return null;
+  const shared = sharedMemory();
+  const k = moduleKey(variant, shared);
+  if (!modules.has(k)) {
+    try {
+      modules.set(k, await WebAssembly.compile(decodeBase64(moduleBytes(variant, shared)) as BufferSource));
+    } catch {
+      return null;
+    }
+  }
+  return MatmulEngine.get(variant);
+}
 
 function decodeBase64(s: string): Uint8Array {
   const bin = atob(s);
