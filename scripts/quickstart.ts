@@ -7,10 +7,10 @@
  *   3. a greedy sample from the best 4-bit file.
  * Files go to out/quickstart/. `--quick` evaluates fewer chunks.
  */
+import { QUICKSTART_VARIANTS } from './quickstart-variants.js';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { llamaRecipe, schemeRecipe, type Recipe } from '../src/algos/recipe.js';
 import { withAtomicFile } from '../src/cli/files.js';
 import { fileSource } from '../src/cli/node-source.js';
 import { formatsTable, num, renderTable } from '../src/cli/commands/formats.js';
@@ -50,15 +50,7 @@ log(renderTable(['format', 'bits', 'max finite', 'SQNR dB'], rows, [false, true,
 
 log('\n== 2. quantized models, evaluated against the original\n');
 fs.mkdirSync(outDir, { recursive: true });
-const variants: [string, Recipe, 'gguf' | 'safetensors'][] = [
-  ['Q8_0', llamaRecipe('Q8_0'), 'gguf'],
-  ['Q6_K', llamaRecipe('Q6_K'), 'gguf'],
-  ['Q4_K_M', llamaRecipe('Q4_K_M'), 'gguf'],
-  ['Q4_0', llamaRecipe('Q4_0'), 'gguf'],
-  ['MXFP4', schemeRecipe('ggml_mxfp4'), 'gguf'],
-  ['NVFP4', schemeRecipe('ggml_nvfp4'), 'gguf'],
-  ['int4_g32', schemeRecipe('int4', { groupSize: 32 }), 'safetensors'],
-];
+const variants = QUICKSTART_VARIANTS;
 const text = fs.readFileSync(data('tinystories-valid-head.txt'), 'utf8');
 const setup = { ctx: 128, chunks: quick ? 10 : 40 };
 const input = fileSource(data('stories260K.gguf'));

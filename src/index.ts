@@ -15,3 +15,15 @@ export { setStartWorker, kernelWorkerMain, type KernelWorkerInit, type StartWork
 export { loadModel, llamaFromSafetensors } from './eval/load.js';
 export { perplexity, modelBase, logitsFileBase, type PerplexityResult } from './eval/perplexity.js';
 export { generate } from './eval/generate.js';
+// model files (byte-range sources in, byte sinks out; no file system in the core)
+export { bytesSource, blobSource, type ByteSource } from './io/source.js';
+export { memorySink, type ByteSink, type MemorySink } from './io/sink.js';
+export { openModelFile, sniffFormat, type ModelFile, type ModelTensor } from './io/model-file.js';
+export { readGguf, readGgufTensor, GgufWriter, writeGguf, type GgufFile } from './io/gguf.js';
+export { readSafetensors, readShardedSafetensors, SafetensorsWriter, findPackedInt4, type SafetensorsFile } from './io/safetensors.js';
+export { readLlama2c } from './io/llama2c.js';
+export { convertModel } from './io/convert.js';
+// quantize(model, recipe)
+export { defineRecipe, recipeToJSON, recipeFromJSON, llamaRecipe, schemeRecipe, RECIPE_VERSION, type Recipe, type RecipeRule } from './algos/recipe.js';
+export { quantize, planQuantization, quantizeModel, type QuantizePlan, type QuantizeReport, type TensorReport } from './pipeline/quantize.js';
+export { readImatrix, writeImatrixGguf } from './pipeline/imatrix-file.js';

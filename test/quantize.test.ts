@@ -6,6 +6,7 @@
  * matmuls (vec_dot with Q8_0/Q8_K activations) while lowbit multiplies in f32, so logits agree only
  * approximately: max |Δlogit| < 0.5 and the same argmax on a 9-token prompt (measured values printed).
  */
+import { QUICKSTART_VARIANTS } from '../scripts/quickstart-variants.js';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -41,13 +42,9 @@ async function quantizeBytes(recipe: Recipe, kind: 'gguf' | 'safetensors'): Prom
   }
 }
 
+// every GGUF the quickstart writes, plus IQ4_NL
 const RECIPES: [string, Recipe][] = [
-  ['Q8_0', llamaRecipe('Q8_0')],
-  ['Q6_K', llamaRecipe('Q6_K')],
-  ['Q4_K_M', llamaRecipe('Q4_K_M')],
-  ['Q4_0', llamaRecipe('Q4_0')],
-  ['MXFP4', schemeRecipe('ggml_mxfp4')],
-  ['NVFP4', schemeRecipe('ggml_nvfp4')],
+  ...QUICKSTART_VARIANTS.filter((v) => v[2] === 'gguf').map(([label, recipe]): [string, Recipe] => [label, recipe]),
   ['IQ4_NL', schemeRecipe('ggml_iq4_nl')],
 ];
 

@@ -8,42 +8,9 @@ import { fail } from '../errors.js';
 import { openLlama2cLazy } from '../io/llama2c-lazy.js';
 import { openModelFile, type ModelFile } from '../io/model-file.js';
 import type { ByteSource } from '../io/source.js';
-import { checkRange } from '../io/source.js';
 import type { ByteSink } from '../io/sink.js';
 import type { AtomicFile } from './files.js';
-import { openInput } from './files.js';
-import type { FileSource } from './node-source.js';
-
-/**
- * A file source whose reads run on libuv's thread pool (fs.read), so a converter can have the next
- * chunk read while it converts and writes the current one.
- */
-export function asyncFileSource(file: string): FileSource {
-  const { fd, size } = openInput(file);
-  let open = true;
-  const readAt = (buf: Uint8Array, off: number, len: number, pos: number) =>
-    new Promise<number>((resolve, reject) => fs.read(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n))));
-  return {
-    size,
-    name: file,
-    async read(offset, length) {
-      checkRange(this, offset, length);
-      const buf = new Uint8Array(length);
-      let got = 0;
-      while (got < length) {
-        const n = await readAt(buf, got, length - got, offset + got);
-        if (n === 0) break;
-        got += n;
-      }
-      if (got !== length) throw new Error(`${file}: short read (${got} of ${length} bytes at ${offset})`);
-      return buf;
-    },
-    close() {
-      if (open) fs.closeSync(fd);
-      open = false;
-    },
-  };
-}
+import { asyncFileSource, type FileSource } from './node-source.js';
 
 /**
  * A sink over an AtomicFile whose writes run on the thread pool, at most `depth` in flight (bounded

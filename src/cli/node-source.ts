@@ -7,7 +7,9 @@ export interface FileSource extends ByteSource {
   close(): void;
 }
 
-export function fileSource(file: string): FileSource {
+type ReadAt = (fd: number, buf: Uint8Array, off: number, len: number, pos: number) => number | Promise<number>;
+
+function sourceOver(file: string, readAt: ReadAt): FileSource {
   const { fd, size } = openInput(file);
   let open = true;
   return {
@@ -18,7 +20,7 @@ export function fileSource(file: string): FileSource {
       const buf = new Uint8Array(length);
       let got = 0;
       while (got < length) {
-        const n = fs.readSync(fd, buf, got, length - got, offset + got);
+        const n = await readAt(fd, buf, got, length - got, offset + got);
         if (n === 0) break;
         got += n;
       }
@@ -30,4 +32,17 @@ export function fileSource(file: string): FileSource {
       open = false;
     },
   };
+}
+
+/** Synchronous positioned reads (lowest latency for many small reads). */
+export function fileSource(file: string): FileSource {
+  return sourceOver(file, (fd, buf, off, len, pos) => fs.readSync(fd, buf, off, len, pos));
+}
+
+/**
+ * Reads on libuv's thread pool (fs.read), so a converter can have the next chunk read while it
+ * converts and writes the current one.
+ */
+export function asyncFileSource(file: string): FileSource {
+  return sourceOver(file, (fd, buf, off, len, pos) => new Promise<number>((resolve, reject) => fs.read(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n)))));
 }

@@ -15,6 +15,7 @@ import { fail } from '../errors.js';
 import { attentionRef, MatmulEngine } from '../kernels/matmul.js';
 import { ggmlRowBytes, type GgmlTypeInfo } from '../quant/ggml/types.js';
 import { dequantizeRows, kernelsEnabled, linear, makeLinearWeight, type LinearWeight } from './matmul.js';
+import { ggmlRoundActivations } from './ggml-activations.js';
 import type { LlamaConfig, StoredTensor } from './types.js';
 
 // ---------------------------------------------------------------------------------------------------
@@ -312,6 +313,12 @@ export interface LlamaOptions extends LoadOptions {
   batch?: number;
   /** KV cache storage (default f32) */
   kv?: KvStorage;
+  /**
+   * 'ggml': round each linear layer's input to the weight type's llama.cpp `vec_dot_type` first (Q8_0,
+   * Q8_1, Q8_K, F16, BF16), as llama.cpp's CPU backend does, so KLD/PPL match what llama.cpp measures.
+   * 'f32' (default): weights are the only thing quantized.
+   */
+  activations?: 'f32' | 'ggml';
 }
 
 export class Llama {
@@ -319,9 +326,12 @@ export class Llama {
   readonly weights: LlamaWeights;
   readonly kv: KvStorage;
   hooks: ForwardHooks = {};
+  readonly activations: 'f32' | 'ggml';
   private readonly s: RunState;
   /** the WebAssembly kernels, when in use */
   private readonly engine: MatmulEngine | null;
+  /** rounded activations in 'ggml' mode: batch x max(k) */
+  private actScratch = new Float32Array(0);
 
   constructor(config: LlamaConfig, tensors: readonly StoredTensor[], opts: LlamaOptions = {}) {
     const c = config;
@@ -337,6 +347,7 @@ export class Llama {
     this.kv = opts.kv ?? kernelKv ?? f32KvStorage(c.nLayers, capacity, kvDim);
     this.engine = engine;
     this.s = new RunState(c, Math.max(1, opts.batch ?? 128), this.kv.capacity, engine);
+    this.activations = opts.activations ?? 'f32';
   }
 
   /**
@@ -364,6 +375,10 @@ export class Llama {
 
   private lin(out: Float32Array, x: Float32Array, w: LinearWeight, nTok: number): void {
     this.hooks.linearInput?.(w.name, x.subarray(0, nTok * w.cols), nTok, w.cols);
+    if (this.activations === 'ggml') {
+      if (this.actScratch.length < nTok * w.cols) this.actScratch = new Float32Array(this.s.batch * Math.max(w.cols, this.config.hiddenDim, this.config.dim));
+      if (ggmlRoundActivations(w.type, x, nTok, w.cols, this.actScratch)) x = this.actScratch;
+    }
     linear(out, x, w, nTok);
   }
 

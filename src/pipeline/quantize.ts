@@ -283,3 +283,14 @@ export async function quantizeModel(m: ModelFile, plan: QuantizePlan, sink: Byte
   const bytes = reports.reduce((s, r) => s + r.bytes, 0);
   return { output: plan.output, recipe: plan.recipe.name, tensors: reports, parameters, bytes, bitsPerWeight: (bytes * 8) / parameters, seconds: (performance.now() - t0) / 1000 };
 }
+
+/**
+ * The one verb: `quantize(model, recipe, sink)` plans every tensor (llama.cpp's rules for file-type
+ * recipes, the recipe's rules otherwise), quantizes tensor by tensor into `sink` and returns the report.
+ * The output container follows the recipe: GGML block types -> GGUF, generic schemes -> safetensors.
+ */
+export async function quantize(m: ModelFile, recipe: Recipe, sink: ByteSink, opts: QuantizeOptions & { output?: 'gguf' | 'safetensors' } = {}): Promise<QuantizeReport> {
+  const output = opts.output ?? (recipe.llama ? 'gguf' : 'safetensors');
+  const plan = planQuantization(m, recipe, output, { hasImatrix: opts.imatrix !== undefined });
+  return quantizeModel(m, plan, sink, opts);
+}

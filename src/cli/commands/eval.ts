@@ -37,6 +37,7 @@ export const evalCommand: Command = {
     { name: 'save-logits', type: 'string', help: 'write this model\'s log-probabilities (llama.cpp --kl-divergence-base format)' },
     { name: 'dequantize', type: 'boolean', help: 'dequantize all weights to f32 once at load', default: false },
     threadsOption,
+    { name: 'activations', type: 'string', choices: ['f32', 'ggml'], default: 'f32', help: 'ggml: round linear-layer inputs to the weight type\'s llama.cpp vec_dot type (Q8_0/Q8_K/F16), as llama.cpp\'s CPU backend does' },
     { name: 'json', type: 'boolean', help: 'print one JSON object', default: false },
   ],
   async run(a) {
@@ -51,13 +52,14 @@ export const evalCommand: Command = {
       const tokFile = a.values.tokenizer as string | undefined;
       const dequantize = a.values.dequantize as boolean;
       const threads = threadsFrom(a.values.threads);
+      const activations = a.values.activations as 'f32' | 'ggml';
       const baseLogits = a.values['base-logits'] ? await logitsFileBase(open(a.values['base-logits'] as string)) : undefined;
       let ctx = a.values.ctx as number;
       if (baseLogits) {
         if (a.given.has('ctx') && ctx !== baseLogits.ctx) fail(`--ctx ${ctx} differs from the base logits file's context ${baseLogits.ctx}`);
         ctx = baseLogits.ctx!;
       }
-      const m = await loadModelPath(a.positionals[0], tokFile, { contextLength: ctx, batch: Math.min(ctx, 512), dequantize, threads });
+      const m = await loadModelPath(a.positionals[0], tokFile, { contextLength: ctx, batch: Math.min(ctx, 512), dequantize, activations, threads });
       let tokens: ArrayLike<number>;
       if (baseLogits) tokens = baseLogits.tokens!;
       else {
@@ -70,7 +72,7 @@ export const evalCommand: Command = {
       const addBos = vocab?.addBos ?? true;
       let base: BaseSource | undefined = baseLogits;
       if (a.values.base) {
-        const b = await loadModelPath(a.values.base as string, tokFile, { contextLength: ctx, batch: Math.min(ctx, 512), dequantize, threads });
+        const b = await loadModelPath(a.values.base as string, tokFile, { contextLength: ctx, batch: Math.min(ctx, 512), dequantize, activations, threads });
         if (b.model.config.vocabSize !== m.model.config.vocabSize) fail(`base vocabulary ${b.model.config.vocabSize} differs from the model's ${m.model.config.vocabSize}`);
         base = modelBase(b.model, ctx, bos, addBos);
       }

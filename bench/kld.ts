@@ -1,0 +1,59 @@
+/**
+ * `npm run bench -- kld [chunks]`: lowbit's KL divergence against llama-perplexity's on the same quantized
+ * files (issue 6: agree within 2 %). stories260K.gguf is quantized by `lowbit quantize` to Q8_0, Q4_0 and
+ * Q4_K_M; llama-perplexity writes the base log-probabilities of the F32 model (--kl-divergence-base) and
+ * measures each quantized file (--kl-divergence); lowbit measures the same file twice: against llama.cpp's
+ * base file (--base-logits) and against the F32 model run by lowbit (--base). Needs the llama.cpp tools
+ * (node scripts/build-llama-cpp.mjs); prints the ratios.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const bin = root + '.cache/llama.cpp-build/bin/llama-perplexity';
+const lowbit = root + 'bin/lowbit.js';
+const text = root + 'data/tinystories-valid-head.txt';
+const model = root + 'data/stories260K.gguf';
+
+
+function runLlama(args: string[], want: RegExp): RegExpMatchArray {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const p = spawnSync(bin, [...args, '-t', '2'], { encoding: 'utf8', maxBuffer: 1 << 28 });
+    if (p.status !== 0) throw new Error(`llama-perplexity failed (${p.status}): ${p.stderr.slice(-400)}`);
+    const m = (p.stdout + p.stderr).match(want);
+    if (m) return m;
+  }
+  throw new Error(`llama-perplexity output never matched ${want}`);
+}
+
+function lowbitEval(args: string[]): { ppl: number; kld: { mean: number; stderr: number; p99: number }; top1: number } {
+  const out = execFileSync(process.execPath, [lowbit, 'eval', ...args, '--json'], { encoding: 'utf8' });
+  return JSON.parse(out);
+}
+
+export async function run(args: string[]): Promise<void> {
+  if (!existsSync(bin)) {
+    console.log(`llama-perplexity not built (${bin}); run node scripts/build-llama-cpp.mjs`);
+    return;
+  }
+  const chunks = String(Number(args[0] ?? 200));
+  const dir = root + '.cache/bench/kld/';
+  mkdirSync(dir, { recursive: true });
+  const base = dir + 'base.kld';
+  runLlama(['-m', model, '-f', text, '-c', '128', '--chunks', chunks, '--kl-divergence-base', base], /Final estimate: PPL = ([\d.]+)/);
+  console.log(`ctx 128, ${chunks} chunks, ${text.slice(root.length)}`);
+  console.log('lowbit runs with --activations ggml (activations rounded to Q8_0/Q8_K/F16 as llama.cpp\'s CPU backend does) and with f32 activations');
+  console.log('type     llama.cpp KLD         ggml act, llama base   ratio    ggml act, own base   ratio    f32 act (weights only)');
+  for (const type of ['Q8_0', 'Q4_0', 'Q4_K_M']) {
+    const q = dir + `stories260K-${type}.gguf`;
+    execFileSync(process.execPath, [lowbit, 'quantize', model, q, '--type', type, '--json'], { stdio: ['ignore', 'ignore', 'inherit'] });
+    const m = runLlama(['-m', q, '--kl-divergence-base', base, '--kl-divergence'], /Mean\s+KLD:\s+([-\d.e]+)\s+±\s+([-\d.e]+)/);
+    const ref = Number(m[1]);
+    const a = lowbitEval([q, '--base-logits', base, '--activations', 'ggml']);
+    const b = lowbitEval([q, '--base', model, '--text', text, '--ctx', '128', '--chunks', chunks, '--activations', 'ggml']);
+    const w = lowbitEval([q, '--base-logits', base]);
+    const f = (x: number) => x.toFixed(6);
+    console.log(`${type.padEnd(8)} ${f(ref)} ± ${Number(m[2]).toFixed(6)}   ${f(a.kld.mean).padEnd(21)}  ${(a.kld.mean / ref).toFixed(4)}   ${f(b.kld.mean).padEnd(19)}  ${(b.kld.mean / ref).toFixed(4)}   ${f(w.kld.mean)} (${(w.kld.mean / ref).toFixed(4)})`);
+  }
+}
