@@ -18,7 +18,7 @@
 // 3 rows x 3 tokens (9 accumulators: as many as V8 keeps in xmm registers without spilling).
 
 // @ts-ignore: decorator
-@inline const TOKEN_BLOCK: i32 = 64;
+@inline const TOKEN_BLOCK: i32 = 63; // a multiple of 3: full 3 x 3 tiles inside a block
 
 export function heapBase(): usize {
   return __heap_base;
@@ -68,6 +68,24 @@ function tile3x3(w: usize, ws: usize, x: usize, xs: usize, n: usize, y: usize, y
   store<f32>(y, hsum(a02)); store<f32>(y, hsum(a12), 4); store<f32>(y, hsum(a22), 8);
 }
 
+function tile3x2(w: usize, ws: usize, x: usize, xs: usize, n: usize, y: usize, ys: usize): void {
+  let a00 = f32x4.splat(0), a01 = f32x4.splat(0);
+  let a10 = f32x4.splat(0), a11 = f32x4.splat(0);
+  let a20 = f32x4.splat(0), a21 = f32x4.splat(0);
+  const w1 = w + ws, w2 = w + 2 * ws;
+  const x1 = x + xs;
+  for (let k: usize = 0; k < n; k += 16) {
+    const v0 = v128.load(w + k), v1 = v128.load(w1 + k), v2 = v128.load(w2 + k);
+    let u = v128.load(x + k);
+    a00 = fma(v0, u, a00); a10 = fma(v1, u, a10); a20 = fma(v2, u, a20);
+    u = v128.load(x1 + k);
+    a01 = fma(v0, u, a01); a11 = fma(v1, u, a11); a21 = fma(v2, u, a21);
+  }
+  store<f32>(y, hsum(a00)); store<f32>(y, hsum(a10), 4); store<f32>(y, hsum(a20), 8);
+  y += ys;
+  store<f32>(y, hsum(a01)); store<f32>(y, hsum(a11), 4); store<f32>(y, hsum(a21), 8);
+}
+
 function tile3x1(w: usize, ws: usize, x: usize, n: usize, y: usize): void {
   let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0);
   const w1 = w + ws, w2 = w + 2 * ws;
@@ -106,7 +124,8 @@ function multiply(w: usize, ws: usize, rows: i32, x: usize, xs: usize, tokens: i
     const yr = y + <usize>r * 4;
     let t = 0;
     for (; t + 3 <= tokens; t += 3) tile3x3(wr, ws, x + <usize>t * xs, xs, n, yr + <usize>t * ys, ys);
-    for (; t < tokens; t++) tile3x1(wr, ws, x + <usize>t * xs, n, yr + <usize>t * ys);
+    if (t + 2 == tokens) tile3x2(wr, ws, x + <usize>t * xs, xs, n, yr + <usize>t * ys, ys);
+    else if (t < tokens) tile3x1(wr, ws, x + <usize>t * xs, n, yr + <usize>t * ys);
   }
   for (; r < rows; r++) {
     const wr = w + <usize>r * ws;
@@ -550,106 +569,6 @@ function matmulChunk(job: usize, chunk: i32, thread: i32): void {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Causal attention of T tokens at positions pos0 .. pos0 + T - 1, one head per chunk. Token t sees
-// positions 0 .. pos0 + t of the cache:
-//   s[p] = (q · k[p]) * scale,  e[p] = exp(s[p] - max s),  out = (sum_p e[p] v[p]) / sum_p e[p]
-// Query head h reads key/value head h / group. The dot products are in 4 lanes like the matmul's; the
-// exponentials and their sum in f64 (as the TypeScript path); the weighted sum of values in f32 lanes.
-// Attention job (i32 words):
-//   0 kind = 2 | 1 q | 2 q row stride (bytes) | 3 keys | 4 values | 5 cache row stride (bytes) | 6 T
-//   7 pos0 | 8 headDim | 9 group | 10 scale (f32 bits) | 11 out | 12 out row stride (bytes)
-//   13 scratch | 14 scratch bytes per thread (4 bytes per position)
-
-/** q · k over n bytes (a multiple of 16) for 4 keys k0 + j * ks, scaled, into s[0..4) */
-// @ts-ignore: decorator
-@inline function dot4(q: usize, k0: usize, ks: usize, n: usize, scale: f32, s: usize): void {
-  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
-  const k1 = k0 + ks, k2 = k0 + 2 * ks, k3 = k0 + 3 * ks;
-  for (let i: usize = 0; i < n; i += 16) {
-    const u = v128.load(q + i);
-    a0 = fma(u, v128.load(k0 + i), a0);
-    a1 = fma(u, v128.load(k1 + i), a1);
-    a2 = fma(u, v128.load(k2 + i), a2);
-    a3 = fma(u, v128.load(k3 + i), a3);
-  }
-  store<f32>(s, hsum(a0) * scale);
-  store<f32>(s, hsum(a1) * scale, 4);
-  store<f32>(s, hsum(a2) * scale, 8);
-  store<f32>(s, hsum(a3) * scale, 12);
-}
-
-function attentionChunk(job: usize, h: i32, thread: i32): void {
-  const q0 = <usize>param(job, 1) + <usize>h * <usize>param(job, 8) * 4;
-  const qs = <usize>param(job, 2);
-  const hd = <usize>param(job, 8);
-  const n = hd * 4;
-  const kvOff = <usize>(h / param(job, 9)) * n;
-  const keys = <usize>param(job, 3) + kvOff;
-  const values = <usize>param(job, 4) + kvOff;
-  const cs = <usize>param(job, 5);
-  const T = param(job, 6);
-  const pos0 = param(job, 7);
-  const scale = reinterpret<f32>(param(job, 10));
-  const o0 = <usize>param(job, 11) + <usize>h * n;
-  const os = <usize>param(job, 12);
-  const s = <usize>param(job, 13) + <usize>thread * <usize>param(job, 14);
-  for (let t = 0; t < T; t++) {
-    const q = q0 + <usize>t * qs;
-    const np = pos0 + t + 1;
-    // scores
-    let p = 0;
-    for (; p + 4 <= np; p += 4) dot4(q, keys + <usize>p * cs, cs, n, scale, s + <usize>p * 4);
-    for (; p < np; p++) {
-      let a = f32x4.splat(0);
-      const k = keys + <usize>p * cs;
-      for (let i: usize = 0; i < n; i += 16) a = fma(v128.load(q + i), v128.load(k + i), a);
-      store<f32>(s + <usize>p * 4, hsum(a) * scale);
-    }
-    let max = -Infinity;
-    for (p = 0; p < np; p++) max = Math.max(max, <f64>load<f32>(s + <usize>p * 4));
-    let sum: f64 = 0;
-    for (p = 0; p < np; p++) {
-      const e = Math.exp(<f64>load<f32>(s + <usize>p * 4) - max);
-      store<f32>(s + <usize>p * 4, <f32>e);
-      sum += e;
-    }
-    const inv = f32x4.splat(<f32>(1 / sum));
-    // out = sum_p e[p] v[p] / sum, 8 vectors (32 values) of the head at a time
-    const o = o0 + <usize>t * os;
-    let i: usize = 0;
-    for (; i + 128 <= n; i += 128) {
-      let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
-      let a4 = f32x4.splat(0), a5 = f32x4.splat(0), a6 = f32x4.splat(0), a7 = f32x4.splat(0);
-      for (p = 0; p < np; p++) {
-        const e = v128.load32_splat(s + <usize>p * 4);
-        const v = values + <usize>p * cs + i;
-        a0 = fma(e, v128.load(v), a0);
-        a1 = fma(e, v128.load(v, 16), a1);
-        a2 = fma(e, v128.load(v, 32), a2);
-        a3 = fma(e, v128.load(v, 48), a3);
-        a4 = fma(e, v128.load(v, 64), a4);
-        a5 = fma(e, v128.load(v, 80), a5);
-        a6 = fma(e, v128.load(v, 96), a6);
-        a7 = fma(e, v128.load(v, 112), a7);
-      }
-      v128.store(o + i, f32x4.mul(a0, inv));
-      v128.store(o + i, f32x4.mul(a1, inv), 16);
-      v128.store(o + i, f32x4.mul(a2, inv), 32);
-      v128.store(o + i, f32x4.mul(a3, inv), 48);
-      v128.store(o + i, f32x4.mul(a4, inv), 64);
-      v128.store(o + i, f32x4.mul(a5, inv), 80);
-      v128.store(o + i, f32x4.mul(a6, inv), 96);
-      v128.store(o + i, f32x4.mul(a7, inv), 112);
-    }
-    for (; i < n; i += 16) {
-      let a = f32x4.splat(0);
-      for (p = 0; p < np; p++) a = fma(v128.load32_splat(s + <usize>p * 4), v128.load(values + <usize>p * cs + i), a);
-      v128.store(o + i, f32x4.mul(a, inv));
-    }
-  }
-}
-
-// ---------------------------------------------------------------------------------------------------
 // Element-wise: exp in f32 lanes, SwiGLU, log-sum-exp.
 
 /**
@@ -715,6 +634,113 @@ export function logSumExp(x: usize, n: i32, max: f32): f64 {
   sum += <f64>f32x4.extract_lane(a, 0) + <f64>f32x4.extract_lane(a, 1) + <f64>f32x4.extract_lane(a, 2) + <f64>f32x4.extract_lane(a, 3);
   for (; i < n; i++) sum += <f64>f32x4.extract_lane(exp4(f32x4.splat(load<f32>(x + <usize>i * 4) - max)), 0);
   return Math.log(sum);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Causal attention of T tokens at positions pos0 .. pos0 + T - 1, one head per chunk. Token t sees
+// positions 0 .. pos0 + t of the cache:
+//   s[p] = (q · k[p]) * scale,  e[p] = exp(s[p] - max s),  out = (sum_p e[p] v[p]) / sum_p e[p]
+// Query head h reads key/value head h / group. The dot products are in 4 lanes like the matmul's; the
+// exponentials in f32 lanes (exp4, below), their sum in f64; the weighted sum of values in f32 lanes.
+// Attention job (i32 words):
+//   0 kind = 2 | 1 q | 2 q row stride (bytes) | 3 keys | 4 values | 5 cache row stride (bytes) | 6 T
+//   7 pos0 | 8 headDim | 9 group | 10 scale (f32 bits) | 11 out | 12 out row stride (bytes)
+//   13 scratch | 14 scratch bytes per thread (4 bytes per position)
+
+/** q · k over n bytes (a multiple of 16) for 4 keys k0 + j * ks, scaled, into s[0..4) */
+// @ts-ignore: decorator
+@inline function dot4(q: usize, k0: usize, ks: usize, n: usize, scale: f32, s: usize): void {
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+  const k1 = k0 + ks, k2 = k0 + 2 * ks, k3 = k0 + 3 * ks;
+  for (let i: usize = 0; i < n; i += 16) {
+    const u = v128.load(q + i);
+    a0 = fma(u, v128.load(k0 + i), a0);
+    a1 = fma(u, v128.load(k1 + i), a1);
+    a2 = fma(u, v128.load(k2 + i), a2);
+    a3 = fma(u, v128.load(k3 + i), a3);
+  }
+  store<f32>(s, hsum(a0) * scale);
+  store<f32>(s, hsum(a1) * scale, 4);
+  store<f32>(s, hsum(a2) * scale, 8);
+  store<f32>(s, hsum(a3) * scale, 12);
+}
+
+function attentionChunk(job: usize, h: i32, thread: i32): void {
+  const q0 = <usize>param(job, 1) + <usize>h * <usize>param(job, 8) * 4;
+  const qs = <usize>param(job, 2);
+  const hd = <usize>param(job, 8);
+  const n = hd * 4;
+  const kvOff = <usize>(h / param(job, 9)) * n;
+  const keys = <usize>param(job, 3) + kvOff;
+  const values = <usize>param(job, 4) + kvOff;
+  const cs = <usize>param(job, 5);
+  const T = param(job, 6);
+  const pos0 = param(job, 7);
+  const scale = reinterpret<f32>(param(job, 10));
+  const o0 = <usize>param(job, 11) + <usize>h * n;
+  const os = <usize>param(job, 12);
+  const s = <usize>param(job, 13) + <usize>thread * <usize>param(job, 14);
+  for (let t = 0; t < T; t++) {
+    const q = q0 + <usize>t * qs;
+    const np = pos0 + t + 1;
+    // scores
+    let p = 0;
+    for (; p + 4 <= np; p += 4) dot4(q, keys + <usize>p * cs, cs, n, scale, s + <usize>p * 4);
+    for (; p < np; p++) {
+      let a = f32x4.splat(0);
+      const k = keys + <usize>p * cs;
+      for (let i: usize = 0; i < n; i += 16) a = fma(v128.load(q + i), v128.load(k + i), a);
+      store<f32>(s + <usize>p * 4, hsum(a) * scale);
+    }
+    let max: f32 = -Infinity;
+    for (p = 0; p < np; p++) max = Mathf.max(max, load<f32>(s + <usize>p * 4));
+    // e[p] = exp(s[p] - max) <= 1, 4 at a time (exp4), summed in f64 per vector
+    const m = f32x4.splat(max);
+    let sum: f64 = 0;
+    for (p = 0; p + 4 <= np; p += 4) {
+      const e = exp4(f32x4.sub(v128.load(s + <usize>p * 4), m));
+      v128.store(s + <usize>p * 4, e);
+      sum += <f64>f32x4.extract_lane(e, 0) + <f64>f32x4.extract_lane(e, 1) + <f64>f32x4.extract_lane(e, 2) + <f64>f32x4.extract_lane(e, 3);
+    }
+    for (; p < np; p++) {
+      const e = f32x4.extract_lane(exp4(f32x4.splat(load<f32>(s + <usize>p * 4) - max)), 0);
+      store<f32>(s + <usize>p * 4, e);
+      sum += <f64>e;
+    }
+    const inv = f32x4.splat(<f32>(1 / sum));
+    // out = sum_p e[p] v[p] / sum, 8 vectors (32 values) of the head at a time
+    const o = o0 + <usize>t * os;
+    let i: usize = 0;
+    for (; i + 128 <= n; i += 128) {
+      let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+      let a4 = f32x4.splat(0), a5 = f32x4.splat(0), a6 = f32x4.splat(0), a7 = f32x4.splat(0);
+      for (p = 0; p < np; p++) {
+        const e = v128.load32_splat(s + <usize>p * 4);
+        const v = values + <usize>p * cs + i;
+        a0 = fma(e, v128.load(v), a0);
+        a1 = fma(e, v128.load(v, 16), a1);
+        a2 = fma(e, v128.load(v, 32), a2);
+        a3 = fma(e, v128.load(v, 48), a3);
+        a4 = fma(e, v128.load(v, 64), a4);
+        a5 = fma(e, v128.load(v, 80), a5);
+        a6 = fma(e, v128.load(v, 96), a6);
+        a7 = fma(e, v128.load(v, 112), a7);
+      }
+      v128.store(o + i, f32x4.mul(a0, inv));
+      v128.store(o + i, f32x4.mul(a1, inv), 16);
+      v128.store(o + i, f32x4.mul(a2, inv), 32);
+      v128.store(o + i, f32x4.mul(a3, inv), 48);
+      v128.store(o + i, f32x4.mul(a4, inv), 64);
+      v128.store(o + i, f32x4.mul(a5, inv), 80);
+      v128.store(o + i, f32x4.mul(a6, inv), 96);
+      v128.store(o + i, f32x4.mul(a7, inv), 112);
+    }
+    for (; i < n; i += 16) {
+      let a = f32x4.splat(0);
+      for (p = 0; p < np; p++) a = fma(v128.load32_splat(s + <usize>p * 4), v128.load(values + <usize>p * cs + i), a);
+      v128.store(o + i, f32x4.mul(a, inv));
+    }
+  }
 }
 
 export function runChunk(job: usize, chunk: i32, thread: i32): void {

@@ -120,6 +120,8 @@ export interface KernelWeight {
   readonly rowBytes: number;
   /** byte offset in the engine's memory */
   readonly ptr: number;
+  /** the allocBytes array this weight took over (it owns the allocation) */
+  readonly owner?: Uint8Array;
 }
 
 /** First-fit allocator over [base, memory end), growing the memory as needed. */
@@ -209,6 +211,8 @@ export class MatmulEngine {
   private threadCount = 1;
   private readonly buffers = new Map<string, Buffer>();
   private readonly finalizer = new FinalizationRegistry<number>((at) => this.heap.release(at));
+  /** arrays from allocBytes (each owns its allocation) */
+  private readonly adoptable = new WeakSet<Uint8Array>();
   /** the memory's buffer objects seen so far (a shared memory hands out a new one after growing) */
   private readonly ours = new WeakSet<ArrayBufferLike>();
   private f32View = new Float32Array(0);
@@ -301,17 +305,40 @@ export class MatmulEngine {
     }
   }
 
-  /** Copy a weight matrix into kernel memory (null when the memory is full: 4 GiB at most). */
+  /**
+   * Copy a weight matrix into kernel memory (null when the memory is full: 4 GiB at most). Bytes from
+   * allocBytes are taken over in place, without a copy.
+   */
   storeWeight(type: GgmlTypeInfo, rows: number, cols: number, rowBytes: number, data: Uint8Array): KernelWeight | null {
     const bytes = rows * rowBytes;
     if (data.length !== bytes) throw new Error(`weight of ${data.length} bytes, expected ${bytes}`);
-    const ptr = this.heap.alloc(bytes + 16); // + 16: the kernel may read one vector past a row of F16/BF16
+    if (this.adoptable.has(data)) {
+      // the allocation lives as long as `data`, which the weight keeps
+      return { engine: this, type, rows, cols, rowBytes, ptr: data.byteOffset, owner: data };
+    }
+    const ptr = this.heap.alloc(bytes);
     if (ptr === null) return null;
     this.views();
     this.u8View.set(data, ptr);
     const w: KernelWeight = { engine: this, type, rows, cols, rowBytes, ptr };
     this.finalizer.register(w, ptr);
     return w;
+  }
+
+  /**
+   * n bytes in kernel memory, for a loader to read weights into (storeWeight then takes them over
+   * without a copy); released when the returned array is garbage collected. Null when the memory is
+   * full or not shared.
+   */
+  allocBytes(n: number): Uint8Array | null {
+    if (!this.shared) return null;
+    const at = this.heap.alloc(n);
+    if (at === null) return null;
+    this.views();
+    const view = new Uint8Array(this.u8View.buffer, at, n);
+    this.finalizer.register(view, at);
+    this.adoptable.add(view);
+    return view;
   }
 
   /**

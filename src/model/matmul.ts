@@ -133,9 +133,10 @@ export function makeLinearWeight(name: string, type: GgmlTypeInfo, rows: number,
     dequantizeRows(type, data, cols, rows, f32);
   }
   if (engine) {
-    const kernel = f32
-      ? engine.storeWeight(F32_TYPE, rows, cols, cols * 4, new Uint8Array(f32.buffer, f32.byteOffset, rows * cols * 4))
-      : engine.storeWeight(type, rows, cols, rowBytes, data);
+    const kernel =
+      f32 && type.name !== 'F32'
+        ? engine.storeWeight(F32_TYPE, rows, cols, cols * 4, new Uint8Array(f32.buffer, f32.byteOffset, rows * cols * 4))
+        : engine.storeWeight(type, rows, cols, rowBytes, data);
     if (kernel && engine.shared) {
       // use the copy (its views stay valid) and let the original bytes go
       const stored = engine.weightBytes(kernel);
