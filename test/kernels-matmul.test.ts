@@ -4,6 +4,7 @@
  * plain SIMD), on odd shapes; threads give the same bits as one thread.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import v8 from 'node:v8';
@@ -208,4 +209,22 @@ test('threads: 2 threads give the same bits as 1, workers run chunks, and stop',
     e.close();
     assert.equal(e.threads, 1);
   }
+});
+
+test('lowbit eval --threads 2 exits cleanly and agrees with LOWBIT_WASM=off (the TypeScript path)', () => {
+  const root = new URL('../../', import.meta.url).pathname;
+  const run = (env: Record<string, string>, ...extra: string[]) => {
+    const r = spawnSync(process.execPath, [root + 'bin/lowbit.js', 'eval', 'data/stories260K.gguf', '--text', 'data/tinystories-valid-head.txt', '--ctx', '64', '--chunks', '4', '--json', ...extra], {
+      cwd: root,
+      encoding: 'utf8',
+      env: { ...process.env, ...env },
+      timeout: 60000,
+    });
+    assert.equal(r.status, 0, r.stderr);
+    return JSON.parse(r.stdout) as { ppl: number; nll: number };
+  };
+  const threaded = run({}, '--threads', '2');
+  const reference = run({ LOWBIT_WASM: 'off' });
+  assert.ok(Math.abs(threaded.nll - reference.nll) < 1e-5, `${threaded.nll} vs ${reference.nll}`);
+  assert.deepEqual(run({ LOWBIT_WASM: 'simd' }, '--threads', '1').nll.toFixed(5), threaded.nll.toFixed(5));
 });

@@ -238,6 +238,7 @@ export class MatmulEngine {
     if (variant === 'off') return null;
     let e = engines.get(variant);
     if (e === undefined) {
+      if (failed.has(variant)) return null;
       const memory = newMemory();
       const k = moduleKey(variant, memory.shared);
       try {
@@ -248,7 +249,9 @@ export class MatmulEngine {
         }
         e = new MatmulEngine(variant, memory.memory, memory.shared, module);
       } catch {
-        return null; // e.g. synchronous compilation refused on a browser main thread: await initMatmulKernels()
+        // e.g. synchronous compilation refused on a browser main thread: null until initMatmulKernels()
+        failed.add(variant);
+        return null;
       }
       engines.set(variant, e);
     }
@@ -584,6 +587,8 @@ export class MatmulEngine {
 }
 
 const engines = new Map<string, MatmulEngine>();
+/** variants whose synchronous set-up failed (retried after initMatmulKernels) */
+const failed = new Set<string>();
 const modules = new Map<string, WebAssembly.Module>();
 const source: KernelSource & Partial<Record<'wasmRelaxedShared' | 'wasmSimdShared', string>> = matmulWasm;
 
@@ -636,6 +641,7 @@ export async function initMatmulKernels(variant = wasmVariant()): Promise<Matmul
       return null;
     }
   }
+  failed.delete(variant);
   return MatmulEngine.get(variant);
 }
 
