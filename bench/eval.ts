@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- eval [chunks260K=50] [chunks100M=8] [reps=3] [threads=2]`: runtime and evaluation
+ * `npm run bench -- eval [chunks260K=50] [chunks100M=8] [reps=3] [threads=2, or a list: 1,2]`: runtime and evaluation
  * throughput, each next to its anchor measured in the same run.
  *
  *  1. tokenizer on TinyStories: ours vs llama.cpp's (node-llama-cpp); stories260K prompt and decode speed;
@@ -8,12 +8,14 @@
  *  3. `lowbit eval MODEL --text data/tinystories-valid-head.txt --ctx 128 --chunks N --threads T`
  *     vs `llama-perplexity -m MODEL -f ... -c 128 --chunks N -t T`, whole commands as a user runs them
  *     (start-up, loading and tokenization included), best wall time of `reps` alternating runs:
- *     tokens/s = chunks * 128 / seconds, on stories260K (F32) and a synthetic ~155 M-parameter llama
+ *     tokens/s = chunks * 128 / seconds, and per CPU second (GNU time: user + system), on stories260K
+ *     (F32) and a synthetic ~155 M-parameter llama
  *     (bench/_llama-synth.ts) in F32 and Q8_0 (quantized by `lowbit quantize --type Q8_0`).
  *     Both print PPL: they must agree (same model, same text).
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { useNodeThreads } from '../src/cli/threads.js';
@@ -35,18 +37,23 @@ function time<T>(fn: () => T): [T, number] {
   return [r, (performance.now() - t0) / 1000];
 }
 
-/** best GFLOP/s of `fn` (2 T K N flops per call) over a few timed windows */
+/**
+ * best GFLOP/s of `fn` (`flops` per call, one thread) over a few timed windows, per second of this
+ * process's CPU time: on a machine shared with other jobs the wall clock also counts their time slices
+ */
 function gflops(fn: () => void, flops: number, windows = 5, ms = 250): number {
   fn();
   let best = 0;
   for (let w = 0; w < windows; w++) {
+    const c0 = process.cpuUsage();
     const t0 = performance.now();
     let n = 0;
     while (performance.now() - t0 < ms) {
       fn();
       n++;
     }
-    best = Math.max(best, (flops * n) / ((performance.now() - t0) / 1000) / 1e9);
+    const c = process.cpuUsage(c0);
+    best = Math.max(best, (flops * n) / ((c.user + c.system) / 1e6) / 1e9);
   }
   return best;
 }
@@ -86,7 +93,7 @@ function matmulGflops(): void {
   const w = Float32Array.from({ length: N * K }, rnd);
   const out = new Float32Array(T * N);
   const ref = gflops(() => matmulRef(out, x, w, T, K, N), flops, 2, 1000);
-  console.log(`matmul T=${T} x K=${K} x N=${N}, one thread (GFLOP/s): scalar TypeScript reference (f32 weights) ${ref.toFixed(2)}`);
+  console.log(`matmul T=${T} x K=${K} x N=${N}, one thread (GFLOP/s of CPU time): scalar TypeScript reference (f32 weights) ${ref.toFixed(2)}`);
   for (const variant of ['relaxed', 'simd'] as const) {
     const e = MatmulEngine.get(variant);
     if (!e) continue;
@@ -107,35 +114,54 @@ function matmulGflops(): void {
 }
 
 interface Run {
+  /** wall-clock seconds */
   seconds: number;
+  /** user + system CPU seconds of the process (NaN without /usr/bin/time) */
+  cpu: number;
   ppl: number;
 }
 
-function runLowbit(model: string, chunks: number, threads: number): Run | null {
+const GNU_TIME = '/usr/bin/time';
+const timeFile = join(tmpdir(), `lowbit-bench-time-${process.pid}.txt`);
+
+/** run a command; wall time, and CPU time through GNU time when installed */
+function timed(cmd: string, args: string[]): { stdout: string; stderr: string; status: number | null; seconds: number; cpu: number } {
+  const useTime = existsSync(GNU_TIME);
   const t0 = performance.now();
-  const r = spawnSync(process.execPath, [join(root, 'bin/lowbit.js'), 'eval', model, '--text', join(root, 'data/tinystories-valid-head.txt'), '--ctx', '128', '--chunks', String(chunks), '--threads', String(threads), '--json'], { encoding: 'utf8' });
+  const r = useTime
+    ? spawnSync(GNU_TIME, ['-f', '%U %S', '-o', timeFile, cmd, ...args], { encoding: 'utf8' })
+    : spawnSync(cmd, args, { encoding: 'utf8' });
   const seconds = (performance.now() - t0) / 1000;
+  let cpu = NaN;
+  if (useTime && existsSync(timeFile)) {
+    const [u, s] = readFileSync(timeFile, 'utf8').trim().split(/\s+/).slice(-2).map(Number);
+    cpu = u + s;
+    rmSync(timeFile, { force: true });
+  }
+  return { stdout: r.stdout, stderr: r.stderr, status: r.status, seconds, cpu };
+}
+
+function runLowbit(model: string, chunks: number, threads: number): Run | null {
+  const r = timed(process.execPath, [join(root, 'bin/lowbit.js'), 'eval', model, '--text', join(root, 'data/tinystories-valid-head.txt'), '--ctx', '128', '--chunks', String(chunks), '--threads', String(threads), '--json']);
   if (r.status !== 0) {
     console.log(`  lowbit failed: ${r.stderr.trim().split('\n').pop()}`);
     return null;
   }
-  return { seconds, ppl: JSON.parse(r.stdout).ppl as number };
+  return { seconds: r.seconds, cpu: r.cpu, ppl: JSON.parse(r.stdout).ppl as number };
 }
 
 function runLlamaCpp(bin: string, model: string, chunks: number, threads: number): Run | null {
   for (let attempt = 0; attempt < 3; attempt++) {
-    const t0 = performance.now();
-    const r = spawnSync(bin, ['-m', model, '-f', join(root, 'data/tinystories-valid-head.txt'), '-c', '128', '--chunks', String(chunks), '-t', String(threads)], { encoding: 'utf8' });
-    const seconds = (performance.now() - t0) / 1000;
+    const r = timed(bin, ['-m', model, '-f', join(root, 'data/tinystories-valid-head.txt'), '-c', '128', '--chunks', String(chunks), '-t', String(threads)]);
     const m = /Final estimate: PPL = ([0-9.]+)/.exec(r.stdout + r.stderr);
-    if (r.status === 0 && m) return { seconds, ppl: Number(m[1]) };
+    if (r.status === 0 && m) return { seconds: r.seconds, cpu: r.cpu, ppl: Number(m[1]) };
     // its log thread can drop the last lines at exit: retry
   }
   console.log('  llama-perplexity gave no final estimate');
   return null;
 }
 
-async function evalVsLlamaCpp(chunks260K: number, chunks100M: number, reps: number, threads: number): Promise<void> {
+async function evalVsLlamaCpp(chunks260K: number, chunks100M: number, reps: number, threadCounts: number[]): Promise<void> {
   const bin = join(root, '.cache/llama.cpp-build/bin/llama-perplexity');
   if (!existsSync(bin)) {
     console.log('llama-perplexity not built (node scripts/build-llama-cpp.mjs): skipping the eval comparison');
@@ -152,32 +178,44 @@ async function evalVsLlamaCpp(chunks260K: number, chunks100M: number, reps: numb
     ['llama 155M F32', synth, chunks100M],
     ['llama 155M Q8_0', q8, chunks100M],
   ];
-  console.log(`lowbit eval vs llama-perplexity: ctx 128, ${threads} threads, whole command, best of ${reps} alternating runs`);
-  console.log(`  ${'model'.padEnd(17)} ${'chunks'.padStart(6)} ${'lowbit tok/s'.padStart(13)} ${'llama.cpp tok/s'.padStart(16)} ${'ratio'.padStart(6)}   PPL lowbit / llama.cpp`);
-  for (const [label, file, chunks] of models) {
-    let best: Run | null = null;
-    let bestRef: Run | null = null;
-    for (let i = 0; i < reps; i++) {
-      const a = runLowbit(file, chunks, threads);
-      const b = runLlamaCpp(bin, file, chunks, threads);
-      if (a && (!best || a.seconds < best.seconds)) best = a;
-      if (b && (!bestRef || b.seconds < bestRef.seconds)) bestRef = b;
+  console.log(`lowbit eval vs llama-perplexity: ctx 128, whole commands, best of ${reps} alternating runs`);
+  console.log('  tok/s = chunks x 128 / wall seconds; tok/CPU-s = chunks x 128 / (user + system) CPU seconds (less sensitive to other jobs)');
+  console.log(
+    `  ${'model'.padEnd(16)} ${'threads'.padStart(7)} ${'chunks'.padStart(6)} ${'lowbit tok/s'.padStart(13)} ${'llama.cpp'.padStart(10)} ${'ratio'.padStart(6)}  ${'lowbit tok/CPU-s'.padStart(16)} ${'llama.cpp'.padStart(10)} ${'ratio'.padStart(6)}   PPL lowbit / llama.cpp`,
+  );
+  for (const t of threadCounts) {
+    for (const [label, file, chunks] of models) {
+      let best: Run | null = null;
+      let bestRef: Run | null = null;
+      let cpu = Infinity;
+      let cpuRef = Infinity;
+      for (let i = 0; i < reps; i++) {
+        const a = runLowbit(file, chunks, t);
+        const b = runLlamaCpp(bin, file, chunks, t);
+        if (a && (!best || a.seconds < best.seconds)) best = a;
+        if (b && (!bestRef || b.seconds < bestRef.seconds)) bestRef = b;
+        if (a) cpu = Math.min(cpu, a.cpu);
+        if (b) cpuRef = Math.min(cpuRef, b.cpu);
+      }
+      if (!best || !bestRef) continue;
+      const tokens = chunks * 128;
+      const ours = tokens / best.seconds;
+      const theirs = tokens / bestRef.seconds;
+      const f = (v: number, w: number) => (Number.isFinite(v) ? v.toFixed(1) : '-').padStart(w);
+      console.log(
+        `  ${label.padEnd(16)} ${String(t).padStart(7)} ${String(chunks).padStart(6)} ${f(ours, 13)} ${f(theirs, 10)} ${(ours / theirs).toFixed(2).padStart(6)}  ` +
+          `${f(tokens / cpu, 16)} ${f(tokens / cpuRef, 10)} ${Number.isFinite(cpu) ? (cpuRef / cpu).toFixed(2).padStart(6) : '     -'}   ${best.ppl.toFixed(4)} / ${bestRef.ppl.toFixed(4)}`,
+      );
     }
-    if (!best || !bestRef) continue;
-    const tokens = chunks * 128;
-    const ours = tokens / best.seconds;
-    const theirs = tokens / bestRef.seconds;
-    console.log(
-      `  ${label.padEnd(17)} ${String(chunks).padStart(6)} ${ours.toFixed(1).padStart(13)} ${theirs.toFixed(1).padStart(16)} ${(ours / theirs).toFixed(2).padStart(6)}   ${best.ppl.toFixed(4)} / ${bestRef.ppl.toFixed(4)}`,
-    );
   }
 }
 
 export async function run(args: string[]): Promise<void> {
-  const [chunks260K, chunks100M, reps, threads] = [Number(args[0] ?? 50), Number(args[1] ?? 8), Number(args[2] ?? 3), Number(args[3] ?? 2)];
+  const [chunks260K, chunks100M, reps] = [Number(args[0] ?? 50), Number(args[1] ?? 8), Number(args[2] ?? 3)];
+  const threadCounts = (args[3] ?? '2').split(',').map(Number);
   useNodeThreads();
   await tokenizer();
   matmulGflops();
-  await evalVsLlamaCpp(chunks260K, chunks100M, reps, threads);
+  await evalVsLlamaCpp(chunks260K, chunks100M, reps, threadCounts);
   for (const v of ['relaxed', 'simd'] as const) MatmulEngine.get(v)?.close();
 }
