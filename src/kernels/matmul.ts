@@ -5,8 +5,10 @@
  *   x: T x K activations (f32), W: N x K weights (N rows of K in type `type`), y: T x N.
  *
  * A MatmulEngine owns one WebAssembly.Memory (shared between threads where SharedArrayBuffer exists)
- * that holds the weights, copied in once by storeWeight, and the buffers of a call: x (rows padded to
- * Kx = K rounded up to 4, zeros after K), y, and each thread's f32 scratch for dequantized rows.
+ * that holds the weights (copied in by storeWeight, or read straight into allocBytes arrays by the
+ * loader), the runtime's buffers (allocF32: KV cache, run state; used in place) and the buffers of a
+ * call: x when it lives elsewhere (rows padded to Kx = K rounded up to 4, zeros after K), y, and each
+ * thread's f32 scratch for dequantized rows. It also runs causal attention, SwiGLU and log-sum-exp.
  * Types the kernel cannot dequantize (the IQ grid types, ternary, FP4...) are dequantized here, a row
  * block at a time, with their TypeScript codec, then multiplied as F32.
  *
@@ -20,7 +22,7 @@
  */
 import { fail } from '../errors.js';
 import { ggmlCodec } from '../quant/ggml/registry.js';
-import { ggmlTypeById, type GgmlTypeInfo } from '../quant/ggml/types.js';
+import type { GgmlTypeInfo } from '../quant/ggml/types.js';
 import { CONTROL_BYTES, JOB_OFFSET, KernelThreads, MAX_CHUNKS } from './threads.js';
 import { wasmVariant, type KernelSource } from './wasm.js';
 import * as matmulWasm from './wasm/matmul.generated.js';
