@@ -3,6 +3,8 @@
  */
 export * from './formats/index.js';
 export { encode, decode, fakeQuant } from './kernels/cast.js';
+export { initQuantKernels, wasmQuantizer } from './kernels/ggml-quant.js';
+import './kernels/scheme-quant.js';
 export { LowbitError } from './errors.js';
 export { isNode, hasSimd, hasRelaxedSimd } from './env.js';
 export { sqnrDb } from './eval/metrics.js';
@@ -27,3 +29,6 @@ export { convertModel } from './io/convert.js';
 export { defineRecipe, recipeToJSON, recipeFromJSON, llamaRecipe, schemeRecipe, RECIPE_VERSION, type Recipe, type RecipeRule } from './algos/recipe.js';
 export { quantize, planQuantization, quantizeModel, type QuantizePlan, type QuantizeReport, type TensorReport } from './pipeline/quantize.js';
 export { readImatrix, writeImatrixGguf } from './pipeline/imatrix-file.js';
+// Hugging Face checkpoints with GPTQ / AWQ packed int4 layers: quantize(m, recipe, sink, { layout: 'gptq' }) writes them
+export { hfLlamaTensors } from './eval/load.js';
+export { dequantizePackedInt4, packInt4Linear, int4LinearFromScheme, packedInt4ConfigOf, PACKED_INT4_LAYOUTS, type PackedInt4Layout, type PackedInt4Group } from './io/packed-int4.js';

@@ -9,7 +9,8 @@
  * Legacy .dat layout (little-endian):
  *   i32 n_entries; n_entries x { i32 len; name[len]; i32 ncall; i32 nval; f32 values[nval] }
  *   i32 last_chunk; i32 len; dataset[len]
- * where values = (sum / count) * ncall, so values / ncall is the mean.
+ * where values = (sum / count) * ncall, so values / ncall is the mean. An imatrix read from a .dat has
+ * chunkSize 0 (as llama.cpp reads it), sums = those values and counts = [ncall].
  */
 import { fail } from '../errors.js';
 
@@ -80,8 +81,9 @@ export function writeImatrixDat(m: Imatrix): Uint8Array {
     p += 4 + encoded[i].length;
     const nMat = e.counts.length;
     const nIn = e.sums.length / nMat;
-    const maxCount = Math.max(...e.counts);
-    const ncall = Math.trunc((maxCount + (m.chunkSize - 1)) / m.chunkSize);
+    const maxCount = e.counts.reduce((a, b) => Math.max(a, b), 0);
+    // ceiling division as llama-imatrix does; an imatrix read from a .dat (chunkSize 0) counts in calls already
+    const ncall = m.chunkSize > 0 ? Math.trunc((maxCount + (m.chunkSize - 1)) / m.chunkSize) : Math.round(maxCount);
     dv.setInt32(p, ncall, true);
     dv.setInt32(p + 4, e.sums.length, true);
     p += 8;
@@ -92,7 +94,8 @@ export function writeImatrixDat(m: Imatrix): Uint8Array {
         value = 1;
         count = 1;
       }
-      dv.setFloat32(p, Math.fround(Math.fround(value / count) * ncall), true);
+      // an imatrix read from a .dat already holds (sum / count) * ncall with count = ncall: keep it as is
+      dv.setFloat32(p, m.chunkSize > 0 ? Math.fround(Math.fround(value / count) * ncall) : value, true);
       p += 4;
     }
   });
@@ -111,8 +114,10 @@ export function readImatrixDat(bytes: Uint8Array, name = 'imatrix'): Imatrix {
   need(4, 'entry count');
   const n = dv.getInt32(p, true);
   p += 4;
-  if (n < 0 || n > bytes.length / 12) fail(`${name}: implausible entry count ${n}`);
-  const m = emptyImatrix(1);
+  if (n < 1) fail(`${name}: not an imatrix (entry count ${n}; a legacy .dat starts with a positive count)`);
+  if (n > bytes.length / 12) fail(`${name}: not an imatrix (implausible entry count ${n} for ${bytes.length} bytes)`);
+  // llama.cpp reads a .dat with chunk_size 0: its counts are numbers of calls, not tokens
+  const m = emptyImatrix(0);
   const dec = new TextDecoder('utf-8', { fatal: true });
   for (let i = 0; i < n; i++) {
     need(4, 'name length');
@@ -130,18 +135,72 @@ export function readImatrixDat(bytes: Uint8Array, name = 'imatrix'): Imatrix {
     const ncall = dv.getInt32(p, true);
     const nval = dv.getInt32(p + 4, true);
     p += 8;
-    if (nval <= 0 || nval > (bytes.length - p) / 4) fail(`${name}: entry ${tensor} has bad value count ${nval}`);
+    if (nval <= 0 || nval > (bytes.length - p) / 4) fail(`${name}: entry ${tensor} has bad value count ${nval} (truncated or corrupt)`);
+    if (ncall < 0) fail(`${name}: entry ${tensor} has a negative call count ${ncall}`);
     if (m.entries.has(tensor)) fail(`${name}: duplicate entry ${tensor}`);
     const sums = new Float64Array(nval);
-    for (let j = 0; j < nval; j++) sums[j] = dv.getFloat32(p + 4 * j, true);
+    for (let j = 0; j < nval; j++) {
+      sums[j] = dv.getFloat32(p + 4 * j, true);
+      if (!(Number.isFinite(sums[j]) && sums[j] >= 0)) fail(`${name}: entry ${tensor} value ${j} is ${sums[j]} (must be finite and >= 0)`);
+    }
     p += 4 * nval;
     m.entries.set(tensor, { name: tensor, sums, counts: new Float64Array([ncall]) });
   }
-  if (p + 8 <= bytes.length) {
+  // optional trailer: i32 chunk count, i32 length, dataset name
+  if (p < bytes.length) {
+    if (p + 8 > bytes.length) fail(`${name}: ${bytes.length - p} stray bytes after the last entry (truncated trailer)`);
     m.chunkCount = dv.getInt32(p, true);
     const len = dv.getInt32(p + 4, true);
     p += 8;
-    if (len > 0 && p + len <= bytes.length) m.datasets.push(new TextDecoder().decode(bytes.subarray(p, p + len)));
+    if (len < 0 || p + len > bytes.length) fail(`${name}: dataset name of ${len} bytes runs past the end of the file (truncated)`);
+    if (len > 0) m.datasets.push(new TextDecoder().decode(bytes.subarray(p, p + len)));
+    p += len;
+    if (p !== bytes.length) fail(`${name}: ${bytes.length - p} unexpected bytes after the dataset name`);
   }
   return m;
+}
+
+export interface ImatrixEntryDifference {
+  name: string;
+  /** rows summed in each (first matrix) */
+  countA: number;
+  countB: number;
+  /** max over columns of |a - b| / max(|a|, |b|) of the mean x^2 (0 when both are 0) */
+  maxRelative: number;
+  /** max over columns of |a - b| / max over columns of |a| (error against the tensor's scale) */
+  maxScaled: number;
+}
+
+/**
+ * Compare two importance matrices entry by entry on the statistic the quantizers use (mean x^2 per
+ * column). Entries present in only one of them are listed in `onlyA` / `onlyB`.
+ */
+export function imatrixDifference(a: Imatrix, b: Imatrix): { entries: ImatrixEntryDifference[]; onlyA: string[]; onlyB: string[] } {
+  const entries: ImatrixEntryDifference[] = [];
+  const onlyA = [...a.entries.keys()].filter((n) => !b.entries.has(n)).sort();
+  const onlyB = [...b.entries.keys()].filter((n) => !a.entries.has(n)).sort();
+  for (const name of [...a.entries.keys()].filter((n) => b.entries.has(n)).sort()) {
+    const ea = a.entries.get(name)!;
+    const eb = b.entries.get(name)!;
+    if (ea.sums.length !== eb.sums.length || ea.counts.length !== eb.counts.length) fail(`imatrix entry ${name}: ${ea.sums.length} vs ${eb.sums.length} values`);
+    const nIn = ea.sums.length / ea.counts.length;
+    const mean = (e: ImatrixEntry, j: number) => {
+      const c = e.counts[Math.trunc(j / nIn)];
+      return c > 0 ? e.sums[j] / c : 0;
+    };
+    let scale = 0;
+    for (let j = 0; j < ea.sums.length; j++) scale = Math.max(scale, Math.abs(mean(ea, j)));
+    let maxRelative = 0;
+    let maxScaled = 0;
+    for (let j = 0; j < ea.sums.length; j++) {
+      const x = mean(ea, j);
+      const y = mean(eb, j);
+      const d = Math.abs(x - y);
+      const m = Math.max(Math.abs(x), Math.abs(y));
+      if (m > 0) maxRelative = Math.max(maxRelative, d / m);
+      if (scale > 0) maxScaled = Math.max(maxScaled, d / scale);
+    }
+    entries.push({ name, countA: ea.counts[0], countB: eb.counts[0], maxRelative, maxScaled });
+  }
+  return { entries, onlyA, onlyB };
 }

@@ -1,7 +1,9 @@
 /**
  * The `lowbit` command line. Bad input ends with one line on stderr and exit code 2.
  */
-import { LowbitError } from '../errors.js';
+import { fail, LowbitError } from '../errors.js';
+import { hasRelaxedSimd } from '../env.js';
+import { setWasmVariant, type WasmVariant } from '../kernels/wasm.js';
 import { helpText, parseArgs, type Command } from './args.js';
 import { commands } from './commands/index.js';
 
@@ -22,6 +24,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       process.stdout.write(helpText(cmd) + '\n');
       return 0;
     }
+    applyWasmEnv();
     const args = parseArgs(cmd, rest);
     return (await cmd.run(args)) ?? 0;
   } catch (e) {
@@ -39,6 +42,15 @@ export async function main(argv: readonly string[]): Promise<number> {
     process.stderr.write(`lowbit: internal error: ${(e as Error)?.message ?? String(e)} (set LOWBIT_DEBUG=1 for a trace)\n`);
     return 1;
   }
+}
+
+/** LOWBIT_WASM=off|simd|relaxed forces the scalar references or one WebAssembly build (default: auto). */
+function applyWasmEnv(): void {
+  const v = process.env.LOWBIT_WASM;
+  if (v === undefined || v === '' || v === 'auto') return;
+  if (v !== 'off' && v !== 'simd' && v !== 'relaxed') fail(`LOWBIT_WASM=${v}: expected off, simd, relaxed or auto`);
+  if (v === 'relaxed' && !hasRelaxedSimd()) fail('LOWBIT_WASM=relaxed: this engine has no relaxed SIMD');
+  setWasmVariant(v as WasmVariant);
 }
 
 function usage(): string {

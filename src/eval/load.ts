@@ -6,6 +6,7 @@ import { isGguf, plainValue, readGguf, readGgufTensor } from '../io/gguf.js';
 import { hfToGgufName, hparamsFromHfConfig, ropePermuteHeads, toGgufRows } from '../io/hf-llama.js';
 import { readLlama2c } from '../io/llama2c.js';
 import { openModelFile, sniffFormat, type ModelFile } from '../io/model-file.js';
+import { dequantizePackedInt4, packedInt4ConfigOf } from '../io/packed-int4.js';
 import type { ByteSource } from '../io/source.js';
 import { readVocab, vocabFromGgufMetadata } from '../io/vocab.js';
 import { MatmulEngine } from '../kernels/matmul.js';
@@ -65,7 +66,11 @@ export async function loadModel(src: ByteSource, opts: LoadModelOptions = {}): P
     loaded = { model, format: 'safetensors' };
   } else if ((await sniffFormat(src)) !== 'llama2c') {
     if (opts.hfConfig === undefined) fail(`${src.name}: a safetensors checkpoint needs its config.json`);
-    loaded = { model: await llamaFromSafetensors(await openModelFile(src), opts.hfConfig, opts), format: 'safetensors' };
+    const st = await openModelFile(src);
+    loaded = { model: await llamaFromSafetensors(st, opts.hfConfig, opts), format: 'safetensors' };
+    // a checkpoint written by `lowbit quantize --layout gptq|awq` carries the GGUF tokenizer entries
+    const tok = st.metadata.get(LOWBIT_TOKENIZER_KEY);
+    if (typeof tok === 'string') vocab = vocabFromGgufMetadata(parseJsonMetadata(tok, `${src.name}: ${LOWBIT_TOKENIZER_KEY}`));
   } else {
     const m = await readLlama2c(src);
     loaded = { model: new Llama(m.config, m.tensors, opts), format: 'llama2c' };
@@ -76,18 +81,26 @@ export async function loadModel(src: ByteSource, opts: LoadModelOptions = {}): P
   return { ...loaded, tokenizer: vocab ? new Tokenizer(vocab) : undefined };
 }
 
+/** safetensors __metadata__ key holding the GGUF tokenizer.* entries as JSON (lowbit's GPTQ/AWQ writer) */
+export const LOWBIT_TOKENIZER_KEY = 'lowbit.tokenizer';
+
+function parseJsonMetadata(text: string, what: string): Record<string, unknown> {
+  try {
+    const v = JSON.parse(text) as unknown;
+    if (typeof v === 'object' && v !== null && !Array.isArray(v)) return v as Record<string, unknown>;
+  } catch {
+    /* reported below */
+  }
+  fail(`${what} is not a JSON object`);
+}
+
 const SAFETENSORS_TO_GGML: Readonly<Record<string, string>> = { F32: 'F32', F16: 'F16', BF16: 'BF16' };
 
-/**
- * A Hugging Face llama checkpoint (safetensors, opened with io/model-file's openModelFile) and its
- * config.json object. Tensors are renamed to GGUF names and q/k rows permuted to GGUF's interleaved RoPE
- * layout (as convert_hf_to_gguf does), so the runtime sees the same model as the converted GGUF.
- */
-export async function llamaFromSafetensors(m: ModelFile, hfConfig: unknown, opts: LlamaOptions = {}): Promise<Llama> {
-  if (m.format !== 'safetensors') fail(`${m.name}: expected a safetensors model, got ${m.format}`);
+/** The runtime's config for HF llama hyper-parameters (RoPE on adjacent pairs: q/k rows are permuted at load). */
+function llamaConfigFromHf(hfConfig: unknown): LlamaConfig {
   const hp = hparamsFromHfConfig(hfConfig);
   const headDim = hp.headDim ?? hp.dim / hp.nHead;
-  const config: LlamaConfig = {
+  return {
     dim: hp.dim,
     hiddenDim: hp.hiddenDim,
     nLayers: hp.nLayers,
@@ -101,17 +114,67 @@ export async function llamaFromSafetensors(m: ModelFile, hfConfig: unknown, opts
     ropeDim: headDim,
     ropeStyle: 'normal',
   };
+}
+
+/**
+ * The tensors of a Hugging Face llama checkpoint as the runtime stores them: GGUF names, q/k rows
+ * permuted to GGUF's interleaved RoPE order (as convert_hf_to_gguf does). GPTQ/AWQ packed int4 layers
+ * (P.qweight, P.qzeros, P.scales, P.g_idx) are dequantized to F32 one layer at a time, following
+ * config.json's quantization_config for the zero-point convention; their all-zero biases are dropped.
+ */
+export async function hfLlamaTensors(m: ModelFile, hfConfig: unknown): Promise<StoredTensor[]> {
+  if (m.format !== 'safetensors') fail(`${m.name}: expected a safetensors model, got ${m.format}`);
+  const hp = hparamsFromHfConfig(hfConfig);
+  const packedConfig = packedInt4ConfigOf(hfConfig);
+  if (m.packedInt4Problems?.length) fail(`${m.name}: ${m.packedInt4Problems[0]}`);
+  const groups = m.packedInt4 ?? [];
+  if (packedConfig && !groups.length) fail(`${m.name}: config.json says ${packedConfig.method}, but the file has no packed int4 layers (P.qweight + P.scales)`);
+  const f32 = ggmlTypeByName('F32')!;
   const tensors: StoredTensor[] = [];
+  const packedParts = new Set<string>();
+  const packedPrefixes = new Set(groups.map((g) => g.prefix));
+  for (const g of groups) for (const t of [g.qweight, g.scales, g.qzeros, g.gIdx]) if (t) packedParts.add(t.name);
+  const byName = new Map(m.tensors.map((t) => [t.name, t]));
+  const toFloat = (t: { name: string }) => m.readFloat32(byName.get(t.name)!);
   for (const t of m.tensors) {
+    if (packedParts.has(t.name)) {
+      const g = groups.find((x) => x.qweight.name === t.name);
+      if (!g) continue; // qzeros / scales / g_idx: read with their qweight
+      if (packedConfig && g.layout !== packedConfig.method) fail(`${g.qweight.name}: shapes are ${g.layout}'s layout but config.json says ${packedConfig.method}`);
+      const name = hfToGgufName(g.prefix + '.weight')!;
+      const values = await dequantizePackedInt4(g, toFloat, { gptqZeroOffset: packedConfig?.gptqZeroOffset ?? 1 });
+      let data = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+      const heads = ropePermuteHeads(name, hp);
+      if (heads !== undefined) data = toGgufRows(data, g.outFeatures, g.inFeatures * 4, heads);
+      tensors.push({ name, type: f32, dims: [g.inFeatures, g.outFeatures], data });
+      continue;
+    }
+    if (t.name.endsWith('.bias') && packedPrefixes.has(t.name.slice(0, -'.bias'.length))) {
+      // AutoGPTQ writes a zero bias for every packed layer; llama has none
+      const b = await m.readFloat32(t);
+      if (b.every((x) => x === 0)) continue;
+    }
     const name = hfToGgufName(t.name);
     if (name === undefined) continue;
     const typeName = SAFETENSORS_TO_GGML[t.type];
-    if (!typeName) fail(`${m.name}: tensor ${t.name} has dtype ${t.type}; the runtime reads F32, F16 and BF16 safetensors`);
+    if (!typeName) fail(`${m.name}: tensor ${t.name} has dtype ${t.type}; the runtime reads F32, F16 and BF16 safetensors (and GPTQ/AWQ packed int4 layers)`);
     const type = ggmlTypeByName(typeName)!;
     let data: Uint8Array = new Uint8Array(await m.read(t));
     const heads = ropePermuteHeads(name, hp);
-    if (heads !== undefined && t.shape.length === 2) data = toGgufRows(data, t.shape[0], t.shape[1] * type.typeSize, heads);
+    if (heads !== undefined) data = toGgufRows(data, t.shape[0], (t.shape.length === 2 ? t.shape[1] : 1) * type.typeSize, heads);
     tensors.push({ name, type, dims: [...t.shape].reverse(), data });
   }
+  return tensors;
+}
+
+/**
+ * A Hugging Face llama checkpoint (safetensors, opened with io/model-file's openModelFile) and its
+ * config.json object. Tensors are renamed to GGUF names and q/k rows permuted to GGUF's interleaved RoPE
+ * layout (as convert_hf_to_gguf does), so the runtime sees the same model as the converted GGUF.
+ * GPTQ/AWQ int4 layers are dequantized to F32 at load (see hfLlamaTensors).
+ */
+export async function llamaFromSafetensors(m: ModelFile, hfConfig: unknown, opts: LlamaOptions = {}): Promise<Llama> {
+  const config = llamaConfigFromHf(hfConfig);
+  const tensors = await hfLlamaTensors(m, hfConfig);
   return new Llama(config, tensors, { contextLength: Math.min(config.seqLen, 4096), ...opts });
 }

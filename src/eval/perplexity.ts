@@ -66,6 +66,8 @@ export interface PerplexityResult {
   /** fraction of scored tokens where both models rank the same token first */
   top1?: number;
   dp?: { mean: number; rms: number; max: number };
+  /** with a base and `keepKld`: the KLD of every scored token, in evaluation order */
+  kldValues?: Float32Array;
 }
 
 export interface PerplexityOptions {
@@ -78,6 +80,8 @@ export interface PerplexityOptions {
   /** receives the llama.cpp logits file, piece by piece (for --save-logits) */
   saveLogits?: (bytes: Uint8Array) => void | Promise<void>;
   onChunk?: (done: number, total: number, pplSoFar: number) => void;
+  /** return every scored token's KLD (result.kldValues), e.g. for a histogram */
+  keepKld?: boolean;
 }
 
 /** llama.cpp's mean_and_uncertainty */
@@ -326,6 +330,7 @@ export async function perplexity(model: Llama, tokens: ArrayLike<number>, opts: 
     };
     result.top1 = sameTop / count;
     result.dp = { mean: sumDp / count, rms: Math.sqrt(sumDp2 / count), max: maxDp };
+    if (opts.keepKld) result.kldValues = Float32Array.from(kldValues);
   }
   return result;
 }

@@ -11,6 +11,7 @@ import { gguf, GgufType, GgufWriter, type GgufValue } from './gguf.js';
 import { ggufLlamaMetadata, ggufToHfName, hfToGgufName, hparamsFromGguf, hparamsFromHfConfig, ropePermuteHeads, toGgufRows, toHfRows, type LlamaHparams } from './hf-llama.js';
 import type { Vocab } from '../model/types.js';
 import type { ModelFile, ModelTensor } from './model-file.js';
+import { dequantizePackedInt4, packedInt4ConfigOf, type PackedInt4Group } from './packed-int4.js';
 import { SafetensorsWriter } from './safetensors.js';
 import type { ByteSink } from './sink.js';
 import { FLOAT_KIND_BYTES, fromFloat32, ggmlInfo, isFloatKind, toFloat32 } from './tensor-data.js';
@@ -44,6 +45,8 @@ interface Plan {
   readonly kind: string;
   /** rows permuted with this many heads */
   readonly permute?: { heads: number; toGguf: boolean };
+  /** a GPTQ/AWQ packed int4 layer (src is its qweight), dequantized whole */
+  readonly packed?: PackedInt4Group;
 }
 
 // llama.cpp's token types (sentencepiece ModelProto piece types)
@@ -155,6 +158,24 @@ export async function convertModel(m: ModelFile, sink: ByteSink, opts: ConvertOp
   const hfNamed = m.format === 'safetensors' && m.tensors.some((t) => t.name.startsWith('model.layers.') || t.name === 'model.embed_tokens.weight');
   let hp: LlamaHparams | undefined;
   const plans: Plan[] = [];
+  // GPTQ/AWQ packed int4 layers become float tensors (F32 unless --type): P.qweight stands for the layer,
+  // P.qzeros / P.scales / P.g_idx are consumed with it, and AutoGPTQ's all-zero P.bias is dropped
+  if (m.packedInt4Problems?.length) fail(`${m.name}: ${m.packedInt4Problems[0]}`);
+  const groups = m.packedInt4 ?? [];
+  const packedConfig = groups.length ? packedInt4ConfigOf(opts.hfConfig) : undefined;
+  const packedParts = new Map<string, PackedInt4Group | undefined>();
+  for (const g of groups) {
+    packedParts.set(g.qweight.name, g);
+    for (const t of [g.scales, g.qzeros, g.gIdx]) if (t) packedParts.set(t.name, undefined);
+    const bias = m.tensors.find((t) => t.name === `${g.prefix}.bias`);
+    if (bias && (await m.readFloat32(bias)).every((x) => x === 0)) packedParts.set(bias.name, undefined);
+  }
+  const packedPlan = (t: ModelTensor, name: string): Plan | undefined => {
+    const g = packedParts.get(t.name);
+    if (!g) return undefined;
+    if (packedConfig && g.layout !== packedConfig.method) fail(`${g.qweight.name}: shapes are ${g.layout}'s layout but config.json says ${packedConfig.method}`);
+    return { src: t, name, shape: [g.outFeatures, g.inFeatures], kind: opts.type ?? 'F32', packed: g };
+  };
   if (opts.to === 'gguf') {
     if (hfNamed) {
       if (!opts.hfConfig) fail(`${m.name}: converting Hugging Face safetensors to GGUF needs config.json next to the model`);
@@ -165,6 +186,14 @@ export async function convertModel(m: ModelFile, sink: ByteSink, opts: ConvertOp
       hp = llama2cHparams(m);
     }
     for (const t of m.tensors) {
+      if (packedParts.has(t.name)) {
+        const g = packedParts.get(t.name);
+        const name = g && (hfNamed ? hfToGgufName(`${g.prefix}.weight`) : `${g.prefix}.weight`);
+        const heads = name && hfNamed && hp ? ropePermuteHeads(name, hp) : undefined;
+        const p = name ? packedPlan(t, name) : undefined;
+        if (p) plans.push({ ...p, permute: heads ? { heads, toGguf: true } : undefined });
+        continue;
+      }
       const name = hfNamed ? hfToGgufName(t.name) : t.name;
       if (name === undefined) continue;
       const heads = hfNamed && hp ? ropePermuteHeads(name, hp) : undefined;
@@ -180,6 +209,12 @@ export async function convertModel(m: ModelFile, sink: ByteSink, opts: ConvertOp
     if (m.format === 'gguf' && llamaNamed) hp = tryHparams(m);
     if (m.format === 'llama2c') hp = llama2cHparams(m);
     for (const t of m.tensors) {
+      if (packedParts.has(t.name)) {
+        const g = packedParts.get(t.name);
+        const p = g ? packedPlan(t, `${g.prefix}.weight`) : undefined;
+        if (p) plans.push(p);
+        continue;
+      }
       const heads = llamaNamed && hp ? ropePermuteHeads(t.name, hp) : undefined;
       plans.push({
         src: t,
@@ -234,7 +269,7 @@ export async function convertModel(m: ModelFile, sink: ByteSink, opts: ConvertOp
   const jobs: Job[] = [];
   for (const p of plans) {
     const t = p.src;
-    if (p.permute) {
+    if (p.permute || p.packed) {
       jobs.push({ p, at: 0, n: t.byteLength });
       continue;
     }
@@ -243,7 +278,7 @@ export async function convertModel(m: ModelFile, sink: ByteSink, opts: ConvertOp
     for (let at = 0; at < t.byteLength; at += step) jobs.push({ p, at, n: Math.min(step, t.byteLength - at) });
   }
   const readJob = (j: Job) => {
-    const r = m.read(j.p.src, j.at, j.n);
+    const r = j.p.packed ? Promise.resolve(new Uint8Array(0)) : m.read(j.p.src, j.at, j.n);
     r.catch(() => {}); // awaited below; this only keeps an early failure from counting as unhandled
     return r;
   };
@@ -255,9 +290,13 @@ export async function convertModel(m: ModelFile, sink: ByteSink, opts: ConvertOp
     next = i + 1 < jobs.length ? readJob(jobs[i + 1]) : undefined;
     const same = p.kind === t.type;
     // output buffers are fresh per chunk: a sink may hold them until its write completes
-    const data = same ? bytes : convertChunk(t.type, p.kind as FloatType, bytes, n / elementBytes(t.type));
+    const data = p.packed
+      ? fromFloat32(p.kind as FloatType, await dequantizePackedInt4(p.packed, async (s) => toFloat32(s.dtype, await s.source.read(s.fileOffset, s.byteLength)), { gptqZeroOffset: packedConfig?.gptqZeroOffset }))
+      : same
+        ? bytes
+        : convertChunk(t.type, p.kind as FloatType, bytes, n / elementBytes(t.type));
     if (p.permute) {
-      const rows = t.shape[0];
+      const rows = p.shape[0];
       const rowBytes = data.length / rows;
       await write(p.permute.toGguf ? toGgufRows(data, rows, rowBytes, p.permute.heads) : toHfRows(data, rows, rowBytes, p.permute.heads));
     } else await write(data);
@@ -300,7 +339,8 @@ function tryHparams(m: ModelFile): LlamaHparams | undefined {
   }
 }
 
-function llama2cHparams(m: ModelFile): LlamaHparams {
+/** Hyper-parameters of a llama2.c checkpoint opened as a ModelFile (as convert-llama2c-to-ggml writes them). */
+export function llama2cHparams(m: ModelFile): LlamaHparams {
   const g = (k: string) => m.metadata.get(k) as number;
   return {
     vocabSize: g('vocab_size'),

@@ -39,6 +39,8 @@ export interface ModelFile {
   readonly gguf?: GgufFile;
   /** GPTQ/AWQ-style packed int4 layers found in safetensors files */
   readonly packedInt4?: readonly PackedInt4Group[];
+  /** `P.qweight` tensors that could not be read as packed int4 layers, one message each */
+  readonly packedInt4Problems?: readonly string[];
   /** every source opened (shards), to close afterwards */
   readonly sources: readonly ByteSource[];
   tensor(name: string): ModelTensor;
@@ -75,6 +77,12 @@ function finish(format: ModelFormat, name: string, metadata: ModelFile['metadata
       return toFloat32(t.type, await t.source.read(t.byteOffset, t.byteLength));
     },
   };
+}
+
+function packedExtra(tensors: readonly SafetensorsTensorInfo[]): Partial<ModelFile> {
+  const problems: string[] = [];
+  const packedInt4 = findPackedInt4(tensors, (p) => problems.push(p));
+  return { packedInt4, ...(problems.length ? { packedInt4Problems: problems } : {}) };
 }
 
 function fromSafetensorsInfo(t: SafetensorsTensorInfo): ModelTensor {
@@ -115,7 +123,7 @@ export async function openModelFile(src: ByteSource, opts: OpenOptions = {}): Pr
   if (fmt === 'safetensors') {
     const f = await readSafetensors(src);
     const tensors = f.tensors.map(fromSafetensorsInfo);
-    return finish('safetensors', src.name, new Map(Object.entries(f.metadata)), tensors, [src], { packedInt4: findPackedInt4(f.tensors) });
+    return finish('safetensors', src.name, new Map(Object.entries(f.metadata)), tensors, [src], packedExtra(f.tensors));
   }
   if (fmt === 'safetensors-index') {
     if (src.size > 100_000_000) fail(`${src.name}: JSON index larger than 100 MB`);
@@ -132,7 +140,7 @@ export async function openModelFile(src: ByteSource, opts: OpenOptions = {}): Pr
     const sh = await readShardedSafetensors(index, open);
     const meta = new Map<string, string | number>(Object.entries(sh.metadata));
     for (const [k, v] of Object.entries(index.metadata)) if (typeof v === 'string' || typeof v === 'number') meta.set(`index.${k}`, v);
-    return finish('safetensors', src.name, meta, sh.tensors.map(fromSafetensorsInfo), sources, { packedInt4: findPackedInt4(sh.tensors) });
+    return finish('safetensors', src.name, meta, sh.tensors.map(fromSafetensorsInfo), sources, packedExtra(sh.tensors));
   }
   if (!opts.llama2c) fail(`${src.name}: looks like a llama2.c checkpoint, but no llama2.c reader is available`);
   const l = await opts.llama2c(src);

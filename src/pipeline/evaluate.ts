@@ -5,7 +5,7 @@
  */
 import { fail } from '../errors.js';
 import { loadModel } from '../eval/load.js';
-import { logitsFileBase, perplexity, type BaseSource, type PerplexityResult } from '../eval/perplexity.js';
+import { logitsFileBase, perplexity, type BaseSource, type KldStats, type PerplexityResult } from '../eval/perplexity.js';
 import { memorySink } from '../io/sink.js';
 import { bytesSource, type ByteSource } from '../io/source.js';
 
@@ -36,4 +36,54 @@ export async function evaluateAgainst(model: ByteSource, base: BaseEvaluation, s
   const m = await loadModel(model, { contextLength: s.ctx, batch: Math.min(s.ctx, 512) });
   const vocab = m.tokenizer?.vocab;
   return perplexity(m.model, base.tokens, { ctx: s.ctx, chunks: s.chunks, bos: vocab?.bos ?? 1, addBos: vocab?.addBos ?? true, base: base.base });
+}
+
+/** What a quantization cost, measured against the original model on a text (the quantize report's eval). */
+export interface QuantizeEvaluation {
+  /** the text's name (a file path in the CLI) */
+  text: string;
+  ctx: number;
+  chunks: number;
+  /** scored tokens (the second half of each chunk) */
+  tokens: number;
+  pplBase: number;
+  ppl: number;
+  pplStderr: number;
+  kld: KldStats;
+  top1: number;
+  dp: { mean: number; rms: number; max: number };
+  /** every scored token's KLD (for the histogram); omitted from JSON by the CLI */
+  kldValues: Float32Array;
+  seconds: number;
+}
+
+/** Run the original and the quantized model on `text` and compare them (PPL, KLD, top-1, Δp). */
+export async function evaluateQuantization(original: ByteSource, quantized: ByteSource, text: string, s: EvalSetup & { textName?: string; onChunk?: (done: number, total: number) => void }): Promise<QuantizeEvaluation> {
+  const t0 = performance.now();
+  const base = await evaluateBase(original, text, s);
+  const m = await loadModel(quantized, { contextLength: s.ctx, batch: Math.min(s.ctx, 512) });
+  const vocab = m.tokenizer?.vocab;
+  const r = await perplexity(m.model, base.tokens, {
+    ctx: s.ctx,
+    chunks: s.chunks,
+    bos: vocab?.bos ?? 1,
+    addBos: vocab?.addBos ?? true,
+    base: base.base,
+    keepKld: true,
+    onChunk: s.onChunk ? (done, total) => s.onChunk!(done, total) : undefined,
+  });
+  return {
+    text: s.textName ?? 'text',
+    ctx: r.ctx,
+    chunks: r.chunks,
+    tokens: r.tokens,
+    pplBase: base.result.ppl,
+    ppl: r.ppl,
+    pplStderr: r.pplStderr,
+    kld: r.kld!,
+    top1: r.top1!,
+    dp: r.dp!,
+    kldValues: r.kldValues!,
+    seconds: (performance.now() - t0) / 1000,
+  };
 }

@@ -1,8 +1,11 @@
 /**
  * quantize(model, recipe): the main job. Plans every tensor's target (llama.cpp's mixing rules for
- * file-type recipes, recipe rules otherwise), quantizes tensor by tensor (streaming: one tensor in
- * memory at a time) into GGUF (GGML block types) or safetensors (generic schemes), and reports what
- * each tensor lost (SQNR dB) and what it costs (bits per weight).
+ * file-type recipes, recipe rules otherwise), quantizes into GGUF (GGML block types) or safetensors
+ * (generic schemes), and reports what each tensor lost (SQNR dB) and what it costs (bits per weight).
+ *
+ * Memory: GGUF output streams a slab of whole rows at a time (at most SLAB_ELEMENTS values, never
+ * crossing an expert's matrix), so peak memory is a few slabs whatever the model size. Safetensors
+ * output holds one tensor at a time (some schemes, e.g. NVFP4, have a tensor-wide scale).
  *
  * safetensors layout for generic schemes: a quantized weight `W` ([rows, rowLength] floats) is stored
  * as one U8 tensor `W` of shape [packedBytes] holding the scheme's packed blocks in row order (see
@@ -10,14 +13,16 @@
  * {"scheme": id, "shape": [rows, rowLength]}. `__metadata__["lowbit.recipe"]` holds the recipe.
  * Unquantized tensors keep their float dtype.
  */
-import { fail } from '../errors.js';
+import { fail, LowbitError } from '../errors.js';
 import { LLAMA_FTYPES, planLlamaTypes, llamaFtype, allowsQuantization, requiresImatrix, type PlanTensor } from '../algos/llama-types.js';
 import { importanceOf, type Imatrix } from '../algos/imatrix.js';
 import { ruleFor, type Recipe, type RecipeRule } from '../algos/recipe.js';
 import { ggmlCodec, ggmlCodecs } from '../quant/ggml/registry.js';
 import '../quant/ggml/index.js';
+import '../kernels/ggml-quant.js'; // the WebAssembly quantizers behind the codecs
+import '../kernels/scheme-quant.js'; // fast paths of the MX / NVFP4 schemes
 import { ggmlTypeByName, type GgmlTypeInfo } from '../quant/ggml/types.js';
-import { resolveScheme } from '../quant/registry.js';
+import { quantizeScheme, resolveScheme } from '../quant/registry.js';
 import type { QuantScheme } from '../quant/scheme.js';
 import { gguf, GgufWriter, plainValue, type GgufValue } from '../io/gguf.js';
 import type { ModelFile, ModelTensor } from '../io/model-file.js';
@@ -25,6 +30,8 @@ import { SafetensorsWriter } from '../io/safetensors.js';
 import type { ByteSink } from '../io/sink.js';
 import { fromFloat32, toFloat32 } from '../io/tensor-data.js';
 import { sqnrDb } from '../eval/metrics.js';
+import type { PackedInt4Layout } from '../io/packed-int4.js';
+import { planPackedLayout, quantizePackedModel, type PackedPlanInfo } from './quantize-packed.js';
 
 export interface TensorPlan {
   name: string;
@@ -45,6 +52,8 @@ export interface QuantizePlan {
   recipe: Recipe;
   tensors: TensorPlan[];
   ftypeId?: number;
+  /** set for a Hugging Face checkpoint with GPTQ/AWQ packed int4 layers (see quantize-packed.ts) */
+  packed?: PackedPlanInfo;
 }
 
 export interface TensorReport {
@@ -66,10 +75,26 @@ export interface QuantizeReport {
   bytes: number;
   bitsPerWeight: number;
   seconds: number;
+  /** the config.json object to write beside a GPTQ/AWQ checkpoint */
+  hfConfig?: Record<string, unknown>;
+}
+
+/**
+ * Quantizes whole rows of a GGML type on other threads (injected by the Node layer, e.g. the CLI's
+ * worker pool; the core never starts threads). Rows are independent, so the bytes must equal
+ * ggmlCodec(type).quantize's in this thread for any split.
+ */
+export interface RowQuantizer {
+  quantizeRows(type: GgmlTypeInfo, src: Float32Array, nRows: number, rowLength: number, importance?: Float32Array): Promise<Uint8Array>;
+  /** a float array the rows are best read into (e.g. shared memory the threads see without a copy) */
+  allocate?(n: number): Float32Array;
 }
 
 export interface QuantizeOptions {
+  /** importance matrix for the weighted quantizers (checked against the model first: see checkImatrix) */
   imatrix?: Imatrix;
+  /** quantize GGML tensors on these threads (default: this thread) */
+  workers?: RowQuantizer;
   /** called after each tensor */
   onTensor?(done: number, total: number, r: TensorReport): void;
 }
@@ -97,7 +122,8 @@ function hparams(m: ModelFile) {
 }
 
 /** Decide each tensor's target without reading any tensor data (`--dry-run`). */
-export function planQuantization(m: ModelFile, recipe: Recipe, output: 'gguf' | 'safetensors', opts: { hasImatrix?: boolean } = {}): QuantizePlan {
+export function planQuantization(m: ModelFile, recipe: Recipe, output: 'gguf' | 'safetensors', opts: { hasImatrix?: boolean } & LayoutOptions = {}): QuantizePlan {
+  if (opts.layout && opts.layout !== 'lowbit') return planPackedLayout(m, planQuantization(m, recipe, output, { hasImatrix: opts.hasImatrix }), { layout: opts.layout, keepUnpackable: opts.keepUnpackable });
   const tensors: TensorPlan[] = [];
   let ftypeId: number | undefined;
   if (recipe.llama) {
@@ -162,6 +188,13 @@ export function planQuantization(m: ModelFile, recipe: Recipe, output: 'gguf' | 
   return { output, recipe, tensors, ftypeId };
 }
 
+/** Output layout of a safetensors file: lowbit's own (any scheme) or a Hugging Face GPTQ/AWQ checkpoint. */
+export interface LayoutOptions {
+  layout?: 'lowbit' | PackedInt4Layout;
+  /** GPTQ/AWQ: keep linear layers whose shape cannot be packed in F16 instead of failing */
+  keepUnpackable?: boolean;
+}
+
 /** The scheme options a rule implies (stored in safetensors metadata so readers rebuild the scheme). */
 export function resolveOptionsOf(rule: RecipeRule | undefined): { groupSize?: number; asymmetric?: boolean } {
   const o: { groupSize?: number; asymmetric?: boolean } = {};
@@ -176,48 +209,144 @@ function normalizeGgml(s: string): string {
 
 const rows = (ne: number[]) => ne.slice(1).reduce((a, b) => a * b, 1);
 
-async function readFloats(m: ModelFile, t: ModelTensor): Promise<Float32Array> {
+async function readFloats(m: ModelFile, t: ModelTensor, allocate?: (n: number) => Float32Array): Promise<Float32Array> {
   const bytes = await m.read(t);
-  if (t.type === 'F32' || t.type === 'F16' || t.type === 'BF16' || t.type === 'F64') return toFloat32(t.type, bytes);
+  if (t.type === 'F32' || t.type === 'F16' || t.type === 'BF16' || t.type === 'F64') return toFloat32(t.type, bytes, allocate?.(t.nElements));
   const c = ggmlCodec(t.type);
   if (!c) fail(`${t.name}: cannot read tensor type ${t.type}`);
-  const out = new Float32Array(t.nElements);
+  const out = allocate ? allocate(t.nElements) : new Float32Array(t.nElements);
   c.dequantize(bytes, t.nElements, out);
   return out;
 }
 
-function importanceFor(imatrix: Imatrix | undefined, name: string, rowLength: number): Float32Array | undefined {
-  if (!imatrix) return undefined;
-  const e = imatrix.entries.get(name);
-  if (!e) return undefined;
-  const v = importanceOf(e);
-  if (v.length !== rowLength) fail(`imatrix entry ${name} has ${v.length} values but the tensor's rows have ${rowLength}: the imatrix does not match this model`);
-  return v;
+const matrices = (ne: readonly number[]) => ne.slice(2).reduce((a, b) => a * b, 1);
+
+/**
+ * Check an importance matrix against the model and plan before anything is written, as one clear error:
+ * an entry for a tensor the model does not have, an entry whose length is not the tensor's row length
+ * (times its experts), or a blk.* weight that a weighted quantizer will use and the imatrix lacks (an
+ * imatrix made for another model). token_embd / output may be absent: llama-imatrix does not collect
+ * them by default, and llama-quantize then quantizes them unweighted.
+ */
+export function checkImatrix(m: ModelFile, plan: QuantizePlan, imatrix: Imatrix, label = 'the imatrix'): void {
+  const byName = new Map(m.tensors.map((t) => [t.name, t]));
+  const unknown = [...imatrix.entries.keys()].filter((n) => !byName.has(n)).sort();
+  if (unknown.length) fail(`${label} does not match this model: it has entries for tensors the model lacks (${unknown.slice(0, 3).join(', ')}${unknown.length > 3 ? `, ... ${unknown.length} in all` : ''})`);
+  for (const e of imatrix.entries.values()) {
+    const t = byName.get(e.name)!;
+    const ne = neOf(t);
+    const want = ne[0] * matrices(ne);
+    if (e.sums.length !== want)
+      fail(`${label} does not match this model: entry ${e.name} has ${e.sums.length} values, but the tensor's rows have ${ne[0]} columns${matrices(ne) > 1 ? ` x ${matrices(ne)} experts` : ''}`);
+  }
+  for (const p of plan.tensors)
+    if (p.ggml && ggmlCodec(p.ggml)?.usesImportance && p.name.startsWith('blk.') && !imatrix.entries.has(p.name))
+      fail(`${label} does not match this model: no entry for ${p.name} (${p.to} would be quantized unweighted)`);
+}
+
+/** importance vector of a tensor (n_in per matrix, all matrices), undefined when the imatrix lacks it */
+function importanceFor(imatrix: Imatrix | undefined, name: string): Float32Array | undefined {
+  const e = imatrix?.entries.get(name);
+  return e ? importanceOf(e) : undefined;
+}
+
+/** values per slab of rows: 4 Mi floats = 16 MiB of f32 input */
+export const SLAB_ELEMENTS = 1 << 22;
+
+/** bytes of one row of `rowLength` values stored as `type` (a GGML type name) */
+function rowBytesOf(type: string, rowLength: number): number {
+  const g = ggmlTypeByName(type);
+  if (!g) fail(`cannot read tensor type ${type}`);
+  return (rowLength / g.blockSize) * g.typeSize;
+}
+
+/** rows [row0, row0 + nRows) of a tensor as float32 */
+async function readRows(m: ModelFile, t: ModelTensor, rowLength: number, row0: number, nRows: number): Promise<Float32Array> {
+  const rb = rowBytesOf(t.type, rowLength);
+  const bytes = await m.read(t, row0 * rb, nRows * rb);
+  if (t.type === 'F32' && bytes.byteOffset % 4 === 0) return new Float32Array(bytes.buffer, bytes.byteOffset, nRows * rowLength); // no copy
+  if (t.type === 'F32' || t.type === 'F16' || t.type === 'BF16' || t.type === 'F64') return toFloat32(t.type, bytes);
+  const c = ggmlCodec(t.type);
+  if (!c) fail(`${t.name}: cannot read tensor type ${t.type}`);
+  const out = new Float32Array(nRows * rowLength);
+  c.dequantize(bytes, out.length, out);
+  return out;
+}
+
+/** acc += [sum x^2, sum (x - y)^2] in f64: the SQNR of a tensor, accumulated slab by slab */
+function accumulateError(acc: Float64Array, x: Float32Array, y: Float32Array): void {
+  let signal = 0;
+  let noise = 0;
+  for (let i = 0; i < x.length; i++) {
+    const v = x[i];
+    const d = v - y[i];
+    signal += v * v;
+    noise += d * d;
+  }
+  acc[0] += signal;
+  acc[1] += noise;
 }
 
 /** Quantize one float tensor to a GGML type; returns the bytes and the dequantized values. */
-export function quantizeGgmlTensor(x: Float32Array, ne: number[], type: GgmlTypeInfo, importance?: Float32Array): { bytes: Uint8Array; dequant: Float32Array } {
-  const n = x.length;
-  if (type.name === 'F32' || type.name === 'F16' || type.name === 'BF16') {
-    const bytes = fromFloat32(type.name, x);
-    return { bytes, dequant: toFloat32(type.name, bytes) };
+export function quantizeGgmlTensor(x: Float32Array, ne: number[], type: GgmlTypeInfo, importance?: Float32Array, what = 'tensor', firstRow = 0): { bytes: Uint8Array; dequant: Float32Array } {
+  const float = floatTensor(x, type);
+  if (float) return float;
+  const c = checkGgmlTensor(x, type);
+  const rowLength = ne[0];
+  const bytes = new Uint8Array((x.length / type.blockSize) * type.typeSize);
+  named(what, firstRow, () => c.quantize!(x, x.length / rowLength, rowLength, bytes, importance)); // checks its input (non-finite values) itself
+  return { bytes, dequant: dequantizeAll(c, bytes, x.length) };
+}
+
+/** quantizeGgmlTensor with the rows quantized by `workers` (same bytes). */
+export async function quantizeGgmlTensorOn(workers: RowQuantizer, x: Float32Array, ne: number[], type: GgmlTypeInfo, importance?: Float32Array, what = 'tensor', firstRow = 0): Promise<{ bytes: Uint8Array; dequant: Float32Array }> {
+  const float = floatTensor(x, type);
+  if (float) return float;
+  const c = checkGgmlTensor(x, type);
+  const rowLength = ne[0];
+  const bytes = await named(what, firstRow, () => workers.quantizeRows(type, x, x.length / rowLength, rowLength, importance));
+  return { bytes, dequant: dequantizeAll(c, bytes, x.length) };
+}
+
+/** runs fn, prefixing lowbit errors with the tensor (and the slab's first row) */
+function named<T>(what: string, firstRow: number, fn: () => T): T {
+  const rename = (e: unknown): never => {
+    if (e instanceof LowbitError) fail(`${what}${firstRow ? ` (rows counted from ${firstRow})` : ''}: ${e.message}`);
+    throw e;
+  };
+  try {
+    const r = fn();
+    return (r instanceof Promise ? r.catch(rename) : r) as T;
+  } catch (e) {
+    return rename(e);
   }
+}
+
+function floatTensor(x: Float32Array, type: GgmlTypeInfo): { bytes: Uint8Array; dequant: Float32Array } | undefined {
+  if (type.name !== 'F32' && type.name !== 'F16' && type.name !== 'BF16') return undefined;
+  const bytes = fromFloat32(type.name, x);
+  return { bytes, dequant: toFloat32(type.name, bytes) };
+}
+
+/** the codec (its quantize rejects NaN and infinities, naming the element, row and column) */
+function checkGgmlTensor(x: Float32Array, type: GgmlTypeInfo) {
   const c = ggmlCodec(type);
   if (!c?.quantize) fail(`lowbit cannot quantize to ${type.name} yet (dequantize only)`);
-  for (let i = 0; i < n; i++) if (!Number.isFinite(x[i])) fail(`tensor has a non-finite value at element ${i}; ${type.name} cannot hold it`);
-  const rowLength = ne[0];
-  const nRows = n / rowLength;
-  const bytes = new Uint8Array((n / type.blockSize) * type.typeSize);
-  c.quantize(x, nRows, rowLength, bytes, importance);
+  return c;
+}
+
+function dequantizeAll(c: NonNullable<ReturnType<typeof ggmlCodec>>, bytes: Uint8Array, n: number): Float32Array {
   const dequant = new Float32Array(n);
   c.dequantize(bytes, n, dequant);
-  return { bytes, dequant };
+  return dequant;
 }
 
 export async function quantizeModel(m: ModelFile, plan: QuantizePlan, sink: ByteSink, opts: QuantizeOptions = {}): Promise<QuantizeReport> {
+  if (plan.packed) return quantizePackedModel(m, plan, sink, opts);
   const t0 = performance.now();
   const reports: TensorReport[] = [];
   const total = plan.tensors.length;
+  if (opts.imatrix) checkImatrix(m, plan, opts.imatrix);
   const done = (r: TensorReport) => {
     reports.push(r);
     opts.onTensor?.(reports.length, total, r);
@@ -238,14 +367,34 @@ export async function quantizeModel(m: ModelFile, plan: QuantizePlan, sink: Byte
       const t = m.tensor(p.name);
       const n = t.nElements;
       if (p.to === t.type) {
-        await w.write(await m.read(t));
+        for (let off = 0; off < t.byteLength; off += 4 * SLAB_ELEMENTS) await w.write(await m.read(t, off, Math.min(4 * SLAB_ELEMENTS, t.byteLength - off)));
         done({ name: p.name, shape: p.ne, type: p.to, bytes: t.byteLength, bitsPerWeight: (t.byteLength * 8) / n, sqnrDb: Infinity });
         continue;
       }
-      const x = await readFloats(m, t);
-      const { bytes, dequant } = quantizeGgmlTensor(x, p.ne, p.ggml as GgmlTypeInfo, p.ggml && ggmlCodec(p.ggml)?.usesImportance ? importanceFor(opts.imatrix, p.name, p.ne[0]) : undefined);
-      await w.write(bytes);
-      done({ name: p.name, shape: p.ne, type: p.to, bytes: bytes.length, bitsPerWeight: (bytes.length * 8) / n, sqnrDb: sqnrDb(x, dequant), ...(p.fallbackFrom ? { fallbackFrom: p.fallbackFrom } : {}) });
+      const type = p.ggml as GgmlTypeInfo;
+      const rowLength = p.ne[0];
+      const nRows = n / rowLength;
+      const rowsPerMatrix = nRows / matrices(p.ne); // an expert's rows share one importance vector
+      const importance = ggmlCodec(type)?.usesImportance ? importanceFor(opts.imatrix, p.name) : undefined;
+      const slabRows = Math.max(1, Math.floor(SLAB_ELEMENTS / rowLength));
+      const errorSums = new Float64Array(2);
+      let bytesOut = 0;
+      for (let r0 = 0; r0 < nRows; ) {
+        const matrix = Math.floor(r0 / rowsPerMatrix);
+        const k = Math.min(slabRows, (matrix + 1) * rowsPerMatrix - r0);
+        const x = await readRows(m, t, rowLength, r0, k);
+        const imp = importance?.subarray(matrix * rowLength, (matrix + 1) * rowLength);
+        const { bytes, dequant } = opts.workers
+          ? await quantizeGgmlTensorOn(opts.workers, x, [rowLength, k], type, imp, p.name, r0)
+          : quantizeGgmlTensor(x, [rowLength, k], type, imp, p.name, r0);
+        accumulateError(errorSums, x, dequant);
+        await w.write(bytes);
+        bytesOut += bytes.length;
+        r0 += k;
+      }
+      const [signal, noise] = errorSums;
+      const sqnr = noise === 0 ? Infinity : 10 * Math.log10(signal / noise);
+      done({ name: p.name, shape: p.ne, type: p.to, bytes: bytesOut, bitsPerWeight: (bytesOut * 8) / n, sqnrDb: sqnr, ...(p.fallbackFrom ? { fallbackFrom: p.fallbackFrom } : {}) });
     }
     await w.end();
   } else {
@@ -266,7 +415,7 @@ export async function quantizeModel(m: ModelFile, plan: QuantizePlan, sink: Byte
       const x = await readFloats(m, t);
       if (p.scheme) {
         for (let i = 0; i < x.length; i++) if (!Number.isFinite(x[i])) fail(`${p.name}: non-finite value at element ${i}`);
-        const packed = p.scheme.quantizeRef(x, rows(p.ne), p.ne[0]);
+        const packed = quantizeScheme(p.scheme, x, rows(p.ne), p.ne[0]);
         const dq = p.scheme.dequantizeRef(packed, rows(p.ne), p.ne[0]);
         await w.write(packed);
         done({ name: p.name, shape: p.ne, type: p.scheme.id, bytes: packed.length, bitsPerWeight: (packed.length * 8) / x.length, sqnrDb: sqnrDb(x, dq) });
@@ -288,9 +437,11 @@ export async function quantizeModel(m: ModelFile, plan: QuantizePlan, sink: Byte
  * The one verb: `quantize(model, recipe, sink)` plans every tensor (llama.cpp's rules for file-type
  * recipes, the recipe's rules otherwise), quantizes tensor by tensor into `sink` and returns the report.
  * The output container follows the recipe: GGML block types -> GGUF, generic schemes -> safetensors.
+ * `layout: 'gptq' | 'awq'` writes a Hugging Face checkpoint with packed int4 layers instead of lowbit's
+ * safetensors layout (same values; report.hfConfig is its config.json).
  */
-export async function quantize(m: ModelFile, recipe: Recipe, sink: ByteSink, opts: QuantizeOptions & { output?: 'gguf' | 'safetensors' } = {}): Promise<QuantizeReport> {
+export async function quantize(m: ModelFile, recipe: Recipe, sink: ByteSink, opts: QuantizeOptions & LayoutOptions & { output?: 'gguf' | 'safetensors' } = {}): Promise<QuantizeReport> {
   const output = opts.output ?? (recipe.llama ? 'gguf' : 'safetensors');
-  const plan = planQuantization(m, recipe, output, { hasImatrix: opts.imatrix !== undefined });
+  const plan = planQuantization(m, recipe, output, { hasImatrix: opts.imatrix !== undefined, layout: opts.layout, keepUnpackable: opts.keepUnpackable });
   return quantizeModel(m, plan, sink, opts);
 }

@@ -3,6 +3,7 @@ import { generate } from '../../eval/generate.js';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { loadModel, type LoadedModel, type LoadModelOptions } from '../../eval/load.js';
+import { isLowbitSafetensors } from '../../eval/load-lowbit.js';
 import type { Command } from '../args.js';
 import { readSiblingConfig } from '../model-open.js';
 import { fileSource, type FileSource } from '../node-source.js';
@@ -24,7 +25,8 @@ export async function loadModelPath(file: string, tokenizer: string | undefined,
     const head = await src.read(0, Math.min(src.size, 9));
     const safetensors = head.length === 9 && head[8] === 0x7b; // u64 header length, then '{'
     const hfConfig = safetensors ? readSiblingConfig(file) : undefined;
-    if (safetensors && hfConfig === undefined) fail(`${file}: a safetensors checkpoint needs config.json in the same folder`);
+    // lowbit's own safetensors carry their hyper-parameters; Hugging Face checkpoints need config.json
+    if (safetensors && hfConfig === undefined && !(await isLowbitSafetensors(src))) fail(`${file}: a safetensors checkpoint needs config.json in the same folder`);
     const sibling = join(dirname(file), 'tokenizer.model');
     const tok = tokenizer ?? (safetensors && existsSync(sibling) ? sibling : undefined);
     return await loadModel(src, { ...opts, hfConfig, tokenizer: tok ? open(tok) : undefined });

@@ -4,6 +4,7 @@ import { convertCommand } from './convert.js';
 import { evalCommand } from './eval.js';
 import { formatsCommand } from './formats.js';
 import { generateCommand } from './generate.js';
+import { imatrixCommand } from './imatrix.js';
 import { inspectCommand } from './inspect.js';
 import { quantizeCommand } from './quantize.js';
 import { schemesCommand } from './schemes.js';
@@ -15,6 +16,7 @@ export const commands: readonly Command[] = [
   castCommand,
   inspectCommand,
   convertCommand,
+  imatrixCommand,
   quantizeCommand,
   generateCommand,
   evalCommand,

@@ -5,6 +5,19 @@ import type { Command } from '../args.js';
 import { openModelPath, readSiblingConfig } from '../model-open.js';
 
 const MAX_ITEMS = 8;
+/** metadata values longer than this are cut in the text listing (--json has them whole) */
+const MAX_TEXT = 160;
+
+/** quantization_config from config.json beside a safetensors checkpoint */
+function quantizationConfig(m: ModelFile, file: string): unknown {
+  if (m.format !== 'safetensors') return undefined;
+  try {
+    const c = readSiblingConfig(file) as Record<string, unknown> | undefined;
+    return c && typeof c === 'object' ? c.quantization_config : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 function summarize(v: GgufValue | string | number): unknown {
   if (typeof v !== 'object') return v;
@@ -51,8 +64,11 @@ export const inspectCommand: Command = {
       const hp = hparams(m, file);
       let params = 0;
       let bytes = 0;
+      // packed int4 layers count their weights (in x out), not their I32 words, scales and zero-points
+      const packedParts = new Set(m.packedInt4?.flatMap((g) => [g.qweight, g.scales, g.qzeros, g.gIdx].filter((t) => t !== undefined).map((t) => t.name)));
+      for (const g of m.packedInt4 ?? []) params += g.inFeatures * g.outFeatures;
       const tensors = m.tensors.map((t) => {
-        params += t.nElements;
+        if (!packedParts.has(t.name)) params += t.nElements;
         bytes += t.byteLength;
         return { name: t.name, shape: t.shape, type: t.type, bytes: t.byteLength, offset: t.byteOffset };
       });
@@ -64,7 +80,18 @@ export const inspectCommand: Command = {
         architecture: arch,
         hyperParameters: hp,
         metadata: meta,
-        packedInt4: m.packedInt4?.map((g) => ({ prefix: g.prefix, layout: g.layout, inFeatures: g.inFeatures, outFeatures: g.outFeatures, groupSize: g.groupSize })),
+        quantizationConfig: quantizationConfig(m, file),
+        packedInt4Problems: m.packedInt4Problems,
+        packedInt4: m.packedInt4?.map((g) => ({
+          prefix: g.prefix,
+          layout: g.layout,
+          bits: g.bits,
+          inFeatures: g.inFeatures,
+          outFeatures: g.outFeatures,
+          groupSize: g.groupSize,
+          zeroPoints: g.qzeros ? 'qzeros' : 'none (8)',
+          gIdx: g.gIdx !== undefined,
+        })),
         tensors,
         totals: { tensors: tensors.length, parameters: params, bytes, bitsPerWeight: params ? (bytes * 8) / params : 0 },
       };
@@ -77,9 +104,20 @@ export const inspectCommand: Command = {
       if (hp) out.push(`hyper-parameters: ${Object.entries(hp).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}=${v}`).join(' ')}`);
       if (Object.keys(meta).length) {
         out.push(`metadata (${Object.keys(meta).length}):`);
-        for (const [k, v] of Object.entries(meta)) out.push(`  ${k} = ${JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? String(x) : x))}`);
+        for (const [k, v] of Object.entries(meta)) {
+          const text = JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? String(x) : x));
+          out.push(`  ${k} = ${text.length > MAX_TEXT ? `${text.slice(0, MAX_TEXT)}... (${text.length} characters)` : text}`);
+        }
       }
-      if (report.packedInt4?.length) out.push(`packed int4 layers: ${report.packedInt4.length} (${report.packedInt4[0].layout}, group size ${report.packedInt4[0].groupSize})`);
+      if (report.quantizationConfig) out.push(`quantization_config (config.json): ${JSON.stringify(report.quantizationConfig)}`);
+      if (report.packedInt4?.length) {
+        out.push(`packed int4 layers (${report.packedInt4.length}):`);
+        const pw = Math.max(6, ...report.packedInt4.map((g) => g.prefix.length));
+        out.push(`  ${'prefix'.padEnd(pw)}  layout  bits  ${'in x out'.padEnd(13)} group  zero-points  g_idx`);
+        for (const g of report.packedInt4)
+          out.push(`  ${g.prefix.padEnd(pw)}  ${g.layout.padEnd(6)}  ${String(g.bits).padStart(4)}  ${`${g.inFeatures} x ${g.outFeatures}`.padEnd(13)} ${String(g.groupSize).padStart(5)}  ${g.zeroPoints.padEnd(11)}  ${g.gIdx ? 'yes' : 'no'}`);
+      }
+      for (const p of report.packedInt4Problems ?? []) out.push(`not a readable packed int4 layer: ${p}`);
       out.push(`tensors (${tensors.length}):`);
       const w = Math.max(4, ...tensors.map((t) => t.name.length));
       out.push(`  ${'name'.padEnd(w)}  ${'shape'.padEnd(18)} ${'type'.padEnd(8)} ${'bytes'.padStart(12)} ${'offset'.padStart(12)}`);

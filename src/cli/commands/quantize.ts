@@ -1,12 +1,16 @@
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { fail } from '../../errors.js';
 import { LLAMA_FTYPES } from '../../algos/llama-types.js';
 import { llamaRecipe, recipeFromJSON, schemeRecipe, type Recipe } from '../../algos/recipe.js';
-import { planQuantization, quantizeModel, type QuantizeReport, type TensorReport } from '../../pipeline/quantize.js';
+import { checkImatrix, planQuantization, quantizeModel, type QuantizeReport, type TensorReport } from '../../pipeline/quantize.js';
+import { evaluateQuantization, type QuantizeEvaluation } from '../../pipeline/evaluate.js';
 import { readImatrix } from '../../pipeline/imatrix-file.js';
+import { quantizeReportHtml } from '../../pipeline/report-html.js';
 import type { Command, ParsedArgs } from '../args.js';
-import { refuseSameFile, withAtomicFile } from '../files.js';
+import { refuseSameFile, withAtomicFile, writeFileAtomic } from '../files.js';
 import { openModelPath } from '../model-open.js';
+import { defaultThreads, QuantizePool } from '../quantize-pool.js';
 import { fileSource } from '../node-source.js';
 import { renderTable } from './formats.js';
 
@@ -31,7 +35,10 @@ function recipeOf(a: ParsedArgs, output: 'gguf' | 'safetensors'): Recipe {
   return schemeRecipe(type, { groupSize: a.values.group as number | undefined, asym: a.values.asym as boolean, keepEmbeddings: a.values['keep-embeddings'] as boolean });
 }
 
-export function reportTable(r: QuantizeReport): string {
+const mib = (bytes: number) => `${(bytes / 1048576).toFixed(bytes < 10 * 1048576 ? 3 : 1)} MiB`;
+
+/** The text report: one row per tensor, totals, and the evaluation when there is one. */
+export function reportTable(r: QuantizeReport, ev?: QuantizeEvaluation): string {
   const rows = r.tensors.map((t: TensorReport) => [
     t.name,
     t.shape.join('x'),
@@ -40,13 +47,45 @@ export function reportTable(r: QuantizeReport): string {
     Number.isFinite(t.sqnrDb) ? t.sqnrDb.toFixed(2) : 'exact',
   ]);
   const table = renderTable(['tensor', 'shape', 'type', 'bpw', 'SQNR dB'], rows, [false, false, false, true, true]);
-  return `${table}\n\ntotal: ${r.parameters} parameters, ${r.bytes} bytes of tensor data, ${r.bitsPerWeight.toFixed(3)} bits per weight, ${r.seconds.toFixed(2)} s`;
+  const lines = [table, '', `total: ${r.parameters} parameters, ${mib(r.bytes)} (${r.bytes} bytes) of tensor data, ${r.bitsPerWeight.toFixed(3)} bits per weight, ${r.seconds.toFixed(2)} s`];
+  if (ev) {
+    const k = ev.kld;
+    lines.push(
+      `eval: ${ev.text}, ${ev.chunks} chunks of ${ev.ctx}, ${ev.tokens} scored tokens (${ev.seconds.toFixed(1)} s)`,
+      `  PPL ${ev.pplBase.toFixed(4)} -> ${ev.ppl.toFixed(4)} +/- ${ev.pplStderr.toFixed(4)} (${(100 * (ev.ppl / ev.pplBase - 1)).toFixed(2)} %)`,
+      `  KLD mean ${k.mean.toFixed(6)} +/- ${k.stderr.toFixed(6)}, median ${k.median.toFixed(6)}, p99 ${k.p99.toFixed(6)}, max ${k.max.toFixed(6)}`,
+      `  same top-1 token ${(100 * ev.top1).toFixed(2)} %, RMS Δp ${(100 * ev.dp.rms).toFixed(3)} %`,
+    );
+  }
+  return lines.join('\n');
+}
+
+/** A one-line progress bar on stderr (TTY only), weighted by parameters. */
+function progressBar(totalParams: number) {
+  const t0 = performance.now();
+  let doneParams = 0;
+  return {
+    tensor(i: number, n: number, r: TensorReport) {
+      doneParams += r.shape.reduce((a, b) => a * b, 1);
+      const f = totalParams > 0 ? doneParams / totalParams : i / n;
+      const width = 24;
+      const bar = '#'.repeat(Math.round(f * width)).padEnd(width, '.');
+      const s = (performance.now() - t0) / 1000;
+      process.stderr.write(`\r[${bar}] ${(100 * f).toFixed(0).padStart(3)}% ${i}/${n} ${s.toFixed(1)} s  ${r.name.slice(0, 36).padEnd(36)}`);
+    },
+    line(text: string) {
+      process.stderr.write(`\r${text.padEnd(90).slice(0, 90)}`);
+    },
+    clear() {
+      process.stderr.write('\r' + ' '.repeat(90) + '\r');
+    },
+  };
 }
 
 export const quantizeCommand: Command = {
   name: 'quantize',
   summary: 'quantize a model to GGUF (llama.cpp types) or safetensors (generic schemes), with a per-tensor report',
-  usage: 'lowbit quantize IN OUT (--type T | --recipe FILE) [--imatrix F] [--pure] [--dry-run] [--json]',
+  usage: 'lowbit quantize IN OUT (--type T | --recipe FILE) [--imatrix F] [--pure] [--threads N] [--layout lowbit|gptq|awq] [--eval TEXT] [--report out.html] [--dry-run] [--json]',
   positionals: [1, 2],
   options: [
     { name: 'type', type: 'string', help: 'llama.cpp file type (Q4_K_M, Q8_0, ...) or a scheme (int4, mxfp4, nvfp4, nf4, q4_0, ...)' },
@@ -59,6 +98,13 @@ export const quantizeCommand: Command = {
     { name: 'output-tensor-type', type: 'string', help: 'type of output.weight' },
     { name: 'token-embedding-type', type: 'string', help: 'type of token_embd.weight' },
     { name: 'leave-output-tensor', type: 'boolean', help: 'do not quantize output.weight' },
+    { name: 'layout', type: 'string', help: 'safetensors layout: lowbit\'s own, or a Hugging Face checkpoint with GPTQ/AWQ packed int4 layers + config.json (int4 schemes)', choices: ['lowbit', 'gptq', 'awq'], default: 'lowbit' },
+    { name: 'keep-unpackable', type: 'boolean', help: 'gptq/awq: store linear layers whose shape cannot be packed in F16 instead of failing' },
+    { name: 'eval', type: 'string', help: 'evaluate the output against the input on this text: PPL, KLD, top-1 (as lowbit eval --base)' },
+    { name: 'eval-ctx', type: 'int', help: 'tokens per evaluation chunk', default: 512, min: 4 },
+    { name: 'eval-chunks', type: 'int', help: 'evaluate at most this many chunks (default all)', min: 1 },
+    { name: 'report', type: 'string', help: 'also write a self-contained HTML report (tables, SQNR per layer, KLD histogram)' },
+    { name: 'threads', type: 'int', help: 'threads quantizing GGML tensors (default: all cores; the bytes do not depend on it)', min: 1 },
     { name: 'dry-run', type: 'boolean', help: 'print the per-tensor plan and write nothing' },
     { name: 'json', type: 'boolean', help: 'print the report as JSON (no progress)' },
   ],
@@ -69,6 +115,11 @@ export const quantizeCommand: Command = {
     const out = output ?? 'plan.gguf';
     const kind = /\.gguf$/i.test(out) ? 'gguf' : /\.safetensors$/i.test(out) ? 'safetensors' : fail(`output ${out}: extension must be .gguf or .safetensors`);
     refuseSameFile(input, output);
+    const layout = a.values.layout as 'lowbit' | 'gptq' | 'awq';
+    if (layout !== 'lowbit' && kind !== 'safetensors') fail(`--layout ${layout} writes a Hugging Face safetensors checkpoint: OUT must end in .safetensors`);
+    if (a.values['keep-unpackable'] && layout === 'lowbit') fail('--keep-unpackable applies to --layout gptq or awq');
+    const configPath = path.join(path.dirname(out), 'config.json');
+    if (layout !== 'lowbit') refuseSameFile(input, configPath);
     const recipe = recipeOf(a, kind);
     const imFile = a.values.imatrix as string | undefined;
     refuseSameFile(imFile, output);
@@ -82,14 +133,18 @@ export const quantizeCommand: Command = {
       }
     }
     const json = a.values.json as boolean;
+    const evalText = a.values.eval as string | undefined;
+    if (evalText && !fs.existsSync(evalText)) fail(`--eval text ${evalText} does not exist`);
+    const reportFile = a.values.report as string | undefined;
+    if (reportFile) {
+      if (!/\.html?$/i.test(reportFile)) fail(`--report ${reportFile}: the report is HTML; name it .html`);
+      refuseSameFile(input, reportFile);
+      if (output && path.resolve(reportFile) === path.resolve(output)) fail(`--report ${reportFile} is the output file`);
+    }
     const { model, close } = await openModelPath(input);
     try {
-      const plan = planQuantization(model, recipe, kind, { hasImatrix: !!imatrix });
-      if (imatrix) {
-        const names = new Set(model.tensors.map((t) => t.name));
-        const unknown = [...imatrix.entries.keys()].filter((n) => !names.has(n));
-        if (unknown.length) fail(`imatrix ${imFile} does not match this model: it has entries for ${unknown.slice(0, 3).join(', ')}${unknown.length > 3 ? ', ...' : ''}`);
-      }
+      const plan = planQuantization(model, recipe, kind, { hasImatrix: !!imatrix, layout, keepUnpackable: a.values['keep-unpackable'] as boolean });
+      if (imatrix) checkImatrix(model, plan, imatrix, `imatrix ${imFile}`);
       if (dry) {
         const rows = plan.tensors.map((p) => [p.name, p.ne.join('x'), p.from, p.to + (p.fallbackFrom ? ` (from ${p.fallbackFrom})` : '')]);
         if (json) process.stdout.write(JSON.stringify({ recipe: plan.recipe, tensors: plan.tensors.map(({ name, ne, from, to, fallbackFrom }) => ({ name, ne, from, to, fallbackFrom })) }, null, 1) + '\n');
@@ -97,15 +152,40 @@ export const quantizeCommand: Command = {
         return;
       }
       const tty = !json && process.stderr.isTTY;
-      const report = await withAtomicFile(out, (f) =>
-        quantizeModel(model, plan, { write: (b) => f.write(b) }, {
-          imatrix,
-          onTensor: tty ? (i, n, r) => process.stderr.write(`\r[${i}/${n}] ${r.name.padEnd(40).slice(0, 40)}`) : undefined,
-        }),
-      );
-      if (tty) process.stderr.write('\r' + ' '.repeat(50) + '\r');
-      if (json) process.stdout.write(JSON.stringify({ ...report, output: out, tensors: report.tensors.map((t) => ({ ...t, sqnrDb: Number.isFinite(t.sqnrDb) ? t.sqnrDb : null })) }) + '\n');
-      else process.stdout.write(`${out}: ${recipe.name}\n\n${reportTable(report)}\n`);
+      const progress = tty ? progressBar(plan.tensors.reduce((a, p) => a + p.ne.reduce((x, y) => x * y, 1), 0)) : undefined;
+      const threads = (a.values.threads as number | undefined) ?? defaultThreads();
+      const pool = threads > 1 ? new QuantizePool(threads) : undefined;
+      let report: QuantizeReport;
+      try {
+        report = await withAtomicFile(out, (f) => quantizeModel(model, plan, { write: (b) => f.write(b) }, { imatrix, workers: pool, onTensor: progress?.tensor }));
+      } finally {
+        await pool?.close();
+      }
+      // a GPTQ/AWQ checkpoint is a folder: the safetensors file and config.json beside it
+      if (report.hfConfig) writeFileAtomic(configPath, JSON.stringify(report.hfConfig, null, 2) + '\n');
+      let evaluation: QuantizeEvaluation | undefined;
+      if (evalText) {
+        const text = fs.readFileSync(evalText, 'utf8');
+        const original = fileSource(input);
+        const quantized = fileSource(out);
+        try {
+          evaluation = await evaluateQuantization(original, quantized, text, {
+            ctx: a.values['eval-ctx'] as number,
+            chunks: a.values['eval-chunks'] as number | undefined,
+            textName: evalText,
+            onChunk: progress ? (i, n) => progress.line(`eval [${i}/${n}]`) : undefined,
+          });
+        } finally {
+          original.close();
+          quantized.close();
+        }
+      }
+      progress?.clear();
+      if (reportFile) writeFileAtomic(reportFile, quantizeReportHtml({ report, input, output: out, evaluation, generator: 'lowbit 0.1.0 quantize' }));
+      if (json) {
+        const ev = evaluation ? (({ kldValues: _omit, ...rest }) => rest)(evaluation) : undefined;
+        process.stdout.write(JSON.stringify({ ...report, output: out, tensors: report.tensors.map((t) => ({ ...t, sqnrDb: Number.isFinite(t.sqnrDb) ? t.sqnrDb : null })), ...(ev ? { evaluation: ev } : {}), ...(reportFile ? { report: reportFile } : {}) }) + '\n');
+      } else process.stdout.write(`${out}: ${recipe.name}${report.hfConfig ? ` (${layout} layout; ${configPath} written)` : ''}\n\n${reportTable(report, evaluation)}\n${reportFile ? `report: ${reportFile}\n` : ''}`);
     } finally {
       close();
     }

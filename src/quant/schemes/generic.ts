@@ -346,7 +346,57 @@ export function makeGenericScheme(config: GenericSchemeConfig, id?: string, desc
     },
   };
   (scheme as { bitsPerWeight: number }).bitsPerWeight = bitsPerWeightOf((r, c) => (g === 'group' && c % G !== 0 ? NaN : packedBytes(r, c)));
-  return Object.freeze(scheme);
+  Object.freeze(scheme);
+  configs.set(scheme, Object.freeze({ ...config }));
+  return scheme;
+}
+
+const configs = new WeakMap<QuantScheme, Readonly<GenericSchemeConfig>>();
+
+/** The configuration a generic scheme was built from (undefined for other schemes). */
+export function genericConfigOf(s: QuantScheme): Readonly<GenericSchemeConfig> | undefined {
+  return configs.get(s);
+}
+
+/** The stored parts of a group-granularity generic scheme, element by element and group by group. */
+export interface GroupedCodes {
+  readonly rows: number;
+  readonly rowLength: number;
+  readonly groupSize: number;
+  /** element codes, row-major [rows, rowLength] (two's complement N-bit patterns for signed intN) */
+  readonly codes: Uint16Array;
+  /** scale codes in the scale format, [rows, rowLength / groupSize] */
+  readonly scaleCodes: Uint32Array;
+  /** integer zero-points, [rows, rowLength / groupSize]; undefined for symmetric schemes */
+  readonly zeroPoints?: Uint16Array;
+}
+
+/**
+ * Split the packed bytes of a group-granularity generic scheme with an integer (or no) zero-point into
+ * codes, scale codes and zero-points: the inverse of the block layout [scale][zero-point][codes].
+ * Other layouts (float zero-points, channel/tensor/2-D scales, codebooks) fail.
+ */
+export function unpackGroupedCodes(s: QuantScheme, packed: Uint8Array, rows: number, rowLength: number): GroupedCodes {
+  const c = configs.get(s);
+  if (!c || c.granularity !== 'group') fail(`${s.id}: not a generic scheme with a scale per group`);
+  if (c.asymmetric && c.zeroPoint === 'float') fail(`${s.id}: float zero-points have no integer code layout`);
+  checkPackedLength(s.id, packed, s.packedBytes(rows, rowLength));
+  const f = effectiveElement(c);
+  const G = c.groupSize!;
+  const sb = scaleFormat(c.scaleFormat ?? defaultScaleFormat('group')).bytes;
+  const zb = c.asymmetric ? (f.bits <= 8 ? 1 : 2) : 0;
+  const blockBytes = sb + zb + packedCodeBytes(G, f.bits);
+  const nGroups = (rows * rowLength) / G;
+  const codes = new Uint16Array(rows * rowLength);
+  const scaleCodes = new Uint32Array(nGroups);
+  const zeroPoints = zb ? new Uint16Array(nGroups) : undefined;
+  for (let k = 0; k < nGroups; k++) {
+    const at = k * blockBytes;
+    scaleCodes[k] = readLE(packed, at, sb);
+    if (zeroPoints) zeroPoints[k] = readLE(packed, at + sb, zb);
+    unpackCodes(packed, at + sb + zb, G, f.bits, codes.subarray(k * G, (k + 1) * G));
+  }
+  return { rows, rowLength, groupSize: G, codes, scaleCodes, zeroPoints };
 }
 
 /** SQNR (dB) of dequantize(quantize(x)) for each clip method, for choosing one. */

@@ -81,13 +81,19 @@ function decodeElement(el: MxElement, code: number): number {
   return decodeOne(el.format, code);
 }
 
-export function makeMxScheme(id: string, name: string, el: MxElement, description: string): QuantScheme {
+/** An MX scheme, with its element for fast paths (kernels/scheme-quant.ts). */
+export interface MxScheme extends QuantScheme {
+  readonly element: MxElement;
+}
+
+export function makeMxScheme(id: string, name: string, el: MxElement, description: string): MxScheme {
   const codeBytes = packedCodeBytes(MX_BLOCK, el.bits);
   const bytesPerBlock = 1 + codeBytes;
-  const scheme: QuantScheme = {
+  const scheme: MxScheme = {
     id,
     name,
     description,
+    element: el,
     family: 'mx',
     blockSize: MX_BLOCK,
     bytesPerBlock,
@@ -149,7 +155,7 @@ export function makeMxScheme(id: string, name: string, el: MxElement, descriptio
   return Object.freeze(scheme);
 }
 
-export const mxSchemes: readonly QuantScheme[] = [
+export const mxSchemes: readonly MxScheme[] = [
   makeMxScheme('mxfp8_e4m3', 'MXFP8 (E4M3)', { format: fp8_e4m3fn, bits: 8, emax: 8 }, 'OCP MX v1.0: 32 x FP8 E4M3 + E8M0 scale'),
   makeMxScheme('mxfp8_e5m2', 'MXFP8 (E5M2)', { format: fp8_e5m2, bits: 8, emax: 15 }, 'OCP MX v1.0: 32 x FP8 E5M2 + E8M0 scale'),
   makeMxScheme('mxfp6_e2m3', 'MXFP6 (E2M3)', { format: fp6_e2m3fn, bits: 6, emax: 2 }, 'OCP MX v1.0: 32 x FP6 E2M3 (4 per 3 bytes) + E8M0 scale'),

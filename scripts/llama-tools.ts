@@ -1,0 +1,116 @@
+/**
+ * Node helpers shared by tests, benchmarks and generators that run llama.cpp's tools (built by
+ * scripts/build-llama-cpp.mjs into .cache/llama.cpp-build/bin) next to lowbit.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** the repository root (this file is compiled to dist/scripts/) */
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+/** Path of a llama.cpp tool, or undefined when it is not built. */
+export function llamaBin(name: 'llama-quantize' | 'llama-imatrix' | 'llama-perplexity'): string | undefined {
+  const p = path.join(ROOT, '.cache', 'llama.cpp-build', 'bin', name);
+  try {
+    fs.accessSync(p, fs.constants.X_OK);
+    return fs.statSync(p).size > 0 ? p : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export interface LlamaImatrixRun {
+  model: string;
+  text: string;
+  out: string;
+  ctx: number;
+  chunks: number;
+  threads?: number;
+  /**
+   * f32 KV cache and no flash attention: the attention then runs in f32 like lowbit's runtime.
+   * llama.cpp's defaults (f16 KV cache, flash attention) round the attention output to f16, which moves
+   * the attn_output / ffn statistics by up to ~1e-3 relative.
+   */
+  f32Attention?: boolean;
+  format?: 'gguf' | 'dat';
+  /** working directory (relative model/text paths are recorded as given in the file's dataset name) */
+  cwd?: string;
+}
+
+/** Run llama-imatrix; throws with its log tail when it fails. Returns the wall time in seconds. */
+export function runLlamaImatrix(r: LlamaImatrixRun): number {
+  const bin = llamaBin('llama-imatrix');
+  if (!bin) throw new Error('llama-imatrix is not built (node scripts/build-llama-cpp.mjs)');
+  const args = ['-m', r.model, '-f', r.text, '-o', r.out, '-c', String(r.ctx), '--chunks', String(r.chunks), '-t', String(r.threads ?? 2), '--no-ppl'];
+  if (r.f32Attention !== false) args.push('-fa', 'off', '-ctk', 'f32', '-ctv', 'f32');
+  if (r.format) args.push('--output-format', r.format);
+  const out = path.resolve(r.cwd ?? '.', r.out);
+  fs.rmSync(out, { force: true });
+  const t0 = performance.now();
+  const p = spawnSync(bin, args, { encoding: 'utf8', maxBuffer: 64 << 20, cwd: r.cwd });
+  const seconds = (performance.now() - t0) / 1000;
+  if (p.status !== 0 || !fs.existsSync(out)) throw new Error(`llama-imatrix failed (exit ${p.status}): ${(p.stderr + p.stdout).split('\n').slice(-8).join('\n')}`);
+  return seconds;
+}
+
+/** Run llama-quantize IN OUT TYPE [threads] with extra flags; throws with its log tail on failure. */
+export function runLlamaQuantize(input: string, output: string, type: string, flags: string[] = [], threads = 2): void {
+  const bin = llamaBin('llama-quantize');
+  if (!bin) throw new Error('llama-quantize is not built (node scripts/build-llama-cpp.mjs)');
+  fs.rmSync(output, { force: true });
+  const p = spawnSync(bin, [...flags, input, output, type, String(threads)], { encoding: 'utf8', maxBuffer: 64 << 20 });
+  if (p.status !== 0 || !fs.existsSync(output)) throw new Error(`llama-quantize ${type} ${flags.join(' ')} failed (exit ${p.status}): ${(p.stderr + p.stdout).split('\n').slice(-8).join('\n')}`);
+}
+
+export interface Measured {
+  seconds: number;
+  /** peak resident set (VmHWM), bytes */
+  peakRss: number;
+  status: number | null;
+  stderr: string;
+  stdout: string;
+}
+
+/**
+ * Run a command and measure its wall time and peak RSS: /usr/bin/time's maxrss (getrusage, exact) when
+ * available, else polling /proc/<pid>/status VmHWM every 20 ms.
+ */
+export function measure(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<Measured> {
+  const gnuTime = fs.existsSync('/usr/bin/time') ? '/usr/bin/time' : undefined;
+  const timeFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'lowbit-measure-')), 'time');
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const child = gnuTime ? spawn(gnuTime, ['-o', timeFile, '-f', '%M', cmd, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] }) : spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    let peak = 0;
+    const poll = () => {
+      try {
+        const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${child.pid}/status`, 'utf8'));
+        if (m) peak = Math.max(peak, Number(m[1]) * 1024);
+      } catch {
+        /* exited */
+      }
+    };
+    const timer = gnuTime ? undefined : setInterval(poll, 20);
+    child.on('error', (e) => {
+      clearInterval(timer);
+      reject(e);
+    });
+    child.on('exit', (status) => {
+      clearInterval(timer);
+      const seconds = (performance.now() - t0) / 1000;
+      if (gnuTime) {
+        const lines = fs.readFileSync(timeFile, 'utf8').trim().split('\n');
+        peak = Number(lines[lines.length - 1]) * 1024;
+      }
+      fs.rmSync(path.dirname(timeFile), { recursive: true, force: true });
+      resolve({ seconds, peakRss: peak, status, stderr, stdout });
+    });
+  });
+}

@@ -1,0 +1,178 @@
+/**
+ * Fast GGML block quantizers: the WebAssembly kernels of wasm/quant.ts behind the registered codecs
+ * (quant/ggml/registry.ts). Importing this module registers them, after which
+ * `ggmlCodec('Q4_K').quantize(...)` without an importance vector runs the kernel; with importance (the
+ * imatrix paths) it runs the scalar reference, as does everything when WebAssembly SIMD is missing or
+ * turned off (setWasmVariant('off'); the CLI maps LOWBIT_WASM=off to it).
+ *
+ * Covered (quantize_row_X_ref, byte-identical to the scalar references and so to llama.cpp; and
+ * dequantize_row_X, float-identical to the references):
+ *   Q8_0 Q4_0 Q4_1 Q5_0 Q5_1  Q2_K Q3_K Q4_K Q5_K Q6_K  MXFP4 NVFP4
+ *
+ * The input is streamed through a buffer inside the kernel's memory, CHUNK floats at a time (copy in,
+ * quantize, copy out); rows do not matter to these quantizers, only whole blocks. A NaN or infinity
+ * makes the kernel decline, and the reference then reports the bad element.
+ */
+import { registerGgmlFastDequantizer, registerGgmlFastQuantizer, type GgmlFastDequantize, type GgmlFastQuantize } from '../quant/ggml/registry.js';
+import { ggmlTypeByName, type GgmlTypeInfo } from '../quant/ggml/types.js';
+import { compileKernel, kernelInstance, type KernelInstance } from './wasm.js';
+import * as quantWasm from './wasm/quant.generated.js';
+
+/** floats per chunk (a multiple of every block size): 256 KiB in, at most 272 KiB out */
+const CHUNK = 65536;
+
+type KernelFn = (src: number, nBlocks: number, dst: number) => number;
+
+/** GGML type name -> exported kernel */
+export const WASM_QUANTIZERS: Readonly<Record<string, string>> = Object.freeze({
+  Q8_0: 'quantizeQ8_0',
+  Q4_0: 'quantizeQ4_0',
+  Q4_1: 'quantizeQ4_1',
+  Q5_0: 'quantizeQ5_0',
+  Q5_1: 'quantizeQ5_1',
+  Q2_K: 'quantizeQ2_K',
+  Q3_K: 'quantizeQ3_K',
+  Q4_K: 'quantizeQ4_K',
+  Q5_K: 'quantizeQ5_K',
+  Q6_K: 'quantizeQ6_K',
+  MXFP4: 'quantizeMxfp4',
+  NVFP4: 'quantizeNvfp4',
+});
+
+interface Kernel {
+  inst: KernelInstance;
+  /** byte offsets of the input chunk and the output chunk */
+  input: number;
+  output: number;
+}
+
+const kernels = new WeakMap<object, Kernel>();
+
+/**
+ * floor(Math.fround(Math.log2(x))) for float32 x > 0, the way fp4.ts computes MXFP4's shared exponent,
+ * as a table for the kernel: entry ex + 149 (ex = -149..127, the exact floor of log2 x) holds the bits
+ * of the smallest float32 in [2^ex, 2^(ex+1)) whose rounded log2 reaches ex + 1 (0xffffffff: none).
+ */
+function log2Table(): Uint32Array {
+  const f = new Float32Array(1);
+  const u = new Uint32Array(f.buffer);
+  const floorLog2 = (bits: number): number => {
+    u[0] = bits;
+    return Math.floor(Math.fround(Math.log2(f[0])));
+  };
+  const t = new Uint32Array(280).fill(0xffffffff);
+  for (let ex = -149; ex <= 127; ex++) {
+    const lo = ex >= -126 ? (ex + 127) * 2 ** 23 : 2 ** (ex + 149);
+    const hi = ex >= -127 ? (ex + 128) * 2 ** 23 : 2 ** (ex + 150); // first bits of the next binade
+    if (floorLog2(lo) !== ex) throw new Error(`Math.log2(2^${ex}) is not ${ex}`);
+    if (floorLog2(hi - 1) === ex) continue;
+    let a = lo; // floorLog2(a) = ex
+    let b = hi - 1; // floorLog2(b) = ex + 1
+    while (b - a > 1) {
+      const mid = a + Math.floor((b - a) / 2);
+      if (floorLog2(mid) > ex) b = mid;
+      else a = mid;
+    }
+    t[ex + 149] = b;
+  }
+  return t;
+}
+
+let log2Bits: Uint32Array | undefined;
+
+function kernel(): Kernel | null {
+  const inst = kernelInstance('quant', quantWasm, 2);
+  return inst ? prepare(inst) : null;
+}
+
+function prepare(inst: KernelInstance): Kernel {
+  let k = kernels.get(inst);
+  if (k) return k;
+  const x = inst.exports as { heapBase(): number; log2Table(): number };
+  const input = (x.heapBase() + 63) & ~63;
+  const output = input + CHUNK * 4;
+  const need = output + CHUNK * 2;
+  const have = inst.memory.buffer.byteLength;
+  if (need > have) inst.memory.grow(Math.ceil((need - have) / 65536));
+  log2Bits ??= log2Table();
+  new Uint32Array(inst.memory.buffer, x.log2Table(), log2Bits.length).set(log2Bits);
+  k = { inst, input, output };
+  kernels.set(inst, k);
+  return k;
+}
+
+/** Compile the quantizer kernels asynchronously (needed once in browsers before the fast path is used). */
+export function initQuantKernels(): Promise<void> {
+  return compileKernel('quant', quantWasm);
+}
+
+function run(k: Kernel, t: GgmlTypeInfo, fn: KernelFn, src: Float32Array, n: number, out: Uint8Array): boolean {
+  const buf = k.inst.memory.buffer;
+  const mem = new Float32Array(buf, k.input, CHUNK);
+  const bytes = new Uint8Array(buf, k.output, (CHUNK / t.blockSize) * t.typeSize);
+  for (let i = 0, o = 0; i < n; i += CHUNK) {
+    const m = Math.min(CHUNK, n - i);
+    const nb = m / t.blockSize;
+    const ob = nb * t.typeSize;
+    mem.set(src.subarray(i, i + m));
+    if (fn(k.input, nb, k.output) !== 0) return false; // NaN or infinity: the reference reports it
+    out.set(bytes.subarray(0, ob), o);
+    o += ob;
+  }
+  return true;
+}
+
+function fastQuantizer(t: GgmlTypeInfo, exportName: string): GgmlFastQuantize {
+  return (src, nRows, rowLength, out) => {
+    // anything unusual goes to the reference, which checks arguments and reports the problem
+    if (!Number.isSafeInteger(nRows) || nRows < 0 || !Number.isSafeInteger(rowLength) || rowLength <= 0 || rowLength % t.blockSize !== 0) return false;
+    const n = nRows * rowLength;
+    if (src.length < n || out.length < (n / t.blockSize) * t.typeSize) return false;
+    const k = kernel();
+    if (!k) return false;
+    return run(k, t, k.inst.exports[exportName] as KernelFn, src, n, out);
+  };
+}
+
+type DequantFn = (src: number, nBlocks: number, dst: number) => void;
+
+function fastDequantizer(t: GgmlTypeInfo, exportName: string): GgmlFastDequantize {
+  return (src, n, out) => {
+    if (!Number.isSafeInteger(n) || n < 0 || n % t.blockSize !== 0 || out.length < n || src.length < (n / t.blockSize) * t.typeSize) return false;
+    const k = kernel();
+    if (!k) return false;
+    const fn = k.inst.exports[exportName] as DequantFn;
+    const buf = k.inst.memory.buffer;
+    const floats = new Float32Array(buf, k.input, CHUNK);
+    const bytes = new Uint8Array(buf, k.output, (CHUNK / t.blockSize) * t.typeSize);
+    for (let i = 0, o = 0; i < n; i += CHUNK) {
+      const m = Math.min(CHUNK, n - i);
+      const nb = m / t.blockSize;
+      const ib = nb * t.typeSize;
+      bytes.set(src.subarray(o, o + ib));
+      fn(k.output, nb, k.input);
+      out.set(floats.subarray(0, m), i);
+      o += ib;
+    }
+    return true;
+  };
+}
+
+/** The WebAssembly dequantizer of a covered type, or undefined. */
+export function wasmDequantizer(typeName: string): GgmlFastDequantize | undefined {
+  const t = ggmlTypeByName(typeName);
+  const name = t ? WASM_QUANTIZERS[t.name] : undefined;
+  return t && name ? fastDequantizer(t, name.replace(/^quantize/, 'dequantize')) : undefined;
+}
+
+/** The WebAssembly quantizer of a covered type (module-wide instance), or undefined. */
+export function wasmQuantizer(typeName: string): GgmlFastQuantize | undefined {
+  const t = ggmlTypeByName(typeName);
+  const name = t ? WASM_QUANTIZERS[t.name] : undefined;
+  return t && name ? fastQuantizer(t, name) : undefined;
+}
+
+for (const name of Object.keys(WASM_QUANTIZERS)) {
+  registerGgmlFastQuantizer(name, wasmQuantizer(name));
+  registerGgmlFastDequantizer(name, wasmDequantizer(name));
+}

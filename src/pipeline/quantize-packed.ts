@@ -1,0 +1,239 @@
+/**
+ * Writing a Hugging Face llama checkpoint with GPTQ or AWQ packed int4 linear layers
+ * (`quantize(model, recipe, sink, { layout: 'gptq' | 'awq' })`, `lowbit quantize --layout gptq|awq`).
+ *
+ * The values are lowbit's own: each linear weight is quantized by the recipe's generic int4 scheme
+ * (e.g. int4 --group 128 --asym = uint4_g128_asym) exactly as the native safetensors layout stores it,
+ * then its codes, zero-points and f16 scales are repacked (src/io/packed-int4.ts), so both files
+ * dequantize to the same floats. Tensors get HF names, q/k rows go back to HF's rotate-half order
+ * (the inverse of convert_hf_to_gguf's permutation), embeddings / lm_head / norms stay float, and the
+ * config.json object (hyper-parameters + quantization_config) is returned in the report.
+ * One tensor is in memory at a time.
+ */
+import { fail } from '../errors.js';
+import { sqnrDb } from '../eval/metrics.js';
+import { LOWBIT_TOKENIZER_KEY } from '../eval/load.js';
+import { llama2cHparams } from '../io/convert.js';
+import { plainValue } from '../io/gguf.js';
+import { ggufToHfName, hfConfigFromHparams, hparamsFromGguf, ropePermuteHeads, toHfRows, type LlamaHparams } from '../io/hf-llama.js';
+import type { ModelFile, ModelTensor } from '../io/model-file.js';
+import {
+  dequantizeInt4Linear,
+  hfQuantizationConfig,
+  int4LinearFromScheme,
+  int4RowsToHf,
+  int4SchemeProblem,
+  int4ShapeProblem,
+  packedInt4Shapes,
+  packInt4Linear,
+  type PackedInt4Layout,
+} from '../io/packed-int4.js';
+import { SafetensorsWriter } from '../io/safetensors.js';
+import type { ByteSink } from '../io/sink.js';
+import { fromFloat32, toFloat32 } from '../io/tensor-data.js';
+import { ggmlCodec } from '../quant/ggml/registry.js';
+import { ggmlTypeByName } from '../quant/ggml/types.js';
+import { genericConfigOf } from '../quant/schemes/generic.js';
+import type { QuantizeOptions, QuantizePlan, QuantizeReport, TensorPlan, TensorReport } from './quantize.js';
+
+export interface PackedLayoutOptions {
+  readonly layout: PackedInt4Layout;
+  /** store linear layers whose shape cannot be packed (e.g. 172 outputs) in F16 instead of failing */
+  readonly keepUnpackable?: boolean;
+}
+
+/** What the packed writer needs beyond the tensor plan. */
+export interface PackedPlanInfo {
+  readonly layout: PackedInt4Layout;
+  readonly hparams: LlamaHparams;
+  readonly groupSize: number;
+  readonly symmetric: boolean;
+  /** no output.weight: lm_head is the embedding (tie_word_embeddings) */
+  readonly tieEmbeddings: boolean;
+  /** GGUF tokenizer.* entries as plain JSON values, carried in __metadata__ */
+  readonly tokenizer?: Record<string, unknown>;
+}
+
+/** the linear layers inside blocks: the only tensors GPTQ/AWQ pack */
+const LINEAR = /^blk\.\d+\.(attn_q|attn_k|attn_v|attn_output|ffn_gate|ffn_up|ffn_down)\.weight$/;
+
+const F16 = ggmlTypeByName('F16')!;
+
+function hparamsOf(m: ModelFile): LlamaHparams {
+  if (m.gguf) return hparamsFromGguf(m.gguf.metadata, m.tensors.find((t) => t.name === 'token_embd.weight')?.shape[0]);
+  if (m.format === 'llama2c') return llama2cHparams(m);
+  fail(`${m.name}: the GPTQ/AWQ layouts are written from a GGUF or llama2.c llama model (convert ${m.format} to GGUF first)`);
+}
+
+/** Turn a native safetensors plan into a GPTQ/AWQ one: check every packed layer, keep the rest float. */
+export function planPackedLayout(m: ModelFile, plan: QuantizePlan, o: PackedLayoutOptions): QuantizePlan {
+  const { layout } = o;
+  if (layout !== 'gptq' && layout !== 'awq') fail(`unknown layout '${String(layout)}' (valid: lowbit, gptq, awq)`);
+  if (plan.output !== 'safetensors' || plan.recipe.llama) fail(`the ${layout} layout is a safetensors checkpoint of int4 layers: write a .safetensors with an int4 scheme (--type int4 --group G [--asym])`);
+  const arch = m.gguf?.metadata.get('general.architecture')?.value;
+  if (arch !== undefined && arch !== 'llama') fail(`${m.name}: architecture '${String(arch)}'; the ${layout} writer handles llama models`);
+  for (const t of m.tensors) {
+    try {
+      ggufToHfName(t.name);
+    } catch {
+      fail(`${m.name}: tensor '${t.name}' has no Hugging Face llama name; the ${layout} layout writes HF llama checkpoints`);
+    }
+  }
+  const hparams = hparamsOf(m);
+  let groupSize: number | undefined;
+  let symmetric: boolean | undefined;
+  let groupFrom = '';
+  const tensors: TensorPlan[] = [];
+  const keepF16 = (p: TensorPlan, from: string): TensorPlan => ({ name: p.name, ne: p.ne, from: p.from, to: 'F16', ggml: F16, rule: p.rule, fallbackFrom: from });
+  const unpackable = (p: TensorPlan, problem: string, from: string): TensorPlan => {
+    if (o.keepUnpackable) return keepF16(p, from);
+    fail(`${p.name} [${p.ne[1]}, ${p.ne[0]}] cannot be stored in the ${layout} layout: ${problem}; keep such layers in F16 with --keep-unpackable (or a recipe rule)`);
+  };
+  for (const p of plan.tensors) {
+    if (!p.scheme) {
+      // the native plan keeps rows that do not fit the group in F16; the packed layouts say so
+      if (p.fallbackFrom && LINEAR.test(p.name)) {
+        tensors.push(unpackable(p, `its ${p.ne[0]} input features are not a multiple of ${p.fallbackFrom}'s group size (choose a group size that divides ${p.ne[0]})`, p.fallbackFrom));
+        continue;
+      }
+      tensors.push(p);
+      continue;
+    }
+    if (!LINEAR.test(p.name)) {
+      // embeddings and lm_head are not GPTQ/AWQ linear layers: kept in F16, as those tools do
+      tensors.push(keepF16(p, p.scheme.id));
+      continue;
+    }
+    const problem = int4SchemeProblem(p.scheme);
+    if (problem) fail(`${p.name}: ${problem}`);
+    const c = genericConfigOf(p.scheme)!;
+    const G = c.groupSize!;
+    const shape = int4ShapeProblem(layout, p.ne[1], p.ne[0], G);
+    if (shape) {
+      tensors.push(unpackable(p, shape, p.scheme.id));
+      continue;
+    }
+    const sym = !c.asymmetric;
+    if (groupSize === undefined) [groupSize, symmetric, groupFrom] = [G, sym, p.name];
+    else if (G !== groupSize || sym !== symmetric)
+      fail(`the ${layout} layout has one group size and one sym flag per checkpoint: ${groupFrom} uses group ${groupSize}${symmetric ? ' sym' : ' asym'}, ${p.name} group ${G}${sym ? ' sym' : ' asym'}`);
+    tensors.push(p);
+  }
+  if (groupSize === undefined) fail(`no linear layer of ${m.name} is quantized to int4 by recipe ${plan.recipe.name}: nothing to store in the ${layout} layout`);
+  const tokenizer = m.gguf ? Object.fromEntries([...m.gguf.metadata].filter(([k]) => k.startsWith('tokenizer.')).map(([k, v]) => [k, plainValue(v)])) : undefined;
+  const packed: PackedPlanInfo = {
+    layout,
+    hparams,
+    groupSize,
+    symmetric: symmetric!,
+    tieEmbeddings: !m.tensors.some((t) => t.name === 'output.weight'),
+    tokenizer: tokenizer && Object.keys(tokenizer).length ? tokenizer : undefined,
+  };
+  return { ...plan, tensors, packed };
+}
+
+const rowsOf = (ne: readonly number[]) => ne.slice(1).reduce((a, b) => a * b, 1);
+const hfPrefix = (ggufName: string) => ggufToHfName(ggufName).replace(/\.weight$/, '');
+
+async function readFloats(m: ModelFile, t: ModelTensor): Promise<Float32Array> {
+  const bytes = await m.read(t);
+  if (t.type === 'F32' || t.type === 'F16' || t.type === 'BF16' || t.type === 'F64') return toFloat32(t.type, bytes);
+  const c = ggmlCodec(t.type);
+  if (!c) fail(`${t.name}: cannot read tensor type ${t.type}`);
+  const out = new Float32Array(t.nElements);
+  c.dequantize(bytes, t.nElements, out);
+  return out;
+}
+
+/**
+ * The config.json object: llama hyper-parameters and quantization_config. Linear layers left in float
+ * are named (GPTQ: modules_in_block_to_quantize lists the packed ones; AWQ: modules_to_not_convert).
+ */
+export function packedHfConfig(plan: QuantizePlan): Record<string, unknown> {
+  const info = plan.packed;
+  if (!info) fail('packedHfConfig: not a GPTQ/AWQ plan');
+  const linear = plan.tensors.filter((p) => LINEAR.test(p.name));
+  const packed = linear.filter((p) => p.scheme);
+  const kept = linear.filter((p) => !p.scheme);
+  const inBlock = (p: TensorPlan) => hfPrefix(p.name).replace(/^model\.layers\.\d+\./, '');
+  const perLayer = (list: TensorPlan[]) => {
+    const sets = new Map<string, string[]>();
+    for (let l = 0; l < info.hparams.nLayers; l++) sets.set(String(l), []);
+    for (const p of list) sets.get(/^blk\.(\d+)\./.exec(p.name)![1])?.push(inBlock(p));
+    const first = JSON.stringify([...sets.values()][0]);
+    return [...sets.values()].every((s) => JSON.stringify(s) === first) ? [...sets.values()][0] : undefined;
+  };
+  let quantized: string[][] | undefined;
+  let notConverted: string[] = [];
+  if (kept.length) {
+    if (info.layout === 'gptq') quantized = [perLayer(packed) ?? packed.map((p) => hfPrefix(p.name))];
+    else notConverted = perLayer(kept) ?? kept.map((p) => hfPrefix(p.name));
+  }
+  return {
+    ...hfConfigFromHparams(info.hparams, 'float16'),
+    tie_word_embeddings: info.tieEmbeddings,
+    quantization_config: hfQuantizationConfig(info.layout, info.groupSize, info.symmetric, notConverted, quantized),
+  };
+}
+
+export async function quantizePackedModel(m: ModelFile, plan: QuantizePlan, sink: ByteSink, opts: QuantizeOptions = {}): Promise<QuantizeReport> {
+  const info = plan.packed;
+  if (!info) fail('quantizePackedModel: not a GPTQ/AWQ plan');
+  const t0 = performance.now();
+  const { layout, hparams } = info;
+  const specs = plan.tensors.flatMap((p) => {
+    if (p.scheme) {
+      const G = genericConfigOf(p.scheme)!.groupSize!;
+      return packedInt4Shapes(layout, p.ne[1], p.ne[0], G).map((s) => ({ name: `${hfPrefix(p.name)}.${s.suffix}`, dtype: s.dtype, shape: [...s.shape] }));
+    }
+    const dtype = p.to === 'F32' || p.to === 'F16' || p.to === 'BF16' ? p.to : fail(`${p.name}: type ${p.to} cannot be stored in a ${layout} checkpoint`);
+    return [{ name: ggufToHfName(p.name), dtype, shape: [...p.ne].reverse() }];
+  });
+  const metadata: Record<string, string> = { format: 'pt', 'lowbit.recipe': JSON.stringify(plan.recipe), 'lowbit.layout': layout };
+  if (info.tokenizer)
+    metadata[LOWBIT_TOKENIZER_KEY] = JSON.stringify(info.tokenizer, (_k, v) => (typeof v === 'bigint' ? Number(v) : ArrayBuffer.isView(v) ? Array.from(v as unknown as ArrayLike<number>) : v));
+  const w = new SafetensorsWriter(sink, specs, metadata);
+  await w.begin();
+  const reports: TensorReport[] = [];
+  for (const p of plan.tensors) {
+    const t = m.tensor(p.name);
+    const x = await readFloats(m, t);
+    const heads = ropePermuteHeads(p.name, hparams);
+    let r: TensorReport;
+    if (p.scheme) {
+      for (let i = 0; i < x.length; i++) if (!Number.isFinite(x[i])) fail(`${p.name}: non-finite value at element ${i}`);
+      const [K, N] = p.ne;
+      const int4 = int4LinearFromScheme(p.scheme, p.scheme.quantizeRef(x, N, K), N, K);
+      const dq = dequantizeInt4Linear(int4);
+      const parts = packInt4Linear(layout, heads !== undefined ? int4RowsToHf(int4, heads) : int4, p.name);
+      let bytes = 0;
+      for (const part of parts) {
+        await w.write(part.data);
+        bytes += part.data.length;
+      }
+      r = { name: p.name, shape: p.ne, type: `${layout}:${p.scheme.id}`, bytes, bitsPerWeight: (bytes * 8) / x.length, sqnrDb: sqnrDb(x, dq) };
+    } else {
+      const kind = p.to as 'F32' | 'F16' | 'BF16';
+      let bytes = fromFloat32(kind, x);
+      const sq = kind === 'F32' ? Infinity : sqnrDb(x, toFloat32(kind, bytes));
+      if (heads !== undefined) bytes = toHfRows(bytes, p.ne.length === 2 ? p.ne[1] : p.ne[0], (p.ne.length === 2 ? p.ne[0] : 1) * bytes.length / x.length, heads);
+      await w.write(bytes);
+      r = { name: p.name, shape: p.ne, type: kind, bytes: bytes.length, bitsPerWeight: (bytes.length * 8) / x.length, sqnrDb: sq, ...(p.fallbackFrom ? { fallbackFrom: p.fallbackFrom } : {}) };
+    }
+    reports.push(r);
+    opts.onTensor?.(reports.length, plan.tensors.length, r);
+  }
+  await w.end();
+  const parameters = reports.reduce((s, r) => s + rowsOf(r.shape) * r.shape[0], 0);
+  const bytes = reports.reduce((s, r) => s + r.bytes, 0);
+  return {
+    output: 'safetensors',
+    recipe: plan.recipe.name,
+    tensors: reports,
+    parameters,
+    bytes,
+    bitsPerWeight: (bytes * 8) / parameters,
+    seconds: (performance.now() - t0) / 1000,
+    hfConfig: packedHfConfig(plan),
+  };
+}
