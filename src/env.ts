@@ -42,3 +42,13 @@ export function hardwareConcurrency(): number {
   const n = nav?.hardwareConcurrency;
   return typeof n === 'number' && n >= 1 ? n : 1;
 }
+
+/**
+ * LOWBIT_WASM from the environment (Node): 'off' (scalar references), 'simd' (plain SIMD builds) or
+ * 'relaxed'; undefined when unset or elsewhere.
+ */
+export function wasmSetting(): 'off' | 'simd' | 'relaxed' | undefined {
+  const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env;
+  const v = env?.LOWBIT_WASM?.toLowerCase();
+  return v === 'off' || v === 'simd' || v === 'relaxed' ? v : undefined;
+}

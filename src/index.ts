@@ -12,6 +12,8 @@ export * from './quant/index.js';
 export { Llama, f32KvStorage, llamaConfigFromGguf, type KvStorage, type ForwardHooks } from './model/llama.js';
 export { Tokenizer, TokenTextStream } from './model/tokenizer.js';
 export { setMatmul, matmulRef, type MatmulFn } from './model/matmul.js';
+export { MatmulEngine, initMatmulKernels } from './kernels/matmul.js';
+export { setStartWorker, kernelWorkerMain, type KernelWorkerInit, type StartWorker } from './kernels/threads.js';
 export { loadModel, llamaFromSafetensors } from './eval/load.js';
 export { perplexity, modelBase, logitsFileBase, type PerplexityResult } from './eval/perplexity.js';
 export { generate } from './eval/generate.js';

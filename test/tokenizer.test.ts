@@ -40,3 +40,24 @@ test('merges follow scores: every merged piece is in the vocabulary and the enco
   assert.deepEqual(tok.encode('', { bos: false }), []);
   assert.deepEqual(tok.encode(''), [1]);
 });
+
+test('word-by-word encoding (with its cache) equals BPE over the whole text', () => {
+  // a piece with U+2581 after another character turns the word split off; "\u0001" never occurs in the texts
+  const noSplit = (v: ReturnType<typeof parseSentencepieceModel>) => ({
+    ...v,
+    tokens: [...v.tokens, '\u0001\u2581'],
+    scores: Float32Array.from([...v.scores, -1e9]),
+    types: Int32Array.from([...v.types, 1]),
+  });
+  const texts = ['tinystories-valid-head.txt', 'wikitext-2-test.raw'].map((f) => readFileSync(new URL(`../../data/${f}`, import.meta.url), 'utf8').slice(0, 40000));
+  for (const model of ['tok512.model', 'tokenizer.model']) {
+    const v = parseSentencepieceModel(data(model));
+    const fast = new Tokenizer(v);
+    const whole = new Tokenizer(noSplit(v));
+    for (const text of [...texts, '  two  spaces\n\nand ▁ a lone mark, héllo 🙂']) {
+      const a = fast.encode(text);
+      assert.deepEqual(a, whole.encode(text), model);
+      assert.deepEqual(fast.encode(text), a, 'cached words give the same ids');
+    }
+  }
+});

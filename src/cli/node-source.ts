@@ -16,8 +16,13 @@ function sourceOver(file: string, readAt: ReadAt): FileSource {
     size,
     name: file,
     async read(offset, length) {
-      checkRange(this, offset, length);
       const buf = new Uint8Array(length);
+      await this.readInto!(offset, buf);
+      return buf;
+    },
+    async readInto(offset, buf) {
+      const length = buf.length;
+      checkRange(this, offset, length);
       let got = 0;
       while (got < length) {
         const n = await readAt(fd, buf, got, length - got, offset + got);
@@ -25,7 +30,6 @@ function sourceOver(file: string, readAt: ReadAt): FileSource {
         got += n;
       }
       if (got !== length) throw new Error(`${file}: short read (${got} of ${length} bytes at ${offset})`);
-      return buf;
     },
     close() {
       if (open) fs.closeSync(fd);

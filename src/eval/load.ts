@@ -9,6 +9,7 @@ import { openModelFile, sniffFormat, type ModelFile } from '../io/model-file.js'
 import { dequantizePackedInt4, packedInt4ConfigOf } from '../io/packed-int4.js';
 import type { ByteSource } from '../io/source.js';
 import { readVocab, vocabFromGgufMetadata } from '../io/vocab.js';
+import { MatmulEngine } from '../kernels/matmul.js';
 import { Llama, llamaConfigFromGguf, type LlamaOptions } from '../model/llama.js';
 import { Tokenizer } from '../model/tokenizer.js';
 import type { LlamaConfig, StoredTensor, Vocab } from '../model/types.js';
@@ -22,14 +23,19 @@ export interface LoadedModel {
   format: 'llama2c' | 'gguf' | 'safetensors';
 }
 
-/** GGUF metadata as plain values and the tensors with their bytes. */
-async function readGgufModel(src: ByteSource): Promise<{ metadata: Map<string, unknown>; tensors: StoredTensor[] }> {
+/**
+ * GGUF metadata as plain values and the tensors with their bytes. With a kernel engine and a source
+ * that can read into a given array, the bytes go straight into the engine's memory (no second copy).
+ */
+async function readGgufModel(src: ByteSource, engine: MatmulEngine | null): Promise<{ metadata: Map<string, unknown>; tensors: StoredTensor[] }> {
   const g = await readGguf(src);
   const metadata = new Map<string, unknown>();
   for (const [k, v] of g.metadata) metadata.set(k, plainValue(v));
   const tensors: StoredTensor[] = [];
   for (const t of g.tensors) {
-    const bytes = await readGgufTensor(g, t);
+    const direct = engine && src.readInto ? engine.allocBytes(t.byteLength) : null;
+    if (direct) await src.readInto!(t.fileOffset, direct);
+    const bytes = direct ?? (await readGgufTensor(g, t));
     tensors.push({ name: t.name, type: t.type, dims: t.ne, data: bytes.byteOffset % 4 === 0 ? bytes : new Uint8Array(bytes) });
   }
   return { metadata, tensors };
@@ -47,7 +53,7 @@ export async function loadModel(src: ByteSource, opts: LoadModelOptions = {}): P
   let vocab: Vocab | undefined;
   let loaded: Omit<LoadedModel, 'tokenizer'>;
   if (await isGguf(src)) {
-    const g = await readGgufModel(src);
+    const g = await readGgufModel(src, opts.kernels === 'reference' || opts.dequantize ? null : MatmulEngine.get());
     const config = llamaConfigFromGguf(g.metadata, g.tensors);
     const model = new Llama(config, g.tensors, { contextLength: Math.min(config.seqLen, 4096), ...opts });
     if (g.metadata.get('tokenizer.ggml.tokens') !== undefined) vocab = vocabFromGgufMetadata(g.metadata);

@@ -11,6 +11,8 @@ export interface ByteSource {
   readonly name: string;
   /** read exactly `length` bytes at `offset` (fails clearly when the range is outside the source) */
   read(offset: number, length: number): Promise<Uint8Array>;
+  /** optional: read exactly dest.length bytes at `offset` into dest (no intermediate buffer) */
+  readInto?(offset: number, dest: Uint8Array): Promise<void>;
 }
 
 export function checkRange(src: { size: number; name: string }, offset: number, length: number): void {
@@ -25,6 +27,10 @@ export function bytesSource(bytes: Uint8Array, name = 'buffer'): ByteSource {
     async read(offset, length) {
       checkRange(this, offset, length);
       return bytes.subarray(offset, offset + length);
+    },
+    async readInto(offset, dest) {
+      checkRange(this, offset, dest.length);
+      dest.set(bytes.subarray(offset, offset + dest.length));
     },
   };
 }

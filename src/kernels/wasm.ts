@@ -5,7 +5,7 @@
  * synchronous compilation of large modules, await `initKernels()` once at start-up (until then, and
  * wherever WebAssembly SIMD is missing, the public functions use the scalar references).
  */
-import { hasRelaxedSimd, hasSimd } from '../env.js';
+import { hasRelaxedSimd, hasSimd, wasmSetting } from '../env.js';
 
 export type WasmVariant = 'relaxed' | 'simd' | 'off';
 
@@ -30,10 +30,12 @@ export function setWasmVariant(v: WasmVariant | undefined): void {
   forced = v;
 }
 
-/** The build the kernels use now. */
+/** The build the kernels use now: setWasmVariant's, else LOWBIT_WASM's (off, simd, relaxed), else the best. */
 export function wasmVariant(): WasmVariant {
   if (forced) return forced;
-  if (!hasSimd()) return 'off';
+  const env = wasmSetting();
+  if (!hasSimd() || env === 'off') return 'off';
+  if (env === 'simd') return 'simd';
   return hasRelaxedSimd() ? 'relaxed' : 'simd';
 }
 

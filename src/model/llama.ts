@@ -12,8 +12,9 @@
  * key/value head). Weights keep their stored type; only `linear` (src/model/matmul.ts) knows about formats.
  */
 import { fail } from '../errors.js';
+import { attentionRef, MatmulEngine } from '../kernels/matmul.js';
 import { ggmlRowBytes, type GgmlTypeInfo } from '../quant/ggml/types.js';
-import { dequantizeRows, linear, makeLinearWeight, type LinearWeight } from './matmul.js';
+import { dequantizeRows, kernelsEnabled, linear, makeLinearWeight, type LinearWeight } from './matmul.js';
 import { ggmlRoundActivations } from './ggml-activations.js';
 import type { LlamaConfig, StoredTensor } from './types.js';
 
@@ -90,9 +91,19 @@ export interface LlamaWeights {
 export interface LoadOptions {
   /** dequantize every weight to f32 once at load ("fake quant": quantization error without the kernels) */
   dequantize?: boolean;
+  /**
+   * 'wasm' (default): WebAssembly SIMD matmul on the stored weights where the engine supports it
+   * (LOWBIT_WASM=off turns it off); 'reference': the plain TypeScript path.
+   */
+  kernels?: 'wasm' | 'reference';
+  /**
+   * threads for the WebAssembly matmul (the calling one included); needs a thread starter installed by
+   * the host (Node: useNodeThreads() from 'lowbit/node'). The engine is shared: the last value set wins.
+   */
+  threads?: number;
 }
 
-function buildWeights(c: LlamaConfig, tensors: readonly StoredTensor[], opts: LoadOptions): LlamaWeights {
+function buildWeights(c: LlamaConfig, tensors: readonly StoredTensor[], opts: LoadOptions, engine: MatmulEngine | null): LlamaWeights {
   const byName = new Map(tensors.map((t) => [t.name, t]));
   const get = (name: string, dims: number[]): StoredTensor => {
     const t = byName.get(name);
@@ -109,7 +120,7 @@ function buildWeights(c: LlamaConfig, tensors: readonly StoredTensor[], opts: Lo
   const optionalVector = (name: string, n: number) => (byName.has(name) ? vector(name, n) : undefined);
   const lin = (name: string, cols: number, rows: number): LinearWeight => {
     const t = get(name, [cols, rows]);
-    return makeLinearWeight(name, t.type, rows, cols, t.data, opts.dequantize ?? false);
+    return makeLinearWeight(name, t.type, rows, cols, t.data, opts.dequantize ?? false, engine);
   };
   const { dim, hiddenDim, vocabSize } = c;
   const qDim = c.nHeads * c.headDim;
@@ -171,10 +182,42 @@ export function f32KvStorage(nLayers: number, capacity: number, kvDim: number): 
   };
 }
 
+/** f32 storage in a kernel engine's memory, where the WebAssembly attention reads it. */
+interface KernelKvStorage extends KvStorage {
+  readonly engine: MatmulEngine;
+  /** byte offsets of position 0 of a layer's keys / values */
+  keysAt(layer: number): number;
+  valuesAt(layer: number): number;
+}
+
+function kernelKvStorage(engine: MatmulEngine, nLayers: number, capacity: number, kvDim: number): KernelKvStorage | null {
+  const owner = {};
+  const k = engine.allocF32(nLayers * capacity * kvDim, owner); // (layer, pos, kvDim)
+  const v = k && engine.allocF32(nLayers * capacity * kvDim, owner); // (layer, pos, kvDim)
+  if (!k || !v) return null;
+  const base = (layer: number, pos: number) => (layer * capacity + pos) * kvDim;
+  return {
+    engine,
+    capacity,
+    store(layer, pos, key, value) {
+      void owner; // the arrays live as long as this storage
+      k.array.set(key.subarray(0, kvDim), base(layer, pos));
+      v.array.set(value.subarray(0, kvDim), base(layer, pos));
+    },
+    keys: (layer, n) => k.array.subarray(base(layer, 0), base(layer, n)),
+    values: (layer, n) => v.array.subarray(base(layer, 0), base(layer, n)),
+    keysAt: (layer) => k.at + base(layer, 0) * 4,
+    valuesAt: (layer) => v.at + base(layer, 0) * 4,
+  };
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Run state
 
-/** Buffers for up to `batch` tokens per forward step. */
+/**
+ * Buffers for up to `batch` tokens per forward step. With a kernel engine the f32 buffers live in its
+ * memory, where the kernels read and write them without copies.
+ */
 class RunState {
   readonly x: Float32Array; // (batch, dim) residual stream
   readonly xb: Float32Array; // (batch, dim) normalized input of a block
@@ -188,18 +231,19 @@ class RunState {
   readonly scores: Float64Array; // (capacity) attention scores of one head
   readonly ropeFreq: Float64Array; // (ropeDim/2) theta^(-2i/ropeDim)
   readonly lastLogits: Float32Array; // (vocab)
-  constructor(c: LlamaConfig, readonly batch: number, capacity: number) {
+  constructor(c: LlamaConfig, readonly batch: number, capacity: number, engine: MatmulEngine | null) {
     const qDim = c.nHeads * c.headDim;
     const kvDim = c.nKvHeads * c.headDim;
-    this.x = new Float32Array(batch * c.dim);
-    this.xb = new Float32Array(batch * c.dim);
-    this.q = new Float32Array(batch * qDim);
-    this.k = new Float32Array(batch * kvDim);
-    this.v = new Float32Array(batch * kvDim);
-    this.att = new Float32Array(batch * qDim);
-    this.xb2 = new Float32Array(batch * c.dim);
-    this.hb = new Float32Array(batch * c.hiddenDim);
-    this.hb2 = new Float32Array(batch * c.hiddenDim);
+    const f32 = (n: number) => engine?.allocF32(n, this)?.array ?? new Float32Array(n);
+    this.x = f32(batch * c.dim);
+    this.xb = f32(batch * c.dim);
+    this.q = f32(batch * qDim);
+    this.k = f32(batch * kvDim);
+    this.v = f32(batch * kvDim);
+    this.att = f32(batch * qDim);
+    this.xb2 = f32(batch * c.dim);
+    this.hb = f32(batch * c.hiddenDim);
+    this.hb2 = f32(batch * c.hiddenDim);
     this.scores = new Float64Array(capacity);
     this.ropeFreq = new Float64Array(c.ropeDim / 2);
     for (let i = 0; i < c.ropeDim / 2; i++) this.ropeFreq[i] = Math.pow(c.ropeTheta, (-2 * i) / c.ropeDim);
@@ -284,6 +328,8 @@ export class Llama {
   hooks: ForwardHooks = {};
   readonly activations: 'f32' | 'ggml';
   private readonly s: RunState;
+  /** the WebAssembly kernels, when in use */
+  private readonly engine: MatmulEngine | null;
   /** rounded activations in 'ggml' mode: batch x max(k) */
   private actScratch = new Float32Array(0);
 
@@ -292,10 +338,15 @@ export class Llama {
     if (c.dim <= 0 || c.nLayers <= 0 || c.nHeads <= 0 || c.nKvHeads <= 0 || c.nHeads % c.nKvHeads !== 0) fail(`bad model shape: ${JSON.stringify(c)}`);
     if (c.ropeDim % 2 !== 0 || c.ropeDim > c.headDim) fail(`RoPE dimension ${c.ropeDim} must be even and at most the head size ${c.headDim}`);
     this.config = c;
-    this.weights = buildWeights(c, tensors, opts);
+    const engine = opts.kernels === 'reference' ? null : MatmulEngine.get();
+    if (engine && opts.threads !== undefined) engine.setThreads(opts.threads);
+    this.weights = buildWeights(c, tensors, opts, engine);
     const capacity = opts.contextLength ?? c.seqLen;
-    this.kv = opts.kv ?? f32KvStorage(c.nLayers, capacity, c.nKvHeads * c.headDim);
-    this.s = new RunState(c, Math.max(1, opts.batch ?? 128), this.kv.capacity);
+    const kvDim = c.nKvHeads * c.headDim;
+    const kernelKv = engine && c.headDim % 4 === 0 && !opts.kv ? kernelKvStorage(engine, c.nLayers, capacity, kvDim) : null;
+    this.kv = opts.kv ?? kernelKv ?? f32KvStorage(c.nLayers, capacity, kvDim);
+    this.engine = engine;
+    this.s = new RunState(c, Math.max(1, opts.batch ?? 128), this.kv.capacity, engine);
     this.activations = opts.activations ?? 'f32';
   }
 
@@ -339,8 +390,6 @@ export class Llama {
     const nTok = tokens.length;
     const { dim, hiddenDim, headDim, nHeads, nKvHeads } = c;
     const kvDim = nKvHeads * headDim;
-    const qDim = nHeads * headDim;
-    const group = nHeads / nKvHeads;
     const attScale = 1 / Math.sqrt(headDim);
 
     // token embeddings
@@ -365,39 +414,12 @@ export class Llama {
       rope(c, s.ropeFreq, s.q, nTok, nHeads, pos);
       rope(c, s.ropeFreq, s.k, nTok, nKvHeads, pos);
       for (let t = 0; t < nTok; t++) this.kv.store(l, pos + t, s.k.subarray(t * kvDim, (t + 1) * kvDim), s.v.subarray(t * kvDim, (t + 1) * kvDim));
-      const keys = this.kv.keys(l, pos + nTok);
-      const values = this.kv.values(l, pos + nTok);
 
-      // causal attention: token t (position pos + t) sees positions 0 .. pos + t
-      for (let t = 0; t < nTok; t++) {
-        const nPos = pos + t + 1;
-        for (let h = 0; h < nHeads; h++) {
-          const qo = t * qDim + h * headDim;
-          const ko = Math.floor(h / group) * headDim; // this head's kv head
-          let max = -Infinity;
-          for (let p = 0; p < nPos; p++) {
-            let dot = 0;
-            const kp = p * kvDim + ko;
-            for (let i = 0; i < headDim; i++) dot += s.q[qo + i] * keys[kp + i];
-            const score = dot * attScale;
-            s.scores[p] = score;
-            if (score > max) max = score;
-          }
-          let sum = 0;
-          for (let p = 0; p < nPos; p++) {
-            const ex = Math.exp(s.scores[p] - max);
-            s.scores[p] = ex;
-            sum += ex;
-          }
-          const out = s.att.subarray(qo, qo + headDim);
-          out.fill(0);
-          for (let p = 0; p < nPos; p++) {
-            const a = s.scores[p] / sum;
-            const vp = p * kvDim + ko;
-            for (let i = 0; i < headDim; i++) out[i] += a * values[vp + i];
-          }
-        }
-      }
+      // causal attention (WebAssembly kernel when the cache lives in its memory), then the output projection
+      const kkv = this.kv as Partial<KernelKvStorage>;
+      if (kkv.engine && kernelsEnabled()) {
+        kkv.engine.attention(s.q, nTok, pos, nHeads, nKvHeads, headDim, kkv.keysAt!(l), kkv.valuesAt!(l), kvDim, attScale, s.att);
+      } else this.attention(l, nTok, pos);
       this.lin(s.xb2, s.att, L.wo, nTok);
       for (let i = 0; i < nTok * dim; i++) s.x[i] += s.xb2[i];
 
@@ -405,13 +427,24 @@ export class Llama {
       rmsnorm(s.xb, s.x, L.ffnNorm, nTok, dim, c.normEps);
       this.lin(s.hb, s.xb, L.gate, nTok);
       this.lin(s.hb2, s.xb, L.up, nTok);
-      for (let i = 0; i < nTok * hiddenDim; i++) {
-        const g = s.hb[i];
-        s.hb[i] = (g / (1 + Math.exp(-g))) * s.hb2[i];
+      if (this.engine && kernelsEnabled()) this.engine.siluMul(s.hb, s.hb2, nTok * hiddenDim);
+      else {
+        for (let i = 0; i < nTok * hiddenDim; i++) {
+          const g = s.hb[i];
+          s.hb[i] = (g / (1 + Math.exp(-g))) * s.hb2[i];
+        }
       }
       this.lin(s.xb2, s.hb, L.down, nTok);
       for (let i = 0; i < nTok * dim; i++) s.x[i] += s.xb2[i];
     }
+  }
+
+  /** causal attention of layer l in TypeScript: token t (position pos + t) sees positions 0 .. pos + t */
+  private attention(l: number, nTok: number, pos: number): void {
+    const { headDim, nHeads, nKvHeads } = this.config;
+    const keys = this.kv.keys(l, pos + nTok);
+    const values = this.kv.values(l, pos + nTok);
+    attentionRef(this.s.q, keys, values, nTok, pos, nHeads, nKvHeads, headDim, 1 / Math.sqrt(headDim), this.s.att, this.s.scores);
   }
 
   /** logits of tokens [from, from + count) of the last batch into out (count x vocab) */

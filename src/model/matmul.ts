@@ -8,9 +8,14 @@
  * Weights stay in their stored GGML type. A linear layer over a block-quantized weight dequantizes a few
  * rows at a time into a scratch buffer (GgmlCodec.dequantize from src/quant/ggml/registry.ts) and runs the
  * same f32 matmul on them. F32 weights are used in place; F16/BF16 are converted per row block too.
- * `setMatmul` swaps the kernel (e.g. for the WebAssembly SIMD one).
+ *
+ * With the WebAssembly kernels (src/kernels/matmul.ts, the default where WebAssembly SIMD exists), the
+ * weights are copied once into the kernel's memory and `linear` hands them over in their stored type;
+ * the kernel dequantizes tiles on the fly, on as many threads as the engine was given.
+ * `setMatmul` swaps the f32 kernel of the TypeScript path (and turns the WebAssembly path off).
  */
 import { fail } from '../errors.js';
+import { MatmulEngine, type KernelWeight } from '../kernels/matmul.js';
 import { bf16ToF32, f16Table } from '../quant/ggml/half.js';
 import { ggmlCodec } from '../quant/ggml/registry.js';
 import { ggmlRowBytes, type GgmlTypeInfo } from '../quant/ggml/types.js';
@@ -41,9 +46,24 @@ export const matmulRef: MatmulFn = (out, x, w, nTok, k, n) => {
   }
 };
 
-let currentMatmul: MatmulFn = matmulRef;
+/** The default f32 matmul: the WebAssembly kernel where available, else matmulRef. */
+export const matmulAuto: MatmulFn = (out, x, w, nTok, k, n) => {
+  const e = MatmulEngine.get();
+  if (e) e.matmulF32(out, x, w, nTok, k, n);
+  else matmulRef(out, x, w, nTok, k, n);
+};
 
-/** Replace the f32 matmul kernel used by every linear layer (returns the previous one). */
+let currentMatmul: MatmulFn = matmulAuto;
+
+/** Is the WebAssembly path on (no other matmul set with setMatmul)? */
+export function kernelsEnabled(): boolean {
+  return currentMatmul === matmulAuto;
+}
+
+/**
+ * Replace the f32 matmul kernel used by every linear layer (returns the previous one). Any kernel but
+ * matmulAuto also routes weights held by the WebAssembly engine through the TypeScript path.
+ */
 export function setMatmul(fn: MatmulFn): MatmulFn {
   const prev = currentMatmul;
   currentMatmul = fn;
@@ -91,16 +111,39 @@ export interface LinearWeight {
   readonly data: Uint8Array;
   /** f32 values when the weight is F32 (in place) or was dequantized once (fake-quant mode) */
   readonly f32?: Float32Array;
+  /** the weight in the WebAssembly kernel's memory (F32 when dequantized once) */
+  readonly kernel?: KernelWeight;
 }
 
-export function makeLinearWeight(name: string, type: GgmlTypeInfo, rows: number, cols: number, data: Uint8Array, dequantizeOnce: boolean): LinearWeight {
-  const bytes = ggmlRowBytes(type, cols) * rows;
+const F32_TYPE: GgmlTypeInfo = Object.freeze({ id: 0, name: 'F32', blockSize: 1, typeSize: 4 });
+
+/**
+ * A linear layer's weight. With an engine, the bytes (or, dequantized once, the f32 values) are copied
+ * into its memory and `data` / `f32` are views of that copy; without one, or when its memory is full,
+ * they stay where they are.
+ */
+export function makeLinearWeight(name: string, type: GgmlTypeInfo, rows: number, cols: number, data: Uint8Array, dequantizeOnce: boolean, engine?: MatmulEngine | null): LinearWeight {
+  const rowBytes = ggmlRowBytes(type, cols);
+  const bytes = rowBytes * rows;
   if (data.length !== bytes) fail(`${name}: ${data.length} bytes, but ${rows} x ${cols} ${type.name} needs ${bytes}`);
   let f32: Float32Array | undefined;
   if (type.name === 'F32' && data.byteOffset % 4 === 0) f32 = new Float32Array(data.buffer, data.byteOffset, rows * cols);
   else if (type.name === 'F32' || dequantizeOnce) {
     f32 = new Float32Array(rows * cols);
     dequantizeRows(type, data, cols, rows, f32);
+  }
+  if (engine) {
+    const kernel =
+      f32 && type.name !== 'F32'
+        ? engine.storeWeight(F32_TYPE, rows, cols, cols * 4, new Uint8Array(f32.buffer, f32.byteOffset, rows * cols * 4))
+        : engine.storeWeight(type, rows, cols, rowBytes, data);
+    if (kernel && engine.shared) {
+      // use the copy (its views stay valid) and let the original bytes go
+      const stored = engine.weightBytes(kernel);
+      const f32View = f32 && new Float32Array(stored.buffer, stored.byteOffset, rows * cols);
+      return { name, type, rows, cols, data: f32 && type.name !== 'F32' ? data : stored, f32: f32View, kernel };
+    }
+    if (kernel) return { name, type, rows, cols, data, f32, kernel };
   }
   return { name, type, rows, cols, data, f32 };
 }
@@ -116,6 +159,10 @@ const scratch = { w: new Float32Array(0), o: new Float32Array(0) };
 export function linear(out: Float32Array, x: Float32Array, w: LinearWeight, nTok: number): void {
   const k = w.cols;
   const n = w.rows;
+  if (w.kernel && currentMatmul === matmulAuto) {
+    w.kernel.engine.matmul(out, x, w.kernel, nTok);
+    return;
+  }
   if (w.f32) {
     matmul(out, x, w.f32, nTok, k, n);
     return;

@@ -8,6 +8,13 @@
  *  4. each final symbol is emitted as its piece id, or, when it is no piece, as its UTF-8 bytes through
  *     the byte-fallback pieces <0xNN>.
  * No whitespace collapsing or Unicode normalization is applied (llama.cpp applies none either).
+ *
+ * Speed, with the same result: when no vocabulary piece holds U+2581 right after another character
+ * (true of sentencepiece vocabularies trained with whitespace splitting, such as Llama 2's), no merge
+ * can join the symbols on both sides of a position where U+2581 follows another character; step 3 then
+ * runs on each "word" between such positions separately (merges in one word never change the bigrams
+ * of another, and within a word the order by score, then position, is the same), and the ids of
+ * recent words are cached.
  */
 import { fail } from '../errors.js';
 import { TokenType, type Vocab } from './types.js';
@@ -78,6 +85,10 @@ export class Tokenizer {
   /** user-defined pieces, longest first: matched in raw text before BPE */
   private readonly userDefined: { piece: string; id: number }[] = [];
   private readonly utf8 = new TextEncoder();
+  /** no piece holds U+2581 after another character: words can be encoded separately (see top) */
+  private readonly splitWords: boolean;
+  /** ids of recently encoded words */
+  private readonly wordCache = new Map<string, number[]>();
 
   constructor(vocab: Vocab) {
     this.vocab = vocab;
@@ -93,6 +104,7 @@ export class Tokenizer {
       if (t === TokenType.USER_DEFINED && vocab.tokens[i].length > 0) this.userDefined.push({ piece: vocab.tokens[i], id: i });
     });
     this.userDefined.sort((a, b) => b.piece.length - a.piece.length);
+    this.splitWords = !vocab.tokens.some((t) => /[^\u2581]\u2581/u.test(t));
   }
 
   /** Token ids of `text`. */
@@ -136,6 +148,28 @@ export class Tokenizer {
   }
 
   private encodeFragment(text: string, out: number[]): void {
+    if (!this.splitWords) {
+      this.encodeSymbols(text, out);
+      return;
+    }
+    let from = 0;
+    for (let i = 1; i <= text.length; i++) {
+      if (i < text.length && !(text.charCodeAt(i) === 0x2581 && text.charCodeAt(i - 1) !== 0x2581)) continue;
+      const word = text.slice(from, i);
+      from = i;
+      let ids = this.wordCache.get(word);
+      if (ids === undefined) {
+        ids = [];
+        this.encodeSymbols(word, ids);
+        if (this.wordCache.size >= 1 << 16) this.wordCache.clear();
+        this.wordCache.set(word, ids);
+      }
+      for (const id of ids) out.push(id);
+    }
+  }
+
+  /** step 3 and 4 on one run of text */
+  private encodeSymbols(text: string, out: number[]): void {
     // symbols: [start, length) in UTF-16 units of `text`, a doubly linked list
     const chars = Array.from(text);
     const n = chars.length;

@@ -4,6 +4,7 @@ import { logitsFileBase, modelBase, perplexity, type BaseSource, type Perplexity
 import type { Command } from '../args.js';
 import { withAtomicFile } from '../files.js';
 import { fileSource, type FileSource } from '../node-source.js';
+import { threadsFrom, threadsOption } from '../threads.js';
 import { loadModelPath } from './generate.js';
 
 function report(r: PerplexityResult): string {
@@ -24,7 +25,7 @@ export const evalCommand: Command = {
   name: 'eval',
   summary: 'perplexity of a model on a text as llama-perplexity computes it; KL divergence etc. against a base',
   usage:
-    'lowbit eval MODEL --text FILE [--ctx 128] [--chunks N] [--tokenizer F] [--base MODEL | --base-logits FILE] [--save-logits FILE] [--json]',
+    'lowbit eval MODEL --text FILE [--ctx 128] [--chunks N] [--tokenizer F] [--base MODEL | --base-logits FILE] [--save-logits FILE] [--threads N] [--json]',
   positionals: [1, 1],
   options: [
     { name: 'text', short: 'f', type: 'string', help: 'UTF-8 text to evaluate on (not needed with --base-logits)' },
@@ -35,6 +36,7 @@ export const evalCommand: Command = {
     { name: 'base-logits', type: 'string', help: 'base log-probabilities from --save-logits or llama-perplexity --kl-divergence-base' },
     { name: 'save-logits', type: 'string', help: 'write this model\'s log-probabilities (llama.cpp --kl-divergence-base format)' },
     { name: 'dequantize', type: 'boolean', help: 'dequantize all weights to f32 once at load', default: false },
+    threadsOption,
     { name: 'activations', type: 'string', choices: ['f32', 'ggml'], default: 'f32', help: 'ggml: round linear-layer inputs to the weight type\'s llama.cpp vec_dot type (Q8_0/Q8_K/F16), as llama.cpp\'s CPU backend does' },
     { name: 'json', type: 'boolean', help: 'print one JSON object', default: false },
   ],
@@ -49,6 +51,7 @@ export const evalCommand: Command = {
       if (a.values.base && a.values['base-logits']) fail('give either --base or --base-logits, not both');
       const tokFile = a.values.tokenizer as string | undefined;
       const dequantize = a.values.dequantize as boolean;
+      const threads = threadsFrom(a.values.threads);
       const activations = a.values.activations as 'f32' | 'ggml';
       const baseLogits = a.values['base-logits'] ? await logitsFileBase(open(a.values['base-logits'] as string)) : undefined;
       let ctx = a.values.ctx as number;
@@ -56,7 +59,7 @@ export const evalCommand: Command = {
         if (a.given.has('ctx') && ctx !== baseLogits.ctx) fail(`--ctx ${ctx} differs from the base logits file's context ${baseLogits.ctx}`);
         ctx = baseLogits.ctx!;
       }
-      const m = await loadModelPath(a.positionals[0], tokFile, { contextLength: ctx, batch: Math.min(ctx, 512), dequantize, activations });
+      const m = await loadModelPath(a.positionals[0], tokFile, { contextLength: ctx, batch: Math.min(ctx, 512), dequantize, activations, threads });
       let tokens: ArrayLike<number>;
       if (baseLogits) tokens = baseLogits.tokens!;
       else {
@@ -69,7 +72,7 @@ export const evalCommand: Command = {
       const addBos = vocab?.addBos ?? true;
       let base: BaseSource | undefined = baseLogits;
       if (a.values.base) {
-        const b = await loadModelPath(a.values.base as string, tokFile, { contextLength: ctx, batch: Math.min(ctx, 512), dequantize, activations });
+        const b = await loadModelPath(a.values.base as string, tokFile, { contextLength: ctx, batch: Math.min(ctx, 512), dequantize, activations, threads });
         if (b.model.config.vocabSize !== m.model.config.vocabSize) fail(`base vocabulary ${b.model.config.vocabSize} differs from the model's ${m.model.config.vocabSize}`);
         base = modelBase(b.model, ctx, bos, addBos);
       }

@@ -7,6 +7,7 @@ import { isLowbitSafetensors } from '../../eval/load-lowbit.js';
 import type { Command } from '../args.js';
 import { readSiblingConfig } from '../model-open.js';
 import { fileSource, type FileSource } from '../node-source.js';
+import { threadsFrom, threadsOption } from '../threads.js';
 
 /**
  * Load a model file for the runtime. A safetensors checkpoint takes config.json from its folder, and
@@ -37,7 +38,7 @@ export async function loadModelPath(file: string, tokenizer: string | undefined,
 export const generateCommand: Command = {
   name: 'generate',
   summary: 'generate text with a LLaMA-family model (GGUF or llama2.c); prints prompt + continuation',
-  usage: 'lowbit generate MODEL [--tokenizer F] --prompt TEXT [-n N] [--temp T] [--top-p P] [--seed S]',
+  usage: 'lowbit generate MODEL [--tokenizer F] --prompt TEXT [-n N] [--temp T] [--top-p P] [--seed S] [--threads N]',
   positionals: [1, 1],
   options: [
     { name: 'prompt', short: 'p', type: 'string', help: 'prompt text', default: '' },
@@ -49,12 +50,14 @@ export const generateCommand: Command = {
     { name: 'ctx', type: 'int', help: 'context length (default: the model\'s, at most 4096)', min: 1 },
     { name: 'dequantize', type: 'boolean', help: 'dequantize all weights to f32 once at load', default: false },
     { name: 'stats', type: 'boolean', help: 'print tokens per second to stderr', default: false },
+    threadsOption,
   ],
   async run(a) {
     {
       const m = await loadModelPath(a.positionals[0], a.values.tokenizer as string | undefined, {
         contextLength: a.values.ctx as number | undefined,
         dequantize: a.values.dequantize as boolean,
+        threads: threadsFrom(a.values.threads),
       });
       if (!m.tokenizer) fail(`${a.positionals[0]} carries no vocabulary: give --tokenizer tokenizer.bin or tokenizer.model`);
       const prompt = a.values.prompt as string;

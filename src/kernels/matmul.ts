@@ -1,0 +1,655 @@
+/**
+ * y = x · Wᵀ against weights in their stored GGML type, in WebAssembly SIMD (wasm/matmul.ts), on one
+ * or more threads (threads.ts).
+ *
+ *   x: T x K activations (f32), W: N x K weights (N rows of K in type `type`), y: T x N.
+ *
+ * A MatmulEngine owns one WebAssembly.Memory (shared between threads where SharedArrayBuffer exists)
+ * that holds the weights (copied in by storeWeight, or read straight into allocBytes arrays by the
+ * loader), the runtime's buffers (allocF32: KV cache, run state; used in place) and the buffers of a
+ * call: x when it lives elsewhere (rows padded to Kx = K rounded up to 4, zeros after K), y, and each
+ * thread's f32 scratch for dequantized rows. It also runs causal attention, SwiGLU and log-sum-exp.
+ * Types the kernel cannot dequantize (the IQ grid types, ternary, FP4...) are dequantized here, a row
+ * block at a time, with their TypeScript codec, then multiplied as F32.
+ *
+ * Order of operations (the spec is matmulLanesRef below): each output is a dot product in 4 lanes,
+ * lane j summing x[k] * w[k] for k = j, j + 4, ... in increasing k, then (lane0 + lane2) + (lane1 + lane3).
+ * The plain SIMD build rounds each product and each sum to f32: bit for bit matmulLanesRef. The relaxed
+ * build may fuse them (f32x4.relaxed_madd). Against the exact dot product both are within
+ *   |y - x·w| <= gamma(K/4 + 2) * sum_k |x[k] w[k]|,   gamma(m) = m u / (1 - m u), u = 2^-24
+ * (m sequential roundings per lane plus two for the lane sum; Higham, Accuracy and Stability, 3.1).
+ * No result depends on T, the tiling or the number of threads.
+ */
+import { fail } from '../errors.js';
+import { ggmlCodec } from '../quant/ggml/registry.js';
+import type { GgmlTypeInfo } from '../quant/ggml/types.js';
+import { CONTROL_BYTES, JOB_OFFSET, KernelThreads, MAX_CHUNKS } from './threads.js';
+import { wasmVariant, type KernelSource } from './wasm.js';
+import * as matmulWasm from './wasm/matmul.generated.js';
+
+interface MatmulExports {
+  heapBase(): number;
+  relaxed(): number;
+  hasType(type: number): number;
+  dequantize(type: number, src: number, rowBytes: number, rows: number, k: number, dst: number, kx: number): void;
+  runChunk(job: number, chunk: number, thread: number): void;
+  siluMul(g: number, u: number, n: number): void;
+  logSumExp(x: number, n: number, max: number): number;
+  expArray(x: number, y: number, n: number): void;
+}
+
+const PAGE = 65536;
+/** f32 per thread scratch for the dequantized rows of a chunk: 192 KiB, L2-resident */
+const SCRATCH_FLOATS = 48 * 1024;
+/** most rows per chunk */
+const MAX_CHUNK_ROWS = 48;
+/** below this many flops (2 T K N) a call runs on the calling thread only (waking workers costs ~10 µs) */
+const MIN_PARALLEL_FLOPS = 1 << 20;
+/** f32 of a row block for types dequantized in TypeScript: 4 MiB */
+const FALLBACK_FLOATS = 1 << 20;
+
+/** The f32 reference for the kernel's order of operations, with plain (unfused) f32 rounding. */
+export function matmulLanesRef(out: Float32Array, x: Float32Array, w: Float32Array, nTok: number, k: number, n: number): void {
+  const fr = Math.fround;
+  for (let t = 0; t < nTok; t++) {
+    for (let j = 0; j < n; j++) {
+      const lanes = [0, 0, 0, 0];
+      for (let i = 0; i < k; i++) lanes[i & 3] = fr(lanes[i & 3] + fr(x[t * k + i] * w[j * k + i]));
+      out[t * n + j] = fr(fr(lanes[0] + lanes[2]) + fr(lanes[1] + lanes[3]));
+    }
+  }
+}
+
+/**
+ * The reference for the attention kernel (and the runtime's TypeScript path): causal attention of nTok
+ * query rows (nHeads * headDim each) at positions pos0.., against keys/values of positions
+ * [0, pos0 + nTok) (kvDim per position; query head h uses kv head h / (nHeads / nKvHeads)). Float64
+ * scores and softmax; out accumulates in f32. `scores` holds at least pos0 + nTok values.
+ */
+export function attentionRef(
+  q: Float32Array, keys: Float32Array, values: Float32Array, nTok: number, pos0: number, nHeads: number, nKvHeads: number,
+  headDim: number, scale: number, out: Float32Array, scores: Float64Array,
+): void {
+  const kvDim = nKvHeads * headDim;
+  const qDim = nHeads * headDim;
+  const group = nHeads / nKvHeads;
+  for (let t = 0; t < nTok; t++) {
+    const nPos = pos0 + t + 1;
+    for (let h = 0; h < nHeads; h++) {
+      const qo = t * qDim + h * headDim;
+      const ko = Math.floor(h / group) * headDim; // this head's kv head
+      let max = -Infinity;
+      for (let p = 0; p < nPos; p++) {
+        let dot = 0;
+        const kp = p * kvDim + ko;
+        for (let i = 0; i < headDim; i++) dot += q[qo + i] * keys[kp + i];
+        const score = dot * scale;
+        scores[p] = score;
+        if (score > max) max = score;
+      }
+      let sum = 0;
+      for (let p = 0; p < nPos; p++) {
+        const ex = Math.exp(scores[p] - max);
+        scores[p] = ex;
+        sum += ex;
+      }
+      const o = out.subarray(qo, qo + headDim);
+      o.fill(0);
+      for (let p = 0; p < nPos; p++) {
+        const a = scores[p] / sum;
+        const vp = p * kvDim + ko;
+        for (let i = 0; i < headDim; i++) o[i] += a * values[vp + i];
+      }
+    }
+  }
+}
+
+/** gamma(K/4 + 2) of the error bound above, for K inputs */
+export function matmulErrorFactor(k: number): number {
+  const m = Math.ceil(k / 4) + 2;
+  const u = 2 ** -24;
+  return (m * u) / (1 - m * u);
+}
+
+/** A weight matrix held in kernel memory. */
+export interface KernelWeight {
+  readonly engine: MatmulEngine;
+  readonly type: GgmlTypeInfo;
+  /** N */
+  readonly rows: number;
+  /** K */
+  readonly cols: number;
+  readonly rowBytes: number;
+  /** byte offset in the engine's memory */
+  readonly ptr: number;
+  /** the allocBytes array this weight took over (it owns the allocation) */
+  readonly owner?: Uint8Array;
+}
+
+/** First-fit allocator over [base, memory end), growing the memory as needed. */
+class Heap {
+  private readonly free: { at: number; size: number }[] = [];
+  private readonly sizes = new Map<number, number>();
+  private top: number;
+
+  constructor(private readonly memory: WebAssembly.Memory, base: number, private readonly maxBytes: number) {
+    this.top = base;
+  }
+
+  alloc(bytes: number): number | null {
+    const size = Math.max(64, Math.ceil(bytes / 64) * 64);
+    for (let i = 0; i < this.free.length; i++) {
+      const f = this.free[i];
+      if (f.size < size) continue;
+      const at = f.at;
+      if (f.size === size) this.free.splice(i, 1);
+      else {
+        f.at += size;
+        f.size -= size;
+      }
+      this.sizes.set(at, size);
+      return at;
+    }
+    const at = this.top;
+    const end = at + size;
+    if (end > this.maxBytes) return null;
+    const have = this.memory.buffer.byteLength;
+    if (end > have) {
+      try {
+        this.memory.grow(Math.ceil((end - have) / PAGE));
+      } catch {
+        return null;
+      }
+    }
+    this.top = end;
+    this.sizes.set(at, size);
+    return at;
+  }
+
+  release(at: number): void {
+    const size = this.sizes.get(at);
+    if (size === undefined) return;
+    this.sizes.delete(at);
+    let i = this.free.findIndex((f) => f.at > at);
+    if (i < 0) i = this.free.length;
+    this.free.splice(i, 0, { at, size });
+    // merge with the neighbours; a free block at the top returns to the top
+    const next = this.free[i + 1];
+    if (next && at + size === next.at) {
+      this.free[i].size += next.size;
+      this.free.splice(i + 1, 1);
+    }
+    const prev = this.free[i - 1];
+    if (prev && prev.at + prev.size === at) {
+      prev.size += this.free[i].size;
+      this.free.splice(i, 1);
+      i--;
+    }
+    const last = this.free[this.free.length - 1];
+    if (last && last.at + last.size === this.top) {
+      this.top = last.at;
+      this.free.pop();
+    }
+  }
+}
+
+/** A growable buffer in kernel memory. */
+interface Buffer {
+  at: number;
+  bytes: number;
+}
+
+export class MatmulEngine {
+  readonly memory: WebAssembly.Memory;
+  readonly variant: 'relaxed' | 'simd';
+  /** is the memory shared (threads possible)? */
+  readonly shared: boolean;
+  private readonly exports: MatmulExports;
+  private readonly module: WebAssembly.Module;
+  private readonly heap: Heap;
+  /** control block of the current pool (a new one per pool: old workers may still look at theirs) */
+  private control: number;
+  private pool: KernelThreads | null = null;
+  private threadCount = 1;
+  private readonly buffers = new Map<string, Buffer>();
+  private readonly finalizer = new FinalizationRegistry<number>((at) => this.heap.release(at));
+  /** arrays from allocBytes (each owns its allocation) */
+  private readonly adoptable = new WeakSet<Uint8Array>();
+  /** the memory's buffer objects seen so far (a shared memory hands out a new one after growing) */
+  private readonly ours = new WeakSet<ArrayBufferLike>();
+  private f32View = new Float32Array(0);
+  private u8View = new Uint8Array(0);
+  private i32View = new Int32Array(0);
+
+  private constructor(variant: 'relaxed' | 'simd', memory: WebAssembly.Memory, shared: boolean, module: WebAssembly.Module) {
+    this.variant = variant;
+    this.memory = memory;
+    this.shared = shared;
+    this.module = module;
+    const instance = new WebAssembly.Instance(this.module, { env: { memory: this.memory } });
+    this.exports = instance.exports as unknown as MatmulExports;
+    const base = (this.exports.heapBase() + 63) & ~63;
+    this.heap = new Heap(this.memory, base, 65536 * PAGE);
+    const control = this.heap.alloc(CONTROL_BYTES);
+    if (control === null) throw new Error('kernel memory: no room for the control block');
+    this.control = control;
+  }
+
+  /** The engine of a variant (one per process), or null when WebAssembly SIMD is off or missing. */
+  static get(variant = wasmVariant()): MatmulEngine | null {
+    if (variant === 'off') return null;
+    let e = engines.get(variant);
+    if (e === undefined) {
+      if (failed.has(variant)) return null;
+      const memory = newMemory();
+      const k = moduleKey(variant, memory.shared);
+      try {
+        let module = modules.get(k);
+        if (!module) {
+          module = new WebAssembly.Module(decodeBase64(moduleBytes(variant, memory.shared)) as BufferSource);
+          modules.set(k, module);
+        }
+        e = new MatmulEngine(variant, memory.memory, memory.shared, module);
+      } catch {
+        // e.g. synchronous compilation refused on a browser main thread: null until initMatmulKernels()
+        failed.add(variant);
+        return null;
+      }
+      engines.set(variant, e);
+    }
+    return e;
+  }
+
+  /** threads used by calls big enough to share (the calling one included) */
+  get threads(): number {
+    return this.threadCount;
+  }
+
+  /**
+   * Use `n` threads (the calling one and n - 1 workers started by the host's StartWorker, see
+   * threads.ts). Without a shared memory or a thread starter the engine stays on one thread.
+   */
+  setThreads(n: number): number {
+    n = Math.max(1, Math.floor(n));
+    if (n === this.threadCount && (n === 1 || this.pool)) return n;
+    this.pool?.close();
+    this.pool = null;
+    this.threadCount = 1;
+    if (n > 1 && this.shared) {
+      const control = this.heap.alloc(CONTROL_BYTES);
+      if (control === null) return 1;
+      this.control = control;
+      this.pool = KernelThreads.start(this.memory, this.module, control, n);
+      if (this.pool) this.threadCount = n;
+    }
+    return this.threadCount;
+  }
+
+  /** Workers started and ready, and chunks they ran so far. */
+  threadStats(): { ready: number; workerChunks: number } {
+    return { ready: this.pool?.ready() ?? 0, workerChunks: this.pool?.workerChunks() ?? 0 };
+  }
+
+  /** Stop the worker threads. */
+  close(): void {
+    this.setThreads(1);
+  }
+
+  /** Does the kernel dequantize this GGML type itself? */
+  hasType(type: GgmlTypeInfo): boolean {
+    return this.exports.hasType(type.id) === 1;
+  }
+
+  private views(): void {
+    const buf = this.memory.buffer;
+    if (this.u8View.buffer !== buf) {
+      this.ours.add(buf);
+      this.u8View = new Uint8Array(buf);
+      this.f32View = new Float32Array(buf);
+      this.i32View = new Int32Array(buf);
+    }
+  }
+
+  /**
+   * Copy a weight matrix into kernel memory (null when the memory is full: 4 GiB at most). Bytes from
+   * allocBytes are taken over in place, without a copy.
+   */
+  storeWeight(type: GgmlTypeInfo, rows: number, cols: number, rowBytes: number, data: Uint8Array): KernelWeight | null {
+    const bytes = rows * rowBytes;
+    if (data.length !== bytes) throw new Error(`weight of ${data.length} bytes, expected ${bytes}`);
+    if (this.adoptable.has(data)) {
+      // the allocation lives as long as `data`, which the weight keeps
+      return { engine: this, type, rows, cols, rowBytes, ptr: data.byteOffset, owner: data };
+    }
+    const ptr = this.heap.alloc(bytes);
+    if (ptr === null) return null;
+    this.views();
+    this.u8View.set(data, ptr);
+    const w: KernelWeight = { engine: this, type, rows, cols, rowBytes, ptr };
+    this.finalizer.register(w, ptr);
+    return w;
+  }
+
+  /**
+   * n bytes in kernel memory, for a loader to read weights into (storeWeight then takes them over
+   * without a copy); released when the returned array is garbage collected. Null when the memory is
+   * full or not shared.
+   */
+  allocBytes(n: number): Uint8Array | null {
+    if (!this.shared) return null;
+    const at = this.heap.alloc(n);
+    if (at === null) return null;
+    this.views();
+    const view = new Uint8Array(this.u8View.buffer, at, n);
+    this.finalizer.register(view, at);
+    this.adoptable.add(view);
+    return view;
+  }
+
+  /**
+   * The stored bytes of a weight, as a view into this memory. With a shared memory the view stays
+   * valid; an unshared memory's buffer is replaced (and old views emptied) whenever it grows.
+   */
+  weightBytes(w: KernelWeight): Uint8Array {
+    this.views();
+    return new Uint8Array(this.u8View.buffer, w.ptr, w.rows * w.rowBytes);
+  }
+
+  private buffer(name: string, bytes: number): number {
+    let b = this.buffers.get(name);
+    if (b && b.bytes >= bytes) return b.at;
+    if (b) this.heap.release(b.at);
+    const want = Math.max(bytes, Math.ceil((b?.bytes ?? 0) * 1.5));
+    const at = this.heap.alloc(want);
+    if (at === null) throw new Error(`kernel memory is full (${name}: ${bytes} bytes)`);
+    b = { at, bytes: want };
+    this.buffers.set(name, b);
+    return at;
+  }
+
+  /** y (nTok x w.rows) = x (nTok x w.cols) · Wᵀ. Arrays in this memory (allocF32) are used in place. */
+  matmul(out: Float32Array, x: Float32Array, w: KernelWeight, nTok: number): void {
+    if (w.engine !== this) throw new Error('weight belongs to another kernel engine');
+    const k = w.cols;
+    const n = w.rows;
+    const kx = (k + 3) & ~3;
+    const xAt = this.activations(x, nTok, k, kx);
+    const yOwn = this.ptrOf(out, nTok * n);
+    const yAt = yOwn >= 0 ? yOwn : this.buffer('y', nTok * n * 4);
+    if (this.hasType(w.type)) this.run(w.type.id, w.ptr, w.rowBytes, k, kx, xAt, nTok, yAt, n, n);
+    else {
+      // TypeScript dequantizer: row blocks to f32 (stride kx), then the F32 kernel
+      const codec = ggmlCodec(w.type);
+      if (!codec) fail(`no dequantizer for GGML type ${w.type.name} (its codec is not registered)`);
+      const block = Math.max(1, Math.min(n, Math.floor(FALLBACK_FLOATS / kx)));
+      const at = this.buffer('fallback', block * kx * 4);
+      const tmp = kx === k ? null : new Float32Array(k);
+      for (let r0 = 0; r0 < n; r0 += block) {
+        const nr = Math.min(block, n - r0);
+        this.views();
+        const src = this.weightBytes(w).subarray(r0 * w.rowBytes, (r0 + nr) * w.rowBytes);
+        if (!tmp) codec.dequantize(src, nr * k, this.f32View.subarray(at >> 2, (at >> 2) + nr * k));
+        else {
+          for (let r = 0; r < nr; r++) {
+            codec.dequantize(src.subarray(r * w.rowBytes, (r + 1) * w.rowBytes), k, tmp);
+            const o = (at >> 2) + r * kx;
+            this.f32View.set(tmp, o);
+            this.f32View.fill(0, o + k, o + kx);
+          }
+        }
+        this.run(0, at, kx * 4, kx, kx, xAt, nTok, yAt + r0 * 4, n, nr);
+      }
+    }
+    if (yOwn < 0) this.copyOut(out, yAt, nTok * n);
+  }
+
+  /** y (nTok x n) = x (nTok x k) · wᵀ for f32 arrays (w copied in, a row block at a time). */
+  matmulF32(out: Float32Array, x: Float32Array, w: Float32Array, nTok: number, k: number, n: number): void {
+    const kx = (k + 3) & ~3;
+    const xAt = this.activations(x, nTok, k, kx);
+    const yOwn = this.ptrOf(out, nTok * n);
+    const yAt = yOwn >= 0 ? yOwn : this.buffer('y', nTok * n * 4);
+    const block = Math.max(1, Math.min(n, Math.floor(FALLBACK_FLOATS / kx)));
+    const at = this.buffer('fallback', block * kx * 4);
+    for (let r0 = 0; r0 < n; r0 += block) {
+      const nr = Math.min(block, n - r0);
+      this.views();
+      const f = this.f32View;
+      if (kx === k) f.set(w.subarray(r0 * k, (r0 + nr) * k), at >> 2);
+      else {
+        for (let r = 0; r < nr; r++) {
+          const o = (at >> 2) + r * kx;
+          f.set(w.subarray((r0 + r) * k, (r0 + r + 1) * k), o);
+          f.fill(0, o + k, o + kx);
+        }
+      }
+      this.run(0, at, kx * 4, kx, kx, xAt, nTok, yAt + r0 * 4, n, nr);
+    }
+    if (yOwn < 0) this.copyOut(out, yAt, nTok * n);
+  }
+
+  /** SwiGLU in place: g[i] = silu(g[i]) * u[i] for i < n (f32, exp by wasm/matmul.ts exp4). */
+  siluMul(g: Float32Array, u: Float32Array, n: number): void {
+    const gOwn = this.ptrOf(g, n);
+    const gAt = gOwn >= 0 ? gOwn : this.copyIn('g', g, n);
+    const uOwn = this.ptrOf(u, n);
+    const uAt = uOwn >= 0 ? uOwn : this.copyIn('u', u, n);
+    this.exports.siluMul(gAt, uAt, n);
+    if (gOwn < 0) this.copyOut(g, gAt, n);
+  }
+
+  /** log sum_i exp(x[off + i] - max) over n values, max being their largest (f32 exp4, f64 sum). */
+  logSumExp(x: Float32Array, off: number, n: number, max: number): number {
+    const row = x.subarray(off, off + n);
+    const own = this.ptrOf(row, n);
+    return this.exports.logSumExp(own >= 0 ? own : this.copyIn('lse', row, n), n, max);
+  }
+
+  /** exp of each value (the kernel's exp4; for tests) */
+  exp(x: Float32Array): Float32Array {
+    const at = this.copyIn('expIn', x, x.length);
+    const y = this.buffer('expOut', x.length * 4 + 16);
+    this.exports.expArray(at, y, x.length);
+    this.views();
+    return this.f32View.slice(y >> 2, (y >> 2) + x.length);
+  }
+
+  /** byte offset of a in this memory when it lives there (allocF32) and holds n values, else -1 */
+  ptrOf(a: Float32Array, n: number): number {
+    return this.ours.has(a.buffer) && a.length >= n ? a.byteOffset : -1;
+  }
+
+  private copyIn(name: string, a: Float32Array, n: number): number {
+    const at = this.buffer(name, n * 4 + 16);
+    this.views();
+    this.f32View.set(a.subarray(0, n), at >> 2);
+    return at;
+  }
+
+  private copyOut(out: Float32Array, at: number, n: number): void {
+    this.views();
+    out.set(this.f32View.subarray(at >> 2, (at >> 2) + n));
+  }
+
+  /**
+   * n zeroed f32 values in kernel memory, released when `owner` is garbage collected; null when the
+   * memory is full or not shared. The array stays valid (a shared memory only grows).
+   */
+  allocF32(n: number, owner: object): { at: number; array: Float32Array } | null {
+    if (!this.shared) return null; // an unshared memory detaches its views when it grows
+    const at = this.heap.alloc(n * 4);
+    if (at === null) return null;
+    this.views();
+    const array = new Float32Array(this.u8View.buffer, at, n);
+    array.fill(0);
+    this.finalizer.register(owner, at);
+    return { at, array };
+  }
+
+  /**
+   * Causal attention of nTok tokens at positions pos0.. (wasm/matmul.ts attentionChunk): q is nTok rows
+   * of nHeads * headDim, the cache holds keys and values of positions [0, pos0 + nTok) at keysAt /
+   * valuesAt (kvDim floats per position, in this memory); out receives nTok rows of nHeads * headDim.
+   * headDim must be a multiple of 4.
+   */
+  attention(q: Float32Array, nTok: number, pos0: number, nHeads: number, nKvHeads: number, headDim: number, keysAt: number, valuesAt: number, kvDim: number, scale: number, out: Float32Array): void {
+    if (headDim % 4 !== 0) throw new Error(`attention kernel: head size ${headDim} is not a multiple of 4`);
+    const qDim = nHeads * headDim;
+    const qOwn = this.ptrOf(q, nTok * qDim);
+    const qAt = qOwn >= 0 ? qOwn : this.copyIn('q', q, nTok * qDim);
+    const oOwn = this.ptrOf(out, nTok * qDim);
+    const oAt = oOwn >= 0 ? oOwn : this.buffer('att', nTok * qDim * 4);
+    const positions = pos0 + nTok;
+    const flops = 4 * nHeads * headDim * (nTok * pos0 + (nTok * (nTok + 1)) / 2);
+    const threads = this.pool && flops >= MIN_PARALLEL_FLOPS ? this.threadCount : 1;
+    const scratchBytes = positions * 4 + 64;
+    const scratch = this.buffer('scores', scratchBytes * this.threadCount);
+    this.views();
+    const p = this.i32View;
+    const j = (this.control + JOB_OFFSET) >> 2;
+    p[j] = 2;
+    p[j + 1] = qAt;
+    p[j + 2] = qDim * 4;
+    p[j + 3] = keysAt;
+    p[j + 4] = valuesAt;
+    p[j + 5] = kvDim * 4;
+    p[j + 6] = nTok;
+    p[j + 7] = pos0;
+    p[j + 8] = headDim;
+    p[j + 9] = nHeads / nKvHeads;
+    this.f32View[j + 10] = scale;
+    p[j + 11] = oAt;
+    p[j + 12] = qDim * 4;
+    p[j + 13] = scratch;
+    p[j + 14] = scratchBytes;
+    const job = this.control + JOB_OFFSET;
+    if (threads > 1) this.pool!.run(nHeads, this.exports);
+    else for (let h = 0; h < nHeads; h++) this.exports.runChunk(job, h, 0);
+    if (oOwn < 0) this.copyOut(out, oAt, nTok * qDim);
+  }
+
+  /** Dequantize rows with the kernel (for tests): `rows` rows of w from row `r0`, k floats each. */
+  dequantizeRows(w: KernelWeight, r0: number, rows: number): Float32Array {
+    const at = this.buffer('dequantize', rows * w.cols * 4 + 64);
+    this.exports.dequantize(w.type.id, w.ptr + r0 * w.rowBytes, w.rowBytes, rows, w.cols, at, w.cols);
+    this.views();
+    return this.f32View.slice(at >> 2, (at >> 2) + rows * w.cols);
+  }
+
+  /** x rows in kernel memory with stride kx (zeros after k): in place when possible, else copied */
+  private activations(x: Float32Array, nTok: number, k: number, kx: number): number {
+    if (x.length < nTok * k) throw new Error(`activations: ${x.length} values, expected ${nTok} x ${k}`);
+    const own = this.ptrOf(x, nTok * k);
+    if (own >= 0 && kx === k) return own;
+    const at = this.buffer('x', nTok * kx * 4);
+    this.views();
+    const f = this.f32View;
+    const o = at >> 2;
+    if (kx === k) f.set(x.subarray(0, nTok * k), o);
+    else {
+      for (let t = 0; t < nTok; t++) {
+        f.set(x.subarray(t * k, (t + 1) * k), o + t * kx);
+        f.fill(0, o + t * kx + k, o + (t + 1) * kx);
+      }
+    }
+    return at;
+  }
+
+  /** One matmul job: rows [0, rows) of W at w go to columns [0, rows) of y (row stride n); x rows kx apart. */
+  private run(type: number, w: number, rowBytes: number, k: number, kx: number, x: number, nTok: number, y: number, n: number, rows: number): void {
+    const threads = this.pool && 2 * nTok * k * rows >= MIN_PARALLEL_FLOPS ? this.threadCount : 1;
+    let chunkRows = Math.min(MAX_CHUNK_ROWS, Math.max(3, Math.floor(SCRATCH_FLOATS / kx / 3) * 3));
+    if (threads > 1) chunkRows = Math.min(chunkRows, Math.max(3, Math.ceil(rows / (8 * threads) / 3) * 3));
+    chunkRows = Math.max(chunkRows, Math.ceil(rows / MAX_CHUNKS));
+    const chunks = Math.ceil(rows / chunkRows);
+    const scratchBytes = chunkRows * kx * 4 + 64;
+    const scratch = this.buffer('scratch', scratchBytes * this.threadCount);
+    this.views();
+    const p = this.i32View;
+    const j = (this.control + JOB_OFFSET) >> 2;
+    p[j] = 1;
+    p[j + 1] = type;
+    p[j + 2] = w;
+    p[j + 3] = rowBytes;
+    p[j + 4] = x;
+    p[j + 5] = kx * 4;
+    p[j + 6] = nTok;
+    p[j + 7] = k;
+    p[j + 8] = kx;
+    p[j + 9] = y;
+    p[j + 10] = n;
+    p[j + 11] = rows;
+    p[j + 12] = chunkRows;
+    p[j + 13] = scratch;
+    p[j + 14] = scratchBytes;
+    const job = this.control + JOB_OFFSET;
+    if (threads > 1 && chunks > 1) this.pool!.run(chunks, this.exports);
+    else for (let c = 0; c < chunks; c++) this.exports.runChunk(job, c, 0);
+  }
+}
+
+const engines = new Map<string, MatmulEngine>();
+/** variants whose synchronous set-up failed (retried after initMatmulKernels) */
+const failed = new Set<string>();
+const modules = new Map<string, WebAssembly.Module>();
+const source: KernelSource & Partial<Record<'wasmRelaxedShared' | 'wasmSimdShared', string>> = matmulWasm;
+
+let sharedWorks: boolean | undefined;
+
+/** A memory for an engine: shared (threads possible) where SharedArrayBuffer exists, else unshared. */
+function newMemory(): { memory: WebAssembly.Memory; shared: boolean } {
+  if (sharedWorks !== false && source.wasmRelaxedShared !== undefined && typeof SharedArrayBuffer !== 'undefined') {
+    try {
+      const memory = new WebAssembly.Memory({ initial: 2, maximum: 65536, shared: true });
+      if (memory.buffer instanceof SharedArrayBuffer) {
+        sharedWorks = true;
+        return { memory, shared: true };
+      }
+    } catch {
+      // not cross-origin isolated (browsers): unshared
+    }
+  }
+  sharedWorks = false;
+  return { memory: new WebAssembly.Memory({ initial: 2, maximum: 65536 }), shared: false };
+}
+
+/** Would newMemory() give a shared memory? */
+function sharedMemory(): boolean {
+  if (sharedWorks === undefined) newMemory();
+  return sharedWorks!;
+}
+
+function moduleKey(variant: string, shared: boolean): string {
+  return `${variant}:${shared ? 'shared' : 'unshared'}`;
+}
+
+function moduleBytes(variant: 'relaxed' | 'simd', shared: boolean): string {
+  if (shared) return variant === 'relaxed' ? source.wasmRelaxedShared! : source.wasmSimdShared!;
+  return variant === 'relaxed' ? source.wasmRelaxed : source.wasmSimd;
+}
+
+/**
+ * Compile the matmul kernels asynchronously: browsers refuse synchronous compilation on their main
+ * thread, so await this once before using the runtime there (Node compiles on first use anyway).
+ */
+export async function initMatmulKernels(variant = wasmVariant()): Promise<MatmulEngine | null> {
+  if (variant === 'off') return null;
+  const shared = sharedMemory();
+  const k = moduleKey(variant, shared);
+  if (!modules.has(k)) {
+    try {
+      modules.set(k, await WebAssembly.compile(decodeBase64(moduleBytes(variant, shared)) as BufferSource));
+    } catch {
+      return null;
+    }
+  }
+  failed.delete(variant);
+  return MatmulEngine.get(variant);
+}
+
+function decodeBase64(s: string): Uint8Array {
+  const bin = atob(s);
+  const out = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+  return out;
+}

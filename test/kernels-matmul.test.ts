@@ -1,0 +1,230 @@
+/**
+ * The WebAssembly matmul / attention kernels (src/kernels/matmul.ts, wasm/matmul.ts) against their
+ * references, for every registered GGML type, in both builds (relaxed SIMD where the engine has it,
+ * plain SIMD), on odd shapes; threads give the same bits as one thread.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { test } from 'node:test';
+import v8 from 'node:v8';
+import { useNodeThreads } from '../src/cli/threads.js';
+import { hasRelaxedSimd } from '../src/env.js';
+import '../src/index.js';
+import { readLlama2c } from '../src/io/llama2c.js';
+import { bytesSource } from '../src/io/source.js';
+import { attentionRef, MatmulEngine, matmulErrorFactor, matmulLanesRef, type KernelWeight } from '../src/kernels/matmul.js';
+import { Llama } from '../src/model/llama.js';
+import { matmulRef } from '../src/model/matmul.js';
+import { ggmlCodecs } from '../src/quant/ggml/registry.js';
+import { ggmlRowBytes, type GgmlTypeInfo } from '../src/quant/ggml/types.js';
+
+v8.setFlagsFromString('--experimental-wasm-relaxed-simd');
+const variants = hasRelaxedSimd() ? (['relaxed', 'simd'] as const) : (['simd'] as const);
+const U = 2 ** -24;
+
+function rng(seed: number): () => number {
+  let s = seed >>> 0 || 1;
+  return () => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return s / 2 ** 32;
+  };
+}
+
+function normals(n: number, r: () => number): Float32Array {
+  return Float32Array.from({ length: n }, () => Math.sqrt(-2 * Math.log(r() + 1e-12)) * Math.cos(2 * Math.PI * r()));
+}
+
+/**
+ * Stored bytes of an n x k weight in `type`: quantized normals where the codec quantizes, else random
+ * blocks kept only when they decode to finite values below 1e4 (the grid types are dequantize-only).
+ */
+function storedWeight(type: GgmlTypeInfo, n: number, k: number, r: () => number): { bytes: Uint8Array; f32: Float32Array } {
+  const codec = ggmlCodecs.find((c) => c.type.id === type.id)!;
+  const rowBytes = ggmlRowBytes(type, k);
+  const bytes = new Uint8Array(n * rowBytes);
+  if (codec.quantize) codec.quantize(normals(n * k, r), n, k, bytes);
+  else {
+    const block = new Float32Array(type.blockSize);
+    for (let o = 0; o < bytes.length; o += type.typeSize) {
+      const b = bytes.subarray(o, o + type.typeSize);
+      do {
+        for (let i = 0; i < b.length; i++) b[i] = (r() * 256) | 0;
+        codec.dequantize(b, type.blockSize, block);
+      } while (!block.every((v) => Number.isFinite(v) && Math.abs(v) < 1e4));
+    }
+  }
+  const f32 = new Float32Array(n * k);
+  codec.dequantize(bytes, n * k, f32);
+  return { bytes, f32 };
+}
+
+/** row lengths to try: odd ones for the float types (not a multiple of 4 or 16), two block counts else */
+function rowLengths(type: GgmlTypeInfo): number[] {
+  return type.blockSize === 1 ? [10, 36, 64] : [type.blockSize, 3 * type.blockSize];
+}
+
+test('every GGML type: kernel dequantization is bit-exact; matmul = matmulLanesRef (plain SIMD: bit-exact) and within the bound of matmulRef', () => {
+  const r = rng(7);
+  let checked = 0;
+  for (const variant of variants) {
+    const e = MatmulEngine.get(variant)!;
+    assert.ok(e, `${variant} engine`);
+    e.setThreads(1);
+    for (const codec of ggmlCodecs) {
+      const type = codec.type;
+      for (const k of rowLengths(type)) {
+        for (const [nTok, n] of [[1, 5], [3, 7], [17, 13]]) {
+          const w = storedWeight(type, n, k, r);
+          const kw = e.storeWeight(type, n, k, ggmlRowBytes(type, k), w.bytes)!;
+          const label = `${variant} ${type.name} T=${nTok} K=${k} N=${n}`;
+          if (e.hasType(type)) assert.deepEqual(e.dequantizeRows(kw, 0, n), w.f32, `${label}: dequantization`);
+          const x = normals(nTok * k, r);
+          const y = new Float32Array(nTok * n);
+          e.matmul(y, x, kw, nTok);
+          const lanes = new Float32Array(nTok * n);
+          matmulLanesRef(lanes, x, w.f32, nTok, k, n);
+          const ref = new Float32Array(nTok * n);
+          matmulRef(ref, x, w.f32, nTok, k, n);
+          if (variant === 'simd') assert.deepEqual(y, lanes, `${label}: plain SIMD = matmulLanesRef bit for bit`);
+          const g = matmulErrorFactor(k);
+          for (let t = 0; t < nTok; t++) {
+            for (let j = 0; j < n; j++) {
+              let abs = 0;
+              for (let i = 0; i < k; i++) abs += Math.abs(x[t * k + i] * w.f32[j * k + i]);
+              const bound = g * abs + 2 * U * Math.abs(ref[t * n + j]) + 1e-30;
+              const d = Math.abs(y[t * n + j] - ref[t * n + j]);
+              assert.ok(d <= bound, `${label} [${t}][${j}]: |${y[t * n + j]} - ${ref[t * n + j]}| = ${d} > ${bound}`);
+              assert.ok(Math.abs(lanes[t * n + j] - ref[t * n + j]) <= bound);
+            }
+          }
+          checked++;
+        }
+      }
+    }
+  }
+  assert.ok(checked >= variants.length * 25 * 6, `${checked} cases`);
+});
+
+test('the bound can fail: a wrong element is caught', () => {
+  const e = MatmulEngine.get(variants[0])!;
+  const k = 64;
+  const r = rng(3);
+  const x = normals(k, r);
+  const w = normals(2 * k, r);
+  const y = new Float32Array(2);
+  e.matmulF32(y, x, w, 1, k, 2);
+  w[5] += 1e-3; // one weight off by 1e-3 moves the output by ~1e-3 |x[5]|, far above gamma * sum |x w| ~ 1e-6
+  const ref = new Float32Array(2);
+  matmulRef(ref, x, w, 1, k, 2);
+  let abs = 0;
+  for (let i = 0; i < k; i++) abs += Math.abs(x[i] * w[i]);
+  assert.ok(Math.abs(y[0] - ref[0]) > matmulErrorFactor(k) * abs + 2 * U * Math.abs(ref[0]));
+});
+
+test('exp: within 4 ulp of Math.exp on [-87, 88]; attention kernel = attentionRef within 1e-5 max|v|', () => {
+  const r = rng(11);
+  for (const variant of variants) {
+    const e = MatmulEngine.get(variant)!;
+    const x = Float32Array.from({ length: 4099 }, (_, i) => (i < 4096 ? -87 + (175 * i) / 4095 : r() * 20 - 10));
+    const y = e.exp(x);
+    for (let i = 0; i < x.length; i++) {
+      const want = Math.exp(x[i]);
+      assert.ok(Math.abs(y[i] - want) <= 4 * 2 ** -23 * want, `${variant} exp(${x[i]}) = ${y[i]}, want ${want}`);
+    }
+    // attention: 2 kv heads shared by 4 query heads, head size 12, 5 new tokens after 9 cached
+    const [nHeads, nKvHeads, hd, pos0, nTok] = [4, 2, 12, 9, 5];
+    const kvDim = nKvHeads * hd;
+    const q = normals(nTok * nHeads * hd, r);
+    const keysVals = e.allocF32(2 * (pos0 + nTok) * kvDim, q)!;
+    const keys = keysVals.array.subarray(0, (pos0 + nTok) * kvDim);
+    const values = keysVals.array.subarray((pos0 + nTok) * kvDim);
+    keys.set(normals(keys.length, r));
+    values.set(normals(values.length, r));
+    const out = new Float32Array(nTok * nHeads * hd);
+    e.attention(q, nTok, pos0, nHeads, nKvHeads, hd, keysVals.at, keysVals.at + keys.length * 4, kvDim, 1 / Math.sqrt(hd), out);
+    const ref = new Float32Array(out.length);
+    attentionRef(q, keys, values, nTok, pos0, nHeads, nKvHeads, hd, 1 / Math.sqrt(hd), ref, new Float64Array(pos0 + nTok));
+    const vmax = values.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+    for (let i = 0; i < out.length; i++) assert.ok(Math.abs(out[i] - ref[i]) <= 1e-5 * vmax, `${variant} attention[${i}]: ${out[i]} vs ${ref[i]}`);
+  }
+});
+
+const data = (f: string) => new Uint8Array(readFileSync(new URL(`../../data/${f}`, import.meta.url)));
+
+test('model: the WebAssembly path is batch-independent bit for bit and close to the TypeScript path', async () => {
+  const bin = await readLlama2c(bytesSource(data('stories260K.bin'), 'stories260K.bin'));
+  const prompt = [1, 403, 407, 261, 378, 29892, 727, 471, 263, 2217, 7826, 4257].map((t) => t % 512);
+  const wasm = new Llama(bin.config, bin.tensors, { batch: 64 });
+  const batched = wasm.forward(prompt, 0, 0);
+  const single = new Llama(bin.config, bin.tensors, { batch: 1 });
+  const oneByOne = new Float32Array(batched.length);
+  prompt.forEach((id, p) => oneByOne.set(single.forward([id], p), p * 512));
+  assert.deepEqual(batched, oneByOne);
+  const ref = new Llama(bin.config, bin.tensors, { kernels: 'reference' }).forward(prompt, 0, 0);
+  let err = 0;
+  let sig = 0;
+  for (let i = 0; i < ref.length; i++) {
+    err += (batched[i] - ref[i]) ** 2;
+    sig += ref[i] ** 2;
+  }
+  const sqnr = 10 * Math.log10(sig / err);
+  assert.ok(sqnr > 100 && Number.isFinite(sqnr), `wasm vs TypeScript logits: ${sqnr} dB`);
+});
+
+test('threads: 2 threads give the same bits as 1, workers run chunks, and stop', async () => {
+  useNodeThreads();
+  const r = rng(5);
+  for (const variant of variants) {
+    const e = MatmulEngine.get(variant)!;
+    const cases: [GgmlTypeInfo, KernelWeight, Float32Array][] = [];
+    for (const name of ['F32', 'Q4_K', 'IQ2_XS']) {
+      const type = ggmlCodecs.find((c) => c.type.name === name)!.type;
+      const [k, n] = [512, 301];
+      const w = storedWeight(type, n, k, r);
+      cases.push([type, e.storeWeight(type, n, k, ggmlRowBytes(type, k), w.bytes)!, normals(17 * k, r)]);
+    }
+    e.setThreads(1);
+    const one = cases.map(([, kw, x]) => {
+      const y = new Float32Array(17 * kw.rows);
+      e.matmul(y, x, kw, 17);
+      return y;
+    });
+    assert.equal(e.setThreads(2), 2);
+    const t0 = Date.now();
+    while (e.threadStats().ready < 1 && Date.now() - t0 < 20000) await new Promise((res) => setTimeout(res, 10));
+    assert.equal(e.threadStats().ready, 1, 'the worker started');
+    for (let rep = 0; rep < 200 && (rep < 3 || e.threadStats().workerChunks === 0); rep++) {
+      cases.forEach(([, kw, x], i) => {
+        const y = new Float32Array(17 * kw.rows);
+        e.matmul(y, x, kw, 17);
+        assert.deepEqual(y, one[i], `${variant} ${cases[i][0].name}: 2 threads`);
+      });
+    }
+    assert.ok(e.threadStats().workerChunks > 0, 'the worker ran chunks');
+    e.close();
+    assert.equal(e.threads, 1);
+  }
+});
+
+test('lowbit eval --threads 2 exits cleanly and agrees with LOWBIT_WASM=off (the TypeScript path)', () => {
+  const root = new URL('../../', import.meta.url).pathname;
+  const run = (env: Record<string, string>, ...extra: string[]) => {
+    const r = spawnSync(process.execPath, [root + 'bin/lowbit.js', 'eval', 'data/stories260K.gguf', '--text', 'data/tinystories-valid-head.txt', '--ctx', '64', '--chunks', '4', '--json', ...extra], {
+      cwd: root,
+      encoding: 'utf8',
+      env: { ...process.env, ...env },
+      timeout: 60000,
+    });
+    assert.equal(r.status, 0, r.stderr);
+    return JSON.parse(r.stdout) as { ppl: number; nll: number };
+  };
+  const threaded = run({}, '--threads', '2');
+  const reference = run({ LOWBIT_WASM: 'off' });
+  assert.ok(Math.abs(threaded.nll - reference.nll) < 1e-5, `${threaded.nll} vs ${reference.nll}`);
+  assert.deepEqual(run({ LOWBIT_WASM: 'simd' }, '--threads', '1').nll.toFixed(5), threaded.nll.toFixed(5));
+});

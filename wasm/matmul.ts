@@ -1,0 +1,752 @@
+// build: shared-memory
+// Matrix multiplication against weights in their stored GGML type, and batched causal attention (below).
+// The TypeScript side is src/kernels/matmul.ts; its scalar references define the results.
+//
+//   y[t][n] = sum_k x[t][k] * W[n][k]     x: T x K (f32, row stride xStride bytes, K padded to Kx,
+//                                          a multiple of 4, with zeros), W: N rows in GGML type `type`
+//
+// Each output is one dot product in a fixed order, whatever T, the tiling or the thread computing it:
+// lane j of a 4-lane f32 accumulator sums x[k] * w[k] for k = j, j + 4, j + 8, ... in increasing k,
+// then y = (lane0 + lane2) + (lane1 + lane3). With plain SIMD each step is round(acc + round(x * w));
+// with relaxed SIMD f32x4.relaxed_madd may fuse it (one rounding). So results do not depend on the
+// batch size or the number of threads.
+//
+// Work is split into chunks of `chunkRows` output rows (threads claim chunks). A chunk first
+// dequantizes its rows into the thread's scratch (f32, row stride Kx) - bit-exact with the TypeScript
+// dequantizers of src/quant/ggml - unless W is F32 with K % 4 == 0 (used in place), then multiplies
+// them with the tokens in blocks of TOKEN_BLOCK (x block and W chunk stay in L2), in register tiles of
+// 3 rows x 3 tokens (9 accumulators: as many as V8 keeps in xmm registers without spilling).
+
+// @ts-ignore: decorator
+@inline const TOKEN_BLOCK: i32 = 63; // a multiple of 3: full 3 x 3 tiles inside a block
+
+export function heapBase(): usize {
+  return __heap_base;
+}
+
+/** Does this build use relaxed SIMD? */
+export function relaxed(): i32 {
+  return ASC_FEATURE_RELAXED_SIMD ? 1 : 0;
+}
+
+// @ts-ignore: decorator
+@inline function fma(a: v128, b: v128, c: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) return f32x4.relaxed_madd(a, b, c);
+  return f32x4.add(f32x4.mul(a, b), c);
+}
+
+/** (lane0 + lane2) + (lane1 + lane3) */
+// @ts-ignore: decorator
+@inline function hsum(v: v128): f32 {
+  const s = f32x4.add(v, v128.shuffle<f32>(v, v, 2, 3, 0, 1));
+  return f32x4.extract_lane(s, 0) + f32x4.extract_lane(s, 1);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Register tiles. w: first weight row (stride ws bytes), x: first token (stride xs bytes), n: Kx * 4
+// bytes, y: output of (first token, first row), ys: output row stride in bytes.
+
+function tile3x3(w: usize, ws: usize, x: usize, xs: usize, n: usize, y: usize, ys: usize): void {
+  let a00 = f32x4.splat(0), a01 = f32x4.splat(0), a02 = f32x4.splat(0);
+  let a10 = f32x4.splat(0), a11 = f32x4.splat(0), a12 = f32x4.splat(0);
+  let a20 = f32x4.splat(0), a21 = f32x4.splat(0), a22 = f32x4.splat(0);
+  const w1 = w + ws, w2 = w + 2 * ws;
+  const x1 = x + xs, x2 = x + 2 * xs;
+  for (let k: usize = 0; k < n; k += 16) {
+    const v0 = v128.load(w + k), v1 = v128.load(w1 + k), v2 = v128.load(w2 + k);
+    let u = v128.load(x + k);
+    a00 = fma(v0, u, a00); a10 = fma(v1, u, a10); a20 = fma(v2, u, a20);
+    u = v128.load(x1 + k);
+    a01 = fma(v0, u, a01); a11 = fma(v1, u, a11); a21 = fma(v2, u, a21);
+    u = v128.load(x2 + k);
+    a02 = fma(v0, u, a02); a12 = fma(v1, u, a12); a22 = fma(v2, u, a22);
+  }
+  store<f32>(y, hsum(a00)); store<f32>(y, hsum(a10), 4); store<f32>(y, hsum(a20), 8);
+  y += ys;
+  store<f32>(y, hsum(a01)); store<f32>(y, hsum(a11), 4); store<f32>(y, hsum(a21), 8);
+  y += ys;
+  store<f32>(y, hsum(a02)); store<f32>(y, hsum(a12), 4); store<f32>(y, hsum(a22), 8);
+}
+
+function tile3x2(w: usize, ws: usize, x: usize, xs: usize, n: usize, y: usize, ys: usize): void {
+  let a00 = f32x4.splat(0), a01 = f32x4.splat(0);
+  let a10 = f32x4.splat(0), a11 = f32x4.splat(0);
+  let a20 = f32x4.splat(0), a21 = f32x4.splat(0);
+  const w1 = w + ws, w2 = w + 2 * ws;
+  const x1 = x + xs;
+  for (let k: usize = 0; k < n; k += 16) {
+    const v0 = v128.load(w + k), v1 = v128.load(w1 + k), v2 = v128.load(w2 + k);
+    let u = v128.load(x + k);
+    a00 = fma(v0, u, a00); a10 = fma(v1, u, a10); a20 = fma(v2, u, a20);
+    u = v128.load(x1 + k);
+    a01 = fma(v0, u, a01); a11 = fma(v1, u, a11); a21 = fma(v2, u, a21);
+  }
+  store<f32>(y, hsum(a00)); store<f32>(y, hsum(a10), 4); store<f32>(y, hsum(a20), 8);
+  y += ys;
+  store<f32>(y, hsum(a01)); store<f32>(y, hsum(a11), 4); store<f32>(y, hsum(a21), 8);
+}
+
+function tile3x1(w: usize, ws: usize, x: usize, n: usize, y: usize): void {
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0);
+  const w1 = w + ws, w2 = w + 2 * ws;
+  for (let k: usize = 0; k < n; k += 16) {
+    const u = v128.load(x + k);
+    a0 = fma(v128.load(w + k), u, a0);
+    a1 = fma(v128.load(w1 + k), u, a1);
+    a2 = fma(v128.load(w2 + k), u, a2);
+  }
+  store<f32>(y, hsum(a0)); store<f32>(y, hsum(a1), 4); store<f32>(y, hsum(a2), 8);
+}
+
+function tile1x3(w: usize, x: usize, xs: usize, n: usize, y: usize, ys: usize): void {
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0);
+  const x1 = x + xs, x2 = x + 2 * xs;
+  for (let k: usize = 0; k < n; k += 16) {
+    const v = v128.load(w + k);
+    a0 = fma(v, v128.load(x + k), a0);
+    a1 = fma(v, v128.load(x1 + k), a1);
+    a2 = fma(v, v128.load(x2 + k), a2);
+  }
+  store<f32>(y, hsum(a0)); store<f32>(y + ys, hsum(a1)); store<f32>(y + 2 * ys, hsum(a2));
+}
+
+function tile1x1(w: usize, x: usize, n: usize, y: usize): void {
+  let a = f32x4.splat(0);
+  for (let k: usize = 0; k < n; k += 16) a = fma(v128.load(w + k), v128.load(x + k), a);
+  store<f32>(y, hsum(a));
+}
+
+/** rows x tokens outputs: W rows at w (stride ws), tokens at x (stride xs), y[t][r] at y (row stride ys) */
+function multiply(w: usize, ws: usize, rows: i32, x: usize, xs: usize, tokens: i32, n: usize, y: usize, ys: usize): void {
+  let r = 0;
+  for (; r + 3 <= rows; r += 3) {
+    const wr = w + <usize>r * ws;
+    const yr = y + <usize>r * 4;
+    let t = 0;
+    for (; t + 3 <= tokens; t += 3) tile3x3(wr, ws, x + <usize>t * xs, xs, n, yr + <usize>t * ys, ys);
+    if (t + 2 == tokens) tile3x2(wr, ws, x + <usize>t * xs, xs, n, yr + <usize>t * ys, ys);
+    else if (t < tokens) tile3x1(wr, ws, x + <usize>t * xs, n, yr + <usize>t * ys);
+  }
+  for (; r < rows; r++) {
+    const wr = w + <usize>r * ws;
+    const yr = y + <usize>r * 4;
+    let t = 0;
+    for (; t + 3 <= tokens; t += 3) tile1x3(wr, x + <usize>t * xs, xs, n, yr + <usize>t * ys, ys);
+    for (; t < tokens; t++) tile1x1(wr, x + <usize>t * xs, n, yr + <usize>t * ys);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Dequantizers: one row of k elements (a multiple of the block size) from src to f32 at dst, with the
+// same float32 operations, in the same order, as src/quant/ggml (so bit for bit the same values;
+// mul and add are never fused here). Scalar f16 scales; the elements 16 at a time.
+
+/** fp16 bits -> f32: the magnitude bits shifted into place, rescaled by 2^112 (exact, also for
+ *  subnormals); exponent 31 becomes 255 (inf, NaN with its payload). */
+// @ts-ignore: decorator
+@inline function f16(h: u32): f32 {
+  const o = (h & 0x7fff) << 13;
+  let v = reinterpret<f32>(o) * reinterpret<f32>(0x77800000); // 2^112
+  if ((h & 0x7c00) == 0x7c00) v = reinterpret<f32>(o | 0x7f800000);
+  return reinterpret<f32>(reinterpret<u32>(v) | ((h & 0x8000) << 16));
+}
+
+// @ts-ignore: decorator
+@inline function f16At(p: usize): f32 {
+  return f16(<u32>load<u16>(p));
+}
+
+/** 4 fp16 values (u32 lanes) -> f32 lanes, as f16() */
+// @ts-ignore: decorator
+@inline function f16x4(h: v128): v128 {
+  const o = i32x4.shl(v128.and(h, i32x4.splat(0x7fff)), 13);
+  const v = f32x4.mul(o, f32x4.splat(reinterpret<f32>(0x77800000)));
+  const special = i32x4.eq(v128.and(h, i32x4.splat(0x7c00)), i32x4.splat(0x7c00));
+  const r = v128.bitselect(v128.or(o, i32x4.splat(0x7f800000)), v, special);
+  return v128.or(r, i32x4.shl(v128.and(h, i32x4.splat(0x8000)), 16));
+}
+
+/** 16 signed bytes q -> dst[0..16) = f32(q) * d */
+// @ts-ignore: decorator
+@inline function put16(dst: usize, q: v128, d: v128): void {
+  const lo = i16x8.extend_low_i8x16_s(q);
+  const hi = i16x8.extend_high_i8x16_s(q);
+  v128.store(dst, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(lo)), d));
+  v128.store(dst, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(lo)), d), 16);
+  v128.store(dst, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(hi)), d), 32);
+  v128.store(dst, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(hi)), d), 48);
+}
+
+/** 16 signed bytes q -> dst[0..16) = f32(q) * d - m  (two roundings) */
+// @ts-ignore: decorator
+@inline function put16sub(dst: usize, q: v128, d: v128, m: v128): void {
+  const lo = i16x8.extend_low_i8x16_s(q);
+  const hi = i16x8.extend_high_i8x16_s(q);
+  v128.store(dst, f32x4.sub(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(lo)), d), m));
+  v128.store(dst, f32x4.sub(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(lo)), d), m), 16);
+  v128.store(dst, f32x4.sub(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(hi)), d), m), 32);
+  v128.store(dst, f32x4.sub(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(hi)), d), m), 48);
+}
+
+/** 16 signed bytes q -> dst[0..16) = f32(q) * d + m  (two roundings) */
+// @ts-ignore: decorator
+@inline function put16add(dst: usize, q: v128, d: v128, m: v128): void {
+  const lo = i16x8.extend_low_i8x16_s(q);
+  const hi = i16x8.extend_high_i8x16_s(q);
+  v128.store(dst, f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(lo)), d), m));
+  v128.store(dst, f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(lo)), d), m), 16);
+  v128.store(dst, f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(hi)), d), m), 32);
+  v128.store(dst, f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(hi)), d), m), 48);
+}
+
+// @ts-ignore: decorator
+@inline function lowNibbles(b: v128): v128 {
+  return v128.and(b, i8x16.splat(0x0f));
+}
+
+// @ts-ignore: decorator
+@inline function highNibbles(b: v128): v128 {
+  return i8x16.shr_u(b, 4);
+}
+
+/** byte i of the result = 0x10 where bit i (of 16) of `bits` is set, else 0 */
+// @ts-ignore: decorator
+@inline function bit16(bits: u32): v128 {
+  const spread = i8x16.swizzle(i32x4.splat(bits), i8x16(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1));
+  const clear = i8x16.eq(v128.and(spread, i8x16(1, 2, 4, 8, 16, 32, 64, -128, 1, 2, 4, 8, 16, 32, 64, -128)), i8x16.splat(0));
+  return v128.andnot(i8x16.splat(0x10), clear);
+}
+
+// F32 with K % 4 != 0 (or not used in place): copy, zeros after k
+function rowF32(src: usize, dst: usize, k: i32): void {
+  memory.copy(dst, src, <usize>k * 4);
+}
+
+function rowF16(src: usize, dst: usize, k: i32): void {
+  let i = 0;
+  for (; i + 8 <= k; i += 8) {
+    const h = v128.load(src + <usize>i * 2);
+    v128.store(dst + <usize>i * 4, f16x4(i32x4.extend_low_i16x8_u(h)));
+    v128.store(dst + <usize>i * 4, f16x4(i32x4.extend_high_i16x8_u(h)), 16);
+  }
+  for (; i < k; i++) store<f32>(dst + <usize>i * 4, f16At(src + <usize>i * 2));
+}
+
+function rowBF16(src: usize, dst: usize, k: i32): void {
+  let i = 0;
+  for (; i + 8 <= k; i += 8) {
+    const h = v128.load(src + <usize>i * 2);
+    v128.store(dst + <usize>i * 4, i32x4.shl(i32x4.extend_low_i16x8_u(h), 16));
+    v128.store(dst + <usize>i * 4, i32x4.shl(i32x4.extend_high_i16x8_u(h), 16), 16);
+  }
+  for (; i < k; i++) store<u32>(dst + <usize>i * 4, (<u32>load<u16>(src + <usize>i * 2)) << 16);
+}
+
+// Q4_0 (18 B): d:f16 | qs[16]; x[j] = (qs[j] & 15) - 8, x[j + 16] = (qs[j] >> 4) - 8, times d
+function rowQ4_0(src: usize, dst: usize, k: i32): void {
+  const eight = i8x16.splat(8);
+  for (let b = 0; b < k; b += 32, src += 18, dst += 128) {
+    const d = f32x4.splat(f16At(src));
+    const q = v128.load(src + 2);
+    put16(dst, i8x16.sub(lowNibbles(q), eight), d);
+    put16(dst + 64, i8x16.sub(highNibbles(q), eight), d);
+  }
+}
+
+// Q4_1 (20 B): d:f16 | m:f16 | qs[16]; x = q * d + m
+function rowQ4_1(src: usize, dst: usize, k: i32): void {
+  for (let b = 0; b < k; b += 32, src += 20, dst += 128) {
+    const d = f32x4.splat(f16At(src));
+    const m = f32x4.splat(f16At(src + 2));
+    const q = v128.load(src + 4);
+    put16add(dst, lowNibbles(q), d, m);
+    put16add(dst + 64, highNibbles(q), d, m);
+  }
+}
+
+// Q5_0 (22 B): d:f16 | qh:u32 (bit 4 of element j) | qs[16]; x = q - 16, times d
+function rowQ5_0(src: usize, dst: usize, k: i32): void {
+  const sixteen = i8x16.splat(16);
+  for (let b = 0; b < k; b += 32, src += 22, dst += 128) {
+    const d = f32x4.splat(f16At(src));
+    const qh = load<u32>(src + 2);
+    const q = v128.load(src + 6);
+    put16(dst, i8x16.sub(v128.or(lowNibbles(q), bit16(qh)), sixteen), d);
+    put16(dst + 64, i8x16.sub(v128.or(highNibbles(q), bit16(qh >> 16)), sixteen), d);
+  }
+}
+
+// Q5_1 (24 B): d:f16 | m:f16 | qh:u32 | qs[16]; x = q * d + m
+function rowQ5_1(src: usize, dst: usize, k: i32): void {
+  for (let b = 0; b < k; b += 32, src += 24, dst += 128) {
+    const d = f32x4.splat(f16At(src));
+    const m = f32x4.splat(f16At(src + 2));
+    const qh = load<u32>(src + 4);
+    const q = v128.load(src + 8);
+    put16add(dst, v128.or(lowNibbles(q), bit16(qh)), d, m);
+    put16add(dst + 64, v128.or(highNibbles(q), bit16(qh >> 16)), d, m);
+  }
+}
+
+// Q8_0 (34 B): d:f16 | qs:i8[32]
+function rowQ8_0(src: usize, dst: usize, k: i32): void {
+  for (let b = 0; b < k; b += 32, src += 34, dst += 128) {
+    const d = f32x4.splat(f16At(src));
+    put16(dst, v128.load(src + 2), d);
+    put16(dst + 64, v128.load(src + 18), d);
+  }
+}
+
+// Q8_1 (36 B): d:f16 | s:f16 | qs:i8[32]
+function rowQ8_1(src: usize, dst: usize, k: i32): void {
+  for (let b = 0; b < k; b += 32, src += 36, dst += 128) {
+    const d = f32x4.splat(f16At(src));
+    put16(dst, v128.load(src + 4), d);
+    put16(dst + 64, v128.load(src + 20), d);
+  }
+}
+
+// Q2_K (84 B): scales[16] (low nibble scale, high nibble min) | qs[64] (2 bit) | d:f16 | dmin:f16
+// 16 sub-blocks of 16: x = (d * sc) * q - (dmin * m)
+function rowQ2_K(src: usize, dst: usize, k: i32): void {
+  const three = i8x16.splat(3);
+  for (let b = 0; b < k; b += 256, src += 84) {
+    const d = f16At(src + 80);
+    const min = f16At(src + 82);
+    let is: usize = 0;
+    for (let q = src + 16; q < src + 80; q += 32) {
+      for (let shift: u32 = 0; shift < 8; shift += 2) {
+        for (let half: usize = 0; half < 32; half += 16, is++, dst += 64) {
+          const sc = <u32>load<u8>(src + is);
+          const dl = f32x4.splat(d * <f32>(sc & 0xf));
+          const ml = f32x4.splat(min * <f32>(sc >> 4));
+          put16sub(dst, v128.and(i8x16.shr_u(v128.load(q + half), shift), three), dl, ml);
+        }
+      }
+    }
+  }
+}
+
+/** 6-bit scale j (0..15) of a Q3_K block (12 bytes at s), minus 32 */
+// @ts-ignore: decorator
+@inline function q3Scale(s: usize, j: u32): i32 {
+  const lo = j < 8 ? <u32>load<u8>(s + j) & 0xf : <u32>load<u8>(s + j - 8) >> 4;
+  return <i32>(lo | (((<u32>load<u8>(s + 8 + (j & 3)) >> (2 * (j >> 2))) & 3) << 4)) - 32;
+}
+
+// Q3_K (110 B): hmask[32] (bit 2) | qs[64] (bits 0-1) | scales[12] (16 x 6 bit) | d:f16
+// x = (d * (sc - 32)) * (q - (hmask bit ? 0 : 4))
+function rowQ3_K(src: usize, dst: usize, k: i32): void {
+  const three = i8x16.splat(3);
+  const four = i8x16.splat(4);
+  for (let b = 0; b < k; b += 256, src += 110) {
+    const dAll = f16At(src + 108);
+    let is: u32 = 0;
+    let m: i32 = 1;
+    for (let q = src + 32; q < src + 96; q += 32) {
+      for (let shift: u32 = 0; shift < 8; shift += 2, m <<= 1) {
+        const mask = i8x16.splat(<i8>m);
+        for (let half: usize = 0; half < 32; half += 16, is++, dst += 64) {
+          const dl = f32x4.splat(dAll * <f32>q3Scale(src + 96, is));
+          const lo = v128.and(i8x16.shr_u(v128.load(q + half), shift), three);
+          const noHigh = i8x16.eq(v128.and(v128.load(src + half), mask), i8x16.splat(0));
+          put16(dst, i8x16.sub(lo, v128.and(noHigh, four)), dl);
+        }
+      }
+    }
+  }
+}
+
+/** get_scale_min_k4: 6-bit scale (mins: minK4) of sub-block j from the 12 bytes at s */
+// @ts-ignore: decorator
+@inline function scaleK4(s: usize, j: usize): u32 {
+  return j < 4 ? <u32>load<u8>(s + j) & 63 : (<u32>load<u8>(s + j + 4) & 0xf) | ((<u32>load<u8>(s + j - 4) >> 6) << 4);
+}
+// @ts-ignore: decorator
+@inline function minK4(s: usize, j: usize): u32 {
+  return j < 4 ? <u32>load<u8>(s + j + 4) & 63 : (<u32>load<u8>(s + j + 4) >> 4) | ((<u32>load<u8>(s + j) >> 6) << 4);
+}
+
+// Q4_K (144 B): d:f16 | dmin:f16 | scales[12] | qs[128]; 8 sub-blocks of 32: x = (d * sc) * q - (dmin * m)
+function rowQ4_K(src: usize, dst: usize, k: i32): void {
+  for (let b = 0; b < k; b += 256, src += 144) {
+    const d = f16At(src);
+    const min = f16At(src + 2);
+    for (let is: usize = 0, q = src + 16; is < 8; is += 2, q += 32, dst += 256) {
+      const d1 = f32x4.splat(d * <f32>scaleK4(src + 4, is));
+      const m1 = f32x4.splat(min * <f32>minK4(src + 4, is));
+      const d2 = f32x4.splat(d * <f32>scaleK4(src + 4, is + 1));
+      const m2 = f32x4.splat(min * <f32>minK4(src + 4, is + 1));
+      const q0 = v128.load(q);
+      const q1 = v128.load(q + 16);
+      put16sub(dst, lowNibbles(q0), d1, m1);
+      put16sub(dst + 64, lowNibbles(q1), d1, m1);
+      put16sub(dst + 128, highNibbles(q0), d2, m2);
+      put16sub(dst + 192, highNibbles(q1), d2, m2);
+    }
+  }
+}
+
+// Q5_K (176 B): d:f16 | dmin:f16 | scales[12] | qh[32] (bit 4) | qs[128] (bits 0-3)
+function rowQ5_K(src: usize, dst: usize, k: i32): void {
+  const zero = i8x16.splat(0);
+  const sixteen = i8x16.splat(16);
+  for (let b = 0; b < k; b += 256, src += 176) {
+    const d = f16At(src);
+    const min = f16At(src + 2);
+    const h0 = v128.load(src + 16);
+    const h1 = v128.load(src + 32);
+    let u1: i32 = 1;
+    for (let is: usize = 0, q = src + 48; is < 8; is += 2, q += 32, dst += 256, u1 <<= 2) {
+      const d1 = f32x4.splat(d * <f32>scaleK4(src + 4, is));
+      const m1 = f32x4.splat(min * <f32>minK4(src + 4, is));
+      const d2 = f32x4.splat(d * <f32>scaleK4(src + 4, is + 1));
+      const m2 = f32x4.splat(min * <f32>minK4(src + 4, is + 1));
+      const b1 = i8x16.splat(<i8>u1);
+      const b2 = i8x16.splat(<i8>(u1 << 1));
+      const q0 = v128.load(q);
+      const q1 = v128.load(q + 16);
+      put16sub(dst, v128.or(lowNibbles(q0), v128.andnot(sixteen, i8x16.eq(v128.and(h0, b1), zero))), d1, m1);
+      put16sub(dst + 64, v128.or(lowNibbles(q1), v128.andnot(sixteen, i8x16.eq(v128.and(h1, b1), zero))), d1, m1);
+      put16sub(dst + 128, v128.or(highNibbles(q0), v128.andnot(sixteen, i8x16.eq(v128.and(h0, b2), zero))), d2, m2);
+      put16sub(dst + 192, v128.or(highNibbles(q1), v128.andnot(sixteen, i8x16.eq(v128.and(h1, b2), zero))), d2, m2);
+    }
+  }
+}
+
+// Q6_K (210 B): ql[128] (bits 0-3) | qh[64] (bits 4-5) | scales:i8[16] | d:f16; x = (d * sc) * (q - 32)
+// per 128 outputs: ql 64 bytes, qh 32 bytes, 8 scales; element l (0..31) of each quarter:
+//   q1 = ql[l] & 15 | (qh[l] & 3) << 4         -> out[l],      scale 0 + l / 16
+//   q2 = ql[l + 32] & 15 | (qh[l] >> 2 & 3) << 4 -> out[l + 32], scale 2 + l / 16
+//   q3 = ql[l] >> 4 | (qh[l] >> 4 & 3) << 4     -> out[l + 64], scale 4 + l / 16
+//   q4 = ql[l + 32] >> 4 | (qh[l] >> 6) << 4    -> out[l + 96], scale 6 + l / 16
+function rowQ6_K(src: usize, dst: usize, k: i32): void {
+  const three = i8x16.splat(3);
+  const off = i8x16.splat(32);
+  for (let b = 0; b < k; b += 256, src += 210) {
+    const d = f16At(src + 208);
+    for (let h: usize = 0; h < 2; h++) {
+      const ql = src + h * 64;
+      const qh = src + 128 + h * 32;
+      const sc = src + 192 + h * 8;
+      const o = dst + h * 512;
+      for (let l: usize = 0; l < 32; l += 16) {
+        const is = l >> 4;
+        const a = v128.load(ql + l);
+        const c = v128.load(ql + l + 32);
+        const hb = v128.load(qh + l);
+        const q1 = v128.or(lowNibbles(a), i8x16.shl(v128.and(hb, three), 4));
+        const q2 = v128.or(lowNibbles(c), i8x16.shl(v128.and(i8x16.shr_u(hb, 2), three), 4));
+        const q3 = v128.or(highNibbles(a), i8x16.shl(v128.and(i8x16.shr_u(hb, 4), three), 4));
+        const q4 = v128.or(highNibbles(c), i8x16.shl(i8x16.shr_u(hb, 6), 4));
+        put16(o + l * 4, i8x16.sub(q1, off), f32x4.splat(d * <f32>load<i8>(sc + is)));
+        put16(o + (l + 32) * 4, i8x16.sub(q2, off), f32x4.splat(d * <f32>load<i8>(sc + is + 2)));
+        put16(o + (l + 64) * 4, i8x16.sub(q3, off), f32x4.splat(d * <f32>load<i8>(sc + is + 4)));
+        put16(o + (l + 96) * 4, i8x16.sub(q4, off), f32x4.splat(d * <f32>load<i8>(sc + is + 6)));
+      }
+    }
+    dst += 1024;
+  }
+}
+
+// Q8_K (292 B): d:f32 | qs:i8[256] | bsums:i16[16]
+function rowQ8_K(src: usize, dst: usize, k: i32): void {
+  for (let b = 0; b < k; b += 256, src += 292, dst += 1024) {
+    const d = f32x4.splat(load<f32>(src));
+    for (let j: usize = 0; j < 256; j += 16) put16(dst + j * 4, v128.load(src + 4 + j), d);
+  }
+}
+
+// IQ4_NL (18 B): d:f16 | qs[16]; x = d * kvalues[q], the non-linear 16-level grid of ggml
+// IQ4_XS (136 B): d:f16 | scales_h:u16 | scales_l[4] | qs[128]; 8 sub-blocks of 32, 6-bit scales - 32
+// @ts-ignore: decorator
+@inline function iq4Grid(): v128 {
+  return i8x16(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113);
+}
+
+function rowIQ4_NL(src: usize, dst: usize, k: i32): void {
+  const grid = iq4Grid();
+  for (let b = 0; b < k; b += 32, src += 18, dst += 128) {
+    const d = f32x4.splat(f16At(src));
+    const q = v128.load(src + 2);
+    put16(dst, i8x16.swizzle(grid, lowNibbles(q)), d);
+    put16(dst + 64, i8x16.swizzle(grid, highNibbles(q)), d);
+  }
+}
+
+function rowIQ4_XS(src: usize, dst: usize, k: i32): void {
+  const grid = iq4Grid();
+  for (let b = 0; b < k; b += 256, src += 136) {
+    const d = f16At(src);
+    const sh = <u32>load<u16>(src + 2);
+    for (let ib: u32 = 0; ib < 8; ib++, dst += 128) {
+      const ls = (((<u32>load<u8>(src + 4 + (ib >> 1)) >> (4 * (ib & 1))) & 0xf) | (((sh >> (2 * ib)) & 3) << 4));
+      const dl = f32x4.splat(d * <f32>(<i32>ls - 32));
+      const q = v128.load(src + 8 + 16 * ib);
+      put16(dst, i8x16.swizzle(grid, lowNibbles(q)), dl);
+      put16(dst + 64, i8x16.swizzle(grid, highNibbles(q)), dl);
+    }
+  }
+}
+
+/** Does this module dequantize GGML type `type`? */
+export function hasType(type: i32): i32 {
+  switch (type) {
+    case 0: case 1: case 2: case 3: case 6: case 7: case 8: case 9: case 10: case 11: case 12: case 13: case 14: case 15:
+    case 20: case 23: case 30:
+      return 1;
+  }
+  return 0;
+}
+
+/** Dequantize `rows` rows of k elements (stored rowBytes apart) to f32 rows kx floats apart (zeros after k). */
+export function dequantize(type: i32, src: usize, rowBytes: usize, rows: i32, k: i32, dst: usize, kx: i32): void {
+  for (let r = 0; r < rows; r++, src += rowBytes, dst += <usize>kx * 4) {
+    switch (type) {
+      case 0: rowF32(src, dst, k); break;
+      case 1: rowF16(src, dst, k); break;
+      case 2: rowQ4_0(src, dst, k); break;
+      case 3: rowQ4_1(src, dst, k); break;
+      case 6: rowQ5_0(src, dst, k); break;
+      case 7: rowQ5_1(src, dst, k); break;
+      case 8: rowQ8_0(src, dst, k); break;
+      case 9: rowQ8_1(src, dst, k); break;
+      case 10: rowQ2_K(src, dst, k); break;
+      case 11: rowQ3_K(src, dst, k); break;
+      case 12: rowQ4_K(src, dst, k); break;
+      case 13: rowQ5_K(src, dst, k); break;
+      case 14: rowQ6_K(src, dst, k); break;
+      case 15: rowQ8_K(src, dst, k); break;
+      case 20: rowIQ4_NL(src, dst, k); break;
+      case 23: rowIQ4_XS(src, dst, k); break;
+      case 30: rowBF16(src, dst, k); break;
+      default: unreachable();
+    }
+    if (kx > k) memory.fill(dst + <usize>k * 4, 0, <usize>(kx - k) * 4);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Jobs. A job is a block of i32 parameters in memory; threads call runChunk(job, chunk, thread) for
+// the chunks they claim (src/kernels/threads.ts). Matmul job (i32 words):
+//   0 kind = 1 | 1 type | 2 w | 3 rowBytes | 4 x | 5 xStride (bytes) | 6 T | 7 K | 8 Kx | 9 y
+//   10 N (y row stride, floats) | 11 rows | 12 chunkRows | 13 scratch | 14 scratch bytes per thread
+// Rows [c * chunkRows, min(rows, (c + 1) * chunkRows)) of W (row r at w + r * rowBytes) go to columns
+// r of y (y[t][r] at y + (t * N + r) * 4).
+
+// @ts-ignore: decorator
+@inline function param(job: usize, i: usize): i32 {
+  return load<i32>(job + i * 4);
+}
+
+function matmulChunk(job: usize, chunk: i32, thread: i32): void {
+  const type = param(job, 1);
+  const rowBytes = <usize>param(job, 3);
+  const T = param(job, 6);
+  const K = param(job, 7);
+  const Kx = param(job, 8);
+  const N = <usize>param(job, 10);
+  const rows = param(job, 11);
+  const chunkRows = param(job, 12);
+  const r0 = chunk * chunkRows;
+  const nr = min(chunkRows, rows - r0);
+  if (nr <= 0) return;
+  let w = <usize>param(job, 2) + <usize>r0 * rowBytes;
+  let ws = rowBytes;
+  if (type != 0 || (K & 3) != 0) {
+    const scratch = <usize>param(job, 13) + <usize>thread * <usize>param(job, 14);
+    dequantize(type, w, rowBytes, nr, K, scratch, Kx);
+    w = scratch;
+    ws = <usize>Kx * 4;
+  }
+  const x = <usize>param(job, 4);
+  const xs = <usize>param(job, 5);
+  const y = <usize>param(job, 9) + <usize>r0 * 4;
+  const n = <usize>Kx * 4;
+  for (let t = 0; t < T; t += TOKEN_BLOCK) {
+    multiply(w, ws, nr, x + <usize>t * xs, xs, min(TOKEN_BLOCK, T - t), n, y + <usize>t * N * 4, N * 4);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Element-wise: exp in f32 lanes, SwiGLU, log-sum-exp.
+
+/**
+ * exp(x) for 4 lanes: x = n ln2 + r (n = round(x / ln2), ln2 split in two parts so that n ln2 is exact),
+ * |r| <= ln2 / 2, exp(r) by its Taylor polynomial to r^7 (truncation < 2e-9), times 2^n through the
+ * exponent bits. x is clamped to [-87, 88]: exp(-87) ~ 1.6e-38 is still normal, exp(88) ~ 1.7e38 finite.
+ * Relative error about 2 ulp.
+ */
+// @ts-ignore: decorator
+@inline function exp4(x: v128): v128 {
+  x = f32x4.pmax(f32x4.pmin(x, f32x4.splat(88)), f32x4.splat(-87));
+  const n = f32x4.nearest(f32x4.mul(x, f32x4.splat(1.4426950408889634)));
+  let r = f32x4.sub(x, f32x4.mul(n, f32x4.splat(0.693359375))); // ln2 high part, 9 bits
+  r = f32x4.sub(r, f32x4.mul(n, f32x4.splat(-2.12194440e-4))); // ln2 - 0.693359375
+  let p = f32x4.splat(1.0 / 5040);
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.0 / 720));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.0 / 120));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.0 / 24));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.0 / 6));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(0.5));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1));
+  return i32x4.add(p, i32x4.shl(i32x4.trunc_sat_f32x4_s(n), 23));
+}
+
+/** exp of n values at x into y (tests) */
+export function expArray(x: usize, y: usize, n: i32): void {
+  let i = 0;
+  for (; i + 4 <= n; i += 4) v128.store(y + <usize>i * 4, exp4(v128.load(x + <usize>i * 4)));
+  for (; i < n; i++) store<f32>(y + <usize>i * 4, f32x4.extract_lane(exp4(f32x4.splat(load<f32>(x + <usize>i * 4))), 0));
+}
+
+/** SwiGLU in place: g[i] = g[i] / (1 + exp(-g[i])) * u[i] */
+export function siluMul(g: usize, u: usize, n: i32): void {
+  const one = f32x4.splat(1);
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const o = <usize>i * 4;
+    const x = v128.load(g + o);
+    v128.store(g + o, f32x4.mul(f32x4.div(x, f32x4.add(one, exp4(f32x4.neg(x)))), v128.load(u + o)));
+  }
+  for (; i < n; i++) {
+    const o = <usize>i * 4;
+    const x = load<f32>(g + o);
+    store<f32>(g + o, (x / (1 + f32x4.extract_lane(exp4(f32x4.splat(-x)), 0))) * load<f32>(u + o));
+  }
+}
+
+/** log sum_i exp(x[i] - max) of n values (max = the largest x, passed in), summed in f64 */
+export function logSumExp(x: usize, n: i32, max: f32): f64 {
+  const m = f32x4.splat(max);
+  let a = f32x4.splat(0);
+  let sum: f64 = 0;
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    a = f32x4.add(a, exp4(f32x4.sub(v128.load(x + <usize>i * 4), m)));
+    if ((i & 255) == 252) {
+      // flush the f32 lanes every 64 vectors (each lane holds at most 64 values <= 1)
+      sum += <f64>f32x4.extract_lane(a, 0) + <f64>f32x4.extract_lane(a, 1) + <f64>f32x4.extract_lane(a, 2) + <f64>f32x4.extract_lane(a, 3);
+      a = f32x4.splat(0);
+    }
+  }
+  sum += <f64>f32x4.extract_lane(a, 0) + <f64>f32x4.extract_lane(a, 1) + <f64>f32x4.extract_lane(a, 2) + <f64>f32x4.extract_lane(a, 3);
+  for (; i < n; i++) sum += <f64>f32x4.extract_lane(exp4(f32x4.splat(load<f32>(x + <usize>i * 4) - max)), 0);
+  return Math.log(sum);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Causal attention of T tokens at positions pos0 .. pos0 + T - 1, one head per chunk. Token t sees
+// positions 0 .. pos0 + t of the cache:
+//   s[p] = (q · k[p]) * scale,  e[p] = exp(s[p] - max s),  out = (sum_p e[p] v[p]) / sum_p e[p]
+// Query head h reads key/value head h / group. The dot products are in 4 lanes like the matmul's; the
+// exponentials in f32 lanes (exp4, below), their sum in f64; the weighted sum of values in f32 lanes.
+// Attention job (i32 words):
+//   0 kind = 2 | 1 q | 2 q row stride (bytes) | 3 keys | 4 values | 5 cache row stride (bytes) | 6 T
+//   7 pos0 | 8 headDim | 9 group | 10 scale (f32 bits) | 11 out | 12 out row stride (bytes)
+//   13 scratch | 14 scratch bytes per thread (4 bytes per position)
+
+/** q · k over n bytes (a multiple of 16) for 4 keys k0 + j * ks, scaled, into s[0..4) */
+// @ts-ignore: decorator
+@inline function dot4(q: usize, k0: usize, ks: usize, n: usize, scale: f32, s: usize): void {
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+  const k1 = k0 + ks, k2 = k0 + 2 * ks, k3 = k0 + 3 * ks;
+  for (let i: usize = 0; i < n; i += 16) {
+    const u = v128.load(q + i);
+    a0 = fma(u, v128.load(k0 + i), a0);
+    a1 = fma(u, v128.load(k1 + i), a1);
+    a2 = fma(u, v128.load(k2 + i), a2);
+    a3 = fma(u, v128.load(k3 + i), a3);
+  }
+  store<f32>(s, hsum(a0) * scale);
+  store<f32>(s, hsum(a1) * scale, 4);
+  store<f32>(s, hsum(a2) * scale, 8);
+  store<f32>(s, hsum(a3) * scale, 12);
+}
+
+function attentionChunk(job: usize, h: i32, thread: i32): void {
+  const q0 = <usize>param(job, 1) + <usize>h * <usize>param(job, 8) * 4;
+  const qs = <usize>param(job, 2);
+  const hd = <usize>param(job, 8);
+  const n = hd * 4;
+  const kvOff = <usize>(h / param(job, 9)) * n;
+  const keys = <usize>param(job, 3) + kvOff;
+  const values = <usize>param(job, 4) + kvOff;
+  const cs = <usize>param(job, 5);
+  const T = param(job, 6);
+  const pos0 = param(job, 7);
+  const scale = reinterpret<f32>(param(job, 10));
+  const o0 = <usize>param(job, 11) + <usize>h * n;
+  const os = <usize>param(job, 12);
+  const s = <usize>param(job, 13) + <usize>thread * <usize>param(job, 14);
+  for (let t = 0; t < T; t++) {
+    const q = q0 + <usize>t * qs;
+    const np = pos0 + t + 1;
+    // scores
+    let p = 0;
+    for (; p + 4 <= np; p += 4) dot4(q, keys + <usize>p * cs, cs, n, scale, s + <usize>p * 4);
+    for (; p < np; p++) {
+      let a = f32x4.splat(0);
+      const k = keys + <usize>p * cs;
+      for (let i: usize = 0; i < n; i += 16) a = fma(v128.load(q + i), v128.load(k + i), a);
+      store<f32>(s + <usize>p * 4, hsum(a) * scale);
+    }
+    let max: f32 = -Infinity;
+    for (p = 0; p < np; p++) max = Mathf.max(max, load<f32>(s + <usize>p * 4));
+    // e[p] = exp(s[p] - max) <= 1, 4 at a time (exp4), summed in f64 per vector
+    const m = f32x4.splat(max);
+    let sum: f64 = 0;
+    for (p = 0; p + 4 <= np; p += 4) {
+      const e = exp4(f32x4.sub(v128.load(s + <usize>p * 4), m));
+      v128.store(s + <usize>p * 4, e);
+      sum += <f64>f32x4.extract_lane(e, 0) + <f64>f32x4.extract_lane(e, 1) + <f64>f32x4.extract_lane(e, 2) + <f64>f32x4.extract_lane(e, 3);
+    }
+    for (; p < np; p++) {
+      const e = f32x4.extract_lane(exp4(f32x4.splat(load<f32>(s + <usize>p * 4) - max)), 0);
+      store<f32>(s + <usize>p * 4, e);
+      sum += <f64>e;
+    }
+    const inv = f32x4.splat(<f32>(1 / sum));
+    // out = sum_p e[p] v[p] / sum, 8 vectors (32 values) of the head at a time
+    const o = o0 + <usize>t * os;
+    let i: usize = 0;
+    for (; i + 128 <= n; i += 128) {
+      let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+      let a4 = f32x4.splat(0), a5 = f32x4.splat(0), a6 = f32x4.splat(0), a7 = f32x4.splat(0);
+      for (p = 0; p < np; p++) {
+        const e = v128.load32_splat(s + <usize>p * 4);
+        const v = values + <usize>p * cs + i;
+        a0 = fma(e, v128.load(v), a0);
+        a1 = fma(e, v128.load(v, 16), a1);
+        a2 = fma(e, v128.load(v, 32), a2);
+        a3 = fma(e, v128.load(v, 48), a3);
+        a4 = fma(e, v128.load(v, 64), a4);
+        a5 = fma(e, v128.load(v, 80), a5);
+        a6 = fma(e, v128.load(v, 96), a6);
+        a7 = fma(e, v128.load(v, 112), a7);
+      }
+      v128.store(o + i, f32x4.mul(a0, inv));
+      v128.store(o + i, f32x4.mul(a1, inv), 16);
+      v128.store(o + i, f32x4.mul(a2, inv), 32);
+      v128.store(o + i, f32x4.mul(a3, inv), 48);
+      v128.store(o + i, f32x4.mul(a4, inv), 64);
+      v128.store(o + i, f32x4.mul(a5, inv), 80);
+      v128.store(o + i, f32x4.mul(a6, inv), 96);
+      v128.store(o + i, f32x4.mul(a7, inv), 112);
+    }
+    for (; i < n; i += 16) {
+      let a = f32x4.splat(0);
+      for (p = 0; p < np; p++) a = fma(v128.load32_splat(s + <usize>p * 4), v128.load(values + <usize>p * cs + i), a);
+      v128.store(o + i, f32x4.mul(a, inv));
+    }
+  }
+}
+
+export function runChunk(job: usize, chunk: i32, thread: i32): void {
+  switch (param(job, 0)) {
+    case 1: matmulChunk(job, chunk, thread); break;
+    case 2: attentionChunk(job, chunk, thread); break;
+    default: unreachable();
+  }
+}
