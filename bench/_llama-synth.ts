@@ -14,6 +14,7 @@ import { gguf, GgufWriter, type GgufTensorSpec, type GgufValue } from '../src/io
 import { ggufLlamaMetadata } from '../src/io/hf-llama.js';
 import { parseSentencepieceModel } from '../src/io/vocab.js';
 import { ggmlTypeByName } from '../src/quant/ggml/types.js';
+import { xorshift32 } from '../src/rng.js';
 
 export interface SynthShape {
   dim: number;
@@ -27,15 +28,8 @@ export const LLAMA_100M: SynthShape = { dim: 768, hiddenDim: 2816, nLayers: 12, 
 
 /** xorshift32 uniforms -> Box-Muller normals */
 function normals(seed: number): (out: Float32Array, std: number) => void {
-  let s = seed >>> 0 || 1;
-  const u = () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return (s + 0.5) / 4294967296;
-  };
+  const next = xorshift32(seed);
+  const u = () => (next() + 0.5) / 4294967296;
   return (out, std) => {
     for (let i = 0; i < out.length; i += 2) {
       const r = std * Math.sqrt(-2 * Math.log(u()));

@@ -11,6 +11,7 @@ import { gguf, GgufWriter, type GgufValue } from '../src/io/gguf.js';
 import { emptyImatrix, type Imatrix } from '../src/algos/imatrix.js';
 import type { ByteSink } from '../src/io/sink.js';
 import { ggmlTypeByName, type GgmlTypeInfo } from '../src/quant/ggml/types.js';
+import { xorshift32 } from '../src/rng.js';
 
 export interface SyntheticLlama {
   dim: number;
@@ -72,15 +73,8 @@ function streamSeed(name: string, seed: number): number {
 
 /** xorshift32 uniform in [0, 1) */
 function rng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 4294967296;
-  };
+  const next = xorshift32(seed);
+  return () => next() / 4294967296;
 }
 
 /** Fill one tensor's values, rows [row0, row0 + out.length / rowLength). */

@@ -11,6 +11,7 @@ import { decodeRef, encodeRef, fakeQuantRef, allocCodes, type CastOptions } from
 import { decodeOne } from '../src/formats/cast.js';
 import type { Format } from '../src/formats/descriptor.js';
 import { parseFormat } from '../src/formats/registry.js';
+import { xorshift32 } from '../src/rng.js';
 
 const FORMATS: Format[] = [
   'fp8_e4m3fn', 'fp8_e4m3fnuz', 'fp8_e5m2', 'fp8_e5m2fnuz', 'fp4_e2m1fn', 'fp6_e2m3fn', 'fp6_e3m2fn',
@@ -27,17 +28,7 @@ FORMATS.push(
 const u32 = (a: Float32Array) => new Uint32Array(a.buffer, a.byteOffset, a.length);
 const bitsToF32 = (bits: number[]) => new Float32Array(new Uint32Array(bits).buffer);
 
-/** xorshift32, deterministic */
-function rng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return (s >>>= 0);
-  };
-}
+const rng = xorshift32;
 
 const SPECIAL_BITS = [
   0x00000000, 0x80000000, 0x00000001, 0x80000001, 0x007fffff, 0x807fffff, 0x00800000, 0x80800000, 0x00400000,

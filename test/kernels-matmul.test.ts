@@ -18,21 +18,15 @@ import { Llama } from '../src/model/llama.js';
 import { matmulRef } from '../src/model/matmul.js';
 import { ggmlCodecs } from '../src/quant/ggml/registry.js';
 import { ggmlRowBytes, type GgmlTypeInfo } from '../src/quant/ggml/types.js';
+import { xorshift32 } from '../src/rng.js';
 
 v8.setFlagsFromString('--experimental-wasm-relaxed-simd');
 const variants = hasRelaxedSimd() ? (['relaxed', 'simd'] as const) : (['simd'] as const);
 const U = 2 ** -24;
 
 function rng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 2 ** 32;
-  };
+  const next = xorshift32(seed);
+  return () => next() / 2 ** 32;
 }
 
 function normals(n: number, r: () => number): Float32Array {

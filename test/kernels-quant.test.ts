@@ -16,6 +16,7 @@ import { setWasmVariant, type WasmVariant } from '../src/kernels/wasm.js';
 import { ggmlTypeByName, kquantRefQuantizers, legacyRefQuantizers } from '../src/quant/ggml/index.js';
 import { ggmlCodec, ggmlFastQuantizer, ggmlReferenceDequantizer, ggmlReferenceQuantizer } from '../src/quant/ggml/registry.js';
 import { loadGolden } from './ggml-golden.js';
+import { xorshift32 } from '../src/rng.js';
 
 const TYPES = Object.keys(WASM_QUANTIZERS);
 const VARIANTS: WasmVariant[] = hasSimd() ? (hasRelaxedSimd() ? ['relaxed', 'simd'] : ['simd']) : [];
@@ -72,14 +73,7 @@ function compare(label: string, x: Float32Array, rows: number, rowLength: number
 
 /** xorshift32 + Box-Muller, deterministic */
 function rng(seed: number) {
-  let s = seed >>> 0 || 1;
-  const next = () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return (s >>>= 0);
-  };
+  const next = xorshift32(seed);
   const uniform = () => next() / 4294967296;
   const normal = () => Math.sqrt(-2 * Math.log(1 - uniform())) * Math.cos(2 * Math.PI * uniform());
   return { next, uniform, normal };

@@ -9,19 +9,14 @@ import { LowbitError } from '../src/errors.js';
 import '../src/kernels/scheme-quant.js';
 import { setWasmVariant, type WasmVariant } from '../src/kernels/wasm.js';
 import { fastPath, quantizeScheme, resolveScheme } from '../src/quant/registry.js';
+import { xorshift32 } from '../src/rng.js';
 
 const IDS = ['mxfp8_e4m3', 'mxfp8_e5m2', 'mxfp6_e2m3', 'mxfp6_e3m2', 'mxfp4', 'nvfp4'];
 const VARIANTS: WasmVariant[] = [...(hasSimd() ? (hasRelaxedSimd() ? ['relaxed', 'simd'] : ['simd']) : []), 'off'] as WasmVariant[];
 
 function rng(seed: number) {
-  let s = seed >>> 0 || 1;
-  const u = () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return (s >>>= 0) / 4294967296;
-  };
+  const next = xorshift32(seed);
+  const u = () => next() / 4294967296;
   return { u, normal: () => Math.sqrt(-2 * Math.log(1 - u())) * Math.cos(2 * Math.PI * u()) };
 }
 
