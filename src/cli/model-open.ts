@@ -10,7 +10,7 @@ import { openModelFile, type ModelFile } from '../io/model-file.js';
 import type { ByteSource } from '../io/source.js';
 import type { ByteSink } from '../io/sink.js';
 import type { AtomicFile } from './files.js';
-import { asyncFileSource, type FileSource } from './node-source.js';
+import { fileSet } from './node-source.js';
 
 /**
  * A sink over an AtomicFile whose writes run on the thread pool, at most `depth` in flight (bounded
@@ -45,15 +45,9 @@ export function pipelinedSink(f: AtomicFile, depth = 2): ByteSink & { flush(): P
 }
 
 export async function openModelPath(file: string): Promise<{ model: ModelFile; close(): void }> {
-  const opened: FileSource[] = [];
-  const open = (f: string): FileSource => {
-    const s = asyncFileSource(f);
-    opened.push(s);
-    return s;
-  };
-  const close = () => {
-    for (const s of opened) s.close();
-  };
+  const files = fileSet('async');
+  const open = files.open;
+  const close = files.close;
   try {
     const dir = path.dirname(file);
     const model = await openModelFile(open(file), {

@@ -50,3 +50,19 @@ export function fileSource(file: string): FileSource {
 export function asyncFileSource(file: string): FileSource {
   return sourceOver(file, (fd, buf, off, len, pos) => new Promise<number>((resolve, reject) => fs.read(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n)))));
 }
+
+/** Files opened on demand and closed together: `open` (sync reads or thread-pool reads), `close()`. */
+export function fileSet(kind: 'sync' | 'async' = 'sync'): { open(file: string): FileSource; close(): void } {
+  const opened: FileSource[] = [];
+  return {
+    open(file) {
+      const s = kind === 'sync' ? fileSource(file) : asyncFileSource(file);
+      opened.push(s);
+      return s;
+    },
+    close() {
+      for (const s of opened) s.close();
+      opened.length = 0;
+    },
+  };
+}

@@ -3,7 +3,7 @@ import { fail } from '../../errors.js';
 import { logitsFileBase, modelBase, perplexity, type BaseSource, type PerplexityResult } from '../../eval/perplexity.js';
 import type { Command } from '../args.js';
 import { withAtomicFile } from '../files.js';
-import { fileSource, type FileSource } from '../node-source.js';
+import { fileSet } from '../node-source.js';
 import { threadsFrom, threadsOption } from '../threads.js';
 import { loadModelPath } from './generate.js';
 
@@ -41,12 +41,8 @@ export const evalCommand: Command = {
     { name: 'json', type: 'boolean', help: 'print one JSON object', default: false },
   ],
   async run(a) {
-    const opened: FileSource[] = [];
-    const open = (f: string) => {
-      const s = fileSource(f);
-      opened.push(s);
-      return s;
-    };
+    const files = fileSet();
+    const open = files.open;
     try {
       if (a.values.base && a.values['base-logits']) fail('give either --base or --base-logits, not both');
       const tokFile = a.values.tokenizer as string | undefined;
@@ -87,7 +83,7 @@ export const evalCommand: Command = {
         process.stdout.write(JSON.stringify({ ppl, pplStderr, nll, tokens: n, chunks, ctx: c, seconds, tokensPerSecond: (chunks * c) / seconds, pplBase, kld, top1, dp }) + '\n');
       } else process.stdout.write(report(r));
     } finally {
-      for (const s of opened) s.close();
+      files.close();
     }
   },
 };

@@ -6,7 +6,7 @@ import { loadModel, type LoadedModel, type LoadModelOptions } from '../../eval/l
 import { isLowbitSafetensors } from '../../eval/load-lowbit.js';
 import type { Command } from '../args.js';
 import { readSiblingConfig } from '../model-open.js';
-import { fileSource, type FileSource } from '../node-source.js';
+import { fileSet } from '../node-source.js';
 import { threadsFrom, threadsOption } from '../threads.js';
 
 /**
@@ -14,12 +14,8 @@ import { threadsFrom, threadsOption } from '../threads.js';
  * tokenizer.model from there too when no tokenizer is given.
  */
 export async function loadModelPath(file: string, tokenizer: string | undefined, opts: Omit<LoadModelOptions, 'tokenizer' | 'hfConfig'>): Promise<LoadedModel> {
-  const opened: FileSource[] = [];
-  const open = (f: string) => {
-    const s = fileSource(f);
-    opened.push(s);
-    return s;
-  };
+  const files = fileSet();
+  const open = files.open;
   try {
     const src = open(file);
     const head = await src.read(0, Math.min(src.size, 9));
@@ -31,7 +27,7 @@ export async function loadModelPath(file: string, tokenizer: string | undefined,
     const tok = tokenizer ?? (safetensors && existsSync(sibling) ? sibling : undefined);
     return await loadModel(src, { ...opts, hfConfig, tokenizer: tok ? open(tok) : undefined });
   } finally {
-    for (const s of opened) s.close();
+    files.close();
   }
 }
 
