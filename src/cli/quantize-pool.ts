@@ -128,6 +128,9 @@ export class QuantizePool implements RowQuantizer {
     });
   }
 
+  private scratchIn = new SharedArrayBuffer(0);
+  private scratchOut = new SharedArrayBuffer(0);
+
   /** A zero-filled float array in shared memory: tensors read into it reach the workers without a copy. */
   allocate(n: number): Float32Array {
     return new Float32Array(new SharedArrayBuffer(n * 4));
@@ -152,11 +155,15 @@ export class QuantizePool implements RowQuantizer {
       input = src.buffer;
       inputOffset = src.byteOffset;
     } else {
-      input = new SharedArrayBuffer(n * 4);
-      new Float32Array(input).set(src.subarray(0, n));
+      // one grow-only shared scratch for inputs and one for outputs: fresh SharedArrayBuffers per slab
+      // are external memory the GC frees late, and peak RSS grew by gigabytes on a 4.4 GB model
+      if (this.scratchIn.byteLength < n * 4) this.scratchIn = new SharedArrayBuffer(n * 4);
+      input = this.scratchIn;
+      new Float32Array(input, 0, n).set(src.subarray(0, n));
     }
+    if (this.scratchOut.byteLength < nRows * rowBytes) this.scratchOut = new SharedArrayBuffer(nRows * rowBytes);
     const job: RowJob = {
-      type: type.name, input, inputOffset, output: new SharedArrayBuffer(nRows * rowBytes), nRows, rowLength, rowBytes, ranges,
+      type: type.name, input, inputOffset, output: this.scratchOut, nRows, rowLength, rowBytes, ranges,
       control: new SharedArrayBuffer(16), importance,
     };
     const workers = this.workers.map((w) => this.run(w, job));
@@ -169,7 +176,7 @@ export class QuantizePool implements RowQuantizer {
     const results = await Promise.allSettled(workers);
     this.lastSplit = { byWorkers: new Int32Array(job.control)[BY_WORKERS], ranges };
     if (failed || results.some((r) => r.status === 'rejected')) return inThread(); // reports the problem as the codec does
-    return new Uint8Array(job.output);
+    return new Uint8Array(job.output, 0, nRows * rowBytes).slice(); // the caller may keep it; the scratch is reused
   }
 
   /** Stop the workers (idle workers do not keep the process alive either way). */
