@@ -192,10 +192,13 @@ export function setCodes(layout: CodeLayout, bytes: Uint8Array, bo: number, code
 }
 
 /**
- * The grid of every element of one block: sorted distinct finite values and the code of each.
- * values/codes are blockSize x nCodes; count[j] levels are valid for element j.
+ * The grids of `slots` blocks: for each element j of the block in a slot, its distinct finite values in
+ * increasing order and the code of each. Element (slot, j) uses values/codes at ((slot * blockSize + j)
+ * * nCodes) .. + count[slot * blockSize + j].
  */
-export class BlockLevels {
+export class BlockGrids {
+  readonly codec: BlockCodec;
+  readonly layout: CodeLayout;
   readonly nCodes: number;
   readonly values: Float32Array;
   readonly codes: Uint16Array;
@@ -205,20 +208,22 @@ export class BlockLevels {
   private readonly codeBuf: Uint16Array;
   private readonly order: number[];
 
-  constructor(readonly codec: BlockCodec, readonly layout: CodeLayout) {
-    this.nCodes = 1 << layout.bits;
+  constructor(codec: BlockCodec, slots = 1) {
+    this.codec = codec;
+    this.layout = codeLayout(codec);
+    this.nCodes = 1 << this.layout.bits;
     const bs = codec.blockSize;
-    this.values = new Float32Array(bs * this.nCodes);
-    this.codes = new Uint16Array(bs * this.nCodes);
-    this.count = new Uint16Array(bs);
+    this.values = new Float32Array(slots * bs * this.nCodes);
+    this.codes = new Uint16Array(slots * bs * this.nCodes);
+    this.count = new Uint16Array(slots * bs);
     this.raw = new Float32Array(bs * this.nCodes);
     this.work = new Uint8Array(codec.blockBytes);
     this.codeBuf = new Uint16Array(bs);
     this.order = Array.from({ length: this.nCodes }, (_, i) => i);
   }
 
-  /** Compute the levels of the block at bytes[bo ..]. */
-  load(bytes: Uint8Array, bo: number): void {
+  /** Compute the grids of the block at bytes[bo ..] into `slot`. */
+  load(slot: number, bytes: Uint8Array, bo: number): void {
     const { codec, layout, nCodes, raw } = this;
     const bs = codec.blockSize;
     for (let c = 0; c < nCodes; c++) {
@@ -245,7 +250,8 @@ export class BlockLevels {
           return va - vb || a - b;
         });
       }
-      const o = j * nCodes;
+      const e = slot * bs + j;
+      const o = e * nCodes;
       let n = 0;
       for (let i = 0; i < nCodes; i++) {
         const c = ord[i];
@@ -257,38 +263,39 @@ export class BlockLevels {
         n++;
       }
       if (n === 0) fail(`${codec.name}: a block has no finite value for element ${j}`);
-      this.count[j] = n;
+      this.count[e] = n;
     }
   }
 
-  /** index (into values/codes at j * nCodes) of the level of element j nearest to x; ties go down */
-  nearest(j: number, x: number): number {
-    const o = j * this.nCodes;
+  /** index into values/codes of the level of element j of `slot` nearest to x; ties go down */
+  nearest(slot: number, j: number, x: number): number {
+    const e = slot * this.codec.blockSize + j;
+    const o = e * this.nCodes;
     const v = this.values;
-    let lo = 0;
-    let hi = this.count[j] - 1;
-    if (x <= v[o]) return o;
-    if (x >= v[o + hi]) return o + hi;
+    let lo = o;
+    let hi = o + this.count[e] - 1;
+    if (!(x > v[lo])) return lo;
+    if (x >= v[hi]) return hi;
     while (hi - lo > 1) {
       const mid = (lo + hi) >> 1;
-      if (v[o + mid] <= x) lo = mid;
+      if (v[mid] <= x) lo = mid;
       else hi = mid;
     }
-    return x - v[o + lo] <= v[o + hi] - x ? o + lo : o + hi;
+    return x - v[lo] <= v[hi] - x ? lo : hi;
   }
 }
 
 /**
- * Round x (one block) to the grid of the given block bytes: writes the codes into bytes and the
- * values into q (the "requantize with fixed scales" step of clip searches and HQQ).
+ * Round x (one block) to the grid of the given block bytes (its scales kept): writes the codes into the
+ * bytes and the values into q. The "requantize with fixed scales" step of clip searches and HQQ.
  */
-export function snapToBlock(lv: BlockLevels, bytes: Uint8Array, bo: number, x: Float32Array, xo: number, q: Float32Array, qo: number, codes: Uint16Array): void {
-  lv.load(bytes, bo);
-  const bs = lv.codec.blockSize;
+export function snapToBlock(g: BlockGrids, bytes: Uint8Array, bo: number, x: Float32Array, xo: number, q: Float32Array, qo: number, codes: Uint16Array): void {
+  g.load(0, bytes, bo);
+  const bs = g.codec.blockSize;
   for (let j = 0; j < bs; j++) {
-    const i = lv.nearest(j, x[xo + j]);
-    q[qo + j] = lv.values[i];
-    codes[j] = lv.codes[i];
+    const i = g.nearest(0, j, x[xo + j]);
+    q[qo + j] = g.values[i];
+    codes[j] = g.codes[i];
   }
-  setCodes(lv.layout, bytes, bo, codes, bs);
+  setCodes(g.layout, bytes, bo, codes, bs);
 }
