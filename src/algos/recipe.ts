@@ -6,6 +6,7 @@
  */
 import { fail } from '../errors.js';
 import { LLAMA_FTYPES } from './llama-types.js';
+import { ptqOptions, type PtqOptions } from './ptq-options.js';
 
 export const RECIPE_VERSION = 1;
 
@@ -43,6 +44,8 @@ export interface Recipe {
   readonly rules: readonly RecipeRule[];
   /** default algorithm for rules that do not name one */
   readonly algorithm?: Algorithm;
+  /** options of the calibrated algorithms (see ptq-options.ts; absent fields take their defaults) */
+  readonly ptq?: Partial<PtqOptions>;
 }
 
 function deepFreeze<T>(o: T): T {
@@ -61,9 +64,10 @@ export function defineRecipe(o: unknown): Recipe {
   const r = o as Record<string, unknown>;
   if (r.lowbitRecipe !== RECIPE_VERSION) fail(`recipe: lowbitRecipe must be ${RECIPE_VERSION} (got ${JSON.stringify(r.lowbitRecipe)})`);
   if (typeof r.name !== 'string' || !r.name) fail('recipe: name must be a non-empty string');
-  const known = new Set(['lowbitRecipe', 'name', 'description', 'llama', 'rules', 'algorithm']);
+  const known = new Set(['lowbitRecipe', 'name', 'description', 'llama', 'rules', 'algorithm', 'ptq']);
   for (const k of Object.keys(r)) if (!known.has(k)) fail(`recipe: unknown field '${k}'`);
   if (r.algorithm !== undefined && !ALGORITHMS.includes(r.algorithm as Algorithm)) fail(`recipe: unknown algorithm '${r.algorithm}' (valid: ${ALGORITHMS.join(', ')})`);
+  if (r.ptq !== undefined) ptqOptions(r.ptq);
   if (r.llama !== undefined) {
     const l = r.llama as Record<string, unknown>;
     if (!l || typeof l !== 'object' || typeof l.ftype !== 'string') fail('recipe: llama.ftype must be a string');

@@ -70,6 +70,15 @@ export interface QuantizeReport {
 
 export interface QuantizeOptions {
   imatrix?: Imatrix;
+  /**
+   * Results of the calibrated algorithms (calibrate.ts runPtq): tensors already quantized (their bytes
+   * are written as given) and transformed float weights (rotation, AWQ/SmoothQuant scales) that replace
+   * the file's values for everything else.
+   */
+  ptq?: {
+    floats: ReadonlyMap<string, Float32Array>;
+    quantized: ReadonlyMap<string, { bytes: Uint8Array; sqnrDb: number }>;
+  };
   /** called after each tensor */
   onTensor?(done: number, total: number, r: TensorReport): void;
 }
@@ -176,7 +185,7 @@ function normalizeGgml(s: string): string {
 
 const rows = (ne: number[]) => ne.slice(1).reduce((a, b) => a * b, 1);
 
-async function readFloats(m: ModelFile, t: ModelTensor): Promise<Float32Array> {
+export async function readFloats(m: ModelFile, t: ModelTensor): Promise<Float32Array> {
   const bytes = await m.read(t);
   if (t.type === 'F32' || t.type === 'F16' || t.type === 'BF16' || t.type === 'F64') return toFloat32(t.type, bytes);
   const c = ggmlCodec(t.type);
@@ -237,12 +246,19 @@ export async function quantizeModel(m: ModelFile, plan: QuantizePlan, sink: Byte
     for (const p of plan.tensors) {
       const t = m.tensor(p.name);
       const n = t.nElements;
-      if (p.to === t.type) {
+      const pre = opts.ptq?.quantized.get(p.name);
+      if (pre) {
+        await w.write(pre.bytes);
+        done({ name: p.name, shape: p.ne, type: p.to, bytes: pre.bytes.length, bitsPerWeight: (pre.bytes.length * 8) / n, sqnrDb: pre.sqnrDb, ...(p.fallbackFrom ? { fallbackFrom: p.fallbackFrom } : {}) });
+        continue;
+      }
+      const transformed = opts.ptq?.floats.get(p.name);
+      if (p.to === t.type && !transformed) {
         await w.write(await m.read(t));
         done({ name: p.name, shape: p.ne, type: p.to, bytes: t.byteLength, bitsPerWeight: (t.byteLength * 8) / n, sqnrDb: Infinity });
         continue;
       }
-      const x = await readFloats(m, t);
+      const x = transformed ?? (await readFloats(m, t));
       const { bytes, dequant } = quantizeGgmlTensor(x, p.ne, p.ggml as GgmlTypeInfo, p.ggml && ggmlCodec(p.ggml)?.usesImportance ? importanceFor(opts.imatrix, p.name, p.ne[0]) : undefined);
       await w.write(bytes);
       done({ name: p.name, shape: p.ne, type: p.to, bytes: bytes.length, bitsPerWeight: (bytes.length * 8) / n, sqnrDb: sqnrDb(x, dequant), ...(p.fallbackFrom ? { fallbackFrom: p.fallbackFrom } : {}) });
@@ -263,7 +279,13 @@ export async function quantizeModel(m: ModelFile, plan: QuantizePlan, sink: Byte
     await w.begin();
     for (const p of plan.tensors) {
       const t = m.tensor(p.name);
-      const x = await readFloats(m, t);
+      const pre = opts.ptq?.quantized.get(p.name);
+      if (pre) {
+        await w.write(pre.bytes);
+        done({ name: p.name, shape: p.ne, type: p.scheme?.id ?? p.to, bytes: pre.bytes.length, bitsPerWeight: (pre.bytes.length * 8) / t.nElements, sqnrDb: pre.sqnrDb });
+        continue;
+      }
+      const x = opts.ptq?.floats.get(p.name) ?? (await readFloats(m, t));
       if (p.scheme) {
         for (let i = 0; i < x.length; i++) if (!Number.isFinite(x[i])) fail(`${p.name}: non-finite value at element ${i}`);
         const packed = p.scheme.quantizeRef(x, rows(p.ne), p.ne[0]);

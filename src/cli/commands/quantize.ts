@@ -1,7 +1,9 @@
 import * as fs from 'node:fs';
 import { fail } from '../../errors.js';
 import { LLAMA_FTYPES } from '../../algos/llama-types.js';
-import { llamaRecipe, recipeFromJSON, schemeRecipe, type Recipe } from '../../algos/recipe.js';
+import { PTQ_OPTIONS, ptqOptions } from '../../algos/ptq-options.js';
+import { ALGORITHMS, defineRecipe, llamaRecipe, recipeFromJSON, schemeRecipe, type Algorithm, type Recipe } from '../../algos/recipe.js';
+import { runPtq, type PtqOutput } from '../../pipeline/calibrate.js';
 import { planQuantization, quantizeModel, type QuantizeReport, type TensorReport } from '../../pipeline/quantize.js';
 import { readImatrix } from '../../pipeline/imatrix-file.js';
 import type { Command, ParsedArgs } from '../args.js';
@@ -10,7 +12,17 @@ import { openModelPath } from '../model-open.js';
 import { fileSource } from '../node-source.js';
 import { renderTable } from './formats.js';
 
+/** The recipe of the flags, with --algo and the PTQ options that were given folded in. */
 function recipeOf(a: ParsedArgs, output: 'gguf' | 'safetensors'): Recipe {
+  const base = baseRecipeOf(a, output);
+  const algo = a.values.algo as Algorithm | undefined;
+  const given = PTQ_OPTIONS.filter((o) => a.given.has(o.flag));
+  if (!algo && !given.length) return base;
+  const ptq = { ...(base.ptq ?? {}), ...Object.fromEntries(given.map((o) => [o.key, a.values[o.flag]])) };
+  return defineRecipe({ ...JSON.parse(JSON.stringify(base)), ...(algo ? { algorithm: algo } : {}), ...(Object.keys(ptq).length ? { ptq } : {}) });
+}
+
+function baseRecipeOf(a: ParsedArgs, output: 'gguf' | 'safetensors'): Recipe {
   const file = a.values.recipe as string | undefined;
   const type = a.values.type as string | undefined;
   if (file && type) fail('give either --type or --recipe, not both');
@@ -46,7 +58,8 @@ export function reportTable(r: QuantizeReport): string {
 export const quantizeCommand: Command = {
   name: 'quantize',
   summary: 'quantize a model to GGUF (llama.cpp types) or safetensors (generic schemes), with a per-tensor report',
-  usage: 'lowbit quantize IN OUT (--type T | --recipe FILE) [--imatrix F] [--pure] [--dry-run] [--json]',
+  usage:
+    'lowbit quantize IN OUT (--type T | --recipe FILE) [--algo rtn|gptq|awq|hqq] [--calib FILE --calib-tokens N --calib-ctx C --seed S] [--rotate hadamard] [--imatrix F] [--pure] [--dry-run] [--json]',
   positionals: [1, 2],
   options: [
     { name: 'type', type: 'string', help: 'llama.cpp file type (Q4_K_M, Q8_0, ...) or a scheme (int4, mxfp4, nvfp4, nf4, q4_0, ...)' },
@@ -59,6 +72,9 @@ export const quantizeCommand: Command = {
     { name: 'output-tensor-type', type: 'string', help: 'type of output.weight' },
     { name: 'token-embedding-type', type: 'string', help: 'type of token_embd.weight' },
     { name: 'leave-output-tensor', type: 'boolean', help: 'do not quantize output.weight' },
+    { name: 'algo', type: 'string', choices: ALGORITHMS, help: 'rtn (default; imatrix-weighted with --calib), gptq, awq (need --calib), hqq (asymmetric targets, no calibration)' },
+    { name: 'calib', type: 'string', help: 'calibration text (UTF-8) for gptq, awq, --smooth and imatrix-rtn' },
+    ...PTQ_OPTIONS.map((o) => ({ name: o.flag, type: o.type, help: `${o.help} (default ${String(o.default)})`, ...(o.choices ? { choices: o.choices } : {}), ...(o.min !== undefined ? { min: o.min } : {}), ...(o.max !== undefined ? { max: o.max } : {}) })),
     { name: 'dry-run', type: 'boolean', help: 'print the per-tensor plan and write nothing' },
     { name: 'json', type: 'boolean', help: 'print the report as JSON (no progress)' },
   ],
@@ -97,15 +113,41 @@ export const quantizeCommand: Command = {
         return;
       }
       const tty = !json && process.stderr.isTTY;
+      const calibFile = a.values.calib as string | undefined;
+      refuseSameFile(calibFile, output);
+      if (calibFile && !fs.existsSync(calibFile)) fail(`calibration file ${calibFile} does not exist`);
+      const options = ptqOptions(recipe.ptq ?? {});
+      let ptq: PtqOutput | undefined;
+      const calibrated = (recipe.algorithm ?? 'rtn') !== 'rtn' || recipe.rules.some((r) => r.algorithm && r.algorithm !== 'rtn') || calibFile || options.rotate !== 'none' || options.smooth > 0;
+      if (calibrated) {
+        ptq = await runPtq(model, plan, {
+          recipe,
+          options,
+          calibText: calibFile ? fs.readFileSync(calibFile, 'utf8') : undefined,
+          onProgress: tty ? (msg) => process.stderr.write(`\r${msg.padEnd(60)}`) : undefined,
+        });
+        if (tty) process.stderr.write('\r' + ' '.repeat(60) + '\r');
+      }
       const report = await withAtomicFile(out, (f) =>
         quantizeModel(model, plan, { write: (b) => f.write(b) }, {
+          ptq,
           imatrix,
           onTensor: tty ? (i, n, r) => process.stderr.write(`\r[${i}/${n}] ${r.name.padEnd(40).slice(0, 40)}`) : undefined,
         }),
       );
       if (tty) process.stderr.write('\r' + ' '.repeat(50) + '\r');
-      if (json) process.stdout.write(JSON.stringify({ ...report, output: out, tensors: report.tensors.map((t) => ({ ...t, sqnrDb: Number.isFinite(t.sqnrDb) ? t.sqnrDb : null })) }) + '\n');
-      else process.stdout.write(`${out}: ${recipe.name}\n\n${reportTable(report)}\n`);
+      const algorithms = ptq ? Object.fromEntries([...ptq.quantized].map(([n, t]) => [n, t.algorithm])) : {};
+      if (json)
+        process.stdout.write(
+          JSON.stringify({
+            ...report,
+            output: out,
+            algorithm: recipe.algorithm ?? 'rtn',
+            ...(ptq ? { ptq: { notes: ptq.notes, seconds: ptq.seconds, calibrationTokens: ptq.calibrationTokens, rotationMaxLogitDiff: ptq.rotationMaxLogitDiff } } : {}),
+            tensors: report.tensors.map((t) => ({ ...t, sqnrDb: Number.isFinite(t.sqnrDb) ? t.sqnrDb : null, ...(algorithms[t.name] ? { algorithm: algorithms[t.name] } : {}) })),
+          }) + '\n',
+        );
+      else process.stdout.write(`${out}: ${recipe.name}${recipe.algorithm ? ` (${recipe.algorithm})` : ''}\n\n${reportTable(report)}\n${ptq ? `${ptq.notes.join('\n')}\n${ptq.calibrationTokens ? `calibration: ${ptq.calibrationTokens} tokens, ` : ''}${ptq.seconds.toFixed(2)} s\n` : ''}`);
     } finally {
       close();
     }
