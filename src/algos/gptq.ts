@@ -24,7 +24,7 @@
  */
 import { fail } from '../errors.js';
 import { BlockGrids, setCodes, type BlockCodec } from './block-codec.js';
-import { inverseCholeskyUpper } from './linalg.js';
+import { gptqWorkspace, syrkLowerRef } from '../kernels/gptq.js';
 
 /**
  * A closed-form grid: a group of `groupSize` consecutive values of one row shares `paramCount`
@@ -64,36 +64,11 @@ export interface GptqStats {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Hessian
+// Hessian (the fast accumulation: hessianAccumulator in src/kernels/gptq.ts)
 
-/**
- * Accumulate the lower triangle of X^T X for nTok rows of x (k wide) into h (k x k, row-major);
- * call finishHessian after the last batch. Replaceable by a fast kernel (setHessianKernel).
- */
-export function accumulateHessianRef(h: Float64Array, x: Float32Array, nTok: number, k: number): void {
-  for (let t = 0; t < nTok; t++) {
-    const o = t * k;
-    for (let i = 0; i < k; i++) {
-      const xi = x[o + i];
-      if (xi === 0) continue;
-      const row = i * k;
-      for (let j = 0; j <= i; j++) h[row + j] += xi * x[o + j];
-    }
-  }
-}
-
-export type HessianKernel = (h: Float64Array, x: Float32Array, nTok: number, k: number) => void;
-let hessianKernel: HessianKernel = accumulateHessianRef;
-
-/** Replace the X^T X accumulation (e.g. with the WebAssembly one); returns the previous kernel. */
-export function setHessianKernel(fn: HessianKernel): HessianKernel {
-  const prev = hessianKernel;
-  hessianKernel = fn;
-  return prev;
-}
-
+/** Accumulate the lower triangle of X^T X for nTok rows of x (k wide) into h; then finishHessian. */
 export function accumulateHessian(h: Float64Array, x: Float32Array, nTok: number, k: number): void {
-  hessianKernel(h, x, nTok, k);
+  syrkLowerRef(h, x, nTok, k);
 }
 
 /** Symmetrize (the accumulation fills the lower triangle) and scale by 2 / nTok. */
@@ -105,30 +80,6 @@ export function finishHessian(h: Float64Array, k: number, nTok: number): void {
       h[i * k + j] = v;
       h[j * k + i] = v;
     }
-}
-
-// ---------------------------------------------------------------------------------------------------
-// Lazy block update: W[:, i2:] -= E (n x count) * U[i1:i1+count, i2:]
-
-export type LazyUpdateKernel = (w: Float64Array, n: number, k: number, err: Float64Array, errStride: number, count: number, u: Float64Array, i1: number, i2: number) => void;
-
-export const lazyUpdateRef: LazyUpdateKernel = (w, n, k, err, errStride, count, u, i1, i2) => {
-  for (let r = 0; r < n; r++) {
-    const wr = r * k;
-    for (let i = 0; i < count; i++) {
-      const e = err[r * errStride + i];
-      if (e === 0) continue;
-      const ur = (i1 + i) * k;
-      for (let j = i2; j < k; j++) w[wr + j] -= e * u[ur + j];
-    }
-  }
-};
-let lazyUpdate: LazyUpdateKernel = lazyUpdateRef;
-
-export function setLazyUpdateKernel(fn: LazyUpdateKernel): LazyUpdateKernel {
-  const prev = lazyUpdate;
-  lazyUpdate = fn;
-  return prev;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -146,7 +97,8 @@ export function gptqQuantize(w: Float32Array, n: number, k: number, hessian: Flo
   // align the lazy blocks with the groups (a group is fitted when its first column is reached)
   if (!opts.actOrder && g % B !== 0 && B % g !== 0) B = g * Math.max(1, Math.floor(B / g));
   const H = Float64Array.from(hessian);
-  const W = new Float64Array(n * k);
+  const ws = gptqWorkspace(n, k, B);
+  const W = ws.w;
   for (let i = 0; i < n * k; i++) W[i] = w[i];
   // dead inputs (never active in calibration): any value works; quantize them as zero weights
   for (let i = 0; i < k; i++)
@@ -179,9 +131,11 @@ export function gptqQuantize(w: Float32Array, n: number, k: number, hessian: Flo
   for (let i = 0; i < k; i++) mean += H[i * k + i];
   const damp = (percDamp * mean) / k;
   for (let i = 0; i < k; i++) H[i * k + i] += damp;
-  const U = inverseCholeskyUpper(H, k);
+  const bad = ws.inverseCholesky(H);
+  if (bad >= 0) fail(`GPTQ: the Hessian is not positive definite (pivot ${bad}); increase the dampening (--damp)`);
+  const U = ws.u;
   const Q = new Float32Array(n * k);
-  const err = new Float64Array(n * B);
+  const err = ws.err;
   let loss = 0;
   for (let i1 = 0; i1 < k; i1 += B) {
     const i2 = Math.min(i1 + B, k);
@@ -206,7 +160,7 @@ export function gptqQuantize(w: Float32Array, n: number, k: number, hessian: Flo
         for (let c = col + 1; c < i2; c++) W[wr + c] -= e * U[ur + c];
       }
     }
-    if (i2 < k) lazyUpdate(W, n, k, err, B, count, U, i1, i2);
+    if (i2 < k) ws.lazyUpdate(count, i1, i2);
   }
   return { q: Q, stats: { loss: loss / 2, seconds: (performance.now() - t0) / 1000 } };
 }

@@ -25,7 +25,8 @@ import { fail } from '../errors.js';
 import { awqSearchHessian, smoothQuantScales, type AwqLinear } from '../algos/awq.js';
 import { blockCodecFor, type BlockCodec } from '../algos/block-codec.js';
 import { clipBlocks, hqqApplies, hqqBlocks, rtnBlocks, type BlockResult } from '../algos/blockwise.js';
-import { accumulateHessian, finishHessian, gptqBlocks } from '../algos/gptq.js';
+import { finishHessian, gptqBlocks } from '../algos/gptq.js';
+import { hessianAccumulator, type HessianAccumulator } from '../kernels/gptq.js';
 import { foldNorms, hadamardRotation, isPowerOfTwo, rotateHeads, rotateResidual, type WeightMap } from '../algos/hadamard.js';
 import type { PtqOptions } from '../algos/ptq-options.js';
 import { ruleFor, type Algorithm, type Recipe } from '../algos/recipe.js';
@@ -107,18 +108,19 @@ export function calibrationWindows(stream: ArrayLike<number>, nTokens: number, c
 
 /** Statistics of one linear layer input: H = 2 X^T X / N, mean |x|, max |x| per channel. */
 class InputStats {
-  readonly h: Float64Array;
+  h: Float64Array = new Float64Array(0);
   readonly sumAbs: Float64Array;
   readonly absMax: Float32Array;
   count = 0;
-  constructor(readonly k: number) {
-    this.h = new Float64Array(k * k);
+  private acc: HessianAccumulator | undefined;
+  constructor(readonly k: number, maxTok: number) {
+    this.acc = hessianAccumulator(k, maxTok);
     this.sumAbs = new Float64Array(k);
     this.absMax = new Float32Array(k);
   }
   add(x: Float32Array, nTok: number): void {
     const k = this.k;
-    accumulateHessian(this.h, x, nTok, k);
+    this.acc!.add(x, nTok);
     for (let t = 0; t < nTok; t++)
       for (let j = 0; j < k; j++) {
         const a = Math.abs(x[t * k + j]);
@@ -128,6 +130,8 @@ class InputStats {
     this.count += nTok;
   }
   finish(): void {
+    this.h = this.acc!.result();
+    this.acc = undefined;
     finishHessian(this.h, this.k, this.count);
   }
   meanAbs(): Float64Array {
@@ -294,7 +298,8 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
     const P = `blk.${l}.`;
     const L = model.weights.layers[l];
     const kOf = (n: string) => weights.get(P + n)!.cols;
-    const stats = { attn: new InputStats(kOf('attn_q.weight')), o: new InputStats(kOf('attn_output.weight')), ffn: new InputStats(kOf('ffn_gate.weight')), down: new InputStats(kOf('ffn_down.weight')) };
+    const batch = Math.min(ctx, 512);
+    const stats = { attn: new InputStats(kOf('attn_q.weight'), batch), o: new InputStats(kOf('attn_output.weight'), batch), ffn: new InputStats(kOf('ffn_gate.weight'), batch), down: new InputStats(kOf('ffn_down.weight'), batch) };
     const groupOf: Record<string, InputStats> = { [P + 'attn_q.weight']: stats.attn, [P + 'attn_output.weight']: stats.o, [P + 'ffn_gate.weight']: stats.ffn, [P + 'ffn_down.weight']: stats.down };
     model.hooks.linearInput = (name, x, nTok) => groupOf[name]?.add(x, nTok);
     for (let s = 0; s < nSeq; s++) {
@@ -377,7 +382,7 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
 
   // output head: input = final RMSNorm of X
   if (weights.has('output.weight')) {
-    const st = new InputStats(dim);
+    const st = new InputStats(dim, 512);
     const logits = new Float32Array(Math.min(ctx, 512) * config.vocabSize);
     model.hooks.linearInput = (name, x, nTok) => {
       if (name === 'output.weight') st.add(x, nTok);
