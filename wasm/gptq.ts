@@ -41,8 +41,7 @@ export function transposePad(x: usize, rows: i32, cols: i32, xt: usize, ld: i32)
 }
 
 /** 4 x 2 tile of dot products of rows a0..a3 with b0, b1 over n floats (n % 4 == 0) */
-// @ts-ignore: decorator
-@inline function tile42(a: usize, lda: usize, b: usize, ldb: usize, n: i32, out: StaticArray<f32>): void {
+function tile42(a: usize, lda: usize, b: usize, ldb: usize, n: i32, out: usize): void {
   let c00 = f32x4.splat(0), c01 = f32x4.splat(0), c10 = f32x4.splat(0), c11 = f32x4.splat(0);
   let c20 = f32x4.splat(0), c21 = f32x4.splat(0), c30 = f32x4.splat(0), c31 = f32x4.splat(0);
   const a1 = a + lda, a2 = a + 2 * lda, a3 = a + 3 * lda, b1 = b + ldb;
@@ -62,17 +61,18 @@ export function transposePad(x: usize, rows: i32, cols: i32, xt: usize, ld: i32)
     c30 = madd(y3, x0, c30);
     c31 = madd(y3, x1, c31);
   }
-  unchecked((out[0] = hsum(c00)));
-  unchecked((out[1] = hsum(c01)));
-  unchecked((out[2] = hsum(c10)));
-  unchecked((out[3] = hsum(c11)));
-  unchecked((out[4] = hsum(c20)));
-  unchecked((out[5] = hsum(c21)));
-  unchecked((out[6] = hsum(c30)));
-  unchecked((out[7] = hsum(c31)));
+  store<f32>(out + 0, hsum(c00));
+  store<f32>(out + 4, hsum(c01));
+  store<f32>(out + 8, hsum(c10));
+  store<f32>(out + 12, hsum(c11));
+  store<f32>(out + 16, hsum(c20));
+  store<f32>(out + 20, hsum(c21));
+  store<f32>(out + 24, hsum(c30));
+  store<f32>(out + 28, hsum(c31));
 }
 
-const T = new StaticArray<f32>(8);
+// static scratch for one tile (in the data segment: nothing is allocated at run time)
+const T: usize = memory.data(32, 16);
 
 /** one dot product of two rows over n floats (n % 4 == 0) */
 // @ts-ignore: decorator
@@ -96,7 +96,7 @@ export function syrkLower(h: usize, xt: usize, k: i32, ld: i32): void {
           const jj = j + dj;
           if (jj > ii) continue;
           const p = h + ((<usize>ii * <usize>k + <usize>jj) << 3);
-          store<f64>(p, load<f64>(p) + <f64>unchecked(T[di * 2 + dj]));
+          store<f64>(p, load<f64>(p) + <f64>load<f32>(T + ((di * 2 + dj) << 2)));
         }
     }
   }
@@ -117,8 +117,8 @@ export function gemmABt(c: usize, a: usize, b: usize, m: i32, n: i32, kk: i32): 
       tile42(ai, row, b + <usize>j * row, row, kk, T);
       for (let di = 0; di < 4; di++) {
         const p = c + ((<usize>(i + di) * <usize>n + <usize>j) << 2);
-        store<f32>(p, unchecked(T[di * 2]));
-        store<f32>(p + 4, unchecked(T[di * 2 + 1]));
+        store<f32>(p, load<f32>(T + ((di * 2) << 2)));
+        store<f32>(p + 4, load<f32>(T + ((di * 2 + 1) << 2)));
       }
     }
     if (n2 < n)

@@ -22,6 +22,8 @@ export interface RecipeRule {
   readonly groupSize?: number;
   /** asymmetric (zero-point) for integer schemes */
   readonly asym?: boolean;
+  /** with asym: an integer zero-point (default) or a float minimum ('float', as Q4_1 / HQQ) */
+  readonly zeroPoint?: 'int' | 'float';
   readonly algorithm?: Algorithm;
   /** leave the tensor unquantized, stored in this float type */
   readonly keep?: 'f32' | 'f16' | 'bf16';
@@ -86,6 +88,7 @@ export function defineRecipe(o: unknown): Recipe {
     }
     if (x.scheme === undefined && x.keep === undefined) fail(`recipe: rule ${i} needs 'scheme' or 'keep'`);
     if (x.keep !== undefined && !['f32', 'f16', 'bf16'].includes(x.keep as string)) fail(`recipe: rule ${i} keep must be f32, f16 or bf16`);
+    if (x.zeroPoint !== undefined && !['int', 'float'].includes(x.zeroPoint as string)) fail(`recipe: rule ${i} zeroPoint must be int or float`);
     if (x.groupSize !== undefined && !(Number.isInteger(x.groupSize) && (x.groupSize as number) > 0)) fail(`recipe: rule ${i} groupSize must be a positive integer`);
     if (x.algorithm !== undefined && !ALGORITHMS.includes(x.algorithm as Algorithm)) fail(`recipe: rule ${i} unknown algorithm '${x.algorithm}'`);
   });
@@ -113,11 +116,11 @@ export function llamaRecipe(ftype: string, opts: Omit<LlamaRecipe, 'ftype'> = {}
 }
 
 /** A generic scheme for every quantizable weight matrix; norms, biases (and optionally embeddings) kept. */
-export function schemeRecipe(scheme: string, opts: { groupSize?: number; asym?: boolean; algorithm?: Algorithm; keepEmbeddings?: boolean } = {}): Recipe {
+export function schemeRecipe(scheme: string, opts: { groupSize?: number; asym?: boolean; zeroPoint?: 'int' | 'float'; algorithm?: Algorithm; keepEmbeddings?: boolean } = {}): Recipe {
   const rules: RecipeRule[] = [{ match: NOT_QUANTIZED, keep: 'f32' }];
   if (opts.keepEmbeddings) rules.push({ match: '^(token_embd|output)\\.weight$', keep: 'f16' });
-  rules.push({ match: '\\.weight$', scheme, ...(opts.groupSize ? { groupSize: opts.groupSize } : {}), ...(opts.asym ? { asym: true } : {}), ...(opts.algorithm ? { algorithm: opts.algorithm } : {}) });
-  const name = scheme + (opts.groupSize ? `_g${opts.groupSize}` : '') + (opts.asym ? '_asym' : '');
+  rules.push({ match: '\\.weight$', scheme, ...(opts.groupSize ? { groupSize: opts.groupSize } : {}), ...(opts.asym ? { asym: true } : {}), ...(opts.asym && opts.zeroPoint === 'float' ? { zeroPoint: 'float' } : {}), ...(opts.algorithm ? { algorithm: opts.algorithm } : {}) });
+  const name = scheme + (opts.groupSize ? `_g${opts.groupSize}` : '') + (opts.asym ? (opts.zeroPoint === 'float' ? '_asym_fzp' : '_asym') : '');
   return defineRecipe({ lowbitRecipe: RECIPE_VERSION, name, rules });
 }
 

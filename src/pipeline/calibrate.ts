@@ -26,7 +26,7 @@ import { awqSearchHessian, smoothQuantScales, type AwqLinear } from '../algos/aw
 import { blockCodecFor, type BlockCodec } from '../algos/block-codec.js';
 import { clipBlocks, hqqApplies, hqqBlocks, rtnBlocks, type BlockResult } from '../algos/blockwise.js';
 import { finishHessian, gptqBlocks } from '../algos/gptq.js';
-import { hessianAccumulator, type HessianAccumulator } from '../kernels/gptq.js';
+import { gemmABt, hessianAccumulator, type HessianAccumulator } from '../kernels/gptq.js';
 import { foldNorms, hadamardRotation, isPowerOfTwo, rotateHeads, rotateResidual, type WeightMap } from '../algos/hadamard.js';
 import type { PtqOptions } from '../algos/ptq-options.js';
 import { ruleFor, type Algorithm, type Recipe } from '../algos/recipe.js';
@@ -36,6 +36,7 @@ import type { ModelFile } from '../io/model-file.js';
 import { fromFloat32, toFloat32 } from '../io/tensor-data.js';
 import { vocabFromGgufMetadata } from '../io/vocab.js';
 import { Llama, llamaConfigFromGguf } from '../model/llama.js';
+import { linear } from '../model/matmul.js';
 import { Tokenizer } from '../model/tokenizer.js';
 import type { LlamaConfig, StoredTensor } from '../model/types.js';
 import { ggmlTypeByName } from '../quant/ggml/types.js';
@@ -256,6 +257,8 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
 
   // ---- layer by layer ----------------------------------------------------------------------------
   const model = new Llama(config, stored(), { contextLength: ctx, batch: Math.min(ctx, 512) });
+  // the calibration passes multiply f32 weights with the SIMD kernel (f32 accumulation)
+  model.hooks.linear = (out, x, w, nTok) => (w.f32 ? gemmABt(out, x, w.f32, nTok, w.cols, w.rows) : linear(out, x, w, nTok));
   const nSeq = windows.length;
   const dim = config.dim;
   say(`calibration: ${nSeq} sequences of ${ctx} tokens`);

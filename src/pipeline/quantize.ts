@@ -172,10 +172,11 @@ export function planQuantization(m: ModelFile, recipe: Recipe, output: 'gguf' | 
 }
 
 /** The scheme options a rule implies (stored in safetensors metadata so readers rebuild the scheme). */
-export function resolveOptionsOf(rule: RecipeRule | undefined): { groupSize?: number; asymmetric?: boolean } {
-  const o: { groupSize?: number; asymmetric?: boolean } = {};
+export function resolveOptionsOf(rule: RecipeRule | undefined): { groupSize?: number; asymmetric?: boolean; zeroPoint?: 'int' | 'float' } {
+  const o: { groupSize?: number; asymmetric?: boolean; zeroPoint?: 'int' | 'float' } = {};
   if (rule?.groupSize) o.groupSize = rule.groupSize;
   if (rule?.asym) o.asymmetric = true;
+  if (rule?.asym && rule.zeroPoint === 'float') o.zeroPoint = 'float';
   return o;
 }
 

@@ -40,7 +40,8 @@ function baseRecipeOf(a: ParsedArgs, output: 'gguf' | 'safetensors'): Recipe {
       tokenEmbeddingType: (a.values['token-embedding-type'] as string | undefined)?.toUpperCase(),
       leaveOutputTensor: a.values['leave-output-tensor'] as boolean,
     });
-  return schemeRecipe(type, { groupSize: a.values.group as number | undefined, asym: a.values.asym as boolean, keepEmbeddings: a.values['keep-embeddings'] as boolean });
+  if (a.given.has('zero-point') && !a.values.asym) fail('--zero-point applies with --asym');
+  return schemeRecipe(type, { groupSize: a.values.group as number | undefined, asym: a.values.asym as boolean, zeroPoint: a.values['zero-point'] as 'int' | 'float' | undefined, keepEmbeddings: a.values['keep-embeddings'] as boolean });
 }
 
 export function reportTable(r: QuantizeReport): string {
@@ -66,6 +67,7 @@ export const quantizeCommand: Command = {
     { name: 'recipe', type: 'string', help: 'a recipe JSON file' },
     { name: 'group', type: 'int', help: 'group size for generic integer/float schemes', min: 1 },
     { name: 'asym', type: 'boolean', help: 'asymmetric (zero-point) generic scheme' },
+    { name: 'zero-point', type: 'string', choices: ['int', 'float'], help: 'with --asym: integer zero-point (default) or float minimum (as Q4_1; HQQ\'s)' },
     { name: 'keep-embeddings', type: 'boolean', help: 'generic schemes: keep token_embd/output in f16' },
     { name: 'imatrix', type: 'string', help: 'importance matrix (llama-imatrix .dat or .gguf) for the weighted quantizers' },
     { name: 'pure', type: 'boolean', help: 'llama.cpp types: no mixing, every tensor gets the default type (as llama-quantize --pure)' },
