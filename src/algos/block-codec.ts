@@ -122,6 +122,9 @@ function probeValues(n: number, seed: number): Float32Array {
 export interface CodeLayout {
   readonly bits: number;
   readonly codeBits: Int32Array;
+  /** byte offsets of the bytes holding anything but code bits, and the mask of their non-code bits */
+  readonly paramBytes: Int32Array;
+  readonly paramMasks: Uint8Array;
 }
 
 const layouts = new Map<string, CodeLayout>();
@@ -171,7 +174,10 @@ export function codeLayout(c: BlockCodec): CodeLayout {
     fail(`${c.name}: its elements do not have independent codes (found ${Math.min(...perElement.map((l) => l.length))}..${Math.max(...perElement.map((l) => l.length))} code bits per element); GPTQ/AWQ/HQQ cannot drive it`);
   const codeBits = new Int32Array(bs * bits);
   perElement.forEach((l, j) => l.forEach((b, i) => (codeBits[j * bits + i] = b)));
-  const layout = { bits, codeBits };
+  const codeMask = new Uint8Array(c.blockBytes);
+  for (const b of codeBits) codeMask[b >> 3] |= 1 << (b & 7);
+  const params = [...codeMask.keys()].filter((i) => codeMask[i] !== 0xff);
+  const layout = { bits, codeBits, paramBytes: Int32Array.from(params), paramMasks: Uint8Array.from(params, (i) => ~codeMask[i] & 0xff) };
   layouts.set(key, layout);
   return layout;
 }
@@ -222,8 +228,32 @@ export class BlockGrids {
     this.order = Array.from({ length: this.nCodes }, (_, i) => i);
   }
 
+  /**
+   * Grids of blocks seen before, keyed by their parameter bits (scales, minima): a block's grid depends
+   * on nothing else, and with 16-bit scales many blocks of a tensor share one.
+   */
+  private readonly cache = new Map<string, { values: Float32Array; codes: Uint16Array; count: Uint16Array }>();
+
   /** Compute the grids of the block at bytes[bo ..] into `slot`. */
   load(slot: number, bytes: Uint8Array, bo: number): void {
+    const { codec, layout, nCodes } = this;
+    const bs = codec.blockSize;
+    let key = '';
+    for (let i = 0; i < layout.paramBytes.length; i++) key += String.fromCharCode(bytes[bo + layout.paramBytes[i]] & layout.paramMasks[i]);
+    const at = slot * bs * nCodes;
+    const hit = this.cache.get(key);
+    if (hit) {
+      this.values.set(hit.values, at);
+      this.codes.set(hit.codes, at);
+      this.count.set(hit.count, slot * bs);
+      return;
+    }
+    this.compute(slot, bytes, bo);
+    if (this.cache.size >= 4096) this.cache.clear();
+    this.cache.set(key, { values: this.values.slice(at, at + bs * nCodes), codes: this.codes.slice(at, at + bs * nCodes), count: this.count.slice(slot * bs, (slot + 1) * bs) });
+  }
+
+  private compute(slot: number, bytes: Uint8Array, bo: number): void {
     const { codec, layout, nCodes, raw } = this;
     const bs = codec.blockSize;
     for (let c = 0; c < nCodes; c++) {

@@ -24,6 +24,7 @@
  */
 import { fail } from '../errors.js';
 import { BlockGrids, setCodes, type BlockCodec } from './block-codec.js';
+import { CLIP_RATIOS } from './blockwise.js';
 import { gptqWorkspace, syrkLowerRef } from '../kernels/gptq.js';
 
 /**
@@ -204,8 +205,17 @@ export class BlockQuantizer implements GroupQuantizer {
   private readonly codes: Uint16Array;
   private readonly chosen: Float32Array;
   private readonly importance?: Float32Array;
+  private readonly clipWeights?: Float32Array;
+  private readonly ratios: readonly number[];
+  private readonly shrunk: Float32Array;
+  private readonly cand: Uint8Array;
 
-  constructor(readonly codec: BlockCodec, readonly n: number, readonly k: number, opts: { staticGroups?: boolean; importance?: Float32Array } = {}) {
+  /**
+   * importance: passed to codecs that have an importance path (llama.cpp's imatrix quantizers);
+   * clipWeights: when given, each group's grid is the best of the codec's grids for the shrunk group
+   * x * r, r in `ratios` (GPTQ's "mse" grid search), by sum_j clipWeights_j (x_j - q_j)^2.
+   */
+  constructor(readonly codec: BlockCodec, readonly n: number, readonly k: number, opts: { staticGroups?: boolean; importance?: Float32Array; clipWeights?: Float32Array; ratios?: readonly number[] } = {}) {
     this.name = codec.name;
     this.groupSize = codec.blockSize;
     if (k % codec.blockSize !== 0) fail(`${codec.name}: row length ${k} is not a multiple of its block size ${codec.blockSize}`);
@@ -217,7 +227,12 @@ export class BlockQuantizer implements GroupQuantizer {
     this.codes = new Uint16Array(n * k);
     this.chosen = new Float32Array(n * k);
     if (opts.importance && opts.importance.length !== k) fail(`importance has ${opts.importance.length} values for rows of ${k}`);
+    if (opts.clipWeights && opts.clipWeights.length !== k) fail(`clip weights have ${opts.clipWeights.length} values for rows of ${k}`);
     this.importance = opts.importance;
+    this.clipWeights = opts.clipWeights;
+    this.ratios = opts.ratios ?? CLIP_RATIOS;
+    this.shrunk = new Float32Array(codec.blockSize);
+    this.cand = new Uint8Array(codec.blockBytes);
   }
   private readonly staticGroups: boolean;
 
@@ -227,9 +242,35 @@ export class BlockQuantizer implements GroupQuantizer {
 
   fit(r: number, grp: number, x: Float32Array, xo: number): void {
     const bs = this.groupSize;
-    const at = (r * this.nGroups + grp) * this.codec.blockBytes;
-    this.codec.quantize(x, xo, this.bytes, at, this.importance?.subarray(grp * bs, (grp + 1) * bs));
-    this.grids.load(this.slot(r, grp), this.bytes, at);
+    const nb = this.codec.blockBytes;
+    const at = (r * this.nGroups + grp) * nb;
+    const slot = this.slot(r, grp);
+    const imp = this.importance?.subarray(grp * bs, (grp + 1) * bs);
+    this.codec.quantize(x, xo, this.bytes, at, imp);
+    this.grids.load(slot, this.bytes, at);
+    const w = this.clipWeights;
+    if (!w) return;
+    const err = () => {
+      let e = 0;
+      for (let j = 0; j < bs; j++) {
+        const d = x[xo + j] - this.grids.values[this.grids.nearest(slot, j, x[xo + j])];
+        e += w[grp * bs + j] * d * d;
+      }
+      return e;
+    };
+    let best = err();
+    for (const ratio of this.ratios) {
+      if (ratio === 1) continue;
+      for (let j = 0; j < bs; j++) this.shrunk[j] = Math.fround(x[xo + j] * ratio);
+      this.codec.quantize(this.shrunk, 0, this.cand, 0, imp);
+      this.grids.load(slot, this.cand, 0);
+      const e = err();
+      if (e < best) {
+        best = e;
+        this.bytes.set(this.cand, at);
+      }
+    }
+    this.grids.load(slot, this.bytes, at);
   }
 
   quant(r: number, grp: number, j: number, x: number): number {
@@ -265,8 +306,8 @@ export function gptq(w: Float32Array, n: number, k: number, hessian: Float64Arra
 }
 
 /** GPTQ into a block codec's bytes (GGML types, per-block schemes): bytes and their exact values. */
-export function gptqBlocks(w: Float32Array, n: number, k: number, hessian: Float64Array, codec: BlockCodec, opts: GptqOptions & { importance?: Float32Array } = {}): { bytes: Uint8Array; q: Float32Array; stats: GptqStats } {
-  const qz = new BlockQuantizer(codec, n, k, { staticGroups: opts.actOrder, importance: opts.importance });
+export function gptqBlocks(w: Float32Array, n: number, k: number, hessian: Float64Array, codec: BlockCodec, opts: GptqOptions & { importance?: Float32Array; clipWeights?: Float32Array } = {}): { bytes: Uint8Array; q: Float32Array; stats: GptqStats } {
+  const qz = new BlockQuantizer(codec, n, k, { staticGroups: opts.actOrder, importance: opts.importance, clipWeights: opts.clipWeights });
   const { q, stats } = gptqQuantize(w, n, k, hessian, qz, opts);
   return { bytes: qz.finish(), q, stats };
 }

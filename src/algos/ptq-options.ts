@@ -20,6 +20,8 @@ export interface PtqOptions {
   readonly actOrder: boolean;
   /** GPTQ: let GGML codecs choose each block's scales with diag(H) as the importance vector */
   readonly gptqImportance: boolean;
+  /** GPTQ: search each group's clip ratio (the codec's grid of x * r) by diag(H)-weighted error */
+  readonly gptqClip: boolean;
   readonly awqGrid: number;
   readonly awqClip: boolean;
   /** SmoothQuant migration strength; 0 = off */
@@ -50,6 +52,7 @@ export const PTQ_OPTIONS: readonly PtqOptionSpec[] = Object.freeze([
   { key: 'gptqBlock', flag: 'gptq-block', type: 'int', default: 128, min: 1, help: 'GPTQ lazy-update block width' },
   { key: 'actOrder', flag: 'act-order', type: 'boolean', default: false, help: 'GPTQ: columns by decreasing diag(H), static groups' },
   { key: 'gptqImportance', flag: 'gptq-importance', type: 'boolean', default: true, help: 'GPTQ: GGML codecs choose block scales weighted by diag(H)' },
+  { key: 'gptqClip', flag: 'gptq-clip', type: 'boolean', default: true, help: 'GPTQ: clip-ratio search per group at its start, weighted by diag(H) (GPTQ\'s mse grid)' },
   { key: 'awqGrid', flag: 'awq-grid', type: 'int', default: 20, min: 1, max: 1000, help: 'AWQ: alpha grid points in [0, 1)' },
   { key: 'awqClip', flag: 'awq-clip', type: 'boolean', default: true, help: 'AWQ: clip-ratio search per block (not for q/k)' },
   { key: 'smooth', flag: 'smooth', type: 'number', default: 0, min: 0, max: 1, help: 'SmoothQuant migration strength alpha (0 = off), folded into the norms' },

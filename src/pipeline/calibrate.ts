@@ -48,6 +48,8 @@ export interface PtqInput {
   options: PtqOptions;
   /** calibration text (needed by GPTQ, AWQ, SmoothQuant and imatrix-RTN) */
   calibText?: string;
+  /** or calibration tokens directly (synthetic models without a vocabulary) */
+  calibStream?: ArrayLike<number>;
   onProgress?: (message: string) => void;
 }
 
@@ -68,6 +70,8 @@ export interface PtqOutput {
   rotationMaxLogitDiff?: number;
   calibrationTokens?: number;
   seconds: number;
+  /** seconds per phase of the layer loop: statistics pass (forward + X^T X), quantization, forward pass */
+  phases?: { statistics: number; quantization: number; forward: number };
 }
 
 interface Tensor {
@@ -186,10 +190,12 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
   const nLayers = config.nLayers;
 
   // ---- tokens ------------------------------------------------------------------------------------
-  const needsCalibration = plan.tensors.some((p) => codecOf(p) && ['gptq', 'awq'].includes(algorithmOf(p.name))) || o.smooth > 0 || (input.calibText !== undefined && plan.tensors.some((p) => codecOf(p) && algorithmOf(p.name) === 'rtn'));
+  const hasCalib = input.calibText !== undefined || input.calibStream !== undefined;
+  const needsCalibration = plan.tensors.some((p) => codecOf(p) && ['gptq', 'awq'].includes(algorithmOf(p.name))) || o.smooth > 0 || (hasCalib && plan.tensors.some((p) => codecOf(p) && algorithmOf(p.name) === 'rtn'));
   let windows: Int32Array[] = [];
   const ctx = Math.min(o.calibCtx, config.seqLen);
-  if (needsCalibration || (o.rotate === 'hadamard' && input.calibText)) {
+  if (input.calibStream) windows = calibrationWindows(input.calibStream, o.calibTokens, ctx, o.seed, Number(metadata.get('tokenizer.ggml.bos_token_id') ?? 1));
+  else if (needsCalibration || (o.rotate === 'hadamard' && input.calibText)) {
     if (input.calibText === undefined) fail(`${[...new Set(plan.tensors.map((p) => algorithmOf(p.name)))].filter((a) => a !== 'rtn' && a !== 'hqq').join('/') || 'SmoothQuant'} needs calibration text: --calib FILE`);
     if (metadata.get('tokenizer.ggml.tokens') === undefined) fail(`${m.name} carries no vocabulary to tokenize the calibration text`);
     const tok = new Tokenizer(vocabFromGgufMetadata(metadata));
@@ -277,7 +283,8 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
     }
     if (!stats) return commit(name, rtnBlocks(codec, w, n, k), 'rtn');
     if (alg === 'gptq') {
-      const r = gptqBlocks(w, n, k, stats.h, codec, { percDamp: o.percDamp, blockSize: o.gptqBlock, actOrder: o.actOrder, importance: o.gptqImportance && codec.usesImportance ? stats.diag() : undefined });
+      const diag = stats.diag();
+      const r = gptqBlocks(w, n, k, stats.h, codec, { percDamp: o.percDamp, blockSize: o.gptqBlock, actOrder: o.actOrder, importance: o.gptqImportance && codec.usesImportance ? diag : undefined, clipWeights: o.gptqClip ? diag : undefined });
       return commit(name, r, 'gptq');
     }
     if (alg === 'awq') {
@@ -296,6 +303,7 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
   const scratch = new Float32Array(ctx * dim);
   const seq = (s: number) => X.subarray(s * ctx * dim, (s + 1) * ctx * dim);
 
+  const phases = { statistics: 0, quantization: 0, forward: 0 };
   for (let l = 0; l < nLayers; l++) {
     const tl = performance.now();
     const P = `blk.${l}.`;
@@ -311,6 +319,8 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
     }
     model.hooks.linearInput = undefined;
     for (const st of Object.values(stats)) st.finish();
+    const tq = performance.now();
+    phases.statistics += (tq - tl) / 1000;
 
     // equivalence transforms: scales s folded as (previous op) / s, (consumer columns) * s
     const linear = (n: string): Tensor => weights.get(P + n)!;
@@ -379,7 +389,10 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
       quantizeLinear(P + n, st);
     for (const n of ['attn_norm.weight', 'ffn_norm.weight']) roundFloat(P + n);
 
+    const tf = performance.now();
+    phases.quantization += (tf - tq) / 1000;
     for (let s = 0; s < nSeq; s++) model.runLayer(l, seq(s), 0);
+    phases.forward += (performance.now() - tf) / 1000;
     say(`layer ${l + 1}/${nLayers} (${((performance.now() - tl) / 1000).toFixed(1)} s)`);
   }
 
@@ -399,7 +412,7 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
     st.finish();
     quantizeLinear('output.weight', st);
   }
-  return { floats, quantized, notes, rotationMaxLogitDiff, calibrationTokens: nSeq * ctx, seconds: (performance.now() - t0) / 1000 };
+  return { floats, quantized, notes, rotationMaxLogitDiff, calibrationTokens: nSeq * ctx, seconds: (performance.now() - t0) / 1000, phases };
 }
 
 function shapeOf(m: ModelFile, name: string): number[] {
