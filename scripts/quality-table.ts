@@ -226,7 +226,8 @@ async function main(): Promise<void> {
     await run(f, 'GPTQ', withAlgo(f.recipe, 'gptq'), true);
     await run(f, 'GPTQ act-order', withAlgo(f.recipe, 'gptq', { actOrder: true }), true);
     await run(f, 'AWQ', withAlgo(f.recipe, 'awq'), true);
-    if (f.hqq) await run({ ...f, label: f.label }, 'HQQ (g64 fzp)', withAlgo(f.hqq, 'hqq'), false);
+    if (f.hqq) await run(f, 'HQQ (g64 fzp)', withAlgo(f.hqq, 'hqq'), false);
+    else if (!only) rows.push({ format: f.label, method: 'HQQ', bpw: NaN, linearBpw: NaN, scores: {}, note: 'n/a: the planned GGML types here are symmetric (no zero-point to optimize)' });
     await run(f, 'rotation+GPTQ', withAlgo(f.recipe, 'gptq', { rotate: 'hadamard', actOrder: true }), true);
     if (typeof f.llama === 'object') {
       if (!only || `${f.label} llama.cpp`.includes(only)) {

@@ -86,6 +86,9 @@ export function finishHessian(h: Float64Array, k: number, nTok: number): void {
 // ---------------------------------------------------------------------------------------------------
 // The GPTQ loop
 
+/** the last inverse Cholesky factor, by Hessian identity (the caller must not modify a Hessian it passed) */
+let lastFactor: { h: Float64Array; fingerprint: number; percDamp: number; actOrder: boolean; u: Float64Array } | undefined;
+
 /** Quantize w (n x k) with GPTQ; returns the quantized values (n x k, on the quantizer's grids). */
 export function gptqQuantize(w: Float32Array, n: number, k: number, hessian: Float64Array, qz: GroupQuantizer, opts: GptqOptions = {}): { q: Float32Array; stats: GptqStats } {
   const t0 = performance.now();
@@ -132,8 +135,15 @@ export function gptqQuantize(w: Float32Array, n: number, k: number, hessian: Flo
   for (let i = 0; i < k; i++) mean += H[i * k + i];
   const damp = (percDamp * mean) / k;
   for (let i = 0; i < k; i++) H[i * k + i] += damp;
-  const bad = ws.inverseCholesky(H);
-  if (bad >= 0) fail(`GPTQ: the Hessian is not positive definite (pivot ${bad}); increase the dampening (--damp)`);
+  // layers that share an input (q/k/v, gate/up) share H: reuse its factor
+  let fingerprint = 0; // guards against a Hessian modified in place since
+  for (let i = 0; i < k; i++) fingerprint += hessian[i * k + i] + 0.5 * hessian[i * k + ((i * 7) % k)];
+  if (lastFactor && lastFactor.h === hessian && lastFactor.fingerprint === fingerprint && lastFactor.percDamp === percDamp && lastFactor.actOrder === !!opts.actOrder) ws.u.set(lastFactor.u);
+  else {
+    const bad = ws.inverseCholesky(H);
+    if (bad >= 0) fail(`GPTQ: the Hessian is not positive definite (pivot ${bad}); increase the dampening (--damp)`);
+    lastFactor = { h: hessian, fingerprint, percDamp, actOrder: !!opts.actOrder, u: Float64Array.from(ws.u) };
+  }
   const U = ws.u;
   const Q = new Float32Array(n * k);
   const err = ws.err;
