@@ -182,6 +182,13 @@ export function codeLayout(c: BlockCodec): CodeLayout {
   return layout;
 }
 
+/**
+ * Clip searches (clipBlocks, GPTQ's per-group search) run for codes of at most this many bits: at 8
+ * bits round-to-nearest with the absmax scale is already close to the best clip, and a grid of 256
+ * levels per element makes the search costly.
+ */
+export const CLIP_SEARCH_MAX_BITS = 6;
+
 /** Write code `codes[j]` of every element j into a block's bytes. */
 export function setCodes(layout: CodeLayout, bytes: Uint8Array, bo: number, codes: ArrayLike<number>, n: number): void {
   const { bits, codeBits } = layout;

@@ -23,7 +23,7 @@
  */
 import { fail } from '../errors.js';
 import { awqSearchHessian, smoothQuantScales, type AwqLinear } from '../algos/awq.js';
-import { blockCodecFor, type BlockCodec } from '../algos/block-codec.js';
+import { blockCodecFor, CLIP_SEARCH_MAX_BITS, codeLayout, type BlockCodec } from '../algos/block-codec.js';
 import { clipBlocks, hqqApplies, hqqBlocks, rtnBlocks, type BlockResult } from '../algos/blockwise.js';
 import { finishHessian, gptqBlocks } from '../algos/gptq.js';
 import { gemmABt, hessianAccumulator, type HessianAccumulator } from '../kernels/gptq.js';
@@ -284,16 +284,20 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
     if (!stats) return commit(name, rtnBlocks(codec, w, n, k), 'rtn');
     if (alg === 'gptq') {
       const diag = stats.diag();
-      const r = gptqBlocks(w, n, k, stats.h, codec, { percDamp: o.percDamp, blockSize: o.gptqBlock, actOrder: o.actOrder, importance: o.gptqImportance && codec.usesImportance ? diag : undefined, clipWeights: o.gptqClip ? diag : undefined });
+      const clip = o.gptqClip && codeLayout(codec).bits <= CLIP_SEARCH_MAX_BITS;
+      const r = gptqBlocks(w, n, k, stats.h, codec, { percDamp: o.percDamp, blockSize: o.gptqBlock, actOrder: o.actOrder, importance: o.gptqImportance && codec.usesImportance ? diag : undefined, clipWeights: clip ? diag : undefined });
       return commit(name, r, 'gptq');
     }
+    const searchable = codeLayout(codec).bits <= CLIP_SEARCH_MAX_BITS;
     if (alg === 'awq') {
-      const clip = o.awqClip && !/attn_[qk]\.weight$/.test(name);
+      const clip = o.awqClip && searchable && !/attn_[qk]\.weight$/.test(name);
       return commit(name, clip ? clipBlocks(codec, w, n, k, { h: stats.h }) : rtnBlocks(codec, w, n, k), clip ? 'awq+clip' : 'awq');
     }
     // imatrix-RTN: the codec's importance path with mean x^2 (diag H / 2), or a weighted clip search
+    // (codecs without an importance path, at most CLIP_SEARCH_MAX_BITS bits)
     const imp = stats.diag();
-    return commit(name, codec.usesImportance ? rtnBlocks(codec, w, n, k, imp) : clipBlocks(codec, w, n, k, { importance: imp }), 'imatrix-rtn');
+    if (codec.usesImportance) return commit(name, rtnBlocks(codec, w, n, k, imp), 'imatrix-rtn');
+    return commit(name, searchable ? clipBlocks(codec, w, n, k, { importance: imp }) : rtnBlocks(codec, w, n, k), searchable ? 'imatrix-rtn' : 'rtn');
   };
 
   // token embeddings: no calibration (a lookup, not a product); quantized first so layer 0 sees them
@@ -313,11 +317,15 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
     const stats = { attn: new InputStats(kOf('attn_q.weight'), batch), o: new InputStats(kOf('attn_output.weight'), batch), ffn: new InputStats(kOf('ffn_gate.weight'), batch), down: new InputStats(kOf('ffn_down.weight'), batch) };
     const groupOf: Record<string, InputStats> = { [P + 'attn_q.weight']: stats.attn, [P + 'attn_output.weight']: stats.o, [P + 'ffn_gate.weight']: stats.ffn, [P + 'ffn_down.weight']: stats.down };
     model.hooks.linearInput = (name, x, nTok) => groupOf[name]?.add(x, nTok);
+    // the statistics pass needs every input but not the layer's output: skip the last product
+    const fastLinear = model.hooks.linear!;
+    model.hooks.linear = (out, x, w, nTok) => (w.name === P + 'ffn_down.weight' ? undefined : fastLinear(out, x, w, nTok));
     for (let s = 0; s < nSeq; s++) {
       scratch.set(seq(s));
       model.runLayer(l, scratch, 0);
     }
     model.hooks.linearInput = undefined;
+    model.hooks.linear = fastLinear;
     for (const st of Object.values(stats)) st.finish();
     const tq = performance.now();
     phases.statistics += (tq - tl) / 1000;

@@ -1,3 +1,4 @@
+import { isLowbitSafetensors } from '../../eval/load-lowbit.js';
 import { fail } from '../../errors.js';
 import { generate } from '../../eval/generate.js';
 import { existsSync } from 'node:fs';
@@ -23,7 +24,7 @@ export async function loadModelPath(file: string, tokenizer: string | undefined,
     const head = await src.read(0, Math.min(src.size, 9));
     const safetensors = head.length === 9 && head[8] === 0x7b; // u64 header length, then '{'
     const hfConfig = safetensors ? readSiblingConfig(file) : undefined;
-    if (safetensors && hfConfig === undefined) fail(`${file}: a safetensors checkpoint needs config.json in the same folder`);
+    if (safetensors && hfConfig === undefined && !(await isLowbitSafetensors(src))) fail(`${file}: a safetensors checkpoint needs config.json in the same folder`);
     const sibling = join(dirname(file), 'tokenizer.model');
     const tok = tokenizer ?? (safetensors && existsSync(sibling) ? sibling : undefined);
     return await loadModel(src, { ...opts, hfConfig, tokenizer: tok ? open(tok) : undefined });
