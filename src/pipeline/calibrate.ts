@@ -37,6 +37,7 @@ import { fromFloat32, toFloat32 } from '../io/tensor-data.js';
 import { vocabFromGgufMetadata } from '../io/vocab.js';
 import { Llama, llamaConfigFromGguf } from '../model/llama.js';
 import { linear } from '../model/matmul.js';
+import type { LinearFn } from '../model/act-quant.js';
 import { Tokenizer } from '../model/tokenizer.js';
 import type { LlamaConfig, StoredTensor } from '../model/types.js';
 import { ggmlTypeByName } from '../quant/ggml/types.js';
@@ -318,7 +319,7 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
     const groupOf: Record<string, InputStats> = { [P + 'attn_q.weight']: stats.attn, [P + 'attn_output.weight']: stats.o, [P + 'ffn_gate.weight']: stats.ffn, [P + 'ffn_down.weight']: stats.down };
     model.hooks.linearInput = (name, x, nTok) => groupOf[name]?.add(x, nTok);
     // the statistics pass needs every input but not the layer's output: skip the last product
-    const fastLinear = model.hooks.linear!;
+    const fastLinear: LinearFn = model.hooks.linear!;
     model.hooks.linear = (out, x, w, nTok) => (w.name === P + 'ffn_down.weight' ? undefined : fastLinear(out, x, w, nTok));
     for (let s = 0; s < nSeq; s++) {
       scratch.set(seq(s));
