@@ -10,8 +10,9 @@ import { ptqOptions, type PtqOptions } from './ptq-options.js';
 
 export const RECIPE_VERSION = 1;
 
-export type Algorithm = 'rtn' | 'gptq' | 'awq' | 'hqq';
-export const ALGORITHMS: readonly Algorithm[] = ['rtn', 'gptq', 'awq', 'hqq'];
+/** awq+gptq: AWQ's scales folded in first, then GPTQ (as the AWQ paper combines them) */
+export type Algorithm = 'rtn' | 'gptq' | 'awq' | 'hqq' | 'awq+gptq';
+export const ALGORITHMS: readonly Algorithm[] = ['rtn', 'gptq', 'awq', 'hqq', 'awq+gptq'];
 
 export interface RecipeRule {
   /** regular expression over tensor names (GGUF naming) */

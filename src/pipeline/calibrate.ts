@@ -192,7 +192,7 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
 
   // ---- tokens ------------------------------------------------------------------------------------
   const hasCalib = input.calibText !== undefined || input.calibStream !== undefined;
-  const needsCalibration = plan.tensors.some((p) => codecOf(p) && ['gptq', 'awq'].includes(algorithmOf(p.name))) || o.smooth > 0 || (hasCalib && plan.tensors.some((p) => codecOf(p) && algorithmOf(p.name) === 'rtn'));
+  const needsCalibration = plan.tensors.some((p) => codecOf(p) && ['gptq', 'awq', 'awq+gptq'].includes(algorithmOf(p.name))) || o.smooth > 0 || (hasCalib && plan.tensors.some((p) => codecOf(p) && algorithmOf(p.name) === 'rtn'));
   let windows: Int32Array[] = [];
   const ctx = Math.min(o.calibCtx, config.seqLen);
   if (input.calibStream) windows = calibrationWindows(input.calibStream, o.calibTokens, ctx, o.seed, Number(metadata.get('tokenizer.ggml.bos_token_id') ?? 1));
@@ -283,11 +283,11 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
       return commit(name, hqqBlocks(codec, w, n, k, { iters: o.hqqIters, p: o.hqqP }), 'hqq');
     }
     if (!stats) return commit(name, rtnBlocks(codec, w, n, k), 'rtn');
-    if (alg === 'gptq') {
+    if (alg === 'gptq' || alg === 'awq+gptq') {
       const diag = stats.diag();
       const clip = o.gptqClip && codeLayout(codec).bits <= CLIP_SEARCH_MAX_BITS;
       const r = gptqBlocks(w, n, k, stats.h, codec, { percDamp: o.percDamp, blockSize: o.gptqBlock, actOrder: o.actOrder, importance: o.gptqImportance && codec.usesImportance ? diag : undefined, clipWeights: clip ? diag : undefined });
-      return commit(name, r, 'gptq');
+      return commit(name, r, alg);
     }
     const searchable = codeLayout(codec).bits <= CLIP_SEARCH_MAX_BITS;
     if (alg === 'awq') {
@@ -352,7 +352,7 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
       st.divideInput(s);
     };
     const quantizable = (names: string[]) => names.every((n) => codecOf(planOf.get(P + n)!));
-    const usesAwq = (names: string[]) => names.some((n) => algorithmOf(P + n) === 'awq') && quantizable(names);
+    const usesAwq = (names: string[]) => names.some((n) => algorithmOf(P + n).startsWith('awq')) && quantizable(names);
     const normGroups = [
       { st: stats.attn, consumers: ['attn_q.weight', 'attn_k.weight', 'attn_v.weight'], norm: 'attn_norm.weight', runtimeNorm: L.attnNorm },
       { st: stats.ffn, consumers: ['ffn_gate.weight', 'ffn_up.weight'], norm: 'ffn_norm.weight', runtimeNorm: L.ffnNorm },
