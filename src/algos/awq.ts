@@ -6,6 +6,8 @@
  * minimize the output error of the quantized layers on calibration inputs:
  *   L(alpha) = sum over layers || X W^T - X (Q(W diag s) diag 1/s)^T ||^2.
  */
+import type { BlockCodec } from './block-codec.js';
+import { rtnBlocks } from './blockwise.js';
 import type { GptqGrid } from './gptq.js';
 import { rtnWithGrid } from './gptq.js';
 
@@ -165,4 +167,65 @@ export function llmInt8Matmul(x: Float32Array, nTok: number, k: number, w: Float
       y[t * n + o] = Math.fround(acc * xs[t] * ws[o] + accHalf);
     }
   return y;
+}
+
+/** A linear layer for the Hessian-based AWQ search: n x k weights and the codec that will store them. */
+export interface AwqLinear {
+  w: Float32Array;
+  n: number;
+  codec: BlockCodec;
+}
+
+/** sum over rows of d^T H d, d = w - q (H: k x k symmetric) — the output error ||X (W - Q)^T||^2 * 2 / N */
+export function outputErrorHessian(w: Float32Array, q: Float32Array, n: number, k: number, h: Float64Array): number {
+  const d = new Float64Array(k);
+  let loss = 0;
+  for (let r = 0; r < n; r++) {
+    for (let j = 0; j < k; j++) d[j] = w[r * k + j] - q[r * k + j];
+    for (let i = 0; i < k; i++) {
+      if (d[i] === 0) continue;
+      const hr = i * k;
+      let s = 0;
+      for (let j = 0; j < k; j++) s += h[hr + j] * d[j];
+      loss += d[i] * s;
+    }
+  }
+  return loss;
+}
+
+/**
+ * AWQ's scale search from calibration statistics: meanAbs (mean |x_j| per input channel) and the
+ * Hessian h = 2 X^T X / N, so the output error of a candidate is sum_rows d^T H d exactly (no second
+ * pass over the activations). Each candidate alpha scales the weights' columns by s, quantizes them with
+ * the real codec (round to nearest) and divides by s again.
+ */
+export function awqSearchHessian(meanAbs: Float64Array, h: Float64Array, k: number, layers: readonly AwqLinear[], steps = 20): AwqResult {
+  const scales = new Float32Array(k);
+  const scaled = layers.map((l) => new Float32Array(l.w.length));
+  let best = { alpha: 0, loss: Infinity, scales: new Float32Array(k).fill(1) };
+  let lossRtn = Infinity;
+  for (let step = 0; step < steps; step++) {
+    const alpha = step / steps;
+    let mx = 0;
+    let mn = Infinity;
+    for (let j = 0; j < k; j++) {
+      const s = Math.max(Math.pow(Math.max(meanAbs[j], 1e-8), alpha), 1e-4);
+      scales[j] = s;
+      mx = Math.max(mx, s);
+      mn = Math.min(mn, s);
+    }
+    const norm = Math.sqrt(mx * mn);
+    for (let j = 0; j < k; j++) scales[j] = Math.fround(scales[j] / norm);
+    let loss = 0;
+    layers.forEach((l, li) => {
+      const ws = scaled[li];
+      for (let o = 0; o < l.n; o++) for (let j = 0; j < k; j++) ws[o * k + j] = Math.fround(l.w[o * k + j] * scales[j]);
+      const { q } = rtnBlocks(l.codec, ws, l.n, k);
+      for (let o = 0; o < l.n; o++) for (let j = 0; j < k; j++) q[o * k + j] = q[o * k + j] / scales[j];
+      loss += outputErrorHessian(l.w, q, l.n, k, h);
+    });
+    if (step === 0) lossRtn = loss;
+    if (loss < best.loss) best = { alpha, loss, scales: Float32Array.from(scales) };
+  }
+  return { scales: best.scales, alpha: best.alpha, loss: best.loss, lossRtn };
 }

@@ -1,19 +1,34 @@
 /**
  * GPTQ (Frantar et al. 2023): quantize a weight matrix column by column, spreading each column's
- * rounding error over the columns not yet quantized with the inverse Hessian H = 2 X^T X of the layer's
- * calibration inputs. Dampening: H += percDamp * mean(diag H) * I. Lazy batch updates in blocks of
- * `blockSize` columns. actOrder processes columns by decreasing diag(H); groups are then "static"
- * (their scales fitted on the original weights before any update), so the file keeps natural order.
- * Without actOrder, a group's scale/zero are fitted when its first column is reached.
+ * rounding error over the columns not yet quantized with the inverse Hessian H = 2 X^T X / N of the
+ * layer's calibration inputs:
+ *
+ *   for each column i (in order, or by decreasing diag H with actOrder):
+ *     q_i = Q(w_i)                       (nearest grid value; the group's grid fixed when it starts)
+ *     e   = (w_i - q_i) / U_ii            (U: upper Cholesky factor of H^-1)
+ *     w_j -= e * U_ij   for every later column j
+ *
+ * Dampening: H += percDamp * mean(diag H) * I. Lazy batch updates: the update of later columns is
+ * applied inside a block of `blockSize` columns at once, and to the rest of the matrix when the block
+ * ends (one matrix product). actOrder processes columns by decreasing diag(H); groups are then "static"
+ * (their grids fitted on the original weights before any update), so the file keeps natural order.
+ * Without actOrder, a group's grid is fitted on the updated weights when its first column is reached,
+ * and the lazy block is aligned to the groups so that every column of a group is fully updated then.
  *
  * Layout: W is n x k row-major (n outputs, k inputs: GGML's layout, a row is an output channel);
  * groups run along rows (k), as every GGML block and grouped scheme does.
+ *
+ * Two kinds of grid: `GptqGrid` (parameters per group, quant(x) in closed form: intGrid, hqqGrid,
+ * the legacy GGML grids of grids.ts) and any block codec (block-codec.ts: every GGML type and
+ * per-block lowbit scheme, with the codec's own scale choice per block and the exact block bytes).
  */
 import { fail } from '../errors.js';
-import { choleskyInverse, cholesky, choleskyUpper } from './linalg.js';
+import { BlockGrids, setCodes, type BlockCodec } from './block-codec.js';
+import { CLIP_RATIOS } from './blockwise.js';
+import { gptqWorkspace, syrkLowerRef } from '../kernels/gptq.js';
 
 /**
- * How GPTQ quantizes: a group of `groupSize` consecutive values of one row shares `paramCount`
+ * A closed-form grid: a group of `groupSize` consecutive values of one row shares `paramCount`
  * parameters (scale, zero, ...) chosen by `fit`; `quant` maps one value to the nearest value
  * representable with those parameters.
  */
@@ -25,6 +40,16 @@ export interface GptqGrid {
   quant(x: number, params: Float64Array, pOff: number): number;
 }
 
+/** What the GPTQ loop needs from a grid: fit a group, round one element of it. */
+export interface GroupQuantizer {
+  readonly name: string;
+  readonly groupSize: number;
+  /** fit the grid of group `grp` of row r on x[xo .. xo + groupSize) */
+  fit(r: number, grp: number, x: Float32Array, xo: number): void;
+  /** the grid value of element j of group grp of row r nearest to x (records the choice) */
+  quant(r: number, grp: number, j: number, x: number): number;
+}
+
 export interface GptqOptions {
   /** dampening as a fraction of mean(diag H) (default 0.01) */
   percDamp?: number;
@@ -33,24 +58,18 @@ export interface GptqOptions {
   actOrder?: boolean;
 }
 
-export interface GptqResult {
-  /** quantized weights (on the grid), n x k */
-  q: Float32Array;
-  /** group parameters, n x (k / groupSize) x paramCount */
-  params: Float64Array;
+export interface GptqStats {
+  /** sum over rows of the GPTQ objective sum_i (w_i - q_i)^2 / U_ii^2 (GPTQ's "error") */
+  loss: number;
+  seconds: number;
 }
 
-/** Accumulate H += 2 / total * X^T X for nTok rows of x (k wide); call finishHessian after the last batch. */
+// ---------------------------------------------------------------------------------------------------
+// Hessian (the fast accumulation: hessianAccumulator in src/kernels/gptq.ts)
+
+/** Accumulate the lower triangle of X^T X for nTok rows of x (k wide) into h; then finishHessian. */
 export function accumulateHessian(h: Float64Array, x: Float32Array, nTok: number, k: number): void {
-  for (let t = 0; t < nTok; t++) {
-    const o = t * k;
-    for (let i = 0; i < k; i++) {
-      const xi = x[o + i];
-      if (xi === 0) continue;
-      const row = i * k;
-      for (let j = 0; j <= i; j++) h[row + j] += xi * x[o + j];
-    }
-  }
+  syrkLowerRef(h, x, nTok, k);
 }
 
 /** Symmetrize (the accumulation fills the lower triangle) and scale by 2 / nTok. */
@@ -64,32 +83,46 @@ export function finishHessian(h: Float64Array, k: number, nTok: number): void {
     }
 }
 
-export function gptq(w: Float32Array, n: number, k: number, hessian: Float64Array, grid: GptqGrid, opts: GptqOptions = {}): GptqResult {
-  const g = grid.groupSize;
-  if (k % g !== 0) fail(`GPTQ: row length ${k} is not a multiple of the group size ${g} of ${grid.name}`);
+// ---------------------------------------------------------------------------------------------------
+// The GPTQ loop
+
+/** the last inverse Cholesky factor, by Hessian identity (the caller must not modify a Hessian it passed) */
+let lastFactor: { h: Float64Array; fingerprint: number; percDamp: number; actOrder: boolean; u: Float64Array } | undefined;
+
+/** Quantize w (n x k) with GPTQ; returns the quantized values (n x k, on the quantizer's grids). */
+export function gptqQuantize(w: Float32Array, n: number, k: number, hessian: Float64Array, qz: GroupQuantizer, opts: GptqOptions = {}): { q: Float32Array; stats: GptqStats } {
+  const t0 = performance.now();
+  const g = qz.groupSize;
+  if (k % g !== 0) fail(`GPTQ: row length ${k} is not a multiple of the group size ${g} of ${qz.name}`);
   if (w.length !== n * k || hessian.length !== k * k) fail('GPTQ: weight or Hessian has the wrong size');
   const percDamp = opts.percDamp ?? 0.01;
-  const B = opts.blockSize ?? 128;
+  if (!(percDamp >= 0)) fail(`GPTQ: dampening must be >= 0, got ${percDamp}`);
+  let B = Math.max(1, opts.blockSize ?? 128);
+  // align the lazy blocks with the groups (a group is fitted when its first column is reached)
+  if (!opts.actOrder && g % B !== 0 && B % g !== 0) B = g * Math.max(1, Math.floor(B / g));
   const H = Float64Array.from(hessian);
-  const W = new Float64Array(n * k);
+  const ws = gptqWorkspace(n, k, B);
+  const W = ws.w;
   for (let i = 0; i < n * k; i++) W[i] = w[i];
-  // dead inputs: no signal, any value works; quantize them as zero weights
+  // dead inputs (never active in calibration): any value works; quantize them as zero weights
   for (let i = 0; i < k; i++)
     if (H[i * k + i] === 0) {
       H[i * k + i] = 1;
       for (let r = 0; r < n; r++) W[r * k + i] = 0;
     }
   const nGroups = k / g;
-  const params = new Float64Array(n * nGroups * grid.paramCount);
-  const tmp = new Float32Array(g);
-  const fitGroup = (src: Float64Array, r: number, grp: number) => {
-    for (let j = 0; j < g; j++) tmp[j] = src[r * k + grp * g + j];
-    grid.fit(tmp, 0, params, (r * nGroups + grp) * grid.paramCount);
+  const row32 = new Float32Array(k);
+  const fitGroup = (r: number, grp: number, perm?: Int32Array) => {
+    // the group's current values, in natural column order
+    for (let j = 0; j < g; j++) {
+      const col = grp * g + j;
+      row32[j] = W[r * k + (perm ? perm[col] : col)];
+    }
+    qz.fit(r, grp, row32, 0);
   };
-  // act-order: static groups fitted on the original weights
-  let perm: Int32Array | undefined;
+  let perm: Int32Array | undefined; // perm[position] = original column
   if (opts.actOrder) {
-    for (let r = 0; r < n; r++) for (let grp = 0; grp < nGroups; grp++) fitGroup(W, r, grp);
+    for (let r = 0; r < n; r++) for (let grp = 0; grp < nGroups; grp++) fitGroup(r, grp); // static groups
     perm = Int32Array.from({ length: k }, (_, i) => i).sort((a, b) => H[b * k + b] - H[a * k + a] || a - b);
     const Wp = new Float64Array(n * k);
     const Hp = new Float64Array(k * k);
@@ -102,11 +135,19 @@ export function gptq(w: Float32Array, n: number, k: number, hessian: Float64Arra
   for (let i = 0; i < k; i++) mean += H[i * k + i];
   const damp = (percDamp * mean) / k;
   for (let i = 0; i < k; i++) H[i * k + i] += damp;
-  // Hinv = upper Cholesky factor of H^-1
-  cholesky(H, k);
-  const Hinv = choleskyUpper(choleskyInverse(H, k), k);
-  const Q = new Float64Array(n * k);
-  const err = new Float64Array(n * B);
+  // layers that share an input (q/k/v, gate/up) share H: reuse its factor
+  let fingerprint = 0; // guards against a Hessian modified in place since
+  for (let i = 0; i < k; i++) fingerprint += hessian[i * k + i] + 0.5 * hessian[i * k + ((i * 7) % k)];
+  if (lastFactor && lastFactor.h === hessian && lastFactor.fingerprint === fingerprint && lastFactor.percDamp === percDamp && lastFactor.actOrder === !!opts.actOrder) ws.u.set(lastFactor.u);
+  else {
+    const bad = ws.inverseCholesky(H);
+    if (bad >= 0) fail(`GPTQ: the Hessian is not positive definite (pivot ${bad}); increase the dampening (--damp)`);
+    lastFactor = { h: hessian, fingerprint, percDamp, actOrder: !!opts.actOrder, u: Float64Array.from(ws.u) };
+  }
+  const U = ws.u;
+  const Q = new Float32Array(n * k);
+  const err = ws.err;
+  let loss = 0;
   for (let i1 = 0; i1 < k; i1 += B) {
     const i2 = Math.min(i1 + B, k);
     const count = i2 - i1;
@@ -114,39 +155,175 @@ export function gptq(w: Float32Array, n: number, k: number, hessian: Float64Arra
       const col = i1 + i;
       const orig = perm ? perm[col] : col;
       const grp = Math.floor(orig / g);
-      if (!perm && orig % g === 0) for (let r = 0; r < n; r++) fitGroup(W, r, grp);
-      const d = Hinv[col * k + col];
+      const j = orig - grp * g;
+      if (!perm && j === 0) for (let r = 0; r < n; r++) fitGroup(r, grp);
+      const d = U[col * k + col];
+      const ur = col * k;
       for (let r = 0; r < n; r++) {
-        const x = W[r * k + col];
-        const q = grid.quant(x, params, (r * nGroups + grp) * grid.paramCount);
-        Q[r * k + col] = q;
-        const e = (x - q) / d;
-        err[r * B + i] = e;
-        // update the rest of this block
         const wr = r * k;
-        const hr = col * k;
-        for (let j = col + 1; j < i2; j++) W[wr + j] -= e * Hinv[hr + j];
+        const x = W[wr + col];
+        const q = qz.quant(r, grp, j, x);
+        Q[r * k + orig] = q;
+        const e = (x - q) / d;
+        loss += e * e;
+        err[r * B + i] = e;
+        if (e === 0) continue;
+        for (let c = col + 1; c < i2; c++) W[wr + c] -= e * U[ur + c];
       }
     }
-    // lazy update of the columns after this block
-    if (i2 < k)
-      for (let r = 0; r < n; r++) {
-        const wr = r * k;
-        for (let i = 0; i < count; i++) {
-          const e = err[r * B + i];
-          if (e === 0) continue;
-          const hr = (i1 + i) * k;
-          for (let j = i2; j < k; j++) W[wr + j] -= e * Hinv[hr + j];
-        }
-      }
+    if (i2 < k) ws.lazyUpdate(count, i1, i2);
   }
-  const q = new Float32Array(n * k);
-  for (let r = 0; r < n; r++) for (let c = 0; c < k; c++) q[r * k + (perm ? perm[c] : c)] = Q[r * k + c];
-  return { q, params };
+  return { q: Q, stats: { loss: loss / 2, seconds: (performance.now() - t0) / 1000 } };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Grids
+
+/** A closed-form grid as a GroupQuantizer (parameters of every group kept in `params`). */
+export class ParamQuantizer implements GroupQuantizer {
+  readonly name: string;
+  readonly groupSize: number;
+  readonly params: Float64Array;
+  private readonly nGroups: number;
+  constructor(readonly grid: GptqGrid, n: number, k: number) {
+    this.name = grid.name;
+    this.groupSize = grid.groupSize;
+    this.nGroups = k / grid.groupSize;
+    this.params = new Float64Array(n * this.nGroups * grid.paramCount);
+  }
+  fit(r: number, grp: number, x: Float32Array, xo: number): void {
+    this.grid.fit(x, xo, this.params, (r * this.nGroups + grp) * this.grid.paramCount);
+  }
+  quant(r: number, grp: number, _j: number, x: number): number {
+    return this.grid.quant(x, this.params, (r * this.nGroups + grp) * this.grid.paramCount);
+  }
+}
+
+/**
+ * A block codec as a GroupQuantizer: at a group's start the codec itself quantizes the group's current
+ * values (with `importance`, e.g. diag H, when the codec has an importance path) and that block's
+ * scales are kept; elements are rounded on the block's grid; `finish` writes the chosen codes into the
+ * blocks and checks that the codec's dequantizer reproduces every chosen value exactly.
+ */
+export class BlockQuantizer implements GroupQuantizer {
+  readonly name: string;
+  readonly groupSize: number;
+  /** the output: n rows of k / blockSize blocks, as the codec stores them */
+  readonly bytes: Uint8Array;
+  private readonly grids: BlockGrids;
+  private readonly nGroups: number;
+  private readonly codes: Uint16Array;
+  private readonly chosen: Float32Array;
+  private readonly importance?: Float32Array;
+  private readonly clipWeights?: Float32Array;
+  private readonly ratios: readonly number[];
+  private readonly shrunk: Float32Array;
+  private readonly cand: Uint8Array;
+
+  /**
+   * importance: passed to codecs that have an importance path (llama.cpp's imatrix quantizers);
+   * clipWeights: when given, each group's grid is the best of the codec's grids for the shrunk group
+   * x * r, r in `ratios` (GPTQ's "mse" grid search), by sum_j clipWeights_j (x_j - q_j)^2.
+   */
+  constructor(readonly codec: BlockCodec, readonly n: number, readonly k: number, opts: { staticGroups?: boolean; importance?: Float32Array; clipWeights?: Float32Array; ratios?: readonly number[] } = {}) {
+    this.name = codec.name;
+    this.groupSize = codec.blockSize;
+    if (k % codec.blockSize !== 0) fail(`${codec.name}: row length ${k} is not a multiple of its block size ${codec.blockSize}`);
+    this.nGroups = k / codec.blockSize;
+    this.bytes = new Uint8Array(n * this.nGroups * codec.blockBytes);
+    // static groups (act-order) keep every block's grid; otherwise one slot per row
+    this.grids = new BlockGrids(codec, opts.staticGroups ? n * this.nGroups : n);
+    this.staticGroups = !!opts.staticGroups;
+    this.codes = new Uint16Array(n * k);
+    this.chosen = new Float32Array(n * k);
+    if (opts.importance && opts.importance.length !== k) fail(`importance has ${opts.importance.length} values for rows of ${k}`);
+    if (opts.clipWeights && opts.clipWeights.length !== k) fail(`clip weights have ${opts.clipWeights.length} values for rows of ${k}`);
+    this.importance = opts.importance;
+    this.clipWeights = opts.clipWeights;
+    this.ratios = opts.ratios ?? CLIP_RATIOS;
+    this.shrunk = new Float32Array(codec.blockSize);
+    this.cand = new Uint8Array(codec.blockBytes);
+  }
+  private readonly staticGroups: boolean;
+
+  private slot(r: number, grp: number): number {
+    return this.staticGroups ? r * this.nGroups + grp : r;
+  }
+
+  fit(r: number, grp: number, x: Float32Array, xo: number): void {
+    const bs = this.groupSize;
+    const nb = this.codec.blockBytes;
+    const at = (r * this.nGroups + grp) * nb;
+    const slot = this.slot(r, grp);
+    const imp = this.importance?.subarray(grp * bs, (grp + 1) * bs);
+    this.codec.quantize(x, xo, this.bytes, at, imp);
+    this.grids.load(slot, this.bytes, at);
+    const w = this.clipWeights;
+    if (!w) return;
+    const err = () => {
+      let e = 0;
+      for (let j = 0; j < bs; j++) {
+        const d = x[xo + j] - this.grids.values[this.grids.nearest(slot, j, x[xo + j])];
+        e += w[grp * bs + j] * d * d;
+      }
+      return e;
+    };
+    let best = err();
+    for (const ratio of this.ratios) {
+      if (ratio === 1) continue;
+      for (let j = 0; j < bs; j++) this.shrunk[j] = Math.fround(x[xo + j] * ratio);
+      this.codec.quantize(this.shrunk, 0, this.cand, 0, imp);
+      this.grids.load(slot, this.cand, 0);
+      const e = err();
+      if (e < best) {
+        best = e;
+        this.bytes.set(this.cand, at);
+      }
+    }
+    this.grids.load(slot, this.bytes, at);
+  }
+
+  quant(r: number, grp: number, j: number, x: number): number {
+    const i = this.grids.nearest(this.slot(r, grp), j, x);
+    const e = r * this.k + grp * this.groupSize + j;
+    this.codes[e] = this.grids.codes[i];
+    const v = this.grids.values[i];
+    this.chosen[e] = v;
+    return v;
+  }
+
+  /** Write the codes into the blocks; returns the bytes (checked to decode to the chosen values). */
+  finish(): Uint8Array {
+    const bs = this.groupSize;
+    const nb = this.codec.blockBytes;
+    const check = new Float32Array(bs);
+    for (let b = 0; b < this.n * this.nGroups; b++) {
+      setCodes(this.grids.layout, this.bytes, b * nb, this.codes.subarray(b * bs, (b + 1) * bs), bs);
+      this.codec.dequantize(this.bytes, b * nb, check, 0);
+      for (let j = 0; j < bs; j++)
+        if (check[j] !== this.chosen[b * bs + j])
+          fail(`internal error: ${this.codec.name} block ${b} decodes element ${j} to ${check[j]}, GPTQ chose ${this.chosen[b * bs + j]}`);
+    }
+    return this.bytes;
+  }
+}
+
+/** GPTQ with a closed-form grid (kept for the grid-level tests and experiments). */
+export function gptq(w: Float32Array, n: number, k: number, hessian: Float64Array, grid: GptqGrid, opts: GptqOptions = {}): { q: Float32Array; params: Float64Array } {
+  const qz = new ParamQuantizer(grid, n, k);
+  const { q } = gptqQuantize(w, n, k, hessian, qz, opts);
+  return { q, params: qz.params };
+}
+
+/** GPTQ into a block codec's bytes (GGML types, per-block schemes): bytes and their exact values. */
+export function gptqBlocks(w: Float32Array, n: number, k: number, hessian: Float64Array, codec: BlockCodec, opts: GptqOptions & { importance?: Float32Array; clipWeights?: Float32Array } = {}): { bytes: Uint8Array; q: Float32Array; stats: GptqStats } {
+  const qz = new BlockQuantizer(codec, n, k, { staticGroups: opts.actOrder, importance: opts.importance, clipWeights: opts.clipWeights });
+  const { q, stats } = gptqQuantize(w, n, k, hessian, qz, opts);
+  return { bytes: qz.finish(), q, stats };
 }
 
 /** Round-to-nearest with the same grid (the baseline GPTQ is measured against). */
-export function rtnWithGrid(w: Float32Array, n: number, k: number, grid: GptqGrid): GptqResult {
+export function rtnWithGrid(w: Float32Array, n: number, k: number, grid: GptqGrid): { q: Float32Array; params: Float64Array } {
   const g = grid.groupSize;
   if (k % g !== 0) fail(`row length ${k} is not a multiple of the group size ${g} of ${grid.name}`);
   const nGroups = k / g;

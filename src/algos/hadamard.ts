@@ -135,3 +135,21 @@ export function rotateResidual(w: WeightMap, nLayer: number, r: Rotation): void 
   }
   rows('output.weight');
 }
+
+/**
+ * Rotate every attention head's values by R (headDim wide), exactly: the value vector of a head becomes
+ * v R, so W_v's rows of each kv head become R^T (rows), and each head's slice of W_o's input columns is
+ * multiplied by R, undoing it after the attention average (which is linear in v). The same R for every
+ * head keeps grouped-query heads consistent. Nothing is rotated at run time.
+ */
+export function rotateHeads(w: WeightMap, nLayer: number, r: Rotation, nHeads: number, nKvHeads: number): void {
+  const hd = r.n;
+  for (let l = 0; l < nLayer; l++) {
+    const v = w.get(`blk.${l}.attn_v.weight`);
+    const o = w.get(`blk.${l}.attn_output.weight`);
+    if (!v || !o) fail(`rotateHeads: layer ${l} lacks attn_v or attn_output`);
+    if (v.rows !== nKvHeads * hd || o.cols !== nHeads * hd) fail(`rotateHeads: layer ${l} shapes do not match ${nHeads} heads of ${hd}`);
+    for (let h = 0; h < nKvHeads; h++) rotateColumns(r, v.data.subarray(h * hd * v.cols, (h + 1) * hd * v.cols), v.cols);
+    rotateRows(r, o.data, o.rows * nHeads);
+  }
+}

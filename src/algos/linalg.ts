@@ -53,3 +53,33 @@ export function choleskyUpper(a: Float64Array, k: number): Float64Array {
   for (let i = 0; i < k; i++) for (let j = 0; j <= i; j++) u[j * k + i] = l[i * k + j];
   return u;
 }
+
+/**
+ * The upper Cholesky factor U of H^-1 (H^-1 = U^T U), as GPTQ uses it, in one Cholesky and one
+ * triangular inverse (k^3/3 multiply-adds): with J the reversal permutation, factor J H J = M M^T
+ * (M lower); then H = R R^T with R = J M J upper, H^-1 = (R^-1)^T R^-1, and U = R^-1 = J M^-1 J.
+ * `h` is not modified.
+ */
+export function inverseCholeskyUpper(h: Float64Array, k: number): Float64Array {
+  const m = new Float64Array(k * k);
+  for (let i = 0; i < k; i++) for (let j = 0; j <= i; j++) m[i * k + j] = h[(k - 1 - i) * k + (k - 1 - j)];
+  cholesky(m, k);
+  // X = M^-1 row by row: X[i] = (e_i - sum_{p<i} M[i][p] X[p]) / M[i][i]  (X[p] is zero past column p)
+  const x = new Float64Array(k * k);
+  for (let i = 0; i < k; i++) {
+    const xi = i * k;
+    for (let p = 0; p < i; p++) {
+      const a = m[i * k + p];
+      if (a === 0) continue;
+      const xp = p * k;
+      for (let j = 0; j <= p; j++) x[xi + j] -= a * x[xp + j];
+    }
+    x[xi + i] += 1;
+    const d = 1 / m[i * k + i];
+    for (let j = 0; j <= i; j++) x[xi + j] *= d;
+  }
+  const u = m; // reuse: U[i][j] = X[k-1-i][k-1-j]
+  u.fill(0);
+  for (let i = 0; i < k; i++) for (let j = i; j < k; j++) u[i * k + j] = x[(k - 1 - i) * k + (k - 1 - j)];
+  return u;
+}

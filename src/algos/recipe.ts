@@ -6,11 +6,13 @@
  */
 import { fail } from '../errors.js';
 import { LLAMA_FTYPES } from './llama-types.js';
+import { ptqOptions, type PtqOptions } from './ptq-options.js';
 
 export const RECIPE_VERSION = 1;
 
-export type Algorithm = 'rtn' | 'gptq' | 'awq' | 'hqq';
-export const ALGORITHMS: readonly Algorithm[] = ['rtn', 'gptq', 'awq', 'hqq'];
+/** awq+gptq: AWQ's scales folded in first, then GPTQ (as the AWQ paper combines them) */
+export type Algorithm = 'rtn' | 'gptq' | 'awq' | 'hqq' | 'awq+gptq';
+export const ALGORITHMS: readonly Algorithm[] = ['rtn', 'gptq', 'awq', 'hqq', 'awq+gptq'];
 
 export interface RecipeRule {
   /** regular expression over tensor names (GGUF naming) */
@@ -21,6 +23,8 @@ export interface RecipeRule {
   readonly groupSize?: number;
   /** asymmetric (zero-point) for integer schemes */
   readonly asym?: boolean;
+  /** with asym: an integer zero-point (default) or a float minimum ('float', as Q4_1 / HQQ) */
+  readonly zeroPoint?: 'int' | 'float';
   readonly algorithm?: Algorithm;
   /** leave the tensor unquantized, stored in this float type */
   readonly keep?: 'f32' | 'f16' | 'bf16';
@@ -43,6 +47,8 @@ export interface Recipe {
   readonly rules: readonly RecipeRule[];
   /** default algorithm for rules that do not name one */
   readonly algorithm?: Algorithm;
+  /** options of the calibrated algorithms (see ptq-options.ts; absent fields take their defaults) */
+  readonly ptq?: Partial<PtqOptions>;
 }
 
 function deepFreeze<T>(o: T): T {
@@ -61,9 +67,10 @@ export function defineRecipe(o: unknown): Recipe {
   const r = o as Record<string, unknown>;
   if (r.lowbitRecipe !== RECIPE_VERSION) fail(`recipe: lowbitRecipe must be ${RECIPE_VERSION} (got ${JSON.stringify(r.lowbitRecipe)})`);
   if (typeof r.name !== 'string' || !r.name) fail('recipe: name must be a non-empty string');
-  const known = new Set(['lowbitRecipe', 'name', 'description', 'llama', 'rules', 'algorithm']);
+  const known = new Set(['lowbitRecipe', 'name', 'description', 'llama', 'rules', 'algorithm', 'ptq']);
   for (const k of Object.keys(r)) if (!known.has(k)) fail(`recipe: unknown field '${k}'`);
   if (r.algorithm !== undefined && !ALGORITHMS.includes(r.algorithm as Algorithm)) fail(`recipe: unknown algorithm '${r.algorithm}' (valid: ${ALGORITHMS.join(', ')})`);
+  if (r.ptq !== undefined) ptqOptions(r.ptq);
   if (r.llama !== undefined) {
     const l = r.llama as Record<string, unknown>;
     if (!l || typeof l !== 'object' || typeof l.ftype !== 'string') fail('recipe: llama.ftype must be a string');
@@ -82,6 +89,7 @@ export function defineRecipe(o: unknown): Recipe {
     }
     if (x.scheme === undefined && x.keep === undefined) fail(`recipe: rule ${i} needs 'scheme' or 'keep'`);
     if (x.keep !== undefined && !['f32', 'f16', 'bf16'].includes(x.keep as string)) fail(`recipe: rule ${i} keep must be f32, f16 or bf16`);
+    if (x.zeroPoint !== undefined && !['int', 'float'].includes(x.zeroPoint as string)) fail(`recipe: rule ${i} zeroPoint must be int or float`);
     if (x.groupSize !== undefined && !(Number.isInteger(x.groupSize) && (x.groupSize as number) > 0)) fail(`recipe: rule ${i} groupSize must be a positive integer`);
     if (x.algorithm !== undefined && !ALGORITHMS.includes(x.algorithm as Algorithm)) fail(`recipe: rule ${i} unknown algorithm '${x.algorithm}'`);
   });
@@ -109,11 +117,11 @@ export function llamaRecipe(ftype: string, opts: Omit<LlamaRecipe, 'ftype'> = {}
 }
 
 /** A generic scheme for every quantizable weight matrix; norms, biases (and optionally embeddings) kept. */
-export function schemeRecipe(scheme: string, opts: { groupSize?: number; asym?: boolean; algorithm?: Algorithm; keepEmbeddings?: boolean } = {}): Recipe {
+export function schemeRecipe(scheme: string, opts: { groupSize?: number; asym?: boolean; zeroPoint?: 'int' | 'float'; algorithm?: Algorithm; keepEmbeddings?: boolean } = {}): Recipe {
   const rules: RecipeRule[] = [{ match: NOT_QUANTIZED, keep: 'f32' }];
   if (opts.keepEmbeddings) rules.push({ match: '^(token_embd|output)\\.weight$', keep: 'f16' });
-  rules.push({ match: '\\.weight$', scheme, ...(opts.groupSize ? { groupSize: opts.groupSize } : {}), ...(opts.asym ? { asym: true } : {}), ...(opts.algorithm ? { algorithm: opts.algorithm } : {}) });
-  const name = scheme + (opts.groupSize ? `_g${opts.groupSize}` : '') + (opts.asym ? '_asym' : '');
+  rules.push({ match: '\\.weight$', scheme, ...(opts.groupSize ? { groupSize: opts.groupSize } : {}), ...(opts.asym ? { asym: true } : {}), ...(opts.asym && opts.zeroPoint === 'float' ? { zeroPoint: 'float' } : {}), ...(opts.algorithm ? { algorithm: opts.algorithm } : {}) });
+  const name = scheme + (opts.groupSize ? `_g${opts.groupSize}` : '') + (opts.asym ? (opts.zeroPoint === 'float' ? '_asym_fzp' : '_asym') : '');
   return defineRecipe({ lowbitRecipe: RECIPE_VERSION, name, rules });
 }
 

@@ -304,6 +304,11 @@ export interface ForwardHooks {
    * (a view into the run state: copy what you keep). `name` is the weight's tensor name.
    */
   linearInput?: (name: string, x: Float32Array, nTok: number, k: number) => void;
+  /**
+   * Replaces the linear layer itself (out = x w^T for nTok rows): activation quantization modes
+   * (W8A8, LLM.int8(), see src/model/act-quant.ts) plug in here. Must not modify x.
+   */
+  linear?: (out: Float32Array, x: Float32Array, w: LinearWeight, nTok: number) => void;
 }
 
 export interface LlamaOptions extends LoadOptions {
@@ -373,70 +378,105 @@ export class Llama {
     return out;
   }
 
+  /**
+   * Run rows of the residual stream through one layer, in place: x holds x.length / dim tokens at
+   * positions pos, pos+1, ... (the KV cache of this layer must hold positions [0, pos) already).
+   * Calibration (src/pipeline/calibrate.ts) drives the model layer by layer with this.
+   */
+  runLayer(l: number, x: Float32Array, pos: number): void {
+    const dim = this.config.dim;
+    const n = x.length / dim;
+    if (!(l >= 0 && l < this.config.nLayers)) fail(`layer ${l} does not exist (the model has ${this.config.nLayers})`);
+    if (!Number.isInteger(n) || pos < 0 || pos + n > this.kv.capacity) fail(`runLayer: ${x.length} values are not whole tokens at positions ${pos}.. within ${this.kv.capacity}`);
+    for (let b = 0; b < n; b += this.s.batch) {
+      const nb = Math.min(this.s.batch, n - b);
+      this.s.x.set(x.subarray(b * dim, (b + nb) * dim));
+      this.layer(l, nb, pos + b);
+      x.set(this.s.x.subarray(0, nb * dim), b * dim);
+    }
+  }
+
+  /** logits (nTok x vocab) of residual-stream rows x (nTok x dim): final RMSNorm and the output layer */
+  head(x: Float32Array, out: Float32Array): void {
+    const { dim, vocabSize } = this.config;
+    const n = x.length / dim;
+    for (let b = 0; b < n; b += this.s.batch) {
+      const nb = Math.min(this.s.batch, n - b);
+      this.s.x.set(x.subarray(b * dim, (b + nb) * dim));
+      this.logits(out.subarray(b * vocabSize, (b + nb) * vocabSize), 0, nb);
+    }
+  }
+
+  /** the token embeddings of `tokens` (tokens.length x dim) into out */
+  embed(tokens: ArrayLike<number>, out: Float32Array): void {
+    const c = this.config;
+    const e = this.weights.tokenEmbedding;
+    for (let t = 0; t < tokens.length; t++) {
+      const id = tokens[t];
+      if (!(Number.isInteger(id) && id >= 0 && id < c.vocabSize)) fail(`token id ${id} is outside the ${c.vocabSize}-token vocabulary`);
+      dequantizeRows(e.type, e.data.subarray(id * e.rowBytes, (id + 1) * e.rowBytes), c.dim, 1, out.subarray(t * c.dim, (t + 1) * c.dim));
+    }
+  }
+
   private lin(out: Float32Array, x: Float32Array, w: LinearWeight, nTok: number): void {
-    this.hooks.linearInput?.(w.name, x.subarray(0, nTok * w.cols), nTok, w.cols);
+    const input = x.subarray(0, nTok * w.cols);
+    this.hooks.linearInput?.(w.name, input, nTok, w.cols);
     if (this.activations === 'ggml') {
       if (this.actScratch.length < nTok * w.cols) this.actScratch = new Float32Array(this.s.batch * Math.max(w.cols, this.config.hiddenDim, this.config.dim));
       if (ggmlRoundActivations(w.type, x, nTok, w.cols, this.actScratch)) x = this.actScratch;
     }
-    linear(out, x, w, nTok);
+    if (this.hooks.linear) this.hooks.linear(out, x.subarray(0, nTok * w.cols), w, nTok);
+    else linear(out, x, w, nTok);
   }
 
   /** one batch through all layers, leaving the final residual stream in s.x */
   private step(tokens: number[], pos: number): void {
+    this.embed(tokens, this.s.x);
+    for (let l = 0; l < this.config.nLayers; l++) this.layer(l, tokens.length, pos);
+  }
+
+  /** layer l on the nTok rows of s.x (positions pos, pos+1, ...), in place */
+  private layer(l: number, nTok: number, pos: number): void {
     const c = this.config;
     const s = this.s;
-    const w = this.weights;
-    const nTok = tokens.length;
     const { dim, hiddenDim, headDim, nHeads, nKvHeads } = c;
     const kvDim = nKvHeads * headDim;
     const attScale = 1 / Math.sqrt(headDim);
+    const L = this.weights.layers[l];
 
-    // token embeddings
-    const e = w.tokenEmbedding;
-    for (let t = 0; t < nTok; t++) {
-      const id = tokens[t];
-      if (!(Number.isInteger(id) && id >= 0 && id < c.vocabSize)) fail(`token id ${id} is outside the ${c.vocabSize}-token vocabulary`);
-      dequantizeRows(e.type, e.data.subarray(id * e.rowBytes, (id + 1) * e.rowBytes), dim, 1, s.x.subarray(t * dim, (t + 1) * dim));
-    }
+    // attention: q, k, v of every token; RoPE; keys and values into the cache
+    rmsnorm(s.xb, s.x, L.attnNorm, nTok, dim, c.normEps);
+    this.lin(s.q, s.xb, L.wq, nTok);
+    this.lin(s.k, s.xb, L.wk, nTok);
+    this.lin(s.v, s.xb, L.wv, nTok);
+    addBias(s.q, L.bq, nTok);
+    addBias(s.k, L.bk, nTok);
+    addBias(s.v, L.bv, nTok);
+    rope(c, s.ropeFreq, s.q, nTok, nHeads, pos);
+    rope(c, s.ropeFreq, s.k, nTok, nKvHeads, pos);
+    for (let t = 0; t < nTok; t++) this.kv.store(l, pos + t, s.k.subarray(t * kvDim, (t + 1) * kvDim), s.v.subarray(t * kvDim, (t + 1) * kvDim));
 
-    for (let l = 0; l < c.nLayers; l++) {
-      const L = w.layers[l];
+    // causal attention (WebAssembly kernel when the cache lives in its memory), then the output projection
+    const kkv = this.kv as Partial<KernelKvStorage>;
+    if (kkv.engine && kernelsEnabled()) {
+      kkv.engine.attention(s.q, nTok, pos, nHeads, nKvHeads, headDim, kkv.keysAt!(l), kkv.valuesAt!(l), kvDim, attScale, s.att);
+    } else this.attention(l, nTok, pos);
+    this.lin(s.xb2, s.att, L.wo, nTok);
+    for (let i = 0; i < nTok * dim; i++) s.x[i] += s.xb2[i];
 
-      // attention: q, k, v of every token; RoPE; keys and values into the cache
-      rmsnorm(s.xb, s.x, L.attnNorm, nTok, dim, c.normEps);
-      this.lin(s.q, s.xb, L.wq, nTok);
-      this.lin(s.k, s.xb, L.wk, nTok);
-      this.lin(s.v, s.xb, L.wv, nTok);
-      addBias(s.q, L.bq, nTok);
-      addBias(s.k, L.bk, nTok);
-      addBias(s.v, L.bv, nTok);
-      rope(c, s.ropeFreq, s.q, nTok, nHeads, pos);
-      rope(c, s.ropeFreq, s.k, nTok, nKvHeads, pos);
-      for (let t = 0; t < nTok; t++) this.kv.store(l, pos + t, s.k.subarray(t * kvDim, (t + 1) * kvDim), s.v.subarray(t * kvDim, (t + 1) * kvDim));
-
-      // causal attention (WebAssembly kernel when the cache lives in its memory), then the output projection
-      const kkv = this.kv as Partial<KernelKvStorage>;
-      if (kkv.engine && kernelsEnabled()) {
-        kkv.engine.attention(s.q, nTok, pos, nHeads, nKvHeads, headDim, kkv.keysAt!(l), kkv.valuesAt!(l), kvDim, attScale, s.att);
-      } else this.attention(l, nTok, pos);
-      this.lin(s.xb2, s.att, L.wo, nTok);
-      for (let i = 0; i < nTok * dim; i++) s.x[i] += s.xb2[i];
-
-      // feed-forward: down(silu(gate(x)) * up(x))
-      rmsnorm(s.xb, s.x, L.ffnNorm, nTok, dim, c.normEps);
-      this.lin(s.hb, s.xb, L.gate, nTok);
-      this.lin(s.hb2, s.xb, L.up, nTok);
-      if (this.engine && kernelsEnabled()) this.engine.siluMul(s.hb, s.hb2, nTok * hiddenDim);
-      else {
-        for (let i = 0; i < nTok * hiddenDim; i++) {
-          const g = s.hb[i];
-          s.hb[i] = (g / (1 + Math.exp(-g))) * s.hb2[i];
-        }
+    // feed-forward: down(silu(gate(x)) * up(x))
+    rmsnorm(s.xb, s.x, L.ffnNorm, nTok, dim, c.normEps);
+    this.lin(s.hb, s.xb, L.gate, nTok);
+    this.lin(s.hb2, s.xb, L.up, nTok);
+    if (this.engine && kernelsEnabled()) this.engine.siluMul(s.hb, s.hb2, nTok * hiddenDim);
+    else {
+      for (let i = 0; i < nTok * hiddenDim; i++) {
+        const g = s.hb[i];
+        s.hb[i] = (g / (1 + Math.exp(-g))) * s.hb2[i];
       }
-      this.lin(s.xb2, s.hb, L.down, nTok);
-      for (let i = 0; i < nTok * dim; i++) s.x[i] += s.xb2[i];
     }
+    this.lin(s.xb2, s.hb, L.down, nTok);
+    for (let i = 0; i < nTok * dim; i++) s.x[i] += s.xb2[i];
   }
 
   /** causal attention of layer l in TypeScript: token t (position pos + t) sees positions 0 .. pos + t */

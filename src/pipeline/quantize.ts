@@ -95,6 +95,15 @@ export interface QuantizeOptions {
   imatrix?: Imatrix;
   /** quantize GGML tensors on these threads (default: this thread) */
   workers?: RowQuantizer;
+  /**
+   * Results of the calibrated algorithms (calibrate.ts runPtq): tensors already quantized (their bytes
+   * are written as given) and transformed float weights (rotation, AWQ/SmoothQuant scales) that replace
+   * the file's values for everything else.
+   */
+  ptq?: {
+    floats: ReadonlyMap<string, Float32Array>;
+    quantized: ReadonlyMap<string, { bytes: Uint8Array; sqnrDb: number }>;
+  };
   /** called after each tensor */
   onTensor?(done: number, total: number, r: TensorReport): void;
 }
@@ -196,10 +205,11 @@ export interface LayoutOptions {
 }
 
 /** The scheme options a rule implies (stored in safetensors metadata so readers rebuild the scheme). */
-export function resolveOptionsOf(rule: RecipeRule | undefined): { groupSize?: number; asymmetric?: boolean } {
-  const o: { groupSize?: number; asymmetric?: boolean } = {};
+export function resolveOptionsOf(rule: RecipeRule | undefined): { groupSize?: number; asymmetric?: boolean; zeroPoint?: 'int' | 'float' } {
+  const o: { groupSize?: number; asymmetric?: boolean; zeroPoint?: 'int' | 'float' } = {};
   if (rule?.groupSize) o.groupSize = rule.groupSize;
   if (rule?.asym) o.asymmetric = true;
+  if (rule?.asym && rule.zeroPoint === 'float') o.zeroPoint = 'float';
   return o;
 }
 
@@ -209,7 +219,7 @@ function normalizeGgml(s: string): string {
 
 const rows = (ne: number[]) => ne.slice(1).reduce((a, b) => a * b, 1);
 
-async function readFloats(m: ModelFile, t: ModelTensor, allocate?: (n: number) => Float32Array): Promise<Float32Array> {
+export async function readFloats(m: ModelFile, t: ModelTensor, allocate?: (n: number) => Float32Array): Promise<Float32Array> {
   const bytes = await m.read(t);
   if (t.type === 'F32' || t.type === 'F16' || t.type === 'BF16' || t.type === 'F64') return toFloat32(t.type, bytes, allocate?.(t.nElements));
   const c = ggmlCodec(t.type);
@@ -366,7 +376,14 @@ export async function quantizeModel(m: ModelFile, plan: QuantizePlan, sink: Byte
     for (const p of plan.tensors) {
       const t = m.tensor(p.name);
       const n = t.nElements;
-      if (p.to === t.type) {
+      const pre = opts.ptq?.quantized.get(p.name);
+      if (pre) {
+        await w.write(pre.bytes);
+        done({ name: p.name, shape: p.ne, type: p.to, bytes: pre.bytes.length, bitsPerWeight: (pre.bytes.length * 8) / n, sqnrDb: pre.sqnrDb, ...(p.fallbackFrom ? { fallbackFrom: p.fallbackFrom } : {}) });
+        continue;
+      }
+      const transformed = opts.ptq?.floats.get(p.name);
+      if (p.to === t.type && !transformed) {
         for (let off = 0; off < t.byteLength; off += 4 * SLAB_ELEMENTS) await w.write(await m.read(t, off, Math.min(4 * SLAB_ELEMENTS, t.byteLength - off)));
         done({ name: p.name, shape: p.ne, type: p.to, bytes: t.byteLength, bitsPerWeight: (t.byteLength * 8) / n, sqnrDb: Infinity });
         continue;
@@ -382,7 +399,7 @@ export async function quantizeModel(m: ModelFile, plan: QuantizePlan, sink: Byte
       for (let r0 = 0; r0 < nRows; ) {
         const matrix = Math.floor(r0 / rowsPerMatrix);
         const k = Math.min(slabRows, (matrix + 1) * rowsPerMatrix - r0);
-        const x = await readRows(m, t, rowLength, r0, k);
+        const x = transformed ? transformed.subarray(r0 * rowLength, (r0 + k) * rowLength) : await readRows(m, t, rowLength, r0, k);
         const imp = importance?.subarray(matrix * rowLength, (matrix + 1) * rowLength);
         const { bytes, dequant } = opts.workers
           ? await quantizeGgmlTensorOn(opts.workers, x, [rowLength, k], type, imp, p.name, r0)
@@ -412,7 +429,13 @@ export async function quantizeModel(m: ModelFile, plan: QuantizePlan, sink: Byte
     await w.begin();
     for (const p of plan.tensors) {
       const t = m.tensor(p.name);
-      const x = await readFloats(m, t);
+      const pre = opts.ptq?.quantized.get(p.name);
+      if (pre) {
+        await w.write(pre.bytes);
+        done({ name: p.name, shape: p.ne, type: p.scheme?.id ?? p.to, bytes: pre.bytes.length, bitsPerWeight: (pre.bytes.length * 8) / t.nElements, sqnrDb: pre.sqnrDb });
+        continue;
+      }
+      const x = opts.ptq?.floats.get(p.name) ?? (await readFloats(m, t));
       if (p.scheme) {
         for (let i = 0; i < x.length; i++) if (!Number.isFinite(x[i])) fail(`${p.name}: non-finite value at element ${i}`);
         const packed = quantizeScheme(p.scheme, x, rows(p.ne), p.ne[0]);

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { actQuantLinear, llmInt8Linear } from '../../model/act-quant.js';
 import { fail } from '../../errors.js';
 import { logitsFileBase, modelBase, perplexity, type BaseSource, type PerplexityResult } from '../../eval/perplexity.js';
 import type { Command } from '../args.js';
@@ -25,7 +26,7 @@ export const evalCommand: Command = {
   name: 'eval',
   summary: 'perplexity of a model on a text as llama-perplexity computes it; KL divergence etc. against a base',
   usage:
-    'lowbit eval MODEL --text FILE [--ctx 128] [--chunks N] [--tokenizer F] [--base MODEL | --base-logits FILE] [--save-logits FILE] [--threads N] [--json]',
+    'lowbit eval MODEL --text FILE [--ctx 128] [--chunks N] [--tokenizer F] [--base MODEL | --base-logits FILE] [--save-logits FILE] [--threads N] [--activations ggml] [--act int8 | --llm-int8 6.0] [--json]',
   positionals: [1, 1],
   options: [
     { name: 'text', short: 'f', type: 'string', help: 'UTF-8 text to evaluate on (not needed with --base-logits)' },
@@ -38,6 +39,8 @@ export const evalCommand: Command = {
     { name: 'dequantize', type: 'boolean', help: 'dequantize all weights to f32 once at load', default: false },
     threadsOption,
     { name: 'activations', type: 'string', choices: ['f32', 'ggml'], default: 'f32', help: 'ggml: round linear-layer inputs to the weight type\'s llama.cpp vec_dot type (Q8_0/Q8_K/F16), as llama.cpp\'s CPU backend does' },
+    { name: 'act', type: 'string', choices: ['none', 'int8', 'int6', 'int4'], default: 'none', help: 'quantize every linear input per token (dynamic symmetric intN; W8A8 with an int8 file, SmoothQuant with one written by quantize --smooth)' },
+    { name: 'llm-int8', type: 'number', min: 0, help: 'LLM.int8(): input features above this magnitude in 16 bits, the rest int8 x int8 (e.g. 6.0)' },
     { name: 'json', type: 'boolean', help: 'print one JSON object', default: false },
   ],
   async run(a) {
@@ -56,6 +59,9 @@ export const evalCommand: Command = {
         ctx = baseLogits.ctx!;
       }
       const m = await loadModelPath(a.positionals[0], tokFile, { contextLength: ctx, batch: Math.min(ctx, 512), dequantize, activations, threads });
+      if (a.values.act !== 'none' && a.values['llm-int8'] !== undefined) fail('give either --act or --llm-int8, not both');
+      if (a.values.act !== 'none') m.model.hooks.linear = actQuantLinear(Number((a.values.act as string).slice(3)));
+      if (a.values['llm-int8'] !== undefined) m.model.hooks.linear = llmInt8Linear(a.values['llm-int8'] as number);
       let tokens: ArrayLike<number>;
       if (baseLogits) tokens = baseLogits.tokens!;
       else {

@@ -2,7 +2,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fail } from '../../errors.js';
 import { LLAMA_FTYPES } from '../../algos/llama-types.js';
-import { llamaRecipe, recipeFromJSON, schemeRecipe, type Recipe } from '../../algos/recipe.js';
+import { PTQ_OPTIONS, ptqOptions } from '../../algos/ptq-options.js';
+import { ALGORITHMS, defineRecipe, llamaRecipe, recipeFromJSON, schemeRecipe, type Algorithm, type Recipe } from '../../algos/recipe.js';
+import { runPtq, type PtqOutput } from '../../pipeline/calibrate.js';
 import { checkImatrix, planQuantization, quantizeModel, type QuantizeReport, type TensorReport } from '../../pipeline/quantize.js';
 import { evaluateQuantization, type QuantizeEvaluation } from '../../pipeline/evaluate.js';
 import { readImatrix } from '../../pipeline/imatrix-file.js';
@@ -14,7 +16,17 @@ import { defaultThreads, QuantizePool } from '../quantize-pool.js';
 import { fileSource } from '../node-source.js';
 import { renderTable } from './formats.js';
 
+/** The recipe of the flags, with --algo and the PTQ options that were given folded in. */
 function recipeOf(a: ParsedArgs, output: 'gguf' | 'safetensors'): Recipe {
+  const base = baseRecipeOf(a, output);
+  const algo = a.values.algo as Algorithm | undefined;
+  const given = PTQ_OPTIONS.filter((o) => a.given.has(o.flag));
+  if (!algo && !given.length) return base;
+  const ptq = { ...(base.ptq ?? {}), ...Object.fromEntries(given.map((o) => [o.key, a.values[o.flag]])) };
+  return defineRecipe({ ...JSON.parse(JSON.stringify(base)), ...(algo ? { algorithm: algo } : {}), ...(Object.keys(ptq).length ? { ptq } : {}) });
+}
+
+function baseRecipeOf(a: ParsedArgs, output: 'gguf' | 'safetensors'): Recipe {
   const file = a.values.recipe as string | undefined;
   const type = a.values.type as string | undefined;
   if (file && type) fail('give either --type or --recipe, not both');
@@ -32,7 +44,8 @@ function recipeOf(a: ParsedArgs, output: 'gguf' | 'safetensors'): Recipe {
       tokenEmbeddingType: (a.values['token-embedding-type'] as string | undefined)?.toUpperCase(),
       leaveOutputTensor: a.values['leave-output-tensor'] as boolean,
     });
-  return schemeRecipe(type, { groupSize: a.values.group as number | undefined, asym: a.values.asym as boolean, keepEmbeddings: a.values['keep-embeddings'] as boolean });
+  if (a.given.has('zero-point') && !a.values.asym) fail('--zero-point applies with --asym');
+  return schemeRecipe(type, { groupSize: a.values.group as number | undefined, asym: a.values.asym as boolean, zeroPoint: a.values['zero-point'] as 'int' | 'float' | undefined, keepEmbeddings: a.values['keep-embeddings'] as boolean });
 }
 
 const mib = (bytes: number) => `${(bytes / 1048576).toFixed(bytes < 10 * 1048576 ? 3 : 1)} MiB`;
@@ -85,13 +98,15 @@ function progressBar(totalParams: number) {
 export const quantizeCommand: Command = {
   name: 'quantize',
   summary: 'quantize a model to GGUF (llama.cpp types) or safetensors (generic schemes), with a per-tensor report',
-  usage: 'lowbit quantize IN OUT (--type T | --recipe FILE) [--imatrix F] [--pure] [--threads N] [--layout lowbit|gptq|awq] [--eval TEXT] [--report out.html] [--dry-run] [--json]',
+  usage:
+    'lowbit quantize IN OUT (--type T | --recipe FILE) [--algo rtn|gptq|awq|hqq] [--calib FILE --calib-tokens N --calib-ctx C --seed S] [--rotate hadamard] [--imatrix F] [--pure] [--threads N] [--layout lowbit|gptq|awq] [--eval TEXT] [--report out.html] [--dry-run] [--json]',
   positionals: [1, 2],
   options: [
     { name: 'type', type: 'string', help: 'llama.cpp file type (Q4_K_M, Q8_0, ...) or a scheme (int4, mxfp4, nvfp4, nf4, q4_0, ...)' },
     { name: 'recipe', type: 'string', help: 'a recipe JSON file' },
     { name: 'group', type: 'int', help: 'group size for generic integer/float schemes', min: 1 },
     { name: 'asym', type: 'boolean', help: 'asymmetric (zero-point) generic scheme' },
+    { name: 'zero-point', type: 'string', choices: ['int', 'float'], help: 'with --asym: integer zero-point (default) or float minimum (as Q4_1; HQQ\'s)' },
     { name: 'keep-embeddings', type: 'boolean', help: 'generic schemes: keep token_embd/output in f16' },
     { name: 'imatrix', type: 'string', help: 'importance matrix (llama-imatrix .dat or .gguf) for the weighted quantizers' },
     { name: 'pure', type: 'boolean', help: 'llama.cpp types: no mixing, every tensor gets the default type (as llama-quantize --pure)' },
@@ -105,6 +120,9 @@ export const quantizeCommand: Command = {
     { name: 'eval-chunks', type: 'int', help: 'evaluate at most this many chunks (default all)', min: 1 },
     { name: 'report', type: 'string', help: 'also write a self-contained HTML report (tables, SQNR per layer, KLD histogram)' },
     { name: 'threads', type: 'int', help: 'threads quantizing GGML tensors (default: all cores; the bytes do not depend on it)', min: 1 },
+    { name: 'algo', type: 'string', choices: ALGORITHMS, help: 'rtn (default; imatrix-weighted with --calib), gptq, awq (need --calib), hqq (asymmetric targets, no calibration)' },
+    { name: 'calib', type: 'string', help: 'calibration text (UTF-8) for gptq, awq, --smooth and imatrix-rtn' },
+    ...PTQ_OPTIONS.map((o) => ({ name: o.flag, type: o.type, help: `${o.help} (default ${String(o.default)})`, ...(o.choices ? { choices: o.choices } : {}), ...(o.min !== undefined ? { min: o.min } : {}), ...(o.max !== undefined ? { max: o.max } : {}) })),
     { name: 'dry-run', type: 'boolean', help: 'print the per-tensor plan and write nothing' },
     { name: 'json', type: 'boolean', help: 'print the report as JSON (no progress)' },
   ],
@@ -153,11 +171,26 @@ export const quantizeCommand: Command = {
       }
       const tty = !json && process.stderr.isTTY;
       const progress = tty ? progressBar(plan.tensors.reduce((a, p) => a + p.ne.reduce((x, y) => x * y, 1), 0)) : undefined;
+      const calibFile = a.values.calib as string | undefined;
+      refuseSameFile(calibFile, output);
+      if (calibFile && !fs.existsSync(calibFile)) fail(`calibration file ${calibFile} does not exist`);
+      const options = ptqOptions(recipe.ptq ?? {});
+      let ptq: PtqOutput | undefined;
+      const calibrated = (recipe.algorithm ?? 'rtn') !== 'rtn' || recipe.rules.some((r) => r.algorithm && r.algorithm !== 'rtn') || calibFile || options.rotate !== 'none' || options.smooth > 0;
+      if (calibrated) {
+        ptq = await runPtq(model, plan, {
+          recipe,
+          options,
+          calibText: calibFile ? fs.readFileSync(calibFile, 'utf8') : undefined,
+          onProgress: tty ? (msg) => process.stderr.write(`\r${msg.padEnd(60)}`) : undefined,
+        });
+        if (tty) process.stderr.write('\r' + ' '.repeat(60) + '\r');
+      }
       const threads = (a.values.threads as number | undefined) ?? defaultThreads();
       const pool = threads > 1 ? new QuantizePool(threads) : undefined;
       let report: QuantizeReport;
       try {
-        report = await withAtomicFile(out, (f) => quantizeModel(model, plan, { write: (b) => f.write(b) }, { imatrix, workers: pool, onTensor: progress?.tensor }));
+        report = await withAtomicFile(out, (f) => quantizeModel(model, plan, { write: (b) => f.write(b) }, { ptq, imatrix, workers: pool, onTensor: progress?.tensor }));
       } finally {
         await pool?.close();
       }
@@ -182,10 +215,14 @@ export const quantizeCommand: Command = {
       }
       progress?.clear();
       if (reportFile) writeFileAtomic(reportFile, quantizeReportHtml({ report, input, output: out, evaluation, generator: 'lowbit 0.1.0 quantize' }));
+      const algorithms = ptq ? Object.fromEntries([...ptq.quantized].map(([n, t]) => [n, t.algorithm])) : {};
       if (json) {
         const ev = evaluation ? (({ kldValues: _omit, ...rest }) => rest)(evaluation) : undefined;
-        process.stdout.write(JSON.stringify({ ...report, output: out, tensors: report.tensors.map((t) => ({ ...t, sqnrDb: Number.isFinite(t.sqnrDb) ? t.sqnrDb : null })), ...(ev ? { evaluation: ev } : {}), ...(reportFile ? { report: reportFile } : {}) }) + '\n');
-      } else process.stdout.write(`${out}: ${recipe.name}${report.hfConfig ? ` (${layout} layout; ${configPath} written)` : ''}\n\n${reportTable(report, evaluation)}\n${reportFile ? `report: ${reportFile}\n` : ''}`);
+        process.stdout.write(JSON.stringify({ ...report, output: out, algorithm: recipe.algorithm ?? 'rtn', ...(ptq ? { ptq: { notes: ptq.notes, seconds: ptq.seconds, calibrationTokens: ptq.calibrationTokens, rotationMaxLogitDiff: ptq.rotationMaxLogitDiff } } : {}), tensors: report.tensors.map((t) => ({ ...t, sqnrDb: Number.isFinite(t.sqnrDb) ? t.sqnrDb : null, ...(algorithms[t.name] ? { algorithm: algorithms[t.name] } : {}) })), ...(ev ? { evaluation: ev } : {}), ...(reportFile ? { report: reportFile } : {}) }) + '\n');
+      } else {
+        const ptqText = ptq ? `${ptq.notes.join('\n')}\n${ptq.calibrationTokens ? `calibration: ${ptq.calibrationTokens} tokens, ` : ''}${ptq.seconds.toFixed(2)} s\n` : '';
+        process.stdout.write(`${out}: ${recipe.name}${recipe.algorithm ? ` (${recipe.algorithm})` : ''}${report.hfConfig ? ` (${layout} layout; ${configPath} written)` : ''}\n\n${reportTable(report, evaluation)}\n${ptqText}${reportFile ? `report: ${reportFile}\n` : ''}`);
+      }
     } finally {
       close();
     }

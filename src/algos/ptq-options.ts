@@ -1,0 +1,82 @@
+/**
+ * Options of the calibrated algorithms, declared once (name, type, default, help, range): this table
+ * feeds the CLI flags of `lowbit quantize`, the recipe field `ptq` and its validation.
+ * Defaults are the papers' (GPTQ: 1 % dampening, blocks of 128; AWQ: a grid of 20 over alpha;
+ * HQQ: p = 0.7, beta = 10, kappa = 1.01, 20 iterations; SmoothQuant: alpha = 0.5).
+ */
+import { fail } from '../errors.js';
+
+export interface PtqOptions {
+  /** calibration tokens and sequence length; the seed picks the windows of the calibration text */
+  readonly calibTokens: number;
+  readonly calibCtx: number;
+  readonly seed: number;
+  /** 'hadamard': QuaRot-style rotation of the residual stream folded into the weights */
+  readonly rotate: 'none' | 'hadamard';
+  /** also rotate each attention head's values (W_v rows and W_o columns per head, exact) */
+  readonly rotateHeads: boolean;
+  readonly percDamp: number;
+  readonly gptqBlock: number;
+  readonly actOrder: boolean;
+  /** GPTQ: let GGML codecs choose each block's scales with diag(H) as the importance vector */
+  readonly gptqImportance: boolean;
+  /** GPTQ: search each group's clip ratio (the codec's grid of x * r) by diag(H)-weighted error */
+  readonly gptqClip: boolean;
+  readonly awqGrid: number;
+  readonly awqClip: boolean;
+  /** SmoothQuant migration strength; 0 = off */
+  readonly smooth: number;
+  readonly hqqIters: number;
+  readonly hqqP: number;
+}
+
+export interface PtqOptionSpec {
+  readonly key: keyof PtqOptions;
+  /** CLI flag name */
+  readonly flag: string;
+  readonly type: 'int' | 'number' | 'boolean' | 'string';
+  readonly default: number | boolean | string;
+  readonly help: string;
+  readonly min?: number;
+  readonly max?: number;
+  readonly choices?: readonly string[];
+}
+
+export const PTQ_OPTIONS: readonly PtqOptionSpec[] = Object.freeze([
+  { key: 'calibTokens', flag: 'calib-tokens', type: 'int', default: 16384, min: 1, help: 'calibration tokens (whole sequences of --calib-ctx)' },
+  { key: 'calibCtx', flag: 'calib-ctx', type: 'int', default: 512, min: 2, help: 'tokens per calibration sequence (capped at the model context)' },
+  { key: 'seed', flag: 'seed', type: 'int', default: 0, min: 0, help: 'seed for the calibration windows and the Hadamard signs' },
+  { key: 'rotate', flag: 'rotate', type: 'string', default: 'none', choices: ['none', 'hadamard'], help: 'rotate the residual stream (QuaRot-style, folded into the weights)' },
+  { key: 'rotateHeads', flag: 'rotate-heads', type: 'boolean', default: true, help: 'with --rotate: also rotate every head\'s values (W_v rows, W_o columns)' },
+  { key: 'percDamp', flag: 'damp', type: 'number', default: 0.01, min: 0, max: 10, help: 'GPTQ dampening, fraction of mean(diag H)' },
+  { key: 'gptqBlock', flag: 'gptq-block', type: 'int', default: 128, min: 1, help: 'GPTQ lazy-update block width' },
+  { key: 'actOrder', flag: 'act-order', type: 'boolean', default: false, help: 'GPTQ: columns by decreasing diag(H), static groups' },
+  { key: 'gptqImportance', flag: 'gptq-importance', type: 'boolean', default: true, help: 'GPTQ: GGML codecs choose block scales weighted by diag(H)' },
+  { key: 'gptqClip', flag: 'gptq-clip', type: 'boolean', default: true, help: 'GPTQ: clip-ratio search per group at its start, weighted by diag(H) (GPTQ\'s mse grid)' },
+  { key: 'awqGrid', flag: 'awq-grid', type: 'int', default: 20, min: 1, max: 1000, help: 'AWQ: alpha grid points in [0, 1)' },
+  { key: 'awqClip', flag: 'awq-clip', type: 'boolean', default: true, help: 'AWQ: clip-ratio search per block (not for q/k)' },
+  { key: 'smooth', flag: 'smooth', type: 'number', default: 0, min: 0, max: 1, help: 'SmoothQuant migration strength alpha (0 = off), folded into the norms' },
+  { key: 'hqqIters', flag: 'hqq-iters', type: 'int', default: 20, min: 1, help: 'HQQ: solver iterations' },
+  { key: 'hqqP', flag: 'hqq-p', type: 'number', default: 0.7, min: 0.01, max: 2, help: 'HQQ: l_p norm of the error (p < 1 promotes sparse errors)' },
+] as const satisfies readonly PtqOptionSpec[]);
+
+export const DEFAULT_PTQ: PtqOptions = Object.freeze(Object.fromEntries(PTQ_OPTIONS.map((o) => [o.key, o.default])) as unknown as PtqOptions);
+
+/** Validate a partial options object (from JSON or flags) and fill defaults. */
+export function ptqOptions(o: unknown = {}): PtqOptions {
+  if (!o || typeof o !== 'object' || Array.isArray(o)) fail('ptq options must be an object');
+  const r = o as Record<string, unknown>;
+  const known = new Set(PTQ_OPTIONS.map((s) => s.key as string));
+  for (const k of Object.keys(r)) if (!known.has(k)) fail(`ptq: unknown option '${k}' (valid: ${[...known].join(', ')})`);
+  const out: Record<string, unknown> = {};
+  for (const s of PTQ_OPTIONS) {
+    const v = r[s.key] ?? s.default;
+    if (s.type === 'boolean' ? typeof v !== 'boolean' : s.type === 'string' ? typeof v !== 'string' : typeof v !== 'number' || !Number.isFinite(v))
+      fail(`ptq: ${s.key} must be a ${s.type}, got ${JSON.stringify(v)}`);
+    if (s.type === 'int' && !Number.isSafeInteger(v)) fail(`ptq: ${s.key} must be an integer, got ${v}`);
+    if (typeof v === 'number' && ((s.min !== undefined && v < s.min) || (s.max !== undefined && v > s.max))) fail(`ptq: ${s.key} = ${v} is outside [${s.min ?? '-inf'}, ${s.max ?? 'inf'}]`);
+    if (s.choices && !s.choices.includes(v as string)) fail(`ptq: ${s.key} must be one of ${s.choices.join(', ')}`);
+    out[s.key] = v;
+  }
+  return Object.freeze(out) as unknown as PtqOptions;
+}

@@ -1,0 +1,256 @@
+/**
+ * Dense kernels of GPTQ and calibration: X^T X accumulation, the lazy block update, the inverse
+ * Cholesky factor, and C = A B^T (the runtime's matmul shape). Each has a scalar reference here (the
+ * spec) and a WebAssembly SIMD version (wasm/gptq.ts) used when available.
+ *
+ * Agreement (test/ptq.test.ts):
+ *   syrk, gemmABt: f32 dot products 4 lanes wide (fused multiply-add in relaxed builds) against the
+ *     f64 reference: |fast - ref| <= K * 2^-22 * sum_t |a_t b_t| (K terms, each f32 rounding 2^-24, a
+ *     factor 4 of headroom for the lane order).
+ *   lazyUpdate, cholesky, trilInverse: f64, same operations in a different order (two lanes):
+ *     within 1e-12 relative of the reference.
+ *
+ * Memory: the WebAssembly versions keep their matrices inside the kernel's memory; the workspace
+ * objects hand out typed-array views of it (valid until release()).
+ */
+import { kernelInstance, newKernelInstance, type KernelInstance } from './wasm.js';
+import * as gptqWasm from './wasm/gptq.generated.js';
+
+interface GptqExports {
+  heapBase(): number;
+  transposePad(x: number, rows: number, cols: number, xt: number, ld: number): void;
+  syrkLower(h: number, xt: number, k: number, ld: number): void;
+  gemmABt(c: number, a: number, b: number, m: number, n: number, k: number): void;
+  lazyUpdate(w: number, n: number, k: number, e: number, ldE: number, count: number, u: number, i1: number, i2: number): void;
+  cholesky(a: number, k: number): number;
+  trilInverse(m: number, x: number, k: number): void;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// References
+
+/** h (k x k, lower triangle) += x^T x for nTok rows of x (k wide) */
+export function syrkLowerRef(h: Float64Array, x: Float32Array, nTok: number, k: number): void {
+  for (let t = 0; t < nTok; t++) {
+    const o = t * k;
+    for (let i = 0; i < k; i++) {
+      const xi = x[o + i];
+      if (xi === 0) continue;
+      const row = i * k;
+      for (let j = 0; j <= i; j++) h[row + j] += xi * x[o + j];
+    }
+  }
+}
+
+/** c (m x n) = a (m x K) b^T (b: n x K), accumulated in f64 */
+export function gemmABtRef(c: Float32Array, a: Float32Array, b: Float32Array, m: number, n: number, K: number): void {
+  for (let i = 0; i < m; i++)
+    for (let j = 0; j < n; j++) {
+      let s = 0;
+      for (let p = 0; p < K; p++) s += a[i * K + p] * b[j * K + p];
+      c[i * n + j] = s;
+    }
+}
+
+/** w[:, i2:k] -= e[:, 0:count] u[i1:i1+count, i2:k]  (w: n x k, e: n x ldE, u: k x k) */
+export function lazyUpdateRef(w: Float64Array, n: number, k: number, e: Float64Array, ldE: number, count: number, u: Float64Array, i1: number, i2: number): void {
+  for (let r = 0; r < n; r++)
+    for (let i = 0; i < count; i++) {
+      const ev = e[r * ldE + i];
+      const ur = (i1 + i) * k;
+      for (let j = i2; j < k; j++) w[r * k + j] -= ev * u[ur + j];
+    }
+}
+
+/** lower Cholesky factor in place; returns the first non-positive pivot or -1 */
+export function choleskyRef(a: Float64Array, k: number): number {
+  for (let j = 0; j < k; j++) {
+    let s = a[j * k + j];
+    for (let p = 0; p < j; p++) s -= a[j * k + p] * a[j * k + p];
+    if (!(s > 0)) return j;
+    const d = Math.sqrt(s);
+    a[j * k + j] = d;
+    for (let i = j + 1; i < k; i++) {
+      let t = a[i * k + j];
+      for (let p = 0; p < j; p++) t -= a[i * k + p] * a[j * k + p];
+      a[i * k + j] = t / d;
+    }
+    for (let i = j + 1; i < k; i++) a[j * k + i] = 0;
+  }
+  return -1;
+}
+
+/** x = m^-1 for lower-triangular m (k x k) */
+export function trilInverseRef(m: Float64Array, x: Float64Array, k: number): void {
+  x.fill(0, 0, k * k);
+  for (let i = 0; i < k; i++) {
+    for (let p = 0; p < i; p++) {
+      const a = m[i * k + p];
+      for (let j = 0; j <= p; j++) x[i * k + j] -= a * x[p * k + j];
+    }
+    x[i * k + i] += 1;
+    const d = 1 / m[i * k + i];
+    for (let j = 0; j <= i; j++) x[i * k + j] *= d;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// WebAssembly plumbing
+
+let useFast = true;
+
+/** Turn the WebAssembly versions off (tests compare against the references). */
+export function setGptqKernelsFast(on: boolean): void {
+  useFast = on;
+}
+
+class Arena {
+  private top: number;
+  constructor(readonly inst: KernelInstance) {
+    this.top = ((inst.exports as unknown as GptqExports).heapBase() + 63) & ~63;
+  }
+  get x(): GptqExports {
+    return this.inst.exports as unknown as GptqExports;
+  }
+  /** reserve bytes (64-byte aligned); grows the memory, so take views only after every alloc */
+  alloc(bytes: number): number {
+    const at = this.top;
+    this.top = (at + bytes + 63) & ~63;
+    const have = this.inst.memory.buffer.byteLength;
+    if (this.top > have) this.inst.memory.grow(Math.ceil((this.top - have) / 65536));
+    return at;
+  }
+  f64(at: number, n: number): Float64Array {
+    return new Float64Array(this.inst.memory.buffer, at, n);
+  }
+  f32(at: number, n: number): Float32Array {
+    return new Float32Array(this.inst.memory.buffer, at, n);
+  }
+}
+
+function fastArena(): Arena | null {
+  if (!useFast) return null;
+  const inst = newKernelInstance('gptq', gptqWasm, 1);
+  return inst ? new Arena(inst) : null;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// X^T X
+
+export interface HessianAccumulator {
+  readonly k: number;
+  /** add x^T x for nTok rows of x (k wide) */
+  add(x: Float32Array, nTok: number): void;
+  /** the lower triangle of the sum (k x k, upper triangle zero), a copy */
+  result(): Float64Array;
+}
+
+/** An accumulator of X^T X for inputs k wide, given at most maxTok rows per add. */
+export function hessianAccumulator(k: number, maxTok: number): HessianAccumulator {
+  const arena = fastArena();
+  if (!arena) {
+    const h = new Float64Array(k * k);
+    return { k, add: (x, nTok) => syrkLowerRef(h, x, nTok, k), result: () => Float64Array.from(h) };
+  }
+  const ld = (maxTok + 3) & ~3;
+  const hAt = arena.alloc(k * k * 8);
+  const xAt = arena.alloc(maxTok * k * 4);
+  const xtAt = arena.alloc(k * ld * 4);
+  return {
+    k,
+    add(x, nTok) {
+      if (nTok > maxTok) throw new RangeError(`hessianAccumulator: ${nTok} rows > ${maxTok}`);
+      arena.f32(xAt, nTok * k).set(x.subarray(0, nTok * k));
+      const l = (nTok + 3) & ~3;
+      arena.x.transposePad(xAt, nTok, k, xtAt, l);
+      arena.x.syrkLower(hAt, xtAt, k, l);
+    },
+    result: () => Float64Array.from(arena.f64(hAt, k * k)),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// C = A B^T as the runtime's matmul (out = x w^T)
+
+let gemmArena: Arena | null | undefined;
+let gemmCap = { a: 0, b: 0, c: 0, aAt: 0, bAt: 0, cAt: 0 };
+
+/** out (nTok x n) = x (nTok x k) w^T (w: n x k); WebAssembly when available and k % 4 == 0. */
+export function gemmABt(out: Float32Array, x: Float32Array, w: Float32Array, nTok: number, k: number, n: number): void {
+  if (gemmArena === undefined) gemmArena = useFast ? (() => {
+    const inst = kernelInstance('gptq', gptqWasm, 1);
+    return inst ? new Arena(inst) : null;
+  })() : null;
+  const ar = gemmArena;
+  if (!ar || k % 4 !== 0) {
+    gemmABtRef(out, x, w, nTok, n, k);
+    return;
+  }
+  const aBytes = nTok * k * 4;
+  const bBytes = n * k * 4;
+  const cBytes = nTok * n * 4;
+  if (aBytes > gemmCap.a || bBytes > gemmCap.b || cBytes > gemmCap.c) {
+    const a = Math.max(aBytes, gemmCap.a);
+    const b = Math.max(bBytes, gemmCap.b);
+    const c = Math.max(cBytes, gemmCap.c);
+    gemmCap = { a, b, c, aAt: ar.alloc(a), bAt: ar.alloc(b), cAt: ar.alloc(c) };
+  }
+  ar.f32(gemmCap.aAt, nTok * k).set(x.subarray(0, nTok * k));
+  ar.f32(gemmCap.bAt, n * k).set(w.subarray(0, n * k));
+  ar.x.gemmABt(gemmCap.cAt, gemmCap.aAt, gemmCap.bAt, nTok, n, k);
+  out.set(ar.f32(gemmCap.cAt, nTok * n));
+}
+
+// ---------------------------------------------------------------------------------------------------
+// GPTQ workspace
+
+export interface GptqWorkspace {
+  /** the weights being quantized, n x k (f64) */
+  readonly w: Float64Array;
+  /** the errors of the current lazy block, n x blockSize */
+  readonly err: Float64Array;
+  /** after inverseCholesky: upper Cholesky factor of H^-1, k x k */
+  readonly u: Float64Array;
+  /** u = upper Cholesky factor of h^-1 (h: k x k symmetric positive definite); -1, or the failing pivot */
+  inverseCholesky(h: Float64Array): number;
+  /** w[:, i2:] -= err[:, 0:count] u[i1:i1+count, i2:] */
+  lazyUpdate(count: number, i1: number, i2: number): void;
+}
+
+/**
+ * Matrices for one GPTQ run of an n x k weight with lazy blocks of `block` columns. The inverse
+ * Cholesky factor: with J the reversal, factor J H J = M M^T; then H = R R^T with R = J M J upper,
+ * H^-1 = (R^-1)^T R^-1, and U = R^-1 = J M^-1 J (one Cholesky and one triangular inverse).
+ */
+export function gptqWorkspace(n: number, k: number, block: number): GptqWorkspace {
+  const arena = fastArena();
+  const mAt = arena?.alloc(k * k * 8) ?? 0;
+  const uAt = arena?.alloc(k * k * 8) ?? 0;
+  const wAt = arena?.alloc(n * k * 8) ?? 0;
+  const eAt = arena?.alloc(n * block * 8) ?? 0;
+  const m = arena ? arena.f64(mAt, k * k) : new Float64Array(k * k);
+  const u = arena ? arena.f64(uAt, k * k) : new Float64Array(k * k);
+  const w = arena ? arena.f64(wAt, n * k) : new Float64Array(n * k);
+  const err = arena ? arena.f64(eAt, n * block) : new Float64Array(n * block);
+  return {
+    w,
+    err,
+    u,
+    inverseCholesky(h) {
+      for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) m[i * k + j] = j <= i ? h[(k - 1 - i) * k + (k - 1 - j)] : 0;
+      const bad = arena ? arena.x.cholesky(mAt, k) : choleskyRef(m, k);
+      if (bad >= 0) return k - 1 - bad;
+      if (arena) arena.x.trilInverse(mAt, uAt, k);
+      else trilInverseRef(m, u, k);
+      // u holds X = M^-1; U[i][j] = X[k-1-i][k-1-j]: reverse rows and columns in place
+      const x = u;
+      for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) m[i * k + j] = x[(k - 1 - i) * k + (k - 1 - j)];
+      u.set(m);
+      return -1;
+    },
+    lazyUpdate(count, i1, i2) {
+      if (arena) arena.x.lazyUpdate(wAt, n, k, eAt, block, count, uAt, i1, i2);
+      else lazyUpdateRef(w, n, k, err, block, count, u, i1, i2);
+    },
+  };
+}
