@@ -8,6 +8,8 @@
  * Files go to out/quickstart/. `--quick` evaluates fewer chunks.
  */
 import { QUICKSTART_VARIANTS } from './quickstart-variants.js';
+import { ptqOptions } from '../src/algos/ptq-options.js';
+import { runPtq } from '../src/pipeline/calibrate.js';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -63,7 +65,10 @@ const results: { label: string; file: string; kld: number; bpw: number }[] = [];
 for (const [label, recipe, kind] of variants) {
   const file = path.join(outDir, `stories260K-${label}.${kind}`);
   const plan = planQuantization(model, recipe, kind);
-  const rep = await withAtomicFile(file, (f) => quantizeModel(model, plan, { write: (b) => f.write(b) }));
+  const calibrated = recipe.algorithm !== undefined && recipe.algorithm !== 'rtn';
+  // calibration text: TinyStories from character 300 000 on, disjoint from the evaluated head
+  const ptq = calibrated ? await runPtq(model, plan, { recipe, options: ptqOptions(recipe.ptq ?? {}), calibText: text.slice(300000) }) : undefined;
+  const rep = await withAtomicFile(file, (f) => quantizeModel(model, plan, { write: (b) => f.write(b) }, { ptq }));
   const src = fileSource(file);
   const r = await evaluateAgainst(src, base, setup);
   src.close();
@@ -76,7 +81,7 @@ log(`\n(bpw counts every tensor, norms in F32 included; rows of 172 do not fit 3
 log(`quantize + evaluate: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 
 log('\n== 3. a greedy sample from the best 4-bit file\n');
-const fourBit = results.filter((r) => ['Q4_K_M', 'Q4_0', 'MXFP4', 'NVFP4', 'int4_g32'].includes(r.label)).sort((a, b) => a.kld - b.kld)[0];
+const fourBit = results.filter((r) => ['Q4_K_M', 'Q4_0', 'Q4_0+GPTQ', 'MXFP4', 'NVFP4', 'int4_g32'].includes(r.label)).sort((a, b) => a.kld - b.kld)[0];
 const src = fileSource(fourBit.file);
 const m = await loadModel(src, { contextLength: 512 });
 src.close();

@@ -42,9 +42,9 @@ async function quantizeBytes(recipe: Recipe, kind: 'gguf' | 'safetensors'): Prom
   }
 }
 
-// every GGUF the quickstart writes, plus IQ4_NL
+// every round-to-nearest GGUF the quickstart writes, plus IQ4_NL (the GPTQ one: test/ptq.test.ts loads GPTQ GGUFs in llama.cpp)
 const RECIPES: [string, Recipe][] = [
-  ...QUICKSTART_VARIANTS.filter((v) => v[2] === 'gguf').map(([label, recipe]): [string, Recipe] => [label, recipe]),
+  ...QUICKSTART_VARIANTS.filter((v) => v[2] === 'gguf' && !v[1].algorithm).map(([label, recipe]): [string, Recipe] => [label, recipe]),
   ['IQ4_NL', schemeRecipe('ggml_iq4_nl')],
 ];
 
