@@ -12,6 +12,7 @@
  *                with its llama-imatrix importance matrix on the same calibration text.
  *
  *   npm run build && node dist/scripts/quality-table.js [--quick] [--only SUBSTRING] [--json FILE]
+ *   node dist/scripts/quality-table.js --render FILE      (the tables of a saved --json result)
  *
  * Prints markdown tables (and progress on stderr). --quick: fewer calibration and evaluation tokens.
  */
@@ -259,26 +260,56 @@ async function main(): Promise<void> {
     rows.splice(rows.length - act.length, act.length);
   }
 
-  // ---- print
-  const base = (k: string) => bases.get(k)!.result.ppl;
-  const fmt = (x: number, d: number) => (Number.isFinite(x) ? x.toFixed(d) : '—');
+  const result: TableJson = { calibTokens: CALIB_TOKENS, evalChunks: EVAL_CHUNKS, base: { ts: bases.get('ts')!.result.ppl, wiki: bases.get('wiki')!.result.ppl }, rows, act };
+  if (jsonOut) fs.writeFileSync(jsonOut, JSON.stringify(result, null, 1));
+  process.stdout.write(await render(result));
+}
+
+interface TableJson {
+  calibTokens: number;
+  evalChunks: number;
+  base: Record<string, number>;
+  rows: Row[];
+  act: Row[];
+}
+
+/** The markdown of a result (also from a saved --json file: --render FILE). */
+async function render(t: TableJson): Promise<string> {
+  const fmt = (x: number | null | undefined, d: number) => (typeof x === 'number' && Number.isFinite(x) ? x.toFixed(d) : '—');
+  const keys = evalSets.map((e) => e.key);
   const line = (r: Row) =>
-    `| ${r.format} | ${r.method} | ${fmt(r.bpw, 2)} | ${fmt(r.linearBpw, 2)} | ` +
-    evalSets.map((e) => (r.scores[e.key] ? `${r.scores[e.key].kld.toFixed(4)} | ${r.scores[e.key].ppl.toFixed(3)} | ${(100 * r.scores[e.key].top1).toFixed(1)}` : `${r.note ?? 'n/a'} | | `)).join(' | ') +
-    ' |';
-  const head = `| format | method | bpw (file) | bpw (linears) | ${evalSets.map((e) => `KLD ${e.key} | PPL ${e.key} | top-1 % ${e.key}`).join(' | ')} |\n|---|---|--:|--:|${evalSets.map(() => '--:|--:|--:').join('|')}|`;
+    r.note
+      ? `| ${r.format} | ${r.method} | | | ${r.note} |${' |'.repeat(3 * keys.length - 1)}`
+      : `| ${r.format} | ${r.method} | ${fmt(r.bpw, 2)} | ${fmt(r.linearBpw, 2)} | ` + keys.map((k) => `${r.scores[k].kld.toFixed(4)} | ${r.scores[k].ppl.toFixed(2)} | ${(100 * r.scores[k].top1).toFixed(1)}`).join(' | ') + ' |';
+  const head = `| format | method | bpw file | bpw linears | ${evalSets.map((e) => `KLD ${e.key} | PPL ${e.key} | top-1 % ${e.key}`).join(' | ')} |\n|---|---|--:|--:|${evalSets.map(() => '--:|--:|--:').join('|')}|`;
   const out: string[] = [];
-  out.push(`Base (F32) PPL: TinyStories ${base('ts').toFixed(3)}, WikiText-2 ${base('wiki').toFixed(3)}; ${EVAL_CHUNKS} chunks of ${EVAL_CTX} tokens per text; calibration ${CALIB_TOKENS} tokens.`, '');
-  out.push(head, ...rows.map(line));
+  out.push(`Base (F32) PPL: TinyStories (ts) ${t.base.ts.toFixed(3)}, WikiText-2 (wiki) ${t.base.wiki.toFixed(3)}; ${t.evalChunks} chunks of ${EVAL_CTX} tokens per text, KLD against the F32 model; calibration ${t.calibTokens} tokens.`, '');
+  out.push(head, ...t.rows.map(line));
   // the Q2_K mixture on this model: the same GGML type for every tensor as Q4_0's
   {
     const m = await openModelFile(fileSource(GGUF));
-    const types = (ft: string) => planQuantization(m, llamaRecipe(ft), 'gguf').tensors.map((t) => t.to).join(',');
+    const types = (ft: string) => planQuantization(m, llamaRecipe(ft), 'gguf').tensors.map((x) => x.to).join(',');
     out.push('', types('Q2_K') === types('Q4_0') ? 'Q2_K: on stories260K every tensor gets the same type as in Q4_0 (Q2_K/Q3_K need rows of 256 and fall back to Q4_0; ffn_down to F16), so its row would repeat Q4_0\'s.' : 'Q2_K: differs from Q4_0 on this model (not expected)');
   }
-  if (act.length) out.push('', 'Activation quantization (runtime modes of `lowbit eval`):', '', head, ...act.map(line));
-  process.stdout.write(out.join('\n') + '\n');
-  if (jsonOut) fs.writeFileSync(jsonOut, JSON.stringify({ calibTokens: CALIB_TOKENS, evalChunks: EVAL_CHUNKS, base: { ts: base('ts'), wiki: base('wiki') }, rows, act }, null, 1));
+  // lowbit's best against llama.cpp's at the same bpw
+  const summary: string[] = [];
+  for (const f of [...new Set(t.rows.map((r) => r.format))]) {
+    const mine = t.rows.filter((r) => r.format === f && !r.note && !r.method.startsWith('llama.cpp'));
+    const theirs = t.rows.find((r) => r.format === f && !r.note && r.method.startsWith('llama.cpp'));
+    if (!theirs || !mine.length) continue;
+    const cells = keys.map((k) => {
+      const best = mine.reduce((a, b) => (b.scores[k].kld < a.scores[k].kld ? b : a));
+      return `${best.method} ${best.scores[k].kld.toFixed(4)} | ${theirs.scores[k].kld.toFixed(4)} | ${(best.scores[k].kld / theirs.scores[k].kld).toFixed(2)}`;
+    });
+    summary.push(`| ${f} | ${fmt(theirs.linearBpw, 2)} | ${cells.join(' | ')} |`);
+  }
+  if (summary.length)
+    out.push('', 'lowbit\'s best KLD against llama.cpp\'s (llama-quantize with its imatrix) at the same bpw:', '',
+      `| format | bpw linears | ${keys.map((k) => `lowbit best ${k} | llama.cpp ${k} | ratio ${k}`).join(' | ')} |`, `|---|--:|${keys.map(() => '---|--:|--:').join('|')}|`, ...summary);
+  if (t.act.length) out.push('', 'Activation quantization (runtime modes of `lowbit eval`):', '', head, ...t.act.map(line));
+  return out.join('\n') + '\n';
 }
 
-await main();
+const renderFile = args.includes('--render') ? args[args.indexOf('--render') + 1] : undefined;
+if (renderFile) process.stdout.write(await render(JSON.parse(fs.readFileSync(renderFile, 'utf8')) as TableJson));
+else await main();
