@@ -33,7 +33,7 @@ function normal(seed: number): () => number {
   return () => Math.sqrt(-2 * Math.log(u())) * Math.cos(2 * Math.PI * u());
 }
 
-async function syntheticModel(layers: number): Promise<Uint8Array> {
+export async function syntheticModel(layers: number): Promise<Uint8Array> {
   const f32 = ggmlTypeByName('F32')!;
   const specs: { name: string; ne: number[] }[] = [{ name: 'token_embd.weight', ne: [DIM, VOCAB] }, { name: 'output_norm.weight', ne: [DIM] }, { name: 'output.weight', ne: [DIM, VOCAB] }];
   for (let l = 0; l < layers; l++)
