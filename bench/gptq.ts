@@ -3,10 +3,10 @@
  * 12 heads, vocabulary 4096, random seeded weights) with 128 calibration sequences of 512 tokens,
  * through the real pipeline (layer by layer: statistics pass with X^T X, GPTQ of the 7 linears, forward
  * pass). Prints wall time per phase and peak RSS. Anchor, measured in the same run: the forward pass
- * alone (all layers, the same matmul kernel) over 8 of the sequences, scaled to 128; the ratio says
+ * alone (all layers, the runtime's kernels on the same threads) over 8 of the sequences, scaled to 128; the ratio says
  * how many forward passes' worth of time GPTQ takes.
  *
- *   npm run bench -- gptq [sequences=128] [layers=12]
+ *   npm run bench -- gptq [sequences=128] [layers=12] [threads=2]
  */
 import { ptqOptions } from '../src/algos/ptq-options.js';
 import { defineRecipe, schemeRecipe } from '../src/algos/recipe.js';
@@ -14,7 +14,7 @@ import { gguf, GgufWriter, type GgufValue } from '../src/io/gguf.js';
 import { openModelFile } from '../src/io/model-file.js';
 import { memorySink } from '../src/io/sink.js';
 import { bytesSource } from '../src/io/source.js';
-import { gemmABt } from '../src/kernels/gptq.js';
+import { useNodeThreads } from '../src/node.js';
 import { Llama } from '../src/model/llama.js';
 import { runPtq } from '../src/pipeline/calibrate.js';
 import { planQuantization, quantizeModel } from '../src/pipeline/quantize.js';
@@ -79,6 +79,8 @@ export async function syntheticModel(layers: number): Promise<Uint8Array> {
 export async function run(args: string[]): Promise<void> {
   const nSeq = Number(args[0] ?? 128);
   const layers = Number(args[1] ?? 12);
+  const threads = Number(args[2] ?? 2);
+  useNodeThreads();
   const t0 = performance.now();
   const bytes = await syntheticModel(layers);
   const m = await openModelFile(bytesSource(bytes, 'synthetic.gguf'));
@@ -87,12 +89,11 @@ export async function run(args: string[]): Promise<void> {
   const rnd = normal(777);
   const stream = Int32Array.from({ length: nSeq * CTX + 1 }, () => Math.floor(((rnd() + 4) / 8) * VOCAB) & (VOCAB - 1));
 
-  // anchor: the forward pass alone over 8 sequences, same kernel
+  // anchor: the forward pass alone over 8 sequences, the runtime on the same threads
   const f32 = ggmlTypeByName('F32')!;
   const stored: StoredTensor[] = [];
   for (const t of m.tensors) stored.push({ name: t.name, type: f32, dims: [...t.ne!], data: await m.read(t) });
-  const llama = new Llama({ dim: DIM, hiddenDim: HIDDEN, nLayers: layers, nHeads: HEADS, nKvHeads: HEADS, vocabSize: VOCAB, seqLen: CTX, headDim: DIM / HEADS, normEps: 1e-5, ropeTheta: 10000, ropeDim: DIM / HEADS, ropeStyle: 'normal' }, stored, { contextLength: CTX, batch: CTX });
-  llama.hooks.linear = (out, x, w, nTok) => gemmABt(out, x, w.f32!, nTok, w.cols, w.rows);
+  const llama = new Llama({ dim: DIM, hiddenDim: HIDDEN, nLayers: layers, nHeads: HEADS, nKvHeads: HEADS, vocabSize: VOCAB, seqLen: CTX, headDim: DIM / HEADS, normEps: 1e-5, ropeTheta: 10000, ropeDim: DIM / HEADS, ropeStyle: 'normal' }, stored, { contextLength: CTX, batch: CTX, threads });
   const anchorSeqs = Math.min(8, nSeq);
   const ta = performance.now();
   for (let s = 0; s < anchorSeqs; s++) llama.forward(stream.subarray(s * CTX, (s + 1) * CTX), 0);
@@ -106,6 +107,7 @@ export async function run(args: string[]): Promise<void> {
     recipe,
     options: ptqOptions(recipe.ptq),
     calibStream: stream,
+    threads,
     onProgress: (msg) => process.stderr.write(`  ${msg} [${((performance.now() - tp) / 1000).toFixed(0)} s]\n`),
   });
   let written = 0;

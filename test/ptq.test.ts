@@ -52,6 +52,41 @@ function rng(seed: number) {
   return () => Math.sqrt(-2 * Math.log(u())) * Math.cos(2 * Math.PI * u());
 }
 
+test('X^T X on the matmul engine (any thread count) agrees with syrkLowerRef within the stated bound, bit-identical across threads', async () => {
+  const { MatmulEngine } = await import('../src/kernels/matmul.js');
+  const { useNodeThreads } = await import('../src/node.js');
+  useNodeThreads();
+  const engine = MatmulEngine.get();
+  assert.ok(engine, 'the matmul engine is available');
+  const normal = rng(11);
+  const results: Float64Array[] = [];
+  // k = 301: several column blocks, odd edges; 5 adds of up to 1000 rows cross the gathering size
+  const k = 301;
+  const adds = [512, 37, 512, 512, 1000].map((n) => Float32Array.from({ length: n * k }, normal));
+  for (const threads of [1, 2]) {
+    engine.setThreads(threads);
+    const acc = hessianAccumulator(k, 1000, engine);
+    const ref = new Float64Array(k * k);
+    for (const x of adds) {
+      acc.add(x, x.length / k);
+      syrkLowerRef(ref, x, x.length / k, k);
+    }
+    const fast = acc.result();
+    const terms = adds.reduce((a, x) => a + x.length / k, 0);
+    for (let i = 0; i < k; i++)
+      for (let j = 0; j <= i; j++) {
+        let bound = 0;
+        for (const x of adds) for (let t = 0; t < x.length / k; t++) bound += Math.abs(x[t * k + i] * x[t * k + j]);
+        bound *= terms * 2 ** -22;
+        assert.ok(Math.abs(fast[i * k + j] - ref[i * k + j]) <= bound, `engine X^T X [${i},${j}] (${threads} threads): ${fast[i * k + j]} vs ${ref[i * k + j]}`);
+      }
+    for (let i = 0; i < k; i++) for (let j = i + 1; j < k; j++) assert.equal(fast[i * k + j], 0, 'upper triangle stays zero');
+    results.push(fast);
+  }
+  assert.deepEqual(results[1], results[0], 'same bytes on 1 and 2 threads');
+  engine.setThreads(1);
+});
+
 test('WebAssembly kernels agree with the scalar references within their stated bounds', () => {
   const normal = rng(7);
   // syrk: nTok = 37 rows of k = 23 (odd sizes exercise the edges)

@@ -446,3 +446,46 @@ test('fast paths: dispatch when registered, and every registered fast path match
     if (fp.dequantize) assert.deepEqual(fp.dequantize(ref, ROWS, ROW), s.dequantizeRef(ref, ROWS, ROW), `${s.id} fast dequantize`);
   }
 });
+
+test('generic group schemes: the one-group fast path gives the reference bytes and values', async () => {
+  const { groupBlockPath } = await import('../src/quant/schemes/generic.js');
+  const { blockCodecFor } = await import('../src/algos/block-codec.js');
+  let seed = 99;
+  const rnd = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 4294967296);
+  let checked = 0;
+  for (const bits of [2, 3, 4, 8])
+    for (const asymmetric of [false, true])
+      for (const scaleFormat of SCALE_FORMATS)
+        for (const rounding of ['nearest-even', 'nearest-away', 'toward-zero', 'up', 'down'] as const) {
+          const G = bits === 3 ? 64 : 32;
+          const s = makeGenericScheme({ element: parseFormat(`${asymmetric ? 'u' : ''}int${bits}`), granularity: 'group', groupSize: G, asymmetric, scaleFormat, rounding });
+          const fast = groupBlockPath(s);
+          assert.ok(fast, `${s.id} has a fast path`);
+          const codec = blockCodecFor(s, 2 * G);
+          const x = new Float32Array(G);
+          for (let trial = 0; trial < 24; trial++) {
+            const mag = 10 ** (rnd() * 8 - 4);
+            for (let i = 0; i < G; i++) x[i] = Math.fround((rnd() - (asymmetric && trial % 3 === 0 ? 0.2 : 0.5)) * mag);
+            if (trial === 1) x.fill(0);
+            if (trial === 2) for (let i = 0; i < G; i++) x[i] = (i % 9) - 4; // exact ties on the grid
+            if (trial === 3) x.fill(-0);
+            if (trial === 4) x[5] = 3e38;
+            if (trial === 5) x[7] = 1e-40;
+            const want = s.quantizeRef(x, 1, G);
+            const got = new Uint8Array(want.length + 3);
+            codec.quantize(x, 0, got, 3);
+            assert.deepEqual(got.subarray(3), want, `${s.id} trial ${trial}`);
+            const v = new Float32Array(G);
+            codec.dequantize(want, 0, v, 0);
+            assert.deepEqual(v, s.dequantizeRef(want, 1, G), `${s.id} trial ${trial} values`);
+            checked++;
+          }
+          x[3] = NaN;
+          assert.throws(() => codec.quantize(x, 0, new Uint8Array(fast.blockBytes), 0), (e: Error) => e instanceof LowbitError && /NaN|finite/i.test(e.message));
+        }
+  assert.ok(checked > 3000);
+  // schemes the fast path does not cover stay on the reference
+  assert.equal(groupBlockPath(makeGenericScheme({ element: parseFormat('int4'), granularity: 'group', groupSize: 32, clip: 'mse' })), undefined);
+  assert.equal(groupBlockPath(makeGenericScheme({ element: parseFormat('int4'), granularity: 'group', groupSize: 32, rounding: 'stochastic' })), undefined);
+  assert.equal(groupBlockPath(makeGenericScheme({ element: parseFormat('fp4_e2m1fn'), granularity: 'group', groupSize: 32 })), undefined);
+});

@@ -25,6 +25,7 @@ import { ggmlCodec } from '../quant/ggml/registry.js';
 import '../quant/ggml/index.js';
 import type { GgmlCodec } from '../quant/ggml/types.js';
 import type { QuantScheme } from '../quant/scheme.js';
+import { groupBlockPath } from '../quant/schemes/generic.js';
 
 export interface BlockCodec {
   /** the GGML type name or scheme id */
@@ -38,6 +39,12 @@ export interface BlockCodec {
   quantize(x: Float32Array, xo: number, out: Uint8Array, oo: number, importance?: Float32Array): void;
   /** the real dequantizer for one block */
   dequantize(bytes: Uint8Array, bo: number, out: Float32Array, oo: number): void;
+  /**
+   * Optional, for codecs with a closed-form grid: x's nearest values on the grid of the block at
+   * bytes[bo ..] (its scales kept), ties either way. Clip searches rank candidates with it instead of
+   * building each candidate's grid.
+   */
+  snap?(bytes: Uint8Array, bo: number, x: Float32Array, xo: number, out: Float32Array, oo: number): void;
 }
 
 /** A GGML type's codec as a block codec. */
@@ -82,6 +89,8 @@ export function schemeBlockCodec(s: QuantScheme, rowLength: number): BlockCodec 
     for (let b = 0; b < 2 * r; b++) parts.set(s.quantizeRef(x.subarray(b * bs, (b + 1) * bs), 1, bs), b * nb);
     if (whole.some((v, i) => v !== parts[i])) fail(`${s.id}: blocks are not stored independently; GPTQ/AWQ/HQQ cannot drive it`);
   }
+  const fast = groupBlockPath(s);
+  if (fast && fast.blockBytes === nb) return { name: s.id, blockSize: bs, blockBytes: nb, usesImportance: false, quantize: fast.quantize, dequantize: fast.dequantize, snap: fast.snap };
   return {
     name: s.id,
     blockSize: bs,

@@ -218,6 +218,7 @@ export class BlockQuantizer implements GroupQuantizer {
   private readonly clipWeights?: Float32Array;
   private readonly ratios: readonly number[];
   private readonly shrunk: Float32Array;
+  private readonly snapped: Float32Array;
   private readonly cand: Uint8Array;
 
   /**
@@ -242,6 +243,7 @@ export class BlockQuantizer implements GroupQuantizer {
     this.clipWeights = opts.clipWeights;
     this.ratios = opts.ratios ?? CLIP_RATIOS;
     this.shrunk = new Float32Array(codec.blockSize);
+    this.snapped = new Float32Array(codec.blockSize);
     this.cand = new Uint8Array(codec.blockBytes);
   }
   private readonly staticGroups: boolean;
@@ -257,24 +259,33 @@ export class BlockQuantizer implements GroupQuantizer {
     const slot = this.slot(r, grp);
     const imp = this.importance?.subarray(grp * bs, (grp + 1) * bs);
     this.codec.quantize(x, xo, this.bytes, at, imp);
-    this.grids.load(slot, this.bytes, at);
     const w = this.clipWeights;
-    if (!w) return;
-    const err = () => {
+    if (!w) return this.grids.load(slot, this.bytes, at);
+    const codec = this.codec;
+    const snap = !!codec.snap;
+    const err = (bytes: Uint8Array, bo: number) => {
       let e = 0;
+      if (snap) {
+        codec.snap!(bytes, bo, x, xo, this.snapped, 0);
+        for (let j = 0; j < bs; j++) {
+          const d = x[xo + j] - this.snapped[j];
+          e += w[grp * bs + j] * d * d;
+        }
+        return e;
+      }
+      this.grids.load(slot, bytes, bo);
       for (let j = 0; j < bs; j++) {
         const d = x[xo + j] - this.grids.values[this.grids.nearest(slot, j, x[xo + j])];
         e += w[grp * bs + j] * d * d;
       }
       return e;
     };
-    let best = err();
+    let best = err(this.bytes, at);
     for (const ratio of this.ratios) {
       if (ratio === 1) continue;
       for (let j = 0; j < bs; j++) this.shrunk[j] = Math.fround(x[xo + j] * ratio);
       this.codec.quantize(this.shrunk, 0, this.cand, 0, imp);
-      this.grids.load(slot, this.cand, 0);
-      const e = err();
+      const e = err(this.cand, 0);
       if (e < best) {
         best = e;
         this.bytes.set(this.cand, at);

@@ -15,6 +15,7 @@
  */
 import { kernelInstance, newKernelInstance, type KernelInstance } from './wasm.js';
 import * as gptqWasm from './wasm/gptq.generated.js';
+import type { MatmulEngine } from './matmul.js';
 
 interface GptqExports {
   heapBase(): number;
@@ -137,6 +138,10 @@ function fastArena(): Arena | null {
 // ---------------------------------------------------------------------------------------------------
 // X^T X
 
+/** rows per X^T X product of the engine accumulator (and at most this many floats gathered) */
+const GRAM_ROWS = 2048;
+const GRAM_BUFFER_FLOATS = 1 << 23;
+
 export interface HessianAccumulator {
   readonly k: number;
   /** add x^T x for nTok rows of x (k wide) */
@@ -145,8 +150,42 @@ export interface HessianAccumulator {
   result(): Float64Array;
 }
 
-/** An accumulator of X^T X for inputs k wide, given at most maxTok rows per add. */
-export function hessianAccumulator(k: number, maxTok: number): HessianAccumulator {
+/**
+ * An accumulator of X^T X for inputs k wide, given at most maxTok rows per add. With a matmul engine,
+ * rows are gathered up to GRAM_ROWS and multiplied by the engine's gramLower (the matmul kernel on
+ * every thread the engine has; f32 dot products over those rows) and summed into an f64 lower
+ * triangle: the same result on any number of threads.
+ */
+export function hessianAccumulator(k: number, maxTok: number, engine?: MatmulEngine | null): HessianAccumulator {
+  if (useFast && engine) {
+    // rows are gathered until GRAM_ROWS (f32 dot products over that many terms), then one product
+    const h = new Float64Array(k * k);
+    const cap = Math.max(maxTok, Math.min(GRAM_ROWS, Math.floor(GRAM_BUFFER_FLOATS / k)));
+    const pending = new Float32Array(cap * k);
+    let rows = 0;
+    const flush = () => {
+      if (rows === 0) return;
+      const g = engine.gramLower(pending, rows, k);
+      for (let i = 0; i < k; i++) {
+        const row = i * k;
+        for (let j = 0; j <= i; j++) h[row + j] += g[row + j];
+      }
+      rows = 0;
+    };
+    return {
+      k,
+      add(x, nTok) {
+        if (nTok > maxTok) throw new RangeError(`hessianAccumulator: ${nTok} rows > ${maxTok}`);
+        if (rows + nTok > cap) flush();
+        pending.set(x.subarray(0, nTok * k), rows * k);
+        rows += nTok;
+      },
+      result: () => {
+        flush();
+        return Float64Array.from(h);
+      },
+    };
+  }
   const arena = fastArena();
   if (!arena) {
     const h = new Float64Array(k * k);

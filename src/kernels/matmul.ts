@@ -428,6 +428,45 @@ export class MatmulEngine {
     if (yOwn < 0) this.copyOut(out, yAt, nTok * n);
   }
 
+  /**
+   * X^T X of nTok rows of x (k wide), lower triangle, with the matmul kernel on every thread: the rows
+   * are transposed into kernel memory (Xt: k x nTok, zero-padded to a multiple of 4) and Xt Xt^T is
+   * computed a block of columns at a time, only for rows at or below the block (the lower triangle plus
+   * the block's own upper part, ~(1 + 1/blocks)/2 of the full product). Returns a view of the k x k
+   * result in kernel memory (valid until the next call): element (i, j) for j <= i. f32 dot products
+   * over the nTok terms, like matmulF32.
+   */
+  gramLower(x: Float32Array, nTok: number, k: number): Float32Array {
+    if (x.length < nTok * k) throw new Error(`gramLower: ${x.length} values, expected ${nTok} x ${k}`);
+    const ld = (nTok + 3) & ~3;
+    const xtAt = this.buffer('gramX', k * ld * 4);
+    const gAt = this.buffer('gram', k * k * 4);
+    this.views();
+    const f = this.f32View;
+    const o = xtAt >> 2;
+    // transpose in tiles of 16 x 16 (the strided writes stay within a few cache lines)
+    for (let t0 = 0; t0 < nTok; t0 += 16) {
+      const t1 = Math.min(nTok, t0 + 16);
+      for (let i0 = 0; i0 < k; i0 += 16) {
+        const i1 = Math.min(k, i0 + 16);
+        for (let t = t0; t < t1; t++) {
+          const xo = t * k;
+          for (let i = i0; i < i1; i++) f[o + i * ld + t] = x[xo + i];
+        }
+      }
+    }
+    if (ld > nTok) for (let i = 0; i < k; i++) f.fill(0, o + i * ld + nTok, o + (i + 1) * ld);
+    const blocks = Math.max(1, Math.min(8, Math.floor(k / 96)));
+    const step = Math.max(3, Math.ceil(k / blocks / 3) * 3);
+    for (let r0 = 0; r0 < k; r0 += step) {
+      const r1 = Math.min(k, r0 + step);
+      const at = xtAt + r0 * ld * 4;
+      this.run(0, at, ld * 4, ld, ld, at, k - r0, gAt + (r0 * k + r0) * 4, k, r1 - r0);
+    }
+    this.views();
+    return this.f32View.subarray(gAt >> 2, (gAt >> 2) + k * k);
+  }
+
   /** SwiGLU in place: g[i] = silu(g[i]) * u[i] for i < n (f32, exp by wasm/matmul.ts exp4). */
   siluMul(g: Float32Array, u: Float32Array, n: number): void {
     const gOwn = this.ptrOf(g, n);

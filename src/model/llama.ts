@@ -396,6 +396,43 @@ export class Llama {
     }
   }
 
+  /**
+   * The parts of a layer, for calibration that quantizes a layer's linears one stage at a time
+   * (src/pipeline/calibrate.ts). x: residual-stream rows (nTok x dim, not modified) at positions
+   * pos, pos+1, ...; out: the stage's output rows.
+   *   'attnNorm', 'ffnNorm': the RMSNorm of x (the input of q/k/v, of gate/up)      nTok x dim
+   *   'attention': attention before Wo (the input of Wo), keys/values into the cache  nTok x nHeads*headDim
+   *   'ffn': silu(gate(x')) * up(x'), x' = ffnNorm(x) (the input of Wdown)              nTok x hiddenDim
+   */
+  runStage(stage: 'attnNorm' | 'ffnNorm' | 'attention' | 'ffn', l: number, x: Float32Array, out: Float32Array, pos = 0): void {
+    const c = this.config;
+    const dim = c.dim;
+    const n = x.length / dim;
+    if (!(l >= 0 && l < c.nLayers)) fail(`layer ${l} does not exist (the model has ${c.nLayers})`);
+    if (!Number.isInteger(n) || pos < 0 || pos + n > this.kv.capacity) fail(`runStage: ${x.length} values are not whole tokens at positions ${pos}.. within ${this.kv.capacity}`);
+    const width = stage === 'attention' ? c.nHeads * c.headDim : stage === 'ffn' ? c.hiddenDim : dim;
+    if (out.length < n * width) fail(`runStage ${stage}: output holds ${out.length} values, needs ${n * width}`);
+    const s = this.s;
+    const L = this.weights.layers[l];
+    for (let b = 0; b < n; b += s.batch) {
+      const nb = Math.min(s.batch, n - b);
+      const rows = x.subarray(b * dim, (b + nb) * dim);
+      const dst = out.subarray(b * width, (b + nb) * width);
+      if (stage === 'attnNorm' || stage === 'ffnNorm') {
+        rmsnorm(dst, rows, stage === 'attnNorm' ? L.attnNorm : L.ffnNorm, nb, dim, c.normEps);
+        continue;
+      }
+      s.x.set(rows);
+      if (stage === 'attention') {
+        this.attentionBlock(l, nb, pos + b);
+        dst.set(s.att.subarray(0, nb * width));
+      } else {
+        this.ffnBlock(l, nb);
+        dst.set(s.hb.subarray(0, nb * width));
+      }
+    }
+  }
+
   /** logits (nTok x vocab) of residual-stream rows x (nTok x dim): final RMSNorm and the output layer */
   head(x: Float32Array, out: Float32Array): void {
     const { dim, vocabSize } = this.config;
@@ -437,14 +474,24 @@ export class Llama {
 
   /** layer l on the nTok rows of s.x (positions pos, pos+1, ...), in place */
   private layer(l: number, nTok: number, pos: number): void {
+    const s = this.s;
+    const L = this.weights.layers[l];
+    const n = nTok * this.config.dim;
+    this.attentionBlock(l, nTok, pos);
+    this.lin(s.xb2, s.att, L.wo, nTok);
+    for (let i = 0; i < n; i++) s.x[i] += s.xb2[i];
+    this.ffnBlock(l, nTok);
+    this.lin(s.xb2, s.hb, L.down, nTok);
+    for (let i = 0; i < n; i++) s.x[i] += s.xb2[i];
+  }
+
+  /** rmsnorm, q/k/v, RoPE, keys and values into the cache, causal attention: s.x -> s.att (before Wo) */
+  private attentionBlock(l: number, nTok: number, pos: number): void {
     const c = this.config;
     const s = this.s;
-    const { dim, hiddenDim, headDim, nHeads, nKvHeads } = c;
+    const { dim, headDim, nHeads, nKvHeads } = c;
     const kvDim = nKvHeads * headDim;
-    const attScale = 1 / Math.sqrt(headDim);
     const L = this.weights.layers[l];
-
-    // attention: q, k, v of every token; RoPE; keys and values into the cache
     rmsnorm(s.xb, s.x, L.attnNorm, nTok, dim, c.normEps);
     this.lin(s.q, s.xb, L.wq, nTok);
     this.lin(s.k, s.xb, L.wk, nTok);
@@ -455,28 +502,29 @@ export class Llama {
     rope(c, s.ropeFreq, s.q, nTok, nHeads, pos);
     rope(c, s.ropeFreq, s.k, nTok, nKvHeads, pos);
     for (let t = 0; t < nTok; t++) this.kv.store(l, pos + t, s.k.subarray(t * kvDim, (t + 1) * kvDim), s.v.subarray(t * kvDim, (t + 1) * kvDim));
-
-    // causal attention (WebAssembly kernel when the cache lives in its memory), then the output projection
+    // causal attention (WebAssembly kernel when the cache lives in its memory)
     const kkv = this.kv as Partial<KernelKvStorage>;
     if (kkv.engine && kernelsEnabled()) {
-      kkv.engine.attention(s.q, nTok, pos, nHeads, nKvHeads, headDim, kkv.keysAt!(l), kkv.valuesAt!(l), kvDim, attScale, s.att);
+      kkv.engine.attention(s.q, nTok, pos, nHeads, nKvHeads, headDim, kkv.keysAt!(l), kkv.valuesAt!(l), kvDim, 1 / Math.sqrt(headDim), s.att);
     } else this.attention(l, nTok, pos);
-    this.lin(s.xb2, s.att, L.wo, nTok);
-    for (let i = 0; i < nTok * dim; i++) s.x[i] += s.xb2[i];
+  }
 
-    // feed-forward: down(silu(gate(x)) * up(x))
-    rmsnorm(s.xb, s.x, L.ffnNorm, nTok, dim, c.normEps);
+  /** rmsnorm, gate and up, SwiGLU: s.x -> s.hb = silu(gate(x)) * up(x) (the input of Wdown) */
+  private ffnBlock(l: number, nTok: number): void {
+    const c = this.config;
+    const s = this.s;
+    const L = this.weights.layers[l];
+    rmsnorm(s.xb, s.x, L.ffnNorm, nTok, c.dim, c.normEps);
     this.lin(s.hb, s.xb, L.gate, nTok);
     this.lin(s.hb2, s.xb, L.up, nTok);
-    if (this.engine && kernelsEnabled()) this.engine.siluMul(s.hb, s.hb2, nTok * hiddenDim);
+    const n = nTok * c.hiddenDim;
+    if (this.engine && kernelsEnabled()) this.engine.siluMul(s.hb, s.hb2, n);
     else {
-      for (let i = 0; i < nTok * hiddenDim; i++) {
+      for (let i = 0; i < n; i++) {
         const g = s.hb[i];
         s.hb[i] = (g / (1 + Math.exp(-g))) * s.hb2[i];
       }
     }
-    this.lin(s.xb2, s.hb, L.down, nTok);
-    for (let i = 0; i < nTok * dim; i++) s.x[i] += s.xb2[i];
   }
 
   /** causal attention of layer l in TypeScript: token t (position pos + t) sees positions 0 .. pos + t */

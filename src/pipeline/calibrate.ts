@@ -26,7 +26,8 @@ import { awqSearchHessian, smoothQuantScales, type AwqLinear } from '../algos/aw
 import { blockCodecFor, CLIP_SEARCH_MAX_BITS, codeLayout, type BlockCodec } from '../algos/block-codec.js';
 import { clipBlocks, hqqApplies, hqqBlocks, rtnBlocks, type BlockResult } from '../algos/blockwise.js';
 import { finishHessian, gptqBlocks } from '../algos/gptq.js';
-import { gemmABt, hessianAccumulator, type HessianAccumulator } from '../kernels/gptq.js';
+import { hessianAccumulator, type HessianAccumulator } from '../kernels/gptq.js';
+import { MatmulEngine } from '../kernels/matmul.js';
 import { foldNorms, hadamardRotation, isPowerOfTwo, rotateHeads, rotateResidual, type WeightMap } from '../algos/hadamard.js';
 import type { PtqOptions } from '../algos/ptq-options.js';
 import { ruleFor, type Algorithm, type Recipe } from '../algos/recipe.js';
@@ -36,8 +37,7 @@ import type { ModelFile } from '../io/model-file.js';
 import { fromFloat32, toFloat32 } from '../io/tensor-data.js';
 import { vocabFromGgufMetadata } from '../io/vocab.js';
 import { Llama, llamaConfigFromGguf } from '../model/llama.js';
-import { linear } from '../model/matmul.js';
-import type { LinearFn } from '../model/act-quant.js';
+import { linear, matmul } from '../model/matmul.js';
 import { Tokenizer } from '../model/tokenizer.js';
 import type { LlamaConfig, StoredTensor } from '../model/types.js';
 import { ggmlTypeByName } from '../quant/ggml/types.js';
@@ -51,6 +51,8 @@ export interface PtqInput {
   calibText?: string;
   /** or calibration tokens directly (synthetic models without a vocabulary) */
   calibStream?: ArrayLike<number>;
+  /** threads for the runtime's matmul and the X^T X accumulation (needs a thread starter, see lowbit/node) */
+  threads?: number;
   onProgress?: (message: string) => void;
 }
 
@@ -119,8 +121,8 @@ class InputStats {
   readonly absMax: Float32Array;
   count = 0;
   private acc: HessianAccumulator | undefined;
-  constructor(readonly k: number, maxTok: number) {
-    this.acc = hessianAccumulator(k, maxTok);
+  constructor(readonly k: number, maxTok: number, engine?: MatmulEngine | null) {
+    this.acc = hessianAccumulator(k, maxTok, engine);
     this.sumAbs = new Float64Array(k);
     this.absMax = new Float32Array(k);
   }
@@ -263,11 +265,18 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
   }
 
   // ---- layer by layer ----------------------------------------------------------------------------
-  const model = new Llama(config, stored(), { contextLength: ctx, batch: Math.min(ctx, 512) });
-  // the calibration passes multiply f32 weights with the SIMD kernel (f32 accumulation)
-  model.hooks.linear = (out, x, w, nTok) => (w.f32 ? gemmABt(out, x, w.f32, nTok, w.cols, w.rows) : linear(out, x, w, nTok));
+  const model = new Llama(config, stored(), { contextLength: ctx, batch: Math.min(ctx, 512), threads: input.threads });
+  const engine = MatmulEngine.get();
+  // every linear reads its weight from `weights` (the arrays the transforms and quantizers write into;
+  // the runtime's own copy of a weight would go stale) with the f32 kernel on every thread
+  model.hooks.linear = (out, x, w, nTok) => {
+    const t = weights.get(w.name);
+    if (t && t.rows === w.rows && t.cols === w.cols) matmul(out, x, t.data, nTok, t.cols, t.rows);
+    else linear(out, x, w, nTok);
+  };
   const nSeq = windows.length;
-  const dim = config.dim;
+  const { dim, hiddenDim } = config;
+  const qDim = config.nHeads * config.headDim;
   say(`calibration: ${nSeq} sequences of ${ctx} tokens`);
 
   const quantizeLinear = (name: string, stats: InputStats | undefined) => {
@@ -305,34 +314,47 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
   quantizeLinear('token_embd.weight', undefined);
   const X = new Float32Array(nSeq * ctx * dim);
   windows.forEach((w, s) => model.embed(w, X.subarray(s * ctx * dim, (s + 1) * ctx * dim)));
-  const scratch = new Float32Array(ctx * dim);
   const seq = (s: number) => X.subarray(s * ctx * dim, (s + 1) * ctx * dim);
+  // per sequence: the attention output (input of Wo) and the SwiGLU output (input of Wdown) of the
+  // current layer, kept between its stages
+  const att = Array.from({ length: nSeq }, () => new Float32Array(ctx * qDim));
+  const act = Array.from({ length: nSeq }, () => new Float32Array(ctx * hiddenDim));
+  const normed = new Float32Array(ctx * dim);
+  const product = new Float32Array(ctx * dim);
 
   const phases = { statistics: 0, quantization: 0, forward: 0 };
+  const timed = (phase: keyof typeof phases, f: () => void) => {
+    const t = performance.now();
+    f();
+    phases[phase] += (performance.now() - t) / 1000;
+  };
+  const statsOf = (k: number) => new InputStats(k, Math.min(ctx, 512), engine);
+  /** add the rows of x (ctx tokens) to st */
+  const observe = (st: InputStats, x: Float32Array) => timed('statistics', () => {
+    for (let b = 0; b < ctx; b += 512) {
+      const nb = Math.min(512, ctx - b);
+      st.add(x.subarray(b * st.k, (b + nb) * st.k), nb);
+    }
+    });
+  /** X_s += x_s W^T for every sequence (W: the named linear of the layer) */
+  const residualAdd = (name: string, xs: Float32Array[]) => timed('forward', () => {
+    const t = weights.get(name)!;
+    for (let s = 0; s < nSeq; s++) {
+      matmul(product, xs[s], t.data, ctx, t.cols, t.rows);
+      const r = seq(s);
+      for (let i = 0; i < r.length; i++) r[i] += product[i];
+    }
+  });
+
   for (let l = 0; l < nLayers; l++) {
     const tl = performance.now();
     const P = `blk.${l}.`;
     const L = model.weights.layers[l];
-    const kOf = (n: string) => weights.get(P + n)!.cols;
-    const batch = Math.min(ctx, 512);
-    const stats = { attn: new InputStats(kOf('attn_q.weight'), batch), o: new InputStats(kOf('attn_output.weight'), batch), ffn: new InputStats(kOf('ffn_gate.weight'), batch), down: new InputStats(kOf('ffn_down.weight'), batch) };
-    const groupOf: Record<string, InputStats> = { [P + 'attn_q.weight']: stats.attn, [P + 'attn_output.weight']: stats.o, [P + 'ffn_gate.weight']: stats.ffn, [P + 'ffn_down.weight']: stats.down };
-    model.hooks.linearInput = (name, x, nTok) => groupOf[name]?.add(x, nTok);
-    // the statistics pass needs every input but not the layer's output: skip the last product
-    const fastLinear: LinearFn = model.hooks.linear!;
-    model.hooks.linear = (out, x, w, nTok) => (w.name === P + 'ffn_down.weight' ? undefined : fastLinear(out, x, w, nTok));
-    for (let s = 0; s < nSeq; s++) {
-      scratch.set(seq(s));
-      model.runLayer(l, scratch, 0);
-    }
-    model.hooks.linearInput = undefined;
-    model.hooks.linear = fastLinear;
-    for (const st of Object.values(stats)) st.finish();
-    const tq = performance.now();
-    phases.statistics += (tq - tl) / 1000;
-
-    // equivalence transforms: scales s folded as (previous op) / s, (consumer columns) * s
     const linear = (n: string): Tensor => weights.get(P + n)!;
+    const quantizable = (names: string[]) => names.every((n) => codecOf(planOf.get(P + n)!));
+    const usesAwq = (names: string[]) => names.some((n) => algorithmOf(P + n).startsWith('awq')) && quantizable(names);
+    const quantize = (names: string[], st: InputStats) => timed('quantization', () => names.forEach((n) => quantizeLinear(P + n, st)));
+    // equivalence transforms: scales s folded as (previous op) / s, (consumer columns) * s
     const fold = (s: Float32Array, st: InputStats, consumers: string[], prev: { norm?: Float32Array; runtimeNorm?: Float32Array; rows?: Tensor; rowScale?: (r: number) => number }) => {
       for (const c of consumers) {
         const t = linear(c);
@@ -351,63 +373,115 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
       }
       st.divideInput(s);
     };
-    const quantizable = (names: string[]) => names.every((n) => codecOf(planOf.get(P + n)!));
-    const usesAwq = (names: string[]) => names.some((n) => algorithmOf(P + n).startsWith('awq')) && quantizable(names);
-    const normGroups = [
-      { st: stats.attn, consumers: ['attn_q.weight', 'attn_k.weight', 'attn_v.weight'], norm: 'attn_norm.weight', runtimeNorm: L.attnNorm },
-      { st: stats.ffn, consumers: ['ffn_gate.weight', 'ffn_up.weight'], norm: 'ffn_norm.weight', runtimeNorm: L.ffnNorm },
-    ];
-    if (o.smooth > 0)
-      for (const g of normGroups) {
-        const s = smoothQuantScales(g.st.absMax, g.consumers.map((c) => ({ w: linear(c).data, n: linear(c).rows })), o.smooth);
-        fold(s, g.st, g.consumers, { norm: linear(g.norm).data, runtimeNorm: g.runtimeNorm });
-      }
     const awqCodecs = (names: string[]): AwqLinear[] => names.map((c) => ({ w: linear(c).data, n: linear(c).rows, codec: codecOf(planOf.get(P + c)!)! }));
     const alphas: string[] = [];
-    for (const g of normGroups)
-      if (usesAwq(g.consumers)) {
-        const r = awqSearchHessian(g.st.meanAbs(), g.st.h, g.st.k, awqCodecs(g.consumers), o.awqGrid);
-        fold(r.scales, g.st, g.consumers, { norm: linear(g.norm).data, runtimeNorm: g.runtimeNorm });
-        alphas.push(`${g.norm.split('_')[0]} ${r.alpha.toFixed(2)}`);
+    /** SmoothQuant and AWQ scales of a group of linears reading one RMSNorm's output */
+    const normGroup = (st: InputStats, consumers: string[], norm: string, runtimeNorm: Float32Array) => timed('quantization', () => {
+      if (o.smooth > 0) {
+        const s = smoothQuantScales(st.absMax, consumers.map((c) => ({ w: linear(c).data, n: linear(c).rows })), o.smooth);
+        fold(s, st, consumers, { norm: linear(norm).data, runtimeNorm });
       }
-    if (usesAwq(['attn_output.weight']) && quantizable(['attn_v.weight'])) {
+      if (usesAwq(consumers)) {
+        const r = awqSearchHessian(st.meanAbs(), st.h, st.k, awqCodecs(consumers), o.awqGrid);
+        fold(r.scales, st, consumers, { norm: linear(norm).data, runtimeNorm });
+        alphas.push(`${norm.split('_')[0]} ${r.alpha.toFixed(2)}`);
+      }
+    });
+    const finish = (st: InputStats) => timed('statistics', () => st.finish());
+
+    // 1. q, k, v: their input is attn_norm(X)
+    const stAttn = statsOf(dim);
+    for (let s = 0; s < nSeq; s++) {
+      timed('forward', () => model.runStage('attnNorm', l, seq(s), normed));
+      observe(stAttn, normed);
+    }
+    finish(stAttn);
+    normGroup(stAttn, ['attn_q.weight', 'attn_k.weight', 'attn_v.weight'], 'attn_norm.weight', L.attnNorm);
+    // AWQ between v and o scales v's rows: v is quantized after that scale is chosen
+    const awqVo = usesAwq(['attn_output.weight']) && quantizable(['attn_v.weight']);
+    quantize(awqVo ? ['attn_q.weight', 'attn_k.weight'] : ['attn_q.weight', 'attn_k.weight', 'attn_v.weight'], stAttn);
+
+    // 2. o: its input is the attention output (with the quantized q, k, v)
+    const attentionPass = () => {
+      const st = statsOf(qDim);
+      for (let s = 0; s < nSeq; s++) {
+        timed('forward', () => model.runStage('attention', l, seq(s), att[s]));
+        observe(st, att[s]);
+      }
+      finish(st);
+      return st;
+    };
+    let stO = attentionPass();
+    if (awqVo) {
       // v -> o: o's input channel (head h, i) is v's row (kv head of h, i); heads sharing a kv head share s
-      const { headDim, nHeads, nKvHeads } = config;
-      const group = nHeads / nKvHeads;
-      const mean = stats.o.meanAbs();
-      const tied = new Float64Array(mean.length);
-      for (let c = 0; c < nKvHeads * headDim; c++) {
-        const kvh = Math.floor(c / headDim);
-        const i = c % headDim;
-        let a = 0;
-        for (let g = 0; g < group; g++) a += mean[(kvh * group + g) * headDim + i];
-        for (let g = 0; g < group; g++) tied[(kvh * group + g) * headDim + i] = a / group;
+      timed('quantization', () => {
+        const { headDim, nHeads, nKvHeads } = config;
+        const group = nHeads / nKvHeads;
+        const mean = stO.meanAbs();
+        const tied = new Float64Array(mean.length);
+        for (let c = 0; c < nKvHeads * headDim; c++) {
+          const kvh = Math.floor(c / headDim);
+          const i = c % headDim;
+          let a = 0;
+          for (let g = 0; g < group; g++) a += mean[(kvh * group + g) * headDim + i];
+          for (let g = 0; g < group; g++) tied[(kvh * group + g) * headDim + i] = a / group;
+        }
+        const r = awqSearchHessian(tied, stO.h, stO.k, awqCodecs(['attn_output.weight']), o.awqGrid);
+        fold(r.scales, stO, ['attn_output.weight'], { rows: linear('attn_v.weight'), rowScale: (row) => r.scales[Math.floor(row / headDim) * group * headDim + (row % headDim)] });
+        alphas.push(`v>o ${r.alpha.toFixed(2)}`);
+      });
+      quantize(['attn_v.weight'], stAttn);
+      stO = attentionPass(); // again, with the quantized v
+    }
+    quantize(['attn_output.weight'], stO);
+
+    // 3. gate, up: their input is ffn_norm(X + attention)
+    residualAdd(P + 'attn_output.weight', att);
+    const stFfn = statsOf(dim);
+    for (let s = 0; s < nSeq; s++) {
+      timed('forward', () => model.runStage('ffnNorm', l, seq(s), normed));
+      observe(stFfn, normed);
+    }
+    finish(stFfn);
+    normGroup(stFfn, ['ffn_gate.weight', 'ffn_up.weight'], 'ffn_norm.weight', L.ffnNorm);
+    const awqUd = usesAwq(['ffn_down.weight']) && quantizable(['ffn_up.weight']);
+    quantize(awqUd ? ['ffn_gate.weight'] : ['ffn_gate.weight', 'ffn_up.weight'], stFfn);
+
+    // 4. down: its input is silu(gate) * up (quantized)
+    const ffnPass = () => {
+      const st = statsOf(hiddenDim);
+      for (let s = 0; s < nSeq; s++) {
+        timed('forward', () => model.runStage('ffn', l, seq(s), act[s]));
+        observe(st, act[s]);
       }
-      const r = awqSearchHessian(tied, stats.o.h, stats.o.k, awqCodecs(['attn_output.weight']), o.awqGrid);
-      fold(r.scales, stats.o, ['attn_output.weight'], { rows: linear('attn_v.weight'), rowScale: (row) => r.scales[Math.floor(row / headDim) * group * headDim + (row % headDim)] });
-      alphas.push(`v>o ${r.alpha.toFixed(2)}`);
+      finish(st);
+      return st;
+    };
+    let stDown = ffnPass();
+    if (awqUd) {
+      timed('quantization', () => {
+        const r = awqSearchHessian(stDown.meanAbs(), stDown.h, stDown.k, awqCodecs(['ffn_down.weight']), o.awqGrid);
+        fold(r.scales, stDown, ['ffn_down.weight'], { rows: linear('ffn_up.weight'), rowScale: (row) => r.scales[row] });
+        alphas.push(`up>down ${r.alpha.toFixed(2)}`);
+      });
+      quantize(['ffn_up.weight'], stFfn);
+      stDown = ffnPass();
     }
-    if (usesAwq(['ffn_down.weight']) && quantizable(['ffn_up.weight'])) {
-      const r = awqSearchHessian(stats.down.meanAbs(), stats.down.h, stats.down.k, awqCodecs(['ffn_down.weight']), o.awqGrid);
-      fold(r.scales, stats.down, ['ffn_down.weight'], { rows: linear('ffn_up.weight'), rowScale: (row) => r.scales[row] });
-      alphas.push(`up>down ${r.alpha.toFixed(2)}`);
-    }
+    quantize(['ffn_down.weight'], stDown);
     if (alphas.length) notes.push(`layer ${l} AWQ alpha: ${alphas.join(', ')}`);
+    roundFloat(P + 'attn_norm.weight');
+    roundFloat(P + 'ffn_norm.weight');
+    L.attnNorm.set(linear('attn_norm.weight').data);
+    L.ffnNorm.set(linear('ffn_norm.weight').data);
 
-    for (const [n, st] of [['attn_q.weight', stats.attn], ['attn_k.weight', stats.attn], ['attn_v.weight', stats.attn], ['attn_output.weight', stats.o], ['ffn_gate.weight', stats.ffn], ['ffn_up.weight', stats.ffn], ['ffn_down.weight', stats.down]] as const)
-      quantizeLinear(P + n, st);
-    for (const n of ['attn_norm.weight', 'ffn_norm.weight']) roundFloat(P + n);
-
-    const tf = performance.now();
-    phases.quantization += (tf - tq) / 1000;
-    for (let s = 0; s < nSeq; s++) model.runLayer(l, seq(s), 0);
-    phases.forward += (performance.now() - tf) / 1000;
+    // 5. X += down(act): the next layer's input
+    residualAdd(P + 'ffn_down.weight', act);
     say(`layer ${l + 1}/${nLayers} (${((performance.now() - tl) / 1000).toFixed(1)} s)`);
   }
 
   // output head: input = final RMSNorm of X
   if (weights.has('output.weight')) {
-    const st = new InputStats(dim, 512);
+    const st = new InputStats(dim, 512, engine);
     const logits = new Float32Array(Math.min(ctx, 512) * config.vocabSize);
     model.hooks.linearInput = (name, x, nTok) => {
       if (name === 'output.weight') st.add(x, nTok);

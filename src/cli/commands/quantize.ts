@@ -13,6 +13,7 @@ import type { Command, ParsedArgs } from '../args.js';
 import { refuseSameFile, withAtomicFile, writeFileAtomic } from '../files.js';
 import { openModelPath } from '../model-open.js';
 import { defaultThreads, QuantizePool } from '../quantize-pool.js';
+import { threadsFrom } from '../threads.js';
 import { fileSource } from '../node-source.js';
 import { renderTable } from './formats.js';
 
@@ -119,7 +120,7 @@ export const quantizeCommand: Command = {
     { name: 'eval-ctx', type: 'int', help: 'tokens per evaluation chunk', default: 512, min: 4 },
     { name: 'eval-chunks', type: 'int', help: 'evaluate at most this many chunks (default all)', min: 1 },
     { name: 'report', type: 'string', help: 'also write a self-contained HTML report (tables, SQNR per layer, KLD histogram)' },
-    { name: 'threads', type: 'int', help: 'threads quantizing GGML tensors (default: all cores; the bytes do not depend on it)', min: 1 },
+    { name: 'threads', type: 'int', help: 'threads quantizing GGML tensors and running calibration (default: all cores; quantization bytes do not depend on it)', min: 1 },
     { name: 'algo', type: 'string', choices: ALGORITHMS, help: 'rtn (default; imatrix-weighted with --calib), gptq, awq (need --calib), hqq (asymmetric targets, no calibration)' },
     { name: 'calib', type: 'string', help: 'calibration text (UTF-8) for gptq, awq, --smooth and imatrix-rtn' },
     ...PTQ_OPTIONS.map((o) => ({ name: o.flag, type: o.type, help: `${o.help} (default ${String(o.default)})`, ...(o.choices ? { choices: o.choices } : {}), ...(o.min !== undefined ? { min: o.min } : {}), ...(o.max !== undefined ? { max: o.max } : {}) })),
@@ -177,16 +178,17 @@ export const quantizeCommand: Command = {
       const options = ptqOptions(recipe.ptq ?? {});
       let ptq: PtqOutput | undefined;
       const calibrated = (recipe.algorithm ?? 'rtn') !== 'rtn' || recipe.rules.some((r) => r.algorithm && r.algorithm !== 'rtn') || calibFile || options.rotate !== 'none' || options.smooth > 0;
+      const threads = (a.values.threads as number | undefined) ?? defaultThreads();
       if (calibrated) {
         ptq = await runPtq(model, plan, {
           recipe,
           options,
+          threads: threadsFrom(threads),
           calibText: calibFile ? fs.readFileSync(calibFile, 'utf8') : undefined,
           onProgress: tty ? (msg) => process.stderr.write(`\r${msg.padEnd(60)}`) : undefined,
         });
         if (tty) process.stderr.write('\r' + ' '.repeat(60) + '\r');
       }
-      const threads = (a.values.threads as number | undefined) ?? defaultThreads();
       const pool = threads > 1 ? new QuantizePool(threads) : undefined;
       let report: QuantizeReport;
       try {

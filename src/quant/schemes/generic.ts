@@ -26,7 +26,7 @@ import { fail } from '../../errors.js';
 import { decodeOne, encodeOne } from '../../formats/cast.js';
 import type { Format } from '../../formats/descriptor.js';
 import { defineInt } from '../../formats/int.js';
-import { randomWord, roundingCode, Rounding, seedKey, type RoundingMode } from '../../formats/rounding.js';
+import { randomWord, roundingCode, roundMagnitude, Rounding, seedKey, type RoundingMode } from '../../formats/rounding.js';
 import {
   bitsPerWeightOf,
   checkFinite,
@@ -345,6 +345,83 @@ export function makeGenericScheme(config: GenericSchemeConfig, id?: string, desc
       return dst;
     },
   };
+  // one group at a time without the general machinery (the calibrated algorithms quantize blocks one by
+  // one, many times): integer elements, absmax scales, deterministic rounding. Same bytes as quantizeRef
+  // (test/schemes-generic.test.ts); anything else, non-finite input included, goes to the reference.
+  if (g === 'group' && f.kind === 'int' && clip === 'absmax' && rounding !== Rounding.Stochastic && !floatZero) {
+    const E = G;
+    const bb = sb + zb + packedCodeBytes(E, bits);
+    const codes = new Uint16Array(E);
+    const wrap = 2 ** bits;
+    const half = wrap / 2;
+    const lo = f.qmin;
+    const hi = f.qmax;
+    const even = rounding === Rounding.NearestEven;
+    const ref = (x: Float32Array, xo: number, out: Uint8Array, oo: number) => out.set(scheme.quantizeRef(x.subarray(xo, xo + E), 1, E), oo);
+    blockPaths.set(scheme, {
+      blockBytes: bb,
+      quantize(x, xo, out, oo) {
+        let mn = 0;
+        let mx = 0;
+        for (let i = xo; i < xo + E; i++) {
+          const v = x[i];
+          if (asym) {
+            if (v < mn) mn = v;
+            if (v > mx) mx = v;
+          } else if (Math.abs(v) > mx) mx = Math.abs(v);
+          if (v - v !== 0) return ref(x, xo, out, oo); // NaN or infinite: the reference reports it
+        }
+        const p = asym ? paramsFor(mn, mx) : paramsFor(0, mx);
+        const sc = p.scale;
+        const z = p.zero;
+        if (!(sc > 0) || !Number.isFinite(sc)) codes.fill(asym ? z : zeroCode);
+        else
+          for (let i = 0; i < E; i++) {
+            const y = asym ? Math.fround(x[xo + i] / sc) + z : Math.fround(x[xo + i] / sc);
+            const neg = y < 0;
+            const a = neg ? -y : y;
+            let q: number;
+            if (even) {
+              const fl = Math.floor(a);
+              const frac = a - fl;
+              q = frac > 0.5 ? fl + 1 : frac < 0.5 ? fl : fl % 2 === 0 ? fl : fl + 1;
+            } else q = roundMagnitude(a, rounding, neg, 0);
+            if (neg) q = -q;
+            if (q < lo) q = lo;
+            else if (q > hi) q = hi;
+            codes[i] = q < 0 ? q + wrap : q;
+          }
+        writeLE(out, oo, p.scaleCode, sb);
+        if (zb) writeLE(out, oo + sb, p.zeroCode, zb);
+        packCodes(codes, E, bits, out, oo + sb + zb);
+      },
+      dequantize(bytes, bo, out, oo) {
+        const sc = sf.decode(readLE(bytes, bo, sb));
+        const z = zb ? readLE(bytes, bo + sb, zb) : 0;
+        unpackCodes(bytes, bo + sb + zb, E, bits, codes);
+        // decodeValue without the format dispatch: (code - zero) * scale, signed codes wrapped
+        for (let i = 0; i < E; i++) {
+          const c = codes[i];
+          out[oo + i] = asym ? (c - z) * sc : (c >= half ? c - wrap : c) * sc;
+        }
+      },
+      snap(bytes, bo, x, xo, out, oo) {
+        const sc = sf.decode(readLE(bytes, bo, sb));
+        const z = zb ? readLE(bytes, bo + sb, zb) : 0;
+        if (!(sc > 0) || !Number.isFinite(sc)) {
+          const v = asym ? decodeValue(sc, z, z) : decodeValue(sc, 0, zeroCode);
+          out.fill(v, oo, oo + E);
+          return;
+        }
+        for (let i = 0; i < E; i++) {
+          let q = Math.round(x[xo + i] / sc + z);
+          if (q < lo) q = lo;
+          else if (q > hi) q = hi;
+          out[oo + i] = asym ? (q - z) * sc : q * sc;
+        }
+      },
+    });
+  }
   (scheme as { bitsPerWeight: number }).bitsPerWeight = bitsPerWeightOf((r, c) => (g === 'group' && c % G !== 0 ? NaN : packedBytes(r, c)));
   Object.freeze(scheme);
   configs.set(scheme, Object.freeze({ ...config }));
@@ -352,6 +429,21 @@ export function makeGenericScheme(config: GenericSchemeConfig, id?: string, desc
 }
 
 const configs = new WeakMap<QuantScheme, Readonly<GenericSchemeConfig>>();
+
+/** One group of a grouped scheme: quantize/dequantize a block of groupSize values (bytes = blockBytes). */
+export interface GroupBlockPath {
+  readonly blockBytes: number;
+  quantize(x: Float32Array, xo: number, out: Uint8Array, oo: number): void;
+  dequantize(bytes: Uint8Array, bo: number, out: Float32Array, oo: number): void;
+  /** x's nearest values on the grid of a block (its scales kept; ties may go either way) */
+  snap(bytes: Uint8Array, bo: number, x: Float32Array, xo: number, out: Float32Array, oo: number): void;
+}
+const blockPaths = new WeakMap<QuantScheme, GroupBlockPath>();
+
+/** The one-group fast path of a generic scheme (integer elements, absmax, deterministic rounding), if it has one. */
+export function groupBlockPath(s: QuantScheme): GroupBlockPath | undefined {
+  return blockPaths.get(s);
+}
 
 /** The configuration a generic scheme was built from (undefined for other schemes). */
 export function genericConfigOf(s: QuantScheme): Readonly<GenericSchemeConfig> | undefined {
