@@ -475,6 +475,15 @@ test('generic group schemes: the one-group fast path gives the reference bytes a
             const got = new Uint8Array(want.length + 3);
             codec.quantize(x, 0, got, 3);
             assert.deepEqual(got.subarray(3), want, `${s.id} trial ${trial}`);
+            if (trial !== 4) {
+              // a clip candidate's header: the parameter bytes of quantize(fround(x * ratio))
+              const ratio = 1 - (trial % 11) * 0.05;
+              const shrunk = x.map((v) => Math.fround(v * ratio));
+              const head = new Uint8Array(want.length);
+              fast.clipHeader(x, 0, ratio, head, 0);
+              const pb = want.length - Math.ceil((G * bits) / 8);
+              assert.deepEqual(head.subarray(0, pb), s.quantizeRef(shrunk, 1, G).subarray(0, pb), `${s.id} trial ${trial} clip header`);
+            }
             const v = new Float32Array(G);
             codec.dequantize(want, 0, v, 0);
             assert.deepEqual(v, s.dequantizeRef(want, 1, G), `${s.id} trial ${trial} values`);

@@ -45,6 +45,11 @@ export interface BlockCodec {
    * building each candidate's grid.
    */
   snap?(bytes: Uint8Array, bo: number, x: Float32Array, xo: number, out: Float32Array, oo: number): void;
+  /**
+   * Optional, with snap: the parameter bytes (scales, zero-points) `quantize` writes for the block
+   * fround(x * ratio), without its element codes (left as they were): a clip candidate's grid.
+   */
+  clipHeader?(x: Float32Array, xo: number, ratio: number, out: Uint8Array, oo: number): void;
 }
 
 /** A GGML type's codec as a block codec. */
@@ -90,7 +95,7 @@ export function schemeBlockCodec(s: QuantScheme, rowLength: number): BlockCodec 
     if (whole.some((v, i) => v !== parts[i])) fail(`${s.id}: blocks are not stored independently; GPTQ/AWQ/HQQ cannot drive it`);
   }
   const fast = groupBlockPath(s);
-  if (fast && fast.blockBytes === nb) return { name: s.id, blockSize: bs, blockBytes: nb, usesImportance: false, quantize: fast.quantize, dequantize: fast.dequantize, snap: fast.snap };
+  if (fast && fast.blockBytes === nb) return { name: s.id, blockSize: bs, blockBytes: nb, usesImportance: false, quantize: fast.quantize, dequantize: fast.dequantize, snap: fast.snap, clipHeader: fast.clipHeader };
   return {
     name: s.id,
     blockSize: bs,

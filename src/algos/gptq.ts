@@ -151,20 +151,21 @@ export function gptqQuantize(w: Float32Array, n: number, k: number, hessian: Flo
   for (let i1 = 0; i1 < k; i1 += B) {
     const i2 = Math.min(i1 + B, k);
     const count = i2 - i1;
-    for (let i = 0; i < count; i++) {
-      const col = i1 + i;
-      const orig = perm ? perm[col] : col;
-      const grp = Math.floor(orig / g);
-      const j = orig - grp * g;
-      if (!perm && j === 0) for (let r = 0; r < n; r++) fitGroup(r, grp);
-      const d = U[col * k + col];
-      const ur = col * k;
-      for (let r = 0; r < n; r++) {
-        const wr = r * k;
+    // rows are independent: each row runs through the block's columns in turn (its slice of W stays in
+    // cache; the block of U is shared by every row)
+    for (let r = 0; r < n; r++) {
+      const wr = r * k;
+      for (let i = 0; i < count; i++) {
+        const col = i1 + i;
+        const orig = perm ? perm[col] : col;
+        const grp = Math.floor(orig / g);
+        const j = orig - grp * g;
+        if (!perm && j === 0) fitGroup(r, grp);
+        const ur = col * k;
         const x = W[wr + col];
         const q = qz.quant(r, grp, j, x);
-        Q[r * k + orig] = q;
-        const e = (x - q) / d;
+        Q[wr + orig] = q;
+        const e = (x - q) / U[ur + col];
         loss += e * e;
         err[r * B + i] = e;
         if (e === 0) continue;
@@ -283,8 +284,11 @@ export class BlockQuantizer implements GroupQuantizer {
     let best = err(this.bytes, at);
     for (const ratio of this.ratios) {
       if (ratio === 1) continue;
-      for (let j = 0; j < bs; j++) this.shrunk[j] = Math.fround(x[xo + j] * ratio);
-      this.codec.quantize(this.shrunk, 0, this.cand, 0, imp);
+      if (snap && codec.clipHeader) codec.clipHeader(x, xo, ratio, this.cand, 0); // the grid is all snap needs
+      else {
+        for (let j = 0; j < bs; j++) this.shrunk[j] = Math.fround(x[xo + j] * ratio);
+        codec.quantize(this.shrunk, 0, this.cand, 0, imp);
+      }
       const e = err(this.cand, 0);
       if (e < best) {
         best = e;

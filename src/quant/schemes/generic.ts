@@ -405,6 +405,21 @@ export function makeGenericScheme(config: GenericSchemeConfig, id?: string, desc
           out[oo + i] = asym ? (c - z) * sc : (c >= half ? c - wrap : c) * sc;
         }
       },
+      clipHeader(x, xo, ratio, out, oo) {
+        // the extremes of fround(x * ratio) are fround(extreme * ratio): rounding is monotonic
+        let mn = 0;
+        let mx = 0;
+        for (let i = xo; i < xo + E; i++) {
+          const v = x[i];
+          if (asym) {
+            if (v < mn) mn = v;
+            if (v > mx) mx = v;
+          } else if (Math.abs(v) > mx) mx = Math.abs(v);
+        }
+        const p = asym ? paramsFor(Math.fround(mn * ratio), Math.fround(mx * ratio)) : paramsFor(0, Math.fround(mx * ratio));
+        writeLE(out, oo, p.scaleCode, sb);
+        if (zb) writeLE(out, oo + sb, p.zeroCode, zb);
+      },
       snap(bytes, bo, x, xo, out, oo) {
         const sc = sf.decode(readLE(bytes, bo, sb));
         const z = zb ? readLE(bytes, bo + sb, zb) : 0;
@@ -435,6 +450,8 @@ export interface GroupBlockPath {
   readonly blockBytes: number;
   quantize(x: Float32Array, xo: number, out: Uint8Array, oo: number): void;
   dequantize(bytes: Uint8Array, bo: number, out: Float32Array, oo: number): void;
+  /** the scale (and zero-point) bytes quantize writes for fround(x * ratio); codes untouched */
+  clipHeader(x: Float32Array, xo: number, ratio: number, out: Uint8Array, oo: number): void;
   /** x's nearest values on the grid of a block (its scales kept; ties may go either way) */
   snap(bytes: Uint8Array, bo: number, x: Float32Array, xo: number, out: Float32Array, oo: number): void;
 }
