@@ -6,6 +6,8 @@ import * as path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { resolveScheme, schemes } from '../src/quant/index.js';
+import { decode, encode, fakeQuant } from '../src/kernels/cast.js';
+import { parseFormat } from '../src/formats/registry.js';
 
 // dist/test/cli-cast.test.js -> repository root
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -157,5 +159,46 @@ test('element formats keep their streaming cast and its errors', () => {
   assertRefused(lowbit(['cast', '--to', 'int4', '--in', odd, '--out', out]), dir, /7 bytes, not a multiple of 4/, keep);
   assertRefused(lowbit(['cast', '--to', 'int4', '--no-saturate', '--in', inp, '--out', out]), dir, /--no-saturate needs a format with inf or NaN/, keep);
   assertRefused(lowbit(['cast', '--to', 'int4', '--row-length', '4', '--in', inp, '--out', out]), dir, /--row-length applies to schemes/, keep);
+  fs.rmSync(dir, { recursive: true });
+});
+
+// against the library's array casts (kernels/cast.ts, bit-exact with the references: kernels-cast.test)
+test('element cast streams files of many chunks: file and stdin, values, --codes, --from, --stats, odd scale', () => {
+  const dir = tmpdir();
+  // 10.5 M values (42 MB): eleven 4 MiB read chunks and a short last one; the output passes the 32 MiB
+  // at which the stream starts flushing it to disk in the background
+  const n = 10.5 * 2 ** 20 + 3;
+  const x = new Float32Array(n);
+  let s = 7;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    x[i] = ((s / 2 ** 32) * 2 - 1) * 2 ** ((s >>> 27) - 8);
+  }
+  x[5] = -0;
+  x[2 ** 20 + 1] = 1e30;
+  const inp = writeInput(dir, x);
+  const bf16 = parseFormat('bf16');
+  const out = path.join(dir, 'y.f32');
+  let r = lowbit(['cast', '--to', 'bf16', '--in', inp, '--out', out]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(fs.readFileSync(out).equals(bytesOf(fakeQuant(bf16, x))), 'bf16 file');
+  assert.deepEqual(fs.readdirSync(dir).sort(), ['x.bin', 'y.f32']);
+  // a smaller input through stdin/stdout, codes and back
+  const m = 2.5 * 2 ** 20 + 1;
+  const xs = x.subarray(0, m);
+  const e4m3 = parseFormat('fp8_e4m3fn');
+  r = lowbit(['cast', '--to', 'fp8_e4m3fn', '--scale', '0.375'], bytesOf(xs));
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(Buffer.from(r.stdout).equals(bytesOf(fakeQuant(e4m3, xs, { scale: 0.375 }))), 'fp8 stdin');
+  const codes = path.join(dir, 'c.bin');
+  r = lowbit(['cast', '--to', 'fp16', '--codes', '--stats', '--json', '--in', inp, '--out', codes]);
+  assert.equal(r.code, 0, r.stderr);
+  const fp16 = parseFormat('fp16');
+  const want = encode(fp16, x);
+  assert.ok(fs.readFileSync(codes).equals(new Uint8Array(want.buffer)), 'fp16 codes');
+  assert.equal(JSON.parse(r.stderr).elements, n);
+  r = lowbit(['cast', '--from', 'fp16', '--codes', '--in', codes]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(Buffer.from(r.stdout).equals(bytesOf(decode(fp16, want))), 'fp16 --from');
   fs.rmSync(dir, { recursive: true });
 });

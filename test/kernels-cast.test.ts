@@ -203,3 +203,51 @@ test('cast kernels: zero-copy fake quantization of arrays in kernel memory', () 
   nan[50] = NaN;
   assert.throws(() => fakeQuant(parseFormat('int8'), nan, {}, nan), /NaN in input/);
 });
+
+/**
+ * Values every element of which the kernels' fast paths take (16 at a time): no NaN and, for minifloats,
+ * magnitudes <= maxFinite (ints clamp anything but NaN); the rounding boundaries of the format (ties,
+ * +-1 ulp), zeros of both signs, float32 subnormals and random values of every binade, in a seeded
+ * shuffle so that blocks mix signs, binades and subnormals.
+ */
+function fastPathInput(f: Format, seed: number): Float32Array {
+  const r = rng(seed);
+  const max = f.kind === 'float' ? f.maxFinite : Infinity;
+  const pool = [...bitsToF32(SPECIAL_BITS), ...boundaryInput(f)];
+  const extra = new Float32Array(20000);
+  const b = u32(extra);
+  for (let i = 0; i < extra.length; i++) {
+    const sign = r() & 0x80000000;
+    if (i % 4 === 0) b[i] = sign | (r() & 0x7fffff); // float32 subnormal
+    else if (i % 4 === 1) b[i] = sign | ((r() % 255) << 23) | (r() & 0x7fffff); // any binade
+    else extra[i] = ((r() / 2 ** 32) * 2 - 1) * 2 ** ((r() % 24) - 12);
+  }
+  pool.push(...extra, 0, -0, max, -max);
+  const keep = pool.filter((v) => Math.abs(v) <= max);
+  for (let i = keep.length - 1; i > 0; i--) {
+    const j = r() % (i + 1);
+    [keep[i], keep[j]] = [keep[j], keep[i]];
+  }
+  return new Float32Array(keep);
+}
+
+test('cast kernels: the fast paths (blocks of values in range) match the reference bit for bit', () => {
+  for (const f of FORMATS) {
+    if (!wasmCovers(f, 'fakeQuant')) continue;
+    const x = fastPathInput(f, f.bits * 104729 + f.manBits);
+    assert.ok(x.length > 1000 && x.every((v) => v === v), `${f.name}: input`);
+    for (const saturate of f.hasInf || f.hasNaN ? [true, false] : [true]) {
+      const o = { saturate };
+      const what = `fakeQuant fast path ${f.name} ${JSON.stringify(o)}`;
+      eachVariant(what, outcome(() => fakeQuantRef(f, x, o)), () => fakeQuant(f, x, o));
+      // the same through the plain-array chunks at an odd offset, and in kernel memory
+      const y = x.subarray(5);
+      eachVariant(`${what} offset 5`, outcome(() => fakeQuantRef(f, y, o)), () => fakeQuant(f, y, o, new Float32Array(y.length)));
+      eachVariant(`${what} in kernel memory`, outcome(() => fakeQuantRef(f, x, o)), () => {
+        const a = allocCastArray(x.length);
+        a.set(x);
+        return fakeQuant(f, a, o, a);
+      });
+    }
+  }
+});

@@ -143,53 +143,113 @@ export function setInt(bits: i32, signed: i32): void {
 /**
  * In-place fake quantization of n float32 values at p (n a multiple of 16). Returns 1 if a NaN was seen.
  *
- * Fast path, for 16 values whose magnitudes are all <= maxFinite (no NaN, inf or overflow; without
- * `magic`, each also 0 with -0 kept, or >= 2^emin): with C = +-2^(max(e, emin) - m + 23) of x's sign
- * and binade e, (x + C) - C rounds x to m mantissa bits, ties to even, subnormals included (the sum
- * has ulp 2^(max(e, emin) - m)); without `magic`, the integer rounding of the header.
- * Otherwise the general path, one vector at a time.
+ * Each fast path takes a block of values whose magnitudes are all <= maxFinite (no NaN, inf or
+ * overflow): 32 at a time (one test and branch per 8 vectors; a last 16 take the general path), 16 in
+ * the last one below. Other blocks take the general path, one vector at a time. Fast paths:
+ *   - `wide` (emin = -126 with subnormals and -0, e.g. bf16): the integer rounding of the header on
+ *     the float32 bits is exact for every such value, float32 subnormals included (their bits are
+ *     linear with the format's subnormal quantum 2^(-126 - m)); the sign rides along. The shift is a
+ *     constant for bf16 (a variable vector shift costs V8 three instructions).
+ *   - `magic`: with C = 2^(max(e, emin) - m + 23) for the binade e of |x|, (|x| + C) - C rounds |x|
+ *     to m mantissa bits, ties to even, subnormals included (the sum has ulp 2^(max(e, emin) - m));
+ *     the sign is put back (onto zero only where the format has -0: without -0, C takes x's sign, and
+ *     (x + C) - C is +0 when x rounds to zero).
+ *   - otherwise the integer rounding, for blocks whose magnitudes are also >= 2^emin (or 0 with -0 kept).
  */
 export function fakeQuantFloat(p: usize, n: i32): i32 {
   // separate loops per mode: binaryen turns a small if/else inside a loop into a select of both sides
+  if (flushHalf < 0 && negZero && reinterpret<i32>(minNormal) == 0x00800000) return shift == 16 ? fakeQuantWide(p, n, 16) : fakeQuantWide(p, n, shift);
   if (magic != 0 && flushHalf < 0) return negZero ? fakeQuantMagic(p, n, true) : fakeQuantMagic(p, n, false);
   return negZero ? fakeQuantBits(p, n, true) : fakeQuantBits(p, n, false);
+}
+
+// @ts-ignore: decorator
+@inline function wideStore(q: usize, x: v128, sh: i32, vBias: v128, vOdd: v128, vKeep: v128): void {
+  v128.store(q, v128.and(i32x4.add(x, i32x4.add(vBias, v128.and(i32x4.shr_u(x, sh), vOdd))), vKeep));
+}
+// @ts-ignore: decorator
+@inline function fakeQuantWide(p: usize, n: i32, sh: i32): i32 {
+  const absMask = i32x4.splat(0x7fffffff);
+  const vBias = i32x4.splat(roundBias), vOdd = i32x4.splat(oddBit), vKeep = i32x4.splat(keepMask);
+  const vMaxBits = i32x4.splat(reinterpret<i32>(maxFinite));
+  let nanSeen = i32x4.splat(0);
+  const end = p + (<usize>n << 2);
+  let q = p;
+  for (; q + 128 <= end; q += 128) {
+    const x0 = v128.load(q), x1 = v128.load(q, 16), x2 = v128.load(q, 32), x3 = v128.load(q, 48);
+    const x4 = v128.load(q, 64), x5 = v128.load(q, 80), x6 = v128.load(q, 96), x7 = v128.load(q, 112);
+    const a = i32x4.max_s(i32x4.max_s(i32x4.max_s(v128.and(x0, absMask), v128.and(x1, absMask)), i32x4.max_s(v128.and(x2, absMask), v128.and(x3, absMask))),
+      i32x4.max_s(i32x4.max_s(v128.and(x4, absMask), v128.and(x5, absMask)), i32x4.max_s(v128.and(x6, absMask), v128.and(x7, absMask))));
+    if (!v128.any_true(i32x4.gt_s(a, vMaxBits))) {
+      wideStore(q, x0, sh, vBias, vOdd, vKeep); wideStore(q + 16, x1, sh, vBias, vOdd, vKeep);
+      wideStore(q + 32, x2, sh, vBias, vOdd, vKeep); wideStore(q + 48, x3, sh, vBias, vOdd, vKeep);
+      wideStore(q + 64, x4, sh, vBias, vOdd, vKeep); wideStore(q + 80, x5, sh, vBias, vOdd, vKeep);
+      wideStore(q + 96, x6, sh, vBias, vOdd, vKeep); wideStore(q + 112, x7, sh, vBias, vOdd, vKeep);
+      continue;
+    }
+    for (let k: usize = 0; k < 128; k += 16) {
+      const x = v128.load(q + k);
+      nanSeen = v128.or(nanSeen, anyNaN(x));
+      v128.store(q + k, fakeQuantGeneral(x));
+    }
+  }
+  for (; q < end; q += 16) {
+    const x = v128.load(q);
+    nanSeen = v128.or(nanSeen, anyNaN(x));
+    v128.store(q, fakeQuantGeneral(x));
+  }
+  return v128.any_true(nanSeen) ? 1 : 0;
+}
+
+// @ts-ignore: decorator
+@inline function magicStore(q: usize, x: v128, a: v128, keepNegZero: bool, expMask: v128, vMinBits: v128, vExpShift: v128): void {
+  const c = i32x4.add(i32x4.max_s(v128.and(a, expMask), vMinBits), vExpShift);
+  const s = v128.xor(x, a);
+  if (keepNegZero) {
+    v128.store(q, v128.or(f32x4.sub(f32x4.add(a, c), c), s));
+  } else {
+    const d = v128.or(c, s);
+    v128.store(q, f32x4.sub(f32x4.add(x, d), d));
+  }
 }
 
 // @ts-ignore: decorator
 @inline function fakeQuantMagic(p: usize, n: i32, keepNegZero: bool): i32 {
   const absMask = i32x4.splat(0x7fffffff);
   const expMask = i32x4.splat(0x7f800000);
-  const signMask = i32x4.splat(0x80000000);
   const vMinBits = i32x4.splat(reinterpret<i32>(minNormal));
   const vMaxBits = i32x4.splat(reinterpret<i32>(maxFinite));
   const vExpShift = i32x4.splat(shift << 23);
   let nanSeen = i32x4.splat(0);
   const end = p + (<usize>n << 2);
-  for (let q = p; q < end; q += 64) {
+  let q = p;
+  for (; q + 128 <= end; q += 128) {
     const x0 = v128.load(q), x1 = v128.load(q, 16), x2 = v128.load(q, 32), x3 = v128.load(q, 48);
+    const x4 = v128.load(q, 64), x5 = v128.load(q, 80), x6 = v128.load(q, 96), x7 = v128.load(q, 112);
     const a0 = v128.and(x0, absMask), a1 = v128.and(x1, absMask), a2 = v128.and(x2, absMask), a3 = v128.and(x3, absMask);
-    if (!v128.any_true(i32x4.gt_s(i32x4.max_s(i32x4.max_s(a0, a1), i32x4.max_s(a2, a3)), vMaxBits))) {
-      const s0 = v128.and(x0, signMask), s1 = v128.and(x1, signMask), s2 = v128.and(x2, signMask), s3 = v128.and(x3, signMask);
-      const c0 = v128.or(i32x4.add(i32x4.max_s(v128.and(x0, expMask), vMinBits), vExpShift), s0);
-      const c1 = v128.or(i32x4.add(i32x4.max_s(v128.and(x1, expMask), vMinBits), vExpShift), s1);
-      const c2 = v128.or(i32x4.add(i32x4.max_s(v128.and(x2, expMask), vMinBits), vExpShift), s2);
-      const c3 = v128.or(i32x4.add(i32x4.max_s(v128.and(x3, expMask), vMinBits), vExpShift), s3);
-      let r0 = f32x4.sub(f32x4.add(x0, c0), c0), r1 = f32x4.sub(f32x4.add(x1, c1), c1);
-      let r2 = f32x4.sub(f32x4.add(x2, c2), c2), r3 = f32x4.sub(f32x4.add(x3, c3), c3);
-      if (keepNegZero) {
-        r0 = v128.or(r0, s0);
-        r1 = v128.or(r1, s1);
-        r2 = v128.or(r2, s2);
-        r3 = v128.or(r3, s3);
-      }
-      v128.store(q, r0);
-      v128.store(q, r1, 16);
-      v128.store(q, r2, 32);
-      v128.store(q, r3, 48);
+    const a4 = v128.and(x4, absMask), a5 = v128.and(x5, absMask), a6 = v128.and(x6, absMask), a7 = v128.and(x7, absMask);
+    const a = i32x4.max_s(i32x4.max_s(i32x4.max_s(a0, a1), i32x4.max_s(a2, a3)), i32x4.max_s(i32x4.max_s(a4, a5), i32x4.max_s(a6, a7)));
+    if (!v128.any_true(i32x4.gt_s(a, vMaxBits))) {
+      magicStore(q, x0, a0, keepNegZero, expMask, vMinBits, vExpShift);
+      magicStore(q + 16, x1, a1, keepNegZero, expMask, vMinBits, vExpShift);
+      magicStore(q + 32, x2, a2, keepNegZero, expMask, vMinBits, vExpShift);
+      magicStore(q + 48, x3, a3, keepNegZero, expMask, vMinBits, vExpShift);
+      magicStore(q + 64, x4, a4, keepNegZero, expMask, vMinBits, vExpShift);
+      magicStore(q + 80, x5, a5, keepNegZero, expMask, vMinBits, vExpShift);
+      magicStore(q + 96, x6, a6, keepNegZero, expMask, vMinBits, vExpShift);
+      magicStore(q + 112, x7, a7, keepNegZero, expMask, vMinBits, vExpShift);
       continue;
     }
-    nanSeen = v128.or(nanSeen, v128.or(v128.or(anyNaN(x0), anyNaN(x1)), v128.or(anyNaN(x2), anyNaN(x3))));
-    for (let k: usize = 0; k < 64; k += 16) v128.store(q + k, fakeQuantGeneral(v128.load(q + k)));
+    for (let k: usize = 0; k < 128; k += 16) {
+      const x = v128.load(q + k);
+      nanSeen = v128.or(nanSeen, anyNaN(x));
+      v128.store(q + k, fakeQuantGeneral(x));
+    }
+  }
+  for (; q < end; q += 16) {
+    const x = v128.load(q);
+    nanSeen = v128.or(nanSeen, anyNaN(x));
+    v128.store(q, fakeQuantGeneral(x));
   }
   return v128.any_true(nanSeen) ? 1 : 0;
 }
@@ -371,12 +431,41 @@ export function decodeFloat16(p: usize, n: i32, out: usize): i32 {
   return v128.andnot(c, f32x4.ne(x, x));
 }
 
-/** In-place fake quantization to an integer format. Returns 1 if a NaN was seen. */
+// @ts-ignore: decorator
+@inline function intFast(x: v128, vLo: v128, vHi: v128, vM: v128): v128 {
+  return f32x4.sub(f32x4.add(f32x4.pmin(f32x4.pmax(x, vLo), vHi), vM), vM);
+}
+
+/**
+ * In-place fake quantization to an integer format. Returns 1 if a NaN was seen.
+ * Fast path, 32 values without NaN: clamp to [qmin, qmax] (integers), then round half to even with
+ * (v + 1.5 * 2^23) - 1.5 * 2^23, exact for |v| <= 2^22 (here |v| <= 2^16); it also turns -0 into +0.
+ */
 export function fakeQuantInt(p: usize, n: i32): i32 {
-  const vLo = f32x4.splat(intMin), vHi = f32x4.splat(intMax), vMask = i32x4.splat(codeMask);
+  const vLo = f32x4.splat(intMin), vHi = f32x4.splat(intMax), vM = f32x4.splat(12582912);
   let nanSeen = i32x4.splat(0);
   const end = p + (<usize>n << 2);
-  for (let q = p; q < end; q += 16) {
+  let q = p;
+  for (; q + 128 <= end; q += 128) {
+    const x0 = v128.load(q), x1 = v128.load(q, 16), x2 = v128.load(q, 32), x3 = v128.load(q, 48);
+    const x4 = v128.load(q, 64), x5 = v128.load(q, 80), x6 = v128.load(q, 96), x7 = v128.load(q, 112);
+    const nan = v128.or(v128.or(v128.or(f32x4.ne(x0, x0), f32x4.ne(x1, x1)), v128.or(f32x4.ne(x2, x2), f32x4.ne(x3, x3))),
+      v128.or(v128.or(f32x4.ne(x4, x4), f32x4.ne(x5, x5)), v128.or(f32x4.ne(x6, x6), f32x4.ne(x7, x7))));
+    if (!v128.any_true(nan)) {
+      v128.store(q, intFast(x0, vLo, vHi, vM));
+      v128.store(q, intFast(x1, vLo, vHi, vM), 16);
+      v128.store(q, intFast(x2, vLo, vHi, vM), 32);
+      v128.store(q, intFast(x3, vLo, vHi, vM), 48);
+      v128.store(q, intFast(x4, vLo, vHi, vM), 64);
+      v128.store(q, intFast(x5, vLo, vHi, vM), 80);
+      v128.store(q, intFast(x6, vLo, vHi, vM), 96);
+      v128.store(q, intFast(x7, vLo, vHi, vM), 112);
+      continue;
+    }
+    nanSeen = v128.or(nanSeen, nan);
+    for (let k: usize = 0; k < 128; k += 16) v128.store(q + k, intRound(v128.load(q + k), vLo, vHi));
+  }
+  for (; q < end; q += 16) {
     const x = v128.load(q);
     nanSeen = v128.or(nanSeen, f32x4.ne(x, x));
     v128.store(q, intRound(x, vLo, vHi));

@@ -5,21 +5,21 @@ import { fail, LowbitError } from '../errors.js';
 import { hasRelaxedSimd } from '../env.js';
 import { setWasmVariant, type WasmVariant } from '../kernels/wasm.js';
 import { helpText, parseArgs, type Command } from './args.js';
-import { commands } from './commands/index.js';
+import { commandNames, loadCommand, loadCommands } from './commands/index.js';
 
 export async function main(argv: readonly string[]): Promise<number> {
   const [name, ...rest] = argv;
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
-    process.stdout.write(usage() + '\n');
+    process.stdout.write((await usage()) + '\n');
     return name === undefined ? 2 : 0;
   }
   if (name === '--version') {
     process.stdout.write('lowbit 0.1.0\n');
     return 0;
   }
-  const cmd = commands.find((c) => c.name === name);
   try {
-    if (!cmd) throw new LowbitError(`unknown command '${name}' (commands: ${commands.map((c) => c.name).join(', ')})`);
+    const cmd = await loadCommand(name);
+    if (!cmd) throw new LowbitError(`unknown command '${name}' (commands: ${commandNames.join(', ')})`);
     if (rest.includes('--help') || rest.includes('-h')) {
       process.stdout.write(helpText(cmd) + '\n');
       return 0;
@@ -53,7 +53,8 @@ function applyWasmEnv(): void {
   setWasmVariant(v as WasmVariant);
 }
 
-function usage(): string {
+async function usage(): Promise<string> {
+  const commands = await loadCommands();
   const w = Math.max(...commands.map((c: Command) => c.name.length));
   return ['usage: lowbit <command> [options]   (lowbit <command> --help for its options)', '', 'commands:', ...commands.map((c) => `  ${c.name.padEnd(w)}  ${c.summary}`)].join('\n');
 }

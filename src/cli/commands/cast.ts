@@ -1,5 +1,5 @@
 import { fail } from '../../errors.js';
-import { allocCodes, type CastOptions } from '../../formats/cast.js';
+import type { CastOptions } from '../../formats/cast.js';
 import type { Format, Specials } from '../../formats/descriptor.js';
 import { parseFormat } from '../../formats/registry.js';
 import { ROUNDING_MODES, type RoundingMode } from '../../formats/rounding.js';
@@ -93,16 +93,15 @@ export const castCommand: Command = {
       if (!a.values.codes) fail('--from decodes codes: add --codes');
       const f = formatOf(from, a);
       const w = codeWidth(f);
-      let out = new Float32Array(0);
       await runStream({
         input,
         output,
         unit: w,
-        transform(chunk) {
+        transform(chunk, _index, dest) {
           const n = chunk.length / w;
           const codes = w === 1 ? chunk : w === 2 ? new Uint16Array(chunk.slice().buffer) : new Uint32Array(chunk.slice().buffer);
-          if (out.length < n) out = new Float32Array(n);
-          const dst = decode(f, codes, out.subarray(0, n), scale);
+          const bytes = dest(n * 4); // written from without a copy
+          const dst = decode(f, codes, new Float32Array(bytes.buffer, bytes.byteOffset, n), scale);
           return new Uint8Array(dst.buffer, dst.byteOffset, n * 4);
         },
       });
@@ -121,26 +120,28 @@ export const castCommand: Command = {
     const stats: Stats | undefined = a.values.stats ? { signal: 0, noise: 0, maxAbs: 0, n: 0 } : undefined;
     const scratch: { buf?: Float32Array } = {};
     let fbuf = new Float32Array(0);
-    let codes = allocCodes(f, 0);
     await runStream({
       input,
       output,
       unit: 4,
-      transform(chunk, index) {
+      transform(chunk, index, dest) {
         const x = f32View(chunk, scratch);
         const n = x.length;
         const o = { ...opts, offset: index };
+        // results go straight into the buffer they are written from (dest), without a copy
         if (a.values.codes) {
-          if (codes.length < n) codes = allocCodes(f, n);
-          const c = encode(f, x, o, codes.subarray(0, n));
+          const w = codeWidth(f);
+          const bytes = dest(n * w);
+          const view = w === 1 ? bytes : w === 2 ? new Uint16Array(bytes.buffer, bytes.byteOffset, n) : new Uint32Array(bytes.buffer, bytes.byteOffset, n);
+          const c = encode(f, x, o, view);
           if (stats) {
             if (fbuf.length < n) fbuf = new Float32Array(n);
             accumulate(stats, x, decode(f, c, fbuf.subarray(0, n), scale));
           }
           return new Uint8Array(c.buffer, c.byteOffset, c.byteLength);
         }
-        if (fbuf.length < n) fbuf = new Float32Array(n);
-        const y = fakeQuant(f, x, o, fbuf.subarray(0, n));
+        const bytes = dest(n * 4);
+        const y = fakeQuant(f, x, o, new Float32Array(bytes.buffer, bytes.byteOffset, n));
         if (stats) accumulate(stats, x, y);
         return new Uint8Array(y.buffer, y.byteOffset, n * 4);
       },
