@@ -97,6 +97,12 @@ export interface LoadOptions {
    */
   kernels?: 'wasm' | 'reference';
   /**
+   * false: leave the weights where they are instead of copying them into kernel memory (for a caller
+   * that multiplies through hooks.linear with weights it keeps changing, e.g. calibration); the
+   * kernels still run attention, SwiGLU and the KV cache. Default true.
+   */
+  weightsInKernel?: boolean;
+  /**
    * threads for the WebAssembly matmul (the calling one included); needs a thread starter installed by
    * the host (Node: useNodeThreads() from 'lowbit/node'). The engine is shared: the last value set wins.
    */
@@ -345,7 +351,7 @@ export class Llama {
     this.config = c;
     const engine = opts.kernels === 'reference' ? null : MatmulEngine.get();
     if (engine && opts.threads !== undefined) engine.setThreads(opts.threads);
-    this.weights = buildWeights(c, tensors, opts, engine);
+    this.weights = buildWeights(c, tensors, opts, opts.weightsInKernel === false ? null : engine);
     const capacity = opts.contextLength ?? c.seqLen;
     const kvDim = c.nKvHeads * c.headDim;
     const kernelKv = engine && c.headDim % 4 === 0 && !opts.kv ? kernelKvStorage(engine, c.nLayers, capacity, kvDim) : null;

@@ -114,14 +114,17 @@ export function calibrationWindows(stream: ArrayLike<number>, nTokens: number, c
   return out;
 }
 
-/** Statistics of one linear layer input: H = 2 X^T X / N, mean |x|, max |x| per channel. */
+/**
+ * Statistics of one linear layer input: H = 2 X^T X / N and, when `magnitudes` (AWQ, SmoothQuant),
+ * mean |x| and max |x| per channel.
+ */
 class InputStats {
   h: Float64Array = new Float64Array(0);
   readonly sumAbs: Float64Array;
   readonly absMax: Float32Array;
   count = 0;
   private acc: HessianAccumulator | undefined;
-  constructor(readonly k: number, maxTok: number, engine?: MatmulEngine | null) {
+  constructor(readonly k: number, maxTok: number, engine?: MatmulEngine | null, readonly magnitudes = true) {
     this.acc = hessianAccumulator(k, maxTok, engine);
     this.sumAbs = new Float64Array(k);
     this.absMax = new Float32Array(k);
@@ -129,13 +132,14 @@ class InputStats {
   add(x: Float32Array, nTok: number): void {
     const k = this.k;
     this.acc!.add(x, nTok);
+    this.count += nTok;
+    if (!this.magnitudes) return;
     for (let t = 0; t < nTok; t++)
       for (let j = 0; j < k; j++) {
         const a = Math.abs(x[t * k + j]);
         this.sumAbs[j] += a;
         if (a > this.absMax[j]) this.absMax[j] = a;
       }
-    this.count += nTok;
   }
   finish(): void {
     this.h = this.acc!.result();
@@ -265,7 +269,7 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
   }
 
   // ---- layer by layer ----------------------------------------------------------------------------
-  const model = new Llama(config, stored(), { contextLength: ctx, batch: Math.min(ctx, 512), threads: input.threads });
+  const model = new Llama(config, stored(), { contextLength: ctx, batch: Math.min(ctx, 512), threads: input.threads, weightsInKernel: false });
   const engine = MatmulEngine.get();
   // every linear reads its weight from `weights` (the arrays the transforms and quantizers write into;
   // the runtime's own copy of a weight would go stale) with the f32 kernel on every thread
@@ -328,7 +332,8 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
     f();
     phases[phase] += (performance.now() - t) / 1000;
   };
-  const statsOf = (k: number) => new InputStats(k, Math.min(ctx, 512), engine);
+  const magnitudes = o.smooth > 0 || plan.tensors.some((p) => algorithmOf(p.name).startsWith('awq'));
+  const statsOf = (k: number) => new InputStats(k, Math.min(ctx, 512), engine, magnitudes);
   /** add the rows of x (ctx tokens) to st */
   const observe = (st: InputStats, x: Float32Array) => timed('statistics', () => {
     for (let b = 0; b < ctx; b += 512) {
