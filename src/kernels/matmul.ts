@@ -456,7 +456,7 @@ export class MatmulEngine {
       }
     }
     if (ld > nTok) for (let i = 0; i < k; i++) f.fill(0, o + i * ld + nTok, o + (i + 1) * ld);
-    const blocks = Math.max(1, Math.min(8, Math.floor(k / 96)));
+    const blocks = Math.max(1, Math.min(16, Math.floor(k / 96)));
     const step = Math.max(3, Math.ceil(k / blocks / 3) * 3);
     for (let r0 = 0; r0 < k; r0 += step) {
       const r1 = Math.min(k, r0 + step);
