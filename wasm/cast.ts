@@ -187,18 +187,20 @@ export function fakeQuantFloat(p: usize, n: i32): i32 {
       wideStore(q + 96, x6, sh, vBias, vOdd, vKeep); wideStore(q + 112, x7, sh, vBias, vOdd, vKeep);
       continue;
     }
-    for (let k: usize = 0; k < 128; k += 16) {
-      const x = v128.load(q + k);
-      nanSeen = v128.or(nanSeen, anyNaN(x));
-      v128.store(q + k, fakeQuantGeneral(x));
-    }
+    nanSeen = generalRun(q, q + 128, nanSeen);
   }
+  return v128.any_true(generalRun(q, end, nanSeen)) ? 1 : 0;
+}
+
+/** the general path over [q, end) (a multiple of 16 bytes); returns nanSeen with this run's NaNs */
+// @ts-ignore: decorator
+@inline function generalRun(q: usize, end: usize, nanSeen: v128): v128 {
   for (; q < end; q += 16) {
     const x = v128.load(q);
     nanSeen = v128.or(nanSeen, anyNaN(x));
     v128.store(q, fakeQuantGeneral(x));
   }
-  return v128.any_true(nanSeen) ? 1 : 0;
+  return nanSeen;
 }
 
 // @ts-ignore: decorator
@@ -240,18 +242,9 @@ export function fakeQuantFloat(p: usize, n: i32): i32 {
       magicStore(q + 112, x7, a7, keepNegZero, expMask, vMinBits, vExpShift);
       continue;
     }
-    for (let k: usize = 0; k < 128; k += 16) {
-      const x = v128.load(q + k);
-      nanSeen = v128.or(nanSeen, anyNaN(x));
-      v128.store(q + k, fakeQuantGeneral(x));
-    }
+    nanSeen = generalRun(q, q + 128, nanSeen);
   }
-  for (; q < end; q += 16) {
-    const x = v128.load(q);
-    nanSeen = v128.or(nanSeen, anyNaN(x));
-    v128.store(q, fakeQuantGeneral(x));
-  }
-  return v128.any_true(nanSeen) ? 1 : 0;
+  return v128.any_true(generalRun(q, end, nanSeen)) ? 1 : 0;
 }
 
 // @ts-ignore: decorator

@@ -394,29 +394,27 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
     });
     const finish = (st: InputStats) => timed('statistics', () => st.finish());
 
+    /** run a stage of the layer over every window (outputs into outs[s], or a scratch): its input statistics */
+    const pass = (stage: 'attnNorm' | 'ffnNorm' | 'attention' | 'ffn', width: number, outs?: Float32Array[]) => {
+      const st = statsOf(width);
+      for (let s = 0; s < nSeq; s++) {
+        const out = outs ? outs[s] : normed;
+        timed('forward', () => model.runStage(stage, l, seq(s), out));
+        observe(st, out);
+      }
+      finish(st);
+      return st;
+    };
+
     // 1. q, k, v: their input is attn_norm(X)
-    const stAttn = statsOf(dim);
-    for (let s = 0; s < nSeq; s++) {
-      timed('forward', () => model.runStage('attnNorm', l, seq(s), normed));
-      observe(stAttn, normed);
-    }
-    finish(stAttn);
+    const stAttn = pass('attnNorm', dim);
     normGroup(stAttn, ['attn_q.weight', 'attn_k.weight', 'attn_v.weight'], 'attn_norm.weight', L.attnNorm);
     // AWQ between v and o scales v's rows: v is quantized after that scale is chosen
     const awqVo = usesAwq(['attn_output.weight']) && quantizable(['attn_v.weight']);
     quantize(awqVo ? ['attn_q.weight', 'attn_k.weight'] : ['attn_q.weight', 'attn_k.weight', 'attn_v.weight'], stAttn);
 
     // 2. o: its input is the attention output (with the quantized q, k, v)
-    const attentionPass = () => {
-      const st = statsOf(qDim);
-      for (let s = 0; s < nSeq; s++) {
-        timed('forward', () => model.runStage('attention', l, seq(s), att[s]));
-        observe(st, att[s]);
-      }
-      finish(st);
-      return st;
-    };
-    let stO = attentionPass();
+    let stO = pass('attention', qDim, att);
     if (awqVo) {
       // v -> o: o's input channel (head h, i) is v's row (kv head of h, i); heads sharing a kv head share s
       timed('quantization', () => {
@@ -436,33 +434,19 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
         alphas.push(`v>o ${r.alpha.toFixed(2)}`);
       });
       quantize(['attn_v.weight'], stAttn);
-      stO = attentionPass(); // again, with the quantized v
+      stO = pass('attention', qDim, att); // again, with the quantized v
     }
     quantize(['attn_output.weight'], stO);
 
     // 3. gate, up: their input is ffn_norm(X + attention)
     residualAdd(P + 'attn_output.weight', att);
-    const stFfn = statsOf(dim);
-    for (let s = 0; s < nSeq; s++) {
-      timed('forward', () => model.runStage('ffnNorm', l, seq(s), normed));
-      observe(stFfn, normed);
-    }
-    finish(stFfn);
+    const stFfn = pass('ffnNorm', dim);
     normGroup(stFfn, ['ffn_gate.weight', 'ffn_up.weight'], 'ffn_norm.weight', L.ffnNorm);
     const awqUd = usesAwq(['ffn_down.weight']) && quantizable(['ffn_up.weight']);
     quantize(awqUd ? ['ffn_gate.weight'] : ['ffn_gate.weight', 'ffn_up.weight'], stFfn);
 
     // 4. down: its input is silu(gate) * up (quantized)
-    const ffnPass = () => {
-      const st = statsOf(hiddenDim);
-      for (let s = 0; s < nSeq; s++) {
-        timed('forward', () => model.runStage('ffn', l, seq(s), act[s]));
-        observe(st, act[s]);
-      }
-      finish(st);
-      return st;
-    };
-    let stDown = ffnPass();
+    let stDown = pass('ffn', hiddenDim, act);
     if (awqUd) {
       timed('quantization', () => {
         const r = awqSearchHessian(stDown.meanAbs(), stDown.h, stDown.k, awqCodecs(['ffn_down.weight']), o.awqGrid);
@@ -470,7 +454,7 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
         alphas.push(`up>down ${r.alpha.toFixed(2)}`);
       });
       quantize(['ffn_up.weight'], stFfn);
-      stDown = ffnPass();
+      stDown = pass('ffn', hiddenDim, act);
     }
     quantize(['ffn_down.weight'], stDown);
     if (alphas.length) notes.push(`layer ${l} AWQ alpha: ${alphas.join(', ')}`);

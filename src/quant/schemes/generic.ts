@@ -347,7 +347,7 @@ export function makeGenericScheme(config: GenericSchemeConfig, id?: string, desc
   };
   // one group at a time without the general machinery (the calibrated algorithms quantize blocks one by
   // one, many times): integer elements, absmax scales, deterministic rounding. Same bytes as quantizeRef
-  // (test/schemes-generic.test.ts); anything else, non-finite input included, goes to the reference.
+  // (test/schemes.test.ts); anything else, non-finite input included, goes to the reference.
   if (g === 'group' && f.kind === 'int' && clip === 'absmax' && rounding !== Rounding.Stochastic && !floatZero) {
     const E = G;
     const bb = sb + zb + packedCodeBytes(E, bits);
@@ -358,20 +358,29 @@ export function makeGenericScheme(config: GenericSchemeConfig, id?: string, desc
     const hi = f.qmax;
     const even = rounding === Rounding.NearestEven;
     const ref = (x: Float32Array, xo: number, out: Uint8Array, oo: number) => out.set(scheme.quantizeRef(x.subarray(xo, xo + E), 1, E), oo);
+    const ext = new Float64Array(2);
+    /** ext = [min(0, x), max(0, x)] (asymmetric) or [0, max |x|] of the group; false if it holds NaN or an infinity */
+    const extremes = (x: Float32Array, xo: number): boolean => {
+      let mn = 0;
+      let mx = 0;
+      let finite = true;
+      for (let i = xo; i < xo + E; i++) {
+        const v = x[i];
+        if (asym) {
+          if (v < mn) mn = v;
+          if (v > mx) mx = v;
+        } else if (Math.abs(v) > mx) mx = Math.abs(v);
+        if (v - v !== 0) finite = false;
+      }
+      ext[0] = mn;
+      ext[1] = mx;
+      return finite;
+    };
     blockPaths.set(scheme, {
       blockBytes: bb,
       quantize(x, xo, out, oo) {
-        let mn = 0;
-        let mx = 0;
-        for (let i = xo; i < xo + E; i++) {
-          const v = x[i];
-          if (asym) {
-            if (v < mn) mn = v;
-            if (v > mx) mx = v;
-          } else if (Math.abs(v) > mx) mx = Math.abs(v);
-          if (v - v !== 0) return ref(x, xo, out, oo); // NaN or infinite: the reference reports it
-        }
-        const p = asym ? paramsFor(mn, mx) : paramsFor(0, mx);
+        if (!extremes(x, xo)) return ref(x, xo, out, oo); // NaN or infinite: the reference reports it
+        const p = paramsFor(ext[0], ext[1]);
         const sc = p.scale;
         const z = p.zero;
         if (!(sc > 0) || !Number.isFinite(sc)) codes.fill(asym ? z : zeroCode);
@@ -407,16 +416,8 @@ export function makeGenericScheme(config: GenericSchemeConfig, id?: string, desc
       },
       clipHeader(x, xo, ratio, out, oo) {
         // the extremes of fround(x * ratio) are fround(extreme * ratio): rounding is monotonic
-        let mn = 0;
-        let mx = 0;
-        for (let i = xo; i < xo + E; i++) {
-          const v = x[i];
-          if (asym) {
-            if (v < mn) mn = v;
-            if (v > mx) mx = v;
-          } else if (Math.abs(v) > mx) mx = Math.abs(v);
-        }
-        const p = asym ? paramsFor(Math.fround(mn * ratio), Math.fround(mx * ratio)) : paramsFor(0, Math.fround(mx * ratio));
+        extremes(x, xo);
+        const p = paramsFor(Math.fround(ext[0] * ratio), Math.fround(ext[1] * ratio));
         writeLE(out, oo, p.scaleCode, sb);
         if (zb) writeLE(out, oo + sb, p.zeroCode, zb);
       },
