@@ -219,13 +219,14 @@ function f16ToF32(h: u32): f32 {
 
 // ---------------------------------------------------------------- Q8_0
 
-/** roundf (half away from zero) per lane, as i32: trunc(v) + sign(v) when |v - trunc(v)| >= 0.5 */
+/**
+ * roundf (half away from zero) per lane, as i32, for |v| <= 2^23: trunc(v + copysign(0.49999997, v))
+ * (the largest float below 0.5: v + 0.5 would round 0.49999997 up; checked against roundf for every
+ * float32 of magnitude <= 2^23). Q8_0's |x / d| stays below 128.
+ */
 // @ts-ignore: decorator
 @inline function roundAwayI(v: v128): v128 {
-  const t = f32x4.trunc(v);
-  const up = f32x4.ge(f32x4.abs(f32x4.sub(v, t)), f32x4.splat(0.5));
-  const one = v128.or(v128.and(v, i32x4.splat(0x80000000)), f32x4.splat(1));
-  return i32x4.trunc_sat_f32x4_s(f32x4.add(t, v128.and(one, up)));
+  return i32x4.trunc_sat_f32x4_s(f32x4.add(v, v128.or(v128.and(v, i32x4.splat(0x80000000)), f32x4.splat(0.49999997))));
 }
 
 /** quantize_row_q8_0_ref: 34-byte blocks, d = amax / 127, q = roundf(x / d) */
@@ -1389,5 +1390,90 @@ export function dequantizeNvfp4(src: usize, nb: i32, dst: usize): void {
       const codes = i8x16.shuffle(lowNibbles(q), highNibbles(q), 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
       storeScaled16(dst, fp4Values(codes), d, true);
     }
+  }
+}
+
+// ---------------------------------------------------------------- per-row error sums
+//
+// The order of src/quant/ggml/row-error.ts rowErrorSums, exactly: per 8 elements x[i..i+8) of a row
+// and their dequantized values y, in float32: e = x - y, then lane j (0..3) takes
+// x[i+j]^2 + x[i+j+4]^2 (and e likewise) and adds it to its float64 sum; a row's sum is
+// (l0 + l2) + (l1 + l3).
+
+/** lanes 0, 1 and lanes 2, 3 of a float32 vector as float64 vectors */
+// @ts-ignore: decorator
+@inline function lowF64(v: v128): v128 {
+  return f64x2.promote_low_f32x4(v);
+}
+// @ts-ignore: decorator
+@inline function highF64(v: v128): v128 {
+  return f64x2.promote_low_f32x4(i32x4.shuffle(v, v, 2, 3, 2, 3));
+}
+
+/** a*a + b*b per lane, float32 */
+// @ts-ignore: decorator
+@inline function pairSq(a: v128, b: v128): v128 {
+  return f32x4.add(f32x4.mul(a, a), f32x4.mul(b, b));
+}
+
+/** sum of the float64 lane pairs (l0, l1) + (l2, l3) as (l0 + l2) + (l1 + l3) */
+// @ts-ignore: decorator
+@inline function laneSum(lo: v128, hi: v128): f64 {
+  const t = f64x2.add(lo, hi);
+  return f64x2.extract_lane(t, 0) + f64x2.extract_lane(t, 1);
+}
+
+/**
+ * For each of nRows rows of rowLength (a multiple of 8) float32 values x (at src) and y (at deq):
+ * out[2r] = sum x^2, out[2r + 1] = sum (x - y)^2, float64, in the order above.
+ */
+export function rowErrors(src: usize, deq: usize, nRows: i32, rowLength: i32, out: usize): void {
+  for (let r = 0; r < nRows; r++, out += 16) {
+    let s01 = f64x2.splat(0);
+    let s23 = f64x2.splat(0);
+    let n01 = f64x2.splat(0);
+    let n23 = f64x2.splat(0);
+    for (let i = 0; i < rowLength; i += 8, src += 32, deq += 32) {
+      const a = v128.load(src);
+      const b = v128.load(src, 16);
+      const sx = pairSq(a, b);
+      const se = pairSq(f32x4.sub(a, v128.load(deq)), f32x4.sub(b, v128.load(deq, 16)));
+      s01 = f64x2.add(s01, lowF64(sx));
+      s23 = f64x2.add(s23, highF64(sx));
+      n01 = f64x2.add(n01, lowF64(se));
+      n23 = f64x2.add(n23, highF64(se));
+    }
+    store<f64>(out, laneSum(s01, s23));
+    store<f64>(out, laneSum(n01, n23), 8);
+  }
+}
+
+/** rowErrors with y = dequantizeQ8_0 of the blocks at q (rowLength a multiple of 32), without storing y */
+export function rowErrorsQ8_0(src: usize, q: usize, nRows: i32, rowLength: i32, out: usize): void {
+  for (let r = 0; r < nRows; r++, out += 16) {
+    let s01 = f64x2.splat(0);
+    let s23 = f64x2.splat(0);
+    let n01 = f64x2.splat(0);
+    let n23 = f64x2.splat(0);
+    for (let i = 0; i < rowLength; i += 32, q += 34) {
+      const d = f32x4.splat(f16ToF32(load<u16>(q)));
+      const lo = v128.load(q, 2);
+      const hi = v128.load(q, 18);
+      for (let k = 0; k < 8; k += 2, src += 32) {
+        const a = v128.load(src);
+        const b = v128.load(src, 16);
+        const v = k < 4 ? lo : hi;
+        const ya = f32x4.mul(i8x16ToF32(v, k & 3), d);
+        const yb = f32x4.mul(i8x16ToF32(v, (k & 3) + 1), d);
+        const sx = pairSq(a, b);
+        const se = pairSq(f32x4.sub(a, ya), f32x4.sub(b, yb));
+        s01 = f64x2.add(s01, lowF64(sx));
+        s23 = f64x2.add(s23, highF64(sx));
+        n01 = f64x2.add(n01, lowF64(se));
+        n23 = f64x2.add(n23, highF64(se));
+      }
+    }
+    store<f64>(out, laneSum(s01, s23));
+    store<f64>(out, laneSum(n01, n23), 8);
   }
 }

@@ -14,17 +14,29 @@ import { fileSet } from './node-source.js';
 
 /**
  * A sink over an AtomicFile whose writes run on the thread pool, at most `depth` in flight (bounded
- * memory). Buffers passed to write must not be reused by the caller (the converters allocate fresh
- * ones). Call flush() before commit.
+ * memory) besides the one just given. With depth > 0, write resolves before its bytes are written, so
+ * buffers passed to it must not be reused by the caller (the converters allocate fresh ones); with
+ * depth 0 it resolves once they are written (the caller overlaps its work with the write itself).
+ * Call flush() before commit, and settle() before abort (no write may still run on the file).
+ *
+ * With `syncEvery` (bytes), a background fdatasync starts each time that much more has been written
+ * (one at a time), so the disk takes the data while the caller keeps computing and the fsync of
+ * commit() finds little left to do. Its errors are left to that final fsync.
  */
-export function pipelinedSink(f: AtomicFile, depth = 2): ByteSink & { flush(): Promise<void> } {
+export function pipelinedSink(f: AtomicFile, depth = 2, syncEvery = 0): ByteSink & { flush(): Promise<void>; settle(): Promise<void> } {
   const inFlight: Promise<void>[] = [];
   let failed: unknown;
+  let unsynced = 0;
+  let syncing: Promise<void> | undefined;
   const writeAll = async (b: Uint8Array, pos: number) => {
     let off = 0;
     while (off < b.length) {
       off += await new Promise<number>((resolve, reject) => fs.write(f.fd, b, off, b.length - off, pos + off, (err, n) => (err ? reject(err) : resolve(n))));
     }
+  };
+  const settle = async () => {
+    while (inFlight.length) await inFlight.shift();
+    await syncing;
   };
   return {
     async write(b) {
@@ -34,13 +46,20 @@ export function pipelinedSink(f: AtomicFile, depth = 2): ByteSink & { flush(): P
       });
       f.position += b.length;
       inFlight.push(p);
+      unsynced += b.length;
+      if (syncEvery > 0 && unsynced >= syncEvery && !syncing) {
+        unsynced = 0;
+        const written = Promise.all(inFlight);
+        syncing = written.then(() => new Promise<void>((resolve) => fs.fdatasync(f.fd, () => resolve()))).finally(() => (syncing = undefined));
+      }
       while (inFlight.length > depth) await inFlight.shift();
       if (failed) throw failed;
     },
     async flush() {
-      while (inFlight.length) await inFlight.shift();
+      await settle();
       if (failed) throw failed;
     },
+    settle,
   };
 }
 

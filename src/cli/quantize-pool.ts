@@ -5,14 +5,15 @@
  * The tensor lives in shared memory (allocate() hands the pipeline shared arrays to read tensors into;
  * other inputs are copied once). Its rows are cut into ranges that every thread, this one included,
  * claims one at a time from an atomic counter, so a thread the OS delays simply takes fewer ranges;
- * each range's blocks go into a shared output. Rows are independent in every GGML quantizer, so the
- * bytes do not depend on the number of threads or on who ran which range. A failure (e.g. a
- * non-finite value) stops the claiming, and the tensor is then quantized in this thread alone so that
- * the error reads exactly as it does without threads.
+ * each range's blocks go into a shared output (the caller's, when it passes one from allocateBytes)
+ * and, when asked, each row's error sums into a shared array. Rows are independent in every GGML
+ * quantizer (and in the error sums), so the bytes do not depend on the number of threads or on who
+ * ran which range. A failure (e.g. a non-finite value) stops the claiming, and the tensor is then
+ * quantized in this thread alone so that the error reads exactly as it does without threads.
  */
 import * as os from 'node:os';
 import { Worker } from 'node:worker_threads';
-import '../kernels/ggml-quant.js';
+import { quantizeRowsMeasured } from '../kernels/ggml-quant.js';
 import { wasmVariant } from '../kernels/wasm.js';
 import '../quant/ggml/index.js';
 import { ggmlCodec } from '../quant/ggml/registry.js';
@@ -36,12 +37,16 @@ export interface RowJob {
   /** byte offset of row 0 in input */
   inputOffset: number;
   output: SharedArrayBuffer;
+  /** byte offset of row 0's blocks in output */
+  outputOffset: number;
   nRows: number;
   rowLength: number;
   rowBytes: number;
   ranges: number;
   control: SharedArrayBuffer;
   importance?: Float32Array;
+  /** when set: 2 float64 per row, the row's error sums (quantizeRowsMeasured) */
+  errors?: SharedArrayBuffer;
 }
 
 /** Claims and quantizes ranges until none is left or another thread failed. */
@@ -55,8 +60,9 @@ export function workOn(job: RowJob, codec: GgmlCodec, isWorker: boolean): void {
       const row = Math.floor((i * job.nRows) / job.ranges);
       const rows = Math.floor(((i + 1) * job.nRows) / job.ranges) - row;
       const src = new Float32Array(job.input, job.inputOffset + row * job.rowLength * 4, rows * job.rowLength);
-      const out = new Uint8Array(job.output, row * job.rowBytes, rows * job.rowBytes);
-      codec.quantize!(src, rows, job.rowLength, out, job.importance);
+      const out = new Uint8Array(job.output, job.outputOffset + row * job.rowBytes, rows * job.rowBytes);
+      if (job.errors) quantizeRowsMeasured(codec, src, rows, job.rowLength, out, new Float64Array(job.errors, row * 16, rows * 2), job.importance);
+      else codec.quantize!(src, rows, job.rowLength, out, job.importance);
       if (isWorker) Atomics.add(ctl, BY_WORKERS, 1);
     }
   } catch (e) {
@@ -130,21 +136,34 @@ export class QuantizePool implements RowQuantizer {
 
   private scratchIn = new SharedArrayBuffer(0);
   private scratchOut = new SharedArrayBuffer(0);
+  private scratchErr = new SharedArrayBuffer(0);
 
   /** A zero-filled float array in shared memory: tensors read into it reach the workers without a copy. */
   allocate(n: number): Float32Array {
     return new Float32Array(new SharedArrayBuffer(n * 4));
   }
 
-  async quantizeRows(type: GgmlTypeInfo, src: Float32Array, nRows: number, rowLength: number, importance?: Float32Array): Promise<Uint8Array> {
+  /** A zero-filled byte array in shared memory: blocks quantized into it need no copy from the workers. */
+  allocateBytes(n: number): Uint8Array {
+    return new Uint8Array(new SharedArrayBuffer(n));
+  }
+
+  /**
+   * Quantize rows (bytes of codec.quantize for any split); with rowErr, also each row's error sums
+   * (quantizeRowsMeasured). The blocks go into `out` when given (and it is returned, cut to length),
+   * else into a fresh array.
+   */
+  async quantizeRows(type: GgmlTypeInfo, src: Float32Array, nRows: number, rowLength: number, importance?: Float32Array, rowErr?: Float64Array, out?: Uint8Array): Promise<Uint8Array> {
     const codec = ggmlCodec(type);
     if (!codec?.quantize) throw new Error(`no quantizer for ${type.name}`);
     const rowBytes = (rowLength / type.blockSize) * type.typeSize;
     const n = nRows * rowLength;
+    if (out && out.length < nRows * rowBytes) throw new Error(`quantizeRows: output has ${out.length} bytes, ${nRows} rows need ${nRows * rowBytes}`);
     const inThread = (): Uint8Array => {
-      const out = new Uint8Array(nRows * rowBytes);
-      codec.quantize!(src, nRows, rowLength, out, importance);
-      return out;
+      const o = out ? out.subarray(0, nRows * rowBytes) : new Uint8Array(nRows * rowBytes);
+      if (rowErr) quantizeRowsMeasured(codec, src, nRows, rowLength, o, rowErr, importance);
+      else codec.quantize!(src, nRows, rowLength, o, importance);
+      return o;
     };
     const ranges = Math.min(nRows, this.threads * RANGES_PER_THREAD);
     if (this.threads < 2 || ranges < 2 || n < this.minParallel || !Number.isInteger(rowBytes) || src.length < n) return inThread();
@@ -161,10 +180,12 @@ export class QuantizePool implements RowQuantizer {
       input = this.scratchIn;
       new Float32Array(input, 0, n).set(src.subarray(0, n));
     }
-    if (this.scratchOut.byteLength < nRows * rowBytes) this.scratchOut = new SharedArrayBuffer(nRows * rowBytes);
+    const direct = out !== undefined && out.buffer instanceof SharedArrayBuffer; // the workers write into out
+    if (!direct && this.scratchOut.byteLength < nRows * rowBytes) this.scratchOut = new SharedArrayBuffer(nRows * rowBytes);
+    if (rowErr && this.scratchErr.byteLength < nRows * 16) this.scratchErr = new SharedArrayBuffer(nRows * 16);
     const job: RowJob = {
-      type: type.name, input, inputOffset, output: this.scratchOut, nRows, rowLength, rowBytes, ranges,
-      control: new SharedArrayBuffer(16), importance,
+      type: type.name, input, inputOffset, output: direct ? (out.buffer as SharedArrayBuffer) : this.scratchOut, outputOffset: direct ? out.byteOffset : 0, nRows, rowLength, rowBytes, ranges,
+      control: new SharedArrayBuffer(16), importance, ...(rowErr ? { errors: this.scratchErr } : {}),
     };
     const workers = this.workers.map((w) => this.run(w, job));
     let failed = false;
@@ -176,7 +197,14 @@ export class QuantizePool implements RowQuantizer {
     const results = await Promise.allSettled(workers);
     this.lastSplit = { byWorkers: new Int32Array(job.control)[BY_WORKERS], ranges };
     if (failed || results.some((r) => r.status === 'rejected')) return inThread(); // reports the problem as the codec does
-    return new Uint8Array(job.output, 0, nRows * rowBytes).slice(); // the caller may keep it; the scratch is reused
+    if (rowErr) rowErr.set(new Float64Array(this.scratchErr, 0, 2 * nRows));
+    const blocks = new Uint8Array(job.output, job.outputOffset, nRows * rowBytes);
+    if (direct) return blocks;
+    if (out) {
+      out.set(blocks);
+      return out.subarray(0, blocks.length);
+    }
+    return blocks.slice(); // the caller may keep it; the scratch is reused
   }
 
   /** Stop the workers (idle workers do not keep the process alive either way). */

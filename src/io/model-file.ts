@@ -45,6 +45,8 @@ export interface ModelFile {
   readonly sources: readonly ByteSource[];
   tensor(name: string): ModelTensor;
   read(t: ModelTensor, start?: number, length?: number): Promise<Uint8Array>;
+  /** read dest.length bytes of a tensor from byte `start` into dest (no intermediate buffer when the source can) */
+  readInto?(t: ModelTensor, start: number, dest: Uint8Array): Promise<void>;
   readFloat32(t: ModelTensor): Promise<Float32Array>;
 }
 
@@ -72,6 +74,11 @@ function finish(format: ModelFormat, name: string, metadata: ModelFile['metadata
     read(t, start = 0, length = t.byteLength - start) {
       if (start < 0 || length < 0 || start + length > t.byteLength) fail(`${name}: range ${start}+${length} is outside tensor '${t.name}'`);
       return t.source.read(t.byteOffset + start, length);
+    },
+    async readInto(t, start, dest) {
+      if (start < 0 || start + dest.length > t.byteLength) fail(`${name}: range ${start}+${dest.length} is outside tensor '${t.name}'`);
+      if (t.source.readInto) await t.source.readInto(t.byteOffset + start, dest);
+      else dest.set(await t.source.read(t.byteOffset + start, dest.length));
     },
     async readFloat32(t) {
       return toFloat32(t.type, await t.source.read(t.byteOffset, t.byteLength));

@@ -3,6 +3,10 @@
  * tests and browsers use memorySink. Writers stream: header first, then one tensor at a time.
  */
 export interface ByteSink {
+  /**
+   * Take the next bytes. The caller may reuse `bytes` once write has returned (or its promise has
+   * resolved), unless the sink says otherwise (e.g. the CLI's pipelinedSink with depth > 0).
+   */
   write(bytes: Uint8Array): void | Promise<void>;
 }
 

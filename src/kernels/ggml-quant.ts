@@ -13,8 +13,9 @@
  * quantize, copy out); rows do not matter to these quantizers, only whole blocks. A NaN or infinity
  * makes the kernel decline, and the reference then reports the bad element.
  */
-import { registerGgmlFastDequantizer, registerGgmlFastQuantizer, type GgmlFastDequantize, type GgmlFastQuantize } from '../quant/ggml/registry.js';
-import { ggmlTypeByName, type GgmlTypeInfo } from '../quant/ggml/types.js';
+import { ggmlFastQuantizer, registerGgmlFastDequantizer, registerGgmlFastQuantizer, type GgmlFastDequantize, type GgmlFastQuantize } from '../quant/ggml/registry.js';
+import { rowErrorSums } from '../quant/ggml/row-error.js';
+import { ggmlTypeByName, type GgmlCodec, type GgmlTypeInfo } from '../quant/ggml/types.js';
 import { compileKernel, kernelInstance, type KernelInstance } from './wasm.js';
 import * as quantWasm from './wasm/quant.generated.js';
 
@@ -41,9 +42,11 @@ export const WASM_QUANTIZERS: Readonly<Record<string, string>> = Object.freeze({
 
 interface Kernel {
   inst: KernelInstance;
-  /** byte offsets of the input chunk and the output chunk */
+  /** byte offsets of the input chunk, the output chunk, its dequantized values and the row error sums */
   input: number;
   output: number;
+  dequant: number;
+  errors: number;
 }
 
 const kernels = new WeakMap<object, Kernel>();
@@ -91,12 +94,14 @@ function prepare(inst: KernelInstance): Kernel {
   const x = inst.exports as { heapBase(): number; log2Table(): number };
   const input = (x.heapBase() + 63) & ~63;
   const output = input + CHUNK * 4;
-  const need = output + CHUNK * 2;
+  const dequant = output + CHUNK * 2;
+  const errors = dequant + CHUNK * 4;
+  const need = errors + CHUNK * 4; // 2 float64 per row of >= 8 values
   const have = inst.memory.buffer.byteLength;
   if (need > have) inst.memory.grow(Math.ceil((need - have) / 65536));
   log2Bits ??= log2Table();
   new Uint32Array(inst.memory.buffer, x.log2Table(), log2Bits.length).set(log2Bits);
-  k = { inst, input, output };
+  k = { inst, input, output, dequant, errors };
   kernels.set(inst, k);
   return k;
 }
@@ -158,6 +163,75 @@ function fastDequantizer(t: GgmlTypeInfo, exportName: string): GgmlFastDequantiz
   };
 }
 
+type RowErrorsFn = (src: number, deq: number, nRows: number, rowLength: number, out: number) => void;
+
+/** run() of whole rows (at most CHUNK values each) that also measures each row's error (see quantizeRowsMeasured) */
+function runMeasured(k: Kernel, t: GgmlTypeInfo, fn: KernelFn, deq: DequantFn, src: Float32Array, nRows: number, rowLength: number, out: Uint8Array, rowErr: Float64Array): boolean {
+  const perChunk = Math.floor(CHUNK / rowLength);
+  const buf = k.inst.memory.buffer;
+  const mem = new Float32Array(buf, k.input, CHUNK);
+  const bytes = new Uint8Array(buf, k.output, (CHUNK / t.blockSize) * t.typeSize);
+  const errs = new Float64Array(buf, k.errors, 2 * perChunk);
+  const fused = k.inst.exports[`rowErrors${t.name}`] as RowErrorsFn | undefined; // dequantizes as it goes
+  const rowErrors = k.inst.exports.rowErrors as RowErrorsFn;
+  for (let r = 0, o = 0; r < nRows; r += perChunk) {
+    const nr = Math.min(perChunk, nRows - r);
+    const m = nr * rowLength;
+    const nb = m / t.blockSize;
+    const ob = nb * t.typeSize;
+    mem.set(src.subarray(r * rowLength, r * rowLength + m));
+    if (fn(k.input, nb, k.output) !== 0) return false; // NaN or infinity: the reference reports it
+    if (fused) fused(k.input, k.output, nr, rowLength, k.errors);
+    else {
+      deq(k.output, nb, k.dequant);
+      rowErrors(k.input, k.dequant, nr, rowLength, k.errors);
+    }
+    out.set(bytes.subarray(0, ob), o);
+    rowErr.set(errs.subarray(0, 2 * nr), 2 * r);
+    o += ob;
+  }
+  return true;
+}
+
+/** the wasm quantizers registered by this module, by type name (to tell whether they are still in use) */
+const registered = new Map<string, GgmlFastQuantize>();
+
+/**
+ * codec.quantize (same bytes) that also measures what each row lost, for the quantize report:
+ * rowErr[2r] = sum x^2, rowErr[2r + 1] = sum (x - dequantized)^2 in float64, summed in
+ * rowErrorSums' order (src/quant/ggml/row-error.ts), so the values do not depend on the path taken
+ * (kernel or reference) or on how rows are split. With the WebAssembly kernel the dequantization and
+ * the sums run on each chunk while it is in the kernel's memory.
+ */
+export function quantizeRowsMeasured(codec: GgmlCodec, src: Float32Array, nRows: number, rowLength: number, out: Uint8Array, rowErr: Float64Array, importance?: Float32Array): void {
+  const t = codec.type;
+  const name = WASM_QUANTIZERS[t.name];
+  const fast = name !== undefined && importance === undefined && ggmlFastQuantizer(t) === registered.get(t.name);
+  if (
+    fast && Number.isSafeInteger(nRows) && nRows >= 0 && Number.isSafeInteger(rowLength) && rowLength > 0 && rowLength <= CHUNK && rowLength % t.blockSize === 0 && rowLength % 8 === 0 &&
+    src.length >= nRows * rowLength && out.length >= ((nRows * rowLength) / t.blockSize) * t.typeSize && rowErr.length >= 2 * nRows
+  ) {
+    const k = kernel();
+    if (k && runMeasured(k, t, k.inst.exports[name] as KernelFn, k.inst.exports[name.replace(/^quantize/, 'dequantize')] as DequantFn, src, nRows, rowLength, out, rowErr)) return;
+  }
+  codec.quantize!(src, nRows, rowLength, out, importance); // reports bad input
+  measureRows(codec, src, nRows, rowLength, out, rowErr);
+}
+
+/** rowErr of quantizeRowsMeasured for rows already quantized into bytes (dequantized a chunk at a time) */
+export function measureRows(codec: GgmlCodec, src: Float32Array, nRows: number, rowLength: number, bytes: Uint8Array, rowErr: Float64Array): void {
+  const t = codec.type;
+  const rowBytes = (rowLength / t.blockSize) * t.typeSize;
+  const perChunk = Math.max(1, Math.floor(CHUNK / rowLength));
+  const y = new Float32Array(Math.min(nRows, perChunk) * rowLength);
+  for (let r = 0; r < nRows; r += perChunk) {
+    const nr = Math.min(perChunk, nRows - r);
+    const yr = y.subarray(0, nr * rowLength);
+    codec.dequantize(bytes.subarray(r * rowBytes, (r + nr) * rowBytes), nr * rowLength, yr);
+    rowErrorSums(src.subarray(r * rowLength, (r + nr) * rowLength), yr, nr, rowLength, rowErr.subarray(2 * r, 2 * (r + nr)));
+  }
+}
+
 /** The WebAssembly dequantizer of a covered type, or undefined. */
 export function wasmDequantizer(typeName: string): GgmlFastDequantize | undefined {
   const t = ggmlTypeByName(typeName);
@@ -173,6 +247,8 @@ export function wasmQuantizer(typeName: string): GgmlFastQuantize | undefined {
 }
 
 for (const name of Object.keys(WASM_QUANTIZERS)) {
-  registerGgmlFastQuantizer(name, wasmQuantizer(name));
+  const q = wasmQuantizer(name)!;
+  registered.set(name, q);
+  registerGgmlFastQuantizer(name, q);
   registerGgmlFastDequantizer(name, wasmDequantizer(name));
 }

@@ -4,8 +4,12 @@
  * (generic schemes), and reports what each tensor lost (SQNR dB) and what it costs (bits per weight).
  *
  * Memory: GGUF output streams a slab of whole rows at a time (at most SLAB_ELEMENTS values, never
- * crossing an expert's matrix), so peak memory is a few slabs whatever the model size. Safetensors
- * output holds one tensor at a time (some schemes, e.g. NVFP4, have a tensor-wide scale).
+ * crossing an expert's matrix), so peak memory is a few slabs whatever the model size. The slabs
+ * rotate through SLAB_BUFFERS input and output buffers: while one slab is quantized, the next ones
+ * are read (ModelFile.readInto, straight into the workers' shared memory when they offer it) and
+ * the sink writes the previous ones. The SQNR is summed per row while each row is quantized
+ * (quantizeRowsMeasured), so it does not depend on the threads or slabs either. Safetensors output
+ * holds one tensor at a time (some schemes, e.g. NVFP4, have a tensor-wide scale).
  *
  * safetensors layout for generic schemes: a quantized weight `W` ([rows, rowLength] floats) is stored
  * as one U8 tensor `W` of shape [packedBytes] holding the scheme's packed blocks in row order (see
@@ -19,7 +23,6 @@ import { importanceOf, type Imatrix } from '../algos/imatrix.js';
 import { ruleFor, type Recipe, type RecipeRule } from '../algos/recipe.js';
 import { ggmlCodec, ggmlCodecs } from '../quant/ggml/registry.js';
 import '../quant/ggml/index.js';
-import '../kernels/ggml-quant.js'; // the WebAssembly quantizers behind the codecs
 import '../kernels/scheme-quant.js'; // fast paths of the MX / NVFP4 schemes
 import { ggmlTypeByName, type GgmlTypeInfo } from '../quant/ggml/types.js';
 import { quantizeScheme, resolveScheme } from '../quant/registry.js';
@@ -30,6 +33,8 @@ import { SafetensorsWriter } from '../io/safetensors.js';
 import type { ByteSink } from '../io/sink.js';
 import { fromFloat32, toFloat32 } from '../io/tensor-data.js';
 import { sqnrDb } from '../eval/metrics.js';
+import { quantizeRowsMeasured } from '../kernels/ggml-quant.js';
+import { rowErrorSums } from '../quant/ggml/row-error.js';
 import type { PackedInt4Layout } from '../io/packed-int4.js';
 import { planPackedLayout, quantizePackedModel, type PackedPlanInfo } from './quantize-packed.js';
 
@@ -82,12 +87,16 @@ export interface QuantizeReport {
 /**
  * Quantizes whole rows of a GGML type on other threads (injected by the Node layer, e.g. the CLI's
  * worker pool; the core never starts threads). Rows are independent, so the bytes must equal
- * ggmlCodec(type).quantize's in this thread for any split.
+ * ggmlCodec(type).quantize's in this thread for any split. With rowErr (2 values per row), it also
+ * fills each row's error sums exactly as quantizeRowsMeasured (kernels/ggml-quant.ts) does.
  */
 export interface RowQuantizer {
-  quantizeRows(type: GgmlTypeInfo, src: Float32Array, nRows: number, rowLength: number, importance?: Float32Array): Promise<Uint8Array>;
+  /** the blocks go into `out` when given (returned cut to length), else into a fresh array */
+  quantizeRows(type: GgmlTypeInfo, src: Float32Array, nRows: number, rowLength: number, importance?: Float32Array, rowErr?: Float64Array, out?: Uint8Array): Promise<Uint8Array>;
   /** a float array the rows are best read into (e.g. shared memory the threads see without a copy) */
   allocate?(n: number): Float32Array;
+  /** a byte array the blocks are best quantized into */
+  allocateBytes?(n: number): Uint8Array;
 }
 
 export interface QuantizeOptions {
@@ -270,52 +279,121 @@ function rowBytesOf(type: string, rowLength: number): number {
   return (rowLength / g.blockSize) * g.typeSize;
 }
 
-/** rows [row0, row0 + nRows) of a tensor as float32 */
-async function readRows(m: ModelFile, t: ModelTensor, rowLength: number, row0: number, nRows: number): Promise<Float32Array> {
-  const rb = rowBytesOf(t.type, rowLength);
-  const bytes = await m.read(t, row0 * rb, nRows * rb);
-  if (t.type === 'F32' && bytes.byteOffset % 4 === 0) return new Float32Array(bytes.buffer, bytes.byteOffset, nRows * rowLength); // no copy
-  if (t.type === 'F32' || t.type === 'F16' || t.type === 'BF16' || t.type === 'F64') return toFloat32(t.type, bytes);
-  const c = ggmlCodec(t.type);
-  if (!c) fail(`${t.name}: cannot read tensor type ${t.type}`);
-  const out = new Float32Array(nRows * rowLength);
-  c.dequantize(bytes, out.length, out);
+/** one slab of a tensor: rows [r0, r0 + k) of one matrix (an expert's rows never straddle slabs) */
+interface Slab {
+  r0: number;
+  k: number;
+  matrix: number;
+}
+
+/** bytes of a tensor's largest slab as stored (its plan's GGML type) */
+function slabBytes(p: TensorPlan): number {
+  const g = p.ggml as GgmlTypeInfo;
+  const rowLength = p.ne[0];
+  const n = p.ne.reduce((a, b) => a * b, 1);
+  return Math.max(0, ...slabsOf(rowLength, n / rowLength, matrices(p.ne)).map((s) => ((s.k * rowLength) / g.blockSize) * g.typeSize));
+}
+
+/** The slabs of a tensor of nRows rows of rowLength values, `matrices` matrices of rows. */
+function slabsOf(rowLength: number, nRows: number, nMatrices: number): Slab[] {
+  const rowsPerMatrix = nRows / nMatrices; // an expert's rows share one importance vector
+  const slabRows = Math.max(1, Math.floor(SLAB_ELEMENTS / rowLength));
+  const out: Slab[] = [];
+  for (let r0 = 0; r0 < nRows; ) {
+    const matrix = Math.floor(r0 / rowsPerMatrix);
+    const k = Math.min(slabRows, (matrix + 1) * rowsPerMatrix - r0);
+    out.push({ r0, k, matrix });
+    r0 += k;
+  }
   return out;
 }
 
-/** acc += [sum x^2, sum (x - y)^2] in f64: the SQNR of a tensor, accumulated slab by slab */
-function accumulateError(acc: Float64Array, x: Float32Array, y: Float32Array): void {
-  let signal = 0;
-  let noise = 0;
-  for (let i = 0; i < x.length; i++) {
-    const v = x[i];
-    const d = v - y[i];
-    signal += v * v;
-    noise += d * d;
+/** rows [row0, row0 + nRows) of a tensor as float32, into dest (nRows * rowLength values) */
+async function readRowsInto(m: ModelFile, t: ModelTensor, rowLength: number, row0: number, nRows: number, dest: Float32Array): Promise<Float32Array> {
+  const rb = rowBytesOf(t.type, rowLength);
+  const n = nRows * rowLength;
+  const out = dest.subarray(0, n);
+  if (t.type === 'F32') {
+    const view = new Uint8Array(out.buffer, out.byteOffset, n * 4);
+    if (m.readInto) await m.readInto(t, row0 * rb, view); // straight into dest (no intermediate buffer)
+    else view.set(await m.read(t, row0 * rb, nRows * rb));
+    return out;
   }
-  acc[0] += signal;
-  acc[1] += noise;
+  const bytes = await m.read(t, row0 * rb, nRows * rb);
+  if (t.type === 'F16' || t.type === 'BF16' || t.type === 'F64') return toFloat32(t.type, bytes, out);
+  const c = ggmlCodec(t.type);
+  if (!c) fail(`${t.name}: cannot read tensor type ${t.type}`);
+  c.dequantize(bytes, n, out);
+  return out;
 }
 
-/** Quantize one float tensor to a GGML type; returns the bytes and the dequantized values. */
-export function quantizeGgmlTensor(x: Float32Array, ne: number[], type: GgmlTypeInfo, importance?: Float32Array, what = 'tensor', firstRow = 0): { bytes: Uint8Array; dequant: Float32Array } {
-  const float = floatTensor(x, type);
-  if (float) return float;
-  const c = checkGgmlTensor(x, type);
-  const rowLength = ne[0];
-  const bytes = new Uint8Array((x.length / type.blockSize) * type.typeSize);
-  named(what, firstRow, () => c.quantize!(x, x.length / rowLength, rowLength, bytes, importance)); // checks its input (non-finite values) itself
-  return { bytes, dequant: dequantizeAll(c, bytes, x.length) };
+/** slab buffers on each side of the quantizer: up to 2 slabs read ahead, up to 2 slabs waiting to be written */
+const SLAB_BUFFERS = 3;
+
+/**
+ * Reads a list of slabs in order into `depth` rotating buffers: while the caller quantizes slab i,
+ * slabs i + 1 .. i + depth - 1 are read (e.g. on the file system's threads). The array next()
+ * returns stays valid until the following call to next().
+ */
+class SlabReader {
+  private started = 0;
+  private returned = 0;
+  private readonly pending: Promise<Float32Array>[] = [];
+  private readonly buffers: Float32Array[] = [];
+  private readonly capacity: number;
+
+  constructor(
+    private readonly m: ModelFile,
+    private readonly slabs: readonly { t: ModelTensor; rowLength: number; slab: Slab }[],
+    private readonly allocate: (n: number) => Float32Array,
+    private readonly depth = SLAB_BUFFERS,
+  ) {
+    this.capacity = Math.max(0, ...slabs.map((s) => s.slab.k * s.rowLength));
+  }
+
+  private start(i: number): Promise<Float32Array> {
+    const s = this.slabs[i];
+    const j = i % this.depth;
+    this.buffers[j] ??= this.allocate(this.capacity);
+    const p = readRowsInto(this.m, s.t, s.rowLength, s.slab.r0, s.slab.k, this.buffers[j]);
+    p.catch(() => undefined); // the caller may fail first; next() or settle() still sees the error
+    return p;
+  }
+
+  /** the next slab's values */
+  async next(): Promise<Float32Array> {
+    // the caller is done with the slab returned last: its buffer takes the read depth slabs after it
+    while (this.started < this.slabs.length && this.started < this.returned + this.depth) this.pending.push(this.start(this.started++));
+    const p = this.pending.shift();
+    if (!p) fail('internal: no slab left to read');
+    this.returned++;
+    return p;
+  }
+
+  /** wait for the reads still in flight (before the source is closed) */
+  async settle(): Promise<void> {
+    for (const p of this.pending.splice(0)) await p.catch(() => undefined);
+  }
 }
 
-/** quantizeGgmlTensor with the rows quantized by `workers` (same bytes). */
-export async function quantizeGgmlTensorOn(workers: RowQuantizer, x: Float32Array, ne: number[], type: GgmlTypeInfo, importance?: Float32Array, what = 'tensor', firstRow = 0): Promise<{ bytes: Uint8Array; dequant: Float32Array }> {
-  const float = floatTensor(x, type);
-  if (float) return float;
-  const c = checkGgmlTensor(x, type);
-  const rowLength = ne[0];
-  const bytes = await named(what, firstRow, () => workers.quantizeRows(type, x, x.length / rowLength, rowLength, importance));
-  return { bytes, dequant: dequantizeAll(c, bytes, x.length) };
+/**
+ * Quantize a slab of nRows rows to a GGML type (on `workers` when given; same bytes) into `out`,
+ * filling rowErr with each row's error sums (quantizeRowsMeasured); returns out cut to length.
+ */
+async function quantizeSlab(x: Float32Array, rowLength: number, nRows: number, type: GgmlTypeInfo, importance: Float32Array | undefined, workers: RowQuantizer | undefined, what: string, firstRow: number, rowErr: Float64Array, out: Uint8Array): Promise<Uint8Array> {
+  const n = nRows * rowLength;
+  if (type.name === 'F32' || type.name === 'F16' || type.name === 'BF16') {
+    const bytes = fromFloat32(type.name, x.subarray(0, n), out.subarray(0, (n * type.typeSize) / type.blockSize));
+    rowErrorSums(x, toFloat32(type.name, bytes), nRows, rowLength, rowErr);
+    return bytes;
+  }
+  const c = ggmlCodec(type);
+  if (!c?.quantize) fail(`lowbit cannot quantize to ${type.name} yet (dequantize only)`);
+  // the codecs reject NaN and infinities themselves, naming the element, row and column
+  if (workers) return named(what, firstRow, () => workers.quantizeRows(type, x, nRows, rowLength, importance, rowErr, out));
+  const bytes = out.subarray(0, (n / type.blockSize) * type.typeSize);
+  named(what, firstRow, () => quantizeRowsMeasured(c, x, nRows, rowLength, bytes, rowErr, importance));
+  return bytes;
 }
 
 /** runs fn, prefixing lowbit errors with the tensor (and the slab's first row) */
@@ -330,25 +408,6 @@ function named<T>(what: string, firstRow: number, fn: () => T): T {
   } catch (e) {
     return rename(e);
   }
-}
-
-function floatTensor(x: Float32Array, type: GgmlTypeInfo): { bytes: Uint8Array; dequant: Float32Array } | undefined {
-  if (type.name !== 'F32' && type.name !== 'F16' && type.name !== 'BF16') return undefined;
-  const bytes = fromFloat32(type.name, x);
-  return { bytes, dequant: toFloat32(type.name, bytes) };
-}
-
-/** the codec (its quantize rejects NaN and infinities, naming the element, row and column) */
-function checkGgmlTensor(x: Float32Array, type: GgmlTypeInfo) {
-  const c = ggmlCodec(type);
-  if (!c?.quantize) fail(`lowbit cannot quantize to ${type.name} yet (dequantize only)`);
-  return c;
-}
-
-function dequantizeAll(c: NonNullable<ReturnType<typeof ggmlCodec>>, bytes: Uint8Array, n: number): Float32Array {
-  const dequant = new Float32Array(n);
-  c.dequantize(bytes, n, dequant);
-  return dequant;
 }
 
 export async function quantizeModel(m: ModelFile, plan: QuantizePlan, sink: ByteSink, opts: QuantizeOptions = {}): Promise<QuantizeReport> {
@@ -372,46 +431,73 @@ export async function quantizeModel(m: ModelFile, plan: QuantizePlan, sink: Byte
       if (opts.imatrix.datasets.length) meta.set('quantize.imatrix.dataset', gguf.str(opts.imatrix.datasets[opts.imatrix.datasets.length - 1]));
     }
     const w = new GgufWriter(sink, meta, plan.tensors.map((p) => ({ name: p.name, ne: p.ne, type: p.ggml as GgmlTypeInfo })));
-    await w.begin();
-    for (const p of plan.tensors) {
+    // every tensor is either given (PTQ), copied, or quantized slab by slab from the transformed floats
+    // (PTQ) or from the file; the file's slabs are read one ahead, across tensors
+    const kindOf = (p: TensorPlan, t: ModelTensor) => (opts.ptq?.quantized.has(p.name) ? 'given' : opts.ptq?.floats.has(p.name) ? 'transformed' : p.to === t.type ? 'copy' : 'read');
+    const toRead = plan.tensors.flatMap((p) => {
       const t = m.tensor(p.name);
-      const n = t.nElements;
-      const pre = opts.ptq?.quantized.get(p.name);
-      if (pre) {
-        await w.write(pre.bytes);
-        done({ name: p.name, shape: p.ne, type: p.to, bytes: pre.bytes.length, bitsPerWeight: (pre.bytes.length * 8) / n, sqnrDb: pre.sqnrDb, ...(p.fallbackFrom ? { fallbackFrom: p.fallbackFrom } : {}) });
-        continue;
+      return kindOf(p, t) === 'read' ? slabsOf(p.ne[0], t.nElements / p.ne[0], matrices(p.ne)).map((slab) => ({ t, rowLength: p.ne[0], slab })) : [];
+    });
+    const reader = new SlabReader(m, toRead, (n) => opts.workers?.allocate?.(n) ?? new Float32Array(n));
+    // output buffers: a slab is quantized into one while the sink writes the slabs before it (in order)
+    const outBytes = Math.max(0, ...plan.tensors.map((p) => (['read', 'transformed'].includes(kindOf(p, m.tensor(p.name))) ? slabBytes(p) : 0)));
+    const outs: Uint8Array[] = [];
+    const outFree: Promise<void>[] = []; // when the write that last took outs[j] is done
+    let slabNo = 0;
+    let written: Promise<void> = Promise.resolve(); // all writes so far (rejects once one failed)
+    /** queue bytes after the writes before (the sink may reuse nothing of ours before its write resolves) */
+    const enqueue = (bytes: Uint8Array): Promise<void> => {
+      written = written.then(() => w.write(bytes));
+      written.catch(() => undefined); // seen by whoever awaits it next
+      return written;
+    };
+    try {
+      await w.begin();
+      for (const p of plan.tensors) {
+        const t = m.tensor(p.name);
+        const n = t.nElements;
+        const kind = kindOf(p, t);
+        if (kind === 'given') {
+          const pre = opts.ptq!.quantized.get(p.name)!;
+          await enqueue(pre.bytes);
+          done({ name: p.name, shape: p.ne, type: p.to, bytes: pre.bytes.length, bitsPerWeight: (pre.bytes.length * 8) / n, sqnrDb: pre.sqnrDb, ...(p.fallbackFrom ? { fallbackFrom: p.fallbackFrom } : {}) });
+          continue;
+        }
+        if (kind === 'copy') {
+          for (let off = 0; off < t.byteLength; off += 4 * SLAB_ELEMENTS) await enqueue(await m.read(t, off, Math.min(4 * SLAB_ELEMENTS, t.byteLength - off)));
+          done({ name: p.name, shape: p.ne, type: p.to, bytes: t.byteLength, bitsPerWeight: (t.byteLength * 8) / n, sqnrDb: Infinity });
+          continue;
+        }
+        const transformed = opts.ptq?.floats.get(p.name);
+        const type = p.ggml as GgmlTypeInfo;
+        const rowLength = p.ne[0];
+        const importance = ggmlCodec(type)?.usesImportance ? importanceFor(opts.imatrix, p.name) : undefined;
+        const slabs = slabsOf(rowLength, n / rowLength, matrices(p.ne));
+        const rowErr = new Float64Array(2 * Math.max(0, ...slabs.map((s) => s.k)));
+        let signal = 0;
+        let noise = 0;
+        let bytesOut = 0;
+        for (const { r0, k, matrix } of slabs) {
+          const x = transformed ? transformed.subarray(r0 * rowLength, (r0 + k) * rowLength) : reader.next();
+          const imp = importance?.subarray(matrix * rowLength, (matrix + 1) * rowLength);
+          const j = slabNo++ % SLAB_BUFFERS;
+          await outFree[j]; // the write of the slab that used this buffer before
+          const out = (outs[j] ??= opts.workers?.allocateBytes?.(outBytes) ?? new Uint8Array(outBytes));
+          const bytes = await quantizeSlab(await x, rowLength, k, type, imp, opts.workers, p.name, r0, rowErr, out);
+          for (let r = 0; r < k; r++) {
+            signal += rowErr[2 * r];
+            noise += rowErr[2 * r + 1];
+          }
+          outFree[j] = enqueue(bytes);
+          bytesOut += bytes.length;
+        }
+        const sqnr = noise === 0 ? Infinity : 10 * Math.log10(signal / noise);
+        done({ name: p.name, shape: p.ne, type: p.to, bytes: bytesOut, bitsPerWeight: (bytesOut * 8) / n, sqnrDb: sqnr, ...(p.fallbackFrom ? { fallbackFrom: p.fallbackFrom } : {}) });
       }
-      const transformed = opts.ptq?.floats.get(p.name);
-      if (p.to === t.type && !transformed) {
-        for (let off = 0; off < t.byteLength; off += 4 * SLAB_ELEMENTS) await w.write(await m.read(t, off, Math.min(4 * SLAB_ELEMENTS, t.byteLength - off)));
-        done({ name: p.name, shape: p.ne, type: p.to, bytes: t.byteLength, bitsPerWeight: (t.byteLength * 8) / n, sqnrDb: Infinity });
-        continue;
-      }
-      const type = p.ggml as GgmlTypeInfo;
-      const rowLength = p.ne[0];
-      const nRows = n / rowLength;
-      const rowsPerMatrix = nRows / matrices(p.ne); // an expert's rows share one importance vector
-      const importance = ggmlCodec(type)?.usesImportance ? importanceFor(opts.imatrix, p.name) : undefined;
-      const slabRows = Math.max(1, Math.floor(SLAB_ELEMENTS / rowLength));
-      const errorSums = new Float64Array(2);
-      let bytesOut = 0;
-      for (let r0 = 0; r0 < nRows; ) {
-        const matrix = Math.floor(r0 / rowsPerMatrix);
-        const k = Math.min(slabRows, (matrix + 1) * rowsPerMatrix - r0);
-        const x = transformed ? transformed.subarray(r0 * rowLength, (r0 + k) * rowLength) : await readRows(m, t, rowLength, r0, k);
-        const imp = importance?.subarray(matrix * rowLength, (matrix + 1) * rowLength);
-        const { bytes, dequant } = opts.workers
-          ? await quantizeGgmlTensorOn(opts.workers, x, [rowLength, k], type, imp, p.name, r0)
-          : quantizeGgmlTensor(x, [rowLength, k], type, imp, p.name, r0);
-        accumulateError(errorSums, x, dequant);
-        await w.write(bytes);
-        bytesOut += bytes.length;
-        r0 += k;
-      }
-      const [signal, noise] = errorSums;
-      const sqnr = noise === 0 ? Infinity : 10 * Math.log10(signal / noise);
-      done({ name: p.name, shape: p.ne, type: p.to, bytes: bytesOut, bitsPerWeight: (bytesOut * 8) / n, sqnrDb: sqnr, ...(p.fallbackFrom ? { fallbackFrom: p.fallbackFrom } : {}) });
+      await written;
+    } finally {
+      await reader.settle();
+      await written.catch(() => undefined);
     }
     await w.end();
   } else {

@@ -11,7 +11,8 @@ import { readImatrix } from '../../pipeline/imatrix-file.js';
 import { quantizeReportHtml } from '../../pipeline/report-html.js';
 import type { Command, ParsedArgs } from '../args.js';
 import { refuseSameFile, withAtomicFile, writeFileAtomic } from '../files.js';
-import { openModelPath } from '../model-open.js';
+import { directSink } from '../direct-sink.js';
+import { openModelPath, pipelinedSink } from '../model-open.js';
 import { defaultThreads, QuantizePool } from '../quantize-pool.js';
 import { threadsFrom } from '../threads.js';
 import { fileSource } from '../node-source.js';
@@ -192,7 +193,20 @@ export const quantizeCommand: Command = {
       const pool = threads > 1 ? new QuantizePool(threads) : undefined;
       let report: QuantizeReport;
       try {
-        report = await withAtomicFile(out, (f) => quantizeModel(model, plan, { write: (b) => f.write(b) }, { ptq, imatrix, workers: pool, onTensor: progress?.tensor }));
+        report = await withAtomicFile(out, async (f) => {
+          // writes run on the thread pool while quantizeModel quantizes the next slabs: with O_DIRECT
+          // where the file system takes it, else buffered with a sync every 64 MiB (depth 0: a write
+          // resolves once done, as quantizeModel then reuses the buffer)
+          const sink = directSink(f) ?? pipelinedSink(f, 0, 64 << 20);
+          try {
+            const r = await quantizeModel(model, plan, sink, { ptq, imatrix, workers: pool, onTensor: progress?.tensor });
+            await sink.flush();
+            return r;
+          } catch (e) {
+            await sink.settle(); // before the temp file is closed and removed
+            throw e;
+          }
+        });
       } finally {
         await pool?.close();
       }
