@@ -61,3 +61,19 @@ test('word-by-word encoding (with its cache) equals BPE over the whole text', ()
     }
   }
 });
+
+test('encodeAtLeast: the first ids of the whole text from a prefix (what eval --chunks tokenizes)', () => {
+  const texts = ['tinystories-valid-head.txt', 'wikitext-2-test.raw'].map((f) => readFileSync(new URL(`../../data/${f}`, import.meta.url), 'utf8').slice(0, 300000));
+  texts.push('a  b   c    d ' + 'word '.repeat(3000) + '  tail');
+  for (const model of ['tok512.model', 'tokenizer.model']) {
+    const tok = new Tokenizer(parseSentencepieceModel(data(model)));
+    for (const text of texts) {
+      const all = tok.encode(text);
+      for (const n of [1, 100, 1000, 5000, 20000, all.length, all.length + 1]) {
+        const some = tok.encodeAtLeast(text, n);
+        assert.ok(some.length >= Math.min(n, all.length), `${model}: ${some.length} ids for at least ${n}`);
+        assert.deepEqual(some, all.slice(0, some.length), `${model}: prefix of ${n}`);
+      }
+    }
+  }
+});

@@ -9,6 +9,11 @@ export interface FileSource extends ByteSource {
 
 type ReadAt = (fd: number, buf: Uint8Array, off: number, len: number, pos: number) => number | Promise<number>;
 
+/** reads of at least this many bytes are split into READ_PARTS parts read concurrently */
+const PARALLEL_READ_BYTES = 4 << 20;
+const READ_PARTS = 4;
+const threadPoolRead: ReadAt = (fd, buf, off, len, pos) => new Promise<number>((resolve, reject) => fs.read(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n))));
+
 function sourceOver(file: string, readAt: ReadAt): FileSource {
   const { fd, size } = openInput(file);
   let open = true;
@@ -23,11 +28,29 @@ function sourceOver(file: string, readAt: ReadAt): FileSource {
     async readInto(offset, buf) {
       const length = buf.length;
       checkRange(this, offset, length);
-      let got = 0;
-      while (got < length) {
-        const n = await readAt(fd, buf, got, length - got, offset + got);
-        if (n === 0) break;
-        got += n;
+      /** bytes [from, to) of the range, by readAt; the count read */
+      const span = async (from: number, to: number, read: ReadAt) => {
+        let got = from;
+        while (got < to) {
+          const n = await read(fd, buf, got, to - got, offset + got);
+          if (n === 0) break;
+          got += n;
+        }
+        return got - from;
+      };
+      let got: number;
+      if (length < PARALLEL_READ_BYTES) got = await span(0, length, readAt);
+      else {
+        // a big range (a model's tensor): parts read at once on libuv's thread pool, so copying and the
+        // first touch of the destination pages run on several cores
+        const step = Math.ceil(length / READ_PARTS / 4096) * 4096;
+        const parts: Promise<number>[] = [];
+        for (let from = 0; from < length; from += step) parts.push(span(from, Math.min(length, from + step), threadPoolRead));
+        got = 0;
+        for (const r of await Promise.allSettled(parts)) {
+          if (r.status === 'rejected') throw r.reason; // after every part settled: no read outlives the call
+          got += r.value;
+        }
       }
       if (got !== length) throw new Error(`${file}: short read (${got} of ${length} bytes at ${offset})`);
     },
@@ -48,7 +71,7 @@ export function fileSource(file: string): FileSource {
  * converts and writes the current one.
  */
 export function asyncFileSource(file: string): FileSource {
-  return sourceOver(file, (fd, buf, off, len, pos) => new Promise<number>((resolve, reject) => fs.read(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n)))));
+  return sourceOver(file, threadPoolRead);
 }
 
 /** Files opened on demand and closed together: `open` (sync reads or thread-pool reads), `close()`. */

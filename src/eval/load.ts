@@ -32,12 +32,15 @@ async function readGgufModel(src: ByteSource, engine: MatmulEngine | null): Prom
   const metadata = new Map<string, unknown>();
   for (const [k, v] of g.metadata) metadata.set(k, plainValue(v));
   const tensors: StoredTensor[] = [];
+  const reads: Promise<void>[] = []; // straight into kernel memory: all at once (a source may read them concurrently)
   for (const t of g.tensors) {
     const direct = engine && src.readInto ? engine.allocBytes(t.byteLength) : null;
-    if (direct) await src.readInto!(t.fileOffset, direct);
+    if (direct) reads.push(src.readInto!(t.fileOffset, direct));
     const bytes = direct ?? (await readGgufTensor(g, t));
     tensors.push({ name: t.name, type: t.type, dims: t.ne, data: bytes.byteOffset % 4 === 0 ? bytes : new Uint8Array(bytes) });
   }
+  // every read settles before an error surfaces (the caller closes the file after it)
+  for (const r of await Promise.allSettled(reads)) if (r.status === 'rejected') throw r.reason;
   return { metadata, tensors };
 }
 

@@ -126,6 +126,23 @@ export class Tokenizer {
     return out;
   }
 
+  /**
+   * The first ids of encode(text): at least `minTokens` of them (or all, for a shorter text), from
+   * growing prefixes of the text instead of all of it. A prefix ends before a space that starts a word:
+   * with a word-split vocabulary and no user-defined pieces, words are encoded independently (see top),
+   * so the prefix's ids are the first ids of the whole text's. Otherwise the whole text is encoded.
+   */
+  encodeAtLeast(text: string, minTokens: number, opts: EncodeOptions = {}): number[] {
+    if (!this.splitWords || this.userDefined.length > 0 || opts.eos) return this.encode(text, opts);
+    for (let len = Math.max(4096, 8 * minTokens); ; len *= 2) {
+      let cut = len;
+      while (cut < text.length && !(text.charCodeAt(cut) === 0x20 && text.charCodeAt(cut - 1) !== 0x20)) cut++;
+      if (cut >= text.length) return this.encode(text, opts);
+      const ids = this.encode(text.slice(0, cut), opts);
+      if (ids.length >= minTokens) return ids;
+    }
+  }
+
   private splitUserDefined(text: string): (string | number)[] {
     if (text.length === 0) return [];
     let frags: (string | number)[] = [text];

@@ -67,7 +67,10 @@ export const evalCommand: Command = {
       else {
         if (!a.values.text) fail('eval needs --text FILE (or --base-logits FILE, which carries its tokens)');
         if (!m.tokenizer) fail(`${a.positionals[0]} carries no vocabulary: give --tokenizer tokenizer.bin or tokenizer.model`);
-        tokens = m.tokenizer.encode(readFileSync(a.values.text as string, 'utf8'));
+        const text = readFileSync(a.values.text as string, 'utf8');
+        // with --chunks, only the tokens of those chunks are needed (the same ids as encoding it all)
+        const chunks = a.values.chunks as number | undefined;
+        tokens = chunks !== undefined ? m.tokenizer.encodeAtLeast(text, chunks * ctx) : m.tokenizer.encode(text);
       }
       const vocab = m.tokenizer?.vocab;
       const bos = vocab?.bos ?? 1;
