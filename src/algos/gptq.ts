@@ -87,29 +87,77 @@ export function finishHessian(h: Float64Array, k: number, nTok: number): void {
 // The GPTQ loop
 
 /** the last inverse Cholesky factor, by Hessian identity (the caller must not modify a Hessian it passed) */
-let lastFactor: { h: Float64Array; fingerprint: number; percDamp: number; actOrder: boolean; u: Float64Array } | undefined;
+let lastFactor: { h: Float64Array; fingerprint: number; percDamp: number; actOrder: boolean; factor: GptqFactor } | undefined;
 
-/** Quantize w (n x k) with GPTQ; returns the quantized values (n x k, on the quantizer's grids). */
-export function gptqQuantize(w: Float32Array, n: number, k: number, hessian: Float64Array, qz: GroupQuantizer, opts: GptqOptions = {}): { q: Float32Array; stats: GptqStats } {
-  const t0 = performance.now();
-  const g = qz.groupSize;
-  if (k % g !== 0) fail(`GPTQ: row length ${k} is not a multiple of the group size ${g} of ${qz.name}`);
-  if (w.length !== n * k || hessian.length !== k * k) fail('GPTQ: weight or Hessian has the wrong size');
+/**
+ * What GPTQ needs of the Hessian, shared by every row: the upper Cholesky factor U of the dampened
+ * inverse (columns in processing order), the act-order permutation, the dead inputs. Rows are
+ * independent given it, so ranges of rows can be quantized separately (gptqRows) with the same result.
+ */
+export interface GptqFactor {
+  readonly k: number;
+  readonly u: Float64Array;
+  /** perm[position] = original column (act-order) */
+  readonly perm?: Int32Array;
+  /** inputs never active in calibration (their weights are quantized as zeros) */
+  readonly dead: Uint8Array;
+}
+
+export function gptqFactor(hessian: Float64Array, k: number, opts: GptqOptions = {}): GptqFactor {
+  if (hessian.length !== k * k) fail('GPTQ: the Hessian has the wrong size');
   const percDamp = opts.percDamp ?? 0.01;
   if (!(percDamp >= 0)) fail(`GPTQ: dampening must be >= 0, got ${percDamp}`);
-  let B = Math.max(1, opts.blockSize ?? 128);
-  // align the lazy blocks with the groups (a group is fitted when its first column is reached)
-  if (!opts.actOrder && g % B !== 0 && B % g !== 0) B = g * Math.max(1, Math.floor(B / g));
+  // layers that share an input (q/k/v, gate/up) share H: reuse its factor
+  let fingerprint = 0; // guards against a Hessian modified in place since
+  for (let i = 0; i < k; i++) fingerprint += hessian[i * k + i] + 0.5 * hessian[i * k + ((i * 7) % k)];
+  if (lastFactor && lastFactor.h === hessian && lastFactor.fingerprint === fingerprint && lastFactor.percDamp === percDamp && lastFactor.actOrder === !!opts.actOrder) return lastFactor.factor;
   const H = Float64Array.from(hessian);
-  const ws = gptqWorkspace(n, k, B);
-  const W = ws.w;
-  for (let i = 0; i < n * k; i++) W[i] = w[i];
-  // dead inputs (never active in calibration): any value works; quantize them as zero weights
+  const dead = new Uint8Array(k);
   for (let i = 0; i < k; i++)
     if (H[i * k + i] === 0) {
       H[i * k + i] = 1;
-      for (let r = 0; r < n; r++) W[r * k + i] = 0;
+      dead[i] = 1;
     }
+  let perm: Int32Array | undefined;
+  if (opts.actOrder) {
+    perm = Int32Array.from({ length: k }, (_, i) => i).sort((a, b) => H[b * k + b] - H[a * k + a] || a - b);
+    const Hp = new Float64Array(k * k);
+    for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) Hp[i * k + j] = H[perm[i] * k + perm[j]];
+    H.set(Hp);
+  }
+  let mean = 0;
+  for (let i = 0; i < k; i++) mean += H[i * k + i];
+  const damp = (percDamp * mean) / k;
+  for (let i = 0; i < k; i++) H[i * k + i] += damp;
+  const ws = gptqWorkspace(0, k, 1);
+  const bad = ws.inverseCholesky(H);
+  if (bad >= 0) fail(`GPTQ: the Hessian is not positive definite (pivot ${bad}); increase the dampening (--damp)`);
+  const factor: GptqFactor = { k, u: Float64Array.from(ws.u), perm, dead };
+  lastFactor = { h: hessian, fingerprint, percDamp, actOrder: !!opts.actOrder, factor };
+  return factor;
+}
+
+/** Quantize w (n x k) with GPTQ; returns the quantized values (n x k, on the quantizer's grids). */
+export function gptqQuantize(w: Float32Array, n: number, k: number, hessian: Float64Array, qz: GroupQuantizer, opts: GptqOptions = {}): { q: Float32Array; stats: GptqStats } {
+  if (hessian.length !== k * k) fail('GPTQ: weight or Hessian has the wrong size');
+  return gptqRows(w, n, k, gptqFactor(hessian, k, opts), qz, opts);
+}
+
+/** GPTQ of the n rows of w (n x k) with a factor of their Hessian (gptqFactor). */
+export function gptqRows(w: Float32Array, n: number, k: number, f: GptqFactor, qz: GroupQuantizer, opts: GptqOptions = {}): { q: Float32Array; stats: GptqStats } {
+  const t0 = performance.now();
+  const g = qz.groupSize;
+  if (k % g !== 0) fail(`GPTQ: row length ${k} is not a multiple of the group size ${g} of ${qz.name}`);
+  if (w.length !== n * k || f.k !== k) fail('GPTQ: weight or Hessian has the wrong size');
+  let B = Math.max(1, opts.blockSize ?? 128);
+  // align the lazy blocks with the groups (a group is fitted when its first column is reached)
+  if (!opts.actOrder && g % B !== 0 && B % g !== 0) B = g * Math.max(1, Math.floor(B / g));
+  const ws = gptqWorkspace(n, k, B);
+  ws.u.set(f.u);
+  const W = ws.w;
+  for (let i = 0; i < n * k; i++) W[i] = w[i];
+  // dead inputs (never active in calibration): any value works; quantize them as zero weights
+  for (let i = 0; i < k; i++) if (f.dead[i]) for (let r = 0; r < n; r++) W[r * k + i] = 0;
   const nGroups = k / g;
   const row32 = new Float32Array(k);
   const fitGroup = (r: number, grp: number, perm?: Int32Array) => {
@@ -120,29 +168,12 @@ export function gptqQuantize(w: Float32Array, n: number, k: number, hessian: Flo
     }
     qz.fit(r, grp, row32, 0);
   };
-  let perm: Int32Array | undefined; // perm[position] = original column
-  if (opts.actOrder) {
+  const perm = f.perm; // perm[position] = original column
+  if (perm) {
     for (let r = 0; r < n; r++) for (let grp = 0; grp < nGroups; grp++) fitGroup(r, grp); // static groups
-    perm = Int32Array.from({ length: k }, (_, i) => i).sort((a, b) => H[b * k + b] - H[a * k + a] || a - b);
     const Wp = new Float64Array(n * k);
-    const Hp = new Float64Array(k * k);
     for (let r = 0; r < n; r++) for (let c = 0; c < k; c++) Wp[r * k + c] = W[r * k + perm[c]];
-    for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) Hp[i * k + j] = H[perm[i] * k + perm[j]];
     W.set(Wp);
-    H.set(Hp);
-  }
-  let mean = 0;
-  for (let i = 0; i < k; i++) mean += H[i * k + i];
-  const damp = (percDamp * mean) / k;
-  for (let i = 0; i < k; i++) H[i * k + i] += damp;
-  // layers that share an input (q/k/v, gate/up) share H: reuse its factor
-  let fingerprint = 0; // guards against a Hessian modified in place since
-  for (let i = 0; i < k; i++) fingerprint += hessian[i * k + i] + 0.5 * hessian[i * k + ((i * 7) % k)];
-  if (lastFactor && lastFactor.h === hessian && lastFactor.fingerprint === fingerprint && lastFactor.percDamp === percDamp && lastFactor.actOrder === !!opts.actOrder) ws.u.set(lastFactor.u);
-  else {
-    const bad = ws.inverseCholesky(H);
-    if (bad >= 0) fail(`GPTQ: the Hessian is not positive definite (pivot ${bad}); increase the dampening (--damp)`);
-    lastFactor = { h: hessian, fingerprint, percDamp, actOrder: !!opts.actOrder, u: Float64Array.from(ws.u) };
   }
   const U = ws.u;
   const Q = new Float32Array(n * k);
