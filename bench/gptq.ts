@@ -15,6 +15,7 @@ import { openModelFile } from '../src/io/model-file.js';
 import { memorySink } from '../src/io/sink.js';
 import { bytesSource } from '../src/io/source.js';
 import { useNodeThreads } from '../src/node.js';
+import { GptqPool } from '../src/cli/gptq-pool.js';
 import { Llama } from '../src/model/llama.js';
 import { runPtq } from '../src/pipeline/calibrate.js';
 import { planQuantization, quantizeModel } from '../src/pipeline/quantize.js';
@@ -103,13 +104,16 @@ export async function run(args: string[]): Promise<void> {
   const recipe = defineRecipe({ ...JSON.parse(JSON.stringify(schemeRecipe('int4', { groupSize: 128 }))), algorithm: 'gptq', ptq: { calibTokens: nSeq * CTX, calibCtx: CTX, seed: 0 } });
   const plan = planQuantization(m, recipe, 'safetensors');
   const tp = performance.now();
+  const gptqWorkers = threads > 1 ? new GptqPool(threads - 1) : undefined;
   const ptq = await runPtq(m, plan, {
     recipe,
     options: ptqOptions(recipe.ptq),
     calibStream: stream,
     threads,
+    gptqWorkers,
     onProgress: (msg) => process.stderr.write(`  ${msg} [${((performance.now() - tp) / 1000).toFixed(0)} s]\n`),
   });
+  await gptqWorkers?.close();
   let written = 0;
   await quantizeModel(m, plan, { write: (b) => void (written += b.length) }, { ptq });
   const total = (performance.now() - tp) / 1000;

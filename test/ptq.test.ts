@@ -31,6 +31,7 @@ import {
 import { actQuantLinear, llmInt8Linear } from '../src/model/act-quant.js';
 import { linear } from '../src/model/matmul.js';
 import { runPtq } from '../src/pipeline/calibrate.js';
+import type { GptqWorkers } from '../src/pipeline/gptq-parts.js';
 import { evaluateAgainst, evaluateBase, type BaseEvaluation } from '../src/pipeline/evaluate.js';
 import { planQuantization, quantizeModel } from '../src/pipeline/quantize.js';
 import { ggmlCodecs } from '../src/quant/ggml/index.js';
@@ -201,12 +202,12 @@ test('every block codec has a per-element grid whose codes decode exactly', () =
 // ---------------------------------------------------------------------------------------------------
 // stories260K
 
-async function quantizeWith(recipe: Recipe, kind: 'gguf' | 'safetensors', calib = true): Promise<{ bytes: Uint8Array; notes: string[]; rotationMaxLogitDiff?: number }> {
+async function quantizeWith(recipe: Recipe, kind: 'gguf' | 'safetensors', calib = true, gptqWorkers?: GptqWorkers): Promise<{ bytes: Uint8Array; notes: string[]; rotationMaxLogitDiff?: number }> {
   const src = fileSource(GGUF);
   try {
     const m = await openModelFile(src);
     const plan = planQuantization(m, recipe, kind);
-    const ptq = await runPtq(m, plan, { recipe, options: ptqOptions(recipe.ptq ?? {}), calibText: calib ? CALIB : undefined });
+    const ptq = await runPtq(m, plan, { recipe, options: ptqOptions(recipe.ptq ?? {}), calibText: calib ? CALIB : undefined, gptqWorkers });
     const sink = memorySink();
     await quantizeModel(m, plan, sink, { ptq });
     return { bytes: sink.bytes(), notes: ptq.notes, rotationMaxLogitDiff: ptq.rotationMaxLogitDiff };
@@ -227,6 +228,25 @@ async function kld(bytes: Uint8Array, label: string, t: { diagnostic(s: string):
 }
 
 const written = new Map<string, Uint8Array>();
+
+test('GPTQ split over worker threads by rows: the same bytes as on one thread (GGML type, scheme, act-order)', async () => {
+  const { GptqPool } = await import('../src/cli/gptq-pool.js');
+  const pool = new GptqPool(2, 0); // every matrix split, even stories260K's small ones
+  try {
+    for (const [recipe, kind, ptq] of [
+      [llamaRecipe('Q4_0'), 'gguf', {}],
+      [schemeRecipe('int4', { groupSize: 32 }), 'safetensors', { actOrder: true }],
+      [schemeRecipe('uint3', { groupSize: 32, asym: true }), 'safetensors', {}],
+    ] as const) {
+      const r = withAlgo(recipe, 'gptq', ptq);
+      const one = await quantizeWith(r, kind);
+      const split = await quantizeWith(r, kind, true, pool);
+      assert.ok(Buffer.from(one.bytes).equals(Buffer.from(split.bytes)), `${r.name ?? kind}: bytes differ when split over threads`);
+    }
+  } finally {
+    await pool.close();
+  }
+});
 
 test('stories260K: GPTQ, AWQ and rotation+GPTQ beat RTN, HQQ beats asymmetric RTN; same seed, same bytes', async (t) => {
   const q4 = llamaRecipe('Q4_0');

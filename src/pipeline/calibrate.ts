@@ -25,7 +25,8 @@ import { fail } from '../errors.js';
 import { awqSearchHessian, smoothQuantScales, type AwqLinear } from '../algos/awq.js';
 import { blockCodecFor, CLIP_SEARCH_MAX_BITS, codeLayout, type BlockCodec } from '../algos/block-codec.js';
 import { clipBlocks, hqqApplies, hqqBlocks, rtnBlocks, type BlockResult } from '../algos/blockwise.js';
-import { finishHessian, gptqBlocks } from '../algos/gptq.js';
+import { finishHessian } from '../algos/gptq.js';
+import { gptqBlocksParallel, partTarget, type GptqWorkers } from './gptq-parts.js';
 import { hessianAccumulator, type HessianAccumulator } from '../kernels/gptq.js';
 import { MatmulEngine } from '../kernels/matmul.js';
 import { foldNorms, hadamardRotation, isPowerOfTwo, rotateHeads, rotateResidual, type WeightMap } from '../algos/hadamard.js';
@@ -53,6 +54,8 @@ export interface PtqInput {
   calibStream?: ArrayLike<number>;
   /** threads for the runtime's matmul and the X^T X accumulation (needs a thread starter, see lowbit/node) */
   threads?: number;
+  /** threads that quantize row ranges of a weight with GPTQ (the bytes do not depend on them) */
+  gptqWorkers?: GptqWorkers;
   onProgress?: (message: string) => void;
 }
 
@@ -283,7 +286,7 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
   const qDim = config.nHeads * config.headDim;
   say(`calibration: ${nSeq} sequences of ${ctx} tokens`);
 
-  const quantizeLinear = (name: string, stats: InputStats | undefined) => {
+  const quantizeLinear = async (name: string, stats: InputStats | undefined): Promise<void> => {
     const p = planOf.get(name);
     const t = weights.get(name);
     if (!p || !t) fail(`model has no tensor ${name}`);
@@ -299,7 +302,8 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
     if (alg === 'gptq' || alg === 'awq+gptq') {
       const diag = stats.diag();
       const clip = o.gptqClip && codeLayout(codec).bits <= CLIP_SEARCH_MAX_BITS;
-      const r = gptqBlocks(w, n, k, stats.h, codec, { percDamp: o.percDamp, blockSize: o.gptqBlock, actOrder: o.actOrder, importance: o.gptqImportance && codec.usesImportance ? diag : undefined, clipWeights: clip ? diag : undefined });
+      const target = partTarget(p.scheme, p.ggml?.name);
+      const r = await gptqBlocksParallel(w, n, k, stats.h, codec, target, { percDamp: o.percDamp, blockSize: o.gptqBlock, actOrder: o.actOrder, importance: o.gptqImportance && codec.usesImportance ? diag : undefined, clipWeights: clip ? diag : undefined }, input.gptqWorkers);
       return commit(name, r, alg);
     }
     const searchable = codeLayout(codec).bits <= CLIP_SEARCH_MAX_BITS;
@@ -315,7 +319,7 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
   };
 
   // token embeddings: no calibration (a lookup, not a product); quantized first so layer 0 sees them
-  quantizeLinear('token_embd.weight', undefined);
+  await quantizeLinear('token_embd.weight', undefined);
   const X = new Float32Array(nSeq * ctx * dim);
   windows.forEach((w, s) => model.embed(w, X.subarray(s * ctx * dim, (s + 1) * ctx * dim)));
   const seq = (s: number) => X.subarray(s * ctx * dim, (s + 1) * ctx * dim);
@@ -358,7 +362,11 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
     const linear = (n: string): Tensor => weights.get(P + n)!;
     const quantizable = (names: string[]) => names.every((n) => codecOf(planOf.get(P + n)!));
     const usesAwq = (names: string[]) => names.some((n) => algorithmOf(P + n).startsWith('awq')) && quantizable(names);
-    const quantize = (names: string[], st: InputStats) => timed('quantization', () => names.forEach((n) => quantizeLinear(P + n, st)));
+    const quantize = async (names: string[], st: InputStats) => {
+      const t = performance.now();
+      for (const n of names) await quantizeLinear(P + n, st);
+      phases.quantization += (performance.now() - t) / 1000;
+    };
     // equivalence transforms: scales s folded as (previous op) / s, (consumer columns) * s
     const fold = (s: Float32Array, st: InputStats, consumers: string[], prev: { norm?: Float32Array; runtimeNorm?: Float32Array; rows?: Tensor; rowScale?: (r: number) => number }) => {
       for (const c of consumers) {
@@ -411,7 +419,7 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
     normGroup(stAttn, ['attn_q.weight', 'attn_k.weight', 'attn_v.weight'], 'attn_norm.weight', L.attnNorm);
     // AWQ between v and o scales v's rows: v is quantized after that scale is chosen
     const awqVo = usesAwq(['attn_output.weight']) && quantizable(['attn_v.weight']);
-    quantize(awqVo ? ['attn_q.weight', 'attn_k.weight'] : ['attn_q.weight', 'attn_k.weight', 'attn_v.weight'], stAttn);
+    await quantize(awqVo ? ['attn_q.weight', 'attn_k.weight'] : ['attn_q.weight', 'attn_k.weight', 'attn_v.weight'], stAttn);
 
     // 2. o: its input is the attention output (with the quantized q, k, v)
     let stO = pass('attention', qDim, att);
@@ -433,17 +441,17 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
         fold(r.scales, stO, ['attn_output.weight'], { rows: linear('attn_v.weight'), rowScale: (row) => r.scales[Math.floor(row / headDim) * group * headDim + (row % headDim)] });
         alphas.push(`v>o ${r.alpha.toFixed(2)}`);
       });
-      quantize(['attn_v.weight'], stAttn);
+      await quantize(['attn_v.weight'], stAttn);
       stO = pass('attention', qDim, att); // again, with the quantized v
     }
-    quantize(['attn_output.weight'], stO);
+    await quantize(['attn_output.weight'], stO);
 
     // 3. gate, up: their input is ffn_norm(X + attention)
     residualAdd(P + 'attn_output.weight', att);
     const stFfn = pass('ffnNorm', dim);
     normGroup(stFfn, ['ffn_gate.weight', 'ffn_up.weight'], 'ffn_norm.weight', L.ffnNorm);
     const awqUd = usesAwq(['ffn_down.weight']) && quantizable(['ffn_up.weight']);
-    quantize(awqUd ? ['ffn_gate.weight'] : ['ffn_gate.weight', 'ffn_up.weight'], stFfn);
+    await quantize(awqUd ? ['ffn_gate.weight'] : ['ffn_gate.weight', 'ffn_up.weight'], stFfn);
 
     // 4. down: its input is silu(gate) * up (quantized)
     let stDown = pass('ffn', hiddenDim, act);
@@ -453,10 +461,10 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
         fold(r.scales, stDown, ['ffn_down.weight'], { rows: linear('ffn_up.weight'), rowScale: (row) => r.scales[row] });
         alphas.push(`up>down ${r.alpha.toFixed(2)}`);
       });
-      quantize(['ffn_up.weight'], stFfn);
+      await quantize(['ffn_up.weight'], stFfn);
       stDown = pass('ffn', hiddenDim, act);
     }
-    quantize(['ffn_down.weight'], stDown);
+    await quantize(['ffn_down.weight'], stDown);
     if (alphas.length) notes.push(`layer ${l} AWQ alpha: ${alphas.join(', ')}`);
     roundFloat(P + 'attn_norm.weight');
     roundFloat(P + 'ffn_norm.weight');
@@ -482,7 +490,7 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
       }
     model.hooks.linearInput = undefined;
     st.finish();
-    quantizeLinear('output.weight', st);
+    await quantizeLinear('output.weight', st);
   }
   return { floats, quantized, notes, rotationMaxLogitDiff, calibrationTokens: nSeq * ctx, seconds: (performance.now() - t0) / 1000, phases };
 }

@@ -15,6 +15,7 @@ import { directSink } from '../direct-sink.js';
 import { openModelPath, pipelinedSink } from '../model-open.js';
 import { defaultThreads, QuantizePool } from '../quantize-pool.js';
 import { threadsFrom } from '../threads.js';
+import { GptqPool } from '../gptq-pool.js';
 import { fileSource } from '../node-source.js';
 import { renderTable } from './formats.js';
 
@@ -181,13 +182,19 @@ export const quantizeCommand: Command = {
       const calibrated = (recipe.algorithm ?? 'rtn') !== 'rtn' || recipe.rules.some((r) => r.algorithm && r.algorithm !== 'rtn') || calibFile || options.rotate !== 'none' || options.smooth > 0;
       const threads = (a.values.threads as number | undefined) ?? defaultThreads();
       if (calibrated) {
-        ptq = await runPtq(model, plan, {
-          recipe,
-          options,
-          threads: threadsFrom(threads),
-          calibText: calibFile ? fs.readFileSync(calibFile, 'utf8') : undefined,
-          onProgress: tty ? (msg) => process.stderr.write(`\r${msg.padEnd(60)}`) : undefined,
-        });
+        const gptqWorkers = threads > 1 ? new GptqPool(threads - 1) : undefined;
+        try {
+          ptq = await runPtq(model, plan, {
+            recipe,
+            options,
+            threads: threadsFrom(threads),
+            gptqWorkers,
+            calibText: calibFile ? fs.readFileSync(calibFile, 'utf8') : undefined,
+            onProgress: tty ? (msg) => process.stderr.write(`\r${msg.padEnd(60)}`) : undefined,
+          });
+        } finally {
+          await gptqWorkers?.close();
+        }
         if (tty) process.stderr.write('\r' + ' '.repeat(60) + '\r');
       }
       const pool = threads > 1 ? new QuantizePool(threads) : undefined;

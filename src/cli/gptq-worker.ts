@@ -1,0 +1,18 @@
+/**
+ * Worker thread of the GPTQ pool (gptq-pool.ts): quantizes a range of rows of one weight with the
+ * factor of its Hessian, exactly as the calling thread does (rows are independent given the factor).
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { gptqPartRun, type GptqPartJob } from '../pipeline/gptq-parts.js';
+import { setWasmVariant, type WasmVariant } from '../kernels/wasm.js';
+
+setWasmVariant((workerData as { variant: WasmVariant }).variant);
+
+parentPort!.on('message', (job: GptqPartJob & { id: number }) => {
+  try {
+    const r = gptqPartRun(job);
+    parentPort!.postMessage({ id: job.id, bytes: r.bytes, q: r.q }, [r.bytes.buffer as ArrayBuffer, r.q.buffer as ArrayBuffer]);
+  } catch (e) {
+    parentPort!.postMessage({ id: job.id, error: (e as Error)?.message ?? String(e) });
+  }
+});
