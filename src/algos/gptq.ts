@@ -139,7 +139,6 @@ export function gptqFactor(hessian: Float64Array, k: number, opts: GptqOptions =
 
 /** Quantize w (n x k) with GPTQ; returns the quantized values (n x k, on the quantizer's grids). */
 export function gptqQuantize(w: Float32Array, n: number, k: number, hessian: Float64Array, qz: GroupQuantizer, opts: GptqOptions = {}): { q: Float32Array; stats: GptqStats } {
-  if (hessian.length !== k * k) fail('GPTQ: weight or Hessian has the wrong size');
   return gptqRows(w, n, k, gptqFactor(hessian, k, opts), qz, opts);
 }
 
@@ -160,12 +159,9 @@ export function gptqRows(w: Float32Array, n: number, k: number, f: GptqFactor, q
   for (let i = 0; i < k; i++) if (f.dead[i]) for (let r = 0; r < n; r++) W[r * k + i] = 0;
   const nGroups = k / g;
   const row32 = new Float32Array(k);
-  const fitGroup = (r: number, grp: number, perm?: Int32Array) => {
-    // the group's current values, in natural column order
-    for (let j = 0; j < g; j++) {
-      const col = grp * g + j;
-      row32[j] = W[r * k + (perm ? perm[col] : col)];
-    }
+  /** fit group grp of row r on its current values (W still in natural column order where this is called) */
+  const fitGroup = (r: number, grp: number) => {
+    for (let j = 0; j < g; j++) row32[j] = W[r * k + grp * g + j];
     qz.fit(r, grp, row32, 0);
   };
   const perm = f.perm; // perm[position] = original column
@@ -362,9 +358,17 @@ export function gptq(w: Float32Array, n: number, k: number, hessian: Float64Arra
 }
 
 /** GPTQ into a block codec's bytes (GGML types, per-block schemes): bytes and their exact values. */
-export function gptqBlocks(w: Float32Array, n: number, k: number, hessian: Float64Array, codec: BlockCodec, opts: GptqOptions & { importance?: Float32Array; clipWeights?: Float32Array } = {}): { bytes: Uint8Array; q: Float32Array; stats: GptqStats } {
+export function gptqBlocks(w: Float32Array, n: number, k: number, hessian: Float64Array, codec: BlockCodec, opts: GptqBlockOptions = {}): { bytes: Uint8Array; q: Float32Array; stats: GptqStats } {
+  if (hessian.length !== k * k) fail('GPTQ: weight or Hessian has the wrong size');
+  return gptqBlocksWithFactor(w, n, k, gptqFactor(hessian, k, opts), codec, opts);
+}
+
+export type GptqBlockOptions = GptqOptions & { importance?: Float32Array; clipWeights?: Float32Array };
+
+/** gptqBlocks of n rows with a factor of their Hessian (a range of a weight's rows: the same bytes as in the whole) */
+export function gptqBlocksWithFactor(w: Float32Array, n: number, k: number, f: GptqFactor, codec: BlockCodec, opts: GptqBlockOptions = {}): { bytes: Uint8Array; q: Float32Array; stats: GptqStats } {
   const qz = new BlockQuantizer(codec, n, k, { staticGroups: opts.actOrder, importance: opts.importance, clipWeights: opts.clipWeights });
-  const { q, stats } = gptqQuantize(w, n, k, hessian, qz, opts);
+  const { q, stats } = gptqRows(w, n, k, f, qz, opts);
   return { bytes: qz.finish(), q, stats };
 }
 

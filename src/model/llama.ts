@@ -385,24 +385,6 @@ export class Llama {
   }
 
   /**
-   * Run rows of the residual stream through one layer, in place: x holds x.length / dim tokens at
-   * positions pos, pos+1, ... (the KV cache of this layer must hold positions [0, pos) already).
-   * Calibration (src/pipeline/calibrate.ts) drives the model layer by layer with this.
-   */
-  runLayer(l: number, x: Float32Array, pos: number): void {
-    const dim = this.config.dim;
-    const n = x.length / dim;
-    if (!(l >= 0 && l < this.config.nLayers)) fail(`layer ${l} does not exist (the model has ${this.config.nLayers})`);
-    if (!Number.isInteger(n) || pos < 0 || pos + n > this.kv.capacity) fail(`runLayer: ${x.length} values are not whole tokens at positions ${pos}.. within ${this.kv.capacity}`);
-    for (let b = 0; b < n; b += this.s.batch) {
-      const nb = Math.min(this.s.batch, n - b);
-      this.s.x.set(x.subarray(b * dim, (b + nb) * dim));
-      this.layer(l, nb, pos + b);
-      x.set(this.s.x.subarray(0, nb * dim), b * dim);
-    }
-  }
-
-  /**
    * The parts of a layer, for calibration that quantizes a layer's linears one stage at a time
    * (src/pipeline/calibrate.ts). x: residual-stream rows (nTok x dim, not modified) at positions
    * pos, pos+1, ...; out: the stage's output rows.

@@ -3,7 +3,7 @@
  * own, so a weight can be split into row ranges quantized on other threads (a host-provided
  * GptqWorkers, e.g. the CLI's worker pool) and put back together: the same bytes as one call.
  */
-import { BlockQuantizer, gptqFactor, gptqRows, type GptqFactor, type GptqOptions } from '../algos/gptq.js';
+import { gptqBlocksWithFactor, gptqFactor, type GptqBlockOptions, type GptqFactor } from '../algos/gptq.js';
 import { blockCodecFor, type BlockCodec } from '../algos/block-codec.js';
 import { resolveScheme } from '../quant/registry.js';
 import type { QuantScheme } from '../quant/scheme.js';
@@ -56,10 +56,8 @@ export function partTarget(scheme: QuantScheme | undefined, ggmlName: string | u
 
 /** Quantize the rows of one job (in any thread). */
 export function gptqPartRun(job: GptqPartJob, codec = partCodec(job.target, job.rowLength)): GptqPartResult {
-  const opts: GptqOptions = { blockSize: job.blockSize, actOrder: job.actOrder };
-  const qz = new BlockQuantizer(codec, job.rows, job.rowLength, { staticGroups: job.actOrder, importance: job.importance, clipWeights: job.clipWeights });
-  const { q } = gptqRows(job.w, job.rows, job.rowLength, job.factor, qz, opts);
-  return { bytes: qz.finish(), q };
+  const { bytes, q } = gptqBlocksWithFactor(job.w, job.rows, job.rowLength, job.factor, codec, job);
+  return { bytes, q };
 }
 
 /** below this many weights a matrix is quantized on the calling thread only */
@@ -76,7 +74,7 @@ export async function gptqBlocksParallel(
   hessian: Float64Array,
   codec: BlockCodec,
   target: string | undefined,
-  opts: GptqOptions & { importance?: Float32Array; clipWeights?: Float32Array },
+  opts: GptqBlockOptions,
   workers: GptqWorkers | undefined,
 ): Promise<GptqPartResult> {
   const minWeights = workers?.minWeights ?? MIN_PARALLEL_WEIGHTS;
