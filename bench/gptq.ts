@@ -8,7 +8,6 @@
  *
  *   npm run bench -- gptq [sequences=128] [layers=12] [threads=2]
  */
-import { ptqOptions } from '../src/algos/ptq-options.js';
 import { defineRecipe, schemeRecipe } from '../src/algos/recipe.js';
 import { gguf, GgufWriter, type GgufValue } from '../src/io/gguf.js';
 import { openModelFile } from '../src/io/model-file.js';
@@ -17,8 +16,7 @@ import { bytesSource } from '../src/io/source.js';
 import { useNodeThreads } from '../src/node.js';
 import { GptqPool } from '../src/cli/gptq-pool.js';
 import { Llama } from '../src/model/llama.js';
-import { runPtq } from '../src/pipeline/calibrate.js';
-import { planQuantization, quantizeModel } from '../src/pipeline/quantize.js';
+import { quantize } from '../src/pipeline/quantize.js';
 import { ggmlTypeByName } from '../src/quant/ggml/types.js';
 import type { StoredTensor } from '../src/model/types.js';
 
@@ -102,22 +100,19 @@ export async function run(args: string[]): Promise<void> {
   console.log(`anchor: one forward pass over ${nSeq} x ${CTX} tokens = ${forwardAll.toFixed(1)} s (measured on ${anchorSeqs} sequences)`);
 
   const recipe = defineRecipe({ ...JSON.parse(JSON.stringify(schemeRecipe('int4', { groupSize: 128 }))), algorithm: 'gptq', ptq: { calibTokens: nSeq * CTX, calibCtx: CTX, seed: 0 } });
-  const plan = planQuantization(m, recipe, 'safetensors');
   const tp = performance.now();
   const gptqWorkers = threads > 1 ? new GptqPool(threads - 1) : undefined;
-  const ptq = await runPtq(m, plan, {
-    recipe,
-    options: ptqOptions(recipe.ptq),
+  let written = 0;
+  const report = await quantize(m, recipe, { write: (b) => void (written += b.length) }, {
+    output: 'safetensors',
     calibStream: stream,
     threads,
     gptqWorkers,
     onProgress: (msg) => process.stderr.write(`  ${msg} [${((performance.now() - tp) / 1000).toFixed(0)} s]\n`),
   });
   await gptqWorkers?.close();
-  let written = 0;
-  await quantizeModel(m, plan, { write: (b) => void (written += b.length) }, { ptq });
   const total = (performance.now() - tp) / 1000;
-  const ph = ptq.phases!;
+  const ph = report.ptq!.phases!;
   const rss = process.resourceUsage().maxRSS / 1024;
   console.log(
     `GPTQ int4 g128, ${nSeq} x ${CTX} calibration tokens: ${total.toFixed(1)} s wall ` +

@@ -20,7 +20,6 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ptqOptions } from '../src/algos/ptq-options.js';
 import { defineRecipe, llamaRecipe, schemeRecipe, type Algorithm, type Recipe } from '../src/algos/recipe.js';
 import { fileSource } from '../src/cli/node-source.js';
 import { loadModel } from '../src/eval/load.js';
@@ -31,8 +30,7 @@ import { bytesSource, type ByteSource } from '../src/io/source.js';
 import { gemmABt } from '../src/kernels/gptq.js';
 import { actQuantLinear, llmInt8Linear, type LinearFn } from '../src/model/act-quant.js';
 import { setMatmul } from '../src/model/matmul.js';
-import { runPtq } from '../src/pipeline/calibrate.js';
-import { planQuantization, quantizeModel } from '../src/pipeline/quantize.js';
+import { planQuantization, quantize } from '../src/pipeline/quantize.js';
 import type { BaseEvaluation } from '../src/pipeline/evaluate.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -124,11 +122,8 @@ async function lowbitQuantize(recipe: Recipe, kind: 'gguf' | 'safetensors', cali
   try {
     const t0 = performance.now();
     const m = await openModelFile(src);
-    const plan = planQuantization(m, recipe, kind);
-    const opts = ptqOptions(recipe.ptq ?? {});
-    const ptq = recipe.algorithm && recipe.algorithm !== 'rtn' || calib || opts.rotate !== 'none' ? await runPtq(m, plan, { recipe, options: opts, calibText: calib ? calibText : undefined }) : undefined;
     const sink = memorySink();
-    await quantizeModel(m, plan, sink, { ptq });
+    await quantize(m, recipe, sink, { output: kind, calibText: calib ? calibText : undefined });
     return { bytes: sink.bytes(), seconds: (performance.now() - t0) / 1000 };
   } finally {
     src.close();

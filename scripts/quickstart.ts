@@ -8,8 +8,6 @@
  * Files go to out/quickstart/. `--quick` evaluates fewer chunks.
  */
 import { QUICKSTART_VARIANTS } from './quickstart-variants.js';
-import { ptqOptions } from '../src/algos/ptq-options.js';
-import { runPtq } from '../src/pipeline/calibrate.js';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -23,7 +21,7 @@ import { parseFormat } from '../src/formats/registry.js';
 import { openModelFile } from '../src/io/model-file.js';
 import { fakeQuant } from '../src/kernels/cast.js';
 import { evaluateAgainst, evaluateBase } from '../src/pipeline/evaluate.js';
-import { planQuantization, quantizeModel } from '../src/pipeline/quantize.js';
+import { quantize } from '../src/pipeline/quantize.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const data = (f: string) => path.join(root, 'data', f);
@@ -64,11 +62,9 @@ const table: string[][] = [['F32 (original)', String(input.size), '32.00', base.
 const results: { label: string; file: string; kld: number; bpw: number }[] = [];
 for (const [label, recipe, kind] of variants) {
   const file = path.join(outDir, `stories260K-${label}.${kind}`);
-  const plan = planQuantization(model, recipe, kind);
   const calibrated = recipe.algorithm !== undefined && recipe.algorithm !== 'rtn';
   // calibration text: TinyStories from character 300 000 on, disjoint from the evaluated head
-  const ptq = calibrated ? await runPtq(model, plan, { recipe, options: ptqOptions(recipe.ptq ?? {}), calibText: text.slice(300000) }) : undefined;
-  const rep = await withAtomicFile(file, (f) => quantizeModel(model, plan, { write: (b) => f.write(b) }, { ptq }));
+  const rep = await withAtomicFile(file, (f) => quantize(model, recipe, { write: (b) => f.write(b) }, { output: kind, ...(calibrated ? { calibText: text.slice(300000) } : {}) }));
   const src = fileSource(file);
   const r = await evaluateAgainst(src, base, setup);
   src.close();

@@ -18,7 +18,6 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { blockCodecFor, BlockGrids, codeLayout, setCodes } from '../src/algos/block-codec.js';
-import { ptqOptions } from '../src/algos/ptq-options.js';
 import { defineRecipe, llamaRecipe, schemeRecipe, type Algorithm, type Recipe } from '../src/algos/recipe.js';
 import { fileSource } from '../src/cli/node-source.js';
 import { loadModel } from '../src/eval/load.js';
@@ -30,10 +29,9 @@ import {
 } from '../src/kernels/gptq.js';
 import { actQuantLinear, llmInt8Linear } from '../src/model/act-quant.js';
 import { linear } from '../src/model/matmul.js';
-import { runPtq } from '../src/pipeline/calibrate.js';
 import type { GptqWorkers } from '../src/pipeline/gptq-parts.js';
 import { evaluateAgainst, evaluateBase, type BaseEvaluation } from '../src/pipeline/evaluate.js';
-import { planQuantization, quantizeModel } from '../src/pipeline/quantize.js';
+import { quantize } from '../src/pipeline/quantize.js';
 import { ggmlCodecs } from '../src/quant/ggml/index.js';
 import { resolveScheme, schemes } from '../src/quant/registry.js';
 
@@ -206,11 +204,9 @@ async function quantizeWith(recipe: Recipe, kind: 'gguf' | 'safetensors', calib 
   const src = fileSource(GGUF);
   try {
     const m = await openModelFile(src);
-    const plan = planQuantization(m, recipe, kind);
-    const ptq = await runPtq(m, plan, { recipe, options: ptqOptions(recipe.ptq ?? {}), calibText: calib ? CALIB : undefined, gptqWorkers });
     const sink = memorySink();
-    await quantizeModel(m, plan, sink, { ptq });
-    return { bytes: sink.bytes(), notes: ptq.notes, rotationMaxLogitDiff: ptq.rotationMaxLogitDiff };
+    const r = await quantize(m, recipe, sink, { output: kind, calibText: calib ? CALIB : undefined, gptqWorkers });
+    return { bytes: sink.bytes(), notes: r.ptq?.notes ?? [], rotationMaxLogitDiff: r.ptq?.rotationMaxLogitDiff };
   } finally {
     src.close();
   }

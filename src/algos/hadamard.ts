@@ -85,8 +85,21 @@ export interface WeightMap {
   set(name: string, t: { data: Float32Array; rows: number; cols: number }): void;
 }
 
+/**
+ * How a model's layers use the residual stream, in GGUF names inside a layer (the pipeline fills it
+ * from the model family, model/family.ts): the norms and the linears reading each norm's output, the
+ * linears writing the residual, and the value / output projections of attention.
+ */
+export interface ResidualWiring {
+  readonly nLayers: number;
+  readonly normGroups: readonly { readonly norm: string; readonly linears: readonly string[] }[];
+  readonly writers: readonly string[];
+  readonly values: string;
+  readonly output: string;
+}
+
 /** Fold every RMSNorm gain into the linear layers that read it; the gains become 1. */
-export function foldNorms(w: WeightMap, nLayer: number): void {
+export function foldNorms(w: WeightMap, wiring: ResidualWiring): void {
   const fold = (norm: string, targets: string[]) => {
     const g = w.get(norm);
     if (!g) fail(`foldNorms: missing ${norm}`);
@@ -98,10 +111,7 @@ export function foldNorms(w: WeightMap, nLayer: number): void {
     }
     g.data.fill(1);
   };
-  for (let l = 0; l < nLayer; l++) {
-    fold(`blk.${l}.attn_norm.weight`, [`blk.${l}.attn_q.weight`, `blk.${l}.attn_k.weight`, `blk.${l}.attn_v.weight`]);
-    fold(`blk.${l}.ffn_norm.weight`, [`blk.${l}.ffn_gate.weight`, `blk.${l}.ffn_up.weight`]);
-  }
+  for (let l = 0; l < wiring.nLayers; l++) for (const g of wiring.normGroups) fold(`blk.${l}.${g.norm}`, g.linears.map((n) => `blk.${l}.${n}`));
   if (!w.get('output.weight')) {
     // tied embeddings: untie, since the output head gets the final norm folded in
     const e = w.get('token_embd.weight');
@@ -115,7 +125,7 @@ export function foldNorms(w: WeightMap, nLayer: number): void {
  * Rotate the residual stream of a LLaMA model by R (after folding norms). The rotated model runs
  * unchanged in any runtime (llama.cpp included): nothing online is needed.
  */
-export function rotateResidual(w: WeightMap, nLayer: number, r: Rotation): void {
+export function rotateResidual(w: WeightMap, wiring: ResidualWiring, r: Rotation): void {
   const rows = (name: string) => {
     const t = w.get(name);
     if (!t) fail(`rotateResidual: missing ${name}`);
@@ -129,9 +139,9 @@ export function rotateResidual(w: WeightMap, nLayer: number, r: Rotation): void 
     rotateColumns(r, t.data, t.cols);
   };
   rows('token_embd.weight');
-  for (let l = 0; l < nLayer; l++) {
-    for (const n of ['attn_q', 'attn_k', 'attn_v', 'ffn_gate', 'ffn_up']) rows(`blk.${l}.${n}.weight`);
-    for (const n of ['attn_output', 'ffn_down']) cols(`blk.${l}.${n}.weight`);
+  for (let l = 0; l < wiring.nLayers; l++) {
+    for (const g of wiring.normGroups) for (const n of g.linears) rows(`blk.${l}.${n}`);
+    for (const n of wiring.writers) cols(`blk.${l}.${n}`);
   }
   rows('output.weight');
 }
@@ -142,12 +152,12 @@ export function rotateResidual(w: WeightMap, nLayer: number, r: Rotation): void 
  * multiplied by R, undoing it after the attention average (which is linear in v). The same R for every
  * head keeps grouped-query heads consistent. Nothing is rotated at run time.
  */
-export function rotateHeads(w: WeightMap, nLayer: number, r: Rotation, nHeads: number, nKvHeads: number): void {
+export function rotateHeads(w: WeightMap, wiring: ResidualWiring, r: Rotation, nHeads: number, nKvHeads: number): void {
   const hd = r.n;
-  for (let l = 0; l < nLayer; l++) {
-    const v = w.get(`blk.${l}.attn_v.weight`);
-    const o = w.get(`blk.${l}.attn_output.weight`);
-    if (!v || !o) fail(`rotateHeads: layer ${l} lacks attn_v or attn_output`);
+  for (let l = 0; l < wiring.nLayers; l++) {
+    const v = w.get(`blk.${l}.${wiring.values}`);
+    const o = w.get(`blk.${l}.${wiring.output}`);
+    if (!v || !o) fail(`rotateHeads: layer ${l} lacks ${wiring.values} or ${wiring.output}`);
     if (v.rows !== nKvHeads * hd || o.cols !== nHeads * hd) fail(`rotateHeads: layer ${l} shapes do not match ${nHeads} heads of ${hd}`);
     for (let h = 0; h < nKvHeads; h++) rotateColumns(r, v.data.subarray(h * hd * v.cols, (h + 1) * hd * v.cols), v.cols);
     rotateRows(r, o.data, o.rows * nHeads);

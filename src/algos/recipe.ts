@@ -10,9 +10,25 @@ import { ptqOptions, type PtqOptions } from './ptq-options.js';
 
 export const RECIPE_VERSION = 1;
 
-/** awq+gptq: AWQ's scales folded in first, then GPTQ (as the AWQ paper combines them) */
-export type Algorithm = 'rtn' | 'gptq' | 'awq' | 'hqq' | 'awq+gptq';
-export const ALGORITHMS: readonly Algorithm[] = ['rtn', 'gptq', 'awq', 'hqq', 'awq+gptq'];
+/** The algorithms (pipeline/algorithms.ts holds their handlers). */
+export type BaseAlgorithm = 'rtn' | 'gptq' | 'awq' | 'hqq';
+export const BASE_ALGORITHMS: readonly BaseAlgorithm[] = ['rtn', 'gptq', 'awq', 'hqq'];
+/**
+ * A recipe's algorithm: one, or a list applied in order (every member's input transform, then the
+ * last one rounds: ["awq", "gptq"] folds AWQ's scales in first, then GPTQ, as the AWQ paper combines
+ * them). 'awq+gptq' is the same list in the spelling of older recipes and of `--algo`.
+ */
+export type Algorithm = BaseAlgorithm | 'awq+gptq' | readonly BaseAlgorithm[];
+/** the names `--algo` accepts */
+export const ALGORITHMS: readonly string[] = [...BASE_ALGORITHMS, 'awq+gptq'];
+
+/** An algorithm as its list of base algorithms (validated). */
+export function algorithmList(a: unknown, where = 'recipe'): readonly BaseAlgorithm[] {
+  const list = a === 'awq+gptq' ? ['awq', 'gptq'] : Array.isArray(a) ? a : [a];
+  if (!list.length) fail(`${where}: the algorithm list is empty`);
+  for (const x of list) if (!BASE_ALGORITHMS.includes(x as BaseAlgorithm)) fail(`${where}: unknown algorithm ${JSON.stringify(x)} (valid: ${BASE_ALGORITHMS.join(', ')}, or a list such as ["awq", "gptq"])`);
+  return list as readonly BaseAlgorithm[];
+}
 
 export interface RecipeRule {
   /** regular expression over tensor names (GGUF naming) */
@@ -69,7 +85,7 @@ export function defineRecipe(o: unknown): Recipe {
   if (typeof r.name !== 'string' || !r.name) fail('recipe: name must be a non-empty string');
   const known = new Set(['lowbitRecipe', 'name', 'description', 'llama', 'rules', 'algorithm', 'ptq']);
   for (const k of Object.keys(r)) if (!known.has(k)) fail(`recipe: unknown field '${k}'`);
-  if (r.algorithm !== undefined && !ALGORITHMS.includes(r.algorithm as Algorithm)) fail(`recipe: unknown algorithm '${r.algorithm}' (valid: ${ALGORITHMS.join(', ')})`);
+  if (r.algorithm !== undefined) algorithmList(r.algorithm);
   if (r.ptq !== undefined) ptqOptions(r.ptq);
   if (r.llama !== undefined) {
     const l = r.llama as Record<string, unknown>;
@@ -91,7 +107,7 @@ export function defineRecipe(o: unknown): Recipe {
     if (x.keep !== undefined && !['f32', 'f16', 'bf16'].includes(x.keep as string)) fail(`recipe: rule ${i} keep must be f32, f16 or bf16`);
     if (x.zeroPoint !== undefined && !['int', 'float'].includes(x.zeroPoint as string)) fail(`recipe: rule ${i} zeroPoint must be int or float`);
     if (x.groupSize !== undefined && !(Number.isInteger(x.groupSize) && (x.groupSize as number) > 0)) fail(`recipe: rule ${i} groupSize must be a positive integer`);
-    if (x.algorithm !== undefined && !ALGORITHMS.includes(x.algorithm as Algorithm)) fail(`recipe: rule ${i} unknown algorithm '${x.algorithm}'`);
+    if (x.algorithm !== undefined) algorithmList(x.algorithm, `recipe: rule ${i}`);
   });
   return deepFreeze(JSON.parse(JSON.stringify(r)) as Recipe);
 }

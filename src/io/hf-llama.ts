@@ -8,51 +8,25 @@
  */
 import { fail } from '../errors.js';
 import { gguf, metaNumber, type GgufValue } from './gguf.js';
-
-const LAYER_MAP: readonly [string, string][] = [
-  ['input_layernorm.weight', 'attn_norm.weight'],
-  ['self_attn.q_proj.weight', 'attn_q.weight'],
-  ['self_attn.k_proj.weight', 'attn_k.weight'],
-  ['self_attn.v_proj.weight', 'attn_v.weight'],
-  ['self_attn.o_proj.weight', 'attn_output.weight'],
-  ['post_attention_layernorm.weight', 'ffn_norm.weight'],
-  ['mlp.gate_proj.weight', 'ffn_gate.weight'],
-  ['mlp.up_proj.weight', 'ffn_up.weight'],
-  ['mlp.down_proj.weight', 'ffn_down.weight'],
-  ['self_attn.q_proj.bias', 'attn_q.bias'],
-  ['self_attn.k_proj.bias', 'attn_k.bias'],
-  ['self_attn.v_proj.bias', 'attn_v.bias'],
-  ['self_attn.o_proj.bias', 'attn_output.bias'],
-];
-const GLOBAL_MAP: readonly [string, string][] = [
-  ['model.embed_tokens.weight', 'token_embd.weight'],
-  ['model.norm.weight', 'output_norm.weight'],
-  ['lm_head.weight', 'output.weight'],
-];
+import { ggufNameOf, hfNameOf, LLAMA, type ModelFamily } from '../model/family.js';
 
 /** HF tensor name -> GGUF name (undefined for tensors GGUF drops, e.g. rotary_emb.inv_freq; fails on unknown). */
-export function hfToGgufName(name: string): string | undefined {
-  for (const [h, g] of GLOBAL_MAP) if (name === h) return g;
-  const m = /^model\.layers\.(\d+)\.(.+)$/.exec(name);
-  if (m) {
-    if (m[2] === 'self_attn.rotary_emb.inv_freq') return undefined;
-    for (const [h, g] of LAYER_MAP) if (m[2] === h) return `blk.${m[1]}.${g}`;
-  }
-  fail(`tensor '${name}' is not part of the Hugging Face llama layout`);
+export function hfToGgufName(name: string, family: ModelFamily = LLAMA): string | undefined {
+  if (/^model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$/.test(name)) return undefined;
+  return ggufNameOf(family, name) ?? fail(`tensor '${name}' is not part of the Hugging Face ${family.name} layout`);
 }
 
-/** GGUF name -> HF tensor name (fails on names outside the llama layout). */
-export function ggufToHfName(name: string): string {
-  for (const [h, g] of GLOBAL_MAP) if (name === g) return h;
-  const m = /^blk\.(\d+)\.(.+)$/.exec(name);
-  if (m) for (const [h, g] of LAYER_MAP) if (m[2] === g) return `model.layers.${m[1]}.${h}`;
-  fail(`GGUF tensor '${name}' has no Hugging Face llama name`);
+/** GGUF name -> HF tensor name (fails on names outside the family's layout). */
+export function ggufToHfName(name: string, family: ModelFamily = LLAMA): string {
+  return hfNameOf(family, name) ?? fail(`GGUF tensor '${name}' has no Hugging Face ${family.name} name`);
 }
 
 /** Which permutation a GGUF-named tensor needs: q uses the head count, k the kv-head count. */
-export function ropePermuteHeads(ggufName: string, hp: LlamaHparams): number | undefined {
-  if (/^blk\.\d+\.attn_q\.(weight|bias)$/.test(ggufName)) return hp.nHead;
-  if (/^blk\.\d+\.attn_k\.(weight|bias)$/.test(ggufName)) return hp.nHeadKv;
+export function ropePermuteHeads(ggufName: string, hp: LlamaHparams, family: ModelFamily = LLAMA): number | undefined {
+  const m = /^blk\.\d+\.(.+)\.(weight|bias)$/.exec(ggufName);
+  const spec = m ? family.linears.find((s) => s.gguf === m[1]) : undefined;
+  if (spec?.ropePermuted === 'heads') return hp.nHead;
+  if (spec?.ropePermuted === 'kvHeads') return hp.nHeadKv;
   return undefined;
 }
 

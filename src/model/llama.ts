@@ -17,18 +17,17 @@ import { ggmlRowBytes, type GgmlTypeInfo } from '../quant/ggml/types.js';
 import { dequantizeRows, kernelsEnabled, linear, makeLinearWeight, type LinearWeight } from './matmul.js';
 import { ggmlRoundActivations } from './ggml-activations.js';
 import type { LlamaConfig, StoredTensor } from './types.js';
+import { familyOf } from './family.js';
 
 // ---------------------------------------------------------------------------------------------------
 // Config from GGUF metadata
-
-const NEOX_ARCHS = new Set(['qwen2', 'qwen2moe', 'phi3', 'stablelm', 'gptneox', 'olmo', 'falcon']);
 
 /** LlamaConfig from GGUF metadata (`{arch}.embedding_length` etc.) and the tensor list. */
 export function llamaConfigFromGguf(meta: ReadonlyMap<string, unknown> | Readonly<Record<string, unknown>>, tensors: readonly StoredTensor[]): LlamaConfig {
   const get = (k: string): unknown => (meta instanceof Map ? meta.get(k) : (meta as Record<string, unknown>)[k]);
   const arch = get('general.architecture');
   if (typeof arch !== 'string') fail('GGUF metadata has no general.architecture');
-  if (!['llama', 'mistral', 'qwen2'].includes(arch)) fail(`GGUF architecture '${arch}' is not supported (llama, mistral, qwen2)`);
+  const family = familyOf(arch); // the architecture's row (model/family.ts), or a clear error
   const num = (k: string, dflt?: number): number => {
     const v = get(`${arch}.${k}`);
     if (v === undefined) {
@@ -58,7 +57,7 @@ export function llamaConfigFromGguf(meta: ReadonlyMap<string, unknown> | Readonl
     normEps: num('attention.layer_norm_rms_epsilon', 1e-5),
     ropeTheta: num('rope.freq_base', 10000),
     ropeDim: num('rope.dimension_count', headDim),
-    ropeStyle: NEOX_ARCHS.has(arch) ? 'neox' : 'normal',
+    ropeStyle: family.ropeStyle,
   };
 }
 

@@ -4,32 +4,8 @@
  */
 import type { GgmlTypeInfo } from '../quant/ggml/types.js';
 
-/** How RoPE pairs dimensions: 'normal' rotates (2i, 2i+1) (llama2.c, GGUF llama); 'neox' rotates (i, i + d/2). */
-export type RopeStyle = 'normal' | 'neox';
-
-/** LLaMA-family hyper-parameters. */
-export interface LlamaConfig {
-  /** model width (embedding length) */
-  dim: number;
-  /** SwiGLU inner width */
-  hiddenDim: number;
-  nLayers: number;
-  nHeads: number;
-  /** key/value heads (grouped-query attention when < nHeads) */
-  nKvHeads: number;
-  vocabSize: number;
-  /** context length the model was trained for */
-  seqLen: number;
-  /** per-head width, normally dim / nHeads */
-  headDim: number;
-  /** RMSNorm epsilon */
-  normEps: number;
-  /** RoPE base frequency */
-  ropeTheta: number;
-  /** number of leading dimensions of each head that RoPE rotates (normally headDim) */
-  ropeDim: number;
-  ropeStyle: RopeStyle;
-}
+/** LLaMA-family hyper-parameters: the one config type (model/family.ts). */
+export type { ModelConfig as LlamaConfig, ModelConfig, RopeStyle } from './family.js';
 
 /**
  * A tensor as stored: GGUF naming and GGUF dimension order (innermost first), e.g. blk.0.attn_k.weight

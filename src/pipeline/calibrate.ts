@@ -1,49 +1,52 @@
 /**
- * Calibrated post-training quantization of a LLaMA model, layer by layer (GPTQ's sequential scheme):
+ * Calibrated post-training quantization, layer by layer (GPTQ's sequential scheme), as named stages
+ * that PTQ and the sensitivity / allocation passes share:
  *
- *   tokens = windows of the calibration text (seeded), each starting with BOS
- *   X = embeddings of the tokens (token_embd quantized first, as the file will store it)
- *   for each layer l:
- *     1. run layer l (earlier layers already quantized, this one still float) over every sequence,
- *        capturing the inputs of its linear layers through the runtime's hooks: per distinct input
- *        (q/k/v share one, gate/up share one) H = 2 X^T X / N, mean |x|, max |x|
- *     2. equivalence transforms (SmoothQuant, AWQ scales) folded into the norms / previous linears
- *     3. quantize the layer's linears (GPTQ, AWQ's rounding, imatrix-RTN, HQQ) into the target codec's
- *        bytes; the runtime's weights now hold the quantized values
- *     4. run the quantized layer over every sequence: X becomes the next layer's input
- *   the output head last (its input: the final norm of X).
- * Memory: the float weights, X (calibration tokens x dim) and one layer's statistics.
+ *   loadWeights          every tensor as float32 (the transforms and quantizers write into them)
+ *   calibrationWindows   windows of the calibration text (seeded), each starting with BOS
+ *   rotateModel          (--rotate hadamard) fold the RMSNorm gains into the following linears, rotate
+ *                        the residual stream (and each head's values) with random-sign Hadamard
+ *                        matrices, and check the rotated float model computes the original's logits
+ *   LayerCalibration     the per-layer stages over X (calibration tokens x dim, the current layer's input):
+ *     .collectHessians(l, input)   run a stage of layer l over every window, capturing the input of its
+ *                                  linears: H = 2 X^T X / N, mean |x|, max |x| (InputStats)
+ *     .scaleInputs(...)            equivalence transforms (SmoothQuant, AWQ scales) folded into the
+ *                                  norm / producer before the group (model/family.ts: foldPairs)
+ *     .quantizeGroup(names, st)    round the linears of a group with their algorithms (algorithms.ts);
+ *                                  the runtime's weights now hold the quantized values
+ *     .measureKld(windows)         KL divergence of the current (partly quantized) model's next-token
+ *                                  distributions against reference logits, on calibration windows
+ *   runPtq               the driver: for each layer, for each input group of the family (q/k/v share
+ *                        attn_norm's output, gate/up share ffn_norm's, ...) collect -> scale -> quantize;
+ *                        the quantized layer's outputs become the next layer's input; the head last.
+ * Memory: the float weights, X and one layer's statistics.
  *
- * Before any of this, `--rotate hadamard` folds the RMSNorm gains into the following linears and
- * rotates the residual stream (and each head's values) with random-sign Hadamard matrices; the rotated
- * float model is checked to compute the same logits as the original.
- *
- * Outputs the transformed float weights and the bytes of every tensor quantized here; quantizeModel
+ * Outputs the transformed float weights and the bytes of every tensor quantized here; the writer
  * (quantize.ts) writes the file from them, quantizing the remaining tensors as usual.
  */
 import { fail } from '../errors.js';
 import { awqSearchHessian, smoothQuantScales, type AwqLinear } from '../algos/awq.js';
-import { blockCodecFor, CLIP_SEARCH_MAX_BITS, codeLayout, type BlockCodec } from '../algos/block-codec.js';
-import { clipBlocks, hqqApplies, hqqBlocks, rtnBlocks, type BlockResult } from '../algos/blockwise.js';
+import { blockCodecFor, type BlockCodec } from '../algos/block-codec.js';
 import { finishHessian } from '../algos/gptq.js';
-import { gptqBlocksParallel, partTarget, type GptqWorkers } from './gptq-parts.js';
+import type { GptqWorkers } from './gptq-parts.js';
 import { hessianAccumulator, type HessianAccumulator } from '../kernels/gptq.js';
 import { MatmulEngine } from '../kernels/matmul.js';
-import { foldNorms, hadamardRotation, isPowerOfTwo, rotateHeads, rotateResidual, type WeightMap } from '../algos/hadamard.js';
+import { foldNorms, hadamardRotation, isPowerOfTwo, rotateHeads, rotateResidual, type ResidualWiring, type WeightMap } from '../algos/hadamard.js';
 import type { PtqOptions } from '../algos/ptq-options.js';
-import { ruleFor, type Algorithm, type Recipe } from '../algos/recipe.js';
+import type { Recipe } from '../algos/recipe.js';
 import { sqnrDb } from '../eval/metrics.js';
 import { plainValue } from '../io/gguf.js';
 import type { ModelFile } from '../io/model-file.js';
 import { fromFloat32, toFloat32 } from '../io/tensor-data.js';
 import { vocabFromGgufMetadata } from '../io/vocab.js';
+import { familyOf, linearOf, residualWriters, type InputGroup, type LayerInput, type LinearRole, type ModelFamily } from '../model/family.js';
 import { Llama, llamaConfigFromGguf } from '../model/llama.js';
 import { linear, matmul } from '../model/matmul.js';
 import { Tokenizer } from '../model/tokenizer.js';
 import type { LlamaConfig, StoredTensor } from '../model/types.js';
 import { ggmlTypeByName } from '../quant/ggml/types.js';
-import type { QuantizePlan, TensorPlan } from './quantize.js';
-import { readFloats } from './quantize.js';
+import { algorithmsOf, roundWeight, scalesInputs, type AlgorithmSpec, type InputStatistics } from './algorithms.js';
+import type { QuantizePlan, TensorPlan } from './plan.js';
 
 export interface PtqInput {
   recipe: Recipe;
@@ -80,7 +83,8 @@ export interface PtqOutput {
   phases?: { statistics: number; quantization: number; forward: number };
 }
 
-interface Tensor {
+/** A weight as float32, row-major rows x cols. */
+export interface FloatTensor {
   data: Float32Array;
   rows: number;
   cols: number;
@@ -121,7 +125,7 @@ export function calibrationWindows(stream: ArrayLike<number>, nTokens: number, c
  * Statistics of one linear layer input: H = 2 X^T X / N and, when `magnitudes` (AWQ, SmoothQuant),
  * mean |x| and max |x| per channel.
  */
-class InputStats {
+export class InputStats implements InputStatistics {
   h: Float64Array = new Float64Array(0);
   readonly sumAbs: Float64Array;
   readonly absMax: Float32Array;
@@ -168,12 +172,92 @@ class InputStats {
 
 const FLOAT_TYPES = new Set(['F32', 'F16', 'BF16']);
 
+/** is a planned tensor quantized (not a float target)? */
+const isQuantized = (p: TensorPlan) => p.scheme !== undefined || (p.ggml !== undefined && !FLOAT_TYPES.has(p.ggml.name));
+
 /** the codec a planned tensor is quantized with, or undefined for a float target */
-function codecOf(p: TensorPlan): BlockCodec | undefined {
+export function codecOf(p: TensorPlan): BlockCodec | undefined {
   if (p.scheme) return blockCodecFor(p.scheme, p.ne[0]);
   if (p.ggml && !FLOAT_TYPES.has(p.ggml.name)) return blockCodecFor(p.ggml.name, p.ne[0]);
   return undefined;
 }
+
+const shapeOf = (m: ModelFile, name: string): number[] => {
+  const t = m.tensor(name);
+  return t.ne ? [...t.ne] : [...t.shape].reverse();
+};
+
+/** Stage: every tensor of the model as float32 (fresh arrays: transforms and quantizers write into them). */
+export async function loadWeights(m: ModelFile): Promise<Map<string, FloatTensor>> {
+  const weights = new Map<string, FloatTensor>();
+  for (const t of m.tensors) {
+    const ne = shapeOf(m, t.name);
+    weights.set(t.name, { data: await m.readFloat32(t), rows: ne.slice(1).reduce((a, b) => a * b, 1), cols: ne[0] });
+  }
+  return weights;
+}
+
+/** The residual-stream wiring of a family (the rotation's view of model/family.ts). */
+export function residualWiring(f: ModelFamily, nLayers: number): ResidualWiring {
+  const w = (r: LinearRole) => `${linearOf(f, r).gguf}.weight`;
+  return {
+    nLayers,
+    normGroups: f.inputGroups.filter((g) => g.norm).map((g) => ({ norm: `${g.norm}.weight`, linears: g.linears.map(w) })),
+    writers: residualWriters(f).map(w),
+    values: w('v'),
+    output: w('o'),
+  };
+}
+
+/**
+ * Stage: rotate the model (QuaRot-style, folded into the weights) and check computational invariance:
+ * the rotated float model computes the original's logits on `probe` (bound 1e-3 x (1 + max |logit|)).
+ */
+export function rotateModel(weights: Map<string, FloatTensor>, config: LlamaConfig, family: ModelFamily, o: PtqOptions, stored: () => StoredTensor[], probe: Int32Array): { maxDiff: number; note: string } {
+  if (!weights.has('output.weight')) fail('--rotate hadamard: the model ties its output to token_embd; untie it first (not supported yet)');
+  if (!isPowerOfTwo(config.dim)) fail(`--rotate hadamard: the residual width ${config.dim} is not a power of two (only 2^n Hadamard matrices are built)`);
+  const wmap: WeightMap = { get: (n) => weights.get(n), set: (n, t) => void weights.set(n, t) };
+  const wiring = residualWiring(family, config.nLayers);
+  const before = new Llama(config, stored(), { contextLength: probe.length });
+  const a = Float32Array.from(before.forward(probe, 0, 0));
+  foldNorms(wmap, wiring);
+  rotateResidual(wmap, wiring, hadamardRotation(config.dim, o.seed));
+  if (o.rotateHeads) {
+    if (!isPowerOfTwo(config.headDim)) fail(`--rotate-heads: the head size ${config.headDim} is not a power of two`);
+    rotateHeads(wmap, wiring, hadamardRotation(config.headDim, o.seed + 1), config.nHeads, config.nKvHeads);
+  }
+  const after = new Llama(config, stored(), { contextLength: probe.length });
+  const b = after.forward(probe, 0, 0);
+  let maxDiff = 0;
+  let maxAbs = 0;
+  for (let i = 0; i < a.length; i++) {
+    maxDiff = Math.max(maxDiff, Math.abs(a[i] - b[i]));
+    maxAbs = Math.max(maxAbs, Math.abs(a[i]));
+  }
+  if (!(maxDiff <= 1e-3 * (1 + maxAbs))) fail(`internal error: the rotated model's logits differ by ${maxDiff} from the original's`);
+  return { maxDiff, note: `rotation: max |logit difference| of the rotated float model = ${maxDiff.toExponential(2)} (max |logit| ${maxAbs.toFixed(2)}, ${probe.length} tokens)` };
+}
+
+/** Does a plan need the layer-by-layer calibration driver, and does it need calibration text? */
+export function calibrationNeeds(plan: QuantizePlan, options: PtqOptions, hasCalib: boolean): { layerPass: boolean; needsText: boolean; algorithms: string[]; tensorPass: boolean } {
+  const algorithms = new Set<string>();
+  let needsText = options.smooth > 0;
+  let tensorPass = false;
+  for (const p of plan.tensors) {
+    if (!isQuantized(p)) continue;
+    const list = algorithmsOf(plan.recipe, p.name);
+    for (const a of list) if (a.needsCalibration) {
+      needsText = true;
+      algorithms.add(a.name);
+    }
+    if (list.some((a) => a.name !== 'rtn')) tensorPass = true;
+  }
+  const hasRtn = plan.tensors.some((p) => isQuantized(p) && algorithmsOf(plan.recipe, p.name).every((a) => a.name === 'rtn'));
+  return { layerPass: needsText || (hasCalib && hasRtn), needsText, algorithms: [...algorithms], tensorPass };
+}
+
+/** the per-sequence buffers a stage's output is kept in between the stages of a layer */
+const stageWidth = (c: LlamaConfig, input: LayerInput) => (input === 'attention' ? c.nHeads * c.headDim : input === 'ffn' ? c.hiddenDim : c.dim);
 
 export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput): Promise<PtqOutput> {
   const t0 = performance.now();
@@ -181,32 +265,27 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
   const say = input.onProgress ?? (() => {});
   const notes: string[] = [];
   const planOf = new Map(plan.tensors.map((p) => [p.name, p]));
-  const algorithmOf = (name: string): Algorithm => ruleFor(input.recipe, name)?.algorithm ?? input.recipe.algorithm ?? 'rtn';
+  const algorithmsFor = (name: string) => algorithmsOf(input.recipe, name);
 
-  // ---- weights as float32 ------------------------------------------------------------------------
-  const weights = new Map<string, Tensor>();
-  for (const t of m.tensors) {
-    const ne = t.ne ? [...t.ne] : [...t.shape].reverse();
-    const data = new Float32Array(await readFloats(m, t)); // a copy: transforms write into it
-    weights.set(t.name, { data, rows: ne.slice(1).reduce((a, b) => a * b, 1), cols: ne[0] });
-  }
-  const wmap: WeightMap = { get: (n) => weights.get(n), set: (n, t) => void weights.set(n, t) };
   if (!m.gguf) fail(`calibrated quantization needs a GGUF input (convert first: lowbit convert ${m.name} model.gguf)`);
+  const weights = await loadWeights(m);
   const metadata = new Map<string, unknown>([...m.gguf.metadata].map(([k, v]) => [k, plainValue(v)]));
   const f32 = ggmlTypeByName('F32')!;
   const stored = (): StoredTensor[] =>
     [...weights].map(([name, t]) => ({ name, type: f32, dims: shapeOf(m, name), data: new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength) }));
   const config: LlamaConfig = llamaConfigFromGguf(metadata, stored());
+  const family = familyOf(String(metadata.get('general.architecture')));
   const nLayers = config.nLayers;
 
   // ---- tokens ------------------------------------------------------------------------------------
   const hasCalib = input.calibText !== undefined || input.calibStream !== undefined;
-  const needsCalibration = plan.tensors.some((p) => codecOf(p) && ['gptq', 'awq', 'awq+gptq'].includes(algorithmOf(p.name))) || o.smooth > 0 || (hasCalib && plan.tensors.some((p) => codecOf(p) && algorithmOf(p.name) === 'rtn'));
+  const needs = calibrationNeeds(plan, o, hasCalib);
+  const needsCalibration = needs.layerPass;
   let windows: Int32Array[] = [];
   const ctx = Math.min(o.calibCtx, config.seqLen);
   if (input.calibStream) windows = calibrationWindows(input.calibStream, o.calibTokens, ctx, o.seed, Number(metadata.get('tokenizer.ggml.bos_token_id') ?? 1));
   else if (needsCalibration || (o.rotate === 'hadamard' && input.calibText)) {
-    if (input.calibText === undefined) fail(`${[...new Set(plan.tensors.map((p) => algorithmOf(p.name)))].filter((a) => a !== 'rtn' && a !== 'hqq').join('/') || 'SmoothQuant'} needs calibration text: --calib FILE`);
+    if (input.calibText === undefined) fail(`${needs.algorithms.join('/') || 'SmoothQuant'} needs calibration text: --calib FILE (or { calibText } in quantize())`);
     if (metadata.get('tokenizer.ggml.tokens') === undefined) fail(`${m.name} carries no vocabulary to tokenize the calibration text`);
     const tok = new Tokenizer(vocabFromGgufMetadata(metadata));
     const stream = tok.encode(input.calibText, { bos: false });
@@ -216,38 +295,24 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
   // ---- rotation ----------------------------------------------------------------------------------
   let rotationMaxLogitDiff: number | undefined;
   if (o.rotate === 'hadamard') {
-    if (!weights.has('output.weight')) fail('--rotate hadamard: the model ties its output to token_embd; untie it first (not supported yet)');
-    if (!isPowerOfTwo(config.dim)) fail(`--rotate hadamard: the residual width ${config.dim} is not a power of two (only 2^n Hadamard matrices are built)`);
-    const original = new Map([...weights].map(([n, t]) => [n, { ...t, data: Float32Array.from(t.data) }]));
-    foldNorms(wmap, nLayers);
-    rotateResidual(wmap, nLayers, hadamardRotation(config.dim, o.seed));
-    if (o.rotateHeads) {
-      if (!isPowerOfTwo(config.headDim)) fail(`--rotate-heads: the head size ${config.headDim} is not a power of two`);
-      rotateHeads(wmap, nLayers, hadamardRotation(config.headDim, o.seed + 1), config.nHeads, config.nKvHeads);
-    }
-    // computational invariance: the rotated float model computes the same logits
     const probe = windows[0]?.subarray(0, Math.min(64, ctx)) ?? Int32Array.from({ length: Math.min(64, config.seqLen) }, (_, i) => (i * 7919 + 1) % config.vocabSize);
-    const before = new Llama(config, [...original].map(([name, t]) => ({ name, type: f32, dims: shapeOf(m, name), data: new Uint8Array(t.data.buffer) })), { contextLength: probe.length });
-    const after = new Llama(config, stored(), { contextLength: probe.length });
-    const a = before.forward(probe, 0, 0);
-    const b = after.forward(probe, 0, 0);
-    let maxDiff = 0;
-    let maxAbs = 0;
-    for (let i = 0; i < a.length; i++) {
-      maxDiff = Math.max(maxDiff, Math.abs(a[i] - b[i]));
-      maxAbs = Math.max(maxAbs, Math.abs(a[i]));
-    }
-    rotationMaxLogitDiff = maxDiff;
-    notes.push(`rotation: max |logit difference| of the rotated float model = ${maxDiff.toExponential(2)} (max |logit| ${maxAbs.toFixed(2)}, ${probe.length} tokens)`);
-    if (!(maxDiff <= 1e-3 * (1 + maxAbs))) fail(`internal error: the rotated model's logits differ by ${maxDiff} from the original's`);
+    const r = rotateModel(weights, config, family, o, stored, probe);
+    rotationMaxLogitDiff = r.maxDiff;
+    notes.push(r.note);
   }
 
   const quantized = new Map<string, PtqTensor>();
   const floats = new Map([...weights].map(([n, t]) => [n, t.data]));
-  const commit = (name: string, r: BlockResult, algorithm: string) => {
-    const t = weights.get(name)!;
-    quantized.set(name, { bytes: r.bytes, sqnrDb: sqnrDb(t.data, r.q), algorithm });
-    t.data.set(r.q); // the runtime (and later layers) now see the quantized weights
+  /** round a weight with its algorithms; the runtime (and later layers) then see the quantized values */
+  const quantizeWeight = async (name: string, stats: InputStats | undefined): Promise<void> => {
+    const p = planOf.get(name);
+    const t = weights.get(name);
+    if (!p || !t) fail(`model has no tensor ${name}`);
+    const codec = codecOf(p);
+    if (!codec) return roundFloat(name);
+    const r = await roundWeight(algorithmsFor(name), { name, codec, w: t.data, rows: t.rows, cols: t.cols, scheme: p.scheme, ggmlType: p.ggml?.name, stats, options: o, gptqWorkers: input.gptqWorkers });
+    quantized.set(name, { bytes: r.bytes, sqnrDb: sqnrDb(t.data, r.q), algorithm: r.label });
+    t.data.set(r.q);
   };
   /** float targets: round to the stored float type so later layers see what the file holds */
   const roundFloat = (name: string) => {
@@ -259,243 +324,335 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
     }
   };
 
-  // ---- calibration-free algorithms ---------------------------------------------------------------
+  // ---- calibration-free algorithms (per tensor) --------------------------------------------------
   if (!needsCalibration) {
-    for (const p of plan.tensors) {
-      const codec = codecOf(p);
-      if (!codec || algorithmOf(p.name) !== 'hqq') continue;
-      if (!hqqApplies(codec.name)) fail(`HQQ optimizes a zero-point: ${p.name} is planned as ${codec.name}, which has none (use an asymmetric target such as --type uint4 --group 64 --asym, or Q4_1)`);
-      const t = weights.get(p.name)!;
-      commit(p.name, hqqBlocks(codec, t.data, t.rows, t.cols, { iters: o.hqqIters, p: o.hqqP }), 'hqq');
-    }
+    for (const p of plan.tensors) if (codecOf(p) && algorithmsFor(p.name).some((a) => a.name !== 'rtn')) await quantizeWeight(p.name, undefined);
     return { floats, quantized, notes, rotationMaxLogitDiff, seconds: (performance.now() - t0) / 1000 };
   }
 
   // ---- layer by layer ----------------------------------------------------------------------------
-  const model = new Llama(config, stored(), { contextLength: ctx, batch: Math.min(ctx, 512), threads: input.threads, weightsInKernel: false });
-  const engine = MatmulEngine.get();
-  // every linear reads its weight from `weights` (the arrays the transforms and quantizers write into;
-  // the runtime's own copy of a weight would go stale) with the f32 kernel on every thread
-  model.hooks.linear = (out, x, w, nTok) => {
-    const t = weights.get(w.name);
-    if (t && t.rows === w.rows && t.cols === w.cols) matmul(out, x, t.data, nTok, t.cols, t.rows);
-    else linear(out, x, w, nTok);
-  };
-  const nSeq = windows.length;
-  const { dim, hiddenDim } = config;
-  const qDim = config.nHeads * config.headDim;
-  say(`calibration: ${nSeq} sequences of ${ctx} tokens`);
-
-  const quantizeLinear = async (name: string, stats: InputStats | undefined): Promise<void> => {
-    const p = planOf.get(name);
-    const t = weights.get(name);
-    if (!p || !t) fail(`model has no tensor ${name}`);
-    const codec = codecOf(p);
-    if (!codec) return roundFloat(name);
-    const alg = algorithmOf(name);
-    const { data: w, rows: n, cols: k } = t;
-    if (alg === 'hqq') {
-      if (!hqqApplies(codec.name)) fail(`HQQ optimizes a zero-point: ${name} is planned as ${codec.name}, which has none`);
-      return commit(name, hqqBlocks(codec, w, n, k, { iters: o.hqqIters, p: o.hqqP }), 'hqq');
-    }
-    if (!stats) return commit(name, rtnBlocks(codec, w, n, k), 'rtn');
-    if (alg === 'gptq' || alg === 'awq+gptq') {
-      const diag = stats.diag();
-      const clip = o.gptqClip && codeLayout(codec).bits <= CLIP_SEARCH_MAX_BITS;
-      const target = partTarget(p.scheme, p.ggml?.name);
-      const r = await gptqBlocksParallel(w, n, k, stats.h, codec, target, { percDamp: o.percDamp, blockSize: o.gptqBlock, actOrder: o.actOrder, importance: o.gptqImportance && codec.usesImportance ? diag : undefined, clipWeights: clip ? diag : undefined }, input.gptqWorkers);
-      return commit(name, r, alg);
-    }
-    const searchable = codeLayout(codec).bits <= CLIP_SEARCH_MAX_BITS;
-    if (alg === 'awq') {
-      const clip = o.awqClip && searchable && !/attn_[qk]\.weight$/.test(name);
-      return commit(name, clip ? clipBlocks(codec, w, n, k, { h: stats.h }) : rtnBlocks(codec, w, n, k), clip ? 'awq+clip' : 'awq');
-    }
-    // imatrix-RTN: the codec's importance path with mean x^2 (diag H / 2), or a weighted clip search
-    // (codecs without an importance path, at most CLIP_SEARCH_MAX_BITS bits)
-    const imp = stats.diag();
-    if (codec.usesImportance) return commit(name, rtnBlocks(codec, w, n, k, imp), 'imatrix-rtn');
-    return commit(name, searchable ? clipBlocks(codec, w, n, k, { importance: imp }) : rtnBlocks(codec, w, n, k), searchable ? 'imatrix-rtn' : 'rtn');
-  };
-
+  const lc = new LayerCalibration(config, family, weights, stored(), windows, ctx, input.threads, o.smooth > 0 || plan.tensors.some((p) => scalesInputs(algorithmsFor(p.name))));
+  say(`calibration: ${windows.length} sequences of ${ctx} tokens`);
   // token embeddings: no calibration (a lookup, not a product); quantized first so layer 0 sees them
-  await quantizeLinear('token_embd.weight', undefined);
-  const X = new Float32Array(nSeq * ctx * dim);
-  windows.forEach((w, s) => model.embed(w, X.subarray(s * ctx * dim, (s + 1) * ctx * dim)));
-  const seq = (s: number) => X.subarray(s * ctx * dim, (s + 1) * ctx * dim);
-  // per sequence: the attention output (input of Wo) and the SwiGLU output (input of Wdown) of the
-  // current layer, kept between its stages
-  const att = Array.from({ length: nSeq }, () => new Float32Array(ctx * qDim));
-  const act = Array.from({ length: nSeq }, () => new Float32Array(ctx * hiddenDim));
-  const normed = new Float32Array(ctx * dim);
-  const product = new Float32Array(ctx * dim);
-
-  const phases = { statistics: 0, quantization: 0, forward: 0 };
-  const timed = (phase: keyof typeof phases, f: () => void) => {
-    const t = performance.now();
-    f();
-    phases[phase] += (performance.now() - t) / 1000;
-  };
-  const magnitudes = o.smooth > 0 || plan.tensors.some((p) => algorithmOf(p.name).startsWith('awq'));
-  const statsOf = (k: number) => new InputStats(k, Math.min(ctx, 512), engine, magnitudes);
-  /** add the rows of x (ctx tokens) to st */
-  const observe = (st: InputStats, x: Float32Array) => timed('statistics', () => {
-    for (let b = 0; b < ctx; b += 512) {
-      const nb = Math.min(512, ctx - b);
-      st.add(x.subarray(b * st.k, (b + nb) * st.k), nb);
-    }
-    });
-  /** X_s += x_s W^T for every sequence (W: the named linear of the layer) */
-  const residualAdd = (name: string, xs: Float32Array[]) => timed('forward', () => {
-    const t = weights.get(name)!;
-    for (let s = 0; s < nSeq; s++) {
-      matmul(product, xs[s], t.data, ctx, t.cols, t.rows);
-      const r = seq(s);
-      for (let i = 0; i < r.length; i++) r[i] += product[i];
-    }
-  });
+  await quantizeWeight('token_embd.weight', undefined);
+  lc.embed();
 
   for (let l = 0; l < nLayers; l++) {
     const tl = performance.now();
     const P = `blk.${l}.`;
-    const L = model.weights.layers[l];
-    const linear = (n: string): Tensor => weights.get(P + n)!;
-    const quantizable = (names: string[]) => names.every((n) => codecOf(planOf.get(P + n)!));
-    const usesAwq = (names: string[]) => names.some((n) => algorithmOf(P + n).startsWith('awq')) && quantizable(names);
-    const quantize = async (names: string[], st: InputStats) => {
-      const t = performance.now();
-      for (const n of names) await quantizeLinear(P + n, st);
-      phases.quantization += (performance.now() - t) / 1000;
-    };
-    // equivalence transforms: scales s folded as (previous op) / s, (consumer columns) * s
-    const fold = (s: Float32Array, st: InputStats, consumers: string[], prev: { norm?: Float32Array; runtimeNorm?: Float32Array; rows?: Tensor; rowScale?: (r: number) => number }) => {
-      for (const c of consumers) {
-        const t = linear(c);
-        for (let r = 0; r < t.rows; r++) for (let j = 0; j < t.cols; j++) t.data[r * t.cols + j] = Math.fround(t.data[r * t.cols + j] * s[j]);
-      }
-      if (prev.norm) {
-        for (let j = 0; j < s.length; j++) prev.norm[j] = Math.fround(prev.norm[j] / s[j]);
-        prev.runtimeNorm!.set(prev.norm);
-      }
-      if (prev.rows) {
-        const t = prev.rows;
-        for (let r = 0; r < t.rows; r++) {
-          const d = prev.rowScale!(r);
-          for (let j = 0; j < t.cols; j++) t.data[r * t.cols + j] = Math.fround(t.data[r * t.cols + j] / d);
-        }
-      }
-      st.divideInput(s);
-    };
-    const awqCodecs = (names: string[]): AwqLinear[] => names.map((c) => ({ w: linear(c).data, n: linear(c).rows, codec: codecOf(planOf.get(P + c)!)! }));
+    const name = (r: LinearRole) => `${P}${linearOf(family, r).gguf}.weight`;
+    const lists = new Map(family.linears.map((s) => [s.role, algorithmsFor(name(s.role))] as [LinearRole, readonly AlgorithmSpec[]]));
+    const quantizable = (roles: readonly LinearRole[]) => roles.every((r) => codecOf(planOf.get(name(r))!));
+    const usesAwq = (roles: readonly LinearRole[]) => roles.some((r) => scalesInputs(lists.get(r)!)) && quantizable(roles);
+    const quantizeGroup = (roles: readonly LinearRole[], st: InputStats) => lc.timed('quantization', () => (async () => { for (const r of roles) await quantizeWeight(name(r), st); })());
     const alphas: string[] = [];
-    /** SmoothQuant and AWQ scales of a group of linears reading one RMSNorm's output */
-    const normGroup = (st: InputStats, consumers: string[], norm: string, runtimeNorm: Float32Array) => timed('quantization', () => {
-      if (o.smooth > 0) {
-        const s = smoothQuantScales(st.absMax, consumers.map((c) => ({ w: linear(c).data, n: linear(c).rows })), o.smooth);
-        fold(s, st, consumers, { norm: linear(norm).data, runtimeNorm });
-      }
-      if (usesAwq(consumers)) {
-        const r = awqSearchHessian(st.meanAbs(), st.h, st.k, awqCodecs(consumers), o.awqGrid);
-        fold(r.scales, st, consumers, { norm: linear(norm).data, runtimeNorm });
-        alphas.push(`${norm.split('_')[0]} ${r.alpha.toFixed(2)}`);
-      }
-    });
-    const finish = (st: InputStats) => timed('statistics', () => st.finish());
+    const statsOfGroup = new Map<InputGroup, InputStats>();
+    // a producer whose rows take the AWQ scales of its consumer's input is rounded after that fold
+    const deferred = new Set(family.foldPairs.filter((fp) => usesAwq([fp.consumer]) && quantizable([fp.producer])).map((fp) => fp.producer));
 
-    /** run a stage of the layer over every window (outputs into outs[s], or a scratch): its input statistics */
-    const pass = (stage: 'attnNorm' | 'ffnNorm' | 'attention' | 'ffn', width: number, outs?: Float32Array[]) => {
-      const st = statsOf(width);
-      for (let s = 0; s < nSeq; s++) {
-        const out = outs ? outs[s] : normed;
-        timed('forward', () => model.runStage(stage, l, seq(s), out));
-        observe(st, out);
+    for (const g of family.inputGroups) {
+      // the residual writers of the previous groups have written: the input of a norm group is ready
+      if (g.norm) lc.addPendingResiduals();
+      let st = lc.collectHessians(l, g.input);
+      statsOfGroup.set(g, st);
+      const normName = g.norm;
+      if (normName) {
+        const runtimeNorm = lc.runtimeNorm(l, g.input);
+        const norm = `${P}${normName}.weight`;
+        lc.timed('quantization', () => {
+          if (o.smooth > 0) lc.fold(smoothQuantScales(st.absMax, g.linears.map((r) => ({ w: lc.linear(name(r)).data, n: lc.linear(name(r)).rows })), o.smooth), st, g.linears.map(name), { norm: weights.get(norm)!.data, runtimeNorm });
+          if (usesAwq(g.linears)) {
+            const r = awqSearchHessian(st.meanAbs(), st.h, st.k, lc.awqLinears(g.linears.map(name), planOf), o.awqGrid);
+            lc.fold(r.scales, st, g.linears.map(name), { norm: weights.get(norm)!.data, runtimeNorm });
+            alphas.push(`${normName.split('_')[0]} ${r.alpha.toFixed(2)}`);
+          }
+        });
       }
-      finish(st);
-      return st;
-    };
-
-    // 1. q, k, v: their input is attn_norm(X)
-    const stAttn = pass('attnNorm', dim);
-    normGroup(stAttn, ['attn_q.weight', 'attn_k.weight', 'attn_v.weight'], 'attn_norm.weight', L.attnNorm);
-    // AWQ between v and o scales v's rows: v is quantized after that scale is chosen
-    const awqVo = usesAwq(['attn_output.weight']) && quantizable(['attn_v.weight']);
-    await quantize(awqVo ? ['attn_q.weight', 'attn_k.weight'] : ['attn_q.weight', 'attn_k.weight', 'attn_v.weight'], stAttn);
-
-    // 2. o: its input is the attention output (with the quantized q, k, v)
-    let stO = pass('attention', qDim, att);
-    if (awqVo) {
-      // v -> o: o's input channel (head h, i) is v's row (kv head of h, i); heads sharing a kv head share s
-      timed('quantization', () => {
-        const { headDim, nHeads, nKvHeads } = config;
-        const group = nHeads / nKvHeads;
-        const mean = stO.meanAbs();
-        const tied = new Float64Array(mean.length);
-        for (let c = 0; c < nKvHeads * headDim; c++) {
-          const kvh = Math.floor(c / headDim);
-          const i = c % headDim;
-          let a = 0;
-          for (let g = 0; g < group; g++) a += mean[(kvh * group + g) * headDim + i];
-          for (let g = 0; g < group; g++) tied[(kvh * group + g) * headDim + i] = a / group;
-        }
-        const r = awqSearchHessian(tied, stO.h, stO.k, awqCodecs(['attn_output.weight']), o.awqGrid);
-        fold(r.scales, stO, ['attn_output.weight'], { rows: linear('attn_v.weight'), rowScale: (row) => r.scales[Math.floor(row / headDim) * group * headDim + (row % headDim)] });
-        alphas.push(`v>o ${r.alpha.toFixed(2)}`);
-      });
-      await quantize(['attn_v.weight'], stAttn);
-      stO = pass('attention', qDim, att); // again, with the quantized v
+      // fold pairs ending in this group (v -> o, up -> down): AWQ's scales of the consumer's input move
+      // into the producer's rows; the producer is rounded then, and the stage rerun with it
+      for (const fp of family.foldPairs.filter((x) => g.linears.includes(x.consumer) && deferred.has(x.producer))) {
+        const producerGroup = family.inputGroups.find((x) => x.linears.includes(fp.producer))!;
+        lc.timed('quantization', () => {
+          const r = lc.awqFoldPair(fp.channels, st, name(fp.consumer), name(fp.producer), planOf, o.awqGrid);
+          alphas.push(`${fp.producer}>${fp.consumer} ${r.alpha.toFixed(2)}`);
+        });
+        await quantizeGroup([fp.producer], statsOfGroup.get(producerGroup)!);
+        st = lc.collectHessians(l, g.input); // again, with the quantized producer
+      }
+      await quantizeGroup(g.linears.filter((r) => !deferred.has(r)), st);
+      if (!g.norm) lc.pendResidual(g.input, g.linears.map(name));
     }
-    await quantize(['attn_output.weight'], stO);
-
-    // 3. gate, up: their input is ffn_norm(X + attention)
-    residualAdd(P + 'attn_output.weight', att);
-    const stFfn = pass('ffnNorm', dim);
-    normGroup(stFfn, ['ffn_gate.weight', 'ffn_up.weight'], 'ffn_norm.weight', L.ffnNorm);
-    const awqUd = usesAwq(['ffn_down.weight']) && quantizable(['ffn_up.weight']);
-    await quantize(awqUd ? ['ffn_gate.weight'] : ['ffn_gate.weight', 'ffn_up.weight'], stFfn);
-
-    // 4. down: its input is silu(gate) * up (quantized)
-    let stDown = pass('ffn', hiddenDim, act);
-    if (awqUd) {
-      timed('quantization', () => {
-        const r = awqSearchHessian(stDown.meanAbs(), stDown.h, stDown.k, awqCodecs(['ffn_down.weight']), o.awqGrid);
-        fold(r.scales, stDown, ['ffn_down.weight'], { rows: linear('ffn_up.weight'), rowScale: (row) => r.scales[row] });
-        alphas.push(`up>down ${r.alpha.toFixed(2)}`);
-      });
-      await quantize(['ffn_up.weight'], stFfn);
-      stDown = pass('ffn', hiddenDim, act);
-    }
-    await quantize(['ffn_down.weight'], stDown);
     if (alphas.length) notes.push(`layer ${l} AWQ alpha: ${alphas.join(', ')}`);
-    roundFloat(P + 'attn_norm.weight');
-    roundFloat(P + 'ffn_norm.weight');
-    L.attnNorm.set(linear('attn_norm.weight').data);
-    L.ffnNorm.set(linear('ffn_norm.weight').data);
-
-    // 5. X += down(act): the next layer's input
-    residualAdd(P + 'ffn_down.weight', act);
+    for (const g of family.inputGroups)
+      if (g.norm) {
+        roundFloat(`${P}${g.norm}.weight`);
+        lc.runtimeNorm(l, g.input).set(weights.get(`${P}${g.norm}.weight`)!.data);
+      }
+    // X += the last writers' outputs: the next layer's input
+    lc.addPendingResiduals();
     say(`layer ${l + 1}/${nLayers} (${((performance.now() - tl) / 1000).toFixed(1)} s)`);
   }
 
   // output head: input = final RMSNorm of X
-  if (weights.has('output.weight')) {
-    const st = new InputStats(dim, 512, engine);
-    const logits = new Float32Array(Math.min(ctx, 512) * config.vocabSize);
-    model.hooks.linearInput = (name, x, nTok) => {
-      if (name === 'output.weight') st.add(x, nTok);
-    };
-    for (let s = 0; s < nSeq; s++)
-      for (let b = 0; b < ctx; b += 512) {
-        const rows = seq(s).subarray(b * dim, Math.min(ctx, b + 512) * dim);
-        model.head(rows, logits.subarray(0, (rows.length / dim) * config.vocabSize));
-      }
-    model.hooks.linearInput = undefined;
-    st.finish();
-    await quantizeLinear('output.weight', st);
-  }
-  return { floats, quantized, notes, rotationMaxLogitDiff, calibrationTokens: nSeq * ctx, seconds: (performance.now() - t0) / 1000, phases };
+  if (weights.has('output.weight')) await quantizeWeight('output.weight', lc.collectHeadHessian());
+  return { floats, quantized, notes, rotationMaxLogitDiff, calibrationTokens: windows.length * ctx, seconds: (performance.now() - t0) / 1000, phases: lc.phases };
 }
 
-function shapeOf(m: ModelFile, name: string): number[] {
-  const t = m.tensor(name);
-  return t.ne ? [...t.ne] : [...t.shape].reverse();
+/**
+ * The per-layer stages of calibration over X (the current layer's input for every window): a runtime
+ * whose linears read the float weights being transformed and quantized, the stage outputs kept
+ * between a layer's groups, and the timings.
+ */
+export class LayerCalibration {
+  readonly model: Llama;
+  readonly phases = { statistics: 0, quantization: 0, forward: 0 };
+  /** nSeq x ctx x dim: the residual stream of every window at the current layer's input */
+  readonly X: Float32Array;
+  private readonly engine: MatmulEngine | null;
+  private readonly outs = new Map<LayerInput, Float32Array[]>();
+  private readonly scratch: Float32Array;
+  private readonly product: Float32Array;
+  private pending: { input: LayerInput; writers: string[] }[] = [];
+  private layer = 0;
+
+  constructor(
+    readonly config: LlamaConfig,
+    readonly family: ModelFamily,
+    private readonly weights: Map<string, FloatTensor>,
+    tensors: StoredTensor[],
+    readonly windows: readonly Int32Array[],
+    readonly ctx: number,
+    threads: number | undefined,
+    private readonly magnitudes: boolean,
+  ) {
+    this.model = new Llama(config, tensors, { contextLength: ctx, batch: Math.min(ctx, 512), threads, weightsInKernel: false });
+    this.engine = MatmulEngine.get();
+    // every linear reads its weight from `weights` (the arrays the transforms and quantizers write into;
+    // the runtime's own copy of a weight would go stale) with the f32 kernel on every thread
+    this.model.hooks.linear = (out, x, w, nTok) => {
+      const t = weights.get(w.name);
+      if (t && t.rows === w.rows && t.cols === w.cols) matmul(out, x, t.data, nTok, t.cols, t.rows);
+      else linear(out, x, w, nTok);
+    };
+    this.X = new Float32Array(windows.length * ctx * config.dim);
+    this.scratch = new Float32Array(ctx * config.dim);
+    this.product = new Float32Array(ctx * config.dim);
+  }
+
+  get nSeq(): number {
+    return this.windows.length;
+  }
+
+  /** the residual stream of window s */
+  seq(s: number): Float32Array {
+    const n = this.ctx * this.config.dim;
+    return this.X.subarray(s * n, (s + 1) * n);
+  }
+
+  /** X = the token embeddings of every window */
+  embed(): void {
+    this.windows.forEach((w, s) => this.model.embed(w, this.seq(s)));
+  }
+
+  timed<T>(phase: keyof LayerCalibration['phases'], f: () => T): T {
+    const t = performance.now();
+    const r = f();
+    if (r instanceof Promise) return r.finally(() => void (this.phases[phase] += (performance.now() - t) / 1000)) as T;
+    this.phases[phase] += (performance.now() - t) / 1000;
+    return r;
+  }
+
+  linear(name: string): FloatTensor {
+    return this.weights.get(name)!;
+  }
+
+  /** the runtime's copy of a layer's norm gain (the input of a norm group) */
+  runtimeNorm(l: number, input: LayerInput): Float32Array {
+    const L = this.model.weights.layers[l];
+    if (input === 'attnNorm') return L.attnNorm;
+    if (input === 'ffnNorm') return L.ffnNorm;
+    fail(`internal: ${input} is not a norm`);
+  }
+
+  private statsOf(k: number): InputStats {
+    return new InputStats(k, Math.min(this.ctx, 512), this.engine, this.magnitudes);
+  }
+
+  /**
+   * Stage "collect Hessians": run stage `input` of layer l over every window (its outputs kept per
+   * window for a later residual add when it is not a norm) and return the statistics of its output,
+   * the input of the linears that read it.
+   */
+  collectHessians(l: number, input: LayerInput): InputStats {
+    this.layer = l;
+    const width = stageWidth(this.config, input);
+    const keep = input === 'attention' || input === 'ffn';
+    let outs = this.outs.get(input);
+    if (keep && !outs) this.outs.set(input, (outs = Array.from({ length: this.nSeq }, () => new Float32Array(this.ctx * width))));
+    const st = this.statsOf(width);
+    for (let s = 0; s < this.nSeq; s++) {
+      const out = keep ? outs![s] : this.scratch;
+      this.timed('forward', () => this.model.runStage(input, l, this.seq(s), out));
+      this.timed('statistics', () => {
+        for (let b = 0; b < this.ctx; b += 512) {
+          const nb = Math.min(512, this.ctx - b);
+          st.add(out.subarray(b * width, (b + nb) * width), nb);
+        }
+      });
+    }
+    this.timed('statistics', () => st.finish());
+    return st;
+  }
+
+  /** the statistics of the output head's input (the final RMSNorm of X) */
+  collectHeadHessian(): InputStats {
+    const { dim, vocabSize } = this.config;
+    const st = new InputStats(dim, 512, this.engine);
+    const logits = new Float32Array(Math.min(this.ctx, 512) * vocabSize);
+    this.model.hooks.linearInput = (name, x, nTok) => {
+      if (name === 'output.weight') st.add(x, nTok);
+    };
+    for (let s = 0; s < this.nSeq; s++)
+      for (let b = 0; b < this.ctx; b += 512) {
+        const rows = this.seq(s).subarray(b * dim, Math.min(this.ctx, b + 512) * dim);
+        this.model.head(rows, logits.subarray(0, (rows.length / dim) * vocabSize));
+      }
+    this.model.hooks.linearInput = undefined;
+    st.finish();
+    return st;
+  }
+
+  /** remember that the linears reading `input` write the residual (added before the next norm group) */
+  pendResidual(input: LayerInput, writers: string[]): void {
+    this.pending.push({ input, writers });
+  }
+
+  /** X_s += x_s W^T for every window and every pending writer W (x_s: its input stage's outputs) */
+  addPendingResiduals(): void {
+    for (const { input, writers } of this.pending.splice(0))
+      for (const name of writers)
+        this.timed('forward', () => {
+          const t = this.weights.get(name)!;
+          const xs = this.outs.get(input)!;
+          for (let s = 0; s < this.nSeq; s++) {
+            matmul(this.product, xs[s], t.data, this.ctx, t.cols, t.rows);
+            const r = this.seq(s);
+            for (let i = 0; i < r.length; i++) r[i] += this.product[i];
+          }
+        });
+  }
+
+  /** equivalence transform: scales s folded as (previous op) / s, (consumer columns) * s */
+  fold(s: Float32Array, st: InputStats, consumers: string[], prev: { norm?: Float32Array; runtimeNorm?: Float32Array; rows?: FloatTensor; rowScale?: (r: number) => number }): void {
+    for (const c of consumers) {
+      const t = this.linear(c);
+      for (let r = 0; r < t.rows; r++) for (let j = 0; j < t.cols; j++) t.data[r * t.cols + j] = Math.fround(t.data[r * t.cols + j] * s[j]);
+    }
+    if (prev.norm) {
+      for (let j = 0; j < s.length; j++) prev.norm[j] = Math.fround(prev.norm[j] / s[j]);
+      prev.runtimeNorm!.set(prev.norm);
+    }
+    if (prev.rows) {
+      const t = prev.rows;
+      for (let r = 0; r < t.rows; r++) {
+        const d = prev.rowScale!(r);
+        for (let j = 0; j < t.cols; j++) t.data[r * t.cols + j] = Math.fround(t.data[r * t.cols + j] / d);
+      }
+    }
+    st.divideInput(s);
+  }
+
+  awqLinears(names: string[], planOf: ReadonlyMap<string, TensorPlan>): AwqLinear[] {
+    return names.map((c) => ({ w: this.linear(c).data, n: this.linear(c).rows, codec: codecOf(planOf.get(c)!)! }));
+  }
+
+  /**
+   * AWQ across a fold pair: search the consumer's input scales and move them into the producer's rows.
+   * 'heads': the consumer's input channel (head h, i) is the producer's row (kv head of h, i); heads
+   * sharing a kv head share a scale (their mean |x| averaged).
+   */
+  awqFoldPair(channels: 'rows' | 'heads', st: InputStats, consumer: string, producer: string, planOf: ReadonlyMap<string, TensorPlan>, grid: number): { alpha: number } {
+    let mean = st.meanAbs();
+    let rowScale: (s: Float32Array) => (row: number) => number = (s) => (row) => s[row];
+    if (channels === 'heads') {
+      const { headDim, nHeads, nKvHeads } = this.config;
+      const group = nHeads / nKvHeads;
+      const tied = new Float64Array(mean.length);
+      for (let c = 0; c < nKvHeads * headDim; c++) {
+        const kvh = Math.floor(c / headDim);
+        const i = c % headDim;
+        let a = 0;
+        for (let g = 0; g < group; g++) a += mean[(kvh * group + g) * headDim + i];
+        for (let g = 0; g < group; g++) tied[(kvh * group + g) * headDim + i] = a / group;
+      }
+      mean = tied;
+      rowScale = (s) => (row) => s[Math.floor(row / headDim) * group * headDim + (row % headDim)];
+    }
+    const r = awqSearchHessian(mean, st.h, st.k, this.awqLinears([consumer], planOf), grid);
+    this.fold(r.scales, st, [consumer], { rows: this.linear(producer), rowScale: rowScale(r.scales) });
+    return r;
+  }
+
+  /**
+   * Stage "measure KLD": mean KL divergence (nats per token) of the current model's next-token
+   * distributions from `reference` logits (ctx x vocab per window), running the layers from
+   * `fromLayer` on `x` (the residual stream at that layer for every window, e.g. X kept before a layer
+   * was quantized) through the head. The model reads the current float weights.
+   */
+  measureKld(reference: readonly Float32Array[], x: Float32Array = this.X, fromLayer = this.layer): number {
+    const { vocabSize } = this.config;
+    const logits = new Float32Array(this.ctx * vocabSize);
+    let sum = 0;
+    for (let s = 0; s < this.nSeq; s++) {
+      this.logitsFrom(x, fromLayer, s, logits);
+      for (let t = 0; t < this.ctx; t++) sum += klDivergence(reference[s].subarray(t * vocabSize, (t + 1) * vocabSize), logits.subarray(t * vocabSize, (t + 1) * vocabSize));
+    }
+    return sum / Math.max(1, this.nSeq * this.ctx);
+  }
+
+  /** the logits of every window from the residual stream x at layer fromLayer (measureKld's reference) */
+  referenceLogits(x: Float32Array = this.X, fromLayer = this.layer): Float32Array[] {
+    return this.windows.map((_, s) => this.logitsFrom(x, fromLayer, s, new Float32Array(this.ctx * this.config.vocabSize)));
+  }
+
+  /** window s of x (residual stream at layer fromLayer) through the remaining layers and the head */
+  private logitsFrom(x: Float32Array, fromLayer: number, s: number, out: Float32Array): Float32Array {
+    const n = this.ctx * this.config.dim;
+    const h = Float32Array.from(x.subarray(s * n, (s + 1) * n));
+    const att = new Float32Array(this.ctx * stageWidth(this.config, 'attention'));
+    const act = new Float32Array(this.ctx * stageWidth(this.config, 'ffn'));
+    const add = (src: Float32Array, l: number, role: LinearRole) => {
+      const t = this.weights.get(`blk.${l}.${linearOf(this.family, role).gguf}.weight`)!;
+      matmul(this.product, src, t.data, this.ctx, t.cols, t.rows);
+      for (let i = 0; i < h.length; i++) h[i] += this.product[i];
+    };
+    for (let l = fromLayer; l < this.config.nLayers; l++) {
+      this.model.runStage('attention', l, h, att);
+      add(att, l, 'o');
+      this.model.runStage('ffn', l, h, act);
+      add(act, l, 'down');
+    }
+    this.model.head(h, out);
+    return out;
+  }
 }
+
+/** KL(p || q) of the softmax distributions of two logit rows, in nats */
+function klDivergence(p: Float32Array, q: Float32Array): number {
+  const lse = (x: Float32Array) => {
+    let m = -Infinity;
+    for (let i = 0; i < x.length; i++) if (x[i] > m) m = x[i];
+    let s = 0;
+    for (let i = 0; i < x.length; i++) s += Math.exp(x[i] - m);
+    return m + Math.log(s);
+  };
+  const lp = lse(p);
+  const lq = lse(q);
+  let kl = 0;
+  for (let i = 0; i < p.length; i++) {
+    const a = p[i] - lp;
+    kl += Math.exp(a) * (a - (q[i] - lq));
+  }
+  return Math.max(0, kl);
+}
+

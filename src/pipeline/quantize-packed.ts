@@ -15,6 +15,7 @@ import { sqnrDb } from '../eval/metrics.js';
 import { LOWBIT_TOKENIZER_KEY } from '../eval/load.js';
 import { llama2cHparams } from '../io/convert.js';
 import { plainValue } from '../io/gguf.js';
+import { LLAMA, roleOfTensor } from '../model/family.js';
 import { ggufToHfName, hfConfigFromHparams, hparamsFromGguf, ropePermuteHeads, toHfRows, type LlamaHparams } from '../io/hf-llama.js';
 import type { ModelFile, ModelTensor } from '../io/model-file.js';
 import {
@@ -34,7 +35,7 @@ import { fromFloat32, toFloat32 } from '../io/tensor-data.js';
 import { ggmlCodec } from '../quant/ggml/registry.js';
 import { ggmlTypeByName } from '../quant/ggml/types.js';
 import { genericConfigOf } from '../quant/schemes/generic.js';
-import type { QuantizeOptions, QuantizePlan, QuantizeReport, TensorPlan, TensorReport } from './quantize.js';
+import { readFloats, type QuantizeOptions, type QuantizePlan, type QuantizeReport, type TensorPlan, type TensorReport } from './plan.js';
 
 export interface PackedLayoutOptions {
   readonly layout: PackedInt4Layout;
@@ -54,8 +55,8 @@ export interface PackedPlanInfo {
   readonly tokenizer?: Record<string, unknown>;
 }
 
-/** the linear layers inside blocks: the only tensors GPTQ/AWQ pack */
-const LINEAR = /^blk\.\d+\.(attn_q|attn_k|attn_v|attn_output|ffn_gate|ffn_up|ffn_down)\.weight$/;
+/** the linear layers inside blocks (the family's linears): the only tensors GPTQ/AWQ pack */
+const isLinear = (name: string) => roleOfTensor(LLAMA, name) !== undefined;
 
 const F16 = ggmlTypeByName('F16')!;
 
@@ -92,14 +93,14 @@ export function planPackedLayout(m: ModelFile, plan: QuantizePlan, o: PackedLayo
   for (const p of plan.tensors) {
     if (!p.scheme) {
       // the native plan keeps rows that do not fit the group in F16; the packed layouts say so
-      if (p.fallbackFrom && LINEAR.test(p.name)) {
+      if (p.fallbackFrom && isLinear(p.name)) {
         tensors.push(unpackable(p, `its ${p.ne[0]} input features are not a multiple of ${p.fallbackFrom}'s group size (choose a group size that divides ${p.ne[0]})`, p.fallbackFrom));
         continue;
       }
       tensors.push(p);
       continue;
     }
-    if (!LINEAR.test(p.name)) {
+    if (!isLinear(p.name)) {
       // embeddings and lm_head are not GPTQ/AWQ linear layers: kept in F16, as those tools do
       tensors.push(keepF16(p, p.scheme.id));
       continue;
@@ -135,16 +136,6 @@ export function planPackedLayout(m: ModelFile, plan: QuantizePlan, o: PackedLayo
 const rowsOf = (ne: readonly number[]) => ne.slice(1).reduce((a, b) => a * b, 1);
 const hfPrefix = (ggufName: string) => ggufToHfName(ggufName).replace(/\.weight$/, '');
 
-async function readFloats(m: ModelFile, t: ModelTensor): Promise<Float32Array> {
-  const bytes = await m.read(t);
-  if (t.type === 'F32' || t.type === 'F16' || t.type === 'BF16' || t.type === 'F64') return toFloat32(t.type, bytes);
-  const c = ggmlCodec(t.type);
-  if (!c) fail(`${t.name}: cannot read tensor type ${t.type}`);
-  const out = new Float32Array(t.nElements);
-  c.dequantize(bytes, t.nElements, out);
-  return out;
-}
-
 /**
  * The config.json object: llama hyper-parameters and quantization_config. Linear layers left in float
  * are named (GPTQ: modules_in_block_to_quantize lists the packed ones; AWQ: modules_to_not_convert).
@@ -152,7 +143,7 @@ async function readFloats(m: ModelFile, t: ModelTensor): Promise<Float32Array> {
 export function packedHfConfig(plan: QuantizePlan): Record<string, unknown> {
   const info = plan.packed;
   if (!info) fail('packedHfConfig: not a GPTQ/AWQ plan');
-  const linear = plan.tensors.filter((p) => LINEAR.test(p.name));
+  const linear = plan.tensors.filter((p) => isLinear(p.name));
   const packed = linear.filter((p) => p.scheme);
   const kept = linear.filter((p) => !p.scheme);
   const inBlock = (p: TensorPlan) => hfPrefix(p.name).replace(/^model\.layers\.\d+\./, '');

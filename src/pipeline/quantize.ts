@@ -18,15 +18,14 @@
  * Unquantized tensors keep their float dtype.
  */
 import { fail, LowbitError } from '../errors.js';
-import { LLAMA_FTYPES, planLlamaTypes, llamaFtype, allowsQuantization, requiresImatrix, type PlanTensor } from '../algos/llama-types.js';
 import { importanceOf, type Imatrix } from '../algos/imatrix.js';
-import { ruleFor, type Recipe, type RecipeRule } from '../algos/recipe.js';
-import { ggmlCodec, ggmlCodecs } from '../quant/ggml/registry.js';
+import { ptqOptions } from '../algos/ptq-options.js';
+import type { Recipe } from '../algos/recipe.js';
+import { ggmlCodec } from '../quant/ggml/registry.js';
 import '../quant/ggml/index.js';
 import '../kernels/scheme-quant.js'; // fast paths of the MX / NVFP4 schemes
 import { ggmlTypeByName, type GgmlTypeInfo } from '../quant/ggml/types.js';
-import { quantizeScheme, resolveScheme } from '../quant/registry.js';
-import type { QuantScheme } from '../quant/scheme.js';
+import { quantizeScheme } from '../quant/registry.js';
 import { gguf, GgufWriter, plainValue, type GgufValue } from '../io/gguf.js';
 import type { ModelFile, ModelTensor } from '../io/model-file.js';
 import { SafetensorsWriter } from '../io/safetensors.js';
@@ -35,232 +34,18 @@ import { fromFloat32, toFloat32 } from '../io/tensor-data.js';
 import { sqnrDb } from '../eval/metrics.js';
 import { quantizeRowsMeasured } from '../kernels/ggml-quant.js';
 import { rowErrorSums } from '../quant/ggml/row-error.js';
-import type { PackedInt4Layout } from '../io/packed-int4.js';
-import { planPackedLayout, quantizePackedModel, type PackedPlanInfo } from './quantize-packed.js';
+import { planPackedLayout, quantizePackedModel } from './quantize-packed.js';
+import { calibrationNeeds, runPtq, type PtqOutput } from './calibrate.js';
+import type { GptqWorkers } from './gptq-parts.js';
+import { checkImatrix, matrices, planTensors, readFloats, resolveOptionsOf, rows, type LayoutOptions, type QuantizeOptions, type QuantizePlan, type QuantizeReport, type RowQuantizer, type TensorPlan, type TensorReport } from './plan.js';
 
-export interface TensorPlan {
-  name: string;
-  /** ggml order: ne[0] is the row length */
-  ne: number[];
-  from: string;
-  /** target: a GGML type name (GGUF) or a scheme id (safetensors), or a float kind */
-  to: string;
-  scheme?: QuantScheme;
-  ggml?: GgmlTypeInfo;
-  /** set when llama.cpp's shape fallback replaced the first choice */
-  fallbackFrom?: string;
-  rule?: RecipeRule;
-}
+export { checkImatrix, readFloats, resolveOptionsOf, planTensors };
+export type { LayoutOptions, QuantizeOptions, QuantizePlan, QuantizeReport, RowQuantizer, TensorPlan, TensorReport };
 
-export interface QuantizePlan {
-  output: 'gguf' | 'safetensors';
-  recipe: Recipe;
-  tensors: TensorPlan[];
-  ftypeId?: number;
-  /** set for a Hugging Face checkpoint with GPTQ/AWQ packed int4 layers (see quantize-packed.ts) */
-  packed?: PackedPlanInfo;
-}
-
-export interface TensorReport {
-  name: string;
-  shape: number[];
-  type: string;
-  bytes: number;
-  bitsPerWeight: number;
-  /** SQNR of the stored tensor against the input, dB (Infinity when copied exactly) */
-  sqnrDb: number;
-  fallbackFrom?: string;
-}
-
-export interface QuantizeReport {
-  output: 'gguf' | 'safetensors';
-  recipe: string;
-  tensors: TensorReport[];
-  parameters: number;
-  bytes: number;
-  bitsPerWeight: number;
-  seconds: number;
-  /** the config.json object to write beside a GPTQ/AWQ checkpoint */
-  hfConfig?: Record<string, unknown>;
-}
-
-/**
- * Quantizes whole rows of a GGML type on other threads (injected by the Node layer, e.g. the CLI's
- * worker pool; the core never starts threads). Rows are independent, so the bytes must equal
- * ggmlCodec(type).quantize's in this thread for any split. With rowErr (2 values per row), it also
- * fills each row's error sums exactly as quantizeRowsMeasured (kernels/ggml-quant.ts) does.
- */
-export interface RowQuantizer {
-  /** the blocks go into `out` when given (returned cut to length), else into a fresh array */
-  quantizeRows(type: GgmlTypeInfo, src: Float32Array, nRows: number, rowLength: number, importance?: Float32Array, rowErr?: Float64Array, out?: Uint8Array): Promise<Uint8Array>;
-  /** a float array the rows are best read into (e.g. shared memory the threads see without a copy) */
-  allocate?(n: number): Float32Array;
-  /** a byte array the blocks are best quantized into */
-  allocateBytes?(n: number): Uint8Array;
-}
-
-export interface QuantizeOptions {
-  /** importance matrix for the weighted quantizers (checked against the model first: see checkImatrix) */
-  imatrix?: Imatrix;
-  /** quantize GGML tensors on these threads (default: this thread) */
-  workers?: RowQuantizer;
-  /**
-   * Results of the calibrated algorithms (calibrate.ts runPtq): tensors already quantized (their bytes
-   * are written as given) and transformed float weights (rotation, AWQ/SmoothQuant scales) that replace
-   * the file's values for everything else.
-   */
-  ptq?: {
-    floats: ReadonlyMap<string, Float32Array>;
-    quantized: ReadonlyMap<string, { bytes: Uint8Array; sqnrDb: number }>;
-  };
-  /** called after each tensor */
-  onTensor?(done: number, total: number, r: TensorReport): void;
-}
-
-const FLOAT_KEEP: Record<string, string> = { f32: 'F32', f16: 'F16', bf16: 'BF16' };
-
-function neOf(t: ModelTensor): number[] {
-  return t.ne ? [...t.ne] : [...t.shape].reverse();
-}
-
-function hparams(m: ModelFile) {
-  const num = (k: string) => {
-    const v = m.metadata.get(k);
-    if (v === undefined) return undefined;
-    return Number(typeof v === 'object' ? (v as GgufValue).value : v);
-  };
-  const arch = String((m.metadata.get('general.architecture') as GgufValue | undefined)?.value ?? 'llama');
-  return {
-    arch,
-    nLayer: num(`${arch}.block_count`) ?? m.tensors.filter((t) => /^blk\.\d+\.attn_norm\.weight$/.test(t.name)).length,
-    nHead: num(`${arch}.attention.head_count`) ?? 1,
-    nHeadKv: num(`${arch}.attention.head_count_kv`) ?? num(`${arch}.attention.head_count`) ?? 1,
-    nExpert: num(`${arch}.expert_count`) ?? 0,
-  };
-}
-
-/** Decide each tensor's target without reading any tensor data (`--dry-run`). */
+/** Decide each tensor's target without reading any tensor data (`--dry-run`); `layout` gptq/awq plans a packed HF checkpoint. */
 export function planQuantization(m: ModelFile, recipe: Recipe, output: 'gguf' | 'safetensors', opts: { hasImatrix?: boolean } & LayoutOptions = {}): QuantizePlan {
-  if (opts.layout && opts.layout !== 'lowbit') return planPackedLayout(m, planQuantization(m, recipe, output, { hasImatrix: opts.hasImatrix }), { layout: opts.layout, keepUnpackable: opts.keepUnpackable });
-  const tensors: TensorPlan[] = [];
-  let ftypeId: number | undefined;
-  if (recipe.llama) {
-    if (output !== 'gguf') fail(`recipe ${recipe.name} is a llama.cpp file type: write a .gguf`);
-    const ft = llamaFtype(recipe.llama.ftype);
-    ftypeId = ft.id;
-    const overrides = recipe.rules.filter((r) => r.scheme).map((r) => [new RegExp(r.match), normalizeGgml(r.scheme as string)] as const);
-    const planned = planLlamaTypes(
-      m.tensors.map((t): PlanTensor => ({ name: t.name, shape: neOf(t), type: t.type })),
-      hparams(m),
-      { ftype: ft.name, pure: recipe.llama.pure, hasImatrix: opts.hasImatrix, outputTensorType: recipe.llama.outputTensorType, tokenEmbeddingType: recipe.llama.tokenEmbeddingType, leaveOutputTensor: recipe.llama.leaveOutputTensor, overrides },
-    );
-    planned.forEach((p, i) => {
-      const t = m.tensors[i];
-      const ggml = ggmlTypeByName(p.to);
-      if (!ggml) fail(`unknown GGML type ${p.to} for ${p.name}`);
-      if (!opts.hasImatrix && requiresImatrix(p.name, p.to, ft.name)) fail(`${p.name}: ${p.to} in a ${ft.name} file needs an importance matrix (--imatrix)`);
-      tensors.push({ name: p.name, ne: neOf(t), from: p.from, to: p.to, ggml, ...(p.fallbackFrom ? { fallbackFrom: p.fallbackFrom } : {}) });
-    });
-  } else {
-    for (const t of m.tensors) {
-      const ne = neOf(t);
-      const rule = ruleFor(recipe, t.name);
-      const quantizable = allowsQuantization(t.name, ne.length);
-      if (!rule || rule.keep || !quantizable) {
-        const keep = rule?.keep ? FLOAT_KEEP[rule.keep] : t.type;
-        tensors.push({ name: t.name, ne, from: t.type, to: keep, ggml: ggmlTypeByName(keep), rule });
-        continue;
-      }
-      if (output === 'gguf') {
-        const name = normalizeGgml(rule.scheme as string);
-        const ggml = ggmlTypeByName(name);
-        if (!ggml) {
-          let isScheme = false;
-          try {
-            resolveScheme(rule.scheme as string, resolveOptionsOf(rule));
-            isScheme = true;
-          } catch {
-            /* not a scheme either */
-          }
-          if (isScheme) fail(`scheme ${rule.scheme} has no GGUF type: write a .safetensors, or choose a GGML type (ggml_q4_0, ggml_mxfp4, ...)`);
-          fail(`unknown type '${rule.scheme}' (llama.cpp file types: ${Object.keys(LLAMA_FTYPES).join(', ')}; GGML types: ${ggmlCodecs.filter((c) => c.quantize).map((c) => c.type.name).join(', ')}; schemes: see lowbit schemes)`);
-        }
-        if (!ggmlCodec(ggml)?.quantize) fail(`lowbit can read ${ggml.name} but cannot quantize to it yet`);
-        if (ne[0] % ggml.blockSize !== 0) {
-          // like llama-quantize: a row that does not fit the block size is kept in F16
-          tensors.push({ name: t.name, ne, from: t.type, to: 'F16', ggml: ggmlTypeByName('F16'), rule, fallbackFrom: ggml.name });
-          continue;
-        }
-        tensors.push({ name: t.name, ne, from: t.type, to: ggml.name, ggml, rule });
-      } else {
-        const scheme = resolveScheme(rule.scheme as string, resolveOptionsOf(rule));
-        if (scheme.blockSize > 0 && ne[0] % scheme.blockSize !== 0) {
-          tensors.push({ name: t.name, ne, from: t.type, to: 'F16', rule, fallbackFrom: scheme.id });
-          continue;
-        }
-        scheme.packedBytes(rows(ne), ne[0]); // validates the shape
-        tensors.push({ name: t.name, ne, from: t.type, to: scheme.id, scheme, rule });
-      }
-    }
-  }
-  return { output, recipe, tensors, ftypeId };
-}
-
-/** Output layout of a safetensors file: lowbit's own (any scheme) or a Hugging Face GPTQ/AWQ checkpoint. */
-export interface LayoutOptions {
-  layout?: 'lowbit' | PackedInt4Layout;
-  /** GPTQ/AWQ: keep linear layers whose shape cannot be packed in F16 instead of failing */
-  keepUnpackable?: boolean;
-}
-
-/** The scheme options a rule implies (stored in safetensors metadata so readers rebuild the scheme). */
-export function resolveOptionsOf(rule: RecipeRule | undefined): { groupSize?: number; asymmetric?: boolean; zeroPoint?: 'int' | 'float' } {
-  const o: { groupSize?: number; asymmetric?: boolean; zeroPoint?: 'int' | 'float' } = {};
-  if (rule?.groupSize) o.groupSize = rule.groupSize;
-  if (rule?.asym) o.asymmetric = true;
-  if (rule?.asym && rule.zeroPoint === 'float') o.zeroPoint = 'float';
-  return o;
-}
-
-function normalizeGgml(s: string): string {
-  return s.replace(/^ggml_/i, '').toUpperCase().replace(/_K$/, '_K');
-}
-
-const rows = (ne: number[]) => ne.slice(1).reduce((a, b) => a * b, 1);
-
-export async function readFloats(m: ModelFile, t: ModelTensor, allocate?: (n: number) => Float32Array): Promise<Float32Array> {
-  const bytes = await m.read(t);
-  if (t.type === 'F32' || t.type === 'F16' || t.type === 'BF16' || t.type === 'F64') return toFloat32(t.type, bytes, allocate?.(t.nElements));
-  const c = ggmlCodec(t.type);
-  if (!c) fail(`${t.name}: cannot read tensor type ${t.type}`);
-  const out = allocate ? allocate(t.nElements) : new Float32Array(t.nElements);
-  c.dequantize(bytes, t.nElements, out);
-  return out;
-}
-
-const matrices = (ne: readonly number[]) => ne.slice(2).reduce((a, b) => a * b, 1);
-
-/**
- * Check an importance matrix against the model and plan before anything is written, as one clear error:
- * an entry for a tensor the model does not have, an entry whose length is not the tensor's row length
- * (times its experts), or a blk.* weight that a weighted quantizer will use and the imatrix lacks (an
- * imatrix made for another model). token_embd / output may be absent: llama-imatrix does not collect
- * them by default, and llama-quantize then quantizes them unweighted.
- */
-export function checkImatrix(m: ModelFile, plan: QuantizePlan, imatrix: Imatrix, label = 'the imatrix'): void {
-  const byName = new Map(m.tensors.map((t) => [t.name, t]));
-  const unknown = [...imatrix.entries.keys()].filter((n) => !byName.has(n)).sort();
-  if (unknown.length) fail(`${label} does not match this model: it has entries for tensors the model lacks (${unknown.slice(0, 3).join(', ')}${unknown.length > 3 ? `, ... ${unknown.length} in all` : ''})`);
-  for (const e of imatrix.entries.values()) {
-    const t = byName.get(e.name)!;
-    const ne = neOf(t);
-    const want = ne[0] * matrices(ne);
-    if (e.sums.length !== want)
-      fail(`${label} does not match this model: entry ${e.name} has ${e.sums.length} values, but the tensor's rows have ${ne[0]} columns${matrices(ne) > 1 ? ` x ${matrices(ne)} experts` : ''}`);
-  }
-  for (const p of plan.tensors)
-    if (p.ggml && ggmlCodec(p.ggml)?.usesImportance && p.name.startsWith('blk.') && !imatrix.entries.has(p.name))
-      fail(`${label} does not match this model: no entry for ${p.name} (${p.to} would be quantized unweighted)`);
+  const plan = planTensors(m, recipe, output, { hasImatrix: opts.hasImatrix });
+  return opts.layout && opts.layout !== 'lowbit' ? planPackedLayout(m, plan, { layout: opts.layout, keepUnpackable: opts.keepUnpackable }) : plan;
 }
 
 /** importance vector of a tensor (n_in per matrix, all matrices), undefined when the imatrix lacks it */
@@ -542,15 +327,64 @@ export async function quantizeModel(m: ModelFile, plan: QuantizePlan, sink: Byte
   return { output: plan.output, recipe: plan.recipe.name, tensors: reports, parameters, bytes, bitsPerWeight: (bytes * 8) / parameters, seconds: (performance.now() - t0) / 1000 };
 }
 
+/** Options of the one verb: the writer's (imatrix, workers, onTensor, layout) and the calibration's. */
+export interface QuantizeRunOptions extends QuantizeOptions, LayoutOptions {
+  /** container: 'gguf' (GGML types) or 'safetensors'; default: GGUF for llama.cpp file types */
+  output?: 'gguf' | 'safetensors';
+  /** calibration text: GPTQ, AWQ and SmoothQuant need it; with RTN it makes the rounding imatrix-weighted */
+  calibText?: string;
+  /** or calibration tokens directly (synthetic models without a vocabulary) */
+  calibStream?: ArrayLike<number>;
+  /** threads for the calibration's matmuls (needs a thread starter, see lowbit/node) */
+  threads?: number;
+  /** threads that quantize row ranges of a weight with GPTQ (same bytes) */
+  gptqWorkers?: GptqWorkers;
+  /** calibration progress (one line per layer) */
+  onProgress?(message: string): void;
+}
+
+/** What the calibration pass did, attached to the report when it ran. */
+export interface PtqSummary {
+  notes: string[];
+  seconds: number;
+  calibrationTokens?: number;
+  rotationMaxLogitDiff?: number;
+  /** tensor name -> what rounded it ('gptq', 'awq+clip', 'imatrix-rtn', 'hqq', ...) */
+  algorithms: Record<string, string>;
+  phases?: PtqOutput['phases'];
+}
+
 /**
- * The one verb: `quantize(model, recipe, sink)` plans every tensor (llama.cpp's rules for file-type
- * recipes, the recipe's rules otherwise), quantizes tensor by tensor into `sink` and returns the report.
- * The output container follows the recipe: GGML block types -> GGUF, generic schemes -> safetensors.
- * `layout: 'gptq' | 'awq'` writes a Hugging Face checkpoint with packed int4 layers instead of lowbit's
- * safetensors layout (same values; report.hfConfig is its config.json).
+ * The one verb: `quantize(model, recipe, sink, { calibText, imatrix, threads, onProgress })` runs
+ * everything the recipe says: it plans every tensor (llama.cpp's rules for file-type recipes, the
+ * recipe's rules otherwise), runs the recipe's algorithms (algorithms.ts: rotation, SmoothQuant, AWQ,
+ * GPTQ layer by layer on the calibration text; HQQ per tensor), and writes the container tensor by
+ * tensor into `sink`, returning the report. A recipe whose algorithm needs calibration fails clearly
+ * without `calibText` (never a silent round-to-nearest). The output container follows the recipe: GGML
+ * block types -> GGUF, generic schemes -> safetensors; `layout: 'gptq' | 'awq'` writes a Hugging Face
+ * checkpoint with packed int4 layers instead (same values; report.hfConfig is its config.json).
  */
-export async function quantize(m: ModelFile, recipe: Recipe, sink: ByteSink, opts: QuantizeOptions & LayoutOptions & { output?: 'gguf' | 'safetensors' } = {}): Promise<QuantizeReport> {
+export async function quantize(m: ModelFile, recipe: Recipe, sink: ByteSink, opts: QuantizeRunOptions = {}): Promise<QuantizeReport & { ptq?: PtqSummary }> {
   const output = opts.output ?? (recipe.llama ? 'gguf' : 'safetensors');
   const plan = planQuantization(m, recipe, output, { hasImatrix: opts.imatrix !== undefined, layout: opts.layout, keepUnpackable: opts.keepUnpackable });
-  return quantizeModel(m, plan, sink, opts);
+  if (opts.imatrix) checkImatrix(m, plan, opts.imatrix);
+  const options = ptqOptions(recipe.ptq ?? {});
+  const hasCalib = opts.calibText !== undefined || opts.calibStream !== undefined;
+  const needs = calibrationNeeds(plan, options, hasCalib);
+  let ptq: PtqOutput | undefined;
+  if (!opts.ptq && (needs.layerPass || needs.tensorPass || options.rotate !== 'none')) {
+    if (needs.needsText && !hasCalib) fail(`${needs.algorithms.join('/') || 'SmoothQuant'} needs calibration text: --calib FILE (or { calibText } in quantize())`);
+    ptq = await runPtq(m, plan, { recipe, options, calibText: opts.calibText, calibStream: opts.calibStream, threads: opts.threads, gptqWorkers: opts.gptqWorkers, onProgress: opts.onProgress });
+  }
+  const report = await quantizeModel(m, plan, sink, { ...opts, ...(ptq ? { ptq } : {}) });
+  if (!ptq) return report;
+  const summary: PtqSummary = {
+    notes: ptq.notes,
+    seconds: ptq.seconds,
+    ...(ptq.calibrationTokens !== undefined ? { calibrationTokens: ptq.calibrationTokens } : {}),
+    ...(ptq.rotationMaxLogitDiff !== undefined ? { rotationMaxLogitDiff: ptq.rotationMaxLogitDiff } : {}),
+    algorithms: Object.fromEntries([...ptq.quantized].map(([n, t]) => [n, t.algorithm])),
+    ...(ptq.phases ? { phases: ptq.phases } : {}),
+  };
+  return { ...report, ptq: summary };
 }

@@ -2,10 +2,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fail } from '../../errors.js';
 import { LLAMA_FTYPES } from '../../algos/llama-types.js';
-import { PTQ_OPTIONS, ptqOptions } from '../../algos/ptq-options.js';
+import { PTQ_OPTIONS } from '../../algos/ptq-options.js';
 import { ALGORITHMS, defineRecipe, llamaRecipe, recipeFromJSON, schemeRecipe, type Algorithm, type Recipe } from '../../algos/recipe.js';
-import { runPtq, type PtqOutput } from '../../pipeline/calibrate.js';
-import { checkImatrix, planQuantization, quantizeModel, type QuantizeReport, type TensorReport } from '../../pipeline/quantize.js';
+import { checkImatrix, planQuantization, quantize, type QuantizeReport, type TensorReport } from '../../pipeline/quantize.js';
 import { evaluateQuantization, type QuantizeEvaluation } from '../../pipeline/evaluate.js';
 import { readImatrix } from '../../pipeline/imatrix-file.js';
 import { quantizeReportHtml } from '../../pipeline/report-html.js';
@@ -177,36 +176,29 @@ export const quantizeCommand: Command = {
       const calibFile = a.values.calib as string | undefined;
       refuseSameFile(calibFile, output);
       if (calibFile && !fs.existsSync(calibFile)) fail(`calibration file ${calibFile} does not exist`);
-      const options = ptqOptions(recipe.ptq ?? {});
-      let ptq: PtqOutput | undefined;
-      const calibrated = (recipe.algorithm ?? 'rtn') !== 'rtn' || recipe.rules.some((r) => r.algorithm && r.algorithm !== 'rtn') || calibFile || options.rotate !== 'none' || options.smooth > 0;
       const threads = (a.values.threads as number | undefined) ?? defaultThreads();
-      if (calibrated) {
-        const gptqWorkers = threads > 1 ? new GptqPool(threads - 1) : undefined;
-        try {
-          ptq = await runPtq(model, plan, {
-            recipe,
-            options,
-            threads: threadsFrom(threads),
-            gptqWorkers,
-            calibText: calibFile ? fs.readFileSync(calibFile, 'utf8') : undefined,
-            onProgress: tty ? (msg) => process.stderr.write(`\r${msg.padEnd(60)}`) : undefined,
-          });
-        } finally {
-          await gptqWorkers?.close();
-        }
-        if (tty) process.stderr.write('\r' + ' '.repeat(60) + '\r');
-      }
+      const gptqWorkers = threads > 1 ? new GptqPool(threads - 1) : undefined; // starts threads only when GPTQ runs
       const pool = threads > 1 ? new QuantizePool(threads) : undefined;
-      let report: QuantizeReport;
+      let report: Awaited<ReturnType<typeof quantize>>;
       try {
         report = await withAtomicFile(out, async (f) => {
-          // writes run on the thread pool while quantizeModel quantizes the next slabs: with O_DIRECT
+          // writes run on the thread pool while quantize() quantizes the next slabs: with O_DIRECT
           // where the file system takes it, else buffered with a sync every 64 MiB (depth 0: a write
-          // resolves once done, as quantizeModel then reuses the buffer)
+          // resolves once done, as the writer then reuses the buffer)
           const sink = directSink(f) ?? pipelinedSink(f, 0, 64 << 20);
           try {
-            const r = await quantizeModel(model, plan, sink, { ptq, imatrix, workers: pool, onTensor: progress?.tensor });
+            const r = await quantize(model, recipe, sink, {
+              output: kind,
+              layout,
+              keepUnpackable: a.values['keep-unpackable'] as boolean,
+              imatrix,
+              workers: pool,
+              onTensor: progress?.tensor,
+              calibText: calibFile ? fs.readFileSync(calibFile, 'utf8') : undefined,
+              threads: threadsFrom(threads),
+              gptqWorkers,
+              onProgress: progress ? (msg) => progress.line(msg) : undefined,
+            });
             await sink.flush();
             return r;
           } catch (e) {
@@ -215,8 +207,10 @@ export const quantizeCommand: Command = {
           }
         });
       } finally {
+        await gptqWorkers?.close();
         await pool?.close();
       }
+      const ptq = report.ptq;
       // a GPTQ/AWQ checkpoint is a folder: the safetensors file and config.json beside it
       if (report.hfConfig) writeFileAtomic(configPath, JSON.stringify(report.hfConfig, null, 2) + '\n');
       let evaluation: QuantizeEvaluation | undefined;
@@ -238,7 +232,7 @@ export const quantizeCommand: Command = {
       }
       progress?.clear();
       if (reportFile) writeFileAtomic(reportFile, quantizeReportHtml({ report, input, output: out, evaluation, generator: 'lowbit 0.1.0 quantize' }));
-      const algorithms = ptq ? Object.fromEntries([...ptq.quantized].map(([n, t]) => [n, t.algorithm])) : {};
+      const algorithms = ptq?.algorithms ?? {};
       if (json) {
         const ev = evaluation ? (({ kldValues: _omit, ...rest }) => rest)(evaluation) : undefined;
         process.stdout.write(JSON.stringify({ ...report, output: out, algorithm: recipe.algorithm ?? 'rtn', ...(ptq ? { ptq: { notes: ptq.notes, seconds: ptq.seconds, calibrationTokens: ptq.calibrationTokens, rotationMaxLogitDiff: ptq.rotationMaxLogitDiff } } : {}), tensors: report.tensors.map((t) => ({ ...t, sqnrDb: Number.isFinite(t.sqnrDb) ? t.sqnrDb : null, ...(algorithms[t.name] ? { algorithm: algorithms[t.name] } : {}) })), ...(ev ? { evaluation: ev } : {}), ...(reportFile ? { report: reportFile } : {}) }) + '\n');

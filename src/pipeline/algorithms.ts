@@ -1,0 +1,121 @@
+/**
+ * The algorithm table: per algorithm, its handler (how it rounds one weight into its planned codec),
+ * whether it needs calibration, and its scope.
+ *
+ *   scope 'tensor': the weight alone decides its bytes (RTN, HQQ): streamed tensor by tensor by the
+ *                   writer, no model run and no whole-model float copy;
+ *   scope 'layer' : the weight's input statistics decide (GPTQ, AWQ; RTN becomes imatrix-RTN when
+ *                   calibration text is given): run layer by layer by the calibration driver
+ *                   (calibrate.ts), which collects each input's Hessian and hands it to the handler.
+ *
+ * A recipe names an algorithm per rule (or one default); a combination is a list applied in order:
+ * every member's input transform (AWQ's scales) first, then the last member rounds ('awq+gptq', the
+ * string older recipes use, is the list ['awq', 'gptq']). Model-wide transforms are options, not
+ * algorithms: rotation (ptq.rotate) before everything, SmoothQuant (ptq.smooth) per input group.
+ */
+import { fail } from '../errors.js';
+import { CLIP_SEARCH_MAX_BITS, codeLayout, type BlockCodec } from '../algos/block-codec.js';
+import { clipBlocks, hqqApplies, hqqBlocks, rtnBlocks, type BlockResult } from '../algos/blockwise.js';
+import type { PtqOptions } from '../algos/ptq-options.js';
+import { algorithmList, ruleFor, type BaseAlgorithm, type Recipe } from '../algos/recipe.js';
+import type { QuantScheme } from '../quant/scheme.js';
+import { gptqBlocksParallel, partTarget, type GptqWorkers } from './gptq-parts.js';
+
+/** The statistics of a linear's input the layer-scope handlers read (calibrate.ts collects them). */
+export interface InputStatistics {
+  /** input width */
+  readonly k: number;
+  /** H = 2 X^T X / N, k x k */
+  readonly h: Float64Array;
+  /** diag(H) = 2 mean x^2 per input channel */
+  diag(): Float32Array;
+}
+
+/** One weight to round: row-major rows x cols floats, its planned codec, and its input's statistics. */
+export interface WeightJob {
+  readonly name: string;
+  readonly codec: BlockCodec;
+  readonly w: Float32Array;
+  readonly rows: number;
+  readonly cols: number;
+  /** the planned target (GPTQ's worker threads rebuild the codec from it) */
+  readonly scheme?: QuantScheme;
+  readonly ggmlType?: string;
+  /** absent for tensor-scope runs and for weights no input reaches (token_embd) */
+  readonly stats?: InputStatistics;
+  readonly options: PtqOptions;
+  readonly gptqWorkers?: GptqWorkers;
+}
+
+export interface Rounded extends BlockResult {
+  /** what was done, for the report ('gptq', 'awq+clip', 'imatrix-rtn', ...) */
+  readonly label: string;
+}
+
+export interface AlgorithmSpec {
+  readonly name: BaseAlgorithm;
+  readonly scope: 'tensor' | 'layer';
+  readonly needsCalibration: boolean;
+  /** AWQ: searches per-channel scales for each input group before its linears are rounded */
+  readonly scalesInputs?: boolean;
+  readonly help: string;
+  /** round one weight (with `stats` in a calibrated run, without otherwise) */
+  round(job: WeightJob): Promise<Rounded> | Rounded;
+}
+
+const searchable = (c: BlockCodec) => codeLayout(c).bits <= CLIP_SEARCH_MAX_BITS;
+
+function hqq(job: WeightJob): Rounded {
+  const { codec, name } = job;
+  if (!hqqApplies(codec.name)) fail(`HQQ optimizes a zero-point: ${name} is planned as ${codec.name}, which has none (use an asymmetric target such as --type uint4 --group 64 --asym, or Q4_1)`);
+  return { ...hqqBlocks(codec, job.w, job.rows, job.cols, { iters: job.options.hqqIters, p: job.options.hqqP }), label: 'hqq' };
+}
+
+/** RTN; with statistics imatrix-RTN: the codec's importance path with mean x^2, or a weighted clip search */
+function rtn(job: WeightJob): Rounded {
+  const { codec, w, rows: n, cols: k, stats } = job;
+  if (!stats) return { ...rtnBlocks(codec, w, n, k), label: 'rtn' };
+  const imp = stats.diag();
+  if (codec.usesImportance) return { ...rtnBlocks(codec, w, n, k, imp), label: 'imatrix-rtn' };
+  return searchable(codec) ? { ...clipBlocks(codec, w, n, k, { importance: imp }), label: 'imatrix-rtn' } : { ...rtnBlocks(codec, w, n, k), label: 'rtn' };
+}
+
+async function gptq(job: WeightJob): Promise<Rounded> {
+  const { codec, w, rows: n, cols: k, stats, options: o } = job;
+  if (!stats) return { ...rtnBlocks(codec, w, n, k), label: 'rtn' };
+  const diag = stats.diag();
+  const clip = o.gptqClip && searchable(codec);
+  const target = partTarget(job.scheme, job.ggmlType);
+  const r = await gptqBlocksParallel(w, n, k, stats.h, codec, target, { percDamp: o.percDamp, blockSize: o.gptqBlock, actOrder: o.actOrder, importance: o.gptqImportance && codec.usesImportance ? diag : undefined, clipWeights: clip ? diag : undefined }, job.gptqWorkers);
+  return { ...r, label: 'gptq' };
+}
+
+/** AWQ's rounding after its scales: a clip-ratio search per block weighted by H (not for q/k, whose errors the softmax amplifies) */
+function awq(job: WeightJob): Rounded {
+  const { codec, w, rows: n, cols: k, stats, name } = job;
+  if (!stats) return { ...rtnBlocks(codec, w, n, k), label: 'rtn' };
+  const clip = job.options.awqClip && searchable(codec) && !/attn_[qk]\.weight$/.test(name);
+  return clip ? { ...clipBlocks(codec, w, n, k, { h: stats.h }), label: 'awq+clip' } : { ...rtnBlocks(codec, w, n, k), label: 'awq' };
+}
+
+export const ALGORITHM_TABLE: Readonly<Record<BaseAlgorithm, AlgorithmSpec>> = Object.freeze({
+  rtn: { name: 'rtn', scope: 'tensor', needsCalibration: false, help: 'round to nearest (imatrix-weighted when calibration text is given)', round: rtn },
+  hqq: { name: 'hqq', scope: 'tensor', needsCalibration: false, help: 'HQQ: half-quadratic zero-point/scale fit (asymmetric targets)', round: hqq },
+  gptq: { name: 'gptq', scope: 'layer', needsCalibration: true, help: 'GPTQ: error-compensating rounding with the input Hessian', round: gptq },
+  awq: { name: 'awq', scope: 'layer', needsCalibration: true, scalesInputs: true, help: 'AWQ: activation-aware per-channel scales, then a clip search', round: awq },
+} satisfies Record<BaseAlgorithm, AlgorithmSpec>);
+
+/** The algorithms a recipe applies to a tensor, in order (the rule's, else the recipe's default, else rtn). */
+export function algorithmsOf(recipe: Recipe, tensorName: string): readonly AlgorithmSpec[] {
+  const a = ruleFor(recipe, tensorName)?.algorithm ?? recipe.algorithm ?? 'rtn';
+  return algorithmList(a).map((n) => ALGORITHM_TABLE[n]);
+}
+
+/** Round one weight with a tensor's algorithms: the last member of the list rounds ('awq+gptq' is reported as such). */
+export async function roundWeight(list: readonly AlgorithmSpec[], job: WeightJob): Promise<Rounded> {
+  const r = await (list[list.length - 1] ?? ALGORITHM_TABLE.rtn).round(job);
+  return list.length > 1 && job.stats ? { ...r, label: list.map((a) => a.name).join('+') } : r;
+}
+
+/** Does the list scale its inputs (AWQ) before rounding? */
+export const scalesInputs = (list: readonly AlgorithmSpec[]) => list.some((a) => a.scalesInputs);

@@ -1,0 +1,103 @@
+/**
+ * The one verb: quantize(model, recipe, sink, { calibText }) runs what the recipe says (GPTQ, AWQ,
+ * rotation, HQQ) and gives the CLI's bytes; a calibrated recipe without calibration text is a clear
+ * error, never a silent RTN; an algorithm list equals the older 'awq+gptq' spelling. Also the model
+ * family table (model/family.ts) the calibration, rotation and converters read.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { test } from 'node:test';
+import { recipeFromJSON } from '../src/algos/recipe.js';
+import { fileSource } from '../src/cli/node-source.js';
+import { openModelFile } from '../src/io/model-file.js';
+import { memorySink } from '../src/io/sink.js';
+import { FAMILIES, familyOf, ggufNameOf, hfNameOf, LLAMA, linearName, residualReaders, residualWriters } from '../src/model/family.js';
+import { algorithmsOf } from '../src/pipeline/algorithms.js';
+import { quantize } from '../src/pipeline/quantize.js';
+
+const ROOT = path.resolve(import.meta.dirname, '../..');
+const GGUF = path.join(ROOT, 'data', 'stories260K.gguf');
+const BIN = path.join(ROOT, 'bin', 'lowbit.js');
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'lowbit-verb-'));
+const CALIB = fs.readFileSync(path.join(ROOT, 'data', 'tinystories-valid-head.txt'), 'utf8').slice(0, 60000);
+const calibFile = path.join(tmp, 'calib.txt');
+fs.writeFileSync(calibFile, CALIB);
+const PTQ = { calibTokens: 512, calibCtx: 128, seed: 3 };
+
+async function library(recipeJson: object, output: 'gguf' | 'safetensors', calibText?: string): Promise<{ bytes: Uint8Array; algorithms: Record<string, string> }> {
+  const src = fileSource(GGUF);
+  try {
+    const m = await openModelFile(src);
+    const sink = memorySink();
+    const r = await quantize(m, recipeFromJSON(JSON.stringify(recipeJson)), sink, { output, calibText });
+    return { bytes: sink.bytes(), algorithms: r.ptq?.algorithms ?? {} };
+  } finally {
+    src.close();
+  }
+}
+
+function cli(recipeJson: object, ext: string, name: string): Uint8Array {
+  const recipeFile = path.join(tmp, `${name}.json`);
+  fs.writeFileSync(recipeFile, JSON.stringify(recipeJson));
+  const out = path.join(tmp, `${name}.${ext}`);
+  const r = spawnSync(process.execPath, [BIN, 'quantize', GGUF, out, '--recipe', recipeFile, '--calib', calibFile, '--json', '--threads', '2'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  return fs.readFileSync(out);
+}
+
+const q4_0 = (algorithm: unknown, ptq: object = {}) => ({ lowbitRecipe: 1, name: 'q4_0-calibrated', llama: { ftype: 'Q4_0' }, rules: [], algorithm, ptq: { ...PTQ, ...ptq } });
+const int4 = (algorithm: unknown) => ({ lowbitRecipe: 1, name: 'int4-g32', rules: [{ match: '(_norm\\.weight|\\.bias)$', keep: 'f32' }, { match: '\\.weight$', scheme: 'int4', groupSize: 32 }], algorithm, ptq: PTQ });
+
+test('quantize() with GPTQ, AWQ and rotation+GPTQ recipes gives the CLI\'s bytes, and differs from RTN', async () => {
+  const rtn = (await library(q4_0('rtn'), 'gguf')).bytes;
+  for (const [name, recipe, kind] of [
+    ['gptq', q4_0('gptq'), 'gguf'],
+    ['awq', int4('awq'), 'safetensors'],
+    ['rot-gptq', q4_0('gptq', { rotate: 'hadamard' }), 'gguf'],
+  ] as const) {
+    const lib = await library(recipe, kind, CALIB);
+    const viaCli = cli(recipe, kind, name);
+    assert.ok(Buffer.from(lib.bytes).equals(Buffer.from(viaCli)), `${name}: quantize() and the CLI wrote different bytes`);
+    if (kind === 'gguf') assert.ok(!Buffer.from(lib.bytes).equals(Buffer.from(rtn)), `${name}: same bytes as RTN`);
+    assert.ok(Object.values(lib.algorithms).some((a) => a.startsWith(name === 'awq' ? 'awq' : 'gptq')), `${name}: the report names the algorithm (${JSON.stringify(lib.algorithms)})`);
+  }
+});
+
+test('a recipe JSON with "algorithm": "gptq" and no calibration text is a clear error, not a silent RTN', async () => {
+  await assert.rejects(library(q4_0('gptq'), 'gguf'), /gptq needs calibration text/);
+  await assert.rejects(library(int4('awq'), 'safetensors'), /awq needs calibration text/);
+  await assert.rejects(library({ ...q4_0('rtn'), ptq: { ...PTQ, smooth: 0.5 } }, 'gguf'), /SmoothQuant needs calibration text/);
+  assert.throws(() => recipeFromJSON(JSON.stringify(q4_0(['awq', 'gtpq']))), /unknown algorithm "gtpq"/);
+  assert.throws(() => recipeFromJSON(JSON.stringify(q4_0([]))), /algorithm list is empty/);
+});
+
+test('an algorithm list ["awq", "gptq"] is the older "awq+gptq": same bytes; HQQ runs without calibration', async () => {
+  const list = await library(q4_0(['awq', 'gptq']), 'gguf', CALIB);
+  const plus = await library(q4_0('awq+gptq'), 'gguf', CALIB);
+  assert.ok(Buffer.from(list.bytes).equals(Buffer.from(plus.bytes)));
+  assert.equal(list.algorithms['blk.0.attn_q.weight'], 'awq+gptq');
+  assert.deepEqual(algorithmsOf(recipeFromJSON(JSON.stringify(q4_0(['awq', 'gptq']))), 'blk.0.attn_q.weight').map((a) => a.name), ['awq', 'gptq']);
+  const hqqRecipe = { lowbitRecipe: 1, name: 'uint4-hqq', rules: [{ match: '(_norm\\.weight|\\.bias)$', keep: 'f32' }, { match: '\\.weight$', scheme: 'uint4', groupSize: 32, asym: true, zeroPoint: 'float' }], algorithm: 'hqq' };
+  const hqq = await library(hqqRecipe, 'safetensors');
+  const plain = await library({ ...hqqRecipe, algorithm: 'rtn' }, 'safetensors');
+  assert.equal(hqq.algorithms['blk.0.attn_q.weight'], 'hqq');
+  assert.notDeepEqual(hqq.bytes, plain.bytes);
+});
+
+test('model families: one row per architecture; HF names round-trip; groups cover every linear once', () => {
+  for (const f of FAMILIES) {
+    const roles = f.inputGroups.flatMap((g) => g.linears);
+    assert.deepEqual([...roles].sort(), f.linears.map((s) => s.role).sort(), `${f.name}: every linear reads exactly one input group`);
+    for (const p of f.foldPairs) assert.ok(roles.includes(p.producer) && roles.includes(p.consumer), `${f.name}: fold pair ${p.producer}>${p.consumer}`);
+    for (const a of f.architectures) assert.equal(familyOf(a), f);
+    const names = ['token_embd.weight', 'output_norm.weight', 'output.weight', ...f.linears.map((s) => linearName(f, 3, s.role)), ...f.layerTensors.map((t) => `blk.3.${t.gguf}`)];
+    for (const n of names) assert.equal(ggufNameOf(f, hfNameOf(f, n)!), n, `${f.name}: ${n} round-trips through its HF name`);
+  }
+  assert.equal(hfNameOf(LLAMA, 'blk.2.attn_q.weight'), 'model.layers.2.self_attn.q_proj.weight');
+  assert.deepEqual(residualReaders(LLAMA), ['q', 'k', 'v', 'gate', 'up']);
+  assert.deepEqual(residualWriters(LLAMA), ['o', 'down']);
+  assert.throws(() => familyOf('mamba'), /architecture 'mamba' is not supported/);
+});
