@@ -73,6 +73,8 @@ export interface SensitivityOptions {
   types?: readonly string[];
   estimator?: 'hessian' | 'kld';
   outputFactor?: 'kld' | 'none';
+  /** hessian: estimate each tensor's cost from at most this many evenly spaced rows (default: all) */
+  maxRows?: number;
   /** probe type for the output factor (default Q3_K where the row allows, else the first candidate) */
   probeType?: string;
   seed?: number;
@@ -297,33 +299,45 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
     const h = key ? hessians.get(key) : undefined;
     const importance = h ? Float32Array.from({ length: w.cols }, (_, j) => h[j * w.cols + j]) : undefined;
     const out: SensitivityCandidate[] = [];
-    let probe: { type: string; hessian: number; delta: Float32Array } | undefined;
+    // hessian costs on a deterministic sample of rows (GGML types quantize rows independently), scaled
+    // up to the whole tensor: an unbiased estimate of the sum over rows
+    const m = estimator === 'hessian' && o.maxRows && o.maxRows < w.rows ? o.maxRows : w.rows;
+    const rowIds = Int32Array.from({ length: m }, (_, i) => Math.floor((i * w.rows) / m));
+    const sample = m === w.rows ? w.data : new Float32Array(m * w.cols);
+    if (m !== w.rows) rowIds.forEach((r, i) => sample.set(w.data.subarray(r * w.cols, (r + 1) * w.cols), i * w.cols));
+    const scale = w.rows / m;
+    const probeType = o.probeType && cand.includes(o.probeType) ? o.probeType : cand.includes('Q3_K') ? 'Q3_K' : cand[0];
+    let probeHessian = 0;
     for (const type of cand) {
-      const { delta, bytes } = ggmlQuantizationError(type, w.data, w.rows, w.cols, importance);
       if (estimator === 'kld') {
+        const { delta, bytes } = ggmlQuantizationError(type, w.data, w.rows, w.cols, importance);
         out.push({ type, bytes, cost: kldOf(name, delta) });
         continue;
       }
+      const { delta } = ggmlQuantizationError(type, sample, m, w.cols, importance);
+      const bytes = tensorBytes(type, w.rows, w.cols);
       let hc: number;
       if (name === 'token_embd.weight') {
         // one-hot inputs: H = diag(token counts) over the rows (the vocabulary); plus the output
         // layer's cost when the classifier is tied to the embedding
         let lookup = 0;
-        for (let r = 0; r < w.rows; r++) {
-          if (tokenCounts[r] === 0) continue;
+        for (let i = 0; i < m; i++) {
+          const count = tokenCounts[rowIds[i]];
+          if (count === 0) continue;
           let s = 0;
-          for (let j = 0; j < w.cols; j++) s += delta[r * w.cols + j] ** 2;
-          lookup += tokenCounts[r] * s;
+          for (let j = 0; j < w.cols; j++) s += delta[i * w.cols + j] ** 2;
+          lookup += count * s;
         }
         const nTokens = o.windows.reduce((a, x) => a + x.length, 0);
-        hc = (h ? hessianCost(delta, w.rows, w.cols, h) : 0) + (2 * lookup) / Math.max(1, nTokens); // 2/N as finishHessian
-
-      } else if (h) hc = hessianCost(delta, w.rows, w.cols, h);
-      else hc = diagonalCost(delta, w.rows, w.cols, new Float32Array(w.cols).fill(1));
+        hc = (h ? hessianCost(delta, m, w.cols, h) : 0) + (2 * lookup) / Math.max(1, nTokens); // 2/N as finishHessian
+      } else if (h) hc = hessianCost(delta, m, w.cols, h);
+      else hc = diagonalCost(delta, m, w.cols, new Float32Array(w.cols).fill(1));
+      hc *= scale;
       out.push({ type, bytes, cost: hc, hessian: hc });
-      const probeType = o.probeType && cand.includes(o.probeType) ? o.probeType : cand.includes('Q3_K') ? 'Q3_K' : cand[0];
-      if (type === probeType) probe = { type, hessian: hc, delta };
+      if (type === probeType) probeHessian = hc;
     }
+    let probe: { hessian: number; delta: Float32Array } | undefined;
+    if (estimator === 'hessian' && outputFactor === 'kld' && probeHessian > 0) probe = { hessian: probeHessian, delta: ggmlQuantizationError(probeType, w.data, w.rows, w.cols, importance).delta };
     let factor: number | undefined;
     if (estimator === 'hessian' && outputFactor === 'kld' && probe && probe.hessian > 0) {
       factor = kldOf(name, probe.delta) / probe.hessian;

@@ -158,7 +158,7 @@ export const quantizeCommand: Command = {
     if (layout !== 'lowbit') refuseSameFile(input, configPath);
     let recipe = recipeOf(a, kind);
     const allocating = a.given.has('target-size') || a.given.has('target-bpw');
-    if (!allocating) for (const f of ['allocate', 'db', 'evo-generations', 'evo-offspring', 'types', 'estimator', 'output-factor', 'kld-windows']) if (a.given.has(f)) fail(`--${f} applies with --target-size or --target-bpw`);
+    if (!allocating) for (const f of ['allocate', 'db', 'evo-generations', 'evo-offspring', 'types', 'estimator', 'output-factor', 'kld-windows', 'sample-rows']) if (a.given.has(f)) fail(`--${f} applies with --target-size or --target-bpw`);
     if (allocating && kind !== 'gguf') fail('--target-size/--target-bpw allocate GGML types: OUT must end in .gguf');
     if (allocating && a.given.has('db')) refuseSameFile(input, a.values.db as string);
     const imFile = a.values.imatrix as string | undefined;

@@ -19,6 +19,7 @@ export const COST_OPTIONS = [
   { name: 'estimator', type: 'string', choices: ['hessian', 'kld'], default: 'hessian', help: 'hessian: exact tr(ΔW H ΔWᵀ) from one calibration pass; kld: each tensor quantized alone, KL divergence of the outputs' },
   { name: 'output-factor', type: 'string', choices: ['kld', 'none'], default: 'kld', help: 'hessian: scale each tensor\'s costs to KLD units by one KLD probe per tensor (none: raw layer-output error)' },
   { name: 'kld-windows', type: 'int', default: 4, min: 1, max: 4096, help: 'windows of --calib-ctx tokens for the KL divergences' },
+  { name: 'sample-rows', type: 'int', min: 1, max: 1 << 24, help: 'hessian: estimate each tensor\'s cost from this many evenly spaced rows (default: every row; large models: e.g. 256)' },
 ] as const;
 
 /** Calibration options of `sensitivity` (quantize has its own with the same names). */
@@ -48,6 +49,7 @@ export async function runSensitivity(modelPath: string, a: { values: Record<stri
       estimator: a.values.estimator as 'hessian' | 'kld',
       outputFactor: a.values['output-factor'] as 'kld' | 'none',
       seed: a.values.seed as number,
+      maxRows: a.values['sample-rows'] as number | undefined,
       onProgress,
     });
   } finally {
