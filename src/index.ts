@@ -22,7 +22,8 @@ export { bytesSource, blobSource, type ByteSource } from './io/source.js';
 export { memorySink, type ByteSink, type MemorySink } from './io/sink.js';
 export { openModelFile, sniffFormat, type ModelFile, type ModelTensor } from './io/model-file.js';
 export { readGguf, readGgufTensor, GgufWriter, writeGguf, type GgufFile } from './io/gguf.js';
-export { readSafetensors, readShardedSafetensors, SafetensorsWriter, findPackedInt4, type SafetensorsFile } from './io/safetensors.js';
+export { readSafetensors, readShardedSafetensors, SafetensorsWriter, type SafetensorsFile } from './io/safetensors.js';
+export { findPackedInt4 } from './io/packed-int4.js';
 export { readLlama2c } from './io/llama2c.js';
 export { convertModel } from './io/convert.js';
 // quantize(model, recipe)

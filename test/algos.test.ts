@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { awqSearch, llmInt8Matmul, quantizeActivationsPerToken, smoothQuantScales } from '../src/algos/awq.js';
-import { accumulateHessian, finishHessian, gptq, rtnWithGrid } from '../src/algos/gptq.js';
-import { ggmlGrid, intGrid, packRows } from '../src/algos/grids.js';
+import { awqSearchHessian, llmInt8Matmul, quantizeActivationsPerToken, smoothQuantScales } from '../src/algos/awq.js';
+import { blockCodecFor } from '../src/algos/block-codec.js';
+import { hqqBlocks, rtnBlocks } from '../src/algos/blockwise.js';
+import { accumulateHessian, finishHessian, gptqBlocks } from '../src/algos/gptq.js';
 import { fwht, hadamardRotation, rotateColumns, rotateRows } from '../src/algos/hadamard.js';
-import { hqqGrid } from '../src/algos/hqq.js';
-import { cholesky, choleskyInverse } from '../src/algos/linalg.js';
+import '../src/quant/index.js';
+import { resolveScheme } from '../src/quant/registry.js';
 
 function rng(seed: number) {
   let s = seed >>> 0;
@@ -41,81 +42,35 @@ function outputError(x: Float32Array, nTok: number, k: number, w: Float32Array, 
   return e;
 }
 
-test('Cholesky inverse is an inverse', () => {
-  const k = 6;
-  const r = rng(3);
-  const a = new Float64Array(k * k);
-  const b = Float64Array.from({ length: k * k }, () => r.normal());
-  for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) for (let p = 0; p < k; p++) a[i * k + j] += b[i * k + p] * b[j * k + p];
-  for (let i = 0; i < k; i++) a[i * k + i] += 0.1;
-  const l = Float64Array.from(a);
-  cholesky(l, k);
-  const inv = choleskyInverse(l, k);
-  for (let i = 0; i < k; i++)
-    for (let j = 0; j < k; j++) {
-      let s = 0;
-      for (let p = 0; p < k; p++) s += a[i * k + p] * inv[p * k + j];
-      assert.ok(Math.abs(s - (i === j ? 1 : 0)) < 1e-9);
-    }
-});
-
-test('GPTQ beats round-to-nearest on the same grid (int4 g32, Q4_0, act-order)', () => {
+test('GPTQ beats round-to-nearest on the same codec (int4 g32, uint4 g32 asym, Q4_0, act-order, IQ4_NL)', () => {
   const nTok = 512, k = 128, n = 48;
   const { x, w } = problem(nTok, k, n);
   const h = new Float64Array(k * k);
   accumulateHessian(h, x, nTok, k);
   finishHessian(h, k, nTok);
-  for (const [grid, actOrder] of [[intGrid(4, 32), false], [intGrid(4, 32, true), false], [ggmlGrid('Q4_0'), false], [ggmlGrid('Q4_0'), true], [ggmlGrid('IQ4_NL'), false]] as const) {
-    const rtn = rtnWithGrid(w, n, k, grid);
-    const g = gptq(w, n, k, h, grid, { actOrder });
+  const codecs = [[resolveScheme('int4', { groupSize: 32 }), false], [resolveScheme('uint4', { groupSize: 32, asymmetric: true }), false], ['Q4_0', false], ['Q4_0', true], ['IQ4_NL', false]] as const;
+  for (const [target, actOrder] of codecs) {
+    const codec = blockCodecFor(target, k);
+    const rtn = rtnBlocks(codec, w, n, k);
+    const g = gptqBlocks(w, n, k, h, codec, { actOrder });
     const eR = outputError(x, nTok, k, w, rtn.q, n);
     const eG = outputError(x, nTok, k, w, g.q, n);
-    assert.ok(eG < 0.8 * eR, `${grid.name}${actOrder ? ' act-order' : ''}: GPTQ error ${eG.toFixed(3)} vs RTN ${eR.toFixed(3)}`);
-    // every GPTQ value lies on its group's grid
-    for (let i = 0; i < n * k; i++) {
-      const pOff = (Math.floor(i / k) * (k / grid.groupSize) + Math.floor((i % k) / grid.groupSize)) * grid.paramCount;
-      assert.equal(grid.quant(g.q[i], g.params, pOff), g.q[i]);
-    }
+    assert.ok(eG < 0.8 * eR, `${codec.name}${actOrder ? ' act-order' : ''}: GPTQ error ${eG.toFixed(3)} vs RTN ${eR.toFixed(3)}`);
+    // the bytes decode to exactly the values GPTQ chose
+    const back = new Float32Array(n * k);
+    for (let b = 0; b < (n * k) / codec.blockSize; b++) codec.dequantize(g.bytes, b * codec.blockBytes, back, b * codec.blockSize);
+    assert.deepEqual(back, g.q, `${codec.name}: bytes decode to GPTQ's values`);
   }
 });
-
-test('GGML grids pack bytes that decode to the grid values', () => {
-  const { w } = problem(4, 64, 8, 5);
-  const decoders: Record<string, (b: Uint8Array, o: number, j: number) => number> = {
-    Q4_0: (b, o, j) => {
-      const d = half(b, o);
-      const nib = j < 16 ? b[o + 2 + j] & 15 : b[o + 2 + j - 16] >> 4;
-      return (nib - 8) * d;
-    },
-    Q8_0: (b, o, j) => half(b, o) * ((b[o + 2 + j] << 24) >> 24),
-  };
-  for (const t of ['Q4_0', 'Q8_0']) {
-    const grid = ggmlGrid(t);
-    const r = rtnWithGrid(w, 8, 64, grid);
-    const bytes = packRows(grid, r.q, r.params, 8, 64);
-    assert.equal(bytes.length, 8 * 2 * grid.blockBytes);
-    for (let i = 0; i < 8 * 64; i++) {
-      const row = Math.floor(i / 64);
-      const blk = Math.floor((i % 64) / 32);
-      assert.equal(Math.fround(decoders[t](bytes, (row * 2 + blk) * grid.blockBytes, i % 32)), r.q[i], `${t} element ${i}`);
-    }
-  }
-});
-function half(b: Uint8Array, o: number): number {
-  const h = b[o] | (b[o + 1] << 8);
-  const e = (h >> 10) & 31;
-  const m = h & 1023;
-  const v = e === 0 ? m * 2 ** -24 : (1024 + m) * 2 ** (e - 25);
-  return h & 0x8000 ? -v : v;
-}
 
 test('HQQ lowers the mean absolute error of asymmetric RTN on heavy-tailed weights', () => {
   const r = rng(9);
   const k = 256, n = 32;
   const w = Float32Array.from({ length: n * k }, () => r.normal() * 0.02 * (r.u() < 0.02 ? 10 : 1));
   const mae = (q: Float32Array) => q.reduce((s, v, i) => s + Math.abs(v - w[i]), 0) / q.length;
-  const base = mae(rtnWithGrid(w, n, k, intGrid(4, 64, true)).q);
-  const h = mae(rtnWithGrid(w, n, k, hqqGrid(4, 64)).q);
+  const codec = blockCodecFor(resolveScheme('uint4', { groupSize: 64, asymmetric: true, zeroPoint: 'float' }), k);
+  const base = mae(rtnBlocks(codec, w, n, k).q);
+  const h = mae(hqqBlocks(codec, w, n, k).q);
   assert.ok(h < base, `HQQ MAE ${h} vs RTN ${base}`);
 });
 
@@ -158,10 +113,15 @@ test('Hadamard rotation is orthogonal and its row/column forms cancel', () => {
   assert.deepEqual([...t], [1, 1, 1, 1]);
 });
 
-test('AWQ search never loses to RTN and finds a scale on salient channels; SmoothQuant and LLM.int8', () => {
+test('AWQ search (Hessian loss, int3 g32 codec) never loses to RTN and finds a scale on salient channels; SmoothQuant and LLM.int8', () => {
   const nTok = 128, k = 128, n = 32;
   const { x, w } = problem(nTok, k, n, 4);
-  const res = awqSearch(x, nTok, k, [{ w, n }], intGrid(3, 32));
+  const h = new Float64Array(k * k);
+  accumulateHessian(h, x, nTok, k);
+  finishHessian(h, k, nTok);
+  const meanAbs = new Float64Array(k);
+  for (let t = 0; t < nTok; t++) for (let j = 0; j < k; j++) meanAbs[j] += Math.abs(x[t * k + j]) / nTok;
+  const res = awqSearchHessian(meanAbs, h, k, [{ w, n, codec: blockCodecFor(resolveScheme('int3', { groupSize: 32 }), k) }]);
   assert.ok(res.loss <= res.lossRtn);
   assert.ok(res.alpha > 0, `alpha ${res.alpha}`);
   assert.ok(res.loss < 0.95 * res.lossRtn, `AWQ ${res.loss} vs RTN ${res.lossRtn}`);

@@ -8,8 +8,6 @@
  */
 import type { BlockCodec } from './block-codec.js';
 import { rtnBlocks } from './blockwise.js';
-import type { GptqGrid } from './gptq.js';
-import { rtnWithGrid } from './gptq.js';
 
 export interface Linear {
   /** n x k row-major (rows are outputs) */
@@ -24,57 +22,6 @@ export interface AwqResult {
   /** output squared error at the chosen alpha, and at alpha = 0 (plain RTN) */
   loss: number;
   lossRtn: number;
-}
-
-/** y = x w^T for nTok x k inputs and an n x k weight. */
-function project(x: Float32Array, nTok: number, k: number, w: Float32Array, n: number): Float64Array {
-  const y = new Float64Array(nTok * n);
-  for (let t = 0; t < nTok; t++)
-    for (let o = 0; o < n; o++) {
-      let s = 0;
-      const xr = t * k;
-      const wr = o * k;
-      for (let j = 0; j < k; j++) s += x[xr + j] * w[wr + j];
-      y[t * n + o] = s;
-    }
-  return y;
-}
-
-export function awqSearch(x: Float32Array, nTok: number, k: number, layers: readonly Linear[], grid: GptqGrid, steps = 20): AwqResult {
-  const meanAbs = new Float64Array(k);
-  for (let t = 0; t < nTok; t++) for (let j = 0; j < k; j++) meanAbs[j] += Math.abs(x[t * k + j]);
-  for (let j = 0; j < k; j++) meanAbs[j] = Math.max(meanAbs[j] / Math.max(1, nTok), 1e-8);
-  const refs = layers.map((l) => project(x, nTok, k, l.w, l.n));
-  const scales = new Float32Array(k);
-  const scaled = layers.map((l) => new Float32Array(l.w.length));
-  let best = { alpha: 0, loss: Infinity, scales: new Float32Array(k).fill(1) };
-  let lossRtn = Infinity;
-  for (let step = 0; step < steps; step++) {
-    const alpha = step / steps;
-    let mx = 0;
-    let mn = Infinity;
-    for (let j = 0; j < k; j++) {
-      const s = Math.pow(meanAbs[j], alpha);
-      scales[j] = s;
-      mx = Math.max(mx, s);
-      mn = Math.min(mn, s);
-    }
-    const norm = Math.sqrt(mx * mn);
-    for (let j = 0; j < k; j++) scales[j] = Math.fround(Math.max(scales[j] / norm, 1e-4));
-    let loss = 0;
-    layers.forEach((l, li) => {
-      const ws = scaled[li];
-      for (let o = 0; o < l.n; o++) for (let j = 0; j < k; j++) ws[o * k + j] = Math.fround(l.w[o * k + j] * scales[j]);
-      const { q } = rtnWithGrid(ws, l.n, k, grid);
-      for (let o = 0; o < l.n; o++) for (let j = 0; j < k; j++) q[o * k + j] = q[o * k + j] / scales[j];
-      const y = project(x, nTok, k, q, l.n);
-      const r = refs[li];
-      for (let i = 0; i < y.length; i++) loss += (y[i] - r[i]) ** 2;
-    });
-    if (step === 0) lossRtn = loss;
-    if (loss < best.loss) best = { alpha, loss, scales: Float32Array.from(scales) };
-  }
-  return { scales: best.scales, alpha: best.alpha, loss: best.loss, lossRtn };
 }
 
 /** Apply scales: weight columns times s_j (the previous op must divide its output channel j by s_j). */

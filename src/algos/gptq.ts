@@ -18,27 +18,13 @@
  * Layout: W is n x k row-major (n outputs, k inputs: GGML's layout, a row is an output channel);
  * groups run along rows (k), as every GGML block and grouped scheme does.
  *
- * Two kinds of grid: `GptqGrid` (parameters per group, quant(x) in closed form: intGrid, hqqGrid,
- * the legacy GGML grids of grids.ts) and any block codec (block-codec.ts: every GGML type and
- * per-block lowbit scheme, with the codec's own scale choice per block and the exact block bytes).
+ * The grid is a block codec (block-codec.ts: every GGML type and per-block lowbit scheme, with the
+ * codec's own scale choice per block and the exact block bytes).
  */
 import { fail } from '../errors.js';
 import { BlockGrids, setCodes, type BlockCodec } from './block-codec.js';
 import { CLIP_RATIOS } from './blockwise.js';
 import { gptqWorkspace, syrkLowerRef } from '../kernels/gptq.js';
-
-/**
- * A closed-form grid: a group of `groupSize` consecutive values of one row shares `paramCount`
- * parameters (scale, zero, ...) chosen by `fit`; `quant` maps one value to the nearest value
- * representable with those parameters.
- */
-export interface GptqGrid {
-  readonly name: string;
-  readonly groupSize: number;
-  readonly paramCount: number;
-  fit(x: Float32Array, off: number, params: Float64Array, pOff: number): void;
-  quant(x: number, params: Float64Array, pOff: number): number;
-}
 
 /** What the GPTQ loop needs from a grid: fit a group, round one element of it. */
 export interface GroupQuantizer {
@@ -207,26 +193,6 @@ export function gptqRows(w: Float32Array, n: number, k: number, f: GptqFactor, q
 // ---------------------------------------------------------------------------------------------------
 // Grids
 
-/** A closed-form grid as a GroupQuantizer (parameters of every group kept in `params`). */
-export class ParamQuantizer implements GroupQuantizer {
-  readonly name: string;
-  readonly groupSize: number;
-  readonly params: Float64Array;
-  private readonly nGroups: number;
-  constructor(readonly grid: GptqGrid, n: number, k: number) {
-    this.name = grid.name;
-    this.groupSize = grid.groupSize;
-    this.nGroups = k / grid.groupSize;
-    this.params = new Float64Array(n * this.nGroups * grid.paramCount);
-  }
-  fit(r: number, grp: number, x: Float32Array, xo: number): void {
-    this.grid.fit(x, xo, this.params, (r * this.nGroups + grp) * this.grid.paramCount);
-  }
-  quant(r: number, grp: number, _j: number, x: number): number {
-    return this.grid.quant(x, this.params, (r * this.nGroups + grp) * this.grid.paramCount);
-  }
-}
-
 /**
  * A block codec as a GroupQuantizer: at a group's start the codec itself quantizes the group's current
  * values (with `importance`, e.g. diag H, when the codec has an importance path) and that block's
@@ -350,13 +316,6 @@ export class BlockQuantizer implements GroupQuantizer {
   }
 }
 
-/** GPTQ with a closed-form grid (kept for the grid-level tests and experiments). */
-export function gptq(w: Float32Array, n: number, k: number, hessian: Float64Array, grid: GptqGrid, opts: GptqOptions = {}): { q: Float32Array; params: Float64Array } {
-  const qz = new ParamQuantizer(grid, n, k);
-  const { q } = gptqQuantize(w, n, k, hessian, qz, opts);
-  return { q, params: qz.params };
-}
-
 /** GPTQ into a block codec's bytes (GGML types, per-block schemes): bytes and their exact values. */
 export function gptqBlocks(w: Float32Array, n: number, k: number, hessian: Float64Array, codec: BlockCodec, opts: GptqBlockOptions = {}): { bytes: Uint8Array; q: Float32Array; stats: GptqStats } {
   if (hessian.length !== k * k) fail('GPTQ: weight or Hessian has the wrong size');
@@ -370,20 +329,4 @@ export function gptqBlocksWithFactor(w: Float32Array, n: number, k: number, f: G
   const qz = new BlockQuantizer(codec, n, k, { staticGroups: opts.actOrder, importance: opts.importance, clipWeights: opts.clipWeights });
   const { q, stats } = gptqRows(w, n, k, f, qz, opts);
   return { bytes: qz.finish(), q, stats };
-}
-
-/** Round-to-nearest with the same grid (the baseline GPTQ is measured against). */
-export function rtnWithGrid(w: Float32Array, n: number, k: number, grid: GptqGrid): { q: Float32Array; params: Float64Array } {
-  const g = grid.groupSize;
-  if (k % g !== 0) fail(`row length ${k} is not a multiple of the group size ${g} of ${grid.name}`);
-  const nGroups = k / g;
-  const params = new Float64Array(n * nGroups * grid.paramCount);
-  const q = new Float32Array(n * k);
-  for (let r = 0; r < n; r++)
-    for (let grp = 0; grp < nGroups; grp++) {
-      const pOff = (r * nGroups + grp) * grid.paramCount;
-      grid.fit(w, r * k + grp * g, params, pOff);
-      for (let j = 0; j < g; j++) q[r * k + grp * g + j] = grid.quant(w[r * k + grp * g + j], params, pOff);
-    }
-  return { q, params };
 }

@@ -10,7 +10,6 @@
  * beta = 10, kappa = 1.01, 20 iterations.
  */
 import { fail } from '../errors.js';
-import type { GptqGrid } from './gptq.js';
 
 export interface HqqOptions {
   p?: number;
@@ -67,22 +66,4 @@ export function hqqFit(x: Float32Array, off: number, g: number, bits: number, ou
   }
   out[o] = 1 / s;
   out[o + 1] = bestZ;
-}
-
-/** HQQ as a grid: asymmetric uint `bits` with a float zero-point, groups of `groupSize`. */
-export function hqqGrid(bits: number, groupSize: number, opts: HqqOptions = {}): GptqGrid {
-  if (!(bits >= 1 && bits <= 8)) fail(`HQQ bits must be 1..8, got ${bits}`);
-  const qmax = 2 ** bits - 1;
-  return {
-    name: `hqq_int${bits}_g${groupSize}`,
-    groupSize,
-    paramCount: 2,
-    fit: (x, off, out, o) => hqqFit(x, off, groupSize, bits, out, o, opts),
-    quant(x, prm, o) {
-      const step = prm[o];
-      const z = prm[o + 1];
-      const q = Math.min(qmax, Math.max(0, Math.round(x / step + z)));
-      return Math.fround((q - z) * step);
-    },
-  };
 }

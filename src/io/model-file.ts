@@ -7,7 +7,8 @@
 import { fail } from '../errors.js';
 import { plainValue, readGguf, type GgufFile, type GgufValue } from './gguf.js';
 import { decodeUtf8 } from './reader.js';
-import { parseSafetensorsIndex, readSafetensors, readShardedSafetensors, findPackedInt4, type PackedInt4Group, type SafetensorsTensorInfo } from './safetensors.js';
+import { parseSafetensorsIndex, readSafetensors, readShardedSafetensors, type SafetensorsTensorInfo } from './safetensors.js';
+import { findPackedInt4, type PackedInt4Group } from './packed-int4.js';
 import type { ByteSource } from './source.js';
 import { toFloat32 } from './tensor-data.js';
 

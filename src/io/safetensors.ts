@@ -293,5 +293,4 @@ export async function writeSafetensors(sink: ByteSink, tensors: readonly (Safete
   await w.end();
 }
 
-// ---- packed int4 layouts (GPTQ / AWQ): see packed-int4.ts ----
-export { findPackedInt4, dequantizePackedInt4, type PackedInt4Group } from './packed-int4.js';
+// packed int4 layouts (GPTQ / AWQ) over these tensors: see packed-int4.ts

@@ -14,9 +14,21 @@ import { resolveScheme } from '../quant/registry.js';
 import type { QuantScheme } from '../quant/scheme.js';
 import type { GgufValue } from '../io/gguf.js';
 import type { ModelFile, ModelTensor } from '../io/model-file.js';
-import type { PackedPlanInfo } from './quantize-packed.js';
+import type { LlamaHparams } from '../io/hf-llama.js';
 import type { PackedInt4Layout } from '../io/packed-int4.js';
 import { toFloat32 } from '../io/tensor-data.js';
+
+/** What the packed writer needs beyond the tensor plan. */
+export interface PackedPlanInfo {
+  readonly layout: PackedInt4Layout;
+  readonly hparams: LlamaHparams;
+  readonly groupSize: number;
+  readonly symmetric: boolean;
+  /** no output.weight: lm_head is the embedding (tie_word_embeddings) */
+  readonly tieEmbeddings: boolean;
+  /** GGUF tokenizer.* entries as plain JSON values, carried in __metadata__ */
+  readonly tokenizer?: Record<string, unknown>;
+}
 
 export interface TensorPlan {
   name: string;
@@ -93,6 +105,12 @@ export interface QuantizeOptions {
     floats: ReadonlyMap<string, Float32Array>;
     quantized: ReadonlyMap<string, { bytes: Uint8Array; sqnrDb: number }>;
   };
+  /**
+   * Per-tensor algorithms (HQQ; scope 'tensor' in algorithms.ts) streamed inside the writer: for a
+   * planned tensor, a function rounding its float values into the planned type's bytes (one tensor in
+   * memory at a time), or undefined to quantize it as usual.
+   */
+  roundTensor?(p: TensorPlan): ((x: Float32Array) => Promise<{ bytes: Uint8Array; q: Float32Array; label: string }>) | undefined;
   /** called after each tensor */
   onTensor?(done: number, total: number, r: TensorReport): void;
 }

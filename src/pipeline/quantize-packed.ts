@@ -35,7 +35,7 @@ import { fromFloat32, toFloat32 } from '../io/tensor-data.js';
 import { ggmlCodec } from '../quant/ggml/registry.js';
 import { ggmlTypeByName } from '../quant/ggml/types.js';
 import { genericConfigOf } from '../quant/schemes/generic.js';
-import { readFloats, type QuantizeOptions, type QuantizePlan, type QuantizeReport, type TensorPlan, type TensorReport } from './plan.js';
+import { readFloats, type PackedPlanInfo, type QuantizeOptions, type QuantizePlan, type QuantizeReport, type TensorPlan, type TensorReport } from './plan.js';
 
 export interface PackedLayoutOptions {
   readonly layout: PackedInt4Layout;
@@ -43,17 +43,6 @@ export interface PackedLayoutOptions {
   readonly keepUnpackable?: boolean;
 }
 
-/** What the packed writer needs beyond the tensor plan. */
-export interface PackedPlanInfo {
-  readonly layout: PackedInt4Layout;
-  readonly hparams: LlamaHparams;
-  readonly groupSize: number;
-  readonly symmetric: boolean;
-  /** no output.weight: lm_head is the embedding (tie_word_embeddings) */
-  readonly tieEmbeddings: boolean;
-  /** GGUF tokenizer.* entries as plain JSON values, carried in __metadata__ */
-  readonly tokenizer?: Record<string, unknown>;
-}
 
 /** the linear layers inside blocks (the family's linears): the only tensors GPTQ/AWQ pack */
 const isLinear = (name: string) => roleOfTensor(LLAMA, name) !== undefined;

@@ -19,7 +19,7 @@
  */
 import { fail, LowbitError } from '../errors.js';
 import { importanceOf, type Imatrix } from '../algos/imatrix.js';
-import { ptqOptions } from '../algos/ptq-options.js';
+import { ptqOptions, type PtqOptions } from '../algos/ptq-options.js';
 import type { Recipe } from '../algos/recipe.js';
 import { ggmlCodec } from '../quant/ggml/registry.js';
 import '../quant/ggml/index.js';
@@ -35,7 +35,8 @@ import { sqnrDb } from '../eval/metrics.js';
 import { quantizeRowsMeasured } from '../kernels/ggml-quant.js';
 import { rowErrorSums } from '../quant/ggml/row-error.js';
 import { planPackedLayout, quantizePackedModel } from './quantize-packed.js';
-import { calibrationNeeds, runPtq, type PtqOutput } from './calibrate.js';
+import { calibrationNeeds, codecOf, runPtq, type PtqOutput } from './calibrate.js';
+import { algorithmsOf, roundWeight } from './algorithms.js';
 import type { GptqWorkers } from './gptq-parts.js';
 import { checkImatrix, matrices, planTensors, readFloats, resolveOptionsOf, rows, type LayoutOptions, type QuantizeOptions, type QuantizePlan, type QuantizeReport, type RowQuantizer, type TensorPlan, type TensorReport } from './plan.js';
 
@@ -218,7 +219,7 @@ export async function quantizeModel(m: ModelFile, plan: QuantizePlan, sink: Byte
     const w = new GgufWriter(sink, meta, plan.tensors.map((p) => ({ name: p.name, ne: p.ne, type: p.ggml as GgmlTypeInfo })));
     // every tensor is either given (PTQ), copied, or quantized slab by slab from the transformed floats
     // (PTQ) or from the file; the file's slabs are read one ahead, across tensors
-    const kindOf = (p: TensorPlan, t: ModelTensor) => (opts.ptq?.quantized.has(p.name) ? 'given' : opts.ptq?.floats.has(p.name) ? 'transformed' : p.to === t.type ? 'copy' : 'read');
+    const kindOf = (p: TensorPlan, t: ModelTensor) => (opts.ptq?.quantized.has(p.name) || opts.roundTensor?.(p) ? 'given' : opts.ptq?.floats.has(p.name) ? 'transformed' : p.to === t.type ? 'copy' : 'read');
     const toRead = plan.tensors.flatMap((p) => {
       const t = m.tensor(p.name);
       return kindOf(p, t) === 'read' ? slabsOf(p.ne[0], t.nElements / p.ne[0], matrices(p.ne)).map((slab) => ({ t, rowLength: p.ne[0], slab })) : [];
@@ -243,7 +244,7 @@ export async function quantizeModel(m: ModelFile, plan: QuantizePlan, sink: Byte
         const n = t.nElements;
         const kind = kindOf(p, t);
         if (kind === 'given') {
-          const pre = opts.ptq!.quantized.get(p.name)!;
+          const pre = opts.ptq?.quantized.get(p.name) ?? (await roundWhole(m, t, p, opts.roundTensor!(p)!));
           await enqueue(pre.bytes);
           done({ name: p.name, shape: p.ne, type: p.to, bytes: pre.bytes.length, bitsPerWeight: (pre.bytes.length * 8) / n, sqnrDb: pre.sqnrDb, ...(p.fallbackFrom ? { fallbackFrom: p.fallbackFrom } : {}) });
           continue;
@@ -300,7 +301,8 @@ export async function quantizeModel(m: ModelFile, plan: QuantizePlan, sink: Byte
     await w.begin();
     for (const p of plan.tensors) {
       const t = m.tensor(p.name);
-      const pre = opts.ptq?.quantized.get(p.name);
+      const round = opts.ptq ? undefined : opts.roundTensor?.(p);
+      const pre = opts.ptq?.quantized.get(p.name) ?? (round ? await roundWhole(m, t, p, round) : undefined);
       if (pre) {
         await w.write(pre.bytes);
         done({ name: p.name, shape: p.ne, type: p.scheme?.id ?? p.to, bytes: pre.bytes.length, bitsPerWeight: (pre.bytes.length * 8) / t.nElements, sqnrDb: pre.sqnrDb });
@@ -325,6 +327,14 @@ export async function quantizeModel(m: ModelFile, plan: QuantizePlan, sink: Byte
   const parameters = reports.reduce((s, r) => s + r.shape.reduce((a, b) => a * b, 1), 0);
   const bytes = reports.reduce((s, r) => s + r.bytes, 0);
   return { output: plan.output, recipe: plan.recipe.name, tensors: reports, parameters, bytes, bitsPerWeight: (bytes * 8) / parameters, seconds: (performance.now() - t0) / 1000 };
+}
+
+/** a whole tensor rounded by a per-tensor algorithm (QuantizeOptions.roundTensor): its bytes and SQNR */
+async function roundWhole(m: ModelFile, t: ModelTensor, p: TensorPlan, round: NonNullable<ReturnType<NonNullable<QuantizeOptions['roundTensor']>>>): Promise<{ bytes: Uint8Array; sqnrDb: number }> {
+  const x = await readFloats(m, t);
+  for (let i = 0; i < x.length; i++) if (!Number.isFinite(x[i])) fail(`${p.name}: non-finite value at element ${i}`);
+  const r = await round(x);
+  return { bytes: r.bytes, sqnrDb: sqnrDb(x, r.q) };
 }
 
 /** Options of the one verb: the writer's (imatrix, workers, onTensor, layout) and the calibration's. */
@@ -372,11 +382,15 @@ export async function quantize(m: ModelFile, recipe: Recipe, sink: ByteSink, opt
   const hasCalib = opts.calibText !== undefined || opts.calibStream !== undefined;
   const needs = calibrationNeeds(plan, options, hasCalib);
   let ptq: PtqOutput | undefined;
-  if (!opts.ptq && (needs.layerPass || needs.tensorPass || options.rotate !== 'none')) {
+  if (!opts.ptq && (needs.layerPass || options.rotate !== 'none')) {
     if (needs.needsText && !hasCalib) fail(`${needs.algorithms.join('/') || 'SmoothQuant'} needs calibration text: --calib FILE (or { calibText } in quantize())`);
     ptq = await runPtq(m, plan, { recipe, options, calibText: opts.calibText, calibStream: opts.calibStream, threads: opts.threads, gptqWorkers: opts.gptqWorkers, onProgress: opts.onProgress });
   }
-  const report = await quantizeModel(m, plan, sink, { ...opts, ...(ptq ? { ptq } : {}) });
+  // per-tensor algorithms (HQQ) without a layer pass: streamed by the writer, one tensor at a time
+  const labels: Record<string, string> = {};
+  const roundTensor = !ptq && !opts.ptq && needs.tensorPass ? perTensorRounding(plan, options, labels) : undefined;
+  const report = await quantizeModel(m, plan, sink, { ...opts, ...(ptq ? { ptq } : {}), ...(roundTensor ? { roundTensor } : {}) });
+  if (roundTensor) return { ...report, ptq: { notes: [], seconds: 0, algorithms: labels } };
   if (!ptq) return report;
   const summary: PtqSummary = {
     notes: ptq.notes,
@@ -387,4 +401,19 @@ export async function quantize(m: ModelFile, recipe: Recipe, sink: ByteSink, opt
     ...(ptq.phases ? { phases: ptq.phases } : {}),
   };
   return { ...report, ptq: summary };
+}
+
+/** QuantizeOptions.roundTensor for the per-tensor algorithms of a plan (tensors whose list is only RTN are left to the writer) */
+function perTensorRounding(plan: QuantizePlan, options: PtqOptions, labels: Record<string, string>): NonNullable<QuantizeOptions['roundTensor']> {
+  return (p) => {
+    const list = algorithmsOf(plan.recipe, p.name);
+    const codec = list.every((a) => a.name === 'rtn') ? undefined : codecOf(p);
+    if (!codec) return undefined;
+    const [rows, cols] = [p.ne.slice(1).reduce((a, b) => a * b, 1), p.ne[0]];
+    return async (x) => {
+      const r = await roundWeight(list, { name: p.name, codec, w: x, rows, cols, scheme: p.scheme, ggmlType: p.ggml?.name, options });
+      labels[p.name] = r.label;
+      return r;
+    };
+  };
 }
