@@ -29,8 +29,25 @@ test('core modules never import node: modules or use process, and import downwar
       const target = path.relative(src, path.resolve(path.dirname(file), m[1]));
       const tLayer = target.split(path.sep)[0];
       if (CORE.has(tLayer) && ORDER.indexOf(tLayer) > ORDER.indexOf(layer)) problems.push(`${rel}: imports ${target} from a higher layer`);
-      if (tLayer === 'cli' || tLayer === 'web') problems.push(`${rel}: imports ${target}`);
+      if (tLayer === 'cli' || tLayer === 'lab') problems.push(`${rel}: imports ${target}`);
     }
   }
+  assert.deepEqual(problems, []);
+});
+
+test('the browser Lab (src/lab, the top layer beside cli) imports the core only, never node: or the CLI', () => {
+  const problems: string[] = [];
+  for (const file of walk(path.join(src, 'lab'))) {
+    const rel = path.relative(src, file);
+    const text = fs.readFileSync(file, 'utf8').replace(/\/\*[\s\S]*?\*\/|\/\/.*$/gm, '');
+    if (/from\s+['"](node:|fs['"]|path['"])/.test(text) || /import\(\s*['"]node:/.test(text)) problems.push(`${rel}: imports a node: module`);
+    if (/\bprocess\./.test(text)) problems.push(`${rel}: uses process`);
+    for (const m of text.matchAll(/from\s+['"](\.\.?\/[^'"]+)['"]/g)) {
+      const target = path.relative(src, path.resolve(path.dirname(file), m[1]));
+      const tLayer = target.split(path.sep)[0];
+      if (tLayer === 'cli' || tLayer === 'node.ts' || tLayer === 'node.js') problems.push(`${rel}: imports ${target}`);
+    }
+  }
+  assert.ok(walk(path.join(src, 'lab')).length >= 3, 'src/lab exists');
   assert.deepEqual(problems, []);
 });
