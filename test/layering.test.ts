@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 const src = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src');
-const ORDER = ['formats', 'quant', 'kernels', 'algos', 'alloc', 'model', 'train', 'io', 'eval', 'pipeline'];
+const ORDER = ['formats', 'quant', 'kernels', 'algos', 'alloc', 'model', 'train', 'io', 'eval', 'pipeline', 'audit'];
 const CORE = new Set(ORDER);
 
 function walk(dir: string): string[] {
