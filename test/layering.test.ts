@@ -55,3 +55,44 @@ test('the browser Lab (src/lab, the top layer beside cli) imports the core only,
   assert.ok(walk(path.join(src, 'lab')).length >= 3, 'src/lab exists');
   assert.deepEqual(problems, []);
 });
+
+test('no import circles anywhere in src (type imports and re-exports included)', () => {
+  const files = walk(src).map((f) => path.relative(src, f));
+  const edges = new Map<string, string[]>();
+  for (const rel of files) {
+    const text = fs.readFileSync(path.join(src, rel), 'utf8').replace(/\/\*[\s\S]*?\*\/|\/\/.*$/gm, '');
+    const targets = [...text.matchAll(/(?:from|import)\s*\(?\s*['"](\.\.?\/[^'"]+)\.js['"]/g)].map((m) => path.relative(src, path.resolve(path.dirname(path.join(src, rel)), m[1] + '.ts')));
+    edges.set(rel, targets.filter((t) => files.includes(t)));
+  }
+  // Tarjan's strongly connected components: every component of more than one file is a circle
+  let index = 0;
+  const idx = new Map<string, number>();
+  const low = new Map<string, number>();
+  const stack: string[] = [];
+  const on = new Set<string>();
+  const circles: string[] = [];
+  const visit = (v: string) => {
+    idx.set(v, index);
+    low.set(v, index++);
+    stack.push(v);
+    on.add(v);
+    for (const w of edges.get(v) ?? []) {
+      if (!idx.has(w)) {
+        visit(w);
+        low.set(v, Math.min(low.get(v)!, low.get(w)!));
+      } else if (on.has(w)) low.set(v, Math.min(low.get(v)!, idx.get(w)!));
+    }
+    if (low.get(v) === idx.get(v)) {
+      const scc: string[] = [];
+      let w: string;
+      do {
+        w = stack.pop()!;
+        on.delete(w);
+        scc.push(w);
+      } while (w !== v);
+      if (scc.length > 1 || (edges.get(v) ?? []).includes(v)) circles.push(scc.sort().join(' <-> '));
+    }
+  };
+  for (const f of files) if (!idx.has(f)) visit(f);
+  assert.deepEqual(circles, []);
+});

@@ -16,7 +16,7 @@ import { openModelFile, type ModelFile } from '../src/io/model-file.js';
 import { memorySink } from '../src/io/sink.js';
 import { bytesSource } from '../src/io/source.js';
 import { readImatrix } from '../src/pipeline/imatrix-file.js';
-import { planQuantization, quantizeModel } from '../src/pipeline/quantize.js';
+import { planQuantization, quantize } from '../src/pipeline/quantize.js';
 import { writeSyntheticLlama, type SyntheticLlama } from '../scripts/synthetic-model.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -45,9 +45,10 @@ async function modelBytes(m: Expected['models'][string]): Promise<Uint8Array> {
 }
 
 async function quantizedTensors(model: ModelFile, c: Case, imatrix: Imatrix | undefined): Promise<Record<string, string>> {
-  const plan = planQuantization(model, llamaRecipe(c.type, { pure: c.pure }), 'gguf', { hasImatrix: !!imatrix });
+  const recipe = llamaRecipe(c.type, { pure: c.pure });
+  const plan = planQuantization(model, recipe, 'gguf', { hasImatrix: !!imatrix });
   const sink = memorySink();
-  await quantizeModel(model, plan, sink, { imatrix });
+  await quantize(model, recipe, sink, { output: 'gguf', imatrix });
   const q = await openModelFile(bytesSource(sink.bytes(), 'out.gguf'));
   const got: Record<string, string> = {};
   for (const t of q.tensors) got[t.name] = `${t.type}:${sha256(await q.read(t)).slice(0, 16)}`;

@@ -22,7 +22,7 @@ import { bytesSource, type ByteSource } from '../src/io/source.js';
 import { fromFloat32, toFloat32 } from '../src/io/tensor-data.js';
 import { quantizeRowsMeasured } from '../src/kernels/ggml-quant.js';
 import { setWasmVariant } from '../src/kernels/wasm.js';
-import { planQuantization, quantizeModel, SLAB_ELEMENTS, type QuantizeReport, type RowQuantizer } from '../src/pipeline/quantize.js';
+import { quantize, SLAB_ELEMENTS, type QuantizeReport, type RowQuantizer } from '../src/pipeline/quantize.js';
 import { ggmlCodec, ggmlTypeByName } from '../src/quant/ggml/index.js';
 import { rowErrorSums } from '../src/quant/ggml/row-error.js';
 
@@ -175,7 +175,7 @@ test('quantizeModel: read one slab ahead (readInto or read), in this thread or o
       ];
       for (const [label, open] of variants) {
         const { m, workers, sink = memorySink() } = await open();
-        const report = await quantizeModel(m, planQuantization(m, schemeRecipe(type), 'gguf'), sink, { workers });
+        const report = await quantize(m, schemeRecipe(type), sink, { output: 'gguf', workers });
         runs.push([label, report, sink.bytes()]);
       }
     } finally {
@@ -210,7 +210,7 @@ test('quantizeModel: a read error or a NaN in the middle of a tensor rejects wit
   // fails on the big tensor's second slab, while the first is being quantized
   const { src, state } = countingSource(bytesSource(bytes), { failAt: big.byteOffset + 4 * SLAB_ELEMENTS + 4, delayMs: 2 });
   const m = await openModelFile(src);
-  await assert.rejects(quantizeModel(m, planQuantization(m, schemeRecipe('ggml_q8_0'), 'gguf'), memorySink()), /simulated I\/O error/);
+  await assert.rejects(quantize(m, schemeRecipe('ggml_q8_0'), memorySink(), { output: 'gguf' }), /simulated I\/O error/);
   assert.equal(state.inFlight, 0);
 
   const poisoned = await makeGguf((name, x) => {
@@ -221,7 +221,7 @@ test('quantizeModel: a read error or a NaN in the middle of a tensor rejects wit
     for (const workers of [undefined, pool]) {
       const c = countingSource(bytesSource(poisoned.bytes), { delayMs: 1 });
       const pm = await openModelFile(c.src);
-      await assert.rejects(quantizeModel(pm, planQuantization(pm, schemeRecipe('ggml_q8_0'), 'gguf'), memorySink(), { workers }), /blk\.0\.ffn_up\.weight \(rows counted from 1024\): .*\(row 6, column 17\) is NaN/);
+      await assert.rejects(quantize(pm, schemeRecipe('ggml_q8_0'), memorySink(), { output: 'gguf', workers }), /blk\.0\.ffn_up\.weight \(rows counted from 1024\): .*\(row 6, column 17\) is NaN/);
       assert.equal(c.state.inFlight, 0);
     }
   } finally {
@@ -252,7 +252,7 @@ test('lowbit quantize: a NaN in a later slab fails cleanly, no output and no tem
   assert.ok(outs[0][0].equals(outs[1][0]), '--threads 1 and 2: same bytes');
   const m = await openModelFile(bytesSource(fs.readFileSync(input)));
   const mem = memorySink();
-  await quantizeModel(m, planQuantization(m, llamaRecipe('Q8_0'), 'gguf'), mem); // what --type q8_0 means for a .gguf
+  await quantize(m, llamaRecipe('Q8_0'), mem, { output: 'gguf' }); // what --type q8_0 means for a .gguf
   assert.ok(outs[0][0].equals(mem.bytes()), 'the file (O_DIRECT where the file system takes it) holds what quantizeModel writes');
   assert.deepEqual(outs[0][1], outs[1][1], '--threads 1 and 2: same report (SQNR included)');
 });

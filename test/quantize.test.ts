@@ -20,7 +20,7 @@ import { openModelFile } from '../src/io/model-file.js';
 import { memorySink } from '../src/io/sink.js';
 import { bytesSource } from '../src/io/source.js';
 import { toFloat32 } from '../src/io/tensor-data.js';
-import { planQuantization, quantizeModel } from '../src/pipeline/quantize.js';
+import { planQuantization, quantize } from '../src/pipeline/quantize.js';
 import { ggmlCodec } from '../src/quant/ggml/index.js';
 import { evaluateAgainst, evaluateBase } from '../src/pipeline/evaluate.js';
 import { loadLlamaCpp } from '../scripts/llama-tools.js';
@@ -36,7 +36,7 @@ async function quantizeBytes(recipe: Recipe, kind: 'gguf' | 'safetensors'): Prom
   try {
     const m = await openModelFile(src);
     const sink = memorySink();
-    await quantizeModel(m, planQuantization(m, recipe, kind), sink);
+    await quantize(m, recipe, sink, { output: kind });
     return sink.bytes();
   } finally {
     src.close();

@@ -22,6 +22,11 @@ export type Algorithm = BaseAlgorithm | 'awq+gptq' | readonly BaseAlgorithm[];
 /** the names `--algo` accepts */
 export const ALGORITHMS: readonly string[] = [...BASE_ALGORITHMS, 'awq+gptq'];
 
+/** An algorithm's name as `--algo` spells it ('gptq', 'awq+gptq') */
+export function algorithmName(a: Algorithm | undefined): string {
+  return a === undefined ? 'rtn' : typeof a === 'string' ? a : a.join('+');
+}
+
 /** An algorithm as its list of base algorithms (validated). */
 export function algorithmList(a: unknown, where = 'recipe'): readonly BaseAlgorithm[] {
   const list = a === 'awq+gptq' ? ['awq', 'gptq'] : Array.isArray(a) ? a : [a];

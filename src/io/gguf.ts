@@ -14,7 +14,7 @@
 import { fail } from '../errors.js';
 import { ggmlTypeByIdOrUndefined, type GgmlTypeInfo } from '../quant/ggml/types.js';
 import { ByteWriter, decodeUtf8, SourceReader } from './reader.js';
-import type { ByteSink } from './sink.js';
+import type { ByteSink, TensorWriter } from './sink.js';
 import type { ByteSource } from './source.js';
 
 export const GGUF_MAGIC = 0x46554747; // "GGUF" read as little-endian u32
@@ -465,7 +465,7 @@ export function ggufHeaderBytes(metadata: Iterable<[string, GgufValue]>, tensors
  * Streamed GGUF v3 writer: the header goes out first, then each tensor's bytes in order through
  * `write` (any chunking); padding after each tensor is inserted automatically.
  */
-export class GgufWriter {
+export class GgufWriter implements TensorWriter {
   private index = 0;
   private written = 0;
   private readonly sizes: number[];

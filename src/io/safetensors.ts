@@ -10,7 +10,7 @@
  */
 import { fail } from '../errors.js';
 import { decodeUtf8 } from './reader.js';
-import type { ByteSink } from './sink.js';
+import type { ByteSink, TensorWriter } from './sink.js';
 import type { ByteSource } from './source.js';
 
 export const SAFETENSORS_MAX_HEADER = 100_000_000;
@@ -246,7 +246,7 @@ export function safetensorsHeaderBytes(tensors: readonly SafetensorsTensorSpec[]
 }
 
 /** Streamed safetensors writer: header, then each tensor's bytes in order (any chunking). */
-export class SafetensorsWriter {
+export class SafetensorsWriter implements TensorWriter {
   private index = 0;
   private written = 0;
   private readonly sizes: number[];

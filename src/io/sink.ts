@@ -10,6 +10,17 @@ export interface ByteSink {
   write(bytes: Uint8Array): void | Promise<void>;
 }
 
+/**
+ * A container writer (GGUF, safetensors; ONNX will be another): constructed with the tensor list and
+ * the metadata, it writes the header at begin(), then every tensor's bytes in the listed order (each
+ * write may be a part of a tensor), and checks at end() that every tensor got exactly its bytes.
+ */
+export interface TensorWriter {
+  begin(): Promise<void>;
+  write(bytes: Uint8Array): Promise<void>;
+  end(): Promise<void>;
+}
+
 /** Collects everything in memory (tests, small files, browsers). */
 export interface MemorySink extends ByteSink {
   readonly length: number;

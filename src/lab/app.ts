@@ -13,7 +13,6 @@ import { ROUNDING_MODES, type RoundingMode } from '../formats/rounding.js';
 import type { Format } from '../formats/descriptor.js';
 import { decode, encode } from '../kernels/cast.js';
 import { PTQ_OPTIONS } from '../algos/ptq-options.js';
-import type { Algorithm } from '../algos/recipe.js';
 import { hasRelaxedSimd, hasSimd } from '../env.js';
 import { kldHistogramSvg, quantizeReportHtml, sqnrPerLayerSvg } from '../pipeline/report-html.js';
 import type { QuantizeEvaluation } from '../pipeline/evaluate.js';
@@ -378,7 +377,7 @@ function readForm(): QuantizeForm {
     outputTensorType: v('output-tensor-type') || undefined,
     tokenEmbeddingType: v('token-embedding-type') || undefined,
     leaveOutputTensor: b('leave-output') || undefined,
-    algo: v('algo') as Algorithm,
+    algo: v('algo'),
     ptq: Object.keys(ptq).length ? ptq : undefined,
   };
 }

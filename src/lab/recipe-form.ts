@@ -25,7 +25,8 @@ export interface QuantizeForm {
   outputTensorType?: string;
   tokenEmbeddingType?: string;
   leaveOutputTensor?: boolean;
-  algo?: Algorithm;
+  /** --algo: rtn, gptq, awq, hqq, awq+gptq */
+  algo?: string;
   /** PTQ options that were set (the rest take PTQ_OPTIONS' defaults) */
   ptq?: Partial<Record<keyof PtqOptions, number | boolean | string>>;
 }
@@ -62,7 +63,7 @@ export function recipeFromForm(f: QuantizeForm): { recipe: Recipe; output: 'gguf
   const given = PTQ_OPTIONS.filter((o) => f.ptq && f.ptq[o.key] !== undefined);
   if (!algo && !given.length) return { recipe: base, output };
   const ptq = { ...(base.ptq ?? {}), ...Object.fromEntries(given.map((o) => [o.key, f.ptq![o.key]])) };
-  return { recipe: defineRecipe({ ...JSON.parse(JSON.stringify(base)), ...(algo ? { algorithm: algo } : {}), ...(Object.keys(ptq).length ? { ptq } : {}) }), output };
+  return { recipe: defineRecipe({ ...JSON.parse(JSON.stringify(base)), ...(algo ? { algorithm: algo as Algorithm } : {}), ...(Object.keys(ptq).length ? { ptq } : {}) }), output };
 }
 
 /** The CLI command that makes the same file (shown in the page, so a result can be reproduced). */

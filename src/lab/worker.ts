@@ -21,12 +21,11 @@ import { MatmulEngine } from '../kernels/matmul.js';
 import { ggmlCodec } from '../quant/ggml/registry.js';
 import { dequantizeScheme, quantizeScheme, resolveScheme } from '../quant/registry.js';
 import type { RoundingMode } from '../formats/rounding.js';
-import { ptqOptions } from '../algos/ptq-options.js';
+import { algorithmName } from '../algos/recipe.js';
 import { loadModel } from '../eval/load.js';
 import { generate } from '../eval/generate.js';
 import { sqnrDb } from '../eval/metrics.js';
-import { checkImatrix, planQuantization, quantizeModel, readFloats, type QuantizePlan, type QuantizeReport } from '../pipeline/quantize.js';
-import { runPtq, type PtqOutput } from '../pipeline/calibrate.js';
+import { checkImatrix, planQuantization, quantize, readFloats, type QuantizePlan, type QuantizeReport } from '../pipeline/quantize.js';
 import { evaluateQuantization } from '../pipeline/evaluate.js';
 import { readImatrix } from '../pipeline/imatrix-file.js';
 import type { EvaluateResult, ModelSummary, PlanSummary, QuantizeResult, Reply, Request, SinkKind, TensorSqnrResult } from './protocol.js';
@@ -229,7 +228,7 @@ function startJobWorker(): void {
     });
     const bytes = tensors.reduce((s, t) => s + t.bytes, 0);
     const parameters = plan.tensors.reduce((s, p) => s + p.ne.reduce((a, b) => a * b, 1), 0);
-    return { output: plan.output, recipe: plan.recipe.name, algorithm: plan.recipe.algorithm ?? 'rtn', tensors, bytes, parameters, bitsPerWeight: (bytes * 8) / parameters, converts };
+    return { output: plan.output, recipe: plan.recipe.name, algorithm: algorithmName(plan.recipe.algorithm), tensors, bytes, parameters, bitsPerWeight: (bytes * 8) / parameters, converts };
   }
 
   async function quantizeJob(id: number, req: Request & { op: 'quantize' }): Promise<QuantizeResult> {
@@ -241,14 +240,7 @@ function startJobWorker(): void {
     const model = plan.output === 'gguf' && o.model.format !== 'gguf' ? await convertedForPlan(o) : o.model;
     if (imatrix) checkImatrix(model, plan, imatrix, `imatrix ${req.imatrix!.name}`);
     const recipe = plan.recipe;
-    const options = ptqOptions(recipe.ptq ?? {});
-    const calibrated = (recipe.algorithm ?? 'rtn') !== 'rtn' || recipe.rules.some((r) => r.algorithm && r.algorithm !== 'rtn') || !!req.calibText || options.rotate !== 'none' || options.smooth > 0;
-    let ptq: PtqOutput | undefined;
-    if (calibrated) {
-      say(0, 'calibrating…', undefined, true);
-      MatmulEngine.get()?.setThreads(threads);
-      ptq = await runPtq(model, plan, { recipe, options, threads, calibText: req.calibText, onProgress: (msg) => say(0, msg) });
-    }
+    MatmulEngine.get()?.setThreads(threads); // the calibration's matmuls, when the recipe has some
     const planned = planSummary({ plan, converts: false }).bytes;
     const inputBytes = plan.tensors.reduce((s, p) => s + model.tensor(p.name).byteLength, 0);
     if (threads > 1) pool ??= new RowPool(threads, rowWorker);
@@ -266,7 +258,16 @@ function startJobWorker(): void {
     };
     let report: QuantizeReport;
     try {
-      report = await quantizeModel(model, plan, counting, { ptq, imatrix, workers: pool, onTensor: (i, n, r) => say(Math.min(1, written / Math.max(1, planned)), `${i}/${n} ${r.name}`) });
+      // the one verb: runs the recipe's algorithms (calibration with req.calibText) and writes the file
+      report = await quantize(model, recipe, counting, {
+        output: plan.output,
+        imatrix,
+        workers: pool,
+        threads,
+        calibText: req.calibText,
+        onProgress: (msg) => say(0, `calibrating: ${msg}`, undefined, true),
+        onTensor: (i, n, r) => say(Math.min(1, written / Math.max(1, planned)), `${i}/${n} ${r.name}`),
+      });
     } catch (e) {
       await sink.abort();
       throw e;

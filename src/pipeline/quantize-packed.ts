@@ -35,7 +35,7 @@ import { fromFloat32, toFloat32 } from '../io/tensor-data.js';
 import { ggmlCodec } from '../quant/ggml/registry.js';
 import { ggmlTypeByName } from '../quant/ggml/types.js';
 import { genericConfigOf } from '../quant/schemes/generic.js';
-import { readFloats, type PackedPlanInfo, type QuantizeOptions, type QuantizePlan, type QuantizeReport, type TensorPlan, type TensorReport } from './plan.js';
+import { readFloats, type PackedPlanInfo, type QuantizeOptions, type QuantizePlan, type TensorPlan, type TensorReport } from './plan.js';
 
 export interface PackedLayoutOptions {
   readonly layout: PackedInt4Layout;
@@ -122,7 +122,6 @@ export function planPackedLayout(m: ModelFile, plan: QuantizePlan, o: PackedLayo
   return { ...plan, tensors, packed };
 }
 
-const rowsOf = (ne: readonly number[]) => ne.slice(1).reduce((a, b) => a * b, 1);
 const hfPrefix = (ggufName: string) => ggufToHfName(ggufName).replace(/\.weight$/, '');
 
 /**
@@ -156,10 +155,14 @@ export function packedHfConfig(plan: QuantizePlan): Record<string, unknown> {
   };
 }
 
-export async function quantizePackedModel(m: ModelFile, plan: QuantizePlan, sink: ByteSink, opts: QuantizeOptions = {}): Promise<QuantizeReport> {
+/**
+ * The writer of a Hugging Face GPTQ/AWQ checkpoint (a row of quantize.ts's writer table): every linear
+ * quantized by its int4 scheme (or given by the calibrated algorithms: opts.ptq, opts.roundTensor),
+ * repacked in the layout; the rest float. Returns the config.json object.
+ */
+export async function writePacked(m: ModelFile, plan: QuantizePlan, sink: ByteSink, opts: QuantizeOptions, done: (r: TensorReport) => void): Promise<{ hfConfig: Record<string, unknown> }> {
   const info = plan.packed;
-  if (!info) fail('quantizePackedModel: not a GPTQ/AWQ plan');
-  const t0 = performance.now();
+  if (!info) fail('writePacked: not a GPTQ/AWQ plan');
   const { layout, hparams } = info;
   const specs = plan.tensors.flatMap((p) => {
     if (p.scheme) {
@@ -174,16 +177,17 @@ export async function quantizePackedModel(m: ModelFile, plan: QuantizePlan, sink
     metadata[LOWBIT_TOKENIZER_KEY] = JSON.stringify(info.tokenizer, (_k, v) => (typeof v === 'bigint' ? Number(v) : ArrayBuffer.isView(v) ? Array.from(v as unknown as ArrayLike<number>) : v));
   const w = new SafetensorsWriter(sink, specs, metadata);
   await w.begin();
-  const reports: TensorReport[] = [];
   for (const p of plan.tensors) {
     const t = m.tensor(p.name);
-    const x = await readFloats(m, t);
+    const x = opts.ptq?.floats.get(p.name) ?? (await readFloats(m, t));
     const heads = ropePermuteHeads(p.name, hparams);
-    let r: TensorReport;
     if (p.scheme) {
       for (let i = 0; i < x.length; i++) if (!Number.isFinite(x[i])) fail(`${p.name}: non-finite value at element ${i}`);
       const [K, N] = p.ne;
-      const int4 = int4LinearFromScheme(p.scheme, p.scheme.quantizeRef(x, N, K), N, K);
+      // the scheme's packed bytes: from the calibrated algorithms (GPTQ, AWQ, HQQ) when they ran, else RTN
+      const round = opts.ptq ? undefined : opts.roundTensor?.(p);
+      const given = opts.ptq?.quantized.get(p.name)?.bytes ?? (round ? (await round(x)).bytes : undefined);
+      const int4 = int4LinearFromScheme(p.scheme, given ?? p.scheme.quantizeRef(x, N, K), N, K);
       const dq = dequantizeInt4Linear(int4);
       const parts = packInt4Linear(layout, heads !== undefined ? int4RowsToHf(int4, heads) : int4, p.name);
       let bytes = 0;
@@ -191,29 +195,16 @@ export async function quantizePackedModel(m: ModelFile, plan: QuantizePlan, sink
         await w.write(part.data);
         bytes += part.data.length;
       }
-      r = { name: p.name, shape: p.ne, type: `${layout}:${p.scheme.id}`, bytes, bitsPerWeight: (bytes * 8) / x.length, sqnrDb: sqnrDb(x, dq) };
+      done({ name: p.name, shape: p.ne, type: `${layout}:${p.scheme.id}`, bytes, bitsPerWeight: (bytes * 8) / x.length, sqnrDb: sqnrDb(x, dq) });
     } else {
       const kind = p.to as 'F32' | 'F16' | 'BF16';
       let bytes = fromFloat32(kind, x);
       const sq = kind === 'F32' ? Infinity : sqnrDb(x, toFloat32(kind, bytes));
       if (heads !== undefined) bytes = toHfRows(bytes, p.ne.length === 2 ? p.ne[1] : p.ne[0], (p.ne.length === 2 ? p.ne[0] : 1) * bytes.length / x.length, heads);
       await w.write(bytes);
-      r = { name: p.name, shape: p.ne, type: kind, bytes: bytes.length, bitsPerWeight: (bytes.length * 8) / x.length, sqnrDb: sq, ...(p.fallbackFrom ? { fallbackFrom: p.fallbackFrom } : {}) };
+      done({ name: p.name, shape: p.ne, type: kind, bytes: bytes.length, bitsPerWeight: (bytes.length * 8) / x.length, sqnrDb: sq, ...(p.fallbackFrom ? { fallbackFrom: p.fallbackFrom } : {}) });
     }
-    reports.push(r);
-    opts.onTensor?.(reports.length, plan.tensors.length, r);
   }
   await w.end();
-  const parameters = reports.reduce((s, r) => s + rowsOf(r.shape) * r.shape[0], 0);
-  const bytes = reports.reduce((s, r) => s + r.bytes, 0);
-  return {
-    output: 'safetensors',
-    recipe: plan.recipe.name,
-    tensors: reports,
-    parameters,
-    bytes,
-    bitsPerWeight: (bytes * 8) / parameters,
-    seconds: (performance.now() - t0) / 1000,
-    hfConfig: packedHfConfig(plan),
-  };
+  return { hfConfig: packedHfConfig(plan) };
 }

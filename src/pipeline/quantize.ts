@@ -34,7 +34,7 @@ import { fromFloat32, toFloat32 } from '../io/tensor-data.js';
 import { sqnrDb } from '../eval/metrics.js';
 import { quantizeRowsMeasured } from '../kernels/ggml-quant.js';
 import { rowErrorSums } from '../quant/ggml/row-error.js';
-import { planPackedLayout, quantizePackedModel } from './quantize-packed.js';
+import { planPackedLayout, writePacked } from './quantize-packed.js';
 import { calibrationNeeds, codecOf, runPtq, type PtqOutput } from './calibrate.js';
 import { algorithmsOf, roundWeight } from './algorithms.js';
 import type { GptqWorkers } from './gptq-parts.js';
@@ -196,8 +196,146 @@ function named<T>(what: string, firstRow: number, fn: () => T): T {
   }
 }
 
+/** What a writer reports each tensor with (quantizeModel collects the reports). */
+export type TensorDone = (r: TensorReport) => void;
+
+/**
+ * One writer per output container, one interface: write every planned tensor of m into sink (the
+ * bytes of opts.ptq / opts.roundTensor where the algorithms produced them, quantized here otherwise),
+ * reporting each tensor; container-specific results (a config.json) come back as report fields.
+ */
+export type ModelWriter = (m: ModelFile, plan: QuantizePlan, sink: ByteSink, opts: QuantizeOptions, done: TensorDone) => Promise<Partial<QuantizeReport> | void>;
+
+/** GGUF: slab by slab, reads and writes overlapped, GGML types on the host's threads. */
+async function writeGguf(m: ModelFile, plan: QuantizePlan, sink: ByteSink, opts: QuantizeOptions, done: TensorDone): Promise<void> {
+  if (m.format !== 'gguf' || !m.gguf) fail(`quantizing to GGUF needs a GGUF input (convert first: lowbit convert ${m.name} model.gguf)`);
+  const meta = new Map<string, GgufValue>(m.gguf.metadata);
+  if (plan.ftypeId !== undefined) meta.set('general.file_type', gguf.u32(plan.ftypeId));
+  meta.set('general.quantization_version', gguf.u32(2));
+  if (opts.imatrix) {
+    meta.set('quantize.imatrix.entries_count', gguf.u32(opts.imatrix.entries.size));
+    meta.set('quantize.imatrix.chunks_count', gguf.u32(opts.imatrix.chunkCount));
+    if (opts.imatrix.datasets.length) meta.set('quantize.imatrix.dataset', gguf.str(opts.imatrix.datasets[opts.imatrix.datasets.length - 1]));
+  }
+  const w = new GgufWriter(sink, meta, plan.tensors.map((p) => ({ name: p.name, ne: p.ne, type: p.ggml as GgmlTypeInfo })));
+  // every tensor is either given (PTQ), copied, or quantized slab by slab from the transformed floats
+  // (PTQ) or from the file; the file's slabs are read one ahead, across tensors
+  const kindOf = (p: TensorPlan, t: ModelTensor) => (opts.ptq?.quantized.has(p.name) || opts.roundTensor?.(p) ? 'given' : opts.ptq?.floats.has(p.name) ? 'transformed' : p.to === t.type ? 'copy' : 'read');
+  const toRead = plan.tensors.flatMap((p) => {
+    const t = m.tensor(p.name);
+    return kindOf(p, t) === 'read' ? slabsOf(p.ne[0], t.nElements / p.ne[0], matrices(p.ne)).map((slab) => ({ t, rowLength: p.ne[0], slab })) : [];
+  });
+  const reader = new SlabReader(m, toRead, (n) => opts.workers?.allocate?.(n) ?? new Float32Array(n));
+  // output buffers: a slab is quantized into one while the sink writes the slabs before it (in order)
+  const outBytes = Math.max(0, ...plan.tensors.map((p) => (['read', 'transformed'].includes(kindOf(p, m.tensor(p.name))) ? slabBytes(p) : 0)));
+  const outs: Uint8Array[] = [];
+  const outFree: Promise<void>[] = []; // when the write that last took outs[j] is done
+  let slabNo = 0;
+  let written: Promise<void> = Promise.resolve(); // all writes so far (rejects once one failed)
+  /** queue bytes after the writes before (the sink may reuse nothing of ours before its write resolves) */
+  const enqueue = (bytes: Uint8Array): Promise<void> => {
+    written = written.then(() => w.write(bytes));
+    written.catch(() => undefined); // seen by whoever awaits it next
+    return written;
+  };
+  try {
+    await w.begin();
+    for (const p of plan.tensors) {
+      const t = m.tensor(p.name);
+      const n = t.nElements;
+      const kind = kindOf(p, t);
+      if (kind === 'given') {
+        const pre = opts.ptq?.quantized.get(p.name) ?? (await roundWhole(m, t, p, opts.roundTensor!(p)!));
+        await enqueue(pre.bytes);
+        done({ name: p.name, shape: p.ne, type: p.to, bytes: pre.bytes.length, bitsPerWeight: (pre.bytes.length * 8) / n, sqnrDb: pre.sqnrDb, ...(p.fallbackFrom ? { fallbackFrom: p.fallbackFrom } : {}) });
+        continue;
+      }
+      if (kind === 'copy') {
+        for (let off = 0; off < t.byteLength; off += 4 * SLAB_ELEMENTS) await enqueue(await m.read(t, off, Math.min(4 * SLAB_ELEMENTS, t.byteLength - off)));
+        done({ name: p.name, shape: p.ne, type: p.to, bytes: t.byteLength, bitsPerWeight: (t.byteLength * 8) / n, sqnrDb: Infinity });
+        continue;
+      }
+      const transformed = opts.ptq?.floats.get(p.name);
+      const type = p.ggml as GgmlTypeInfo;
+      const rowLength = p.ne[0];
+      const importance = ggmlCodec(type)?.usesImportance ? importanceFor(opts.imatrix, p.name) : undefined;
+      const slabs = slabsOf(rowLength, n / rowLength, matrices(p.ne));
+      const rowErr = new Float64Array(2 * Math.max(0, ...slabs.map((s) => s.k)));
+      let signal = 0;
+      let noise = 0;
+      let bytesOut = 0;
+      for (const { r0, k, matrix } of slabs) {
+        const x = transformed ? transformed.subarray(r0 * rowLength, (r0 + k) * rowLength) : reader.next();
+        const imp = importance?.subarray(matrix * rowLength, (matrix + 1) * rowLength);
+        const j = slabNo++ % SLAB_BUFFERS;
+        await outFree[j]; // the write of the slab that used this buffer before
+        const out = (outs[j] ??= opts.workers?.allocateBytes?.(outBytes) ?? new Uint8Array(outBytes));
+        const bytes = await quantizeSlab(await x, rowLength, k, type, imp, opts.workers, p.name, r0, rowErr, out);
+        for (let r = 0; r < k; r++) {
+          signal += rowErr[2 * r];
+          noise += rowErr[2 * r + 1];
+        }
+        outFree[j] = enqueue(bytes);
+        bytesOut += bytes.length;
+      }
+      const sqnr = noise === 0 ? Infinity : 10 * Math.log10(signal / noise);
+      done({ name: p.name, shape: p.ne, type: p.to, bytes: bytesOut, bitsPerWeight: (bytesOut * 8) / n, sqnrDb: sqnr, ...(p.fallbackFrom ? { fallbackFrom: p.fallbackFrom } : {}) });
+    }
+    await written;
+  } finally {
+    await reader.settle();
+    await written.catch(() => undefined);
+  }
+  await w.end();
+}
+
+/** lowbit's safetensors: one tensor at a time (some schemes, e.g. NVFP4, have a tensor-wide scale). */
+async function writeLowbitSafetensors(m: ModelFile, plan: QuantizePlan, sink: ByteSink, opts: QuantizeOptions, done: TensorDone): Promise<void> {
+  const specs = plan.tensors.map((p) => {
+    const shape = [...p.ne].reverse();
+    if (p.scheme) return { name: p.name, dtype: 'U8', shape: [p.scheme.packedBytes(rows(p.ne), p.ne[0])] };
+    return { name: p.name, dtype: p.to === 'F32' || p.to === 'F16' || p.to === 'BF16' ? p.to : fail(`${p.name}: type ${p.to} cannot be stored in safetensors unquantized`), shape };
+  });
+  const metadata: Record<string, string> = { 'lowbit.recipe': JSON.stringify(plan.recipe), format: 'lowbit-quantized' };
+  // the GGUF metadata (architecture, hyper-parameters, tokenizer) travels along, so lowbit can run the file
+  if (m.gguf) metadata['lowbit.gguf'] = JSON.stringify(Object.fromEntries([...m.gguf.metadata].map(([k, v]) => [k, plainValue(v)])), (_k, v) => (typeof v === 'bigint' ? Number(v) : ArrayBuffer.isView(v) ? Array.from(v as unknown as ArrayLike<number>) : v));
+  for (const p of plan.tensors)
+    if (p.scheme) metadata[`lowbit.quant.${p.name}`] = JSON.stringify({ scheme: p.scheme.id, resolve: [p.rule?.scheme ?? p.scheme.id, resolveOptionsOf(p.rule)], shape: [rows(p.ne), p.ne[0]] });
+  const w = new SafetensorsWriter(sink, specs, metadata);
+  await w.begin();
+  for (const p of plan.tensors) {
+    const t = m.tensor(p.name);
+    const round = opts.ptq ? undefined : opts.roundTensor?.(p);
+    const pre = opts.ptq?.quantized.get(p.name) ?? (round ? await roundWhole(m, t, p, round) : undefined);
+    if (pre) {
+      await w.write(pre.bytes);
+      done({ name: p.name, shape: p.ne, type: p.scheme?.id ?? p.to, bytes: pre.bytes.length, bitsPerWeight: (pre.bytes.length * 8) / t.nElements, sqnrDb: pre.sqnrDb });
+      continue;
+    }
+    const x = opts.ptq?.floats.get(p.name) ?? (await readFloats(m, t));
+    if (p.scheme) {
+      for (let i = 0; i < x.length; i++) if (!Number.isFinite(x[i])) fail(`${p.name}: non-finite value at element ${i}`);
+      const packed = quantizeScheme(p.scheme, x, rows(p.ne), p.ne[0]);
+      const dq = p.scheme.dequantizeRef(packed, rows(p.ne), p.ne[0]);
+      await w.write(packed);
+      done({ name: p.name, shape: p.ne, type: p.scheme.id, bytes: packed.length, bitsPerWeight: (packed.length * 8) / x.length, sqnrDb: sqnrDb(x, dq) });
+    } else {
+      const kind = p.to as 'F32' | 'F16' | 'BF16';
+      const bytes = fromFloat32(kind, x);
+      await w.write(bytes);
+      done({ name: p.name, shape: p.ne, type: kind, bytes: bytes.length, bitsPerWeight: (bytes.length * 8) / x.length, sqnrDb: kind === 'F32' ? Infinity : sqnrDb(x, toFloat32(kind, bytes)), ...(p.fallbackFrom ? { fallbackFrom: p.fallbackFrom } : {}) });
+    }
+  }
+  await w.end();
+}
+
+/** The writer table: the container of a plan -> its writer. */
+export const WRITERS: Readonly<Record<'gguf' | 'safetensors' | 'gptq' | 'awq', ModelWriter>> = Object.freeze({ gguf: writeGguf, safetensors: writeLowbitSafetensors, gptq: writePacked, awq: writePacked });
+
+/** The plan's container: GGUF, lowbit safetensors, or a Hugging Face GPTQ/AWQ checkpoint. */
+export const containerOf = (plan: QuantizePlan): keyof typeof WRITERS => plan.packed?.layout ?? plan.output;
+
 export async function quantizeModel(m: ModelFile, plan: QuantizePlan, sink: ByteSink, opts: QuantizeOptions = {}): Promise<QuantizeReport> {
-  if (plan.packed) return quantizePackedModel(m, plan, sink, opts);
   const t0 = performance.now();
   const reports: TensorReport[] = [];
   const total = plan.tensors.length;
@@ -206,127 +344,10 @@ export async function quantizeModel(m: ModelFile, plan: QuantizePlan, sink: Byte
     reports.push(r);
     opts.onTensor?.(reports.length, total, r);
   };
-  if (plan.output === 'gguf') {
-    if (m.format !== 'gguf' || !m.gguf) fail(`quantizing to GGUF needs a GGUF input (convert first: lowbit convert ${m.name} model.gguf)`);
-    const meta = new Map<string, GgufValue>(m.gguf.metadata);
-    if (plan.ftypeId !== undefined) meta.set('general.file_type', gguf.u32(plan.ftypeId));
-    meta.set('general.quantization_version', gguf.u32(2));
-    if (opts.imatrix) {
-      meta.set('quantize.imatrix.entries_count', gguf.u32(opts.imatrix.entries.size));
-      meta.set('quantize.imatrix.chunks_count', gguf.u32(opts.imatrix.chunkCount));
-      if (opts.imatrix.datasets.length) meta.set('quantize.imatrix.dataset', gguf.str(opts.imatrix.datasets[opts.imatrix.datasets.length - 1]));
-    }
-    const w = new GgufWriter(sink, meta, plan.tensors.map((p) => ({ name: p.name, ne: p.ne, type: p.ggml as GgmlTypeInfo })));
-    // every tensor is either given (PTQ), copied, or quantized slab by slab from the transformed floats
-    // (PTQ) or from the file; the file's slabs are read one ahead, across tensors
-    const kindOf = (p: TensorPlan, t: ModelTensor) => (opts.ptq?.quantized.has(p.name) || opts.roundTensor?.(p) ? 'given' : opts.ptq?.floats.has(p.name) ? 'transformed' : p.to === t.type ? 'copy' : 'read');
-    const toRead = plan.tensors.flatMap((p) => {
-      const t = m.tensor(p.name);
-      return kindOf(p, t) === 'read' ? slabsOf(p.ne[0], t.nElements / p.ne[0], matrices(p.ne)).map((slab) => ({ t, rowLength: p.ne[0], slab })) : [];
-    });
-    const reader = new SlabReader(m, toRead, (n) => opts.workers?.allocate?.(n) ?? new Float32Array(n));
-    // output buffers: a slab is quantized into one while the sink writes the slabs before it (in order)
-    const outBytes = Math.max(0, ...plan.tensors.map((p) => (['read', 'transformed'].includes(kindOf(p, m.tensor(p.name))) ? slabBytes(p) : 0)));
-    const outs: Uint8Array[] = [];
-    const outFree: Promise<void>[] = []; // when the write that last took outs[j] is done
-    let slabNo = 0;
-    let written: Promise<void> = Promise.resolve(); // all writes so far (rejects once one failed)
-    /** queue bytes after the writes before (the sink may reuse nothing of ours before its write resolves) */
-    const enqueue = (bytes: Uint8Array): Promise<void> => {
-      written = written.then(() => w.write(bytes));
-      written.catch(() => undefined); // seen by whoever awaits it next
-      return written;
-    };
-    try {
-      await w.begin();
-      for (const p of plan.tensors) {
-        const t = m.tensor(p.name);
-        const n = t.nElements;
-        const kind = kindOf(p, t);
-        if (kind === 'given') {
-          const pre = opts.ptq?.quantized.get(p.name) ?? (await roundWhole(m, t, p, opts.roundTensor!(p)!));
-          await enqueue(pre.bytes);
-          done({ name: p.name, shape: p.ne, type: p.to, bytes: pre.bytes.length, bitsPerWeight: (pre.bytes.length * 8) / n, sqnrDb: pre.sqnrDb, ...(p.fallbackFrom ? { fallbackFrom: p.fallbackFrom } : {}) });
-          continue;
-        }
-        if (kind === 'copy') {
-          for (let off = 0; off < t.byteLength; off += 4 * SLAB_ELEMENTS) await enqueue(await m.read(t, off, Math.min(4 * SLAB_ELEMENTS, t.byteLength - off)));
-          done({ name: p.name, shape: p.ne, type: p.to, bytes: t.byteLength, bitsPerWeight: (t.byteLength * 8) / n, sqnrDb: Infinity });
-          continue;
-        }
-        const transformed = opts.ptq?.floats.get(p.name);
-        const type = p.ggml as GgmlTypeInfo;
-        const rowLength = p.ne[0];
-        const importance = ggmlCodec(type)?.usesImportance ? importanceFor(opts.imatrix, p.name) : undefined;
-        const slabs = slabsOf(rowLength, n / rowLength, matrices(p.ne));
-        const rowErr = new Float64Array(2 * Math.max(0, ...slabs.map((s) => s.k)));
-        let signal = 0;
-        let noise = 0;
-        let bytesOut = 0;
-        for (const { r0, k, matrix } of slabs) {
-          const x = transformed ? transformed.subarray(r0 * rowLength, (r0 + k) * rowLength) : reader.next();
-          const imp = importance?.subarray(matrix * rowLength, (matrix + 1) * rowLength);
-          const j = slabNo++ % SLAB_BUFFERS;
-          await outFree[j]; // the write of the slab that used this buffer before
-          const out = (outs[j] ??= opts.workers?.allocateBytes?.(outBytes) ?? new Uint8Array(outBytes));
-          const bytes = await quantizeSlab(await x, rowLength, k, type, imp, opts.workers, p.name, r0, rowErr, out);
-          for (let r = 0; r < k; r++) {
-            signal += rowErr[2 * r];
-            noise += rowErr[2 * r + 1];
-          }
-          outFree[j] = enqueue(bytes);
-          bytesOut += bytes.length;
-        }
-        const sqnr = noise === 0 ? Infinity : 10 * Math.log10(signal / noise);
-        done({ name: p.name, shape: p.ne, type: p.to, bytes: bytesOut, bitsPerWeight: (bytesOut * 8) / n, sqnrDb: sqnr, ...(p.fallbackFrom ? { fallbackFrom: p.fallbackFrom } : {}) });
-      }
-      await written;
-    } finally {
-      await reader.settle();
-      await written.catch(() => undefined);
-    }
-    await w.end();
-  } else {
-    const specs = plan.tensors.map((p) => {
-      const shape = [...p.ne].reverse();
-      if (p.scheme) return { name: p.name, dtype: 'U8', shape: [p.scheme.packedBytes(rows(p.ne), p.ne[0])] };
-      return { name: p.name, dtype: p.to === 'F32' || p.to === 'F16' || p.to === 'BF16' ? p.to : fail(`${p.name}: type ${p.to} cannot be stored in safetensors unquantized`), shape };
-    });
-    const metadata: Record<string, string> = { 'lowbit.recipe': JSON.stringify(plan.recipe), format: 'lowbit-quantized' };
-    // the GGUF metadata (architecture, hyper-parameters, tokenizer) travels along, so lowbit can run the file
-    if (m.gguf) metadata['lowbit.gguf'] = JSON.stringify(Object.fromEntries([...m.gguf.metadata].map(([k, v]) => [k, plainValue(v)])), (_k, v) => (typeof v === 'bigint' ? Number(v) : ArrayBuffer.isView(v) ? Array.from(v as unknown as ArrayLike<number>) : v));
-    for (const p of plan.tensors)
-      if (p.scheme) metadata[`lowbit.quant.${p.name}`] = JSON.stringify({ scheme: p.scheme.id, resolve: [p.rule?.scheme ?? p.scheme.id, resolveOptionsOf(p.rule)], shape: [rows(p.ne), p.ne[0]] });
-    const w = new SafetensorsWriter(sink, specs, metadata);
-    await w.begin();
-    for (const p of plan.tensors) {
-      const t = m.tensor(p.name);
-      const round = opts.ptq ? undefined : opts.roundTensor?.(p);
-      const pre = opts.ptq?.quantized.get(p.name) ?? (round ? await roundWhole(m, t, p, round) : undefined);
-      if (pre) {
-        await w.write(pre.bytes);
-        done({ name: p.name, shape: p.ne, type: p.scheme?.id ?? p.to, bytes: pre.bytes.length, bitsPerWeight: (pre.bytes.length * 8) / t.nElements, sqnrDb: pre.sqnrDb });
-        continue;
-      }
-      const x = opts.ptq?.floats.get(p.name) ?? (await readFloats(m, t));
-      if (p.scheme) {
-        for (let i = 0; i < x.length; i++) if (!Number.isFinite(x[i])) fail(`${p.name}: non-finite value at element ${i}`);
-        const packed = quantizeScheme(p.scheme, x, rows(p.ne), p.ne[0]);
-        const dq = p.scheme.dequantizeRef(packed, rows(p.ne), p.ne[0]);
-        await w.write(packed);
-        done({ name: p.name, shape: p.ne, type: p.scheme.id, bytes: packed.length, bitsPerWeight: (packed.length * 8) / x.length, sqnrDb: sqnrDb(x, dq) });
-      } else {
-        const kind = p.to as 'F32' | 'F16' | 'BF16';
-        const bytes = fromFloat32(kind, x);
-        await w.write(bytes);
-        done({ name: p.name, shape: p.ne, type: kind, bytes: bytes.length, bitsPerWeight: (bytes.length * 8) / x.length, sqnrDb: kind === 'F32' ? Infinity : sqnrDb(x, toFloat32(kind, bytes)), ...(p.fallbackFrom ? { fallbackFrom: p.fallbackFrom } : {}) });
-      }
-    }
-    await w.end();
-  }
+  const extra = (await WRITERS[containerOf(plan)](m, plan, sink, opts, done)) ?? {};
   const parameters = reports.reduce((s, r) => s + r.shape.reduce((a, b) => a * b, 1), 0);
   const bytes = reports.reduce((s, r) => s + r.bytes, 0);
-  return { output: plan.output, recipe: plan.recipe.name, tensors: reports, parameters, bytes, bitsPerWeight: (bytes * 8) / parameters, seconds: (performance.now() - t0) / 1000 };
+  return { output: plan.output, recipe: plan.recipe.name, tensors: reports, parameters, bytes, bitsPerWeight: (bytes * 8) / parameters, seconds: (performance.now() - t0) / 1000, ...extra };
 }
 
 /** a whole tensor rounded by a per-tensor algorithm (QuantizeOptions.roundTensor): its bytes and SQNR */
