@@ -101,3 +101,38 @@ test('model families: one row per architecture; HF names round-trip; groups cove
   assert.deepEqual(residualWriters(LLAMA), ['o', 'down']);
   assert.throws(() => familyOf('mamba'), /architecture 'mamba' is not supported/);
 });
+
+test('calibration stages: "measure KLD" is 0 against the model\'s own logits and grows with a quantized layer; "collect Hessians" gives a symmetric PSD-diagonal H', async () => {
+  const { LayerCalibration, loadWeights, calibrationWindows } = await import('../src/pipeline/calibrate.js');
+  const { llamaConfigFromGguf } = await import('../src/model/llama.js');
+  const { plainValue } = await import('../src/io/gguf.js');
+  const { ggmlTypeByName } = await import('../src/quant/ggml/types.js');
+  const { rtnBlocks } = await import('../src/algos/blockwise.js');
+  const { blockCodecFor } = await import('../src/algos/block-codec.js');
+  const src = fileSource(GGUF);
+  try {
+    const m = await openModelFile(src);
+    const weights = await loadWeights(m);
+    const meta = new Map([...m.gguf!.metadata].map(([k, v]) => [k, plainValue(v)]));
+    const f32 = ggmlTypeByName('F32')!;
+    const stored = [...weights].map(([name, t]) => ({ name, type: f32, dims: [...m.tensor(name).ne!], data: new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength) }));
+    const config = llamaConfigFromGguf(meta, stored);
+    const stream = Int32Array.from({ length: 4000 }, (_, i) => (i * 7919 + 13) % config.vocabSize);
+    const windows = calibrationWindows(stream, 256, 64, 1, 1);
+    const lc = new LayerCalibration(config, LLAMA, weights, stored, windows, 64, undefined, false);
+    lc.embed();
+    const reference = lc.referenceLogits(lc.X, 0);
+    assert.ok(lc.measureKld(reference, lc.X, 0) < 1e-9, 'the model against itself');
+    const st = lc.collectHessians(0, 'attnNorm');
+    for (let i = 0; i < st.k; i++) {
+      assert.ok(st.h[i * st.k + i] >= 0);
+      for (let j = 0; j < i; j++) assert.equal(st.h[i * st.k + j], st.h[j * st.k + i]);
+    }
+    const w = weights.get('blk.0.ffn_down.weight')!;
+    w.data.set(rtnBlocks(blockCodecFor('Q4_0', w.cols), w.data, w.rows, w.cols).q);
+    const kld = lc.measureKld(reference, lc.X, 0);
+    assert.ok(kld > 1e-6 && kld < 1, `KLD with blk.0.ffn_down in Q4_0: ${kld}`);
+  } finally {
+    src.close();
+  }
+});

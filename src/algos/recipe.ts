@@ -5,6 +5,7 @@
  * or to GGUF when every scheme is a GGML type). Rules match tensor names; the first match wins.
  */
 import { fail } from '../errors.js';
+import { checkSchemeOption, SCHEME_OPTIONS } from '../quant/scheme-options.js';
 import { LLAMA_FTYPES } from './llama-types.js';
 import { ptqOptions, type PtqOptions } from './ptq-options.js';
 
@@ -110,8 +111,8 @@ export function defineRecipe(o: unknown): Recipe {
     }
     if (x.scheme === undefined && x.keep === undefined) fail(`recipe: rule ${i} needs 'scheme' or 'keep'`);
     if (x.keep !== undefined && !['f32', 'f16', 'bf16'].includes(x.keep as string)) fail(`recipe: rule ${i} keep must be f32, f16 or bf16`);
-    if (x.zeroPoint !== undefined && !['int', 'float'].includes(x.zeroPoint as string)) fail(`recipe: rule ${i} zeroPoint must be int or float`);
-    if (x.groupSize !== undefined && !(Number.isInteger(x.groupSize) && (x.groupSize as number) > 0)) fail(`recipe: rule ${i} groupSize must be a positive integer`);
+    // the scheme options a rule carries, checked against their one declaration (quant/scheme-options.ts)
+    for (const s of SCHEME_OPTIONS) if (s.recipeField && x[s.recipeField] !== undefined) checkSchemeOption(s, x[s.recipeField], `recipe: rule ${i} ${s.recipeField}`);
     if (x.algorithm !== undefined) algorithmList(x.algorithm, `recipe: rule ${i}`);
   });
   return deepFreeze(JSON.parse(JSON.stringify(r)) as Recipe);

@@ -7,8 +7,9 @@ import { decode, encode, fakeQuant } from '../../kernels/cast.js';
 import '../../kernels/ggml-quant.js'; // WebAssembly quantizers behind the GGML codecs (--to q4_K, ...)
 import '../../kernels/scheme-quant.js'; // fast paths of the MX / NVFP4 schemes
 import { dequantizeScheme, quantizeScheme, resolveScheme, type ResolveOptions } from '../../quant/registry.js';
-import { SCALE_FORMATS, type QuantScheme, type ScaleFormatName } from '../../quant/scheme.js';
-import { CLIP_METHODS, GRANULARITIES, type ClipMethod, type Granularity } from '../../quant/schemes/generic.js';
+import type { QuantScheme, ScaleFormatName } from '../../quant/scheme.js';
+import type { ClipMethod, Granularity } from '../../quant/schemes/generic.js';
+import { SCHEME_OPTIONS, schemeOptionFlag } from '../../quant/scheme-options.js';
 import type { Command, ParsedArgs } from '../args.js';
 import { openInput, refuseSameFile, writeFileAtomic } from '../files.js';
 import { f32View, runStream } from '../stream.js';
@@ -56,14 +57,7 @@ export const castCommand: Command = {
     { name: 'to', type: 'string', help: 'target format (lowbit formats) or scheme (lowbit schemes)' },
     { name: 'from', type: 'string', help: 'decode codes of this format or scheme to float32 (needs --codes)' },
     { name: 'row-length', type: 'int', help: 'schemes: floats per row (default: the whole input is one row)', min: 1 },
-    { name: 'group', type: 'int', help: 'element format as a scheme: scale per group of G along a row', min: 1 },
-    { name: 'granularity', type: 'string', help: 'element format as a scheme: what shares a scale (channel = row)', choices: GRANULARITIES },
-    { name: 'tile', type: 'int', help: 'granularity block2d: tile edge (default 32)', min: 1 },
-    { name: 'asym', type: 'boolean', help: 'element format as a scheme: min/max with a zero-point (intN becomes uintN)' },
-    { name: 'zero-point', type: 'string', help: 'with --asym: integer or float zero-point', choices: ['int', 'float'] },
-    { name: 'scale-format', type: 'string', help: 'element format as a scheme: storage of scales', choices: SCALE_FORMATS },
-    { name: 'clip', type: 'string', help: 'element format as a scheme: scale selection', choices: CLIP_METHODS },
-    { name: 'percentile', type: 'number', help: 'with --clip percentile (default 99.9)' },
+    ...SCHEME_OPTIONS.map((o) => schemeOptionFlag(o.flag)), // --group, --granularity, --tile, --asym, --zero-point, --scale-format, --clip, --percentile
     { name: 'rounding', type: 'string', help: 'rounding mode', choices: ROUNDING_MODES, default: 'nearest-even' },
     { name: 'seed', type: 'int', help: 'seed of stochastic rounding', default: 0 },
     { name: 'saturate', type: 'boolean', help: 'clamp overflow to ±max finite; --no-saturate overflows to inf (or NaN)', default: true },
@@ -158,7 +152,7 @@ export const castCommand: Command = {
   },
 };
 
-const SCHEME_OPTIONS = ['group', 'granularity', 'tile', 'asym', 'zero-point', 'scale-format', 'clip', 'percentile'];
+const SCHEME_FLAGS = SCHEME_OPTIONS.map((o) => o.flag);
 const ELEMENT_ONLY = ['saturate', 'nan-to-zero', 'scale', 'bias', 'subnormals', 'specials'];
 
 /** The scheme named by --to/--from, or undefined when it is a bare element format (the streaming cast). */
@@ -174,7 +168,7 @@ function schemeOf(name: string, a: ParsedArgs): QuantScheme | undefined {
     percentile: a.values.percentile as number | undefined,
   };
   if (o.asymmetric === false) o.asymmetric = undefined;
-  const generic = SCHEME_OPTIONS.some((k) => a.given.has(k) && !(k === 'asym' && a.values.asym === false));
+  const generic = SCHEME_FLAGS.some((k) => a.given.has(k) && !(k === 'asym' && a.values.asym === false));
   if (generic) {
     if (a.given.has('rounding')) o.rounding = a.values.rounding as RoundingMode;
     if (a.given.has('seed')) o.seed = a.values.seed as number;

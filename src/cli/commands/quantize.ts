@@ -17,6 +17,7 @@ import { threadsFrom } from '../threads.js';
 import { GptqPool } from '../gptq-pool.js';
 import { fileSource } from '../node-source.js';
 import { renderTable } from './formats.js';
+import { SCHEME_OPTIONS, schemeOptionFlag } from '../../quant/scheme-options.js';
 import { ALLOCATE_OPTIONS, allocatedRecipe, COST_OPTIONS } from './sensitivity.js';
 import type { AllocationResult } from '../../pipeline/allocate.js';
 
@@ -119,9 +120,7 @@ export const quantizeCommand: Command = {
   options: [
     { name: 'type', type: 'string', help: 'llama.cpp file type (Q4_K_M, Q8_0, ...) or a scheme (int4, mxfp4, nvfp4, nf4, q4_0, ...)' },
     { name: 'recipe', type: 'string', help: 'a recipe JSON file' },
-    { name: 'group', type: 'int', help: 'group size for generic integer/float schemes', min: 1 },
-    { name: 'asym', type: 'boolean', help: 'asymmetric (zero-point) generic scheme' },
-    { name: 'zero-point', type: 'string', choices: ['int', 'float'], help: 'with --asym: integer zero-point (default) or float minimum (as Q4_1; HQQ\'s)' },
+    ...SCHEME_OPTIONS.filter((o) => o.recipeField).map((o) => schemeOptionFlag(o.flag)), // --group, --asym, --zero-point (the recipe rule's scheme options)
     { name: 'keep-embeddings', type: 'boolean', help: 'generic schemes: keep token_embd/output in f16' },
     { name: 'imatrix', type: 'string', help: 'importance matrix (llama-imatrix .dat or .gguf) for the weighted quantizers' },
     { name: 'pure', type: 'boolean', help: 'llama.cpp types: no mixing, every tensor gets the default type (as llama-quantize --pure)' },
