@@ -30,7 +30,11 @@ test('core modules never import node: modules or use process, and import downwar
       const tLayer = target.split(path.sep)[0];
       if (CORE.has(tLayer) && ORDER.indexOf(tLayer) > ORDER.indexOf(layer)) problems.push(`${rel}: imports ${target} from a higher layer`);
       if (tLayer === 'cli' || tLayer === 'web') problems.push(`${rel}: imports ${target}`);
+      // io/onnx (ONNX files and their quantizers) sits on top of io: the rest of io never imports it
+      if (rel.startsWith(`io${path.sep}`) && !rel.startsWith(`io${path.sep}onnx${path.sep}`) && target.startsWith(`io${path.sep}onnx${path.sep}`)) problems.push(`${rel}: imports ${target} (io/onnx is above the other readers)`);
     }
+    // runtimes (onnxruntime-node/-web) are Node or browser packages: the core takes them as callbacks
+    if (/from\s+['"]onnxruntime-/.test(text)) problems.push(`${rel}: imports an onnxruntime package`);
   }
   assert.deepEqual(problems, []);
 });
