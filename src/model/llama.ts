@@ -194,6 +194,20 @@ export interface LoadOptions {
   threads?: number;
 }
 
+/**
+ * The linear weights of a layer as the file stores them: a fused attn_qkv / ffn_up (Phi-3) once, not its
+ * q/k/v or gate/up views; the router and every expert's gate/up/down (views of the 3-D tensors).
+ */
+export function layerLinears(L: LayerWeights): LinearWeight[] {
+  const out: LinearWeight[] = L.wqkv ? [L.wqkv] : [L.wq, L.wk, L.wv];
+  out.push(L.wo);
+  if (L.gateUp) out.push(L.gateUp, L.down!);
+  else if (L.gate) out.push(L.gate, L.up!, L.down!);
+  if (L.router) out.push(L.router);
+  for (const e of L.experts ?? []) out.push(e.gate, e.up, e.down);
+  return out;
+}
+
 /** A linear weight over rows [r0, r0 + rows) of another one (a row range of a fused or 3-D tensor). */
 function rowView(w: { name: string; type: GgmlTypeInfo; data: Uint8Array; cols: number }, r0: number, rows: number, name: string, opts: LoadOptions, engine: MatmulEngine | null): LinearWeight {
   const rb = ggmlRowBytes(w.type, w.cols);
