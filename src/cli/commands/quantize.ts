@@ -10,7 +10,7 @@ import { evaluateQuantization, type QuantizeEvaluation } from '../../pipeline/ev
 import { readImatrix } from '../../pipeline/imatrix-file.js';
 import { quantizeReportHtml } from '../../pipeline/report-html.js';
 import type { Command, ParsedArgs } from '../args.js';
-import { refuseSameFile, withAtomicFile, writeFileAtomic } from '../files.js';
+import { checkOutput, noteInput, readInputText, stagedPath, withAtomicFile, writeFileAtomic } from '../files.js';
 import { directSink } from '../direct-sink.js';
 import { openModelPath, pipelinedSink } from '../model-open.js';
 import { defaultThreads, QuantizePool } from '../quantize-pool.js';
@@ -33,10 +33,7 @@ function baseRecipeOf(a: ParsedArgs, output: 'gguf' | 'safetensors'): Recipe {
   const file = a.values.recipe as string | undefined;
   const type = a.values.type as string | undefined;
   if (file && type) fail('give either --type or --recipe, not both');
-  if (file) {
-    if (!fs.existsSync(file)) fail(`recipe file ${file} does not exist`);
-    return recipeFromJSON(fs.readFileSync(file, 'utf8'));
-  }
+  if (file) return recipeFromJSON(readInputText(file, 'recipe file'));
   if (!type) fail(`quantize needs --type T (llama.cpp types: ${Object.keys(LLAMA_FTYPES).join(', ')}; or a scheme such as int4, mxfp4, nvfp4, nf4) or --recipe FILE`);
   // names that are both (NVFP4): a llama.cpp file type for GGUF output, the NVIDIA scheme for safetensors
   const isFtype = output === 'gguf' && Object.keys(LLAMA_FTYPES).some((k) => k.toLowerCase() === type.toLowerCase());
@@ -127,6 +124,7 @@ export const quantizeCommand: Command = {
     { name: 'calib', type: 'string', help: 'calibration text (UTF-8) for gptq, awq, --smooth and imatrix-rtn' },
     ...PTQ_OPTIONS.map((o) => ({ name: o.flag, type: o.type, help: `${o.help} (default ${String(o.default)})`, ...(o.choices ? { choices: o.choices } : {}), ...(o.min !== undefined ? { min: o.min } : {}), ...(o.max !== undefined ? { max: o.max } : {}) })),
     { name: 'dry-run', type: 'boolean', help: 'print the per-tensor plan and write nothing' },
+    { name: 'force', type: 'boolean', help: '--layout gptq|awq: replace an existing config.json beside OUT' },
     { name: 'json', type: 'boolean', help: 'print the report as JSON (no progress)' },
   ],
   async run(a) {
@@ -135,15 +133,28 @@ export const quantizeCommand: Command = {
     if (!output && !dry) fail('quantize needs an output path (or --dry-run)');
     const out = output ?? 'plan.gguf';
     const kind = /\.gguf$/i.test(out) ? 'gguf' : /\.safetensors$/i.test(out) ? 'safetensors' : fail(`output ${out}: extension must be .gguf or .safetensors`);
-    refuseSameFile(input, output);
     const layout = a.values.layout as 'lowbit' | 'gptq' | 'awq';
     if (layout !== 'lowbit' && kind !== 'safetensors') fail(`--layout ${layout} writes a Hugging Face safetensors checkpoint: OUT must end in .safetensors`);
     if (a.values['keep-unpackable'] && layout === 'lowbit') fail('--keep-unpackable applies to --layout gptq or awq');
     const configPath = path.join(path.dirname(out), 'config.json');
-    if (layout !== 'lowbit') refuseSameFile(input, configPath);
-    const recipe = recipeOf(a, kind);
     const imFile = a.values.imatrix as string | undefined;
-    refuseSameFile(imFile, output);
+    const calibFile = a.values.calib as string | undefined;
+    const evalText = a.values.eval as string | undefined;
+    const reportFile = a.values.report as string | undefined;
+    if (reportFile && !/\.html?$/i.test(reportFile)) fail(`--report ${reportFile}: the report is HTML; name it .html`);
+    // validate everything, then write: every input is noted and every output checked before any work
+    for (const f of [input, imFile, calibFile, evalText, a.values.recipe as string | undefined]) noteInput(f);
+    if (/\.safetensors$|\.json$/i.test(input)) noteInput(path.join(path.dirname(input), 'config.json'));
+    if (!dry) {
+      checkOutput(out, 'output');
+      if (layout !== 'lowbit') {
+        checkOutput(configPath, 'config.json');
+        if (fs.existsSync(configPath) && !a.values.force)
+          fail(`${configPath} already exists (it may belong to another checkpoint in this folder); write OUT into its own folder, or give --force to replace it`);
+      }
+      if (reportFile) checkOutput(reportFile, 'report (--report)');
+    }
+    const recipe = recipeOf(a, kind);
     let imatrix: Awaited<ReturnType<typeof readImatrix>> | undefined;
     if (imFile) {
       const src = fileSource(imFile);
@@ -154,14 +165,8 @@ export const quantizeCommand: Command = {
       }
     }
     const json = a.values.json as boolean;
-    const evalText = a.values.eval as string | undefined;
-    if (evalText && !fs.existsSync(evalText)) fail(`--eval text ${evalText} does not exist`);
-    const reportFile = a.values.report as string | undefined;
-    if (reportFile) {
-      if (!/\.html?$/i.test(reportFile)) fail(`--report ${reportFile}: the report is HTML; name it .html`);
-      refuseSameFile(input, reportFile);
-      if (output && path.resolve(reportFile) === path.resolve(output)) fail(`--report ${reportFile} is the output file`);
-    }
+    const calibText = calibFile ? readInputText(calibFile, 'calibration file (--calib)') : undefined;
+    const evalTextContent = evalText ? readInputText(evalText, '--eval text') : undefined;
     const { model, close } = await openModelPath(input);
     try {
       const plan = planQuantization(model, recipe, kind, { hasImatrix: !!imatrix, layout, keepUnpackable: a.values['keep-unpackable'] as boolean });
@@ -174,9 +179,6 @@ export const quantizeCommand: Command = {
       }
       const tty = !json && process.stderr.isTTY;
       const progress = tty ? progressBar(plan.tensors.reduce((a, p) => a + p.ne.reduce((x, y) => x * y, 1), 0)) : undefined;
-      const calibFile = a.values.calib as string | undefined;
-      refuseSameFile(calibFile, output);
-      if (calibFile && !fs.existsSync(calibFile)) fail(`calibration file ${calibFile} does not exist`);
       const options = ptqOptions(recipe.ptq ?? {});
       let ptq: PtqOutput | undefined;
       const calibrated = (recipe.algorithm ?? 'rtn') !== 'rtn' || recipe.rules.some((r) => r.algorithm && r.algorithm !== 'rtn') || calibFile || options.rotate !== 'none' || options.smooth > 0;
@@ -189,7 +191,7 @@ export const quantizeCommand: Command = {
             options,
             threads: threadsFrom(threads),
             gptqWorkers,
-            calibText: calibFile ? fs.readFileSync(calibFile, 'utf8') : undefined,
+            calibText,
             onProgress: tty ? (msg) => process.stderr.write(`\r${msg.padEnd(60)}`) : undefined,
           });
         } finally {
@@ -218,12 +220,12 @@ export const quantizeCommand: Command = {
         await pool?.close();
       }
       // a GPTQ/AWQ checkpoint is a folder: the safetensors file and config.json beside it
-      if (report.hfConfig) writeFileAtomic(configPath, JSON.stringify(report.hfConfig, null, 2) + '\n');
+      if (report.hfConfig) writeFileAtomic(configPath, JSON.stringify(report.hfConfig, null, 2) + '\n', 'config.json');
       let evaluation: QuantizeEvaluation | undefined;
-      if (evalText) {
-        const text = fs.readFileSync(evalText, 'utf8');
+      if (evalText && evalTextContent !== undefined) {
+        const text = evalTextContent;
         const original = fileSource(input);
-        const quantized = fileSource(out);
+        const quantized = fileSource(stagedPath(out)); // the written output, renamed into place when the run succeeds
         try {
           evaluation = await evaluateQuantization(original, quantized, text, {
             ctx: a.values['eval-ctx'] as number,
@@ -237,7 +239,7 @@ export const quantizeCommand: Command = {
         }
       }
       progress?.clear();
-      if (reportFile) writeFileAtomic(reportFile, quantizeReportHtml({ report, input, output: out, evaluation, generator: 'lowbit 0.1.0 quantize' }));
+      if (reportFile) writeFileAtomic(reportFile, quantizeReportHtml({ report, input, output: out, evaluation, generator: 'lowbit 0.1.0 quantize' }), 'report (--report)');
       const algorithms = ptq ? Object.fromEntries([...ptq.quantized].map(([n, t]) => [n, t.algorithm])) : {};
       if (json) {
         const ev = evaluation ? (({ kldValues: _omit, ...rest }) => rest)(evaluation) : undefined;
