@@ -107,6 +107,19 @@ export function tokenizerFromLlama2c(bytes: Uint8Array, vocabSize: number, name 
  * llama.cpp's convert_hf_to_gguf.py writes for the llama (SPM) tokenizer.
  */
 export function tokenizerFromVocab(v: Vocab): [string, GgufValue][] {
+  if (v.model === 'gpt2') {
+    // convert_hf_to_gguf's _set_vocab_gpt2: no scores, merges as "left right"
+    return [
+      ['tokenizer.ggml.model', gguf.str('gpt2')],
+      ['tokenizer.ggml.pre', gguf.str(v.pre ?? 'default')],
+      ['tokenizer.ggml.tokens', gguf.strings([...v.tokens])],
+      ['tokenizer.ggml.token_type', gguf.i32s(Int32Array.from(v.types))],
+      ['tokenizer.ggml.merges', gguf.strings([...(v.merges ?? [])])],
+      ['tokenizer.ggml.bos_token_id', gguf.u32(v.bos)],
+      ['tokenizer.ggml.eos_token_id', gguf.u32(v.eos)],
+      ['tokenizer.ggml.add_bos_token', gguf.bool(v.addBos)],
+    ];
+  }
   return [
     ['tokenizer.ggml.model', gguf.str('llama')],
     ['tokenizer.ggml.tokens', gguf.strings([...v.tokens])],

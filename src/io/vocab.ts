@@ -10,6 +10,7 @@
  *  - GGUF metadata (tokenizer.ggml.*) given as a plain key -> value map.
  */
 import { fail } from '../errors.js';
+import { preTokenizerKind, preTokenizerTraits } from '../model/pretokenize.js';
 import { TokenType, type Vocab } from '../model/types.js';
 import type { ByteSource } from './source.js';
 
@@ -151,8 +152,19 @@ export function parseSentencepieceModel(bytes: Uint8Array, name = 'tokenizer.mod
 /** Build a Vocab from GGUF tokenizer.ggml.* metadata (tokenizer.ggml.model must be 'llama'). */
 export function vocabFromGgufMetadata(meta: ReadonlyMap<string, unknown> | Readonly<Record<string, unknown>>): Vocab {
   const get = (k: string): unknown => (meta instanceof Map ? meta.get(k) : (meta as Record<string, unknown>)[k]);
-  const model = get('tokenizer.ggml.model');
-  if (model !== undefined && model !== 'llama') fail(`GGUF tokenizer '${String(model)}' is not supported (only the llama/sentencepiece tokenizer)`);
+  const model = get('tokenizer.ggml.model') ?? 'llama';
+  if (model !== 'llama' && model !== 'gpt2') fail(`GGUF tokenizer '${String(model)}' is not supported (llama = sentencepiece, gpt2 = byte-level BPE)`);
+  const bpe = model === 'gpt2';
+  let pre: string | undefined;
+  let merges: string[] | undefined;
+  if (bpe) {
+    const p = get('tokenizer.ggml.pre');
+    pre = typeof p === 'string' ? p : undefined;
+    preTokenizerKind(pre); // an unknown pre-tokenizer fails here, naming the known ones
+    const m = get('tokenizer.ggml.merges');
+    if (!Array.isArray(m) || m.some((x) => typeof x !== 'string')) fail('GGUF byte-level BPE tokenizer has no tokenizer.ggml.merges string array');
+    merges = m as string[];
+  }
   const tokens = get('tokenizer.ggml.tokens');
   if (!Array.isArray(tokens) || tokens.length === 0 || typeof tokens[0] !== 'string') fail('GGUF metadata has no tokenizer.ggml.tokens string array');
   const n = tokens.length;
@@ -175,6 +187,23 @@ export function vocabFromGgufMetadata(meta: ReadonlyMap<string, unknown> | Reado
     const v = get(k);
     return v === undefined ? dflt : Boolean(v);
   };
+  if (bpe) {
+    // llama.cpp's BPE defaults: BOS/EOS id 11 (GPT-2's), no unknown token, BOS added for llama3/tekken
+    const addBosDefault = preTokenizerTraits(preTokenizerKind(pre)).addBosDefault;
+    return {
+      model: 'gpt2',
+      pre,
+      merges,
+      tokens: tokens as string[],
+      scores: Float32Array.from(scores),
+      types: Int32Array.from(types),
+      bos: id('tokenizer.ggml.bos_token_id', Math.min(11, n - 1)),
+      eos: id('tokenizer.ggml.eos_token_id', Math.min(11, n - 1)),
+      unk: id('tokenizer.ggml.unknown_token_id', 0),
+      addBos: flag('tokenizer.ggml.add_bos_token', addBosDefault),
+      addSpacePrefix: false,
+    };
+  }
   return {
     tokens: tokens as string[],
     scores: Float32Array.from(scores),

@@ -17,6 +17,8 @@
  * recent words are cached.
  */
 import { fail } from '../errors.js';
+import { BpeEncoder } from './bpe.js';
+import { CHAR_TO_BYTE } from './pretokenize.js';
 import { TokenType, type Vocab } from './types.js';
 
 const SPACE = '\u2581';
@@ -76,6 +78,8 @@ export interface EncodeOptions {
   bos?: boolean;
   /** append EOS (default false) */
   eos?: boolean;
+  /** parse control tokens written in the text (e.g. "<|eot_id|>") as themselves (llama.cpp parse_special; default false) */
+  special?: boolean;
 }
 
 export class Tokenizer {
@@ -84,6 +88,10 @@ export class Tokenizer {
   private readonly byteIds = new Int32Array(256).fill(-1);
   /** user-defined pieces, longest first: matched in raw text before BPE */
   private readonly userDefined: { piece: string; id: number }[] = [];
+  /** user-defined, control and unknown pieces, longest first (matched with `special: true`) */
+  private readonly specials: { piece: string; id: number }[] = [];
+  /** byte-level BPE (tokenizer.ggml.model = gpt2); null for sentencepiece */
+  private readonly bpe: BpeEncoder | null;
   private readonly utf8 = new TextEncoder();
   /** no piece holds U+2581 after another character: words can be encoded separately (see top) */
   private readonly splitWords: boolean;
@@ -101,10 +109,14 @@ export class Tokenizer {
       if (id !== undefined) this.byteIds[b] = id;
     }
     vocab.types.forEach((t, i) => {
-      if (t === TokenType.USER_DEFINED && vocab.tokens[i].length > 0) this.userDefined.push({ piece: vocab.tokens[i], id: i });
+      if (vocab.tokens[i].length === 0) return;
+      if (t === TokenType.USER_DEFINED) this.userDefined.push({ piece: vocab.tokens[i], id: i });
+      if (t === TokenType.USER_DEFINED || t === TokenType.CONTROL || t === TokenType.UNKNOWN) this.specials.push({ piece: vocab.tokens[i], id: i });
     });
     this.userDefined.sort((a, b) => b.piece.length - a.piece.length);
-    this.splitWords = !vocab.tokens.some((t) => /[^\u2581]\u2581/u.test(t));
+    this.specials.sort((a, b) => b.piece.length - a.piece.length);
+    this.bpe = vocab.model === 'gpt2' ? new BpeEncoder(vocab, this.pieceToId) : null;
+    this.splitWords = this.bpe === null && !vocab.tokens.some((t) => /[^\u2581]\u2581/u.test(t));
   }
 
   /** Token ids of `text`. */
@@ -112,10 +124,14 @@ export class Tokenizer {
     const out: number[] = [];
     if (opts.bos ?? this.vocab.addBos) out.push(this.vocab.bos);
     let prevSpecial = true;
-    for (const frag of this.splitUserDefined(text)) {
+    for (const frag of this.splitSpecial(text, opts.special ? this.specials : this.userDefined)) {
       if (typeof frag === 'number') {
         out.push(frag);
         prevSpecial = true;
+        continue;
+      }
+      if (this.bpe) {
+        this.bpe.encode(frag, out);
         continue;
       }
       const t = (this.vocab.addSpacePrefix && prevSpecial ? ' ' : '') + frag;
@@ -133,7 +149,7 @@ export class Tokenizer {
    * so the prefix's ids are the first ids of the whole text's. Otherwise the whole text is encoded.
    */
   encodeAtLeast(text: string, minTokens: number, opts: EncodeOptions = {}): number[] {
-    if (!this.splitWords || this.userDefined.length > 0 || opts.eos) return this.encode(text, opts);
+    if (!this.splitWords || this.userDefined.length > 0 || opts.eos || opts.special) return this.encode(text, opts);
     for (let len = Math.max(4096, 8 * minTokens); ; len *= 2) {
       let cut = len;
       while (cut < text.length && !(text.charCodeAt(cut) === 0x20 && text.charCodeAt(cut - 1) !== 0x20)) cut++;
@@ -143,10 +159,10 @@ export class Tokenizer {
     }
   }
 
-  private splitUserDefined(text: string): (string | number)[] {
+  private splitSpecial(text: string, specials: readonly { piece: string; id: number }[]): (string | number)[] {
     if (text.length === 0) return [];
     let frags: (string | number)[] = [text];
-    for (const { piece, id } of this.userDefined) {
+    for (const { piece, id } of specials) {
       const next: (string | number)[] = [];
       for (const f of frags) {
         if (typeof f === 'number' || !f.includes(piece)) {
@@ -244,6 +260,16 @@ export class Tokenizer {
     const t = v.types[id];
     if (t === TokenType.BYTE) return Uint8Array.of(parseInt(v.tokens[id].slice(3, 5), 16));
     if (t === TokenType.CONTROL || t === TokenType.UNUSED) return new Uint8Array(0);
+    if (this.bpe) {
+      if (t === TokenType.USER_DEFINED) return this.utf8.encode(v.tokens[id]);
+      // byte-level piece: each character stands for one byte (llama.cpp drops characters outside the map)
+      const bytes: number[] = [];
+      for (const ch of v.tokens[id]) {
+        const b = CHAR_TO_BYTE.get(ch);
+        if (b !== undefined) bytes.push(b);
+      }
+      return Uint8Array.from(bytes);
+    }
     if (t === TokenType.UNKNOWN) return this.utf8.encode(' \u2047 ');
     return this.utf8.encode(v.tokens[id].replaceAll(SPACE, ' '));
   }

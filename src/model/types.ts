@@ -45,8 +45,18 @@ export interface StoredTensor {
 /** sentencepiece piece types (ModelProto.SentencePiece.Type), as GGUF tokenizer.ggml.token_type stores them. */
 export const TokenType = Object.freeze({ NORMAL: 1, UNKNOWN: 2, CONTROL: 3, USER_DEFINED: 4, UNUSED: 5, BYTE: 6 });
 
-/** A sentencepiece-style vocabulary. Pieces use U+2581 for a space, as sentencepiece and GGUF store them. */
+/**
+ * A tokenizer vocabulary as GGUF stores it. 'llama' (sentencepiece): pieces use U+2581 for a space.
+ * 'gpt2' (byte-level BPE): pieces are UTF-8 bytes written as GPT-2's printable characters ('Ġ' = space),
+ * with merge ranks and the pre-tokenizer llama.cpp names in tokenizer.ggml.pre.
+ */
 export interface Vocab {
+  /** tokenizer.ggml.model (default 'llama') */
+  readonly model?: 'llama' | 'gpt2';
+  /** tokenizer.ggml.pre: the byte-level BPE pre-tokenizer (llama-bpe, qwen2, gpt-2, tekken, ...) */
+  readonly pre?: string;
+  /** tokenizer.ggml.merges: "left right" per rank (byte-level BPE) */
+  readonly merges?: readonly string[];
   readonly tokens: readonly string[];
   readonly scores: Float32Array;
   /** TokenType per id */

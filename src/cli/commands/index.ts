@@ -15,6 +15,7 @@ const loaders: Record<string, () => Promise<Command>> = {
   quantize: async () => (await import('./quantize.js')).quantizeCommand,
   generate: async () => (await import('./generate.js')).generateCommand,
   eval: async () => (await import('./eval.js')).evalCommand,
+  sensitivity: async () => (await import('./sensitivity.js')).sensitivityCommand,
 };
 
 export const commandNames: readonly string[] = Object.keys(loaders);

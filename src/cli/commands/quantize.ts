@@ -18,6 +18,8 @@ import { threadsFrom } from '../threads.js';
 import { GptqPool } from '../gptq-pool.js';
 import { fileSource } from '../node-source.js';
 import { renderTable } from './formats.js';
+import { ALLOCATE_OPTIONS, allocatedRecipe, COST_OPTIONS } from './sensitivity.js';
+import type { AllocationResult } from '../../pipeline/allocate.js';
 
 /** The recipe of the flags, with --algo and the PTQ options that were given folded in. */
 function recipeOf(a: ParsedArgs, output: 'gguf' | 'safetensors'): Recipe {
@@ -46,6 +48,17 @@ function baseRecipeOf(a: ParsedArgs, output: 'gguf' | 'safetensors'): Recipe {
     });
   if (a.given.has('zero-point') && !a.values.asym) fail('--zero-point applies with --asym');
   return schemeRecipe(type, { groupSize: a.values.group as number | undefined, asym: a.values.asym as boolean, zeroPoint: a.values['zero-point'] as 'int' | 'float' | undefined, keepEmbeddings: a.values['keep-embeddings'] as boolean });
+}
+
+function allocationSummary(r: AllocationResult, actual: number) {
+  return { targetBytes: r.targetBytes, fileBytes: actual, predictedBytes: r.fileBytes, bitsPerWeight: (8 * actual) / r.parameters, cost: r.cost, baseCost: r.baseCost, optimal: r.optimal, lowerBound: r.lowerBound, ...(r.evo ? { evo: r.evo } : {}), types: Object.fromEntries(r.rows.map((x) => [x.name, x.type])) };
+}
+
+function allocationText(r: AllocationResult, actual: number): string {
+  const counts = new Map<string, number>();
+  for (const x of r.rows) counts.set(x.type, (counts.get(x.type) ?? 0) + 1);
+  const mix = [...counts].map(([t, n]) => `${n} ${t}`).join(', ');
+  return `allocation: ${actual} bytes (target ${r.targetBytes}), ${((8 * actual) / r.parameters).toFixed(3)} bpw; ${mix}; predicted cost ${r.cost.toExponential(3)}${r.baseCost !== undefined ? ` (base mix ${r.baseCost.toExponential(3)})` : ''}${r.optimal ? ', optimal for the additive model' : `, lower bound ${r.lowerBound.toExponential(3)}`}${r.evo ? `; evo KLD ${r.evo.startKld.toExponential(3)} -> ${r.evo.kld.toExponential(3)} in ${r.evo.evaluations} evaluations` : ''}\n`;
 }
 
 const mib = (bytes: number) => `${(bytes / 1048576).toFixed(bytes < 10 * 1048576 ? 3 : 1)} MiB`;
@@ -123,6 +136,8 @@ export const quantizeCommand: Command = {
     { name: 'algo', type: 'string', choices: ALGORITHMS, help: 'rtn (default; imatrix-weighted with --calib), gptq, awq (need --calib), hqq (asymmetric targets, no calibration)' },
     { name: 'calib', type: 'string', help: 'calibration text (UTF-8) for gptq, awq, --smooth and imatrix-rtn' },
     ...PTQ_OPTIONS.map((o) => ({ name: o.flag, type: o.type, help: `${o.help} (default ${String(o.default)})`, ...(o.choices ? { choices: o.choices } : {}), ...(o.min !== undefined ? { min: o.min } : {}), ...(o.max !== undefined ? { max: o.max } : {}) })),
+    ...ALLOCATE_OPTIONS,
+    ...COST_OPTIONS,
     { name: 'dry-run', type: 'boolean', help: 'print the per-tensor plan and write nothing' },
     { name: 'force', type: 'boolean', help: '--layout gptq|awq: replace an existing config.json beside OUT' },
     { name: 'json', type: 'boolean', help: 'print the report as JSON (no progress)' },
@@ -154,7 +169,12 @@ export const quantizeCommand: Command = {
       }
       if (reportFile) checkOutput(reportFile, 'report (--report)');
     }
-    const recipe = recipeOf(a, kind);
+    let recipe = recipeOf(a, kind);
+    const allocating = a.given.has('target-size') || a.given.has('target-bpw');
+    if (!allocating) for (const f of ['allocate', 'db', 'evo-generations', 'evo-offspring', 'types', 'estimator', 'output-factor', 'kld-windows', 'sample-rows']) if (a.given.has(f)) fail(`--${f} applies with --target-size or --target-bpw`);
+    if (allocating && kind !== 'gguf') fail('--target-size/--target-bpw allocate GGML types: OUT must end in .gguf');
+    // the sensitivity database is a cache: read when it exists, else written (replaced only when the run succeeds)
+    if (allocating && a.given.has('db') && !dry) checkOutput(a.values.db as string, 'sensitivity database (--db)');
     let imatrix: Awaited<ReturnType<typeof readImatrix>> | undefined;
     if (imFile) {
       const src = fileSource(imFile);
@@ -169,6 +189,13 @@ export const quantizeCommand: Command = {
     const evalTextContent = evalText ? readInputText(evalText, '--eval text') : undefined;
     const { model, close } = await openModelPath(input);
     try {
+      let allocation: AllocationResult | undefined;
+      if (allocating) {
+        const tty0 = !(a.values.json as boolean) && process.stderr.isTTY;
+        allocation = await allocatedRecipe(a, input, model, recipe, a.values.calib as string | undefined, tty0 ? (msg) => process.stderr.write(`\r${msg.padEnd(78).slice(0, 78)}`) : undefined);
+        if (tty0) process.stderr.write('\r' + ' '.repeat(78) + '\r');
+        recipe = allocation.recipe;
+      }
       const plan = planQuantization(model, recipe, kind, { hasImatrix: !!imatrix, layout, keepUnpackable: a.values['keep-unpackable'] as boolean });
       if (imatrix) checkImatrix(model, plan, imatrix, `imatrix ${imFile}`);
       if (dry) {
@@ -243,10 +270,10 @@ export const quantizeCommand: Command = {
       const algorithms = ptq ? Object.fromEntries([...ptq.quantized].map(([n, t]) => [n, t.algorithm])) : {};
       if (json) {
         const ev = evaluation ? (({ kldValues: _omit, ...rest }) => rest)(evaluation) : undefined;
-        process.stdout.write(JSON.stringify({ ...report, output: out, algorithm: recipe.algorithm ?? 'rtn', ...(ptq ? { ptq: { notes: ptq.notes, seconds: ptq.seconds, calibrationTokens: ptq.calibrationTokens, rotationMaxLogitDiff: ptq.rotationMaxLogitDiff } } : {}), tensors: report.tensors.map((t) => ({ ...t, sqnrDb: Number.isFinite(t.sqnrDb) ? t.sqnrDb : null, ...(algorithms[t.name] ? { algorithm: algorithms[t.name] } : {}) })), ...(ev ? { evaluation: ev } : {}), ...(reportFile ? { report: reportFile } : {}) }) + '\n');
+        process.stdout.write(JSON.stringify({ ...report, output: out, ...(allocation ? { allocation: allocationSummary(allocation, fs.statSync(stagedPath(out)).size) } : {}), algorithm: recipe.algorithm ?? 'rtn', ...(ptq ? { ptq: { notes: ptq.notes, seconds: ptq.seconds, calibrationTokens: ptq.calibrationTokens, rotationMaxLogitDiff: ptq.rotationMaxLogitDiff } } : {}), tensors: report.tensors.map((t) => ({ ...t, sqnrDb: Number.isFinite(t.sqnrDb) ? t.sqnrDb : null, ...(algorithms[t.name] ? { algorithm: algorithms[t.name] } : {}) })), ...(ev ? { evaluation: ev } : {}), ...(reportFile ? { report: reportFile } : {}) }) + '\n');
       } else {
         const ptqText = ptq ? `${ptq.notes.join('\n')}\n${ptq.calibrationTokens ? `calibration: ${ptq.calibrationTokens} tokens, ` : ''}${ptq.seconds.toFixed(2)} s\n` : '';
-        process.stdout.write(`${out}: ${recipe.name}${recipe.algorithm ? ` (${recipe.algorithm})` : ''}${report.hfConfig ? ` (${layout} layout; ${configPath} written)` : ''}\n\n${reportTable(report, evaluation)}\n${ptqText}${reportFile ? `report: ${reportFile}\n` : ''}`);
+        process.stdout.write(`${out}: ${recipe.name}${recipe.algorithm ? ` (${recipe.algorithm})` : ''}${report.hfConfig ? ` (${layout} layout; ${configPath} written)` : ''}\n\n${reportTable(report, evaluation)}\n${ptqText}${reportFile ? `report: ${reportFile}\n` : ''}${allocation ? allocationText(allocation, fs.statSync(stagedPath(out)).size) : ''}`);
       }
     } finally {
       close();

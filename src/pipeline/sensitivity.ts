@@ -1,0 +1,424 @@
+/**
+ * Sensitivity of a model to the quantization of each weight tensor: for every quantizable tensor and
+ * every candidate GGML type, the bytes it would take and a measured cost. Two estimators:
+ *
+ * - 'hessian' (HAWQ-V2 style, one forward pass): H = XᵀX of every linear layer's input on calibration
+ *   text (the original model; q/k/v share one H, gate/up one), then for each candidate the exact
+ *   tr(ΔW H ΔWᵀ) of its real quantization error ΔW (src/alloc/cost.ts). Costs of different tensors are
+ *   in different units (the error energy at that layer's output); with `outputFactor: 'kld'` each
+ *   tensor's costs are scaled by α = KLD / tr(ΔW H ΔWᵀ) measured once at a probe type (the tensor alone
+ *   quantized, the model's output KL divergence on calibration text), which puts every tensor in KLD
+ *   units, so that the additive model Σ cost ≈ KLD of the whole file holds.
+ * - 'kld' (end to end): for every tensor and type, that tensor alone quantized, the mean KL divergence
+ *   of the model's next-token distribution from the original's on calibration text.
+ *
+ * The token embedding is a lookup: its "input" is one-hot, so H is diagonal with the token counts and
+ * tr(ΔE H ΔEᵀ) = Σ_v count(v) ‖δ_v‖².
+ */
+import { fail } from '../errors.js';
+import { diagonalCost, ggmlQuantizationError, hessianCost } from '../alloc/cost.js';
+import { finishHessian } from '../algos/gptq.js';
+import { hessianAccumulator, type HessianAccumulator } from '../kernels/gptq.js';
+import { MatmulEngine } from '../kernels/matmul.js';
+import type { ModelFile } from '../io/model-file.js';
+import type { Llama } from '../model/llama.js';
+import { linear, makeLinearWeight, type LinearWeight } from '../model/matmul.js';
+import { ggmlCodec, ggmlRowBytes, ggmlTypeByName } from '../quant/ggml/index.js';
+import { readFloats } from './quantize.js';
+
+export const SENSITIVITY_VERSION = 1;
+export const DEFAULT_SENSITIVITY_TYPES = ['Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K', 'Q8_0', 'IQ4_XS'] as const;
+
+export interface SensitivityCandidate {
+  readonly type: string;
+  /** bytes of the tensor's data in this type (no file alignment) */
+  readonly bytes: number;
+  readonly cost: number;
+  /** the raw tr(ΔW H ΔWᵀ) (hessian estimator) */
+  readonly hessian?: number;
+}
+
+export interface TensorSensitivity {
+  readonly name: string;
+  /** [rows, cols] */
+  readonly shape: readonly [number, number];
+  /** bytes when kept as in the input (F32/F16), for reference */
+  readonly candidates: readonly SensitivityCandidate[];
+  /** the output-side factor applied to the hessian costs */
+  readonly factor?: number;
+}
+
+export interface SensitivityDb {
+  readonly lowbitSensitivity: typeof SENSITIVITY_VERSION;
+  /** fingerprint of the model (tensor names, shapes, types and leading bytes) */
+  readonly modelHash: string;
+  readonly estimator: 'hessian' | 'kld';
+  readonly outputFactor: 'kld' | 'none';
+  readonly calibration: { readonly tokens: number; readonly ctx: number; readonly seed: number };
+  readonly tensors: readonly TensorSensitivity[];
+  readonly seconds: number;
+}
+
+export interface SensitivityOptions {
+  /** the original model, loaded with f32 (or its own) weights; its hooks are borrowed during the run */
+  model: Llama;
+  /** the file it was loaded from (weights are read as f32 from it) */
+  file: ModelFile;
+  /** calibration windows: token sequences starting with BOS */
+  windows: readonly Int32Array[];
+  /** windows used for KL divergence (default: the first 4 of `windows`) */
+  kldWindows?: readonly Int32Array[];
+  /** which tensors (default: every 2-D weight the model multiplies with) */
+  tensors?: readonly string[];
+  types?: readonly string[];
+  estimator?: 'hessian' | 'kld';
+  outputFactor?: 'kld' | 'none';
+  /** hessian: estimate each tensor's cost from at most this many evenly spaced rows (default: all) */
+  maxRows?: number;
+  /** probe type for the output factor (default Q3_K where the row allows, else the first candidate) */
+  probeType?: string;
+  seed?: number;
+  onProgress?: (message: string, done: number, total: number) => void;
+}
+
+/** FNV-1a over names, shapes, types and the first 4 KiB of every tensor: tells models apart cheaply. */
+export async function modelFingerprint(m: ModelFile): Promise<string> {
+  let h1 = 0x811c9dc5;
+  let h2 = 0x01000193 ^ 0x5bd1e995;
+  const eat = (b: number) => {
+    h1 = Math.imul(h1 ^ b, 0x01000193) >>> 0;
+    h2 = Math.imul(h2 ^ b, 0x5bd1e995) >>> 0;
+    h2 ^= h2 >>> 15;
+  };
+  const text = (s: string) => {
+    for (let i = 0; i < s.length; i++) eat(s.charCodeAt(i) & 0xff);
+  };
+  for (const t of m.tensors) {
+    text(`${t.name}|${t.shape.join('x')}|${t.type};`);
+    const head = await m.read(t, 0, Math.min(4096, t.byteLength));
+    for (let i = 0; i < head.length; i++) eat(head[i]);
+  }
+  return h1.toString(16).padStart(8, '0') + h2.toString(16).padStart(8, '0');
+}
+
+/** log-softmax of each row of logits (n rows of vocab), in place */
+export function logSoftmaxRows(logits: Float32Array, vocab: number): void {
+  for (let o = 0; o < logits.length; o += vocab) {
+    let max = -Infinity;
+    for (let i = 0; i < vocab; i++) if (logits[o + i] > max) max = logits[o + i];
+    let sum = 0;
+    for (let i = 0; i < vocab; i++) sum += Math.exp(logits[o + i] - max);
+    const lse = max + Math.log(sum);
+    for (let i = 0; i < vocab; i++) logits[o + i] -= lse;
+  }
+}
+
+/**
+ * Runs the model with some weights replaced by other f32 values (their quantized-and-dequantized
+ * versions), everything else as loaded: linear layers through the runtime's `linear` hook, the token
+ * embedding (F32 only) by swapping its rows in place and back.
+ */
+export class WeightSwap {
+  private readonly linears: Map<string, LinearWeight>;
+  constructor(readonly model: Llama) {
+    this.linears = linearNames(model);
+  }
+  run<T>(replacements: ReadonlyMap<string, Float32Array>, fn: () => T): T {
+    const model = this.model;
+    const subst = new Map<string, LinearWeight>();
+    const f32 = ggmlTypeByName('F32')!;
+    let restoreEmbedding: (() => void) | undefined;
+    for (const [name, values] of replacements) {
+      const lw = this.linears.get(name);
+      if (name === 'token_embd.weight') {
+        const emb = model.weights.tokenEmbedding;
+        if (emb.type.name !== 'F32') fail('replacing token_embd.weight needs an F32 embedding in the loaded model');
+        const view = new Float32Array(emb.data.buffer, emb.data.byteOffset, values.length);
+        const saved = Float32Array.from(view);
+        view.set(values);
+        restoreEmbedding = () => view.set(saved);
+      } else if (!lw) fail(`the model multiplies with no tensor named ${name}`);
+      if (lw) subst.set(name, makeLinearWeight(name, f32, lw.rows, lw.cols, new Uint8Array(values.buffer, values.byteOffset, values.byteLength), false, null));
+    }
+    const prev = model.hooks;
+    model.hooks = {
+      ...prev,
+      linear: (out, x, w, nTok) => {
+        const s = subst.get(w.name);
+        if (s) linear(out, x, s, nTok);
+        else if (prev.linear) prev.linear(out, x, w, nTok);
+        else linear(out, x, w, nTok);
+      },
+    };
+    try {
+      return fn();
+    } finally {
+      model.hooks = prev;
+      restoreEmbedding?.();
+    }
+  }
+}
+
+/** mean KL(base || model) over every position of the windows, base as log-probabilities */
+export function meanKld(model: Llama, windows: readonly Int32Array[], base: readonly Float32Array[]): number {
+  const vocab = model.config.vocabSize;
+  let sum = 0;
+  let count = 0;
+  windows.forEach((w, i) => {
+    const lp = model.forward(w, 0, 0);
+    logSoftmaxRows(lp, vocab);
+    const lb = base[i];
+    for (let o = 0; o < lp.length; o += vocab) {
+      let k = 0;
+      for (let j = 0; j < vocab; j++) {
+        const b = lb[o + j];
+        if (b > -30) k += Math.exp(b) * (b - lp[o + j]);
+      }
+      sum += Math.max(0, k);
+      count++;
+    }
+  });
+  return sum / Math.max(1, count);
+}
+
+interface Weight {
+  name: string;
+  rows: number;
+  cols: number;
+  data: Float32Array;
+}
+
+/** Types that can encode rows of `cols` (block size divides it) and that lowbit can quantize. */
+export function typesForRow(types: readonly string[], cols: number): string[] {
+  return types.filter((n) => {
+    const t = ggmlTypeByName(n);
+    if (!t) fail(`unknown GGML type '${n}' in the candidate list`);
+    if (!ggmlCodec(t)?.quantize) fail(`lowbit cannot quantize to ${t.name} yet`);
+    return cols % t.blockSize === 0;
+  });
+}
+
+/** The linear layers the runtime multiplies with, by tensor name, and the token embedding. */
+function linearNames(model: Llama): Map<string, LinearWeight> {
+  const out = new Map<string, LinearWeight>();
+  for (const L of model.weights.layers) for (const w of [L.wq, L.wk, L.wv, L.wo, L.gate, L.up, L.down]) out.set(w.name, w);
+  out.set(model.weights.output.name, model.weights.output);
+  return out;
+}
+
+export async function measureSensitivity(o: SensitivityOptions): Promise<SensitivityDb> {
+  const t0 = performance.now();
+  const model = o.model;
+  const estimator = o.estimator ?? 'hessian';
+  const outputFactor = o.outputFactor ?? 'kld';
+  const types = o.types ?? DEFAULT_SENSITIVITY_TYPES;
+  if (o.windows.length === 0) fail('sensitivity needs calibration text (at least one window)');
+  const say = o.onProgress ?? (() => {});
+  const linears = linearNames(model);
+  const names = o.tensors ?? [...linears.keys(), ...(model.weights.output.name === 'token_embd.weight' ? [] : ['token_embd.weight'])];
+  const weights = new Map<string, Weight>();
+  for (const name of names) {
+    const t = o.file.tensor(name);
+    const ne = t.ne ? [...t.ne] : [...t.shape].reverse();
+    if (ne.length !== 2) fail(`${name} is not a matrix`);
+    weights.set(name, { name, rows: ne[1], cols: ne[0], data: await readFloats(o.file, t) });
+  }
+
+  // ---- one pass: H per distinct linear input, token counts, base log-probabilities ----------------
+  const engine = MatmulEngine.get();
+  const maxTok = Math.max(...o.windows.map((w) => w.length));
+  const accs = new Map<string, HessianAccumulator>(); // by the first linear of a shared input
+  const shareOf = new Map<string, string>(); // linear name -> accumulator key
+  const counts = new Map<string, number>();
+  let last: { buffer: ArrayBufferLike; offset: number; nTok: number; key: string } | undefined;
+  const previous = model.hooks;
+  const tokenCounts = new Float32Array(model.config.vocabSize);
+  model.hooks = {
+    ...previous,
+    linearInput: (name, x, nTok, k) => {
+      previous.linearInput?.(name, x, nTok, k);
+      if (!weights.has(name) || estimator !== 'hessian') return;
+      const same = last && last.buffer === x.buffer && last.offset === x.byteOffset && last.nTok === nTok && accs.get(last.key)!.k === k;
+      const key = same ? last!.key : shareOf.get(name) ?? name;
+      if (!shareOf.has(name)) shareOf.set(name, key);
+      last = { buffer: x.buffer, offset: x.byteOffset, nTok, key };
+      if (same) return;
+      let acc = accs.get(key);
+      if (!acc) accs.set(key, (acc = hessianAccumulator(k, maxTok, engine)));
+      acc.add(x, nTok);
+      counts.set(key, (counts.get(key) ?? 0) + nTok);
+    },
+  };
+  const kldWindows = o.kldWindows ?? o.windows.slice(0, 4);
+  const base: Float32Array[] = [];
+  try {
+    if (estimator === 'hessian') {
+      o.windows.forEach((w, i) => {
+        for (const id of w) tokenCounts[id]++;
+        model.forward(w, 0, 0); // every position through output.weight
+        last = undefined;
+        say('collecting input statistics', i + 1, o.windows.length);
+      });
+    }
+  } finally {
+    model.hooks = previous;
+  }
+  for (const w of kldWindows) {
+    const lp = Float32Array.from(model.forward(w, 0, 0));
+    logSoftmaxRows(lp, model.config.vocabSize);
+    base.push(lp);
+  }
+  const hessians = new Map<string, Float32Array>();
+  for (const [key, acc] of accs) {
+    const k = acc.k;
+    const h = acc.result();
+    finishHessian(h, k, counts.get(key)!);
+    hessians.set(key, Float32Array.from(h));
+  }
+
+  // ---- substitution: one tensor's weights replaced, everything else original ----------------------
+  const swap = new WeightSwap(model);
+  const kldOf = (name: string, delta: Float32Array): number => {
+    const w = weights.get(name)!;
+    const q = new Float32Array(delta.length);
+    for (let i = 0; i < q.length; i++) q[i] = w.data[i] + delta[i];
+    return swap.run(new Map([[name, q]]), () => meanKld(model, kldWindows, base));
+  };
+
+  // ---- costs ---------------------------------------------------------------------------------------
+  const tensors: TensorSensitivity[] = [];
+  let done = 0;
+  for (const name of names) {
+    const w = weights.get(name)!;
+    const cand = typesForRow(types, w.cols);
+    if (cand.length === 0) {
+      done++;
+      continue;
+    }
+    const key = shareOf.get(name);
+    const h = key ? hessians.get(key) : undefined;
+    const importance = h ? Float32Array.from({ length: w.cols }, (_, j) => h[j * w.cols + j]) : undefined;
+    const out: SensitivityCandidate[] = [];
+    // hessian costs on a deterministic sample of rows (GGML types quantize rows independently), scaled
+    // up to the whole tensor: an unbiased estimate of the sum over rows
+    const m = estimator === 'hessian' && o.maxRows && o.maxRows < w.rows ? o.maxRows : w.rows;
+    const rowIds = Int32Array.from({ length: m }, (_, i) => Math.floor((i * w.rows) / m));
+    const sample = m === w.rows ? w.data : new Float32Array(m * w.cols);
+    if (m !== w.rows) rowIds.forEach((r, i) => sample.set(w.data.subarray(r * w.cols, (r + 1) * w.cols), i * w.cols));
+    const scale = w.rows / m;
+    const probeType = o.probeType && cand.includes(o.probeType) ? o.probeType : cand.includes('Q3_K') ? 'Q3_K' : cand[0];
+    let probeHessian = 0;
+    for (const type of cand) {
+      if (estimator === 'kld') {
+        const { delta, bytes } = ggmlQuantizationError(type, w.data, w.rows, w.cols, importance);
+        out.push({ type, bytes, cost: kldOf(name, delta) });
+        continue;
+      }
+      const { delta } = ggmlQuantizationError(type, sample, m, w.cols, importance);
+      const bytes = tensorBytes(type, w.rows, w.cols);
+      let hc: number;
+      if (name === 'token_embd.weight') {
+        // one-hot inputs: H = diag(token counts) over the rows (the vocabulary); plus the output
+        // layer's cost when the classifier is tied to the embedding
+        let lookup = 0;
+        for (let i = 0; i < m; i++) {
+          const count = tokenCounts[rowIds[i]];
+          if (count === 0) continue;
+          let s = 0;
+          for (let j = 0; j < w.cols; j++) s += delta[i * w.cols + j] ** 2;
+          lookup += count * s;
+        }
+        const nTokens = o.windows.reduce((a, x) => a + x.length, 0);
+        hc = (h ? hessianCost(delta, m, w.cols, h) : 0) + (2 * lookup) / Math.max(1, nTokens); // 2/N as finishHessian
+      } else if (h) hc = hessianCost(delta, m, w.cols, h);
+      else hc = diagonalCost(delta, m, w.cols, new Float32Array(w.cols).fill(1));
+      hc *= scale;
+      out.push({ type, bytes, cost: hc, hessian: hc });
+      if (type === probeType) probeHessian = hc;
+    }
+    let probe: { hessian: number; delta: Float32Array } | undefined;
+    if (estimator === 'hessian' && outputFactor === 'kld' && probeHessian > 0) probe = { hessian: probeHessian, delta: ggmlQuantizationError(probeType, w.data, w.rows, w.cols, importance).delta };
+    let factor: number | undefined;
+    if (estimator === 'hessian' && outputFactor === 'kld' && probe && probe.hessian > 0) {
+      factor = kldOf(name, probe.delta) / probe.hessian;
+      for (let i = 0; i < out.length; i++) out[i] = { ...out[i], cost: out[i].hessian! * factor };
+    }
+    tensors.push({ name, shape: [w.rows, w.cols], candidates: out, ...(factor !== undefined ? { factor } : {}) });
+    say(`costs of ${name}`, ++done, names.length);
+  }
+  return {
+    lowbitSensitivity: SENSITIVITY_VERSION,
+    modelHash: await modelFingerprint(o.file),
+    estimator,
+    outputFactor,
+    calibration: { tokens: o.windows.reduce((a, w) => a + w.length, 0), ctx: o.windows[0].length, seed: o.seed ?? 0 },
+    tensors,
+    seconds: (performance.now() - t0) / 1000,
+  };
+}
+
+/** Read a sensitivity database (JSON), checking it belongs to this model. */
+export function parseSensitivityDb(text: string, modelHash: string, what = 'sensitivity database'): SensitivityDb {
+  let o: SensitivityDb;
+  try {
+    o = JSON.parse(text) as SensitivityDb;
+  } catch {
+    fail(`${what} is not JSON`);
+  }
+  if (!o || o.lowbitSensitivity !== SENSITIVITY_VERSION || !Array.isArray(o.tensors)) fail(`${what} is not a lowbit sensitivity database (version ${SENSITIVITY_VERSION})`);
+  if (o.modelHash !== modelHash) fail(`${what} was measured on another model (fingerprint ${o.modelHash}, this model ${modelHash})`);
+  for (const t of o.tensors)
+    for (const c of t.candidates) if (!(Number.isFinite(c.cost) && Number.isFinite(c.bytes) && ggmlTypeByName(c.type))) fail(`${what}: bad entry for ${t.name} ${c.type}`);
+  return o;
+}
+
+/** bytes of a row-major rows × cols tensor in a GGML type */
+export function tensorBytes(type: string, rows: number, cols: number): number {
+  return rows * ggmlRowBytes(ggmlTypeByName(type)!, cols);
+}
+
+/**
+ * Fitness for the evolutionary allocation: the model's mean KLD against the original with every
+ * tensor of an assignment quantized to its type. The dequantized values of every candidate (tensor,
+ * type) are prepared up front (memory: parameters × candidate types × 4 bytes). Stage s scores the
+ * first `stageWindows[s]` windows.
+ */
+export async function kldFitness(
+  model: Llama,
+  file: ModelFile,
+  candidates: ReadonlyMap<string, readonly string[]>,
+  windows: readonly Int32Array[],
+  stageWindows: readonly number[],
+  importanceOf?: (name: string) => Float32Array | undefined,
+): Promise<(types: ReadonlyMap<string, string>, stage: number) => number> {
+  const swap = new WeightSwap(model);
+  const vocab = model.config.vocabSize;
+  const maxW = Math.min(windows.length, Math.max(...stageWindows));
+  const base: Float32Array[] = [];
+  for (const w of windows.slice(0, maxW)) {
+    const lp = Float32Array.from(model.forward(w, 0, 0));
+    logSoftmaxRows(lp, vocab);
+    base.push(lp);
+  }
+  const cache = new Map<string, Float32Array>();
+  for (const [name, types] of candidates) {
+    const t = file.tensor(name);
+    const ne = t.ne ? [...t.ne] : [...t.shape].reverse();
+    const data = await readFloats(file, t);
+    for (const type of types) {
+      const { delta } = ggmlQuantizationError(type, data, ne[1], ne[0], importanceOf?.(name));
+      for (let i = 0; i < delta.length; i++) delta[i] += data[i];
+      cache.set(`${name}|${type}`, delta);
+    }
+  }
+  return (types, stage) => {
+    const repl = new Map<string, Float32Array>();
+    for (const [name, type] of types) {
+      const q = cache.get(`${name}|${type}`);
+      if (!q) fail(`kldFitness: ${name} in ${type} is not a prepared candidate`);
+      repl.set(name, q);
+    }
+    const n = Math.min(base.length, stageWindows[Math.min(stage, stageWindows.length - 1)]);
+    return swap.run(repl, () => meanKld(model, windows.slice(0, n), base.slice(0, n)));
+  };
+}

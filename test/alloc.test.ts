@@ -1,0 +1,100 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { allocateBruteForce, allocateExact, allocateLagrangian, convexHull, sizeRange, type AllocItem } from '../src/alloc/solve.js';
+import { LowbitError } from '../src/errors.js';
+import { xorshift32 } from '../src/rng.js';
+
+/** Toy problems shaped like real ones: more bytes usually means less cost, with noise and dominated points. */
+function toy(seed: number, n: number, k: number): AllocItem[] {
+  const r = xorshift32(seed);
+  const u = () => r() / 2 ** 32;
+  return Array.from({ length: n }, (_, i) => {
+    const size = 100 + Math.floor(u() * 900);
+    const sens = 0.1 + u() * 10;
+    return {
+      name: `t${i}`,
+      candidates: Array.from({ length: k }, (_, j) => {
+        const bits = 2 + j + (u() < 0.3 ? 0.5 : 0);
+        return { label: `b${bits}`, bytes: Math.round((size * bits) / 8), cost: sens * 2 ** (-2 * bits) * (0.7 + 0.6 * u()) };
+      }),
+    };
+  });
+}
+
+test('alloc: exact branch and bound equals brute force on 300 seeded toy problems; Lagrangian is feasible and bounded', () => {
+  let lagrangianOptimal = 0;
+  for (let seed = 1; seed <= 300; seed++) {
+    const items = toy(seed, 2 + (seed % 6), 2 + (seed % 4));
+    const { min, max } = sizeRange(items);
+    const budget = Math.round(min + ((seed * 0.37) % 1) * (max - min));
+    const bf = allocateBruteForce(items, budget)!;
+    const ex = allocateExact(items, budget);
+    const lg = allocateLagrangian(items, budget);
+    assert.ok(ex.optimal);
+    assert.ok(Math.abs(ex.cost - bf.cost) <= 1e-12 * Math.max(1, bf.cost), `seed ${seed}: exact ${ex.cost} vs brute force ${bf.cost}`);
+    assert.ok(ex.bytes <= budget && lg.bytes <= budget);
+    assert.ok(lg.cost >= bf.cost - 1e-12 * bf.cost);
+    assert.ok(lg.lowerBound <= bf.cost + 1e-12 * bf.cost, `seed ${seed}: LP bound above the optimum`);
+    if (lg.cost <= bf.cost * (1 + 1e-12)) lagrangianOptimal++;
+  }
+  // the repair pass makes the Lagrangian solution optimal on most toy problems
+  assert.ok(lagrangianOptimal >= 240, `Lagrangian optimal on ${lagrangianOptimal}/300`);
+});
+
+test('alloc: convex hull drops dominated and non-convex candidates', () => {
+  const c = [
+    { label: 'a', bytes: 10, cost: 10 },
+    { label: 'b', bytes: 20, cost: 9.5 }, // above the segment a-c: not on the hull
+    { label: 'c', bytes: 30, cost: 2 },
+    { label: 'd', bytes: 40, cost: 3 }, // dominated by c
+    { label: 'e', bytes: 50, cost: 1 },
+  ];
+  assert.deepEqual(convexHull(c), [0, 2, 4]);
+});
+
+test('alloc: an unreachable budget is a clear error', () => {
+  const items = toy(7, 4, 3);
+  assert.throws(() => allocateLagrangian(items, sizeRange(items).min - 1), (e: unknown) => e instanceof LowbitError && /unreachable/.test((e as Error).message));
+  assert.throws(() => allocateExact(items, -5), LowbitError);
+});
+
+test('alloc: a larger problem (200 tensors × 7 types) solves fast and the exact solver proves optimality or a small gap', () => {
+  const items = toy(99, 200, 7);
+  const { min, max } = sizeRange(items);
+  const budget = (min + max) / 2;
+  const lg = allocateLagrangian(items, budget);
+  const ex = allocateExact(items, budget, { maxNodes: 200_000 });
+  assert.ok(ex.cost <= lg.cost);
+  assert.ok((lg.cost - lg.lowerBound) / lg.lowerBound < 0.01, `gap ${(lg.cost - lg.lowerBound) / lg.lowerBound}`);
+});
+
+test('alloc: hessianCost equals ||X ΔWᵀ||² computed directly (f64), and diagonalCost its diagonal part', async () => {
+  const { hessianCost, diagonalCost, ggmlQuantizationError } = await import('../src/alloc/cost.js');
+  const r = xorshift32(5);
+  const u = () => r() / 2 ** 32 - 0.5;
+  const nTok = 300, rows = 48, cols = 256;
+  const x = Float32Array.from({ length: nTok * cols }, u);
+  const w = Float32Array.from({ length: rows * cols }, () => u() * 0.2);
+  const h = new Float32Array(cols * cols);
+  for (let t = 0; t < nTok; t++) for (let i = 0; i < cols; i++) for (let j = 0; j < cols; j++) h[i * cols + j] += x[t * cols + i] * x[t * cols + j];
+  for (const type of ['Q4_K', 'Q2_K', 'Q8_0']) {
+    const { delta, bytes } = ggmlQuantizationError(type, w, rows, cols);
+    assert.ok(bytes > 0);
+    let direct = 0;
+    for (let t = 0; t < nTok; t++)
+      for (let o = 0; o < rows; o++) {
+        let s = 0;
+        for (let j = 0; j < cols; j++) s += x[t * cols + j] * delta[o * cols + j];
+        direct += s * s;
+      }
+    const c = hessianCost(delta, rows, cols, h);
+    assert.ok(Math.abs(c - direct) / direct < 1e-4, `${type}: ${c} vs ${direct}`);
+    const hd = Float32Array.from({ length: cols }, (_, j) => h[j * cols + j]);
+    let diag = 0;
+    for (let o = 0; o < rows; o++) for (let j = 0; j < cols; j++) diag += hd[j] * delta[o * cols + j] ** 2;
+    assert.ok(Math.abs(diagonalCost(delta, rows, cols, hd) - diag) / diag < 1e-9);
+  }
+  const q2 = hessianCost(ggmlQuantizationError('Q2_K', w, rows, cols).delta, rows, cols, h);
+  const q8 = hessianCost(ggmlQuantizationError('Q8_0', w, rows, cols).delta, rows, cols, h);
+  assert.ok(q2 > 100 * q8, 'more bits, much less cost');
+});
