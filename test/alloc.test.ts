@@ -98,3 +98,28 @@ test('alloc: hessianCost equals ||X ΔWᵀ||² computed directly (f64), and diag
   const q8 = hessianCost(ggmlQuantizationError('Q8_0', w, rows, cols).delta, rows, cols, h);
   assert.ok(q2 > 100 * q8, 'more bits, much less cost');
 });
+
+// f32 products in both forms (the Gram matrix, then ΔW H; or X ΔWᵀ): agreement within 0.2 %
+test('alloc: sensitivity costs are the same from H = XᵀX and from X itself (stories260K)', async () => {
+  const fs = await import('node:fs');
+  const path = await import('node:path');
+  const { loadModel } = await import('../src/eval/load.js');
+  const { openModelFile } = await import('../src/io/model-file.js');
+  const { measureSensitivity } = await import('../src/pipeline/sensitivity.js');
+  const { initMatmulKernels } = await import('../src/kernels/matmul.js');
+  await initMatmulKernels();
+  const file = path.resolve(import.meta.dirname, '../../data/stories260K.gguf');
+  const bytes = new Uint8Array(fs.readFileSync(file));
+  const src = { name: file, size: bytes.length, read: async (o: number, n: number) => bytes.subarray(o, o + n) };
+  const { model, tokenizer } = await loadModel(src as never, { contextLength: 64 });
+  const m = await openModelFile(src as never);
+  const ids = tokenizer!.encode(fs.readFileSync(path.resolve(import.meta.dirname, '../../data/tinystories-valid-head.txt'), 'utf8').slice(0, 4000));
+  const windows = [Int32Array.from(ids.slice(0, 40)), Int32Array.from(ids.slice(40, 80))];
+  const run = (statForm: 'hessian' | 'inputs') => measureSensitivity({ model, file: m, windows, types: ['Q4_0', 'Q8_0'], outputFactor: 'none', statForm });
+  const [a, b] = [await run('hessian'), await run('inputs')];
+  for (let i = 0; i < a.tensors.length; i++)
+    for (let j = 0; j < a.tensors[i].candidates.length; j++) {
+      const [x, y] = [a.tensors[i].candidates[j].cost, b.tensors[i].candidates[j].cost];
+      assert.ok(Math.abs(x - y) <= 2e-3 * Math.abs(x) + 1e-12, `${a.tensors[i].name} ${a.tensors[i].candidates[j].type}: ${x} vs ${y}`);
+    }
+});

@@ -18,7 +18,7 @@
 import { fail } from '../errors.js';
 import { diagonalCost, ggmlQuantizationError, hessianCost } from '../alloc/cost.js';
 import { finishHessian } from '../algos/gptq.js';
-import { hessianAccumulator, type HessianAccumulator } from '../kernels/gptq.js';
+import { gemmABt, hessianAccumulator, type HessianAccumulator } from '../kernels/gptq.js';
 import { MatmulEngine } from '../kernels/matmul.js';
 import type { ModelFile } from '../io/model-file.js';
 import type { Llama } from '../model/llama.js';
@@ -73,6 +73,8 @@ export interface SensitivityOptions {
   types?: readonly string[];
   estimator?: 'hessian' | 'kld';
   outputFactor?: 'kld' | 'none';
+  /** hessian: keep H = XᵀX or X itself (default: whichever is smaller; the costs are the same) */
+  statForm?: 'auto' | 'hessian' | 'inputs';
   /** hessian: estimate each tensor's cost from at most this many evenly spaced rows (default: all) */
   maxRows?: number;
   /** probe type for the output factor (default Q3_K where the row allows, else the first candidate) */
@@ -181,6 +183,57 @@ export function meanKld(model: Llama, windows: readonly Int32Array[], base: read
   return sum / Math.max(1, count);
 }
 
+/**
+ * Second moments of one linear input, in whichever form is smaller: H = 2 XᵀX / N (k × k) or, when
+ * fewer tokens than input channels were seen, X itself (N × k), with tr(ΔW H ΔWᵀ) = 2/N ‖X ΔWᵀ‖².
+ */
+class InputStat {
+  private acc?: HessianAccumulator;
+  private h?: Float32Array;
+  private x?: Float32Array;
+  private rows = 0;
+  private n = 0;
+  constructor(readonly k: number, totalTokens: number, maxTok: number, engine: MatmulEngine | null, form: 'auto' | 'hessian' | 'inputs' = 'auto') {
+    if (form === 'inputs' || (form === 'auto' && totalTokens < k)) this.x = new Float32Array(totalTokens * k);
+    else this.acc = hessianAccumulator(k, maxTok, engine);
+  }
+  add(x: Float32Array, nTok: number): void {
+    if (this.x) {
+      this.x.set(x.subarray(0, nTok * this.k), this.rows * this.k);
+      this.rows += nTok;
+    } else this.acc!.add(x, nTok);
+  }
+  finish(count: number): void {
+    this.n = count;
+    if (!this.acc) return;
+    const h = this.acc.result();
+    finishHessian(h, this.k, count);
+    this.h = Float32Array.from(h);
+    this.acc = undefined;
+  }
+  /** diag(H): the importance a weighted quantizer uses (scale-free) */
+  diagonal(): Float32Array {
+    const k = this.k;
+    const d = new Float32Array(k);
+    if (this.h) for (let j = 0; j < k; j++) d[j] = this.h[j * k + j];
+    else {
+      const x = this.x!;
+      for (let t = 0; t < this.rows; t++) for (let j = 0; j < k; j++) d[j] += x[t * k + j] * x[t * k + j];
+      for (let j = 0; j < k; j++) d[j] *= 2 / Math.max(1, this.n);
+    }
+    return d;
+  }
+  /** tr(ΔW H ΔWᵀ) for ΔW of m rows */
+  cost(delta: Float32Array, m: number): number {
+    if (this.h) return hessianCost(delta, m, this.k, this.h);
+    const y = new Float32Array(this.rows * m);
+    gemmABt(y, this.x!, delta, this.rows, this.k, m); // (N × m) = X ΔWᵀ
+    let s = 0;
+    for (let i = 0; i < y.length; i++) s += y[i] * y[i];
+    return (2 * s) / Math.max(1, this.n);
+  }
+}
+
 interface Weight {
   name: string;
   rows: number;
@@ -227,7 +280,8 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
   // ---- one pass: H per distinct linear input, token counts, base log-probabilities ----------------
   const engine = MatmulEngine.get();
   const maxTok = Math.max(...o.windows.map((w) => w.length));
-  const accs = new Map<string, HessianAccumulator>(); // by the first linear of a shared input
+  const accs = new Map<string, InputStat>(); // by the first linear of a shared input
+  const totalTokens = o.windows.reduce((a, w) => a + w.length, 0);
   const shareOf = new Map<string, string>(); // linear name -> accumulator key
   const counts = new Map<string, number>();
   let last: { buffer: ArrayBufferLike; offset: number; nTok: number; key: string } | undefined;
@@ -244,7 +298,7 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
       last = { buffer: x.buffer, offset: x.byteOffset, nTok, key };
       if (same) return;
       let acc = accs.get(key);
-      if (!acc) accs.set(key, (acc = hessianAccumulator(k, maxTok, engine)));
+      if (!acc) accs.set(key, (acc = new InputStat(k, totalTokens, maxTok, engine, o.statForm)));
       acc.add(x, nTok);
       counts.set(key, (counts.get(key) ?? 0) + nTok);
     },
@@ -268,13 +322,7 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
     logSoftmaxRows(lp, model.config.vocabSize);
     base.push(lp);
   }
-  const hessians = new Map<string, Float32Array>();
-  for (const [key, acc] of accs) {
-    const k = acc.k;
-    const h = acc.result();
-    finishHessian(h, k, counts.get(key)!);
-    hessians.set(key, Float32Array.from(h));
-  }
+  for (const [key, acc] of accs) acc.finish(counts.get(key)!);
 
   // ---- substitution: one tensor's weights replaced, everything else original ----------------------
   const swap = new WeightSwap(model);
@@ -296,8 +344,8 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
       continue;
     }
     const key = shareOf.get(name);
-    const h = key ? hessians.get(key) : undefined;
-    const importance = h ? Float32Array.from({ length: w.cols }, (_, j) => h[j * w.cols + j]) : undefined;
+    const h = key ? accs.get(key) : undefined;
+    const importance = h?.diagonal();
     const out: SensitivityCandidate[] = [];
     // hessian costs on a deterministic sample of rows (GGML types quantize rows independently), scaled
     // up to the whole tensor: an unbiased estimate of the sum over rows
@@ -329,8 +377,8 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
           lookup += count * s;
         }
         const nTokens = o.windows.reduce((a, x) => a + x.length, 0);
-        hc = (h ? hessianCost(delta, m, w.cols, h) : 0) + (2 * lookup) / Math.max(1, nTokens); // 2/N as finishHessian
-      } else if (h) hc = hessianCost(delta, m, w.cols, h);
+        hc = (h ? h.cost(delta, m) : 0) + (2 * lookup) / Math.max(1, nTokens); // 2/N as finishHessian
+      } else if (h) hc = h.cost(delta, m);
       else hc = diagonalCost(delta, m, w.cols, new Float32Array(w.cols).fill(1));
       hc *= scale;
       out.push({ type, bytes, cost: hc, hessian: hc });

@@ -3,6 +3,18 @@ import { hparamsFromGguf, hparamsFromHfConfig, type LlamaHparams } from '../../i
 import type { ModelFile } from '../../io/model-file.js';
 import type { Command } from '../args.js';
 import { openModelPath, readSiblingConfig } from '../model-open.js';
+import { isOnnxPath, openOnnxPath } from '../onnx-open.js';
+import { onnxSummary, onnxSummaryText } from '../../io/onnx/summary.js';
+
+async function inspectOnnx(file: string, json: boolean): Promise<void> {
+  const { model, close } = await openOnnxPath(file);
+  try {
+    const s = onnxSummary(model);
+    process.stdout.write((json ? JSON.stringify(s) : onnxSummaryText(s)) + '\n');
+  } finally {
+    close();
+  }
+}
 
 const MAX_ITEMS = 8;
 /** metadata values longer than this are cut in the text listing (--json has them whole) */
@@ -50,12 +62,13 @@ function hparams(m: ModelFile, file: string): LlamaHparams | undefined {
 
 export const inspectCommand: Command = {
   name: 'inspect',
-  summary: 'show a model file: format, hyper-parameters, metadata, tensors, totals (GGUF, safetensors (+index), llama2.c)',
+  summary: 'show a model file: format, hyper-parameters, metadata, tensors, totals (GGUF, safetensors (+index), llama2.c, ONNX)',
   usage: 'lowbit inspect FILE [--json]',
   positionals: [1, 1],
   options: [{ name: 'json', type: 'boolean', help: 'print one JSON object', default: false }],
   async run(a) {
     const file = a.positionals[0];
+    if (isOnnxPath(file)) return inspectOnnx(file, a.values.json as boolean);
     const { model: m, close } = await openModelPath(file);
     try {
       const meta: Record<string, unknown> = {};

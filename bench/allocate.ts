@@ -1,0 +1,49 @@
+/**
+ * `npm run bench -- allocate [--layers N] [--calib-tokens T] [--sample-rows R] [--threads 2]`: the cost
+ * of mixed precision on a synthetic ~1.1B llama (dim 2048, ffn 5632, 22 layers, vocabulary 32000 from
+ * data/tokenizer.model; seeded, cached under .cache/bench/). In the same run, each in its own process:
+ *
+ *   A. lowbit quantize IN a.gguf --type Q4_K_M                                   (the anchor)
+ *   B. lowbit sensitivity IN --calib TEXT --db costs.json (hessian estimator)
+ *   C. lowbit quantize IN c.gguf --type Q4_K_M --db costs.json --target-size |a.gguf|
+ *
+ * Target (issue 13): (B + C) / A <= 2, i.e. measuring costs is a streaming pass, not a rerun per type.
+ * Also prints the file sizes (C must not exceed A's size).
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { measure, ROOT } from '../scripts/llama-tools.js';
+import { syntheticLlama } from './_llama-synth.js';
+
+function arg(args: string[], name: string, dflt: string): string {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 && i + 1 < args.length ? args[i + 1] : dflt;
+}
+
+export async function run(args: string[]): Promise<void> {
+  const layers = Number(arg(args, 'layers', '22'));
+  const threads = arg(args, 'threads', '2');
+  const calibTokens = arg(args, 'calib-tokens', '512');
+  const sampleRows = arg(args, 'sample-rows', '256');
+  const input = await syntheticLlama(ROOT, { dim: 2048, hiddenDim: 5632, nLayers: layers, nHeads: 32, vocab: 32000 });
+  const text = path.join(ROOT, 'data', 'tinystories-valid-head.txt');
+  const out = path.join(ROOT, '.cache', 'bench', 'allocate-out');
+  fs.mkdirSync(out, { recursive: true });
+  const bin = path.join(ROOT, 'bin', 'lowbit.js');
+  const db = path.join(out, 'costs.json');
+  fs.rmSync(db, { force: true });
+  console.log(`model ${path.relative(ROOT, input)} (${(fs.statSync(input).size / 1e9).toFixed(2)} GB F32); calibration ${calibTokens} tokens, ${sampleRows} sampled rows per tensor, ${threads} threads`);
+  const a = await measure(process.execPath, [bin, 'quantize', input, path.join(out, 'a.gguf'), '--type', 'Q4_K_M', '--threads', threads, '--json']);
+  if (a.status !== 0) throw new Error(`plain quantize failed: ${a.stderr}`);
+  const target = fs.statSync(path.join(out, 'a.gguf')).size;
+  const b = await measure(process.execPath, [bin, 'sensitivity', input, '--calib', text, '--calib-tokens', calibTokens, '--calib-ctx', '128', '--sample-rows', sampleRows, '--output-factor', 'none', '--types', 'Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0', '--threads', threads, '--db', db, '--json']);
+  if (b.status !== 0) throw new Error(`sensitivity failed: ${b.stderr}`);
+  const c = await measure(process.execPath, [bin, 'quantize', input, path.join(out, 'c.gguf'), '--type', 'Q4_K_M', '--db', db, '--target-size', String(target), '--threads', threads, '--json']);
+  if (c.status !== 0) throw new Error(`allocated quantize failed: ${c.stderr}`);
+  const size = fs.statSync(path.join(out, 'c.gguf')).size;
+  console.log(`A  quantize Q4_K_M              ${a.seconds.toFixed(1).padStart(7)} s  ${(a.peakRss / 1e6).toFixed(0).padStart(6)} MB  ${target} bytes`);
+  console.log(`B  sensitivity (hessian)        ${b.seconds.toFixed(1).padStart(7)} s  ${(b.peakRss / 1e6).toFixed(0).padStart(6)} MB`);
+  console.log(`C  quantize --target-size       ${c.seconds.toFixed(1).padStart(7)} s  ${(c.peakRss / 1e6).toFixed(0).padStart(6)} MB  ${size} bytes (${size <= target ? 'within' : 'OVER'} target)`);
+  console.log(`(B + C) / A = ${((b.seconds + c.seconds) / a.seconds).toFixed(2)}x   (target <= 2x)`);
+  for (const f of ['a.gguf', 'c.gguf']) fs.rmSync(path.join(out, f), { force: true });
+}
