@@ -112,8 +112,11 @@ export function noteInput(file: string | undefined): void {
   }
 }
 
-/** Open an input file for reading, with a clear error when it is missing or not a file. */
-export function openInput(file: string, what = 'input'): { fd: number; size: number } {
+/**
+ * Open an input file for reading, with a clear error when it is missing or not a file. It is noted as
+ * an input of the run unless `protect` is false (a file read whole and then rewritten on purpose).
+ */
+export function openInput(file: string, what = 'input', protect = true): { fd: number; size: number } {
   const st = statInput(file, what);
   let fd: number;
   try {
@@ -121,7 +124,7 @@ export function openInput(file: string, what = 'input'): { fd: number; size: num
   } catch (e) {
     throw fileError(e, file, `opening ${what}`);
   }
-  inputs.set(idKey(st), file);
+  if (protect) inputs.set(idKey(st), file);
   return { fd, size: st.size };
 }
 
@@ -130,6 +133,18 @@ export function readInputText(file: string, what: string): string {
   const { fd } = openInput(file, what);
   try {
     return fs.readFileSync(fd, 'utf8');
+  } catch (e) {
+    throw fileError(e, file, `reading ${what}`);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** A binary input read whole (a checkpoint, a small table). */
+export function readInputBytes(file: string, what: string, protect = true): Uint8Array {
+  const { fd } = openInput(file, what, protect);
+  try {
+    return new Uint8Array(fs.readFileSync(fd));
   } catch (e) {
     throw fileError(e, file, `reading ${what}`);
   } finally {
@@ -334,8 +349,11 @@ export class AtomicFile {
       throw fileError(e, this.target, 'writing');
     }
   }
-  /** The file is complete: flush it to disk and stage it (renamed into place by commitRun). */
-  commit(): void {
+  /**
+   * The file is complete: flush it to disk and stage it (renamed into place by commitRun). With `now`,
+   * rename it at once (a checkpoint that must survive the run being killed later).
+   */
+  commit(now = false): void {
     if (this.done) return;
     this.done = true;
     try {
@@ -347,7 +365,10 @@ export class AtomicFile {
     }
     this.staged = true;
     staged.push(this);
-    if (!deferring) commitRun(); // outside a run (library use, tests): rename at once
+    if (now) {
+      this.publish();
+      staged.splice(staged.indexOf(this), 1);
+    } else if (!deferring) commitRun(); // outside a run (library use, tests): rename at once
   }
   abort(): void {
     if (!this.done) {
@@ -453,11 +474,12 @@ export async function withAtomicFile<T>(target: string, fill: (f: AtomicFile) =>
   }
 }
 
-export function writeFileAtomic(target: string, bytes: Uint8Array | string, what = 'output'): void {
+/** Write a whole file atomically: staged until the run succeeds, or with `now` renamed into place at once. */
+export function writeFileAtomic(target: string, bytes: Uint8Array | string, what = 'output', now = false): void {
   const f = new AtomicFile(target, what);
   try {
     f.write(typeof bytes === 'string' ? new TextEncoder().encode(bytes) : bytes);
-    f.commit();
+    f.commit(now);
   } catch (e) {
     f.abort();
     throw e;
