@@ -32,3 +32,6 @@ export { readImatrix, writeImatrixGguf } from './pipeline/imatrix-file.js';
 // Hugging Face checkpoints with GPTQ / AWQ packed int4 layers: quantize(m, recipe, sink, { layout: 'gptq' }) writes them
 export { hfLlamaTensors } from './eval/load.js';
 export { dequantizePackedInt4, packInt4Linear, int4LinearFromScheme, packedInt4ConfigOf, PACKED_INT4_LAYOUTS, type PackedInt4Layout, type PackedInt4Group } from './io/packed-int4.js';
+// training: backward pass, AdamW, low-precision training, QAT (src/train)
+export * from './train/index.js';
+export { llamaGgufMetadata, llamaTensorShapes, writeLlamaGguf, paramTensors, type OutTensor } from './io/llama-writer.js';

@@ -16,6 +16,7 @@ const loaders: Record<string, () => Promise<Command>> = {
   generate: async () => (await import('./generate.js')).generateCommand,
   eval: async () => (await import('./eval.js')).evalCommand,
   sensitivity: async () => (await import('./sensitivity.js')).sensitivityCommand,
+  train: async () => (await import('./train.js')).trainCommand,
 };
 
 export const commandNames: readonly string[] = Object.keys(loaders);

@@ -1,0 +1,121 @@
+/**
+ * The products of training: C (+)= A·B on row-major arrays with row strides, and transposes
+ * (wasm/train.ts; this file holds the scalar references and the backends).
+ *
+ * A backend owns the arrays it multiplies. `wasmBackend` puts them in one WebAssembly memory reserved
+ * up front (the kernels use them in place; growing would detach the views, so the size is fixed at
+ * creation), `referenceBackend('f32')` is the scalar spec of the kernel's order of operations, and
+ * `referenceBackend('f64')` runs the same model code in double precision (finite-difference checks,
+ * the f64 reference the kernels are compared against).
+ *
+ * Order of operations (the spec): C[i][j] = acc (or C[i][j] + acc), acc = sum over p = 0, 1, ... of
+ * A[i][p] * B[p][j] in increasing p, each product and sum rounded to the array's precision. The plain
+ * SIMD build is bit for bit gemmRef in f32; the relaxed build may fuse multiply and add, which keeps it
+ * within gamma(k) * sum_p |A[i][p] B[p][j]| of the exact sum (gamma(k) = k u / (1 - k u), u = 2^-24).
+ */
+import { fail } from '../errors.js';
+import { wasmVariant } from '../kernels/wasm.js';
+import { newKernelInstance } from '../kernels/wasm.js';
+import * as trainWasm from '../kernels/wasm/train.generated.js';
+
+export type Vec = Float32Array | Float64Array;
+
+export interface Backend {
+  readonly name: 'wasm' | 'reference-f32' | 'reference-f64';
+  readonly f64: boolean;
+  /** a zeroed array of n values (from the reserved space for wasm) */
+  alloc(n: number): Vec;
+  /** C[co + i*ldc + j] (+)= sum_p A[ao + i*lda + p] * B[bo + p*ldb + j], i < m, p < k, j < n */
+  gemm(c: Vec, co: number, ldc: number, a: Vec, ao: number, lda: number, b: Vec, bo: number, ldb: number, m: number, k: number, n: number, accumulate: boolean): void;
+  /** D[do + j*ldd + i] = S[so + i*lds + j], i < rows, j < cols */
+  transpose(d: Vec, dOff: number, ldd: number, s: Vec, sOff: number, lds: number, rows: number, cols: number): void;
+}
+
+/** The scalar spec of the kernel, in f32 (Math.fround at each step) or f64. */
+export function gemmRef(c: Vec, co: number, ldc: number, a: Vec, ao: number, lda: number, b: Vec, bo: number, ldb: number, m: number, k: number, n: number, accumulate: boolean): void {
+  const f32 = c instanceof Float32Array;
+  const fr = f32 ? Math.fround : (x: number) => x;
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) {
+      let acc = 0;
+      if (f32) for (let p = 0; p < k; p++) acc = fr(acc + fr(a[ao + i * lda + p] * b[bo + p * ldb + j]));
+      else for (let p = 0; p < k; p++) acc += a[ao + i * lda + p] * b[bo + p * ldb + j];
+      const at = co + i * ldc + j;
+      c[at] = accumulate ? c[at] + acc : acc;
+    }
+  }
+}
+
+export function transposeRef(d: Vec, dOff: number, ldd: number, s: Vec, sOff: number, lds: number, rows: number, cols: number): void {
+  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) d[dOff + j * ldd + i] = s[sOff + i * lds + j];
+}
+
+export function referenceBackend(precision: 'f32' | 'f64' = 'f32'): Backend {
+  const f64 = precision === 'f64';
+  return {
+    name: f64 ? 'reference-f64' : 'reference-f32',
+    f64,
+    alloc: (n) => (f64 ? new Float64Array(n) : new Float32Array(n)),
+    gemm: gemmRef,
+    transpose: transposeRef,
+  };
+}
+
+interface TrainExports {
+  heapBase(): number;
+  relaxed(): number;
+  gemm(a: number, lda: number, b: number, ldb: number, c: number, ldc: number, i0: number, i1: number, k: number, n: number, acc: number): void;
+  transpose(d: number, ldd: number, s: number, lds: number, rows: number, cols: number): void;
+}
+
+/**
+ * The WebAssembly backend with room for `floats` f32 values (all the arrays it will ever hand out);
+ * null where WebAssembly SIMD is unavailable or turned off (LOWBIT_WASM=off).
+ */
+export function wasmBackend(floats: number): Backend | null {
+  if (wasmVariant() === 'off') return null;
+  const bytes = floats * 4 + 65536;
+  if (bytes > 4 * 2 ** 30 - 2 ** 20) fail(`training needs ${(bytes / 2 ** 30).toFixed(2)} GiB of WebAssembly memory (at most 4 GiB): use a smaller --batch or --ctx, or --checkpoint-activations`);
+  const inst = newKernelInstance('train', trainWasm, 1);
+  if (!inst) return null;
+  const x = inst.exports as unknown as TrainExports;
+  const base = (x.heapBase() + 63) & ~63;
+  const need = Math.ceil((base + bytes) / 65536);
+  const have = inst.memory.buffer.byteLength / 65536;
+  if (need > have) inst.memory.grow(need - have);
+  const buffer = inst.memory.buffer;
+  let next = base;
+  const end = base + bytes;
+  const ptr = (v: Vec, off: number): number => {
+    if (v.buffer !== buffer || !(v instanceof Float32Array)) fail('wasm backend: array not allocated by this backend');
+    return v.byteOffset + off * 4;
+  };
+  return {
+    name: 'wasm',
+    f64: false,
+    alloc(n) {
+      const at = next;
+      const size = (n * 4 + 63) & ~63; // 64-byte aligned arrays
+      if (at + size > end) fail(`wasm backend: out of reserved memory (${n} more floats)`);
+      next += size;
+      return new Float32Array(buffer, at, n);
+    },
+    gemm(c, co, ldc, a, ao, lda, b, bo, ldb, m, k, n, accumulate) {
+      if (m <= 0 || n <= 0) return;
+      if (k <= 0) {
+        if (!accumulate) for (let i = 0; i < m; i++) c.fill(0, co + i * ldc, co + i * ldc + n);
+        return;
+      }
+      x.gemm(ptr(a, ao), lda, ptr(b, bo), ldb, ptr(c, co), ldc, 0, m, k, n, accumulate ? 1 : 0);
+    },
+    transpose(d, dOff, ldd, s, sOff, lds, rows, cols) {
+      x.transpose(ptr(d, dOff), ldd, ptr(s, sOff), lds, rows, cols);
+    },
+  };
+}
+
+/** gamma(k) of the relaxed build's bound: |C - exact| <= gamma(k) * sum |A B| */
+export function gemmErrorFactor(k: number): number {
+  const u = 2 ** -24;
+  return (k * u) / (1 - k * u);
+}
