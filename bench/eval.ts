@@ -27,6 +27,7 @@ import { matmulRef } from '../src/model/matmul.js';
 import { ggmlCodec } from '../src/quant/ggml/registry.js';
 import { ggmlRowBytes, ggmlTypeByName } from '../src/quant/ggml/types.js';
 import { syntheticLlama } from './_llama-synth.js';
+import { loadLlamaCpp } from '../scripts/llama-tools.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const read = (f: string) => new Uint8Array(readFileSync(root + 'data/' + f));
@@ -64,8 +65,9 @@ async function tokenizer(): Promise<void> {
   const [ids, tTok] = time(() => g.tokenizer!.encode(text));
   let line = `tokenizer: ${ids.length} tokens in ${tTok.toFixed(2)} s = ${(text.length / tTok / 1e6).toFixed(2)} MB/s`;
   try {
-    const llamaMod = await import('node-llama-cpp');
-    const llama = await llamaMod.getLlama({ gpu: false, build: 'never', logLevel: llamaMod.LlamaLogLevel.error });
+    const loaded = await loadLlamaCpp();
+    if (typeof loaded === 'string') throw new Error(loaded);
+    const llama = loaded.llama;
     const model = await llama.loadModel({ modelPath: root + 'data/stories260K.gguf', vocabOnly: true });
     const [ref, tRef] = time(() => model.tokenize(text));
     line += `; llama.cpp ${ref.length} tokens in ${tRef.toFixed(2)} s; speed ratio ${(tRef / tTok).toFixed(2)}x`;

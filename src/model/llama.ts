@@ -326,8 +326,10 @@ export interface LlamaOptions extends LoadOptions {
   kv?: KvStorage;
   /**
    * 'ggml': round each linear layer's input to the weight type's llama.cpp `vec_dot_type` first (Q8_0,
-   * Q8_1, Q8_K, F16, BF16), as llama.cpp's CPU backend does, so KLD/PPL match what llama.cpp measures.
-   * 'f32' (default): weights are the only thing quantized.
+   * Q8_1, Q8_K, F16, BF16), as llama.cpp's CPU backend does, so KLD/PPL match what llama.cpp measures;
+   * with the WebAssembly kernels, Q4_0, Q5_0, Q8_0, IQ4_NL, Q3_K..Q6_K and IQ4_XS weights then run on
+   * integer dot products (MatmulEngine.matmulInt), the fast path. 'f32' (the library default; the CLI's
+   * is 'ggml'): weights are the only thing quantized, multiplied in f32.
    */
   activations?: 'f32' | 'ggml';
 }
@@ -447,6 +449,12 @@ export class Llama {
     const input = x.subarray(0, nTok * w.cols);
     this.hooks.linearInput?.(w.name, input, nTok, w.cols);
     if (this.activations === 'ggml') {
+      // llama.cpp's own path: integer dot products on the stored blocks (activations rounded in the kernel)
+      const kw = w.kernel;
+      if (kw && !this.hooks.linear && kernelsEnabled() && kw.engine.intBlock(kw) > 0) {
+        kw.engine.matmulInt(out, x, kw, nTok);
+        return;
+      }
       if (this.actScratch.length < nTok * w.cols) this.actScratch = new Float32Array(this.s.batch * Math.max(w.cols, this.config.hiddenDim, this.config.dim));
       if (ggmlRoundActivations(w.type, x, nTok, w.cols, this.actScratch)) x = this.actScratch;
     }

@@ -18,6 +18,8 @@ import { threadsFrom } from '../threads.js';
 import { GptqPool } from '../gptq-pool.js';
 import { fileSource } from '../node-source.js';
 import { renderTable } from './formats.js';
+import { isOnnxPath } from '../onnx-open.js';
+import { ONNX_QUANTIZE_OPTIONS, runOnnxQuantize } from '../onnx-quantize.js';
 import { ALLOCATE_OPTIONS, allocatedRecipe, COST_OPTIONS } from './sensitivity.js';
 import type { AllocationResult } from '../../pipeline/allocate.js';
 
@@ -141,9 +143,11 @@ export const quantizeCommand: Command = {
     { name: 'dry-run', type: 'boolean', help: 'print the per-tensor plan and write nothing' },
     { name: 'force', type: 'boolean', help: '--layout gptq|awq: replace an existing config.json beside OUT' },
     { name: 'json', type: 'boolean', help: 'print the report as JSON (no progress)' },
+    ...ONNX_QUANTIZE_OPTIONS,
   ],
   async run(a) {
     const [input, output] = a.positionals;
+    if (isOnnxPath(input) || isOnnxPath(output)) return runOnnxQuantize(a);
     const dry = a.values['dry-run'] as boolean;
     if (!output && !dry) fail('quantize needs an output path (or --dry-run)');
     const out = output ?? 'plan.gguf';
