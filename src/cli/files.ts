@@ -485,3 +485,12 @@ export function writeFileAtomic(target: string, bytes: Uint8Array | string, what
     throw e;
   }
 }
+
+/**
+ * Older call sites' form: note `input` as an input of the run and check `output` against the output
+ * policy (checkOutput). New code calls noteInput for every input, then checkOutput for every output.
+ */
+export function refuseSameFile(input: string | undefined, output: string | undefined): void {
+  noteInput(input);
+  if (output) checkOutput(output, 'output');
+}
