@@ -720,10 +720,18 @@ export class Llama {
     else linear(out, x, w, nTok);
   }
 
-  /** one batch through all layers, leaving the final residual stream in s.x */
+  /**
+   * one batch through all layers, leaving the final residual stream in s.x. A NaN or infinity in the
+   * residual stream is an error naming the first layer (and token position) where it appeared.
+   */
   private step(tokens: number[], pos: number): void {
+    const n = tokens.length * this.config.dim;
     this.embed(tokens, this.s.x);
-    for (let l = 0; l < this.config.nLayers; l++) this.layer(l, tokens.length, pos);
+    checkFinite(this.s.x, n, this.config.dim, pos, 'the token embeddings (token_embd.weight)');
+    for (let l = 0; l < this.config.nLayers; l++) {
+      this.layer(l, tokens.length, pos);
+      checkFinite(this.s.x, n, this.config.dim, pos, `the output of layer ${l} (blk.${l})`);
+    }
   }
 
   /** layer l on the nTok rows of s.x (positions pos, pos+1, ...), in place */
@@ -900,6 +908,22 @@ export class Llama {
     const x = s.x.subarray(from * c.dim, (from + count) * c.dim);
     rmsnorm(s.xb, x, this.weights.outputNorm, count, c.dim, c.normEps);
     this.lin(out, s.xb, this.weights.output, count);
+    checkFinite(out, count * c.vocabSize, c.vocabSize, -1, 'the logits (output.weight)');
     if (c.finalSoftcap !== undefined) softcap(out, count * c.vocabSize, c.finalSoftcap);
   }
+}
+
+/**
+ * The one place a non-finite activation becomes an error: x[0, n) must be finite (rows of `width`
+ * values, the first at token position `pos`; -1: positions unknown). A sum is finite exactly when every
+ * term is (f32 values summed in f64 cannot overflow), so the common case is one pass of additions.
+ */
+export function checkFinite(x: Float32Array, n: number, width: number, pos: number, where: string): void {
+  let sum = 0;
+  for (let i = 0; i < n; i++) sum += x[i];
+  if (Number.isFinite(sum)) return;
+  let i = 0;
+  while (i < n && Number.isFinite(x[i])) i++;
+  const row = Math.floor(i / width);
+  fail(`non-finite value (${x[i]}) in ${where}${pos >= 0 ? ` at token position ${pos + row}` : ` (row ${row})`}: the model overflows or its weights hold NaN/inf`);
 }
