@@ -70,8 +70,8 @@ export const generateCommand: Command = {
       });
       if (!m.tokenizer) fail(`${a.positionals[0]} carries no vocabulary: give --tokenizer tokenizer.bin or tokenizer.model`);
       const prompt = a.values.prompt as string;
-      process.stdout.write(prompt);
       const r = generate(m.model, m.tokenizer, prompt, {
+        onStart: () => process.stdout.write(prompt), // once the prompt fits the context: nothing printed before an error
         steps: a.values.n as number,
         temperature: a.values.temp as number,
         topP: a.values['top-p'] as number,
