@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Builds llama.cpp's llama-quantize, llama-perplexity and llama-imatrix (CPU only) from the source bundle
+// Builds llama.cpp's llama-quantize, llama-perplexity, llama-imatrix, llama-bench and llama-completion (CPU only) from the source bundle
 // shipped inside node-llama-cpp, for comparisons and benchmarks. Idempotent: does nothing when the binaries
 // already exist. Prints the binary paths (one per line: name<TAB>path).
 //
@@ -19,7 +19,7 @@ const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const cacheDir = join(root, '.cache');
 const srcDir = join(cacheDir, 'llama.cpp-src');
 const buildDir = join(cacheDir, 'llama.cpp-build');
-const TARGETS = ['llama-quantize', 'llama-perplexity', 'llama-imatrix'];
+const TARGETS = ['llama-quantize', 'llama-perplexity', 'llama-imatrix', 'llama-bench', 'llama-completion'];
 
 const args = process.argv.slice(2);
 const jobsArg = args.indexOf('--jobs');
