@@ -1,11 +1,10 @@
-import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { fail } from '../../errors.js';
 import { auditModel, plantAttack, writeWithReplacements, type TypeAudit } from '../../audit/run.js';
 import { calibrationWindows } from '../../pipeline/calibrate.js';
 import type { Command } from '../args.js';
-import { refuseSameFile, withAtomicFile } from '../files.js';
+import { checkOutput, noteInput, readInputText, withAtomicFile } from '../files.js';
 import { openModelPath } from '../model-open.js';
 import { loadModelPath } from './generate.js';
 import { renderTable } from './formats.js';
@@ -33,12 +32,14 @@ export const auditCommand: Command = {
     const types = String(a.values.types).split(',').map((s) => s.trim()).filter(Boolean);
     const ctx = a.values.ctx as number;
     const text = (a.values.text as string | undefined) ?? DEFAULT_TEXT;
+    noteInput(modelPath);
+    noteInput(text);
     const opened = await openModelPath(modelPath);
     let results: TypeAudit[];
     try {
       const loaded = await loadModelPath(modelPath, undefined, { contextLength: ctx, batch: Math.min(ctx, 512) });
       if (!loaded.tokenizer) fail(`${modelPath} carries no vocabulary to tokenize the probe text`);
-      const stream = loaded.tokenizer.encode(readFileSync(text, 'utf8'), { bos: false });
+      const stream = loaded.tokenizer.encode(readInputText(text, 'probe text (--text)'), { bos: false });
       const c = Math.min(ctx, loaded.model.config.seqLen);
       const windows = calibrationWindows(stream, c * (a.values.windows as number), c, a.values.seed as number, loaded.tokenizer.vocab.bos);
       const json = a.values.json as boolean;
@@ -89,9 +90,9 @@ export const attackCommand: Command = {
     const [benignPath, maliciousPath, out] = a.positionals;
     if (!a.values.type) fail('attack needs --type T (the llama.cpp file types to attack)');
     const types = String(a.values.type).split(',').map((s) => s.trim()).filter(Boolean);
-    refuseSameFile(benignPath, out);
-    refuseSameFile(maliciousPath, out);
     if (!/\.gguf$/i.test(out)) fail(`output ${out}: the attacked model is written as GGUF (.gguf)`);
+    for (const f of [benignPath, maliciousPath, a.values.text as string | undefined]) noteInput(f);
+    checkOutput(out);
     const benign = await openModelPath(benignPath);
     const malicious = await openModelPath(maliciousPath);
     try {
@@ -101,7 +102,7 @@ export const attackCommand: Command = {
         const ctx = a.values.ctx as number;
         const loaded = await loadModelPath(benignPath, undefined, { contextLength: ctx, batch: Math.min(ctx, 512) });
         if (!loaded.tokenizer) fail(`${benignPath} carries no vocabulary to tokenize the text`);
-        const stream = loaded.tokenizer.encode(readFileSync((a.values.text as string | undefined) ?? DEFAULT_TEXT, 'utf8'), { bos: false });
+        const stream = loaded.tokenizer.encode(readInputText((a.values.text as string | undefined) ?? DEFAULT_TEXT, 'text (--text)'), { bos: false });
         const c = Math.min(ctx, loaded.model.config.seqLen);
         pgd = { model: loaded.model, windows: calibrationWindows(stream, c * (a.values.windows as number), c, a.values.seed as number, loaded.tokenizer.vocab.bos), iterations: steps };
       }
