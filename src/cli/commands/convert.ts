@@ -5,7 +5,7 @@ import { parseSentencepieceModel } from '../../io/vocab.js';
 import type { GgufValue } from '../../io/gguf.js';
 import { openModelFile } from '../../io/model-file.js';
 import type { Command } from '../args.js';
-import { refuseSameFile, withAtomicFile } from '../files.js';
+import { checkOutput, noteInput, withAtomicFile } from '../files.js';
 import { openModelPath, pipelinedSink, readSiblingConfig } from '../model-open.js';
 import { fileSource } from '../node-source.js';
 
@@ -39,10 +39,11 @@ export const convertCommand: Command = {
   async run(a) {
     const [input, output] = a.positionals;
     const to = /\.gguf$/i.test(output) ? 'gguf' : /\.safetensors$/i.test(output) ? 'safetensors' : fail(`output ${output}: extension must be .gguf or .safetensors`);
-    refuseSameFile(input, output);
     const tokFile = a.values.tokenizer as string | undefined;
     if (tokFile && to !== 'gguf') fail('--tokenizer only applies to GGUF output');
-    refuseSameFile(tokFile, output);
+    noteInput(input);
+    noteInput(tokFile);
+    checkOutput(output, 'output');
     const { model, close } = await openModelPath(input);
     try {
       const embd = model.tensors.find((t) => t.name === 'token_embd.weight' || t.name === 'model.embed_tokens.weight');
