@@ -24,6 +24,19 @@ import { ALLOCATE_OPTIONS, allocatedRecipe, COST_OPTIONS } from './sensitivity.j
 import type { AllocationResult } from '../../pipeline/allocate.js';
 import { defendedModel } from '../../audit/run.js';
 
+/** options that only one algorithm reads */
+const ALGORITHM_FLAGS: readonly (readonly [string, string])[] = [
+  ['act-order', 'gptq'],
+  ['damp', 'gptq'],
+  ['gptq-block', 'gptq'],
+  ['gptq-importance', 'gptq'],
+  ['gptq-clip', 'gptq'],
+  ['awq-grid', 'awq'],
+  ['awq-clip', 'awq'],
+  ['hqq-iters', 'hqq'],
+  ['hqq-p', 'hqq'],
+];
+
 /** The recipe of the flags, with --algo and the PTQ options that were given folded in. */
 function recipeOf(a: ParsedArgs, output: 'gguf' | 'safetensors'): Recipe {
   const base = baseRecipeOf(a, output);
@@ -42,6 +55,11 @@ function baseRecipeOf(a: ParsedArgs, output: 'gguf' | 'safetensors'): Recipe {
   if (!type) fail(`quantize needs --type T (llama.cpp types: ${Object.keys(LLAMA_FTYPES).join(', ')}; or a scheme such as int4, mxfp4, nvfp4, nf4) or --recipe FILE`);
   // names that are both (NVFP4): a llama.cpp file type for GGUF output, the NVIDIA scheme for safetensors
   const isFtype = output === 'gguf' && Object.keys(LLAMA_FTYPES).some((k) => k.toLowerCase() === type.toLowerCase());
+  // flags of the other kind of target are refused, not ignored
+  const LLAMA_ONLY = ['pure', 'output-tensor-type', 'token-embedding-type', 'leave-output-tensor'];
+  const GENERIC_ONLY = ['group', 'asym', 'zero-point', 'keep-embeddings'];
+  for (const f of isFtype ? GENERIC_ONLY : LLAMA_ONLY)
+    if (a.given.has(f)) fail(isFtype ? `--${f} applies to generic schemes (int4, mxfp4, ...), not to the llama.cpp type ${type}` : `--${f} applies to llama.cpp types (Q4_K_M, ...), not to the scheme ${type}`);
   if (isFtype)
     return llamaRecipe(type, {
       pure: a.values.pure as boolean,
@@ -176,6 +194,9 @@ export const quantizeCommand: Command = {
       if (reportFile) checkOutput(reportFile, 'report (--report)');
     }
     let recipe = recipeOf(a, kind);
+    // options of one algorithm are refused when no tensor uses it (instead of being silently ignored)
+    const algorithmsUsed = [recipe.algorithm ?? 'rtn', ...recipe.rules.map((r) => r.algorithm ?? '')].flatMap((x) => x.split('+'));
+    for (const [flag, algo] of ALGORITHM_FLAGS) if (a.given.has(flag) && !algorithmsUsed.includes(algo)) fail(`--${flag} applies to --algo ${algo} (this run uses ${[...new Set(algorithmsUsed.filter(Boolean))].join(', ')})`);
     const allocating = a.given.has('target-size') || a.given.has('target-bpw');
     if (!allocating) for (const f of ['allocate', 'db', 'evo-generations', 'evo-offspring', 'types', 'estimator', 'output-factor', 'kld-windows', 'sample-rows']) if (a.given.has(f)) fail(`--${f} applies with --target-size or --target-bpw`);
     if (allocating && kind !== 'gguf') fail('--target-size/--target-bpw allocate GGML types: OUT must end in .gguf');
@@ -218,6 +239,10 @@ export const quantizeCommand: Command = {
         const types = new Map(plan.tensors.filter((p) => p.ggml && !['F32', 'F16', 'BF16'].includes(p.to) && p.ne.length === 2).map((p) => [p.name, p.to]));
         model = await defendedModel(model, types, defendScale, (a.values.seed as number | undefined) ?? 0);
       }
+      // a group size that fits no tensor would silently leave every tensor unquantized
+      const quantizable = plan.tensors.filter((p) => p.from !== p.to || p.fallbackFrom);
+      if (a.given.has('group') && quantizable.length && quantizable.every((p) => p.fallbackFrom))
+        fail(`--group ${a.values.group} fits no tensor of ${input} (every one would fall back to ${quantizable[0].to}); use a group size that divides the rows`);
       if (dry) {
         const rows = plan.tensors.map((p) => [p.name, p.ne.join('x'), p.from, p.to + (p.fallbackFrom ? ` (from ${p.fallbackFrom})` : '')]);
         if (json) process.stdout.write(JSON.stringify({ recipe: plan.recipe, tensors: plan.tensors.map(({ name, ne, from, to, fallbackFrom }) => ({ name, ne, from, to, fallbackFrom })) }, null, 1) + '\n');
