@@ -17,6 +17,7 @@ const loaders: Record<string, () => Promise<Command>> = {
   eval: async () => (await import('./eval.js')).evalCommand,
   sensitivity: async () => (await import('./sensitivity.js')).sensitivityCommand,
   train: async () => (await import('./train.js')).trainCommand,
+  qat: async () => (await import('./qat.js')).qatCommand,
 };
 
 export const commandNames: readonly string[] = Object.keys(loaders);
