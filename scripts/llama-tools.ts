@@ -6,19 +6,70 @@ import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 /** the repository root (this file is compiled to dist/scripts/) */
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
-/** Path of a llama.cpp tool, or undefined when it is not built. */
+/**
+ * Path of a llama.cpp tool built by scripts/build-llama-cpp.mjs, or undefined when it is not built
+ * (the comparisons then skip). Single-config generators put it in bin/, Visual Studio in bin/Release/.
+ */
 export function llamaBin(name: 'llama-quantize' | 'llama-imatrix' | 'llama-perplexity'): string | undefined {
-  const p = path.join(ROOT, '.cache', 'llama.cpp-build', 'bin', name);
+  const exe = process.platform === 'win32' ? `${name}.exe` : name;
+  const bin = path.join(ROOT, '.cache', 'llama.cpp-build', 'bin');
+  for (const p of [path.join(bin, exe), path.join(bin, 'Release', exe)]) {
+    try {
+      fs.accessSync(p, fs.constants.X_OK);
+      if (fs.statSync(p).size > 0) return p;
+    } catch {
+      /* not built */
+    }
+  }
+  return undefined;
+}
+
+/** where scripts/setup-llama-cpp.mjs installs node-llama-cpp (not a dependency of lowbit) */
+const NODE_LLAMA_CPP_DIR = path.join(ROOT, '.cache', 'node-llama-cpp', 'node_modules', 'node-llama-cpp');
+
+/**
+ * node-llama-cpp's folder: the private install of scripts/setup-llama-cpp.mjs, else one in node_modules
+ * (a user who installed it), else undefined.
+ */
+export function nodeLlamaCppDir(): string | undefined {
+  for (const d of [NODE_LLAMA_CPP_DIR, path.join(ROOT, 'node_modules', 'node-llama-cpp')]) if (fs.existsSync(path.join(d, 'package.json'))) return d;
+  return undefined;
+}
+
+/** llama.cpp's source (a git bundle inside node-llama-cpp), or undefined when node-llama-cpp is absent */
+export function llamaCppBundle(): string | undefined {
+  const d = nodeLlamaCppDir();
+  const b = d && path.join(d, 'llama', 'gitRelease.bundle');
+  return b && fs.existsSync(b) ? b : undefined;
+}
+
+/**
+ * The node-llama-cpp module (llama.cpp's own code through its Node binding), typed loosely: it is not a
+ * dependency, so its types are not available at compile time. Throws when it is not installed; callers
+ * skip then. Load the model with `getLlama({ gpu: false, build: 'never' })` so nothing is compiled.
+ */
+export async function importNodeLlamaCpp(): Promise<any> {
+  const d = nodeLlamaCppDir();
+  if (!d) throw new Error('node-llama-cpp is not installed (node scripts/setup-llama-cpp.mjs)');
+  const pkg = JSON.parse(fs.readFileSync(path.join(d, 'package.json'), 'utf8')) as { exports?: { '.'?: { import?: { default?: string } | string; default?: string } } };
+  const e = pkg.exports?.['.'];
+  const entry = (typeof e?.import === 'string' ? e.import : e?.import?.default) ?? e?.default ?? './dist/index.js';
+  return import(pathToFileURL(path.join(d, entry)).href);
+}
+
+/** getLlama() on the CPU with nothing built, or a reason to skip (a string). */
+export async function loadLlamaCpp(): Promise<{ llama: any; mod: any } | string> {
   try {
-    fs.accessSync(p, fs.constants.X_OK);
-    return fs.statSync(p).size > 0 ? p : undefined;
-  } catch {
-    return undefined;
+    const mod = await importNodeLlamaCpp();
+    const llama = await mod.getLlama({ gpu: false, build: 'never', logLevel: mod.LlamaLogLevel?.error ?? 'error' });
+    return { llama, mod };
+  } catch (e) {
+    return `node-llama-cpp cannot load its binary here: ${(e as Error).message}`;
   }
 }
 

@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 const src = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src');
-const ORDER = ['formats', 'quant', 'kernels', 'algos', 'alloc', 'model', 'train', 'io', 'eval', 'pipeline'];
+const ORDER = ['formats', 'quant', 'kernels', 'algos', 'alloc', 'model', 'train', 'io', 'eval', 'pipeline', 'audit'];
 const CORE = new Set(ORDER);
 
 function walk(dir: string): string[] {
@@ -29,12 +29,29 @@ test('core modules never import node: modules or use process, and import downwar
       const target = path.relative(src, path.resolve(path.dirname(file), m[1]));
       const tLayer = target.split(path.sep)[0];
       if (CORE.has(tLayer) && ORDER.indexOf(tLayer) > ORDER.indexOf(layer)) problems.push(`${rel}: imports ${target} from a higher layer`);
-      if (tLayer === 'cli' || tLayer === 'web') problems.push(`${rel}: imports ${target}`);
+      if (tLayer === 'cli' || tLayer === 'lab') problems.push(`${rel}: imports ${target}`);
       // io/onnx (ONNX files and their quantizers) sits on top of io: the rest of io never imports it
       if (rel.startsWith(`io${path.sep}`) && !rel.startsWith(`io${path.sep}onnx${path.sep}`) && target.startsWith(`io${path.sep}onnx${path.sep}`)) problems.push(`${rel}: imports ${target} (io/onnx is above the other readers)`);
     }
     // runtimes (onnxruntime-node/-web) are Node or browser packages: the core takes them as callbacks
     if (/from\s+['"]onnxruntime-/.test(text)) problems.push(`${rel}: imports an onnxruntime package`);
   }
+  assert.deepEqual(problems, []);
+});
+
+test('the browser Lab (src/lab, the top layer beside cli) imports the core only, never node: or the CLI', () => {
+  const problems: string[] = [];
+  for (const file of walk(path.join(src, 'lab'))) {
+    const rel = path.relative(src, file);
+    const text = fs.readFileSync(file, 'utf8').replace(/\/\*[\s\S]*?\*\/|\/\/.*$/gm, '');
+    if (/from\s+['"](node:|fs['"]|path['"])/.test(text) || /import\(\s*['"]node:/.test(text)) problems.push(`${rel}: imports a node: module`);
+    if (/\bprocess\./.test(text)) problems.push(`${rel}: uses process`);
+    for (const m of text.matchAll(/from\s+['"](\.\.?\/[^'"]+)['"]/g)) {
+      const target = path.relative(src, path.resolve(path.dirname(file), m[1]));
+      const tLayer = target.split(path.sep)[0];
+      if (tLayer === 'cli' || tLayer === 'node.ts' || tLayer === 'node.js') problems.push(`${rel}: imports ${target}`);
+    }
+  }
+  assert.ok(walk(path.join(src, 'lab')).length >= 3, 'src/lab exists');
   assert.deepEqual(problems, []);
 });

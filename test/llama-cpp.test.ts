@@ -20,6 +20,7 @@ import { convertModel, tokenizerFromLlama2c, tokenizerFromVocab, type ConvertOpt
 import { parseSentencepieceModel } from '../src/io/vocab.js';
 import { memorySink } from '../src/io/sink.js';
 import { openModelPath } from '../src/cli/model-open.js';
+import { loadLlamaCpp } from '../scripts/llama-tools.js';
 
 const DATA = path.resolve(import.meta.dirname, '../../data');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'lowbit-llama-cpp-'));
@@ -36,12 +37,8 @@ async function convertFile(input: string, output: string, opts: ConvertOptions):
 }
 
 async function loadLlama(): Promise<unknown> {
-  try {
-    const { getLlama } = await import('node-llama-cpp');
-    return await getLlama({ gpu: false, build: 'never', logLevel: 'error' as never });
-  } catch (e) {
-    return `node-llama-cpp cannot load its binary here: ${(e as Error).message}`;
-  }
+  const loaded = await loadLlamaCpp();
+  return typeof loaded === 'string' ? loaded : loaded.llama;
 }
 
 const PROMPT_TOKENS = [1, 403, 407, 261, 378, 285, 271, 434, 320]; // BOS + a few tokens of the 512 vocab

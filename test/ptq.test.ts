@@ -36,6 +36,7 @@ import { evaluateAgainst, evaluateBase, type BaseEvaluation } from '../src/pipel
 import { planQuantization, quantizeModel } from '../src/pipeline/quantize.js';
 import { ggmlCodecs } from '../src/quant/ggml/index.js';
 import { resolveScheme, schemes } from '../src/quant/registry.js';
+import { loadLlamaCpp } from '../scripts/llama-tools.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const DATA = path.join(ROOT, 'data');
@@ -301,14 +302,12 @@ test('rotation: the rotated float model computes the original logits; written GG
 });
 
 test('llama.cpp loads the GPTQ GGUF and the rotated GGUF and agrees with lowbit on their logits', async (t) => {
-  let llama: any;
-  try {
-    const { getLlama } = await import('node-llama-cpp');
-    llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' as never });
-  } catch (e) {
-    t.skip(`node-llama-cpp cannot load its binary here: ${(e as Error).message}`);
+  const loaded = await loadLlamaCpp();
+  if (typeof loaded === 'string') {
+    t.skip(loaded);
     return;
   }
+  const llama = loaded.llama;
   if (!written.has('gptq')) written.set('gptq', (await quantizeWith(withAlgo(llamaRecipe('Q4_0'), 'gptq'), 'gguf')).bytes);
   if (!written.has('rotated')) written.set('rotated', (await quantizeWith(withAlgo(llamaRecipe('F32'), 'rtn', { rotate: 'hadamard' }), 'gguf', false)).bytes);
   const prompt = [1, 403, 407, 261, 378, 285, 271, 434, 320];

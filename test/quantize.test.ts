@@ -23,6 +23,7 @@ import { toFloat32 } from '../src/io/tensor-data.js';
 import { planQuantization, quantizeModel } from '../src/pipeline/quantize.js';
 import { ggmlCodec } from '../src/quant/ggml/index.js';
 import { evaluateAgainst, evaluateBase } from '../src/pipeline/evaluate.js';
+import { loadLlamaCpp } from '../scripts/llama-tools.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const DATA = path.join(ROOT, 'data');
@@ -129,14 +130,12 @@ test('quantize CLI: clear errors, exit 2, nothing written', () => {
 });
 
 test('llama.cpp loads every quantized GGUF and agrees with lowbit on the next-token logits', async (t) => {
-  let llama: any;
-  try {
-    const { getLlama } = await import('node-llama-cpp');
-    llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' as never });
-  } catch (e) {
-    t.skip(`node-llama-cpp cannot load its binary here: ${(e as Error).message}`);
+  const loaded = await loadLlamaCpp();
+  if (typeof loaded === 'string') {
+    t.skip(loaded);
     return;
   }
+  const llama = loaded.llama;
   const prompt = [1, 403, 407, 261, 378, 285, 271, 434, 320];
   for (const [label, recipe] of RECIPES) {
     const file = path.join(tmp, `${label}.gguf`);

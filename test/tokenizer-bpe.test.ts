@@ -21,6 +21,7 @@ import { Tokenizer } from '../src/model/tokenizer.js';
 import type { Vocab } from '../src/model/types.js';
 import { LowbitError } from '../src/errors.js';
 import { xorshift32 } from '../src/rng.js';
+import { loadLlamaCpp } from '../scripts/llama-tools.js';
 
 const text = (f: string) => readFileSync(new URL(`../../data/${f}`, import.meta.url), 'utf8');
 const STORIES = text('tinystories-valid-head.txt');
@@ -135,14 +136,12 @@ test('byte-level BPE: an unknown pre-tokenizer or missing merges is a clear erro
 });
 
 test('byte-level BPE ids equal llama.cpp for llama-bpe, qwen2, gpt-2 and tekken', async (t) => {
-  let llamaMod: typeof import('node-llama-cpp');
-  try {
-    llamaMod = await import('node-llama-cpp');
-  } catch {
-    t.skip('node-llama-cpp is not available');
+  const loaded = await loadLlamaCpp();
+  if (typeof loaded === 'string') {
+    t.skip(loaded);
     return;
   }
-  const llama = await llamaMod.getLlama({ gpu: false, build: 'never', logLevel: llamaMod.LlamaLogLevel.error });
+  const llama = loaded.llama;
   const dir = mkdtempSync(join(tmpdir(), 'lowbit-bpe-'));
   try {
     for (const pre of PRES) {

@@ -11,6 +11,7 @@ import { test } from 'node:test';
 import { parseSentencepieceModel } from '../src/io/vocab.js';
 import { Tokenizer } from '../src/model/tokenizer.js';
 import type { Vocab } from '../src/model/types.js';
+import { loadLlamaCpp } from '../scripts/llama-tools.js';
 
 const dataPath = (f: string) => new URL(`../../data/${f}`, import.meta.url);
 const data = (f: string) => new Uint8Array(readFileSync(dataPath(f)));
@@ -62,14 +63,12 @@ function firstDiff(a: readonly number[], b: readonly number[]): number {
 }
 
 test('tokenizer matches llama.cpp on TinyStories and WikiText-2 with tok512 and the Llama 2 vocabulary', async (t) => {
-  let llamaMod: typeof import('node-llama-cpp');
-  try {
-    llamaMod = await import('node-llama-cpp');
-  } catch {
-    t.skip('node-llama-cpp is not available');
+  const loaded = await loadLlamaCpp();
+  if (typeof loaded === 'string') {
+    t.skip(loaded);
     return;
   }
-  const llama = await llamaMod.getLlama({ gpu: false, build: 'never', logLevel: llamaMod.LlamaLogLevel.error });
+  const llama = loaded.llama;
   const dir = mkdtempSync(join(tmpdir(), 'lowbit-tok-'));
   try {
     const llama2Vocab = parseSentencepieceModel(data('tokenizer.model'));

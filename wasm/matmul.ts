@@ -569,6 +569,562 @@ function matmulChunk(job: usize, chunk: i32, thread: i32): void {
 }
 
 // ---------------------------------------------------------------------------------------------------
+// Integer dot products (llama.cpp's vec_dot path). The activations are rounded as llama.cpp's CPU backend
+// rounds them (Q8_0 per 32 or Q8_K per 256, bit for bit the TypeScript codecs) into int16 lanes, the
+// weight rows of a chunk are unpacked into int16 (sub-block scales folded in where they are integers),
+// and each block's products are summed exactly in int32 lanes (i32x4.dot_i16x8_s): lane j of a block
+// sums the elements e with (e mod 8) >> 1 == j. Per block, in f32, in this order:
+//   acc[j] = acc[j] + f32(I[j]) * (dw * dx)                    (mul, then add: never fused)
+//   acc[j] = acc[j] - f32(M[j]) * (dmin * dx)                  (Q4_K, Q5_K: the sub-block minimums)
+// where M[j] = m[2j] * s[2j] + m[2j+1] * s[2j+1] over the 8 minimums m of the super-block and the sums
+// s of its 8 sub-blocks of activations; then y = (acc0 + acc2) + (acc1 + acc3). Both builds (relaxed
+// and plain SIMD) give the same bits, and so does intMatmulRef in src/kernels/matmul.ts.
+//
+// Weight kinds (the unpacked int16 value w, the block's f32 scale):
+//   block 32 (activations Q8_0): Q8_0 q; Q4_0 q - 8; Q5_0 q - 16; IQ4_NL grid[q]          scale d
+//   block 256 (activations Q8_K): Q4_K sc*q, Q5_K sc*q (mins m, dmin); Q6_K sc*(q - 32);
+//                                 IQ4_XS (ls - 32)*grid[q]; Q3_K (sc - 32)*(q - 4 or q)    scale d
+// Chunk scratch: w int16 rows x K | block scales f32 rows x nb | (K-quants with mins) m int16 rows x
+// nb x 8 | dmin f32 rows x nb.
+
+/** block length of the integer path for a weight type, 0 when it has none */
+export function intBlock(type: i32): i32 {
+  switch (type) {
+    case 2: case 6: case 8: case 20: return 32;
+    case 11: case 12: case 13: case 14: case 23: return 256;
+  }
+  return 0;
+}
+
+/** does the type carry sub-block minimums (the M term)? */
+// @ts-ignore: decorator
+@inline function hasMins(type: i32): bool {
+  return type == 12 || type == 13;
+}
+
+/** f32 -> fp16 -> f32 (round to nearest even, subnormals, overflow to inf), as GGML_FP32_TO_FP16 */
+function roundF16(x: f32): f32 {
+  const u = reinterpret<u32>(x);
+  const sign = (u >> 16) & 0x8000;
+  const exp = <i32>((u >> 23) & 0xff);
+  let man = u & 0x7fffff;
+  let h: u32;
+  if (exp == 0xff) h = sign | (man ? 0x7e00 : 0x7c00);
+  else {
+    const e = exp - 127 + 15;
+    if (e >= 0x1f) h = sign | 0x7c00;
+    else if (e <= 0) {
+      if (e < -10) h = sign;
+      else {
+        man |= 0x800000;
+        const shift = <u32>(14 - e);
+        const half = (<u32>1) << (shift - 1);
+        const rest = man & ((<u32>1 << shift) - 1);
+        let m = man >> shift;
+        if (rest > half || (rest == half && (m & 1))) m++;
+        h = sign | m;
+      }
+    } else {
+      h = ((<u32>e) << 10) | (man >> 13);
+      const rest = man & 0x1fff;
+      if (rest > 0x1000 || (rest == 0x1000 && (h & 1))) h++;
+      h |= sign;
+    }
+  }
+  return f16(h);
+}
+
+/**
+ * Round T rows of K activations (x, row stride xs bytes) as llama.cpp's vec_dot type: kind 32 = Q8_0
+ * (quantize_row_q8_0_ref: d = amax / 127, q = roundf(x / d), d stored as fp16), kind 256 = Q8_K
+ * (quantize_row_q8_K_ref: d = 1 / (-127 / max), q = nearest(x * -127 / max) <= 127). Writes int16 q
+ * (Tp x K at q, Tp = T rounded up to 4, rows after T zero), the block scales (f32, block-major: block b
+ * of token t at d + (b * Tp + t) * 4) and the sums of the quants of every 32 (int16, Tp x K / 32 at s).
+ */
+export function quantizeActs(kind: i32, x: usize, xs: usize, T: i32, K: i32, q: usize, d: usize, s: usize): void {
+  const Tp = (T + 3) & ~3;
+  const nb = K / kind;
+  for (let t = 0; t < Tp; t++) {
+    const xr = x + <usize>t * xs;
+    for (let b = 0; b < nb; b++) {
+      const db = d + (<usize>b * <usize>Tp + <usize>t) * 4;
+      if (t >= T) {
+        store<f32>(db, 0);
+        memory.fill(q, 0, <usize>kind * 2);
+      } else {
+        let amax: f32 = 0, max: f32 = 0;
+        for (let j = 0; j < kind; j++) {
+          const v = load<f32>(xr + <usize>(b * kind + j) * 4);
+          const a = Mathf.abs(v);
+          if (a > amax) { amax = a; max = v; }
+        }
+        if (kind == 32) {
+          const dd: f32 = amax / 127;
+          const id: f32 = dd != 0 ? <f32>1 / dd : 0;
+          store<f32>(db, roundF16(dd));
+          for (let j = 0; j < 32; j++) {
+            const v: f32 = load<f32>(xr + <usize>(b * 32 + j) * 4) * id;
+            store<i16>(q + <usize>j * 2, <i16>(v < 0 ? <i32>(<f64>v - 0.5) : <i32>(<f64>v + 0.5)));
+          }
+        } else if (amax == 0) {
+          store<f32>(db, 0);
+          memory.fill(q, 0, 512);
+        } else {
+          const iscale: f32 = <f32>-127 / max;
+          for (let j = 0; j < 256; j++) {
+            const v = <i32>nearest<f32>(iscale * load<f32>(xr + <usize>(b * 256 + j) * 4));
+            store<i16>(q + <usize>j * 2, <i16>(v < 127 ? v : 127));
+          }
+          store<f32>(db, <f32>1 / iscale);
+        }
+      }
+      for (let j = 0; j < kind; j += 32, s += 2) {
+        let sum: i32 = 0;
+        for (let i = 0; i < 32; i++) sum += <i32>load<i16>(q + <usize>(j + i) * 2);
+        store<i16>(s, <i16>sum);
+      }
+      q += <usize>kind * 2;
+    }
+  }
+}
+
+/** 16 bytes (signed values) -> 16 int16 at dst, times the integer scale sc */
+// @ts-ignore: decorator
+@inline function put16i(dst: usize, v: v128, sc: v128): void {
+  v128.store(dst, i16x8.mul(i16x8.extend_low_i8x16_s(v), sc));
+  v128.store(dst, i16x8.mul(i16x8.extend_high_i8x16_s(v), sc), 16);
+}
+
+/** Unpack `rows` weight rows (stored rowBytes apart) of K elements into the chunk scratch (see above). */
+function unpackInt(type: i32, src: usize, rowBytes: usize, rows: i32, K: i32, w: usize, sc: usize, m: usize, dm: usize): void {
+  const one = i16x8.splat(1);
+  const nb = K / intBlock(type);
+  for (let r = 0; r < rows; r++, src += rowBytes) {
+    let p = src;
+    let o = w + <usize>r * <usize>K * 2;
+    let so = sc + <usize>r * <usize>nb * 4;
+    let mo = m + <usize>r * <usize>nb * 16;
+    let dmo = dm + <usize>r * <usize>nb * 4;
+    for (let b = 0; b < nb; b++, so += 4) {
+      switch (type) {
+        case 8: { // Q8_0
+          store<f32>(so, f16At(p));
+          put16i(o, v128.load(p + 2), one);
+          put16i(o + 32, v128.load(p + 18), one);
+          p += 34; o += 64;
+          break;
+        }
+        case 2: { // Q4_0
+          store<f32>(so, f16At(p));
+          const q = v128.load(p + 2);
+          const eight = i8x16.splat(8);
+          put16i(o, i8x16.sub(lowNibbles(q), eight), one);
+          put16i(o + 32, i8x16.sub(highNibbles(q), eight), one);
+          p += 18; o += 64;
+          break;
+        }
+        case 6: { // Q5_0
+          store<f32>(so, f16At(p));
+          const qh = load<u32>(p + 2);
+          const q = v128.load(p + 6);
+          const sixteen = i8x16.splat(16);
+          put16i(o, i8x16.sub(v128.or(lowNibbles(q), bit16(qh)), sixteen), one);
+          put16i(o + 32, i8x16.sub(v128.or(highNibbles(q), bit16(qh >> 16)), sixteen), one);
+          p += 22; o += 64;
+          break;
+        }
+        case 20: { // IQ4_NL
+          store<f32>(so, f16At(p));
+          const q = v128.load(p + 2);
+          const grid = iq4Grid();
+          put16i(o, i8x16.swizzle(grid, lowNibbles(q)), one);
+          put16i(o + 32, i8x16.swizzle(grid, highNibbles(q)), one);
+          p += 18; o += 64;
+          break;
+        }
+        case 12: { // Q4_K
+          store<f32>(so, f16At(p));
+          store<f32>(dmo, f16At(p + 2));
+          for (let is: usize = 0, q = p + 16; is < 8; is += 2, q += 32, o += 128) {
+            const s1 = i16x8.splat(<i16>scaleK4(p + 4, is));
+            const s2 = i16x8.splat(<i16>scaleK4(p + 4, is + 1));
+            store<i16>(mo + is * 2, <i16>minK4(p + 4, is));
+            store<i16>(mo + is * 2 + 2, <i16>minK4(p + 4, is + 1));
+            const q0 = v128.load(q), q1 = v128.load(q + 16);
+            put16i(o, lowNibbles(q0), s1);
+            put16i(o + 32, lowNibbles(q1), s1);
+            put16i(o + 64, highNibbles(q0), s2);
+            put16i(o + 96, highNibbles(q1), s2);
+          }
+          p += 144; mo += 16; dmo += 4;
+          break;
+        }
+        case 13: { // Q5_K
+          store<f32>(so, f16At(p));
+          store<f32>(dmo, f16At(p + 2));
+          const zero = i8x16.splat(0);
+          const sixteen = i8x16.splat(16);
+          const h0 = v128.load(p + 16), h1 = v128.load(p + 32);
+          let u1: i32 = 1;
+          for (let is: usize = 0, q = p + 48; is < 8; is += 2, q += 32, o += 128, u1 <<= 2) {
+            const s1 = i16x8.splat(<i16>scaleK4(p + 4, is));
+            const s2 = i16x8.splat(<i16>scaleK4(p + 4, is + 1));
+            store<i16>(mo + is * 2, <i16>minK4(p + 4, is));
+            store<i16>(mo + is * 2 + 2, <i16>minK4(p + 4, is + 1));
+            const b1 = i8x16.splat(<i8>u1), b2 = i8x16.splat(<i8>(u1 << 1));
+            const q0 = v128.load(q), q1 = v128.load(q + 16);
+            put16i(o, v128.or(lowNibbles(q0), v128.andnot(sixteen, i8x16.eq(v128.and(h0, b1), zero))), s1);
+            put16i(o + 32, v128.or(lowNibbles(q1), v128.andnot(sixteen, i8x16.eq(v128.and(h1, b1), zero))), s1);
+            put16i(o + 64, v128.or(highNibbles(q0), v128.andnot(sixteen, i8x16.eq(v128.and(h0, b2), zero))), s2);
+            put16i(o + 96, v128.or(highNibbles(q1), v128.andnot(sixteen, i8x16.eq(v128.and(h1, b2), zero))), s2);
+          }
+          p += 176; mo += 16; dmo += 4;
+          break;
+        }
+        case 14: { // Q6_K
+          store<f32>(so, f16At(p + 208));
+          const three = i8x16.splat(3);
+          const off = i8x16.splat(32);
+          for (let h: usize = 0; h < 2; h++) {
+            const ql = p + h * 64, qh = p + 128 + h * 32, scp = p + 192 + h * 8;
+            const oh = o + h * 256;
+            for (let l: usize = 0; l < 32; l += 16) {
+              const is = l >> 4;
+              const a = v128.load(ql + l), c = v128.load(ql + l + 32), hb = v128.load(qh + l);
+              const q1 = v128.or(lowNibbles(a), i8x16.shl(v128.and(hb, three), 4));
+              const q2 = v128.or(lowNibbles(c), i8x16.shl(v128.and(i8x16.shr_u(hb, 2), three), 4));
+              const q3 = v128.or(highNibbles(a), i8x16.shl(v128.and(i8x16.shr_u(hb, 4), three), 4));
+              const q4 = v128.or(highNibbles(c), i8x16.shl(i8x16.shr_u(hb, 6), 4));
+              put16i(oh + l * 2, i8x16.sub(q1, off), i16x8.splat(<i16>load<i8>(scp + is)));
+              put16i(oh + (l + 32) * 2, i8x16.sub(q2, off), i16x8.splat(<i16>load<i8>(scp + is + 2)));
+              put16i(oh + (l + 64) * 2, i8x16.sub(q3, off), i16x8.splat(<i16>load<i8>(scp + is + 4)));
+              put16i(oh + (l + 96) * 2, i8x16.sub(q4, off), i16x8.splat(<i16>load<i8>(scp + is + 6)));
+            }
+          }
+          p += 210; o += 512;
+          break;
+        }
+        case 23: { // IQ4_XS
+          store<f32>(so, f16At(p));
+          const grid = iq4Grid();
+          const sh = <u32>load<u16>(p + 2);
+          for (let ib: u32 = 0; ib < 8; ib++, o += 64) {
+            const ls = (((<u32>load<u8>(p + 4 + (ib >> 1)) >> (4 * (ib & 1))) & 0xf) | (((sh >> (2 * ib)) & 3) << 4));
+            const s = i16x8.splat(<i16>(<i32>ls - 32));
+            const q = v128.load(p + 8 + 16 * ib);
+            put16i(o, i8x16.swizzle(grid, lowNibbles(q)), s);
+            put16i(o + 32, i8x16.swizzle(grid, highNibbles(q)), s);
+          }
+          p += 136;
+          break;
+        }
+        case 11: { // Q3_K
+          store<f32>(so, f16At(p + 108));
+          const three = i8x16.splat(3);
+          const four = i8x16.splat(4);
+          let is: u32 = 0;
+          let mk: i32 = 1;
+          for (let q = p + 32; q < p + 96; q += 32) {
+            for (let shift: u32 = 0; shift < 8; shift += 2, mk <<= 1) {
+              const mask = i8x16.splat(<i8>mk);
+              for (let half: usize = 0; half < 32; half += 16, is++, o += 32) {
+                const s = i16x8.splat(<i16>q3Scale(p + 96, is));
+                const lo = v128.and(i8x16.shr_u(v128.load(q + half), shift), three);
+                const noHigh = i8x16.eq(v128.and(v128.load(p + half), mask), i8x16.splat(0));
+                put16i(o, i8x16.sub(lo, v128.and(noHigh, four)), s);
+              }
+            }
+          }
+          p += 110;
+          break;
+        }
+        default: unreachable();
+      }
+    }
+  }
+}
+
+// @ts-ignore: decorator
+@inline function cvt(v: v128): v128 {
+  return f32x4.convert_i32x4_s(v);
+}
+
+// @ts-ignore: decorator
+@inline function scaleAdd(acc: v128, i: v128, s: f32): v128 {
+  return f32x4.add(acc, f32x4.mul(cvt(i), f32x4.splat(s)));
+}
+
+/** [sum a, sum b, sum c, sum d] of four int32x4 (exact) */
+// @ts-ignore: decorator
+@inline function hsum4(a: v128, b: v128, c: v128, d: v128): v128 {
+  const p = i32x4.add(v128.shuffle<i32>(a, b, 0, 4, 1, 5), v128.shuffle<i32>(a, b, 2, 6, 3, 7));
+  const q = i32x4.add(v128.shuffle<i32>(c, d, 0, 4, 1, 5), v128.shuffle<i32>(c, d, 2, 6, 3, 7));
+  return i32x4.add(v128.shuffle<i32>(p, q, 0, 1, 4, 5), v128.shuffle<i32>(p, q, 2, 3, 6, 7));
+}
+
+/**
+ * Integer tile: 2 weight rows (w0, w1: int16, block scales wsc0 / wsc1, f32 per block) x 4 tokens (x,
+ * row stride xs bytes; their block scales at xd + b * xdStride, one f32 per token). f32 lanes are the 4
+ * tokens: per block, the exact int32 block sums of the 4 tokens are gathered into one vector (hsum4),
+ * converted and scaled by dw * dx[t]. With mins (Q4_K, Q5_K): wm0 / wm1 (8 int16 per block), wdm0 / wdm1
+ * (f32 per block), xsum (the tokens' sums of 32 quants, int16, 8 per block, row stride xsumStride).
+ * Results of rows < nr and tokens < nt go to y (token stride ys bytes, row r at y + 4 r).
+ */
+function itile(
+  w0: usize, w1: usize, wsc0: usize, wsc1: usize, nr: i32,
+  x: usize, xs: usize, xd: usize, xdStride: usize, nt: i32, nb: i32, bl: i32,
+  mins: bool, wm0: usize, wm1: usize, wdm0: usize, wdm1: usize, xsum: usize, xsumStride: usize,
+  y: usize, ys: usize,
+): void {
+  const x1 = x + xs, x2 = x1 + xs, x3 = x2 + xs;
+  let f0 = f32x4.splat(0), f1 = f32x4.splat(0);
+  const bb = <usize>bl * 2;
+  for (let b = 0; b < nb; b++) {
+    let a00 = i32x4.splat(0), a01 = i32x4.splat(0), a02 = i32x4.splat(0), a03 = i32x4.splat(0);
+    let a10 = i32x4.splat(0), a11 = i32x4.splat(0), a12 = i32x4.splat(0), a13 = i32x4.splat(0);
+    const o0 = <usize>b * bb;
+    for (let k = o0; k < o0 + bb; k += 16) {
+      const v0 = v128.load(w0 + k), v1 = v128.load(w1 + k);
+      let u = v128.load(x + k);
+      a00 = i32x4.add(a00, i32x4.dot_i16x8_s(v0, u)); a10 = i32x4.add(a10, i32x4.dot_i16x8_s(v1, u));
+      u = v128.load(x1 + k);
+      a01 = i32x4.add(a01, i32x4.dot_i16x8_s(v0, u)); a11 = i32x4.add(a11, i32x4.dot_i16x8_s(v1, u));
+      u = v128.load(x2 + k);
+      a02 = i32x4.add(a02, i32x4.dot_i16x8_s(v0, u)); a12 = i32x4.add(a12, i32x4.dot_i16x8_s(v1, u));
+      u = v128.load(x3 + k);
+      a03 = i32x4.add(a03, i32x4.dot_i16x8_s(v0, u)); a13 = i32x4.add(a13, i32x4.dot_i16x8_s(v1, u));
+    }
+    const so = <usize>b * 4;
+    const dx = v128.load(xd + <usize>b * xdStride);
+    f0 = f32x4.add(f0, f32x4.mul(cvt(hsum4(a00, a01, a02, a03)), f32x4.mul(v128.load32_splat(wsc0 + so), dx)));
+    f1 = f32x4.add(f1, f32x4.mul(cvt(hsum4(a10, a11, a12, a13)), f32x4.mul(v128.load32_splat(wsc1 + so), dx)));
+    if (mins) {
+      const mo = <usize>b * 16;
+      const s0 = v128.load(xsum + mo), s1 = v128.load(xsum + xsumStride + mo);
+      const s2 = v128.load(xsum + 2 * xsumStride + mo), s3 = v128.load(xsum + 3 * xsumStride + mo);
+      const m0 = v128.load(wm0 + mo), m1 = v128.load(wm1 + mo);
+      const M0 = hsum4(i32x4.dot_i16x8_s(m0, s0), i32x4.dot_i16x8_s(m0, s1), i32x4.dot_i16x8_s(m0, s2), i32x4.dot_i16x8_s(m0, s3));
+      const M1 = hsum4(i32x4.dot_i16x8_s(m1, s0), i32x4.dot_i16x8_s(m1, s1), i32x4.dot_i16x8_s(m1, s2), i32x4.dot_i16x8_s(m1, s3));
+      f0 = f32x4.sub(f0, f32x4.mul(cvt(M0), f32x4.mul(v128.load32_splat(wdm0 + so), dx)));
+      f1 = f32x4.sub(f1, f32x4.mul(cvt(M1), f32x4.mul(v128.load32_splat(wdm1 + so), dx)));
+    }
+  }
+  store<f32>(y, f32x4.extract_lane(f0, 0));
+  if (nr > 1) store<f32>(y, f32x4.extract_lane(f1, 0), 4);
+  if (nt > 1) {
+    y += ys;
+    store<f32>(y, f32x4.extract_lane(f0, 1));
+    if (nr > 1) store<f32>(y, f32x4.extract_lane(f1, 1), 4);
+  }
+  if (nt > 2) {
+    y += ys;
+    store<f32>(y, f32x4.extract_lane(f0, 2));
+    if (nr > 1) store<f32>(y, f32x4.extract_lane(f1, 2), 4);
+  }
+  if (nt > 3) {
+    y += ys;
+    store<f32>(y, f32x4.extract_lane(f0, 3));
+    if (nr > 1) store<f32>(y, f32x4.extract_lane(f1, 3), 4);
+  }
+}
+
+/**
+ * Integer tile for one token (decode): 4 weight rows (w0..w3, block scales at wsc + r * sw) x token x
+ * (block scales at xd + b * xdStride). f32 lanes are the 4 rows; same operations per output as itile.
+ */
+function itile4x1(
+  w0: usize, w1: usize, w2: usize, w3: usize, wsc: usize, sw: usize, nr: i32,
+  x: usize, xd: usize, xdStride: usize, nb: i32, bl: i32,
+  mins: bool, wm: usize, wdm: usize, xsum: usize, y: usize,
+): void {
+  let f = f32x4.splat(0);
+  const bb = <usize>bl * 2;
+  const r1 = <usize>min(1, nr - 1), r2 = <usize>min(2, nr - 1), r3 = <usize>min(3, nr - 1);
+  for (let b = 0; b < nb; b++) {
+    let a0 = i32x4.splat(0), a1 = i32x4.splat(0), a2 = i32x4.splat(0), a3 = i32x4.splat(0);
+    const o0 = <usize>b * bb;
+    for (let k = o0; k < o0 + bb; k += 16) {
+      const u = v128.load(x + k);
+      a0 = i32x4.add(a0, i32x4.dot_i16x8_s(v128.load(w0 + k), u));
+      a1 = i32x4.add(a1, i32x4.dot_i16x8_s(v128.load(w1 + k), u));
+      a2 = i32x4.add(a2, i32x4.dot_i16x8_s(v128.load(w2 + k), u));
+      a3 = i32x4.add(a3, i32x4.dot_i16x8_s(v128.load(w3 + k), u));
+    }
+    const so = <usize>b * 4;
+    let dw = v128.load32_splat(wsc + so);
+    dw = f32x4.replace_lane(dw, 1, load<f32>(wsc + r1 * sw + so));
+    dw = f32x4.replace_lane(dw, 2, load<f32>(wsc + r2 * sw + so));
+    dw = f32x4.replace_lane(dw, 3, load<f32>(wsc + r3 * sw + so));
+    const dx = v128.load32_splat(xd + <usize>b * xdStride);
+    f = f32x4.add(f, f32x4.mul(cvt(hsum4(a0, a1, a2, a3)), f32x4.mul(dw, dx)));
+    if (mins) {
+      const mo = <usize>b * 16;
+      const sv = v128.load(xsum + mo);
+      const ms = sw * 4;
+      const M = hsum4(
+        i32x4.dot_i16x8_s(v128.load(wm + mo), sv), i32x4.dot_i16x8_s(v128.load(wm + r1 * ms + mo), sv),
+        i32x4.dot_i16x8_s(v128.load(wm + r2 * ms + mo), sv), i32x4.dot_i16x8_s(v128.load(wm + r3 * ms + mo), sv),
+      );
+      let dm = v128.load32_splat(wdm + so);
+      dm = f32x4.replace_lane(dm, 1, load<f32>(wdm + r1 * sw + so));
+      dm = f32x4.replace_lane(dm, 2, load<f32>(wdm + r2 * sw + so));
+      dm = f32x4.replace_lane(dm, 3, load<f32>(wdm + r3 * sw + so));
+      f = f32x4.sub(f, f32x4.mul(cvt(M), f32x4.mul(dm, dx)));
+    }
+  }
+  store<f32>(y, f32x4.extract_lane(f, 0));
+  if (nr > 1) store<f32>(y, f32x4.extract_lane(f, 1), 4);
+  if (nr > 2) store<f32>(y, f32x4.extract_lane(f, 2), 8);
+  if (nr > 3) store<f32>(y, f32x4.extract_lane(f, 3), 12);
+}
+
+/** 32 quants of a block-32 weight block at p as two i8x16 (elements 0..15, 16..31), signed values */
+// @ts-ignore: decorator
+@inline function block32(type: i32, p: usize, hi: bool): v128 {
+  switch (type) {
+    case 8: return v128.load(p + (hi ? 18 : 2));
+    case 2: {
+      const q = v128.load(p + 2);
+      return i8x16.sub(hi ? highNibbles(q) : lowNibbles(q), i8x16.splat(8));
+    }
+    case 6: {
+      const q = v128.load(p + 6);
+      const qh = load<u32>(p + 2);
+      return i8x16.sub(v128.or(hi ? highNibbles(q) : lowNibbles(q), bit16(hi ? qh >> 16 : qh)), i8x16.splat(16));
+    }
+    default: { // 20: IQ4_NL
+      const q = v128.load(p + 2);
+      return i8x16.swizzle(iq4Grid(), hi ? highNibbles(q) : lowNibbles(q));
+    }
+  }
+}
+
+/** int32x4 lane sums of a block-32 weight block at p times 32 int16 activations at x */
+// @ts-ignore: decorator
+@inline function dot32(type: i32, p: usize, x0: v128, x1: v128, x2: v128, x3: v128): v128 {
+  const lo = block32(type, p, false), hi = block32(type, p, true);
+  return i32x4.add(
+    i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(lo), x0), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(lo), x1)),
+    i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(hi), x2), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(hi), x3)),
+  );
+}
+
+/**
+ * Decode (one token) for the block-32 types, straight from the stored blocks (no unpacked copy): 4 rows
+ * (p0..p3, stored rowBytes apart) x token x; the same operations per output as itile / itile4x1.
+ */
+function dtile4x1q32(type: i32, p0: usize, p1: usize, p2: usize, p3: usize, nr: i32, bs: usize, x: usize, xd: usize, xdStride: usize, nb: i32, y: usize): void {
+  let f = f32x4.splat(0);
+  for (let b = 0; b < nb; b++, p0 += bs, p1 += bs, p2 += bs, p3 += bs) {
+    const xb = x + <usize>b * 64;
+    const x0 = v128.load(xb), x1 = v128.load(xb, 16), x2 = v128.load(xb, 32), x3 = v128.load(xb, 48);
+    const I = hsum4(dot32(type, p0, x0, x1, x2, x3), dot32(type, p1, x0, x1, x2, x3), dot32(type, p2, x0, x1, x2, x3), dot32(type, p3, x0, x1, x2, x3));
+    let dw = f32x4.splat(f16At(p0));
+    dw = f32x4.replace_lane(dw, 1, f16At(p1));
+    dw = f32x4.replace_lane(dw, 2, f16At(p2));
+    dw = f32x4.replace_lane(dw, 3, f16At(p3));
+    f = f32x4.add(f, f32x4.mul(cvt(I), f32x4.mul(dw, v128.load32_splat(xd + <usize>b * xdStride))));
+  }
+  store<f32>(y, f32x4.extract_lane(f, 0));
+  if (nr > 1) store<f32>(y, f32x4.extract_lane(f, 1), 4);
+  if (nr > 2) store<f32>(y, f32x4.extract_lane(f, 2), 8);
+  if (nr > 3) store<f32>(y, f32x4.extract_lane(f, 3), 12);
+}
+
+/** bytes of int scratch per weight row of K elements */
+export function intRowScratch(type: i32, K: i32): i32 {
+  const nb = K / intBlock(type);
+  return K * 2 + nb * 4 + (hasMins(type) ? nb * 20 : 0) + 16;
+}
+
+// Integer matmul job (i32 words):
+//   0 kind = 3 | 1 type | 2 w | 3 rowBytes | 4 xq (int16 T x K) | 5 xd (f32 T x nb) | 6 T | 7 K
+//   8 xsum (int16 T x K/32) | 9 y | 10 N | 11 rows | 12 chunkRows | 13 scratch | 14 scratch bytes per thread
+function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
+  const type = param(job, 1);
+  const rowBytes = <usize>param(job, 3);
+  const T = param(job, 6);
+  const K = param(job, 7);
+  const N = <usize>param(job, 10);
+  const rows = param(job, 11);
+  const chunkRows = param(job, 12);
+  const r0 = chunk * chunkRows;
+  const nr = min(chunkRows, rows - r0);
+  if (nr <= 0) return;
+  const bl = intBlock(type);
+  const nb = K / bl;
+  const mins = hasMins(type);
+  const Tp = (T + 3) & ~3;
+  const xdStride = <usize>Tp * 4;
+  if (T < 4 && bl == 32) {
+    // decode, block-32 types: straight from the stored blocks
+    const p = <usize>param(job, 2) + <usize>r0 * rowBytes;
+    const xq = <usize>param(job, 4);
+    const xd = <usize>param(job, 5);
+    const y0 = <usize>param(job, 9) + <usize>r0 * 4;
+    const bs = <usize>(type == 8 ? 34 : type == 6 ? 22 : 18);
+    for (let t = 0; t < T; t++) {
+      for (let r = 0; r < nr; r += 4) {
+        const rr = min(4, nr - r);
+        const pr = p + <usize>r * rowBytes;
+        dtile4x1q32(
+          type, pr, pr + <usize>min(1, rr - 1) * rowBytes, pr + <usize>min(2, rr - 1) * rowBytes, pr + <usize>min(3, rr - 1) * rowBytes, rr, bs,
+          xq + <usize>t * <usize>K * 2, xd + <usize>t * 4, xdStride, nb, y0 + <usize>t * N * 4 + <usize>r * 4,
+        );
+      }
+    }
+    return;
+  }
+  const scratch = <usize>param(job, 13) + <usize>thread * <usize>param(job, 14);
+  const w = scratch;
+  const sc = w + <usize>nr * <usize>K * 2;
+  const m = sc + <usize>nr * <usize>nb * 4;
+  const dm = m + <usize>nr * <usize>nb * 16;
+  unpackInt(type, <usize>param(job, 2) + <usize>r0 * rowBytes, rowBytes, nr, K, w, sc, m, dm);
+  const xq = <usize>param(job, 4);
+  const xd = <usize>param(job, 5);
+  const xsum = <usize>param(job, 8);
+  const y0 = <usize>param(job, 9) + <usize>r0 * 4;
+  const ws = <usize>K * 2;
+  const ys = N * 4;
+  const sw = <usize>nb * 4;
+  // tokens per block: their int16 rows within ~24 KiB (L1), a multiple of 4
+  const tb = max(4, (24576 / (K * 2)) & ~3);
+  const xsumStride = <usize>nb * 16;
+  const ms = <usize>nb * 16;
+  if (T < 4) {
+    // decode (and up to 3 tokens): 4 rows x 1 token tiles
+    for (let t = 0; t < T; t++) {
+      for (let r = 0; r < nr; r += 4) {
+        const rr = min(4, nr - r);
+        const wr = w + <usize>r * ws;
+        itile4x1(
+          wr, wr + <usize>min(1, rr - 1) * ws, wr + <usize>min(2, rr - 1) * ws, wr + <usize>min(3, rr - 1) * ws, sc + <usize>r * sw, sw, rr,
+          xq + <usize>t * ws, xd + <usize>t * 4, xdStride, nb, bl,
+          mins, m + <usize>r * ms, dm + <usize>r * sw, xsum + <usize>t * xsumStride, y0 + <usize>t * ys + <usize>r * 4,
+        );
+      }
+    }
+    return;
+  }
+  for (let t0 = 0; t0 < T; t0 += tb) {
+    const t1 = min(T, t0 + tb);
+    for (let r = 0; r < nr; r += 2) {
+      const rr = min(2, nr - r);
+      const r1 = r + rr - 1;
+      for (let t = t0; t < t1; t += 4) {
+        itile(
+          w + <usize>r * ws, w + <usize>r1 * ws, sc + <usize>r * sw, sc + <usize>r1 * sw, rr,
+          xq + <usize>t * ws, ws, xd + <usize>t * 4, xdStride, min(4, t1 - t), nb, bl,
+          mins, m + <usize>r * ms, m + <usize>r1 * ms, dm + <usize>r * sw, dm + <usize>r1 * sw, xsum + <usize>t * xsumStride, xsumStride,
+          y0 + <usize>t * ys + <usize>r * 4, ys,
+        );
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
 // Element-wise: exp in f32 lanes, SwiGLU, log-sum-exp.
 
 /**
@@ -747,6 +1303,7 @@ export function runChunk(job: usize, chunk: i32, thread: i32): void {
   switch (param(job, 0)) {
     case 1: matmulChunk(job, chunk, thread); break;
     case 2: attentionChunk(job, chunk, thread); break;
+    case 3: intMatmulChunk(job, chunk, thread); break;
     default: unreachable();
   }
 }

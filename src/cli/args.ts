@@ -98,6 +98,10 @@ export function parseArgs(cmd: Command, argv: readonly string[]): ParsedArgs {
     let raw = inline;
     if (raw === undefined) {
       if (i + 1 >= argv.length) fail(`--${spec.name} needs a value`);
+      const next = argv[i + 1];
+      // `--text --ctx 64`: the value is missing (a value that starts with -- is given as --text=--x)
+      if (next === '--' || (next.startsWith('--') && (byLong.has(next.slice(2).split('=')[0]) || byLong.has(next.slice(5).split('=')[0]))))
+        fail(`--${spec.name} needs a value, but is followed by the option ${next.split('=')[0]} (write --${spec.name}=${next} for a value that starts with --)`);
       raw = argv[++i];
     }
     values[spec.name] = parseValue(spec, raw);

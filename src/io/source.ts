@@ -21,6 +21,8 @@ export function checkRange(src: { size: number; name: string }, offset: number, 
 }
 
 export function bytesSource(bytes: Uint8Array, name = 'buffer'): ByteSource {
+  // a plain view: a Node Buffer's slice() shares memory where readers expect Uint8Array's copy
+  bytes = new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length);
   return {
     size: bytes.length,
     name,

@@ -36,6 +36,9 @@ interface MatmulExports {
   siluMul(g: number, u: number, n: number): void;
   logSumExp(x: number, n: number, max: number): number;
   expArray(x: number, y: number, n: number): void;
+  intBlock(type: number): number;
+  intRowScratch(type: number, k: number): number;
+  quantizeActs(kind: number, x: number, xs: number, nTok: number, k: number, q: number, d: number, s: number): void;
 }
 
 const PAGE = 65536;
@@ -217,6 +220,8 @@ export class MatmulEngine {
   private readonly adoptable = new WeakSet<Uint8Array>();
   /** the memory's buffer objects seen so far (a shared memory hands out a new one after growing) */
   private readonly ours = new WeakSet<ArrayBufferLike>();
+  /** a job's parameters, written into the control block by dispatch (reused: no allocation per call) */
+  private readonly job = new Int32Array(16);
   private f32View = new Float32Array(0);
   private u8View = new Uint8Array(0);
   private i32View = new Int32Array(0);
@@ -403,6 +408,64 @@ export class MatmulEngine {
     if (yOwn < 0) this.copyOut(out, yAt, nTok * n);
   }
 
+  /**
+   * Block length of the integer path for this weight (32: activations rounded to Q8_0, 256: to Q8_K),
+   * 0 when there is none (other types, or K not a multiple of the block).
+   */
+  intBlock(w: KernelWeight): number {
+    const bl = this.exports.intBlock(w.type.id);
+    return bl > 0 && w.cols % bl === 0 ? bl : 0;
+  }
+
+  /**
+   * y (nTok x w.rows) = q(x) · Wᵀ with integer dot products, llama.cpp's CPU path: each row of x is
+   * rounded to the weight type's vec_dot type (Q8_0 or Q8_K, bit for bit the TypeScript codecs) and
+   * multiplied block by block with the stored quants in int32; block scales in f32 (the order of
+   * operations is intMatmulRef's). Needs intBlock(w) > 0.
+   */
+  matmulInt(out: Float32Array, x: Float32Array, w: KernelWeight, nTok: number): void {
+    if (w.engine !== this) throw new Error('weight belongs to another kernel engine');
+    const bl = this.intBlock(w);
+    if (bl === 0) throw new Error(`no integer matmul for ${w.type.name} with ${w.cols} columns`);
+    const k = w.cols;
+    const n = w.rows;
+    const xAt = this.activations(x, nTok, k, k);
+    const nb = k / bl;
+    const tp = (nTok + 3) & ~3;
+    const xq = this.buffer('xq', tp * k * 2 + 16);
+    const xd = this.buffer('xd', tp * nb * 4 + 16);
+    const xs = this.buffer('xsum', tp * (k / 16) + 16);
+    this.exports.quantizeActs(bl, xAt, k * 4, nTok, k, xq, xd, xs);
+    const yOwn = this.ptrOf(out, nTok * n);
+    const yAt = yOwn >= 0 ? yOwn : this.buffer('y', nTok * n * 4);
+    const rowScratch = this.exports.intRowScratch(w.type.id, k);
+    const threads = this.pool && 2 * nTok * k * n >= MIN_PARALLEL_FLOPS ? this.threadCount : 1;
+    let chunkRows = Math.min(MAX_CHUNK_ROWS, Math.max(3, Math.floor((SCRATCH_FLOATS * 4) / rowScratch / 3) * 3));
+    if (threads > 1) chunkRows = Math.min(chunkRows, Math.max(3, Math.ceil(n / (8 * threads) / 3) * 3));
+    chunkRows = Math.max(chunkRows, Math.ceil(n / MAX_CHUNKS));
+    const scratchBytes = chunkRows * rowScratch + 512;
+    const scratch = this.buffer('scratch', scratchBytes * this.threadCount);
+    this.setJob(3, w.type.id, w.ptr, w.rowBytes, xq, xd, nTok, k, xs, yAt, n, n, chunkRows, scratch, scratchBytes);
+    this.dispatch(Math.ceil(n / chunkRows), threads);
+    if (yOwn < 0) this.copyOut(out, yAt, nTok * n);
+  }
+
+  /** the 15 parameter words of a matmul job (see wasm/matmul.ts) */
+  private setJob(...[a, b, c, d, e, f, g, h, i, j, k, l, m, n, o]: [number, number, number, number, number, number, number, number, number, number, number, number, number, number, number]): void {
+    const p = this.job;
+    p[0] = a; p[1] = b; p[2] = c; p[3] = d; p[4] = e; p[5] = f; p[6] = g; p[7] = h;
+    p[8] = i; p[9] = j; p[10] = k; p[11] = l; p[12] = m; p[13] = n; p[14] = o;
+  }
+
+  /** write the job's parameters into the control block and run its chunks (on the pool when threads > 1) */
+  private dispatch(chunks: number, threads: number): void {
+    this.views();
+    this.i32View.set(this.job, (this.control + JOB_OFFSET) >> 2);
+    const job = this.control + JOB_OFFSET;
+    if (threads > 1 && chunks > 1) this.pool!.run(chunks, this.exports);
+    else for (let c = 0; c < chunks; c++) this.exports.runChunk(job, c, 0);
+  }
+
   /** y (nTok x n) = x (nTok x k) · wᵀ for f32 arrays (w copied in, a row block at a time). */
   matmulF32(out: Float32Array, x: Float32Array, w: Float32Array, nTok: number, k: number, n: number): void {
     const kx = (k + 3) & ~3;
@@ -491,6 +554,12 @@ export class MatmulEngine {
     this.exports.expArray(at, y, x.length);
     this.views();
     return this.f32View.slice(y >> 2, (y >> 2) + x.length);
+  }
+
+  /** copy `bytes` bytes inside this memory from srcAt to dstAt (no allocation) */
+  copyWithin(dstAt: number, srcAt: number, bytes: number): void {
+    this.views();
+    this.u8View.copyWithin(dstAt, srcAt, srcAt + bytes);
   }
 
   /** byte offset of a in this memory when it lives there (allocF32) and holds n values, else -1 */
@@ -603,27 +672,8 @@ export class MatmulEngine {
     const chunks = Math.ceil(rows / chunkRows);
     const scratchBytes = chunkRows * kx * 4 + 64;
     const scratch = this.buffer('scratch', scratchBytes * this.threadCount);
-    this.views();
-    const p = this.i32View;
-    const j = (this.control + JOB_OFFSET) >> 2;
-    p[j] = 1;
-    p[j + 1] = type;
-    p[j + 2] = w;
-    p[j + 3] = rowBytes;
-    p[j + 4] = x;
-    p[j + 5] = kx * 4;
-    p[j + 6] = nTok;
-    p[j + 7] = k;
-    p[j + 8] = kx;
-    p[j + 9] = y;
-    p[j + 10] = n;
-    p[j + 11] = rows;
-    p[j + 12] = chunkRows;
-    p[j + 13] = scratch;
-    p[j + 14] = scratchBytes;
-    const job = this.control + JOB_OFFSET;
-    if (threads > 1 && chunks > 1) this.pool!.run(chunks, this.exports);
-    else for (let c = 0; c < chunks; c++) this.exports.runChunk(job, c, 0);
+    this.setJob(1, type, w, rowBytes, x, kx * 4, nTok, k, kx, y, n, rows, chunkRows, scratch, scratchBytes);
+    this.dispatch(chunks, threads);
   }
 }
 

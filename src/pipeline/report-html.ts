@@ -16,9 +16,9 @@ export interface HtmlReportInput {
   generator?: string;
 }
 
-const escapeHtml = (s: string) => s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
+export const escapeHtml = (s: string) => s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 
-const PALETTE = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#17becf', '#7f7f7f', '#bcbd22'];
+export const PALETTE = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#17becf', '#7f7f7f', '#bcbd22'];
 
 function mib(bytes: number): string {
   return `${(bytes / 1048576).toFixed(bytes < 10 * 1048576 ? 3 : 1)} MiB`;
@@ -29,7 +29,7 @@ function fmtDb(x: number): string {
 }
 
 /** "nice" tick values covering [lo, hi] */
-function ticks(lo: number, hi: number, count = 5): number[] {
+export function ticks(lo: number, hi: number, count = 5): number[] {
   if (!(hi > lo)) return [lo];
   const raw = (hi - lo) / count;
   const mag = Math.pow(10, Math.floor(Math.log10(raw)));
@@ -39,7 +39,7 @@ function ticks(lo: number, hi: number, count = 5): number[] {
   return out;
 }
 
-interface Frame {
+export interface Frame {
   w: number;
   h: number;
   left: number;
@@ -49,7 +49,7 @@ interface Frame {
 }
 const frame: Frame = { w: 760, h: 320, left: 56, right: 150, top: 16, bottom: 44 };
 
-function axes(f: Frame, xTicks: { v: number; label: string }[], yTicks: number[], x: (v: number) => number, y: (v: number) => number, xLabel: string, yLabel: string): string {
+export function axes(f: Frame, xTicks: { v: number; label: string }[], yTicks: number[], x: (v: number) => number, y: (v: number) => number, xLabel: string, yLabel: string): string {
   const x0 = f.left;
   const x1 = f.w - f.right;
   const y0 = f.h - f.bottom;

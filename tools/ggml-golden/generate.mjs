@@ -11,6 +11,7 @@
 // Identical output files are stored once; several manifest entries may then name the same file.
 // See README.md in this folder.
 
+import { findLlamaCppBundle } from '../../scripts/setup-llama-cpp.mjs';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
@@ -33,14 +34,7 @@ function sh(cmd, args, opts = {}) {
 }
 
 // ---------- llama.cpp sources ----------
-function findBundle() {
-  const candidates = [
-    join(root, 'node_modules', 'node-llama-cpp', 'llama', 'gitRelease.bundle'),
-    join(root, '..', 'node_modules', 'node-llama-cpp', 'llama', 'gitRelease.bundle'),
-  ];
-  for (const c of candidates) if (existsSync(c)) return c;
-  throw new Error('cannot find node_modules/node-llama-cpp/llama/gitRelease.bundle (npm install first)');
-}
+const findBundle = findLlamaCppBundle;
 
 function ensureSources() {
   if (!existsSync(join(srcDir, 'ggml', 'src', 'ggml-quants.c'))) {

@@ -1,12 +1,11 @@
-import { readFileSync } from 'node:fs';
 import { actQuantLinear, llmInt8Linear } from '../../model/act-quant.js';
 import { fail } from '../../errors.js';
 import { logitsFileBase, modelBase, perplexity, type BaseSource, type PerplexityResult } from '../../eval/perplexity.js';
 import type { Command } from '../args.js';
-import { withAtomicFile } from '../files.js';
+import { checkOutput, noteInput, readInputText, withAtomicFile } from '../files.js';
 import { fileSet } from '../node-source.js';
 import { threadsFrom, threadsOption } from '../threads.js';
-import { loadModelPath } from './generate.js';
+import { activationsOption, loadModelPath } from './generate.js';
 
 function report(r: PerplexityResult): string {
   const lines = [`PPL = ${r.ppl.toFixed(4)} +/- ${r.pplStderr.toFixed(5)}  (${r.chunks} chunks of ${r.ctx}, ${r.tokens} scored tokens, ${r.seconds.toFixed(1)} s)`];
@@ -26,7 +25,7 @@ export const evalCommand: Command = {
   name: 'eval',
   summary: 'perplexity of a model on a text as llama-perplexity computes it; KL divergence etc. against a base',
   usage:
-    'lowbit eval MODEL --text FILE [--ctx 128] [--chunks N] [--tokenizer F] [--base MODEL | --base-logits FILE] [--save-logits FILE] [--threads N] [--activations ggml] [--act int8 | --llm-int8 6.0] [--json]',
+    'lowbit eval MODEL --text FILE [--ctx 128] [--chunks N] [--tokenizer F] [--base MODEL | --base-logits FILE] [--save-logits FILE] [--threads N] [--activations ggml|f32] [--act int8 | --llm-int8 6.0] [--json]',
   positionals: [1, 1],
   options: [
     { name: 'text', short: 'f', type: 'string', help: 'UTF-8 text to evaluate on (not needed with --base-logits)' },
@@ -38,7 +37,7 @@ export const evalCommand: Command = {
     { name: 'save-logits', type: 'string', help: 'write this model\'s log-probabilities (llama.cpp --kl-divergence-base format)' },
     { name: 'dequantize', type: 'boolean', help: 'dequantize all weights to f32 once at load', default: false },
     threadsOption,
-    { name: 'activations', type: 'string', choices: ['f32', 'ggml'], default: 'f32', help: 'ggml: round linear-layer inputs to the weight type\'s llama.cpp vec_dot type (Q8_0/Q8_K/F16), as llama.cpp\'s CPU backend does' },
+    activationsOption,
     { name: 'act', type: 'string', choices: ['none', 'int8', 'int6', 'int4'], default: 'none', help: 'quantize every linear input per token (dynamic symmetric intN; W8A8 with an int8 file, SmoothQuant with one written by quantize --smooth)' },
     { name: 'llm-int8', type: 'number', min: 0, help: 'LLM.int8(): input features above this magnitude in 16 bits, the rest int8 x int8 (e.g. 6.0)' },
     { name: 'json', type: 'boolean', help: 'print one JSON object', default: false },
@@ -48,10 +47,14 @@ export const evalCommand: Command = {
     const open = files.open;
     try {
       if (a.values.base && a.values['base-logits']) fail('give either --base or --base-logits, not both');
+      // validate everything, then write: the inputs are noted and the output checked before any work
+      const saveLogits = a.values['save-logits'] as string | undefined;
+      for (const f of [a.positionals[0], a.values.text, a.values.base, a.values['base-logits'], a.values.tokenizer] as (string | undefined)[]) noteInput(f);
+      if (saveLogits) checkOutput(saveLogits, 'logits file (--save-logits)');
       const tokFile = a.values.tokenizer as string | undefined;
       const dequantize = a.values.dequantize as boolean;
       const threads = threadsFrom(a.values.threads);
-      const activations = a.values.activations as 'f32' | 'ggml';
+      const activations = a.values.activations as 'f32' | 'ggml' | undefined;
       const baseLogits = a.values['base-logits'] ? await logitsFileBase(open(a.values['base-logits'] as string)) : undefined;
       let ctx = a.values.ctx as number;
       if (baseLogits) {
@@ -67,7 +70,7 @@ export const evalCommand: Command = {
       else {
         if (!a.values.text) fail('eval needs --text FILE (or --base-logits FILE, which carries its tokens)');
         if (!m.tokenizer) fail(`${a.positionals[0]} carries no vocabulary: give --tokenizer tokenizer.bin or tokenizer.model`);
-        const text = readFileSync(a.values.text as string, 'utf8');
+        const text = readInputText(a.values.text as string, 'text (--text)');
         // with --chunks, only the tokens of those chunks are needed (the same ids as encoding it all)
         const chunks = a.values.chunks as number | undefined;
         tokens = chunks !== undefined ? m.tokenizer.encodeAtLeast(text, chunks * ctx) : m.tokenizer.encode(text);
@@ -85,7 +88,7 @@ export const evalCommand: Command = {
       const onChunk = tty ? (done: number, total: number, ppl: number) => process.stderr.write(`\r[${done}/${total}] PPL ${ppl.toFixed(4)}`) : undefined;
       const run = (saveLogits?: (b: Uint8Array) => void) =>
         perplexity(m.model, tokens, { ctx, chunks: a.values.chunks as number | undefined, bos, addBos, base, saveLogits, onChunk });
-      const r = a.values['save-logits'] ? await withAtomicFile(a.values['save-logits'] as string, (f) => run((b) => f.write(b))) : await run();
+      const r = saveLogits ? await withAtomicFile(saveLogits, (f) => run((b) => f.write(b)), 'logits file (--save-logits)') : await run();
       if (tty) process.stderr.write('\n');
       if (a.values.json) {
         const { ppl, pplStderr, nll, tokens: n, chunks, ctx: c, seconds, pplBase, kld, top1, dp } = r;

@@ -20,6 +20,9 @@ export async function loadModelPath(file: string, tokenizer: string | undefined,
     const src = open(file);
     const head = await src.read(0, Math.min(src.size, 9));
     const safetensors = head.length === 9 && head[8] === 0x7b; // u64 header length, then '{'
+    // --activations default: llama.cpp's rounding for the files llama.cpp runs (GGUF), f32 for the others
+    const isGgufFile = head.length >= 4 && head[0] === 0x47 && head[1] === 0x47 && head[2] === 0x55 && head[3] === 0x46;
+    if (opts.activations === undefined) opts = { ...opts, activations: isGgufFile ? 'ggml' : 'f32' };
     const hfConfig = safetensors ? readSiblingConfig(file) : undefined;
     // lowbit's own safetensors carry their hyper-parameters; Hugging Face checkpoints need config.json
     if (safetensors && hfConfig === undefined && !(await isLowbitSafetensors(src))) fail(`${file}: a safetensors checkpoint needs config.json in the same folder`);
@@ -31,10 +34,18 @@ export async function loadModelPath(file: string, tokenizer: string | undefined,
   }
 }
 
+/** --activations: how linear layers multiply (shared by eval and generate) */
+export const activationsOption = {
+  name: 'activations',
+  type: 'string',
+  choices: ['ggml', 'f32'],
+  help: "ggml (the default for GGUF files): as llama.cpp's CPU backend, linear-layer inputs rounded to the weight type's vec_dot type (Q8_0/Q8_K/F16) and integer dot products on the stored blocks; f32 (the default for other files): float activations",
+} as const;
+
 export const generateCommand: Command = {
   name: 'generate',
   summary: 'generate text with a LLaMA-family model (GGUF or llama2.c); prints prompt + continuation',
-  usage: 'lowbit generate MODEL [--tokenizer F] --prompt TEXT [-n N] [--temp T] [--top-p P] [--seed S] [--threads N]',
+  usage: 'lowbit generate MODEL [--tokenizer F] --prompt TEXT [-n N] [--temp T] [--top-p P] [--seed S] [--activations ggml|f32] [--threads N]',
   positionals: [1, 1],
   options: [
     { name: 'prompt', short: 'p', type: 'string', help: 'prompt text', default: '' },
@@ -46,6 +57,7 @@ export const generateCommand: Command = {
     { name: 'ctx', type: 'int', help: 'context length (default: the model\'s, at most 4096)', min: 1 },
     { name: 'dequantize', type: 'boolean', help: 'dequantize all weights to f32 once at load', default: false },
     { name: 'stats', type: 'boolean', help: 'print tokens per second to stderr', default: false },
+    activationsOption,
     threadsOption,
   ],
   async run(a) {
@@ -54,11 +66,12 @@ export const generateCommand: Command = {
         contextLength: a.values.ctx as number | undefined,
         dequantize: a.values.dequantize as boolean,
         threads: threadsFrom(a.values.threads),
+        activations: a.values.activations as 'f32' | 'ggml' | undefined,
       });
       if (!m.tokenizer) fail(`${a.positionals[0]} carries no vocabulary: give --tokenizer tokenizer.bin or tokenizer.model`);
       const prompt = a.values.prompt as string;
-      process.stdout.write(prompt);
       const r = generate(m.model, m.tokenizer, prompt, {
+        onStart: () => process.stdout.write(prompt), // once the prompt fits the context: nothing printed before an error
         steps: a.values.n as number,
         temperature: a.values.temp as number,
         topP: a.values['top-p'] as number,

@@ -1,0 +1,233 @@
+/**
+ * Multi-threaded quantization of GGML tensors (RowQuantizer for pipeline/quantize.ts), without any
+ * platform API: the host passes how a worker is started (Node: worker_threads, src/cli/quantize-pool.ts;
+ * browsers: Web Workers, src/lab/). N threads = this thread + N - 1 workers, each of which runs
+ * `workOn(job, codec, true)` for every job message it receives and answers `{ id }` or `{ id, error }`.
+ *
+ * The tensor lives in shared memory (allocate() hands the pipeline shared arrays to read tensors into;
+ * other inputs are copied once). Its rows are cut into ranges that every thread, this one included,
+ * claims one at a time from an atomic counter, so a thread the OS delays simply takes fewer ranges;
+ * each range's blocks go into a shared output (the caller's, when it passes one from allocateBytes)
+ * and, when asked, each row's error sums into a shared array. Rows are independent in every GGML
+ * quantizer (and in the error sums), so the bytes do not depend on the number of threads or on who
+ * ran which range. A failure (e.g. a non-finite value) stops the claiming, and the tensor is then
+ * quantized in this thread alone so that the error reads exactly as it does without threads.
+ */
+import { quantizeRowsMeasured } from './ggml-quant.js';
+import { wasmVariant, type WasmVariant } from './wasm.js';
+import '../quant/ggml/index.js';
+import { ggmlCodec } from '../quant/ggml/registry.js';
+import type { GgmlCodec, GgmlTypeInfo } from '../quant/ggml/types.js';
+
+/** Tensors smaller than this (elements) are quantized in this thread by default: not worth the hand-off. */
+const MIN_PARALLEL = 1 << 16;
+/** row ranges per thread */
+const RANGES_PER_THREAD = 8;
+
+/** control words (Int32Array over job.control) */
+export const NEXT = 0; // next range to claim
+export const FAILED = 1; // non-zero: stop claiming
+export const BY_WORKERS = 2; // ranges quantized by worker threads (statistics)
+
+/** One tensor's work, as every thread sees it. */
+export interface RowJob {
+  type: string;
+  input: SharedArrayBuffer;
+  /** byte offset of row 0 in input */
+  inputOffset: number;
+  output: SharedArrayBuffer;
+  /** byte offset of row 0's blocks in output */
+  outputOffset: number;
+  nRows: number;
+  rowLength: number;
+  rowBytes: number;
+  ranges: number;
+  control: SharedArrayBuffer;
+  importance?: Float32Array;
+  /** when set: 2 float64 per row, the row's error sums (quantizeRowsMeasured) */
+  errors?: SharedArrayBuffer;
+}
+
+/** Claims and quantizes ranges until none is left or another thread failed. */
+export function workOn(job: RowJob, codec: GgmlCodec, isWorker: boolean): void {
+  const ctl = new Int32Array(job.control);
+  try {
+    for (;;) {
+      if (Atomics.load(ctl, FAILED)) return;
+      const i = Atomics.add(ctl, NEXT, 1);
+      if (i >= job.ranges) return;
+      const row = Math.floor((i * job.nRows) / job.ranges);
+      const rows = Math.floor(((i + 1) * job.nRows) / job.ranges) - row;
+      const src = new Float32Array(job.input, job.inputOffset + row * job.rowLength * 4, rows * job.rowLength);
+      const out = new Uint8Array(job.output, job.outputOffset + row * job.rowBytes, rows * job.rowBytes);
+      if (job.errors) quantizeRowsMeasured(codec, src, rows, job.rowLength, out, new Float64Array(job.errors, row * 16, rows * 2), job.importance);
+      else codec.quantize!(src, rows, job.rowLength, out, job.importance);
+      if (isWorker) Atomics.add(ctl, BY_WORKERS, 1);
+    }
+  } catch (e) {
+    Atomics.store(ctl, FAILED, 1);
+    throw e;
+  }
+}
+
+/** A started row worker, as the host's spawn function returns it. */
+export interface RowWorkerPort {
+  post(job: RowJob & { id: number }): void;
+  /** register the handlers of the worker's answers and of its failure */
+  listen(onMessage: (m: { id: number; error?: string }) => void, onError: (e: Error) => void): void;
+  /** hold the process open while the worker has work (Node); optional */
+  ref?(): void;
+  unref?(): void;
+  terminate(): unknown;
+}
+
+/** Starts one row worker that quantizes with the given WebAssembly build. */
+export type SpawnRowWorker = (variant: WasmVariant) => RowWorkerPort;
+
+interface Pending {
+  resolve(): void;
+  reject(e: Error): void;
+}
+
+export interface QuantizePoolOptions {
+  /** tensors with fewer elements stay in this thread (default 65536) */
+  minParallel?: number;
+  /** false: this thread only waits, the workers do every range (for tests); default true */
+  callerWorks?: boolean;
+}
+
+export class RowPool {
+  private workers: RowWorkerPort[] = [];
+  private pending = new Map<number, Pending>();
+  private nextId = 0;
+  private readonly minParallel: number;
+  private readonly callerWorks: boolean;
+  /** ranges the worker threads quantized in the last parallel call, of how many */
+  lastSplit = { byWorkers: 0, ranges: 0 };
+
+  /** threads: this one plus threads - 1 workers */
+  constructor(readonly threads: number, private readonly spawn: SpawnRowWorker, o: QuantizePoolOptions = {}) {
+    if (!Number.isInteger(threads) || threads < 1) throw new Error(`thread count ${threads} is not a positive integer`);
+    this.minParallel = o.minParallel ?? MIN_PARALLEL;
+    this.callerWorks = o.callerWorks ?? true;
+  }
+
+  private start(): void {
+    if (this.workers.length) return;
+    const variant = wasmVariant();
+    for (let i = 1; i < this.threads; i++) {
+      const w = this.spawn(variant);
+      w.listen(
+        (m) => {
+          const p = this.pending.get(m.id);
+          if (!p) return;
+          this.pending.delete(m.id);
+          if (m.error !== undefined) p.reject(new Error(m.error));
+          else p.resolve();
+        },
+        (e) => {
+          for (const p of this.pending.values()) p.reject(e);
+          this.pending.clear();
+        },
+      );
+      w.unref?.(); // idle workers do not hold the process open; run() refs them while they work
+      this.workers.push(w);
+    }
+  }
+
+  private run(w: RowWorkerPort, job: RowJob): Promise<void> {
+    const id = this.nextId++;
+    w.ref?.();
+    return new Promise<void>((resolve, reject) => {
+      this.pending.set(id, { resolve: () => (w.unref?.(), resolve()), reject: (e) => (w.unref?.(), reject(e)) });
+      w.post({ ...job, id });
+    });
+  }
+
+  private scratchIn = new SharedArrayBuffer(0);
+  private scratchOut = new SharedArrayBuffer(0);
+  private scratchErr = new SharedArrayBuffer(0);
+
+  /** A zero-filled float array in shared memory: tensors read into it reach the workers without a copy. */
+  allocate(n: number): Float32Array {
+    return new Float32Array(new SharedArrayBuffer(n * 4));
+  }
+
+  /** A zero-filled byte array in shared memory: blocks quantized into it need no copy from the workers. */
+  allocateBytes(n: number): Uint8Array {
+    return new Uint8Array(new SharedArrayBuffer(n));
+  }
+
+  /**
+   * Quantize rows (bytes of codec.quantize for any split); with rowErr, also each row's error sums
+   * (quantizeRowsMeasured). The blocks go into `out` when given (and it is returned, cut to length),
+   * else into a fresh array.
+   */
+  async quantizeRows(type: GgmlTypeInfo, src: Float32Array, nRows: number, rowLength: number, importance?: Float32Array, rowErr?: Float64Array, out?: Uint8Array): Promise<Uint8Array> {
+    const codec = ggmlCodec(type);
+    if (!codec?.quantize) throw new Error(`no quantizer for ${type.name}`);
+    const rowBytes = (rowLength / type.blockSize) * type.typeSize;
+    const n = nRows * rowLength;
+    if (out && out.length < nRows * rowBytes) throw new Error(`quantizeRows: output has ${out.length} bytes, ${nRows} rows need ${nRows * rowBytes}`);
+    const inThread = (): Uint8Array => {
+      const o = out ? out.subarray(0, nRows * rowBytes) : new Uint8Array(nRows * rowBytes);
+      if (rowErr) quantizeRowsMeasured(codec, src, nRows, rowLength, o, rowErr, importance);
+      else codec.quantize!(src, nRows, rowLength, o, importance);
+      return o;
+    };
+    const ranges = Math.min(nRows, this.threads * RANGES_PER_THREAD);
+    if (this.threads < 2 || ranges < 2 || n < this.minParallel || !Number.isInteger(rowBytes) || src.length < n) return inThread();
+    this.start();
+    let input: SharedArrayBuffer;
+    let inputOffset = 0;
+    if (src.buffer instanceof SharedArrayBuffer && src.byteOffset % 4 === 0) {
+      input = src.buffer;
+      inputOffset = src.byteOffset;
+    } else {
+      // one grow-only shared scratch for inputs and one for outputs: fresh SharedArrayBuffers per slab
+      // are external memory the GC frees late, and peak RSS grew by gigabytes on a 4.4 GB model
+      if (this.scratchIn.byteLength < n * 4) this.scratchIn = new SharedArrayBuffer(n * 4);
+      input = this.scratchIn;
+      new Float32Array(input, 0, n).set(src.subarray(0, n));
+    }
+    const direct = out !== undefined && out.buffer instanceof SharedArrayBuffer; // the workers write into out
+    if (!direct && this.scratchOut.byteLength < nRows * rowBytes) this.scratchOut = new SharedArrayBuffer(nRows * rowBytes);
+    if (rowErr && this.scratchErr.byteLength < nRows * 16) this.scratchErr = new SharedArrayBuffer(nRows * 16);
+    const job: RowJob = {
+      type: type.name, input, inputOffset, output: direct ? (out.buffer as SharedArrayBuffer) : this.scratchOut, outputOffset: direct ? out.byteOffset : 0, nRows, rowLength, rowBytes, ranges,
+      control: new SharedArrayBuffer(16), importance, ...(rowErr ? { errors: this.scratchErr } : {}),
+    };
+    const workers = this.workers.map((w) => this.run(w, job));
+    let failed = false;
+    try {
+      if (this.callerWorks) workOn(job, codec, false); // this thread claims ranges too
+    } catch {
+      failed = true;
+    }
+    const results = await Promise.allSettled(workers);
+    this.lastSplit = { byWorkers: new Int32Array(job.control)[BY_WORKERS], ranges };
+    if (failed || results.some((r) => r.status === 'rejected')) return inThread(); // reports the problem as the codec does
+    if (rowErr) rowErr.set(new Float64Array(this.scratchErr, 0, 2 * nRows));
+    const blocks = new Uint8Array(job.output, job.outputOffset, nRows * rowBytes);
+    if (direct) return blocks;
+    if (out) {
+      out.set(blocks);
+      return out.subarray(0, blocks.length);
+    }
+    return blocks.slice(); // the caller may keep it; the scratch is reused
+  }
+
+  /** Stop the workers (idle workers do not keep the process alive either way). */
+  async close(): Promise<void> {
+    const ws = this.workers;
+    this.workers = [];
+    for (const p of this.pending.values()) p.reject(new Error('the quantize pool was closed'));
+    this.pending.clear();
+    await Promise.all(ws.map((w) => w.terminate()));
+  }
+
+  /** worker threads started so far */
+  get started(): number {
+    return this.workers.length;
+  }
+}

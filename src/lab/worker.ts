@@ -1,0 +1,441 @@
+/**
+ * The Lab's worker script. One bundle, three roles, chosen by the worker's name:
+ *   'job'    (the page's worker) opens models from File objects (lazily, File.slice), plans, quantizes
+ *            into a streamed sink, evaluates, generates; every step is a call into the library;
+ *   'row'    quantizes row ranges of a shared tensor for the job worker's RowPool (kernels/row-pool.ts);
+ *   'kernel' runs the matmul engine's chunks (kernels/threads.ts) during evaluation and generation.
+ * Cancelling = the page terminates the job worker, which ends its nested workers with it.
+ */
+import { LowbitError } from '../errors.js';
+import { blobSource } from '../io/source.js';
+import { openModelFile, type ModelFile } from '../io/model-file.js';
+import { openLlama2cLazy } from '../io/llama2c-lazy.js';
+import { plainValue } from '../io/gguf.js';
+import { convertModel, tokenizerFromLlama2c } from '../io/convert.js';
+import { memorySink, type ByteSink } from '../io/sink.js';
+import { setWasmVariant, type WasmVariant } from '../kernels/wasm.js';
+import '../kernels/ggml-quant.js';
+import { RowPool, workOn, type RowJob, type RowWorkerPort } from '../kernels/row-pool.js';
+import { kernelWorkerMain, setStartWorker, type KernelWorkerInit } from '../kernels/threads.js';
+import { MatmulEngine } from '../kernels/matmul.js';
+import { ggmlCodec } from '../quant/ggml/registry.js';
+import { dequantizeScheme, quantizeScheme, resolveScheme } from '../quant/registry.js';
+import type { RoundingMode } from '../formats/rounding.js';
+import { ptqOptions } from '../algos/ptq-options.js';
+import { loadModel } from '../eval/load.js';
+import { generate } from '../eval/generate.js';
+import { sqnrDb } from '../eval/metrics.js';
+import { checkImatrix, planQuantization, quantizeModel, readFloats, type QuantizePlan, type QuantizeReport } from '../pipeline/quantize.js';
+import { runPtq, type PtqOutput } from '../pipeline/calibrate.js';
+import { evaluateQuantization } from '../pipeline/evaluate.js';
+import { readImatrix } from '../pipeline/imatrix-file.js';
+import type { EvaluateResult, ModelSummary, PlanSummary, QuantizeResult, Reply, Request, SinkKind, TensorSqnrResult } from './protocol.js';
+import { recipeFromForm } from './recipe-form.js';
+
+interface WorkerScope {
+  name: string;
+  postMessage(m: unknown, transfer?: Transferable[]): void;
+  onmessage: ((e: MessageEvent) => void) | null;
+  location: { href: string; search: string };
+  crossOriginIsolated?: boolean;
+  navigator: Navigator;
+}
+const scope = globalThis as unknown as WorkerScope;
+const selfUrl = import.meta.url;
+
+// ---- nested workers -----------------------------------------------------------------------------
+
+function rowWorker(variant: WasmVariant): RowWorkerPort {
+  const w = new Worker(selfUrl, { type: 'module', name: 'row' });
+  w.postMessage({ variant });
+  return {
+    post: (job) => w.postMessage(job),
+    listen(onMessage, onError) {
+      w.onmessage = (e) => onMessage(e.data as { id: number; error?: string });
+      w.onerror = (e) => onError(new Error(e.message || 'a quantize worker failed'));
+    },
+    terminate: () => w.terminate(),
+  };
+}
+
+function startKernelWorker(init: KernelWorkerInit) {
+  const w = new Worker(selfUrl, { type: 'module', name: 'kernel' });
+  w.postMessage(init);
+  return w;
+}
+
+if (scope.name === 'row') {
+  let ready = false;
+  scope.onmessage = (e) => {
+    if (!ready) {
+      setWasmVariant((e.data as { variant: WasmVariant }).variant);
+      ready = true;
+      return;
+    }
+    const job = e.data as RowJob & { id: number };
+    try {
+      const codec = ggmlCodec(job.type);
+      if (!codec?.quantize) throw new Error(`cannot quantize to ${job.type}`);
+      workOn(job, codec, true);
+      scope.postMessage({ id: job.id });
+    } catch (err) {
+      scope.postMessage({ id: job.id, error: (err as Error)?.message ?? String(err) });
+    }
+  };
+} else if (scope.name === 'kernel') {
+  scope.onmessage = (e) => {
+    scope.onmessage = null;
+    kernelWorkerMain(e.data as KernelWorkerInit);
+  };
+} else {
+  startJobWorker();
+}
+
+// ---- the job worker -----------------------------------------------------------------------------
+
+interface Opened {
+  files: File[];
+  model: ModelFile;
+  /** the file the runtime loads (the GGUF or llama2.c checkpoint) */
+  main: File;
+  /** a tokenizer file given alongside a llama2.c checkpoint */
+  tokenizer?: File;
+  label: string;
+}
+
+function startJobWorker(): void {
+  const params = new URLSearchParams(scope.location.search);
+  const isolated = scope.crossOriginIsolated === true && typeof SharedArrayBuffer === 'function';
+  const asked = Number(params.get('threads'));
+  const threads = isolated ? (Number.isInteger(asked) && asked >= 1 ? asked : Math.max(1, scope.navigator.hardwareConcurrency || 1)) : 1;
+  if (threads > 1) setStartWorker(startKernelWorker);
+  let pool: RowPool | undefined;
+  let opened: Opened | undefined;
+
+  const post = (r: Reply) => scope.postMessage(r);
+
+  scope.onmessage = async (e) => {
+    const { id, req } = e.data as { id: number; req: Request };
+    try {
+      const value = await handle(id, req);
+      post({ id, kind: 'result', value });
+    } catch (err) {
+      post({ id, kind: 'error', message: messageOf(err) });
+    }
+  };
+
+  /** progress messages, at most ~10 a second */
+  function progress(id: number) {
+    let last = 0;
+    return (fraction: number, message: string, rate?: string, force = false) => {
+      const now = performance.now();
+      if (!force && now - last < 100) return;
+      last = now;
+      post({ id, kind: 'progress', fraction, message, rate });
+    };
+  }
+
+  async function handle(id: number, req: Request): Promise<unknown> {
+    switch (req.op) {
+      case 'open':
+        opened = await open(req.files, req.label);
+        return summarize(opened);
+      case 'plan':
+        return planSummary(await planFor(req.form));
+      case 'quantize':
+        return quantizeJob(id, req);
+      case 'evaluate':
+        return evaluateJob(id, req);
+      case 'generate':
+        return generateJob(id, req);
+      case 'tensor-sqnr':
+        return tensorSqnr(req);
+    }
+  }
+
+  function need(): Opened {
+    if (!opened) throw new LowbitError('open a model first');
+    return opened;
+  }
+
+  async function open(files: File[], label?: string): Promise<Opened> {
+    if (!files.length) throw new LowbitError('no file chosen');
+    const byName = new Map(files.map((f) => [f.name, f]));
+    // the model file: a GGUF, the safetensors index, a single safetensors, or a llama2.c .bin (with tokenizer.bin)
+    const index = files.find((f) => /\.index\.json$/i.test(f.name));
+    const tokenizer = files.find((f) => /^tok.*\.(bin|model)$/i.test(f.name) && files.length > 1);
+    const main = index ?? files.find((f) => f !== tokenizer && !/\.json$/i.test(f.name)) ?? files[0];
+    const model = await openModelFile(blobSource(main, main.name), {
+      openSibling: async (name) => {
+        const f = byName.get(name);
+        if (!f) throw new LowbitError(`${main.name} needs ${name}: choose it together with the index (select all shard files at once)`);
+        return blobSource(f, f.name);
+      },
+      llama2c: async (src) => openLlama2cLazy(src),
+    });
+    return { files, model, main, tokenizer, label: label ?? main.name };
+  }
+
+  function summarize(o: Opened): ModelSummary {
+    const m = o.model;
+    const parameters = m.tensors.reduce((s, t) => s + t.nElements, 0);
+    const tensorBytes = m.tensors.reduce((s, t) => s + t.byteLength, 0);
+    const metadata: [string, string][] = [];
+    for (const [k, v] of m.metadata) {
+      const p = typeof v === 'object' && v !== null && 'type' in v ? plainValue(v) : v;
+      metadata.push([k, displayValue(p)]);
+    }
+    return {
+      name: o.label,
+      format: m.format + (m.version ? ` v${m.version}` : ''),
+      size: o.files.reduce((s, f) => s + f.size, 0),
+      parameters,
+      bitsPerWeight: parameters ? (tensorBytes * 8) / parameters : 0,
+      metadata,
+      tensors: m.tensors.map((t) => ({ name: t.name, shape: [...t.shape], type: t.type, bytes: t.byteLength, elements: t.nElements })),
+      runnable: m.format === 'gguf' || (m.format === 'llama2c' && !!o.tokenizer),
+    };
+  }
+
+  /** The model the quantizer reads: the opened one, or (GGUF output from another format) a GGUF conversion of it. */
+  async function planFor(form: Request & { op: 'plan' } extends { form: infer F } ? F : never, withImatrix = false): Promise<{ plan: QuantizePlan; converts: boolean }> {
+    const o = need();
+    const { recipe, output } = recipeFromForm(form);
+    const converts = output === 'gguf' && o.model.format !== 'gguf';
+    const model = converts ? await convertedForPlan(o) : o.model;
+    return { plan: planQuantization(model, recipe, output, { hasImatrix: withImatrix }), converts };
+  }
+
+  /** A GGUF view of a llama2.c / safetensors model, converted in memory for planning (small) or into OPFS. */
+  let converted: { of: Opened; model: ModelFile; blob: Blob } | undefined;
+  async function convertedForPlan(o: Opened): Promise<ModelFile> {
+    if (converted?.of === o) return converted.model;
+    const tok = o.tokenizer ? tokenizerFromLlama2c(new Uint8Array(await o.tokenizer.arrayBuffer()), Math.abs(Number(o.model.metadata.get('vocab_size') ?? 0)) || vocabOf(o.model), o.tokenizer.name) : undefined;
+    const sink = await opfsSink(`convert-${Date.now()}.gguf`).catch(() => undefined);
+    const target: ByteSink & { finish?(): Promise<Blob> } = sink ?? memoryBlobSink();
+    await convertModel(o.model, target, { to: 'gguf', tokenizer: tok ? [...tok.head, ...tok.special] : undefined });
+    const blob = await target.finish!();
+    const model = await openModelFile(blobSource(blob, o.main.name.replace(/\.\w+$/, '') + '.gguf'));
+    converted = { of: o, model, blob };
+    return model;
+  }
+
+  function planSummary({ plan, converts }: { plan: QuantizePlan; converts: boolean }): PlanSummary {
+    const tensors = plan.tensors.map((p) => {
+      const n = p.ne.reduce((a, b) => a * b, 1);
+      const rows = n / p.ne[0];
+      const bytes = p.scheme ? p.scheme.packedBytes(rows, p.ne[0]) : p.ggml ? (n / p.ggml.blockSize) * p.ggml.typeSize : n * 4;
+      return { name: p.name, shape: [...p.ne].reverse(), from: p.from, to: p.to, bytes, ...(p.fallbackFrom ? { fallbackFrom: p.fallbackFrom } : {}) };
+    });
+    const bytes = tensors.reduce((s, t) => s + t.bytes, 0);
+    const parameters = plan.tensors.reduce((s, p) => s + p.ne.reduce((a, b) => a * b, 1), 0);
+    return { output: plan.output, recipe: plan.recipe.name, algorithm: plan.recipe.algorithm ?? 'rtn', tensors, bytes, parameters, bitsPerWeight: (bytes * 8) / parameters, converts };
+  }
+
+  async function quantizeJob(id: number, req: Request & { op: 'quantize' }): Promise<QuantizeResult> {
+    const o = need();
+    const t0 = performance.now();
+    const say = progress(id);
+    const imatrix = req.imatrix ? await readImatrix(blobSource(req.imatrix, req.imatrix.name)) : undefined;
+    const { plan } = await planFor(req.form, !!imatrix);
+    const model = plan.output === 'gguf' && o.model.format !== 'gguf' ? await convertedForPlan(o) : o.model;
+    if (imatrix) checkImatrix(model, plan, imatrix, `imatrix ${req.imatrix!.name}`);
+    const recipe = plan.recipe;
+    const options = ptqOptions(recipe.ptq ?? {});
+    const calibrated = (recipe.algorithm ?? 'rtn') !== 'rtn' || recipe.rules.some((r) => r.algorithm && r.algorithm !== 'rtn') || !!req.calibText || options.rotate !== 'none' || options.smooth > 0;
+    let ptq: PtqOutput | undefined;
+    if (calibrated) {
+      say(0, 'calibrating…', undefined, true);
+      MatmulEngine.get()?.setThreads(threads);
+      ptq = await runPtq(model, plan, { recipe, options, threads, calibText: req.calibText, onProgress: (msg) => say(0, msg) });
+    }
+    const planned = planSummary({ plan, converts: false }).bytes;
+    const inputBytes = plan.tensors.reduce((s, p) => s + model.tensor(p.name).byteLength, 0);
+    if (threads > 1) pool ??= new RowPool(threads, rowWorker);
+    const sink = await openSink(req.sink, req.outputName, req.handle);
+    let written = 0;
+    const tq = performance.now();
+    const counting: ByteSink = {
+      write(b) {
+        written += b.length;
+        const f = Math.min(1, written / Math.max(1, planned));
+        const s = (performance.now() - tq) / 1000;
+        say(f, `quantizing ${(100 * f).toFixed(0)} %`, s > 0.2 ? `${((f * inputBytes) / 1e6 / s).toFixed(0)} MB/s` : undefined);
+        return sink.write(b);
+      },
+    };
+    let report: QuantizeReport;
+    try {
+      report = await quantizeModel(model, plan, counting, { ptq, imatrix, workers: pool, onTensor: (i, n, r) => say(Math.min(1, written / Math.max(1, planned)), `${i}/${n} ${r.name}`) });
+    } catch (e) {
+      await sink.abort();
+      throw e;
+    }
+    const file = await sink.finish();
+    say(1, 'done', undefined, true);
+    return { report, outputName: req.outputName, file, sink: req.sink, seconds: (performance.now() - t0) / 1000, threads };
+  }
+
+  async function evaluateJob(id: number, req: Request & { op: 'evaluate' }): Promise<EvaluateResult> {
+    const o = need();
+    if (!req.text.trim()) throw new LowbitError('the evaluation text is empty');
+    const say = progress(id);
+    MatmulEngine.get()?.setThreads(threads);
+    const original = blobSource(o.model.format !== 'gguf' && converted?.of === o ? converted.blob : o.main, o.main.name);
+    const quantized = blobSource(req.quantized, req.quantizedName);
+    say(0, 'running the original model…', undefined, true);
+    const ev = await evaluateQuantization(original, quantized, req.text, { ctx: req.ctx, chunks: req.chunks, textName: req.textName, onChunk: (d, n) => say(d / n, `chunk ${d}/${n}`) });
+    return { evaluation: ev };
+  }
+
+  async function generateJob(id: number, req: Request & { op: 'generate' }): Promise<{ text: string; tokensPerSecond: number }> {
+    const o = need();
+    const src = req.which === 'quantized' ? (req.quantized ? blobSource(req.quantized, req.quantizedName ?? 'quantized') : undefined) : blobSource(o.main, o.main.name);
+    if (!src) throw new LowbitError('quantize a model first (or generate with the original)');
+    MatmulEngine.get()?.setThreads(threads);
+    const loaded = await loadModel(src, { tokenizer: req.which === 'original' && o.tokenizer ? blobSource(o.tokenizer, o.tokenizer.name) : undefined });
+    if (!loaded.tokenizer) throw new LowbitError(`${src.name} carries no vocabulary`);
+    const r = generate(loaded.model, loaded.tokenizer, req.prompt, { steps: req.steps, temperature: req.temperature, seed: req.seed, onText: (text) => post({ id, kind: 'text', text }) });
+    const n = r.tokens.length - r.promptTokens;
+    return { text: r.text, tokensPerSecond: n / Math.max(1e-9, r.decodeSeconds) };
+  }
+
+  async function tensorSqnr(req: Request & { op: 'tensor-sqnr' }): Promise<TensorSqnrResult> {
+    const o = need();
+    const t0 = performance.now();
+    const t = o.model.tensor(req.tensor);
+    const x = await readFloats(o.model, t);
+    const rowLength = t.shape[t.shape.length - 1];
+    const rows = t.nElements / rowLength;
+    const granularity = req.granularity === 'tensor' ? 'tensor' : req.granularity === 'row' ? 'channel' : 'group';
+    const scheme = resolveScheme(req.format, { granularity, groupSize: req.granularity === 'block32' ? 32 : undefined, rounding: req.rounding as RoundingMode, seed: req.seed });
+    if (scheme.blockSize > 0 && rowLength % scheme.blockSize !== 0) throw new LowbitError(`${t.name}: rows of ${rowLength} values do not split into blocks of ${scheme.blockSize}`);
+    const y = dequantizeScheme(scheme, quantizeScheme(scheme, x, rows, rowLength), rows, rowLength);
+    const sample: [number, number][] = [];
+    const step = Math.max(1, Math.floor(x.length / 2000));
+    for (let i = 0; i < x.length; i += step) sample.push([x[i], y[i]]);
+    let amax = 0;
+    for (let i = 0; i < x.length; i++) amax = Math.max(amax, Math.abs(x[i]));
+    return { tensor: t.name, format: scheme.id, sqnrDb: sqnrDb(x, y), elements: x.length, sample, scale: amax, seconds: (performance.now() - t0) / 1000 };
+  }
+}
+
+// ---- sinks --------------------------------------------------------------------------------------
+
+interface FinishingSink extends ByteSink {
+  /** the whole output, once written (a disk-backed File for OPFS / FSA) */
+  finish(): Promise<Blob>;
+  /** drop what was written */
+  abort(): Promise<void>;
+}
+
+/** a non-shared copy when the bytes live in shared memory (file APIs take only unshared buffers) */
+let staging = new Uint8Array(0);
+function unshared(b: Uint8Array): Uint8Array {
+  if (!(b.buffer instanceof SharedArrayBuffer)) return b;
+  if (staging.length < b.length) staging = new Uint8Array(b.length);
+  const s = staging.subarray(0, b.length);
+  s.set(b);
+  return s;
+}
+
+interface SyncAccessHandle {
+  write(b: BufferSource, o: { at: number }): number;
+  flush(): void;
+  close(): void;
+}
+
+async function openSink(kind: SinkKind, name: string, handle?: FileSystemFileHandle): Promise<FinishingSink> {
+  if (kind === 'fsa') {
+    if (!handle) throw new LowbitError('no file chosen to save to');
+    return fsaSink(handle);
+  }
+  if (kind === 'opfs') return opfsSink(name);
+  return memoryBlobSink();
+}
+
+/** Origin Private File System: a sync access handle on a temp name, renamed when complete. */
+async function opfsSink(name: string): Promise<FinishingSink> {
+  const dir = await navigator.storage.getDirectory();
+  const tmp = `.partial-${Date.now()}-${Math.random().toString(36).slice(2)}-${name}`;
+  const fh = await dir.getFileHandle(tmp, { create: true });
+  const ah = (await (fh as unknown as { createSyncAccessHandle(): Promise<SyncAccessHandle> }).createSyncAccessHandle()) as SyncAccessHandle;
+  let at = 0;
+  return {
+    write(b) {
+      let off = 0;
+      const u = unshared(b);
+      while (off < u.length) off += ah.write(u.subarray(off) as Uint8Array<ArrayBuffer>, { at: at + off });
+      at += u.length;
+    },
+    async finish() {
+      ah.flush();
+      ah.close();
+      await dir.removeEntry(name).catch(() => undefined);
+      await (fh as unknown as { move(n: string): Promise<void> }).move(name);
+      return (await dir.getFileHandle(name)).getFile();
+    },
+    async abort() {
+      ah.close();
+      await dir.removeEntry(tmp).catch(() => undefined);
+    },
+  };
+}
+
+/** File System Access API: the user's chosen file, written through a swap file that replaces it on close. */
+async function fsaSink(handle: FileSystemFileHandle): Promise<FinishingSink> {
+  const w = await (handle as unknown as { createWritable(): Promise<FileSystemWritableFileStream> }).createWritable();
+  return {
+    async write(b) {
+      await w.write(b.slice() as BufferSource);
+    },
+    async finish() {
+      await w.close();
+      return handle.getFile();
+    },
+    async abort() {
+      await w.abort();
+    },
+  };
+}
+
+/** Small files without OPFS: in memory, handed over as a Blob. */
+function memoryBlobSink(): FinishingSink {
+  const m = memorySink();
+  return {
+    write: (b) => m.write(b),
+    async finish() {
+      return new Blob([m.bytes() as BlobPart]);
+    },
+    async abort() {},
+  };
+}
+
+// ---- helpers ------------------------------------------------------------------------------------
+
+function vocabOf(m: ModelFile): number {
+  const emb = m.tensors.find((t) => t.name === 'token_embd.weight');
+  return emb ? emb.shape[0] : 0;
+}
+
+function displayValue(v: unknown): string {
+  if (typeof v === 'bigint') return v.toString();
+  if (typeof v === 'string') return v.length > 200 ? `${v.slice(0, 200)}… (${v.length} chars)` : v;
+  if (ArrayBuffer.isView(v) || Array.isArray(v)) {
+    const a = Array.from(v as ArrayLike<unknown>);
+    const head = a.slice(0, 8).map((x) => (typeof x === 'string' ? JSON.stringify(x) : String(x))).join(', ');
+    return `[${head}${a.length > 8 ? `, … ${a.length} items` : ''}]`;
+  }
+  return String(v);
+}
+
+function messageOf(e: unknown): string {
+  if (e instanceof LowbitError) return e.message;
+  if (e instanceof Error) {
+    if (e.name === 'QuotaExceededError') return `the browser's storage is full (${e.message})`;
+    if (/memory/i.test(e.message) || e instanceof RangeError) return `out of memory or an impossible size: ${e.message}`;
+    return e.message;
+  }
+  return String(e);
+}
+

@@ -1,0 +1,137 @@
+/**
+ * The integer-dot matmul (llama.cpp's vec_dot path: activations rounded to Q8_0 / Q8_K, int32 block sums,
+ * wasm/matmul.ts intMatmulChunk) against its scalar TypeScript reference (src/kernels/int-dot.ts):
+ * bit for bit in both builds, on 1 and 2 threads; and within the stated bound of the exact product of
+ * the same operands (float64).
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import v8 from 'node:v8';
+import { useNodeThreads } from '../src/cli/threads.js';
+import { hasRelaxedSimd } from '../src/env.js';
+import '../src/index.js';
+import { intBlockOf, intMatmulErrorFactor, intMatmulRef, quantizeActsRef, unpackIntRow } from '../src/kernels/int-dot.js';
+import { MatmulEngine } from '../src/kernels/matmul.js';
+import { ggmlCodec } from '../src/quant/ggml/registry.js';
+import { ggmlRowBytes, ggmlTypeByName, type GgmlTypeInfo } from '../src/quant/ggml/types.js';
+import { xorshift32 } from '../src/rng.js';
+
+v8.setFlagsFromString('--experimental-wasm-relaxed-simd');
+const variants = hasRelaxedSimd() ? (['relaxed', 'simd'] as const) : (['simd'] as const);
+const TYPES = ['Q8_0', 'Q4_0', 'Q5_0', 'IQ4_NL', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K', 'IQ4_XS'];
+
+function normals(n: number, seed: number, scale = 1): Float32Array {
+  const next = xorshift32(seed);
+  const u = () => (next() + 0.5) / 2 ** 32;
+  return Float32Array.from({ length: n }, () => scale * Math.sqrt(-2 * Math.log(u())) * Math.cos(2 * Math.PI * u()));
+}
+
+function quantized(type: GgmlTypeInfo, n: number, k: number, seed: number): Uint8Array {
+  const bytes = new Uint8Array(n * ggmlRowBytes(type, k));
+  ggmlCodec(type)!.quantize!(normals(n * k, seed), n, k, bytes);
+  return bytes;
+}
+
+/** exact (float64) product of the dequantized operands, and sum |w x| (with the minimums' terms) */
+function exact(type: GgmlTypeInfo, bytes: Uint8Array, x: Float32Array, nTok: number, k: number, n: number): { y: Float64Array; abs: Float64Array } {
+  const bl = intBlockOf(type.id);
+  const a = quantizeActsRef(bl, x, nTok, k);
+  const rb = ggmlRowBytes(type, k);
+  const y = new Float64Array(nTok * n);
+  const abs = new Float64Array(nTok * n);
+  for (let r = 0; r < n; r++) {
+    const row = unpackIntRow(type, bytes.subarray(r * rb, (r + 1) * rb), k);
+    for (let t = 0; t < nTok; t++) {
+      let s = 0;
+      let sa = 0;
+      for (let i = 0; i < k; i++) {
+        const b = Math.floor(i / bl);
+        const xv = a.q[t * k + i] * a.d[t * (k / bl) + b];
+        const p = row.w[i] * row.scale[b] * xv;
+        s += p;
+        sa += Math.abs(p);
+        if (row.mins) {
+          const m = row.mins[b * 8 + ((i % 256) >> 5)] * row.dmin![b] * xv;
+          s -= m;
+          sa += Math.abs(m);
+        }
+      }
+      y[t * n + r] = s;
+      abs[t * n + r] = sa;
+    }
+  }
+  return { y, abs };
+}
+
+test('integer matmul = intMatmulRef bit for bit (both builds) and within gamma(R nb) sum|w x| of the exact product', () => {
+  let checked = 0;
+  let seed = 1;
+  for (const variant of variants) {
+    const e = MatmulEngine.get(variant)!;
+    e.setThreads(1);
+    for (const name of TYPES) {
+      const type = ggmlTypeByName(name)!;
+      const bl = intBlockOf(type.id);
+      for (const k of [bl, 3 * bl]) {
+        for (const [nTok, n] of [[1, 1], [3, 2], [5, 7], [17, 5]]) {
+          const label = `${variant} ${name} T=${nTok} K=${k} N=${n}`;
+          const bytes = quantized(type, n, k, seed++);
+          const kw = e.storeWeight(type, n, k, ggmlRowBytes(type, k), bytes)!;
+          assert.equal(e.intBlock(kw), bl, label);
+          const x = normals(nTok * k, seed++, 3);
+          const y = new Float32Array(nTok * n);
+          e.matmulInt(y, x, kw, nTok);
+          const ref = new Float32Array(nTok * n);
+          intMatmulRef(ref, x, type, bytes, nTok, k, n);
+          assert.deepEqual(y, ref, `${label}: kernel = intMatmulRef`);
+          const ex = exact(type, bytes, x, nTok, k, n);
+          const g = intMatmulErrorFactor(type.id, k);
+          for (let i = 0; i < y.length; i++) {
+            const bound = g * ex.abs[i] + 1e-30;
+            assert.ok(Math.abs(y[i] - ex.y[i]) <= bound, `${label} [${i}]: |${y[i]} - ${ex.y[i]}| > ${bound}`);
+          }
+          checked++;
+        }
+      }
+    }
+  }
+  assert.equal(checked, variants.length * TYPES.length * 8);
+});
+
+test('integer matmul: 2 threads give the same bits; the bound can fail (one quant off)', () => {
+  useNodeThreads();
+  const e = MatmulEngine.get(variants[0])!;
+  const type = ggmlTypeByName('Q4_K')!;
+  const [nTok, k, n] = [37, 512, 300];
+  const bytes = quantized(type, n, k, 99);
+  const kw = e.storeWeight(type, n, k, ggmlRowBytes(type, k), bytes)!;
+  const x = normals(nTok * k, 5);
+  const one = new Float32Array(nTok * n);
+  e.setThreads(1);
+  e.matmulInt(one, x, kw, nTok);
+  const two = new Float32Array(nTok * n);
+  e.setThreads(2);
+  try {
+    e.matmulInt(two, x, kw, nTok);
+  } finally {
+    e.setThreads(1);
+  }
+  assert.deepEqual(two, one);
+  // a changed quant (one nibble of row 0) moves y[0][0] by ~d * sc * |x| >> the bound
+  const bad = bytes.slice();
+  bad[16] ^= 0x0f;
+  const ex = exact(type, bad, x, 1, k, 1);
+  const bound = intMatmulErrorFactor(type.id, k) * ex.abs[0];
+  assert.ok(Math.abs(one[0] - ex.y[0]) > bound, `${one[0]} vs ${ex.y[0]}`);
+});
+
+test('intBlock: 0 for types without an integer path and for rows that are not whole blocks', () => {
+  const e = MatmulEngine.get(variants[0])!;
+  const q8 = ggmlTypeByName('Q8_0')!;
+  const f32 = ggmlTypeByName('F32')!;
+  assert.equal(e.intBlock(e.storeWeight(f32, 2, 8, 32, new Uint8Array(64))!), 0);
+  assert.equal(e.intBlock(e.storeWeight(q8, 1, 32, 34, new Uint8Array(34))!), 32);
+  const q4k = ggmlTypeByName('Q4_K')!;
+  assert.equal(intBlockOf(q4k.id), 256);
+  assert.throws(() => e.matmulInt(new Float32Array(2), new Float32Array(16), e.storeWeight(f32, 2, 8, 32, new Uint8Array(64))!, 1), /no integer matmul/);
+});
