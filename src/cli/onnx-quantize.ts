@@ -21,7 +21,7 @@ import { matmulTargets, quantizeMatMulNBits, type NBitsAlgorithm, type NodeRepor
 import { QDQ_OPS, qdqTargets, quantizeQdq, RangeCollector, type CalibMethod, type QdqOptions } from '../io/onnx/qdq.js';
 import type { ParsedArgs } from './args.js';
 import type { OptionSpec } from './args.js';
-import { refuseSameFile, withAtomicFile } from './files.js';
+import { checkOutput, noteInput, stagedPath, withAtomicFile } from './files.js';
 import { openOnnxPath } from './onnx-open.js';
 import { captureActivations, loadOrt, ortSession, type Feeds, type OutTensor } from './onnx-runtime.js';
 import { renderTable } from './commands/formats.js';
@@ -150,7 +150,9 @@ export async function runOnnxQuantize(a: ParsedArgs): Promise<void> {
   if (!output) fail('quantize needs an output path');
   if (!/\.onnx$/i.test(input)) fail(`input ${input}: ONNX output needs an ONNX input (.onnx)`);
   if (!/\.onnx$/i.test(output)) fail(`output ${output}: an ONNX model is written as .onnx`);
-  refuseSameFile(input, output);
+  noteInput(input);
+  noteInput(a.values.calib as string | undefined);
+  checkOutput(output, 'output');
   const type = (a.values.type as string | undefined)?.toLowerCase() ?? (a.values.qdq ? 'qdq' : fail('quantize model.onnx needs --type int4 (also int2, int8: MatMulNBits) and/or --qdq int8'));
   const bitsOf: Record<string, number> = { int2: 2, int4: 4, int8: 8, q4: 4, q8: 8 };
   const bits = type === 'qdq' ? 0 : (bitsOf[type] ?? fail(`--type ${type}: for ONNX models use int2, int4 or int8 (MatMulNBits) or qdq`));
@@ -227,7 +229,7 @@ export async function runOnnxQuantize(a: ParsedArgs): Promise<void> {
     let loads: boolean | undefined;
     try {
       await loadOrt();
-      const s = await ortSession(path.resolve(output));
+      const s = await ortSession(path.resolve(stagedPath(output))); // the written file, renamed into place when the run succeeds
       await s.release();
       loads = true;
     } catch (e) {

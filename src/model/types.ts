@@ -29,6 +29,33 @@ export interface LlamaConfig {
   /** number of leading dimensions of each head that RoPE rotates (normally headDim) */
   ropeDim: number;
   ropeStyle: RopeStyle;
+  // ---- family traits (absent = Llama 2 behaviour); see src/model/llama.ts llamaConfigFromGguf ----
+  /** GGUF general.architecture the model came from (llama, qwen2, qwen3, qwen3moe, phi3, gemma2, gemma3) */
+  arch?: string;
+  /** gate activation of the feed-forward block: SwiGLU (silu) or GeGLU (gelu, tanh form, as ggml) */
+  activation?: 'silu' | 'gelu';
+  /** query scale (default 1/sqrt(headDim)) */
+  attnScale?: number;
+  /** attention scores soft-capped to cap*tanh(s/cap) (Gemma 2) */
+  attnSoftcap?: number;
+  /** logits soft-capped to cap*tanh(z/cap) (Gemma 2/3) */
+  finalSoftcap?: number;
+  /** token embeddings multiplied by this (Gemma: sqrt(dim)) */
+  embedScale?: number;
+  /** sliding-window size of the layers flagged in swaLayers: position p attends to p-window+1 .. p */
+  slidingWindow?: number;
+  /** per layer: true when it uses sliding-window attention */
+  swaLayers?: readonly boolean[];
+  /** RoPE base of sliding-window layers (Gemma 3: 10000) */
+  ropeThetaSwa?: number;
+  /** linear RoPE scaling: positions are multiplied by this (1/factor) */
+  ropeFreqScale?: number;
+  /** the same for sliding-window layers (default ropeFreqScale) */
+  ropeFreqScaleSwa?: number;
+  /** mixture of experts: experts per layer, experts used per token, each expert's inner width */
+  nExperts?: number;
+  nExpertsUsed?: number;
+  expertHiddenDim?: number;
 }
 
 /**

@@ -10,7 +10,7 @@ import { evaluateQuantization, type QuantizeEvaluation } from '../../pipeline/ev
 import { readImatrix } from '../../pipeline/imatrix-file.js';
 import { quantizeReportHtml } from '../../pipeline/report-html.js';
 import type { Command, ParsedArgs } from '../args.js';
-import { refuseSameFile, withAtomicFile, writeFileAtomic } from '../files.js';
+import { checkOutput, noteInput, readInputText, stagedPath, withAtomicFile, writeFileAtomic } from '../files.js';
 import { directSink } from '../direct-sink.js';
 import { openModelPath, pipelinedSink } from '../model-open.js';
 import { defaultThreads, QuantizePool } from '../quantize-pool.js';
@@ -22,6 +22,19 @@ import { isOnnxPath } from '../onnx-open.js';
 import { ONNX_QUANTIZE_OPTIONS, runOnnxQuantize } from '../onnx-quantize.js';
 import { ALLOCATE_OPTIONS, allocatedRecipe, COST_OPTIONS } from './sensitivity.js';
 import type { AllocationResult } from '../../pipeline/allocate.js';
+
+/** options that only one algorithm reads */
+const ALGORITHM_FLAGS: readonly (readonly [string, string])[] = [
+  ['act-order', 'gptq'],
+  ['damp', 'gptq'],
+  ['gptq-block', 'gptq'],
+  ['gptq-importance', 'gptq'],
+  ['gptq-clip', 'gptq'],
+  ['awq-grid', 'awq'],
+  ['awq-clip', 'awq'],
+  ['hqq-iters', 'hqq'],
+  ['hqq-p', 'hqq'],
+];
 
 /** The recipe of the flags, with --algo and the PTQ options that were given folded in. */
 function recipeOf(a: ParsedArgs, output: 'gguf' | 'safetensors'): Recipe {
@@ -37,13 +50,15 @@ function baseRecipeOf(a: ParsedArgs, output: 'gguf' | 'safetensors'): Recipe {
   const file = a.values.recipe as string | undefined;
   const type = a.values.type as string | undefined;
   if (file && type) fail('give either --type or --recipe, not both');
-  if (file) {
-    if (!fs.existsSync(file)) fail(`recipe file ${file} does not exist`);
-    return recipeFromJSON(fs.readFileSync(file, 'utf8'));
-  }
+  if (file) return recipeFromJSON(readInputText(file, 'recipe file'));
   if (!type) fail(`quantize needs --type T (llama.cpp types: ${Object.keys(LLAMA_FTYPES).join(', ')}; or a scheme such as int4, mxfp4, nvfp4, nf4) or --recipe FILE`);
   // names that are both (NVFP4): a llama.cpp file type for GGUF output, the NVIDIA scheme for safetensors
   const isFtype = output === 'gguf' && Object.keys(LLAMA_FTYPES).some((k) => k.toLowerCase() === type.toLowerCase());
+  // flags of the other kind of target are refused, not ignored
+  const LLAMA_ONLY = ['pure', 'output-tensor-type', 'token-embedding-type', 'leave-output-tensor'];
+  const GENERIC_ONLY = ['group', 'asym', 'zero-point', 'keep-embeddings'];
+  for (const f of isFtype ? GENERIC_ONLY : LLAMA_ONLY)
+    if (a.given.has(f)) fail(isFtype ? `--${f} applies to generic schemes (int4, mxfp4, ...), not to the llama.cpp type ${type}` : `--${f} applies to llama.cpp types (Q4_K_M, ...), not to the scheme ${type}`);
   if (isFtype)
     return llamaRecipe(type, {
       pure: a.values.pure as boolean,
@@ -144,6 +159,7 @@ export const quantizeCommand: Command = {
     ...ALLOCATE_OPTIONS,
     ...COST_OPTIONS,
     { name: 'dry-run', type: 'boolean', help: 'print the per-tensor plan and write nothing' },
+    { name: 'force', type: 'boolean', help: '--layout gptq|awq: replace an existing config.json beside OUT' },
     { name: 'json', type: 'boolean', help: 'print the report as JSON (no progress)' },
     ...ONNX_QUANTIZE_OPTIONS,
   ],
@@ -154,19 +170,36 @@ export const quantizeCommand: Command = {
     if (!output && !dry) fail('quantize needs an output path (or --dry-run)');
     const out = output ?? 'plan.gguf';
     const kind = /\.gguf$/i.test(out) ? 'gguf' : /\.safetensors$/i.test(out) ? 'safetensors' : fail(`output ${out}: extension must be .gguf or .safetensors`);
-    refuseSameFile(input, output);
     const layout = a.values.layout as 'lowbit' | 'gptq' | 'awq';
     if (layout !== 'lowbit' && kind !== 'safetensors') fail(`--layout ${layout} writes a Hugging Face safetensors checkpoint: OUT must end in .safetensors`);
     if (a.values['keep-unpackable'] && layout === 'lowbit') fail('--keep-unpackable applies to --layout gptq or awq');
     const configPath = path.join(path.dirname(out), 'config.json');
-    if (layout !== 'lowbit') refuseSameFile(input, configPath);
+    const imFile = a.values.imatrix as string | undefined;
+    const calibFile = a.values.calib as string | undefined;
+    const evalText = a.values.eval as string | undefined;
+    const reportFile = a.values.report as string | undefined;
+    if (reportFile && !/\.html?$/i.test(reportFile)) fail(`--report ${reportFile}: the report is HTML; name it .html`);
+    // validate everything, then write: every input is noted and every output checked before any work
+    for (const f of [input, imFile, calibFile, evalText, a.values.recipe as string | undefined]) noteInput(f);
+    if (/\.safetensors$|\.json$/i.test(input)) noteInput(path.join(path.dirname(input), 'config.json'));
+    if (!dry) {
+      checkOutput(out, 'output');
+      if (layout !== 'lowbit') {
+        checkOutput(configPath, 'config.json');
+        if (fs.existsSync(configPath) && !a.values.force)
+          fail(`${configPath} already exists (it may belong to another checkpoint in this folder); write OUT into its own folder, or give --force to replace it`);
+      }
+      if (reportFile) checkOutput(reportFile, 'report (--report)');
+    }
     let recipe = recipeOf(a, kind);
+    // options of one algorithm are refused when no tensor uses it (instead of being silently ignored)
+    const algorithmsUsed = [recipe.algorithm ?? 'rtn', ...recipe.rules.map((r) => r.algorithm ?? '')].flatMap((x) => x.split('+'));
+    for (const [flag, algo] of ALGORITHM_FLAGS) if (a.given.has(flag) && !algorithmsUsed.includes(algo)) fail(`--${flag} applies to --algo ${algo} (this run uses ${[...new Set(algorithmsUsed.filter(Boolean))].join(', ')})`);
     const allocating = a.given.has('target-size') || a.given.has('target-bpw');
     if (!allocating) for (const f of ['allocate', 'db', 'evo-generations', 'evo-offspring', 'types', 'estimator', 'output-factor', 'kld-windows', 'sample-rows']) if (a.given.has(f)) fail(`--${f} applies with --target-size or --target-bpw`);
     if (allocating && kind !== 'gguf') fail('--target-size/--target-bpw allocate GGML types: OUT must end in .gguf');
-    if (allocating && a.given.has('db')) refuseSameFile(input, a.values.db as string);
-    const imFile = a.values.imatrix as string | undefined;
-    refuseSameFile(imFile, output);
+    // the sensitivity database is a cache: read when it exists, else written (replaced only when the run succeeds)
+    if (allocating && a.given.has('db') && !dry) checkOutput(a.values.db as string, 'sensitivity database (--db)');
     let imatrix: Awaited<ReturnType<typeof readImatrix>> | undefined;
     if (imFile) {
       const src = fileSource(imFile);
@@ -177,14 +210,8 @@ export const quantizeCommand: Command = {
       }
     }
     const json = a.values.json as boolean;
-    const evalText = a.values.eval as string | undefined;
-    if (evalText && !fs.existsSync(evalText)) fail(`--eval text ${evalText} does not exist`);
-    const reportFile = a.values.report as string | undefined;
-    if (reportFile) {
-      if (!/\.html?$/i.test(reportFile)) fail(`--report ${reportFile}: the report is HTML; name it .html`);
-      refuseSameFile(input, reportFile);
-      if (output && path.resolve(reportFile) === path.resolve(output)) fail(`--report ${reportFile} is the output file`);
-    }
+    const calibText = calibFile ? readInputText(calibFile, 'calibration file (--calib)') : undefined;
+    const evalTextContent = evalText ? readInputText(evalText, '--eval text') : undefined;
     const { model, close } = await openModelPath(input);
     try {
       let allocation: AllocationResult | undefined;
@@ -196,6 +223,10 @@ export const quantizeCommand: Command = {
       }
       const plan = planQuantization(model, recipe, kind, { hasImatrix: !!imatrix, layout, keepUnpackable: a.values['keep-unpackable'] as boolean });
       if (imatrix) checkImatrix(model, plan, imatrix, `imatrix ${imFile}`);
+      // a group size that fits no tensor would silently leave every tensor unquantized
+      const quantizable = plan.tensors.filter((p) => p.from !== p.to || p.fallbackFrom);
+      if (a.given.has('group') && quantizable.length && quantizable.every((p) => p.fallbackFrom))
+        fail(`--group ${a.values.group} fits no tensor of ${input} (every one would fall back to ${quantizable[0].to}); use a group size that divides the rows`);
       if (dry) {
         const rows = plan.tensors.map((p) => [p.name, p.ne.join('x'), p.from, p.to + (p.fallbackFrom ? ` (from ${p.fallbackFrom})` : '')]);
         if (json) process.stdout.write(JSON.stringify({ recipe: plan.recipe, tensors: plan.tensors.map(({ name, ne, from, to, fallbackFrom }) => ({ name, ne, from, to, fallbackFrom })) }, null, 1) + '\n');
@@ -204,9 +235,6 @@ export const quantizeCommand: Command = {
       }
       const tty = !json && process.stderr.isTTY;
       const progress = tty ? progressBar(plan.tensors.reduce((a, p) => a + p.ne.reduce((x, y) => x * y, 1), 0)) : undefined;
-      const calibFile = a.values.calib as string | undefined;
-      refuseSameFile(calibFile, output);
-      if (calibFile && !fs.existsSync(calibFile)) fail(`calibration file ${calibFile} does not exist`);
       const options = ptqOptions(recipe.ptq ?? {});
       let ptq: PtqOutput | undefined;
       const calibrated = (recipe.algorithm ?? 'rtn') !== 'rtn' || recipe.rules.some((r) => r.algorithm && r.algorithm !== 'rtn') || calibFile || options.rotate !== 'none' || options.smooth > 0;
@@ -219,7 +247,7 @@ export const quantizeCommand: Command = {
             options,
             threads: threadsFrom(threads),
             gptqWorkers,
-            calibText: calibFile ? fs.readFileSync(calibFile, 'utf8') : undefined,
+            calibText,
             onProgress: tty ? (msg) => process.stderr.write(`\r${msg.padEnd(60)}`) : undefined,
           });
         } finally {
@@ -248,12 +276,12 @@ export const quantizeCommand: Command = {
         await pool?.close();
       }
       // a GPTQ/AWQ checkpoint is a folder: the safetensors file and config.json beside it
-      if (report.hfConfig) writeFileAtomic(configPath, JSON.stringify(report.hfConfig, null, 2) + '\n');
+      if (report.hfConfig) writeFileAtomic(configPath, JSON.stringify(report.hfConfig, null, 2) + '\n', 'config.json');
       let evaluation: QuantizeEvaluation | undefined;
-      if (evalText) {
-        const text = fs.readFileSync(evalText, 'utf8');
+      if (evalText && evalTextContent !== undefined) {
+        const text = evalTextContent;
         const original = fileSource(input);
-        const quantized = fileSource(out);
+        const quantized = fileSource(stagedPath(out)); // the written output, renamed into place when the run succeeds
         try {
           evaluation = await evaluateQuantization(original, quantized, text, {
             ctx: a.values['eval-ctx'] as number,
@@ -267,14 +295,14 @@ export const quantizeCommand: Command = {
         }
       }
       progress?.clear();
-      if (reportFile) writeFileAtomic(reportFile, quantizeReportHtml({ report, input, output: out, evaluation, generator: 'lowbit 0.1.0 quantize' }));
+      if (reportFile) writeFileAtomic(reportFile, quantizeReportHtml({ report, input, output: out, evaluation, generator: 'lowbit 0.1.0 quantize' }), 'report (--report)');
       const algorithms = ptq ? Object.fromEntries([...ptq.quantized].map(([n, t]) => [n, t.algorithm])) : {};
       if (json) {
         const ev = evaluation ? (({ kldValues: _omit, ...rest }) => rest)(evaluation) : undefined;
-        process.stdout.write(JSON.stringify({ ...report, output: out, ...(allocation ? { allocation: allocationSummary(allocation, fs.statSync(out).size) } : {}), algorithm: recipe.algorithm ?? 'rtn', ...(ptq ? { ptq: { notes: ptq.notes, seconds: ptq.seconds, calibrationTokens: ptq.calibrationTokens, rotationMaxLogitDiff: ptq.rotationMaxLogitDiff } } : {}), tensors: report.tensors.map((t) => ({ ...t, sqnrDb: Number.isFinite(t.sqnrDb) ? t.sqnrDb : null, ...(algorithms[t.name] ? { algorithm: algorithms[t.name] } : {}) })), ...(ev ? { evaluation: ev } : {}), ...(reportFile ? { report: reportFile } : {}) }) + '\n');
+        process.stdout.write(JSON.stringify({ ...report, output: out, ...(allocation ? { allocation: allocationSummary(allocation, fs.statSync(stagedPath(out)).size) } : {}), algorithm: recipe.algorithm ?? 'rtn', ...(ptq ? { ptq: { notes: ptq.notes, seconds: ptq.seconds, calibrationTokens: ptq.calibrationTokens, rotationMaxLogitDiff: ptq.rotationMaxLogitDiff } } : {}), tensors: report.tensors.map((t) => ({ ...t, sqnrDb: Number.isFinite(t.sqnrDb) ? t.sqnrDb : null, ...(algorithms[t.name] ? { algorithm: algorithms[t.name] } : {}) })), ...(ev ? { evaluation: ev } : {}), ...(reportFile ? { report: reportFile } : {}) }) + '\n');
       } else {
         const ptqText = ptq ? `${ptq.notes.join('\n')}\n${ptq.calibrationTokens ? `calibration: ${ptq.calibrationTokens} tokens, ` : ''}${ptq.seconds.toFixed(2)} s\n` : '';
-        process.stdout.write(`${out}: ${recipe.name}${recipe.algorithm ? ` (${recipe.algorithm})` : ''}${report.hfConfig ? ` (${layout} layout; ${configPath} written)` : ''}\n\n${reportTable(report, evaluation)}\n${ptqText}${reportFile ? `report: ${reportFile}\n` : ''}${allocation ? allocationText(allocation, fs.statSync(out).size) : ''}`);
+        process.stdout.write(`${out}: ${recipe.name}${recipe.algorithm ? ` (${recipe.algorithm})` : ''}${report.hfConfig ? ` (${layout} layout; ${configPath} written)` : ''}\n\n${reportTable(report, evaluation)}\n${ptqText}${reportFile ? `report: ${reportFile}\n` : ''}${allocation ? allocationText(allocation, fs.statSync(stagedPath(out)).size) : ''}`);
       }
     } finally {
       close();
