@@ -1,17 +1,19 @@
 /**
- * `npm run bench -- eval [chunks260K=50] [chunks100M=8] [reps=3] [threads=2, or a list: 1,2]`: runtime and evaluation
+ * `npm run bench -- eval [chunks260K=50] [chunks100M=8] [reps=3] [threads=2, or a list: 1,2] [ctx=128, or a list: 128,512]
+ *  [types=F32,Q8_0,Q4_K_M]`: runtime and evaluation
  * throughput, each next to its anchor measured in the same run.
  *
  *  1. tokenizer on TinyStories: ours vs llama.cpp's (node-llama-cpp); stories260K prompt and decode speed;
  *  2. matmul, one thread, T = 64 tokens x K = 768 x N = 2816: the WebAssembly kernel (relaxed and
- *     plain SIMD) on F32, Q8_0 and Q4_K weights vs the scalar TypeScript reference (matmulRef on f32);
- *  3. `lowbit eval MODEL --text data/tinystories-valid-head.txt --ctx 128 --chunks N --threads T`
- *     vs `llama-perplexity -m MODEL -f ... -c 128 --chunks N -t T`, whole commands as a user runs them
+ *     plain SIMD) on F32, Q8_0 and Q4_K weights (f32 activations, and the integer-dot path with
+ *     activations rounded to Q8_0 / Q8_K) vs the scalar TypeScript reference (matmulRef on f32);
+ *  3. `lowbit eval MODEL --text data/tinystories-valid-head.txt --ctx C --chunks N --threads T`
+ *     vs `llama-perplexity -m MODEL -f ... -c C --chunks N -t T`, whole commands as a user runs them
  *     (start-up, loading and tokenization included), best wall time of `reps` alternating runs:
- *     tokens/s = chunks * 128 / seconds, and per CPU second (GNU time: user + system), on stories260K
- *     (F32) and a synthetic ~155 M-parameter llama
- *     (bench/_llama-synth.ts) in F32 and Q8_0 (quantized by `lowbit quantize --type Q8_0`).
- *     Both print PPL: they must agree (same model, same text).
+ *     tokens/s = chunks * C / seconds, and per CPU second (GNU time: user + system), on stories260K
+ *     (F32, ctx 128) and a synthetic ~155 M-parameter llama (bench/_llama-synth.ts) in F32, Q8_0 and
+ *     Q4_K_M (quantized by `lowbit quantize --type T`). lowbit eval rounds the activations as llama.cpp
+ *     does (its default for GGUF files), so both print the same PPL up to float rounding.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
@@ -26,7 +28,7 @@ import { MatmulEngine } from '../src/kernels/matmul.js';
 import { matmulRef } from '../src/model/matmul.js';
 import { ggmlCodec } from '../src/quant/ggml/registry.js';
 import { ggmlRowBytes, ggmlTypeByName } from '../src/quant/ggml/types.js';
-import { syntheticLlama } from './_llama-synth.js';
+import { modelFile } from './profile.js';
 import { loadLlamaCpp } from '../scripts/llama-tools.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -110,6 +112,10 @@ function matmulGflops(): void {
       const kw = e.storeWeight(type, N, K, rowBytes, q)!;
       const g = gflops(() => e.matmul(out, x, kw, T), flops);
       cells.push(`${name} ${g.toFixed(1)} (${(g / ref).toFixed(0)}x)`);
+      if (e.intBlock(kw) > 0) {
+        const gi = gflops(() => e.matmulInt(out, x, kw, T), flops);
+        cells.push(`${name} integer dot ${gi.toFixed(1)} (${(gi / ref).toFixed(0)}x)`);
+      }
     }
     console.log(`  wasm ${variant.padEnd(7)}: ${cells.join(', ')}`);
   }
@@ -143,8 +149,8 @@ function timed(cmd: string, args: string[]): { stdout: string; stderr: string; s
   return { stdout: r.stdout, stderr: r.stderr, status: r.status, seconds, cpu };
 }
 
-function runLowbit(model: string, chunks: number, threads: number): Run | null {
-  const r = timed(process.execPath, [join(root, 'bin/lowbit.js'), 'eval', model, '--text', join(root, 'data/tinystories-valid-head.txt'), '--ctx', '128', '--chunks', String(chunks), '--threads', String(threads), '--json']);
+function runLowbit(model: string, chunks: number, threads: number, ctx: number): Run | null {
+  const r = timed(process.execPath, [join(root, 'bin/lowbit.js'), 'eval', model, '--text', join(root, 'data/tinystories-valid-head.txt'), '--ctx', String(ctx), '--chunks', String(chunks), '--threads', String(threads), '--json']);
   if (r.status !== 0) {
     console.log(`  lowbit failed: ${r.stderr.trim().split('\n').pop()}`);
     return null;
@@ -152,9 +158,9 @@ function runLowbit(model: string, chunks: number, threads: number): Run | null {
   return { seconds: r.seconds, cpu: r.cpu, ppl: JSON.parse(r.stdout).ppl as number };
 }
 
-function runLlamaCpp(bin: string, model: string, chunks: number, threads: number): Run | null {
+function runLlamaCpp(bin: string, model: string, chunks: number, threads: number, ctx: number): Run | null {
   for (let attempt = 0; attempt < 3; attempt++) {
-    const r = timed(bin, ['-m', model, '-f', join(root, 'data/tinystories-valid-head.txt'), '-c', '128', '--chunks', String(chunks), '-t', String(threads)]);
+    const r = timed(bin, ['-m', model, '-f', join(root, 'data/tinystories-valid-head.txt'), '-c', String(ctx), '--chunks', String(chunks), '-t', String(threads)]);
     const m = /Final estimate: PPL = ([0-9.]+)/.exec(r.stdout + r.stderr);
     if (r.status === 0 && m) return { seconds: r.seconds, cpu: r.cpu, ppl: Number(m[1]) };
     // its log thread can drop the last lines at exit: retry
@@ -163,49 +169,47 @@ function runLlamaCpp(bin: string, model: string, chunks: number, threads: number
   return null;
 }
 
-async function evalVsLlamaCpp(chunks260K: number, chunks100M: number, reps: number, threadCounts: number[]): Promise<void> {
+async function evalVsLlamaCpp(chunks260K: number, chunks100M: number, reps: number, threadCounts: number[], ctxs: number[], types: string[]): Promise<void> {
   const bin = join(root, '.cache/llama.cpp-build/bin/llama-perplexity');
   if (!existsSync(bin)) {
     console.log('llama-perplexity not built (node scripts/build-llama-cpp.mjs): skipping the eval comparison');
     return;
   }
-  const synth = await syntheticLlama(root);
-  const q8 = synth.replace(/-f32\.gguf$/, '-q8_0.gguf');
-  if (!existsSync(q8)) {
-    const r = spawnSync(process.execPath, [join(root, 'bin/lowbit.js'), 'quantize', synth, q8, '--type', 'Q8_0'], { encoding: 'utf8' });
-    if (r.status !== 0) throw new Error(`quantize failed: ${r.stderr}`);
+  const models: [string, string, number, number][] = [];
+  for (const ctx of ctxs) {
+    if (ctx === 128) models.push(['stories260K F32', join(root, 'data/stories260K.gguf'), chunks260K, 128]);
+    for (const type of types) models.push([`llama 155M ${type}`, await modelFile(type), chunks100M, ctx]);
   }
-  const models: [string, string, number][] = [
-    ['stories260K F32', join(root, 'data/stories260K.gguf'), chunks260K],
-    ['llama 155M F32', synth, chunks100M],
-    ['llama 155M Q8_0', q8, chunks100M],
-  ];
-  console.log(`lowbit eval vs llama-perplexity: ctx 128, whole commands, best of ${reps} alternating runs`);
-  console.log('  tok/s = chunks x 128 / wall seconds; tok/CPU-s = chunks x 128 / (user + system) CPU seconds (less sensitive to other jobs)');
+  console.log(`lowbit eval vs llama-perplexity: whole commands, best of ${reps} alternating runs; ratio of the pair medians in brackets`);
+  console.log('  tok/s = chunks x ctx / wall seconds; tok/CPU-s = chunks x ctx / (user + system) CPU seconds (less sensitive to other jobs)');
   console.log(
-    `  ${'model'.padEnd(16)} ${'threads'.padStart(7)} ${'chunks'.padStart(6)} ${'lowbit tok/s'.padStart(13)} ${'llama.cpp'.padStart(10)} ${'ratio'.padStart(6)}  ${'lowbit tok/CPU-s'.padStart(16)} ${'llama.cpp'.padStart(10)} ${'ratio'.padStart(6)}   PPL lowbit / llama.cpp`,
+    `  ${'model'.padEnd(18)} ${'ctx'.padStart(4)} ${'thr'.padStart(3)} ${'chunks'.padStart(6)} ${'lowbit tok/s'.padStart(13)} ${'llama.cpp'.padStart(10)} ${'ratio'.padStart(13)}  ${'lowbit tok/CPU-s'.padStart(16)} ${'llama.cpp'.padStart(10)} ${'ratio'.padStart(6)}   PPL lowbit / llama.cpp`,
   );
   for (const t of threadCounts) {
-    for (const [label, file, chunks] of models) {
+    for (const [label, file, chunks, ctx] of models) {
       let best: Run | null = null;
       let bestRef: Run | null = null;
       let cpu = Infinity;
       let cpuRef = Infinity;
+      const pairs: number[] = [];
       for (let i = 0; i < reps; i++) {
-        const a = runLowbit(file, chunks, t);
-        const b = runLlamaCpp(bin, file, chunks, t);
+        const a = runLowbit(file, chunks, t, ctx);
+        const b = runLlamaCpp(bin, file, chunks, t, ctx);
         if (a && (!best || a.seconds < best.seconds)) best = a;
         if (b && (!bestRef || b.seconds < bestRef.seconds)) bestRef = b;
         if (a) cpu = Math.min(cpu, a.cpu);
         if (b) cpuRef = Math.min(cpuRef, b.cpu);
+        if (a && b) pairs.push(b.seconds / a.seconds);
       }
       if (!best || !bestRef) continue;
-      const tokens = chunks * 128;
+      const tokens = chunks * ctx;
       const ours = tokens / best.seconds;
       const theirs = tokens / bestRef.seconds;
+      pairs.sort((x, y) => x - y);
+      const med = pairs[Math.floor((pairs.length - 1) / 2)];
       const f = (v: number, w: number) => (Number.isFinite(v) ? v.toFixed(1) : '-').padStart(w);
       console.log(
-        `  ${label.padEnd(16)} ${String(t).padStart(7)} ${String(chunks).padStart(6)} ${f(ours, 13)} ${f(theirs, 10)} ${(ours / theirs).toFixed(2).padStart(6)}  ` +
+        `  ${label.padEnd(18)} ${String(ctx).padStart(4)} ${String(t).padStart(3)} ${String(chunks).padStart(6)} ${f(ours, 13)} ${f(theirs, 10)} ${`${(ours / theirs).toFixed(2)} [${med.toFixed(2)}]`.padStart(13)}  ` +
           `${f(tokens / cpu, 16)} ${f(tokens / cpuRef, 10)} ${Number.isFinite(cpu) ? (cpuRef / cpu).toFixed(2).padStart(6) : '     -'}   ${best.ppl.toFixed(4)} / ${bestRef.ppl.toFixed(4)}`,
       );
     }
@@ -215,9 +219,11 @@ async function evalVsLlamaCpp(chunks260K: number, chunks100M: number, reps: numb
 export async function run(args: string[]): Promise<void> {
   const [chunks260K, chunks100M, reps] = [Number(args[0] ?? 50), Number(args[1] ?? 8), Number(args[2] ?? 3)];
   const threadCounts = (args[3] ?? '2').split(',').map(Number);
+  const ctxs = (args[4] ?? '128').split(',').map(Number);
+  const types = (args[5] ?? 'F32,Q8_0,Q4_K_M').split(',');
   useNodeThreads();
   await tokenizer();
   matmulGflops();
-  await evalVsLlamaCpp(chunks260K, chunks100M, reps, threadCounts);
+  await evalVsLlamaCpp(chunks260K, chunks100M, reps, threadCounts, ctxs, types);
   for (const v of ['relaxed', 'simd'] as const) MatmulEngine.get(v)?.close();
 }

@@ -1,9 +1,11 @@
 /**
- * `npm run bench -- profile [model=synthetic 100M] [chunks=4] [ctx=128] [threads=1] [activations=f32|ggml] [types=F32,Q8_0,Q4_K_M]`:
+ * `npm run bench -- profile [chunks=4] [ctx=128] [threads=1] [activations=f32|ggml] [types=F32,Q8_0,Q4_K_M]`
+ * (chunks < 0: decode -chunks tokens one at a time, as `lowbit generate`):
  * where a forward pass spends its time, per op, on the synthetic ~100M llama (bench/_llama-synth.ts)
  * in its stored types, as `lowbit eval` runs it (chunks of ctx tokens, logits of the second half).
  *
- * Exclusive wall time per op, by wrapping the model's and the engine's methods with a timer stack (no
+ * Exclusive CPU time per op (process.cpuUsage: on a shared machine wall time counts other jobs; with
+ * threads > 1 it sums the workers' time), by wrapping the model's and the engine's methods with a timer stack (no
  * change to the code measured): matmul by layer kind (q/k/v, o, gate/up, down, output), activation
  * rounding (--activations ggml), attention kernel, SwiGLU, log-sum-exp, and the rest of each block
  * (RMSNorm, RoPE, KV-cache store, residual adds). Also GFLOP/s of each matmul kind.
@@ -29,15 +31,21 @@ interface Stat {
   flops: number;
 }
 
+/** process CPU time in ms (user + system): the machine is shared, wall time counts other jobs' slices */
+function cpuMs(): number {
+  const c = process.cpuUsage();
+  return (c.user + c.system) / 1000;
+}
+
 class Profiler {
   readonly stats = new Map<string, Stat>();
   private stack: { name: string; t0: number; child: number }[] = [];
   enter(name: string): void {
-    this.stack.push({ name, t0: performance.now(), child: 0 });
+    this.stack.push({ name, t0: cpuMs(), child: 0 });
   }
   leave(flops = 0): void {
     const f = this.stack.pop()!;
-    const total = performance.now() - f.t0;
+    const total = cpuMs() - f.t0;
     const s = this.stats.get(f.name) ?? { ms: 0, calls: 0, flops: 0 };
     s.ms += total - f.child;
     s.calls++;
@@ -99,27 +107,39 @@ async function profile(file: string, label: string, chunks: number, ctx: number,
     prof.wrap(P, 'embed', () => 'embedding'),
     prof.wrap(P, 'logits', () => 'rmsnorm (output)'),
     prof.wrap(E, 'matmul', (_o, _x, w) => `${kind} ${w.type.name}`, (_o, _x, w, n) => 2 * n * w.rows * w.cols),
+    prof.wrap(E, 'matmulInt', (_o, _x, w) => `${kind} ${w.type.name} int`, (_o, _x, w, n) => 2 * n * w.rows * w.cols),
     prof.wrap(E, 'attention', () => 'attention', (_q, n, pos0, nHeads, _kv, hd) => 4 * nHeads * hd * (n * pos0 + (n * (n + 1)) / 2)),
     prof.wrap(E, 'siluMul', () => 'swiglu'),
     prof.wrap(E, 'logSumExp', () => 'log-sum-exp'),
   ];
-  const tokens = Array.from({ length: ctx * (chunks + 1) }, (_, i) => 1 + ((i * 7919) % 31000));
-  await perplexity(model, tokens.slice(0, 2 * ctx), { ctx, chunks: 1, bos: 1, addBos: true }); // warm-up
+  const tokens = Array.from({ length: ctx * (Math.abs(chunks) + 1) }, (_, i) => 1 + ((i * 7919) % 31000));
+  const decode = chunks < 0; // decode: -chunks tokens one at a time (as lowbit generate)
+  if (decode) for (let p = 0; p < 4; p++) model.forward([tokens[p]], p); // warm-up
+  else await perplexity(model, tokens.slice(0, 2 * ctx), { ctx, chunks: 1, bos: 1, addBos: true }); // warm-up
   prof.stats.clear();
-  const t0 = performance.now();
-  await perplexity(model, tokens, { ctx, chunks, bos: 1, addBos: true });
-  const total = performance.now() - t0;
+  const w0 = performance.now();
+  const t0 = cpuMs();
+  if (decode) for (let p = 0; p < -chunks; p++) model.forward([tokens[p]], p);
+  else await perplexity(model, tokens, { ctx, chunks, bos: 1, addBos: true });
+  const wall = performance.now() - w0;
+  const total = cpuMs() - t0;
   for (const u of undo) u();
   await src.close?.();
   let accounted = 0;
   for (const st of prof.stats.values()) accounted += st.ms;
   prof.stats.set('rest (log-softmax max, NLL)', { ms: total - accounted, calls: 1, flops: 0 });
   const rows = [...prof.stats.entries()].sort((a, b) => b[1].ms - a[1].ms);
-  console.log(`${label}: ${chunks} chunks of ${ctx}, ${threads} thread(s), activations ${activations}: ${(total / chunks).toFixed(0)} ms per chunk, ${((chunks * ctx) / (total / 1000)).toFixed(1)} tok/s`);
+  const n = Math.abs(chunks);
+  const unit = decode ? 'token' : 'chunk';
+  const tokensRun = decode ? n : n * ctx;
+  console.log(
+    `${label}: ${decode ? `decode, ${n} tokens` : `${n} chunks of ${ctx}`}, ${threads} thread(s), activations ${activations}: ${(total / n).toFixed(1)} CPU-ms per ${unit}, ` +
+      `${(tokensRun / (total / 1000)).toFixed(1)} tok/CPU-s (wall: ${(tokensRun / (wall / 1000)).toFixed(1)} tok/s)`,
+  );
   for (const [name, s] of rows) {
     if (s.ms / total < 0.002) continue;
     const gf = s.flops > 0 ? `  ${(s.flops / (s.ms / 1000) / 1e9).toFixed(1).padStart(6)} GFLOP/s` : '';
-    console.log(`  ${name.padEnd(26)} ${(s.ms / chunks).toFixed(1).padStart(8)} ms/chunk ${((100 * s.ms) / total).toFixed(1).padStart(5)} %${gf}`);
+    console.log(`  ${name.padEnd(26)} ${(s.ms / n).toFixed(2).padStart(8)} ms/${unit} ${((100 * s.ms) / total).toFixed(1).padStart(5)} %${gf}`);
   }
 }
 

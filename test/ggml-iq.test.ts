@@ -6,6 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadGolden } from './ggml-golden.js';
+import { IQ_NEEDS_IMPORTANCE } from '../src/quant/ggml/iq-quant.js';
 import { ggmlbCodecs, quantizeIq4NlRef, quantizeIq4XsRef } from '../src/quant/ggml/ggmlb.js';
 import { f32ToUe4m3, mxfp4Codec, nvfp4Codec, quantizeMxfp4Scan, quantizeNvfp4Scan, ue4m3ToF32Half } from '../src/quant/ggml/fp4.js';
 import { bestIndexIq4, bestIndexIq4Ref } from '../src/quant/ggml/iq.js';
@@ -96,6 +97,13 @@ const SQNR_FLOOR: Record<string, number> = {
   NVFP4: 19.5, // 20.46
   Q1_0: 4, // 4.46
   Q2_0: 2.5, // 2.86 (absmax scale, levels -1..2)
+  IQ2_XXS: 8, // 8.79 (with importance)
+  IQ2_XS: 9, // 9.90 (with importance)
+  IQ2_S: 11, // 11.59
+  IQ3_XXS: 13, // 13.53
+  IQ3_S: 15, // 15.63
+  IQ1_S: 5, // 5.67 (with importance)
+  IQ1_M: 4.2, // 4.72 (6.14 with importance)
 };
 
 test('SQNR on random normal data', () => {
@@ -110,11 +118,14 @@ test('SQNR on random normal data', () => {
     if (!c.quantize) continue;
     const q = new Uint8Array(rows * ggmlRowBytes(c.type, rowLength));
     const y = new Float32Array(rows * rowLength);
-    c.quantize(x, rows, rowLength, q);
+    // IQ2_XXS / IQ2_XS / IQ1_S need an importance matrix (as in llama.cpp): measured with it
+    const needs = IQ_NEEDS_IMPORTANCE.has(c.type.name);
+    if (needs) assert.throws(() => c.quantize!(x, rows, rowLength, q), /needs an importance matrix/);
+    c.quantize(x, rows, rowLength, q, needs ? importance : undefined);
     c.dequantize(q, rows * rowLength, y);
     const db = sqnrDb(x, y);
-    let line = `${c.type.name} ${db.toFixed(2)} dB`;
-    if (c.usesImportance) {
+    let line = `${c.type.name} ${db.toFixed(2)} dB${needs ? ' (with importance)' : ''}`;
+    if (c.usesImportance && !needs) {
       c.quantize(x, rows, rowLength, q, importance);
       c.dequantize(q, rows * rowLength, y);
       line += ` (with importance: ${sqnrDb(x, y).toFixed(2)} dB unweighted)`;
@@ -126,8 +137,8 @@ test('SQNR on random normal data', () => {
     // determinism
     const q1 = new Uint8Array(q.length);
     const q2 = new Uint8Array(q.length);
-    c.quantize(x, rows, rowLength, q1);
-    c.quantize(x, rows, rowLength, q2);
+    c.quantize(x, rows, rowLength, q1, needs ? importance : undefined);
+    c.quantize(x, rows, rowLength, q2, needs ? importance : undefined);
     assert.deepEqual(q1, q2, `${c.type.name}: quantize is not deterministic`);
   }
   console.log(`# SQNR N(0,1): ${lines.join('; ')}`);

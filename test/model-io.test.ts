@@ -71,6 +71,7 @@ test('vocabulary from GGUF metadata', () => {
   });
   assert.deepEqual(v.tokens, sp.tokens);
   assert.deepEqual(v.types, sp.types);
-  assert.throws(() => vocabFromGgufMetadata({ 'tokenizer.ggml.model': 'gpt2', 'tokenizer.ggml.tokens': ['a'] }), /not supported/);
+  assert.throws(() => vocabFromGgufMetadata({ 'tokenizer.ggml.model': 'bert', 'tokenizer.ggml.tokens': ['a'] }), /not supported/);
+  assert.throws(() => vocabFromGgufMetadata({ 'tokenizer.ggml.model': 'gpt2', 'tokenizer.ggml.tokens': ['a'] }), /no tokenizer.ggml.pre/);
   assert.throws(() => vocabFromGgufMetadata({ 'tokenizer.ggml.tokens': ['a', 'b'], 'tokenizer.ggml.scores': [1] }), /array of 2/);
 });

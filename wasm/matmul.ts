@@ -928,6 +928,109 @@ function itile(
   }
 }
 
+/**
+ * Integer tile for one token (decode): 4 weight rows (w0..w3, block scales at wsc + r * sw) x token x
+ * (block scales at xd + b * xdStride). f32 lanes are the 4 rows; same operations per output as itile.
+ */
+function itile4x1(
+  w0: usize, w1: usize, w2: usize, w3: usize, wsc: usize, sw: usize, nr: i32,
+  x: usize, xd: usize, xdStride: usize, nb: i32, bl: i32,
+  mins: bool, wm: usize, wdm: usize, xsum: usize, y: usize,
+): void {
+  let f = f32x4.splat(0);
+  const bb = <usize>bl * 2;
+  const r1 = <usize>min(1, nr - 1), r2 = <usize>min(2, nr - 1), r3 = <usize>min(3, nr - 1);
+  for (let b = 0; b < nb; b++) {
+    let a0 = i32x4.splat(0), a1 = i32x4.splat(0), a2 = i32x4.splat(0), a3 = i32x4.splat(0);
+    const o0 = <usize>b * bb;
+    for (let k = o0; k < o0 + bb; k += 16) {
+      const u = v128.load(x + k);
+      a0 = i32x4.add(a0, i32x4.dot_i16x8_s(v128.load(w0 + k), u));
+      a1 = i32x4.add(a1, i32x4.dot_i16x8_s(v128.load(w1 + k), u));
+      a2 = i32x4.add(a2, i32x4.dot_i16x8_s(v128.load(w2 + k), u));
+      a3 = i32x4.add(a3, i32x4.dot_i16x8_s(v128.load(w3 + k), u));
+    }
+    const so = <usize>b * 4;
+    let dw = v128.load32_splat(wsc + so);
+    dw = f32x4.replace_lane(dw, 1, load<f32>(wsc + r1 * sw + so));
+    dw = f32x4.replace_lane(dw, 2, load<f32>(wsc + r2 * sw + so));
+    dw = f32x4.replace_lane(dw, 3, load<f32>(wsc + r3 * sw + so));
+    const dx = v128.load32_splat(xd + <usize>b * xdStride);
+    f = f32x4.add(f, f32x4.mul(cvt(hsum4(a0, a1, a2, a3)), f32x4.mul(dw, dx)));
+    if (mins) {
+      const mo = <usize>b * 16;
+      const sv = v128.load(xsum + mo);
+      const ms = sw * 4;
+      const M = hsum4(
+        i32x4.dot_i16x8_s(v128.load(wm + mo), sv), i32x4.dot_i16x8_s(v128.load(wm + r1 * ms + mo), sv),
+        i32x4.dot_i16x8_s(v128.load(wm + r2 * ms + mo), sv), i32x4.dot_i16x8_s(v128.load(wm + r3 * ms + mo), sv),
+      );
+      let dm = v128.load32_splat(wdm + so);
+      dm = f32x4.replace_lane(dm, 1, load<f32>(wdm + r1 * sw + so));
+      dm = f32x4.replace_lane(dm, 2, load<f32>(wdm + r2 * sw + so));
+      dm = f32x4.replace_lane(dm, 3, load<f32>(wdm + r3 * sw + so));
+      f = f32x4.sub(f, f32x4.mul(cvt(M), f32x4.mul(dm, dx)));
+    }
+  }
+  store<f32>(y, f32x4.extract_lane(f, 0));
+  if (nr > 1) store<f32>(y, f32x4.extract_lane(f, 1), 4);
+  if (nr > 2) store<f32>(y, f32x4.extract_lane(f, 2), 8);
+  if (nr > 3) store<f32>(y, f32x4.extract_lane(f, 3), 12);
+}
+
+/** 32 quants of a block-32 weight block at p as two i8x16 (elements 0..15, 16..31), signed values */
+// @ts-ignore: decorator
+@inline function block32(type: i32, p: usize, hi: bool): v128 {
+  switch (type) {
+    case 8: return v128.load(p + (hi ? 18 : 2));
+    case 2: {
+      const q = v128.load(p + 2);
+      return i8x16.sub(hi ? highNibbles(q) : lowNibbles(q), i8x16.splat(8));
+    }
+    case 6: {
+      const q = v128.load(p + 6);
+      const qh = load<u32>(p + 2);
+      return i8x16.sub(v128.or(hi ? highNibbles(q) : lowNibbles(q), bit16(hi ? qh >> 16 : qh)), i8x16.splat(16));
+    }
+    default: { // 20: IQ4_NL
+      const q = v128.load(p + 2);
+      return i8x16.swizzle(iq4Grid(), hi ? highNibbles(q) : lowNibbles(q));
+    }
+  }
+}
+
+/** int32x4 lane sums of a block-32 weight block at p times 32 int16 activations at x */
+// @ts-ignore: decorator
+@inline function dot32(type: i32, p: usize, x0: v128, x1: v128, x2: v128, x3: v128): v128 {
+  const lo = block32(type, p, false), hi = block32(type, p, true);
+  return i32x4.add(
+    i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(lo), x0), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(lo), x1)),
+    i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(hi), x2), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(hi), x3)),
+  );
+}
+
+/**
+ * Decode (one token) for the block-32 types, straight from the stored blocks (no unpacked copy): 4 rows
+ * (p0..p3, stored rowBytes apart) x token x; the same operations per output as itile / itile4x1.
+ */
+function dtile4x1q32(type: i32, p0: usize, p1: usize, p2: usize, p3: usize, nr: i32, bs: usize, x: usize, xd: usize, xdStride: usize, nb: i32, y: usize): void {
+  let f = f32x4.splat(0);
+  for (let b = 0; b < nb; b++, p0 += bs, p1 += bs, p2 += bs, p3 += bs) {
+    const xb = x + <usize>b * 64;
+    const x0 = v128.load(xb), x1 = v128.load(xb, 16), x2 = v128.load(xb, 32), x3 = v128.load(xb, 48);
+    const I = hsum4(dot32(type, p0, x0, x1, x2, x3), dot32(type, p1, x0, x1, x2, x3), dot32(type, p2, x0, x1, x2, x3), dot32(type, p3, x0, x1, x2, x3));
+    let dw = f32x4.splat(f16At(p0));
+    dw = f32x4.replace_lane(dw, 1, f16At(p1));
+    dw = f32x4.replace_lane(dw, 2, f16At(p2));
+    dw = f32x4.replace_lane(dw, 3, f16At(p3));
+    f = f32x4.add(f, f32x4.mul(cvt(I), f32x4.mul(dw, v128.load32_splat(xd + <usize>b * xdStride))));
+  }
+  store<f32>(y, f32x4.extract_lane(f, 0));
+  if (nr > 1) store<f32>(y, f32x4.extract_lane(f, 1), 4);
+  if (nr > 2) store<f32>(y, f32x4.extract_lane(f, 2), 8);
+  if (nr > 3) store<f32>(y, f32x4.extract_lane(f, 3), 12);
+}
+
 /** bytes of int scratch per weight row of K elements */
 export function intRowScratch(type: i32, K: i32): i32 {
   const nb = K / intBlock(type);
@@ -951,6 +1054,27 @@ function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
   const bl = intBlock(type);
   const nb = K / bl;
   const mins = hasMins(type);
+  const Tp = (T + 3) & ~3;
+  const xdStride = <usize>Tp * 4;
+  if (T < 4 && bl == 32) {
+    // decode, block-32 types: straight from the stored blocks
+    const p = <usize>param(job, 2) + <usize>r0 * rowBytes;
+    const xq = <usize>param(job, 4);
+    const xd = <usize>param(job, 5);
+    const y0 = <usize>param(job, 9) + <usize>r0 * 4;
+    const bs = <usize>(type == 8 ? 34 : type == 6 ? 22 : 18);
+    for (let t = 0; t < T; t++) {
+      for (let r = 0; r < nr; r += 4) {
+        const rr = min(4, nr - r);
+        const pr = p + <usize>r * rowBytes;
+        dtile4x1q32(
+          type, pr, pr + <usize>min(1, rr - 1) * rowBytes, pr + <usize>min(2, rr - 1) * rowBytes, pr + <usize>min(3, rr - 1) * rowBytes, rr, bs,
+          xq + <usize>t * <usize>K * 2, xd + <usize>t * 4, xdStride, nb, y0 + <usize>t * N * 4 + <usize>r * 4,
+        );
+      }
+    }
+    return;
+  }
   const scratch = <usize>param(job, 13) + <usize>thread * <usize>param(job, 14);
   const w = scratch;
   const sc = w + <usize>nr * <usize>K * 2;
@@ -965,11 +1089,24 @@ function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
   const ys = N * 4;
   const sw = <usize>nb * 4;
   // tokens per block: their int16 rows within ~24 KiB (L1), a multiple of 4
-  const Tp = (T + 3) & ~3;
   const tb = max(4, (24576 / (K * 2)) & ~3);
-  const xdStride = <usize>Tp * 4;
   const xsumStride = <usize>nb * 16;
   const ms = <usize>nb * 16;
+  if (T < 4) {
+    // decode (and up to 3 tokens): 4 rows x 1 token tiles
+    for (let t = 0; t < T; t++) {
+      for (let r = 0; r < nr; r += 4) {
+        const rr = min(4, nr - r);
+        const wr = w + <usize>r * ws;
+        itile4x1(
+          wr, wr + <usize>min(1, rr - 1) * ws, wr + <usize>min(2, rr - 1) * ws, wr + <usize>min(3, rr - 1) * ws, sc + <usize>r * sw, sw, rr,
+          xq + <usize>t * ws, xd + <usize>t * 4, xdStride, nb, bl,
+          mins, m + <usize>r * ms, dm + <usize>r * sw, xsum + <usize>t * xsumStride, y0 + <usize>t * ys + <usize>r * 4,
+        );
+      }
+    }
+    return;
+  }
   for (let t0 = 0; t0 < T; t0 += tb) {
     const t1 = min(T, t0 + tb);
     for (let r = 0; r < nr; r += 2) {

@@ -6,12 +6,18 @@ import { hasRelaxedSimd } from '../env.js';
 import { setWasmVariant, type WasmVariant } from '../kernels/wasm.js';
 import { helpText, parseArgs, type Command } from './args.js';
 import { commandNames, loadCommand, loadCommands } from './commands/index.js';
+import { abortRun, beginRun, commitRun } from './files.js';
 
 export async function main(argv: readonly string[]): Promise<number> {
   const [name, ...rest] = argv;
-  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+  if (name === undefined) {
+    // no command is a usage error: the usage goes to stderr, stdout stays empty
+    process.stderr.write((await usage()) + '\n');
+    return 2;
+  }
+  if (name === '--help' || name === '-h' || name === 'help') {
     process.stdout.write((await usage()) + '\n');
-    return name === undefined ? 2 : 0;
+    return 0;
   }
   if (name === '--version') {
     process.stdout.write('lowbit 0.1.0\n');
@@ -26,8 +32,14 @@ export async function main(argv: readonly string[]): Promise<number> {
     }
     applyWasmEnv();
     const args = parseArgs(cmd, rest);
-    return (await cmd.run(args)) ?? 0;
+    beginRun();
+    const rc = (await cmd.run(args)) ?? 0;
+    // outputs appear only when the whole command succeeded (validate everything, then write)
+    if (rc === 0) commitRun();
+    else abortRun();
+    return rc;
   } catch (e) {
+    abortRun();
     if (e instanceof LowbitError) {
       process.stderr.write(`lowbit: ${e.message}\n`);
       return 2;

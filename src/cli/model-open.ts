@@ -9,7 +9,7 @@ import { openLlama2cLazy } from '../io/llama2c-lazy.js';
 import { openModelFile, type ModelFile } from '../io/model-file.js';
 import type { ByteSource } from '../io/source.js';
 import type { ByteSink } from '../io/sink.js';
-import type { AtomicFile } from './files.js';
+import { noteInput, type AtomicFile } from './files.js';
 import { fileSet } from './node-source.js';
 
 /**
@@ -84,6 +84,7 @@ export async function openModelPath(file: string): Promise<{ model: ModelFile; c
 export function readSiblingConfig(file: string): unknown {
   const p = path.join(path.dirname(file), 'config.json');
   if (!fs.existsSync(p)) return undefined;
+  noteInput(p);
   try {
     return JSON.parse(fs.readFileSync(p, 'utf8'));
   } catch (e) {

@@ -3,7 +3,7 @@
  */
 import * as fs from 'node:fs';
 import { fail } from '../errors.js';
-import { AtomicFile, openInput, refuseSameFile } from './files.js';
+import { AtomicFile, checkOutput, fileError, noteInput, openInput } from './files.js';
 
 export interface StreamJob {
   input?: string;
@@ -57,14 +57,15 @@ async function* fileChunks(file: string): AsyncGenerator<Uint8Array> {
  * the next chunk is read and transformed.
  */
 export async function runStream(job: StreamJob): Promise<number> {
-  refuseSameFile(job.input, job.output);
+  noteInput(job.input);
+  if (job.output) checkOutput(job.output, 'output (--out)');
   if (job.input) {
     const { fd, size } = openInput(job.input);
     fs.closeSync(fd);
     if (size % job.unit !== 0) fail(`input ${job.input} has ${size} bytes, not a multiple of ${job.unit}`);
   }
   const source: AsyncIterable<Uint8Array> = job.input ? fileChunks(job.input) : process.stdin;
-  const sink = job.output ? new AtomicFile(job.output) : undefined;
+  const sink = job.output ? new AtomicFile(job.output, 'output (--out)') : undefined;
   const pool = [new Uint8Array(0), new Uint8Array(0)];
   let which = 0;
   const dest = (bytes: number): Uint8Array => {
@@ -125,7 +126,7 @@ export async function runStream(job: StreamJob): Promise<number> {
     if (pending) await pending.catch(() => undefined);
     if (syncing) await syncing;
     sink?.abort();
-    throw e;
+    throw job.output ? fileError(e, job.output, 'writing') : e;
   }
   return records;
 }

@@ -13,6 +13,8 @@ export interface GenerateOptions {
   temperature?: number;
   topP?: number;
   seed?: number;
+  /** called once the prompt and the options are checked, before anything is generated (a CLI prints the prompt here) */
+  onStart?: () => void;
   /** called with each piece of text as soon as it is complete UTF-8 */
   onText?: (text: string) => void;
   /** stop at the end-of-sequence token (default true) */
@@ -37,6 +39,7 @@ export function generate(model: Llama, tok: Tokenizer, prompt: string, opts: Gen
   if (tokens.length + opts.steps > model.kv.capacity)
     fail(`prompt (${tokens.length} tokens) + ${opts.steps} new tokens exceed the context of ${model.kv.capacity}`);
   const sampler = new Sampler(c.vocabSize, opts.temperature ?? 0, opts.topP ?? 0.9, opts.seed ?? 0);
+  opts.onStart?.();
   const stream = new TokenTextStream(tok, tokens.length === (tok.vocab.addBos ? 1 : 0));
   const promptTokens = tokens.length;
   let text = '';

@@ -44,6 +44,27 @@ async function readGgufModel(src: ByteSource, engine: MatmulEngine | null): Prom
   return { metadata, tensors };
 }
 
+/** The most KV cache lowbit allocates (keys and values of every layer, f32): 4 GiB. */
+export const MAX_KV_BYTES = 4 * 2 ** 30;
+
+/**
+ * The run options of a model with its context checked before anything is allocated: the context
+ * asked for (default: the model's, at most 4096) must be a positive integer, at most the model's
+ * trained context, and its KV cache at most MAX_KV_BYTES.
+ */
+export function runOptions<T extends LlamaOptions>(config: LlamaConfig, opts: T, name: string): T {
+  const trained = Number.isSafeInteger(config.seqLen) && config.seqLen > 0 ? config.seqLen : undefined;
+  const asked = opts.contextLength;
+  const ctx = asked ?? Math.min(trained ?? 4096, 4096);
+  if (!(Number.isSafeInteger(ctx) && ctx >= 1)) fail(`context ${ctx} must be a positive integer`);
+  if (asked !== undefined && trained !== undefined && asked > trained) fail(`a context of ${asked} tokens is longer than the model's ${trained} (${name})`);
+  const kvDim = config.nKvHeads * config.headDim;
+  const kvBytes = 2 * config.nLayers * ctx * kvDim * 4;
+  if (!(kvBytes <= MAX_KV_BYTES))
+    fail(`a context of ${ctx} tokens needs ${(kvBytes / 2 ** 30).toFixed(1)} GiB of KV cache (${config.nLayers} layers x ${kvDim} values x 2, f32); at most ${MAX_KV_BYTES / 2 ** 30} GiB: give a smaller context`);
+  return { ...opts, contextLength: ctx, batch: opts.batch === undefined ? undefined : Math.min(opts.batch, ctx) };
+}
+
 export interface LoadModelOptions extends LlamaOptions {
   /** tokenizer.bin / tokenizer.model (required for llama2.c and safetensors models) */
   tokenizer?: ByteSource;
@@ -58,13 +79,13 @@ export async function loadModel(src: ByteSource, opts: LoadModelOptions = {}): P
   if (await isGguf(src)) {
     const g = await readGgufModel(src, opts.kernels === 'reference' || opts.dequantize ? null : MatmulEngine.get());
     const config = llamaConfigFromGguf(g.metadata, g.tensors);
-    const model = new Llama(config, g.tensors, { contextLength: Math.min(config.seqLen, 4096), ...opts });
+    const model = new Llama(config, g.tensors, runOptions(config, opts, src.name));
     if (g.metadata.get('tokenizer.ggml.tokens') !== undefined) vocab = vocabFromGgufMetadata(g.metadata);
     loaded = { model, format: 'gguf' };
   } else if ((await sniffFormat(src)) !== 'llama2c' && (await isLowbitSafetensors(src))) {
     const g = await readLowbitSafetensors(src);
     const config = llamaConfigFromGguf(g.metadata, g.tensors);
-    const model = new Llama(config, g.tensors, { contextLength: Math.min(config.seqLen, 4096), ...opts });
+    const model = new Llama(config, g.tensors, runOptions(config, opts, src.name));
     if (g.metadata.get('tokenizer.ggml.tokens') !== undefined) vocab = vocabFromGgufMetadata(g.metadata);
     loaded = { model, format: 'safetensors' };
   } else if ((await sniffFormat(src)) !== 'llama2c') {
@@ -76,7 +97,7 @@ export async function loadModel(src: ByteSource, opts: LoadModelOptions = {}): P
     if (typeof tok === 'string') vocab = vocabFromGgufMetadata(parseJsonMetadata(tok, `${src.name}: ${LOWBIT_TOKENIZER_KEY}`));
   } else {
     const m = await readLlama2c(src);
-    loaded = { model: new Llama(m.config, m.tensors, opts), format: 'llama2c' };
+    loaded = { model: new Llama(m.config, m.tensors, runOptions(m.config, opts, src.name)), format: 'llama2c' };
   }
   if (opts.tokenizer) vocab = await readVocab(opts.tokenizer, loaded.model.config.vocabSize);
   if (vocab && vocab.tokens.length !== loaded.model.config.vocabSize)
@@ -179,5 +200,5 @@ export async function hfLlamaTensors(m: ModelFile, hfConfig: unknown): Promise<S
 export async function llamaFromSafetensors(m: ModelFile, hfConfig: unknown, opts: LlamaOptions = {}): Promise<Llama> {
   const config = llamaConfigFromHf(hfConfig);
   const tensors = await hfLlamaTensors(m, hfConfig);
-  return new Llama(config, tensors, { contextLength: Math.min(config.seqLen, 4096), ...opts });
+  return new Llama(config, tensors, runOptions(config, opts, m.name));
 }

@@ -225,7 +225,10 @@ export async function perplexity(model: Llama, tokens: ArrayLike<number>, opts: 
   const ctx = opts.ctx;
   if (!(ctx >= 4 && ctx % 2 === 0)) fail(`context ${ctx} must be an even number of at least 4`);
   if (ctx > model.kv.capacity) fail(`context ${ctx} is longer than the model's ${model.kv.capacity}`);
-  if (tokens.length < 2 * ctx) fail(`the text has ${tokens.length} tokens; a context of ${ctx} needs at least ${2 * ctx}`);
+  // llama-perplexity asks for two chunks of text; scored against a base (its logits file carries the
+  // tokens of the chunks it scored, as llama-perplexity --kl-divergence reads them) one chunk is enough
+  const need = opts.base ? ctx : 2 * ctx;
+  if (tokens.length < need) fail(`the text has ${tokens.length} tokens; a context of ${ctx} needs at least ${need}`);
   const maxChunks = Math.floor(tokens.length / ctx);
   const nChunk = opts.chunks === undefined || opts.chunks < 0 ? maxChunks : Math.min(opts.chunks, maxChunks);
   const n = model.config.vocabSize;

@@ -93,7 +93,7 @@ export type RopeStyle = 'normal' | 'neox';
 export interface ModelConfig {
   /** model width (embedding length) */
   dim: number;
-  /** MLP inner width */
+  /** SwiGLU inner width */
   hiddenDim: number;
   nLayers: number;
   nHeads: number;
@@ -111,6 +111,33 @@ export interface ModelConfig {
   /** number of leading dimensions of each head that RoPE rotates (normally headDim) */
   ropeDim: number;
   ropeStyle: RopeStyle;
+  // ---- family traits (absent = Llama 2 behaviour); see src/model/llama.ts llamaConfigFromGguf ----
+  /** GGUF general.architecture the model came from (llama, qwen2, qwen3, qwen3moe, phi3, gemma2, gemma3) */
+  arch?: string;
+  /** gate activation of the feed-forward block: SwiGLU (silu) or GeGLU (gelu, tanh form, as ggml) */
+  activation?: 'silu' | 'gelu';
+  /** query scale (default 1/sqrt(headDim)) */
+  attnScale?: number;
+  /** attention scores soft-capped to cap*tanh(s/cap) (Gemma 2) */
+  attnSoftcap?: number;
+  /** logits soft-capped to cap*tanh(z/cap) (Gemma 2/3) */
+  finalSoftcap?: number;
+  /** token embeddings multiplied by this (Gemma: sqrt(dim)) */
+  embedScale?: number;
+  /** sliding-window size of the layers flagged in swaLayers: position p attends to p-window+1 .. p */
+  slidingWindow?: number;
+  /** per layer: true when it uses sliding-window attention */
+  swaLayers?: readonly boolean[];
+  /** RoPE base of sliding-window layers (Gemma 3: 10000) */
+  ropeThetaSwa?: number;
+  /** linear RoPE scaling: positions are multiplied by this (1/factor) */
+  ropeFreqScale?: number;
+  /** the same for sliding-window layers (default ropeFreqScale) */
+  ropeFreqScaleSwa?: number;
+  /** mixture of experts: experts per layer, experts used per token, each expert's inner width */
+  nExperts?: number;
+  nExpertsUsed?: number;
+  expertHiddenDim?: number;
 }
 
 const LLAMA_LINEARS: readonly LinearSpec[] = [
@@ -159,8 +186,23 @@ export const LLAMA: ModelFamily = Object.freeze({
 /** Qwen2: LLaMA's layout with q/k/v biases and NeoX-style RoPE. */
 export const QWEN2: ModelFamily = Object.freeze({ ...LLAMA, name: 'qwen2', architectures: ['qwen2'], hfArchitectures: ['Qwen2ForCausalLM'], hfModelTypes: ['qwen2'], ropeStyle: 'neox' } satisfies ModelFamily);
 
-/** Every family lowbit knows, one row each. */
-export const FAMILIES: readonly ModelFamily[] = Object.freeze([LLAMA, QWEN2]);
+/** Qwen3: LLaMA's layout with per-head RMSNorms of q and k (inside attention) and NeoX-style RoPE. */
+export const QWEN3: ModelFamily = Object.freeze({
+  ...LLAMA,
+  name: 'qwen3',
+  architectures: ['qwen3'],
+  hfArchitectures: ['Qwen3ForCausalLM'],
+  hfModelTypes: ['qwen3'],
+  ropeStyle: 'neox',
+  layerTensors: [...LLAMA.layerTensors, { gguf: 'attn_q_norm.weight', hf: 'self_attn.q_norm.weight' }, { gguf: 'attn_k_norm.weight', hf: 'self_attn.k_norm.weight' }],
+} satisfies ModelFamily);
+
+/**
+ * Every family lowbit knows, one row each. The runtime runs more architectures (model/llama.ts: Phi-3's
+ * fused linears, Gemma's post-norms, MoE experts); calibration, rotation and the packed layouts accept
+ * the ones with a row here and name the others in a clear error.
+ */
+export const FAMILIES: readonly ModelFamily[] = Object.freeze([LLAMA, QWEN2, QWEN3]);
 
 /** The family of a GGUF architecture name, or a clear error. */
 export function familyOf(architecture: string): ModelFamily {

@@ -16,18 +16,42 @@ import { attentionRef, MatmulEngine } from '../kernels/matmul.js';
 import { ggmlRowBytes, type GgmlTypeInfo } from '../quant/ggml/types.js';
 import { dequantizeRows, kernelsEnabled, linear, makeLinearWeight, type LinearWeight } from './matmul.js';
 import { ggmlRoundActivations } from './ggml-activations.js';
+import { f16ToF32, f32ToF16 } from '../quant/ggml/half.js';
 import type { LlamaConfig, StoredTensor } from './types.js';
-import { familyOf } from './family.js';
 
 // ---------------------------------------------------------------------------------------------------
 // Config from GGUF metadata
+
+/**
+ * The architectures the runtime runs, with what differs from Llama 2 (as llama.cpp's graphs for them):
+ *   llama    Llama 2/3, Mistral, Mixtral (ffn_*_exps experts); rope_freqs.weight = Llama 3 RoPE factors
+ *   qwen2    q/k/v biases, NeoX RoPE                 qwen3   per-head q/k RMSNorm, NeoX RoPE
+ *   qwen3moe qwen3 + top-k experts                   phi3    fused attn_qkv and ffn_up (gate|up), NeoX RoPE
+ *   gemma2   GeGLU, sqrt(dim) embedding scale, post-attention/post-FFN norms, attention and final logit
+ *            soft-capping, sliding window on even layers (pattern 2)
+ *   gemma3   gemma2 without attention soft-capping, with q/k norms, 5 sliding layers of 6, local RoPE base
+ */
+const ARCHS: Readonly<Record<string, { rope: 'normal' | 'neox'; gemma?: 2 | 3 }>> = Object.freeze({
+  llama: { rope: 'normal' },
+  mistral: { rope: 'normal' },
+  qwen2: { rope: 'neox' },
+  qwen3: { rope: 'neox' },
+  qwen3moe: { rope: 'neox' },
+  phi3: { rope: 'neox' },
+  gemma2: { rope: 'neox', gemma: 2 },
+  gemma3: { rope: 'neox', gemma: 3 },
+});
+
+/** The GGUF architectures the runtime knows. */
+export const RUNTIME_ARCHITECTURES: readonly string[] = Object.keys(ARCHS);
 
 /** LlamaConfig from GGUF metadata (`{arch}.embedding_length` etc.) and the tensor list. */
 export function llamaConfigFromGguf(meta: ReadonlyMap<string, unknown> | Readonly<Record<string, unknown>>, tensors: readonly StoredTensor[]): LlamaConfig {
   const get = (k: string): unknown => (meta instanceof Map ? meta.get(k) : (meta as Record<string, unknown>)[k]);
   const arch = get('general.architecture');
   if (typeof arch !== 'string') fail('GGUF metadata has no general.architecture');
-  const family = familyOf(arch); // the architecture's row (model/family.ts), or a clear error
+  const traits = ARCHS[arch];
+  if (!traits) fail(`GGUF architecture '${arch}' is not supported by the runtime (known: ${RUNTIME_ARCHITECTURES.join(', ')}); lowbit quantize with a llama.cpp recipe (no calibration) still works`);
   const num = (k: string, dflt?: number): number => {
     const v = get(`${arch}.${k}`);
     if (v === undefined) {
@@ -45,10 +69,11 @@ export function llamaConfigFromGguf(meta: ReadonlyMap<string, unknown> | Readonl
   const headDim = num('attention.key_length', dim / nHeads);
   const nKvHeadsRaw = get(`${arch}.attention.head_count_kv`);
   if (Array.isArray(nKvHeadsRaw) || ArrayBuffer.isView(nKvHeadsRaw)) fail(`per-layer ${arch}.attention.head_count_kv is not supported`);
-  return {
+  const nLayers = num('block_count');
+  const c: LlamaConfig = {
     dim,
     hiddenDim: num('feed_forward_length'),
-    nLayers: num('block_count'),
+    nLayers,
     nHeads,
     nKvHeads: num('attention.head_count_kv', nHeads),
     vocabSize: emb.dims[1],
@@ -57,8 +82,53 @@ export function llamaConfigFromGguf(meta: ReadonlyMap<string, unknown> | Readonl
     normEps: num('attention.layer_norm_rms_epsilon', 1e-5),
     ropeTheta: num('rope.freq_base', 10000),
     ropeDim: num('rope.dimension_count', headDim),
-    ropeStyle: family.ropeStyle,
+    ropeStyle: traits.rope,
+    arch,
   };
+  const scaling = get(`${arch}.rope.scaling.type`);
+  if (scaling === 'linear') c.ropeFreqScale = 1 / num('rope.scaling.factor');
+  else if (scaling !== undefined && scaling !== 'none') fail(`${arch}.rope.scaling.type '${String(scaling)}' is not supported by the runtime (none, linear; Llama 3 factors come as rope_freqs.weight)`);
+  if (tensors.some((t) => /^blk\.\d+\.rope_factors_long/.test(t.name))) fail('Phi-3 LongRoPE (rope_factors_long/short) is not supported by the runtime');
+  // mixture of experts
+  const nExperts = num('expert_count', 0);
+  if (nExperts > 0) {
+    const used = num('expert_used_count', 0);
+    if (!(Number.isInteger(used) && used >= 1 && used <= nExperts)) fail(`${arch}.expert_used_count = ${used} must be between 1 and ${arch}.expert_count = ${nExperts}`);
+    c.nExperts = nExperts;
+    c.nExpertsUsed = used;
+    const gate = tensors.find((t) => t.name === 'blk.0.ffn_gate_exps.weight');
+    c.expertHiddenDim = num('expert_feed_forward_length', gate?.dims[1] ?? c.hiddenDim);
+  }
+  if (traits.gemma) {
+    c.activation = 'gelu';
+    c.embedScale = Math.fround(Math.sqrt(dim));
+    c.normEps = num('attention.layer_norm_rms_epsilon', 1e-6);
+    // llama.cpp: the 27B models scale queries by 1/sqrt(dim/heads) (query_pre_attn_scalar), the rest by 1/sqrt(headDim)
+    const is27b = (traits.gemma === 2 && nLayers === 46) || (traits.gemma === 3 && nLayers === 62);
+    c.attnScale = Math.fround(1 / Math.sqrt(is27b ? Math.floor(dim / nHeads) : headDim));
+    const finalCap = num('final_logit_softcapping', 0);
+    if (finalCap > 0) c.finalSoftcap = finalCap;
+    if (traits.gemma === 2) {
+      const cap = num('attn_logit_softcapping', 0);
+      if (cap > 0) c.attnSoftcap = cap;
+    }
+    const window = num('attention.sliding_window', traits.gemma === 2 ? 4096 : 0);
+    if (window > 0) {
+      const patternRaw = get(`${arch}.attention.sliding_window_pattern`);
+      let flags: boolean[];
+      if (Array.isArray(patternRaw) || ArrayBuffer.isView(patternRaw)) flags = Array.from(patternRaw as ArrayLike<unknown>, Boolean);
+      else {
+        const n = num('attention.sliding_window_pattern', traits.gemma === 2 ? 2 : 6);
+        flags = Array.from({ length: nLayers }, (_, l) => n === 0 || l % n < n - 1);
+      }
+      if (flags.length !== nLayers) fail(`${arch}.attention.sliding_window_pattern has ${flags.length} entries for ${nLayers} layers`);
+      c.slidingWindow = window;
+      c.swaLayers = flags;
+      c.ropeThetaSwa = num('rope.freq_base_swa', traits.gemma === 3 ? 10000 : c.ropeTheta);
+      if (traits.gemma === 3 && c.ropeFreqScale !== undefined) c.ropeFreqScaleSwa = 1; // llama.cpp: local layers are not scaled
+    }
+  }
+  return c;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -66,17 +136,31 @@ export function llamaConfigFromGguf(meta: ReadonlyMap<string, unknown> | Readonl
 
 export interface LayerWeights {
   attnNorm: Float32Array; // (dim)
-  wq: LinearWeight; // (nHeads*headDim, dim)
+  wq: LinearWeight; // (nHeads*headDim, dim); with a fused attn_qkv: the q rows of it (a view)
   wk: LinearWeight; // (nKvHeads*headDim, dim)
   wv: LinearWeight; // (nKvHeads*headDim, dim)
+  /** Phi-3: q, k and v rows in one tensor (nHeads*headDim + 2*kvDim, dim); wq/wk/wv are views of it */
+  wqkv?: LinearWeight;
   wo: LinearWeight; // (dim, nHeads*headDim)
   bq?: Float32Array; // (nHeads*headDim) qwen2 biases
   bk?: Float32Array; // (kvDim)
   bv?: Float32Array; // (kvDim)
+  /** per-head RMSNorm gains of q and k (Qwen 3, Gemma 3) */
+  qNorm?: Float32Array; // (headDim)
+  kNorm?: Float32Array; // (headDim)
+  /** Gemma: RMSNorm of the attention output and of the FFN output before each residual add */
+  attnPostNorm?: Float32Array; // (dim)
+  ffnPostNorm?: Float32Array; // (dim)
   ffnNorm: Float32Array; // (dim)
-  gate: LinearWeight; // w1 (hiddenDim, dim)
-  down: LinearWeight; // w2 (dim, hiddenDim)
-  up: LinearWeight; // w3 (hiddenDim, dim)
+  /** dense FFN (absent in MoE layers); with a fused ffn_up (Phi-3) gate and up are views of gateUp */
+  gate?: LinearWeight; // w1 (hiddenDim, dim)
+  down?: LinearWeight; // w2 (dim, hiddenDim)
+  up?: LinearWeight; // w3 (hiddenDim, dim)
+  /** Phi-3: gate rows then up rows in one tensor (2*hiddenDim, dim) */
+  gateUp?: LinearWeight;
+  /** MoE: router (nExperts, dim) and each expert's gate/up (expertHidden, dim) and down (dim, expertHidden) */
+  router?: LinearWeight;
+  experts?: { gate: LinearWeight; up: LinearWeight; down: LinearWeight }[];
 }
 
 export interface LlamaWeights {
@@ -85,6 +169,8 @@ export interface LlamaWeights {
   layers: LayerWeights[];
   outputNorm: Float32Array; // (dim)
   output: LinearWeight; // (vocab, dim), token_embd when tied
+  /** Llama 3 RoPE frequency factors (rope_freqs.weight): theta_i is divided by factor i */
+  ropeFactors?: Float32Array; // (ropeDim/2)
 }
 
 export interface LoadOptions {
@@ -106,6 +192,26 @@ export interface LoadOptions {
    * the host (Node: useNodeThreads() from 'lowbit/node'). The engine is shared: the last value set wins.
    */
   threads?: number;
+}
+
+/**
+ * The linear weights of a layer as the file stores them: a fused attn_qkv / ffn_up (Phi-3) once, not its
+ * q/k/v or gate/up views; the router and every expert's gate/up/down (views of the 3-D tensors).
+ */
+export function layerLinears(L: LayerWeights): LinearWeight[] {
+  const out: LinearWeight[] = L.wqkv ? [L.wqkv] : [L.wq, L.wk, L.wv];
+  out.push(L.wo);
+  if (L.gateUp) out.push(L.gateUp, L.down!);
+  else if (L.gate) out.push(L.gate, L.up!, L.down!);
+  if (L.router) out.push(L.router);
+  for (const e of L.experts ?? []) out.push(e.gate, e.up, e.down);
+  return out;
+}
+
+/** A linear weight over rows [r0, r0 + rows) of another one (a row range of a fused or 3-D tensor). */
+function rowView(w: { name: string; type: GgmlTypeInfo; data: Uint8Array; cols: number }, r0: number, rows: number, name: string, opts: LoadOptions, engine: MatmulEngine | null): LinearWeight {
+  const rb = ggmlRowBytes(w.type, w.cols);
+  return makeLinearWeight(name, w.type, rows, w.cols, w.data.subarray(r0 * rb, (r0 + rows) * rb), opts.dequantize ?? false, engine);
 }
 
 function buildWeights(c: LlamaConfig, tensors: readonly StoredTensor[], opts: LoadOptions, engine: MatmulEngine | null): LlamaWeights {
@@ -134,38 +240,106 @@ function buildWeights(c: LlamaConfig, tensors: readonly StoredTensor[], opts: Lo
   const layers: LayerWeights[] = [];
   for (let l = 0; l < c.nLayers; l++) {
     const p = `blk.${l}.`;
-    layers.push({
+    const has = (n: string) => byName.has(p + n);
+    // attention: separate q/k/v or Phi-3's fused attn_qkv (views of its row ranges)
+    let wq: LinearWeight, wk: LinearWeight, wv: LinearWeight, wqkv: LinearWeight | undefined;
+    if (has('attn_qkv.weight')) {
+      wqkv = lin(`${p}attn_qkv.weight`, dim, qDim + 2 * kvDim);
+      const src = { name: wqkv.name, type: wqkv.type, data: wqkv.data, cols: dim };
+      wq = rowView(src, 0, qDim, `${p}attn_q.weight`, opts, null);
+      wk = rowView(src, qDim, kvDim, `${p}attn_k.weight`, opts, null);
+      wv = rowView(src, qDim + kvDim, kvDim, `${p}attn_v.weight`, opts, null);
+    } else {
+      wq = lin(`${p}attn_q.weight`, dim, qDim);
+      wk = lin(`${p}attn_k.weight`, dim, kvDim);
+      wv = lin(`${p}attn_v.weight`, dim, kvDim);
+    }
+    const L: LayerWeights = {
       attnNorm: vector(`${p}attn_norm.weight`, dim),
-      wq: lin(`${p}attn_q.weight`, dim, qDim),
-      wk: lin(`${p}attn_k.weight`, dim, kvDim),
-      wv: lin(`${p}attn_v.weight`, dim, kvDim),
+      wq,
+      wk,
+      wv,
+      wqkv,
       wo: lin(`${p}attn_output.weight`, qDim, dim),
       bq: optionalVector(`${p}attn_q.bias`, qDim),
       bk: optionalVector(`${p}attn_k.bias`, kvDim),
       bv: optionalVector(`${p}attn_v.bias`, kvDim),
+      qNorm: optionalVector(`${p}attn_q_norm.weight`, c.headDim),
+      kNorm: optionalVector(`${p}attn_k_norm.weight`, c.headDim),
+      attnPostNorm: optionalVector(`${p}post_attention_norm.weight`, dim),
+      ffnPostNorm: optionalVector(`${p}post_ffw_norm.weight`, dim),
       ffnNorm: vector(`${p}ffn_norm.weight`, dim),
-      gate: lin(`${p}ffn_gate.weight`, dim, hiddenDim),
-      down: lin(`${p}ffn_down.weight`, hiddenDim, dim),
-      up: lin(`${p}ffn_up.weight`, dim, hiddenDim),
-    });
+    };
+    if (has('ffn_gate_inp.weight')) {
+      const nExp = c.nExperts ?? fail(`${p}ffn_gate_inp.weight is a mixture-of-experts router, but the metadata has no expert_count`);
+      const eh = c.expertHiddenDim!;
+      // every expert tensor must hold expert_count experts
+      for (const part of ['gate_inp', 'gate_exps', 'up_exps', 'down_exps']) {
+        const t = byName.get(`${p}ffn_${part}.weight`);
+        const n = t?.dims[t.dims.length - 1];
+        if (t && n !== nExp) fail(`${t.name} has dims [${t.dims.join(', ')}]: ${n} experts, but ${c.arch ?? 'llama'}.expert_count is ${nExp} (inconsistent expert counts)`);
+      }
+      L.router = lin(`${p}ffn_gate_inp.weight`, dim, nExp);
+      const exps = (part: string, cols: number, rows: number) => {
+        const t = byName.get(`${p}ffn_${part}_exps.weight`);
+        if (!t) fail(`model is missing tensor ${p}ffn_${part}_exps.weight (the layer has a router)`);
+        if (t.dims.length !== 3 || t.dims[0] !== cols || t.dims[1] !== rows || t.dims[2] !== nExp)
+          fail(`${t.name} has dims [${t.dims.join(', ')}], expected [${cols}, ${rows}, ${nExp}] (expert_count ${nExp}): inconsistent expert counts`);
+        return t;
+      };
+      const g = exps('gate', dim, eh);
+      const u = exps('up', dim, eh);
+      const d = exps('down', eh, dim);
+      L.experts = [];
+      for (let e = 0; e < nExp; e++) {
+        L.experts.push({
+          gate: rowView({ ...g, cols: dim }, e * eh, eh, g.name, opts, engine),
+          up: rowView({ ...u, cols: dim }, e * eh, eh, u.name, opts, engine),
+          down: rowView({ ...d, cols: eh }, e * dim, dim, d.name, opts, engine),
+        });
+      }
+    } else if (!has('ffn_gate.weight') && has('ffn_up.weight')) {
+      // Phi-3: ffn_up holds gate rows then up rows
+      L.gateUp = lin(`${p}ffn_up.weight`, dim, 2 * hiddenDim);
+      const src = { name: L.gateUp.name, type: L.gateUp.type, data: L.gateUp.data, cols: dim };
+      L.gate = rowView(src, 0, hiddenDim, `${p}ffn_gate.weight`, opts, null);
+      L.up = rowView(src, hiddenDim, hiddenDim, `${p}ffn_up.weight`, opts, null);
+      L.down = lin(`${p}ffn_down.weight`, hiddenDim, dim);
+    } else {
+      L.gate = lin(`${p}ffn_gate.weight`, dim, hiddenDim);
+      L.down = lin(`${p}ffn_down.weight`, hiddenDim, dim);
+      L.up = lin(`${p}ffn_up.weight`, dim, hiddenDim);
+    }
+    layers.push(L);
   }
+  if (c.nExperts && !layers.some((L) => L.router)) fail(`the metadata says ${c.nExperts} experts, but no layer has a router (ffn_gate_inp.weight)`);
   return {
     tokenEmbedding: { type: emb.type, data: emb.data, rowBytes: ggmlRowBytes(emb.type, dim) },
     layers,
     outputNorm: vector('output_norm.weight', dim),
     output: byName.has('output.weight') ? lin('output.weight', dim, vocabSize) : lin('token_embd.weight', dim, vocabSize),
+    ropeFactors: optionalVector('rope_freqs.weight', c.ropeDim / 2),
   };
 }
 
 // ---------------------------------------------------------------------------------------------------
 // KV cache
 
-/** Where keys and values live. f32 now; a quantized store dequantizes into scratch on read. */
+/**
+ * Where keys and values live. f32 now; a quantized store would keep packed rows (a GGML type per
+ * position) and either dequantize into scratch on read (keys/values) or, in kernel memory, let the
+ * attention kernel read the packed rows (KernelKvStorage.rowType).
+ */
 export interface KvStorage {
   /** positions each layer can hold */
   readonly capacity: number;
   /** store the key and value vectors (kvDim each) of position `pos` of `layer` */
   store(layer: number, pos: number, key: Float32Array, value: Float32Array): void;
+  /**
+   * Optional fast path: store positions [pos, pos + n) of `layer` from the first n rows (kvDim each) of
+   * k and v, in place (no allocation per token). Without it the runtime calls store() per position.
+   */
+  append?(layer: number, pos: number, n: number, k: Float32Array, v: Float32Array): void;
   /** keys of positions [0, n) of `layer` as f32, kvDim per position, contiguous */
   keys(layer: number, n: number): Float32Array;
   /** values of positions [0, n) of `layer` as f32, kvDim per position, contiguous */
@@ -190,6 +364,8 @@ export function f32KvStorage(nLayers: number, capacity: number, kvDim: number): 
 /** f32 storage in a kernel engine's memory, where the WebAssembly attention reads it. */
 interface KernelKvStorage extends KvStorage {
   readonly engine: MatmulEngine;
+  /** the type of a stored row (what the attention kernel reads): f32 rows of kvDim now */
+  readonly rowType: 'F32';
   /** byte offsets of position 0 of a layer's keys / values */
   keysAt(layer: number): number;
   valuesAt(layer: number): number;
@@ -201,13 +377,23 @@ function kernelKvStorage(engine: MatmulEngine, nLayers: number, capacity: number
   const v = k && engine.allocF32(nLayers * capacity * kvDim, owner); // (layer, pos, kvDim)
   if (!k || !v) return null;
   const base = (layer: number, pos: number) => (layer * capacity + pos) * kvDim;
+  const put = (dst: { at: number; array: Float32Array }, at: number, src: Float32Array, n: number) => {
+    const own = engine.ptrOf(src, n * kvDim);
+    if (own >= 0) engine.copyWithin(dst.at + at * 4, own, n * kvDim * 4);
+    else dst.array.set(src.subarray(0, n * kvDim), at);
+  };
   return {
     engine,
+    rowType: 'F32',
     capacity,
     store(layer, pos, key, value) {
       void owner; // the arrays live as long as this storage
-      k.array.set(key.subarray(0, kvDim), base(layer, pos));
-      v.array.set(value.subarray(0, kvDim), base(layer, pos));
+      put(k, base(layer, pos), key, 1);
+      put(v, base(layer, pos), value, 1);
+    },
+    append(layer, pos, n, keys, values) {
+      put(k, base(layer, pos), keys, n);
+      put(v, base(layer, pos), values, n);
     },
     keys: (layer, n) => k.array.subarray(base(layer, 0), base(layer, n)),
     values: (layer, n) => v.array.subarray(base(layer, 0), base(layer, n)),
@@ -234,12 +420,21 @@ class RunState {
   readonly hb: Float32Array; // (batch, hiddenDim) gate, then silu(gate) * up
   readonly hb2: Float32Array; // (batch, hiddenDim) up
   readonly scores: Float64Array; // (capacity) attention scores of one head
-  readonly ropeFreq: Float64Array; // (ropeDim/2) theta^(-2i/ropeDim)
+  readonly ropeFreq: Float64Array; // (ropeDim/2) theta^(-2i/ropeDim) * freqScale / factor_i
+  readonly ropeFreqSwa: Float64Array; // (ropeDim/2) the same for sliding-window layers
   readonly lastLogits: Float32Array; // (vocab)
-  constructor(c: LlamaConfig, readonly batch: number, capacity: number, engine: MatmulEngine | null) {
+  // family buffers, allocated when the model needs them
+  readonly qkv: Float32Array; // (batch, qDim + 2*kvDim) fused q|k|v (Phi-3)
+  readonly gateUp: Float32Array; // (batch, 2*hiddenDim) fused gate|up (Phi-3)
+  readonly router: Float32Array; // (batch, nExperts) router logits
+  readonly expertIn: Float32Array; // (batch, dim) the rows routed to one expert
+  readonly expertGate: Float32Array; // (batch, expertHidden)
+  readonly expertUp: Float32Array; // (batch, expertHidden)
+  readonly expertOut: Float32Array; // (batch, dim)
+  constructor(c: LlamaConfig, readonly batch: number, capacity: number, engine: MatmulEngine | null, w: LlamaWeights) {
     const qDim = c.nHeads * c.headDim;
     const kvDim = c.nKvHeads * c.headDim;
-    const f32 = (n: number) => engine?.allocF32(n, this)?.array ?? new Float32Array(n);
+    const f32 = (n: number) => (n === 0 ? new Float32Array(0) : (engine?.allocF32(n, this)?.array ?? new Float32Array(n)));
     this.x = f32(batch * c.dim);
     this.xb = f32(batch * c.dim);
     this.q = f32(batch * qDim);
@@ -250,9 +445,24 @@ class RunState {
     this.hb = f32(batch * c.hiddenDim);
     this.hb2 = f32(batch * c.hiddenDim);
     this.scores = new Float64Array(capacity);
-    this.ropeFreq = new Float64Array(c.ropeDim / 2);
-    for (let i = 0; i < c.ropeDim / 2; i++) this.ropeFreq[i] = Math.pow(c.ropeTheta, (-2 * i) / c.ropeDim);
+    const table = (theta: number, scale: number) => {
+      const f = new Float64Array(c.ropeDim / 2);
+      for (let i = 0; i < c.ropeDim / 2; i++) f[i] = (Math.pow(theta, (-2 * i) / c.ropeDim) * scale) / (w.ropeFactors ? w.ropeFactors[i] : 1);
+      return f;
+    };
+    this.ropeFreq = table(c.ropeTheta, c.ropeFreqScale ?? 1);
+    this.ropeFreqSwa = table(c.ropeThetaSwa ?? c.ropeTheta, c.ropeFreqScaleSwa ?? c.ropeFreqScale ?? 1);
     this.lastLogits = new Float32Array(c.vocabSize);
+    const L = w.layers;
+    const eh = c.expertHiddenDim ?? 0;
+    this.qkv = f32(L.some((x) => x.wqkv) ? batch * (qDim + 2 * kvDim) : 0);
+    this.gateUp = f32(L.some((x) => x.gateUp) ? batch * 2 * c.hiddenDim : 0);
+    const moe = L.some((x) => x.router);
+    this.router = f32(moe ? batch * c.nExperts! : 0);
+    this.expertIn = f32(moe ? batch * c.dim : 0);
+    this.expertGate = f32(moe ? batch * eh : 0);
+    this.expertUp = f32(moe ? batch * eh : 0);
+    this.expertOut = f32(moe ? batch * c.dim : 0);
   }
 }
 
@@ -294,6 +504,74 @@ function rope(c: LlamaConfig, freq: Float64Array, vec: Float32Array, nTok: numbe
   }
 }
 
+/**
+ * GeGLU as ggml's CPU backend computes it: gelu (tanh form) is read from a table indexed by the f16 value
+ * of the gate, so the gate is rounded to f16 and the result to f16; |g| >= 10 passes through (0 or g).
+ */
+function gegluGgml(gate: Float32Array, up: Float32Array, n: number): void {
+  const table = gegluTable();
+  for (let i = 0; i < n; i++) {
+    const g = gate[i];
+    gate[i] = g <= -10 ? 0 : g >= 10 ? g * up[i] : table[f32ToF16(g)] * up[i];
+  }
+}
+
+let geluF16: Float32Array | null = null;
+function gegluTable(): Float32Array {
+  if (geluF16) return geluF16;
+  const t = new Float32Array(65536);
+  const c = Math.fround(Math.sqrt(2 / Math.PI));
+  for (let h = 0; h < 65536; h++) {
+    const x = f16ToF32(h);
+    const inner = Math.fround(c * Math.fround(x * Math.fround(1 + Math.fround(Math.fround(0.044715 * x) * x))));
+    const y = Math.fround(Math.fround(0.5 * x) * Math.fround(1 + Math.fround(Math.tanh(inner))));
+    t[h] = f16ToF32(f32ToF16(y));
+  }
+  return (geluF16 = t);
+}
+
+/** x = cap * tanh(x / cap) over n values */
+function softcap(x: Float32Array, n: number, cap: number): void {
+  for (let i = 0; i < n; i++) x[i] = cap * Math.tanh(x[i] / cap);
+}
+
+/**
+ * Causal attention with the family options the kernel does not have: a sliding window (token at position
+ * p sees p-window+1 .. p) and soft-capped scores (s = cap*tanh(s/cap), after the query scale). Plain
+ * TypeScript, float64 accumulation as attentionRef.
+ */
+function attentionWindowed(q: Float32Array, keys: Float32Array, values: Float32Array, nTok: number, pos0: number, nHeads: number, nKvHeads: number, headDim: number, scale: number, window: number, cap: number, out: Float32Array, scores: Float64Array): void {
+  const kvDim = nKvHeads * headDim;
+  const group = nHeads / nKvHeads;
+  for (let t = 0; t < nTok; t++) {
+    const p = pos0 + t;
+    const from = window > 0 ? Math.max(0, p - window + 1) : 0;
+    for (let h = 0; h < nHeads; h++) {
+      const qo = t * nHeads * headDim + h * headDim;
+      const ko = Math.floor(h / group) * headDim;
+      let max = -Infinity;
+      for (let j = from; j <= p; j++) {
+        let dot = 0;
+        for (let i = 0; i < headDim; i++) dot += q[qo + i] * keys[j * kvDim + ko + i];
+        let sc = dot * scale;
+        if (cap > 0) sc = cap * Math.tanh(sc / cap);
+        scores[j] = sc;
+        if (sc > max) max = sc;
+      }
+      let sum = 0;
+      for (let j = from; j <= p; j++) {
+        scores[j] = Math.exp(scores[j] - max);
+        sum += scores[j];
+      }
+      for (let i = 0; i < headDim; i++) {
+        let acc = 0;
+        for (let j = from; j <= p; j++) acc += scores[j] * values[j * kvDim + ko + i];
+        out[qo + i] = acc / sum;
+      }
+    }
+  }
+}
+
 function addBias(x: Float32Array, bias: Float32Array | undefined, nTok: number): void {
   if (!bias) return;
   const n = bias.length;
@@ -308,7 +586,7 @@ export interface ForwardHooks {
    * Called with the input of every linear layer before it is applied: `x` holds nTok rows of k values
    * (a view into the run state: copy what you keep). `name` is the weight's tensor name.
    */
-  linearInput?: (name: string, x: Float32Array, nTok: number, k: number) => void;
+  linearInput?: (name: string, x: Float32Array, nTok: number, k: number, expert?: number) => void;
   /**
    * Replaces the linear layer itself (out = x w^T for nTok rows): activation quantization modes
    * (W8A8, LLM.int8(), see src/model/act-quant.ts) plug in here. Must not modify x.
@@ -358,7 +636,7 @@ export class Llama {
     const kernelKv = engine && c.headDim % 4 === 0 && !opts.kv ? kernelKvStorage(engine, c.nLayers, capacity, kvDim) : null;
     this.kv = opts.kv ?? kernelKv ?? f32KvStorage(c.nLayers, capacity, kvDim);
     this.engine = engine;
-    this.s = new RunState(c, Math.max(1, opts.batch ?? 128), this.kv.capacity, engine);
+    this.s = new RunState(c, Math.max(1, opts.batch ?? 128), this.kv.capacity, engine, this.weights);
     this.activations = opts.activations ?? 'f32';
   }
 
@@ -377,7 +655,7 @@ export class Llama {
     const out = onlyLast ? this.s.lastLogits : new Float32Array((n - outputsFrom) * c.vocabSize);
     for (let b = 0; b < n; b += this.s.batch) {
       const nb = Math.min(this.s.batch, n - b);
-      const ids = Array.from({ length: nb }, (_, i) => tokens[b + i]);
+      const ids = b === 0 && nb === n ? tokens : Array.from({ length: nb }, (_, i) => tokens[b + i]);
       this.step(ids, pos + b);
       const from = Math.max(outputsFrom, b); // first token of this batch that needs logits
       if (from < b + nb) this.logits(out.subarray((from - outputsFrom) * c.vocabSize, (b + nb - outputsFrom) * c.vocabSize), from - b, b + nb - from);
@@ -440,13 +718,15 @@ export class Llama {
     for (let t = 0; t < tokens.length; t++) {
       const id = tokens[t];
       if (!(Number.isInteger(id) && id >= 0 && id < c.vocabSize)) fail(`token id ${id} is outside the ${c.vocabSize}-token vocabulary`);
-      dequantizeRows(e.type, e.data.subarray(id * e.rowBytes, (id + 1) * e.rowBytes), c.dim, 1, out.subarray(t * c.dim, (t + 1) * c.dim));
+      const row = out.subarray(t * c.dim, (t + 1) * c.dim);
+      dequantizeRows(e.type, e.data.subarray(id * e.rowBytes, (id + 1) * e.rowBytes), c.dim, 1, row);
+      if (c.embedScale !== undefined) for (let i = 0; i < c.dim; i++) row[i] = Math.fround(row[i] * c.embedScale);
     }
   }
 
-  private lin(out: Float32Array, x: Float32Array, w: LinearWeight, nTok: number): void {
+  private lin(out: Float32Array, x: Float32Array, w: LinearWeight, nTok: number, expert?: number): void {
     const input = x.subarray(0, nTok * w.cols);
-    this.hooks.linearInput?.(w.name, input, nTok, w.cols);
+    this.hooks.linearInput?.(w.name, input, nTok, w.cols, expert);
     if (this.activations === 'ggml') {
       // llama.cpp's own path: integer dot products on the stored blocks (activations rounded in the kernel)
       const kw = w.kernel;
@@ -454,29 +734,43 @@ export class Llama {
         kw.engine.matmulInt(out, x, kw, nTok);
         return;
       }
-      if (this.actScratch.length < nTok * w.cols) this.actScratch = new Float32Array(this.s.batch * Math.max(w.cols, this.config.hiddenDim, this.config.dim));
+      if (this.actScratch.length < nTok * w.cols) this.actScratch = new Float32Array(this.s.batch * Math.max(w.cols, this.config.hiddenDim, this.config.dim, this.config.expertHiddenDim ?? 0));
       if (ggmlRoundActivations(w.type, x, nTok, w.cols, this.actScratch)) x = this.actScratch;
     }
     if (this.hooks.linear) this.hooks.linear(out, x.subarray(0, nTok * w.cols), w, nTok);
     else linear(out, x, w, nTok);
   }
 
-  /** one batch through all layers, leaving the final residual stream in s.x */
-  private step(tokens: number[], pos: number): void {
+  /**
+   * one batch through all layers, leaving the final residual stream in s.x. A NaN or infinity in the
+   * residual stream is an error naming the first layer (and token position) where it appeared.
+   */
+  private step(tokens: ArrayLike<number>, pos: number): void {
+    const n = tokens.length * this.config.dim;
     this.embed(tokens, this.s.x);
-    for (let l = 0; l < this.config.nLayers; l++) this.layer(l, tokens.length, pos);
+    checkFinite(this.s.x, n, this.config.dim, pos, 'the token embeddings (token_embd.weight)');
+    for (let l = 0; l < this.config.nLayers; l++) {
+      this.layer(l, tokens.length, pos);
+      checkFinite(this.s.x, n, this.config.dim, pos, `the output of layer ${l} (blk.${l})`);
+    }
   }
 
   /** layer l on the nTok rows of s.x (positions pos, pos+1, ...), in place */
   private layer(l: number, nTok: number, pos: number): void {
+    const c = this.config;
     const s = this.s;
     const L = this.weights.layers[l];
-    const n = nTok * this.config.dim;
+    const n = nTok * c.dim;
     this.attentionBlock(l, nTok, pos);
     this.lin(s.xb2, s.att, L.wo, nTok);
+    if (L.attnPostNorm) rmsnorm(s.xb2, s.xb2, L.attnPostNorm, nTok, c.dim, c.normEps);
     for (let i = 0; i < n; i++) s.x[i] += s.xb2[i];
-    this.ffnBlock(l, nTok);
-    this.lin(s.xb2, s.hb, L.down, nTok);
+    if (L.router) this.moeBlock(l, nTok);
+    else {
+      this.ffnBlock(l, nTok);
+      this.lin(s.xb2, s.hb, L.down!, nTok);
+    }
+    if (L.ffnPostNorm) rmsnorm(s.xb2, s.xb2, L.ffnPostNorm, nTok, c.dim, c.normEps);
     for (let i = 0; i < n; i++) s.x[i] += s.xb2[i];
   }
 
@@ -485,49 +779,148 @@ export class Llama {
     const c = this.config;
     const s = this.s;
     const { dim, headDim, nHeads, nKvHeads } = c;
+    const qDim = nHeads * headDim;
     const kvDim = nKvHeads * headDim;
     const L = this.weights.layers[l];
     rmsnorm(s.xb, s.x, L.attnNorm, nTok, dim, c.normEps);
-    this.lin(s.q, s.xb, L.wq, nTok);
-    this.lin(s.k, s.xb, L.wk, nTok);
-    this.lin(s.v, s.xb, L.wv, nTok);
+    if (L.wqkv) {
+      // Phi-3: one matmul, then the q | k | v column ranges of each row
+      const w = qDim + 2 * kvDim;
+      this.lin(s.qkv, s.xb, L.wqkv, nTok);
+      for (let t = 0; t < nTok; t++) {
+        s.q.set(s.qkv.subarray(t * w, t * w + qDim), t * qDim);
+        s.k.set(s.qkv.subarray(t * w + qDim, t * w + qDim + kvDim), t * kvDim);
+        s.v.set(s.qkv.subarray(t * w + qDim + kvDim, (t + 1) * w), t * kvDim);
+      }
+    } else {
+      this.lin(s.q, s.xb, L.wq, nTok);
+      this.lin(s.k, s.xb, L.wk, nTok);
+      this.lin(s.v, s.xb, L.wv, nTok);
+    }
     addBias(s.q, L.bq, nTok);
     addBias(s.k, L.bk, nTok);
     addBias(s.v, L.bv, nTok);
-    rope(c, s.ropeFreq, s.q, nTok, nHeads, pos);
-    rope(c, s.ropeFreq, s.k, nTok, nKvHeads, pos);
-    for (let t = 0; t < nTok; t++) this.kv.store(l, pos + t, s.k.subarray(t * kvDim, (t + 1) * kvDim), s.v.subarray(t * kvDim, (t + 1) * kvDim));
+    if (L.qNorm) rmsnorm(s.q, s.q, L.qNorm, nTok * nHeads, headDim, c.normEps);
+    if (L.kNorm) rmsnorm(s.k, s.k, L.kNorm, nTok * nKvHeads, headDim, c.normEps);
+    const swa = c.swaLayers?.[l] === true;
+    const freq = swa ? s.ropeFreqSwa : s.ropeFreq;
+    rope(c, freq, s.q, nTok, nHeads, pos);
+    rope(c, freq, s.k, nTok, nKvHeads, pos);
+    if (this.kv.append) this.kv.append(l, pos, nTok, s.k, s.v);
+    else for (let t = 0; t < nTok; t++) this.kv.store(l, pos + t, s.k.subarray(t * kvDim, (t + 1) * kvDim), s.v.subarray(t * kvDim, (t + 1) * kvDim));
+    const scale = c.attnScale ?? 1 / Math.sqrt(headDim);
+    const window = swa ? c.slidingWindow! : 0;
+    const cap = c.attnSoftcap ?? 0;
+    if (window > 0 || cap > 0) {
+      const keys = this.kv.keys(l, pos + nTok);
+      const values = this.kv.values(l, pos + nTok);
+      attentionWindowed(s.q, keys, values, nTok, pos, nHeads, nKvHeads, headDim, scale, window, cap, s.att, s.scores);
+      return;
+    }
     // causal attention (WebAssembly kernel when the cache lives in its memory)
     const kkv = this.kv as Partial<KernelKvStorage>;
     if (kkv.engine && kernelsEnabled()) {
-      kkv.engine.attention(s.q, nTok, pos, nHeads, nKvHeads, headDim, kkv.keysAt!(l), kkv.valuesAt!(l), kvDim, 1 / Math.sqrt(headDim), s.att);
-    } else this.attention(l, nTok, pos);
+      kkv.engine.attention(s.q, nTok, pos, nHeads, nKvHeads, headDim, kkv.keysAt!(l), kkv.valuesAt!(l), kvDim, scale, s.att);
+    } else this.attention(l, nTok, pos, scale);
   }
 
-  /** rmsnorm, gate and up, SwiGLU: s.x -> s.hb = silu(gate(x)) * up(x) (the input of Wdown) */
+  /** gate(x') * up(x') through the family's activation, x' = ffnNorm(x): s.x -> s.hb (the input of Wdown) */
   private ffnBlock(l: number, nTok: number): void {
     const c = this.config;
     const s = this.s;
     const L = this.weights.layers[l];
+    const h = c.hiddenDim;
     rmsnorm(s.xb, s.x, L.ffnNorm, nTok, c.dim, c.normEps);
-    this.lin(s.hb, s.xb, L.gate, nTok);
-    this.lin(s.hb2, s.xb, L.up, nTok);
-    const n = nTok * c.hiddenDim;
-    if (this.engine && kernelsEnabled()) this.engine.siluMul(s.hb, s.hb2, n);
+    if (L.gateUp) {
+      // Phi-3: one matmul, gate columns then up columns of each row
+      this.lin(s.gateUp, s.xb, L.gateUp, nTok);
+      for (let t = 0; t < nTok; t++) {
+        s.hb.set(s.gateUp.subarray(2 * t * h, (2 * t + 1) * h), t * h);
+        s.hb2.set(s.gateUp.subarray((2 * t + 1) * h, (2 * t + 2) * h), t * h);
+      }
+    } else {
+      this.lin(s.hb, s.xb, L.gate!, nTok);
+      this.lin(s.hb2, s.xb, L.up!, nTok);
+    }
+    this.activate(s.hb, s.hb2, nTok * h);
+  }
+
+  /** gate = act(gate) * up over n values */
+  private activate(gate: Float32Array, up: Float32Array, n: number): void {
+    if (this.config.activation === 'gelu') gegluGgml(gate, up, n);
+    else if (this.engine && kernelsEnabled()) this.engine.siluMul(gate, up, n);
     else {
       for (let i = 0; i < n; i++) {
-        const g = s.hb[i];
-        s.hb[i] = (g / (1 + Math.exp(-g))) * s.hb2[i];
+        const g = gate[i];
+        gate[i] = (g / (1 + Math.exp(-g))) * up[i];
+      }
+    }
+  }
+
+  /**
+   * Mixture of experts (Mixtral, Qwen3-MoE, as llama.cpp's build_moe_ffn with softmax gating): router
+   * probabilities p = softmax(Wrouter x'), the top-k experts by p, their weights p_e / sum(top-k p)
+   * (the sum clamped below at 2^-14); out = sum_e w_e down_e(silu(gate_e x') * up_e x'). Each expert
+   * runs on the rows routed to it (so hooks see each expert's own inputs): s.x -> s.xb2.
+   */
+  private moeBlock(l: number, nTok: number): void {
+    const c = this.config;
+    const s = this.s;
+    const L = this.weights.layers[l];
+    const nExp = c.nExperts!;
+    const k = c.nExpertsUsed!;
+    const eh = c.expertHiddenDim!;
+    const dim = c.dim;
+    rmsnorm(s.xb, s.x, L.ffnNorm, nTok, dim, c.normEps);
+    this.lin(s.router, s.xb, L.router!, nTok);
+    // per expert: the token rows routed to it and their weights
+    const rows: number[][] = Array.from({ length: nExp }, () => []);
+    const weights: number[][] = Array.from({ length: nExp }, () => []);
+    const order = new Int32Array(nExp);
+    const p = new Float64Array(nExp);
+    for (let t = 0; t < nTok; t++) {
+      const logits = s.router.subarray(t * nExp, (t + 1) * nExp);
+      let max = -Infinity;
+      for (let e = 0; e < nExp; e++) max = Math.max(max, logits[e]);
+      let sum = 0;
+      for (let e = 0; e < nExp; e++) sum += (p[e] = Math.exp(logits[e] - max));
+      for (let e = 0; e < nExp; e++) {
+        p[e] = Math.fround(p[e] / sum);
+        order[e] = e;
+      }
+      order.sort((a, b) => p[b] - p[a] || a - b);
+      let wsum = 0;
+      for (let j = 0; j < k; j++) wsum += p[order[j]];
+      wsum = Math.max(wsum, 6.103515625e-5);
+      for (let j = 0; j < k; j++) {
+        rows[order[j]].push(t);
+        weights[order[j]].push(p[order[j]] / wsum);
+      }
+    }
+    s.xb2.fill(0, 0, nTok * dim);
+    for (let e = 0; e < nExp; e++) {
+      const n = rows[e].length;
+      if (n === 0) continue;
+      const E = L.experts![e];
+      for (let r = 0; r < n; r++) s.expertIn.set(s.xb.subarray(rows[e][r] * dim, (rows[e][r] + 1) * dim), r * dim);
+      this.lin(s.expertGate, s.expertIn, E.gate, n, e);
+      this.lin(s.expertUp, s.expertIn, E.up, n, e);
+      this.activate(s.expertGate, s.expertUp, n * eh);
+      this.lin(s.expertOut, s.expertGate, E.down, n, e);
+      for (let r = 0; r < n; r++) {
+        const w = weights[e][r];
+        const o = rows[e][r] * dim;
+        for (let i = 0; i < dim; i++) s.xb2[o + i] += w * s.expertOut[r * dim + i];
       }
     }
   }
 
   /** causal attention of layer l in TypeScript: token t (position pos + t) sees positions 0 .. pos + t */
-  private attention(l: number, nTok: number, pos: number): void {
+  private attention(l: number, nTok: number, pos: number, scale: number): void {
     const { headDim, nHeads, nKvHeads } = this.config;
     const keys = this.kv.keys(l, pos + nTok);
     const values = this.kv.values(l, pos + nTok);
-    attentionRef(this.s.q, keys, values, nTok, pos, nHeads, nKvHeads, headDim, 1 / Math.sqrt(headDim), this.s.att, this.s.scores);
+    attentionRef(this.s.q, keys, values, nTok, pos, nHeads, nKvHeads, headDim, scale, this.s.att, this.s.scores);
   }
 
   /** logits of tokens [from, from + count) of the last batch into out (count x vocab) */
@@ -537,5 +930,22 @@ export class Llama {
     const x = s.x.subarray(from * c.dim, (from + count) * c.dim);
     rmsnorm(s.xb, x, this.weights.outputNorm, count, c.dim, c.normEps);
     this.lin(out, s.xb, this.weights.output, count);
+    checkFinite(out, count * c.vocabSize, c.vocabSize, -1, 'the logits (output.weight)');
+    if (c.finalSoftcap !== undefined) softcap(out, count * c.vocabSize, c.finalSoftcap);
   }
+}
+
+/**
+ * The one place a non-finite activation becomes an error: x[0, n) must be finite (rows of `width`
+ * values, the first at token position `pos`; -1: positions unknown). A sum is finite exactly when every
+ * term is (f32 values summed in f64 cannot overflow), so the common case is one pass of additions.
+ */
+export function checkFinite(x: Float32Array, n: number, width: number, pos: number, where: string): void {
+  let sum = 0;
+  for (let i = 0; i < n; i++) sum += x[i];
+  if (Number.isFinite(sum)) return;
+  let i = 0;
+  while (i < n && Number.isFinite(x[i])) i++;
+  const row = Math.floor(i / width);
+  fail(`non-finite value (${x[i]}) in ${where}${pos >= 0 ? ` at token position ${pos + row}` : ` (row ${row})`}: the model overflows or its weights hold NaN/inf`);
 }

@@ -4,8 +4,9 @@
  */
 import type { GgmlTypeInfo } from '../quant/ggml/types.js';
 
-/** LLaMA-family hyper-parameters: the one config type (model/family.ts). */
+/** The hyper-parameters: the one config type, declared with the model families (model/family.ts). */
 export type { ModelConfig as LlamaConfig, ModelConfig, RopeStyle } from './family.js';
+
 
 /**
  * A tensor as stored: GGUF naming and GGUF dimension order (innermost first), e.g. blk.0.attn_k.weight

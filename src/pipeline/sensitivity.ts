@@ -21,7 +21,7 @@ import { finishHessian } from '../algos/gptq.js';
 import { gemmABt, hessianAccumulator, type HessianAccumulator } from '../kernels/gptq.js';
 import { MatmulEngine } from '../kernels/matmul.js';
 import type { ModelFile } from '../io/model-file.js';
-import type { Llama } from '../model/llama.js';
+import { layerLinears, type Llama } from '../model/llama.js';
 import { linear, makeLinearWeight, type LinearWeight } from '../model/matmul.js';
 import { ggmlCodec, ggmlRowBytes, ggmlTypeByName } from '../quant/ggml/index.js';
 import { readFloats } from './quantize.js';
@@ -254,7 +254,10 @@ export function typesForRow(types: readonly string[], cols: number): string[] {
 /** The linear layers the runtime multiplies with, by tensor name, and the token embedding. */
 function linearNames(model: Llama): Map<string, LinearWeight> {
   const out = new Map<string, LinearWeight>();
-  for (const L of model.weights.layers) for (const w of [L.wq, L.wk, L.wv, L.wo, L.gate, L.up, L.down]) out.set(w.name, w);
+  for (const L of model.weights.layers) {
+    if (L.router) fail('sensitivity measurement does not cover mixture-of-experts layers yet');
+    for (const w of layerLinears(L)) out.set(w.name, w);
+  }
   out.set(model.weights.output.name, model.weights.output);
   return out;
 }

@@ -11,7 +11,7 @@ import type { QuantScheme, ScaleFormatName } from '../../quant/scheme.js';
 import type { ClipMethod, Granularity } from '../../quant/schemes/generic.js';
 import { SCHEME_OPTIONS, schemeOptionFlag } from '../../quant/scheme-options.js';
 import type { Command, ParsedArgs } from '../args.js';
-import { openInput, refuseSameFile, writeFileAtomic } from '../files.js';
+import { checkOutput, noteInput, openInput, writeFileAtomic } from '../files.js';
 import { f32View, runStream } from '../stream.js';
 import * as fs from 'node:fs';
 
@@ -198,7 +198,7 @@ function readAll(input: string | undefined): Promise<Uint8Array> {
 
 function writeAll(output: string | undefined, bytes: Uint8Array): Promise<void> {
   if (output) {
-    writeFileAtomic(output, bytes);
+    writeFileAtomic(output, bytes, 'output (--out)');
     return Promise.resolve();
   }
   return new Promise((resolve, reject) => process.stdout.write(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), (e) => (e ? reject(e) : resolve())));
@@ -230,7 +230,8 @@ function rowsFromBytes(s: QuantScheme, size: number, rowLength: number): number 
 async function runScheme(s: QuantScheme, a: ParsedArgs, decoding: boolean): Promise<void> {
   const input = a.values.in as string | undefined;
   const output = a.values.out as string | undefined;
-  refuseSameFile(input, output);
+  noteInput(input);
+  if (output) checkOutput(output, 'output (--out)');
   const rowLength = a.values['row-length'] as number | undefined;
   if (rowLength !== undefined) s.packedBytes(1, rowLength); // block-size check before any output
   if (decoding) {

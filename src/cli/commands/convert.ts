@@ -1,11 +1,13 @@
 import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { convertHfFolder } from '../../io/hf-families.js';
 import { fail } from '../../errors.js';
 import { convertModel, tokenizerFromGguf, tokenizerFromLlama2c, tokenizerFromVocab, type FloatType } from '../../io/convert.js';
 import { parseSentencepieceModel } from '../../io/vocab.js';
 import type { GgufValue } from '../../io/gguf.js';
 import { openModelFile } from '../../io/model-file.js';
 import type { Command } from '../args.js';
-import { refuseSameFile, withAtomicFile } from '../files.js';
+import { checkOutput, noteInput, withAtomicFile } from '../files.js';
 import { openModelPath, pipelinedSink, readSiblingConfig } from '../model-open.js';
 import { fileSource } from '../node-source.js';
 
@@ -27,10 +29,47 @@ async function loadTokenizer(file: string, vocabSize: number): Promise<[string, 
   }
 }
 
+/** lowbit convert HF-FOLDER OUT.gguf: config.json, the safetensors (index or single file), tokenizer files */
+async function convertFolder(dir: string, output: string, type: FloatType | undefined): Promise<void> {
+  const file = (n: string) => path.join(dir, n);
+  if (!fs.existsSync(file('config.json'))) fail(`${dir}: no config.json (a Hugging Face folder has config.json, *.safetensors and tokenizer.json or tokenizer.model)`);
+  const config = readSiblingConfig(file('config.json'));
+  const weights = fs.existsSync(file('model.safetensors.index.json'))
+    ? file('model.safetensors.index.json')
+    : fs.existsSync(file('model.safetensors'))
+      ? file('model.safetensors')
+      : (() => {
+          const st = fs.readdirSync(dir).filter((n) => n.endsWith('.safetensors'));
+          if (st.length !== 1) fail(`${dir}: ${st.length === 0 ? 'no .safetensors file' : `${st.length} .safetensors files and no model.safetensors.index.json`}`);
+          return file(st[0]);
+        })();
+  const read = (n: string) => (fs.existsSync(file(n)) ? (noteInput(file(n)), fs.readFileSync(file(n))) : undefined);
+  const tokenizer = {
+    tokenizerJson: read('tokenizer.json')?.toString('utf8'),
+    tokenizerConfig: read('tokenizer_config.json')?.toString('utf8'),
+    sentencepiece: (() => {
+      const b = read('tokenizer.model');
+      return b ? new Uint8Array(b.buffer, b.byteOffset, b.byteLength) : undefined;
+    })(),
+  };
+  const { model, close } = await openModelPath(weights);
+  try {
+    const r = await withAtomicFile(output, async (f) => {
+      const sink = pipelinedSink(f);
+      const res = await convertHfFolder(model, config, sink, { type, tokenizer });
+      await sink.flush();
+      return res;
+    });
+    process.stderr.write(`${output}: gguf (${r.arch}), ${r.tensors} tensors\n`);
+  } finally {
+    close();
+  }
+}
+
 export const convertCommand: Command = {
   name: 'convert',
   summary: 'convert a model (GGUF, safetensors (+index), llama2.c) to GGUF or safetensors (by OUT extension), streaming and atomic',
-  usage: 'lowbit convert IN OUT [--type f32|f16|bf16] [--tokenizer FILE]',
+  usage: 'lowbit convert IN OUT [--type f32|f16|bf16] [--tokenizer FILE]   (IN may be a Hugging Face folder: config.json + safetensors + tokenizer)',
   positionals: [2, 2],
   options: [
     { name: 'type', type: 'string', help: 'type of 2-D float tensors (1-D stay f32 in GGUF); default: keep', choices: ['f32', 'f16', 'bf16'] },
@@ -39,14 +78,25 @@ export const convertCommand: Command = {
   async run(a) {
     const [input, output] = a.positionals;
     const to = /\.gguf$/i.test(output) ? 'gguf' : /\.safetensors$/i.test(output) ? 'safetensors' : fail(`output ${output}: extension must be .gguf or .safetensors`);
-    refuseSameFile(input, output);
     const tokFile = a.values.tokenizer as string | undefined;
     if (tokFile && to !== 'gguf') fail('--tokenizer only applies to GGUF output');
-    refuseSameFile(tokFile, output);
+    noteInput(input);
+    noteInput(tokFile);
+    checkOutput(output, 'output');
+    if (fs.existsSync(input) && fs.statSync(input).isDirectory()) {
+      if (to !== 'gguf') fail('a Hugging Face folder converts to GGUF (OUT must end in .gguf)');
+      if (tokFile) fail('--tokenizer does not apply to a Hugging Face folder (its tokenizer.json / tokenizer.model is used)');
+      await convertFolder(input, output, (a.values.type as string | undefined)?.toUpperCase() as FloatType | undefined);
+      return;
+    }
     const { model, close } = await openModelPath(input);
     try {
       const embd = model.tensors.find((t) => t.name === 'token_embd.weight' || t.name === 'model.embed_tokens.weight');
-      const tokenizer = tokFile ? await loadTokenizer(tokFile, embd?.shape[0] ?? 0) : undefined;
+      const vocabSize = embd?.shape[0] ?? 0;
+      const tokenizer = tokFile ? await loadTokenizer(tokFile, vocabSize) : undefined;
+      const tokens = tokenizer?.find(([k]) => k === 'tokenizer.ggml.tokens')?.[1];
+      const nTokens = tokens && typeof tokens === 'object' && 'value' in tokens ? (tokens.value as { values: unknown[] }).values.length : undefined;
+      if (nTokens !== undefined && vocabSize > 0 && nTokens !== vocabSize) fail(`--tokenizer ${tokFile} has ${nTokens} tokens, but the model's vocabulary is ${vocabSize}: give the model's own tokenizer`);
       const type = (a.values.type as string | undefined)?.toUpperCase() as FloatType | undefined;
       const hfConfig = model.format === 'safetensors' ? readSiblingConfig(input) : undefined;
       const r = await withAtomicFile(output, async (f) => {

@@ -1,9 +1,8 @@
-import { readFileSync } from 'node:fs';
 import { actQuantLinear, llmInt8Linear } from '../../model/act-quant.js';
 import { fail } from '../../errors.js';
 import { logitsFileBase, modelBase, perplexity, type BaseSource, type PerplexityResult } from '../../eval/perplexity.js';
 import type { Command } from '../args.js';
-import { withAtomicFile } from '../files.js';
+import { checkOutput, noteInput, readInputText, withAtomicFile } from '../files.js';
 import { fileSet } from '../node-source.js';
 import { threadsFrom, threadsOption } from '../threads.js';
 import { activationsOption, loadModelPath } from './generate.js';
@@ -48,6 +47,10 @@ export const evalCommand: Command = {
     const open = files.open;
     try {
       if (a.values.base && a.values['base-logits']) fail('give either --base or --base-logits, not both');
+      // validate everything, then write: the inputs are noted and the output checked before any work
+      const saveLogits = a.values['save-logits'] as string | undefined;
+      for (const f of [a.positionals[0], a.values.text, a.values.base, a.values['base-logits'], a.values.tokenizer] as (string | undefined)[]) noteInput(f);
+      if (saveLogits) checkOutput(saveLogits, 'logits file (--save-logits)');
       const tokFile = a.values.tokenizer as string | undefined;
       const dequantize = a.values.dequantize as boolean;
       const threads = threadsFrom(a.values.threads);
@@ -67,7 +70,7 @@ export const evalCommand: Command = {
       else {
         if (!a.values.text) fail('eval needs --text FILE (or --base-logits FILE, which carries its tokens)');
         if (!m.tokenizer) fail(`${a.positionals[0]} carries no vocabulary: give --tokenizer tokenizer.bin or tokenizer.model`);
-        const text = readFileSync(a.values.text as string, 'utf8');
+        const text = readInputText(a.values.text as string, 'text (--text)');
         // with --chunks, only the tokens of those chunks are needed (the same ids as encoding it all)
         const chunks = a.values.chunks as number | undefined;
         tokens = chunks !== undefined ? m.tokenizer.encodeAtLeast(text, chunks * ctx) : m.tokenizer.encode(text);
@@ -85,7 +88,7 @@ export const evalCommand: Command = {
       const onChunk = tty ? (done: number, total: number, ppl: number) => process.stderr.write(`\r[${done}/${total}] PPL ${ppl.toFixed(4)}`) : undefined;
       const run = (saveLogits?: (b: Uint8Array) => void) =>
         perplexity(m.model, tokens, { ctx, chunks: a.values.chunks as number | undefined, bos, addBos, base, saveLogits, onChunk });
-      const r = a.values['save-logits'] ? await withAtomicFile(a.values['save-logits'] as string, (f) => run((b) => f.write(b))) : await run();
+      const r = saveLogits ? await withAtomicFile(saveLogits, (f) => run((b) => f.write(b)), 'logits file (--save-logits)') : await run();
       if (tty) process.stderr.write('\n');
       if (a.values.json) {
         const { ppl, pplStderr, nll, tokens: n, chunks, ctx: c, seconds, pplBase, kld, top1, dp } = r;

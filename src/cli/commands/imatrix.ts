@@ -1,9 +1,8 @@
-import { readFileSync } from 'node:fs';
 import { fail } from '../../errors.js';
 import { collectImatrix } from '../../pipeline/imatrix-collect.js';
 import { writeImatrix, type ImatrixFormat } from '../../pipeline/imatrix-file.js';
 import type { Command } from '../args.js';
-import { refuseSameFile, withAtomicFile } from '../files.js';
+import { checkOutput, noteInput, readInputText, withAtomicFile } from '../files.js';
 import { loadModelPath } from './generate.js';
 
 export const imatrixCommand: Command = {
@@ -27,12 +26,12 @@ export const imatrixCommand: Command = {
     if (!text) fail('imatrix needs --text FILE (the calibration text)');
     const out = a.values.output as string;
     const format = ((a.values['output-format'] as string | undefined) ?? (/\.dat$/i.test(out) ? 'dat' : 'gguf')) as ImatrixFormat;
-    refuseSameFile(modelPath, out);
-    refuseSameFile(text, out);
+    for (const f of [modelPath, text, a.values.tokenizer as string | undefined]) noteInput(f);
+    checkOutput(out, 'output (-o)');
     const ctx = a.values.ctx as number;
     const m = await loadModelPath(modelPath, a.values.tokenizer as string | undefined, { contextLength: ctx, batch: Math.min(ctx, 512) });
     if (!m.tokenizer) fail(`${modelPath} carries no vocabulary: give --tokenizer tokenizer.bin or tokenizer.model`);
-    const tokens = m.tokenizer.encode(readFileSync(text, 'utf8'));
+    const tokens = m.tokenizer.encode(readInputText(text, 'text (--text)'));
     const json = a.values.json as boolean;
     const tty = !json && process.stderr.isTTY;
     const r = collectImatrix(m.model, tokens, {
@@ -45,7 +44,7 @@ export const imatrixCommand: Command = {
       onChunk: tty ? (done, total, ppl) => process.stderr.write(`\r[${done}/${total}] PPL ${ppl.toFixed(4)}`) : undefined,
     });
     if (tty) process.stderr.write('\n');
-    await withAtomicFile(out, (f) => writeImatrix(r.imatrix, format, { write: (b) => f.write(b) }));
+    await withAtomicFile(out, (f) => writeImatrix(r.imatrix, format, { write: (b) => f.write(b) }), 'output (-o)');
     const entries = r.imatrix.entries.size;
     if (json) process.stdout.write(JSON.stringify({ output: out, format, entries, chunks: r.chunks, ctx: r.ctx, tokens: r.tokens, ppl: r.ppl, seconds: r.seconds }) + '\n');
     else process.stdout.write(`${out}: ${entries} entries (${format}) from ${r.chunks} chunks of ${r.ctx} tokens (${r.tokens} tokens), PPL ${r.ppl.toFixed(4)}, ${r.seconds.toFixed(1)} s\n`);

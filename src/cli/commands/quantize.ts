@@ -3,13 +3,13 @@ import * as path from 'node:path';
 import { fail } from '../../errors.js';
 import { LLAMA_FTYPES } from '../../algos/llama-types.js';
 import { PTQ_OPTIONS } from '../../algos/ptq-options.js';
-import { ALGORITHMS, defineRecipe, llamaRecipe, recipeFromJSON, schemeRecipe, type Algorithm, type Recipe } from '../../algos/recipe.js';
+import { algorithmName, ALGORITHMS, defineRecipe, llamaRecipe, recipeFromJSON, schemeRecipe, type Algorithm, type Recipe } from '../../algos/recipe.js';
 import { checkImatrix, planQuantization, quantize, type QuantizeReport, type TensorReport } from '../../pipeline/quantize.js';
 import { evaluateQuantization, type QuantizeEvaluation } from '../../pipeline/evaluate.js';
 import { readImatrix } from '../../pipeline/imatrix-file.js';
 import { quantizeReportHtml } from '../../pipeline/report-html.js';
 import type { Command, ParsedArgs } from '../args.js';
-import { refuseSameFile, withAtomicFile, writeFileAtomic } from '../files.js';
+import { checkOutput, noteInput, readInputText, stagedPath, withAtomicFile, writeFileAtomic } from '../files.js';
 import { directSink } from '../direct-sink.js';
 import { openModelPath, pipelinedSink } from '../model-open.js';
 import { defaultThreads, QuantizePool } from '../quantize-pool.js';
@@ -18,8 +18,24 @@ import { GptqPool } from '../gptq-pool.js';
 import { fileSource } from '../node-source.js';
 import { renderTable } from './formats.js';
 import { SCHEME_OPTIONS, schemeOptionFlag } from '../../quant/scheme-options.js';
+import { isOnnxPath } from '../onnx-open.js';
+import { ONNX_QUANTIZE_OPTIONS, runOnnxQuantize } from '../onnx-quantize.js';
 import { ALLOCATE_OPTIONS, allocatedRecipe, COST_OPTIONS } from './sensitivity.js';
 import type { AllocationResult } from '../../pipeline/allocate.js';
+import { defendedModel } from '../../audit/run.js';
+
+/** options that only one algorithm reads */
+const ALGORITHM_FLAGS: readonly (readonly [string, string])[] = [
+  ['act-order', 'gptq'],
+  ['damp', 'gptq'],
+  ['gptq-block', 'gptq'],
+  ['gptq-importance', 'gptq'],
+  ['gptq-clip', 'gptq'],
+  ['awq-grid', 'awq'],
+  ['awq-clip', 'awq'],
+  ['hqq-iters', 'hqq'],
+  ['hqq-p', 'hqq'],
+];
 
 /** The recipe of the flags, with --algo and the PTQ options that were given folded in. */
 function recipeOf(a: ParsedArgs, output: 'gguf' | 'safetensors'): Recipe {
@@ -35,13 +51,15 @@ function baseRecipeOf(a: ParsedArgs, output: 'gguf' | 'safetensors'): Recipe {
   const file = a.values.recipe as string | undefined;
   const type = a.values.type as string | undefined;
   if (file && type) fail('give either --type or --recipe, not both');
-  if (file) {
-    if (!fs.existsSync(file)) fail(`recipe file ${file} does not exist`);
-    return recipeFromJSON(fs.readFileSync(file, 'utf8'));
-  }
+  if (file) return recipeFromJSON(readInputText(file, 'recipe file'));
   if (!type) fail(`quantize needs --type T (llama.cpp types: ${Object.keys(LLAMA_FTYPES).join(', ')}; or a scheme such as int4, mxfp4, nvfp4, nf4) or --recipe FILE`);
   // names that are both (NVFP4): a llama.cpp file type for GGUF output, the NVIDIA scheme for safetensors
   const isFtype = output === 'gguf' && Object.keys(LLAMA_FTYPES).some((k) => k.toLowerCase() === type.toLowerCase());
+  // flags of the other kind of target are refused, not ignored
+  const LLAMA_ONLY = ['pure', 'output-tensor-type', 'token-embedding-type', 'leave-output-tensor'];
+  const GENERIC_ONLY = ['group', 'asym', 'zero-point', 'keep-embeddings'];
+  for (const f of isFtype ? GENERIC_ONLY : LLAMA_ONLY)
+    if (a.given.has(f)) fail(isFtype ? `--${f} applies to generic schemes (int4, mxfp4, ...), not to the llama.cpp type ${type}` : `--${f} applies to llama.cpp types (Q4_K_M, ...), not to the scheme ${type}`);
   if (isFtype)
     return llamaRecipe(type, {
       pure: a.values.pure as boolean,
@@ -137,30 +155,51 @@ export const quantizeCommand: Command = {
     { name: 'algo', type: 'string', choices: ALGORITHMS, help: 'rtn (default; imatrix-weighted with --calib), gptq, awq (need --calib), hqq (asymmetric targets, no calibration)' },
     { name: 'calib', type: 'string', help: 'calibration text (UTF-8) for gptq, awq, --smooth and imatrix-rtn' },
     ...PTQ_OPTIONS.map((o) => ({ name: o.flag, type: o.type, help: `${o.help} (default ${String(o.default)})`, ...(o.choices ? { choices: o.choices } : {}), ...(o.min !== undefined ? { min: o.min } : {}), ...(o.max !== undefined ? { max: o.max } : {}) })),
+    { name: 'defend', type: 'string', help: 'noise[=SCALE]: add interval-calibrated noise (SCALE rounding steps, default 0.5) to the weights before quantizing: removes planted quantization attacks (docs/security.md)' },
     ...ALLOCATE_OPTIONS,
     ...COST_OPTIONS,
     { name: 'dry-run', type: 'boolean', help: 'print the per-tensor plan and write nothing' },
+    { name: 'force', type: 'boolean', help: '--layout gptq|awq: replace an existing config.json beside OUT' },
     { name: 'json', type: 'boolean', help: 'print the report as JSON (no progress)' },
+    ...ONNX_QUANTIZE_OPTIONS,
   ],
   async run(a) {
     const [input, output] = a.positionals;
+    if (isOnnxPath(input) || isOnnxPath(output)) return runOnnxQuantize(a);
     const dry = a.values['dry-run'] as boolean;
     if (!output && !dry) fail('quantize needs an output path (or --dry-run)');
     const out = output ?? 'plan.gguf';
     const kind = /\.gguf$/i.test(out) ? 'gguf' : /\.safetensors$/i.test(out) ? 'safetensors' : fail(`output ${out}: extension must be .gguf or .safetensors`);
-    refuseSameFile(input, output);
     const layout = a.values.layout as 'lowbit' | 'gptq' | 'awq';
     if (layout !== 'lowbit' && kind !== 'safetensors') fail(`--layout ${layout} writes a Hugging Face safetensors checkpoint: OUT must end in .safetensors`);
     if (a.values['keep-unpackable'] && layout === 'lowbit') fail('--keep-unpackable applies to --layout gptq or awq');
     const configPath = path.join(path.dirname(out), 'config.json');
-    if (layout !== 'lowbit') refuseSameFile(input, configPath);
+    const imFile = a.values.imatrix as string | undefined;
+    const calibFile = a.values.calib as string | undefined;
+    const evalText = a.values.eval as string | undefined;
+    const reportFile = a.values.report as string | undefined;
+    if (reportFile && !/\.html?$/i.test(reportFile)) fail(`--report ${reportFile}: the report is HTML; name it .html`);
+    // validate everything, then write: every input is noted and every output checked before any work
+    for (const f of [input, imFile, calibFile, evalText, a.values.recipe as string | undefined]) noteInput(f);
+    if (/\.safetensors$|\.json$/i.test(input)) noteInput(path.join(path.dirname(input), 'config.json'));
+    if (!dry) {
+      checkOutput(out, 'output');
+      if (layout !== 'lowbit') {
+        checkOutput(configPath, 'config.json');
+        if (fs.existsSync(configPath) && !a.values.force)
+          fail(`${configPath} already exists (it may belong to another checkpoint in this folder); write OUT into its own folder, or give --force to replace it`);
+      }
+      if (reportFile) checkOutput(reportFile, 'report (--report)');
+    }
     let recipe = recipeOf(a, kind);
+    // options of one algorithm are refused when no tensor uses it (instead of being silently ignored)
+    const algorithmsUsed = [recipe.algorithm ?? 'rtn', ...recipe.rules.map((r) => r.algorithm ?? '')].flatMap((x) => algorithmName(x || undefined).split('+'));
+    for (const [flag, algo] of ALGORITHM_FLAGS) if (a.given.has(flag) && !algorithmsUsed.includes(algo)) fail(`--${flag} applies to --algo ${algo} (this run uses ${[...new Set(algorithmsUsed.filter(Boolean))].join(', ')})`);
     const allocating = a.given.has('target-size') || a.given.has('target-bpw');
     if (!allocating) for (const f of ['allocate', 'db', 'evo-generations', 'evo-offspring', 'types', 'estimator', 'output-factor', 'kld-windows', 'sample-rows']) if (a.given.has(f)) fail(`--${f} applies with --target-size or --target-bpw`);
     if (allocating && kind !== 'gguf') fail('--target-size/--target-bpw allocate GGML types: OUT must end in .gguf');
-    if (allocating && a.given.has('db')) refuseSameFile(input, a.values.db as string);
-    const imFile = a.values.imatrix as string | undefined;
-    refuseSameFile(imFile, output);
+    // the sensitivity database is a cache: read when it exists, else written (replaced only when the run succeeds)
+    if (allocating && a.given.has('db') && !dry) checkOutput(a.values.db as string, 'sensitivity database (--db)');
     let imatrix: Awaited<ReturnType<typeof readImatrix>> | undefined;
     if (imFile) {
       const src = fileSource(imFile);
@@ -171,15 +210,19 @@ export const quantizeCommand: Command = {
       }
     }
     const json = a.values.json as boolean;
-    const evalText = a.values.eval as string | undefined;
-    if (evalText && !fs.existsSync(evalText)) fail(`--eval text ${evalText} does not exist`);
-    const reportFile = a.values.report as string | undefined;
-    if (reportFile) {
-      if (!/\.html?$/i.test(reportFile)) fail(`--report ${reportFile}: the report is HTML; name it .html`);
-      refuseSameFile(input, reportFile);
-      if (output && path.resolve(reportFile) === path.resolve(output)) fail(`--report ${reportFile} is the output file`);
+    const calibText = calibFile ? readInputText(calibFile, 'calibration file (--calib)') : undefined;
+    const evalTextContent = evalText ? readInputText(evalText, '--eval text') : undefined;
+    const defend = a.values.defend as string | undefined;
+    let defendScale = 0;
+    if (defend !== undefined) {
+      const m = /^noise(?:=([0-9.eE+-]+))?$/.exec(defend);
+      if (!m) fail(`--defend ${defend}: expected noise or noise=SCALE`);
+      defendScale = m[1] === undefined ? 0.5 : Number(m[1]);
+      if (!(defendScale > 0 && defendScale <= 4)) fail(`--defend noise=${m[1]}: the scale (in rounding steps) must be in (0, 4]`);
+      if (kind !== 'gguf') fail('--defend applies to GGUF outputs (GGML types)');
     }
-    const { model, close } = await openModelPath(input);
+    const { model: opened, close } = await openModelPath(input);
+    let model = opened;
     try {
       let allocation: AllocationResult | undefined;
       if (allocating) {
@@ -190,6 +233,14 @@ export const quantizeCommand: Command = {
       }
       const plan = planQuantization(model, recipe, kind, { hasImatrix: !!imatrix, layout, keepUnpackable: a.values['keep-unpackable'] as boolean });
       if (imatrix) checkImatrix(model, plan, imatrix, `imatrix ${imFile}`);
+      if (defendScale > 0) {
+        const types = new Map(plan.tensors.filter((p) => p.ggml && !['F32', 'F16', 'BF16'].includes(p.to) && p.ne.length === 2).map((p) => [p.name, p.to]));
+        model = await defendedModel(model, types, defendScale, (a.values.seed as number | undefined) ?? 0);
+      }
+      // a group size that fits no tensor would silently leave every tensor unquantized
+      const quantizable = plan.tensors.filter((p) => p.from !== p.to || p.fallbackFrom);
+      if (a.given.has('group') && quantizable.length && quantizable.every((p) => p.fallbackFrom))
+        fail(`--group ${a.values.group} fits no tensor of ${input} (every one would fall back to ${quantizable[0].to}); use a group size that divides the rows`);
       if (dry) {
         const rows = plan.tensors.map((p) => [p.name, p.ne.join('x'), p.from, p.to + (p.fallbackFrom ? ` (from ${p.fallbackFrom})` : '')]);
         if (json) process.stdout.write(JSON.stringify({ recipe: plan.recipe, tensors: plan.tensors.map(({ name, ne, from, to, fallbackFrom }) => ({ name, ne, from, to, fallbackFrom })) }, null, 1) + '\n');
@@ -198,9 +249,6 @@ export const quantizeCommand: Command = {
       }
       const tty = !json && process.stderr.isTTY;
       const progress = tty ? progressBar(plan.tensors.reduce((a, p) => a + p.ne.reduce((x, y) => x * y, 1), 0)) : undefined;
-      const calibFile = a.values.calib as string | undefined;
-      refuseSameFile(calibFile, output);
-      if (calibFile && !fs.existsSync(calibFile)) fail(`calibration file ${calibFile} does not exist`);
       const threads = (a.values.threads as number | undefined) ?? defaultThreads();
       const gptqWorkers = threads > 1 ? new GptqPool(threads - 1) : undefined; // starts threads only when GPTQ runs
       const pool = threads > 1 ? new QuantizePool(threads) : undefined;
@@ -212,6 +260,7 @@ export const quantizeCommand: Command = {
           // resolves once done, as the writer then reuses the buffer)
           const sink = directSink(f) ?? pipelinedSink(f, 0, 64 << 20);
           try {
+            // the one verb: runs the recipe's algorithms (calibration on --calib) and writes the file
             const r = await quantize(model, recipe, sink, {
               output: kind,
               layout,
@@ -219,7 +268,7 @@ export const quantizeCommand: Command = {
               imatrix,
               workers: pool,
               onTensor: progress?.tensor,
-              calibText: calibFile ? fs.readFileSync(calibFile, 'utf8') : undefined,
+              calibText,
               threads: threadsFrom(threads),
               gptqWorkers,
               onProgress: progress ? (msg) => progress.line(msg) : undefined,
@@ -237,12 +286,12 @@ export const quantizeCommand: Command = {
       }
       const ptq = report.ptq;
       // a GPTQ/AWQ checkpoint is a folder: the safetensors file and config.json beside it
-      if (report.hfConfig) writeFileAtomic(configPath, JSON.stringify(report.hfConfig, null, 2) + '\n');
+      if (report.hfConfig) writeFileAtomic(configPath, JSON.stringify(report.hfConfig, null, 2) + '\n', 'config.json');
       let evaluation: QuantizeEvaluation | undefined;
-      if (evalText) {
-        const text = fs.readFileSync(evalText, 'utf8');
+      if (evalText && evalTextContent !== undefined) {
+        const text = evalTextContent;
         const original = fileSource(input);
-        const quantized = fileSource(out);
+        const quantized = fileSource(stagedPath(out)); // the written output, renamed into place when the run succeeds
         try {
           evaluation = await evaluateQuantization(original, quantized, text, {
             ctx: a.values['eval-ctx'] as number,
@@ -256,14 +305,14 @@ export const quantizeCommand: Command = {
         }
       }
       progress?.clear();
-      if (reportFile) writeFileAtomic(reportFile, quantizeReportHtml({ report, input, output: out, evaluation, generator: 'lowbit 0.1.0 quantize' }));
+      if (reportFile) writeFileAtomic(reportFile, quantizeReportHtml({ report, input, output: out, evaluation, generator: 'lowbit 0.1.0 quantize' }), 'report (--report)');
       const algorithms = ptq?.algorithms ?? {};
       if (json) {
         const ev = evaluation ? (({ kldValues: _omit, ...rest }) => rest)(evaluation) : undefined;
-        process.stdout.write(JSON.stringify({ ...report, output: out, ...(allocation ? { allocation: allocationSummary(allocation, fs.statSync(out).size) } : {}), algorithm: recipe.algorithm ?? 'rtn', ...(ptq ? { ptq: { notes: ptq.notes, seconds: ptq.seconds, calibrationTokens: ptq.calibrationTokens, rotationMaxLogitDiff: ptq.rotationMaxLogitDiff } } : {}), tensors: report.tensors.map((t) => ({ ...t, sqnrDb: Number.isFinite(t.sqnrDb) ? t.sqnrDb : null, ...(algorithms[t.name] ? { algorithm: algorithms[t.name] } : {}) })), ...(ev ? { evaluation: ev } : {}), ...(reportFile ? { report: reportFile } : {}) }) + '\n');
+        process.stdout.write(JSON.stringify({ ...report, output: out, ...(allocation ? { allocation: allocationSummary(allocation, fs.statSync(stagedPath(out)).size) } : {}), algorithm: recipe.algorithm ?? 'rtn', ...(ptq ? { ptq: { notes: ptq.notes, seconds: ptq.seconds, calibrationTokens: ptq.calibrationTokens, rotationMaxLogitDiff: ptq.rotationMaxLogitDiff } } : {}), tensors: report.tensors.map((t) => ({ ...t, sqnrDb: Number.isFinite(t.sqnrDb) ? t.sqnrDb : null, ...(algorithms[t.name] ? { algorithm: algorithms[t.name] } : {}) })), ...(ev ? { evaluation: ev } : {}), ...(reportFile ? { report: reportFile } : {}) }) + '\n');
       } else {
         const ptqText = ptq ? `${ptq.notes.join('\n')}\n${ptq.calibrationTokens ? `calibration: ${ptq.calibrationTokens} tokens, ` : ''}${ptq.seconds.toFixed(2)} s\n` : '';
-        process.stdout.write(`${out}: ${recipe.name}${recipe.algorithm ? ` (${recipe.algorithm})` : ''}${report.hfConfig ? ` (${layout} layout; ${configPath} written)` : ''}\n\n${reportTable(report, evaluation)}\n${ptqText}${reportFile ? `report: ${reportFile}\n` : ''}${allocation ? allocationText(allocation, fs.statSync(out).size) : ''}`);
+        process.stdout.write(`${out}: ${recipe.name}${recipe.algorithm ? ` (${recipe.algorithm})` : ''}${report.hfConfig ? ` (${layout} layout; ${configPath} written)` : ''}\n\n${reportTable(report, evaluation)}\n${ptqText}${reportFile ? `report: ${reportFile}\n` : ''}${allocation ? allocationText(allocation, fs.statSync(stagedPath(out)).size) : ''}`);
       }
     } finally {
       close();

@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { fail } from '../../errors.js';
 import { calibrationWindows } from '../../pipeline/calibrate.js';
 import type { Recipe } from '../../algos/recipe.js';
@@ -7,7 +7,7 @@ import { allocateToSize, bytesForBpw, parameterCount, type AllocateMethod, type 
 import { DEFAULT_SENSITIVITY_TYPES, kldFitness, measureSensitivity, modelFingerprint, parseSensitivityDb, type SensitivityDb } from '../../pipeline/sensitivity.js';
 import { sensitivityReportHtml } from '../../pipeline/sensitivity-report.js';
 import type { Command } from '../args.js';
-import { refuseSameFile, writeFileAtomic } from '../files.js';
+import { checkOutput, noteInput, readInputText, writeFileAtomic } from '../files.js';
 import { openModelPath } from '../model-open.js';
 import { threadsFrom } from '../threads.js';
 import { loadModelPath } from './generate.js';
@@ -37,7 +37,7 @@ export async function runSensitivity(modelPath: string, a: { values: Record<stri
     const loaded = await loadModelPath(modelPath, undefined, { contextLength: ctx, batch: Math.min(ctx, 512), threads: threadsFrom(a.values.threads as number | undefined) });
     if (!loaded.tokenizer) fail(`${modelPath} carries no vocabulary to tokenize the calibration text`);
     const ctxUsed = Math.min(ctx, loaded.model.config.seqLen);
-    const stream = loaded.tokenizer.encode(readFileSync(calibPath, 'utf8'), { bos: false });
+    const stream = loaded.tokenizer.encode(readInputText(calibPath, 'calibration file (--calib)'), { bos: false });
     const windows = calibrationWindows(stream, a.values['calib-tokens'] as number, ctxUsed, a.values.seed as number, loaded.tokenizer.vocab.bos);
     const nKld = Math.min(windows.length, a.values['kld-windows'] as number);
     return await measureSensitivity({
@@ -77,17 +77,17 @@ export const sensitivityCommand: Command = {
     if (!calib) fail('sensitivity needs --calib FILE (calibration text)');
     const db = a.values.db as string | undefined;
     const report = a.values.report as string | undefined;
-    for (const out of [db, report]) {
-      refuseSameFile(modelPath, out);
-      refuseSameFile(calib, out);
-    }
-    if (db && report) refuseSameFile(db, report);
+    // validate everything, then write: inputs noted, outputs checked before the measurement
+    noteInput(modelPath);
+    noteInput(calib);
+    if (db) checkOutput(db, 'database (--db)');
+    if (report) checkOutput(report, 'report (--report)');
     const json = a.values.json as boolean;
     const tty = !json && process.stderr.isTTY;
     const r = await runSensitivity(modelPath, a, calib, tty ? (msg, done, total) => process.stderr.write(`\r[${done}/${total}] ${msg}`.padEnd(80).slice(0, 80)) : undefined);
     if (tty) process.stderr.write('\r' + ' '.repeat(80) + '\r');
-    if (db) writeFileAtomic(db, JSON.stringify(r) + '\n');
-    if (report) writeFileAtomic(report, sensitivityReportHtml(r, modelPath));
+    if (db) writeFileAtomic(db, JSON.stringify(r) + '\n', 'database (--db)');
+    if (report) writeFileAtomic(report, sensitivityReportHtml(r, modelPath), 'report (--report)');
     if (json) {
       process.stdout.write(JSON.stringify(r) + '\n');
       return;
@@ -128,11 +128,11 @@ export async function allocatedRecipe(
   const dbFile = a.values.db as string | undefined;
   let db: SensitivityDb;
   const hash = await modelFingerprint(m);
-  if (dbFile && existsSync(dbFile)) db = parseSensitivityDb(readFileSync(dbFile, 'utf8'), hash, `--db ${dbFile}`);
+  if (dbFile && existsSync(dbFile)) db = parseSensitivityDb(readInputText(dbFile, 'sensitivity database (--db)'), hash, `--db ${dbFile}`);
   else {
     if (!calibFile) fail('--target-size/--target-bpw need costs: --calib FILE (measured now) or --db FILE from lowbit sensitivity');
     db = await runSensitivity(input, a, calibFile, say ? (msg, done, total) => say(`sensitivity [${done}/${total}] ${msg}`) : undefined);
-    if (dbFile) writeFileAtomic(dbFile, JSON.stringify(db) + '\n');
+    if (dbFile) writeFileAtomic(dbFile, JSON.stringify(db) + '\n', 'sensitivity database (--db)');
   }
   const method = a.values.allocate as AllocateMethod;
   let fitness: ((types: ReadonlyMap<string, string>, stage: number) => number) | undefined;
@@ -141,7 +141,7 @@ export async function allocatedRecipe(
     const ctx = a.values['calib-ctx'] as number;
     const loaded = await loadModelPath(input, undefined, { contextLength: ctx, batch: Math.min(ctx, 512) });
     if (!loaded.tokenizer) fail(`${input} carries no vocabulary to tokenize the calibration text`);
-    const stream = loaded.tokenizer.encode(readFileSync(calibFile, 'utf8'), { bos: false });
+    const stream = loaded.tokenizer.encode(readInputText(calibFile, 'calibration file (--calib)'), { bos: false });
     const windows = calibrationWindows(stream, a.values['calib-tokens'] as number, Math.min(ctx, loaded.model.config.seqLen), ((a.values.seed as number) ^ 0x1234) >>> 0, loaded.tokenizer.vocab.bos);
     const n = Math.min(windows.length, a.values['kld-windows'] as number);
     fitness = await kldFitness(loaded.model, m, new Map(db.tensors.map((t) => [t.name, t.candidates.map((c) => c.type)])), windows, [Math.max(1, n >> 2), n]);

@@ -1,5 +1,5 @@
 import * as fs from 'node:fs';
-import { fail } from '../../errors.js';
+import { fail, LowbitError } from '../../errors.js';
 import { readVocab } from '../../io/vocab.js';
 import { memorySink } from '../../io/sink.js';
 import { Tokenizer } from '../../model/tokenizer.js';
@@ -9,7 +9,7 @@ import { llamaGgufMetadata, paramTensors, writeLlamaGguf } from '../../io/llama-
 import { PRECISIONS, type Precision } from '../../train/precision.js';
 import { checkpointBytes, DEFAULT_TRAIN, NonFiniteLoss, restoreCheckpoint, Trainer, type TrainOptions } from '../../train/trainer.js';
 import type { Command, ParsedArgs } from '../args.js';
-import { refuseSameFile, writeFileAtomic } from '../files.js';
+import { checkOutput, noteInput, readInputBytes, readInputText, writeFileAtomic } from '../files.js';
 import { fileSource } from '../node-source.js';
 
 const D = DEFAULT_TRAIN;
@@ -50,6 +50,7 @@ export const trainCommand: Command = {
     { name: 'checkpoint', type: 'string', help: 'write a resumable checkpoint here (atomically) every --checkpoint-every steps and at the end' },
     { name: 'checkpoint-every', type: 'int', help: 'steps between checkpoints', default: 100, min: 1 },
     { name: 'resume', type: 'string', help: 'continue from this checkpoint (same model and options)' },
+    { name: 'stop-at', type: 'int', help: 'stop after this step (the schedule still spans --steps; resume later)', min: 0 },
     { name: 'eval-every', type: 'int', help: 'evaluate the held-out loss every N steps (0 = only at the end)', default: 0, min: 0 },
     { name: 'eval-chunks', type: 'int', help: 'held-out chunks of --ctx tokens per evaluation', default: 64, min: 1 },
     { name: 'log', type: 'string', help: 'write the loss curve (JSON lines per step) here' },
@@ -57,16 +58,26 @@ export const trainCommand: Command = {
   ],
   async run(a) {
     const out = a.positionals[0];
+    // validate everything, then write: inputs noted, outputs checked before training
+    const ckpt = a.values.checkpoint as string | undefined;
+    const resume = a.values.resume as string | undefined;
+    const logFile = a.values.log as string | undefined;
+    for (const f of [a.values.text, a.values['eval-text'], a.values.config, a.values['vocab-from']] as (string | undefined)[]) noteInput(f);
+    // resuming from the checkpoint that is written again is fine (it is read whole first); anything else is not
+    const resumeIsCheckpoint = !!resume && !!ckpt && sameFile(resume, ckpt);
+    if (resume && !resumeIsCheckpoint) noteInput(resume);
+    checkOutput(out, 'output');
+    if (ckpt) checkOutput(ckpt, 'checkpoint (--checkpoint)');
+    if (logFile) checkOutput(logFile, 'log (--log)');
     const { config, vocab } = await modelConfig(a);
     const tok = new Tokenizer(vocab);
     const textFile = a.values.text as string | undefined;
     if (!textFile) fail('train needs --text FILE');
-    refuseSameFile(textFile, out);
-    const text = fs.readFileSync(textFile, 'utf8');
+    const text = readInputText(textFile, 'training text (--text)');
     const trainChars = a.values['train-chars'] as number | undefined;
     const trainText = trainChars ? text.slice(0, trainChars) : text;
     const evalFile = a.values['eval-text'] as string | undefined;
-    const evalText = evalFile ? fs.readFileSync(evalFile, 'utf8') : trainChars ? text.slice(trainChars) : '';
+    const evalText = evalFile ? readInputText(evalFile, 'held-out text (--eval-text)') : trainChars ? text.slice(trainChars) : '';
     const data = Int32Array.from(tok.encode(trainText));
     const held = evalText ? Int32Array.from(tok.encode(evalText)) : undefined;
     const steps = a.values.steps as number | undefined;
@@ -92,20 +103,18 @@ export const trainCommand: Command = {
     if (data.length < opts.ctx + 1) fail(`the training text has ${data.length} tokens, fewer than one sequence of --ctx ${opts.ctx} + 1`);
     if (held && held.length < opts.ctx) fail(`the held-out text has ${held.length} tokens, fewer than one chunk of --ctx ${opts.ctx}`);
     const t = new Trainer(config, opts, data);
-    const resume = a.values.resume as string | undefined;
-    if (resume) restoreCheckpoint(t, fs.readFileSync(resume), resume);
-    const ckpt = a.values.checkpoint as string | undefined;
+    if (resume) restoreCheckpoint(t, readInputBytes(resume, 'checkpoint (--resume)', !resumeIsCheckpoint), resume);
     const ckptEvery = a.values['checkpoint-every'] as number;
     const evalEvery = a.values['eval-every'] as number;
     const evalChunks = a.values['eval-chunks'] as number;
     const json = a.values.json as boolean;
     const tty = !json && process.stderr.isTTY;
-    const logFile = a.values.log as string | undefined;
     const log: string[] = [];
     const t0 = performance.now();
     const startStep = t.step;
     try {
-      while (t.step < steps) {
+      const stopAt = Math.min(steps, (a.values['stop-at'] as number | undefined) ?? steps);
+      while (t.step < stopAt) {
         const r = t.trainStep();
         let line = `step ${r.step}/${steps} loss ${r.loss.toFixed(4)} lr ${r.lr.toExponential(2)} |g| ${r.gradNorm.toFixed(3)}`;
         if (held && evalEvery > 0 && r.step % evalEvery === 0 && r.step < steps) {
@@ -118,7 +127,8 @@ export const trainCommand: Command = {
           const tps = ((r.step - startStep) * opts.batch * opts.ctx * opts.accum) / ((performance.now() - t0) / 1000);
           process.stderr.write(`\r${line} ${tps.toFixed(0)} tok/s   `);
         } else if (!json && (r.step % 10 === 0 || r.step === steps)) process.stderr.write(line + '\n');
-        if (ckpt && r.step % ckptEvery === 0 && r.step < steps) writeFileAtomic(ckpt, checkpointBytes(t));
+        // a checkpoint is renamed into place at once: it must outlive a run killed later
+        if (ckpt && r.step % ckptEvery === 0 && r.step < steps) writeFileAtomic(ckpt, checkpointBytes(t), 'checkpoint (--checkpoint)', true);
       }
     } catch (e) {
       if (e instanceof NonFiniteLoss) {
@@ -134,11 +144,11 @@ export const trainCommand: Command = {
       heldOut = t.evaluate(held, evalChunks);
       t.evals.push({ step: t.step, loss: heldOut });
     }
-    if (ckpt) writeFileAtomic(ckpt, checkpointBytes(t));
-    if (logFile) writeFileAtomic(logFile, log.join('\n') + '\n');
+    if (ckpt) writeFileAtomic(ckpt, checkpointBytes(t), 'checkpoint (--checkpoint)');
+    if (logFile) writeFileAtomic(logFile, log.join('\n') + '\n', 'log (--log)');
     const sink = memorySink();
     await writeLlamaGguf(sink, llamaGgufMetadata(config, vocab, `lowbit-train-${config.dim}x${config.nLayers}`), paramTensors(t.model.tensors, t.model.params));
-    writeFileAtomic(out, sink.bytes());
+    writeFileAtomic(out, sink.bytes(), 'output');
     const last = t.history[t.history.length - 1];
     const tokensPerSecond = ((t.step - startStep) * opts.batch * opts.ctx * opts.accum) / seconds;
     const result = { output: out, steps: t.step, loss: last?.loss, heldOut, tokensPerSecond, seconds, params: t.model.params.length, precision: opts.precision, backend: t.model.be.name };
@@ -150,14 +160,24 @@ export const trainCommand: Command = {
   },
 };
 
+function sameFile(a: string, b: string): boolean {
+  try {
+    const x = fs.statSync(a);
+    const y = fs.statSync(b);
+    return x.dev === y.dev && x.ino === y.ino;
+  } catch {
+    return false;
+  }
+}
+
 async function modelConfig(a: ParsedArgs): Promise<{ config: TrainConfig; vocab: Vocab }> {
   const file = a.values.config as string | undefined;
   let base: Record<string, unknown> = {};
   if (file) {
     try {
-      base = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+      base = JSON.parse(readInputText(file, '--config')) as Record<string, unknown>;
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code) throw e;
+      if ((e as NodeJS.ErrnoException).code || e instanceof LowbitError) throw e;
       fail(`--config ${file} is not valid JSON`);
     }
     const known = new Set(['dim', 'hidden', 'layers', 'heads', 'kvHeads', 'ctx', 'tied', 'ropeTheta', 'normEps', 'vocabSize']);

@@ -8,7 +8,7 @@
  *     sub-block scale = d * (ls - 32). In qs, byte 16*b + j holds elements 32*b + j (low nibble)
  *     and 32*b + 16 + j (high nibble).
  *
- * Dequantize only (grid types; elements come in groups of 8 (IQ2/IQ1) or 4 (IQ3) from a grid table,
+ * Grid types (quantizers in iq-quant.ts; elements come in groups of 8 (IQ2/IQ1) or 4 (IQ3) from a grid table,
  * with 7 stored sign bits + implied parity bit per 8 via ksignsIq2xs):
  *   IQ2_XXS (16, 66 B)  d  qs: u16[32]                      per 32: 4 grid bytes + u32 (4x7 signs, 4-bit scale)
  *   IQ2_XS  (17, 74 B)  d  qs: u16[32] (9-bit grid | 7 sign bits << 9)  scales[8] (two 4-bit per 32)
@@ -22,6 +22,7 @@ import type { GgmlCodec } from './types.js';
 import { ggmlTypeById } from './types.js';
 import { f16ToF32, f32ToF16 } from './half.js';
 import { checkDequantize, checkQuantize } from './ggmlb-check.js';
+import { quantizeIq1M, quantizeIq1S, quantizeIq2S, quantizeIq2Xs, quantizeIq2Xxs, quantizeIq3S, quantizeIq3Xxs } from './iq-quant.js';
 import {
   iq1sGrid,
   iq2sGrid,
@@ -595,13 +596,13 @@ export function quantizeIq4XsRef(src: Float32Array, nRows: number, rowLength: nu
   iq4XsCodec.quantize!(src, nRows, rowLength, out);
 }
 
-export const iq2XxsCodec: GgmlCodec = Object.freeze({ type: IQ2_XXS, dequantize: dequantizeIq2Xxs });
-export const iq2XsCodec: GgmlCodec = Object.freeze({ type: IQ2_XS, dequantize: dequantizeIq2Xs });
-export const iq2SCodec: GgmlCodec = Object.freeze({ type: IQ2_S, dequantize: dequantizeIq2S });
-export const iq3XxsCodec: GgmlCodec = Object.freeze({ type: IQ3_XXS, dequantize: dequantizeIq3Xxs });
-export const iq3SCodec: GgmlCodec = Object.freeze({ type: IQ3_S, dequantize: dequantizeIq3S });
-export const iq1SCodec: GgmlCodec = Object.freeze({ type: IQ1_S, dequantize: dequantizeIq1S });
-export const iq1MCodec: GgmlCodec = Object.freeze({ type: IQ1_M, dequantize: dequantizeIq1M });
+export const iq2XxsCodec: GgmlCodec = Object.freeze({ type: IQ2_XXS, quantize: quantizeIq2Xxs, usesImportance: true, dequantize: dequantizeIq2Xxs });
+export const iq2XsCodec: GgmlCodec = Object.freeze({ type: IQ2_XS, quantize: quantizeIq2Xs, usesImportance: true, dequantize: dequantizeIq2Xs });
+export const iq2SCodec: GgmlCodec = Object.freeze({ type: IQ2_S, quantize: quantizeIq2S, usesImportance: true, dequantize: dequantizeIq2S });
+export const iq3XxsCodec: GgmlCodec = Object.freeze({ type: IQ3_XXS, quantize: quantizeIq3Xxs, usesImportance: true, dequantize: dequantizeIq3Xxs });
+export const iq3SCodec: GgmlCodec = Object.freeze({ type: IQ3_S, quantize: quantizeIq3S, usesImportance: true, dequantize: dequantizeIq3S });
+export const iq1SCodec: GgmlCodec = Object.freeze({ type: IQ1_S, quantize: quantizeIq1S, usesImportance: true, dequantize: dequantizeIq1S });
+export const iq1MCodec: GgmlCodec = Object.freeze({ type: IQ1_M, quantize: quantizeIq1M, usesImportance: true, dequantize: dequantizeIq1M });
 
 export const iqCodecs: readonly GgmlCodec[] = Object.freeze([
   iq4NlCodec,

@@ -1,0 +1,250 @@
+/**
+ * `lowbit quantize model.onnx out.onnx ...`: ONNX models in, ONNX out.
+ *   --type int2|int4|int8     MatMul/Gemm weights -> com.microsoft MatMulNBits (--group, --asym,
+ *                             --accuracy-level, --algo rtn|gptq|hqq; gptq calibrates with --calib)
+ *   --qdq int8|fp8            QuantizeLinear/DequantizeLinear on --qdq-ops (Conv per output channel,
+ *                             MatMul/Gemm left by --type): static ranges from --calib (--calib-method) or
+ *                             --dynamic activations
+ *   --type qdq                only the QDQ part
+ * Calibration data: .npy (single-input models), .npz (arrays named by input) or a folder of them.
+ * The written model is loaded by onnxruntime-node (when installed) before the command ends.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { inflateRawSync } from 'node:zlib';
+import { fail } from '../errors.js';
+import { accumulateHessian, finishHessian } from '../algos/gptq.js';
+import { readNpy, readNpz } from '../io/npy.js';
+import { encodeOnnx, inlineExternalData, parseOnnx, PROTOBUF_LIMIT, writeOnnx } from '../io/onnx/model.js';
+import { nodeLabel } from '../io/onnx/graph-edit.js';
+import { matmulTargets, quantizeMatMulNBits, type NBitsAlgorithm, type NodeReport } from '../io/onnx/nbits.js';
+import { QDQ_OPS, qdqTargets, quantizeQdq, RangeCollector, type CalibMethod, type QdqOptions } from '../io/onnx/qdq.js';
+import type { ParsedArgs } from './args.js';
+import type { OptionSpec } from './args.js';
+import { checkOutput, noteInput, stagedPath, withAtomicFile } from './files.js';
+import { openOnnxPath } from './onnx-open.js';
+import { captureActivations, loadOrt, ortSession, type Feeds, type OutTensor } from './onnx-runtime.js';
+import { renderTable } from './commands/formats.js';
+
+/** options only ONNX models use (added to `lowbit quantize`'s table) */
+export const ONNX_QUANTIZE_OPTIONS: readonly OptionSpec[] = [
+  { name: 'accuracy-level', type: 'int', help: 'ONNX MatMulNBits: accuracy_level (0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 compute)', min: 0, max: 4 },
+  { name: 'calib-samples', type: 'int', help: 'ONNX: use at most this many calibration samples', min: 1 },
+  { name: 'qdq', type: 'string', choices: ['int8'], help: 'ONNX: QuantizeLinear/DequantizeLinear int8 on --qdq-ops (weights per output channel; activations static from --calib, or --dynamic)' },
+  { name: 'qdq-ops', type: 'string', help: 'ONNX: op types that get QDQ (MatMul/Gemm already turned into MatMulNBits are not touched)', default: 'Conv,MatMul,Gemm' },
+  { name: 'calib-method', type: 'string', choices: ['minmax', 'percentile', 'mse', 'entropy'], help: 'ONNX QDQ: how calibrated activation ranges are chosen', default: 'minmax' },
+  { name: 'dynamic', type: 'boolean', help: 'ONNX QDQ: activations quantized at run time (DynamicQuantizeLinear), no calibration' },
+  { name: 'keep', type: 'string', help: 'ONNX: comma-separated node names left in float' },
+  { name: 'keep-sensitive', type: 'int', help: 'ONNX QDQ: measure each node quantized alone on the calibration data (output SQNR) and leave the N most sensitive in float', min: 1 },
+];
+
+/** output SQNR (dB) of `got` against `ref`, over every float output */
+function outputSqnr(ref: Map<string, OutTensor>[], got: Map<string, OutTensor>[]): number {
+  let s = 0;
+  let e = 0;
+  ref.forEach((r, i) => {
+    for (const [k, a] of r) {
+      const b = got[i].get(k);
+      if (!b) continue;
+      for (let j = 0; j < a.data.length; j++) {
+        s += a.data[j] ** 2;
+        e += (a.data[j] - b.data[j]) ** 2;
+      }
+    }
+  });
+  return e === 0 ? Infinity : 10 * Math.log10(s / e);
+}
+
+/**
+ * The per-node sensitivity pass: each QDQ target quantized alone (weights and activation as they will
+ * be), the model run on the calibration samples, output SQNR against the float model. Worst first.
+ */
+async function qdqSensitivity(bytes: Uint8Array, name: string, opts: QdqOptions, samples: Feeds[], onNode?: (i: number, n: number) => void): Promise<{ node: string; sqnrDb: number }[]> {
+  const labels = qdqTargets(parseOnnx(bytes, name), opts.ops).map((t) => nodeLabel(t.node));
+  const run = async (model: Uint8Array) => {
+    const s = await ortSession(model);
+    try {
+      const out: Map<string, OutTensor>[] = [];
+      for (const f of samples) out.push(await s.run(f));
+      return out;
+    } finally {
+      await s.release();
+    }
+  };
+  const ref = await run(bytes);
+  const res: { node: string; sqnrDb: number }[] = [];
+  for (const [i, l] of labels.entries()) {
+    onNode?.(i, labels.length);
+    const m = parseOnnx(bytes, name);
+    await quantizeQdq(m, { ...opts, keep: new Set([...labels.filter((x) => x !== l), ...(opts.keep ?? [])]) });
+    res.push({ node: l, sqnrDb: outputSqnr(ref, await run(encodeOnnx(m.proto))) });
+  }
+  return res.sort((a, b) => a.sqnrDb - b.sqnrDb);
+}
+
+export interface OnnxQuantizeOptions {
+  input: string;
+  output: string;
+  type: string;
+  group: number;
+  asym: boolean;
+  algo: NBitsAlgorithm;
+  accuracyLevel?: number;
+  calib?: string;
+  calibSamples?: number;
+  json: boolean;
+}
+
+/** Calibration samples: each a feed per model input, from .npy/.npz files or a folder of them. */
+export function readCalibration(p: string, inputNames: readonly string[], max = Infinity): Feeds[] {
+  if (!fs.existsSync(p)) fail(`--calib ${p} does not exist`);
+  const files = fs.statSync(p).isDirectory()
+    ? fs
+        .readdirSync(p)
+        .filter((f) => /\.(npy|npz)$/i.test(f))
+        .sort()
+        .map((f) => path.join(p, f))
+    : [p];
+  if (!files.length) fail(`--calib ${p}: no .npy or .npz files`);
+  const out: Feeds[] = [];
+  for (const f of files) {
+    if (out.length >= max) break;
+    const bytes = new Uint8Array(fs.readFileSync(f));
+    if (/\.npz$/i.test(f)) {
+      const arrays = readNpz(bytes, f, (d) => new Uint8Array(inflateRawSync(d)));
+      const feeds: Feeds = {};
+      for (const name of inputNames) feeds[name] = arrays.get(name) ?? fail(`${f}: no array named '${name}' (model inputs: ${inputNames.join(', ')}; arrays: ${[...arrays.keys()].join(', ')})`);
+      out.push(feeds);
+    } else {
+      if (inputNames.length !== 1) fail(`${f}: a .npy holds one array, the model has ${inputNames.length} inputs (${inputNames.join(', ')}); use .npz files named by input`);
+      out.push({ [inputNames[0]]: readNpy(bytes, f) });
+    }
+  }
+  return out;
+}
+
+/** 2 X^T X / n per activation feeding a quantizable MatMul (GPTQ). */
+async function collectHessians(m: Awaited<ReturnType<typeof openOnnxPath>>['model'], samples: Feeds[], warn: (s: string) => void): Promise<Map<string, Float64Array>> {
+  const targets = matmulTargets(m).filter((t) => t.graphPath === '');
+  const ks = new Map(targets.map((t) => [t.activation, t.K]));
+  const h = new Map<string, Float64Array>();
+  const rows = new Map<string, number>();
+  await captureActivations(m.proto, [...ks.keys()], samples, (name, t) => {
+    const k = ks.get(name)!;
+    if (t.dims[t.dims.length - 1] !== k) {
+      warn(`activation ${name} has shape [${t.dims}], expected last dimension ${k}`);
+      return;
+    }
+    let acc = h.get(name);
+    if (!acc) h.set(name, (acc = new Float64Array(k * k)));
+    const n = t.data.length / k;
+    accumulateHessian(acc, t.data, n, k);
+    rows.set(name, (rows.get(name) ?? 0) + n);
+  });
+  for (const [name, acc] of h) finishHessian(acc, ks.get(name)!, rows.get(name)!);
+  return h;
+}
+
+export async function runOnnxQuantize(a: ParsedArgs): Promise<void> {
+  const [input, output] = a.positionals;
+  if (!output) fail('quantize needs an output path');
+  if (!/\.onnx$/i.test(input)) fail(`input ${input}: ONNX output needs an ONNX input (.onnx)`);
+  if (!/\.onnx$/i.test(output)) fail(`output ${output}: an ONNX model is written as .onnx`);
+  noteInput(input);
+  noteInput(a.values.calib as string | undefined);
+  checkOutput(output, 'output');
+  const type = (a.values.type as string | undefined)?.toLowerCase() ?? (a.values.qdq ? 'qdq' : fail('quantize model.onnx needs --type int4 (also int2, int8: MatMulNBits) and/or --qdq int8'));
+  const bitsOf: Record<string, number> = { int2: 2, int4: 4, int8: 8, q4: 4, q8: 8 };
+  const bits = type === 'qdq' ? 0 : (bitsOf[type] ?? fail(`--type ${type}: for ONNX models use int2, int4 or int8 (MatMulNBits) or qdq`));
+  const qdq = a.values.qdq as string | undefined;
+  if (type === 'qdq' && !qdq) fail('--type qdq needs --qdq int8');
+  const dynamic = a.values.dynamic as boolean;
+  const method = a.values['calib-method'] as CalibMethod;
+  const qdqOps = new Set((a.values['qdq-ops'] as string).split(',').map((x) => x.trim()).filter(Boolean));
+  for (const op of qdqOps) if (!(QDQ_OPS as readonly string[]).includes(op)) fail(`--qdq-ops ${op}: QDQ handles ${QDQ_OPS.join(', ')}`);
+  if (qdq && !dynamic && !a.values.calib) fail('--qdq int8 needs --calib (static activation ranges) or --dynamic');
+  const keep = new Set(((a.values.keep as string | undefined) ?? '').split(',').map((x) => x.trim()).filter(Boolean));
+  const algo = ((a.values.algo as string | undefined) ?? 'rtn') as NBitsAlgorithm;
+  if (!['rtn', 'gptq', 'hqq'].includes(algo)) fail(`--algo ${algo}: ONNX models take rtn, gptq or hqq`);
+  const calib = a.values.calib as string | undefined;
+  if (bits && algo === 'gptq' && !calib) fail('--algo gptq needs --calib (a .npy/.npz file or a folder of them: the model\'s inputs)');
+  const json = a.values.json as boolean;
+  const warnings: string[] = [];
+  const warn = (s: string) => {
+    warnings.push(s);
+    if (!json) process.stderr.write(`lowbit: warning: ${s}\n`);
+  };
+  const t0 = performance.now();
+  const { model, close } = await openOnnxPath(input);
+  try {
+    let samples: Feeds[] | undefined;
+    if (calib && ((bits && algo === 'gptq') || (qdq && !dynamic))) {
+      const s = await ortSession(path.resolve(input));
+      const names = s.inputNames;
+      await s.release();
+      samples = readCalibration(calib, names, a.values['calib-samples'] as number | undefined);
+    }
+    const floatBytes = a.values['keep-sensitive'] ? encodeOnnx(model.proto) : undefined;
+    // static activation ranges: measured on the float model, before any rewrite
+    let ranges: Map<string, [number, number]> | undefined;
+    if (qdq && !dynamic) {
+      const acts = [...new Set(qdqTargets(model, qdqOps).filter((t) => t.graphPath === '').map((t) => t.activation))];
+      const rc = new RangeCollector();
+      await captureActivations(model.proto, acts, samples!, (name, t) => rc.observeMinMax(name, t.data));
+      if (method !== 'minmax') await captureActivations(model.proto, acts, samples!, (name, t) => rc.observeHistogram(name, t.data));
+      ranges = new Map(acts.filter((n) => rc.min.has(n)).map((n) => [n, rc.range(n, method)]));
+    }
+    const reports: NodeReport[] = [];
+    if (bits) {
+      const hessians = algo === 'gptq' ? await collectHessians(model, samples!, warn) : undefined;
+      if (!matmulTargets(model).length && !qdq) fail(`${input}: no MatMul or Gemm with a constant 2-D float weight to quantize`);
+      reports.push(
+        ...(await quantizeMatMulNBits(
+          model,
+          { bits, blockSize: (a.values.group as number | undefined) ?? 32, symmetric: !(a.values.asym as boolean), accuracyLevel: a.values['accuracy-level'] as number | undefined, algorithm: algo, hessians, keep },
+          warn,
+        )),
+      );
+    }
+    let sensitivity: { node: string; sqnrDb: number }[] | undefined;
+    if (qdq) {
+      const qopts: QdqOptions = { ops: qdqOps, activations: dynamic ? 'dynamic' : 'static', ranges, keep };
+      const nKeep = a.values['keep-sensitive'] as number | undefined;
+      if (nKeep) {
+        if (!samples) fail('--keep-sensitive needs --calib (the sensitivity pass runs the model on it)');
+        const tty = !json && process.stderr.isTTY;
+        sensitivity = await qdqSensitivity(floatBytes!, input, qopts, samples.slice(0, 4), tty ? (i, n) => process.stderr.write(`\rsensitivity ${i + 1}/${n}`) : undefined);
+        if (tty) process.stderr.write('\r' + ' '.repeat(40) + '\r');
+        for (const s of sensitivity.slice(0, nKeep)) keep.add(s.node);
+      }
+      reports.push(...(await quantizeQdq(model, qopts, warn)));
+    }
+    if (!reports.some((r) => r.action !== 'kept')) fail(`nothing was quantized${reports.length ? `: ${reports.map((r) => `${r.node}: ${r.reason}`).join('; ')}` : ''}`);
+    await inlineExternalData(model);
+    let bytes = 0;
+    await withAtomicFile(output, async (f) => {
+      bytes = await writeOnnx(model.proto, { write: (b) => f.write(b) });
+    });
+    if (bytes > PROTOBUF_LIMIT) fail('internal error: model over 2 GiB written inline');
+    let loads: boolean | undefined;
+    try {
+      await loadOrt();
+      const s = await ortSession(path.resolve(stagedPath(output))); // the written file, renamed into place when the run succeeds
+      await s.release();
+      loads = true;
+    } catch (e) {
+      if (!/needs onnxruntime-node/.test((e as Error).message)) throw e;
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    const report = { input, output, inputBytes: model.size, outputBytes: bytes, seconds, nodes: reports, sensitivity, warnings, onnxruntimeLoads: loads };
+    if (json) process.stdout.write(JSON.stringify(report) + '\n');
+    else {
+      const rows = reports.map((r) => [r.node, r.op, `${r.K}x${r.N}`, r.action, r.sqnrDb === undefined ? '-' : r.sqnrDb.toFixed(2)]);
+      process.stdout.write(renderTable(['node', 'op', 'K x N', 'to', 'SQNR dB'], rows, [false, false, false, false, true]) + '\n');
+      if (sensitivity) process.stdout.write(`most sensitive (output SQNR quantized alone): ${sensitivity.slice(0, 8).map((s) => `${s.node} ${s.sqnrDb.toFixed(1)} dB`).join(', ')}\n`);
+      process.stdout.write(`${input} (${model.size} bytes) -> ${output} (${bytes} bytes, ${((100 * bytes) / model.size).toFixed(1)} %), ${seconds.toFixed(2)} s${loads ? '; onnxruntime-node loads it' : ''}\n`);
+    }
+  } finally {
+    close();
+  }
+}

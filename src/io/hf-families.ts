@@ -1,0 +1,488 @@
+/**
+ * Hugging Face checkpoints (config.json + safetensors, single or sharded, + tokenizer.json or
+ * tokenizer.model) -> GGUF for the families people quantize, with llama.cpp's convert_hf_to_gguf
+ * conventions (read from conversion/{llama,qwen,phi,gemma}.py and base.py; facts, not code):
+ *
+ *   family    HF architectures                     GGUF arch  what the converter does besides renaming
+ *   llama     Llama/Mistral/MixtralForCausalLM     llama      q/k rows permuted per head (rotate_half ->
+ *                                                            adjacent pairs); Llama 3 rope_scaling ->
+ *                                                            rope_freqs.weight; Mixtral experts stacked
+ *   qwen2     Qwen2ForCausalLM                     qwen2      biases kept
+ *   qwen3     Qwen3ForCausalLM                     qwen3      q_norm/k_norm -> attn_q_norm/attn_k_norm
+ *   qwen3moe  Qwen3MoeForCausalLM                  qwen3moe   experts stacked into 3-D ffn_*_exps
+ *   phi3      Phi3ForCausalLM                      phi3       qkv_proj -> attn_qkv, gate_up_proj -> ffn_up
+ *   gemma2    Gemma2ForCausalLM                    gemma2     every *norm.weight + 1 (Gemma's RMSNorm
+ *                                                            multiplies by 1 + w); lm_head dropped (tied)
+ *   gemma3    Gemma3ForCausalLM                    gemma3     the same, q/k norms too
+ *
+ * Tensor types: 1-D tensors, *_norm.weight, biases and ffn_gate_inp are F32; other float tensors keep
+ * their dtype (or take --type). Stacking experts = writing expert 0's bytes, then expert 1's, ...
+ * (torch.stack on dim 0, the outermost). The tokenizer: tokenizer.json's BPE vocabulary and merges with
+ * the pre-tokenizer recognised from its Split regex (llama-bpe, qwen2, tekken) or ByteLevel (gpt-2),
+ * padded to config.vocab_size with [PADn] UNUSED tokens; added tokens are CONTROL when special, else
+ * USER_DEFINED; BOS/EOS from tokenizer_config.json; or a sentencepiece tokenizer.model.
+ */
+import { fail } from '../errors.js';
+import { gguf, GgufWriter, type GgufValue } from './gguf.js';
+import { toGgufRows } from './hf-llama.js';
+import type { ModelFile, ModelTensor } from './model-file.js';
+import type { ByteSink } from './sink.js';
+import { fromFloat32, ggmlInfo, isFloatKind, toFloat32 } from './tensor-data.js';
+import { tokenizerFromVocab } from './convert.js';
+import { parseSentencepieceModel } from './vocab.js';
+import { TokenType } from '../model/types.js';
+import { preTokenizerKind, preTokenizerTraits } from '../model/pretokenize.js';
+
+interface HfFamily {
+  readonly arch: string;
+  readonly hfArchitectures: readonly string[];
+  /** llama: q/k rows reordered per head */
+  readonly permuteQk?: boolean;
+  /** gemma: norm gains stored as w, used as 1 + w */
+  readonly normPlusOne?: boolean;
+  /** per-layer names: [HF suffix after model.layers.N., GGUF suffix after blk.N.] */
+  readonly layer: readonly (readonly [string, string])[];
+  /** experts: HF pattern (after model.layers.N.) with groups (expert, part) and part -> GGUF 3-D tensor */
+  readonly experts?: { readonly pattern: RegExp; readonly parts: Readonly<Record<string, string>> };
+  readonly dropLmHead?: boolean;
+}
+
+const ATTN: readonly (readonly [string, string])[] = [
+  ['input_layernorm.weight', 'attn_norm.weight'],
+  ['self_attn.q_proj.weight', 'attn_q.weight'],
+  ['self_attn.k_proj.weight', 'attn_k.weight'],
+  ['self_attn.v_proj.weight', 'attn_v.weight'],
+  ['self_attn.o_proj.weight', 'attn_output.weight'],
+  ['self_attn.q_proj.bias', 'attn_q.bias'],
+  ['self_attn.k_proj.bias', 'attn_k.bias'],
+  ['self_attn.v_proj.bias', 'attn_v.bias'],
+  ['self_attn.o_proj.bias', 'attn_output.bias'],
+];
+const MLP: readonly (readonly [string, string])[] = [
+  ['post_attention_layernorm.weight', 'ffn_norm.weight'],
+  ['mlp.gate_proj.weight', 'ffn_gate.weight'],
+  ['mlp.up_proj.weight', 'ffn_up.weight'],
+  ['mlp.down_proj.weight', 'ffn_down.weight'],
+];
+const QK_NORM: readonly (readonly [string, string])[] = [
+  ['self_attn.q_norm.weight', 'attn_q_norm.weight'],
+  ['self_attn.k_norm.weight', 'attn_k_norm.weight'],
+];
+const GEMMA_NORMS: readonly (readonly [string, string])[] = [
+  ['post_attention_layernorm.weight', 'post_attention_norm.weight'],
+  ['pre_feedforward_layernorm.weight', 'ffn_norm.weight'],
+  ['post_feedforward_layernorm.weight', 'post_ffw_norm.weight'],
+  ['mlp.gate_proj.weight', 'ffn_gate.weight'],
+  ['mlp.up_proj.weight', 'ffn_up.weight'],
+  ['mlp.down_proj.weight', 'ffn_down.weight'],
+];
+
+const FAMILIES: readonly HfFamily[] = [
+  {
+    arch: 'llama',
+    hfArchitectures: ['LlamaForCausalLM', 'MistralForCausalLM', 'MixtralForCausalLM'],
+    permuteQk: true,
+    layer: [...ATTN, ...MLP, ['post_attention_layernorm.weight', 'ffn_norm.weight'], ['block_sparse_moe.gate.weight', 'ffn_gate_inp.weight']],
+    experts: { pattern: /^block_sparse_moe\.experts\.(\d+)\.(w1|w2|w3)\.weight$/, parts: { w1: 'ffn_gate_exps.weight', w2: 'ffn_down_exps.weight', w3: 'ffn_up_exps.weight' } },
+  },
+  { arch: 'qwen2', hfArchitectures: ['Qwen2ForCausalLM'], layer: [...ATTN, ...MLP] },
+  { arch: 'qwen3', hfArchitectures: ['Qwen3ForCausalLM'], layer: [...ATTN, ...QK_NORM, ...MLP] },
+  {
+    arch: 'qwen3moe',
+    hfArchitectures: ['Qwen3MoeForCausalLM'],
+    layer: [...ATTN, ...QK_NORM, ...MLP, ['mlp.gate.weight', 'ffn_gate_inp.weight']],
+    experts: { pattern: /^mlp\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$/, parts: { gate_proj: 'ffn_gate_exps.weight', up_proj: 'ffn_up_exps.weight', down_proj: 'ffn_down_exps.weight' } },
+  },
+  {
+    arch: 'phi3',
+    hfArchitectures: ['Phi3ForCausalLM'],
+    layer: [
+      ['input_layernorm.weight', 'attn_norm.weight'],
+      ['self_attn.qkv_proj.weight', 'attn_qkv.weight'],
+      ['self_attn.o_proj.weight', 'attn_output.weight'],
+      ['post_attention_layernorm.weight', 'ffn_norm.weight'],
+      ['mlp.gate_up_proj.weight', 'ffn_up.weight'],
+      ['mlp.down_proj.weight', 'ffn_down.weight'],
+    ],
+  },
+  { arch: 'gemma2', hfArchitectures: ['Gemma2ForCausalLM'], normPlusOne: true, dropLmHead: true, layer: [...ATTN, ...GEMMA_NORMS] },
+  { arch: 'gemma3', hfArchitectures: ['Gemma3ForCausalLM'], normPlusOne: true, layer: [...ATTN, ...QK_NORM, ...GEMMA_NORMS] },
+];
+
+/** The HF architectures `lowbit convert` knows. */
+export const HF_ARCHITECTURES: readonly string[] = FAMILIES.flatMap((f) => f.hfArchitectures);
+
+type Config = Record<string, unknown>;
+
+function familyOf(config: Config): HfFamily {
+  const archs = config.architectures;
+  const a = Array.isArray(archs) && typeof archs[0] === 'string' ? archs[0] : undefined;
+  if (a === undefined) fail(`config.json has no architectures[0] (known: ${HF_ARCHITECTURES.join(', ')})`);
+  const f = FAMILIES.find((x) => x.hfArchitectures.includes(a));
+  if (!f) fail(`config.json: architecture '${a}' is not one lowbit converts (known: ${HF_ARCHITECTURES.join(', ')})`);
+  return f;
+}
+
+const numOr = (c: Config, keys: readonly string[], dflt?: number): number | undefined => {
+  for (const k of keys) if (typeof c[k] === 'number') return c[k] as number;
+  return dflt;
+};
+const need = (c: Config, keys: readonly string[]): number => numOr(c, keys) ?? fail(`config.json: '${keys[0]}' is missing or not a number`);
+
+/** RoPE parameters as convert_hf_to_gguf reads them: rope_parameters (newer transformers) or rope_theta + rope_scaling */
+function ropeParams(c: Config): Record<string, unknown> {
+  const rp = c.rope_parameters;
+  if (rp && typeof rp === 'object') {
+    const r = rp as Record<string, unknown>;
+    return (r.full_attention as Record<string, unknown>) ?? r;
+  }
+  const out: Record<string, unknown> = { ...((c.rope_scaling as Record<string, unknown>) ?? {}) };
+  if (out.type !== undefined && out.rope_type === undefined) out.rope_type = out.type;
+  if (typeof c.rope_theta === 'number') out.rope_theta = c.rope_theta;
+  return out;
+}
+
+/** The RoPE frequency factors convert_hf_to_gguf writes as rope_freqs.weight for rope_type llama3 */
+export function llama3RopeFreqs(headDim: number, rp: Record<string, unknown>): Float32Array {
+  const base = (rp.rope_theta as number) ?? 10000;
+  const factor = (rp.factor as number) ?? 8;
+  const low = (rp.low_freq_factor as number) ?? 1;
+  const high = (rp.high_freq_factor as number) ?? 4;
+  const old = (rp.original_max_position_embeddings as number) ?? 8192;
+  const out = new Float32Array(headDim / 2);
+  for (let i = 0; i < headDim / 2; i++) {
+    const freq = 1 / Math.pow(base, Math.fround((2 * i) / headDim)); // torch: arange(0, dim, 2, float32) / dim
+    const wavelen = (2 * Math.PI) / freq;
+    if (wavelen < old / high) out[i] = 1;
+    else if (wavelen > old / low) out[i] = factor;
+    else {
+      const smooth = (old / wavelen - low) / (high - low);
+      out[i] = 1 / ((1 - smooth) / factor + smooth);
+    }
+  }
+  return out;
+}
+
+/** GGUF metadata for an HF config.json, as convert_hf_to_gguf writes it for the family. */
+export function hfGgufMetadata(config: unknown, nLayersCheck?: number): { arch: string; metadata: [string, GgufValue][] } {
+  if (typeof config !== 'object' || config === null) fail('config.json is not a JSON object');
+  const c = config as Config;
+  const f = familyOf(c);
+  const a = f.arch;
+  const m: [string, GgufValue][] = [['general.architecture', gguf.str(a)]];
+  if (typeof c._name_or_path === 'string' && c._name_or_path) m.push(['general.name', gguf.str(String(c._name_or_path).split('/').pop()!)]);
+  const u32 = (k: string, v: number | undefined) => v !== undefined && m.push([`${a}.${k}`, gguf.u32(v)]);
+  const f32 = (k: string, v: number | undefined) => v !== undefined && m.push([`${a}.${k}`, gguf.f32(v)]);
+  const nLayers = need(c, ['num_hidden_layers']);
+  if (nLayersCheck !== undefined && nLayersCheck !== nLayers) fail(`config.json says ${nLayers} layers, the checkpoint has ${nLayersCheck}`);
+  const dim = need(c, ['hidden_size']);
+  const nHead = need(c, ['num_attention_heads']);
+  const rp = ropeParams(c);
+  const gemma = f.arch === 'gemma2' || f.arch === 'gemma3';
+  u32('block_count', nLayers);
+  u32('context_length', numOr(c, ['max_position_embeddings'], a === 'gemma3' ? 131072 : undefined));
+  u32('embedding_length', dim);
+  u32('feed_forward_length', need(c, ['intermediate_size']));
+  u32('attention.head_count', nHead);
+  u32('attention.head_count_kv', numOr(c, ['num_key_value_heads'], nHead));
+  if (a === 'gemma2') {
+    // convert_hf_to_gguf's Gemma2Model writes no rope.freq_base (llama.cpp's default 10000 is Gemma 2's)
+  } else if (rp.rope_theta !== undefined) f32('rope.freq_base', rp.rope_theta as number);
+  else if (a === 'gemma3') f32('rope.freq_base', 1_000_000);
+  else if (a === 'phi3') f32('rope.freq_base', 10000);
+  f32('attention.layer_norm_rms_epsilon', numOr(c, ['rms_norm_eps'], gemma ? 1e-6 : undefined));
+  const ropeType = typeof rp.rope_type === 'string' ? rp.rope_type.toLowerCase() : undefined;
+  if (ropeType === 'linear' && typeof rp.factor === 'number') {
+    m.push([`${a}.rope.scaling.type`, gguf.str('linear')]);
+    f32('rope.scaling.factor', rp.factor);
+  } else if (ropeType === 'yarn') fail('config.json: YaRN RoPE scaling is not supported by lowbit convert yet');
+  else if (ropeType === 'longrope' || ropeType === 'su') fail('config.json: Phi-3 LongRoPE (rope_scaling long_factor/short_factor) is not supported by lowbit convert yet');
+  const nExperts = numOr(c, ['num_local_experts', 'num_experts']);
+  if (nExperts !== undefined && f.experts) {
+    u32('expert_count', nExperts);
+    u32('expert_used_count', need(c, ['num_experts_per_tok']));
+  }
+  if (typeof c.head_dim === 'number' || gemma) {
+    const hd = numOr(c, ['head_dim'], a === 'gemma3' ? 256 : dim / nHead)!;
+    u32('attention.key_length', hd);
+    u32('attention.value_length', hd);
+  }
+  if (a === 'llama') {
+    u32('vocab_size', need(c, ['vocab_size']));
+    u32('rope.dimension_count', numOr(c, ['head_dim'], Math.floor(dim / nHead)));
+  }
+  if (a === 'qwen3moe') u32('expert_feed_forward_length', numOr(c, ['moe_intermediate_size']));
+  if (a === 'phi3') {
+    const orig = numOr(rp as Config, ['original_max_position_embeddings'], numOr(c, ['original_max_position_embeddings'], numOr(c, ['max_position_embeddings'])));
+    u32('rope.scaling.original_context_length', orig);
+    u32('rope.dimension_count', Math.floor((numOr(c, ['partial_rotary_factor'], 1)! * dim) / nHead));
+    u32('attention.sliding_window', numOr(c, ['sliding_window'], 0));
+  }
+  if (a === 'gemma2') {
+    f32('attn_logit_softcapping', numOr(c, ['attn_logit_softcapping']));
+    f32('final_logit_softcapping', numOr(c, ['final_logit_softcapping']));
+    u32('attention.sliding_window', numOr(c, ['sliding_window']));
+  }
+  if (a === 'gemma3') {
+    if (c.attn_logit_softcapping != null) fail('config.json: Gemma 3 has no attention soft-capping, but attn_logit_softcapping is set');
+    const cap = numOr(c, ['final_logit_softcapping']);
+    if (cap) f32('final_logit_softcapping', cap);
+    if (c.sliding_window_pattern !== 1) u32('attention.sliding_window', numOr(c, ['sliding_window']));
+    const local = (c.rope_parameters as Record<string, Record<string, unknown>> | undefined)?.sliding_attention?.rope_theta ?? c.rope_local_base_freq;
+    if (typeof local === 'number') f32('rope.freq_base_swa', local);
+  }
+  return { arch: a, metadata: m };
+}
+
+// ---- tokenizer -------------------------------------------------------------------------------------
+
+const PRE_REGEX: readonly [string, string][] = [
+  ["(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+", 'llama-bpe'],
+  ["(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+", 'qwen2'],
+  ['[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+', 'tekken'],
+];
+
+/** tokenizer.ggml.pre for a tokenizer.json pre_tokenizer: recognised by its regex (llama.cpp hashes a tokenization instead) */
+export function hfPreTokenizer(pre: unknown): string {
+  const regexes: string[] = [];
+  let byteLevelRegex = false;
+  const visit = (p: unknown) => {
+    if (!p || typeof p !== 'object') return;
+    const o = p as Record<string, unknown>;
+    if (o.type === 'Sequence' && Array.isArray(o.pretokenizers)) o.pretokenizers.forEach(visit);
+    if (o.type === 'Split') {
+      const r = (o.pattern as Record<string, unknown> | undefined)?.Regex;
+      if (typeof r === 'string') regexes.push(r);
+    }
+    if (o.type === 'ByteLevel' && o.use_regex !== false) byteLevelRegex = true;
+  };
+  visit(pre);
+  if (regexes.length === 0 && byteLevelRegex) return 'gpt-2';
+  if (regexes.length === 1) {
+    const hit = PRE_REGEX.find(([r]) => r === regexes[0]);
+    if (hit) return hit[1];
+  }
+  fail(`tokenizer.json: unknown pre-tokenizer (${regexes.length ? `Split regex ${JSON.stringify(regexes[0]).slice(0, 80)}` : 'no Split regex, no ByteLevel regex'}); known: llama-bpe (Llama 3), qwen2, tekken, gpt-2`);
+}
+
+export interface HfTokenizerFiles {
+  /** tokenizer.json text */
+  tokenizerJson?: string;
+  /** tokenizer_config.json text */
+  tokenizerConfig?: string;
+  /** sentencepiece tokenizer.model bytes */
+  sentencepiece?: Uint8Array;
+}
+
+/** GGUF tokenizer.* entries for an HF tokenizer, padded to the model's vocab_size. */
+export function hfTokenizerMetadata(files: HfTokenizerFiles, config: Config, arch: string): [string, GgufValue][] {
+  const vocabSize = numOr(config, ['vocab_size']);
+  const tc = files.tokenizerConfig ? parseJson(files.tokenizerConfig, 'tokenizer_config.json') : {};
+  const tokenText = (v: unknown) => (typeof v === 'string' ? v : v && typeof v === 'object' && typeof (v as Record<string, unknown>).content === 'string' ? ((v as Record<string, unknown>).content as string) : undefined);
+  const gemma = arch === 'gemma2' || arch === 'gemma3';
+  const tj = files.tokenizerJson ? parseJson(files.tokenizerJson, 'tokenizer.json') : undefined;
+  const model = tj?.model as Record<string, unknown> | undefined;
+  if (tj && model?.type === 'BPE' && !files.sentencepiece) {
+    const vocab = model.vocab as Record<string, number>;
+    const byId = new Map<number, string>();
+    for (const [t, id] of Object.entries(vocab)) byId.set(id, t);
+    const added = new Map<number, { content: string; special: boolean }>();
+    for (const t of (tj.added_tokens as { id: number; content: string; special: boolean }[] | undefined) ?? []) added.set(t.id, t);
+    const n = Math.max(vocabSize ?? 0, ...byId.keys(), ...added.keys()) + (vocabSize === undefined ? 1 : 0);
+    const tokens: string[] = [];
+    const types = new Int32Array(n);
+    for (let i = 0; i < n; i++) {
+      const a = added.get(i);
+      if (a) {
+        tokens.push(a.content);
+        types[i] = a.special ? TokenType.CONTROL : TokenType.USER_DEFINED;
+      } else if (byId.has(i)) {
+        tokens.push(byId.get(i)!);
+        types[i] = TokenType.NORMAL;
+      } else {
+        tokens.push(`[PAD${i}]`);
+        types[i] = TokenType.UNUSED;
+      }
+    }
+    const merges = ((model.merges as unknown[]) ?? []).map((m) => (Array.isArray(m) ? m.join(' ') : String(m)));
+    const pre = hfPreTokenizer(tj.pre_tokenizer);
+    const idOf = (v: unknown) => {
+      const t = tokenText(v);
+      const i = t === undefined ? -1 : tokens.indexOf(t);
+      return i >= 0 ? i : undefined;
+    };
+    const out: [string, GgufValue][] = [
+      ['tokenizer.ggml.model', gguf.str('gpt2')],
+      ['tokenizer.ggml.pre', gguf.str(pre)],
+      ['tokenizer.ggml.tokens', gguf.strings(tokens)],
+      ['tokenizer.ggml.token_type', gguf.i32s(types)],
+      ['tokenizer.ggml.merges', gguf.strings(merges)],
+    ];
+    const bos = idOf(tc.bos_token) ?? numOr(config, ['bos_token_id']);
+    const eos = idOf(tc.eos_token) ?? numOr(config, ['eos_token_id']);
+    if (bos !== undefined) out.push(['tokenizer.ggml.bos_token_id', gguf.u32(bos)]);
+    if (eos !== undefined) out.push(['tokenizer.ggml.eos_token_id', gguf.u32(eos)]);
+    const pad = idOf(tc.pad_token);
+    if (pad !== undefined) out.push(['tokenizer.ggml.padding_token_id', gguf.u32(pad)]);
+    // add_bos_token: tokenizer_config.json, else whether the post-processor's single template starts with BOS
+    let addBos = typeof tc.add_bos_token === 'boolean' ? tc.add_bos_token : undefined;
+    if (addBos === undefined) {
+      const single = ((tj.post_processor as Record<string, unknown> | undefined)?.single ?? ((tj.post_processor as Record<string, unknown> | undefined)?.processors as Record<string, unknown>[] | undefined)?.find((p) => p.single)?.single) as Record<string, unknown>[] | undefined;
+      const first = single?.[0]?.SpecialToken as Record<string, unknown> | undefined;
+      if (first && bos !== undefined && first.id === tokens[bos]) addBos = true;
+    }
+    // undetermined: llama.cpp's default for the pre-tokenizer, written out
+    out.push(['tokenizer.ggml.add_bos_token', gguf.bool(addBos ?? preTokenizerTraits(preTokenizerKind(pre)).addBosDefault)]);
+    if (typeof tc.chat_template === 'string') out.push(['tokenizer.chat_template', gguf.str(tc.chat_template)]);
+    return out;
+  }
+  if (files.sentencepiece) {
+    const v = parseSentencepieceModel(files.sentencepiece, 'tokenizer.model');
+    let { tokens, scores, types } = v;
+    if (vocabSize !== undefined && vocabSize > tokens.length) {
+      // convert_hf_to_gguf pads to vocab_size with [PADn] UNUSED tokens (score -1000)
+      const n = vocabSize;
+      tokens = [...tokens, ...Array.from({ length: n - tokens.length }, (_, i) => `[PAD${v.tokens.length + i}]`)];
+      scores = Float32Array.from({ length: n }, (_, i) => (i < v.scores.length ? v.scores[i] : -1000));
+      types = Int32Array.from({ length: n }, (_, i) => (i < v.types.length ? v.types[i] : TokenType.UNUSED));
+    }
+    const addBos = typeof tc.add_bos_token === 'boolean' ? tc.add_bos_token : v.addBos;
+    const out = tokenizerFromVocab({ ...v, tokens, scores, types, addBos, addSpacePrefix: gemma ? false : v.addSpacePrefix });
+    if (typeof tc.chat_template === 'string') out.push(['tokenizer.chat_template', gguf.str(tc.chat_template)]);
+    return out;
+  }
+  if (tj) fail(`tokenizer.json: model type '${String(model?.type)}' is not supported (BPE, or a sentencepiece tokenizer.model)`);
+  fail('the folder has no tokenizer.json or tokenizer.model');
+}
+
+function parseJson(text: string, what: string): Record<string, unknown> {
+  try {
+    const v = JSON.parse(text) as unknown;
+    if (v && typeof v === 'object' && !Array.isArray(v)) return v as Record<string, unknown>;
+  } catch {
+    /* below */
+  }
+  fail(`${what} is not a JSON object`);
+}
+
+// ---- tensors -----------------------------------------------------------------------------------------
+
+interface OutTensor {
+  readonly name: string;
+  /** row-major shape, outermost first */
+  readonly shape: number[];
+  readonly type: string;
+  /** sources written one after the other (experts stacked), or generated values */
+  readonly sources: readonly ModelTensor[];
+  readonly values?: Float32Array;
+  /** rows reordered per head (llama q/k) */
+  readonly permuteHeads?: number;
+  readonly plusOne?: boolean;
+}
+
+export type HfFloatType = 'F32' | 'F16' | 'BF16';
+
+export interface HfConvertOptions {
+  readonly type?: HfFloatType;
+  readonly tokenizer: HfTokenizerFiles;
+}
+
+/** Convert an HF checkpoint (its ModelFile and parsed config.json) to GGUF into `sink`. Returns the tensor count. */
+export async function convertHfFolder(m: ModelFile, config: unknown, sink: ByteSink, opts: HfConvertOptions): Promise<{ arch: string; tensors: number }> {
+  if (m.format !== 'safetensors') fail(`${m.name}: expected safetensors weights`);
+  if (m.packedInt4?.length) fail(`${m.name}: GPTQ/AWQ packed checkpoints are converted by the llama path (lowbit convert model.safetensors out.gguf)`);
+  const c = config as Config;
+  const f = familyOf(c);
+  const layers = new Set<number>();
+  for (const t of m.tensors) {
+    const x = /^model\.layers\.(\d+)\./.exec(t.name);
+    if (x) layers.add(Number(x[1]));
+  }
+  const { arch, metadata } = hfGgufMetadata(config, layers.size);
+  const nHead = need(c, ['num_attention_heads']);
+  const nKv = numOr(c, ['num_key_value_heads'], nHead)!;
+  const nExperts = numOr(c, ['num_local_experts', 'num_experts']);
+  const outType = (t: ModelTensor, gg: string, dims: number): string => {
+    if (!isFloatKind(t.type)) fail(`${t.name}: dtype ${t.type} is not a float type (F32, F16, BF16)`);
+    if (dims <= 1 || gg.endsWith('_norm.weight') || !gg.endsWith('.weight') || gg.endsWith('ffn_gate_inp.weight')) return 'F32';
+    return opts.type ?? t.type;
+  };
+  const out: OutTensor[] = [];
+  const experts = new Map<string, { shape: number[]; type: string; byExpert: Map<number, ModelTensor> }>();
+  for (const t of m.tensors) {
+    if (t.name.endsWith('.rotary_emb.inv_freq')) continue;
+    if (t.name === 'model.embed_tokens.weight') out.push({ name: 'token_embd.weight', shape: [...t.shape], type: outType(t, 'token_embd.weight', t.shape.length), sources: [t] });
+    else if (t.name === 'model.norm.weight') out.push({ name: 'output_norm.weight', shape: [...t.shape], type: 'F32', sources: [t], plusOne: f.normPlusOne });
+    else if (t.name === 'lm_head.weight') {
+      if (!f.dropLmHead) out.push({ name: 'output.weight', shape: [...t.shape], type: outType(t, 'output.weight', t.shape.length), sources: [t] });
+    } else {
+      const x = /^model\.layers\.(\d+)\.(.+)$/.exec(t.name);
+      if (!x) fail(`tensor '${t.name}' is not part of the ${f.hfArchitectures[0]} layout`);
+      const [, l, rest] = x;
+      const e = f.experts?.pattern.exec(rest);
+      if (e) {
+        const gg = `blk.${l}.${f.experts!.parts[e[2]]}`;
+        let g = experts.get(gg);
+        if (!g) experts.set(gg, (g = { shape: [...t.shape], type: outType(t, gg, 3), byExpert: new Map() }));
+        if (t.shape.join() !== g.shape.join()) fail(`${t.name}: shape [${t.shape}] differs from the other experts' [${g.shape}]`);
+        g.byExpert.set(Number(e[1]), t);
+        continue;
+      }
+      const hit = f.layer.find(([h]) => h === rest);
+      if (!hit) fail(`tensor '${t.name}' is not part of the ${f.hfArchitectures[0]} layout`);
+      const gg = `blk.${l}.${hit[1]}`;
+      const permuteHeads = f.permuteQk ? (/attn_q\.(weight|bias)$/.test(gg) ? nHead : /attn_k\.(weight|bias)$/.test(gg) ? nKv : undefined) : undefined;
+      out.push({ name: gg, shape: [...t.shape], type: outType(t, gg, t.shape.length), sources: [t], permuteHeads, plusOne: f.normPlusOne && gg.endsWith('norm.weight') });
+    }
+  }
+  for (const [gg, g] of experts) {
+    if (nExperts === undefined) fail(`${gg}: expert tensors, but config.json has no num_local_experts / num_experts`);
+    const ids = [...g.byExpert.keys()].sort((a, b) => a - b);
+    if (ids.length !== nExperts || ids.some((id, i) => id !== i)) fail(`${gg}: the checkpoint has experts [${ids.join(', ')}], but config.json says ${nExperts} (inconsistent expert counts)`);
+    out.push({ name: gg, shape: [nExperts, ...g.shape], type: g.type, sources: ids.map((i) => g.byExpert.get(i)!) });
+  }
+  const rp = ropeParams(c);
+  if (arch === 'llama' && typeof rp.rope_type === 'string' && rp.rope_type.toLowerCase() === 'llama3') {
+    const hd = numOr(c, ['head_dim'], Math.floor(need(c, ['hidden_size']) / nHead))!;
+    out.unshift({ name: 'rope_freqs.weight', shape: [hd / 2], type: 'F32', sources: [], values: llama3RopeFreqs(hd, rp) });
+  }
+  // the tensor order of the file: globals first, then layer by layer (the order convert_hf_to_gguf's sorted names give)
+  const key = (n: string) => {
+    const b = /^blk\.(\d+)\./.exec(n);
+    return b ? [1, Number(b[1]), n] : [0, 0, n];
+  };
+  out.sort((a, b) => {
+    const [x0, x1, x2] = key(a.name);
+    const [y0, y1, y2] = key(b.name);
+    return (x0 as number) - (y0 as number) || (x1 as number) - (y1 as number) || (x2 < y2 ? -1 : x2 > y2 ? 1 : 0);
+  });
+  const fileType = opts.type === 'F16' ? 1 : opts.type === 'BF16' ? 32 : opts.type === 'F32' ? 0 : undefined;
+  const meta: [string, GgufValue][] = [...metadata];
+  if (fileType !== undefined) meta.push(['general.file_type', gguf.u32(fileType)]);
+  meta.push(...hfTokenizerMetadata(opts.tokenizer, c, arch));
+  const w = new GgufWriter(
+    sink,
+    meta,
+    out.map((t) => ({ name: t.name, ne: [...t.shape].reverse(), type: ggmlInfo(t.type) })),
+  );
+  await w.begin();
+  for (const t of out) {
+    if (t.values) {
+      await w.write(fromFloat32('F32', t.values));
+      continue;
+    }
+    for (const s of t.sources) {
+      let bytes = await m.read(s);
+      const same = s.type === t.type && !t.plusOne;
+      if (!same) {
+        const x = toFloat32(s.type as HfFloatType, bytes);
+        if (t.plusOne) for (let i = 0; i < x.length; i++) x[i] += 1;
+        bytes = fromFloat32(t.type as HfFloatType, x);
+      }
+      if (t.permuteHeads !== undefined) bytes = toGgufRows(bytes, s.shape[0], bytes.length / s.shape[0], t.permuteHeads);
+      await w.write(bytes);
+    }
+  }
+  await w.end();
+  return { arch, tensors: out.length };
+}
