@@ -128,11 +128,42 @@ test('calibration stages: "measure KLD" is 0 against the model\'s own logits and
       assert.ok(st.h[i * st.k + i] >= 0);
       for (let j = 0; j < i; j++) assert.equal(st.h[i * st.k + j], st.h[j * st.k + i]);
     }
-    const w = weights.get('blk.0.ffn_down.weight')!;
+    const w = weights.get('blk.0.attn_output.weight')!;
     w.data.set(rtnBlocks(blockCodecFor('Q4_0', w.cols), w.data, w.rows, w.cols).q);
     const kld = lc.measureKld(reference, lc.X, 0);
-    assert.ok(kld > 1e-6 && kld < 1, `KLD with blk.0.ffn_down in Q4_0: ${kld}`);
+    assert.ok(kld > 1e-6 && kld < 1, `KLD with blk.0.attn_output in Q4_0: ${kld}`);
   } finally {
     src.close();
   }
+});
+
+test('the Hugging Face GPTQ layout holds the GPTQ values (the same as lowbit\'s layout), not round-to-nearest', async () => {
+  const { dequantizePackedInt4 } = await import('../src/io/packed-int4.js');
+  const { toFloat32 } = await import('../src/io/tensor-data.js');
+  const { resolveScheme } = await import('../src/quant/registry.js');
+  // embeddings kept in f16 as the packed layout keeps them, so both plans give layer 0 the same input
+  const recipe = { ...int4('gptq'), rules: [{ match: '(_norm\\.weight|\\.bias)$', keep: 'f32' }, { match: '^(token_embd|output)\\.weight$', keep: 'f16' }, { match: '\\.weight$', scheme: 'int4', groupSize: 32 }] };
+  const run = async (layout: 'lowbit' | 'gptq', algorithm: string) => {
+    const src = fileSource(GGUF);
+    try {
+      const m = await openModelFile(src);
+      const sink = memorySink();
+      await quantize(m, recipeFromJSON(JSON.stringify({ ...recipe, algorithm })), sink, { output: 'safetensors', layout, keepUnpackable: true, calibText: CALIB });
+      return openModelFile((await import('../src/io/source.js')).bytesSource(sink.bytes(), `${layout}.safetensors`));
+    } finally {
+      src.close();
+    }
+  };
+  const valuesOf = async (m: Awaited<ReturnType<typeof run>>) => {
+    const g = m.packedInt4!.find((x) => x.prefix === 'model.layers.0.self_attn.v_proj')!;
+    return dequantizePackedInt4(g, async (t) => toFloat32(t.dtype, await t.source.read(t.fileOffset, t.byteLength)));
+  };
+  const lowbit = await run('lowbit', 'gptq');
+  const t = lowbit.tensor('blk.0.attn_v.weight');
+  const [rows, cols] = JSON.parse(String(lowbit.metadata.get('lowbit.quant.blk.0.attn_v.weight'))).shape;
+  const want = resolveScheme('int4', { groupSize: 32 }).dequantizeRef(await lowbit.read(t), rows, cols);
+  const packed = await valuesOf(await run('gptq', 'gptq'));
+  const rtn = await valuesOf(await run('gptq', 'rtn'));
+  assert.deepEqual(packed, want, 'packed GPTQ = lowbit-layout GPTQ values');
+  assert.notDeepEqual(packed, rtn, 'and not RTN');
 });
