@@ -19,6 +19,7 @@ const loaders: Record<string, () => Promise<Command>> = {
   audit: async () => (await import('./audit.js')).auditCommand,
   attack: async () => (await import('./audit.js')).attackCommand,
   train: async () => (await import('./train.js')).trainCommand,
+  qat: async () => (await import('./qat.js')).qatCommand,
 };
 
 export const commandNames: readonly string[] = Object.keys(loaders);
