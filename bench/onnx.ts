@@ -106,7 +106,7 @@ async function latency(s: OrtSession, feeds: Feeds[], reps = 3): Promise<number>
 
 const f32 = (shape: number[], data: Float32Array): NpyArray => ({ type: 'float32', shape, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) });
 
-async function ocrRec(tmp: string, quick: boolean, rows: Row[]): Promise<void> {
+async function ocrRec(tmp: string, quick: boolean, rows: Row[], pick?: Set<number>): Promise<void> {
   const n = quick ? 60 : 200;
   const texts = tb.textLines(n, 1);
   const imgs = await tb.renderLines(texts);
@@ -130,7 +130,8 @@ async function ocrRec(tmp: string, quick: boolean, rows: Row[]): Promise<void> {
     ['int4 GPTQ + int8 QDQ conv (static)', ['--type', 'int4', '--algo', 'gptq', '--qdq', 'int8', '--qdq-ops', 'Conv', '--calib', calibDir]],
     ['int4 GPTQ + int8 QDQ conv, 6 most sensitive kept', ['--type', 'int4', '--algo', 'gptq', '--qdq', 'int8', '--qdq-ops', 'Conv', '--calib', calibDir, '--keep-sensitive', '6']],
   ];
-  for (const [label, args] of variants) {
+  for (const [vi, [label, args]] of variants.entries()) {
+    if (pick && !pick.has(vi)) continue;
     const out = path.join(tmp, 'rec-q.onnx');
     const q = lowbit('quantize', tb.OCR.rec, out, ...args);
     const s = await ortSession(out);
@@ -338,7 +339,9 @@ export async function run(args: string[]): Promise<void> {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'lowbit-bench-onnx-'));
   const rows: Row[] = [];
   try {
-    if (only.has('rec')) await ocrRec(tmp, quick, rows);
+    // --rec=3,4: only those recognizer variants (0-based)
+    const recArg = args.find((a) => a.startsWith('--rec='));
+    if (only.has('rec')) await ocrRec(tmp, quick, rows, recArg ? new Set(recArg.slice(6).split(',').map(Number)) : undefined);
     if (only.has('det')) await ocrDet(tmp, quick, rows);
     const phrases = ['hey jarvis', 'hey jarvis, turn on the lights', 'what is the weather like today', 'hey jarvis what time is it', 'play some music please', 'jarvis', 'hello there, how are you', 'hey travis'];
     const sp = only.has('speech') ? speech(phrases, tmp) : [];
