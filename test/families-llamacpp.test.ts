@@ -20,6 +20,7 @@ import { memorySink } from '../src/io/sink.js';
 import { parseSentencepieceModel } from '../src/io/vocab.js';
 import { trainByteBpe } from '../src/model/bpe-train.js';
 import type { Vocab } from '../src/model/types.js';
+import { loadLlamaCpp } from '../scripts/llama-tools.js';
 
 const DATA = (f: string) => new URL(`../../data/${f}`, import.meta.url);
 const STORIES = readFileSync(DATA('tinystories-valid-head.txt'), 'utf8');
@@ -57,14 +58,12 @@ const argmax = (a: ArrayLike<number>, o: number, n: number) => {
 };
 
 test('every family matches llama.cpp: perplexity within 0.1 %, argmax everywhere, greedy tokens identical', async (t) => {
-  let llamaMod: typeof import('node-llama-cpp');
-  try {
-    llamaMod = await import('node-llama-cpp');
-  } catch {
-    t.skip('node-llama-cpp is not available');
+  const loaded = await loadLlamaCpp();
+  if (typeof loaded === 'string') {
+    t.skip(loaded);
     return;
   }
-  const llama = await llamaMod.getLlama({ gpu: false, build: 'never', logLevel: llamaMod.LlamaLogLevel.error });
+  const llama = loaded.llama;
   const dir = mkdtempSync(join(tmpdir(), 'lowbit-families-'));
   try {
     for (const family of FAMILIES) {
@@ -91,10 +90,9 @@ test('every family matches llama.cpp: perplexity within 0.1 %, argmax everywhere
         }
         const all = [...toks, ...greedy.slice(0, -1)];
         const seq = ctx.getSequence();
-        type Token = import('node-llama-cpp').Token;
-        const res = await seq.controlledEvaluate(all.map((tok) => [tok as Token, { generateNext: { logits: true } }] as [Token, { generateNext: { logits: true } }]));
+        const res = await seq.controlledEvaluate(all.map((tok) => [tok, { generateNext: { logits: true } }]));
         const ref = new Float64Array(all.length * V);
-        res.forEach((r, i) => {
+        res.forEach((r: { next: { logits: Map<number, number> } } | undefined, i: number) => {
           for (const [tok, v] of r!.next.logits!) ref[i * V + tok] = v;
         });
         let maxDiff = 0;

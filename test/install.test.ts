@@ -55,6 +55,23 @@ test('install: no package pinned to a platform we support, no optional dependenc
   }
 });
 
+test('install: code reaches node-llama-cpp only through scripts/llama-tools (it is not a dependency)', () => {
+  const offenders: string[] = [];
+  for (const dir of ['src', 'test', 'bench', 'scripts', 'tools']) {
+    const walk = (d: string): void => {
+      for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+        const p = path.join(d, e.name);
+        if (e.isDirectory()) walk(p);
+        else if (/\.(ts|mjs|js)$/.test(e.name) && !p.endsWith(path.join('test', 'install.test.ts'))) {
+          if (/import\(\s*['"]node-llama-cpp['"]\s*\)|from\s+['"]node-llama-cpp['"]|require\(\s*['"]node-llama-cpp['"]/.test(fs.readFileSync(p, 'utf8'))) offenders.push(path.relative(ROOT, p));
+        }
+      }
+    };
+    if (fs.existsSync(path.join(ROOT, dir))) walk(path.join(ROOT, dir));
+  }
+  assert.deepEqual(offenders, [], 'import node-llama-cpp with loadLlamaCpp()/importNodeLlamaCpp() from scripts/llama-tools.ts');
+});
+
 test('install: npm selects the platform packages of macOS arm64/x64, Windows x64, Linux arm64/x64', { timeout: 300_000 }, (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lowbit-install-'));
   try {

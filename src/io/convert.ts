@@ -85,6 +85,17 @@ export function tokenizerFromLlama2c(bytes: Uint8Array, vocabSize: number, name 
     tokens.push(text.replaceAll(' ', '\u2581'));
     types[id] = type;
   }
+  if (p !== bytes.length) {
+    // more tokens follow: a tokenizer of a larger vocabulary (count them for the message)
+    let more = 0;
+    while (p + 8 <= bytes.length) {
+      const len = dv.getInt32(p + 4, true);
+      if (len < 0 || p + 8 + len > bytes.length) break;
+      p += 8 + len;
+      more++;
+    }
+    fail(`${name}: a tokenizer of ${vocabSize + more}${p !== bytes.length ? '+' : ''} tokens, but the model's vocabulary is ${vocabSize}: give the model's own tokenizer`);
+  }
   return {
     head: [
       ['tokenizer.ggml.tokens', gguf.strings(tokens)],

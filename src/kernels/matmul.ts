@@ -220,6 +220,8 @@ export class MatmulEngine {
   private readonly adoptable = new WeakSet<Uint8Array>();
   /** the memory's buffer objects seen so far (a shared memory hands out a new one after growing) */
   private readonly ours = new WeakSet<ArrayBufferLike>();
+  /** a job's parameters, written into the control block by dispatch (reused: no allocation per call) */
+  private readonly job = new Int32Array(16);
   private f32View = new Float32Array(0);
   private u8View = new Uint8Array(0);
   private i32View = new Int32Array(0);
@@ -443,15 +445,22 @@ export class MatmulEngine {
     chunkRows = Math.max(chunkRows, Math.ceil(n / MAX_CHUNKS));
     const scratchBytes = chunkRows * rowScratch + 512;
     const scratch = this.buffer('scratch', scratchBytes * this.threadCount);
-    this.dispatch([3, w.type.id, w.ptr, w.rowBytes, xq, xd, nTok, k, xs, yAt, n, n, chunkRows, scratch, scratchBytes], Math.ceil(n / chunkRows), threads);
+    this.setJob(3, w.type.id, w.ptr, w.rowBytes, xq, xd, nTok, k, xs, yAt, n, n, chunkRows, scratch, scratchBytes);
+    this.dispatch(Math.ceil(n / chunkRows), threads);
     if (yOwn < 0) this.copyOut(out, yAt, nTok * n);
   }
 
-  /** write a job's parameters and run its chunks (on the pool when threads > 1) */
-  private dispatch(params: number[], chunks: number, threads: number): void {
+  /** the 15 parameter words of a matmul job (see wasm/matmul.ts) */
+  private setJob(...[a, b, c, d, e, f, g, h, i, j, k, l, m, n, o]: [number, number, number, number, number, number, number, number, number, number, number, number, number, number, number]): void {
+    const p = this.job;
+    p[0] = a; p[1] = b; p[2] = c; p[3] = d; p[4] = e; p[5] = f; p[6] = g; p[7] = h;
+    p[8] = i; p[9] = j; p[10] = k; p[11] = l; p[12] = m; p[13] = n; p[14] = o;
+  }
+
+  /** write the job's parameters into the control block and run its chunks (on the pool when threads > 1) */
+  private dispatch(chunks: number, threads: number): void {
     this.views();
-    const j = (this.control + JOB_OFFSET) >> 2;
-    this.i32View.set(params, j);
+    this.i32View.set(this.job, (this.control + JOB_OFFSET) >> 2);
     const job = this.control + JOB_OFFSET;
     if (threads > 1 && chunks > 1) this.pool!.run(chunks, this.exports);
     else for (let c = 0; c < chunks; c++) this.exports.runChunk(job, c, 0);
@@ -545,6 +554,12 @@ export class MatmulEngine {
     this.exports.expArray(at, y, x.length);
     this.views();
     return this.f32View.slice(y >> 2, (y >> 2) + x.length);
+  }
+
+  /** copy `bytes` bytes inside this memory from srcAt to dstAt (no allocation) */
+  copyWithin(dstAt: number, srcAt: number, bytes: number): void {
+    this.views();
+    this.u8View.copyWithin(dstAt, srcAt, srcAt + bytes);
   }
 
   /** byte offset of a in this memory when it lives there (allocF32) and holds n values, else -1 */
@@ -657,7 +672,8 @@ export class MatmulEngine {
     const chunks = Math.ceil(rows / chunkRows);
     const scratchBytes = chunkRows * kx * 4 + 64;
     const scratch = this.buffer('scratch', scratchBytes * this.threadCount);
-    this.dispatch([1, type, w, rowBytes, x, kx * 4, nTok, k, kx, y, n, rows, chunkRows, scratch, scratchBytes], chunks, threads);
+    this.setJob(1, type, w, rowBytes, x, kx * 4, nTok, k, kx, y, n, rows, chunkRows, scratch, scratchBytes);
+    this.dispatch(chunks, threads);
   }
 }
 

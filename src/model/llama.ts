@@ -325,12 +325,21 @@ function buildWeights(c: LlamaConfig, tensors: readonly StoredTensor[], opts: Lo
 // ---------------------------------------------------------------------------------------------------
 // KV cache
 
-/** Where keys and values live. f32 now; a quantized store dequantizes into scratch on read. */
+/**
+ * Where keys and values live. f32 now; a quantized store would keep packed rows (a GGML type per
+ * position) and either dequantize into scratch on read (keys/values) or, in kernel memory, let the
+ * attention kernel read the packed rows (KernelKvStorage.rowType).
+ */
 export interface KvStorage {
   /** positions each layer can hold */
   readonly capacity: number;
   /** store the key and value vectors (kvDim each) of position `pos` of `layer` */
   store(layer: number, pos: number, key: Float32Array, value: Float32Array): void;
+  /**
+   * Optional fast path: store positions [pos, pos + n) of `layer` from the first n rows (kvDim each) of
+   * k and v, in place (no allocation per token). Without it the runtime calls store() per position.
+   */
+  append?(layer: number, pos: number, n: number, k: Float32Array, v: Float32Array): void;
   /** keys of positions [0, n) of `layer` as f32, kvDim per position, contiguous */
   keys(layer: number, n: number): Float32Array;
   /** values of positions [0, n) of `layer` as f32, kvDim per position, contiguous */
@@ -355,6 +364,8 @@ export function f32KvStorage(nLayers: number, capacity: number, kvDim: number): 
 /** f32 storage in a kernel engine's memory, where the WebAssembly attention reads it. */
 interface KernelKvStorage extends KvStorage {
   readonly engine: MatmulEngine;
+  /** the type of a stored row (what the attention kernel reads): f32 rows of kvDim now */
+  readonly rowType: 'F32';
   /** byte offsets of position 0 of a layer's keys / values */
   keysAt(layer: number): number;
   valuesAt(layer: number): number;
@@ -366,13 +377,23 @@ function kernelKvStorage(engine: MatmulEngine, nLayers: number, capacity: number
   const v = k && engine.allocF32(nLayers * capacity * kvDim, owner); // (layer, pos, kvDim)
   if (!k || !v) return null;
   const base = (layer: number, pos: number) => (layer * capacity + pos) * kvDim;
+  const put = (dst: { at: number; array: Float32Array }, at: number, src: Float32Array, n: number) => {
+    const own = engine.ptrOf(src, n * kvDim);
+    if (own >= 0) engine.copyWithin(dst.at + at * 4, own, n * kvDim * 4);
+    else dst.array.set(src.subarray(0, n * kvDim), at);
+  };
   return {
     engine,
+    rowType: 'F32',
     capacity,
     store(layer, pos, key, value) {
       void owner; // the arrays live as long as this storage
-      k.array.set(key.subarray(0, kvDim), base(layer, pos));
-      v.array.set(value.subarray(0, kvDim), base(layer, pos));
+      put(k, base(layer, pos), key, 1);
+      put(v, base(layer, pos), value, 1);
+    },
+    append(layer, pos, n, keys, values) {
+      put(k, base(layer, pos), keys, n);
+      put(v, base(layer, pos), values, n);
     },
     keys: (layer, n) => k.array.subarray(base(layer, 0), base(layer, n)),
     values: (layer, n) => v.array.subarray(base(layer, 0), base(layer, n)),
@@ -634,7 +655,7 @@ export class Llama {
     const out = onlyLast ? this.s.lastLogits : new Float32Array((n - outputsFrom) * c.vocabSize);
     for (let b = 0; b < n; b += this.s.batch) {
       const nb = Math.min(this.s.batch, n - b);
-      const ids = Array.from({ length: nb }, (_, i) => tokens[b + i]);
+      const ids = b === 0 && nb === n ? tokens : Array.from({ length: nb }, (_, i) => tokens[b + i]);
       this.step(ids, pos + b);
       const from = Math.max(outputsFrom, b); // first token of this batch that needs logits
       if (from < b + nb) this.logits(out.subarray((from - outputsFrom) * c.vocabSize, (b + nb - outputsFrom) * c.vocabSize), from - b, b + nb - from);
@@ -724,7 +745,7 @@ export class Llama {
    * one batch through all layers, leaving the final residual stream in s.x. A NaN or infinity in the
    * residual stream is an error naming the first layer (and token position) where it appeared.
    */
-  private step(tokens: number[], pos: number): void {
+  private step(tokens: ArrayLike<number>, pos: number): void {
     const n = tokens.length * this.config.dim;
     this.embed(tokens, this.s.x);
     checkFinite(this.s.x, n, this.config.dim, pos, 'the token embeddings (token_embd.weight)');
@@ -785,7 +806,8 @@ export class Llama {
     const freq = swa ? s.ropeFreqSwa : s.ropeFreq;
     rope(c, freq, s.q, nTok, nHeads, pos);
     rope(c, freq, s.k, nTok, nKvHeads, pos);
-    for (let t = 0; t < nTok; t++) this.kv.store(l, pos + t, s.k.subarray(t * kvDim, (t + 1) * kvDim), s.v.subarray(t * kvDim, (t + 1) * kvDim));
+    if (this.kv.append) this.kv.append(l, pos, nTok, s.k, s.v);
+    else for (let t = 0; t < nTok; t++) this.kv.store(l, pos + t, s.k.subarray(t * kvDim, (t + 1) * kvDim), s.v.subarray(t * kvDim, (t + 1) * kvDim));
     const scale = c.attnScale ?? 1 / Math.sqrt(headDim);
     const window = swa ? c.slidingWindow! : 0;
     const cap = c.attnSoftcap ?? 0;

@@ -92,7 +92,11 @@ export const convertCommand: Command = {
     const { model, close } = await openModelPath(input);
     try {
       const embd = model.tensors.find((t) => t.name === 'token_embd.weight' || t.name === 'model.embed_tokens.weight');
-      const tokenizer = tokFile ? await loadTokenizer(tokFile, embd?.shape[0] ?? 0) : undefined;
+      const vocabSize = embd?.shape[0] ?? 0;
+      const tokenizer = tokFile ? await loadTokenizer(tokFile, vocabSize) : undefined;
+      const tokens = tokenizer?.find(([k]) => k === 'tokenizer.ggml.tokens')?.[1];
+      const nTokens = tokens && typeof tokens === 'object' && 'value' in tokens ? (tokens.value as { values: unknown[] }).values.length : undefined;
+      if (nTokens !== undefined && vocabSize > 0 && nTokens !== vocabSize) fail(`--tokenizer ${tokFile} has ${nTokens} tokens, but the model's vocabulary is ${vocabSize}: give the model's own tokenizer`);
       const type = (a.values.type as string | undefined)?.toUpperCase() as FloatType | undefined;
       const hfConfig = model.format === 'safetensors' ? readSiblingConfig(input) : undefined;
       const r = await withAtomicFile(output, async (f) => {
