@@ -26,6 +26,7 @@ import { parseSentencepieceModel } from '../src/io/vocab.js';
 import { trainByteBpe } from '../src/model/bpe-train.js';
 import { collectImatrix } from '../src/pipeline/imatrix-collect.js';
 import type { Vocab } from '../src/model/types.js';
+import { loadLlamaCpp } from '../scripts/llama-tools.js';
 
 const DATA = (f: string) => new URL(`../../data/${f}`, import.meta.url);
 const STORIES = readFileSync(DATA('tinystories-valid-head.txt'), 'utf8');
@@ -57,20 +58,15 @@ function lowbit(args: string[]): { status: number | null; stdout: string; stderr
 }
 
 async function loadsInLlamaCpp(file: string): Promise<string | undefined> {
-  let mod: typeof import('node-llama-cpp');
-  try {
-    mod = await import('node-llama-cpp');
-  } catch {
-    return 'node-llama-cpp is not available';
-  }
-  const llama = await mod.getLlama({ gpu: false, build: 'never', logLevel: mod.LlamaLogLevel.error });
+  const loaded = await loadLlamaCpp();
+  if (typeof loaded === 'string') return loaded;
+  const llama = loaded.llama;
   const model = await llama.loadModel({ modelPath: file, gpuLayers: 0 });
   try {
     const ctx = await model.createContext({ contextSize: 64, threads: 1 });
     const seq = ctx.getSequence();
-    type Token = import('node-llama-cpp').Token;
-    const r = await seq.controlledEvaluate([1 as Token, [2 as Token, { generateNext: { logits: true } }]]);
-    const logits = [...r[1]!.next.logits!.values()];
+    const r: { next: { logits: Map<number, number> } }[] = await seq.controlledEvaluate([1, [2, { generateNext: { logits: true } }]]);
+    const logits = [...r[1].next.logits.values()];
     assert.ok(logits.length > 0 && logits.every(Number.isFinite), `${file}: llama.cpp gives finite logits`);
     await ctx.dispose();
   } finally {
