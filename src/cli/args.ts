@@ -16,6 +16,8 @@ export interface OptionSpec {
   readonly choices?: readonly string[];
   readonly min?: number;
   readonly max?: number;
+  /** may be given several times: every value is kept, in order, in ParsedArgs.repeated */
+  readonly repeatable?: boolean;
 }
 
 export interface Command {
@@ -33,6 +35,8 @@ export interface ParsedArgs {
   readonly values: Record<string, string | number | boolean | undefined>;
   /** options the user actually passed */
   readonly given: Set<string>;
+  /** the values of repeatable options, [option name, value] in command-line order */
+  readonly repeated: [string, string][];
 }
 
 function parseValue(spec: OptionSpec, raw: string): string | number | boolean {
@@ -62,6 +66,7 @@ export function parseArgs(cmd: Command, argv: readonly string[]): ParsedArgs {
   const values: Record<string, string | number | boolean | undefined> = {};
   const given = new Set<string>();
   const positionals: string[] = [];
+  const repeated: [string, string][] = [];
   for (const o of cmd.options) values[o.name] = o.default;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -105,18 +110,19 @@ export function parseArgs(cmd: Command, argv: readonly string[]): ParsedArgs {
       raw = argv[++i];
     }
     values[spec.name] = parseValue(spec, raw);
+    if (spec.repeatable) repeated.push([spec.name, raw]);
   }
   const [lo, hi] = cmd.positionals ?? [0, 0];
   if (positionals.length < lo || positionals.length > hi)
     fail(`${cmd.name}: expected ${lo === hi ? lo : `${lo} to ${hi}`} argument(s), got ${positionals.length}; usage: ${cmd.usage}`);
-  return { positionals, values, given };
+  return { positionals, values, given, repeated };
 }
 
 export function helpText(cmd: Command): string {
   const lines = [`usage: ${cmd.usage}`, '', cmd.summary, '', 'options:'];
   for (const o of cmd.options) {
     const flag = (o.short ? `-${o.short}, ` : '    ') + `--${o.name}` + (o.type === 'boolean' ? '' : ` <${o.type === 'string' ? 'value' : o.type}>`);
-    const extra = [o.choices ? `one of ${o.choices.join('|')}` : '', o.default !== undefined ? `default ${o.default}` : ''].filter(Boolean).join('; ');
+    const extra = [o.choices ? `one of ${o.choices.join('|')}` : '', o.default !== undefined ? `default ${o.default}` : '', o.repeatable ? 'repeatable' : ''].filter(Boolean).join('; ');
     lines.push(`  ${flag.padEnd(30)} ${o.help}${extra ? ` (${extra})` : ''}`);
   }
   return lines.join('\n');
