@@ -68,12 +68,12 @@ function withFlags(model: ModelFile, c: Case, imatrix: Imatrix | undefined) {
   );
   const prune = value('--prune-layers');
   const edited = editModel(model, { pruneLayers: prune ? parsePruneLayers(prune) : [] });
-  return { recipe, model: edited.model, imatrix: imatrix && remapImatrix(imatrix, edited.originalName) };
+  return { recipe, model: edited.model, imatrix: imatrix && remapImatrix(imatrix, edited.originalName), mixLayers: edited.mixLayers };
 }
 
 async function quantizedTensors(model0: ModelFile, c: Case, imatrix0: Imatrix | undefined): Promise<Record<string, string>> {
-  const { recipe, model, imatrix } = withFlags(model0, c, imatrix0);
-  const plan = planQuantization(model, recipe, 'gguf', { hasImatrix: !!imatrix });
+  const { recipe, model, imatrix, mixLayers } = withFlags(model0, c, imatrix0);
+  const plan = planQuantization(model, recipe, 'gguf', { hasImatrix: !!imatrix, mixLayers });
   const sink = memorySink();
   await quantizeModel(model, plan, sink, { imatrix });
   const q = await openModelFile(bytesSource(sink.bytes(), 'out.gguf'));

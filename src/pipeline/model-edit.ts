@@ -126,6 +126,11 @@ export interface EditedModel {
   readonly model: ModelFile;
   /** output tensor name -> input tensor name (for the importance matrix), when layers were pruned */
   readonly originalName: ReadonlyMap<string, string>;
+  /**
+   * the input model's block count when layers were pruned: llama-quantize's ffn_down/gate/up mixing
+   * counters use it (hparams.n_layer_all), not the pruned count (pass as planQuantization's mixLayers)
+   */
+  readonly mixLayers?: number;
 }
 
 const layerOf = (name: string) => {
@@ -143,6 +148,7 @@ export function editModel(m: ModelFile, opts: { pruneLayers?: readonly number[];
   const arch = String(m.gguf.metadata.get('general.architecture')?.value ?? 'llama');
   const meta = new Map<string, GgufValue>(m.gguf.metadata);
   let tensors: readonly ModelTensor[] = m.tensors;
+  let mixLayers: number | undefined;
   if (prune.length) {
     const layers = [...new Set(m.tensors.map((t) => layerOf(t.name)).filter((l) => l >= 0))].sort((a, b) => a - b);
     const missing = prune.filter((l) => !layers.includes(l));
@@ -172,6 +178,7 @@ export function editModel(m: ModelFile, opts: { pruneLayers?: readonly number[];
       out.push(name === t.name ? t : { ...t, name });
     }
     tensors = out;
+    mixLayers = Number(m.gguf.metadata.get(`${arch}.block_count`)?.value ?? layers.length);
     meta.set(`${arch}.block_count`, gguf.u32(next));
   }
   for (const o of kv) meta.set(o.key, o.value);
@@ -190,7 +197,7 @@ export function editModel(m: ModelFile, opts: { pruneLayers?: readonly number[];
     ...(m.readInto ? { readInto: (t: ModelTensor, start: number, dest: Uint8Array) => m.readInto!(t, start, dest) } : {}),
     readFloat32: (t) => m.readFloat32(t),
   };
-  return { model, originalName };
+  return { model, originalName, ...(mixLayers !== undefined ? { mixLayers } : {}) };
 }
 
 /** The importance matrix under the pruned model's names (entries of pruned layers dropped). */

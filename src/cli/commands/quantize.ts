@@ -226,7 +226,7 @@ export const quantizeCommand: Command = {
         if (tty0) process.stderr.write('\r' + ' '.repeat(78) + '\r');
         recipe = allocation.recipe;
       }
-      const plan = planQuantization(model, recipe, kind, { hasImatrix: !!imatrix, layout, keepUnpackable: a.values['keep-unpackable'] as boolean });
+      const plan = planQuantization(model, recipe, kind, { hasImatrix: !!imatrix, layout, keepUnpackable: a.values['keep-unpackable'] as boolean, mixLayers: edited.mixLayers });
       if (imatrix) checkImatrix(model, plan, imatrix, `imatrix ${imFile}`);
       if (dry) {
         const rows = plan.tensors.map((p) => [p.name, p.ne.join('x'), p.from, p.to + (p.fallbackFrom ? ` (from ${p.fallbackFrom})` : '')]);
