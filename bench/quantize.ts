@@ -31,7 +31,7 @@ function freeBytes(dir: string): number {
   return Number(out[3]) * 1024;
 }
 
-async function ensureModel(o: SyntheticLlama): Promise<string> {
+export async function ensureModel(o: SyntheticLlama): Promise<string> {
   const dir = path.join(ROOT, '.cache', 'bench');
   fs.mkdirSync(dir, { recursive: true });
   const file = path.join(dir, `llama-synth-${o.dim}x${o.hidden}x${o.layers}-v${o.vocab}-h${o.heads}-${o.kvHeads}-s${o.seed}-f32.gguf`);
@@ -53,7 +53,7 @@ async function ensureModel(o: SyntheticLlama): Promise<string> {
 }
 
 /** sha256 of every tensor's bytes (streamed) */
-async function tensorHashes(file: string): Promise<Map<string, string>> {
+export async function tensorHashes(file: string): Promise<Map<string, string>> {
   const src = fileSource(file);
   try {
     const g = await readGguf(src);
@@ -69,7 +69,7 @@ async function tensorHashes(file: string): Promise<Map<string, string>> {
   }
 }
 
-function warmPageCache(file: string): void {
+export function warmPageCache(file: string): void {
   const fd = fs.openSync(file, 'r');
   const buf = Buffer.allocUnsafe(64 << 20);
   try {

@@ -34,15 +34,23 @@ function normals(n: number, r: () => number): Float32Array {
 }
 
 /**
- * Stored bytes of an n x k weight in `type`: quantized normals where the codec quantizes, else random
- * blocks kept only when they decode to finite values below 1e4 (the grid types are dequantize-only).
+ * Stored bytes of an n x k weight in `type`: quantized normals where the codec quantizes (without an
+ * importance matrix), else random blocks kept only when they decode to finite values below 1e4.
  */
 function storedWeight(type: GgmlTypeInfo, n: number, k: number, r: () => number): { bytes: Uint8Array; f32: Float32Array } {
   const codec = ggmlCodecs.find((c) => c.type.id === type.id)!;
   const rowBytes = ggmlRowBytes(type, k);
   const bytes = new Uint8Array(n * rowBytes);
-  if (codec.quantize) codec.quantize(normals(n * k, r), n, k, bytes);
-  else {
+  let quantized = false;
+  if (codec.quantize) {
+    try {
+      codec.quantize(normals(n * k, r), n, k, bytes);
+      quantized = true;
+    } catch {
+      // types whose quantizer needs an importance matrix (IQ1/IQ2 grids): random blocks below
+    }
+  }
+  if (!quantized) {
     const block = new Float32Array(type.blockSize);
     for (let o = 0; o < bytes.length; o += type.typeSize) {
       const b = bytes.subarray(o, o + type.typeSize);

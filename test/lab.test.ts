@@ -13,7 +13,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import type { Browser, Page } from 'playwright-core';
 import { bytesSource } from '../src/io/source.js';
 import { evaluateQuantization } from '../src/pipeline/evaluate.js';
@@ -22,13 +22,12 @@ import { ggmlCodec } from '../src/quant/ggml/registry.js';
 import '../src/quant/ggml/index.js';
 import { ggmlTypeByName, type GgmlTypeInfo } from '../src/quant/ggml/types.js';
 import type { ByteSink } from '../src/io/sink.js';
+import { CHROMIUM, launchChromium, peakRss, readDownloadRange, startServer, statusDone, downloadSize } from '../scripts/lab-harness.js';
 import { fileSource } from '../src/cli/node-source.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const chromium = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => fs.existsSync(p));
 const shots = path.join(root, 'out', 'lab');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'lowbit-lab-'));
-const MARK = `--lowbit-lab-test=${process.pid}`;
 /** the JS heap cap of the page and its workers in the streaming test (V8 old space, MB) */
 const HEAP_CAP_MB = 256;
 
@@ -37,49 +36,10 @@ function cli(...args: string[]): void {
   assert.equal(r.status, 0, `lowbit ${args.join(' ')}: ${r.stderr}`);
 }
 
-async function statusDone(page: Page, timeout = 120000): Promise<string> {
-  await page.waitForFunction(() => {
-    const s = document.querySelector('[data-testid=status]')?.textContent ?? '';
-    return (/done$/.test(s) || s.startsWith('error:') || s === 'cancelled') && !document.body.hasAttribute('aria-busy');
-  }, null, { timeout });
-  return (await page.getByTestId('status').textContent()) ?? '';
-}
-
 async function download(page: Page, file: string): Promise<Buffer> {
   const [dl] = await Promise.all([page.waitForEvent('download'), page.getByTestId('download').click()]);
   await dl.saveAs(file);
   return fs.readFileSync(file);
-}
-
-/** Resident memory (bytes) of Chromium's renderer processes started for this test. */
-function rendererRss(): number {
-  const procs = fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d));
-  const parent = new Map<number, number>();
-  const cmd = new Map<number, string>();
-  for (const p of procs) {
-    try {
-      const stat = fs.readFileSync(`/proc/${p}/stat`, 'utf8');
-      parent.set(Number(p), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
-      cmd.set(Number(p), fs.readFileSync(`/proc/${p}/cmdline`, 'utf8'));
-    } catch {
-      /* gone */
-    }
-  }
-  const mains = [...cmd].filter(([, c]) => c.includes(MARK)).map(([p]) => p);
-  let rss = 0;
-  for (const [p, c] of cmd) {
-    if (!c.includes('--type=renderer')) continue;
-    let q = p;
-    while (q > 1 && !mains.includes(q)) q = parent.get(q) ?? 0;
-    if (q <= 1) continue;
-    try {
-      const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${p}/status`, 'utf8'));
-      if (m) rss += Number(m[1]) * 1024;
-    } catch {
-      /* gone */
-    }
-  }
-  return rss;
 }
 
 /** A GGUF of F32 matrices (seeded values, 16 MiB slabs): large without taking long to write. */
@@ -106,17 +66,13 @@ async function writeBigGguf(file: string, rows: number, rowLength: number, count
 }
 
 test('lab: quantize, evaluate and download in Chromium', { timeout: 600000 }, async (t) => {
-  if (!chromium) {
+  if (!CHROMIUM) {
     if (process.env.CI) assert.fail('Chromium is not installed (apt-get install chromium); CI requires the browser test');
     t.skip('Chromium not installed: Lab test skipped (set CI=1 to make this a failure)');
     return;
   }
-  const { startLabServer } = (await import(pathToFileURL(path.join(root, 'scripts', 'lab-server.mjs')).href)) as { startLabServer(o?: object): Promise<{ url: string; close(): Promise<void> }> };
-  const server = await startLabServer();
-  const { chromium: pw } = await import('playwright-core');
-  const launch = (extra: string[] = []) =>
-    pw.launch({ executablePath: chromium, args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', MARK, ...extra] });
-  let browser: Browser = await launch();
+  const server = await startServer();
+  let browser: Browser = await launchChromium();
   fs.mkdirSync(shots, { recursive: true });
   const consoleErrors: string[] = [];
   const watch = (page: Page) => {
@@ -142,12 +98,16 @@ test('lab: quantize, evaluate and download in Chromium', { timeout: 600000 }, as
       const text = await page.getByTestId('eval-text').inputValue();
       assert.ok(text.length > 10000, 'the evaluation text is filled with the shipped TinyStories');
       await page.getByTestId('evaluate').click();
-      assert.match(await statusDone(page), /KLD .* done$/);
+      const evStatus = await statusDone(page);
+      assert.match(evStatus, /KLD .* done$/);
       const kld = Number(await page.getByTestId('kld').textContent());
       const ev = await evaluateQuantization(bytesSource(fs.readFileSync(path.join(root, 'data', 'stories260K.gguf'))), bytesSource(got), text, { ctx: 128, chunks: 40 });
-      assert.equal(kld.toFixed(6), ev.kld.mean.toFixed(6), `page KLD ${kld} vs library ${ev.kld.mean}`);
+      assert.equal(kld.toFixed(6), ev.kld.mean.toFixed(6), `page: ${evStatus}; library: KLD ${ev.kld.mean}, PPL ${ev.ppl} (original ${ev.pplBase}), ${ev.tokens} tokens, text ${text.length} chars`);
       assert.ok(kld > 0.001 && kld < 0.1, `Q4_K_M KLD ${kld}`);
+      await page.evaluate(() => window.scrollTo(0, 0));
       await page.screenshot({ path: path.join(shots, 'lab-1280x800.png') });
+      await page.evaluate(() => document.getElementById('card-run')!.scrollIntoView());
+      await page.screenshot({ path: path.join(shots, 'lab-1280x800-results.png') });
       await page.screenshot({ path: path.join(shots, 'lab-full.png'), fullPage: true });
     });
 
@@ -181,6 +141,7 @@ test('lab: quantize, evaluate and download in Chromium', { timeout: 600000 }, as
 
     await t.test('narrow window screenshot', async () => {
       await page.setViewportSize({ width: 420, height: 900 });
+      await page.evaluate(() => window.scrollTo(0, 0));
       await page.screenshot({ path: path.join(shots, 'lab-narrow.png') });
       const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
       assert.ok(overflow <= 0, `the page is ${overflow} px wider than a 420 px window`);
@@ -196,7 +157,7 @@ test('lab: quantize, evaluate and download in Chromium', { timeout: 600000 }, as
       await writeBigGguf(big, rows, rowLength, count);
       const size = fs.statSync(big).size;
       await browser.close();
-      browser = await launch([`--js-flags=--max-old-space-size=${HEAP_CAP_MB}`]);
+      browser = await launchChromium([`--js-flags=--max-old-space-size=${HEAP_CAP_MB}`]);
       const p = await browser.newPage({ acceptDownloads: true });
       watch(p);
       await p.goto(`${server.url}?type=Q8_0&sink=opfs`);
@@ -227,34 +188,34 @@ test('lab: quantize, evaluate and download in Chromium', { timeout: 600000 }, as
       assert.deepEqual(left.filter((n) => n.startsWith('.partial-')), [], 'a cancelled run leaves no partial file');
       // the whole file, streamed: peak renderer memory stays far below the file
       await p.getByTestId('type').selectOption('Q8_0');
-      let peak = rendererRss();
-      const timer = setInterval(() => (peak = Math.max(peak, rendererRss())), 100);
+      const rss = peakRss();
       const t0 = performance.now();
       await p.getByTestId('quantize').click();
       const s = await statusDone(p, 300000);
-      clearInterval(timer);
+      const peak = rss.stop();
       assert.match(s, /done$/, s);
       const seconds = (performance.now() - t0) / 1000;
       t.diagnostic(`${(size / 2 ** 30).toFixed(2)} GiB F32 -> Q8_0 in ${seconds.toFixed(1)} s; peak renderer RSS ${(peak / 2 ** 20).toFixed(0)} MiB (JS heap cap ${HEAP_CAP_MB} MB)`);
       const BOUND = 768 * 2 ** 20;
       assert.ok(peak > 0 && peak < BOUND, `peak renderer RSS ${(peak / 2 ** 20).toFixed(0)} MiB (bound ${BOUND / 2 ** 20} MiB)`);
       // the output: every tensor Q8_0, the first one's blocks equal to the codec's
-      const out = await download(p, path.join(tmp, 'big-q8.gguf'));
-      const g = await readGguf(bytesSource(out, 'big-q8.gguf'));
+      const outSize = await downloadSize(p);
+      const g = await readGguf({ size: outSize, name: 'big-q8.gguf', read: (o, n) => readDownloadRange(p, o, n) });
       assert.equal(g.tensors.length, count);
       assert.ok(g.tensors.every((x) => x.type.name === 'Q8_0'));
+      assert.equal(outSize, g.dataOffset + count * ((rows * rowLength) / 32) * 34, 'output size');
       const first = new Float32Array(rowLength * 16);
       const src = fileSource(big);
       try {
         const gin = await readGguf(src);
-        first.set(new Float32Array(new Uint8Array(await src.read(gin.tensors[0].fileOffset, first.byteLength)).buffer));
+        first.set(new Float32Array(new Uint8Array(await src.read(gin.tensors[gin.tensors.length - 1].fileOffset, first.byteLength)).buffer));
       } finally {
         src.close();
       }
       const want = new Uint8Array((first.length / 32) * 34);
       ggmlCodec('Q8_0')!.quantize!(first, 16, rowLength, want);
-      const at = g.tensors[0].fileOffset;
-      assert.ok(Buffer.from(out.subarray(at, at + want.length)).equals(Buffer.from(want)), 'the first rows differ from the Q8_0 codec');
+      const last = g.tensors[g.tensors.length - 1];
+      assert.ok(Buffer.from(await readDownloadRange(p, last.fileOffset, want.length)).equals(Buffer.from(want)), 'the last tensor\'s first rows differ from the Q8_0 codec');
       await p.close();
       fs.rmSync(big);
     });

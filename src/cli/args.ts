@@ -39,6 +39,50 @@ export interface ParsedArgs {
   readonly repeated: [string, string][];
 }
 
+/**
+ * The CLI's one option table of what an option *name* means in every command that has it: its range,
+ * and which options it cannot be combined with or applies only with. A command's own spec may narrow a
+ * range further (both apply). So --threads, --seed or --ctx take the same values everywhere.
+ */
+export const OPTION_RULES: Readonly<Record<string, { readonly min?: number; readonly max?: number; readonly conflicts?: readonly string[]; readonly requires?: readonly string[] }>> = {
+  threads: { min: 1, max: 256 },
+  seed: { min: 0, max: 2 ** 32 - 1 },
+  ctx: { min: 1, max: 1 << 20 },
+  chunks: { min: 1, max: 1 << 24 },
+  'calib-tokens': { min: 1, max: 1 << 22 },
+  'calib-ctx': { min: 2, max: 1 << 20 },
+  group: { min: 1, max: 1 << 16 },
+  'row-length': { min: 1, max: 2 ** 31 - 1 },
+  tile: { min: 1, max: 1 << 16 },
+  n: { min: 0, max: 1 << 20 },
+  'gptq-block': { min: 1, max: 1 << 16 },
+  'hqq-iters': { min: 1, max: 100000 },
+  steps: { min: 1, max: 1e9 },
+  // incompatible pairs (each option names the other) and options that apply only with another
+  base: { conflicts: ['base-logits'] },
+  'base-logits': { conflicts: ['base'] },
+  act: { conflicts: ['llm-int8'] },
+  'llm-int8': { conflicts: ['act'] },
+  type: { conflicts: ['recipe'] },
+  recipe: { conflicts: ['type'] },
+  to: { conflicts: ['from'] },
+  from: { conflicts: ['to'] },
+  'zero-point': { requires: ['asym'] },
+  percentile: { requires: ['clip'] },
+  'rotate-heads': { requires: ['rotate'] },
+  'eval-ctx': { min: 4, max: 1 << 20, requires: ['eval'] },
+  'eval-chunks': { min: 1, max: 1 << 24, requires: ['eval'] },
+  'calib-samples': { requires: ['calib'] },
+};
+
+function checkRange(spec: OptionSpec, v: number): void {
+  const rule = OPTION_RULES[spec.name];
+  const min = Math.max(spec.min ?? -Infinity, rule?.min ?? -Infinity);
+  const max = Math.min(spec.max ?? Infinity, rule?.max ?? Infinity);
+  if (v < min) fail(`--${spec.name}: ${v} is below the minimum ${min}`);
+  if (v > max) fail(`--${spec.name}: ${v} is above the maximum ${max}`);
+}
+
 function parseValue(spec: OptionSpec, raw: string): string | number | boolean {
   switch (spec.type) {
     case 'string':
@@ -49,8 +93,7 @@ function parseValue(spec: OptionSpec, raw: string): string | number | boolean {
       const v = raw.trim() === '' ? NaN : Number(raw);
       if (!Number.isFinite(v)) fail(`--${spec.name}: '${raw}' is not a number`);
       if (spec.type === 'int' && !Number.isSafeInteger(v)) fail(`--${spec.name}: '${raw}' is not an integer`);
-      if (spec.min !== undefined && v < spec.min) fail(`--${spec.name}: ${v} is below the minimum ${spec.min}`);
-      if (spec.max !== undefined && v > spec.max) fail(`--${spec.name}: ${v} is above the maximum ${spec.max}`);
+      checkRange(spec, v);
       return v;
     }
     case 'boolean':
@@ -112,6 +155,12 @@ export function parseArgs(cmd: Command, argv: readonly string[]): ParsedArgs {
     values[spec.name] = parseValue(spec, raw);
     if (spec.repeatable) repeated.push([spec.name, raw]);
   }
+  for (const name of given) {
+    const rule = OPTION_RULES[name];
+    for (const other of rule?.conflicts ?? []) if (given.has(other)) fail(`${cmd.name}: give either --${name} or --${other}, not both`);
+    const req = rule?.requires?.filter((r) => byLong.has(r));
+    if (req?.length && !req.some((r) => given.has(r) && values[r] !== false)) fail(`${cmd.name}: --${name} applies only with ${req.map((r) => `--${r}`).join(' or ')}`);
+  }
   const [lo, hi] = cmd.positionals ?? [0, 0];
   if (positionals.length < lo || positionals.length > hi)
     fail(`${cmd.name}: expected ${lo === hi ? lo : `${lo} to ${hi}`} argument(s), got ${positionals.length}; usage: ${cmd.usage}`);
@@ -122,7 +171,13 @@ export function helpText(cmd: Command): string {
   const lines = [`usage: ${cmd.usage}`, '', cmd.summary, '', 'options:'];
   for (const o of cmd.options) {
     const flag = (o.short ? `-${o.short}, ` : '    ') + `--${o.name}` + (o.type === 'boolean' ? '' : ` <${o.type === 'string' ? 'value' : o.type}>`);
-    const extra = [o.choices ? `one of ${o.choices.join('|')}` : '', o.default !== undefined ? `default ${o.default}` : '', o.repeatable ? 'repeatable' : ''].filter(Boolean).join('; ');
+    const rule = OPTION_RULES[o.name];
+    const min = Math.max(o.min ?? -Infinity, rule?.min ?? -Infinity);
+    const max = Math.min(o.max ?? Infinity, rule?.max ?? Infinity);
+    const range = o.type === 'int' || o.type === 'number' ? (Number.isFinite(min) || Number.isFinite(max) ? `${Number.isFinite(min) ? min : ''}..${Number.isFinite(max) ? max : ''}` : '') : '';
+    const extra = [o.choices ? `one of ${o.choices.join('|')}` : '', range, o.default !== undefined ? `default ${o.default}` : '', rule?.conflicts ? `not with ${rule.conflicts.map((c) => `--${c}`).join(', ')}` : '', rule?.requires ? `with ${rule.requires.map((c) => `--${c}`).join(' or ')}` : '', o.repeatable ? 'repeatable' : '']
+      .filter(Boolean)
+      .join('; ');
     lines.push(`  ${flag.padEnd(30)} ${o.help}${extra ? ` (${extra})` : ''}`);
   }
   return lines.join('\n');

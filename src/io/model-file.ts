@@ -102,9 +102,20 @@ export async function sniffFormat(src: ByteSource): Promise<ModelFormat | 'safet
   let i = 0;
   while (i < head.length && (head[i] === 0x20 || head[i] === 0x0a || head[i] === 0x0d || head[i] === 0x09)) i++;
   if (head[i] === 0x7b) return 'safetensors-index';
+  // the name and the magic decide; a file named for a format is reported as that format's problem
+  const name = src.name ?? '';
+  if (/\.gguf$/i.test(name)) fail(`${name}: not a GGUF file (no 'GGUF' magic at byte 0)`);
+  const namedSafetensors = /\.safetensors$/i.test(name);
+  if (namedSafetensors && head.length < 9) fail(`${name}: too short for a safetensors file (${src.size} bytes)`);
   if (head.length >= 9) {
     const n = new DataView(head.buffer, head.byteOffset, 8).getBigUint64(0, true);
-    if (n >= 2n && n <= BigInt(src.size - 8) && head[8] === 0x7b) return 'safetensors';
+    const json = head[8] === 0x7b;
+    if (n >= 2n && n <= BigInt(src.size - 8) && json) return 'safetensors';
+    if (namedSafetensors || (json && n > BigInt(src.size - 8) && n < 1n << 48n)) {
+      if (n > BigInt(src.size - 8)) fail(`${name}: safetensors header length ${n} runs past the end of the file (${src.size} bytes): truncated or not safetensors`);
+      if (!json) fail(`${name}: safetensors header is not JSON (byte 8 is not '{')`);
+      fail(`${name}: safetensors header length ${n} is too small`);
+    }
   }
   if (src.size >= 28) return 'llama2c';
   fail(`${src.name}: not a GGUF, safetensors or llama2.c file`);

@@ -439,6 +439,7 @@ async function showPlan(): Promise<void> {
 
 function renderPlan(p: PlanSummary): void {
   $('plan-view').hidden = false;
+  $('run-empty').hidden = true;
   facts($('plan-facts'), [
     ['recipe', p.recipe + (p.algorithm !== 'rtn' ? ` + ${p.algorithm}` : '')],
     ['file', p.output],
@@ -513,6 +514,7 @@ function showResult(v: Variant, r: QuantizeResult): void {
   rep.addEventListener('click', () => downloadReport(v));
   $('downloads').replaceChildren(dl, rep);
   $('plan-view').hidden = false;
+  $('run-empty').hidden = true;
   facts($('plan-facts'), [
     ['output', v.name],
     ['size', sizeText(r.file.size)],
@@ -747,6 +749,9 @@ function describeEnvironment(): void {
   env.textContent = `${threads} thread${threads > 1 ? 's' : ''} · WebAssembly ${simd}${isolated ? '' : ' · not cross-origin isolated (one thread)'}`;
   env.className = `env ${isolated ? 'ok' : 'warn'}`;
 }
+
+/** for scripts driving the page: the last output file (a disk-backed Blob for OPFS / FSA) */
+(globalThis as unknown as { lowbitLab: object }).lowbitLab = { output: () => current?.file, variants: () => variants.map((v) => ({ name: v.name, bytes: v.file.size, kld: v.evaluation?.kld.mean })) };
 
 describeEnvironment();
 setupOpen();

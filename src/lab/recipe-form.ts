@@ -35,10 +35,16 @@ export const isLlamaFtype = (type: string): boolean => Object.keys(LLAMA_FTYPES)
 const ggmlName = (type: string) => type.replace(/^ggml_/i, '').toUpperCase();
 export const isGgmlType = (type: string): boolean => ggmlCodecs.some((c) => c.quantize && c.type.name === ggmlName(type));
 
-/** The container a form writes. */
+/**
+ * The container a form writes. 'auto' goes by the name as the menu spells it: llama.cpp file types and
+ * GGML block types are upper case (Q4_K_M, MXFP4, NVFP4) and write GGUF; lowbit schemes are lower case
+ * (mxfp4, nvfp4, int4_g32) and write safetensors. (Names that are both differ only in case.)
+ */
 export function containerOf(f: QuantizeForm): 'gguf' | 'safetensors' {
   if (f.container !== 'auto') return f.container;
-  return isLlamaFtype(f.type) || isGgmlType(f.type) ? 'gguf' : 'safetensors';
+  const t = f.type.trim();
+  const upper = t === t.toUpperCase();
+  return upper && (isLlamaFtype(t) || isGgmlType(t)) ? 'gguf' : 'safetensors';
 }
 
 /** The recipe of a form, as `lowbit quantize` builds it from the same flags (commands/quantize.ts). */

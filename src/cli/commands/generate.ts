@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { loadModel, type LoadedModel, type LoadModelOptions } from '../../eval/load.js';
 import { isLowbitSafetensors } from '../../eval/load-lowbit.js';
+import { sniffFormat } from '../../io/model-file.js';
 import type { Command } from '../args.js';
 import { readSiblingConfig } from '../model-open.js';
 import { fileSet } from '../node-source.js';
@@ -18,10 +19,10 @@ export async function loadModelPath(file: string, tokenizer: string | undefined,
   const open = files.open;
   try {
     const src = open(file);
-    const head = await src.read(0, Math.min(src.size, 9));
-    const safetensors = head.length === 9 && head[8] === 0x7b; // u64 header length, then '{'
+    const format = await sniffFormat(src); // (reports a damaged file as what it is named and looks like)
+    const safetensors = format === 'safetensors';
     // --activations default: llama.cpp's rounding for the files llama.cpp runs (GGUF), f32 for the others
-    const isGgufFile = head.length >= 4 && head[0] === 0x47 && head[1] === 0x47 && head[2] === 0x55 && head[3] === 0x46;
+    const isGgufFile = format === 'gguf';
     if (opts.activations === undefined) opts = { ...opts, activations: isGgufFile ? 'ggml' : 'f32' };
     const hfConfig = safetensors ? readSiblingConfig(file) : undefined;
     // lowbit's own safetensors carry their hyper-parameters; Hugging Face checkpoints need config.json

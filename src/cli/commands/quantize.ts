@@ -23,6 +23,20 @@ import { ONNX_QUANTIZE_OPTIONS, runOnnxQuantize } from '../onnx-quantize.js';
 import { ALLOCATE_OPTIONS, allocatedRecipe, COST_OPTIONS } from './sensitivity.js';
 import type { AllocationResult } from '../../pipeline/allocate.js';
 import { editModel, recipeWithOverrides, parseKvOverride, parsePruneLayers, parseTensorTypeFile, parseTensorTypeOverride, remapImatrix, unmatchedOverrides, type TensorTypeOverride } from '../../pipeline/model-edit.js';
+import { defendedModel } from '../../audit/run.js';
+
+/** options that only one algorithm reads */
+const ALGORITHM_FLAGS: readonly (readonly [string, string])[] = [
+  ['act-order', 'gptq'],
+  ['damp', 'gptq'],
+  ['gptq-block', 'gptq'],
+  ['gptq-importance', 'gptq'],
+  ['gptq-clip', 'gptq'],
+  ['awq-grid', 'awq'],
+  ['awq-clip', 'awq'],
+  ['hqq-iters', 'hqq'],
+  ['hqq-p', 'hqq'],
+];
 
 /** The recipe of the flags, with --algo and the PTQ options that were given folded in. */
 function recipeOf(a: ParsedArgs, output: 'gguf' | 'safetensors'): Recipe {
@@ -42,6 +56,11 @@ function baseRecipeOf(a: ParsedArgs, output: 'gguf' | 'safetensors'): Recipe {
   if (!type) fail(`quantize needs --type T (llama.cpp types: ${Object.keys(LLAMA_FTYPES).join(', ')}; or a scheme such as int4, mxfp4, nvfp4, nf4) or --recipe FILE`);
   // names that are both (NVFP4): a llama.cpp file type for GGUF output, the NVIDIA scheme for safetensors
   const isFtype = output === 'gguf' && Object.keys(LLAMA_FTYPES).some((k) => k.toLowerCase() === type.toLowerCase());
+  // flags of the other kind of target are refused, not ignored
+  const LLAMA_ONLY = ['pure', 'output-tensor-type', 'token-embedding-type', 'leave-output-tensor'];
+  const GENERIC_ONLY = ['group', 'asym', 'zero-point', 'keep-embeddings'];
+  for (const f of isFtype ? GENERIC_ONLY : LLAMA_ONLY)
+    if (a.given.has(f)) fail(isFtype ? `--${f} applies to generic schemes (int4, mxfp4, ...), not to the llama.cpp type ${type}` : `--${f} applies to llama.cpp types (Q4_K_M, ...), not to the scheme ${type}`);
   if (isFtype)
     return llamaRecipe(type, {
       pure: a.values.pure as boolean,
@@ -153,6 +172,7 @@ export const quantizeCommand: Command = {
     { name: 'algo', type: 'string', choices: ALGORITHMS, help: 'rtn (default; imatrix-weighted with --calib), gptq, awq (need --calib), hqq (asymmetric targets, no calibration)' },
     { name: 'calib', type: 'string', help: 'calibration text (UTF-8) for gptq, awq, --smooth and imatrix-rtn' },
     ...PTQ_OPTIONS.map((o) => ({ name: o.flag, type: o.type, help: `${o.help} (default ${String(o.default)})`, ...(o.choices ? { choices: o.choices } : {}), ...(o.min !== undefined ? { min: o.min } : {}), ...(o.max !== undefined ? { max: o.max } : {}) })),
+    { name: 'defend', type: 'string', help: 'noise[=SCALE]: add interval-calibrated noise (SCALE rounding steps, default 0.5) to the weights before quantizing: removes planted quantization attacks (docs/security.md)' },
     ...ALLOCATE_OPTIONS,
     ...COST_OPTIONS,
     { name: 'dry-run', type: 'boolean', help: 'print the per-tensor plan and write nothing' },
@@ -194,6 +214,9 @@ export const quantizeCommand: Command = {
     const kvOverrides = a.repeated.filter(([n]) => n === 'override-kv').map(([, v]) => parseKvOverride(v));
     if ((pruneLayers.length || kvOverrides.length) && kind !== 'gguf') fail('--prune-layers / --override-kv edit a GGUF: OUT must end in .gguf');
     let recipe = recipeWithOverrides(recipeOf(a, kind), overrides);
+    // options of one algorithm are refused when no tensor uses it (instead of being silently ignored)
+    const algorithmsUsed = [recipe.algorithm ?? 'rtn', ...recipe.rules.map((r) => r.algorithm ?? '')].flatMap((x) => x.split('+'));
+    for (const [flag, algo] of ALGORITHM_FLAGS) if (a.given.has(flag) && !algorithmsUsed.includes(algo)) fail(`--${flag} applies to --algo ${algo} (this run uses ${[...new Set(algorithmsUsed.filter(Boolean))].join(', ')})`);
     const allocating = a.given.has('target-size') || a.given.has('target-bpw');
     if (!allocating) for (const f of ['allocate', 'db', 'evo-generations', 'evo-offspring', 'types', 'estimator', 'output-factor', 'kld-windows', 'sample-rows']) if (a.given.has(f)) fail(`--${f} applies with --target-size or --target-bpw`);
     if (allocating && kind !== 'gguf') fail('--target-size/--target-bpw allocate GGML types: OUT must end in .gguf');
@@ -211,11 +234,20 @@ export const quantizeCommand: Command = {
     const json = a.values.json as boolean;
     const calibText = calibFile ? readInputText(calibFile, 'calibration file (--calib)') : undefined;
     const evalTextContent = evalText ? readInputText(evalText, '--eval text') : undefined;
-    const opened = await openModelPath(input);
-    const close = opened.close;
+    const defend = a.values.defend as string | undefined;
+    let defendScale = 0;
+    if (defend !== undefined) {
+      const m = /^noise(?:=([0-9.eE+-]+))?$/.exec(defend);
+      if (!m) fail(`--defend ${defend}: expected noise or noise=SCALE`);
+      defendScale = m[1] === undefined ? 0.5 : Number(m[1]);
+      if (!(defendScale > 0 && defendScale <= 4)) fail(`--defend noise=${m[1]}: the scale (in rounding steps) must be in (0, 4]`);
+      if (kind !== 'gguf') fail('--defend applies to GGUF outputs (GGML types)');
+    }
+    const { model: opened, close } = await openModelPath(input);
+    let model = opened;
     try {
-      const edited = editModel(opened.model, { pruneLayers, kvOverrides });
-      const model = edited.model;
+      const edited = editModel(opened, { pruneLayers, kvOverrides });
+      model = edited.model;
       if (imatrix) imatrix = remapImatrix(imatrix, edited.originalName);
       const names = model.tensors.map((t) => t.name);
       for (const o of unmatchedOverrides(names, overrides)) process.stderr.write(`lowbit: warning: --tensor-type ${o.pattern}=${o.type} matches no tensor\n`);
@@ -228,6 +260,14 @@ export const quantizeCommand: Command = {
       }
       const plan = planQuantization(model, recipe, kind, { hasImatrix: !!imatrix, layout, keepUnpackable: a.values['keep-unpackable'] as boolean, mixLayers: edited.mixLayers });
       if (imatrix) checkImatrix(model, plan, imatrix, `imatrix ${imFile}`);
+      if (defendScale > 0) {
+        const types = new Map(plan.tensors.filter((p) => p.ggml && !['F32', 'F16', 'BF16'].includes(p.to) && p.ne.length === 2).map((p) => [p.name, p.to]));
+        model = await defendedModel(model, types, defendScale, (a.values.seed as number | undefined) ?? 0);
+      }
+      // a group size that fits no tensor would silently leave every tensor unquantized
+      const quantizable = plan.tensors.filter((p) => p.from !== p.to || p.fallbackFrom);
+      if (a.given.has('group') && quantizable.length && quantizable.every((p) => p.fallbackFrom))
+        fail(`--group ${a.values.group} fits no tensor of ${input} (every one would fall back to ${quantizable[0].to}); use a group size that divides the rows`);
       if (dry) {
         const rows = plan.tensors.map((p) => [p.name, p.ne.join('x'), p.from, p.to + (p.fallbackFrom ? ` (from ${p.fallbackFrom})` : '')]);
         if (json) process.stdout.write(JSON.stringify({ recipe: plan.recipe, tensors: plan.tensors.map(({ name, ne, from, to, fallbackFrom }) => ({ name, ne, from, to, fallbackFrom })) }, null, 1) + '\n');
