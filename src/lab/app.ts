@@ -378,6 +378,7 @@ function readForm(): QuantizeForm {
     outputTensorType: v('output-tensor-type') || undefined,
     tokenEmbeddingType: v('token-embedding-type') || undefined,
     leaveOutputTensor: b('leave-output') || undefined,
+    targetBpw: Number(v('target-bpw')) > 0 ? Number(v('target-bpw')) : undefined,
     algo: v('algo') as Algorithm,
     ptq: Object.keys(ptq).length ? ptq : undefined,
   };

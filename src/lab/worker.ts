@@ -31,6 +31,7 @@ import { evaluateQuantization } from '../pipeline/evaluate.js';
 import { readImatrix } from '../pipeline/imatrix-file.js';
 import type { EvaluateResult, ModelSummary, PlanSummary, QuantizeResult, Reply, Request, SinkKind, TensorSqnrResult } from './protocol.js';
 import { recipeFromForm } from './recipe-form.js';
+import { allocateForBpw } from './allocate.js';
 
 interface WorkerScope {
   name: string;
@@ -237,8 +238,15 @@ function startJobWorker(): void {
     const t0 = performance.now();
     const say = progress(id);
     const imatrix = req.imatrix ? await readImatrix(blobSource(req.imatrix, req.imatrix.name)) : undefined;
-    const { plan } = await planFor(req.form, !!imatrix);
+    let { plan } = await planFor(req.form, !!imatrix);
     const model = plan.output === 'gguf' && o.model.format !== 'gguf' ? await convertedForPlan(o) : o.model;
+    if (req.form.targetBpw) {
+      // mixed precision: per-tensor types for the size, from costs measured on the calibration text
+      MatmulEngine.get()?.setThreads(threads);
+      const src = blobSource(o.model.format === 'gguf' ? o.main : converted!.blob, o.main.name);
+      const allocation = await allocateForBpw(src, model, plan.recipe, req.form.targetBpw, req.calibText, threads, (msg) => say(0, msg));
+      plan = planQuantization(model, allocation.recipe, 'gguf', { hasImatrix: !!imatrix });
+    }
     if (imatrix) checkImatrix(model, plan, imatrix, `imatrix ${req.imatrix!.name}`);
     const recipe = plan.recipe;
     const options = ptqOptions(recipe.ptq ?? {});
