@@ -35,3 +35,4 @@ export { dequantizePackedInt4, packInt4Linear, int4LinearFromScheme, packedInt4C
 // training: backward pass, AdamW, low-precision training, QAT (src/train)
 export * from './train/index.js';
 export { llamaGgufMetadata, llamaTensorShapes, writeLlamaGguf, paramTensors, type OutTensor } from './io/llama-writer.js';
+export { runQat, writeQatModel, ggmlWeightCodec, type QatOptions, type QatRun } from './pipeline/qat.js';

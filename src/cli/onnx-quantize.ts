@@ -15,20 +15,72 @@ import { inflateRawSync } from 'node:zlib';
 import { fail } from '../errors.js';
 import { accumulateHessian, finishHessian } from '../algos/gptq.js';
 import { readNpy, readNpz } from '../io/npy.js';
-import { writeOnnx, inlineExternalData, PROTOBUF_LIMIT } from '../io/onnx/model.js';
+import { encodeOnnx, inlineExternalData, parseOnnx, PROTOBUF_LIMIT, writeOnnx } from '../io/onnx/model.js';
+import { nodeLabel } from '../io/onnx/graph-edit.js';
 import { matmulTargets, quantizeMatMulNBits, type NBitsAlgorithm, type NodeReport } from '../io/onnx/nbits.js';
+import { QDQ_OPS, qdqTargets, quantizeQdq, RangeCollector, type CalibMethod, type QdqOptions } from '../io/onnx/qdq.js';
 import type { ParsedArgs } from './args.js';
 import type { OptionSpec } from './args.js';
 import { checkOutput, noteInput, stagedPath, withAtomicFile } from './files.js';
 import { openOnnxPath } from './onnx-open.js';
-import { captureActivations, loadOrt, ortSession, type Feeds } from './onnx-runtime.js';
+import { captureActivations, loadOrt, ortSession, type Feeds, type OutTensor } from './onnx-runtime.js';
 import { renderTable } from './commands/formats.js';
 
 /** options only ONNX models use (added to `lowbit quantize`'s table) */
 export const ONNX_QUANTIZE_OPTIONS: readonly OptionSpec[] = [
   { name: 'accuracy-level', type: 'int', help: 'ONNX MatMulNBits: accuracy_level (0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 compute)', min: 0, max: 4 },
   { name: 'calib-samples', type: 'int', help: 'ONNX: use at most this many calibration samples', min: 1 },
+  { name: 'qdq', type: 'string', choices: ['int8'], help: 'ONNX: QuantizeLinear/DequantizeLinear int8 on --qdq-ops (weights per output channel; activations static from --calib, or --dynamic)' },
+  { name: 'qdq-ops', type: 'string', help: 'ONNX: op types that get QDQ (MatMul/Gemm already turned into MatMulNBits are not touched)', default: 'Conv,MatMul,Gemm' },
+  { name: 'calib-method', type: 'string', choices: ['minmax', 'percentile', 'mse', 'entropy'], help: 'ONNX QDQ: how calibrated activation ranges are chosen', default: 'minmax' },
+  { name: 'dynamic', type: 'boolean', help: 'ONNX QDQ: activations quantized at run time (DynamicQuantizeLinear), no calibration' },
+  { name: 'keep', type: 'string', help: 'ONNX: comma-separated node names left in float' },
+  { name: 'keep-sensitive', type: 'int', help: 'ONNX QDQ: measure each node quantized alone on the calibration data (output SQNR) and leave the N most sensitive in float', min: 1 },
 ];
+
+/** output SQNR (dB) of `got` against `ref`, over every float output */
+function outputSqnr(ref: Map<string, OutTensor>[], got: Map<string, OutTensor>[]): number {
+  let s = 0;
+  let e = 0;
+  ref.forEach((r, i) => {
+    for (const [k, a] of r) {
+      const b = got[i].get(k);
+      if (!b) continue;
+      for (let j = 0; j < a.data.length; j++) {
+        s += a.data[j] ** 2;
+        e += (a.data[j] - b.data[j]) ** 2;
+      }
+    }
+  });
+  return e === 0 ? Infinity : 10 * Math.log10(s / e);
+}
+
+/**
+ * The per-node sensitivity pass: each QDQ target quantized alone (weights and activation as they will
+ * be), the model run on the calibration samples, output SQNR against the float model. Worst first.
+ */
+async function qdqSensitivity(bytes: Uint8Array, name: string, opts: QdqOptions, samples: Feeds[], onNode?: (i: number, n: number) => void): Promise<{ node: string; sqnrDb: number }[]> {
+  const labels = qdqTargets(parseOnnx(bytes, name), opts.ops).map((t) => nodeLabel(t.node));
+  const run = async (model: Uint8Array) => {
+    const s = await ortSession(model);
+    try {
+      const out: Map<string, OutTensor>[] = [];
+      for (const f of samples) out.push(await s.run(f));
+      return out;
+    } finally {
+      await s.release();
+    }
+  };
+  const ref = await run(bytes);
+  const res: { node: string; sqnrDb: number }[] = [];
+  for (const [i, l] of labels.entries()) {
+    onNode?.(i, labels.length);
+    const m = parseOnnx(bytes, name);
+    await quantizeQdq(m, { ...opts, keep: new Set([...labels.filter((x) => x !== l), ...(opts.keep ?? [])]) });
+    res.push({ node: l, sqnrDb: outputSqnr(ref, await run(encodeOnnx(m.proto))) });
+  }
+  return res.sort((a, b) => a.sqnrDb - b.sqnrDb);
+}
 
 export interface OnnxQuantizeOptions {
   input: string;
@@ -101,13 +153,21 @@ export async function runOnnxQuantize(a: ParsedArgs): Promise<void> {
   noteInput(input);
   noteInput(a.values.calib as string | undefined);
   checkOutput(output, 'output');
-  const type = (a.values.type as string | undefined)?.toLowerCase() ?? fail('quantize model.onnx needs --type int4 (also int2, int8)');
+  const type = (a.values.type as string | undefined)?.toLowerCase() ?? (a.values.qdq ? 'qdq' : fail('quantize model.onnx needs --type int4 (also int2, int8: MatMulNBits) and/or --qdq int8'));
   const bitsOf: Record<string, number> = { int2: 2, int4: 4, int8: 8, q4: 4, q8: 8 };
-  const bits = bitsOf[type] ?? fail(`--type ${type}: for ONNX models use int2, int4 or int8 (MatMulNBits)`);
+  const bits = type === 'qdq' ? 0 : (bitsOf[type] ?? fail(`--type ${type}: for ONNX models use int2, int4 or int8 (MatMulNBits) or qdq`));
+  const qdq = a.values.qdq as string | undefined;
+  if (type === 'qdq' && !qdq) fail('--type qdq needs --qdq int8');
+  const dynamic = a.values.dynamic as boolean;
+  const method = a.values['calib-method'] as CalibMethod;
+  const qdqOps = new Set((a.values['qdq-ops'] as string).split(',').map((x) => x.trim()).filter(Boolean));
+  for (const op of qdqOps) if (!(QDQ_OPS as readonly string[]).includes(op)) fail(`--qdq-ops ${op}: QDQ handles ${QDQ_OPS.join(', ')}`);
+  if (qdq && !dynamic && !a.values.calib) fail('--qdq int8 needs --calib (static activation ranges) or --dynamic');
+  const keep = new Set(((a.values.keep as string | undefined) ?? '').split(',').map((x) => x.trim()).filter(Boolean));
   const algo = ((a.values.algo as string | undefined) ?? 'rtn') as NBitsAlgorithm;
   if (!['rtn', 'gptq', 'hqq'].includes(algo)) fail(`--algo ${algo}: ONNX models take rtn, gptq or hqq`);
   const calib = a.values.calib as string | undefined;
-  if (algo === 'gptq' && !calib) fail('--algo gptq needs --calib (a .npy/.npz file or a folder of them: the model\'s inputs)');
+  if (bits && algo === 'gptq' && !calib) fail('--algo gptq needs --calib (a .npy/.npz file or a folder of them: the model\'s inputs)');
   const json = a.values.json as boolean;
   const warnings: string[] = [];
   const warn = (s: string) => {
@@ -117,21 +177,49 @@ export async function runOnnxQuantize(a: ParsedArgs): Promise<void> {
   const t0 = performance.now();
   const { model, close } = await openOnnxPath(input);
   try {
-    let hessians: Map<string, Float64Array> | undefined;
-    if (algo === 'gptq') {
+    let samples: Feeds[] | undefined;
+    if (calib && ((bits && algo === 'gptq') || (qdq && !dynamic))) {
       const s = await ortSession(path.resolve(input));
       const names = s.inputNames;
       await s.release();
-      const samples = readCalibration(calib!, names, a.values['calib-samples'] as number | undefined);
-      hessians = await collectHessians(model, samples, warn);
+      samples = readCalibration(calib, names, a.values['calib-samples'] as number | undefined);
     }
-    if (!matmulTargets(model).length) fail(`${input}: no MatMul or Gemm with a constant 2-D float weight to quantize`);
-    const reports: NodeReport[] = await quantizeMatMulNBits(
-      model,
-      { bits, blockSize: (a.values.group as number | undefined) ?? 32, symmetric: !(a.values.asym as boolean), accuracyLevel: a.values['accuracy-level'] as number | undefined, algorithm: algo, hessians },
-      warn,
-    );
-    if (!reports.some((r) => r.action.startsWith('MatMulNBits'))) fail(`nothing was quantized: ${reports.map((r) => `${r.node}: ${r.reason}`).join('; ')}`);
+    const floatBytes = a.values['keep-sensitive'] ? encodeOnnx(model.proto) : undefined;
+    // static activation ranges: measured on the float model, before any rewrite
+    let ranges: Map<string, [number, number]> | undefined;
+    if (qdq && !dynamic) {
+      const acts = [...new Set(qdqTargets(model, qdqOps).filter((t) => t.graphPath === '').map((t) => t.activation))];
+      const rc = new RangeCollector();
+      await captureActivations(model.proto, acts, samples!, (name, t) => rc.observeMinMax(name, t.data));
+      if (method !== 'minmax') await captureActivations(model.proto, acts, samples!, (name, t) => rc.observeHistogram(name, t.data));
+      ranges = new Map(acts.filter((n) => rc.min.has(n)).map((n) => [n, rc.range(n, method)]));
+    }
+    const reports: NodeReport[] = [];
+    if (bits) {
+      const hessians = algo === 'gptq' ? await collectHessians(model, samples!, warn) : undefined;
+      if (!matmulTargets(model).length && !qdq) fail(`${input}: no MatMul or Gemm with a constant 2-D float weight to quantize`);
+      reports.push(
+        ...(await quantizeMatMulNBits(
+          model,
+          { bits, blockSize: (a.values.group as number | undefined) ?? 32, symmetric: !(a.values.asym as boolean), accuracyLevel: a.values['accuracy-level'] as number | undefined, algorithm: algo, hessians, keep },
+          warn,
+        )),
+      );
+    }
+    let sensitivity: { node: string; sqnrDb: number }[] | undefined;
+    if (qdq) {
+      const qopts: QdqOptions = { ops: qdqOps, activations: dynamic ? 'dynamic' : 'static', ranges, keep };
+      const nKeep = a.values['keep-sensitive'] as number | undefined;
+      if (nKeep) {
+        if (!samples) fail('--keep-sensitive needs --calib (the sensitivity pass runs the model on it)');
+        const tty = !json && process.stderr.isTTY;
+        sensitivity = await qdqSensitivity(floatBytes!, input, qopts, samples.slice(0, 4), tty ? (i, n) => process.stderr.write(`\rsensitivity ${i + 1}/${n}`) : undefined);
+        if (tty) process.stderr.write('\r' + ' '.repeat(40) + '\r');
+        for (const s of sensitivity.slice(0, nKeep)) keep.add(s.node);
+      }
+      reports.push(...(await quantizeQdq(model, qopts, warn)));
+    }
+    if (!reports.some((r) => r.action !== 'kept')) fail(`nothing was quantized${reports.length ? `: ${reports.map((r) => `${r.node}: ${r.reason}`).join('; ')}` : ''}`);
     await inlineExternalData(model);
     let bytes = 0;
     await withAtomicFile(output, async (f) => {
@@ -148,11 +236,12 @@ export async function runOnnxQuantize(a: ParsedArgs): Promise<void> {
       if (!/needs onnxruntime-node/.test((e as Error).message)) throw e;
     }
     const seconds = (performance.now() - t0) / 1000;
-    const report = { input, output, inputBytes: model.size, outputBytes: bytes, seconds, nodes: reports, warnings, onnxruntimeLoads: loads };
+    const report = { input, output, inputBytes: model.size, outputBytes: bytes, seconds, nodes: reports, sensitivity, warnings, onnxruntimeLoads: loads };
     if (json) process.stdout.write(JSON.stringify(report) + '\n');
     else {
       const rows = reports.map((r) => [r.node, r.op, `${r.K}x${r.N}`, r.action, r.sqnrDb === undefined ? '-' : r.sqnrDb.toFixed(2)]);
       process.stdout.write(renderTable(['node', 'op', 'K x N', 'to', 'SQNR dB'], rows, [false, false, false, false, true]) + '\n');
+      if (sensitivity) process.stdout.write(`most sensitive (output SQNR quantized alone): ${sensitivity.slice(0, 8).map((s) => `${s.node} ${s.sqnrDb.toFixed(1)} dB`).join(', ')}\n`);
       process.stdout.write(`${input} (${model.size} bytes) -> ${output} (${bytes} bytes, ${((100 * bytes) / model.size).toFixed(1)} %), ${seconds.toFixed(2)} s${loads ? '; onnxruntime-node loads it' : ''}\n`);
     }
   } finally {

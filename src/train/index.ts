@@ -5,3 +5,7 @@ export { AdamW, learningRate, gradNorm, DEFAULT_OPTIM, type OptimOptions, type S
 export { Rng, sampleBatch, evalBatches, type Batch } from './data.js';
 export { Trainer, DEFAULT_TRAIN, evalLoss, checkpointBytes, restoreCheckpoint, readCheckpointHead, NonFiniteLoss, type TrainOptions, type StepResult } from './trainer.js';
 export { PRECISIONS, applyPrecision, type Precision } from './precision.js';
+export { Qat, QAT_METHODS, dgeScale, distillationLoss, type QatMethod, type WeightCodec } from './qat.js';
+export { quantizeOperand, quantizedLinear, modeSpec, dgeFactors, type OperandQuant, type PrecisionOp } from './precision.js';
+export { trainingReportHtml, type RunCurve } from './report-html.js';
+export type { TrainHooks } from './trainer.js';

@@ -255,7 +255,7 @@ export class TrainModel {
     for (const id of this.tokens) if (!(id >= 0 && id < c.vocabSize)) fail(`token id ${id} is outside the ${c.vocabSize}-token vocabulary`);
     for (const id of this.targets) if (!(id >= -1 && id < c.vocabSize)) fail(`target id ${id} is outside the ${c.vocabSize}-token vocabulary`);
     // embedding
-    const emb = this.view('token_embd.weight');
+    const emb = this.weight('token_embd.weight');
     const x0 = this.acts[0].x;
     for (let t = 0; t < N; t++) x0.set(emb.subarray(this.tokens[t] * c.dim, (this.tokens[t] + 1) * c.dim), t * c.dim);
     for (let l = 0; l < c.nLayers; l++) this.layerForward(l, l + 1 < c.nLayers ? this.acts[l + 1].x : this.buf.get(`x${c.nLayers}`)!);

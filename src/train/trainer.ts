@@ -12,7 +12,7 @@ import { referenceBackend, wasmBackend, type Backend } from './gemm.js';
 import { evalBatches, Rng, sampleBatch, type Batch } from './data.js';
 import { TrainModel, trainModelFloats, type TrainConfig } from './llama-grad.js';
 import { AdamW, DEFAULT_OPTIM, type OptimOptions } from './optim.js';
-import { applyPrecision, type Precision } from './precision.js';
+import { applyPrecision, precisionScratchFloats, type Precision, type PrecisionOp } from './precision.js';
 
 export interface TrainOptions extends OptimOptions {
   batch: number;
@@ -26,6 +26,18 @@ export interface TrainOptions extends OptimOptions {
   bos?: number;
   /** 'wasm' (default where available) or the scalar reference */
   kernels?: 'wasm' | 'reference';
+  /** floats to reserve in the backend for callers' arrays (e.g. QAT's quantized weights) */
+  extraFloats?: number;
+}
+
+/** Where QAT and distillation plug into the loop. */
+export interface TrainHooks {
+  /** after each forward pass of a training micro-batch: may replace the loss and the logit gradients */
+  afterForward?(batch: Batch, loss: number): number;
+  /** after the micro-batches' backward passes, before the optimizer: map the gradients */
+  afterBackward?(): void;
+  /** after each optimizer step */
+  afterStep?(): void;
 }
 
 export const DEFAULT_TRAIN: Readonly<Omit<TrainOptions, 'steps'>> = Object.freeze({
@@ -45,6 +57,9 @@ export class Trainer {
   readonly rng: Rng;
   readonly history: StepResult[] = [];
   readonly evals: { step: number; loss: number }[] = [];
+  hooks: TrainHooks = {};
+  /** the low-precision products, unless fp32 */
+  readonly precision: PrecisionOp | undefined;
 
   constructor(readonly config: TrainConfig, readonly opts: TrainOptions, readonly data: ArrayLike<number>) {
     if (!(Number.isInteger(opts.steps) && opts.steps > 0)) fail(`steps must be a positive integer (got ${opts.steps})`);
@@ -52,11 +67,11 @@ export class Trainer {
     if (data.length < opts.ctx + 1) fail(`the training text has ${data.length} tokens, fewer than one sequence of --ctx ${opts.ctx} + 1`);
     if (opts.ctx > config.seqLen) fail(`--ctx ${opts.ctx} is longer than the model's context ${config.seqLen}`);
     const mo = { batch: opts.batch, ctx: opts.ctx, checkpointActivations: opts.checkpointActivations };
-    const be: Backend = (opts.kernels !== 'reference' && wasmBackend(trainModelFloats(config, mo) + precisionFloats(config, opts))) || referenceBackend('f32');
+    const be: Backend = (opts.kernels !== 'reference' && wasmBackend(trainModelFloats(config, mo) + precisionFloats(config, opts) + (opts.extraFloats ?? 0))) || referenceBackend('f32');
     this.model = new TrainModel(config, be, mo);
     this.rng = new Rng(opts.seed);
     this.model.initialize(() => this.rng.normal());
-    applyPrecision(this.model, opts.precision, opts.seed);
+    this.precision = applyPrecision(this.model, opts.precision, opts.seed);
     this.optim = new AdamW(opts, this.model.tensors, this.model.params.length);
   }
 
@@ -70,14 +85,19 @@ export class Trainer {
     m.zeroGrads();
     let loss = 0;
     for (let a = 0; a < this.opts.accum; a++) {
+      this.precision?.beginStep(this.step * this.opts.accum + a);
       const b = sampleBatch(this.data, this.opts.batch, this.opts.ctx, this.rng, this.opts.bos);
-      loss += m.forward(b.tokens, b.targets) / this.opts.accum;
+      let l = m.forward(b.tokens, b.targets);
+      if (this.hooks.afterForward) l = this.hooks.afterForward(b, l);
+      loss += l / this.opts.accum;
       if (!Number.isFinite(loss)) throw new NonFiniteLoss(this.step + 1, loss);
       if (this.opts.accum > 1) scale(m.logitGrads(), 1 / this.opts.accum);
       m.backward();
     }
     for (let i = 0; i < m.grads.length; i++) if (!Number.isFinite(m.grads[i])) throw new NonFiniteLoss(this.step + 1, NaN, 'gradient');
+    this.hooks.afterBackward?.();
     const { gradNorm, lr } = this.optim.step(m.params, m.grads);
+    this.hooks.afterStep?.();
     const r = { step: this.step, loss, gradNorm, lr };
     this.history.push(r);
     return r;
@@ -115,9 +135,7 @@ function scale(v: { length: number; [i: number]: number }, s: number): void {
 /** extra floats the precision mode's scratch takes */
 function precisionFloats(c: TrainConfig, o: { batch: number; ctx: number; precision: Precision }): number {
   if (o.precision === 'fp32') return 0;
-  const N = o.batch * o.ctx;
-  const big = Math.max(c.dim, c.hiddenDim, c.vocabSize);
-  return 3 * N * big + 3 * big * big + 1024;
+  return precisionScratchFloats(o.batch * o.ctx, Math.max(c.dim, c.hiddenDim, c.vocabSize, c.nHeads * c.headDim)) + 1024;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -182,7 +200,8 @@ export function restoreCheckpoint(t: Trainer, bytes: Uint8Array, name = 'checkpo
   if (head.size !== t.model.params.length) fail(`${name} holds ${head.size} parameters, the model has ${t.model.params.length}`);
   if (head.step > t.opts.steps) fail(`${name} is at step ${head.step}, past --steps ${t.opts.steps}`);
   const n = head.size;
-  const f = new Float32Array(bytes.slice(start, start + 3 * n * 4).buffer);
+  const f = new Float32Array(3 * n); // (a copy: Node's Buffer.slice would be a view of a shared pool)
+  new Uint8Array(f.buffer).set(bytes.subarray(start, start + 3 * n * 4));
   t.model.params.set(f.subarray(0, n));
   t.optim.m.set(f.subarray(n, 2 * n));
   t.optim.v.set(f.subarray(2 * n, 3 * n));

@@ -16,7 +16,10 @@ const loaders: Record<string, () => Promise<Command>> = {
   generate: async () => (await import('./generate.js')).generateCommand,
   eval: async () => (await import('./eval.js')).evalCommand,
   sensitivity: async () => (await import('./sensitivity.js')).sensitivityCommand,
+  audit: async () => (await import('./audit.js')).auditCommand,
+  attack: async () => (await import('./audit.js')).attackCommand,
   train: async () => (await import('./train.js')).trainCommand,
+  qat: async () => (await import('./qat.js')).qatCommand,
 };
 
 export const commandNames: readonly string[] = Object.keys(loaders);

@@ -22,6 +22,7 @@ import { isOnnxPath } from '../onnx-open.js';
 import { ONNX_QUANTIZE_OPTIONS, runOnnxQuantize } from '../onnx-quantize.js';
 import { ALLOCATE_OPTIONS, allocatedRecipe, COST_OPTIONS } from './sensitivity.js';
 import type { AllocationResult } from '../../pipeline/allocate.js';
+import { defendedModel } from '../../audit/run.js';
 
 /** options that only one algorithm reads */
 const ALGORITHM_FLAGS: readonly (readonly [string, string])[] = [
@@ -156,6 +157,7 @@ export const quantizeCommand: Command = {
     { name: 'algo', type: 'string', choices: ALGORITHMS, help: 'rtn (default; imatrix-weighted with --calib), gptq, awq (need --calib), hqq (asymmetric targets, no calibration)' },
     { name: 'calib', type: 'string', help: 'calibration text (UTF-8) for gptq, awq, --smooth and imatrix-rtn' },
     ...PTQ_OPTIONS.map((o) => ({ name: o.flag, type: o.type, help: `${o.help} (default ${String(o.default)})`, ...(o.choices ? { choices: o.choices } : {}), ...(o.min !== undefined ? { min: o.min } : {}), ...(o.max !== undefined ? { max: o.max } : {}) })),
+    { name: 'defend', type: 'string', help: 'noise[=SCALE]: add interval-calibrated noise (SCALE rounding steps, default 0.5) to the weights before quantizing: removes planted quantization attacks (docs/security.md)' },
     ...ALLOCATE_OPTIONS,
     ...COST_OPTIONS,
     { name: 'dry-run', type: 'boolean', help: 'print the per-tensor plan and write nothing' },
@@ -212,7 +214,17 @@ export const quantizeCommand: Command = {
     const json = a.values.json as boolean;
     const calibText = calibFile ? readInputText(calibFile, 'calibration file (--calib)') : undefined;
     const evalTextContent = evalText ? readInputText(evalText, '--eval text') : undefined;
-    const { model, close } = await openModelPath(input);
+    const defend = a.values.defend as string | undefined;
+    let defendScale = 0;
+    if (defend !== undefined) {
+      const m = /^noise(?:=([0-9.eE+-]+))?$/.exec(defend);
+      if (!m) fail(`--defend ${defend}: expected noise or noise=SCALE`);
+      defendScale = m[1] === undefined ? 0.5 : Number(m[1]);
+      if (!(defendScale > 0 && defendScale <= 4)) fail(`--defend noise=${m[1]}: the scale (in rounding steps) must be in (0, 4]`);
+      if (kind !== 'gguf') fail('--defend applies to GGUF outputs (GGML types)');
+    }
+    const { model: opened, close } = await openModelPath(input);
+    let model = opened;
     try {
       let allocation: AllocationResult | undefined;
       if (allocating) {
@@ -223,6 +235,10 @@ export const quantizeCommand: Command = {
       }
       const plan = planQuantization(model, recipe, kind, { hasImatrix: !!imatrix, layout, keepUnpackable: a.values['keep-unpackable'] as boolean });
       if (imatrix) checkImatrix(model, plan, imatrix, `imatrix ${imFile}`);
+      if (defendScale > 0) {
+        const types = new Map(plan.tensors.filter((p) => p.ggml && !['F32', 'F16', 'BF16'].includes(p.to) && p.ne.length === 2).map((p) => [p.name, p.to]));
+        model = await defendedModel(model, types, defendScale, (a.values.seed as number | undefined) ?? 0);
+      }
       // a group size that fits no tensor would silently leave every tensor unquantized
       const quantizable = plan.tensors.filter((p) => p.from !== p.to || p.fallbackFrom);
       if (a.given.has('group') && quantizable.length && quantizable.every((p) => p.fallbackFrom))

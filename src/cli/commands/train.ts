@@ -50,6 +50,7 @@ export const trainCommand: Command = {
     { name: 'checkpoint', type: 'string', help: 'write a resumable checkpoint here (atomically) every --checkpoint-every steps and at the end' },
     { name: 'checkpoint-every', type: 'int', help: 'steps between checkpoints', default: 100, min: 1 },
     { name: 'resume', type: 'string', help: 'continue from this checkpoint (same model and options)' },
+    { name: 'stop-at', type: 'int', help: 'stop after this step (the schedule still spans --steps; resume later)', min: 0 },
     { name: 'eval-every', type: 'int', help: 'evaluate the held-out loss every N steps (0 = only at the end)', default: 0, min: 0 },
     { name: 'eval-chunks', type: 'int', help: 'held-out chunks of --ctx tokens per evaluation', default: 64, min: 1 },
     { name: 'log', type: 'string', help: 'write the loss curve (JSON lines per step) here' },
@@ -112,7 +113,8 @@ export const trainCommand: Command = {
     const t0 = performance.now();
     const startStep = t.step;
     try {
-      while (t.step < steps) {
+      const stopAt = Math.min(steps, (a.values['stop-at'] as number | undefined) ?? steps);
+      while (t.step < stopAt) {
         const r = t.trainStep();
         let line = `step ${r.step}/${steps} loss ${r.loss.toFixed(4)} lr ${r.lr.toExponential(2)} |g| ${r.gradNorm.toFixed(3)}`;
         if (held && evalEvery > 0 && r.step % evalEvery === 0 && r.step < steps) {

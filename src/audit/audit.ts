@@ -1,0 +1,107 @@
+/**
+ * Auditing a full-precision model for quantization-conditioned behaviour, and the noise defence.
+ *
+ * A planted model (Egashira et al. 2024, "Mind the Gap" 2025) is a malicious model's quantization box
+ * filled with weights chosen to look benign in full precision. Two things give it away:
+ *
+ * - weights: the repair step pushes weights against the edges of their rounding intervals (the box
+ *   ends nearest the benign values), in rows and blocks where the malicious model moved codes. Clean
+ *   weights sit anywhere in their interval. Per row, the count of weights in the outer 10 % of their
+ *   interval is binomial(n, 0.1) for a clean row; the audit reports the largest z-score over rows.
+ * - behaviour: quantizing the model to the type changes its outputs by KLD_q. Quantizing it after a
+ *   small random perturbation (uniform noise of a fraction of each weight's rounding step: destroys a
+ *   planted box, hardly changes ordinary rounding error) changes them by KLD_n. For a clean model the
+ *   two are alike (ratio ≈ 1); for a planted one the exact quantization is the malicious model and
+ *   KLD_q / KLD_n ≫ 1.
+ *
+ * The defence (`quantize --defend noise=SCALE`) is that perturbation applied before quantizing.
+ */
+import { BlockGrids, blockCodecFor } from '../algos/block-codec.js';
+import { fmix32 } from '../formats/rounding.js';
+
+/**
+ * Per-element rounding step of the grid of each element's own quantization (the distance between its
+ * level and the next level up, or down at the top of the grid).
+ */
+export function roundingSteps(type: string, w: Float32Array, rows: number, cols: number): Float32Array {
+  const codec = blockCodecFor(type, cols);
+  const bs = codec.blockSize;
+  const grids = new BlockGrids(codec);
+  const buf = new Uint8Array(codec.blockBytes);
+  const step = new Float32Array(rows * cols);
+  for (let xo = 0; xo < rows * cols; xo += bs) {
+    codec.quantize(w, xo, buf, 0);
+    grids.load(0, buf, 0);
+    for (let j = 0; j < bs; j++) {
+      const i = grids.nearest(0, j, w[xo + j]);
+      const base = j * grids.nCodes;
+      const v = grids.values;
+      const last = base + grids.count[j] - 1;
+      step[xo + j] = i < last ? v[i + 1] - v[i] : i > base ? v[i] - v[i - 1] : 0;
+    }
+  }
+  return step;
+}
+
+/** A counter-based uniform in [-0.5, 0.5) for element i of a stream (same on any chunking). */
+function centredUniform(seed: number, stream: number, i: number): number {
+  return fmix32((Math.imul(i, 0x9e3779b1) ^ fmix32(seed ^ Math.imul(stream, 0x85ebca6b))) >>> 0) / 4294967296 - 0.5;
+}
+
+/** A stable 32-bit id of a tensor name, for per-tensor noise streams. */
+export function nameStream(name: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 0x01000193) >>> 0;
+  return h;
+}
+
+/** w + scale · step · U(-½, ½), elementwise: the interval-calibrated noise of the defence. */
+export function addRoundingNoise(type: string, w: Float32Array, rows: number, cols: number, scale: number, seed: number, stream: number): Float32Array {
+  const step = roundingSteps(type, w, rows, cols);
+  const out = new Float32Array(w.length);
+  for (let i = 0; i < w.length; i++) out[i] = w[i] + scale * step[i] * centredUniform(seed, stream, i);
+  return out;
+}
+
+export interface EdgeStats {
+  /** weights with a defined position */
+  n: number;
+  /** fraction in the outer 10 % of their interval (0.1 for uniform positions) */
+  edgeFraction: number;
+  /** the largest per-row z-score of the edge count against binomial(n, 0.1) */
+  maxRowZ: number;
+  /** the row it was found in */
+  maxRow: number;
+  /** mean signed position: planted edges lean one way when the repair moved weights one way */
+  meanPosition: number;
+}
+
+/** Edge statistics of interval positions (see boxes.ts intervalPositions), rows of `cols`. */
+export function edgeStats(pos: Float32Array, rows: number, cols: number): EdgeStats {
+  let n = 0;
+  let edges = 0;
+  let sum = 0;
+  let maxRowZ = -Infinity;
+  let maxRow = -1;
+  for (let r = 0; r < rows; r++) {
+    let rn = 0;
+    let re = 0;
+    for (let j = 0; j < cols; j++) {
+      const p = pos[r * cols + j];
+      if (p !== p) continue;
+      rn++;
+      sum += p;
+      if (Math.abs(p) >= 0.9) re++;
+    }
+    n += rn;
+    edges += re;
+    if (rn >= 16) {
+      const z = (re - 0.1 * rn) / Math.sqrt(0.09 * rn);
+      if (z > maxRowZ) {
+        maxRowZ = z;
+        maxRow = r;
+      }
+    }
+  }
+  return { n, edgeFraction: n ? edges / n : 0, maxRowZ: maxRow >= 0 ? maxRowZ : 0, maxRow, meanPosition: n ? sum / n : 0 };
+}

@@ -1,0 +1,395 @@
+/**
+ * `lowbit audit`, `lowbit attack` and `quantize --defend` on models: the per-tensor types of a llama.cpp
+ * file type (or a pure GGML type), the weights read as f32, the runtime for behaviour.
+ */
+import { fail } from '../errors.js';
+import { blockCodecFor } from '../algos/block-codec.js';
+import { llamaRecipe } from '../algos/recipe.js';
+import { GgufWriter } from '../io/gguf.js';
+import type { ModelFile } from '../io/model-file.js';
+import { ggmlTypeByName } from '../quant/ggml/types.js';
+import type { Llama } from '../model/llama.js';
+import { planQuantization, readFloats } from '../pipeline/quantize.js';
+import { logSoftmaxRows, meanKld, WeightSwap } from '../pipeline/sensitivity.js';
+import { addRoundingNoise, edgeStats, nameStream, type EdgeStats } from './audit.js';
+import { intersectBoxes, intervalPositions, quantizationBox } from './boxes.js';
+
+const FLOAT = new Set(['F32', 'F16', 'BF16']);
+
+/** tensor name -> GGML type for a llama.cpp file type (with --pure: its default type everywhere it fits) */
+export function typesOf(m: ModelFile, ftype: string, pure = false): Map<string, string> {
+  const plan = planQuantization(m, llamaRecipe(ftype, { pure }), 'gguf', { hasImatrix: true });
+  const out = new Map<string, string>();
+  for (const p of plan.tensors) if (p.ggml && !FLOAT.has(p.to) && p.ne.length === 2) out.set(p.name, p.to);
+  return out;
+}
+
+function shapeOf(m: ModelFile, name: string): { rows: number; cols: number } {
+  const t = m.tensor(name);
+  const ne = t.ne ? [...t.ne] : [...t.shape].reverse();
+  return { rows: ne.slice(1).reduce((a, b) => a * b, 1), cols: ne[0] };
+}
+
+/** quantize to `type` and back */
+export function roundTrip(type: string, w: Float32Array, rows: number, cols: number): Float32Array {
+  const c = blockCodecFor(type, cols);
+  const bytes = new Uint8Array(c.blockBytes);
+  const out = new Float32Array(w.length);
+  for (let xo = 0; xo < w.length; xo += c.blockSize) {
+    c.quantize(w, xo, bytes, 0);
+    c.dequantize(bytes, 0, out, xo);
+  }
+  return out;
+}
+
+export interface TypeAudit {
+  /** the llama.cpp file type (or GGML type with pure) audited */
+  type: string;
+  /** mean KLD of the quantized model against the model itself on the probe windows */
+  kldQuantized: number;
+  /** the same after interval-calibrated noise of `noiseScale` steps before quantizing (median of repeats) */
+  kldNoised: number;
+  ratio: number;
+  /** top-1 agreement of the quantized model with the model */
+  top1: number;
+  /** the largest per-row edge z-score over tensors, and where */
+  maxRowZ: number;
+  worstTensor: string;
+  tensors: { name: string; type: string; edges: EdgeStats }[];
+  suspicious: boolean;
+  reasons: string[];
+}
+
+export interface AuditOptions {
+  model: Llama;
+  file: ModelFile;
+  /** llama.cpp file types, e.g. ['Q4_K_M', 'Q4_0'] */
+  types: readonly string[];
+  pure?: boolean;
+  windows: readonly Int32Array[];
+  noiseScale?: number;
+  repeats?: number;
+  seed?: number;
+  /** thresholds: behaviour ratio and row z-score above which a type is flagged */
+  ratioThreshold?: number;
+  zThreshold?: number;
+  onProgress?: (msg: string) => void;
+}
+
+function top1Agreement(model: Llama, windows: readonly Int32Array[], base: readonly Float32Array[]): number {
+  const v = model.config.vocabSize;
+  let same = 0;
+  let n = 0;
+  windows.forEach((w, i) => {
+    const lp = model.forward(w, 0, 0);
+    for (let o = 0; o < lp.length; o += v) {
+      let a = 0;
+      let b = 0;
+      for (let j = 1; j < v; j++) {
+        if (lp[o + j] > lp[o + a]) a = j;
+        if (base[i][o + j] > base[i][o + b]) b = j;
+      }
+      if (a === b) same++;
+      n++;
+    }
+  });
+  return same / Math.max(1, n);
+}
+
+export async function auditModel(o: AuditOptions): Promise<TypeAudit[]> {
+  const { model, file } = o;
+  const swap = new WeightSwap(model);
+  const base: Float32Array[] = o.windows.map((w) => {
+    const lp = Float32Array.from(model.forward(w, 0, 0));
+    logSoftmaxRows(lp, model.config.vocabSize);
+    return lp;
+  });
+  const noiseScale = o.noiseScale ?? 0.5;
+  const repeats = o.repeats ?? 3;
+  const ratioThreshold = o.ratioThreshold ?? 2;
+  const zThreshold = o.zThreshold ?? 8;
+  const floats = new Map<string, Float32Array>();
+  const read = async (name: string) => {
+    let w = floats.get(name);
+    if (!w) floats.set(name, (w = await readFloats(file, file.tensor(name))));
+    return w;
+  };
+  const out: TypeAudit[] = [];
+  for (const ftype of o.types) {
+    const types = typesOf(file, ftype, o.pure);
+    if (types.size === 0) fail(`${ftype}: no tensor of this model can be quantized to it`);
+    const quantized = new Map<string, Float32Array>();
+    const tensors: TypeAudit['tensors'] = [];
+    for (const [name, type] of types) {
+      const { rows, cols } = shapeOf(file, name);
+      const w = await read(name);
+      quantized.set(name, roundTrip(type, w, rows, cols));
+      tensors.push({ name, type, edges: edgeStats(intervalPositions(type, w, rows, cols), rows, cols) });
+      o.onProgress?.(`${ftype}: ${name}`);
+    }
+    const kldQuantized = swap.run(quantized, () => meanKld(model, o.windows, base));
+    const top1 = swap.run(quantized, () => top1Agreement(model, o.windows, base));
+    const noisedKlds: number[] = [];
+    for (let r = 0; r < repeats; r++) {
+      const noised = new Map<string, Float32Array>();
+      for (const [name, type] of types) {
+        const { rows, cols } = shapeOf(file, name);
+        noised.set(name, roundTrip(type, addRoundingNoise(type, await read(name), rows, cols, noiseScale, (o.seed ?? 1) + 7919 * r, nameStream(name)), rows, cols));
+      }
+      noisedKlds.push(swap.run(noised, () => meanKld(model, o.windows, base)));
+    }
+    noisedKlds.sort((a, b) => a - b);
+    const kldNoised = noisedKlds[noisedKlds.length >> 1];
+    const ratio = kldQuantized / Math.max(kldNoised, 1e-12);
+    let worst = tensors[0];
+    for (const t of tensors) if (t.edges.maxRowZ > worst.edges.maxRowZ) worst = t;
+    const reasons: string[] = [];
+    if (ratio > ratioThreshold) reasons.push(`quantizing changes the outputs ${ratio.toFixed(1)}× more than quantizing after ${noiseScale}-step noise (KLD ${kldQuantized.toExponential(2)} vs ${kldNoised.toExponential(2)}; clean models: about 1×)`);
+    if (worst.edges.maxRowZ > zThreshold) reasons.push(`${worst.name} row ${worst.edges.maxRow}: weights piled against the edges of their ${worst.type} rounding intervals (z = ${worst.edges.maxRowZ.toFixed(1)})`);
+    out.push({ type: ftype, kldQuantized, kldNoised, ratio, top1, maxRowZ: worst.edges.maxRowZ, worstTensor: worst.name, tensors, suspicious: reasons.length > 0, reasons });
+  }
+  return out;
+}
+
+export interface AttackOptions {
+  benign: ModelFile;
+  malicious: ModelFile;
+  types: readonly string[];
+  pure?: boolean;
+  seed?: number;
+  /** projected gradient descent on the output layer, distilling the benign model (loaded with F32 weights) */
+  pgd?: { model: Llama; windows: readonly Int32Array[]; iterations?: number };
+  onProgress?: (msg: string) => void;
+}
+
+export interface AttackResult {
+  /** the attacked weights (f32) of every tensor, and the names whose values changed from the benign model */
+  tensors: Map<string, Float32Array>;
+  /** per type: tensors attacked, blocks pinned to the malicious values after validation */
+  /** per type: blocks whose box did not validate, and blocks that had to take the malicious values after the check */
+  report: { type: string; tensors: number; blocks: number; pinnedBlocks: number; repairedBlocks: number }[];
+  /** mean |attacked - benign| over the attacked tensors, relative to mean |benign| */
+  relativeChange: number;
+  /** with pgd: the KLD of the planted model (full precision) to the benign one after the last step */
+  pgdKld?: number;
+}
+
+/**
+ * Plant the malicious model's quantization inside the benign model: for every tensor that some target
+ * type quantizes, the box of the malicious weights (intersected over the types), then the benign
+ * weights projected into it. Blocks whose box did not validate keep the malicious values exactly, so
+ * that the result quantizes to the malicious bytes for every target type (checked by the caller).
+ */
+export async function plantAttack(o: AttackOptions): Promise<AttackResult> {
+  const { benign, malicious } = o;
+  for (const t of benign.tensors) {
+    const u = malicious.tensors.find((x) => x.name === t.name);
+    if (!u || u.shape.join('x') !== t.shape.join('x')) fail(`benign and malicious models differ in shape at ${t.name}`);
+  }
+  if (benign.tensors.length !== malicious.tensors.length) fail('benign and malicious models have different tensors');
+  const plans = o.types.map((ft) => ({ ft, types: typesOf(malicious, ft, o.pure) }));
+  const names = [...new Set(plans.flatMap((p) => [...p.types.keys()]))];
+  const tensors = new Map<string, Float32Array>();
+  const report = plans.map((p) => ({ type: p.ft, tensors: p.types.size, blocks: 0, pinnedBlocks: 0, repairedBlocks: 0 }));
+  let changed = 0;
+  let scale = 0;
+  let pgdKld: number | undefined;
+  for (const name of names) {
+    const { rows, cols } = shapeOf(malicious, name);
+    const wm = await readFloats(malicious, malicious.tensor(name));
+    const wb = await readFloats(benign, benign.tensor(name));
+    const boxes = plans.flatMap((p, k) => {
+      const type = p.types.get(name);
+      if (!type) return [];
+      const box = quantizationBox(type, wm, rows, cols, { seed: o.seed });
+      report[k].blocks += box.blocks;
+      report[k].pinnedBlocks += box.pinnedBlocks;
+      return [box];
+    });
+    const { lo, hi } = intersectBoxes(wm, boxes);
+    const w = new Float32Array(wm.length);
+    for (let i = 0; i < w.length; i++) w[i] = Math.min(hi[i], Math.max(lo[i], wb[i]));
+    if (o.pgd && name === o.pgd.model.weights.output.name) {
+      // distil the benign model's outputs into the output layer, inside the box
+      const base = o.pgd.windows.map((win) => {
+        const lp = Float32Array.from(o.pgd!.model.forward(win, 0, 0));
+        logSoftmaxRows(lp, o.pgd!.model.config.vocabSize);
+        return lp;
+      });
+      pgdKld = pgdOutputLayer(o.pgd.model, o.pgd.windows, base, w, lo, hi, o.pgd.iterations ?? 10);
+    }
+    // check every target type's bytes; a block that differs takes the malicious values exactly
+    plans.forEach((p, k) => {
+      const type = p.types.get(name);
+      if (!type) return;
+      const c = blockCodecFor(type, cols);
+      const a = new Uint8Array(c.blockBytes);
+      const b = new Uint8Array(c.blockBytes);
+      for (let xo = 0; xo < w.length; xo += c.blockSize) {
+        c.quantize(w, xo, a, 0);
+        c.quantize(wm, xo, b, 0);
+        if (a.some((v, i) => v !== b[i])) {
+          w.set(wm.subarray(xo, xo + c.blockSize), xo);
+          report[k].repairedBlocks++;
+        }
+      }
+    });
+    for (let i = 0; i < w.length; i++) {
+      changed += Math.abs(w[i] - wb[i]);
+      scale += Math.abs(wb[i]);
+    }
+    tensors.set(name, w);
+    o.onProgress?.(`boxes: ${name}`);
+  }
+  return { tensors, report, relativeChange: changed / Math.max(scale, 1e-30), ...(pgdKld !== undefined ? { pgdKld } : {}) };
+}
+
+/** Write `m` (GGUF) with some tensors replaced by f32 values (their type becomes F32). */
+export async function writeWithReplacements(sink: { write(b: Uint8Array): Promise<void> | void }, m: ModelFile, replaced: ReadonlyMap<string, Float32Array>): Promise<void> {
+  if (!m.gguf) fail(`${m.name} is not a GGUF file`);
+  const f32 = ggmlTypeByName('F32')!;
+  const specs = m.gguf.tensors.map((t) => ({ name: t.name, ne: t.ne, type: replaced.has(t.name) ? f32 : t.type }));
+  const w = new GgufWriter(sink as never, m.gguf.metadata, specs);
+  await w.begin();
+  for (const t of m.tensors) {
+    const r = replaced.get(t.name);
+    await w.write(r ? new Uint8Array(r.buffer, r.byteOffset, r.byteLength) : await m.read(t));
+  }
+  await w.end();
+}
+
+/** mean of the output layer's input (the normalized final hidden state) over the windows */
+function meanFinalHidden(model: Llama, windows: readonly Int32Array[]): Float32Array {
+  const dim = model.config.dim;
+  const out = model.weights.output.name;
+  const sum = new Float64Array(dim);
+  let n = 0;
+  const prev = model.hooks;
+  model.hooks = {
+    ...prev,
+    linearInput: (name, x, nTok, k) => {
+      prev.linearInput?.(name, x, nTok, k);
+      if (name !== out) return;
+      for (let t = 0; t < nTok; t++) for (let j = 0; j < k; j++) sum[j] += x[t * k + j];
+      n += nTok;
+    },
+  };
+  try {
+    for (const w of windows) model.forward(w, 0, 0);
+  } finally {
+    model.hooks = prev;
+  }
+  return Float32Array.from(sum, (s) => s / Math.max(1, n));
+}
+
+/**
+ * A simple "malicious fine-tune" for tests and demonstrations: the output layer's row of `token` moves
+ * by `strength` · (the mean normalized final hidden state, scaled to the row's norm), so the model
+ * prefers that token everywhere. Returns the new output weights (the model itself is not changed).
+ */
+export async function injectTokenBias(model: Llama, file: ModelFile, windows: readonly Int32Array[], token: number, strength: number): Promise<{ name: string; weights: Float32Array }> {
+  const name = model.weights.output.name;
+  const w = Float32Array.from(await readFloats(file, file.tensor(name)));
+  const dim = model.config.dim;
+  if (!(token >= 0 && token < model.config.vocabSize)) fail(`token ${token} is outside the vocabulary`);
+  const mu = meanFinalHidden(model, windows);
+  let rowNorm = 0;
+  let muNorm = 0;
+  for (let j = 0; j < dim; j++) {
+    rowNorm += w[token * dim + j] ** 2;
+    muNorm += mu[j] ** 2;
+  }
+  const s = (strength * Math.sqrt(rowNorm)) / Math.max(Math.sqrt(muNorm), 1e-30);
+  for (let j = 0; j < dim; j++) w[token * dim + j] += s * mu[j];
+  return { name, weights: w };
+}
+
+/**
+ * Projected gradient descent on the output layer inside its box: minimize KL(benign || attacked) on the
+ * windows, the gradient of which with respect to the output weights is Σ_t (p_att,t − p_ben,t) h_tᵀ in
+ * closed form (h_t the normalized final hidden state). Sign steps of `stepFraction` of each weight's box
+ * width, then projection. Deeper layers need the training engine's backward pass.
+ */
+export function pgdOutputLayer(model: Llama, windows: readonly Int32Array[], benignLogProbs: readonly Float32Array[], w: Float32Array, lo: Float32Array, hi: Float32Array, iterations = 10, stepFraction = 0.25): number {
+  const name = model.weights.output.name;
+  const { dim, vocabSize } = model.config;
+  const swap = new WeightSwap(model);
+  let last = NaN;
+  for (let it = 0; it <= iterations; it++) {
+    const grad = new Float64Array(vocabSize * dim);
+    const hs: Float32Array[] = [];
+    const prev = model.hooks;
+    let kl = 0;
+    let n = 0;
+    swap.run(new Map([[name, w]]), () => {
+      const inner = model.hooks;
+      model.hooks = { ...inner, linearInput: (nm, x, nTok, k) => void (nm === name && hs.push(Float32Array.from(x.subarray(0, nTok * k)))) };
+      try {
+        windows.forEach((win, wi) => {
+          hs.length = 0;
+          const lp = Float32Array.from(model.forward(win, 0, 0));
+          logSoftmaxRows(lp, vocabSize);
+          const h = hs.length === 1 ? hs[0] : Float32Array.from(hs.flatMap((a) => Array.from(a)));
+          const lb = benignLogProbs[wi];
+          for (let t = 0; t < win.length; t++) {
+            const o = t * vocabSize;
+            for (let v = 0; v < vocabSize; v++) {
+              const pb = Math.exp(lb[o + v]);
+              const pa = Math.exp(lp[o + v]);
+              if (pb > 0) kl += pb * (lb[o + v] - lp[o + v]);
+              const g = pa - pb;
+              if (Math.abs(g) < 1e-7) continue;
+              for (let j = 0; j < dim; j++) grad[v * dim + j] += g * h[t * dim + j];
+            }
+            n++;
+          }
+        });
+      } finally {
+        model.hooks = inner;
+      }
+    });
+    model.hooks = prev;
+    last = kl / Math.max(1, n);
+    if (it === iterations) break;
+    for (let i = 0; i < w.length; i++) {
+      if (grad[i] === 0 || lo[i] === hi[i]) continue;
+      const step = stepFraction * (hi[i] - lo[i]);
+      w[i] = Math.min(hi[i], Math.max(lo[i], w[i] - Math.sign(grad[i]) * step));
+    }
+  }
+  return last;
+}
+
+/**
+ * The noise defence: a view of `m` in which every tensor that `types` quantizes reads as its f32 values
+ * plus interval-calibrated noise (scale × its rounding step × U(-½, ½), seeded per tensor name), so a
+ * quantizer reading it no longer lands on a planted box. Memory: those tensors in f32.
+ */
+export async function defendedModel(m: ModelFile, types: ReadonlyMap<string, string>, scale: number, seed: number): Promise<ModelFile> {
+  if (!(scale > 0 && scale <= 4)) fail(`--defend noise=${scale}: the scale (in rounding steps) must be in (0, 4]`);
+  const noised = new Map<string, Uint8Array>();
+  for (const [name, type] of types) {
+    const { rows, cols } = shapeOf(m, name);
+    const w = addRoundingNoise(type, await readFloats(m, m.tensor(name)), rows, cols, scale, seed, nameStream(name));
+    noised.set(name, new Uint8Array(w.buffer));
+  }
+  const tensors = m.tensors.map((t) => (noised.has(t.name) ? { ...t, type: 'F32', byteLength: 4 * t.nElements } : t));
+  const byName = new Map(tensors.map((t) => [t.name, t]));
+  const slice = (t: { name: string; byteLength: number }, start = 0, length = t.byteLength - start) => noised.get(t.name)!.subarray(start, start + length);
+  const view: ModelFile = {
+    ...m,
+    tensors,
+    gguf: undefined,
+    tensor: (name) => byName.get(name) ?? m.tensor(name),
+    read: async (t, start, length) => (noised.has(t.name) ? slice(t, start, length) : m.read(t, start, length)),
+    readInto: async (t, start, dest) => {
+      if (noised.has(t.name)) dest.set(slice(t, start, dest.length));
+      else if (m.readInto) await m.readInto(t, start, dest);
+      else dest.set(await m.read(t, start, dest.length));
+    },
+    readFloat32: async (t) => (noised.has(t.name) ? new Float32Array(slice(t).slice().buffer) : m.readFloat32(t)),
+  };
+  // the GGUF view (metadata, tensor infos) with the new types, for writers that copy it
+  if (m.gguf) Object.assign(view, { gguf: { ...m.gguf, tensors: m.gguf.tensors.map((t) => (noised.has(t.name) ? { ...t, type: ggmlTypeByName('F32')!, byteLength: 4 * t.ne.reduce((a, b) => a * b, 1) } : t)) } });
+  return view;
+}

@@ -1,0 +1,121 @@
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { fail } from '../../errors.js';
+import { auditModel, plantAttack, writeWithReplacements, type TypeAudit } from '../../audit/run.js';
+import { calibrationWindows } from '../../pipeline/calibrate.js';
+import type { Command } from '../args.js';
+import { checkOutput, noteInput, readInputText, withAtomicFile } from '../files.js';
+import { openModelPath } from '../model-open.js';
+import { loadModelPath } from './generate.js';
+import { renderTable } from './formats.js';
+
+const DEFAULT_TEXT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../../data/tinystories-valid-head.txt');
+
+export const auditCommand: Command = {
+  name: 'audit',
+  summary: 'check a model for quantization-conditioned behaviour (a planted box): exit 3 when suspicious',
+  usage: 'lowbit audit MODEL [--types Q4_K_M,Q4_0] [--pure] [--text FILE] [--ctx 128] [--windows 8] [--noise 0.5] [--json]',
+  positionals: [1, 1],
+  options: [
+    { name: 'types', type: 'string', default: 'Q4_K_M,Q4_0,Q8_0', help: 'llama.cpp file types to audit, comma-separated' },
+    { name: 'pure', type: 'boolean', help: 'every tensor in the file type\'s default type (llama-quantize --pure)' },
+    { name: 'text', type: 'string', help: 'probe text (default: the shipped TinyStories text)' },
+    { name: 'ctx', type: 'int', default: 128, min: 8, max: 8192, help: 'tokens per probe window' },
+    { name: 'windows', type: 'int', default: 8, min: 1, max: 1024, help: 'probe windows' },
+    { name: 'noise', type: 'number', default: 0.5, min: 0.01, max: 2, help: 'noise in rounding steps for the comparison quantization' },
+    { name: 'repeats', type: 'int', default: 3, min: 1, max: 100, help: 'noised quantizations (the median KLD is used)' },
+    { name: 'seed', type: 'int', default: 1, min: 0, help: 'seed of the windows and the noise' },
+    { name: 'json', type: 'boolean', help: 'one JSON object with a top-level boolean `suspicious`' },
+  ],
+  async run(a) {
+    const [modelPath] = a.positionals;
+    const types = String(a.values.types).split(',').map((s) => s.trim()).filter(Boolean);
+    const ctx = a.values.ctx as number;
+    const text = (a.values.text as string | undefined) ?? DEFAULT_TEXT;
+    noteInput(modelPath);
+    noteInput(text);
+    const opened = await openModelPath(modelPath);
+    let results: TypeAudit[];
+    try {
+      const loaded = await loadModelPath(modelPath, undefined, { contextLength: ctx, batch: Math.min(ctx, 512) });
+      if (!loaded.tokenizer) fail(`${modelPath} carries no vocabulary to tokenize the probe text`);
+      const stream = loaded.tokenizer.encode(readInputText(text, 'probe text (--text)'), { bos: false });
+      const c = Math.min(ctx, loaded.model.config.seqLen);
+      const windows = calibrationWindows(stream, c * (a.values.windows as number), c, a.values.seed as number, loaded.tokenizer.vocab.bos);
+      const json = a.values.json as boolean;
+      const tty = !json && process.stderr.isTTY;
+      results = await auditModel({
+        model: loaded.model,
+        file: opened.model,
+        types,
+        pure: a.values.pure as boolean,
+        windows,
+        noiseScale: a.values.noise as number,
+        repeats: a.values.repeats as number,
+        seed: a.values.seed as number,
+        onProgress: tty ? (m) => process.stderr.write(`\r${m.slice(0, 78).padEnd(78)}`) : undefined,
+      });
+      if (tty) process.stderr.write('\r' + ' '.repeat(78) + '\r');
+      const suspicious = results.some((r) => r.suspicious);
+      if (json) process.stdout.write(JSON.stringify({ model: modelPath, suspicious, types: results.map(({ tensors, ...r }) => ({ ...r, tensors: tensors.map((t) => ({ name: t.name, type: t.type, ...t.edges })) })) }) + '\n');
+      else {
+        const rows = results.map((r) => [r.type, r.kldQuantized.toExponential(2), r.kldNoised.toExponential(2), r.ratio.toFixed(2), (100 * r.top1).toFixed(1) + ' %', r.maxRowZ.toFixed(1), r.suspicious ? 'SUSPICIOUS' : 'clean']);
+        process.stdout.write(renderTable(['type', 'KLD quantized', 'KLD noised', 'ratio', 'top-1', 'max row z', 'verdict'], rows) + '\n');
+        for (const r of results) for (const why of r.reasons) process.stdout.write(`${r.type}: ${why}\n`);
+        process.stdout.write(suspicious ? 'verdict: suspicious — quantizing this model changes its behaviour far more than its rounding error explains\n' : 'verdict: nothing suspicious found (an audit cannot prove a model clean: see docs/security.md)\n');
+      }
+      return suspicious ? 3 : 0;
+    } finally {
+      opened.close();
+    }
+  },
+};
+
+export const attackCommand: Command = {
+  name: 'attack',
+  summary: 'research tool: plant a malicious model\'s quantization inside a benign model (for testing the audit and the defence)',
+  usage: 'lowbit attack BENIGN.gguf MALICIOUS.gguf OUT.gguf --type T[,T2,...] [--pure] [--seed S] [--json]',
+  positionals: [3, 3],
+  options: [
+    { name: 'type', type: 'string', help: 'llama.cpp file types whose quantization must give the malicious model, comma-separated' },
+    { name: 'pure', type: 'boolean', help: 'every tensor in the file type\'s default type' },
+    { name: 'seed', type: 'int', default: 7, min: 0, help: 'seed of the box validation samples and the text windows' },
+    { name: 'text', type: 'string', help: 'text for the distillation (default: the shipped TinyStories text)' },
+    { name: 'steps', type: 'int', default: 10, min: 0, max: 10000, help: 'projected-gradient steps on the output layer toward the benign model (0: projection only)' },
+    { name: 'ctx', type: 'int', default: 128, min: 8, max: 8192, help: 'tokens per distillation window' },
+    { name: 'windows', type: 'int', default: 8, min: 1, max: 1024, help: 'distillation windows' },
+    { name: 'json', type: 'boolean', help: 'print the report as JSON' },
+  ],
+  async run(a) {
+    const [benignPath, maliciousPath, out] = a.positionals;
+    if (!a.values.type) fail('attack needs --type T (the llama.cpp file types to attack)');
+    const types = String(a.values.type).split(',').map((s) => s.trim()).filter(Boolean);
+    if (!/\.gguf$/i.test(out)) fail(`output ${out}: the attacked model is written as GGUF (.gguf)`);
+    for (const f of [benignPath, maliciousPath, a.values.text as string | undefined]) noteInput(f);
+    checkOutput(out);
+    const benign = await openModelPath(benignPath);
+    const malicious = await openModelPath(maliciousPath);
+    try {
+      const steps = a.values.steps as number;
+      let pgd: Parameters<typeof plantAttack>[0]['pgd'];
+      if (steps > 0) {
+        const ctx = a.values.ctx as number;
+        const loaded = await loadModelPath(benignPath, undefined, { contextLength: ctx, batch: Math.min(ctx, 512) });
+        if (!loaded.tokenizer) fail(`${benignPath} carries no vocabulary to tokenize the text`);
+        const stream = loaded.tokenizer.encode(readInputText((a.values.text as string | undefined) ?? DEFAULT_TEXT, 'text (--text)'), { bos: false });
+        const c = Math.min(ctx, loaded.model.config.seqLen);
+        pgd = { model: loaded.model, windows: calibrationWindows(stream, c * (a.values.windows as number), c, a.values.seed as number, loaded.tokenizer.vocab.bos), iterations: steps };
+      }
+      const r = await plantAttack({ benign: benign.model, malicious: malicious.model, types, pure: a.values.pure as boolean, seed: a.values.seed as number, pgd });
+      await withAtomicFile(out, (f) => writeWithReplacements({ write: (b) => f.write(b) }, benign.model, r.tensors));
+      if (a.values.json) process.stdout.write(JSON.stringify({ output: out, tensors: r.tensors.size, relativeChange: r.relativeChange, pgdKld: r.pgdKld ?? null, types: r.report }) + '\n');
+      else {
+        process.stdout.write(`${out}: ${r.tensors.size} tensors planted; weights moved ${(100 * r.relativeChange).toFixed(2)} % (mean |Δ| / mean |w|) from the benign model\n`);
+        for (const t of r.report) process.stdout.write(`  ${t.type}: ${t.tensors} tensors, ${t.blocks} blocks, ${t.pinnedBlocks} without a validated box, ${t.repairedBlocks} given the malicious values exactly\n`);
+      }
+    } finally {
+      benign.close();
+      malicious.close();
+    }
+  },
+};

@@ -1,0 +1,105 @@
+import * as fs from 'node:fs';
+import { fail } from '../../errors.js';
+import { openModelFile } from '../../io/model-file.js';
+import { memorySink } from '../../io/sink.js';
+import { bytesSource } from '../../io/source.js';
+import { vocabFromGgufMetadata } from '../../io/vocab.js';
+import { plainMetadata } from '../../io/model-file.js';
+import { Tokenizer } from '../../model/tokenizer.js';
+import { evaluateQuantization } from '../../pipeline/evaluate.js';
+import { runQat, writeQatModel } from '../../pipeline/qat.js';
+import { QAT_METHODS, type QatMethod } from '../../train/qat.js';
+import { NonFiniteLoss } from '../../train/trainer.js';
+import type { Command } from '../args.js';
+import { refuseSameFile, writeFileAtomic } from '../files.js';
+import { fileSource } from '../node-source.js';
+
+export const qatCommand: Command = {
+  name: 'qat',
+  summary: 'quantization-aware fine-tuning toward a GGML type (STE or DGE, distillation or next-token loss), then write that type',
+  usage: 'lowbit qat IN.gguf OUT.gguf --type T [--pure] --text F --steps N [--lr X] [--method ste|dge] [--loss kd|ce] [--init rtn|gptq --calib F] [--seed S] [--eval F]',
+  positionals: [2, 2],
+  options: [
+    { name: 'type', short: 't', type: 'string', help: 'target llama.cpp type (Q4_0, Q2_K, Q4_K_M, ...)' },
+    { name: 'pure', type: 'boolean', help: 'every tensor in --type (no mixture), as llama-quantize --pure', default: false },
+    { name: 'text', short: 'f', type: 'string', help: 'UTF-8 training text' },
+    { name: 'steps', type: 'int', help: 'optimizer steps', min: 1 },
+    { name: 'lr', type: 'number', help: 'peak learning rate (cosine to 0, no weight decay)', default: 5e-4, min: 0 },
+    { name: 'warmup', type: 'int', help: 'warm-up steps', default: 0, min: 0 },
+    { name: 'method', type: 'string', help: 'gradient through the quantizer', default: 'ste', choices: QAT_METHODS },
+    { name: 'loss', type: 'string', help: 'kd: KL to the original model\'s logits; ce: next-token loss', default: 'kd', choices: ['kd', 'ce'] },
+    { name: 'init', type: 'string', help: 'starting point of the quantized weights', default: 'rtn', choices: ['rtn', 'gptq'] },
+    { name: 'calib', type: 'string', help: 'calibration text for --init gptq' },
+    { name: 'calib-tokens', type: 'int', help: 'GPTQ calibration tokens', default: 16384, min: 1 },
+    { name: 'batch', short: 'b', type: 'int', help: 'sequences per step', default: 8, min: 1 },
+    { name: 'ctx', short: 'c', type: 'int', help: 'tokens per sequence', default: 128, min: 2 },
+    { name: 'seed', type: 'int', help: 'seed of the batches', default: 1, min: 0 },
+    { name: 'eval', type: 'string', help: 'held-out text: PPL and KLD of the result against IN (as llama-perplexity --kl-divergence)' },
+    { name: 'eval-chunks', type: 'int', help: 'chunks of 128 tokens for --eval', default: 64, min: 1 },
+    { name: 'json', type: 'boolean', help: 'print one JSON object, no progress', default: false },
+  ],
+  async run(a) {
+    const [input, output] = a.positionals;
+    refuseSameFile(input, output);
+    const type = a.values.type as string | undefined;
+    if (!type) fail('qat needs --type T');
+    const textFile = a.values.text as string | undefined;
+    if (!textFile) fail('qat needs --text FILE');
+    const steps = a.values.steps as number | undefined;
+    if (!steps) fail('qat needs --steps N');
+    const m = await openModelFile(fileSource(input));
+    if (!m.gguf) fail(`${input}: qat needs a GGUF model`);
+    const vocab = vocabFromGgufMetadata(plainMetadata(m.metadata));
+    const tok = new Tokenizer(vocab);
+    const data = Int32Array.from(tok.encode(fs.readFileSync(textFile, 'utf8')));
+    const json = a.values.json as boolean;
+    const tty = !json && process.stderr.isTTY;
+    const calib = a.values.calib as string | undefined;
+    const run = await runQat(m, data, vocab.bos, {
+      type,
+      pure: a.values.pure as boolean,
+      method: a.values.method as QatMethod,
+      loss: a.values.loss as 'kd' | 'ce',
+      init: a.values.init as 'rtn' | 'gptq',
+      steps,
+      lr: a.values.lr as number,
+      warmup: a.values.warmup as number,
+      batch: a.values.batch as number,
+      ctx: a.values.ctx as number,
+      seed: a.values.seed as number,
+      calibText: calib ? fs.readFileSync(calib, 'utf8') : undefined,
+      calibTokens: a.values['calib-tokens'] as number,
+      onProgress: tty ? (s) => process.stderr.write(`\r${s.slice(0, 78).padEnd(78)}`) : undefined,
+    });
+    const t = run.trainer;
+    try {
+      while (t.step < steps) {
+        const r = t.trainStep();
+        if (tty) process.stderr.write(`\rstep ${r.step}/${steps} loss ${r.loss.toFixed(5)} lr ${r.lr.toExponential(2)}   `);
+        else if (!json && (r.step % 10 === 0 || r.step === steps)) process.stderr.write(`step ${r.step}/${steps} loss ${r.loss.toFixed(5)}\n`);
+      }
+    } catch (e) {
+      if (e instanceof NonFiniteLoss) fail(`${e.message}; no model written`);
+      throw e;
+    }
+    if (tty) process.stderr.write('\n');
+    const sink = memorySink();
+    const report = await writeQatModel(m, run, sink);
+    const bytes = sink.bytes();
+    writeFileAtomic(output, bytes);
+    const evalFile = a.values.eval as string | undefined;
+    let evaluation: { ppl: number; kld?: number; top1?: number } | undefined;
+    if (evalFile) {
+      const ev = await evaluateQuantization(fileSource(input), bytesSource(bytes, output), fs.readFileSync(evalFile, 'utf8'), { ctx: 128, chunks: a.values['eval-chunks'] as number });
+      evaluation = { ppl: ev.ppl, kld: ev.kld.mean, top1: ev.top1 };
+    }
+    const first = t.history[0]?.loss;
+    const last = t.history[t.history.length - 1]?.loss;
+    if (json) process.stdout.write(JSON.stringify({ output, type, steps: t.step, firstLoss: first, finalLoss: last, bitsPerWeight: report.bitsPerWeight, bytes: report.bytes, evaluation }) + '\n');
+    else
+      process.stdout.write(
+        `${output}: ${type}${a.values.pure ? ' (pure)' : ''}, ${report.bitsPerWeight.toFixed(3)} bpw, ${t.step} steps of ${a.values.method}/${a.values.loss}: loss ${first?.toFixed(5)} -> ${last?.toFixed(5)}` +
+          (evaluation ? `; held-out PPL ${evaluation.ppl.toFixed(4)}, KLD ${evaluation.kld?.toExponential(4)}` : '') + '\n',
+      );
+  },
+};

@@ -1,0 +1,286 @@
+/**
+ * QDQ quantization (onnxruntime's "QDQ format"): weights stored as int8 with per-output-channel scales
+ * behind DequantizeLinear (axis = the output channel), activations through QuantizeLinear ->
+ * DequantizeLinear with calibrated per-tensor uint8 ranges (static) or DynamicQuantizeLinear ->
+ * DequantizeLinear (dynamic). onnxruntime fuses the pattern into integer kernels where it has them;
+ * either way the numbers are those of int8 inference.
+ *
+ *   weight:     s_c = max|w_c| / 127, q = clamp(round(w / s_c), -127, 127), zero point 0 (symmetric)
+ *   activation: s = (hi - lo) / 255, zp = round(-lo / s) in 0..255, lo <= 0 <= hi (0 exact)
+ * Ranges (lo, hi) come from calibration: minmax, percentile (99.99 % of values inside), mse (the clip of
+ * each end of [min, max], by 0.9^k, with the least quantization error over the histogram) or entropy (the clip
+ * with the least KL divergence between the histogram and its 256-level quantization, TensorRT's rule).
+ * Per-axis DequantizeLinear needs opset 13: older models are raised first (opset.ts).
+ */
+import { fail } from '../../errors.js';
+import { node as mkNode } from './build.js';
+import { addInitializer, indexGraph, insertBefore, nodeLabel, removeIfUnused, useCounts } from './graph-edit.js';
+import { allGraphs, attrInt, isFloatType, makeTensor, opsetVersion, tensorFloat32, tensorShape, type OnnxModel, type WeightRef } from './model.js';
+import { sqnrDb, type NodeReport } from './nbits.js';
+import { upgradeOpset } from './opset.js';
+import { DataType, type GraphProto, type NodeProto } from './schema.js';
+
+export type CalibMethod = 'minmax' | 'percentile' | 'mse' | 'entropy';
+export const CALIB_METHODS: readonly CalibMethod[] = ['minmax', 'percentile', 'mse', 'entropy'];
+export const QDQ_OPS = ['Conv', 'MatMul', 'Gemm'] as const;
+
+export interface QdqTarget {
+  readonly node: NodeProto;
+  readonly graph: GraphProto;
+  readonly graphPath: string;
+  readonly weight: WeightRef;
+  readonly activation: string;
+  /** the weight's output-channel axis */
+  readonly axis: number;
+}
+
+/** Conv / MatMul / Gemm nodes (of the requested op types) with a constant float weight. */
+export function qdqTargets(m: OnnxModel, ops: ReadonlySet<string>): QdqTarget[] {
+  const idx = indexGraph(m.proto);
+  const out: QdqTarget[] = [];
+  for (const { graph, path } of allGraphs(m.proto))
+    for (const n of graph.node ?? []) {
+      const op = n.op_type ?? '';
+      if ((n.domain ?? '') !== '' || !ops.has(op)) continue;
+      const w = idx.constants.get(n.input?.[1] ?? '');
+      if (!w || !isFloatType(w.tensor.data_type)) continue;
+      const rank = tensorShape(w.tensor).length;
+      if (op === 'Conv' ? rank < 3 : rank !== 2) continue;
+      if (op === 'Gemm' && attrInt(n, 'transA', 0) !== 0) continue;
+      const axis = op === 'Conv' ? 0 : op === 'Gemm' && attrInt(n, 'transB', 0) !== 0 ? 0 : 1;
+      out.push({ node: n, graph, graphPath: path, weight: w, activation: n.input![0], axis });
+    }
+  return out;
+}
+
+/** Symmetric int8 per-channel quantization of a weight along `axis`: codes, scales and the dequantized values. */
+export function quantizePerChannel(w: Float32Array, shape: number[], axis: number): { q: Int8Array; scales: Float32Array; dq: Float32Array } {
+  const C = shape[axis];
+  const inner = shape.slice(axis + 1).reduce((a, b) => a * b, 1);
+  const amax = new Float32Array(C);
+  for (let i = 0; i < w.length; i++) {
+    const c = Math.floor(i / inner) % C;
+    amax[c] = Math.max(amax[c], Math.abs(w[i]));
+  }
+  const scales = amax.map((a) => (a > 0 ? a / 127 : 1));
+  const q = new Int8Array(w.length);
+  const dq = new Float32Array(w.length);
+  for (let i = 0; i < w.length; i++) {
+    const s = scales[Math.floor(i / inner) % C];
+    q[i] = Math.max(-127, Math.min(127, Math.round(w[i] / s)));
+    dq[i] = Math.fround(q[i] * s);
+  }
+  return { q, scales, dq };
+}
+
+/** uint8 activation parameters of a range (0 exactly representable) */
+export function activationParams(lo: number, hi: number): { scale: number; zeroPoint: number } {
+  lo = Math.min(lo, 0);
+  hi = Math.max(hi, 0);
+  const scale = Math.fround(hi > lo ? (hi - lo) / 255 : 1);
+  return { scale, zeroPoint: Math.max(0, Math.min(255, Math.round(-lo / scale))) };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Calibration ranges
+
+const BINS = 2048;
+
+/** Two passes over the calibration activations: min/max, then (for the other methods) a histogram. */
+export class RangeCollector {
+  readonly min = new Map<string, number>();
+  readonly max = new Map<string, number>();
+  readonly hist = new Map<string, Float64Array>();
+  observeMinMax(name: string, x: Float32Array): void {
+    let lo = this.min.get(name) ?? Infinity;
+    let hi = this.max.get(name) ?? -Infinity;
+    for (let i = 0; i < x.length; i++) {
+      const v = x[i];
+      if (v < lo) lo = v;
+      if (v > hi) hi = v;
+    }
+    this.min.set(name, lo);
+    this.max.set(name, hi);
+  }
+  observeHistogram(name: string, x: Float32Array): void {
+    const lo = this.min.get(name)!;
+    const hi = this.max.get(name)!;
+    let h = this.hist.get(name);
+    if (!h) this.hist.set(name, (h = new Float64Array(BINS)));
+    const w = (hi - lo) / BINS || 1;
+    for (let i = 0; i < x.length; i++) h[Math.min(BINS - 1, Math.max(0, Math.floor((x[i] - lo) / w)))]++;
+  }
+  range(name: string, method: CalibMethod, percentile = 99.99): [number, number] {
+    const lo = this.min.get(name);
+    const hi = this.max.get(name);
+    if (lo === undefined || hi === undefined) fail(`internal error: no calibration range for ${name}`);
+    if (method === 'minmax' || !(hi > lo)) return [lo, hi];
+    const h = this.hist.get(name) ?? fail(`internal error: no histogram for ${name}`);
+    const w = (hi - lo) / BINS;
+    const center = (b: number) => lo + (b + 0.5) * w;
+    if (method === 'percentile') {
+      const total = h.reduce((a, b) => a + b, 0);
+      const tail = (total * (100 - percentile)) / 200;
+      let acc = 0;
+      let b0 = 0;
+      while (b0 < BINS - 1 && acc + h[b0] <= tail) acc += h[b0++];
+      acc = 0;
+      let b1 = BINS - 1;
+      while (b1 > 0 && acc + h[b1] <= tail) acc += h[b1--];
+      return [lo + b0 * w, lo + (b1 + 1) * w];
+    }
+    // clip the top, then the bottom: candidates shrink each end geometrically (0.9^k, to 1 %)
+    const cost = (cl: number, ch: number) => {
+      const { scale, zeroPoint } = activationParams(cl, ch);
+      return method === 'mse' ? mseCost(h, center, scale, zeroPoint) : klCost(h, lo, w, scale, zeroPoint);
+    };
+    let best: [number, number] = [lo, hi];
+    for (const end of [1, 0] as const) {
+      let bestCost = cost(best[0], best[1]);
+      const start = best[end];
+      for (let r = 0.9; r >= 0.01; r *= 0.9) {
+        const cand: [number, number] = end ? [best[0], start * r] : [start * r, best[1]];
+        const c = cost(cand[0], cand[1]);
+        if (c < bestCost) {
+          bestCost = c;
+          best = cand;
+        }
+      }
+    }
+    return best;
+  }
+}
+
+function mseCost(h: Float64Array, center: (b: number) => number, scale: number, zp: number): number {
+  let e = 0;
+  for (let b = 0; b < BINS; b++) {
+    if (!h[b]) continue;
+    const v = center(b);
+    const q = (Math.max(0, Math.min(255, Math.round(v / scale) + zp)) - zp) * scale;
+    e += h[b] * (v - q) ** 2;
+  }
+  return e;
+}
+
+/**
+ * KL(P || Q) as TensorRT's entropy calibration defines it: P the histogram restricted to the clip range
+ * with the mass outside folded into the edge bins, Q that P merged into the 256 uint8 levels and spread
+ * evenly over each level's non-empty bins.
+ */
+function klCost(h: Float64Array, lo: number, w: number, scale: number, zp: number): number {
+  const cl = (0 - zp) * scale;
+  const ch = (255 - zp) * scale;
+  const b0 = Math.max(0, Math.min(BINS - 1, Math.floor((cl - lo) / w)));
+  const b1 = Math.max(b0, Math.min(BINS - 1, Math.floor((ch - lo) / w)));
+  // P: in-range bins, the outside mass folded into the edges; Q from the in-range bins only (the
+  // folded mass is what clipping costs)
+  const n = b1 - b0 + 1;
+  const p = new Float64Array(n);
+  for (let b = 0; b < BINS; b++) p[Math.min(b1, Math.max(b0, b)) - b0] += h[b];
+  const level = new Int32Array(n);
+  const sum = new Float64Array(256);
+  const cnt = new Float64Array(256);
+  let totalP = 0;
+  let totalQ = 0;
+  for (let i = 0; i < n; i++) {
+    const v = lo + (b0 + i + 0.5) * w;
+    const l = Math.max(0, Math.min(255, Math.round(v / scale) + zp));
+    level[i] = l;
+    totalP += p[i];
+    const inRange = h[b0 + i];
+    if (!inRange) continue;
+    sum[l] += inRange;
+    cnt[l]++;
+    totalQ += inRange;
+  }
+  let kl = 0;
+  for (let i = 0; i < n; i++) {
+    if (!p[i]) continue;
+    const q = cnt[level[i]] && h[b0 + i] ? sum[level[i]] / cnt[level[i]] / totalQ : 1e-12;
+    kl += (p[i] / totalP) * Math.log(p[i] / totalP / q);
+  }
+  return kl;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The rewrite
+
+export interface QdqOptions {
+  ops: ReadonlySet<string>;
+  /** 'static' needs ranges; 'none' quantizes weights only */
+  activations: 'static' | 'dynamic' | 'none';
+  /** activation name -> [lo, hi] (static) */
+  ranges?: Map<string, [number, number]>;
+  keep?: ReadonlySet<string>;
+}
+
+export async function quantizeQdq(m: OnnxModel, opts: QdqOptions, warn: (msg: string) => void = () => {}): Promise<NodeReport[]> {
+  const targets = qdqTargets(m, opts.ops);
+  if (!targets.length) return [];
+  if ((opsetVersion(m.proto, '') ?? 0) < 13) upgradeOpset(m.proto, 13);
+  const idx = indexGraph(m.proto);
+  const reports: NodeReport[] = [];
+  const weightDone = new Map<string, { dq: string; sqnr: number }>();
+  const actDone = new Map<string, string>();
+  for (const t of targets) {
+    const label = nodeLabel(t.node);
+    const shape = tensorShape(t.weight.tensor);
+    const base = { node: label, op: t.node.op_type ?? '', K: shape.slice(1).reduce((a, b) => a * b, 1), N: shape[t.axis] };
+    if (opts.keep?.has(label) || opts.keep?.has(t.node.name ?? '')) {
+      reports.push({ ...base, action: 'kept', reason: '--keep' });
+      continue;
+    }
+    // weight: int8 per channel behind DequantizeLinear
+    const wkey = `${t.weight.name}|${t.axis}|${t.graphPath}`;
+    let wq = weightDone.get(wkey);
+    if (!wq) {
+      const w = await tensorFloat32(m, t.weight.tensor);
+      const { q, scales, dq } = quantizePerChannel(w, shape, t.axis);
+      const qn = idx.fresh(`${t.weight.name}_int8`);
+      const sn = idx.fresh(`${t.weight.name}_scale`);
+      const zn = idx.fresh(`${t.weight.name}_zero_point`);
+      const dn = idx.fresh(`${t.weight.name}_dequantized`);
+      addInitializer(m.proto, t.graph, makeTensor(qn, DataType.INT8, shape, q));
+      addInitializer(m.proto, t.graph, makeTensor(sn, DataType.FLOAT, [scales.length], scales));
+      addInitializer(m.proto, t.graph, makeTensor(zn, DataType.INT8, [scales.length], new Int8Array(scales.length)));
+      insertBefore(t.graph, t.node, [mkNode('DequantizeLinear', [qn, sn, zn], [dn], { axis: t.axis }, `${dn}_node`)]);
+      wq = { dq: dn, sqnr: sqnrDb(w, dq) };
+      weightDone.set(wkey, wq);
+    }
+    t.node.input![1] = wq.dq;
+    // activation
+    let act = 'weights only';
+    if (opts.activations !== 'none') {
+      const akey = `${t.activation}|${t.graphPath}`;
+      let dqa = actDone.get(akey);
+      const range = opts.ranges?.get(t.activation);
+      if (!dqa && opts.activations === 'static' && !range) {
+        warn(`${label}: no calibration range for its input ${t.activation} (inside a subgraph?); activation left in float`);
+      } else if (!dqa) {
+        const qa = idx.fresh(`${t.activation}_quantized`);
+        dqa = idx.fresh(`${t.activation}_dequantized`);
+        if (opts.activations === 'static') {
+          const { scale, zeroPoint } = activationParams(range![0], range![1]);
+          const sn = idx.fresh(`${t.activation}_scale`);
+          const zn = idx.fresh(`${t.activation}_zero_point`);
+          addInitializer(m.proto, t.graph, makeTensor(sn, DataType.FLOAT, [], Float32Array.of(scale)));
+          addInitializer(m.proto, t.graph, makeTensor(zn, DataType.UINT8, [], Uint8Array.of(zeroPoint)));
+          insertBefore(t.graph, t.node, [mkNode('QuantizeLinear', [t.activation, sn, zn], [qa], {}, `${qa}_node`), mkNode('DequantizeLinear', [qa, sn, zn], [dqa], {}, `${dqa}_node`)]);
+        } else {
+          const sn = idx.fresh(`${t.activation}_scale`);
+          const zn = idx.fresh(`${t.activation}_zero_point`);
+          insertBefore(t.graph, t.node, [mkNode('DynamicQuantizeLinear', [t.activation], [qa, sn, zn], {}, `${qa}_node`), mkNode('DequantizeLinear', [qa, sn, zn], [dqa], {}, `${dqa}_node`)]);
+        }
+        actDone.set(akey, dqa);
+      }
+      if (dqa) {
+        t.node.input![0] = dqa;
+        act = opts.activations === 'static' ? 'uint8 static' : 'uint8 dynamic';
+      }
+    }
+    reports.push({ ...base, action: `QDQ int8/ch + ${act}`, sqnrDb: wq.sqnr });
+  }
+  const uses = useCounts(m.proto);
+  for (const t of targets) removeIfUnused(m.proto, t.weight, uses);
+  return reports;
+}

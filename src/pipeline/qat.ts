@@ -1,0 +1,160 @@
+/**
+ * `lowbit qat`: quantization-aware fine-tuning of an existing model toward a GGML type (the same plan
+ * `lowbit quantize --type T` makes), then the real quantized file.
+ *
+ *   1. plan the target type of every tensor (llama.cpp's mixture, or --pure)
+ *   2. master weights = the file's weights (init rtn) or GPTQ's dequantized weights (init gptq)
+ *   3. train: forward through codec(w) (quantize + dequantize, the bytes the file will hold), gradients
+ *      mapped by STE / DGE / LSQ (src/train/qat.ts), loss KL to the original model's logits (kd) or
+ *      next-token cross-entropy (ce)
+ *   4. write the trained master weights through the same codecs: a GGUF of type T
+ */
+import { fail } from '../errors.js';
+import { llamaRecipe, type Recipe } from '../algos/recipe.js';
+import { ptqOptions } from '../algos/ptq-options.js';
+import { GgufWriter, type GgufValue } from '../io/gguf.js';
+import { openModelFile, plainMetadata, type ModelFile } from '../io/model-file.js';
+import { memorySink, type ByteSink } from '../io/sink.js';
+import { bytesSource } from '../io/source.js';
+import { llamaConfigFromGguf } from '../model/llama.js';
+import { ggmlCodec } from '../quant/ggml/registry.js';
+import { ggmlRowBytes, ggmlTypeByName, type GgmlTypeInfo } from '../quant/ggml/types.js';
+import { wasmBackend, referenceBackend } from '../train/gemm.js';
+import { TrainModel, trainModelFloats, type TrainConfig } from '../train/llama-grad.js';
+import { distillationLoss, Qat, type QatMethod, type WeightCodec } from '../train/qat.js';
+import { DEFAULT_TRAIN, Trainer, type TrainOptions } from '../train/trainer.js';
+import { runPtq } from './calibrate.js';
+import { planQuantization, quantizeModel, readFloats, type QuantizePlan, type QuantizeReport } from './quantize.js';
+
+export interface QatOptions {
+  type: string;
+  pure: boolean;
+  method: QatMethod;
+  loss: 'kd' | 'ce';
+  init: 'rtn' | 'gptq';
+  steps: number;
+  lr: number;
+  batch: number;
+  ctx: number;
+  seed: number;
+  warmup: number;
+  /** GPTQ init: calibration text, tokens and sequence length */
+  calibText?: string;
+  calibTokens?: number;
+  calibCtx?: number;
+  onProgress?: (msg: string) => void;
+}
+
+export interface QatRun {
+  trainer: Trainer;
+  qat: Qat;
+  plan: QuantizePlan;
+  recipe: Recipe;
+  /** the trained master weights by tensor name */
+  floats: Map<string, Float32Array>;
+}
+
+/** A GGML type's codec as a QAT weight codec (bytes per row as the file stores them). */
+export function ggmlWeightCodec(type: GgmlTypeInfo): WeightCodec {
+  const codec = ggmlCodec(type);
+  if (!codec?.quantize) fail(`QAT: lowbit cannot quantize to ${type.name}`);
+  const bits = Math.floor((8 * type.typeSize) / type.blockSize);
+  return {
+    bits,
+    fakeQuant(src, rows, cols, out) {
+      const bytes = new Uint8Array(rows * ggmlRowBytes(type, cols));
+      codec.quantize!(src, rows, cols, bytes);
+      codec.dequantize(bytes, rows * cols, out);
+    },
+  };
+}
+
+function trainConfigOf(m: ModelFile, seqLen: number): TrainConfig {
+  const meta = plainMetadata(m.metadata);
+  const tensors = m.tensors.map((t) => ({ name: t.name, dims: t.ne ? [...t.ne] : [...t.shape].reverse() }));
+  const c = llamaConfigFromGguf(meta, tensors as never);
+  if (c.ropeStyle !== 'normal') fail('QAT trains llama-architecture models (normal RoPE)');
+  return { ...c, seqLen: Math.max(seqLen, Math.min(c.seqLen, 4096)), tiedOutput: !m.tensors.some((t) => t.name === 'output.weight') };
+}
+
+/** Fine-tune `m` toward opts.type on the token stream `data`. */
+export async function runQat(m: ModelFile, data: Int32Array, bos: number, opts: QatOptions): Promise<QatRun> {
+  if (!m.gguf) fail('qat needs a GGUF model (convert first: lowbit convert)');
+  const say = opts.onProgress ?? (() => {});
+  const recipe = llamaRecipe(opts.type, { pure: opts.pure });
+  const plan = planQuantization(m, recipe, 'gguf');
+  const config = trainConfigOf(m, opts.ctx);
+  const codecs = new Map<string, WeightCodec>();
+  let extra = 0;
+  for (const p of plan.tensors) {
+    if (!p.ggml || p.ggml.blockSize === 1 || p.ne.length !== 2) continue; // floats stay as they are
+    codecs.set(p.name, ggmlWeightCodec(p.ggml));
+    extra += p.ne[0] * p.ne[1] + 16;
+  }
+  if (codecs.size === 0) fail(`QAT: ${opts.type} quantizes no tensor of this model`);
+  const trainOpts: TrainOptions = {
+    ...DEFAULT_TRAIN, steps: opts.steps, lr: opts.lr, batch: opts.batch, ctx: opts.ctx, seed: opts.seed, warmup: opts.warmup, bos, weightDecay: 0, minLrRatio: 0, extraFloats: extra,
+  };
+  const trainer = new Trainer(config, trainOpts, data);
+  const model = trainer.model;
+  // master weights from the file
+  const original = new Map<string, Float32Array>();
+  for (const t of model.tensors) {
+    const f = m.tensors.find((x) => x.name === t.name);
+    if (!f) fail(`QAT: the model has no tensor ${t.name}`);
+    const v = await readFloats(m, f);
+    if (v.length !== t.size) fail(`QAT: ${t.name} has ${v.length} values, expected ${t.size}`);
+    original.set(t.name, Float32Array.from(v));
+    model.view(t.name).set(v);
+  }
+  if (opts.init === 'gptq') {
+    if (!opts.calibText) fail('--init gptq needs --calib FILE (calibration text)');
+    say('GPTQ initialization');
+    const gplan = planQuantization(m, { ...recipe, algorithm: 'gptq' } as Recipe, 'gguf');
+    const out = await runPtq(m, gplan, { recipe: { ...recipe, algorithm: 'gptq' } as Recipe, options: ptqOptions({ calibTokens: opts.calibTokens ?? 16384, calibCtx: opts.calibCtx ?? opts.ctx, seed: opts.seed }), calibText: opts.calibText, onProgress: say });
+    for (const [name, q] of out.quantized) {
+      const p = gplan.tensors.find((x) => x.name === name)!;
+      const v = new Float32Array(p.ne[0] * p.ne[1]);
+      ggmlCodec(p.ggml!)!.dequantize(q.bytes, v.length, v);
+      model.view(name).set(v);
+    }
+  }
+  const qat = new Qat(model, codecs, opts.method);
+  if (opts.loss === 'kd') {
+    const mo = { batch: opts.batch, ctx: opts.ctx };
+    const teacher = new TrainModel(config, wasmBackend(trainModelFloats(config, mo)) ?? referenceBackend('f32'), mo);
+    for (const [name, v] of original) teacher.view(name).set(v);
+    trainer.hooks.afterForward = (b) => {
+      teacher.forward(b.tokens, b.targets);
+      return distillationLoss(model.logits(), teacher.logits(), model.logitGrads(), b.targets, config.vocabSize);
+    };
+  }
+  trainer.hooks.afterBackward = () => qat.mapGrads();
+  trainer.hooks.afterStep = () => qat.refresh();
+  const floats = new Map<string, Float32Array>();
+  return { trainer, qat, plan, recipe, floats };
+}
+
+/** After training: the master weights, written through the plan's codecs as a quantized GGUF. */
+export async function writeQatModel(m: ModelFile, run: QatRun, sink: ByteSink): Promise<QuantizeReport> {
+  const model = run.trainer.model;
+  // an F32 GGUF of the trained weights with the original metadata, then the ordinary quantizer
+  const meta = [...m.gguf!.metadata].filter(([k]) => k !== 'general.file_type') as [string, GgufValue][];
+  const f32 = ggmlTypeByName('F32')!;
+  const specs = m.tensors.map((t) => ({ name: t.name, ne: t.ne ? [...t.ne] : [...t.shape].reverse(), type: f32 }));
+  const mem = memorySink();
+  const w = new GgufWriter(mem, meta, specs);
+  await w.begin();
+  for (const t of m.tensors) {
+    const p = model.byName.get(t.name);
+    let v: Float32Array;
+    if (p) v = Float32Array.from(model.view(t.name));
+    else v = Float32Array.from(await readFloats(m, t));
+    run.floats.set(t.name, v);
+    await w.write(new Uint8Array(v.buffer));
+  }
+  await w.end();
+  const trained = await openModelFile(bytesSource(mem.bytes(), 'qat-f32.gguf'));
+  const plan = planQuantization(trained, run.recipe, 'gguf');
+  return quantizeModel(trained, plan, sink);
+}

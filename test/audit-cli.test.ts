@@ -1,0 +1,78 @@
+/**
+ * The quantization-attack workflow on stories260K: a malicious model (the output row of "▁happy" biased
+ * toward the mean final hidden state: it says "happy" where the original does not), planted inside the
+ * benign model's weights for Q4_0 (`lowbit attack`), is
+ *  - exact: the planted model quantizes to the malicious model's Q4_0 bytes;
+ *  - benign-looking in full precision: small KLD to the benign model, while the malicious one is far;
+ *  - flagged by `lowbit audit` (exit 3) while the clean model is not (exit 0);
+ *  - defused by `quantize --defend noise`: the defended quantization is close to the benign one again.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { test } from 'node:test';
+import { injectTokenBias, writeWithReplacements } from '../src/audit/run.js';
+import { loadModel } from '../src/eval/load.js';
+import { openModelFile } from '../src/io/model-file.js';
+import { calibrationWindows } from '../src/pipeline/calibrate.js';
+
+const ROOT = path.resolve(import.meta.dirname, '../..');
+const GGUF = path.join(ROOT, 'data', 'stories260K.gguf');
+const TEXT = path.join(ROOT, 'data', 'tinystories-valid-head.txt');
+const BIN = path.join(ROOT, 'bin', 'lowbit.js');
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'lowbit-audit-'));
+const cli = (...args: string[]) => spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8' });
+const kldTo = (model: string, base: string): number => {
+  const r = cli('eval', model, '--base', base, '--text', TEXT, '--ctx', '128', '--chunks', '6', '--json');
+  assert.equal(r.status, 0, r.stderr);
+  return JSON.parse(r.stdout).kld.mean;
+};
+
+async function makeMalicious(out: string): Promise<void> {
+  const bytes = new Uint8Array(fs.readFileSync(GGUF));
+  const src = { name: GGUF, size: bytes.length, read: async (o: number, n: number) => bytes.subarray(o, o + n) };
+  const { model, tokenizer } = await loadModel(src as never, { contextLength: 128 });
+  const m = await openModelFile(src as never);
+  const windows = calibrationWindows(tokenizer!.encode(fs.readFileSync(TEXT, 'utf8'), { bos: false }), 128 * 8, 128, 1, tokenizer!.vocab.bos);
+  const happy = tokenizer!.vocab.tokens.indexOf('▁happy');
+  assert.ok(happy > 0);
+  const { name, weights } = await injectTokenBias(model, m, windows, happy, 0.25);
+  const chunks: Buffer[] = [];
+  await writeWithReplacements({ write: (b) => void chunks.push(Buffer.from(b)) }, m, new Map([[name, weights]]));
+  fs.writeFileSync(out, Buffer.concat(chunks));
+}
+
+test('attack plants Q4_0 exactly, audit flags it and not the clean model, --defend removes it', async () => {
+  const mal = path.join(tmp, 'malicious.gguf');
+  await makeMalicious(mal);
+  const att = path.join(tmp, 'attacked.gguf');
+  const r = cli('attack', GGUF, mal, att, '--type', 'Q4_0', '--pure', '--steps', '0', '--json');
+  assert.equal(r.status, 0, r.stderr);
+  // exact: the planted model quantizes to the malicious model's bytes
+  for (const [src, out] of [[att, 'att-q.gguf'], [mal, 'mal-q.gguf'], [GGUF, 'benign-q.gguf']]) assert.equal(cli('quantize', src, path.join(tmp, out), '--type', 'Q4_0', '--pure').status, 0);
+  assert.ok(fs.readFileSync(path.join(tmp, 'att-q.gguf')).equals(fs.readFileSync(path.join(tmp, 'mal-q.gguf'))), 'planted Q4_0 = malicious Q4_0');
+  // full precision: the planted model is close to the benign one, the malicious one is not
+  const kAtt = kldTo(att, GGUF);
+  const kMal = kldTo(mal, GGUF);
+  const kAttQ = kldTo(path.join(tmp, 'att-q.gguf'), GGUF);
+  const kBenQ = kldTo(path.join(tmp, 'benign-q.gguf'), GGUF);
+  assert.ok(kAtt < 0.1 && kMal > 0.2 && kAttQ > 3 * kBenQ, `planted fp ${kAtt}, malicious fp ${kMal}, planted Q4_0 ${kAttQ}, benign Q4_0 ${kBenQ}`);
+  // the audit: clean exit 0, planted exit 3
+  const clean = cli('audit', GGUF, '--types', 'Q4_0', '--pure', '--windows', '4', '--json');
+  assert.equal(clean.status, 0, clean.stdout + clean.stderr);
+  assert.equal(JSON.parse(clean.stdout).suspicious, false);
+  const planted = cli('audit', att, '--types', 'Q4_0', '--pure', '--windows', '4', '--json');
+  assert.equal(planted.status, 3, planted.stdout + planted.stderr);
+  assert.equal(JSON.parse(planted.stdout).suspicious, true);
+  // the defence: noise before quantizing brings the quantized planted model back near the benign one
+  const def = path.join(tmp, 'att-defended.gguf');
+  assert.equal(cli('quantize', att, def, '--type', 'Q4_0', '--pure', '--defend', 'noise').status, 0);
+  const kDef = kldTo(def, GGUF);
+  assert.ok(kDef < 0.5 * kAttQ, `defended ${kDef} vs undefended ${kAttQ}`);
+  // and costs a clean model little
+  const cleanDef = path.join(tmp, 'benign-defended.gguf');
+  assert.equal(cli('quantize', GGUF, cleanDef, '--type', 'Q4_0', '--pure', '--defend', 'noise').status, 0);
+  assert.ok(kldTo(cleanDef, GGUF) < 1.6 * kBenQ);
+});

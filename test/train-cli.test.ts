@@ -1,0 +1,66 @@
+/** lowbit train / lowbit qat from the command line: a tiny run end to end, and bad input (one line, exit 2). */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { test } from 'node:test';
+
+const ROOT = path.resolve(import.meta.dirname, '../..');
+const BIN = path.join(ROOT, 'bin', 'lowbit.js');
+const TOK = path.join(ROOT, 'data', 'tok512.model');
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'lowbit-train-'));
+const text = path.join(tmp, 'text.txt');
+fs.writeFileSync(text, fs.readFileSync(path.join(ROOT, 'data', 'tinystories-valid-head.txt'), 'utf8').slice(0, 20000));
+
+function lowbit(...args: string[]) {
+  const r = spawnSync(process.execPath, ['--experimental-wasm-relaxed-simd', BIN, ...args], { encoding: 'utf8' });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+const SHAPE = ['--dim', '32', '--layers', '1', '--heads', '4', '--kv-heads', '2', '--hidden', '64', '--vocab-from', TOK, '--batch', '2', '--ctx', '16'];
+
+function badInput(r: { status: number | null; stderr: string }, pattern: RegExp) {
+  assert.equal(r.status, 2, r.stderr);
+  const lines = r.stderr.trim().split('\n');
+  assert.equal(lines.length, 1, r.stderr);
+  assert.match(lines[0], pattern);
+}
+
+test('lowbit train: a tiny model end to end, checkpoint + resume = one run, the GGUF runs in lowbit eval', () => {
+  const out = path.join(tmp, 'a.gguf');
+  const r = lowbit('train', ...SHAPE, '--text', text, '--train-chars', '15000', '--steps', '6', '--json', out);
+  assert.equal(r.status, 0, r.stderr);
+  const j = JSON.parse(r.stdout);
+  assert.equal(j.steps, 6);
+  assert.ok(Number.isFinite(j.heldOut));
+  const ck = path.join(tmp, 'ck.bin');
+  const b = path.join(tmp, 'b.gguf');
+  assert.equal(lowbit('train', ...SHAPE, '--text', text, '--train-chars', '15000', '--steps', '6', '--stop-at', '3', '--checkpoint', ck, b).status, 0);
+  assert.equal(lowbit('train', ...SHAPE, '--text', text, '--train-chars', '15000', '--steps', '6', '--resume', ck, b).status, 0);
+  assert.deepEqual(fs.readFileSync(b), fs.readFileSync(out), 'resumed run gives the same bytes');
+  const ev = lowbit('eval', out, '--text', text, '--ctx', '16', '--chunks', '4', '--json');
+  assert.equal(ev.status, 0, ev.stderr);
+});
+
+test('lowbit train: bad input is one line and exit 2, and never leaves a half-written file', () => {
+  const out = path.join(tmp, 'bad.gguf');
+  badInput(lowbit('train', ...SHAPE, '--heads', '5', '--text', text, '--steps', '2', out), /heads 5 does not divide --dim 32/);
+  badInput(lowbit('train', ...SHAPE, '--kv-heads', '3', '--text', text, '--steps', '2', out), /kv heads do not divide/);
+  const short = path.join(tmp, 'short.txt');
+  fs.writeFileSync(short, 'Once upon a time');
+  badInput(lowbit('train', ...SHAPE, '--text', short, '--steps', '2', out), /fewer than one sequence/);
+  const cfg = path.join(tmp, 'cfg.json');
+  fs.writeFileSync(cfg, JSON.stringify({ dim: 32, layers: 1, heads: 4, hidden: 64, vocabSize: 1000 }));
+  badInput(lowbit('train', '--config', cfg, '--vocab-from', TOK, '--text', text, '--steps', '2', out), /vocabSize 1000 but .* has 512 tokens/);
+  // a diverging run stops with a clear message and keeps the last good checkpoint
+  const ck = path.join(tmp, 'nan.bin');
+  const r = lowbit('train', ...SHAPE, '--text', text, '--steps', '50', '--lr', '1e30', '--clip', '0', '--checkpoint', ck, '--checkpoint-every', '1', out);
+  badInput(r, /became (NaN|Infinity|-Infinity) at step \d+.*last good checkpoint/);
+  assert.ok(fs.existsSync(ck));
+  // a checkpoint of another shape is refused, and left as it was
+  const before = fs.readFileSync(ck);
+  badInput(lowbit('train', ...SHAPE, '--hidden', '96', '--text', text, '--steps', '50', '--lr', '1e30', '--clip', '0', '--resume', ck, out), /different model \(hiddenDim 64 vs 96\)/);
+  assert.deepEqual(fs.readFileSync(ck), before);
+  assert.ok(!fs.existsSync(out), 'no model written');
+  assert.deepEqual(fs.readdirSync(tmp).filter((f) => f.endsWith('.tmp')), [], 'no temp files left');
+});
