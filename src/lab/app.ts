@@ -349,7 +349,10 @@ function updateFormState(): void {
   ($('scheme-opts') as HTMLFieldSetElement).disabled = llama || (gguf && isGgmlType(f.type));
   const algo = ($('algo') as HTMLSelectElement).value;
   $('ptq-fields').hidden = algo === 'rtn' && !($('calib-source') as HTMLSelectElement).value;
-  $('type-hint').textContent = llama
+  const calib = ($('calib-source') as HTMLSelectElement).value;
+  $('type-hint').textContent = llama && f.targetBpw
+    ? `mixed precision: each tensor's type chosen from ${f.type}'s candidates for ${f.targetBpw} bits per weight, by costs measured on the calibration text${calib ? '' : ' (choose one below)'}.`
+    : llama
     ? `llama.cpp's ${f.type} mixture: the same per-tensor types and bytes as llama-quantize.`
     : gguf
       ? `every quantizable tensor as GGML ${f.type.toUpperCase()}; a GGUF llama.cpp loads.`
