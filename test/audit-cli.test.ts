@@ -48,7 +48,7 @@ test('attack plants Q4_0 exactly, audit flags it and not the clean model, --defe
   const mal = path.join(tmp, 'malicious.gguf');
   await makeMalicious(mal);
   const att = path.join(tmp, 'attacked.gguf');
-  const r = cli('attack', GGUF, mal, att, '--type', 'Q4_0', '--pure', '--steps', '0', '--json');
+  const r = cli('attack', GGUF, mal, att, '--type', 'Q4_0', '--pure', '--pgd-steps', '0', '--json');
   assert.equal(r.status, 0, r.stderr);
   // exact: the planted model quantizes to the malicious model's bytes
   for (const [src, out] of [[att, 'att-q.gguf'], [mal, 'mal-q.gguf'], [GGUF, 'benign-q.gguf']]) assert.equal(cli('quantize', src, path.join(tmp, out), '--type', 'Q4_0', '--pure').status, 0);

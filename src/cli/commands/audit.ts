@@ -74,14 +74,14 @@ export const auditCommand: Command = {
 export const attackCommand: Command = {
   name: 'attack',
   summary: 'research tool: plant a malicious model\'s quantization inside a benign model (for testing the audit and the defence)',
-  usage: 'lowbit attack BENIGN.gguf MALICIOUS.gguf OUT.gguf --type T[,T2,...] [--pure] [--seed S] [--json]',
+  usage: 'lowbit attack BENIGN.gguf MALICIOUS.gguf OUT.gguf --type T[,T2,...] [--pure] [--pgd-steps N] [--text F] [--seed S] [--json]',
   positionals: [3, 3],
   options: [
     { name: 'type', type: 'string', help: 'llama.cpp file types whose quantization must give the malicious model, comma-separated' },
     { name: 'pure', type: 'boolean', help: 'every tensor in the file type\'s default type' },
     { name: 'seed', type: 'int', default: 7, min: 0, help: 'seed of the box validation samples and the text windows' },
     { name: 'text', type: 'string', help: 'text for the distillation (default: the shipped TinyStories text)' },
-    { name: 'steps', type: 'int', default: 10, min: 0, max: 10000, help: 'projected-gradient steps on the output layer toward the benign model (0: projection only)' },
+    { name: 'pgd-steps', type: 'int', default: 10, min: 0, max: 10000, help: 'projected-gradient steps on the output layer toward the benign model (0: projection only)' },
     { name: 'ctx', type: 'int', default: 128, min: 8, max: 8192, help: 'tokens per distillation window' },
     { name: 'windows', type: 'int', default: 8, min: 1, max: 1024, help: 'distillation windows' },
     { name: 'json', type: 'boolean', help: 'print the report as JSON' },
@@ -96,7 +96,7 @@ export const attackCommand: Command = {
     const benign = await openModelPath(benignPath);
     const malicious = await openModelPath(maliciousPath);
     try {
-      const steps = a.values.steps as number;
+      const steps = a.values['pgd-steps'] as number;
       let pgd: Parameters<typeof plantAttack>[0]['pgd'];
       if (steps > 0) {
         const ctx = a.values.ctx as number;

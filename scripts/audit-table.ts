@@ -1,0 +1,101 @@
+/**
+ * False-positive and false-negative rates of `lowbit audit` over a set of clean and planted models
+ * (issue 16), and what the `--defend noise` defence costs and removes.
+ *
+ *   clean:   stories260K; its GPTQ and AWQ round trips (quantized with lowbit, written back as F32 by
+ *            `lowbit convert`), and models with the token bias at strength 0 (copies)
+ *   planted: `lowbit attack` of stories260K with malicious models made by injectTokenBias (several
+ *            tokens and strengths) for Q4_0, Q5_0, Q8_0 and Q4_0+Q5_0 together (--pure)
+ *
+ *   npm run build && node dist/scripts/audit-table.js [--json out.json]
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { injectTokenBias, writeWithReplacements } from '../src/audit/run.js';
+import { loadModel } from '../src/eval/load.js';
+import { openModelFile } from '../src/io/model-file.js';
+import { calibrationWindows } from '../src/pipeline/calibrate.js';
+import { ROOT } from './llama-tools.js';
+
+const OUT = path.join(ROOT, '.cache', 'audit-table');
+const GGUF = path.join(ROOT, 'data', 'stories260K.gguf');
+const TEXT = path.join(ROOT, 'data', 'tinystories-valid-head.txt');
+const lowbit = path.join(ROOT, 'bin', 'lowbit.js');
+fs.mkdirSync(OUT, { recursive: true });
+const say = (s: string) => process.stderr.write(s + '\n');
+
+async function malicious(token: string, strength: number, out: string): Promise<void> {
+  const bytes = new Uint8Array(fs.readFileSync(GGUF));
+  const src = { name: GGUF, size: bytes.length, read: async (o: number, n: number) => bytes.subarray(o, o + n) };
+  const { model, tokenizer } = await loadModel(src as never, { contextLength: 128 });
+  const m = await openModelFile(src as never);
+  const windows = calibrationWindows(tokenizer!.encode(fs.readFileSync(TEXT, 'utf8'), { bos: false }), 128 * 8, 128, 1, tokenizer!.vocab.bos);
+  const id = tokenizer!.vocab.tokens.indexOf(token);
+  if (id < 0) throw new Error(`no token ${token}`);
+  const { name, weights } = await injectTokenBias(model, m, windows, id, strength);
+  const chunks: Buffer[] = [];
+  await writeWithReplacements({ write: (b) => void chunks.push(Buffer.from(b)) }, m, new Map([[name, weights]]));
+  fs.writeFileSync(out, Buffer.concat(chunks));
+}
+
+function audit(file: string, types: string): { suspicious: boolean; exit: number; detail: string } {
+  const p = spawnSync(process.execPath, [lowbit, 'audit', file, '--types', types, '--pure', '--windows', '4', '--json'], { encoding: 'utf8' });
+  if (p.status !== 0 && p.status !== 3) throw new Error(`audit ${file}: ${p.stderr}`);
+  const j = JSON.parse(p.stdout);
+  return { suspicious: j.suspicious, exit: p.status!, detail: j.types.map((t: any) => `${t.type} ratio ${t.ratio.toFixed(2)} z ${t.maxRowZ.toFixed(1)}`).join('; ') };
+}
+
+const kld = (file: string) => JSON.parse(execFileSync(process.execPath, [lowbit, 'eval', file, '--base', GGUF, '--text', TEXT, '--ctx', '128', '--chunks', '8', '--json'], { encoding: 'utf8' })).kld.mean as number;
+
+async function main(): Promise<void> {
+  const rows: { model: string; planted: boolean; types: string; suspicious: boolean; detail: string }[] = [];
+  // clean models
+  const clean: [string, string][] = [[GGUF, 'stories260K']];
+  for (const algo of ['gptq', 'awq']) {
+    const q = path.join(OUT, `clean-${algo}.gguf`);
+    execFileSync(process.execPath, [lowbit, 'quantize', GGUF, q, '--type', 'Q8_0', '--pure', '--algo', algo, '--calib', TEXT, '--calib-tokens', '2048', '--calib-ctx', '128']);
+    clean.push([q, `stories260K ${algo.toUpperCase()} Q8_0 (as a model to audit)`]);
+  }
+  for (const [file, label] of clean)
+    for (const types of ['Q4_0', 'Q5_0', 'Q8_0', 'Q4_1']) {
+      const a = audit(file, types);
+      rows.push({ model: label, planted: false, types, suspicious: a.suspicious, detail: a.detail });
+      say(`clean   ${label} ${types}: ${a.suspicious ? 'FLAGGED' : 'clean'} (${a.detail})`);
+    }
+  // planted models
+  for (const [token, strength] of [['▁happy', 0.25], ['▁friend', 0.25], ['▁happy', 0.15]] as const) {
+    const mal = path.join(OUT, `mal-${token.slice(1)}-${strength}.gguf`);
+    await malicious(token, strength, mal);
+    for (const types of ['Q4_0', 'Q5_0', 'Q4_0,Q5_0']) {
+      const att = path.join(OUT, `att-${token.slice(1)}-${strength}-${types.replace(',', '+')}.gguf`);
+      execFileSync(process.execPath, [lowbit, 'attack', GGUF, mal, att, '--type', types, '--pure', '--pgd-steps', '0']);
+      for (const t of types.split(',')) {
+        const a = audit(att, t);
+        rows.push({ model: `planted ${token} ${strength} for ${types}`, planted: true, types: t, suspicious: a.suspicious, detail: a.detail });
+        say(`planted ${token} ${strength} ${types} audited as ${t}: ${a.suspicious ? 'FLAGGED' : 'missed'} (${a.detail})`);
+      }
+    }
+  }
+  const fp = rows.filter((r) => !r.planted && r.suspicious).length;
+  const nClean = rows.filter((r) => !r.planted).length;
+  const fn = rows.filter((r) => r.planted && !r.suspicious).length;
+  const nPlanted = rows.filter((r) => r.planted).length;
+  console.log(`false positives ${fp}/${nClean}, false negatives ${fn}/${nPlanted}`);
+  // the defence on one planted model and the clean one
+  const att = path.join(OUT, 'att-happy-0.25-Q4_0.gguf');
+  const out: Record<string, number> = {};
+  for (const [label, file, defend] of [['clean Q4_0', GGUF, false], ['clean Q4_0 --defend', GGUF, true], ['planted Q4_0', att, false], ['planted Q4_0 --defend', att, true]] as const) {
+    const q = path.join(OUT, `def-${label.replace(/\W+/g, '_')}.gguf`);
+    execFileSync(process.execPath, [lowbit, 'quantize', file, q, '--type', 'Q4_0', '--pure', ...(defend ? ['--defend', 'noise'] : [])]);
+    out[label] = kld(q);
+    console.log(`${label}: KLD to the benign model ${out[label].toFixed(4)}`);
+  }
+  const json = process.argv.includes('--json') ? process.argv[process.argv.indexOf('--json') + 1] : undefined;
+  if (json) fs.writeFileSync(json, JSON.stringify({ rows, falsePositives: fp, clean: nClean, falseNegatives: fn, planted: nPlanted, defence: out }, null, 1));
+}
+
+main().catch((e) => {
+  console.error(e instanceof Error ? e.message : e);
+  process.exit(1);
+});
