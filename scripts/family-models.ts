@@ -83,9 +83,13 @@ export function familyModel(family: Family, vocab: Vocab, seed = 1): FamilyModel
     for (let i = 0; i < n; i++) v[i] = std * (u() + u() + u() + u() - 2) * 1.7320508;
     add(name, ne, v);
   };
+  // norm gains 1 +- 0.2; the pre-attention / pre-FFN norms have 4 outlier channels (gain 8), as trained
+  // models do (the activation outliers AWQ and SmoothQuant are about)
   const norm = (name: string, n: number) => {
     const next = xorshift32(streamSeed(name, seed));
-    add(name, [n], Float32Array.from({ length: n }, () => 1 + 0.4 * (next() / 4294967296 - 0.5)));
+    const g = Float32Array.from({ length: n }, () => 1 + 0.4 * (next() / 4294967296 - 0.5));
+    if (/(attn_norm|ffn_norm)\.weight$/.test(name)) for (let i = 0; i < 4; i++) g[(i * 17 + 3) % n] = 8;
+    add(name, [n], g);
   };
   random('token_embd.weight', [dim, nVocab], gemma ? 1 / 4 : 2); // gemma scales embeddings by sqrt(dim)
   norm('output_norm.weight', dim);

@@ -37,7 +37,7 @@ import { plainValue } from '../io/gguf.js';
 import type { ModelFile } from '../io/model-file.js';
 import { fromFloat32, toFloat32 } from '../io/tensor-data.js';
 import { vocabFromGgufMetadata } from '../io/vocab.js';
-import { Llama, llamaConfigFromGguf } from '../model/llama.js';
+import { Llama, llamaConfigFromGguf, rmsnorm } from '../model/llama.js';
 import { linear, matmul } from '../model/matmul.js';
 import { Tokenizer } from '../model/tokenizer.js';
 import type { LlamaConfig, StoredTensor } from '../model/types.js';
@@ -213,6 +213,17 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
     windows = calibrationWindows(stream, o.calibTokens, ctx, o.seed, tok.vocab.bos);
   }
 
+  // ---- what this pipeline covers per family ----------------------------------------------------------
+  const family = config.arch ?? 'llama';
+  const fused = [...weights.keys()].find((n) => /\.attn_qkv\.weight$/.test(n) || (/\.ffn_up\.weight$/.test(n) && !weights.has(n.replace('ffn_up', 'ffn_gate'))));
+  if (o.rotate === 'hadamard') {
+    // rotating the residual stream must leave the function unchanged: refuse where it would not
+    if (config.nExperts) fail(`--rotate hadamard: ${family} is a mixture of experts; the rotation does not cover its router and experts (not function-preserving here)`);
+    if (fused) fail(`--rotate hadamard: ${family} stores fused ${fused.split('.')[2]}; the rotation does not cover fused tensors (not function-preserving here)`);
+    if (config.arch === 'gemma2' || config.arch === 'gemma3')
+      fail(`--rotate hadamard: ${family}'s post-attention and post-FFN RMSNorms scale the residual update per channel after normalizing it, so a rotation of the residual stream cannot be folded into the weights (not function-preserving)`);
+  }
+
   // ---- rotation ----------------------------------------------------------------------------------
   let rotationMaxLogitDiff: number | undefined;
   if (o.rotate === 'hadamard') {
@@ -345,16 +356,23 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
       st.add(x.subarray(b * st.k, (b + nb) * st.k), nb);
     }
     });
-  /** X_s += x_s W^T for every sequence (W: the named linear of the layer) */
-  const residualAdd = (name: string, xs: Float32Array[]) => timed('forward', () => {
+  /**
+   * X_s += x_s W^T for every sequence (W: the named linear of the layer); Gemma: X_s += rmsnorm(x_s W^T) * g
+   * with the layer's post-attention / post-FFN norm gain g
+   */
+  const residualAdd = (name: string, xs: Float32Array[], postNorm?: string) => timed('forward', () => {
     const t = weights.get(name)!;
+    const g = postNorm ? weights.get(postNorm)?.data : undefined;
     for (let s = 0; s < nSeq; s++) {
       matmul(product, xs[s], t.data, ctx, t.cols, t.rows);
+      if (g) rmsnorm(product, product, g, ctx, dim, config.normEps);
       const r = seq(s);
       for (let i = 0; i < r.length; i++) r[i] += product[i];
     }
   });
 
+  if (config.nExperts) fail(`${family} is a mixture of experts: calibrated GPTQ/AWQ/SmoothQuant per expert is not supported yet; use a llama.cpp type with an importance matrix from lowbit imatrix (per-expert statistics, as llama-imatrix)`);
+  if (fused) fail(`${family} stores fused ${fused.split('.')[2]}: calibrated GPTQ/AWQ/SmoothQuant for fused tensors is not supported yet; use a llama.cpp type (with --imatrix from lowbit imatrix)`);
   for (let l = 0; l < nLayers; l++) {
     const tl = performance.now();
     const P = `blk.${l}.`;
@@ -438,7 +456,14 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
           for (let g = 0; g < group; g++) tied[(kvh * group + g) * headDim + i] = a / group;
         }
         const r = awqSearchHessian(tied, stO.h, stO.k, awqCodecs(['attn_output.weight']), o.awqGrid);
-        fold(r.scales, stO, ['attn_output.weight'], { rows: linear('attn_v.weight'), rowScale: (row) => r.scales[Math.floor(row / headDim) * group * headDim + (row % headDim)] });
+        const rowScale = (row: number) => r.scales[Math.floor(row / headDim) * group * headDim + (row % headDim)];
+        fold(r.scales, stO, ['attn_output.weight'], { rows: linear('attn_v.weight'), rowScale });
+        // Qwen 2: v's bias is part of its rows' output, scaled with them
+        const bv = weights.get(P + 'attn_v.bias');
+        if (bv && L.bv) {
+          for (let row = 0; row < bv.data.length; row++) bv.data[row] = Math.fround(bv.data[row] / rowScale(row));
+          L.bv.set(bv.data);
+        }
         alphas.push(`v>o ${r.alpha.toFixed(2)}`);
       });
       await quantize(['attn_v.weight'], stAttn);
@@ -447,7 +472,7 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
     await quantize(['attn_output.weight'], stO);
 
     // 3. gate, up: their input is ffn_norm(X + attention)
-    residualAdd(P + 'attn_output.weight', att);
+    residualAdd(P + 'attn_output.weight', att, P + 'post_attention_norm.weight');
     const stFfn = pass('ffnNorm', dim);
     normGroup(stFfn, ['ffn_gate.weight', 'ffn_up.weight'], 'ffn_norm.weight', L.ffnNorm);
     const awqUd = usesAwq(['ffn_down.weight']) && quantizable(['ffn_up.weight']);
@@ -472,7 +497,7 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
     L.ffnNorm.set(linear('ffn_norm.weight').data);
 
     // 5. X += down(act): the next layer's input
-    residualAdd(P + 'ffn_down.weight', act);
+    residualAdd(P + 'ffn_down.weight', act, P + 'post_ffw_norm.weight');
     say(`layer ${l + 1}/${nLayers} (${((performance.now() - tl) / 1000).toFixed(1)} s)`);
   }
 
@@ -499,3 +524,4 @@ function shapeOf(m: ModelFile, name: string): number[] {
   const t = m.tensor(name);
   return t.ne ? [...t.ne] : [...t.shape].reverse();
 }
+
