@@ -1,6 +1,6 @@
 /**
  * The shipped test model data/tinyllama256.gguf (made by `lowbit train`, see data/README.md) in
- * llama.cpp (node-llama-cpp 3.22.1, its own CPU code): it loads, and the perplexity computed from
+ * llama.cpp (node-llama-cpp through scripts/llama-tools.ts, its own CPU code): it loads, and the perplexity computed from
  * llama.cpp's logits over held-out chunks (BOS first, second half scored, as llama-perplexity) equals
  * lowbit's own within 0.1 %.
  */
@@ -11,6 +11,7 @@ import { test } from 'node:test';
 import { fileSource } from '../src/cli/node-source.js';
 import { loadModel } from '../src/eval/load.js';
 import { perplexity } from '../src/eval/perplexity.js';
+import { loadLlamaCpp } from '../scripts/llama-tools.js';
 
 const DATA = path.resolve(import.meta.dirname, '../../data');
 const MODEL = path.join(DATA, 'tinyllama256.gguf');
@@ -22,14 +23,12 @@ test('data/tinyllama256.gguf: llama.cpp loads it and agrees with lowbit on held-
     t.skip('data/tinyllama256.gguf not present');
     return;
   }
-  let llama: any;
-  try {
-    const { getLlama } = await import('node-llama-cpp');
-    llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' as never });
-  } catch (e) {
-    t.skip(`node-llama-cpp cannot load its binary here: ${(e as Error).message}`);
+  const loaded = await loadLlamaCpp();
+  if (typeof loaded === 'string') {
+    t.skip(loaded);
     return;
   }
+  const llama = loaded.llama;
   const m = await loadModel(fileSource(MODEL), { contextLength: CTX, batch: CTX });
   const text = fs.readFileSync(path.join(DATA, 'tinystories-valid-head.txt'), 'utf8').slice(500000, 540000);
   const tokens = m.tokenizer!.encode(text);
