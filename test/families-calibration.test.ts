@@ -17,13 +17,11 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { FAMILY_VOCAB, familyModel, type Family } from '../scripts/family-models.js';
+import { familyModel, familyVocab, type Family } from '../scripts/family-models.js';
 import { fileSource } from '../src/cli/node-source.js';
 import { loadModel } from '../src/eval/load.js';
 import { writeGguf } from '../src/io/gguf.js';
 import { memorySink } from '../src/io/sink.js';
-import { parseSentencepieceModel } from '../src/io/vocab.js';
-import { trainByteBpe } from '../src/model/bpe-train.js';
 import { collectImatrix } from '../src/pipeline/imatrix-collect.js';
 import type { Vocab } from '../src/model/types.js';
 import { loadLlamaCpp } from '../scripts/llama-tools.js';
@@ -33,16 +31,7 @@ const STORIES = readFileSync(DATA('tinystories-valid-head.txt'), 'utf8');
 const WIKI = readFileSync(DATA('wikitext-2-test.raw'), 'utf8');
 const CLI = new URL('../../bin/lowbit.js', import.meta.url).pathname;
 
-const vocabs = new Map<string, Vocab>();
-function vocabFor(f: Family): Vocab {
-  const k = FAMILY_VOCAB[f];
-  let v = vocabs.get(k);
-  if (!v) {
-    v = k === 'spm' ? parseSentencepieceModel(new Uint8Array(readFileSync(DATA('tok512.model')))) : trainByteBpe(STORIES.slice(0, 60_000) + WIKI.slice(0, 30_000), { pre: k, merges: 500 });
-    vocabs.set(k, v);
-  }
-  return v;
-}
+const vocabFor = (f: Family): Vocab => familyVocab(f, new URL('../../data/', import.meta.url));
 
 async function writeFamily(dir: string, f: Family): Promise<string> {
   const m = familyModel(f, vocabFor(f), 3);

@@ -4,6 +4,7 @@
  * tensor's GGML type; written to GGUF) or a list of rules for generic schemes (written to safetensors,
  * or to GGUF when every scheme is a GGML type). Rules match tensor names; the first match wins.
  */
+import { ggmlTypeByName } from '../quant/ggml/types.js';
 import { fail } from '../errors.js';
 import { LLAMA_FTYPES } from './llama-types.js';
 import { ptqOptions, type PtqOptions } from './ptq-options.js';
@@ -92,6 +93,9 @@ export function defineRecipe(o: unknown): Recipe {
     if (x.zeroPoint !== undefined && !['int', 'float'].includes(x.zeroPoint as string)) fail(`recipe: rule ${i} zeroPoint must be int or float`);
     if (x.groupSize !== undefined && !(Number.isInteger(x.groupSize) && (x.groupSize as number) > 0)) fail(`recipe: rule ${i} groupSize must be a positive integer`);
     if (x.algorithm !== undefined && !ALGORITHMS.includes(x.algorithm as Algorithm)) fail(`recipe: rule ${i} unknown algorithm '${x.algorithm}'`);
+    // in a llama.cpp recipe, a rule with a scheme is a per-tensor type override (llama-quantize --tensor-type)
+    if (r.llama !== undefined && x.scheme !== undefined && !ggmlTypeByName(String(x.scheme)))
+      fail(`recipe: rule ${i} (${x.match}): unknown GGML type '${x.scheme}' for a llama.cpp recipe`);
   });
   return deepFreeze(JSON.parse(JSON.stringify(r)) as Recipe);
 }

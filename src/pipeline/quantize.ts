@@ -140,7 +140,7 @@ function hparams(m: ModelFile) {
 }
 
 /** Decide each tensor's target without reading any tensor data (`--dry-run`). */
-export function planQuantization(m: ModelFile, recipe: Recipe, output: 'gguf' | 'safetensors', opts: { hasImatrix?: boolean } & LayoutOptions = {}): QuantizePlan {
+export function planQuantization(m: ModelFile, recipe: Recipe, output: 'gguf' | 'safetensors', opts: { hasImatrix?: boolean; mixLayers?: number } & LayoutOptions = {}): QuantizePlan {
   if (opts.layout && opts.layout !== 'lowbit') return planPackedLayout(m, planQuantization(m, recipe, output, { hasImatrix: opts.hasImatrix }), { layout: opts.layout, keepUnpackable: opts.keepUnpackable });
   const tensors: TensorPlan[] = [];
   let ftypeId: number | undefined;
@@ -151,7 +151,8 @@ export function planQuantization(m: ModelFile, recipe: Recipe, output: 'gguf' | 
     const overrides = recipe.rules.filter((r) => r.scheme).map((r) => [new RegExp(r.match), normalizeGgml(r.scheme as string)] as const);
     const planned = planLlamaTypes(
       m.tensors.map((t): PlanTensor => ({ name: t.name, shape: neOf(t), type: t.type })),
-      hparams(m),
+      // after --prune-layers, llama-quantize's ffn counters still use the input model's layer count
+      { ...hparams(m), ...(opts.mixLayers !== undefined ? { nLayer: opts.mixLayers } : {}) },
       { ftype: ft.name, pure: recipe.llama.pure, hasImatrix: opts.hasImatrix, outputTensorType: recipe.llama.outputTensorType, tokenEmbeddingType: recipe.llama.tokenEmbeddingType, leaveOutputTensor: recipe.llama.leaveOutputTensor, overrides },
     );
     planned.forEach((p, i) => {
