@@ -1,6 +1,6 @@
 /**
  * The shipped test model data/tinyllama256.gguf (made by `lowbit train`, see data/README.md) in
- * llama.cpp (node-llama-cpp 3.22.1, its own CPU code): it loads, and the perplexity computed from
+ * llama.cpp (node-llama-cpp through scripts/llama-tools.ts, its own CPU code): it loads, and the perplexity computed from
  * llama.cpp's logits over held-out chunks (BOS first, second half scored, as llama-perplexity) equals
  * lowbit's own within 0.1 %.
  */
