@@ -8,7 +8,7 @@
  * System; its time is the page's own from the click to `done` (start-up of the workers included). The
  * CLI is the whole command (`lowbit quantize IN OUT --type T --threads T`), start-up included.
  * Also: the peak resident memory of the renderer processes (page + workers) and of the CLI, and
- * whether both wrote the same bytes (sha-256 of the whole file, read back from the page).
+ * whether both wrote the same bytes (sha-256 of the whole files; the Lab's downloaded).
  *
  * Target (issue 18): the Lab at >= 0.7x the CLI's speed, i.e. time ratio Lab / CLI <= 1.43.
  */
@@ -16,7 +16,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { measure, ROOT } from '../scripts/llama-tools.js';
-import { launchChromium, peakRss, readDownloadRange, startServer, statusDone, downloadSize } from '../scripts/lab-harness.js';
+import { launchChromium, peakRss, startServer, statusDone } from '../scripts/lab-harness.js';
 import { ensureModel, warmPageCache } from './quantize.js';
 import type { SyntheticLlama } from '../scripts/synthetic-model.js';
 
@@ -48,7 +48,7 @@ export async function run(args: string[]): Promise<void> {
   const browser = await launchChromium();
   const rows: string[] = [];
   try {
-    const page = await browser.newPage();
+    const page = await browser.newPage({ acceptDownloads: true });
     page.on('pageerror', (e) => console.log(`page error: ${e.message}`));
     await page.goto(`${server.url}?sink=opfs&threads=${threads}`);
     await page.getByTestId('model-file').setInputFiles(input);
@@ -76,11 +76,13 @@ export async function run(args: string[]): Promise<void> {
         lab.push(seconds);
         console.log(`  ${type} run ${r + 1}: CLI ${m.seconds.toFixed(1)} s, Lab ${seconds.toFixed(1)} s (${s.replace(/ — done$/, '')})`);
       }
-      // same bytes? sha-256 of the Lab's output, read back in 32 MiB ranges, against the CLI's file
-      const outSize = await downloadSize(page);
-      const h = createHash('sha256');
-      for (let off = 0; off < outSize; off += 32 << 20) h.update(await readDownloadRange(page, off, Math.min(32 << 20, outSize - off)));
-      const same = outSize === fs.statSync(cliOut).size && h.digest('hex') === (await sha256File(cliOut));
+      // same bytes? the Lab's output downloaded (a file copy by the browser) against the CLI's file
+      const labOut = path.join(outDir, `lab-${type}.gguf`);
+      const [dl] = await Promise.all([page.waitForEvent('download'), page.getByTestId('download').click()]);
+      await dl.saveAs(labOut);
+      const same = fs.statSync(labOut).size === fs.statSync(cliOut).size && (await sha256File(labOut)) === (await sha256File(cliOut));
+      await dl.delete();
+      fs.rmSync(labOut, { force: true });
       const best = (a: number[]) => Math.min(...a);
       const mean = (a: number[]) => a.reduce((x, y) => x + y, 0) / a.length;
       rows.push(

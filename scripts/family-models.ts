@@ -8,7 +8,10 @@
  * Weights are N(0, (gain/sqrt(cols))^2) by a per-tensor seeded stream (gain 1.5 for the output so the
  * next-token distributions are peaked, as a trained model's are); norm gains 1 +- 0.2. Same seed -> same bytes.
  */
+import { readFileSync } from 'node:fs';
 import { tokenizerFromVocab } from '../src/io/convert.js';
+import { parseSentencepieceModel } from '../src/io/vocab.js';
+import { trainByteBpe } from '../src/model/bpe-train.js';
 import { llama3RopeFreqs } from '../src/io/hf-families.js';
 import { toHfRows } from '../src/io/hf-llama.js';
 import { gguf, type GgufValue } from '../src/io/gguf.js';
@@ -34,6 +37,26 @@ export const FAMILY_VOCAB: Readonly<Record<Family, string>> = Object.freeze({
   gemma2: 'spm',
   gemma3: 'spm',
 });
+
+const vocabCache = new Map<string, Vocab>();
+
+/**
+ * The vocabulary a family's test models use: tok512.model (sentencepiece), or a byte-level BPE vocabulary
+ * learned on the shipped texts with the family's pre-tokenizer (500 merges). `data` is the data/ folder.
+ */
+export function familyVocab(family: Family, data: URL): Vocab {
+  const k = FAMILY_VOCAB[family];
+  let v = vocabCache.get(k);
+  if (!v) {
+    const read = (f: string) => readFileSync(new URL(f, data));
+    v =
+      k === 'spm'
+        ? parseSentencepieceModel(new Uint8Array(read('tok512.model')))
+        : trainByteBpe(read('tinystories-valid-head.txt').toString('utf8').slice(0, 60_000) + read('wikitext-2-test.raw').toString('utf8').slice(0, 30_000), { pre: k, merges: 500 });
+    vocabCache.set(k, v);
+  }
+  return v;
+}
 
 export interface FamilyTensor {
   name: string;
@@ -83,9 +106,13 @@ export function familyModel(family: Family, vocab: Vocab, seed = 1): FamilyModel
     for (let i = 0; i < n; i++) v[i] = std * (u() + u() + u() + u() - 2) * 1.7320508;
     add(name, ne, v);
   };
+  // norm gains 1 +- 0.2; the pre-attention / pre-FFN norms have 4 outlier channels (gain 8), as trained
+  // models do (the activation outliers AWQ and SmoothQuant are about)
   const norm = (name: string, n: number) => {
     const next = xorshift32(streamSeed(name, seed));
-    add(name, [n], Float32Array.from({ length: n }, () => 1 + 0.4 * (next() / 4294967296 - 0.5)));
+    const g = Float32Array.from({ length: n }, () => 1 + 0.4 * (next() / 4294967296 - 0.5));
+    if (/(attn_norm|ffn_norm)\.weight$/.test(name)) for (let i = 0; i < 4; i++) g[(i * 17 + 3) % n] = 8;
+    add(name, [n], g);
   };
   random('token_embd.weight', [dim, nVocab], gemma ? 1 / 4 : 2); // gemma scales embeddings by sqrt(dim)
   norm('output_norm.weight', dim);

@@ -36,7 +36,8 @@ p.add_argument('--threads', type=int, default=0)
 p.add_argument('--eval-every', type=int, default=50)
 p.add_argument('--eval-ctx', type=int, default=128)
 p.add_argument('--bos', type=int, default=1)
-p.add_argument('--bench', type=int, default=0, help='time this many steps after 2 warm-up steps, print JSON, exit')
+p.add_argument('--bench', type=int, default=0, help='time this many steps after --bench-warmup steps, print JSON, exit')
+p.add_argument('--bench-warmup', type=int, default=2)
 p.add_argument('--out')
 a = p.parse_args()
 if a.threads: torch.set_num_threads(a.threads)
@@ -157,7 +158,7 @@ def train_step(step):
     return loss.item()
 
 if a.bench:
-    for s in range(2): train_step(s)
+    for s in range(a.bench_warmup): train_step(s)
     t0 = time.perf_counter()
     for s in range(a.bench): train_step(s)
     dt = time.perf_counter() - t0

@@ -62,6 +62,7 @@ test('allocation bad input: one clear line, exit 2, nothing written', () => {
   const db = path.join(tmp, 'db2.json');
   const cases: [string[], RegExp][] = [
     [['--target-size', '1000', ...CAL, ...TYPES], /unreachable/],
+    [['--target-size', '99000000', ...CAL, ...TYPES], /larger than the model in F32/],
     [['--target-size', '300000', '--pure', ...CAL, ...TYPES], /--pure/],
     [['--target-size', '300000', '--target-bpw', '4'], /either --target-size or --target-bpw/],
     [['--target-bpw', '99'], /target-bpw/],

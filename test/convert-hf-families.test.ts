@@ -14,13 +14,11 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync,
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { FAMILIES, FAMILY_VOCAB, familyHfFolder, familyModel, type Family, type HfFolder } from '../scripts/family-models.js';
+import { FAMILIES, familyHfFolder, familyModel, familyVocab, type Family, type HfFolder } from '../scripts/family-models.js';
 import { fileSource } from '../src/cli/node-source.js';
 import { plainValue, readGguf, readGgufTensor } from '../src/io/gguf.js';
 import { memorySink } from '../src/io/sink.js';
 import { SafetensorsWriter } from '../src/io/safetensors.js';
-import { parseSentencepieceModel } from '../src/io/vocab.js';
-import { trainByteBpe } from '../src/model/bpe-train.js';
 import type { Vocab } from '../src/model/types.js';
 
 const DATA = (f: string) => new URL(`../../data/${f}`, import.meta.url);
@@ -28,16 +26,7 @@ const STORIES = readFileSync(DATA('tinystories-valid-head.txt'), 'utf8');
 const WIKI = readFileSync(DATA('wikitext-2-test.raw'), 'utf8');
 const CLI = new URL('../../bin/lowbit.js', import.meta.url).pathname;
 
-const vocabs = new Map<string, Vocab>();
-function vocabFor(f: Family): Vocab {
-  const k = FAMILY_VOCAB[f];
-  let v = vocabs.get(k);
-  if (!v) {
-    v = k === 'spm' ? parseSentencepieceModel(new Uint8Array(readFileSync(DATA('tok512.model')))) : trainByteBpe(STORIES.slice(0, 60_000) + WIKI.slice(0, 30_000), { pre: k, merges: 500 });
-    vocabs.set(k, v);
-  }
-  return v;
-}
+const vocabFor = (f: Family): Vocab => familyVocab(f, new URL('../../data/', import.meta.url));
 
 async function safetensorsBytes(tensors: HfFolder['tensors']): Promise<Uint8Array> {
   const sink = memorySink();

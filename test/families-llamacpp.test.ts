@@ -12,13 +12,11 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { FAMILIES, FAMILY_VOCAB, familyModel, type Family, type FamilyModel } from '../scripts/family-models.js';
+import { FAMILIES, familyModel, familyVocab, type Family, type FamilyModel } from '../scripts/family-models.js';
 import { fileSource } from '../src/cli/node-source.js';
 import { loadModel } from '../src/eval/load.js';
 import { gguf, writeGguf } from '../src/io/gguf.js';
 import { memorySink } from '../src/io/sink.js';
-import { parseSentencepieceModel } from '../src/io/vocab.js';
-import { trainByteBpe } from '../src/model/bpe-train.js';
 import type { Vocab } from '../src/model/types.js';
 import { loadLlamaCpp } from '../scripts/llama-tools.js';
 
@@ -27,16 +25,7 @@ const STORIES = readFileSync(DATA('tinystories-valid-head.txt'), 'utf8');
 const WIKI = readFileSync(DATA('wikitext-2-test.raw'), 'utf8');
 const CLI = new URL('../../bin/lowbit.js', import.meta.url).pathname;
 
-const vocabs = new Map<string, Vocab>();
-function vocabFor(f: Family): Vocab {
-  const k = FAMILY_VOCAB[f];
-  let v = vocabs.get(k);
-  if (!v) {
-    v = k === 'spm' ? parseSentencepieceModel(new Uint8Array(readFileSync(DATA('tok512.model')))) : trainByteBpe(STORIES.slice(0, 60_000) + WIKI.slice(0, 30_000), { pre: k, merges: 500 });
-    vocabs.set(k, v);
-  }
-  return v;
-}
+const vocabFor = (f: Family): Vocab => familyVocab(f, new URL('../../data/', import.meta.url));
 
 async function ggufBytes(m: Pick<FamilyModel, 'metadata' | 'tensors'>): Promise<Uint8Array> {
   const sink = memorySink();

@@ -46,6 +46,6 @@ test('convert: llama2.c -> GGUF equals the llama.cpp-made file; GGUF -> safetens
   r = lowbit('convert', out, path.join(dir, 'x.bin'));
   assert.equal(r.status, 2);
   assert.match(r.stderr, /extension must be .gguf or .safetensors/);
-  assert.deepEqual(fs.readdirSync(dir).sort(), ['m.gguf', 'model.safetensors'], 'no temp files left');
+  assert.deepEqual(fs.readdirSync(dir).sort(), ['config.json', 'm.gguf', 'model.safetensors'], 'no temp files left (config.json: the safetensors checkpoint reads back)');
   fs.rmSync(dir, { recursive: true, force: true });
 });

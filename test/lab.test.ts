@@ -122,6 +122,23 @@ test('lab: quantize, evaluate and download in Chromium', { timeout: 600000 }, as
       assert.ok(got.equals(fs.readFileSync(path.join(tmp, 'cli-mxfp4.gguf'))), 'the Lab\'s MXFP4 file differs from lowbit quantize\'s');
     });
 
+    await t.test('Q4_K_M with an importance matrix file: same bytes as lowbit quantize --imatrix', async () => {
+      const im = path.join(tmp, 'imatrix.gguf');
+      cli('imatrix', path.join(root, 'data', 'stories260K.gguf'), '--text', path.join(root, 'data', 'tinystories-valid-head.txt'), '--ctx', '128', '--chunks', '8', '-o', im, '--json');
+      await page.getByTestId('bundled-model').click();
+      assert.match(await statusDone(page), /opened stories260K.*done$/);
+      await page.getByTestId('type').selectOption('Q4_K_M');
+      await page.locator('#imatrix').setInputFiles(im);
+      await page.getByTestId('quantize').click();
+      assert.match(await statusDone(page), /Q4_K_M\.gguf.*done$/);
+      const got = await download(page, path.join(tmp, 'lab-q4km-im.gguf'));
+      cli('quantize', path.join(root, 'data', 'stories260K.gguf'), path.join(tmp, 'cli-q4km-im.gguf'), '--type', 'Q4_K_M', '--imatrix', im, '--json');
+      const want = fs.readFileSync(path.join(tmp, 'cli-q4km-im.gguf'));
+      assert.ok(got.equals(want), 'the Lab\'s imatrix Q4_K_M file differs from lowbit quantize --imatrix\'s');
+      assert.ok(!got.equals(fs.readFileSync(path.join(tmp, 'cli-q4km.gguf'))), 'the importance matrix changed nothing');
+      await page.locator('#imatrix').setInputFiles([]);
+    });
+
     await t.test('bad files: one readable error, and the page stays usable', async () => {
       const gg = fs.readFileSync(path.join(root, 'data', 'stories260K.gguf'));
       const truncated = path.join(tmp, 'truncated.gguf');

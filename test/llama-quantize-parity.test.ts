@@ -1,9 +1,11 @@
 /**
  * llama-quantize parity: for every case llama-quantize ran in tools/llama-quantize-expected/generate.mjs
- * (15 file types, with and without --pure, with and without --imatrix (GGUF form; a few types also with
- * the legacy .dat form of the same matrix), on stories260K and on a synthetic
- * llama whose rows are multiples of 256), lowbit's quantize must choose the same GGML type for every
- * tensor and write the same bytes (sha256 recorded in test/golden/llama-quantize/expected.json).
+ * (25 file types incl. every IQ type, with and without --pure, with and without --imatrix (GGUF form; a few
+ * types also with the legacy .dat form of the same matrix); per-tensor flags: --tensor-type (first match
+ * wins, lowercased patterns), --tensor-type-file, --output-tensor-type / --token-embedding-type for many
+ * types, --prune-layers), on stories260K and on a synthetic llama whose rows are multiples of 256,
+ * lowbit's quantize must choose the same GGML type for every tensor and write the same bytes (sha256
+ * recorded in test/golden/llama-quantize/expected.json).
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -16,7 +18,8 @@ import { openModelFile, type ModelFile } from '../src/io/model-file.js';
 import { memorySink } from '../src/io/sink.js';
 import { bytesSource } from '../src/io/source.js';
 import { readImatrix } from '../src/pipeline/imatrix-file.js';
-import { planQuantization, quantize } from '../src/pipeline/quantize.js';
+import { planQuantization, quantizeModel } from '../src/pipeline/quantize.js';
+import { editModel, parsePruneLayers, parseTensorTypeFile, parseTensorTypeOverride, recipeWithOverrides, remapImatrix } from '../src/pipeline/model-edit.js';
 import { writeSyntheticLlama, type SyntheticLlama } from '../scripts/synthetic-model.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -27,6 +30,10 @@ interface Case {
   pure: boolean;
   /** true: the GGUF imatrix; 'dat': the same importance matrix in llama-imatrix's legacy .dat form */
   imatrix: boolean | 'dat';
+  /** llama-quantize's per-tensor flags (--tensor-type, --output-tensor-type, --token-embedding-type, --prune-layers) */
+  flags?: string[];
+  /** entries of a --tensor-type-file given after the flags */
+  tensorTypeFile?: string[];
   tensors: Record<string, string>;
 }
 interface Expected {
@@ -44,11 +51,31 @@ async function modelBytes(m: Expected['models'][string]): Promise<Uint8Array> {
   return sink.bytes();
 }
 
-async function quantizedTensors(model: ModelFile, c: Case, imatrix: Imatrix | undefined): Promise<Record<string, string>> {
-  const recipe = llamaRecipe(c.type, { pure: c.pure });
-  const plan = planQuantization(model, recipe, 'gguf', { hasImatrix: !!imatrix });
+/** lowbit's recipe, model view and imatrix for a case's llama-quantize flags */
+function withFlags(model: ModelFile, c: Case, imatrix: Imatrix | undefined) {
+  const f = c.flags ?? [];
+  const value = (name: string) => {
+    const i = f.lastIndexOf(name);
+    return i >= 0 ? f[i + 1] : undefined;
+  };
+  const overrides = [
+    ...f.flatMap((x, i) => (x === '--tensor-type' ? [parseTensorTypeOverride(f[i + 1])] : [])),
+    ...(c.tensorTypeFile ? parseTensorTypeFile(c.tensorTypeFile.join('\n'), 'tensor-types.txt') : []),
+  ];
+  const recipe = recipeWithOverrides(
+    llamaRecipe(c.type, { pure: c.pure, outputTensorType: value('--output-tensor-type')?.toUpperCase(), tokenEmbeddingType: value('--token-embedding-type')?.toUpperCase() }),
+    overrides,
+  );
+  const prune = value('--prune-layers');
+  const edited = editModel(model, { pruneLayers: prune ? parsePruneLayers(prune) : [] });
+  return { recipe, model: edited.model, imatrix: imatrix && remapImatrix(imatrix, edited.originalName), mixLayers: edited.mixLayers };
+}
+
+async function quantizedTensors(model0: ModelFile, c: Case, imatrix0: Imatrix | undefined): Promise<Record<string, string>> {
+  const { recipe, model, imatrix, mixLayers } = withFlags(model0, c, imatrix0);
+  const plan = planQuantization(model, recipe, 'gguf', { hasImatrix: !!imatrix, mixLayers });
   const sink = memorySink();
-  await quantize(model, recipe, sink, { output: 'gguf', imatrix });
+  await quantizeModel(model, plan, sink, { imatrix });
   const q = await openModelFile(bytesSource(sink.bytes(), 'out.gguf'));
   const got: Record<string, string> = {};
   for (const t of q.tensors) got[t.name] = `${t.type}:${sha256(await q.read(t)).slice(0, 16)}`;
@@ -68,7 +95,7 @@ for (const [name, m] of Object.entries(expected.models)) {
     const typeDiffs: string[] = [];
     const byteDiffs: string[] = [];
     for (const c of m.cases) {
-      const label = `${c.type}${c.pure ? ' --pure' : ''}${c.imatrix === 'dat' ? ' --imatrix (.dat)' : c.imatrix ? ' --imatrix' : ''}`;
+      const label = `${c.type}${c.pure ? ' --pure' : ''}${c.flags ? ` ${c.flags.join(' ')}` : ''}${c.tensorTypeFile ? ` --tensor-type-file [${c.tensorTypeFile.join(' ')}]` : ''}${c.imatrix === 'dat' ? ' --imatrix (.dat)' : c.imatrix ? ' --imatrix' : ''}`;
       const got = await quantizedTensors(model, c, c.imatrix === 'dat' ? imatrixDat : c.imatrix ? imatrix : undefined);
       assert.deepEqual(Object.keys(got).sort(), Object.keys(c.tensors).sort(), `${label}: tensor names`);
       let same = 0;

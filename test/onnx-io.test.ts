@@ -205,6 +205,45 @@ test('fuzz: mutated models parse or fail with LowbitError; random models round-t
   }
 });
 
+test('.npy / .npz calibration files: write-read round trip, stored zip entries, bad headers', async () => {
+  const { readNpy, writeNpy, readNpz } = await import('../src/io/npy.js');
+  const a = { type: 'float32' as const, shape: [2, 3], data: new Uint8Array(Float32Array.of(1, 2, 3, 4, 5, 6.5).buffer) };
+  const b = readNpy(writeNpy(a));
+  assert.deepEqual(b.shape, [2, 3]);
+  assert.deepEqual(Array.from(new Float32Array(b.data.buffer)), [1, 2, 3, 4, 5, 6.5]);
+  // a stored (method 0) zip with one entry x.npy
+  const npy = writeNpy({ type: 'int64', shape: [], data: new Uint8Array(new BigInt64Array([16000n]).buffer) });
+  const name = new TextEncoder().encode('x.npy');
+  const local = new Uint8Array(30 + name.length + npy.length);
+  const dv = new DataView(local.buffer);
+  dv.setUint32(0, 0x04034b50, true);
+  dv.setUint32(18, npy.length, true);
+  dv.setUint32(22, npy.length, true);
+  dv.setUint16(26, name.length, true);
+  local.set(name, 30);
+  local.set(npy, 30 + name.length);
+  const central = new Uint8Array(46 + name.length);
+  const cv = new DataView(central.buffer);
+  cv.setUint32(0, 0x02014b50, true);
+  cv.setUint32(20, npy.length, true);
+  cv.setUint32(24, npy.length, true);
+  cv.setUint16(28, name.length, true);
+  central.set(name, 46);
+  const end = new Uint8Array(22);
+  const ev = new DataView(end.buffer);
+  ev.setUint32(0, 0x06054b50, true);
+  ev.setUint16(8, 1, true);
+  ev.setUint16(10, 1, true);
+  ev.setUint32(12, central.length, true);
+  ev.setUint32(16, local.length, true);
+  const zip = new Uint8Array([...local, ...central, ...end]);
+  const arrays = readNpz(zip);
+  assert.equal(new BigInt64Array(arrays.get('x')!.data.slice().buffer)[0], 16000n);
+  await expectFail(() => readNpy(new Uint8Array(20)), /bad magic/, 'npy magic');
+  await expectFail(() => readNpy(writeNpy(a).subarray(0, 130)), /data bytes/, 'npy truncated');
+  await expectFail(() => readNpz(new Uint8Array(30)), /not an .npz/, 'npz');
+});
+
 test('lowbit inspect model.onnx lists ops, weights and I/O; bad files exit 2 with one line', () => {
   const r = spawnSync(process.execPath, [bin, 'inspect', MODELS.ocrRec], { encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);

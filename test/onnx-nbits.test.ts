@@ -12,7 +12,8 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { buildModel, floatTensor, node, valueInfo } from '../src/io/onnx/build.js';
 import { encodeOnnx, parseOnnx, tensorBytes } from '../src/io/onnx/model.js';
-import { decodeNBits, matmulTargets, quantizeMatMulNBits, quantizeRows, targetWeightRows, type NBitsOptions } from '../src/io/onnx/nbits.js';
+import { decodeNBits, matmulTargets, quantizeMatMulNBits, quantizeRows, rtnInt, targetWeightRows, type NBitsOptions } from '../src/io/onnx/nbits.js';
+import { intGrid, rtnWithGrid } from '../src/algos/grids.js';
 import { writeNpy } from '../src/io/npy.js';
 import { accumulateHessian, finishHessian } from '../src/algos/gptq.js';
 import { ortSession } from '../src/cli/onnx-runtime.js';
@@ -79,6 +80,19 @@ test('MatMulNBits runs in onnxruntime-node and equals A @ dequant(B) (2/4/8 bits
     const bound = c.opts.accuracyLevel === 4 ? 2e-2 * mag : 1e-5 * mag;
     assert.ok(err <= bound, `${JSON.stringify(c)}: max |ort - reference| ${err} > ${bound}`);
   }
+});
+
+test('rtnInt (the fast RTN) gives intGrid\'s parameters and values bit for bit', () => {
+  const w = data(48 * 128, (i) => Math.sin(i * 0.61) * (1 + (i % 13)) * (i % 97 === 0 ? 9 : 1));
+  w.fill(0, 256, 288); // an all-zero group
+  for (const bits of [2, 4, 8])
+    for (const asym of [false, true])
+      for (const g of [16, 32, 128]) {
+        const a = rtnInt(w, 48, 128, bits, g, asym);
+        const b = rtnWithGrid(w, 48, 128, intGrid(bits, g, asym));
+        assert.equal(a.q.findIndex((v, i) => v !== b.q[i]), -1, `${bits} ${asym} ${g}: values`);
+        assert.equal(a.params.findIndex((v, i) => v !== b.params[i]), -1, `${bits} ${asym} ${g}: params`);
+      }
 });
 
 test('GPTQ into MatMulNBits: lower output error than RTN on the calibration activations', () => {

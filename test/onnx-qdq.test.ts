@@ -91,6 +91,21 @@ test('QDQ Conv (int8 per channel + uint8 static activation) in onnxruntime equal
   assert.ok(err < 1e-4 * mag, `max |ort - emulation| ${err} of ${mag}`);
 });
 
+test('quantizePerChannel: per-channel scales along any axis (against a direct reference)', () => {
+  const shape = [3, 4, 5];
+  const w = Float32Array.from({ length: 60 }, (_, i) => Math.sin(i * 1.3) * (i + 1));
+  for (const axis of [0, 1, 2]) {
+    const { q, scales } = quantizePerChannel(w, shape, axis);
+    const strides = [20, 5, 1];
+    for (let c = 0; c < shape[axis]; c++) {
+      let amax = 0;
+      for (let i = 0; i < 60; i++) if (Math.floor(i / strides[axis]) % shape[axis] === c) amax = Math.max(amax, Math.abs(w[i]));
+      assert.equal(scales[c], Math.fround(amax / 127));
+    }
+    for (let i = 0; i < 60; i++) assert.equal(q[i], Math.max(-127, Math.min(127, Math.round(w[i] / scales[Math.floor(i / strides[axis]) % shape[axis]]))));
+  }
+});
+
 test('calibration ranges: percentile, mse and entropy clip the long tail that minmax keeps', () => {
   // Laplace(0, 1) samples (a heavy tail: where clipping pays)
   const x = Float32Array.from({ length: 100000 }, (_, i) => {

@@ -109,7 +109,7 @@ test('quantize CLI: clear errors, exit 2, nothing written', () => {
     [[GGUF, out], /needs --type/],
     [[GGUF, path.join(tmp, 'x.bin'), '--type', 'Q8_0'], /extension must be .gguf or .safetensors/],
     [[GGUF, out, '--type', 'Q8_0', '--imatrix', path.join(tmp, 'missing.dat')], /does not exist/],
-    [[GGUF, out, '--type', 'ggml_iq2_xxs'], /cannot quantize to it yet/],
+    [[GGUF, out, '--type', 'Q4_0', '--tensor-type', 'attn_v=q9_0'], /unknown or unwritable GGML type 'q9_0'/],
     [[path.join(tmp, 'nope.gguf'), out, '--type', 'Q8_0'], /does not exist/],
   ];
   for (const [args, re] of cases) {

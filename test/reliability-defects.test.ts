@@ -161,3 +161,90 @@ test('14: small ones: symlink loop, a value-less option, usage on stderr', () =>
   assert.equal(r.stdout, '');
   assert.match(r.stderr, /usage: lowbit <command>/);
 });
+
+test('4, 10: contexts are checked before anything is allocated or printed', () => {
+  const dir = scratch();
+  refused(dir, /--ctx: 100000000 is above the maximum/, 'eval', 'm.gguf', '--text', 't.txt', '--ctx', '100000000');
+  refused(dir, /longer than the model's 2048/, 'eval', 'm.gguf', '--text', 't.txt', '--ctx', '1000000');
+  refused(dir, /longer than the model's 2048/, 'generate', 'm.gguf', '--ctx', '1000000', '-p', 'Once');
+  refused(dir, /longer than the model's 2048/, 'imatrix', 'm.gguf', '--text', 't.txt', '--ctx', '4096', '-o', 'i.gguf');
+  refused(dir, /maximum/, 'eval', 'm.gguf', '--text', 't.txt', '--ctx', '1e12');
+  // a GGUF whose context_length is 0xffffffff: the default context is capped (4096), the KV cache bounded
+  const b = fs.readFileSync(path.join(dir, 'm.gguf'));
+  const k = b.indexOf('llama.context_length') + 'llama.context_length'.length;
+  b.writeUInt32LE(0xffffffff, k + 4);
+  fs.writeFileSync(path.join(dir, 'big.gguf'), b);
+  const g = lowbit(dir, 'generate', 'big.gguf', '-p', 'Once', '-n', '4', '--temp', '0');
+  assert.equal(g.status, 0, g.stderr);
+  assert.match(g.stdout, /^Once upon/);
+  // prompt + n beyond the context: exit 2 and nothing on stdout
+  const r = lowbit(dir, 'generate', 'm.gguf', '-p', 'Once', '-n', '5000', '--temp', '0');
+  assert.equal(r.status, 2);
+  assert.equal(r.stdout, '');
+  assert.match(r.stderr, /exceed the context of 2048/);
+});
+
+test('5, 13: one option table: ranges and conflicts are the same for every command', () => {
+  const dir = scratch();
+  const q = ['quantize', 'm.gguf', 'q.gguf'];
+  refused(dir, /--calib-tokens: 1000000000000 is above the maximum/, ...q, '--type', 'Q8_0', '--calib-tokens', '1e12');
+  refused(dir, /--calib-tokens: 100000000 is above the maximum/, ...q, '--type', 'Q8_0', '--calib-tokens', '100000000');
+  refused(dir, /--threads: 99999 is above the maximum 256/, ...q, '--type', 'Q8_0', '--threads', '99999');
+  refused(dir, /--threads: 99999 is above the maximum 256/, 'eval', 'm.gguf', '--text', 't.txt', '--threads', '99999');
+  refused(dir, /--seed: -1 is below the minimum 0/, 'generate', 'm.gguf', '--seed', '-1');
+  refused(dir, /--seed: -1 is below the minimum 0/, ...q, '--type', 'Q8_0', '--seed', '-1');
+  refused(dir, /--group: 1000000000 is above the maximum/, 'quantize', 'm.gguf', 'q.safetensors', '--type', 'int4', '--group', '1e9');
+  refused(dir, /--group 4096 fits no tensor/, 'quantize', 'm.gguf', 'q.safetensors', '--type', 'int4', '--group', '4096');
+  refused(dir, /--pure applies to llama\.cpp types/, 'quantize', 'm.gguf', 'q.safetensors', '--type', 'int4', '--pure');
+  refused(dir, /--group applies to generic schemes/, ...q, '--type', 'Q4_0', '--group', '32');
+  refused(dir, /--act-order applies to --algo gptq/, ...q, '--type', 'Q4_0', '--act-order');
+  refused(dir, /give either --base or --base-logits/, 'eval', 'm.gguf', '--base', 'm.gguf', '--base-logits', 'x');
+  refused(dir, /give either --type or --recipe/, ...q, '--type', 'Q8_0', '--recipe', 'x.json');
+  refused(dir, /--eval-ctx applies only with --eval/, ...q, '--type', 'Q8_0', '--eval-ctx', '64');
+  const help = lowbit(dir, 'quantize', '--help').stdout;
+  assert.match(help, /--threads <int>.*\(1\.\.256\)/);
+});
+
+test('7, 8: a tokenizer of another vocabulary is refused; damaged safetensors are reported as safetensors', () => {
+  const dir = scratch();
+  refused(dir, /32000 tokens, but the model's vocabulary is 512/, 'convert', data('stories260K.bin'), 'wv.gguf', '--tokenizer', data('tokenizer.bin'));
+  refused(dir, /32000 tokens, but the model's vocabulary is 512/, 'convert', data('stories260K.bin'), 'wv.gguf', '--tokenizer', data('tokenizer.model'));
+  const head = Buffer.alloc(8);
+  head.writeBigUInt64LE(1000000000n);
+  fs.writeFileSync(path.join(dir, 'big.safetensors'), Buffer.concat([head, Buffer.from('{"a":1}')]));
+  head.writeBigUInt64LE(8n);
+  fs.writeFileSync(path.join(dir, 'nj.safetensors'), Buffer.concat([head, Buffer.from('notjson!'), Buffer.alloc(100)]));
+  for (const c of [['inspect'], ['eval', '--text', 't.txt'], ['quantize', '--type', 'Q8_0', 'q.gguf'], ['convert', 'o.gguf']]) {
+    refused(dir, /big\.safetensors: safetensors header length 1000000000 runs past the end of the file/, c[0], 'big.safetensors', ...c.slice(1));
+    refused(dir, /nj\.safetensors: safetensors header is not JSON/, c[0], 'nj.safetensors', ...c.slice(1));
+  }
+});
+
+test('11: a NaN in the weights is an error naming the layer where it first appears', () => {
+  const dir = scratch();
+  const info = JSON.parse(lowbit(dir, 'inspect', '--json', 'm.gguf').stdout) as { tensors: { name: string; offset: number }[] };
+  const t = info.tensors.find((x) => x.name === 'blk.2.ffn_norm.weight')!;
+  const b = fs.readFileSync(path.join(dir, 'm.gguf'));
+  b.writeFloatLE(NaN, t.offset);
+  fs.writeFileSync(path.join(dir, 'nan.gguf'), b);
+  refused(dir, /non-finite value \(NaN\) in the output of layer 2 \(blk\.2\) at token position 0/, 'eval', 'nan.gguf', '--text', 't.txt', '--ctx', '64', '--chunks', '1');
+  refused(dir, /non-finite value .* layer 2/, 'eval', 'nan.gguf', '--text', 't.txt', '--ctx', '64', '--chunks', '1', '--save-logits', 'l.bin');
+  refused(dir, /non-finite value .* layer 2/, 'generate', 'nan.gguf', '-p', 'Once', '-n', '4');
+  refused(dir, /non-finite|overflows/, 'imatrix', 'nan.gguf', '--text', 't.txt', '--ctx', '64', '--chunks', '2', '-o', 'i.gguf');
+});
+
+test('14: convert GGUF -> safetensors writes config.json, so lowbit reads its own output back; ENOSPC names the file (reliability-faults)', () => {
+  const dir = scratch();
+  fs.mkdirSync(path.join(dir, 'st'));
+  let r = lowbit(dir, 'convert', 'm.gguf', 'st/m.safetensors');
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(JSON.parse(fs.readFileSync(path.join(dir, 'st/config.json'), 'utf8')).num_hidden_layers, 5);
+  r = lowbit(dir, 'eval', 'st/m.safetensors', '-z', data('tok512.model'), '--text', 't.txt', '--ctx', '64', '--chunks', '1', '--json');
+  const s = lowbit(dir, 'eval', 'm.gguf', '--text', 't.txt', '--ctx', '64', '--chunks', '1', '--json');
+  assert.equal(r.status, 0, r.stderr);
+  assert.ok(Math.abs(JSON.parse(r.stdout).ppl - JSON.parse(s.stdout).ppl) < 1e-3, 'same model read back');
+  // another checkpoint's config.json in the folder is not replaced without --force
+  fs.mkdirSync(path.join(dir, 'other'));
+  fs.writeFileSync(path.join(dir, 'other/config.json'), '{"model_type": "other"}');
+  refused(dir, /config\.json already exists and differs.*--force/, 'convert', 'm.gguf', 'other/m.safetensors');
+});

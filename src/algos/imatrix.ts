@@ -35,19 +35,24 @@ export function emptyImatrix(chunkSize: number, datasets: string[] = []): Imatri
 }
 
 /** Add the activations x (nTok rows of nIn) that enter weight `name`. */
-export function accumulateImatrix(m: Imatrix, name: string, x: Float32Array, nTok: number, nIn: number): void {
+export function accumulateImatrix(m: Imatrix, name: string, x: Float32Array, nTok: number, nIn: number, expert?: { index: number; count: number }): void {
+  // experts (a 3-D ffn_*_exps tensor): one block of nIn sums and one count per expert, as llama-imatrix
+  // keeps them for MUL_MAT_ID (each routed row counts for its expert only)
+  const nMat = expert?.count ?? 1;
+  const at = expert?.index ?? 0;
   let e = m.entries.get(name);
   if (!e) {
-    e = { name, sums: new Float64Array(nIn), counts: new Float64Array(1) };
+    e = { name, sums: new Float64Array(nIn * nMat), counts: new Float64Array(nMat) };
     m.entries.set(name, e);
   }
-  if (e.sums.length !== nIn) fail(`imatrix entry ${name} has ${e.sums.length} columns, activations have ${nIn}`);
-  const s = e.sums;
+  if (e.sums.length !== nIn * nMat || e.counts.length !== nMat) fail(`imatrix entry ${name} has ${e.sums.length} values for ${e.counts.length} matrices, activations have ${nIn} columns for ${nMat}`);
+  if (!(at >= 0 && at < nMat)) fail(`imatrix entry ${name}: expert ${at} is outside 0..${nMat - 1}`);
+  const s = e.sums.subarray(at * nIn, (at + 1) * nIn);
   for (let t = 0; t < nTok; t++) {
     const o = t * nIn;
     for (let j = 0; j < nIn; j++) s[j] += x[o + j] * x[o + j];
   }
-  e.counts[0] += nTok;
+  e.counts[at] += nTok;
 }
 
 /** The importance vector the quantizer sees: mean x^2 per column (float32). */

@@ -4,6 +4,7 @@
  * tensor's GGML type; written to GGUF) or a list of rules for generic schemes (written to safetensors,
  * or to GGUF when every scheme is a GGML type). Rules match tensor names; the first match wins.
  */
+import { ggmlTypeByName } from '../quant/ggml/types.js';
 import { fail } from '../errors.js';
 import { checkSchemeOption, SCHEME_OPTIONS } from '../quant/scheme-options.js';
 import { LLAMA_FTYPES } from './llama-types.js';
@@ -114,6 +115,9 @@ export function defineRecipe(o: unknown): Recipe {
     // the scheme options a rule carries, checked against their one declaration (quant/scheme-options.ts)
     for (const s of SCHEME_OPTIONS) if (s.recipeField && x[s.recipeField] !== undefined) checkSchemeOption(s, x[s.recipeField], `recipe: rule ${i} ${s.recipeField}`);
     if (x.algorithm !== undefined) algorithmList(x.algorithm, `recipe: rule ${i}`);
+    // in a llama.cpp recipe, a rule with a scheme is a per-tensor type override (llama-quantize --tensor-type)
+    if (r.llama !== undefined && x.scheme !== undefined && !ggmlTypeByName(String(x.scheme)))
+      fail(`recipe: rule ${i} (${x.match}): unknown GGML type '${x.scheme}' for a llama.cpp recipe`);
   });
   return deepFreeze(JSON.parse(JSON.stringify(r)) as Recipe);
 }

@@ -16,6 +16,8 @@ export interface OptionSpec {
   readonly choices?: readonly string[];
   readonly min?: number;
   readonly max?: number;
+  /** may be given several times: every value is kept, in order, in ParsedArgs.repeated */
+  readonly repeatable?: boolean;
 }
 
 export interface Command {
@@ -33,6 +35,8 @@ export interface ParsedArgs {
   readonly values: Record<string, string | number | boolean | undefined>;
   /** options the user actually passed */
   readonly given: Set<string>;
+  /** the values of repeatable options, [option name, value] in command-line order */
+  readonly repeated: [string, string][];
 }
 
 /**
@@ -105,6 +109,7 @@ export function parseArgs(cmd: Command, argv: readonly string[]): ParsedArgs {
   const values: Record<string, string | number | boolean | undefined> = {};
   const given = new Set<string>();
   const positionals: string[] = [];
+  const repeated: [string, string][] = [];
   for (const o of cmd.options) values[o.name] = o.default;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -148,6 +153,7 @@ export function parseArgs(cmd: Command, argv: readonly string[]): ParsedArgs {
       raw = argv[++i];
     }
     values[spec.name] = parseValue(spec, raw);
+    if (spec.repeatable) repeated.push([spec.name, raw]);
   }
   for (const name of given) {
     const rule = OPTION_RULES[name];
@@ -158,7 +164,7 @@ export function parseArgs(cmd: Command, argv: readonly string[]): ParsedArgs {
   const [lo, hi] = cmd.positionals ?? [0, 0];
   if (positionals.length < lo || positionals.length > hi)
     fail(`${cmd.name}: expected ${lo === hi ? lo : `${lo} to ${hi}`} argument(s), got ${positionals.length}; usage: ${cmd.usage}`);
-  return { positionals, values, given };
+  return { positionals, values, given, repeated };
 }
 
 export function helpText(cmd: Command): string {
@@ -169,7 +175,7 @@ export function helpText(cmd: Command): string {
     const min = Math.max(o.min ?? -Infinity, rule?.min ?? -Infinity);
     const max = Math.min(o.max ?? Infinity, rule?.max ?? Infinity);
     const range = o.type === 'int' || o.type === 'number' ? (Number.isFinite(min) || Number.isFinite(max) ? `${Number.isFinite(min) ? min : ''}..${Number.isFinite(max) ? max : ''}` : '') : '';
-    const extra = [o.choices ? `one of ${o.choices.join('|')}` : '', range, o.default !== undefined ? `default ${o.default}` : '', rule?.conflicts ? `not with ${rule.conflicts.map((c) => `--${c}`).join(', ')}` : '', rule?.requires ? `with ${rule.requires.map((c) => `--${c}`).join(' or ')}` : '']
+    const extra = [o.choices ? `one of ${o.choices.join('|')}` : '', range, o.default !== undefined ? `default ${o.default}` : '', rule?.conflicts ? `not with ${rule.conflicts.map((c) => `--${c}`).join(', ')}` : '', rule?.requires ? `with ${rule.requires.map((c) => `--${c}`).join(' or ')}` : '', o.repeatable ? 'repeatable' : '']
       .filter(Boolean)
       .join('; ');
     lines.push(`  ${flag.padEnd(30)} ${o.help}${extra ? ` (${extra})` : ''}`);

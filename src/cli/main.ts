@@ -41,19 +41,25 @@ export async function main(argv: readonly string[]): Promise<number> {
   } catch (e) {
     abortRun();
     if (e instanceof LowbitError) {
-      process.stderr.write(`lowbit: ${e.message}\n`);
+      process.stderr.write(`lowbit: ${oneLine(e.message)}\n`);
       return 2;
     }
     const err = e as NodeJS.ErrnoException;
     if (err && typeof err.code === 'string' && typeof err.message === 'string' && /^E[A-Z]+$/.test(err.code)) {
       // file-system errors (ENOENT, EACCES, EISDIR, ...) are bad input too
-      process.stderr.write(`lowbit: ${err.message}\n`);
+      process.stderr.write(`lowbit: ${oneLine(err.message)}\n`);
       return 2;
     }
     if (process.env.LOWBIT_DEBUG) throw e;
     process.stderr.write(`lowbit: internal error: ${(e as Error)?.message ?? String(e)} (set LOWBIT_DEBUG=1 for a trace)\n`);
     return 1;
   }
+}
+
+/** An error as one line (messages may quote file contents with newlines); at most 2000 characters. */
+function oneLine(message: string): string {
+  const s = message.replace(/\s*[\r\n]+\s*/g, ' ').trim();
+  return s.length > 2000 ? `${s.slice(0, 2000)}...` : s;
 }
 
 /** LOWBIT_WASM=off|simd|relaxed forces the scalar references or one WebAssembly build (default: auto). */

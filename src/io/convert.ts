@@ -8,7 +8,7 @@
  */
 import { fail } from '../errors.js';
 import { gguf, GgufType, GgufWriter, type GgufValue } from './gguf.js';
-import { ggufLlamaMetadata, ggufToHfName, hfToGgufName, hparamsFromGguf, hparamsFromHfConfig, ropePermuteHeads, toGgufRows, toHfRows, type LlamaHparams } from './hf-llama.js';
+import { ggufLlamaMetadata, ggufToHfName, hfConfigFromHparams, hfToGgufName, hparamsFromGguf, hparamsFromHfConfig, ropePermuteHeads, toGgufRows, toHfRows, type LlamaHparams } from './hf-llama.js';
 import type { Vocab } from '../model/types.js';
 import type { ModelFile, ModelTensor } from './model-file.js';
 import { dequantizePackedInt4, packedInt4ConfigOf, type PackedInt4Group } from './packed-int4.js';
@@ -326,7 +326,14 @@ export async function convertModel(m: ModelFile, sink: ByteSink, opts: ConvertOp
     } else await write(data);
   }
   await end();
-  return { tensors: plans.length, bytesWritten: written, hfConfig: undefined };
+  // a llama checkpoint written as Hugging Face safetensors needs its config.json to be read back
+  let hfConfig: Record<string, unknown> | undefined;
+  if (opts.to === 'safetensors' && hp && m.format !== 'safetensors') {
+    const kinds = new Set(plans.map((p) => p.kind));
+    const dtype = kinds.has('BF16') ? 'bfloat16' : kinds.has('F16') ? 'float16' : 'float32';
+    hfConfig = { ...hfConfigFromHparams(hp, dtype), tie_word_embeddings: !m.tensors.some((t) => t.name === 'output.weight') };
+  }
+  return { tensors: plans.length, bytesWritten: written, hfConfig };
 }
 
 function convertChunk(from: string, to: FloatType, bytes: Uint8Array, count: number): Uint8Array {

@@ -85,18 +85,34 @@ export function hparamsFromHfConfig(config: unknown): LlamaHparams {
   const c = config as Record<string, unknown>;
   const mt = c.model_type;
   if (mt !== undefined && mt !== 'llama' && mt !== 'mistral') fail(`config.json: model_type '${String(mt)}' is not a llama model`);
-  const nHead = num(c, 'num_attention_heads');
+  // sizes are positive integers in a sane range; heads divide the width (or head_dim is given) and
+  // key/value heads divide the heads: a config that cannot describe a model is refused here, once
+  const size = (k: string, dflt?: number, max = 2 ** 31 - 1): number => {
+    const v = num(c, k, dflt);
+    if (!(Number.isSafeInteger(v) && v >= 1 && v <= max)) fail(`config.json: '${k}' = ${v} must be an integer from 1 to ${max}`);
+    return v;
+  };
+  const nHead = size('num_attention_heads', undefined, 1 << 16);
+  const dim = size('hidden_size', undefined, 1 << 20);
+  const nHeadKv = size('num_key_value_heads', nHead, 1 << 16);
+  const headDim = c.head_dim === undefined || c.head_dim === null ? undefined : size('head_dim', undefined, 1 << 16);
+  if (nHead % nHeadKv !== 0) fail(`config.json: num_attention_heads ${nHead} is not a multiple of num_key_value_heads ${nHeadKv}`);
+  if (headDim === undefined && dim % nHead !== 0) fail(`config.json: hidden_size ${dim} is not a multiple of num_attention_heads ${nHead}`);
+  const rmsEps = num(c, 'rms_norm_eps', 1e-5);
+  if (!(rmsEps > 0 && rmsEps < 1)) fail(`config.json: rms_norm_eps ${rmsEps} must be in (0, 1)`);
+  const ropeTheta = typeof c.rope_theta === 'number' ? c.rope_theta : undefined;
+  if (ropeTheta !== undefined && !(ropeTheta > 0 && Number.isFinite(ropeTheta))) fail(`config.json: rope_theta ${ropeTheta} must be positive`);
   return {
-    vocabSize: num(c, 'vocab_size'),
-    dim: num(c, 'hidden_size'),
-    hiddenDim: num(c, 'intermediate_size'),
-    nLayers: num(c, 'num_hidden_layers'),
+    vocabSize: size('vocab_size', undefined, 1 << 24),
+    dim,
+    hiddenDim: size('intermediate_size', undefined, 1 << 22),
+    nLayers: size('num_hidden_layers', undefined, 1 << 12),
     nHead,
-    nHeadKv: num(c, 'num_key_value_heads', nHead),
-    contextLength: num(c, 'max_position_embeddings', 2048),
-    rmsEps: num(c, 'rms_norm_eps', 1e-5),
-    ropeTheta: typeof c.rope_theta === 'number' ? c.rope_theta : undefined,
-    headDim: typeof c.head_dim === 'number' ? c.head_dim : undefined,
+    nHeadKv,
+    contextLength: size('max_position_embeddings', 2048, 1 << 26),
+    rmsEps,
+    ropeTheta,
+    headDim,
   };
 }
 

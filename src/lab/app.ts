@@ -348,7 +348,10 @@ function updateFormState(): void {
   ($('scheme-opts') as HTMLFieldSetElement).disabled = llama || (gguf && isGgmlType(f.type));
   const algo = ($('algo') as HTMLSelectElement).value;
   $('ptq-fields').hidden = algo === 'rtn' && !($('calib-source') as HTMLSelectElement).value;
-  $('type-hint').textContent = llama
+  const calib = ($('calib-source') as HTMLSelectElement).value;
+  $('type-hint').textContent = llama && f.targetBpw
+    ? `mixed precision: each tensor's type chosen from ${f.type}'s candidates for ${f.targetBpw} bits per weight, by costs measured on the calibration text${calib ? '' : ' (choose one below)'}.`
+    : llama
     ? `llama.cpp's ${f.type} mixture: the same per-tensor types and bytes as llama-quantize.`
     : gguf
       ? `every quantizable tensor as GGML ${f.type.toUpperCase()}; a GGUF llama.cpp loads.`
@@ -377,6 +380,7 @@ function readForm(): QuantizeForm {
     outputTensorType: v('output-tensor-type') || undefined,
     tokenEmbeddingType: v('token-embedding-type') || undefined,
     leaveOutputTensor: b('leave-output') || undefined,
+    targetBpw: Number(v('target-bpw')) > 0 ? Number(v('target-bpw')) : undefined,
     algo: v('algo'),
     ptq: Object.keys(ptq).length ? ptq : undefined,
   };

@@ -25,6 +25,8 @@ export interface QuantizeForm {
   outputTensorType?: string;
   tokenEmbeddingType?: string;
   leaveOutputTensor?: boolean;
+  /** mixed precision: per-tensor GGML types for this many bits per weight (llama.cpp file types; needs a calibration text) */
+  targetBpw?: number;
   /** --algo: rtn, gptq, awq, hqq, awq+gptq */
   algo?: string;
   /** PTQ options that were set (the rest take PTQ_OPTIONS' defaults) */
@@ -83,6 +85,7 @@ export function cliCommand(f: QuantizeForm, input: string, output: string, extra
   if (f.outputTensorType) parts.push('--output-tensor-type', f.outputTensorType);
   if (f.tokenEmbeddingType) parts.push('--token-embedding-type', f.tokenEmbeddingType);
   if (f.leaveOutputTensor) parts.push('--leave-output-tensor');
+  if (f.targetBpw) parts.push('--target-bpw', String(f.targetBpw));
   if (f.algo && f.algo !== 'rtn') parts.push('--algo', f.algo);
   if (extra.calib) parts.push('--calib', extra.calib);
   if (extra.imatrix) parts.push('--imatrix', extra.imatrix);

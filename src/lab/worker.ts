@@ -30,6 +30,7 @@ import { evaluateQuantization } from '../pipeline/evaluate.js';
 import { readImatrix } from '../pipeline/imatrix-file.js';
 import type { EvaluateResult, ModelSummary, PlanSummary, QuantizeResult, Reply, Request, SinkKind, TensorSqnrResult } from './protocol.js';
 import { recipeFromForm } from './recipe-form.js';
+import { allocateForBpw } from './allocate.js';
 
 interface WorkerScope {
   name: string;
@@ -157,6 +158,17 @@ function startJobWorker(): void {
     return opened;
   }
 
+  /**
+   * The matmul engine on all threads, once its workers have started: nested workers start only while
+   * this worker's event loop runs, and a worker that joined in the middle of a job would make the
+   * first calls single-threaded (or worse, instantiate its module while the others compute).
+   */
+  async function engineThreads(): Promise<void> {
+    const e = MatmulEngine.get();
+    if (!e || e.setThreads(threads) < 2) return;
+    for (let i = 0; i < 250 && e.threadStats().ready < e.threads - 1; i++) await new Promise((r) => setTimeout(r, 20));
+  }
+
   async function open(files: File[], label?: string): Promise<Opened> {
     if (!files.length) throw new LowbitError('no file chosen');
     const byName = new Map(files.map((f) => [f.name, f]));
@@ -236,8 +248,15 @@ function startJobWorker(): void {
     const t0 = performance.now();
     const say = progress(id);
     const imatrix = req.imatrix ? await readImatrix(blobSource(req.imatrix, req.imatrix.name)) : undefined;
-    const { plan } = await planFor(req.form, !!imatrix);
+    let { plan } = await planFor(req.form, !!imatrix);
     const model = plan.output === 'gguf' && o.model.format !== 'gguf' ? await convertedForPlan(o) : o.model;
+    if (req.form.targetBpw) {
+      // mixed precision: per-tensor types for the size, from costs measured on the calibration text
+      await engineThreads();
+      const src = blobSource(o.model.format === 'gguf' ? o.main : converted!.blob, o.main.name);
+      const allocation = await allocateForBpw(src, model, plan.recipe, req.form.targetBpw, req.calibText, threads, (msg) => say(0, msg));
+      plan = planQuantization(model, allocation.recipe, 'gguf', { hasImatrix: !!imatrix });
+    }
     if (imatrix) checkImatrix(model, plan, imatrix, `imatrix ${req.imatrix!.name}`);
     const recipe = plan.recipe;
     MatmulEngine.get()?.setThreads(threads); // the calibration's matmuls, when the recipe has some
@@ -281,7 +300,7 @@ function startJobWorker(): void {
     const o = need();
     if (!req.text.trim()) throw new LowbitError('the evaluation text is empty');
     const say = progress(id);
-    MatmulEngine.get()?.setThreads(threads);
+    await engineThreads();
     const original = blobSource(o.model.format !== 'gguf' && converted?.of === o ? converted.blob : o.main, o.main.name);
     const quantized = blobSource(req.quantized, req.quantizedName);
     say(0, 'running the original model…', undefined, true);
@@ -293,7 +312,7 @@ function startJobWorker(): void {
     const o = need();
     const src = req.which === 'quantized' ? (req.quantized ? blobSource(req.quantized, req.quantizedName ?? 'quantized') : undefined) : blobSource(o.main, o.main.name);
     if (!src) throw new LowbitError('quantize a model first (or generate with the original)');
-    MatmulEngine.get()?.setThreads(threads);
+    await engineThreads();
     const loaded = await loadModel(src, { tokenizer: req.which === 'original' && o.tokenizer ? blobSource(o.tokenizer, o.tokenizer.name) : undefined });
     if (!loaded.tokenizer) throw new LowbitError(`${src.name} carries no vocabulary`);
     const r = generate(loaded.model, loaded.tokenizer, req.prompt, { steps: req.steps, temperature: req.temperature, seed: req.seed, onText: (text) => post({ id, kind: 'text', text }) });

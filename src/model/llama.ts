@@ -469,8 +469,8 @@ class RunState {
 // ---------------------------------------------------------------------------------------------------
 // Building blocks
 
-/** out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * weight, for nTok rows of `size` */
-function rmsnorm(out: Float32Array, x: Float32Array, weight: Float32Array, nTok: number, size: number, eps: number): void {
+/** out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * weight, for nTok rows of `size` (out may be x) */
+export function rmsnorm(out: Float32Array, x: Float32Array, weight: Float32Array, nTok: number, size: number, eps: number): void {
   for (let t = 0; t < nTok; t++) {
     const o = t * size;
     let ss = 0;

@@ -107,6 +107,8 @@ export function allocateToSize(m: ModelFile, base: Recipe, db: SensitivityDb, ta
   const items: AllocItem[] = allocated.map((t) => ({ name: t.name, candidates: t.candidates.map((c) => ({ label: c.type, bytes: align(c.bytes), cost: c.cost })) }));
   const budget = targetBytes - fixed;
   const range = sizeRange(items);
+  const f32Bytes = fixed + allocated.reduce((a, t) => a + align(4 * t.shape[0] * t.shape[1]), 0);
+  if (targetBytes > f32Bytes) fail(`target size ${targetBytes} bytes is larger than the model in F32 (${f32Bytes} bytes): nothing to allocate`);
   if (budget < range.min) fail(`target size ${targetBytes} bytes is unreachable: the smallest candidate mix makes a ${fixed + range.min}-byte file`);
   const parameters = plan.tensors.reduce((a, p) => a + tensorDataBytes(p.ne, 1, 1), 0);
   const method = o.method ?? 'ilp';

@@ -39,8 +39,8 @@ import { plainValue } from '../io/gguf.js';
 import type { ModelFile } from '../io/model-file.js';
 import { fromFloat32, toFloat32 } from '../io/tensor-data.js';
 import { vocabFromGgufMetadata } from '../io/vocab.js';
-import { familyOf, linearOf, residualWriters, type InputGroup, type LayerInput, type LinearRole, type ModelFamily } from '../model/family.js';
-import { Llama, llamaConfigFromGguf } from '../model/llama.js';
+import { FAMILIES, LLAMA, linearOf, residualWriters, type InputGroup, type LayerInput, type LinearRole, type ModelFamily } from '../model/family.js';
+import { Llama, llamaConfigFromGguf, rmsnorm } from '../model/llama.js';
 import { linear, matmul } from '../model/matmul.js';
 import { Tokenizer } from '../model/tokenizer.js';
 import type { LlamaConfig, StoredTensor } from '../model/types.js';
@@ -274,8 +274,19 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
   const stored = (): StoredTensor[] =>
     [...weights].map(([name, t]) => ({ name, type: f32, dims: shapeOf(m, name), data: new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength) }));
   const config: LlamaConfig = llamaConfigFromGguf(metadata, stored());
-  const family = familyOf(String(metadata.get('general.architecture')));
+  // the family's wiring (model/family.ts); architectures the runtime runs without a row use LLaMA's
+  const archName = config.arch ?? String(metadata.get('general.architecture'));
+  const family = FAMILIES.find((f) => f.architectures.includes(archName)) ?? LLAMA;
   const nLayers = config.nLayers;
+  // ---- what this pipeline covers per family ----------------------------------------------------------
+  const fused = [...weights.keys()].find((n) => /\.attn_qkv\.weight$/.test(n) || (/\.ffn_up\.weight$/.test(n) && !weights.has(n.replace('ffn_up', 'ffn_gate'))));
+  if (o.rotate === 'hadamard') {
+    // rotating the residual stream must leave the function unchanged: refuse where it would not
+    if (config.nExperts) fail(`--rotate hadamard: ${archName} is a mixture of experts; the rotation does not cover its router and experts (not function-preserving here)`);
+    if (fused) fail(`--rotate hadamard: ${archName} stores fused ${fused.split('.')[2]}; the rotation does not cover fused tensors (not function-preserving here)`);
+    if (config.arch === 'gemma2' || config.arch === 'gemma3')
+      fail(`--rotate hadamard: ${archName}'s post-attention and post-FFN RMSNorms scale the residual update per channel after normalizing it, so a rotation of the residual stream cannot be folded into the weights (not function-preserving)`);
+  }
 
   // ---- tokens ------------------------------------------------------------------------------------
   const hasCalib = input.calibText !== undefined || input.calibStream !== undefined;
@@ -331,6 +342,8 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
   }
 
   // ---- layer by layer ----------------------------------------------------------------------------
+  if (config.nExperts) fail(`${archName} is a mixture of experts: calibrated GPTQ/AWQ/SmoothQuant per expert is not supported yet; use a llama.cpp type with an importance matrix from lowbit imatrix (per-expert statistics, as llama-imatrix)`);
+  if (fused) fail(`${archName} stores fused ${fused.split('.')[2]}: calibrated GPTQ/AWQ/SmoothQuant for fused tensors is not supported yet; use a llama.cpp type (with --imatrix from lowbit imatrix)`);
   const lc = new LayerCalibration(config, family, weights, stored(), windows, ctx, input.threads, o.smooth > 0 || plan.tensors.some((p) => scalesInputs(algorithmsFor(p.name))));
   say(`calibration: ${windows.length} sequences of ${ctx} tokens`);
   // token embeddings: no calibration (a lookup, not a product); quantized first so layer 0 sees them
@@ -527,15 +540,21 @@ export class LayerCalibration {
     this.pending.push({ input, writers });
   }
 
-  /** X_s += x_s W^T for every window and every pending writer W (x_s: its input stage's outputs) */
+  /**
+   * X_s += x_s W^T for every window and every pending writer W (x_s: its input stage's outputs);
+   * Gemma: X_s += rmsnorm(x_s W^T) * g with the layer's post-attention / post-FFN norm gain g
+   */
   addPendingResiduals(): void {
     for (const { input, writers } of this.pending.splice(0))
       for (const name of writers)
         this.timed('forward', () => {
           const t = this.weights.get(name)!;
           const xs = this.outs.get(input)!;
+          const post = name.replace(/[^.]+\.weight$/, input === 'attention' ? 'post_attention_norm.weight' : 'post_ffw_norm.weight');
+          const g = this.weights.get(post)?.data;
           for (let s = 0; s < this.nSeq; s++) {
             matmul(this.product, xs[s], t.data, this.ctx, t.cols, t.rows);
+            if (g) rmsnorm(this.product, this.product, g, this.ctx, this.config.dim, this.config.normEps);
             const r = this.seq(s);
             for (let i = 0; i < r.length; i++) r[i] += this.product[i];
           }

@@ -8,7 +8,11 @@
  *  - every token of the chunk counts (not only the second half, which only the PPL figure uses): for
  *    every linear layer whose weight is named blk.* (and output.weight with processOutput) it adds
  *    x_j^2 of each input row to sums_j and the number of rows to the entry's count;
- *  - the result has chunkSize = ctx and chunkCount = chunks processed.
+ *  - the result has chunkSize = ctx and chunkCount = chunks processed;
+ *  - mixture-of-experts tensors (ffn_*_exps) get one block of sums and one count per expert: each token
+ *    routed to an expert adds its input row to that expert's block (llama-imatrix's MUL_MAT_ID path).
+ *    An expert no calibration token reached keeps count 0; llama-quantize (and lowbit quantize) then
+ *    quantizes it without importance weights (importanceOf gives 1s for it).
  * The PPL it reports is llama-imatrix's: the second half of each chunk, as llama-perplexity scores it.
  *
  * Differences from llama-imatrix, all below float rounding of the statistic: llama.cpp sums in f32 in
@@ -69,9 +73,9 @@ export function collectImatrix(model: Llama, tokens: ArrayLike<number>, opts: Co
   const previous = model.hooks;
   model.hooks = {
     ...previous,
-    linearInput: (name, x, nTok, k) => {
-      previous.linearInput?.(name, x, nTok, k);
-      if (wanted(name)) accumulateImatrix(imatrix, name, x, nTok, k);
+    linearInput: (name, x, nTok, k, expert) => {
+      previous.linearInput?.(name, x, nTok, k, expert);
+      if (wanted(name)) accumulateImatrix(imatrix, name, x, nTok, k, expert === undefined ? undefined : { index: expert, count: model.config.nExperts! });
     },
   };
   try {

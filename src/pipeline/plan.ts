@@ -138,7 +138,7 @@ function hparams(m: ModelFile) {
 }
 
 /** Decide each tensor's target without reading any tensor data, in lowbit's own layouts (see planQuantization for the packed ones). */
-export function planTensors(m: ModelFile, recipe: Recipe, output: 'gguf' | 'safetensors', opts: { hasImatrix?: boolean } = {}): QuantizePlan {
+export function planTensors(m: ModelFile, recipe: Recipe, output: 'gguf' | 'safetensors', opts: { hasImatrix?: boolean; mixLayers?: number } = {}): QuantizePlan {
   const tensors: TensorPlan[] = [];
   let ftypeId: number | undefined;
   if (recipe.llama) {
@@ -148,7 +148,8 @@ export function planTensors(m: ModelFile, recipe: Recipe, output: 'gguf' | 'safe
     const overrides = recipe.rules.filter((r) => r.scheme).map((r) => [new RegExp(r.match), normalizeGgml(r.scheme as string)] as const);
     const planned = planLlamaTypes(
       m.tensors.map((t): PlanTensor => ({ name: t.name, shape: neOf(t), type: t.type })),
-      hparams(m),
+      // after --prune-layers, llama-quantize's ffn counters still use the input model's layer count
+      { ...hparams(m), ...(opts.mixLayers !== undefined ? { nLayer: opts.mixLayers } : {}) },
       { ftype: ft.name, pure: recipe.llama.pure, hasImatrix: opts.hasImatrix, outputTensorType: recipe.llama.outputTensorType, tokenEmbeddingType: recipe.llama.tokenEmbeddingType, leaveOutputTensor: recipe.llama.leaveOutputTensor, overrides },
     );
     planned.forEach((p, i) => {

@@ -44,8 +44,8 @@ export { checkImatrix, readFloats, resolveOptionsOf, planTensors };
 export type { LayoutOptions, QuantizeOptions, QuantizePlan, QuantizeReport, RowQuantizer, TensorPlan, TensorReport };
 
 /** Decide each tensor's target without reading any tensor data (`--dry-run`); `layout` gptq/awq plans a packed HF checkpoint. */
-export function planQuantization(m: ModelFile, recipe: Recipe, output: 'gguf' | 'safetensors', opts: { hasImatrix?: boolean } & LayoutOptions = {}): QuantizePlan {
-  const plan = planTensors(m, recipe, output, { hasImatrix: opts.hasImatrix });
+export function planQuantization(m: ModelFile, recipe: Recipe, output: 'gguf' | 'safetensors', opts: { hasImatrix?: boolean; mixLayers?: number } & LayoutOptions = {}): QuantizePlan {
+  const plan = planTensors(m, recipe, output, { hasImatrix: opts.hasImatrix, mixLayers: opts.mixLayers });
   return opts.layout && opts.layout !== 'lowbit' ? planPackedLayout(m, plan, { layout: opts.layout, keepUnpackable: opts.keepUnpackable }) : plan;
 }
 

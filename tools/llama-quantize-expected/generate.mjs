@@ -33,9 +33,33 @@ const { bytesSource } = await dist('src/io/source.js');
 const { llamaBin, runLlamaImatrix, runLlamaQuantize } = await dist('scripts/llama-tools.js');
 const { writeSyntheticLlama, syntheticImatrix } = await dist('scripts/synthetic-model.js');
 
-export const TYPES = ['Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q2_K', 'Q3_K_M', 'Q4_K_M', 'Q5_K_M', 'Q6_K', 'IQ4_NL', 'IQ4_XS', 'TQ1_0', 'TQ2_0', 'MXFP4_MOE'];
+export const TYPES = [
+  'Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q2_K', 'Q3_K_M', 'Q4_K_M', 'Q5_K_M', 'Q6_K', 'IQ4_NL', 'IQ4_XS', 'TQ1_0', 'TQ2_0', 'MXFP4_MOE',
+  'IQ2_XXS', 'IQ2_XS', 'IQ2_S', 'IQ2_M', 'IQ1_S', 'IQ1_M', 'IQ3_XXS', 'IQ3_XS', 'IQ3_S', 'IQ3_M',
+];
 /** types whose quantizers ignore the importance matrix in ggml (no --imatrix runs for them) */
 const NO_IMATRIX = new Set(['Q8_0', 'TQ1_0', 'TQ2_0', 'MXFP4_MOE']);
+/**
+ * file types llama-quantize runs only with an importance matrix (their IQ1/IQ2/IQ3_XXS tensors need one),
+ * and not --pure (token_embd, which the imatrix does not cover, would be quantized without one: ggml aborts)
+ */
+const ONLY_IMATRIX = new Set(['IQ2_XXS', 'IQ2_XS', 'IQ2_S', 'IQ2_M', 'IQ1_S', 'IQ1_M', 'IQ3_XXS', 'IQ3_XS']);
+/**
+ * llama-quantize's per-tensor flags (--tensor-type, --tensor-type-file, --output-tensor-type,
+ * --token-embedding-type, --prune-layers), each run without and with --imatrix; `file` entries are
+ * written to a --tensor-type-file. Patterns include upper case (llama-quantize lowercases them), an
+ * earlier entry shadowing a later one, and --pure.
+ */
+const FLAG_CASES = [
+  { type: 'Q4_K_M', flags: ['--tensor-type', 'attn_v=q8_0', '--tensor-type', 'FFN_DOWN=iq4_xs', '--tensor-type', 'blk\\.1\\.ffn_down=q5_0'] },
+  { type: 'Q4_K_M', flags: ['--tensor-type', 'blk\\.0\\.=q6_k'], file: ['ATTN_Q=iq3_s', 'ffn_(gate|up)=q5_k'] },
+  { type: 'Q3_K_M', pure: true, flags: ['--tensor-type', 'attn_output=q8_0', '--tensor-type', 'nothing_matches=q8_0'] },
+  { type: 'IQ3_M', flags: ['--tensor-type', 'attn_k=iq2_s', '--tensor-type', 'ffn_up=iq1_m'], imatrixOnly: true },
+  { type: 'Q4_K_M', flags: ['--prune-layers', '0'] },
+  { type: 'IQ3_S', flags: ['--prune-layers', '1,3', '--tensor-type', 'attn_v=q4_0'], models: ['stories260K'] },
+  ...['Q8_0', 'Q4_0', 'Q5_K', 'Q6_K', 'IQ4_XS', 'IQ3_S', 'IQ2_S', 'IQ3_XXS'].map((t) => ({ type: 'Q4_K_M', flags: ['--output-tensor-type', t.toLowerCase(), '--token-embedding-type', t], models: ['synthetic'], imatrixOnly: ['IQ2_S', 'IQ3_XXS'].includes(t) })),
+  ...['Q8_0', 'Q4_0', 'Q5_1', 'IQ4_NL'].map((t) => ({ type: 'Q3_K_M', flags: ['--output-tensor-type', t, '--token-embedding-type', t.toLowerCase()] })),
+];
 /** types also run with the legacy .dat imatrix (stories260K) */
 const DAT_TYPES = ['Q4_0', 'Q5_1', 'Q4_K_M', 'IQ4_NL'];
 export const SYNTHETIC = { dim: 256, hidden: 512, layers: 2, vocab: 256, heads: 4, kvHeads: 2, seed: 1 };
@@ -80,15 +104,15 @@ async function main() {
   const expected = {
     generator: 'tools/llama-quantize-expected/generate.mjs',
     llamaCpp: commit,
-    note: 'per tensor "TYPE:first 16 hex digits of sha256(tensor bytes)"; llama-quantize IN OUT TYPE 2 [--pure] [--imatrix F]',
+    note: 'per tensor "TYPE:first 16 hex digits of sha256(tensor bytes)"; llama-quantize [--pure] [flags] [--tensor-type-file F (tensorTypeFile)] [--imatrix F] IN OUT TYPE 2',
     imatrixRun: { model: 'data/stories260K.gguf', text: 'data/tinystories-valid-head.txt', ctx: imRun.ctx, chunks: imRun.chunks, flags: '-fa off -ctk f32 -ctv f32' },
     models: {},
   };
   for (const [name, m] of Object.entries(models)) {
     const cases = [];
     for (const type of TYPES) {
-      for (const imatrix of NO_IMATRIX.has(type) ? [false] : [false, true]) {
-        for (const pure of [false, true]) {
+      for (const imatrix of NO_IMATRIX.has(type) ? [false] : ONLY_IMATRIX.has(type) ? [true] : [false, true]) {
+        for (const pure of ONLY_IMATRIX.has(type) ? [false] : [false, true]) {
           const flags = [...(pure ? ['--pure'] : []), ...(imatrix ? ['--imatrix', m.imatrixPath] : [])];
           const out = path.join(tmp, `${name}-${type}${pure ? '-pure' : ''}${imatrix ? '-imatrix' : ''}.gguf`);
           runLlamaQuantize(m.path, out, type, flags, 2);
@@ -96,6 +120,24 @@ async function main() {
           fs.rmSync(out);
           process.stdout.write(`${name} ${type}${pure ? ' --pure' : ''}${imatrix ? ' --imatrix' : ''}\n`);
         }
+      }
+    }
+    for (const fc of FLAG_CASES) {
+      if (fc.models && !fc.models.includes(name)) continue;
+      for (const imatrix of fc.imatrixOnly ? [true] : [false, true]) {
+        const flags = [...fc.flags];
+        if (fc.file) {
+          const f = path.join(tmp, 'tensor-types.txt');
+          fs.writeFileSync(f, fc.file.join('\n') + '\n');
+          flags.push('--tensor-type-file', f);
+        }
+        const all = [...(fc.pure ? ['--pure'] : []), ...flags, ...(imatrix ? ['--imatrix', m.imatrixPath] : [])];
+        const out = path.join(tmp, `${name}-flags.gguf`);
+        runLlamaQuantize(m.path, out, fc.type, all, 2);
+        // the file's entries are recorded inline, as lowbit reads them
+        cases.push({ type: fc.type, pure: !!fc.pure, imatrix, flags: fc.flags, ...(fc.file ? { tensorTypeFile: fc.file } : {}), tensors: await tensorsOf(out) });
+        fs.rmSync(out);
+        process.stdout.write(`${name} ${fc.type} ${all.join(' ')}\n`);
       }
     }
     // the legacy .dat form of the same importance matrix, for a few types

@@ -7,7 +7,7 @@ import { parseSentencepieceModel } from '../../io/vocab.js';
 import type { GgufValue } from '../../io/gguf.js';
 import { openModelFile } from '../../io/model-file.js';
 import type { Command } from '../args.js';
-import { checkOutput, noteInput, withAtomicFile } from '../files.js';
+import { checkOutput, noteInput, withAtomicFile, writeFileAtomic } from '../files.js';
 import { openModelPath, pipelinedSink, readSiblingConfig } from '../model-open.js';
 import { fileSource } from '../node-source.js';
 
@@ -73,6 +73,7 @@ export const convertCommand: Command = {
   positionals: [2, 2],
   options: [
     { name: 'type', type: 'string', help: 'type of 2-D float tensors (1-D stay f32 in GGUF); default: keep', choices: ['f32', 'f16', 'bf16'] },
+    { name: 'force', type: 'boolean', help: 'safetensors output: replace a different config.json beside OUT' },
     { name: 'tokenizer', type: 'string', help: 'embed this tokenizer in a GGUF output: llama2.c tokenizer.bin, sentencepiece .model, or a GGUF (tokenizer.* copied)' },
   ],
   async run(a) {
@@ -83,6 +84,9 @@ export const convertCommand: Command = {
     noteInput(input);
     noteInput(tokFile);
     checkOutput(output, 'output');
+    // a llama model written as safetensors gets its config.json beside it (else it cannot be read back)
+    const configPath = path.join(path.dirname(output), 'config.json');
+    if (to === 'safetensors' && !/\.safetensors$|\.json$/i.test(input)) checkOutput(configPath, 'config.json');
     if (fs.existsSync(input) && fs.statSync(input).isDirectory()) {
       if (to !== 'gguf') fail('a Hugging Face folder converts to GGUF (OUT must end in .gguf)');
       if (tokFile) fail('--tokenizer does not apply to a Hugging Face folder (its tokenizer.json / tokenizer.model is used)');
@@ -105,7 +109,28 @@ export const convertCommand: Command = {
         await sink.flush();
         return res;
       });
-      process.stderr.write(`${output}: ${to}, ${r.tensors} tensors, ${r.bytesWritten} bytes\n`);
+      let configNote = '';
+      if (r.hfConfig) {
+        const text = JSON.stringify(r.hfConfig, null, 2) + '\n';
+        const existing = fs.existsSync(configPath) ? fs.readFileSync(configPath, 'utf8') : undefined;
+        // the same model's config (another dtype of the same checkpoint) is left as it is
+        const sameModel = (x: string | undefined) => {
+          try {
+            const { torch_dtype: _a, ...o } = JSON.parse(x ?? '') as Record<string, unknown>;
+            const { torch_dtype: _b, ...n } = r.hfConfig as Record<string, unknown>;
+            return JSON.stringify(o) === JSON.stringify(n);
+          } catch {
+            return false;
+          }
+        };
+        if (existing !== undefined && existing !== text && !sameModel(existing) && !a.values.force)
+          fail(`${configPath} already exists and differs (it may belong to another checkpoint in this folder); write OUT into its own folder, or give --force to replace it`);
+        if (existing === undefined || (existing !== text && !sameModel(existing))) {
+          writeFileAtomic(configPath, text, 'config.json');
+          configNote = `, ${configPath} written`;
+        }
+      }
+      process.stderr.write(`${output}: ${to}, ${r.tensors} tensors, ${r.bytesWritten} bytes${configNote}\n`);
     } finally {
       close();
     }

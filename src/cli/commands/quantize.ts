@@ -22,6 +22,7 @@ import { isOnnxPath } from '../onnx-open.js';
 import { ONNX_QUANTIZE_OPTIONS, runOnnxQuantize } from '../onnx-quantize.js';
 import { ALLOCATE_OPTIONS, allocatedRecipe, COST_OPTIONS } from './sensitivity.js';
 import type { AllocationResult } from '../../pipeline/allocate.js';
+import { editModel, recipeWithOverrides, parseKvOverride, parsePruneLayers, parseTensorTypeFile, parseTensorTypeOverride, remapImatrix, unmatchedOverrides, type TensorTypeOverride } from '../../pipeline/model-edit.js';
 import { defendedModel } from '../../audit/run.js';
 
 /** options that only one algorithm reads */
@@ -69,6 +70,16 @@ function baseRecipeOf(a: ParsedArgs, output: 'gguf' | 'safetensors'): Recipe {
     });
   if (a.given.has('zero-point') && !a.values.asym) fail('--zero-point applies with --asym');
   return schemeRecipe(type, { groupSize: a.values.group as number | undefined, asym: a.values.asym as boolean, zeroPoint: a.values['zero-point'] as 'int' | 'float' | undefined, keepEmbeddings: a.values['keep-embeddings'] as boolean });
+}
+
+/** --tensor-type / --tensor-type-file entries in command-line order (files read as given) */
+function tensorTypeOverrides(a: ParsedArgs): TensorTypeOverride[] {
+  const out: TensorTypeOverride[] = [];
+  for (const [name, v] of a.repeated) {
+    if (name === 'tensor-type') out.push(parseTensorTypeOverride(v));
+    else if (name === 'tensor-type-file') out.push(...parseTensorTypeFile(readInputText(v, '--tensor-type-file'), v));
+  }
+  return out;
 }
 
 function allocationSummary(r: AllocationResult, actual: number) {
@@ -145,6 +156,10 @@ export const quantizeCommand: Command = {
     { name: 'output-tensor-type', type: 'string', help: 'type of output.weight' },
     { name: 'token-embedding-type', type: 'string', help: 'type of token_embd.weight' },
     { name: 'leave-output-tensor', type: 'boolean', help: 'do not quantize output.weight' },
+    { name: 'tensor-type', type: 'string', repeatable: true, help: 'PATTERN=TYPE: tensors whose name matches the regular expression get this GGML type (llama-quantize --tensor-type; first match wins)' },
+    { name: 'tensor-type-file', type: 'string', repeatable: true, help: 'a file of PATTERN=TYPE entries separated by whitespace (llama-quantize --tensor-type-file)' },
+    { name: 'prune-layers', type: 'string', help: 'L0,L1,...: drop these blocks and renumber the rest (llama-quantize --prune-layers)' },
+    { name: 'override-kv', type: 'string', repeatable: true, help: 'KEY=TYPE:VALUE (int, float, bool, str): set this metadata in the output (llama-quantize --override-kv)' },
     { name: 'layout', type: 'string', help: 'safetensors layout: lowbit\'s own, or a Hugging Face checkpoint with GPTQ/AWQ packed int4 layers + config.json (int4 schemes)', choices: ['lowbit', 'gptq', 'awq'], default: 'lowbit' },
     { name: 'keep-unpackable', type: 'boolean', help: 'gptq/awq: store linear layers whose shape cannot be packed in F16 instead of failing' },
     { name: 'eval', type: 'string', help: 'evaluate the output against the input on this text: PPL, KLD, top-1 (as lowbit eval --base)' },
@@ -191,7 +206,12 @@ export const quantizeCommand: Command = {
       }
       if (reportFile) checkOutput(reportFile, 'report (--report)');
     }
-    let recipe = recipeOf(a, kind);
+    for (const [name, v] of a.repeated) if (name === 'tensor-type-file') noteInput(v);
+    const overrides = tensorTypeOverrides(a);
+    const pruneLayers = a.given.has('prune-layers') ? parsePruneLayers(a.values['prune-layers'] as string) : [];
+    const kvOverrides = a.repeated.filter(([n]) => n === 'override-kv').map(([, v]) => parseKvOverride(v));
+    if ((pruneLayers.length || kvOverrides.length) && kind !== 'gguf') fail('--prune-layers / --override-kv edit a GGUF: OUT must end in .gguf');
+    let recipe = recipeWithOverrides(recipeOf(a, kind), overrides);
     // options of one algorithm are refused when no tensor uses it (instead of being silently ignored)
     const algorithmsUsed = [recipe.algorithm ?? 'rtn', ...recipe.rules.map((r) => r.algorithm ?? '')].flatMap((x) => algorithmName(x || undefined).split('+'));
     for (const [flag, algo] of ALGORITHM_FLAGS) if (a.given.has(flag) && !algorithmsUsed.includes(algo)) fail(`--${flag} applies to --algo ${algo} (this run uses ${[...new Set(algorithmsUsed.filter(Boolean))].join(', ')})`);
@@ -224,6 +244,11 @@ export const quantizeCommand: Command = {
     const { model: opened, close } = await openModelPath(input);
     let model = opened;
     try {
+      const edited = editModel(opened, { pruneLayers, kvOverrides });
+      model = edited.model;
+      if (imatrix) imatrix = remapImatrix(imatrix, edited.originalName);
+      const names = model.tensors.map((t) => t.name);
+      for (const o of unmatchedOverrides(names, overrides)) process.stderr.write(`lowbit: warning: --tensor-type ${o.pattern}=${o.type} matches no tensor\n`);
       let allocation: AllocationResult | undefined;
       if (allocating) {
         const tty0 = !(a.values.json as boolean) && process.stderr.isTTY;
@@ -231,7 +256,7 @@ export const quantizeCommand: Command = {
         if (tty0) process.stderr.write('\r' + ' '.repeat(78) + '\r');
         recipe = allocation.recipe;
       }
-      const plan = planQuantization(model, recipe, kind, { hasImatrix: !!imatrix, layout, keepUnpackable: a.values['keep-unpackable'] as boolean });
+      const plan = planQuantization(model, recipe, kind, { hasImatrix: !!imatrix, layout, keepUnpackable: a.values['keep-unpackable'] as boolean, mixLayers: edited.mixLayers });
       if (imatrix) checkImatrix(model, plan, imatrix, `imatrix ${imFile}`);
       if (defendScale > 0) {
         const types = new Map(plan.tensors.filter((p) => p.ggml && !['F32', 'F16', 'BF16'].includes(p.to) && p.ne.length === 2).map((p) => [p.name, p.to]));

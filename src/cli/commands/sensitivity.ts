@@ -29,16 +29,22 @@ const CALIB_OPTIONS = [
   { name: 'seed', type: 'int', default: 1, min: 0, help: 'seed of the calibration windows' },
 ] as const;
 
+/** calibration settings, with quantize's defaults where its flags were not given */
+function calibOf(a: { values: Record<string, unknown> }): { tokens: number; ctx: number; seed: number } {
+  return { tokens: (a.values['calib-tokens'] as number | undefined) ?? 16384, ctx: (a.values['calib-ctx'] as number | undefined) ?? 512, seed: (a.values.seed as number | undefined) ?? 0 };
+}
+
 export async function runSensitivity(modelPath: string, a: { values: Record<string, unknown> }, calibPath: string, onProgress?: (msg: string, done: number, total: number) => void): Promise<SensitivityDb> {
   const types = a.values.types ? String(a.values.types).split(',').map((s) => s.trim().toUpperCase()).filter(Boolean) : [...DEFAULT_SENSITIVITY_TYPES];
-  const ctx = a.values['calib-ctx'] as number;
+  const cal = calibOf(a);
+  const ctx = cal.ctx;
   const opened = await openModelPath(modelPath);
   try {
     const loaded = await loadModelPath(modelPath, undefined, { contextLength: ctx, batch: Math.min(ctx, 512), threads: threadsFrom(a.values.threads as number | undefined) });
     if (!loaded.tokenizer) fail(`${modelPath} carries no vocabulary to tokenize the calibration text`);
     const ctxUsed = Math.min(ctx, loaded.model.config.seqLen);
     const stream = loaded.tokenizer.encode(readInputText(calibPath, 'calibration file (--calib)'), { bos: false });
-    const windows = calibrationWindows(stream, a.values['calib-tokens'] as number, ctxUsed, a.values.seed as number, loaded.tokenizer.vocab.bos);
+    const windows = calibrationWindows(stream, cal.tokens, ctxUsed, cal.seed, loaded.tokenizer.vocab.bos);
     const nKld = Math.min(windows.length, a.values['kld-windows'] as number);
     return await measureSensitivity({
       model: loaded.model,
@@ -48,7 +54,7 @@ export async function runSensitivity(modelPath: string, a: { values: Record<stri
       types,
       estimator: a.values.estimator as 'hessian' | 'kld',
       outputFactor: a.values['output-factor'] as 'kld' | 'none',
-      seed: a.values.seed as number,
+      seed: cal.seed,
       maxRows: a.values['sample-rows'] as number | undefined,
       onProgress,
     });
@@ -138,11 +144,12 @@ export async function allocatedRecipe(
   let fitness: ((types: ReadonlyMap<string, string>, stage: number) => number) | undefined;
   if (method === 'evo') {
     if (!calibFile) fail('--allocate evo measures KL divergence: it needs --calib FILE');
-    const ctx = a.values['calib-ctx'] as number;
+    const cal = calibOf(a);
+    const ctx = cal.ctx;
     const loaded = await loadModelPath(input, undefined, { contextLength: ctx, batch: Math.min(ctx, 512) });
     if (!loaded.tokenizer) fail(`${input} carries no vocabulary to tokenize the calibration text`);
     const stream = loaded.tokenizer.encode(readInputText(calibFile, 'calibration file (--calib)'), { bos: false });
-    const windows = calibrationWindows(stream, a.values['calib-tokens'] as number, Math.min(ctx, loaded.model.config.seqLen), ((a.values.seed as number) ^ 0x1234) >>> 0, loaded.tokenizer.vocab.bos);
+    const windows = calibrationWindows(stream, cal.tokens, Math.min(ctx, loaded.model.config.seqLen), (cal.seed ^ 0x1234) >>> 0, loaded.tokenizer.vocab.bos);
     const n = Math.min(windows.length, a.values['kld-windows'] as number);
     fitness = await kldFitness(loaded.model, m, new Map(db.tensors.map((t) => [t.name, t.candidates.map((c) => c.type)])), windows, [Math.max(1, n >> 2), n]);
   }
@@ -151,7 +158,7 @@ export async function allocatedRecipe(
     fitness,
     generations: a.values['evo-generations'] as number,
     offspring: a.values['evo-offspring'] as number,
-    seed: a.values.seed as number,
+    seed: calibOf(a).seed,
     onProgress: say,
   });
 }

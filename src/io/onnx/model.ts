@@ -255,8 +255,8 @@ export async function tensorFloat32(model: OnnxModel, t: TensorProto): Promise<F
   const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
   const out = new Float32Array(n);
   if (type === DataType.FLOAT) {
-    if (b.byteOffset % 4 === 0) out.set(new Float32Array(b.buffer, b.byteOffset, n));
-    else for (let i = 0; i < n; i++) out[i] = dv.getFloat32(i * 4, true);
+    // (a copy of the bytes is aligned; little-endian hosts only, as every engine lowbit runs on)
+    out.set(new Float32Array(b.byteOffset % 4 === 0 ? b.buffer : b.slice().buffer, b.byteOffset % 4 === 0 ? b.byteOffset : 0, n));
   } else if (type === DataType.FLOAT16) for (let i = 0; i < n; i++) out[i] = f16ToF32(dv.getUint16(i * 2, true));
   else if (type === DataType.BFLOAT16) for (let i = 0; i < n; i++) out[i] = bf16ToF32(dv.getUint16(i * 2, true));
   else if (type === DataType.DOUBLE) for (let i = 0; i < n; i++) out[i] = dv.getFloat64(i * 8, true);

@@ -206,6 +206,44 @@ export function sqnrDb(w: Float32Array, q: Float32Array): number {
 }
 
 /**
+ * Round-to-nearest on intGrid's grid, in one tight loop: the same parameters and values as
+ * rtnWithGrid(w, n, k, intGrid(bits, g, asym)) (tested), without a closure call per element.
+ */
+export function rtnInt(w: Float32Array, n: number, k: number, bits: number, g: number, asym: boolean): { q: Float32Array; params: Float64Array } {
+  const qmaxS = 2 ** (bits - 1) - 1;
+  const qmaxA = 2 ** bits - 1;
+  const nGroups = k / g;
+  const params = new Float64Array(n * nGroups * 2);
+  const q = new Float32Array(n * k);
+  for (let grp = 0; grp < n * nGroups; grp++) {
+    const off = grp * g;
+    let lo = 0;
+    let hi = 0;
+    let amax = 0;
+    for (let j = 0; j < g; j++) {
+      const v = w[off + j];
+      if (v < lo) lo = v;
+      if (v > hi) hi = v;
+      const a = Math.abs(v);
+      if (a > amax) amax = a;
+    }
+    if (asym) {
+      const s = hi > lo ? (hi - lo) / qmaxA : 1;
+      const sf = Math.fround(s);
+      const z = Math.round(-lo / s);
+      params[grp * 2] = sf;
+      params[grp * 2 + 1] = z;
+      for (let j = 0; j < g; j++) q[off + j] = Math.fround((Math.min(qmaxA, Math.max(0, Math.round(w[off + j] / sf) + z)) - z) * sf);
+    } else {
+      const s = Math.fround(amax > 0 ? amax / qmaxS : 1);
+      params[grp * 2] = s;
+      for (let j = 0; j < g; j++) q[off + j] = Math.fround(Math.min(qmaxS, Math.max(-qmaxS - 1, Math.round(w[off + j] / s))) * s);
+    }
+  }
+  return { q, params };
+}
+
+/**
  * Quantize one weight (N x K rows) by the chosen algorithm. K that is not a multiple of the block size
  * is padded with zero columns (the last block's padding codes decode to 0, as MatMulNBits allows);
  * the returned q is N x K.
@@ -218,17 +256,19 @@ export function quantizeRows(w: Float32Array, N: number, K: number, opts: NBitsO
   let hp = hessian;
   if (Kp !== K) {
     wp = new Float32Array(N * Kp);
-    for (let n = 0; n < N; n++) wp.set(w.subarray(n * K, (n + 1) * K), n * Kp);
+    for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) wp[n * Kp + k] = w[n * K + k];
     if (hessian) {
       hp = new Float64Array(Kp * Kp);
       for (let i = 0; i < K; i++) hp.set(hessian.subarray(i * K, (i + 1) * K), i * Kp);
     }
   }
-  const { q, params } = (opts.algorithm ?? 'rtn') === 'gptq' ? gptq(wp, N, Kp, hp ?? fail('GPTQ needs calibration data (a Hessian per MatMul)'), grid, opts.gptq) : rtnWithGrid(wp, N, Kp, grid);
+  const alg = opts.algorithm ?? 'rtn';
+  const { q, params } =
+    alg === 'gptq' ? gptq(wp, N, Kp, hp ?? fail('GPTQ needs calibration data (a Hessian per MatMul)'), grid, opts.gptq) : alg === 'rtn' ? rtnInt(wp, N, Kp, opts.bits, bs, opts.symmetric === false) : rtnWithGrid(wp, N, Kp, grid);
   const enc = encodeNBits(q, params, N, Kp, opts);
   if (Kp === K) return enc;
   const qk = new Float32Array(N * K);
-  for (let n = 0; n < N; n++) qk.set(enc.q.subarray(n * Kp, n * Kp + K), n * K);
+  for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) qk[n * K + k] = enc.q[n * Kp + k];
   return { ...enc, q: qk };
 }
 

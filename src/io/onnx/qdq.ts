@@ -57,18 +57,29 @@ export function qdqTargets(m: OnnxModel, ops: ReadonlySet<string>): QdqTarget[] 
 export function quantizePerChannel(w: Float32Array, shape: number[], axis: number): { q: Int8Array; scales: Float32Array; dq: Float32Array } {
   const C = shape[axis];
   const inner = shape.slice(axis + 1).reduce((a, b) => a * b, 1);
-  const amax = new Float32Array(C);
-  for (let i = 0; i < w.length; i++) {
-    const c = Math.floor(i / inner) % C;
-    amax[c] = Math.max(amax[c], Math.abs(w[i]));
-  }
-  const scales = amax.map((a) => (a > 0 ? a / 127 : 1));
+  const outer = w.length / (C * inner);
+  const scales = new Float32Array(C);
   const q = new Int8Array(w.length);
   const dq = new Float32Array(w.length);
-  for (let i = 0; i < w.length; i++) {
-    const s = scales[Math.floor(i / inner) % C];
-    q[i] = Math.max(-127, Math.min(127, Math.round(w[i] / s)));
-    dq[i] = Math.fround(q[i] * s);
+  // channel c covers runs [(o * C + c) * inner, +inner) for every outer index o
+  for (let c = 0; c < C; c++) {
+    let amax = 0;
+    for (let o = 0; o < outer; o++) {
+      const base = (o * C + c) * inner;
+      for (let j = 0; j < inner; j++) amax = Math.max(amax, Math.abs(w[base + j]));
+    }
+    scales[c] = amax > 0 ? amax / 127 : 1;
+  }
+  for (let c = 0; c < C; c++) {
+    const s = scales[c];
+    for (let o = 0; o < outer; o++) {
+      const base = (o * C + c) * inner;
+      for (let j = 0; j < inner; j++) {
+        const v = Math.max(-127, Math.min(127, Math.round(w[base + j] / s)));
+        q[base + j] = v;
+        dq[base + j] = Math.fround(v * s);
+      }
+    }
   }
   return { q, scales, dq };
 }
