@@ -1,3 +1,4 @@
+import { IQ_NEEDS_IMPORTANCE } from '../src/quant/ggml/iq-quant.js';
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { LowbitError } from '../src/errors.js';
@@ -71,6 +72,8 @@ const X = normal(ROWS * ROW, 12345);
 
 function quantizable(s: QuantScheme): boolean {
   if (s.family !== 'ggml') return true;
+  // these quantize only with an importance matrix, as in llama.cpp (tested in ggml-iq.test.ts)
+  if (IQ_NEEDS_IMPORTANCE.has(s.name)) return false;
   const c = ggmlCodec(s.name);
   return c?.quantize !== undefined;
 }
