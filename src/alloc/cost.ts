@@ -42,16 +42,22 @@ export function diagonalCost(delta: Float32Array, rows: number, cols: number, hD
   return total;
 }
 
-/** W quantized to a GGML type and back, minus W; `importance` as llama-quantize's imatrix. */
-export function ggmlQuantizationError(type: string, w: Float32Array, rows: number, cols: number, importance?: Float32Array): { delta: Float32Array; bytes: number } {
+/** W quantized to a GGML type and back (its bytes and dequantized values); `importance` as llama-quantize's imatrix. */
+export function ggmlRoundTrip(type: string, w: Float32Array, rows: number, cols: number, importance?: Float32Array): { values: Float32Array; bytes: number } {
   const t = ggmlTypeByName(type);
   const codec = t && ggmlCodec(t);
   if (!t || !codec?.quantize) fail(`unknown or not quantizable GGML type '${type}'`);
   const rowBytes = ggmlRowBytes(t, cols);
   const packed = new Uint8Array(rows * rowBytes);
   codec.quantize(w, rows, cols, packed, codec.usesImportance ? importance : undefined);
-  const delta = new Float32Array(rows * cols);
-  codec.dequantize(packed, rows * cols, delta);
+  const values = new Float32Array(rows * cols);
+  codec.dequantize(packed, rows * cols, values);
+  return { values, bytes: packed.length };
+}
+
+/** W quantized to a GGML type and back, minus W. */
+export function ggmlQuantizationError(type: string, w: Float32Array, rows: number, cols: number, importance?: Float32Array): { delta: Float32Array; bytes: number } {
+  const { values: delta, bytes } = ggmlRoundTrip(type, w, rows, cols, importance);
   for (let i = 0; i < delta.length; i++) delta[i] -= w[i];
-  return { delta, bytes: packed.length };
+  return { delta, bytes };
 }

@@ -4,6 +4,7 @@
  */
 import { fail } from '../errors.js';
 import { blockCodecFor } from '../algos/block-codec.js';
+import { ggmlRoundTrip } from '../alloc/cost.js';
 import { llamaRecipe } from '../algos/recipe.js';
 import { GgufWriter } from '../io/gguf.js';
 import type { ModelFile } from '../io/model-file.js';
@@ -28,18 +29,6 @@ function shapeOf(m: ModelFile, name: string): { rows: number; cols: number } {
   const t = m.tensor(name);
   const ne = t.ne ? [...t.ne] : [...t.shape].reverse();
   return { rows: ne.slice(1).reduce((a, b) => a * b, 1), cols: ne[0] };
-}
-
-/** quantize to `type` and back */
-export function roundTrip(type: string, w: Float32Array, rows: number, cols: number): Float32Array {
-  const c = blockCodecFor(type, cols);
-  const bytes = new Uint8Array(c.blockBytes);
-  const out = new Float32Array(w.length);
-  for (let xo = 0; xo < w.length; xo += c.blockSize) {
-    c.quantize(w, xo, bytes, 0);
-    c.dequantize(bytes, 0, out, xo);
-  }
-  return out;
 }
 
 export interface TypeAudit {
@@ -123,7 +112,7 @@ export async function auditModel(o: AuditOptions): Promise<TypeAudit[]> {
     for (const [name, type] of types) {
       const { rows, cols } = shapeOf(file, name);
       const w = await read(name);
-      quantized.set(name, roundTrip(type, w, rows, cols));
+      quantized.set(name, ggmlRoundTrip(type, w, rows, cols).values);
       tensors.push({ name, type, edges: edgeStats(intervalPositions(type, w, rows, cols), rows, cols) });
       o.onProgress?.(`${ftype}: ${name}`);
     }
@@ -134,7 +123,7 @@ export async function auditModel(o: AuditOptions): Promise<TypeAudit[]> {
       const noised = new Map<string, Float32Array>();
       for (const [name, type] of types) {
         const { rows, cols } = shapeOf(file, name);
-        noised.set(name, roundTrip(type, addRoundingNoise(type, await read(name), rows, cols, noiseScale, (o.seed ?? 1) + 7919 * r, nameStream(name)), rows, cols));
+        noised.set(name, ggmlRoundTrip(type, addRoundingNoise(type, await read(name), rows, cols, noiseScale, (o.seed ?? 1) + 7919 * r, nameStream(name)), rows, cols).values);
       }
       noisedKlds.push(swap.run(noised, () => meanKld(model, o.windows, base)));
     }
