@@ -5,7 +5,7 @@ import type { Command } from '../args.js';
 import { checkOutput, noteInput, readInputText, withAtomicFile } from '../files.js';
 import { fileSet } from '../node-source.js';
 import { threadsFrom, threadsOption } from '../threads.js';
-import { activationsOption, loadModelPath } from './generate.js';
+import { activationsOption, kvCacheFrom, kvCacheLine, kvCacheOptions, loadModelPath } from './generate.js';
 
 function report(r: PerplexityResult): string {
   const lines = [`PPL = ${r.ppl.toFixed(4)} +/- ${r.pplStderr.toFixed(5)}  (${r.chunks} chunks of ${r.ctx}, ${r.tokens} scored tokens, ${r.seconds.toFixed(1)} s)`];
@@ -25,7 +25,7 @@ export const evalCommand: Command = {
   name: 'eval',
   summary: 'perplexity of a model on a text as llama-perplexity computes it; KL divergence etc. against a base',
   usage:
-    'lowbit eval MODEL --text FILE [--ctx 128] [--chunks N] [--tokenizer F] [--base MODEL | --base-logits FILE] [--save-logits FILE] [--threads N] [--activations ggml|f32] [--act int8 | --llm-int8 6.0] [--json]',
+    'lowbit eval MODEL --text FILE [--ctx 128] [--chunks N] [--tokenizer F] [--base MODEL | --base-logits FILE] [--save-logits FILE] [--threads N] [--activations ggml|f32] [--act int8 | --llm-int8 6.0] [-ctk T] [-ctv T] [--kv-residual R] [--json]',
   positionals: [1, 1],
   options: [
     { name: 'text', short: 'f', type: 'string', help: 'UTF-8 text to evaluate on (not needed with --base-logits)' },
@@ -38,6 +38,7 @@ export const evalCommand: Command = {
     { name: 'dequantize', type: 'boolean', help: 'dequantize all weights to f32 once at load', default: false },
     threadsOption,
     activationsOption,
+    ...kvCacheOptions,
     { name: 'act', type: 'string', choices: ['none', 'int8', 'int6', 'int4'], default: 'none', help: 'quantize every linear input per token (dynamic symmetric intN; W8A8 with an int8 file, SmoothQuant with one written by quantize --smooth)' },
     { name: 'llm-int8', type: 'number', min: 0, help: 'LLM.int8(): input features above this magnitude in 16 bits, the rest int8 x int8 (e.g. 6.0)' },
     { name: 'json', type: 'boolean', help: 'print one JSON object', default: false },
@@ -61,7 +62,9 @@ export const evalCommand: Command = {
         if (a.given.has('ctx') && ctx !== baseLogits.ctx) fail(`--ctx ${ctx} differs from the base logits file's context ${baseLogits.ctx}`);
         ctx = baseLogits.ctx!;
       }
-      const m = await loadModelPath(a.positionals[0], tokFile, { contextLength: ctx, batch: Math.min(ctx, 512), dequantize, activations, threads });
+      const kvCache = kvCacheFrom(a.values);
+      const m = await loadModelPath(a.positionals[0], tokFile, { contextLength: ctx, batch: Math.min(ctx, 512), dequantize, activations, threads, kvCache });
+      const kv = m.model.kv as { bytesPerToken?: number };
       if (a.values.act !== 'none' && a.values['llm-int8'] !== undefined) fail('give either --act or --llm-int8, not both');
       if (a.values.act !== 'none') m.model.hooks.linear = actQuantLinear(Number((a.values.act as string).slice(3)));
       if (a.values['llm-int8'] !== undefined) m.model.hooks.linear = llmInt8Linear(a.values['llm-int8'] as number);
@@ -92,8 +95,8 @@ export const evalCommand: Command = {
       if (tty) process.stderr.write('\n');
       if (a.values.json) {
         const { ppl, pplStderr, nll, tokens: n, chunks, ctx: c, seconds, pplBase, kld, top1, dp } = r;
-        process.stdout.write(JSON.stringify({ ppl, pplStderr, nll, tokens: n, chunks, ctx: c, seconds, tokensPerSecond: (chunks * c) / seconds, pplBase, kld, top1, dp }) + '\n');
-      } else process.stdout.write(report(r));
+        process.stdout.write(JSON.stringify({ ppl, pplStderr, nll, tokens: n, chunks, ctx: c, seconds, tokensPerSecond: (chunks * c) / seconds, pplBase, kld, top1, dp, cacheTypeK: kvCache.k, cacheTypeV: kvCache.v, kvBytesPerToken: kv.bytesPerToken }) + '\n');
+      } else process.stdout.write(report(r) + kvCacheLine(m) + '\n');
     } finally {
       files.close();
     }
