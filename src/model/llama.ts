@@ -561,6 +561,8 @@ export interface ForwardHooks {
    * (W8A8, LLM.int8(), see src/model/act-quant.ts) plug in here. Must not modify x.
    */
   linear?: (out: Float32Array, x: Float32Array, w: LinearWeight, nTok: number) => void;
+  /** Called with each layer's keys before RoPE and its values (nTok rows of kvDim, views: copy what you keep), KV-cache calibration */
+  kvInput?: (layer: number, pos: number, nTok: number, keys: Float32Array, values: Float32Array) => void;
 }
 
 export interface LlamaOptions extends LoadOptions {
@@ -611,6 +613,7 @@ export class Llama {
     this.engine = engine;
     this.s = new RunState(c, Math.max(1, opts.batch ?? 128), this.kv.capacity, engine, this.weights);
     this.activations = opts.activations ?? 'f32';
+    this.kv.setRope?.((layer, rows, n, pos0) => rope(c, c.swaLayers?.[layer] === true ? this.s.ropeFreqSwa : this.s.ropeFreq, rows, n, c.nKvHeads, pos0));
   }
 
   /**
@@ -777,9 +780,14 @@ export class Llama {
     if (L.kNorm) rmsnorm(s.k, s.k, L.kNorm, nTok * nKvHeads, headDim, c.normEps);
     const swa = c.swaLayers?.[l] === true;
     const freq = swa ? s.ropeFreqSwa : s.ropeFreq;
+    this.hooks.kvInput?.(l, pos, nTok, s.k, s.v);
+    const preRope = this.kv.preRopeKeys === true;
+    if (preRope) this.kv.append!(l, pos, nTok, s.k, s.v);
     rope(c, freq, s.q, nTok, nHeads, pos);
-    rope(c, freq, s.k, nTok, nKvHeads, pos);
-    if (this.kv.append) this.kv.append(l, pos, nTok, s.k, s.v);
+    if (!preRope) rope(c, freq, s.k, nTok, nKvHeads, pos);
+    if (preRope) {
+      // (keys went in before RoPE)
+    } else if (this.kv.append) this.kv.append(l, pos, nTok, s.k, s.v);
     else for (let t = 0; t < nTok; t++) this.kv.store(l, pos + t, s.k.subarray(t * kvDim, (t + 1) * kvDim), s.v.subarray(t * kvDim, (t + 1) * kvDim));
     const scale = c.attnScale ?? 1 / Math.sqrt(headDim);
     const window = swa ? c.slidingWindow! : 0;
