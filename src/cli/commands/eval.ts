@@ -7,7 +7,7 @@ import type { Command } from '../args.js';
 import { checkOutput, noteInput, readInputText, withAtomicFile } from '../files.js';
 import { fileSet } from '../node-source.js';
 import { threadsFrom, threadsOption } from '../threads.js';
-import { activationsOption, loadModelPath } from './generate.js';
+import { activationsOption, kvCacheFrom, kvCacheLine, kvCacheOptions, loadModelPath } from './generate.js';
 
 function report(r: PerplexityResult): string {
   const lines = [`PPL = ${r.ppl.toFixed(4)} +/- ${r.pplStderr.toFixed(5)}  (${r.chunks} chunks of ${r.ctx}, ${r.tokens} scored tokens, ${r.seconds.toFixed(1)} s)`];
@@ -27,7 +27,7 @@ export const evalCommand: Command = {
   name: 'eval',
   summary: 'perplexity of a model on a text as llama-perplexity computes it; KL divergence etc. against a base',
   usage:
-    'lowbit eval MODEL --text FILE [--ctx 128] [--chunks N] [--tokenizer F] [--base MODEL | --base-logits FILE] [--save-logits FILE] [--threads N] [--activations ggml|f32] [--act int8|int6|int4|fp8 | --act flexq --calib FILE | --llm-int8 6.0] [--json]',
+    'lowbit eval MODEL --text FILE [--ctx 128] [--chunks N] [--tokenizer F] [--base MODEL | --base-logits FILE] [--save-logits FILE] [--threads N] [--activations ggml|f32] [--act int8|int6|int4|fp8 | --act flexq --calib FILE | --llm-int8 6.0] [-ctk T] [-ctv T] [--kv-residual R] [--json]',
   positionals: [1, 1],
   options: [
     { name: 'text', short: 'f', type: 'string', help: 'UTF-8 text to evaluate on (not needed with --base-logits)' },
@@ -40,6 +40,7 @@ export const evalCommand: Command = {
     { name: 'dequantize', type: 'boolean', help: 'dequantize all weights to f32 once at load', default: false },
     threadsOption,
     activationsOption,
+    ...kvCacheOptions,
     { name: 'act', type: 'string', choices: ['none', 'int8', 'int6', 'int4', 'fp8', 'flexq'], default: 'none', help: 'quantize every linear input per token (dynamic symmetric intN; W8A8 with an int8 file, SmoothQuant with one written by quantize --smooth; fp8: E4M3 with scale absmax/448, ZeroQuant-FP; flexq: int6, int8 for the linears --calib finds most sensitive)' },
     { name: 'calib', type: 'string', help: 'with --act flexq: calibration text for the layer-wise sensitivity analysis' },
     { name: 'a8-fraction', type: 'number', min: 0, max: 1, default: 0.2, help: 'with --act flexq: fraction of the linears whose inputs stay int8' },
@@ -65,7 +66,9 @@ export const evalCommand: Command = {
         if (a.given.has('ctx') && ctx !== baseLogits.ctx) fail(`--ctx ${ctx} differs from the base logits file's context ${baseLogits.ctx}`);
         ctx = baseLogits.ctx!;
       }
-      const m = await loadModelPath(a.positionals[0], tokFile, { contextLength: ctx, batch: Math.min(ctx, 512), dequantize, activations, threads });
+      const kvCache = kvCacheFrom(a.values);
+      const m = await loadModelPath(a.positionals[0], tokFile, { contextLength: ctx, batch: Math.min(ctx, 512), dequantize, activations, threads, kvCache });
+      const kv = m.model.kv as { bytesPerToken?: number };
       if (a.values.act !== 'none' && a.values['llm-int8'] !== undefined) fail('give either --act or --llm-int8, not both');
       const act = a.values.act as string;
       if (act !== 'flexq' && (a.given.has('calib') || a.given.has('a8-fraction'))) fail('--calib and --a8-fraction apply with --act flexq');
@@ -108,8 +111,8 @@ export const evalCommand: Command = {
       if (tty) process.stderr.write('\n');
       if (a.values.json) {
         const { ppl, pplStderr, nll, tokens: n, chunks, ctx: c, seconds, pplBase, kld, top1, dp } = r;
-        process.stdout.write(JSON.stringify({ ppl, pplStderr, nll, tokens: n, chunks, ctx: c, seconds, tokensPerSecond: (chunks * c) / seconds, pplBase, kld, top1, dp }) + '\n');
-      } else process.stdout.write(report(r));
+        process.stdout.write(JSON.stringify({ ppl, pplStderr, nll, tokens: n, chunks, ctx: c, seconds, tokensPerSecond: (chunks * c) / seconds, pplBase, kld, top1, dp, cacheTypeK: kvCache.k, cacheTypeV: kvCache.v, kvBytesPerToken: kv.bytesPerToken }) + '\n');
+      } else process.stdout.write(report(r) + kvCacheLine(m) + '\n');
     } finally {
       files.close();
     }
