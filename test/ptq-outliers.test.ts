@@ -131,3 +131,48 @@ test('bad input: --lorc or EasyQuant into GGUF, a rank larger than a matrix: one
     assert.ok(!fs.existsSync(out), 'no output file');
   }
 });
+
+test('FlexQ: layer-wise sensitivity keeps int8 inputs where int6 hurts most, and A6 with them beats plain A6; FP8 activations are exact E4M3 multiples of the token scale', async () => {
+  const { loadModel } = await import('../src/eval/load.js');
+  const { perplexity } = await import('../src/eval/perplexity.js');
+  const { flexqSensitivity } = await import('../src/pipeline/flexq.js');
+  const { actQuantLinear, quantizeActivationsFloat } = await import('../src/model/act-quant.js');
+  const { fp8_e4m3fn } = await import('../src/formats/registry.js');
+  const { fakeQuantRef } = await import('../src/formats/cast.js');
+  const m = await loadModel(fileSource(GGUF), { contextLength: 128, batch: 128 });
+  const tok = m.tokenizer!;
+  const setup = { ctx: 128, chunks: 4, bos: tok.vocab.bos, addBos: tok.vocab.addBos };
+  const s = await flexqSensitivity(m.model, tok.encode(TEXT.slice(0, 40000)), { ...setup, fraction: 0.2 });
+  assert.equal(s.scores.length, 35);
+  assert.equal(s.keep8.length, 7);
+  assert.ok(s.scores[0].kld > 2 * s.scores[s.scores.length - 1].kld);
+  base ??= await evaluateBase(fileSource(GGUF), HELD_OUT, { ctx: 128, chunks: 6 });
+  const kld = async (hook: Parameters<typeof actQuantLinear>[1] | 'none') => {
+    m.model.hooks.linear = hook === 'none' ? actQuantLinear(6) : actQuantLinear(6, hook);
+    return (await perplexity(m.model, base!.tokens, { ctx: 128, chunks: 6, bos: 1, addBos: true, base: base!.base })).kld!.mean;
+  };
+  const keep = new Set(s.keep8);
+  const [a6, flex] = [await kld('none'), await kld((n) => keep.has(n))];
+  console.log(`# W32A6 KLD ${a6.toFixed(4)}, FlexQ A6 with int8 for ${s.keep8.join(' ')}: ${flex.toFixed(4)}`);
+  assert.ok(flex < 0.8 * a6);
+  // FP8: every quantized input value is an E4M3 value times the token's scale absmax / 448
+  const x = Float32Array.from({ length: 2 * 64 }, (_, i) => Math.sin(i * 1.3) * (i < 64 ? 3 : 0.01));
+  const q = Float32Array.from(x);
+  quantizeActivationsFloat(q, 2, 64, fp8_e4m3fn);
+  for (let t = 0; t < 2; t++) {
+    const row = x.subarray(t * 64, (t + 1) * 64);
+    const scale = Math.max(...row.map(Math.abs)) / 448;
+    const qt = q.subarray(t * 64, (t + 1) * 64);
+    assert.ok(qt.some((v, j) => v !== row[j]), 'some values round');
+    assert.equal(Math.max(...qt.map(Math.abs)), Math.max(...row.map(Math.abs)), 'the absmax is exact (448 x scale)');
+    for (let j = 0; j < 64; j++) assert.ok(Math.abs(qt[j] - row[j]) <= Math.abs(row[j]) * 2 ** -4 + scale * 2 ** -9, `E4M3 rounding error at ${j}`);
+    assert.deepEqual(fakeQuantRef(fp8_e4m3fn, qt, { scale }), qt, 'E4M3 values are fixed points');
+  }
+});
+
+test('bad input: eval --act flexq without calibration text: one clear line, exit 2', () => {
+  const r = spawnSync(process.execPath, [BIN, 'eval', GGUF, '--text', path.join(DATA, 'tinystories-valid-head.txt'), '--chunks', '1', '--ctx', '64', '--act', 'flexq'], { encoding: 'utf8' });
+  assert.equal(r.status, 2, r.stderr);
+  assert.match(r.stderr, /--act flexq needs calibration text for its sensitivity analysis: --calib FILE/);
+  assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+});

@@ -52,8 +52,10 @@ export const kvCacheOptions = [
   { name: 'cache-type-k', short: 'ctk', type: 'string', default: 'f32', help: `key cache type: ${KV_CACHE_TYPES.join(', ')}, or rot-<type> (a Hadamard rotation of each head first)` },
   { name: 'cache-type-v', short: 'ctv', type: 'string', default: 'f32', help: 'value cache type (as --cache-type-k)' },
   { name: 'kv-residual', type: 'int', min: 1, help: 'KIVI caches: the most recent positions kept in f32 until a chunk of this many fills (a multiple of 32; default 32)' },
-  { name: 'calib', type: 'string', help: 'calibration text for KV caches fitted to activations (kvquant3, kvquant4; accepted by every cache type)' },
 ] as const;
+
+/** --calib for generate (eval declares its own, shared with --act flexq) */
+export const kvCalibOption = { name: 'calib', type: 'string', help: 'calibration text for KV caches fitted to activations (kvquant3, kvquant4)' } as const;
 
 /**
  * The runtime's KV cache options from the parsed flags (a bad type is an error before the model loads).
@@ -96,6 +98,7 @@ export const generateCommand: Command = {
     { name: 'stats', type: 'boolean', help: 'print tokens per second to stderr', default: false },
     activationsOption,
     ...kvCacheOptions,
+    kvCalibOption,
     threadsOption,
   ],
   async run(a) {
