@@ -19,6 +19,8 @@ import { ggmlRoundActivations } from './ggml-activations.js';
 import { f16ToF32, f32ToF16 } from '../quant/ggml/half.js';
 import type { LlamaConfig, StoredTensor } from './types.js';
 import { familyOf, KNOWN_ARCHITECTURES } from './family.js';
+import { isDefaultKvCache, packedKvStorage, type KvCacheOptions } from './kv/cache.js';
+import { f32KvStorage, type KvStorage } from './kv/storage.js';
 
 // ---------------------------------------------------------------------------------------------------
 // Config from GGUF metadata
@@ -318,41 +320,7 @@ function buildWeights(c: LlamaConfig, tensors: readonly StoredTensor[], opts: Lo
 // ---------------------------------------------------------------------------------------------------
 // KV cache
 
-/**
- * Where keys and values live. f32 now; a quantized store would keep packed rows (a GGML type per
- * position) and either dequantize into scratch on read (keys/values) or, in kernel memory, let the
- * attention kernel read the packed rows (KernelKvStorage.rowType).
- */
-export interface KvStorage {
-  /** positions each layer can hold */
-  readonly capacity: number;
-  /** store the key and value vectors (kvDim each) of position `pos` of `layer` */
-  store(layer: number, pos: number, key: Float32Array, value: Float32Array): void;
-  /**
-   * Optional fast path: store positions [pos, pos + n) of `layer` from the first n rows (kvDim each) of
-   * k and v, in place (no allocation per token). Without it the runtime calls store() per position.
-   */
-  append?(layer: number, pos: number, n: number, k: Float32Array, v: Float32Array): void;
-  /** keys of positions [0, n) of `layer` as f32, kvDim per position, contiguous */
-  keys(layer: number, n: number): Float32Array;
-  /** values of positions [0, n) of `layer` as f32, kvDim per position, contiguous */
-  values(layer: number, n: number): Float32Array;
-}
-
-export function f32KvStorage(nLayers: number, capacity: number, kvDim: number): KvStorage {
-  const k = new Float32Array(nLayers * capacity * kvDim); // (layer, pos, kvDim)
-  const v = new Float32Array(nLayers * capacity * kvDim); // (layer, pos, kvDim)
-  const base = (layer: number, pos: number) => (layer * capacity + pos) * kvDim;
-  return {
-    capacity,
-    store(layer, pos, key, value) {
-      k.set(key.subarray(0, kvDim), base(layer, pos));
-      v.set(value.subarray(0, kvDim), base(layer, pos));
-    },
-    keys: (layer, n) => k.subarray(base(layer, 0), base(layer, n)),
-    values: (layer, n) => v.subarray(base(layer, 0), base(layer, n)),
-  };
-}
+export { f32KvStorage, type KvStorage } from './kv/storage.js';
 
 /** f32 storage in a kernel engine's memory, where the WebAssembly attention reads it. */
 interface KernelKvStorage extends KvStorage {
@@ -379,6 +347,7 @@ function kernelKvStorage(engine: MatmulEngine, nLayers: number, capacity: number
     engine,
     rowType: 'F32',
     capacity,
+    bytesPerToken: 8 * nLayers * kvDim,
     store(layer, pos, key, value) {
       void owner; // the arrays live as long as this storage
       put(k, base(layer, pos), key, 1);
@@ -605,6 +574,8 @@ export interface LlamaOptions extends LoadOptions {
   batch?: number;
   /** KV cache storage (default f32) */
   kv?: KvStorage;
+  /** KV cache types (-ctk / -ctv): a packed cache (src/model/kv/cache.ts) unless both are f32 */
+  kvCache?: KvCacheOptions;
   /**
    * 'ggml': round each linear layer's input to the weight type's llama.cpp `vec_dot_type` first (Q8_0,
    * Q8_1, Q8_K, F16, BF16), as llama.cpp's CPU backend does, so KLD/PPL match what llama.cpp measures;
@@ -649,8 +620,9 @@ export class Llama {
     const capacity = opts.contextLength ?? c.seqLen;
     const kvDim = c.nKvHeads * c.headDim;
     const batch = Math.max(1, opts.batch ?? 128);
+    if (opts.kv && !isDefaultKvCache(opts.kvCache)) fail('give either a KV storage or KV cache types, not both');
     const ring = c.slidingWindow ? c.slidingWindow + batch - 1 : Infinity;
-    const sliding = (l: number) => !opts.kv && ring < capacity && c.swaLayers?.[l] === true;
+    const sliding = (l: number) => !opts.kv && isDefaultKvCache(opts.kvCache) && ring < capacity && c.swaLayers?.[l] === true;
     this.kvSlot = new Int32Array(c.nLayers);
     let nGlobal = 0;
     let nRing = 0;
@@ -660,8 +632,9 @@ export class Llama {
       this.ringK = new Float32Array(nRing * ring * kvDim);
       this.ringV = new Float32Array(nRing * ring * kvDim);
     }
-    const kernelKv = engine && c.headDim % 4 === 0 && !opts.kv ? kernelKvStorage(engine, nGlobal, capacity, kvDim) : null;
-    this.kv = opts.kv ?? kernelKv ?? f32KvStorage(nGlobal, capacity, kvDim);
+    const packed = isDefaultKvCache(opts.kvCache) ? null : packedKvStorage(opts.kvCache!, { nLayers: nGlobal, capacity, nKvHeads: c.nKvHeads, headDim: c.headDim }, engine);
+    const kernelKv = engine && c.headDim % 4 === 0 && !opts.kv && !packed ? kernelKvStorage(engine, nGlobal, capacity, kvDim) : null;
+    this.kv = opts.kv ?? packed ?? kernelKv ?? f32KvStorage(nGlobal, capacity, kvDim);
     this.engine = engine;
     this.s = new RunState(c, batch, this.kv.capacity, engine, this.weights);
     this.activations = opts.activations ?? 'f32';
@@ -858,6 +831,10 @@ export class Llama {
     }
     if (this.kv.append) this.kv.append(slot, pos, nTok, s.k, s.v);
     else for (let t = 0; t < nTok; t++) this.kv.store(slot, pos + t, s.k.subarray(t * kvDim, (t + 1) * kvDim), s.v.subarray(t * kvDim, (t + 1) * kvDim));
+    if (this.kv.attention && window === 0 && cap === 0) {
+      this.kv.attention(slot, s.q, nTok, pos, { nHeads, nKvHeads, headDim, scale }, s.att);
+      return;
+    }
     if (window > 0 || cap > 0) {
       const keys = this.kv.keys(slot, pos + nTok);
       const values = this.kv.values(slot, pos + nTok);
