@@ -36,6 +36,7 @@ const ALGORITHM_FLAGS: readonly (readonly [string, string])[] = [
   ['awq-clip', 'awq'],
   ['hqq-iters', 'hqq'],
   ['hqq-p', 'hqq'],
+  ['easyquant-outliers', 'easyquant'],
 ];
 
 /** The recipe of the flags, with --algo and the PTQ options that were given folded in. */
