@@ -28,6 +28,10 @@ export interface PtqOptions {
   readonly smooth: number;
   readonly hqqIters: number;
   readonly hqqP: number;
+  /** AutoRound: sign-gradient iterations, first step (0 = 1 / iterations), learned clip ratios */
+  readonly autoroundIters: number;
+  readonly autoroundLr: number;
+  readonly autoroundClip: boolean;
 }
 
 export interface PtqOptionSpec {
@@ -58,6 +62,9 @@ export const PTQ_OPTIONS: readonly PtqOptionSpec[] = Object.freeze([
   { key: 'smooth', flag: 'smooth', type: 'number', default: 0, min: 0, max: 1, help: 'SmoothQuant migration strength alpha (0 = off), folded into the norms' },
   { key: 'hqqIters', flag: 'hqq-iters', type: 'int', default: 20, min: 1, help: 'HQQ: solver iterations' },
   { key: 'hqqP', flag: 'hqq-p', type: 'number', default: 0.7, min: 0.01, max: 2, help: 'HQQ: l_p norm of the error (p < 1 promotes sparse errors)' },
+  { key: 'autoroundIters', flag: 'autoround-iters', type: 'int', default: 200, min: 0, max: 100000, help: 'AutoRound: signed-gradient iterations' },
+  { key: 'autoroundLr', flag: 'autoround-lr', type: 'number', default: 0, min: 0, max: 0.5, help: 'AutoRound: first step of the rounding offsets and clip ratios, decayed linearly (0 = 1 / iterations)' },
+  { key: 'autoroundClip', flag: 'autoround-clip', type: 'boolean', default: true, help: 'AutoRound: learn a clip ratio per block (the codec keeps choosing its scales for the clipped block)' },
 ] as const satisfies readonly PtqOptionSpec[]);
 
 export const DEFAULT_PTQ: PtqOptions = Object.freeze(Object.fromEntries(PTQ_OPTIONS.map((o) => [o.key, o.default])) as unknown as PtqOptions);

@@ -16,6 +16,7 @@
 import { fail } from '../errors.js';
 import { CLIP_SEARCH_MAX_BITS, codeLayout, type BlockCodec } from '../algos/block-codec.js';
 import { clipBlocks, hqqApplies, hqqBlocks, rtnBlocks, type BlockResult } from '../algos/blockwise.js';
+import { autoRoundBlocks } from '../algos/autoround.js';
 import type { PtqOptions } from '../algos/ptq-options.js';
 import { algorithmList, ruleFor, type BaseAlgorithm, type Recipe } from '../algos/recipe.js';
 import type { QuantScheme } from '../quant/scheme.js';
@@ -45,6 +46,8 @@ export interface WeightJob {
   readonly stats?: InputStatistics;
   readonly options: PtqOptions;
   readonly gptqWorkers?: GptqWorkers;
+  /** the algorithms applied to this weight before the rounding one (['gptq'] in 'gptq+autoround') */
+  readonly before?: readonly BaseAlgorithm[];
 }
 
 export interface Rounded extends BlockResult {
@@ -98,11 +101,25 @@ function awq(job: WeightJob): Rounded {
   return clip ? { ...clipBlocks(codec, w, n, k, { h: stats.h }), label: 'awq+clip' } : { ...rtnBlocks(codec, w, n, k), label: 'awq' };
 }
 
+/**
+ * AutoRound: learned rounding offsets and per-block clip ratios by signed gradient descent on the
+ * linear's output error (algos/autoround.ts); after GPTQ ('gptq+autoround') it starts from GPTQ's
+ * grids and choices and learns the rounding only.
+ */
+async function autoround(job: WeightJob): Promise<Rounded> {
+  const { codec, w, rows: n, cols: k, stats, options: o } = job;
+  if (!stats) return { ...rtnBlocks(codec, w, n, k), label: 'rtn' };
+  const init = job.before?.includes('gptq') ? await gptq(job) : undefined;
+  const r = autoRoundBlocks(codec, w, n, k, stats.h, { iters: o.autoroundIters, lr: o.autoroundLr, clip: o.autoroundClip, importance: codec.usesImportance ? stats.diag() : undefined, init });
+  return { bytes: r.bytes, q: r.q, label: 'autoround' };
+}
+
 export const ALGORITHM_TABLE: Readonly<Record<BaseAlgorithm, AlgorithmSpec>> = Object.freeze({
   rtn: { name: 'rtn', scope: 'tensor', needsCalibration: false, help: 'round to nearest (imatrix-weighted when calibration text is given)', round: rtn },
   hqq: { name: 'hqq', scope: 'tensor', needsCalibration: false, help: 'HQQ: half-quadratic zero-point/scale fit (asymmetric targets)', round: hqq },
   gptq: { name: 'gptq', scope: 'layer', needsCalibration: true, help: 'GPTQ: error-compensating rounding with the input Hessian', round: gptq },
   awq: { name: 'awq', scope: 'layer', needsCalibration: true, scalesInputs: true, help: 'AWQ: activation-aware per-channel scales, then a clip search', round: awq },
+  autoround: { name: 'autoround', scope: 'layer', needsCalibration: true, help: 'AutoRound: rounding offsets and clip ratios learned by signed gradient descent on each linear\'s output error', round: autoround },
 } satisfies Record<BaseAlgorithm, AlgorithmSpec>);
 
 /** The algorithms a recipe applies to a tensor, in order (the rule's, else the recipe's default, else rtn). */
@@ -113,7 +130,7 @@ export function algorithmsOf(recipe: Recipe, tensorName: string): readonly Algor
 
 /** Round one weight with a tensor's algorithms: the last member of the list rounds ('awq+gptq' is reported as such). */
 export async function roundWeight(list: readonly AlgorithmSpec[], job: WeightJob): Promise<Rounded> {
-  const r = await (list[list.length - 1] ?? ALGORITHM_TABLE.rtn).round(job);
+  const r = await (list[list.length - 1] ?? ALGORITHM_TABLE.rtn).round({ ...job, before: list.slice(0, -1).map((a) => a.name) });
   return list.length > 1 && job.stats ? { ...r, label: list.map((a) => a.name).join('+') } : r;
 }
 
