@@ -13,8 +13,8 @@ import { ptqOptions, type PtqOptions } from './ptq-options.js';
 export const RECIPE_VERSION = 1;
 
 /** The algorithms (pipeline/algorithms.ts holds their handlers). */
-export type BaseAlgorithm = 'rtn' | 'gptq' | 'awq' | 'hqq' | 'autoround';
-export const BASE_ALGORITHMS: readonly BaseAlgorithm[] = ['rtn', 'gptq', 'awq', 'hqq', 'autoround'];
+export type BaseAlgorithm = 'rtn' | 'gptq' | 'awq' | 'hqq' | 'easyquant' | 'autoround';
+export const BASE_ALGORITHMS: readonly BaseAlgorithm[] = ['rtn', 'gptq', 'awq', 'hqq', 'easyquant', 'autoround'];
 /**
  * A recipe's algorithm: one, or a list applied in order (every member's input transform, then the
  * last one rounds: ["awq", "gptq"] folds AWQ's scales in first, then GPTQ, as the AWQ paper combines

@@ -18,6 +18,8 @@ import { dequantizeRows, kernelsEnabled, linear, makeLinearWeight, type LinearWe
 import { ggmlRoundActivations } from './ggml-activations.js';
 import { f16ToF32, f32ToF16 } from '../quant/ggml/half.js';
 import type { LlamaConfig, StoredTensor } from './types.js';
+import { isDefaultKvCache, packedKvStorage, type KvCacheOptions } from './kv/cache.js';
+import { f32KvStorage, type KvStorage } from './kv/storage.js';
 
 // ---------------------------------------------------------------------------------------------------
 // Config from GGUF metadata
@@ -325,41 +327,7 @@ function buildWeights(c: LlamaConfig, tensors: readonly StoredTensor[], opts: Lo
 // ---------------------------------------------------------------------------------------------------
 // KV cache
 
-/**
- * Where keys and values live. f32 now; a quantized store would keep packed rows (a GGML type per
- * position) and either dequantize into scratch on read (keys/values) or, in kernel memory, let the
- * attention kernel read the packed rows (KernelKvStorage.rowType).
- */
-export interface KvStorage {
-  /** positions each layer can hold */
-  readonly capacity: number;
-  /** store the key and value vectors (kvDim each) of position `pos` of `layer` */
-  store(layer: number, pos: number, key: Float32Array, value: Float32Array): void;
-  /**
-   * Optional fast path: store positions [pos, pos + n) of `layer` from the first n rows (kvDim each) of
-   * k and v, in place (no allocation per token). Without it the runtime calls store() per position.
-   */
-  append?(layer: number, pos: number, n: number, k: Float32Array, v: Float32Array): void;
-  /** keys of positions [0, n) of `layer` as f32, kvDim per position, contiguous */
-  keys(layer: number, n: number): Float32Array;
-  /** values of positions [0, n) of `layer` as f32, kvDim per position, contiguous */
-  values(layer: number, n: number): Float32Array;
-}
-
-export function f32KvStorage(nLayers: number, capacity: number, kvDim: number): KvStorage {
-  const k = new Float32Array(nLayers * capacity * kvDim); // (layer, pos, kvDim)
-  const v = new Float32Array(nLayers * capacity * kvDim); // (layer, pos, kvDim)
-  const base = (layer: number, pos: number) => (layer * capacity + pos) * kvDim;
-  return {
-    capacity,
-    store(layer, pos, key, value) {
-      k.set(key.subarray(0, kvDim), base(layer, pos));
-      v.set(value.subarray(0, kvDim), base(layer, pos));
-    },
-    keys: (layer, n) => k.subarray(base(layer, 0), base(layer, n)),
-    values: (layer, n) => v.subarray(base(layer, 0), base(layer, n)),
-  };
-}
+export { f32KvStorage, type KvStorage } from './kv/storage.js';
 
 /** f32 storage in a kernel engine's memory, where the WebAssembly attention reads it. */
 interface KernelKvStorage extends KvStorage {
@@ -386,6 +354,7 @@ function kernelKvStorage(engine: MatmulEngine, nLayers: number, capacity: number
     engine,
     rowType: 'F32',
     capacity,
+    bytesPerToken: 8 * nLayers * kvDim,
     store(layer, pos, key, value) {
       void owner; // the arrays live as long as this storage
       put(k, base(layer, pos), key, 1);
@@ -601,6 +570,8 @@ export interface LlamaOptions extends LoadOptions {
   batch?: number;
   /** KV cache storage (default f32) */
   kv?: KvStorage;
+  /** KV cache types (-ctk / -ctv): a packed cache (src/model/kv/cache.ts) unless both are f32 */
+  kvCache?: KvCacheOptions;
   /**
    * 'ggml': round each linear layer's input to the weight type's llama.cpp `vec_dot_type` first (Q8_0,
    * Q8_1, Q8_K, F16, BF16), as llama.cpp's CPU backend does, so KLD/PPL match what llama.cpp measures;
@@ -633,8 +604,10 @@ export class Llama {
     this.weights = buildWeights(c, tensors, opts, opts.weightsInKernel === false ? null : engine);
     const capacity = opts.contextLength ?? c.seqLen;
     const kvDim = c.nKvHeads * c.headDim;
-    const kernelKv = engine && c.headDim % 4 === 0 && !opts.kv ? kernelKvStorage(engine, c.nLayers, capacity, kvDim) : null;
-    this.kv = opts.kv ?? kernelKv ?? f32KvStorage(c.nLayers, capacity, kvDim);
+    if (opts.kv && !isDefaultKvCache(opts.kvCache)) fail('give either a KV storage or KV cache types, not both');
+    const packed = isDefaultKvCache(opts.kvCache) ? null : packedKvStorage(opts.kvCache!, { nLayers: c.nLayers, capacity, nKvHeads: c.nKvHeads, headDim: c.headDim }, engine);
+    const kernelKv = engine && c.headDim % 4 === 0 && !opts.kv && !packed ? kernelKvStorage(engine, c.nLayers, capacity, kvDim) : null;
+    this.kv = opts.kv ?? packed ?? kernelKv ?? f32KvStorage(c.nLayers, capacity, kvDim);
     this.engine = engine;
     this.s = new RunState(c, Math.max(1, opts.batch ?? 128), this.kv.capacity, engine, this.weights);
     this.activations = opts.activations ?? 'f32';
@@ -811,6 +784,10 @@ export class Llama {
     const scale = c.attnScale ?? 1 / Math.sqrt(headDim);
     const window = swa ? c.slidingWindow! : 0;
     const cap = c.attnSoftcap ?? 0;
+    if (this.kv.attention && window === 0 && cap === 0) {
+      this.kv.attention(l, s.q, nTok, pos, { nHeads, nKvHeads, headDim, scale }, s.att);
+      return;
+    }
     if (window > 0 || cap > 0) {
       const keys = this.kv.keys(l, pos + nTok);
       const values = this.kv.values(l, pos + nTok);

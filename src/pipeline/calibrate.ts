@@ -45,7 +45,7 @@ import { linear, matmul } from '../model/matmul.js';
 import { Tokenizer } from '../model/tokenizer.js';
 import type { LlamaConfig, StoredTensor } from '../model/types.js';
 import { ggmlTypeByName } from '../quant/ggml/types.js';
-import { algorithmsOf, roundWeight, scalesInputs, type AlgorithmSpec, type InputStatistics } from './algorithms.js';
+import { algorithmsOf, needsHandler, roundWeight, scalesInputs, type AlgorithmSpec, type ExtraTensor, type InputStatistics } from './algorithms.js';
 import type { QuantizePlan, TensorPlan } from './plan.js';
 
 export interface PtqInput {
@@ -66,6 +66,8 @@ export interface PtqTensor {
   bytes: Uint8Array;
   sqnrDb: number;
   algorithm: string;
+  /** tensors stored beside it (LoRC, EasyQuant outliers) */
+  extras?: readonly ExtraTensor[];
 }
 
 export interface PtqOutput {
@@ -250,7 +252,7 @@ export function calibrationNeeds(plan: QuantizePlan, options: PtqOptions, hasCal
       needsText = true;
       algorithms.add(a.name);
     }
-    if (list.some((a) => a.name !== 'rtn')) tensorPass = true;
+    if (needsHandler(list, options)) tensorPass = true;
   }
   const hasRtn = plan.tensors.some((p) => isQuantized(p) && algorithmsOf(plan.recipe, p.name).every((a) => a.name === 'rtn'));
   return { layerPass: needsText || (hasCalib && hasRtn), needsText, algorithms: [...algorithms], tensorPass };
@@ -322,7 +324,7 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
     const codec = codecOf(p);
     if (!codec) return roundFloat(name);
     const r = await roundWeight(algorithmsFor(name), { name, codec, w: t.data, rows: t.rows, cols: t.cols, scheme: p.scheme, ggmlType: p.ggml?.name, stats, options: o, gptqWorkers: input.gptqWorkers });
-    quantized.set(name, { bytes: r.bytes, sqnrDb: sqnrDb(t.data, r.q), algorithm: r.label });
+    quantized.set(name, { bytes: r.bytes, sqnrDb: sqnrDb(t.data, r.q), algorithm: r.label, ...(r.extras ? { extras: r.extras } : {}) });
     t.data.set(r.q);
   };
   /** float targets: round to the stored float type so later layers see what the file holds */
@@ -337,7 +339,7 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
 
   // ---- calibration-free algorithms (per tensor) --------------------------------------------------
   if (!needsCalibration) {
-    for (const p of plan.tensors) if (codecOf(p) && algorithmsFor(p.name).some((a) => a.name !== 'rtn')) await quantizeWeight(p.name, undefined);
+    for (const p of plan.tensors) if (codecOf(p) && needsHandler(algorithmsFor(p.name), o)) await quantizeWeight(p.name, undefined);
     return { floats, quantized, notes, rotationMaxLogitDiff, seconds: (performance.now() - t0) / 1000 };
   }
 

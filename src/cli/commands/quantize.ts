@@ -39,6 +39,7 @@ const ALGORITHM_FLAGS: readonly (readonly [string, string])[] = [
   ['autoround-iters', 'autoround'],
   ['autoround-lr', 'autoround'],
   ['autoround-clip', 'autoround'],
+  ['easyquant-outliers', 'easyquant'],
 ];
 
 /** The recipe of the flags, with --algo and the PTQ options that were given folded in. */
