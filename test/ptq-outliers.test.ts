@@ -176,3 +176,24 @@ test('bad input: eval --act flexq without calibration text: one clear line, exit
   assert.match(r.stderr, /--act flexq needs calibration text for its sensitivity analysis: --calib FILE/);
   assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
 });
+
+test('OliVe olive4_g32: an outlier takes an abfloat code and prunes its neighbour, normal pairs stay int4; the bytes follow the documented layout', async () => {
+  const { resolveScheme } = await import('../src/quant/registry.js');
+  const s = resolveScheme('olive4_g32');
+  assert.equal(s.bitsPerWeight, 4.5);
+  // normal values on a grid of 0.01 (|x| <= 0.07), one outlier 0.96 = 96 s at element 5, victim element 4
+  const x = Float32Array.from({ length: 32 }, (_, j) => (j === 5 ? 0.96 : j === 4 ? 0.03 : ((j % 15) - 7) * 0.01));
+  const packed = s.quantizeRef(x, 1, 32);
+  const y = s.dequantizeRef(packed, 1, 32);
+  const scale = y[5] / 96;
+  assert.ok(Math.abs(scale - 0.01) < 1e-5, `scale ${scale}`);
+  assert.equal(y[4], 0, 'the victim is pruned');
+  const code = (j: number) => (packed[2 + (j >> 1)] >> (4 * (j & 1))) & 15;
+  assert.equal(code(4), 0b1000, 'the victim slot holds the identifier');
+  assert.equal(code(5), 0b0111, 'the outlier is abfloat +96 (e = 3, u = 1)');
+  for (let j = 0; j < 32; j++) if (j !== 4 && j !== 5) assert.ok(Math.abs(y[j] - x[j]) < 1e-4, `normal element ${j}: ${y[j]} vs ${x[j]}`);
+  // int4 g32 at the same 4.5 bpw: the outlier forces scale 0.96 / 7 and every normal value rounds to 0
+  const i4 = resolveScheme('int4', { groupSize: 32 });
+  const z = i4.dequantizeRef(i4.quantizeRef(x, 1, 32), 1, 32);
+  assert.ok(sqnrDb(x, y) > sqnrDb(x, z) + 6, `OliVe ${sqnrDb(x, y)} dB vs int4 ${sqnrDb(x, z)} dB`);
+});

@@ -206,7 +206,7 @@ export function expertView(t: FloatTensor, e: number, nExp: number): FloatTensor
 }
 
 /** is a planned tensor quantized (not a float target)? */
-const isQuantized = (p: TensorPlan) => p.scheme !== undefined || (p.ggml !== undefined && !isGgmlFloat(p.ggml));
+export const isQuantized = (p: TensorPlan) => p.scheme !== undefined || (p.ggml !== undefined && !isGgmlFloat(p.ggml));
 
 /** the codec a planned tensor is quantized with, or undefined for a float target */
 export function codecOf(p: TensorPlan): BlockCodec | undefined {
@@ -370,7 +370,7 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
 
   // ---- calibration-free algorithms (per tensor) --------------------------------------------------
   if (!needsCalibration) {
-    for (const p of plan.tensors) if (codecOf(p) && needsHandler(algorithmsFor(p.name), o)) await quantizeWeight(p.name, undefined);
+    for (const p of plan.tensors) if (needsHandler(algorithmsFor(p.name), o) && codecOf(p)) await quantizeWeight(p.name, undefined);
     return { floats, quantized, notes, rotationMaxLogitDiff, seconds: (performance.now() - t0) / 1000 };
   }
 

@@ -35,7 +35,7 @@ import { sqnrDb } from '../eval/metrics.js';
 import { quantizeRowsMeasured } from '../kernels/ggml-quant.js';
 import { rowErrorSums } from '../quant/ggml/row-error.js';
 import { planPackedLayout, writePacked } from './quantize-packed.js';
-import { calibrationNeeds, codecOf, runPtq, type PtqOutput } from './calibrate.js';
+import { calibrationNeeds, codecOf, isQuantized, runPtq, type PtqOutput } from './calibrate.js';
 import { algorithmsOf, extraTensorSpecs, needsHandler, roundWeight } from './algorithms.js';
 import { checkRank } from '../algos/lorc.js';
 import type { GptqWorkers } from './gptq-parts.js';
@@ -297,7 +297,7 @@ async function writeGguf(m: ModelFile, plan: QuantizePlan, sink: ByteSink, opts:
 async function writeLowbitSafetensors(m: ModelFile, plan: QuantizePlan, sink: ByteSink, opts: QuantizeOptions, done: TensorDone): Promise<void> {
   // the tensors stored beside a weight (LoRC factors, EasyQuant outliers): shapes known from the recipe
   const options = ptqOptions(plan.recipe.ptq ?? {});
-  const extrasOf = (p: TensorPlan) => (codecOf(p) ? extraTensorSpecs(algorithmsOf(plan.recipe, p.name), rows(p.ne), p.ne[0], options) : []);
+  const extrasOf = (p: TensorPlan) => (isQuantized(p) ? extraTensorSpecs(algorithmsOf(plan.recipe, p.name), rows(p.ne), p.ne[0], options) : []);
   const specs = plan.tensors.flatMap((p) => {
     const shape = [...p.ne].reverse();
     const extra = extrasOf(p).map((x) => ({ name: p.name + x.suffix, dtype: x.dtype, shape: [...x.shape] }));
@@ -451,7 +451,7 @@ export async function quantize(m: ModelFile, recipe: Recipe, sink: ByteSink, opt
  * containers, and LoRC ranks a matrix cannot have, before any work (one clear line each).
  */
 function checkExtras(plan: QuantizePlan, options: PtqOptions): void {
-  const quantized = plan.tensors.filter((p) => codecOf(p));
+  const quantized = plan.tensors.filter(isQuantized);
   const easy = quantized.find((p) => extraTensorSpecs(algorithmsOf(plan.recipe, p.name), 1, p.ne[0], { ...options, lorc: 0 }).length);
   const container = containerOf(plan);
   if (container !== 'safetensors') {

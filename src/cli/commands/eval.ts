@@ -27,7 +27,7 @@ export const evalCommand: Command = {
   name: 'eval',
   summary: 'perplexity of a model on a text as llama-perplexity computes it; KL divergence etc. against a base',
   usage:
-    'lowbit eval MODEL --text FILE [--ctx 128] [--chunks N] [--tokenizer F] [--base MODEL | --base-logits FILE] [--save-logits FILE] [--threads N] [--activations ggml|f32] [--act int8|int6|int4|fp8 | --act flexq --calib FILE | --llm-int8 6.0] [-ctk T] [-ctv T] [--kv-residual R] [--json]',
+    'lowbit eval MODEL --text FILE [--ctx 128] [--chunks N] [--tokenizer F] [--base MODEL | --base-logits FILE] [--save-logits FILE] [--threads N] [--activations ggml|f32] [--act int8|int6|int4|fp8 | --act flexq --calib FILE | --llm-int8 6.0] [-ctk T] [-ctv T] [--kv-residual R] [--json]  (--calib FILE also fits kvquant caches)',
   positionals: [1, 1],
   options: [
     { name: 'text', short: 'f', type: 'string', help: 'UTF-8 text to evaluate on (not needed with --base-logits)' },
@@ -42,7 +42,7 @@ export const evalCommand: Command = {
     activationsOption,
     ...kvCacheOptions,
     { name: 'act', type: 'string', choices: ['none', 'int8', 'int6', 'int4', 'fp8', 'flexq'], default: 'none', help: 'quantize every linear input per token (dynamic symmetric intN; W8A8 with an int8 file, SmoothQuant with one written by quantize --smooth; fp8: E4M3 with scale absmax/448, ZeroQuant-FP; flexq: int6, int8 for the linears --calib finds most sensitive)' },
-    { name: 'calib', type: 'string', help: 'with --act flexq: calibration text for the layer-wise sensitivity analysis' },
+    { name: 'calib', type: 'string', help: 'calibration text: for --act flexq (layer-wise sensitivity) and for KV caches fitted to activations (kvquant3, kvquant4)' },
     { name: 'a8-fraction', type: 'number', min: 0, max: 1, default: 0.2, help: 'with --act flexq: fraction of the linears whose inputs stay int8' },
     { name: 'llm-int8', type: 'number', min: 0, help: 'LLM.int8(): input features above this magnitude in 16 bits, the rest int8 x int8 (e.g. 6.0)' },
     { name: 'json', type: 'boolean', help: 'print one JSON object', default: false },
@@ -66,12 +66,13 @@ export const evalCommand: Command = {
         if (a.given.has('ctx') && ctx !== baseLogits.ctx) fail(`--ctx ${ctx} differs from the base logits file's context ${baseLogits.ctx}`);
         ctx = baseLogits.ctx!;
       }
-      const kvCache = kvCacheFrom(a.values);
+      const kvCache = await kvCacheFrom(a.values, a.positionals[0], tokFile, ctx);
       const m = await loadModelPath(a.positionals[0], tokFile, { contextLength: ctx, batch: Math.min(ctx, 512), dequantize, activations, threads, kvCache });
       const kv = m.model.kv as { bytesPerToken?: number };
       if (a.values.act !== 'none' && a.values['llm-int8'] !== undefined) fail('give either --act or --llm-int8, not both');
       const act = a.values.act as string;
-      if (act !== 'flexq' && (a.given.has('calib') || a.given.has('a8-fraction'))) fail('--calib and --a8-fraction apply with --act flexq');
+      if (act !== 'flexq' && a.given.has('a8-fraction')) fail('--a8-fraction applies with --act flexq');
+      if (act !== 'flexq' && a.given.has('calib') && kvCache.calibration === undefined) fail('--calib applies with --act flexq or a kvquant KV cache (-ctk/-ctv kvquant3|kvquant4)');
       if (act === 'fp8') m.model.hooks.linear = actQuantFloatLinear(fp8_e4m3fn);
       else if (act === 'flexq') {
         if (!a.values.calib) fail('--act flexq needs calibration text for its sensitivity analysis: --calib FILE');
