@@ -5,9 +5,14 @@
  * measures each quantized file (--kl-divergence); lowbit measures the same file twice: against llama.cpp's
  * base file (--base-logits) and against the F32 model run by lowbit (--base). Needs the llama.cpp tools
  * (node scripts/build-llama-cpp.mjs); prints the ratios.
+ *
+ * `npm run bench -- kld cache [chunks]` (issue 14: agree within 5 %): KV cache types on tinyllama256.gguf
+ * (head size 32) at its context 256, on the held-out TinyStories text (from character 500 000):
+ * llama-perplexity -ctk T -ctv T -fa on --kl-divergence against the base of the f32 cache, and lowbit eval
+ * -ctk T -ctv T against the same base file.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -32,9 +37,42 @@ function lowbitEval(args: string[]): { ppl: number; kld: { mean: number; stderr:
   return JSON.parse(out);
 }
 
+/** tinyllama256's held-out text (it was trained on the first 500 000 characters) */
+export function heldOutText(dir: string): string {
+  const file = dir + 'tinystories-heldout.txt';
+  if (!existsSync(file)) writeFileSync(file, readFileSync(text, 'utf8').slice(500000));
+  return file;
+}
+
+/** KLD of every llama.cpp cache type by llama-perplexity and by lowbit eval, against one f32-cache base. */
+export async function cacheTypes(chunks: string, types: readonly string[], log = console.log): Promise<{ type: string; llama: number; lowbit: number }[]> {
+  const dir = root + '.cache/bench/kld/';
+  mkdirSync(dir, { recursive: true });
+  const tiny = root + 'data/tinyllama256.gguf';
+  const held = heldOutText(dir);
+  const base = dir + 'tinyllama256-base.kld';
+  runLlama(['-m', tiny, '-f', held, '-c', '256', '--chunks', chunks, '-ctk', 'f32', '-ctv', 'f32', '-fa', 'on', '--kl-divergence-base', base], /Final estimate: PPL = ([\d.]+)/);
+  log(`tinyllama256.gguf, ctx 256, ${chunks} chunks of the held-out TinyStories text; base: f32 cache (llama-perplexity)`);
+  log('cache      bits   llama.cpp KLD          lowbit KLD    ratio    llama.cpp PPL  lowbit PPL   llama top-1  lowbit top-1');
+  const out: { type: string; llama: number; lowbit: number }[] = [];
+  for (const t of types) {
+    const m = runLlama(['-m', tiny, '--kl-divergence-base', base, '--kl-divergence', '-ctk', t, '-ctv', t, '-fa', 'on'], /Mean PPL\(Q\)\s+:\s+([\d.]+)[\s\S]*Mean\s+KLD:\s+([-\d.e]+)\s+±\s+([-\d.e]+)[\s\S]*Same top p:\s+([\d.]+)/);
+    const r = lowbitEval([tiny, '--base-logits', base, '-ctk', t, '-ctv', t]) as ReturnType<typeof lowbitEval> & { kvBytesPerToken: number };
+    const ref = Number(m[2]);
+    const bits = (8 * r.kvBytesPerToken) / (2 * 4 * 128); // 4 layers x 128 values, keys and values
+    log(`${t.padEnd(9)} ${bits.toFixed(2).padStart(5)}   ${ref.toExponential(4)} ± ${Number(m[3]).toExponential(1)}   ${r.kld.mean.toExponential(4)}   ${(r.kld.mean / ref).toFixed(4)}   ${Number(m[1]).toFixed(4).padStart(12)}  ${r.ppl.toFixed(4).padStart(10)}   ${Number(m[4]).toFixed(3).padStart(9)} %  ${(100 * r.top1).toFixed(3).padStart(9)} %`);
+    out.push({ type: t, llama: ref, lowbit: r.kld.mean });
+  }
+  return out;
+}
+
 export async function run(args: string[]): Promise<void> {
   if (!existsSync(bin)) {
     console.log(`llama-perplexity not built (${bin}); run node scripts/build-llama-cpp.mjs`);
+    return;
+  }
+  if (args[0] === 'cache') {
+    await cacheTypes(String(Number(args[1] ?? 40)), ['f16', 'bf16', 'q8_0', 'q5_1', 'q5_0', 'q4_1', 'q4_0', 'iq4_nl']);
     return;
   }
   const chunks = String(Number(args[0] ?? 200));

@@ -10,6 +10,8 @@ export { isNode, hasSimd, hasRelaxedSimd } from './env.js';
 export { sqnrDb } from './eval/metrics.js';
 export * from './quant/index.js';
 export { Llama, f32KvStorage, llamaConfigFromGguf, type KvStorage, type ForwardHooks } from './model/llama.js';
+export { packedKvStorage, PackedKvStorage, type KvCacheOptions } from './model/kv/cache.js';
+export { parseKvCacheType, cacheTypeBits, KV_CACHE_TYPES, type KvCacheType } from './model/kv/types.js';
 export { Tokenizer, TokenTextStream } from './model/tokenizer.js';
 export { setMatmul, matmulRef, type MatmulFn } from './model/matmul.js';
 export { MatmulEngine, initMatmulKernels } from './kernels/matmul.js';

@@ -123,3 +123,39 @@ test('alloc: sensitivity costs are the same from H = XᵀX and from X itself (st
       assert.ok(Math.abs(x - y) <= 2e-3 * Math.abs(x) + 1e-12, `${a.tensors[i].name} ${a.tensors[i].candidates[j].type}: ${x} vs ${y}`);
     }
 });
+
+// the audit and the sensitivity pass swap token_embd.weight in models whose embedding is stored quantized
+test('alloc: WeightSwap replaces a Q8_0-stored token embedding and restores it', async () => {
+  const fs = await import('node:fs');
+  const path = await import('node:path');
+  const { loadModel } = await import('../src/eval/load.js');
+  const { WeightSwap } = await import('../src/pipeline/sensitivity.js');
+  const { ggmlRoundTrip } = await import('../src/alloc/cost.js');
+  const { ggmlCodec } = await import('../src/quant/ggml/registry.js');
+  const { ggmlTypeByName, ggmlRowBytes } = await import('../src/quant/ggml/types.js');
+  const { initMatmulKernels } = await import('../src/kernels/matmul.js');
+  await initMatmulKernels();
+  const file = path.resolve(import.meta.dirname, '../../data/stories260K.gguf');
+  const bytes = new Uint8Array(fs.readFileSync(file));
+  const src = { name: file, size: bytes.length, read: async (o: number, n: number) => bytes.subarray(o, o + n) };
+  const { model } = await loadModel(src as never, { contextLength: 64 });
+  const { vocabSize: vocab, dim } = model.config;
+  const emb = model.weights.tokenEmbedding;
+  assert.equal(emb.type.name, 'F32');
+  const f32 = new Float32Array(emb.data.slice().buffer, 0, vocab * dim);
+  // store the embedding as Q8_0, as a quantized model to audit would
+  const q8 = ggmlTypeByName('Q8_0')!;
+  const packed = new Uint8Array(vocab * ggmlRowBytes(q8, dim));
+  ggmlCodec(q8)!.quantize!(f32, vocab, dim, packed);
+  model.weights.tokenEmbedding = { type: q8, data: packed, rowBytes: ggmlRowBytes(q8, dim) };
+  const stored = model.weights.tokenEmbedding;
+  const tokens = Int32Array.from([1, 200, 300, 17, 42, 99]);
+  const base = model.forward(tokens, 0, 0).slice();
+  const swap = new WeightSwap(model);
+  const same = swap.run(new Map([['token_embd.weight', ggmlRoundTrip('Q8_0', f32, vocab, dim).values]]), () => model.forward(tokens, 0, 0).slice());
+  assert.deepEqual(same, base, 'the dequantized Q8_0 table swapped in gives the Q8_0 model\'s logits');
+  const other = swap.run(new Map([['token_embd.weight', f32]]), () => model.forward(tokens, 0, 0).slice());
+  assert.notDeepEqual(other, base, 'the F32 table swapped in changes the logits');
+  assert.equal(model.weights.tokenEmbedding, stored, 'the stored embedding is back');
+  assert.deepEqual(model.forward(tokens, 0, 0), base);
+});

@@ -30,6 +30,8 @@ test('core modules never import node: modules or use process, and import downwar
       const tLayer = target.split(path.sep)[0];
       if (CORE.has(tLayer) && ORDER.indexOf(tLayer) > ORDER.indexOf(layer)) problems.push(`${rel}: imports ${target} from a higher layer`);
       if (tLayer === 'cli' || tLayer === 'lab') problems.push(`${rel}: imports ${target}`);
+      // model/kv (the packed KV cache) sits under the forward pass: the runtime plugs it in, never the reverse
+      if (rel.startsWith(`model${path.sep}kv${path.sep}`) && tLayer === 'model' && !target.startsWith(`model${path.sep}kv${path.sep}`) && /^model.(llama|family|sampler|tokenizer|bpe)/.test(target)) problems.push(`${rel}: imports ${target} (model/kv is below the forward pass)`);
       // io/onnx (ONNX files and their quantizers) sits on top of io: the rest of io never imports it
       if (rel.startsWith(`io${path.sep}`) && !rel.startsWith(`io${path.sep}onnx${path.sep}`) && target.startsWith(`io${path.sep}onnx${path.sep}`)) problems.push(`${rel}: imports ${target} (io/onnx is above the other readers)`);
     }

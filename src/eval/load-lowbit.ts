@@ -2,7 +2,9 @@
  * Reading back what `lowbit quantize` writes to safetensors: generic-scheme tensors are dequantized
  * once (fake-quant: the runtime then sees the exact values the scheme stores), float tensors are
  * converted to f32, and the GGUF metadata carried in `__metadata__["lowbit.gguf"]` gives the
- * architecture, hyper-parameters and tokenizer.
+ * architecture, hyper-parameters and tokenizer. Tensors stored beside a weight (listed in
+ * `lowbit.extras.W`: LoRC's f16 factors A, B and EasyQuant's f16 outliers) are applied to its
+ * dequantized values here: W[row, index] = value, then W += A B (the order the quantizer used).
  */
 import { fail } from '../errors.js';
 import { readSafetensors } from '../io/safetensors.js';
@@ -11,6 +13,8 @@ import { toFloat32 } from '../io/tensor-data.js';
 import { ggmlTypeByName, type GgmlTypeInfo } from '../quant/ggml/types.js';
 import { resolveScheme } from '../quant/registry.js';
 import type { StoredTensor } from '../model/types.js';
+import { applyOutliers } from '../algos/easyquant.js';
+import { addLowRank } from '../algos/lorc.js';
 
 /** Is this a safetensors file written by `lowbit quantize` (it carries `lowbit.gguf` metadata)? */
 export async function isLowbitSafetensors(src: ByteSource): Promise<boolean> {
@@ -35,7 +39,25 @@ export async function readLowbitSafetensors(src: ByteSource): Promise<{ metadata
   const metadata = new Map<string, unknown>(Object.entries(parsed));
   const f32 = ggmlTypeByName('F32') as GgmlTypeInfo;
   const tensors: StoredTensor[] = [];
+  // name -> suffixes of the tensors stored beside it
+  const extrasOf = new Map<string, string[]>();
+  for (const [k, v] of Object.entries(f.metadata))
+    if (k.startsWith('lowbit.extras.')) {
+      const list = JSON.parse(v) as unknown;
+      if (!Array.isArray(list) || !list.every((x) => typeof x === 'string')) fail(`${src.name}: ${k} is not a list of tensor suffixes`);
+      extrasOf.set(k.slice('lowbit.extras.'.length), list as string[]);
+    }
+  const extraNames = new Set([...extrasOf].flatMap(([n, l]) => l.map((x) => n + x)));
+  const byName = new Map(f.tensors.map((t) => [t.name, t]));
+  const extra = async (name: string, suffix: string, dtype: string, shape0: number) => {
+    const t = byName.get(name + suffix);
+    if (!t) fail(`${src.name}: ${name}${suffix} is listed in lowbit.extras but missing`);
+    if (t.dtype !== dtype || t.shape.length !== 2 || t.shape[0] !== shape0) fail(`${src.name}: ${name}${suffix} has dtype ${t.dtype} shape [${t.shape.join(', ')}], expected ${dtype} with ${shape0} rows`);
+    const bytes = await t.source.read(t.fileOffset, t.byteLength);
+    return { values: dtype === 'U16' ? new Uint16Array(bytes.slice().buffer) : toFloat32(dtype, bytes), cols: t.shape[1] };
+  };
   for (const t of f.tensors) {
+    if (extraNames.has(t.name)) continue;
     const bytes = await t.source.read(t.fileOffset, t.byteLength);
     const q = f.metadata[`lowbit.quant.${t.name}`];
     let values: Float32Array;
@@ -50,6 +72,22 @@ export async function readLowbitSafetensors(src: ByteSource): Promise<{ metadata
     } else {
       values = toFloat32(t.dtype, bytes);
       dims = [...t.shape].reverse();
+    }
+    const extras = extrasOf.get(t.name);
+    if (extras) {
+      const [cols, rows] = dims;
+      if (extras.includes('.outlier_index')) {
+        const index = await extra(t.name, '.outlier_index', 'U16', rows);
+        const value = await extra(t.name, '.outlier_value', 'F16', rows);
+        if (value.cols !== index.cols) fail(`${src.name}: ${t.name}'s outlier tensors disagree in shape`);
+        applyOutliers(values, cols, { perRow: index.cols, index: index.values as Uint16Array, value: value.values as Float32Array });
+      }
+      if (extras.includes('.lorc_a')) {
+        const a = await extra(t.name, '.lorc_a', 'F16', rows);
+        const b = await extra(t.name, '.lorc_b', 'F16', a.cols);
+        if (b.cols !== cols) fail(`${src.name}: ${t.name}.lorc_b has ${b.cols} columns, the weight ${cols}`);
+        addLowRank(values, rows, cols, { a: a.values as Float32Array, b: b.values as Float32Array, rank: a.cols });
+      }
     }
     tensors.push({ name: t.name, type: f32, dims, data: new Uint8Array(values.buffer, values.byteOffset, values.byteLength) });
   }

@@ -636,6 +636,17 @@ export class MatmulEngine {
     if (oOwn < 0) this.copyOut(out, oAt, nTok * qDim);
   }
 
+  /**
+   * Dequantize `rows` rows (rowBytes apart, `cols` elements each) of bytes in this memory (allocBytes)
+   * into f32 rows in this memory (allocF32), in place; false (nothing done) when either array lives
+   * elsewhere or the kernel has no dequantizer for the type.
+   */
+  dequantizeInto(type: GgmlTypeInfo, src: Uint8Array, rowBytes: number, rows: number, cols: number, out: Float32Array): boolean {
+    if (!this.ours.has(src.buffer) || src.length < rows * rowBytes || this.ptrOf(out, rows * cols) < 0 || !this.hasType(type)) return false;
+    this.exports.dequantize(type.id, src.byteOffset, rowBytes, rows, cols, out.byteOffset, cols);
+    return true;
+  }
+
   /** Dequantize rows with the kernel (for tests): `rows` rows of w from row `r0`, k floats each. */
   dequantizeRows(w: KernelWeight, r0: number, rows: number): Float32Array {
     const at = this.buffer('dequantize', rows * w.cols * 4 + 64);

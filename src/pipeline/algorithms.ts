@@ -16,6 +16,10 @@
 import { fail } from '../errors.js';
 import { CLIP_SEARCH_MAX_BITS, codeLayout, type BlockCodec } from '../algos/block-codec.js';
 import { clipBlocks, hqqApplies, hqqBlocks, rtnBlocks, type BlockResult } from '../algos/blockwise.js';
+import { autoRoundBlocks } from '../algos/autoround.js';
+import { easyQuantBlocks, outliersPerRow } from '../algos/easyquant.js';
+import { addLowRank, lowRankFactors } from '../algos/lorc.js';
+import { fromFloat32 } from '../io/tensor-data.js';
 import type { PtqOptions } from '../algos/ptq-options.js';
 import { algorithmList, ruleFor, type BaseAlgorithm, type Recipe } from '../algos/recipe.js';
 import type { QuantScheme } from '../quant/scheme.js';
@@ -45,12 +49,42 @@ export interface WeightJob {
   readonly stats?: InputStatistics;
   readonly options: PtqOptions;
   readonly gptqWorkers?: GptqWorkers;
+  /** the algorithms applied to this weight before the rounding one (['gptq'] in 'gptq+autoround') */
+  readonly before?: readonly BaseAlgorithm[];
 }
 
 export interface Rounded extends BlockResult {
   /** what was done, for the report ('gptq', 'awq+clip', 'imatrix-rtn', ...) */
   readonly label: string;
+  /** tensors stored beside the weight (LoRC factors, EasyQuant outliers); `q` already includes them */
+  readonly extras?: readonly ExtraTensor[];
 }
+
+/**
+ * A tensor stored beside a quantized weight W in lowbit safetensors, named `W` + suffix, listed in
+ * `__metadata__["lowbit.extras.W"]`; lowbit's loader applies it to W's dequantized values:
+ *   .lorc_a [rows, r] F16, .lorc_b [r, cols] F16     W += A B            (LoRC)
+ *   .outlier_index [rows, m] U16, .outlier_value [rows, m] F16   W[row, index] = value   (EasyQuant)
+ * GGUF has no place for them (llama.cpp would run Q alone): such recipes are refused for GGUF.
+ */
+export interface ExtraTensor {
+  readonly suffix: '.lorc_a' | '.lorc_b' | '.outlier_index' | '.outlier_value';
+  readonly dtype: 'F16' | 'U16';
+  readonly shape: readonly number[];
+  readonly data?: Uint8Array;
+}
+
+/** The extra tensors a weight of rows x cols gets with these algorithms and options (shapes only). */
+export function extraTensorSpecs(list: readonly AlgorithmSpec[], rows: number, cols: number, o: PtqOptions): ExtraTensor[] {
+  const out: ExtraTensor[] = [];
+  const m = list[list.length - 1]?.name === 'easyquant' ? outliersPerRow(o.easyquantOutliers, cols) : 0;
+  if (m) out.push({ suffix: '.outlier_index', dtype: 'U16', shape: [rows, m] }, { suffix: '.outlier_value', dtype: 'F16', shape: [rows, m] });
+  if (o.lorc > 0) out.push({ suffix: '.lorc_a', dtype: 'F16', shape: [rows, o.lorc] }, { suffix: '.lorc_b', dtype: 'F16', shape: [o.lorc, cols] });
+  return out;
+}
+
+/** Does a weight need its algorithms' handler (anything but plain RTN, or a LoRC post-step)? */
+export const needsHandler = (list: readonly AlgorithmSpec[], o: PtqOptions) => o.lorc > 0 || list.some((a) => a.name !== 'rtn');
 
 export interface AlgorithmSpec {
   readonly name: BaseAlgorithm;
@@ -98,11 +132,56 @@ function awq(job: WeightJob): Rounded {
   return clip ? { ...clipBlocks(codec, w, n, k, { h: stats.h }), label: 'awq+clip' } : { ...rtnBlocks(codec, w, n, k), label: 'awq' };
 }
 
+/**
+ * AutoRound: learned rounding offsets and per-block clip ratios by signed gradient descent on the
+ * linear's output error (algos/autoround.ts); after GPTQ ('gptq+autoround') it starts from GPTQ's
+ * grids and choices and learns the rounding only.
+ */
+async function autoround(job: WeightJob): Promise<Rounded> {
+  const { codec, w, rows: n, cols: k, stats, options: o } = job;
+  if (!stats) return { ...rtnBlocks(codec, w, n, k), label: 'rtn' };
+  const init = job.before?.includes('gptq') ? await gptq(job) : undefined;
+  const r = autoRoundBlocks(codec, w, n, k, stats.h, { iters: o.autoroundIters, lr: o.autoroundLr, clip: o.autoroundClip, importance: codec.usesImportance ? stats.diag() : undefined, init });
+  return { bytes: r.bytes, q: r.q, label: 'autoround' };
+}
+
+/** EasyQuant: data-free; f16 outliers per row, then each block's range fitted to the rest (easyquant.ts) */
+function easyquant(job: WeightJob): Rounded {
+  const { codec, w, rows: n, cols: k, options: o } = job;
+  const r = easyQuantBlocks(codec, w, n, k, o.easyquantOutliers);
+  const { perRow, index, value } = r.outliers;
+  const extras: ExtraTensor[] = perRow
+    ? [
+        { suffix: '.outlier_index', dtype: 'U16', shape: [n, perRow], data: new Uint8Array(index.buffer, index.byteOffset, index.byteLength) },
+        { suffix: '.outlier_value', dtype: 'F16', shape: [n, perRow], data: fromFloat32('F16', value) },
+      ]
+    : [];
+  return { bytes: r.bytes, q: r.q, extras, label: 'easyquant' };
+}
+
+/** LoRC after any rounding: E = W - Q factored to rank r (f16), Q + A B is what the runtime computes with */
+function withLorc(r: Rounded, job: WeightJob): Rounded {
+  const { w, rows: n, cols: k, options: o } = job;
+  const e = new Float32Array(n * k);
+  for (let i = 0; i < e.length; i++) e[i] = w[i] - r.q[i];
+  const f = lowRankFactors(e, n, k, o.lorc, { seed: o.seed });
+  const q = Float32Array.from(r.q);
+  addLowRank(q, n, k, f);
+  const extras: ExtraTensor[] = [
+    ...(r.extras ?? []),
+    { suffix: '.lorc_a', dtype: 'F16', shape: [n, f.rank], data: fromFloat32('F16', f.a) },
+    { suffix: '.lorc_b', dtype: 'F16', shape: [f.rank, k], data: fromFloat32('F16', f.b) },
+  ];
+  return { bytes: r.bytes, q, extras, label: `${r.label}+lorc${f.rank}` };
+}
+
 export const ALGORITHM_TABLE: Readonly<Record<BaseAlgorithm, AlgorithmSpec>> = Object.freeze({
   rtn: { name: 'rtn', scope: 'tensor', needsCalibration: false, help: 'round to nearest (imatrix-weighted when calibration text is given)', round: rtn },
   hqq: { name: 'hqq', scope: 'tensor', needsCalibration: false, help: 'HQQ: half-quadratic zero-point/scale fit (asymmetric targets)', round: hqq },
   gptq: { name: 'gptq', scope: 'layer', needsCalibration: true, help: 'GPTQ: error-compensating rounding with the input Hessian', round: gptq },
   awq: { name: 'awq', scope: 'layer', needsCalibration: true, scalesInputs: true, help: 'AWQ: activation-aware per-channel scales, then a clip search', round: awq },
+  autoround: { name: 'autoround', scope: 'layer', needsCalibration: true, help: 'AutoRound: rounding offsets and clip ratios learned by signed gradient descent on each linear\'s output error', round: autoround },
+  easyquant: { name: 'easyquant', scope: 'tensor', needsCalibration: false, help: 'EasyQuant: data-free; ~1 % outliers per row kept in f16, block ranges fitted to the rest (lowbit safetensors)', round: easyquant },
 } satisfies Record<BaseAlgorithm, AlgorithmSpec>);
 
 /** The algorithms a recipe applies to a tensor, in order (the rule's, else the recipe's default, else rtn). */
@@ -113,8 +192,9 @@ export function algorithmsOf(recipe: Recipe, tensorName: string): readonly Algor
 
 /** Round one weight with a tensor's algorithms: the last member of the list rounds ('awq+gptq' is reported as such). */
 export async function roundWeight(list: readonly AlgorithmSpec[], job: WeightJob): Promise<Rounded> {
-  const r = await (list[list.length - 1] ?? ALGORITHM_TABLE.rtn).round(job);
-  return list.length > 1 && job.stats ? { ...r, label: list.map((a) => a.name).join('+') } : r;
+  let r = await (list[list.length - 1] ?? ALGORITHM_TABLE.rtn).round({ ...job, before: list.slice(0, -1).map((a) => a.name) });
+  if (list.length > 1 && job.stats) r = { ...r, label: list.map((a) => a.name).join('+') };
+  return job.options.lorc > 0 ? withLorc(r, job) : r;
 }
 
 /** Does the list scale its inputs (AWQ) before rounding? */

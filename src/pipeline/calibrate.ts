@@ -39,13 +39,13 @@ import { plainValue } from '../io/gguf.js';
 import type { ModelFile } from '../io/model-file.js';
 import { fromFloat32, toFloat32 } from '../io/tensor-data.js';
 import { vocabFromGgufMetadata } from '../io/vocab.js';
-import { FAMILIES, LLAMA, linearOf, residualWriters, type InputGroup, type LayerInput, type LinearRole, type ModelFamily } from '../model/family.js';
+import { familyOf, linearOf, storageOf, type FoldPair, residualWriters, type InputGroup, type LayerInput, type LinearRole, type ModelFamily } from '../model/family.js';
 import { Llama, llamaConfigFromGguf, rmsnorm } from '../model/llama.js';
 import { linear, matmul } from '../model/matmul.js';
 import { Tokenizer } from '../model/tokenizer.js';
 import type { LlamaConfig, StoredTensor } from '../model/types.js';
 import { ggmlTypeByName } from '../quant/ggml/types.js';
-import { algorithmsOf, roundWeight, scalesInputs, type AlgorithmSpec, type InputStatistics } from './algorithms.js';
+import { algorithmsOf, needsHandler, roundWeight, scalesInputs, type AlgorithmSpec, type ExtraTensor, type InputStatistics } from './algorithms.js';
 import type { QuantizePlan, TensorPlan } from './plan.js';
 
 export interface PtqInput {
@@ -66,6 +66,8 @@ export interface PtqTensor {
   bytes: Uint8Array;
   sqnrDb: number;
   algorithm: string;
+  /** tensors stored beside it (LoRC, EasyQuant outliers) */
+  extras?: readonly ExtraTensor[];
 }
 
 export interface PtqOutput {
@@ -170,10 +172,43 @@ export class InputStats implements InputStatistics {
   }
 }
 
+/**
+ * The input statistics of every expert's matrix of a 3-D tensor (each expert sees only the rows routed
+ * to it) and of all experts pooled. An expert that saw fewer than `minTokens` rows (max(16, k/8): its
+ * Hessian would be far from full rank) is calibrated with the pooled statistics instead -- the inputs
+ * of its peers, the closest estimate of what it will see -- and listed in `fallbacks` (the report says so).
+ */
+export class ExpertStats {
+  readonly minTokens: number;
+  readonly fallbacks: number[] = [];
+  constructor(readonly tensor: string, readonly perExpert: InputStats[], readonly pooled: InputStats) {
+    this.minTokens = Math.max(16, Math.ceil(pooled.k / 8));
+  }
+  finish(): void {
+    for (const st of this.perExpert) st.finish();
+    this.pooled.finish();
+    this.perExpert.forEach((st, e) => st.count < this.minTokens && this.fallbacks.push(e));
+  }
+  /** the statistics expert e is calibrated with */
+  pick(e: number): InputStats {
+    return this.perExpert[e].count < this.minTokens ? this.pooled : this.perExpert[e];
+  }
+  divideInput(s: Float32Array): void {
+    for (const st of this.perExpert) st.divideInput(s);
+    this.pooled.divideInput(s);
+  }
+}
+
+/** expert e's matrix of a 3-D tensor (nExp matrices stacked by rows): a view */
+export function expertView(t: FloatTensor, e: number, nExp: number): FloatTensor {
+  const rows = t.rows / nExp;
+  return { data: t.data.subarray(e * rows * t.cols, (e + 1) * rows * t.cols), rows, cols: t.cols };
+}
+
 const FLOAT_TYPES = new Set(['F32', 'F16', 'BF16']);
 
 /** is a planned tensor quantized (not a float target)? */
-const isQuantized = (p: TensorPlan) => p.scheme !== undefined || (p.ggml !== undefined && !FLOAT_TYPES.has(p.ggml.name));
+export const isQuantized = (p: TensorPlan) => p.scheme !== undefined || (p.ggml !== undefined && !FLOAT_TYPES.has(p.ggml.name));
 
 /** the codec a planned tensor is quantized with, or undefined for a float target */
 export function codecOf(p: TensorPlan): BlockCodec | undefined {
@@ -250,7 +285,7 @@ export function calibrationNeeds(plan: QuantizePlan, options: PtqOptions, hasCal
       needsText = true;
       algorithms.add(a.name);
     }
-    if (list.some((a) => a.name !== 'rtn')) tensorPass = true;
+    if (needsHandler(list, options)) tensorPass = true;
   }
   const hasRtn = plan.tensors.some((p) => isQuantized(p) && algorithmsOf(plan.recipe, p.name).every((a) => a.name === 'rtn'));
   return { layerPass: needsText || (hasCalib && hasRtn), needsText, algorithms: [...algorithms], tensorPass };
@@ -274,9 +309,9 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
   const stored = (): StoredTensor[] =>
     [...weights].map(([name, t]) => ({ name, type: f32, dims: shapeOf(m, name), data: new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength) }));
   const config: LlamaConfig = llamaConfigFromGguf(metadata, stored());
-  // the family's wiring (model/family.ts); architectures the runtime runs without a row use LLaMA's
+  // the family's wiring (model/family.ts)
   const archName = config.arch ?? String(metadata.get('general.architecture'));
-  const family = FAMILIES.find((f) => f.architectures.includes(archName)) ?? LLAMA;
+  const family = familyOf(archName, config.nExperts !== undefined);
   const nLayers = config.nLayers;
   // ---- what this pipeline covers per family ----------------------------------------------------------
   const fused = [...weights.keys()].find((n) => /\.attn_qkv\.weight$/.test(n) || (/\.ffn_up\.weight$/.test(n) && !weights.has(n.replace('ffn_up', 'ffn_gate'))));
@@ -322,7 +357,7 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
     const codec = codecOf(p);
     if (!codec) return roundFloat(name);
     const r = await roundWeight(algorithmsFor(name), { name, codec, w: t.data, rows: t.rows, cols: t.cols, scheme: p.scheme, ggmlType: p.ggml?.name, stats, options: o, gptqWorkers: input.gptqWorkers });
-    quantized.set(name, { bytes: r.bytes, sqnrDb: sqnrDb(t.data, r.q), algorithm: r.label });
+    quantized.set(name, { bytes: r.bytes, sqnrDb: sqnrDb(t.data, r.q), algorithm: r.label, ...(r.extras ? { extras: r.extras } : {}) });
     t.data.set(r.q);
   };
   /** float targets: round to the stored float type so later layers see what the file holds */
@@ -337,64 +372,123 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
 
   // ---- calibration-free algorithms (per tensor) --------------------------------------------------
   if (!needsCalibration) {
-    for (const p of plan.tensors) if (codecOf(p) && algorithmsFor(p.name).some((a) => a.name !== 'rtn')) await quantizeWeight(p.name, undefined);
+    for (const p of plan.tensors) if (needsHandler(algorithmsFor(p.name), o) && codecOf(p)) await quantizeWeight(p.name, undefined);
     return { floats, quantized, notes, rotationMaxLogitDiff, seconds: (performance.now() - t0) / 1000 };
   }
 
   // ---- layer by layer ----------------------------------------------------------------------------
-  if (config.nExperts) fail(`${archName} is a mixture of experts: calibrated GPTQ/AWQ/SmoothQuant per expert is not supported yet; use a llama.cpp type with an importance matrix from lowbit imatrix (per-expert statistics, as llama-imatrix)`);
-  if (fused) fail(`${archName} stores fused ${fused.split('.')[2]}: calibrated GPTQ/AWQ/SmoothQuant for fused tensors is not supported yet; use a llama.cpp type (with --imatrix from lowbit imatrix)`);
   const lc = new LayerCalibration(config, family, weights, stored(), windows, ctx, input.threads, o.smooth > 0 || plan.tensors.some((p) => scalesInputs(algorithmsFor(p.name))));
   say(`calibration: ${windows.length} sequences of ${ctx} tokens`);
   // token embeddings: no calibration (a lookup, not a product); quantized first so layer 0 sees them
   await quantizeWeight('token_embd.weight', undefined);
   lc.embed();
+  const nExp = config.nExperts ?? 0;
+  const expertNotes: string[] = [];
+  /** round each expert's matrix of a 3-D tensor with its own input statistics (experts.pick decides the fallback) */
+  const quantizeExperts = async (tensor: string, ex: ExpertStats): Promise<void> => {
+    const p = planOf.get(tensor);
+    const t = weights.get(tensor);
+    if (!p || !t) fail(`model has no tensor ${tensor}`);
+    const codec = codecOf(p);
+    if (!codec) return roundFloat(tensor);
+    const parts: Uint8Array[] = [];
+    const original = Float32Array.from(t.data);
+    let label = '';
+    for (let e = 0; e < nExp; e++) {
+      const v = expertView(t, e, nExp);
+      const r = await roundWeight(algorithmsFor(tensor), { name: tensor, codec, w: v.data, rows: v.rows, cols: v.cols, scheme: p.scheme, ggmlType: p.ggml?.name, stats: ex.pick(e), options: o, gptqWorkers: input.gptqWorkers });
+      parts.push(r.bytes);
+      v.data.set(r.q);
+      label = r.label;
+    }
+    const bytes = new Uint8Array(parts.reduce((n, b) => n + b.length, 0));
+    parts.reduce((at, b) => (bytes.set(b, at), at + b.length), 0);
+    quantized.set(tensor, { bytes, sqnrDb: sqnrDb(original, t.data), algorithm: label });
+  };
 
   for (let l = 0; l < nLayers; l++) {
     const tl = performance.now();
     const P = `blk.${l}.`;
     const name = (r: LinearRole) => `${P}${linearOf(family, r).gguf}.weight`;
+    const perExpert = (r: LinearRole) => linearOf(family, r).perExpert === true;
     const lists = new Map(family.linears.map((s) => [s.role, algorithmsFor(name(s.role))] as [LinearRole, readonly AlgorithmSpec[]]));
     const quantizable = (roles: readonly LinearRole[]) => roles.every((r) => codecOf(planOf.get(name(r))!));
-    const usesAwq = (roles: readonly LinearRole[]) => roles.some((r) => scalesInputs(lists.get(r)!)) && quantizable(roles);
-    const quantizeGroup = (roles: readonly LinearRole[], st: InputStats) => lc.timed('quantization', () => (async () => { for (const r of roles) await quantizeWeight(name(r), st); })());
+    // the router stays float in llama.cpp's recipes: it takes a group's scales exactly and joins AWQ's search only when quantized
+    const searched = (roles: readonly LinearRole[]) => roles.filter((r) => r !== 'router' || quantizable([r]));
+    const usesAwq = (roles: readonly LinearRole[]) => searched(roles).some((r) => scalesInputs(lists.get(r)!)) && quantizable(searched(roles));
+    /** a fold pair's producer: its storage tensor (Phi-3: the fused one) and its rows there */
+    const producerOf = (fp: FoldPair) => storageOf(family, fp.producer, config);
+    const experts = new Map<LayerInput, ExpertStats>();
+    const quantizeGroup = (roles: readonly LinearRole[], st: InputStats, input: LayerInput) =>
+      lc.timed('quantization', () => (async () => { for (const r of roles) await (perExpert(r) ? quantizeExperts(name(r), experts.get(input)!) : quantizeWeight(name(r), st)); })());
     const alphas: string[] = [];
     const statsOfGroup = new Map<InputGroup, InputStats>();
     // a producer whose rows take the AWQ scales of its consumer's input is rounded after that fold
-    const deferred = new Set(family.foldPairs.filter((fp) => usesAwq([fp.consumer]) && quantizable([fp.producer])).map((fp) => fp.producer));
+    const deferred = new Set(family.foldPairs.filter((fp) => usesAwq([fp.consumer]) && quantizable([producerOf(fp).spec.role])).map((fp) => producerOf(fp).spec.role));
+    /** statistics of a group's input: all tokens, and for a group of experts each expert's own rows */
+    const collect = (g: InputGroup): InputStats => {
+      const expertRole = g.linears.find(perExpert);
+      if (!expertRole) return lc.collectHessians(l, g.input);
+      const ex = lc.collectExpertStats(l, name(expertRole));
+      experts.set(g.input, ex);
+      return g.norm ? lc.collectHessians(l, g.input) : ex.pooled;
+    };
 
     for (const g of family.inputGroups) {
       // the residual writers of the previous groups have written: the input of a norm group is ready
       if (g.norm) lc.addPendingResiduals();
-      let st = lc.collectHessians(l, g.input);
+      let st = collect(g);
       statsOfGroup.set(g, st);
       const normName = g.norm;
       if (normName) {
         const runtimeNorm = lc.runtimeNorm(l, g.input);
         const norm = `${P}${normName}.weight`;
+        const ex = experts.get(g.input);
+        const fold = (sc: Float32Array) => {
+          lc.fold(sc, st, g.linears.map(name), { norm: weights.get(norm)!.data, runtimeNorm });
+          ex?.divideInput(sc);
+        };
         lc.timed('quantization', () => {
-          if (o.smooth > 0) lc.fold(smoothQuantScales(st.absMax, g.linears.map((r) => ({ w: lc.linear(name(r)).data, n: lc.linear(name(r)).rows })), o.smooth), st, g.linears.map(name), { norm: weights.get(norm)!.data, runtimeNorm });
+          if (o.smooth > 0) fold(smoothQuantScales(st.absMax, g.linears.map((r) => ({ w: lc.linear(name(r)).data, n: lc.linear(name(r)).rows })), o.smooth));
           if (usesAwq(g.linears)) {
-            const r = awqSearchHessian(st.meanAbs(), st.h, st.k, lc.awqLinears(g.linears.map(name), planOf), o.awqGrid);
-            lc.fold(r.scales, st, g.linears.map(name), { norm: weights.get(norm)!.data, runtimeNorm });
+            // experts: each matrix's error weighted by its own Hessian and its share of the tokens
+            const lins = searched(g.linears).flatMap((r) => (perExpert(r) ? lc.expertAwqLinears(name(r), planOf, ex!) : lc.awqLinears([name(r)], planOf)));
+            const r = awqSearchHessian(st.meanAbs(), st.h, st.k, lins, o.awqGrid);
+            fold(r.scales);
             alphas.push(`${normName.split('_')[0]} ${r.alpha.toFixed(2)}`);
           }
         });
       }
-      // fold pairs ending in this group (v -> o, up -> down): AWQ's scales of the consumer's input move
-      // into the producer's rows; the producer is rounded then, and the stage rerun with it
-      for (const fp of family.foldPairs.filter((x) => g.linears.includes(x.consumer) && deferred.has(x.producer))) {
-        const producerGroup = family.inputGroups.find((x) => x.linears.includes(fp.producer))!;
+      // fold pairs ending in this group (v -> o, up -> down, per expert): AWQ's scales of the consumer's
+      // input move into the producer's rows (a row range of a fused tensor, with its bias); the
+      // producer is rounded then, and the stage rerun with it
+      for (const fp of family.foldPairs.filter((x) => g.linears.includes(x.consumer) && deferred.has(producerOf(x).spec.role))) {
+        const prod = producerOf(fp);
+        const producerGroup = family.inputGroups.find((x) => x.linears.includes(prod.spec.role))!;
         lc.timed('quantization', () => {
-          const r = lc.awqFoldPair(fp.channels, st, name(fp.consumer), name(fp.producer), planOf, o.awqGrid);
-          alphas.push(`${fp.producer}>${fp.consumer} ${r.alpha.toFixed(2)}`);
+          const consumer = lc.linear(name(fp.consumer));
+          const producer = lc.linear(name(prod.spec.role));
+          const rowsOf = (t: FloatTensor) => (prod.rows === undefined ? t : { data: t.data.subarray(prod.r0 * t.cols, (prod.r0 + prod.rows) * t.cols), rows: prod.rows, cols: t.cols });
+          if (perExpert(fp.consumer)) {
+            const ex = experts.get(g.input)!;
+            const a: number[] = [];
+            for (let e = 0; e < nExp; e++) {
+              if (ex.perExpert[e].count === 0) continue; // no token reached it: nothing to weigh the scales by
+              a.push(lc.awqFoldPair(fp.channels, ex.perExpert[e], expertView(consumer, e, nExp), rowsOf(expertView(producer, e, nExp)), planOf.get(name(fp.consumer))!, o.awqGrid).alpha);
+            }
+            alphas.push(`${fp.producer}>${fp.consumer} mean ${(a.reduce((x, y) => x + y, 0) / Math.max(1, a.length)).toFixed(2)} (${a.length} experts)`);
+          } else {
+            const bias = prod.rows === undefined ? lc.biasOf(l, prod.spec.gguf) : [];
+            alphas.push(`${fp.producer}>${fp.consumer} ${lc.awqFoldPair(fp.channels, st, consumer, rowsOf(producer), planOf.get(name(fp.consumer))!, o.awqGrid, bias).alpha.toFixed(2)}`);
+          }
         });
-        await quantizeGroup([fp.producer], statsOfGroup.get(producerGroup)!);
-        st = lc.collectHessians(l, g.input); // again, with the quantized producer
+        await quantizeGroup([prod.spec.role], statsOfGroup.get(producerGroup)!, producerGroup.input);
+        st = collect(g); // again, with the quantized producer
       }
-      await quantizeGroup(g.linears.filter((r) => !deferred.has(r)), st);
-      if (!g.norm) lc.pendResidual(g.input, g.linears.map(name));
+      await quantizeGroup(g.linears.filter((r) => !deferred.has(r)), st, g.input);
+      if (!g.norm) lc.pendResidual(g.input, g.linears.map(name), g.linears.some(perExpert));
     }
+    for (const ex of experts.values()) if (ex.fallbacks.length) expertNotes.push(`layer ${l} ${ex.tensor.split('.')[2]}: experts [${ex.fallbacks.join(', ')}] saw fewer than ${ex.minTokens} tokens: calibrated with all experts' inputs pooled`);
     if (alphas.length) notes.push(`layer ${l} AWQ alpha: ${alphas.join(', ')}`);
     for (const g of family.inputGroups)
       if (g.norm) {
@@ -405,6 +499,7 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
     lc.addPendingResiduals();
     say(`layer ${l + 1}/${nLayers} (${((performance.now() - tl) / 1000).toFixed(1)} s)`);
   }
+  notes.push(...expertNotes);
 
   // output head: input = final RMSNorm of X
   if (weights.has('output.weight')) await quantizeWeight('output.weight', lc.collectHeadHessian());
@@ -425,7 +520,7 @@ export class LayerCalibration {
   private readonly outs = new Map<LayerInput, Float32Array[]>();
   private readonly scratch: Float32Array;
   private readonly product: Float32Array;
-  private pending: { input: LayerInput; writers: string[] }[] = [];
+  private pending: { input: LayerInput; writers: string[]; layer: number; moe: boolean }[] = [];
   private layer = 0;
 
   constructor(
@@ -442,9 +537,10 @@ export class LayerCalibration {
     this.engine = MatmulEngine.get();
     // every linear reads its weight from `weights` (the arrays the transforms and quantizers write into;
     // the runtime's own copy of a weight would go stale) with the f32 kernel on every thread
-    this.model.hooks.linear = (out, x, w, nTok) => {
+    this.model.hooks.linear = (out, x, w, nTok, expert) => {
       const t = weights.get(w.name);
-      if (t && t.rows === w.rows && t.cols === w.cols) matmul(out, x, t.data, nTok, t.cols, t.rows);
+      if (t && expert !== undefined && t.rows === w.rows * (config.nExperts ?? 0) && t.cols === w.cols) matmul(out, x, t.data.subarray(expert * w.rows * w.cols, (expert + 1) * w.rows * w.cols), nTok, t.cols, w.rows);
+      else if (t && t.rows === w.rows && t.cols === w.cols) matmul(out, x, t.data, nTok, t.cols, t.rows);
       else linear(out, x, w, nTok);
     };
     this.X = new Float32Array(windows.length * ctx * config.dim);
@@ -535,36 +631,92 @@ export class LayerCalibration {
     return st;
   }
 
-  /** remember that the linears reading `input` write the residual (added before the next norm group) */
-  pendResidual(input: LayerInput, writers: string[]): void {
-    this.pending.push({ input, writers });
+  /** remember that the linears reading `input` write the residual (added before the next norm group); moe: the layer's expert block writes it */
+  pendResidual(input: LayerInput, writers: string[], moe = false): void {
+    this.pending.push({ input, writers, layer: this.layer, moe });
   }
 
   /**
    * X_s += x_s W^T for every window and every pending writer W (x_s: its input stage's outputs);
-   * Gemma: X_s += rmsnorm(x_s W^T) * g with the layer's post-attention / post-FFN norm gain g
+   * Gemma: X_s += rmsnorm(x_s W^T) * g with the layer's post-attention / post-FFN norm gain g;
+   * a mixture of experts: X_s += the expert block's output (run again with the current weights)
    */
   addPendingResiduals(): void {
-    for (const { input, writers } of this.pending.splice(0))
-      for (const name of writers)
-        this.timed('forward', () => {
+    for (const { input, writers, layer, moe } of this.pending.splice(0))
+      this.timed('forward', () => {
+        if (moe) {
+          for (let s = 0; s < this.nSeq; s++) {
+            this.model.runStage('moe', layer, this.seq(s), this.product);
+            this.addResidual(this.seq(s), layer, input);
+          }
+          return;
+        }
+        for (const name of writers) {
           const t = this.weights.get(name)!;
           const xs = this.outs.get(input)!;
-          const post = name.replace(/[^.]+\.weight$/, input === 'attention' ? 'post_attention_norm.weight' : 'post_ffw_norm.weight');
-          const g = this.weights.get(post)?.data;
           for (let s = 0; s < this.nSeq; s++) {
             matmul(this.product, xs[s], t.data, this.ctx, t.cols, t.rows);
-            if (g) rmsnorm(this.product, this.product, g, this.ctx, this.config.dim, this.config.normEps);
-            const r = this.seq(s);
-            for (let i = 0; i < r.length; i++) r[i] += this.product[i];
+            this.addResidual(this.seq(s), layer, input);
           }
-        });
+        }
+      });
+  }
+
+  /** r += this.product, through the layer's post-norm of that block when the family has one (Gemma) */
+  private addResidual(r: Float32Array, layer: number, input: LayerInput): void {
+    const g = this.weights.get(`blk.${layer}.${input === 'attention' ? 'post_attention_norm' : 'post_ffw_norm'}.weight`)?.data;
+    if (g) rmsnorm(this.product, this.product, g, r.length / this.config.dim, this.config.dim, this.config.normEps);
+    for (let i = 0; i < r.length; i++) r[i] += this.product[i];
+  }
+
+  /**
+   * Stage "collect Hessians" of a mixture of experts: run layer l's expert block over every window and
+   * keep the input statistics of each expert's matrix of `tensor` (ffn_gate_exps: the rows routed to the
+   * expert; ffn_down_exps: its inner activations), and of all experts pooled.
+   */
+  collectExpertStats(l: number, tensor: string): ExpertStats {
+    this.layer = l;
+    const nExp = this.config.nExperts!;
+    const k = tensor.endsWith('ffn_down_exps.weight') ? this.config.expertHiddenDim! : this.config.dim;
+    const ex = new ExpertStats(tensor, Array.from({ length: nExp }, () => this.statsOf(k)), this.statsOf(k));
+    this.model.hooks.linearInput = (name, x, nTok, _k, expert) => {
+      if (name !== tensor || expert === undefined) return;
+      ex.perExpert[expert].add(x, nTok);
+      ex.pooled.add(x, nTok);
+    };
+    try {
+      for (let s = 0; s < this.nSeq; s++) this.timed('forward', () => this.model.runStage('moe', l, this.seq(s), this.scratch));
+    } finally {
+      this.model.hooks.linearInput = undefined;
+    }
+    this.timed('statistics', () => ex.finish());
+    return ex;
+  }
+
+  /** the float biases (the pipeline's copy and the runtime's) of a layer's q/k/v producer, to scale with its rows */
+  biasOf(l: number, gguf: string): Float32Array[] {
+    const L = this.model.weights.layers[l];
+    const runtime = gguf === 'attn_q' ? L.bq : gguf === 'attn_k' ? L.bk : gguf === 'attn_v' ? L.bv : undefined;
+    const own = this.weights.get(`blk.${l}.${gguf}.bias`)?.data;
+    return [own, runtime].filter((b): b is Float32Array => b !== undefined);
+  }
+
+  /** every expert's matrix of a 3-D tensor for AWQ's search: its own Hessian, weighted by its share of the tokens */
+  expertAwqLinears(tensor: string, planOf: ReadonlyMap<string, TensorPlan>, ex: ExpertStats): AwqLinear[] {
+    const t = this.linear(tensor);
+    const nExp = this.config.nExperts!;
+    const codec = codecOf(planOf.get(tensor)!)!;
+    const total = ex.perExpert.reduce((a, x) => a + x.count, 0);
+    return ex.perExpert.map((st, e) => {
+      const v = expertView(t, e, nExp);
+      return { w: v.data, n: v.rows, codec, h: st.h, weight: st.count / Math.max(1, total) };
+    });
   }
 
   /** equivalence transform: scales s folded as (previous op) / s, (consumer columns) * s */
-  fold(s: Float32Array, st: InputStats, consumers: string[], prev: { norm?: Float32Array; runtimeNorm?: Float32Array; rows?: FloatTensor; rowScale?: (r: number) => number }): void {
+  fold(s: Float32Array, st: InputStats, consumers: (string | FloatTensor)[], prev: { norm?: Float32Array; runtimeNorm?: Float32Array; rows?: FloatTensor; rowScale?: (r: number) => number; bias?: Float32Array[] }): void {
     for (const c of consumers) {
-      const t = this.linear(c);
+      const t = typeof c === 'string' ? this.linear(c) : c;
       for (let r = 0; r < t.rows; r++) for (let j = 0; j < t.cols; j++) t.data[r * t.cols + j] = Math.fround(t.data[r * t.cols + j] * s[j]);
     }
     if (prev.norm) {
@@ -576,6 +728,7 @@ export class LayerCalibration {
       for (let r = 0; r < t.rows; r++) {
         const d = prev.rowScale!(r);
         for (let j = 0; j < t.cols; j++) t.data[r * t.cols + j] = Math.fround(t.data[r * t.cols + j] / d);
+        for (const b of prev.bias ?? []) b[r] = Math.fround(b[r] / d);
       }
     }
     st.divideInput(s);
@@ -590,7 +743,7 @@ export class LayerCalibration {
    * 'heads': the consumer's input channel (head h, i) is the producer's row (kv head of h, i); heads
    * sharing a kv head share a scale (their mean |x| averaged).
    */
-  awqFoldPair(channels: 'rows' | 'heads', st: InputStats, consumer: string, producer: string, planOf: ReadonlyMap<string, TensorPlan>, grid: number): { alpha: number } {
+  awqFoldPair(channels: 'rows' | 'heads', st: InputStats, consumer: FloatTensor, producer: FloatTensor, consumerPlan: TensorPlan, grid: number, bias: Float32Array[] = []): { alpha: number } {
     let mean = st.meanAbs();
     let rowScale: (s: Float32Array) => (row: number) => number = (s) => (row) => s[row];
     if (channels === 'heads') {
@@ -607,8 +760,8 @@ export class LayerCalibration {
       mean = tied;
       rowScale = (s) => (row) => s[Math.floor(row / headDim) * group * headDim + (row % headDim)];
     }
-    const r = awqSearchHessian(mean, st.h, st.k, this.awqLinears([consumer], planOf), grid);
-    this.fold(r.scales, st, [consumer], { rows: this.linear(producer), rowScale: rowScale(r.scales) });
+    const r = awqSearchHessian(mean, st.h, st.k, [{ w: consumer.data, n: consumer.rows, codec: codecOf(consumerPlan)! }], grid);
+    this.fold(r.scales, st, [consumer], { rows: producer, rowScale: rowScale(r.scales), bias });
     return r;
   }
 
@@ -639,17 +792,22 @@ export class LayerCalibration {
     const n = this.ctx * this.config.dim;
     const h = Float32Array.from(x.subarray(s * n, (s + 1) * n));
     const att = new Float32Array(this.ctx * stageWidth(this.config, 'attention'));
-    const act = new Float32Array(this.ctx * stageWidth(this.config, 'ffn'));
-    const add = (src: Float32Array, l: number, role: LinearRole) => {
+    const act = new Float32Array(this.ctx * (this.model.weights.layers.some((L) => L.router) ? 0 : stageWidth(this.config, 'ffn')));
+    const add = (src: Float32Array, l: number, role: LinearRole, input: LayerInput) => {
       const t = this.weights.get(`blk.${l}.${linearOf(this.family, role).gguf}.weight`)!;
       matmul(this.product, src, t.data, this.ctx, t.cols, t.rows);
-      for (let i = 0; i < h.length; i++) h[i] += this.product[i];
+      this.addResidual(h, l, input);
     };
     for (let l = fromLayer; l < this.config.nLayers; l++) {
       this.model.runStage('attention', l, h, att);
-      add(att, l, 'o');
-      this.model.runStage('ffn', l, h, act);
-      add(act, l, 'down');
+      add(att, l, 'o', 'attention');
+      if (this.model.weights.layers[l].router) {
+        this.model.runStage('moe', l, h, this.product);
+        this.addResidual(h, l, 'ffn');
+      } else {
+        this.model.runStage('ffn', l, h, act);
+        add(act, l, 'down', 'ffn');
+      }
     }
     this.model.head(h, out);
     return out;

@@ -18,6 +18,12 @@ import type { LlamaHparams } from '../io/hf-llama.js';
 import type { PackedInt4Layout } from '../io/packed-int4.js';
 import { toFloat32 } from '../io/tensor-data.js';
 
+/** a tensor stored beside a weight (algorithms.ts ExtraTensor: LoRC factors, EasyQuant outliers) */
+export interface StoredExtra {
+  readonly suffix: string;
+  readonly data?: Uint8Array;
+}
+
 /** What the packed writer needs beyond the tensor plan. */
 export interface PackedPlanInfo {
   readonly layout: PackedInt4Layout;
@@ -103,14 +109,14 @@ export interface QuantizeOptions {
    */
   ptq?: {
     floats: ReadonlyMap<string, Float32Array>;
-    quantized: ReadonlyMap<string, { bytes: Uint8Array; sqnrDb: number }>;
+    quantized: ReadonlyMap<string, { bytes: Uint8Array; sqnrDb: number; extras?: readonly StoredExtra[] }>;
   };
   /**
    * Per-tensor algorithms (HQQ; scope 'tensor' in algorithms.ts) streamed inside the writer: for a
    * planned tensor, a function rounding its float values into the planned type's bytes (one tensor in
    * memory at a time), or undefined to quantize it as usual.
    */
-  roundTensor?(p: TensorPlan): ((x: Float32Array) => Promise<{ bytes: Uint8Array; q: Float32Array; label: string }>) | undefined;
+  roundTensor?(p: TensorPlan): ((x: Float32Array) => Promise<{ bytes: Uint8Array; q: Float32Array; label: string; extras?: readonly StoredExtra[] }>) | undefined;
   /** called after each tensor */
   onTensor?(done: number, total: number, r: TensorReport): void;
 }

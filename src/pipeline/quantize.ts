@@ -35,10 +35,11 @@ import { sqnrDb } from '../eval/metrics.js';
 import { quantizeRowsMeasured } from '../kernels/ggml-quant.js';
 import { rowErrorSums } from '../quant/ggml/row-error.js';
 import { planPackedLayout, writePacked } from './quantize-packed.js';
-import { calibrationNeeds, codecOf, runPtq, type PtqOutput } from './calibrate.js';
-import { algorithmsOf, roundWeight } from './algorithms.js';
+import { calibrationNeeds, codecOf, isQuantized, runPtq, type PtqOutput } from './calibrate.js';
+import { algorithmsOf, extraTensorSpecs, needsHandler, roundWeight } from './algorithms.js';
+import { checkRank } from '../algos/lorc.js';
 import type { GptqWorkers } from './gptq-parts.js';
-import { checkImatrix, matrices, planTensors, readFloats, resolveOptionsOf, rows, type LayoutOptions, type QuantizeOptions, type QuantizePlan, type QuantizeReport, type RowQuantizer, type TensorPlan, type TensorReport } from './plan.js';
+import { checkImatrix, matrices, planTensors, readFloats, resolveOptionsOf, rows, type LayoutOptions, type QuantizeOptions, type QuantizePlan, type QuantizeReport, type RowQuantizer, type StoredExtra, type TensorPlan, type TensorReport } from './plan.js';
 
 export { checkImatrix, readFloats, resolveOptionsOf, planTensors };
 export type { LayoutOptions, QuantizeOptions, QuantizePlan, QuantizeReport, RowQuantizer, TensorPlan, TensorReport };
@@ -289,27 +290,47 @@ async function writeGguf(m: ModelFile, plan: QuantizePlan, sink: ByteSink, opts:
   await w.end();
 }
 
-/** lowbit's safetensors: one tensor at a time (some schemes, e.g. NVFP4, have a tensor-wide scale). */
+/**
+ * lowbit's safetensors: one tensor at a time (some schemes, e.g. NVFP4, have a tensor-wide scale);
+ * a weight's extra tensors (algorithms.ts ExtraTensor: LoRC factors, EasyQuant outliers) follow it.
+ */
 async function writeLowbitSafetensors(m: ModelFile, plan: QuantizePlan, sink: ByteSink, opts: QuantizeOptions, done: TensorDone): Promise<void> {
-  const specs = plan.tensors.map((p) => {
+  // the tensors stored beside a weight (LoRC factors, EasyQuant outliers): shapes known from the recipe
+  const options = ptqOptions(plan.recipe.ptq ?? {});
+  const extrasOf = (p: TensorPlan) => (isQuantized(p) ? extraTensorSpecs(algorithmsOf(plan.recipe, p.name), rows(p.ne), p.ne[0], options) : []);
+  const specs = plan.tensors.flatMap((p) => {
     const shape = [...p.ne].reverse();
-    if (p.scheme) return { name: p.name, dtype: 'U8', shape: [p.scheme.packedBytes(rows(p.ne), p.ne[0])] };
-    return { name: p.name, dtype: p.to === 'F32' || p.to === 'F16' || p.to === 'BF16' ? p.to : fail(`${p.name}: type ${p.to} cannot be stored in safetensors unquantized`), shape };
+    const extra = extrasOf(p).map((x) => ({ name: p.name + x.suffix, dtype: x.dtype, shape: [...x.shape] }));
+    if (p.scheme) return [{ name: p.name, dtype: 'U8', shape: [p.scheme.packedBytes(rows(p.ne), p.ne[0])] }, ...extra];
+    return [{ name: p.name, dtype: p.to === 'F32' || p.to === 'F16' || p.to === 'BF16' ? p.to : fail(`${p.name}: type ${p.to} cannot be stored in safetensors unquantized`), shape }, ...extra];
   });
   const metadata: Record<string, string> = { 'lowbit.recipe': JSON.stringify(plan.recipe), format: 'lowbit-quantized' };
   // the GGUF metadata (architecture, hyper-parameters, tokenizer) travels along, so lowbit can run the file
   if (m.gguf) metadata['lowbit.gguf'] = JSON.stringify(Object.fromEntries([...m.gguf.metadata].map(([k, v]) => [k, plainValue(v)])), (_k, v) => (typeof v === 'bigint' ? Number(v) : ArrayBuffer.isView(v) ? Array.from(v as unknown as ArrayLike<number>) : v));
   for (const p of plan.tensors)
     if (p.scheme) metadata[`lowbit.quant.${p.name}`] = JSON.stringify({ scheme: p.scheme.id, resolve: [p.rule?.scheme ?? p.scheme.id, resolveOptionsOf(p.rule)], shape: [rows(p.ne), p.ne[0]] });
+  for (const p of plan.tensors) {
+    const extra = extrasOf(p);
+    if (extra.length) metadata[`lowbit.extras.${p.name}`] = JSON.stringify(extra.map((x) => x.suffix));
+  }
   const w = new SafetensorsWriter(sink, specs, metadata);
   await w.begin();
   for (const p of plan.tensors) {
     const t = m.tensor(p.name);
     const round = opts.ptq ? undefined : opts.roundTensor?.(p);
     const pre = opts.ptq?.quantized.get(p.name) ?? (round ? await roundWhole(m, t, p, round) : undefined);
+    const extra = extrasOf(p);
+    if (extra.length && !pre) fail(`internal: ${p.name} needs ${extra.map((x) => x.suffix).join(', ')} but no algorithm produced them`);
     if (pre) {
       await w.write(pre.bytes);
-      done({ name: p.name, shape: p.ne, type: p.scheme?.id ?? p.to, bytes: pre.bytes.length, bitsPerWeight: (pre.bytes.length * 8) / t.nElements, sqnrDb: pre.sqnrDb });
+      let bytes = pre.bytes.length;
+      for (const x of extra) {
+        const data = pre.extras?.find((e) => e.suffix === x.suffix)?.data;
+        if (!data) fail(`internal: ${p.name}${x.suffix} was not produced`);
+        await w.write(data);
+        bytes += data.length;
+      }
+      done({ name: p.name, shape: p.ne, type: p.scheme?.id ?? p.to, bytes, bitsPerWeight: (bytes * 8) / t.nElements, sqnrDb: pre.sqnrDb });
       continue;
     }
     const x = opts.ptq?.floats.get(p.name) ?? (await readFloats(m, t));
@@ -351,11 +372,11 @@ export async function quantizeModel(m: ModelFile, plan: QuantizePlan, sink: Byte
 }
 
 /** a whole tensor rounded by a per-tensor algorithm (QuantizeOptions.roundTensor): its bytes and SQNR */
-async function roundWhole(m: ModelFile, t: ModelTensor, p: TensorPlan, round: NonNullable<ReturnType<NonNullable<QuantizeOptions['roundTensor']>>>): Promise<{ bytes: Uint8Array; sqnrDb: number }> {
+async function roundWhole(m: ModelFile, t: ModelTensor, p: TensorPlan, round: NonNullable<ReturnType<NonNullable<QuantizeOptions['roundTensor']>>>): Promise<{ bytes: Uint8Array; sqnrDb: number; extras?: readonly StoredExtra[] }> {
   const x = await readFloats(m, t);
   for (let i = 0; i < x.length; i++) if (!Number.isFinite(x[i])) fail(`${p.name}: non-finite value at element ${i}`);
   const r = await round(x);
-  return { bytes: r.bytes, sqnrDb: sqnrDb(x, r.q) };
+  return { bytes: r.bytes, sqnrDb: sqnrDb(x, r.q), ...(r.extras ? { extras: r.extras } : {}) };
 }
 
 /** Options of the one verb: the writer's (imatrix, workers, onTensor, layout) and the calibration's. */
@@ -400,6 +421,7 @@ export async function quantize(m: ModelFile, recipe: Recipe, sink: ByteSink, opt
   const plan = planQuantization(m, recipe, output, { hasImatrix: opts.imatrix !== undefined, layout: opts.layout, keepUnpackable: opts.keepUnpackable });
   if (opts.imatrix) checkImatrix(m, plan, opts.imatrix);
   const options = ptqOptions(recipe.ptq ?? {});
+  checkExtras(plan, options);
   const hasCalib = opts.calibText !== undefined || opts.calibStream !== undefined;
   const needs = calibrationNeeds(plan, options, hasCalib);
   let ptq: PtqOutput | undefined;
@@ -424,11 +446,26 @@ export async function quantize(m: ModelFile, recipe: Recipe, sink: ByteSink, opt
   return { ...report, ptq: summary };
 }
 
+/**
+ * LoRC and EasyQuant store tensors beside the weights that only lowbit safetensors hold: refuse other
+ * containers, and LoRC ranks a matrix cannot have, before any work (one clear line each).
+ */
+function checkExtras(plan: QuantizePlan, options: PtqOptions): void {
+  const quantized = plan.tensors.filter(isQuantized);
+  const easy = quantized.find((p) => extraTensorSpecs(algorithmsOf(plan.recipe, p.name), 1, p.ne[0], { ...options, lorc: 0 }).length);
+  const container = containerOf(plan);
+  if (container !== 'safetensors') {
+    const what = options.lorc > 0 ? `--lorc ${options.lorc}` : easy ? '--algo easyquant' : undefined;
+    if (what) fail(`${what}: ${container === 'gguf' ? 'GGUF' : `a Hugging Face ${container} checkpoint`} cannot hold its extra f16 tensors (llama.cpp would run the quantized weights without them); write lowbit safetensors instead (an output ending in .safetensors with a scheme such as --type int4 --group 32)`);
+  }
+  if (options.lorc > 0) for (const p of quantized) checkRank(options.lorc, p.name, rows(p.ne), p.ne[0]);
+}
+
 /** QuantizeOptions.roundTensor for the per-tensor algorithms of a plan (tensors whose list is only RTN are left to the writer) */
 function perTensorRounding(plan: QuantizePlan, options: PtqOptions, labels: Record<string, string>): NonNullable<QuantizeOptions['roundTensor']> {
   return (p) => {
     const list = algorithmsOf(plan.recipe, p.name);
-    const codec = list.every((a) => a.name === 'rtn') ? undefined : codecOf(p);
+    const codec = needsHandler(list, options) ? codecOf(p) : undefined;
     if (!codec) return undefined;
     const [rows, cols] = [p.ne.slice(1).reduce((a, b) => a * b, 1), p.ne[0]];
     return async (x) => {

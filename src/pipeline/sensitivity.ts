@@ -118,7 +118,7 @@ export function logSoftmaxRows(logits: Float32Array, vocab: number): void {
 /**
  * Runs the model with some weights replaced by other f32 values (their quantized-and-dequantized
  * versions), everything else as loaded: linear layers through the runtime's `linear` hook, the token
- * embedding (F32 only) by swapping its rows in place and back.
+ * embedding (any stored type) by swapping in an F32 table and back.
  */
 export class WeightSwap {
   private readonly linears: Map<string, LinearWeight>;
@@ -133,12 +133,15 @@ export class WeightSwap {
     for (const [name, values] of replacements) {
       const lw = this.linears.get(name);
       if (name === 'token_embd.weight') {
-        const emb = model.weights.tokenEmbedding;
-        if (emb.type.name !== 'F32') fail('replacing token_embd.weight needs an F32 embedding in the loaded model');
-        const view = new Float32Array(emb.data.buffer, emb.data.byteOffset, values.length);
-        const saved = Float32Array.from(view);
-        view.set(values);
-        restoreEmbedding = () => view.set(saved);
+        // the lookup dequantizes one row per token in the stored type: swap in an F32 table and back
+        const weights = model.weights;
+        const saved = weights.tokenEmbedding;
+        const dim = model.config.dim;
+        if (values.length !== model.config.vocabSize * dim) fail(`token_embd.weight replacement has ${values.length} values, the model needs ${model.config.vocabSize * dim}`);
+        weights.tokenEmbedding = { type: f32, data: new Uint8Array(values.buffer, values.byteOffset, values.byteLength), rowBytes: dim * 4 };
+        restoreEmbedding = () => {
+          weights.tokenEmbedding = saved;
+        };
       } else if (!lw) fail(`the model multiplies with no tensor named ${name}`);
       if (lw) subst.set(name, makeLinearWeight(name, f32, lw.rows, lw.cols, new Uint8Array(values.buffer, values.byteOffset, values.byteLength), false, null));
     }

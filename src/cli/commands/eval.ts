@@ -1,11 +1,13 @@
-import { actQuantLinear, llmInt8Linear } from '../../model/act-quant.js';
+import { actQuantFloatLinear, actQuantLinear, llmInt8Linear } from '../../model/act-quant.js';
+import { fp8_e4m3fn } from '../../formats/registry.js';
+import { flexqSensitivity } from '../../pipeline/flexq.js';
 import { fail } from '../../errors.js';
 import { logitsFileBase, modelBase, perplexity, type BaseSource, type PerplexityResult } from '../../eval/perplexity.js';
 import type { Command } from '../args.js';
 import { checkOutput, noteInput, readInputText, withAtomicFile } from '../files.js';
 import { fileSet } from '../node-source.js';
 import { threadsFrom, threadsOption } from '../threads.js';
-import { activationsOption, loadModelPath } from './generate.js';
+import { activationsOption, kvCacheFrom, kvCacheLine, kvCacheOptions, loadModelPath } from './generate.js';
 
 function report(r: PerplexityResult): string {
   const lines = [`PPL = ${r.ppl.toFixed(4)} +/- ${r.pplStderr.toFixed(5)}  (${r.chunks} chunks of ${r.ctx}, ${r.tokens} scored tokens, ${r.seconds.toFixed(1)} s)`];
@@ -25,7 +27,7 @@ export const evalCommand: Command = {
   name: 'eval',
   summary: 'perplexity of a model on a text as llama-perplexity computes it; KL divergence etc. against a base',
   usage:
-    'lowbit eval MODEL --text FILE [--ctx 128] [--chunks N] [--tokenizer F] [--base MODEL | --base-logits FILE] [--save-logits FILE] [--threads N] [--activations ggml|f32] [--act int8 | --llm-int8 6.0] [--json]',
+    'lowbit eval MODEL --text FILE [--ctx 128] [--chunks N] [--tokenizer F] [--base MODEL | --base-logits FILE] [--save-logits FILE] [--threads N] [--activations ggml|f32] [--act int8|int6|int4|fp8 | --act flexq --calib FILE | --llm-int8 6.0] [-ctk T] [-ctv T] [--kv-residual R] [--json]  (--calib FILE also fits kvquant caches)',
   positionals: [1, 1],
   options: [
     { name: 'text', short: 'f', type: 'string', help: 'UTF-8 text to evaluate on (not needed with --base-logits)' },
@@ -38,7 +40,10 @@ export const evalCommand: Command = {
     { name: 'dequantize', type: 'boolean', help: 'dequantize all weights to f32 once at load', default: false },
     threadsOption,
     activationsOption,
-    { name: 'act', type: 'string', choices: ['none', 'int8', 'int6', 'int4'], default: 'none', help: 'quantize every linear input per token (dynamic symmetric intN; W8A8 with an int8 file, SmoothQuant with one written by quantize --smooth)' },
+    ...kvCacheOptions,
+    { name: 'act', type: 'string', choices: ['none', 'int8', 'int6', 'int4', 'fp8', 'flexq'], default: 'none', help: 'quantize every linear input per token (dynamic symmetric intN; W8A8 with an int8 file, SmoothQuant with one written by quantize --smooth; fp8: E4M3 with scale absmax/448, ZeroQuant-FP; flexq: int6, int8 for the linears --calib finds most sensitive)' },
+    { name: 'calib', type: 'string', help: 'calibration text: for --act flexq (layer-wise sensitivity) and for KV caches fitted to activations (kvquant3, kvquant4)' },
+    { name: 'a8-fraction', type: 'number', min: 0, max: 1, default: 0.2, help: 'with --act flexq: fraction of the linears whose inputs stay int8' },
     { name: 'llm-int8', type: 'number', min: 0, help: 'LLM.int8(): input features above this magnitude in 16 bits, the rest int8 x int8 (e.g. 6.0)' },
     { name: 'json', type: 'boolean', help: 'print one JSON object', default: false },
   ],
@@ -49,7 +54,7 @@ export const evalCommand: Command = {
       if (a.values.base && a.values['base-logits']) fail('give either --base or --base-logits, not both');
       // validate everything, then write: the inputs are noted and the output checked before any work
       const saveLogits = a.values['save-logits'] as string | undefined;
-      for (const f of [a.positionals[0], a.values.text, a.values.base, a.values['base-logits'], a.values.tokenizer] as (string | undefined)[]) noteInput(f);
+      for (const f of [a.positionals[0], a.values.text, a.values.base, a.values['base-logits'], a.values.tokenizer, a.values.calib] as (string | undefined)[]) noteInput(f);
       if (saveLogits) checkOutput(saveLogits, 'logits file (--save-logits)');
       const tokFile = a.values.tokenizer as string | undefined;
       const dequantize = a.values.dequantize as boolean;
@@ -61,9 +66,24 @@ export const evalCommand: Command = {
         if (a.given.has('ctx') && ctx !== baseLogits.ctx) fail(`--ctx ${ctx} differs from the base logits file's context ${baseLogits.ctx}`);
         ctx = baseLogits.ctx!;
       }
-      const m = await loadModelPath(a.positionals[0], tokFile, { contextLength: ctx, batch: Math.min(ctx, 512), dequantize, activations, threads });
+      const kvCache = await kvCacheFrom(a.values, a.positionals[0], tokFile, ctx);
+      const m = await loadModelPath(a.positionals[0], tokFile, { contextLength: ctx, batch: Math.min(ctx, 512), dequantize, activations, threads, kvCache });
+      const kv = m.model.kv as { bytesPerToken?: number };
       if (a.values.act !== 'none' && a.values['llm-int8'] !== undefined) fail('give either --act or --llm-int8, not both');
-      if (a.values.act !== 'none') m.model.hooks.linear = actQuantLinear(Number((a.values.act as string).slice(3)));
+      const act = a.values.act as string;
+      if (act !== 'flexq' && a.given.has('a8-fraction')) fail('--a8-fraction applies with --act flexq');
+      if (act !== 'flexq' && a.given.has('calib') && kvCache.calibration === undefined) fail('--calib applies with --act flexq or a kvquant KV cache (-ctk/-ctv kvquant3|kvquant4)');
+      if (act === 'fp8') m.model.hooks.linear = actQuantFloatLinear(fp8_e4m3fn);
+      else if (act === 'flexq') {
+        if (!a.values.calib) fail('--act flexq needs calibration text for its sensitivity analysis: --calib FILE');
+        if (!m.tokenizer) fail(`${a.positionals[0]} carries no vocabulary to tokenize the calibration text`);
+        const chunks = 8;
+        const calib = m.tokenizer.encodeAtLeast(readInputText(a.values.calib as string, 'calibration text (--calib)'), chunks * ctx);
+        const s = await flexqSensitivity(m.model, calib, { ctx, chunks, bos: m.tokenizer.vocab.bos, addBos: m.tokenizer.vocab.addBos, fraction: a.values['a8-fraction'] as number });
+        const keep = new Set(s.keep8);
+        if (!a.values.json) process.stderr.write(`flexq: int8 inputs for ${s.keep8.join(', ') || 'none'}\n`);
+        m.model.hooks.linear = actQuantLinear(6, (name) => keep.has(name));
+      } else if (act !== 'none') m.model.hooks.linear = actQuantLinear(Number(act.slice(3)));
       if (a.values['llm-int8'] !== undefined) m.model.hooks.linear = llmInt8Linear(a.values['llm-int8'] as number);
       let tokens: ArrayLike<number>;
       if (baseLogits) tokens = baseLogits.tokens!;
@@ -92,8 +112,8 @@ export const evalCommand: Command = {
       if (tty) process.stderr.write('\n');
       if (a.values.json) {
         const { ppl, pplStderr, nll, tokens: n, chunks, ctx: c, seconds, pplBase, kld, top1, dp } = r;
-        process.stdout.write(JSON.stringify({ ppl, pplStderr, nll, tokens: n, chunks, ctx: c, seconds, tokensPerSecond: (chunks * c) / seconds, pplBase, kld, top1, dp }) + '\n');
-      } else process.stdout.write(report(r));
+        process.stdout.write(JSON.stringify({ ppl, pplStderr, nll, tokens: n, chunks, ctx: c, seconds, tokensPerSecond: (chunks * c) / seconds, pplBase, kld, top1, dp, cacheTypeK: kvCache.k, cacheTypeV: kvCache.v, kvBytesPerToken: kv.bytesPerToken }) + '\n');
+      } else process.stdout.write(report(r) + kvCacheLine(m) + '\n');
     } finally {
       files.close();
     }

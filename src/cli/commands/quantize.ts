@@ -36,6 +36,10 @@ const ALGORITHM_FLAGS: readonly (readonly [string, string])[] = [
   ['awq-clip', 'awq'],
   ['hqq-iters', 'hqq'],
   ['hqq-p', 'hqq'],
+  ['autoround-iters', 'autoround'],
+  ['autoround-lr', 'autoround'],
+  ['autoround-clip', 'autoround'],
+  ['easyquant-outliers', 'easyquant'],
 ];
 
 /** The recipe of the flags, with --algo and the PTQ options that were given folded in. */
@@ -144,7 +148,7 @@ export const quantizeCommand: Command = {
   name: 'quantize',
   summary: 'quantize a model to GGUF (llama.cpp types) or safetensors (generic schemes), with a per-tensor report',
   usage:
-    'lowbit quantize IN OUT (--type T | --recipe FILE) [--algo rtn|gptq|awq|hqq] [--calib FILE --calib-tokens N --calib-ctx C --seed S] [--rotate hadamard] [--imatrix F] [--pure] [--threads N] [--layout lowbit|gptq|awq] [--eval TEXT] [--report out.html] [--dry-run] [--json]',
+    'lowbit quantize IN OUT (--type T | --recipe FILE) [--algo rtn|gptq|awq|hqq|autoround|gptq+autoround] [--calib FILE --calib-tokens N --calib-ctx C --seed S] [--rotate hadamard] [--imatrix F] [--pure] [--threads N] [--layout lowbit|gptq|awq] [--eval TEXT] [--report out.html] [--dry-run] [--json]',
   positionals: [1, 2],
   options: [
     { name: 'type', type: 'string', help: 'llama.cpp file type (Q4_K_M, Q8_0, ...) or a scheme (int4, mxfp4, nvfp4, nf4, q4_0, ...)' },
@@ -167,7 +171,7 @@ export const quantizeCommand: Command = {
     { name: 'eval-chunks', type: 'int', help: 'evaluate at most this many chunks (default all)', min: 1 },
     { name: 'report', type: 'string', help: 'also write a self-contained HTML report (tables, SQNR per layer, KLD histogram)' },
     { name: 'threads', type: 'int', help: 'threads quantizing GGML tensors and running calibration (default: all cores; quantization bytes do not depend on it)', min: 1 },
-    { name: 'algo', type: 'string', choices: ALGORITHMS, help: 'rtn (default; imatrix-weighted with --calib), gptq, awq (need --calib), hqq (asymmetric targets, no calibration)' },
+    { name: 'algo', type: 'string', choices: ALGORITHMS, help: 'rtn (default; imatrix-weighted with --calib), gptq, awq, autoround (need --calib), hqq (asymmetric targets, no calibration); a+b applies a\'s transform or start, then b rounds' },
     { name: 'calib', type: 'string', help: 'calibration text (UTF-8) for gptq, awq, --smooth and imatrix-rtn' },
     ...PTQ_OPTIONS.map((o) => ({ name: o.flag, type: o.type, help: `${o.help} (default ${String(o.default)})`, ...(o.choices ? { choices: o.choices } : {}), ...(o.min !== undefined ? { min: o.min } : {}), ...(o.max !== undefined ? { max: o.max } : {}) })),
     { name: 'defend', type: 'string', help: 'noise[=SCALE]: add interval-calibrated noise (SCALE rounding steps, default 0.5) to the weights before quantizing: removes planted quantization attacks (docs/security.md)' },

@@ -1,0 +1,65 @@
+/**
+ * Where the runtime keeps keys and values (src/model/llama.ts reads and writes through this interface).
+ * The default is f32 rows; a packed store (src/model/kv/cache.ts) keeps rows in a quantized type and
+ * computes attention over them itself.
+ */
+
+/** The shape of a cache: `capacity` positions of nKvHeads * headDim values per layer, for keys and values. */
+export interface KvGeometry {
+  readonly nLayers: number;
+  readonly capacity: number;
+  readonly nKvHeads: number;
+  readonly headDim: number;
+}
+
+/** What attention needs besides the cache: the query heads and the query scale. */
+export interface AttentionShape {
+  readonly nHeads: number;
+  readonly nKvHeads: number;
+  readonly headDim: number;
+  readonly scale: number;
+}
+
+export interface KvStorage {
+  /** positions each layer can hold */
+  readonly capacity: number;
+  /** store the key and value vectors (kvDim each) of position `pos` of `layer` */
+  store(layer: number, pos: number, key: Float32Array, value: Float32Array): void;
+  /**
+   * Optional fast path: store positions [pos, pos + n) of `layer` from the first n rows (kvDim each) of
+   * k and v, in place (no allocation per token). Without it the runtime calls store() per position.
+   */
+  append?(layer: number, pos: number, n: number, k: Float32Array, v: Float32Array): void;
+  /** keys of positions [0, n) of `layer` as f32, kvDim per position, contiguous (dequantized when packed) */
+  keys(layer: number, n: number): Float32Array;
+  /** values of positions [0, n) of `layer` as f32, kvDim per position, contiguous */
+  values(layer: number, n: number): Float32Array;
+  /** bytes the cache holds per position, all layers, keys and values (f32: 8 * nLayers * kvDim) */
+  readonly bytesPerToken?: number;
+  /**
+   * Causal attention of layer l computed by the store itself (packed caches): nTok query rows at
+   * positions pos.. (nHeads * headDim each, not modified) against positions [0, pos + nTok); the
+   * output rows (nHeads * headDim) before Wo into out.
+   */
+  attention?(layer: number, q: Float32Array, nTok: number, pos: number, shape: AttentionShape, out: Float32Array): void;
+  /** true: append() takes keys before RoPE, and the store applies RoPE (given by setRope) to what it reads */
+  readonly preRopeKeys?: boolean;
+  /** the runtime's RoPE of `n` key rows (kvDim each) of a layer at positions pos0.., in place */
+  setRope?(fn: (layer: number, rows: Float32Array, n: number, pos0: number) => void): void;
+}
+
+export function f32KvStorage(nLayers: number, capacity: number, kvDim: number): KvStorage {
+  const k = new Float32Array(nLayers * capacity * kvDim); // (layer, pos, kvDim)
+  const v = new Float32Array(nLayers * capacity * kvDim); // (layer, pos, kvDim)
+  const base = (layer: number, pos: number) => (layer * capacity + pos) * kvDim;
+  return {
+    capacity,
+    bytesPerToken: 8 * nLayers * kvDim,
+    store(layer, pos, key, value) {
+      k.set(key.subarray(0, kvDim), base(layer, pos));
+      v.set(value.subarray(0, kvDim), base(layer, pos));
+    },
+    keys: (layer, n) => k.subarray(base(layer, 0), base(layer, n)),
+    values: (layer, n) => v.subarray(base(layer, 0), base(layer, n)),
+  };
+}

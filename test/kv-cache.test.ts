@@ -1,0 +1,200 @@
+/**
+ * The packed KV cache (src/model/kv): rows stored in llama.cpp's cache types round-trip bit-exactly with
+ * the codecs (kernel and TypeScript dequantizers alike), KIVI records, the f32 cache is today's eval,
+ * the kernel path agrees with llama.cpp's flash-attention loop, bad input is one line and exit 2. The
+ * KLD agreement with llama-perplexity -ctk T -ctv T -fa on is the LOWBIT_FULL check at the end.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { loadModel } from '../src/eval/load.js';
+import { bytesSource } from '../src/io/source.js';
+import { MatmulEngine } from '../src/kernels/matmul.js';
+import { packedKvStorage } from '../src/model/kv/cache.js';
+import { GgmlSide, KiviSide, kiviDequantize, kiviQuantize, kiviRecordBytes } from '../src/model/kv/sides.js';
+import { GGML_CACHE_TYPES, parseKvCacheType } from '../src/model/kv/types.js';
+import { quantizeIq4NlRef } from '../src/quant/ggml/iq.js';
+import { ggmlCodec } from '../src/quant/ggml/registry.js';
+import { f16Table, f32ToF16 } from '../src/quant/ggml/half.js';
+import { fmix32 } from '../src/formats/rounding.js';
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const lowbit = (...args: string[]) => spawnSync(process.execPath, [join(root, 'bin/lowbit.js'), ...args], { cwd: root, encoding: 'utf8' });
+const tiny = join(root, 'data/tinyllama256.gguf');
+
+function randomRows(n: number, seed: number): Float32Array {
+  const x = new Float32Array(n);
+  for (let i = 0; i < n; i++) x[i] = Math.fround(((fmix32((seed * 7919 + i) >>> 0) / 2 ** 32) * 2 - 1) * (i % 37 === 0 ? 9 : 1.5));
+  return x;
+}
+
+test('packed GGML cache rows are the codec bytes, and read back as its dequantizer (kernel and TypeScript)', () => {
+  const engine = MatmulEngine.get();
+  const kvDim = 64;
+  const rows = randomRows(5 * kvDim, 3);
+  for (const name of GGML_CACHE_TYPES) {
+    const t = parseKvCacheType(name);
+    const g = t.ggml!;
+    // the codec's bytes, written independently
+    const rowBytes = (kvDim / g.blockSize) * g.typeSize;
+    const want = new Uint8Array(5 * rowBytes);
+    if (name === 'f32') want.set(new Uint8Array(rows.buffer.slice(0)));
+    else if (name === 'f16') for (let i = 0; i < rows.length; i++) new DataView(want.buffer).setUint16(2 * i, f32ToF16(rows[i]), true);
+    else if (name === 'iq4_nl') quantizeIq4NlRef(rows, 5, kvDim, want);
+    else if (name !== 'bf16') ggmlCodec(g)!.quantize!(rows, 5, kvDim, want);
+    const wantValues = new Float32Array(rows.length);
+    if (name !== 'bf16') (name === 'f32' || name === 'f16' ? (v: Float32Array) => v.set(name === 'f32' ? rows : rows.map((x) => f16Table[f32ToF16(x)])) : (v: Float32Array) => ggmlCodec(g)!.dequantize(want, rows.length, v))(wantValues);
+    for (const e of [engine, null]) {
+      const side = new GgmlSide(t, 2, 8, kvDim, e);
+      assert.equal(side.rowBytes, rowBytes);
+      side.write(1, 3, 5, rows);
+      const got = side.bytes.subarray((8 + 3) * rowBytes, (8 + 8) * rowBytes);
+      if (name !== 'bf16') assert.deepEqual(got, want, `${name}: stored bytes`);
+      const back = e?.allocF32(8 * kvDim, {})?.array ?? new Float32Array(8 * kvDim);
+      side.readQuantized(1, 3, 8, back);
+      const vals = back.slice(3 * kvDim, 8 * kvDim);
+      if (name === 'bf16') for (let i = 0; i < rows.length; i++) assert.ok(Math.abs(vals[i] - rows[i]) <= Math.abs(rows[i]) * 2 ** -8, `bf16 ${i}`);
+      else assert.deepEqual(vals, wantValues, `${name}: read back (${e ? 'kernel' : 'TypeScript'})`);
+    }
+  }
+});
+
+test('KIVI records: 2 and 4 bits, f16 scale and minimum, error at most half a step', () => {
+  for (const bits of [2, 4]) {
+    const x = randomRows(64, bits);
+    const rec = new Uint8Array(2 * kiviRecordBytes(bits));
+    kiviQuantize(bits, x, 0, 2, rec, 0); // even elements
+    const y = new Float32Array(64);
+    kiviDequantize(bits, rec, 0, y, 0, 2);
+    let lo = Infinity, hi = -Infinity;
+    for (let i = 0; i < 32; i++) (lo = Math.min(lo, x[2 * i])), (hi = Math.max(hi, x[2 * i]));
+    const step = (hi - lo) / (2 ** bits - 1);
+    for (let i = 0; i < 32; i++) assert.ok(Math.abs(y[2 * i] - x[2 * i]) <= step / 2 + 0.01 * step + Math.abs(lo) * 2 ** -10, `${bits} bits, element ${i}`);
+    for (let i = 0; i < 32; i++) assert.equal(y[2 * i + 1], 0);
+    // re-quantizing dequantized values changes nothing
+    const rec2 = new Uint8Array(rec.length);
+    kiviQuantize(bits, y, 0, 2, rec2, 0);
+    assert.deepEqual(rec2, rec);
+  }
+  // a KIVI side shows [0, floor(n/R)*R) quantized and keeps the rest exactly
+  const side = new KiviSide(parseKvCacheType('kivi2'), true, 64, 1, 256, 32);
+  const rows = randomRows(101 * 32, 9);
+  side.write(0, 0, 60, rows);
+  side.write(0, 60, 40, rows.subarray(60 * 32));
+  side.write(0, 100, 1, rows.subarray(100 * 32)); // drops the f32 copies of [0, 64)
+  const out = new Float32Array(101 * 32);
+  side.readQuantized(0, 0, 64, out);
+  side.readFull(0, 64, 101, out);
+  assert.deepEqual(out.subarray(64 * 32), rows.subarray(64 * 32));
+  let err = 0;
+  for (let i = 0; i < 64 * 32; i++) err = Math.max(err, Math.abs(out[i] - rows[i]));
+  assert.ok(err > 0 && err < 2.5, `kivi2 max error ${err}`);
+  assert.throws(() => side.readFull(0, 0, 10, out), /not held/);
+});
+
+test('eval: -ctk f32 -ctv f32 is the default cache; a packed f32 cache agrees; kernel attention = llama.cpp loop on q4_0', async () => {
+  const bytes = readFileSync(tiny);
+  const tokens = Array.from({ length: 40 }, (_, i) => (i * 37 + 5) % 512);
+  const logits = async (opts: Parameters<typeof loadModel>[1]) => {
+    const m = await loadModel(bytesSource(bytes, 'tinyllama256.gguf'), { contextLength: 64, ...opts });
+    return m.model.forward(tokens, 0, 0);
+  };
+  const plain = await logits({});
+  assert.deepEqual(await logits({ kvCache: { k: 'f32', v: 'f32' } }), plain);
+  const geom = { nLayers: 4, capacity: 64, nKvHeads: 4, headDim: 32 };
+  const maxDiff = (a: Float32Array, b: Float32Array) => a.reduce((m, x, i) => Math.max(m, Math.abs(x - b[i])), 0);
+  const packedF32 = await logits({ kv: packedKvStorage({ k: 'f32', v: 'f32' }, geom, MatmulEngine.get()) });
+  assert.ok(maxDiff(packedF32, plain) < 1e-3, `packed f32 vs default: ${maxDiff(packedF32, plain)}`);
+  const q4Kernel = await logits({ kv: packedKvStorage({ k: 'q4_0', v: 'q4_0' }, geom, MatmulEngine.get()) });
+  const q4Ref = await logits({ kv: packedKvStorage({ k: 'q4_0', v: 'q4_0' }, geom, null) });
+  assert.ok(maxDiff(q4Kernel, q4Ref) < 1e-3, `q4_0 kernel vs reference: ${maxDiff(q4Kernel, q4Ref)}`);
+  assert.ok(maxDiff(q4Ref, plain) > 1e-3, 'a q4_0 cache changes the logits');
+  // a rotation of f32 keys and values changes nothing but rounding
+  const rot = await logits({ kv: packedKvStorage({ k: 'rot-f32', v: 'rot-f32' }, geom, null) });
+  assert.ok(maxDiff(rot, plain) < 1e-3, `rot-f32 vs default: ${maxDiff(rot, plain)}`);
+});
+
+test('lowbit eval / generate: KV bytes per token; bad cache types are one line, exit 2', () => {
+  const a = lowbit('eval', tiny, '--text', 'data/tinystories-valid-head.txt', '--ctx', '64', '--chunks', '2', '-ctk', 'q8_0', '-ctv', 'q4_0', '--json');
+  assert.equal(a.status, 0, a.stderr);
+  const r = JSON.parse(a.stdout);
+  assert.equal(r.kvBytesPerToken, 4 * (4 * 34 + 4 * 18)); // 4 layers x (128 values of q8_0 + 128 of q4_0)
+  assert.equal(r.cacheTypeK, 'q8_0');
+  const g = lowbit('generate', tiny, '--prompt', 'Once', '-n', '8', '--temp', '0', '-ctk', 'kivi2', '-ctv', 'kivi2', '--stats');
+  assert.equal(g.status, 0, g.stderr);
+  assert.match(g.stderr, /KV cache kivi2\/kivi2: 384 bytes per token/); // 4 layers x 2 x 128 values x 3 bits / 8
+  for (const [args, msg] of [
+    [['data/stories260K.gguf', '-ctk', 'q4_0'], /cache-type-k q4_0: blocks of 32 values do not divide the model's head size 8/],
+    [[tiny, '-ctv', 'q3_k'], /unknown KV cache type 'q3_k'/],
+    [[tiny, '-ctk', 'kivi2', '--kv-residual', '40'], /kv-residual 40: .*multiple of 32/],
+    [[tiny, '-ctk', 'q4_0', '--kv-residual', '64'], /--kv-residual applies to KIVI caches/],
+  ] as [string[], RegExp][]) {
+    const b = lowbit('eval', ...args, '--text', 'data/tinystories-valid-head.txt', '--ctx', '64', '--chunks', '1');
+    assert.equal(b.status, 2, b.stderr);
+    assert.match(b.stderr, msg);
+    assert.equal(b.stderr.trim().split('\n').length, 1, b.stderr);
+  }
+});
+
+const perplexityBin = join(root, '.cache/llama.cpp-build/bin/llama-perplexity');
+test('full check (LOWBIT_FULL=1): lowbit KLD = llama-perplexity -ctk T -ctv T -fa on within 5 % (tinyllama256, ctx 256)', (t) => {
+  if (!process.env.LOWBIT_FULL || !existsSync(perplexityBin)) return t.skip('set LOWBIT_FULL=1 (needs llama-perplexity; about 2 min)');
+  const dir = mkdtempSync(join(tmpdir(), 'lowbit-kv-'));
+  try {
+    const text = join(dir, 'heldout.txt');
+    writeFileSync(text, readFileSync(join(root, 'data/tinystories-valid-head.txt'), 'utf8').slice(500000));
+    const base = join(dir, 'base.kld');
+    const llama = (args: string[]) => spawnSync(perplexityBin, [...args, '-t', '2'], { encoding: 'utf8', maxBuffer: 1 << 28 });
+    assert.equal(llama(['-m', tiny, '-f', text, '-c', '256', '--chunks', '12', '-ctk', 'f32', '-ctv', 'f32', '-fa', 'on', '--kl-divergence-base', base]).status, 0);
+    for (const type of ['q4_0', 'q4_1', 'iq4_nl', 'q5_0']) {
+      let m: RegExpMatchArray | null = null;
+      for (let i = 0; i < 3 && !m; i++) {
+        const p = llama(['-m', tiny, '--kl-divergence-base', base, '--kl-divergence', '-ctk', type, '-ctv', type, '-fa', 'on']);
+        m = (p.stdout + p.stderr).match(/Mean\s+KLD:\s+([-\d.e]+)/);
+      }
+      assert.ok(m, `llama-perplexity printed no KLD for ${type}`);
+      const r = lowbit('eval', tiny, '--base-logits', base, '-ctk', type, '-ctv', type, '--json');
+      assert.equal(r.status, 0, r.stderr);
+      const ratio = JSON.parse(r.stdout).kld.mean / Number(m[1]);
+      assert.ok(ratio > 0.95 && ratio < 1.05, `${type}: lowbit / llama.cpp KLD = ${ratio}`);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('KVQuant side: calibrated grid, 1 % of each row exact (f16), the first position f32; no calibration is an error', async () => {
+  const { KvQuantSide, fitLevels, kvquantOutliers } = await import('../src/model/kv/kvquant.js');
+  const kvDim = 64;
+  const calib = randomRows(300 * kvDim, 21);
+  const samples = { kvDim, keys: [calib], values: [calib] };
+  for (const [name, isKeys] of [['kvquant3', true], ['kvquant4', false]] as const) {
+    const side = new KvQuantSide(parseKvCacheType(name), isKeys, samples, 1, 16, kvDim);
+    const rows = randomRows(10 * kvDim, 5);
+    rows[3 * kvDim + 7] = 40; // an outlier of row 3
+    side.write(0, 0, 10, rows);
+    const out = new Float32Array(10 * kvDim);
+    side.readQuantized(0, 0, 10, out);
+    assert.deepEqual(out.subarray(0, kvDim), rows.subarray(0, kvDim), 'the first position is kept in f32');
+    assert.equal(out[3 * kvDim + 7], 40, 'the outlier is kept exactly');
+    let se = 0, ss = 0;
+    for (let i = kvDim; i < rows.length; i++) (se += (out[i] - rows[i]) ** 2), (ss += rows[i] ** 2);
+    const sqnr = 10 * Math.log10(ss / se);
+    assert.ok(sqnr > (name === 'kvquant3' ? 12 : 17), `${name} SQNR ${sqnr.toFixed(1)} dB`);
+    assert.equal(side.rowBytes, (isKeys ? 0 : 4) + (kvDim * (name === 'kvquant3' ? 3 : 4)) / 8 + 3 * kvquantOutliers(kvDim));
+  }
+  // k-means levels: two clusters are found
+  const two = Float32Array.from({ length: 200 }, (_, i) => (i % 2 ? 1 : -1) + (i % 7) * 1e-3);
+  const lv = fitLevels(two, 2, () => 1);
+  assert.ok(Math.abs(lv[0] + 1) < 0.01 && Math.abs(lv[1] - 1) < 0.01, `${lv}`);
+  const b = lowbit('eval', tiny, '-ctk', 'kvquant3', '--text', 'data/tinystories-valid-head.txt', '--ctx', '64', '--chunks', '1');
+  assert.equal(b.status, 2);
+  assert.match(b.stderr, /kvquant3: KVQuant fits its datatypes to calibration activations; give --calib/);
+  const c = lowbit('eval', tiny, '-ctk', 'kvquant4', '-ctv', 'kivi4', '--calib', 'data/tinystories-valid-head.txt', '--text', 'data/tinystories-valid-head.txt', '--ctx', '64', '--chunks', '2', '--json');
+  assert.equal(c.status, 0, c.stderr);
+  assert.ok(JSON.parse(c.stdout).ppl < 40);
+});
