@@ -574,6 +574,8 @@ export interface ForwardHooks {
    * (W8A8, LLM.int8(), see src/model/act-quant.ts) plug in here. Must not modify x.
    */
   linear?: (out: Float32Array, x: Float32Array, w: LinearWeight, nTok: number, expert?: number) => void;
+  /** Called with each layer's keys before RoPE and its values (nTok rows of kvDim, views: copy what you keep), KV-cache calibration */
+  kvInput?: (layer: number, pos: number, nTok: number, keys: Float32Array, values: Float32Array) => void;
 }
 
 export interface LlamaOptions extends LoadOptions {
@@ -647,6 +649,7 @@ export class Llama {
     this.engine = engine;
     this.s = new RunState(c, batch, this.kv.capacity, engine, this.weights);
     this.activations = opts.activations ?? 'f32';
+    this.kv.setRope?.((layer, rows, n, pos0) => rope(c, c.swaLayers?.[layer] === true ? this.s.ropeFreqSwa : this.s.ropeFreq, rows, n, c.nKvHeads, pos0));
   }
 
   /**
@@ -820,8 +823,12 @@ export class Llama {
     if (L.kNorm) rmsnorm(s.k, s.k, L.kNorm, nTok * nKvHeads, headDim, c.normEps);
     const swa = c.swaLayers?.[l] === true;
     const freq = swa ? s.ropeFreqSwa : s.ropeFreq;
+    this.hooks.kvInput?.(l, pos, nTok, s.k, s.v);
+    const preRope = this.kv.preRopeKeys === true;
+    // a store that keeps keys before RoPE (KVQuant) takes them here and applies RoPE when it reads them
+    if (preRope) this.kv.append!(this.kvSlot[l], pos, nTok, s.k, s.v);
     rope(c, freq, s.q, nTok, nHeads, pos);
-    rope(c, freq, s.k, nTok, nKvHeads, pos);
+    if (!preRope) rope(c, freq, s.k, nTok, nKvHeads, pos);
     const scale = c.attnScale ?? 1 / Math.sqrt(headDim);
     const window = swa ? c.slidingWindow! : 0;
     const cap = c.attnSoftcap ?? 0;
@@ -840,7 +847,9 @@ export class Llama {
       attentionWindowed(s.q, keys, values, nTok, pos, nHeads, nKvHeads, headDim, scale, window, cap, s.att, s.scores, R);
       return;
     }
-    if (this.kv.append) this.kv.append(slot, pos, nTok, s.k, s.v);
+    if (preRope) {
+      // (appended before RoPE)
+    } else if (this.kv.append) this.kv.append(slot, pos, nTok, s.k, s.v);
     else for (let t = 0; t < nTok; t++) this.kv.store(slot, pos + t, s.k.subarray(t * kvDim, (t + 1) * kvDim), s.v.subarray(t * kvDim, (t + 1) * kvDim));
     if (this.kv.attention && window === 0 && cap === 0) {
       this.kv.attention(slot, s.q, nTok, pos, { nHeads, nKvHeads, headDim, scale }, s.att);

@@ -44,7 +44,7 @@ import { Llama, llamaConfigFromGguf, rmsnorm } from '../model/llama.js';
 import { linear, matmul } from '../model/matmul.js';
 import { Tokenizer } from '../model/tokenizer.js';
 import type { LlamaConfig, StoredTensor } from '../model/types.js';
-import { ggmlTypeByName } from '../quant/ggml/types.js';
+import { ggmlTypeByName, isGgmlFloat } from '../quant/ggml/types.js';
 import { algorithmsOf, needsHandler, roundWeight, scalesInputs, type AlgorithmSpec, type ExtraTensor, type InputStatistics } from './algorithms.js';
 import type { QuantizePlan, TensorPlan } from './plan.js';
 
@@ -217,15 +217,13 @@ export function expertView(t: FloatTensor, e: number, nExp: number): FloatTensor
   return { data: t.data.subarray(e * rows * t.cols, (e + 1) * rows * t.cols), rows, cols: t.cols };
 }
 
-const FLOAT_TYPES = new Set(['F32', 'F16', 'BF16']);
-
 /** is a planned tensor quantized (not a float target)? */
-export const isQuantized = (p: TensorPlan) => p.scheme !== undefined || (p.ggml !== undefined && !FLOAT_TYPES.has(p.ggml.name));
+export const isQuantized = (p: TensorPlan) => p.scheme !== undefined || (p.ggml !== undefined && !isGgmlFloat(p.ggml));
 
 /** the codec a planned tensor is quantized with, or undefined for a float target */
 export function codecOf(p: TensorPlan): BlockCodec | undefined {
   if (p.scheme) return blockCodecFor(p.scheme, p.ne[0]);
-  if (p.ggml && !FLOAT_TYPES.has(p.ggml.name)) return blockCodecFor(p.ggml.name, p.ne[0]);
+  if (p.ggml && !isGgmlFloat(p.ggml)) return blockCodecFor(p.ggml.name, p.ne[0]);
   return undefined;
 }
 
