@@ -2,14 +2,16 @@
  * Calibration per family on the seeded random models of scripts/family-models.ts (pre-norm gains with
  * outlier channels, as trained models have):
  *  - GPTQ and AWQ (Q4_0, 512 calibration tokens) beat plain RTN in KL divergence against the F32 model
- *    for Llama 3 (rope_freqs), Qwen 2 (q/k/v biases: AWQ's v->o scale divides v's bias too) and Gemma 2
- *    (post-attention / post-FFN norms in the residual updates), and the GPTQ file loads and runs in
- *    llama.cpp;
+ *    for Llama 3 (rope_freqs), Qwen 2 (q/k/v biases: AWQ's v->o scale divides v's bias too), Gemma 2
+ *    (post-attention / post-FFN norms in the residual updates), Phi-3 (fused attn_qkv and gate|up: one
+ *    Hessian per fused tensor, AWQ's v->o and up->down scales into row ranges of the fused tensors) and
+ *    Qwen3-MoE (each expert calibrated with the rows routed to it; the router stays F32 and takes the
+ *    ffn_norm scales), and the GPTQ file loads and runs in llama.cpp;
  *  - mixture of experts: lowbit imatrix keeps one block of statistics and one count per expert (llama-
  *    imatrix's layout), the counts add up to tokens x experts used, and a per-expert-weighted IQ4_XS
  *    file loads in llama.cpp;
- *  - refusals (exit 2, nothing written): GPTQ on MoE and on Phi-3's fused tensors, Hadamard rotation of
- *    Gemma (post-norms make it not function-preserving).
+ *  - refusals (exit 2, nothing written): Hadamard rotation of Gemma (post-norms make it not
+ *    function-preserving), of MoE and of fused tensors (the rotation does not cover them).
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -64,12 +66,12 @@ async function loadsInLlamaCpp(file: string): Promise<string | undefined> {
   return undefined;
 }
 
-test('GPTQ and AWQ beat RTN on Llama 3, Qwen 2 and Gemma 2, and the GPTQ files run in llama.cpp', async (t) => {
+test('GPTQ and AWQ beat RTN on Llama 3, Qwen 2, Gemma 2, Phi-3 and Qwen3-MoE, and the GPTQ files run in llama.cpp', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'lowbit-famcal-'));
   try {
     const calib = join(dir, 'calib.txt');
     writeFileSync(calib, STORIES.slice(0, 30_000));
-    for (const f of ['llama3', 'qwen2', 'gemma2'] as const) {
+    for (const f of ['llama3', 'qwen2', 'gemma2', 'phi3', 'qwen3moe'] as const) {
       const file = await writeFamily(dir, f);
       const kld: Record<string, number> = {};
       for (const algo of ['rtn', 'gptq', 'awq']) {
@@ -130,14 +132,14 @@ test('MoE: imatrix per expert (llama-imatrix layout), weighted quantization runs
   }
 });
 
-test('calibration refusals: GPTQ on MoE and fused Phi-3, Hadamard rotation of Gemma: exit 2, nothing written', async () => {
+test('calibration refusals: Hadamard rotation of MoE, fused Phi-3 and Gemma: exit 2, nothing written', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'lowbit-famcal-bad-'));
   try {
     const calib = join(dir, 'calib.txt');
     writeFileSync(calib, STORIES.slice(0, 20_000));
     const cases: [Family, string[], RegExp][] = [
-      ['qwen3moe', ['--algo', 'gptq'], /qwen3moe is a mixture of experts: calibrated GPTQ\/AWQ\/SmoothQuant per expert is not supported yet/],
-      ['phi3', ['--algo', 'gptq'], /phi3 stores fused attn_qkv: calibrated GPTQ/],
+      ['qwen3moe', ['--rotate', 'hadamard'], /--rotate hadamard: qwen3moe is a mixture of experts; the rotation does not cover its router and experts/],
+      ['phi3', ['--rotate', 'hadamard'], /--rotate hadamard: phi3 stores fused attn_qkv; the rotation does not cover fused tensors/],
       ['gemma2', ['--rotate', 'hadamard'], /--rotate hadamard: (gemma2's post-attention and post-FFN RMSNorms .*not function-preserving|the model ties its output)/],
     ];
     for (const [f, args, pattern] of cases) {

@@ -166,3 +166,35 @@ test('full check (LOWBIT_FULL=1): lowbit KLD = llama-perplexity -ctk T -ctv T -f
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('KVQuant side: calibrated grid, 1 % of each row exact (f16), the first position f32; no calibration is an error', async () => {
+  const { KvQuantSide, fitLevels, kvquantOutliers } = await import('../src/model/kv/kvquant.js');
+  const kvDim = 64;
+  const calib = randomRows(300 * kvDim, 21);
+  const samples = { kvDim, keys: [calib], values: [calib] };
+  for (const [name, isKeys] of [['kvquant3', true], ['kvquant4', false]] as const) {
+    const side = new KvQuantSide(parseKvCacheType(name), isKeys, samples, 1, 16, kvDim);
+    const rows = randomRows(10 * kvDim, 5);
+    rows[3 * kvDim + 7] = 40; // an outlier of row 3
+    side.write(0, 0, 10, rows);
+    const out = new Float32Array(10 * kvDim);
+    side.readQuantized(0, 0, 10, out);
+    assert.deepEqual(out.subarray(0, kvDim), rows.subarray(0, kvDim), 'the first position is kept in f32');
+    assert.equal(out[3 * kvDim + 7], 40, 'the outlier is kept exactly');
+    let se = 0, ss = 0;
+    for (let i = kvDim; i < rows.length; i++) (se += (out[i] - rows[i]) ** 2), (ss += rows[i] ** 2);
+    const sqnr = 10 * Math.log10(ss / se);
+    assert.ok(sqnr > (name === 'kvquant3' ? 12 : 17), `${name} SQNR ${sqnr.toFixed(1)} dB`);
+    assert.equal(side.rowBytes, (isKeys ? 0 : 4) + (kvDim * (name === 'kvquant3' ? 3 : 4)) / 8 + 3 * kvquantOutliers(kvDim));
+  }
+  // k-means levels: two clusters are found
+  const two = Float32Array.from({ length: 200 }, (_, i) => (i % 2 ? 1 : -1) + (i % 7) * 1e-3);
+  const lv = fitLevels(two, 2, () => 1);
+  assert.ok(Math.abs(lv[0] + 1) < 0.01 && Math.abs(lv[1] - 1) < 0.01, `${lv}`);
+  const b = lowbit('eval', tiny, '-ctk', 'kvquant3', '--text', 'data/tinystories-valid-head.txt', '--ctx', '64', '--chunks', '1');
+  assert.equal(b.status, 2);
+  assert.match(b.stderr, /kvquant3: KVQuant fits its datatypes to calibration activations; give --calib/);
+  const c = lowbit('eval', tiny, '-ctk', 'kvquant4', '-ctv', 'kivi4', '--calib', 'data/tinystories-valid-head.txt', '--text', 'data/tinystories-valid-head.txt', '--ctx', '64', '--chunks', '2', '--json');
+  assert.equal(c.status, 0, c.stderr);
+  assert.ok(JSON.parse(c.stdout).ppl < 40);
+});

@@ -163,7 +163,7 @@ test('every block codec has a per-element grid whose codes decode exactly', () =
   const normal = rng(3);
   const targets = [
     ...ggmlCodecs.filter((c) => c.quantize && !['F32', 'F16', 'BF16', 'TQ1_0'].includes(c.type.name) && !IQ_NEEDS_IMPORTANCE.has(c.type.name) && !/^IQ[123]_/.test(c.type.name)).map((c) => c.type.name as string | ReturnType<typeof resolveScheme>),
-    ...schemes().filter((s) => s.family !== 'ggml' && !s.tensorScoped && s.id !== 'fp8_e4m3_ch' && s.id !== 'int8_ch'),
+    ...schemes().filter((s) => s.family !== 'ggml' && s.family !== 'olive' && !s.tensorScoped && s.id !== 'fp8_e4m3_ch' && s.id !== 'int8_ch'),
     resolveScheme('int3', { groupSize: 32 }),
     resolveScheme('int2', { groupSize: 32 }),
   ];
@@ -198,6 +198,7 @@ test('every block codec has a per-element grid whose codes decode exactly', () =
   }
   assert.throws(() => codeLayout(blockCodecFor('TQ1_0', 256)), /do not have independent codes/);
   assert.throws(() => blockCodecFor(resolveScheme('nvfp4'), 64), /shares scales across rows/);
+  assert.throws(() => blockCodecFor(resolveScheme('olive4_g32'), 64), /outlier-victim pairs have no per-element grid/);
 });
 
 // ---------------------------------------------------------------------------------------------------

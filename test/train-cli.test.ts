@@ -40,6 +40,16 @@ test('lowbit train: a tiny model end to end, checkpoint + resume = one run, the 
   assert.deepEqual(fs.readFileSync(b), fs.readFileSync(out), 'resumed run gives the same bytes');
   const ev = lowbit('eval', out, '--text', text, '--ctx', '16', '--chunks', '4', '--json');
   assert.equal(ev.status, 0, ev.stderr);
+  // safetensors output: the same weights as converting the GGUF, with config.json beside them
+  fs.mkdirSync(path.join(tmp, 'st'));
+  fs.mkdirSync(path.join(tmp, 'conv'));
+  const st = path.join(tmp, 'st', 'model.safetensors');
+  assert.equal(lowbit('train', ...SHAPE, '--text', text, '--train-chars', '15000', '--steps', '6', st).status, 0);
+  const conv = path.join(tmp, 'conv', 'model.safetensors');
+  assert.equal(lowbit('convert', out, conv).status, 0);
+  assert.deepEqual(fs.readFileSync(st), fs.readFileSync(conv));
+  assert.deepEqual(fs.readFileSync(path.join(tmp, 'st', 'config.json')), fs.readFileSync(path.join(tmp, 'conv', 'config.json')));
+  badInput(lowbit('train', ...SHAPE, '--text', text, '--steps', '2', path.join(tmp, 'x.bin')), /extension must be \.gguf or \.safetensors/);
 });
 
 test('lowbit train: bad input is one line and exit 2, and never leaves a half-written file', () => {
@@ -63,4 +73,16 @@ test('lowbit train: bad input is one line and exit 2, and never leaves a half-wr
   assert.deepEqual(fs.readFileSync(ck), before);
   assert.ok(!fs.existsSync(out), 'no model written');
   assert.deepEqual(fs.readdirSync(tmp).filter((f) => f.endsWith('.tmp')), [], 'no temp files left');
+});
+
+test('lowbit qat --method lsq: a short run writes the type; a type without a learnable block scale is refused in one line', () => {
+  const model = path.join(ROOT, 'data', 'stories260K.gguf');
+  const out = path.join(tmp, 'qat-q2.gguf');
+  const r = lowbit('qat', model, out, '--type', 'Q2_0', '--pure', '--method', 'lsq', '--text', text, '--steps', '2', '--batch', '2', '--ctx', '32', '--json');
+  assert.equal(r.status, 0, r.stderr);
+  const j = JSON.parse(r.stdout);
+  assert.equal(j.steps, 2);
+  assert.ok(j.bitsPerWeight < 6, `${j.bitsPerWeight} bpw`);
+  badInput(lowbit('qat', model, path.join(tmp, 'qat-bad.gguf'), '--type', 'Q4_1', '--pure', '--method', 'lsq', '--text', text, '--steps', '2'), /--method lsq learns one f16 scale per block .*use ste or dge/);
+  assert.ok(!fs.existsSync(path.join(tmp, 'qat-bad.gguf')));
 });

@@ -281,7 +281,7 @@ import { ggmlCodec } from '../src/quant/ggml/registry.js';
 
 const DATA = path.resolve(import.meta.dirname, '../../data');
 
-for (const method of ['ste', 'dge'] as const) {
+for (const method of ['ste', 'dge', 'lsq'] as const) {
   test(`QAT (${method}, distillation) to Q4_0 --pure lowers the KL to the original; the file holds exactly the weights trained through`, async () => {
     const m = await openModelFile(bytesSource(new Uint8Array(fs.readFileSync(path.join(DATA, 'stories260K.gguf'))), 'stories260K.gguf'));
     const { Tokenizer } = await import('../src/model/tokenizer.js');
@@ -310,3 +310,45 @@ for (const method of ['ste', 'dge'] as const) {
     assert.ok(report.bitsPerWeight < 8);
   });
 }
+
+test('LSQ: packed bytes of every scaled-grid type decode to the trained values; the starting scales beat the codec\'s; the scale gradient is LSQ\'s', async () => {
+  const { ggmlWeightCodec } = await import('../src/pipeline/qat.js');
+  const { ggmlTypeByName } = await import('../src/quant/ggml/types.js');
+  const { LsqScales } = await import('../src/train/qat.js');
+  const r = normalRng(11);
+  for (const name of ['Q4_0', 'Q5_0', 'Q8_0', 'Q2_0', 'Q1_0', 'IQ4_NL']) {
+    const type = ggmlTypeByName(name)!;
+    const codec = ggmlWeightCodec(type);
+    assert.ok(codec.scaled, name);
+    const rows = 3, cols = 256;
+    const w = Float32Array.from({ length: rows * cols }, () => 0.05 * r());
+    const rtn = new Float32Array(w.length);
+    codec.fakeQuant(w, rows, cols, rtn);
+    const l = new LsqScales(codec.scaled!, w, codec.quantize!(w, rows, cols));
+    const q = new Float32Array(w.length);
+    l.fakeQuant(w, q);
+    const err = (a: Float32Array) => a.reduce((s, x, i) => s + (x - w[i]) ** 2, 0);
+    assert.ok(err(q) <= err(rtn), `${name}: start ${err(q)} vs codec ${err(rtn)}`);
+    if (name === 'Q2_0') assert.ok(err(q) < 0.7 * err(rtn), `Q2_0 uses its fourth level: ${err(q)} vs ${err(rtn)}`);
+    // move the scales and weights off the codec's choice: the packed file still holds exactly what training saw
+    for (let b = 0; b < l.scales.length; b++) l.scales[b] *= 0.8 + 0.01 * (b % 7);
+    for (let i = 0; i < w.length; i += 5) w[i] *= 1.5;
+    l.fakeQuant(w, q);
+    const deq = new Float32Array(w.length);
+    ggmlCodec(name)!.dequantize(l.pack(w), w.length, deq);
+    assert.deepEqual(deq, q, name);
+  }
+  // the gradients on a hand-checked block of Q2_0 (levels -1..2, one scale, block 64): v = w / d
+  const l = new LsqScales(ggmlWeightCodec(ggmlTypeByName('Q2_0')!).scaled!, new Float32Array(64).fill(0.5), new Uint8Array(18));
+  l.scales[0] = 0.25; // exact in f16
+  const w = new Float32Array(64);
+  w[0] = 0.3; // v = 1.2 -> level 1, inside
+  w[1] = 0.8; // v = 3.2 -> level 2, clipped
+  w[2] = -0.3; // v = -1.2 -> level -1, clipped
+  const g = new Float32Array(64);
+  g[0] = 1; g[1] = 2; g[2] = 3;
+  l.backward(g, w);
+  assert.deepEqual([g[0], g[1], g[2]], [1, 0, 0], 'clipped weights get no gradient');
+  const expected = (1 * (1 - Math.fround(0.3) / 0.25) + 2 * 2 + 3 * -1) / Math.sqrt(64 * 2);
+  assert.ok(Math.abs(l.grads[0] - expected) < 1e-6, `scale gradient ${l.grads[0]} vs ${expected}`);
+});

@@ -121,6 +121,10 @@ export interface AwqLinear {
   w: Float32Array;
   n: number;
   codec: BlockCodec;
+  /** this linear's own input Hessian (an expert sees only the tokens routed to it), else the group's */
+  h?: Float64Array;
+  /** its share of the group's loss (an expert: its tokens / all tokens), default 1 */
+  weight?: number;
 }
 
 /** sum over rows of d^T H d, d = w - q (H: k x k symmetric) — the output error ||X (W - Q)^T||^2 * 2 / N */
@@ -169,7 +173,7 @@ export function awqSearchHessian(meanAbs: Float64Array, h: Float64Array, k: numb
       for (let o = 0; o < l.n; o++) for (let j = 0; j < k; j++) ws[o * k + j] = Math.fround(l.w[o * k + j] * scales[j]);
       const { q } = rtnBlocks(l.codec, ws, l.n, k);
       for (let o = 0; o < l.n; o++) for (let j = 0; j < k; j++) q[o * k + j] = q[o * k + j] / scales[j];
-      loss += outputErrorHessian(l.w, q, l.n, k, h);
+      if (l.weight !== 0) loss += (l.weight ?? 1) * outputErrorHessian(l.w, q, l.n, k, l.h ?? h);
     });
     if (step === 0) lossRtn = loss;
     if (loss < best.loss) best = { alpha, loss, scales: Float32Array.from(scales) };

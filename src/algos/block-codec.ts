@@ -118,6 +118,7 @@ export function blockCodecFor(target: string | QuantScheme, rowLength: number): 
     return ggmlBlockCodec(c);
   }
   if (target.family === 'ggml') return blockCodecFor(target.name, rowLength);
+  if (target.family === 'olive') fail(`${target.id}: OliVe's outlier-victim pairs have no per-element grid (an outlier prunes its neighbour), so only round-to-nearest writes it (--algo rtn)`);
   return schemeBlockCodec(target, rowLength);
 }
 

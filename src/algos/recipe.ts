@@ -13,16 +13,16 @@ import { ptqOptions, type PtqOptions } from './ptq-options.js';
 export const RECIPE_VERSION = 1;
 
 /** The algorithms (pipeline/algorithms.ts holds their handlers). */
-export type BaseAlgorithm = 'rtn' | 'gptq' | 'awq' | 'hqq' | 'easyquant';
-export const BASE_ALGORITHMS: readonly BaseAlgorithm[] = ['rtn', 'gptq', 'awq', 'hqq', 'easyquant'];
+export type BaseAlgorithm = 'rtn' | 'gptq' | 'awq' | 'hqq' | 'easyquant' | 'autoround';
+export const BASE_ALGORITHMS: readonly BaseAlgorithm[] = ['rtn', 'gptq', 'awq', 'hqq', 'easyquant', 'autoround'];
 /**
  * A recipe's algorithm: one, or a list applied in order (every member's input transform, then the
  * last one rounds: ["awq", "gptq"] folds AWQ's scales in first, then GPTQ, as the AWQ paper combines
  * them). 'awq+gptq' is the same list in the spelling of older recipes and of `--algo`.
  */
-export type Algorithm = BaseAlgorithm | 'awq+gptq' | readonly BaseAlgorithm[];
+export type Algorithm = BaseAlgorithm | 'awq+gptq' | 'gptq+autoround' | 'awq+autoround' | readonly BaseAlgorithm[];
 /** the names `--algo` accepts */
-export const ALGORITHMS: readonly string[] = [...BASE_ALGORITHMS, 'awq+gptq'];
+export const ALGORITHMS: readonly string[] = [...BASE_ALGORITHMS, 'awq+gptq', 'gptq+autoround', 'awq+autoround'];
 
 /** An algorithm's name as `--algo` spells it ('gptq', 'awq+gptq') */
 export function algorithmName(a: Algorithm | undefined): string {
@@ -31,7 +31,7 @@ export function algorithmName(a: Algorithm | undefined): string {
 
 /** An algorithm as its list of base algorithms (validated). */
 export function algorithmList(a: unknown, where = 'recipe'): readonly BaseAlgorithm[] {
-  const list = a === 'awq+gptq' ? ['awq', 'gptq'] : Array.isArray(a) ? a : [a];
+  const list = typeof a === 'string' && a.includes('+') ? a.split('+') : Array.isArray(a) ? a : [a];
   if (!list.length) fail(`${where}: the algorithm list is empty`);
   for (const x of list) if (!BASE_ALGORITHMS.includes(x as BaseAlgorithm)) fail(`${where}: unknown algorithm ${JSON.stringify(x)} (valid: ${BASE_ALGORITHMS.join(', ')}, or a list such as ["awq", "gptq"])`);
   return list as readonly BaseAlgorithm[];

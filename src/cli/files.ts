@@ -494,3 +494,28 @@ export function refuseSameFile(input: string | undefined, output: string | undef
   noteInput(input);
   if (output) checkOutput(output, 'output');
 }
+
+/**
+ * A llama model written as safetensors gets its Hugging Face config.json beside it (else it cannot be
+ * read back). The same model's config (differing only in torch_dtype) is left as it is; another
+ * model's is refused unless `force`. Returns a note for the summary line ('' when nothing was written).
+ */
+export function writeHfConfigBeside(output: string, hfConfig: Record<string, unknown>, force = false): string {
+  const configPath = path.join(path.dirname(output), 'config.json');
+  const text = JSON.stringify(hfConfig, null, 2) + '\n';
+  const existing = fs.existsSync(configPath) ? fs.readFileSync(configPath, 'utf8') : undefined;
+  const sameModel = (x: string | undefined) => {
+    try {
+      const { torch_dtype: _a, ...o } = JSON.parse(x ?? '') as Record<string, unknown>;
+      const { torch_dtype: _b, ...n } = hfConfig;
+      return JSON.stringify(o) === JSON.stringify(n);
+    } catch {
+      return false;
+    }
+  };
+  if (existing !== undefined && existing !== text && !sameModel(existing) && !force)
+    fail(`${configPath} already exists and differs (it may belong to another checkpoint in this folder); write OUT into its own folder, or give --force to replace it`);
+  if (existing !== undefined && (existing === text || sameModel(existing))) return '';
+  writeFileAtomic(configPath, text, 'config.json');
+  return `, ${configPath} written`;
+}

@@ -32,89 +32,14 @@ import { tokenizerFromVocab } from './convert.js';
 import { parseSentencepieceModel } from './vocab.js';
 import { TokenType } from '../model/types.js';
 import { preTokenizerKind, preTokenizerTraits } from '../model/pretokenize.js';
+import { FAMILIES, hfTensorOf, type ModelFamily } from '../model/family.js';
 
-interface HfFamily {
-  readonly arch: string;
-  readonly hfArchitectures: readonly string[];
-  /** llama: q/k rows reordered per head */
-  readonly permuteQk?: boolean;
-  /** gemma: norm gains stored as w, used as 1 + w */
-  readonly normPlusOne?: boolean;
-  /** per-layer names: [HF suffix after model.layers.N., GGUF suffix after blk.N.] */
-  readonly layer: readonly (readonly [string, string])[];
-  /** experts: HF pattern (after model.layers.N.) with groups (expert, part) and part -> GGUF 3-D tensor */
-  readonly experts?: { readonly pattern: RegExp; readonly parts: Readonly<Record<string, string>> };
-  readonly dropLmHead?: boolean;
-}
-
-const ATTN: readonly (readonly [string, string])[] = [
-  ['input_layernorm.weight', 'attn_norm.weight'],
-  ['self_attn.q_proj.weight', 'attn_q.weight'],
-  ['self_attn.k_proj.weight', 'attn_k.weight'],
-  ['self_attn.v_proj.weight', 'attn_v.weight'],
-  ['self_attn.o_proj.weight', 'attn_output.weight'],
-  ['self_attn.q_proj.bias', 'attn_q.bias'],
-  ['self_attn.k_proj.bias', 'attn_k.bias'],
-  ['self_attn.v_proj.bias', 'attn_v.bias'],
-  ['self_attn.o_proj.bias', 'attn_output.bias'],
-];
-const MLP: readonly (readonly [string, string])[] = [
-  ['post_attention_layernorm.weight', 'ffn_norm.weight'],
-  ['mlp.gate_proj.weight', 'ffn_gate.weight'],
-  ['mlp.up_proj.weight', 'ffn_up.weight'],
-  ['mlp.down_proj.weight', 'ffn_down.weight'],
-];
-const QK_NORM: readonly (readonly [string, string])[] = [
-  ['self_attn.q_norm.weight', 'attn_q_norm.weight'],
-  ['self_attn.k_norm.weight', 'attn_k_norm.weight'],
-];
-const GEMMA_NORMS: readonly (readonly [string, string])[] = [
-  ['post_attention_layernorm.weight', 'post_attention_norm.weight'],
-  ['pre_feedforward_layernorm.weight', 'ffn_norm.weight'],
-  ['post_feedforward_layernorm.weight', 'post_ffw_norm.weight'],
-  ['mlp.gate_proj.weight', 'ffn_gate.weight'],
-  ['mlp.up_proj.weight', 'ffn_up.weight'],
-  ['mlp.down_proj.weight', 'ffn_down.weight'],
-];
-
-const FAMILIES: readonly HfFamily[] = [
-  {
-    arch: 'llama',
-    hfArchitectures: ['LlamaForCausalLM', 'MistralForCausalLM', 'MixtralForCausalLM'],
-    permuteQk: true,
-    layer: [...ATTN, ...MLP, ['post_attention_layernorm.weight', 'ffn_norm.weight'], ['block_sparse_moe.gate.weight', 'ffn_gate_inp.weight']],
-    experts: { pattern: /^block_sparse_moe\.experts\.(\d+)\.(w1|w2|w3)\.weight$/, parts: { w1: 'ffn_gate_exps.weight', w2: 'ffn_down_exps.weight', w3: 'ffn_up_exps.weight' } },
-  },
-  { arch: 'qwen2', hfArchitectures: ['Qwen2ForCausalLM'], layer: [...ATTN, ...MLP] },
-  { arch: 'qwen3', hfArchitectures: ['Qwen3ForCausalLM'], layer: [...ATTN, ...QK_NORM, ...MLP] },
-  {
-    arch: 'qwen3moe',
-    hfArchitectures: ['Qwen3MoeForCausalLM'],
-    layer: [...ATTN, ...QK_NORM, ...MLP, ['mlp.gate.weight', 'ffn_gate_inp.weight']],
-    experts: { pattern: /^mlp\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$/, parts: { gate_proj: 'ffn_gate_exps.weight', up_proj: 'ffn_up_exps.weight', down_proj: 'ffn_down_exps.weight' } },
-  },
-  {
-    arch: 'phi3',
-    hfArchitectures: ['Phi3ForCausalLM'],
-    layer: [
-      ['input_layernorm.weight', 'attn_norm.weight'],
-      ['self_attn.qkv_proj.weight', 'attn_qkv.weight'],
-      ['self_attn.o_proj.weight', 'attn_output.weight'],
-      ['post_attention_layernorm.weight', 'ffn_norm.weight'],
-      ['mlp.gate_up_proj.weight', 'ffn_up.weight'],
-      ['mlp.down_proj.weight', 'ffn_down.weight'],
-    ],
-  },
-  { arch: 'gemma2', hfArchitectures: ['Gemma2ForCausalLM'], normPlusOne: true, dropLmHead: true, layer: [...ATTN, ...GEMMA_NORMS] },
-  { arch: 'gemma3', hfArchitectures: ['Gemma3ForCausalLM'], normPlusOne: true, layer: [...ATTN, ...QK_NORM, ...GEMMA_NORMS] },
-];
-
-/** The HF architectures `lowbit convert` knows. */
+/** The HF architectures `lowbit convert` knows: every row of the family table (model/family.ts). */
 export const HF_ARCHITECTURES: readonly string[] = FAMILIES.flatMap((f) => f.hfArchitectures);
 
 type Config = Record<string, unknown>;
 
-function familyOf(config: Config): HfFamily {
+function familyOf(config: Config): ModelFamily {
   const archs = config.architectures;
   const a = Array.isArray(archs) && typeof archs[0] === 'string' ? archs[0] : undefined;
   if (a === undefined) fail(`config.json has no architectures[0] (known: ${HF_ARCHITECTURES.join(', ')})`);
@@ -168,7 +93,7 @@ export function hfGgufMetadata(config: unknown, nLayersCheck?: number): { arch: 
   if (typeof config !== 'object' || config === null) fail('config.json is not a JSON object');
   const c = config as Config;
   const f = familyOf(c);
-  const a = f.arch;
+  const a = f.architectures[0];
   const m: [string, GgufValue][] = [['general.architecture', gguf.str(a)]];
   if (typeof c._name_or_path === 'string' && c._name_or_path) m.push(['general.name', gguf.str(String(c._name_or_path).split('/').pop()!)]);
   const u32 = (k: string, v: number | undefined) => v !== undefined && m.push([`${a}.${k}`, gguf.u32(v)]);
@@ -178,7 +103,7 @@ export function hfGgufMetadata(config: unknown, nLayersCheck?: number): { arch: 
   const dim = need(c, ['hidden_size']);
   const nHead = need(c, ['num_attention_heads']);
   const rp = ropeParams(c);
-  const gemma = f.arch === 'gemma2' || f.arch === 'gemma3';
+  const gemma = f.hfNormPlusOne === true;
   u32('block_count', nLayers);
   u32('context_length', numOr(c, ['max_position_embeddings'], a === 'gemma3' ? 131072 : undefined));
   u32('embedding_length', dim);
@@ -195,10 +120,18 @@ export function hfGgufMetadata(config: unknown, nLayersCheck?: number): { arch: 
   if (ropeType === 'linear' && typeof rp.factor === 'number') {
     m.push([`${a}.rope.scaling.type`, gguf.str('linear')]);
     f32('rope.scaling.factor', rp.factor);
-  } else if (ropeType === 'yarn') fail('config.json: YaRN RoPE scaling is not supported by lowbit convert yet');
+  } else if (ropeType === 'yarn' && typeof rp.factor === 'number') {
+    m.push([`${a}.rope.scaling.type`, gguf.str('yarn')]);
+    f32('rope.scaling.factor', rp.factor);
+    u32('rope.scaling.original_context_length', need(rp as Config, ['original_max_position_embeddings']));
+    f32('rope.scaling.yarn_ext_factor', numOr(rp as Config, ['extrapolation_factor']));
+    f32('rope.scaling.yarn_attn_factor', numOr(rp as Config, ['attention_factor', 'attn_factor']));
+    f32('rope.scaling.yarn_beta_fast', numOr(rp as Config, ['beta_fast']));
+    f32('rope.scaling.yarn_beta_slow', numOr(rp as Config, ['beta_slow']));
+  }
   else if (ropeType === 'longrope' || ropeType === 'su') fail('config.json: Phi-3 LongRoPE (rope_scaling long_factor/short_factor) is not supported by lowbit convert yet');
   const nExperts = numOr(c, ['num_local_experts', 'num_experts']);
-  if (nExperts !== undefined && f.experts) {
+  if (nExperts !== undefined && f.moe) {
     u32('expert_count', nExperts);
     u32('expert_used_count', need(c, ['num_experts_per_tok']));
   }
@@ -279,7 +212,7 @@ export function hfTokenizerMetadata(files: HfTokenizerFiles, config: Config, arc
   const vocabSize = numOr(config, ['vocab_size']);
   const tc = files.tokenizerConfig ? parseJson(files.tokenizerConfig, 'tokenizer_config.json') : {};
   const tokenText = (v: unknown) => (typeof v === 'string' ? v : v && typeof v === 'object' && typeof (v as Record<string, unknown>).content === 'string' ? ((v as Record<string, unknown>).content as string) : undefined);
-  const gemma = arch === 'gemma2' || arch === 'gemma3';
+  const gemma = arch.startsWith('gemma');
   const tj = files.tokenizerJson ? parseJson(files.tokenizerJson, 'tokenizer.json') : undefined;
   const model = tj?.model as Record<string, unknown> | undefined;
   if (tj && model?.type === 'BPE' && !files.sentencepiece) {
@@ -411,29 +344,21 @@ export async function convertHfFolder(m: ModelFile, config: unknown, sink: ByteS
   const experts = new Map<string, { shape: number[]; type: string; byExpert: Map<number, ModelTensor> }>();
   for (const t of m.tensors) {
     if (t.name.endsWith('.rotary_emb.inv_freq')) continue;
-    if (t.name === 'model.embed_tokens.weight') out.push({ name: 'token_embd.weight', shape: [...t.shape], type: outType(t, 'token_embd.weight', t.shape.length), sources: [t] });
-    else if (t.name === 'model.norm.weight') out.push({ name: 'output_norm.weight', shape: [...t.shape], type: 'F32', sources: [t], plusOne: f.normPlusOne });
-    else if (t.name === 'lm_head.weight') {
-      if (!f.dropLmHead) out.push({ name: 'output.weight', shape: [...t.shape], type: outType(t, 'output.weight', t.shape.length), sources: [t] });
-    } else {
-      const x = /^model\.layers\.(\d+)\.(.+)$/.exec(t.name);
-      if (!x) fail(`tensor '${t.name}' is not part of the ${f.hfArchitectures[0]} layout`);
-      const [, l, rest] = x;
-      const e = f.experts?.pattern.exec(rest);
-      if (e) {
-        const gg = `blk.${l}.${f.experts!.parts[e[2]]}`;
-        let g = experts.get(gg);
-        if (!g) experts.set(gg, (g = { shape: [...t.shape], type: outType(t, gg, 3), byExpert: new Map() }));
-        if (t.shape.join() !== g.shape.join()) fail(`${t.name}: shape [${t.shape}] differs from the other experts' [${g.shape}]`);
-        g.byExpert.set(Number(e[1]), t);
-        continue;
-      }
-      const hit = f.layer.find(([h]) => h === rest);
-      if (!hit) fail(`tensor '${t.name}' is not part of the ${f.hfArchitectures[0]} layout`);
-      const gg = `blk.${l}.${hit[1]}`;
-      const permuteHeads = f.permuteQk ? (/attn_q\.(weight|bias)$/.test(gg) ? nHead : /attn_k\.(weight|bias)$/.test(gg) ? nKv : undefined) : undefined;
-      out.push({ name: gg, shape: [...t.shape], type: outType(t, gg, t.shape.length), sources: [t], permuteHeads, plusOne: f.normPlusOne && gg.endsWith('norm.weight') });
+    if (t.name === 'lm_head.weight' && f.hfDropLmHead) continue;
+    const hit = hfTensorOf(f, t.name);
+    if (!hit) fail(`tensor '${t.name}' is not part of the ${f.hfArchitectures[0]} layout`);
+    const gg = hit.gguf;
+    if (hit.spec?.perExpert) {
+      let g = experts.get(gg);
+      if (!g) experts.set(gg, (g = { shape: [...t.shape], type: outType(t, gg, 3), byExpert: new Map() }));
+      if (t.shape.join() !== g.shape.join()) fail(`${t.name}: shape [${t.shape}] differs from the other experts' [${g.shape}]`);
+      g.byExpert.set(hit.expert!, t);
+      continue;
     }
+    // q/k rows (and biases) of a family whose GGUF keeps Meta's adjacent rotary pairs are reordered per head
+    const rope = f.linears.find((s) => s.ropePermuted && new RegExp(`^blk\\.\\d+\\.${s.gguf}\\.(weight|bias)$`).test(gg))?.ropePermuted;
+    const permuteHeads = rope === 'heads' ? nHead : rope === 'kvHeads' ? nKv : undefined;
+    out.push({ name: gg, shape: [...t.shape], type: outType(t, gg, t.shape.length), sources: [t], permuteHeads, plusOne: f.hfNormPlusOne && gg.endsWith('norm.weight') });
   }
   for (const [gg, g] of experts) {
     if (nExperts === undefined) fail(`${gg}: expert tensors, but config.json has no num_local_experts / num_experts`);

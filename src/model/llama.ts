@@ -18,42 +18,23 @@ import { dequantizeRows, kernelsEnabled, linear, makeLinearWeight, type LinearWe
 import { ggmlRoundActivations } from './ggml-activations.js';
 import { f16ToF32, f32ToF16 } from '../quant/ggml/half.js';
 import type { LlamaConfig, StoredTensor } from './types.js';
+import { familyOf, KNOWN_ARCHITECTURES } from './family.js';
 import { isDefaultKvCache, packedKvStorage, type KvCacheOptions } from './kv/cache.js';
 import { f32KvStorage, type KvStorage } from './kv/storage.js';
 
 // ---------------------------------------------------------------------------------------------------
 // Config from GGUF metadata
 
-/**
- * The architectures the runtime runs, with what differs from Llama 2 (as llama.cpp's graphs for them):
- *   llama    Llama 2/3, Mistral, Mixtral (ffn_*_exps experts); rope_freqs.weight = Llama 3 RoPE factors
- *   qwen2    q/k/v biases, NeoX RoPE                 qwen3   per-head q/k RMSNorm, NeoX RoPE
- *   qwen3moe qwen3 + top-k experts                   phi3    fused attn_qkv and ffn_up (gate|up), NeoX RoPE
- *   gemma2   GeGLU, sqrt(dim) embedding scale, post-attention/post-FFN norms, attention and final logit
- *            soft-capping, sliding window on even layers (pattern 2)
- *   gemma3   gemma2 without attention soft-capping, with q/k norms, 5 sliding layers of 6, local RoPE base
- */
-const ARCHS: Readonly<Record<string, { rope: 'normal' | 'neox'; gemma?: 2 | 3 }>> = Object.freeze({
-  llama: { rope: 'normal' },
-  mistral: { rope: 'normal' },
-  qwen2: { rope: 'neox' },
-  qwen3: { rope: 'neox' },
-  qwen3moe: { rope: 'neox' },
-  phi3: { rope: 'neox' },
-  gemma2: { rope: 'neox', gemma: 2 },
-  gemma3: { rope: 'neox', gemma: 3 },
-});
-
-/** The GGUF architectures the runtime knows. */
-export const RUNTIME_ARCHITECTURES: readonly string[] = Object.keys(ARCHS);
+/** The GGUF architectures the runtime knows: every row of the family table (model/family.ts). */
+export const RUNTIME_ARCHITECTURES: readonly string[] = KNOWN_ARCHITECTURES;
 
 /** LlamaConfig from GGUF metadata (`{arch}.embedding_length` etc.) and the tensor list. */
 export function llamaConfigFromGguf(meta: ReadonlyMap<string, unknown> | Readonly<Record<string, unknown>>, tensors: readonly StoredTensor[]): LlamaConfig {
   const get = (k: string): unknown => (meta instanceof Map ? meta.get(k) : (meta as Record<string, unknown>)[k]);
   const arch = get('general.architecture');
   if (typeof arch !== 'string') fail('GGUF metadata has no general.architecture');
-  const traits = ARCHS[arch];
-  if (!traits) fail(`GGUF architecture '${arch}' is not supported by the runtime (known: ${RUNTIME_ARCHITECTURES.join(', ')}); lowbit quantize with a llama.cpp recipe (no calibration) still works`);
+  // the family row says what differs from Llama 2 (Mixtral: arch llama with expert tensors)
+  const family = familyOf(arch, tensors.some((t) => /^blk\.\d+\.ffn_gate_inp\.weight$/.test(t.name)));
   const num = (k: string, dflt?: number): number => {
     const v = get(`${arch}.${k}`);
     if (v === undefined) {
@@ -81,15 +62,27 @@ export function llamaConfigFromGguf(meta: ReadonlyMap<string, unknown> | Readonl
     vocabSize: emb.dims[1],
     seqLen: num('context_length'),
     headDim,
-    normEps: num('attention.layer_norm_rms_epsilon', 1e-5),
+    normEps: num('attention.layer_norm_rms_epsilon', family.normEps),
     ropeTheta: num('rope.freq_base', 10000),
     ropeDim: num('rope.dimension_count', headDim),
-    ropeStyle: traits.rope,
+    ropeStyle: family.ropeStyle,
     arch,
+    family: family.name,
   };
-  const scaling = get(`${arch}.rope.scaling.type`);
-  if (scaling === 'linear') c.ropeFreqScale = 1 / num('rope.scaling.factor');
-  else if (scaling !== undefined && scaling !== 'none') fail(`${arch}.rope.scaling.type '${String(scaling)}' is not supported by the runtime (none, linear; Llama 3 factors come as rope_freqs.weight)`);
+  // RoPE scaling as llama.cpp reads it: type (default linear) and factor; YaRN with the original context
+  const scaling = get(`${arch}.rope.scaling.type`) ?? 'linear';
+  const factor = num('rope.scaling.factor', 0);
+  if (scaling !== 'none' && scaling !== 'linear' && scaling !== 'yarn') fail(`${arch}.rope.scaling.type '${String(scaling)}' is not supported by the runtime (none, linear, yarn; Llama 3 factors come as rope_freqs.weight)`);
+  if (scaling !== 'none' && factor !== 0 && factor !== 1) c.ropeFreqScale = 1 / factor;
+  const attnFactor = num('rope.scaling.attn_factor', 1);
+  if (scaling === 'yarn') {
+    if (get(`${arch}.rope.scaling.yarn_log_multiplier`) !== undefined) fail(`${arch}.rope.scaling.yarn_log_multiplier (DeepSeek's YaRN) is not supported by the runtime`);
+    const f = factor || 1;
+    // llama.cpp: attn_factor = mscale(f) / (1 + 0.1 ln f) cancels ggml's own (1 + 0.1 ln f), so cos and sin
+    // are multiplied by (1 + 0.1 ln f) for f > 1 (HF's attention_factor), times rope.scaling.attn_factor
+    c.ropeYarn = { origCtx: num('rope.scaling.original_context_length', c.seqLen), betaFast: 32, betaSlow: 1 };
+    c.ropeMscale = attnFactor * (f > 1 ? 1 + 0.1 * Math.log(f) : 1);
+  } else if (attnFactor !== 1) c.ropeMscale = attnFactor;
   if (tensors.some((t) => /^blk\.\d+\.rope_factors_long/.test(t.name))) fail('Phi-3 LongRoPE (rope_factors_long/short) is not supported by the runtime');
   // mixture of experts
   const nExperts = num('expert_count', 0);
@@ -101,34 +94,34 @@ export function llamaConfigFromGguf(meta: ReadonlyMap<string, unknown> | Readonl
     const gate = tensors.find((t) => t.name === 'blk.0.ffn_gate_exps.weight');
     c.expertHiddenDim = num('expert_feed_forward_length', gate?.dims[1] ?? c.hiddenDim);
   }
-  if (traits.gemma) {
-    c.activation = 'gelu';
-    c.embedScale = Math.fround(Math.sqrt(dim));
-    c.normEps = num('attention.layer_norm_rms_epsilon', 1e-6);
-    // llama.cpp: the 27B models scale queries by 1/sqrt(dim/heads) (query_pre_attn_scalar), the rest by 1/sqrt(headDim)
-    const is27b = (traits.gemma === 2 && nLayers === 46) || (traits.gemma === 3 && nLayers === 62);
-    c.attnScale = Math.fround(1 / Math.sqrt(is27b ? Math.floor(dim / nHeads) : headDim));
-    const finalCap = num('final_logit_softcapping', 0);
-    if (finalCap > 0) c.finalSoftcap = finalCap;
-    if (traits.gemma === 2) {
-      const cap = num('attn_logit_softcapping', 0);
-      if (cap > 0) c.attnSoftcap = cap;
+  if (c.nExperts) c.expertWeightsNorm = family.moe?.normalizeTopK ?? true;
+  if (family.activation !== 'silu') c.activation = family.activation;
+  if (family.embedScaleSqrtDim) c.embedScale = Math.fround(Math.sqrt(dim));
+  // llama.cpp: Gemma's 27B models scale queries by 1/sqrt(dim/heads) (query_pre_attn_scalar), the rest by 1/sqrt(headDim)
+  if (family.wideQueryScaleLayers !== undefined) c.attnScale = Math.fround(1 / Math.sqrt(nLayers === family.wideQueryScaleLayers ? Math.floor(dim / nHeads) : headDim));
+  if (family.softcaps?.final) {
+    const cap = num('final_logit_softcapping', 0);
+    if (cap > 0) c.finalSoftcap = cap;
+  }
+  if (family.softcaps?.attention) {
+    const cap = num('attn_logit_softcapping', 0);
+    if (cap > 0) c.attnSoftcap = cap;
+  }
+  const sw = family.slidingWindow;
+  const window = sw ? num('attention.sliding_window', sw.window) : 0;
+  if (sw && window > 0) {
+    const patternRaw = get(`${arch}.attention.sliding_window_pattern`);
+    let flags: boolean[];
+    if (Array.isArray(patternRaw) || ArrayBuffer.isView(patternRaw)) flags = Array.from(patternRaw as ArrayLike<unknown>, Boolean);
+    else {
+      const n = num('attention.sliding_window_pattern', sw.pattern);
+      flags = Array.from({ length: nLayers }, (_, l) => n === 0 || l % n < n - 1);
     }
-    const window = num('attention.sliding_window', traits.gemma === 2 ? 4096 : 0);
-    if (window > 0) {
-      const patternRaw = get(`${arch}.attention.sliding_window_pattern`);
-      let flags: boolean[];
-      if (Array.isArray(patternRaw) || ArrayBuffer.isView(patternRaw)) flags = Array.from(patternRaw as ArrayLike<unknown>, Boolean);
-      else {
-        const n = num('attention.sliding_window_pattern', traits.gemma === 2 ? 2 : 6);
-        flags = Array.from({ length: nLayers }, (_, l) => n === 0 || l % n < n - 1);
-      }
-      if (flags.length !== nLayers) fail(`${arch}.attention.sliding_window_pattern has ${flags.length} entries for ${nLayers} layers`);
-      c.slidingWindow = window;
-      c.swaLayers = flags;
-      c.ropeThetaSwa = num('rope.freq_base_swa', traits.gemma === 3 ? 10000 : c.ropeTheta);
-      if (traits.gemma === 3 && c.ropeFreqScale !== undefined) c.ropeFreqScaleSwa = 1; // llama.cpp: local layers are not scaled
-    }
+    if (flags.length !== nLayers) fail(`${arch}.attention.sliding_window_pattern has ${flags.length} entries for ${nLayers} layers`);
+    c.slidingWindow = window;
+    c.swaLayers = flags;
+    c.ropeThetaSwa = num('rope.freq_base_swa', sw.ropeBaseSwa ?? c.ropeTheta);
+    if (sw.swaRopeUnscaled && c.ropeFreqScale !== undefined) c.ropeFreqScaleSwa = 1; // llama.cpp: local layers are not scaled
   }
   return c;
 }
@@ -154,6 +147,11 @@ export interface LayerWeights {
   attnPostNorm?: Float32Array; // (dim)
   ffnPostNorm?: Float32Array; // (dim)
   ffnNorm: Float32Array; // (dim)
+  /** Outlier Suppression+ (lowbit quantize --shift): norm biases (the channel shift folded in) and the gate/up biases that undo it */
+  attnNormBias?: Float32Array; // (dim)
+  ffnNormBias?: Float32Array; // (dim)
+  bGate?: Float32Array; // (hiddenDim)
+  bUp?: Float32Array; // (hiddenDim)
   /** dense FFN (absent in MoE layers); with a fused ffn_up (Phi-3) gate and up are views of gateUp */
   gate?: LinearWeight; // w1 (hiddenDim, dim)
   down?: LinearWeight; // w2 (dim, hiddenDim)
@@ -271,6 +269,10 @@ function buildWeights(c: LlamaConfig, tensors: readonly StoredTensor[], opts: Lo
       attnPostNorm: optionalVector(`${p}post_attention_norm.weight`, dim),
       ffnPostNorm: optionalVector(`${p}post_ffw_norm.weight`, dim),
       ffnNorm: vector(`${p}ffn_norm.weight`, dim),
+      attnNormBias: optionalVector(`${p}attn_norm.bias`, dim),
+      ffnNormBias: optionalVector(`${p}ffn_norm.bias`, dim),
+      bGate: optionalVector(`${p}ffn_gate.bias`, hiddenDim),
+      bUp: optionalVector(`${p}ffn_up.bias`, hiddenDim),
     };
     if (has('ffn_gate_inp.weight')) {
       const nExp = c.nExperts ?? fail(`${p}ffn_gate_inp.weight is a mixture-of-experts router, but the metadata has no expert_count`);
@@ -416,7 +418,16 @@ class RunState {
     this.scores = new Float64Array(capacity);
     const table = (theta: number, scale: number) => {
       const f = new Float64Array(c.ropeDim / 2);
-      for (let i = 0; i < c.ropeDim / 2; i++) f[i] = (Math.pow(theta, (-2 * i) / c.ropeDim) * scale) / (w.ropeFactors ? w.ropeFactors[i] : 1);
+      const y = c.ropeYarn;
+      // YaRN (ggml's rope_yarn): dimension i mixes the interpolated (x scale) and the extrapolated
+      // frequency by a ramp between the correction dims of beta_fast and beta_slow
+      const corr = (beta: number) => (c.ropeDim * Math.log(y!.origCtx / (beta * 2 * Math.PI))) / (2 * Math.log(theta));
+      const lo = y ? Math.max(0, Math.floor(corr(y.betaFast))) : 0;
+      const hi = y ? Math.min(c.ropeDim - 1, Math.ceil(corr(y.betaSlow))) : 0;
+      for (let i = 0; i < c.ropeDim / 2; i++) {
+        const mix = y ? 1 - Math.min(1, Math.max(0, (i - lo) / Math.max(0.001, hi - lo))) : 0;
+        f[i] = (Math.pow(theta, (-2 * i) / c.ropeDim) * (scale * (1 - mix) + mix)) / (w.ropeFactors ? w.ropeFactors[i] : 1);
+      }
       return f;
     };
     this.ropeFreq = table(c.ropeTheta, c.ropeFreqScale ?? 1);
@@ -453,12 +464,13 @@ export function rmsnorm(out: Float32Array, x: Float32Array, weight: Float32Array
 function rope(c: LlamaConfig, freq: Float64Array, vec: Float32Array, nTok: number, nHeads: number, pos0: number): void {
   const half = c.ropeDim / 2;
   const rowLen = nHeads * c.headDim;
+  const mscale = c.ropeMscale ?? 1;
   for (let t = 0; t < nTok; t++) {
     const p = pos0 + t;
     for (let i = 0; i < half; i++) {
       const angle = p * freq[i];
-      const cos = Math.cos(angle);
-      const sin = Math.sin(angle);
+      const cos = Math.cos(angle) * mscale;
+      const sin = Math.sin(angle) * mscale;
       // 'normal' pairs (2i, 2i+1); 'neox' pairs (i, i + ropeDim/2)
       const a = c.ropeStyle === 'normal' ? 2 * i : i;
       const b = c.ropeStyle === 'normal' ? 2 * i + 1 : i + half;
@@ -509,7 +521,7 @@ function softcap(x: Float32Array, n: number, cap: number): void {
  * p sees p-window+1 .. p) and soft-capped scores (s = cap*tanh(s/cap), after the query scale). Plain
  * TypeScript, float64 accumulation as attentionRef.
  */
-function attentionWindowed(q: Float32Array, keys: Float32Array, values: Float32Array, nTok: number, pos0: number, nHeads: number, nKvHeads: number, headDim: number, scale: number, window: number, cap: number, out: Float32Array, scores: Float64Array): void {
+function attentionWindowed(q: Float32Array, keys: Float32Array, values: Float32Array, nTok: number, pos0: number, nHeads: number, nKvHeads: number, headDim: number, scale: number, window: number, cap: number, out: Float32Array, scores: Float64Array, ring = 0): void {
   const kvDim = nKvHeads * headDim;
   const group = nHeads / nKvHeads;
   for (let t = 0; t < nTok; t++) {
@@ -521,7 +533,8 @@ function attentionWindowed(q: Float32Array, keys: Float32Array, values: Float32A
       let max = -Infinity;
       for (let j = from; j <= p; j++) {
         let dot = 0;
-        for (let i = 0; i < headDim; i++) dot += q[qo + i] * keys[j * kvDim + ko + i];
+        const kr = (ring ? j % ring : j) * kvDim + ko;
+        for (let i = 0; i < headDim; i++) dot += q[qo + i] * keys[kr + i];
         let sc = dot * scale;
         if (cap > 0) sc = cap * Math.tanh(sc / cap);
         scores[j] = sc;
@@ -534,7 +547,7 @@ function attentionWindowed(q: Float32Array, keys: Float32Array, values: Float32A
       }
       for (let i = 0; i < headDim; i++) {
         let acc = 0;
-        for (let j = from; j <= p; j++) acc += scores[j] * values[j * kvDim + ko + i];
+        for (let j = from; j <= p; j++) acc += scores[j] * values[(ring ? j % ring : j) * kvDim + ko + i];
         out[qo + i] = acc / sum;
       }
     }
@@ -560,7 +573,9 @@ export interface ForwardHooks {
    * Replaces the linear layer itself (out = x w^T for nTok rows): activation quantization modes
    * (W8A8, LLM.int8(), see src/model/act-quant.ts) plug in here. Must not modify x.
    */
-  linear?: (out: Float32Array, x: Float32Array, w: LinearWeight, nTok: number) => void;
+  linear?: (out: Float32Array, x: Float32Array, w: LinearWeight, nTok: number, expert?: number) => void;
+  /** Called with each layer's keys before RoPE and its values (nTok rows of kvDim, views: copy what you keep), KV-cache calibration */
+  kvInput?: (layer: number, pos: number, nTok: number, keys: Float32Array, values: Float32Array) => void;
 }
 
 export interface LlamaOptions extends LoadOptions {
@@ -594,6 +609,17 @@ export class Llama {
   /** rounded activations in 'ggml' mode: batch x max(k) */
   private actScratch = new Float32Array(0);
 
+  /**
+   * Sliding-window layers (Gemma) keep only their last window + batch - 1 positions, in a ring (as
+   * llama.cpp's SWA cache); the KV cache (`kv`) then holds the global layers only. Absent when no
+   * layer slides, with a caller's `kv`, or when the context is no longer than the ring.
+   */
+  readonly swaCache?: { readonly positions: number; readonly layers: number };
+  /** per layer: its slot in `kv`, or -1 - (its ring) for a sliding-window layer in the ring */
+  private readonly kvSlot: Int32Array;
+  private readonly ringK: Float32Array = new Float32Array(0);
+  private readonly ringV: Float32Array = new Float32Array(0);
+
   constructor(config: LlamaConfig, tensors: readonly StoredTensor[], opts: LlamaOptions = {}) {
     const c = config;
     if (c.dim <= 0 || c.nLayers <= 0 || c.nHeads <= 0 || c.nKvHeads <= 0 || c.nHeads % c.nKvHeads !== 0) fail(`bad model shape: ${JSON.stringify(c)}`);
@@ -604,13 +630,26 @@ export class Llama {
     this.weights = buildWeights(c, tensors, opts, opts.weightsInKernel === false ? null : engine);
     const capacity = opts.contextLength ?? c.seqLen;
     const kvDim = c.nKvHeads * c.headDim;
+    const batch = Math.max(1, opts.batch ?? 128);
     if (opts.kv && !isDefaultKvCache(opts.kvCache)) fail('give either a KV storage or KV cache types, not both');
-    const packed = isDefaultKvCache(opts.kvCache) ? null : packedKvStorage(opts.kvCache!, { nLayers: c.nLayers, capacity, nKvHeads: c.nKvHeads, headDim: c.headDim }, engine);
-    const kernelKv = engine && c.headDim % 4 === 0 && !opts.kv && !packed ? kernelKvStorage(engine, c.nLayers, capacity, kvDim) : null;
-    this.kv = opts.kv ?? packed ?? kernelKv ?? f32KvStorage(c.nLayers, capacity, kvDim);
+    const ring = c.slidingWindow ? c.slidingWindow + batch - 1 : Infinity;
+    const sliding = (l: number) => !opts.kv && isDefaultKvCache(opts.kvCache) && ring < capacity && c.swaLayers?.[l] === true;
+    this.kvSlot = new Int32Array(c.nLayers);
+    let nGlobal = 0;
+    let nRing = 0;
+    for (let l = 0; l < c.nLayers; l++) this.kvSlot[l] = sliding(l) ? -1 - nRing++ : nGlobal++;
+    if (nRing > 0) {
+      this.swaCache = { positions: ring, layers: nRing };
+      this.ringK = new Float32Array(nRing * ring * kvDim);
+      this.ringV = new Float32Array(nRing * ring * kvDim);
+    }
+    const packed = isDefaultKvCache(opts.kvCache) ? null : packedKvStorage(opts.kvCache!, { nLayers: nGlobal, capacity, nKvHeads: c.nKvHeads, headDim: c.headDim }, engine);
+    const kernelKv = engine && c.headDim % 4 === 0 && !opts.kv && !packed ? kernelKvStorage(engine, nGlobal, capacity, kvDim) : null;
+    this.kv = opts.kv ?? packed ?? kernelKv ?? f32KvStorage(nGlobal, capacity, kvDim);
     this.engine = engine;
-    this.s = new RunState(c, Math.max(1, opts.batch ?? 128), this.kv.capacity, engine, this.weights);
+    this.s = new RunState(c, batch, this.kv.capacity, engine, this.weights);
     this.activations = opts.activations ?? 'f32';
+    this.kv.setRope?.((layer, rows, n, pos0) => rope(c, c.swaLayers?.[layer] === true ? this.s.ropeFreqSwa : this.s.ropeFreq, rows, n, c.nKvHeads, pos0));
   }
 
   /**
@@ -643,14 +682,16 @@ export class Llama {
    *   'attnNorm', 'ffnNorm': the RMSNorm of x (the input of q/k/v, of gate/up)      nTok x dim
    *   'attention': attention before Wo (the input of Wo), keys/values into the cache  nTok x nHeads*headDim
    *   'ffn': silu(gate(x')) * up(x'), x' = ffnNorm(x) (the input of Wdown)              nTok x hiddenDim
+   *   'moe': a mixture-of-experts block's output (router, experts, weighted sum)       nTok x dim
    */
-  runStage(stage: 'attnNorm' | 'ffnNorm' | 'attention' | 'ffn', l: number, x: Float32Array, out: Float32Array, pos = 0): void {
+  runStage(stage: 'attnNorm' | 'ffnNorm' | 'attention' | 'ffn' | 'moe', l: number, x: Float32Array, out: Float32Array, pos = 0): void {
     const c = this.config;
     const dim = c.dim;
     const n = x.length / dim;
     if (!(l >= 0 && l < c.nLayers)) fail(`layer ${l} does not exist (the model has ${c.nLayers})`);
     if (!Number.isInteger(n) || pos < 0 || pos + n > this.kv.capacity) fail(`runStage: ${x.length} values are not whole tokens at positions ${pos}.. within ${this.kv.capacity}`);
     const width = stage === 'attention' ? c.nHeads * c.headDim : stage === 'ffn' ? c.hiddenDim : dim;
+    if ((stage === 'moe') !== (this.weights.layers[l].router !== undefined) && (stage === 'moe' || stage === 'ffn')) fail(`runStage ${stage}: layer ${l} ${stage === 'moe' ? 'has no experts' : 'is a mixture of experts (stage moe)'}`);
     if (out.length < n * width) fail(`runStage ${stage}: output holds ${out.length} values, needs ${n * width}`);
     const s = this.s;
     const L = this.weights.layers[l];
@@ -660,12 +701,16 @@ export class Llama {
       const dst = out.subarray(b * width, (b + nb) * width);
       if (stage === 'attnNorm' || stage === 'ffnNorm') {
         rmsnorm(dst, rows, stage === 'attnNorm' ? L.attnNorm : L.ffnNorm, nb, dim, c.normEps);
+        addBias(dst, stage === 'attnNorm' ? L.attnNormBias : L.ffnNormBias, nb);
         continue;
       }
       s.x.set(rows);
       if (stage === 'attention') {
         this.attentionBlock(l, nb, pos + b);
         dst.set(s.att.subarray(0, nb * width));
+      } else if (stage === 'moe') {
+        this.moeBlock(l, nb);
+        dst.set(s.xb2.subarray(0, nb * width));
       } else {
         this.ffnBlock(l, nb);
         dst.set(s.hb.subarray(0, nb * width));
@@ -710,7 +755,7 @@ export class Llama {
       if (this.actScratch.length < nTok * w.cols) this.actScratch = new Float32Array(this.s.batch * Math.max(w.cols, this.config.hiddenDim, this.config.dim, this.config.expertHiddenDim ?? 0));
       if (ggmlRoundActivations(w.type, x, nTok, w.cols, this.actScratch)) x = this.actScratch;
     }
-    if (this.hooks.linear) this.hooks.linear(out, x.subarray(0, nTok * w.cols), w, nTok);
+    if (this.hooks.linear) this.hooks.linear(out, x.subarray(0, nTok * w.cols), w, nTok, expert);
     else linear(out, x, w, nTok);
   }
 
@@ -756,6 +801,7 @@ export class Llama {
     const kvDim = nKvHeads * headDim;
     const L = this.weights.layers[l];
     rmsnorm(s.xb, s.x, L.attnNorm, nTok, dim, c.normEps);
+    addBias(s.xb, L.attnNormBias, nTok);
     if (L.wqkv) {
       // Phi-3: one matmul, then the q | k | v column ranges of each row
       const w = qDim + 2 * kvDim;
@@ -777,28 +823,49 @@ export class Llama {
     if (L.kNorm) rmsnorm(s.k, s.k, L.kNorm, nTok * nKvHeads, headDim, c.normEps);
     const swa = c.swaLayers?.[l] === true;
     const freq = swa ? s.ropeFreqSwa : s.ropeFreq;
+    this.hooks.kvInput?.(l, pos, nTok, s.k, s.v);
+    const preRope = this.kv.preRopeKeys === true;
+    // a store that keeps keys before RoPE (KVQuant) takes them here and applies RoPE when it reads them
+    if (preRope) this.kv.append!(this.kvSlot[l], pos, nTok, s.k, s.v);
     rope(c, freq, s.q, nTok, nHeads, pos);
-    rope(c, freq, s.k, nTok, nKvHeads, pos);
-    if (this.kv.append) this.kv.append(l, pos, nTok, s.k, s.v);
-    else for (let t = 0; t < nTok; t++) this.kv.store(l, pos + t, s.k.subarray(t * kvDim, (t + 1) * kvDim), s.v.subarray(t * kvDim, (t + 1) * kvDim));
+    if (!preRope) rope(c, freq, s.k, nTok, nKvHeads, pos);
     const scale = c.attnScale ?? 1 / Math.sqrt(headDim);
     const window = swa ? c.slidingWindow! : 0;
     const cap = c.attnSoftcap ?? 0;
+    const slot = this.kvSlot[l];
+    if (slot < 0) {
+      // a sliding-window layer in its ring: position p lives in row p mod R (R >= window + batch - 1)
+      const R = this.swaCache!.positions;
+      const o = (-1 - slot) * R * kvDim;
+      const keys = this.ringK.subarray(o, o + R * kvDim);
+      const values = this.ringV.subarray(o, o + R * kvDim);
+      for (let t = 0; t < nTok; t++) {
+        const r = ((pos + t) % R) * kvDim;
+        keys.set(s.k.subarray(t * kvDim, (t + 1) * kvDim), r);
+        values.set(s.v.subarray(t * kvDim, (t + 1) * kvDim), r);
+      }
+      attentionWindowed(s.q, keys, values, nTok, pos, nHeads, nKvHeads, headDim, scale, window, cap, s.att, s.scores, R);
+      return;
+    }
+    if (preRope) {
+      // (appended before RoPE)
+    } else if (this.kv.append) this.kv.append(slot, pos, nTok, s.k, s.v);
+    else for (let t = 0; t < nTok; t++) this.kv.store(slot, pos + t, s.k.subarray(t * kvDim, (t + 1) * kvDim), s.v.subarray(t * kvDim, (t + 1) * kvDim));
     if (this.kv.attention && window === 0 && cap === 0) {
-      this.kv.attention(l, s.q, nTok, pos, { nHeads, nKvHeads, headDim, scale }, s.att);
+      this.kv.attention(slot, s.q, nTok, pos, { nHeads, nKvHeads, headDim, scale }, s.att);
       return;
     }
     if (window > 0 || cap > 0) {
-      const keys = this.kv.keys(l, pos + nTok);
-      const values = this.kv.values(l, pos + nTok);
+      const keys = this.kv.keys(slot, pos + nTok);
+      const values = this.kv.values(slot, pos + nTok);
       attentionWindowed(s.q, keys, values, nTok, pos, nHeads, nKvHeads, headDim, scale, window, cap, s.att, s.scores);
       return;
     }
     // causal attention (WebAssembly kernel when the cache lives in its memory)
     const kkv = this.kv as Partial<KernelKvStorage>;
     if (kkv.engine && kernelsEnabled()) {
-      kkv.engine.attention(s.q, nTok, pos, nHeads, nKvHeads, headDim, kkv.keysAt!(l), kkv.valuesAt!(l), kvDim, scale, s.att);
-    } else this.attention(l, nTok, pos, scale);
+      kkv.engine.attention(s.q, nTok, pos, nHeads, nKvHeads, headDim, kkv.keysAt!(slot), kkv.valuesAt!(slot), kvDim, scale, s.att);
+    } else this.attention(slot, nTok, pos, scale);
   }
 
   /** gate(x') * up(x') through the family's activation, x' = ffnNorm(x): s.x -> s.hb (the input of Wdown) */
@@ -808,6 +875,7 @@ export class Llama {
     const L = this.weights.layers[l];
     const h = c.hiddenDim;
     rmsnorm(s.xb, s.x, L.ffnNorm, nTok, c.dim, c.normEps);
+    addBias(s.xb, L.ffnNormBias, nTok);
     if (L.gateUp) {
       // Phi-3: one matmul, gate columns then up columns of each row
       this.lin(s.gateUp, s.xb, L.gateUp, nTok);
@@ -818,6 +886,8 @@ export class Llama {
     } else {
       this.lin(s.hb, s.xb, L.gate!, nTok);
       this.lin(s.hb2, s.xb, L.up!, nTok);
+      addBias(s.hb, L.bGate, nTok);
+      addBias(s.hb2, L.bUp, nTok);
     }
     this.activate(s.hb, s.hb2, nTok * h);
   }
@@ -868,7 +938,7 @@ export class Llama {
       order.sort((a, b) => p[b] - p[a] || a - b);
       let wsum = 0;
       for (let j = 0; j < k; j++) wsum += p[order[j]];
-      wsum = Math.max(wsum, 6.103515625e-5);
+      wsum = c.expertWeightsNorm === false ? 1 : Math.max(wsum, 6.103515625e-5);
       for (let j = 0; j < k; j++) {
         rows[order[j]].push(t);
         weights[order[j]].push(p[order[j]] / wsum);
@@ -892,7 +962,7 @@ export class Llama {
     }
   }
 
-  /** causal attention of layer l in TypeScript: token t (position pos + t) sees positions 0 .. pos + t */
+  /** causal attention of KV slot l in TypeScript: token t (position pos + t) sees positions 0 .. pos + t */
   private attention(l: number, nTok: number, pos: number, scale: number): void {
     const { headDim, nHeads, nKvHeads } = this.config;
     const keys = this.kv.keys(l, pos + nTok);

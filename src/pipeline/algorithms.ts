@@ -16,6 +16,7 @@
 import { fail } from '../errors.js';
 import { CLIP_SEARCH_MAX_BITS, codeLayout, type BlockCodec } from '../algos/block-codec.js';
 import { clipBlocks, hqqApplies, hqqBlocks, rtnBlocks, type BlockResult } from '../algos/blockwise.js';
+import { autoRoundBlocks } from '../algos/autoround.js';
 import { easyQuantBlocks, outliersPerRow } from '../algos/easyquant.js';
 import { addLowRank, lowRankFactors } from '../algos/lorc.js';
 import { fromFloat32 } from '../io/tensor-data.js';
@@ -48,6 +49,8 @@ export interface WeightJob {
   readonly stats?: InputStatistics;
   readonly options: PtqOptions;
   readonly gptqWorkers?: GptqWorkers;
+  /** the algorithms applied to this weight before the rounding one (['gptq'] in 'gptq+autoround') */
+  readonly before?: readonly BaseAlgorithm[];
 }
 
 export interface Rounded extends BlockResult {
@@ -129,6 +132,19 @@ function awq(job: WeightJob): Rounded {
   return clip ? { ...clipBlocks(codec, w, n, k, { h: stats.h }), label: 'awq+clip' } : { ...rtnBlocks(codec, w, n, k), label: 'awq' };
 }
 
+/**
+ * AutoRound: learned rounding offsets and per-block clip ratios by signed gradient descent on the
+ * linear's output error (algos/autoround.ts); after GPTQ ('gptq+autoround') it starts from GPTQ's
+ * grids and choices and learns the rounding only.
+ */
+async function autoround(job: WeightJob): Promise<Rounded> {
+  const { codec, w, rows: n, cols: k, stats, options: o } = job;
+  if (!stats) return { ...rtnBlocks(codec, w, n, k), label: 'rtn' };
+  const init = job.before?.includes('gptq') ? await gptq(job) : undefined;
+  const r = autoRoundBlocks(codec, w, n, k, stats.h, { iters: o.autoroundIters, lr: o.autoroundLr, clip: o.autoroundClip, importance: codec.usesImportance ? stats.diag() : undefined, init });
+  return { bytes: r.bytes, q: r.q, label: 'autoround' };
+}
+
 /** EasyQuant: data-free; f16 outliers per row, then each block's range fitted to the rest (easyquant.ts) */
 function easyquant(job: WeightJob): Rounded {
   const { codec, w, rows: n, cols: k, options: o } = job;
@@ -164,6 +180,7 @@ export const ALGORITHM_TABLE: Readonly<Record<BaseAlgorithm, AlgorithmSpec>> = O
   hqq: { name: 'hqq', scope: 'tensor', needsCalibration: false, help: 'HQQ: half-quadratic zero-point/scale fit (asymmetric targets)', round: hqq },
   gptq: { name: 'gptq', scope: 'layer', needsCalibration: true, help: 'GPTQ: error-compensating rounding with the input Hessian', round: gptq },
   awq: { name: 'awq', scope: 'layer', needsCalibration: true, scalesInputs: true, help: 'AWQ: activation-aware per-channel scales, then a clip search', round: awq },
+  autoround: { name: 'autoround', scope: 'layer', needsCalibration: true, help: 'AutoRound: rounding offsets and clip ratios learned by signed gradient descent on each linear\'s output error', round: autoround },
   easyquant: { name: 'easyquant', scope: 'tensor', needsCalibration: false, help: 'EasyQuant: data-free; ~1 % outliers per row kept in f16, block ranges fitted to the rest (lowbit safetensors)', round: easyquant },
 } satisfies Record<BaseAlgorithm, AlgorithmSpec>);
 
@@ -175,7 +192,7 @@ export function algorithmsOf(recipe: Recipe, tensorName: string): readonly Algor
 
 /** Round one weight with a tensor's algorithms: the last member of the list rounds ('awq+gptq' is reported as such). */
 export async function roundWeight(list: readonly AlgorithmSpec[], job: WeightJob): Promise<Rounded> {
-  let r = await (list[list.length - 1] ?? ALGORITHM_TABLE.rtn).round(job);
+  let r = await (list[list.length - 1] ?? ALGORITHM_TABLE.rtn).round({ ...job, before: list.slice(0, -1).map((a) => a.name) });
   if (list.length > 1 && job.stats) r = { ...r, label: list.map((a) => a.name).join('+') };
   return job.options.lorc > 0 ? withLorc(r, job) : r;
 }

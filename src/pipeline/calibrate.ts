@@ -25,6 +25,7 @@
  * (quantize.ts) writes the file from them, quantizing the remaining tensors as usual.
  */
 import { fail } from '../errors.js';
+import { mulberry32 } from '../rng.js';
 import { awqSearchHessian, smoothQuantScales, type AwqLinear } from '../algos/awq.js';
 import { blockCodecFor, type BlockCodec } from '../algos/block-codec.js';
 import { finishHessian } from '../algos/gptq.js';
@@ -39,12 +40,12 @@ import { plainValue } from '../io/gguf.js';
 import type { ModelFile } from '../io/model-file.js';
 import { fromFloat32, toFloat32 } from '../io/tensor-data.js';
 import { vocabFromGgufMetadata } from '../io/vocab.js';
-import { FAMILIES, LLAMA, linearOf, residualWriters, type InputGroup, type LayerInput, type LinearRole, type ModelFamily } from '../model/family.js';
+import { familyOf, linearOf, storageOf, type FoldPair, residualWriters, type InputGroup, type LayerInput, type LinearRole, type ModelFamily } from '../model/family.js';
 import { Llama, llamaConfigFromGguf, rmsnorm } from '../model/llama.js';
 import { linear, matmul } from '../model/matmul.js';
 import { Tokenizer } from '../model/tokenizer.js';
 import type { LlamaConfig, StoredTensor } from '../model/types.js';
-import { ggmlTypeByName } from '../quant/ggml/types.js';
+import { ggmlTypeByName, isGgmlFloat } from '../quant/ggml/types.js';
 import { algorithmsOf, needsHandler, roundWeight, scalesInputs, type AlgorithmSpec, type ExtraTensor, type InputStatistics } from './algorithms.js';
 import type { QuantizePlan, TensorPlan } from './plan.js';
 
@@ -75,6 +76,8 @@ export interface PtqOutput {
   floats: Map<string, Float32Array>;
   /** tensors quantized here, in their planned type's bytes */
   quantized: Map<string, PtqTensor>;
+  /** new f32 tensors the transforms created (OS+: norm biases and the q/k/v/gate/up biases that undo the shift) */
+  added?: Map<string, Float32Array>;
   /** what happened, for the report: rotation check, AWQ alphas, GPTQ times */
   notes: string[];
   /** max |logit difference| of the rotated float model against the original (with --rotate) */
@@ -92,18 +95,6 @@ export interface FloatTensor {
   cols: number;
 }
 
-/** mulberry32: a small seeded PRNG for choosing calibration windows */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /**
  * nSeq = floor(nTokens / ctx) windows of ctx tokens from the token stream, starting at seeded random
  * offsets (GPTQ's sampling of calibration segments); the first token of each window becomes BOS.
@@ -112,7 +103,7 @@ export function calibrationWindows(stream: ArrayLike<number>, nTokens: number, c
   const nSeq = Math.floor(nTokens / ctx);
   if (nSeq < 1) fail(`--calib-tokens ${nTokens} is less than one sequence of --calib-ctx ${ctx}`);
   if (stream.length < ctx + 1) fail(`the calibration text has ${stream.length} tokens, fewer than one sequence of ${ctx}`);
-  const rand = prng(seed ^ 0x5eed);
+  const rand = mulberry32(seed ^ 0x5eed);
   const out: Int32Array[] = [];
   for (let s = 0; s < nSeq; s++) {
     const start = Math.floor(rand() * (stream.length - ctx));
@@ -131,12 +122,17 @@ export class InputStats implements InputStatistics {
   h: Float64Array = new Float64Array(0);
   readonly sumAbs: Float64Array;
   readonly absMax: Float32Array;
+  /** per channel minimum and maximum of x (OS+'s shift is their midpoint) */
+  readonly min: Float32Array;
+  readonly max: Float32Array;
   count = 0;
   private acc: HessianAccumulator | undefined;
   constructor(readonly k: number, maxTok: number, engine?: MatmulEngine | null, readonly magnitudes = true) {
     this.acc = hessianAccumulator(k, maxTok, engine);
     this.sumAbs = new Float64Array(k);
     this.absMax = new Float32Array(k);
+    this.min = new Float32Array(k).fill(Infinity);
+    this.max = new Float32Array(k).fill(-Infinity);
   }
   add(x: Float32Array, nTok: number): void {
     const k = this.k;
@@ -145,9 +141,12 @@ export class InputStats implements InputStatistics {
     if (!this.magnitudes) return;
     for (let t = 0; t < nTok; t++)
       for (let j = 0; j < k; j++) {
-        const a = Math.abs(x[t * k + j]);
+        const v = x[t * k + j];
+        const a = Math.abs(v);
         this.sumAbs[j] += a;
         if (a > this.absMax[j]) this.absMax[j] = a;
+        if (v < this.min[j]) this.min[j] = v;
+        if (v > this.max[j]) this.max[j] = v;
       }
   }
   finish(): void {
@@ -167,20 +166,53 @@ export class InputStats implements InputStatistics {
     for (let i = 0; i < k; i++) {
       this.sumAbs[i] /= s[i];
       this.absMax[i] /= s[i];
+      this.min[i] /= s[i];
+      this.max[i] /= s[i];
       for (let j = 0; j < k; j++) this.h[i * k + j] /= s[i] * s[j];
     }
   }
 }
 
-const FLOAT_TYPES = new Set(['F32', 'F16', 'BF16']);
+/**
+ * The input statistics of every expert's matrix of a 3-D tensor (each expert sees only the rows routed
+ * to it) and of all experts pooled. An expert that saw fewer than `minTokens` rows (max(16, k/8): its
+ * Hessian would be far from full rank) is calibrated with the pooled statistics instead -- the inputs
+ * of its peers, the closest estimate of what it will see -- and listed in `fallbacks` (the report says so).
+ */
+export class ExpertStats {
+  readonly minTokens: number;
+  readonly fallbacks: number[] = [];
+  constructor(readonly tensor: string, readonly perExpert: InputStats[], readonly pooled: InputStats) {
+    this.minTokens = Math.max(16, Math.ceil(pooled.k / 8));
+  }
+  finish(): void {
+    for (const st of this.perExpert) st.finish();
+    this.pooled.finish();
+    this.perExpert.forEach((st, e) => st.count < this.minTokens && this.fallbacks.push(e));
+  }
+  /** the statistics expert e is calibrated with */
+  pick(e: number): InputStats {
+    return this.perExpert[e].count < this.minTokens ? this.pooled : this.perExpert[e];
+  }
+  divideInput(s: Float32Array): void {
+    for (const st of this.perExpert) st.divideInput(s);
+    this.pooled.divideInput(s);
+  }
+}
+
+/** expert e's matrix of a 3-D tensor (nExp matrices stacked by rows): a view */
+export function expertView(t: FloatTensor, e: number, nExp: number): FloatTensor {
+  const rows = t.rows / nExp;
+  return { data: t.data.subarray(e * rows * t.cols, (e + 1) * rows * t.cols), rows, cols: t.cols };
+}
 
 /** is a planned tensor quantized (not a float target)? */
-const isQuantized = (p: TensorPlan) => p.scheme !== undefined || (p.ggml !== undefined && !FLOAT_TYPES.has(p.ggml.name));
+export const isQuantized = (p: TensorPlan) => p.scheme !== undefined || (p.ggml !== undefined && !isGgmlFloat(p.ggml));
 
 /** the codec a planned tensor is quantized with, or undefined for a float target */
 export function codecOf(p: TensorPlan): BlockCodec | undefined {
   if (p.scheme) return blockCodecFor(p.scheme, p.ne[0]);
-  if (p.ggml && !FLOAT_TYPES.has(p.ggml.name)) return blockCodecFor(p.ggml.name, p.ne[0]);
+  if (p.ggml && !isGgmlFloat(p.ggml)) return blockCodecFor(p.ggml.name, p.ne[0]);
   return undefined;
 }
 
@@ -243,7 +275,8 @@ export function rotateModel(weights: Map<string, FloatTensor>, config: LlamaConf
 /** Does a plan need the layer-by-layer calibration driver, and does it need calibration text? */
 export function calibrationNeeds(plan: QuantizePlan, options: PtqOptions, hasCalib: boolean): { layerPass: boolean; needsText: boolean; algorithms: string[]; tensorPass: boolean } {
   const algorithms = new Set<string>();
-  let needsText = options.smooth > 0;
+  let needsText = options.smooth > 0 || options.shift;
+  if (options.shift) algorithms.add('Outlier Suppression+ (--shift)');
   let tensorPass = false;
   for (const p of plan.tensors) {
     if (!isQuantized(p)) continue;
@@ -276,9 +309,9 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
   const stored = (): StoredTensor[] =>
     [...weights].map(([name, t]) => ({ name, type: f32, dims: shapeOf(m, name), data: new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength) }));
   const config: LlamaConfig = llamaConfigFromGguf(metadata, stored());
-  // the family's wiring (model/family.ts); architectures the runtime runs without a row use LLaMA's
+  // the family's wiring (model/family.ts)
   const archName = config.arch ?? String(metadata.get('general.architecture'));
-  const family = FAMILIES.find((f) => f.architectures.includes(archName)) ?? LLAMA;
+  const family = familyOf(archName, config.nExperts !== undefined);
   const nLayers = config.nLayers;
   // ---- what this pipeline covers per family ----------------------------------------------------------
   const fused = [...weights.keys()].find((n) => /\.attn_qkv\.weight$/.test(n) || (/\.ffn_up\.weight$/.test(n) && !weights.has(n.replace('ffn_up', 'ffn_gate'))));
@@ -339,64 +372,130 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
 
   // ---- calibration-free algorithms (per tensor) --------------------------------------------------
   if (!needsCalibration) {
-    for (const p of plan.tensors) if (codecOf(p) && needsHandler(algorithmsFor(p.name), o)) await quantizeWeight(p.name, undefined);
+    for (const p of plan.tensors) if (needsHandler(algorithmsFor(p.name), o) && codecOf(p)) await quantizeWeight(p.name, undefined);
     return { floats, quantized, notes, rotationMaxLogitDiff, seconds: (performance.now() - t0) / 1000 };
   }
 
   // ---- layer by layer ----------------------------------------------------------------------------
-  if (config.nExperts) fail(`${archName} is a mixture of experts: calibrated GPTQ/AWQ/SmoothQuant per expert is not supported yet; use a llama.cpp type with an importance matrix from lowbit imatrix (per-expert statistics, as llama-imatrix)`);
-  if (fused) fail(`${archName} stores fused ${fused.split('.')[2]}: calibrated GPTQ/AWQ/SmoothQuant for fused tensors is not supported yet; use a llama.cpp type (with --imatrix from lowbit imatrix)`);
-  const lc = new LayerCalibration(config, family, weights, stored(), windows, ctx, input.threads, o.smooth > 0 || plan.tensors.some((p) => scalesInputs(algorithmsFor(p.name))));
+  if (o.shift && (config.nExperts || fused)) fail(`--shift: ${archName}'s ${config.nExperts ? 'experts' : 'fused tensors'} are not covered by the Outlier Suppression+ fold (not function-preserving here)`);
+  const added = new Map<string, Float32Array>();
+  const lc = new LayerCalibration(config, family, weights, stored(), windows, ctx, input.threads, o.smooth > 0 || o.shift || plan.tensors.some((p) => scalesInputs(algorithmsFor(p.name))));
   say(`calibration: ${windows.length} sequences of ${ctx} tokens`);
   // token embeddings: no calibration (a lookup, not a product); quantized first so layer 0 sees them
   await quantizeWeight('token_embd.weight', undefined);
   lc.embed();
+  const nExp = config.nExperts ?? 0;
+  const expertNotes: string[] = [];
+  /** round each expert's matrix of a 3-D tensor with its own input statistics (experts.pick decides the fallback) */
+  const quantizeExperts = async (tensor: string, ex: ExpertStats): Promise<void> => {
+    const p = planOf.get(tensor);
+    const t = weights.get(tensor);
+    if (!p || !t) fail(`model has no tensor ${tensor}`);
+    const codec = codecOf(p);
+    if (!codec) return roundFloat(tensor);
+    const parts: Uint8Array[] = [];
+    const original = Float32Array.from(t.data);
+    let label = '';
+    for (let e = 0; e < nExp; e++) {
+      const v = expertView(t, e, nExp);
+      const r = await roundWeight(algorithmsFor(tensor), { name: tensor, codec, w: v.data, rows: v.rows, cols: v.cols, scheme: p.scheme, ggmlType: p.ggml?.name, stats: ex.pick(e), options: o, gptqWorkers: input.gptqWorkers });
+      parts.push(r.bytes);
+      v.data.set(r.q);
+      label = r.label;
+    }
+    const bytes = new Uint8Array(parts.reduce((n, b) => n + b.length, 0));
+    parts.reduce((at, b) => (bytes.set(b, at), at + b.length), 0);
+    quantized.set(tensor, { bytes, sqnrDb: sqnrDb(original, t.data), algorithm: label });
+  };
 
   for (let l = 0; l < nLayers; l++) {
     const tl = performance.now();
     const P = `blk.${l}.`;
     const name = (r: LinearRole) => `${P}${linearOf(family, r).gguf}.weight`;
+    const perExpert = (r: LinearRole) => linearOf(family, r).perExpert === true;
     const lists = new Map(family.linears.map((s) => [s.role, algorithmsFor(name(s.role))] as [LinearRole, readonly AlgorithmSpec[]]));
     const quantizable = (roles: readonly LinearRole[]) => roles.every((r) => codecOf(planOf.get(name(r))!));
-    const usesAwq = (roles: readonly LinearRole[]) => roles.some((r) => scalesInputs(lists.get(r)!)) && quantizable(roles);
-    const quantizeGroup = (roles: readonly LinearRole[], st: InputStats) => lc.timed('quantization', () => (async () => { for (const r of roles) await quantizeWeight(name(r), st); })());
+    // the router stays float in llama.cpp's recipes: it takes a group's scales exactly and joins AWQ's search only when quantized
+    const searched = (roles: readonly LinearRole[]) => roles.filter((r) => r !== 'router' || quantizable([r]));
+    const usesAwq = (roles: readonly LinearRole[]) => searched(roles).some((r) => scalesInputs(lists.get(r)!)) && quantizable(searched(roles));
+    /** a fold pair's producer: its storage tensor (Phi-3: the fused one) and its rows there */
+    const producerOf = (fp: FoldPair) => storageOf(family, fp.producer, config);
+    const experts = new Map<LayerInput, ExpertStats>();
+    const quantizeGroup = (roles: readonly LinearRole[], st: InputStats, input: LayerInput) =>
+      lc.timed('quantization', () => (async () => { for (const r of roles) await (perExpert(r) ? quantizeExperts(name(r), experts.get(input)!) : quantizeWeight(name(r), st)); })());
     const alphas: string[] = [];
     const statsOfGroup = new Map<InputGroup, InputStats>();
     // a producer whose rows take the AWQ scales of its consumer's input is rounded after that fold
-    const deferred = new Set(family.foldPairs.filter((fp) => usesAwq([fp.consumer]) && quantizable([fp.producer])).map((fp) => fp.producer));
+    const deferred = new Set(family.foldPairs.filter((fp) => usesAwq([fp.consumer]) && quantizable([producerOf(fp).spec.role])).map((fp) => producerOf(fp).spec.role));
+    /** statistics of a group's input: all tokens, and for a group of experts each expert's own rows */
+    const collect = (g: InputGroup): InputStats => {
+      const expertRole = g.linears.find(perExpert);
+      if (!expertRole) return lc.collectHessians(l, g.input);
+      const ex = lc.collectExpertStats(l, name(expertRole));
+      experts.set(g.input, ex);
+      return g.norm ? lc.collectHessians(l, g.input) : ex.pooled;
+    };
 
     for (const g of family.inputGroups) {
       // the residual writers of the previous groups have written: the input of a norm group is ready
       if (g.norm) lc.addPendingResiduals();
-      let st = lc.collectHessians(l, g.input);
+      let st = collect(g);
       statsOfGroup.set(g, st);
       const normName = g.norm;
       if (normName) {
         const runtimeNorm = lc.runtimeNorm(l, g.input);
         const norm = `${P}${normName}.weight`;
+        const ex = experts.get(g.input);
+        const fold = (sc: Float32Array) => {
+          lc.fold(sc, st, g.linears.map(name), { norm: weights.get(norm)!.data, runtimeNorm });
+          ex?.divideInput(sc);
+        };
+        if (o.shift) {
+          lc.timed('quantization', () => shiftGroup(lc, l, g, st, name, norm, runtimeNorm, o.smooth > 0 ? o.smooth : 0.5, weights, added));
+          st = collect(g); // the statistics of the shifted, scaled input
+          statsOfGroup.set(g, st);
+        }
         lc.timed('quantization', () => {
-          if (o.smooth > 0) lc.fold(smoothQuantScales(st.absMax, g.linears.map((r) => ({ w: lc.linear(name(r)).data, n: lc.linear(name(r)).rows })), o.smooth), st, g.linears.map(name), { norm: weights.get(norm)!.data, runtimeNorm });
+          if (o.smooth > 0 && !o.shift) fold(smoothQuantScales(st.absMax, g.linears.map((r) => ({ w: lc.linear(name(r)).data, n: lc.linear(name(r)).rows })), o.smooth));
           if (usesAwq(g.linears)) {
-            const r = awqSearchHessian(st.meanAbs(), st.h, st.k, lc.awqLinears(g.linears.map(name), planOf), o.awqGrid);
-            lc.fold(r.scales, st, g.linears.map(name), { norm: weights.get(norm)!.data, runtimeNorm });
+            // experts: each matrix's error weighted by its own Hessian and its share of the tokens
+            const lins = searched(g.linears).flatMap((r) => (perExpert(r) ? lc.expertAwqLinears(name(r), planOf, ex!) : lc.awqLinears([name(r)], planOf)));
+            const r = awqSearchHessian(st.meanAbs(), st.h, st.k, lins, o.awqGrid);
+            fold(r.scales);
             alphas.push(`${normName.split('_')[0]} ${r.alpha.toFixed(2)}`);
           }
         });
       }
-      // fold pairs ending in this group (v -> o, up -> down): AWQ's scales of the consumer's input move
-      // into the producer's rows; the producer is rounded then, and the stage rerun with it
-      for (const fp of family.foldPairs.filter((x) => g.linears.includes(x.consumer) && deferred.has(x.producer))) {
-        const producerGroup = family.inputGroups.find((x) => x.linears.includes(fp.producer))!;
+      // fold pairs ending in this group (v -> o, up -> down, per expert): AWQ's scales of the consumer's
+      // input move into the producer's rows (a row range of a fused tensor, with its bias); the
+      // producer is rounded then, and the stage rerun with it
+      for (const fp of family.foldPairs.filter((x) => g.linears.includes(x.consumer) && deferred.has(producerOf(x).spec.role))) {
+        const prod = producerOf(fp);
+        const producerGroup = family.inputGroups.find((x) => x.linears.includes(prod.spec.role))!;
         lc.timed('quantization', () => {
-          const r = lc.awqFoldPair(fp.channels, st, name(fp.consumer), name(fp.producer), planOf, o.awqGrid);
-          alphas.push(`${fp.producer}>${fp.consumer} ${r.alpha.toFixed(2)}`);
+          const consumer = lc.linear(name(fp.consumer));
+          const producer = lc.linear(name(prod.spec.role));
+          const rowsOf = (t: FloatTensor) => (prod.rows === undefined ? t : { data: t.data.subarray(prod.r0 * t.cols, (prod.r0 + prod.rows) * t.cols), rows: prod.rows, cols: t.cols });
+          if (perExpert(fp.consumer)) {
+            const ex = experts.get(g.input)!;
+            const a: number[] = [];
+            for (let e = 0; e < nExp; e++) {
+              if (ex.perExpert[e].count === 0) continue; // no token reached it: nothing to weigh the scales by
+              a.push(lc.awqFoldPair(fp.channels, ex.perExpert[e], expertView(consumer, e, nExp), rowsOf(expertView(producer, e, nExp)), planOf.get(name(fp.consumer))!, o.awqGrid).alpha);
+            }
+            alphas.push(`${fp.producer}>${fp.consumer} mean ${(a.reduce((x, y) => x + y, 0) / Math.max(1, a.length)).toFixed(2)} (${a.length} experts)`);
+          } else {
+            const bias = prod.rows === undefined ? lc.biasOf(l, prod.spec.gguf) : [];
+            alphas.push(`${fp.producer}>${fp.consumer} ${lc.awqFoldPair(fp.channels, st, consumer, rowsOf(producer), planOf.get(name(fp.consumer))!, o.awqGrid, bias).alpha.toFixed(2)}`);
+          }
         });
-        await quantizeGroup([fp.producer], statsOfGroup.get(producerGroup)!);
-        st = lc.collectHessians(l, g.input); // again, with the quantized producer
+        await quantizeGroup([prod.spec.role], statsOfGroup.get(producerGroup)!, producerGroup.input);
+        st = collect(g); // again, with the quantized producer
       }
-      await quantizeGroup(g.linears.filter((r) => !deferred.has(r)), st);
-      if (!g.norm) lc.pendResidual(g.input, g.linears.map(name));
+      await quantizeGroup(g.linears.filter((r) => !deferred.has(r)), st, g.input);
+      if (!g.norm) lc.pendResidual(g.input, g.linears.map(name), g.linears.some(perExpert));
     }
+    for (const ex of experts.values()) if (ex.fallbacks.length) expertNotes.push(`layer ${l} ${ex.tensor.split('.')[2]}: experts [${ex.fallbacks.join(', ')}] saw fewer than ${ex.minTokens} tokens: calibrated with all experts' inputs pooled`);
     if (alphas.length) notes.push(`layer ${l} AWQ alpha: ${alphas.join(', ')}`);
     for (const g of family.inputGroups)
       if (g.norm) {
@@ -407,10 +506,50 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
     lc.addPendingResiduals();
     say(`layer ${l + 1}/${nLayers} (${((performance.now() - tl) / 1000).toFixed(1)} s)`);
   }
+  notes.push(...expertNotes);
 
   // output head: input = final RMSNorm of X
   if (weights.has('output.weight')) await quantizeWeight('output.weight', lc.collectHeadHessian());
-  return { floats, quantized, notes, rotationMaxLogitDiff, calibrationTokens: windows.length * ctx, seconds: (performance.now() - t0) / 1000, phases: lc.phases };
+  return { floats, quantized, ...(added.size ? { added } : {}), notes, rotationMaxLogitDiff, calibrationTokens: windows.length * ctx, seconds: (performance.now() - t0) / 1000, phases: lc.phases };
+}
+
+/** the runtime's bias field of a linear that OS+ gives a bias */
+const BIAS_FIELD: Partial<Record<LinearRole, 'bq' | 'bk' | 'bv' | 'bGate' | 'bUp'>> = { q: 'bq', k: 'bk', v: 'bv', gate: 'bGate', up: 'bUp' };
+
+/**
+ * Outlier Suppression+ (Wei et al. 2023) on one norm group, folded: the norm output x is shifted by
+ * z_j = (max_j + min_j) / 2 (the channel's asymmetry removed) and scaled by s_j, so the linears read
+ * x' = (x - z) / s, whose channels are centred and of similar range (easier to quantize per token).
+ * Exact rewrite: norm gain g / s, a new norm bias -z / s, linear columns W diag(s), and a new bias
+ * W z per linear (y = W x = W diag(s) x' + W z). The scale is SmoothQuant's formula on the shifted
+ * half-ranges, s_j = r_j^alpha / max|W_j|^(1 - alpha) (OS+ searches its scaling threshold instead).
+ * LLaMA has no norm or gate/up biases in llama.cpp's graph: the result is lowbit safetensors only.
+ */
+function shiftGroup(lc: LayerCalibration, l: number, g: InputGroup, st: InputStats, name: (r: LinearRole) => string, norm: string, runtimeNorm: Float32Array, alpha: number, weights: Map<string, FloatTensor>, added: Map<string, Float32Array>): void {
+  const k = st.k;
+  const L = lc.model.weights.layers[l];
+  const normBias = norm.replace(/\.weight$/, '.bias');
+  const lins = g.linears.map((r) => ({ role: r, t: lc.linear(name(r)), bias: name(r).replace(/\.weight$/, '.bias') }));
+  for (const x of [normBias, ...lins.map((x) => x.bias)]) if (weights.has(x)) fail(`--shift: ${x} exists already; models with norm or linear biases are not supported by the OS+ fold yet`);
+  const z = Float32Array.from({ length: k }, (_, j) => Math.fround((st.max[j] + st.min[j]) / 2));
+  const half = Float32Array.from({ length: k }, (_, j) => Math.fround((st.max[j] - st.min[j]) / 2));
+  for (const { role, t, bias } of lins) {
+    const field = BIAS_FIELD[role] ?? fail(`--shift: no bias for ${name(role)}`);
+    const b = new Float32Array(t.rows);
+    for (let r = 0; r < t.rows; r++) {
+      let acc = 0;
+      for (let j = 0; j < k; j++) acc += t.data[r * k + j] * z[j];
+      b[r] = Math.fround(acc);
+    }
+    added.set(bias, b);
+    L[field] = b;
+  }
+  const sc = smoothQuantScales(half, lins.map(({ t }) => ({ w: t.data, n: t.rows })), alpha);
+  const nb = Float32Array.from({ length: k }, (_, j) => Math.fround(-z[j] / sc[j]));
+  added.set(normBias, nb);
+  if (g.input === 'attnNorm') L.attnNormBias = nb;
+  else L.ffnNormBias = nb;
+  lc.fold(sc, st, lins.map(({ role }) => name(role)), { norm: weights.get(norm)!.data, runtimeNorm });
 }
 
 /**
@@ -427,7 +566,7 @@ export class LayerCalibration {
   private readonly outs = new Map<LayerInput, Float32Array[]>();
   private readonly scratch: Float32Array;
   private readonly product: Float32Array;
-  private pending: { input: LayerInput; writers: string[] }[] = [];
+  private pending: { input: LayerInput; writers: string[]; layer: number; moe: boolean }[] = [];
   private layer = 0;
 
   constructor(
@@ -444,9 +583,10 @@ export class LayerCalibration {
     this.engine = MatmulEngine.get();
     // every linear reads its weight from `weights` (the arrays the transforms and quantizers write into;
     // the runtime's own copy of a weight would go stale) with the f32 kernel on every thread
-    this.model.hooks.linear = (out, x, w, nTok) => {
+    this.model.hooks.linear = (out, x, w, nTok, expert) => {
       const t = weights.get(w.name);
-      if (t && t.rows === w.rows && t.cols === w.cols) matmul(out, x, t.data, nTok, t.cols, t.rows);
+      if (t && expert !== undefined && t.rows === w.rows * (config.nExperts ?? 0) && t.cols === w.cols) matmul(out, x, t.data.subarray(expert * w.rows * w.cols, (expert + 1) * w.rows * w.cols), nTok, t.cols, w.rows);
+      else if (t && t.rows === w.rows && t.cols === w.cols) matmul(out, x, t.data, nTok, t.cols, t.rows);
       else linear(out, x, w, nTok);
     };
     this.X = new Float32Array(windows.length * ctx * config.dim);
@@ -537,36 +677,92 @@ export class LayerCalibration {
     return st;
   }
 
-  /** remember that the linears reading `input` write the residual (added before the next norm group) */
-  pendResidual(input: LayerInput, writers: string[]): void {
-    this.pending.push({ input, writers });
+  /** remember that the linears reading `input` write the residual (added before the next norm group); moe: the layer's expert block writes it */
+  pendResidual(input: LayerInput, writers: string[], moe = false): void {
+    this.pending.push({ input, writers, layer: this.layer, moe });
   }
 
   /**
    * X_s += x_s W^T for every window and every pending writer W (x_s: its input stage's outputs);
-   * Gemma: X_s += rmsnorm(x_s W^T) * g with the layer's post-attention / post-FFN norm gain g
+   * Gemma: X_s += rmsnorm(x_s W^T) * g with the layer's post-attention / post-FFN norm gain g;
+   * a mixture of experts: X_s += the expert block's output (run again with the current weights)
    */
   addPendingResiduals(): void {
-    for (const { input, writers } of this.pending.splice(0))
-      for (const name of writers)
-        this.timed('forward', () => {
+    for (const { input, writers, layer, moe } of this.pending.splice(0))
+      this.timed('forward', () => {
+        if (moe) {
+          for (let s = 0; s < this.nSeq; s++) {
+            this.model.runStage('moe', layer, this.seq(s), this.product);
+            this.addResidual(this.seq(s), layer, input);
+          }
+          return;
+        }
+        for (const name of writers) {
           const t = this.weights.get(name)!;
           const xs = this.outs.get(input)!;
-          const post = name.replace(/[^.]+\.weight$/, input === 'attention' ? 'post_attention_norm.weight' : 'post_ffw_norm.weight');
-          const g = this.weights.get(post)?.data;
           for (let s = 0; s < this.nSeq; s++) {
             matmul(this.product, xs[s], t.data, this.ctx, t.cols, t.rows);
-            if (g) rmsnorm(this.product, this.product, g, this.ctx, this.config.dim, this.config.normEps);
-            const r = this.seq(s);
-            for (let i = 0; i < r.length; i++) r[i] += this.product[i];
+            this.addResidual(this.seq(s), layer, input);
           }
-        });
+        }
+      });
+  }
+
+  /** r += this.product, through the layer's post-norm of that block when the family has one (Gemma) */
+  private addResidual(r: Float32Array, layer: number, input: LayerInput): void {
+    const g = this.weights.get(`blk.${layer}.${input === 'attention' ? 'post_attention_norm' : 'post_ffw_norm'}.weight`)?.data;
+    if (g) rmsnorm(this.product, this.product, g, r.length / this.config.dim, this.config.dim, this.config.normEps);
+    for (let i = 0; i < r.length; i++) r[i] += this.product[i];
+  }
+
+  /**
+   * Stage "collect Hessians" of a mixture of experts: run layer l's expert block over every window and
+   * keep the input statistics of each expert's matrix of `tensor` (ffn_gate_exps: the rows routed to the
+   * expert; ffn_down_exps: its inner activations), and of all experts pooled.
+   */
+  collectExpertStats(l: number, tensor: string): ExpertStats {
+    this.layer = l;
+    const nExp = this.config.nExperts!;
+    const k = tensor.endsWith('ffn_down_exps.weight') ? this.config.expertHiddenDim! : this.config.dim;
+    const ex = new ExpertStats(tensor, Array.from({ length: nExp }, () => this.statsOf(k)), this.statsOf(k));
+    this.model.hooks.linearInput = (name, x, nTok, _k, expert) => {
+      if (name !== tensor || expert === undefined) return;
+      ex.perExpert[expert].add(x, nTok);
+      ex.pooled.add(x, nTok);
+    };
+    try {
+      for (let s = 0; s < this.nSeq; s++) this.timed('forward', () => this.model.runStage('moe', l, this.seq(s), this.scratch));
+    } finally {
+      this.model.hooks.linearInput = undefined;
+    }
+    this.timed('statistics', () => ex.finish());
+    return ex;
+  }
+
+  /** the float biases (the pipeline's copy and the runtime's) of a layer's q/k/v producer, to scale with its rows */
+  biasOf(l: number, gguf: string): Float32Array[] {
+    const L = this.model.weights.layers[l];
+    const runtime = gguf === 'attn_q' ? L.bq : gguf === 'attn_k' ? L.bk : gguf === 'attn_v' ? L.bv : undefined;
+    const own = this.weights.get(`blk.${l}.${gguf}.bias`)?.data;
+    return [own, runtime].filter((b): b is Float32Array => b !== undefined);
+  }
+
+  /** every expert's matrix of a 3-D tensor for AWQ's search: its own Hessian, weighted by its share of the tokens */
+  expertAwqLinears(tensor: string, planOf: ReadonlyMap<string, TensorPlan>, ex: ExpertStats): AwqLinear[] {
+    const t = this.linear(tensor);
+    const nExp = this.config.nExperts!;
+    const codec = codecOf(planOf.get(tensor)!)!;
+    const total = ex.perExpert.reduce((a, x) => a + x.count, 0);
+    return ex.perExpert.map((st, e) => {
+      const v = expertView(t, e, nExp);
+      return { w: v.data, n: v.rows, codec, h: st.h, weight: st.count / Math.max(1, total) };
+    });
   }
 
   /** equivalence transform: scales s folded as (previous op) / s, (consumer columns) * s */
-  fold(s: Float32Array, st: InputStats, consumers: string[], prev: { norm?: Float32Array; runtimeNorm?: Float32Array; rows?: FloatTensor; rowScale?: (r: number) => number }): void {
+  fold(s: Float32Array, st: InputStats, consumers: (string | FloatTensor)[], prev: { norm?: Float32Array; runtimeNorm?: Float32Array; rows?: FloatTensor; rowScale?: (r: number) => number; bias?: Float32Array[] }): void {
     for (const c of consumers) {
-      const t = this.linear(c);
+      const t = typeof c === 'string' ? this.linear(c) : c;
       for (let r = 0; r < t.rows; r++) for (let j = 0; j < t.cols; j++) t.data[r * t.cols + j] = Math.fround(t.data[r * t.cols + j] * s[j]);
     }
     if (prev.norm) {
@@ -578,6 +774,7 @@ export class LayerCalibration {
       for (let r = 0; r < t.rows; r++) {
         const d = prev.rowScale!(r);
         for (let j = 0; j < t.cols; j++) t.data[r * t.cols + j] = Math.fround(t.data[r * t.cols + j] / d);
+        for (const b of prev.bias ?? []) b[r] = Math.fround(b[r] / d);
       }
     }
     st.divideInput(s);
@@ -592,7 +789,7 @@ export class LayerCalibration {
    * 'heads': the consumer's input channel (head h, i) is the producer's row (kv head of h, i); heads
    * sharing a kv head share a scale (their mean |x| averaged).
    */
-  awqFoldPair(channels: 'rows' | 'heads', st: InputStats, consumer: string, producer: string, planOf: ReadonlyMap<string, TensorPlan>, grid: number): { alpha: number } {
+  awqFoldPair(channels: 'rows' | 'heads', st: InputStats, consumer: FloatTensor, producer: FloatTensor, consumerPlan: TensorPlan, grid: number, bias: Float32Array[] = []): { alpha: number } {
     let mean = st.meanAbs();
     let rowScale: (s: Float32Array) => (row: number) => number = (s) => (row) => s[row];
     if (channels === 'heads') {
@@ -609,8 +806,8 @@ export class LayerCalibration {
       mean = tied;
       rowScale = (s) => (row) => s[Math.floor(row / headDim) * group * headDim + (row % headDim)];
     }
-    const r = awqSearchHessian(mean, st.h, st.k, this.awqLinears([consumer], planOf), grid);
-    this.fold(r.scales, st, [consumer], { rows: this.linear(producer), rowScale: rowScale(r.scales) });
+    const r = awqSearchHessian(mean, st.h, st.k, [{ w: consumer.data, n: consumer.rows, codec: codecOf(consumerPlan)! }], grid);
+    this.fold(r.scales, st, [consumer], { rows: producer, rowScale: rowScale(r.scales), bias });
     return r;
   }
 
@@ -641,17 +838,22 @@ export class LayerCalibration {
     const n = this.ctx * this.config.dim;
     const h = Float32Array.from(x.subarray(s * n, (s + 1) * n));
     const att = new Float32Array(this.ctx * stageWidth(this.config, 'attention'));
-    const act = new Float32Array(this.ctx * stageWidth(this.config, 'ffn'));
-    const add = (src: Float32Array, l: number, role: LinearRole) => {
+    const act = new Float32Array(this.ctx * (this.model.weights.layers.some((L) => L.router) ? 0 : stageWidth(this.config, 'ffn')));
+    const add = (src: Float32Array, l: number, role: LinearRole, input: LayerInput) => {
       const t = this.weights.get(`blk.${l}.${linearOf(this.family, role).gguf}.weight`)!;
       matmul(this.product, src, t.data, this.ctx, t.cols, t.rows);
-      for (let i = 0; i < h.length; i++) h[i] += this.product[i];
+      this.addResidual(h, l, input);
     };
     for (let l = fromLayer; l < this.config.nLayers; l++) {
       this.model.runStage('attention', l, h, att);
-      add(att, l, 'o');
-      this.model.runStage('ffn', l, h, act);
-      add(act, l, 'down');
+      add(att, l, 'o', 'attention');
+      if (this.model.weights.layers[l].router) {
+        this.model.runStage('moe', l, h, this.product);
+        this.addResidual(h, l, 'ffn');
+      } else {
+        this.model.runStage('ffn', l, h, act);
+        add(act, l, 'down', 'ffn');
+      }
     }
     this.model.head(h, out);
     return out;

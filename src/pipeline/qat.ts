@@ -21,7 +21,9 @@ import { ggmlCodec } from '../quant/ggml/registry.js';
 import { ggmlRowBytes, ggmlTypeByName, type GgmlTypeInfo } from '../quant/ggml/types.js';
 import { wasmBackend, referenceBackend } from '../train/gemm.js';
 import { TrainModel, trainModelFloats, type TrainConfig } from '../train/llama-grad.js';
-import { distillationLoss, Qat, type QatMethod, type WeightCodec } from '../train/qat.js';
+import { learningRate } from '../train/optim.js';
+import { distillationLoss, Qat, type QatMethod, type ScaledGrid, type WeightCodec } from '../train/qat.js';
+import { kvaluesIq4nl } from '../quant/ggml/iq-grids.js';
 import { DEFAULT_TRAIN, Trainer, type TrainOptions } from '../train/trainer.js';
 import { runPtq } from './calibrate.js';
 import { planQuantization, quantizeModel, readFloats, type QuantizePlan, type QuantizeReport } from './quantize.js';
@@ -34,6 +36,8 @@ export interface QatOptions {
   init: 'rtn' | 'gptq';
   steps: number;
   lr: number;
+  /** LSQ: learning rate of the scales relative to --lr */
+  scaleLr?: number;
   batch: number;
   ctx: number;
   seed: number;
@@ -54,17 +58,60 @@ export interface QatRun {
   floats: Map<string, Float32Array>;
 }
 
+const range = (lo: number, hi: number) => Array.from({ length: hi - lo + 1 }, (_, i) => lo + i);
+/** nibbles as Q4_0 / IQ4_NL store them: byte j holds levels j (low) and j + 16 (high) */
+function packNibbles(idx: Uint8Array, out: Uint8Array, o: number): void {
+  for (let j = 0; j < 16; j++) out[o + 2 + j] = (idx[j] & 15) | ((idx[j + 16] & 15) << 4);
+}
+
+/** The GGML types with one f16 scale per block in front of level indices (ggml-common.h layouts): what LSQ learns. */
+const SCALED_GRIDS: Record<string, ScaledGrid> = {
+  Q4_0: { block: 32, blockBytes: 18, grid: range(-8, 7), packLevels: packNibbles },
+  IQ4_NL: { block: 32, blockBytes: 18, grid: Array.from(kvaluesIq4nl), packLevels: packNibbles },
+  Q5_0: {
+    block: 32, blockBytes: 22, grid: range(-16, 15),
+    packLevels(idx, out, o) {
+      let qh = 0;
+      for (let j = 0; j < 32; j++) qh |= ((idx[j] >>> 4) & 1) << j;
+      new DataView(out.buffer, out.byteOffset).setUint32(o + 2, qh >>> 0, true);
+      for (let j = 0; j < 16; j++) out[o + 6 + j] = (idx[j] & 15) | ((idx[j + 16] & 15) << 4);
+    },
+  },
+  Q8_0: { block: 32, blockBytes: 34, grid: range(-128, 127), packLevels: (idx, out, o) => { for (let j = 0; j < 32; j++) out[o + 2 + j] = idx[j] ^ 0x80; } },
+  Q2_0: {
+    block: 64, blockBytes: 18, grid: range(-1, 2),
+    packLevels(idx, out, o) {
+      for (let b = 0; b < 16; b++) out[o + 2 + b] = idx[4 * b] | (idx[4 * b + 1] << 2) | (idx[4 * b + 2] << 4) | (idx[4 * b + 3] << 6);
+    },
+  },
+  Q1_0: {
+    block: 128, blockBytes: 18, grid: [-1, 1],
+    packLevels(idx, out, o) {
+      for (let b = 0; b < 16; b++) {
+        let q = 0;
+        for (let k = 0; k < 8; k++) q |= idx[8 * b + k] << k;
+        out[o + 2 + b] = q;
+      }
+    },
+  },
+};
+
 /** A GGML type's codec as a QAT weight codec (bytes per row as the file stores them). */
 export function ggmlWeightCodec(type: GgmlTypeInfo): WeightCodec {
   const codec = ggmlCodec(type);
   if (!codec?.quantize) fail(`QAT: lowbit cannot quantize to ${type.name}`);
   const bits = Math.floor((8 * type.typeSize) / type.blockSize);
+  const quantize = (src: Float32Array, rows: number, cols: number) => {
+    const bytes = new Uint8Array(rows * ggmlRowBytes(type, cols));
+    codec.quantize!(src, rows, cols, bytes);
+    return bytes;
+  };
   return {
     bits,
+    quantize,
+    scaled: SCALED_GRIDS[type.name],
     fakeQuant(src, rows, cols, out) {
-      const bytes = new Uint8Array(rows * ggmlRowBytes(type, cols));
-      codec.quantize!(src, rows, cols, bytes);
-      codec.dequantize(bytes, rows * cols, out);
+      codec.dequantize(quantize(src, rows, cols), rows * cols, out);
     },
   };
 }
@@ -107,6 +154,7 @@ export async function runQat(m: ModelFile, data: Int32Array, bos: number, opts: 
     original.set(t.name, Float32Array.from(v));
     model.view(t.name).set(v);
   }
+  const initBytes = new Map<string, Uint8Array>();
   if (opts.init === 'gptq') {
     if (!opts.calibText) fail('--init gptq needs --calib FILE (calibration text)');
     say('GPTQ initialization');
@@ -117,9 +165,10 @@ export async function runQat(m: ModelFile, data: Int32Array, bos: number, opts: 
       const v = new Float32Array(p.ne[0] * p.ne[1]);
       ggmlCodec(p.ggml!)!.dequantize(q.bytes, v.length, v);
       model.view(name).set(v);
+      initBytes.set(name, q.bytes);
     }
   }
-  const qat = new Qat(model, codecs, opts.method);
+  const qat = new Qat(model, codecs, opts.method, { scaleLr: opts.scaleLr, initBytes });
   if (opts.loss === 'kd') {
     const mo = { batch: opts.batch, ctx: opts.ctx };
     const teacher = new TrainModel(config, wasmBackend(trainModelFloats(config, mo)) ?? referenceBackend('f32'), mo);
@@ -130,7 +179,11 @@ export async function runQat(m: ModelFile, data: Int32Array, bos: number, opts: 
     };
   }
   trainer.hooks.afterBackward = () => qat.mapGrads();
-  trainer.hooks.afterStep = () => qat.refresh();
+  trainer.hooks.afterStep = () => {
+    const o = trainer.optim.opts;
+    if (qat.lsq.size) qat.stepScales(learningRate(o, trainer.step - 1), o.beta1, o.beta2, o.eps);
+    qat.refresh();
+  };
   const floats = new Map<string, Float32Array>();
   return { trainer, qat, plan, recipe, floats };
 }
@@ -156,5 +209,11 @@ export async function writeQatModel(m: ModelFile, run: QatRun, sink: ByteSink): 
   await w.end();
   const trained = await openModelFile(bytesSource(mem.bytes(), 'qat-f32.gguf'));
   const plan = planQuantization(trained, run.recipe, 'gguf');
-  return quantizeModel(trained, plan, sink);
+  // LSQ: the learned scales and the levels, packed as they are (re-quantizing would choose other scales)
+  const roundTensor = (p: { name: string }) => {
+    const bytes = run.qat.lsqBytes(p.name);
+    if (!bytes) return undefined;
+    return async () => ({ bytes, q: Float32Array.from(run.qat.quantized.get(p.name)!), label: 'lsq' });
+  };
+  return quantizeModel(trained, plan, sink, run.qat.lsq.size ? { roundTensor } : {});
 }

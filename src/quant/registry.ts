@@ -25,6 +25,7 @@ import { ggmlScheme } from './schemes/ggml.js';
 import { mxSchemes } from './schemes/mx.js';
 import { nf4DqScheme } from './schemes/nf4.js';
 import { nvfp4Scheme } from './schemes/nvfp4.js';
+import { makeOliveScheme } from './schemes/olive.js';
 
 const builtins: QuantScheme[] = [];
 const byId = new Map<string, QuantScheme>();
@@ -50,6 +51,14 @@ registerScheme(makeGenericScheme({ element: fmt('int4'), granularity: 'group', g
 registerScheme(makeGenericScheme({ element: fmt('int4'), granularity: 'group', groupSize: 32, asymmetric: true, zeroPoint: 'float', scaleFormat: 'f16' }, 'uint4_g32_fzp', 'uint4 with f16 scale and f16 min per 32 (Q4_1-like, 5 bpw)'));
 registerScheme(makeGenericScheme({ element: fmt('int4'), granularity: 'channel', scaleFormat: 'f32', clip: 'mse' }, 'int4_ch_mse', 'int4 symmetric per row, MSE-searched clip, f32 scale'));
 registerScheme(makeGenericScheme({ element: fmt('int4'), granularity: 'block2d', tileSize: 32, scaleFormat: 'f16' }, 'int4_b32x32', 'int4 symmetric, f16 scale per 32x32 tile (Jetfire-style 2-D blocks)'));
+// FlexQ's INT6 weights: uniform 6-bit, symmetric, one f16 scale per group along the row
+registerScheme(makeGenericScheme({ element: fmt('int6'), granularity: 'group', groupSize: 128, scaleFormat: 'f16' }, 'int6_g128', 'int6 symmetric, f16 scale per 128 (FlexQ W6, 6.125 bpw)'));
+registerScheme(makeGenericScheme({ element: fmt('int6'), granularity: 'group', groupSize: 32, scaleFormat: 'f16' }, 'int6_g32', 'int6 symmetric, f16 scale per 32 (FlexQ W6 for short rows, 6.5 bpw)'));
+// ZeroQuant-FP's W4: FP4 E2M1 with power-of-two (E8M0) scales, the scale rounded to the nearest power of
+// two (MXFP4 takes floor(log2 absmax) - 2 instead); run with FP8 activations (lowbit eval --act fp8)
+registerScheme(makeGenericScheme({ element: fmt('fp4_e2m1fn'), granularity: 'group', groupSize: 32, scaleFormat: 'e8m0' }, 'fp4_g32_pow2', 'FP4 E2M1, power-of-two (e8m0) scale per 32 rounded to nearest (ZeroQuant-FP W4, 4.25 bpw)'));
+// OliVe's outlier-victim pairs (4-bit as the paper; 3- and 2-bit by the same construction)
+for (const b of [4, 3, 2] as const) registerScheme(makeOliveScheme(b, 32));
 registerScheme(makeGenericScheme({ element: fmt('int2'), granularity: 'group', groupSize: 16, asymmetric: true, scaleFormat: 'f16' }, 'uint2_g16_asym', 'uint2 with integer zero-point, f16 scale per 16'));
 registerScheme(makeGenericScheme({ element: fmt('fp8_e4m3fn'), granularity: 'channel', scaleFormat: 'f32' }, 'fp8_e4m3_ch', 'FP8 E4M3 with f32 scale per row'));
 

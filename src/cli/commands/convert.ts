@@ -7,7 +7,7 @@ import { parseSentencepieceModel } from '../../io/vocab.js';
 import type { GgufValue } from '../../io/gguf.js';
 import { openModelFile } from '../../io/model-file.js';
 import type { Command } from '../args.js';
-import { checkOutput, noteInput, withAtomicFile, writeFileAtomic } from '../files.js';
+import { checkOutput, noteInput, withAtomicFile, writeHfConfigBeside } from '../files.js';
 import { openModelPath, pipelinedSink, readSiblingConfig } from '../model-open.js';
 import { fileSource } from '../node-source.js';
 
@@ -109,27 +109,7 @@ export const convertCommand: Command = {
         await sink.flush();
         return res;
       });
-      let configNote = '';
-      if (r.hfConfig) {
-        const text = JSON.stringify(r.hfConfig, null, 2) + '\n';
-        const existing = fs.existsSync(configPath) ? fs.readFileSync(configPath, 'utf8') : undefined;
-        // the same model's config (another dtype of the same checkpoint) is left as it is
-        const sameModel = (x: string | undefined) => {
-          try {
-            const { torch_dtype: _a, ...o } = JSON.parse(x ?? '') as Record<string, unknown>;
-            const { torch_dtype: _b, ...n } = r.hfConfig as Record<string, unknown>;
-            return JSON.stringify(o) === JSON.stringify(n);
-          } catch {
-            return false;
-          }
-        };
-        if (existing !== undefined && existing !== text && !sameModel(existing) && !a.values.force)
-          fail(`${configPath} already exists and differs (it may belong to another checkpoint in this folder); write OUT into its own folder, or give --force to replace it`);
-        if (existing === undefined || (existing !== text && !sameModel(existing))) {
-          writeFileAtomic(configPath, text, 'config.json');
-          configNote = `, ${configPath} written`;
-        }
-      }
+      const configNote = r.hfConfig ? writeHfConfigBeside(output, r.hfConfig, a.values.force as boolean) : '';
       process.stderr.write(`${output}: ${to}, ${r.tensors} tensors, ${r.bytesWritten} bytes${configNote}\n`);
     } finally {
       close();

@@ -1,5 +1,8 @@
-import { actQuantLinear, llmInt8Linear } from '../../model/act-quant.js';
+import { actQuantFloatLinear, actQuantLinear, actQuantSchemeLinear, isOnlineRotated, llmInt8Linear, rotatedInputLinear } from '../../model/act-quant.js';
+import { fp8_e4m3fn } from '../../formats/registry.js';
+import { flexqSensitivity } from '../../pipeline/flexq.js';
 import { fail } from '../../errors.js';
+import { resolveScheme } from '../../quant/registry.js';
 import { logitsFileBase, modelBase, perplexity, type BaseSource, type PerplexityResult } from '../../eval/perplexity.js';
 import type { Command } from '../args.js';
 import { checkOutput, noteInput, readInputText, withAtomicFile } from '../files.js';
@@ -25,7 +28,7 @@ export const evalCommand: Command = {
   name: 'eval',
   summary: 'perplexity of a model on a text as llama-perplexity computes it; KL divergence etc. against a base',
   usage:
-    'lowbit eval MODEL --text FILE [--ctx 128] [--chunks N] [--tokenizer F] [--base MODEL | --base-logits FILE] [--save-logits FILE] [--threads N] [--activations ggml|f32] [--act int8 | --llm-int8 6.0] [-ctk T] [-ctv T] [--kv-residual R] [--json]',
+    'lowbit eval MODEL --text FILE [--ctx 128] [--chunks N] [--tokenizer F] [--base MODEL | --base-logits FILE] [--save-logits FILE] [--threads N] [--activations ggml|f32] [--act int8|int6|int4|fp8 | --act flexq --calib FILE | --llm-int8 6.0] [-ctk T] [-ctv T] [--kv-residual R] [--json]  (--calib FILE also fits kvquant caches)',
   positionals: [1, 1],
   options: [
     { name: 'text', short: 'f', type: 'string', help: 'UTF-8 text to evaluate on (not needed with --base-logits)' },
@@ -39,7 +42,10 @@ export const evalCommand: Command = {
     threadsOption,
     activationsOption,
     ...kvCacheOptions,
-    { name: 'act', type: 'string', choices: ['none', 'int8', 'int6', 'int4'], default: 'none', help: 'quantize every linear input per token (dynamic symmetric intN; W8A8 with an int8 file, SmoothQuant with one written by quantize --smooth)' },
+    { name: 'act', type: 'string', choices: ['none', 'int8', 'int6', 'int4', 'fp8', 'flexq', 'mxfp8', 'mxfp4', 'nvfp4'], default: 'none', help: 'quantize every linear input per token (dynamic symmetric intN; W8A8 with an int8 file, SmoothQuant with one written by quantize --smooth; fp8: E4M3 with scale absmax/448, ZeroQuant-FP; flexq: int6, int8 for the linears --calib finds most sensitive; mxfp8/mxfp4/nvfp4: the block schemes along the input features)' },
+    { name: 'rotate-act', type: 'boolean', default: false, help: 'with --act: online Hadamard of the FFN down-projection input and the attention output (QuaRot; the weights rotated alike at load)' },
+    { name: 'calib', type: 'string', help: 'calibration text: for --act flexq (layer-wise sensitivity) and for KV caches fitted to activations (kvquant3, kvquant4)' },
+    { name: 'a8-fraction', type: 'number', min: 0, max: 1, default: 0.2, help: 'with --act flexq: fraction of the linears whose inputs stay int8' },
     { name: 'llm-int8', type: 'number', min: 0, help: 'LLM.int8(): input features above this magnitude in 16 bits, the rest int8 x int8 (e.g. 6.0)' },
     { name: 'json', type: 'boolean', help: 'print one JSON object', default: false },
   ],
@@ -50,7 +56,7 @@ export const evalCommand: Command = {
       if (a.values.base && a.values['base-logits']) fail('give either --base or --base-logits, not both');
       // validate everything, then write: the inputs are noted and the output checked before any work
       const saveLogits = a.values['save-logits'] as string | undefined;
-      for (const f of [a.positionals[0], a.values.text, a.values.base, a.values['base-logits'], a.values.tokenizer] as (string | undefined)[]) noteInput(f);
+      for (const f of [a.positionals[0], a.values.text, a.values.base, a.values['base-logits'], a.values.tokenizer, a.values.calib] as (string | undefined)[]) noteInput(f);
       if (saveLogits) checkOutput(saveLogits, 'logits file (--save-logits)');
       const tokFile = a.values.tokenizer as string | undefined;
       const dequantize = a.values.dequantize as boolean;
@@ -62,12 +68,30 @@ export const evalCommand: Command = {
         if (a.given.has('ctx') && ctx !== baseLogits.ctx) fail(`--ctx ${ctx} differs from the base logits file's context ${baseLogits.ctx}`);
         ctx = baseLogits.ctx!;
       }
-      const kvCache = kvCacheFrom(a.values);
+      const kvCache = await kvCacheFrom(a.values, a.positionals[0], tokFile, ctx);
       const m = await loadModelPath(a.positionals[0], tokFile, { contextLength: ctx, batch: Math.min(ctx, 512), dequantize, activations, threads, kvCache });
       const kv = m.model.kv as { bytesPerToken?: number };
       if (a.values.act !== 'none' && a.values['llm-int8'] !== undefined) fail('give either --act or --llm-int8, not both');
-      if (a.values.act !== 'none') m.model.hooks.linear = actQuantLinear(Number((a.values.act as string).slice(3)));
+      const act = a.values.act as string;
+      if (act !== 'flexq' && a.given.has('a8-fraction')) fail('--a8-fraction applies with --act flexq');
+      if (act !== 'flexq' && a.given.has('calib') && kvCache.calibration === undefined) fail('--calib applies with --act flexq or a kvquant KV cache (-ctk/-ctv kvquant3|kvquant4)');
+      if (act === 'fp8') m.model.hooks.linear = actQuantFloatLinear(fp8_e4m3fn);
+      else if (act === 'flexq') {
+        if (!a.values.calib) fail('--act flexq needs calibration text for its sensitivity analysis: --calib FILE');
+        if (!m.tokenizer) fail(`${a.positionals[0]} carries no vocabulary to tokenize the calibration text`);
+        const chunks = 8;
+        const calib = m.tokenizer.encodeAtLeast(readInputText(a.values.calib as string, 'calibration text (--calib)'), chunks * ctx);
+        const s = await flexqSensitivity(m.model, calib, { ctx, chunks, bos: m.tokenizer.vocab.bos, addBos: m.tokenizer.vocab.addBos, fraction: a.values['a8-fraction'] as number });
+        const keep = new Set(s.keep8);
+        if (!a.values.json) process.stderr.write(`flexq: int8 inputs for ${s.keep8.join(', ') || 'none'}\n`);
+        m.model.hooks.linear = actQuantLinear(6, (name) => keep.has(name));
+      } else if (act !== 'none') m.model.hooks.linear = actQuantLinear(Number(act.slice(3)));
       if (a.values['llm-int8'] !== undefined) m.model.hooks.linear = llmInt8Linear(a.values['llm-int8'] as number);
+      if (act === 'mxfp8' || act === 'mxfp4' || act === 'nvfp4') m.model.hooks.linear = actQuantSchemeLinear(resolveScheme(act === 'mxfp8' ? 'mxfp8_e4m3' : act));
+      if (a.values['rotate-act']) {
+        if (act === 'none') fail('--rotate-act applies with --act (the rotation spreads outliers before the activations are quantized)');
+        m.model.hooks.linear = rotatedInputLinear(m.model.hooks.linear!, isOnlineRotated);
+      }
       let tokens: ArrayLike<number>;
       if (baseLogits) tokens = baseLogits.tokens!;
       else {

@@ -10,6 +10,8 @@ import { readSiblingConfig } from '../model-open.js';
 import { fileSet } from '../node-source.js';
 import { threadsFrom, threadsOption } from '../threads.js';
 import type { KvCacheOptions } from '../../model/kv/cache.js';
+import { collectKvSamples } from '../../eval/kv-calibrate.js';
+import { noteInput, readInputText } from '../files.js';
 import { KV_CACHE_TYPES, parseKvCacheType } from '../../model/kv/types.js';
 
 /**
@@ -52,12 +54,24 @@ export const kvCacheOptions = [
   { name: 'kv-residual', type: 'int', min: 1, help: 'KIVI caches: the most recent positions kept in f32 until a chunk of this many fills (a multiple of 32; default 32)' },
 ] as const;
 
-/** The runtime's KV cache options from the parsed flags (a bad type is an error before the model loads). */
-export function kvCacheFrom(values: Record<string, unknown>): KvCacheOptions {
+/** --calib for generate (eval declares its own, shared with --act flexq) */
+export const kvCalibOption = { name: 'calib', type: 'string', help: 'calibration text for KV caches fitted to activations (kvquant3, kvquant4)' } as const;
+
+/**
+ * The runtime's KV cache options from the parsed flags (a bad type is an error before the model loads).
+ * KVQuant types run the model once with its f32 cache over --calib (4 chunks of the context) first.
+ */
+export async function kvCacheFrom(values: Record<string, unknown>, model: string, tokenizer: string | undefined, ctx: number | undefined): Promise<KvCacheOptions> {
   const o: KvCacheOptions = { k: values['cache-type-k'] as string, v: values['cache-type-v'] as string, residual: values['kv-residual'] as number | undefined };
-  parseKvCacheType(o.k!);
-  parseKvCacheType(o.v!);
-  return o;
+  const types = [parseKvCacheType(o.k!), parseKvCacheType(o.v!)];
+  const calib = values.calib as string | undefined;
+  if (calib !== undefined) noteInput(calib);
+  if (calib === undefined || !types.some((t) => t.family === 'kvquant')) return o;
+  const m = await loadModelPath(model, tokenizer, { contextLength: ctx, batch: ctx === undefined ? undefined : Math.min(ctx, 512) });
+  if (!m.tokenizer) fail(`${model} carries no vocabulary: give --tokenizer to read --calib`);
+  const c = Math.min(ctx ?? 512, m.model.kv.capacity);
+  const tokens = m.tokenizer.encodeAtLeast(readInputText(calib, 'calibration text (--calib)'), 4 * c);
+  return { ...o, calibration: collectKvSamples(m.model, tokens, { ctx: c, chunks: 4, bos: m.tokenizer.vocab.bos, addBos: m.tokenizer.vocab.addBos }) };
 }
 
 /** "KV cache q4_0/q4_0: 2304 bytes per token" */
@@ -70,7 +84,7 @@ export function kvCacheLine(m: LoadedModel): string {
 export const generateCommand: Command = {
   name: 'generate',
   summary: 'generate text with a LLaMA-family model (GGUF or llama2.c); prints prompt + continuation',
-  usage: 'lowbit generate MODEL [--tokenizer F] --prompt TEXT [-n N] [--temp T] [--top-p P] [--seed S] [--activations ggml|f32] [-ctk T] [-ctv T] [--kv-residual R] [--threads N]',
+  usage: 'lowbit generate MODEL [--tokenizer F] --prompt TEXT [-n N] [--temp T] [--top-p P] [--seed S] [--activations ggml|f32] [-ctk T] [-ctv T] [--kv-residual R] [--calib F] [--threads N]',
   positionals: [1, 1],
   options: [
     { name: 'prompt', short: 'p', type: 'string', help: 'prompt text', default: '' },
@@ -84,16 +98,18 @@ export const generateCommand: Command = {
     { name: 'stats', type: 'boolean', help: 'print tokens per second to stderr', default: false },
     activationsOption,
     ...kvCacheOptions,
+    kvCalibOption,
     threadsOption,
   ],
   async run(a) {
     {
+      const kvCache = await kvCacheFrom(a.values, a.positionals[0], a.values.tokenizer as string | undefined, a.values.ctx as number | undefined);
       const m = await loadModelPath(a.positionals[0], a.values.tokenizer as string | undefined, {
         contextLength: a.values.ctx as number | undefined,
         dequantize: a.values.dequantize as boolean,
         threads: threadsFrom(a.values.threads),
         activations: a.values.activations as 'f32' | 'ggml' | undefined,
-        kvCache: kvCacheFrom(a.values),
+        kvCache,
       });
       if (!m.tokenizer) fail(`${a.positionals[0]} carries no vocabulary: give --tokenizer tokenizer.bin or tokenizer.model`);
       const prompt = a.values.prompt as string;

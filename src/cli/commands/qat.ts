@@ -16,8 +16,8 @@ import { fileSource } from '../node-source.js';
 
 export const qatCommand: Command = {
   name: 'qat',
-  summary: 'quantization-aware fine-tuning toward a GGML type (STE or DGE, distillation or next-token loss), then write that type',
-  usage: 'lowbit qat IN.gguf OUT.gguf --type T [--pure] --text F --steps N [--lr X] [--method ste|dge] [--loss kd|ce] [--init rtn|gptq --calib F] [--seed S] [--eval F]',
+  summary: 'quantization-aware fine-tuning toward a GGML type (STE, DGE or LSQ, distillation or next-token loss), then write that type',
+  usage: 'lowbit qat IN.gguf OUT.gguf --type T [--pure] --text F --steps N [--lr X] [--method ste|dge|lsq [--scale-lr R]] [--loss kd|ce] [--init rtn|gptq --calib F] [--seed S] [--eval F]',
   positionals: [2, 2],
   options: [
     { name: 'type', short: 't', type: 'string', help: 'target llama.cpp type (Q4_0, Q2_K, Q4_K_M, ...)' },
@@ -26,7 +26,8 @@ export const qatCommand: Command = {
     { name: 'steps', type: 'int', help: 'optimizer steps', min: 1 },
     { name: 'lr', type: 'number', help: 'peak learning rate (cosine to 0, no weight decay)', default: 5e-4, min: 0 },
     { name: 'warmup', type: 'int', help: 'warm-up steps', default: 0, min: 0 },
-    { name: 'method', type: 'string', help: 'gradient through the quantizer', default: 'ste', choices: QAT_METHODS },
+    { name: 'method', type: 'string', help: 'gradient through the quantizer: straight-through, DGE, or LSQ (also learns each block\'s scale; Q4_0, Q5_0, Q8_0, Q2_0, Q1_0, IQ4_NL)', default: 'ste', choices: QAT_METHODS },
+    { name: 'scale-lr', type: 'number', help: 'LSQ: learning rate of the scales relative to --lr', default: 0.1, min: 0 },
     { name: 'loss', type: 'string', help: 'kd: KL to the original model\'s logits; ce: next-token loss', default: 'kd', choices: ['kd', 'ce'] },
     { name: 'init', type: 'string', help: 'starting point of the quantized weights', default: 'rtn', choices: ['rtn', 'gptq'] },
     { name: 'calib', type: 'string', help: 'calibration text for --init gptq' },
@@ -63,6 +64,7 @@ export const qatCommand: Command = {
       init: a.values.init as 'rtn' | 'gptq',
       steps,
       lr: a.values.lr as number,
+      scaleLr: a.values['scale-lr'] as number,
       warmup: a.values.warmup as number,
       batch: a.values.batch as number,
       ctx: a.values.ctx as number,

@@ -1,4 +1,5 @@
 import * as fs from 'node:fs';
+import { isGgmlFloat } from '../../quant/ggml/types.js';
 import * as path from 'node:path';
 import { fail } from '../../errors.js';
 import { LLAMA_FTYPES } from '../../algos/llama-types.js';
@@ -36,6 +37,9 @@ const ALGORITHM_FLAGS: readonly (readonly [string, string])[] = [
   ['awq-clip', 'awq'],
   ['hqq-iters', 'hqq'],
   ['hqq-p', 'hqq'],
+  ['autoround-iters', 'autoround'],
+  ['autoround-lr', 'autoround'],
+  ['autoround-clip', 'autoround'],
   ['easyquant-outliers', 'easyquant'],
 ];
 
@@ -145,7 +149,7 @@ export const quantizeCommand: Command = {
   name: 'quantize',
   summary: 'quantize a model to GGUF (llama.cpp types) or safetensors (generic schemes), with a per-tensor report',
   usage:
-    'lowbit quantize IN OUT (--type T | --recipe FILE) [--algo rtn|gptq|awq|hqq] [--calib FILE --calib-tokens N --calib-ctx C --seed S] [--rotate hadamard] [--imatrix F] [--pure] [--threads N] [--layout lowbit|gptq|awq] [--eval TEXT] [--report out.html] [--dry-run] [--json]',
+    'lowbit quantize IN OUT (--type T | --recipe FILE) [--algo rtn|gptq|awq|hqq|autoround|gptq+autoround] [--calib FILE --calib-tokens N --calib-ctx C --seed S] [--rotate hadamard] [--imatrix F] [--pure] [--threads N] [--layout lowbit|gptq|awq] [--eval TEXT] [--report out.html] [--dry-run] [--json]',
   positionals: [1, 2],
   options: [
     { name: 'type', type: 'string', help: 'llama.cpp file type (Q4_K_M, Q8_0, ...) or a scheme (int4, mxfp4, nvfp4, nf4, q4_0, ...)' },
@@ -168,7 +172,7 @@ export const quantizeCommand: Command = {
     { name: 'eval-chunks', type: 'int', help: 'evaluate at most this many chunks (default all)', min: 1 },
     { name: 'report', type: 'string', help: 'also write a self-contained HTML report (tables, SQNR per layer, KLD histogram)' },
     { name: 'threads', type: 'int', help: 'threads quantizing GGML tensors and running calibration (default: all cores; quantization bytes do not depend on it)', min: 1 },
-    { name: 'algo', type: 'string', choices: ALGORITHMS, help: 'rtn (default; imatrix-weighted with --calib), gptq, awq (need --calib), hqq (asymmetric targets, no calibration)' },
+    { name: 'algo', type: 'string', choices: ALGORITHMS, help: 'rtn (default; imatrix-weighted with --calib), gptq, awq, autoround (need --calib), hqq (asymmetric targets, no calibration); a+b applies a\'s transform or start, then b rounds' },
     { name: 'calib', type: 'string', help: 'calibration text (UTF-8) for gptq, awq, --smooth and imatrix-rtn' },
     ...PTQ_OPTIONS.map((o) => ({ name: o.flag, type: o.type, help: `${o.help} (default ${String(o.default)})`, ...(o.choices ? { choices: o.choices } : {}), ...(o.min !== undefined ? { min: o.min } : {}), ...(o.max !== undefined ? { max: o.max } : {}) })),
     { name: 'defend', type: 'string', help: 'noise[=SCALE]: add interval-calibrated noise (SCALE rounding steps, default 0.5) to the weights before quantizing: removes planted quantization attacks (docs/security.md)' },
@@ -260,7 +264,7 @@ export const quantizeCommand: Command = {
       const plan = planQuantization(model, recipe, kind, { hasImatrix: !!imatrix, layout, keepUnpackable: a.values['keep-unpackable'] as boolean, mixLayers: edited.mixLayers });
       if (imatrix) checkImatrix(model, plan, imatrix, `imatrix ${imFile}`);
       if (defendScale > 0) {
-        const types = new Map(plan.tensors.filter((p) => p.ggml && !['F32', 'F16', 'BF16'].includes(p.to) && p.ne.length === 2).map((p) => [p.name, p.to]));
+        const types = new Map(plan.tensors.filter((p) => p.ggml && !isGgmlFloat(p.to) && p.ne.length === 2).map((p) => [p.name, p.to]));
         model = await defendedModel(model, types, defendScale, (a.values.seed as number | undefined) ?? 0);
       }
       // a group size that fits no tensor would silently leave every tensor unquantized

@@ -1,4 +1,8 @@
 import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { convertModel } from '../../io/convert.js';
+import { openModelFile } from '../../io/model-file.js';
+import { bytesSource } from '../../io/source.js';
 import { fail, LowbitError } from '../../errors.js';
 import { readVocab } from '../../io/vocab.js';
 import { memorySink } from '../../io/sink.js';
@@ -9,16 +13,16 @@ import { llamaGgufMetadata, paramTensors, writeLlamaGguf } from '../../io/llama-
 import { PRECISIONS, type Precision } from '../../train/precision.js';
 import { checkpointBytes, DEFAULT_TRAIN, NonFiniteLoss, restoreCheckpoint, Trainer, type TrainOptions } from '../../train/trainer.js';
 import type { Command, ParsedArgs } from '../args.js';
-import { checkOutput, noteInput, readInputBytes, readInputText, writeFileAtomic } from '../files.js';
+import { checkOutput, noteInput, readInputBytes, readInputText, writeFileAtomic, writeHfConfigBeside } from '../files.js';
 import { fileSource } from '../node-source.js';
 
 const D = DEFAULT_TRAIN;
 
 export const trainCommand: Command = {
   name: 'train',
-  summary: 'train a LLaMA model from scratch on a text file (backward pass in WebAssembly SIMD, AdamW), write GGUF',
+  summary: 'train a LLaMA model from scratch on a text file (backward pass in WebAssembly SIMD, AdamW), write GGUF or safetensors (+ config.json)',
   usage:
-    'lowbit train (--config FILE | --dim D --layers L --heads H [--kv-heads K] --hidden F) --vocab-from TOKENIZER --text F --steps N [--batch B --ctx C --lr X] [--precision P] OUT.gguf',
+    'lowbit train (--config FILE | --dim D --layers L --heads H [--kv-heads K] --hidden F) --vocab-from TOKENIZER --text F --steps N [--batch B --ctx C --lr X] [--precision P] OUT.gguf|OUT.safetensors',
   positionals: [1, 1],
   options: [
     { name: 'config', type: 'string', help: 'JSON with dim, hidden, layers, heads, kvHeads, ctx (flags override it)' },
@@ -66,7 +70,10 @@ export const trainCommand: Command = {
     // resuming from the checkpoint that is written again is fine (it is read whole first); anything else is not
     const resumeIsCheckpoint = !!resume && !!ckpt && sameFile(resume, ckpt);
     if (resume && !resumeIsCheckpoint) noteInput(resume);
+    const toSafetensors = /\.safetensors$/i.test(out);
+    if (!toSafetensors && !/\.gguf$/i.test(out)) fail(`output ${out}: extension must be .gguf or .safetensors`);
     checkOutput(out, 'output');
+    if (toSafetensors) checkOutput(path.join(path.dirname(out), 'config.json'), 'config.json');
     if (ckpt) checkOutput(ckpt, 'checkpoint (--checkpoint)');
     if (logFile) checkOutput(logFile, 'log (--log)');
     const { config, vocab } = await modelConfig(a);
@@ -148,7 +155,13 @@ export const trainCommand: Command = {
     if (logFile) writeFileAtomic(logFile, log.join('\n') + '\n', 'log (--log)');
     const sink = memorySink();
     await writeLlamaGguf(sink, llamaGgufMetadata(config, vocab, `lowbit-train-${config.dim}x${config.nLayers}`), paramTensors(t.model.tensors, t.model.params));
-    writeFileAtomic(out, sink.bytes(), 'output');
+    if (toSafetensors) {
+      // the same tensors in Hugging Face's names and row order, with config.json beside them
+      const st = memorySink();
+      const r = await convertModel(await openModelFile(bytesSource(sink.bytes(), out)), st, { to: 'safetensors' });
+      writeFileAtomic(out, st.bytes(), 'output');
+      if (r.hfConfig) writeHfConfigBeside(out, r.hfConfig, true);
+    } else writeFileAtomic(out, sink.bytes(), 'output');
     const last = t.history[t.history.length - 1];
     const tokensPerSecond = ((t.step - startStep) * opts.batch * opts.ctx * opts.accum) / seconds;
     const result = { output: out, steps: t.step, loss: last?.loss, heldOut, tokensPerSecond, seconds, params: t.model.params.length, precision: opts.precision, backend: t.model.be.name };

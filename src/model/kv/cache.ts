@@ -18,6 +18,7 @@ import { ggmlRoundActivations } from '../ggml-activations.js';
 import { kernelsEnabled } from '../matmul.js';
 import { attentionGgmlRef } from './attention.js';
 import { GgmlSide, KiviSide, type KvSide } from './sides.js';
+import { KvQuantSide, type KvSamples } from './kvquant.js';
 import type { AttentionShape, KvGeometry, KvStorage } from './storage.js';
 import { checkKvCacheType, parseKvCacheType, type KvCacheType } from './types.js';
 
@@ -28,6 +29,8 @@ export interface KvCacheOptions {
   v?: string;
   /** KIVI: positions kept in f32 until a chunk of this many fills (a multiple of 32; default 32) */
   residual?: number;
+  /** KVQuant: pre-RoPE keys and values seen on a calibration text (eval/kv-calibrate.ts) */
+  calibration?: KvSamples;
 }
 
 /** Is this the plain f32 cache (the runtime's default store)? */
@@ -41,6 +44,7 @@ export function checkKvCache(o: KvCacheOptions, headDim: number): { k: KvCacheTy
   const v = parseKvCacheType(o.v ?? 'f32');
   checkKvCacheType(k, 'keys', headDim);
   checkKvCacheType(v, 'values', headDim);
+  if (o.calibration === undefined) for (const [t, flag] of [[k, '--cache-type-k'], [v, '--cache-type-v']] as const) if (t.family === 'kvquant') fail(`${flag} ${t.name}: KVQuant fits its datatypes to calibration activations; give --calib FILE (a text)`);
   if (o.residual !== undefined && k.family !== 'kivi' && v.family !== 'kivi') fail(`--kv-residual applies to KIVI caches (kivi2, kivi4); the cache types are ${k.name} / ${v.name}`);
   return { k, v };
 }
@@ -57,6 +61,7 @@ function rotateHeads(x: Float32Array, nRows: number, rowLength: number, headDim:
 function makeSide(t: KvCacheType, perChannel: boolean, o: KvCacheOptions, g: KvGeometry, engine: MatmulEngine | null): KvSide {
   const kvDim = g.nKvHeads * g.headDim;
   if (t.family === 'kivi') return new KiviSide(t, perChannel, o.residual ?? 32, g.nLayers, g.capacity, kvDim);
+  if (t.family === 'kvquant') return new KvQuantSide(t, perChannel, o.calibration, g.nLayers, g.capacity, kvDim);
   return new GgmlSide(t, g.nLayers, g.capacity, kvDim, engine);
 }
 
@@ -73,6 +78,9 @@ export class PackedKvStorage implements KvStorage {
   private readonly vRows: Float32Array;
   private readonly kAt: number;
   private readonly vAt: number;
+  /** KVQuant keys are stored before RoPE: the runtime appends them unrotated and hands over its RoPE */
+  readonly preRopeKeys: boolean;
+  private ropeKeys: ((layer: number, rows: Float32Array, n: number, pos0: number) => void) | null = null;
   /** rotated copies of written rows, queries (rotated, rounded), attention output (rotated) */
   private scratch: Float32Array = new Float32Array(0);
   private qScratch: Float32Array = new Float32Array(0);
@@ -86,6 +94,7 @@ export class PackedKvStorage implements KvStorage {
     this.kSide = makeSide(k, true, o, g, engine);
     this.vSide = makeSide(v, false, o, g, engine);
     this.bytesPerToken = g.nLayers * (this.kSide.rowBytes + this.vSide.rowBytes);
+    this.preRopeKeys = k.family === 'kvquant';
     const n = g.capacity * this.kvDim;
     const kk = engine?.allocF32(n, this);
     const vv = kk && engine!.allocF32(n, this);
@@ -93,6 +102,18 @@ export class PackedKvStorage implements KvStorage {
     this.vRows = kk && vv ? vv.array : new Float32Array(n);
     this.kAt = kk && vv ? kk.at : -1;
     this.vAt = kk && vv ? vv.at : -1;
+  }
+
+  setRope(fn: (layer: number, rows: Float32Array, n: number, pos0: number) => void): void {
+    this.ropeKeys = fn;
+  }
+
+  /** pre-RoPE keys of positions [0, n) in kRows: rotate back (a rotated side), then RoPE */
+  private ropeRows(layer: number, rows: Float32Array, n: number): void {
+    if (!this.preRopeKeys) return;
+    if (!this.ropeKeys) fail('a KVQuant key cache needs the runtime\'s RoPE (setRope)');
+    if (this.keyType.rotate) rotateHeads(rows, n, this.kvDim, this.g.headDim);
+    this.ropeKeys(layer, rows, n, 0);
   }
 
   store(layer: number, pos: number, key: Float32Array, value: Float32Array): void {
@@ -131,7 +152,8 @@ export class PackedKvStorage implements KvStorage {
   keys(layer: number, n: number): Float32Array {
     this.fill(this.kSide, layer, this.kRows, n, n, 0);
     const out = this.kRows.slice(0, n * this.kvDim);
-    if (this.keyType.rotate) rotateHeads(out, n, this.kvDim, this.g.headDim);
+    if (this.preRopeKeys) this.ropeRows(layer, out, n);
+    else if (this.keyType.rotate) rotateHeads(out, n, this.kvDim, this.g.headDim);
     return out;
   }
 
@@ -148,7 +170,7 @@ export class PackedKvStorage implements KvStorage {
     if (this.qScratch.length < 2 * m) this.qScratch = this.engine?.allocF32(2 * m, this)?.array ?? new Float32Array(2 * m);
     let qq = this.qScratch.subarray(0, m);
     qq.set(q.subarray(0, m));
-    if (this.keyType.rotate) rotateHeads(qq, nTok, qDim, shape.headDim);
+    if (this.keyType.rotate && !this.preRopeKeys) rotateHeads(qq, nTok, qDim, shape.headDim);
     if (this.keyType.family === 'ggml') {
       const rounded = this.qScratch.subarray(m, 2 * m);
       if (ggmlRoundActivations(this.keyType.ggml!, qq, nTok, qDim, rounded)) qq = rounded;
@@ -172,6 +194,7 @@ export class PackedKvStorage implements KvStorage {
       // every position is quantized for a side without residual (state = n); a KIVI side as of query t0
       kq = this.fill(this.kSide, layer, this.kRows, n, bK < 0 ? n : pos + t0 + 1, kq);
       vq = this.fill(this.vSide, layer, this.vRows, n, bV < 0 ? n : pos + t0 + 1, vq);
+      if (this.preRopeKeys) this.ropeRows(layer, this.kRows, n); // (KVQuant: one segment, every row quantized)
       const qs = qq.subarray(t0 * qDim, t1 * qDim);
       const os = out.subarray(t0 * qDim, t1 * qDim);
       if (fast) this.engine!.attention(qs, t1 - t0, pos + t0, shape.nHeads, shape.nKvHeads, shape.headDim, this.kAt, this.vAt, this.kvDim, shape.scale, os);

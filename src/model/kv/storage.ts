@@ -42,6 +42,10 @@ export interface KvStorage {
    * output rows (nHeads * headDim) before Wo into out.
    */
   attention?(layer: number, q: Float32Array, nTok: number, pos: number, shape: AttentionShape, out: Float32Array): void;
+  /** true: append() takes keys before RoPE, and the store applies RoPE (given by setRope) to what it reads */
+  readonly preRopeKeys?: boolean;
+  /** the runtime's RoPE of `n` key rows (kvDim each) of a layer at positions pos0.., in place */
+  setRope?(fn: (layer: number, rows: Float32Array, n: number, pos0: number) => void): void;
 }
 
 export function f32KvStorage(nLayers: number, capacity: number, kvDim: number): KvStorage {

@@ -9,6 +9,9 @@
  *                       per group of 32; keys per channel (a group = 32 positions of one channel),
  *                       values per token (a group = 32 channels of one position); the most recent
  *                       positions stay f32 until a group of --kv-residual R positions fills.
+ *   KVQuant (Hooper et al. 2024)  kvquant3 kvquant4: keys per channel before RoPE, values per token,
+ *                       per-layer non-uniform grids fitted on calibration activations (--calib), 1 % of
+ *                       each vector kept exactly, the first position in f32 (src/model/kv/kvquant.ts).
  *   rot-<type>          any of the above after a Hadamard rotation of each head (QuaRot / RotateKV):
  *                       keys and queries are rotated alike (q.k is unchanged), values are rotated and
  *                       the attention output rotated back.
@@ -20,7 +23,7 @@ import { fail } from '../../errors.js';
 import { ggmlTypeByName, type GgmlTypeInfo } from '../../quant/ggml/types.js';
 
 export const GGML_CACHE_TYPES: readonly string[] = Object.freeze(['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'iq4_nl', 'q5_0', 'q5_1']);
-export const RESEARCH_CACHE_TYPES: readonly string[] = Object.freeze(['kivi2', 'kivi4']);
+export const RESEARCH_CACHE_TYPES: readonly string[] = Object.freeze(['kivi2', 'kivi4', 'kvquant3', 'kvquant4']);
 export const KV_CACHE_TYPES: readonly string[] = Object.freeze([...GGML_CACHE_TYPES, ...RESEARCH_CACHE_TYPES]);
 
 export interface KvCacheType {
@@ -29,10 +32,10 @@ export interface KvCacheType {
   /** without the rotation prefix, e.g. 'q4_0', 'kivi2' */
   readonly scheme: string;
   readonly rotate: boolean;
-  readonly family: 'ggml' | 'kivi';
+  readonly family: 'ggml' | 'kivi' | 'kvquant';
   /** llama.cpp's types: the GGML block type of a row */
   readonly ggml?: GgmlTypeInfo;
-  /** KIVI: bits per code */
+  /** KIVI, KVQuant: bits per code */
   readonly bits?: number;
   /** elements that share a scale along the head dimension (1 for f32/f16/bf16 and KIVI keys) */
   readonly blockSize: number;
@@ -49,6 +52,8 @@ export function parseKvCacheType(name: string): KvCacheType {
   }
   const m = /^kivi([24])$/.exec(scheme);
   if (m) return Object.freeze({ name: lower, scheme, rotate, family: 'kivi', bits: Number(m[1]), blockSize: 32 });
+  const q = /^kvquant([34])$/.exec(scheme);
+  if (q) return Object.freeze({ name: lower, scheme, rotate, family: 'kvquant', bits: Number(q[1]), blockSize: 1 });
   fail(`unknown KV cache type '${name}' (known: ${KV_CACHE_TYPES.join(', ')}, and rot-<type> for any of them)`);
 }
 
@@ -69,8 +74,9 @@ export function checkKvCacheType(t: KvCacheType, side: 'keys' | 'values', headDi
   if (t.rotate && (headDim & (headDim - 1)) !== 0) fail(`${flag} ${t.name}: a Hadamard rotation needs a power-of-two head size, the model's is ${headDim}`);
 }
 
-/** Bits a type stores per element (scales included; KIVI's f32 residual not counted). */
-export function cacheTypeBits(t: KvCacheType): number {
+/** Bits a type stores per element of a kvDim-wide row (scales and outliers included; KIVI's f32 residual and KVQuant's f32 first position not counted). */
+export function cacheTypeBits(t: KvCacheType, side: 'keys' | 'values' = 'values', kvDim = 128): number {
   if (t.family === 'kivi') return t.bits! + 1;
+  if (t.family === 'kvquant') return t.bits! + (24 * Math.ceil(kvDim / 100) + (side === 'values' ? 32 : 0)) / kvDim;
   return (8 * t.ggml!.typeSize) / t.ggml!.blockSize;
 }

@@ -1,0 +1,52 @@
+/**
+ * The learned PTQ methods against GPTQ, whole quantize() runs on the synthetic ~112M llama of
+ * bench/gptq.ts (dim 768, hidden 2816, vocabulary 4096), the same calibration tokens for each: GPTQ
+ * (the anchor, in the same run), AutoRound at its default iterations, and GPTQ+AutoRound. Prints each
+ * wall time, its quantization phase and the ratio to GPTQ's wall time (goal for AutoRound: <= 3x).
+ *
+ *   npm run bench -- ptq [sequences=32] [layers=12] [threads=2] [target=int4_g128]
+ *
+ * target: a scheme (int4_g128 = int4 groups of 128, as bench/gptq.ts) or a GGML type (Q4_K, Q3_K...).
+ */
+import { defineRecipe, schemeRecipe, type Algorithm } from '../src/algos/recipe.js';
+import { GptqPool } from '../src/cli/gptq-pool.js';
+import { openModelFile } from '../src/io/model-file.js';
+import { bytesSource } from '../src/io/source.js';
+import { useNodeThreads } from '../src/node.js';
+import { quantize } from '../src/pipeline/quantize.js';
+import { syntheticModel } from './gptq.js';
+
+const CTX = 512;
+const VOCAB = 4096;
+
+export async function run(args: string[]): Promise<void> {
+  const nSeq = Number(args[0] ?? 32);
+  const layers = Number(args[1] ?? 12);
+  const threads = Number(args[2] ?? 2);
+  const target = args[3] ?? 'int4_g128';
+  useNodeThreads();
+  const m = await openModelFile(bytesSource(await syntheticModel(layers), 'synthetic.gguf'));
+  const params = m.tensors.reduce((s, t) => s + t.nElements, 0);
+  console.log(`synthetic llama: ${layers} layers, ${(params / 1e6).toFixed(1)} M parameters; ${nSeq} x ${CTX} calibration tokens; target ${target}; ${threads} threads`);
+  let s = 777;
+  const stream = Int32Array.from({ length: nSeq * CTX + 1 }, () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) % VOCAB);
+  const g = /^int(\d)_g(\d+)$/.exec(target);
+  const base = g ? schemeRecipe(`int${g[1]}`, { groupSize: Number(g[2]) }) : schemeRecipe(target);
+  const runOne = async (algorithm: Algorithm) => {
+    const recipe = defineRecipe({ ...JSON.parse(JSON.stringify(base)), algorithm, ptq: { calibTokens: nSeq * CTX, calibCtx: CTX, seed: 0 } });
+    const workers = threads > 1 ? new GptqPool(threads - 1) : undefined;
+    const t0 = performance.now();
+    try {
+      const r = await quantize(m, recipe, { write: () => {} }, { output: 'safetensors', calibStream: stream, threads, gptqWorkers: workers });
+      return { wall: (performance.now() - t0) / 1000, phases: r.ptq!.phases! };
+    } finally {
+      await workers?.close();
+    }
+  };
+  const gptq = await runOne('gptq');
+  const line = (name: string, r: typeof gptq) =>
+    console.log(`${name.padEnd(16)} ${r.wall.toFixed(1)} s wall (quantization ${r.phases.quantization.toFixed(1)} s, statistics ${r.phases.statistics.toFixed(1)} s, forward ${r.phases.forward.toFixed(1)} s); ratio to GPTQ ${(r.wall / gptq.wall).toFixed(2)}x`);
+  line('GPTQ (anchor)', gptq);
+  line('AutoRound', await runOne('autoround'));
+  line('GPTQ+AutoRound', await runOne('gptq+autoround'));
+}

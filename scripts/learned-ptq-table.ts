@@ -1,0 +1,78 @@
+/**
+ * The learned-PTQ table (issue 21), judged by llama.cpp: `llama-perplexity --kl-divergence` of each
+ * file against the F32 model on held-out text, GPTQ against the learned methods at the same type.
+ *
+ *   model:       MODEL (default data/tinyllama256.gguf, the 256-aligned trained model)
+ *   calibration: the first 300 000 characters of data/tinystories-valid-head.txt, 4096 tokens in
+ *                windows of 256 (the same for every method)
+ *   held-out:    TinyStories from character 500 000 on (ctx 128, CHUNKS chunks), and WikiText-2 test
+ *   types:       Q3_K --pure (Q3_K_S --pure: every tensor Q3_K), Q2_K --pure, Q4_K_M
+ *
+ *   npm run build && node dist/scripts/learned-ptq-table.js [--model F] [--chunks N] [--only SUBSTRING]
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { llamaBin, ROOT } from './llama-tools.js';
+
+const args = process.argv.slice(2);
+const opt = (name: string, dflt?: string) => (args.includes(`--${name}`) ? args[args.indexOf(`--${name}`) + 1] : dflt);
+const MODEL = path.resolve(opt('model', path.join(ROOT, 'data', 'tinyllama256.gguf'))!);
+const CHUNKS = opt('chunks', '120')!;
+const only = opt('only');
+const OUT = path.join(ROOT, '.cache', 'learned-ptq');
+const lowbit = path.join(ROOT, 'bin', 'lowbit.js');
+const say = (s: string) => process.stderr.write(s + '\n');
+fs.mkdirSync(OUT, { recursive: true });
+const stories = fs.readFileSync(path.join(ROOT, 'data', 'tinystories-valid-head.txt'), 'utf8');
+const calib = path.join(OUT, 'calib.txt');
+fs.writeFileSync(calib, stories.slice(0, 300000));
+const texts = { ts: path.join(OUT, 'heldout.txt'), wiki: path.join(ROOT, 'data', 'wikitext-2-test.raw') };
+fs.writeFileSync(texts.ts, stories.slice(500000));
+
+function llama(tool: 'llama-perplexity', a: string[], want: RegExp): RegExpMatchArray {
+  const bin = llamaBin(tool);
+  if (!bin) throw new Error(`${tool} is not built: node scripts/build-llama-cpp.mjs`);
+  for (let attempt = 0; attempt < 4; attempt++) {
+    const p = spawnSync(bin, a, { encoding: 'utf8', maxBuffer: 1 << 28 });
+    if (p.status !== 0) throw new Error(`${tool} failed (${p.status}): ${(p.stderr + p.stdout).slice(-600)}`);
+    const m = (p.stdout + p.stderr).match(want);
+    if (m) return m; // the tools' log thread can drop the last lines: retry
+  }
+  throw new Error(`${tool}: output never matched ${want}`);
+}
+
+const bases = Object.fromEntries(Object.entries(texts).map(([k, f]) => {
+  const base = path.join(OUT, `base-${k}.kld`);
+  llama('llama-perplexity', ['-m', MODEL, '-f', f, '-c', '128', '--chunks', CHUNKS, '--kl-divergence-base', base, '-t', '2'], /Final estimate: PPL = ([\d.]+)/);
+  return [k, base];
+}));
+const kld = (file: string, base: string) => {
+  const m = llama('llama-perplexity', ['-m', file, '--kl-divergence-base', base, '--kl-divergence', '-t', '2'], /Mean\s+KLD:\s+([-\d.e]+)\s+±\s+([-\d.e]+)/);
+  return { kld: Number(m[1]), se: Number(m[2]) };
+};
+
+const TYPES: [string, string[]][] = [
+  ['Q3_K pure', ['--type', 'Q3_K_S', '--pure']],
+  ['Q2_K pure', ['--type', 'Q2_K', '--pure']],
+  ['Q4_K_M', ['--type', 'Q4_K_M']],
+];
+const METHODS = ['gptq', 'autoround', 'gptq+autoround'];
+console.log('| type | method | KLD TinyStories | KLD WikiText-2 | × GPTQ (ts / wiki) | seconds |');
+console.log('| --- | --- | ---: | ---: | ---: | ---: |');
+for (const [tname, targs] of TYPES) {
+  let ref: { ts: number; wiki: number } | undefined;
+  for (const algo of METHODS) {
+    if (only && !`${tname} ${algo}`.includes(only)) continue;
+    const file = path.join(OUT, `${tname.replace(/ /g, '-')}-${algo}.gguf`);
+    const t0 = performance.now();
+    execFileSync(process.execPath, [lowbit, 'quantize', MODEL, file, ...targs, '--algo', algo, '--calib', calib, '--calib-tokens', '4096', '--calib-ctx', '256', '--json'], { maxBuffer: 1 << 26 });
+    const secs = (performance.now() - t0) / 1000;
+    const ts = kld(file, bases.ts);
+    const wiki = kld(file, bases.wiki);
+    if (algo === 'gptq') ref = { ts: ts.kld, wiki: wiki.kld };
+    const x = ref ? `${(ts.kld / ref.ts).toFixed(2)} / ${(wiki.kld / ref.wiki).toFixed(2)}` : '';
+    console.log(`| ${tname} | ${algo} | ${ts.kld.toFixed(6)} ± ${ts.se.toFixed(6)} | ${wiki.kld.toFixed(6)} ± ${wiki.se.toFixed(6)} | ${x} | ${secs.toFixed(0)} |`);
+    say(`${tname} ${algo}: ${ts.kld} / ${wiki.kld}`);
+  }
+}

@@ -1,0 +1,312 @@
+/**
+ * AutoRound (Cheng et al. 2023, "Optimize Weight Rounding via Signed Gradient Descent"): learn, per
+ * element, a rounding offset v in [-0.5, 0.5] (the element rounds up or down: q = lo or hi, the two grid
+ * levels around w, hi when t + v >= 0.5 with t = (w - lo) / (hi - lo)) and, per block, a clip ratio
+ * alpha (the block's grid is the codec's own grid for the block w * alpha, so the codec keeps choosing
+ * its scales: any block codec, GGML K-quants and IQ4_XS included), by signed gradient descent on the
+ * layer's output error over the calibration inputs:
+ *
+ *   L(Q) = sum_rows (q - w) H (q - w)^T,   H = 2 X^T X / N           (|| X W^T - X Q^T ||^2 up to scale)
+ *   dL/dv  = 2 G (hi - lo)   (straight-through: q = lo + (hi - lo) (t + v)),   G = (Q - W) H
+ *   dL/dalpha_b = 2 sum_{j in b} G_j q_j / alpha   (the grid scales with alpha)
+ *   v -= lr_i sign(dL/dv),  alpha -= lr_i sign(dL/dalpha),  lr_i = lr (1 - i / iters)  (AutoRound's decay)
+ *
+ * The exact gradient is kept as G = E H (E = Q - W): one product at the start, then every flip of an
+ * element (r, c) by delta adds delta H[c, :] to row r of G (Gauss-Seidel within a sweep), so a sweep
+ * costs n k plus k per flip instead of a product. L is tracked exactly (delta L = 2 delta G_rc +
+ * delta^2 H_cc), the best choice of each phase is kept (AutoRound keeps its best iterate). The clip
+ * ratios move continuously and the grids are rebuilt `regrids` times: a block takes its new grid when
+ * that lowers L with the rest of its row fixed, and a rebuild that raises L as a whole is undone.
+ *
+ * The loss is the linear's own output error (AutoRound's objective applied per linear, with the exact
+ * full-batch gradient from H, not per transformer block on minibatches): what GPTQ minimizes greedily.
+ * `init` starts from another method's grids and choices (GPTQ's bytes: "gptq+autoround"); the clip
+ * ratios are then not learned (GPTQ chose the grids).
+ */
+import { fail } from '../errors.js';
+import { BlockGrids, codeLayout, setCodes, type BlockCodec } from './block-codec.js';
+import { CLIP_RATIOS } from './blockwise.js';
+import { gemmABt } from '../kernels/gptq.js';
+
+export interface AutoRoundOptions {
+  /** sign-gradient iterations (sweeps over the matrix); AutoRound's default 200 */
+  iters?: number;
+  /** step of v and alpha at the first iteration, decayed linearly to 0; default 1 / iters */
+  lr?: number;
+  /** learn per-block clip ratios (default true; off with `init`) */
+  clip?: boolean;
+  /** how many times the clip ratios' grids are rebuilt during the run (default 4) */
+  regrids?: number;
+  /** range of the clip ratio (default [0.5, 1.25]: 1 is the codec's own choice of scales) */
+  alphaMin?: number;
+  alphaMax?: number;
+  /** per-column importance for codecs that have an importance path (diag H) */
+  importance?: Float32Array;
+  /** start from these blocks and values (another method's result, e.g. GPTQ's) */
+  init?: { bytes: Uint8Array; q: Float32Array };
+}
+
+export interface AutoRoundStats {
+  /** L at the start (round to nearest on the initial grids, or the init's values) and at the end */
+  lossStart: number;
+  loss: number;
+  /** elements that end on a level other than their start */
+  changed: number;
+  seconds: number;
+}
+
+/**
+ * AutoRound of w (n x k, row-major, a row an output channel) into codec blocks, with the input Hessian
+ * h (k x k, f64). Returns the codec's bytes and their exact values.
+ */
+export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: number, h: Float64Array, opts: AutoRoundOptions = {}): { bytes: Uint8Array; q: Float32Array; stats: AutoRoundStats } {
+  const t0 = performance.now();
+  const bs = c.blockSize;
+  if (k % bs !== 0) fail(`AutoRound: row length ${k} is not a multiple of the block size ${bs} of ${c.name}`);
+  if (w.length !== n * k || h.length !== k * k) fail('AutoRound: weight or Hessian has the wrong size');
+  const iters = opts.iters ?? 200;
+  if (!(iters >= 0 && Number.isInteger(iters))) fail(`AutoRound: iterations must be a whole number >= 0, got ${iters}`);
+  const lr = opts.lr || 1 / Math.max(1, iters);
+  const aMin = opts.alphaMin ?? 0.5;
+  const aMax = opts.alphaMax ?? 1.25;
+  const init = opts.init;
+  const learnClip = (opts.clip ?? true) && !init;
+  const regrids = learnClip ? Math.max(0, opts.regrids ?? 4) : 0;
+  const nb = k / bs;
+  const nbytes = c.blockBytes;
+  const imp = opts.importance;
+  if (imp && imp.length !== k) fail(`AutoRound: importance has ${imp.length} values for rows of ${k}`);
+  const H = Float32Array.from(h);
+  const hd = Float32Array.from({ length: k }, (_, i) => H[i * k + i]);
+  const grids = new BlockGrids(c, 1);
+  const nCodes = grids.nCodes;
+  const N = n * k;
+
+  // per element: the two levels around w and their codes, t, v, the choice (1 = hi)
+  const lo = new Float32Array(N);
+  const hi = new Float32Array(N);
+  const loC = new Uint16Array(N);
+  const hiC = new Uint16Array(N);
+  const t = new Float32Array(N);
+  const v = new Float32Array(N);
+  const ch = new Uint8Array(N);
+  const bytes = init ? Uint8Array.from(init.bytes) : new Uint8Array(n * nb * nbytes);
+  if (init && (init.bytes.length !== n * nb * nbytes || init.q.length !== N)) fail('AutoRound: the initial blocks have the wrong size');
+  const alpha = new Float32Array(n * nb).fill(1);
+  const shrunk = new Float32Array(bs);
+
+  /** the codec's header (scales) for block blk of w shrunk by ratio a, into out[oo ..] */
+  const header = (blk: number, a: number, out: Uint8Array, oo: number) => {
+    const xo = blk * bs;
+    const im = imp?.subarray((blk % nb) * bs, (blk % nb + 1) * bs);
+    if (a === 1) return c.quantize(w, xo, out, oo, im);
+    if (c.snap && c.clipHeader) return c.clipHeader(w, xo, a, out, oo);
+    for (let j = 0; j < bs; j++) shrunk[j] = Math.fround(w[xo + j] * a);
+    c.quantize(shrunk, 0, out, oo, im);
+  };
+  /** the levels around w of block blk on the grid of src[so ..], into the arrays at offset o (element index base) */
+  const bracket = (blk: number, src: Uint8Array, so: number, L: Float32Array, U: Float32Array, LC: Uint16Array, UC: Uint16Array, T: Float32Array, o: number, around?: Float32Array) => {
+    grids.load(0, src, so);
+    const xo = blk * bs;
+    for (let j = 0; j < bs; j++) {
+      const x = w[xo + j];
+      // the levels around w, or (around: a start's values) the start's level and its neighbour towards w
+      const a = around ? around[xo + j] : x;
+      const p = around ? a + (x > a ? 1 : -1) * Math.max(1e-30, Math.abs(a) * 1e-5) : x;
+      const i = grids.nearest(0, j, p);
+      const base = j * nCodes;
+      const last = base + grids.count[j] - 1;
+      const val = grids.values[i];
+      const l = p >= val ? i : Math.max(base, i - 1);
+      const u = p >= val ? Math.min(last, i + 1) : i;
+      const vl = grids.values[l];
+      const vu = grids.values[u];
+      L[o + j] = vl;
+      U[o + j] = vu;
+      LC[o + j] = grids.codes[l];
+      UC[o + j] = grids.codes[u];
+      T[o + j] = vu > vl ? Math.min(1, Math.max(0, (x - vl) / (vu - vl))) : 0;
+    }
+  };
+
+  // ---- start: grids (the init's, or the best clip ratio by diag(H)-weighted error), choices ----------
+  const cand = new Uint8Array(nbytes);
+  const cL = new Float32Array(bs), cU = new Float32Array(bs), cT = new Float32Array(bs);
+  const cLC = new Uint16Array(bs), cUC = new Uint16Array(bs);
+  const blockErr = (xo: number, cl: Float32Array, cu: Float32Array, ct: Float32Array, cv: Float32Array | null, vo: number) => {
+    let e = 0;
+    for (let j = 0; j < bs; j++) {
+      const q = ct[j] + (cv ? cv[vo + j] : 0) >= 0.5 ? cu[j] : cl[j];
+      const d = q - w[xo + j];
+      e += hd[(xo + j) % k] * d * d;
+    }
+    return e;
+  };
+  const ratios = learnClip && codeLayout(c).bits <= 6 ? CLIP_RATIOS : [1];
+  for (let blk = 0; blk < n * nb; blk++) {
+    const at = blk * nbytes;
+    const xo = blk * bs;
+    if (init) {
+      bracket(blk, bytes, at, lo, hi, loC, hiC, t, xo, init.q);
+      for (let j = 0; j < bs; j++) {
+        const e = xo + j;
+        const q = init.q[e];
+        ch[e] = q === hi[e] && q !== lo[e] ? 1 : 0;
+        // the offset that reproduces the choice (just past the threshold)
+        v[e] = ch[e] ? Math.max(0, 0.5 - t[e]) + 1e-4 : Math.min(0, 0.5 - t[e]) - 1e-4;
+        v[e] = Math.min(0.5, Math.max(-0.5, v[e]));
+      }
+      continue;
+    }
+    let best = Infinity;
+    for (const r of ratios) {
+      header(blk, r, cand, 0);
+      bracket(blk, cand, 0, cL, cU, cLC, cUC, cT, 0);
+      const e = blockErr(xo, cL, cU, cT, null, 0);
+      if (e < best) {
+        best = e;
+        alpha[blk] = r;
+        bytes.set(cand, at);
+        lo.set(cL, xo), hi.set(cU, xo), loC.set(cLC, xo), hiC.set(cUC, xo), t.set(cT, xo);
+      }
+    }
+    for (let j = 0; j < bs; j++) ch[xo + j] = t[xo + j] >= 0.5 ? 1 : 0;
+  }
+  const startChoice = Uint8Array.from(ch);
+  const startLo = Float32Array.from(lo);
+
+  // ---- exact loss and gradient -----------------------------------------------------------------------
+  const E = new Float32Array(N);
+  const G = new Float32Array(N);
+  const refresh = (): number => {
+    for (let e = 0; e < N; e++) E[e] = (ch[e] ? hi[e] : lo[e]) - w[e];
+    gemmABt(G, E, H, n, k, k); // G = E H (H symmetric)
+    let s = 0;
+    for (let e = 0; e < N; e++) s += E[e] * G[e];
+    return s;
+  };
+  let loss = refresh();
+  const lossStart = loss;
+  const best = Uint8Array.from(ch);
+  let bestLoss = loss;
+  const gAlpha = new Float64Array(n * nb);
+  const gridAlpha = Float32Array.from(alpha);
+  const phase = regrids > 0 ? Math.max(1, Math.floor(iters / (regrids + 1))) : iters + 1;
+
+  /** back to the best choice of this phase; exact G and L */
+  const restoreBest = () => {
+    if (bestLoss < loss) ch.set(best);
+    loss = refresh();
+    best.set(ch);
+    bestLoss = loss;
+  };
+
+  for (let it = 0; it < iters; it++) {
+    const step = lr * (1 - it / iters);
+    if (learnClip) gAlpha.fill(0);
+    for (let r = 0; r < n; r++) {
+      const ro = r * k;
+      for (let col = 0; col < k; col++) {
+        const e = ro + col;
+        const g = G[e];
+        if (g === 0) continue;
+        if (learnClip) gAlpha[(e / bs) | 0] += g * (ch[e] ? hi[e] : lo[e]);
+        let vv = v[e] - (g > 0 ? step : -step);
+        vv = vv > 0.5 ? 0.5 : vv < -0.5 ? -0.5 : vv;
+        v[e] = vv;
+        const nc = t[e] + vv >= 0.5 ? 1 : 0;
+        if (nc === ch[e]) continue;
+        const d = nc ? hi[e] - lo[e] : lo[e] - hi[e];
+        const dl = 2 * d * g + d * d * hd[col];
+        if (!(dl < 0)) continue; // the offset proposes, the exact change of L decides
+        ch[e] = nc;
+        loss += dl;
+        const hr = col * k;
+        for (let j = 0; j < k; j++) G[ro + j] += d * H[hr + j];
+      }
+    }
+    if (loss < bestLoss) {
+      bestLoss = loss;
+      best.set(ch);
+    }
+    if (learnClip) for (let b = 0; b < n * nb; b++) {
+      const g = gAlpha[b];
+      if (g !== 0) alpha[b] = Math.min(aMax, Math.max(aMin, alpha[b] - (g > 0 ? step : -step)));
+    }
+    if (learnClip && (it + 1) % phase === 0 && it + 1 < iters) {
+      restoreBest();
+      loss = regrid(loss);
+      best.set(ch);
+      bestLoss = loss;
+    }
+  }
+  restoreBest();
+
+  /**
+   * Rebuild the grids of the blocks whose clip ratio moved; a block takes its new grid when that lowers
+   * L with the rest of its row fixed (exact within the row: 2 delta.G + delta^T H_bb delta); the rebuild
+   * is undone when L rose as a whole (blocks of a row interact through H off the block diagonal).
+   */
+  function regrid(before: number): number {
+    const saved = { bytes: Uint8Array.from(bytes), lo: Float32Array.from(lo), hi: Float32Array.from(hi), loC: Uint16Array.from(loC), hiC: Uint16Array.from(hiC), t: Float32Array.from(t), ch: Uint8Array.from(ch) };
+    const delta = new Float32Array(bs);
+    let moved = 0;
+    for (let blk = 0; blk < n * nb; blk++) {
+      if (alpha[blk] === gridAlpha[blk]) continue;
+      const xo = blk * bs;
+      const c0 = (blk % nb) * bs;
+      cand.set(bytes.subarray(blk * nbytes, (blk + 1) * nbytes));
+      header(blk, alpha[blk], cand, 0);
+      bracket(blk, cand, 0, cL, cU, cLC, cUC, cT, 0);
+      let dl = 0;
+      for (let j = 0; j < bs; j++) {
+        const e = xo + j;
+        delta[j] = (cT[j] + v[e] >= 0.5 ? cU[j] : cL[j]) - (ch[e] ? hi[e] : lo[e]);
+        dl += 2 * delta[j] * G[e];
+      }
+      for (let i = 0; i < bs; i++) {
+        if (delta[i] === 0) continue;
+        const hr = (c0 + i) * k + c0;
+        let s = 0;
+        for (let j = 0; j < bs; j++) s += H[hr + j] * delta[j];
+        dl += delta[i] * s;
+      }
+      if (!(dl < 0)) {
+        alpha[blk] = gridAlpha[blk];
+        continue;
+      }
+      moved++;
+      gridAlpha[blk] = alpha[blk];
+      bytes.set(cand, blk * nbytes);
+      lo.set(cL, xo), hi.set(cU, xo), loC.set(cLC, xo), hiC.set(cUC, xo), t.set(cT, xo);
+      for (let j = 0; j < bs; j++) ch[xo + j] = cT[j] + v[xo + j] >= 0.5 ? 1 : 0;
+    }
+    if (!moved) return before;
+    const after = refresh();
+    if (after <= before) return after;
+    bytes.set(saved.bytes), lo.set(saved.lo), hi.set(saved.hi), loC.set(saved.loC), hiC.set(saved.hiC), t.set(saved.t), ch.set(saved.ch);
+    alpha.set(gridAlpha);
+    return refresh();
+  }
+
+  // ---- write the codes; the codec's dequantizer must give back every chosen value ---------------------
+  const layout = grids.layout;
+  const codes = new Uint16Array(bs);
+  const q = new Float32Array(N);
+  const check = new Float32Array(bs);
+  let changed = 0;
+  for (let blk = 0; blk < n * nb; blk++) {
+    const xo = blk * bs;
+    for (let j = 0; j < bs; j++) {
+      const e = xo + j;
+      codes[j] = ch[e] ? hiC[e] : loC[e];
+      q[e] = ch[e] ? hi[e] : lo[e];
+      if (ch[e] !== startChoice[e] || lo[e] !== startLo[e]) changed++;
+    }
+    setCodes(layout, bytes, blk * nbytes, codes, bs);
+    c.dequantize(bytes, blk * nbytes, check, 0);
+    for (let j = 0; j < bs; j++)
+      if (check[j] !== q[xo + j]) fail(`internal error: ${c.name} block ${blk} decodes element ${j} to ${check[j]}, AutoRound chose ${q[xo + j]}`);
+  }
+  return { bytes, q, stats: { lossStart, loss, changed, seconds: (performance.now() - t0) / 1000 } };
+}
