@@ -14,7 +14,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import type { Browser, Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import { bytesSource } from '../src/io/source.js';
 import { evaluateQuantization } from '../src/pipeline/evaluate.js';
 import { GgufWriter, gguf, readGguf } from '../src/io/gguf.js';
@@ -22,7 +22,7 @@ import { ggmlCodec } from '../src/quant/ggml/registry.js';
 import '../src/quant/ggml/index.js';
 import { ggmlTypeByName, type GgmlTypeInfo } from '../src/quant/ggml/types.js';
 import type { ByteSink } from '../src/io/sink.js';
-import { CHROMIUM, launchChromium, peakRss, readDownloadRange, startServer, statusDone, downloadSize } from '../scripts/lab-harness.js';
+import { CHROMIUM, launchChromium, type LabBrowser, peakRss, readDownloadRange, startServer, statusDone, downloadSize } from '../scripts/lab-harness.js';
 import { fileSource } from '../src/cli/node-source.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -72,7 +72,7 @@ test('lab: quantize, evaluate and download in Chromium', { timeout: 600000 }, as
     return;
   }
   const server = await startServer();
-  let browser: Browser = await launchChromium();
+  let browser: LabBrowser = await launchChromium();
   fs.mkdirSync(shots, { recursive: true });
   const consoleErrors: string[] = [];
   const watch = (page: Page) => {
@@ -80,7 +80,7 @@ test('lab: quantize, evaluate and download in Chromium', { timeout: 600000 }, as
     page.on('pageerror', (e) => consoleErrors.push(e.message));
   };
   try {
-    const page = await browser.newPage({ viewport: { width: 1280, height: 800 }, acceptDownloads: true });
+    const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
     watch(page);
     await page.goto(`${server.url}?type=Q4_K_M`);
 
@@ -175,7 +175,7 @@ test('lab: quantize, evaluate and download in Chromium', { timeout: 600000 }, as
       const size = fs.statSync(big).size;
       await browser.close();
       browser = await launchChromium([`--js-flags=--max-old-space-size=${HEAP_CAP_MB}`]);
-      const p = await browser.newPage({ acceptDownloads: true });
+      const p = await browser.newPage();
       watch(p);
       await p.goto(`${server.url}?type=Q8_0&sink=opfs`);
       await p.getByTestId('model-file').setInputFiles(big);

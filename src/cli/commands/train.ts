@@ -15,6 +15,7 @@ import { checkpointBytes, DEFAULT_TRAIN, NonFiniteLoss, restoreCheckpoint, Train
 import type { Command, ParsedArgs } from '../args.js';
 import { checkOutput, noteInput, readInputBytes, readInputText, writeFileAtomic, writeHfConfigBeside } from '../files.js';
 import { fileSource } from '../node-source.js';
+import { threadsFrom } from '../threads.js';
 
 const D = DEFAULT_TRAIN;
 
@@ -58,6 +59,7 @@ export const trainCommand: Command = {
     { name: 'eval-every', type: 'int', help: 'evaluate the held-out loss every N steps (0 = only at the end)', default: 0, min: 0 },
     { name: 'eval-chunks', type: 'int', help: 'held-out chunks of --ctx tokens per evaluation', default: 64, min: 1 },
     { name: 'log', type: 'string', help: 'write the loss curve (JSON lines per step) here' },
+    { name: 'threads', type: 'int', help: 'threads for the products (default: hardware threads, at most 8; the same bytes on any count)', min: 1, max: 256 },
     { name: 'json', type: 'boolean', help: 'print one JSON object at the end, no progress', default: false },
   ],
   async run(a) {
@@ -106,10 +108,12 @@ export const trainCommand: Command = {
       precision: a.values.precision as Precision,
       checkpointActivations: a.values['checkpoint-activations'] as boolean,
       bos: vocab.bos,
+      threads: threadsFrom(a.values.threads),
     };
     if (data.length < opts.ctx + 1) fail(`the training text has ${data.length} tokens, fewer than one sequence of --ctx ${opts.ctx} + 1`);
     if (held && held.length < opts.ctx) fail(`the held-out text has ${held.length} tokens, fewer than one chunk of --ctx ${opts.ctx}`);
     const t = new Trainer(config, opts, data);
+    await t.model.be.ready?.();
     if (resume) restoreCheckpoint(t, readInputBytes(resume, 'checkpoint (--resume)', !resumeIsCheckpoint), resume);
     const ckptEvery = a.values['checkpoint-every'] as number;
     const evalEvery = a.values['eval-every'] as number;
@@ -164,7 +168,8 @@ export const trainCommand: Command = {
     } else writeFileAtomic(out, sink.bytes(), 'output');
     const last = t.history[t.history.length - 1];
     const tokensPerSecond = ((t.step - startStep) * opts.batch * opts.ctx * opts.accum) / seconds;
-    const result = { output: out, steps: t.step, loss: last?.loss, heldOut, tokensPerSecond, seconds, params: t.model.params.length, precision: opts.precision, backend: t.model.be.name };
+    const result = { output: out, steps: t.step, loss: last?.loss, heldOut, tokensPerSecond, seconds, params: t.model.params.length, precision: opts.precision, backend: t.model.be.name, threads: t.model.be.threads ?? 1 };
+    t.close();
     if (json) process.stdout.write(JSON.stringify(result) + '\n');
     else
       process.stdout.write(
