@@ -75,7 +75,7 @@ export async function run(args: string[]): Promise<void> {
         if (!/done$/.test(s)) throw new Error(`the Lab: ${s}`);
         lab.push(seconds);
         const run = await page.evaluate(() => (globalThis as unknown as { lowbitLab: { lastRun(): Record<string, number> } }).lowbitLab.lastRun());
-        console.log(`  ${type} run ${r + 1}: CLI ${m.seconds.toFixed(1)} s, Lab ${seconds.toFixed(1)} s (${s.replace(/ — done$/, '')}); job worker: quantizing ${run.quantize.toFixed(1)} s, writing ${run.write.toFixed(1)} s, reads ${run.read.toFixed(1)} s (overlapped)`);
+        console.log(`  ${type} run ${r + 1}: CLI ${m.seconds.toFixed(1)} s, Lab ${seconds.toFixed(1)} s (${s.replace(/ — done$/, '')}); job worker: quantizing ${run.quantize.toFixed(1)} s (reads ${run.read.toFixed(1)} s, writes ${run.write.toFixed(1)} s overlap it)`);
       }
       // same bytes? the Lab's output downloaded (a file copy by the browser) against the CLI's file
       const labOut = path.join(outDir, `lab-${type}.gguf`);

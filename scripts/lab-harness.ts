@@ -19,9 +19,10 @@ export interface LabServer {
   close(): Promise<void>;
 }
 
-export async function startServer(): Promise<LabServer> {
+/** The Lab's static server; isolate: false serves it without the cross-origin-isolation headers. */
+export async function startServer(o: { isolate?: boolean } = {}): Promise<LabServer> {
   const mod = (await import(pathToFileURL(path.join(ROOT, 'scripts', 'lab-server.mjs')).href)) as { startLabServer(o?: object): Promise<LabServer> };
-  return mod.startLabServer();
+  return mod.startLabServer(o);
 }
 
 /** A Chromium with its own on-disk profile (see launchChromium); pages open in it. */

@@ -387,7 +387,7 @@ function readForm(): QuantizeForm {
 }
 
 function outputName(f: QuantizeForm): string {
-  const base = (summary?.name ?? 'model').replace(/ \(bundled\)$/, '').replace(/\.(gguf|safetensors|bin|json)$/i, '').replace(/\.index$/, '');
+  const base = (summary?.name ?? 'model').replace(/ \(bundled\)$/, '').replace(/(\.safetensors)?\.index\.json$/i, '').replace(/\.(gguf|safetensors|bin|json)$/i, '').replace(/\.index$/, '');
   const algo = f.algo && f.algo !== 'rtn' ? `-${f.algo.replace('+', '-')}` : '';
   const group = f.group ? `-g${f.group}` : '';
   return `${base}-${f.type}${group}${f.asym ? '-asym' : ''}${algo}.${containerOf(f)}`;
@@ -527,7 +527,7 @@ function showResult(v: Variant, r: QuantizeResult): void {
     ['size', sizeText(r.file.size)],
     ['bits / weight', r.report.bitsPerWeight.toFixed(3)],
     ['time', `${r.seconds.toFixed(2)} s`],
-    ['of which', `quantizing ${r.timing.quantize.toFixed(1)} s, writing ${r.timing.write.toFixed(1)} s (reading ${r.timing.read.toFixed(1)} s, overlapped)`],
+    ["of which", `quantizing ${r.timing.quantize.toFixed(1)} s (reads ${r.timing.read.toFixed(1)} s and writes ${r.timing.write.toFixed(1)} s overlap it)`],
     ['stored in', r.sink === 'opfs' ? 'browser storage' : r.sink === 'fsa' ? 'your file' : 'memory'],
   ]);
   $('sqnr-chart').innerHTML = sqnrPerLayerSvg(r.report.tensors);

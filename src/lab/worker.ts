@@ -12,6 +12,7 @@ import { openModelFile, type ModelFile } from '../io/model-file.js';
 import { openLlama2cLazy } from '../io/llama2c-lazy.js';
 import { plainValue } from '../io/gguf.js';
 import { convertModel, tokenizerFromLlama2c } from '../io/convert.js';
+import { convertHfFolder, type HfTokenizerFiles } from '../io/hf-families.js';
 import { memorySink, type ByteSink } from '../io/sink.js';
 import { setWasmVariant, type WasmVariant } from '../kernels/wasm.js';
 import '../kernels/ggml-quant.js';
@@ -116,6 +117,8 @@ interface Opened {
   main: File;
   /** a tokenizer file given alongside a llama2.c checkpoint */
   tokenizer?: File;
+  /** a Hugging Face checkpoint's config.json (parsed) and tokenizer files, chosen with its safetensors */
+  hf?: { config: unknown; tokenizer: HfTokenizerFiles };
   label: string;
 }
 
@@ -190,8 +193,20 @@ function startJobWorker(): void {
     const byName = new Map(files.map((f) => [f.name, f]));
     // the model file: a GGUF, the safetensors index, a single safetensors, or a llama2.c .bin (with tokenizer.bin)
     const index = files.find((f) => /\.index\.json$/i.test(f.name));
-    const tokenizer = files.find((f) => /^tok.*\.(bin|model)$/i.test(f.name) && files.length > 1);
-    const main = index ?? files.find((f) => f !== tokenizer && !/\.json$/i.test(f.name)) ?? files[0];
+    const config = byName.get('config.json');
+    const tokenizer = config ? undefined : files.find((f) => /^tok.*\.(bin|model)$/i.test(f.name) && files.length > 1);
+    const hfFile = (n: string) => byName.get(n);
+    const hf = config
+      ? {
+          config: parseJsonFile(await config.text(), 'config.json'),
+          tokenizer: {
+            tokenizerJson: await hfFile('tokenizer.json')?.text(),
+            tokenizerConfig: await hfFile('tokenizer_config.json')?.text(),
+            sentencepiece: hfFile('tokenizer.model') && new Uint8Array(await hfFile('tokenizer.model')!.arrayBuffer()),
+          },
+        }
+      : undefined;
+    const main = index ?? files.find((f) => f !== tokenizer && !/\.json$/i.test(f.name) && !(hf && /^tokenizer\.model$/.test(f.name))) ?? files[0];
     const model = await openModelFile(timedSource(main, main.name), {
       openSibling: async (name) => {
         const f = byName.get(name);
@@ -200,7 +215,7 @@ function startJobWorker(): void {
       },
       llama2c: async (src) => openLlama2cLazy(src),
     });
-    return { files, model, main, tokenizer, label: label ?? main.name };
+    return { files, model, main, tokenizer, hf, label: label ?? main.name };
   }
 
   function summarize(o: Opened): ModelSummary {
@@ -240,7 +255,9 @@ function startJobWorker(): void {
     const tok = o.tokenizer ? tokenizerFromLlama2c(new Uint8Array(await o.tokenizer.arrayBuffer()), Math.abs(Number(o.model.metadata.get('vocab_size') ?? 0)) || vocabOf(o.model), o.tokenizer.name) : undefined;
     const sink = await opfsSink(`convert-${Date.now()}.gguf`).catch(() => undefined);
     const target: ByteSink & { finish?(): Promise<Blob> } = sink ?? memoryBlobSink();
-    await convertModel(o.model, target, { to: 'gguf', tokenizer: tok ? [...tok.head, ...tok.special] : undefined });
+    // a Hugging Face checkpoint (config.json chosen with it) converts as lowbit convert DIR does; others as lowbit convert FILE
+    if (o.hf && o.model.format === 'safetensors') await convertHfFolder(o.model, o.hf.config, target, { tokenizer: o.hf.tokenizer });
+    else await convertModel(o.model, target, { to: 'gguf', tokenizer: tok ? [...tok.head, ...tok.special] : undefined });
     const blob = await target.finish!();
     const model = await openModelFile(blobSource(blob, o.main.name.replace(/\.\w+$/, '') + '.gguf'));
     converted = { of: o, model, blob };
@@ -397,7 +414,7 @@ interface FinishingSink extends ByteSink {
 /** a non-shared copy when the bytes live in shared memory (file APIs take only unshared buffers) */
 let staging = new Uint8Array(0);
 function unshared(b: Uint8Array): Uint8Array {
-  if (!(b.buffer instanceof SharedArrayBuffer)) return b;
+  if (typeof SharedArrayBuffer !== 'function' || !(b.buffer instanceof SharedArrayBuffer)) return b;
   if (staging.length < b.length) staging = new Uint8Array(b.length);
   const s = staging.subarray(0, b.length);
   s.set(b);
@@ -427,7 +444,10 @@ async function opfsSink(name: string): Promise<FinishingSink> {
   const ah = (await (fh as unknown as { createSyncAccessHandle(): Promise<SyncAccessHandle> }).createSyncAccessHandle()) as SyncAccessHandle;
   let at = 0;
   return {
-    write(b) {
+    async write(b) {
+      // a sync write blocks this thread: let the pipeline first hand the next slab to the row workers
+      // (they quantize it meanwhile; the caller reuses b only once this write has resolved)
+      await new Promise((r) => setTimeout(r, 0));
       let off = 0;
       const u = unshared(b);
       while (off < u.length) off += ah.write(u.subarray(off) as Uint8Array<ArrayBuffer>, { at: at + off });
@@ -477,6 +497,14 @@ function memoryBlobSink(): FinishingSink {
 }
 
 // ---- helpers ------------------------------------------------------------------------------------
+
+function parseJsonFile(text: string, name: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new LowbitError(`${name} is not valid JSON: ${(e as Error).message}`);
+  }
+}
 
 function vocabOf(m: ModelFile): number {
   const emb = m.tensors.find((t) => t.name === 'token_embd.weight');
