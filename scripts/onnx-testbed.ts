@@ -214,6 +214,27 @@ export function detBoxes(map: Float32Array, W: number, H: number, thresh = 0.3, 
   return boxes;
 }
 
+/**
+ * PaddleOCR's DB post-process for axis-aligned text (what its pipeline hands to the recognizer):
+ * components of map > 0.3, kept when the mean probability inside the box is >= 0.6 and the short side
+ * >= 3 px, then "unclipped" (grown by area * 1.5 / perimeter on every side: DB's shrunk text kernels
+ * back to the text's size), clipped to the image.
+ */
+export function dbBoxes(map: Float32Array, W: number, H: number, thresh = 0.3, boxThresh = 0.6, unclipRatio = 1.5): Box[] {
+  const out: Box[] = [];
+  for (const b of detBoxes(map, W, H, thresh, 1)) {
+    const w = b.x1 - b.x0 + 1;
+    const h = b.y1 - b.y0 + 1;
+    if (Math.min(w, h) < 3) continue;
+    let sum = 0;
+    for (let y = b.y0; y <= b.y1; y++) for (let x = b.x0; x <= b.x1; x++) sum += map[y * W + x];
+    if (sum / (w * h) < boxThresh) continue;
+    const d = (w * h * unclipRatio) / (2 * (w + h));
+    out.push({ x0: Math.max(0, b.x0 - d), y0: Math.max(0, b.y0 - d), x1: Math.min(W - 1, b.x1 + d), y1: Math.min(H - 1, b.y1 + d) });
+  }
+  return out;
+}
+
 export function iou(a: Box, b: Box): number {
   const ix = Math.max(0, Math.min(a.x1, b.x1) - Math.max(a.x0, b.x0) + 1);
   const iy = Math.max(0, Math.min(a.y1, b.y1) - Math.max(a.y0, b.y0) + 1);

@@ -202,3 +202,18 @@ test('element cast streams files of many chunks: file and stdin, values, --codes
   assert.ok(Buffer.from(r.stdout).equals(bytesOf(decode(fp16, want))), 'fp16 --from');
   fs.rmSync(dir, { recursive: true });
 });
+
+test('the CLI option checks of the scheme flags come from the scheme-options table (one declaration)', async () => {
+  const { OPTION_RULES } = await import('../src/cli/args.js');
+  const { SCHEME_OPTIONS } = await import('../src/quant/scheme-options.js');
+  for (const o of SCHEME_OPTIONS) {
+    const r = OPTION_RULES[o.flag];
+    assert.ok(r, `--${o.flag} has a rule`);
+    assert.equal(r.min, o.min, `--${o.flag} min`);
+    assert.equal(r.max, o.max, `--${o.flag} max`);
+    assert.deepEqual(r.requires, o.requires ? [o.requires] : undefined, `--${o.flag} requires`);
+  }
+  const r = spawnSync(process.execPath, [path.join(root, 'bin', 'lowbit.js'), 'cast', '--help'], { encoding: 'utf8' });
+  assert.match(r.stdout, /--group <int> .*\(1\.\.65536\)/);
+  assert.match(r.stdout, /--percentile <number> .*0\.\.100; with --clip/);
+});

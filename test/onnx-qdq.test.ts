@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { buildModel, floatTensor, node, valueInfo } from '../src/io/onnx/build.js';
 import { encodeOnnx, parseOnnx } from '../src/io/onnx/model.js';
 import { upgradeOpset } from '../src/io/onnx/opset.js';
-import { activationParams, quantizePerChannel, quantizeQdq, RangeCollector } from '../src/io/onnx/qdq.js';
+import { activationParams, correctedConvBias, quantizePerChannel, quantizeQdq, RangeCollector } from '../src/io/onnx/qdq.js';
 import { ortSession, type Feeds } from '../src/cli/onnx-runtime.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -91,6 +91,62 @@ test('QDQ Conv (int8 per channel + uint8 static activation) in onnxruntime equal
   assert.ok(err < 1e-4 * mag, `max |ort - emulation| ${err} of ${mag}`);
 });
 
+test('bias correction: an edge kernel (sum ~0) on a bright page keeps its output mean in onnxruntime (grouped Conv, static activations)', async () => {
+  // 2 groups of 2 channels; each output's kernel sums to ~0, the input sits at 20 +- a small signal,
+  // as PP-OCRv4's first depthwise convolution sees a white page
+  const C = 4;
+  const H = 8;
+  const wShape = [C, 2, 3, 3];
+  const w = Float32Array.from({ length: C * 2 * 9 }, (_, i) => {
+    const k = i % 9;
+    return (k === 4 ? -8.37 : 1.0 + 0.11 * Math.sin(i)) * (1 + (i % 18 >= 9 ? 0.5 : 0));
+  });
+  // make each (oc, ic) kernel sum to exactly 1e-3
+  for (let r = 0; r < C * 2; r++) {
+    let sum = 0;
+    for (let k = 0; k < 9; k++) sum += w[r * 9 + k];
+    w[r * 9 + 4] -= sum - 1e-3;
+  }
+  const bias = Float32Array.from({ length: C }, (_, i) => 0.1 * i);
+  const p = buildModel({
+    nodes: [node('Conv', ['x', 'W', 'B'], ['y'], { kernel_shape: [3, 3], group: 2 }, 'conv')],
+    inputs: [valueInfo('x', 1, [1, C, H, H])],
+    outputs: [valueInfo('y', 1, [1, C, H - 2, H - 2])],
+    initializers: [floatTensor('W', wShape, w), floatTensor('B', [C], bias)],
+    opset: 13,
+  });
+  const feeds = feedOf('x', [1, C, H, H], (i) => 20 + 0.3 * Math.sin(i * 0.7));
+  const x = new Float32Array(feeds.x.data.buffer);
+  const rc = new RangeCollector();
+  rc.observeMinMax('x', x);
+  const ranges = new Map([['x', rc.range('x', 'minmax')]]);
+  rc.observeChannels('x', x, [1, C, H, H], ranges.get('x'));
+  const means = new Map([['x', rc.channelMeans('x')!]]);
+  const outMeans = async (bytes: Uint8Array) => {
+    const s = await ortSession(bytes);
+    const y = [...(await s.run(feeds)).values()][0].data;
+    await s.release();
+    const n = (H - 2) * (H - 2);
+    return Array.from({ length: C }, (_, c) => y.subarray(c * n, (c + 1) * n).reduce((a, b) => a + b, 0) / n);
+  };
+  const ref = await outMeans(encodeOnnx(p));
+  const errs: number[] = [];
+  for (const withMeans of [false, true]) {
+    const m = parseOnnx(encodeOnnx(p));
+    await quantizeQdq(m, { ops: new Set(['Conv']), activations: 'static', ranges, means: withMeans ? means : undefined });
+    const got = await outMeans(encodeOnnx(m.proto));
+    errs.push(Math.max(...got.map((v, c) => Math.abs(v - ref[c]))));
+  }
+  // the weight error times the input level (20) moves every output by ~1e-2; corrected: float rounding
+  assert.ok(errs[0] > 3e-3, `uncorrected mean error ${errs[0]}`);
+  assert.ok(errs[1] < errs[0] / 20, `corrected ${errs[1]} vs uncorrected ${errs[0]}`);
+  // the group indexing: output channel c reads input channels of its own group only
+  const dq = quantizePerChannel(w, wShape, 0).dq;
+  const onlyGroup1 = correctedConvBias(w, dq, wShape, 2, undefined, { x: Float64Array.of(0, 0, 1, 1), q: Float64Array.of(0, 0, 1, 1) })!;
+  assert.deepEqual([onlyGroup1[0], onlyGroup1[1]], [0, 0]);
+  assert.ok(onlyGroup1[2] !== 0 && onlyGroup1[3] !== 0);
+});
+
 test('quantizePerChannel: per-channel scales along any axis (against a direct reference)', () => {
   const shape = [3, 4, 5];
   const w = Float32Array.from({ length: 60 }, (_, i) => Math.sin(i * 1.3) * (i + 1));
@@ -124,6 +180,18 @@ test('calibration ranges: percentile, mse and entropy clip the long tail that mi
   // entropy (KL) clips less: the range only has to be narrower
   const [lo, hi] = rc.range('a', 'entropy');
   assert.ok(hi - lo < 0.95 * (hiMinmax - loMinmax) && hi > 2 && lo < -2, `entropy: [${lo}, ${hi}]`);
+  // a one-sided post-activation tail (post-ReLU Gaussian): entropy must keep at least one histogram
+  // bin per uint8 level (without that rule it clipped to 1 % of the range and PP-OCRv4 read 0/200 lines)
+  const r = Float32Array.from({ length: 100000 }, (_, i) => {
+    const u = (((Math.sin(i * 12.9898) * 43758.5453) % 1) + 1) % 1;
+    return Math.max(0, Math.sqrt(-2 * Math.log(u + 1e-12)) * Math.cos(u * 1e4));
+  });
+  const rr = new RangeCollector();
+  rr.observeMinMax('r', r);
+  rr.observeHistogram('r', r);
+  const [, rMax] = rr.range('r', 'minmax');
+  const [, eHi] = rr.range('r', 'entropy');
+  assert.ok(eHi >= (256 / 2048) * rMax && eHi > 1.5, `entropy on post-ReLU: ${eHi} of ${rMax}`);
 });
 
 test('lowbit quantize --qdq: clear errors', () => {

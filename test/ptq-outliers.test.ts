@@ -197,3 +197,47 @@ test('OliVe olive4_g32: an outlier takes an abfloat code and prunes its neighbou
   const z = i4.dequantizeRef(i4.quantizeRef(x, 1, 32), 1, 32);
   assert.ok(sqnrDb(x, y) > sqnrDb(x, z) + 6, `OliVe ${sqnrDb(x, y)} dB vs int4 ${sqnrDb(x, z)} dB`);
 });
+
+test('Outlier Suppression+ (--shift): the folded float model computes the original function, and W8A4 (int8_ch, per-token int4 inputs) loses less than without it', async () => {
+  const { loadModel } = await import('../src/eval/load.js');
+  const { perplexity } = await import('../src/eval/perplexity.js');
+  const { actQuantLinear } = await import('../src/model/act-quant.js');
+  const ptq = { calibTokens: 4096, calibCtx: 256, seed: 1 };
+  const make = async (rules: unknown[], shift: boolean) => {
+    const m = await openModelFile(fileSource(GGUF));
+    const sink = memorySink();
+    const recipe = defineRecipe({ lowbitRecipe: 1, name: 'shift', rules, ptq: { ...ptq, shift } });
+    const report = await quantize(m, recipe, sink, { output: 'safetensors', calibText: TEXT.slice(0, 200000) });
+    return { bytes: sink.bytes(), report };
+  };
+  const float = await make([{ match: '.', keep: 'f32' }], true);
+  const int8 = schemeRecipe('int8_ch').rules;
+  const plain = await make([...int8], false);
+  const shifted = await make([...int8], true);
+  const names = shifted.report.tensors.map((t) => t.name);
+  assert.ok(names.includes('blk.0.attn_norm.bias') && names.includes('blk.4.ffn_up.bias') && names.includes('blk.2.attn_q.bias'), 'norm and linear biases were added');
+  base ??= await evaluateBase(fileSource(GGUF), HELD_OUT, { ctx: 128, chunks: 6 });
+  const kld = async (bytes: Uint8Array, bits?: number) => {
+    const m = await loadModel(bytesSource(bytes, 'shift'), { contextLength: 128, batch: 128 });
+    if (bits) m.model.hooks.linear = actQuantLinear(bits);
+    return (await perplexity(m.model, base!.tokens, { ctx: 128, chunks: 6, bos: 1, addBos: true, base: base!.base })).kld!.mean;
+  };
+  const exact = await kld(float.bytes);
+  const [a4, a4s] = [await kld(plain.bytes, 4), await kld(shifted.bytes, 4)];
+  console.log(`# --shift float model KLD ${exact.toExponential(2)}; A4 KLD without ${a4.toFixed(4)}, with OS+ ${a4s.toFixed(4)}`);
+  assert.ok(exact < 1e-6, `the shifted float model differs: KLD ${exact}`);
+  assert.ok(a4s < 0.95 * a4, 'OS+ should lower the W8A4 KLD');
+});
+
+test('bad input: --shift into GGUF, or without calibration text: one clear line, exit 2', () => {
+  const cases: [string[], RegExp][] = [
+    [['o.gguf', '--type', 'Q8_0', '--shift', '--calib', path.join(DATA, 'tinystories-valid-head.txt')], /--shift: GGUF for llama.cpp has no RMSNorm bias/],
+    [['o.safetensors', '--type', 'int8_ch', '--shift'], /Outlier Suppression\+ \(--shift\) needs calibration text: --calib FILE/],
+  ];
+  for (const [[out, ...args], msg] of cases) {
+    const r = spawnSync(process.execPath, [BIN, 'quantize', GGUF, path.join(tmp, out), ...args], { encoding: 'utf8' });
+    assert.equal(r.status, 2, `${args.join(' ')}: exit ${r.status} ${r.stderr}`);
+    assert.match(r.stderr, msg);
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+  }
+});

@@ -883,16 +883,20 @@ function itile(
     let a00 = i32x4.splat(0), a01 = i32x4.splat(0), a02 = i32x4.splat(0), a03 = i32x4.splat(0);
     let a10 = i32x4.splat(0), a11 = i32x4.splat(0), a12 = i32x4.splat(0), a13 = i32x4.splat(0);
     const o0 = <usize>b * bb;
-    for (let k = o0; k < o0 + bb; k += 16) {
-      const v0 = v128.load(w0 + k), v1 = v128.load(w1 + k);
-      let u = v128.load(x + k);
-      a00 = i32x4.add(a00, i32x4.dot_i16x8_s(v0, u)); a10 = i32x4.add(a10, i32x4.dot_i16x8_s(v1, u));
-      u = v128.load(x1 + k);
-      a01 = i32x4.add(a01, i32x4.dot_i16x8_s(v0, u)); a11 = i32x4.add(a11, i32x4.dot_i16x8_s(v1, u));
-      u = v128.load(x2 + k);
-      a02 = i32x4.add(a02, i32x4.dot_i16x8_s(v0, u)); a12 = i32x4.add(a12, i32x4.dot_i16x8_s(v1, u));
-      u = v128.load(x3 + k);
-      a03 = i32x4.add(a03, i32x4.dot_i16x8_s(v0, u)); a13 = i32x4.add(a13, i32x4.dot_i16x8_s(v1, u));
+    // 32 elements per iteration (a block of 32 in one: no loop overhead per Q8_0 block)
+    for (let k = o0; k < o0 + bb; k += 64) {
+      for (let s: usize = 0; s < 64; s += 16) {
+        const ks = k + s;
+        const v0 = v128.load(w0 + ks), v1 = v128.load(w1 + ks);
+        let u = v128.load(x + ks);
+        a00 = i32x4.add(a00, i32x4.dot_i16x8_s(v0, u)); a10 = i32x4.add(a10, i32x4.dot_i16x8_s(v1, u));
+        u = v128.load(x1 + ks);
+        a01 = i32x4.add(a01, i32x4.dot_i16x8_s(v0, u)); a11 = i32x4.add(a11, i32x4.dot_i16x8_s(v1, u));
+        u = v128.load(x2 + ks);
+        a02 = i32x4.add(a02, i32x4.dot_i16x8_s(v0, u)); a12 = i32x4.add(a12, i32x4.dot_i16x8_s(v1, u));
+        u = v128.load(x3 + ks);
+        a03 = i32x4.add(a03, i32x4.dot_i16x8_s(v0, u)); a13 = i32x4.add(a13, i32x4.dot_i16x8_s(v1, u));
+      }
     }
     const so = <usize>b * 4;
     const dx = v128.load(xd + <usize>b * xdStride);
@@ -1031,6 +1035,98 @@ function dtile4x1q32(type: i32, p0: usize, p1: usize, p2: usize, p3: usize, nr: 
   if (nr > 3) store<f32>(y, f32x4.extract_lane(f, 3), 12);
 }
 
+/** int32x4 lane sums of 16 weights (u8 or i8 lanes of v, `signed`) times 16 int16 activations at x */
+// @ts-ignore: decorator
+@inline function dot16(v: v128, x: usize, signed: bool): v128 {
+  const lo = signed ? i16x8.extend_low_i8x16_s(v) : i16x8.extend_low_i8x16_u(v);
+  const hi = signed ? i16x8.extend_high_i8x16_s(v) : i16x8.extend_high_i8x16_u(v);
+  return i32x4.add(i32x4.dot_i16x8_s(lo, v128.load(x)), i32x4.dot_i16x8_s(hi, v128.load(x, 16)));
+}
+
+/**
+ * One Q4_K / Q6_K super-block (256 weights at p) times 256 int16 activations at x: int32x4 lanes whose
+ * sum is I = sum_e (sc * q)[e] * x[e], the integer unpackInt + itile4x1 sum (exact, so the same value).
+ */
+// @ts-ignore: decorator
+@inline function kdot(type: i32, p: usize, x: usize): v128 {
+  let acc = i32x4.splat(0);
+  if (type == 12) {
+    // Q4_K: sub-block j (32 weights) = low (j even) or high (j odd) nibbles of qs[32 (j >> 1) ..][0..32)
+    for (let j: usize = 0; j < 8; j += 2) {
+      const q0 = v128.load(p + 16 + j * 16), q1 = v128.load(p + 32 + j * 16);
+      const xj = x + j * 64;
+      const lo = i32x4.add(dot16(lowNibbles(q0), xj, false), dot16(lowNibbles(q1), xj + 32, false));
+      const hi = i32x4.add(dot16(highNibbles(q0), xj + 64, false), dot16(highNibbles(q1), xj + 96, false));
+      acc = i32x4.add(acc, i32x4.add(i32x4.mul(lo, i32x4.splat(scaleK4(p + 4, j))), i32x4.mul(hi, i32x4.splat(scaleK4(p + 4, j + 1)))));
+    }
+  } else {
+    // Q6_K: halves of 128; quarter qq of a half (32 weights, two sub-blocks of 16 with scales
+    // sc[2 qq], sc[2 qq + 1]) = nibbles of ql and 2 bits of qh, minus 32
+    const three = i8x16.splat(3);
+    const off = i8x16.splat(32);
+    for (let h: usize = 0; h < 2; h++) {
+      const ql = p + h * 64, qh = p + 128 + h * 32, scp = p + 192 + h * 8, xh = x + h * 256;
+      for (let l: usize = 0; l < 32; l += 16) {
+        const is = l >> 4;
+        const a = v128.load(ql + l), c = v128.load(ql + l + 32), hb = v128.load(qh + l);
+        const q1 = i8x16.sub(v128.or(lowNibbles(a), i8x16.shl(v128.and(hb, three), 4)), off);
+        const q2 = i8x16.sub(v128.or(lowNibbles(c), i8x16.shl(v128.and(i8x16.shr_u(hb, 2), three), 4)), off);
+        const q3 = i8x16.sub(v128.or(highNibbles(a), i8x16.shl(v128.and(i8x16.shr_u(hb, 4), three), 4)), off);
+        const q4 = i8x16.sub(v128.or(highNibbles(c), i8x16.shl(i8x16.shr_u(hb, 6), 4)), off);
+        const xl = xh + l * 2;
+        acc = i32x4.add(acc, i32x4.add(
+          i32x4.add(i32x4.mul(dot16(q1, xl, true), i32x4.splat(<i32>load<i8>(scp + is))), i32x4.mul(dot16(q2, xl + 64, true), i32x4.splat(<i32>load<i8>(scp + is + 2)))),
+          i32x4.add(i32x4.mul(dot16(q3, xl + 128, true), i32x4.splat(<i32>load<i8>(scp + is + 4))), i32x4.mul(dot16(q4, xl + 192, true), i32x4.splat(<i32>load<i8>(scp + is + 6)))),
+        ));
+      }
+    }
+  }
+  return acc;
+}
+
+/** Q4_K: M = sum_j m_j * s_j over the 8 sub-block minimums of the super-block at p, s: 8 int16 at xsum */
+// @ts-ignore: decorator
+@inline function kmins(p: usize, xsum: usize): i32 {
+  let M: i32 = 0;
+  for (let j: usize = 0; j < 8; j++) M += <i32>minK4(p + 4, j) * <i32>load<i16>(xsum + j * 2);
+  return M;
+}
+
+/**
+ * Decode (one token) for Q4_K and Q6_K straight from the stored super-blocks (no unpacked copy): 4 rows
+ * (p0..p3, stored rowBytes apart) x token x; the same operations per output as itile4x1.
+ */
+function dtile4x1k(type: i32, p0: usize, p1: usize, p2: usize, p3: usize, nr: i32, bs: usize, x: usize, xd: usize, xdStride: usize, nb: i32, xsum: usize, y: usize): void {
+  let f = f32x4.splat(0);
+  const dOff: usize = type == 12 ? 0 : 208;
+  for (let b = 0; b < nb; b++, p0 += bs, p1 += bs, p2 += bs, p3 += bs) {
+    const xb = x + <usize>b * 512;
+    const I = hsum4(kdot(type, p0, xb), kdot(type, p1, xb), kdot(type, p2, xb), kdot(type, p3, xb));
+    let dw = f32x4.splat(f16At(p0 + dOff));
+    dw = f32x4.replace_lane(dw, 1, f16At(p1 + dOff));
+    dw = f32x4.replace_lane(dw, 2, f16At(p2 + dOff));
+    dw = f32x4.replace_lane(dw, 3, f16At(p3 + dOff));
+    const dx = v128.load32_splat(xd + <usize>b * xdStride);
+    f = f32x4.add(f, f32x4.mul(cvt(I), f32x4.mul(dw, dx)));
+    if (type == 12) {
+      const xs = xsum + <usize>b * 16;
+      let M = i32x4.splat(kmins(p0, xs));
+      M = i32x4.replace_lane(M, 1, kmins(p1, xs));
+      M = i32x4.replace_lane(M, 2, kmins(p2, xs));
+      M = i32x4.replace_lane(M, 3, kmins(p3, xs));
+      let dm = f32x4.splat(f16At(p0 + 2));
+      dm = f32x4.replace_lane(dm, 1, f16At(p1 + 2));
+      dm = f32x4.replace_lane(dm, 2, f16At(p2 + 2));
+      dm = f32x4.replace_lane(dm, 3, f16At(p3 + 2));
+      f = f32x4.sub(f, f32x4.mul(cvt(M), f32x4.mul(dm, dx)));
+    }
+  }
+  store<f32>(y, f32x4.extract_lane(f, 0));
+  if (nr > 1) store<f32>(y, f32x4.extract_lane(f, 1), 4);
+  if (nr > 2) store<f32>(y, f32x4.extract_lane(f, 2), 8);
+  if (nr > 3) store<f32>(y, f32x4.extract_lane(f, 3), 12);
+}
+
 /** bytes of int scratch per weight row of K elements */
 export function intRowScratch(type: i32, K: i32): i32 {
   const nb = K / intBlock(type);
@@ -1070,6 +1166,26 @@ function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
         dtile4x1q32(
           type, pr, pr + <usize>min(1, rr - 1) * rowBytes, pr + <usize>min(2, rr - 1) * rowBytes, pr + <usize>min(3, rr - 1) * rowBytes, rr, bs,
           xq + <usize>t * <usize>K * 2, xd + <usize>t * 4, xdStride, nb, y0 + <usize>t * N * 4 + <usize>r * 4,
+        );
+      }
+    }
+    return;
+  }
+  if (T < 4 && (type == 12 || type == 14)) {
+    // decode, Q4_K / Q6_K: straight from the stored super-blocks
+    const p = <usize>param(job, 2) + <usize>r0 * rowBytes;
+    const xq = <usize>param(job, 4);
+    const xd = <usize>param(job, 5);
+    const xsum = <usize>param(job, 8);
+    const y0 = <usize>param(job, 9) + <usize>r0 * 4;
+    const bs = <usize>(type == 12 ? 144 : 210);
+    for (let t = 0; t < T; t++) {
+      for (let r = 0; r < nr; r += 4) {
+        const rr = min(4, nr - r);
+        const pr = p + <usize>r * rowBytes;
+        dtile4x1k(
+          type, pr, pr + <usize>min(1, rr - 1) * rowBytes, pr + <usize>min(2, rr - 1) * rowBytes, pr + <usize>min(3, rr - 1) * rowBytes, rr, bs,
+          xq + <usize>t * <usize>K * 2, xd + <usize>t * 4, xdStride, nb, xsum + <usize>t * <usize>nb * 16, y0 + <usize>t * N * 4 + <usize>r * 4,
         );
       }
     }

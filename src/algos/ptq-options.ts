@@ -26,6 +26,8 @@ export interface PtqOptions {
   readonly awqClip: boolean;
   /** SmoothQuant migration strength; 0 = off */
   readonly smooth: number;
+  /** Outlier Suppression+: shift each norm output channel to centre it, then scale (alpha = smooth, or 0.5) */
+  readonly shift: boolean;
   readonly hqqIters: number;
   readonly hqqP: number;
   /** AutoRound: sign-gradient iterations, first step (0 = 1 / iterations), learned clip ratios */
@@ -64,6 +66,7 @@ export const PTQ_OPTIONS: readonly PtqOptionSpec[] = Object.freeze([
   { key: 'awqGrid', flag: 'awq-grid', type: 'int', default: 20, min: 1, max: 1000, help: 'AWQ: alpha grid points in [0, 1)' },
   { key: 'awqClip', flag: 'awq-clip', type: 'boolean', default: true, help: 'AWQ: clip-ratio search per block (not for q/k)' },
   { key: 'smooth', flag: 'smooth', type: 'number', default: 0, min: 0, max: 1, help: 'SmoothQuant migration strength alpha (0 = off), folded into the norms' },
+  { key: 'shift', flag: 'shift', type: 'boolean', default: false, help: 'Outlier Suppression+: centre each norm output channel (shift folded into new norm / linear biases) and scale it (--smooth alpha, default 0.5); lowbit safetensors' },
   { key: 'hqqIters', flag: 'hqq-iters', type: 'int', default: 20, min: 1, help: 'HQQ: solver iterations' },
   { key: 'lorc', flag: 'lorc', type: 'int', default: 0, min: 0, help: 'LoRC: store a rank-R f16 factorization of each weight\'s quantization error (lowbit safetensors; applied at load)' },
   { key: 'easyquantOutliers', flag: 'easyquant-outliers', type: 'number', default: 0.01, min: 0, max: 0.25, help: 'EasyQuant: fraction of each row kept in f16 as outliers (largest |w - row mean|)' },

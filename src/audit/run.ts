@@ -8,20 +8,19 @@ import { ggmlRoundTrip } from '../alloc/cost.js';
 import { llamaRecipe } from '../algos/recipe.js';
 import { GgufWriter } from '../io/gguf.js';
 import type { ModelFile } from '../io/model-file.js';
-import { ggmlTypeByName } from '../quant/ggml/types.js';
+import { ggmlTypeByName, isGgmlFloat } from '../quant/ggml/types.js';
 import type { Llama } from '../model/llama.js';
 import { planQuantization, readFloats } from '../pipeline/quantize.js';
 import { logSoftmaxRows, meanKld, WeightSwap } from '../pipeline/sensitivity.js';
 import { addRoundingNoise, edgeStats, nameStream, type EdgeStats } from './audit.js';
 import { intersectBoxes, intervalPositions, quantizationBox } from './boxes.js';
 
-const FLOAT = new Set(['F32', 'F16', 'BF16']);
 
 /** tensor name -> GGML type for a llama.cpp file type (with --pure: its default type everywhere it fits) */
 export function typesOf(m: ModelFile, ftype: string, pure = false): Map<string, string> {
   const plan = planQuantization(m, llamaRecipe(ftype, { pure }), 'gguf', { hasImatrix: true });
   const out = new Map<string, string>();
-  for (const p of plan.tensors) if (p.ggml && !FLOAT.has(p.to) && p.ne.length === 2) out.set(p.name, p.to);
+  for (const p of plan.tensors) if (p.ggml && !isGgmlFloat(p.to) && p.ne.length === 2) out.set(p.name, p.to);
   return out;
 }
 

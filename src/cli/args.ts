@@ -3,6 +3,7 @@
  * table drives parsing, validation and `--help`.
  */
 import { fail } from '../errors.js';
+import { SCHEME_OPTIONS } from '../quant/scheme-options.js';
 
 export type OptionType = 'string' | 'number' | 'int' | 'boolean';
 
@@ -45,15 +46,15 @@ export interface ParsedArgs {
  * range further (both apply). So --threads, --seed or --ctx take the same values everywhere.
  */
 export const OPTION_RULES: Readonly<Record<string, { readonly min?: number; readonly max?: number; readonly conflicts?: readonly string[]; readonly requires?: readonly string[] }>> = {
+  // the scheme options (--group, --tile, --zero-point, --percentile ...): ranges and dependencies from their table
+  ...Object.fromEntries(SCHEME_OPTIONS.map((o) => [o.flag, { min: o.min, max: o.max, requires: o.requires ? [o.requires] : undefined }])),
   threads: { min: 1, max: 256 },
   seed: { min: 0, max: 2 ** 32 - 1 },
   ctx: { min: 1, max: 1 << 20 },
   chunks: { min: 1, max: 1 << 24 },
   'calib-tokens': { min: 1, max: 1 << 22 },
   'calib-ctx': { min: 2, max: 1 << 20 },
-  group: { min: 1, max: 1 << 16 },
   'row-length': { min: 1, max: 2 ** 31 - 1 },
-  tile: { min: 1, max: 1 << 16 },
   n: { min: 0, max: 1 << 20 },
   'gptq-block': { min: 1, max: 1 << 16 },
   'hqq-iters': { min: 1, max: 100000 },
@@ -67,8 +68,6 @@ export const OPTION_RULES: Readonly<Record<string, { readonly min?: number; read
   recipe: { conflicts: ['type'] },
   to: { conflicts: ['from'] },
   from: { conflicts: ['to'] },
-  'zero-point': { requires: ['asym'] },
-  percentile: { requires: ['clip'] },
   'rotate-heads': { requires: ['rotate'] },
   'eval-ctx': { min: 4, max: 1 << 20, requires: ['eval'] },
   'eval-chunks': { min: 1, max: 1 << 24, requires: ['eval'] },

@@ -34,6 +34,7 @@ export const ONNX_QUANTIZE_OPTIONS: readonly OptionSpec[] = [
   { name: 'qdq-ops', type: 'string', help: 'ONNX: op types that get QDQ (MatMul/Gemm already turned into MatMulNBits are not touched)', default: 'Conv,MatMul,Gemm' },
   { name: 'calib-method', type: 'string', choices: ['minmax', 'percentile', 'mse', 'entropy'], help: 'ONNX QDQ: how calibrated activation ranges are chosen', default: 'minmax' },
   { name: 'dynamic', type: 'boolean', help: 'ONNX QDQ: activations quantized at run time (DynamicQuantizeLinear), no calibration' },
+  { name: 'bias-correction', type: 'boolean', default: true, help: 'ONNX QDQ with --calib: correct each Conv bias so its output channel means stay the float model\'s (--no-bias-correction to skip)' },
   { name: 'keep', type: 'string', help: 'ONNX: comma-separated node names left in float' },
   { name: 'keep-sensitive', type: 'int', help: 'ONNX QDQ: measure each node quantized alone on the calibration data (output SQNR) and leave the N most sensitive in float', min: 1 },
 ];
@@ -178,7 +179,7 @@ export async function runOnnxQuantize(a: ParsedArgs): Promise<void> {
   const { model, close } = await openOnnxPath(input);
   try {
     let samples: Feeds[] | undefined;
-    if (calib && ((bits && algo === 'gptq') || (qdq && !dynamic))) {
+    if (calib && ((bits && algo === 'gptq') || qdq)) {
       const s = await ortSession(path.resolve(input));
       const names = s.inputNames;
       await s.release();
@@ -194,6 +195,14 @@ export async function runOnnxQuantize(a: ParsedArgs): Promise<void> {
       if (method !== 'minmax') await captureActivations(model.proto, acts, samples!, (name, t) => rc.observeHistogram(name, t.data));
       ranges = new Map(acts.filter((n) => rc.min.has(n)).map((n) => [n, rc.range(n, method)]));
     }
+    // bias correction: E[x] and E[q(x)] per channel of each Conv input, on the float model
+    let means: QdqOptions['means'];
+    if (qdq && samples && a.values['bias-correction']) {
+      const acts = [...new Set(qdqTargets(model, qdqOps).filter((t) => t.graphPath === '' && t.node.op_type === 'Conv').map((t) => t.activation))];
+      const rc = new RangeCollector();
+      await captureActivations(model.proto, acts, samples, (name, t) => rc.observeChannels(name, t.data, t.dims, ranges?.get(name)));
+      means = new Map(acts.flatMap((n) => { const cm = rc.channelMeans(n); return cm ? [[n, cm] as const] : []; }));
+    }
     const reports: NodeReport[] = [];
     if (bits) {
       const hessians = algo === 'gptq' ? await collectHessians(model, samples!, warn) : undefined;
@@ -208,7 +217,7 @@ export async function runOnnxQuantize(a: ParsedArgs): Promise<void> {
     }
     let sensitivity: { node: string; sqnrDb: number }[] | undefined;
     if (qdq) {
-      const qopts: QdqOptions = { ops: qdqOps, activations: dynamic ? 'dynamic' : 'static', ranges, keep };
+      const qopts: QdqOptions = { ops: qdqOps, activations: dynamic ? 'dynamic' : 'static', ranges, keep, means };
       const nKeep = a.values['keep-sensitive'] as number | undefined;
       if (nKeep) {
         if (!samples) fail('--keep-sensitive needs --calib (the sensitivity pass runs the model on it)');

@@ -14,7 +14,13 @@
  *     finite E4M3), with FP4 weights whose scales are powers of two (the fp4 scheme with e8m0 scales).
  */
 import { llmInt8Matmul, quantizeActivationsPerToken } from '../algos/awq.js';
-import { dequantizeRows, linear, type LinearWeight } from './matmul.js';
+import { dequantizeRows, linear, makeLinearWeight, type LinearWeight } from './matmul.js';
+import { fwht } from '../algos/hadamard.js';
+import { dequantizeScheme, quantizeScheme } from '../quant/registry.js';
+import type { QuantScheme } from '../quant/scheme.js';
+import { ggmlTypeByName } from '../quant/ggml/types.js';
+
+const F32 = ggmlTypeByName('F32')!;
 import { fakeQuantRef } from '../formats/cast.js';
 import type { Format } from '../formats/descriptor.js';
 
@@ -68,4 +74,69 @@ export function llmInt8Linear(threshold = 6): LinearFn {
     }
     out.set(llmInt8Matmul(x, nTok, w.cols, wf, w.rows, threshold));
   };
+}
+
+/**
+ * Per-token block quantization of every linear input with a registered block scheme along the input
+ * features (MXFP8 / MXFP4: 32 values per E8M0 scale; NVFP4: 16 per E4M3 scale and a per-row f32 scale):
+ * the input rows are quantized and dequantized with the scheme's reference codec. Inputs whose length the
+ * block does not divide stay f32.
+ */
+export function actQuantSchemeLinear(scheme: QuantScheme): LinearFn {
+  return quantizedInput((xq, nTok, w) => {
+    if (scheme.blockSize > 0 && w.cols % scheme.blockSize !== 0) return;
+    const packed = quantizeScheme(scheme, xq, nTok, w.cols);
+    dequantizeScheme(scheme, packed, nTok, w.cols, xq);
+  });
+}
+
+/** The largest power of two (at most 2^16) dividing k: the Hadamard block of an online rotation. */
+export function hadamardBlock(k: number): number {
+  let b = 1;
+  while (b < 65536 && k % (2 * b) === 0) b *= 2;
+  return b;
+}
+
+/** Rows of x (n of k) times the block-diagonal orthonormal Walsh-Hadamard matrix of block `b`, in place. */
+function rotateRowsBlockwise(x: Float32Array, n: number, k: number, b: number): void {
+  const norm = 1 / Math.sqrt(b);
+  for (let o = 0; o < n * k; o += b) {
+    fwht(x, o, b);
+    for (let i = 0; i < b; i++) x[o + i] = Math.fround(x[o + i] * norm);
+  }
+}
+
+/**
+ * QuaRot's online rotations (--rotate-act): the inputs of the linears `rotate` names (the FFN
+ * down-projection and the attention output) are multiplied by an orthonormal Hadamard H (block-diagonal,
+ * the largest power-of-two block dividing the width) before `inner` quantizes them, and the weight by the
+ * same H (W' = W H, dequantized to f32 and rotated once), so x W^T = (x H)(W H)^T is unchanged up to the
+ * activation rounding, whose outliers H spreads over the block.
+ */
+export function rotatedInputLinear(inner: LinearFn, rotate: (weightName: string) => boolean): LinearFn {
+  const rotated = new Map<LinearWeight, LinearWeight>();
+  let scratch = new Float32Array(0);
+  return (out, x, w, nTok) => {
+    if (!rotate(w.name)) return inner(out, x, w, nTok);
+    const b = hadamardBlock(w.cols);
+    let wr = rotated.get(w);
+    if (!wr) {
+      const f = new Float32Array(w.rows * w.cols);
+      dequantizeRows(w.type, w.data, w.cols, w.rows, f);
+      rotateRowsBlockwise(f, w.rows, w.cols, b);
+      wr = makeLinearWeight(w.name, F32, w.rows, w.cols, new Uint8Array(f.buffer), false, null);
+      rotated.set(w, wr);
+    }
+    const n = nTok * w.cols;
+    if (scratch.length < n) scratch = new Float32Array(n);
+    const xr = scratch.subarray(0, n);
+    xr.set(x.subarray(0, n));
+    rotateRowsBlockwise(xr, nTok, w.cols, b);
+    inner(out, xr, wr, nTok);
+  };
+}
+
+/** --rotate-act's linears: the FFN down-projection and the attention output (QuaRot's online Hadamards) */
+export function isOnlineRotated(weightName: string): boolean {
+  return /(^|\.)(ffn_down|attn_output)(_exps)?\.weight$/.test(weightName);
 }

@@ -13,19 +13,10 @@
  */
 import { bf16ToF32, f16Table, f32ToBf16, f32ToF16 } from '../quant/ggml/half.js';
 import { ggmlCodec } from '../quant/ggml/registry.js';
-import { ggmlRowBytes, ggmlTypeByName, type GgmlTypeInfo } from '../quant/ggml/types.js';
+import { ggmlRowBytes, ggmlTypeByName, ggmlVecDotType, type GgmlTypeInfo } from '../quant/ggml/types.js';
 
-const TO_Q8_0 = new Set(['Q4_0', 'Q5_0', 'Q8_0', 'IQ4_NL', 'MXFP4', 'NVFP4', 'Q1_0', 'Q2_0']);
-const TO_Q8_1 = new Set(['Q4_1', 'Q5_1', 'Q8_1']);
-
-/** The type llama.cpp's CPU backend converts activations to before a dot product with `weight`. */
-export function ggmlVecDotType(weight: GgmlTypeInfo): string {
-  const n = weight.name;
-  if (n === 'F32' || n === 'F16' || n === 'BF16') return n;
-  if (TO_Q8_0.has(n)) return 'Q8_0';
-  if (TO_Q8_1.has(n)) return 'Q8_1';
-  return 'Q8_K';
-}
+/** The type llama.cpp's CPU backend converts activations to before a dot product with `weight` (the type table's vec_dot_type). */
+export { ggmlVecDotType };
 
 const scratch = { bytes: new Uint8Array(0) };
 

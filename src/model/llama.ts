@@ -147,6 +147,11 @@ export interface LayerWeights {
   attnPostNorm?: Float32Array; // (dim)
   ffnPostNorm?: Float32Array; // (dim)
   ffnNorm: Float32Array; // (dim)
+  /** Outlier Suppression+ (lowbit quantize --shift): norm biases (the channel shift folded in) and the gate/up biases that undo it */
+  attnNormBias?: Float32Array; // (dim)
+  ffnNormBias?: Float32Array; // (dim)
+  bGate?: Float32Array; // (hiddenDim)
+  bUp?: Float32Array; // (hiddenDim)
   /** dense FFN (absent in MoE layers); with a fused ffn_up (Phi-3) gate and up are views of gateUp */
   gate?: LinearWeight; // w1 (hiddenDim, dim)
   down?: LinearWeight; // w2 (dim, hiddenDim)
@@ -264,6 +269,10 @@ function buildWeights(c: LlamaConfig, tensors: readonly StoredTensor[], opts: Lo
       attnPostNorm: optionalVector(`${p}post_attention_norm.weight`, dim),
       ffnPostNorm: optionalVector(`${p}post_ffw_norm.weight`, dim),
       ffnNorm: vector(`${p}ffn_norm.weight`, dim),
+      attnNormBias: optionalVector(`${p}attn_norm.bias`, dim),
+      ffnNormBias: optionalVector(`${p}ffn_norm.bias`, dim),
+      bGate: optionalVector(`${p}ffn_gate.bias`, hiddenDim),
+      bUp: optionalVector(`${p}ffn_up.bias`, hiddenDim),
     };
     if (has('ffn_gate_inp.weight')) {
       const nExp = c.nExperts ?? fail(`${p}ffn_gate_inp.weight is a mixture-of-experts router, but the metadata has no expert_count`);
@@ -692,6 +701,7 @@ export class Llama {
       const dst = out.subarray(b * width, (b + nb) * width);
       if (stage === 'attnNorm' || stage === 'ffnNorm') {
         rmsnorm(dst, rows, stage === 'attnNorm' ? L.attnNorm : L.ffnNorm, nb, dim, c.normEps);
+        addBias(dst, stage === 'attnNorm' ? L.attnNormBias : L.ffnNormBias, nb);
         continue;
       }
       s.x.set(rows);
@@ -791,6 +801,7 @@ export class Llama {
     const kvDim = nKvHeads * headDim;
     const L = this.weights.layers[l];
     rmsnorm(s.xb, s.x, L.attnNorm, nTok, dim, c.normEps);
+    addBias(s.xb, L.attnNormBias, nTok);
     if (L.wqkv) {
       // Phi-3: one matmul, then the q | k | v column ranges of each row
       const w = qDim + 2 * kvDim;
@@ -864,6 +875,7 @@ export class Llama {
     const L = this.weights.layers[l];
     const h = c.hiddenDim;
     rmsnorm(s.xb, s.x, L.ffnNorm, nTok, c.dim, c.normEps);
+    addBias(s.xb, L.ffnNormBias, nTok);
     if (L.gateUp) {
       // Phi-3: one matmul, gate columns then up columns of each row
       this.lin(s.gateUp, s.xb, L.gateUp, nTok);
@@ -874,6 +886,8 @@ export class Llama {
     } else {
       this.lin(s.hb, s.xb, L.gate!, nTok);
       this.lin(s.hb2, s.xb, L.up!, nTok);
+      addBias(s.hb, L.bGate, nTok);
+      addBias(s.hb2, L.bUp, nTok);
     }
     this.activate(s.hb, s.hb2, nTok * h);
   }

@@ -13,6 +13,7 @@
  * The result is a recipe: the base llama.cpp file type (for metadata and every tensor not allocated)
  * plus one exact-name rule per allocated tensor, which `quantize()` writes like any other recipe.
  */
+import { isGgmlFloat } from '../quant/ggml/types.js';
 import { fail } from '../errors.js';
 import { allocateExact, allocateLagrangian, sizeRange, type AllocItem, type Allocation } from '../alloc/solve.js';
 import { defineRecipe, type Recipe } from '../algos/recipe.js';
@@ -93,7 +94,7 @@ export function allocateToSize(m: ModelFile, base: Recipe, db: SensitivityDb, ta
   if (!Number.isFinite(targetBytes) || targetBytes <= 0) fail(`target size ${targetBytes} is not a positive number of bytes`);
   const plan = planQuantization(m, base, 'gguf', { hasImatrix: true });
   const byName = new Map(plan.tensors.map((p) => [p.name, p]));
-  const allocated = db.tensors.filter((t) => byName.has(t.name) && byName.get(t.name)!.ggml && !['F32', 'F16', 'BF16'].includes(byName.get(t.name)!.to));
+  const allocated = db.tensors.filter((t) => byName.has(t.name) && byName.get(t.name)!.ggml && !isGgmlFloat(byName.get(t.name)!.to));
   if (allocated.length === 0) fail('none of the sensitivity database\'s tensors is quantized by this file type');
   for (const t of allocated) {
     const p = byName.get(t.name)!;

@@ -44,7 +44,7 @@ import { Llama, llamaConfigFromGguf, rmsnorm } from '../model/llama.js';
 import { linear, matmul } from '../model/matmul.js';
 import { Tokenizer } from '../model/tokenizer.js';
 import type { LlamaConfig, StoredTensor } from '../model/types.js';
-import { ggmlTypeByName } from '../quant/ggml/types.js';
+import { ggmlTypeByName, isGgmlFloat } from '../quant/ggml/types.js';
 import { algorithmsOf, needsHandler, roundWeight, scalesInputs, type AlgorithmSpec, type ExtraTensor, type InputStatistics } from './algorithms.js';
 import type { QuantizePlan, TensorPlan } from './plan.js';
 
@@ -75,6 +75,8 @@ export interface PtqOutput {
   floats: Map<string, Float32Array>;
   /** tensors quantized here, in their planned type's bytes */
   quantized: Map<string, PtqTensor>;
+  /** new f32 tensors the transforms created (OS+: norm biases and the q/k/v/gate/up biases that undo the shift) */
+  added?: Map<string, Float32Array>;
   /** what happened, for the report: rotation check, AWQ alphas, GPTQ times */
   notes: string[];
   /** max |logit difference| of the rotated float model against the original (with --rotate) */
@@ -131,12 +133,17 @@ export class InputStats implements InputStatistics {
   h: Float64Array = new Float64Array(0);
   readonly sumAbs: Float64Array;
   readonly absMax: Float32Array;
+  /** per channel minimum and maximum of x (OS+'s shift is their midpoint) */
+  readonly min: Float32Array;
+  readonly max: Float32Array;
   count = 0;
   private acc: HessianAccumulator | undefined;
   constructor(readonly k: number, maxTok: number, engine?: MatmulEngine | null, readonly magnitudes = true) {
     this.acc = hessianAccumulator(k, maxTok, engine);
     this.sumAbs = new Float64Array(k);
     this.absMax = new Float32Array(k);
+    this.min = new Float32Array(k).fill(Infinity);
+    this.max = new Float32Array(k).fill(-Infinity);
   }
   add(x: Float32Array, nTok: number): void {
     const k = this.k;
@@ -145,9 +152,12 @@ export class InputStats implements InputStatistics {
     if (!this.magnitudes) return;
     for (let t = 0; t < nTok; t++)
       for (let j = 0; j < k; j++) {
-        const a = Math.abs(x[t * k + j]);
+        const v = x[t * k + j];
+        const a = Math.abs(v);
         this.sumAbs[j] += a;
         if (a > this.absMax[j]) this.absMax[j] = a;
+        if (v < this.min[j]) this.min[j] = v;
+        if (v > this.max[j]) this.max[j] = v;
       }
   }
   finish(): void {
@@ -167,6 +177,8 @@ export class InputStats implements InputStatistics {
     for (let i = 0; i < k; i++) {
       this.sumAbs[i] /= s[i];
       this.absMax[i] /= s[i];
+      this.min[i] /= s[i];
+      this.max[i] /= s[i];
       for (let j = 0; j < k; j++) this.h[i * k + j] /= s[i] * s[j];
     }
   }
@@ -205,15 +217,13 @@ export function expertView(t: FloatTensor, e: number, nExp: number): FloatTensor
   return { data: t.data.subarray(e * rows * t.cols, (e + 1) * rows * t.cols), rows, cols: t.cols };
 }
 
-const FLOAT_TYPES = new Set(['F32', 'F16', 'BF16']);
-
 /** is a planned tensor quantized (not a float target)? */
-export const isQuantized = (p: TensorPlan) => p.scheme !== undefined || (p.ggml !== undefined && !FLOAT_TYPES.has(p.ggml.name));
+export const isQuantized = (p: TensorPlan) => p.scheme !== undefined || (p.ggml !== undefined && !isGgmlFloat(p.ggml));
 
 /** the codec a planned tensor is quantized with, or undefined for a float target */
 export function codecOf(p: TensorPlan): BlockCodec | undefined {
   if (p.scheme) return blockCodecFor(p.scheme, p.ne[0]);
-  if (p.ggml && !FLOAT_TYPES.has(p.ggml.name)) return blockCodecFor(p.ggml.name, p.ne[0]);
+  if (p.ggml && !isGgmlFloat(p.ggml)) return blockCodecFor(p.ggml.name, p.ne[0]);
   return undefined;
 }
 
@@ -276,7 +286,8 @@ export function rotateModel(weights: Map<string, FloatTensor>, config: LlamaConf
 /** Does a plan need the layer-by-layer calibration driver, and does it need calibration text? */
 export function calibrationNeeds(plan: QuantizePlan, options: PtqOptions, hasCalib: boolean): { layerPass: boolean; needsText: boolean; algorithms: string[]; tensorPass: boolean } {
   const algorithms = new Set<string>();
-  let needsText = options.smooth > 0;
+  let needsText = options.smooth > 0 || options.shift;
+  if (options.shift) algorithms.add('Outlier Suppression+ (--shift)');
   let tensorPass = false;
   for (const p of plan.tensors) {
     if (!isQuantized(p)) continue;
@@ -377,7 +388,9 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
   }
 
   // ---- layer by layer ----------------------------------------------------------------------------
-  const lc = new LayerCalibration(config, family, weights, stored(), windows, ctx, input.threads, o.smooth > 0 || plan.tensors.some((p) => scalesInputs(algorithmsFor(p.name))));
+  if (o.shift && (config.nExperts || fused)) fail(`--shift: ${archName}'s ${config.nExperts ? 'experts' : 'fused tensors'} are not covered by the Outlier Suppression+ fold (not function-preserving here)`);
+  const added = new Map<string, Float32Array>();
+  const lc = new LayerCalibration(config, family, weights, stored(), windows, ctx, input.threads, o.smooth > 0 || o.shift || plan.tensors.some((p) => scalesInputs(algorithmsFor(p.name))));
   say(`calibration: ${windows.length} sequences of ${ctx} tokens`);
   // token embeddings: no calibration (a lookup, not a product); quantized first so layer 0 sees them
   await quantizeWeight('token_embd.weight', undefined);
@@ -448,8 +461,13 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
           lc.fold(sc, st, g.linears.map(name), { norm: weights.get(norm)!.data, runtimeNorm });
           ex?.divideInput(sc);
         };
+        if (o.shift) {
+          lc.timed('quantization', () => shiftGroup(lc, l, g, st, name, norm, runtimeNorm, o.smooth > 0 ? o.smooth : 0.5, weights, added));
+          st = collect(g); // the statistics of the shifted, scaled input
+          statsOfGroup.set(g, st);
+        }
         lc.timed('quantization', () => {
-          if (o.smooth > 0) fold(smoothQuantScales(st.absMax, g.linears.map((r) => ({ w: lc.linear(name(r)).data, n: lc.linear(name(r)).rows })), o.smooth));
+          if (o.smooth > 0 && !o.shift) fold(smoothQuantScales(st.absMax, g.linears.map((r) => ({ w: lc.linear(name(r)).data, n: lc.linear(name(r)).rows })), o.smooth));
           if (usesAwq(g.linears)) {
             // experts: each matrix's error weighted by its own Hessian and its share of the tokens
             const lins = searched(g.linears).flatMap((r) => (perExpert(r) ? lc.expertAwqLinears(name(r), planOf, ex!) : lc.awqLinears([name(r)], planOf)));
@@ -503,7 +521,46 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
 
   // output head: input = final RMSNorm of X
   if (weights.has('output.weight')) await quantizeWeight('output.weight', lc.collectHeadHessian());
-  return { floats, quantized, notes, rotationMaxLogitDiff, calibrationTokens: windows.length * ctx, seconds: (performance.now() - t0) / 1000, phases: lc.phases };
+  return { floats, quantized, ...(added.size ? { added } : {}), notes, rotationMaxLogitDiff, calibrationTokens: windows.length * ctx, seconds: (performance.now() - t0) / 1000, phases: lc.phases };
+}
+
+/** the runtime's bias field of a linear that OS+ gives a bias */
+const BIAS_FIELD: Partial<Record<LinearRole, 'bq' | 'bk' | 'bv' | 'bGate' | 'bUp'>> = { q: 'bq', k: 'bk', v: 'bv', gate: 'bGate', up: 'bUp' };
+
+/**
+ * Outlier Suppression+ (Wei et al. 2023) on one norm group, folded: the norm output x is shifted by
+ * z_j = (max_j + min_j) / 2 (the channel's asymmetry removed) and scaled by s_j, so the linears read
+ * x' = (x - z) / s, whose channels are centred and of similar range (easier to quantize per token).
+ * Exact rewrite: norm gain g / s, a new norm bias -z / s, linear columns W diag(s), and a new bias
+ * W z per linear (y = W x = W diag(s) x' + W z). The scale is SmoothQuant's formula on the shifted
+ * half-ranges, s_j = r_j^alpha / max|W_j|^(1 - alpha) (OS+ searches its scaling threshold instead).
+ * LLaMA has no norm or gate/up biases in llama.cpp's graph: the result is lowbit safetensors only.
+ */
+function shiftGroup(lc: LayerCalibration, l: number, g: InputGroup, st: InputStats, name: (r: LinearRole) => string, norm: string, runtimeNorm: Float32Array, alpha: number, weights: Map<string, FloatTensor>, added: Map<string, Float32Array>): void {
+  const k = st.k;
+  const L = lc.model.weights.layers[l];
+  const normBias = norm.replace(/\.weight$/, '.bias');
+  const lins = g.linears.map((r) => ({ role: r, t: lc.linear(name(r)), bias: name(r).replace(/\.weight$/, '.bias') }));
+  for (const x of [normBias, ...lins.map((x) => x.bias)]) if (weights.has(x)) fail(`--shift: ${x} exists already; models with norm or linear biases are not supported by the OS+ fold yet`);
+  const z = Float32Array.from({ length: k }, (_, j) => Math.fround((st.max[j] + st.min[j]) / 2));
+  const half = Float32Array.from({ length: k }, (_, j) => Math.fround((st.max[j] - st.min[j]) / 2));
+  for (const { role, t, bias } of lins) {
+    const field = BIAS_FIELD[role] ?? fail(`--shift: no bias for ${name(role)}`);
+    const b = new Float32Array(t.rows);
+    for (let r = 0; r < t.rows; r++) {
+      let acc = 0;
+      for (let j = 0; j < k; j++) acc += t.data[r * k + j] * z[j];
+      b[r] = Math.fround(acc);
+    }
+    added.set(bias, b);
+    L[field] = b;
+  }
+  const sc = smoothQuantScales(half, lins.map(({ t }) => ({ w: t.data, n: t.rows })), alpha);
+  const nb = Float32Array.from({ length: k }, (_, j) => Math.fround(-z[j] / sc[j]));
+  added.set(normBias, nb);
+  if (g.input === 'attnNorm') L.attnNormBias = nb;
+  else L.ffnNormBias = nb;
+  lc.fold(sc, st, lins.map(({ role }) => name(role)), { norm: weights.get(norm)!.data, runtimeNorm });
 }
 
 /**

@@ -15,7 +15,7 @@ import type { ModelFile, ModelTensor } from '../io/model-file.js';
 import type { Imatrix, ImatrixEntry } from '../algos/imatrix.js';
 import { defineRecipe, type Recipe } from '../algos/recipe.js';
 import { ggmlCodec } from '../quant/ggml/registry.js';
-import { ggmlTypeByName } from '../quant/ggml/types.js';
+import { ggmlTypeByName, isGgmlFloat } from '../quant/ggml/types.js';
 
 // ---------------------------------------------------------------- --tensor-type
 
@@ -40,7 +40,7 @@ export function parseTensorTypeOverride(arg: string, where = '--tensor-type'): T
     fail(`${where} '${arg}': '${pattern}' is not a valid regular expression (${(e as Error).message})`);
   }
   const t = ggmlTypeByName(typeName);
-  const writable = t && (['F32', 'F16', 'BF16'].includes(t.name) || ggmlCodec(t)?.quantize);
+  const writable = t && (isGgmlFloat(t) || ggmlCodec(t)?.quantize);
   if (!t || !writable) fail(`${where} '${arg}': unknown or unwritable GGML type '${typeName}'`);
   return { pattern, type: t.name };
 }

@@ -110,6 +110,8 @@ export interface QuantizeOptions {
   ptq?: {
     floats: ReadonlyMap<string, Float32Array>;
     quantized: ReadonlyMap<string, { bytes: Uint8Array; sqnrDb: number; extras?: readonly StoredExtra[] }>;
+    /** new f32 tensors (OS+ biases), written after the model's own */
+    added?: ReadonlyMap<string, Float32Array>;
   };
   /**
    * Per-tensor algorithms (HQQ; scope 'tensor' in algorithms.ts) streamed inside the writer: for a

@@ -62,6 +62,7 @@ export function planPackedLayout(m: ModelFile, plan: QuantizePlan, o: PackedLayo
   if (plan.output !== 'safetensors' || plan.recipe.llama) fail(`the ${layout} layout is a safetensors checkpoint of int4 layers: write a .safetensors with an int4 scheme (--type int4 --group G [--asym])`);
   const arch = m.gguf?.metadata.get('general.architecture')?.value;
   if (arch !== undefined && arch !== 'llama') fail(`${m.name}: architecture '${String(arch)}'; the ${layout} writer handles llama models`);
+  if (m.tensors.some((t) => t.name.endsWith('.ffn_gate_inp.weight'))) fail(`${m.name}: a mixture of experts (Mixtral); the ${layout} writer handles dense llama models (its per-expert Hugging Face layout is not written)`);
   for (const t of m.tensors) {
     try {
       ggufToHfName(t.name);

@@ -304,6 +304,12 @@ async function writeLowbitSafetensors(m: ModelFile, plan: QuantizePlan, sink: By
     if (p.scheme) return [{ name: p.name, dtype: 'U8', shape: [p.scheme.packedBytes(rows(p.ne), p.ne[0])] }, ...extra];
     return [{ name: p.name, dtype: p.to === 'F32' || p.to === 'F16' || p.to === 'BF16' ? p.to : fail(`${p.name}: type ${p.to} cannot be stored in safetensors unquantized`), shape }, ...extra];
   });
+  // new tensors of the transforms (OS+ biases), after the model's own
+  const added = [...(opts.ptq?.added ?? [])];
+  for (const [name, v] of added) {
+    if (specs.some((x) => x.name === name)) fail(`internal: ${name} is both a model tensor and a new one`);
+    specs.push({ name, dtype: 'F32', shape: [v.length] });
+  }
   const metadata: Record<string, string> = { 'lowbit.recipe': JSON.stringify(plan.recipe), format: 'lowbit-quantized' };
   // the GGUF metadata (architecture, hyper-parameters, tokenizer) travels along, so lowbit can run the file
   if (m.gguf) metadata['lowbit.gguf'] = JSON.stringify(Object.fromEntries([...m.gguf.metadata].map(([k, v]) => [k, plainValue(v)])), (_k, v) => (typeof v === 'bigint' ? Number(v) : ArrayBuffer.isView(v) ? Array.from(v as unknown as ArrayLike<number>) : v));
@@ -346,6 +352,11 @@ async function writeLowbitSafetensors(m: ModelFile, plan: QuantizePlan, sink: By
       await w.write(bytes);
       done({ name: p.name, shape: p.ne, type: kind, bytes: bytes.length, bitsPerWeight: (bytes.length * 8) / x.length, sqnrDb: kind === 'F32' ? Infinity : sqnrDb(x, toFloat32(kind, bytes)), ...(p.fallbackFrom ? { fallbackFrom: p.fallbackFrom } : {}) });
     }
+  }
+  for (const [name, v] of added) {
+    const bytes = fromFloat32('F32', v);
+    await w.write(bytes);
+    done({ name, shape: [v.length], type: 'F32', bytes: bytes.length, bitsPerWeight: 32, sqnrDb: Infinity });
   }
   await w.end();
 }
@@ -458,6 +469,7 @@ function checkExtras(plan: QuantizePlan, options: PtqOptions): void {
     const what = options.lorc > 0 ? `--lorc ${options.lorc}` : easy ? '--algo easyquant' : undefined;
     if (what) fail(`${what}: ${container === 'gguf' ? 'GGUF' : `a Hugging Face ${container} checkpoint`} cannot hold its extra f16 tensors (llama.cpp would run the quantized weights without them); write lowbit safetensors instead (an output ending in .safetensors with a scheme such as --type int4 --group 32)`);
   }
+  if (options.shift && container !== 'safetensors') fail(`--shift: ${container === 'gguf' ? 'GGUF for llama.cpp' : `a Hugging Face ${container} checkpoint`} has no RMSNorm bias (nor gate/up biases) to hold Outlier Suppression+'s channel shift; write lowbit safetensors instead (an output ending in .safetensors, e.g. --type int8_ch)`);
   if (options.lorc > 0) for (const p of quantized) checkRank(options.lorc, p.name, rows(p.ne), p.ne[0]);
 }
 

@@ -27,14 +27,14 @@ export interface SchemeOptionSpec {
 }
 
 export const SCHEME_OPTIONS: readonly SchemeOptionSpec[] = Object.freeze([
-  { key: 'groupSize', flag: 'group', recipeField: 'groupSize', type: 'int', min: 1, help: 'element format as a scheme: one scale per group of G values along a row' },
+  { key: 'groupSize', flag: 'group', recipeField: 'groupSize', type: 'int', min: 1, max: 1 << 16, help: 'element format as a scheme: one scale per group of G values along a row' },
   { key: 'granularity', flag: 'granularity', type: 'string', choices: GRANULARITIES, help: 'element format as a scheme: what shares a scale (channel = row)' },
-  { key: 'tileSize', flag: 'tile', type: 'int', min: 1, help: 'granularity block2d: tile edge (default 32)' },
+  { key: 'tileSize', flag: 'tile', type: 'int', min: 1, max: 1 << 16, help: 'granularity block2d: tile edge (default 32)' },
   { key: 'asymmetric', flag: 'asym', recipeField: 'asym', type: 'boolean', help: 'element format as a scheme: min/max with a zero-point (intN becomes uintN)' },
   { key: 'zeroPoint', flag: 'zero-point', recipeField: 'zeroPoint', type: 'string', choices: ['int', 'float'], requires: 'asym', help: 'with --asym: an integer zero-point (default) or a float minimum (as Q4_1, HQQ)' },
   { key: 'scaleFormat', flag: 'scale-format', type: 'string', choices: SCALE_FORMATS, help: 'element format as a scheme: storage of scales' },
   { key: 'clip', flag: 'clip', type: 'string', choices: CLIP_METHODS, help: 'element format as a scheme: scale selection' },
-  { key: 'percentile', flag: 'percentile', type: 'number', min: 0, max: 100, help: 'with --clip percentile (default 99.9)' },
+  { key: 'percentile', flag: 'percentile', type: 'number', min: 0, max: 100, requires: 'clip', help: 'with --clip percentile (default 99.9)' },
 ] as const satisfies readonly SchemeOptionSpec[]);
 
 /** The spec of a flag. */

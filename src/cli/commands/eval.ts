@@ -1,7 +1,8 @@
-import { actQuantFloatLinear, actQuantLinear, llmInt8Linear } from '../../model/act-quant.js';
+import { actQuantFloatLinear, actQuantLinear, actQuantSchemeLinear, isOnlineRotated, llmInt8Linear, rotatedInputLinear } from '../../model/act-quant.js';
 import { fp8_e4m3fn } from '../../formats/registry.js';
 import { flexqSensitivity } from '../../pipeline/flexq.js';
 import { fail } from '../../errors.js';
+import { resolveScheme } from '../../quant/registry.js';
 import { logitsFileBase, modelBase, perplexity, type BaseSource, type PerplexityResult } from '../../eval/perplexity.js';
 import type { Command } from '../args.js';
 import { checkOutput, noteInput, readInputText, withAtomicFile } from '../files.js';
@@ -41,7 +42,8 @@ export const evalCommand: Command = {
     threadsOption,
     activationsOption,
     ...kvCacheOptions,
-    { name: 'act', type: 'string', choices: ['none', 'int8', 'int6', 'int4', 'fp8', 'flexq'], default: 'none', help: 'quantize every linear input per token (dynamic symmetric intN; W8A8 with an int8 file, SmoothQuant with one written by quantize --smooth; fp8: E4M3 with scale absmax/448, ZeroQuant-FP; flexq: int6, int8 for the linears --calib finds most sensitive)' },
+    { name: 'act', type: 'string', choices: ['none', 'int8', 'int6', 'int4', 'fp8', 'flexq', 'mxfp8', 'mxfp4', 'nvfp4'], default: 'none', help: 'quantize every linear input per token (dynamic symmetric intN; W8A8 with an int8 file, SmoothQuant with one written by quantize --smooth; fp8: E4M3 with scale absmax/448, ZeroQuant-FP; flexq: int6, int8 for the linears --calib finds most sensitive; mxfp8/mxfp4/nvfp4: the block schemes along the input features)' },
+    { name: 'rotate-act', type: 'boolean', default: false, help: 'with --act: online Hadamard of the FFN down-projection input and the attention output (QuaRot; the weights rotated alike at load)' },
     { name: 'calib', type: 'string', help: 'calibration text: for --act flexq (layer-wise sensitivity) and for KV caches fitted to activations (kvquant3, kvquant4)' },
     { name: 'a8-fraction', type: 'number', min: 0, max: 1, default: 0.2, help: 'with --act flexq: fraction of the linears whose inputs stay int8' },
     { name: 'llm-int8', type: 'number', min: 0, help: 'LLM.int8(): input features above this magnitude in 16 bits, the rest int8 x int8 (e.g. 6.0)' },
@@ -85,6 +87,11 @@ export const evalCommand: Command = {
         m.model.hooks.linear = actQuantLinear(6, (name) => keep.has(name));
       } else if (act !== 'none') m.model.hooks.linear = actQuantLinear(Number(act.slice(3)));
       if (a.values['llm-int8'] !== undefined) m.model.hooks.linear = llmInt8Linear(a.values['llm-int8'] as number);
+      if (act === 'mxfp8' || act === 'mxfp4' || act === 'nvfp4') m.model.hooks.linear = actQuantSchemeLinear(resolveScheme(act === 'mxfp8' ? 'mxfp8_e4m3' : act));
+      if (a.values['rotate-act']) {
+        if (act === 'none') fail('--rotate-act applies with --act (the rotation spreads outliers before the activations are quantized)');
+        m.model.hooks.linear = rotatedInputLinear(m.model.hooks.linear!, isOnlineRotated);
+      }
       let tokens: ArrayLike<number>;
       if (baseLogits) tokens = baseLogits.tokens!;
       else {

@@ -1,4 +1,5 @@
 import * as fs from 'node:fs';
+import { isGgmlFloat } from '../../quant/ggml/types.js';
 import * as path from 'node:path';
 import { fail } from '../../errors.js';
 import { LLAMA_FTYPES } from '../../algos/llama-types.js';
@@ -263,7 +264,7 @@ export const quantizeCommand: Command = {
       const plan = planQuantization(model, recipe, kind, { hasImatrix: !!imatrix, layout, keepUnpackable: a.values['keep-unpackable'] as boolean, mixLayers: edited.mixLayers });
       if (imatrix) checkImatrix(model, plan, imatrix, `imatrix ${imFile}`);
       if (defendScale > 0) {
-        const types = new Map(plan.tensors.filter((p) => p.ggml && !['F32', 'F16', 'BF16'].includes(p.to) && p.ne.length === 2).map((p) => [p.name, p.to]));
+        const types = new Map(plan.tensors.filter((p) => p.ggml && !isGgmlFloat(p.to) && p.ne.length === 2).map((p) => [p.name, p.to]));
         model = await defendedModel(model, types, defendScale, (a.values.seed as number | undefined) ?? 0);
       }
       // a group size that fits no tensor would silently leave every tensor unquantized

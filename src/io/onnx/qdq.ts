@@ -102,6 +102,8 @@ export class RangeCollector {
   readonly min = new Map<string, number>();
   readonly max = new Map<string, number>();
   readonly hist = new Map<string, Float64Array>();
+  /** per-channel sums of the float activation and of its quantized value (axis 1), for bias correction */
+  readonly chanSum = new Map<string, { x: Float64Array; q: Float64Array; n: number }>();
   observeMinMax(name: string, x: Float32Array): void {
     let lo = this.min.get(name) ?? Infinity;
     let hi = this.max.get(name) ?? -Infinity;
@@ -120,6 +122,37 @@ export class RangeCollector {
     if (!h) this.hist.set(name, (h = new Float64Array(BINS)));
     const w = (hi - lo) / BINS || 1;
     for (let i = 0; i < x.length; i++) h[Math.min(BINS - 1, Math.max(0, Math.floor((x[i] - lo) / w)))]++;
+  }
+  /**
+   * Per-channel (axis 1, NCHW) sums of the activation and, when `range` is given, of its uint8
+   * fake-quantized value: E[x_c] and E[q(x)_c] for bias correction.
+   */
+  observeChannels(name: string, x: Float32Array, dims: readonly number[], range?: [number, number]): void {
+    if (dims.length < 2) return;
+    const C = dims[1];
+    const inner = dims.slice(2).reduce((a, b) => a * b, 1);
+    let acc = this.chanSum.get(name);
+    if (!acc) this.chanSum.set(name, (acc = { x: new Float64Array(C), q: new Float64Array(C), n: 0 }));
+    const { scale, zeroPoint } = range ? activationParams(range[0], range[1]) : { scale: 1, zeroPoint: 0 };
+    for (let b = 0; b < x.length / (C * inner); b++)
+      for (let c = 0; c < C; c++) {
+        let sx = 0;
+        let sq = 0;
+        const base = (b * C + c) * inner;
+        for (let j = 0; j < inner; j++) {
+          const v = x[base + j];
+          sx += v;
+          if (range) sq += (Math.max(0, Math.min(255, Math.round(v / scale) + zeroPoint)) - zeroPoint) * scale;
+        }
+        acc.x[c] += sx;
+        acc.q[c] += range ? sq : sx;
+      }
+    acc.n += x.length / C;
+  }
+  /** E[x_c] and E[q(x)_c] per channel */
+  channelMeans(name: string): { x: Float64Array; q: Float64Array } | undefined {
+    const a = this.chanSum.get(name);
+    return a && { x: a.x.map((v) => v / a.n), q: a.q.map((v) => v / a.n) };
   }
   range(name: string, method: CalibMethod, percentile = 99.99): [number, number] {
     const lo = this.min.get(name);
@@ -140,7 +173,11 @@ export class RangeCollector {
       while (b1 > 0 && acc + h[b1] <= tail) acc += h[b1--];
       return [lo + b0 * w, lo + (b1 + 1) * w];
     }
-    // clip the top, then the bottom: candidates shrink each end geometrically (0.9^k, to 1 %)
+    // clip the top, then the bottom: candidates shrink each end geometrically (0.9^k, to 1 %). Entropy
+    // (as TensorRT and onnxruntime do) only considers clips spanning at least one histogram bin per
+    // quantization level: narrower, each level holds one bin, Q equals P inside and KL stops measuring
+    // the rounding at all (it then picks the narrowest clip and the model collapses: 0/200 PP-OCRv4 lines).
+    const minSpan = method === 'entropy' ? 256 * w : 0;
     const cost = (cl: number, ch: number) => {
       const { scale, zeroPoint } = activationParams(cl, ch);
       return method === 'mse' ? mseCost(h, center, scale, zeroPoint) : klCost(h, lo, w, scale, zeroPoint);
@@ -151,6 +188,7 @@ export class RangeCollector {
       const start = best[end];
       for (let r = 0.9; r >= 0.01; r *= 0.9) {
         const cand: [number, number] = end ? [best[0], start * r] : [start * r, best[1]];
+        if (cand[1] - cand[0] < minSpan) break;
         const c = cost(cand[0], cand[1]);
         if (c < bestCost) {
           bestCost = c;
@@ -223,6 +261,39 @@ export interface QdqOptions {
   /** activation name -> [lo, hi] (static) */
   ranges?: Map<string, [number, number]>;
   keep?: ReadonlySet<string>;
+  /**
+   * Bias correction (Nagel et al. 2019, "Data-Free Quantization", empirical form): per input channel
+   * E[x] and E[q(x)] of each Conv's activation on the calibration data (RangeCollector.channelMeans).
+   * The Conv bias becomes b + sum W E[x] - sum Wq E[q(x)]: the mean of each output channel is the
+   * float model's. Needed where a kernel sums to ~0 over a large constant input (edge filters on a
+   * white page), so a tiny weight error times the input's level moves the whole output.
+   */
+  means?: Map<string, { x: Float64Array; q: Float64Array }>;
+}
+
+/** the corrected Conv bias (see QdqOptions.means); undefined when the shapes do not fit */
+export function correctedConvBias(w: Float32Array, dq: Float32Array, shape: readonly number[], group: number, bias: Float32Array | undefined, mean: { x: Float64Array; q: Float64Array }): Float32Array | undefined {
+  const [OC, ICg] = shape;
+  const k = shape.slice(2).reduce((a, b) => a * b, 1);
+  if (mean.x.length !== ICg * group || OC % group) return undefined;
+  const out = new Float32Array(OC);
+  const perGroup = OC / group;
+  for (let oc = 0; oc < OC; oc++) {
+    const icBase = Math.floor(oc / perGroup) * ICg;
+    let d = 0;
+    for (let ic = 0; ic < ICg; ic++) {
+      let sw = 0;
+      let sq = 0;
+      const base = (oc * ICg + ic) * k;
+      for (let j = 0; j < k; j++) {
+        sw += w[base + j];
+        sq += dq[base + j];
+      }
+      d += sw * mean.x[icBase + ic] - sq * mean.q[icBase + ic];
+    }
+    out[oc] = (bias?.[oc] ?? 0) + d;
+  }
+  return out;
 }
 
 export async function quantizeQdq(m: OnnxModel, opts: QdqOptions, warn: (msg: string) => void = () => {}): Promise<NodeReport[]> {
@@ -233,6 +304,7 @@ export async function quantizeQdq(m: OnnxModel, opts: QdqOptions, warn: (msg: st
   const reports: NodeReport[] = [];
   const weightDone = new Map<string, { dq: string; sqnr: number }>();
   const actDone = new Map<string, string>();
+  const biases: WeightRef[] = [];
   for (const t of targets) {
     const label = nodeLabel(t.node);
     const shape = tensorShape(t.weight.tensor);
@@ -244,19 +316,36 @@ export async function quantizeQdq(m: OnnxModel, opts: QdqOptions, warn: (msg: st
     // weight: int8 per channel behind DequantizeLinear
     const wkey = `${t.weight.name}|${t.axis}|${t.graphPath}`;
     let wq = weightDone.get(wkey);
-    if (!wq) {
+    const mean = t.node.op_type === 'Conv' ? opts.means?.get(t.activation) : undefined;
+    if (!wq || mean) {
       const w = await tensorFloat32(m, t.weight.tensor);
       const { q, scales, dq } = quantizePerChannel(w, shape, t.axis);
-      const qn = idx.fresh(`${t.weight.name}_int8`);
-      const sn = idx.fresh(`${t.weight.name}_scale`);
-      const zn = idx.fresh(`${t.weight.name}_zero_point`);
-      const dn = idx.fresh(`${t.weight.name}_dequantized`);
-      addInitializer(m.proto, t.graph, makeTensor(qn, DataType.INT8, shape, q));
-      addInitializer(m.proto, t.graph, makeTensor(sn, DataType.FLOAT, [scales.length], scales));
-      addInitializer(m.proto, t.graph, makeTensor(zn, DataType.INT8, [scales.length], new Int8Array(scales.length)));
-      insertBefore(t.graph, t.node, [mkNode('DequantizeLinear', [qn, sn, zn], [dn], { axis: t.axis }, `${dn}_node`)]);
-      wq = { dq: dn, sqnr: sqnrDb(w, dq) };
-      weightDone.set(wkey, wq);
+      if (!wq) {
+        const qn = idx.fresh(`${t.weight.name}_int8`);
+        const sn = idx.fresh(`${t.weight.name}_scale`);
+        const zn = idx.fresh(`${t.weight.name}_zero_point`);
+        const dn = idx.fresh(`${t.weight.name}_dequantized`);
+        addInitializer(m.proto, t.graph, makeTensor(qn, DataType.INT8, shape, q));
+        addInitializer(m.proto, t.graph, makeTensor(sn, DataType.FLOAT, [scales.length], scales));
+        addInitializer(m.proto, t.graph, makeTensor(zn, DataType.INT8, [scales.length], new Int8Array(scales.length)));
+        insertBefore(t.graph, t.node, [mkNode('DequantizeLinear', [qn, sn, zn], [dn], { axis: t.axis }, `${dn}_node`)]);
+        wq = { dq: dn, sqnr: sqnrDb(w, dq) };
+        weightDone.set(wkey, wq);
+      }
+      // bias correction: a new bias per node (it depends on the node's input), the old one dropped when unused
+      const bName = t.node.input?.[2];
+      const bRef = bName ? idx.constants.get(bName) : undefined;
+      if (mean && (!bName || bRef)) {
+        const actMean = opts.activations === 'static' ? mean : { x: mean.x, q: mean.x };
+        const nb = correctedConvBias(w, dq, shape, attrInt(t.node, 'group', 1), bRef && (await tensorFloat32(m, bRef.tensor)), actMean);
+        if (nb) {
+          const bn = idx.fresh(`${t.weight.name}_bias_corrected`);
+          addInitializer(m.proto, t.graph, makeTensor(bn, DataType.FLOAT, [nb.length], nb));
+          (t.node.input ??= []).length = Math.max(t.node.input.length, 3);
+          t.node.input[2] = bn;
+          if (bRef) biases.push(bRef);
+        }
+      }
     }
     t.node.input![1] = wq.dq;
     // activation
@@ -292,6 +381,6 @@ export async function quantizeQdq(m: OnnxModel, opts: QdqOptions, warn: (msg: st
     reports.push({ ...base, action: `QDQ int8/ch + ${act}`, sqnrDb: wq.sqnr });
   }
   const uses = useCounts(m.proto);
-  for (const t of targets) removeIfUnused(m.proto, t.weight, uses);
+  for (const w of [...targets.map((t) => t.weight), ...biases]) removeIfUnused(m.proto, w, uses);
   return reports;
 }
