@@ -48,7 +48,7 @@ export async function run(args: string[]): Promise<void> {
   const browser = await launchChromium();
   const rows: string[] = [];
   try {
-    const page = await browser.newPage({ acceptDownloads: true });
+    const page = await browser.newPage();
     page.on('pageerror', (e) => console.log(`page error: ${e.message}`));
     await page.goto(`${server.url}?sink=opfs&threads=${threads}`);
     await page.getByTestId('model-file').setInputFiles(input);
@@ -74,7 +74,8 @@ export async function run(args: string[]): Promise<void> {
         labPeak = Math.max(labPeak, rss.stop());
         if (!/done$/.test(s)) throw new Error(`the Lab: ${s}`);
         lab.push(seconds);
-        console.log(`  ${type} run ${r + 1}: CLI ${m.seconds.toFixed(1)} s, Lab ${seconds.toFixed(1)} s (${s.replace(/ — done$/, '')})`);
+        const run = await page.evaluate(() => (globalThis as unknown as { lowbitLab: { lastRun(): Record<string, number> } }).lowbitLab.lastRun());
+        console.log(`  ${type} run ${r + 1}: CLI ${m.seconds.toFixed(1)} s, Lab ${seconds.toFixed(1)} s (${s.replace(/ — done$/, '')}); job worker: quantizing ${run.quantize.toFixed(1)} s (reads ${run.read.toFixed(1)} s, writes ${run.write.toFixed(1)} s overlap it)`);
       }
       // same bytes? the Lab's output downloaded (a file copy by the browser) against the CLI's file
       const labOut = path.join(outDir, `lab-${type}.gguf`);

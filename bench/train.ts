@@ -41,7 +41,7 @@ export async function run(args: string[]): Promise<void> {
   const shape = ['--dim', '256', '--hidden', '768', '--layers', '4', '--heads', '8', '--kv-heads', '4'];
   const tokens = steps * batch * ctx;
   const lowbit = (precision: string) => {
-    const r = timed(process.execPath, ['--experimental-wasm-relaxed-simd', path.join(ROOT, 'bin', 'lowbit.js'), 'train', ...shape, '--vocab-from', path.join(ROOT, 'data', 'tok512.model'), '--text', text, '--steps', String(steps), '--batch', String(batch), '--ctx', String(ctx), '--precision', precision, '--json', path.join(tmp, 'm.gguf')]);
+    const r = timed(process.execPath, ['--experimental-wasm-relaxed-simd', path.join(ROOT, 'bin', 'lowbit.js'), 'train', ...shape, '--vocab-from', path.join(ROOT, 'data', 'tok512.model'), '--text', text, '--steps', String(steps), '--batch', String(batch), '--ctx', String(ctx), '--precision', precision, '--threads', '1', '--json', path.join(tmp, 'm.gguf')]);
     if (r.status !== 0) throw new Error(`lowbit train failed: ${r.stderr}`);
     return { ...r, tps: tokens / r.seconds, inner: JSON.parse(r.stdout).tokensPerSecond as number };
   };

@@ -29,6 +29,7 @@ if (typeof window === 'undefined') {
   if (!sessionStorage.getItem(key)) {
     navigator.serviceWorker.register(document.currentScript.src).then(
       (reg) => {
+        if (!reg) return; // a browser that refuses service workers silently: one thread
         sessionStorage.setItem(key, '1');
         if (reg.active && !navigator.serviceWorker.controller) location.reload();
         else reg.addEventListener('updatefound', () => reg.installing?.addEventListener('statechange', (ev) => ev.target.state === 'activated' && location.reload()));

@@ -19,8 +19,8 @@ const TYPES = {
   '.gguf': 'application/octet-stream',
 };
 
-/** Start the server; resolves with { url, close() }. */
-export function startLabServer({ port = 0, host = '127.0.0.1' } = {}) {
+/** Start the server; resolves with { url, close() }. isolate: false leaves out COOP/COEP (a plain static host). */
+export function startLabServer({ port = 0, host = '127.0.0.1', isolate = true } = {}) {
   if (!fs.existsSync(path.join(root, 'build', 'app.js'))) throw new Error('the Lab is not built: run npm run build');
   const server = http.createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://x');
@@ -28,8 +28,7 @@ export function startLabServer({ port = 0, host = '127.0.0.1' } = {}) {
     if (rel.endsWith('/')) rel += 'index.html';
     const file = path.join(root, path.normalize(rel));
     const headers = {
-      'Cross-Origin-Opener-Policy': 'same-origin',
-      'Cross-Origin-Embedder-Policy': 'require-corp',
+      ...(isolate ? { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' } : {}),
       'Cross-Origin-Resource-Policy': 'same-origin',
       'Cache-Control': 'no-cache',
       'X-Content-Type-Options': 'nosniff',

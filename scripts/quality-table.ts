@@ -18,7 +18,7 @@
  *                (the `formats21` rows; select them with --only formats21).
  *
  *   npm run build && node dist/scripts/quality-table.js [--model stories260K|tinyllama256] [--quick]
- *       [--only SUBSTRING[,SUBSTRING...]] [--json FILE]   (--only =EXACT matches a whole 'format method')
+ *       [--only SUBSTRING[,SUBSTRING...]] [--json FILE]   (--only =EXACT matches a whole 'format method'; --no-gptq21: INT6/FP4 rows with RTN weights only)
  *   node dist/scripts/quality-table.js --render FILE      (the tables of a saved --json result)
  *
  * Prints markdown tables (and progress on stderr). --quick: fewer calibration and evaluation tokens.
@@ -56,6 +56,8 @@ const onlyList = args.includes('--only') ? args[args.indexOf('--only') + 1].spli
 /** does a row (format + method) pass --only (any of its comma-separated substrings)? */
 const wanted = (what: string) => !onlyList || onlyList.some((o) => (o.startsWith('=') ? what === o.slice(1) : what.includes(o)));
 const only = onlyList?.join(',');
+/** --no-gptq21: the INT6 / FP4 rows with RTN weights only (GPTQ there takes minutes per run on larger models) */
+const noGptq21 = args.includes('--no-gptq21');
 const jsonOut = args.includes('--json') ? args[args.indexOf('--json') + 1] : undefined;
 
 const CALIB_CHARS = 300000;
@@ -237,6 +239,8 @@ async function main(): Promise<void> {
     }
     const row: Row = { format, method, bpw, linearBpw, seconds, scores };
     rows.push(row);
+    // the rows so far, so an interrupted run keeps them
+    if (jsonOut) fs.writeFileSync(`${jsonOut}.partial`, JSON.stringify({ calibTokens: CALIB_TOKENS, evalChunks: EVAL_CHUNKS, base: { ts: bases.get('ts')!.result.ppl, wiki: bases.get('wiki')!.result.ppl }, rows, act: [] }, null, 1));
     say(`${format.padEnd(10)} ${method.padEnd(16)} bpw ${bpw.toFixed(3)}  KLD ${scores.ts.kld.toFixed(5)} / ${scores.wiki.kld.toFixed(5)}${seconds !== undefined ? `  (${seconds.toFixed(1)} s)` : ''}`);
     return row;
   };
@@ -296,7 +300,7 @@ async function main(): Promise<void> {
     const calibTokens = (await loadModel(fileSource(GGUF), { contextLength: EVAL_CTX, batch: EVAL_CTX })).tokenizer!.encode(calibText);
     for (const [label, recipe] of [['int6 g32', schemeRecipe('int6_g32')], ['int6 g128', schemeRecipe('int6_g128')]] as const) {
       if (MODEL === 'stories260K' && label === 'int6 g128') continue; // rows of 64
-      for (const algo of ['rtn', 'gptq'] as const) {
+      for (const algo of noGptq21 ? (['rtn'] as const) : (['rtn', 'gptq'] as const)) {
         const w = (await lowbitQuantize(withAlgo(recipe, algo), 'safetensors', algo === 'gptq')).bytes;
         const name = algo === 'rtn' ? 'RTN' : 'GPTQ';
         await evaluate(label, `${name} W6`, w);
@@ -319,6 +323,7 @@ async function main(): Promise<void> {
       const w = (await lowbitQuantize(recipe, 'safetensors', false)).bytes;
       await evaluate(label, 'RTN W4', w);
       await evaluate(label, 'RTN W4A8 (FP8 E4M3)', w, undefined, actQuantFloatLinear(fp8_e4m3fn));
+      if (noGptq21) continue;
       const g = (await lowbitQuantize(withAlgo(recipe, 'gptq'), 'safetensors', true)).bytes;
       await evaluate(label, 'GPTQ W4A8 (FP8 E4M3)', g, undefined, actQuantFloatLinear(fp8_e4m3fn));
     }

@@ -9,3 +9,15 @@ export function xorshift32(seed: number): () => number {
     return (s >>>= 0);
   };
 }
+
+/** mulberry32: a small seeded generator of uniform numbers in [0, 1) (calibration windows, LoRC's start) */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

@@ -198,3 +198,21 @@ test('KVQuant side: calibrated grid, 1 % of each row exact (f16), the first posi
   assert.equal(c.status, 0, c.stderr);
   assert.ok(JSON.parse(c.stdout).ppl < 40);
 });
+
+test('a batch sees the cache as decoding one token at a time would (KIVI residual, pre-RoPE KVQuant keys, rotations)', async () => {
+  const { collectKvSamples } = await import('../src/eval/kv-calibrate.js');
+  const bytes = readFileSync(tiny);
+  const load = (kvCache?: Parameters<typeof loadModel>[1] extends infer O ? O extends { kvCache?: infer K } ? K : never : never) =>
+    loadModel(bytesSource(bytes, 'tinyllama256.gguf'), { contextLength: 96, kvCache });
+  const calibModel = await load();
+  const calibration = collectKvSamples(calibModel.model, Array.from({ length: 192 }, (_, i) => (i * 53 + 7) % 512), { ctx: 96, chunks: 2, bos: 1, addBos: true });
+  const tokens = Array.from({ length: 80 }, (_, i) => (i * 37 + 5) % 512);
+  for (const kv of [{ k: 'kvquant4', v: 'kivi2', calibration }, { k: 'rot-kivi2', v: 'q4_0' }, { k: 'rot-kvquant3', v: 'kivi4', calibration, residual: 64 }]) {
+    const batch = (await load(kv)).model.forward(tokens, 0).slice();
+    const m = (await load(kv)).model;
+    let last: Float32Array = new Float32Array(0);
+    for (let i = 0; i < tokens.length; i++) last = m.forward([tokens[i]], i);
+    const d = batch.reduce((x, v, i) => Math.max(x, Math.abs(v - last[i])), 0);
+    assert.ok(d < 1e-3, `${kv.k}/${kv.v}: batch vs one at a time ${d}`);
+  }
+});

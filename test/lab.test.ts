@@ -4,7 +4,9 @@
  * compared byte for byte with `lowbit quantize`; the KLD the page shows equals the library's in Node;
  * bad files give one readable error and the page stays usable; cancel leaves no worker running; a
  * synthetic GGUF larger than the worker's JS heap cap streams through with bounded renderer memory;
- * no console errors; screenshots at 1280x800 and at a narrow width (out/lab/).
+ * a sharded Hugging Face checkpoint equals lowbit convert + quantize (with a sample and the report);
+ * without cross-origin isolation one thread writes the same bytes; no console errors; screenshots at
+ * 1280x800 and at a narrow width (out/lab/).
  * Without Chromium the test is skipped when CI is unset and fails when CI is set (.ci/run installs it).
  */
 import assert from 'node:assert/strict';
@@ -14,7 +16,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import type { Browser, Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import { bytesSource } from '../src/io/source.js';
 import { evaluateQuantization } from '../src/pipeline/evaluate.js';
 import { GgufWriter, gguf, readGguf } from '../src/io/gguf.js';
@@ -22,7 +24,7 @@ import { ggmlCodec } from '../src/quant/ggml/registry.js';
 import '../src/quant/ggml/index.js';
 import { ggmlTypeByName, type GgmlTypeInfo } from '../src/quant/ggml/types.js';
 import type { ByteSink } from '../src/io/sink.js';
-import { CHROMIUM, launchChromium, peakRss, readDownloadRange, startServer, statusDone, downloadSize } from '../scripts/lab-harness.js';
+import { CHROMIUM, launchChromium, type LabBrowser, peakRss, readDownloadRange, startServer, statusDone, downloadSize } from '../scripts/lab-harness.js';
 import { fileSource } from '../src/cli/node-source.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -40,6 +42,46 @@ async function download(page: Page, file: string): Promise<Buffer> {
   const [dl] = await Promise.all([page.waitForEvent('download'), page.getByTestId('download').click()]);
   await dl.saveAs(file);
   return fs.readFileSync(file);
+}
+
+/**
+ * A Hugging Face checkpoint in two safetensors shards: stories260K.bin converted by the CLI
+ * (model.safetensors + config.json), its tensors split over two files with an index, tok512.model
+ * as tokenizer.model. Returns the files a person would pick.
+ */
+function writeShardedHf(dir: string): string[] {
+  fs.mkdirSync(dir, { recursive: true });
+  cli('convert', path.join(root, 'data', 'stories260K.bin'), path.join(dir, 'model.safetensors'));
+  const whole = fs.readFileSync(path.join(dir, 'model.safetensors'));
+  fs.rmSync(path.join(dir, 'model.safetensors'));
+  const n = Number(whole.readBigUInt64LE(0));
+  const header = JSON.parse(whole.subarray(8, 8 + n).toString('utf8')) as Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>;
+  delete header.__metadata__;
+  const data = whole.subarray(8 + n);
+  const names = Object.keys(header).sort((a, b) => header[a].data_offsets[0] - header[b].data_offsets[0]);
+  const weightMap: Record<string, string> = {};
+  const shards = [names.slice(0, names.length >> 1), names.slice(names.length >> 1)];
+  shards.forEach((part, i) => {
+    const file = `model-0000${i + 1}-of-00002.safetensors`;
+    const h: Record<string, unknown> = {};
+    const chunks: Buffer[] = [];
+    let off = 0;
+    for (const name of part) {
+      const [a, b] = header[name].data_offsets;
+      h[name] = { dtype: header[name].dtype, shape: header[name].shape, data_offsets: [off, off + b - a] };
+      chunks.push(data.subarray(a, b));
+      off += b - a;
+      weightMap[name] = file;
+    }
+    let json = JSON.stringify(h);
+    json += ' '.repeat((8 - (json.length % 8)) % 8);
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(json.length));
+    fs.writeFileSync(path.join(dir, file), Buffer.concat([len, Buffer.from(json), ...chunks]));
+  });
+  fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: weightMap }));
+  fs.copyFileSync(path.join(root, 'data', 'tok512.model'), path.join(dir, 'tokenizer.model'));
+  return fs.readdirSync(dir).map((f) => path.join(dir, f));
 }
 
 /** A GGUF of F32 matrices (seeded values, 16 MiB slabs): large without taking long to write. */
@@ -72,7 +114,7 @@ test('lab: quantize, evaluate and download in Chromium', { timeout: 600000 }, as
     return;
   }
   const server = await startServer();
-  let browser: Browser = await launchChromium();
+  let browser: LabBrowser = await launchChromium();
   fs.mkdirSync(shots, { recursive: true });
   const consoleErrors: string[] = [];
   const watch = (page: Page) => {
@@ -80,7 +122,7 @@ test('lab: quantize, evaluate and download in Chromium', { timeout: 600000 }, as
     page.on('pageerror', (e) => consoleErrors.push(e.message));
   };
   try {
-    const page = await browser.newPage({ viewport: { width: 1280, height: 800 }, acceptDownloads: true });
+    const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
     watch(page);
     await page.goto(`${server.url}?type=Q4_K_M`);
 
@@ -139,6 +181,48 @@ test('lab: quantize, evaluate and download in Chromium', { timeout: 600000 }, as
       await page.locator('#imatrix').setInputFiles([]);
     });
 
+    await t.test('a sharded Hugging Face safetensors checkpoint to Q4_K_M: same bytes as lowbit convert DIR + quantize; a sample and the report', async () => {
+      const dir = path.join(tmp, 'hf');
+      await page.getByTestId('model-file').setInputFiles(writeShardedHf(dir));
+      assert.match(await statusDone(page), /opened model\.safetensors\.index\.json: safetensors, 47 tensors.*done$/);
+      await page.getByTestId('type').selectOption('Q4_K_M');
+      await page.getByTestId('quantize').click();
+      assert.match(await statusDone(page), /^model-Q4_K_M\.gguf.*done$/);
+      const got = await download(page, path.join(tmp, 'lab-hf-q4km.gguf'));
+      cli('convert', dir, path.join(tmp, 'hf-f32.gguf'));
+      cli('quantize', path.join(tmp, 'hf-f32.gguf'), path.join(tmp, 'cli-hf-q4km.gguf'), '--type', 'Q4_K_M', '--json');
+      assert.ok(got.equals(fs.readFileSync(path.join(tmp, 'cli-hf-q4km.gguf'))), 'the Lab\'s Q4_K_M of the sharded checkpoint differs from lowbit convert + quantize\'s');
+      // read a sample of the quantized model, and download the HTML report
+      await page.locator('#gen-steps').fill('24');
+      await page.locator('#generate').click();
+      assert.match(await statusDone(page), /generated .* done$/);
+      assert.match((await page.locator('#sample').textContent()) ?? '', /^Once upon a time.{20,}/s);
+      const [rep] = await Promise.all([page.waitForEvent('download'), page.getByTestId('report').click()]);
+      const html = fs.readFileSync((await rep.path())!, 'utf8');
+      assert.match(html, /^<!doctype html>/i);
+      assert.match(html, /model-Q4_K_M\.gguf/);
+      assert.match(html, /<svg/);
+    });
+
+    await t.test('without cross-origin isolation (a plain static host, no service worker): one thread, same bytes', async () => {
+      const plain = await startServer({ isolate: false });
+      const q = await browser.newPage();
+      watch(q);
+      try {
+        await q.goto(`${plain.url}?type=Q4_K_M&coi=0`);
+        assert.equal(await q.evaluate(() => crossOriginIsolated), false);
+        await q.getByTestId('bundled-model').click();
+        assert.match(await statusDone(q), /opened stories260K.*done$/);
+        await q.getByTestId('quantize').click();
+        assert.match(await statusDone(q), /Q4_K_M\.gguf: .* on 1 thread .*done$/);
+        const got = await download(q, path.join(tmp, 'lab-q4km-1t.gguf'));
+        assert.ok(got.equals(fs.readFileSync(path.join(tmp, 'cli-q4km.gguf'))), 'the one-thread Q4_K_M differs from lowbit quantize\'s');
+      } finally {
+        await q.close();
+        await plain.close();
+      }
+    });
+
     await t.test('bad files: one readable error, and the page stays usable', async () => {
       const gg = fs.readFileSync(path.join(root, 'data', 'stories260K.gguf'));
       const truncated = path.join(tmp, 'truncated.gguf');
@@ -175,7 +259,7 @@ test('lab: quantize, evaluate and download in Chromium', { timeout: 600000 }, as
       const size = fs.statSync(big).size;
       await browser.close();
       browser = await launchChromium([`--js-flags=--max-old-space-size=${HEAP_CAP_MB}`]);
-      const p = await browser.newPage({ acceptDownloads: true });
+      const p = await browser.newPage();
       watch(p);
       await p.goto(`${server.url}?type=Q8_0&sink=opfs`);
       await p.getByTestId('model-file').setInputFiles(big);

@@ -50,6 +50,17 @@ test('lowbit train: a tiny model end to end, checkpoint + resume = one run, the 
   assert.deepEqual(fs.readFileSync(st), fs.readFileSync(conv));
   assert.deepEqual(fs.readFileSync(path.join(tmp, 'st', 'config.json')), fs.readFileSync(path.join(tmp, 'conv', 'config.json')));
   badInput(lowbit('train', ...SHAPE, '--text', text, '--steps', '2', path.join(tmp, 'x.bin')), /extension must be \.gguf or \.safetensors/);
+  // the HTML report: this run's curve beside another run's --log
+  const logA = path.join(tmp, 'runA.log');
+  assert.equal(lowbit('train', ...SHAPE, '--text', text, '--train-chars', '15000', '--steps', '6', '--log', logA, path.join(tmp, 'la.gguf')).status, 0);
+  const html = path.join(tmp, 'report.html');
+  const rr = lowbit('train', ...SHAPE, '--text', text, '--train-chars', '15000', '--steps', '6', '--lr', '3e-3', '--report', html, '--compare', logA, path.join(tmp, 'lb.gguf'));
+  assert.equal(rr.status, 0, rr.stderr);
+  const page = fs.readFileSync(html, 'utf8');
+  assert.equal(page.match(/<polyline/g)?.length, 2);
+  assert.match(page, /runA/);
+  assert.match(page, /<td>lb<\/td>/);
+  badInput(lowbit('train', ...SHAPE, '--text', text, '--steps', '2', '--report', html, '--compare', text, path.join(tmp, 'lc.gguf')), /line 1 is not JSON/);
 });
 
 test('lowbit train: bad input is one line and exit 2, and never leaves a half-written file', () => {

@@ -155,6 +155,26 @@ test('training lowers the loss; same seed -> same bytes; a resumed run equals an
   assert.throws(() => restoreCheckpoint(c, ck.subarray(0, ck.length - 4)), /truncated/);
 });
 
+test('threads: the products cut into row blocks across worker threads give the same bytes as one thread', async () => {
+  const { useNodeThreads } = await import('../src/cli/threads.js');
+  useNodeThreads();
+  const cfg: TrainConfig = { ...SMALL, dim: 64, hiddenDim: 128, nHeads: 4, nKvHeads: 2, headDim: 16, ropeDim: 16, vocabSize: 64, seqLen: 64 };
+  const data = stream(4000, 3).map((x) => x % 64);
+  const run = async (threads: number) => {
+    const t = new Trainer(cfg, { ...opts({ steps: 3 }), batch: 4, ctx: 64, threads }, data);
+    await t.model.be.ready?.();
+    while (t.step < 3) t.trainStep();
+    const r = { params: new Uint8Array(t.model.params.slice().buffer), threads: t.model.be.threads, chunks: t.model.be.workerChunks?.() ?? 0 };
+    t.close();
+    return r;
+  };
+  const one = await run(1);
+  const two = await run(2);
+  assert.equal(two.threads, 2);
+  assert.ok(two.chunks > 0, 'the worker thread computed row blocks');
+  assert.deepEqual(two.params, one.params);
+});
+
 test('gradient accumulation: 2 micro-batches of 3 = one batch of 6 (same windows)', () => {
   const data = stream(2000, 2);
   const a = new Trainer(SMALL, opts({ batch: 6, accum: 1 }), data);

@@ -1,3 +1,4 @@
+// build: shared-memory
 // Kernels of the training engine (src/train/gemm.ts holds the TypeScript side and the scalar reference).
 //
 //   C[i][j] (+)= sum_k A[i][k] * B[k][j]      A: m x k (row stride lda floats), B: k x n (ldb), C: m x n (ldc)
@@ -132,4 +133,17 @@ export function transpose(dst: usize, ldd: i32, src: usize, lds: i32, rows: i32,
       }
     }
   }
+}
+
+/**
+ * One chunk of a threaded product (src/train/gemm.ts): rows [chunk * r, (chunk + 1) * r) of C for the
+ * job's parameters (i32 at job): a, lda, b, ldb, c, ldc, m, k, n, acc, r. Each row is computed whole by
+ * one thread, in the same order of operations as gemm: the bytes do not depend on the thread count.
+ */
+export function runChunk(job: usize, chunk: i32, thread: i32): void {
+  const r = load<i32>(job + 40);
+  const i0 = chunk * r;
+  const i1 = min(i0 + r, load<i32>(job + 24));
+  if (i0 >= i1) return;
+  gemm(<usize>load<u32>(job), load<i32>(job + 4), <usize>load<u32>(job + 8), load<i32>(job + 12), <usize>load<u32>(job + 16), load<i32>(job + 20), i0, i1, load<i32>(job + 28), load<i32>(job + 32), load<i32>(job + 36));
 }

@@ -13,6 +13,7 @@
 import { fail } from '../errors.js';
 import { fakeQuantRef } from '../formats/cast.js';
 import { fp16 } from '../formats/registry.js';
+import { mulberry32 } from '../rng.js';
 
 export interface LowRank {
   /** n x r, f16 values */
@@ -53,25 +54,13 @@ function orthonormalize(v: Float64Array, k: number, r: number, seed: () => numbe
   }
 }
 
-/** mulberry32 */
-function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** Rank-r factors of e (n x k): e ~ a b. Deterministic for a seed. */
 export function lowRankFactors(e: Float32Array, n: number, k: number, rank: number, opts: { iters?: number; seed?: number } = {}): LowRank {
   if (e.length !== n * k) fail(`LoRC: ${e.length} values are not ${n} x ${k}`);
   checkRank(rank, 'the matrix', n, k);
   const r = rank;
   const iters = opts.iters ?? 12;
-  const rand = prng((opts.seed ?? 0) ^ 0x10bc);
+  const rand = mulberry32((opts.seed ?? 0) ^ 0x10bc);
   const v = Float64Array.from({ length: k * r }, () => rand() - 0.5);
   const ev = new Float64Array(n * r);
   orthonormalize(v, k, r, rand);

@@ -144,9 +144,10 @@ export class RowPool {
     });
   }
 
-  private scratchIn = new SharedArrayBuffer(0);
-  private scratchOut = new SharedArrayBuffer(0);
-  private scratchErr = new SharedArrayBuffer(0);
+  // created on first parallel use: a one-thread pool must work where SharedArrayBuffer does not exist
+  private scratchIn?: SharedArrayBuffer;
+  private scratchOut?: SharedArrayBuffer;
+  private scratchErr?: SharedArrayBuffer;
 
   /** A zero-filled float array in shared memory: tensors read into it reach the workers without a copy. */
   allocate(n: number): Float32Array {
@@ -186,15 +187,15 @@ export class RowPool {
     } else {
       // one grow-only shared scratch for inputs and one for outputs: fresh SharedArrayBuffers per slab
       // are external memory the GC frees late, and peak RSS grew by gigabytes on a 4.4 GB model
-      if (this.scratchIn.byteLength < n * 4) this.scratchIn = new SharedArrayBuffer(n * 4);
-      input = this.scratchIn;
+      if ((this.scratchIn?.byteLength ?? -1) < n * 4) this.scratchIn = new SharedArrayBuffer(n * 4);
+      input = this.scratchIn!;
       new Float32Array(input, 0, n).set(src.subarray(0, n));
     }
     const direct = out !== undefined && out.buffer instanceof SharedArrayBuffer; // the workers write into out
-    if (!direct && this.scratchOut.byteLength < nRows * rowBytes) this.scratchOut = new SharedArrayBuffer(nRows * rowBytes);
-    if (rowErr && this.scratchErr.byteLength < nRows * 16) this.scratchErr = new SharedArrayBuffer(nRows * 16);
+    if (!direct && (this.scratchOut?.byteLength ?? -1) < nRows * rowBytes) this.scratchOut = new SharedArrayBuffer(nRows * rowBytes);
+    if (rowErr && (this.scratchErr?.byteLength ?? -1) < nRows * 16) this.scratchErr = new SharedArrayBuffer(nRows * 16);
     const job: RowJob = {
-      type: type.name, input, inputOffset, output: direct ? (out.buffer as SharedArrayBuffer) : this.scratchOut, outputOffset: direct ? out.byteOffset : 0, nRows, rowLength, rowBytes, ranges,
+      type: type.name, input, inputOffset, output: direct ? (out.buffer as SharedArrayBuffer) : this.scratchOut!, outputOffset: direct ? out.byteOffset : 0, nRows, rowLength, rowBytes, ranges,
       control: new SharedArrayBuffer(16), importance, ...(rowErr ? { errors: this.scratchErr } : {}),
     };
     const workers = this.workers.map((w) => this.run(w, job));
@@ -207,7 +208,7 @@ export class RowPool {
     const results = await Promise.allSettled(workers);
     this.lastSplit = { byWorkers: new Int32Array(job.control)[BY_WORKERS], ranges };
     if (failed || results.some((r) => r.status === 'rejected')) return inThread(); // reports the problem as the codec does
-    if (rowErr) rowErr.set(new Float64Array(this.scratchErr, 0, 2 * nRows));
+    if (rowErr) rowErr.set(new Float64Array(this.scratchErr!, 0, 2 * nRows));
     const blocks = new Uint8Array(job.output, job.outputOffset, nRows * rowBytes);
     if (direct) return blocks;
     if (out) {

@@ -95,3 +95,34 @@ export function newKernelInstance(name: string, src: KernelSource, pages: number
   }
   return inst;
 }
+
+/** A kernel source built also for a shared memory (`// build: shared-memory`, see scripts/build-wasm.mjs). */
+export interface SharedKernelSource extends KernelSource {
+  readonly wasmRelaxedShared?: string;
+  readonly wasmSimdShared?: string;
+}
+
+/**
+ * A new instance of the shared-memory build with a shared memory of `pages` 64 KiB pages, and its
+ * module (threads instantiate it on the same memory: threads.ts); null where shared memory or
+ * WebAssembly SIMD is unavailable.
+ */
+export function newSharedKernelInstance(name: string, src: SharedKernelSource, pages: number): (KernelInstance & { module: WebAssembly.Module }) | null {
+  const variant = wasmVariant();
+  if (variant === 'off' || typeof SharedArrayBuffer === 'undefined') return null;
+  const bytes = variant === 'relaxed' ? src.wasmRelaxedShared : src.wasmSimdShared;
+  if (!bytes) return null;
+  const k = key(name, `${variant}-shared`);
+  try {
+    let mod = modules.get(k);
+    if (!mod) {
+      mod = new WebAssembly.Module(decodeBase64(bytes) as BufferSource);
+      modules.set(k, mod);
+    }
+    const memory = new WebAssembly.Memory({ initial: pages, maximum: 65536, shared: true });
+    const instance = new WebAssembly.Instance(mod, { env: { memory } });
+    return { exports: instance.exports as Record<string, unknown>, memory, variant, module: mod };
+  } catch {
+    return null;
+  }
+}

@@ -69,6 +69,8 @@ export interface QuantizeResult {
   sink: SinkKind;
   seconds: number;
   threads: number;
+  /** where the job worker's time went (seconds): reading the model (async, overlaps the rest), quantizing, writing the output */
+  timing: { read: number; quantize: number; write: number };
 }
 
 export interface EvaluateResult {

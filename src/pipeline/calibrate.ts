@@ -25,6 +25,7 @@
  * (quantize.ts) writes the file from them, quantizing the remaining tensors as usual.
  */
 import { fail } from '../errors.js';
+import { mulberry32 } from '../rng.js';
 import { awqSearchHessian, smoothQuantScales, type AwqLinear } from '../algos/awq.js';
 import { blockCodecFor, type BlockCodec } from '../algos/block-codec.js';
 import { finishHessian } from '../algos/gptq.js';
@@ -94,18 +95,6 @@ export interface FloatTensor {
   cols: number;
 }
 
-/** mulberry32: a small seeded PRNG for choosing calibration windows */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /**
  * nSeq = floor(nTokens / ctx) windows of ctx tokens from the token stream, starting at seeded random
  * offsets (GPTQ's sampling of calibration segments); the first token of each window becomes BOS.
@@ -114,7 +103,7 @@ export function calibrationWindows(stream: ArrayLike<number>, nTokens: number, c
   const nSeq = Math.floor(nTokens / ctx);
   if (nSeq < 1) fail(`--calib-tokens ${nTokens} is less than one sequence of --calib-ctx ${ctx}`);
   if (stream.length < ctx + 1) fail(`the calibration text has ${stream.length} tokens, fewer than one sequence of ${ctx}`);
-  const rand = prng(seed ^ 0x5eed);
+  const rand = mulberry32(seed ^ 0x5eed);
   const out: Int32Array[] = [];
   for (let s = 0; s < nSeq; s++) {
     const start = Math.floor(rand() * (stream.length - ctx));

@@ -42,6 +42,8 @@ export interface QatOptions {
   ctx: number;
   seed: number;
   warmup: number;
+  /** threads for the products (same bytes on any count) */
+  threads?: number;
   /** GPTQ init: calibration text, tokens and sequence length */
   calibText?: string;
   calibTokens?: number;
@@ -140,7 +142,7 @@ export async function runQat(m: ModelFile, data: Int32Array, bos: number, opts: 
   }
   if (codecs.size === 0) fail(`QAT: ${opts.type} quantizes no tensor of this model`);
   const trainOpts: TrainOptions = {
-    ...DEFAULT_TRAIN, steps: opts.steps, lr: opts.lr, batch: opts.batch, ctx: opts.ctx, seed: opts.seed, warmup: opts.warmup, bos, weightDecay: 0, minLrRatio: 0, extraFloats: extra,
+    ...DEFAULT_TRAIN, steps: opts.steps, lr: opts.lr, batch: opts.batch, ctx: opts.ctx, seed: opts.seed, warmup: opts.warmup, bos, weightDecay: 0, minLrRatio: 0, extraFloats: extra, threads: opts.threads,
   };
   const trainer = new Trainer(config, trainOpts, data);
   const model = trainer.model;
@@ -171,7 +173,7 @@ export async function runQat(m: ModelFile, data: Int32Array, bos: number, opts: 
   const qat = new Qat(model, codecs, opts.method, { scaleLr: opts.scaleLr, initBytes });
   if (opts.loss === 'kd') {
     const mo = { batch: opts.batch, ctx: opts.ctx };
-    const teacher = new TrainModel(config, wasmBackend(trainModelFloats(config, mo)) ?? referenceBackend('f32'), mo);
+    const teacher = new TrainModel(config, wasmBackend(trainModelFloats(config, mo), opts.threads ?? 1) ?? referenceBackend('f32'), mo);
     for (const [name, v] of original) teacher.view(name).set(v);
     trainer.hooks.afterForward = (b) => {
       teacher.forward(b.tokens, b.targets);

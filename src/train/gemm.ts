@@ -14,8 +14,8 @@
  * within gamma(k) * sum_p |A[i][p] B[p][j]| of the exact sum (gamma(k) = k u / (1 - k u), u = 2^-24).
  */
 import { fail } from '../errors.js';
-import { wasmVariant } from '../kernels/wasm.js';
-import { newKernelInstance } from '../kernels/wasm.js';
+import { newKernelInstance, newSharedKernelInstance, wasmVariant } from '../kernels/wasm.js';
+import { CONTROL_BYTES, JOB_OFFSET, KernelThreads } from '../kernels/threads.js';
 import * as trainWasm from '../kernels/wasm/train.generated.js';
 
 export type Vec = Float32Array | Float64Array;
@@ -29,6 +29,14 @@ export interface Backend {
   gemm(c: Vec, co: number, ldc: number, a: Vec, ao: number, lda: number, b: Vec, bo: number, ldb: number, m: number, k: number, n: number, accumulate: boolean): void;
   /** D[do + j*ldd + i] = S[so + i*lds + j], i < rows, j < cols */
   transpose(d: Vec, dOff: number, ldd: number, s: Vec, sOff: number, lds: number, rows: number, cols: number): void;
+  /** threads the products run on (1 unless the wasm backend started workers) */
+  readonly threads?: number;
+  /** stop the worker threads */
+  close?(): void;
+  /** row blocks the worker threads (not the calling one) have computed so far */
+  workerChunks?(): number;
+  /** resolves when the worker threads have started (at most `timeoutMs`; products work before, on fewer threads) */
+  ready?(timeoutMs?: number): Promise<void>;
 }
 
 /** The scalar spec of the kernel, in f32 (Math.fround at each step) or f64. */
@@ -66,25 +74,37 @@ interface TrainExports {
   relaxed(): number;
   gemm(a: number, lda: number, b: number, ldb: number, c: number, ldc: number, i0: number, i1: number, k: number, n: number, acc: number): void;
   transpose(d: number, ldd: number, s: number, lds: number, rows: number, cols: number): void;
+  runChunk(job: number, chunk: number, thread: number): void;
 }
+
+/** products below this many multiply-adds stay on the calling thread (waking workers costs more) */
+const THREADED_MIN = 1 << 18;
 
 /**
  * The WebAssembly backend with room for `floats` f32 values (all the arrays it will ever hand out);
- * null where WebAssembly SIMD is unavailable or turned off (LOWBIT_WASM=off).
+ * null where WebAssembly SIMD is unavailable or turned off (LOWBIT_WASM=off). With `threads` > 1 (and
+ * a host thread starter, src/kernels/threads.ts) the memory is shared and large products are cut
+ * into row blocks that threads claim: every row is still one thread's sequential sums, so the results
+ * are the same bytes on any thread count.
  */
-export function wasmBackend(floats: number): Backend | null {
+export function wasmBackend(floats: number, threads = 1): Backend | null {
   if (wasmVariant() === 'off') return null;
-  const bytes = floats * 4 + 65536;
+  const bytes = floats * 4 + 65536 + CONTROL_BYTES;
   if (bytes > 4 * 2 ** 30 - 2 ** 20) fail(`training needs ${(bytes / 2 ** 30).toFixed(2)} GiB of WebAssembly memory (at most 4 GiB): use a smaller --batch or --ctx, or --checkpoint-activations`);
-  const inst = newKernelInstance('train', trainWasm, 1);
-  if (!inst) return null;
-  const x = inst.exports as unknown as TrainExports;
-  const base = (x.heapBase() + 63) & ~63;
+  const probe = newKernelInstance('train', trainWasm, 1);
+  if (!probe) return null;
+  const base = ((probe.exports as unknown as TrainExports).heapBase() + 63) & ~63;
   const need = Math.ceil((base + bytes) / 65536);
+  const shared = threads > 1 ? newSharedKernelInstance('train', trainWasm, need) : null;
+  const inst = shared ?? probe;
+  const x = inst.exports as unknown as TrainExports;
   const have = inst.memory.buffer.byteLength / 65536;
   if (need > have) inst.memory.grow(need - have);
   const buffer = inst.memory.buffer;
-  let next = base;
+  const control = base;
+  let next = base + CONTROL_BYTES;
+  const pool = shared ? KernelThreads.start(shared.memory, shared.module, control, threads) : null;
+  const job = new Int32Array(buffer, control + JOB_OFFSET, 11);
   const end = base + bytes;
   const ptr = (v: Vec, off: number): number => {
     if (v.buffer !== buffer || !(v instanceof Float32Array)) fail('wasm backend: array not allocated by this backend');
@@ -106,7 +126,23 @@ export function wasmBackend(floats: number): Backend | null {
         if (!accumulate) for (let i = 0; i < m; i++) c.fill(0, co + i * ldc, co + i * ldc + n);
         return;
       }
+      if (pool && m >= 8 && m * k * n >= THREADED_MIN) {
+        // row blocks of a multiple of 4 rows (the kernel's tile), a few per thread
+        const rows = Math.max(4, Math.ceil(m / (4 * pool.size) / 4) * 4);
+        job.set([ptr(a, ao), lda, ptr(b, bo), ldb, ptr(c, co), ldc, m, k, n, accumulate ? 1 : 0, rows]);
+        pool.run(Math.ceil(m / rows), x);
+        return;
+      }
       x.gemm(ptr(a, ao), lda, ptr(b, bo), ldb, ptr(c, co), ldc, 0, m, k, n, accumulate ? 1 : 0);
+    },
+    threads: pool ? pool.size : 1,
+    close() {
+      pool?.close();
+    },
+    workerChunks: () => pool?.workerChunks() ?? 0,
+    async ready(timeoutMs = 10000) {
+      const t0 = Date.now();
+      while (pool && pool.ready() < pool.size - 1 && Date.now() - t0 < timeoutMs) await new Promise((r) => setTimeout(r, 5));
     },
     transpose(d, dOff, ldd, s, sOff, lds, rows, cols) {
       x.transpose(ptr(d, dOff), ldd, ptr(s, sOff), lds, rows, cols);

@@ -28,6 +28,8 @@ export interface TrainOptions extends OptimOptions {
   kernels?: 'wasm' | 'reference';
   /** floats to reserve in the backend for callers' arrays (e.g. QAT's quantized weights) */
   extraFloats?: number;
+  /** threads for the products (same bytes on any count; needs a host thread starter, src/kernels/threads.ts) */
+  threads?: number;
 }
 
 /** Where QAT and distillation plug into the loop. */
@@ -67,7 +69,7 @@ export class Trainer {
     if (data.length < opts.ctx + 1) fail(`the training text has ${data.length} tokens, fewer than one sequence of --ctx ${opts.ctx} + 1`);
     if (opts.ctx > config.seqLen) fail(`--ctx ${opts.ctx} is longer than the model's context ${config.seqLen}`);
     const mo = { batch: opts.batch, ctx: opts.ctx, checkpointActivations: opts.checkpointActivations };
-    const be: Backend = (opts.kernels !== 'reference' && wasmBackend(trainModelFloats(config, mo) + precisionFloats(config, opts) + (opts.extraFloats ?? 0))) || referenceBackend('f32');
+    const be: Backend = (opts.kernels !== 'reference' && wasmBackend(trainModelFloats(config, mo) + precisionFloats(config, opts) + (opts.extraFloats ?? 0), opts.threads ?? 1)) || referenceBackend('f32');
     this.model = new TrainModel(config, be, mo);
     this.rng = new Rng(opts.seed);
     this.model.initialize(() => this.rng.normal());
@@ -77,6 +79,11 @@ export class Trainer {
 
   get step(): number {
     return this.optim.t;
+  }
+
+  /** stop the backend's worker threads (if any) */
+  close(): void {
+    this.model.be.close?.();
   }
 
   /** One optimizer step over `accum` micro-batches. Throws (leaving parameters untouched) when the loss or gradient is not finite. */

@@ -74,7 +74,7 @@ export const evalCommand: Command = {
       if (a.values.act !== 'none' && a.values['llm-int8'] !== undefined) fail('give either --act or --llm-int8, not both');
       const act = a.values.act as string;
       if (act !== 'flexq' && a.given.has('a8-fraction')) fail('--a8-fraction applies with --act flexq');
-      if (act !== 'flexq' && a.given.has('calib') && kvCache.calibration === undefined) fail('--calib applies with --act flexq or a kvquant KV cache (-ctk/-ctv kvquant3|kvquant4)');
+      if (act !== 'flexq' && a.given.has('calib') && !a.given.has('cache-type-k') && !a.given.has('cache-type-v')) fail('--calib applies with --act flexq or a KV cache type (-ctk/-ctv; kvquant3 and kvquant4 fit to it)');
       if (act === 'fp8') m.model.hooks.linear = actQuantFloatLinear(fp8_e4m3fn);
       else if (act === 'flexq') {
         if (!a.values.calib) fail('--act flexq needs calibration text for its sensitivity analysis: --calib FILE');

@@ -13,6 +13,7 @@ import { NonFiniteLoss } from '../../train/trainer.js';
 import type { Command } from '../args.js';
 import { refuseSameFile, writeFileAtomic } from '../files.js';
 import { fileSource } from '../node-source.js';
+import { threadsFrom } from '../threads.js';
 
 export const qatCommand: Command = {
   name: 'qat',
@@ -37,6 +38,7 @@ export const qatCommand: Command = {
     { name: 'seed', type: 'int', help: 'seed of the batches', default: 1, min: 0 },
     { name: 'eval', type: 'string', help: 'held-out text: PPL and KLD of the result against IN (as llama-perplexity --kl-divergence)' },
     { name: 'eval-chunks', type: 'int', help: 'chunks of 128 tokens for --eval', default: 64, min: 1 },
+    { name: 'threads', type: 'int', help: 'threads for the products (default: hardware threads, at most 8; the same bytes on any count)', min: 1, max: 256 },
     { name: 'json', type: 'boolean', help: 'print one JSON object, no progress', default: false },
   ],
   async run(a) {
@@ -69,11 +71,13 @@ export const qatCommand: Command = {
       batch: a.values.batch as number,
       ctx: a.values.ctx as number,
       seed: a.values.seed as number,
+      threads: threadsFrom(a.values.threads),
       calibText: calib ? fs.readFileSync(calib, 'utf8') : undefined,
       calibTokens: a.values['calib-tokens'] as number,
       onProgress: tty ? (s) => process.stderr.write(`\r${s.slice(0, 78).padEnd(78)}`) : undefined,
     });
     const t = run.trainer;
+    await t.model.be.ready?.();
     try {
       while (t.step < steps) {
         const r = t.trainStep();

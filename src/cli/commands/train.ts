@@ -15,6 +15,26 @@ import { checkpointBytes, DEFAULT_TRAIN, NonFiniteLoss, restoreCheckpoint, Train
 import type { Command, ParsedArgs } from '../args.js';
 import { checkOutput, noteInput, readInputBytes, readInputText, writeFileAtomic, writeHfConfigBeside } from '../files.js';
 import { fileSource } from '../node-source.js';
+import { threadsFrom } from '../threads.js';
+import { trainingReportHtml, type RunCurve } from '../../train/report-html.js';
+
+/** the training losses of a --log file (JSON lines with step and loss) */
+function readLossLog(text: string, name: string): number[] {
+  const losses: number[] = [];
+  for (const [i, line] of text.split('\n').entries()) {
+    if (!line.trim()) continue;
+    let r: { step?: unknown; loss?: unknown };
+    try {
+      r = JSON.parse(line) as typeof r;
+    } catch {
+      fail(`${name}: line ${i + 1} is not JSON (--compare takes the --log file of a run)`);
+    }
+    if (typeof r.loss !== 'number') fail(`${name}: line ${i + 1} has no loss (--compare takes the --log file of a run)`);
+    losses.push(r.loss);
+  }
+  if (!losses.length) fail(`${name}: no steps (--compare takes the --log file of a run)`);
+  return losses;
+}
 
 const D = DEFAULT_TRAIN;
 
@@ -58,6 +78,9 @@ export const trainCommand: Command = {
     { name: 'eval-every', type: 'int', help: 'evaluate the held-out loss every N steps (0 = only at the end)', default: 0, min: 0 },
     { name: 'eval-chunks', type: 'int', help: 'held-out chunks of --ctx tokens per evaluation', default: 64, min: 1 },
     { name: 'log', type: 'string', help: 'write the loss curve (JSON lines per step) here' },
+    { name: 'report', type: 'string', help: 'write an HTML page: loss vs step of this run (and of the --compare runs) and a table of final losses' },
+    { name: 'compare', type: 'string', repeatable: true, help: 'with --report: the --log file of another run, drawn beside this one' },
+    { name: 'threads', type: 'int', help: 'threads for the products (default: hardware threads, at most 8; the same bytes on any count)', min: 1, max: 256 },
     { name: 'json', type: 'boolean', help: 'print one JSON object at the end, no progress', default: false },
   ],
   async run(a) {
@@ -76,6 +99,12 @@ export const trainCommand: Command = {
     if (toSafetensors) checkOutput(path.join(path.dirname(out), 'config.json'), 'config.json');
     if (ckpt) checkOutput(ckpt, 'checkpoint (--checkpoint)');
     if (logFile) checkOutput(logFile, 'log (--log)');
+    const reportFile = a.values.report as string | undefined;
+    const compare = a.repeated.filter(([n]) => n === 'compare').map(([, v]) => v);
+    for (const f of compare) noteInput(f);
+    if (compare.length && !reportFile) fail('--compare needs --report FILE');
+    if (reportFile) checkOutput(reportFile, 'report (--report)');
+    const compared: RunCurve[] = compare.map((f) => ({ label: path.basename(f).replace(/\.[^.]*$/, ''), losses: readLossLog(readInputText(f, 'run log (--compare)'), f) }));
     const { config, vocab } = await modelConfig(a);
     const tok = new Tokenizer(vocab);
     const textFile = a.values.text as string | undefined;
@@ -106,10 +135,12 @@ export const trainCommand: Command = {
       precision: a.values.precision as Precision,
       checkpointActivations: a.values['checkpoint-activations'] as boolean,
       bos: vocab.bos,
+      threads: threadsFrom(a.values.threads),
     };
     if (data.length < opts.ctx + 1) fail(`the training text has ${data.length} tokens, fewer than one sequence of --ctx ${opts.ctx} + 1`);
     if (held && held.length < opts.ctx) fail(`the held-out text has ${held.length} tokens, fewer than one chunk of --ctx ${opts.ctx}`);
     const t = new Trainer(config, opts, data);
+    await t.model.be.ready?.();
     if (resume) restoreCheckpoint(t, readInputBytes(resume, 'checkpoint (--resume)', !resumeIsCheckpoint), resume);
     const ckptEvery = a.values['checkpoint-every'] as number;
     const evalEvery = a.values['eval-every'] as number;
@@ -153,6 +184,10 @@ export const trainCommand: Command = {
     }
     if (ckpt) writeFileAtomic(ckpt, checkpointBytes(t), 'checkpoint (--checkpoint)');
     if (logFile) writeFileAtomic(logFile, log.join('\n') + '\n', 'log (--log)');
+    if (reportFile) {
+      const self: RunCurve = { label: path.basename(out).replace(/\.[^.]*$/, ''), losses: t.history.map((r) => r.loss), heldOut: t.evals[t.evals.length - 1]?.loss, extra: { precision: opts.precision } };
+      writeFileAtomic(reportFile, trainingReportHtml(`lowbit train: ${self.label}`, [self, ...compared], Math.max(1, Math.min(10, Math.floor(t.history.length / 10)))), 'report (--report)');
+    }
     const sink = memorySink();
     await writeLlamaGguf(sink, llamaGgufMetadata(config, vocab, `lowbit-train-${config.dim}x${config.nLayers}`), paramTensors(t.model.tensors, t.model.params));
     if (toSafetensors) {
@@ -164,7 +199,8 @@ export const trainCommand: Command = {
     } else writeFileAtomic(out, sink.bytes(), 'output');
     const last = t.history[t.history.length - 1];
     const tokensPerSecond = ((t.step - startStep) * opts.batch * opts.ctx * opts.accum) / seconds;
-    const result = { output: out, steps: t.step, loss: last?.loss, heldOut, tokensPerSecond, seconds, params: t.model.params.length, precision: opts.precision, backend: t.model.be.name };
+    const result = { output: out, steps: t.step, loss: last?.loss, heldOut, tokensPerSecond, seconds, params: t.model.params.length, precision: opts.precision, backend: t.model.be.name, threads: t.model.be.threads ?? 1 };
+    t.close();
     if (json) process.stdout.write(JSON.stringify(result) + '\n');
     else
       process.stdout.write(

@@ -61,7 +61,17 @@ function rotateHeads(x: Float32Array, nRows: number, rowLength: number, headDim:
 function makeSide(t: KvCacheType, perChannel: boolean, o: KvCacheOptions, g: KvGeometry, engine: MatmulEngine | null): KvSide {
   const kvDim = g.nKvHeads * g.headDim;
   if (t.family === 'kivi') return new KiviSide(t, perChannel, o.residual ?? 32, g.nLayers, g.capacity, kvDim);
-  if (t.family === 'kvquant') return new KvQuantSide(t, perChannel, o.calibration, g.nLayers, g.capacity, kvDim);
+  if (t.family === 'kvquant') {
+    // a rotated side stores rotated rows: its grids are fitted to rotated calibration rows
+    const rot = (rows: Float32Array) => {
+      const r = rows.slice();
+      rotateHeads(r, rows.length / kvDim, kvDim, g.headDim);
+      return r;
+    };
+    const c = o.calibration;
+    const samples = c && t.rotate ? { kvDim: c.kvDim, keys: c.keys.map(rot), values: c.values.map(rot) } : c;
+    return new KvQuantSide(t, perChannel, samples, g.nLayers, g.capacity, kvDim);
+  }
   return new GgmlSide(t, g.nLayers, g.capacity, kvDim, engine);
 }
 
@@ -192,7 +202,8 @@ export class PackedKvStorage implements KvStorage {
         t1++;
       const n = pos + t1;
       // every position is quantized for a side without residual (state = n); a KIVI side as of query t0
-      kq = this.fill(this.kSide, layer, this.kRows, n, bK < 0 ? n : pos + t0 + 1, kq);
+      // (pre-RoPE keys get RoPE below: refilled whole for every group of queries, never roped twice)
+      kq = this.fill(this.kSide, layer, this.kRows, n, bK < 0 ? n : pos + t0 + 1, this.preRopeKeys ? 0 : kq);
       vq = this.fill(this.vSide, layer, this.vRows, n, bV < 0 ? n : pos + t0 + 1, vq);
       if (this.preRopeKeys) this.ropeRows(layer, this.kRows, n); // (KVQuant: one segment, every row quantized)
       const qs = qq.subarray(t0 * qDim, t1 * qDim);
