@@ -18,7 +18,7 @@
  *                (the `formats21` rows; select them with --only formats21).
  *
  *   npm run build && node dist/scripts/quality-table.js [--model stories260K|tinyllama256] [--quick]
- *       [--only SUBSTRING[,SUBSTRING...]] [--json FILE]   (--only =EXACT matches a whole 'format method'; --no-gptq21: INT6/FP4 rows with RTN weights only)
+ *       [--only SUBSTRING[,SUBSTRING...]] [--json FILE]   (--only =EXACT matches a whole 'format method'; --no-gptq21: INT6/FP4 rows with RTN weights only; --flexq-chunks N: FlexQ's sensitivity on N chunks, default 16)
  *   node dist/scripts/quality-table.js --render FILE      (the tables of a saved --json result)
  *
  * Prints markdown tables (and progress on stderr). --quick: fewer calibration and evaluation tokens.
@@ -58,6 +58,8 @@ const wanted = (what: string) => !onlyList || onlyList.some((o) => (o.startsWith
 const only = onlyList?.join(',');
 /** --no-gptq21: the INT6 / FP4 rows with RTN weights only (GPTQ there takes minutes per run on larger models) */
 const noGptq21 = args.includes('--no-gptq21');
+/** calibration chunks of 128 tokens for FlexQ's sensitivity analysis (one run per linear) */
+const FLEXQ_CHUNKS = args.includes('--flexq-chunks') ? Number(args[args.indexOf('--flexq-chunks') + 1]) : 16;
 const jsonOut = args.includes('--json') ? args[args.indexOf('--json') + 1] : undefined;
 
 const CALIB_CHARS = 300000;
@@ -299,7 +301,7 @@ async function main(): Promise<void> {
     const before = rows.length;
     const calibTokens = (await loadModel(fileSource(GGUF), { contextLength: EVAL_CTX, batch: EVAL_CTX })).tokenizer!.encode(calibText);
     for (const [label, recipe] of [['int6 g32', schemeRecipe('int6_g32')], ['int6 g128', schemeRecipe('int6_g128')]] as const) {
-      if (MODEL === 'stories260K' && label === 'int6 g128') continue; // rows of 64
+      if (MODEL === 'stories260K' ? label === 'int6 g128' : label === 'int6 g32') continue; // rows of 64; FlexQ's own groups of 128 where they fit
       for (const algo of noGptq21 ? (['rtn'] as const) : (['rtn', 'gptq'] as const)) {
         const w = (await lowbitQuantize(withAlgo(recipe, algo), 'safetensors', algo === 'gptq')).bytes;
         const name = algo === 'rtn' ? 'RTN' : 'GPTQ';
@@ -307,7 +309,7 @@ async function main(): Promise<void> {
         await evaluate(label, `${name} W6A8`, w, undefined, actQuantLinear(8));
         await evaluate(label, `${name} W6A6`, w, undefined, actQuantLinear(6));
         const m = await loadModel(bytesSource(w, label), { contextLength: EVAL_CTX, batch: EVAL_CTX });
-        const s = await flexqSensitivity(m.model, calibTokens, { ctx: EVAL_CTX, chunks: 16, bos: 1, addBos: true, fraction: 0.2 });
+        const s = await flexqSensitivity(m.model, calibTokens, { ctx: EVAL_CTX, chunks: FLEXQ_CHUNKS, bos: 1, addBos: true, fraction: 0.2 });
         const keep = new Set(s.keep8);
         say(`FlexQ keeps int8 inputs for ${s.keep8.join(', ')}`);
         const row = await evaluate(label, `${name} W6A6 FlexQ (A8 for ${s.keep8.length} of ${s.scores.length})`, w, undefined, actQuantLinear(6, (n) => keep.has(n)));

@@ -1152,41 +1152,22 @@ function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
   const mins = hasMins(type);
   const Tp = (T + 3) & ~3;
   const xdStride = <usize>Tp * 4;
-  if (T < 4 && bl == 32) {
-    // decode, block-32 types: straight from the stored blocks
-    const p = <usize>param(job, 2) + <usize>r0 * rowBytes;
-    const xq = <usize>param(job, 4);
-    const xd = <usize>param(job, 5);
-    const y0 = <usize>param(job, 9) + <usize>r0 * 4;
-    const bs = <usize>(type == 8 ? 34 : type == 6 ? 22 : 18);
-    for (let t = 0; t < T; t++) {
-      for (let r = 0; r < nr; r += 4) {
-        const rr = min(4, nr - r);
-        const pr = p + <usize>r * rowBytes;
-        dtile4x1q32(
-          type, pr, pr + <usize>min(1, rr - 1) * rowBytes, pr + <usize>min(2, rr - 1) * rowBytes, pr + <usize>min(3, rr - 1) * rowBytes, rr, bs,
-          xq + <usize>t * <usize>K * 2, xd + <usize>t * 4, xdStride, nb, y0 + <usize>t * N * 4 + <usize>r * 4,
-        );
-      }
-    }
-    return;
-  }
-  if (T < 4 && (type == 12 || type == 14)) {
-    // decode, Q4_K / Q6_K: straight from the stored super-blocks
+  if (T < 4 && (bl == 32 || type == 12 || type == 14)) {
+    // decode, block-32 types, Q4_K and Q6_K: straight from the stored blocks
     const p = <usize>param(job, 2) + <usize>r0 * rowBytes;
     const xq = <usize>param(job, 4);
     const xd = <usize>param(job, 5);
     const xsum = <usize>param(job, 8);
     const y0 = <usize>param(job, 9) + <usize>r0 * 4;
-    const bs = <usize>(type == 12 ? 144 : 210);
+    const bs = <usize>(type == 8 ? 34 : type == 6 ? 22 : type == 12 ? 144 : type == 14 ? 210 : 18);
     for (let t = 0; t < T; t++) {
       for (let r = 0; r < nr; r += 4) {
         const rr = min(4, nr - r);
-        const pr = p + <usize>r * rowBytes;
-        dtile4x1k(
-          type, pr, pr + <usize>min(1, rr - 1) * rowBytes, pr + <usize>min(2, rr - 1) * rowBytes, pr + <usize>min(3, rr - 1) * rowBytes, rr, bs,
-          xq + <usize>t * <usize>K * 2, xd + <usize>t * 4, xdStride, nb, xsum + <usize>t * <usize>nb * 16, y0 + <usize>t * N * 4 + <usize>r * 4,
-        );
+        const p0 = p + <usize>r * rowBytes;
+        const p1 = p0 + <usize>min(1, rr - 1) * rowBytes, p2 = p0 + <usize>min(2, rr - 1) * rowBytes, p3 = p0 + <usize>min(3, rr - 1) * rowBytes;
+        const x = xq + <usize>t * <usize>K * 2, d = xd + <usize>t * 4, y = y0 + <usize>t * N * 4 + <usize>r * 4;
+        if (bl == 32) dtile4x1q32(type, p0, p1, p2, p3, rr, bs, x, d, xdStride, nb, y);
+        else dtile4x1k(type, p0, p1, p2, p3, rr, bs, x, d, xdStride, nb, xsum + <usize>t * <usize>nb * 16, y);
       }
     }
     return;
