@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- onnx [--quick] [--only=speed,rec,det,speech]`:
+ * `npm run bench -- onnx [--quick] [--only=speed,rec,det,speech] [--rec=i,j] [--det=i,j]`:
  *  1. quantizing PP-OCRv4 rec (RTN int4 MatMulNBits + int8 QDQ dynamic convolutions) against reading and
  *     writing the same file unchanged, in the same process and run (ratio plain / quantize);
  *  2. the real-model table: each model and quantization, its size, agreement with the float model on
@@ -126,9 +126,11 @@ async function ocrRec(tmp: string, quick: boolean, rows: Row[], pick?: Set<numbe
   const variants: [string, string[]][] = [
     ['int4 RTN MatMulNBits g32', ['--type', 'int4']],
     ['int4 GPTQ MatMulNBits g32', ['--type', 'int4', '--algo', 'gptq', '--calib', calibDir]],
-    ['int8 QDQ conv (static minmax) only', ['--type', 'qdq', '--qdq', 'int8', '--qdq-ops', 'Conv', '--calib', calibDir]],
-    ['int4 GPTQ + int8 QDQ conv (static)', ['--type', 'int4', '--algo', 'gptq', '--qdq', 'int8', '--qdq-ops', 'Conv', '--calib', calibDir]],
-    ['int4 GPTQ + int8 QDQ conv, 6 most sensitive kept', ['--type', 'int4', '--algo', 'gptq', '--qdq', 'int8', '--qdq-ops', 'Conv', '--calib', calibDir, '--keep-sensitive', '6']],
+    ['int8 QDQ conv (static minmax, bias correction) only', ['--type', 'qdq', '--qdq', 'int8', '--qdq-ops', 'Conv', '--calib', calibDir]],
+    ['int8 QDQ conv (static percentile, bias correction) only', ['--type', 'qdq', '--qdq', 'int8', '--qdq-ops', 'Conv', '--calib', calibDir, '--calib-method', 'percentile']],
+    ['int4 GPTQ + int8 QDQ conv (static percentile, bias correction)', ['--type', 'int4', '--algo', 'gptq', '--qdq', 'int8', '--qdq-ops', 'Conv', '--calib', calibDir, '--calib-method', 'percentile']],
+    ['int4 GPTQ + int8 QDQ conv weights only (bias correction)', ['--type', 'int4', '--algo', 'gptq', '--qdq', 'int8', '--qdq-ops', 'Conv', '--weights-only', '--calib', calibDir]],
+    ['int4 GPTQ + int8 QDQ conv (percentile, bias correction), 4 most sensitive kept', ['--type', 'int4', '--algo', 'gptq', '--qdq', 'int8', '--qdq-ops', 'Conv', '--calib', calibDir, '--calib-method', 'percentile', '--keep-sensitive', '4']],
   ];
   for (const [vi, [label, args]] of variants.entries()) {
     if (pick && !pick.has(vi)) continue;
@@ -150,37 +152,49 @@ async function ocrRec(tmp: string, quick: boolean, rows: Row[], pick?: Set<numbe
   await float.release();
 }
 
-async function ocrDet(tmp: string, quick: boolean, rows: Row[]): Promise<void> {
+async function ocrDet(tmp: string, quick: boolean, rows: Row[], pick?: Set<number>): Promise<void> {
   const pages = await tb.renderPages(quick ? 3 : 6, 640, 7);
   const feeds = pages.map((p) => ({ x: tb.detInput(p) }));
   const calibDir = path.join(tmp, 'det-calib');
   fs.mkdirSync(calibDir);
   (await tb.renderPages(3, 640, 11)).forEach((p, i) => fs.writeFileSync(path.join(calibDir, `p${i}.npy`), writeNpy(tb.detInput(p))));
   const float = await ortSession(tb.OCR.det);
+  // boxes two ways: the simplified components (tight, the strict test) and PaddleOCR's DB post-process
   const ref: tb.Box[][] = [];
+  const refDb: tb.Box[][] = [];
   for (const f of feeds) {
     const y = [...(await float.run(f)).values()][0];
     ref.push(tb.detBoxes(y.data, 640, 640));
+    refDb.push(tb.dbBoxes(y.data, 640, 640));
   }
   const msFloat = await latency(float, feeds, 2);
   const nBoxes = ref.reduce((a, r) => a + r.length, 0);
-  for (const [label, args] of [
-    ['int8 QDQ static (minmax)', ['--qdq', 'int8', '--calib', calibDir]],
-    ['int8 QDQ static (percentile)', ['--qdq', 'int8', '--calib', calibDir, '--calib-method', 'percentile']],
-    ['int8 QDQ dynamic', ['--qdq', 'int8', '--dynamic']],
-  ] as [string, string[]][]) {
+  for (const [vi, [label, args]] of ([
+    ['int8 QDQ static (minmax), no bias correction', ['--qdq', 'int8', '--calib', calibDir, '--no-bias-correction']],
+    ['int8 QDQ static (minmax, bias correction)', ['--qdq', 'int8', '--calib', calibDir]],
+    ['int8 QDQ static (percentile, bias correction)', ['--qdq', 'int8', '--calib', calibDir, '--calib-method', 'percentile']],
+    ['int8 QDQ static (percentile, bias correction), 5 most sensitive kept', ['--qdq', 'int8', '--calib', calibDir, '--calib-method', 'percentile', '--keep-sensitive', '5']],
+    ['int8 QDQ dynamic (bias correction of the weights)', ['--qdq', 'int8', '--dynamic', '--calib', calibDir]],
+    ['int8 QDQ weights only (activations float, bias correction)', ['--qdq', 'int8', '--weights-only', '--calib', calibDir]],
+    ['int8 QDQ weights only, no bias correction', ['--qdq', 'int8', '--weights-only', '--no-bias-correction']],
+  ] as [string, string[]][]).entries()) {
+    if (pick && !pick.has(vi)) continue;
     const out = path.join(tmp, 'det-q.onnx');
     const q = lowbit('quantize', tb.OCR.det, out, ...args);
     const s = await ortSession(out);
     const ious: number[] = [];
+    const iousDb: number[] = [];
     for (const [i, f] of feeds.entries()) {
       const y = [...(await s.run(f)).values()][0];
       ious.push(...tb.matchBoxes(ref[i], tb.detBoxes(y.data, 640, 640)));
+      iousDb.push(...tb.matchBoxes(refDb[i], tb.dbBoxes(y.data, 640, 640)));
     }
     const good = ious.filter((v) => v >= 0.9).length;
-    rows.push({ model: 'PP-OCRv4 det', quant: label, bytes: q.json.outputBytes, floatBytes: fs.statSync(tb.OCR.det).size, agreement: `${((100 * good) / nBoxes).toFixed(1)} % boxes IoU >= 0.9 (${good}/${nBoxes})`, error: `mean IoU ${(ious.reduce((a, b) => a + b, 0) / ious.length).toFixed(3)}`, msQuant: await latency(s, feeds, 2), msFloat });
+    const goodDb = iousDb.filter((v) => v >= 0.9).length;
+    const mean = (xs: number[]) => (xs.reduce((a, b) => a + b, 0) / xs.length).toFixed(3);
+    rows.push({ model: 'PP-OCRv4 det', quant: label, bytes: q.json.outputBytes, floatBytes: fs.statSync(tb.OCR.det).size, agreement: `${((100 * good) / nBoxes).toFixed(1)} % boxes IoU >= 0.9 (${good}/${nBoxes}); DB post-process ${((100 * goodDb) / iousDb.length).toFixed(1)} % (${goodDb}/${iousDb.length})`, error: `mean IoU ${mean(ious)}; DB ${mean(iousDb)}`, msQuant: await latency(s, feeds, 2), msFloat });
     await s.release();
-    console.log(`  det ${label}: ${good}/${nBoxes} boxes IoU >= 0.9`);
+    console.log(`  det ${label}: ${good}/${nBoxes} boxes IoU >= 0.9, DB boxes ${goodDb}/${iousDb.length} (${q.seconds.toFixed(1)} s)`);
   }
   await float.release();
 }
@@ -342,7 +356,8 @@ export async function run(args: string[]): Promise<void> {
     // --rec=3,4: only those recognizer variants (0-based)
     const recArg = args.find((a) => a.startsWith('--rec='));
     if (only.has('rec')) await ocrRec(tmp, quick, rows, recArg ? new Set(recArg.slice(6).split(',').map(Number)) : undefined);
-    if (only.has('det')) await ocrDet(tmp, quick, rows);
+    const detArg = args.find((a) => a.startsWith('--det='));
+    if (only.has('det')) await ocrDet(tmp, quick, rows, detArg ? new Set(detArg.slice(6).split(',').map(Number)) : undefined);
     const phrases = ['hey jarvis', 'hey jarvis, turn on the lights', 'what is the weather like today', 'hey jarvis what time is it', 'play some music please', 'jarvis', 'hello there, how are you', 'hey travis'];
     const sp = only.has('speech') ? speech(phrases, tmp) : [];
     if (!sp) console.log('espeak-ng is not installed (apt-get install espeak-ng): VAD and wake-word rows skipped');

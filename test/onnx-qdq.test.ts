@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +15,7 @@ import { encodeOnnx, parseOnnx } from '../src/io/onnx/model.js';
 import { upgradeOpset } from '../src/io/onnx/opset.js';
 import { activationParams, correctedConvBias, quantizePerChannel, quantizeQdq, RangeCollector } from '../src/io/onnx/qdq.js';
 import { ortSession, type Feeds } from '../src/cli/onnx-runtime.js';
+import { writeNpy } from '../src/io/npy.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const bin = path.join(root, 'bin', 'lowbit.js');
@@ -140,6 +142,19 @@ test('bias correction: an edge kernel (sum ~0) on a bright page keeps its output
   // the weight error times the input level (20) moves every output by ~1e-2; corrected: float rounding
   assert.ok(errs[0] > 3e-3, `uncorrected mean error ${errs[0]}`);
   assert.ok(errs[1] < errs[0] / 20, `corrected ${errs[1]} vs uncorrected ${errs[0]}`);
+  // the CLI: --weights-only with --calib writes int8 weights, float activations, corrected biases
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'lowbit-qdq-'));
+  try {
+    fs.writeFileSync(path.join(tmp, 'm.onnx'), encodeOnnx(p));
+    fs.writeFileSync(path.join(tmp, 'x.npy'), writeNpy(feeds.x));
+    const r = spawnSync(process.execPath, [bin, 'quantize', path.join(tmp, 'm.onnx'), path.join(tmp, 'q.onnx'), '--qdq', 'int8', '--weights-only', '--calib', path.join(tmp, 'x.npy'), '--json'], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(JSON.parse(r.stdout).nodes[0].action, /weights only/);
+    const got = await outMeans(new Uint8Array(fs.readFileSync(path.join(tmp, 'q.onnx'))));
+    assert.ok(Math.max(...got.map((v, c) => Math.abs(v - ref[c]))) < errs[0] / 20, `CLI --weights-only: ${got} vs ${ref}`);
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
   // the group indexing: output channel c reads input channels of its own group only
   const dq = quantizePerChannel(w, wShape, 0).dq;
   const onlyGroup1 = correctedConvBias(w, dq, wShape, 2, undefined, { x: Float64Array.of(0, 0, 1, 1), q: Float64Array.of(0, 0, 1, 1) })!;
@@ -201,6 +216,7 @@ test('lowbit quantize --qdq: clear errors', () => {
     [['--qdq', 'int8'], /needs --calib/],
     [['--qdq', 'int8', '--dynamic', '--qdq-ops', 'LSTM'], /QDQ handles Conv, MatMul, Gemm/],
     [['--qdq', 'int4'], /not one of int8/],
+    [['--qdq', 'int8', '--weights-only', '--dynamic'], /exclude each other/],
   ];
   for (const [args, re] of cases) {
     const out = r(...args);

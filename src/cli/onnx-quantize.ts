@@ -34,6 +34,7 @@ export const ONNX_QUANTIZE_OPTIONS: readonly OptionSpec[] = [
   { name: 'qdq-ops', type: 'string', help: 'ONNX: op types that get QDQ (MatMul/Gemm already turned into MatMulNBits are not touched)', default: 'Conv,MatMul,Gemm' },
   { name: 'calib-method', type: 'string', choices: ['minmax', 'percentile', 'mse', 'entropy'], help: 'ONNX QDQ: how calibrated activation ranges are chosen', default: 'minmax' },
   { name: 'dynamic', type: 'boolean', help: 'ONNX QDQ: activations quantized at run time (DynamicQuantizeLinear), no calibration' },
+  { name: 'weights-only', type: 'boolean', help: 'ONNX QDQ: int8 weights behind DequantizeLinear, activations left in float (with --calib: bias-corrected)' },
   { name: 'bias-correction', type: 'boolean', default: true, help: 'ONNX QDQ with --calib: correct each Conv bias so its output channel means stay the float model\'s (--no-bias-correction to skip)' },
   { name: 'keep', type: 'string', help: 'ONNX: comma-separated node names left in float' },
   { name: 'keep-sensitive', type: 'int', help: 'ONNX QDQ: measure each node quantized alone on the calibration data (output SQNR) and leave the N most sensitive in float', min: 1 },
@@ -160,10 +161,12 @@ export async function runOnnxQuantize(a: ParsedArgs): Promise<void> {
   const qdq = a.values.qdq as string | undefined;
   if (type === 'qdq' && !qdq) fail('--type qdq needs --qdq int8');
   const dynamic = a.values.dynamic as boolean;
+  const weightsOnly = a.values['weights-only'] as boolean;
+  if (weightsOnly && dynamic) fail('--weights-only and --dynamic exclude each other (--dynamic quantizes the activations at run time)');
   const method = a.values['calib-method'] as CalibMethod;
   const qdqOps = new Set((a.values['qdq-ops'] as string).split(',').map((x) => x.trim()).filter(Boolean));
   for (const op of qdqOps) if (!(QDQ_OPS as readonly string[]).includes(op)) fail(`--qdq-ops ${op}: QDQ handles ${QDQ_OPS.join(', ')}`);
-  if (qdq && !dynamic && !a.values.calib) fail('--qdq int8 needs --calib (static activation ranges) or --dynamic');
+  if (qdq && !dynamic && !weightsOnly && !a.values.calib) fail('--qdq int8 needs --calib (static activation ranges), --dynamic or --weights-only');
   const keep = new Set(((a.values.keep as string | undefined) ?? '').split(',').map((x) => x.trim()).filter(Boolean));
   const algo = ((a.values.algo as string | undefined) ?? 'rtn') as NBitsAlgorithm;
   if (!['rtn', 'gptq', 'hqq'].includes(algo)) fail(`--algo ${algo}: ONNX models take rtn, gptq or hqq`);
@@ -185,24 +188,6 @@ export async function runOnnxQuantize(a: ParsedArgs): Promise<void> {
       await s.release();
       samples = readCalibration(calib, names, a.values['calib-samples'] as number | undefined);
     }
-    const floatBytes = a.values['keep-sensitive'] ? encodeOnnx(model.proto) : undefined;
-    // static activation ranges: measured on the float model, before any rewrite
-    let ranges: Map<string, [number, number]> | undefined;
-    if (qdq && !dynamic) {
-      const acts = [...new Set(qdqTargets(model, qdqOps).filter((t) => t.graphPath === '').map((t) => t.activation))];
-      const rc = new RangeCollector();
-      await captureActivations(model.proto, acts, samples!, (name, t) => rc.observeMinMax(name, t.data));
-      if (method !== 'minmax') await captureActivations(model.proto, acts, samples!, (name, t) => rc.observeHistogram(name, t.data));
-      ranges = new Map(acts.filter((n) => rc.min.has(n)).map((n) => [n, rc.range(n, method)]));
-    }
-    // bias correction: E[x] and E[q(x)] per channel of each Conv input, on the float model
-    let means: QdqOptions['means'];
-    if (qdq && samples && a.values['bias-correction']) {
-      const acts = [...new Set(qdqTargets(model, qdqOps).filter((t) => t.graphPath === '' && t.node.op_type === 'Conv').map((t) => t.activation))];
-      const rc = new RangeCollector();
-      await captureActivations(model.proto, acts, samples, (name, t) => rc.observeChannels(name, t.data, t.dims, ranges?.get(name)));
-      means = new Map(acts.flatMap((n) => { const cm = rc.channelMeans(n); return cm ? [[n, cm] as const] : []; }));
-    }
     const reports: NodeReport[] = [];
     if (bits) {
       const hessians = algo === 'gptq' ? await collectHessians(model, samples!, warn) : undefined;
@@ -215,14 +200,33 @@ export async function runOnnxQuantize(a: ParsedArgs): Promise<void> {
         )),
       );
     }
+    // QDQ calibration runs on the model as rewritten so far (after MatMulNBits): the ranges, the bias
+    // correction and the sensitivity pass see the upstream weight-only error (sequential calibration)
+    const baseBytes = a.values['keep-sensitive'] ? encodeOnnx(model.proto) : undefined;
+    let ranges: Map<string, [number, number]> | undefined;
+    if (qdq && !dynamic && !weightsOnly) {
+      const acts = [...new Set(qdqTargets(model, qdqOps).filter((t) => t.graphPath === '').map((t) => t.activation))];
+      const rc = new RangeCollector();
+      await captureActivations(model.proto, acts, samples!, (name, t) => rc.observeMinMax(name, t.data));
+      if (method !== 'minmax') await captureActivations(model.proto, acts, samples!, (name, t) => rc.observeHistogram(name, t.data));
+      ranges = new Map(acts.filter((n) => rc.min.has(n)).map((n) => [n, rc.range(n, method)]));
+    }
+    // bias correction: E[x] and E[q(x)] per channel of each Conv input
+    let means: QdqOptions['means'];
+    if (qdq && samples && a.values['bias-correction']) {
+      const acts = [...new Set(qdqTargets(model, qdqOps).filter((t) => t.graphPath === '' && t.node.op_type === 'Conv').map((t) => t.activation))];
+      const rc = new RangeCollector();
+      await captureActivations(model.proto, acts, samples, (name, t) => rc.observeChannels(name, t.data, t.dims, ranges?.get(name)));
+      means = new Map(acts.flatMap((n) => { const cm = rc.channelMeans(n); return cm ? [[n, cm] as const] : []; }));
+    }
     let sensitivity: { node: string; sqnrDb: number }[] | undefined;
     if (qdq) {
-      const qopts: QdqOptions = { ops: qdqOps, activations: dynamic ? 'dynamic' : 'static', ranges, keep, means };
+      const qopts: QdqOptions = { ops: qdqOps, activations: weightsOnly ? 'none' : dynamic ? 'dynamic' : 'static', ranges, keep, means };
       const nKeep = a.values['keep-sensitive'] as number | undefined;
       if (nKeep) {
         if (!samples) fail('--keep-sensitive needs --calib (the sensitivity pass runs the model on it)');
         const tty = !json && process.stderr.isTTY;
-        sensitivity = await qdqSensitivity(floatBytes!, input, qopts, samples.slice(0, 4), tty ? (i, n) => process.stderr.write(`\rsensitivity ${i + 1}/${n}`) : undefined);
+        sensitivity = await qdqSensitivity(baseBytes!, input, qopts, samples.slice(0, 4), tty ? (i, n) => process.stderr.write(`\rsensitivity ${i + 1}/${n}`) : undefined);
         if (tty) process.stderr.write('\r' + ' '.repeat(40) + '\r');
         for (const s of sensitivity.slice(0, nKeep)) keep.add(s.node);
       }
