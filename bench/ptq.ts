@@ -2,7 +2,8 @@
  * The learned PTQ methods against GPTQ, whole quantize() runs on the synthetic ~112M llama of
  * bench/gptq.ts (dim 768, hidden 2816, vocabulary 4096), the same calibration tokens for each: GPTQ
  * (the anchor, in the same run), AutoRound at its default iterations, and GPTQ+AutoRound. Prints each
- * wall time, its quantization phase and the ratio to GPTQ's wall time (goal for AutoRound: <= 3x).
+ * wall time, its quantization phase, its CPU time (all threads: the measure that survives a shared
+ * machine) and the ratios to GPTQ's (goal for AutoRound: <= 3x).
  *
  *   npm run bench -- ptq [sequences=32] [layers=12] [threads=2] [target=int4_g128]
  *
@@ -36,16 +37,18 @@ export async function run(args: string[]): Promise<void> {
     const recipe = defineRecipe({ ...JSON.parse(JSON.stringify(base)), algorithm, ptq: { calibTokens: nSeq * CTX, calibCtx: CTX, seed: 0 } });
     const workers = threads > 1 ? new GptqPool(threads - 1) : undefined;
     const t0 = performance.now();
+    const c0 = process.cpuUsage();
     try {
       const r = await quantize(m, recipe, { write: () => {} }, { output: 'safetensors', calibStream: stream, threads, gptqWorkers: workers });
-      return { wall: (performance.now() - t0) / 1000, phases: r.ptq!.phases! };
+      const c = process.cpuUsage(c0);
+      return { wall: (performance.now() - t0) / 1000, cpu: (c.user + c.system) / 1e6, phases: r.ptq!.phases! };
     } finally {
       await workers?.close();
     }
   };
   const gptq = await runOne('gptq');
   const line = (name: string, r: typeof gptq) =>
-    console.log(`${name.padEnd(16)} ${r.wall.toFixed(1)} s wall (quantization ${r.phases.quantization.toFixed(1)} s, statistics ${r.phases.statistics.toFixed(1)} s, forward ${r.phases.forward.toFixed(1)} s); ratio to GPTQ ${(r.wall / gptq.wall).toFixed(2)}x`);
+    console.log(`${name.padEnd(16)} ${r.wall.toFixed(1)} s wall (quantization ${r.phases.quantization.toFixed(1)} s, statistics ${r.phases.statistics.toFixed(1)} s, forward ${r.phases.forward.toFixed(1)} s), CPU ${r.cpu.toFixed(1)} s (all threads); ratio to GPTQ ${(r.wall / gptq.wall).toFixed(2)}x wall, ${(r.cpu / gptq.cpu).toFixed(2)}x CPU`);
   line('GPTQ (anchor)', gptq);
   line('AutoRound', await runOne('autoround'));
   line('GPTQ+AutoRound', await runOne('gptq+autoround'));

@@ -29,7 +29,7 @@ import { CLIP_RATIOS } from './blockwise.js';
 import { gemmABt } from '../kernels/gptq.js';
 
 export interface AutoRoundOptions {
-  /** sign-gradient iterations (sweeps over the matrix); AutoRound's default 200 */
+  /** sign-gradient iterations (sweeps over the matrix); default 200 (the paper's; the pipeline's default is 100) */
   iters?: number;
   /** step of v and alpha at the first iteration, decayed linearly to 0; default 1 / iters */
   lr?: number;
@@ -204,13 +204,15 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
   for (let it = 0; it < iters; it++) {
     const step = lr * (1 - it / iters);
     if (learnClip) gAlpha.fill(0);
+    // one sweep: every element's offset steps against its gradient's sign; a proposed flip is taken
+    // when it lowers L, and row r of G follows it at once
     for (let r = 0; r < n; r++) {
       const ro = r * k;
       for (let col = 0; col < k; col++) {
         const e = ro + col;
         const g = G[e];
         if (g === 0) continue;
-        if (learnClip) gAlpha[(e / bs) | 0] += g * (ch[e] ? hi[e] : lo[e]);
+        if (learnClip) gAlpha[r * nb + ((col / bs) | 0)] += g * (ch[e] ? hi[e] : lo[e]);
         let vv = v[e] - (g > 0 ? step : -step);
         vv = vv > 0.5 ? 0.5 : vv < -0.5 ? -0.5 : vv;
         v[e] = vv;

@@ -27,7 +27,7 @@ export interface QuantizeForm {
   leaveOutputTensor?: boolean;
   /** mixed precision: per-tensor GGML types for this many bits per weight (llama.cpp file types; needs a calibration text) */
   targetBpw?: number;
-  /** --algo: rtn, gptq, awq, hqq, awq+gptq */
+  /** --algo: rtn, gptq, awq, hqq, awq+gptq, autoround, gptq+autoround, ... (recipe.ts ALGORITHMS) */
   algo?: string;
   /** PTQ options that were set (the rest take PTQ_OPTIONS' defaults) */
   ptq?: Partial<Record<keyof PtqOptions, number | boolean | string>>;
