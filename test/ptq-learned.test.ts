@@ -9,7 +9,6 @@
  *  - bad input: a learned method without calibration text is one line, exit 2.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -26,6 +25,7 @@ import { bytesSource } from '../src/io/source.js';
 import { evaluateAgainst, evaluateBase } from '../src/pipeline/evaluate.js';
 import { quantize } from '../src/pipeline/quantize.js';
 import { resolveScheme } from '../src/quant/registry.js';
+import { assertRefused } from './cli-refusal.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const GGUF = path.join(ROOT, 'data', 'stories260K.gguf');
@@ -143,11 +143,5 @@ test('quantize CLI: a learned method without calibration text, or its option wit
     [['--type', 'Q4_0', '--algo', 'gptq', '--autoround-iters', '10'], /--autoround-iters applies to --algo autoround/],
     [['--type', 'Q4_0', '--algo', 'autoround', '--autoround-iters', '-1'], /autoround-iters/],
   ];
-  for (const [args, re] of cases) {
-    const r = spawnSync(process.execPath, [BIN, 'quantize', GGUF, out, ...args], { encoding: 'utf8' });
-    assert.equal(r.status, 2, `${args.join(' ')}: exit ${r.status} ${r.stderr}`);
-    assert.match(r.stderr, re);
-    assert.equal(r.stderr.trim().split('\n').length, 1, 'one line');
-    assert.ok(!fs.existsSync(out));
-  }
+  for (const [args, re] of cases) assertRefused(BIN, ['quantize', GGUF, out, ...args], re, out);
 });

@@ -13,7 +13,6 @@
  */
 import { IQ_NEEDS_IMPORTANCE } from '../src/quant/ggml/iq-quant.js';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -36,6 +35,7 @@ import { quantize } from '../src/pipeline/quantize.js';
 import { ggmlCodecs } from '../src/quant/ggml/index.js';
 import { resolveScheme, schemes } from '../src/quant/registry.js';
 import { loadLlamaCpp } from '../scripts/llama-tools.js';
+import { assertRefused } from './cli-refusal.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const DATA = path.join(ROOT, 'data');
@@ -376,11 +376,5 @@ test('quantize CLI: calibrated algorithms fail clearly without what they need', 
     [['--type', 'Q4_0', '--algo', 'gptq', '--calib', path.join(tmp, 'none.txt')], /calibration file .* does not exist/],
     [['--type', 'Q4_0', '--algo', 'awq', '--calib', GGUF, '--calib-tokens', '100', '--calib-ctx', '128'], /less than one sequence/],
   ];
-  for (const [args, re] of cases) {
-    const r = spawnSync(process.execPath, [BIN, 'quantize', GGUF, out, ...args], { encoding: 'utf8' });
-    assert.equal(r.status, 2, `${args.join(' ')}: exit ${r.status} ${r.stderr}`);
-    assert.match(r.stderr, re);
-    assert.equal(r.stderr.trim().split('\n').length, 1, 'one line');
-    assert.ok(!fs.existsSync(out));
-  }
+  for (const [args, re] of cases) assertRefused(BIN, ['quantize', GGUF, out, ...args], re, out);
 });
