@@ -6,6 +6,7 @@
  *                             MatMul/Gemm left by --type): static ranges from --calib (--calib-method) or
  *                             --dynamic activations
  *   --type qdq                only the QDQ part
+ *   --gather                  Gather embedding tables -> com.microsoft GatherBlockQuantized (--type's bits)
  *   --float16                 the rest of the graph in float16 (inputs/outputs stay float32; with
  *                             --type int4 this is transformers.js's q4f16)
  * Calibration data: .npy (single-input models), .npz (arrays named by input) or a folder of them.
@@ -22,6 +23,7 @@ import { nodeLabel } from '../io/onnx/graph-edit.js';
 import { matmulTargets, quantizeMatMulNBits, type NBitsAlgorithm, type NodeReport } from '../io/onnx/nbits.js';
 import { QDQ_OPS, qdqTargets, quantizeQdq, RangeCollector, type CalibMethod, type QdqFormat, type QdqOptions } from '../io/onnx/qdq.js';
 import { convertFloat16, type Float16Report } from '../io/onnx/float16.js';
+import { gatherTargets, quantizeGatherBlocks } from '../io/onnx/gather.js';
 import type { ParsedArgs } from './args.js';
 import type { OptionSpec } from './args.js';
 import { checkOutput, noteInput, stagedPath, withAtomicFile } from './files.js';
@@ -34,6 +36,7 @@ export const ONNX_QUANTIZE_OPTIONS: readonly OptionSpec[] = [
   { name: 'accuracy-level', type: 'int', help: 'ONNX MatMulNBits: accuracy_level (0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 compute)', min: 0, max: 4 },
   { name: 'calib-samples', type: 'int', help: 'ONNX: use at most this many calibration samples', min: 1 },
   { name: 'qdq', type: 'string', choices: ['int8', 'fp8'], help: 'ONNX: QuantizeLinear/DequantizeLinear on --qdq-ops: int8 (weights per output channel, uint8 activations static from --calib or --dynamic) or fp8 (float8e4m3fn weights and activations, opset 19; static or --weights-only)' },
+  { name: 'gather', type: 'boolean', help: 'ONNX: also quantize Gather embedding tables (constant [V, D], axis 0) to com.microsoft GatherBlockQuantized with --type\'s bits and --group' },
   { name: 'float16', type: 'boolean', help: 'ONNX: convert the remaining float32 weights and activations to float16 (model inputs/outputs stay float32, Casts at the boundaries)' },
   { name: 'qdq-ops', type: 'string', help: 'ONNX: op types that get QDQ (MatMul/Gemm already turned into MatMulNBits are not touched)', default: 'Conv,MatMul,Gemm' },
   { name: 'calib-method', type: 'string', choices: ['minmax', 'percentile', 'mse', 'entropy'], help: 'ONNX QDQ: how calibrated activation ranges are chosen', default: 'minmax' },
@@ -167,6 +170,8 @@ export async function runOnnxQuantize(a: ParsedArgs): Promise<void> {
   const qdq = a.values.qdq as QdqFormat | undefined;
   if (type === 'qdq' && !qdq) fail('--type qdq needs --qdq int8 or --qdq fp8');
   if (type === 'float16' && !float16) fail('--type float16 is --float16');
+  const gather = a.values.gather as boolean;
+  if (gather && !bits) fail('--gather needs --type int2, int4 or int8 (the bits of GatherBlockQuantized)');
   const dynamic = a.values.dynamic as boolean;
   const weightsOnly = a.values['weights-only'] as boolean;
   if (weightsOnly && dynamic) fail('--weights-only and --dynamic exclude each other (--dynamic quantizes the activations at run time)');
@@ -200,7 +205,7 @@ export async function runOnnxQuantize(a: ParsedArgs): Promise<void> {
     const reports: NodeReport[] = [];
     if (bits) {
       const hessians = algo === 'gptq' ? await collectHessians(model, samples!, warn) : undefined;
-      if (!matmulTargets(model).length && !qdq) fail(`${input}: no MatMul or Gemm with a constant 2-D float weight to quantize`);
+      if (!matmulTargets(model).length && !qdq && !(gather && gatherTargets(model).length)) fail(`${input}: no MatMul or Gemm with a constant 2-D float weight to quantize`);
       reports.push(
         ...(await quantizeMatMulNBits(
           model,
@@ -208,6 +213,7 @@ export async function runOnnxQuantize(a: ParsedArgs): Promise<void> {
           warn,
         )),
       );
+      if (gather) reports.push(...(await quantizeGatherBlocks(model, { bits, blockSize: (a.values.group as number | undefined) ?? 32, symmetric: !(a.values.asym as boolean), keep }, warn)));
     }
     // QDQ calibration runs on the model as rewritten so far (after MatMulNBits): the ranges, the bias
     // correction and the sensitivity pass see the upstream weight-only error (sequential calibration)
