@@ -227,7 +227,18 @@ export async function runOnnxQuantize(a: ParsedArgs): Promise<void> {
     let loads: boolean | undefined;
     try {
       await loadOrt();
-      const s = await ortSession(path.resolve(stagedPath(output))); // the written file, renamed into place when the run succeeds
+      const written = path.resolve(stagedPath(output)); // the written file, renamed into place when the run succeeds
+      let s: Awaited<ReturnType<typeof ortSession>>;
+      try {
+        s = await ortSession(written);
+      } catch (e) {
+        // onnxruntime 1.30 (CPU) fuses DequantizeLinear -> Conv -> QuantizeLinear into QLinearConv without
+        // checking the type, and QLinearConv has no float8 kernel: static FP8 graphs load only without
+        // that fusion (graph optimization 'basic')
+        if (qdq !== 'fp8' || !/float8/.test((e as Error).message)) throw e;
+        s = await ortSession(written, 1, 'basic');
+        warn("onnxruntime-node loads this FP8 model only with graphOptimizationLevel 'basic' (its QDQ fusion makes a float8 QLinearConv, which has no kernel)");
+      }
       await s.release();
       loads = true;
     } catch (e) {

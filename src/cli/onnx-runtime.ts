@@ -54,13 +54,13 @@ export interface OrtSession {
   release(): Promise<void>;
 }
 
-export async function ortSession(model: Uint8Array | string, threads = 1): Promise<OrtSession> {
+/** `optimization` 'basic' keeps onnxruntime from fusing QDQ patterns (see runOnnxQuantize's FP8 note) */
+export async function ortSession(model: Uint8Array | string, threads = 1, optimization: 'basic' | 'all' = 'all'): Promise<OrtSession> {
   const ort = await loadOrt();
   let s: import('onnxruntime-node').InferenceSession;
+  const opts = { intraOpNumThreads: threads, interOpNumThreads: 1, logSeverityLevel: 3 as const, graphOptimizationLevel: optimization };
   try {
-    s = typeof model === 'string'
-      ? await ort.InferenceSession.create(model, { intraOpNumThreads: threads, interOpNumThreads: 1, logSeverityLevel: 3 })
-      : await ort.InferenceSession.create(model, { intraOpNumThreads: threads, interOpNumThreads: 1, logSeverityLevel: 3 });
+    s = typeof model === 'string' ? await ort.InferenceSession.create(model, opts) : await ort.InferenceSession.create(model, opts);
   } catch (e) {
     fail(`onnxruntime could not load the model: ${(e as Error).message.split('\n')[0]}`);
   }
