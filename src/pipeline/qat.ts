@@ -118,12 +118,27 @@ export function ggmlWeightCodec(type: GgmlTypeInfo): WeightCodec {
   };
 }
 
-function trainConfigOf(m: ModelFile, seqLen: number): TrainConfig {
+/** The training config of a llama GGUF (context at least `seqLen`). */
+export function trainConfigOf(m: ModelFile, seqLen: number): TrainConfig {
   const meta = plainMetadata(m.metadata);
   const tensors = m.tensors.map((t) => ({ name: t.name, dims: t.ne ? [...t.ne] : [...t.shape].reverse() }));
   const c = llamaConfigFromGguf(meta, tensors as never);
   if (c.ropeStyle !== 'normal') fail('QAT trains llama-architecture models (normal RoPE)');
   return { ...c, seqLen: Math.max(seqLen, Math.min(c.seqLen, 4096)), tiedOutput: !m.tensors.some((t) => t.name === 'output.weight') };
+}
+
+/** Set every parameter of `model` from the file `m` (read as f32); returns copies of the values by name. */
+export async function loadTrainParams(model: TrainModel, m: ModelFile): Promise<Map<string, Float32Array>> {
+  const values = new Map<string, Float32Array>();
+  for (const t of model.tensors) {
+    const f = m.tensors.find((x) => x.name === t.name);
+    if (!f) fail(`${m.name}: the model has no tensor ${t.name}`);
+    const v = await readFloats(m, f);
+    if (v.length !== t.size) fail(`${m.name}: ${t.name} has ${v.length} values, expected ${t.size}`);
+    values.set(t.name, Float32Array.from(v));
+    model.view(t.name).set(v);
+  }
+  return values;
 }
 
 /** Fine-tune `m` toward opts.type on the token stream `data`. */
@@ -147,15 +162,7 @@ export async function runQat(m: ModelFile, data: Int32Array, bos: number, opts: 
   const trainer = new Trainer(config, trainOpts, data);
   const model = trainer.model;
   // master weights from the file
-  const original = new Map<string, Float32Array>();
-  for (const t of model.tensors) {
-    const f = m.tensors.find((x) => x.name === t.name);
-    if (!f) fail(`QAT: the model has no tensor ${t.name}`);
-    const v = await readFloats(m, f);
-    if (v.length !== t.size) fail(`QAT: ${t.name} has ${v.length} values, expected ${t.size}`);
-    original.set(t.name, Float32Array.from(v));
-    model.view(t.name).set(v);
-  }
+  const original = await loadTrainParams(model, m);
   const initBytes = new Map<string, Uint8Array>();
   if (opts.init === 'gptq') {
     if (!opts.calibText) fail('--init gptq needs --calib FILE (calibration text)');
