@@ -1,7 +1,7 @@
 /**
- * QDQ: opset upgrade keeps PP-OCRv4's outputs bit-identical; per-channel int8 Conv weights + uint8
- * activations run in onnxruntime-node with the numbers of an independent emulation; calibration range
- * methods; CLI errors.
+ * QDQ: opset upgrade (13 and 21) keeps PP-OCRv4's outputs bit-identical; per-channel int8 Conv weights +
+ * uint8 activations, and float8e4m3fn weights + activations (every code checked against onnxruntime),
+ * run in onnxruntime-node with the numbers of an emulation; calibration range methods; CLI errors.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -11,9 +11,9 @@ import * as path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { buildModel, floatTensor, node, valueInfo } from '../src/io/onnx/build.js';
-import { encodeOnnx, parseOnnx } from '../src/io/onnx/model.js';
+import { encodeOnnx, makeTensor, parseOnnx } from '../src/io/onnx/model.js';
 import { upgradeOpset } from '../src/io/onnx/opset.js';
-import { activationParams, correctedConvBias, quantizePerChannel, quantizeQdq, RangeCollector } from '../src/io/onnx/qdq.js';
+import { activationParams, activationQuantizer, correctedConvBias, fp8Code, fp8Value, quantizePerChannel, quantizeQdq, RangeCollector } from '../src/io/onnx/qdq.js';
 import { ortSession, type Feeds } from '../src/cli/onnx-runtime.js';
 import { writeNpy } from '../src/io/npy.js';
 
@@ -217,6 +217,118 @@ test('lowbit quantize --qdq: clear errors', () => {
     [['--qdq', 'int8', '--dynamic', '--qdq-ops', 'LSTM'], /QDQ handles Conv, MatMul, Gemm/],
     [['--qdq', 'int4'], /not one of int8/],
     [['--qdq', 'int8', '--weights-only', '--dynamic'], /exclude each other/],
+  ];
+  for (const [args, re] of cases) {
+    const out = r(...args);
+    assert.equal(out.status, 2, `${args}: ${out.stderr}`);
+    assert.match(out.stderr, re);
+  }
+  assert.ok(!fs.existsSync('/tmp/never-written.onnx'));
+});
+
+test('FP8 QDQ (opset 19, float8e4m3fn): every code decodes in onnxruntime as lowbit decodes it, QuantizeLinear rounds as lowbit encodes', async () => {
+  // DequantizeLinear of all 256 codes (scale 1) against fp8Value; QuantizeLinear of values on and
+  // between codes (ties, subnormals, saturation beyond 448) against fp8Code
+  const codes = Uint8Array.from({ length: 256 }, (_, i) => i);
+  const xs = Float32Array.from([0, 1, 1.0625, 1.125, 1.1875, -1.0625, 0.001953125, 0.0029296875, 0.0009765625, 448, 464, 480, 1e4, -1e4, 0.3, -7.77, 240, 232, 3.1e-3]);
+  const p = buildModel({
+    // QuantizeLinear's codes are read back through DequantizeLinear (scale 1: the value of the code)
+    nodes: [node('DequantizeLinear', ['c', 'one', 'zc'], ['decoded']), node('QuantizeLinear', ['x', 'one', 'zc'], ['q']), node('DequantizeLinear', ['q', 'one', 'zc'], ['qvalues'])],
+    inputs: [valueInfo('x', 1, [xs.length])],
+    outputs: [valueInfo('decoded', 1, [256]), valueInfo('qvalues', 1, [xs.length])],
+    initializers: [makeTensor('c', 17, [256], codes), floatTensor('one', [], [1]), makeTensor('zc', 17, [], new Uint8Array(1))],
+    opset: 19,
+    irVersion: 9,
+  });
+  const s = await ortSession(encodeOnnx(p));
+  const out = await s.run({ x: { type: 'float32', shape: [xs.length], data: new Uint8Array(xs.buffer) } });
+  await s.release();
+  const decoded = out.get('decoded')!.data;
+  for (let c = 0; c < 256; c++) {
+    const v = fp8Value(c);
+    if (Number.isNaN(v)) assert.ok(Number.isNaN(decoded[c]), `code ${c}`);
+    else assert.equal(decoded[c], v, `code 0x${c.toString(16)}`);
+  }
+  const q = out.get('qvalues')!.data;
+  xs.forEach((x, i) => assert.equal(q[i], fp8Value(fp8Code(x)), `QuantizeLinear(${x})`));
+});
+
+test('FP8 QDQ Conv (e4m3fn weights per channel + static e4m3fn activation, opset 11 -> 21) in onnxruntime equals the emulation', async () => {
+  const C = 3;
+  const O = 4;
+  const H = 6;
+  const wShape = [O, C, 3, 3];
+  const w = Float32Array.from({ length: O * C * 9 }, (_, i) => Math.sin(i * 0.9) * (1 + Math.floor(i / 27)));
+  // a ReduceMean with an axes attribute (an input from opset 18 on) rides along
+  const p = buildModel({
+    nodes: [node('Conv', ['x', 'W'], ['y0'], { kernel_shape: [3, 3], pads: [1, 1, 1, 1] }, 'conv'), node('ReduceMean', ['y0'], ['y'], { axes: [3], keepdims: 1 }, 'mean')],
+    inputs: [valueInfo('x', 1, [1, C, H, H])],
+    outputs: [valueInfo('y', 1, [1, O, H, 1])],
+    initializers: [floatTensor('W', wShape, w)],
+    opset: 11,
+  });
+  const feeds = feedOf('x', [1, C, H, H], (i) => Math.cos(i * 0.37) * 2 + 0.5);
+  const x = new Float32Array(feeds.x.data.buffer);
+  const range: [number, number] = [-1.5, 2.5];
+  const m = parseOnnx(encodeOnnx(p));
+  const rep = await quantizeQdq(m, { ops: new Set(['Conv']), activations: 'static', ranges: new Map([['x', range]]), format: 'fp8' });
+  assert.match(rep[0].action, /QDQ fp8\/ch \+ fp8 static/);
+  assert.equal(m.proto.opset_import![0].version, 21);
+  assert.ok(Number(m.proto.ir_version) >= 10);
+  assert.ok(m.proto.graph!.initializer!.some((t) => t.data_type === 17 && t.dims!.length === 4), 'weights stored as float8e4m3fn');
+  const s = await ortSession(encodeOnnx(m.proto));
+  const y = [...(await s.run(feeds)).values()][0].data;
+  await s.release();
+  const { fq } = activationQuantizer(range[0], range[1], 'fp8');
+  assert.equal(activationQuantizer(range[0], range[1], 'fp8').scale, Math.fround(2.5 / 448));
+  const xq = x.map(fq);
+  const { dq, scales } = quantizePerChannel(w, wShape, 0, 'fp8');
+  assert.equal(scales[0], Math.fround(Math.max(...w.subarray(0, 27).map(Math.abs)) / 448));
+  let err = 0;
+  let mag = 0;
+  for (let o = 0; o < O; o++)
+    for (let i = 0; i < H; i++) {
+      let row = 0;
+      for (let j = 0; j < H; j++) {
+        let acc = 0;
+        for (let c = 0; c < C; c++)
+          for (let di = 0; di < 3; di++)
+            for (let dj = 0; dj < 3; dj++) {
+              const ii = i + di - 1;
+              const jj = j + dj - 1;
+              if (ii >= 0 && ii < H && jj >= 0 && jj < H) acc += xq[(c * H + ii) * H + jj] * dq[((o * C + c) * 3 + di) * 3 + dj];
+            }
+        row += acc / H;
+      }
+      err = Math.max(err, Math.abs(row - y[o * H + i]));
+      mag = Math.max(mag, Math.abs(row));
+    }
+  assert.ok(err < 1e-4 * mag, `max |ort - emulation| ${err} of ${mag}`);
+  // fp8 has no dynamic activations
+  await assert.rejects(quantizeQdq(parseOnnx(encodeOnnx(p)), { ops: new Set(['Conv']), activations: 'dynamic', format: 'fp8' }), /no dynamic activations/);
+});
+
+test('opset 11 -> 21: PP-OCRv4 det outputs bit-identical', async () => {
+  const bytes = new Uint8Array(fs.readFileSync(ocr('ch_PP-OCRv4_det_infer.onnx')));
+  const m = parseOnnx(bytes);
+  assert.ok(upgradeOpset(m.proto, 21));
+  const feeds = feedOf('x', [1, 3, 64, 64], (i) => Math.sin(i * 0.013));
+  const a = await ortSession(bytes);
+  const b = await ortSession(encodeOnnx(m.proto));
+  const ya = [...(await a.run(feeds)).values()][0];
+  const yb = [...(await b.run(feeds)).values()][0];
+  await a.release();
+  await b.release();
+  assert.equal(ya.data.findIndex((v, i) => v !== yb.data[i]), -1, 'outputs differ');
+});
+
+test('lowbit quantize --qdq fp8: clear errors', () => {
+  const r = (...a: string[]) => spawnSync(process.execPath, [bin, 'quantize', ocr('ch_PP-OCRv4_det_infer.onnx'), '/tmp/never-written.onnx', ...a], { encoding: 'utf8' });
+  const cases: [string[], RegExp][] = [
+    [['--qdq', 'fp8', '--dynamic'], /has no --dynamic/],
+    [['--qdq', 'fp8'], /needs --calib \(static activation ranges\) or --weights-only/],
+    [['--qdq', 'fp8', '--calib', '/tmp', '--calib-method', 'entropy'], /takes minmax or percentile/],
+    [['--type', 'int3'], /2, 4 and 8 bits only/],
   ];
   for (const [args, re] of cases) {
     const out = r(...args);

@@ -60,7 +60,7 @@ function rotateHeads(x: Float32Array, nRows: number, rowLength: number, headDim:
 
 function makeSide(t: KvCacheType, perChannel: boolean, o: KvCacheOptions, g: KvGeometry, engine: MatmulEngine | null): KvSide {
   const kvDim = g.nKvHeads * g.headDim;
-  if (t.family === 'kivi') return new KiviSide(t, perChannel, o.residual ?? 32, g.nLayers, g.capacity, kvDim);
+  if (t.family === 'kivi') return new KiviSide(t, perChannel, o.residual ?? (perChannel ? Math.max(32, t.blockSize) : 32), g.nLayers, g.capacity, kvDim);
   if (t.family === 'kvquant') {
     // a rotated side stores rotated rows: its grids are fitted to rotated calibration rows
     const rot = (rows: Float32Array) => {
@@ -104,7 +104,7 @@ export class PackedKvStorage implements KvStorage {
     this.kSide = makeSide(k, true, o, g, engine);
     this.vSide = makeSide(v, false, o, g, engine);
     this.bytesPerToken = g.nLayers * (this.kSide.rowBytes + this.vSide.rowBytes);
-    this.preRopeKeys = k.family === 'kvquant';
+    this.preRopeKeys = k.family === 'kvquant' || k.preRope;
     const n = g.capacity * this.kvDim;
     const kk = engine?.allocF32(n, this);
     const vv = kk && engine!.allocF32(n, this);
@@ -146,16 +146,20 @@ export class PackedKvStorage implements KvStorage {
     return r;
   }
 
-  /** first position a side shows in f32 when the cache holds n positions */
+  /** first position a side does not show final-quantized (f32 residual, or a partial KIVI group) when the cache holds n positions */
   private static fullFrom(side: KvSide, n: number): number {
-    return side.residual > 0 ? Math.floor(n / side.residual) * side.residual : n;
+    const chunk = side.residual || side.partial;
+    return chunk > 0 ? Math.floor(n / chunk) * chunk : n;
   }
 
   /** rows [0, n) of a side as the cache holding `state` positions shows them, into `rows`; qEnd: rows [0, qEnd) already hold quantized values */
   private fill(side: KvSide, layer: number, rows: Float32Array, n: number, state: number, qEnd: number): number {
     const b = Math.min(PackedKvStorage.fullFrom(side, state), n);
     if (b > qEnd) side.readQuantized(layer, qEnd, b, rows);
-    if (n > b) side.readFull(layer, b, n, rows);
+    if (n > b) {
+      if (side.partial) side.readPartial!(layer, b, n, rows);
+      else side.readFull(layer, b, n, rows);
+    }
     return Math.max(b, qEnd);
   }
 
@@ -191,11 +195,13 @@ export class PackedKvStorage implements KvStorage {
     let kq = 0;
     let vq = 0;
     for (let t0 = 0; t0 < nTok; ) {
-      const bK = this.kSide.residual > 0 ? PackedKvStorage.fullFrom(this.kSide, pos + t0 + 1) : -1;
+      const bK = this.kSide.residual > 0 || this.kSide.partial > 0 ? PackedKvStorage.fullFrom(this.kSide, pos + t0 + 1) : -1;
       const bV = this.vSide.residual > 0 ? PackedKvStorage.fullFrom(this.vSide, pos + t0 + 1) : -1;
       let t1 = t0 + 1;
+      // a partial KIVI key group looks different to every query: one query at a time
       while (
         t1 < nTok &&
+        !this.kSide.partial &&
         (bK < 0 || PackedKvStorage.fullFrom(this.kSide, pos + t1 + 1) === bK) &&
         (bV < 0 || PackedKvStorage.fullFrom(this.vSide, pos + t1 + 1) === bV)
       )
