@@ -1,5 +1,5 @@
 /**
- * QDQ: opset upgrade (13 and 19) keeps PP-OCRv4's outputs bit-identical; per-channel int8 Conv weights +
+ * QDQ: opset upgrade (13 and 21) keeps PP-OCRv4's outputs bit-identical; per-channel int8 Conv weights +
  * uint8 activations, and float8e4m3fn weights + activations (every code checked against onnxruntime),
  * run in onnxruntime-node with the numbers of an emulation; calibration range methods; CLI errors.
  */
@@ -253,7 +253,7 @@ test('FP8 QDQ (opset 19, float8e4m3fn): every code decodes in onnxruntime as low
   xs.forEach((x, i) => assert.equal(q[i], fp8Value(fp8Code(x)), `QuantizeLinear(${x})`));
 });
 
-test('FP8 QDQ Conv (e4m3fn weights per channel + static e4m3fn activation, opset 11 -> 19) in onnxruntime equals the emulation', async () => {
+test('FP8 QDQ Conv (e4m3fn weights per channel + static e4m3fn activation, opset 11 -> 21) in onnxruntime equals the emulation', async () => {
   const C = 3;
   const O = 4;
   const H = 6;
@@ -273,8 +273,8 @@ test('FP8 QDQ Conv (e4m3fn weights per channel + static e4m3fn activation, opset
   const m = parseOnnx(encodeOnnx(p));
   const rep = await quantizeQdq(m, { ops: new Set(['Conv']), activations: 'static', ranges: new Map([['x', range]]), format: 'fp8' });
   assert.match(rep[0].action, /QDQ fp8\/ch \+ fp8 static/);
-  assert.equal(m.proto.opset_import![0].version, 19);
-  assert.ok(Number(m.proto.ir_version) >= 9);
+  assert.equal(m.proto.opset_import![0].version, 21);
+  assert.ok(Number(m.proto.ir_version) >= 10);
   assert.ok(m.proto.graph!.initializer!.some((t) => t.data_type === 17 && t.dims!.length === 4), 'weights stored as float8e4m3fn');
   const s = await ortSession(encodeOnnx(m.proto));
   const y = [...(await s.run(feeds)).values()][0].data;
@@ -308,10 +308,10 @@ test('FP8 QDQ Conv (e4m3fn weights per channel + static e4m3fn activation, opset
   await assert.rejects(quantizeQdq(parseOnnx(encodeOnnx(p)), { ops: new Set(['Conv']), activations: 'dynamic', format: 'fp8' }), /no dynamic activations/);
 });
 
-test('opset 11 -> 19: PP-OCRv4 det outputs bit-identical', async () => {
+test('opset 11 -> 21: PP-OCRv4 det outputs bit-identical', async () => {
   const bytes = new Uint8Array(fs.readFileSync(ocr('ch_PP-OCRv4_det_infer.onnx')));
   const m = parseOnnx(bytes);
-  assert.ok(upgradeOpset(m.proto, 19));
+  assert.ok(upgradeOpset(m.proto, 21));
   const feeds = feedOf('x', [1, 3, 64, 64], (i) => Math.sin(i * 0.013));
   const a = await ortSession(bytes);
   const b = await ortSession(encodeOnnx(m.proto));

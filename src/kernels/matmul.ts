@@ -39,6 +39,8 @@ interface MatmulExports {
   intBlock(type: number): number;
   intRowScratch(type: number, k: number): number;
   quantizeActs(kind: number, x: number, xs: number, nTok: number, k: number, q: number, d: number, s: number): void;
+  actBytes8(k: number): number;
+  prepActs8(q: number, nTok: number, k: number, dst: number): void;
 }
 
 const PAGE = 65536;
@@ -468,6 +470,13 @@ export class MatmulEngine {
     const scratchBytes = chunkRows * rowScratch + 512;
     const scratch = this.buffer('scratch', scratchBytes * this.threadCount);
     this.setJob(3, w.type.id, w.ptr, w.rowBytes, xq, xd, nTok, k, xs, yAt, n, n, chunkRows, scratch, scratchBytes);
+    // decode (under 4 tokens) in the relaxed build: 8-bit products on activations prepared once here
+    let xa = 0;
+    if (nTok < 4 && this.variant === 'relaxed') {
+      xa = this.buffer('xa', nTok * this.exports.actBytes8(k) + 64);
+      this.exports.prepActs8(xq, nTok, k, xa);
+    }
+    this.job[15] = xa;
     this.dispatch(Math.ceil(n / chunkRows), threads);
     if (yOwn < 0) this.copyOut(out, yAt, nTok * n);
   }

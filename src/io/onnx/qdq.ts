@@ -12,7 +12,7 @@
  * with the least KL divergence between the histogram and its 256-level quantization, TensorRT's rule).
  * Per-axis DequantizeLinear needs opset 13: older models are raised first (opset.ts).
  *
- * FP8 (`format: 'fp8'`, opset 19, float8e4m3fn codes, zero point 0): weights s_c = max|w_c| / 448,
+ * FP8 (`format: 'fp8'`, opset 21, float8e4m3fn codes, zero point 0): weights s_c = max|w_c| / 448,
  * activations s = max(|lo|, |hi|) / 448 (static only: DynamicQuantizeLinear is uint8), codes by
  * lowbit's e4m3fn encoder (round to nearest even, saturating as QuantizeLinear's saturate = 1 does).
  */
@@ -296,7 +296,11 @@ export interface QdqOptions {
   ops: ReadonlySet<string>;
   /** 'static' needs ranges; 'none' quantizes weights only */
   activations: 'static' | 'dynamic' | 'none';
-  /** int8 weights + uint8 activations (default, opset 13) or e4m3fn both (opset 19) */
+  /**
+   * int8 weights + uint8 activations (default, opset 13) or e4m3fn both (opset 21: float8 QDQ exists
+   * from 19, but onnxruntime moves Q/DQ pairs across Reshape/Unsqueeze/Transpose, which take float8
+   * only from 21; at 19 such a model fails to load)
+   */
   format?: QdqFormat;
   /** activation name -> [lo, hi] (static) */
   ranges?: Map<string, [number, number]>;
@@ -341,7 +345,7 @@ export async function quantizeQdq(m: OnnxModel, opts: QdqOptions, warn: (msg: st
   if (!targets.length) return [];
   const format = opts.format ?? 'int8';
   if (format === 'fp8' && opts.activations === 'dynamic') fail('FP8 QDQ has no dynamic activations (DynamicQuantizeLinear is uint8): use calibrated ranges or weights only');
-  const opset = format === 'fp8' ? 19 : 13;
+  const opset = format === 'fp8' ? 21 : 13;
   if ((opsetVersion(m.proto, '') ?? 0) < opset) upgradeOpset(m.proto, opset);
   const wType = format === 'fp8' ? DataType.FLOAT8E4M3FN : DataType.INT8;
   const wName = format === 'fp8' ? 'fp8' : 'int8';
