@@ -131,6 +131,12 @@ export interface KernelWeight {
   readonly owner?: Uint8Array;
 }
 
+/**
+ * Weights stop going into kernel memory this far below its 4 GiB end (they stay in JavaScript memory
+ * and are copied in a block at a time), so that activations, scratch and thread control still fit.
+ */
+const WEIGHT_HEADROOM = 256 * 2 ** 20;
+
 /** First-fit allocator over [base, memory end), growing the memory as needed. */
 class Heap {
   private readonly free: { at: number; size: number }[] = [];
@@ -141,7 +147,8 @@ class Heap {
     this.top = base;
   }
 
-  alloc(bytes: number): number | null {
+  /** `keep`: fail rather than leave less than this many bytes for later allocations at the top */
+  alloc(bytes: number, keep = 0): number | null {
     const size = Math.max(64, Math.ceil(bytes / 64) * 64);
     for (let i = 0; i < this.free.length; i++) {
       const f = this.free[i];
@@ -157,7 +164,7 @@ class Heap {
     }
     const at = this.top;
     const end = at + size;
-    if (end > this.maxBytes) return null;
+    if (end > this.maxBytes - keep) return null;
     const have = this.memory.buffer.byteLength;
     if (end > have) {
       try {
@@ -350,7 +357,7 @@ export class MatmulEngine {
       // the allocation lives as long as `data`, which the weight keeps
       return { engine: this, type, rows, cols, rowBytes, ptr: data.byteOffset, owner: data };
     }
-    const ptr = this.heap.alloc(bytes);
+    const ptr = this.heap.alloc(bytes, WEIGHT_HEADROOM);
     if (ptr === null) return null;
     this.views();
     this.u8View.set(data, ptr);
@@ -366,7 +373,7 @@ export class MatmulEngine {
    */
   allocBytes(n: number): Uint8Array | null {
     if (!this.shared) return null;
-    const at = this.heap.alloc(n);
+    const at = this.heap.alloc(n, WEIGHT_HEADROOM);
     if (at === null) return null;
     this.views();
     const view = new Uint8Array(this.u8View.buffer, at, n);
@@ -417,11 +424,11 @@ export class MatmulEngine {
         const nr = Math.min(block, n - r0);
         this.views();
         const src = this.weightBytes(w).subarray(r0 * w.rowBytes, (r0 + nr) * w.rowBytes);
-        if (!tmp) codec.dequantize(src, nr * k, this.f32View.subarray(at >> 2, (at >> 2) + nr * k));
+        if (!tmp) codec.dequantize(src, nr * k, this.f32View.subarray(at >>> 2, (at >>> 2) + nr * k));
         else {
           for (let r = 0; r < nr; r++) {
             codec.dequantize(src.subarray(r * w.rowBytes, (r + 1) * w.rowBytes), k, tmp);
-            const o = (at >> 2) + r * kx;
+            const o = (at >>> 2) + r * kx;
             this.f32View.set(tmp, o);
             this.f32View.fill(0, o + k, o + kx);
           }
@@ -491,7 +498,7 @@ export class MatmulEngine {
   /** write the job's parameters into the control block and run its chunks (on the pool when threads > 1) */
   private dispatch(chunks: number, threads: number): void {
     this.views();
-    this.i32View.set(this.job, (this.control + JOB_OFFSET) >> 2);
+    this.i32View.set(this.job, (this.control + JOB_OFFSET) >>> 2);
     const job = this.control + JOB_OFFSET;
     if (threads > 1 && chunks > 1) this.pool!.run(chunks, this.exports);
     else for (let c = 0; c < chunks; c++) this.exports.runChunk(job, c, 0);
@@ -509,10 +516,10 @@ export class MatmulEngine {
       const nr = Math.min(block, n - r0);
       this.views();
       const f = this.f32View;
-      if (kx === k) f.set(w.subarray(r0 * k, (r0 + nr) * k), at >> 2);
+      if (kx === k) f.set(w.subarray(r0 * k, (r0 + nr) * k), at >>> 2);
       else {
         for (let r = 0; r < nr; r++) {
-          const o = (at >> 2) + r * kx;
+          const o = (at >>> 2) + r * kx;
           f.set(w.subarray((r0 + r) * k, (r0 + r + 1) * k), o);
           f.fill(0, o + k, o + kx);
         }
@@ -537,7 +544,7 @@ export class MatmulEngine {
     const gAt = this.buffer('gram', k * k * 4);
     this.views();
     const f = this.f32View;
-    const o = xtAt >> 2;
+    const o = xtAt >>> 2;
     // transpose in tiles of 16 x 16 (the strided writes stay within a few cache lines)
     for (let t0 = 0; t0 < nTok; t0 += 16) {
       const t1 = Math.min(nTok, t0 + 16);
@@ -558,7 +565,7 @@ export class MatmulEngine {
       this.run(0, at, ld * 4, ld, ld, at, k - r0, gAt + (r0 * k + r0) * 4, k, r1 - r0);
     }
     this.views();
-    return this.f32View.subarray(gAt >> 2, (gAt >> 2) + k * k);
+    return this.f32View.subarray(gAt >>> 2, (gAt >>> 2) + k * k);
   }
 
   /** SwiGLU in place: g[i] = silu(g[i]) * u[i] for i < n (f32, exp by wasm/matmul.ts exp4). */
@@ -584,7 +591,7 @@ export class MatmulEngine {
     const y = this.buffer('expOut', x.length * 4 + 16);
     this.exports.expArray(at, y, x.length);
     this.views();
-    return this.f32View.slice(y >> 2, (y >> 2) + x.length);
+    return this.f32View.slice(y >>> 2, (y >>> 2) + x.length);
   }
 
   /** copy `bytes` bytes inside this memory from srcAt to dstAt (no allocation) */
@@ -601,13 +608,13 @@ export class MatmulEngine {
   private copyIn(name: string, a: Float32Array, n: number): number {
     const at = this.buffer(name, n * 4 + 16);
     this.views();
-    this.f32View.set(a.subarray(0, n), at >> 2);
+    this.f32View.set(a.subarray(0, n), at >>> 2);
     return at;
   }
 
   private copyOut(out: Float32Array, at: number, n: number): void {
     this.views();
-    out.set(this.f32View.subarray(at >> 2, (at >> 2) + n));
+    out.set(this.f32View.subarray(at >>> 2, (at >>> 2) + n));
   }
 
   /**
@@ -645,7 +652,7 @@ export class MatmulEngine {
     const scratch = this.buffer('scores', scratchBytes * this.threadCount);
     this.views();
     const p = this.i32View;
-    const j = (this.control + JOB_OFFSET) >> 2;
+    const j = (this.control + JOB_OFFSET) >>> 2;
     p[j] = 2;
     p[j + 1] = qAt;
     p[j + 2] = qDim * 4;
@@ -743,7 +750,7 @@ export class MatmulEngine {
     const at = this.buffer('dequantize', rows * w.cols * 4 + 64);
     this.exports.dequantize(w.type.id, w.ptr + r0 * w.rowBytes, w.rowBytes, rows, w.cols, at, w.cols);
     this.views();
-    return this.f32View.slice(at >> 2, (at >> 2) + rows * w.cols);
+    return this.f32View.slice(at >>> 2, (at >>> 2) + rows * w.cols);
   }
 
   /** x rows in kernel memory with stride kx (zeros after k): in place when possible, else copied */
@@ -754,7 +761,7 @@ export class MatmulEngine {
     const at = this.buffer('x', nTok * kx * 4);
     this.views();
     const f = this.f32View;
-    const o = at >> 2;
+    const o = at >>> 2;
     if (kx === k) f.set(x.subarray(0, nTok * k), o);
     else {
       for (let t = 0; t < nTok; t++) {
