@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fail } from '../errors.js';
-import { openLlama2cLazy } from '../io/llama2c-lazy.js';
+import { openLlama2c } from '../io/llama2c.js';
 import { openModelFile, type ModelFile } from '../io/model-file.js';
 import type { ByteSource } from '../io/source.js';
 import type { ByteSink } from '../io/sink.js';
@@ -71,7 +71,7 @@ export async function openModelPath(file: string): Promise<{ model: ModelFile; c
     const dir = path.dirname(file);
     const model = await openModelFile(open(file), {
       openSibling: async (name: string): Promise<ByteSource> => open(path.join(dir, name)),
-      llama2c: async (src) => openLlama2cLazy(src),
+      llama2c: async (src) => openLlama2c(src),
     });
     return { model, close };
   } catch (e) {
