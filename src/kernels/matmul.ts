@@ -211,6 +211,28 @@ interface Buffer {
   bytes: number;
 }
 
+/** Packed rows of one KV-cache side as the attention kernel reads them (wasm/matmul.ts fillHead). */
+export interface PackedKvSource {
+  /** 1 GGML rows, 2 KIVI per channel (groups of G positions), 3 KIVI per token (groups of G channels) */
+  readonly mode: 1 | 2 | 3;
+  /** position 0's packed bytes, in the engine's memory */
+  readonly bytes: Uint8Array;
+  /** bytes per position */
+  readonly rowBytes: number;
+  /** GGML type id, or KIVI bits per code */
+  readonly type: number;
+  /** KIVI: values per record (G); bytes per record */
+  readonly group: number;
+  readonly record: number;
+}
+
+/** One side of attentionPacked: positions [0, b) packed in `source`, [b, n) f32 rows in `tail` (position p at p * kvDim). */
+export interface PackedAttentionSide {
+  readonly source: PackedKvSource | null;
+  readonly b: number;
+  readonly tail: Float32Array;
+}
+
 export class MatmulEngine {
   readonly memory: WebAssembly.Memory;
   readonly variant: 'relaxed' | 'simd';
@@ -650,6 +672,66 @@ export class MatmulEngine {
     if (threads > 1) this.pool!.run(nHeads, this.exports);
     else for (let h = 0; h < nHeads; h++) this.exports.runChunk(job, h, 0);
     if (oOwn < 0) this.copyOut(out, oAt, nTok * qDim);
+  }
+
+  /**
+   * Causal attention over a packed cache (wasm/matmul.ts packedAttentionChunk): each query head's chunk
+   * dequantizes its key and value head of positions [0, pos0 + nTok) inside the kernel (positions
+   * [0, side.b) from the packed bytes, the rest from the side's f32 rows `tail`, kvDim apart, position p at
+   * p * kvDim), then runs the f32 attention of attention() on them: the result is bit-identical to
+   * dequantizing the rows first and calling attention(). False (nothing done) when a packed side or a
+   * tail lives outside this memory.
+   */
+  attentionPacked(q: Float32Array, nTok: number, pos0: number, nHeads: number, nKvHeads: number, headDim: number, kvDim: number, scale: number, k: PackedAttentionSide, v: PackedAttentionSide, out: Float32Array): boolean {
+    if (headDim % 4 !== 0) throw new Error(`attention kernel: head size ${headDim} is not a multiple of 4`);
+    const positions = pos0 + nTok;
+    const sides = [k, v];
+    for (const side of sides) {
+      if (this.ptrOf(side.tail, positions * kvDim) < 0) return false;
+      if (side.b > 0 && (!side.source || !this.ours.has(side.source.bytes.buffer))) return false;
+    }
+    const qDim = nHeads * headDim;
+    const qOwn = this.ptrOf(q, nTok * qDim);
+    const qAt = qOwn >= 0 ? qOwn : this.copyIn('q', q, nTok * qDim);
+    const oOwn = this.ptrOf(out, nTok * qDim);
+    const oAt = oOwn >= 0 ? oOwn : this.buffer('att', nTok * qDim * 4);
+    const flops = 4 * nHeads * headDim * (nTok * pos0 + (nTok * (nTok + 1)) / 2);
+    const threads = this.pool && flops >= MIN_PARALLEL_FLOPS ? this.threadCount : 1;
+    const scratchBytes = positions * 4 + 64 + 2 * positions * headDim * 4;
+    const scratch = this.buffer('packed-attention', scratchBytes * this.threadCount);
+    this.views();
+    const p = this.i32View;
+    const j = (this.control + JOB_OFFSET) >> 2;
+    p[j] = 4;
+    p[j + 1] = qAt;
+    p[j + 2] = qDim * 4;
+    p[j + 3] = nTok;
+    p[j + 4] = pos0;
+    p[j + 5] = headDim;
+    p[j + 6] = nHeads / nKvHeads;
+    this.f32View[j + 7] = scale;
+    p[j + 8] = oAt;
+    p[j + 9] = qDim * 4;
+    p[j + 10] = scratch;
+    p[j + 11] = scratchBytes;
+    sides.forEach((side, i) => {
+      const d = j + 12 + 8 * i;
+      const src = side.b > 0 ? side.source! : null;
+      p[d] = src?.mode ?? 0;
+      p[d + 1] = src ? src.bytes.byteOffset : 0;
+      p[d + 2] = src?.rowBytes ?? 0;
+      p[d + 3] = src?.type ?? 0;
+      p[d + 4] = src?.group ?? 0;
+      p[d + 5] = src?.record ?? 0;
+      p[d + 6] = side.b;
+      p[d + 7] = side.tail.byteOffset;
+    });
+    p[j + 28] = kvDim;
+    const job = this.control + JOB_OFFSET;
+    if (threads > 1) this.pool!.run(nHeads, this.exports);
+    else for (let h = 0; h < nHeads; h++) this.exports.runChunk(job, h, 0);
+    if (oOwn < 0) this.copyOut(out, oAt, nTok * qDim);
+    return true;
   }
 
   /**
