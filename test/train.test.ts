@@ -301,14 +301,20 @@ import { ggmlCodec } from '../src/quant/ggml/registry.js';
 
 const DATA = path.resolve(import.meta.dirname, '../../data');
 
+/** stories260K, its vocabulary, and the first `chars` characters of the shipped text as tokens */
+async function storiesWithText(chars: number) {
+  const m = await openModelFile(bytesSource(new Uint8Array(fs.readFileSync(path.join(DATA, 'stories260K.gguf'))), 'stories260K.gguf'));
+  const { Tokenizer } = await import('../src/model/tokenizer.js');
+  const { vocabFromGgufMetadata } = await import('../src/io/vocab.js');
+  const { plainMetadata } = await import('../src/io/model-file.js');
+  const vocab = vocabFromGgufMetadata(plainMetadata(m.metadata));
+  const tokens = Int32Array.from(new Tokenizer(vocab).encode(fs.readFileSync(path.join(DATA, 'tinystories-valid-head.txt'), 'utf8').slice(0, chars)));
+  return { m, vocab, tokens };
+}
+
 for (const method of ['ste', 'dge', 'lsq'] as const) {
   test(`QAT (${method}, distillation) to Q4_0 --pure lowers the KL to the original; the file holds exactly the weights trained through`, async () => {
-    const m = await openModelFile(bytesSource(new Uint8Array(fs.readFileSync(path.join(DATA, 'stories260K.gguf'))), 'stories260K.gguf'));
-    const { Tokenizer } = await import('../src/model/tokenizer.js');
-    const { vocabFromGgufMetadata } = await import('../src/io/vocab.js');
-    const { plainMetadata } = await import('../src/io/model-file.js');
-    const vocab = vocabFromGgufMetadata(plainMetadata(m.metadata));
-    const all = Int32Array.from(new Tokenizer(vocab).encode(fs.readFileSync(path.join(DATA, 'tinystories-valid-head.txt'), 'utf8').slice(0, 30000)));
+    const { m, vocab, tokens: all } = await storiesWithText(30000);
     const data = all.subarray(0, 11000);
     const run = await runQat(m, data, vocab.bos, { type: 'Q4_0', pure: true, method, loss: 'kd', init: 'rtn', steps: 12, lr: 3e-4, batch: 4, ctx: 64, seed: 1, warmup: 0 });
     // KL to the teacher on fixed held-out windows, before and after
@@ -375,12 +381,7 @@ test('LSQ: packed bytes of every scaled-grid type decode to the trained values; 
 
 for (const [type, group] of [['int4', 32], ['nvfp4', undefined], ['mxfp4', undefined]] as const) {
   test(`QAT to ${type}${group ? ` group ${group}` : ''} writes lowbit safetensors that lowbit's runtime loads, with the logits of the trained fake-quant model`, async () => {
-    const m = await openModelFile(bytesSource(new Uint8Array(fs.readFileSync(path.join(DATA, 'stories260K.gguf'))), 'stories260K.gguf'));
-    const { Tokenizer } = await import('../src/model/tokenizer.js');
-    const { vocabFromGgufMetadata } = await import('../src/io/vocab.js');
-    const { plainMetadata } = await import('../src/io/model-file.js');
-    const vocab = vocabFromGgufMetadata(plainMetadata(m.metadata));
-    const data = Int32Array.from(new Tokenizer(vocab).encode(fs.readFileSync(path.join(DATA, 'tinystories-valid-head.txt'), 'utf8').slice(0, 8000)));
+    const { m, vocab, tokens: data } = await storiesWithText(8000);
     const run = await runQat(m, data, vocab.bos, { type, container: 'safetensors', groupSize: group, pure: false, method: 'ste', loss: 'kd', init: 'rtn', steps: 3, lr: 1e-3, batch: 2, ctx: 16, seed: 1, warmup: 0 });
     while (run.trainer.step < 3) run.trainer.trainStep();
     const sink = memorySink();
