@@ -17,10 +17,10 @@ import { isGgmlFloat } from '../quant/ggml/types.js';
 import { fail } from '../errors.js';
 import { allocateExact, allocateLagrangian, sizeRange, type AllocItem, type Allocation } from '../alloc/solve.js';
 import { defineRecipe, type Recipe } from '../algos/recipe.js';
-import { gguf, ggufHeaderBytes, GGUF_DEFAULT_ALIGNMENT, type GgufValue } from '../io/gguf.js';
+import { ggufHeaderBytes, GGUF_DEFAULT_ALIGNMENT } from '../io/gguf.js';
 import type { ModelFile } from '../io/model-file.js';
 import { xorshift32 } from '../rng.js';
-import { planQuantization, type QuantizePlan } from './quantize.js';
+import { ggufOutputMetadata, planQuantization, type QuantizePlan } from './quantize.js';
 import type { SensitivityDb } from './sensitivity.js';
 
 export type AllocateMethod = 'greedy' | 'ilp' | 'evo';
@@ -30,9 +30,7 @@ const align = (n: number, a = GGUF_DEFAULT_ALIGNMENT) => Math.ceil(n / a) * a;
 /** The exact size of the GGUF `quantize()` writes for a plan: header + aligned tensor data. */
 export function ggufFileBytes(m: ModelFile, plan: QuantizePlan): number {
   if (!m.gguf) fail('allocation to a file size needs a GGUF input');
-  const meta = new Map<string, GgufValue>(m.gguf.metadata);
-  if (plan.ftypeId !== undefined) meta.set('general.file_type', gguf.u32(plan.ftypeId));
-  meta.set('general.quantization_version', gguf.u32(2));
+  const meta = ggufOutputMetadata(m.gguf.metadata, plan);
   const specs = plan.tensors.map((p) => ({ name: p.name, ne: p.ne, type: p.ggml! }));
   let bytes = ggufHeaderBytes(meta, specs).length;
   for (const p of plan.tensors) bytes += align(tensorDataBytes(p.ne, p.ggml!.blockSize, p.ggml!.typeSize));

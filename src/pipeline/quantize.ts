@@ -207,12 +207,21 @@ export type TensorDone = (r: TensorReport) => void;
  */
 export type ModelWriter = (m: ModelFile, plan: QuantizePlan, sink: ByteSink, opts: QuantizeOptions, done: TensorDone) => Promise<Partial<QuantizeReport> | void>;
 
+/**
+ * The output's metadata before the imatrix keys: the input's keys, then (replaced in place where
+ * present) general.quantization_version and general.file_type, in llama-quantize's order.
+ */
+export function ggufOutputMetadata(input: ReadonlyMap<string, GgufValue>, plan: QuantizePlan): Map<string, GgufValue> {
+  const meta = new Map<string, GgufValue>(input);
+  meta.set('general.quantization_version', gguf.u32(2));
+  if (plan.ftypeId !== undefined) meta.set('general.file_type', gguf.u32(plan.ftypeId));
+  return meta;
+}
+
 /** GGUF: slab by slab, reads and writes overlapped, GGML types on the host's threads. */
 async function writeGguf(m: ModelFile, plan: QuantizePlan, sink: ByteSink, opts: QuantizeOptions, done: TensorDone): Promise<void> {
   if (m.format !== 'gguf' || !m.gguf) fail(`quantizing to GGUF needs a GGUF input (convert first: lowbit convert ${m.name} model.gguf)`);
-  const meta = new Map<string, GgufValue>(m.gguf.metadata);
-  if (plan.ftypeId !== undefined) meta.set('general.file_type', gguf.u32(plan.ftypeId));
-  meta.set('general.quantization_version', gguf.u32(2));
+  const meta = ggufOutputMetadata(m.gguf.metadata, plan);
   if (opts.imatrix) {
     meta.set('quantize.imatrix.entries_count', gguf.u32(opts.imatrix.entries.size));
     meta.set('quantize.imatrix.chunks_count', gguf.u32(opts.imatrix.chunkCount));
