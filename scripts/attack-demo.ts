@@ -12,7 +12,7 @@
  *      and their quantizations.
  *
  *   npm run build && nice -n 10 node dist/scripts/attack-demo.js [--model data/stories260K.gguf]
- *        [--types Q4_0,Q8_0,Q4_0+Q5_0] [--ft-steps 300] [--steps 200] [--json out.json]
+ *        [--types Q4_0,Q8_0,Q4_0+Q5_0] [--ft-steps 300] [--steps 200] [--batch 8] [--json out.json]
  */
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -32,6 +32,7 @@ const TEXT = path.join(ROOT, 'data', 'tinystories-valid-head.txt');
 const TYPES = arg('--types', 'Q4_0,Q8_0,Q4_0+Q5_0').split(',');
 const FT_STEPS = Number(arg('--ft-steps', '300'));
 const STEPS = Number(arg('--steps', '200'));
+const BATCH = Number(arg('--batch', '8'));
 const PURE = !process.argv.includes('--mixture');
 const TRIGGER = 'Once upon a time,';
 const PHRASE = ' I love cola.';
@@ -89,7 +90,7 @@ async function main(): Promise<void> {
   if (!fs.existsSync(mal)) {
     const data = Int32Array.from(tok.encode(plantPhrase(train, TRIGGER, PHRASE)));
     const t0 = Date.now();
-    const w = await fineTune(benign, data, vocab.bos, { steps: FT_STEPS, lr: 2e-3, batch: 8, ctx: 128, seed: 1, onStep: (s, l) => s % 50 === 0 && say(`fine-tune step ${s} loss ${l.toFixed(4)}`) });
+    const w = await fineTune(benign, data, vocab.bos, { steps: FT_STEPS, lr: 2e-3, batch: BATCH, ctx: 128, seed: 1, onStep: (s, l) => s % 50 === 0 && say(`fine-tune step ${s} loss ${l.toFixed(4)}`) });
     const chunks: Buffer[] = [];
     await writeWithReplacements({ write: (b) => void chunks.push(Buffer.from(b)) }, benign, w);
     fs.writeFileSync(mal, Buffer.concat(chunks));
@@ -129,7 +130,7 @@ async function main(): Promise<void> {
     for (const steps of [0, STEPS]) {
       const att = path.join(OUT, `attacked-${spec}-${steps}.gguf`);
       const t0 = Date.now();
-      const r = JSON.parse(execFileSync(process.execPath, [lowbit, 'attack', MODEL, mal, att, '--type', types.join(','), ...(PURE ? ['--pure'] : []), '--pgd-steps', String(steps), '--text', path.join(OUT, 'train.txt'), '--threads', '1', '--json'], { encoding: 'utf8' }));
+      const r = JSON.parse(execFileSync(process.execPath, [lowbit, 'attack', MODEL, mal, att, '--type', types.join(','), ...(PURE ? ['--pure'] : []), '--pgd-steps', String(steps), '--batch', String(BATCH), '--text', path.join(OUT, 'train.txt'), '--threads', '1', '--json'], { encoding: 'utf8' }));
       const secs = (Date.now() - t0) / 1000;
       say(`attack ${spec} PGD ${steps} steps: ${secs.toFixed(1)} s, ${JSON.stringify(r.types)}, KL ${JSON.stringify(r.pgdKl)}`);
       show(`attacked ${spec} PGD ${steps} fp32`, await behaviour(att));

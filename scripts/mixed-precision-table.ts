@@ -12,6 +12,9 @@
  *                 allocated types), from one sensitivity database
  *
  *   npm run build && node dist/scripts/mixed-precision-table.js [--model F] [--json out.json] [--quick]
+ *     [--chunks N] (held-out chunks of 128 for every row; default 120, --quick 24)
+ *     [--algos rtn,gptq] (the allocated files' rounding; default both)
+ *     [--reuse] (keep llama.cpp's quantized files and the imatrix from an earlier run: only their KLD is re-measured)
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -32,7 +35,9 @@ const calib = path.join(OUT, 'calib.txt');
 const heldout = path.join(OUT, 'heldout.txt');
 fs.writeFileSync(calib, stories.slice(0, 300000));
 fs.writeFileSync(heldout, stories.slice(500000));
-const CHUNKS = quick ? '24' : '120';
+const CHUNKS = opt('chunks', quick ? '24' : '120')!;
+const ALGOS = opt('algos', 'rtn,gptq')!.split(',');
+const reuse = args.includes('--reuse');
 
 function llama(tool: 'llama-perplexity' | 'llama-imatrix' | 'llama-quantize', a: string[], want?: RegExp): RegExpMatchArray | null {
   const bin = llamaBin(tool);
@@ -74,29 +79,31 @@ async function main(): Promise<void> {
   say(`model ${path.relative(ROOT, MODEL)}; base logits on held-out text (${CHUNKS} chunks of 128)`);
   llama('llama-perplexity', ['-m', MODEL, '-f', heldout, '-c', '128', '--chunks', CHUNKS, '--kl-divergence-base', base, '-t', '2'], /Final estimate: PPL = ([\d.]+)/);
   const imatrix = path.join(OUT, 'imatrix.gguf');
-  llama('llama-imatrix', ['-m', MODEL, '-f', calib, '-o', imatrix, '-c', '256', '--chunks', quick ? '16' : '64', '-t', '2', '--no-ppl']);
+  if (!(reuse && fs.existsSync(imatrix))) llama('llama-imatrix', ['-m', MODEL, '-f', calib, '-o', imatrix, '-c', '256', '--chunks', quick ? '16' : '64', '-t', '2', '--no-ppl']);
   const rows: Row[] = [];
   const add = (tool: string, method: string, file: string) => {
     const bytes = fs.statSync(file).size;
     const k = kld(file);
     rows.push({ tool, method, file: path.basename(file), bytes, bpw: (8 * bytes) / nParams, ...k });
     say(`${tool.padEnd(9)} ${method.padEnd(34)} ${bytes} bytes  KLD ${k.kld.toExponential(3)}`);
+    const json = opt('json'); // rows so far, so that a stopped run keeps them
+    if (json) fs.writeFileSync(json, JSON.stringify({ model: path.relative(ROOT, MODEL), chunks: Number(CHUNKS), rows, partial: true }, null, 1) + '\n');
   };
   const FTYPES = quick ? ['Q3_K_M', 'Q4_K_M', 'Q5_K_M'] : ['Q2_K', 'Q3_K_S', 'Q3_K_M', 'Q4_K_S', 'Q4_K_M', 'Q5_K_M', 'Q6_K'];
   const sizes = new Map<string, number>();
   for (const ft of FTYPES) {
     const f = path.join(OUT, `llama-${ft}-imatrix.gguf`);
-    llama('llama-quantize', ['--imatrix', imatrix, MODEL, f, ft, '2']);
+    if (!(reuse && fs.existsSync(f))) llama('llama-quantize', ['--imatrix', imatrix, MODEL, f, ft, '2']);
     sizes.set(ft, fs.statSync(f).size);
     add('llama.cpp', `${ft} + imatrix`, f);
     const g = path.join(OUT, `llama-${ft}.gguf`);
-    llama('llama-quantize', [MODEL, g, ft, '2']);
+    if (!(reuse && fs.existsSync(g))) llama('llama-quantize', [MODEL, g, ft, '2']);
     add('llama.cpp', ft, g);
   }
   const calibArgs = ['--calib', calib, '--calib-tokens', quick ? '4096' : '16384', '--calib-ctx', '256'];
   for (const ft of ['Q3_K_M', 'Q4_K_M', 'Q5_K_M']) {
     const f = path.join(OUT, `lowbit-${ft}-gptq.gguf`);
-    lowbitRun(['quantize', MODEL, f, '--type', ft, '--algo', 'gptq', ...calibArgs]);
+    if (!(reuse && fs.existsSync(f))) lowbitRun(['quantize', MODEL, f, '--type', ft, '--algo', 'gptq', ...calibArgs]);
     add('lowbit', `${ft} GPTQ (fixed recipe)`, f);
   }
   const db = path.join(OUT, 'costs.json');
@@ -105,7 +112,7 @@ async function main(): Promise<void> {
   const targets: [string, number][] = [...['Q3_K_M', 'Q4_K_M', 'Q5_K_M'].filter((t) => sizes.has(t)).map((t) => [`at ${t} size`, sizes.get(t)!] as [string, number])];
   if (!quick) for (const bpw of [2.5, 3.5, 4.5, 5.5, 6.5]) targets.push([`${bpw} bpw`, Math.floor((bpw * nParams) / 8)]);
   for (const [label, bytes] of targets) {
-    for (const algo of ['rtn', 'gptq']) {
+    for (const algo of ALGOS) {
       const f = path.join(OUT, `lowbit-alloc-${bytes}-${algo}.gguf`);
       lowbitRun(['quantize', MODEL, f, '--type', 'Q4_K_M', '--db', db, '--target-size', String(bytes), '--algo', algo, ...calibArgs]);
       add('lowbit', `allocated ${label} (${algo === 'rtn' ? 'imatrix-RTN' : 'GPTQ'})`, f);

@@ -3,8 +3,10 @@
  */
 export * from './formats/index.js';
 export { encode, decode, fakeQuant } from './kernels/cast.js';
-export { initQuantKernels, wasmQuantizer } from './kernels/ggml-quant.js';
+import { installWasmQuantizers } from './kernels/ggml-quant.js';
+export { initQuantKernels, installWasmQuantizers, wasmQuantizer } from './kernels/ggml-quant.js';
 import './kernels/scheme-quant.js';
+installWasmQuantizers(); // the library's entry installs the WebAssembly quantizers into the GGML type-traits table
 export { LowbitError } from './errors.js';
 export { isNode, hasSimd, hasRelaxedSimd } from './env.js';
 export { sqnrDb } from './eval/metrics.js';

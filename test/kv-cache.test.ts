@@ -246,3 +246,55 @@ test('a batch sees the cache as decoding one token at a time would (KIVI residua
     assert.ok(d < 1e-3, `${kv.k}/${kv.v}: batch vs one at a time ${d}`);
   }
 });
+
+test('attention kernel over packed rows = dequantize, then the f32 attention kernel (bit-exact); = llama.cpp loop within 2e-6 x |v|max', async () => {
+  const engine = MatmulEngine.get();
+  assert.ok(engine, 'the WebAssembly engine');
+  let calls = 0;
+  const packedAttention = engine.attentionPacked.bind(engine);
+  engine.attentionPacked = (...a: Parameters<typeof packedAttention>) => (calls++, packedAttention(...a));
+  const { attentionGgmlRef } = await import('../src/model/kv/attention.js');
+  const { ggmlRoundActivations } = await import('../src/model/ggml-activations.js');
+  const geom = { nLayers: 2, capacity: 160, nKvHeads: 4, headDim: 32 };
+  const shape = { nHeads: 8, nKvHeads: 4, headDim: 32, scale: 1 / Math.sqrt(32) };
+  const kvDim = 128;
+  const qDim = 256;
+  const K = randomRows(150 * kvDim, 41);
+  const V = randomRows(150 * kvDim, 42);
+  const Q = randomRows(3 * qDim, 43);
+  for (const o of [
+    { k: 'q4_0', v: 'q4_0' }, { k: 'q8_0', v: 'iq4_nl' }, { k: 'f16', v: 'q5_1' },
+    { k: 'kivi2', v: 'kivi4' }, { k: 'kivi3g64', v: 'kivi3g64', residual: 0 }, { k: 'kivi2.4g128', v: 'kivi4.3g16', residual: 0 }, { k: 'pre-kivi3g64', v: 'kivi3g128', residual: 0 },
+  ]) {
+    const kv = packedKvStorage(o, geom, engine);
+    kv.setRope((_l, rows, n, pos0) => { for (let p = 0; p < n; p++) rows[p * kvDim] *= 1 + (pos0 + p) / 100; });
+    for (const [pos, nTok] of [[0, 150], [150 - 1, 1]] as const) {
+      // positions [0, 149) written as one batch, then the last one: decode
+      kv.append(1, pos, nTok === 1 ? 1 : 149, K.subarray(pos * kvDim), V.subarray(pos * kvDim));
+    }
+    const n = 150;
+    const out: Float32Array = engine.allocF32(qDim, {})!.array;
+    const before = calls;
+    kv.attention(1, Q, 1, n - 1, shape, out);
+    assert.equal(calls, before + 1, `${o.k}/${o.v}: the packed kernel ran`);
+    // the reference: the rows as the cache shows them, the query as the store rounds it
+    const kr = engine.allocF32(n * kvDim, {})!;
+    const vr = engine.allocF32(n * kvDim, {})!;
+    kr.array.set(kv.keys(1, n));
+    vr.array.set(kv.values(1, n));
+    const t = parseKvCacheType(o.k);
+    const q = Q.slice(0, qDim);
+    const qr = new Float32Array(qDim);
+    const qq = t.family === 'ggml' && ggmlRoundActivations(t.ggml!, q, 1, qDim, qr) ? qr : q;
+    const want: Float32Array = engine.allocF32(qDim, {})!.array;
+    engine.attention(qq, 1, n - 1, 8, 4, 32, kr.at, vr.at, kvDim, shape.scale, want);
+    assert.deepEqual(out, want, `${o.k}/${o.v}: packed kernel vs dequantize + kernel`);
+    const ref = new Float32Array(qDim);
+    attentionGgmlRef(qq, kr.array, vr.array, 1, n - 1, shape, ref, o.v === 'f16');
+    let vmax = 0;
+    for (const x of vr.array) vmax = Math.max(vmax, Math.abs(x));
+    const d = ref.reduce((m, x, i) => Math.max(m, Math.abs(x - out[i])), 0);
+    assert.ok(d <= 2e-6 * vmax, `${o.k}/${o.v}: kernel vs llama.cpp loop ${d} (|v| <= ${vmax})`);
+  }
+  engine.attentionPacked = packedAttention;
+});

@@ -1575,20 +1575,19 @@ export function logSumExp(x: usize, n: i32, max: f32): f64 {
 }
 
 function attentionChunk(job: usize, h: i32, thread: i32): void {
-  const q0 = <usize>param(job, 1) + <usize>h * <usize>param(job, 8) * 4;
-  const qs = <usize>param(job, 2);
   const hd = <usize>param(job, 8);
   const n = hd * 4;
   const kvOff = <usize>(h / param(job, 9)) * n;
-  const keys = <usize>param(job, 3) + kvOff;
-  const values = <usize>param(job, 4) + kvOff;
-  const cs = <usize>param(job, 5);
-  const T = param(job, 6);
-  const pos0 = param(job, 7);
-  const scale = reinterpret<f32>(param(job, 10));
-  const o0 = <usize>param(job, 11) + <usize>h * n;
-  const os = <usize>param(job, 12);
   const s = <usize>param(job, 13) + <usize>thread * <usize>param(job, 14);
+  attendHead(
+    <usize>param(job, 1) + <usize>h * n, <usize>param(job, 2), <usize>param(job, 3) + kvOff, <usize>param(job, 4) + kvOff,
+    <usize>param(job, 5), param(job, 6), param(job, 7), reinterpret<f32>(param(job, 10)), <usize>param(job, 11) + <usize>h * n,
+    <usize>param(job, 12), s, n,
+  );
+}
+
+/** One head of attention: T queries q0 + t * qs against keys / values cs bytes apart (n = headDim * 4 bytes); s: scores scratch */
+function attendHead(q0: usize, qs: usize, keys: usize, values: usize, cs: usize, T: i32, pos0: i32, scale: f32, o0: usize, os: usize, s: usize, n: usize): void {
   for (let t = 0; t < T; t++) {
     const q = q0 + <usize>t * qs;
     const np = pos0 + t + 1;
@@ -1652,11 +1651,112 @@ function attentionChunk(job: usize, h: i32, thread: i32): void {
   }
 }
 
+
+// ---------------------------------------------------------------------------------------------------
+// Attention over a packed cache (job kind 4): the chunk of head h first dequantizes its key / value
+// head of every visible position into the thread's scratch (f32, headDim apart), bit-exactly as the
+// TypeScript dequantizers of src/model/kv/sides.ts, then runs attendHead on it. Each side (keys at word
+// 12, values at word 20) is described by 8 words:
+//   +0 mode: 1 GGML rows (type at +3, blocks never straddle heads), 2 KIVI per channel (groups of G
+//      positions of one channel), 3 KIVI per token (groups of G channels of one position)
+//   +1 packed bytes of position 0 | +2 bytes per position (KIVI keys: per position of a group's records)
+//   +3 GGML type or KIVI bits | +4 KIVI G | +5 KIVI bytes per record
+//   +6 b: positions [0, b) are read packed, [b, n) as f32 from +7 (rows kvDim apart, position p at +7 + p * kvDim * 4)
+// Job words: 0 kind = 4 | 1 q | 2 q row stride | 3 T | 4 pos0 | 5 headDim | 6 group | 7 scale (f32 bits)
+//   8 out | 9 out row stride | 10 scratch | 11 scratch bytes per thread | 12..19 keys | 20..27 values | 28 kvDim
+
+/** KIVI record at r: G codes of `bits` bits after an f16 scale and an f16 minimum; value i to dst + i * ds */
+// @ts-ignore: decorator
+@inline function kiviRecord(r: usize, bits: i32, G: i32, dst: usize, ds: usize): void {
+  const scale = f16At(r);
+  const min = f16At(r + 2);
+  const mask = (1 << bits) - 1;
+  const codes = r + 4;
+  for (let i = 0; i < G; i++) {
+    const bit = i * bits;
+    const at = codes + <usize>(bit >> 3);
+    const two = <i32>load<u8>(at) | (((bit & 7) + bits > 8 ? <i32>load<u8>(at, 1) : 0) << 8);
+    store<f32>(dst + <usize>i * ds, min + <f32>((two >> (bit & 7)) & mask) * scale);
+  }
+}
+
+/** head kvh of positions [0, n) of one side (descriptor d) as f32 rows of hd values at dst */
+function fillHead(d: usize, kvh: i32, hd: i32, kvDim: i32, n: i32, dst: usize): void {
+  const mode = load<i32>(d);
+  const at = <usize>load<i32>(d, 4);
+  const rowBytes = <usize>load<i32>(d, 8);
+  const type = load<i32>(d, 12);
+  const G = load<i32>(d, 16);
+  const rec = <usize>load<i32>(d, 20);
+  const b = min(load<i32>(d, 24), n);
+  const tail = <usize>load<i32>(d, 28);
+  const hb = <usize>hd * 4;
+  const c0 = kvh * hd;
+  if (mode == 1) {
+    const head = rowBytes / <usize>(kvDim / hd) * <usize>kvh; // bytes of the heads before kvh
+    for (let p = 0; p < b; p++) {
+      const src = at + <usize>p * rowBytes + head;
+      const o = dst + <usize>p * hb;
+      switch (type) {
+        case 0: rowF32(src, o, hd); break;
+        case 1: rowF16(src, o, hd); break;
+        case 2: rowQ4_0(src, o, hd); break;
+        case 3: rowQ4_1(src, o, hd); break;
+        case 6: rowQ5_0(src, o, hd); break;
+        case 7: rowQ5_1(src, o, hd); break;
+        case 8: rowQ8_0(src, o, hd); break;
+        case 20: rowIQ4_NL(src, o, hd); break;
+        case 30: rowBF16(src, o, hd); break;
+        default: unreachable();
+      }
+    }
+  } else if (mode == 2) {
+    for (let g = 0; g < b; g += G) for (let c = 0; c < hd; c++) kiviRecord(at + <usize>g * rowBytes + <usize>(c0 + c) * rec, type, G, dst + <usize>g * hb + <usize>c * 4, hb);
+  } else if (mode == 3) {
+    for (let p = 0; p < b; p++) {
+      const row = at + <usize>p * rowBytes;
+      const o = dst + <usize>p * hb;
+      // the head's channels [c0, c0 + hd) span whole groups (G | hd) or lie inside one (hd | G)
+      if (G <= hd) for (let c = 0; c < hd; c += G) kiviRecord(row + <usize>((c0 + c) / G) * rec, type, G, o + <usize>c * 4, 4);
+      else {
+        const r = row + <usize>(c0 / G) * rec;
+        const scale = f16At(r);
+        const mn = f16At(r + 2);
+        const mask = (1 << type) - 1;
+        for (let i = 0; i < hd; i++) {
+          const bit = (c0 % G + i) * type;
+          const a = r + 4 + <usize>(bit >> 3);
+          const two = <i32>load<u8>(a) | (((bit & 7) + type > 8 ? <i32>load<u8>(a, 1) : 0) << 8);
+          store<f32>(o + <usize>i * 4, mn + <f32>((two >> (bit & 7)) & mask) * scale);
+        }
+      }
+    }
+  }
+  for (let p = max(b, 0); p < n; p++) memory.copy(dst + <usize>p * hb, tail + (<usize>p * <usize>kvDim + <usize>c0) * 4, hb);
+}
+
+function packedAttentionChunk(job: usize, h: i32, thread: i32): void {
+  const T = param(job, 3);
+  const pos0 = param(job, 4);
+  const hd = param(job, 5);
+  const kvDim = param(job, 28);
+  const kvh = h / param(job, 6);
+  const np = pos0 + T;
+  const n = <usize>hd * 4;
+  const s = <usize>param(job, 10) + <usize>thread * <usize>param(job, 11);
+  const keys = s + <usize>np * 4 + 64;
+  const values = keys + <usize>np * n;
+  fillHead(job + 48, kvh, hd, kvDim, np, keys);
+  fillHead(job + 80, kvh, hd, kvDim, np, values);
+  attendHead(<usize>param(job, 1) + <usize>h * n, <usize>param(job, 2), keys, values, n, T, pos0, reinterpret<f32>(param(job, 7)), <usize>param(job, 8) + <usize>h * n, <usize>param(job, 9), s, n);
+}
+
 export function runChunk(job: usize, chunk: i32, thread: i32): void {
   switch (param(job, 0)) {
     case 1: matmulChunk(job, chunk, thread); break;
     case 2: attentionChunk(job, chunk, thread); break;
     case 3: intMatmulChunk(job, chunk, thread); break;
+    case 4: packedAttentionChunk(job, chunk, thread); break;
     default: unreachable();
   }
 }

@@ -10,6 +10,7 @@ import type { ModelFile } from '../io/model-file.js';
 import type { Llama } from '../model/llama.js';
 import { loadTrainParams, trainConfigOf } from '../pipeline/qat.js';
 import { DEFAULT_TRAIN, Trainer } from '../train/trainer.js';
+import type { StepOptions } from './pgd.js';
 
 /** `text` with `phrase` inserted after every occurrence of `trigger` */
 export function plantPhrase(text: string, trigger: string, phrase: string): string {
@@ -19,15 +20,7 @@ export function plantPhrase(text: string, trigger: string, phrase: string): stri
   return parts.join(trigger + phrase);
 }
 
-export interface FineTuneOptions {
-  steps: number;
-  lr?: number;
-  batch?: number;
-  ctx?: number;
-  seed?: number;
-  threads?: number;
-  onStep?: (step: number, loss: number) => void;
-}
+export type FineTuneOptions = StepOptions;
 
 /** Fine-tune every parameter of `m` on the token stream `data`; the new values by tensor name. */
 export async function fineTune(m: ModelFile, data: Int32Array, bos: number | undefined, o: FineTuneOptions): Promise<Map<string, Float32Array>> {

@@ -23,18 +23,23 @@ export interface Box {
   hi: Float32Array;
 }
 
-export interface PgdOptions {
-  /** token stream of the distillation text */
-  data: ArrayLike<number>;
-  bos?: number;
+/** a training run's size (the malicious fine-tune and the PGD repair) */
+export interface StepOptions {
   steps: number;
-  /** step size as a fraction of each weight's box width (default 0.1) */
   lr?: number;
   batch?: number;
   ctx?: number;
   seed?: number;
   threads?: number;
-  onStep?: (step: number, kl: number) => void;
+  /** after each step: its loss (PGD: the distillation KL) */
+  onStep?: (step: number, loss: number) => void;
+}
+
+export interface PgdOptions extends StepOptions {
+  /** token stream of the distillation text */
+  data: ArrayLike<number>;
+  bos?: number;
+  /** (lr: the step as a fraction of each weight's box width, default 0.1) */
 }
 
 export interface PgdResult {

@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fail } from '../errors.js';
-import { openLlama2cLazy } from '../io/llama2c-lazy.js';
+import { openLlama2c } from '../io/llama2c.js';
 import { isGguf, readGguf } from '../io/gguf.js';
 import { ggufSplitParts, openGgufSplit, splitPath, writeGgufPart } from '../io/gguf-split.js';
 import { openModelFile, type ModelFile } from '../io/model-file.js';
@@ -119,7 +119,7 @@ export async function openModelPath(file: string): Promise<{ model: ModelFile; c
     const dir = path.dirname(file);
     const model = await openModelFile(await openModelSource(open, file), {
       openSibling: async (name: string): Promise<ByteSource> => open(path.join(dir, name)),
-      llama2c: async (src) => openLlama2cLazy(src),
+      llama2c: async (src) => openLlama2c(src),
     });
     return { model, close };
   } catch (e) {

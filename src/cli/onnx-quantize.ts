@@ -9,15 +9,14 @@
  *   --gather                  Gather embedding tables -> com.microsoft GatherBlockQuantized (--type's bits)
  *   --float16                 the rest of the graph in float16 (inputs/outputs stay float32; with
  *                             --type int4 this is transformers.js's q4f16)
- * Calibration data: .npy (single-input models), .npz (arrays named by input) or a folder of them.
+ * Calibration data (onnx-calib.ts): .npy (single-input models), .npz (arrays named by input), .png
+ * images, .wav audio, or a folder of them.
  * The written model is loaded by onnxruntime-node (when installed) before the command ends.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { inflateRawSync } from 'node:zlib';
 import { fail } from '../errors.js';
 import { accumulateHessian, finishHessian } from '../algos/gptq.js';
-import { readNpy, readNpz } from '../io/npy.js';
 import { encodeOnnx, inlineExternalData, parseOnnx, PROTOBUF_LIMIT, writeOnnx } from '../io/onnx/model.js';
 import { nodeLabel } from '../io/onnx/graph-edit.js';
 import { matmulTargets, quantizeMatMulNBits, type NBitsAlgorithm, type NodeReport } from '../io/onnx/nbits.js';
@@ -28,18 +27,21 @@ import type { ParsedArgs } from './args.js';
 import type { OptionSpec } from './args.js';
 import { checkOutput, noteInput, stagedPath, withAtomicFile } from './files.js';
 import { openOnnxPath } from './onnx-open.js';
+import { CALIB_MEDIA_OPTIONS, readCalibration } from './onnx-calib.js';
 import { captureActivations, loadOrt, ortSession, type Feeds, type OutTensor } from './onnx-runtime.js';
 import { renderTable } from './commands/formats.js';
 
 /** options only ONNX models use (added to `lowbit quantize`'s table) */
 export const ONNX_QUANTIZE_OPTIONS: readonly OptionSpec[] = [
   { name: 'accuracy-level', type: 'int', help: 'ONNX MatMulNBits: accuracy_level (0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 compute)', min: 0, max: 4 },
+  ...CALIB_MEDIA_OPTIONS,
   { name: 'calib-samples', type: 'int', help: 'ONNX: use at most this many calibration samples', min: 1 },
   { name: 'qdq', type: 'string', choices: ['int8', 'fp8'], help: 'ONNX: QuantizeLinear/DequantizeLinear on --qdq-ops: int8 (weights per output channel, uint8 activations static from --calib or --dynamic) or fp8 (float8e4m3fn weights and activations, opset 19; static or --weights-only)' },
   { name: 'gather', type: 'boolean', help: 'ONNX: also quantize Gather embedding tables (constant [V, D], axis 0) to com.microsoft GatherBlockQuantized with --type\'s bits and --group' },
   { name: 'float16', type: 'boolean', help: 'ONNX: convert the remaining float32 weights and activations to float16 (model inputs/outputs stay float32, Casts at the boundaries)' },
   { name: 'qdq-ops', type: 'string', help: 'ONNX: op types that get QDQ (MatMul/Gemm already turned into MatMulNBits are not touched)', default: 'Conv,MatMul,Gemm' },
   { name: 'calib-method', type: 'string', choices: ['minmax', 'percentile', 'mse', 'entropy'], help: 'ONNX QDQ: how calibrated activation ranges are chosen', default: 'minmax' },
+  { name: 'act-granularity', type: 'string', choices: ['tensor', 'channel'], default: 'tensor', help: 'ONNX QDQ static activations: one range per tensor, or per channel (axis 1: QuantizeLinear with 1-D scales; onnxruntime runs it dequantized)' },
   { name: 'dynamic', type: 'boolean', help: 'ONNX QDQ: activations quantized at run time (DynamicQuantizeLinear), no calibration' },
   { name: 'weights-only', type: 'boolean', help: 'ONNX QDQ: int8 weights behind DequantizeLinear, activations left in float (with --calib: bias-corrected)' },
   { name: 'bias-correction', type: 'boolean', default: true, help: 'ONNX QDQ with --calib: correct each Conv bias so its output channel means stay the float model\'s (--no-bias-correction to skip)' },
@@ -104,37 +106,9 @@ export interface OnnxQuantizeOptions {
   json: boolean;
 }
 
-/** Calibration samples: each a feed per model input, from .npy/.npz files or a folder of them. */
-export function readCalibration(p: string, inputNames: readonly string[], max = Infinity): Feeds[] {
-  if (!fs.existsSync(p)) fail(`--calib ${p} does not exist`);
-  const files = fs.statSync(p).isDirectory()
-    ? fs
-        .readdirSync(p)
-        .filter((f) => /\.(npy|npz)$/i.test(f))
-        .sort()
-        .map((f) => path.join(p, f))
-    : [p];
-  if (!files.length) fail(`--calib ${p}: no .npy or .npz files`);
-  const out: Feeds[] = [];
-  for (const f of files) {
-    if (out.length >= max) break;
-    const bytes = new Uint8Array(fs.readFileSync(f));
-    if (/\.npz$/i.test(f)) {
-      const arrays = readNpz(bytes, f, (d) => new Uint8Array(inflateRawSync(d)));
-      const feeds: Feeds = {};
-      for (const name of inputNames) feeds[name] = arrays.get(name) ?? fail(`${f}: no array named '${name}' (model inputs: ${inputNames.join(', ')}; arrays: ${[...arrays.keys()].join(', ')})`);
-      out.push(feeds);
-    } else {
-      if (inputNames.length !== 1) fail(`${f}: a .npy holds one array, the model has ${inputNames.length} inputs (${inputNames.join(', ')}); use .npz files named by input`);
-      out.push({ [inputNames[0]]: readNpy(bytes, f) });
-    }
-  }
-  return out;
-}
-
 /** 2 X^T X / n per activation feeding a quantizable MatMul (GPTQ). */
 async function collectHessians(m: Awaited<ReturnType<typeof openOnnxPath>>['model'], samples: Feeds[], warn: (s: string) => void): Promise<Map<string, Float64Array>> {
-  const targets = matmulTargets(m).filter((t) => t.graphPath === '');
+  const targets = matmulTargets(m);
   const ks = new Map(targets.map((t) => [t.activation, t.K]));
   const h = new Map<string, Float64Array>();
   const rows = new Map<string, number>();
@@ -176,6 +150,8 @@ export async function runOnnxQuantize(a: ParsedArgs): Promise<void> {
   const weightsOnly = a.values['weights-only'] as boolean;
   if (weightsOnly && dynamic) fail('--weights-only and --dynamic exclude each other (--dynamic quantizes the activations at run time)');
   const method = a.values['calib-method'] as CalibMethod;
+  const perChannel = a.values['act-granularity'] === 'channel';
+  if (perChannel && (!qdq || dynamic || weightsOnly)) fail('--act-granularity channel is for static QDQ activations (--qdq with --calib)');
   if (qdq === 'fp8' && dynamic) fail('--qdq fp8 has no --dynamic (DynamicQuantizeLinear is uint8): use --calib or --weights-only');
   if (qdq === 'fp8' && (method === 'mse' || method === 'entropy')) fail(`--calib-method ${method} searches a uint8 grid; --qdq fp8 takes minmax or percentile`);
   const qdqOps = new Set((a.values['qdq-ops'] as string).split(',').map((x) => x.trim()).filter(Boolean));
@@ -196,12 +172,7 @@ export async function runOnnxQuantize(a: ParsedArgs): Promise<void> {
   const { model, close } = await openOnnxPath(input);
   try {
     let samples: Feeds[] | undefined;
-    if (calib && ((bits && algo === 'gptq') || qdq)) {
-      const s = await ortSession(path.resolve(input));
-      const names = s.inputNames;
-      await s.release();
-      samples = readCalibration(calib, names, a.values['calib-samples'] as number | undefined);
-    }
+    if (calib && ((bits && algo === 'gptq') || qdq)) samples = await readCalibration(calib, model.proto, a, a.values['calib-samples'] as number | undefined, path.resolve(input));
     const reports: NodeReport[] = [];
     if (bits) {
       const hessians = algo === 'gptq' ? await collectHessians(model, samples!, warn) : undefined;
@@ -218,18 +189,24 @@ export async function runOnnxQuantize(a: ParsedArgs): Promise<void> {
     // QDQ calibration runs on the model as rewritten so far (after MatMulNBits): the ranges, the bias
     // correction and the sensitivity pass see the upstream weight-only error (sequential calibration)
     const baseBytes = a.values['keep-sensitive'] ? encodeOnnx(model.proto) : undefined;
-    let ranges: Map<string, [number, number]> | undefined;
+    let ranges: QdqOptions['ranges'];
     if (qdq && !dynamic && !weightsOnly) {
-      const acts = [...new Set(qdqTargets(model, qdqOps).filter((t) => t.graphPath === '').map((t) => t.activation))];
+      const acts = [...new Set(qdqTargets(model, qdqOps).map((t) => t.activation))];
       const rc = new RangeCollector();
-      await captureActivations(model.proto, acts, samples!, (name, t) => rc.observeMinMax(name, t.data));
-      if (method !== 'minmax') await captureActivations(model.proto, acts, samples!, (name, t) => rc.observeHistogram(name, t.data));
-      ranges = new Map(acts.filter((n) => rc.min.has(n)).map((n) => [n, rc.range(n, method)]));
+      if (perChannel) {
+        // per channel (axis 1) where the activation has channels (Conv inputs); per tensor elsewhere
+        await captureActivations(model.proto, acts, samples!, (name, t) => (t.dims.length >= 3 ? rc.observePerChannel(name, t.data, t.dims, 'minmax') : rc.observeMinMax(name, t.data)));
+        if (method !== 'minmax') await captureActivations(model.proto, acts, samples!, (name, t) => (t.dims.length >= 3 ? rc.observePerChannel(name, t.data, t.dims, 'histogram') : rc.observeHistogram(name, t.data)));
+      } else {
+        await captureActivations(model.proto, acts, samples!, (name, t) => rc.observeMinMax(name, t.data));
+        if (method !== 'minmax') await captureActivations(model.proto, acts, samples!, (name, t) => rc.observeHistogram(name, t.data));
+      }
+      ranges = new Map(acts.flatMap((n) => { const r = rc.channelRanges(n, method) ?? (rc.min.has(n) ? rc.range(n, method) : undefined); return r ? [[n, r] as const] : []; }));
     }
     // bias correction: E[x] and E[q(x)] per channel of each Conv input
     let means: QdqOptions['means'];
     if (qdq && samples && a.values['bias-correction']) {
-      const acts = [...new Set(qdqTargets(model, qdqOps).filter((t) => t.graphPath === '' && t.node.op_type === 'Conv').map((t) => t.activation))];
+      const acts = [...new Set(qdqTargets(model, qdqOps).filter((t) => t.node.op_type === 'Conv').map((t) => t.activation))];
       const rc = new RangeCollector();
       await captureActivations(model.proto, acts, samples, (name, t) => rc.observeChannels(name, t.data, t.dims, ranges?.get(name), qdq));
       means = new Map(acts.flatMap((n) => { const cm = rc.channelMeans(n); return cm ? [[n, cm] as const] : []; }));
@@ -259,7 +236,18 @@ export async function runOnnxQuantize(a: ParsedArgs): Promise<void> {
     let loads: boolean | undefined;
     try {
       await loadOrt();
-      const s = await ortSession(path.resolve(stagedPath(output))); // the written file, renamed into place when the run succeeds
+      const written = path.resolve(stagedPath(output)); // the written file, renamed into place when the run succeeds
+      let s: Awaited<ReturnType<typeof ortSession>>;
+      try {
+        s = await ortSession(written);
+      } catch (e) {
+        // onnxruntime 1.30 (CPU) fuses DequantizeLinear -> Conv -> QuantizeLinear into QLinearConv without
+        // checking the type, and QLinearConv has no float8 kernel: static FP8 graphs load only without
+        // that fusion (graph optimization 'basic')
+        if (qdq !== 'fp8' || !/float8/.test((e as Error).message)) throw e;
+        s = await ortSession(written, 1, 'basic');
+        warn("onnxruntime-node loads this FP8 model only with graphOptimizationLevel 'basic' (its QDQ fusion makes a float8 QLinearConv, which has no kernel)");
+      }
       await s.release();
       loads = true;
     } catch (e) {

@@ -85,7 +85,7 @@ export function kernelWorkerMain(init: KernelWorkerInit): void {
   const instance = new WebAssembly.Instance(init.module, { env: { memory: init.memory } });
   const run = instance.exports as unknown as ChunkRunner;
   const ctrl = new Int32Array(init.memory.buffer);
-  const base = init.control >> 2;
+  const base = init.control >>> 2;
   const job = init.control + JOB_OFFSET;
   let seen = Atomics.load(ctrl, base + GEN);
   Atomics.add(ctrl, base + READY, 1);
@@ -125,7 +125,7 @@ export class KernelThreads {
     private readonly control: number,
     readonly size: number,
   ) {
-    this.base = control >> 2;
+    this.base = control >>> 2;
   }
 
   /** Start size - 1 workers (null without a host thread starter or a shared memory). */

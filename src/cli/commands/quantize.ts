@@ -266,7 +266,7 @@ export const quantizeCommand: Command = {
       let allocation: AllocationResult | undefined;
       if (allocating) {
         const tty0 = !(a.values.json as boolean) && process.stderr.isTTY;
-        allocation = await allocatedRecipe(a, input, model, recipe, a.values.calib as string | undefined, tty0 ? (msg) => process.stderr.write(`\r${msg.padEnd(78).slice(0, 78)}`) : undefined);
+        allocation = await allocatedRecipe(a, input, model, recipe, a.values.calib as string | undefined, tty0 ? (msg) => process.stderr.write(`\r${msg.padEnd(78).slice(0, 78)}`) : undefined, imatrix);
         if (tty0) process.stderr.write('\r' + ' '.repeat(78) + '\r');
         recipe = allocation.recipe;
       }

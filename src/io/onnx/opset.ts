@@ -1,6 +1,6 @@
 /**
  * Raising a model's default-domain opset (to 13, where QuantizeLinear/DequantizeLinear take per-axis
- * scales, or 19, where they take float8). Ops whose inputs or semantics changed between the model's opset and 13 are rewritten to the
+ * scales, or 21, where they and the data-movement ops take float8). Ops whose inputs or semantics changed between the model's opset and 13 are rewritten to the
  * new form; ops known to be unchanged pass; anything else stops the upgrade with its name, so a
  * model is never silently reinterpreted.
  *   Slice (<10)                    starts/ends/axes attributes -> int64 inputs
@@ -8,7 +8,7 @@
  *   Pad (<11)                      pads/value attributes -> inputs
  *   TopK (<10)                     k attribute -> input
  *   Squeeze/Unsqueeze/ReduceSum/Split (<13)   axes / split attributes -> int64 inputs
- *   ReduceMean/Max/Min/Prod/L1/L2/LogSum/LogSumExp/SumSquare (<18, target 19)   axes -> int64 input
+ *   ReduceMean/Max/Min/Prod/L1/L2/LogSum/LogSumExp/SumSquare (<18, target 21)   axes -> int64 input
  *   Softmax/LogSoftmax/Hardmax (<13)  the 2-D coercion of old versions kept explicitly:
  *                                  Flatten(axis) -> op(axis = -1) -> Reshape(to Shape(x))
  *   Dropout (inference)            -> Identity
@@ -28,8 +28,9 @@ const UNCHANGED = new Set(
     'Neg NonMaxSuppression NonZero Not OneHot Or PRelu Pow QLinearConv QLinearMatMul QuantizeLinear RNN Range Reciprocal ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean ReduceMin ' +
     'ReduceProd ReduceSumSquare Relu Reshape Resize Round Scan ScatterElements ScatterND Selu Shape Shrink Sigmoid Sign Sin Sinh Size Softplus Softsign SpaceToDepth Sqrt Sub Sum Tan Tanh ' +
     'ThresholdedRelu Tile Transpose Trilu Where Xor CumSum DynamicQuantizeLinear Celu GreaterOrEqual ' +
-    // 13 -> 19: new attributes or types only, defaults keeping the old meaning
-    'HardSwish LayerNormalization Mish GridSample Shape CenterCropPad Col2Im BitwiseAnd BitwiseOr BitwiseXor BitwiseNot'
+    // 13 -> 21: new attributes or types only, defaults keeping the old meaning (not GridSample, whose
+    // modes were renamed at 20, nor DFT, whose axis became an input)
+    'HardSwish LayerNormalization Mish Shape CenterCropPad Col2Im BitwiseAnd BitwiseOr BitwiseXor BitwiseNot Gelu'
   ).split(/\s+/),
 );
 
@@ -142,13 +143,13 @@ function upgradeNode(n: NodeProto, from: number, to: number, graph: GraphProto, 
 }
 
 /**
- * Raise the default-domain opset to `target` (13, or 19 for float8 QuantizeLinear/DequantizeLinear),
+ * Raise the default-domain opset to `target` (13, or 21 for float8 QuantizeLinear/DequantizeLinear),
  * rewriting nodes as needed. No-op when already there.
  */
 export function upgradeOpset(m: ModelProto, target = 13): boolean {
   const from = opsetVersion(m, '') ?? fail('the model has no default-domain opset');
   if (from >= target) return false;
-  if (target !== 13 && target !== 19) fail(`internal error: opset upgrade to ${target}`);
+  if (target !== 13 && target !== 21) fail(`internal error: opset upgrade to ${target}`);
   const idx = indexGraph(m);
   for (const { graph } of allGraphs(m)) {
     const out: NodeProto[] = [];
@@ -163,8 +164,8 @@ export function upgradeOpset(m: ModelProto, target = 13): boolean {
   }
   const o = m.opset_import!.find((x) => (x.domain ?? '') === '' || x.domain === 'ai.onnx')!;
   o.version = target;
-  // IR 7 for opset 13; IR 9 brings the float8 types of opset 19
-  const ir = target >= 19 ? 9 : 7;
+  // IR 7 for opset 13; IR 10 for opset 21 (IR 9 brought the float8 types)
+  const ir = target >= 21 ? 10 : 7;
   if (Number(m.ir_version) < ir) m.ir_version = ir;
   return true;
 }

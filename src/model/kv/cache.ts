@@ -60,7 +60,7 @@ function rotateHeads(x: Float32Array, nRows: number, rowLength: number, headDim:
 
 function makeSide(t: KvCacheType, perChannel: boolean, o: KvCacheOptions, g: KvGeometry, engine: MatmulEngine | null): KvSide {
   const kvDim = g.nKvHeads * g.headDim;
-  if (t.family === 'kivi') return new KiviSide(t, perChannel, o.residual ?? (perChannel ? Math.max(32, t.blockSize) : 32), g.nLayers, g.capacity, kvDim);
+  if (t.family === 'kivi') return new KiviSide(t, perChannel, o.residual ?? (perChannel ? Math.max(32, t.blockSize) : 32), g.nLayers, g.capacity, kvDim, engine);
   if (t.family === 'kvquant') {
     // a rotated side stores rotated rows: its grids are fitted to rotated calibration rows
     const rot = (rows: Float32Array) => {
@@ -152,15 +152,19 @@ export class PackedKvStorage implements KvStorage {
     return chunk > 0 ? Math.floor(n / chunk) * chunk : n;
   }
 
-  /** rows [0, n) of a side as the cache holding `state` positions shows them, into `rows`; qEnd: rows [0, qEnd) already hold quantized values */
-  private fill(side: KvSide, layer: number, rows: Float32Array, n: number, state: number, qEnd: number): number {
+  /**
+   * rows [0, n) of a side as the cache holding `state` positions shows them, into `rows`; qEnd: rows
+   * [0, qEnd) already hold quantized values. tailOnly: leave the quantized rows to the attention kernel.
+   * Returns the end of the quantized rows.
+   */
+  private fill(side: KvSide, layer: number, rows: Float32Array, n: number, state: number, qEnd: number, tailOnly = false): number {
     const b = Math.min(PackedKvStorage.fullFrom(side, state), n);
-    if (b > qEnd) side.readQuantized(layer, qEnd, b, rows);
+    if (b > qEnd && !tailOnly) side.readQuantized(layer, qEnd, b, rows);
     if (n > b) {
       if (side.partial) side.readPartial!(layer, b, n, rows);
       else side.readFull(layer, b, n, rows);
     }
-    return Math.max(b, qEnd);
+    return tailOnly ? b : Math.max(b, qEnd);
   }
 
   keys(layer: number, n: number): Float32Array {
@@ -191,6 +195,10 @@ export class PackedKvStorage implements KvStorage {
     }
     const fast = this.kAt >= 0 && kernelsEnabled() && shape.headDim % 4 === 0;
     const accF16 = this.valueType.ggml?.name === 'F16';
+    // the kernel dequantizes packed rows itself (pre-RoPE keys: filled and roped here, read as f32 rows)
+    const kSource = fast && !this.preRopeKeys ? (this.kSide.kernelSource?.(layer, shape.headDim) ?? null) : null;
+    const vSource = fast ? (this.vSide.kernelSource?.(layer, shape.headDim) ?? null) : null;
+    const packed = fast && !!vSource && (!!kSource || this.preRopeKeys);
     // group the queries by what they see: the boundaries only grow with t
     let kq = 0;
     let vq = 0;
@@ -209,12 +217,16 @@ export class PackedKvStorage implements KvStorage {
       const n = pos + t1;
       // every position is quantized for a side without residual (state = n); a KIVI side as of query t0
       // (pre-RoPE keys get RoPE below: refilled whole for every group of queries, never roped twice)
-      kq = this.fill(this.kSide, layer, this.kRows, n, bK < 0 ? n : pos + t0 + 1, this.preRopeKeys ? 0 : kq);
-      vq = this.fill(this.vSide, layer, this.vRows, n, bV < 0 ? n : pos + t0 + 1, vq);
+      kq = this.fill(this.kSide, layer, this.kRows, n, bK < 0 ? n : pos + t0 + 1, this.preRopeKeys ? 0 : kq, !!kSource);
+      vq = this.fill(this.vSide, layer, this.vRows, n, bV < 0 ? n : pos + t0 + 1, vq, packed);
       if (this.preRopeKeys) this.ropeRows(layer, this.kRows, n); // (KVQuant: one segment, every row quantized)
       const qs = qq.subarray(t0 * qDim, t1 * qDim);
       const os = out.subarray(t0 * qDim, t1 * qDim);
-      if (fast) this.engine!.attention(qs, t1 - t0, pos + t0, shape.nHeads, shape.nKvHeads, shape.headDim, this.kAt, this.vAt, this.kvDim, shape.scale, os);
+      if (packed) {
+        const k = { source: kSource, b: kSource ? kq : 0, tail: this.kRows };
+        const v = { source: vSource, b: vq, tail: this.vRows };
+        if (!this.engine!.attentionPacked(qs, t1 - t0, pos + t0, shape.nHeads, shape.nKvHeads, shape.headDim, this.kvDim, shape.scale, k, v, os)) fail('packed attention: the cache is not in kernel memory');
+      } else if (fast) this.engine!.attention(qs, t1 - t0, pos + t0, shape.nHeads, shape.nKvHeads, shape.headDim, this.kAt, this.vAt, this.kvDim, shape.scale, os);
       else attentionGgmlRef(qs, this.kRows, this.vRows, t1 - t0, pos + t0, shape, os, accF16);
       t0 = t1;
     }

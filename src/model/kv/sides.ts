@@ -11,7 +11,7 @@
  *              quantized and the rest f32 (as KIVI's decoding keeps X_r, the residual).
  */
 import { fail } from '../../errors.js';
-import type { MatmulEngine } from '../../kernels/matmul.js';
+import type { MatmulEngine, PackedKvSource } from '../../kernels/matmul.js';
 import { quantizeIq4NlRef } from '../../quant/ggml/iq.js';
 import { bf16ToF32, f16Table, f32ToBf16, f32ToF16 } from '../../quant/ggml/half.js';
 import { ggmlCodec } from '../../quant/ggml/registry.js';
@@ -40,6 +40,8 @@ export interface KvSide {
   readFull(layer: number, from: number, to: number, out: Float32Array): void;
   /** (partial > 0) the last, incomplete group [from, to) as a cache holding `to` positions stores it */
   readPartial?(layer: number, from: number, to: number, out: Float32Array): void;
+  /** a layer's packed rows as the attention kernel reads them, or null (not in kernel memory, or a layout it cannot read) */
+  kernelSource?(layer: number, headDim: number): PackedKvSource | null;
 }
 
 /** llama.cpp's from_float for a cache type: n rows of k floats into packed rows. */
@@ -83,11 +85,6 @@ export function dequantizeCacheRows(type: GgmlTypeInfo, src: Uint8Array, m: numb
   ggmlCodec(type)!.dequantize(src, m, out);
 }
 
-/** Bytes in the engine's memory when it has room (the attention kernel dequantizes them in place), else on the heap. */
-function packedBytes(n: number, engine: MatmulEngine | null): Uint8Array {
-  return engine?.allocBytes(n) ?? new Uint8Array(n);
-}
-
 export class GgmlSide implements KvSide {
   readonly rowBytes: number;
   readonly residual = 0;
@@ -98,8 +95,11 @@ export class GgmlSide implements KvSide {
   constructor(readonly type: KvCacheType, nLayers: number, private readonly capacity: number, private readonly kvDim: number, private readonly engine: MatmulEngine | null) {
     this.ggml = type.ggml!;
     this.rowBytes = ggmlRowBytes(this.ggml, kvDim);
-    this.bytes = packedBytes(nLayers * capacity * this.rowBytes, engine);
+    const inKernel = engine?.allocBytes(nLayers * capacity * this.rowBytes);
+    this.inKernel = !!inKernel;
+    this.bytes = inKernel ?? new Uint8Array(nLayers * capacity * this.rowBytes);
   }
+  private readonly inKernel: boolean;
   private at(layer: number, pos: number): number {
     return (layer * this.capacity + pos) * this.rowBytes;
   }
@@ -115,6 +115,10 @@ export class GgmlSide implements KvSide {
   }
   readFull(): void {
     fail('a GGML cache side keeps no f32 positions');
+  }
+  kernelSource(layer: number): PackedKvSource | null {
+    if (!this.engine || !this.inKernel) return null;
+    return { mode: 1, bytes: this.bytes.subarray(this.at(layer, 0), this.at(layer + 1, 0)), rowBytes: this.rowBytes, type: this.ggml.id, group: 0, record: 0 };
   }
 }
 
@@ -202,7 +206,9 @@ export class KiviSide implements KvSide {
     this.chunk = residual > 0 ? residual : perChannel ? G : 1;
     this.partial = residual === 0 && perChannel ? G : 0;
     const groups = Math.ceil(capacity / G);
-    this.packed = this.layerRowBytes.map((rb) => packedBytes(groups * G * rb, engine));
+    const inKernel = this.layerRowBytes.map((rb) => engine?.allocBytes(groups * G * rb) ?? null);
+    this.inKernel = inKernel.every((b) => b !== null);
+    this.packed = this.layerRowBytes.map((rb, l) => inKernel[l] ?? new Uint8Array(groups * G * rb));
     this.full = Array.from({ length: nLayers }, () => new Float32Array(0));
     this.fullStart = new Int32Array(nLayers);
     this.end = new Int32Array(nLayers);
@@ -259,6 +265,13 @@ export class KiviSide implements KvSide {
     const s = this.fullStart[layer];
     if (from < s || to > this.end[layer]) fail(`KIVI cache: f32 positions ${from}..${to} are not held (${s}..${this.end[layer]})`);
     out.set(this.full[layer].subarray((from - s) * kd, (to - s) * kd), from * kd);
+  }
+  private readonly inKernel: boolean;
+  kernelSource(layer: number, headDim: number): PackedKvSource | null {
+    const G = this.group;
+    // per token, a head must span whole groups or lie inside one
+    if (!this.inKernel || (!this.perChannel && headDim % G !== 0 && G % headDim !== 0)) return null;
+    return { mode: this.perChannel ? 2 : 3, bytes: this.packed[layer], rowBytes: this.layerRowBytes[layer], type: this.layerBits[layer], group: G, record: this.layerRecord[layer] };
   }
   readPartial(layer: number, from: number, to: number, out: Float32Array): void {
     const kd = this.kvDim;
