@@ -11,7 +11,7 @@
  * llama-perplexity -ctk T -ctv T -fa on --kl-divergence against the base of the f32 cache, and lowbit eval
  * -ctk T -ctv T against the same base file.
  *
- * `npm run bench -- kld cache512 [chunks=3]`: the same at ctx 512 on the synthetic ~155 M-parameter llama
+ * `npm run bench -- kld cache512 [chunks=3] [types=q8_0,q5_0,q4_0,iq4_nl]`: the same at ctx 512 on the synthetic ~155 M-parameter llama
  * of bench eval (bench/_llama-synth.ts: random weights, 12 layers, heads of 64, context 2048) - no trained
  * model of lowbit's data holds 512 positions (tinyllama256 was trained at 256 and lowbit refuses a longer
  * context). Random weights make the KLDs small and say nothing about which scheme a trained model
@@ -83,8 +83,8 @@ async function cacheTypes512(chunks: string, types: readonly string[]): Promise<
   const dir = root + '.cache/bench/kld/';
   mkdirSync(dir, { recursive: true });
   const held = heldOutText(dir);
-  const base = dir + 'synth-512-base.kld';
-  runLlama(['-m', synth, '-f', held, '-c', '512', '--chunks', chunks, '-ctk', 'f32', '-ctv', 'f32', '-fa', 'on', '--kl-divergence-base', base], /Final estimate: PPL = ([\d.]+)/);
+  const base = dir + `synth-512-${chunks}-base.kld`;
+  if (!existsSync(base)) runLlama(['-m', synth, '-f', held, '-c', '512', '--chunks', chunks, '-ctk', 'f32', '-ctv', 'f32', '-fa', 'on', '--kl-divergence-base', base], /Final estimate: PPL = ([\d.]+)/);
   console.log(`synthetic llama 155M (heads of 64), ctx 512, ${chunks} chunks of the held-out TinyStories text; base: f32 cache (llama-perplexity)`);
   console.log('cache    llama.cpp KLD (rotated)  lowbit rot-T   ratio   llama.cpp KLD (LLAMA_ATTN_ROT_DISABLE)  lowbit T   ratio   top-1 llama / lowbit (rotated)');
   for (const t of types) {
@@ -103,7 +103,7 @@ export async function run(args: string[]): Promise<void> {
     return;
   }
   if (args[0] === 'cache512') {
-    await cacheTypes512(String(Number(args[1] ?? 3)), ['q8_0', 'q5_0', 'q4_0', 'iq4_nl']);
+    await cacheTypes512(String(Number(args[1] ?? 3)), args[2]?.split(',') ?? ['q8_0', 'q5_0', 'q4_0', 'iq4_nl']);
     return;
   }
   if (args[0] === 'cache') {

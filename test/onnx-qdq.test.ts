@@ -337,3 +337,57 @@ test('lowbit quantize --qdq fp8: clear errors', () => {
   }
   assert.ok(!fs.existsSync('/tmp/never-written.onnx'));
 });
+
+test('per-channel static activations (QuantizeLinear axis 1): onnxruntime equals the per-channel emulation; channels of very different ranges keep their precision', async () => {
+  const C = 3;
+  const O = 2;
+  const H = 5;
+  const wShape = [O, C, 1, 1];
+  // output 1 reads only the small channels
+  const w = Float32Array.from([0.5, -1, 2, 0, 1, -2]);
+  const p = buildModel({
+    nodes: [node('Conv', ['x', 'W'], ['y'], { kernel_shape: [1, 1] }, 'conv')],
+    inputs: [valueInfo('x', 1, [1, C, H, H])],
+    outputs: [valueInfo('y', 1, [1, O, H, H])],
+    initializers: [floatTensor('W', wShape, w)],
+    opset: 13,
+  });
+  // channel 0 spans +-100, channels 1 and 2 +-0.1: one per-tensor range would flatten them
+  const feeds = feedOf('x', [1, C, H, H], (i) => Math.sin(i * 0.77) * (i < H * H ? 100 : 0.1));
+  const x = new Float32Array(feeds.x.data.buffer);
+  const rc = new RangeCollector();
+  rc.observePerChannel('x', x, [1, C, H, H], 'minmax');
+  rc.observeMinMax('x', x);
+  const perChannel = rc.channelRanges('x', 'minmax')!;
+  assert.ok(perChannel[1][0] > 50 && perChannel[1][1] < 0.2);
+  const run = async (range: [number, number] | [Float32Array, Float32Array]) => {
+    const m = parseOnnx(encodeOnnx(p));
+    const rep = await quantizeQdq(m, { ops: new Set(['Conv']), activations: 'static', ranges: new Map([['x', range]]) });
+    const s = await ortSession(encodeOnnx(m.proto));
+    const y = [...(await s.run(feeds)).values()][0].data;
+    await s.release();
+    return { y, action: rep[0].action };
+  };
+  const { y, action } = await run(perChannel);
+  assert.match(action, /uint8 static per channel/);
+  const { dq } = quantizePerChannel(w, wShape, 0);
+  const fqs = Array.from({ length: C }, (_, c) => activationQuantizer(perChannel[0][c], perChannel[1][c]).fq);
+  const emu = new Float32Array(O * H * H);
+  const exact = new Float32Array(O * H * H);
+  for (let o = 0; o < O; o++)
+    for (let k = 0; k < H * H; k++)
+      for (let c = 0; c < C; c++) {
+        emu[o * H * H + k] += dq[o * C + c] * fqs[c](x[c * H * H + k]);
+        exact[o * H * H + k] += dq[o * C + c] * x[c * H * H + k]; // weights' error left out: the activations' only
+      }
+  let err = 0;
+  for (let i = 0; i < emu.length; i++) err = Math.max(err, Math.abs(emu[i] - y[i]));
+  assert.ok(err < 1e-4, `max |ort - emulation| ${err}`);
+  // against per-tensor: the small channels' contribution survives (error on the output much lower)
+  const tensor = await run(rc.range('x', 'minmax'));
+  const e = (a: Float32Array) => a.reduce((s, v, i) => s + (i >= H * H ? (v - exact[i]) ** 2 : 0), 0);
+  const signal = exact.reduce((s, v, i) => s + (i >= H * H ? v * v : 0), 0);
+  // per tensor (scale 200/255 > the small channels' range) rounds them to 0: output 1 is lost
+  assert.ok(e(tensor.y) > 0.5 * signal, `per tensor ${e(tensor.y)} of ${signal}`);
+  assert.ok(e(y) < 1e-3 * signal, `per channel ${e(y)} of ${signal}`);
+});

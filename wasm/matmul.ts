@@ -1665,15 +1665,15 @@ function attendHead(q0: usize, qs: usize, keys: usize, values: usize, cs: usize,
 // Job words: 0 kind = 4 | 1 q | 2 q row stride | 3 T | 4 pos0 | 5 headDim | 6 group | 7 scale (f32 bits)
 //   8 out | 9 out row stride | 10 scratch | 11 scratch bytes per thread | 12..19 keys | 20..27 values | 28 kvDim
 
-/** KIVI record at r: G codes of `bits` bits after an f16 scale and an f16 minimum; value i to dst + i * ds */
+/** KIVI record at r (an f16 scale, an f16 minimum, then codes of `bits` bits): values first.. first + n - 1 to dst + i * ds */
 // @ts-ignore: decorator
-@inline function kiviRecord(r: usize, bits: i32, G: i32, dst: usize, ds: usize): void {
+@inline function kiviRecord(r: usize, bits: i32, first: i32, n: i32, dst: usize, ds: usize): void {
   const scale = f16At(r);
   const min = f16At(r + 2);
   const mask = (1 << bits) - 1;
   const codes = r + 4;
-  for (let i = 0; i < G; i++) {
-    const bit = i * bits;
+  for (let i = 0; i < n; i++) {
+    const bit = (first + i) * bits;
     const at = codes + <usize>(bit >> 3);
     const two = <i32>load<u8>(at) | (((bit & 7) + bits > 8 ? <i32>load<u8>(at, 1) : 0) << 8);
     store<f32>(dst + <usize>i * ds, min + <f32>((two >> (bit & 7)) & mask) * scale);
@@ -1693,43 +1693,16 @@ function fillHead(d: usize, kvh: i32, hd: i32, kvDim: i32, n: i32, dst: usize): 
   const hb = <usize>hd * 4;
   const c0 = kvh * hd;
   if (mode == 1) {
-    const head = rowBytes / <usize>(kvDim / hd) * <usize>kvh; // bytes of the heads before kvh
-    for (let p = 0; p < b; p++) {
-      const src = at + <usize>p * rowBytes + head;
-      const o = dst + <usize>p * hb;
-      switch (type) {
-        case 0: rowF32(src, o, hd); break;
-        case 1: rowF16(src, o, hd); break;
-        case 2: rowQ4_0(src, o, hd); break;
-        case 3: rowQ4_1(src, o, hd); break;
-        case 6: rowQ5_0(src, o, hd); break;
-        case 7: rowQ5_1(src, o, hd); break;
-        case 8: rowQ8_0(src, o, hd); break;
-        case 20: rowIQ4_NL(src, o, hd); break;
-        case 30: rowBF16(src, o, hd); break;
-        default: unreachable();
-      }
-    }
+    dequantize(type, at + rowBytes / <usize>(kvDim / hd) * <usize>kvh, rowBytes, b, hd, dst, hd); // past the heads before kvh
   } else if (mode == 2) {
-    for (let g = 0; g < b; g += G) for (let c = 0; c < hd; c++) kiviRecord(at + <usize>g * rowBytes + <usize>(c0 + c) * rec, type, G, dst + <usize>g * hb + <usize>c * 4, hb);
+    for (let g = 0; g < b; g += G) for (let c = 0; c < hd; c++) kiviRecord(at + <usize>g * rowBytes + <usize>(c0 + c) * rec, type, 0, G, dst + <usize>g * hb + <usize>c * 4, hb);
   } else if (mode == 3) {
     for (let p = 0; p < b; p++) {
       const row = at + <usize>p * rowBytes;
       const o = dst + <usize>p * hb;
       // the head's channels [c0, c0 + hd) span whole groups (G | hd) or lie inside one (hd | G)
-      if (G <= hd) for (let c = 0; c < hd; c += G) kiviRecord(row + <usize>((c0 + c) / G) * rec, type, G, o + <usize>c * 4, 4);
-      else {
-        const r = row + <usize>(c0 / G) * rec;
-        const scale = f16At(r);
-        const mn = f16At(r + 2);
-        const mask = (1 << type) - 1;
-        for (let i = 0; i < hd; i++) {
-          const bit = (c0 % G + i) * type;
-          const a = r + 4 + <usize>(bit >> 3);
-          const two = <i32>load<u8>(a) | (((bit & 7) + type > 8 ? <i32>load<u8>(a, 1) : 0) << 8);
-          store<f32>(o + <usize>i * 4, mn + <f32>((two >> (bit & 7)) & mask) * scale);
-        }
-      }
+      if (G <= hd) for (let c = 0; c < hd; c += G) kiviRecord(row + <usize>((c0 + c) / G) * rec, type, 0, G, o + <usize>c * 4, 4);
+      else kiviRecord(row + <usize>(c0 / G) * rec, type, c0 % G, hd, o, 4);
     }
   }
   for (let p = max(b, 0); p < n; p++) memory.copy(dst + <usize>p * hb, tail + (<usize>p * <usize>kvDim + <usize>c0) * 4, hb);

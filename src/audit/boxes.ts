@@ -97,7 +97,7 @@ export function quantizationBox(type: string | BlockCodec, w: Float32Array, rows
   const samples = o.samples ?? 8;
   const searched = searchesScales(codec.name);
   const fraction = o.gridFraction ?? 0.25;
-  const sub = !searched ? bs : /^Q[45]_K/i.test(codec.name) ? 32 : Math.min(16, bs);
+  const sub = !searched ? bs : /^(Q[45]_K|IQ4)/i.test(codec.name) ? Math.min(32, bs) : Math.min(16, bs);
   const steps = o.shrinkSteps ?? (searched ? 6 : 10);
   const bisections = o.bisections ?? 16;
   const trial = new Float32Array(bs);

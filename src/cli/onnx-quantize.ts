@@ -41,6 +41,7 @@ export const ONNX_QUANTIZE_OPTIONS: readonly OptionSpec[] = [
   { name: 'float16', type: 'boolean', help: 'ONNX: convert the remaining float32 weights and activations to float16 (model inputs/outputs stay float32, Casts at the boundaries)' },
   { name: 'qdq-ops', type: 'string', help: 'ONNX: op types that get QDQ (MatMul/Gemm already turned into MatMulNBits are not touched)', default: 'Conv,MatMul,Gemm' },
   { name: 'calib-method', type: 'string', choices: ['minmax', 'percentile', 'mse', 'entropy'], help: 'ONNX QDQ: how calibrated activation ranges are chosen', default: 'minmax' },
+  { name: 'act-granularity', type: 'string', choices: ['tensor', 'channel'], default: 'tensor', help: 'ONNX QDQ static activations: one range per tensor, or per channel (axis 1: QuantizeLinear with 1-D scales; onnxruntime runs it dequantized)' },
   { name: 'dynamic', type: 'boolean', help: 'ONNX QDQ: activations quantized at run time (DynamicQuantizeLinear), no calibration' },
   { name: 'weights-only', type: 'boolean', help: 'ONNX QDQ: int8 weights behind DequantizeLinear, activations left in float (with --calib: bias-corrected)' },
   { name: 'bias-correction', type: 'boolean', default: true, help: 'ONNX QDQ with --calib: correct each Conv bias so its output channel means stay the float model\'s (--no-bias-correction to skip)' },
@@ -149,6 +150,8 @@ export async function runOnnxQuantize(a: ParsedArgs): Promise<void> {
   const weightsOnly = a.values['weights-only'] as boolean;
   if (weightsOnly && dynamic) fail('--weights-only and --dynamic exclude each other (--dynamic quantizes the activations at run time)');
   const method = a.values['calib-method'] as CalibMethod;
+  const perChannel = a.values['act-granularity'] === 'channel';
+  if (perChannel && (!qdq || dynamic || weightsOnly)) fail('--act-granularity channel is for static QDQ activations (--qdq with --calib)');
   if (qdq === 'fp8' && dynamic) fail('--qdq fp8 has no --dynamic (DynamicQuantizeLinear is uint8): use --calib or --weights-only');
   if (qdq === 'fp8' && (method === 'mse' || method === 'entropy')) fail(`--calib-method ${method} searches a uint8 grid; --qdq fp8 takes minmax or percentile`);
   const qdqOps = new Set((a.values['qdq-ops'] as string).split(',').map((x) => x.trim()).filter(Boolean));
@@ -186,13 +189,19 @@ export async function runOnnxQuantize(a: ParsedArgs): Promise<void> {
     // QDQ calibration runs on the model as rewritten so far (after MatMulNBits): the ranges, the bias
     // correction and the sensitivity pass see the upstream weight-only error (sequential calibration)
     const baseBytes = a.values['keep-sensitive'] ? encodeOnnx(model.proto) : undefined;
-    let ranges: Map<string, [number, number]> | undefined;
+    let ranges: QdqOptions['ranges'];
     if (qdq && !dynamic && !weightsOnly) {
       const acts = [...new Set(qdqTargets(model, qdqOps).map((t) => t.activation))];
       const rc = new RangeCollector();
-      await captureActivations(model.proto, acts, samples!, (name, t) => rc.observeMinMax(name, t.data));
-      if (method !== 'minmax') await captureActivations(model.proto, acts, samples!, (name, t) => rc.observeHistogram(name, t.data));
-      ranges = new Map(acts.filter((n) => rc.min.has(n)).map((n) => [n, rc.range(n, method)]));
+      if (perChannel) {
+        // per channel (axis 1) where the activation has channels (Conv inputs); per tensor elsewhere
+        await captureActivations(model.proto, acts, samples!, (name, t) => (t.dims.length >= 3 ? rc.observePerChannel(name, t.data, t.dims, 'minmax') : rc.observeMinMax(name, t.data)));
+        if (method !== 'minmax') await captureActivations(model.proto, acts, samples!, (name, t) => (t.dims.length >= 3 ? rc.observePerChannel(name, t.data, t.dims, 'histogram') : rc.observeHistogram(name, t.data)));
+      } else {
+        await captureActivations(model.proto, acts, samples!, (name, t) => rc.observeMinMax(name, t.data));
+        if (method !== 'minmax') await captureActivations(model.proto, acts, samples!, (name, t) => rc.observeHistogram(name, t.data));
+      }
+      ranges = new Map(acts.flatMap((n) => { const r = rc.channelRanges(n, method) ?? (rc.min.has(n) ? rc.range(n, method) : undefined); return r ? [[n, r] as const] : []; }));
     }
     // bias correction: E[x] and E[q(x)] per channel of each Conv input
     let means: QdqOptions['means'];

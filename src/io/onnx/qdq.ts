@@ -140,6 +140,8 @@ export class RangeCollector {
   readonly min = new Map<string, number>();
   readonly max = new Map<string, number>();
   readonly hist = new Map<string, Float64Array>();
+  /** channel counts of activations observed per channel */
+  readonly channels = new Map<string, number>();
   /** per-channel sums of the float activation and of its quantized value (axis 1), for bias correction */
   readonly chanSum = new Map<string, { x: Float64Array; q: Float64Array; n: number }>();
   observeMinMax(name: string, x: Float32Array): void {
@@ -153,6 +155,31 @@ export class RangeCollector {
     this.min.set(name, lo);
     this.max.set(name, hi);
   }
+  /**
+   * The same observations per channel (axis 1, NCHW) under the names `name#c`: per-channel activation
+   * ranges (QuantizeLinear with axis = 1) use every method of `range` channel by channel.
+   */
+  observePerChannel(name: string, x: Float32Array, dims: readonly number[], what: 'minmax' | 'histogram'): void {
+    if (dims.length < 2) return;
+    const C = dims[1];
+    const inner = dims.slice(2).reduce((a, b) => a * b, 1);
+    for (let b = 0; b < x.length / (C * inner); b++)
+      for (let c = 0; c < C; c++) {
+        const part = x.subarray((b * C + c) * inner, (b * C + c + 1) * inner);
+        if (what === 'minmax') this.observeMinMax(`${name}#${c}`, part);
+        else this.observeHistogram(`${name}#${c}`, part);
+      }
+    this.channels.set(name, C);
+  }
+  /** per-channel ranges (after observePerChannel) */
+  channelRanges(name: string, method: CalibMethod): [Float32Array, Float32Array] | undefined {
+    const C = this.channels.get(name);
+    if (!C) return undefined;
+    const lo = new Float32Array(C);
+    const hi = new Float32Array(C);
+    for (let c = 0; c < C; c++) [lo[c], hi[c]] = this.range(`${name}#${c}`, method);
+    return [lo, hi];
+  }
   observeHistogram(name: string, x: Float32Array): void {
     const lo = this.min.get(name)!;
     const hi = this.max.get(name)!;
@@ -165,18 +192,19 @@ export class RangeCollector {
    * Per-channel (axis 1, NCHW) sums of the activation and, when `range` is given, of its uint8 (or
    * e4m3fn) fake-quantized value: E[x_c] and E[q(x)_c] for bias correction.
    */
-  observeChannels(name: string, x: Float32Array, dims: readonly number[], range?: [number, number], format: QdqFormat = 'int8'): void {
+  observeChannels(name: string, x: Float32Array, dims: readonly number[], range?: [number, number] | [Float32Array, Float32Array], format: QdqFormat = 'int8'): void {
     if (dims.length < 2) return;
     const C = dims[1];
     const inner = dims.slice(2).reduce((a, b) => a * b, 1);
     let acc = this.chanSum.get(name);
     if (!acc) this.chanSum.set(name, (acc = { x: new Float64Array(C), q: new Float64Array(C), n: 0 }));
-    const fq = range ? activationQuantizer(range[0], range[1], format).fq : undefined;
+    const fqs = range ? Array.from({ length: C }, (_, c) => (typeof range[0] === 'number' ? activationQuantizer(range[0], range[1] as number, format) : activationQuantizer(range[0][c], (range[1] as Float32Array)[c], format)).fq) : undefined;
     for (let b = 0; b < x.length / (C * inner); b++)
       for (let c = 0; c < C; c++) {
         let sx = 0;
         let sq = 0;
         const base = (b * C + c) * inner;
+        const fq = fqs?.[c];
         for (let j = 0; j < inner; j++) {
           const v = x[base + j];
           sx += v;
@@ -302,8 +330,8 @@ export interface QdqOptions {
    * only from 21; at 19 such a model fails to load)
    */
   format?: QdqFormat;
-  /** activation name -> [lo, hi] (static) */
-  ranges?: Map<string, [number, number]>;
+  /** activation name -> [lo, hi] (static), or per channel (axis 1): QuantizeLinear with 1-D scales */
+  ranges?: Map<string, [number, number] | [Float32Array, Float32Array]>;
   keep?: ReadonlySet<string>;
   /**
    * Bias correction (Nagel et al. 2019, "Data-Free Quantization", empirical form): per input channel
@@ -409,12 +437,16 @@ export async function quantizeQdq(m: OnnxModel, opts: QdqOptions, warn: (msg: st
         const qa = idx.fresh(`${t.activation}_quantized`);
         dqa = idx.fresh(`${t.activation}_dequantized`);
         if (opts.activations === 'static') {
-          const { scale, zeroPoint } = activationQuantizer(range![0], range![1], format);
+          // per tensor: scalar scale and zero point; per channel: 1-D along axis 1
+          const [lo, hi] = range!;
+          const params = typeof lo === 'number' ? [activationQuantizer(lo, hi as number, format)] : Array.from(lo, (l, c) => activationQuantizer(l, (hi as Float32Array)[c], format));
+          const dims = typeof lo === 'number' ? [] : [params.length];
+          const attrs: Record<string, number> = typeof lo === 'number' ? {} : { axis: 1 };
           const sn = idx.fresh(`${t.activation}_scale`);
           const zn = idx.fresh(`${t.activation}_zero_point`);
-          addInitializer(m.proto, t.graph, makeTensor(sn, DataType.FLOAT, [], Float32Array.of(scale)));
-          addInitializer(m.proto, t.graph, makeTensor(zn, format === 'fp8' ? DataType.FLOAT8E4M3FN : DataType.UINT8, [], Uint8Array.of(zeroPoint)));
-          insertBefore(t.graph, t.node, [mkNode('QuantizeLinear', [t.activation, sn, zn], [qa], {}, `${qa}_node`), mkNode('DequantizeLinear', [qa, sn, zn], [dqa], {}, `${dqa}_node`)]);
+          addInitializer(m.proto, t.graph, makeTensor(sn, DataType.FLOAT, dims, Float32Array.from(params, (p) => p.scale)));
+          addInitializer(m.proto, t.graph, makeTensor(zn, format === 'fp8' ? DataType.FLOAT8E4M3FN : DataType.UINT8, dims, Uint8Array.from(params, (p) => p.zeroPoint)));
+          insertBefore(t.graph, t.node, [mkNode('QuantizeLinear', [t.activation, sn, zn], [qa], attrs, `${qa}_node`), mkNode('DequantizeLinear', [qa, sn, zn], [dqa], attrs, `${dqa}_node`)]);
         } else {
           const sn = idx.fresh(`${t.activation}_scale`);
           const zn = idx.fresh(`${t.activation}_zero_point`);
@@ -424,7 +456,7 @@ export async function quantizeQdq(m: OnnxModel, opts: QdqOptions, warn: (msg: st
       }
       if (dqa) {
         t.node.input![0] = dqa;
-        act = opts.activations === 'static' ? `${format === 'fp8' ? 'fp8' : 'uint8'} static` : 'uint8 dynamic';
+        act = opts.activations === 'static' ? `${format === 'fp8' ? 'fp8' : 'uint8'} static${typeof range?.[0] === 'number' ? '' : ' per channel'}` : 'uint8 dynamic';
       }
     }
     reports.push({ ...base, action: `QDQ ${wName}/ch + ${act}`, sqnrDb: wq.sqnr });

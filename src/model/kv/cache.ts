@@ -118,12 +118,13 @@ export class PackedKvStorage implements KvStorage {
     this.ropeKeys = fn;
   }
 
-  /** pre-RoPE keys of positions [0, n) in kRows: rotate back (a rotated side), then RoPE */
-  private ropeRows(layer: number, rows: Float32Array, n: number): void {
-    if (!this.preRopeKeys) return;
-    if (!this.ropeKeys) fail('a KVQuant key cache needs the runtime\'s RoPE (setRope)');
-    if (this.keyType.rotate) rotateHeads(rows, n, this.kvDim, this.g.headDim);
-    this.ropeKeys(layer, rows, n, 0);
+  /** pre-RoPE keys of positions [from, to) in rows (position p at p * kvDim): rotate back (a rotated side), then RoPE */
+  private ropeRows(layer: number, rows: Float32Array, from: number, to: number): void {
+    if (!this.preRopeKeys || to <= from) return;
+    if (!this.ropeKeys) fail('a pre-RoPE key cache (KVQuant, pre-kivi) needs the runtime\'s RoPE (setRope)');
+    const r = rows.subarray(from * this.kvDim, to * this.kvDim);
+    if (this.keyType.rotate) rotateHeads(r, to - from, this.kvDim, this.g.headDim);
+    this.ropeKeys(layer, r, to - from, from);
   }
 
   store(layer: number, pos: number, key: Float32Array, value: Float32Array): void {
@@ -170,7 +171,7 @@ export class PackedKvStorage implements KvStorage {
   keys(layer: number, n: number): Float32Array {
     this.fill(this.kSide, layer, this.kRows, n, n, 0);
     const out = this.kRows.slice(0, n * this.kvDim);
-    if (this.preRopeKeys) this.ropeRows(layer, out, n);
+    if (this.preRopeKeys) this.ropeRows(layer, out, 0, n);
     else if (this.keyType.rotate) rotateHeads(out, n, this.kvDim, this.g.headDim);
     return out;
   }
@@ -217,9 +218,12 @@ export class PackedKvStorage implements KvStorage {
       const n = pos + t1;
       // every position is quantized for a side without residual (state = n); a KIVI side as of query t0
       // (pre-RoPE keys get RoPE below: refilled whole for every group of queries, never roped twice)
-      kq = this.fill(this.kSide, layer, this.kRows, n, bK < 0 ? n : pos + t0 + 1, this.preRopeKeys ? 0 : kq, !!kSource);
+      // pre-RoPE keys: rows [0, kq) hold final quantized keys with RoPE from an earlier group of queries;
+      // what fill writes from kq on (quantized rows, then the residual or partial group) gets RoPE here
+      const kFrom = kq;
+      kq = this.fill(this.kSide, layer, this.kRows, n, bK < 0 ? n : pos + t0 + 1, kq, !!kSource);
       vq = this.fill(this.vSide, layer, this.vRows, n, bV < 0 ? n : pos + t0 + 1, vq, packed);
-      if (this.preRopeKeys) this.ropeRows(layer, this.kRows, n); // (KVQuant: one segment, every row quantized)
+      if (this.preRopeKeys) this.ropeRows(layer, this.kRows, kFrom, n);
       const qs = qq.subarray(t0 * qDim, t1 * qDim);
       const os = out.subarray(t0 * qDim, t1 * qDim);
       if (packed) {
