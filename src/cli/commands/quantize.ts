@@ -21,6 +21,7 @@ import { fileSource } from '../node-source.js';
 import { renderTable } from './formats.js';
 import { SCHEME_OPTIONS, schemeOptionFlag } from '../../quant/scheme-options.js';
 import { isOnnxPath } from '../onnx-open.js';
+import { isTfjsPath, runTfjsQuantize } from '../tfjs-quantize.js';
 import { ONNX_QUANTIZE_OPTIONS, runOnnxQuantize } from '../onnx-quantize.js';
 import { ALLOCATE_OPTIONS, allocatedRecipe, COST_OPTIONS } from './sensitivity.js';
 import type { AllocationResult } from '../../pipeline/allocate.js';
@@ -188,6 +189,7 @@ export const quantizeCommand: Command = {
   async run(a) {
     const [input, output] = a.positionals;
     if (isOnnxPath(input) || isOnnxPath(output)) return runOnnxQuantize(a);
+    if (isTfjsPath(input)) return runTfjsQuantize(a);
     const dry = a.values['dry-run'] as boolean;
     if (!output && !dry) fail('quantize needs an output path (or --dry-run)');
     const out = output ?? 'plan.gguf';
