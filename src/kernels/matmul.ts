@@ -701,7 +701,7 @@ export class MatmulEngine {
     const scratch = this.buffer('packed-attention', scratchBytes * this.threadCount);
     this.views();
     const p = this.i32View;
-    const j = (this.control + JOB_OFFSET) >> 2;
+    const j = (this.control + JOB_OFFSET) >>> 2;
     p[j] = 4;
     p[j + 1] = qAt;
     p[j + 2] = qDim * 4;
