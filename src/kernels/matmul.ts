@@ -642,21 +642,9 @@ export class MatmulEngine {
     const scratchBytes = (pos0 + nTok) * 4 + 64;
     this.attentionJob(q, out, nTok, pos0, nHeads, headDim, 'scores', scratchBytes, (p, j, qAt, oAt, scratch) => {
       const qDim = nHeads * headDim;
-      p[j] = 2;
-      p[j + 1] = qAt;
-      p[j + 2] = qDim * 4;
-      p[j + 3] = keysAt;
-      p[j + 4] = valuesAt;
-      p[j + 5] = kvDim * 4;
-      p[j + 6] = nTok;
-      p[j + 7] = pos0;
-      p[j + 8] = headDim;
-      p[j + 9] = nHeads / nKvHeads;
+      // wasm/matmul.ts attention job words 0..14 (10: the scale's f32 bits)
+      p.set([2, qAt, qDim * 4, keysAt, valuesAt, kvDim * 4, nTok, pos0, headDim, nHeads / nKvHeads, 0, oAt, qDim * 4, scratch, scratchBytes], j);
       this.f32View[j + 10] = scale;
-      p[j + 11] = oAt;
-      p[j + 12] = qDim * 4;
-      p[j + 13] = scratch;
-      p[j + 14] = scratchBytes;
     });
   }
 
@@ -696,27 +684,13 @@ export class MatmulEngine {
     }
     const scratchBytes = positions * 4 + 64 + 2 * positions * headDim * 4;
     this.attentionJob(q, out, nTok, pos0, nHeads, headDim, 'packed-attention', scratchBytes, (p, j, qAt, oAt, scratch) => {
-      p[j] = 4;
-      p[j + 1] = qAt;
-      p[j + 2] = nHeads * headDim * 4;
-      p[j + 3] = nTok;
-      p[j + 4] = pos0;
-      p[j + 5] = headDim;
-      p[j + 6] = nHeads / nKvHeads;
+      // wasm/matmul.ts packed attention job words 0..11 (7: the scale's f32 bits), sides at 12 and 20, kvDim at 28
+      p.set([4, qAt, nHeads * headDim * 4, nTok, pos0, headDim, nHeads / nKvHeads, 0, oAt, nHeads * headDim * 4, scratch, scratchBytes], j);
       this.f32View[j + 7] = scale;
-      p[j + 8] = oAt;
-      p[j + 9] = nHeads * headDim * 4;
-      p[j + 10] = scratch;
-      p[j + 11] = scratchBytes;
       sides.forEach((side, i) => {
         const d = j + 12 + 8 * i;
         const src = side.b > 0 ? side.source! : null;
-        p[d] = src?.mode ?? 0;
-        p[d + 1] = src ? src.bytes.byteOffset : 0;
-        p[d + 2] = src?.rowBytes ?? 0;
-        p[d + 3] = src?.type ?? 0;
-        p[d + 4] = src?.group ?? 0;
-        p[d + 5] = src?.record ?? 0;
+        p.set(src ? [src.mode, src.bytes.byteOffset, src.rowBytes, src.type, src.group, src.record] : [0, 0, 0, 0, 0, 0], d);
         p[d + 6] = side.b;
         p[d + 7] = side.tail.byteOffset;
       });
