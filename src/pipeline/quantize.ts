@@ -211,8 +211,9 @@ export type ModelWriter = (m: ModelFile, plan: QuantizePlan, sink: ByteSink, opt
 export function ggufOutputMetadata(m: ModelFile, plan: QuantizePlan, imatrix?: Imatrix): Map<string, GgufValue> {
   if (m.format !== 'gguf' || !m.gguf) fail(`quantizing to GGUF needs a GGUF input (convert first: lowbit convert ${m.name} model.gguf)`);
   const meta = new Map<string, GgufValue>(m.gguf.metadata);
-  if (plan.ftypeId !== undefined) meta.set('general.file_type', gguf.u32(plan.ftypeId));
+  // llama-quantize's order: the input's keys, then (replaced in place where present) these two
   meta.set('general.quantization_version', gguf.u32(2));
+  if (plan.ftypeId !== undefined) meta.set('general.file_type', gguf.u32(plan.ftypeId));
   if (imatrix) {
     meta.set('quantize.imatrix.entries_count', gguf.u32(imatrix.entries.size));
     meta.set('quantize.imatrix.chunks_count', gguf.u32(imatrix.chunkCount));

@@ -16,16 +16,16 @@
  * tr(ΔE H ΔEᵀ) = Σ_v count(v) ‖δ_v‖².
  */
 import { fail } from '../errors.js';
-import { diagonalCost, ggmlQuantizationError, hessianCost } from '../alloc/cost.js';
-import { finishHessian } from '../algos/gptq.js';
-import { hessianAccumulator, type HessianAccumulator } from '../kernels/gptq.js';
+import { klDivergenceRow, logSoftmaxRows } from '../eval/metrics.js';
+import { diagonalCost, ggmlQuantizationError } from '../alloc/cost.js';
 import { MatmulEngine } from '../kernels/matmul.js';
 import type { ModelFile, ModelTensor } from '../io/model-file.js';
 import { toFloat32 } from '../io/tensor-data.js';
 import { layerLinears, type Llama } from '../model/llama.js';
-import { linear, makeLinearWeight, matmul, type LinearWeight } from '../model/matmul.js';
+import { linear, makeLinearWeight, type LinearWeight } from '../model/matmul.js';
 import { ggmlCodec, ggmlRowBytes, ggmlTypeByName } from '../quant/ggml/index.js';
 import { readFloats } from './quantize.js';
+import { InputStats } from './calibrate.js';
 
 export const SENSITIVITY_VERSION = 1;
 export const DEFAULT_SENSITIVITY_TYPES = ['Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K', 'Q8_0', 'IQ4_XS'] as const;
@@ -112,18 +112,6 @@ export async function modelFingerprint(m: ModelFile): Promise<string> {
   return h1.toString(16).padStart(8, '0') + h2.toString(16).padStart(8, '0');
 }
 
-/** log-softmax of each row of logits (n rows of vocab), in place */
-export function logSoftmaxRows(logits: Float32Array, vocab: number): void {
-  for (let o = 0; o < logits.length; o += vocab) {
-    let max = -Infinity;
-    for (let i = 0; i < vocab; i++) if (logits[o + i] > max) max = logits[o + i];
-    let sum = 0;
-    for (let i = 0; i < vocab; i++) sum += Math.exp(logits[o + i] - max);
-    const lse = max + Math.log(sum);
-    for (let i = 0; i < vocab; i++) logits[o + i] -= lse;
-  }
-}
-
 /**
  * Runs the model with some weights replaced by other f32 values (their quantized-and-dequantized
  * versions), everything else as loaded: linear layers through the runtime's `linear` hook, the token
@@ -183,67 +171,11 @@ export function meanKld(model: Llama, windows: readonly Int32Array[], base: read
     logSoftmaxRows(lp, vocab);
     const lb = base[i];
     for (let o = 0; o < lp.length; o += vocab) {
-      let k = 0;
-      for (let j = 0; j < vocab; j++) {
-        const b = lb[o + j];
-        if (b > -30) k += Math.exp(b) * (b - lp[o + j]);
-      }
-      sum += Math.max(0, k);
+      sum += klDivergenceRow(lb, o, 0, lp, o, 0, vocab);
       count++;
     }
   });
   return sum / Math.max(1, count);
-}
-
-/**
- * Second moments of one linear input, in whichever form is smaller: H = 2 XᵀX / N (k × k) or, when
- * fewer tokens than input channels were seen, X itself (N × k), with tr(ΔW H ΔWᵀ) = 2/N ‖X ΔWᵀ‖².
- */
-class InputStat {
-  private acc?: HessianAccumulator;
-  private h?: Float32Array;
-  private x?: Float32Array;
-  private rows = 0;
-  private n = 0;
-  constructor(readonly k: number, totalTokens: number, maxTok: number, engine: MatmulEngine | null, form: 'auto' | 'hessian' | 'inputs' = 'auto') {
-    if (form === 'inputs' || (form === 'auto' && totalTokens < k)) this.x = new Float32Array(totalTokens * k);
-    else this.acc = hessianAccumulator(k, maxTok, engine);
-  }
-  add(x: Float32Array, nTok: number): void {
-    if (this.x) {
-      this.x.set(x.subarray(0, nTok * this.k), this.rows * this.k);
-      this.rows += nTok;
-    } else this.acc!.add(x, nTok);
-  }
-  finish(count: number): void {
-    this.n = count;
-    if (!this.acc) return;
-    const h = this.acc.result();
-    finishHessian(h, this.k, count);
-    this.h = Float32Array.from(h);
-    this.acc = undefined;
-  }
-  /** diag(H): the importance a weighted quantizer uses (scale-free) */
-  diagonal(): Float32Array {
-    const k = this.k;
-    const d = new Float32Array(k);
-    if (this.h) for (let j = 0; j < k; j++) d[j] = this.h[j * k + j];
-    else {
-      const x = this.x!;
-      for (let t = 0; t < this.rows; t++) for (let j = 0; j < k; j++) d[j] += x[t * k + j] * x[t * k + j];
-      for (let j = 0; j < k; j++) d[j] *= 2 / Math.max(1, this.n);
-    }
-    return d;
-  }
-  /** tr(ΔW H ΔWᵀ) for ΔW of m rows */
-  cost(delta: Float32Array, m: number): number {
-    if (this.h) return hessianCost(delta, m, this.k, this.h);
-    const y = new Float32Array(this.rows * m);
-    matmul(y, this.x!, delta, this.rows, this.k, m); // (N × m) = X ΔWᵀ, on every thread of the engine
-    let s = 0;
-    for (let i = 0; i < y.length; i++) s += y[i] * y[i];
-    return (2 * s) / Math.max(1, this.n);
-  }
 }
 
 interface TensorShape {
@@ -312,10 +244,9 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
   // ---- one pass: statistics per distinct linear input, token counts, base log-probabilities -------
   const engine = MatmulEngine.get();
   const maxTok = Math.max(...o.windows.map((w) => w.length));
-  const accs = new Map<string, InputStat>(); // by the first linear of a shared input
+  const accs = new Map<string, InputStats>(); // by the first linear of a shared input
   const totalTokens = o.windows.reduce((a, w) => a + w.length, 0);
   const shareOf = new Map<string, string>(); // linear name -> accumulator key
-  const counts = new Map<string, number>();
   let last: { buffer: ArrayBufferLike; offset: number; nTok: number; key: string } | undefined;
   const previous = model.hooks;
   const tokenCounts = new Float32Array(model.config.vocabSize);
@@ -330,9 +261,8 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
       last = { buffer: x.buffer, offset: x.byteOffset, nTok, key };
       if (same) return;
       let acc = accs.get(key);
-      if (!acc) accs.set(key, (acc = new InputStat(k, totalTokens, maxTok, engine, o.statForm)));
+      if (!acc) accs.set(key, (acc = new InputStats(k, maxTok, engine, false, o.statForm === 'hessian' ? undefined : { tokens: totalTokens, always: o.statForm === 'inputs' })));
       acc.add(x, nTok);
-      counts.set(key, (counts.get(key) ?? 0) + nTok);
     },
   };
   const kldWindows = o.kldWindows ?? o.windows.slice(0, 4);
@@ -356,7 +286,7 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
       logSoftmaxRows(lp, model.config.vocabSize);
       base.push(lp);
     }
-  for (const [key, acc] of accs) acc.finish(counts.get(key)!);
+  for (const acc of accs.values()) acc.finish();
 
   // ---- substitution: one tensor's weights replaced, everything else original ----------------------
   const swap = new WeightSwap(model);
@@ -378,7 +308,7 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
     }
     const key = shareOf.get(name);
     const h = key ? accs.get(key) : undefined;
-    const importance = weighted ? h?.diagonal() : undefined;
+    const importance = weighted ? h?.diag() : undefined;
     const out: SensitivityCandidate[] = [];
     if (estimator === 'kld') {
       const data = await readFloats(o.file, w.tensor);

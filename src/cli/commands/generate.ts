@@ -6,7 +6,7 @@ import { loadModel, type LoadedModel, type LoadModelOptions } from '../../eval/l
 import { isLowbitSafetensors } from '../../eval/load-lowbit.js';
 import { sniffFormat } from '../../io/model-file.js';
 import type { Command } from '../args.js';
-import { readSiblingConfig } from '../model-open.js';
+import { openModelSource, readSiblingConfig } from '../model-open.js';
 import { fileSet } from '../node-source.js';
 import { threadsFrom, threadsOption } from '../threads.js';
 import type { KvCacheOptions } from '../../model/kv/cache.js';
@@ -22,7 +22,7 @@ export async function loadModelPath(file: string, tokenizer: string | undefined,
   const files = fileSet();
   const open = files.open;
   try {
-    const src = open(file);
+    const src = await openModelSource(open, file); // a split GGUF: all its parts
     const format = await sniffFormat(src); // (reports a damaged file as what it is named and looks like)
     const safetensors = format === 'safetensors';
     // --activations default: llama.cpp's rounding for the files llama.cpp runs (GGUF), f32 for the others
