@@ -1671,9 +1671,9 @@ function attendHead(q0: usize, qs: usize, keys: usize, values: usize, cs: usize,
 
 
 // ---------------------------------------------------------------------------------------------------
-// Attention over a packed cache (job kind 4): the chunk of head h first dequantizes its key / value
-// head of every visible position into the thread's scratch (f32, headDim apart), bit-exactly as the
-// TypeScript dequantizers of src/model/kv/sides.ts, then runs attendHead on it. Each side (keys at word
+// Attention over a packed cache (job kind 4): chunk kvh first dequantizes key / value head kvh of
+// every visible position into the thread's scratch (f32, headDim apart), bit-exactly as the
+// TypeScript dequantizers of src/model/kv/sides.ts, then runs attendHead for each query head of its group. Each side (keys at word
 // 12, values at word 20) is described by 8 words:
 //   +0 mode: 1 GGML rows (type at +3, blocks never straddle heads), 2 KIVI per channel (groups of G
 //      positions of one channel), 3 KIVI per token (groups of G channels of one position)
@@ -1726,12 +1726,13 @@ function fillHead(d: usize, kvh: i32, hd: i32, kvDim: i32, n: i32, dst: usize): 
   for (let p = max(b, 0); p < n; p++) memory.copy(dst + <usize>p * hb, tail + (<usize>p * <usize>kvDim + <usize>c0) * 4, hb);
 }
 
-function packedAttentionChunk(job: usize, h: i32, thread: i32): void {
+/** chunk kvh: the key / value head kvh, dequantized once, then every query head of its group */
+function packedAttentionChunk(job: usize, kvh: i32, thread: i32): void {
   const T = param(job, 3);
   const pos0 = param(job, 4);
   const hd = param(job, 5);
+  const group = param(job, 6);
   const kvDim = param(job, 28);
-  const kvh = h / param(job, 6);
   const np = pos0 + T;
   const n = <usize>hd * 4;
   const s = <usize>param(job, 10) + <usize>thread * <usize>param(job, 11);
@@ -1739,7 +1740,9 @@ function packedAttentionChunk(job: usize, h: i32, thread: i32): void {
   const values = keys + <usize>np * n;
   fillHead(job + 48, kvh, hd, kvDim, np, keys);
   fillHead(job + 80, kvh, hd, kvDim, np, values);
-  attendHead(<usize>param(job, 1) + <usize>h * n, <usize>param(job, 2), keys, values, n, T, pos0, reinterpret<f32>(param(job, 7)), <usize>param(job, 8) + <usize>h * n, <usize>param(job, 9), s, n);
+  for (let h = kvh * group; h < (kvh + 1) * group; h++) {
+    attendHead(<usize>param(job, 1) + <usize>h * n, <usize>param(job, 2), keys, values, n, T, pos0, reinterpret<f32>(param(job, 7)), <usize>param(job, 8) + <usize>h * n, <usize>param(job, 9), s, n);
+  }
 }
 
 export function runChunk(job: usize, chunk: i32, thread: i32): void {
