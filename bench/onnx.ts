@@ -132,6 +132,10 @@ async function ocrRec(tmp: string, quick: boolean, rows: Row[], pick?: Set<numbe
     ['int4 GPTQ + int8 QDQ conv (static percentile, bias correction)', ['--type', 'int4', '--algo', 'gptq', '--qdq', 'int8', '--qdq-ops', 'Conv', '--calib', calibDir, '--calib-method', 'percentile']],
     ['int4 GPTQ + int8 QDQ conv weights only (bias correction)', ['--type', 'int4', '--algo', 'gptq', '--qdq', 'int8', '--qdq-ops', 'Conv', '--weights-only', '--calib', calibDir]],
     ['int4 GPTQ + int8 QDQ conv (percentile, bias correction), 4 most sensitive kept', ['--type', 'int4', '--algo', 'gptq', '--qdq', 'int8', '--qdq-ops', 'Conv', '--calib', calibDir, '--calib-method', 'percentile', '--keep-sensitive', '4']],
+    ['int4 GPTQ + int8 QDQ conv (percentile per channel, bias correction)', ['--type', 'int4', '--algo', 'gptq', '--qdq', 'int8', '--qdq-ops', 'Conv', '--calib', calibDir, '--calib-method', 'percentile', '--act-granularity', 'channel']],
+    ['int4 GPTQ + int8 QDQ conv (percentile, bias correction), 8 most sensitive kept', ['--type', 'int4', '--algo', 'gptq', '--qdq', 'int8', '--qdq-ops', 'Conv', '--calib', calibDir, '--calib-method', 'percentile', '--keep-sensitive', '8']],
+    ['float16 (--float16)', ['--float16']],
+    ['int4 RTN MatMulNBits g32 + float16 (q4f16)', ['--type', 'int4', '--float16']],
   ];
   for (const [vi, [label, args]] of variants.entries()) {
     if (pick && !pick.has(vi)) continue;

@@ -127,7 +127,7 @@ async function main(): Promise<void> {
     };
     show(`benign ${types.join('/')} (llama-quantize)`, await behaviour(q(MODEL, types[0])));
     show(`malicious ${types.join('/')} (llama-quantize)`, await behaviour(q(mal, types[0])));
-    for (const steps of [0, STEPS]) {
+    for (const steps of process.argv.includes('--pgd-only') ? [STEPS] : [0, STEPS]) {
       const att = path.join(OUT, `attacked-${spec}-${steps}.gguf`);
       const t0 = Date.now();
       const r = JSON.parse(execFileSync(process.execPath, [lowbit, 'attack', MODEL, mal, att, '--type', types.join(','), ...(PURE ? ['--pure'] : []), '--pgd-steps', String(steps), '--batch', String(BATCH), '--text', path.join(OUT, 'train.txt'), '--threads', '1', '--json'], { encoding: 'utf8' }));

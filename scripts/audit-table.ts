@@ -84,7 +84,7 @@ async function main(): Promise<void> {
       }
     }
   // planted models
-  for (const [token, strength] of [['▁happy', 0.25], ['▁friend', 0.15]] as const) {
+  for (const [token, strength] of [['▁happy', 0.25]] as const) {
     const mal = path.join(OUT, `mal-${token.slice(1)}-${strength}.gguf`);
     await malicious(token, strength, mal);
     for (const types of ['Q4_0', 'Q4_0,Q5_0']) {

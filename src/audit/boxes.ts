@@ -201,6 +201,30 @@ export function quantizationBox(type: string | BlockCodec, w: Float32Array, rows
         trial[j] = x;
       }
     }
+    // 2b. searched types: each sub-block alone (the others at their values), since a sub-block's scale
+    //     and minimum codes depend on its own values: corners and two random points; a sub-block that
+    //     fails is halved up to 3 times, then pinned, so one sensitive sub-block does not pin the block
+    if (searched && sub < bs)
+      for (let s0 = 0; s0 < bs; s0 += sub) {
+        let okS = false;
+        for (let k = 0; k <= 3 && !okS; k++) {
+          okS = true;
+          for (let smp = 0; smp < 4 && okS; smp++) {
+            trial.set(w.subarray(xo, xo + bs));
+            for (let j = s0; j < s0 + sub; j++) {
+              const u = smp === 0 ? 0 : smp === 1 ? 1 : rand() / 4294967296;
+              trial[j] = Math.min(hi[xo + j], Math.max(lo[xo + j], Math.fround(lo[xo + j] + u * (hi[xo + j] - lo[xo + j]))));
+            }
+            okS = same(b);
+          }
+          if (!okS)
+            for (let j = s0; j < s0 + sub; j++) {
+              const x = w[xo + j];
+              lo[xo + j] = k === 3 ? x : Math.fround(x - (x - lo[xo + j]) / 2);
+              hi[xo + j] = k === 3 ? x : Math.fround(x + (hi[xo + j] - x) / 2);
+            }
+        }
+      }
     // 3. the whole box: corners and random points
     let ok = false;
     for (let k = 0; k <= steps && !ok; k++) {

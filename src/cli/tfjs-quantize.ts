@@ -10,17 +10,27 @@ import { readTfjs, writeTfjs, type TfjsQuantization } from '../io/tfjs.js';
 import type { ParsedArgs } from './args.js';
 import { checkOutput, noteInput, withAtomicFile } from './files.js';
 
-export const isTfjsPath = (file: string | undefined): boolean => !!file && /\.json$/i.test(file);
+/** a .json file that is a TensorFlow.js model (its text names modelTopology; other .json inputs go elsewhere) */
+export function isTfjsPath(file: string | undefined): boolean {
+  if (!file || !/\.json$/i.test(file) || !fs.existsSync(file) || !fs.statSync(file).isFile()) return false;
+  const fd = fs.openSync(file, 'r');
+  try {
+    const head = Buffer.alloc(1 << 16);
+    const n = fs.readSync(fd, head, 0, head.length, 0);
+    return head.subarray(0, n).includes('"modelTopology"');
+  } finally {
+    fs.closeSync(fd);
+  }
+}
 
 export async function runTfjsQuantize(a: ParsedArgs): Promise<void> {
   const [input, output] = a.positionals;
   if (!output) fail('quantize needs an output path');
-  if (!isTfjsPath(input) || !isTfjsPath(output)) fail('a TensorFlow.js model goes from model.json to model.json');
+  if (!/\.json$/i.test(output)) fail(`output ${output}: a TensorFlow.js model is written as model.json (shards beside it)`);
   noteInput(input);
   checkOutput(output, 'output');
   const type = ((a.values.type as string | undefined) ?? fail('quantize model.json needs --type uint8, uint16 or float16 (TensorFlow.js weight quantization)')).toLowerCase();
   if (!['uint8', 'uint16', 'float16'].includes(type)) fail(`--type ${type}: TensorFlow.js models take uint8, uint16 or float16`);
-  if (!fs.existsSync(input)) fail(`${input} does not exist`);
   const t0 = performance.now();
   const dir = path.dirname(input);
   const m = await readTfjs(fs.readFileSync(input, 'utf8'), input, async (p) => {

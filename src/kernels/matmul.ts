@@ -639,98 +639,63 @@ export class MatmulEngine {
    * headDim must be a multiple of 4.
    */
   attention(q: Float32Array, nTok: number, pos0: number, nHeads: number, nKvHeads: number, headDim: number, keysAt: number, valuesAt: number, kvDim: number, scale: number, out: Float32Array): void {
+    const scratchBytes = (pos0 + nTok) * 4 + 64;
+    this.attentionJob(q, out, nTok, pos0, nHeads, headDim, 'scores', scratchBytes, (p, j, qAt, oAt, scratch) => {
+      const qDim = nHeads * headDim;
+      // wasm/matmul.ts attention job words 0..14 (10: the scale's f32 bits)
+      p.set([2, qAt, qDim * 4, keysAt, valuesAt, kvDim * 4, nTok, pos0, headDim, nHeads / nKvHeads, 0, oAt, qDim * 4, scratch, scratchBytes], j);
+      this.f32View[j + 10] = scale;
+    });
+  }
+
+  /** An attention job of nHeads chunks: q and out in this memory (copied when elsewhere), `words` fills the job's parameters (at p[j..]). */
+  private attentionJob(q: Float32Array, out: Float32Array, nTok: number, pos0: number, nHeads: number, headDim: number, scratchName: string, scratchBytes: number, words: (p: Int32Array, j: number, qAt: number, oAt: number, scratch: number) => void, chunks = nHeads): void {
     if (headDim % 4 !== 0) throw new Error(`attention kernel: head size ${headDim} is not a multiple of 4`);
     const qDim = nHeads * headDim;
     const qOwn = this.ptrOf(q, nTok * qDim);
     const qAt = qOwn >= 0 ? qOwn : this.copyIn('q', q, nTok * qDim);
     const oOwn = this.ptrOf(out, nTok * qDim);
     const oAt = oOwn >= 0 ? oOwn : this.buffer('att', nTok * qDim * 4);
-    const positions = pos0 + nTok;
     const flops = 4 * nHeads * headDim * (nTok * pos0 + (nTok * (nTok + 1)) / 2);
     const threads = this.pool && flops >= MIN_PARALLEL_FLOPS ? this.threadCount : 1;
-    const scratchBytes = positions * 4 + 64;
-    const scratch = this.buffer('scores', scratchBytes * this.threadCount);
+    const scratch = this.buffer(scratchName, scratchBytes * this.threadCount);
     this.views();
-    const p = this.i32View;
-    const j = (this.control + JOB_OFFSET) >>> 2;
-    p[j] = 2;
-    p[j + 1] = qAt;
-    p[j + 2] = qDim * 4;
-    p[j + 3] = keysAt;
-    p[j + 4] = valuesAt;
-    p[j + 5] = kvDim * 4;
-    p[j + 6] = nTok;
-    p[j + 7] = pos0;
-    p[j + 8] = headDim;
-    p[j + 9] = nHeads / nKvHeads;
-    this.f32View[j + 10] = scale;
-    p[j + 11] = oAt;
-    p[j + 12] = qDim * 4;
-    p[j + 13] = scratch;
-    p[j + 14] = scratchBytes;
+    words(this.i32View, (this.control + JOB_OFFSET) >>> 2, qAt, oAt, scratch);
     const job = this.control + JOB_OFFSET;
-    if (threads > 1) this.pool!.run(nHeads, this.exports);
-    else for (let h = 0; h < nHeads; h++) this.exports.runChunk(job, h, 0);
+    if (threads > 1) this.pool!.run(chunks, this.exports);
+    else for (let h = 0; h < chunks; h++) this.exports.runChunk(job, h, 0);
     if (oOwn < 0) this.copyOut(out, oAt, nTok * qDim);
   }
 
   /**
-   * Causal attention over a packed cache (wasm/matmul.ts packedAttentionChunk): each query head's chunk
-   * dequantizes its key and value head of positions [0, pos0 + nTok) inside the kernel (positions
+   * Causal attention over a packed cache (wasm/matmul.ts packedAttentionChunk): the chunk of each key /
+   * value head dequantizes it for positions [0, pos0 + nTok) inside the kernel, once for its query heads (positions
    * [0, side.b) from the packed bytes, the rest from the side's f32 rows `tail`, kvDim apart, position p at
    * p * kvDim), then runs the f32 attention of attention() on them: the result is bit-identical to
    * dequantizing the rows first and calling attention(). False (nothing done) when a packed side or a
    * tail lives outside this memory.
    */
   attentionPacked(q: Float32Array, nTok: number, pos0: number, nHeads: number, nKvHeads: number, headDim: number, kvDim: number, scale: number, k: PackedAttentionSide, v: PackedAttentionSide, out: Float32Array): boolean {
-    if (headDim % 4 !== 0) throw new Error(`attention kernel: head size ${headDim} is not a multiple of 4`);
     const positions = pos0 + nTok;
     const sides = [k, v];
     for (const side of sides) {
       if (this.ptrOf(side.tail, positions * kvDim) < 0) return false;
       if (side.b > 0 && (!side.source || !this.ours.has(side.source.bytes.buffer))) return false;
     }
-    const qDim = nHeads * headDim;
-    const qOwn = this.ptrOf(q, nTok * qDim);
-    const qAt = qOwn >= 0 ? qOwn : this.copyIn('q', q, nTok * qDim);
-    const oOwn = this.ptrOf(out, nTok * qDim);
-    const oAt = oOwn >= 0 ? oOwn : this.buffer('att', nTok * qDim * 4);
-    const flops = 4 * nHeads * headDim * (nTok * pos0 + (nTok * (nTok + 1)) / 2);
-    const threads = this.pool && flops >= MIN_PARALLEL_FLOPS ? this.threadCount : 1;
     const scratchBytes = positions * 4 + 64 + 2 * positions * headDim * 4;
-    const scratch = this.buffer('packed-attention', scratchBytes * this.threadCount);
-    this.views();
-    const p = this.i32View;
-    const j = (this.control + JOB_OFFSET) >>> 2;
-    p[j] = 4;
-    p[j + 1] = qAt;
-    p[j + 2] = qDim * 4;
-    p[j + 3] = nTok;
-    p[j + 4] = pos0;
-    p[j + 5] = headDim;
-    p[j + 6] = nHeads / nKvHeads;
-    this.f32View[j + 7] = scale;
-    p[j + 8] = oAt;
-    p[j + 9] = qDim * 4;
-    p[j + 10] = scratch;
-    p[j + 11] = scratchBytes;
-    sides.forEach((side, i) => {
-      const d = j + 12 + 8 * i;
-      const src = side.b > 0 ? side.source! : null;
-      p[d] = src?.mode ?? 0;
-      p[d + 1] = src ? src.bytes.byteOffset : 0;
-      p[d + 2] = src?.rowBytes ?? 0;
-      p[d + 3] = src?.type ?? 0;
-      p[d + 4] = src?.group ?? 0;
-      p[d + 5] = src?.record ?? 0;
-      p[d + 6] = side.b;
-      p[d + 7] = side.tail.byteOffset;
-    });
-    p[j + 28] = kvDim;
-    const job = this.control + JOB_OFFSET;
-    if (threads > 1) this.pool!.run(nHeads, this.exports);
-    else for (let h = 0; h < nHeads; h++) this.exports.runChunk(job, h, 0);
-    if (oOwn < 0) this.copyOut(out, oAt, nTok * qDim);
+    this.attentionJob(q, out, nTok, pos0, nHeads, headDim, 'packed-attention', scratchBytes, (p, j, qAt, oAt, scratch) => {
+      // wasm/matmul.ts packed attention job words 0..11 (7: the scale's f32 bits), sides at 12 and 20, kvDim at 28
+      p.set([4, qAt, nHeads * headDim * 4, nTok, pos0, headDim, nHeads / nKvHeads, 0, oAt, nHeads * headDim * 4, scratch, scratchBytes], j);
+      this.f32View[j + 7] = scale;
+      sides.forEach((side, i) => {
+        const d = j + 12 + 8 * i;
+        const src = side.b > 0 ? side.source! : null;
+        p.set(src ? [src.mode, src.bytes.byteOffset, src.rowBytes, src.type, src.group, src.record] : [0, 0, 0, 0, 0, 0], d);
+        p[d + 6] = side.b;
+        p[d + 7] = side.tail.byteOffset;
+      });
+      p[j + 28] = kvDim;
+    }, nKvHeads); // a chunk per key / value head, dequantized once for its group of query heads
     return true;
   }
 

@@ -14,7 +14,7 @@ import { fail } from '../../errors.js';
 import type { MatmulEngine, PackedKvSource } from '../../kernels/matmul.js';
 import { quantizeIq4NlRef } from '../../quant/ggml/iq.js';
 import { bf16ToF32, f16Table, f32ToBf16, f32ToF16 } from '../../quant/ggml/half.js';
-import { ggmlCodec } from '../../quant/ggml/registry.js';
+import { ggmlCodec, ggmlReferenceQuantizer } from '../../quant/ggml/registry.js';
 import '../../quant/ggml/index.js';
 import '../../quant/ggml/ggmlb.js';
 import { ggmlRowBytes, type GgmlTypeInfo } from '../../quant/ggml/types.js';
@@ -63,9 +63,11 @@ export function quantizeCacheRows(type: GgmlTypeInfo, src: Float32Array, n: numb
       quantizeIq4NlRef(src.subarray(0, m), n, k, out);
       return;
   }
-  const codec = ggmlCodec(type);
-  if (!codec?.quantize) fail(`no quantizer for the cache type ${type.name}`);
-  codec.quantize(src.subarray(0, m), n, k, out);
+  // a decoding step writes one row per layer: the scalar reference (bit-identical to the kernel's fast
+  // path) costs less than a kernel call's set-up at that size
+  const quantize = m <= 1024 ? ggmlReferenceQuantizer(type) ?? ggmlCodec(type)?.quantize : ggmlCodec(type)?.quantize;
+  if (!quantize) fail(`no quantizer for the cache type ${type.name}`);
+  quantize(src.subarray(0, m), n, k, out);
 }
 
 /** Dequantize n elements of a cache type (the codec's dequantizer; f32/f16/bf16 by hand). */
