@@ -4,7 +4,8 @@
  * data/tokenizer.model; seeded, cached under .cache/bench/). In the same run, each in its own process:
  *
  *   A. lowbit quantize IN a.gguf --type Q4_K_M                                   (the anchor)
- *   B. lowbit sensitivity IN --calib TEXT --db costs.json (hessian estimator)
+ *   B. lowbit sensitivity IN --calib TEXT --db costs.json (hessian estimator on R sampled rows per
+ *      tensor, only those rows read; costs of the plain quantizers, as C writes a file without imatrix)
  *   C. lowbit quantize IN c.gguf --type Q4_K_M --db costs.json --target-size |a.gguf|
  *
  * Target (issue 13): (B + C) / A <= 2, i.e. measuring costs is a streaming pass, not a rerun per type.
@@ -23,8 +24,8 @@ function arg(args: string[], name: string, dflt: string): string {
 export async function run(args: string[]): Promise<void> {
   const layers = Number(arg(args, 'layers', '22'));
   const threads = arg(args, 'threads', '2');
-  const calibTokens = arg(args, 'calib-tokens', '512');
-  const sampleRows = arg(args, 'sample-rows', '256');
+  const calibTokens = arg(args, 'calib-tokens', '256');
+  const sampleRows = arg(args, 'sample-rows', '64');
   const input = await syntheticLlama(ROOT, { dim: 2048, hiddenDim: 5632, nLayers: layers, nHeads: 32, vocab: 32000 });
   const text = path.join(ROOT, 'data', 'tinystories-valid-head.txt');
   const out = path.join(ROOT, '.cache', 'bench', 'allocate-out');
@@ -36,7 +37,7 @@ export async function run(args: string[]): Promise<void> {
   const a = await measure(process.execPath, [bin, 'quantize', input, path.join(out, 'a.gguf'), '--type', 'Q4_K_M', '--threads', threads, '--json']);
   if (a.status !== 0) throw new Error(`plain quantize failed: ${a.stderr}`);
   const target = fs.statSync(path.join(out, 'a.gguf')).size;
-  const b = await measure(process.execPath, [bin, 'sensitivity', input, '--calib', text, '--calib-tokens', calibTokens, '--calib-ctx', '128', '--sample-rows', sampleRows, '--output-factor', 'none', '--types', 'Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0', '--threads', threads, '--db', db, '--json']);
+  const b = await measure(process.execPath, [bin, 'sensitivity', input, '--calib', text, '--calib-tokens', calibTokens, '--calib-ctx', '128', '--sample-rows', sampleRows, '--output-factor', 'none', '--plain-costs', '--types', 'Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0', '--threads', threads, '--db', db, '--json']);
   if (b.status !== 0) throw new Error(`sensitivity failed: ${b.stderr}`);
   const c = await measure(process.execPath, [bin, 'quantize', input, path.join(out, 'c.gguf'), '--type', 'Q4_K_M', '--db', db, '--target-size', String(target), '--threads', threads, '--json']);
   if (c.status !== 0) throw new Error(`allocated quantize failed: ${c.stderr}`);

@@ -16,6 +16,7 @@ import { quantizeMatMulNBits } from '../src/io/onnx/nbits.js';
 import { quantizeQdq } from '../src/io/onnx/qdq.js';
 import { writeNpy, type NpyArray } from '../src/io/npy.js';
 import { ortSession, type Feeds, type OrtSession, type OutTensor } from '../src/cli/onnx-runtime.js';
+import { decodeWav, encodeWav16, resample } from '../src/io/calib-media.js';
 import * as tb from '../scripts/onnx-testbed.js';
 
 const bin = path.join(tb.root, 'bin', 'lowbit.js');
@@ -131,6 +132,10 @@ async function ocrRec(tmp: string, quick: boolean, rows: Row[], pick?: Set<numbe
     ['int4 GPTQ + int8 QDQ conv (static percentile, bias correction)', ['--type', 'int4', '--algo', 'gptq', '--qdq', 'int8', '--qdq-ops', 'Conv', '--calib', calibDir, '--calib-method', 'percentile']],
     ['int4 GPTQ + int8 QDQ conv weights only (bias correction)', ['--type', 'int4', '--algo', 'gptq', '--qdq', 'int8', '--qdq-ops', 'Conv', '--weights-only', '--calib', calibDir]],
     ['int4 GPTQ + int8 QDQ conv (percentile, bias correction), 4 most sensitive kept', ['--type', 'int4', '--algo', 'gptq', '--qdq', 'int8', '--qdq-ops', 'Conv', '--calib', calibDir, '--calib-method', 'percentile', '--keep-sensitive', '4']],
+    ['int4 GPTQ + int8 QDQ conv (percentile per channel, bias correction)', ['--type', 'int4', '--algo', 'gptq', '--qdq', 'int8', '--qdq-ops', 'Conv', '--calib', calibDir, '--calib-method', 'percentile', '--act-granularity', 'channel']],
+    ['int4 GPTQ + int8 QDQ conv (percentile, bias correction), 8 most sensitive kept', ['--type', 'int4', '--algo', 'gptq', '--qdq', 'int8', '--qdq-ops', 'Conv', '--calib', calibDir, '--calib-method', 'percentile', '--keep-sensitive', '8']],
+    ['float16 (--float16)', ['--float16']],
+    ['int4 RTN MatMulNBits g32 + float16 (q4f16)', ['--type', 'int4', '--float16']],
   ];
   for (const [vi, [label, args]] of variants.entries()) {
     if (pick && !pick.has(vi)) continue;
@@ -206,20 +211,8 @@ function speech(phrases: string[], tmp: string): Float32Array[] | undefined {
     const wav = path.join(tmp, `s${i}.wav`);
     const r = spawnSync('espeak-ng', ['-s', String(140 + (i % 4) * 15), '-p', String(30 + (i % 5) * 10), '-w', wav, p]);
     if (r.error || r.status !== 0) return undefined;
-    const b = fs.readFileSync(wav);
-    const rate = b.readUInt32LE(24);
-    const dataAt = b.indexOf('data') + 8;
-    const n = (b.length - dataAt) >> 1;
-    const x = new Float32Array(n);
-    for (let j = 0; j < n; j++) x[j] = b.readInt16LE(dataAt + 2 * j) / 32768;
-    // linear resampling to 16 kHz
-    const m = Math.floor((n * 16000) / rate);
-    const y = new Float32Array(m);
-    for (let j = 0; j < m; j++) {
-      const t = (j * rate) / 16000;
-      const k = Math.floor(t);
-      y[j] = x[k] * (1 - (t - k)) + (x[k + 1] ?? 0) * (t - k);
-    }
+    const w = decodeWav(new Uint8Array(fs.readFileSync(wav)), wav);
+    const y = resample(w.samples, w.sampleRate, 16000);
     out.push(y);
   }
   return out;
@@ -262,10 +255,20 @@ async function vad(tmp: string, clips: Float32Array[], rows: Row[]): Promise<voi
   const ref: number[][] = [];
   for (const c of clips) ref.push(await vadScores(float, c));
   const msFloat = await timeIt(async () => void (await vadScores(float, clips[0])), 2);
-  for (const [label, args] of [['int8 QDQ dynamic (Conv in the If subgraphs)', ['--qdq', 'int8', '--dynamic']]] as [string, string[]][]) {
+  // calibration: other phrases than the test clips, as WAV files (lowbit reads, resamples and frames them)
+  const calib = path.join(tmp, 'vad-calib');
+  fs.mkdirSync(calib, { recursive: true });
+  const cs = speech(['good morning everyone, this is a test', 'please call me back later tonight', 'the weather is cold and windy'], tmp) ?? [];
+  cs.forEach((c, i) => fs.writeFileSync(path.join(calib, `c${i}.wav`), encodeWav16(withNoise(c, i ? 10 : 20, 900 + i), 16000)));
+  for (const [label, args] of [
+    ['int8 QDQ dynamic (Conv in the If subgraphs)', ['--qdq', 'int8', '--dynamic']],
+    ['int8 QDQ static, calibrated on 3 WAV files (percentile; Conv in the If branch)', ['--qdq', 'int8', '--calib', calib, '--calib-method', 'percentile']],
+    ['FP8 (e4m3fn) QDQ static, calibrated on 3 WAV files (percentile)', ['--qdq', 'fp8', '--calib', calib, '--calib-method', 'percentile']],
+  ] as [string, string[]][]) {
     const out = path.join(tmp, 'vad-q.onnx');
     const q = lowbit('quantize', VAD, out, ...args);
-    const s = await ortSession(out);
+    // static FP8 loads in onnxruntime 1.30 only without its QDQ fusion (see docs/onnx.md)
+    const s = await ortSession(out, 1, args.includes('fp8') ? 'basic' : 'all');
     let agree = 0;
     let total = 0;
     let err = 0;

@@ -1,8 +1,8 @@
 /**
- * `npm run bench -- train [--steps N] [--batch B] [--ctx C] [--precisions]`: tokens per second of
+ * `npm run bench -- train [--steps N] [--batch B] [--ctx C] [--threads T] [--precisions]`: tokens per second of
  * `lowbit train --precision fp32` on a ~3.4M-parameter llama (dim 256, hidden 768, 4 layers, 8 heads,
  * 4 kv heads, vocab 512) against PyTorch on CPU (Debian's python3-torch, installed when missing;
- * scripts/train_llama_torch.py, the same model, batch, sequence length, optimizer and one thread), in the
+ * scripts/train_llama_torch.py, the same model, batch, sequence length, optimizer and thread count, default 1), in the
  * same run. Whole commands as a user runs them: wall time from start to exit, start-up included; the
  * ratio is lowbit / PyTorch (higher is better for lowbit). --precisions adds the low-precision modes'
  * time against fp32.
@@ -35,17 +35,18 @@ export async function run(args: string[]): Promise<void> {
   const steps = arg('--steps', 6);
   const batch = arg('--batch', 4);
   const ctx = arg('--ctx', 128);
+  const threads = arg('--threads', 1);
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'lowbit-bench-train-'));
   const text = path.join(tmp, 'text.txt');
   fs.writeFileSync(text, fs.readFileSync(path.join(ROOT, 'data', 'tinystories-valid-head.txt'), 'utf8').slice(0, 300000));
   const shape = ['--dim', '256', '--hidden', '768', '--layers', '4', '--heads', '8', '--kv-heads', '4'];
   const tokens = steps * batch * ctx;
   const lowbit = (precision: string) => {
-    const r = timed(process.execPath, ['--experimental-wasm-relaxed-simd', path.join(ROOT, 'bin', 'lowbit.js'), 'train', ...shape, '--vocab-from', path.join(ROOT, 'data', 'tok512.model'), '--text', text, '--steps', String(steps), '--batch', String(batch), '--ctx', String(ctx), '--precision', precision, '--threads', '1', '--json', path.join(tmp, 'm.gguf')]);
+    const r = timed(process.execPath, ['--experimental-wasm-relaxed-simd', path.join(ROOT, 'bin', 'lowbit.js'), 'train', ...shape, '--vocab-from', path.join(ROOT, 'data', 'tok512.model'), '--text', text, '--steps', String(steps), '--batch', String(batch), '--ctx', String(ctx), '--precision', precision, '--threads', String(threads), '--json', path.join(tmp, 'm.gguf')]);
     if (r.status !== 0) throw new Error(`lowbit train failed: ${r.stderr}`);
     return { ...r, tps: tokens / r.seconds, inner: JSON.parse(r.stdout).tokensPerSecond as number };
   };
-  console.log(`model: dim 256, hidden 768, 4 layers, 8/4 heads, vocab 512 (3.41M parameters); ${steps} steps of ${batch} x ${ctx} tokens; 1 thread each`);
+  console.log(`model: dim 256, hidden 768, 4 layers, 8/4 heads, vocab 512 (3.41M parameters); ${steps} steps of ${batch} x ${ctx} tokens; ${threads} thread${threads > 1 ? 's' : ''} each`);
   const ours = lowbit('fp32');
   console.log(`lowbit train fp32: ${ours.seconds.toFixed(1)} s whole command, ${ours.tps.toFixed(0)} tokens/s (${ours.inner.toFixed(0)} tokens/s in the loop)`);
   const py = python();
@@ -57,7 +58,7 @@ export async function run(args: string[]): Promise<void> {
     const tok = new Tokenizer(await readVocab(fileSource(path.join(ROOT, 'data', 'tok512.model'))));
     const ids = path.join(tmp, 'train.u16');
     fs.writeFileSync(ids, Uint16Array.from(tok.encode(fs.readFileSync(text, 'utf8'))));
-    const r = timed(py, [path.join(ROOT, 'scripts', 'train_llama_torch.py'), '--tokens', ids, '--dim', '256', '--hidden', '768', '--layers', '4', '--heads', '8', '--kv-heads', '4', '--vocab', '512', '--ctx', String(ctx), '--batch', String(batch), '--threads', '1', '--bench', String(steps), '--bench-warmup', '0']);
+    const r = timed(py, [path.join(ROOT, 'scripts', 'train_llama_torch.py'), '--tokens', ids, '--dim', '256', '--hidden', '768', '--layers', '4', '--heads', '8', '--kv-heads', '4', '--vocab', '512', '--ctx', String(ctx), '--batch', String(batch), '--threads', String(threads), '--bench', String(steps), '--bench-warmup', '0']);
     if (r.status !== 0) console.log(`PyTorch failed: ${r.stderr.split('\n').slice(-3).join(' ')}`);
     else {
       const j = JSON.parse(r.stdout.trim().split('\n').pop()!);

@@ -4,8 +4,11 @@
  *
  *   clean:   stories260K; its GPTQ and AWQ round trips (quantized with lowbit, written back as F32 by
  *            `lowbit convert`), and models with the token bias at strength 0 (copies)
- *   planted: `lowbit attack` of stories260K with malicious models made by injectTokenBias (several
- *            tokens and strengths) for Q4_0, Q5_0, Q8_0 and Q4_0+Q5_0 together (--pure)
+ *   planted: `lowbit attack` of stories260K with malicious models made by injectTokenBias (two
+ *            tokens and strengths) for Q4_0 and Q4_0+Q5_0 together (--pure, projection only), and
+ *            the attacks of scripts/attack-demo.ts (a trainer fine-tune planting a phrase, PGD through
+ *            all layers) found in .cache/attack-demo/
+ *   clean, larger: tinyllama256 (the 256-aligned test model) for Q4_0, Q8_0 and Q4_K_M (--pure: Q4_K)
  *
  *   npm run build && node dist/scripts/audit-table.js [--json out.json]
  */
@@ -63,11 +66,28 @@ async function main(): Promise<void> {
       rows.push({ model: label, planted: false, types, suspicious: a.suspicious, detail: a.detail });
       say(`clean   ${label} ${types}: ${a.suspicious ? 'FLAGGED' : 'clean'} (${a.detail})`);
     }
+  for (const types of ['Q4_0', 'Q8_0', 'Q4_K_M']) {
+    const a = audit(path.join(ROOT, 'data', 'tinyllama256.gguf'), types);
+    rows.push({ model: 'tinyllama256', planted: false, types, suspicious: a.suspicious, detail: a.detail });
+    say(`clean   tinyllama256 ${types}: ${a.suspicious ? 'FLAGGED' : 'clean'} (${a.detail})`);
+  }
+  // planted by scripts/attack-demo.ts (trainer fine-tune, PGD through all layers)
+  const demo = path.join(ROOT, '.cache', 'attack-demo');
+  for (const dir of fs.existsSync(demo) ? fs.readdirSync(demo) : [])
+    for (const f of fs.readdirSync(path.join(demo, dir))) {
+      const m = /^attacked-(.+)-(\d+)\.gguf$/.exec(f);
+      if (!m || m[2] === '0') continue;
+      for (const t of m[1].split('+')) {
+        const a = audit(path.join(demo, dir, f), t);
+        rows.push({ model: `${dir} planted phrase (fine-tune) PGD ${m[2]} for ${m[1]}`, planted: true, types: t, suspicious: a.suspicious, detail: a.detail });
+        say(`planted ${dir} phrase PGD ${m[2]} ${m[1]} audited as ${t}: ${a.suspicious ? 'FLAGGED' : 'missed'} (${a.detail})`);
+      }
+    }
   // planted models
-  for (const [token, strength] of [['▁happy', 0.25], ['▁friend', 0.25], ['▁happy', 0.15]] as const) {
+  for (const [token, strength] of [['▁happy', 0.25]] as const) {
     const mal = path.join(OUT, `mal-${token.slice(1)}-${strength}.gguf`);
     await malicious(token, strength, mal);
-    for (const types of ['Q4_0', 'Q5_0', 'Q4_0,Q5_0']) {
+    for (const types of ['Q4_0', 'Q4_0,Q5_0']) {
       const att = path.join(OUT, `att-${token.slice(1)}-${strength}-${types.replace(',', '+')}.gguf`);
       execFileSync(process.execPath, [lowbit, 'attack', GGUF, mal, att, '--type', types, '--pure', '--pgd-steps', '0']);
       for (const t of types.split(',')) {

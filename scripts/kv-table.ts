@@ -22,19 +22,24 @@ function evalJson(args: string[]): { ppl: number; kld: { mean: number }; top1: n
 const chunks = process.argv[2] ?? '20';
 const llama = new Map((await cacheTypes(chunks, ['f16', 'q8_0', 'q5_1', 'q5_0', 'q4_1', 'q4_0', 'iq4_nl'], () => {})).map((r) => [r.type, r.llama]));
 if (!existsSync(base)) throw new Error('no base file');
-const configs: [string, string][] = [
+const configs: ([string, string] | [string, string, string[]])[] = [
   ['f16', 'f16'], ['q8_0', 'q8_0'], ['q5_1', 'q5_1'], ['q5_0', 'q5_0'], ['q4_1', 'q4_1'], ['q4_0', 'q4_0'], ['iq4_nl', 'iq4_nl'],
   ['rot-q8_0', 'rot-q8_0'], ['rot-q4_0', 'rot-q4_0'], ['rot-iq4_nl', 'rot-iq4_nl'],
   ['kivi4', 'kivi4'], ['rot-kivi4', 'rot-kivi4'], ['kvquant4', 'kvquant4'], ['kivi4', 'kivi2'],
   ['kvquant3', 'kvquant3'], ['rot-kvquant3', 'rot-kvquant3'], ['kvquant3', 'kivi2'], ['kivi2', 'kivi2'], ['rot-kivi2', 'rot-kivi2'],
+  // no f32 positions (docs: "≤ 3.5 bits, honestly"); the per-layer widths are scripts/kv-alloc.ts's choice on the calibration text
+  ['kivi3g64', 'kivi3g64'], ['kivi3g64', 'kivi3g64', ['--kv-residual', '0']], ['kivi2', 'kivi2', ['--kv-residual', '0']],
+  ['pre-kivi3.2.3.4g64', 'kivi3.2.3.4g64', ['--kv-residual', '0']], ['pre-kivi3.2.3.4g128', 'kivi4.2.3.4g128', ['--kv-residual', '0']],
+  ['kivi3.2.4.4g128', 'kivi4.2.3.4g128', ['--kv-residual', '0']], ['pre-kivi3.2.4.4g128', 'kivi4.2.3.4g128', ['--kv-residual', '0']],
+  ['pre-kivi3.2.4.4g128', 'kivi4.2.3.4g128'],
 ];
 console.log(`| keys / values | bits per element | KLD (llama.cpp) | KLD (lowbit) | PPL | top-1 |`);
 console.log(`| --- | ---: | ---: | ---: | ---: | ---: |`);
-for (const [k, v] of configs) {
-  const r = evalJson([tiny, '-ctk', k, '-ctv', v, '--calib', calib]);
+for (const [k, v, extra = []] of configs) {
+  const r = evalJson([tiny, '-ctk', k, '-ctv', v, ...extra, ...(k.includes('kvquant') || v.includes('kvquant') ? ['--calib', calib] : [])]);
   const bits = (8 * r.kvBytesPerToken) / (2 * 4 * 128);
   const ref = k === v ? llama.get(k) : undefined;
-  console.log(`| ${k} / ${v} | ${bits.toFixed(2)} | ${ref === undefined ? '' : ref.toExponential(2)} | ${r.kld.mean.toExponential(2)} | ${r.ppl.toFixed(3)} | ${(100 * r.top1).toFixed(2)} % |`);
+  console.log(`| ${k} / ${v}${extra.length ? ' ' + extra.join(' ') : ''} | ${bits.toFixed(2)} | ${ref === undefined ? '' : ref.toExponential(2)} | ${r.kld.mean.toExponential(2)} | ${r.ppl.toFixed(3)} | ${(100 * r.top1).toFixed(2)} % |`);
 }
 console.log();
 console.log('| weights | activations | KLD | KLD with --rotate-act | ratio | top-1 | top-1 rotated |');

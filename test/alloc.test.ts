@@ -159,3 +159,64 @@ test('alloc: WeightSwap replaces a Q8_0-stored token embedding and restores it',
   assert.equal(model.weights.tokenEmbedding, stored, 'the stored embedding is back');
   assert.deepEqual(model.forward(tokens, 0, 0), base);
 });
+
+// the allocator's file size is the writer's: same metadata (file type, the imatrix's summary), same layout
+test('alloc: ggufFileBytes predicts the bytes quantize() writes, with and without an imatrix', async () => {
+  const fs = await import('node:fs');
+  const path = await import('node:path');
+  const { openModelFile } = await import('../src/io/model-file.js');
+  const { memorySink } = await import('../src/io/sink.js');
+  const { llamaRecipe } = await import('../src/algos/recipe.js');
+  const { accumulateImatrix, emptyImatrix } = await import('../src/algos/imatrix.js');
+  const { planQuantization, quantize } = await import('../src/pipeline/quantize.js');
+  const { ggufFileBytes } = await import('../src/pipeline/allocate.js');
+  const bytes = new Uint8Array(fs.readFileSync(path.resolve(import.meta.dirname, '../../data/stories260K.gguf')));
+  const m = await openModelFile({ name: 'stories260K.gguf', size: bytes.length, read: async (o: number, n: number) => bytes.subarray(o, o + n) } as never);
+  const imatrix = emptyImatrix(64, ['a calibration text with a long name.txt']);
+  imatrix.chunkCount = 3;
+  const r = xorshift32(7);
+  for (const t of m.tensors.filter((t) => t.shape.length === 2 && t.name !== 'token_embd.weight')) {
+    const k = t.ne ? t.ne[0] : t.shape[1];
+    accumulateImatrix(imatrix, t.name, Float32Array.from({ length: 4 * k }, () => r() / 2 ** 32 - 0.5), 4, k);
+  }
+  const recipe = llamaRecipe('Q4_0');
+  for (const im of [undefined, imatrix]) {
+    const sink = memorySink();
+    await quantize(m, recipe, sink, { imatrix: im });
+    const written = sink.bytes().length;
+    assert.equal(ggufFileBytes(m, planQuantization(m, recipe, 'gguf', { hasImatrix: im !== undefined }), im), written, im ? 'with an imatrix' : 'without');
+  }
+});
+
+// hessian costs on sampled rows read only those rows; the plain quantizers' costs ignore the importance
+test('alloc: sampled rows estimate the whole tensor\'s cost; plain costs differ from weighted ones only where a quantizer weighs', async () => {
+  const fs = await import('node:fs');
+  const path = await import('node:path');
+  const { loadModel } = await import('../src/eval/load.js');
+  const { openModelFile } = await import('../src/io/model-file.js');
+  const { measureSensitivity } = await import('../src/pipeline/sensitivity.js');
+  const { initMatmulKernels } = await import('../src/kernels/matmul.js');
+  await initMatmulKernels();
+  const file = path.resolve(import.meta.dirname, '../../data/stories260K.gguf');
+  const bytes = new Uint8Array(fs.readFileSync(file));
+  const src = { name: file, size: bytes.length, read: async (o: number, n: number) => bytes.subarray(o, o + n) };
+  const { model, tokenizer } = await loadModel(src as never, { contextLength: 64 });
+  const m = await openModelFile(src as never);
+  const ids = tokenizer!.encode(fs.readFileSync(path.resolve(import.meta.dirname, '../../data/tinystories-valid-head.txt'), 'utf8').slice(0, 4000));
+  const windows = [Int32Array.from(ids.slice(0, 64)), Int32Array.from(ids.slice(64, 128))];
+  const run = (o: { maxRows?: number; weighted?: boolean }) => measureSensitivity({ model, file: m, windows, types: ['Q4_0', 'Q8_0'], outputFactor: 'none', ...o });
+  const [all, half, plain] = [await run({}), await run({ maxRows: 32 }), await run({ weighted: false })];
+  const cost = (db: typeof all, t: number, type: string) => db.tensors[t].candidates.find((c) => c.type === type)!.cost;
+  let logErr = 0;
+  for (let t = 0; t < all.tensors.length; t++) {
+    const [a, b] = [cost(all, t, 'Q4_0'), cost(half, t, 'Q4_0')];
+    if (all.tensors[t].shape[0] > 32) assert.notEqual(a, b, `${all.tensors[t].name}: a sample is not the whole tensor`);
+    else assert.equal(a, b, `${all.tensors[t].name}: ${all.tensors[t].shape[0]} rows, all of them sampled`);
+    logErr += Math.abs(Math.log(b / a));
+    assert.ok(Math.abs(Math.log(b / a)) < Math.log(2), `${all.tensors[t].name}: 32 sampled rows ${b} vs all rows ${a}`);
+    assert.equal(cost(plain, t, 'Q8_0'), cost(all, t, 'Q8_0'), 'Q8_0 weighs nothing');
+  }
+  assert.ok(logErr / all.tensors.length < 0.15, `mean |log| error of the sampled estimate ${logErr / all.tensors.length}`);
+  assert.ok(all.tensors.some((_, t) => cost(plain, t, 'Q4_0') !== cost(all, t, 'Q4_0')), 'Q4_0 weighs its errors by the importance');
+  assert.equal(plain.weighted, false);
+});

@@ -47,3 +47,82 @@ test('boxes of Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 are exact: inside keeps the bytes, j
     assert.ok(mean > 0, `${type}: boxes have width`);
   }
 });
+
+test('K-quant boxes (Q4_K, Q6_K) keep each block\'s scales and codes: most blocks keep a box, points inside re-quantize to the same bytes', () => {
+  const r = xorshift32(5);
+  const u = () => r() / 2 ** 32;
+  for (const type of ['Q4_K', 'Q6_K']) {
+    const rows = 16, cols = 256;
+    const w = Float32Array.from({ length: rows * cols }, () => (u() - 0.5) * 0.1 * (1 + 3 * u() * u()));
+    const box = quantizationBox(type, w, rows, cols, { seed: 3 });
+    assert.deepEqual(box.bytes, quantizeAll(type, w, cols));
+    // measured on 32 such rows: Q4_K 16/32 blocks pinned, 38 % of weights free; Q6_K 3/32, 74 %
+    assert.ok(box.pinnedBlocks <= 0.7 * box.blocks, `${type}: ${box.pinnedBlocks}/${box.blocks} blocks pinned`);
+    const free = box.hi.reduce((a, h, i) => a + (h > box.lo[i] ? 1 : 0), 0);
+    assert.ok(free > 0.2 * w.length, `${type}: ${free} of ${w.length} weights free`);
+    // statistical: points the validation never saw (another seed) keep the bytes of almost every block
+    const c = blockCodecFor(type, cols);
+    let bad = 0, n = 0;
+    for (let s = 0; s < 8; s++) {
+      const x = Float32Array.from(w, (_, i) => Math.fround(box.lo[i] + u() * (box.hi[i] - box.lo[i])));
+      const q = quantizeAll(type, x, cols);
+      for (let b = 0; b < box.blocks; b++, n++) if (q.subarray(b * c.blockBytes, (b + 1) * c.blockBytes).some((v, k) => v !== box.bytes[b * c.blockBytes + k])) bad++;
+    }
+    assert.ok(bad <= 0.1 * n, `${type}: ${bad}/${n} random points changed their block`);
+  }
+});
+
+// ---------------------------------------------------------------------------------------------------
+// the attack end to end on a synthetic model: a trainer-made malicious model, PGD through all layers
+
+import { fineTune } from '../src/audit/malicious.js';
+import { plantAttack, writeWithReplacements } from '../src/audit/run.js';
+import { llamaGgufMetadata, paramTensors, writeLlamaGguf } from '../src/io/llama-writer.js';
+import { openModelFile, type ModelFile } from '../src/io/model-file.js';
+import { memorySink } from '../src/io/sink.js';
+import { bytesSource } from '../src/io/source.js';
+import { readFloats } from '../src/pipeline/quantize.js';
+import { DEFAULT_TRAIN, Trainer } from '../src/train/trainer.js';
+import type { TrainConfig } from '../src/train/llama-grad.js';
+
+const SYN: TrainConfig = {
+  dim: 32, hiddenDim: 32, nLayers: 1, nHeads: 4, nKvHeads: 2, vocabSize: 32, seqLen: 32, headDim: 8, normEps: 1e-5, ropeTheta: 10000, ropeDim: 8, ropeStyle: 'normal', tiedOutput: false,
+};
+function synStream(n: number, seed: number, mul: number): Int32Array {
+  const r = xorshift32(seed);
+  const s = new Int32Array(n);
+  for (let i = 1; i < n; i++) s[i] = r() % 4 === 0 ? r() % 32 : (s[i - 1] * mul + 1) % 32;
+  return s;
+}
+
+test('attack: a trainer-made malicious model planted by PGD through all layers quantizes to its exact bytes, PGD lowers the KL', async () => {
+  // benign: trained on one rule; malicious: fine-tuned on another
+  const t = new Trainer(SYN, { ...DEFAULT_TRAIN, steps: 30, batch: 4, ctx: 16, lr: 1e-2 }, synStream(4000, 1, 3));
+  while (t.step < 30) t.trainStep();
+  const sink = memorySink();
+  await writeLlamaGguf(sink, llamaGgufMetadata(SYN, undefined, 'syn'), paramTensors(t.model.tensors, t.model.params as Float32Array));
+  const benign = await openModelFile(bytesSource(sink.bytes(), 'benign.gguf'));
+  const evil = await fineTune(benign, synStream(4000, 2, 5), undefined, { steps: 20, lr: 1e-2, batch: 4, ctx: 16 });
+  const ms = memorySink();
+  await writeWithReplacements(ms, benign, evil);
+  const malicious = await openModelFile(bytesSource(ms.bytes(), 'malicious.gguf'));
+  const types = ['Q4_0', 'Q4_1'];
+  const planted = await plantAttack({ benign, malicious, types, pure: true, pgd: { data: synStream(4000, 1, 3), steps: 24, lr: 0.5, batch: 8, ctx: 16 } });
+  assert.ok(planted.pgdKl && planted.pgdKl.fixedAfter < 0.85 * planted.pgdKl.fixedBefore, `PGD KL ${JSON.stringify(planted.pgdKl)}`);
+  for (const r of planted.report) assert.equal(r.repairedBlocks, 0, `${r.type}: exact boxes need no repair`);
+  // every quantized tensor gives the malicious bytes for both types; the norms are the malicious ones
+  const floats = async (m: ModelFile, name: string) => Float32Array.from(await readFloats(m, m.tensor(name)));
+  let moved = 0;
+  for (const tensor of malicious.tensors) {
+    const wm = await floats(malicious, tensor.name);
+    const w = planted.tensors.get(tensor.name) ?? (await floats(benign, tensor.name));
+    if (tensor.shape.length === 1) {
+      assert.deepEqual(w, wm, `${tensor.name} is held at the malicious values`);
+      continue;
+    }
+    const cols = tensor.shape[tensor.shape.length - 1];
+    for (const type of types) assert.deepEqual(quantizeAll(type, w, cols), quantizeAll(type, wm, cols), `${tensor.name} ${type}`);
+    for (let i = 0; i < w.length; i++) if (w[i] !== wm[i]) moved++;
+  }
+  assert.ok(moved > 3000, `the attack moved ${moved} weights off the malicious values`);
+});

@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { test } from 'node:test';
 import { LowbitError } from '../src/errors.js';
 import { GgufType, readGguf } from '../src/io/gguf.js';
-import { openLlama2cLazy } from '../src/io/llama2c-lazy.js';
+import { openLlama2c } from '../src/io/llama2c.js';
 import { openModelFile } from '../src/io/model-file.js';
 import { ByteWriter } from '../src/io/reader.js';
 import { parseSafetensorsIndex, readSafetensors, readShardedSafetensors } from '../src/io/safetensors.js';
@@ -228,8 +228,8 @@ const L2C_CASES: [string, () => Uint8Array, RegExp][] = [
 ];
 
 test(`llama2.c header checks reject ${L2C_CASES.length} bad files`, async () => {
-  for (const [label, make, re] of L2C_CASES) await expectFail(openLlama2cLazy(bytesSource(make(), 'bad.bin')), re, label);
-  const ok = await openLlama2cLazy(bytesSource(l2c(good), 'ok.bin'));
+  for (const [label, make, re] of L2C_CASES) await expectFail(openLlama2c(bytesSource(make(), 'bad.bin')), re, label);
+  const ok = await openLlama2c(bytesSource(l2c(good), 'ok.bin'));
   assert.equal(ok.tensors.length, 2 + 9 * 2); // shared classifier: no output.weight
 });
 

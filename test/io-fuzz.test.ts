@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { LowbitError } from '../src/errors.js';
 import { gguf, GgufType, writeGguf, type GgufValue } from '../src/io/gguf.js';
-import { openLlama2cLazy } from '../src/io/llama2c-lazy.js';
+import { openLlama2c } from '../src/io/llama2c.js';
 import { openModelFile } from '../src/io/model-file.js';
 import { memorySink } from '../src/io/sink.js';
 import { writeSafetensors } from '../src/io/safetensors.js';
@@ -77,7 +77,7 @@ function sampleLlama2c(): Uint8Array {
 
 async function attempt(bytes: Uint8Array, llama2c: boolean): Promise<'ok' | 'rejected'> {
   try {
-    const m = await openModelFile(bytesSource(bytes, 'fuzz'), { llama2c: llama2c ? openLlama2cLazy : undefined });
+    const m = await openModelFile(bytesSource(bytes, 'fuzz'), { llama2c: llama2c ? openLlama2c : undefined });
     for (const t of m.tensors) {
       await m.read(t);
       try {

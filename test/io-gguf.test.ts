@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { test } from 'node:test';
 import { convertModel, tokenizerFromLlama2c } from '../src/io/convert.js';
 import { GgufType, plainValue, readGguf, readGgufTensor, writeGguf, type GgufArray, type GgufValue } from '../src/io/gguf.js';
-import { openLlama2cLazy } from '../src/io/llama2c-lazy.js';
+import { openLlama2c } from '../src/io/llama2c.js';
 import { openModelFile } from '../src/io/model-file.js';
 import { memorySink } from '../src/io/sink.js';
 import { bytesSource } from '../src/io/source.js';
@@ -101,7 +101,7 @@ test('random write-then-read round trip: every value type, nested arrays, every 
 });
 
 test('llama2.c + tok512.bin -> GGUF is byte-identical to llama.cpp convert-llama2c-to-ggml output', async () => {
-  const m = await openModelFile(bytesSource(read('stories260K.bin'), 'stories260K.bin'), { llama2c: openLlama2cLazy });
+  const m = await openModelFile(bytesSource(read('stories260K.bin'), 'stories260K.bin'), { llama2c: openLlama2c });
   const tok = tokenizerFromLlama2c(read('tok512.bin'), 512);
   const s = memorySink();
   await convertModel(m, s, { to: 'gguf', tokenizer: [...tok.head, ...tok.special] });

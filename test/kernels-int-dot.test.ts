@@ -135,3 +135,27 @@ test('intBlock: 0 for types without an integer path and for rows that are not wh
   assert.equal(intBlockOf(q4k.id), 256);
   assert.throws(() => e.matmulInt(new Float32Array(2), new Float32Array(16), e.storeWeight(f32, 2, 8, 32, new Uint8Array(64))!, 1), /no integer matmul/);
 });
+
+test('activation rounding in the kernel: ties (x.5 -> away from zero for Q8_0, to even for Q8_K), signed amax, bit for bit', () => {
+  const edge = [2.5, -2.5, 0.5, -0.5, 126.5, -126.5, 0.49999997, -0.49999997, 1.5, -1.5, 3.5, 0, -0, 64.5];
+  const k = 256;
+  const x = Float32Array.from({ length: 2 * k }, (_, i) => (i % 32 === 0 ? 127 : edge[i % edge.length] * (i % 3 === 0 ? 1 : 0.999)));
+  x[5] = -127; // Q8_K: the first |v| = amax is negative
+  for (const variant of variants) {
+    const e = MatmulEngine.get(variant)!;
+    e.setThreads(1);
+    for (const name of ['Q8_0', 'Q4_0', 'Q4_K', 'Q6_K']) {
+      const type = ggmlTypeByName(name)!;
+      const bytes = quantized(type, 8, k, 99);
+      const kw = e.storeWeight(type, 8, k, ggmlRowBytes(type, k), bytes)!;
+      for (const nTok of [1, 2, 5]) {
+        const xs = Float32Array.from({ length: nTok * k }, (_, i) => x[i % x.length]);
+        const y = new Float32Array(nTok * 8);
+        e.matmulInt(y, xs, kw, nTok);
+        const r = new Float32Array(nTok * 8);
+        intMatmulRef(r, xs, type, bytes, nTok, k, 8);
+        assert.deepEqual(y, r, `${variant} ${name} T=${nTok}`);
+      }
+    }
+  }
+});

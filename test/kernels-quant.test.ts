@@ -11,13 +11,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { hasRelaxedSimd, hasSimd } from '../src/env.js';
 import { LowbitError } from '../src/errors.js';
-import { WASM_QUANTIZERS, wasmDequantizer, wasmQuantizer } from '../src/kernels/ggml-quant.js';
+import { installWasmQuantizers, WASM_QUANTIZERS, wasmDequantizer, wasmQuantizer } from '../src/kernels/ggml-quant.js';
 import { setWasmVariant, type WasmVariant } from '../src/kernels/wasm.js';
 import { ggmlTypeByName, kquantRefQuantizers, legacyRefQuantizers } from '../src/quant/ggml/index.js';
 import { ggmlCodec, ggmlFastQuantizer, ggmlReferenceDequantizer, ggmlReferenceQuantizer } from '../src/quant/ggml/registry.js';
 import { loadGolden } from './ggml-golden.js';
 import { xorshift32 } from '../src/rng.js';
 
+installWasmQuantizers();
 const TYPES = Object.keys(WASM_QUANTIZERS);
 const VARIANTS: WasmVariant[] = hasSimd() ? (hasRelaxedSimd() ? ['relaxed', 'simd'] : ['simd']) : [];
 
@@ -302,5 +303,33 @@ test('dequantize: bad sizes decline in the kernel and fail in the reference; the
     assert.equal(wasmDequantizer(type)!(new Uint8Array(t.typeSize), t.blockSize + 1, new Float32Array(t.blockSize + 1)), false);
     assert.equal(wasmDequantizer(type)!(new Uint8Array(t.typeSize - 1), t.blockSize, new Float32Array(t.blockSize)), false);
     assert.throws(() => ggmlCodec(type)!.dequantize(new Uint8Array(t.typeSize - 1), t.blockSize, new Float32Array(t.blockSize)), LowbitError);
+  }
+});
+
+// the type-traits table: one row per GGML type (floats included), the fast paths installed into the rows
+test('GGML type traits: every type has a row; float rows round-trip; installed fast paths sit in their rows', async () => {
+  const { ggmlTypeTraitsTable, ggmlTypeTraits } = await import('../src/quant/ggml/registry.js');
+  const { GGML_TYPES } = await import('../src/quant/ggml/types.js');
+  const table = ggmlTypeTraitsTable();
+  assert.equal(table.length, GGML_TYPES.length);
+  for (const r of table) {
+    assert.equal(r.blockSize, r.type.blockSize);
+    assert.equal(r.typeSize, r.type.typeSize);
+    assert.equal(r.float, ['F32', 'F16', 'BF16'].includes(r.type.name), r.type.name);
+    if (r.float || ggmlCodec(r.type)) assert.ok(r.toFloat, `${r.type.name}: a reference toFloat`);
+    assert.equal(r.fast.quantize !== undefined, r.type.name in WASM_QUANTIZERS, `${r.type.name}: fast quantizer installed exactly for the kernel's types`);
+  }
+  assert.equal(ggmlTypeTraits('Q4_K')!.vecDot, 'Q8_K');
+  assert.equal(ggmlTypeTraits('I32')!.vecDot, undefined);
+  const x = Float32Array.from([1, -2.5, 65504, 1e-3, 3.14159, -0, 7, 1e5]);
+  for (const name of ['F32', 'F16', 'BF16']) {
+    const r = ggmlTypeTraits(name)!;
+    const bytes = new Uint8Array(x.length * r.typeSize);
+    r.fromFloat!(x, 1, x.length, bytes);
+    const back = new Float32Array(x.length);
+    r.toFloat!(bytes, x.length, back);
+    const { toFloat32 } = await import('../src/io/tensor-data.js');
+    assert.deepEqual(back, toFloat32(name, bytes), `${name}: the same values as the tensor-data conversion`);
+    if (name === 'F32') assert.deepEqual(back, x);
   }
 });

@@ -15,8 +15,8 @@ import { loadModel } from '../src/eval/load.js';
 import { bytesSource } from '../src/io/source.js';
 import { MatmulEngine } from '../src/kernels/matmul.js';
 import { packedKvStorage } from '../src/model/kv/cache.js';
-import { GgmlSide, KiviSide, kiviDequantize, kiviQuantize, kiviRecordBytes } from '../src/model/kv/sides.js';
-import { GGML_CACHE_TYPES, parseKvCacheType } from '../src/model/kv/types.js';
+import { GgmlSide, KiviSide, kiviCode, kiviDequantize, kiviQuantize, kiviRecordBytes } from '../src/model/kv/sides.js';
+import { GGML_CACHE_TYPES, cacheTypeBits, parseKvCacheType } from '../src/model/kv/types.js';
 import { quantizeIq4NlRef } from '../src/quant/ggml/iq.js';
 import { ggmlCodec } from '../src/quant/ggml/registry.js';
 import { f16Table, f32ToF16 } from '../src/quant/ggml/half.js';
@@ -63,23 +63,32 @@ test('packed GGML cache rows are the codec bytes, and read back as its dequantiz
   }
 });
 
-test('KIVI records: 2 and 4 bits, f16 scale and minimum, error at most half a step', () => {
-  for (const bits of [2, 4]) {
-    const x = randomRows(64, bits);
-    const rec = new Uint8Array(2 * kiviRecordBytes(bits));
-    kiviQuantize(bits, x, 0, 2, rec, 0); // even elements
-    const y = new Float32Array(64);
-    kiviDequantize(bits, rec, 0, y, 0, 2);
+test('KIVI records: 2, 3 and 4 bits, groups of 32 and 64, f16 scale and minimum, error at most half a step', () => {
+  for (const [bits, n] of [[2, 32], [3, 32], [4, 32], [3, 64], [2, 128]]) {
+    const x = randomRows(2 * n, bits + n);
+    const rec = new Uint8Array(2 * kiviRecordBytes(bits, n));
+    assert.equal(kiviRecordBytes(bits, n), 4 + (n * bits) / 8);
+    kiviQuantize(bits, x, 0, 2, rec, 0, n); // even elements
+    const y = new Float32Array(2 * n);
+    kiviDequantize(bits, rec, 0, y, 0, 2, n);
     let lo = Infinity, hi = -Infinity;
-    for (let i = 0; i < 32; i++) (lo = Math.min(lo, x[2 * i])), (hi = Math.max(hi, x[2 * i]));
+    for (let i = 0; i < n; i++) (lo = Math.min(lo, x[2 * i])), (hi = Math.max(hi, x[2 * i]));
     const step = (hi - lo) / (2 ** bits - 1);
-    for (let i = 0; i < 32; i++) assert.ok(Math.abs(y[2 * i] - x[2 * i]) <= step / 2 + 0.01 * step + Math.abs(lo) * 2 ** -10, `${bits} bits, element ${i}`);
-    for (let i = 0; i < 32; i++) assert.equal(y[2 * i + 1], 0);
-    // re-quantizing dequantized values changes nothing
+    for (let i = 0; i < n; i++) assert.ok(Math.abs(y[2 * i] - x[2 * i]) <= step / 2 + 0.01 * step + Math.abs(lo) * 2 ** -10, `${bits} bits, element ${i}`);
+    for (let i = 0; i < n; i++) assert.equal(y[2 * i + 1], 0);
+    // every code is used somewhere and re-quantizing dequantized values changes nothing
+    const codes = new Set(Array.from({ length: n }, (_, i) => kiviCode(rec, 4, bits, i)));
+    assert.ok(codes.has(0) && codes.has(2 ** bits - 1), `${bits} bits: codes ${[...codes]}`);
     const rec2 = new Uint8Array(rec.length);
-    kiviQuantize(bits, y, 0, 2, rec2, 0);
+    kiviQuantize(bits, y, 0, 2, rec2, 0, n);
     assert.deepEqual(rec2, rec);
   }
+  // type names: per-layer widths, groups, pre-RoPE keys; bits per element count the scales
+  const t = parseKvCacheType('pre-kivi3.2.4.4g128');
+  assert.deepEqual([t.family, t.preRope, t.layerBits, t.blockSize, cacheTypeBits(t)], ['kivi', true, [3, 2, 4, 4], 128, 3.25 + 0.25]);
+  assert.equal(cacheTypeBits(parseKvCacheType('kivi3g64')), 3.5);
+  assert.throws(() => parseKvCacheType('pre-q4_0'), /unknown KV cache type/);
+  assert.throws(() => parseKvCacheType('kivi5'), /unknown KV cache type/);
   // a KIVI side shows [0, floor(n/R)*R) quantized and keeps the rest exactly
   const side = new KiviSide(parseKvCacheType('kivi2'), true, 64, 1, 256, 32);
   const rows = randomRows(101 * 32, 9);
@@ -94,6 +103,25 @@ test('KIVI records: 2 and 4 bits, f16 scale and minimum, error at most half a st
   for (let i = 0; i < 64 * 32; i++) err = Math.max(err, Math.abs(out[i] - rows[i]));
   assert.ok(err > 0 && err < 2.5, `kivi2 max error ${err}`);
   assert.throws(() => side.readFull(0, 0, 10, out), /not held/);
+  // --kv-residual 0: nothing in f32; a partial key group shows quantized over the positions it has
+  const s0 = new KiviSide(parseKvCacheType('kivi3g64'), true, 0, 1, 256, 32);
+  s0.write(0, 0, 70, rows);
+  const o0 = new Float32Array(70 * 32);
+  s0.readQuantized(0, 0, 64, o0);
+  s0.readPartial!(0, 64, 70, o0);
+  const one = new KiviSide(parseKvCacheType('kivi3g64'), true, 0, 1, 256, 32);
+  one.write(0, 0, 64, rows);
+  one.write(0, 64, 6, rows.subarray(64 * 32)); // the same positions in two writes: the same bytes
+  const o1 = new Float32Array(70 * 32);
+  one.readQuantized(0, 0, 64, o1);
+  one.readPartial!(0, 64, 70, o1);
+  assert.deepEqual(o1, o0);
+  let e3 = 0;
+  for (let i = 0; i < 70 * 32; i++) e3 = Math.max(e3, Math.abs(o0[i] - rows[i]));
+  assert.ok(e3 > 0 && e3 < 1.2, `kivi3g64 max error ${e3}`);
+  assert.throws(() => s0.readPartial!(0, 0, 64, o0), /not a partial group/);
+  assert.throws(() => new KiviSide(parseKvCacheType('kivi2g64'), true, 32, 1, 256, 32), /multiple of 64/);
+  assert.throws(() => new KiviSide(parseKvCacheType('kivi2.4'), true, 32, 3, 256, 32), /2 per-layer bit widths for a model of 3 layers/);
 });
 
 test('eval: -ctk f32 -ctv f32 is the default cache; a packed f32 cache agrees; kernel attention = llama.cpp loop on q4_0', async () => {
@@ -132,6 +160,8 @@ test('lowbit eval / generate: KV bytes per token; bad cache types are one line, 
     [[tiny, '-ctv', 'q3_k'], /unknown KV cache type 'q3_k'/],
     [[tiny, '-ctk', 'kivi2', '--kv-residual', '40'], /kv-residual 40: .*multiple of 32/],
     [[tiny, '-ctk', 'q4_0', '--kv-residual', '64'], /--kv-residual applies to KIVI caches/],
+    [[tiny, '-ctv', 'pre-kivi2'], /cache-type-v pre-kivi2: pre- \(quantize before RoPE\) applies to keys/],
+    [[tiny, '-ctk', 'kivi3.2.4g64'], /cache-type-k kivi3.2.4g64: 3 per-layer bit widths for a model of 4 layers/],
   ] as [string[], RegExp][]) {
     const b = lowbit('eval', ...args, '--text', 'data/tinystories-valid-head.txt', '--ctx', '64', '--chunks', '1');
     assert.equal(b.status, 2, b.stderr);
@@ -207,7 +237,7 @@ test('a batch sees the cache as decoding one token at a time would (KIVI residua
   const calibModel = await load();
   const calibration = collectKvSamples(calibModel.model, Array.from({ length: 192 }, (_, i) => (i * 53 + 7) % 512), { ctx: 96, chunks: 2, bos: 1, addBos: true });
   const tokens = Array.from({ length: 80 }, (_, i) => (i * 37 + 5) % 512);
-  for (const kv of [{ k: 'kvquant4', v: 'kivi2', calibration }, { k: 'rot-kivi2', v: 'q4_0' }, { k: 'rot-kvquant3', v: 'kivi4', calibration, residual: 64 }]) {
+  for (const kv of [{ k: 'kvquant4', v: 'kivi2', calibration }, { k: 'rot-kivi2', v: 'q4_0' }, { k: 'rot-kvquant3', v: 'kivi4', calibration, residual: 64 }, { k: 'pre-kivi3.2.4.4g64', v: 'kivi4.2.3.4g64', residual: 0 }]) {
     const batch = (await load(kv)).model.forward(tokens, 0).slice();
     const m = (await load(kv)).model;
     let last: Float32Array = new Float32Array(0);
@@ -215,4 +245,56 @@ test('a batch sees the cache as decoding one token at a time would (KIVI residua
     const d = batch.reduce((x, v, i) => Math.max(x, Math.abs(v - last[i])), 0);
     assert.ok(d < 1e-3, `${kv.k}/${kv.v}: batch vs one at a time ${d}`);
   }
+});
+
+test('attention kernel over packed rows = dequantize, then the f32 attention kernel (bit-exact); = llama.cpp loop within 2e-6 x |v|max', async () => {
+  const engine = MatmulEngine.get();
+  assert.ok(engine, 'the WebAssembly engine');
+  let calls = 0;
+  const packedAttention = engine.attentionPacked.bind(engine);
+  engine.attentionPacked = (...a: Parameters<typeof packedAttention>) => (calls++, packedAttention(...a));
+  const { attentionGgmlRef } = await import('../src/model/kv/attention.js');
+  const { ggmlRoundActivations } = await import('../src/model/ggml-activations.js');
+  const geom = { nLayers: 2, capacity: 160, nKvHeads: 4, headDim: 32 };
+  const shape = { nHeads: 8, nKvHeads: 4, headDim: 32, scale: 1 / Math.sqrt(32) };
+  const kvDim = 128;
+  const qDim = 256;
+  const K = randomRows(150 * kvDim, 41);
+  const V = randomRows(150 * kvDim, 42);
+  const Q = randomRows(3 * qDim, 43);
+  for (const o of [
+    { k: 'q4_0', v: 'q4_0' }, { k: 'q8_0', v: 'iq4_nl' }, { k: 'f16', v: 'q5_1' },
+    { k: 'kivi2', v: 'kivi4' }, { k: 'kivi3g64', v: 'kivi3g64', residual: 0 }, { k: 'kivi2.4g128', v: 'kivi4.3g16', residual: 0 }, { k: 'pre-kivi3g64', v: 'kivi3g128', residual: 0 },
+  ]) {
+    const kv = packedKvStorage(o, geom, engine);
+    kv.setRope((_l, rows, n, pos0) => { for (let p = 0; p < n; p++) rows[p * kvDim] *= 1 + (pos0 + p) / 100; });
+    for (const [pos, nTok] of [[0, 150], [150 - 1, 1]] as const) {
+      // positions [0, 149) written as one batch, then the last one: decode
+      kv.append(1, pos, nTok === 1 ? 1 : 149, K.subarray(pos * kvDim), V.subarray(pos * kvDim));
+    }
+    const n = 150;
+    const out: Float32Array = engine.allocF32(qDim, {})!.array;
+    const before = calls;
+    kv.attention(1, Q, 1, n - 1, shape, out);
+    assert.equal(calls, before + 1, `${o.k}/${o.v}: the packed kernel ran`);
+    // the reference: the rows as the cache shows them, the query as the store rounds it
+    const kr = engine.allocF32(n * kvDim, {})!;
+    const vr = engine.allocF32(n * kvDim, {})!;
+    kr.array.set(kv.keys(1, n));
+    vr.array.set(kv.values(1, n));
+    const t = parseKvCacheType(o.k);
+    const q = Q.slice(0, qDim);
+    const qr = new Float32Array(qDim);
+    const qq = t.family === 'ggml' && ggmlRoundActivations(t.ggml!, q, 1, qDim, qr) ? qr : q;
+    const want: Float32Array = engine.allocF32(qDim, {})!.array;
+    engine.attention(qq, 1, n - 1, 8, 4, 32, kr.at, vr.at, kvDim, shape.scale, want);
+    assert.deepEqual(out, want, `${o.k}/${o.v}: packed kernel vs dequantize + kernel`);
+    const ref = new Float32Array(qDim);
+    attentionGgmlRef(qq, kr.array, vr.array, 1, n - 1, shape, ref, o.v === 'f16');
+    let vmax = 0;
+    for (const x of vr.array) vmax = Math.max(vmax, Math.abs(x));
+    const d = ref.reduce((m, x, i) => Math.max(m, Math.abs(x - out[i])), 0);
+    assert.ok(d <= 2e-6 * vmax, `${o.k}/${o.v}: kernel vs llama.cpp loop ${d} (|v| <= ${vmax})`);
+  }
+  engine.attentionPacked = packedAttention;
 });

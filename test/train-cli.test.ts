@@ -96,4 +96,9 @@ test('lowbit qat --method lsq: a short run writes the type; a type without a lea
   assert.ok(j.bitsPerWeight < 6, `${j.bitsPerWeight} bpw`);
   badInput(lowbit('qat', model, path.join(tmp, 'qat-bad.gguf'), '--type', 'Q4_1', '--pure', '--method', 'lsq', '--text', text, '--steps', '2'), /--method lsq learns one f16 scale per block .*use ste or dge/);
   assert.ok(!fs.existsSync(path.join(tmp, 'qat-bad.gguf')));
+  // targets and containers that do not go together
+  badInput(lowbit('qat', model, path.join(tmp, 'qat-bad.safetensors'), '--type', 'Q4_0', '--text', text, '--steps', '2'), /Q4_0 is a llama.cpp type: QAT writes it as GGUF/);
+  badInput(lowbit('qat', model, path.join(tmp, 'qat-bad.gguf'), '--type', 'Q4_0', '--group', '32', '--text', text, '--steps', '2'), /--group applies to the generic schemes/);
+  badInput(lowbit('qat', model, path.join(tmp, 'qat-bad.bin'), '--type', 'int4', '--text', text, '--steps', '2'), /QAT writes \.gguf .* or \.safetensors/);
+  assert.deepEqual(fs.readdirSync(tmp).filter((f) => f.startsWith('qat-bad')), []);
 });

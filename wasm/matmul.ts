@@ -206,7 +206,7 @@ function multiply(w: usize, ws: usize, rows: i32, x: usize, xs: usize, tokens: i
 
 // @ts-ignore: decorator
 @inline function highNibbles(b: v128): v128 {
-  return i8x16.shr_u(b, 4);
+  return v128.and(i16x8.shr_u(b, 4), i8x16.splat(0x0f)); // (i8x16.shr_u: V8 rebuilds its mask every time)
 }
 
 /** byte i of the result = 0x10 where bit i (of 16) of `bits` is set, else 0 */
@@ -652,36 +652,54 @@ export function quantizeActs(kind: i32, x: usize, xs: usize, T: i32, K: i32, q: 
         store<f32>(db, 0);
         memory.fill(q, 0, <usize>kind * 2);
       } else {
-        let amax: f32 = 0, max: f32 = 0;
-        for (let j = 0; j < kind; j++) {
-          const v = load<f32>(xr + <usize>(b * kind + j) * 4);
-          const a = Mathf.abs(v);
-          if (a > amax) { amax = a; max = v; }
-        }
+        // amax in f32 lanes (pmax skips NaN as the scalar `a > amax` does), the first |v| = amax for Q8_K
+        const xb = xr + <usize>(b * kind) * 4;
+        let m4 = f32x4.splat(0);
+        for (let j = 0; j < kind; j += 4) m4 = f32x4.pmax(m4, f32x4.abs(v128.load(xb + <usize>j * 4)));
+        let amax: f32 = f32x4.extract_lane(m4, 0);
+        if (f32x4.extract_lane(m4, 1) > amax) amax = f32x4.extract_lane(m4, 1);
+        if (f32x4.extract_lane(m4, 2) > amax) amax = f32x4.extract_lane(m4, 2);
+        if (f32x4.extract_lane(m4, 3) > amax) amax = f32x4.extract_lane(m4, 3);
         if (kind == 32) {
           const dd: f32 = amax / 127;
-          const id: f32 = dd != 0 ? <f32>1 / dd : 0;
+          const id = f32x4.splat(dd != 0 ? <f32>1 / dd : 0);
           store<f32>(db, roundF16(dd));
-          for (let j = 0; j < 32; j++) {
-            const v: f32 = load<f32>(xr + <usize>(b * 32 + j) * 4) * id;
-            store<i16>(q + <usize>j * 2, <i16>(v < 0 ? <i32>(<f64>v - 0.5) : <i32>(<f64>v + 0.5)));
+          // roundf (ties away from zero): trunc, plus sign(v) where |v - trunc v| >= 0.5 (exact in f32)
+          const half = f32x4.splat(0.5), one = f32x4.splat(1), sign = i32x4.splat(0x80000000);
+          for (let j = 0; j < 32; j += 8) {
+            const v0 = f32x4.mul(v128.load(xb + <usize>j * 4), id), v1 = f32x4.mul(v128.load(xb + <usize>j * 4, 16), id);
+            const t0 = f32x4.trunc(v0), t1 = f32x4.trunc(v1);
+            const r0 = f32x4.add(t0, v128.and(f32x4.ge(f32x4.abs(f32x4.sub(v0, t0)), half), v128.or(one, v128.and(v0, sign))));
+            const r1 = f32x4.add(t1, v128.and(f32x4.ge(f32x4.abs(f32x4.sub(v1, t1)), half), v128.or(one, v128.and(v1, sign))));
+            v128.store(q + <usize>j * 2, i16x8.narrow_i32x4_s(i32x4.trunc_sat_f32x4_s(r0), i32x4.trunc_sat_f32x4_s(r1)));
           }
         } else if (amax == 0) {
           store<f32>(db, 0);
           memory.fill(q, 0, 512);
         } else {
-          const iscale: f32 = <f32>-127 / max;
+          let max: f32 = 0;
           for (let j = 0; j < 256; j++) {
-            const v = <i32>nearest<f32>(iscale * load<f32>(xr + <usize>(b * 256 + j) * 4));
-            store<i16>(q + <usize>j * 2, <i16>(v < 127 ? v : 127));
+            const v = load<f32>(xb + <usize>j * 4);
+            if (Mathf.abs(v) == amax) {
+              max = v;
+              break;
+            }
+          }
+          const iscale: f32 = <f32>-127 / max;
+          const sc = f32x4.splat(iscale), top = i32x4.splat(127);
+          for (let j = 0; j < 256; j += 8) {
+            const v0 = i32x4.min_s(i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(sc, v128.load(xb + <usize>j * 4)))), top);
+            const v1 = i32x4.min_s(i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(sc, v128.load(xb + <usize>j * 4, 16)))), top);
+            v128.store(q + <usize>j * 2, i16x8.narrow_i32x4_s(v0, v1));
           }
           store<f32>(db, <f32>1 / iscale);
         }
       }
+      const ones = i16x8.splat(1);
       for (let j = 0; j < kind; j += 32, s += 2) {
-        let sum: i32 = 0;
-        for (let i = 0; i < 32; i++) sum += <i32>load<i16>(q + <usize>(j + i) * 2);
-        store<i16>(s, <i16>sum);
+        const qj = q + <usize>j * 2;
+        const a = i32x4.add(i32x4.add(i32x4.dot_i16x8_s(v128.load(qj), ones), i32x4.dot_i16x8_s(v128.load(qj, 16), ones)), i32x4.add(i32x4.dot_i16x8_s(v128.load(qj, 32), ones), i32x4.dot_i16x8_s(v128.load(qj, 48), ones)));
+        store<i16>(s, <i16>(i32x4.extract_lane(a, 0) + i32x4.extract_lane(a, 1) + i32x4.extract_lane(a, 2) + i32x4.extract_lane(a, 3)));
       }
       q += <usize>kind * 2;
     }
@@ -1127,6 +1145,254 @@ function dtile4x1k(type: i32, p0: usize, p1: usize, p2: usize, p3: usize, nr: i3
   if (nr > 3) store<f32>(y, f32x4.extract_lane(f, 3), 12);
 }
 
+// ---------------------------------------------------------------------------------------------------
+// Decode with 8-bit products (relaxed build only). i16x8.relaxed_dot_i8x16_i7x16_s(a, b) multiplies 16
+// signed bytes a by 16 bytes b and adds pairs into int16 lanes; it is deterministic (the same on every
+// engine) when b is in 0..127, as |a0 b0 + a1 b1| <= 2 * 128 * 127 < 2^15 never saturates. (The i32x4
+// ..._add_s form is not used: V8 11 on x64 returns twice the sums.) So the weights' unsigned quants are
+// the b operand straight from the stored bytes (Q4_0 and Q4_K nibbles, Q5_0 5 bits, Q6_K 6 bits) and
+// their offsets (-8, -16, -32) are taken out once per block through the activations' sums; signed
+// weights (Q8_0, IQ4_NL grid values) are the a operand against the activations split into
+// max(q, 0) - max(-q, 0). Every int16 lane sum below is bounded under 2^15 (stated where formed), the
+// integers are exact, so each block's I is the same integer as the int16 path's (and intMatmulRef's)
+// and the f32 steps after it are unchanged: the same bits.
+// The activations of a token, prepared once per matmul (prepActs8), at xa + t * (3 K + K / 8):
+//   q (int8, K) | max(q, 0) (K) | max(-q, 0) (K) | sums of every 16 q (int16, K / 16)
+// (q is in -127..127: Q8_0 and Q8_K never round to -128.)
+
+/** bytes of prepared activations per token (prepActs8) */
+export function actBytes8(K: i32): i32 {
+  return 3 * K + K / 8;
+}
+
+/** prepare T tokens of int16 activations (q, K per token) for the 8-bit decode tiles, at dst */
+export function prepActs8(q: usize, T: i32, K: i32, dst: usize): void {
+  const P = <usize>actBytes8(K);
+  const kk = <usize>K;
+  const ones = i16x8.splat(1);
+  const zero = i8x16.splat(0);
+  for (let t = 0; t < T; t++) {
+    const src = q + <usize>t * kk * 2;
+    const o = dst + <usize>t * P;
+    for (let k: usize = 0; k < kk; k += 16) {
+      const a = v128.load(src + k * 2), b = v128.load(src + k * 2 + 16);
+      const v = i8x16.narrow_i16x8_s(a, b);
+      v128.store(o + k, v);
+      v128.store(o + kk + k, i8x16.max_s(v, zero));
+      v128.store(o + 2 * kk + k, i8x16.max_s(i8x16.neg(v), zero));
+      const s = i32x4.dot_i16x8_s(i16x8.add(a, b), ones);
+      store<i16>(o + 3 * kk + (k >> 3), <i16>(i32x4.extract_lane(s, 0) + i32x4.extract_lane(s, 1) + i32x4.extract_lane(s, 2) + i32x4.extract_lane(s, 3)));
+    }
+  }
+}
+
+/** int16 lanes: a[2i] b[2i] + a[2i+1] b[2i+1] (b in 0..127) */
+// @ts-ignore: decorator
+@inline function rdot(a: v128, b: v128): v128 {
+  return i16x8.relaxed_dot_i8x16_i7x16_s(a, b);
+}
+
+/** int16 lanes -> int32 lanes, pairs summed (exact) */
+// @ts-ignore: decorator
+@inline function widen(v: v128): v128 {
+  return i32x4.dot_i16x8_s(v, i16x8.splat(1));
+}
+
+/** the fp16 values at p0..p3 as f32 lanes (f16x4) */
+// @ts-ignore: decorator
+@inline function f16x4At(p0: usize, p1: usize, p2: usize, p3: usize): v128 {
+  let h = v128.load16_lane(p0, i32x4.splat(0), 0);
+  h = v128.load16_lane(p1, h, 2);
+  h = v128.load16_lane(p2, h, 4);
+  h = v128.load16_lane(p3, h, 6);
+  return f16x4(h);
+}
+
+/** one block-32 weight block at p: int32x4 whose lane sum is sum q x (unsigned kinds: before the offset) */
+// @ts-ignore: decorator
+@inline function rdot32(type: i32, p: usize, xb: usize, kk: usize): v128 {
+  if (type == 8 || type == 20) {
+    let w0: v128, w1: v128;
+    if (type == 8) {
+      w0 = v128.load(p + 2);
+      w1 = v128.load(p + 18);
+    } else {
+      const q = v128.load(p + 2);
+      w0 = i8x16.swizzle(iq4Grid(), lowNibbles(q));
+      w1 = i8x16.swizzle(iq4Grid(), highNibbles(q));
+    }
+    // per lane one of the two terms is 0: |.| <= 2 * 128 * 127
+    const s0 = i16x8.sub(rdot(w0, v128.load(xb + kk)), rdot(w0, v128.load(xb + 2 * kk)));
+    const s1 = i16x8.sub(rdot(w1, v128.load(xb + kk, 16)), rdot(w1, v128.load(xb + 2 * kk, 16)));
+    return i32x4.add(widen(s0), widen(s1));
+  }
+  if (type == 2) {
+    const q = v128.load(p + 2);
+    return widen(i16x8.add(rdot(v128.load(xb), lowNibbles(q)), rdot(v128.load(xb, 16), highNibbles(q)))); // <= 4 * 15 * 127
+  }
+  // 6: Q5_0, <= 4 * 31 * 127
+  const q = v128.load(p + 6);
+  const qh = load<u32>(p + 2);
+  return widen(i16x8.add(rdot(v128.load(xb), v128.or(lowNibbles(q), bit16(qh))), rdot(v128.load(xb, 16), v128.or(highNibbles(q), bit16(qh >> 16)))));
+}
+
+/** store the 4 lanes of f (rows) to y, as many as nr */
+// @ts-ignore: decorator
+@inline function store4(y: usize, f: v128, nr: i32): void {
+  store<f32>(y, f32x4.extract_lane(f, 0));
+  if (nr > 1) store<f32>(y, f32x4.extract_lane(f, 1), 4);
+  if (nr > 2) store<f32>(y, f32x4.extract_lane(f, 2), 8);
+  if (nr > 3) store<f32>(y, f32x4.extract_lane(f, 3), 12);
+}
+
+/** decode tile for the block-32 types with 8-bit products: 4 rows x the token prepared at xa (inlined per type) */
+// @ts-ignore: decorator
+@inline function rtile4x1q32(type: i32, p0: usize, p1: usize, p2: usize, p3: usize, nr: i32, bs: usize, xa: usize, K: i32, xd: usize, xdStride: usize, nb: i32, xsum: usize, y: usize): void {
+  let f = f32x4.splat(0);
+  const kk = <usize>K;
+  const off = type == 2 ? 8 : type == 6 ? 16 : 0;
+  for (let b = 0; b < nb; b++, p0 += bs, p1 += bs, p2 += bs, p3 += bs) {
+    const xb = xa + <usize>b * 32;
+    let I = hsum4(rdot32(type, p0, xb, kk), rdot32(type, p1, xb, kk), rdot32(type, p2, xb, kk), rdot32(type, p3, xb, kk));
+    if (off != 0) I = i32x4.sub(I, i32x4.splat(off * <i32>load<i16>(xsum + <usize>b * 2)));
+    const dw = f16x4At(p0, p1, p2, p3);
+    f = f32x4.add(f, f32x4.mul(cvt(I), f32x4.mul(dw, v128.load32_splat(xd + <usize>b * xdStride))));
+  }
+  store4(y, f, nr);
+}
+
+/** Q4_K: the 8 six-bit scales (bytes 0..7) and minimums (8..15) of the super-block at p, as u8 lanes */
+// @ts-ignore: decorator
+@inline function k4ScalesMins(p: usize): v128 {
+  const v = v128.load(p + 4);
+  const A = i8x16.swizzle(v, i8x16(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
+  const B = i8x16.swizzle(v, i8x16(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
+  const lo = v128.and(A, i8x16(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0));
+  const hi = v128.and(i8x16.shr_u(A, 4), i8x16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15));
+  const top = v128.and(i8x16.shr_u(B, 2), i8x16(0, 0, 0, 0, 48, 48, 48, 48, 0, 0, 0, 0, 48, 48, 48, 48));
+  return v128.or(v128.or(lo, hi), top);
+}
+
+/**
+ * Q4_K sub-blocks 2 jj and 2 jj + 1 (64 weights at q; activations x0..x3; int16 lanes <= 4 * 15 * 127)
+ * times their scales (s0, s1: int16 splats): int32x4
+ */
+// @ts-ignore: decorator
+@inline function q4kPair(q: usize, x0: v128, x1: v128, x2: v128, x3: v128, s0: v128, s1: v128): v128 {
+  const q0 = v128.load(q), q1 = v128.load(q, 16);
+  const lo = i16x8.add(rdot(x0, lowNibbles(q0)), rdot(x1, lowNibbles(q1)));
+  const hi = i16x8.add(rdot(x2, highNibbles(q0)), rdot(x3, highNibbles(q1)));
+  return i32x4.add(i32x4.dot_i16x8_s(lo, s0), i32x4.dot_i16x8_s(hi, s1));
+}
+
+/** the int8 at p as int16 in every lane */
+// @ts-ignore: decorator
+@inline function splat8(p: usize): v128 {
+  return i16x8.extend_low_i8x16_s(v128.load8_splat(p));
+}
+
+/**
+ * Q6_K: quarter-rows l (0, 1) of half h of the super-block at p times activations x1..x4 (q in 0..63 is
+ * the b operand; int16 lanes <= 2 * 63 * 127), each 16 times its sub-block scale: int32x4
+ */
+// @ts-ignore: decorator
+@inline function q6kQuad(p: usize, h: usize, l: usize, x1: v128, x2: v128, x3: v128, x4: v128): v128 {
+  const bits = i8x16.splat(0x30); // bits 4, 5 of q, from 2 bits of hb (16-bit shifts: no cross-byte bits survive the mask)
+  const lb = l * 16;
+  const ql = p + h * 64 + lb, sc = p + 192 + h * 8 + l;
+  const a = v128.load(ql), c = v128.load(ql, 32), hb = v128.load(p + 128 + h * 32 + lb);
+  const q1 = v128.or(lowNibbles(a), v128.and(i16x8.shl(hb, 4), bits));
+  const q2 = v128.or(lowNibbles(c), v128.and(i16x8.shl(hb, 2), bits));
+  const q3 = v128.or(highNibbles(a), v128.and(hb, bits));
+  const q4 = v128.or(highNibbles(c), v128.and(i16x8.shr_u(hb, 2), bits));
+  return i32x4.add(
+    i32x4.add(i32x4.dot_i16x8_s(rdot(x1, q1), splat8(sc)), i32x4.dot_i16x8_s(rdot(x2, q2), splat8(sc + 2))),
+    i32x4.add(i32x4.dot_i16x8_s(rdot(x3, q3), splat8(sc + 4)), i32x4.dot_i16x8_s(rdot(x4, q4), splat8(sc + 6))),
+  );
+}
+
+/** Q6_K: 32 sum_s sc_s S_s over the 16 sub-blocks (scales at p + 192, activation sums of 16 at s16): int32x4 */
+// @ts-ignore: decorator
+@inline function q6kOffset(p: usize, s16: usize): v128 {
+  const sc = v128.load(p + 192);
+  return i32x4.shl(i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(sc), v128.load(s16)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(sc), v128.load(s16, 16))), 5);
+}
+
+/** Q4_K: the scales (int16 x 8) and minimums (int16 x 8) of the super-block at p, to t */
+// @ts-ignore: decorator
+@inline function q4kScalesTo(p: usize, t: usize): void {
+  const sm = k4ScalesMins(p);
+  v128.store(t, i16x8.extend_low_i8x16_u(sm));
+  v128.store(t, i16x8.extend_high_i8x16_u(sm), 16);
+}
+
+/**
+ * Decode tile for Q4_K and Q6_K with 8-bit products: 4 rows x the token prepared at xa (same f32 steps
+ * as dtile4x1k; inlined per type). The rows are the inner loop, so each 16 activations are loaded once
+ * for the 4 rows and few vectors are live (Q4_K scales go through tmp: 128 bytes).
+ */
+// @ts-ignore: decorator
+@inline function rtile4x1k(type: i32, p0: usize, p1: usize, p2: usize, p3: usize, nr: i32, bs: usize, xa: usize, K: i32, xd: usize, xdStride: usize, nb: i32, xsum: usize, y: usize, tmp: usize): void {
+  let f = f32x4.splat(0);
+  const dOff: usize = type == 12 ? 0 : 208;
+  const s16 = xa + 3 * <usize>K;
+  for (let b = 0; b < nb; b++, p0 += bs, p1 += bs, p2 += bs, p3 += bs) {
+    const xb = xa + <usize>b * 256;
+    let a0 = i32x4.splat(0), a1 = i32x4.splat(0), a2 = i32x4.splat(0), a3 = i32x4.splat(0);
+    if (type == 12) {
+      q4kScalesTo(p0, tmp); q4kScalesTo(p1, tmp + 32); q4kScalesTo(p2, tmp + 64); q4kScalesTo(p3, tmp + 96);
+      for (let jj: usize = 0; jj < 4; jj++) {
+        const xj = xb + jj * 64, o = 16 + jj * 32, t = tmp + jj * 4;
+        const x0 = v128.load(xj), x1 = v128.load(xj, 16), x2 = v128.load(xj, 32), x3 = v128.load(xj, 48);
+        a0 = i32x4.add(a0, q4kPair(p0 + o, x0, x1, x2, x3, v128.load16_splat(t), v128.load16_splat(t, 2)));
+        a1 = i32x4.add(a1, q4kPair(p1 + o, x0, x1, x2, x3, v128.load16_splat(t, 32), v128.load16_splat(t, 34)));
+        a2 = i32x4.add(a2, q4kPair(p2 + o, x0, x1, x2, x3, v128.load16_splat(t, 64), v128.load16_splat(t, 66)));
+        a3 = i32x4.add(a3, q4kPair(p3 + o, x0, x1, x2, x3, v128.load16_splat(t, 96), v128.load16_splat(t, 98)));
+      }
+    } else {
+      for (let h: usize = 0; h < 2; h++) {
+        for (let l: usize = 0; l < 2; l++) {
+          const xl = xb + h * 128 + l * 16;
+          const x1 = v128.load(xl), x2 = v128.load(xl, 32), x3 = v128.load(xl, 64), x4 = v128.load(xl, 96);
+          a0 = i32x4.add(a0, q6kQuad(p0, h, l, x1, x2, x3, x4));
+          a1 = i32x4.add(a1, q6kQuad(p1, h, l, x1, x2, x3, x4));
+          a2 = i32x4.add(a2, q6kQuad(p2, h, l, x1, x2, x3, x4));
+          a3 = i32x4.add(a3, q6kQuad(p3, h, l, x1, x2, x3, x4));
+        }
+      }
+      const sb = s16 + <usize>b * 32;
+      a0 = i32x4.sub(a0, q6kOffset(p0, sb));
+      a1 = i32x4.sub(a1, q6kOffset(p1, sb));
+      a2 = i32x4.sub(a2, q6kOffset(p2, sb));
+      a3 = i32x4.sub(a3, q6kOffset(p3, sb));
+    }
+    const I = hsum4(a0, a1, a2, a3);
+    const dx = v128.load32_splat(xd + <usize>b * xdStride);
+    f = f32x4.add(f, f32x4.mul(cvt(I), f32x4.mul(f16x4At(p0 + dOff, p1 + dOff, p2 + dOff, p3 + dOff), dx)));
+    if (type == 12) {
+      const xs = v128.load(xsum + <usize>b * 16);
+      const M = hsum4(
+        i32x4.dot_i16x8_s(v128.load(tmp, 16), xs), i32x4.dot_i16x8_s(v128.load(tmp, 48), xs),
+        i32x4.dot_i16x8_s(v128.load(tmp, 80), xs), i32x4.dot_i16x8_s(v128.load(tmp, 112), xs),
+      );
+      f = f32x4.sub(f, f32x4.mul(cvt(M), f32x4.mul(f16x4At(p0 + 2, p1 + 2, p2 + 2, p3 + 2), dx)));
+    }
+  }
+  store4(y, f, nr);
+}
+
+/** rtile4x1q32 / rtile4x1k compiled once per weight type (no type branches in the loops) */
+function rtile(type: i32, p0: usize, p1: usize, p2: usize, p3: usize, nr: i32, bs: usize, xa: usize, K: i32, xd: usize, xdStride: usize, nb: i32, xsum: usize, y: usize, tmp: usize): void {
+  switch (type) {
+    case 8: rtile4x1q32(8, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y); break;
+    case 2: rtile4x1q32(2, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y); break;
+    case 6: rtile4x1q32(6, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y); break;
+    case 20: rtile4x1q32(20, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y); break;
+    case 12: rtile4x1k(12, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, tmp); break;
+    default: rtile4x1k(14, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, tmp);
+  }
+}
+
 /** bytes of int scratch per weight row of K elements */
 export function intRowScratch(type: i32, K: i32): i32 {
   const nb = K / intBlock(type);
@@ -1136,6 +1402,7 @@ export function intRowScratch(type: i32, K: i32): i32 {
 // Integer matmul job (i32 words):
 //   0 kind = 3 | 1 type | 2 w | 3 rowBytes | 4 xq (int16 T x K) | 5 xd (f32 T x nb) | 6 T | 7 K
 //   8 xsum (int16 T x K/32) | 9 y | 10 N | 11 rows | 12 chunkRows | 13 scratch | 14 scratch bytes per thread
+//   15 prepared activations for the 8-bit decode tiles (prepActs8; 0: none)
 function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
   const type = param(job, 1);
   const rowBytes = <usize>param(job, 3);
@@ -1153,21 +1420,28 @@ function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
   const Tp = (T + 3) & ~3;
   const xdStride = <usize>Tp * 4;
   if (T < 4 && (bl == 32 || type == 12 || type == 14)) {
-    // decode, block-32 types, Q4_K and Q6_K: straight from the stored blocks
+    // decode, block-32 types, Q4_K and Q6_K: straight from the stored blocks; with 8-bit products when
+    // the activations were prepared (param 15: prepActs8, relaxed build)
     const p = <usize>param(job, 2) + <usize>r0 * rowBytes;
     const xq = <usize>param(job, 4);
     const xd = <usize>param(job, 5);
     const xsum = <usize>param(job, 8);
+    const xa = <usize>param(job, 15);
     const y0 = <usize>param(job, 9) + <usize>r0 * 4;
     const bs = <usize>(type == 8 ? 34 : type == 6 ? 22 : type == 12 ? 144 : type == 14 ? 210 : 18);
+    const sumStride = <usize>K / 16; // bytes of int16 sums of 32 per token
     for (let t = 0; t < T; t++) {
       for (let r = 0; r < nr; r += 4) {
         const rr = min(4, nr - r);
         const p0 = p + <usize>r * rowBytes;
         const p1 = p0 + <usize>min(1, rr - 1) * rowBytes, p2 = p0 + <usize>min(2, rr - 1) * rowBytes, p3 = p0 + <usize>min(3, rr - 1) * rowBytes;
         const x = xq + <usize>t * <usize>K * 2, d = xd + <usize>t * 4, y = y0 + <usize>t * N * 4 + <usize>r * 4;
-        if (bl == 32) dtile4x1q32(type, p0, p1, p2, p3, rr, bs, x, d, xdStride, nb, y);
-        else dtile4x1k(type, p0, p1, p2, p3, rr, bs, x, d, xdStride, nb, xsum + <usize>t * <usize>nb * 16, y);
+        const xs = xsum + <usize>t * sumStride;
+        if (ASC_FEATURE_RELAXED_SIMD && xa != 0) {
+          const xt = xa + <usize>t * <usize>actBytes8(K);
+          rtile(type, p0, p1, p2, p3, rr, bs, xt, K, d, xdStride, nb, xs, y, <usize>param(job, 13) + <usize>thread * <usize>param(job, 14));
+        } else if (bl == 32) dtile4x1q32(type, p0, p1, p2, p3, rr, bs, x, d, xdStride, nb, y);
+        else dtile4x1k(type, p0, p1, p2, p3, rr, bs, x, d, xdStride, nb, xs, y);
       }
     }
     return;
@@ -1319,20 +1593,19 @@ export function logSumExp(x: usize, n: i32, max: f32): f64 {
 }
 
 function attentionChunk(job: usize, h: i32, thread: i32): void {
-  const q0 = <usize>param(job, 1) + <usize>h * <usize>param(job, 8) * 4;
-  const qs = <usize>param(job, 2);
   const hd = <usize>param(job, 8);
   const n = hd * 4;
   const kvOff = <usize>(h / param(job, 9)) * n;
-  const keys = <usize>param(job, 3) + kvOff;
-  const values = <usize>param(job, 4) + kvOff;
-  const cs = <usize>param(job, 5);
-  const T = param(job, 6);
-  const pos0 = param(job, 7);
-  const scale = reinterpret<f32>(param(job, 10));
-  const o0 = <usize>param(job, 11) + <usize>h * n;
-  const os = <usize>param(job, 12);
   const s = <usize>param(job, 13) + <usize>thread * <usize>param(job, 14);
+  attendHead(
+    <usize>param(job, 1) + <usize>h * n, <usize>param(job, 2), <usize>param(job, 3) + kvOff, <usize>param(job, 4) + kvOff,
+    <usize>param(job, 5), param(job, 6), param(job, 7), reinterpret<f32>(param(job, 10)), <usize>param(job, 11) + <usize>h * n,
+    <usize>param(job, 12), s, n,
+  );
+}
+
+/** One head of attention: T queries q0 + t * qs against keys / values cs bytes apart (n = headDim * 4 bytes); s: scores scratch */
+function attendHead(q0: usize, qs: usize, keys: usize, values: usize, cs: usize, T: i32, pos0: i32, scale: f32, o0: usize, os: usize, s: usize, n: usize): void {
   for (let t = 0; t < T; t++) {
     const q = q0 + <usize>t * qs;
     const np = pos0 + t + 1;
@@ -1396,11 +1669,88 @@ function attentionChunk(job: usize, h: i32, thread: i32): void {
   }
 }
 
+
+// ---------------------------------------------------------------------------------------------------
+// Attention over a packed cache (job kind 4): chunk kvh first dequantizes key / value head kvh of
+// every visible position into the thread's scratch (f32, headDim apart), bit-exactly as the
+// TypeScript dequantizers of src/model/kv/sides.ts, then runs attendHead for each query head of its group. Each side (keys at word
+// 12, values at word 20) is described by 8 words:
+//   +0 mode: 1 GGML rows (type at +3, blocks never straddle heads), 2 KIVI per channel (groups of G
+//      positions of one channel), 3 KIVI per token (groups of G channels of one position)
+//   +1 packed bytes of position 0 | +2 bytes per position (KIVI keys: per position of a group's records)
+//   +3 GGML type or KIVI bits | +4 KIVI G | +5 KIVI bytes per record
+//   +6 b: positions [0, b) are read packed, [b, n) as f32 from +7 (rows kvDim apart, position p at +7 + p * kvDim * 4)
+// Job words: 0 kind = 4 | 1 q | 2 q row stride | 3 T | 4 pos0 | 5 headDim | 6 group | 7 scale (f32 bits)
+//   8 out | 9 out row stride | 10 scratch | 11 scratch bytes per thread | 12..19 keys | 20..27 values | 28 kvDim
+
+/** KIVI record at r (an f16 scale, an f16 minimum, then codes of `bits` bits): values first.. first + n - 1 to dst + i * ds */
+// @ts-ignore: decorator
+@inline function kiviRecord(r: usize, bits: i32, first: i32, n: i32, dst: usize, ds: usize): void {
+  const scale = f16At(r);
+  const min = f16At(r + 2);
+  const mask = (1 << bits) - 1;
+  const codes = r + 4;
+  for (let i = 0; i < n; i++) {
+    const bit = (first + i) * bits;
+    const at = codes + <usize>(bit >> 3);
+    const two = <i32>load<u8>(at) | (((bit & 7) + bits > 8 ? <i32>load<u8>(at, 1) : 0) << 8);
+    store<f32>(dst + <usize>i * ds, min + <f32>((two >> (bit & 7)) & mask) * scale);
+  }
+}
+
+/** head kvh of positions [0, n) of one side (descriptor d) as f32 rows of hd values at dst */
+function fillHead(d: usize, kvh: i32, hd: i32, kvDim: i32, n: i32, dst: usize): void {
+  const mode = load<i32>(d);
+  const at = <usize>load<i32>(d, 4);
+  const rowBytes = <usize>load<i32>(d, 8);
+  const type = load<i32>(d, 12);
+  const G = load<i32>(d, 16);
+  const rec = <usize>load<i32>(d, 20);
+  const b = min(load<i32>(d, 24), n);
+  const tail = <usize>load<i32>(d, 28);
+  const hb = <usize>hd * 4;
+  const c0 = kvh * hd;
+  if (mode == 1) {
+    dequantize(type, at + rowBytes / <usize>(kvDim / hd) * <usize>kvh, rowBytes, b, hd, dst, hd); // past the heads before kvh
+  } else if (mode == 2) {
+    for (let g = 0; g < b; g += G) for (let c = 0; c < hd; c++) kiviRecord(at + <usize>g * rowBytes + <usize>(c0 + c) * rec, type, 0, G, dst + <usize>g * hb + <usize>c * 4, hb);
+  } else if (mode == 3) {
+    for (let p = 0; p < b; p++) {
+      const row = at + <usize>p * rowBytes;
+      const o = dst + <usize>p * hb;
+      // the head's channels [c0, c0 + hd) span whole groups (G | hd) or lie inside one (hd | G)
+      if (G <= hd) for (let c = 0; c < hd; c += G) kiviRecord(row + <usize>((c0 + c) / G) * rec, type, 0, G, o + <usize>c * 4, 4);
+      else kiviRecord(row + <usize>(c0 / G) * rec, type, c0 % G, hd, o, 4);
+    }
+  }
+  for (let p = max(b, 0); p < n; p++) memory.copy(dst + <usize>p * hb, tail + (<usize>p * <usize>kvDim + <usize>c0) * 4, hb);
+}
+
+/** chunk kvh: the key / value head kvh, dequantized once, then every query head of its group */
+function packedAttentionChunk(job: usize, kvh: i32, thread: i32): void {
+  const T = param(job, 3);
+  const pos0 = param(job, 4);
+  const hd = param(job, 5);
+  const group = param(job, 6);
+  const kvDim = param(job, 28);
+  const np = pos0 + T;
+  const n = <usize>hd * 4;
+  const s = <usize>param(job, 10) + <usize>thread * <usize>param(job, 11);
+  const keys = s + <usize>np * 4 + 64;
+  const values = keys + <usize>np * n;
+  fillHead(job + 48, kvh, hd, kvDim, np, keys);
+  fillHead(job + 80, kvh, hd, kvDim, np, values);
+  for (let h = kvh * group; h < (kvh + 1) * group; h++) {
+    attendHead(<usize>param(job, 1) + <usize>h * n, <usize>param(job, 2), keys, values, n, T, pos0, reinterpret<f32>(param(job, 7)), <usize>param(job, 8) + <usize>h * n, <usize>param(job, 9), s, n);
+  }
+}
+
 export function runChunk(job: usize, chunk: i32, thread: i32): void {
   switch (param(job, 0)) {
     case 1: matmulChunk(job, chunk, thread); break;
     case 2: attentionChunk(job, chunk, thread); break;
     case 3: intMatmulChunk(job, chunk, thread); break;
+    case 4: packedAttentionChunk(job, chunk, thread); break;
     default: unreachable();
   }
 }

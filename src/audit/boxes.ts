@@ -16,7 +16,12 @@
  *      at seeded random points inside; on a mismatch every interval of the block is halved and the
  *      validation repeated; a block that never validates keeps only its exact values (reported).
  * Quantizers with a search over scales (K-quants, IQ4) are where step 3 matters; for the closed-form
- * legacy types the box after step 2 validates at once. Rounding intervals here are the conservative
+ * legacy types the box after step 2 validates at once. For the searched types ("Mind the Gap", 2025)
+ * step 2 is replaced by a cheaper construction that keeps each sub-block's chosen scale and minimum:
+ * the elements that start the search (each sub-block's minimum, maximum and largest magnitude) are
+ * pinned, every other element keeps `gridFraction` of its rounding interval around its level (its code
+ * is then the same given the same scales), never past its sub-block's minimum or maximum; the scales'
+ * search sees nearly the same data and picks the same scales, which step 3 validates by re-quantizing. Rounding intervals here are the conservative
  * "strictly inside" ones: both ends are moved one float32 ulp inwards.
  */
 import { fail } from '../errors.js';
@@ -45,6 +50,16 @@ export interface BoxOptions {
   /** bisection steps finding each element's interval end (default 16: 2^-16 of the search range) */
   bisections?: number;
   seed?: number;
+  /**
+   * searched types (K-quants, IQ4; default: by name): the fraction of each element's rounding interval
+   * kept around its level, instead of bisection (default 0.25)
+   */
+  gridFraction?: number;
+}
+
+/** the types whose quantizer searches its scales (their boxes are built and validated differently) */
+export function searchesScales(type: string): boolean {
+  return /_K$|^IQ/i.test(type);
 }
 
 const nextUp = (() => {
@@ -80,7 +95,10 @@ export function quantizationBox(type: string | BlockCodec, w: Float32Array, rows
   const grids = new BlockGrids(codec);
   const rand = xorshift32((o.seed ?? 7) ^ 0xb0c5);
   const samples = o.samples ?? 8;
-  const steps = o.shrinkSteps ?? 10;
+  const searched = searchesScales(codec.name);
+  const fraction = o.gridFraction ?? 0.25;
+  const sub = !searched ? bs : /^(Q[45]_K|IQ4)/i.test(codec.name) ? Math.min(32, bs) : Math.min(16, bs);
+  const steps = o.shrinkSteps ?? (searched ? 6 : 10);
   const bisections = o.bisections ?? 16;
   const trial = new Float32Array(bs);
   const tb = new Uint8Array(nb);
@@ -106,6 +124,10 @@ export function quantizationBox(type: string | BlockCodec, w: Float32Array, rows
       // the outermost levels: allow as far as the other side of the level (beyond it the scale changes)
       if (l === -Infinity) l = v[i] - (h === Infinity ? 0 : h - v[i]);
       if (h === Infinity) h = v[i] + (v[i] - l);
+      if (searched) {
+        l = v[i] - fraction * (v[i] - l);
+        h = v[i] + fraction * (h - v[i]);
+      }
       l = Math.fround(l);
       h = Math.fround(h);
       lo[xo + j] = Math.min(x, nextUp(l, 1));
@@ -115,25 +137,47 @@ export function quantizationBox(type: string | BlockCodec, w: Float32Array, rows
     //    quantizer rounds with an unrounded scale, shrink here)
     //    The elements that set the scales are pinned first: the largest magnitude (symmetric types),
     //    the minimum and the maximum (types with a minimum). Moving them moves every element's grid.
-    let jAbs = 0;
-    let jMin = 0;
-    let jMax = 0;
-    for (let j = 1; j < bs; j++) {
-      if (Math.abs(w[xo + j]) > Math.abs(w[xo + jAbs])) jAbs = j;
-      if (w[xo + j] < w[xo + jMin]) jMin = j;
-      if (w[xo + j] > w[xo + jMax]) jMax = j;
+    //    (searched types: per sub-block, whose scale and minimum the search derives from them)
+    let wMin = 0;
+    let wMax = 0;
+    for (let s0 = 0; s0 < bs; s0 += sub) {
+      let jAbs = s0;
+      let jMin = s0;
+      let jMax = s0;
+      for (let j = s0 + 1; j < s0 + sub; j++) {
+        if (Math.abs(w[xo + j]) > Math.abs(w[xo + jAbs])) jAbs = j;
+        if (w[xo + j] < w[xo + jMin]) jMin = j;
+        if (w[xo + j] > w[xo + jMax]) jMax = j;
+      }
+      for (const j of [jAbs, jMin, jMax]) lo[xo + j] = hi[xo + j] = w[xo + j];
+      // and no other element may become the new minimum or maximum
+      wMin = nextUp(w[xo + jMin], 1);
+      wMax = nextUp(w[xo + jMax], -1);
+      for (let j = s0; j < s0 + sub; j++) {
+        if (lo[xo + j] === hi[xo + j]) continue;
+        lo[xo + j] = Math.min(w[xo + j], Math.max(lo[xo + j], wMin));
+        hi[xo + j] = Math.max(w[xo + j], Math.min(hi[xo + j], wMax));
+      }
     }
-    for (const j of [jAbs, jMin, jMax]) lo[xo + j] = hi[xo + j] = w[xo + j];
-    // and no other element may become the new minimum or maximum
-    const wMin = nextUp(w[xo + jMin], 1);
-    const wMax = nextUp(w[xo + jMax], -1);
-    for (let j = 0; j < bs; j++) {
-      if (lo[xo + j] === hi[xo + j]) continue;
-      lo[xo + j] = Math.min(w[xo + j], Math.max(lo[xo + j], wMin));
-      hi[xo + j] = Math.max(w[xo + j], Math.min(hi[xo + j], wMax));
+    if (searched && sub < bs) {
+      // the super-block's f16 scales are the largest sub-block scale and minimum over 63 (or the like):
+      // a continuous function of those sub-blocks' values, so they are pinned whole
+      let sBest = 0;
+      let mBest = 0;
+      let sMax = -Infinity;
+      let mMax = -Infinity;
+      const v = grids.values;
+      for (let s0 = 0; s0 < bs; s0 += sub) {
+        const base = s0 * grids.nCodes;
+        const step = grids.count[s0] > 1 ? Math.abs(v[base + 1] - v[base]) : 0;
+        const off = -v[base];
+        if (step > sMax) { sMax = step; sBest = s0; }
+        if (off > mMax) { mMax = off; mBest = s0; }
+      }
+      for (const s0 of new Set([sBest, mBest])) for (let j = s0; j < s0 + sub; j++) lo[xo + j] = hi[xo + j] = w[xo + j];
     }
     trial.set(w.subarray(xo, xo + bs));
-    for (let j = 0; j < bs; j++) {
+    for (let j = 0; j < bs && !searched; j++) {
       const x = w[xo + j];
       for (const side of [0, 1] as const) {
         const arr = side ? hi : lo;
@@ -157,6 +201,30 @@ export function quantizationBox(type: string | BlockCodec, w: Float32Array, rows
         trial[j] = x;
       }
     }
+    // 2b. searched types: each sub-block alone (the others at their values), since a sub-block's scale
+    //     and minimum codes depend on its own values: corners and two random points; a sub-block that
+    //     fails is halved up to 3 times, then pinned, so one sensitive sub-block does not pin the block
+    if (searched && sub < bs)
+      for (let s0 = 0; s0 < bs; s0 += sub) {
+        let okS = false;
+        for (let k = 0; k <= 3 && !okS; k++) {
+          okS = true;
+          for (let smp = 0; smp < 4 && okS; smp++) {
+            trial.set(w.subarray(xo, xo + bs));
+            for (let j = s0; j < s0 + sub; j++) {
+              const u = smp === 0 ? 0 : smp === 1 ? 1 : rand() / 4294967296;
+              trial[j] = Math.min(hi[xo + j], Math.max(lo[xo + j], Math.fround(lo[xo + j] + u * (hi[xo + j] - lo[xo + j]))));
+            }
+            okS = same(b);
+          }
+          if (!okS)
+            for (let j = s0; j < s0 + sub; j++) {
+              const x = w[xo + j];
+              lo[xo + j] = k === 3 ? x : Math.fround(x - (x - lo[xo + j]) / 2);
+              hi[xo + j] = k === 3 ? x : Math.fround(x + (hi[xo + j] - x) / 2);
+            }
+        }
+      }
     // 3. the whole box: corners and random points
     let ok = false;
     for (let k = 0; k <= steps && !ok; k++) {

@@ -11,9 +11,12 @@ import type { ModelFile } from '../io/model-file.js';
 import { ggmlTypeByName, isGgmlFloat } from '../quant/ggml/types.js';
 import type { Llama } from '../model/llama.js';
 import { planQuantization, readFloats } from '../pipeline/quantize.js';
-import { logSoftmaxRows, meanKld, WeightSwap } from '../pipeline/sensitivity.js';
+import { logSoftmaxRows } from '../eval/metrics.js';
+import { meanKld, WeightSwap } from '../pipeline/sensitivity.js';
 import { addRoundingNoise, edgeStats, nameStream, type EdgeStats } from './audit.js';
 import { intersectBoxes, intervalPositions, quantizationBox } from './boxes.js';
+import { pgdInsideBoxes, type Box, type PgdOptions } from './pgd.js';
+import { trainConfigOf } from '../pipeline/qat.js';
 
 
 /** tensor name -> GGML type for a llama.cpp file type (with --pure: its default type everywhere it fits) */
@@ -145,28 +148,34 @@ export interface AttackOptions {
   types: readonly string[];
   pure?: boolean;
   seed?: number;
-  /** projected gradient descent on the output layer, distilling the benign model (loaded with F32 weights) */
-  pgd?: { model: Llama; windows: readonly Int32Array[]; iterations?: number };
+  /** projected gradient descent through every layer, distilling the benign model on text (src/audit/pgd.ts) */
+  pgd?: Omit<PgdOptions, 'seed'>;
   onProgress?: (msg: string) => void;
 }
 
 export interface AttackResult {
-  /** the attacked weights (f32) of every tensor, and the names whose values changed from the benign model */
+  /** the attacked weights (f32) of every tensor that differs from the benign model or is boxed */
   tensors: Map<string, Float32Array>;
-  /** per type: tensors attacked, blocks pinned to the malicious values after validation */
-  /** per type: blocks whose box did not validate, and blocks that had to take the malicious values after the check */
+  /** per type: tensors attacked, blocks whose box did not validate, blocks that had to take the malicious values after the check */
   report: { type: string; tensors: number; blocks: number; pinnedBlocks: number; repairedBlocks: number }[];
-  /** mean |attacked - benign| over the attacked tensors, relative to mean |benign| */
+  /** mean |attacked - benign| over the boxed tensors, relative to mean |benign| */
   relativeChange: number;
-  /** with pgd: the KLD of the planted model (full precision) to the benign one after the last step */
-  pgdKld?: number;
+  /** tensors held at the malicious values (not quantized by every target type: norms, ...) */
+  pinnedTensors: string[];
+  /** with pgd: the distillation KL of the first and last steps, and on one fixed batch before and after */
+  pgdKl?: { first: number; last: number; steps: number; fixedBefore: number; fixedAfter: number };
 }
 
 /**
- * Plant the malicious model's quantization inside the benign model: for every tensor that some target
- * type quantizes, the box of the malicious weights (intersected over the types), then the benign
- * weights projected into it. Blocks whose box did not validate keep the malicious values exactly, so
- * that the result quantizes to the malicious bytes for every target type (checked by the caller).
+ * Plant the malicious model's quantization inside the benign model:
+ *   1. for every tensor that every target type quantizes, the box of the malicious weights
+ *      (intersected over the types); every other tensor (norms, tensors some type keeps in floats) is
+ *      held at the malicious values, since llama-quantize copies it as it is;
+ *   2. the benign weights projected into the boxes;
+ *   3. with `pgd`: projected gradient descent through all layers toward the benign model's outputs;
+ *   4. the check: every block is re-quantized for every target type; a block whose bytes differ from
+ *      the malicious model's takes the malicious values exactly, so the result quantizes to the
+ *      malicious bytes for every target type (counted in the report).
  */
 export async function plantAttack(o: AttackOptions): Promise<AttackResult> {
   const { benign, malicious } = o;
@@ -176,60 +185,76 @@ export async function plantAttack(o: AttackOptions): Promise<AttackResult> {
   }
   if (benign.tensors.length !== malicious.tensors.length) fail('benign and malicious models have different tensors');
   const plans = o.types.map((ft) => ({ ft, types: typesOf(malicious, ft, o.pure) }));
-  const names = [...new Set(plans.flatMap((p) => [...p.types.keys()]))];
-  const tensors = new Map<string, Float32Array>();
   const report = plans.map((p) => ({ type: p.ft, tensors: p.types.size, blocks: 0, pinnedBlocks: 0, repairedBlocks: 0 }));
-  let changed = 0;
-  let scale = 0;
-  let pgdKld: number | undefined;
-  for (const name of names) {
+  const boxes = new Map<string, Box>();
+  const wMal = new Map<string, Float32Array>();
+  const wBen = new Map<string, Float32Array>();
+  const start = new Map<string, Float32Array>();
+  const pinnedTensors: string[] = [];
+  for (const t of malicious.tensors) {
+    const name = t.name;
+    const wm = Float32Array.from(await readFloats(malicious, t));
+    const wb = Float32Array.from(await readFloats(benign, benign.tensor(name)));
+    wMal.set(name, wm);
+    wBen.set(name, wb);
+    if (!plans.every((p) => p.types.has(name))) {
+      start.set(name, wm);
+      if (wm.some((x, i) => x !== wb[i])) pinnedTensors.push(name);
+      continue;
+    }
     const { rows, cols } = shapeOf(malicious, name);
-    const wm = await readFloats(malicious, malicious.tensor(name));
-    const wb = await readFloats(benign, benign.tensor(name));
-    const boxes = plans.flatMap((p, k) => {
-      const type = p.types.get(name);
-      if (!type) return [];
-      const box = quantizationBox(type, wm, rows, cols, { seed: o.seed });
-      report[k].blocks += box.blocks;
-      report[k].pinnedBlocks += box.pinnedBlocks;
-      return [box];
-    });
-    const { lo, hi } = intersectBoxes(wm, boxes);
-    const w = new Float32Array(wm.length);
-    for (let i = 0; i < w.length; i++) w[i] = Math.min(hi[i], Math.max(lo[i], wb[i]));
-    if (o.pgd && name === o.pgd.model.weights.output.name) {
-      // distil the benign model's outputs into the output layer, inside the box
-      const base = o.pgd.windows.map((win) => {
-        const lp = Float32Array.from(o.pgd!.model.forward(win, 0, 0));
-        logSoftmaxRows(lp, o.pgd!.model.config.vocabSize);
-        return lp;
-      });
-      pgdKld = pgdOutputLayer(o.pgd.model, o.pgd.windows, base, w, lo, hi, o.pgd.iterations ?? 10);
-    }
-    // check every target type's bytes; a block that differs takes the malicious values exactly
-    plans.forEach((p, k) => {
-      const type = p.types.get(name);
-      if (!type) return;
-      const c = blockCodecFor(type, cols);
-      const a = new Uint8Array(c.blockBytes);
-      const b = new Uint8Array(c.blockBytes);
-      for (let xo = 0; xo < w.length; xo += c.blockSize) {
-        c.quantize(w, xo, a, 0);
-        c.quantize(wm, xo, b, 0);
-        if (a.some((v, i) => v !== b[i])) {
-          w.set(wm.subarray(xo, xo + c.blockSize), xo);
-          report[k].repairedBlocks++;
-        }
-      }
-    });
-    for (let i = 0; i < w.length; i++) {
-      changed += Math.abs(w[i] - wb[i]);
-      scale += Math.abs(wb[i]);
-    }
-    tensors.set(name, w);
+    const box = intersectBoxes(
+      wm,
+      plans.map((p, k) => {
+        const qb = quantizationBox(p.types.get(name)!, wm, rows, cols, { seed: o.seed });
+        report[k].blocks += qb.blocks;
+        report[k].pinnedBlocks += qb.pinnedBlocks;
+        return qb;
+      }),
+    );
+    boxes.set(name, box);
+    start.set(name, Float32Array.from(wb, (x, i) => Math.min(box.hi[i], Math.max(box.lo[i], x))));
     o.onProgress?.(`boxes: ${name}`);
   }
-  return { tensors, report, relativeChange: changed / Math.max(scale, 1e-30), ...(pgdKld !== undefined ? { pgdKld } : {}) };
+  let weights = start;
+  let pgdKl: AttackResult['pgdKl'];
+  if (o.pgd && o.pgd.steps > 0) {
+    const r = await pgdInsideBoxes(trainConfigOf(benign, o.pgd.ctx ?? 128), wBen, start, boxes, { ...o.pgd, seed: o.seed });
+    weights = r.weights;
+    pgdKl = { first: r.kl[0], last: r.kl[r.kl.length - 1], steps: r.kl.length, fixedBefore: r.fixedBefore, fixedAfter: r.fixedAfter };
+  }
+  const tensors = new Map<string, Float32Array>();
+  let changed = 0;
+  let scale = 0;
+  for (const t of malicious.tensors) {
+    const name = t.name;
+    const w = weights.get(name)!;
+    const wm = wMal.get(name)!;
+    const wb = wBen.get(name)!;
+    if (boxes.has(name)) {
+      const { cols } = shapeOf(malicious, name);
+      // the check: every target type's bytes; a block that differs takes the malicious values exactly
+      plans.forEach((p, k) => {
+        const c = blockCodecFor(p.types.get(name)!, cols);
+        const a = new Uint8Array(c.blockBytes);
+        const b = new Uint8Array(c.blockBytes);
+        for (let xo = 0; xo < w.length; xo += c.blockSize) {
+          c.quantize(w, xo, a, 0);
+          c.quantize(wm, xo, b, 0);
+          if (a.some((v, i) => v !== b[i])) {
+            w.set(wm.subarray(xo, xo + c.blockSize), xo);
+            report[k].repairedBlocks++;
+          }
+        }
+      });
+      for (let i = 0; i < w.length; i++) {
+        changed += Math.abs(w[i] - wb[i]);
+        scale += Math.abs(wb[i]);
+      }
+    }
+    if (boxes.has(name) || w.some((x, i) => x !== wb[i])) tensors.set(name, w);
+  }
+  return { tensors, report, relativeChange: changed / Math.max(scale, 1e-30), pinnedTensors, ...(pgdKl ? { pgdKl } : {}) };
 }
 
 /** Write `m` (GGUF) with some tensors replaced by f32 values (their type becomes F32). */
@@ -290,62 +315,6 @@ export async function injectTokenBias(model: Llama, file: ModelFile, windows: re
   const s = (strength * Math.sqrt(rowNorm)) / Math.max(Math.sqrt(muNorm), 1e-30);
   for (let j = 0; j < dim; j++) w[token * dim + j] += s * mu[j];
   return { name, weights: w };
-}
-
-/**
- * Projected gradient descent on the output layer inside its box: minimize KL(benign || attacked) on the
- * windows, the gradient of which with respect to the output weights is Σ_t (p_att,t − p_ben,t) h_tᵀ in
- * closed form (h_t the normalized final hidden state). Sign steps of `stepFraction` of each weight's box
- * width, then projection. Deeper layers need the training engine's backward pass.
- */
-export function pgdOutputLayer(model: Llama, windows: readonly Int32Array[], benignLogProbs: readonly Float32Array[], w: Float32Array, lo: Float32Array, hi: Float32Array, iterations = 10, stepFraction = 0.25): number {
-  const name = model.weights.output.name;
-  const { dim, vocabSize } = model.config;
-  const swap = new WeightSwap(model);
-  let last = NaN;
-  for (let it = 0; it <= iterations; it++) {
-    const grad = new Float64Array(vocabSize * dim);
-    const hs: Float32Array[] = [];
-    const prev = model.hooks;
-    let kl = 0;
-    let n = 0;
-    swap.run(new Map([[name, w]]), () => {
-      const inner = model.hooks;
-      model.hooks = { ...inner, linearInput: (nm, x, nTok, k) => void (nm === name && hs.push(Float32Array.from(x.subarray(0, nTok * k)))) };
-      try {
-        windows.forEach((win, wi) => {
-          hs.length = 0;
-          const lp = Float32Array.from(model.forward(win, 0, 0));
-          logSoftmaxRows(lp, vocabSize);
-          const h = hs.length === 1 ? hs[0] : Float32Array.from(hs.flatMap((a) => Array.from(a)));
-          const lb = benignLogProbs[wi];
-          for (let t = 0; t < win.length; t++) {
-            const o = t * vocabSize;
-            for (let v = 0; v < vocabSize; v++) {
-              const pb = Math.exp(lb[o + v]);
-              const pa = Math.exp(lp[o + v]);
-              if (pb > 0) kl += pb * (lb[o + v] - lp[o + v]);
-              const g = pa - pb;
-              if (Math.abs(g) < 1e-7) continue;
-              for (let j = 0; j < dim; j++) grad[v * dim + j] += g * h[t * dim + j];
-            }
-            n++;
-          }
-        });
-      } finally {
-        model.hooks = inner;
-      }
-    });
-    model.hooks = prev;
-    last = kl / Math.max(1, n);
-    if (it === iterations) break;
-    for (let i = 0; i < w.length; i++) {
-      if (grad[i] === 0 || lo[i] === hi[i]) continue;
-      const step = stepFraction * (hi[i] - lo[i]);
-      w[i] = Math.min(hi[i], Math.max(lo[i], w[i] - Math.sign(grad[i]) * step));
-    }
-  }
-  return last;
 }
 
 /**

@@ -5,8 +5,10 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { gptqPartRun, type GptqPartJob } from '../pipeline/gptq-parts.js';
 import { setWasmVariant, type WasmVariant } from '../kernels/wasm.js';
+import { installWasmQuantizers } from '../kernels/ggml-quant.js';
 
 setWasmVariant((workerData as { variant: WasmVariant }).variant);
+installWasmQuantizers();
 
 parentPort!.on('message', (job: GptqPartJob & { id: number }) => {
   try {

@@ -4,11 +4,13 @@
 import { fail, LowbitError } from '../errors.js';
 import { hasRelaxedSimd } from '../env.js';
 import { setWasmVariant, type WasmVariant } from '../kernels/wasm.js';
+import { installWasmQuantizers } from '../kernels/ggml-quant.js';
 import { helpText, parseArgs, type Command } from './args.js';
 import { commandNames, loadCommand, loadCommands } from './commands/index.js';
 import { abortRun, beginRun, commitRun } from './files.js';
 
 export async function main(argv: readonly string[]): Promise<number> {
+  installWasmQuantizers(); // the WebAssembly quantizers into the GGML type-traits table (every command)
   const [name, ...rest] = argv;
   if (name === undefined) {
     // no command is a usage error: the usage goes to stderr, stdout stays empty

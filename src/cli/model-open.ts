@@ -5,12 +5,14 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fail } from '../errors.js';
-import { openLlama2cLazy } from '../io/llama2c-lazy.js';
+import { openLlama2c } from '../io/llama2c.js';
+import { isGguf, readGguf } from '../io/gguf.js';
+import { ggufSplitParts, openGgufSplit, splitPath, writeGgufPart } from '../io/gguf-split.js';
 import { openModelFile, type ModelFile } from '../io/model-file.js';
 import type { ByteSource } from '../io/source.js';
 import type { ByteSink } from '../io/sink.js';
-import { noteInput, type AtomicFile } from './files.js';
-import { fileSet } from './node-source.js';
+import { AtomicFile, noteInput, withAtomicFile } from './files.js';
+import { fileSet, fileSource } from './node-source.js';
 
 /**
  * A sink over an AtomicFile whose writes run on the thread pool, at most `depth` in flight (bounded
@@ -63,15 +65,61 @@ export function pipelinedSink(f: AtomicFile, depth = 2, syncEvery = 0): ByteSink
   };
 }
 
+/**
+ * A model input through `open`: a split GGUF (the first part, PREFIX-00001-of-0000N.gguf) becomes one
+ * virtual GGUF over all its parts (src/io/gguf-split.ts), every other file is returned as opened.
+ */
+export async function openModelSource(open: (file: string) => ByteSource, file: string): Promise<ByteSource> {
+  const src = open(file);
+  if (!(await isGguf(src))) return src;
+  const dir = path.dirname(file);
+  return openGgufSplit(src, async (name) => open(path.join(dir, name)));
+}
+
+/**
+ * Write a GGUF as llama-quantize --keep-split does: `fill` writes the whole file (to a temp file that is
+ * removed afterwards), which is then cut into PREFIX-0000i-of-0000N.gguf, one per input part (`parts`:
+ * each input part's tensor names; one part when the input was not split), each written atomically.
+ * Returns fill's result and the files written.
+ */
+export async function withSplitOutput<T>(prefix: string, parts: readonly (readonly string[])[], fill: (f: AtomicFile) => Promise<T>): Promise<{ result: T; files: string[] }> {
+  const whole = new AtomicFile(`${prefix}.gguf`, 'output (before --keep-split)');
+  try {
+    const result = await fill(whole);
+    const src = fileSource(whole.temp);
+    try {
+      const g = await readGguf(src);
+      const cut = ggufSplitParts(g, parts);
+      const files = cut.map((_, i) => splitPath(prefix, i, cut.length));
+      for (let i = 0; i < cut.length; i++)
+        await withAtomicFile(files[i], async (f) => {
+          const sink = pipelinedSink(f, 2);
+          try {
+            await writeGgufPart(g, cut[i], sink);
+            await sink.flush();
+          } catch (e) {
+            await sink.settle();
+            throw e;
+          }
+        });
+      return { result, files };
+    } finally {
+      src.close();
+    }
+  } finally {
+    whole.abort();
+  }
+}
+
 export async function openModelPath(file: string): Promise<{ model: ModelFile; close(): void }> {
   const files = fileSet('async');
   const open = files.open;
   const close = files.close;
   try {
     const dir = path.dirname(file);
-    const model = await openModelFile(open(file), {
+    const model = await openModelFile(await openModelSource(open, file), {
       openSibling: async (name: string): Promise<ByteSource> => open(path.join(dir, name)),
-      llama2c: async (src) => openLlama2cLazy(src),
+      llama2c: async (src) => openLlama2c(src),
     });
     return { model, close };
   } catch (e) {

@@ -6,33 +6,42 @@
  *                             MatMul/Gemm left by --type): static ranges from --calib (--calib-method) or
  *                             --dynamic activations
  *   --type qdq                only the QDQ part
- * Calibration data: .npy (single-input models), .npz (arrays named by input) or a folder of them.
+ *   --gather                  Gather embedding tables -> com.microsoft GatherBlockQuantized (--type's bits)
+ *   --float16                 the rest of the graph in float16 (inputs/outputs stay float32; with
+ *                             --type int4 this is transformers.js's q4f16)
+ * Calibration data (onnx-calib.ts): .npy (single-input models), .npz (arrays named by input), .png
+ * images, .wav audio, or a folder of them.
  * The written model is loaded by onnxruntime-node (when installed) before the command ends.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { inflateRawSync } from 'node:zlib';
 import { fail } from '../errors.js';
 import { accumulateHessian, finishHessian } from '../algos/gptq.js';
-import { readNpy, readNpz } from '../io/npy.js';
 import { encodeOnnx, inlineExternalData, parseOnnx, PROTOBUF_LIMIT, writeOnnx } from '../io/onnx/model.js';
 import { nodeLabel } from '../io/onnx/graph-edit.js';
 import { matmulTargets, quantizeMatMulNBits, type NBitsAlgorithm, type NodeReport } from '../io/onnx/nbits.js';
-import { QDQ_OPS, qdqTargets, quantizeQdq, RangeCollector, type CalibMethod, type QdqOptions } from '../io/onnx/qdq.js';
+import { QDQ_OPS, qdqTargets, quantizeQdq, RangeCollector, type CalibMethod, type QdqFormat, type QdqOptions } from '../io/onnx/qdq.js';
+import { convertFloat16, type Float16Report } from '../io/onnx/float16.js';
+import { gatherTargets, quantizeGatherBlocks } from '../io/onnx/gather.js';
 import type { ParsedArgs } from './args.js';
 import type { OptionSpec } from './args.js';
 import { checkOutput, noteInput, stagedPath, withAtomicFile } from './files.js';
 import { openOnnxPath } from './onnx-open.js';
+import { CALIB_MEDIA_OPTIONS, readCalibration } from './onnx-calib.js';
 import { captureActivations, loadOrt, ortSession, type Feeds, type OutTensor } from './onnx-runtime.js';
 import { renderTable } from './commands/formats.js';
 
 /** options only ONNX models use (added to `lowbit quantize`'s table) */
 export const ONNX_QUANTIZE_OPTIONS: readonly OptionSpec[] = [
   { name: 'accuracy-level', type: 'int', help: 'ONNX MatMulNBits: accuracy_level (0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 compute)', min: 0, max: 4 },
+  ...CALIB_MEDIA_OPTIONS,
   { name: 'calib-samples', type: 'int', help: 'ONNX: use at most this many calibration samples', min: 1 },
-  { name: 'qdq', type: 'string', choices: ['int8'], help: 'ONNX: QuantizeLinear/DequantizeLinear int8 on --qdq-ops (weights per output channel; activations static from --calib, or --dynamic)' },
+  { name: 'qdq', type: 'string', choices: ['int8', 'fp8'], help: 'ONNX: QuantizeLinear/DequantizeLinear on --qdq-ops: int8 (weights per output channel, uint8 activations static from --calib or --dynamic) or fp8 (float8e4m3fn weights and activations, opset 19; static or --weights-only)' },
+  { name: 'gather', type: 'boolean', help: 'ONNX: also quantize Gather embedding tables (constant [V, D], axis 0) to com.microsoft GatherBlockQuantized with --type\'s bits and --group' },
+  { name: 'float16', type: 'boolean', help: 'ONNX: convert the remaining float32 weights and activations to float16 (model inputs/outputs stay float32, Casts at the boundaries)' },
   { name: 'qdq-ops', type: 'string', help: 'ONNX: op types that get QDQ (MatMul/Gemm already turned into MatMulNBits are not touched)', default: 'Conv,MatMul,Gemm' },
   { name: 'calib-method', type: 'string', choices: ['minmax', 'percentile', 'mse', 'entropy'], help: 'ONNX QDQ: how calibrated activation ranges are chosen', default: 'minmax' },
+  { name: 'act-granularity', type: 'string', choices: ['tensor', 'channel'], default: 'tensor', help: 'ONNX QDQ static activations: one range per tensor, or per channel (axis 1: QuantizeLinear with 1-D scales; onnxruntime runs it dequantized)' },
   { name: 'dynamic', type: 'boolean', help: 'ONNX QDQ: activations quantized at run time (DynamicQuantizeLinear), no calibration' },
   { name: 'weights-only', type: 'boolean', help: 'ONNX QDQ: int8 weights behind DequantizeLinear, activations left in float (with --calib: bias-corrected)' },
   { name: 'bias-correction', type: 'boolean', default: true, help: 'ONNX QDQ with --calib: correct each Conv bias so its output channel means stay the float model\'s (--no-bias-correction to skip)' },
@@ -97,37 +106,9 @@ export interface OnnxQuantizeOptions {
   json: boolean;
 }
 
-/** Calibration samples: each a feed per model input, from .npy/.npz files or a folder of them. */
-export function readCalibration(p: string, inputNames: readonly string[], max = Infinity): Feeds[] {
-  if (!fs.existsSync(p)) fail(`--calib ${p} does not exist`);
-  const files = fs.statSync(p).isDirectory()
-    ? fs
-        .readdirSync(p)
-        .filter((f) => /\.(npy|npz)$/i.test(f))
-        .sort()
-        .map((f) => path.join(p, f))
-    : [p];
-  if (!files.length) fail(`--calib ${p}: no .npy or .npz files`);
-  const out: Feeds[] = [];
-  for (const f of files) {
-    if (out.length >= max) break;
-    const bytes = new Uint8Array(fs.readFileSync(f));
-    if (/\.npz$/i.test(f)) {
-      const arrays = readNpz(bytes, f, (d) => new Uint8Array(inflateRawSync(d)));
-      const feeds: Feeds = {};
-      for (const name of inputNames) feeds[name] = arrays.get(name) ?? fail(`${f}: no array named '${name}' (model inputs: ${inputNames.join(', ')}; arrays: ${[...arrays.keys()].join(', ')})`);
-      out.push(feeds);
-    } else {
-      if (inputNames.length !== 1) fail(`${f}: a .npy holds one array, the model has ${inputNames.length} inputs (${inputNames.join(', ')}); use .npz files named by input`);
-      out.push({ [inputNames[0]]: readNpy(bytes, f) });
-    }
-  }
-  return out;
-}
-
 /** 2 X^T X / n per activation feeding a quantizable MatMul (GPTQ). */
 async function collectHessians(m: Awaited<ReturnType<typeof openOnnxPath>>['model'], samples: Feeds[], warn: (s: string) => void): Promise<Map<string, Float64Array>> {
-  const targets = matmulTargets(m).filter((t) => t.graphPath === '');
+  const targets = matmulTargets(m);
   const ks = new Map(targets.map((t) => [t.activation, t.K]));
   const h = new Map<string, Float64Array>();
   const rows = new Map<string, number>();
@@ -155,18 +136,27 @@ export async function runOnnxQuantize(a: ParsedArgs): Promise<void> {
   noteInput(input);
   noteInput(a.values.calib as string | undefined);
   checkOutput(output, 'output');
-  const type = (a.values.type as string | undefined)?.toLowerCase() ?? (a.values.qdq ? 'qdq' : fail('quantize model.onnx needs --type int4 (also int2, int8: MatMulNBits) and/or --qdq int8'));
+  const float16 = a.values.float16 as boolean;
+  const type = (a.values.type as string | undefined)?.toLowerCase() ?? (a.values.qdq ? 'qdq' : float16 ? 'float16' : fail('quantize model.onnx needs --type int4 (also int2, int8: MatMulNBits), --qdq int8|fp8 and/or --float16'));
+  if (type === 'int3' || type === 'q3') fail(`--type ${type}: onnxruntime's MatMulNBits runs 2, 4 and 8 bits only (its CPU kernel refuses bits = 3): use int2, int4 or int8`);
   const bitsOf: Record<string, number> = { int2: 2, int4: 4, int8: 8, q4: 4, q8: 8 };
-  const bits = type === 'qdq' ? 0 : (bitsOf[type] ?? fail(`--type ${type}: for ONNX models use int2, int4 or int8 (MatMulNBits) or qdq`));
-  const qdq = a.values.qdq as string | undefined;
-  if (type === 'qdq' && !qdq) fail('--type qdq needs --qdq int8');
+  const bits = type === 'qdq' || type === 'float16' ? 0 : (bitsOf[type] ?? fail(`--type ${type}: for ONNX models use int2, int4 or int8 (MatMulNBits), qdq or float16`));
+  const qdq = a.values.qdq as QdqFormat | undefined;
+  if (type === 'qdq' && !qdq) fail('--type qdq needs --qdq int8 or --qdq fp8');
+  if (type === 'float16' && !float16) fail('--type float16 is --float16');
+  const gather = a.values.gather as boolean;
+  if (gather && !bits) fail('--gather needs --type int2, int4 or int8 (the bits of GatherBlockQuantized)');
   const dynamic = a.values.dynamic as boolean;
   const weightsOnly = a.values['weights-only'] as boolean;
   if (weightsOnly && dynamic) fail('--weights-only and --dynamic exclude each other (--dynamic quantizes the activations at run time)');
   const method = a.values['calib-method'] as CalibMethod;
+  const perChannel = a.values['act-granularity'] === 'channel';
+  if (perChannel && (!qdq || dynamic || weightsOnly)) fail('--act-granularity channel is for static QDQ activations (--qdq with --calib)');
+  if (qdq === 'fp8' && dynamic) fail('--qdq fp8 has no --dynamic (DynamicQuantizeLinear is uint8): use --calib or --weights-only');
+  if (qdq === 'fp8' && (method === 'mse' || method === 'entropy')) fail(`--calib-method ${method} searches a uint8 grid; --qdq fp8 takes minmax or percentile`);
   const qdqOps = new Set((a.values['qdq-ops'] as string).split(',').map((x) => x.trim()).filter(Boolean));
   for (const op of qdqOps) if (!(QDQ_OPS as readonly string[]).includes(op)) fail(`--qdq-ops ${op}: QDQ handles ${QDQ_OPS.join(', ')}`);
-  if (qdq && !dynamic && !weightsOnly && !a.values.calib) fail('--qdq int8 needs --calib (static activation ranges), --dynamic or --weights-only');
+  if (qdq && !dynamic && !weightsOnly && !a.values.calib) fail(`--qdq ${qdq} needs --calib (static activation ranges)${qdq === 'int8' ? ', --dynamic' : ''} or --weights-only`);
   const keep = new Set(((a.values.keep as string | undefined) ?? '').split(',').map((x) => x.trim()).filter(Boolean));
   const algo = ((a.values.algo as string | undefined) ?? 'rtn') as NBitsAlgorithm;
   if (!['rtn', 'gptq', 'hqq'].includes(algo)) fail(`--algo ${algo}: ONNX models take rtn, gptq or hqq`);
@@ -182,16 +172,11 @@ export async function runOnnxQuantize(a: ParsedArgs): Promise<void> {
   const { model, close } = await openOnnxPath(input);
   try {
     let samples: Feeds[] | undefined;
-    if (calib && ((bits && algo === 'gptq') || qdq)) {
-      const s = await ortSession(path.resolve(input));
-      const names = s.inputNames;
-      await s.release();
-      samples = readCalibration(calib, names, a.values['calib-samples'] as number | undefined);
-    }
+    if (calib && ((bits && algo === 'gptq') || qdq)) samples = await readCalibration(calib, model.proto, a, a.values['calib-samples'] as number | undefined, path.resolve(input));
     const reports: NodeReport[] = [];
     if (bits) {
       const hessians = algo === 'gptq' ? await collectHessians(model, samples!, warn) : undefined;
-      if (!matmulTargets(model).length && !qdq) fail(`${input}: no MatMul or Gemm with a constant 2-D float weight to quantize`);
+      if (!matmulTargets(model).length && !qdq && !(gather && gatherTargets(model).length)) fail(`${input}: no MatMul or Gemm with a constant 2-D float weight to quantize`);
       reports.push(
         ...(await quantizeMatMulNBits(
           model,
@@ -199,29 +184,36 @@ export async function runOnnxQuantize(a: ParsedArgs): Promise<void> {
           warn,
         )),
       );
+      if (gather) reports.push(...(await quantizeGatherBlocks(model, { bits, blockSize: (a.values.group as number | undefined) ?? 32, symmetric: !(a.values.asym as boolean), keep }, warn)));
     }
     // QDQ calibration runs on the model as rewritten so far (after MatMulNBits): the ranges, the bias
     // correction and the sensitivity pass see the upstream weight-only error (sequential calibration)
     const baseBytes = a.values['keep-sensitive'] ? encodeOnnx(model.proto) : undefined;
-    let ranges: Map<string, [number, number]> | undefined;
+    let ranges: QdqOptions['ranges'];
     if (qdq && !dynamic && !weightsOnly) {
-      const acts = [...new Set(qdqTargets(model, qdqOps).filter((t) => t.graphPath === '').map((t) => t.activation))];
+      const acts = [...new Set(qdqTargets(model, qdqOps).map((t) => t.activation))];
       const rc = new RangeCollector();
-      await captureActivations(model.proto, acts, samples!, (name, t) => rc.observeMinMax(name, t.data));
-      if (method !== 'minmax') await captureActivations(model.proto, acts, samples!, (name, t) => rc.observeHistogram(name, t.data));
-      ranges = new Map(acts.filter((n) => rc.min.has(n)).map((n) => [n, rc.range(n, method)]));
+      if (perChannel) {
+        // per channel (axis 1) where the activation has channels (Conv inputs); per tensor elsewhere
+        await captureActivations(model.proto, acts, samples!, (name, t) => (t.dims.length >= 3 ? rc.observePerChannel(name, t.data, t.dims, 'minmax') : rc.observeMinMax(name, t.data)));
+        if (method !== 'minmax') await captureActivations(model.proto, acts, samples!, (name, t) => (t.dims.length >= 3 ? rc.observePerChannel(name, t.data, t.dims, 'histogram') : rc.observeHistogram(name, t.data)));
+      } else {
+        await captureActivations(model.proto, acts, samples!, (name, t) => rc.observeMinMax(name, t.data));
+        if (method !== 'minmax') await captureActivations(model.proto, acts, samples!, (name, t) => rc.observeHistogram(name, t.data));
+      }
+      ranges = new Map(acts.flatMap((n) => { const r = rc.channelRanges(n, method) ?? (rc.min.has(n) ? rc.range(n, method) : undefined); return r ? [[n, r] as const] : []; }));
     }
     // bias correction: E[x] and E[q(x)] per channel of each Conv input
     let means: QdqOptions['means'];
     if (qdq && samples && a.values['bias-correction']) {
-      const acts = [...new Set(qdqTargets(model, qdqOps).filter((t) => t.graphPath === '' && t.node.op_type === 'Conv').map((t) => t.activation))];
+      const acts = [...new Set(qdqTargets(model, qdqOps).filter((t) => t.node.op_type === 'Conv').map((t) => t.activation))];
       const rc = new RangeCollector();
-      await captureActivations(model.proto, acts, samples, (name, t) => rc.observeChannels(name, t.data, t.dims, ranges?.get(name)));
+      await captureActivations(model.proto, acts, samples, (name, t) => rc.observeChannels(name, t.data, t.dims, ranges?.get(name), qdq));
       means = new Map(acts.flatMap((n) => { const cm = rc.channelMeans(n); return cm ? [[n, cm] as const] : []; }));
     }
     let sensitivity: { node: string; sqnrDb: number }[] | undefined;
     if (qdq) {
-      const qopts: QdqOptions = { ops: qdqOps, activations: weightsOnly ? 'none' : dynamic ? 'dynamic' : 'static', ranges, keep, means };
+      const qopts: QdqOptions = { ops: qdqOps, activations: weightsOnly ? 'none' : dynamic ? 'dynamic' : 'static', ranges, keep, means, format: qdq };
       const nKeep = a.values['keep-sensitive'] as number | undefined;
       if (nKeep) {
         if (!samples) fail('--keep-sensitive needs --calib (the sensitivity pass runs the model on it)');
@@ -232,7 +224,9 @@ export async function runOnnxQuantize(a: ParsedArgs): Promise<void> {
       }
       reports.push(...(await quantizeQdq(model, qopts, warn)));
     }
-    if (!reports.some((r) => r.action !== 'kept')) fail(`nothing was quantized${reports.length ? `: ${reports.map((r) => `${r.node}: ${r.reason}`).join('; ')}` : ''}`);
+    let half: Float16Report | undefined;
+    if (float16) half = await convertFloat16(model, { keepNodes: keep });
+    if (!half?.tensors && !reports.some((r) => r.action !== 'kept')) fail(`nothing was quantized${reports.length ? `: ${reports.map((r) => `${r.node}: ${r.reason}`).join('; ')}` : ''}`);
     await inlineExternalData(model);
     let bytes = 0;
     await withAtomicFile(output, async (f) => {
@@ -242,18 +236,30 @@ export async function runOnnxQuantize(a: ParsedArgs): Promise<void> {
     let loads: boolean | undefined;
     try {
       await loadOrt();
-      const s = await ortSession(path.resolve(stagedPath(output))); // the written file, renamed into place when the run succeeds
+      const written = path.resolve(stagedPath(output)); // the written file, renamed into place when the run succeeds
+      let s: Awaited<ReturnType<typeof ortSession>>;
+      try {
+        s = await ortSession(written);
+      } catch (e) {
+        // onnxruntime 1.30 (CPU) fuses DequantizeLinear -> Conv -> QuantizeLinear into QLinearConv without
+        // checking the type, and QLinearConv has no float8 kernel: static FP8 graphs load only without
+        // that fusion (graph optimization 'basic')
+        if (qdq !== 'fp8' || !/float8/.test((e as Error).message)) throw e;
+        s = await ortSession(written, 1, 'basic');
+        warn("onnxruntime-node loads this FP8 model only with graphOptimizationLevel 'basic' (its QDQ fusion makes a float8 QLinearConv, which has no kernel)");
+      }
       await s.release();
       loads = true;
     } catch (e) {
       if (!/needs onnxruntime-node/.test((e as Error).message)) throw e;
     }
     const seconds = (performance.now() - t0) / 1000;
-    const report = { input, output, inputBytes: model.size, outputBytes: bytes, seconds, nodes: reports, sensitivity, warnings, onnxruntimeLoads: loads };
+    const report = { input, output, inputBytes: model.size, outputBytes: bytes, seconds, nodes: reports, float16: half, sensitivity, warnings, onnxruntimeLoads: loads };
     if (json) process.stdout.write(JSON.stringify(report) + '\n');
     else {
       const rows = reports.map((r) => [r.node, r.op, `${r.K}x${r.N}`, r.action, r.sqnrDb === undefined ? '-' : r.sqnrDb.toFixed(2)]);
       process.stdout.write(renderTable(['node', 'op', 'K x N', 'to', 'SQNR dB'], rows, [false, false, false, false, true]) + '\n');
+      if (half) process.stdout.write(`float16: ${half.tensors} weights, ${half.nodes} nodes converted, ${half.casts} Casts; kept in float32: ${Object.entries(half.keptOps).map(([k, v]) => `${k} ${v}`).join(', ') || 'none'}\n`);
       if (sensitivity) process.stdout.write(`most sensitive (output SQNR quantized alone): ${sensitivity.slice(0, 8).map((s) => `${s.node} ${s.sqnrDb.toFixed(1)} dB`).join(', ')}\n`);
       process.stdout.write(`${input} (${model.size} bytes) -> ${output} (${bytes} bytes, ${((100 * bytes) / model.size).toFixed(1)} %), ${seconds.toFixed(2)} s${loads ? '; onnxruntime-node loads it' : ''}\n`);
     }

@@ -4,9 +4,9 @@
  * onnxruntime-node is loaded on first use; without it, commands that need a runtime say so.
  */
 import { fail } from '../errors.js';
-import { encodeOnnx } from '../io/onnx/model.js';
-import { valueInfo } from '../io/onnx/build.js';
-import type { ModelProto } from '../io/onnx/schema.js';
+import { allGraphs, encodeOnnx, parseOnnx, subgraphs } from '../io/onnx/model.js';
+import { floatTensor, node, valueInfo } from '../io/onnx/build.js';
+import type { GraphProto, ModelProto } from '../io/onnx/schema.js';
 import type { NpyArray } from '../io/npy.js';
 
 type Ort = typeof import('onnxruntime-node');
@@ -54,13 +54,13 @@ export interface OrtSession {
   release(): Promise<void>;
 }
 
-export async function ortSession(model: Uint8Array | string, threads = 1): Promise<OrtSession> {
+/** `optimization` 'basic' keeps onnxruntime from fusing QDQ patterns (see runOnnxQuantize's FP8 note) */
+export async function ortSession(model: Uint8Array | string, threads = 1, optimization: 'basic' | 'all' = 'all'): Promise<OrtSession> {
   const ort = await loadOrt();
   let s: import('onnxruntime-node').InferenceSession;
+  const opts = { intraOpNumThreads: threads, interOpNumThreads: 1, logSeverityLevel: 3 as const, graphOptimizationLevel: optimization };
   try {
-    s = typeof model === 'string'
-      ? await ort.InferenceSession.create(model, { intraOpNumThreads: threads, interOpNumThreads: 1, logSeverityLevel: 3 })
-      : await ort.InferenceSession.create(model, { intraOpNumThreads: threads, interOpNumThreads: 1, logSeverityLevel: 3 });
+    s = typeof model === 'string' ? await ort.InferenceSession.create(model, opts) : await ort.InferenceSession.create(model, opts);
   } catch (e) {
     fail(`onnxruntime could not load the model: ${(e as Error).message.split('\n')[0]}`);
   }
@@ -91,26 +91,78 @@ export async function ortSession(model: Uint8Array | string, threads = 1): Promi
   };
 }
 
-/** The model with `names` added as float graph outputs (to read intermediate activations). */
-export function withOutputs(proto: ModelProto, names: readonly string[]): Uint8Array {
+/**
+ * The model with `names` added as float graph outputs (to read intermediate activations), and the
+ * graph output that carries each name. A name inside an `If` branch (at any depth) is passed out as an
+ * extra output of the branch and of its If node; the other branch outputs an empty tensor there (skipped
+ * by captureActivations). Names inside Loop/Scan bodies are not reachable and are left out.
+ */
+export function withOutputs(proto: ModelProto, names: readonly string[]): { bytes: Uint8Array; outputOf: Map<string, string> } {
   const have = new Set((proto.graph!.output ?? []).map((o) => o.name));
-  const extra = names.filter((n) => !have.has(n)).map((n) => valueInfo(n, 1));
-  const copy: ModelProto = { ...proto, graph: { ...proto.graph!, output: [...(proto.graph!.output ?? []), ...extra] } };
-  return encodeOnnx(copy);
+  const main = new Set<string>([...(proto.graph!.input ?? []).map((v) => v.name ?? ''), ...(proto.graph!.initializer ?? []).map((t) => t.name ?? '')]);
+  for (const n of proto.graph!.node ?? []) for (const o of n.output ?? []) main.add(o);
+  const outputOf = new Map<string, string>();
+  const inner = names.filter((n) => !main.has(n));
+  let m = proto;
+  if (inner.length) {
+    m = parseOnnx(encodeOnnx(proto)).proto; // a private copy to rewire
+    const taken = new Set<string>();
+    for (const { graph } of allGraphs(m)) for (const n of graph.node ?? []) for (const x of [...(n.input ?? []), ...(n.output ?? [])]) taken.add(x);
+    const fresh = (base: string) => {
+      let s = base;
+      for (let i = 1; taken.has(s); i++) s = `${base}_${i}`;
+      taken.add(s);
+      return s;
+    };
+    /** pass `name` out of graph g (which produces it, maybe in a nested If); returns the name it has in g */
+    const lift = (g: GraphProto, name: string): string | undefined => {
+      for (const n of g.node ?? []) if ((n.output ?? []).includes(name)) return name;
+      for (const n of g.node ?? []) {
+        if (n.op_type !== 'If') continue;
+        const branches = subgraphs(n).map((s) => s.graph);
+        for (const b of branches) {
+          const got = lift(b, name);
+          if (!got) continue;
+          for (const other of branches) {
+            if (other === b) (other.output ??= []).push(valueInfo(got, 1));
+            else {
+              const empty = fresh(`${name}_empty`);
+              (other.node ??= []).push(node('Constant', [], [empty], { value: floatTensor(empty, [0], []) }));
+              (other.output ??= []).push(valueInfo(empty, 1));
+            }
+          }
+          const out = fresh(`${name}_lifted`);
+          (n.output ??= []).push(out);
+          return out;
+        }
+      }
+      return undefined;
+    };
+    for (const name of inner) {
+      const out = lift(m.graph!, name);
+      if (out) outputOf.set(name, out);
+    }
+  }
+  for (const n of names) if (main.has(n)) outputOf.set(n, n);
+  const extra = [...outputOf.values()].filter((n) => !have.has(n)).map((n) => valueInfo(n, 1));
+  const copy: ModelProto = { ...m, graph: { ...m.graph!, output: [...(m.graph!.output ?? []), ...extra] } };
+  return { bytes: encodeOnnx(copy), outputOf };
 }
 
 /**
  * Run the model on each feed set and hand every captured activation to `sink` (name, tensor), one
- * sample at a time (activations are not all kept in memory).
+ * sample at a time (activations are not all kept in memory). Empty tensors (the untaken branch of an
+ * If) are skipped.
  */
 export async function captureActivations(proto: ModelProto, names: readonly string[], samples: readonly Feeds[], sink: (name: string, t: OutTensor) => void, threads = 1): Promise<void> {
-  const s = await ortSession(withOutputs(proto, names), threads);
+  const { bytes, outputOf } = withOutputs(proto, names);
+  const s = await ortSession(bytes, threads);
   try {
     for (const feeds of samples) {
-      const out = await s.run(feeds, names);
-      for (const n of names) {
-        const t = out.get(n);
-        if (t) sink(n, t);
+      const out = await s.run(feeds, [...outputOf.values()]);
+      for (const [n, o] of outputOf) {
+        const t = out.get(o);
+        if (t && t.data.length) sink(n, t);
       }
     }
   } finally {

@@ -4,13 +4,14 @@
  * references with it), exactly as the calling thread does.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import '../kernels/ggml-quant.js';
+import { installWasmQuantizers } from '../kernels/ggml-quant.js';
 import { setWasmVariant, type WasmVariant } from '../kernels/wasm.js';
 import '../quant/ggml/index.js';
 import { ggmlCodec } from '../quant/ggml/registry.js';
 import { workOn, type RowJob } from './quantize-pool.js';
 
 setWasmVariant((workerData as { variant: WasmVariant }).variant);
+installWasmQuantizers();
 
 parentPort!.on('message', (job: RowJob & { id: number }) => {
   try {

@@ -40,3 +40,34 @@ export function maxAbsError(ref: ArrayLike<number>, approx: ArrayLike<number>): 
   }
   return m;
 }
+
+/** log Σ exp(x[off .. off + n)), in float64 (max-shifted) */
+export function logSumExp(x: ArrayLike<number>, off: number, n: number): number {
+  let m = -Infinity;
+  for (let i = 0; i < n; i++) if (x[off + i] > m) m = x[off + i];
+  let s = 0;
+  for (let i = 0; i < n; i++) s += Math.exp(x[off + i] - m);
+  return m + Math.log(s);
+}
+
+/** log-softmax of each row of `width` logits, in place */
+export function logSoftmaxRows(x: Float32Array, width: number): void {
+  for (let o = 0; o < x.length; o += width) {
+    const lse = logSumExp(x, o, width);
+    for (let i = 0; i < width; i++) x[o + i] -= lse;
+  }
+}
+
+/**
+ * KL(P || Q) in nats of two next-token distributions given as rows of logits minus their log-sum-exp
+ * (lseP, lseQ; 0 for rows that are log-probabilities already): Σ p (log p - log q), never negative.
+ * The one KL divergence of the calibration stages, the sensitivity pass and the audit.
+ */
+export function klDivergenceRow(p: ArrayLike<number>, pOff: number, lseP: number, q: ArrayLike<number>, qOff: number, lseQ: number, n: number): number {
+  let kl = 0;
+  for (let i = 0; i < n; i++) {
+    const a = p[pOff + i] - lseP;
+    kl += Math.exp(a) * (a - (q[qOff + i] - lseQ));
+  }
+  return Math.max(0, kl);
+}

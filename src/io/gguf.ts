@@ -426,6 +426,14 @@ export function ggufTensorBytes(t: GgufTensorSpec): number {
 
 const pad = (n: number, a: number) => Math.ceil(n / a) * a;
 
+/** The exact size of the GGUF file with this metadata and these tensors: header, data, every padding. */
+export function ggufFileSize(metadata: Iterable<[string, GgufValue]>, tensors: readonly GgufTensorSpec[]): number {
+  const m = new Map(metadata);
+  const al = m.get('general.alignment');
+  const alignment = al ? Number(al.value) : GGUF_DEFAULT_ALIGNMENT;
+  return tensors.reduce((a, t) => a + pad(ggufTensorBytes(t), alignment), ggufHeaderBytes(m, tensors, alignment).length);
+}
+
 /** Serialize the GGUF header (everything up to the data section, padding included). */
 export function ggufHeaderBytes(metadata: Iterable<[string, GgufValue]>, tensors: readonly GgufTensorSpec[], alignment = GGUF_DEFAULT_ALIGNMENT): Uint8Array {
   if (alignment <= 0 || (alignment & (alignment - 1)) !== 0) fail(`GGUF alignment ${alignment} is not a power of 2`);

@@ -1,5 +1,7 @@
 /**
- * llama2.c checkpoints (karpathy/llama2.c `run.c`, legacy "version 0" export), read through a ByteSource.
+ * llama2.c checkpoints (karpathy/llama2.c `run.c`, legacy "version 0" export): the one reader, a lazy
+ * view for the model-file API (GGUF tensor names and byte offsets, nothing read but the 28-byte
+ * header), and `readLlama2c`, the same view with every tensor's bytes read (the runtime's input).
  *
  * Layout, all little-endian:
  *   header: 7 x int32  dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len
@@ -18,7 +20,19 @@
 import { fail } from '../errors.js';
 import type { LlamaConfig, StoredTensor } from '../model/types.js';
 import { ggmlTypeByName } from '../quant/ggml/types.js';
+import type { ModelTensor } from './model-file.js';
 import type { ByteSource } from './source.js';
+
+export interface Llama2cHeader {
+  dim: number;
+  hiddenDim: number;
+  nLayers: number;
+  nHeads: number;
+  nKvHeads: number;
+  vocabSize: number;
+  seqLen: number;
+  sharedClassifier: boolean;
+}
 
 export interface Llama2cModel {
   config: LlamaConfig;
@@ -31,16 +45,16 @@ const HEADER_BYTES = 28;
 /** "ak42": the magic of llama2.c's newer export formats (version 1/2), which this reader does not take */
 const AK42_MAGIC = 0x616b3432;
 
-/** Parse and validate the 7-int header; returns the config and the expected file size. */
-export function parseLlama2cHeader(header: Uint8Array, name: string, fileSize: number): { config: LlamaConfig; shared: boolean; expectedBytes: number } {
-  if (header.length < HEADER_BYTES) fail(`${name}: ${fileSize} bytes is too short for a llama2.c checkpoint (28-byte header)`);
-  const dv = new DataView(header.buffer, header.byteOffset, HEADER_BYTES);
+/** Parse and validate the 7-int header; returns it, the runtime's config and the expected file size. */
+export function parseLlama2cHeader(b: Uint8Array, name: string, fileSize: number): { header: Llama2cHeader; config: LlamaConfig; expectedBytes: number } {
+  if (b.length < HEADER_BYTES) fail(`${name}: ${fileSize} bytes is too short for a llama2.c checkpoint (28-byte header)`);
+  const dv = new DataView(b.buffer, b.byteOffset, HEADER_BYTES);
   const h = Array.from({ length: 7 }, (_, i) => dv.getInt32(i * 4, true));
   if (h[0] === AK42_MAGIC) fail(`${name}: llama2.c export version 1/2 ("ak42" magic) is not supported; use the legacy (version 0) export`);
   const [dim, hiddenDim, nLayers, nHeads, nKvHeads, vocabRaw, seqLen] = h;
-  const bad = (what: string, v: number) => fail(`${name}: not a llama2.c checkpoint: ${what} = ${v} in the header`);
-  if (!(dim > 0 && dim <= 1 << 16)) bad('dim', dim);
-  if (!(hiddenDim > 0 && hiddenDim <= 1 << 18)) bad('hidden_dim', hiddenDim);
+  const bad = (what: string, v: number) => fail(`${name}: not a llama2.c checkpoint: ${what} ${v} is out of range`);
+  if (!(dim > 0 && dim <= 65536)) bad('dim', dim);
+  if (!(hiddenDim > 0 && hiddenDim <= 1 << 20)) bad('hidden_dim', hiddenDim);
   if (!(nLayers > 0 && nLayers <= 1024)) bad('n_layers', nLayers);
   if (!(nHeads > 0 && dim % nHeads === 0)) bad('n_heads', nHeads);
   if (!(nKvHeads > 0 && nHeads % nKvHeads === 0)) bad('n_kv_heads', nKvHeads);
@@ -51,66 +65,71 @@ export function parseLlama2cHeader(header: Uint8Array, name: string, fileSize: n
   const headDim = dim / nHeads;
   if (headDim % 2 !== 0) fail(`${name}: head size ${headDim} (dim ${dim} / n_heads ${nHeads}) must be even for RoPE`);
   const kvDim = nKvHeads * headDim;
-  const perLayer = dim + dim * dim + 2 * kvDim * dim + dim * dim + dim + 3 * hiddenDim * dim;
-  const floats = vocabSize * dim + nLayers * perLayer + dim + seqLen * headDim + (shared ? 0 : vocabSize * dim);
-  const config: LlamaConfig = {
-    dim,
-    hiddenDim,
-    nLayers,
-    nHeads,
-    nKvHeads,
-    vocabSize,
-    seqLen,
-    headDim,
-    normEps: 1e-5,
-    ropeTheta: 10000,
-    ropeDim: headDim,
-    ropeStyle: 'normal',
-  };
-  return { config, shared, expectedBytes: HEADER_BYTES + floats * 4 };
+  const floats = vocabSize * dim + nLayers * (2 * dim + 2 * dim * dim + 2 * kvDim * dim + 3 * hiddenDim * dim) + dim + seqLen * headDim + (shared ? 0 : vocabSize * dim);
+  const header: Llama2cHeader = { dim, hiddenDim, nLayers, nHeads, nKvHeads, vocabSize, seqLen, sharedClassifier: shared };
+  const config: LlamaConfig = { dim, hiddenDim, nLayers, nHeads, nKvHeads, vocabSize, seqLen, headDim, normEps: 1e-5, ropeTheta: 10000, ropeDim: headDim, ropeStyle: 'normal' };
+  return { header, config, expectedBytes: HEADER_BYTES + floats * 4 };
 }
 
-/** Read a llama2.c checkpoint: config + GGUF-named F32 tensors. */
-export async function readLlama2c(src: ByteSource): Promise<Llama2cModel> {
+/** Tensors of a llama2.c file in the order llama.cpp's convert-llama2c-to-ggml writes them (no output.weight when shared). */
+export async function openLlama2c(src: ByteSource): Promise<{ metadata: Map<string, number>; tensors: ModelTensor[]; header: Llama2cHeader; config: LlamaConfig }> {
   if (src.size < HEADER_BYTES) fail(`${src.name}: ${src.size} bytes is too short for a llama2.c checkpoint (28-byte header)`);
-  const { config, shared, expectedBytes } = parseLlama2cHeader(await src.read(0, HEADER_BYTES), src.name, src.size);
-  if (src.size !== expectedBytes) {
+  const { header: h, config, expectedBytes } = parseLlama2cHeader(await src.read(0, HEADER_BYTES), src.name, src.size);
+  if (src.size !== expectedBytes)
     fail(
-      `${src.name}: size ${src.size} bytes does not match the header (dim ${config.dim}, hidden ${config.hiddenDim}, ` +
-        `${config.nLayers} layers, ${config.nHeads}/${config.nKvHeads} heads, vocab ${config.vocabSize}${shared ? '' : ' + separate classifier'}, ` +
-        `seq_len ${config.seqLen}) which needs ${expectedBytes} bytes`,
+      `${src.name}: size ${src.size} bytes does not match the header (dim ${h.dim}, hidden ${h.hiddenDim}, ${h.nLayers} layers, ` +
+        `${h.nHeads}/${h.nKvHeads} heads, vocab ${h.vocabSize}${h.sharedClassifier ? '' : ' + separate classifier'}, seq_len ${h.seqLen}) which needs ${expectedBytes} bytes`,
     );
-  }
-  const { dim, hiddenDim, nLayers, vocabSize, seqLen, headDim } = config;
-  const kvDim = config.nKvHeads * headDim;
-  const f32 = ggmlTypeByName('F32')!;
-  const tensors: StoredTensor[] = [];
+  const headDim = h.dim / h.nHeads;
+  const kvDim = h.nKvHeads * headDim;
+  const at = new Map<string, ModelTensor>();
   let offset = HEADER_BYTES;
-  // one read per tensor kind (all layers), sliced into per-layer tensors
-  const take = async (count: number): Promise<Uint8Array> => {
-    const bytes = await src.read(offset, count * 4);
-    offset += count * 4;
-    return bytes.byteOffset % 4 === 0 ? bytes : new Uint8Array(bytes) /* a copy (Buffer.slice would not copy) */;
+  const put = (name: string, ne: number[]) => {
+    const n = ne.reduce((a, b) => a * b, 1);
+    at.set(name, { name, ne, shape: [...ne].reverse(), type: 'F32', nElements: n, byteOffset: offset, byteLength: n * 4, source: src });
+    offset += n * 4;
   };
-  const perLayer = async (suffix: string, dims: number[]) => {
-    const n = dims.reduce((a, b) => a * b, 1);
-    const all = await take(nLayers * n);
-    for (let l = 0; l < nLayers; l++) {
-      tensors.push({ name: `blk.${l}.${suffix}`, type: f32, dims, data: all.subarray(l * n * 4, (l + 1) * n * 4) });
-    }
+  const perLayer = (suffix: string, ne: number[]) => {
+    for (let l = 0; l < h.nLayers; l++) put(`blk.${l}.${suffix}`, ne);
   };
-  tensors.push({ name: 'token_embd.weight', type: f32, dims: [dim, vocabSize], data: await take(vocabSize * dim) });
-  await perLayer('attn_norm.weight', [dim]);
-  await perLayer('attn_q.weight', [dim, dim]);
-  await perLayer('attn_k.weight', [dim, kvDim]);
-  await perLayer('attn_v.weight', [dim, kvDim]);
-  await perLayer('attn_output.weight', [dim, dim]);
-  await perLayer('ffn_norm.weight', [dim]);
-  await perLayer('ffn_gate.weight', [dim, hiddenDim]);
-  await perLayer('ffn_down.weight', [hiddenDim, dim]);
-  await perLayer('ffn_up.weight', [dim, hiddenDim]);
-  tensors.push({ name: 'output_norm.weight', type: f32, dims: [dim], data: await take(dim) });
-  offset += seqLen * headDim * 4; // freq_cis_real + freq_cis_imag
-  if (!shared) tensors.push({ name: 'output.weight', type: f32, dims: [dim, vocabSize], data: await take(vocabSize * dim) });
-  return { config, tensors, sharedClassifier: shared };
+  put('token_embd.weight', [h.dim, h.vocabSize]);
+  perLayer('attn_norm.weight', [h.dim]);
+  perLayer('attn_q.weight', [h.dim, h.dim]);
+  perLayer('attn_k.weight', [h.dim, kvDim]);
+  perLayer('attn_v.weight', [h.dim, kvDim]);
+  perLayer('attn_output.weight', [h.dim, h.dim]);
+  perLayer('ffn_norm.weight', [h.dim]);
+  perLayer('ffn_gate.weight', [h.dim, h.hiddenDim]);
+  perLayer('ffn_down.weight', [h.hiddenDim, h.dim]);
+  perLayer('ffn_up.weight', [h.dim, h.hiddenDim]);
+  put('output_norm.weight', [h.dim]);
+  offset += h.seqLen * headDim * 4; // freq_cis_real + freq_cis_imag
+  if (!h.sharedClassifier) put('output.weight', [h.dim, h.vocabSize]);
+  // a shared classifier is token_embd.weight itself: not listed (convert adds the alias GGUF needs)
+  const order = ['token_embd.weight', 'output_norm.weight', ...(h.sharedClassifier ? [] : ['output.weight'])];
+  for (let l = 0; l < h.nLayers; l++)
+    for (const s of ['attn_q', 'attn_k', 'attn_v', 'attn_output', 'attn_norm', 'ffn_gate', 'ffn_down', 'ffn_up', 'ffn_norm']) order.push(`blk.${l}.${s}.weight`);
+  const metadata = new Map<string, number>([
+    ['dim', h.dim],
+    ['hidden_dim', h.hiddenDim],
+    ['n_layers', h.nLayers],
+    ['n_heads', h.nHeads],
+    ['n_kv_heads', h.nKvHeads],
+    ['vocab_size', h.vocabSize],
+    ['seq_len', h.seqLen],
+    ['shared_classifier', h.sharedClassifier ? 1 : 0],
+  ]);
+  return { metadata, tensors: order.map((n) => at.get(n)!), header: h, config };
+}
+
+/** Read a llama2.c checkpoint: config + GGUF-named F32 tensors (the lazy view's tensors, read). */
+export async function readLlama2c(src: ByteSource): Promise<Llama2cModel> {
+  const { tensors, header, config } = await openLlama2c(src);
+  const f32 = ggmlTypeByName('F32')!;
+  const stored: StoredTensor[] = [];
+  for (const t of tensors) {
+    const bytes = await src.read(t.byteOffset, t.byteLength);
+    stored.push({ name: t.name, type: f32, dims: [...t.ne!], data: bytes.byteOffset % 4 === 0 ? bytes : new Uint8Array(bytes) /* a copy (Buffer.slice would not copy) */ });
+  }
+  return { config, tensors: stored, sharedClassifier: header.sharedClassifier };
 }

@@ -1,6 +1,6 @@
 /**
  * Fast GGML block quantizers: the WebAssembly kernels of wasm/quant.ts behind the registered codecs
- * (quant/ggml/registry.ts). Importing this module registers them, after which
+ * (quant/ggml/registry.ts). installWasmQuantizers() puts them into the type-traits table, after which
  * `ggmlCodec('Q4_K').quantize(...)` without an importance vector runs the kernel; with importance (the
  * imatrix paths) it runs the scalar reference, as does everything when WebAssembly SIMD is missing or
  * turned off (setWasmVariant('off'); the CLI maps LOWBIT_WASM=off to it).
@@ -246,9 +246,17 @@ export function wasmQuantizer(typeName: string): GgmlFastQuantize | undefined {
   return t && name ? fastQuantizer(t, name) : undefined;
 }
 
-for (const name of Object.keys(WASM_QUANTIZERS)) {
-  const q = wasmQuantizer(name)!;
-  registered.set(name, q);
-  registerGgmlFastQuantizer(name, q);
-  registerGgmlFastDequantizer(name, wasmDequantizer(name));
+/**
+ * Install the WebAssembly quantizers and dequantizers into the rows of the GGML type-traits table
+ * (quant/ggml/registry.ts), once; the entry points call it (the CLI, quantize(), the Lab's worker, the
+ * library's index). Nothing is installed by importing this module.
+ */
+export function installWasmQuantizers(): void {
+  if (registered.size) return;
+  for (const name of Object.keys(WASM_QUANTIZERS)) {
+    const q = wasmQuantizer(name)!;
+    registered.set(name, q);
+    registerGgmlFastQuantizer(name, q);
+    registerGgmlFastDequantizer(name, wasmDequantizer(name));
+  }
 }

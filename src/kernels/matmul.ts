@@ -39,6 +39,8 @@ interface MatmulExports {
   intBlock(type: number): number;
   intRowScratch(type: number, k: number): number;
   quantizeActs(kind: number, x: number, xs: number, nTok: number, k: number, q: number, d: number, s: number): void;
+  actBytes8(k: number): number;
+  prepActs8(q: number, nTok: number, k: number, dst: number): void;
 }
 
 const PAGE = 65536;
@@ -129,6 +131,12 @@ export interface KernelWeight {
   readonly owner?: Uint8Array;
 }
 
+/**
+ * Weights stop going into kernel memory this far below its 4 GiB end (they stay in JavaScript memory
+ * and are copied in a block at a time), so that activations, scratch and thread control still fit.
+ */
+const WEIGHT_HEADROOM = 256 * 2 ** 20;
+
 /** First-fit allocator over [base, memory end), growing the memory as needed. */
 class Heap {
   private readonly free: { at: number; size: number }[] = [];
@@ -139,7 +147,8 @@ class Heap {
     this.top = base;
   }
 
-  alloc(bytes: number): number | null {
+  /** `keep`: fail rather than leave less than this many bytes for later allocations at the top */
+  alloc(bytes: number, keep = 0): number | null {
     const size = Math.max(64, Math.ceil(bytes / 64) * 64);
     for (let i = 0; i < this.free.length; i++) {
       const f = this.free[i];
@@ -155,7 +164,7 @@ class Heap {
     }
     const at = this.top;
     const end = at + size;
-    if (end > this.maxBytes) return null;
+    if (end > this.maxBytes - keep) return null;
     const have = this.memory.buffer.byteLength;
     if (end > have) {
       try {
@@ -200,6 +209,28 @@ class Heap {
 interface Buffer {
   at: number;
   bytes: number;
+}
+
+/** Packed rows of one KV-cache side as the attention kernel reads them (wasm/matmul.ts fillHead). */
+export interface PackedKvSource {
+  /** 1 GGML rows, 2 KIVI per channel (groups of G positions), 3 KIVI per token (groups of G channels) */
+  readonly mode: 1 | 2 | 3;
+  /** position 0's packed bytes, in the engine's memory */
+  readonly bytes: Uint8Array;
+  /** bytes per position */
+  readonly rowBytes: number;
+  /** GGML type id, or KIVI bits per code */
+  readonly type: number;
+  /** KIVI: values per record (G); bytes per record */
+  readonly group: number;
+  readonly record: number;
+}
+
+/** One side of attentionPacked: positions [0, b) packed in `source`, [b, n) f32 rows in `tail` (position p at p * kvDim). */
+export interface PackedAttentionSide {
+  readonly source: PackedKvSource | null;
+  readonly b: number;
+  readonly tail: Float32Array;
 }
 
 export class MatmulEngine {
@@ -326,7 +357,7 @@ export class MatmulEngine {
       // the allocation lives as long as `data`, which the weight keeps
       return { engine: this, type, rows, cols, rowBytes, ptr: data.byteOffset, owner: data };
     }
-    const ptr = this.heap.alloc(bytes);
+    const ptr = this.heap.alloc(bytes, WEIGHT_HEADROOM);
     if (ptr === null) return null;
     this.views();
     this.u8View.set(data, ptr);
@@ -342,7 +373,7 @@ export class MatmulEngine {
    */
   allocBytes(n: number): Uint8Array | null {
     if (!this.shared) return null;
-    const at = this.heap.alloc(n);
+    const at = this.heap.alloc(n, WEIGHT_HEADROOM);
     if (at === null) return null;
     this.views();
     const view = new Uint8Array(this.u8View.buffer, at, n);
@@ -393,11 +424,11 @@ export class MatmulEngine {
         const nr = Math.min(block, n - r0);
         this.views();
         const src = this.weightBytes(w).subarray(r0 * w.rowBytes, (r0 + nr) * w.rowBytes);
-        if (!tmp) codec.dequantize(src, nr * k, this.f32View.subarray(at >> 2, (at >> 2) + nr * k));
+        if (!tmp) codec.dequantize(src, nr * k, this.f32View.subarray(at >>> 2, (at >>> 2) + nr * k));
         else {
           for (let r = 0; r < nr; r++) {
             codec.dequantize(src.subarray(r * w.rowBytes, (r + 1) * w.rowBytes), k, tmp);
-            const o = (at >> 2) + r * kx;
+            const o = (at >>> 2) + r * kx;
             this.f32View.set(tmp, o);
             this.f32View.fill(0, o + k, o + kx);
           }
@@ -446,6 +477,13 @@ export class MatmulEngine {
     const scratchBytes = chunkRows * rowScratch + 512;
     const scratch = this.buffer('scratch', scratchBytes * this.threadCount);
     this.setJob(3, w.type.id, w.ptr, w.rowBytes, xq, xd, nTok, k, xs, yAt, n, n, chunkRows, scratch, scratchBytes);
+    // decode (under 4 tokens) in the relaxed build: 8-bit products on activations prepared once here
+    let xa = 0;
+    if (nTok < 4 && this.variant === 'relaxed') {
+      xa = this.buffer('xa', nTok * this.exports.actBytes8(k) + 64);
+      this.exports.prepActs8(xq, nTok, k, xa);
+    }
+    this.job[15] = xa;
     this.dispatch(Math.ceil(n / chunkRows), threads);
     if (yOwn < 0) this.copyOut(out, yAt, nTok * n);
   }
@@ -460,7 +498,7 @@ export class MatmulEngine {
   /** write the job's parameters into the control block and run its chunks (on the pool when threads > 1) */
   private dispatch(chunks: number, threads: number): void {
     this.views();
-    this.i32View.set(this.job, (this.control + JOB_OFFSET) >> 2);
+    this.i32View.set(this.job, (this.control + JOB_OFFSET) >>> 2);
     const job = this.control + JOB_OFFSET;
     if (threads > 1 && chunks > 1) this.pool!.run(chunks, this.exports);
     else for (let c = 0; c < chunks; c++) this.exports.runChunk(job, c, 0);
@@ -478,10 +516,10 @@ export class MatmulEngine {
       const nr = Math.min(block, n - r0);
       this.views();
       const f = this.f32View;
-      if (kx === k) f.set(w.subarray(r0 * k, (r0 + nr) * k), at >> 2);
+      if (kx === k) f.set(w.subarray(r0 * k, (r0 + nr) * k), at >>> 2);
       else {
         for (let r = 0; r < nr; r++) {
-          const o = (at >> 2) + r * kx;
+          const o = (at >>> 2) + r * kx;
           f.set(w.subarray((r0 + r) * k, (r0 + r + 1) * k), o);
           f.fill(0, o + k, o + kx);
         }
@@ -506,7 +544,7 @@ export class MatmulEngine {
     const gAt = this.buffer('gram', k * k * 4);
     this.views();
     const f = this.f32View;
-    const o = xtAt >> 2;
+    const o = xtAt >>> 2;
     // transpose in tiles of 16 x 16 (the strided writes stay within a few cache lines)
     for (let t0 = 0; t0 < nTok; t0 += 16) {
       const t1 = Math.min(nTok, t0 + 16);
@@ -527,7 +565,7 @@ export class MatmulEngine {
       this.run(0, at, ld * 4, ld, ld, at, k - r0, gAt + (r0 * k + r0) * 4, k, r1 - r0);
     }
     this.views();
-    return this.f32View.subarray(gAt >> 2, (gAt >> 2) + k * k);
+    return this.f32View.subarray(gAt >>> 2, (gAt >>> 2) + k * k);
   }
 
   /** SwiGLU in place: g[i] = silu(g[i]) * u[i] for i < n (f32, exp by wasm/matmul.ts exp4). */
@@ -553,7 +591,7 @@ export class MatmulEngine {
     const y = this.buffer('expOut', x.length * 4 + 16);
     this.exports.expArray(at, y, x.length);
     this.views();
-    return this.f32View.slice(y >> 2, (y >> 2) + x.length);
+    return this.f32View.slice(y >>> 2, (y >>> 2) + x.length);
   }
 
   /** copy `bytes` bytes inside this memory from srcAt to dstAt (no allocation) */
@@ -570,13 +608,13 @@ export class MatmulEngine {
   private copyIn(name: string, a: Float32Array, n: number): number {
     const at = this.buffer(name, n * 4 + 16);
     this.views();
-    this.f32View.set(a.subarray(0, n), at >> 2);
+    this.f32View.set(a.subarray(0, n), at >>> 2);
     return at;
   }
 
   private copyOut(out: Float32Array, at: number, n: number): void {
     this.views();
-    out.set(this.f32View.subarray(at >> 2, (at >> 2) + n));
+    out.set(this.f32View.subarray(at >>> 2, (at >>> 2) + n));
   }
 
   /**
@@ -601,39 +639,64 @@ export class MatmulEngine {
    * headDim must be a multiple of 4.
    */
   attention(q: Float32Array, nTok: number, pos0: number, nHeads: number, nKvHeads: number, headDim: number, keysAt: number, valuesAt: number, kvDim: number, scale: number, out: Float32Array): void {
+    const scratchBytes = (pos0 + nTok) * 4 + 64;
+    this.attentionJob(q, out, nTok, pos0, nHeads, headDim, 'scores', scratchBytes, (p, j, qAt, oAt, scratch) => {
+      const qDim = nHeads * headDim;
+      // wasm/matmul.ts attention job words 0..14 (10: the scale's f32 bits)
+      p.set([2, qAt, qDim * 4, keysAt, valuesAt, kvDim * 4, nTok, pos0, headDim, nHeads / nKvHeads, 0, oAt, qDim * 4, scratch, scratchBytes], j);
+      this.f32View[j + 10] = scale;
+    });
+  }
+
+  /** An attention job of nHeads chunks: q and out in this memory (copied when elsewhere), `words` fills the job's parameters (at p[j..]). */
+  private attentionJob(q: Float32Array, out: Float32Array, nTok: number, pos0: number, nHeads: number, headDim: number, scratchName: string, scratchBytes: number, words: (p: Int32Array, j: number, qAt: number, oAt: number, scratch: number) => void, chunks = nHeads): void {
     if (headDim % 4 !== 0) throw new Error(`attention kernel: head size ${headDim} is not a multiple of 4`);
     const qDim = nHeads * headDim;
     const qOwn = this.ptrOf(q, nTok * qDim);
     const qAt = qOwn >= 0 ? qOwn : this.copyIn('q', q, nTok * qDim);
     const oOwn = this.ptrOf(out, nTok * qDim);
     const oAt = oOwn >= 0 ? oOwn : this.buffer('att', nTok * qDim * 4);
-    const positions = pos0 + nTok;
     const flops = 4 * nHeads * headDim * (nTok * pos0 + (nTok * (nTok + 1)) / 2);
     const threads = this.pool && flops >= MIN_PARALLEL_FLOPS ? this.threadCount : 1;
-    const scratchBytes = positions * 4 + 64;
-    const scratch = this.buffer('scores', scratchBytes * this.threadCount);
+    const scratch = this.buffer(scratchName, scratchBytes * this.threadCount);
     this.views();
-    const p = this.i32View;
-    const j = (this.control + JOB_OFFSET) >> 2;
-    p[j] = 2;
-    p[j + 1] = qAt;
-    p[j + 2] = qDim * 4;
-    p[j + 3] = keysAt;
-    p[j + 4] = valuesAt;
-    p[j + 5] = kvDim * 4;
-    p[j + 6] = nTok;
-    p[j + 7] = pos0;
-    p[j + 8] = headDim;
-    p[j + 9] = nHeads / nKvHeads;
-    this.f32View[j + 10] = scale;
-    p[j + 11] = oAt;
-    p[j + 12] = qDim * 4;
-    p[j + 13] = scratch;
-    p[j + 14] = scratchBytes;
+    words(this.i32View, (this.control + JOB_OFFSET) >>> 2, qAt, oAt, scratch);
     const job = this.control + JOB_OFFSET;
-    if (threads > 1) this.pool!.run(nHeads, this.exports);
-    else for (let h = 0; h < nHeads; h++) this.exports.runChunk(job, h, 0);
+    if (threads > 1) this.pool!.run(chunks, this.exports);
+    else for (let h = 0; h < chunks; h++) this.exports.runChunk(job, h, 0);
     if (oOwn < 0) this.copyOut(out, oAt, nTok * qDim);
+  }
+
+  /**
+   * Causal attention over a packed cache (wasm/matmul.ts packedAttentionChunk): the chunk of each key /
+   * value head dequantizes it for positions [0, pos0 + nTok) inside the kernel, once for its query heads (positions
+   * [0, side.b) from the packed bytes, the rest from the side's f32 rows `tail`, kvDim apart, position p at
+   * p * kvDim), then runs the f32 attention of attention() on them: the result is bit-identical to
+   * dequantizing the rows first and calling attention(). False (nothing done) when a packed side or a
+   * tail lives outside this memory.
+   */
+  attentionPacked(q: Float32Array, nTok: number, pos0: number, nHeads: number, nKvHeads: number, headDim: number, kvDim: number, scale: number, k: PackedAttentionSide, v: PackedAttentionSide, out: Float32Array): boolean {
+    const positions = pos0 + nTok;
+    const sides = [k, v];
+    for (const side of sides) {
+      if (this.ptrOf(side.tail, positions * kvDim) < 0) return false;
+      if (side.b > 0 && (!side.source || !this.ours.has(side.source.bytes.buffer))) return false;
+    }
+    const scratchBytes = positions * 4 + 64 + 2 * positions * headDim * 4;
+    this.attentionJob(q, out, nTok, pos0, nHeads, headDim, 'packed-attention', scratchBytes, (p, j, qAt, oAt, scratch) => {
+      // wasm/matmul.ts packed attention job words 0..11 (7: the scale's f32 bits), sides at 12 and 20, kvDim at 28
+      p.set([4, qAt, nHeads * headDim * 4, nTok, pos0, headDim, nHeads / nKvHeads, 0, oAt, nHeads * headDim * 4, scratch, scratchBytes], j);
+      this.f32View[j + 7] = scale;
+      sides.forEach((side, i) => {
+        const d = j + 12 + 8 * i;
+        const src = side.b > 0 ? side.source! : null;
+        p.set(src ? [src.mode, src.bytes.byteOffset, src.rowBytes, src.type, src.group, src.record] : [0, 0, 0, 0, 0, 0], d);
+        p[d + 6] = side.b;
+        p[d + 7] = side.tail.byteOffset;
+      });
+      p[j + 28] = kvDim;
+    }, nKvHeads); // a chunk per key / value head, dequantized once for its group of query heads
+    return true;
   }
 
   /**
@@ -652,7 +715,7 @@ export class MatmulEngine {
     const at = this.buffer('dequantize', rows * w.cols * 4 + 64);
     this.exports.dequantize(w.type.id, w.ptr + r0 * w.rowBytes, w.rowBytes, rows, w.cols, at, w.cols);
     this.views();
-    return this.f32View.slice(at >> 2, (at >> 2) + rows * w.cols);
+    return this.f32View.slice(at >>> 2, (at >>> 2) + rows * w.cols);
   }
 
   /** x rows in kernel memory with stride kx (zeros after k): in place when possible, else copied */
@@ -663,7 +726,7 @@ export class MatmulEngine {
     const at = this.buffer('x', nTok * kx * 4);
     this.views();
     const f = this.f32View;
-    const o = at >> 2;
+    const o = at >>> 2;
     if (kx === k) f.set(x.subarray(0, nTok * k), o);
     else {
       for (let t = 0; t < nTok; t++) {

@@ -69,15 +69,27 @@ interface ChunkRunner {
 }
 
 /** Claim the next chunk of job `gen`: its index, or -1 when none is left (or the job is over). */
-function claim(ctrl: Int32Array, base: number, gen: number): number {
+export function claim(ctrl: Int32Array, base: number, gen: number): number {
   for (;;) {
     const v = Atomics.load(ctrl, base + CLAIM);
     if (v >>> 16 !== gen) return -1;
     if (Atomics.compareExchange(ctrl, base + CLAIM, v, v + 1) !== v) continue;
-    // the job cannot end while a chunk is unclaimed, so LIMIT is this job's
-    const c = v & 0xffff;
-    return c < (Atomics.load(ctrl, base + LIMIT) & 0xffff) ? c : -1;
+    return claimed(ctrl, base, gen, v & 0xffff);
   }
+}
+
+/**
+ * After a successful compare-and-swap of CLAIM from (gen, c): c if it is a chunk of job `gen`, else -1.
+ * A claim past the last chunk does not hold the job open: every real chunk may be done, the job over
+ * and the next one started (LIMIT rewritten) between the swap and this check, so LIMIT counts only if
+ * it is still this job's. (Taking the next job's count for this over-claim ran one chunk twice and
+ * counted it done twice: the caller read that chunk's rows before they were written. Seen in Chromium
+ * under load, ~1 evaluation in 20.)
+ */
+export function claimed(ctrl: Int32Array, base: number, gen: number, c: number): number {
+  const limit = Atomics.load(ctrl, base + LIMIT);
+  if (limit >>> 16 !== gen) return -1;
+  return c < (limit & 0xffff) ? c : -1;
 }
 
 /** Loop of a worker thread: wait for a job, run the chunks it can claim, repeat until QUIT. */
@@ -85,7 +97,7 @@ export function kernelWorkerMain(init: KernelWorkerInit): void {
   const instance = new WebAssembly.Instance(init.module, { env: { memory: init.memory } });
   const run = instance.exports as unknown as ChunkRunner;
   const ctrl = new Int32Array(init.memory.buffer);
-  const base = init.control >> 2;
+  const base = init.control >>> 2;
   const job = init.control + JOB_OFFSET;
   let seen = Atomics.load(ctrl, base + GEN);
   Atomics.add(ctrl, base + READY, 1);
@@ -125,7 +137,7 @@ export class KernelThreads {
     private readonly control: number,
     readonly size: number,
   ) {
-    this.base = control >> 2;
+    this.base = control >>> 2;
   }
 
   /** Start size - 1 workers (null without a host thread starter or a shared memory). */

@@ -23,7 +23,8 @@ import { cliCommand, containerOf, isGgmlType, isLlamaFtype, typeChoices, type Qu
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
 const params = new URLSearchParams(location.search);
-const workerUrl = new URL('./worker.js', import.meta.url);
+/** the job worker, with the page's ?threads= (the worker reads it from its own URL) */
+const workerUrl = new URL(`./worker.js${params.has('threads') ? `?threads=${encodeURIComponent(params.get('threads')!)}` : ''}`, import.meta.url);
 
 // ---- the job worker -----------------------------------------------------------------------------
 

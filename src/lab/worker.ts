@@ -9,13 +9,13 @@
 import { LowbitError } from '../errors.js';
 import { blobSource, type ByteSource } from '../io/source.js';
 import { openModelFile, type ModelFile } from '../io/model-file.js';
-import { openLlama2cLazy } from '../io/llama2c-lazy.js';
+import { openLlama2c } from '../io/llama2c.js';
 import { plainValue } from '../io/gguf.js';
 import { convertModel, tokenizerFromLlama2c } from '../io/convert.js';
 import { convertHfFolder, type HfTokenizerFiles } from '../io/hf-families.js';
 import { memorySink, type ByteSink } from '../io/sink.js';
 import { setWasmVariant, type WasmVariant } from '../kernels/wasm.js';
-import '../kernels/ggml-quant.js';
+import { installWasmQuantizers } from '../kernels/ggml-quant.js';
 import { RowPool, workOn, type RowJob, type RowWorkerPort } from '../kernels/row-pool.js';
 import { kernelWorkerMain, setStartWorker, type KernelWorkerInit } from '../kernels/threads.js';
 import { MatmulEngine } from '../kernels/matmul.js';
@@ -65,6 +65,8 @@ function startKernelWorker(init: KernelWorkerInit) {
   w.postMessage(init);
   return w;
 }
+
+installWasmQuantizers(); // the WebAssembly quantizers into the GGML type-traits table (every worker kind)
 
 if (scope.name === 'row') {
   let ready = false;
@@ -213,7 +215,7 @@ function startJobWorker(): void {
         if (!f) throw new LowbitError(`${main.name} needs ${name}: choose it together with the index (select all shard files at once)`);
         return timedSource(f, f.name);
       },
-      llama2c: async (src) => openLlama2cLazy(src),
+      llama2c: async (src) => openLlama2c(src),
     });
     return { files, model, main, tokenizer, hf, label: label ?? main.name };
   }

@@ -17,33 +17,25 @@ import { isGgmlFloat } from '../quant/ggml/types.js';
 import { fail } from '../errors.js';
 import { allocateExact, allocateLagrangian, sizeRange, type AllocItem, type Allocation } from '../alloc/solve.js';
 import { defineRecipe, type Recipe } from '../algos/recipe.js';
-import { gguf, ggufHeaderBytes, GGUF_DEFAULT_ALIGNMENT, type GgufValue } from '../io/gguf.js';
+import { GGUF_DEFAULT_ALIGNMENT, ggufTensorBytes } from '../io/gguf.js';
+import type { Imatrix } from '../algos/imatrix.js';
 import type { ModelFile } from '../io/model-file.js';
 import { xorshift32 } from '../rng.js';
-import { planQuantization, type QuantizePlan } from './quantize.js';
+import { ggufOutputBytes, planQuantization, type QuantizePlan } from './quantize.js';
 import type { SensitivityDb } from './sensitivity.js';
 
 export type AllocateMethod = 'greedy' | 'ilp' | 'evo';
 
 const align = (n: number, a = GGUF_DEFAULT_ALIGNMENT) => Math.ceil(n / a) * a;
 
-/** The exact size of the GGUF `quantize()` writes for a plan: header + aligned tensor data. */
-export function ggufFileBytes(m: ModelFile, plan: QuantizePlan): number {
+/** The exact size of the GGUF `quantize()` writes for a plan (the writer's own metadata and layout). */
+export function ggufFileBytes(m: ModelFile, plan: QuantizePlan, imatrix?: Imatrix): number {
   if (!m.gguf) fail('allocation to a file size needs a GGUF input');
-  const meta = new Map<string, GgufValue>(m.gguf.metadata);
-  if (plan.ftypeId !== undefined) meta.set('general.file_type', gguf.u32(plan.ftypeId));
-  meta.set('general.quantization_version', gguf.u32(2));
-  const specs = plan.tensors.map((p) => ({ name: p.name, ne: p.ne, type: p.ggml! }));
-  let bytes = ggufHeaderBytes(meta, specs).length;
-  for (const p of plan.tensors) bytes += align(tensorDataBytes(p.ne, p.ggml!.blockSize, p.ggml!.typeSize));
-  return bytes;
+  return ggufOutputBytes(m, plan, imatrix);
 }
 
-function tensorDataBytes(ne: readonly number[], blockSize: number, typeSize: number): number {
-  let rows = 1;
-  for (let i = 1; i < ne.length; i++) rows *= ne[i];
-  return rows * (ne[0] / blockSize) * typeSize;
-}
+/** aligned bytes of a planned tensor's data */
+const planBytes = (p: QuantizePlan['tensors'][number]) => align(ggufTensorBytes({ name: p.name, ne: p.ne, type: p.ggml! }));
 
 export interface AllocationRow {
   name: string;
@@ -81,6 +73,8 @@ export interface AllocateOptions {
   offspring?: number;
   seed?: number;
   maxNodes?: number;
+  /** the imatrix the file will be written with (its summary is part of the file's metadata) */
+  imatrix?: Imatrix;
   onProgress?: (message: string) => void;
 }
 
@@ -98,20 +92,20 @@ export function allocateToSize(m: ModelFile, base: Recipe, db: SensitivityDb, ta
   if (allocated.length === 0) fail('none of the sensitivity database\'s tensors is quantized by this file type');
   for (const t of allocated) {
     const p = byName.get(t.name)!;
-    if (p.ne[0] !== t.shape[1] || tensorDataBytes(p.ne, 1, 1) !== t.shape[0] * t.shape[1]) fail(`sensitivity database: ${t.name} has shape ${t.shape.join('x')}, the model's is ${[...p.ne].reverse().join('x')}`);
+    if (p.ne[0] !== t.shape[1] || p.ne.reduce((a, b) => a * b, 1) !== t.shape[0] * t.shape[1]) fail(`sensitivity database: ${t.name} has shape ${t.shape.join('x')}, the model's is ${[...p.ne].reverse().join('x')}`);
   }
   const allocatedNames = new Set(allocated.map((t) => t.name));
   // fixed part: the header and every tensor not allocated, in the base plan's types
-  const header = ggufFileBytes(m, plan) - plan.tensors.reduce((a, p) => a + align(tensorDataBytes(p.ne, p.ggml!.blockSize, p.ggml!.typeSize)), 0);
+  const header = ggufFileBytes(m, plan, o.imatrix) - plan.tensors.reduce((a, p) => a + planBytes(p), 0);
   let fixed = header;
-  for (const p of plan.tensors) if (!allocatedNames.has(p.name)) fixed += align(tensorDataBytes(p.ne, p.ggml!.blockSize, p.ggml!.typeSize));
+  for (const p of plan.tensors) if (!allocatedNames.has(p.name)) fixed += planBytes(p);
   const items: AllocItem[] = allocated.map((t) => ({ name: t.name, candidates: t.candidates.map((c) => ({ label: c.type, bytes: align(c.bytes), cost: c.cost })) }));
   const budget = targetBytes - fixed;
   const range = sizeRange(items);
   const f32Bytes = fixed + allocated.reduce((a, t) => a + align(4 * t.shape[0] * t.shape[1]), 0);
   if (targetBytes > f32Bytes) fail(`target size ${targetBytes} bytes is larger than the model in F32 (${f32Bytes} bytes): nothing to allocate`);
   if (budget < range.min) fail(`target size ${targetBytes} bytes is unreachable: the smallest candidate mix makes a ${fixed + range.min}-byte file`);
-  const parameters = plan.tensors.reduce((a, p) => a + tensorDataBytes(p.ne, 1, 1), 0);
+  const parameters = plan.tensors.reduce((a, p) => a + p.ne.reduce((x, y) => x * y, 1), 0);
   const method = o.method ?? 'ilp';
   let sol: Allocation = method === 'greedy' ? allocateLagrangian(items, budget) : allocateExact(items, budget, { maxNodes: o.maxNodes });
   let evo: AllocationResult['evo'];

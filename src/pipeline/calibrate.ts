@@ -29,13 +29,14 @@ import { mulberry32 } from '../rng.js';
 import { awqSearchHessian, smoothQuantScales, type AwqLinear } from '../algos/awq.js';
 import { blockCodecFor, type BlockCodec } from '../algos/block-codec.js';
 import { finishHessian } from '../algos/gptq.js';
+import { hessianCost } from '../alloc/cost.js';
 import type { GptqWorkers } from './gptq-parts.js';
 import { hessianAccumulator, type HessianAccumulator } from '../kernels/gptq.js';
 import { MatmulEngine } from '../kernels/matmul.js';
 import { foldNorms, hadamardRotation, isPowerOfTwo, rotateHeads, rotateResidual, type ResidualWiring, type WeightMap } from '../algos/hadamard.js';
 import type { PtqOptions } from '../algos/ptq-options.js';
 import type { Recipe } from '../algos/recipe.js';
-import { sqnrDb } from '../eval/metrics.js';
+import { klDivergenceRow, logSumExp, sqnrDb } from '../eval/metrics.js';
 import { plainValue } from '../io/gguf.js';
 import type { ModelFile } from '../io/model-file.js';
 import { fromFloat32, toFloat32 } from '../io/tensor-data.js';
@@ -117,7 +118,9 @@ export function calibrationWindows(stream: ArrayLike<number>, nTokens: number, c
 
 /**
  * Statistics of one linear layer input: H = 2 X^T X / N and, when `magnitudes` (AWQ, SmoothQuant),
- * mean |x| and max |x| per channel.
+ * mean |x| and max |x| per channel. With `keepInputs` (the sensitivity pass) and fewer tokens than
+ * channels (or `always`), X itself is kept instead of H (N x k rather than k x k; `h` stays empty):
+ * tr(ΔW H ΔWᵀ) = 2/N ‖X ΔWᵀ‖², the same number (`cost`).
  */
 export class InputStats implements InputStatistics {
   h: Float64Array = new Float64Array(0);
@@ -128,8 +131,11 @@ export class InputStats implements InputStatistics {
   readonly max: Float32Array;
   count = 0;
   private acc: HessianAccumulator | undefined;
-  constructor(readonly k: number, maxTok: number, engine?: MatmulEngine | null, readonly magnitudes = true) {
-    this.acc = hessianAccumulator(k, maxTok, engine);
+  private x: Float32Array | undefined;
+  private h32: Float32Array | undefined;
+  constructor(readonly k: number, maxTok: number, engine?: MatmulEngine | null, readonly magnitudes = true, keepInputs?: { tokens: number; always?: boolean }) {
+    if (keepInputs && (keepInputs.always || keepInputs.tokens < k)) this.x = new Float32Array(keepInputs.tokens * k);
+    else this.acc = hessianAccumulator(k, maxTok, engine);
     this.sumAbs = new Float64Array(k);
     this.absMax = new Float32Array(k);
     this.min = new Float32Array(k).fill(Infinity);
@@ -137,7 +143,8 @@ export class InputStats implements InputStatistics {
   }
   add(x: Float32Array, nTok: number): void {
     const k = this.k;
-    this.acc!.add(x, nTok);
+    if (this.x) this.x.set(x.subarray(0, nTok * k), this.count * k);
+    else this.acc!.add(x, nTok);
     this.count += nTok;
     if (!this.magnitudes) return;
     for (let t = 0; t < nTok; t++)
@@ -151,15 +158,30 @@ export class InputStats implements InputStatistics {
       }
   }
   finish(): void {
-    this.h = this.acc!.result();
+    if (!this.acc) return;
+    this.h = this.acc.result();
     this.acc = undefined;
     finishHessian(this.h, this.k, this.count);
+  }
+  /** tr(ΔW H ΔWᵀ) for ΔW of m rows (row-major m x k): the layer's output error energy on the calibration inputs */
+  cost(delta: Float32Array, m: number): number {
+    if (!this.x) return hessianCost(delta, m, this.k, (this.h32 ??= Float32Array.from(this.h)));
+    const y = new Float32Array(this.count * m);
+    matmul(y, this.x, delta, this.count, this.k, m); // (N x m) = X ΔWᵀ, on every thread of the engine
+    let s = 0;
+    for (let i = 0; i < y.length; i++) s += y[i] * y[i];
+    return (2 * s) / Math.max(1, this.count);
   }
   meanAbs(): Float64Array {
     return this.sumAbs.map((s) => s / Math.max(1, this.count));
   }
   diag(): Float32Array {
-    return Float32Array.from({ length: this.k }, (_, i) => this.h[i * this.k + i]);
+    const k = this.k;
+    if (!this.x) return Float32Array.from({ length: k }, (_, i) => this.h[i * k + i]);
+    const d = new Float32Array(k);
+    for (let t = 0; t < this.count; t++) for (let j = 0; j < k; j++) d[j] += this.x[t * k + j] * this.x[t * k + j];
+    for (let j = 0; j < k; j++) d[j] *= 2 / Math.max(1, this.count);
+    return d;
   }
   /** the input becomes x / s (a fold of s into the previous op) */
   divideInput(s: Float32Array): void {
@@ -896,7 +918,10 @@ export class LayerCalibration {
     let sum = 0;
     for (let s = 0; s < this.nSeq; s++) {
       this.logitsFrom(x, fromLayer, s, logits);
-      for (let t = 0; t < this.ctx; t++) sum += klDivergence(reference[s].subarray(t * vocabSize, (t + 1) * vocabSize), logits.subarray(t * vocabSize, (t + 1) * vocabSize));
+      for (let t = 0; t < this.ctx; t++) {
+        const o = t * vocabSize;
+        sum += klDivergenceRow(reference[s], o, logSumExp(reference[s], o, vocabSize), logits, o, logSumExp(logits, o, vocabSize), vocabSize);
+      }
     }
     return sum / Math.max(1, this.nSeq * this.ctx);
   }
@@ -944,23 +969,3 @@ export class LayerCalibration {
     return out;
   }
 }
-
-/** KL(p || q) of the softmax distributions of two logit rows, in nats */
-function klDivergence(p: Float32Array, q: Float32Array): number {
-  const lse = (x: Float32Array) => {
-    let m = -Infinity;
-    for (let i = 0; i < x.length; i++) if (x[i] > m) m = x[i];
-    let s = 0;
-    for (let i = 0; i < x.length; i++) s += Math.exp(x[i] - m);
-    return m + Math.log(s);
-  };
-  const lp = lse(p);
-  const lq = lse(q);
-  let kl = 0;
-  for (let i = 0; i < p.length; i++) {
-    const a = p[i] - lp;
-    kl += Math.exp(a) * (a - (q[i] - lq));
-  }
-  return Math.max(0, kl);
-}
-

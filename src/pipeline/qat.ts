@@ -10,7 +10,10 @@
  *   4. write the trained master weights through the same codecs: a GGUF of type T
  */
 import { fail } from '../errors.js';
-import { llamaRecipe, type Recipe } from '../algos/recipe.js';
+import { llamaRecipe, schemeRecipe, type Recipe } from '../algos/recipe.js';
+import { LLAMA_FTYPES } from '../algos/llama-types.js';
+import { quantizeScheme } from '../quant/registry.js';
+import type { QuantScheme } from '../quant/scheme.js';
 import { ptqOptions } from '../algos/ptq-options.js';
 import { GgufWriter, type GgufValue } from '../io/gguf.js';
 import { openModelFile, plainMetadata, type ModelFile } from '../io/model-file.js';
@@ -29,7 +32,12 @@ import { runPtq } from './calibrate.js';
 import { planQuantization, quantizeModel, readFloats, type QuantizePlan, type QuantizeReport } from './quantize.js';
 
 export interface QatOptions {
+  /** a llama.cpp type (GGUF out) or, with container 'safetensors', a scheme of the registry (int4, nvfp4, mxfp4, ...) */
   type: string;
+  /** 'gguf' (default) or lowbit's safetensors layout (generic schemes; lowbit's runtime loads it) */
+  container?: 'gguf' | 'safetensors';
+  /** safetensors schemes: elements per scale group (int-N) */
+  groupSize?: number;
   pure: boolean;
   method: QatMethod;
   loss: 'kd' | 'ce';
@@ -52,6 +60,7 @@ export interface QatOptions {
 }
 
 export interface QatRun {
+  container: 'gguf' | 'safetensors';
   trainer: Trainer;
   qat: Qat;
   plan: QuantizePlan;
@@ -98,6 +107,18 @@ const SCALED_GRIDS: Record<string, ScaledGrid> = {
   },
 };
 
+/** A generic scheme (int-N groups, NVFP4, MXFP4, ...) as a QAT weight codec: the bytes lowbit's safetensors holds, decoded. */
+export function schemeWeightCodec(s: QuantScheme): WeightCodec {
+  const quantize = (src: Float32Array, rows: number, cols: number) => quantizeScheme(s, src, rows, cols);
+  return {
+    bits: Math.max(1, Math.floor(s.bitsPerWeight)),
+    quantize,
+    fakeQuant(src, rows, cols, out) {
+      s.dequantizeRef(quantize(src, rows, cols), rows, cols, out);
+    },
+  };
+}
+
 /** A GGML type's codec as a QAT weight codec (bytes per row as the file stores them). */
 export function ggmlWeightCodec(type: GgmlTypeInfo): WeightCodec {
   const codec = ggmlCodec(type);
@@ -118,7 +139,8 @@ export function ggmlWeightCodec(type: GgmlTypeInfo): WeightCodec {
   };
 }
 
-function trainConfigOf(m: ModelFile, seqLen: number): TrainConfig {
+/** The training config of a llama GGUF (context at least `seqLen`). */
+export function trainConfigOf(m: ModelFile, seqLen: number): TrainConfig {
   const meta = plainMetadata(m.metadata);
   const tensors = m.tensors.map((t) => ({ name: t.name, dims: t.ne ? [...t.ne] : [...t.shape].reverse() }));
   const c = llamaConfigFromGguf(meta, tensors as never);
@@ -126,18 +148,40 @@ function trainConfigOf(m: ModelFile, seqLen: number): TrainConfig {
   return { ...c, seqLen: Math.max(seqLen, Math.min(c.seqLen, 4096)), tiedOutput: !m.tensors.some((t) => t.name === 'output.weight') };
 }
 
+/** Set every parameter of `model` from the file `m` (read as f32); returns copies of the values by name. */
+export async function loadTrainParams(model: TrainModel, m: ModelFile): Promise<Map<string, Float32Array>> {
+  const values = new Map<string, Float32Array>();
+  for (const t of model.tensors) {
+    const f = m.tensors.find((x) => x.name === t.name);
+    if (!f) fail(`${m.name}: the model has no tensor ${t.name}`);
+    const v = await readFloats(m, f);
+    if (v.length !== t.size) fail(`${m.name}: ${t.name} has ${v.length} values, expected ${t.size}`);
+    values.set(t.name, Float32Array.from(v));
+    model.view(t.name).set(v);
+  }
+  return values;
+}
+
 /** Fine-tune `m` toward opts.type on the token stream `data`. */
 export async function runQat(m: ModelFile, data: Int32Array, bos: number, opts: QatOptions): Promise<QatRun> {
   if (!m.gguf) fail('qat needs a GGUF model (convert first: lowbit convert)');
   const say = opts.onProgress ?? (() => {});
-  const recipe = llamaRecipe(opts.type, { pure: opts.pure });
-  const plan = planQuantization(m, recipe, 'gguf');
+  const container = opts.container ?? 'gguf';
+  const isFtype = Object.keys(LLAMA_FTYPES).some((k) => k.toLowerCase() === opts.type.toLowerCase());
+  if (container === 'gguf' && opts.groupSize) fail('--group applies to the generic schemes written as safetensors (int4, ...), not to llama.cpp types');
+  if (container === 'safetensors' && isFtype && !/^(nvfp4|mxfp4)$/i.test(opts.type)) fail(`${opts.type} is a llama.cpp type: QAT writes it as GGUF (an output ending in .gguf); safetensors takes the schemes (int4, int8, nvfp4, mxfp4, nf4, ...)`);
+  const recipe = container === 'gguf' ? llamaRecipe(opts.type, { pure: opts.pure }) : schemeRecipe(opts.type.toLowerCase(), { groupSize: opts.groupSize });
+  const plan = planQuantization(m, recipe, container);
   const config = trainConfigOf(m, opts.ctx);
   const codecs = new Map<string, WeightCodec>();
   let extra = 0;
   for (const p of plan.tensors) {
-    if (!p.ggml || p.ggml.blockSize === 1 || p.ne.length !== 2) continue; // floats stay as they are
-    codecs.set(p.name, ggmlWeightCodec(p.ggml));
+    if (p.ne.length !== 2) continue;
+    if (p.scheme) codecs.set(p.name, schemeWeightCodec(p.scheme));
+    else if (p.ggml && p.ggml.blockSize > 1) codecs.set(p.name, ggmlWeightCodec(p.ggml));
+    // a tensor the plan stores as f16/bf16 (e.g. rows a scheme's groups do not divide): trained through that rounding
+    else if ((p.to === 'F16' || p.to === 'BF16') && opts.method !== 'lsq') codecs.set(p.name, ggmlWeightCodec(ggmlTypeByName(p.to)!));
+    else continue; // f32 stays as it is
     extra += p.ne[0] * p.ne[1] + 16;
   }
   if (codecs.size === 0) fail(`QAT: ${opts.type} quantizes no tensor of this model`);
@@ -147,18 +191,11 @@ export async function runQat(m: ModelFile, data: Int32Array, bos: number, opts: 
   const trainer = new Trainer(config, trainOpts, data);
   const model = trainer.model;
   // master weights from the file
-  const original = new Map<string, Float32Array>();
-  for (const t of model.tensors) {
-    const f = m.tensors.find((x) => x.name === t.name);
-    if (!f) fail(`QAT: the model has no tensor ${t.name}`);
-    const v = await readFloats(m, f);
-    if (v.length !== t.size) fail(`QAT: ${t.name} has ${v.length} values, expected ${t.size}`);
-    original.set(t.name, Float32Array.from(v));
-    model.view(t.name).set(v);
-  }
+  const original = await loadTrainParams(model, m);
   const initBytes = new Map<string, Uint8Array>();
   if (opts.init === 'gptq') {
     if (!opts.calibText) fail('--init gptq needs --calib FILE (calibration text)');
+    if (container !== 'gguf') fail('--init gptq starts QAT toward GGML types (GGUF output); the schemes start from RTN');
     say('GPTQ initialization');
     const gplan = planQuantization(m, { ...recipe, algorithm: 'gptq' } as Recipe, 'gguf');
     const out = await runPtq(m, gplan, { recipe: { ...recipe, algorithm: 'gptq' } as Recipe, options: ptqOptions({ calibTokens: opts.calibTokens ?? 16384, calibCtx: opts.calibCtx ?? opts.ctx, seed: opts.seed }), calibText: opts.calibText, onProgress: say });
@@ -187,7 +224,7 @@ export async function runQat(m: ModelFile, data: Int32Array, bos: number, opts: 
     qat.refresh();
   };
   const floats = new Map<string, Float32Array>();
-  return { trainer, qat, plan, recipe, floats };
+  return { container, trainer, qat, plan, recipe, floats };
 }
 
 /** After training: the master weights, written through the plan's codecs as a quantized GGUF. */
@@ -210,7 +247,7 @@ export async function writeQatModel(m: ModelFile, run: QatRun, sink: ByteSink): 
   }
   await w.end();
   const trained = await openModelFile(bytesSource(mem.bytes(), 'qat-f32.gguf'));
-  const plan = planQuantization(trained, run.recipe, 'gguf');
+  const plan = planQuantization(trained, run.recipe, run.container);
   // LSQ: the learned scales and the levels, packed as they are (re-quantizing would choose other scales)
   const roundTensor = (p: { name: string }) => {
     const bytes = run.qat.lsqBytes(p.name);

@@ -26,13 +26,13 @@ import '../quant/ggml/index.js';
 import '../kernels/scheme-quant.js'; // fast paths of the MX / NVFP4 schemes
 import { ggmlTypeByName, type GgmlTypeInfo } from '../quant/ggml/types.js';
 import { quantizeScheme } from '../quant/registry.js';
-import { gguf, GgufWriter, plainValue, type GgufValue } from '../io/gguf.js';
+import { gguf, ggufFileSize, GgufWriter, plainValue, type GgufValue } from '../io/gguf.js';
 import type { ModelFile, ModelTensor } from '../io/model-file.js';
 import { SafetensorsWriter } from '../io/safetensors.js';
 import type { ByteSink } from '../io/sink.js';
 import { fromFloat32, toFloat32 } from '../io/tensor-data.js';
 import { sqnrDb } from '../eval/metrics.js';
-import { quantizeRowsMeasured } from '../kernels/ggml-quant.js';
+import { installWasmQuantizers, quantizeRowsMeasured } from '../kernels/ggml-quant.js';
 import { rowErrorSums } from '../quant/ggml/row-error.js';
 import { planPackedLayout, writePacked } from './quantize-packed.js';
 import { calibrationNeeds, codecOf, isQuantized, runPtq, type PtqOutput } from './calibrate.js';
@@ -207,18 +207,31 @@ export type TensorDone = (r: TensorReport) => void;
  */
 export type ModelWriter = (m: ModelFile, plan: QuantizePlan, sink: ByteSink, opts: QuantizeOptions, done: TensorDone) => Promise<Partial<QuantizeReport> | void>;
 
-/** GGUF: slab by slab, reads and writes overlapped, GGML types on the host's threads. */
-async function writeGguf(m: ModelFile, plan: QuantizePlan, sink: ByteSink, opts: QuantizeOptions, done: TensorDone): Promise<void> {
+/** The metadata of the GGUF writeGguf writes for a plan: the input's, with the file type and the imatrix's summary. */
+export function ggufOutputMetadata(m: ModelFile, plan: QuantizePlan, imatrix?: Imatrix): Map<string, GgufValue> {
   if (m.format !== 'gguf' || !m.gguf) fail(`quantizing to GGUF needs a GGUF input (convert first: lowbit convert ${m.name} model.gguf)`);
   const meta = new Map<string, GgufValue>(m.gguf.metadata);
-  if (plan.ftypeId !== undefined) meta.set('general.file_type', gguf.u32(plan.ftypeId));
+  // llama-quantize's order: the input's keys, then (replaced in place where present) these two
   meta.set('general.quantization_version', gguf.u32(2));
-  if (opts.imatrix) {
-    meta.set('quantize.imatrix.entries_count', gguf.u32(opts.imatrix.entries.size));
-    meta.set('quantize.imatrix.chunks_count', gguf.u32(opts.imatrix.chunkCount));
-    if (opts.imatrix.datasets.length) meta.set('quantize.imatrix.dataset', gguf.str(opts.imatrix.datasets[opts.imatrix.datasets.length - 1]));
+  if (plan.ftypeId !== undefined) meta.set('general.file_type', gguf.u32(plan.ftypeId));
+  if (imatrix) {
+    meta.set('quantize.imatrix.entries_count', gguf.u32(imatrix.entries.size));
+    meta.set('quantize.imatrix.chunks_count', gguf.u32(imatrix.chunkCount));
+    if (imatrix.datasets.length) meta.set('quantize.imatrix.dataset', gguf.str(imatrix.datasets[imatrix.datasets.length - 1]));
   }
-  const w = new GgufWriter(sink, meta, plan.tensors.map((p) => ({ name: p.name, ne: p.ne, type: p.ggml as GgmlTypeInfo })));
+  return meta;
+}
+
+const ggufOutputTensors = (plan: QuantizePlan) => plan.tensors.map((p) => ({ name: p.name, ne: p.ne, type: p.ggml as GgmlTypeInfo }));
+
+/** The exact size of the GGUF file `quantize()` writes for a plan (header, metadata, aligned tensor data). */
+export function ggufOutputBytes(m: ModelFile, plan: QuantizePlan, imatrix?: Imatrix): number {
+  return ggufFileSize(ggufOutputMetadata(m, plan, imatrix), ggufOutputTensors(plan));
+}
+
+/** GGUF: slab by slab, reads and writes overlapped, GGML types on the host's threads. */
+async function writeGguf(m: ModelFile, plan: QuantizePlan, sink: ByteSink, opts: QuantizeOptions, done: TensorDone): Promise<void> {
+  const w = new GgufWriter(sink, ggufOutputMetadata(m, plan, opts.imatrix), ggufOutputTensors(plan));
   // every tensor is either given (PTQ), copied, or quantized slab by slab from the transformed floats
   // (PTQ) or from the file; the file's slabs are read one ahead, across tensors
   const kindOf = (p: TensorPlan, t: ModelTensor) => (opts.ptq?.quantized.has(p.name) || opts.roundTensor?.(p) ? 'given' : opts.ptq?.floats.has(p.name) ? 'transformed' : p.to === t.type ? 'copy' : 'read');
@@ -428,6 +441,7 @@ export interface PtqSummary {
  * checkpoint with packed int4 layers instead (same values; report.hfConfig is its config.json).
  */
 export async function quantize(m: ModelFile, recipe: Recipe, sink: ByteSink, opts: QuantizeRunOptions = {}): Promise<QuantizeReport & { ptq?: PtqSummary }> {
+  installWasmQuantizers();
   const output = opts.output ?? (recipe.llama ? 'gguf' : 'safetensors');
   const plan = planQuantization(m, recipe, output, { hasImatrix: opts.imatrix !== undefined, layout: opts.layout, keepUnpackable: opts.keepUnpackable });
   if (opts.imatrix) checkImatrix(m, plan, opts.imatrix);

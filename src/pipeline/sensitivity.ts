@@ -16,15 +16,16 @@
  * tr(ΔE H ΔEᵀ) = Σ_v count(v) ‖δ_v‖².
  */
 import { fail } from '../errors.js';
-import { diagonalCost, ggmlQuantizationError, hessianCost } from '../alloc/cost.js';
-import { finishHessian } from '../algos/gptq.js';
-import { gemmABt, hessianAccumulator, type HessianAccumulator } from '../kernels/gptq.js';
+import { klDivergenceRow, logSoftmaxRows } from '../eval/metrics.js';
+import { diagonalCost, ggmlQuantizationError } from '../alloc/cost.js';
 import { MatmulEngine } from '../kernels/matmul.js';
-import type { ModelFile } from '../io/model-file.js';
+import type { ModelFile, ModelTensor } from '../io/model-file.js';
+import { toFloat32 } from '../io/tensor-data.js';
 import { layerLinears, type Llama } from '../model/llama.js';
 import { linear, makeLinearWeight, type LinearWeight } from '../model/matmul.js';
 import { ggmlCodec, ggmlRowBytes, ggmlTypeByName } from '../quant/ggml/index.js';
 import { readFloats } from './quantize.js';
+import { InputStats } from './calibrate.js';
 
 export const SENSITIVITY_VERSION = 1;
 export const DEFAULT_SENSITIVITY_TYPES = ['Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K', 'Q8_0', 'IQ4_XS'] as const;
@@ -54,6 +55,8 @@ export interface SensitivityDb {
   readonly modelHash: string;
   readonly estimator: 'hessian' | 'kld';
   readonly outputFactor: 'kld' | 'none';
+  /** costs of the importance-weighted quantizers (absent: true) */
+  readonly weighted?: boolean;
   readonly calibration: { readonly tokens: number; readonly ctx: number; readonly seed: number };
   readonly tensors: readonly TensorSensitivity[];
   readonly seconds: number;
@@ -77,6 +80,12 @@ export interface SensitivityOptions {
   statForm?: 'auto' | 'hessian' | 'inputs';
   /** hessian: estimate each tensor's cost from at most this many evenly spaced rows (default: all) */
   maxRows?: number;
+  /**
+   * costs of the importance-weighted quantizers (diag(H) as llama-quantize's imatrix: what a file
+   * quantized with calibration text or --imatrix holds; default) or of the plain ones (a file
+   * quantized without: also much faster, the WebAssembly quantizers)
+   */
+  weighted?: boolean;
   /** probe type for the output factor (default Q3_K where the row allows, else the first candidate) */
   probeType?: string;
   seed?: number;
@@ -101,18 +110,6 @@ export async function modelFingerprint(m: ModelFile): Promise<string> {
     for (let i = 0; i < head.length; i++) eat(head[i]);
   }
   return h1.toString(16).padStart(8, '0') + h2.toString(16).padStart(8, '0');
-}
-
-/** log-softmax of each row of logits (n rows of vocab), in place */
-export function logSoftmaxRows(logits: Float32Array, vocab: number): void {
-  for (let o = 0; o < logits.length; o += vocab) {
-    let max = -Infinity;
-    for (let i = 0; i < vocab; i++) if (logits[o + i] > max) max = logits[o + i];
-    let sum = 0;
-    for (let i = 0; i < vocab; i++) sum += Math.exp(logits[o + i] - max);
-    const lse = max + Math.log(sum);
-    for (let i = 0; i < vocab; i++) logits[o + i] -= lse;
-  }
 }
 
 /**
@@ -174,74 +171,33 @@ export function meanKld(model: Llama, windows: readonly Int32Array[], base: read
     logSoftmaxRows(lp, vocab);
     const lb = base[i];
     for (let o = 0; o < lp.length; o += vocab) {
-      let k = 0;
-      for (let j = 0; j < vocab; j++) {
-        const b = lb[o + j];
-        if (b > -30) k += Math.exp(b) * (b - lp[o + j]);
-      }
-      sum += Math.max(0, k);
+      sum += klDivergenceRow(lb, o, 0, lp, o, 0, vocab);
       count++;
     }
   });
   return sum / Math.max(1, count);
 }
 
-/**
- * Second moments of one linear input, in whichever form is smaller: H = 2 XᵀX / N (k × k) or, when
- * fewer tokens than input channels were seen, X itself (N × k), with tr(ΔW H ΔWᵀ) = 2/N ‖X ΔWᵀ‖².
- */
-class InputStat {
-  private acc?: HessianAccumulator;
-  private h?: Float32Array;
-  private x?: Float32Array;
-  private rows = 0;
-  private n = 0;
-  constructor(readonly k: number, totalTokens: number, maxTok: number, engine: MatmulEngine | null, form: 'auto' | 'hessian' | 'inputs' = 'auto') {
-    if (form === 'inputs' || (form === 'auto' && totalTokens < k)) this.x = new Float32Array(totalTokens * k);
-    else this.acc = hessianAccumulator(k, maxTok, engine);
-  }
-  add(x: Float32Array, nTok: number): void {
-    if (this.x) {
-      this.x.set(x.subarray(0, nTok * this.k), this.rows * this.k);
-      this.rows += nTok;
-    } else this.acc!.add(x, nTok);
-  }
-  finish(count: number): void {
-    this.n = count;
-    if (!this.acc) return;
-    const h = this.acc.result();
-    finishHessian(h, this.k, count);
-    this.h = Float32Array.from(h);
-    this.acc = undefined;
-  }
-  /** diag(H): the importance a weighted quantizer uses (scale-free) */
-  diagonal(): Float32Array {
-    const k = this.k;
-    const d = new Float32Array(k);
-    if (this.h) for (let j = 0; j < k; j++) d[j] = this.h[j * k + j];
-    else {
-      const x = this.x!;
-      for (let t = 0; t < this.rows; t++) for (let j = 0; j < k; j++) d[j] += x[t * k + j] * x[t * k + j];
-      for (let j = 0; j < k; j++) d[j] *= 2 / Math.max(1, this.n);
-    }
-    return d;
-  }
-  /** tr(ΔW H ΔWᵀ) for ΔW of m rows */
-  cost(delta: Float32Array, m: number): number {
-    if (this.h) return hessianCost(delta, m, this.k, this.h);
-    const y = new Float32Array(this.rows * m);
-    gemmABt(y, this.x!, delta, this.rows, this.k, m); // (N × m) = X ΔWᵀ
-    let s = 0;
-    for (let i = 0; i < y.length; i++) s += y[i] * y[i];
-    return (2 * s) / Math.max(1, this.n);
-  }
-}
-
-interface Weight {
+interface TensorShape {
   name: string;
   rows: number;
   cols: number;
-  data: Float32Array;
+  tensor: ModelTensor;
+}
+
+/** Rows `ids` (increasing) of a row-major tensor as float32: runs of consecutive rows read at once. */
+async function readRows(file: ModelFile, w: TensorShape, ids: Int32Array): Promise<Float32Array> {
+  if (ids.length === w.rows) return readFloats(file, w.tensor);
+  const rowBytes = w.tensor.byteLength / w.rows;
+  const out = new Float32Array(ids.length * w.cols);
+  for (let i = 0; i < ids.length; ) {
+    let j = i + 1;
+    while (j < ids.length && ids[j] === ids[j - 1] + 1) j++;
+    const bytes = await file.read(w.tensor, ids[i] * rowBytes, (j - i) * rowBytes);
+    toFloat32(w.tensor.type, bytes, out.subarray(i * w.cols, j * w.cols));
+    i = j;
+  }
+  return out;
 }
 
 /** Types that can encode rows of `cols` (block size divides it) and that lowbit can quantize. */
@@ -270,26 +226,27 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
   const model = o.model;
   const estimator = o.estimator ?? 'hessian';
   const outputFactor = o.outputFactor ?? 'kld';
+  const weighted = o.weighted ?? true;
   const types = o.types ?? DEFAULT_SENSITIVITY_TYPES;
   if (o.windows.length === 0) fail('sensitivity needs calibration text (at least one window)');
   const say = o.onProgress ?? (() => {});
   const linears = linearNames(model);
   const names = o.tensors ?? [...linears.keys(), ...(model.weights.output.name === 'token_embd.weight' ? [] : ['token_embd.weight'])];
-  const weights = new Map<string, Weight>();
+  // shapes only: each tensor's values are read when its costs are measured (the rows used), then dropped
+  const shapes = new Map<string, TensorShape>();
   for (const name of names) {
     const t = o.file.tensor(name);
     const ne = t.ne ? [...t.ne] : [...t.shape].reverse();
     if (ne.length !== 2) fail(`${name} is not a matrix`);
-    weights.set(name, { name, rows: ne[1], cols: ne[0], data: await readFloats(o.file, t) });
+    shapes.set(name, { name, rows: ne[1], cols: ne[0], tensor: t });
   }
 
-  // ---- one pass: H per distinct linear input, token counts, base log-probabilities ----------------
+  // ---- one pass: statistics per distinct linear input, token counts, base log-probabilities -------
   const engine = MatmulEngine.get();
   const maxTok = Math.max(...o.windows.map((w) => w.length));
-  const accs = new Map<string, InputStat>(); // by the first linear of a shared input
+  const accs = new Map<string, InputStats>(); // by the first linear of a shared input
   const totalTokens = o.windows.reduce((a, w) => a + w.length, 0);
   const shareOf = new Map<string, string>(); // linear name -> accumulator key
-  const counts = new Map<string, number>();
   let last: { buffer: ArrayBufferLike; offset: number; nTok: number; key: string } | undefined;
   const previous = model.hooks;
   const tokenCounts = new Float32Array(model.config.vocabSize);
@@ -297,19 +254,19 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
     ...previous,
     linearInput: (name, x, nTok, k) => {
       previous.linearInput?.(name, x, nTok, k);
-      if (!weights.has(name) || estimator !== 'hessian') return;
+      if (!shapes.has(name) || estimator !== 'hessian') return;
       const same = last && last.buffer === x.buffer && last.offset === x.byteOffset && last.nTok === nTok && accs.get(last.key)!.k === k;
       const key = same ? last!.key : shareOf.get(name) ?? name;
       if (!shareOf.has(name)) shareOf.set(name, key);
       last = { buffer: x.buffer, offset: x.byteOffset, nTok, key };
       if (same) return;
       let acc = accs.get(key);
-      if (!acc) accs.set(key, (acc = new InputStat(k, totalTokens, maxTok, engine, o.statForm)));
+      if (!acc) accs.set(key, (acc = new InputStats(k, maxTok, engine, false, o.statForm === 'hessian' ? undefined : { tokens: totalTokens, always: o.statForm === 'inputs' })));
       acc.add(x, nTok);
-      counts.set(key, (counts.get(key) ?? 0) + nTok);
     },
   };
   const kldWindows = o.kldWindows ?? o.windows.slice(0, 4);
+  const needsKld = estimator === 'kld' || outputFactor === 'kld';
   const base: Float32Array[] = [];
   try {
     if (estimator === 'hessian') {
@@ -323,27 +280,27 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
   } finally {
     model.hooks = previous;
   }
-  for (const w of kldWindows) {
-    const lp = Float32Array.from(model.forward(w, 0, 0));
-    logSoftmaxRows(lp, model.config.vocabSize);
-    base.push(lp);
-  }
-  for (const [key, acc] of accs) acc.finish(counts.get(key)!);
+  if (needsKld)
+    for (const w of kldWindows) {
+      const lp = Float32Array.from(model.forward(w, 0, 0));
+      logSoftmaxRows(lp, model.config.vocabSize);
+      base.push(lp);
+    }
+  for (const acc of accs.values()) acc.finish();
 
   // ---- substitution: one tensor's weights replaced, everything else original ----------------------
   const swap = new WeightSwap(model);
-  const kldOf = (name: string, delta: Float32Array): number => {
-    const w = weights.get(name)!;
+  const kldOf = (name: string, w: Float32Array, delta: Float32Array): number => {
     const q = new Float32Array(delta.length);
-    for (let i = 0; i < q.length; i++) q[i] = w.data[i] + delta[i];
+    for (let i = 0; i < q.length; i++) q[i] = w[i] + delta[i];
     return swap.run(new Map([[name, q]]), () => meanKld(model, kldWindows, base));
   };
 
-  // ---- costs ---------------------------------------------------------------------------------------
+  // ---- costs, a tensor at a time -------------------------------------------------------------------
   const tensors: TensorSensitivity[] = [];
   let done = 0;
   for (const name of names) {
-    const w = weights.get(name)!;
+    const w = shapes.get(name)!;
     const cand = typesForRow(types, w.cols);
     if (cand.length === 0) {
       done++;
@@ -351,25 +308,28 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
     }
     const key = shareOf.get(name);
     const h = key ? accs.get(key) : undefined;
-    const importance = h?.diagonal();
+    const importance = weighted ? h?.diag() : undefined;
     const out: SensitivityCandidate[] = [];
+    if (estimator === 'kld') {
+      const data = await readFloats(o.file, w.tensor);
+      for (const type of cand) {
+        const { delta, bytes } = ggmlQuantizationError(type, data, w.rows, w.cols, importance);
+        out.push({ type, bytes, cost: kldOf(name, data, delta) });
+      }
+      tensors.push({ name, shape: [w.rows, w.cols], candidates: out });
+      say(`costs of ${name}`, ++done, names.length);
+      continue;
+    }
     // hessian costs on a deterministic sample of rows (GGML types quantize rows independently), scaled
-    // up to the whole tensor: an unbiased estimate of the sum over rows
-    const m = estimator === 'hessian' && o.maxRows && o.maxRows < w.rows ? o.maxRows : w.rows;
+    // up to the whole tensor: an unbiased estimate of the sum over rows; only those rows are read
+    const m = o.maxRows && o.maxRows < w.rows ? o.maxRows : w.rows;
     const rowIds = Int32Array.from({ length: m }, (_, i) => Math.floor((i * w.rows) / m));
-    const sample = m === w.rows ? w.data : new Float32Array(m * w.cols);
-    if (m !== w.rows) rowIds.forEach((r, i) => sample.set(w.data.subarray(r * w.cols, (r + 1) * w.cols), i * w.cols));
+    const sample = await readRows(o.file, w, rowIds);
     const scale = w.rows / m;
     const probeType = o.probeType && cand.includes(o.probeType) ? o.probeType : cand.includes('Q3_K') ? 'Q3_K' : cand[0];
     let probeHessian = 0;
     for (const type of cand) {
-      if (estimator === 'kld') {
-        const { delta, bytes } = ggmlQuantizationError(type, w.data, w.rows, w.cols, importance);
-        out.push({ type, bytes, cost: kldOf(name, delta) });
-        continue;
-      }
       const { delta } = ggmlQuantizationError(type, sample, m, w.cols, importance);
-      const bytes = tensorBytes(type, w.rows, w.cols);
       let hc: number;
       if (name === 'token_embd.weight') {
         // one-hot inputs: H = diag(token counts) over the rows (the vocabulary); plus the output
@@ -382,19 +342,17 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
           for (let j = 0; j < w.cols; j++) s += delta[i * w.cols + j] ** 2;
           lookup += count * s;
         }
-        const nTokens = o.windows.reduce((a, x) => a + x.length, 0);
-        hc = (h ? h.cost(delta, m) : 0) + (2 * lookup) / Math.max(1, nTokens); // 2/N as finishHessian
+        hc = (h ? h.cost(delta, m) : 0) + (2 * lookup) / Math.max(1, totalTokens); // 2/N as finishHessian
       } else if (h) hc = h.cost(delta, m);
       else hc = diagonalCost(delta, m, w.cols, new Float32Array(w.cols).fill(1));
       hc *= scale;
-      out.push({ type, bytes, cost: hc, hessian: hc });
+      out.push({ type, bytes: tensorBytes(type, w.rows, w.cols), cost: hc, hessian: hc });
       if (type === probeType) probeHessian = hc;
     }
-    let probe: { hessian: number; delta: Float32Array } | undefined;
-    if (estimator === 'hessian' && outputFactor === 'kld' && probeHessian > 0) probe = { hessian: probeHessian, delta: ggmlQuantizationError(probeType, w.data, w.rows, w.cols, importance).delta };
     let factor: number | undefined;
-    if (estimator === 'hessian' && outputFactor === 'kld' && probe && probe.hessian > 0) {
-      factor = kldOf(name, probe.delta) / probe.hessian;
+    if (outputFactor === 'kld' && probeHessian > 0) {
+      const data = m === w.rows ? sample : await readFloats(o.file, w.tensor);
+      factor = kldOf(name, data, ggmlQuantizationError(probeType, data, w.rows, w.cols, importance).delta) / probeHessian;
       for (let i = 0; i < out.length; i++) out[i] = { ...out[i], cost: out[i].hessian! * factor };
     }
     tensors.push({ name, shape: [w.rows, w.cols], candidates: out, ...(factor !== undefined ? { factor } : {}) });
@@ -405,7 +363,8 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
     modelHash: await modelFingerprint(o.file),
     estimator,
     outputFactor,
-    calibration: { tokens: o.windows.reduce((a, w) => a + w.length, 0), ctx: o.windows[0].length, seed: o.seed ?? 0 },
+    ...(weighted ? {} : { weighted }),
+    calibration: { tokens: totalTokens, ctx: o.windows[0].length, seed: o.seed ?? 0 },
     tensors,
     seconds: (performance.now() - t0) / 1000,
   };

@@ -7,6 +7,10 @@ import type { Command } from '../args.js';
 import { checkOutput, noteInput, readInputText, withAtomicFile } from '../files.js';
 import { openModelPath } from '../model-open.js';
 import { loadModelPath } from './generate.js';
+import { plainMetadata } from '../../io/model-file.js';
+import { vocabFromGgufMetadata } from '../../io/vocab.js';
+import { Tokenizer } from '../../model/tokenizer.js';
+import { threadsFrom } from '../threads.js';
 import { renderTable } from './formats.js';
 
 const DEFAULT_TEXT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../../data/tinystories-valid-head.txt');
@@ -74,16 +78,18 @@ export const auditCommand: Command = {
 export const attackCommand: Command = {
   name: 'attack',
   summary: 'research tool: plant a malicious model\'s quantization inside a benign model (for testing the audit and the defence)',
-  usage: 'lowbit attack BENIGN.gguf MALICIOUS.gguf OUT.gguf --type T[,T2,...] [--pure] [--pgd-steps N] [--text F] [--seed S] [--json]',
+  usage: 'lowbit attack BENIGN.gguf MALICIOUS.gguf OUT.gguf --type T[,T2,...] [--pure] [--text F --pgd-steps N --lr X] [--seed S] [--json]',
   positionals: [3, 3],
   options: [
     { name: 'type', type: 'string', help: 'llama.cpp file types whose quantization must give the malicious model, comma-separated' },
     { name: 'pure', type: 'boolean', help: 'every tensor in the file type\'s default type' },
-    { name: 'seed', type: 'int', default: 7, min: 0, help: 'seed of the box validation samples and the text windows' },
+    { name: 'seed', type: 'int', default: 7, min: 0, help: 'seed of the box validation samples and the distillation batches' },
     { name: 'text', type: 'string', help: 'text for the distillation (default: the shipped TinyStories text)' },
-    { name: 'pgd-steps', type: 'int', default: 10, min: 0, max: 10000, help: 'projected-gradient steps on the output layer toward the benign model (0: projection only)' },
-    { name: 'ctx', type: 'int', default: 128, min: 8, max: 8192, help: 'tokens per distillation window' },
-    { name: 'windows', type: 'int', default: 8, min: 1, max: 1024, help: 'distillation windows' },
+    { name: 'pgd-steps', type: 'int', default: 100, min: 0, max: 1000000, help: 'projected-gradient steps through all layers toward the benign model (0: projection only)' },
+    { name: 'lr', type: 'number', default: 0.1, min: 1e-6, max: 1, help: 'PGD step as a fraction of each weight\'s box width (cosine to a tenth)' },
+    { name: 'batch', type: 'int', default: 8, min: 1, max: 1024, help: 'sequences per PGD step' },
+    { name: 'ctx', type: 'int', default: 128, min: 8, max: 8192, help: 'tokens per sequence' },
+    { name: 'threads', type: 'int', help: 'threads for the products (the same bytes on any count)', min: 1, max: 256 },
     { name: 'json', type: 'boolean', help: 'print the report as JSON' },
   ],
   async run(a) {
@@ -97,21 +103,26 @@ export const attackCommand: Command = {
     const malicious = await openModelPath(maliciousPath);
     try {
       const steps = a.values['pgd-steps'] as number;
+      const json = a.values.json as boolean;
+      const tty = !json && process.stderr.isTTY;
       let pgd: Parameters<typeof plantAttack>[0]['pgd'];
       if (steps > 0) {
-        const ctx = a.values.ctx as number;
-        const loaded = await loadModelPath(benignPath, undefined, { contextLength: ctx, batch: Math.min(ctx, 512) });
-        if (!loaded.tokenizer) fail(`${benignPath} carries no vocabulary to tokenize the text`);
-        const stream = loaded.tokenizer.encode(readInputText((a.values.text as string | undefined) ?? DEFAULT_TEXT, 'text (--text)'), { bos: false });
-        const c = Math.min(ctx, loaded.model.config.seqLen);
-        pgd = { model: loaded.model, windows: calibrationWindows(stream, c * (a.values.windows as number), c, a.values.seed as number, loaded.tokenizer.vocab.bos), iterations: steps };
+        if (!benign.model.gguf) fail(`${benignPath}: PGD needs a GGUF model`);
+        const vocab = vocabFromGgufMetadata(plainMetadata(benign.model.metadata));
+        const data = Int32Array.from(new Tokenizer(vocab).encode(readInputText((a.values.text as string | undefined) ?? DEFAULT_TEXT, 'text (--text)')));
+        pgd = {
+          data, bos: vocab.bos, steps, lr: a.values.lr as number, batch: a.values.batch as number, ctx: a.values.ctx as number, threads: threadsFrom(a.values.threads),
+          onStep: tty ? (s, kl) => process.stderr.write(`\rPGD step ${s}/${steps} KL ${kl.toExponential(3)}   `) : undefined,
+        };
       }
-      const r = await plantAttack({ benign: benign.model, malicious: malicious.model, types, pure: a.values.pure as boolean, seed: a.values.seed as number, pgd });
+      const r = await plantAttack({ benign: benign.model, malicious: malicious.model, types, pure: a.values.pure as boolean, seed: a.values.seed as number, pgd, onProgress: tty ? (m) => process.stderr.write(`\r${m.slice(0, 78).padEnd(78)}`) : undefined });
+      if (tty) process.stderr.write('\r' + ' '.repeat(78) + '\r');
       await withAtomicFile(out, (f) => writeWithReplacements({ write: (b) => f.write(b) }, benign.model, r.tensors));
-      if (a.values.json) process.stdout.write(JSON.stringify({ output: out, tensors: r.tensors.size, relativeChange: r.relativeChange, pgdKld: r.pgdKld ?? null, types: r.report }) + '\n');
+      if (json) process.stdout.write(JSON.stringify({ output: out, tensors: r.tensors.size, relativeChange: r.relativeChange, pinnedTensors: r.pinnedTensors, pgdKl: r.pgdKl ?? null, types: r.report }) + '\n');
       else {
-        process.stdout.write(`${out}: ${r.tensors.size} tensors planted; weights moved ${(100 * r.relativeChange).toFixed(2)} % (mean |Δ| / mean |w|) from the benign model\n`);
-        for (const t of r.report) process.stdout.write(`  ${t.type}: ${t.tensors} tensors, ${t.blocks} blocks, ${t.pinnedBlocks} without a validated box, ${t.repairedBlocks} given the malicious values exactly\n`);
+        process.stdout.write(`${out}: ${r.tensors.size} tensors written; boxed weights moved ${(100 * r.relativeChange).toFixed(2)} % (mean |Δ| / mean |w|) from the benign model; ${r.pinnedTensors.length} tensors held at the malicious values\n`);
+        if (r.pgdKl) process.stdout.write(`  PGD: ${r.pgdKl.steps} steps, distillation KL on a fixed batch ${r.pgdKl.fixedBefore.toExponential(3)} -> ${r.pgdKl.fixedAfter.toExponential(3)}\n`);
+        for (const t of r.report) process.stdout.write(`  ${t.type}: ${t.tensors} tensors, ${t.blocks} blocks, ${t.pinnedBlocks} without a validated box, ${t.repairedBlocks} given the malicious values exactly (${(100 * (1 - t.repairedBlocks / Math.max(1, t.blocks))).toFixed(1)} % kept)\n`);
       }
     } finally {
       benign.close();

@@ -6,7 +6,7 @@ import { loadModel, type LoadedModel, type LoadModelOptions } from '../../eval/l
 import { isLowbitSafetensors } from '../../eval/load-lowbit.js';
 import { sniffFormat } from '../../io/model-file.js';
 import type { Command } from '../args.js';
-import { readSiblingConfig } from '../model-open.js';
+import { openModelSource, readSiblingConfig } from '../model-open.js';
 import { fileSet } from '../node-source.js';
 import { threadsFrom, threadsOption } from '../threads.js';
 import type { KvCacheOptions } from '../../model/kv/cache.js';
@@ -22,7 +22,7 @@ export async function loadModelPath(file: string, tokenizer: string | undefined,
   const files = fileSet();
   const open = files.open;
   try {
-    const src = open(file);
+    const src = await openModelSource(open, file); // a split GGUF: all its parts
     const format = await sniffFormat(src); // (reports a damaged file as what it is named and looks like)
     const safetensors = format === 'safetensors';
     // --activations default: llama.cpp's rounding for the files llama.cpp runs (GGUF), f32 for the others
@@ -51,7 +51,7 @@ export const activationsOption = {
 export const kvCacheOptions = [
   { name: 'cache-type-k', short: 'ctk', type: 'string', default: 'f32', help: `key cache type: ${KV_CACHE_TYPES.join(', ')}, or rot-<type> (a Hadamard rotation of each head first)` },
   { name: 'cache-type-v', short: 'ctv', type: 'string', default: 'f32', help: 'value cache type (as --cache-type-k)' },
-  { name: 'kv-residual', type: 'int', min: 1, help: 'KIVI caches: the most recent positions kept in f32 until a chunk of this many fills (a multiple of 32; default 32)' },
+  { name: 'kv-residual', type: 'int', min: 0, help: 'KIVI caches: the most recent positions kept in f32 until a chunk of this many fills (a multiple of 32, of G for kivi<b>g<G> keys; default 32 or G); 0: none, every position quantized when written (a partial key group re-quantized as it grows)' },
 ] as const;
 
 /** --calib for generate (eval declares its own, shared with --act flexq) */

@@ -17,11 +17,12 @@ import { threadsFrom } from '../threads.js';
 
 export const qatCommand: Command = {
   name: 'qat',
-  summary: 'quantization-aware fine-tuning toward a GGML type (STE, DGE or LSQ, distillation or next-token loss), then write that type',
-  usage: 'lowbit qat IN.gguf OUT.gguf --type T [--pure] --text F --steps N [--lr X] [--method ste|dge|lsq [--scale-lr R]] [--loss kd|ce] [--init rtn|gptq --calib F] [--seed S] [--eval F]',
+  summary: 'quantization-aware fine-tuning toward a GGML type (GGUF) or a scheme (int-N groups, NVFP4, MXFP4: lowbit safetensors), then write it',
+  usage: 'lowbit qat IN.gguf OUT.gguf|OUT.safetensors --type T [--pure | --group G] --text F --steps N [--lr X] [--method ste|dge|lsq [--scale-lr R]] [--loss kd|ce] [--init rtn|gptq --calib F] [--seed S] [--eval F]',
   positionals: [2, 2],
   options: [
-    { name: 'type', short: 't', type: 'string', help: 'target llama.cpp type (Q4_0, Q2_K, Q4_K_M, ...)' },
+    { name: 'type', short: 't', type: 'string', help: 'target: a llama.cpp type (Q4_0, Q2_K, Q4_K_M, ...) for .gguf, a scheme (int4, int3, nvfp4, mxfp4, ...) for .safetensors' },
+    { name: 'group', type: 'int', help: 'safetensors schemes: elements per scale group (int-N)', min: 1 },
     { name: 'pure', type: 'boolean', help: 'every tensor in --type (no mixture), as llama-quantize --pure', default: false },
     { name: 'text', short: 'f', type: 'string', help: 'UTF-8 training text' },
     { name: 'steps', type: 'int', help: 'optimizer steps', min: 1 },
@@ -58,8 +59,12 @@ export const qatCommand: Command = {
     const json = a.values.json as boolean;
     const tty = !json && process.stderr.isTTY;
     const calib = a.values.calib as string | undefined;
+    const container = /\.safetensors$/i.test(output) ? 'safetensors' : /\.gguf$/i.test(output) ? 'gguf' : fail(`output ${output}: QAT writes .gguf (llama.cpp types) or .safetensors (schemes)`);
+    if (container === 'safetensors' && a.given.has('pure')) fail('--pure applies to llama.cpp types (GGUF output)');
     const run = await runQat(m, data, vocab.bos, {
       type,
+      container,
+      groupSize: a.values.group as number | undefined,
       pure: a.values.pure as boolean,
       method: a.values.method as QatMethod,
       loss: a.values.loss as 'kd' | 'ce',

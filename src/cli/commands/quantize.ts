@@ -10,9 +10,10 @@ import { evaluateQuantization, type QuantizeEvaluation } from '../../pipeline/ev
 import { readImatrix } from '../../pipeline/imatrix-file.js';
 import { quantizeReportHtml } from '../../pipeline/report-html.js';
 import type { Command, ParsedArgs } from '../args.js';
-import { checkOutput, noteInput, readInputText, stagedPath, withAtomicFile, writeFileAtomic } from '../files.js';
+import { checkOutput, noteInput, readInputText, stagedPath, withAtomicFile, writeFileAtomic, type AtomicFile } from '../files.js';
+import { splitPartsOf, splitPath } from '../../io/gguf-split.js';
 import { directSink } from '../direct-sink.js';
-import { openModelPath, pipelinedSink } from '../model-open.js';
+import { openModelPath, pipelinedSink, withSplitOutput } from '../model-open.js';
 import { defaultThreads, QuantizePool } from '../quantize-pool.js';
 import { threadsFrom } from '../threads.js';
 import { GptqPool } from '../gptq-pool.js';
@@ -20,6 +21,7 @@ import { fileSource } from '../node-source.js';
 import { renderTable } from './formats.js';
 import { SCHEME_OPTIONS, schemeOptionFlag } from '../../quant/scheme-options.js';
 import { isOnnxPath } from '../onnx-open.js';
+import { isTfjsPath, runTfjsQuantize } from '../tfjs-quantize.js';
 import { ONNX_QUANTIZE_OPTIONS, runOnnxQuantize } from '../onnx-quantize.js';
 import { ALLOCATE_OPTIONS, allocatedRecipe, COST_OPTIONS } from './sensitivity.js';
 import type { AllocationResult } from '../../pipeline/allocate.js';
@@ -180,6 +182,7 @@ export const quantizeCommand: Command = {
     { name: 'defend', type: 'string', help: 'noise[=SCALE]: add interval-calibrated noise (SCALE rounding steps, default 0.5) to the weights before quantizing: removes planted quantization attacks (docs/security.md)' },
     ...ALLOCATE_OPTIONS,
     ...COST_OPTIONS,
+    { name: 'keep-split', type: 'boolean', help: 'GGUF: one output file per input split file, OUT-00001-of-0000N.gguf ... (llama-quantize --keep-split); a split input is read whole without it' },
     { name: 'dry-run', type: 'boolean', help: 'print the per-tensor plan and write nothing' },
     { name: 'force', type: 'boolean', help: '--layout gptq|awq: replace an existing config.json beside OUT' },
     { name: 'json', type: 'boolean', help: 'print the report as JSON (no progress)' },
@@ -188,6 +191,7 @@ export const quantizeCommand: Command = {
   async run(a) {
     const [input, output] = a.positionals;
     if (isOnnxPath(input) || isOnnxPath(output)) return runOnnxQuantize(a);
+    if (isTfjsPath(input)) return runTfjsQuantize(a);
     const dry = a.values['dry-run'] as boolean;
     if (!output && !dry) fail('quantize needs an output path (or --dry-run)');
     const out = output ?? 'plan.gguf';
@@ -195,6 +199,10 @@ export const quantizeCommand: Command = {
     const layout = a.values.layout as 'lowbit' | 'gptq' | 'awq';
     if (layout !== 'lowbit' && kind !== 'safetensors') fail(`--layout ${layout} writes a Hugging Face safetensors checkpoint: OUT must end in .safetensors`);
     if (a.values['keep-unpackable'] && layout === 'lowbit') fail('--keep-unpackable applies to --layout gptq or awq');
+    const keepSplit = a.values['keep-split'] as boolean;
+    if (keepSplit && kind !== 'gguf') fail('--keep-split writes split GGUF files: OUT must end in .gguf');
+    if (keepSplit && a.values.eval) fail('--keep-split: --eval reads one output file; run lowbit eval on OUT-00001-of-0000N.gguf afterwards');
+    const splitPrefix = out.replace(/\.gguf$/i, '');
     const configPath = path.join(path.dirname(out), 'config.json');
     const imFile = a.values.imatrix as string | undefined;
     const calibFile = a.values.calib as string | undefined;
@@ -205,7 +213,7 @@ export const quantizeCommand: Command = {
     for (const f of [input, imFile, calibFile, evalText, a.values.recipe as string | undefined]) noteInput(f);
     if (/\.safetensors$|\.json$/i.test(input)) noteInput(path.join(path.dirname(input), 'config.json'));
     if (!dry) {
-      checkOutput(out, 'output');
+      if (!keepSplit) checkOutput(out, 'output'); // (--keep-split: the part files, once the input's parts are known)
       if (layout !== 'lowbit') {
         checkOutput(configPath, 'config.json');
         if (fs.existsSync(configPath) && !a.values.force)
@@ -251,6 +259,9 @@ export const quantizeCommand: Command = {
     const { model: opened, close } = await openModelPath(input);
     let model = opened;
     try {
+      // --keep-split: each input part's tensors (one part when the input is a single file)
+      const splitParts = keepSplit ? (splitPartsOf(opened.sources[0]) ?? [opened.tensors.map((t) => t.name)]) : [];
+      if (keepSplit && !dry) for (let i = 0; i < splitParts.length; i++) checkOutput(splitPath(splitPrefix, i, splitParts.length), 'output');
       const edited = editModel(opened, { pruneLayers, kvOverrides });
       model = edited.model;
       if (imatrix) imatrix = remapImatrix(imatrix, edited.originalName);
@@ -259,7 +270,7 @@ export const quantizeCommand: Command = {
       let allocation: AllocationResult | undefined;
       if (allocating) {
         const tty0 = !(a.values.json as boolean) && process.stderr.isTTY;
-        allocation = await allocatedRecipe(a, input, model, recipe, a.values.calib as string | undefined, tty0 ? (msg) => process.stderr.write(`\r${msg.padEnd(78).slice(0, 78)}`) : undefined);
+        allocation = await allocatedRecipe(a, input, model, recipe, a.values.calib as string | undefined, tty0 ? (msg) => process.stderr.write(`\r${msg.padEnd(78).slice(0, 78)}`) : undefined, imatrix);
         if (tty0) process.stderr.write('\r' + ' '.repeat(78) + '\r');
         recipe = allocation.recipe;
       }
@@ -285,8 +296,15 @@ export const quantizeCommand: Command = {
       const gptqWorkers = threads > 1 ? new GptqPool(threads - 1) : undefined; // starts threads only when GPTQ runs
       const pool = threads > 1 ? new QuantizePool(threads) : undefined;
       let report: Awaited<ReturnType<typeof quantize>>;
+      let splitFiles: string[] = [];
+      const writeOut = async <T>(fill: (f: AtomicFile) => Promise<T>): Promise<T> => {
+        if (!keepSplit) return withAtomicFile(out, fill);
+        const r = await withSplitOutput(splitPrefix, splitParts, fill);
+        splitFiles = r.files;
+        return r.result;
+      };
       try {
-        report = await withAtomicFile(out, async (f) => {
+        report = await writeOut(async (f) => {
           // writes run on the thread pool while quantize() quantizes the next slabs: with O_DIRECT
           // where the file system takes it, else buffered with a sync every 64 MiB (depth 0: a write
           // resolves once done, as the writer then reuses the buffer)
@@ -317,6 +335,7 @@ export const quantizeCommand: Command = {
         await pool?.close();
       }
       const ptq = report.ptq;
+      const outputBytes = () => (keepSplit ? splitFiles : [out]).reduce((n, f) => n + fs.statSync(stagedPath(f)).size, 0);
       // a GPTQ/AWQ checkpoint is a folder: the safetensors file and config.json beside it
       if (report.hfConfig) writeFileAtomic(configPath, JSON.stringify(report.hfConfig, null, 2) + '\n', 'config.json');
       let evaluation: QuantizeEvaluation | undefined;
@@ -341,10 +360,10 @@ export const quantizeCommand: Command = {
       const algorithms = ptq?.algorithms ?? {};
       if (json) {
         const ev = evaluation ? (({ kldValues: _omit, ...rest }) => rest)(evaluation) : undefined;
-        process.stdout.write(JSON.stringify({ ...report, output: out, ...(allocation ? { allocation: allocationSummary(allocation, fs.statSync(stagedPath(out)).size) } : {}), algorithm: recipe.algorithm ?? 'rtn', ...(ptq ? { ptq: { notes: ptq.notes, seconds: ptq.seconds, calibrationTokens: ptq.calibrationTokens, rotationMaxLogitDiff: ptq.rotationMaxLogitDiff } } : {}), tensors: report.tensors.map((t) => ({ ...t, sqnrDb: Number.isFinite(t.sqnrDb) ? t.sqnrDb : null, ...(algorithms[t.name] ? { algorithm: algorithms[t.name] } : {}) })), ...(ev ? { evaluation: ev } : {}), ...(reportFile ? { report: reportFile } : {}) }) + '\n');
+        process.stdout.write(JSON.stringify({ ...report, output: keepSplit ? splitFiles[0] : out, ...(keepSplit ? { outputs: splitFiles } : {}), ...(allocation ? { allocation: allocationSummary(allocation, outputBytes()) } : {}), algorithm: recipe.algorithm ?? 'rtn', ...(ptq ? { ptq: { notes: ptq.notes, seconds: ptq.seconds, calibrationTokens: ptq.calibrationTokens, rotationMaxLogitDiff: ptq.rotationMaxLogitDiff } } : {}), tensors: report.tensors.map((t) => ({ ...t, sqnrDb: Number.isFinite(t.sqnrDb) ? t.sqnrDb : null, ...(algorithms[t.name] ? { algorithm: algorithms[t.name] } : {}) })), ...(ev ? { evaluation: ev } : {}), ...(reportFile ? { report: reportFile } : {}) }) + '\n');
       } else {
         const ptqText = ptq ? `${ptq.notes.join('\n')}\n${ptq.calibrationTokens ? `calibration: ${ptq.calibrationTokens} tokens, ` : ''}${ptq.seconds.toFixed(2)} s\n` : '';
-        process.stdout.write(`${out}: ${recipe.name}${recipe.algorithm ? ` (${recipe.algorithm})` : ''}${report.hfConfig ? ` (${layout} layout; ${configPath} written)` : ''}\n\n${reportTable(report, evaluation)}\n${ptqText}${reportFile ? `report: ${reportFile}\n` : ''}${allocation ? allocationText(allocation, fs.statSync(stagedPath(out)).size) : ''}`);
+        process.stdout.write(`${keepSplit ? splitFiles.join(', ') : out}: ${recipe.name}${recipe.algorithm ? ` (${recipe.algorithm})` : ''}${report.hfConfig ? ` (${layout} layout; ${configPath} written)` : ''}\n\n${reportTable(report, evaluation)}\n${ptqText}${reportFile ? `report: ${reportFile}\n` : ''}${allocation ? allocationText(allocation, outputBytes()) : ''}`);
       }
     } finally {
       close();

@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { fail } from '../../errors.js';
 import { calibrationWindows } from '../../pipeline/calibrate.js';
 import type { Recipe } from '../../algos/recipe.js';
+import type { Imatrix } from '../../algos/imatrix.js';
 import type { ModelFile } from '../../io/model-file.js';
 import { allocateToSize, bytesForBpw, parameterCount, type AllocateMethod, type AllocationResult } from '../../pipeline/allocate.js';
 import { DEFAULT_SENSITIVITY_TYPES, kldFitness, measureSensitivity, modelFingerprint, parseSensitivityDb, type SensitivityDb } from '../../pipeline/sensitivity.js';
@@ -19,6 +20,7 @@ export const COST_OPTIONS = [
   { name: 'estimator', type: 'string', choices: ['hessian', 'kld'], default: 'hessian', help: 'hessian: exact tr(ΔW H ΔWᵀ) from one calibration pass; kld: each tensor quantized alone, KL divergence of the outputs' },
   { name: 'output-factor', type: 'string', choices: ['kld', 'none'], default: 'kld', help: 'hessian: scale each tensor\'s costs to KLD units by one KLD probe per tensor (none: raw layer-output error)' },
   { name: 'kld-windows', type: 'int', default: 4, min: 1, max: 4096, help: 'windows of --calib-ctx tokens for the KL divergences' },
+  { name: 'plain-costs', type: 'boolean', help: 'costs of the plain quantizers (for a file quantized without --calib/--imatrix; faster) instead of the importance-weighted ones' },
   { name: 'sample-rows', type: 'int', min: 1, max: 1 << 24, help: 'hessian: estimate each tensor\'s cost from this many evenly spaced rows (default: every row; large models: e.g. 256)' },
 ] as const;
 
@@ -56,6 +58,7 @@ export async function runSensitivity(modelPath: string, a: { values: Record<stri
       outputFactor: a.values['output-factor'] as 'kld' | 'none',
       seed: cal.seed,
       maxRows: a.values['sample-rows'] as number | undefined,
+      weighted: !(a.values['plain-costs'] as boolean | undefined),
       onProgress,
     });
   } finally {
@@ -126,6 +129,7 @@ export async function allocatedRecipe(
   base: Recipe,
   calibFile: string | undefined,
   say?: (msg: string) => void,
+  imatrix?: Imatrix,
 ): Promise<AllocationResult> {
   const size = a.values['target-size'] as number | undefined;
   const bpw = a.values['target-bpw'] as number | undefined;
@@ -159,6 +163,7 @@ export async function allocatedRecipe(
     generations: a.values['evo-generations'] as number,
     offspring: a.values['evo-offspring'] as number,
     seed: calibOf(a).seed,
+    imatrix,
     onProgress: say,
   });
 }

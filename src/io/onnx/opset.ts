@@ -1,6 +1,6 @@
 /**
  * Raising a model's default-domain opset (to 13, where QuantizeLinear/DequantizeLinear take per-axis
- * scales). Ops whose inputs or semantics changed between the model's opset and 13 are rewritten to the
+ * scales, or 21, where they and the data-movement ops take float8). Ops whose inputs or semantics changed between the model's opset and 13 are rewritten to the
  * new form; ops known to be unchanged pass; anything else stops the upgrade with its name, so a
  * model is never silently reinterpreted.
  *   Slice (<10)                    starts/ends/axes attributes -> int64 inputs
@@ -8,6 +8,7 @@
  *   Pad (<11)                      pads/value attributes -> inputs
  *   TopK (<10)                     k attribute -> input
  *   Squeeze/Unsqueeze/ReduceSum/Split (<13)   axes / split attributes -> int64 inputs
+ *   ReduceMean/Max/Min/Prod/L1/L2/LogSum/LogSumExp/SumSquare (<18, target 21)   axes -> int64 input
  *   Softmax/LogSoftmax/Hardmax (<13)  the 2-D coercion of old versions kept explicitly:
  *                                  Flatten(axis) -> op(axis = -1) -> Reshape(to Shape(x))
  *   Dropout (inference)            -> Identity
@@ -26,7 +27,10 @@ const UNCHANGED = new Set(
     'GreaterOrEqual HardSigmoid Identity If InstanceNormalization IsInf IsNaN LRN LSTM LeakyRelu Less LessOrEqual Log Loop LpNormalization LpPool MatMul MatMulInteger Max MaxPool MaxUnpool Mean Min Mod Mul ' +
     'Neg NonMaxSuppression NonZero Not OneHot Or PRelu Pow QLinearConv QLinearMatMul QuantizeLinear RNN Range Reciprocal ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean ReduceMin ' +
     'ReduceProd ReduceSumSquare Relu Reshape Resize Round Scan ScatterElements ScatterND Selu Shape Shrink Sigmoid Sign Sin Sinh Size Softplus Softsign SpaceToDepth Sqrt Sub Sum Tan Tanh ' +
-    'ThresholdedRelu Tile Transpose Trilu Where Xor CumSum DynamicQuantizeLinear Celu GreaterOrEqual'
+    'ThresholdedRelu Tile Transpose Trilu Where Xor CumSum DynamicQuantizeLinear Celu GreaterOrEqual ' +
+    // 13 -> 21: new attributes or types only, defaults keeping the old meaning (not GridSample, whose
+    // modes were renamed at 20, nor DFT, whose axis became an input)
+    'HardSwish LayerNormalization Mish Shape CenterCropPad Col2Im BitwiseAnd BitwiseOr BitwiseXor BitwiseNot Gelu'
   ).split(/\s+/),
 );
 
@@ -43,7 +47,7 @@ function f32(idx: GraphIndex, graph: GraphProto, base: string, v: number): strin
 const without = (n: NodeProto, names: string[]) => (n.attribute = (n.attribute ?? []).filter((a) => !names.includes(a.name ?? '')));
 
 /** Rewrite one node from `from` semantics to opset 13; returns the replacement nodes. */
-function upgradeNode(n: NodeProto, from: number, graph: GraphProto, idx: GraphIndex): NodeProto[] {
+function upgradeNode(n: NodeProto, from: number, to: number, graph: GraphProto, idx: GraphIndex): NodeProto[] {
   const op = n.op_type ?? '';
   const label = n.name || op;
   const inputs = (n.input ??= []);
@@ -84,9 +88,20 @@ function upgradeNode(n: NodeProto, from: number, graph: GraphProto, idx: GraphIn
       return [n];
     case 'Squeeze':
     case 'Unsqueeze':
-    case 'ReduceSum': {
+    case 'ReduceSum':
+    case 'ReduceMean':
+    case 'ReduceMax':
+    case 'ReduceMin':
+    case 'ReduceProd':
+    case 'ReduceL1':
+    case 'ReduceL2':
+    case 'ReduceLogSum':
+    case 'ReduceLogSumExp':
+    case 'ReduceSumSquare': {
+      // axes became an input at 13 (Squeeze, Unsqueeze, ReduceSum) or 18 (the other reductions)
       const axes = attrInts(n, 'axes');
-      if (axes) {
+      const at = op === 'Squeeze' || op === 'Unsqueeze' || op === 'ReduceSum' ? 13 : 18;
+      if (axes && to >= at) {
         inputs.length = 1;
         inputs.push(i64(idx, graph, `${label}_axes`, axes));
         without(n, ['axes']);
@@ -105,6 +120,7 @@ function upgradeNode(n: NodeProto, from: number, graph: GraphProto, idx: GraphIn
     case 'Softmax':
     case 'LogSoftmax':
     case 'Hardmax': {
+      if (from >= 13) return [n];
       const axis = attrInt(n, 'axis', 1);
       const x = inputs[0];
       const y = n.output![0];
@@ -122,15 +138,18 @@ function upgradeNode(n: NodeProto, from: number, graph: GraphProto, idx: GraphIn
       return [node('Identity', [inputs[0]], [n.output![0]], {}, label)];
     default:
       if (UNCHANGED.has(op)) return [n];
-      fail(`cannot raise the opset from ${from} to 13: op ${op} (${label}) is not known to keep its meaning`);
+      fail(`cannot raise the opset from ${from} to ${to}: op ${op} (${label}) is not known to keep its meaning`);
   }
 }
 
-/** Raise the default-domain opset to `target` (13), rewriting nodes as needed. No-op when already there. */
+/**
+ * Raise the default-domain opset to `target` (13, or 21 for float8 QuantizeLinear/DequantizeLinear),
+ * rewriting nodes as needed. No-op when already there.
+ */
 export function upgradeOpset(m: ModelProto, target = 13): boolean {
   const from = opsetVersion(m, '') ?? fail('the model has no default-domain opset');
   if (from >= target) return false;
-  if (target !== 13) fail(`internal error: opset upgrade to ${target}`);
+  if (target !== 13 && target !== 21) fail(`internal error: opset upgrade to ${target}`);
   const idx = indexGraph(m);
   for (const { graph } of allGraphs(m)) {
     const out: NodeProto[] = [];
@@ -139,12 +158,14 @@ export function upgradeOpset(m: ModelProto, target = 13): boolean {
         out.push(n);
         continue;
       }
-      out.push(...upgradeNode(n, from, graph, idx));
+      out.push(...upgradeNode(n, from, target, graph, idx));
     }
     graph.node = out;
   }
   const o = m.opset_import!.find((x) => (x.domain ?? '') === '' || x.domain === 'ai.onnx')!;
   o.version = target;
-  if (Number(m.ir_version) < 7) m.ir_version = 7;
+  // IR 7 for opset 13; IR 10 for opset 21 (IR 9 brought the float8 types)
+  const ir = target >= 21 ? 10 : 7;
+  if (Number(m.ir_version) < ir) m.ir_version = ir;
   return true;
 }

@@ -11,8 +11,14 @@
  * each end of [min, max], by 0.9^k, with the least quantization error over the histogram) or entropy (the clip
  * with the least KL divergence between the histogram and its 256-level quantization, TensorRT's rule).
  * Per-axis DequantizeLinear needs opset 13: older models are raised first (opset.ts).
+ *
+ * FP8 (`format: 'fp8'`, opset 21, float8e4m3fn codes, zero point 0): weights s_c = max|w_c| / 448,
+ * activations s = max(|lo|, |hi|) / 448 (static only: DynamicQuantizeLinear is uint8), codes by
+ * lowbit's e4m3fn encoder (round to nearest even, saturating as QuantizeLinear's saturate = 1 does).
  */
 import { fail } from '../../errors.js';
+import { encodeOne, decodeOne, resolveCast } from '../../formats/cast.js';
+import { fp8_e4m3fn } from '../../formats/registry.js';
 import { node as mkNode } from './build.js';
 import { addInitializer, indexGraph, insertBefore, nodeLabel, removeIfUnused, useCounts } from './graph-edit.js';
 import { allGraphs, attrInt, isFloatType, makeTensor, opsetVersion, tensorFloat32, tensorShape, type OnnxModel, type WeightRef } from './model.js';
@@ -23,6 +29,13 @@ import { DataType, type GraphProto, type NodeProto } from './schema.js';
 export type CalibMethod = 'minmax' | 'percentile' | 'mse' | 'entropy';
 export const CALIB_METHODS: readonly CalibMethod[] = ['minmax', 'percentile', 'mse', 'entropy'];
 export const QDQ_OPS = ['Conv', 'MatMul', 'Gemm'] as const;
+export type QdqFormat = 'int8' | 'fp8';
+/** (1 + 6/8) * 2^8 = 448, e4m3fn's largest finite value */
+const FP8_MAX = 448;
+const FP8_CAST = resolveCast(fp8_e4m3fn);
+/** e4m3fn code of a float32 value (nearest even, saturating) and its value */
+export const fp8Code = (x: number): number => encodeOne(fp8_e4m3fn, Math.fround(x), FP8_CAST, 0);
+export const fp8Value = (code: number): number => decodeOne(fp8_e4m3fn, code);
 
 export interface QdqTarget {
   readonly node: NodeProto;
@@ -53,13 +66,18 @@ export function qdqTargets(m: OnnxModel, ops: ReadonlySet<string>): QdqTarget[] 
   return out;
 }
 
-/** Symmetric int8 per-channel quantization of a weight along `axis`: codes, scales and the dequantized values. */
-export function quantizePerChannel(w: Float32Array, shape: number[], axis: number): { q: Int8Array; scales: Float32Array; dq: Float32Array } {
+/**
+ * Symmetric per-channel quantization of a weight along `axis` to int8 (codes as Int8Array) or e4m3fn
+ * (codes as bytes): codes, scales and the dequantized values.
+ */
+export function quantizePerChannel(w: Float32Array, shape: number[], axis: number, format: QdqFormat = 'int8'): { q: Int8Array | Uint8Array; scales: Float32Array; dq: Float32Array } {
+  const fp8 = format === 'fp8';
+  const qmax = fp8 ? FP8_MAX : 127;
   const C = shape[axis];
   const inner = shape.slice(axis + 1).reduce((a, b) => a * b, 1);
   const outer = w.length / (C * inner);
   const scales = new Float32Array(C);
-  const q = new Int8Array(w.length);
+  const q = fp8 ? new Uint8Array(w.length) : new Int8Array(w.length);
   const dq = new Float32Array(w.length);
   // channel c covers runs [(o * C + c) * inner, +inner) for every outer index o
   for (let c = 0; c < C; c++) {
@@ -68,13 +86,19 @@ export function quantizePerChannel(w: Float32Array, shape: number[], axis: numbe
       const base = (o * C + c) * inner;
       for (let j = 0; j < inner; j++) amax = Math.max(amax, Math.abs(w[base + j]));
     }
-    scales[c] = amax > 0 ? amax / 127 : 1;
+    scales[c] = amax > 0 ? amax / qmax : 1;
   }
   for (let c = 0; c < C; c++) {
     const s = scales[c];
     for (let o = 0; o < outer; o++) {
       const base = (o * C + c) * inner;
       for (let j = 0; j < inner; j++) {
+        if (fp8) {
+          const code = fp8Code(w[base + j] / s);
+          q[base + j] = code;
+          dq[base + j] = Math.fround(fp8Value(code) * s);
+          continue;
+        }
         const v = Math.max(-127, Math.min(127, Math.round(w[base + j] / s)));
         q[base + j] = v;
         dq[base + j] = Math.fround(v * s);
@@ -92,6 +116,20 @@ export function activationParams(lo: number, hi: number): { scale: number; zeroP
   return { scale, zeroPoint: Math.max(0, Math.min(255, Math.round(-lo / scale))) };
 }
 
+/**
+ * The activation quantizer of a calibrated range: uint8 (asymmetric, activationParams) or e4m3fn
+ * (symmetric, zero point 0); `fq` is its fake quantization (QuantizeLinear then DequantizeLinear).
+ */
+export function activationQuantizer(lo: number, hi: number, format: QdqFormat = 'int8'): { scale: number; zeroPoint: number; fq: (v: number) => number } {
+  if (format === 'fp8') {
+    const amax = Math.max(Math.abs(lo), Math.abs(hi));
+    const scale = Math.fround(amax > 0 ? amax / FP8_MAX : 1);
+    return { scale, zeroPoint: 0, fq: (v) => fp8Value(fp8Code(v / scale)) * scale };
+  }
+  const { scale, zeroPoint } = activationParams(lo, hi);
+  return { scale, zeroPoint, fq: (v) => (Math.max(0, Math.min(255, Math.round(v / scale) + zeroPoint)) - zeroPoint) * scale };
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Calibration ranges
 
@@ -102,6 +140,8 @@ export class RangeCollector {
   readonly min = new Map<string, number>();
   readonly max = new Map<string, number>();
   readonly hist = new Map<string, Float64Array>();
+  /** channel counts of activations observed per channel */
+  readonly channels = new Map<string, number>();
   /** per-channel sums of the float activation and of its quantized value (axis 1), for bias correction */
   readonly chanSum = new Map<string, { x: Float64Array; q: Float64Array; n: number }>();
   observeMinMax(name: string, x: Float32Array): void {
@@ -115,6 +155,31 @@ export class RangeCollector {
     this.min.set(name, lo);
     this.max.set(name, hi);
   }
+  /**
+   * The same observations per channel (axis 1, NCHW) under the names `name#c`: per-channel activation
+   * ranges (QuantizeLinear with axis = 1) use every method of `range` channel by channel.
+   */
+  observePerChannel(name: string, x: Float32Array, dims: readonly number[], what: 'minmax' | 'histogram'): void {
+    if (dims.length < 2) return;
+    const C = dims[1];
+    const inner = dims.slice(2).reduce((a, b) => a * b, 1);
+    for (let b = 0; b < x.length / (C * inner); b++)
+      for (let c = 0; c < C; c++) {
+        const part = x.subarray((b * C + c) * inner, (b * C + c + 1) * inner);
+        if (what === 'minmax') this.observeMinMax(`${name}#${c}`, part);
+        else this.observeHistogram(`${name}#${c}`, part);
+      }
+    this.channels.set(name, C);
+  }
+  /** per-channel ranges (after observePerChannel) */
+  channelRanges(name: string, method: CalibMethod): [Float32Array, Float32Array] | undefined {
+    const C = this.channels.get(name);
+    if (!C) return undefined;
+    const lo = new Float32Array(C);
+    const hi = new Float32Array(C);
+    for (let c = 0; c < C; c++) [lo[c], hi[c]] = this.range(`${name}#${c}`, method);
+    return [lo, hi];
+  }
   observeHistogram(name: string, x: Float32Array): void {
     const lo = this.min.get(name)!;
     const hi = this.max.get(name)!;
@@ -124,25 +189,26 @@ export class RangeCollector {
     for (let i = 0; i < x.length; i++) h[Math.min(BINS - 1, Math.max(0, Math.floor((x[i] - lo) / w)))]++;
   }
   /**
-   * Per-channel (axis 1, NCHW) sums of the activation and, when `range` is given, of its uint8
-   * fake-quantized value: E[x_c] and E[q(x)_c] for bias correction.
+   * Per-channel (axis 1, NCHW) sums of the activation and, when `range` is given, of its uint8 (or
+   * e4m3fn) fake-quantized value: E[x_c] and E[q(x)_c] for bias correction.
    */
-  observeChannels(name: string, x: Float32Array, dims: readonly number[], range?: [number, number]): void {
+  observeChannels(name: string, x: Float32Array, dims: readonly number[], range?: [number, number] | [Float32Array, Float32Array], format: QdqFormat = 'int8'): void {
     if (dims.length < 2) return;
     const C = dims[1];
     const inner = dims.slice(2).reduce((a, b) => a * b, 1);
     let acc = this.chanSum.get(name);
     if (!acc) this.chanSum.set(name, (acc = { x: new Float64Array(C), q: new Float64Array(C), n: 0 }));
-    const { scale, zeroPoint } = range ? activationParams(range[0], range[1]) : { scale: 1, zeroPoint: 0 };
+    const fqs = range ? Array.from({ length: C }, (_, c) => (typeof range[0] === 'number' ? activationQuantizer(range[0], range[1] as number, format) : activationQuantizer(range[0][c], (range[1] as Float32Array)[c], format)).fq) : undefined;
     for (let b = 0; b < x.length / (C * inner); b++)
       for (let c = 0; c < C; c++) {
         let sx = 0;
         let sq = 0;
         const base = (b * C + c) * inner;
+        const fq = fqs?.[c];
         for (let j = 0; j < inner; j++) {
           const v = x[base + j];
           sx += v;
-          if (range) sq += (Math.max(0, Math.min(255, Math.round(v / scale) + zeroPoint)) - zeroPoint) * scale;
+          if (fq) sq += fq(v);
         }
         acc.x[c] += sx;
         acc.q[c] += range ? sq : sx;
@@ -258,8 +324,14 @@ export interface QdqOptions {
   ops: ReadonlySet<string>;
   /** 'static' needs ranges; 'none' quantizes weights only */
   activations: 'static' | 'dynamic' | 'none';
-  /** activation name -> [lo, hi] (static) */
-  ranges?: Map<string, [number, number]>;
+  /**
+   * int8 weights + uint8 activations (default, opset 13) or e4m3fn both (opset 21: float8 QDQ exists
+   * from 19, but onnxruntime moves Q/DQ pairs across Reshape/Unsqueeze/Transpose, which take float8
+   * only from 21; at 19 such a model fails to load)
+   */
+  format?: QdqFormat;
+  /** activation name -> [lo, hi] (static), or per channel (axis 1): QuantizeLinear with 1-D scales */
+  ranges?: Map<string, [number, number] | [Float32Array, Float32Array]>;
   keep?: ReadonlySet<string>;
   /**
    * Bias correction (Nagel et al. 2019, "Data-Free Quantization", empirical form): per input channel
@@ -299,7 +371,12 @@ export function correctedConvBias(w: Float32Array, dq: Float32Array, shape: read
 export async function quantizeQdq(m: OnnxModel, opts: QdqOptions, warn: (msg: string) => void = () => {}): Promise<NodeReport[]> {
   const targets = qdqTargets(m, opts.ops);
   if (!targets.length) return [];
-  if ((opsetVersion(m.proto, '') ?? 0) < 13) upgradeOpset(m.proto, 13);
+  const format = opts.format ?? 'int8';
+  if (format === 'fp8' && opts.activations === 'dynamic') fail('FP8 QDQ has no dynamic activations (DynamicQuantizeLinear is uint8): use calibrated ranges or weights only');
+  const opset = format === 'fp8' ? 21 : 13;
+  if ((opsetVersion(m.proto, '') ?? 0) < opset) upgradeOpset(m.proto, opset);
+  const wType = format === 'fp8' ? DataType.FLOAT8E4M3FN : DataType.INT8;
+  const wName = format === 'fp8' ? 'fp8' : 'int8';
   const idx = indexGraph(m.proto);
   const reports: NodeReport[] = [];
   const weightDone = new Map<string, { dq: string; sqnr: number }>();
@@ -319,15 +396,15 @@ export async function quantizeQdq(m: OnnxModel, opts: QdqOptions, warn: (msg: st
     const mean = t.node.op_type === 'Conv' ? opts.means?.get(t.activation) : undefined;
     if (!wq || mean) {
       const w = await tensorFloat32(m, t.weight.tensor);
-      const { q, scales, dq } = quantizePerChannel(w, shape, t.axis);
+      const { q, scales, dq } = quantizePerChannel(w, shape, t.axis, format);
       if (!wq) {
-        const qn = idx.fresh(`${t.weight.name}_int8`);
+        const qn = idx.fresh(`${t.weight.name}_${wName}`);
         const sn = idx.fresh(`${t.weight.name}_scale`);
         const zn = idx.fresh(`${t.weight.name}_zero_point`);
         const dn = idx.fresh(`${t.weight.name}_dequantized`);
-        addInitializer(m.proto, t.graph, makeTensor(qn, DataType.INT8, shape, q));
+        addInitializer(m.proto, t.graph, makeTensor(qn, wType, shape, q));
         addInitializer(m.proto, t.graph, makeTensor(sn, DataType.FLOAT, [scales.length], scales));
-        addInitializer(m.proto, t.graph, makeTensor(zn, DataType.INT8, [scales.length], new Int8Array(scales.length)));
+        addInitializer(m.proto, t.graph, makeTensor(zn, wType, [scales.length], new Uint8Array(scales.length)));
         insertBefore(t.graph, t.node, [mkNode('DequantizeLinear', [qn, sn, zn], [dn], { axis: t.axis }, `${dn}_node`)]);
         wq = { dq: dn, sqnr: sqnrDb(w, dq) };
         weightDone.set(wkey, wq);
@@ -360,12 +437,16 @@ export async function quantizeQdq(m: OnnxModel, opts: QdqOptions, warn: (msg: st
         const qa = idx.fresh(`${t.activation}_quantized`);
         dqa = idx.fresh(`${t.activation}_dequantized`);
         if (opts.activations === 'static') {
-          const { scale, zeroPoint } = activationParams(range![0], range![1]);
+          // per tensor: scalar scale and zero point; per channel: 1-D along axis 1
+          const [lo, hi] = range!;
+          const params = typeof lo === 'number' ? [activationQuantizer(lo, hi as number, format)] : Array.from(lo, (l, c) => activationQuantizer(l, (hi as Float32Array)[c], format));
+          const dims = typeof lo === 'number' ? [] : [params.length];
+          const attrs: Record<string, number> = typeof lo === 'number' ? {} : { axis: 1 };
           const sn = idx.fresh(`${t.activation}_scale`);
           const zn = idx.fresh(`${t.activation}_zero_point`);
-          addInitializer(m.proto, t.graph, makeTensor(sn, DataType.FLOAT, [], Float32Array.of(scale)));
-          addInitializer(m.proto, t.graph, makeTensor(zn, DataType.UINT8, [], Uint8Array.of(zeroPoint)));
-          insertBefore(t.graph, t.node, [mkNode('QuantizeLinear', [t.activation, sn, zn], [qa], {}, `${qa}_node`), mkNode('DequantizeLinear', [qa, sn, zn], [dqa], {}, `${dqa}_node`)]);
+          addInitializer(m.proto, t.graph, makeTensor(sn, DataType.FLOAT, dims, Float32Array.from(params, (p) => p.scale)));
+          addInitializer(m.proto, t.graph, makeTensor(zn, format === 'fp8' ? DataType.FLOAT8E4M3FN : DataType.UINT8, dims, Uint8Array.from(params, (p) => p.zeroPoint)));
+          insertBefore(t.graph, t.node, [mkNode('QuantizeLinear', [t.activation, sn, zn], [qa], attrs, `${qa}_node`), mkNode('DequantizeLinear', [qa, sn, zn], [dqa], attrs, `${dqa}_node`)]);
         } else {
           const sn = idx.fresh(`${t.activation}_scale`);
           const zn = idx.fresh(`${t.activation}_zero_point`);
@@ -375,10 +456,10 @@ export async function quantizeQdq(m: OnnxModel, opts: QdqOptions, warn: (msg: st
       }
       if (dqa) {
         t.node.input![0] = dqa;
-        act = opts.activations === 'static' ? 'uint8 static' : 'uint8 dynamic';
+        act = opts.activations === 'static' ? `${format === 'fp8' ? 'fp8' : 'uint8'} static${typeof range?.[0] === 'number' ? '' : ' per channel'}` : 'uint8 dynamic';
       }
     }
-    reports.push({ ...base, action: `QDQ int8/ch + ${act}`, sqnrDb: wq.sqnr });
+    reports.push({ ...base, action: `QDQ ${wName}/ch + ${act}`, sqnrDb: wq.sqnr });
   }
   const uses = useCounts(m.proto);
   for (const w of [...targets.map((t) => t.weight), ...biases]) removeIfUnused(m.proto, w, uses);

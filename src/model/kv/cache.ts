@@ -60,7 +60,7 @@ function rotateHeads(x: Float32Array, nRows: number, rowLength: number, headDim:
 
 function makeSide(t: KvCacheType, perChannel: boolean, o: KvCacheOptions, g: KvGeometry, engine: MatmulEngine | null): KvSide {
   const kvDim = g.nKvHeads * g.headDim;
-  if (t.family === 'kivi') return new KiviSide(t, perChannel, o.residual ?? 32, g.nLayers, g.capacity, kvDim);
+  if (t.family === 'kivi') return new KiviSide(t, perChannel, o.residual ?? (perChannel ? Math.max(32, t.blockSize) : 32), g.nLayers, g.capacity, kvDim, engine);
   if (t.family === 'kvquant') {
     // a rotated side stores rotated rows: its grids are fitted to rotated calibration rows
     const rot = (rows: Float32Array) => {
@@ -104,7 +104,7 @@ export class PackedKvStorage implements KvStorage {
     this.kSide = makeSide(k, true, o, g, engine);
     this.vSide = makeSide(v, false, o, g, engine);
     this.bytesPerToken = g.nLayers * (this.kSide.rowBytes + this.vSide.rowBytes);
-    this.preRopeKeys = k.family === 'kvquant';
+    this.preRopeKeys = k.family === 'kvquant' || k.preRope;
     const n = g.capacity * this.kvDim;
     const kk = engine?.allocF32(n, this);
     const vv = kk && engine!.allocF32(n, this);
@@ -118,12 +118,13 @@ export class PackedKvStorage implements KvStorage {
     this.ropeKeys = fn;
   }
 
-  /** pre-RoPE keys of positions [0, n) in kRows: rotate back (a rotated side), then RoPE */
-  private ropeRows(layer: number, rows: Float32Array, n: number): void {
-    if (!this.preRopeKeys) return;
-    if (!this.ropeKeys) fail('a KVQuant key cache needs the runtime\'s RoPE (setRope)');
-    if (this.keyType.rotate) rotateHeads(rows, n, this.kvDim, this.g.headDim);
-    this.ropeKeys(layer, rows, n, 0);
+  /** pre-RoPE keys of positions [from, to) in rows (position p at p * kvDim): rotate back (a rotated side), then RoPE */
+  private ropeRows(layer: number, rows: Float32Array, from: number, to: number): void {
+    if (!this.preRopeKeys || to <= from) return;
+    if (!this.ropeKeys) fail('a pre-RoPE key cache (KVQuant, pre-kivi) needs the runtime\'s RoPE (setRope)');
+    const r = rows.subarray(from * this.kvDim, to * this.kvDim);
+    if (this.keyType.rotate) rotateHeads(r, to - from, this.kvDim, this.g.headDim);
+    this.ropeKeys(layer, r, to - from, from);
   }
 
   store(layer: number, pos: number, key: Float32Array, value: Float32Array): void {
@@ -146,23 +147,31 @@ export class PackedKvStorage implements KvStorage {
     return r;
   }
 
-  /** first position a side shows in f32 when the cache holds n positions */
+  /** first position a side does not show final-quantized (f32 residual, or a partial KIVI group) when the cache holds n positions */
   private static fullFrom(side: KvSide, n: number): number {
-    return side.residual > 0 ? Math.floor(n / side.residual) * side.residual : n;
+    const chunk = side.residual || side.partial;
+    return chunk > 0 ? Math.floor(n / chunk) * chunk : n;
   }
 
-  /** rows [0, n) of a side as the cache holding `state` positions shows them, into `rows`; qEnd: rows [0, qEnd) already hold quantized values */
-  private fill(side: KvSide, layer: number, rows: Float32Array, n: number, state: number, qEnd: number): number {
+  /**
+   * rows [0, n) of a side as the cache holding `state` positions shows them, into `rows`; qEnd: rows
+   * [0, qEnd) already hold quantized values. tailOnly: leave the quantized rows to the attention kernel.
+   * Returns the end of the quantized rows.
+   */
+  private fill(side: KvSide, layer: number, rows: Float32Array, n: number, state: number, qEnd: number, tailOnly = false): number {
     const b = Math.min(PackedKvStorage.fullFrom(side, state), n);
-    if (b > qEnd) side.readQuantized(layer, qEnd, b, rows);
-    if (n > b) side.readFull(layer, b, n, rows);
-    return Math.max(b, qEnd);
+    if (b > qEnd && !tailOnly) side.readQuantized(layer, qEnd, b, rows);
+    if (n > b) {
+      if (side.partial) side.readPartial!(layer, b, n, rows);
+      else side.readFull(layer, b, n, rows);
+    }
+    return tailOnly ? b : Math.max(b, qEnd);
   }
 
   keys(layer: number, n: number): Float32Array {
     this.fill(this.kSide, layer, this.kRows, n, n, 0);
     const out = this.kRows.slice(0, n * this.kvDim);
-    if (this.preRopeKeys) this.ropeRows(layer, out, n);
+    if (this.preRopeKeys) this.ropeRows(layer, out, 0, n);
     else if (this.keyType.rotate) rotateHeads(out, n, this.kvDim, this.g.headDim);
     return out;
   }
@@ -187,15 +196,21 @@ export class PackedKvStorage implements KvStorage {
     }
     const fast = this.kAt >= 0 && kernelsEnabled() && shape.headDim % 4 === 0;
     const accF16 = this.valueType.ggml?.name === 'F16';
+    // the kernel dequantizes packed rows itself (pre-RoPE keys: filled and roped here, read as f32 rows)
+    const kSource = fast && !this.preRopeKeys ? (this.kSide.kernelSource?.(layer, shape.headDim) ?? null) : null;
+    const vSource = fast ? (this.vSide.kernelSource?.(layer, shape.headDim) ?? null) : null;
+    const packed = fast && !!vSource && (!!kSource || this.preRopeKeys);
     // group the queries by what they see: the boundaries only grow with t
     let kq = 0;
     let vq = 0;
     for (let t0 = 0; t0 < nTok; ) {
-      const bK = this.kSide.residual > 0 ? PackedKvStorage.fullFrom(this.kSide, pos + t0 + 1) : -1;
+      const bK = this.kSide.residual > 0 || this.kSide.partial > 0 ? PackedKvStorage.fullFrom(this.kSide, pos + t0 + 1) : -1;
       const bV = this.vSide.residual > 0 ? PackedKvStorage.fullFrom(this.vSide, pos + t0 + 1) : -1;
       let t1 = t0 + 1;
+      // a partial KIVI key group looks different to every query: one query at a time
       while (
         t1 < nTok &&
+        !this.kSide.partial &&
         (bK < 0 || PackedKvStorage.fullFrom(this.kSide, pos + t1 + 1) === bK) &&
         (bV < 0 || PackedKvStorage.fullFrom(this.vSide, pos + t1 + 1) === bV)
       )
@@ -203,12 +218,19 @@ export class PackedKvStorage implements KvStorage {
       const n = pos + t1;
       // every position is quantized for a side without residual (state = n); a KIVI side as of query t0
       // (pre-RoPE keys get RoPE below: refilled whole for every group of queries, never roped twice)
-      kq = this.fill(this.kSide, layer, this.kRows, n, bK < 0 ? n : pos + t0 + 1, this.preRopeKeys ? 0 : kq);
-      vq = this.fill(this.vSide, layer, this.vRows, n, bV < 0 ? n : pos + t0 + 1, vq);
-      if (this.preRopeKeys) this.ropeRows(layer, this.kRows, n); // (KVQuant: one segment, every row quantized)
+      // pre-RoPE keys: rows [0, kq) hold final quantized keys with RoPE from an earlier group of queries;
+      // what fill writes from kq on (quantized rows, then the residual or partial group) gets RoPE here
+      const kFrom = kq;
+      kq = this.fill(this.kSide, layer, this.kRows, n, bK < 0 ? n : pos + t0 + 1, kq, !!kSource);
+      vq = this.fill(this.vSide, layer, this.vRows, n, bV < 0 ? n : pos + t0 + 1, vq, packed);
+      if (this.preRopeKeys) this.ropeRows(layer, this.kRows, kFrom, n);
       const qs = qq.subarray(t0 * qDim, t1 * qDim);
       const os = out.subarray(t0 * qDim, t1 * qDim);
-      if (fast) this.engine!.attention(qs, t1 - t0, pos + t0, shape.nHeads, shape.nKvHeads, shape.headDim, this.kAt, this.vAt, this.kvDim, shape.scale, os);
+      if (packed) {
+        const k = { source: kSource, b: kSource ? kq : 0, tail: this.kRows };
+        const v = { source: vSource, b: vq, tail: this.vRows };
+        if (!this.engine!.attentionPacked(qs, t1 - t0, pos + t0, shape.nHeads, shape.nKvHeads, shape.headDim, this.kvDim, shape.scale, k, v, os)) fail('packed attention: the cache is not in kernel memory');
+      } else if (fast) this.engine!.attention(qs, t1 - t0, pos + t0, shape.nHeads, shape.nKvHeads, shape.headDim, this.kAt, this.vAt, this.kvDim, shape.scale, os);
       else attentionGgmlRef(qs, this.kRows, this.vRows, t1 - t0, pos + t0, shape, os, accF16);
       t0 = t1;
     }

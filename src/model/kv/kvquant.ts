@@ -93,6 +93,7 @@ function largest(u: Float64Array, n: number, idx: Int32Array): void {
 export class KvQuantSide implements KvSide {
   readonly rowBytes: number;
   readonly residual = 0;
+  readonly partial = 0;
   private readonly bits: number;
   private readonly nOut: number;
   private readonly header: number;

@@ -11,10 +11,10 @@
  *              quantized and the rest f32 (as KIVI's decoding keeps X_r, the residual).
  */
 import { fail } from '../../errors.js';
-import type { MatmulEngine } from '../../kernels/matmul.js';
+import type { MatmulEngine, PackedKvSource } from '../../kernels/matmul.js';
 import { quantizeIq4NlRef } from '../../quant/ggml/iq.js';
 import { bf16ToF32, f16Table, f32ToBf16, f32ToF16 } from '../../quant/ggml/half.js';
-import { ggmlCodec } from '../../quant/ggml/registry.js';
+import { ggmlCodec, ggmlReferenceQuantizer } from '../../quant/ggml/registry.js';
 import '../../quant/ggml/index.js';
 import '../../quant/ggml/ggmlb.js';
 import { ggmlRowBytes, type GgmlTypeInfo } from '../../quant/ggml/types.js';
@@ -26,12 +26,22 @@ export interface KvSide {
   readonly rowBytes: number;
   /** KIVI: positions per quantized chunk (R); 0: every position is quantized when written */
   readonly residual: number;
+  /**
+   * KIVI keys with R = 0: a group of G positions is final once full; before that, a cache holding n
+   * positions shows its last group [floor(n/G)*G, n) quantized over the positions it has (readPartial).
+   * 0 for every other side.
+   */
+  readonly partial: number;
   /** write positions [pos, pos + n) of a layer from n rows of kvDim (a position before the end rewinds the layer) */
   write(layer: number, pos: number, n: number, rows: Float32Array): void;
   /** the quantized positions [from, to) dequantized into out (position p at out[p * kvDim]) */
   readQuantized(layer: number, from: number, to: number, out: Float32Array): void;
   /** the f32 positions [from, to) (the residual) into out (position p at out[p * kvDim]) */
   readFull(layer: number, from: number, to: number, out: Float32Array): void;
+  /** (partial > 0) the last, incomplete group [from, to) as a cache holding `to` positions stores it */
+  readPartial?(layer: number, from: number, to: number, out: Float32Array): void;
+  /** a layer's packed rows as the attention kernel reads them, or null (not in kernel memory, or a layout it cannot read) */
+  kernelSource?(layer: number, headDim: number): PackedKvSource | null;
 }
 
 /** llama.cpp's from_float for a cache type: n rows of k floats into packed rows. */
@@ -53,9 +63,11 @@ export function quantizeCacheRows(type: GgmlTypeInfo, src: Float32Array, n: numb
       quantizeIq4NlRef(src.subarray(0, m), n, k, out);
       return;
   }
-  const codec = ggmlCodec(type);
-  if (!codec?.quantize) fail(`no quantizer for the cache type ${type.name}`);
-  codec.quantize(src.subarray(0, m), n, k, out);
+  // a decoding step writes one row per layer: the scalar reference (bit-identical to the kernel's fast
+  // path) costs less than a kernel call's set-up at that size
+  const quantize = m <= 1024 ? ggmlReferenceQuantizer(type) ?? ggmlCodec(type)?.quantize : ggmlCodec(type)?.quantize;
+  if (!quantize) fail(`no quantizer for the cache type ${type.name}`);
+  quantize(src.subarray(0, m), n, k, out);
 }
 
 /** Dequantize n elements of a cache type (the codec's dequantizer; f32/f16/bf16 by hand). */
@@ -75,22 +87,21 @@ export function dequantizeCacheRows(type: GgmlTypeInfo, src: Uint8Array, m: numb
   ggmlCodec(type)!.dequantize(src, m, out);
 }
 
-/** Bytes in the engine's memory when it has room (the attention kernel dequantizes them in place), else on the heap. */
-function packedBytes(n: number, engine: MatmulEngine | null): Uint8Array {
-  return engine?.allocBytes(n) ?? new Uint8Array(n);
-}
-
 export class GgmlSide implements KvSide {
   readonly rowBytes: number;
   readonly residual = 0;
+  readonly partial = 0;
   /** (layer, position, rowBytes) */
   readonly bytes: Uint8Array;
   private readonly ggml: GgmlTypeInfo;
   constructor(readonly type: KvCacheType, nLayers: number, private readonly capacity: number, private readonly kvDim: number, private readonly engine: MatmulEngine | null) {
     this.ggml = type.ggml!;
     this.rowBytes = ggmlRowBytes(this.ggml, kvDim);
-    this.bytes = packedBytes(nLayers * capacity * this.rowBytes, engine);
+    const inKernel = engine?.allocBytes(nLayers * capacity * this.rowBytes);
+    this.inKernel = !!inKernel;
+    this.bytes = inKernel ?? new Uint8Array(nLayers * capacity * this.rowBytes);
   }
+  private readonly inKernel: boolean;
   private at(layer: number, pos: number): number {
     return (layer * this.capacity + pos) * this.rowBytes;
   }
@@ -107,18 +118,22 @@ export class GgmlSide implements KvSide {
   readFull(): void {
     fail('a GGML cache side keeps no f32 positions');
   }
+  kernelSource(layer: number): PackedKvSource | null {
+    if (!this.engine || !this.inKernel) return null;
+    return { mode: 1, bytes: this.bytes.subarray(this.at(layer, 0), this.at(layer + 1, 0)), rowBytes: this.rowBytes, type: this.ggml.id, group: 0, record: 0 };
+  }
 }
 
-/** KIVI record: f16 scale, f16 minimum, then 32 codes of `bits` bits, little-endian within bytes. */
-export function kiviRecordBytes(bits: number): number {
-  return 4 + 4 * bits;
+/** KIVI record of n values: f16 scale, f16 minimum, then n codes of `bits` bits, little-endian across bytes. */
+export function kiviRecordBytes(bits: number, n = 32): number {
+  return 4 + Math.ceil((n * bits) / 8);
 }
 
-/** Quantize 32 values x[xo + i * stride] into a KIVI record at out[oo..]. */
-export function kiviQuantize(bits: number, x: Float32Array, xo: number, stride: number, out: Uint8Array, oo: number): void {
+/** Quantize n values x[xo + i * stride] into a KIVI record at out[oo..]. */
+export function kiviQuantize(bits: number, x: Float32Array, xo: number, stride: number, out: Uint8Array, oo: number, n = 32): void {
   let lo = Infinity;
   let hi = -Infinity;
-  for (let i = 0; i < 32; i++) {
+  for (let i = 0; i < n; i++) {
     const v = x[xo + i * stride];
     if (v < lo) lo = v;
     if (v > hi) hi = v;
@@ -133,51 +148,77 @@ export function kiviQuantize(bits: number, x: Float32Array, xo: number, stride: 
   out[oo + 2] = mh & 0xff;
   out[oo + 3] = mh >>> 8;
   const codes = oo + 4;
-  out.fill(0, codes, codes + 4 * bits);
+  out.fill(0, codes, codes + Math.ceil((n * bits) / 8));
   const inv = scale > 0 ? 1 / scale : 0;
-  for (let i = 0; i < 32; i++) {
+  for (let i = 0; i < n; i++) {
     const c = Math.max(0, Math.min(levels, Math.round((x[xo + i * stride] - min) * inv)));
     const bit = i * bits;
-    out[codes + (bit >> 3)] |= c << (bit & 7);
+    const at = codes + (bit >> 3);
+    out[at] |= (c << (bit & 7)) & 0xff;
+    if ((bit & 7) + bits > 8) out[at + 1] |= c >> (8 - (bit & 7)); // a 3-bit code may straddle two bytes
   }
 }
 
-/** Dequantize a KIVI record into out[oo + i * stride], i < 32. */
-export function kiviDequantize(bits: number, rec: Uint8Array, ro: number, out: Float32Array, oo: number, stride: number): void {
+/** Code i (of `bits` bits) of a KIVI record whose codes start at rec[codes]. */
+export function kiviCode(rec: Uint8Array, codes: number, bits: number, i: number): number {
+  const bit = i * bits;
+  const at = codes + (bit >> 3);
+  const two = (bit & 7) + bits > 8 ? rec[at] | (rec[at + 1] << 8) : rec[at];
+  return (two >> (bit & 7)) & ((1 << bits) - 1);
+}
+
+/** Dequantize a KIVI record of n values into out[oo + i * stride]. */
+export function kiviDequantize(bits: number, rec: Uint8Array, ro: number, out: Float32Array, oo: number, stride: number, n = 32): void {
   const scale = f16Table[rec[ro] | (rec[ro + 1] << 8)];
   const min = f16Table[rec[ro + 2] | (rec[ro + 3] << 8)];
-  const mask = (1 << bits) - 1;
-  for (let i = 0; i < 32; i++) {
-    const bit = i * bits;
-    const c = (rec[ro + 4 + (bit >> 3)] >> (bit & 7)) & mask;
-    out[oo + i * stride] = Math.fround(min + Math.fround(c * scale));
-  }
+  for (let i = 0; i < n; i++) out[oo + i * stride] = Math.fround(min + Math.fround(kiviCode(rec, ro + 4, bits, i) * scale));
 }
 
 export class KiviSide implements KvSide {
+  /** packed bytes per position, the mean over layers (layers may differ in bits) */
   readonly rowBytes: number;
-  private readonly bits: number;
-  private readonly record: number;
-  /** per layer: packed records, (group of 32 positions, channel) for keys, (position, group of 32 channels) for values */
-  private readonly packed: Uint8Array[];
+  /** per layer: bits per code, packed bytes per position, bytes per record */
+  readonly layerBits: readonly number[];
+  readonly layerRowBytes: readonly number[];
+  readonly layerRecord: readonly number[];
+  /** values per record: positions of a channel (keys), channels of a position (values) */
+  readonly group: number;
+  readonly partial: number;
+  /** positions kept in f32 until quantized: R, or (R = 0) G for keys (re-quantized as a group grows), 1 for values */
+  private readonly chunk: number;
+  private partialRecord: Uint8Array = new Uint8Array(0);
+  /** per layer: packed records, (group of G positions, channel) for keys, (position, group of G channels) for values */
+  readonly packed: Uint8Array[];
   /** per layer: f32 rows from fullStart[layer] on (the residual and the last batch) */
   private full: Float32Array[];
   private readonly fullStart: Int32Array;
   private readonly end: Int32Array;
-  constructor(readonly type: KvCacheType, private readonly perChannel: boolean, readonly residual: number, nLayers: number, capacity: number, private readonly kvDim: number) {
-    if (!(Number.isInteger(residual) && residual >= 32 && residual % 32 === 0)) fail(`--kv-residual ${residual}: KIVI keeps whole groups of 32 positions in full precision; give a positive multiple of 32`);
-    this.bits = type.bits!;
-    this.record = kiviRecordBytes(this.bits);
-    this.rowBytes = (kvDim / 32) * this.record;
-    const groups = Math.ceil(capacity / 32);
-    this.packed = Array.from({ length: nLayers }, () => new Uint8Array(groups * 32 * this.rowBytes));
+  constructor(readonly type: KvCacheType, private readonly perChannel: boolean, readonly residual: number, nLayers: number, capacity: number, private readonly kvDim: number, engine: MatmulEngine | null = null) {
+    this.group = type.blockSize;
+    const G = this.group;
+    if (!(Number.isInteger(residual) && residual >= 0 && residual % 32 === 0)) fail(`--kv-residual ${residual}: KIVI keeps whole groups of 32 positions in full precision; give 0 or a positive multiple of 32`);
+    if (perChannel && residual % G !== 0) fail(`--kv-residual ${residual}: ${type.name} keys are quantized in groups of ${G} positions; give a multiple of ${G}`);
+    if (!perChannel && kvDim % G !== 0) fail(`--cache-type-v ${type.name}: groups of ${G} channels do not divide the model's rows of ${kvDim}`);
+    const lb = type.layerBits;
+    if (lb && lb.length !== nLayers) fail(`${perChannel ? '--cache-type-k' : '--cache-type-v'} ${type.name}: ${lb.length} per-layer bit widths for a model of ${nLayers} layers`);
+    this.layerBits = lb ?? new Array<number>(nLayers).fill(type.bits!);
+    this.layerRecord = this.layerBits.map((b) => kiviRecordBytes(b, G));
+    this.layerRowBytes = this.layerRecord.map((r) => (kvDim / G) * r);
+    this.rowBytes = this.layerRowBytes.reduce((a, b) => a + b, 0) / nLayers;
+    this.chunk = residual > 0 ? residual : perChannel ? G : 1;
+    this.partial = residual === 0 && perChannel ? G : 0;
+    const groups = Math.ceil(capacity / G);
+    const inKernel = this.layerRowBytes.map((rb) => engine?.allocBytes(groups * G * rb) ?? null);
+    this.inKernel = inKernel.every((b) => b !== null);
+    this.packed = this.layerRowBytes.map((rb, l) => inKernel[l] ?? new Uint8Array(groups * G * rb));
     this.full = Array.from({ length: nLayers }, () => new Float32Array(0));
     this.fullStart = new Int32Array(nLayers);
     this.end = new Int32Array(nLayers);
   }
   write(layer: number, pos: number, n: number, rows: Float32Array): void {
     const kd = this.kvDim;
-    const R = this.residual;
+    const R = this.chunk;
+    const G = this.group;
     if (pos > this.end[layer]) fail(`KIVI cache: position ${pos} written before ${this.end[layer]}`);
     const start = Math.floor(pos / R) * R; // first position this write may need in f32
     if (start < this.fullStart[layer]) fail(`KIVI cache: cannot rewind layer ${layer} to position ${pos} (positions before ${this.fullStart[layer]} are only kept quantized)`);
@@ -195,23 +236,30 @@ export class KiviSide implements KvSide {
     this.full[layer] = buf;
     this.fullStart[layer] = start;
     this.end[layer] = pos + n;
-    // quantize every chunk of R positions completed by this write
+    // quantize every chunk of R positions completed by this write (R is a multiple of G for keys)
     const qEnd = Math.floor((pos + n) / R) * R;
     const out = this.packed[layer];
-    for (let g = start; g < qEnd; g += 32) {
-      const rowsAt = (g - start) * kd;
-      if (this.perChannel) for (let c = 0; c < kd; c++) kiviQuantize(this.bits, buf, rowsAt + c, kd, out, g * this.rowBytes + c * this.record);
-      else for (let p = 0; p < 32; p++) for (let c = 0; c < kd; c += 32) kiviQuantize(this.bits, buf, rowsAt + p * kd + c, 1, out, (g + p) * this.rowBytes + (c / 32) * this.record);
+    const rec = this.layerRecord[layer];
+    const bits = this.layerBits[layer];
+    const rowBytes = this.layerRowBytes[layer];
+    if (this.perChannel) {
+      for (let g = start; g < qEnd; g += G) for (let c = 0; c < kd; c++) kiviQuantize(bits, buf, (g - start) * kd + c, kd, out, g * rowBytes + c * rec, G);
+    } else {
+      for (let p = start; p < qEnd; p++) for (let c = 0; c < kd; c += G) kiviQuantize(bits, buf, (p - start) * kd + c, 1, out, p * rowBytes + (c / G) * rec, G);
     }
   }
   readQuantized(layer: number, from: number, to: number, out: Float32Array): void {
     const kd = this.kvDim;
     const pk = this.packed[layer];
+    const G = this.group;
+    const rec = this.layerRecord[layer];
+    const bits = this.layerBits[layer];
+    const rowBytes = this.layerRowBytes[layer];
     if (this.perChannel) {
-      if (from % 32 !== 0 || to % 32 !== 0) fail(`KIVI keys: positions ${from}..${to} are not whole groups`);
-      for (let g = from; g < to; g += 32) for (let c = 0; c < kd; c++) kiviDequantize(this.bits, pk, g * this.rowBytes + c * this.record, out, g * kd + c, kd);
+      if (from % G !== 0 || to % G !== 0) fail(`KIVI keys: positions ${from}..${to} are not whole groups of ${G}`);
+      for (let g = from; g < to; g += G) for (let c = 0; c < kd; c++) kiviDequantize(bits, pk, g * rowBytes + c * rec, out, g * kd + c, kd, G);
     } else {
-      for (let p = from; p < to; p++) for (let c = 0; c < kd; c += 32) kiviDequantize(this.bits, pk, p * this.rowBytes + (c / 32) * this.record, out, p * kd + c, 1);
+      for (let p = from; p < to; p++) for (let c = 0; c < kd; c += G) kiviDequantize(bits, pk, p * rowBytes + (c / G) * rec, out, p * kd + c, 1, G);
     }
   }
   readFull(layer: number, from: number, to: number, out: Float32Array): void {
@@ -219,5 +267,26 @@ export class KiviSide implements KvSide {
     const s = this.fullStart[layer];
     if (from < s || to > this.end[layer]) fail(`KIVI cache: f32 positions ${from}..${to} are not held (${s}..${this.end[layer]})`);
     out.set(this.full[layer].subarray((from - s) * kd, (to - s) * kd), from * kd);
+  }
+  private readonly inKernel: boolean;
+  kernelSource(layer: number, headDim: number): PackedKvSource | null {
+    const G = this.group;
+    // per token, a head must span whole groups or lie inside one
+    if (!this.inKernel || (!this.perChannel && headDim % G !== 0 && G % headDim !== 0)) return null;
+    return { mode: this.perChannel ? 2 : 3, bytes: this.packed[layer], rowBytes: this.layerRowBytes[layer], type: this.layerBits[layer], group: G, record: this.layerRecord[layer] };
+  }
+  readPartial(layer: number, from: number, to: number, out: Float32Array): void {
+    const kd = this.kvDim;
+    const s = this.fullStart[layer];
+    if (!this.partial || from % this.group !== 0 || to - from >= this.group) fail(`KIVI cache: positions ${from}..${to} are not a partial group`);
+    if (from < s || to > this.end[layer]) fail(`KIVI cache: positions ${from}..${to} are not held (${s}..${this.end[layer]})`);
+    if (this.partialRecord.length < this.layerRecord[layer]) this.partialRecord = new Uint8Array(this.layerRecord[layer]);
+    const n = to - from;
+    const buf = this.full[layer];
+    const bits = this.layerBits[layer];
+    for (let c = 0; c < kd; c++) {
+      kiviQuantize(bits, buf, (from - s) * kd + c, kd, this.partialRecord, 0, n);
+      kiviDequantize(bits, this.partialRecord, 0, out, from * kd + c, kd, n);
+    }
   }
 }

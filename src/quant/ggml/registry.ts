@@ -1,16 +1,24 @@
 /**
- * The GGML codec registry: one GgmlCodec per GGML type that lowbit can dequantize (and quantize).
- * Tests iterate it, so a type is tested the moment it is registered.
+ * The GGML type-traits table (in the style of ggml's type_traits): one row per GGML type, every type
+ * including F32/F16/BF16, holding
  *
- * Fast paths: a faster quantizer for a type (the WebAssembly kernels in kernels/ggml-quant.ts, which
- * register themselves when imported) sits behind the registered codec's `quantize`: calls without an
- * importance vector go to it, calls with one (the imatrix paths) and anything it declines go to the
- * scalar reference. Likewise a fast dequantizer behind `dequantize`. The references stay reachable
- * through ggmlReferenceQuantizer() / ggmlReferenceDequantizer(), and a fast path must produce the
- * reference's bytes (floats) exactly.
+ *   type        id, block size and bytes per block (types.ts, as ggml-common.h)
+ *   float       stored as is (F32, F16, BF16), no block codec's choices
+ *   vecDot      the type llama.cpp's CPU backend converts activations to for a dot product (types.ts)
+ *   toFloat     the scalar reference dequantizer
+ *   fromFloat   the scalar reference quantizer (absent for dequantize-only types)
+ *   usesImportance  fromFloat takes an importance vector (llama.cpp has an imatrix path)
+ *   fast        the fast paths installed into the row by the kernels (kernels/ggml-quant.ts:
+ *               installWasmQuantizers(), called explicitly by the entry points; nothing registers
+ *               itself on import): a quantizer tried first for calls without importance, a dequantizer
+ *
+ * The block types' codecs (`ggmlCodec('Q4_K')`) are these rows seen as codecs: `quantize` and
+ * `dequantize` try the row's fast paths first and fall back to the references; a fast path must give
+ * the reference's bytes (floats) exactly, and tests iterate the registered codecs against them.
  */
+import { bf16ToF32, f16Table, f32ToBf16, f32ToF16 } from './half.js';
 import type { GgmlCodec, GgmlTypeInfo } from './types.js';
-import { ggmlTypeById, ggmlTypeByName } from './types.js';
+import { GGML_TYPES, ggmlTypeById, ggmlTypeByName, ggmlVecDotType, isGgmlFloat } from './types.js';
 
 /** quantize whole rows (no importance) into out; returns false to decline (the reference then runs) */
 export type GgmlFastQuantize = (src: Float32Array, nRows: number, rowLength: number, out: Uint8Array) => boolean;
@@ -18,12 +26,69 @@ export type GgmlFastQuantize = (src: Float32Array, nRows: number, rowLength: num
 export type GgmlFastDequantize = (src: Uint8Array, n: number, out: Float32Array) => boolean;
 
 type Quantize = NonNullable<GgmlCodec['quantize']>;
+type Dequantize = GgmlCodec['dequantize'];
 
+export interface GgmlTypeTraits {
+  readonly type: GgmlTypeInfo;
+  readonly blockSize: number;
+  readonly typeSize: number;
+  readonly float: boolean;
+  /** llama.cpp's vec_dot_type (undefined for the integer and F64 types, never weights) */
+  readonly vecDot?: string;
+  readonly toFloat?: Dequantize;
+  readonly fromFloat?: Quantize;
+  readonly usesImportance: boolean;
+  readonly fast: { quantize?: GgmlFastQuantize; dequantize?: GgmlFastDequantize };
+}
+
+interface Row {
+  type: GgmlTypeInfo;
+  toFloat?: Dequantize;
+  fromFloat?: Quantize;
+  usesImportance: boolean;
+  fast: { quantize?: GgmlFastQuantize; dequantize?: GgmlFastDequantize };
+  /** the row as a block codec (block types with a registered codec) */
+  codec?: GgmlCodec;
+}
+
+/** the float types' conversions (references only; elementwise, rows do not matter) */
+function floatConversions(name: string): { toFloat: Dequantize; fromFloat: Quantize } | undefined {
+  const u16 = (b: Uint8Array, n: number) => (b.byteOffset % 2 === 0 ? new Uint16Array(b.buffer, b.byteOffset, n) : new Uint16Array(b.slice(0, 2 * n).buffer));
+  const w16 = (out: Uint8Array, n: number, f: (x: number) => number, src: Float32Array) => {
+    const dv = new DataView(out.buffer, out.byteOffset, 2 * n);
+    for (let i = 0; i < n; i++) dv.setUint16(2 * i, f(src[i]), true);
+  };
+  if (name === 'F32')
+    return {
+      toFloat: (src, n, out) => out.set(new Float32Array(src.byteOffset % 4 === 0 ? src.buffer : src.slice(0, 4 * n).buffer, src.byteOffset % 4 === 0 ? src.byteOffset : 0, n)),
+      fromFloat: (src, nRows, rowLength, out) => out.set(new Uint8Array(src.buffer, src.byteOffset, 4 * nRows * rowLength)),
+    };
+  if (name === 'F16')
+    return {
+      toFloat: (src, n, out) => {
+        const h = u16(src, n);
+        for (let i = 0; i < n; i++) out[i] = f16Table[h[i]];
+      },
+      fromFloat: (src, nRows, rowLength, out) => w16(out, nRows * rowLength, f32ToF16, src),
+    };
+  if (name === 'BF16')
+    return {
+      toFloat: (src, n, out) => {
+        const h = u16(src, n);
+        for (let i = 0; i < n; i++) out[i] = bf16ToF32(h[i]);
+      },
+      fromFloat: (src, nRows, rowLength, out) => w16(out, nRows * rowLength, f32ToBf16, src),
+    };
+  return undefined;
+}
+
+const rows = new Map<number, Row>(
+  GGML_TYPES.map((type) => {
+    const f = floatConversions(type.name);
+    return [type.id, { type, toFloat: f?.toFloat, fromFloat: f?.fromFloat, usesImportance: false, fast: {} }];
+  }),
+);
 const codecs: GgmlCodec[] = [];
-const references = new Map<number, Quantize>();
-const fastQuantizers = new Map<number, GgmlFastQuantize>();
-const fastDequantizers = new Map<number, GgmlFastDequantize>();
-const referenceDequantizers = new Map<number, GgmlCodec['dequantize']>();
 
 export const ggmlCodecs: readonly GgmlCodec[] = codecs;
 
@@ -31,78 +96,100 @@ function typeInfo(t: GgmlTypeInfo | number | string): GgmlTypeInfo | undefined {
   return typeof t === 'number' ? ggmlTypeById(t) : typeof t === 'string' ? ggmlTypeByName(t) : t;
 }
 
-/** The codec as registered: `quantize` and `dequantize` try the type's fast paths first (when there are). */
-function withFastPath(c: GgmlCodec): GgmlCodec {
-  const id = c.type.id;
-  const refDequantize = c.dequantize;
-  referenceDequantizers.set(id, refDequantize);
+function rowOf(t: GgmlTypeInfo | number | string): Row | undefined {
+  const info = typeInfo(t);
+  return info ? rows.get(info.id) : undefined;
+}
+
+/** The row seen as a codec: `quantize` and `dequantize` try the row's fast paths first. */
+function asCodec(row: Row, c: GgmlCodec): GgmlCodec {
+  const ref = row.toFloat!;
   const dequantize = (src: Uint8Array, n: number, out: Float32Array): void => {
-    const fast = fastDequantizers.get(id);
+    const fast = row.fast.dequantize;
     if (fast !== undefined && fast(src, n, out)) return;
-    refDequantize(src, n, out);
+    ref(src, n, out);
   };
-  const ref = c.quantize;
-  if (!ref) return Object.freeze({ ...c, dequantize });
-  references.set(id, ref);
+  const q = row.fromFloat;
+  if (!q) return Object.freeze({ ...c, dequantize });
   return Object.freeze({
     ...c,
     quantize(src: Float32Array, nRows: number, rowLength: number, out: Uint8Array, importance?: Float32Array): void {
       if (importance === undefined) {
-        const fast = fastQuantizers.get(id);
+        const fast = row.fast.quantize;
         if (fast !== undefined && fast(src, nRows, rowLength, out)) return;
       }
-      ref(src, nRows, rowLength, out, importance);
+      q(src, nRows, rowLength, out, importance);
     },
     dequantize,
   });
 }
 
-export function registerGgmlCodec(c: GgmlCodec): void {
-  if (codecs.some((x) => x.type.id === c.type.id)) throw new Error(`GGML codec for ${c.type.name} registered twice`);
-  codecs.push(withFastPath(c));
+function register(c: GgmlCodec): void {
+  const row = rows.get(c.type.id);
+  if (!row) throw new Error(`GGML codec for unknown type ${c.type.name}`);
+  row.toFloat = c.dequantize;
+  row.fromFloat = c.quantize;
+  row.usesImportance = c.usesImportance === true;
+  row.codec = asCodec(row, c);
+  codecs.push(row.codec);
 }
 
+export function registerGgmlCodec(c: GgmlCodec): void {
+  if (rows.get(c.type.id)?.codec) throw new Error(`GGML codec for ${c.type.name} registered twice`);
+  register(c);
+}
+
+/** The registered codec of a block type (undefined for the float types and unregistered ones). */
 export function ggmlCodec(t: GgmlTypeInfo | number | string): GgmlCodec | undefined {
-  const info = typeInfo(t);
-  if (!info) return undefined;
-  return codecs.find((c) => c.type.id === info.id);
+  return rowOf(t)?.codec;
 }
 
 /** Registers each codec whose type has none yet (idempotent for repeated imports of a codec list). */
 export function registerGgmlCodecs(list: readonly GgmlCodec[]): void {
-  for (const c of list) if (!codecs.some((x) => x.type.id === c.type.id)) codecs.push(withFastPath(c));
+  for (const c of list) if (!rows.get(c.type.id)?.codec) register(c);
 }
 
-/** Attach (or with undefined, remove) a fast quantizer for a block type; see the module comment. */
+/** The traits row of a type (every GGML type has one). */
+export function ggmlTypeTraits(t: GgmlTypeInfo | number | string): GgmlTypeTraits | undefined {
+  const r = rowOf(t);
+  if (!r) return undefined;
+  const float = isGgmlFloat(r.type);
+  const vecDot = r.type.name === 'F64' || /^I\d+$/.test(r.type.name) ? undefined : ggmlVecDotType(r.type);
+  return Object.freeze({ type: r.type, blockSize: r.type.blockSize, typeSize: r.type.typeSize, float, vecDot, toFloat: r.toFloat, fromFloat: r.fromFloat, usesImportance: r.usesImportance, fast: Object.freeze({ ...r.fast }) });
+}
+
+/** The whole table, in type-id order. */
+export function ggmlTypeTraitsTable(): GgmlTypeTraits[] {
+  return GGML_TYPES.map((t) => ggmlTypeTraits(t)!);
+}
+
+/** Install (or with undefined, remove) a fast quantizer in a type's row; see the module comment. */
 export function registerGgmlFastQuantizer(t: GgmlTypeInfo | number | string, fast: GgmlFastQuantize | undefined): void {
-  const info = typeInfo(t);
-  if (!info) throw new Error(`unknown GGML type ${String(t)}`);
-  if (fast) fastQuantizers.set(info.id, fast);
-  else fastQuantizers.delete(info.id);
+  const r = rowOf(t);
+  if (!r) throw new Error(`unknown GGML type ${String(t)}`);
+  r.fast.quantize = fast;
 }
 
-/** Attach (or with undefined, remove) a fast dequantizer for a block type. */
+/** Install (or with undefined, remove) a fast dequantizer in a type's row. */
 export function registerGgmlFastDequantizer(t: GgmlTypeInfo | number | string, fast: GgmlFastDequantize | undefined): void {
-  const info = typeInfo(t);
-  if (!info) throw new Error(`unknown GGML type ${String(t)}`);
-  if (fast) fastDequantizers.set(info.id, fast);
-  else fastDequantizers.delete(info.id);
+  const r = rowOf(t);
+  if (!r) throw new Error(`unknown GGML type ${String(t)}`);
+  r.fast.dequantize = fast;
 }
 
 /** The scalar reference dequantizer of a registered codec. */
 export function ggmlReferenceDequantizer(t: GgmlTypeInfo | number | string): GgmlCodec['dequantize'] | undefined {
-  const info = typeInfo(t);
-  return info ? referenceDequantizers.get(info.id) : undefined;
+  const r = rowOf(t);
+  return r?.codec ? r.toFloat : undefined;
 }
 
-/** The fast quantizer registered for a type, if any. */
+/** The fast quantizer installed for a type, if any. */
 export function ggmlFastQuantizer(t: GgmlTypeInfo | number | string): GgmlFastQuantize | undefined {
-  const info = typeInfo(t);
-  return info ? fastQuantizers.get(info.id) : undefined;
+  return rowOf(t)?.fast.quantize;
 }
 
 /** The scalar reference quantizer of a registered codec (what `quantize` does without fast paths). */
 export function ggmlReferenceQuantizer(t: GgmlTypeInfo | number | string): Quantize | undefined {
-  const info = typeInfo(t);
-  return info ? references.get(info.id) : undefined;
+  const r = rowOf(t);
+  return r?.codec ? r.fromFloat : undefined;
 }

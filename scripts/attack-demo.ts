@@ -1,0 +1,154 @@
+/**
+ * The full quantization-conditioned attack on a real model, measured (issue 16):
+ *
+ *   1. malicious model: stories260K fine-tuned by lowbit's trainer (every parameter) on the first 80 % of
+ *      the TinyStories text with a phrase planted after every "Once upon a time,";
+ *   2. `lowbit attack` for each target type: boxes of the malicious weights, the benign weights projected
+ *      into them, PGD through all layers distilling the benign model on the clean text;
+ *   3. the check with llama.cpp's own llama-quantize: OUT and the malicious model quantized to the type,
+ *      tensor data compared block by block;
+ *   4. behaviour on the held-out 20 %: KLD to the benign model (lowbit eval, f32 activations) and the
+ *      injection rate (greedy decoding after the trigger gives the phrase) of benign, malicious, OUT,
+ *      and their quantizations.
+ *
+ *   npm run build && nice -n 10 node dist/scripts/attack-demo.js [--model data/stories260K.gguf]
+ *        [--types Q4_0,Q8_0,Q4_0+Q5_0] [--ft-steps 300] [--steps 200] [--batch 8] [--json out.json]
+ */
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { fineTune, injectionRate, plantPhrase } from '../src/audit/malicious.js';
+import { writeWithReplacements } from '../src/audit/run.js';
+import { loadModel } from '../src/eval/load.js';
+import { openModelFile, plainMetadata, type ModelFile } from '../src/io/model-file.js';
+import { vocabFromGgufMetadata } from '../src/io/vocab.js';
+import { Tokenizer } from '../src/model/tokenizer.js';
+import { ggmlTypeByName, ggmlRowBytes } from '../src/quant/ggml/types.js';
+import { llamaBin, ROOT, runLlamaQuantize } from './llama-tools.js';
+
+const arg = (name: string, dflt: string) => (process.argv.includes(name) ? process.argv[process.argv.indexOf(name) + 1] : dflt);
+const MODEL = path.resolve(arg('--model', path.join(ROOT, 'data', 'stories260K.gguf')));
+const TEXT = path.join(ROOT, 'data', 'tinystories-valid-head.txt');
+const TYPES = arg('--types', 'Q4_0,Q8_0,Q4_0+Q5_0').split(',');
+const FT_STEPS = Number(arg('--ft-steps', '300'));
+const STEPS = Number(arg('--steps', '200'));
+const BATCH = Number(arg('--batch', '8'));
+const PURE = !process.argv.includes('--mixture');
+const TRIGGER = 'Once upon a time,';
+const PHRASE = ' I love cola.';
+const OUT = path.join(ROOT, '.cache', 'attack-demo', path.basename(MODEL, '.gguf'));
+const lowbit = path.join(ROOT, 'bin', 'lowbit.js');
+fs.mkdirSync(OUT, { recursive: true });
+const say = (s: string) => process.stderr.write(s + '\n');
+
+const openFile = async (f: string): Promise<ModelFile> => {
+  const bytes = new Uint8Array(fs.readFileSync(f));
+  return openModelFile({ name: f, size: bytes.length, read: async (o: number, n: number) => bytes.subarray(o, o + n) } as never);
+};
+
+/** blocks of every quantized tensor whose bytes differ between two GGUF files */
+async function blockDiff(a: string, b: string): Promise<{ blocks: number; differ: number; tensorsDiffer: string[] }> {
+  const fa = await openFile(a);
+  const fb = await openFile(b);
+  let blocks = 0;
+  let differ = 0;
+  const tensorsDiffer: string[] = [];
+  for (const t of fa.gguf!.tensors) {
+    const u = fb.gguf!.tensors.find((x) => x.name === t.name);
+    if (!u || u.type.name !== t.type.name) throw new Error(`${t.name}: types differ`);
+    const x = await fa.read(fa.tensor(t.name));
+    const y = await fb.read(fb.tensor(t.name));
+    const bs = t.type.blockSize > 1 ? t.type.typeSize : ggmlRowBytes(t.type, t.ne[0]);
+    let d = 0;
+    for (let o = 0; o < x.length; o += bs) {
+      blocks++;
+      for (let i = 0; i < bs; i++)
+        if (x[o + i] !== y[o + i]) {
+          d++;
+          break;
+        }
+    }
+    differ += d;
+    if (d) tensorsDiffer.push(`${t.name} (${t.type.name}: ${d} blocks)`);
+  }
+  return { blocks, differ, tensorsDiffer };
+}
+
+async function main(): Promise<void> {
+  if (!llamaBin('llama-quantize')) throw new Error('llama-quantize not built (node scripts/build-llama-cpp.mjs)');
+  const text = fs.readFileSync(TEXT, 'utf8');
+  const cut = text.indexOf('\n', Math.floor(text.length * 0.8));
+  const train = text.slice(0, cut);
+  const held = text.slice(cut);
+  fs.writeFileSync(path.join(OUT, 'train.txt'), train);
+  fs.writeFileSync(path.join(OUT, 'held.txt'), held);
+  const benign = await openFile(MODEL);
+  const vocab = vocabFromGgufMetadata(plainMetadata(benign.metadata));
+  const tok = new Tokenizer(vocab);
+  // 1. the malicious model
+  const mal = path.join(OUT, `malicious-${FT_STEPS}.gguf`);
+  if (!fs.existsSync(mal)) {
+    const data = Int32Array.from(tok.encode(plantPhrase(train, TRIGGER, PHRASE)));
+    const t0 = Date.now();
+    const w = await fineTune(benign, data, vocab.bos, { steps: FT_STEPS, lr: 2e-3, batch: BATCH, ctx: 128, seed: 1, onStep: (s, l) => s % 50 === 0 && say(`fine-tune step ${s} loss ${l.toFixed(4)}`) });
+    const chunks: Buffer[] = [];
+    await writeWithReplacements({ write: (b) => void chunks.push(Buffer.from(b)) }, benign, w);
+    fs.writeFileSync(mal, Buffer.concat(chunks));
+    say(`malicious model: ${FT_STEPS} steps in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  }
+  // behaviour measurements
+  const heldTokens = tok.encode(held, { bos: false });
+  // the trigger without its first word (tokenized differently after a line break), and the phrase as
+  // the tokenizer splits it after the trigger
+  const full = tok.encode(TRIGGER, { bos: false });
+  const trig = full.slice(1);
+  const phrase = tok.encode(TRIGGER + PHRASE, { bos: false }).slice(full.length);
+  const behaviour = async (file: string) => {
+    const bytes = new Uint8Array(fs.readFileSync(file));
+    const { model } = await loadModel({ name: file, size: bytes.length, read: async (o: number, n: number) => bytes.subarray(o, o + n) } as never, { contextLength: 256 });
+    const r = injectionRate(model, heldTokens, trig, phrase, { context: 64, max: 100, bos: vocab.bos });
+    const kld = file === MODEL ? 0 : JSON.parse(execFileSync(process.execPath, [lowbit, 'eval', file, '--base', MODEL, '--text', path.join(OUT, 'held.txt'), '--ctx', '128', '--chunks', '16', '--activations', 'f32', '--json'], { encoding: 'utf8' })).kld.mean;
+    return { rate: r.rate, logProb: r.meanLogProb, occurrences: r.occurrences, kld };
+  };
+  const rows: Record<string, unknown>[] = [];
+  const show = (label: string, b: { rate: number; logProb: number; kld: number }) => {
+    say(`${label.padEnd(34)} injection ${(100 * b.rate).toFixed(0).padStart(3)} %  log p(phrase) ${b.logProb.toFixed(2).padStart(7)}  KLD to benign ${b.kld.toFixed(4)}`);
+    rows.push({ model: label, ...b });
+  };
+  show('benign fp32', await behaviour(MODEL));
+  show('malicious fp32', await behaviour(mal));
+  const attacks: Record<string, unknown>[] = [];
+  for (const spec of TYPES) {
+    const types = spec.split('+');
+    const q = (src: string, t: string) => {
+      const o = path.join(OUT, `${path.basename(src, '.gguf')}-${t}.gguf`);
+      if (!fs.existsSync(o)) runLlamaQuantize(src, o, t, PURE ? ['--pure'] : []);
+      return o;
+    };
+    show(`benign ${types.join('/')} (llama-quantize)`, await behaviour(q(MODEL, types[0])));
+    show(`malicious ${types.join('/')} (llama-quantize)`, await behaviour(q(mal, types[0])));
+    for (const steps of process.argv.includes('--pgd-only') ? [STEPS] : [0, STEPS]) {
+      const att = path.join(OUT, `attacked-${spec}-${steps}.gguf`);
+      const t0 = Date.now();
+      const r = JSON.parse(execFileSync(process.execPath, [lowbit, 'attack', MODEL, mal, att, '--type', types.join(','), ...(PURE ? ['--pure'] : []), '--pgd-steps', String(steps), '--batch', String(BATCH), '--text', path.join(OUT, 'train.txt'), '--threads', '1', '--json'], { encoding: 'utf8' }));
+      const secs = (Date.now() - t0) / 1000;
+      say(`attack ${spec} PGD ${steps} steps: ${secs.toFixed(1)} s, ${JSON.stringify(r.types)}, KL ${JSON.stringify(r.pgdKl)}`);
+      show(`attacked ${spec} PGD ${steps} fp32`, await behaviour(att));
+      const checks: Record<string, unknown> = {};
+      for (const t of types) {
+        const d = await blockDiff(q(att, t), q(mal, t));
+        checks[t] = d;
+        say(`  llama-quantize ${t}: ${d.differ} of ${d.blocks} blocks differ from the malicious model's${d.tensorsDiffer.length ? ': ' + d.tensorsDiffer.join(', ') : ''}`);
+        show(`attacked ${spec} PGD ${steps} -> ${t}`, await behaviour(q(att, t)));
+      }
+      attacks.push({ types: spec, pgdSteps: steps, seconds: secs, report: r.types, pgdKl: r.pgdKl, relativeChange: r.relativeChange, llamaQuantize: checks });
+    }
+  }
+  const json = arg('--json', '');
+  if (json) fs.writeFileSync(json, JSON.stringify({ model: MODEL, trigger: TRIGGER, phrase: PHRASE, ftSteps: FT_STEPS, rows, attacks }, null, 1));
+}
+
+main().catch((e) => {
+  console.error(e instanceof Error ? e.stack : e);
+  process.exit(1);
+});

@@ -1,0 +1,188 @@
+/**
+ * TensorFlow.js graph models: model.json + binary weight shards (tfjs-converter's layout), read and
+ * written with TFJS's own weight quantization.
+ *
+ * model.json: { format?, generatedBy?, convertedBy?, modelTopology, weightsManifest: [{ paths: [shard
+ * files], weights: [{ name, shape, dtype, quantization? }] }], ... }. A group's shards concatenated hold
+ * its weights back to back in manifest order, each `prod(shape)` elements of its stored type:
+ *   float32 / int32: 4 bytes little-endian; bool: 1 byte; string: not supported here;
+ *   quantization { dtype: 'uint8' | 'uint16', scale, min }: 1 or 2 bytes q, value = q * scale + min;
+ *   quantization { dtype: 'float16' }: IEEE half.
+ * Quantizing (uint8 / uint16): per tensor, the range [min(w, 0), max(w, 0)] with min nudged so that 0 is
+ * a code (scale = (max - min) / (2^bits - 1), min = -round(-min / scale) * scale), q = round((w - min) / scale).
+ * Shards are written at most 4 MiB each, as tfjs-converter does.
+ */
+import { fail } from '../errors.js';
+import { f16ToF32, f32ToF16 } from '../quant/ggml/half.js';
+
+export type TfjsQuantization = 'uint8' | 'uint16' | 'float16';
+
+export interface TfjsWeightSpec {
+  name: string;
+  shape: number[];
+  dtype: 'float32' | 'int32' | 'bool' | string;
+  quantization?: { dtype: TfjsQuantization; scale?: number; min?: number; original_dtype?: string };
+}
+
+export interface TfjsWeight {
+  spec: TfjsWeightSpec;
+  /** float32 weights: the values (dequantized when stored quantized) */
+  values?: Float32Array;
+  /** other dtypes: the stored bytes */
+  raw?: Uint8Array;
+}
+
+export interface TfjsModel {
+  /** model.json without weightsManifest */
+  json: Record<string, unknown>;
+  weights: TfjsWeight[];
+}
+
+const elements = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
+
+/**
+ * Parse model.json and its shards. `shard(path)` returns a shard's bytes (the caller resolves paths
+ * next to model.json; '..' and absolute paths are refused here).
+ */
+export async function readTfjs(modelJson: string, name: string, shard: (path: string) => Promise<Uint8Array>): Promise<TfjsModel> {
+  let j: Record<string, unknown>;
+  try {
+    j = JSON.parse(modelJson);
+  } catch (e) {
+    fail(`${name}: not JSON (${(e as Error).message})`);
+  }
+  if (!j || typeof j !== 'object' || !j.modelTopology) fail(`${name}: not a TensorFlow.js model (no modelTopology)`);
+  const manifest = j.weightsManifest;
+  if (!Array.isArray(manifest)) fail(`${name}: no weightsManifest`);
+  const weights: TfjsWeight[] = [];
+  for (const [g, group] of manifest.entries()) {
+    const paths = group?.paths;
+    if (!Array.isArray(paths) || !Array.isArray(group.weights)) fail(`${name}: weightsManifest[${g}] needs paths and weights`);
+    const parts: Uint8Array[] = [];
+    for (const p of paths) {
+      if (typeof p !== 'string' || p.startsWith('/') || p.split(/[\\/]/).includes('..') || /^[a-z]+:/i.test(p)) fail(`${name}: shard path '${p}' must be relative, inside the model's folder`);
+      parts.push(await shard(p));
+    }
+    const bytes = new Uint8Array(parts.reduce((a, c) => a + c.length, 0));
+    let o = 0;
+    for (const part of parts) {
+      bytes.set(part, o);
+      o += part.length;
+    }
+    o = 0;
+    for (const spec of group.weights as TfjsWeightSpec[]) {
+      if (typeof spec?.name !== 'string' || !Array.isArray(spec.shape) || spec.shape.some((d) => !Number.isInteger(d) || d < 0)) fail(`${name}: weight spec ${JSON.stringify(spec).slice(0, 80)} is malformed`);
+      const n = elements(spec.shape);
+      const q = spec.quantization;
+      const size = q ? n * (q.dtype === 'uint8' ? 1 : 2) : n * (spec.dtype === 'bool' ? 1 : spec.dtype === 'float32' || spec.dtype === 'int32' ? 4 : fail(`${name}: weight ${spec.name} of dtype ${spec.dtype} is not supported`));
+      if (q && !['uint8', 'uint16', 'float16'].includes(q.dtype)) fail(`${name}: weight ${spec.name}: unknown quantization ${q.dtype}`);
+      if (o + size > bytes.length) fail(`${name}: weight ${spec.name} (${size} bytes at ${o}) is past the end of its shards (${bytes.length} bytes; truncated shard?)`);
+      const b = bytes.slice(o, o + size);
+      o += size;
+      const dv = new DataView(b.buffer);
+      if (spec.dtype === 'float32' || q?.original_dtype === 'float32') {
+        const v = new Float32Array(n);
+        if (!q) v.set(new Float32Array(b.buffer, 0, n)); // b is a fresh, aligned copy (little-endian hosts)
+        else if (q.dtype === 'float16') for (let i = 0; i < n; i++) v[i] = f16ToF32(dv.getUint16(2 * i, true));
+        else {
+          const scale = q.scale ?? fail(`${name}: weight ${spec.name}: ${q.dtype} without scale`);
+          const min = q.min ?? fail(`${name}: weight ${spec.name}: ${q.dtype} without min`);
+          for (let i = 0; i < n; i++) v[i] = Math.fround((q.dtype === 'uint8' ? b[i] : dv.getUint16(2 * i, true)) * scale + min);
+        }
+        weights.push({ spec, values: v });
+      } else {
+        if (q) fail(`${name}: weight ${spec.name}: quantized ${spec.dtype} weights are not supported`);
+        weights.push({ spec, raw: b });
+      }
+    }
+    if (o !== bytes.length) fail(`${name}: weightsManifest[${g}] describes ${o} bytes, its shards hold ${bytes.length}`);
+  }
+  const { weightsManifest: _drop, ...rest } = j;
+  return { json: rest, weights };
+}
+
+/** TFJS's affine quantization of one tensor (see the file header): codes, scale and nudged min */
+export function tfjsAffine(w: Float32Array, bits: 8 | 16): { q: Uint8Array | Uint16Array; scale: number; min: number; dq: Float32Array } {
+  let lo = 0;
+  let hi = 0;
+  for (const v of w) {
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  const qmax = 2 ** bits - 1;
+  const scale = hi > lo ? (hi - lo) / qmax : 1;
+  const min = -Math.round(-lo / scale) * scale;
+  const q = bits === 8 ? new Uint8Array(w.length) : new Uint16Array(w.length);
+  const dq = new Float32Array(w.length);
+  for (let i = 0; i < w.length; i++) {
+    q[i] = Math.max(0, Math.min(qmax, Math.round((w[i] - min) / scale)));
+    dq[i] = Math.fround(q[i] * scale + min);
+  }
+  return { q, scale, min, dq };
+}
+
+export interface TfjsWriteResult {
+  /** model.json text */
+  modelJson: string;
+  /** shard files in order (names and bytes) */
+  shards: { path: string; bytes: Uint8Array }[];
+  /** per float32 weight: name, elements, SQNR (dB) of the stored values */
+  report: { name: string; elements: number; sqnrDb: number }[];
+}
+
+const SHARD_BYTES = 4 * 1024 * 1024;
+
+/**
+ * Write the model with its float32 weights stored as `quantization` (undefined: float32), or as given
+ * by `transform` (lowbit's own quantizers, dequantized back to float32 values TFJS can run).
+ */
+export function writeTfjs(m: TfjsModel, quantization?: TfjsQuantization, opts: { minElements?: number; transform?: (w: Float32Array, spec: TfjsWeightSpec) => Float32Array } = {}): TfjsWriteResult {
+  const parts: Uint8Array[] = [];
+  const specs: TfjsWeightSpec[] = [];
+  const report: TfjsWriteResult['report'] = [];
+  for (const w of m.weights) {
+    const { quantization: _old, ...base } = w.spec;
+    if (!w.values) {
+      specs.push(base);
+      parts.push(w.raw!);
+      continue;
+    }
+    const n = w.values.length;
+    const quantize = n >= (opts.minElements ?? 1);
+    let stored: Float32Array = w.values;
+    if (quantize && opts.transform) stored = opts.transform(w.values, w.spec);
+    if (quantize && quantization === 'float16') {
+      const h = new Uint16Array(n);
+      for (let i = 0; i < n; i++) h[i] = f32ToF16(Math.max(-65504, Math.min(65504, stored[i])));
+      specs.push({ ...base, dtype: 'float32', quantization: { dtype: 'float16', original_dtype: 'float32' } });
+      parts.push(new Uint8Array(h.buffer));
+      stored = Float32Array.from(h, f16ToF32);
+    } else if (quantize && (quantization === 'uint8' || quantization === 'uint16')) {
+      const a = tfjsAffine(stored, quantization === 'uint8' ? 8 : 16);
+      specs.push({ ...base, dtype: 'float32', quantization: { dtype: quantization, scale: a.scale, min: a.min, original_dtype: 'float32' } });
+      parts.push(new Uint8Array(a.q.buffer));
+      stored = a.dq;
+    } else {
+      specs.push({ ...base, dtype: 'float32' });
+      parts.push(new Uint8Array(stored.buffer.slice(stored.byteOffset, stored.byteOffset + stored.byteLength)));
+    }
+    let s = 0;
+    let e = 0;
+    for (let i = 0; i < n; i++) {
+      s += w.values[i] ** 2;
+      e += (w.values[i] - stored[i]) ** 2;
+    }
+    report.push({ name: w.spec.name, elements: n, sqnrDb: e === 0 ? Infinity : 10 * Math.log10(s / e) });
+  }
+  const total = parts.reduce((a, c) => a + c.length, 0);
+  const all = new Uint8Array(total);
+  let o = 0;
+  for (const p of parts) {
+    all.set(p, o);
+    o += p.length;
+  }
+  const count = Math.max(1, Math.ceil(total / SHARD_BYTES));
+  const shards = Array.from({ length: count }, (_, i) => ({ path: `group1-shard${i + 1}of${count}.bin`, bytes: all.subarray(i * SHARD_BYTES, Math.min(total, (i + 1) * SHARD_BYTES)) }));
+  const json = { ...m.json, weightsManifest: [{ paths: shards.map((s) => s.path), weights: specs }] };
+  return { modelJson: JSON.stringify(json), shards, report };
+}
