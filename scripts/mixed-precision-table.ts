@@ -118,14 +118,16 @@ async function main(): Promise<void> {
     add('lowbit', `${ft} GPTQ (fixed recipe)`, f);
   }
   const db = path.join(OUT, 'costs.json');
-  fs.rmSync(db, { force: true });
-  lowbitRun(['sensitivity', MODEL, '--calib', calib, '--calib-tokens', opt('calib-tokens', quick ? '4096' : '8192')!, '--calib-ctx', '256', '--types', 'Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0,IQ4_XS', '--db', db]);
-  const targets: [string, number][] = [...['Q3_K_M', 'Q4_K_M', 'Q5_K_M'].filter((t) => sizes.has(t)).map((t) => [`at ${t} size`, sizes.get(t)!] as [string, number])];
-  if (!quick) for (const bpw of [2.5, 3.5, 4.5, 5.5, 6.5]) targets.push([`${bpw} bpw`, Math.floor((bpw * nParams) / 8)]);
+  if (!reuse) fs.rmSync(db, { force: true });
+  if (!fs.existsSync(db)) lowbitRun(['sensitivity', MODEL, '--calib', calib, '--calib-tokens', opt('calib-tokens', quick ? '4096' : '8192')!, '--calib-ctx', '256', '--types', 'Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0,IQ4_XS', '--db', db]);
+  // the curve's points first (2.75 to 6.5 bpw: Q2_K everywhere, the smallest candidate, is ~2.7 bpw with
+  // the norms in F32), then llama.cpp's three sizes
+  const targets: [string, number][] = quick ? [] : [2.75, 3.5, 4.5, 5.5, 6.5].map((bpw) => [`${bpw} bpw`, Math.floor((bpw * nParams) / 8)] as [string, number]);
+  targets.push(...['Q3_K_M', 'Q4_K_M', 'Q5_K_M'].filter((t) => sizes.has(t)).map((t) => [`at ${t} size`, sizes.get(t)!] as [string, number]));
   for (const [label, bytes] of targets) {
     for (const algo of ALGOS) {
       const f = path.join(OUT, `lowbit-alloc-${bytes}-${algo}.gguf`);
-      lowbitRun(['quantize', MODEL, f, '--type', 'Q4_K_M', '--db', db, '--target-size', String(bytes), '--algo', algo, ...calibArgs]);
+      if (!(reuse && fs.existsSync(f))) lowbitRun(['quantize', MODEL, f, '--type', 'Q4_K_M', '--db', db, '--target-size', String(bytes), '--algo', algo, ...calibArgs]);
       add('lowbit', `allocated ${label} (${algo === 'rtn' ? 'imatrix-RTN' : 'GPTQ'})`, f);
     }
   }
