@@ -79,15 +79,11 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
   const H = Float32Array.from(h);
   const hd = Float32Array.from({ length: k }, (_, i) => H[i * k + i]);
   const grids = new BlockGrids(c, 1);
-  const nCodes = grids.nCodes;
   const N = n * k;
 
   // per element: the two levels around w and their codes, t, v, the choice (1 = hi)
-  const lo = new Float32Array(N);
-  const hi = new Float32Array(N);
-  const loC = new Uint16Array(N);
-  const hiC = new Uint16Array(N);
-  const t = new Float32Array(N);
+  const lv = newLevels(N);
+  const { lo, hi, loC, hiC, t } = lv;
   const v = new Float32Array(N);
   const ch = new Uint8Array(N);
   const bytes = init ? Uint8Array.from(init.bytes) : new Uint8Array(n * nb * nbytes);
@@ -104,35 +100,11 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
     for (let j = 0; j < bs; j++) shrunk[j] = Math.fround(w[xo + j] * a);
     c.quantize(shrunk, 0, out, oo, im);
   };
-  /** the levels around w of block blk on the grid of src[so ..], into the arrays at offset o (element index base) */
-  const bracket = (blk: number, src: Uint8Array, so: number, L: Float32Array, U: Float32Array, LC: Uint16Array, UC: Uint16Array, T: Float32Array, o: number, around?: Float32Array) => {
-    grids.load(0, src, so);
-    const xo = blk * bs;
-    for (let j = 0; j < bs; j++) {
-      const x = w[xo + j];
-      // the levels around w, or (around: a start's values) the start's level and its neighbour towards w
-      const a = around ? around[xo + j] : x;
-      const p = around ? a + (x > a ? 1 : -1) * Math.max(1e-30, Math.abs(a) * 1e-5) : x;
-      const i = grids.nearest(0, j, p);
-      const base = j * nCodes;
-      const last = base + grids.count[j] - 1;
-      const val = grids.values[i];
-      const l = p >= val ? i : Math.max(base, i - 1);
-      const u = p >= val ? Math.min(last, i + 1) : i;
-      const vl = grids.values[l];
-      const vu = grids.values[u];
-      L[o + j] = vl;
-      U[o + j] = vu;
-      LC[o + j] = grids.codes[l];
-      UC[o + j] = grids.codes[u];
-      T[o + j] = vu > vl ? Math.min(1, Math.max(0, (x - vl) / (vu - vl))) : 0;
-    }
-  };
-
   // ---- start: grids (the init's, or the best clip ratio by diag(H)-weighted error), choices ----------
   const cand = new Uint8Array(nbytes);
-  const cL = new Float32Array(bs), cU = new Float32Array(bs), cT = new Float32Array(bs);
-  const cLC = new Uint16Array(bs), cUC = new Uint16Array(bs);
+  const cl = newLevels(bs);
+  const { lo: cL, hi: cU, loC: cLC, hiC: cUC, t: cT } = cl;
+  const bracket = (blk: number, src: Uint8Array, so: number, out: Levels, o: number, around?: Float32Array) => bracketBlock(grids, w, blk, src, so, out, o, around);
   const blockErr = (xo: number, cl: Float32Array, cu: Float32Array, ct: Float32Array, cv: Float32Array | null, vo: number) => {
     let e = 0;
     for (let j = 0; j < bs; j++) {
@@ -147,21 +119,14 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
     const at = blk * nbytes;
     const xo = blk * bs;
     if (init) {
-      bracket(blk, bytes, at, lo, hi, loC, hiC, t, xo, init.q);
-      for (let j = 0; j < bs; j++) {
-        const e = xo + j;
-        const q = init.q[e];
-        ch[e] = q === hi[e] && q !== lo[e] ? 1 : 0;
-        // the offset that reproduces the choice (just past the threshold)
-        v[e] = ch[e] ? Math.max(0, 0.5 - t[e]) + 1e-4 : Math.min(0, 0.5 - t[e]) - 1e-4;
-        v[e] = Math.min(0.5, Math.max(-0.5, v[e]));
-      }
+      bracket(blk, bytes, at, lv, xo, init.q);
+      chooseStart(lv, init.q, ch, v, xo, bs);
       continue;
     }
     let best = Infinity;
     for (const r of ratios) {
       header(blk, r, cand, 0);
-      bracket(blk, cand, 0, cL, cU, cLC, cUC, cT, 0);
+      bracket(blk, cand, 0, cl, 0);
       const e = blockErr(xo, cL, cU, cT, null, 0);
       if (e < best) {
         best = e;
@@ -259,7 +224,7 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
       const c0 = (blk % nb) * bs;
       cand.set(bytes.subarray(blk * nbytes, (blk + 1) * nbytes));
       header(blk, alpha[blk], cand, 0);
-      bracket(blk, cand, 0, cL, cU, cLC, cUC, cT, 0);
+      bracket(blk, cand, 0, cl, 0);
       let dl = 0;
       for (let j = 0; j < bs; j++) {
         const e = xo + j;
@@ -292,23 +257,82 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
   }
 
   // ---- write the codes; the codec's dequantizer must give back every chosen value ---------------------
-  const layout = grids.layout;
-  const codes = new Uint16Array(bs);
-  const q = new Float32Array(N);
-  const check = new Float32Array(bs);
+  const q = writeChoices(c, grids, bytes, lv, ch, n * nb);
   let changed = 0;
-  for (let blk = 0; blk < n * nb; blk++) {
+  for (let e = 0; e < N; e++) if (ch[e] !== startChoice[e] || lo[e] !== startLo[e]) changed++;
+  return { bytes, q, stats: { lossStart, loss, changed, seconds: (performance.now() - t0) / 1000 } };
+}
+
+/** Per element: the two grid levels it may round to (lo <= hi), their codes, and t = (w - lo) / (hi - lo). */
+export interface Levels {
+  lo: Float32Array;
+  hi: Float32Array;
+  loC: Uint16Array;
+  hiC: Uint16Array;
+  t: Float32Array;
+}
+
+export const newLevels = (n: number): Levels => ({ lo: new Float32Array(n), hi: new Float32Array(n), loC: new Uint16Array(n), hiC: new Uint16Array(n), t: new Float32Array(n) });
+
+/**
+ * The levels around w of block blk (w's elements blk*bs ..) on the grid of src[so ..], into out at
+ * element o; with `around` (a start's values): the start's level and its neighbour towards w.
+ */
+export function bracketBlock(grids: BlockGrids, w: Float32Array, blk: number, src: Uint8Array, so: number, out: Levels, o: number, around?: Float32Array): void {
+  const bs = grids.codec.blockSize;
+  const nCodes = grids.nCodes;
+  grids.load(0, src, so);
+  const xo = blk * bs;
+  for (let j = 0; j < bs; j++) {
+    const x = w[xo + j];
+    const a = around ? around[xo + j] : x;
+    const p = around ? a + (x > a ? 1 : -1) * Math.max(1e-30, Math.abs(a) * 1e-5) : x;
+    const i = grids.nearest(0, j, p);
+    const base = j * nCodes;
+    const last = base + grids.count[j] - 1;
+    const val = grids.values[i];
+    const l = p >= val ? i : Math.max(base, i - 1);
+    const u = p >= val ? Math.min(last, i + 1) : i;
+    const vl = grids.values[l];
+    const vu = grids.values[u];
+    out.lo[o + j] = vl;
+    out.hi[o + j] = vu;
+    out.loC[o + j] = grids.codes[l];
+    out.hiC[o + j] = grids.codes[u];
+    out.t[o + j] = vu > vl ? Math.min(1, Math.max(0, (x - vl) / (vu - vl))) : 0;
+  }
+}
+
+/**
+ * The choices (1 = hi) and offsets v that reproduce the start's values q on elements xo .. xo+len: t + v
+ * at least `margin` past the threshold 0.5 on the chosen side (a start's choice against the nearest
+ * level then survives the first steps of a noisy gradient).
+ */
+export function chooseStart(lv: Levels, q: Float32Array, ch: Uint8Array, v: Float32Array, xo: number, len: number, margin = 1e-4): void {
+  for (let e = xo; e < xo + len; e++) {
+    ch[e] = q[e] === lv.hi[e] && q[e] !== lv.lo[e] ? 1 : 0;
+    const off = ch[e] ? Math.max(0, 0.5 + margin - lv.t[e]) : Math.min(0, 0.5 - margin - lv.t[e]);
+    v[e] = Math.min(0.5, Math.max(-0.5, off));
+  }
+}
+
+/** Set the chosen codes into every block of `bytes`; returns the values, checked against the codec's own dequantizer. */
+export function writeChoices(c: BlockCodec, grids: BlockGrids, bytes: Uint8Array, lv: Levels, ch: Uint8Array, nBlocks: number): Float32Array {
+  const bs = c.blockSize;
+  const codes = new Uint16Array(bs);
+  const q = new Float32Array(nBlocks * bs);
+  const check = new Float32Array(bs);
+  for (let blk = 0; blk < nBlocks; blk++) {
     const xo = blk * bs;
     for (let j = 0; j < bs; j++) {
       const e = xo + j;
-      codes[j] = ch[e] ? hiC[e] : loC[e];
-      q[e] = ch[e] ? hi[e] : lo[e];
-      if (ch[e] !== startChoice[e] || lo[e] !== startLo[e]) changed++;
+      codes[j] = ch[e] ? lv.hiC[e] : lv.loC[e];
+      q[e] = ch[e] ? lv.hi[e] : lv.lo[e];
     }
-    setCodes(layout, bytes, blk * nbytes, codes, bs);
-    c.dequantize(bytes, blk * nbytes, check, 0);
+    setCodes(grids.layout, bytes, blk * c.blockBytes, codes, bs);
+    c.dequantize(bytes, blk * c.blockBytes, check, 0);
     for (let j = 0; j < bs; j++)
       if (check[j] !== q[xo + j]) fail(`internal error: ${c.name} block ${blk} decodes element ${j} to ${check[j]}, AutoRound chose ${q[xo + j]}`);
   }
-  return { bytes, q, stats: { lossStart, loss, changed, seconds: (performance.now() - t0) / 1000 } };
+  return q;
 }

@@ -34,6 +34,10 @@ export interface PtqOptions {
   readonly autoroundIters: number;
   readonly autoroundLr: number;
   readonly autoroundClip: boolean;
+  /** AutoRound's objective: 'block' (the transformer layer's output, the paper's) or 'linear' (each linear's own output from H) */
+  readonly autoroundObjective: 'block' | 'linear';
+  /** AutoRound (block): calibration windows per signed-gradient step */
+  readonly autoroundBatch: number;
   /** LoRC (ZeroQuant-V2): rank of the low-rank compensation of each weight's quantization error; 0 = off */
   readonly lorc: number;
   /** EasyQuant: fraction of each row's weights kept in f16 as outliers (the largest |w - mean|) */
@@ -74,6 +78,8 @@ export const PTQ_OPTIONS: readonly PtqOptionSpec[] = Object.freeze([
   { key: 'autoroundIters', flag: 'autoround-iters', type: 'int', default: 100, min: 0, max: 100000, help: 'AutoRound: signed-gradient iterations (the paper uses 200; 100 reaches within 0.2 % of its output error here)' },
   { key: 'autoroundLr', flag: 'autoround-lr', type: 'number', default: 0, min: 0, max: 0.5, help: 'AutoRound: first step of the rounding offsets and clip ratios, decayed linearly (0 = 1 / iterations)' },
   { key: 'autoroundClip', flag: 'autoround-clip', type: 'boolean', default: true, help: 'AutoRound: learn a clip ratio per block (the codec keeps choosing its scales for the clipped block)' },
+  { key: 'autoroundObjective', flag: 'autoround-objective', type: 'string', default: 'block', choices: ['block', 'linear'], help: 'AutoRound: minimize each transformer layer\'s output error (block: the paper\'s, learned through the layer\'s backward pass after the per-linear start) or each linear\'s own output error (linear)' },
+  { key: 'autoroundBatch', flag: 'autoround-batch', type: 'int', default: 4, min: 1, max: 4096, help: 'AutoRound (block objective): calibration windows per signed-gradient step' },
 ] as const satisfies readonly PtqOptionSpec[]);
 
 export const DEFAULT_PTQ: PtqOptions = Object.freeze(Object.fromEntries(PTQ_OPTIONS.map((o) => [o.key, o.default])) as unknown as PtqOptions);

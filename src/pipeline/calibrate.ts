@@ -49,6 +49,7 @@ import type { LlamaConfig, StoredTensor } from '../model/types.js';
 import { ggmlTypeByName, isGgmlFloat } from '../quant/ggml/types.js';
 import { algorithmsOf, needsHandler, roundWeight, scalesInputs, type AlgorithmSpec, type ExtraTensor, type InputStatistics } from './algorithms.js';
 import type { QuantizePlan, TensorPlan } from './plan.js';
+import { BLOCK_LR, BLOCK_TENSORS, BlockRunner, blockObjectiveRefusal, refineBlock, type BlockLinear } from './block-round.js';
 
 export interface PtqInput {
   recipe: Recipe;
@@ -318,7 +319,7 @@ const stageWidth = (c: LlamaConfig, input: LayerInput) => (input === 'attention'
 
 export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput): Promise<PtqOutput> {
   const t0 = performance.now();
-  const o = input.options;
+  let o = input.options;
   const say = input.onProgress ?? (() => {});
   const notes: string[] = [];
   const planOf = new Map(plan.tensors.map((p) => [p.name, p]));
@@ -371,6 +372,9 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
 
   const quantized = new Map<string, PtqTensor>();
   const floats = new Map([...weights].map(([n, t]) => [n, t.data]));
+  // AutoRound on the block output: the float model's residual stream beside the quantized one
+  const block = needsCalibration ? blockObjective(plan, input.recipe, o, config, [...weights.keys()], notes) : undefined;
+  if (!block && o.autoroundObjective === 'block') o = { ...o, autoroundObjective: 'linear' };
   /** round a weight with its algorithms; the runtime (and later layers) then see the quantized values */
   const quantizeWeight = async (name: string, stats: InputStats | undefined): Promise<void> => {
     const p = planOf.get(name);
@@ -378,6 +382,7 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
     if (!p || !t) fail(`model has no tensor ${name}`);
     const codec = codecOf(p);
     if (!codec) return roundFloat(name);
+    if (block && name.startsWith('blk.') && algorithmsFor(name).at(-1)?.name === 'autoround') block.before.set(name, Float32Array.from(t.data)); // the float its start was rounded from
     const r = await roundWeight(algorithmsFor(name), { name, codec, w: t.data, rows: t.rows, cols: t.cols, scheme: p.scheme, ggmlType: p.ggml?.name, stats, options: o, gptqWorkers: input.gptqWorkers });
     quantized.set(name, { bytes: r.bytes, sqnrDb: sqnrDb(t.data, r.q), algorithm: r.label, ...(r.extras ? { extras: r.extras } : {}) });
     t.data.set(r.q);
@@ -404,8 +409,15 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
   const lc = new LayerCalibration(config, family, weights, stored(), windows, ctx, input.threads, o.smooth > 0 || o.shift || plan.tensors.some((p) => scalesInputs(algorithmsFor(p.name))));
   say(`calibration: ${windows.length} sequences of ${ctx} tokens`);
   // token embeddings: no calibration (a lookup, not a product); quantized first so layer 0 sees them
+  const embFp = block ? Float32Array.from(weights.get('token_embd.weight')!.data) : undefined;
   await quantizeWeight('token_embd.weight', undefined);
   lc.embed();
+  let xFp: Float32Array | undefined;
+  if (block) {
+    xFp = new Float32Array(lc.X.length);
+    windows.forEach((w, s) => w.forEach((tok, i) => xFp!.set(embFp!.subarray(tok * config.dim, (tok + 1) * config.dim), (s * ctx + i) * config.dim)));
+    block.runner = new BlockRunner(config, ctx, input.threads);
+  }
   const nExp = config.nExperts ?? 0;
   const expertNotes: string[] = [];
   /** round each expert's matrix of a 3-D tensor with its own input statistics (experts.pick decides the fallback) */
@@ -430,109 +442,170 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
     quantized.set(tensor, { bytes, sqnrDb: sqnrDb(original, t.data), algorithm: label });
   };
 
-  for (let l = 0; l < nLayers; l++) {
-    const tl = performance.now();
-    const P = `blk.${l}.`;
-    const name = (r: LinearRole) => `${P}${linearOf(family, r).gguf}.weight`;
-    const perExpert = (r: LinearRole) => linearOf(family, r).perExpert === true;
-    const lists = new Map(family.linears.map((s) => [s.role, algorithmsFor(name(s.role))] as [LinearRole, readonly AlgorithmSpec[]]));
-    const quantizable = (roles: readonly LinearRole[]) => roles.every((r) => codecOf(planOf.get(name(r))!));
-    // the router stays float in llama.cpp's recipes: it takes a group's scales exactly and joins AWQ's search only when quantized
-    const searched = (roles: readonly LinearRole[]) => roles.filter((r) => r !== 'router' || quantizable([r]));
-    const usesAwq = (roles: readonly LinearRole[]) => searched(roles).some((r) => scalesInputs(lists.get(r)!)) && quantizable(searched(roles));
-    /** a fold pair's producer: its storage tensor (Phi-3: the fused one) and its rows there */
-    const producerOf = (fp: FoldPair) => storageOf(family, fp.producer, config);
-    const experts = new Map<LayerInput, ExpertStats>();
-    const quantizeGroup = (roles: readonly LinearRole[], st: InputStats, input: LayerInput) =>
-      lc.timed('quantization', () => (async () => { for (const r of roles) await (perExpert(r) ? quantizeExperts(name(r), experts.get(input)!) : quantizeWeight(name(r), st)); })());
-    const alphas: string[] = [];
-    const statsOfGroup = new Map<InputGroup, InputStats>();
-    // a producer whose rows take the AWQ scales of its consumer's input is rounded after that fold
-    const deferred = new Set(family.foldPairs.filter((fp) => usesAwq([fp.consumer]) && quantizable([producerOf(fp).spec.role])).map((fp) => producerOf(fp).spec.role));
-    /** statistics of a group's input: all tokens, and for a group of experts each expert's own rows */
-    const collect = (g: InputGroup): InputStats => {
-      const expertRole = g.linears.find(perExpert);
-      if (!expertRole) return lc.collectHessians(l, g.input);
-      const ex = lc.collectExpertStats(l, name(expertRole));
-      experts.set(g.input, ex);
-      return g.norm ? lc.collectHessians(l, g.input) : ex.pooled;
-    };
-
-    for (const g of family.inputGroups) {
-      // the residual writers of the previous groups have written: the input of a norm group is ready
-      if (g.norm) lc.addPendingResiduals();
-      let st = collect(g);
-      statsOfGroup.set(g, st);
-      const normName = g.norm;
-      if (normName) {
-        const runtimeNorm = lc.runtimeNorm(l, g.input);
-        const norm = `${P}${normName}.weight`;
-        const ex = experts.get(g.input);
-        const fold = (sc: Float32Array) => {
-          lc.fold(sc, st, g.linears.map(name), { norm: weights.get(norm)!.data, runtimeNorm });
-          ex?.divideInput(sc);
-        };
-        if (o.shift) {
-          lc.timed('quantization', () => shiftGroup(lc, l, g, st, name, norm, runtimeNorm, o.smooth > 0 ? o.smooth : 0.5, weights, added));
-          st = collect(g); // the statistics of the shifted, scaled input
-          statsOfGroup.set(g, st);
-        }
-        lc.timed('quantization', () => {
-          if (o.smooth > 0 && !o.shift) fold(smoothQuantScales(st.absMax, g.linears.map((r) => ({ w: lc.linear(name(r)).data, n: lc.linear(name(r)).rows })), o.smooth));
-          if (usesAwq(g.linears)) {
-            // experts: each matrix's error weighted by its own Hessian and its share of the tokens
-            const lins = searched(g.linears).flatMap((r) => (perExpert(r) ? lc.expertAwqLinears(name(r), planOf, ex!) : lc.awqLinears([name(r)], planOf)));
-            const r = awqSearchHessian(st.meanAbs(), st.h, st.k, lins, o.awqGrid);
-            fold(r.scales);
-            alphas.push(`${normName.split('_')[0]} ${r.alpha.toFixed(2)}`);
-          }
-        });
-      }
-      // fold pairs ending in this group (v -> o, up -> down, per expert): AWQ's scales of the consumer's
-      // input move into the producer's rows (a row range of a fused tensor, with its bias); the
-      // producer is rounded then, and the stage rerun with it
-      for (const fp of family.foldPairs.filter((x) => g.linears.includes(x.consumer) && deferred.has(producerOf(x).spec.role))) {
-        const prod = producerOf(fp);
-        const producerGroup = family.inputGroups.find((x) => x.linears.includes(prod.spec.role))!;
-        lc.timed('quantization', () => {
-          const consumer = lc.linear(name(fp.consumer));
-          const producer = lc.linear(name(prod.spec.role));
-          const rowsOf = (t: FloatTensor) => (prod.rows === undefined ? t : { data: t.data.subarray(prod.r0 * t.cols, (prod.r0 + prod.rows) * t.cols), rows: prod.rows, cols: t.cols });
-          if (perExpert(fp.consumer)) {
-            const ex = experts.get(g.input)!;
-            const a: number[] = [];
-            for (let e = 0; e < nExp; e++) {
-              if (ex.perExpert[e].count === 0) continue; // no token reached it: nothing to weigh the scales by
-              a.push(lc.awqFoldPair(fp.channels, ex.perExpert[e], expertView(consumer, e, nExp), rowsOf(expertView(producer, e, nExp)), planOf.get(name(fp.consumer))!, o.awqGrid).alpha);
-            }
-            alphas.push(`${fp.producer}>${fp.consumer} mean ${(a.reduce((x, y) => x + y, 0) / Math.max(1, a.length)).toFixed(2)} (${a.length} experts)`);
-          } else {
-            const bias = prod.rows === undefined ? lc.biasOf(l, prod.spec.gguf) : [];
-            alphas.push(`${fp.producer}>${fp.consumer} ${lc.awqFoldPair(fp.channels, st, consumer, rowsOf(producer), planOf.get(name(fp.consumer))!, o.awqGrid, bias).alpha.toFixed(2)}`);
-          }
-        });
-        await quantizeGroup([prod.spec.role], statsOfGroup.get(producerGroup)!, producerGroup.input);
-        st = collect(g); // again, with the quantized producer
-      }
-      await quantizeGroup(g.linears.filter((r) => !deferred.has(r)), st, g.input);
-      if (!g.norm) lc.pendResidual(g.input, g.linears.map(name), g.linears.some(perExpert));
+  /** AutoRound on layer l's output: relearn the rounding of its AutoRound linears; false when none */
+  const refineLayer = (l: number, xIn: Float32Array, target: Float32Array): boolean => {
+    const runner = block!.runner!;
+    const full = (n: string) => `blk.${l}.${n}.weight`;
+    const specs: BlockLinear[] = [];
+    for (const n of BLOCK_TENSORS) {
+      const list = algorithmsFor(full(n));
+      const q = quantized.get(full(n));
+      if (!q || list[list.length - 1]?.name !== 'autoround' || o.lorc > 0) continue;
+      const t = weights.get(full(n))!;
+      specs.push({ name: n, codec: codecOf(planOf.get(full(n))!)!, w: block!.before.get(full(n))!, start: { bytes: q.bytes, q: Float32Array.from(t.data) } });
     }
-    for (const ex of experts.values()) if (ex.fallbacks.length) expertNotes.push(`layer ${l} ${ex.tensor.split('.')[2]}: experts [${ex.fallbacks.join(', ')}] saw fewer than ${ex.minTokens} tokens: calibrated with all experts' inputs pooled`);
-    if (alphas.length) notes.push(`layer ${l} AWQ alpha: ${alphas.join(', ')}`);
-    for (const g of family.inputGroups)
-      if (g.norm) {
-        roundFloat(`${P}${g.norm}.weight`);
-        lc.runtimeNorm(l, g.input).set(weights.get(`${P}${g.norm}.weight`)!.data);
+    if (!specs.length) return false;
+    runner.unlearn();
+    runner.load((n) => weights.get(full(n))!.data);
+    const r = refineBlock(runner, specs, xIn, target, { iters: o.autoroundIters, lr: o.autoroundLr || BLOCK_LR, batch: o.autoroundBatch, seed: o.seed + l });
+    for (const sp of specs) {
+      const x = r.linears.get(sp.name)!;
+      const q = quantized.get(full(sp.name))!;
+      quantized.set(full(sp.name), { ...q, bytes: x.bytes, sqnrDb: sqnrDb(sp.w, x.q), algorithm: `${q.algorithm} (block)` });
+      weights.get(full(sp.name))!.data.set(x.q);
+      block!.before.delete(full(sp.name));
+    }
+    notes.push(`layer ${l} AutoRound block output error ${r.lossStart.toExponential(3)} -> ${r.loss.toExponential(3)} (${r.pick}, ${specs.length} linears, ${r.seconds.toFixed(1)} s)`);
+    return true;
+  };
+
+  try {
+    for (let l = 0; l < nLayers; l++) {
+      const tl = performance.now();
+      const P = `blk.${l}.`;
+      // block objective: this layer's quantized-model input and the float layer's output on the float input
+      let blockIn: Float32Array | undefined;
+      let blockTarget: Float32Array | undefined;
+      if (block?.runner && xFp) {
+        blockIn = Float32Array.from(lc.X);
+        const runner = block.runner;
+        lc.timed('forward', () => {
+          runner.load((n) => weights.get(`${P}${n}.weight`)!.data);
+          runner.unlearn();
+          blockTarget = runner.outputs(xFp!);
+        });
+        xFp = blockTarget;
       }
-    // X += the last writers' outputs: the next layer's input
-    lc.addPendingResiduals();
-    say(`layer ${l + 1}/${nLayers} (${((performance.now() - tl) / 1000).toFixed(1)} s)`);
+      const name = (r: LinearRole) => `${P}${linearOf(family, r).gguf}.weight`;
+      const perExpert = (r: LinearRole) => linearOf(family, r).perExpert === true;
+      const lists = new Map(family.linears.map((s) => [s.role, algorithmsFor(name(s.role))] as [LinearRole, readonly AlgorithmSpec[]]));
+      const quantizable = (roles: readonly LinearRole[]) => roles.every((r) => codecOf(planOf.get(name(r))!));
+      // the router stays float in llama.cpp's recipes: it takes a group's scales exactly and joins AWQ's search only when quantized
+      const searched = (roles: readonly LinearRole[]) => roles.filter((r) => r !== 'router' || quantizable([r]));
+      const usesAwq = (roles: readonly LinearRole[]) => searched(roles).some((r) => scalesInputs(lists.get(r)!)) && quantizable(searched(roles));
+      /** a fold pair's producer: its storage tensor (Phi-3: the fused one) and its rows there */
+      const producerOf = (fp: FoldPair) => storageOf(family, fp.producer, config);
+      const experts = new Map<LayerInput, ExpertStats>();
+      const quantizeGroup = (roles: readonly LinearRole[], st: InputStats, input: LayerInput) =>
+        lc.timed('quantization', () => (async () => { for (const r of roles) await (perExpert(r) ? quantizeExperts(name(r), experts.get(input)!) : quantizeWeight(name(r), st)); })());
+      const alphas: string[] = [];
+      const statsOfGroup = new Map<InputGroup, InputStats>();
+      // a producer whose rows take the AWQ scales of its consumer's input is rounded after that fold
+      const deferred = new Set(family.foldPairs.filter((fp) => usesAwq([fp.consumer]) && quantizable([producerOf(fp).spec.role])).map((fp) => producerOf(fp).spec.role));
+      /** statistics of a group's input: all tokens, and for a group of experts each expert's own rows */
+      const collect = (g: InputGroup): InputStats => {
+        const expertRole = g.linears.find(perExpert);
+        if (!expertRole) return lc.collectHessians(l, g.input);
+        const ex = lc.collectExpertStats(l, name(expertRole));
+        experts.set(g.input, ex);
+        return g.norm ? lc.collectHessians(l, g.input) : ex.pooled;
+      };
+
+      for (const g of family.inputGroups) {
+        // the residual writers of the previous groups have written: the input of a norm group is ready
+        if (g.norm) lc.addPendingResiduals();
+        let st = collect(g);
+        statsOfGroup.set(g, st);
+        const normName = g.norm;
+        if (normName) {
+          const runtimeNorm = lc.runtimeNorm(l, g.input);
+          const norm = `${P}${normName}.weight`;
+          const ex = experts.get(g.input);
+          const fold = (sc: Float32Array) => {
+            lc.fold(sc, st, g.linears.map(name), { norm: weights.get(norm)!.data, runtimeNorm });
+            ex?.divideInput(sc);
+          };
+          if (o.shift) {
+            lc.timed('quantization', () => shiftGroup(lc, l, g, st, name, norm, runtimeNorm, o.smooth > 0 ? o.smooth : 0.5, weights, added));
+            st = collect(g); // the statistics of the shifted, scaled input
+            statsOfGroup.set(g, st);
+          }
+          lc.timed('quantization', () => {
+            if (o.smooth > 0 && !o.shift) fold(smoothQuantScales(st.absMax, g.linears.map((r) => ({ w: lc.linear(name(r)).data, n: lc.linear(name(r)).rows })), o.smooth));
+            if (usesAwq(g.linears)) {
+              // experts: each matrix's error weighted by its own Hessian and its share of the tokens
+              const lins = searched(g.linears).flatMap((r) => (perExpert(r) ? lc.expertAwqLinears(name(r), planOf, ex!) : lc.awqLinears([name(r)], planOf)));
+              const r = awqSearchHessian(st.meanAbs(), st.h, st.k, lins, o.awqGrid);
+              fold(r.scales);
+              alphas.push(`${normName.split('_')[0]} ${r.alpha.toFixed(2)}`);
+            }
+          });
+        }
+        // fold pairs ending in this group (v -> o, up -> down, per expert): AWQ's scales of the consumer's
+        // input move into the producer's rows (a row range of a fused tensor, with its bias); the
+        // producer is rounded then, and the stage rerun with it
+        for (const fp of family.foldPairs.filter((x) => g.linears.includes(x.consumer) && deferred.has(producerOf(x).spec.role))) {
+          const prod = producerOf(fp);
+          const producerGroup = family.inputGroups.find((x) => x.linears.includes(prod.spec.role))!;
+          lc.timed('quantization', () => {
+            const consumer = lc.linear(name(fp.consumer));
+            const producer = lc.linear(name(prod.spec.role));
+            const rowsOf = (t: FloatTensor) => (prod.rows === undefined ? t : { data: t.data.subarray(prod.r0 * t.cols, (prod.r0 + prod.rows) * t.cols), rows: prod.rows, cols: t.cols });
+            if (perExpert(fp.consumer)) {
+              const ex = experts.get(g.input)!;
+              const a: number[] = [];
+              for (let e = 0; e < nExp; e++) {
+                if (ex.perExpert[e].count === 0) continue; // no token reached it: nothing to weigh the scales by
+                a.push(lc.awqFoldPair(fp.channels, ex.perExpert[e], expertView(consumer, e, nExp), rowsOf(expertView(producer, e, nExp)), planOf.get(name(fp.consumer))!, o.awqGrid).alpha);
+              }
+              alphas.push(`${fp.producer}>${fp.consumer} mean ${(a.reduce((x, y) => x + y, 0) / Math.max(1, a.length)).toFixed(2)} (${a.length} experts)`);
+            } else {
+              const bias = prod.rows === undefined ? lc.biasOf(l, prod.spec.gguf) : [];
+              alphas.push(`${fp.producer}>${fp.consumer} ${lc.awqFoldPair(fp.channels, st, consumer, rowsOf(producer), planOf.get(name(fp.consumer))!, o.awqGrid, bias).alpha.toFixed(2)}`);
+            }
+          });
+          await quantizeGroup([prod.spec.role], statsOfGroup.get(producerGroup)!, producerGroup.input);
+          st = collect(g); // again, with the quantized producer
+        }
+        await quantizeGroup(g.linears.filter((r) => !deferred.has(r)), st, g.input);
+        if (!g.norm) lc.pendResidual(g.input, g.linears.map(name), g.linears.some(perExpert));
+      }
+      for (const ex of experts.values()) if (ex.fallbacks.length) expertNotes.push(`layer ${l} ${ex.tensor.split('.')[2]}: experts [${ex.fallbacks.join(', ')}] saw fewer than ${ex.minTokens} tokens: calibrated with all experts' inputs pooled`);
+      if (alphas.length) notes.push(`layer ${l} AWQ alpha: ${alphas.join(', ')}`);
+      for (const g of family.inputGroups)
+        if (g.norm) {
+          roundFloat(`${P}${g.norm}.weight`);
+          lc.runtimeNorm(l, g.input).set(weights.get(`${P}${g.norm}.weight`)!.data);
+        }
+      const learned = block && blockIn && blockTarget ? await lc.timed('quantization', async () => refineLayer(l, blockIn!, blockTarget!)) : false;
+      // X += the last writers' outputs: the next layer's input (or the whole layer again, its weights relearned)
+      if (learned) lc.rerunLayer(l, blockIn!);
+      else lc.addPendingResiduals();
+      say(`layer ${l + 1}/${nLayers} (${((performance.now() - tl) / 1000).toFixed(1)} s)`);
+    }
+  } finally {
+    block?.runner?.close(); // the block runner's worker threads
   }
   notes.push(...expertNotes);
 
   // output head: input = final RMSNorm of X
   if (weights.has('output.weight')) await quantizeWeight('output.weight', lc.collectHeadHessian());
   return { floats, quantized, ...(added.size ? { added } : {}), notes, rotationMaxLogitDiff, calibrationTokens: windows.length * ctx, seconds: (performance.now() - t0) / 1000, phases: lc.phases };
+}
+
+/**
+ * The block objective's state when AutoRound's objective is 'block' and some tensor's algorithms end
+ * with autoround; undefined (with a note) where the training engine cannot run the model's layers.
+ */
+function blockObjective(plan: QuantizePlan, recipe: Recipe, o: PtqOptions, config: LlamaConfig, names: string[], notes: string[]): { before: Map<string, Float32Array>; runner?: BlockRunner } | undefined {
+  if (o.autoroundObjective !== 'block') return undefined;
+  if (!plan.tensors.some((p) => isQuantized(p) && algorithmsOf(recipe, p.name).at(-1)?.name === 'autoround')) return undefined;
+  const why = o.shift ? '--shift adds biases' : Array.from({ length: config.nLayers }, (_, l) => blockObjectiveRefusal(config, names, l)).find((x) => x);
+  if (why) {
+    notes.push(`AutoRound: the block objective needs plain LLaMA layers (${why}); each linear's own output error was used`);
+    return undefined;
+  }
+  return { before: new Map() };
 }
 
 /** the runtime's bias field of a linear that OS+ gives a bias */
@@ -858,28 +931,40 @@ export class LayerCalibration {
     return this.windows.map((_, s) => this.logitsFrom(x, fromLayer, s, new Float32Array(this.ctx * this.config.vocabSize)));
   }
 
+  /** h (one window's residual stream) through layer l with the current weights; att, act: stage scratch */
+  private layerOn(h: Float32Array, l: number, att: Float32Array, act: Float32Array): void {
+    const add = (src: Float32Array, role: LinearRole, input: LayerInput) => {
+      const t = this.weights.get(`blk.${l}.${linearOf(this.family, role).gguf}.weight`)!;
+      matmul(this.product, src, t.data, this.ctx, t.cols, t.rows);
+      this.addResidual(h, l, input);
+    };
+    this.model.runStage('attention', l, h, att);
+    add(att, 'o', 'attention');
+    if (this.model.weights.layers[l].router) {
+      this.model.runStage('moe', l, h, this.product);
+      this.addResidual(h, l, 'ffn');
+    } else {
+      this.model.runStage('ffn', l, h, act);
+      add(act, 'down', 'ffn');
+    }
+  }
+
+  /** X = layer l (its current weights) on xIn, every window: the pending residuals are dropped (the layer's weights changed since) */
+  rerunLayer(l: number, xIn: Float32Array): void {
+    this.pending = [];
+    this.X.set(xIn);
+    const att = new Float32Array(this.ctx * stageWidth(this.config, 'attention'));
+    const act = new Float32Array(this.ctx * stageWidth(this.config, 'ffn'));
+    this.timed('forward', () => { for (let s = 0; s < this.nSeq; s++) this.layerOn(this.seq(s), l, att, act); });
+  }
+
   /** window s of x (residual stream at layer fromLayer) through the remaining layers and the head */
   private logitsFrom(x: Float32Array, fromLayer: number, s: number, out: Float32Array): Float32Array {
     const n = this.ctx * this.config.dim;
     const h = Float32Array.from(x.subarray(s * n, (s + 1) * n));
     const att = new Float32Array(this.ctx * stageWidth(this.config, 'attention'));
     const act = new Float32Array(this.ctx * (this.model.weights.layers.some((L) => L.router) ? 0 : stageWidth(this.config, 'ffn')));
-    const add = (src: Float32Array, l: number, role: LinearRole, input: LayerInput) => {
-      const t = this.weights.get(`blk.${l}.${linearOf(this.family, role).gguf}.weight`)!;
-      matmul(this.product, src, t.data, this.ctx, t.cols, t.rows);
-      this.addResidual(h, l, input);
-    };
-    for (let l = fromLayer; l < this.config.nLayers; l++) {
-      this.model.runStage('attention', l, h, att);
-      add(att, l, 'o', 'attention');
-      if (this.model.weights.layers[l].router) {
-        this.model.runStage('moe', l, h, this.product);
-        this.addResidual(h, l, 'ffn');
-      } else {
-        this.model.runStage('ffn', l, h, act);
-        add(act, l, 'down', 'ffn');
-      }
-    }
+    for (let l = fromLayer; l < this.config.nLayers; l++) this.layerOn(h, l, att, act);
     this.model.head(h, out);
     return out;
   }

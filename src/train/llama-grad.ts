@@ -308,6 +308,28 @@ export class TrainModel {
     return this.config.tiedOutput ? 'token_embd.weight' : 'output.weight';
   }
 
+  /**
+   * Layer l alone on the residual stream x (batch x ctx x dim): its output (a view of the model's
+   * buffer, valid until the next pass). Block-wise PTQ (AutoRound on a block's output) drives one
+   * layer this way; layerBackwardOn then adds the gradients of its weights to `grads`.
+   */
+  layerForwardOn(l: number, x: Vec): Vec {
+    const c = this.config;
+    if (!(l >= 0 && l < c.nLayers) || x.length !== this.batch * this.ctx * c.dim) fail(`layerForwardOn: layer ${l} of ${c.nLayers}, input of ${x.length} values`);
+    this.acts[l].x.set(x);
+    const out = l + 1 < c.nLayers ? this.acts[l + 1].x : this.buf.get(`x${c.nLayers}`)!;
+    this.layerForward(l, out);
+    return out;
+  }
+
+  /** Backward of the last layerForwardOn(l), dOut the loss gradient of its output; returns the input's gradient (a view). */
+  layerBackwardOn(l: number, dOut: Vec): Vec {
+    const dx = this.buf.get('dx')!;
+    dx.set(dOut);
+    this.layerBackward(l, dx);
+    return dx;
+  }
+
   private layerForward(l: number, out: Vec): void {
     const c = this.config;
     const A = this.acts[l];

@@ -42,6 +42,8 @@ const ALGORITHM_FLAGS: readonly (readonly [string, string])[] = [
   ['autoround-iters', 'autoround'],
   ['autoround-lr', 'autoround'],
   ['autoround-clip', 'autoround'],
+  ['autoround-objective', 'autoround'],
+  ['autoround-batch', 'autoround'],
   ['easyquant-outliers', 'easyquant'],
 ];
 

@@ -1,0 +1,264 @@
+/**
+ * AutoRound on the transformer block's output (Cheng et al. 2023, the paper's objective). Each
+ * quantized linear of a layer starts from its per-linear result (its grids and choices: GPTQ's in
+ * 'gptq+autoround', per-linear AutoRound's in 'autoround'); then every element's rounding offset v
+ * (between its start level and the neighbour towards w, algos/autoround.ts's Levels) is learned for
+ * all the layer's linears at once, by signed gradient descent on
+ *
+ *   L = mean over tokens || block_Q(x_q) - block_F(x_f) ||^2
+ *
+ * x_q: the layer's input in the partly quantized model (earlier layers quantized), x_f: the float
+ * model's, block_F the float layer, block_Q the layer with the current quantized weights. The errors of
+ * q/k/v, o, gate/up and down compensate each other through the softmax, SiLU and norms, and the
+ * earlier layers' error is corrected, which no per-linear objective sees. Gradient: the training
+ * engine's backward pass of one layer (src/train/llama-grad.ts), straight-through to v:
+ *
+ *   q = hi if t + v >= 0.5 else lo,   dL/dv = dL/dq (hi - lo),   v -= lr_i sign(dL/dv),  v in [-0.5, 0.5]
+ *   lr_i = lr (1 - i / iters) (AutoRound's linear decay), a minibatch of calibration windows per step.
+ *
+ * The grids (scales) stay those of the start, so any block codec keeps its exact bytes. The result is
+ * the best of the start, the last iterate and the best minibatch iterate on the whole calibration set.
+ */
+import { fail } from '../errors.js';
+import { bracketBlock, chooseStart, newLevels, writeChoices, type Levels } from '../algos/autoround.js';
+import { BlockGrids, type BlockCodec } from '../algos/block-codec.js';
+import type { ModelConfig } from '../model/family.js';
+import { mulberry32 } from '../rng.js';
+import { referenceBackend, wasmBackend, type Vec } from '../train/gemm.js';
+import { TrainModel, trainModelFloats, type TrainConfig } from '../train/llama-grad.js';
+
+/** the first step of the block objective (AutoRound's 1 / 200), decayed linearly */
+export const BLOCK_LR = 0.005;
+/** a start's choice against the nearest level sits this far past the threshold (GPTQ's choices are deliberate) */
+const START_MARGIN = 0.05;
+/** The tensors of one plain LLaMA layer, as blk.L.<name>.weight. */
+export const BLOCK_TENSORS = ['attn_norm', 'attn_q', 'attn_k', 'attn_v', 'attn_output', 'ffn_norm', 'ffn_gate', 'ffn_up', 'ffn_down'] as const;
+
+/**
+ * Why layer l cannot be learned on its block output (the training engine's layer is plain LLaMA:
+ * RMSNorm, RoPE on pairs, SwiGLU, no biases), or undefined when it can.
+ */
+export function blockObjectiveRefusal(config: ModelConfig, tensorNames: Iterable<string>, l: number): string | undefined {
+  if ((config.arch ?? 'llama') !== 'llama' || config.nExperts) return `${config.arch ?? 'llama'}${config.nExperts ? ' with experts' : ''} is not a plain LLaMA block`;
+  if (config.ropeStyle !== 'normal') return `RoPE layout ${config.ropeStyle}`;
+  if ((config.activation ?? 'silu') !== 'silu' || config.attnScale !== undefined || config.attnSoftcap !== undefined || config.slidingWindow || config.ropeYarn || (config.ropeFreqScale ?? 1) !== 1 || (config.ropeMscale ?? 1) !== 1)
+    return 'the model uses attention or RoPE variants the training engine does not run';
+  const known = new Set(BLOCK_TENSORS.map((n) => `blk.${l}.${n}.weight`));
+  for (const n of tensorNames) if (n.startsWith(`blk.${l}.`) && !known.has(n)) return `layer ${l} has ${n}`;
+  for (const n of known) if (![...tensorNames].includes(n)) return `layer ${l} has no ${n}`;
+  return undefined;
+}
+
+/** One linear to learn: its name inside the layer, codec, the float weight its start was rounded from, and the start. */
+export interface BlockLinear {
+  readonly name: (typeof BLOCK_TENSORS)[number];
+  readonly codec: BlockCodec;
+  readonly w: Float32Array;
+  readonly start: { bytes: Uint8Array; q: Float32Array };
+}
+
+export interface BlockRoundOptions {
+  iters: number;
+  /** first step (decayed linearly to 0); 0 = 1 / iters */
+  lr: number;
+  /** calibration windows per step */
+  batch: number;
+  seed: number;
+}
+
+export interface BlockRoundResult {
+  /** per linear name: the bytes and their exact values */
+  readonly linears: Map<string, { bytes: Uint8Array; q: Float32Array }>;
+  /** mean squared block-output error per token at the start and at the end (whole calibration set) */
+  readonly lossStart: number;
+  readonly loss: number;
+  readonly pick: 'start' | 'last' | 'best';
+  readonly seconds: number;
+}
+
+/** One LLaMA layer on the training engine (batch 1, ctx tokens), fed window by window. */
+export class BlockRunner {
+  readonly model: TrainModel;
+  private readonly dOut: Vec;
+  private readonly x: Vec;
+  /** the override arrays the learned linears' current values live in (allocated by the backend) */
+  readonly values = new Map<string, Vec>();
+
+  constructor(readonly config: ModelConfig, readonly ctx: number, threads = 1) {
+    const tc: TrainConfig = { ...config, nLayers: 1, vocabSize: 1, seqLen: ctx, tiedOutput: true, nExperts: undefined };
+    const mo = { batch: 1, ctx };
+    const qDim = config.nHeads * config.headDim;
+    const kvDim = config.nKvHeads * config.headDim;
+    const linearFloats = config.dim * (2 * qDim + 2 * kvDim + 3 * config.hiddenDim);
+    const extra = 2 * ctx * config.dim + linearFloats + 64 * 16;
+    const be = wasmBackend(trainModelFloats(tc, mo) + extra, threads) ?? referenceBackend('f32');
+    this.model = new TrainModel(tc, be, mo);
+    this.dOut = be.alloc(ctx * config.dim);
+    this.x = be.alloc(ctx * config.dim);
+  }
+
+  /** set the layer's tensors (name inside the layer -> values) */
+  load(get: (name: string) => Float32Array): void {
+    for (const n of BLOCK_TENSORS) this.model.view(`blk.0.${n}.weight`).set(get(n));
+  }
+
+  /** learn linear `name` through an override array (its values change without touching the params) */
+  learn(name: string, start: Float32Array): Vec {
+    let v = this.values.get(name);
+    if (!v) this.values.set(name, (v = this.model.be.alloc(start.length)));
+    v.set(start);
+    this.model.weightOverride.set(`blk.0.${name}.weight`, v);
+    return v;
+  }
+
+  /** every linear reads its loaded values again (no overrides) */
+  unlearn(): void {
+    this.model.weightOverride.clear();
+  }
+
+  /** the layer's output on window x (ctx x dim; a view valid until the next pass) */
+  forward(x: Float32Array): Vec {
+    this.x.set(x);
+    return this.model.layerForwardOn(0, this.x);
+  }
+
+  /** squared error of the last forward's output against target; with `backward`, its gradient (scaled by `scale`) is added to grads */
+  error(y: Vec, target: Float32Array, backward = false, scale = 1): number {
+    let s = 0;
+    for (let i = 0; i < y.length; i++) {
+      const d = y[i] - target[i];
+      s += d * d;
+      if (backward) this.dOut[i] = 2 * d * scale;
+    }
+    if (backward) this.model.layerBackwardOn(0, this.dOut);
+    return s;
+  }
+
+  /** the layer's outputs on every window of X (nSeq x ctx x dim) */
+  outputs(X: Float32Array): Float32Array {
+    const n = this.ctx * this.config.dim;
+    const out = new Float32Array(X.length);
+    for (let s = 0; s * n < X.length; s++) out.set(this.forward(X.subarray(s * n, (s + 1) * n)), s * n);
+    return out;
+  }
+
+  /** mean squared output error per token over every window */
+  loss(X: Float32Array, target: Float32Array): number {
+    const n = this.ctx * this.config.dim;
+    let s = 0;
+    for (let w = 0; w * n < X.length; w++) s += this.error(this.forward(X.subarray(w * n, (w + 1) * n)), target.subarray(w * n, (w + 1) * n));
+    return s / (X.length / this.config.dim);
+  }
+
+  close(): void {
+    this.model.be.close?.();
+  }
+}
+
+interface Learned {
+  readonly spec: BlockLinear;
+  readonly lv: Levels;
+  readonly grids: BlockGrids;
+  readonly v: Float32Array;
+  readonly ch: Uint8Array;
+  readonly startCh: Uint8Array;
+  readonly bestCh: Uint8Array;
+  readonly values: Vec;
+}
+
+/**
+ * Learn the rounding of `linears` on the block output: the runner holds the layer's current tensors
+ * (norms and the linears not learned), xIn the layer's quantized-model input and target the float
+ * layer's output on the float input (both nSeq x ctx x dim).
+ */
+export function refineBlock(runner: BlockRunner, linears: readonly BlockLinear[], xIn: Float32Array, target: Float32Array, o: BlockRoundOptions): BlockRoundResult {
+  const t0 = performance.now();
+  const { ctx, config } = runner;
+  const n = ctx * config.dim;
+  const nSeq = xIn.length / n;
+  if (!Number.isInteger(nSeq) || nSeq < 1 || target.length !== xIn.length) fail('AutoRound (block): input and target must be whole windows of the same size');
+  if (!(Number.isInteger(o.iters) && o.iters >= 0)) fail(`AutoRound (block): iterations must be a whole number >= 0, got ${o.iters}`);
+  if (!(Number.isInteger(o.batch) && o.batch >= 1)) fail(`AutoRound (block): the minibatch must be at least one window, got ${o.batch}`);
+  const lr = o.lr || 1 / Math.max(1, o.iters);
+  const batch = Math.min(o.batch, nSeq);
+  const state: Learned[] = linears.map((spec) => {
+    const { codec: c, w, start } = spec;
+    const N = w.length;
+    const bs = c.blockSize;
+    const grids = new BlockGrids(c, 1);
+    const lv = newLevels(N);
+    const v = new Float32Array(N);
+    const ch = new Uint8Array(N);
+    if (N % bs !== 0 || start.q.length !== N || start.bytes.length !== (N / bs) * c.blockBytes) fail(`AutoRound (block): ${spec.name}'s start has the wrong size`);
+    for (let blk = 0; blk < N / bs; blk++) {
+      bracketBlock(grids, w, blk, start.bytes, blk * c.blockBytes, lv, blk * bs, start.q);
+      chooseStart(lv, start.q, ch, v, blk * bs, bs, START_MARGIN);
+    }
+    return { spec, lv, grids, v, ch, startCh: Uint8Array.from(ch), bestCh: Uint8Array.from(ch), values: runner.learn(spec.name, start.q) };
+  });
+  const setValues = (from: 'ch' | 'startCh' | 'bestCh') => {
+    for (const s of state) {
+      const c = s[from];
+      for (let e = 0; e < c.length; e++) s.values[e] = c[e] ? s.lv.hi[e] : s.lv.lo[e];
+    }
+  };
+  const lossStart = runner.loss(xIn, target);
+  let bestMini = Infinity;
+  const rand = mulberry32(o.seed ^ 0xb10c);
+  const order = Array.from({ length: nSeq }, (_, i) => i);
+  const m = runner.model;
+  for (let it = 0; it < o.iters; it++) {
+    const step = lr * (1 - it / o.iters);
+    // a minibatch: the next `batch` windows of a seeded shuffle
+    if ((it * batch) % nSeq < batch) for (let i = nSeq - 1; i > 0; i--) {
+      const j = Math.floor(rand() * (i + 1));
+      [order[i], order[j]] = [order[j], order[i]];
+    }
+    m.zeroGrads();
+    let mini = 0;
+    for (let b = 0; b < batch; b++) {
+      const s = order[(it * batch + b) % nSeq];
+      mini += runner.error(runner.forward(xIn.subarray(s * n, (s + 1) * n)), target.subarray(s * n, (s + 1) * n), true, 1 / (batch * ctx));
+    }
+    if (mini < bestMini) {
+      bestMini = mini;
+      for (const s of state) s.bestCh.set(s.ch);
+    }
+    for (const s of state) {
+      const g = m.view(`blk.0.${s.spec.name}.weight`, m.grads);
+      const { lo, hi, t } = s.lv;
+      const { v, ch, values } = s;
+      for (let e = 0; e < v.length; e++) {
+        const ge = g[e];
+        if (ge === 0 || hi[e] === lo[e]) continue;
+        let vv = v[e] - (ge > 0 ? step : -step);
+        vv = vv > 0.5 ? 0.5 : vv < -0.5 ? -0.5 : vv;
+        v[e] = vv;
+        const c = t[e] + vv >= 0.5 ? 1 : 0;
+        if (c !== ch[e]) {
+          ch[e] = c;
+          values[e] = c ? hi[e] : lo[e];
+        }
+      }
+    }
+  }
+  // the best of: the last iterate, the best minibatch iterate, the start (whole calibration set)
+  let pick: BlockRoundResult['pick'] = 'last';
+  let loss = o.iters > 0 ? runner.loss(xIn, target) : lossStart;
+  if (o.iters > 0) {
+    setValues('bestCh');
+    const lb = runner.loss(xIn, target);
+    if (lb < loss) (loss = lb), (pick = 'best');
+  }
+  if (!(loss < lossStart)) (loss = lossStart), (pick = 'start');
+  const final = pick === 'start' ? 'startCh' : pick === 'best' ? 'bestCh' : 'ch';
+  const out = new Map<string, { bytes: Uint8Array; q: Float32Array }>();
+  for (const s of state) {
+    const c = s.spec.codec;
+    const bytes = Uint8Array.from(s.spec.start.bytes);
+    const q = writeChoices(c, s.grids, bytes, s.lv, s[final], s.v.length / c.blockSize);
+    out.set(s.spec.name, { bytes, q });
+  }
+  setValues(final);
+  return { linears: out, lossStart, loss, pick, seconds: (performance.now() - t0) / 1000 };
+}

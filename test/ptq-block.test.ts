@@ -1,0 +1,100 @@
+/**
+ * AutoRound on the transformer block's output (src/pipeline/block-round.ts):
+ *  - a synthetic LLaMA layer (GQA, SwiGLU), every linear Q4_0 from RTN: the learned rounding lowers the
+ *    block's output error well below RTN's, the bytes decode to the values the layer ran with, the
+ *    result is never worse than the start, and the same seed gives the same bytes;
+ *  - layers the training engine cannot run (other families, biases) are named;
+ *  - bad options: one line, exit 2.
+ */
+import assert from 'node:assert/strict';
+import * as os from 'node:os';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { test } from 'node:test';
+import { blockCodecFor } from '../src/algos/block-codec.js';
+import { rtnBlocks } from '../src/algos/blockwise.js';
+import type { ModelConfig } from '../src/model/family.js';
+import { BLOCK_TENSORS, BlockRunner, blockObjectiveRefusal, refineBlock, type BlockLinear } from '../src/pipeline/block-round.js';
+import { mulberry32 } from '../src/rng.js';
+import { assertRefused } from './cli-refusal.js';
+
+const ROOT = path.resolve(import.meta.dirname, '../..');
+const BIN = path.join(ROOT, 'bin', 'lowbit.js');
+
+const config: ModelConfig = { dim: 64, hiddenDim: 128, nLayers: 1, nHeads: 4, nKvHeads: 2, vocabSize: 1, seqLen: 16, headDim: 16, normEps: 1e-5, ropeTheta: 10000, ropeDim: 16, ropeStyle: 'normal' };
+const ctx = 16;
+const nSeq = 6;
+
+function shapes(): Record<string, [number, number]> {
+  const { dim, hiddenDim: h, nHeads, nKvHeads, headDim } = config;
+  return { attn_norm: [1, dim], ffn_norm: [1, dim], attn_q: [nHeads * headDim, dim], attn_k: [nKvHeads * headDim, dim], attn_v: [nKvHeads * headDim, dim], attn_output: [dim, nHeads * headDim], ffn_gate: [h, dim], ffn_up: [h, dim], ffn_down: [dim, h] };
+}
+
+function setup(seed: number) {
+  const r = mulberry32(seed);
+  const normal = () => Math.sqrt(-2 * Math.log(r() + 1e-12)) * Math.cos(2 * Math.PI * r());
+  const w = new Map<string, Float32Array>();
+  for (const [n, [rows, cols]] of Object.entries(shapes())) w.set(n, Float32Array.from({ length: rows * cols }, () => (rows === 1 ? 1 + 0.1 * normal() : normal() / Math.sqrt(cols))));
+  const x = Float32Array.from({ length: nSeq * ctx * config.dim }, (_, i) => normal() * (i % config.dim === 3 ? 4 : 1));
+  return { w, x };
+}
+
+function run(seed: number, iters: number) {
+  const { w, x } = setup(7);
+  const runner = new BlockRunner(config, ctx);
+  runner.load((n) => w.get(n)!);
+  const target = runner.outputs(x);
+  const codec = blockCodecFor('Q4_0', 64);
+  const specs: BlockLinear[] = BLOCK_TENSORS.filter((n) => !n.endsWith('norm')).map((name) => {
+    const [rows, cols] = shapes()[name];
+    const r = rtnBlocks(codec, w.get(name)!, rows, cols);
+    return { name, codec, w: w.get(name)!, start: { bytes: r.bytes, q: r.q } };
+  });
+  runner.load((n) => specs.find((s) => s.name === n)?.start.q ?? w.get(n)!);
+  const res = refineBlock(runner, specs, x, target, { iters, lr: 0, batch: 2, seed });
+  // the bytes decode to the values; the layer with them has the reported loss
+  const q = new Map<string, Float32Array>();
+  for (const s of specs) {
+    const { bytes, q: values } = res.linears.get(s.name)!;
+    const back = new Float32Array(values.length);
+    for (let b = 0; b < values.length / 32; b++) codec.dequantize(bytes, b * codec.blockBytes, back, b * 32);
+    assert.deepEqual(back, values, `${s.name}: bytes decode to the learned values`);
+    q.set(s.name, values);
+  }
+  const check = new BlockRunner(config, ctx);
+  check.load((n) => q.get(n) ?? w.get(n)!);
+  const loss = check.loss(x, target);
+  return { res, loss, bytes: specs.map((s) => res.linears.get(s.name)!.bytes) };
+}
+
+test('AutoRound block objective: output error well below RTN, exact bytes, never worse than the start, seeded', () => {
+  const a = run(1, 60);
+  assert.ok(Math.abs(a.loss - a.res.loss) <= 1e-4 * a.res.loss, `reported ${a.res.loss}, recomputed ${a.loss}`);
+  assert.ok(a.res.loss < 0.7 * a.res.lossStart, `block output error ${a.res.lossStart} -> ${a.res.loss}`);
+  assert.deepEqual(run(1, 60).bytes, a.bytes, 'same seed, same bytes');
+  const none = run(1, 0);
+  assert.equal(none.res.pick, 'start');
+  assert.equal(none.res.loss, none.res.lossStart);
+  assert.throws(() => refineBlock(new BlockRunner(config, ctx), [], new Float32Array(ctx * config.dim), new Float32Array(ctx * config.dim), { iters: 1, lr: 0, batch: 0, seed: 0 }), /minibatch must be at least one window/);
+});
+
+test('AutoRound block objective: layers the training engine cannot run are named', () => {
+  const names = BLOCK_TENSORS.map((n) => `blk.0.${n}.weight`);
+  assert.equal(blockObjectiveRefusal(config, names, 0), undefined);
+  assert.match(blockObjectiveRefusal({ ...config, arch: 'qwen2' }, names, 0)!, /qwen2 is not a plain LLaMA block/);
+  assert.match(blockObjectiveRefusal(config, [...names, 'blk.0.attn_q.bias'], 0)!, /has blk\.0\.attn_q\.bias/);
+  assert.match(blockObjectiveRefusal({ ...config, ropeStyle: 'neox' }, names, 0)!, /RoPE layout neox/);
+});
+
+test('quantize CLI: bad AutoRound block options: one line, exit 2', () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'lowbit-block-'));
+  const out = path.join(tmp, 'bad.gguf');
+  const gguf = path.join(ROOT, 'data', 'stories260K.gguf');
+  const calib = path.join(ROOT, 'data', 'tinystories-valid-head.txt');
+  for (const [args, re] of [
+    [['--autoround-objective', 'output'], /--autoround-objective: 'output' is not one of block, linear/],
+    [['--autoround-batch', '0'], /autoround-batch|autoroundBatch/],
+  ] as [string[], RegExp][])
+    assertRefused(BIN, ['quantize', gguf, out, '--type', 'Q4_0', '--algo', 'autoround', '--calib', calib, ...args], re, out);
+  assertRefused(BIN, ['quantize', gguf, out, '--type', 'Q4_0', '--algo', 'gptq', '--calib', calib, '--autoround-batch', '2'], /--autoround-batch applies to --algo autoround/, out);
+});
