@@ -99,8 +99,8 @@ test('alloc: hessianCost equals ||X ΔWᵀ||² computed directly (f64), and diag
   assert.ok(q2 > 100 * q8, 'more bits, much less cost');
 });
 
-// f32 products in both forms (the Gram matrix, then ΔW H; or X ΔWᵀ): agreement within 0.2 %
-test('alloc: sensitivity costs are the same from H = XᵀX and from X itself (stories260K)', async () => {
+/** stories260K loaded (runtime and model file from the same bytes), TinyStories tokens, the sensitivity pass */
+async function stories260K() {
   const fs = await import('node:fs');
   const path = await import('node:path');
   const { loadModel } = await import('../src/eval/load.js');
@@ -114,6 +114,12 @@ test('alloc: sensitivity costs are the same from H = XᵀX and from X itself (st
   const { model, tokenizer } = await loadModel(src as never, { contextLength: 64 });
   const m = await openModelFile(src as never);
   const ids = tokenizer!.encode(fs.readFileSync(path.resolve(import.meta.dirname, '../../data/tinystories-valid-head.txt'), 'utf8').slice(0, 4000));
+  return { model, m, ids, measureSensitivity };
+}
+
+// f32 products in both forms (the Gram matrix, then ΔW H; or X ΔWᵀ): agreement within 0.2 %
+test('alloc: sensitivity costs are the same from H = XᵀX and from X itself (stories260K)', async () => {
+  const { model, m, ids, measureSensitivity } = await stories260K();
   const windows = [Int32Array.from(ids.slice(0, 40)), Int32Array.from(ids.slice(40, 80))];
   const run = (statForm: 'hessian' | 'inputs') => measureSensitivity({ model, file: m, windows, types: ['Q4_0', 'Q8_0'], outputFactor: 'none', statForm });
   const [a, b] = [await run('hessian'), await run('inputs')];
@@ -190,19 +196,7 @@ test('alloc: ggufFileBytes predicts the bytes quantize() writes, with and withou
 
 // hessian costs on sampled rows read only those rows; the plain quantizers' costs ignore the importance
 test('alloc: sampled rows estimate the whole tensor\'s cost; plain costs differ from weighted ones only where a quantizer weighs', async () => {
-  const fs = await import('node:fs');
-  const path = await import('node:path');
-  const { loadModel } = await import('../src/eval/load.js');
-  const { openModelFile } = await import('../src/io/model-file.js');
-  const { measureSensitivity } = await import('../src/pipeline/sensitivity.js');
-  const { initMatmulKernels } = await import('../src/kernels/matmul.js');
-  await initMatmulKernels();
-  const file = path.resolve(import.meta.dirname, '../../data/stories260K.gguf');
-  const bytes = new Uint8Array(fs.readFileSync(file));
-  const src = { name: file, size: bytes.length, read: async (o: number, n: number) => bytes.subarray(o, o + n) };
-  const { model, tokenizer } = await loadModel(src as never, { contextLength: 64 });
-  const m = await openModelFile(src as never);
-  const ids = tokenizer!.encode(fs.readFileSync(path.resolve(import.meta.dirname, '../../data/tinystories-valid-head.txt'), 'utf8').slice(0, 4000));
+  const { model, m, ids, measureSensitivity } = await stories260K();
   const windows = [Int32Array.from(ids.slice(0, 64)), Int32Array.from(ids.slice(64, 128))];
   const run = (o: { maxRows?: number; weighted?: boolean }) => measureSensitivity({ model, file: m, windows, types: ['Q4_0', 'Q8_0'], outputFactor: 'none', ...o });
   const [all, half, plain] = [await run({}), await run({ maxRows: 32 }), await run({ weighted: false })];
