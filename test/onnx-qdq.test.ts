@@ -60,12 +60,17 @@ function conv3x3(xq: Float32Array, dq: Float32Array, C: number, O: number, H: nu
   return y;
 }
 
-test('QDQ Conv (int8 per channel + uint8 static activation) in onnxruntime equals the emulated int8 numbers', async () => {
+/** the 3x3 Conv of the QDQ Conv tests: C -> O channels on H x H, a weight scale growing per output channel */
+const CONV = (() => {
   const C = 3;
   const O = 4;
   const H = 6;
-  const wShape = [O, C, 3, 3];
   const w = Float32Array.from({ length: O * C * 9 }, (_, i) => Math.sin(i * 0.9) * (1 + Math.floor(i / 27)));
+  return { C, O, H, wShape: [O, C, 3, 3], w };
+})();
+
+test('QDQ Conv (int8 per channel + uint8 static activation) in onnxruntime equals the emulated int8 numbers', async () => {
+  const { C, O, H, wShape, w } = CONV;
   const p = buildModel({
     nodes: [node('Conv', ['x', 'W'], ['y'], { kernel_shape: [3, 3], pads: [1, 1, 1, 1] }, 'conv')],
     inputs: [valueInfo('x', 1, [1, C, H, H])],
@@ -258,11 +263,7 @@ test('FP8 QDQ (opset 19, float8e4m3fn): every code decodes in onnxruntime as low
 });
 
 test('FP8 QDQ Conv (e4m3fn weights per channel + static e4m3fn activation, opset 11 -> 21) in onnxruntime equals the emulation', async () => {
-  const C = 3;
-  const O = 4;
-  const H = 6;
-  const wShape = [O, C, 3, 3];
-  const w = Float32Array.from({ length: O * C * 9 }, (_, i) => Math.sin(i * 0.9) * (1 + Math.floor(i / 27)));
+  const { C, O, H, wShape, w } = CONV;
   // a ReduceMean with an axes attribute (an input from opset 18 on) rides along
   const p = buildModel({
     nodes: [node('Conv', ['x', 'W'], ['y0'], { kernel_shape: [3, 3], pads: [1, 1, 1, 1] }, 'conv'), node('ReduceMean', ['y0'], ['y'], { axes: [3], keepdims: 1 }, 'mean')],

@@ -9,6 +9,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
+import { concatParts } from '../src/io/sink.js';
 import { readTfjs, tfjsAffine, writeTfjs, type TfjsModel } from '../src/io/tfjs.js';
 import { cosine, sentences, USE_DIR, useEmbedder } from '../scripts/tfjs-testbed.js';
 import { root } from '../scripts/onnx-testbed.js';
@@ -16,22 +17,13 @@ import { root } from '../scripts/onnx-testbed.js';
 const bin = path.join(root, 'bin', 'lowbit.js');
 const shardsOf = (dir: string) => async (p: string) => new Uint8Array(fs.readFileSync(path.join(dir, p)));
 const readUse = () => readTfjs(fs.readFileSync(path.join(USE_DIR, 'model.json'), 'utf8'), 'model.json', shardsOf(USE_DIR));
-const concat = (parts: Uint8Array[]) => {
-  const out = new Uint8Array(parts.reduce((a, c) => a + c.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-};
 
 test('TFJS: USE-lite round trip (float32 weights byte-identical), uint8/float16 read back as written, affine codes', async () => {
   const m = await readUse();
   assert.equal(m.weights.length, 61);
   const orig = JSON.parse(fs.readFileSync(path.join(USE_DIR, 'model.json'), 'utf8'));
   const plain = writeTfjs(m);
-  assert.deepEqual(concat(plain.shards.map((s) => s.bytes)), concat(await Promise.all(orig.weightsManifest[0].paths.map(shardsOf(USE_DIR)))));
+  assert.deepEqual(concatParts(plain.shards.map((s) => s.bytes)), concatParts(await Promise.all(orig.weightsManifest[0].paths.map(shardsOf(USE_DIR)))));
   assert.deepEqual(JSON.parse(plain.modelJson).modelTopology, orig.modelTopology);
   for (const q of ['uint8', 'float16'] as const) {
     const w = writeTfjs(m, q, { minElements: 16 });
@@ -64,7 +56,7 @@ test('TFJS: USE-lite embeddings of the quantized models in TensorFlow.js, cosine
   const m = await readUse();
   const S = sentences(30);
   const run = async (w: ReturnType<typeof writeTfjs>) => {
-    const e = await useEmbedder(w.modelJson, concat(w.shards.map((s) => s.bytes)));
+    const e = await useEmbedder(w.modelJson, concatParts(w.shards.map((s) => s.bytes)));
     const out = await e.embed(S);
     e.dispose();
     return out;

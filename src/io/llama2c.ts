@@ -23,16 +23,8 @@ import { ggmlTypeByName } from '../quant/ggml/types.js';
 import type { ModelTensor } from './model-file.js';
 import type { ByteSource } from './source.js';
 
-export interface Llama2cHeader {
-  dim: number;
-  hiddenDim: number;
-  nLayers: number;
-  nHeads: number;
-  nKvHeads: number;
-  vocabSize: number;
-  seqLen: number;
-  sharedClassifier: boolean;
-}
+/** The header's seven numbers, under the runtime config's names, and whether the classifier is token_embd. */
+export type Llama2cHeader = Pick<LlamaConfig, 'dim' | 'hiddenDim' | 'nLayers' | 'nHeads' | 'nKvHeads' | 'vocabSize' | 'seqLen'> & { sharedClassifier: boolean };
 
 export interface Llama2cModel {
   config: LlamaConfig;
@@ -66,8 +58,9 @@ export function parseLlama2cHeader(b: Uint8Array, name: string, fileSize: number
   if (headDim % 2 !== 0) fail(`${name}: head size ${headDim} (dim ${dim} / n_heads ${nHeads}) must be even for RoPE`);
   const kvDim = nKvHeads * headDim;
   const floats = vocabSize * dim + nLayers * (2 * dim + 2 * dim * dim + 2 * kvDim * dim + 3 * hiddenDim * dim) + dim + seqLen * headDim + (shared ? 0 : vocabSize * dim);
-  const header: Llama2cHeader = { dim, hiddenDim, nLayers, nHeads, nKvHeads, vocabSize, seqLen, sharedClassifier: shared };
-  const config: LlamaConfig = { dim, hiddenDim, nLayers, nHeads, nKvHeads, vocabSize, seqLen, headDim, normEps: 1e-5, ropeTheta: 10000, ropeDim: headDim, ropeStyle: 'normal' };
+  const dims = { dim, hiddenDim, nLayers, nHeads, nKvHeads, vocabSize, seqLen };
+  const header: Llama2cHeader = { ...dims, sharedClassifier: shared };
+  const config: LlamaConfig = { ...dims, headDim, normEps: 1e-5, ropeTheta: 10000, ropeDim: headDim, ropeStyle: 'normal' };
   return { header, config, expectedBytes: HEADER_BYTES + floats * 4 };
 }
 
@@ -80,7 +73,7 @@ export async function openLlama2c(src: ByteSource): Promise<{ metadata: Map<stri
       `${src.name}: size ${src.size} bytes does not match the header (dim ${h.dim}, hidden ${h.hiddenDim}, ${h.nLayers} layers, ` +
         `${h.nHeads}/${h.nKvHeads} heads, vocab ${h.vocabSize}${h.sharedClassifier ? '' : ' + separate classifier'}, seq_len ${h.seqLen}) which needs ${expectedBytes} bytes`,
     );
-  const headDim = h.dim / h.nHeads;
+  const { headDim } = config;
   const kvDim = h.nKvHeads * headDim;
   const at = new Map<string, ModelTensor>();
   let offset = HEADER_BYTES;

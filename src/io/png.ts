@@ -10,6 +10,7 @@
  * Depths: 1/2/4/8 (gray, palette), 8/16 (others); 16-bit samples keep their high byte.
  */
 import { fail } from '../errors.js';
+import { concatParts } from './sink.js';
 
 export interface RgbaImage {
   width: number;
@@ -97,12 +98,7 @@ export function decodePng(b: Uint8Array, name: string, inflate: (zlib: Uint8Arra
   }
   const { width, height, depth, color } = ihdr!;
   if (color === 3 && !palette) fail(`${name}: palette PNG without PLTE`);
-  const zlib = new Uint8Array(idat.reduce((a, c) => a + c.length, 0));
-  let p = 0;
-  for (const c of idat) {
-    zlib.set(c, p);
-    p += c.length;
-  }
+  const zlib = concatParts(idat);
   let raw: Uint8Array;
   try {
     raw = inflate(zlib);
@@ -222,12 +218,5 @@ export function encodePng(img: RgbaImage, deflate: (raw: Uint8Array) => Uint8Arr
   dv.setUint32(4, height);
   ihdr[8] = 8;
   ihdr[9] = opts.rgb ? 2 : 6;
-  const parts = [Uint8Array.from(SIGNATURE), chunk('IHDR', ihdr), chunk('IDAT', deflate(raw)), chunk('IEND', new Uint8Array(0))];
-  const out = new Uint8Array(parts.reduce((a, c) => a + c.length, 0));
-  let o = 0;
-  for (const part of parts) {
-    out.set(part, o);
-    o += part.length;
-  }
-  return out;
+  return concatParts([Uint8Array.from(SIGNATURE), chunk('IHDR', ihdr), chunk('IDAT', deflate(raw)), chunk('IEND', new Uint8Array(0))]);
 }

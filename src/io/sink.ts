@@ -39,13 +39,18 @@ export function memorySink(): MemorySink {
       length += b.length;
     },
     bytes() {
-      const out = new Uint8Array(length);
-      let o = 0;
-      for (const p of parts) {
-        out.set(p, o);
-        o += p.length;
-      }
-      return out;
+      return concatParts(parts, length);
     },
   };
+}
+
+/** The parts one after another in one new array (`length`: their total, when the caller knows it). */
+export function concatParts(parts: readonly Uint8Array[], length?: number): Uint8Array {
+  const out = new Uint8Array(length ?? parts.reduce((s, p) => s + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
 }

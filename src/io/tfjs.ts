@@ -13,6 +13,7 @@
  * Shards are written at most 4 MiB each, as tfjs-converter does.
  */
 import { fail } from '../errors.js';
+import { concatParts } from './sink.js';
 import { f16ToF32, f32ToF16 } from '../quant/ggml/half.js';
 
 export type TfjsQuantization = 'uint8' | 'uint16' | 'float16';
@@ -63,13 +64,8 @@ export async function readTfjs(modelJson: string, name: string, shard: (path: st
       if (typeof p !== 'string' || p.startsWith('/') || p.split(/[\\/]/).includes('..') || /^[a-z]+:/i.test(p)) fail(`${name}: shard path '${p}' must be relative, inside the model's folder`);
       parts.push(await shard(p));
     }
-    const bytes = new Uint8Array(parts.reduce((a, c) => a + c.length, 0));
+    const bytes = concatParts(parts);
     let o = 0;
-    for (const part of parts) {
-      bytes.set(part, o);
-      o += part.length;
-    }
-    o = 0;
     for (const spec of group.weights as TfjsWeightSpec[]) {
       if (typeof spec?.name !== 'string' || !Array.isArray(spec.shape) || spec.shape.some((d) => !Number.isInteger(d) || d < 0)) fail(`${name}: weight spec ${JSON.stringify(spec).slice(0, 80)} is malformed`);
       const n = elements(spec.shape);
@@ -174,13 +170,8 @@ export function writeTfjs(m: TfjsModel, quantization?: TfjsQuantization, opts: {
     }
     report.push({ name: w.spec.name, elements: n, sqnrDb: e === 0 ? Infinity : 10 * Math.log10(s / e) });
   }
-  const total = parts.reduce((a, c) => a + c.length, 0);
-  const all = new Uint8Array(total);
-  let o = 0;
-  for (const p of parts) {
-    all.set(p, o);
-    o += p.length;
-  }
+  const all = concatParts(parts);
+  const total = all.length;
   const count = Math.max(1, Math.ceil(total / SHARD_BYTES));
   const shards = Array.from({ length: count }, (_, i) => ({ path: `group1-shard${i + 1}of${count}.bin`, bytes: all.subarray(i * SHARD_BYTES, Math.min(total, (i + 1) * SHARD_BYTES)) }));
   const json = { ...m.json, weightsManifest: [{ paths: shards.map((s) => s.path), weights: specs }] };

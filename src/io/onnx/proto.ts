@@ -369,12 +369,4 @@ export function encodeMessage(m: Message, schema: MessageSchema): { parts: Uint8
   return { parts: e.finish(), length: e.length };
 }
 
-export function concatParts(parts: readonly Uint8Array[], length?: number): Uint8Array {
-  const out = new Uint8Array(length ?? parts.reduce((s, p) => s + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
+export { concatParts } from '../sink.js';
