@@ -21,11 +21,12 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { QuantizePool } from '../src/cli/quantize-pool.js';
-import '../src/kernels/ggml-quant.js';
+import { installWasmQuantizers } from '../src/kernels/ggml-quant.js';
 import { wasmVariant } from '../src/kernels/wasm.js';
 import { ggmlCodec, ggmlTypeByName, kquantRefQuantizers, legacyRefQuantizers } from '../src/quant/ggml/index.js';
 import { ggmlReferenceQuantizer } from '../src/quant/ggml/registry.js';
 
+installWasmQuantizers(); // the WebAssembly quantizers the bench measures (nothing installs on import)
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const CACHE = path.join(ROOT, '.cache');
 const LLAMA_SRC = path.join(CACHE, 'llama.cpp-src');

@@ -5,8 +5,8 @@ export * from './formats/index.js';
 export { encode, decode, fakeQuant } from './kernels/cast.js';
 import { installWasmQuantizers } from './kernels/ggml-quant.js';
 export { initQuantKernels, installWasmQuantizers, wasmQuantizer } from './kernels/ggml-quant.js';
-import './kernels/scheme-quant.js';
-installWasmQuantizers(); // the library's entry installs the WebAssembly quantizers into the GGML type-traits table
+export { installSchemeFastPaths } from './kernels/scheme-quant.js';
+installWasmQuantizers(); // the library's entry installs the fast paths: WebAssembly GGML quantizers (type-traits table), MX / NVFP4 (scheme registry)
 export { LowbitError } from './errors.js';
 export { isNode, hasSimd, hasRelaxedSimd } from './env.js';
 export { sqnrDb } from './eval/metrics.js';

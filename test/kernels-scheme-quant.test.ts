@@ -6,10 +6,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { hasRelaxedSimd, hasSimd } from '../src/env.js';
 import { LowbitError } from '../src/errors.js';
-import '../src/kernels/scheme-quant.js';
+import { installSchemeFastPaths } from '../src/kernels/scheme-quant.js';
 import { setWasmVariant, type WasmVariant } from '../src/kernels/wasm.js';
 import { fastPath, quantizeScheme, resolveScheme } from '../src/quant/registry.js';
 import { xorshift32 } from '../src/rng.js';
+
+installSchemeFastPaths();
 
 const IDS = ['mxfp8_e4m3', 'mxfp8_e5m2', 'mxfp6_e2m3', 'mxfp6_e3m2', 'mxfp4', 'nvfp4'];
 const VARIANTS: WasmVariant[] = [...(hasSimd() ? (hasRelaxedSimd() ? ['relaxed', 'simd'] : ['simd']) : []), 'off'] as WasmVariant[];

@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { fileURLToPath } from 'node:url';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const src = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src');
 const ORDER = ['formats', 'quant', 'kernels', 'algos', 'alloc', 'model', 'train', 'io', 'eval', 'pipeline', 'audit'];
@@ -97,4 +98,50 @@ test('no import circles anywhere in src (type imports and re-exports included)',
   };
   for (const f of files) if (!idx.has(f)) visit(f);
   assert.deepEqual(circles, []);
+});
+
+// Registration is explicit (installWasmQuantizers(), the entry points call it): no module of src fills a
+// table because it was imported. Statically: no import for side effects. At run time: a fresh process
+// imports every module except the entry points (the library's index, the CLI's main and workers, the
+// browser Lab) and finds no fast path in the GGML type-traits table or the scheme registry; after
+// installWasmQuantizers() it finds them (so the check can fail).
+const ENTRY = /^(index\.ts|cli[\\/]main\.ts|cli[\\/][\w-]*worker\.ts|lab[\\/].*)$/;
+
+test('no module imports another for its side effects (registration is an explicit call)', () => {
+  const problems: string[] = [];
+  for (const file of walk(src)) {
+    const text = fs.readFileSync(file, 'utf8').replace(/\/\*[\s\S]*?\*\/|\/\/.*$/gm, '');
+    for (const m of text.matchAll(/^\s*import\s+['"]([^'"]+)['"]/gm)) problems.push(`${path.relative(src, file)}: import '${m[1]}' (for its side effects)`);
+  }
+  assert.deepEqual(problems, []);
+});
+
+test('importing every module registers no fast path; installWasmQuantizers() installs them', () => {
+  const dist = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'src');
+  const modules = walk(src)
+    .map((f) => path.relative(src, f))
+    .filter((rel) => !ENTRY.test(rel) && !rel.endsWith('.d.ts'))
+    .map((rel) => pathToFileURL(path.join(dist, rel.replace(/\.ts$/, '.js'))).href);
+  assert.ok(modules.length > 100, `${modules.length} modules`);
+  const url = (rel: string) => JSON.stringify(pathToFileURL(path.join(dist, rel)).href);
+  const script = `
+    for (const m of ${JSON.stringify(modules)}) await import(m);
+    const { ggmlTypeTraitsTable } = await import(${url('quant/ggml/registry.js')});
+    const { schemes, fastPath } = await import(${url('quant/registry.js')});
+    const { installWasmQuantizers } = await import(${url('kernels/ggml-quant.js')});
+    const state = () => ({
+      ggml: ggmlTypeTraitsTable().filter((r) => r.fast.quantize || r.fast.dequantize).map((r) => r.type.name),
+      schemes: schemes().filter((s) => fastPath(s.id)).map((s) => s.id),
+      codecs: ggmlTypeTraitsTable().filter((r) => r.fromFloat && !r.float).length,
+    });
+    const before = state();
+    installWasmQuantizers();
+    console.log(JSON.stringify({ before, after: state() }));`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const { before, after } = JSON.parse(r.stdout.trim().split('\n').pop()!) as { before: { ggml: string[]; schemes: string[]; codecs: number }; after: { ggml: string[]; schemes: string[] } };
+  assert.deepEqual({ ggml: before.ggml, schemes: before.schemes }, { ggml: [], schemes: [] }, 'a module installed fast paths when imported');
+  assert.ok(before.codecs >= 20, `the type-traits table holds its reference codecs without any registration call (${before.codecs})`);
+  for (const t of ['Q4_0', 'Q8_0', 'Q4_K', 'Q6_K']) assert.ok(after.ggml.includes(t), `installWasmQuantizers() installs ${t}`);
+  for (const s of ['mxfp4', 'mxfp8_e4m3', 'nvfp4']) assert.ok(after.schemes.includes(s), `installWasmQuantizers() installs ${s}`);
 });

@@ -22,7 +22,6 @@
 import { fail } from '../errors.js';
 import { fmix32 } from '../formats/rounding.js';
 import { ggmlCodec } from '../quant/ggml/registry.js';
-import '../quant/ggml/index.js';
 import type { GgmlCodec } from '../quant/ggml/types.js';
 import type { QuantScheme } from '../quant/scheme.js';
 import { groupBlockPath } from '../quant/schemes/generic.js';

@@ -6,7 +6,6 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { installWasmQuantizers } from '../kernels/ggml-quant.js';
 import { setWasmVariant, type WasmVariant } from '../kernels/wasm.js';
-import '../quant/ggml/index.js';
 import { ggmlCodec } from '../quant/ggml/registry.js';
 import { workOn, type RowJob } from './quantize-pool.js';
 

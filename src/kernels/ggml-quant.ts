@@ -16,6 +16,7 @@
 import { ggmlFastQuantizer, registerGgmlFastDequantizer, registerGgmlFastQuantizer, type GgmlFastDequantize, type GgmlFastQuantize } from '../quant/ggml/registry.js';
 import { rowErrorSums } from '../quant/ggml/row-error.js';
 import { ggmlTypeByName, type GgmlCodec, type GgmlTypeInfo } from '../quant/ggml/types.js';
+import { installSchemeFastPaths } from './scheme-quant.js';
 import { compileKernel, kernelInstance, type KernelInstance } from './wasm.js';
 import * as quantWasm from './wasm/quant.generated.js';
 
@@ -248,10 +249,12 @@ export function wasmQuantizer(typeName: string): GgmlFastQuantize | undefined {
 
 /**
  * Install the WebAssembly quantizers and dequantizers into the rows of the GGML type-traits table
- * (quant/ggml/registry.ts), once; the entry points call it (the CLI, quantize(), the Lab's worker, the
- * library's index). Nothing is installed by importing this module.
+ * (quant/ggml/registry.ts), and the MX / NVFP4 fast paths into the scheme registry
+ * (kernels/scheme-quant.ts installSchemeFastPaths), once; the entry points call it (the CLI, quantize(),
+ * the Lab's worker, the library's index). Nothing is installed by importing this module.
  */
 export function installWasmQuantizers(): void {
+  installSchemeFastPaths();
   if (registered.size) return;
   for (const name of Object.keys(WASM_QUANTIZERS)) {
     const q = wasmQuantizer(name)!;

@@ -15,7 +15,6 @@
  */
 import { quantizeRowsMeasured } from './ggml-quant.js';
 import { wasmVariant, type WasmVariant } from './wasm.js';
-import '../quant/ggml/index.js';
 import { ggmlCodec } from '../quant/ggml/registry.js';
 import type { GgmlCodec, GgmlTypeInfo } from '../quant/ggml/types.js';
 

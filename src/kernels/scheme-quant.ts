@@ -1,6 +1,8 @@
 /**
  * Fast paths for lowbit's OCP MX schemes (mxfp8_e4m3, mxfp8_e5m2, mxfp6_e2m3, mxfp6_e3m2, mxfp4) and
- * NVFP4 (quant/schemes/{mx,nvfp4}.ts), registered with registerFastPath when this module is imported.
+ * NVFP4 (quant/schemes/{mx,nvfp4}.ts), installed into the scheme registry's fast-path slots by
+ * installSchemeFastPaths() (called by installWasmQuantizers(), kernels/ggml-quant.ts, which the entry
+ * points call); importing this module installs nothing.
  * The block scales are computed here exactly as the references do; the elements, already scaled in
  * float32 as the references scale them, are rounded by the WebAssembly cast kernel (kernels/cast.ts
  * `encode`, bit-exact with the scalar element encoder: round to nearest even, saturating), then
@@ -122,8 +124,15 @@ function nvfp4Quantize(src: Float32Array, rows: number, rowLength: number): Uint
   return out;
 }
 
-for (const s of mxSchemes) {
-  const q = mxQuantize(s);
-  if (q) registerFastPath(s.id, { quantize: q });
+let installed = false;
+
+/** Install the MX / NVFP4 fast quantizers into the scheme registry (quant/registry.ts), once. */
+export function installSchemeFastPaths(): void {
+  if (installed) return;
+  installed = true;
+  for (const s of mxSchemes) {
+    const q = mxQuantize(s);
+    if (q) registerFastPath(s.id, { quantize: q });
+  }
+  registerFastPath(nvfp4Scheme.id, { quantize: nvfp4Quantize });
 }
-registerFastPath(nvfp4Scheme.id, { quantize: nvfp4Quantize });

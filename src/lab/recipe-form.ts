@@ -9,7 +9,6 @@ import { LLAMA_FTYPES } from '../algos/llama-types.js';
 import { PTQ_OPTIONS, type PtqOptions } from '../algos/ptq-options.js';
 import { defineRecipe, llamaRecipe, schemeRecipe, type Algorithm, type Recipe } from '../algos/recipe.js';
 import { ggmlCodecs } from '../quant/ggml/registry.js';
-import '../quant/ggml/index.js';
 import { schemes } from '../quant/registry.js';
 
 export interface QuantizeForm {

@@ -7,7 +7,6 @@ import { gptqBlocksWithFactor, gptqFactor, type GptqBlockOptions, type GptqFacto
 import { blockCodecFor, type BlockCodec } from '../algos/block-codec.js';
 import { resolveScheme } from '../quant/registry.js';
 import type { QuantScheme } from '../quant/scheme.js';
-import '../quant/index.js';
 
 /** One range of rows: `target` is 'ggml:' + a GGML type name, or 'scheme:' + an id resolveScheme knows. */
 export interface GptqPartJob {

@@ -8,7 +8,6 @@ import { LLAMA_FTYPES, planLlamaTypes, llamaFtype, allowsQuantization, requiresI
 import type { Imatrix } from '../algos/imatrix.js';
 import { ruleFor, type Recipe, type RecipeRule } from '../algos/recipe.js';
 import { ggmlCodec, ggmlCodecs } from '../quant/ggml/registry.js';
-import '../quant/ggml/index.js';
 import { ggmlTypeByName, type GgmlTypeInfo } from '../quant/ggml/types.js';
 import { resolveScheme } from '../quant/registry.js';
 import type { QuantScheme } from '../quant/scheme.js';

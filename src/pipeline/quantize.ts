@@ -22,8 +22,6 @@ import { importanceOf, type Imatrix } from '../algos/imatrix.js';
 import { ptqOptions, type PtqOptions } from '../algos/ptq-options.js';
 import type { Recipe } from '../algos/recipe.js';
 import { ggmlCodec } from '../quant/ggml/registry.js';
-import '../quant/ggml/index.js';
-import '../kernels/scheme-quant.js'; // fast paths of the MX / NVFP4 schemes
 import { ggmlTypeByName, type GgmlTypeInfo } from '../quant/ggml/types.js';
 import { quantizeScheme } from '../quant/registry.js';
 import { gguf, ggufFileSize, GgufWriter, plainValue, type GgufValue } from '../io/gguf.js';

@@ -15,7 +15,6 @@ import { fail, LowbitError } from '../errors.js';
 import type { CastOptions } from '../formats/cast.js';
 import { formats, parseFormat } from '../formats/registry.js';
 import type { RoundingMode } from '../formats/rounding.js';
-import './ggml/index.js'; // registers the built-in GGML codecs
 import { ggmlCodec, ggmlCodecs } from './ggml/registry.js';
 import { ggmlTypeByName } from './ggml/types.js';
 import type { QuantScheme, SchemeFastPath, ScaleFormatName } from './scheme.js';

@@ -4,7 +4,6 @@ import type { Format, Specials } from '../../formats/descriptor.js';
 import { parseFormat } from '../../formats/registry.js';
 import { ROUNDING_MODES, type RoundingMode } from '../../formats/rounding.js';
 import { decode, encode, fakeQuant } from '../../kernels/cast.js';
-import '../../kernels/scheme-quant.js'; // fast paths of the MX / NVFP4 schemes
 import { dequantizeScheme, quantizeScheme, resolveScheme, type ResolveOptions } from '../../quant/registry.js';
 import type { QuantScheme, ScaleFormatName } from '../../quant/scheme.js';
 import type { ClipMethod, Granularity } from '../../quant/schemes/generic.js';

@@ -1,18 +1,11 @@
 /**
- * GGML block types: the type table, the codec registry, fp16/bf16 helpers, and the built-in codecs.
- * Importing this module registers every codec, so `ggmlCodec('Q4_K')` works afterwards.
+ * GGML block types: the type table, the type-traits table (registry.ts, which holds the built-in
+ * codecs from its own module), fp16/bf16 helpers, and the codecs. Re-exports only: importing this
+ * module registers nothing.
  */
-import { ggmlbCodecs } from './ggmlb.js';
-import { kquantCodecs } from './kquants.js';
-import { legacyCodecs } from './legacy.js';
-import { registerGgmlCodecs } from './registry.js';
 
 export * from './types.js';
 export * from './registry.js';
 export * from './half.js';
 export * from './legacy.js';
 export * from './kquants.js';
-
-registerGgmlCodecs(legacyCodecs);
-registerGgmlCodecs(kquantCodecs);
-registerGgmlCodecs(ggmlbCodecs);

@@ -12,11 +12,16 @@
  *               installWasmQuantizers(), called explicitly by the entry points; nothing registers
  *               itself on import): a quantizer tried first for calls without importance, a dequantizer
  *
- * The block types' codecs (`ggmlCodec('Q4_K')`) are these rows seen as codecs: `quantize` and
+ * The rows are built here, from the built-in codec lists (legacy.ts, kquants.ts, ggmlb.ts): importing
+ * the table is enough for `ggmlCodec('Q4_K')`, and no other module fills it as a side effect of being
+ * imported. The block types' codecs (`ggmlCodec('Q4_K')`) are these rows seen as codecs: `quantize` and
  * `dequantize` try the row's fast paths first and fall back to the references; a fast path must give
  * the reference's bytes (floats) exactly, and tests iterate the registered codecs against them.
  */
+import { ggmlbCodecs } from './ggmlb.js';
 import { bf16ToF32, f16Table, f32ToBf16, f32ToF16 } from './half.js';
+import { kquantCodecs } from './kquants.js';
+import { legacyCodecs } from './legacy.js';
 import type { GgmlCodec, GgmlTypeInfo } from './types.js';
 import { GGML_TYPES, ggmlTypeById, ggmlTypeByName, ggmlVecDotType, isGgmlFloat } from './types.js';
 
@@ -148,6 +153,11 @@ export function ggmlCodec(t: GgmlTypeInfo | number | string): GgmlCodec | undefi
 export function registerGgmlCodecs(list: readonly GgmlCodec[]): void {
   for (const c of list) if (!rows.get(c.type.id)?.codec) register(c);
 }
+
+// the table's own rows: every built-in codec (the references), in llama.cpp's type order of the lists
+registerGgmlCodecs(legacyCodecs);
+registerGgmlCodecs(kquantCodecs);
+registerGgmlCodecs(ggmlbCodecs);
 
 /** The traits row of a type (every GGML type has one). */
 export function ggmlTypeTraits(t: GgmlTypeInfo | number | string): GgmlTypeTraits | undefined {
