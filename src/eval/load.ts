@@ -6,7 +6,7 @@ import { isGguf, plainValue, readGguf, readGgufTensor } from '../io/gguf.js';
 import { hfToGgufName, hparamsFromHfConfig, ropePermuteHeads, toGgufRows } from '../io/hf-llama.js';
 import { readLlama2c } from '../io/llama2c.js';
 import { openModelFile, sniffFormat, type ModelFile } from '../io/model-file.js';
-import { dequantizePackedInt4, packedInt4ConfigOf } from '../io/packed-int4.js';
+import { dequantizePackedInt4, LOWBIT_TOKENIZER_KEY, packedInt4ConfigOf } from '../io/packed-int4.js';
 import type { ByteSource } from '../io/source.js';
 import { readVocab, vocabFromGgufMetadata } from '../io/vocab.js';
 import { MatmulEngine } from '../kernels/matmul.js';
@@ -105,8 +105,7 @@ export async function loadModel(src: ByteSource, opts: LoadModelOptions = {}): P
   return { ...loaded, tokenizer: vocab ? new Tokenizer(vocab) : undefined };
 }
 
-/** safetensors __metadata__ key holding the GGUF tokenizer.* entries as JSON (lowbit's GPTQ/AWQ writer) */
-export const LOWBIT_TOKENIZER_KEY = 'lowbit.tokenizer';
+export { LOWBIT_TOKENIZER_KEY } from '../io/packed-int4.js';
 
 function parseJsonMetadata(text: string, what: string): Record<string, unknown> {
   try {

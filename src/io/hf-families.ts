@@ -33,6 +33,8 @@ import { parseSentencepieceModel } from './vocab.js';
 import { TokenType } from '../model/types.js';
 import { preTokenizerKind, preTokenizerTraits } from '../model/pretokenize.js';
 import { FAMILIES, hfTensorOf, type ModelFamily } from '../model/family.js';
+import { dequantizePackedInt4, LOWBIT_TOKENIZER_KEY, packedInt4ConfigOf, type PackedInt4Group } from './packed-int4.js';
+import { vocabFromGgufMetadata } from './vocab.js';
 
 /** The HF architectures `lowbit convert` knows: every row of the family table (model/family.ts). */
 export const HF_ARCHITECTURES: readonly string[] = FAMILIES.flatMap((f) => f.hfArchitectures);
@@ -165,6 +167,102 @@ export function hfGgufMetadata(config: unknown, nLayersCheck?: number): { arch: 
     if (typeof local === 'number') f32('rope.freq_base_swa', local);
   }
   return { arch: a, metadata: m };
+}
+
+/**
+ * The config.json of a GGUF model of a non-llama family: the inverse of hfGgufMetadata (what
+ * convert_hf_to_gguf reads back into the same metadata), for the packed GPTQ/AWQ checkpoints. Llama
+ * models keep io/hf-llama.ts hfConfigFromHparams.
+ */
+export function hfConfigFromGguf(meta: ReadonlyMap<string, GgufValue>, f: ModelFamily, o: { vocabSize: number; tied: boolean; dtype?: string }): Record<string, unknown> {
+  const arch = meta.get('general.architecture')?.value;
+  const a = typeof arch === 'string' ? arch : f.architectures[0];
+  const num = (k: string): number | undefined => {
+    const v = meta.get(`${a}.${k}`)?.value;
+    return typeof v === 'number' ? v : typeof v === 'bigint' ? Number(v) : undefined;
+  };
+  const need = (k: string): number => num(k) ?? fail(`GGUF metadata ${a}.${k} is missing`);
+  // a float32 value as the shortest decimal that reads back to it (1e-5, not 9.999999747378752e-6)
+  const short = (v: number): number => {
+    for (let p = 1; p < 17; p++) {
+      const d = Number(v.toPrecision(p));
+      if (Math.fround(d) === Math.fround(v)) return d;
+    }
+    return v;
+  };
+  const numF = (k: string): number | undefined => {
+    const v = num(k);
+    return v === undefined ? undefined : short(v);
+  };
+  const dim = need('embedding_length');
+  const nHead = need('attention.head_count');
+  const c: Record<string, unknown> = {
+    architectures: [f.hfArchitectures[0]],
+    model_type: f.hfModelTypes[f.hfModelTypes.length - 1], // gemma3: gemma3_text (Gemma3ForCausalLM's config)
+    vocab_size: o.vocabSize,
+    hidden_size: dim,
+    intermediate_size: need('feed_forward_length'),
+    num_hidden_layers: need('block_count'),
+    num_attention_heads: nHead,
+    num_key_value_heads: num('attention.head_count_kv') ?? nHead,
+    rms_norm_eps: numF('attention.layer_norm_rms_epsilon') ?? f.normEps,
+    tie_word_embeddings: o.tied,
+    torch_dtype: o.dtype ?? 'float16',
+  };
+  const ctx = num('context_length');
+  if (ctx !== undefined) c.max_position_embeddings = ctx;
+  c[f.activation === 'gelu' ? 'hidden_activation' : 'hidden_act'] = f.activation === 'gelu' ? 'gelu_pytorch_tanh' : 'silu';
+  const theta = numF('rope.freq_base');
+  if (theta !== undefined) c.rope_theta = theta;
+  else if (a === 'gemma2') c.rope_theta = 10000;
+  const kl = num('attention.key_length');
+  if (kl !== undefined) c.head_dim = kl;
+  const scaling = meta.get(`${a}.rope.scaling.type`)?.value;
+  const factor = numF('rope.scaling.factor');
+  if (scaling === 'linear' && factor !== undefined) c.rope_scaling = { rope_type: 'linear', factor };
+  else if (scaling === 'yarn' && factor !== undefined) {
+    const y: Record<string, unknown> = { rope_type: 'yarn', factor, original_max_position_embeddings: need('rope.scaling.original_context_length') };
+    for (const [k, g] of [['extrapolation_factor', 'yarn_ext_factor'], ['attention_factor', 'yarn_attn_factor'], ['beta_fast', 'yarn_beta_fast'], ['beta_slow', 'yarn_beta_slow']] as const) {
+      const v = numF(`rope.scaling.${g}`);
+      if (v !== undefined) y[k] = v;
+    }
+    c.rope_scaling = y;
+  } else if (scaling !== undefined && scaling !== 'none') fail(`GGUF metadata ${a}.rope.scaling.type '${String(scaling)}' has no config.json form here (linear, yarn)`);
+  const experts = num('expert_count');
+  if (f.moe && experts !== undefined) {
+    c[a === 'qwen3moe' ? 'num_experts' : 'num_local_experts'] = experts;
+    c.num_experts_per_tok = need('expert_used_count');
+  }
+  if (a === 'qwen3moe') {
+    c.moe_intermediate_size = need('expert_feed_forward_length');
+    c.norm_topk_prob = true;
+  }
+  if (a === 'phi3') {
+    c.original_max_position_embeddings = num('rope.scaling.original_context_length') ?? ctx;
+    const rot = num('rope.dimension_count');
+    if (rot !== undefined && rot !== Math.floor(dim / nHead)) c.partial_rotary_factor = (rot * nHead) / dim;
+    c.sliding_window = num('attention.sliding_window') || null;
+  }
+  if (a === 'gemma2') {
+    c.attn_logit_softcapping = numF('attn_logit_softcapping') ?? null;
+    c.final_logit_softcapping = numF('final_logit_softcapping') ?? null;
+    c.sliding_window = num('attention.sliding_window');
+    c.query_pre_attn_scalar = need('block_count') === f.wideQueryScaleLayers ? dim / nHead : (kl ?? dim / nHead);
+  }
+  if (a === 'gemma3') {
+    c.final_logit_softcapping = numF('final_logit_softcapping') ?? null;
+    c.attn_logit_softcapping = null;
+    const window = num('attention.sliding_window');
+    if (window === undefined) c.sliding_window_pattern = 1;
+    else c.sliding_window = window;
+    const local = numF('rope.freq_base_swa');
+    if (local !== undefined) c.rope_local_base_freq = local;
+  }
+  for (const [k, key] of [['bos_token_id', 'tokenizer.ggml.bos_token_id'], ['eos_token_id', 'tokenizer.ggml.eos_token_id']] as const) {
+    const v = meta.get(key)?.value;
+    if (typeof v === 'number') c[k] = v;
+  }
+  return c;
 }
 
 // ---- tokenizer -------------------------------------------------------------------------------------
@@ -305,8 +403,8 @@ interface OutTensor {
   /** row-major shape, outermost first */
   readonly shape: number[];
   readonly type: string;
-  /** sources written one after the other (experts stacked), or generated values */
-  readonly sources: readonly ModelTensor[];
+  /** sources written one after the other (experts stacked), or generated values; a packed GPTQ/AWQ layer is read dequantized (F32) */
+  readonly sources: readonly Source[];
   readonly values?: Float32Array;
   /** rows reordered per head (llama q/k) */
   readonly permuteHeads?: number;
@@ -314,6 +412,16 @@ interface OutTensor {
 }
 
 export type HfFloatType = 'F32' | 'F16' | 'BF16';
+
+/** a tensor of the checkpoint, or a packed int4 layer standing for its weight */
+interface Source {
+  readonly tensor: ModelTensor;
+  readonly packed?: PackedInt4Group;
+  /** row-major shape ([out, in] for a packed layer) */
+  readonly shape: readonly number[];
+  /** the dtype it is read as */
+  readonly type: string;
+}
 
 export interface HfConvertOptions {
   readonly type?: HfFloatType;
@@ -323,8 +431,24 @@ export interface HfConvertOptions {
 /** Convert an HF checkpoint (its ModelFile and parsed config.json) to GGUF into `sink`. Returns the tensor count. */
 export async function convertHfFolder(m: ModelFile, config: unknown, sink: ByteSink, opts: HfConvertOptions): Promise<{ arch: string; tensors: number }> {
   if (m.format !== 'safetensors') fail(`${m.name}: expected safetensors weights`);
-  if (m.packedInt4?.length) fail(`${m.name}: GPTQ/AWQ packed checkpoints are converted by the llama path (lowbit convert model.safetensors out.gguf)`);
   const c = config as Config;
+  // GPTQ/AWQ packed int4 layers (lowbit quantize --layout gptq|awq of any family, AutoGPTQ, AutoAWQ):
+  // P.qweight stands for the layer's weight, dequantized (F32 unless --type); P.qzeros / P.scales / P.g_idx
+  // go with it; the all-zero P.bias AutoGPTQ writes for layers without a bias in the family is dropped
+  if (m.packedInt4Problems?.length) fail(`${m.name}: ${m.packedInt4Problems[0]}`);
+  const groups = m.packedInt4 ?? [];
+  const packedConfig = packedInt4ConfigOf(config);
+  if (packedConfig && !groups.length) fail(`${m.name}: config.json says ${packedConfig.method}, but the file has no packed int4 layers (P.qweight + P.scales)`);
+  const packedOf = new Map<string, PackedInt4Group | undefined>();
+  for (const g of groups) {
+    if (packedConfig && g.layout !== packedConfig.method) fail(`${g.qweight.name}: shapes are ${g.layout}'s layout but config.json says ${packedConfig.method}`);
+    packedOf.set(g.qweight.name, g);
+    for (const t of [g.scales, g.qzeros, g.gIdx]) if (t) packedOf.set(t.name, undefined);
+  }
+  const zeroBiasOfPacked = async (t: ModelTensor) => {
+    const prefix = t.name.endsWith('.bias') ? t.name.slice(0, -'.bias'.length) : undefined;
+    return prefix !== undefined && groups.some((g) => g.prefix === prefix) && (await m.readFloat32(t)).every((x) => x === 0);
+  };
   const f = familyOf(c);
   const layers = new Set<number>();
   for (const t of m.tensors) {
@@ -332,26 +456,33 @@ export async function convertHfFolder(m: ModelFile, config: unknown, sink: ByteS
     if (x) layers.add(Number(x[1]));
   }
   const { arch, metadata } = hfGgufMetadata(config, layers.size);
+  const byName = new Map(m.tensors.map((t) => [t.name, t]));
+  const f32Bytes = (x: Float32Array) => new Uint8Array(x.buffer, x.byteOffset, x.byteLength);
   const nHead = need(c, ['num_attention_heads']);
   const nKv = numOr(c, ['num_key_value_heads'], nHead)!;
   const nExperts = numOr(c, ['num_local_experts', 'num_experts']);
-  const outType = (t: ModelTensor, gg: string, dims: number): string => {
-    if (!isFloatKind(t.type)) fail(`${t.name}: dtype ${t.type} is not a float type (F32, F16, BF16)`);
+  const outType = (t: Source, gg: string, dims: number): string => {
+    if (!isFloatKind(t.type)) fail(`${t.tensor.name}: dtype ${t.type} is not a float type (F32, F16, BF16)`);
     if (dims <= 1 || gg.endsWith('_norm.weight') || !gg.endsWith('.weight') || gg.endsWith('ffn_gate_inp.weight')) return 'F32';
     return opts.type ?? t.type;
   };
   const out: OutTensor[] = [];
-  const experts = new Map<string, { shape: number[]; type: string; byExpert: Map<number, ModelTensor> }>();
-  for (const t of m.tensors) {
-    if (t.name.endsWith('.rotary_emb.inv_freq')) continue;
-    if (t.name === 'lm_head.weight' && f.hfDropLmHead) continue;
-    const hit = hfTensorOf(f, t.name);
-    if (!hit) fail(`tensor '${t.name}' is not part of the ${f.hfArchitectures[0]} layout`);
+  const experts = new Map<string, { shape: number[]; type: string; byExpert: Map<number, Source> }>();
+  for (const tensor of m.tensors) {
+    if (tensor.name.endsWith('.rotary_emb.inv_freq')) continue;
+    if (tensor.name === 'lm_head.weight' && f.hfDropLmHead) continue;
+    if (packedOf.has(tensor.name) && !packedOf.get(tensor.name)) continue; // read with its qweight
+    const g = packedOf.get(tensor.name);
+    const t: Source = g ? { tensor, packed: g, shape: [g.outFeatures, g.inFeatures], type: 'F32' } : { tensor, shape: tensor.shape, type: tensor.type };
+    const name = g ? `${g.prefix}.weight` : tensor.name;
+    const hit = hfTensorOf(f, name);
+    if (!hit && (await zeroBiasOfPacked(tensor))) continue;
+    if (!hit) fail(`tensor '${name}' is not part of the ${f.hfArchitectures[0]} layout`);
     const gg = hit.gguf;
     if (hit.spec?.perExpert) {
       let g = experts.get(gg);
       if (!g) experts.set(gg, (g = { shape: [...t.shape], type: outType(t, gg, 3), byExpert: new Map() }));
-      if (t.shape.join() !== g.shape.join()) fail(`${t.name}: shape [${t.shape}] differs from the other experts' [${g.shape}]`);
+      if (t.shape.join() !== g.shape.join()) fail(`${name}: shape [${t.shape}] differs from the other experts' [${g.shape}]`);
       g.byExpert.set(hit.expert!, t);
       continue;
     }
@@ -384,7 +515,10 @@ export async function convertHfFolder(m: ModelFile, config: unknown, sink: ByteS
   const fileType = opts.type === 'F16' ? 1 : opts.type === 'BF16' ? 32 : opts.type === 'F32' ? 0 : undefined;
   const meta: [string, GgufValue][] = [...metadata];
   if (fileType !== undefined) meta.push(['general.file_type', gguf.u32(fileType)]);
-  meta.push(...hfTokenizerMetadata(opts.tokenizer, c, arch));
+  // a checkpoint written by lowbit's GPTQ/AWQ writer carries the GGUF tokenizer entries when the folder has no tokenizer files
+  const carried = m.metadata.get(LOWBIT_TOKENIZER_KEY);
+  const noFiles = !opts.tokenizer.tokenizerJson && !opts.tokenizer.sentencepiece;
+  meta.push(...(noFiles && typeof carried === 'string' ? tokenizerFromVocab(vocabFromGgufMetadata(parseJson(carried, `${m.name}: ${LOWBIT_TOKENIZER_KEY}`))) : hfTokenizerMetadata(opts.tokenizer, c, arch)));
   const w = new GgufWriter(
     sink,
     meta,
@@ -397,7 +531,7 @@ export async function convertHfFolder(m: ModelFile, config: unknown, sink: ByteS
       continue;
     }
     for (const s of t.sources) {
-      let bytes = await m.read(s);
+      let bytes = s.packed ? f32Bytes(await dequantizePackedInt4(s.packed, (x) => m.readFloat32(byName.get(x.name)!), { gptqZeroOffset: packedConfig?.gptqZeroOffset ?? 1 })) : await m.read(s.tensor);
       const same = s.type === t.type && !t.plusOne;
       if (!same) {
         const x = toFloat32(s.type as HfFloatType, bytes);

@@ -28,6 +28,9 @@ import { toHfRows } from './hf-llama.js';
 import type { SafetensorsTensorInfo } from './safetensors.js';
 
 export type PackedInt4Layout = 'gptq' | 'awq';
+
+/** safetensors __metadata__ key holding the GGUF tokenizer.* entries as JSON (lowbit's GPTQ/AWQ writer) */
+export const LOWBIT_TOKENIZER_KEY = 'lowbit.tokenizer';
 export const PACKED_INT4_LAYOUTS: readonly PackedInt4Layout[] = ['gptq', 'awq'];
 
 /** nibble j of an AWQ word holds column 8w + AWQ_ORDER[j] */

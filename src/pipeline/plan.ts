@@ -26,7 +26,11 @@ export interface StoredExtra {
 /** What the packed writer needs beyond the tensor plan. */
 export interface PackedPlanInfo {
   readonly layout: PackedInt4Layout;
+  /** the model family's name (model/family.ts FAMILIES) */
+  readonly family: string;
   readonly hparams: LlamaHparams;
+  /** config.json hyper-parameters of a non-llama family (io/hf-families.ts hfConfigFromGguf); llama: from hparams */
+  readonly config?: Record<string, unknown>;
   readonly groupSize: number;
   readonly symmetric: boolean;
   /** no output.weight: lm_head is the embedding (tie_word_embeddings) */
