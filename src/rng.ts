@@ -1,13 +1,16 @@
-/** xorshift32 (Marsaglia): a tiny seeded generator of non-zero uint32 values, for reproducible test data. */
+/** One step of xorshift32 (Marsaglia): the next non-zero uint32 state after x (x != 0). */
+export function xorshift32Step(x: number): number {
+  x ^= x << 13;
+  x >>>= 0;
+  x ^= x >>> 17;
+  x ^= x << 5;
+  return x >>> 0;
+}
+
+/** xorshift32: a tiny seeded generator of non-zero uint32 values, for reproducible test data. */
 export function xorshift32(seed: number): () => number {
   let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return (s >>>= 0);
-  };
+  return () => (s = xorshift32Step(s));
 }
 
 /** mulberry32: a small seeded generator of uniform numbers in [0, 1) (calibration windows, LoRC's start) */

@@ -9,7 +9,7 @@ import { parseTokenizerBin } from '../src/io/vocab.js';
 import { Llama } from '../src/model/llama.js';
 import { Tokenizer } from '../src/model/tokenizer.js';
 import type { StoredTensor } from '../src/model/types.js';
-import { f32ToF16 } from '../src/quant/ggml/half.js';
+import { f32ToF16 } from '../src/formats/half.js';
 import { ggmlTypeByName } from '../src/quant/ggml/types.js';
 
 const dataUrl = (f: string) => new URL(`../../data/${f}`, import.meta.url);

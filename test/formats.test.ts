@@ -4,7 +4,7 @@ import { allocCodes, decodeRef, encodeRef, fakeQuantRef, type CastOptions } from
 import type { Format } from '../src/formats/descriptor.js';
 import { decodeFloat, isCanonicalFloatCode } from '../src/formats/float.js';
 import { formats, parseFormat } from '../src/formats/registry.js';
-import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../src/quant/ggml/half.js';
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../src/formats/half.js';
 import { LowbitError } from '../src/errors.js';
 
 const fmt = (n: string) => parseFormat(n);

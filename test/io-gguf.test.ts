@@ -8,7 +8,7 @@ import { openLlama2c } from '../src/io/llama2c.js';
 import { openModelFile } from '../src/io/model-file.js';
 import { memorySink } from '../src/io/sink.js';
 import { bytesSource } from '../src/io/source.js';
-import { f32ToBf16, f32ToF16 } from '../src/quant/ggml/half.js';
+import { f32ToBf16, f32ToF16 } from '../src/formats/half.js';
 import { GGML_TYPES } from '../src/quant/ggml/types.js';
 
 const DATA = path.resolve(import.meta.dirname, '../../data');

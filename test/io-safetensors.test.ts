@@ -8,7 +8,7 @@ import { dequantizePackedInt4, findPackedInt4 } from '../src/io/packed-int4.js';
 import { memorySink } from '../src/io/sink.js';
 import { bytesSource, type ByteSource } from '../src/io/source.js';
 import { toFloat32 } from '../src/io/tensor-data.js';
-import { f16ToF32, f32ToF16 } from '../src/quant/ggml/half.js';
+import { f16ToF32, f32ToF16 } from '../src/formats/half.js';
 
 function rng(seed: number): () => number {
   let s = seed >>> 0;

@@ -19,7 +19,7 @@ import { GgmlSide, KiviSide, kiviCode, kiviDequantize, kiviQuantize, kiviRecordB
 import { GGML_CACHE_TYPES, cacheTypeBits, parseKvCacheType } from '../src/model/kv/types.js';
 import { quantizeIq4NlRef } from '../src/quant/ggml/iq.js';
 import { ggmlCodec } from '../src/quant/ggml/registry.js';
-import { f16Table, f32ToF16 } from '../src/quant/ggml/half.js';
+import { f16Table, f32ToF16 } from '../src/formats/half.js';
 import { fmix32 } from '../src/formats/rounding.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));

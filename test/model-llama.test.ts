@@ -12,7 +12,7 @@ import { matmulRef, setMatmul } from '../src/model/matmul.js';
 import { Sampler } from '../src/model/sampler.js';
 import { Tokenizer } from '../src/model/tokenizer.js';
 import type { LlamaConfig, StoredTensor } from '../src/model/types.js';
-import { f32ToF16 } from '../src/quant/ggml/half.js';
+import { f32ToF16 } from '../src/formats/half.js';
 import { ggmlTypeByName } from '../src/quant/ggml/types.js';
 
 const data = (f: string) => new Uint8Array(readFileSync(new URL(`../../data/${f}`, import.meta.url)));

@@ -26,7 +26,7 @@ import { memorySink } from '../src/io/sink.js';
 import { bytesSource } from '../src/io/source.js';
 import { toFloat32 } from '../src/io/tensor-data.js';
 import { Llama, llamaConfigFromGguf } from '../src/model/llama.js';
-import { f32ToF16 } from '../src/quant/ggml/half.js';
+import { f32ToF16 } from '../src/formats/half.js';
 import { resolveScheme } from '../src/quant/registry.js';
 import { quantize } from '../src/pipeline/quantize.js';
 

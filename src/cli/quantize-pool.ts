@@ -2,17 +2,11 @@
  * Node's row quantizer pool (`lowbit quantize --threads N`): the platform-free RowPool
  * (src/kernels/row-pool.ts) with worker_threads running quantize-worker.ts.
  */
-import * as os from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { RowPool, type QuantizePoolOptions, type RowWorkerPort } from '../kernels/row-pool.js';
 import type { RowQuantizer } from '../pipeline/quantize.js';
 
 export { workOn, NEXT, FAILED, BY_WORKERS, type RowJob, type QuantizePoolOptions } from '../kernels/row-pool.js';
-
-/** Default thread count: every core the process may use. */
-export function defaultThreads(): number {
-  return typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length;
-}
 
 function nodeRowWorker(variant: string): RowWorkerPort {
   const w = new Worker(new URL('./quantize-worker.js', import.meta.url), { workerData: { variant } });

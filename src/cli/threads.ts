@@ -17,9 +17,13 @@ export function useNodeThreads(): void {
   });
 }
 
-/** The default thread count: the hardware threads of this machine, at most 8. */
-export function defaultThreads(): number {
-  return Math.max(1, Math.min(8, availableParallelism()));
+/**
+ * The one default thread count: the hardware threads this process may use, at most `max` (8 for the
+ * matmul kernels, whose speed stops growing there; `lowbit quantize` passes Infinity: row quantization
+ * uses every core).
+ */
+export function defaultThreads(max = 8): number {
+  return Math.max(1, Math.min(max, availableParallelism()));
 }
 
 /** The --threads option of the commands that run a model. */

@@ -21,7 +21,7 @@
  * such a group rather than write a wrong file.
  */
 import { fail, LowbitError } from '../errors.js';
-import { f16ToF32 } from '../quant/ggml/half.js';
+import { f16ToF32 } from '../formats/half.js';
 import { genericConfigOf, unpackGroupedCodes } from '../quant/schemes/generic.js';
 import type { QuantScheme } from '../quant/scheme.js';
 import { toHfRows } from './hf-llama.js';

@@ -5,7 +5,7 @@
 import { fail } from '../errors.js';
 import { decodeFloat } from '../formats/float.js';
 import { fp8_e4m3fn, fp8_e5m2 } from '../formats/registry.js';
-import { bf16ToF32, f16Table, f32ToBf16, f32ToF16 } from '../quant/ggml/half.js';
+import { bf16ToF32, f16Table, f32ToBf16, f32ToF16 } from '../formats/half.js';
 import { ggmlCodec } from '../quant/ggml/registry.js';
 import { ggmlTypeByName, type GgmlTypeInfo } from '../quant/ggml/types.js';
 

@@ -14,7 +14,7 @@
  */
 import { fail } from '../errors.js';
 import { concatParts } from './sink.js';
-import { f16ToF32, f32ToF16 } from '../quant/ggml/half.js';
+import { f16ToF32, f32ToF16 } from '../formats/half.js';
 
 export type TfjsQuantization = 'uint8' | 'uint16' | 'float16';
 

@@ -11,7 +11,7 @@
  *
  * Rows whose length is not a multiple of the activation block stay f32 (llama.cpp could not run them).
  */
-import { bf16ToF32, f16Table, f32ToBf16, f32ToF16 } from '../quant/ggml/half.js';
+import { bf16ToF32, f16Table, f32ToBf16, f32ToF16 } from '../formats/half.js';
 import { ggmlCodec } from '../quant/ggml/registry.js';
 import { ggmlRowBytes, ggmlTypeByName, ggmlVecDotType, type GgmlTypeInfo } from '../quant/ggml/types.js';
 

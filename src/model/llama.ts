@@ -16,7 +16,7 @@ import { attentionRef, MatmulEngine } from '../kernels/matmul.js';
 import { ggmlRowBytes, type GgmlTypeInfo } from '../quant/ggml/types.js';
 import { dequantizeRows, kernelsEnabled, linear, makeLinearWeight, type LinearWeight } from './matmul.js';
 import { ggmlRoundActivations } from './ggml-activations.js';
-import { f16ToF32, f32ToF16 } from '../quant/ggml/half.js';
+import { f16ToF32, f32ToF16 } from '../formats/half.js';
 import type { LlamaConfig, StoredTensor } from './types.js';
 import { familyOf, KNOWN_ARCHITECTURES } from './family.js';
 import { isDefaultKvCache, packedKvStorage, type KvCacheOptions } from './kv/cache.js';

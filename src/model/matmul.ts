@@ -16,7 +16,7 @@
  */
 import { fail } from '../errors.js';
 import { MatmulEngine, type KernelWeight } from '../kernels/matmul.js';
-import { bf16ToF32, f16Table } from '../quant/ggml/half.js';
+import { bf16ToF32, f16Table } from '../formats/half.js';
 import { ggmlCodec } from '../quant/ggml/registry.js';
 import { ggmlRowBytes, type GgmlTypeInfo } from '../quant/ggml/types.js';
 

@@ -13,7 +13,7 @@ import { fail } from '../errors.js';
 import { encodeOne, decodeOne } from '../formats/cast.js';
 import { fp8_e4m3fn, e8m0 } from '../formats/registry.js';
 import { Rounding } from '../formats/rounding.js';
-import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from './ggml/half.js';
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../formats/half.js';
 
 export type SchemeFamily = 'mx' | 'nvfp4' | 'nf4' | 'generic' | 'ggml' | 'element' | 'olive';
 

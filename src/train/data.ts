@@ -5,21 +5,15 @@
  * (saved in checkpoints): same seed and state -> same batches.
  */
 import { fail } from '../errors.js';
+import { xorshift32Step } from '../rng.js';
 
-/** xorshift32 with its state visible (for checkpoints) */
+/** xorshift32 (rng.ts) with its state visible (for checkpoints) */
 export class Rng {
   constructor(public state: number) {
     this.state = state >>> 0 || 0x9e3779b9;
   }
   nextU32(): number {
-    let x = this.state;
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    this.state = x;
-    return x;
+    return (this.state = xorshift32Step(this.state));
   }
   /** uniform in [0, n) (n < 2^32) */
   below(n: number): number {

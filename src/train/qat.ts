@@ -20,7 +20,7 @@
  * distributions at every position, the teacher being the original model.
  */
 import { fail } from '../errors.js';
-import { f16ToF32, f32ToF16 } from '../quant/ggml/half.js';
+import { f16ToF32, f32ToF16 } from '../formats/half.js';
 import type { Vec } from './gemm.js';
 import type { TrainModel } from './llama-grad.js';
 

@@ -14,8 +14,8 @@ import { checkOutput, noteInput, readInputText, stagedPath, withAtomicFile, writ
 import { splitPartsOf, splitPath } from '../../io/gguf-split.js';
 import { directSink } from '../direct-sink.js';
 import { openModelPath, pipelinedSink, withSplitOutput } from '../model-open.js';
-import { defaultThreads, QuantizePool } from '../quantize-pool.js';
-import { threadsFrom } from '../threads.js';
+import { QuantizePool } from '../quantize-pool.js';
+import { defaultThreads, threadsFrom } from '../threads.js';
 import { GptqPool } from '../gptq-pool.js';
 import { fileSource } from '../node-source.js';
 import { renderTable } from './formats.js';
@@ -292,7 +292,7 @@ export const quantizeCommand: Command = {
       }
       const tty = !json && process.stderr.isTTY;
       const progress = tty ? progressBar(plan.tensors.reduce((a, p) => a + p.ne.reduce((x, y) => x * y, 1), 0)) : undefined;
-      const threads = (a.values.threads as number | undefined) ?? defaultThreads();
+      const threads = (a.values.threads as number | undefined) ?? defaultThreads(Infinity);
       const gptqWorkers = threads > 1 ? new GptqPool(threads - 1) : undefined; // starts threads only when GPTQ runs
       const pool = threads > 1 ? new QuantizePool(threads) : undefined;
       let report: Awaited<ReturnType<typeof quantize>>;

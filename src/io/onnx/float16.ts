@@ -20,7 +20,7 @@
  * constants and value_info, and per-op output rules: Shape -> int64, comparisons -> bool, Cast -> `to`, ...).
  */
 import { fail } from '../../errors.js';
-import { f32ToF16 } from '../../quant/ggml/half.js';
+import { f32ToF16 } from '../../formats/half.js';
 import { node as mkNode } from './build.js';
 import { indexGraph } from './graph-edit.js';
 import { attr, makeTensor, subgraphs, tensorFloat32, tensorShape, type OnnxModel } from './model.js';

@@ -10,7 +10,7 @@
  * refused (as onnxruntime does).
  */
 import { fail } from '../../errors.js';
-import { f16ToF32, bf16ToF32 } from '../../quant/ggml/half.js';
+import { f16ToF32, bf16ToF32 } from '../../formats/half.js';
 import type { ByteSink } from '../sink.js';
 import type { ByteSource } from '../source.js';
 import { concatParts, decodeMessage, encodeMessage, type Int64 } from './proto.js';

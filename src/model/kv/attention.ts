@@ -10,7 +10,7 @@
  * With an F16 value cache llama.cpp keeps `acc` in f16 (ggml_vec_scale_f16 / ggml_vec_mad_f16: each
  * update computed in f32, then rounded to f16); any other value type accumulates in f32.
  */
-import { f16Table, f32ToF16 } from '../../quant/ggml/half.js';
+import { f16Table, f32ToF16 } from '../../formats/half.js';
 import type { AttentionShape } from './storage.js';
 
 const fr = Math.fround;

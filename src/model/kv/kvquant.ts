@@ -16,7 +16,7 @@
  * (+ 32 / kvDim for values): kvquant3 on a 128-wide row: keys 3.19, values 3.44.
  */
 import { fail } from '../../errors.js';
-import { f16Table, f32ToF16 } from '../../quant/ggml/half.js';
+import { f16Table, f32ToF16 } from '../../formats/half.js';
 import type { KvSide } from './sides.js';
 import type { KvCacheType } from './types.js';
 

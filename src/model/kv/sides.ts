@@ -13,7 +13,7 @@
 import { fail } from '../../errors.js';
 import type { MatmulEngine, PackedKvSource } from '../../kernels/matmul.js';
 import { quantizeIq4NlRef } from '../../quant/ggml/iq.js';
-import { bf16ToF32, f16Table, f32ToBf16, f32ToF16 } from '../../quant/ggml/half.js';
+import { bf16ToF32, f16Table, f32ToBf16, f32ToF16 } from '../../formats/half.js';
 import { ggmlCodec, ggmlReferenceQuantizer } from '../../quant/ggml/registry.js';
 import { ggmlRowBytes, type GgmlTypeInfo } from '../../quant/ggml/types.js';
 import type { KvCacheType } from './types.js';

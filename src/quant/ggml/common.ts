@@ -10,7 +10,7 @@
  * Comments below write the C expression next to the float32 sequence it becomes.
  */
 import { fail } from '../../errors.js';
-import { f16Table, f32ToF16 } from './half.js';
+import { f16Table, f32ToF16 } from '../../formats/half.js';
 import type { GgmlTypeInfo } from './types.js';
 import { ggmlRowBytes } from './types.js';
 

@@ -6,6 +6,6 @@
 
 export * from './types.js';
 export * from './registry.js';
-export * from './half.js';
+export * from '../../formats/half.js';
 export * from './legacy.js';
 export * from './kquants.js';

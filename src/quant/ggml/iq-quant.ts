@@ -20,7 +20,7 @@
 import { fail } from '../../errors.js';
 import { checkQuantizeArgs, fround, GROUP_MAX_EPS, makeQpQuants, nearestInt, QK_K, writeF16 } from './common.js';
 import { iq1sGrid, iq2sGrid, iq2xsGrid, iq2xxsGrid, iq3sGrid, iq3xxsGrid } from './iq-grids.js';
-import { f32ToF16 } from './half.js';
+import { f32ToF16 } from '../../formats/half.js';
 import { ggmlTypeByName, type GgmlTypeInfo } from './types.js';
 
 const f = fround;

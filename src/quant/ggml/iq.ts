@@ -20,7 +20,7 @@
  */
 import type { GgmlCodec } from './types.js';
 import { ggmlTypeById } from './types.js';
-import { f16ToF32, f32ToF16 } from './half.js';
+import { f16ToF32, f32ToF16 } from '../../formats/half.js';
 import { checkDequantize, checkQuantize } from './ggmlb-check.js';
 import { quantizeIq1M, quantizeIq1S, quantizeIq2S, quantizeIq2Xs, quantizeIq2Xxs, quantizeIq3S, quantizeIq3Xxs } from './iq-quant.js';
 import {

@@ -14,7 +14,7 @@
  * quantize* = quantize_X / ggml_quantize_chunk: the ref path when no importance is given, the weighted
  * (imatrix) path for Q4_0/Q4_1/Q5_0/Q5_1 when it is. Q8_0 ignores importance, as llama.cpp does.
  */
-import { f32ToF16 } from './half.js';
+import { f32ToF16 } from '../../formats/half.js';
 import type { GgmlCodec } from './types.js';
 import { ggmlTypeByName } from './types.js';
 import {

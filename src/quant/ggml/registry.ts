@@ -19,7 +19,7 @@
  * the reference's bytes (floats) exactly, and tests iterate the registered codecs against them.
  */
 import { ggmlbCodecs } from './ggmlb.js';
-import { bf16ToF32, f16Table, f32ToBf16, f32ToF16 } from './half.js';
+import { bf16ToF32, f16Table, f32ToBf16, f32ToF16 } from '../../formats/half.js';
 import { kquantCodecs } from './kquants.js';
 import { legacyCodecs } from './legacy.js';
 import type { GgmlCodec, GgmlTypeInfo } from './types.js';

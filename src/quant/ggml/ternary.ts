@@ -13,7 +13,7 @@
  */
 import type { GgmlCodec } from './types.js';
 import { ggmlTypeById } from './types.js';
-import { f16ToF32, f32ToF16 } from './half.js';
+import { f16ToF32, f32ToF16 } from '../../formats/half.js';
 import { checkDequantize, checkQuantize, roundHalfAway } from './ggmlb-check.js';
 
 const fround = Math.fround;

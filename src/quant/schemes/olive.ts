@@ -20,7 +20,7 @@
  * b + 16 / G bits per weight (olive4_g32: 4.5, as int4 g32).
  */
 import { fail } from '../../errors.js';
-import { f16ToF32, f32ToF16 } from '../ggml/half.js';
+import { f16ToF32, f32ToF16 } from '../../formats/half.js';
 import { bitsPerWeightOf, checkFinite, checkPackedLength, checkShape, type QuantScheme } from '../scheme.js';
 
 const SCALE_CANDIDATES = 16;
