@@ -4,7 +4,8 @@
  * checkpoint (fused Phi-3 qkv_proj / gate_up_proj packed whole, one packed module per expert, Gemma's
  * norms as w - 1, the family's config.json), and `convert` (io/hf-families.ts convertHfFolder) reads it
  * back to GGUF: every tensor equals what lowbit's own int4 scheme gives (bit for bit), the metadata and
- * tokenizer are the model's. The HF names are checked against the independent HF folder of the test
+ * tokenizer are the model's, and the runtime's loadModel (config.json only) gives the logits of lowbit's
+ * native layout of the same recipe exactly. The HF names are checked against the independent HF folder of the test
  * models (familyHfFolder), not only against the family table both directions read.
  */
 import assert from 'node:assert/strict';
@@ -12,6 +13,7 @@ import { test } from 'node:test';
 import { familyHfFolder, familyModel, familyVocab, type Family } from '../scripts/family-models.js';
 import { defineRecipe } from '../src/algos/recipe.js';
 import { plainValue, readGguf, readGgufTensor, writeGguf } from '../src/io/gguf.js';
+import { loadModel } from '../src/eval/load.js';
 import { convertHfFolder, hfGgufMetadata } from '../src/io/hf-families.js';
 import { openModelFile } from '../src/io/model-file.js';
 import { memorySink } from '../src/io/sink.js';
@@ -36,6 +38,7 @@ const recipeOf = (asym: boolean) =>
   });
 const recipe = recipeOf(true);
 
+const TOKENS = [1, 5, 9, 17, 33, 65, 2, 3];
 const FAMILIES: readonly Family[] = ['mistral', 'mixtral', 'qwen2', 'qwen3', 'qwen3moe', 'phi3', 'gemma2', 'gemma3'];
 
 async function familyFile(f: Family) {
@@ -108,6 +111,16 @@ for (const f of FAMILIES)
       }
       for (const [k, v] of orig) if (k.startsWith(`${arch}.`)) assert.deepEqual(f32Of(plainValue(g.metadata.get(k)!)), f32Of(v), `${f} ${layout}: ${k} after the round trip`);
       assert.deepEqual(plainValue(g.metadata.get('tokenizer.ggml.tokens')!), orig.get('tokenizer.ggml.tokens'), `${f} ${layout}: tokenizer`);
+      if (layout === 'awq') {
+        // the runtime reads the checkpoint (config.json only: the tokenizer travels in __metadata__) and
+        // computes the logits of lowbit's native layout of the same recipe, exactly
+        const native = memorySink();
+        await quantize(model, recipeOf(asym), native);
+        const want = (await loadModel(bytesSource(native.bytes(), 'native.safetensors'))).model.forward(TOKENS, 0, 0);
+        const loaded = await loadModel(bytesSource(sink.bytes(), 'model.safetensors'), { hfConfig });
+        assert.equal(loaded.tokenizer?.vocab.tokens.length, vocabFor(f).tokens.length, `${f}: the carried tokenizer`);
+        assert.deepEqual(loaded.model.forward(TOKENS, 0, 0), want, `${f} ${layout}: logits`);
+      }
     }
   });
 

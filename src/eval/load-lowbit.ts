@@ -56,6 +56,7 @@ export async function readLowbitSafetensors(src: ByteSource): Promise<{ metadata
     const bytes = await t.source.read(t.fileOffset, t.byteLength);
     return { values: dtype === 'U16' ? new Uint16Array(bytes.slice().buffer) : toFloat32(dtype, bytes), cols: t.shape[1] };
   };
+  const threeD = new Map<string, number[]>();
   for (const t of f.tensors) {
     if (extraNames.has(t.name)) continue;
     const bytes = await t.source.read(t.fileOffset, t.byteLength);
@@ -63,12 +64,17 @@ export async function readLowbitSafetensors(src: ByteSource): Promise<{ metadata
     let values: Float32Array;
     let dims: number[];
     if (q) {
-      const info = JSON.parse(q) as { scheme: string; resolve: [string, Record<string, unknown>]; shape: [number, number] };
+      const info = JSON.parse(q) as { scheme: string; resolve: [string, Record<string, unknown>]; shape: [number, number]; ne?: number[] };
       const scheme = resolveScheme(info.resolve[0], info.resolve[1]);
       if (scheme.id !== info.scheme) fail(`${src.name}: ${t.name} was written with scheme ${info.scheme}, which resolves to ${scheme.id} here`);
       const [rows, cols] = info.shape;
       values = scheme.dequantizeRef(bytes, rows, cols);
       dims = [cols, rows];
+      // a 3-D tensor (MoE experts) records its ggml dims; the rows are its experts' rows one after the other
+      if (info.ne !== undefined) {
+        if (!Array.isArray(info.ne) || info.ne[0] !== cols || info.ne.reduce((a, b) => a * b, 1) !== rows * cols) fail(`${src.name}: ${t.name}'s dims [${String(info.ne)}] do not hold ${rows} rows of ${cols}`);
+        threeD.set(t.name, info.ne);
+      }
     } else {
       values = toFloat32(t.dtype, bytes);
       dims = [...t.shape].reverse();
@@ -89,7 +95,7 @@ export async function readLowbitSafetensors(src: ByteSource): Promise<{ metadata
         addLowRank(values, rows, cols, { a: a.values as Float32Array, b: b.values as Float32Array, rank: a.cols });
       }
     }
-    tensors.push({ name: t.name, type: f32, dims, data: new Uint8Array(values.buffer, values.byteOffset, values.byteLength) });
+    tensors.push({ name: t.name, type: f32, dims: threeD.get(t.name) ?? dims, data: new Uint8Array(values.buffer, values.byteOffset, values.byteLength) });
   }
   return { metadata, tensors };
 }

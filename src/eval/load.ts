@@ -7,7 +7,10 @@ import { hfToGgufName, hparamsFromHfConfig, ropePermuteHeads, toGgufRows } from 
 import { readLlama2c } from '../io/llama2c.js';
 import { openModelFile, sniffFormat, type ModelFile } from '../io/model-file.js';
 import { dequantizePackedInt4, LOWBIT_TOKENIZER_KEY, packedInt4ConfigOf } from '../io/packed-int4.js';
-import type { ByteSource } from '../io/source.js';
+import { memorySink } from '../io/sink.js';
+import { bytesSource, type ByteSource } from '../io/source.js';
+import { convertHfFolder } from '../io/hf-families.js';
+import { familyOfHfConfig, LLAMA } from '../model/family.js';
 import { readVocab, vocabFromGgufMetadata } from '../io/vocab.js';
 import { MatmulEngine } from '../kernels/matmul.js';
 import { Llama, llamaConfigFromGguf, type LlamaOptions } from '../model/llama.js';
@@ -91,6 +94,13 @@ export async function loadModel(src: ByteSource, opts: LoadModelOptions = {}): P
   } else if ((await sniffFormat(src)) !== 'llama2c') {
     if (opts.hfConfig === undefined) fail(`${src.name}: a safetensors checkpoint needs its config.json`);
     const st = await openModelFile(src);
+    if (typeof opts.hfConfig === 'object' && opts.hfConfig !== null && familyOfHfConfig(opts.hfConfig as Record<string, unknown>) !== LLAMA) {
+      // the other families (float or GPTQ/AWQ packed): the converter's GGUF (io/hf-families.ts), built in
+      // memory (packed layers dequantized to F32), then run as any GGUF
+      const sink = memorySink();
+      await convertHfFolder(st, opts.hfConfig, sink, { tokenizer: {}, tokenizerOptional: true });
+      return loadModel(bytesSource(sink.bytes(), src.name), { ...opts, hfConfig: undefined });
+    }
     loaded = { model: await llamaFromSafetensors(st, opts.hfConfig, opts), format: 'safetensors' };
     // a checkpoint written by `lowbit quantize --layout gptq|awq` carries the GGUF tokenizer entries
     const tok = st.metadata.get(LOWBIT_TOKENIZER_KEY);

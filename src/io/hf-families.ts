@@ -426,6 +426,8 @@ interface Source {
 export interface HfConvertOptions {
   readonly type?: HfFloatType;
   readonly tokenizer: HfTokenizerFiles;
+  /** without tokenizer files or a carried tokenizer, write no tokenizer entries instead of failing (the runtime's loader, given a tokenizer of its own) */
+  readonly tokenizerOptional?: boolean;
 }
 
 /** Convert an HF checkpoint (its ModelFile and parsed config.json) to GGUF into `sink`. Returns the tensor count. */
@@ -518,7 +520,8 @@ export async function convertHfFolder(m: ModelFile, config: unknown, sink: ByteS
   // a checkpoint written by lowbit's GPTQ/AWQ writer carries the GGUF tokenizer entries when the folder has no tokenizer files
   const carried = m.metadata.get(LOWBIT_TOKENIZER_KEY);
   const noFiles = !opts.tokenizer.tokenizerJson && !opts.tokenizer.sentencepiece;
-  meta.push(...(noFiles && typeof carried === 'string' ? tokenizerFromVocab(vocabFromGgufMetadata(parseJson(carried, `${m.name}: ${LOWBIT_TOKENIZER_KEY}`))) : hfTokenizerMetadata(opts.tokenizer, c, arch)));
+  if (noFiles && typeof carried === 'string') meta.push(...tokenizerFromVocab(vocabFromGgufMetadata(parseJson(carried, `${m.name}: ${LOWBIT_TOKENIZER_KEY}`))));
+  else if (!(noFiles && opts.tokenizerOptional)) meta.push(...hfTokenizerMetadata(opts.tokenizer, c, arch));
   const w = new GgufWriter(
     sink,
     meta,

@@ -325,7 +325,8 @@ async function writeLowbitSafetensors(m: ModelFile, plan: QuantizePlan, sink: By
   // the GGUF metadata (architecture, hyper-parameters, tokenizer) travels along, so lowbit can run the file
   if (m.gguf) metadata['lowbit.gguf'] = JSON.stringify(Object.fromEntries([...m.gguf.metadata].map(([k, v]) => [k, plainValue(v)])), (_k, v) => (typeof v === 'bigint' ? Number(v) : ArrayBuffer.isView(v) ? Array.from(v as unknown as ArrayLike<number>) : v));
   for (const p of plan.tensors)
-    if (p.scheme) metadata[`lowbit.quant.${p.name}`] = JSON.stringify({ scheme: p.scheme.id, resolve: [p.rule?.scheme ?? p.scheme.id, resolveOptionsOf(p.rule)], shape: [rows(p.ne), p.ne[0]] });
+    // 3-D tensors (MoE experts) also record their ggml dims (2-D ones do not: their bytes stay as before)
+    if (p.scheme) metadata[`lowbit.quant.${p.name}`] = JSON.stringify({ scheme: p.scheme.id, resolve: [p.rule?.scheme ?? p.scheme.id, resolveOptionsOf(p.rule)], shape: [rows(p.ne), p.ne[0]], ...(p.ne.length > 2 ? { ne: p.ne } : {}) });
   for (const p of plan.tensors) {
     const extra = extrasOf(p);
     if (extra.length) metadata[`lowbit.extras.${p.name}`] = JSON.stringify(extra.map((x) => x.suffix));
