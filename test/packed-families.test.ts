@@ -9,6 +9,10 @@
  * models (familyHfFolder), not only against the family table both directions read.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { familyHfFolder, familyModel, familyVocab, type Family } from '../scripts/family-models.js';
 import { defineRecipe } from '../src/algos/recipe.js';
@@ -38,6 +42,8 @@ const recipeOf = (asym: boolean) =>
   });
 const recipe = recipeOf(true);
 
+const CLI = new URL('../../bin/lowbit.js', import.meta.url).pathname;
+const lowbit = (args: string[]) => spawnSync(process.execPath, ['--experimental-wasm-relaxed-simd', CLI, ...args], { encoding: 'utf8', maxBuffer: 64 << 20 });
 const TOKENS = [1, 5, 9, 17, 33, 65, 2, 3];
 const FAMILIES: readonly Family[] = ['mistral', 'mixtral', 'qwen2', 'qwen3', 'qwen3moe', 'phi3', 'gemma2', 'gemma3'];
 
@@ -127,4 +133,30 @@ for (const f of FAMILIES)
 test('llama 3 with rope_freqs.weight: the packed writer refuses with the reason (its rope_scaling is not written)', async () => {
   const { model } = await familyFile('llama3');
   await assert.rejects(quantize(model, recipe, memorySink(), { layout: 'gptq' }), /rope_freqs\.weight.*not written by the gptq writer/);
+});
+
+test('CLI: quantize --layout gptq of a Qwen 2 GGUF; eval and convert (file or folder) read the checkpoint', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'lowbit-packed-fam-'));
+  try {
+    const { fm } = await familyFile('qwen2');
+    const sink = memorySink();
+    await writeGguf(sink, fm.metadata, fm.tensors);
+    writeFileSync(join(dir, 'in.gguf'), sink.bytes());
+    writeFileSync(join(dir, 't.txt'), readFileSync(new URL('../../data/tinystories-valid-head.txt', import.meta.url), 'utf8').slice(0, 3000));
+    mkdirSync(join(dir, 'g'));
+    const q = lowbit(['quantize', join(dir, 'in.gguf'), join(dir, 'g', 'model.safetensors'), '--type', 'int4', '--group', '16', '--asym', '--layout', 'gptq', '--json']);
+    assert.equal(q.status, 0, q.stderr);
+    const config = JSON.parse(readFileSync(join(dir, 'g', 'config.json'), 'utf8')) as Record<string, unknown>;
+    assert.deepEqual([config.architectures, config.model_type, (config.quantization_config as Record<string, unknown>).quant_method], [['Qwen2ForCausalLM'], 'qwen2', 'gptq']);
+    const e = lowbit(['eval', join(dir, 'g', 'model.safetensors'), '--text', join(dir, 't.txt'), '--ctx', '32', '--chunks', '2', '--json']);
+    assert.equal(e.status, 0, e.stderr);
+    assert.ok(Number.isFinite((JSON.parse(e.stdout) as { ppl: number }).ppl), e.stdout.slice(0, 200));
+    const a = lowbit(['convert', join(dir, 'g', 'model.safetensors'), join(dir, 'a.gguf')]);
+    const b = lowbit(['convert', join(dir, 'g'), join(dir, 'b.gguf')]);
+    assert.equal(a.status, 0, a.stderr);
+    assert.equal(b.status, 0, b.stderr);
+    assert.ok(readFileSync(join(dir, 'a.gguf')).equals(readFileSync(join(dir, 'b.gguf'))), 'the file converts as its folder');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

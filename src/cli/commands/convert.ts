@@ -1,6 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { convertHfFolder } from '../../io/hf-families.js';
+import { familyOfHfConfig, LLAMA } from '../../model/family.js';
 import { fail } from '../../errors.js';
 import { convertModel, tokenizerFromGguf, tokenizerFromLlama2c, tokenizerFromVocab, type FloatType } from '../../io/convert.js';
 import { parseSentencepieceModel } from '../../io/vocab.js';
@@ -92,6 +93,14 @@ export const convertCommand: Command = {
       if (tokFile) fail('--tokenizer does not apply to a Hugging Face folder (its tokenizer.json / tokenizer.model is used)');
       await convertFolder(input, output, (a.values.type as string | undefined)?.toUpperCase() as FloatType | undefined);
       return;
+    }
+    // a checkpoint file of a non-llama family (float or GPTQ/AWQ packed) converts as its folder, by the family converter
+    if (to === 'gguf' && !tokFile && /\.safetensors$/i.test(input)) {
+      const sibling = readSiblingConfig(input);
+      if (typeof sibling === 'object' && sibling !== null && familyOfHfConfig(sibling as Record<string, unknown>) !== LLAMA) {
+        await convertFolder(path.dirname(input), output, (a.values.type as string | undefined)?.toUpperCase() as FloatType | undefined);
+        return;
+      }
     }
     const { model, close } = await openModelPath(input);
     try {
