@@ -217,3 +217,19 @@ test('the CLI option checks of the scheme flags come from the scheme-options tab
   assert.match(r.stdout, /--group <int> .*\(1\.\.65536\)/);
   assert.match(r.stdout, /--percentile <number> .*0\.\.100; with --clip/);
 });
+
+test("the Lab's scheme-option fields come from the same table: every option a recipe carries has its input in the page", async () => {
+  const { SCHEME_OPTIONS } = await import('../src/quant/scheme-options.js');
+  const { schemeFields } = await import('../src/lab/recipe-form.js');
+  const html = fs.readFileSync(path.join(root, 'lab', 'index.html'), 'utf8');
+  const fields = schemeFields();
+  assert.deepEqual(
+    fields.map((f) => f.id),
+    SCHEME_OPTIONS.filter((o) => o.recipeField).map((o) => o.flag),
+  );
+  for (const f of fields) {
+    assert.match(html, new RegExp(`id="${f.id}"`), `lab/index.html has the ${f.id} field`);
+    assert.equal(f.spec, SCHEME_OPTIONS.find((o) => o.flag === f.id), `${f.id}: the table's own spec`);
+    if (f.spec.choices) assert.deepEqual(f.choices!.map((c) => c.value), [...f.spec.choices]);
+  }
+});

@@ -19,7 +19,7 @@ import type { QuantizeEvaluation } from '../pipeline/evaluate.js';
 import type { QuantizeReport } from '../pipeline/quantize.js';
 import { formatGridSvg, quantScatterSvg, sizeVsKldSvg } from './charts.js';
 import type { EvaluateResult, ModelSummary, PlanSummary, QuantizeResult, Reply, Request, SinkKind, TensorSqnrResult } from './protocol.js';
-import { cliCommand, containerOf, isGgmlType, isLlamaFtype, typeChoices, type QuantizeForm } from './recipe-form.js';
+import { cliCommand, containerOf, isGgmlType, isLlamaFtype, schemeFields, typeChoices, type QuantizeForm } from './recipe-form.js';
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
 const params = new URLSearchParams(location.search);
@@ -260,6 +260,17 @@ function setupOpen(): void {
 // ---- 2. the form --------------------------------------------------------------------------------
 
 function setupForm(): void {
+  // the scheme options' fields: help, range and choices from the scheme-options table
+  for (const f of schemeFields()) {
+    const el = $(f.id);
+    if (!el) continue;
+    el.title = f.spec.help;
+    if (el instanceof HTMLInputElement && el.type === 'number') {
+      if (f.spec.min !== undefined) el.min = String(f.spec.min);
+      if (f.spec.max !== undefined) el.max = String(f.spec.max);
+    }
+    if (el instanceof HTMLSelectElement && f.choices) el.replaceChildren(...f.choices.map((c) => new Option(c.label, c.value)));
+  }
   const type = $<HTMLSelectElement>('type');
   const groups = new Map<string, HTMLOptGroupElement>();
   for (const c of typeChoices()) {

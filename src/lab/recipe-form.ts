@@ -10,6 +10,7 @@ import { PTQ_OPTIONS, type PtqOptions } from '../algos/ptq-options.js';
 import { defineRecipe, llamaRecipe, schemeRecipe, type Algorithm, type Recipe } from '../algos/recipe.js';
 import { ggmlCodecs } from '../quant/ggml/registry.js';
 import { schemes } from '../quant/registry.js';
+import { SCHEME_OPTIONS, type SchemeOptionSpec } from '../quant/scheme-options.js';
 
 export interface QuantizeForm {
   /** a llama.cpp file type (Q4_K_M), a GGML block type (MXFP4) or a lowbit scheme / element format (nvfp4, int4) */
@@ -96,6 +97,22 @@ export function cliCommand(f: QuantizeForm, input: string, output: string, extra
     } else parts.push(`--${o.flag}`, String(v));
   }
   return parts.map((p) => (/^[\w./:=+-]+$/.test(p) ? p : `'${p.replace(/'/g, "'\\''")}'`)).join(' ');
+}
+
+/** the Lab's labels of the scheme options' choices (the values are the table's) */
+const CHOICE_LABELS: Readonly<Record<string, string>> = { int: 'integer', float: 'float minimum' };
+
+/**
+ * The scheme-option fields of the Lab's form, from the one scheme-options table (quant/scheme-options.ts):
+ * the options a recipe carries (group, asym, zero-point), with the table's help, range and choices; the
+ * page's inputs (ids = the CLI flags) take these at start.
+ */
+export function schemeFields(): { id: string; spec: SchemeOptionSpec; choices?: { value: string; label: string }[] }[] {
+  return SCHEME_OPTIONS.filter((o) => o.recipeField !== undefined).map((spec) => ({
+    id: spec.flag,
+    spec,
+    ...(spec.choices ? { choices: spec.choices.map((c) => ({ value: c, label: CHOICE_LABELS[c] ?? c })) } : {}),
+  }));
 }
 
 export interface TypeChoice {
