@@ -1,4 +1,5 @@
 // build: shared-memory
+import { cholDiag, cholPanelRows, cholTrailingRows, trilInverseCols, zeroUpperRows } from './_linalg';
 // Matrix multiplication against weights in their stored GGML type, and batched causal attention (below).
 // The TypeScript side is src/kernels/matmul.ts; its scalar references define the results.
 //
@@ -1745,12 +1746,38 @@ function packedAttentionChunk(job: usize, kvh: i32, thread: i32): void {
   }
 }
 
+// ---------------------------------------------------------------------------------------------------
+// f64 linear algebra on the threads (GPTQ's factor; wasm/_linalg.ts). Jobs (i32 words):
+//   kind 5: Cholesky panel rows  | 1 a | 2 k | 3 kb | 4 e | 5 rows per chunk (even): rows e + c R ..
+//   kind 6: Cholesky trailing update of those rows (same words)
+//   kind 7: triangular inverse   | 1 m | 2 x | 3 k | 4 columns per chunk
+// The serial pieces (the diagonal block, zeroing the upper triangle) are exported below.
+
+export { cholDiag, zeroUpperRows };
+
+function linalgChunk(job: usize, chunk: i32): void {
+  const kind = param(job, 0);
+  if (kind == 7) {
+    const k = param(job, 3), c = param(job, 4);
+    const j0 = chunk * c;
+    if (j0 < k) trilInverseCols(<usize>param(job, 1), <usize>param(job, 2), k, j0, min(k, j0 + c));
+    return;
+  }
+  const k = param(job, 2), kb = param(job, 3), e = param(job, 4), r = param(job, 5);
+  const i0 = e + chunk * r;
+  if (i0 >= k) return;
+  const i1 = min(k, i0 + r);
+  if (kind == 5) cholPanelRows(<usize>param(job, 1), k, kb, e, i0, i1);
+  else cholTrailingRows(<usize>param(job, 1), k, kb, e, i0, i1);
+}
+
 export function runChunk(job: usize, chunk: i32, thread: i32): void {
   switch (param(job, 0)) {
     case 1: matmulChunk(job, chunk, thread); break;
     case 2: attentionChunk(job, chunk, thread); break;
     case 3: intMatmulChunk(job, chunk, thread); break;
     case 4: packedAttentionChunk(job, chunk, thread); break;
+    case 5: case 6: case 7: linalgChunk(job, chunk); break;
     default: unreachable();
   }
 }

@@ -41,6 +41,8 @@ interface MatmulExports {
   quantizeActs(kind: number, x: number, xs: number, nTok: number, k: number, q: number, d: number, s: number): void;
   actBytes8(k: number): number;
   prepActs8(q: number, nTok: number, k: number, dst: number): void;
+  cholDiag(a: number, k: number, kb: number, e: number): number;
+  zeroUpperRows(a: number, k: number, i0: number, i1: number): void;
 }
 
 const PAGE = 65536;
@@ -502,6 +504,51 @@ export class MatmulEngine {
     const job = this.control + JOB_OFFSET;
     if (threads > 1 && chunks > 1) this.pool!.run(chunks, this.exports);
     else for (let c = 0; c < chunks; c++) this.exports.runChunk(job, c, 0);
+  }
+
+  /**
+   * GPTQ's factor on every thread (wasm/_linalg.ts): the lower Cholesky factor M of the k x k symmetric
+   * matrix a (row-major f64, its lower triangle read; a is not modified), then x = M^-1 (lower
+   * triangular). Returns -1, or the first non-positive pivot (x then undefined). Bit for bit the
+   * one-thread kernels (wasm/gptq.ts cholesky, trilInverse) on any number of threads: the Cholesky
+   * panels' rows and the inverse's columns are split into chunks, and every element goes through the
+   * same operations in the same order whichever thread runs it.
+   */
+  choleskyInverse(a: Float64Array, k: number, x: Float64Array): number {
+    if (a.length < k * k || x.length < k * k) throw new Error(`choleskyInverse: ${k} x ${k} matrices expected`);
+    const bytes = k * k * 8;
+    const aAt = this.buffer('linalg-a', bytes + 64);
+    const xAt = this.buffer('linalg-x', bytes + 64);
+    this.views();
+    new Float64Array(this.u8View.buffer, aAt, k * k).set(a.subarray(0, k * k));
+    const threads = this.pool && k >= 128 ? this.threadCount : 1;
+    const p = this.job;
+    const PANEL = 64; // wasm/_linalg.ts CHOL_PANEL
+    for (let kb = 0; kb < k; kb += PANEL) {
+      const e = Math.min(kb + PANEL, k);
+      const bad = this.exports.cholDiag(aAt, k, kb, e);
+      if (bad >= 0) return bad;
+      if (e === k) break;
+      // rows per chunk: even (the trailing update pairs rows from e), ~8 chunks per thread
+      const rows = k - e;
+      const r = Math.max(2, Math.ceil(rows / (8 * threads) / 2) * 2);
+      const chunks = Math.ceil(rows / r);
+      p.fill(0);
+      p[1] = aAt; p[2] = k; p[3] = kb; p[4] = e; p[5] = r;
+      p[0] = 5;
+      this.dispatch(chunks, threads);
+      p[0] = 6;
+      this.dispatch(chunks, threads);
+    }
+    this.exports.zeroUpperRows(aAt, k, 0, k);
+    this.views();
+    this.u8View.fill(0, xAt, xAt + bytes);
+    p.fill(0);
+    p[0] = 7; p[1] = aAt; p[2] = xAt; p[3] = k; p[4] = 16;
+    this.dispatch(Math.ceil(k / 16), threads);
+    this.views();
+    x.set(new Float64Array(this.u8View.buffer, xAt, k * k));
+    return -1;
   }
 
   /** y (nTok x n) = x (nTok x k) · wᵀ for f32 arrays (w copied in, a row block at a time). */
