@@ -125,6 +125,37 @@ test('integer matmul: 2 threads give the same bits; the bound can fail (one quan
   assert.ok(Math.abs(one[0] - ex.y[0]) > bound, `${one[0]} vs ${ex.y[0]}`);
 });
 
+test('one-token matmul on the weight copy interleaved by 4 rows: the same bits as row by row, 1 and 2 threads, every decode type', () => {
+  useNodeThreads();
+  for (const variant of variants) {
+    const e = MatmulEngine.get(variant)!;
+    for (const name of ['Q8_0', 'Q4_0', 'Q5_0', 'IQ4_NL', 'Q4_K', 'Q6_K']) {
+      const type = ggmlTypeByName(name)!;
+      const k = 2 * intBlockOf(type.id);
+      // 4 full groups and a tail of 3 rows; 2 threads split the groups (the matmul is >= 2^20 flops)
+      for (const [n, k2] of [[19, k], [1030, 512]]) {
+        const bytes = quantized(type, n, k2, 7);
+        const x = normals(2 * k2, 8, 3);
+        const ref = new Float32Array(2 * n);
+        intMatmulRef(ref, x, type, bytes, 2, k2, n);
+        for (const [interleave, threads] of [[false, 1], [true, 1], [true, 2]] as const) {
+          e.setDecodeInterleave(interleave);
+          e.setThreads(threads);
+          const kw = e.storeWeight(type, n, k2, ggmlRowBytes(type, k2), bytes)!;
+          const y = new Float32Array(2 * n);
+          try {
+            e.matmulInt(y, x, kw, 2);
+          } finally {
+            e.setThreads(1);
+            e.setDecodeInterleave(true);
+          }
+          assert.deepEqual(y, ref, `${variant} ${name} N=${n} K=${k2} interleave ${interleave} threads ${threads}`);
+        }
+      }
+    }
+  }
+});
+
 test('intBlock: 0 for types without an integer path and for rows that are not whole blocks', () => {
   const e = MatmulEngine.get(variants[0])!;
   const q8 = ggmlTypeByName('Q8_0')!;

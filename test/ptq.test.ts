@@ -25,7 +25,7 @@ import { openModelFile } from '../src/io/model-file.js';
 import { memorySink } from '../src/io/sink.js';
 import { bytesSource } from '../src/io/source.js';
 import {
-  choleskyRef, gemmABt, gemmABtRef, gptqWorkspace, hessianAccumulator, lazyUpdateRef, syrkLowerRef, trilInverseRef,
+  choleskyRef, gemmABt, gemmABtRef, gptqWorkspace, hessianAccumulator, inverseCholeskyUpper, lazyUpdateRef, syrkLowerRef, trilInverseRef,
 } from '../src/kernels/gptq.js';
 import { actQuantLinear, llmInt8Linear } from '../src/model/act-quant.js';
 import { linear } from '../src/model/matmul.js';
@@ -86,6 +86,52 @@ test('X^T X on the matmul engine (any thread count) agrees with syrkLowerRef wit
   }
   assert.deepEqual(results[1], results[0], 'same bytes on 1 and 2 threads');
   engine.setThreads(1);
+});
+
+test('GPTQ factor on the matmul engine threads: the one-thread kernels bit for bit on 1 and 2 threads, the reference within 1e-12', async () => {
+  const { MatmulEngine } = await import('../src/kernels/matmul.js');
+  const { useNodeThreads } = await import('../src/node.js');
+  useNodeThreads();
+  const engine = MatmulEngine.get();
+  assert.ok(engine, 'the matmul engine is available');
+  const normal = rng(21);
+  // k = 203: 4 panels of 64 (the last partial), odd trailing rows, column chunks of 16 and a partial one;
+  // block structure gives exact zeros in the factor (the kernels skip them in the inverse)
+  const k = 203;
+  const n = k + 9;
+  const g = Float64Array.from({ length: k * n }, normal);
+  const h = new Float64Array(k * k);
+  for (let i = 0; i < k; i++)
+    for (let j = 0; j <= i; j++) {
+      let s = 0;
+      if ((i >> 6) === (j >> 6) || (i + j) % 3 === 0) for (let p = 0; p < n; p++) s += g[i * n + p] * g[j * n + p];
+      h[i * k + j] = h[j * k + i] = s;
+    }
+  for (let i = 0; i < k; i++) h[i * k + i] += n; // diagonally dominant: positive definite
+  const ws = gptqWorkspace(0, k, 1);
+  assert.equal(ws.inverseCholesky(h), -1);
+  const one = Float64Array.from(ws.u);
+  for (const threads of [1, 2]) {
+    engine.setThreads(threads);
+    const { bad, u } = inverseCholeskyUpper(h, k, engine);
+    assert.equal(bad, -1);
+    assert.deepEqual(u, one, `engine factor on ${threads} thread(s) = the one-thread kernels`);
+  }
+  engine.setThreads(1);
+  // against the scalar references
+  const m = new Float64Array(k * k);
+  for (let i = 0; i < k; i++) for (let j = 0; j <= i; j++) m[i * k + j] = h[(k - 1 - i) * k + (k - 1 - j)];
+  assert.equal(choleskyRef(m, k), -1);
+  const x = new Float64Array(k * k);
+  trilInverseRef(m, x, k);
+  let maxU = 0;
+  for (let i = 0; i < k * k; i++) maxU = Math.max(maxU, Math.abs(x[i]));
+  for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) assert.ok(Math.abs(one[i * k + j] - x[(k - 1 - i) * k + (k - 1 - j)]) <= 1e-12 * maxU, `U[${i},${j}]`);
+  // a matrix that is not positive definite: the same failing pivot on both paths
+  const bad = Float64Array.from(h);
+  bad[(k - 1 - 100) * k + (k - 1 - 100)] = -1;
+  assert.equal(inverseCholeskyUpper(bad, k, engine).bad, gptqWorkspace(0, k, 1).inverseCholesky(bad));
+  assert.equal(inverseCholeskyUpper(bad, k, engine).bad, k - 1 - 100);
 });
 
 test('WebAssembly kernels agree with the scalar references within their stated bounds', () => {

@@ -1,3 +1,5 @@
+import { CHOL_PANEL, cholDiag, cholPanelRows, cholTrailingRows, trilInverseCols, zeroUpperRows } from './_linalg';
+
 // Dense kernels of the calibrated algorithms (GPTQ) and of calibration forward passes, 128-bit SIMD.
 // Scalar references and the bounds these kernels are tested against: src/kernels/gptq.ts.
 //
@@ -189,159 +191,27 @@ export function lazyUpdate(w: usize, n: i32, k: i32, e: usize, ldE: i32, count: 
   }
 }
 
-/** sum_{p < n} a[p] b[p] (f64), two lanes */
-// @ts-ignore: decorator
-@inline function dot64(a: usize, b: usize, n: i32): f64 {
-  let c0 = f64x2.splat(0);
-  let c1 = f64x2.splat(0);
-  const n4 = n & ~3;
-  let p = 0;
-  for (; p < n4; p += 4) {
-    const o = <usize>p << 3;
-    c0 = f64x2.add(c0, f64x2.mul(v128.load(a + o), v128.load(b + o)));
-    c1 = f64x2.add(c1, f64x2.mul(v128.load(a + o + 16), v128.load(b + o + 16)));
-  }
-  const c = f64x2.add(c0, c1);
-  let s = f64x2.extract_lane(c, 0) + f64x2.extract_lane(c, 1);
-  for (; p < n; p++) s += load<f64>(a + (<usize>p << 3)) * load<f64>(b + (<usize>p << 3));
-  return s;
-}
-
-/** dot products of rows i, i+1 with rows j, j+1 over n doubles starting at column c0: a 2 x 2 tile */
-// @ts-ignore: decorator
-@inline function tile22(a: usize, row: usize, i: i32, j: i32, c0: i32, n: i32, out: usize): void {
-  const ai = a + <usize>i * row + (<usize>c0 << 3);
-  const ai1 = ai + row;
-  const aj = a + <usize>j * row + (<usize>c0 << 3);
-  const aj1 = aj + row;
-  let c00 = f64x2.splat(0), c01 = f64x2.splat(0), c10 = f64x2.splat(0), c11 = f64x2.splat(0);
-  const n2 = n & ~1;
-  for (let p = 0; p < n2; p += 2) {
-    const o = <usize>p << 3;
-    const x0 = v128.load(ai + o), x1 = v128.load(ai1 + o), y0 = v128.load(aj + o), y1 = v128.load(aj1 + o);
-    c00 = f64x2.add(c00, f64x2.mul(x0, y0));
-    c01 = f64x2.add(c01, f64x2.mul(x0, y1));
-    c10 = f64x2.add(c10, f64x2.mul(x1, y0));
-    c11 = f64x2.add(c11, f64x2.mul(x1, y1));
-  }
-  let s00 = f64x2.extract_lane(c00, 0) + f64x2.extract_lane(c00, 1);
-  let s01 = f64x2.extract_lane(c01, 0) + f64x2.extract_lane(c01, 1);
-  let s10 = f64x2.extract_lane(c10, 0) + f64x2.extract_lane(c10, 1);
-  let s11 = f64x2.extract_lane(c11, 0) + f64x2.extract_lane(c11, 1);
-  if (n2 < n) {
-    const o = <usize>n2 << 3;
-    const x0 = load<f64>(ai + o), x1 = load<f64>(ai1 + o), y0 = load<f64>(aj + o), y1 = load<f64>(aj1 + o);
-    s00 += x0 * y0;
-    s01 += x0 * y1;
-    s10 += x1 * y0;
-    s11 += x1 * y1;
-  }
-  store<f64>(out, s00);
-  store<f64>(out + 8, s01);
-  store<f64>(out + 16, s10);
-  store<f64>(out + 24, s11);
-}
-
-const T22: usize = memory.data(32, 16);
-
 /**
  * Lower Cholesky factor of the k x k SPD matrix at a, in place (upper triangle zeroed), blocked
- * right-looking in panels of 64 columns: factor the diagonal block, solve the panel below it, and
- * subtract the panel's product from the trailing matrix (2 x 2 tiles of dot products). Returns the
- * index of the first non-positive pivot, or -1.
+ * right-looking in panels of 64 columns (wasm/_linalg.ts): factor the diagonal block, solve the panel
+ * below it, and subtract the panel's product from the trailing matrix (2 x 2 tiles of dot products).
+ * Returns the index of the first non-positive pivot, or -1. The same bits as the threaded version
+ * (MatmulEngine.cholesky).
  */
 export function cholesky(a: usize, k: i32): i32 {
-  const row = <usize>k << 3;
-  const nb = 64;
-  for (let kb = 0; kb < k; kb += nb) {
-    const e = min(kb + nb, k);
-    // diagonal block and the panel below it: a[i][j] = (a[i][j] - sum_{kb<=p<j} a[i][p] a[j][p]) / a[j][j]
-    for (let j = kb; j < e; j++) {
-      const aj = a + <usize>j * row;
-      const s = load<f64>(aj + (<usize>j << 3)) - dot64(aj + (<usize>kb << 3), aj + (<usize>kb << 3), j - kb);
-      if (!(s > 0)) return j;
-      const d = Math.sqrt(s);
-      store<f64>(aj + (<usize>j << 3), d);
-      const inv = 1 / d;
-      for (let i = j + 1; i < k; i++) {
-        const ai = a + <usize>i * row;
-        store<f64>(ai + (<usize>j << 3), (load<f64>(ai + (<usize>j << 3)) - dot64(ai + (<usize>kb << 3), aj + (<usize>kb << 3), j - kb)) * inv);
-      }
-    }
-    // trailing update: a[i][j] -= sum_{kb<=p<e} a[i][p] a[j][p]   for e <= j <= i
-    const w = e - kb;
-    let i = e;
-    for (; i + 1 < k; i += 2) {
-      let j = e;
-      for (; j + 1 <= i; j += 2) {
-        tile22(a, row, i, j, kb, w, T22);
-        const p = a + <usize>i * row + (<usize>j << 3);
-        store<f64>(p, load<f64>(p) - load<f64>(T22));
-        store<f64>(p + 8, load<f64>(p + 8) - load<f64>(T22 + 8));
-        store<f64>(p + row, load<f64>(p + row) - load<f64>(T22 + 16));
-        store<f64>(p + row + 8, load<f64>(p + row + 8) - load<f64>(T22 + 24));
-      }
-      for (; j <= i + 1; j++) {
-        // the last column(s): row i (if j <= i) and row i + 1
-        const aj = a + <usize>j * row + (<usize>kb << 3);
-        if (j <= i) {
-          const p = a + <usize>i * row + (<usize>j << 3);
-          store<f64>(p, load<f64>(p) - dot64(a + <usize>i * row + (<usize>kb << 3), aj, w));
-        }
-        const q = a + <usize>(i + 1) * row + (<usize>j << 3);
-        store<f64>(q, load<f64>(q) - dot64(a + <usize>(i + 1) * row + (<usize>kb << 3), aj, w));
-      }
-    }
-    for (; i < k; i++)
-      for (let j = e; j <= i; j++) {
-        const p = a + <usize>i * row + (<usize>j << 3);
-        store<f64>(p, load<f64>(p) - dot64(a + <usize>i * row + (<usize>kb << 3), a + <usize>j * row + (<usize>kb << 3), w));
-      }
+  for (let kb = 0; kb < k; kb += CHOL_PANEL) {
+    const e = min(kb + CHOL_PANEL, k);
+    const bad = cholDiag(a, k, kb, e);
+    if (bad >= 0) return bad;
+    cholPanelRows(a, k, kb, e, e, k);
+    cholTrailingRows(a, k, kb, e, e, k);
   }
-  for (let i = 0; i < k; i++) memory.fill(a + <usize>i * row + (<usize>(i + 1) << 3), 0, <usize>(k - i - 1) << 3);
+  zeroUpperRows(a, k, 0, k);
   return -1;
 }
 
-/** x_i[0 .. n) -= av * x_p[0 .. n) */
-// @ts-ignore: decorator
-@inline function axpyNeg(xi: usize, xp: usize, av: f64, n: i32): void {
-  const a = f64x2.splat(av);
-  const n2 = n & ~1;
-  for (let j = 0; j < n2; j += 2) {
-    const o = <usize>j << 3;
-    v128.store(xi + o, f64x2.sub(v128.load(xi + o), f64x2.mul(a, v128.load(xp + o))));
-  }
-  if (n2 < n) store<f64>(xi + (<usize>n2 << 3), load<f64>(xi + (<usize>n2 << 3)) - av * load<f64>(xp + (<usize>n2 << 3)));
-}
-
-/**
- * X = M^-1 (both k x k, lower triangular): X[i] = (e_i - sum_{p<i} M[i][p] X[p]) / M[i][i], in row blocks
- * of 32: the contributions of earlier blocks are applied row p by row p to the whole block (X[p] is read
- * once per block), then the block is finished row by row.
- */
+/** X = M^-1 for lower-triangular M (both k x k): trilInverseCols over all columns (wasm/_linalg.ts) */
 export function trilInverse(m: usize, x: usize, k: i32): void {
-  const row = <usize>k << 3;
-  const nb = 32;
-  memory.fill(x, 0, <usize>k * row);
-  for (let ib = 0; ib < k; ib += nb) {
-    const e = min(ib + nb, k);
-    for (let p = 0; p < ib; p++) {
-      const xp = x + <usize>p * row;
-      for (let i = ib; i < e; i++) {
-        const av = load<f64>(m + <usize>i * row + (<usize>p << 3));
-        if (av != 0) axpyNeg(x + <usize>i * row, xp, av, p + 1);
-      }
-    }
-    for (let i = ib; i < e; i++) {
-      const xi = x + <usize>i * row;
-      const mi = m + <usize>i * row;
-      for (let p = ib; p < i; p++) {
-        const av = load<f64>(mi + (<usize>p << 3));
-        if (av != 0) axpyNeg(xi, x + <usize>p * row, av, p + 1);
-      }
-      store<f64>(xi + (<usize>i << 3), load<f64>(xi + (<usize>i << 3)) + 1);
-      const d = 1 / load<f64>(mi + (<usize>i << 3));
-      for (let j = 0; j <= i; j++) store<f64>(xi + (<usize>j << 3), load<f64>(xi + (<usize>j << 3)) * d);
-    }
-  }
+  memory.fill(x, 0, <usize>k * <usize>k << 3);
+  for (let j0 = 0; j0 < k; j0 += 16) trilInverseCols(m, x, k, j0, min(k, j0 + 16));
 }

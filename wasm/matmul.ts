@@ -1,4 +1,5 @@
 // build: shared-memory
+import { cholDiag, cholPanelRows, cholTrailingRows, trilInverseCols, zeroUpperRows } from './_linalg';
 // Matrix multiplication against weights in their stored GGML type, and batched causal attention (below).
 // The TypeScript side is src/kernels/matmul.ts; its scalar references define the results.
 //
@@ -1399,10 +1400,49 @@ export function intRowScratch(type: i32, K: i32): i32 {
   return K * 2 + nb * 4 + (hasMins(type) ? nb * 20 : 0) + 16;
 }
 
+/**
+ * Copy `rows` rows of W (rowBytes each, blocks of bs bytes) from src to dst interleaved by 4 rows, the
+ * decode tiles' layout: rows 4g..4g+3 occupy dst + 4 g rowBytes, block b of row 4g + i at
+ * (4 b + i) bs within it; a last group of fewer than 4 rows stays row by row. The same bytes, in the
+ * order the 4-row tile reads them (one sequential stream instead of 4: about 2x the DRAM throughput
+ * for rows of 1.5 KiB and more on this machine).
+ */
+export function interleave4(src: usize, dst: usize, rows: i32, rowBytes: i32, bs: i32): void {
+  const rb = <usize>rowBytes, b = <usize>bs;
+  const nb = rb / b;
+  const full = rows & ~3;
+  for (let g = 0; g < full; g += 4) {
+    const s0 = src + <usize>g * rb;
+    let d = dst + <usize>g * rb;
+    for (let k: usize = 0; k < nb; k++)
+      for (let i: usize = 0; i < 4; i++, d += b) {
+        // 16-byte pieces, the last one ending at the block's end (blocks are >= 16 bytes)
+        const s = s0 + i * rb + k * b;
+        let o: usize = 0;
+        for (; o + 16 < b; o += 16) v128.store(d + o, v128.load(s + o));
+        v128.store(d + b - 16, v128.load(s + b - 16));
+      }
+  }
+  if (full < rows) memory.copy(dst + <usize>full * rb, src + <usize>full * rb, <usize>(rows - full) * rb);
+}
+
+/** block bytes of the decode tiles' weight types (interleave4), 0 for the others */
+export function decodeBlockBytes(type: i32): i32 {
+  switch (type) {
+    case 8: return 34;
+    case 2: case 20: return 18;
+    case 6: return 22;
+    case 12: return 144;
+    case 14: return 210;
+    default: return 0;
+  }
+}
+
 // Integer matmul job (i32 words):
 //   0 kind = 3 | 1 type | 2 w | 3 rowBytes | 4 xq (int16 T x K) | 5 xd (f32 T x nb) | 6 T | 7 K
 //   8 xsum (int16 T x K/32) | 9 y | 10 N | 11 rows | 12 chunkRows | 13 scratch | 14 scratch bytes per thread
 //   15 prepared activations for the 8-bit decode tiles (prepActs8; 0: none)
+//   16 W interleaved by 4 rows (interleave4): decode only, chunkRows a multiple of 4
 function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
   const type = param(job, 1);
   const rowBytes = <usize>param(job, 3);
@@ -1430,18 +1470,28 @@ function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
     const y0 = <usize>param(job, 9) + <usize>r0 * 4;
     const bs = <usize>(type == 8 ? 34 : type == 6 ? 22 : type == 12 ? 144 : type == 14 ? 210 : 18);
     const sumStride = <usize>K / 16; // bytes of int16 sums of 32 per token
+    // param 16: W interleaved by 4 rows (interleave4; chunks and tiles start at multiples of 4 rows)
+    const il = param(job, 16) != 0;
     for (let t = 0; t < T; t++) {
       for (let r = 0; r < nr; r += 4) {
         const rr = min(4, nr - r);
         const p0 = p + <usize>r * rowBytes;
-        const p1 = p0 + <usize>min(1, rr - 1) * rowBytes, p2 = p0 + <usize>min(2, rr - 1) * rowBytes, p3 = p0 + <usize>min(3, rr - 1) * rowBytes;
+        let p1 = p0 + <usize>min(1, rr - 1) * rowBytes, p2 = p0 + <usize>min(2, rr - 1) * rowBytes, p3 = p0 + <usize>min(3, rr - 1) * rowBytes;
+        let st = bs;
+        if (il && rr == 4) {
+          // block b of row i of the group at p0 + (4 b + i) bs: one sequential stream for the tile
+          p1 = p0 + bs;
+          p2 = p0 + 2 * bs;
+          p3 = p0 + 3 * bs;
+          st = 4 * bs;
+        }
         const x = xq + <usize>t * <usize>K * 2, d = xd + <usize>t * 4, y = y0 + <usize>t * N * 4 + <usize>r * 4;
         const xs = xsum + <usize>t * sumStride;
         if (ASC_FEATURE_RELAXED_SIMD && xa != 0) {
           const xt = xa + <usize>t * <usize>actBytes8(K);
-          rtile(type, p0, p1, p2, p3, rr, bs, xt, K, d, xdStride, nb, xs, y, <usize>param(job, 13) + <usize>thread * <usize>param(job, 14));
-        } else if (bl == 32) dtile4x1q32(type, p0, p1, p2, p3, rr, bs, x, d, xdStride, nb, y);
-        else dtile4x1k(type, p0, p1, p2, p3, rr, bs, x, d, xdStride, nb, xs, y);
+          rtile(type, p0, p1, p2, p3, rr, st, xt, K, d, xdStride, nb, xs, y, <usize>param(job, 13) + <usize>thread * <usize>param(job, 14));
+        } else if (bl == 32) dtile4x1q32(type, p0, p1, p2, p3, rr, st, x, d, xdStride, nb, y);
+        else dtile4x1k(type, p0, p1, p2, p3, rr, st, x, d, xdStride, nb, xs, y);
       }
     }
     return;
@@ -1745,12 +1795,38 @@ function packedAttentionChunk(job: usize, kvh: i32, thread: i32): void {
   }
 }
 
+// ---------------------------------------------------------------------------------------------------
+// f64 linear algebra on the threads (GPTQ's factor; wasm/_linalg.ts). Jobs (i32 words):
+//   kind 5: Cholesky panel rows  | 1 a | 2 k | 3 kb | 4 e | 5 rows per chunk (even): rows e + c R ..
+//   kind 6: Cholesky trailing update of those rows (same words)
+//   kind 7: triangular inverse   | 1 m | 2 x | 3 k | 4 columns per chunk
+// The serial pieces (the diagonal block, zeroing the upper triangle) are exported below.
+
+export { cholDiag, zeroUpperRows };
+
+function linalgChunk(job: usize, chunk: i32): void {
+  const kind = param(job, 0);
+  if (kind == 7) {
+    const k = param(job, 3), c = param(job, 4);
+    const j0 = chunk * c;
+    if (j0 < k) trilInverseCols(<usize>param(job, 1), <usize>param(job, 2), k, j0, min(k, j0 + c));
+    return;
+  }
+  const k = param(job, 2), kb = param(job, 3), e = param(job, 4), r = param(job, 5);
+  const i0 = e + chunk * r;
+  if (i0 >= k) return;
+  const i1 = min(k, i0 + r);
+  if (kind == 5) cholPanelRows(<usize>param(job, 1), k, kb, e, i0, i1);
+  else cholTrailingRows(<usize>param(job, 1), k, kb, e, i0, i1);
+}
+
 export function runChunk(job: usize, chunk: i32, thread: i32): void {
   switch (param(job, 0)) {
     case 1: matmulChunk(job, chunk, thread); break;
     case 2: attentionChunk(job, chunk, thread); break;
     case 3: intMatmulChunk(job, chunk, thread); break;
     case 4: packedAttentionChunk(job, chunk, thread); break;
+    case 5: case 6: case 7: linalgChunk(job, chunk); break;
     default: unreachable();
   }
 }

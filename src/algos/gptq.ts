@@ -24,7 +24,8 @@
 import { fail } from '../errors.js';
 import { BlockGrids, setCodes, type BlockCodec } from './block-codec.js';
 import { CLIP_RATIOS } from './blockwise.js';
-import { gptqWorkspace, syrkLowerRef } from '../kernels/gptq.js';
+import { gptqWorkspace, inverseCholeskyUpper, syrkLowerRef } from '../kernels/gptq.js';
+import { MatmulEngine } from '../kernels/matmul.js';
 
 /** What the GPTQ loop needs from a grid: fit a group, round one element of it. */
 export interface GroupQuantizer {
@@ -115,10 +116,9 @@ export function gptqFactor(hessian: Float64Array, k: number, opts: GptqOptions =
   for (let i = 0; i < k; i++) mean += H[i * k + i];
   const damp = (percDamp * mean) / k;
   for (let i = 0; i < k; i++) H[i * k + i] += damp;
-  const ws = gptqWorkspace(0, k, 1);
-  const bad = ws.inverseCholesky(H);
+  const { bad, u } = inverseCholeskyUpper(H, k, MatmulEngine.get());
   if (bad >= 0) fail(`GPTQ: the Hessian is not positive definite (pivot ${bad}); increase the dampening (--damp)`);
-  const factor: GptqFactor = { k, u: Float64Array.from(ws.u), perm, dead };
+  const factor: GptqFactor = { k, u, perm, dead };
   lastFactor = { h: hessian, fingerprint, percDamp, actOrder: !!opts.actOrder, factor };
   return factor;
 }

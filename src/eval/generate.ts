@@ -48,6 +48,7 @@ export function generate(model: Llama, tok: Tokenizer, prompt: string, opts: Gen
     text += s;
     opts.onText?.(s);
   };
+  if (opts.steps > 1) model.prepareDecode(); // the decode layout of the weights, as llama.cpp repacks at load
   const t0 = performance.now();
   let logits = model.forward(tokens, 0);
   const t1 = performance.now();

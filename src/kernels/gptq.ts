@@ -257,6 +257,34 @@ export interface GptqWorkspace {
 }
 
 /**
+ * U = the upper Cholesky factor of h^-1 (h: k x k symmetric positive definite), as
+ * GptqWorkspace.inverseCholesky, on the threads of a matmul engine (MatmulEngine.choleskyInverse: the
+ * same bits as the one-thread kernels, on any number of threads). Without an engine (or with the
+ * references forced) it runs on a workspace on this thread. Returns -1 and U, or the failing pivot.
+ */
+export function inverseCholeskyUpper(h: Float64Array, k: number, engine?: MatmulEngine | null): { bad: number; u: Float64Array } {
+  if (!useFast || !engine) {
+    const ws = gptqWorkspace(0, k, 1);
+    const bad = ws.inverseCholesky(h);
+    return { bad, u: bad >= 0 ? new Float64Array(0) : Float64Array.from(ws.u) };
+  }
+  const m = new Float64Array(k * k);
+  for (let i = 0; i < k; i++) {
+    const src = (k - 1 - i) * k + (k - 1);
+    for (let j = 0; j <= i; j++) m[i * k + j] = h[src - j];
+  }
+  const x = new Float64Array(k * k);
+  const bad = engine.choleskyInverse(m, k, x);
+  if (bad >= 0) return { bad: k - 1 - bad, u: new Float64Array(0) };
+  // U[i][j] = X[k-1-i][k-1-j]
+  for (let i = 0; i < k; i++) {
+    const src = (k - 1 - i) * k + (k - 1);
+    for (let j = 0; j < k; j++) m[i * k + j] = x[src - j];
+  }
+  return { bad: -1, u: m };
+}
+
+/**
  * Matrices for one GPTQ run of an n x k weight with lazy blocks of `block` columns. The inverse
  * Cholesky factor: with J the reversal, factor J H J = M M^T; then H = R R^T with R = J M J upper,
  * H^-1 = (R^-1)^T R^-1, and U = R^-1 = J M^-1 J (one Cholesky and one triangular inverse).

@@ -41,6 +41,10 @@ interface MatmulExports {
   quantizeActs(kind: number, x: number, xs: number, nTok: number, k: number, q: number, d: number, s: number): void;
   actBytes8(k: number): number;
   prepActs8(q: number, nTok: number, k: number, dst: number): void;
+  interleave4(src: number, dst: number, rows: number, rowBytes: number, bs: number): void;
+  decodeBlockBytes(type: number): number;
+  cholDiag(a: number, k: number, kb: number, e: number): number;
+  zeroUpperRows(a: number, k: number, i0: number, i1: number): void;
 }
 
 const PAGE = 65536;
@@ -252,7 +256,10 @@ export class MatmulEngine {
   /** the memory's buffer objects seen so far (a shared memory hands out a new one after growing) */
   private readonly ours = new WeakSet<ArrayBufferLike>();
   /** a job's parameters, written into the control block by dispatch (reused: no allocation per call) */
-  private readonly job = new Int32Array(16);
+  private readonly job = new Int32Array(17);
+  /** weights' copies interleaved by 4 rows for one-token matmuls (0: none) */
+  private readonly interleaved = new WeakMap<KernelWeight, number>();
+  private interleave = true;
   private f32View = new Float32Array(0);
   private u8View = new Uint8Array(0);
   private i32View = new Int32Array(0);
@@ -471,12 +478,22 @@ export class MatmulEngine {
     const yAt = yOwn >= 0 ? yOwn : this.buffer('y', nTok * n * 4);
     const rowScratch = this.exports.intRowScratch(w.type.id, k);
     const threads = this.pool && 2 * nTok * k * n >= MIN_PARALLEL_FLOPS ? this.threadCount : 1;
-    let chunkRows = Math.min(MAX_CHUNK_ROWS, Math.max(3, Math.floor((SCRATCH_FLOATS * 4) / rowScratch / 3) * 3));
-    if (threads > 1) chunkRows = Math.min(chunkRows, Math.max(3, Math.ceil(n / (8 * threads) / 3) * 3));
-    chunkRows = Math.max(chunkRows, Math.ceil(n / MAX_CHUNKS));
-    const scratchBytes = chunkRows * rowScratch + 512;
+    // decode (under 4 tokens) reads the weight's copy interleaved by 4 rows when there is one
+    const il = nTok < 4 ? this.interleavedCopy(w) : 0;
+    let chunkRows: number;
+    if (il) {
+      // chunks and the 4-row tiles start at groups of 4 rows; no row scratch
+      chunkRows = threads > 1 ? Math.max(4, Math.ceil(n / (8 * threads) / 4) * 4) : MAX_CHUNK_ROWS;
+      chunkRows = Math.max(chunkRows, Math.ceil(n / MAX_CHUNKS / 4) * 4);
+    } else {
+      chunkRows = Math.min(MAX_CHUNK_ROWS, Math.max(3, Math.floor((SCRATCH_FLOATS * 4) / rowScratch / 3) * 3));
+      if (threads > 1) chunkRows = Math.min(chunkRows, Math.max(3, Math.ceil(n / (8 * threads) / 3) * 3));
+      chunkRows = Math.max(chunkRows, Math.ceil(n / MAX_CHUNKS));
+    }
+    const scratchBytes = (il ? 0 : chunkRows * rowScratch) + 512;
     const scratch = this.buffer('scratch', scratchBytes * this.threadCount);
-    this.setJob(3, w.type.id, w.ptr, w.rowBytes, xq, xd, nTok, k, xs, yAt, n, n, chunkRows, scratch, scratchBytes);
+    this.setJob(3, w.type.id, il || w.ptr, w.rowBytes, xq, xd, nTok, k, xs, yAt, n, n, chunkRows, scratch, scratchBytes);
+    this.job[16] = il ? 1 : 0;
     // decode (under 4 tokens) in the relaxed build: 8-bit products on activations prepared once here
     let xa = 0;
     if (nTok < 4 && this.variant === 'relaxed') {
@@ -486,6 +503,47 @@ export class MatmulEngine {
     this.job[15] = xa;
     this.dispatch(Math.ceil(n / chunkRows), threads);
     if (yOwn < 0) this.copyOut(out, yAt, nTok * n);
+  }
+
+  /**
+   * The byte offset of w's copy interleaved by 4 rows (wasm/matmul.ts interleave4), made on first use:
+   * the layout the one-token tiles read as a single stream (about 2x the DRAM throughput of 4 rows read
+   * side by side, on rows of 1.5 KiB and more). 0 when the type has no one-token tile, the weight has
+   * under 4 rows, interleaving is off, or the memory has no room (the copy doubles the weight's bytes;
+   * it is released with the weight).
+   */
+  private interleavedCopy(w: KernelWeight): number {
+    const have = this.interleaved.get(w);
+    if (have !== undefined) return have;
+    let at = 0;
+    const bs = this.exports.decodeBlockBytes(w.type.id);
+    if (this.interleave && bs > 0 && w.rows >= 4 && w.rowBytes % bs === 0) {
+      at = this.heap.alloc(w.rows * w.rowBytes, WEIGHT_HEADROOM) ?? 0;
+      if (at) {
+        this.exports.interleave4(w.ptr, at, w.rows, w.rowBytes, bs);
+        this.finalizer.register(w, at);
+      }
+    }
+    this.interleaved.set(w, at);
+    return at;
+  }
+
+  /**
+   * Make w's copy for one-token matmuls now (as the first one would): a loader or `generate` calls this
+   * before timing decode, as llama.cpp repacks its weights at load. Returns its bytes (0: no copy).
+   */
+  prepareDecode(w: KernelWeight): number {
+    if (w.engine !== this) throw new Error('weight belongs to another kernel engine');
+    if (this.intBlock(w) === 0) return 0;
+    return this.interleavedCopy(w) ? w.rows * w.rowBytes : 0;
+  }
+
+  /**
+   * Let one-token matmuls read a copy of each quantized weight interleaved by 4 rows (default on; the
+   * results are the same bits either way). Off: no copies, half the memory, slower decode.
+   */
+  setDecodeInterleave(on: boolean): void {
+    this.interleave = on;
   }
 
   /** the 15 parameter words of a matmul job (see wasm/matmul.ts) */
@@ -502,6 +560,51 @@ export class MatmulEngine {
     const job = this.control + JOB_OFFSET;
     if (threads > 1 && chunks > 1) this.pool!.run(chunks, this.exports);
     else for (let c = 0; c < chunks; c++) this.exports.runChunk(job, c, 0);
+  }
+
+  /**
+   * GPTQ's factor on every thread (wasm/_linalg.ts): the lower Cholesky factor M of the k x k symmetric
+   * matrix a (row-major f64, its lower triangle read; a is not modified), then x = M^-1 (lower
+   * triangular). Returns -1, or the first non-positive pivot (x then undefined). Bit for bit the
+   * one-thread kernels (wasm/gptq.ts cholesky, trilInverse) on any number of threads: the Cholesky
+   * panels' rows and the inverse's columns are split into chunks, and every element goes through the
+   * same operations in the same order whichever thread runs it.
+   */
+  choleskyInverse(a: Float64Array, k: number, x: Float64Array): number {
+    if (a.length < k * k || x.length < k * k) throw new Error(`choleskyInverse: ${k} x ${k} matrices expected`);
+    const bytes = k * k * 8;
+    const aAt = this.buffer('linalg-a', bytes + 64);
+    const xAt = this.buffer('linalg-x', bytes + 64);
+    this.views();
+    new Float64Array(this.u8View.buffer, aAt, k * k).set(a.subarray(0, k * k));
+    const threads = this.pool && k >= 128 ? this.threadCount : 1;
+    const p = this.job;
+    const PANEL = 64; // wasm/_linalg.ts CHOL_PANEL
+    for (let kb = 0; kb < k; kb += PANEL) {
+      const e = Math.min(kb + PANEL, k);
+      const bad = this.exports.cholDiag(aAt, k, kb, e);
+      if (bad >= 0) return bad;
+      if (e === k) break;
+      // rows per chunk: even (the trailing update pairs rows from e), ~8 chunks per thread
+      const rows = k - e;
+      const r = Math.max(2, Math.ceil(rows / (8 * threads) / 2) * 2);
+      const chunks = Math.ceil(rows / r);
+      p.fill(0);
+      p[1] = aAt; p[2] = k; p[3] = kb; p[4] = e; p[5] = r;
+      p[0] = 5;
+      this.dispatch(chunks, threads);
+      p[0] = 6;
+      this.dispatch(chunks, threads);
+    }
+    this.exports.zeroUpperRows(aAt, k, 0, k);
+    this.views();
+    this.u8View.fill(0, xAt, xAt + bytes);
+    p.fill(0);
+    p[0] = 7; p[1] = aAt; p[2] = xAt; p[3] = k; p[4] = 16;
+    this.dispatch(Math.ceil(k / 16), threads);
+    this.views();
+    x.set(new Float64Array(this.u8View.buffer, xAt, k * k));
+    return -1;
   }
 
   /** y (nTok x n) = x (nTok x k) · wᵀ for f32 arrays (w copied in, a row block at a time). */

@@ -12,7 +12,7 @@
  * key/value head). Weights keep their stored type; only `linear` (src/model/matmul.ts) knows about formats.
  */
 import { fail } from '../errors.js';
-import { attentionRef, MatmulEngine } from '../kernels/matmul.js';
+import { attentionRef, MatmulEngine, type KernelWeight } from '../kernels/matmul.js';
 import { ggmlRowBytes, type GgmlTypeInfo } from '../quant/ggml/types.js';
 import { dequantizeRows, kernelsEnabled, linear, makeLinearWeight, type LinearWeight } from './matmul.js';
 import { ggmlRoundActivations } from './ggml-activations.js';
@@ -673,6 +673,26 @@ export class Llama {
       if (from < b + nb) this.logits(out.subarray((from - outputsFrom) * c.vocabSize, (b + nb - outputsFrom) * c.vocabSize), from - b, b + nb - from);
     }
     return out;
+  }
+
+  /**
+   * Prepare the weights for decoding one token at a time (`--activations ggml`, the integer path): the
+   * kernel's copies interleaved by 4 rows (MatmulEngine.prepareDecode), made here instead of during the
+   * first decoded token. Returns the bytes copied (0 when there is nothing to prepare).
+   */
+  prepareDecode(): number {
+    if (this.activations !== 'ggml' || !kernelsEnabled() || this.hooks.linear) return 0;
+    let bytes = 0;
+    const seen = new Set<KernelWeight>();
+    const visit = (w: unknown) => {
+      const kw = (w as LinearWeight | undefined)?.kernel;
+      if (!kw || seen.has(kw)) return;
+      seen.add(kw);
+      bytes += kw.engine.prepareDecode(kw);
+    };
+    for (const L of this.weights.layers) for (const v of Object.values(L)) (Array.isArray(v) ? v : [v]).forEach(visit);
+    visit(this.weights.output);
+    return bytes;
   }
 
   /**
