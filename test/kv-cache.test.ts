@@ -124,6 +124,72 @@ test('KIVI records: 2, 3 and 4 bits, groups of 32 and 64, f16 scale and minimum,
   assert.throws(() => new KiviSide(parseKvCacheType('kivi2.4'), true, 32, 3, 256, 32), /2 per-layer bit widths for a model of 3 layers/);
 });
 
+test('KIVI in the kernel and incrementally: kiviRows = kiviDequantize (2-4 bits, groups 16-128, both layouts); the growing partial key group = quantizing it whole; tabled RoPE = rope()', async () => {
+  const engine = MatmulEngine.get();
+  assert.ok(engine, 'the WebAssembly engine');
+  const kvDim = 128;
+  const rows = randomRows(260 * kvDim, 77);
+  for (const name of ['kivi2', 'kivi3', 'kivi4', 'kivi3g16', 'kivi2g64', 'kivi4g128', 'kivi3g128']) {
+    const t = parseKvCacheType(name);
+    for (const perChannel of [true, false]) {
+      const ts = new KiviSide(t, perChannel, 128, 1, 256, kvDim);
+      const ks = new KiviSide(t, perChannel, 128, 1, 256, kvDim, engine);
+      ts.write(0, 0, 200, rows);
+      ks.write(0, 0, 200, rows);
+      const want = new Float32Array(128 * kvDim);
+      ts.readQuantized(0, 0, 128, want);
+      const got: Float32Array = engine.allocF32(256 * kvDim, {})!.array;
+      ks.readQuantized(0, 0, 128, got);
+      assert.deepEqual(got.subarray(0, 128 * kvDim), want, `${name} ${perChannel ? 'keys' : 'values'}: kernel decoder vs TypeScript`);
+    }
+  }
+  // --kv-residual 0 keys: position after position, each read re-uses the last one's codes where a
+  // channel's range did not grow; reading in decreasing order re-quantizes from scratch every time
+  for (const name of ['kivi2g64', 'kivi3g128']) {
+    const t = parseKvCacheType(name);
+    const G = t.blockSize;
+    const inc = new KiviSide(t, true, 0, 1, 256, kvDim);
+    const all = new KiviSide(t, true, 0, 1, 256, kvDim);
+    const from = G;
+    all.write(0, 0, from + G - 1, rows);
+    inc.write(0, 0, from, rows);
+    const seen: Float32Array[] = [];
+    for (let n = 1; n < G; n++) {
+      inc.write(0, from + n - 1, 1, rows.subarray((from + n - 1) * kvDim));
+      const o = new Float32Array((from + G) * kvDim);
+      inc.readPartial!(0, from, from + n, o);
+      seen.push(o.slice(from * kvDim, (from + n) * kvDim));
+    }
+    for (let n = G - 1; n >= 1; n--) {
+      const o = new Float32Array((from + G) * kvDim);
+      all.readPartial!(0, from, from + n, o);
+      assert.deepEqual(seen[n - 1], o.subarray(from * kvDim, (from + n) * kvDim), `${name}: partial group of ${n}`);
+    }
+    // a rewind inside the group: what the cache showed is recomputed
+    const other = randomRows(kvDim, 5).map((x) => 3 * x);
+    inc.write(0, from + 10, 1, other);
+    const fresh = new KiviSide(t, true, 0, 1, 256, kvDim);
+    fresh.write(0, 0, from + 10, rows);
+    fresh.write(0, from + 10, 1, other);
+    const a = new Float32Array((from + G) * kvDim);
+    const b = new Float32Array((from + G) * kvDim);
+    inc.readPartial!(0, from, from + 11, a);
+    fresh.readPartial!(0, from, from + 11, b);
+    assert.deepEqual(a, b, `${name}: after a rewind`);
+  }
+  // the KV store's RoPE of whole caches reads cos / sin from a table: the same values as rope()
+  const { rope, ropeTable, ropeTabled } = await import('../src/model/llama.js');
+  for (const ropeStyle of ['normal', 'neox'] as const) {
+    const c = { ropeDim: 24, headDim: 32, ropeStyle, ropeMscale: 1.25 } as Parameters<typeof rope>[0];
+    const freq = Float64Array.from({ length: 12 }, (_, i) => Math.pow(10000, -i / 12));
+    const x = randomRows(40 * 64, 3);
+    const y = x.slice();
+    rope(c, freq, x, 30, 2, 7);
+    ropeTabled(c, ropeTable(c, freq, 64), y, 30, 2, 7);
+    assert.deepEqual(y, x, `${ropeStyle}: tabled RoPE`);
+  }
+});
+
 test('eval: -ctk f32 -ctv f32 is the default cache; a packed f32 cache agrees; kernel attention = llama.cpp loop on q4_0', async () => {
   const bytes = readFileSync(tiny);
   const tokens = Array.from({ length: 40 }, (_, i) => (i * 37 + 5) % 512);

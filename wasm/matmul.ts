@@ -1698,6 +1698,63 @@ function attendHead(q0: usize, qs: usize, keys: usize, values: usize, cs: usize,
   }
 }
 
+/** lane j (of 4): the two bytes holding code j0 + j of a run of 8 codes of `bits` bits (zeros above), as a swizzle of the run */
+// @ts-ignore: decorator
+@inline function kiviBytes(bits: i32, j0: i32): v128 {
+  let m = i32x4.splat(0);
+  const a0 = (j0 * bits) >> 3, a1 = ((j0 + 1) * bits) >> 3, a2 = ((j0 + 2) * bits) >> 3, a3 = ((j0 + 3) * bits) >> 3;
+  m = i32x4.replace_lane(m, 0, a0 | ((a0 + 1) << 8) | 0x80800000);
+  m = i32x4.replace_lane(m, 1, a1 | ((a1 + 1) << 8) | 0x80800000);
+  m = i32x4.replace_lane(m, 2, a2 | ((a2 + 1) << 8) | 0x80800000);
+  return i32x4.replace_lane(m, 3, a3 | ((a3 + 1) << 8) | 0x80800000);
+}
+
+/** lane j: 2^(8 - s) where s is the bit offset of code j0 + j in its byte ((w << (8 - s)) >> 8 = w >> s) */
+// @ts-ignore: decorator
+@inline function kiviShifts(bits: i32, j0: i32): v128 {
+  let m = i32x4.splat(0);
+  m = i32x4.replace_lane(m, 0, 1 << (8 - ((j0 * bits) & 7)));
+  m = i32x4.replace_lane(m, 1, 1 << (8 - (((j0 + 1) * bits) & 7)));
+  m = i32x4.replace_lane(m, 2, 1 << (8 - (((j0 + 2) * bits) & 7)));
+  return i32x4.replace_lane(m, 3, 1 << (8 - (((j0 + 3) * bits) & 7)));
+}
+
+/**
+ * KIVI record at r, codes first.. first + n - 1 (first and n multiples of 8, bits <= 8), 8 at a time: a
+ * run of 8 codes is `bits` bytes; each lane gathers the two bytes of its code (m0 / m1 for codes 0-3 /
+ * 4-7 of a run), shifts by a multiply (k0 / k1) and masks; value = min + code * scale (two roundings, as
+ * kiviRecord). Reads up to 16 bytes from a run's start (the KIVI sides allocate 16 bytes of slack).
+ * Values to dst + i * ds (ds = 4: vector stores).
+ */
+// @ts-ignore: decorator
+@inline function kiviRecord8(r: usize, bits: i32, first: i32, n: i32, dst: usize, ds: usize, m0: v128, m1: v128, k0: v128, k1: v128): void {
+  const scale = f32x4.splat(f16At(r));
+  const min = f32x4.splat(f16At(r + 2));
+  const mask = i32x4.splat((1 << bits) - 1);
+  let src = r + 4 + <usize>((first >> 3) * bits);
+  for (let i = 0; i < n; i += 8, src += <usize>bits) {
+    const w = v128.load(src);
+    const c0 = v128.and(i32x4.shr_u(i32x4.mul(i8x16.swizzle(w, m0), k0), 8), mask);
+    const c1 = v128.and(i32x4.shr_u(i32x4.mul(i8x16.swizzle(w, m1), k1), 8), mask);
+    const v0 = f32x4.add(f32x4.mul(f32x4.convert_i32x4_u(c0), scale), min);
+    const v1 = f32x4.add(f32x4.mul(f32x4.convert_i32x4_u(c1), scale), min);
+    const o = dst + <usize>i * ds;
+    if (ds == 4) {
+      v128.store(o, v0);
+      v128.store(o, v1, 16);
+    } else {
+      store<f32>(o, f32x4.extract_lane(v0, 0));
+      store<f32>(o + ds, f32x4.extract_lane(v0, 1));
+      store<f32>(o + 2 * ds, f32x4.extract_lane(v0, 2));
+      store<f32>(o + 3 * ds, f32x4.extract_lane(v0, 3));
+      store<f32>(o + 4 * ds, f32x4.extract_lane(v1, 0));
+      store<f32>(o + 5 * ds, f32x4.extract_lane(v1, 1));
+      store<f32>(o + 6 * ds, f32x4.extract_lane(v1, 2));
+      store<f32>(o + 7 * ds, f32x4.extract_lane(v1, 3));
+    }
+  }
+}
+
 /** head kvh of positions [0, n) of one side (descriptor d) as f32 rows of hd values at dst */
 function fillHead(d: usize, kvh: i32, hd: i32, kvDim: i32, n: i32, dst: usize): void {
   const mode = load<i32>(d);
@@ -1710,20 +1767,59 @@ function fillHead(d: usize, kvh: i32, hd: i32, kvDim: i32, n: i32, dst: usize): 
   const tail = <usize>load<i32>(d, 28);
   const hb = <usize>hd * 4;
   const c0 = kvh * hd;
+  // KIVI codes 8 at a time when the records' runs of 8 codes line up (kiviRecord8), else one by one
+  const runs = mode > 1 && type <= 8 && (G & 7) == 0 && (mode == 2 || G <= hd || ((c0 % G) & 7) == 0 && (hd & 7) == 0);
+  const m0 = kiviBytes(type, 0), m1 = kiviBytes(type, 4), k0 = kiviShifts(type, 0), k1 = kiviShifts(type, 4);
   if (mode == 1) {
     dequantize(type, at + rowBytes / <usize>(kvDim / hd) * <usize>kvh, rowBytes, b, hd, dst, hd); // past the heads before kvh
   } else if (mode == 2) {
-    for (let g = 0; g < b; g += G) for (let c = 0; c < hd; c++) kiviRecord(at + <usize>g * rowBytes + <usize>(c0 + c) * rec, type, 0, G, dst + <usize>g * hb + <usize>c * 4, hb);
+    for (let g = 0; g < b; g += G) for (let c = 0; c < hd; c++) {
+      const r = at + <usize>g * rowBytes + <usize>(c0 + c) * rec;
+      const o = dst + <usize>g * hb + <usize>c * 4;
+      if (runs) kiviRecord8(r, type, 0, G, o, hb, m0, m1, k0, k1);
+      else kiviRecord(r, type, 0, G, o, hb);
+    }
   } else if (mode == 3) {
     for (let p = 0; p < b; p++) {
       const row = at + <usize>p * rowBytes;
       const o = dst + <usize>p * hb;
       // the head's channels [c0, c0 + hd) span whole groups (G | hd) or lie inside one (hd | G)
-      if (G <= hd) for (let c = 0; c < hd; c += G) kiviRecord(row + <usize>((c0 + c) / G) * rec, type, 0, G, o + <usize>c * 4, 4);
+      if (G <= hd) {
+        for (let c = 0; c < hd; c += G) {
+          if (runs) kiviRecord8(row + <usize>((c0 + c) / G) * rec, type, 0, G, o + <usize>c * 4, 4, m0, m1, k0, k1);
+          else kiviRecord(row + <usize>((c0 + c) / G) * rec, type, 0, G, o + <usize>c * 4, 4);
+        }
+      } else if (runs) kiviRecord8(row + <usize>(c0 / G) * rec, type, c0 % G, hd, o, 4, m0, m1, k0, k1);
       else kiviRecord(row + <usize>(c0 / G) * rec, type, c0 % G, hd, o, 4);
     }
   }
   for (let p = max(b, 0); p < n; p++) memory.copy(dst + <usize>p * hb, tail + (<usize>p * <usize>kvDim + <usize>c0) * 4, hb);
+}
+
+/**
+ * KIVI positions [from, to) of a layer (records at src, rowBytes per position; per channel: groups of G
+ * positions, to - from whole groups) as f32 rows of kvDim at dst (position p at dst + p * kvDim * 4),
+ * bit-exactly as kiviDequantize of src/model/kv/sides.ts.
+ */
+export function kiviRows(perChannel: i32, src: usize, rowBytes: usize, bits: i32, G: i32, rec: usize, from: i32, to: i32, kvDim: i32, dst: usize): void {
+  const runs = bits <= 8 && (G & 7) == 0;
+  const m0 = kiviBytes(bits, 0), m1 = kiviBytes(bits, 4), k0 = kiviShifts(bits, 0), k1 = kiviShifts(bits, 4);
+  const rs = <usize>kvDim * 4;
+  if (perChannel) {
+    for (let g = from; g < to; g += G) for (let c = 0; c < kvDim; c++) {
+      const r = src + <usize>g * rowBytes + <usize>c * rec;
+      const o = dst + <usize>g * rs + <usize>c * 4;
+      if (runs) kiviRecord8(r, bits, 0, G, o, rs, m0, m1, k0, k1);
+      else kiviRecord(r, bits, 0, G, o, rs);
+    }
+  } else {
+    for (let p = from; p < to; p++) for (let c = 0; c < kvDim; c += G) {
+      const r = src + <usize>p * rowBytes + <usize>(c / G) * rec;
+      const o = dst + <usize>p * rs + <usize>c * 4;
+      if (runs) kiviRecord8(r, bits, 0, G, o, 4, m0, m1, k0, k1);
+      else kiviRecord(r, bits, 0, G, o, 4);
+    }
+  }
 }
 
 /** chunk kvh: the key / value head kvh, dequantized once, then every query head of its group */

@@ -32,6 +32,7 @@ interface MatmulExports {
   relaxed(): number;
   hasType(type: number): number;
   dequantize(type: number, src: number, rowBytes: number, rows: number, k: number, dst: number, kx: number): void;
+  kiviRows(perChannel: number, src: number, rowBytes: number, bits: number, G: number, rec: number, from: number, to: number, kvDim: number, dst: number): void;
   runChunk(job: number, chunk: number, thread: number): void;
   siluMul(g: number, u: number, n: number): void;
   logSumExp(x: number, n: number, max: number): number;
@@ -707,6 +708,18 @@ export class MatmulEngine {
   dequantizeInto(type: GgmlTypeInfo, src: Uint8Array, rowBytes: number, rows: number, cols: number, out: Float32Array): boolean {
     if (!this.ours.has(src.buffer) || src.length < rows * rowBytes || this.ptrOf(out, rows * cols) < 0 || !this.hasType(type)) return false;
     this.exports.dequantize(type.id, src.byteOffset, rowBytes, rows, cols, out.byteOffset, cols);
+    return true;
+  }
+
+  /**
+   * KIVI positions [from, to) of a layer's records (`packed`, from allocBytes; rowBytes per position) as
+   * f32 rows of kvDim into `out` (allocF32; position p at p * kvDim), bit-exactly as kiviDequantize.
+   * perChannel (keys): records of G positions of a channel, [from, to) whole groups; else records of G
+   * channels of a position. False (nothing done) when either array lives elsewhere.
+   */
+  kiviRowsInto(perChannel: boolean, packed: Uint8Array, rowBytes: number, bits: number, G: number, record: number, from: number, to: number, kvDim: number, out: Float32Array): boolean {
+    if (!this.ours.has(packed.buffer) || packed.length < to * rowBytes || this.ptrOf(out, to * kvDim) < 0) return false;
+    this.exports.kiviRows(perChannel ? 1 : 0, packed.byteOffset, rowBytes, bits, G, record, from, to, kvDim, out.byteOffset);
     return true;
   }
 
