@@ -87,7 +87,8 @@ export function llamaRotates(type: string): boolean {
  * types llama.cpp rotates, T for f16 / bf16), and (unless `shippedOnly`) llama.cpp with
  * LLAMA_ATTN_ROT_DISABLE=1 vs lowbit T.
  */
-async function cacheTypes512(chunks: string, types: readonly string[], shippedOnly = false): Promise<void> {
+export async function cacheTypes512(chunks: string, types: readonly string[], shippedOnly = false, log = console.log): Promise<{ type: string; variant: string; llama: number; lowbit: number }[]> {
+  const rows: { type: string; variant: string; llama: number; lowbit: number }[] = [];
   const { modelFile } = await import('./profile.js');
   const synth = await modelFile('F32');
   const dir = root + '.cache/bench/kld/';
@@ -95,8 +96,8 @@ async function cacheTypes512(chunks: string, types: readonly string[], shippedOn
   const held = heldOutText(dir);
   const base = dir + `synth-512-${chunks}-base.kld`;
   if (!existsSync(base)) runLlama(['-m', synth, '-f', held, '-c', '512', '--chunks', chunks, '-ctk', 'f32', '-ctv', 'f32', '-fa', 'on', '--kl-divergence-base', base], /Final estimate: PPL = ([\d.]+)/);
-  console.log(`synthetic llama 155M (heads of 64), ctx 512, ${chunks} chunks of the held-out TinyStories text; base: f32 cache (llama-perplexity)`);
-  console.log('cache    llama.cpp KLD (as shipped)  lowbit variant   KLD       ratio   llama.cpp KLD (LLAMA_ATTN_ROT_DISABLE)  lowbit T   ratio   top-1 llama / lowbit (as shipped)');
+  log(`synthetic llama 155M (heads of 64), ctx 512, ${chunks} chunks of the held-out TinyStories text; base: f32 cache (llama-perplexity)`);
+  log('cache    llama.cpp KLD (as shipped)  lowbit variant   KLD       ratio   llama.cpp KLD (LLAMA_ATTN_ROT_DISABLE)  lowbit T   ratio   top-1 llama / lowbit (as shipped)');
   for (const t of types) {
     const v = llamaRotates(t) ? `rot-${t}` : t;
     const rot = runLlama(['-m', synth, '--kl-divergence-base', base, '--kl-divergence', '-ctk', t, '-ctv', t, '-fa', 'on'], LLAMA_KLD);
@@ -108,8 +109,10 @@ async function cacheTypes512(chunks: string, types: readonly string[], shippedOn
       const b = lowbitEval([synth, '--base-logits', base, '-ctk', t, '-ctv', t]);
       rest = `${e(Number(plain[2])).padStart(12)} ± ${Number(plain[3]).toExponential(1)}              ${e(b.kld.mean)}   ${(b.kld.mean / Number(plain[2])).toFixed(3)}`;
     } else rest = ' '.repeat(52);
-    console.log(`${t.padEnd(8)} ${e(Number(rot[2])).padStart(12)} ± ${Number(rot[3]).toExponential(1)}      ${v.padEnd(10)} ${e(a.kld.mean)}   ${(a.kld.mean / Number(rot[2])).toFixed(3)}   ${rest}   ${Number(rot[4]).toFixed(2)} % / ${(100 * a.top1).toFixed(2)} %`);
+    log(`${t.padEnd(8)} ${e(Number(rot[2])).padStart(12)} ± ${Number(rot[3]).toExponential(1)}      ${v.padEnd(10)} ${e(a.kld.mean)}   ${(a.kld.mean / Number(rot[2])).toFixed(3)}   ${rest}   ${Number(rot[4]).toFixed(2)} % / ${(100 * a.top1).toFixed(2)} %`);
+    rows.push({ type: t, variant: v, llama: Number(rot[2]), lowbit: a.kld.mean });
   }
+  return rows;
 }
 
 export async function run(args: string[]): Promise<void> {

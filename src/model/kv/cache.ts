@@ -69,7 +69,8 @@ function makeSide(t: KvCacheType, perChannel: boolean, o: KvCacheOptions, g: KvG
       return r;
     };
     const c = o.calibration;
-    const samples = c && t.rotate ? { kvDim: c.kvDim, keys: c.keys.map(rot), values: c.values.map(rot) } : c;
+    // (a gradient rotates like its entry: d/d(Hx) = H d/dx)
+    const samples = c && t.rotate ? { ...c, keys: c.keys.map(rot), values: c.values.map(rot), keyGrads: c.keyGrads?.map(rot), valueGrads: c.valueGrads?.map(rot) } : c;
     return new KvQuantSide(t, perChannel, samples, g.nLayers, g.capacity, kvDim);
   }
   return new GgmlSide(t, g.nLayers, g.capacity, kvDim, engine);
