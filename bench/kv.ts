@@ -50,8 +50,11 @@ interface Timed {
   bytes: number;
 }
 
+/** the cache whose step runs (the engine's attention kernel is wrapped once, for every round) */
+const current: { t: Timed | null } = { t: null };
+
 /** Wrap a store's attention / append (or, for the default f32 store, the engine's attention kernel) with timers. */
-function timeStore(kv: KvStorage, t: Timed, engine: MatmulEngine | null, current: { t: Timed | null }): void {
+function timeStore(kv: KvStorage, t: Timed, engine: MatmulEngine | null): void {
   const wrap = <F extends (...a: never[]) => unknown>(f: F, add: (ms: number) => void): F =>
     ((...a: Parameters<F>) => {
       const t0 = performance.now();
@@ -78,14 +81,13 @@ const argmax = (x: Float32Array) => {
 /** one round of interleaved decoding: per cache tok/s and µs per token of attention and writes */
 async function decodeRound(types: string[], round: number): Promise<Map<string, Timed>> {
   const engine = MatmulEngine.get();
-  const current: { t: Timed | null } = { t: null };
   const ts: Timed[] = [];
   let prompt: number[] = [];
   for (const name of types) {
     const m = await loadModelPath(model, undefined, { threads: threadsFrom(undefined), kvCache: CACHES[name].o });
     prompt = m.tokenizer!.encode('Once upon a time');
     const t: Timed = { name, forward: (tok, pos) => m.model.forward(tok, pos), logits: new Float32Array(0), ms: 0, att: 0, write: 0, bytes: m.model.kv.bytesPerToken ?? 0 };
-    timeStore(m.model.kv, t, engine, current);
+    timeStore(m.model.kv, t, engine);
     t.logits = m.model.forward(prompt, 0);
     t.att = t.write = 0;
     ts.push(t);
