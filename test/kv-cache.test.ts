@@ -304,6 +304,12 @@ test('KVQuant side: calibrated grid, 1 % of each row exact (f16), the first posi
   const b = lowbit('eval', tiny, '-ctk', 'kvquant3', '--text', 'data/tinystories-valid-head.txt', '--ctx', '64', '--chunks', '1');
   assert.equal(b.status, 2);
   assert.match(b.stderr, /kvquant3: KVQuant fits its datatypes to calibration activations; give --calib/);
+  // Fisher weights need the training backward pass: a llama2.c checkpoint is one line, exit 2
+  const l2c = ['eval', 'data/stories260K.bin', '--tokenizer', 'data/tok512.bin', '--text', 'data/tinystories-valid-head.txt', '--ctx', '64', '--chunks', '1', '-ctk', 'kvquant3', '--calib', 'data/tinystories-valid-head.txt'];
+  const f = lowbit(...l2c);
+  assert.equal(f.status, 2);
+  assert.match(f.stderr, /^lowbit: data\/stories260K.bin: kvquant's Fisher weights need a GGUF llama model \(its backward pass\); give --kvquant-weights magnitude\n$/);
+  assert.equal(lowbit(...l2c, '--kvquant-weights', 'magnitude').status, 0);
   const c = lowbit('eval', tiny, '-ctk', 'kvquant4', '-ctv', 'kivi4', '--calib', 'data/tinystories-valid-head.txt', '--text', 'data/tinystories-valid-head.txt', '--ctx', '64', '--chunks', '2', '--json');
   assert.equal(c.status, 0, c.stderr);
   assert.ok(JSON.parse(c.stdout).ppl < 40);

@@ -90,7 +90,9 @@ export async function kvCacheFrom(values: Record<string, unknown>, model: string
 async function kvGradients(file: string, tokens: ArrayLike<number>, chunking: { ctx: number; chunks: number; bos: number; addBos: boolean }): Promise<{ keys: Float32Array[]; values: Float32Array[] }> {
   const files = fileSet();
   try {
-    const mf = await openModelFile(await openModelSource(files.open, file));
+    const src = await openModelSource(files.open, file);
+    if ((await sniffFormat(src)) !== 'gguf') fail(`${file}: kvquant's Fisher weights need a GGUF llama model (its backward pass); give --kvquant-weights magnitude`);
+    const mf = await openModelFile(src);
     if (!mf.gguf) fail(`${file}: kvquant's Fisher weights need a GGUF llama model (its backward pass); give --kvquant-weights magnitude`);
     let config: ReturnType<typeof trainConfigOf>;
     try {
