@@ -1618,54 +1618,59 @@ function attendHead(q0: usize, qs: usize, keys: usize, values: usize, cs: usize,
       for (let i: usize = 0; i < n; i += 16) a = fma(v128.load(q + i), v128.load(k + i), a);
       store<f32>(s + <usize>p * 4, hsum(a) * scale);
     }
-    let max: f32 = -Infinity;
-    for (p = 0; p < np; p++) max = Mathf.max(max, load<f32>(s + <usize>p * 4));
-    // e[p] = exp(s[p] - max) <= 1, 4 at a time (exp4), summed in f64 per vector
-    const m = f32x4.splat(max);
-    let sum: f64 = 0;
-    for (p = 0; p + 4 <= np; p += 4) {
-      const e = exp4(f32x4.sub(v128.load(s + <usize>p * 4), m));
-      v128.store(s + <usize>p * 4, e);
-      sum += <f64>f32x4.extract_lane(e, 0) + <f64>f32x4.extract_lane(e, 1) + <f64>f32x4.extract_lane(e, 2) + <f64>f32x4.extract_lane(e, 3);
+    attendScored(s, np, values, cs, o0 + <usize>t * os, n);
+  }
+}
+
+/** softmax of the np scores at s (in place), then out o = sum_p e[p] v[p] / sum_p e[p] over values cs bytes apart (n = headDim * 4 bytes) */
+function attendScored(s: usize, np: i32, values: usize, cs: usize, o: usize, n: usize): void {
+  let p = 0;
+  let max: f32 = -Infinity;
+  for (p = 0; p < np; p++) max = Mathf.max(max, load<f32>(s + <usize>p * 4));
+  // e[p] = exp(s[p] - max) <= 1, 4 at a time (exp4), summed in f64 per vector
+  const m = f32x4.splat(max);
+  let sum: f64 = 0;
+  for (p = 0; p + 4 <= np; p += 4) {
+    const e = exp4(f32x4.sub(v128.load(s + <usize>p * 4), m));
+    v128.store(s + <usize>p * 4, e);
+    sum += <f64>f32x4.extract_lane(e, 0) + <f64>f32x4.extract_lane(e, 1) + <f64>f32x4.extract_lane(e, 2) + <f64>f32x4.extract_lane(e, 3);
+  }
+  for (; p < np; p++) {
+    const e = f32x4.extract_lane(exp4(f32x4.splat(load<f32>(s + <usize>p * 4) - max)), 0);
+    store<f32>(s + <usize>p * 4, e);
+    sum += <f64>e;
+  }
+  const inv = f32x4.splat(<f32>(1 / sum));
+  // out = sum_p e[p] v[p] / sum, 8 vectors (32 values) of the head at a time
+  let i: usize = 0;
+  for (; i + 128 <= n; i += 128) {
+    let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+    let a4 = f32x4.splat(0), a5 = f32x4.splat(0), a6 = f32x4.splat(0), a7 = f32x4.splat(0);
+    for (p = 0; p < np; p++) {
+      const e = v128.load32_splat(s + <usize>p * 4);
+      const v = values + <usize>p * cs + i;
+      a0 = fma(e, v128.load(v), a0);
+      a1 = fma(e, v128.load(v, 16), a1);
+      a2 = fma(e, v128.load(v, 32), a2);
+      a3 = fma(e, v128.load(v, 48), a3);
+      a4 = fma(e, v128.load(v, 64), a4);
+      a5 = fma(e, v128.load(v, 80), a5);
+      a6 = fma(e, v128.load(v, 96), a6);
+      a7 = fma(e, v128.load(v, 112), a7);
     }
-    for (; p < np; p++) {
-      const e = f32x4.extract_lane(exp4(f32x4.splat(load<f32>(s + <usize>p * 4) - max)), 0);
-      store<f32>(s + <usize>p * 4, e);
-      sum += <f64>e;
-    }
-    const inv = f32x4.splat(<f32>(1 / sum));
-    // out = sum_p e[p] v[p] / sum, 8 vectors (32 values) of the head at a time
-    const o = o0 + <usize>t * os;
-    let i: usize = 0;
-    for (; i + 128 <= n; i += 128) {
-      let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
-      let a4 = f32x4.splat(0), a5 = f32x4.splat(0), a6 = f32x4.splat(0), a7 = f32x4.splat(0);
-      for (p = 0; p < np; p++) {
-        const e = v128.load32_splat(s + <usize>p * 4);
-        const v = values + <usize>p * cs + i;
-        a0 = fma(e, v128.load(v), a0);
-        a1 = fma(e, v128.load(v, 16), a1);
-        a2 = fma(e, v128.load(v, 32), a2);
-        a3 = fma(e, v128.load(v, 48), a3);
-        a4 = fma(e, v128.load(v, 64), a4);
-        a5 = fma(e, v128.load(v, 80), a5);
-        a6 = fma(e, v128.load(v, 96), a6);
-        a7 = fma(e, v128.load(v, 112), a7);
-      }
-      v128.store(o + i, f32x4.mul(a0, inv));
-      v128.store(o + i, f32x4.mul(a1, inv), 16);
-      v128.store(o + i, f32x4.mul(a2, inv), 32);
-      v128.store(o + i, f32x4.mul(a3, inv), 48);
-      v128.store(o + i, f32x4.mul(a4, inv), 64);
-      v128.store(o + i, f32x4.mul(a5, inv), 80);
-      v128.store(o + i, f32x4.mul(a6, inv), 96);
-      v128.store(o + i, f32x4.mul(a7, inv), 112);
-    }
-    for (; i < n; i += 16) {
-      let a = f32x4.splat(0);
-      for (p = 0; p < np; p++) a = fma(v128.load32_splat(s + <usize>p * 4), v128.load(values + <usize>p * cs + i), a);
-      v128.store(o + i, f32x4.mul(a, inv));
-    }
+    v128.store(o + i, f32x4.mul(a0, inv));
+    v128.store(o + i, f32x4.mul(a1, inv), 16);
+    v128.store(o + i, f32x4.mul(a2, inv), 32);
+    v128.store(o + i, f32x4.mul(a3, inv), 48);
+    v128.store(o + i, f32x4.mul(a4, inv), 64);
+    v128.store(o + i, f32x4.mul(a5, inv), 80);
+    v128.store(o + i, f32x4.mul(a6, inv), 96);
+    v128.store(o + i, f32x4.mul(a7, inv), 112);
+  }
+  for (; i < n; i += 16) {
+    let a = f32x4.splat(0);
+    for (p = 0; p < np; p++) a = fma(v128.load32_splat(s + <usize>p * 4), v128.load(values + <usize>p * cs + i), a);
+    v128.store(o + i, f32x4.mul(a, inv));
   }
 }
 
@@ -1682,6 +1687,8 @@ function attendHead(q0: usize, qs: usize, keys: usize, values: usize, cs: usize,
 //   +6 b: positions [0, b) are read packed, [b, n) as f32 from +7 (rows kvDim apart, position p at +7 + p * kvDim * 4)
 // Job words: 0 kind = 4 | 1 q | 2 q row stride | 3 T | 4 pos0 | 5 headDim | 6 group | 7 scale (f32 bits)
 //   8 out | 9 out row stride | 10 scratch | 11 scratch bytes per thread | 12..19 keys | 20..27 values | 28 kvDim
+//   29 integer keys: the query rows are unrounded; GGML keys of a block-32 type with a Q8_0 vec_dot
+//      (Q4_0, Q5_0, Q8_0, IQ4_NL) are scored by integer dot products on the stored blocks
 
 /** KIVI record at r (an f16 scale, an f16 minimum, then codes of `bits` bits): values first.. first + n - 1 to dst + i * ds */
 // @ts-ignore: decorator
@@ -1834,10 +1841,42 @@ function packedAttentionChunk(job: usize, kvh: i32, thread: i32): void {
   const s = <usize>param(job, 10) + <usize>thread * <usize>param(job, 11);
   const keys = s + <usize>np * 4 + 64;
   const values = keys + <usize>np * n;
+  const scale = reinterpret<f32>(param(job, 7));
+  const kType = load<i32>(job + 48, 12);
+  if (param(job, 29) != 0 && load<i32>(job + 48) == 1 && intBlock(kType) == 32 && load<i32>(job + 48, 24) >= np && (hd & 31) == 0) {
+    // integer keys (llama.cpp's vec_dot): each query row rounded to Q8_0 here (quantizeActs, the
+    // TypeScript codec's bits), scores taken on the stored blocks (dtile4x1q32: per block
+    // f32(sum of int products) * (dk * dq), as the weight matmul's decode); only the values dequantized
+    fillHead(job + 80, kvh, hd, kvDim, np, values);
+    const Tp = (T + 3) & ~3;
+    const nb = hd / 32;
+    const qI = values + <usize>np * n;
+    const qD = qI + <usize>Tp * n / 2;
+    const qS = qD + <usize>(nb * Tp) * 4;
+    const rowBytes = <usize>load<i32>(job + 48, 8);
+    const k0 = <usize>load<i32>(job + 48, 4) + rowBytes / <usize>(kvDim / hd) * <usize>kvh; // head kvh of position 0
+    const bs = rowBytes / <usize>(kvDim / 32); // bytes per block
+    for (let h = kvh * group; h < (kvh + 1) * group; h++) {
+      quantizeActs(32, <usize>param(job, 1) + <usize>h * n, <usize>param(job, 2), T, hd, qI, qD, qS);
+      for (let t = 0; t < T; t++) {
+        const npt = pos0 + t + 1;
+        for (let p = 0; p < npt; p += 4) {
+          const nr = min(4, npt - p);
+          const p0 = k0 + <usize>p * rowBytes;
+          // rows past the visible ones read row p again (their scores are not used)
+          const p1 = nr > 1 ? p0 + rowBytes : p0, p2 = nr > 2 ? p0 + 2 * rowBytes : p0, p3 = nr > 3 ? p0 + 3 * rowBytes : p0;
+          dtile4x1q32(kType, p0, p1, p2, p3, nr, bs, qI + <usize>t * n / 2, qD + <usize>t * 4, <usize>Tp * 4, nb, s + <usize>p * 4);
+        }
+        for (let p = 0; p < npt; p++) store<f32>(s + <usize>p * 4, load<f32>(s + <usize>p * 4) * scale);
+        attendScored(s, npt, values, n, <usize>param(job, 8) + <usize>h * n + <usize>t * <usize>param(job, 9), n);
+      }
+    }
+    return;
+  }
   fillHead(job + 48, kvh, hd, kvDim, np, keys);
   fillHead(job + 80, kvh, hd, kvDim, np, values);
   for (let h = kvh * group; h < (kvh + 1) * group; h++) {
-    attendHead(<usize>param(job, 1) + <usize>h * n, <usize>param(job, 2), keys, values, n, T, pos0, reinterpret<f32>(param(job, 7)), <usize>param(job, 8) + <usize>h * n, <usize>param(job, 9), s, n);
+    attendHead(<usize>param(job, 1) + <usize>h * n, <usize>param(job, 2), keys, values, n, T, pos0, scale, <usize>param(job, 8) + <usize>h * n, <usize>param(job, 9), s, n);
   }
 }
 

@@ -676,14 +676,17 @@ export class MatmulEngine {
    * dequantizing the rows first and calling attention(). False (nothing done) when a packed side or a
    * tail lives outside this memory.
    */
-  attentionPacked(q: Float32Array, nTok: number, pos0: number, nHeads: number, nKvHeads: number, headDim: number, kvDim: number, scale: number, k: PackedAttentionSide, v: PackedAttentionSide, out: Float32Array): boolean {
+  attentionPacked(q: Float32Array, nTok: number, pos0: number, nHeads: number, nKvHeads: number, headDim: number, kvDim: number, scale: number, k: PackedAttentionSide, v: PackedAttentionSide, out: Float32Array, intKeys = false): boolean {
     const positions = pos0 + nTok;
+    // integer keys: the query rows are rounded to Q8_0 in the kernel (int16 rows, block scales, block sums)
+    const tp = (nTok + 3) & ~3;
+    const intBytes = intKeys ? tp * headDim * 2 + (headDim / 32) * tp * 6 + 64 : 0;
     const sides = [k, v];
     for (const side of sides) {
       if (this.ptrOf(side.tail, positions * kvDim) < 0) return false;
       if (side.b > 0 && (!side.source || !this.ours.has(side.source.bytes.buffer))) return false;
     }
-    const scratchBytes = positions * 4 + 64 + 2 * positions * headDim * 4;
+    const scratchBytes = positions * 4 + 64 + 2 * positions * headDim * 4 + intBytes;
     this.attentionJob(q, out, nTok, pos0, nHeads, headDim, 'packed-attention', scratchBytes, (p, j, qAt, oAt, scratch) => {
       // wasm/matmul.ts packed attention job words 0..11 (7: the scale's f32 bits), sides at 12 and 20, kvDim at 28
       p.set([4, qAt, nHeads * headDim * 4, nTok, pos0, headDim, nHeads / nKvHeads, 0, oAt, nHeads * headDim * 4, scratch, scratchBytes], j);
@@ -696,6 +699,7 @@ export class MatmulEngine {
         p[d + 7] = side.tail.byteOffset;
       });
       p[j + 28] = kvDim;
+      p[j + 29] = intKeys ? 1 : 0;
     }, nKvHeads); // a chunk per key / value head, dequantized once for its group of query heads
     return true;
   }
