@@ -379,8 +379,6 @@ test('attention kernel over packed rows = dequantize, then the f32 attention ker
   engine.attentionPacked = (...a: Parameters<typeof packedAttention>) => (calls++, packedAttention(...a));
   const { attentionGgmlRef } = await import('../src/model/kv/attention.js');
   const { ggmlRoundActivations } = await import('../src/model/ggml-activations.js');
-  const geom = { nLayers: 2, capacity: 160, nKvHeads: 4, headDim: 32 };
-  const shape = { nHeads: 8, nKvHeads: 4, headDim: 32, scale: 1 / Math.sqrt(32) };
   const kvDim = 128;
   const qDim = 256;
   const K = randomRows(150 * kvDim, 41);
@@ -389,7 +387,12 @@ test('attention kernel over packed rows = dequantize, then the f32 attention ker
   for (const o of [
     { k: 'q4_0', v: 'q4_0' }, { k: 'q8_0', v: 'iq4_nl' }, { k: 'f16', v: 'q5_1' }, { k: 'q5_0', v: 'q8_0' }, { k: 'iq4_nl', v: 'q5_0' }, { k: 'q4_1', v: 'q4_0' },
     { k: 'kivi2', v: 'kivi4' }, { k: 'kivi3g64', v: 'kivi3g64', residual: 0 }, { k: 'kivi2.4g128', v: 'kivi4.3g16', residual: 0 }, { k: 'pre-kivi3g64', v: 'kivi3g128', residual: 0 },
-  ]) {
+    // heads of 64: two blocks of 32 per head (the integer keys sum two blocks)
+    { k: 'q8_0', v: 'q5_0', hd: 64 }, { k: 'q4_0', v: 'kivi4', hd: 64 },
+  ] as { k: string; v: string; residual?: number; hd?: number }[]) {
+    const hd = o.hd ?? 32;
+    const geom = { nLayers: 2, capacity: 160, nKvHeads: kvDim / hd, headDim: hd };
+    const shape = { nHeads: qDim / hd, nKvHeads: kvDim / hd, headDim: hd, scale: 1 / Math.sqrt(hd) };
     const kv = packedKvStorage(o, geom, engine);
     kv.setRope((_l, rows, n, pos0) => { for (let p = 0; p < n; p++) rows[p * kvDim] *= 1 + (pos0 + p) / 100; });
     for (const [pos, nTok] of [[0, 150], [150 - 1, 1]] as const) {
@@ -411,7 +414,7 @@ test('attention kernel over packed rows = dequantize, then the f32 attention ker
     const qr = new Float32Array(qDim);
     const qq = t.family === 'ggml' && ggmlRoundActivations(t.ggml!, q, 1, qDim, qr) ? qr : q;
     const want: Float32Array = engine.allocF32(qDim, {})!.array;
-    engine.attention(qq, 1, n - 1, 8, 4, 32, kr.at, vr.at, kvDim, shape.scale, want);
+    engine.attention(qq, 1, n - 1, shape.nHeads, shape.nKvHeads, hd, kr.at, vr.at, kvDim, shape.scale, want);
     // Q4_0 / Q5_0 / Q8_0 / IQ4_NL keys are scored by integer dot products on the blocks (llama.cpp's
     // vec_dot: f32(sum of int products) * (dk * dq)): not the f32 kernel's order, within 1e-6 x |v|max of it
     if (['q4_0', 'q5_0', 'q8_0', 'iq4_nl'].includes(o.k)) {
