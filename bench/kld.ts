@@ -11,13 +11,14 @@
  * llama-perplexity -ctk T -ctv T -fa on --kl-divergence against the base of the f32 cache, and lowbit eval
  * -ctk T -ctv T against the same base file.
  *
- * `npm run bench -- kld cache512 [chunks=3] [types=q8_0,q5_0,q4_0,iq4_nl]`: the same at ctx 512 on the synthetic ~155 M-parameter llama
+ * `npm run bench -- kld cache512 [chunks=3] [types=f16,bf16,q8_0,q5_1,q5_0,q4_1,q4_0,iq4_nl] [shipped]`: the same at ctx 512 on the synthetic ~155 M-parameter llama
  * of bench eval (bench/_llama-synth.ts: random weights, 12 layers, heads of 64, context 2048) - no trained
  * model of lowbit's data holds 512 positions (tinyllama256 was trained at 256 and lowbit refuses a longer
  * context). Random weights make the KLDs small and say nothing about which scheme a trained model
  * prefers; what they check is the numerics at 512 positions with heads of 64, where llama.cpp rotates Q/K/V
- * by a 64 x 64 Hadamard matrix for a quantized cache: llama-perplexity as shipped (rotated) and with
- * LLAMA_ATTN_ROT_DISABLE=1, against lowbit's rot-T and T.
+ * by a 64 x 64 Hadamard matrix for a quantized cache: llama-perplexity as shipped against lowbit's
+ * matching variant (rot-T for a quantized type, T for f16 / bf16) and, unless `shipped`, llama-perplexity
+ * with LLAMA_ATTN_ROT_DISABLE=1 against lowbit's T.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -76,8 +77,18 @@ export async function cacheTypes(chunks: string, types: readonly string[], log =
 
 const LLAMA_KLD = /Mean PPL\(Q\)\s+:\s+([\d.]+)[\s\S]*Mean\s+KLD:\s+([-\d.e]+)\s+±\s+([-\d.e]+)[\s\S]*Same top p:\s+([\d.]+)/;
 
-/** ctx 512 on the synthetic llama: llama.cpp rotated / unrotated vs lowbit rot-T / T */
-async function cacheTypes512(chunks: string, types: readonly string[]): Promise<void> {
+/** does the pinned llama.cpp rotate a cache of this type (ggml_is_quantized, heads a multiple of 64)? lowbit's matching variant is rot-T then */
+export function llamaRotates(type: string): boolean {
+  return !['f32', 'f16', 'bf16'].includes(type.toLowerCase());
+}
+
+/**
+ * ctx 512 on the synthetic llama: llama.cpp as shipped vs lowbit's matching variant (rot-T for the
+ * types llama.cpp rotates, T for f16 / bf16), and (unless `shippedOnly`) llama.cpp with
+ * LLAMA_ATTN_ROT_DISABLE=1 vs lowbit T.
+ */
+export async function cacheTypes512(chunks: string, types: readonly string[], shippedOnly = false, log = console.log): Promise<{ type: string; variant: string; llama: number; lowbit: number }[]> {
+  const rows: { type: string; variant: string; llama: number; lowbit: number }[] = [];
   const { modelFile } = await import('./profile.js');
   const synth = await modelFile('F32');
   const dir = root + '.cache/bench/kld/';
@@ -85,16 +96,23 @@ async function cacheTypes512(chunks: string, types: readonly string[]): Promise<
   const held = heldOutText(dir);
   const base = dir + `synth-512-${chunks}-base.kld`;
   if (!existsSync(base)) runLlama(['-m', synth, '-f', held, '-c', '512', '--chunks', chunks, '-ctk', 'f32', '-ctv', 'f32', '-fa', 'on', '--kl-divergence-base', base], /Final estimate: PPL = ([\d.]+)/);
-  console.log(`synthetic llama 155M (heads of 64), ctx 512, ${chunks} chunks of the held-out TinyStories text; base: f32 cache (llama-perplexity)`);
-  console.log('cache    llama.cpp KLD (rotated)  lowbit rot-T   ratio   llama.cpp KLD (LLAMA_ATTN_ROT_DISABLE)  lowbit T   ratio   top-1 llama / lowbit (rotated)');
+  log(`synthetic llama 155M (heads of 64), ctx 512, ${chunks} chunks of the held-out TinyStories text; base: f32 cache (llama-perplexity)`);
+  log('cache    llama.cpp KLD (as shipped)  lowbit variant   KLD       ratio   llama.cpp KLD (LLAMA_ATTN_ROT_DISABLE)  lowbit T   ratio   top-1 llama / lowbit (as shipped)');
   for (const t of types) {
+    const v = llamaRotates(t) ? `rot-${t}` : t;
     const rot = runLlama(['-m', synth, '--kl-divergence-base', base, '--kl-divergence', '-ctk', t, '-ctv', t, '-fa', 'on'], LLAMA_KLD);
-    const plain = runLlama(['-m', synth, '--kl-divergence-base', base, '--kl-divergence', '-ctk', t, '-ctv', t, '-fa', 'on'], LLAMA_KLD, { LLAMA_ATTN_ROT_DISABLE: '1' });
-    const a = lowbitEval([synth, '--base-logits', base, '-ctk', `rot-${t}`, '-ctv', `rot-${t}`]);
-    const b = lowbitEval([synth, '--base-logits', base, '-ctk', t, '-ctv', t]);
+    const a = lowbitEval([synth, '--base-logits', base, '-ctk', v, '-ctv', v]);
     const e = (x: number) => x.toExponential(3);
-    console.log(`${t.padEnd(8)} ${e(Number(rot[2])).padStart(12)} ± ${Number(rot[3]).toExponential(1)}   ${e(a.kld.mean)}   ${(a.kld.mean / Number(rot[2])).toFixed(3)}   ${e(Number(plain[2])).padStart(12)} ± ${Number(plain[3]).toExponential(1)}              ${e(b.kld.mean)}   ${(b.kld.mean / Number(plain[2])).toFixed(3)}   ${Number(rot[4]).toFixed(2)} % / ${(100 * a.top1).toFixed(2)} %`);
+    let rest = '';
+    if (!shippedOnly && llamaRotates(t)) {
+      const plain = runLlama(['-m', synth, '--kl-divergence-base', base, '--kl-divergence', '-ctk', t, '-ctv', t, '-fa', 'on'], LLAMA_KLD, { LLAMA_ATTN_ROT_DISABLE: '1' });
+      const b = lowbitEval([synth, '--base-logits', base, '-ctk', t, '-ctv', t]);
+      rest = `${e(Number(plain[2])).padStart(12)} ± ${Number(plain[3]).toExponential(1)}              ${e(b.kld.mean)}   ${(b.kld.mean / Number(plain[2])).toFixed(3)}`;
+    } else rest = ' '.repeat(52);
+    log(`${t.padEnd(8)} ${e(Number(rot[2])).padStart(12)} ± ${Number(rot[3]).toExponential(1)}      ${v.padEnd(10)} ${e(a.kld.mean)}   ${(a.kld.mean / Number(rot[2])).toFixed(3)}   ${rest}   ${Number(rot[4]).toFixed(2)} % / ${(100 * a.top1).toFixed(2)} %`);
+    rows.push({ type: t, variant: v, llama: Number(rot[2]), lowbit: a.kld.mean });
   }
+  return rows;
 }
 
 export async function run(args: string[]): Promise<void> {
@@ -103,7 +121,7 @@ export async function run(args: string[]): Promise<void> {
     return;
   }
   if (args[0] === 'cache512') {
-    await cacheTypes512(String(Number(args[1] ?? 3)), args[2]?.split(',') ?? ['q8_0', 'q5_0', 'q4_0', 'iq4_nl']);
+    await cacheTypes512(String(Number(args[1] ?? 3)), args[2]?.split(',') ?? ['f16', 'bf16', 'q8_0', 'q5_1', 'q5_0', 'q4_1', 'q4_0', 'iq4_nl'], args[3] === 'shipped');
     return;
   }
   if (args[0] === 'cache') {

@@ -124,6 +124,72 @@ test('KIVI records: 2, 3 and 4 bits, groups of 32 and 64, f16 scale and minimum,
   assert.throws(() => new KiviSide(parseKvCacheType('kivi2.4'), true, 32, 3, 256, 32), /2 per-layer bit widths for a model of 3 layers/);
 });
 
+test('KIVI in the kernel and incrementally: kiviRows = kiviDequantize (2-4 bits, groups 16-128, both layouts); the growing partial key group = quantizing it whole; tabled RoPE = rope()', async () => {
+  const engine = MatmulEngine.get();
+  assert.ok(engine, 'the WebAssembly engine');
+  const kvDim = 128;
+  const rows = randomRows(260 * kvDim, 77);
+  for (const name of ['kivi2', 'kivi3', 'kivi4', 'kivi3g16', 'kivi2g64', 'kivi4g128', 'kivi3g128']) {
+    const t = parseKvCacheType(name);
+    for (const perChannel of [true, false]) {
+      const ts = new KiviSide(t, perChannel, 128, 1, 256, kvDim);
+      const ks = new KiviSide(t, perChannel, 128, 1, 256, kvDim, engine);
+      ts.write(0, 0, 200, rows);
+      ks.write(0, 0, 200, rows);
+      const want = new Float32Array(128 * kvDim);
+      ts.readQuantized(0, 0, 128, want);
+      const got: Float32Array = engine.allocF32(256 * kvDim, {})!.array;
+      ks.readQuantized(0, 0, 128, got);
+      assert.deepEqual(got.subarray(0, 128 * kvDim), want, `${name} ${perChannel ? 'keys' : 'values'}: kernel decoder vs TypeScript`);
+    }
+  }
+  // --kv-residual 0 keys: position after position, each read re-uses the last one's codes where a
+  // channel's range did not grow; reading in decreasing order re-quantizes from scratch every time
+  for (const name of ['kivi2g64', 'kivi3g128']) {
+    const t = parseKvCacheType(name);
+    const G = t.blockSize;
+    const inc = new KiviSide(t, true, 0, 1, 256, kvDim);
+    const all = new KiviSide(t, true, 0, 1, 256, kvDim);
+    const from = G;
+    all.write(0, 0, from + G - 1, rows);
+    inc.write(0, 0, from, rows);
+    const seen: Float32Array[] = [];
+    for (let n = 1; n < G; n++) {
+      inc.write(0, from + n - 1, 1, rows.subarray((from + n - 1) * kvDim));
+      const o = new Float32Array((from + G) * kvDim);
+      inc.readPartial!(0, from, from + n, o);
+      seen.push(o.slice(from * kvDim, (from + n) * kvDim));
+    }
+    for (let n = G - 1; n >= 1; n--) {
+      const o = new Float32Array((from + G) * kvDim);
+      all.readPartial!(0, from, from + n, o);
+      assert.deepEqual(seen[n - 1], o.subarray(from * kvDim, (from + n) * kvDim), `${name}: partial group of ${n}`);
+    }
+    // a rewind inside the group: what the cache showed is recomputed
+    const other = randomRows(kvDim, 5).map((x) => 3 * x);
+    inc.write(0, from + 10, 1, other);
+    const fresh = new KiviSide(t, true, 0, 1, 256, kvDim);
+    fresh.write(0, 0, from + 10, rows);
+    fresh.write(0, from + 10, 1, other);
+    const a = new Float32Array((from + G) * kvDim);
+    const b = new Float32Array((from + G) * kvDim);
+    inc.readPartial!(0, from, from + 11, a);
+    fresh.readPartial!(0, from, from + 11, b);
+    assert.deepEqual(a, b, `${name}: after a rewind`);
+  }
+  // the KV store's RoPE of whole caches reads cos / sin from a table: the same values as rope()
+  const { rope, ropeTable, ropeTabled } = await import('../src/model/llama.js');
+  for (const ropeStyle of ['normal', 'neox'] as const) {
+    const c = { ropeDim: 24, headDim: 32, ropeStyle, ropeMscale: 1.25 } as Parameters<typeof rope>[0];
+    const freq = Float64Array.from({ length: 12 }, (_, i) => Math.pow(10000, -i / 12));
+    const x = randomRows(40 * 64, 3);
+    const y = x.slice();
+    rope(c, freq, x, 30, 2, 7);
+    ropeTabled(c, ropeTable(c, freq, 64), y, 30, 2, 7);
+    assert.deepEqual(y, x, `${ropeStyle}: tabled RoPE`);
+  }
+});
+
 test('eval: -ctk f32 -ctv f32 is the default cache; a packed f32 cache agrees; kernel attention = llama.cpp loop on q4_0', async () => {
   const bytes = readFileSync(tiny);
   const tokens = Array.from({ length: 40 }, (_, i) => (i * 37 + 5) % 512);
@@ -197,6 +263,20 @@ test('full check (LOWBIT_FULL=1): lowbit KLD = llama-perplexity -ctk T -ctv T -f
   }
 });
 
+test('full check (LOWBIT_FULL=1): ctx 512, heads of 64 (llama.cpp rotates quantized caches): lowbit\'s matching variant = llama-perplexity as shipped within 5 % for every llama.cpp cache type', async (t) => {
+  if (!process.env.LOWBIT_FULL || !existsSync(perplexityBin)) return t.skip('set LOWBIT_FULL=1 (needs llama-perplexity; about 30 min: the synthetic 155M model at ctx 512)');
+  const { cacheTypes512, llamaRotates } = await import('../bench/kld.js');
+  const types = ['f16', 'bf16', 'q8_0', 'q5_1', 'q5_0', 'q4_1', 'q4_0', 'iq4_nl'];
+  const rows = await cacheTypes512('3', types, true, () => {});
+  for (const r of rows) {
+    assert.equal(r.variant, llamaRotates(r.type) ? `rot-${r.type}` : r.type);
+    // llama-perplexity prints the KLD with 6 decimals: below 1e-4 (f16, bf16, q8_0) the ratio is not
+    // resolved and the difference must be within the printed precision
+    if (r.llama >= 1e-4) assert.ok(Math.abs(r.lowbit / r.llama - 1) <= 0.05, `${r.type}: lowbit ${r.variant} / llama.cpp KLD = ${r.lowbit / r.llama}`);
+    else assert.ok(Math.abs(r.lowbit - r.llama) <= 1e-6, `${r.type}: lowbit ${r.variant} ${r.lowbit} vs llama.cpp ${r.llama}`);
+  }
+});
+
 test('KVQuant side: calibrated grid, 1 % of each row exact (f16), the first position f32; no calibration is an error', async () => {
   const { KvQuantSide, fitLevels, kvquantOutliers } = await import('../src/model/kv/kvquant.js');
   const kvDim = 64;
@@ -224,9 +304,53 @@ test('KVQuant side: calibrated grid, 1 % of each row exact (f16), the first posi
   const b = lowbit('eval', tiny, '-ctk', 'kvquant3', '--text', 'data/tinystories-valid-head.txt', '--ctx', '64', '--chunks', '1');
   assert.equal(b.status, 2);
   assert.match(b.stderr, /kvquant3: KVQuant fits its datatypes to calibration activations; give --calib/);
+  // Fisher weights need the training backward pass: a llama2.c checkpoint is one line, exit 2
+  const l2c = ['eval', 'data/stories260K.bin', '--tokenizer', 'data/tok512.bin', '--text', 'data/tinystories-valid-head.txt', '--ctx', '64', '--chunks', '1', '-ctk', 'kvquant3', '--calib', 'data/tinystories-valid-head.txt'];
+  const f = lowbit(...l2c);
+  assert.equal(f.status, 2);
+  assert.match(f.stderr, /^lowbit: data\/stories260K.bin: kvquant's Fisher weights need a GGUF llama model \(its backward pass\); give --kvquant-weights magnitude\n$/);
+  assert.equal(lowbit(...l2c, '--kvquant-weights', 'magnitude').status, 0);
   const c = lowbit('eval', tiny, '-ctk', 'kvquant4', '-ctv', 'kivi4', '--calib', 'data/tinystories-valid-head.txt', '--text', 'data/tinystories-valid-head.txt', '--ctx', '64', '--chunks', '2', '--json');
   assert.equal(c.status, 0, c.stderr);
   assert.ok(JSON.parse(c.stdout).ppl < 40);
+});
+
+test('KVQuant Fisher weights: the training model hands out the loss gradient of its pre-RoPE keys and values (dW = dᵀ a); the k-means follows per-entry weights', async () => {
+  const { TrainModel } = await import('../src/train/llama-grad.js');
+  const { referenceBackend } = await import('../src/train/gemm.js');
+  const { fitLevels } = await import('../src/model/kv/kvquant.js');
+  const c = { dim: 16, hiddenDim: 24, nLayers: 2, nHeads: 4, nKvHeads: 2, vocabSize: 11, seqLen: 16, headDim: 4, normEps: 1e-5, ropeTheta: 10000, ropeDim: 4, ropeStyle: 'normal' as const, tiedOutput: false };
+  const N = 6;
+  const kvDim = 8;
+  const m = new TrainModel(c, referenceBackend('f64'), { batch: 1, ctx: N });
+  let seed = 12345;
+  m.initialize(() => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32 - 0.5) * 2);
+  const got: { dk: Float64Array; dv: Float64Array }[] = [];
+  m.onKvGrads = (l, dk, dv) => (got[l] = { dk: Float64Array.from(dk.subarray(0, N * kvDim)), dv: Float64Array.from(dv.subarray(0, N * kvDim)) });
+  m.zeroGrads();
+  m.forward([1, 5, 2, 9, 3, 7], [5, 2, 9, 3, 7, 4]);
+  m.backward();
+  for (let l = 0; l < c.nLayers; l++) {
+    const a = (m as unknown as { acts: { a: ArrayLike<number> }[] }).acts[l].a; // the layer's normalized input
+    for (const [name, d] of [['attn_k', got[l].dk], ['attn_v', got[l].dv]] as const) {
+      const t = m.byName.get(`blk.${l}.${name}.weight`)!;
+      let worst = 0;
+      let norm = 0;
+      for (let j = 0; j < kvDim; j++) for (let i = 0; i < c.dim; i++) {
+        let s = 0;
+        for (let p = 0; p < N; p++) s += d[p * kvDim + j] * a[p * c.dim + i];
+        worst = Math.max(worst, Math.abs(s - m.grads[t.offset + j * c.dim + i]));
+        norm = Math.max(norm, Math.abs(s));
+      }
+      assert.ok(norm > 1e-6 && worst <= 1e-12 * Math.max(1, norm), `layer ${l} ${name}: dW vs gradientᵀ a, ${worst} (|dW| ${norm})`);
+    }
+  }
+  // one level: the weighted mean; entries of weight 0 do not pull it
+  const x = Float32Array.from({ length: 200 }, (_, i) => (i < 100 ? -1 : 1));
+  const w = Float32Array.from({ length: 200 }, (_, i) => (i < 100 ? 3 : 0));
+  assert.ok(Math.abs(fitLevels(x, 1, w)[0] + 1) < 1e-6);
+  assert.ok(Math.abs(fitLevels(x, 1, () => 1)[0]) < 1e-6);
+  assert.throws(() => fitLevels(x, 2, w.subarray(1)), /199 weights for 200 values/);
 });
 
 test('a batch sees the cache as decoding one token at a time would (KIVI residual, pre-RoPE KVQuant keys, rotations)', async () => {
@@ -247,7 +371,7 @@ test('a batch sees the cache as decoding one token at a time would (KIVI residua
   }
 });
 
-test('attention kernel over packed rows = dequantize, then the f32 attention kernel (bit-exact); = llama.cpp loop within 2e-6 x |v|max', async () => {
+test('attention kernel over packed rows = dequantize, then the f32 attention kernel (bit-exact; integer keys within 1e-6 x |v|max); = llama.cpp loop within 2e-6 x |v|max', async () => {
   const engine = MatmulEngine.get();
   assert.ok(engine, 'the WebAssembly engine');
   let calls = 0;
@@ -255,17 +379,20 @@ test('attention kernel over packed rows = dequantize, then the f32 attention ker
   engine.attentionPacked = (...a: Parameters<typeof packedAttention>) => (calls++, packedAttention(...a));
   const { attentionGgmlRef } = await import('../src/model/kv/attention.js');
   const { ggmlRoundActivations } = await import('../src/model/ggml-activations.js');
-  const geom = { nLayers: 2, capacity: 160, nKvHeads: 4, headDim: 32 };
-  const shape = { nHeads: 8, nKvHeads: 4, headDim: 32, scale: 1 / Math.sqrt(32) };
   const kvDim = 128;
   const qDim = 256;
   const K = randomRows(150 * kvDim, 41);
   const V = randomRows(150 * kvDim, 42);
   const Q = randomRows(3 * qDim, 43);
   for (const o of [
-    { k: 'q4_0', v: 'q4_0' }, { k: 'q8_0', v: 'iq4_nl' }, { k: 'f16', v: 'q5_1' },
+    { k: 'q4_0', v: 'q4_0' }, { k: 'q8_0', v: 'iq4_nl' }, { k: 'f16', v: 'q5_1' }, { k: 'q5_0', v: 'q8_0' }, { k: 'iq4_nl', v: 'q5_0' }, { k: 'q4_1', v: 'q4_0' },
     { k: 'kivi2', v: 'kivi4' }, { k: 'kivi3g64', v: 'kivi3g64', residual: 0 }, { k: 'kivi2.4g128', v: 'kivi4.3g16', residual: 0 }, { k: 'pre-kivi3g64', v: 'kivi3g128', residual: 0 },
-  ]) {
+    // heads of 64: two blocks of 32 per head (the integer keys sum two blocks)
+    { k: 'q8_0', v: 'q5_0', hd: 64 }, { k: 'q4_0', v: 'kivi4', hd: 64 },
+  ] as { k: string; v: string; residual?: number; hd?: number }[]) {
+    const hd = o.hd ?? 32;
+    const geom = { nLayers: 2, capacity: 160, nKvHeads: kvDim / hd, headDim: hd };
+    const shape = { nHeads: qDim / hd, nKvHeads: kvDim / hd, headDim: hd, scale: 1 / Math.sqrt(hd) };
     const kv = packedKvStorage(o, geom, engine);
     kv.setRope((_l, rows, n, pos0) => { for (let p = 0; p < n; p++) rows[p * kvDim] *= 1 + (pos0 + p) / 100; });
     for (const [pos, nTok] of [[0, 150], [150 - 1, 1]] as const) {
@@ -287,8 +414,15 @@ test('attention kernel over packed rows = dequantize, then the f32 attention ker
     const qr = new Float32Array(qDim);
     const qq = t.family === 'ggml' && ggmlRoundActivations(t.ggml!, q, 1, qDim, qr) ? qr : q;
     const want: Float32Array = engine.allocF32(qDim, {})!.array;
-    engine.attention(qq, 1, n - 1, 8, 4, 32, kr.at, vr.at, kvDim, shape.scale, want);
-    assert.deepEqual(out, want, `${o.k}/${o.v}: packed kernel vs dequantize + kernel`);
+    engine.attention(qq, 1, n - 1, shape.nHeads, shape.nKvHeads, hd, kr.at, vr.at, kvDim, shape.scale, want);
+    // Q4_0 / Q5_0 / Q8_0 / IQ4_NL keys are scored by integer dot products on the blocks (llama.cpp's
+    // vec_dot: f32(sum of int products) * (dk * dq)): not the f32 kernel's order, within 1e-6 x |v|max of it
+    if (['q4_0', 'q5_0', 'q8_0', 'iq4_nl'].includes(o.k)) {
+      const dk = want.reduce((x, w, i) => Math.max(x, Math.abs(w - out[i])), 0);
+      let vm = 0;
+      for (const x of vr.array) vm = Math.max(vm, Math.abs(x));
+      assert.ok(dk > 0 && dk <= 1e-6 * vm, `${o.k}/${o.v}: integer keys vs dequantize + kernel ${dk}`);
+    } else assert.deepEqual(out, want, `${o.k}/${o.v}: packed kernel vs dequantize + kernel`);
     const ref = new Float32Array(qDim);
     attentionGgmlRef(qq, kr.array, vr.array, 1, n - 1, shape, ref, o.v === 'f16');
     let vmax = 0;

@@ -1668,54 +1668,59 @@ function attendHead(q0: usize, qs: usize, keys: usize, values: usize, cs: usize,
       for (let i: usize = 0; i < n; i += 16) a = fma(v128.load(q + i), v128.load(k + i), a);
       store<f32>(s + <usize>p * 4, hsum(a) * scale);
     }
-    let max: f32 = -Infinity;
-    for (p = 0; p < np; p++) max = Mathf.max(max, load<f32>(s + <usize>p * 4));
-    // e[p] = exp(s[p] - max) <= 1, 4 at a time (exp4), summed in f64 per vector
-    const m = f32x4.splat(max);
-    let sum: f64 = 0;
-    for (p = 0; p + 4 <= np; p += 4) {
-      const e = exp4(f32x4.sub(v128.load(s + <usize>p * 4), m));
-      v128.store(s + <usize>p * 4, e);
-      sum += <f64>f32x4.extract_lane(e, 0) + <f64>f32x4.extract_lane(e, 1) + <f64>f32x4.extract_lane(e, 2) + <f64>f32x4.extract_lane(e, 3);
+    attendScored(s, np, values, cs, o0 + <usize>t * os, n);
+  }
+}
+
+/** softmax of the np scores at s (in place), then out o = sum_p e[p] v[p] / sum_p e[p] over values cs bytes apart (n = headDim * 4 bytes) */
+function attendScored(s: usize, np: i32, values: usize, cs: usize, o: usize, n: usize): void {
+  let p = 0;
+  let max: f32 = -Infinity;
+  for (p = 0; p < np; p++) max = Mathf.max(max, load<f32>(s + <usize>p * 4));
+  // e[p] = exp(s[p] - max) <= 1, 4 at a time (exp4), summed in f64 per vector
+  const m = f32x4.splat(max);
+  let sum: f64 = 0;
+  for (p = 0; p + 4 <= np; p += 4) {
+    const e = exp4(f32x4.sub(v128.load(s + <usize>p * 4), m));
+    v128.store(s + <usize>p * 4, e);
+    sum += <f64>f32x4.extract_lane(e, 0) + <f64>f32x4.extract_lane(e, 1) + <f64>f32x4.extract_lane(e, 2) + <f64>f32x4.extract_lane(e, 3);
+  }
+  for (; p < np; p++) {
+    const e = f32x4.extract_lane(exp4(f32x4.splat(load<f32>(s + <usize>p * 4) - max)), 0);
+    store<f32>(s + <usize>p * 4, e);
+    sum += <f64>e;
+  }
+  const inv = f32x4.splat(<f32>(1 / sum));
+  // out = sum_p e[p] v[p] / sum, 8 vectors (32 values) of the head at a time
+  let i: usize = 0;
+  for (; i + 128 <= n; i += 128) {
+    let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+    let a4 = f32x4.splat(0), a5 = f32x4.splat(0), a6 = f32x4.splat(0), a7 = f32x4.splat(0);
+    for (p = 0; p < np; p++) {
+      const e = v128.load32_splat(s + <usize>p * 4);
+      const v = values + <usize>p * cs + i;
+      a0 = fma(e, v128.load(v), a0);
+      a1 = fma(e, v128.load(v, 16), a1);
+      a2 = fma(e, v128.load(v, 32), a2);
+      a3 = fma(e, v128.load(v, 48), a3);
+      a4 = fma(e, v128.load(v, 64), a4);
+      a5 = fma(e, v128.load(v, 80), a5);
+      a6 = fma(e, v128.load(v, 96), a6);
+      a7 = fma(e, v128.load(v, 112), a7);
     }
-    for (; p < np; p++) {
-      const e = f32x4.extract_lane(exp4(f32x4.splat(load<f32>(s + <usize>p * 4) - max)), 0);
-      store<f32>(s + <usize>p * 4, e);
-      sum += <f64>e;
-    }
-    const inv = f32x4.splat(<f32>(1 / sum));
-    // out = sum_p e[p] v[p] / sum, 8 vectors (32 values) of the head at a time
-    const o = o0 + <usize>t * os;
-    let i: usize = 0;
-    for (; i + 128 <= n; i += 128) {
-      let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
-      let a4 = f32x4.splat(0), a5 = f32x4.splat(0), a6 = f32x4.splat(0), a7 = f32x4.splat(0);
-      for (p = 0; p < np; p++) {
-        const e = v128.load32_splat(s + <usize>p * 4);
-        const v = values + <usize>p * cs + i;
-        a0 = fma(e, v128.load(v), a0);
-        a1 = fma(e, v128.load(v, 16), a1);
-        a2 = fma(e, v128.load(v, 32), a2);
-        a3 = fma(e, v128.load(v, 48), a3);
-        a4 = fma(e, v128.load(v, 64), a4);
-        a5 = fma(e, v128.load(v, 80), a5);
-        a6 = fma(e, v128.load(v, 96), a6);
-        a7 = fma(e, v128.load(v, 112), a7);
-      }
-      v128.store(o + i, f32x4.mul(a0, inv));
-      v128.store(o + i, f32x4.mul(a1, inv), 16);
-      v128.store(o + i, f32x4.mul(a2, inv), 32);
-      v128.store(o + i, f32x4.mul(a3, inv), 48);
-      v128.store(o + i, f32x4.mul(a4, inv), 64);
-      v128.store(o + i, f32x4.mul(a5, inv), 80);
-      v128.store(o + i, f32x4.mul(a6, inv), 96);
-      v128.store(o + i, f32x4.mul(a7, inv), 112);
-    }
-    for (; i < n; i += 16) {
-      let a = f32x4.splat(0);
-      for (p = 0; p < np; p++) a = fma(v128.load32_splat(s + <usize>p * 4), v128.load(values + <usize>p * cs + i), a);
-      v128.store(o + i, f32x4.mul(a, inv));
-    }
+    v128.store(o + i, f32x4.mul(a0, inv));
+    v128.store(o + i, f32x4.mul(a1, inv), 16);
+    v128.store(o + i, f32x4.mul(a2, inv), 32);
+    v128.store(o + i, f32x4.mul(a3, inv), 48);
+    v128.store(o + i, f32x4.mul(a4, inv), 64);
+    v128.store(o + i, f32x4.mul(a5, inv), 80);
+    v128.store(o + i, f32x4.mul(a6, inv), 96);
+    v128.store(o + i, f32x4.mul(a7, inv), 112);
+  }
+  for (; i < n; i += 16) {
+    let a = f32x4.splat(0);
+    for (p = 0; p < np; p++) a = fma(v128.load32_splat(s + <usize>p * 4), v128.load(values + <usize>p * cs + i), a);
+    v128.store(o + i, f32x4.mul(a, inv));
   }
 }
 
@@ -1732,6 +1737,8 @@ function attendHead(q0: usize, qs: usize, keys: usize, values: usize, cs: usize,
 //   +6 b: positions [0, b) are read packed, [b, n) as f32 from +7 (rows kvDim apart, position p at +7 + p * kvDim * 4)
 // Job words: 0 kind = 4 | 1 q | 2 q row stride | 3 T | 4 pos0 | 5 headDim | 6 group | 7 scale (f32 bits)
 //   8 out | 9 out row stride | 10 scratch | 11 scratch bytes per thread | 12..19 keys | 20..27 values | 28 kvDim
+//   29 integer keys: the query rows are unrounded; GGML keys of a block-32 type with a Q8_0 vec_dot
+//      (Q4_0, Q5_0, Q8_0, IQ4_NL) are scored by integer dot products on the stored blocks
 
 /** KIVI record at r (an f16 scale, an f16 minimum, then codes of `bits` bits): values first.. first + n - 1 to dst + i * ds */
 // @ts-ignore: decorator
@@ -1748,6 +1755,63 @@ function attendHead(q0: usize, qs: usize, keys: usize, values: usize, cs: usize,
   }
 }
 
+/** lane j (of 4): the two bytes holding code j0 + j of a run of 8 codes of `bits` bits (zeros above), as a swizzle of the run */
+// @ts-ignore: decorator
+@inline function kiviBytes(bits: i32, j0: i32): v128 {
+  let m = i32x4.splat(0);
+  const a0 = (j0 * bits) >> 3, a1 = ((j0 + 1) * bits) >> 3, a2 = ((j0 + 2) * bits) >> 3, a3 = ((j0 + 3) * bits) >> 3;
+  m = i32x4.replace_lane(m, 0, a0 | ((a0 + 1) << 8) | 0x80800000);
+  m = i32x4.replace_lane(m, 1, a1 | ((a1 + 1) << 8) | 0x80800000);
+  m = i32x4.replace_lane(m, 2, a2 | ((a2 + 1) << 8) | 0x80800000);
+  return i32x4.replace_lane(m, 3, a3 | ((a3 + 1) << 8) | 0x80800000);
+}
+
+/** lane j: 2^(8 - s) where s is the bit offset of code j0 + j in its byte ((w << (8 - s)) >> 8 = w >> s) */
+// @ts-ignore: decorator
+@inline function kiviShifts(bits: i32, j0: i32): v128 {
+  let m = i32x4.splat(0);
+  m = i32x4.replace_lane(m, 0, 1 << (8 - ((j0 * bits) & 7)));
+  m = i32x4.replace_lane(m, 1, 1 << (8 - (((j0 + 1) * bits) & 7)));
+  m = i32x4.replace_lane(m, 2, 1 << (8 - (((j0 + 2) * bits) & 7)));
+  return i32x4.replace_lane(m, 3, 1 << (8 - (((j0 + 3) * bits) & 7)));
+}
+
+/**
+ * KIVI record at r, codes first.. first + n - 1 (first and n multiples of 8, bits <= 8), 8 at a time: a
+ * run of 8 codes is `bits` bytes; each lane gathers the two bytes of its code (m0 / m1 for codes 0-3 /
+ * 4-7 of a run), shifts by a multiply (k0 / k1) and masks; value = min + code * scale (two roundings, as
+ * kiviRecord). Reads up to 16 bytes from a run's start (the KIVI sides allocate 16 bytes of slack).
+ * Values to dst + i * ds (ds = 4: vector stores).
+ */
+// @ts-ignore: decorator
+@inline function kiviRecord8(r: usize, bits: i32, first: i32, n: i32, dst: usize, ds: usize, m0: v128, m1: v128, k0: v128, k1: v128): void {
+  const scale = f32x4.splat(f16At(r));
+  const min = f32x4.splat(f16At(r + 2));
+  const mask = i32x4.splat((1 << bits) - 1);
+  let src = r + 4 + <usize>((first >> 3) * bits);
+  for (let i = 0; i < n; i += 8, src += <usize>bits) {
+    const w = v128.load(src);
+    const c0 = v128.and(i32x4.shr_u(i32x4.mul(i8x16.swizzle(w, m0), k0), 8), mask);
+    const c1 = v128.and(i32x4.shr_u(i32x4.mul(i8x16.swizzle(w, m1), k1), 8), mask);
+    const v0 = f32x4.add(f32x4.mul(f32x4.convert_i32x4_u(c0), scale), min);
+    const v1 = f32x4.add(f32x4.mul(f32x4.convert_i32x4_u(c1), scale), min);
+    const o = dst + <usize>i * ds;
+    if (ds == 4) {
+      v128.store(o, v0);
+      v128.store(o, v1, 16);
+    } else {
+      store<f32>(o, f32x4.extract_lane(v0, 0));
+      store<f32>(o + ds, f32x4.extract_lane(v0, 1));
+      store<f32>(o + 2 * ds, f32x4.extract_lane(v0, 2));
+      store<f32>(o + 3 * ds, f32x4.extract_lane(v0, 3));
+      store<f32>(o + 4 * ds, f32x4.extract_lane(v1, 0));
+      store<f32>(o + 5 * ds, f32x4.extract_lane(v1, 1));
+      store<f32>(o + 6 * ds, f32x4.extract_lane(v1, 2));
+      store<f32>(o + 7 * ds, f32x4.extract_lane(v1, 3));
+    }
+  }
+}
+
 /** head kvh of positions [0, n) of one side (descriptor d) as f32 rows of hd values at dst */
 function fillHead(d: usize, kvh: i32, hd: i32, kvDim: i32, n: i32, dst: usize): void {
   const mode = load<i32>(d);
@@ -1760,20 +1824,59 @@ function fillHead(d: usize, kvh: i32, hd: i32, kvDim: i32, n: i32, dst: usize): 
   const tail = <usize>load<i32>(d, 28);
   const hb = <usize>hd * 4;
   const c0 = kvh * hd;
+  // KIVI codes 8 at a time when the records' runs of 8 codes line up (kiviRecord8), else one by one
+  const runs = mode > 1 && type <= 8 && (G & 7) == 0 && (mode == 2 || G <= hd || ((c0 % G) & 7) == 0 && (hd & 7) == 0);
+  const m0 = kiviBytes(type, 0), m1 = kiviBytes(type, 4), k0 = kiviShifts(type, 0), k1 = kiviShifts(type, 4);
   if (mode == 1) {
     dequantize(type, at + rowBytes / <usize>(kvDim / hd) * <usize>kvh, rowBytes, b, hd, dst, hd); // past the heads before kvh
   } else if (mode == 2) {
-    for (let g = 0; g < b; g += G) for (let c = 0; c < hd; c++) kiviRecord(at + <usize>g * rowBytes + <usize>(c0 + c) * rec, type, 0, G, dst + <usize>g * hb + <usize>c * 4, hb);
+    for (let g = 0; g < b; g += G) for (let c = 0; c < hd; c++) {
+      const r = at + <usize>g * rowBytes + <usize>(c0 + c) * rec;
+      const o = dst + <usize>g * hb + <usize>c * 4;
+      if (runs) kiviRecord8(r, type, 0, G, o, hb, m0, m1, k0, k1);
+      else kiviRecord(r, type, 0, G, o, hb);
+    }
   } else if (mode == 3) {
     for (let p = 0; p < b; p++) {
       const row = at + <usize>p * rowBytes;
       const o = dst + <usize>p * hb;
       // the head's channels [c0, c0 + hd) span whole groups (G | hd) or lie inside one (hd | G)
-      if (G <= hd) for (let c = 0; c < hd; c += G) kiviRecord(row + <usize>((c0 + c) / G) * rec, type, 0, G, o + <usize>c * 4, 4);
+      if (G <= hd) {
+        for (let c = 0; c < hd; c += G) {
+          if (runs) kiviRecord8(row + <usize>((c0 + c) / G) * rec, type, 0, G, o + <usize>c * 4, 4, m0, m1, k0, k1);
+          else kiviRecord(row + <usize>((c0 + c) / G) * rec, type, 0, G, o + <usize>c * 4, 4);
+        }
+      } else if (runs) kiviRecord8(row + <usize>(c0 / G) * rec, type, c0 % G, hd, o, 4, m0, m1, k0, k1);
       else kiviRecord(row + <usize>(c0 / G) * rec, type, c0 % G, hd, o, 4);
     }
   }
   for (let p = max(b, 0); p < n; p++) memory.copy(dst + <usize>p * hb, tail + (<usize>p * <usize>kvDim + <usize>c0) * 4, hb);
+}
+
+/**
+ * KIVI positions [from, to) of a layer (records at src, rowBytes per position; per channel: groups of G
+ * positions, to - from whole groups) as f32 rows of kvDim at dst (position p at dst + p * kvDim * 4),
+ * bit-exactly as kiviDequantize of src/model/kv/sides.ts.
+ */
+export function kiviRows(perChannel: i32, src: usize, rowBytes: usize, bits: i32, G: i32, rec: usize, from: i32, to: i32, kvDim: i32, dst: usize): void {
+  const runs = bits <= 8 && (G & 7) == 0;
+  const m0 = kiviBytes(bits, 0), m1 = kiviBytes(bits, 4), k0 = kiviShifts(bits, 0), k1 = kiviShifts(bits, 4);
+  const rs = <usize>kvDim * 4;
+  if (perChannel) {
+    for (let g = from; g < to; g += G) for (let c = 0; c < kvDim; c++) {
+      const r = src + <usize>g * rowBytes + <usize>c * rec;
+      const o = dst + <usize>g * rs + <usize>c * 4;
+      if (runs) kiviRecord8(r, bits, 0, G, o, rs, m0, m1, k0, k1);
+      else kiviRecord(r, bits, 0, G, o, rs);
+    }
+  } else {
+    for (let p = from; p < to; p++) for (let c = 0; c < kvDim; c += G) {
+      const r = src + <usize>p * rowBytes + <usize>(c / G) * rec;
+      const o = dst + <usize>p * rs + <usize>c * 4;
+      if (runs) kiviRecord8(r, bits, 0, G, o, 4, m0, m1, k0, k1);
+      else kiviRecord(r, bits, 0, G, o, 4);
+    }
+  }
 }
 
 /** chunk kvh: the key / value head kvh, dequantized once, then every query head of its group */
@@ -1788,10 +1891,42 @@ function packedAttentionChunk(job: usize, kvh: i32, thread: i32): void {
   const s = <usize>param(job, 10) + <usize>thread * <usize>param(job, 11);
   const keys = s + <usize>np * 4 + 64;
   const values = keys + <usize>np * n;
+  const scale = reinterpret<f32>(param(job, 7));
+  const kType = load<i32>(job + 48, 12);
+  if (param(job, 29) != 0 && load<i32>(job + 48) == 1 && intBlock(kType) == 32 && load<i32>(job + 48, 24) >= np && (hd & 31) == 0) {
+    // integer keys (llama.cpp's vec_dot): each query row rounded to Q8_0 here (quantizeActs, the
+    // TypeScript codec's bits), scores taken on the stored blocks (dtile4x1q32: per block
+    // f32(sum of int products) * (dk * dq), as the weight matmul's decode); only the values dequantized
+    fillHead(job + 80, kvh, hd, kvDim, np, values);
+    const Tp = (T + 3) & ~3;
+    const nb = hd / 32;
+    const qI = values + <usize>np * n;
+    const qD = qI + <usize>Tp * n / 2;
+    const qS = qD + <usize>(nb * Tp) * 4;
+    const rowBytes = <usize>load<i32>(job + 48, 8);
+    const k0 = <usize>load<i32>(job + 48, 4) + rowBytes / <usize>(kvDim / hd) * <usize>kvh; // head kvh of position 0
+    const bs = rowBytes / <usize>(kvDim / 32); // bytes per block
+    for (let h = kvh * group; h < (kvh + 1) * group; h++) {
+      quantizeActs(32, <usize>param(job, 1) + <usize>h * n, <usize>param(job, 2), T, hd, qI, qD, qS);
+      for (let t = 0; t < T; t++) {
+        const npt = pos0 + t + 1;
+        for (let p = 0; p < npt; p += 4) {
+          const nr = min(4, npt - p);
+          const p0 = k0 + <usize>p * rowBytes;
+          // rows past the visible ones read row p again (their scores are not used)
+          const p1 = nr > 1 ? p0 + rowBytes : p0, p2 = nr > 2 ? p0 + 2 * rowBytes : p0, p3 = nr > 3 ? p0 + 3 * rowBytes : p0;
+          dtile4x1q32(kType, p0, p1, p2, p3, nr, bs, qI + <usize>t * n / 2, qD + <usize>t * 4, <usize>Tp * 4, nb, s + <usize>p * 4);
+        }
+        for (let p = 0; p < npt; p++) store<f32>(s + <usize>p * 4, load<f32>(s + <usize>p * 4) * scale);
+        attendScored(s, npt, values, n, <usize>param(job, 8) + <usize>h * n + <usize>t * <usize>param(job, 9), n);
+      }
+    }
+    return;
+  }
   fillHead(job + 48, kvh, hd, kvDim, np, keys);
   fillHead(job + 80, kvh, hd, kvDim, np, values);
   for (let h = kvh * group; h < (kvh + 1) * group; h++) {
-    attendHead(<usize>param(job, 1) + <usize>h * n, <usize>param(job, 2), keys, values, n, T, pos0, reinterpret<f32>(param(job, 7)), <usize>param(job, 8) + <usize>h * n, <usize>param(job, 9), s, n);
+    attendHead(<usize>param(job, 1) + <usize>h * n, <usize>param(job, 2), keys, values, n, T, pos0, scale, <usize>param(job, 8) + <usize>h * n, <usize>param(job, 9), s, n);
   }
 }
 

@@ -32,6 +32,7 @@ interface MatmulExports {
   relaxed(): number;
   hasType(type: number): number;
   dequantize(type: number, src: number, rowBytes: number, rows: number, k: number, dst: number, kx: number): void;
+  kiviRows(perChannel: number, src: number, rowBytes: number, bits: number, G: number, rec: number, from: number, to: number, kvDim: number, dst: number): void;
   runChunk(job: number, chunk: number, thread: number): void;
   siluMul(g: number, u: number, n: number): void;
   logSumExp(x: number, n: number, max: number): number;
@@ -778,14 +779,17 @@ export class MatmulEngine {
    * dequantizing the rows first and calling attention(). False (nothing done) when a packed side or a
    * tail lives outside this memory.
    */
-  attentionPacked(q: Float32Array, nTok: number, pos0: number, nHeads: number, nKvHeads: number, headDim: number, kvDim: number, scale: number, k: PackedAttentionSide, v: PackedAttentionSide, out: Float32Array): boolean {
+  attentionPacked(q: Float32Array, nTok: number, pos0: number, nHeads: number, nKvHeads: number, headDim: number, kvDim: number, scale: number, k: PackedAttentionSide, v: PackedAttentionSide, out: Float32Array, intKeys = false): boolean {
     const positions = pos0 + nTok;
+    // integer keys: the query rows are rounded to Q8_0 in the kernel (int16 rows, block scales, block sums)
+    const tp = (nTok + 3) & ~3;
+    const intBytes = intKeys ? tp * headDim * 2 + (headDim / 32) * tp * 6 + 64 : 0;
     const sides = [k, v];
     for (const side of sides) {
       if (this.ptrOf(side.tail, positions * kvDim) < 0) return false;
       if (side.b > 0 && (!side.source || !this.ours.has(side.source.bytes.buffer))) return false;
     }
-    const scratchBytes = positions * 4 + 64 + 2 * positions * headDim * 4;
+    const scratchBytes = positions * 4 + 64 + 2 * positions * headDim * 4 + intBytes;
     this.attentionJob(q, out, nTok, pos0, nHeads, headDim, 'packed-attention', scratchBytes, (p, j, qAt, oAt, scratch) => {
       // wasm/matmul.ts packed attention job words 0..11 (7: the scale's f32 bits), sides at 12 and 20, kvDim at 28
       p.set([4, qAt, nHeads * headDim * 4, nTok, pos0, headDim, nHeads / nKvHeads, 0, oAt, nHeads * headDim * 4, scratch, scratchBytes], j);
@@ -798,6 +802,7 @@ export class MatmulEngine {
         p[d + 7] = side.tail.byteOffset;
       });
       p[j + 28] = kvDim;
+      p[j + 29] = intKeys ? 1 : 0;
     }, nKvHeads); // a chunk per key / value head, dequantized once for its group of query heads
     return true;
   }
@@ -810,6 +815,18 @@ export class MatmulEngine {
   dequantizeInto(type: GgmlTypeInfo, src: Uint8Array, rowBytes: number, rows: number, cols: number, out: Float32Array): boolean {
     if (!this.ours.has(src.buffer) || src.length < rows * rowBytes || this.ptrOf(out, rows * cols) < 0 || !this.hasType(type)) return false;
     this.exports.dequantize(type.id, src.byteOffset, rowBytes, rows, cols, out.byteOffset, cols);
+    return true;
+  }
+
+  /**
+   * KIVI positions [from, to) of a layer's records (`packed`, from allocBytes; rowBytes per position) as
+   * f32 rows of kvDim into `out` (allocF32; position p at p * kvDim), bit-exactly as kiviDequantize.
+   * perChannel (keys): records of G positions of a channel, [from, to) whole groups; else records of G
+   * channels of a position. False (nothing done) when either array lives elsewhere.
+   */
+  kiviRowsInto(perChannel: boolean, packed: Uint8Array, rowBytes: number, bits: number, G: number, record: number, from: number, to: number, kvDim: number, out: Float32Array): boolean {
+    if (!this.ours.has(packed.buffer) || packed.length < to * rowBytes || this.ptrOf(out, to * kvDim) < 0) return false;
+    this.exports.kiviRows(perChannel ? 1 : 0, packed.byteOffset, rowBytes, bits, G, record, from, to, kvDim, out.byteOffset);
     return true;
   }
 

@@ -461,7 +461,7 @@ export function rmsnorm(out: Float32Array, x: Float32Array, weight: Float32Array
 }
 
 /** Rotate the first ropeDim dims of each head of vec (nTok rows of nHeads*headDim) by position. */
-function rope(c: LlamaConfig, freq: Float64Array, vec: Float32Array, nTok: number, nHeads: number, pos0: number): void {
+export function rope(c: LlamaConfig, freq: Float64Array, vec: Float32Array, nTok: number, nHeads: number, pos0: number): void {
   const half = c.ropeDim / 2;
   const rowLen = nHeads * c.headDim;
   const mscale = c.ropeMscale ?? 1;
@@ -476,6 +476,52 @@ function rope(c: LlamaConfig, freq: Float64Array, vec: Float32Array, nTok: numbe
       const b = c.ropeStyle === 'normal' ? 2 * i + 1 : i + half;
       for (let h = 0; h < nHeads; h++) {
         const o = t * rowLen + h * c.headDim;
+        const x0 = vec[o + a];
+        const x1 = vec[o + b];
+        vec[o + a] = x0 * cos - x1 * sin;
+        vec[o + b] = x0 * sin + x1 * cos;
+      }
+    }
+  }
+}
+
+/** cos and sin (times the YaRN mscale) of every (position, pair) below a capacity, as rope() computes them */
+export interface RopeTable {
+  readonly cos: Float64Array;
+  readonly sin: Float64Array;
+  readonly positions: number;
+}
+
+export function ropeTable(c: LlamaConfig, freq: Float64Array, positions: number): RopeTable {
+  const half = c.ropeDim / 2;
+  const mscale = c.ropeMscale ?? 1;
+  const cos = new Float64Array(positions * half);
+  const sin = new Float64Array(positions * half);
+  for (let p = 0; p < positions; p++) {
+    for (let i = 0; i < half; i++) {
+      const angle = p * freq[i];
+      cos[p * half + i] = Math.cos(angle) * mscale;
+      sin[p * half + i] = Math.sin(angle) * mscale;
+    }
+  }
+  return { cos, sin, positions };
+}
+
+/** rope() reading cos and sin from a table (bit-identical: the same f64 values and operations) */
+export function ropeTabled(c: LlamaConfig, t: RopeTable, vec: Float32Array, nTok: number, nHeads: number, pos0: number): void {
+  const half = c.ropeDim / 2;
+  const rowLen = nHeads * c.headDim;
+  const normal = c.ropeStyle === 'normal';
+  if (pos0 + nTok > t.positions) throw new Error(`rope table: positions ${pos0}..${pos0 + nTok - 1} past ${t.positions}`);
+  for (let tk = 0; tk < nTok; tk++) {
+    const at = (pos0 + tk) * half;
+    for (let i = 0; i < half; i++) {
+      const cos = t.cos[at + i];
+      const sin = t.sin[at + i];
+      const a = normal ? 2 * i : i;
+      const b = normal ? 2 * i + 1 : i + half;
+      for (let h = 0; h < nHeads; h++) {
+        const o = tk * rowLen + h * c.headDim;
         const x0 = vec[o + a];
         const x1 = vec[o + b];
         vec[o + a] = x0 * cos - x1 * sin;
@@ -649,7 +695,14 @@ export class Llama {
     this.engine = engine;
     this.s = new RunState(c, batch, this.kv.capacity, engine, this.weights);
     this.activations = opts.activations ?? 'f32';
-    this.kv.setRope?.((layer, rows, n, pos0) => rope(c, c.swaLayers?.[layer] === true ? this.s.ropeFreqSwa : this.s.ropeFreq, rows, n, c.nKvHeads, pos0));
+    // a pre-RoPE store ropes its whole cache every step: cos and sin of every position once, per frequency table
+    const tables = new Map<Float64Array, RopeTable>();
+    this.kv.setRope?.((layer, rows, n, pos0) => {
+      const freq = c.swaLayers?.[layer] === true ? this.s.ropeFreqSwa : this.s.ropeFreq;
+      let t = tables.get(freq);
+      if (!t) tables.set(freq, (t = ropeTable(c, freq, this.kv.capacity)));
+      ropeTabled(c, t, rows, n, c.nKvHeads, pos0);
+    });
   }
 
   /**

@@ -164,6 +164,12 @@ export class TrainModel {
   linear: LinearOp;
   /** a replacement for the weight a linear layer uses (fake quantization); its gradient lands in grads */
   weightOverride = new Map<string, Vec>();
+  /**
+   * Called by backward for each layer with the loss gradient of its keys before RoPE and of its values
+   * ((batch x ctx) rows of nKvHeads * headDim each; views, valid during the call): KVQuant's Fisher
+   * weights (src/eval/kv-calibrate.ts).
+   */
+  onKvGrads: ((layer: number, dk: Vec, dv: Vec) => void) | null = null;
   private readonly buf = new Map<string, Vec>();
   private readonly acts: LayerActs[] = [];
   private readonly ropeCos: Float64Array; // (T, ropeDim/2)
@@ -486,6 +492,7 @@ export class TrainModel {
     this.attentionBackward(A, dO, dq, dk, dv);
     this.rope(dq, c.nHeads, -1);
     this.rope(dk, c.nKvHeads, -1);
+    this.onKvGrads?.(l, dk, dv);
     this.linear.backward(`${p}attn_q.weight`, da, G('attn_q.weight'), dq, A.a, W('attn_q.weight'), N, qDim, c.dim);
     const scratch = this.buf.get('xf')!; // N x dim, free during the layers' backward (a recomputed layer's output is not needed)
     this.linear.backward(`${p}attn_k.weight`, scratch, G('attn_k.weight'), dk, A.a, W('attn_k.weight'), N, kvDim, c.dim);

@@ -13,6 +13,12 @@ import type { KvCacheOptions } from '../../model/kv/cache.js';
 import { collectKvSamples } from '../../eval/kv-calibrate.js';
 import { noteInput, readInputText } from '../files.js';
 import { KV_CACHE_TYPES, parseKvCacheType } from '../../model/kv/types.js';
+import { collectKvGrads } from '../../eval/kv-calibrate.js';
+import type { KvQuantWeighting } from '../../model/kv/kvquant.js';
+import { openModelFile } from '../../io/model-file.js';
+import { loadTrainParams, trainConfigOf } from '../../pipeline/qat.js';
+import { referenceBackend, wasmBackend } from '../../train/gemm.js';
+import { TrainModel, trainModelFloats } from '../../train/llama-grad.js';
 
 /**
  * Load a model file for the runtime. A safetensors checkpoint takes config.json from its folder, and
@@ -51,6 +57,7 @@ export const activationsOption = {
 export const kvCacheOptions = [
   { name: 'cache-type-k', short: 'ctk', type: 'string', default: 'f32', help: `key cache type: ${KV_CACHE_TYPES.join(', ')}, or rot-<type> (a Hadamard rotation of each head first)` },
   { name: 'cache-type-v', short: 'ctv', type: 'string', default: 'f32', help: 'value cache type (as --cache-type-k)' },
+  { name: 'kvquant-weights', type: 'string', choices: ['fisher', 'magnitude', 'none'], default: 'fisher', help: "kvquant caches: how the k-means weighs each calibration entry: fisher (KVQuant's: its squared loss gradient, from a backward pass over --calib; GGUF llama models), magnitude (its squared value), none (plain k-means)" },
   { name: 'kv-residual', type: 'int', min: 0, help: 'KIVI caches: the most recent positions kept in f32 until a chunk of this many fills (a multiple of 32, of G for kivi<b>g<G> keys; default 32 or G); 0: none, every position quantized when written (a partial key group re-quantized as it grows)' },
 ] as const;
 
@@ -71,7 +78,39 @@ export async function kvCacheFrom(values: Record<string, unknown>, model: string
   if (!m.tokenizer) fail(`${model} carries no vocabulary: give --tokenizer to read --calib`);
   const c = Math.min(ctx ?? 512, m.model.kv.capacity);
   const tokens = m.tokenizer.encodeAtLeast(readInputText(calib, 'calibration text (--calib)'), 4 * c);
-  return { ...o, calibration: collectKvSamples(m.model, tokens, { ctx: c, chunks: 4, bos: m.tokenizer.vocab.bos, addBos: m.tokenizer.vocab.addBos }) };
+  const chunking = { ctx: c, chunks: 4, bos: m.tokenizer.vocab.bos, addBos: m.tokenizer.vocab.addBos };
+  const samples = collectKvSamples(m.model, tokens, chunking);
+  const weighting = (values['kvquant-weights'] as KvQuantWeighting | undefined) ?? 'fisher';
+  if (weighting !== 'fisher') return { ...o, calibration: { ...samples, weighting } };
+  const grads = await kvGradients(model, tokens, chunking);
+  return { ...o, calibration: { ...samples, weighting, keyGrads: grads.keys, valueGrads: grads.values } };
+}
+
+/** KVQuant's Fisher weights: the loss gradients of keys and values over the calibration chunks, from the training model's backward pass. */
+async function kvGradients(file: string, tokens: ArrayLike<number>, chunking: { ctx: number; chunks: number; bos: number; addBos: boolean }): Promise<{ keys: Float32Array[]; values: Float32Array[] }> {
+  const files = fileSet();
+  try {
+    const src = await openModelSource(files.open, file);
+    if ((await sniffFormat(src)) !== 'gguf') fail(`${file}: kvquant's Fisher weights need a GGUF llama model (its backward pass); give --kvquant-weights magnitude`);
+    const mf = await openModelFile(src);
+    if (!mf.gguf) fail(`${file}: kvquant's Fisher weights need a GGUF llama model (its backward pass); give --kvquant-weights magnitude`);
+    let config: ReturnType<typeof trainConfigOf>;
+    try {
+      config = trainConfigOf(mf, chunking.ctx);
+    } catch {
+      fail(`${file}: kvquant's Fisher weights need the backward pass of a llama model with normal RoPE; give --kvquant-weights magnitude`);
+    }
+    const mo = { batch: 1, ctx: chunking.ctx };
+    const tm = new TrainModel(config, wasmBackend(trainModelFloats(config, mo)) ?? referenceBackend('f32'), mo);
+    try {
+      await loadTrainParams(tm, mf);
+      return collectKvGrads(tm, tokens, chunking);
+    } finally {
+      tm.be.close?.();
+    }
+  } finally {
+    files.close();
+  }
 }
 
 /** "KV cache q4_0/q4_0: 2304 bytes per token" */

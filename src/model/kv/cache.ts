@@ -69,11 +69,15 @@ function makeSide(t: KvCacheType, perChannel: boolean, o: KvCacheOptions, g: KvG
       return r;
     };
     const c = o.calibration;
-    const samples = c && t.rotate ? { kvDim: c.kvDim, keys: c.keys.map(rot), values: c.values.map(rot) } : c;
+    // (a gradient rotates like its entry: d/d(Hx) = H d/dx)
+    const samples = c && t.rotate ? { ...c, keys: c.keys.map(rot), values: c.values.map(rot), keyGrads: c.keyGrads?.map(rot), valueGrads: c.valueGrads?.map(rot) } : c;
     return new KvQuantSide(t, perChannel, samples, g.nLayers, g.capacity, kvDim);
   }
   return new GgmlSide(t, g.nLayers, g.capacity, kvDim, engine);
 }
+
+/** GGML type ids of the block-32 key types whose vec_dot type is Q8_0 (Q4_0, Q5_0, Q8_0, IQ4_NL): scored by the kernel's integer dot */
+const INT_KEY_TYPES = new Set([2, 6, 8, 20]);
 
 export class PackedKvStorage implements KvStorage {
   readonly capacity: number;
@@ -190,16 +194,19 @@ export class PackedKvStorage implements KvStorage {
     let qq = this.qScratch.subarray(0, m);
     qq.set(q.subarray(0, m));
     if (this.keyType.rotate && !this.preRopeKeys) rotateHeads(qq, nTok, qDim, shape.headDim);
-    if (this.keyType.family === 'ggml') {
-      const rounded = this.qScratch.subarray(m, 2 * m);
-      if (ggmlRoundActivations(this.keyType.ggml!, qq, nTok, qDim, rounded)) qq = rounded;
-    }
     const fast = this.kAt >= 0 && kernelsEnabled() && shape.headDim % 4 === 0;
     const accF16 = this.valueType.ggml?.name === 'F16';
     // the kernel dequantizes packed rows itself (pre-RoPE keys: filled and roped here, read as f32 rows)
     const kSource = fast && !this.preRopeKeys ? (this.kSide.kernelSource?.(layer, shape.headDim) ?? null) : null;
     const vSource = fast ? (this.vSide.kernelSource?.(layer, shape.headDim) ?? null) : null;
     const packed = fast && !!vSource && (!!kSource || this.preRopeKeys);
+    // Q4_0 / Q5_0 / Q8_0 / IQ4_NL keys: the kernel rounds the query to Q8_0 and takes integer dot
+    // products on the stored blocks; every other key type gets the query rounded here
+    const intKeys = packed && kSource?.mode === 1 && INT_KEY_TYPES.has(kSource.type) && shape.headDim % 32 === 0;
+    if (this.keyType.family === 'ggml' && !intKeys) {
+      const rounded = this.qScratch.subarray(m, 2 * m);
+      if (ggmlRoundActivations(this.keyType.ggml!, qq, nTok, qDim, rounded)) qq = rounded;
+    }
     // group the queries by what they see: the boundaries only grow with t
     let kq = 0;
     let vq = 0;
@@ -229,7 +236,7 @@ export class PackedKvStorage implements KvStorage {
       if (packed) {
         const k = { source: kSource, b: kSource ? kq : 0, tail: this.kRows };
         const v = { source: vSource, b: vq, tail: this.vRows };
-        if (!this.engine!.attentionPacked(qs, t1 - t0, pos + t0, shape.nHeads, shape.nKvHeads, shape.headDim, this.kvDim, shape.scale, k, v, os)) fail('packed attention: the cache is not in kernel memory');
+        if (!this.engine!.attentionPacked(qs, t1 - t0, pos + t0, shape.nHeads, shape.nKvHeads, shape.headDim, this.kvDim, shape.scale, k, v, os, intKeys)) fail('packed attention: the cache is not in kernel memory');
       } else if (fast) this.engine!.attention(qs, t1 - t0, pos + t0, shape.nHeads, shape.nKvHeads, shape.headDim, this.kAt, this.vAt, this.kvDim, shape.scale, os);
       else attentionGgmlRef(qs, this.kRows, this.vRows, t1 - t0, pos + t0, shape, os, accF16);
       t0 = t1;

@@ -6,8 +6,10 @@
  *             on the calibration text), u_c = (k_c - m_c) / s_c;
  *   values    per token: the row's own centre and half-range (f16 each) after its outliers are removed;
  *   datatype  a per-layer non-uniform grid of 2^b levels fitted by 1-D k-means (Lloyd, started from the
- *             quantiles) to the normalized calibration values, weighted by the squared value (a proxy for
- *             the paper's Fisher-information weights: lowbit has no gradient here);
+ *             quantiles) to the normalized calibration values, each weighted by its Fisher information
+ *             (the squared loss gradient of the entry, from the training model's backward pass on the
+ *             calibration text, times the square of its normalization range); without gradients by
+ *             the squared value (magnitude), or unweighted (samples.weighting);
  *   sparse    the ceil(1 %) entries of largest |u| per vector kept exactly (f16 value + u8 channel index);
  *   sink      the first position kept in f32.
  *
@@ -25,7 +27,19 @@ export interface KvSamples {
   readonly kvDim: number;
   readonly keys: Float32Array[];
   readonly values: Float32Array[];
+  /** the loss gradient of each entry of keys / values (same layout): KVQuant's Fisher weights are their squares */
+  readonly keyGrads?: Float32Array[];
+  readonly valueGrads?: Float32Array[];
+  /**
+   * how the k-means weighs a calibration entry: 'fisher' (the default when gradients are given: its
+   * squared gradient times the square of its normalization range, i.e. the Fisher information of the
+   * entry's error in the model's units), 'magnitude' (its normalized value squared, the default without
+   * gradients), 'none' (plain k-means)
+   */
+  readonly weighting?: KvQuantWeighting;
 }
+
+export type KvQuantWeighting = 'fisher' | 'magnitude' | 'none';
 
 /** One layer's fitted grid and (keys) channel normalization. */
 interface LayerFit {
@@ -39,10 +53,23 @@ export function kvquantOutliers(kvDim: number): number {
   return Math.ceil(kvDim / 100);
 }
 
-/** 1-D weighted k-means of x into k levels (ascending), started from the quantiles. */
-export function fitLevels(x: Float32Array, k: number, weight: (v: number) => number, iters = 25): Float32Array {
+/**
+ * 1-D weighted k-means of x into k levels (ascending), started from the quantiles: weight(v) of the
+ * value, or an array of per-entry weights (aligned with x).
+ */
+export function fitLevels(x: Float32Array, k: number, weight: ((v: number) => number) | Float32Array, iters = 25): Float32Array {
   if (x.length === 0) fail('KVQuant: no calibration values to fit a datatype to');
-  const sorted = Float32Array.from(x).sort();
+  let sorted: Float32Array;
+  let ws: Float32Array;
+  if (typeof weight === 'function') {
+    sorted = Float32Array.from(x).sort();
+    ws = sorted.map(weight);
+  } else {
+    if (weight.length !== x.length) fail(`KVQuant: ${weight.length} weights for ${x.length} values`);
+    const order = Array.from({ length: x.length }, (_, i) => i).sort((a, b) => x[a] - x[b]);
+    sorted = Float32Array.from(order, (i) => x[i]);
+    ws = Float32Array.from(order, (i) => weight[i]);
+  }
   const levels = new Float64Array(k);
   for (let j = 0; j < k; j++) levels[j] = sorted[Math.min(sorted.length - 1, Math.floor(((j + 0.5) / k) * sorted.length))];
   const sum = new Float64Array(k);
@@ -54,7 +81,7 @@ export function fitLevels(x: Float32Array, k: number, weight: (v: number) => num
     for (let i = 0; i < sorted.length; i++) {
       const v = sorted[i];
       while (j + 1 < k && Math.abs(levels[j + 1] - v) <= Math.abs(levels[j] - v)) j++;
-      const w = weight(v) + 1e-12;
+      const w = ws[i] + 1e-12;
       sum[j] += w * v;
       wsum[j] += w;
     }
@@ -103,6 +130,8 @@ export class KvQuantSide implements KvSide {
   private readonly sink: Float32Array[];
   private readonly u: Float64Array;
   private readonly idx: Int32Array;
+  /** how the k-means weighed the calibration entries */
+  readonly weighting: KvQuantWeighting;
   constructor(readonly type: KvCacheType, private readonly isKeys: boolean, samples: KvSamples | undefined, nLayers: number, capacity: number, private readonly kvDim: number) {
     if (!samples) fail(`${isKeys ? '--cache-type-k' : '--cache-type-v'} ${type.name}: KVQuant fits its datatypes to calibration activations; give --calib FILE (a text)`);
     if (samples.kvDim !== kvDim || samples.keys.length !== nLayers) fail(`KVQuant calibration of ${samples.keys.length} layers x ${samples.kvDim} does not fit the model (${nLayers} x ${kvDim})`);
@@ -114,7 +143,10 @@ export class KvQuantSide implements KvSide {
     this.rowBytes = this.header + this.codeBytes + 3 * this.nOut;
     this.u = new Float64Array(kvDim);
     this.idx = new Int32Array(this.nOut);
-    this.fits = (isKeys ? samples.keys : samples.values).map((rows) => this.fit(rows));
+    const grads = isKeys ? samples.keyGrads : samples.valueGrads;
+    this.weighting = samples.weighting ?? (grads ? 'fisher' : 'magnitude');
+    if (this.weighting === 'fisher' && (!grads || grads.length !== nLayers)) fail('KVQuant: Fisher weights need the loss gradients of the calibration keys and values');
+    this.fits = (isKeys ? samples.keys : samples.values).map((rows, l) => this.fit(rows, grads?.[l]));
     this.packed = Array.from({ length: nLayers }, () => new Uint8Array(capacity * this.rowBytes));
     this.sink = Array.from({ length: nLayers }, () => new Float32Array(kvDim));
   }
@@ -148,7 +180,7 @@ export class KvQuantSide implements KvSide {
     return { centre, range };
   }
 
-  private fit(rows: Float32Array): LayerFit {
+  private fit(rows: Float32Array, grads: Float32Array | undefined): LayerFit {
     const kd = this.kvDim;
     const n = rows.length / kd;
     const fit: LayerFit = { levels: new Float32Array(0) };
@@ -168,12 +200,21 @@ export class KvQuantSide implements KvSide {
     }
     // the normalized calibration values without each row's outliers
     const vals: number[] = [];
+    const weights: number[] = [];
+    const fisher = this.weighting === 'fisher';
     const stride = Math.max(1, Math.floor(n / 4096)); // at most ~4096 rows
     for (let t = 1; t < n; t += stride) {
-      this.normalize(fit, rows, t * kd);
-      for (let c = 0; c < kd; c++) if (!this.idx.includes(c)) vals.push(this.u[c]);
+      const { range } = this.normalize(fit, rows, t * kd);
+      for (let c = 0; c < kd; c++) {
+        if (this.idx.includes(c)) continue;
+        vals.push(this.u[c]);
+        // an error e in u is e * s in the model's units (s: the channel's range for keys, the row's half-range for values)
+        if (fisher) weights.push((grads![t * kd + c] * (this.isKeys ? fit.range![c] : range)) ** 2);
+      }
     }
-    fit.levels = fitLevels(Float32Array.from(vals), 1 << this.bits, (v) => v * v);
+    const x = Float32Array.from(vals);
+    const k = 1 << this.bits;
+    fit.levels = fisher ? fitLevels(x, k, Float32Array.from(weights)) : fitLevels(x, k, this.weighting === 'none' ? () => 1 : (v) => v * v);
     return fit;
   }
 

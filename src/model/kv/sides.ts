@@ -185,13 +185,21 @@ export class KiviSide implements KvSide {
   /** positions kept in f32 until quantized: R, or (R = 0) G for keys (re-quantized as a group grows), 1 for values */
   private readonly chunk: number;
   private partialRecord: Uint8Array = new Uint8Array(0);
+  /**
+   * per layer: the partial key group [from, from + n) as readPartial last showed it (rows, position
+   * from + i at i * kvDim), each channel's range and record (scale, minimum, 1 / scale). A decoding step
+   * adds a row: a channel whose range holds the new value keeps its record and codes, only the new
+   * value is coded; a channel whose range grows is re-quantized whole. Same values as quantizing the
+   * group from scratch.
+   */
+  private readonly partialCache: ({ from: number; n: number; lo: Float32Array; hi: Float32Array; rec: Float64Array; rows: Float32Array } | null)[];
   /** per layer: packed records, (group of G positions, channel) for keys, (position, group of G channels) for values */
   readonly packed: Uint8Array[];
   /** per layer: f32 rows from fullStart[layer] on (the residual and the last batch) */
   private full: Float32Array[];
   private readonly fullStart: Int32Array;
   private readonly end: Int32Array;
-  constructor(readonly type: KvCacheType, private readonly perChannel: boolean, readonly residual: number, nLayers: number, capacity: number, private readonly kvDim: number, engine: MatmulEngine | null = null) {
+  constructor(readonly type: KvCacheType, private readonly perChannel: boolean, readonly residual: number, nLayers: number, capacity: number, private readonly kvDim: number, private readonly engine: MatmulEngine | null = null) {
     this.group = type.blockSize;
     const G = this.group;
     if (!(Number.isInteger(residual) && residual >= 0 && residual % 32 === 0)) fail(`--kv-residual ${residual}: KIVI keeps whole groups of 32 positions in full precision; give 0 or a positive multiple of 32`);
@@ -206,18 +214,22 @@ export class KiviSide implements KvSide {
     this.chunk = residual > 0 ? residual : perChannel ? G : 1;
     this.partial = residual === 0 && perChannel ? G : 0;
     const groups = Math.ceil(capacity / G);
-    const inKernel = this.layerRowBytes.map((rb) => engine?.allocBytes(groups * G * rb) ?? null);
+    // (+ 16: the kernel's KIVI decoder reads 16 bytes from the start of a run of 8 codes)
+    const inKernel = this.layerRowBytes.map((rb) => engine?.allocBytes(groups * G * rb + 16) ?? null);
     this.inKernel = inKernel.every((b) => b !== null);
     this.packed = this.layerRowBytes.map((rb, l) => inKernel[l] ?? new Uint8Array(groups * G * rb));
     this.full = Array.from({ length: nLayers }, () => new Float32Array(0));
     this.fullStart = new Int32Array(nLayers);
     this.end = new Int32Array(nLayers);
+    this.partialCache = new Array(nLayers).fill(null);
   }
   write(layer: number, pos: number, n: number, rows: Float32Array): void {
     const kd = this.kvDim;
     const R = this.chunk;
     const G = this.group;
     if (pos > this.end[layer]) fail(`KIVI cache: position ${pos} written before ${this.end[layer]}`);
+    const pc = this.partialCache[layer];
+    if (pc && pos < pc.from + pc.n) pc.n = 0; // a rewind: positions the cache showed change
     const start = Math.floor(pos / R) * R; // first position this write may need in f32
     if (start < this.fullStart[layer]) fail(`KIVI cache: cannot rewind layer ${layer} to position ${pos} (positions before ${this.fullStart[layer]} are only kept quantized)`);
     // drop f32 rows before `start`, append the new ones
@@ -253,8 +265,9 @@ export class KiviSide implements KvSide {
     const rec = this.layerRecord[layer];
     const bits = this.layerBits[layer];
     const rowBytes = this.layerRowBytes[layer];
+    if (this.perChannel && (from % G !== 0 || to % G !== 0)) fail(`KIVI keys: positions ${from}..${to} are not whole groups of ${G}`);
+    if (to > from && this.engine?.kiviRowsInto(this.perChannel, pk, rowBytes, bits, G, rec, from, to, kd, out)) return;
     if (this.perChannel) {
-      if (from % G !== 0 || to % G !== 0) fail(`KIVI keys: positions ${from}..${to} are not whole groups of ${G}`);
       for (let g = from; g < to; g += G) for (let c = 0; c < kd; c++) kiviDequantize(bits, pk, g * rowBytes + c * rec, out, g * kd + c, kd, G);
     } else {
       for (let p = from; p < to; p++) for (let c = 0; c < kd; c += G) kiviDequantize(bits, pk, p * rowBytes + (c / G) * rec, out, p * kd + c, 1, G);
@@ -282,9 +295,49 @@ export class KiviSide implements KvSide {
     const n = to - from;
     const buf = this.full[layer];
     const bits = this.layerBits[layer];
-    for (let c = 0; c < kd; c++) {
-      kiviQuantize(bits, buf, (from - s) * kd + c, kd, this.partialRecord, 0, n);
-      kiviDequantize(bits, this.partialRecord, 0, out, from * kd + c, kd, n);
+    let pc = this.partialCache[layer];
+    if (!pc) pc = this.partialCache[layer] = { from, n: 0, lo: new Float32Array(kd), hi: new Float32Array(kd), rec: new Float64Array(3 * kd), rows: new Float32Array(this.group * kd) };
+    if (pc.from !== from || pc.n > n) {
+      pc.from = from;
+      pc.n = 0;
     }
+    if (pc.n === 0) {
+      pc.lo.fill(Infinity);
+      pc.hi.fill(-Infinity);
+    }
+    const levels = (1 << bits) - 1;
+    const x0 = (from - s) * kd;
+    const rec = this.partialRecord;
+    for (let c = 0; c < kd; c++) {
+      let lo = pc.lo[c];
+      let hi = pc.hi[c];
+      for (let p = pc.n; p < n; p++) {
+        const v = buf[x0 + p * kd + c];
+        if (v < lo) lo = v;
+        if (v > hi) hi = v;
+      }
+      if (lo !== pc.lo[c] || hi !== pc.hi[c]) {
+        // the range grew: the record changes, every code of the channel with it
+        pc.lo[c] = lo;
+        pc.hi[c] = hi;
+        kiviQuantize(bits, buf, x0 + c, kd, rec, 0, n);
+        kiviDequantize(bits, rec, 0, pc.rows, c, kd, n);
+        const scale = f16Table[rec[0] | (rec[1] << 8)];
+        pc.rec[3 * c] = scale;
+        pc.rec[3 * c + 1] = f16Table[rec[2] | (rec[3] << 8)];
+        pc.rec[3 * c + 2] = scale > 0 ? 1 / scale : 0;
+      } else {
+        // the same record: code the new values alone (as kiviQuantize, read back as kiviDequantize)
+        const scale = pc.rec[3 * c];
+        const min = pc.rec[3 * c + 1];
+        const inv = pc.rec[3 * c + 2];
+        for (let p = pc.n; p < n; p++) {
+          const code = Math.max(0, Math.min(levels, Math.round((buf[x0 + p * kd + c] - min) * inv)));
+          pc.rows[p * kd + c] = Math.fround(min + Math.fround(code * scale));
+        }
+      }
+    }
+    pc.n = n;
+    out.set(pc.rows.subarray(0, n * kd), from * kd);
   }
 }
