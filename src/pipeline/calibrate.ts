@@ -134,7 +134,9 @@ export class InputStats implements InputStatistics {
   private x: Float32Array | undefined;
   private h32: Float32Array | undefined;
   constructor(readonly k: number, maxTok: number, engine?: MatmulEngine | null, readonly magnitudes = true, keepInputs?: { tokens: number; always?: boolean }) {
-    if (keepInputs && (keepInputs.always || keepInputs.tokens < k)) this.x = new Float32Array(keepInputs.tokens * k);
+    // (X grows as rows come: an expert's matrix sees only the tokens routed to it, the pooled statistics of
+    // experts more than `tokens` rows)
+    if (keepInputs && (keepInputs.always || keepInputs.tokens < k)) this.x = new Float32Array(Math.min(keepInputs.tokens, 64) * k);
     else this.acc = hessianAccumulator(k, maxTok, engine);
     this.sumAbs = new Float64Array(k);
     this.absMax = new Float32Array(k);
@@ -143,7 +145,14 @@ export class InputStats implements InputStatistics {
   }
   add(x: Float32Array, nTok: number): void {
     const k = this.k;
-    if (this.x) this.x.set(x.subarray(0, nTok * k), this.count * k);
+    if (this.x) {
+      if ((this.count + nTok) * k > this.x.length) {
+        const grown = new Float32Array(Math.max(2 * this.x.length, (this.count + nTok) * k));
+        grown.set(this.x.subarray(0, this.count * k));
+        this.x = grown;
+      }
+      this.x.set(x.subarray(0, nTok * k), this.count * k);
+    }
     else this.acc!.add(x, nTok);
     this.count += nTok;
     if (!this.magnitudes) return;
@@ -724,8 +733,14 @@ export class LayerCalibration {
     fail(`internal: ${input} is not a norm`);
   }
 
+  /**
+   * keep each input X itself instead of H = XᵀX where fewer tokens than channels were seen (the
+   * sensitivity pass: InputStats' keepInputs; the costs are the same numbers, see InputStats.cost)
+   */
+  keepInputs?: { tokens: number; always?: boolean };
+
   private statsOf(k: number): InputStats {
-    return new InputStats(k, Math.min(this.ctx, 512), this.engine, this.magnitudes);
+    return new InputStats(k, Math.min(this.ctx, 512), this.engine, this.magnitudes, this.keepInputs);
   }
 
   /**
@@ -754,21 +769,17 @@ export class LayerCalibration {
     return st;
   }
 
-  /** the statistics of the output head's input (the final RMSNorm of X) */
+  /** the statistics of the output head's input (the final RMSNorm of X; no logits are computed) */
   collectHeadHessian(): InputStats {
-    const { dim, vocabSize } = this.config;
-    const st = new InputStats(dim, 512, this.engine);
-    const logits = new Float32Array(Math.min(this.ctx, 512) * vocabSize);
-    this.model.hooks.linearInput = (name, x, nTok) => {
-      if (name === 'output.weight') st.add(x, nTok);
-    };
+    const { dim, normEps } = this.config;
+    const st = new InputStats(dim, 512, this.engine, this.keepInputs ? this.magnitudes : true, this.keepInputs);
+    const rows = this.scratch;
     for (let s = 0; s < this.nSeq; s++)
-      for (let b = 0; b < this.ctx; b += 512) {
-        const rows = this.seq(s).subarray(b * dim, Math.min(this.ctx, b + 512) * dim);
-        this.model.head(rows, logits.subarray(0, (rows.length / dim) * vocabSize));
-      }
-    this.model.hooks.linearInput = undefined;
-    st.finish();
+      this.timed('statistics', () => {
+        rmsnorm(rows, this.seq(s), this.model.weights.outputNorm, this.ctx, dim, normEps);
+        for (let b = 0; b < this.ctx; b += 512) st.add(rows.subarray(b * dim, Math.min(this.ctx, b + 512) * dim), Math.min(512, this.ctx - b));
+      });
+    this.timed('statistics', () => st.finish());
     return st;
   }
 
