@@ -24,7 +24,39 @@ function arg(args: string[], name: string, dflt: string): string {
   return i >= 0 && i + 1 < args.length ? args[i + 1] : dflt;
 }
 
+/**
+ * `npm run bench -- allocate --kld`: the end-to-end estimator on the 256-aligned trained model
+ * (data/tinyllama256.gguf; every tensor x type quantized alone, the model's KLD on 4 windows of 256),
+ * with its defaults (4096 calibration tokens, importance-weighted quantizers), against the hessian
+ * estimator with the KLD output factor on the same model in the same run. Goal (issue 13): <= 10 min
+ * on 2 cores.
+ */
+async function kldEstimator(threads: string): Promise<void> {
+  const model = path.join(ROOT, 'data', 'tinyllama256.gguf');
+  const text = path.join(ROOT, 'data', 'tinystories-valid-head.txt');
+  const out = path.join(ROOT, '.cache', 'bench', 'allocate-out');
+  fs.mkdirSync(out, { recursive: true });
+  const bin = path.join(ROOT, 'bin', 'lowbit.js');
+  const runs: [string, string[]][] = [
+    ['hessian + KLD output factor (default)', []],
+    ['kld (every tensor x type)', ['--estimator', 'kld']],
+  ];
+  const secs: number[] = [];
+  for (const [label, flags] of runs) {
+    const db = path.join(out, 'kld-costs.json');
+    fs.rmSync(db, { force: true });
+    const r = await measure(process.execPath, [bin, 'sensitivity', model, '--calib', text, ...flags, '--threads', threads, '--db', db, '--json']);
+    if (r.status !== 0) throw new Error(`sensitivity ${flags.join(' ')} failed: ${r.stderr}`);
+    const d = JSON.parse(fs.readFileSync(db, 'utf8')) as { tensors: { candidates: unknown[] }[]; timings?: Record<string, number> };
+    const n = d.tensors.reduce((a, t) => a + t.candidates.length, 0);
+    secs.push(r.seconds);
+    console.log(`${label.padEnd(40)} ${r.seconds.toFixed(1).padStart(7)} s  ${(r.peakRss / 1e6).toFixed(0).padStart(5)} MB  ${d.tensors.length} tensors, ${n} costs${d.timings ? ` (statistics pass ${d.timings.pass.toFixed(1)} s, KLDs ${d.timings.kld.toFixed(1)} s)` : ''}`);
+  }
+  console.log(`kld / hessian = ${(secs[1] / secs[0]).toFixed(2)}x; kld estimator ${(secs[1] / 60).toFixed(2)} min (goal <= 10 min on 2 cores)`);
+}
+
 export async function run(args: string[]): Promise<void> {
+  if (args.includes('--kld')) return kldEstimator(arg(args, 'threads', '2'));
   const layers = Number(arg(args, 'layers', '22'));
   const threads = arg(args, 'threads', '2');
   const calibTokens = arg(args, 'calib-tokens', '256');

@@ -294,7 +294,7 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
   // ---- hessian costs, a tensor at a time, while the streaming pass holds its weights -------------
   // (GGML types quantize rows independently: the costs of a deterministic sample of rows, scaled up to
   // the whole tensor, are an unbiased estimate of the sum over rows)
-  const hessianCosts = (w: TensorShape, values: Float32Array, stats: { cost(delta: Float32Array, m: number): number } | undefined, experts: ExpertStats | undefined, extra?: (type: string, delta: Float32Array, rowIds: Int32Array) => number): { out: SensitivityCandidate[]; probe?: { type: string; hessian: number } } => {
+  const hessianCosts = (w: TensorShape, values: Float32Array, stats: { rowCosts(delta: Float32Array, m: number): Float64Array } | undefined, experts: ExpertStats | undefined, extra?: (type: string, delta: Float32Array, rowIds: Int32Array) => number): { out: SensitivityCandidate[]; probe?: { type: string; hessian: number } } => {
     const cand = typesForRow(types, w.cols);
     const m = o.maxRows && o.maxRows < w.rows ? o.maxRows : w.rows;
     const rowIds = Int32Array.from({ length: m }, (_, i) => Math.floor((i * w.rows) / m));
@@ -316,25 +316,39 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
     const out: SensitivityCandidate[] = [];
     let probe: { type: string; hessian: number } | undefined;
     const imp = importance.get(w.name);
-    for (const type of cand) {
-      let hc = 0;
-      for (const [i, j, e] of groups) {
-        const rowsOf = sample.subarray(i * w.cols, j * w.cols);
-        const delta = ggmlQuantizationError(type, rowsOf, j - i, w.cols, Array.isArray(imp) ? imp[e] : (imp as Float32Array | undefined)).delta;
+    const hc = new Float64Array(cand.length);
+    for (const [i, j, e] of groups) {
+      const n = j - i;
+      const rowsOf = sample.subarray(i * w.cols, j * w.cols);
+      // the candidates' error rows of this group stacked (up to 2^24 values): one product for several
+      const per = Math.max(1, Math.floor((1 << 24) / (n * w.cols)));
+      for (let c0 = 0; c0 < cand.length; c0 += per) {
+        const batch = cand.slice(c0, c0 + per);
+        const deltas = new Float32Array(batch.length * n * w.cols);
+        batch.forEach((type, c) => deltas.set(ggmlQuantizationError(type, rowsOf, n, w.cols, Array.isArray(imp) ? imp[e] : (imp as Float32Array | undefined)).delta, c * n * w.cols));
+        let rc: Float64Array | undefined;
+        let weight = 1;
         if (experts) {
           // expert e's part of the layer's output error: 2/N ‖X_e ΔW_eᵀ‖² over the tokens routed to it
           // (its own inputs, exact however few: the pooled fallback is for inverting a Hessian) -- its
           // statistics are normalized by its own count, hence the share count_e / N
           const own = experts.perExpert[e];
-          if (own.count > 0) hc += (own.count / Math.max(1, totalTokens)) * own.cost(delta, j - i);
-        } else if (stats) hc += stats.cost(delta, j - i);
-        else hc += diagonalCost(delta, j - i, w.cols, new Float32Array(w.cols).fill(1));
-        if (extra) hc += extra(type, delta, rowIds.subarray(i, j));
+          weight = own.count / Math.max(1, totalTokens);
+          if (own.count > 0) rc = own.rowCosts(deltas, batch.length * n);
+        } else if (stats) rc = stats.rowCosts(deltas, batch.length * n);
+        batch.forEach((type, c) => {
+          const d = deltas.subarray(c * n * w.cols, (c + 1) * n * w.cols);
+          if (rc) for (let r = 0; r < n; r++) hc[c0 + c] += weight * rc[c * n + r];
+          else if (!experts) hc[c0 + c] += diagonalCost(d, n, w.cols, new Float32Array(w.cols).fill(1));
+          if (extra) hc[c0 + c] += extra(type, d, rowIds.subarray(i, j));
+        });
       }
-      hc *= scale;
-      out.push({ type, bytes: tensorBytes(type, w.rows, w.cols), cost: hc, hessian: hc });
-      if (type === probeType) probe = { type, hessian: hc };
     }
+    cand.forEach((type, c) => {
+      const cost = hc[c] * scale;
+      out.push({ type, bytes: tensorBytes(type, w.rows, w.cols), cost, hessian: cost });
+      if (type === probeType) probe = { type, hessian: cost };
+    });
     return { out, probe };
   };
 
@@ -385,7 +399,7 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
       }
       return (2 * s) / Math.max(1, totalTokens); // 2/N as finishHessian
     };
-    const { out, probe } = hessianCosts(view, sample, tiedHead ?? { cost: () => 0 }, undefined, lookup);
+    const { out, probe } = hessianCosts(view, sample, tiedHead ?? { rowCosts: (_: Float32Array, m: number) => new Float64Array(m) }, undefined, lookup);
     const scale = emb.rows / m;
     const scaled = out.map((c) => ({ ...c, bytes: tensorBytes(c.type, emb.rows, emb.cols), cost: c.cost * scale, hessian: c.hessian! * scale }));
     if (probe) probes.set(emb.name, { type: probe.type, hessian: probe.hessian * scale });
