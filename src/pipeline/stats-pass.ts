@@ -1,9 +1,9 @@
 /**
  * Stage "stream statistics": one forward pass of the *original* model over the calibration windows,
- * layer by layer, reading each layer's weights from the file when the pass reaches it and dropping them
- * after, that hands every linear weight to a consumer together with the statistics of its input
- * (InputStats; per expert for the 3-D expert tensors) while the weight is in memory. Memory: one
- * layer's weights, X (tokens x dim) and one layer's statistics -- never the whole model.
+ * layer by layer, reading each layer's weights from the file (the next layer's while this one computes)
+ * and dropping them after, that hands every linear weight to a consumer together with the statistics
+ * of its input (InputStats; per expert for the 3-D expert tensors) while the weight is in memory.
+ * Memory: two layers' weights, X (tokens x dim) and one layer's statistics -- never the whole model.
  *
  * It is the calibration pipeline's own pass (LayerCalibration's stages: collectHessians,
  * collectExpertStats, addPendingResiduals, collectHeadHessian), driven over the float weights without
@@ -110,21 +110,19 @@ export async function streamStatistics(m: ModelFile, o: StreamOptions): Promise<
   const buffers = new Map<string, Float32Array>();
   const owner = {};
   const secs = { read: 0, consumer: 0 };
-  const load = async (name: string): Promise<FloatTensor> => {
+  const load = async (name: string, parity = 0): Promise<FloatTensor> => {
     const t = m.tensor(name);
     const dims = dimsOf(t);
     const n = t.nElements;
-    const slot = name.replace(/^blk\.\d+\./, '');
+    const slot = `${name.replace(/^blk\.\d+\./, '')}#${parity}`;
     let buf = buffers.get(slot);
     if (!buf || buf.length < n) {
       buf = engine?.allocF32(n, owner)?.array ?? new Float32Array(n);
       buffers.set(slot, buf);
     }
     const data = buf.subarray(0, n);
-    const t0 = performance.now();
     if (t.type === 'F32' && m.readInto) await m.readInto(t, 0, new Uint8Array(data.buffer, data.byteOffset, n * 4));
     else toFloat32(t.type, await m.read(t, 0, t.byteLength), data);
-    secs.read += (performance.now() - t0) / 1000;
     const ft = { data, rows: n / dims[0], cols: dims[0] };
     weights.set(name, ft);
     return ft;
@@ -139,11 +137,19 @@ export async function streamStatistics(m: ModelFile, o: StreamOptions): Promise<
   lc.embed();
   const nLayers = config.nLayers;
   const say = o.onProgress ?? (() => {});
+  const layerNames = (l: number) => family.linears.map((s) => `blk.${l}.${s.gguf}.weight`).filter((n) => inFile.has(n));
+  // layer l + 1's weights are read (on the file system's threads) while layer l computes: two sets of buffers
+  const loadLayer = (l: number) => Promise.all(layerNames(l).map((n) => load(n, l % 2)));
+  let next: Promise<unknown> | undefined = loadLayer(0);
   for (let l = 0; l < nLayers; l++) {
     const name = (r: LinearRole) => `blk.${l}.${linearOf(family, r).gguf}.weight`;
     const perExpert = (r: LinearRole) => linearOf(family, r).perExpert === true;
-    const names = family.linears.map((s) => name(s.role)).filter((n) => inFile.has(n));
-    for (const n of names) await load(n);
+    const names = layerNames(l);
+    const tw = performance.now();
+    await next;
+    secs.read += (performance.now() - tw) / 1000; // the reads the computation did not hide
+    next = l + 1 < nLayers ? loadLayer(l + 1) : undefined;
+    next?.catch(() => undefined); // awaited at the next layer
     for (const g of family.inputGroups) {
       if (g.norm) lc.addPendingResiduals();
       const expertRole = g.linears.find(perExpert);
@@ -164,7 +170,12 @@ export async function streamStatistics(m: ModelFile, o: StreamOptions): Promise<
   }
   const head = lc.collectHeadHessian();
   // a classifier tied to the embedding: the caller measures token_embd (whole rows) with these statistics
-  if (inFile.has('output.weight')) await give({ name: 'output.weight', w: await load('output.weight'), stats: head, layer: nLayers });
+  if (inFile.has('output.weight')) {
+    const tw = performance.now();
+    const w = await load('output.weight');
+    secs.read += (performance.now() - tw) / 1000;
+    await give({ name: 'output.weight', w, stats: head, layer: nLayers });
+  }
   weights.clear();
   return { tokenCounts, tokens, config, ...(inFile.has('output.weight') ? {} : { tiedHead: head }), seconds: { forward: lc.phases.forward, statistics: lc.phases.statistics, ...secs } };
 }
