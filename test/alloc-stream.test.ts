@@ -257,3 +257,27 @@ test('alloc-stream: quantize --calib --target-size --plain-costs writes what sen
     if (existsSync(dir)) rmSync(dir, { recursive: true, force: true });
   }
 });
+
+// the streaming pass computes no logits (where the runtime stops at a non-finite activation): a NaN in a
+// norm gain must still end in one clear line, exit 2, no database
+test('alloc-stream: a NaN weight gives a clear error, not a database of NaN costs', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'lowbit-alloc-nan-'));
+  try {
+    const bytes = new Uint8Array(readFileSync(DATA('stories260K.gguf')));
+    const m = await openModelFile(memorySource('stories260K', bytes) as never);
+    const t = m.tensor('blk.1.attn_norm.weight');
+    new DataView(bytes.buffer, bytes.byteOffset + t.byteOffset).setFloat32(8, NaN, true);
+    const model = join(dir, 'nan.gguf');
+    writeFileSync(model, bytes);
+    const calib = join(dir, 'calib.txt');
+    writeFileSync(calib, STORIES.slice(0, 20000));
+    const db = join(dir, 'costs.json');
+    const r = spawnSync(process.execPath, [CLI, 'sensitivity', model, '--calib', calib, '--calib-tokens', '256', '--calib-ctx', '64', '--types', 'Q4_0,Q8_0', '--output-factor', 'none', '--plain-costs', '--db', db], { encoding: 'utf8' });
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, /^lowbit: blk\.1\.\S+: the cost of Q4_0 is not finite/);
+    assert.equal(r.stderr.trim().split('\n').length, 1);
+    assert.ok(!existsSync(db));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -346,6 +346,8 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
     }
     cand.forEach((type, c) => {
       const cost = hc[c] * scale;
+      // (the pass computes no logits, where the runtime would stop at a non-finite activation)
+      if (!Number.isFinite(cost)) fail(`${w.name}: the cost of ${type} is not finite: the model's activations on the calibration text are not finite (NaN or infinity in its weights?)`);
       out.push({ type, bytes: tensorBytes(type, w.rows, w.cols), cost, hessian: cost });
       if (type === probeType) probe = { type, hessian: cost };
     });
