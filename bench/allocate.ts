@@ -7,9 +7,12 @@
  *   B. lowbit sensitivity IN --calib TEXT --db costs.json (hessian estimator on R sampled rows per
  *      tensor, only those rows read; costs of the plain quantizers, as C writes a file without imatrix)
  *   C. lowbit quantize IN c.gguf --type Q4_K_M --db costs.json --target-size |a.gguf|
+ *   D. lowbit quantize IN d.gguf --type Q4_K_M --calib TEXT (B's options) --target-size |a.gguf|: B and C
+ *      fused in one command (the file opened and tokenized once, the costs kept in memory)
  *
- * Target (issue 13): (B + C) / A <= 2, i.e. measuring costs is a streaming pass, not a rerun per type.
- * Also prints the file sizes (C must not exceed A's size).
+ * Target (issue 13): (B + C) / A <= 2 and D / A <= 2, i.e. measuring costs is a streaming pass, not a
+ * rerun per type. Also prints the file sizes (C and D must not exceed A's size; D's equals C's: the
+ * same costs) and B's profile (the streaming pass's forward stages, statistics, weight reads, costs).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -21,7 +24,39 @@ function arg(args: string[], name: string, dflt: string): string {
   return i >= 0 && i + 1 < args.length ? args[i + 1] : dflt;
 }
 
+/**
+ * `npm run bench -- allocate --kld`: the end-to-end estimator on the 256-aligned trained model
+ * (data/tinyllama256.gguf; every tensor x type quantized alone, the model's KLD on 4 windows of 256),
+ * with its defaults (4096 calibration tokens, importance-weighted quantizers), against the hessian
+ * estimator with the KLD output factor on the same model in the same run. Goal (issue 13): <= 10 min
+ * on 2 cores.
+ */
+async function kldEstimator(threads: string): Promise<void> {
+  const model = path.join(ROOT, 'data', 'tinyllama256.gguf');
+  const text = path.join(ROOT, 'data', 'tinystories-valid-head.txt');
+  const out = path.join(ROOT, '.cache', 'bench', 'allocate-out');
+  fs.mkdirSync(out, { recursive: true });
+  const bin = path.join(ROOT, 'bin', 'lowbit.js');
+  const runs: [string, string[]][] = [
+    ['hessian + KLD output factor (default)', []],
+    ['kld (every tensor x type)', ['--estimator', 'kld']],
+  ];
+  const secs: number[] = [];
+  for (const [label, flags] of runs) {
+    const db = path.join(out, 'kld-costs.json');
+    fs.rmSync(db, { force: true });
+    const r = await measure(process.execPath, [bin, 'sensitivity', model, '--calib', text, ...flags, '--threads', threads, '--db', db, '--json']);
+    if (r.status !== 0) throw new Error(`sensitivity ${flags.join(' ')} failed: ${r.stderr}`);
+    const d = JSON.parse(fs.readFileSync(db, 'utf8')) as { tensors: { candidates: unknown[] }[]; timings?: Record<string, number> };
+    const n = d.tensors.reduce((a, t) => a + t.candidates.length, 0);
+    secs.push(r.seconds);
+    console.log(`${label.padEnd(40)} ${r.seconds.toFixed(1).padStart(7)} s  ${(r.peakRss / 1e6).toFixed(0).padStart(5)} MB  ${d.tensors.length} tensors, ${n} costs${d.timings ? ` (statistics pass ${d.timings.pass.toFixed(1)} s, KLDs ${d.timings.kld.toFixed(1)} s)` : ''}`);
+  }
+  console.log(`kld / hessian = ${(secs[1] / secs[0]).toFixed(2)}x; kld estimator ${(secs[1] / 60).toFixed(2)} min (goal <= 10 min on 2 cores)`);
+}
+
 export async function run(args: string[]): Promise<void> {
+  if (args.includes('--kld')) return kldEstimator(arg(args, 'threads', '2'));
   const layers = Number(arg(args, 'layers', '22'));
   const threads = arg(args, 'threads', '2');
   const calibTokens = arg(args, 'calib-tokens', '256');
@@ -37,14 +72,21 @@ export async function run(args: string[]): Promise<void> {
   const a = await measure(process.execPath, [bin, 'quantize', input, path.join(out, 'a.gguf'), '--type', 'Q4_K_M', '--threads', threads, '--json']);
   if (a.status !== 0) throw new Error(`plain quantize failed: ${a.stderr}`);
   const target = fs.statSync(path.join(out, 'a.gguf')).size;
-  const b = await measure(process.execPath, [bin, 'sensitivity', input, '--calib', text, '--calib-tokens', calibTokens, '--calib-ctx', '128', '--sample-rows', sampleRows, '--output-factor', 'none', '--plain-costs', '--types', 'Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0', '--threads', threads, '--db', db, '--json']);
+  const costFlags = ['--calib', text, '--calib-tokens', calibTokens, '--calib-ctx', '128', '--seed', '1', '--sample-rows', sampleRows, '--output-factor', 'none', '--plain-costs', '--types', 'Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0'];
+  const b = await measure(process.execPath, [bin, 'sensitivity', input, ...costFlags, '--threads', threads, '--db', db, '--json']);
   if (b.status !== 0) throw new Error(`sensitivity failed: ${b.stderr}`);
   const c = await measure(process.execPath, [bin, 'quantize', input, path.join(out, 'c.gguf'), '--type', 'Q4_K_M', '--db', db, '--target-size', String(target), '--threads', threads, '--json']);
   if (c.status !== 0) throw new Error(`allocated quantize failed: ${c.stderr}`);
+  const d = await measure(process.execPath, [bin, 'quantize', input, path.join(out, 'd.gguf'), '--type', 'Q4_K_M', ...costFlags, '--target-size', String(target), '--threads', threads, '--json']);
+  if (d.status !== 0) throw new Error(`fused quantize failed: ${d.stderr}`);
   const size = fs.statSync(path.join(out, 'c.gguf')).size;
+  const sizeD = fs.statSync(path.join(out, 'd.gguf')).size;
+  const t = (JSON.parse(fs.readFileSync(db, 'utf8')) as { timings?: Record<string, number> }).timings;
   console.log(`A  quantize Q4_K_M              ${a.seconds.toFixed(1).padStart(7)} s  ${(a.peakRss / 1e6).toFixed(0).padStart(6)} MB  ${target} bytes`);
   console.log(`B  sensitivity (hessian)        ${b.seconds.toFixed(1).padStart(7)} s  ${(b.peakRss / 1e6).toFixed(0).padStart(6)} MB`);
   console.log(`C  quantize --target-size       ${c.seconds.toFixed(1).padStart(7)} s  ${(c.peakRss / 1e6).toFixed(0).padStart(6)} MB  ${size} bytes (${size <= target ? 'within' : 'OVER'} target)`);
-  console.log(`(B + C) / A = ${((b.seconds + c.seconds) / a.seconds).toFixed(2)}x   (target <= 2x)`);
-  for (const f of ['a.gguf', 'c.gguf']) fs.rmSync(path.join(out, f), { force: true });
+  console.log(`D  quantize --calib --target-size ${d.seconds.toFixed(1).padStart(5)} s  ${(d.peakRss / 1e6).toFixed(0).padStart(6)} MB  ${sizeD} bytes (${sizeD <= target ? 'within' : 'OVER'} target${sizeD === size ? ', = C' : ''})`);
+  if (t) console.log(`B profile: streaming pass ${t.pass.toFixed(1)} s = forward stages ${t.forward.toFixed(1)} + statistics ${t.statistics.toFixed(1)} + weight reads ${t.read.toFixed(1)} + costs ${t.costs.toFixed(1)} (+ rest)`);
+  console.log(`(B + C) / A = ${((b.seconds + c.seconds) / a.seconds).toFixed(2)}x   D / A = ${(d.seconds / a.seconds).toFixed(2)}x   (target <= 2x)`);
+  for (const f of ['a.gguf', 'c.gguf', 'd.gguf']) fs.rmSync(path.join(out, f), { force: true });
 }

@@ -237,7 +237,9 @@ export function allocateLagrangian(items: readonly AllocItem[], budget: number):
  */
 export function allocateExact(items: readonly AllocItem[], budget: number, opts: { maxNodes?: number } = {}): Allocation {
   const start = allocateLagrangian(items, budget);
-  const maxNodes = opts.maxNodes ?? 2_000_000;
+  // (the 1.1B bench model's 155 tensors: 250 000 nodes take ~0.5 s; 2 000 000 took 4.6 s and improved
+  // nothing on the Lagrangian start, 0.15 % above the LP bound)
+  const maxNodes = opts.maxNodes ?? 250_000;
   // branch on the items whose choice matters most first
   const order = items
     .map((it, i) => ({ i, spread: Math.max(...it.candidates.map((c) => c.cost)) - Math.min(...it.candidates.map((c) => c.cost)) }))

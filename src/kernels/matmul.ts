@@ -614,6 +614,13 @@ export class MatmulEngine {
     const xAt = this.activations(x, nTok, k, kx);
     const yOwn = this.ptrOf(out, nTok * n);
     const yAt = yOwn >= 0 ? yOwn : this.buffer('y', nTok * n * 4);
+    const wOwn = kx === k ? this.ptrOf(w, n * k) : -1;
+    if (wOwn >= 0) {
+      // the weights live in this memory already (allocF32): multiplied in place
+      this.run(0, wOwn, k * 4, k, k, xAt, nTok, yAt, n, n);
+      if (yOwn < 0) this.copyOut(out, yAt, nTok * n);
+      return;
+    }
     const block = Math.max(1, Math.min(n, Math.floor(FALLBACK_FLOATS / kx)));
     const at = this.buffer('fallback', block * kx * 4);
     for (let r0 = 0; r0 < n; r0 += block) {

@@ -31,7 +31,7 @@ import { blockCodecFor, type BlockCodec } from '../algos/block-codec.js';
 import { finishHessian } from '../algos/gptq.js';
 import { hessianCost } from '../alloc/cost.js';
 import type { GptqWorkers } from './gptq-parts.js';
-import { hessianAccumulator, type HessianAccumulator } from '../kernels/gptq.js';
+import { gemmABt, hessianAccumulator, type HessianAccumulator } from '../kernels/gptq.js';
 import { MatmulEngine } from '../kernels/matmul.js';
 import { foldNorms, hadamardRotation, isPowerOfTwo, rotateHeads, rotateResidual, type ResidualWiring, type WeightMap } from '../algos/hadamard.js';
 import type { PtqOptions } from '../algos/ptq-options.js';
@@ -133,8 +133,10 @@ export class InputStats implements InputStatistics {
   private acc: HessianAccumulator | undefined;
   private x: Float32Array | undefined;
   private h32: Float32Array | undefined;
-  constructor(readonly k: number, maxTok: number, engine?: MatmulEngine | null, readonly magnitudes = true, keepInputs?: { tokens: number; always?: boolean }) {
-    if (keepInputs && (keepInputs.always || keepInputs.tokens < k)) this.x = new Float32Array(keepInputs.tokens * k);
+  constructor(readonly k: number, maxTok: number, private readonly engine?: MatmulEngine | null, readonly magnitudes = true, keepInputs?: { tokens: number; always?: boolean }) {
+    // (X grows as rows come: an expert's matrix sees only the tokens routed to it, the pooled statistics of
+    // experts more than `tokens` rows)
+    if (keepInputs && (keepInputs.always || keepInputs.tokens < k)) this.x = new Float32Array(Math.min(keepInputs.tokens, 64) * k);
     else this.acc = hessianAccumulator(k, maxTok, engine);
     this.sumAbs = new Float64Array(k);
     this.absMax = new Float32Array(k);
@@ -143,7 +145,14 @@ export class InputStats implements InputStatistics {
   }
   add(x: Float32Array, nTok: number): void {
     const k = this.k;
-    if (this.x) this.x.set(x.subarray(0, nTok * k), this.count * k);
+    if (this.x) {
+      if ((this.count + nTok) * k > this.x.length) {
+        const grown = new Float32Array(Math.max(2 * this.x.length, (this.count + nTok) * k));
+        grown.set(this.x.subarray(0, this.count * k));
+        this.x = grown;
+      }
+      this.x.set(x.subarray(0, nTok * k), this.count * k);
+    }
     else this.acc!.add(x, nTok);
     this.count += nTok;
     if (!this.magnitudes) return;
@@ -158,6 +167,14 @@ export class InputStats implements InputStatistics {
       }
   }
   finish(): void {
+    if (this.x && this.engine) {
+      // X moves into kernel memory once (when it is shared): the cost products then take it in place
+      const slot = this.engine.allocF32(this.count * this.k, this);
+      if (slot) {
+        slot.array.set(this.x.subarray(0, this.count * this.k));
+        this.x = slot.array;
+      }
+    }
     if (!this.acc) return;
     this.h = this.acc.result();
     this.acc = undefined;
@@ -166,11 +183,44 @@ export class InputStats implements InputStatistics {
   /** tr(ΔW H ΔWᵀ) for ΔW of m rows (row-major m x k): the layer's output error energy on the calibration inputs */
   cost(delta: Float32Array, m: number): number {
     if (!this.x) return hessianCost(delta, m, this.k, (this.h32 ??= Float32Array.from(this.h)));
-    const y = new Float32Array(this.count * m);
-    matmul(y, this.x, delta, this.count, this.k, m); // (N x m) = X ΔWᵀ, on every thread of the engine
-    let s = 0;
-    for (let i = 0; i < y.length; i++) s += y[i] * y[i];
-    return (2 * s) / Math.max(1, this.count);
+    return this.rowCosts(delta, m).reduce((a, b) => a + b, 0);
+  }
+  /**
+   * δ_r H δ_rᵀ for each row r of ΔW (m rows): the costs of several candidates' rows in one product (the
+   * sensitivity pass stacks every candidate type's error rows of a tensor)
+   */
+  rowCosts(delta: Float32Array, m: number): Float64Array {
+    const k = this.k;
+    const out = new Float64Array(m);
+    if (!this.x) {
+      const h = (this.h32 ??= Float32Array.from(this.h));
+      const panel = Math.max(1, Math.min(m, Math.floor((1 << 22) / k)));
+      const dh = new Float32Array(panel * k);
+      for (let r0 = 0; r0 < m; r0 += panel) {
+        const n = Math.min(panel, m - r0);
+        const d = delta.subarray(r0 * k, (r0 + n) * k);
+        gemmABt(dh, d, h, n, k, k); // (ΔW H)[r, j], H symmetric
+        for (let r = 0; r < n; r++) {
+          let s = 0;
+          for (let j = 0; j < k; j++) s += d[r * k + j] * dh[r * k + j];
+          out[r0 + r] = s;
+        }
+      }
+      return out;
+    }
+    const n = this.count;
+    const panel = Math.max(1, Math.min(m, Math.floor((1 << 22) / Math.max(1, n))));
+    const y = new Float32Array(panel * n);
+    for (let r0 = 0; r0 < m; r0 += panel) {
+      const p = Math.min(panel, m - r0);
+      matmul(y, delta.subarray(r0 * k, (r0 + p) * k), this.x, p, k, n); // (p x N) = ΔW Xᵀ, X the weights (in place when in kernel memory)
+      for (let r = 0; r < p; r++) {
+        let s = 0;
+        for (let t = 0; t < n; t++) s += y[r * n + t] * y[r * n + t];
+        out[r0 + r] = (2 * s) / Math.max(1, n);
+      }
+    }
+    return out;
   }
   meanAbs(): Float64Array {
     return this.sumAbs.map((s) => s / Math.max(1, this.count));
@@ -724,8 +774,14 @@ export class LayerCalibration {
     fail(`internal: ${input} is not a norm`);
   }
 
+  /**
+   * keep each input X itself instead of H = XᵀX where fewer tokens than channels were seen (the
+   * sensitivity pass: InputStats' keepInputs; the costs are the same numbers, see InputStats.cost)
+   */
+  keepInputs?: { tokens: number; always?: boolean };
+
   private statsOf(k: number): InputStats {
-    return new InputStats(k, Math.min(this.ctx, 512), this.engine, this.magnitudes);
+    return new InputStats(k, Math.min(this.ctx, 512), this.engine, this.magnitudes, this.keepInputs);
   }
 
   /**
@@ -754,21 +810,17 @@ export class LayerCalibration {
     return st;
   }
 
-  /** the statistics of the output head's input (the final RMSNorm of X) */
+  /** the statistics of the output head's input (the final RMSNorm of X; no logits are computed) */
   collectHeadHessian(): InputStats {
-    const { dim, vocabSize } = this.config;
-    const st = new InputStats(dim, 512, this.engine);
-    const logits = new Float32Array(Math.min(this.ctx, 512) * vocabSize);
-    this.model.hooks.linearInput = (name, x, nTok) => {
-      if (name === 'output.weight') st.add(x, nTok);
-    };
+    const { dim, normEps } = this.config;
+    const st = new InputStats(dim, 512, this.engine, this.keepInputs ? this.magnitudes : true, this.keepInputs);
+    const rows = this.scratch;
     for (let s = 0; s < this.nSeq; s++)
-      for (let b = 0; b < this.ctx; b += 512) {
-        const rows = this.seq(s).subarray(b * dim, Math.min(this.ctx, b + 512) * dim);
-        this.model.head(rows, logits.subarray(0, (rows.length / dim) * vocabSize));
-      }
-    this.model.hooks.linearInput = undefined;
-    st.finish();
+      this.timed('statistics', () => {
+        rmsnorm(rows, this.seq(s), this.model.weights.outputNorm, this.ctx, dim, normEps);
+        for (let b = 0; b < this.ctx; b += 512) st.add(rows.subarray(b * dim, Math.min(this.ctx, b + 512) * dim), Math.min(512, this.ctx - b));
+      });
+    this.timed('statistics', () => st.finish());
     return st;
   }
 

@@ -18,14 +18,14 @@
 import { fail } from '../errors.js';
 import { klDivergenceRow, logSoftmaxRows } from '../eval/metrics.js';
 import { diagonalCost, ggmlQuantizationError } from '../alloc/cost.js';
-import { MatmulEngine } from '../kernels/matmul.js';
 import type { ModelFile, ModelTensor } from '../io/model-file.js';
 import { toFloat32 } from '../io/tensor-data.js';
 import { layerLinears, type Llama } from '../model/llama.js';
 import { linear, makeLinearWeight, type LinearWeight } from '../model/matmul.js';
 import { ggmlCodec, ggmlRowBytes, ggmlTypeByName } from '../quant/ggml/index.js';
 import { readFloats } from './quantize.js';
-import { InputStats } from './calibrate.js';
+import type { ExpertStats, InputStats } from './calibrate.js';
+import { modelShape, streamStatistics } from './stats-pass.js';
 
 export const SENSITIVITY_VERSION = 1;
 export const DEFAULT_SENSITIVITY_TYPES = ['Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K', 'Q8_0', 'IQ4_XS'] as const;
@@ -60,18 +60,27 @@ export interface SensitivityDb {
   readonly calibration: { readonly tokens: number; readonly ctx: number; readonly seed: number };
   readonly tensors: readonly TensorSensitivity[];
   readonly seconds: number;
+  /**
+   * where the seconds went: the streaming statistics pass (its forward stages, the statistics, reading
+   * the weights, the hessian costs measured inside it) and the KL divergences
+   */
+  readonly timings?: { readonly pass: number; readonly forward: number; readonly statistics: number; readonly read: number; readonly costs: number; readonly kld: number };
 }
 
 export interface SensitivityOptions {
-  /** the original model, loaded with f32 (or its own) weights; its hooks are borrowed during the run */
-  model: Llama;
-  /** the file it was loaded from (weights are read as f32 from it) */
+  /**
+   * the original model loaded in the runtime: needed only for KL divergences (estimator 'kld', output
+   * factor 'kld'); its hooks are borrowed during the run. The Hessian statistics come from the
+   * calibration pipeline's streaming pass over `file` (pipeline/stats-pass.ts), never from it.
+   */
+  model?: Llama;
+  /** the model file (the statistics pass and the costs read its weights as f32) */
   file: ModelFile;
-  /** calibration windows: token sequences starting with BOS */
+  /** calibration windows: token sequences starting with BOS, all of one length */
   windows: readonly Int32Array[];
   /** windows used for KL divergence (default: the first 4 of `windows`) */
   kldWindows?: readonly Int32Array[];
-  /** which tensors (default: every 2-D weight the model multiplies with) */
+  /** which tensors (default: every weight the model multiplies with, and the token embedding) */
   tensors?: readonly string[];
   types?: readonly string[];
   estimator?: 'hessian' | 'kld';
@@ -89,6 +98,8 @@ export interface SensitivityOptions {
   /** probe type for the output factor (default Q3_K where the row allows, else the first candidate) */
   probeType?: string;
   seed?: number;
+  /** threads of the statistics pass's matmuls */
+  threads?: number;
   onProgress?: (message: string, done: number, total: number) => void;
 }
 
@@ -114,8 +125,9 @@ export async function modelFingerprint(m: ModelFile): Promise<string> {
 
 /**
  * Runs the model with some weights replaced by other f32 values (their quantized-and-dequantized
- * versions), everything else as loaded: linear layers through the runtime's `linear` hook, the token
- * embedding (any stored type) by swapping in an F32 table and back.
+ * versions), everything else as loaded: linear layers through the runtime's `linear` hook (a 3-D
+ * expert tensor: each expert's matrix of it), the token embedding (any stored type) by swapping in an
+ * F32 table and back.
  */
 export class WeightSwap {
   private readonly linears: Map<string, LinearWeight>;
@@ -124,8 +136,9 @@ export class WeightSwap {
   }
   run<T>(replacements: ReadonlyMap<string, Float32Array>, fn: () => T): T {
     const model = this.model;
-    const subst = new Map<string, LinearWeight>();
+    const subst = new Map<string, LinearWeight | LinearWeight[]>();
     const f32 = ggmlTypeByName('F32')!;
+    const bytesOf = (v: Float32Array) => new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
     let restoreEmbedding: (() => void) | undefined;
     for (const [name, values] of replacements) {
       const lw = this.linears.get(name);
@@ -135,20 +148,27 @@ export class WeightSwap {
         const saved = weights.tokenEmbedding;
         const dim = model.config.dim;
         if (values.length !== model.config.vocabSize * dim) fail(`token_embd.weight replacement has ${values.length} values, the model needs ${model.config.vocabSize * dim}`);
-        weights.tokenEmbedding = { type: f32, data: new Uint8Array(values.buffer, values.byteOffset, values.byteLength), rowBytes: dim * 4 };
+        weights.tokenEmbedding = { type: f32, data: bytesOf(values), rowBytes: dim * 4 };
         restoreEmbedding = () => {
           weights.tokenEmbedding = saved;
         };
       } else if (!lw) fail(`the model multiplies with no tensor named ${name}`);
-      if (lw) subst.set(name, makeLinearWeight(name, f32, lw.rows, lw.cols, new Uint8Array(values.buffer, values.byteOffset, values.byteLength), false, null));
+      if (!lw) continue;
+      const nExp = values.length / (lw.rows * lw.cols);
+      if (nExp > 1 && Number.isInteger(nExp) && nExp === model.config.nExperts) {
+        // a 3-D expert tensor: expert e's matrix is rows [e * rows, (e + 1) * rows)
+        const n = lw.rows * lw.cols;
+        subst.set(name, Array.from({ length: nExp }, (_, e) => makeLinearWeight(name, f32, lw.rows, lw.cols, bytesOf(values.subarray(e * n, (e + 1) * n)), false, null)));
+      } else if (values.length === lw.rows * lw.cols) subst.set(name, makeLinearWeight(name, f32, lw.rows, lw.cols, bytesOf(values), false, null));
+      else fail(`${name} replacement has ${values.length} values, the model's weight ${lw.rows * lw.cols}`);
     }
     const prev = model.hooks;
     model.hooks = {
       ...prev,
-      linear: (out, x, w, nTok) => {
+      linear: (out, x, w, nTok, expert) => {
         const s = subst.get(w.name);
-        if (s) linear(out, x, s, nTok);
-        else if (prev.linear) prev.linear(out, x, w, nTok);
+        if (s) linear(out, x, Array.isArray(s) ? s[expert ?? fail(`${w.name} is an expert tensor, called without an expert`)] : s, nTok);
+        else if (prev.linear) prev.linear(out, x, w, nTok, expert);
         else linear(out, x, w, nTok);
       },
     };
@@ -180,9 +200,12 @@ export function meanKld(model: Llama, windows: readonly Int32Array[], base: read
 
 interface TensorShape {
   name: string;
+  /** rows of every matrix (a 3-D expert tensor: its experts' matrices stacked) */
   rows: number;
   cols: number;
   tensor: ModelTensor;
+  /** a 3-D expert tensor: the number of experts */
+  experts?: number;
 }
 
 /** Rows `ids` (increasing) of a row-major tensor as float32: runs of consecutive rows read at once. */
@@ -210,153 +233,219 @@ export function typesForRow(types: readonly string[], cols: number): string[] {
   });
 }
 
-/** The linear layers the runtime multiplies with, by tensor name, and the token embedding. */
+/** The linear layers the runtime multiplies with, by tensor name (an expert tensor: expert 0's matrix of it). */
 function linearNames(model: Llama): Map<string, LinearWeight> {
   const out = new Map<string, LinearWeight>();
-  for (const L of model.weights.layers) {
-    if (L.router) fail('sensitivity measurement does not cover mixture-of-experts layers yet');
-    for (const w of layerLinears(L)) out.set(w.name, w);
-  }
+  for (const L of model.weights.layers) for (const w of layerLinears(L)) if (!out.has(w.name)) out.set(w.name, w);
   out.set(model.weights.output.name, model.weights.output);
   return out;
 }
 
+/** The tensors sensitivity measures by default: every linear weight of the file's family, the classifier and the token embedding. */
+export function sensitivityTensors(m: ModelFile): string[] {
+  const { config, family } = modelShape(m);
+  const inFile = new Set(m.tensors.map((t) => t.name));
+  const out: string[] = [];
+  for (let l = 0; l < config.nLayers; l++) for (const s of family.linears) if (inFile.has(`blk.${l}.${s.gguf}.weight`)) out.push(`blk.${l}.${s.gguf}.weight`);
+  if (inFile.has('output.weight')) out.push('output.weight');
+  out.push('token_embd.weight');
+  return out;
+}
+
+/** importance of a tensor's rows: one vector, or one per expert of a 3-D tensor */
+type Importance = Float32Array | readonly (Float32Array | undefined)[] | undefined;
+
+/** ggmlQuantizationError over a tensor of `nExp` stacked matrices, each with its own importance */
+function quantizationError(type: string, w: Float32Array, rows: number, cols: number, importance: Importance): Float32Array {
+  if (!Array.isArray(importance)) return ggmlQuantizationError(type, w, rows, cols, importance as Float32Array | undefined).delta;
+  const nExp = importance.length;
+  const per = rows / nExp;
+  const delta = new Float32Array(rows * cols);
+  for (let e = 0; e < nExp; e++) delta.set(ggmlQuantizationError(type, w.subarray(e * per * cols, (e + 1) * per * cols), per, cols, importance[e]).delta, e * per * cols);
+  return delta;
+}
+
 export async function measureSensitivity(o: SensitivityOptions): Promise<SensitivityDb> {
   const t0 = performance.now();
-  const model = o.model;
   const estimator = o.estimator ?? 'hessian';
   const outputFactor = o.outputFactor ?? 'kld';
   const weighted = o.weighted ?? true;
   const types = o.types ?? DEFAULT_SENSITIVITY_TYPES;
   if (o.windows.length === 0) fail('sensitivity needs calibration text (at least one window)');
+  const needsKld = estimator === 'kld' || outputFactor === 'kld';
+  const model = o.model;
+  if (needsKld && !model) fail('KL divergences need the model loaded in the runtime (options.model)');
   const say = o.onProgress ?? (() => {});
-  const linears = linearNames(model);
-  const names = o.tensors ?? [...linears.keys(), ...(model.weights.output.name === 'token_embd.weight' ? [] : ['token_embd.weight'])];
-  // shapes only: each tensor's values are read when its costs are measured (the rows used), then dropped
+  const names = o.tensors ?? sensitivityTensors(o.file);
+  // shapes only: each tensor's values come with the statistics pass (or are read for the KLDs), then dropped
   const shapes = new Map<string, TensorShape>();
   for (const name of names) {
     const t = o.file.tensor(name);
     const ne = t.ne ? [...t.ne] : [...t.shape].reverse();
-    if (ne.length !== 2) fail(`${name} is not a matrix`);
-    shapes.set(name, { name, rows: ne[1], cols: ne[0], tensor: t });
+    if (ne.length !== 2 && ne.length !== 3) fail(`${name} is not a matrix or a stack of expert matrices`);
+    shapes.set(name, { name, rows: t.nElements / ne[0], cols: ne[0], tensor: t, experts: ne.length === 3 ? ne[2] : undefined });
   }
-
-  // ---- one pass: statistics per distinct linear input, token counts, base log-probabilities -------
-  const engine = MatmulEngine.get();
-  const maxTok = Math.max(...o.windows.map((w) => w.length));
-  const accs = new Map<string, InputStats>(); // by the first linear of a shared input
+  const tensors = new Map<string, TensorSensitivity>();
+  const importance = new Map<string, Importance>();
+  const probes = new Map<string, { type: string; hessian: number }>();
   const totalTokens = o.windows.reduce((a, w) => a + w.length, 0);
-  const shareOf = new Map<string, string>(); // linear name -> accumulator key
-  let last: { buffer: ArrayBufferLike; offset: number; nTok: number; key: string } | undefined;
-  const previous = model.hooks;
-  const tokenCounts = new Float32Array(model.config.vocabSize);
-  model.hooks = {
-    ...previous,
-    linearInput: (name, x, nTok, k) => {
-      previous.linearInput?.(name, x, nTok, k);
-      if (!shapes.has(name) || estimator !== 'hessian') return;
-      const same = last && last.buffer === x.buffer && last.offset === x.byteOffset && last.nTok === nTok && accs.get(last.key)!.k === k;
-      const key = same ? last!.key : shareOf.get(name) ?? name;
-      if (!shareOf.has(name)) shareOf.set(name, key);
-      last = { buffer: x.buffer, offset: x.byteOffset, nTok, key };
-      if (same) return;
-      let acc = accs.get(key);
-      if (!acc) accs.set(key, (acc = new InputStats(k, maxTok, engine, false, o.statForm === 'hessian' ? undefined : { tokens: totalTokens, always: o.statForm === 'inputs' })));
-      acc.add(x, nTok);
-    },
-  };
-  const kldWindows = o.kldWindows ?? o.windows.slice(0, 4);
-  const needsKld = estimator === 'kld' || outputFactor === 'kld';
-  const base: Float32Array[] = [];
-  try {
-    if (estimator === 'hessian') {
-      o.windows.forEach((w, i) => {
-        for (const id of w) tokenCounts[id]++;
-        model.forward(w, 0, 0); // every position through output.weight
-        last = undefined;
-        say('collecting input statistics', i + 1, o.windows.length);
-      });
-    }
-  } finally {
-    model.hooks = previous;
-  }
-  if (needsKld)
-    for (const w of kldWindows) {
-      const lp = Float32Array.from(model.forward(w, 0, 0));
-      logSoftmaxRows(lp, model.config.vocabSize);
-      base.push(lp);
-    }
-  for (const acc of accs.values()) acc.finish();
-
-  // ---- substitution: one tensor's weights replaced, everything else original ----------------------
-  const swap = new WeightSwap(model);
-  const kldOf = (name: string, w: Float32Array, delta: Float32Array): number => {
-    const q = new Float32Array(delta.length);
-    for (let i = 0; i < q.length; i++) q[i] = w[i] + delta[i];
-    return swap.run(new Map([[name, q]]), () => meanKld(model, kldWindows, base));
-  };
-
-  // ---- costs, a tensor at a time -------------------------------------------------------------------
-  const tensors: TensorSensitivity[] = [];
   let done = 0;
-  for (const name of names) {
-    const w = shapes.get(name)!;
+
+  // ---- hessian costs, a tensor at a time, while the streaming pass holds its weights -------------
+  // (GGML types quantize rows independently: the costs of a deterministic sample of rows, scaled up to
+  // the whole tensor, are an unbiased estimate of the sum over rows)
+  const hessianCosts = (w: TensorShape, values: Float32Array, stats: { rowCosts(delta: Float32Array, m: number): Float64Array } | undefined, experts: ExpertStats | undefined, extra?: (type: string, delta: Float32Array, rowIds: Int32Array) => number): { out: SensitivityCandidate[]; probe?: { type: string; hessian: number } } => {
     const cand = typesForRow(types, w.cols);
-    if (cand.length === 0) {
-      done++;
-      continue;
-    }
-    const key = shareOf.get(name);
-    const h = key ? accs.get(key) : undefined;
-    const importance = weighted ? h?.diag() : undefined;
-    const out: SensitivityCandidate[] = [];
-    if (estimator === 'kld') {
-      const data = await readFloats(o.file, w.tensor);
-      for (const type of cand) {
-        const { delta, bytes } = ggmlQuantizationError(type, data, w.rows, w.cols, importance);
-        out.push({ type, bytes, cost: kldOf(name, data, delta) });
-      }
-      tensors.push({ name, shape: [w.rows, w.cols], candidates: out });
-      say(`costs of ${name}`, ++done, names.length);
-      continue;
-    }
-    // hessian costs on a deterministic sample of rows (GGML types quantize rows independently), scaled
-    // up to the whole tensor: an unbiased estimate of the sum over rows; only those rows are read
     const m = o.maxRows && o.maxRows < w.rows ? o.maxRows : w.rows;
     const rowIds = Int32Array.from({ length: m }, (_, i) => Math.floor((i * w.rows) / m));
-    const sample = await readRows(o.file, w, rowIds);
     const scale = w.rows / m;
+    // sampled rows grouped by expert (one group for a 2-D tensor): [first sample, end, expert]
+    const nExp = w.experts ?? 1;
+    const per = w.rows / nExp;
+    const groups: [number, number, number][] = [];
+    for (let i = 0; i < m; ) {
+      const e = Math.floor(rowIds[i] / per);
+      let j = i;
+      while (j < m && Math.floor(rowIds[j] / per) === e) j++;
+      groups.push([i, j, e]);
+      i = j;
+    }
+    const sample = m === w.rows ? values : new Float32Array(m * w.cols);
+    if (sample !== values) rowIds.forEach((r, i) => sample.set(values.subarray(r * w.cols, (r + 1) * w.cols), i * w.cols));
     const probeType = o.probeType && cand.includes(o.probeType) ? o.probeType : cand.includes('Q3_K') ? 'Q3_K' : cand[0];
-    let probeHessian = 0;
-    for (const type of cand) {
-      const { delta } = ggmlQuantizationError(type, sample, m, w.cols, importance);
-      let hc: number;
-      if (name === 'token_embd.weight') {
-        // one-hot inputs: H = diag(token counts) over the rows (the vocabulary); plus the output
-        // layer's cost when the classifier is tied to the embedding
-        let lookup = 0;
-        for (let i = 0; i < m; i++) {
-          const count = tokenCounts[rowIds[i]];
-          if (count === 0) continue;
-          let s = 0;
-          for (let j = 0; j < w.cols; j++) s += delta[i * w.cols + j] ** 2;
-          lookup += count * s;
-        }
-        hc = (h ? h.cost(delta, m) : 0) + (2 * lookup) / Math.max(1, totalTokens); // 2/N as finishHessian
-      } else if (h) hc = h.cost(delta, m);
-      else hc = diagonalCost(delta, m, w.cols, new Float32Array(w.cols).fill(1));
-      hc *= scale;
-      out.push({ type, bytes: tensorBytes(type, w.rows, w.cols), cost: hc, hessian: hc });
-      if (type === probeType) probeHessian = hc;
+    const out: SensitivityCandidate[] = [];
+    let probe: { type: string; hessian: number } | undefined;
+    const imp = importance.get(w.name);
+    const hc = new Float64Array(cand.length);
+    for (const [i, j, e] of groups) {
+      const n = j - i;
+      const rowsOf = sample.subarray(i * w.cols, j * w.cols);
+      // the candidates' error rows of this group stacked (up to 2^24 values): one product for several
+      const per = Math.max(1, Math.floor((1 << 24) / (n * w.cols)));
+      for (let c0 = 0; c0 < cand.length; c0 += per) {
+        const batch = cand.slice(c0, c0 + per);
+        const deltas = new Float32Array(batch.length * n * w.cols);
+        batch.forEach((type, c) => deltas.set(ggmlQuantizationError(type, rowsOf, n, w.cols, Array.isArray(imp) ? imp[e] : (imp as Float32Array | undefined)).delta, c * n * w.cols));
+        let rc: Float64Array | undefined;
+        let weight = 1;
+        if (experts) {
+          // expert e's part of the layer's output error: 2/N ‖X_e ΔW_eᵀ‖² over the tokens routed to it
+          // (its own inputs, exact however few: the pooled fallback is for inverting a Hessian) -- its
+          // statistics are normalized by its own count, hence the share count_e / N
+          const own = experts.perExpert[e];
+          weight = own.count / Math.max(1, totalTokens);
+          if (own.count > 0) rc = own.rowCosts(deltas, batch.length * n);
+        } else if (stats) rc = stats.rowCosts(deltas, batch.length * n);
+        batch.forEach((type, c) => {
+          const d = deltas.subarray(c * n * w.cols, (c + 1) * n * w.cols);
+          if (rc) for (let r = 0; r < n; r++) hc[c0 + c] += weight * rc[c * n + r];
+          else if (!experts) hc[c0 + c] += diagonalCost(d, n, w.cols, new Float32Array(w.cols).fill(1));
+          if (extra) hc[c0 + c] += extra(type, d, rowIds.subarray(i, j));
+        });
+      }
     }
-    let factor: number | undefined;
-    if (outputFactor === 'kld' && probeHessian > 0) {
-      const data = m === w.rows ? sample : await readFloats(o.file, w.tensor);
-      factor = kldOf(name, data, ggmlQuantizationError(probeType, data, w.rows, w.cols, importance).delta) / probeHessian;
-      for (let i = 0; i < out.length; i++) out[i] = { ...out[i], cost: out[i].hessian! * factor };
+    cand.forEach((type, c) => {
+      const cost = hc[c] * scale;
+      // (the pass computes no logits, where the runtime would stop at a non-finite activation)
+      if (!Number.isFinite(cost)) fail(`${w.name}: the cost of ${type} is not finite: the model's activations on the calibration text are not finite (NaN or infinity in its weights?)`);
+      out.push({ type, bytes: tensorBytes(type, w.rows, w.cols), cost, hessian: cost });
+      if (type === probeType) probe = { type, hessian: cost };
+    });
+    return { out, probe };
+  };
+
+  let tiedHead: InputStats | undefined;
+  let tokenCounts: Float32Array | undefined;
+  const timings = { pass: 0, forward: 0, statistics: 0, read: 0, costs: 0, kld: 0 };
+  if (estimator === 'hessian' || weighted) {
+    const tp = performance.now();
+    const pass = await streamStatistics(o.file, {
+      windows: o.windows,
+      threads: o.threads,
+      statForm: o.statForm ?? 'auto',
+      onLinear: (x) => {
+        const w = shapes.get(x.name);
+        if (!w) return;
+        if (weighted) importance.set(x.name, x.experts ? x.experts.perExpert.map((_, e) => x.experts!.pick(e).diag()) : x.stats.diag());
+        if (estimator !== 'hessian' || typesForRow(types, w.cols).length === 0) return;
+        const { out, probe } = hessianCosts(w, x.w.data, x.stats, x.experts);
+        if (probe) probes.set(x.name, probe);
+        tensors.set(x.name, { name: x.name, shape: [w.rows, w.cols], candidates: out });
+        say(`costs of ${x.name}`, ++done, names.length);
+      },
+      onProgress: (msg, d, n) => say(`statistics pass: ${msg}`, d, n),
+    });
+    tiedHead = pass.tiedHead;
+    tokenCounts = pass.tokenCounts;
+    Object.assign(timings, { pass: (performance.now() - tp) / 1000, forward: pass.seconds.forward, statistics: pass.seconds.statistics, read: pass.seconds.read, costs: pass.seconds.consumer });
+  }
+  // the token embedding: one-hot inputs, H = diag(token counts) over its rows (the vocabulary); plus the
+  // output layer's cost when the classifier is tied to it
+  const emb = shapes.get('token_embd.weight');
+  if (emb && estimator === 'hessian' && typesForRow(types, emb.cols).length > 0) {
+    const m = o.maxRows && o.maxRows < emb.rows ? o.maxRows : emb.rows;
+    const rowIds = Int32Array.from({ length: m }, (_, i) => Math.floor((i * emb.rows) / m));
+    const sample = await readRows(o.file, emb, rowIds);
+    if (weighted && tiedHead) importance.set(emb.name, tiedHead.diag());
+    const counts = tokenCounts!;
+    // the sample is the whole "tensor" handed to hessianCosts: its rows are rowIds of the embedding
+    const view: TensorShape = { ...emb, rows: m };
+    const lookup = (_: string, delta: Float32Array): number => {
+      let s = 0;
+      for (let i = 0; i < m; i++) {
+        const count = counts[rowIds[i]];
+        if (count === 0) continue;
+        let r = 0;
+        for (let j = 0; j < emb.cols; j++) r += delta[i * emb.cols + j] ** 2;
+        s += count * r;
+      }
+      return (2 * s) / Math.max(1, totalTokens); // 2/N as finishHessian
+    };
+    const { out, probe } = hessianCosts(view, sample, tiedHead ?? { rowCosts: (_: Float32Array, m: number) => new Float64Array(m) }, undefined, lookup);
+    const scale = emb.rows / m;
+    const scaled = out.map((c) => ({ ...c, bytes: tensorBytes(c.type, emb.rows, emb.cols), cost: c.cost * scale, hessian: c.hessian! * scale }));
+    if (probe) probes.set(emb.name, { type: probe.type, hessian: probe.hessian * scale });
+    tensors.set(emb.name, { name: emb.name, shape: [emb.rows, emb.cols], candidates: scaled });
+    say(`costs of ${emb.name}`, ++done, names.length);
+  }
+
+  // ---- KL divergences: one tensor's weights replaced, everything else original --------------------
+  const tk = performance.now();
+  if (needsKld) {
+    const kldWindows = o.kldWindows ?? o.windows.slice(0, 4);
+    const base: Float32Array[] = [];
+    for (const w of kldWindows) {
+      const lp = Float32Array.from(model!.forward(w, 0, 0));
+      logSoftmaxRows(lp, model!.config.vocabSize);
+      base.push(lp);
     }
-    tensors.push({ name, shape: [w.rows, w.cols], candidates: out, ...(factor !== undefined ? { factor } : {}) });
-    say(`costs of ${name}`, ++done, names.length);
+    const swap = new WeightSwap(model!);
+    const kldOf = (name: string, w: Float32Array, delta: Float32Array): number => {
+      const q = new Float32Array(delta.length);
+      for (let i = 0; i < q.length; i++) q[i] = w[i] + delta[i];
+      return swap.run(new Map([[name, q]]), () => meanKld(model!, kldWindows, base));
+    };
+    for (const name of names) {
+      const w = shapes.get(name)!;
+      const cand = typesForRow(types, w.cols);
+      if (cand.length === 0) continue;
+      const imp = importance.get(name);
+      if (estimator === 'kld') {
+        const data = await readFloats(o.file, w.tensor);
+        const out: SensitivityCandidate[] = [];
+        for (const type of cand) out.push({ type, bytes: tensorBytes(type, w.rows, w.cols), cost: kldOf(name, data, quantizationError(type, data, w.rows, w.cols, imp)) });
+        tensors.set(name, { name, shape: [w.rows, w.cols], candidates: out });
+        say(`KLD costs of ${name}`, ++done, names.length);
+        continue;
+      }
+      const probe = probes.get(name);
+      const t = tensors.get(name);
+      if (!probe || !t || !(probe.hessian > 0)) continue;
+      const data = await readFloats(o.file, w.tensor);
+      const factor = kldOf(name, data, quantizationError(probe.type, data, w.rows, w.cols, imp)) / probe.hessian;
+      tensors.set(name, { ...t, candidates: t.candidates.map((c) => ({ ...c, cost: c.hessian! * factor })), factor });
+      say(`KLD probe of ${name}`, ++done, 2 * names.length);
+    }
   }
   return {
     lowbitSensitivity: SENSITIVITY_VERSION,
@@ -365,8 +454,9 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
     outputFactor,
     ...(weighted ? {} : { weighted }),
     calibration: { tokens: totalTokens, ctx: o.windows[0].length, seed: o.seed ?? 0 },
-    tensors,
+    tensors: names.flatMap((n) => tensors.get(n) ?? []),
     seconds: (performance.now() - t0) / 1000,
+    timings: { ...timings, kld: (performance.now() - tk) / 1000 },
   };
 }
 
@@ -402,7 +492,7 @@ export async function kldFitness(
   candidates: ReadonlyMap<string, readonly string[]>,
   windows: readonly Int32Array[],
   stageWindows: readonly number[],
-  importanceOf?: (name: string) => Float32Array | undefined,
+  importanceOf?: (name: string) => Importance,
 ): Promise<(types: ReadonlyMap<string, string>, stage: number) => number> {
   const swap = new WeightSwap(model);
   const vocab = model.config.vocabSize;
@@ -419,7 +509,7 @@ export async function kldFitness(
     const ne = t.ne ? [...t.ne] : [...t.shape].reverse();
     const data = await readFloats(file, t);
     for (const type of types) {
-      const { delta } = ggmlQuantizationError(type, data, ne[1], ne[0], importanceOf?.(name));
+      const delta = quantizationError(type, data, t.nElements / ne[0], ne[0], importanceOf?.(name));
       for (let i = 0; i < delta.length; i++) delta[i] += data[i];
       cache.set(`${name}|${type}`, delta);
     }

@@ -231,7 +231,10 @@ export const quantizeCommand: Command = {
     const algorithmsUsed = [recipe.algorithm ?? 'rtn', ...recipe.rules.map((r) => r.algorithm ?? '')].flatMap((x) => algorithmName(x || undefined).split('+'));
     for (const [flag, algo] of ALGORITHM_FLAGS) if (a.given.has(flag) && !algorithmsUsed.includes(algo)) fail(`--${flag} applies to --algo ${algo} (this run uses ${[...new Set(algorithmsUsed.filter(Boolean))].join(', ')})`);
     const allocating = a.given.has('target-size') || a.given.has('target-bpw');
-    if (!allocating) for (const f of ['allocate', 'db', 'evo-generations', 'evo-offspring', 'types', 'estimator', 'output-factor', 'kld-windows', 'sample-rows']) if (a.given.has(f)) fail(`--${f} applies with --target-size or --target-bpw`);
+    if (!allocating) for (const f of ['allocate', 'db', 'evo-generations', 'evo-offspring', 'types', 'estimator', 'output-factor', 'kld-windows', 'sample-rows', 'plain-costs']) if (a.given.has(f)) fail(`--${f} applies with --target-size or --target-bpw`);
+    // --plain-costs: the allocation assumed the plain quantizers, so (when only RTN rounds) the calibration
+    // text measures the costs and the file is written without importance weights, as they assumed
+    const costsOnly = allocating && a.values['plain-costs'] === true && algorithmsUsed.every((x) => !x || x === 'rtn');
     if (allocating && kind !== 'gguf') fail('--target-size/--target-bpw allocate GGML types: OUT must end in .gguf');
     // the sensitivity database is a cache: read when it exists, else written (replaced only when the run succeeds)
     if (allocating && a.given.has('db') && !dry) checkOutput(a.values.db as string, 'sensitivity database (--db)');
@@ -318,7 +321,7 @@ export const quantizeCommand: Command = {
               imatrix,
               workers: pool,
               onTensor: progress?.tensor,
-              calibText,
+              calibText: costsOnly ? undefined : calibText,
               threads: threadsFrom(threads),
               gptqWorkers,
               onProgress: progress ? (msg) => progress.line(msg) : undefined,

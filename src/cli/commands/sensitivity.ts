@@ -7,6 +7,9 @@ import type { ModelFile } from '../../io/model-file.js';
 import { allocateToSize, bytesForBpw, parameterCount, type AllocateMethod, type AllocationResult } from '../../pipeline/allocate.js';
 import { DEFAULT_SENSITIVITY_TYPES, kldFitness, measureSensitivity, modelFingerprint, parseSensitivityDb, type SensitivityDb } from '../../pipeline/sensitivity.js';
 import { sensitivityReportHtml } from '../../pipeline/sensitivity-report.js';
+import { modelShape } from '../../pipeline/stats-pass.js';
+import { vocabFromGgufMetadata } from '../../io/vocab.js';
+import { Tokenizer } from '../../model/tokenizer.js';
 import type { Command } from '../args.js';
 import { checkOutput, noteInput, readInputText, writeFileAtomic } from '../files.js';
 import { openModelPath } from '../model-open.js';
@@ -20,7 +23,7 @@ export const COST_OPTIONS = [
   { name: 'estimator', type: 'string', choices: ['hessian', 'kld'], default: 'hessian', help: 'hessian: exact tr(ΔW H ΔWᵀ) from one calibration pass; kld: each tensor quantized alone, KL divergence of the outputs' },
   { name: 'output-factor', type: 'string', choices: ['kld', 'none'], default: 'kld', help: 'hessian: scale each tensor\'s costs to KLD units by one KLD probe per tensor (none: raw layer-output error)' },
   { name: 'kld-windows', type: 'int', default: 4, min: 1, max: 4096, help: 'windows of --calib-ctx tokens for the KL divergences' },
-  { name: 'plain-costs', type: 'boolean', help: 'costs of the plain quantizers (for a file quantized without --calib/--imatrix; faster) instead of the importance-weighted ones' },
+  { name: 'plain-costs', type: 'boolean', help: 'costs of the plain quantizers (for a file quantized without --calib/--imatrix; faster) instead of the importance-weighted ones; quantize --calib --target-size --plain-costs then writes the file with the plain quantizers (the text measures the costs only)' },
   { name: 'sample-rows', type: 'int', min: 1, max: 1 << 24, help: 'hessian: estimate each tensor\'s cost from this many evenly spaced rows (default: every row; large models: e.g. 256)' },
 ] as const;
 
@@ -36,33 +39,45 @@ function calibOf(a: { values: Record<string, unknown> }): { tokens: number; ctx:
   return { tokens: (a.values['calib-tokens'] as number | undefined) ?? 16384, ctx: (a.values['calib-ctx'] as number | undefined) ?? 512, seed: (a.values.seed as number | undefined) ?? 0 };
 }
 
-export async function runSensitivity(modelPath: string, a: { values: Record<string, unknown> }, calibPath: string, onProgress?: (msg: string, done: number, total: number) => void): Promise<SensitivityDb> {
+/**
+ * Measure the costs of the model at `modelPath` (open already as `m`, e.g. quantize's edited model, or
+ * opened here). The Hessian statistics come from the streaming calibration pass over the file; the
+ * model is loaded into the runtime only for KL divergences (--estimator kld, --output-factor kld).
+ */
+export async function runSensitivity(modelPath: string, a: { values: Record<string, unknown> }, calibPath: string, onProgress?: (msg: string, done: number, total: number) => void, m?: ModelFile): Promise<SensitivityDb> {
   const types = a.values.types ? String(a.values.types).split(',').map((s) => s.trim().toUpperCase()).filter(Boolean) : [...DEFAULT_SENSITIVITY_TYPES];
   const cal = calibOf(a);
-  const ctx = cal.ctx;
-  const opened = await openModelPath(modelPath);
+  const opened = m ? undefined : await openModelPath(modelPath);
+  const file = m ?? opened!.model;
   try {
-    const loaded = await loadModelPath(modelPath, undefined, { contextLength: ctx, batch: Math.min(ctx, 512), threads: threadsFrom(a.values.threads as number | undefined) });
-    if (!loaded.tokenizer) fail(`${modelPath} carries no vocabulary to tokenize the calibration text`);
-    const ctxUsed = Math.min(ctx, loaded.model.config.seqLen);
-    const stream = loaded.tokenizer.encode(readInputText(calibPath, 'calibration file (--calib)'), { bos: false });
-    const windows = calibrationWindows(stream, cal.tokens, ctxUsed, cal.seed, loaded.tokenizer.vocab.bos);
+    const estimator = a.values.estimator as 'hessian' | 'kld';
+    const outputFactor = a.values['output-factor'] as 'kld' | 'none';
+    const threads = threadsFrom(a.values.threads as number | undefined);
+    const { config, metadata } = modelShape(file);
+    if (metadata.get('tokenizer.ggml.tokens') === undefined) fail(`${modelPath} carries no vocabulary to tokenize the calibration text`);
+    const tokenizer = new Tokenizer(vocabFromGgufMetadata(metadata));
+    const ctx = Math.min(cal.ctx, config.seqLen);
+    const stream = tokenizer.encode(readInputText(calibPath, 'calibration file (--calib)'), { bos: false });
+    const windows = calibrationWindows(stream, cal.tokens, ctx, cal.seed, tokenizer.vocab.bos);
     const nKld = Math.min(windows.length, a.values['kld-windows'] as number);
+    // the runtime holds the whole model: only for the KL divergences
+    const model = estimator === 'kld' || outputFactor === 'kld' ? (await loadModelPath(modelPath, undefined, { contextLength: ctx, batch: Math.min(ctx, 512), threads })).model : undefined;
     return await measureSensitivity({
-      model: loaded.model,
-      file: opened.model,
+      model,
+      file,
       windows,
       kldWindows: windows.slice(0, nKld),
       types,
-      estimator: a.values.estimator as 'hessian' | 'kld',
-      outputFactor: a.values['output-factor'] as 'kld' | 'none',
+      estimator,
+      outputFactor,
       seed: cal.seed,
       maxRows: a.values['sample-rows'] as number | undefined,
       weighted: !(a.values['plain-costs'] as boolean | undefined),
+      threads,
       onProgress,
     });
   } finally {
-    opened.close();
+    opened?.close();
   }
 }
 
@@ -141,7 +156,7 @@ export async function allocatedRecipe(
   if (dbFile && existsSync(dbFile)) db = parseSensitivityDb(readInputText(dbFile, 'sensitivity database (--db)'), hash, `--db ${dbFile}`);
   else {
     if (!calibFile) fail('--target-size/--target-bpw need costs: --calib FILE (measured now) or --db FILE from lowbit sensitivity');
-    db = await runSensitivity(input, a, calibFile, say ? (msg, done, total) => say(`sensitivity [${done}/${total}] ${msg}`) : undefined);
+    db = await runSensitivity(input, a, calibFile, say ? (msg, done, total) => say(`sensitivity [${done}/${total}] ${msg}`) : undefined, m);
     if (dbFile) writeFileAtomic(dbFile, JSON.stringify(db) + '\n', 'sensitivity database (--db)');
   }
   const method = a.values.allocate as AllocateMethod;

@@ -1,0 +1,181 @@
+/**
+ * Stage "stream statistics": one forward pass of the *original* model over the calibration windows,
+ * layer by layer, reading each layer's weights from the file (the next layer's while this one computes)
+ * and dropping them after, that hands every linear weight to a consumer together with the statistics
+ * of its input (InputStats; per expert for the 3-D expert tensors) while the weight is in memory.
+ * Memory: two layers' weights, X (tokens x dim) and one layer's statistics -- never the whole model.
+ *
+ * It is the calibration pipeline's own pass (LayerCalibration's stages: collectHessians,
+ * collectExpertStats, addPendingResiduals, collectHeadHessian), driven over the float weights without
+ * quantizing anything: the sensitivity measurement (pipeline/sensitivity.ts) computes each tensor's costs
+ * in the callback, so its weights are read from the file once.
+ */
+import { fail } from '../errors.js';
+import { MatmulEngine } from '../kernels/matmul.js';
+import { plainValue } from '../io/gguf.js';
+import type { ModelFile, ModelTensor } from '../io/model-file.js';
+import { toFloat32 } from '../io/tensor-data.js';
+import { familyOf, linearOf, type LinearRole, type ModelFamily } from '../model/family.js';
+import { llamaConfigFromGguf } from '../model/llama.js';
+import { matmul } from '../model/matmul.js';
+import type { LlamaConfig, StoredTensor } from '../model/types.js';
+import { ggmlTypeByName } from '../quant/ggml/types.js';
+import { LayerCalibration, type ExpertStats, type FloatTensor, type InputStats } from './calibrate.js';
+
+/** one linear weight of the original model with the statistics of its input */
+export interface StreamedLinear {
+  /** tensor name (blk.L.attn_q.weight, output.weight, ...) */
+  readonly name: string;
+  /** its values as float32, row-major (nExperts stacked matrices for a 3-D expert tensor); valid during the callback only */
+  readonly w: FloatTensor;
+  /** statistics of its input over every calibration token (for an expert tensor: all experts pooled) */
+  readonly stats: InputStats;
+  /** an expert tensor: each expert's own input statistics (the tokens routed to it) */
+  readonly experts?: ExpertStats;
+  readonly layer: number;
+}
+
+export interface StreamOptions {
+  /** calibration windows (token ids, each starting with BOS), all of one length */
+  windows: readonly Int32Array[];
+  threads?: number;
+  /** 'auto': keep X itself instead of H = XᵀX where fewer tokens than channels (the costs are the same numbers); 'inputs': always X; 'hessian' (default): always H */
+  statForm?: 'auto' | 'hessian' | 'inputs';
+  /** called for every linear weight of the model (q/k/v/o, gate/up/down or their fused or expert forms, router, output) */
+  onLinear: (x: StreamedLinear) => void | Promise<void>;
+  onProgress?: (message: string, done: number, total: number) => void;
+}
+
+/** The runtime's configuration and family of a GGUF model, from its header alone. */
+export function modelShape(m: ModelFile): { config: LlamaConfig; family: ModelFamily; metadata: Map<string, unknown> } {
+  if (!m.gguf) fail(`the calibration pass needs a GGUF input (convert first: lowbit convert ${m.name} model.gguf)`);
+  const metadata = new Map<string, unknown>([...m.gguf.metadata].map(([k, v]) => [k, plainValue(v)]));
+  const f32 = ggmlTypeByName('F32')!;
+  const infos: StoredTensor[] = m.tensors.map((t) => ({ name: t.name, type: f32, dims: t.ne ? [...t.ne] : [...t.shape].reverse(), data: new Uint8Array(0) }));
+  const config = llamaConfigFromGguf(metadata, infos);
+  return { config, family: familyOf(config.arch ?? String(metadata.get('general.architecture')), config.nExperts !== undefined), metadata };
+}
+
+const dimsOf = (t: ModelTensor): number[] => (t.ne ? [...t.ne] : [...t.shape].reverse());
+
+/** is the tensor a weight the runtime multiplies with (its values come in layer by layer)? */
+const isStreamed = (t: ModelTensor) => dimsOf(t).length >= 2 && t.name !== 'token_embd.weight';
+
+/**
+ * Run the pass. Returns the token counts over the vocabulary (the token embedding's "input": one-hot)
+ * and the number of calibration tokens. The embedding itself is the one tensor read whole up front.
+ */
+export async function streamStatistics(m: ModelFile, o: StreamOptions): Promise<{ tokenCounts: Float32Array; tokens: number; config: LlamaConfig; tiedHead?: InputStats; seconds: { forward: number; statistics: number; read: number; consumer: number } }> {
+  const { config, family } = modelShape(m);
+  if (o.windows.length === 0) fail('the calibration pass needs at least one window');
+  const ctx = o.windows[0].length;
+  if (o.windows.some((w) => w.length !== ctx)) fail('calibration windows must all have the same length');
+  const f32 = ggmlTypeByName('F32')!;
+  // the runtime gets the small tensors (norms, biases, the embedding) as stored and, for every weight it
+  // multiplies with, a view of one zero buffer: its linears read the weights of the current layer from
+  // `weights` through LayerCalibration's hook, never these
+  const maxBytes = Math.max(0, ...m.tensors.filter(isStreamed).map((t) => t.nElements * 4));
+  const placeholder = new Uint8Array(maxBytes);
+  const stored: StoredTensor[] = [];
+  for (const t of m.tensors) {
+    const dims = dimsOf(t);
+    if (isStreamed(t)) stored.push({ name: t.name, type: f32, dims, data: placeholder.subarray(0, t.nElements * 4) });
+    else stored.push({ name: t.name, type: ggmlTypeByName(t.type) ?? fail(`${t.name}: unknown tensor type ${t.type}`), dims, data: await m.read(t, 0, t.byteLength) });
+  }
+  const weights = new Map<string, FloatTensor>();
+  // the 1-D tensors (norm gains the stages read from `weights`, e.g. Gemma's post-norms) stay for the whole pass
+  for (const t of m.tensors) if (!isStreamed(t) && dimsOf(t).length === 1) weights.set(t.name, { data: await m.readFloat32(t), rows: 1, cols: t.nElements });
+  const lc = new LayerCalibration(config, family, weights, stored, o.windows, ctx, o.threads, false);
+  // a row view of a fused tensor (Phi-3's q/k/v of attn_qkv, gate/up of ffn_up) reads its rows of the fused weight
+  const viaLayer = lc.model.hooks.linear!;
+  lc.model.hooks.linear = (out, x, w, nTok, expert) => {
+    const t = weights.get(w.name);
+    if (expert === undefined && !(t && t.rows === w.rows && t.cols === w.cols) && w.data.buffer === placeholder.buffer) {
+      const layer = /^blk\.(\d+)\./.exec(w.name)?.[1];
+      const fused = ['attn_qkv', 'ffn_up'].map((f) => weights.get(`blk.${layer}.${f}.weight`)).find((f) => f && f.cols === w.cols && f.rows > w.rows);
+      if (!fused) fail(`internal: the calibration pass has no weight for ${w.name}`);
+      const r0 = (w.data.byteOffset - placeholder.byteOffset) / (4 * w.cols);
+      return matmul(out, x, fused.data.subarray(r0 * w.cols, (r0 + w.rows) * w.cols), nTok, w.cols, w.rows);
+    }
+    viaLayer(out, x, w, nTok, expert);
+  };
+  const tokens = o.windows.length * ctx;
+  if (o.statForm === 'auto' || o.statForm === 'inputs') lc.keepInputs = { tokens, always: o.statForm === 'inputs' };
+  const tokenCounts = new Float32Array(config.vocabSize);
+  for (const w of o.windows) for (const id of w) tokenCounts[id]++;
+
+  // the layer's weights are read into buffers reused from layer to layer (kernel memory when it is
+  // shared, so the matmuls take them in place)
+  const engine = MatmulEngine.get();
+  const buffers = new Map<string, Float32Array>();
+  const owner = {};
+  const secs = { read: 0, consumer: 0 };
+  const load = async (name: string, parity = 0): Promise<FloatTensor> => {
+    const t = m.tensor(name);
+    const dims = dimsOf(t);
+    const n = t.nElements;
+    const slot = `${name.replace(/^blk\.\d+\./, '')}#${parity}`;
+    let buf = buffers.get(slot);
+    if (!buf || buf.length < n) {
+      buf = engine?.allocF32(n, owner)?.array ?? new Float32Array(n);
+      buffers.set(slot, buf);
+    }
+    const data = buf.subarray(0, n);
+    if (t.type === 'F32' && m.readInto) await m.readInto(t, 0, new Uint8Array(data.buffer, data.byteOffset, n * 4));
+    else toFloat32(t.type, await m.read(t, 0, t.byteLength), data);
+    const ft = { data, rows: n / dims[0], cols: dims[0] };
+    weights.set(name, ft);
+    return ft;
+  };
+  const give = async (x: StreamedLinear) => {
+    const t0 = performance.now();
+    await o.onLinear(x);
+    secs.consumer += (performance.now() - t0) / 1000;
+  };
+
+  const inFile = new Set(m.tensors.map((t) => t.name));
+  lc.embed();
+  const nLayers = config.nLayers;
+  const say = o.onProgress ?? (() => {});
+  const layerNames = (l: number) => family.linears.map((s) => `blk.${l}.${s.gguf}.weight`).filter((n) => inFile.has(n));
+  // layer l + 1's weights are read (on the file system's threads) while layer l computes: two sets of buffers
+  const loadLayer = (l: number) => Promise.all(layerNames(l).map((n) => load(n, l % 2)));
+  let next: Promise<unknown> | undefined = loadLayer(0);
+  for (let l = 0; l < nLayers; l++) {
+    const name = (r: LinearRole) => `blk.${l}.${linearOf(family, r).gguf}.weight`;
+    const perExpert = (r: LinearRole) => linearOf(family, r).perExpert === true;
+    const names = layerNames(l);
+    const tw = performance.now();
+    await next;
+    secs.read += (performance.now() - tw) / 1000; // the reads the computation did not hide
+    next = l + 1 < nLayers ? loadLayer(l + 1) : undefined;
+    next?.catch(() => undefined); // awaited at the next layer
+    for (const g of family.inputGroups) {
+      if (g.norm) lc.addPendingResiduals();
+      const expertRole = g.linears.find(perExpert);
+      const experts = expertRole ? lc.collectExpertStats(l, name(expertRole)) : undefined;
+      const stats = experts && !g.norm ? experts.pooled : lc.collectHessians(l, g.input);
+      for (const r of g.linears) {
+        const n = name(r);
+        const w = weights.get(n);
+        if (!w) fail(`model has no tensor ${n}`);
+        // the 3-D tensors other than the one whose inputs were collected read the same rows per expert
+        await give({ name: n, w, stats, ...(perExpert(r) ? { experts } : {}), layer: l });
+      }
+      if (!g.norm) lc.pendResidual(g.input, g.linears.map(name), g.linears.some(perExpert));
+    }
+    lc.addPendingResiduals();
+    for (const n of names) weights.delete(n);
+    say(`layer ${l + 1}/${nLayers}`, l + 1, nLayers);
+  }
+  const head = lc.collectHeadHessian();
+  // a classifier tied to the embedding: the caller measures token_embd (whole rows) with these statistics
+  if (inFile.has('output.weight')) {
+    const tw = performance.now();
+    const w = await load('output.weight');
+    secs.read += (performance.now() - tw) / 1000;
+    await give({ name: 'output.weight', w, stats: head, layer: nLayers });
+  }
+  weights.clear();
+  return { tokenCounts, tokens, config, ...(inFile.has('output.weight') ? {} : { tiedHead: head }), seconds: { forward: lc.phases.forward, statistics: lc.phases.statistics, ...secs } };
+}
