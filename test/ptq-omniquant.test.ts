@@ -105,17 +105,18 @@ test('OmniQuant: lower block output error than its start (round to nearest), nev
   assert.equal(none.res.loss, none.res.lossStart);
 });
 
-test('stories260K: omniquant and omniquant+gptq write plain GGUF (the input\'s tensors, no extras)', async () => {
+test('stories260K: omniquant, omniquant+gptq and omniquant+autoround write plain GGUF (the input\'s tensors, no extras)', async () => {
   const src = fileSource(GGUF);
   try {
     const m = await openModelFile(src);
     const names = m.tensors.map((x) => x.name).sort();
-    for (const algorithm of ['omniquant', 'omniquant+gptq'] as const) {
-      const recipe = defineRecipe({ ...JSON.parse(JSON.stringify(llamaRecipe('Q4_0'))), algorithm, ptq: { calibTokens: 256, calibCtx: 128, seed: 1, omniquantIters: 3 } });
+    const want = { omniquant: 'omniquant (block)', 'omniquant+gptq': 'omniquant+gptq', 'omniquant+autoround': 'omniquant+autoround (block)' } as const;
+    for (const algorithm of ['omniquant', 'omniquant+gptq', 'omniquant+autoround'] as const) {
+      const recipe = defineRecipe({ ...JSON.parse(JSON.stringify(llamaRecipe('Q4_0'))), algorithm, ptq: { calibTokens: 256, calibCtx: 128, seed: 1, omniquantIters: 3, autoroundIters: 3 } });
       const sink = memorySink();
       const r = await quantize(m, recipe, sink, { output: 'gguf', calibText: CALIB });
       const labels = Object.values(r.ptq?.algorithms ?? {});
-      assert.ok(labels.some((x) => x.startsWith(algorithm === 'omniquant' ? 'omniquant (block)' : 'omniquant+gptq')), `${algorithm}: labels ${labels}`);
+      assert.ok(labels.some((x) => x === want[algorithm]), `${algorithm}: labels ${labels}`);
       const out = await openModelFile(bytesSource(sink.bytes(), 'out.gguf'));
       assert.deepEqual(out.tensors.map((x) => x.name).sort(), names, `${algorithm}: the same tensors as the input`);
     }
