@@ -9,6 +9,7 @@
  *   types:       Q3_K --pure (Q3_K_S --pure: every tensor Q3_K), Q2_K --pure, Q4_K_M
  *
  *   npm run build && node dist/scripts/learned-ptq-table.js [--model F] [--chunks N] [--only SUBSTRING]
+ *     [--methods gptq,omniquant,...] [--types 'Q3_K pure,Q2_K pure'] [--extra 'ARGS for every quantize' --tag NAME]
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -57,22 +58,28 @@ const TYPES: [string, string[]][] = [
   ['Q2_K pure', ['--type', 'Q2_K', '--pure']],
   ['Q4_K_M', ['--type', 'Q4_K_M']],
 ];
-const METHODS = ['gptq', 'autoround', 'gptq+autoround'];
+const METHODS = opt('methods', 'gptq,autoround,gptq+autoround,omniquant,omniquant+gptq')!.split(',');
+const typesWanted = opt('types')?.split(',');
+const extra = opt('extra', '')!.split(' ').filter(Boolean);
+/** --tag T: a name for the --extra variant (file names and the method column); GPTQ's ratio is then not computed */
+const tag = opt('tag', '')!;
 console.log('| type | method | KLD TinyStories | KLD WikiText-2 | × GPTQ (ts / wiki) | seconds |');
 console.log('| --- | --- | ---: | ---: | ---: | ---: |');
 for (const [tname, targs] of TYPES) {
+  if (typesWanted && !typesWanted.includes(tname)) continue;
   let ref: { ts: number; wiki: number } | undefined;
   for (const algo of METHODS) {
     if (only && !`${tname} ${algo}`.includes(only)) continue;
-    const file = path.join(OUT, `${tname.replace(/ /g, '-')}-${algo}.gguf`);
+    const file = path.join(OUT, `${tname.replace(/ /g, '-')}-${algo}${tag ? `-${tag}` : ''}.gguf`);
     const t0 = performance.now();
-    execFileSync(process.execPath, [lowbit, 'quantize', MODEL, file, ...targs, '--algo', algo, '--calib', calib, '--calib-tokens', '4096', '--calib-ctx', '256', '--json'], { maxBuffer: 1 << 26 });
+    const json = execFileSync(process.execPath, [lowbit, 'quantize', MODEL, file, ...targs, '--algo', algo, '--calib', calib, '--calib-tokens', '4096', '--calib-ctx', '256', ...extra, '--json'], { maxBuffer: 1 << 26 });
     const secs = (performance.now() - t0) / 1000;
+    fs.writeFileSync(file.replace(/\.gguf$/, '.json'), json);
     const ts = kld(file, bases.ts);
     const wiki = kld(file, bases.wiki);
-    if (algo === 'gptq') ref = { ts: ts.kld, wiki: wiki.kld };
+    if (algo === 'gptq' && !tag) ref = { ts: ts.kld, wiki: wiki.kld };
     const x = ref ? `${(ts.kld / ref.ts).toFixed(2)} / ${(wiki.kld / ref.wiki).toFixed(2)}` : '';
-    console.log(`| ${tname} | ${algo} | ${ts.kld.toFixed(6)} ± ${ts.se.toFixed(6)} | ${wiki.kld.toFixed(6)} ± ${wiki.se.toFixed(6)} | ${x} | ${secs.toFixed(0)} |`);
+    console.log(`| ${tname} | ${algo}${tag ? ` ${tag}` : ''} | ${ts.kld.toFixed(6)} ± ${ts.se.toFixed(6)} | ${wiki.kld.toFixed(6)} ± ${wiki.se.toFixed(6)} | ${x} | ${secs.toFixed(0)} |`);
     say(`${tname} ${algo}: ${ts.kld} / ${wiki.kld}`);
   }
 }

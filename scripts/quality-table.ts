@@ -262,6 +262,12 @@ async function main(): Promise<void> {
     if (f.hqq) await run(f, 'HQQ (g64 fzp)', withAlgo(f.hqq, 'hqq'), false);
     else if (!only) rows.push({ format: f.label, method: 'HQQ', bpw: NaN, linearBpw: NaN, scores: {}, note: 'n/a: the planned GGML types here are symmetric (no zero-point to optimize)' });
     await run(f, 'rotation+GPTQ', withAlgo(f.recipe, 'gptq', { rotate: 'hadamard', actOrder: true }), true);
+    // issue 21, learned on the block output: AutoRound (block objective), OmniQuant (LWC + LET), learned rotation
+    await run(f, 'AutoRound (block)', withAlgo(f.recipe, 'autoround'), true);
+    await run(f, 'GPTQ+AutoRound (block)', withAlgo(f.recipe, 'gptq+autoround'), true);
+    await run(f, 'OmniQuant', withAlgo(f.recipe, 'omniquant'), true);
+    await run(f, 'OmniQuant+GPTQ', withAlgo(f.recipe, 'omniquant+gptq'), true);
+    await run(f, 'learned rotation+GPTQ', withAlgo(f.recipe, 'gptq', { rotate: 'learned', actOrder: true }), true);
     // issue 21: outliers in f16 (EasyQuant), low-rank error compensation (LoRC), outlier-victim pairs (OliVe)
     if (f.kind === 'safetensors') {
       await run(f, 'EasyQuant', withAlgo(f.recipe, 'easyquant'), false);

@@ -40,6 +40,8 @@ export function randomSigns(n: number, seed: number): Float64Array {
 export interface Rotation {
   readonly n: number;
   readonly signs: Float64Array;
+  /** a dense orthogonal R (n x n row-major) instead of D H / sqrt(n): a learned rotation (SpinQuant) */
+  readonly matrix?: Float64Array;
 }
 
 export function hadamardRotation(n: number, seed: number): Rotation {
@@ -59,6 +61,18 @@ export function rotateRows(r: Rotation, w: Float32Array, m: number): void {
   if (w.length !== m * n) fail(`rotateRows: matrix is not ${m} x ${n}`);
   const t = buffer(n);
   const s = 1 / Math.sqrt(n);
+  const R = r.matrix;
+  if (R) {
+    for (let i = 0; i < m; i++) {
+      t.fill(0, 0, n);
+      for (let k = 0; k < n; k++) {
+        const a = w[i * n + k];
+        if (a !== 0) for (let j = 0; j < n; j++) t[j] += a * R[k * n + j];
+      }
+      for (let j = 0; j < n; j++) w[i * n + j] = t[j];
+    }
+    return;
+  }
   for (let i = 0; i < m; i++) {
     for (let j = 0; j < n; j++) t[j] = w[i * n + j] * r.signs[j];
     fwht(t, 0, n);
@@ -72,6 +86,19 @@ export function rotateColumns(r: Rotation, w: Float32Array, m: number): void {
   if (w.length !== m * n) fail(`rotateColumns: matrix is not ${n} x ${m}`);
   const t = buffer(n);
   const s = 1 / Math.sqrt(n);
+  const R = r.matrix;
+  if (R) {
+    for (let c = 0; c < m; c++) {
+      // (R^T u)_i = sum_k R[k, i] u_k
+      t.fill(0, 0, n);
+      for (let k = 0; k < n; k++) {
+        const a = w[k * m + c];
+        if (a !== 0) for (let i = 0; i < n; i++) t[i] += R[k * n + i] * a;
+      }
+      for (let i = 0; i < n; i++) w[i * m + c] = t[i];
+    }
+    return;
+  }
   for (let c = 0; c < m; c++) {
     for (let i = 0; i < n; i++) t[i] = w[i * m + c] * r.signs[i];
     fwht(t, 0, n);

@@ -11,8 +11,12 @@ export interface PtqOptions {
   readonly calibTokens: number;
   readonly calibCtx: number;
   readonly seed: number;
-  /** 'hadamard': QuaRot-style rotation of the residual stream folded into the weights */
-  readonly rotate: 'none' | 'hadamard';
+  /** 'hadamard': QuaRot-style rotation of the residual stream folded into the weights; 'learned': SpinQuant's R1 learned from it */
+  readonly rotate: 'none' | 'hadamard' | 'learned';
+  /** --rotate learned: Cayley SGD steps, first step (Frobenius norm of the Cayley generator), windows per step */
+  readonly rotateIters: number;
+  readonly rotateLr: number;
+  readonly rotateBatch: number;
   /** also rotate each attention head's values (W_v rows and W_o columns per head, exact) */
   readonly rotateHeads: boolean;
   readonly percDamp: number;
@@ -38,6 +42,11 @@ export interface PtqOptions {
   readonly autoroundObjective: 'block' | 'linear';
   /** AutoRound (block): calibration windows per signed-gradient step */
   readonly autoroundBatch: number;
+  /** OmniQuant: Adam iterations, first step (0 = 0.005), calibration windows per step, learn the equivalent transforms (LET) */
+  readonly omniquantIters: number;
+  readonly omniquantLr: number;
+  readonly omniquantBatch: number;
+  readonly omniquantLet: boolean;
   /** LoRC (ZeroQuant-V2): rank of the low-rank compensation of each weight's quantization error; 0 = off */
   readonly lorc: number;
   /** EasyQuant: fraction of each row's weights kept in f16 as outliers (the largest |w - mean|) */
@@ -60,7 +69,10 @@ export const PTQ_OPTIONS: readonly PtqOptionSpec[] = Object.freeze([
   { key: 'calibTokens', flag: 'calib-tokens', type: 'int', default: 16384, min: 1, help: 'calibration tokens (whole sequences of --calib-ctx)' },
   { key: 'calibCtx', flag: 'calib-ctx', type: 'int', default: 512, min: 2, help: 'tokens per calibration sequence (capped at the model context)' },
   { key: 'seed', flag: 'seed', type: 'int', default: 0, min: 0, help: 'seed for the calibration windows and the Hadamard signs' },
-  { key: 'rotate', flag: 'rotate', type: 'string', default: 'none', choices: ['none', 'hadamard'], help: 'rotate the residual stream (QuaRot-style, folded into the weights)' },
+  { key: 'rotate', flag: 'rotate', type: 'string', default: 'none', choices: ['none', 'hadamard', 'learned'], help: 'rotate the residual stream, folded into the weights: hadamard (QuaRot-style), learned (SpinQuant: Cayley SGD from the Hadamard rotation on the quantized model\'s KL divergence)' },
+  { key: 'rotateIters', flag: 'rotate-iters', type: 'int', default: 40, min: 0, max: 100000, help: '--rotate learned: Cayley SGD steps' },
+  { key: 'rotateLr', flag: 'rotate-lr', type: 'number', default: 0.1, min: 0, max: 10, help: '--rotate learned: first step, as the Frobenius norm of the Cayley generator (decayed linearly)' },
+  { key: 'rotateBatch', flag: 'rotate-batch', type: 'int', default: 2, min: 1, max: 4096, help: '--rotate learned: calibration windows per step' },
   { key: 'rotateHeads', flag: 'rotate-heads', type: 'boolean', default: true, help: 'with --rotate: also rotate every head\'s values (W_v rows, W_o columns)' },
   { key: 'percDamp', flag: 'damp', type: 'number', default: 0.01, min: 0, max: 10, help: 'GPTQ dampening, fraction of mean(diag H)' },
   { key: 'gptqBlock', flag: 'gptq-block', type: 'int', default: 128, min: 1, help: 'GPTQ lazy-update block width' },
@@ -80,6 +92,10 @@ export const PTQ_OPTIONS: readonly PtqOptionSpec[] = Object.freeze([
   { key: 'autoroundClip', flag: 'autoround-clip', type: 'boolean', default: true, help: 'AutoRound: learn a clip ratio per block (the codec keeps choosing its scales for the clipped block)' },
   { key: 'autoroundObjective', flag: 'autoround-objective', type: 'string', default: 'block', choices: ['block', 'linear'], help: 'AutoRound: minimize each transformer layer\'s output error (block: the paper\'s, learned through the layer\'s backward pass after the per-linear start) or each linear\'s own output error (linear)' },
   { key: 'autoroundBatch', flag: 'autoround-batch', type: 'int', default: 4, min: 1, max: 4096, help: 'AutoRound (block objective): calibration windows per signed-gradient step' },
+  { key: 'omniquantIters', flag: 'omniquant-iters', type: 'int', default: 40, min: 0, max: 100000, help: 'OmniQuant: Adam steps per layer on the block output error (learned clip ratios and equivalent-transform scales)' },
+  { key: 'omniquantLr', flag: 'omniquant-lr', type: 'number', default: 0, min: 0, max: 1, help: 'OmniQuant: first Adam step of the log-scales and clip ratios, decayed linearly (0 = 0.01)' },
+  { key: 'omniquantBatch', flag: 'omniquant-batch', type: 'int', default: 4, min: 1, max: 4096, help: 'OmniQuant: calibration windows per step' },
+  { key: 'omniquantLet', flag: 'omniquant-let', type: 'boolean', default: true, help: 'OmniQuant: learn the equivalent transforms (scales folded into the norms, v/o and up/down); false: clipping only' },
 ] as const satisfies readonly PtqOptionSpec[]);
 
 export const DEFAULT_PTQ: PtqOptions = Object.freeze(Object.fromEntries(PTQ_OPTIONS.map((o) => [o.key, o.default])) as unknown as PtqOptions);

@@ -13,16 +13,16 @@ import { ptqOptions, type PtqOptions } from './ptq-options.js';
 export const RECIPE_VERSION = 1;
 
 /** The algorithms (pipeline/algorithms.ts holds their handlers). */
-export type BaseAlgorithm = 'rtn' | 'gptq' | 'awq' | 'hqq' | 'easyquant' | 'autoround';
-export const BASE_ALGORITHMS: readonly BaseAlgorithm[] = ['rtn', 'gptq', 'awq', 'hqq', 'easyquant', 'autoround'];
+export type BaseAlgorithm = 'rtn' | 'gptq' | 'awq' | 'hqq' | 'easyquant' | 'autoround' | 'omniquant';
+export const BASE_ALGORITHMS: readonly BaseAlgorithm[] = ['rtn', 'gptq', 'awq', 'hqq', 'easyquant', 'autoround', 'omniquant'];
 /**
  * A recipe's algorithm: one, or a list applied in order (every member's input transform, then the
  * last one rounds: ["awq", "gptq"] folds AWQ's scales in first, then GPTQ, as the AWQ paper combines
  * them). 'awq+gptq' is the same list in the spelling of older recipes and of `--algo`.
  */
-export type Algorithm = BaseAlgorithm | 'awq+gptq' | 'gptq+autoround' | 'awq+autoround' | readonly BaseAlgorithm[];
+export type Algorithm = BaseAlgorithm | 'awq+gptq' | 'gptq+autoround' | 'awq+autoround' | 'omniquant+autoround' | 'omniquant+gptq' | readonly BaseAlgorithm[];
 /** the names `--algo` accepts */
-export const ALGORITHMS: readonly string[] = [...BASE_ALGORITHMS, 'awq+gptq', 'gptq+autoround', 'awq+autoround'];
+export const ALGORITHMS: readonly string[] = [...BASE_ALGORITHMS, 'awq+gptq', 'gptq+autoround', 'awq+autoround', 'omniquant+autoround', 'omniquant+gptq'];
 
 /** An algorithm's name as `--algo` spells it ('gptq', 'awq+gptq') */
 export function algorithmName(a: Algorithm | undefined): string {

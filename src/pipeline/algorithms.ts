@@ -92,6 +92,12 @@ export interface AlgorithmSpec {
   readonly needsCalibration: boolean;
   /** AWQ: searches per-channel scales for each input group before its linears are rounded */
   readonly scalesInputs?: boolean;
+  /**
+   * OmniQuant: learned by the calibration driver on a whole layer's output (pipeline/omniquant.ts:
+   * equivalent transforms folded into the layer, clip ratios per block); `round` is its per-linear form
+   * for the weights outside the layers (the output head) and for layers the training engine cannot run
+   */
+  readonly learnsLayer?: boolean;
   readonly help: string;
   /** round one weight (with `stats` in a calibrated run, without otherwise) */
   round(job: WeightJob): Promise<Rounded> | Rounded;
@@ -147,6 +153,16 @@ async function autoround(job: WeightJob): Promise<Rounded> {
   return { bytes: r.bytes, q: r.q, label: 'autoround' };
 }
 
+/**
+ * OmniQuant outside a learned layer: its weight clipping on the linear's own output error, i.e. the
+ * clip ratio per block minimizing e^T H_bb e (the layer's equivalent transforms need the layer).
+ */
+function omniquant(job: WeightJob): Rounded {
+  const { codec, w, rows: n, cols: k, stats } = job;
+  if (!stats || !searchable(codec)) return { ...rtnBlocks(codec, w, n, k), label: 'rtn' };
+  return { ...clipBlocks(codec, w, n, k, { h: stats.h }), label: 'omniquant (clip)' };
+}
+
 /** EasyQuant: data-free; f16 outliers per row, then each block's range fitted to the rest (easyquant.ts) */
 function easyquant(job: WeightJob): Rounded {
   const { codec, w, rows: n, cols: k, options: o } = job;
@@ -183,6 +199,7 @@ export const ALGORITHM_TABLE: Readonly<Record<BaseAlgorithm, AlgorithmSpec>> = O
   gptq: { name: 'gptq', scope: 'layer', needsCalibration: true, help: 'GPTQ: error-compensating rounding with the input Hessian', round: gptq },
   awq: { name: 'awq', scope: 'layer', needsCalibration: true, scalesInputs: true, help: 'AWQ: activation-aware per-channel scales, then a clip search', round: awq },
   autoround: { name: 'autoround', scope: 'layer', needsCalibration: true, help: 'AutoRound: rounding offsets (and clip ratios) learned by signed gradient descent on each transformer layer\'s output error (--autoround-objective linear: each linear\'s)', round: autoround },
+  omniquant: { name: 'omniquant', scope: 'layer', needsCalibration: true, learnsLayer: true, help: 'OmniQuant: clip ratios per block and equivalent-transform scales (folded into the norms, v/o, up/down) learned by Adam on each transformer layer\'s output error', round: omniquant },
   easyquant: { name: 'easyquant', scope: 'tensor', needsCalibration: false, help: 'EasyQuant: data-free; ~1 % outliers per row kept in f16, block ranges fitted to the rest (lowbit safetensors)', round: easyquant },
 } satisfies Record<BaseAlgorithm, AlgorithmSpec>);
 
@@ -198,6 +215,9 @@ export async function roundWeight(list: readonly AlgorithmSpec[], job: WeightJob
   if (list.length > 1 && job.stats) r = { ...r, label: list.map((a) => a.name).join('+') };
   return job.options.lorc > 0 ? withLorc(r, job) : r;
 }
+
+/** Is the list learned on whole layers (OmniQuant)? */
+export const learnsLayer = (list: readonly AlgorithmSpec[]) => list.some((a) => a.learnsLayer);
 
 /** Does the list scale its inputs (AWQ) before rounding? */
 export const scalesInputs = (list: readonly AlgorithmSpec[]) => list.some((a) => a.scalesInputs);

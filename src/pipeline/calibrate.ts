@@ -47,9 +47,11 @@ import { linear, matmul } from '../model/matmul.js';
 import { Tokenizer } from '../model/tokenizer.js';
 import type { LlamaConfig, StoredTensor } from '../model/types.js';
 import { ggmlTypeByName, isGgmlFloat } from '../quant/ggml/types.js';
-import { algorithmsOf, needsHandler, roundWeight, scalesInputs, type AlgorithmSpec, type ExtraTensor, type InputStatistics } from './algorithms.js';
+import { algorithmsOf, learnsLayer, needsHandler, roundWeight, scalesInputs, type AlgorithmSpec, type ExtraTensor, type InputStatistics } from './algorithms.js';
 import type { QuantizePlan, TensorPlan } from './plan.js';
 import { BLOCK_LR, BLOCK_TENSORS, BlockRunner, blockObjectiveRefusal, refineBlock, type BlockLinear } from './block-round.js';
+import { omniquantLayer } from './omniquant.js';
+import { learnRotation, rotationMatrix } from './spinquant.js';
 
 export interface PtqInput {
   recipe: Recipe;
@@ -320,18 +322,27 @@ export function residualWiring(f: ModelFamily, nLayers: number): ResidualWiring 
  * Stage: rotate the model (QuaRot-style, folded into the weights) and check computational invariance:
  * the rotated float model computes the original's logits on `probe` (bound 1e-3 x (1 + max |logit|)).
  */
-export function rotateModel(weights: Map<string, FloatTensor>, config: LlamaConfig, family: ModelFamily, o: PtqOptions, stored: () => StoredTensor[], probe: Int32Array): { maxDiff: number; note: string } {
-  if (!weights.has('output.weight')) fail('--rotate hadamard: the model ties its output to token_embd; untie it first (not supported yet)');
-  if (!isPowerOfTwo(config.dim)) fail(`--rotate hadamard: the residual width ${config.dim} is not a power of two (only 2^n Hadamard matrices are built)`);
+export function rotateModel(weights: Map<string, FloatTensor>, config: LlamaConfig, family: ModelFamily, o: PtqOptions, stored: () => StoredTensor[], probe: Int32Array, learn?: (r0: Float64Array) => { matrix: Float64Array }): { maxDiff: number; note: string } {
+  if (!weights.has('output.weight')) fail(`--rotate ${o.rotate}: the model ties its output to token_embd; untie it first (not supported yet)`);
+  if (!isPowerOfTwo(config.dim)) fail(`--rotate ${o.rotate}: the residual width ${config.dim} is not a power of two (only 2^n Hadamard matrices are built)`);
   const wmap: WeightMap = { get: (n) => weights.get(n), set: (n, t) => void weights.set(n, t) };
   const wiring = residualWiring(family, config.nLayers);
   const before = new Llama(config, stored(), { contextLength: probe.length });
   const a = Float32Array.from(before.forward(probe, 0, 0));
   foldNorms(wmap, wiring);
-  rotateResidual(wmap, wiring, hadamardRotation(config.dim, o.seed));
-  if (o.rotateHeads) {
+  const heads = () => {
+    if (!o.rotateHeads) return;
     if (!isPowerOfTwo(config.headDim)) fail(`--rotate-heads: the head size ${config.headDim} is not a power of two`);
     rotateHeads(wmap, wiring, hadamardRotation(config.headDim, o.seed + 1), config.nHeads, config.nKvHeads);
+  };
+  const h = hadamardRotation(config.dim, o.seed);
+  if (learn) {
+    // the heads first (W_v rows, W_o columns; they commute with the residual rotation): the learned R1 sees the quantized model as it will be
+    heads();
+    rotateResidual(wmap, wiring, { n: config.dim, signs: h.signs, matrix: learn(rotationMatrix(h)).matrix });
+  } else {
+    rotateResidual(wmap, wiring, h);
+    heads();
   }
   const after = new Llama(config, stored(), { contextLength: probe.length });
   const b = after.forward(probe, 0, 0);
@@ -388,12 +399,12 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
   const nLayers = config.nLayers;
   // ---- what this pipeline covers per family ----------------------------------------------------------
   const fused = [...weights.keys()].find((n) => /\.attn_qkv\.weight$/.test(n) || (/\.ffn_up\.weight$/.test(n) && !weights.has(n.replace('ffn_up', 'ffn_gate'))));
-  if (o.rotate === 'hadamard') {
+  if (o.rotate !== 'none') {
     // rotating the residual stream must leave the function unchanged: refuse where it would not
-    if (config.nExperts) fail(`--rotate hadamard: ${archName} is a mixture of experts; the rotation does not cover its router and experts (not function-preserving here)`);
-    if (fused) fail(`--rotate hadamard: ${archName} stores fused ${fused.split('.')[2]}; the rotation does not cover fused tensors (not function-preserving here)`);
+    if (config.nExperts) fail(`--rotate ${o.rotate}: ${archName} is a mixture of experts; the rotation does not cover its router and experts (not function-preserving here)`);
+    if (fused) fail(`--rotate ${o.rotate}: ${archName} stores fused ${fused.split('.')[2]}; the rotation does not cover fused tensors (not function-preserving here)`);
     if (config.arch === 'gemma2' || config.arch === 'gemma3')
-      fail(`--rotate hadamard: ${archName}'s post-attention and post-FFN RMSNorms scale the residual update per channel after normalizing it, so a rotation of the residual stream cannot be folded into the weights (not function-preserving)`);
+      fail(`--rotate ${o.rotate}: ${archName}'s post-attention and post-FFN RMSNorms scale the residual update per channel after normalizing it, so a rotation of the residual stream cannot be folded into the weights (not function-preserving)`);
   }
 
   // ---- tokens ------------------------------------------------------------------------------------
@@ -403,7 +414,8 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
   let windows: Int32Array[] = [];
   const ctx = Math.min(o.calibCtx, config.seqLen);
   if (input.calibStream) windows = calibrationWindows(input.calibStream, o.calibTokens, ctx, o.seed, Number(metadata.get('tokenizer.ggml.bos_token_id') ?? 1));
-  else if (needsCalibration || (o.rotate === 'hadamard' && input.calibText)) {
+  else if (needsCalibration || o.rotate === 'learned' || (o.rotate === 'hadamard' && input.calibText)) {
+    if (o.rotate === 'learned' && input.calibText === undefined) fail('--rotate learned needs calibration text: --calib FILE (or { calibText } in quantize())');
     if (input.calibText === undefined) fail(`${needs.algorithms.join('/') || 'SmoothQuant'} needs calibration text: --calib FILE (or { calibText } in quantize())`);
     if (metadata.get('tokenizer.ggml.tokens') === undefined) fail(`${m.name} carries no vocabulary to tokenize the calibration text`);
     const tok = new Tokenizer(vocabFromGgufMetadata(metadata));
@@ -413,9 +425,14 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
 
   // ---- rotation ----------------------------------------------------------------------------------
   let rotationMaxLogitDiff: number | undefined;
-  if (o.rotate === 'hadamard') {
+  if (o.rotate !== 'none') {
     const probe = windows[0]?.subarray(0, Math.min(64, ctx)) ?? Int32Array.from({ length: Math.min(64, config.seqLen) }, (_, i) => (i * 7919 + 1) % config.vocabSize);
-    const r = rotateModel(weights, config, family, o, stored, probe);
+    const learn = o.rotate === 'learned' ? (r0: Float64Array) => {
+      const r = learnRotation(config, weights, (n) => { const p = planOf.get(n); return p && codecOf(p); }, r0, windows, { iters: o.rotateIters, lr: o.rotateLr, batch: o.rotateBatch, seed: o.seed, threads: input.threads });
+      notes.push(`rotation learned (SpinQuant R1, ${o.rotateIters} Cayley SGD steps): quantized model KL on the calibration windows ${r.lossStart.toExponential(3)} (Hadamard) -> ${r.loss.toExponential(3)} (step ${r.step}, ${r.seconds.toFixed(1)} s)`);
+      return r;
+    } : undefined;
+    const r = rotateModel(weights, config, family, o, stored, probe, learn);
     rotationMaxLogitDiff = r.maxDiff;
     notes.push(r.note);
   }
@@ -424,7 +441,8 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
   const floats = new Map([...weights].map(([n, t]) => [n, t.data]));
   // AutoRound on the block output: the float model's residual stream beside the quantized one
   const block = needsCalibration ? blockObjective(plan, input.recipe, o, config, [...weights.keys()], notes) : undefined;
-  if (!block && o.autoroundObjective === 'block') o = { ...o, autoroundObjective: 'linear' };
+  const blockAutoround = !!block && o.autoroundObjective === 'block';
+  if (!blockAutoround && o.autoroundObjective === 'block') o = { ...o, autoroundObjective: 'linear' };
   /** round a weight with its algorithms; the runtime (and later layers) then see the quantized values */
   const quantizeWeight = async (name: string, stats: InputStats | undefined): Promise<void> => {
     const p = planOf.get(name);
@@ -432,7 +450,7 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
     if (!p || !t) fail(`model has no tensor ${name}`);
     const codec = codecOf(p);
     if (!codec) return roundFloat(name);
-    if (block && name.startsWith('blk.') && algorithmsFor(name).at(-1)?.name === 'autoround') block.before.set(name, Float32Array.from(t.data)); // the float its start was rounded from
+    if (blockAutoround && name.startsWith('blk.') && algorithmsFor(name).at(-1)?.name === 'autoround') block.before.set(name, Float32Array.from(t.data)); // the float its start was rounded from
     const r = await roundWeight(algorithmsFor(name), { name, codec, w: t.data, rows: t.rows, cols: t.cols, scheme: p.scheme, ggmlType: p.ggml?.name, stats, options: o, gptqWorkers: input.gptqWorkers });
     quantized.set(name, { bytes: r.bytes, sqnrDb: sqnrDb(t.data, r.q), algorithm: r.label, ...(r.extras ? { extras: r.extras } : {}) });
     t.data.set(r.q);
@@ -500,7 +518,7 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
     for (const n of BLOCK_TENSORS) {
       const list = algorithmsFor(full(n));
       const q = quantized.get(full(n));
-      if (!q || list[list.length - 1]?.name !== 'autoround' || o.lorc > 0) continue;
+      if (!q || list[list.length - 1]?.name !== 'autoround') continue;
       const t = weights.get(full(n))!;
       specs.push({ name: n, codec: codecOf(planOf.get(full(n))!)!, w: block!.before.get(full(n))!, start: { bytes: q.bytes, q: Float32Array.from(t.data) } });
     }
@@ -516,6 +534,58 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
       block!.before.delete(full(sp.name));
     }
     notes.push(`layer ${l} AutoRound block output error ${r.lossStart.toExponential(3)} -> ${r.loss.toExponential(3)} (${r.pick}, ${specs.length} linears, ${r.seconds.toFixed(1)} s)`);
+    return true;
+  };
+
+  /**
+   * OmniQuant on layer l (its linears' algorithms learn whole layers): the equivalent transforms and
+   * clip ratios learned on the layer's output and folded (pipeline/omniquant.ts); with '+autoround'
+   * the rounding is then learned on the same objective from that start. False when layer l's linears
+   * do not use OmniQuant.
+   */
+  const omniLayer = async (l: number, xIn: Float32Array, target: Float32Array): Promise<boolean> => {
+    const full = (n: string) => `blk.${l}.${n}.weight`;
+    const lins = BLOCK_TENSORS.filter((n) => !n.endsWith('_norm'));
+    const uses = lins.filter((n) => learnsLayer(algorithmsFor(full(n))));
+    if (!uses.length) return false;
+    const quantizedLins = lins.filter((n) => codecOf(planOf.get(full(n))!));
+    const other = quantizedLins.find((n) => !uses.includes(n));
+    if (other) fail(`OmniQuant learns whole layers: ${full(other)} has another algorithm (${algorithmsFor(full(other)).map((a) => a.name).join('+')}) than the rest of layer ${l}`);
+    const runner = block!.runner!;
+    const codecs = new Map(quantizedLins.map((n) => [n, codecOf(planOf.get(full(n))!)!] as const));
+    const r = await lc.timed('quantization', async () => omniquantLayer(runner, (n) => weights.get(full(n))!.data, codecs, xIn, target, { iters: o.omniquantIters, lr: o.omniquantLr, batch: o.omniquantBatch, seed: o.seed + l, let: o.omniquantLet, clip: true }));
+    for (const [n, v] of r.floats) weights.get(full(n))!.data.set(v); // the transforms folded: the float layer is unchanged
+    notes.push(`layer ${l} OmniQuant block output error ${r.lossStart.toExponential(3)} -> ${r.loss.toExponential(3)} (${r.pick}; scales ${r.scaleRange[0].toFixed(3)}..${r.scaleRange[1].toFixed(3)}, mean clip ratio ${r.alphaMean.toFixed(3)}; ${r.seconds.toFixed(1)} s)`);
+    let linears = r.linears;
+    let label = 'omniquant';
+    const list = algorithmsFor(full(quantizedLins[0] ?? lins[0])).map((a) => a.name);
+    const last = list.at(-1);
+    if (list.includes('gptq')) {
+      // omniquant+gptq: the learned transforms stay folded, GPTQ (and what follows it) rounds the layer as usual
+      for (const g of family.inputGroups) if (g.norm) lc.runtimeNorm(l, g.input).set(weights.get(`blk.${l}.${g.norm}.weight`)!.data);
+      return false;
+    }
+    if (last === 'autoround' && linears.size) {
+      const specs: BlockLinear[] = [...linears].map(([n, x]) => ({ name: n, codec: codecs.get(n)!, w: r.floats.get(n)!, start: x }));
+      const rb = await lc.timed('quantization', async () => refineBlock(runner, specs, xIn, target, { iters: o.autoroundIters, lr: o.autoroundLr || BLOCK_LR, batch: o.autoroundBatch, seed: o.seed + l }));
+      notes.push(`layer ${l} AutoRound (from OmniQuant) block output error ${rb.lossStart.toExponential(3)} -> ${rb.loss.toExponential(3)} (${rb.pick}, ${rb.seconds.toFixed(1)} s)`);
+      linears = rb.linears as typeof linears;
+      label = 'omniquant+autoround';
+    }
+    for (const n of lins) {
+      const x = linears.get(n);
+      if (!x) {
+        roundFloat(full(n));
+        continue;
+      }
+      quantized.set(full(n), { bytes: x.bytes, sqnrDb: sqnrDb(r.floats.get(n)!, x.q), algorithm: `${label} (block)` });
+      weights.get(full(n))!.data.set(x.q);
+    }
+    for (const g of family.inputGroups)
+      if (g.norm) {
+        roundFloat(`blk.${l}.${g.norm}.weight`);
+        lc.runtimeNorm(l, g.input).set(weights.get(`blk.${l}.${g.norm}.weight`)!.data);
+      }
     return true;
   };
 
@@ -535,6 +605,11 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
           blockTarget = runner.outputs(xFp!);
         });
         xFp = blockTarget;
+      }
+      if (block?.runner && blockIn && blockTarget && (await omniLayer(l, blockIn, blockTarget))) {
+        lc.rerunLayer(l, blockIn);
+        say(`layer ${l + 1}/${nLayers} (${((performance.now() - tl) / 1000).toFixed(1)} s)`);
+        continue;
       }
       const name = (r: LinearRole) => `${P}${linearOf(family, r).gguf}.weight`;
       const perExpert = (r: LinearRole) => linearOf(family, r).perExpert === true;
@@ -648,11 +723,16 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
  * with autoround; undefined (with a note) where the training engine cannot run the model's layers.
  */
 function blockObjective(plan: QuantizePlan, recipe: Recipe, o: PtqOptions, config: LlamaConfig, names: string[], notes: string[]): { before: Map<string, Float32Array>; runner?: BlockRunner } | undefined {
-  if (o.autoroundObjective !== 'block') return undefined;
-  if (!plan.tensors.some((p) => isQuantized(p) && algorithmsOf(recipe, p.name).at(-1)?.name === 'autoround')) return undefined;
+  const quantized = plan.tensors.filter(isQuantized).map((p) => algorithmsOf(recipe, p.name));
+  const autoround = o.autoroundObjective === 'block' && quantized.some((list) => list.at(-1)?.name === 'autoround');
+  const omni = quantized.some(learnsLayer);
+  if (!autoround && !omni) return undefined;
+  // LoRC's factors would be fitted to each linear alone after the layer was learned as a whole: refused (quantize.ts checkExtras), never silently per-linear
+  if (o.lorc > 0) fail('internal: --lorc with a method learned on whole layers');
   const why = o.shift ? '--shift adds biases' : Array.from({ length: config.nLayers }, (_, l) => blockObjectiveRefusal(config, names, l)).find((x) => x);
   if (why) {
-    notes.push(`AutoRound: the block objective needs plain LLaMA layers (${why}); each linear's own output error was used`);
+    if (autoround) notes.push(`AutoRound: the block objective needs plain LLaMA layers (${why}); each linear's own output error was used`);
+    if (omni) notes.push(`OmniQuant: learning on the layer output needs plain LLaMA layers (${why}); each linear's clip ratios were searched on its own output error, without equivalent transforms`);
     return undefined;
   }
   return { before: new Map() };

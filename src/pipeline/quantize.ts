@@ -34,7 +34,7 @@ import { installWasmQuantizers, quantizeRowsMeasured } from '../kernels/ggml-qua
 import { rowErrorSums } from '../quant/ggml/row-error.js';
 import { planPackedLayout, writePacked } from './quantize-packed.js';
 import { calibrationNeeds, codecOf, isQuantized, runPtq, type PtqOutput } from './calibrate.js';
-import { algorithmsOf, extraTensorSpecs, needsHandler, roundWeight } from './algorithms.js';
+import { algorithmsOf, extraTensorSpecs, learnsLayer, needsHandler, roundWeight } from './algorithms.js';
 import { checkRank } from '../algos/lorc.js';
 import type { GptqWorkers } from './gptq-parts.js';
 import { checkImatrix, matrices, planTensors, readFloats, resolveOptionsOf, rows, type LayoutOptions, type QuantizeOptions, type QuantizePlan, type QuantizeReport, type RowQuantizer, type StoredExtra, type TensorPlan, type TensorReport } from './plan.js';
@@ -484,6 +484,13 @@ function checkExtras(plan: QuantizePlan, options: PtqOptions): void {
   }
   if (options.shift && container !== 'safetensors') fail(`--shift: ${container === 'gguf' ? 'GGUF for llama.cpp' : `a Hugging Face ${container} checkpoint`} has no RMSNorm bias (nor gate/up biases) to hold Outlier Suppression+'s channel shift; write lowbit safetensors instead (an output ending in .safetensors, e.g. --type int8_ch)`);
   if (options.lorc > 0) for (const p of quantized) checkRank(options.lorc, p.name, rows(p.ne), p.ne[0]);
+  // LoRC's factors are fitted to each linear's own rounding: a method that learns whole layers has none
+  if (options.lorc > 0) {
+    const lists = quantized.map((p) => algorithmsOf(plan.recipe, p.name));
+    const omni = lists.some(learnsLayer);
+    if (omni || (options.autoroundObjective === 'block' && lists.some((l) => l.at(-1)?.name === 'autoround')))
+      fail(`--lorc applies after each linear's own rounding; ${omni ? 'OmniQuant learns' : 'AutoRound\'s block objective learns'} a whole layer at once: use --lorc with gptq or rtn${omni ? '' : ', or with --autoround-objective linear'}`);
+  }
 }
 
 /** QuantizeOptions.roundTensor for the per-tensor algorithms of a plan (tensors whose list is only RTN are left to the writer) */

@@ -45,6 +45,10 @@ const ALGORITHM_FLAGS: readonly (readonly [string, string])[] = [
   ['autoround-objective', 'autoround'],
   ['autoround-batch', 'autoround'],
   ['easyquant-outliers', 'easyquant'],
+  ['omniquant-iters', 'omniquant'],
+  ['omniquant-lr', 'omniquant'],
+  ['omniquant-batch', 'omniquant'],
+  ['omniquant-let', 'omniquant'],
 ];
 
 /** The recipe of the flags, with --algo and the PTQ options that were given folded in. */
@@ -153,7 +157,7 @@ export const quantizeCommand: Command = {
   name: 'quantize',
   summary: 'quantize a model to GGUF (llama.cpp types) or safetensors (generic schemes), with a per-tensor report',
   usage:
-    'lowbit quantize IN OUT (--type T | --recipe FILE) [--algo rtn|gptq|awq|hqq|autoround|gptq+autoround] [--calib FILE --calib-tokens N --calib-ctx C --seed S] [--rotate hadamard] [--imatrix F] [--pure] [--threads N] [--layout lowbit|gptq|awq] [--eval TEXT] [--report out.html] [--dry-run] [--json]',
+    'lowbit quantize IN OUT (--type T | --recipe FILE) [--algo rtn|gptq|awq|hqq|autoround|gptq+autoround|omniquant] [--calib FILE --calib-tokens N --calib-ctx C --seed S] [--rotate hadamard|learned] [--imatrix F] [--pure] [--threads N] [--layout lowbit|gptq|awq] [--eval TEXT] [--report out.html] [--dry-run] [--json]',
   positionals: [1, 2],
   options: [
     { name: 'type', type: 'string', help: 'llama.cpp file type (Q4_K_M, Q8_0, ...) or a scheme (int4, mxfp4, nvfp4, nf4, q4_0, ...)' },
@@ -176,7 +180,7 @@ export const quantizeCommand: Command = {
     { name: 'eval-chunks', type: 'int', help: 'evaluate at most this many chunks (default all)', min: 1 },
     { name: 'report', type: 'string', help: 'also write a self-contained HTML report (tables, SQNR per layer, KLD histogram)' },
     { name: 'threads', type: 'int', help: 'threads quantizing GGML tensors and running calibration (default: all cores; quantization bytes do not depend on it)', min: 1 },
-    { name: 'algo', type: 'string', choices: ALGORITHMS, help: 'rtn (default; imatrix-weighted with --calib), gptq, awq, autoround (need --calib), hqq (asymmetric targets, no calibration); a+b applies a\'s transform or start, then b rounds' },
+    { name: 'algo', type: 'string', choices: ALGORITHMS, help: 'rtn (default; imatrix-weighted with --calib), gptq, awq, autoround, omniquant (need --calib), hqq (asymmetric targets, no calibration); a+b applies a\'s transform or start, then b rounds' },
     { name: 'calib', type: 'string', help: 'calibration text (UTF-8) for gptq, awq, --smooth and imatrix-rtn' },
     ...PTQ_OPTIONS.map((o) => ({ name: o.flag, type: o.type, help: `${o.help} (default ${String(o.default)})`, ...(o.choices ? { choices: o.choices } : {}), ...(o.min !== undefined ? { min: o.min } : {}), ...(o.max !== undefined ? { max: o.max } : {}) })),
     { name: 'defend', type: 'string', help: 'noise[=SCALE]: add interval-calibrated noise (SCALE rounding steps, default 0.5) to the weights before quantizing: removes planted quantization attacks (docs/security.md)' },
@@ -230,6 +234,7 @@ export const quantizeCommand: Command = {
     // options of one algorithm are refused when no tensor uses it (instead of being silently ignored)
     const algorithmsUsed = [recipe.algorithm ?? 'rtn', ...recipe.rules.map((r) => r.algorithm ?? '')].flatMap((x) => algorithmName(x || undefined).split('+'));
     for (const [flag, algo] of ALGORITHM_FLAGS) if (a.given.has(flag) && !algorithmsUsed.includes(algo)) fail(`--${flag} applies to --algo ${algo} (this run uses ${[...new Set(algorithmsUsed.filter(Boolean))].join(', ')})`);
+    for (const f of ['rotate-iters', 'rotate-lr', 'rotate-batch']) if (a.given.has(f) && recipe.ptq?.rotate !== 'learned') fail(`--${f} applies with --rotate learned`);
     const allocating = a.given.has('target-size') || a.given.has('target-bpw');
     if (!allocating) for (const f of ['allocate', 'db', 'evo-generations', 'evo-offspring', 'types', 'estimator', 'output-factor', 'kld-windows', 'sample-rows', 'plain-costs']) if (a.given.has(f)) fail(`--${f} applies with --target-size or --target-bpw`);
     // --plain-costs: the allocation assumed the plain quantizers, so (when only RTN rounds) the calibration
