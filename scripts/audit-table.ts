@@ -75,7 +75,7 @@ async function main(): Promise<void> {
   const demo = path.join(ROOT, '.cache', 'attack-demo');
   for (const dir of fs.existsSync(demo) ? fs.readdirSync(demo) : [])
     for (const f of fs.readdirSync(path.join(demo, dir))) {
-      const m = /^attacked-(.+)-(\d+)\.gguf$/.exec(f);
+      const m = /^attacked-([^-]+)-(\d+)(?:-([\w.]+))?\.gguf$/.exec(f);
       if (!m || m[2] === '0') continue;
       for (const t of m[1].split('+')) {
         const a = audit(path.join(demo, dir, f), t);
