@@ -13,7 +13,7 @@
  *
  *   npm run build && nice -n 10 node dist/scripts/attack-demo.js [--model data/stories260K.gguf]
  *        [--types Q4_0,Q8_0,Q4_0+Q5_0] [--ft-steps 300] [--steps 200] [--batch 8] [--json out.json]
- *        [--freeze-norms] [--box-fraction F] [--check-every N] [--pgd-lr X] [--tag NAME]
+ *        [--ft-lr 2e-3] [--freeze-norms] [--box-fraction F] [--check-every N] [--pgd-lr X] [--tag NAME]
  *
  *   --freeze-norms: the malicious fine-tune trains only the tensors the target types quantize (the
  *   norms, which llama-quantize copies and the attack must hold at the malicious values, stay benign);
@@ -40,6 +40,7 @@ const STEPS = Number(arg('--steps', '200'));
 const BATCH = Number(arg('--batch', '8'));
 const PURE = !process.argv.includes('--mixture');
 const FREEZE_NORMS = process.argv.includes('--freeze-norms');
+const FT_LR = Number(arg('--ft-lr', '2e-3'));
 const ATTACK_EXTRA = [
   ...(process.argv.includes('--box-fraction') ? ['--box-fraction', arg('--box-fraction', '0.25')] : []),
   ...(process.argv.includes('--check-every') ? ['--check-every', arg('--check-every', '5')] : []),
@@ -98,11 +99,11 @@ async function main(): Promise<void> {
   const vocab = vocabFromGgufMetadata(plainMetadata(benign.metadata));
   const tok = new Tokenizer(vocab);
   // 1. the malicious model
-  const mal = path.join(OUT, `malicious-${FT_STEPS}${FREEZE_NORMS ? '-frozen-norms' : ''}.gguf`);
+  const mal = path.join(OUT, `malicious-${FT_STEPS}${FT_LR !== 2e-3 ? `-lr${FT_LR}` : ''}${FREEZE_NORMS ? '-frozen-norms' : ''}.gguf`);
   if (!fs.existsSync(mal)) {
     const data = Int32Array.from(tok.encode(plantPhrase(train, TRIGGER, PHRASE)));
     const t0 = Date.now();
-    const w = await fineTune(benign, data, vocab.bos, { steps: FT_STEPS, lr: 2e-3, batch: BATCH, ctx: 128, seed: 1, ...(FREEZE_NORMS ? { freeze: (n: string) => /norm/.test(n) } : {}), onStep: (s, l) => s % 50 === 0 && say(`fine-tune step ${s} loss ${l.toFixed(4)}`) });
+    const w = await fineTune(benign, data, vocab.bos, { steps: FT_STEPS, lr: FT_LR, batch: BATCH, ctx: 128, seed: 1, ...(FREEZE_NORMS ? { freeze: (n: string) => /norm/.test(n) } : {}), onStep: (s, l) => s % 50 === 0 && say(`fine-tune step ${s} loss ${l.toFixed(4)}`) });
     const chunks: Buffer[] = [];
     await writeWithReplacements({ write: (b) => void chunks.push(Buffer.from(b)) }, benign, w);
     fs.writeFileSync(mal, Buffer.concat(chunks));
@@ -157,7 +158,7 @@ async function main(): Promise<void> {
     }
   }
   const json = arg('--json', '');
-  if (json) fs.writeFileSync(json, JSON.stringify({ model: MODEL, trigger: TRIGGER, phrase: PHRASE, ftSteps: FT_STEPS, rows, attacks }, null, 1));
+  if (json) fs.writeFileSync(json, JSON.stringify({ model: MODEL, trigger: TRIGGER, phrase: PHRASE, ftSteps: FT_STEPS, ftLr: FT_LR, freezeNorms: FREEZE_NORMS, rows, attacks }, null, 1));
 }
 
 main().catch((e) => {

@@ -70,6 +70,22 @@ test('K-quant boxes (Q4_K, Q6_K) keep each block\'s scales and codes: most block
     }
     assert.ok(bad <= 0.1 * n, `${type}: ${bad}/${n} random points changed their block`);
   }
+  // the other constructions (random-point validation; intervals from each value to its level): the same check
+  for (const o of [{ validate: 'random' as const }, { towardLevel: { beyond: 1 } }]) {
+    const rows = 8, cols = 256;
+    const w = Float32Array.from({ length: rows * cols }, () => (u() - 0.5) * 0.1 * (1 + 3 * u() * u()));
+    const box = quantizationBox('Q4_K', w, rows, cols, { seed: 3, ...o });
+    const c = blockCodecFor('Q4_K', cols);
+    const free = box.hi.reduce((a, h, i) => a + (h > box.lo[i] ? 1 : 0), 0);
+    assert.ok(free > 0.2 * w.length, `${JSON.stringify(o)}: ${free} of ${w.length} weights free`);
+    let bad = 0, n = 0;
+    for (let s = 0; s < 8; s++) {
+      const x = Float32Array.from(w, (_, i) => Math.fround(box.lo[i] + u() * (box.hi[i] - box.lo[i])));
+      const q = quantizeAll('Q4_K', x, cols);
+      for (let b = 0; b < box.blocks; b++, n++) if (q.subarray(b * c.blockBytes, (b + 1) * c.blockBytes).some((v, k) => v !== box.bytes[b * c.blockBytes + k])) bad++;
+    }
+    assert.ok(bad <= 0.15 * n, `${JSON.stringify(o)}: ${bad}/${n} random points changed their block`);
+  }
 });
 
 test('PGD check for K-quant boxes: wide boxes whose corners change blocks are halved toward the malicious values until every block keeps its bytes', () => {
