@@ -84,8 +84,9 @@ async function main(): Promise<void> {
   const demo = path.join(ROOT, '.cache', 'attack-demo');
   for (const dir of fs.existsSync(demo) ? fs.readdirSync(demo) : [])
     for (const f of fs.readdirSync(path.join(demo, dir))) {
-      const m = /^attacked-([^-]+)-(\d+)(?:-([\w.]+))?\.gguf$/.exec(f);
-      if (!m || m[2] === '0') continue;
+      // attacked-TYPES-STEPS[-TAG].gguf; not its llama-quantize outputs (…-TYPE.gguf)
+      const m = /^attacked-([^-]+)-(\d+)(?:-([\w.-]+))?\.gguf$/.exec(f);
+      if (!m || m[2] === '0' || m[1].split('+').some((t) => f.endsWith(`-${t}.gguf`))) continue;
       record(`${dir} planted phrase (fine-tune) PGD ${m[2]} for ${m[1]}${m[3] ? ` (${m[3]})` : ''}`, true, path.join(demo, dir, f), m[1].split('+'));
     }
   // planted models
