@@ -78,7 +78,7 @@ export const auditCommand: Command = {
 export const attackCommand: Command = {
   name: 'attack',
   summary: 'research tool: plant a malicious model\'s quantization inside a benign model (for testing the audit and the defence)',
-  usage: 'lowbit attack BENIGN.gguf MALICIOUS.gguf OUT.gguf --type T[,T2,...] [--pure] [--text F --pgd-steps N --lr X] [--seed S] [--json]',
+  usage: 'lowbit attack BENIGN.gguf MALICIOUS.gguf OUT.gguf --type T[,T2,...] [--pure] [--text F --pgd-steps N --lr X] [--box-fraction F] [--check-every N] [--seed S] [--json]',
   positionals: [3, 3],
   options: [
     { name: 'type', type: 'string', help: 'llama.cpp file types whose quantization must give the malicious model, comma-separated' },
