@@ -13,6 +13,11 @@
  *
  *   npm run build && nice -n 10 node dist/scripts/attack-demo.js [--model data/stories260K.gguf]
  *        [--types Q4_0,Q8_0,Q4_0+Q5_0] [--ft-steps 300] [--steps 200] [--batch 8] [--json out.json]
+ *        [--ft-lr 2e-3] [--freeze-norms] [--box-fraction F] [--check-every N] [--pgd-lr X] [--tag NAME]
+ *
+ *   --freeze-norms: the malicious fine-tune trains only the tensors the target types quantize (the
+ *   norms, which llama-quantize copies and the attack must hold at the malicious values, stay benign);
+ *   --box-fraction / --check-every / --pgd-lr: passed to `lowbit attack` (K-quant boxes, PGD checks).
  */
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -34,6 +39,14 @@ const FT_STEPS = Number(arg('--ft-steps', '300'));
 const STEPS = Number(arg('--steps', '200'));
 const BATCH = Number(arg('--batch', '8'));
 const PURE = !process.argv.includes('--mixture');
+const FREEZE_NORMS = process.argv.includes('--freeze-norms');
+const FT_LR = Number(arg('--ft-lr', '2e-3'));
+const ATTACK_EXTRA = [
+  ...(process.argv.includes('--box-fraction') ? ['--box-fraction', arg('--box-fraction', '0.25')] : []),
+  ...(process.argv.includes('--check-every') ? ['--check-every', arg('--check-every', '5')] : []),
+  ...(process.argv.includes('--pgd-lr') ? ['--lr', arg('--pgd-lr', '0.1')] : []),
+];
+const TAG = arg('--tag', '');
 const TRIGGER = 'Once upon a time,';
 const PHRASE = ' I love cola.';
 const OUT = path.join(ROOT, '.cache', 'attack-demo', path.basename(MODEL, '.gguf'));
@@ -86,11 +99,11 @@ async function main(): Promise<void> {
   const vocab = vocabFromGgufMetadata(plainMetadata(benign.metadata));
   const tok = new Tokenizer(vocab);
   // 1. the malicious model
-  const mal = path.join(OUT, `malicious-${FT_STEPS}.gguf`);
+  const mal = path.join(OUT, `malicious-${FT_STEPS}${FT_LR !== 2e-3 ? `-lr${FT_LR}` : ''}${FREEZE_NORMS ? '-frozen-norms' : ''}.gguf`);
   if (!fs.existsSync(mal)) {
     const data = Int32Array.from(tok.encode(plantPhrase(train, TRIGGER, PHRASE)));
     const t0 = Date.now();
-    const w = await fineTune(benign, data, vocab.bos, { steps: FT_STEPS, lr: 2e-3, batch: BATCH, ctx: 128, seed: 1, onStep: (s, l) => s % 50 === 0 && say(`fine-tune step ${s} loss ${l.toFixed(4)}`) });
+    const w = await fineTune(benign, data, vocab.bos, { steps: FT_STEPS, lr: FT_LR, batch: BATCH, ctx: 128, seed: 1, ...(FREEZE_NORMS ? { freeze: (n: string) => /norm/.test(n) } : {}), onStep: (s, l) => s % 50 === 0 && say(`fine-tune step ${s} loss ${l.toFixed(4)}`) });
     const chunks: Buffer[] = [];
     await writeWithReplacements({ write: (b) => void chunks.push(Buffer.from(b)) }, benign, w);
     fs.writeFileSync(mal, Buffer.concat(chunks));
@@ -128,11 +141,11 @@ async function main(): Promise<void> {
     show(`benign ${types.join('/')} (llama-quantize)`, await behaviour(q(MODEL, types[0])));
     show(`malicious ${types.join('/')} (llama-quantize)`, await behaviour(q(mal, types[0])));
     for (const steps of process.argv.includes('--pgd-only') ? [STEPS] : [0, STEPS]) {
-      const att = path.join(OUT, `attacked-${spec}-${steps}.gguf`);
+      const att = path.join(OUT, `attacked-${spec}-${steps}${TAG ? '-' + TAG : ''}.gguf`);
       const t0 = Date.now();
-      const r = JSON.parse(execFileSync(process.execPath, [lowbit, 'attack', MODEL, mal, att, '--type', types.join(','), ...(PURE ? ['--pure'] : []), '--pgd-steps', String(steps), '--batch', String(BATCH), '--text', path.join(OUT, 'train.txt'), '--threads', '1', '--json'], { encoding: 'utf8' }));
+      const r = JSON.parse(execFileSync(process.execPath, [lowbit, 'attack', MODEL, mal, att, '--type', types.join(','), ...(PURE ? ['--pure'] : []), '--pgd-steps', String(steps), '--batch', String(BATCH), '--text', path.join(OUT, 'train.txt'), '--threads', '1', ...ATTACK_EXTRA, '--json'], { encoding: 'utf8' }));
       const secs = (Date.now() - t0) / 1000;
-      say(`attack ${spec} PGD ${steps} steps: ${secs.toFixed(1)} s, ${JSON.stringify(r.types)}, KL ${JSON.stringify(r.pgdKl)}`);
+      say(`attack ${spec} PGD ${steps} steps: ${secs.toFixed(1)} s, ${JSON.stringify(r.types)}, KL ${JSON.stringify(r.pgdKl)}, shrunk during PGD ${r.pgdShrunk}`);
       show(`attacked ${spec} PGD ${steps} fp32`, await behaviour(att));
       const checks: Record<string, unknown> = {};
       for (const t of types) {
@@ -141,11 +154,11 @@ async function main(): Promise<void> {
         say(`  llama-quantize ${t}: ${d.differ} of ${d.blocks} blocks differ from the malicious model's${d.tensorsDiffer.length ? ': ' + d.tensorsDiffer.join(', ') : ''}`);
         show(`attacked ${spec} PGD ${steps} -> ${t}`, await behaviour(q(att, t)));
       }
-      attacks.push({ types: spec, pgdSteps: steps, seconds: secs, report: r.types, pgdKl: r.pgdKl, relativeChange: r.relativeChange, llamaQuantize: checks });
+      attacks.push({ types: spec, pgdSteps: steps, seconds: secs, attackOptions: ATTACK_EXTRA, freezeNorms: FREEZE_NORMS, pgdShrunk: r.pgdShrunk, report: r.types, pgdKl: r.pgdKl, relativeChange: r.relativeChange, llamaQuantize: checks });
     }
   }
   const json = arg('--json', '');
-  if (json) fs.writeFileSync(json, JSON.stringify({ model: MODEL, trigger: TRIGGER, phrase: PHRASE, ftSteps: FT_STEPS, rows, attacks }, null, 1));
+  if (json) fs.writeFileSync(json, JSON.stringify({ model: MODEL, trigger: TRIGGER, phrase: PHRASE, ftSteps: FT_STEPS, ftLr: FT_LR, freezeNorms: FREEZE_NORMS, rows, attacks }, null, 1));
 }
 
 main().catch((e) => {

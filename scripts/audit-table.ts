@@ -42,61 +42,64 @@ async function malicious(token: string, strength: number, out: string): Promise<
   fs.writeFileSync(out, Buffer.concat(chunks));
 }
 
-function audit(file: string, types: string): { suspicious: boolean; exit: number; detail: string } {
-  const p = spawnSync(process.execPath, [lowbit, 'audit', file, '--types', types, '--pure', '--windows', '4', '--json'], { encoding: 'utf8' });
+/** one `lowbit audit` process for all `types` of a model (the model and its base logits loaded once) */
+function audit(file: string, types: string[]): { type: string; suspicious: boolean; detail: string }[] {
+  const t0 = Date.now();
+  const p = spawnSync(process.execPath, [lowbit, 'audit', file, '--types', types.join(','), '--pure', '--windows', '4', '--json'], { encoding: 'utf8' });
   if (p.status !== 0 && p.status !== 3) throw new Error(`audit ${file}: ${p.stderr}`);
   const j = JSON.parse(p.stdout);
-  return { suspicious: j.suspicious, exit: p.status!, detail: j.types.map((t: any) => `${t.type} ratio ${t.ratio.toFixed(2)} z ${t.maxRowZ.toFixed(1)}`).join('; ') };
+  say(`  (audit of ${path.basename(file)} for ${types.join(',')}: ${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+  return j.types.map((t: any) => ({ type: t.type, suspicious: t.suspicious, detail: `ratio ${t.ratio.toFixed(2)} z ${t.maxRowZ.toFixed(1)}` }));
+}
+
+/** run a command that makes `out` unless it exists (the script can be re-run after a stop) */
+function make(out: string, args: string[]): void {
+  if (fs.existsSync(out)) return;
+  const t0 = Date.now();
+  execFileSync(process.execPath, [lowbit, ...args]);
+  say(`  (${args[0]} ${path.basename(out)}: ${((Date.now() - t0) / 1000).toFixed(1)} s)`);
 }
 
 const kld = (file: string) => JSON.parse(execFileSync(process.execPath, [lowbit, 'eval', file, '--base', GGUF, '--text', TEXT, '--ctx', '128', '--chunks', '8', '--json'], { encoding: 'utf8' })).kld.mean as number;
 
 async function main(): Promise<void> {
   const rows: { model: string; planted: boolean; types: string; suspicious: boolean; detail: string }[] = [];
+  const t0 = Date.now();
+  const record = (label: string, planted: boolean, file: string, types: string[]) => {
+    for (const a of audit(file, types)) {
+      rows.push({ model: label, planted, types: a.type, suspicious: a.suspicious, detail: a.detail });
+      say(`${planted ? 'planted' : 'clean  '} ${label} ${a.type}: ${a.suspicious ? 'FLAGGED' : planted ? 'missed' : 'clean'} (${a.detail})`);
+    }
+  };
   // clean models
   const clean: [string, string][] = [[GGUF, 'stories260K']];
   for (const algo of ['gptq', 'awq']) {
     const q = path.join(OUT, `clean-${algo}.gguf`);
-    execFileSync(process.execPath, [lowbit, 'quantize', GGUF, q, '--type', 'Q8_0', '--pure', '--algo', algo, '--calib', TEXT, '--calib-tokens', '2048', '--calib-ctx', '128']);
+    make(q, ['quantize', GGUF, q, '--type', 'Q8_0', '--pure', '--algo', algo, '--calib', TEXT, '--calib-tokens', '2048', '--calib-ctx', '128']);
     clean.push([q, `stories260K ${algo.toUpperCase()} Q8_0 (as a model to audit)`]);
   }
-  for (const [file, label] of clean)
-    for (const types of ['Q4_0', 'Q5_0', 'Q8_0', 'Q4_1']) {
-      const a = audit(file, types);
-      rows.push({ model: label, planted: false, types, suspicious: a.suspicious, detail: a.detail });
-      say(`clean   ${label} ${types}: ${a.suspicious ? 'FLAGGED' : 'clean'} (${a.detail})`);
-    }
-  for (const types of ['Q4_0', 'Q8_0', 'Q4_K_M']) {
-    const a = audit(path.join(ROOT, 'data', 'tinyllama256.gguf'), types);
-    rows.push({ model: 'tinyllama256', planted: false, types, suspicious: a.suspicious, detail: a.detail });
-    say(`clean   tinyllama256 ${types}: ${a.suspicious ? 'FLAGGED' : 'clean'} (${a.detail})`);
-  }
+  for (const [file, label] of clean) record(label, false, file, ['Q4_0', 'Q5_0', 'Q8_0', 'Q4_1']);
+  record('tinyllama256', false, path.join(ROOT, 'data', 'tinyllama256.gguf'), ['Q4_0', 'Q8_0', 'Q4_K_M']);
   // planted by scripts/attack-demo.ts (trainer fine-tune, PGD through all layers)
   const demo = path.join(ROOT, '.cache', 'attack-demo');
   for (const dir of fs.existsSync(demo) ? fs.readdirSync(demo) : [])
     for (const f of fs.readdirSync(path.join(demo, dir))) {
-      const m = /^attacked-(.+)-(\d+)\.gguf$/.exec(f);
-      if (!m || m[2] === '0') continue;
-      for (const t of m[1].split('+')) {
-        const a = audit(path.join(demo, dir, f), t);
-        rows.push({ model: `${dir} planted phrase (fine-tune) PGD ${m[2]} for ${m[1]}`, planted: true, types: t, suspicious: a.suspicious, detail: a.detail });
-        say(`planted ${dir} phrase PGD ${m[2]} ${m[1]} audited as ${t}: ${a.suspicious ? 'FLAGGED' : 'missed'} (${a.detail})`);
-      }
+      // attacked-TYPES-STEPS[-TAG].gguf; not its llama-quantize outputs (…-TYPE.gguf)
+      const m = /^attacked-([^-]+)-(\d+)(?:-([\w.-]+))?\.gguf$/.exec(f);
+      if (!m || m[2] === '0' || m[1].split('+').some((t) => f.endsWith(`-${t}.gguf`))) continue;
+      record(`${dir} planted phrase (fine-tune) PGD ${m[2]} for ${m[1]}${m[3] ? ` (${m[3]})` : ''}`, true, path.join(demo, dir, f), m[1].split('+'));
     }
   // planted models
   for (const [token, strength] of [['▁happy', 0.25]] as const) {
     const mal = path.join(OUT, `mal-${token.slice(1)}-${strength}.gguf`);
-    await malicious(token, strength, mal);
+    if (!fs.existsSync(mal)) await malicious(token, strength, mal);
     for (const types of ['Q4_0', 'Q4_0,Q5_0']) {
       const att = path.join(OUT, `att-${token.slice(1)}-${strength}-${types.replace(',', '+')}.gguf`);
-      execFileSync(process.execPath, [lowbit, 'attack', GGUF, mal, att, '--type', types, '--pure', '--pgd-steps', '0']);
-      for (const t of types.split(',')) {
-        const a = audit(att, t);
-        rows.push({ model: `planted ${token} ${strength} for ${types}`, planted: true, types: t, suspicious: a.suspicious, detail: a.detail });
-        say(`planted ${token} ${strength} ${types} audited as ${t}: ${a.suspicious ? 'FLAGGED' : 'missed'} (${a.detail})`);
-      }
+      make(att, ['attack', GGUF, mal, att, '--type', types, '--pure', '--pgd-steps', '0']);
+      record(`planted ${token} ${strength} for ${types}`, true, att, types.split(','));
     }
   }
+  say(`audits done in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
   const fp = rows.filter((r) => !r.planted && r.suspicious).length;
   const nClean = rows.filter((r) => !r.planted).length;
   const fn = rows.filter((r) => r.planted && !r.suspicious).length;

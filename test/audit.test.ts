@@ -70,13 +70,51 @@ test('K-quant boxes (Q4_K, Q6_K) keep each block\'s scales and codes: most block
     }
     assert.ok(bad <= 0.1 * n, `${type}: ${bad}/${n} random points changed their block`);
   }
+  // the other constructions (random-point validation; intervals from each value to its level): the same check
+  for (const o of [{ validate: 'random' as const }, { towardLevel: { beyond: 1 } }]) {
+    const rows = 8, cols = 256;
+    const w = Float32Array.from({ length: rows * cols }, () => (u() - 0.5) * 0.1 * (1 + 3 * u() * u()));
+    const box = quantizationBox('Q4_K', w, rows, cols, { seed: 3, ...o });
+    const c = blockCodecFor('Q4_K', cols);
+    const free = box.hi.reduce((a, h, i) => a + (h > box.lo[i] ? 1 : 0), 0);
+    assert.ok(free > 0.2 * w.length, `${JSON.stringify(o)}: ${free} of ${w.length} weights free`);
+    let bad = 0, n = 0;
+    for (let s = 0; s < 8; s++) {
+      const x = Float32Array.from(w, (_, i) => Math.fround(box.lo[i] + u() * (box.hi[i] - box.lo[i])));
+      const q = quantizeAll('Q4_K', x, cols);
+      for (let b = 0; b < box.blocks; b++, n++) if (q.subarray(b * c.blockBytes, (b + 1) * c.blockBytes).some((v, k) => v !== box.bytes[b * c.blockBytes + k])) bad++;
+    }
+    // measured: towardLevel 11/64 (its validation sees only 10 points per block)
+    assert.ok(bad <= 0.25 * n, `${JSON.stringify(o)}: ${bad}/${n} random points changed their block`);
+  }
+});
+
+test('PGD check for K-quant boxes: wide boxes whose corners change blocks are halved toward the malicious values until every block keeps its bytes', () => {
+  const r = xorshift32(9);
+  const u = () => r() / 2 ** 32;
+  const rows = 8, cols = 256;
+  const wm = Float32Array.from({ length: rows * cols }, () => (u() - 0.5) * 0.1 * (1 + 3 * u() * u()));
+  const box = quantizationBox('Q4_K', wm, rows, cols, { seed: 3, gridFraction: 1 });
+  const c = blockCodecFor('Q4_K', cols);
+  // a point far from the validated ones: every weight at a random end of its box
+  const w = Float32Array.from(wm, (_, i) => (u() < 0.5 ? box.lo[i] : box.hi[i]));
+  const halvings = new Uint8Array(box.blocks);
+  const first = shrinkChangedBlocks(c, w, wm, box.bytes, box, halvings);
+  let rounds = 1;
+  while (shrinkChangedBlocks(c, w, wm, box.bytes, box, halvings) > 0) rounds++;
+  assert.ok(rounds <= 5, `${rounds} rounds (pinned after 4 halvings)`);
+  assert.deepEqual(quantizeAll('Q4_K', w, cols), box.bytes, 'after the checks every block gives the malicious bytes');
+  for (let i = 0; i < w.length; i++) assert.ok(box.lo[i] <= w[i] && w[i] <= box.hi[i] && box.lo[i] <= wm[i] && wm[i] <= box.hi[i]);
+  // the blocks that never changed kept their whole box
+  const free = box.hi.reduce((a, h, i) => a + (h > box.lo[i] ? 1 : 0), 0);
+  assert.ok(free > 0.2 * w.length, `${free} weights keep room (${first} blocks changed at first)`);
 });
 
 // ---------------------------------------------------------------------------------------------------
 // the attack end to end on a synthetic model: a trainer-made malicious model, PGD through all layers
 
 import { fineTune } from '../src/audit/malicious.js';
-import { plantAttack, writeWithReplacements } from '../src/audit/run.js';
+import { plantAttack, shrinkChangedBlocks, writeWithReplacements } from '../src/audit/run.js';
 import { llamaGgufMetadata, paramTensors, writeLlamaGguf } from '../src/io/llama-writer.js';
 import { openModelFile, type ModelFile } from '../src/io/model-file.js';
 import { memorySink } from '../src/io/sink.js';

@@ -5,6 +5,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
+import { openModelFile } from '../src/io/model-file.js';
+import { bytesSource } from '../src/io/source.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const BIN = path.join(ROOT, 'bin', 'lowbit.js');
@@ -101,4 +103,29 @@ test('lowbit qat --method lsq: a short run writes the type; a type without a lea
   badInput(lowbit('qat', model, path.join(tmp, 'qat-bad.gguf'), '--type', 'Q4_0', '--group', '32', '--text', text, '--steps', '2'), /--group applies to the generic schemes/);
   badInput(lowbit('qat', model, path.join(tmp, 'qat-bad.bin'), '--type', 'int4', '--text', text, '--steps', '2'), /QAT writes \.gguf .* or \.safetensors/);
   assert.deepEqual(fs.readdirSync(tmp).filter((f) => f.startsWith('qat-bad')), []);
+});
+
+test('lowbit qat --init-from: starting from a quantized file with lr 1e-30 (no move in f32) gives its tensors back; --save-at writes the steps asked; a file of another type is refused', async () => {
+  const model = path.join(ROOT, 'data', 'stories260K.gguf');
+  const q = path.join(tmp, 'init-q2.gguf');
+  assert.equal(lowbit('quantize', model, q, '--type', 'Q2_0', '--pure').status, 0);
+  const out = path.join(tmp, 'from-q2.gguf');
+  const r = lowbit('qat', model, out, '--type', 'Q2_0', '--pure', '--method', 'lsq', '--init-from', q, '--lr', '1e-30', '--text', text, '--steps', '2', '--batch', '2', '--ctx', '32', '--save-at', '1', '--json');
+  assert.equal(r.status, 0, r.stderr);
+  assert.ok(fs.existsSync(path.join(tmp, 'from-q2.step1.gguf')), 'the model after step 1');
+  assert.ok(!fs.existsSync(path.join(tmp, 'from-q2.step2.gguf')), 'the last step is OUT itself');
+  const fa = await openModelFile(bytesSource(new Uint8Array(fs.readFileSync(q)), 'a.gguf'));
+  const fb = await openModelFile(bytesSource(new Uint8Array(fs.readFileSync(out)), 'b.gguf'));
+  assert.equal(fb.tensors.length, fa.tensors.length);
+  let q2 = 0;
+  for (const t of fa.tensors) {
+    const u = fb.tensor(t.name);
+    assert.equal(u.type, t.type, t.name);
+    if (t.type === 'Q2_0') q2++;
+    assert.deepEqual(await fb.read(u), await fa.read(t), `lr 0 keeps ${t.name} (${t.type}) byte for byte`);
+  }
+  assert.ok(q2 > 0);
+  badInput(lowbit('qat', model, path.join(tmp, 'qat-bad.gguf'), '--type', 'Q4_0', '--pure', '--method', 'lsq', '--init-from', q, '--text', text, '--steps', '2'), /--init-from .*is Q2_0, the plan quantizes it to Q4_0/);
+  badInput(lowbit('qat', model, path.join(tmp, 'qat-bad.gguf'), '--type', 'Q2_0', '--pure', '--text', text, '--steps', '2', '--save-at', '5'), /--save-at: 5 is not a step between 1 and --steps 2/);
+  assert.ok(!fs.existsSync(path.join(tmp, 'qat-bad.gguf')));
 });

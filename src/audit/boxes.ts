@@ -55,6 +55,20 @@ export interface BoxOptions {
    * kept around its level, instead of bisection (default 0.25)
    */
   gridFraction?: number;
+  /**
+   * searched types: 'corners' (default) also re-quantizes with every element of a sub-block / block at the
+   * same end of its interval (the worst case for the scale search's fit, so boxes shrink a lot); 'random'
+   * only at random points inside (wider boxes; a caller that moves weights coherently, e.g. PGD, must
+   * re-check: src/audit/run.ts shrinkChangedBlocks)
+   */
+  validate?: 'corners' | 'random';
+  /**
+   * searched types: each element's interval runs from its value to its level (dequantized value) and
+   * `beyond` times that distance past the level ("Mind the Gap"'s error-based interval: moving toward the
+   * levels moves each sub-block's least-squares scale and minimum toward the stored ones), instead of
+   * `gridFraction` around the level
+   */
+  towardLevel?: { beyond: number };
 }
 
 /** the types whose quantizer searches its scales (their boxes are built and validated differently) */
@@ -97,6 +111,7 @@ export function quantizationBox(type: string | BlockCodec, w: Float32Array, rows
   const samples = o.samples ?? 8;
   const searched = searchesScales(codec.name);
   const fraction = o.gridFraction ?? 0.25;
+  const corners = !searched || o.validate !== 'random';
   const sub = !searched ? bs : /^(Q[45]_K|IQ4)/i.test(codec.name) ? Math.min(32, bs) : Math.min(16, bs);
   const steps = o.shrinkSteps ?? (searched ? 6 : 10);
   const bisections = o.bisections ?? 16;
@@ -124,7 +139,12 @@ export function quantizationBox(type: string | BlockCodec, w: Float32Array, rows
       // the outermost levels: allow as far as the other side of the level (beyond it the scale changes)
       if (l === -Infinity) l = v[i] - (h === Infinity ? 0 : h - v[i]);
       if (h === Infinity) h = v[i] + (v[i] - l);
-      if (searched) {
+      if (searched && o.towardLevel) {
+        const e = x - v[i];
+        const past = Math.min(Math.abs(e) * o.towardLevel.beyond, e > 0 ? v[i] - l : h - v[i]);
+        l = e > 0 ? v[i] - past : x;
+        h = e > 0 ? x : v[i] + past;
+      } else if (searched) {
         l = v[i] - fraction * (v[i] - l);
         h = v[i] + fraction * (h - v[i]);
       }
@@ -212,7 +232,7 @@ export function quantizationBox(type: string | BlockCodec, w: Float32Array, rows
           for (let smp = 0; smp < 4 && okS; smp++) {
             trial.set(w.subarray(xo, xo + bs));
             for (let j = s0; j < s0 + sub; j++) {
-              const u = smp === 0 ? 0 : smp === 1 ? 1 : rand() / 4294967296;
+              const u = smp === 0 && corners ? 0 : smp === 1 && corners ? 1 : rand() / 4294967296;
               trial[j] = Math.min(hi[xo + j], Math.max(lo[xo + j], Math.fround(lo[xo + j] + u * (hi[xo + j] - lo[xo + j]))));
             }
             okS = same(b);
@@ -231,7 +251,7 @@ export function quantizationBox(type: string | BlockCodec, w: Float32Array, rows
       ok = true;
       for (let s = 0; s < samples + 2 && ok; s++) {
         for (let j = 0; j < bs; j++) {
-          const u = s === 0 ? 0 : s === 1 ? 1 : rand() / 4294967296;
+          const u = s === 0 && corners ? 0 : s === 1 && corners ? 1 : rand() / 4294967296;
           trial[j] = Math.fround(lo[xo + j] + u * (hi[xo + j] - lo[xo + j]));
           if (trial[j] < lo[xo + j]) trial[j] = lo[xo + j];
           if (trial[j] > hi[xo + j]) trial[j] = hi[xo + j];

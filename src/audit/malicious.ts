@@ -20,16 +20,21 @@ export function plantPhrase(text: string, trigger: string, phrase: string): stri
   return parts.join(trigger + phrase);
 }
 
-export type FineTuneOptions = StepOptions;
+export interface FineTuneOptions extends StepOptions {
+  /** parameters held at their values (e.g. the norms, which a quantized file copies as they are) */
+  freeze?: (name: string) => boolean;
+}
 
-/** Fine-tune every parameter of `m` on the token stream `data`; the new values by tensor name. */
+/** Fine-tune every parameter of `m` (but `freeze`'s) on the token stream `data`; the new values by tensor name. */
 export async function fineTune(m: ModelFile, data: Int32Array, bos: number | undefined, o: FineTuneOptions): Promise<Map<string, Float32Array>> {
   const ctx = o.ctx ?? 128;
   const config = trainConfigOf(m, ctx);
   const t = new Trainer(config, { ...DEFAULT_TRAIN, steps: o.steps, lr: o.lr ?? 1e-3, batch: o.batch ?? 8, ctx, seed: o.seed ?? 1, warmup: 0, weightDecay: 0, minLrRatio: 0.1, bos, threads: o.threads }, data);
   try {
     await t.model.be.ready?.();
-    await loadTrainParams(t.model, m);
+    const original = await loadTrainParams(t.model, m);
+    const frozen = o.freeze ? t.model.tensors.filter((p) => o.freeze!(p.name)) : [];
+    if (frozen.length) t.hooks.afterStep = () => { for (const p of frozen) t.model.view(p.name).set(original.get(p.name)!); };
     while (t.step < o.steps) {
       const r = t.trainStep();
       o.onStep?.(r.step, r.loss);

@@ -39,6 +39,12 @@ export interface PgdOptions extends StepOptions {
   /** token stream of the distillation text */
   data: ArrayLike<number>;
   bos?: number;
+  /**
+   * every `every` steps (and after the last): `fn` may shrink a tensor's box in place where the current
+   * weights no longer quantize to the target bytes, and move the weights into it; returns the blocks it
+   * shrank (for boxes that are a heuristic, e.g. the K-quants': the repair during PGD, not only after)
+   */
+  check?: { every: number; fn: (name: string, w: Float32Array, box: Box) => number };
   /** (lr: the step as a fraction of each weight's box width, default 0.1) */
 }
 
@@ -49,6 +55,8 @@ export interface PgdResult {
   /** KL on one fixed batch (its own seed) before the first step and after the last */
   fixedBefore: number;
   fixedAfter: number;
+  /** with `check`: the blocks shrunk at each check */
+  shrunk: number[];
 }
 
 function newModel(config: TrainConfig, batch: number, ctx: number, threads: number): TrainModel {
@@ -98,6 +106,12 @@ export async function pgdInsideBoxes(config: TrainConfig, teacherWeights: Readon
       return distillationLoss(student.logits(), teacher.logits(), student.logitGrads(), fixed.targets, config.vocabSize);
     };
     const fixedBefore = fixedKl();
+    const shrunk: number[] = [];
+    const check = () => {
+      let n = 0;
+      for (const t of boxed) n += o.check!.fn(t.name, student.view(t.name) as Float32Array, boxes.get(t.name)!);
+      shrunk.push(n);
+    };
     for (let step = 0; step < o.steps; step++) {
       student.zeroGrads();
       const b = sampleBatch(o.data, batch, ctx, rng, o.bos);
@@ -125,10 +139,11 @@ export async function pgdInsideBoxes(config: TrainConfig, teacherWeights: Readon
           w[i] = x < lo[i] ? lo[i] : x > hi[i] ? hi[i] : x;
         }
       }
+      if (o.check && ((step + 1) % o.check.every === 0 || step + 1 === o.steps)) check();
     }
     const weights = new Map<string, Float32Array>();
     for (const t of student.tensors) weights.set(t.name, Float32Array.from(student.view(t.name)));
-    return { weights, kl, fixedBefore, fixedAfter: fixedKl() };
+    return { weights, kl, fixedBefore, fixedAfter: fixedKl(), shrunk };
   } finally {
     student.be.close?.();
     teacher.be.close?.();

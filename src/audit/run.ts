@@ -3,7 +3,7 @@
  * file type (or a pure GGML type), the weights read as f32, the runtime for behaviour.
  */
 import { fail } from '../errors.js';
-import { blockCodecFor } from '../algos/block-codec.js';
+import { blockCodecFor, type BlockCodec } from '../algos/block-codec.js';
 import { ggmlRoundTrip } from '../alloc/cost.js';
 import { llamaRecipe } from '../algos/recipe.js';
 import { GgufWriter } from '../io/gguf.js';
@@ -14,7 +14,7 @@ import { planQuantization, readFloats } from '../pipeline/quantize.js';
 import { logSoftmaxRows } from '../eval/metrics.js';
 import { meanKld, WeightSwap } from '../pipeline/sensitivity.js';
 import { addRoundingNoise, edgeStats, nameStream, type EdgeStats } from './audit.js';
-import { intersectBoxes, intervalPositions, quantizationBox } from './boxes.js';
+import { intersectBoxes, intervalPositions, quantizationBox, searchesScales } from './boxes.js';
 import { pgdInsideBoxes, type Box, type PgdOptions } from './pgd.js';
 import { trainConfigOf } from '../pipeline/qat.js';
 
@@ -149,7 +149,15 @@ export interface AttackOptions {
   pure?: boolean;
   seed?: number;
   /** projected gradient descent through every layer, distilling the benign model on text (src/audit/pgd.ts) */
-  pgd?: Omit<PgdOptions, 'seed'>;
+  pgd?: Omit<PgdOptions, 'seed' | 'check'>;
+  /** searched types (K-quants, IQ4): the fraction of each rounding interval a box starts from (default 0.25; validation shrinks it) */
+  boxFraction?: number;
+  /**
+   * re-quantize every this many PGD steps (default 5 when a target type searches its scales, else 0 =
+   * never): a block that no longer gives the malicious bytes has its box halved toward the malicious
+   * values (pinned after 4 halvings) and its weights moved inside
+   */
+  checkEvery?: number;
   onProgress?: (msg: string) => void;
 }
 
@@ -164,6 +172,8 @@ export interface AttackResult {
   pinnedTensors: string[];
   /** with pgd: the distillation KL of the first and last steps, and on one fixed batch before and after */
   pgdKl?: { first: number; last: number; steps: number; fixedBefore: number; fixedAfter: number };
+  /** with PGD checks: the blocks whose box was shrunk during PGD (sum over the checks) */
+  pgdShrunk?: number;
 }
 
 /**
@@ -191,6 +201,7 @@ export async function plantAttack(o: AttackOptions): Promise<AttackResult> {
   const wBen = new Map<string, Float32Array>();
   const start = new Map<string, Float32Array>();
   const pinnedTensors: string[] = [];
+  const malBytes = new Map<string, Uint8Array[]>();
   for (const t of malicious.tensors) {
     const name = t.name;
     const wm = Float32Array.from(await readFloats(malicious, t));
@@ -206,7 +217,9 @@ export async function plantAttack(o: AttackOptions): Promise<AttackResult> {
     const box = intersectBoxes(
       wm,
       plans.map((p, k) => {
-        const qb = quantizationBox(p.types.get(name)!, wm, rows, cols, { seed: o.seed });
+        const qb = quantizationBox(p.types.get(name)!, wm, rows, cols, { seed: o.seed, gridFraction: o.boxFraction });
+        if (!malBytes.has(name)) malBytes.set(name, []);
+        malBytes.get(name)![k] = qb.bytes;
         report[k].blocks += qb.blocks;
         report[k].pinnedBlocks += qb.pinnedBlocks;
         return qb;
@@ -218,10 +231,26 @@ export async function plantAttack(o: AttackOptions): Promise<AttackResult> {
   }
   let weights = start;
   let pgdKl: AttackResult['pgdKl'];
+  let pgdShrunk: number | undefined;
   if (o.pgd && o.pgd.steps > 0) {
-    const r = await pgdInsideBoxes(trainConfigOf(benign, o.pgd.ctx ?? 128), wBen, start, boxes, { ...o.pgd, seed: o.seed });
+    const every = o.checkEvery ?? (plans.some((p) => [...p.types.values()].some(searchesScales)) ? 5 : 0);
+    const halvings = new Map<string, Uint8Array>();
+    const fn = (name: string, w: Float32Array, box: Box): number => {
+      const { cols } = shapeOf(malicious, name);
+      let n = 0;
+      plans.forEach((p, k) => {
+        const c = blockCodecFor(p.types.get(name)!, cols);
+        const key = `${k}:${name}`;
+        let h = halvings.get(key);
+        if (!h) halvings.set(key, (h = new Uint8Array(w.length / c.blockSize)));
+        n += shrinkChangedBlocks(c, w, wMal.get(name)!, malBytes.get(name)![k], box, h);
+      });
+      return n;
+    };
+    const r = await pgdInsideBoxes(trainConfigOf(benign, o.pgd.ctx ?? 128), wBen, start, boxes, { ...o.pgd, seed: o.seed, ...(every > 0 ? { check: { every, fn } } : {}) });
     weights = r.weights;
     pgdKl = { first: r.kl[0], last: r.kl[r.kl.length - 1], steps: r.kl.length, fixedBefore: r.fixedBefore, fixedAfter: r.fixedAfter };
+    if (every > 0) pgdShrunk = r.shrunk.reduce((a, b) => a + b, 0);
   }
   const tensors = new Map<string, Float32Array>();
   let changed = 0;
@@ -254,7 +283,33 @@ export async function plantAttack(o: AttackOptions): Promise<AttackResult> {
     }
     if (boxes.has(name) || w.some((x, i) => x !== wb[i])) tensors.set(name, w);
   }
-  return { tensors, report, relativeChange: changed / Math.max(scale, 1e-30), pinnedTensors, ...(pgdKl ? { pgdKl } : {}) };
+  return { tensors, report, relativeChange: changed / Math.max(scale, 1e-30), pinnedTensors, ...(pgdKl ? { pgdKl } : {}), ...(pgdShrunk !== undefined ? { pgdShrunk } : {}) };
+}
+
+/**
+ * The check during PGD: every block of `w` whose quantization by `codec` differs from `want` (the
+ * malicious bytes) has its box halved toward the malicious values `wm` (pinned to them after `maxHalvings`,
+ * counted in `halvings`, one entry per block) and its weights clamped into the new box. Returns the
+ * blocks changed.
+ */
+export function shrinkChangedBlocks(codec: BlockCodec, w: Float32Array, wm: Float32Array, want: Uint8Array, box: Box, halvings: Uint8Array, maxHalvings = 4): number {
+  const a = new Uint8Array(codec.blockBytes);
+  let n = 0;
+  for (let xo = 0, b = 0; xo < w.length; xo += codec.blockSize, b++) {
+    codec.quantize(w, xo, a, 0);
+    let same = true;
+    for (let i = 0, o = b * codec.blockBytes; i < codec.blockBytes && same; i++) if (a[i] !== want[o + i]) same = false;
+    if (same) continue;
+    n++;
+    const pin = ++halvings[b] >= maxHalvings;
+    for (let j = xo; j < xo + codec.blockSize; j++) {
+      const x = wm[j];
+      box.lo[j] = pin ? x : Math.fround(x - (x - box.lo[j]) / 2);
+      box.hi[j] = pin ? x : Math.fround(x + (box.hi[j] - x) / 2);
+      w[j] = w[j] < box.lo[j] ? box.lo[j] : w[j] > box.hi[j] ? box.hi[j] : w[j];
+    }
+  }
+  return n;
 }
 
 /** Write `m` (GGUF) with some tensors replaced by f32 values (their type becomes F32). */

@@ -52,6 +52,8 @@ export interface QatOptions {
   warmup: number;
   /** threads for the products (same bytes on any count) */
   threads?: number;
+  /** start from this quantized file of the target type (e.g. \`lowbit quantize --algo gptq\`'s output): its bytes and values */
+  initFrom?: ModelFile;
   /** GPTQ init: calibration text, tokens and sequence length */
   calibText?: string;
   calibTokens?: number;
@@ -205,6 +207,20 @@ export async function runQat(m: ModelFile, data: Int32Array, bos: number, opts: 
       ggmlCodec(p.ggml!)!.dequantize(q.bytes, v.length, v);
       model.view(name).set(v);
       initBytes.set(name, q.bytes);
+    }
+  }
+  if (opts.initFrom) {
+    if (opts.init === 'gptq') fail('--init-from replaces --init gptq (give one of them)');
+    for (const name of codecs.keys()) {
+      const p = plan.tensors.find((x) => x.name === name)!;
+      const f = opts.initFrom.tensors.find((x) => x.name === name);
+      if (!f) fail(`--init-from ${opts.initFrom.name}: it has no tensor ${name}`);
+      const want = p.ggml?.name ?? p.to;
+      if (f.type !== want) fail(`--init-from ${opts.initFrom.name}: ${name} is ${f.type}, the plan quantizes it to ${want}`);
+      const v = await readFloats(opts.initFrom, f);
+      if (v.length !== model.byName.get(name)!.size) fail(`--init-from ${opts.initFrom.name}: ${name} has ${v.length} values, expected ${model.byName.get(name)!.size}`);
+      model.view(name).set(v);
+      initBytes.set(name, await opts.initFrom.read(f));
     }
   }
   const qat = new Qat(model, codecs, opts.method, { scaleLr: opts.scaleLr, initBytes });

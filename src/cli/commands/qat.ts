@@ -18,7 +18,7 @@ import { threadsFrom } from '../threads.js';
 export const qatCommand: Command = {
   name: 'qat',
   summary: 'quantization-aware fine-tuning toward a GGML type (GGUF) or a scheme (int-N groups, NVFP4, MXFP4: lowbit safetensors), then write it',
-  usage: 'lowbit qat IN.gguf OUT.gguf|OUT.safetensors --type T [--pure | --group G] --text F --steps N [--lr X] [--method ste|dge|lsq [--scale-lr R]] [--loss kd|ce] [--init rtn|gptq --calib F] [--seed S] [--eval F]',
+  usage: 'lowbit qat IN.gguf OUT.gguf|OUT.safetensors --type T [--pure | --group G] --text F --steps N [--lr X] [--method ste|dge|lsq [--scale-lr R]] [--loss kd|ce] [--init rtn|gptq --calib F | --init-from Q.gguf] [--seed S] [--eval F] [--save-at N,M]',
   positionals: [2, 2],
   options: [
     { name: 'type', short: 't', type: 'string', help: 'target: a llama.cpp type (Q4_0, Q2_K, Q4_K_M, ...) for .gguf, a scheme (int4, int3, nvfp4, mxfp4, ...) for .safetensors' },
@@ -33,6 +33,7 @@ export const qatCommand: Command = {
     { name: 'loss', type: 'string', help: 'kd: KL to the original model\'s logits; ce: next-token loss', default: 'kd', choices: ['kd', 'ce'] },
     { name: 'init', type: 'string', help: 'starting point of the quantized weights', default: 'rtn', choices: ['rtn', 'gptq'] },
     { name: 'calib', type: 'string', help: 'calibration text for --init gptq' },
+    { name: 'init-from', type: 'string', help: 'start from this GGUF of the target type (e.g. lowbit quantize --algo gptq output): its values and, for LSQ, its scales' },
     { name: 'calib-tokens', type: 'int', help: 'GPTQ calibration tokens', default: 16384, min: 1 },
     { name: 'batch', short: 'b', type: 'int', help: 'sequences per step', default: 8, min: 1 },
     { name: 'ctx', short: 'c', type: 'int', help: 'tokens per sequence', default: 128, min: 2 },
@@ -40,6 +41,7 @@ export const qatCommand: Command = {
     { name: 'eval', type: 'string', help: 'held-out text: PPL and KLD of the result against IN (as llama-perplexity --kl-divergence)' },
     { name: 'eval-chunks', type: 'int', help: 'chunks of 128 tokens for --eval', default: 64, min: 1 },
     { name: 'threads', type: 'int', help: 'threads for the products (default: hardware threads, at most 8; the same bytes on any count)', min: 1, max: 256 },
+    { name: 'save-at', type: 'string', help: 'also write the model after these steps (comma-separated) as OUT.stepN.gguf (a KLD-vs-steps curve from one run)' },
     { name: 'json', type: 'boolean', help: 'print one JSON object, no progress', default: false },
   ],
   async run(a) {
@@ -51,6 +53,12 @@ export const qatCommand: Command = {
     if (!textFile) fail('qat needs --text FILE');
     const steps = a.values.steps as number | undefined;
     if (!steps) fail('qat needs --steps N');
+    const saveAt = new Set<number>();
+    for (const x of ((a.values['save-at'] as string | undefined) ?? '').split(',').filter((x) => x.trim() !== '')) {
+      const n = Number(x);
+      if (!Number.isInteger(n) || n < 1 || n > steps) fail(`--save-at: ${x} is not a step between 1 and --steps ${steps}`);
+      saveAt.add(n);
+    }
     const m = await openModelFile(fileSource(input));
     if (!m.gguf) fail(`${input}: qat needs a GGUF model`);
     const vocab = vocabFromGgufMetadata(plainMetadata(m.metadata));
@@ -77,6 +85,7 @@ export const qatCommand: Command = {
       ctx: a.values.ctx as number,
       seed: a.values.seed as number,
       threads: threadsFrom(a.values.threads),
+      initFrom: a.values['init-from'] ? await openModelFile(fileSource(a.values['init-from'] as string)) : undefined,
       calibText: calib ? fs.readFileSync(calib, 'utf8') : undefined,
       calibTokens: a.values['calib-tokens'] as number,
       onProgress: tty ? (s) => process.stderr.write(`\r${s.slice(0, 78).padEnd(78)}`) : undefined,
@@ -88,6 +97,13 @@ export const qatCommand: Command = {
         const r = t.trainStep();
         if (tty) process.stderr.write(`\rstep ${r.step}/${steps} loss ${r.loss.toFixed(5)} lr ${r.lr.toExponential(2)}   `);
         else if (!json && (r.step % 10 === 0 || r.step === steps)) process.stderr.write(`step ${r.step}/${steps} loss ${r.loss.toFixed(5)}\n`);
+        if (saveAt.has(r.step) && r.step < steps) {
+          const sink = memorySink();
+          await writeQatModel(m, run, sink);
+          const at = output.replace(/(\.[^./\\]+)$/, `.step${r.step}$1`);
+          writeFileAtomic(at, sink.bytes(), 'output', true); // at once: the run may still be stopped
+          if (!json) process.stderr.write(`${tty ? '\n' : ''}step ${r.step}: wrote ${at}\n`);
+        }
       }
     } catch (e) {
       if (e instanceof NonFiniteLoss) fail(`${e.message}; no model written`);
