@@ -46,9 +46,12 @@ function siteModel(kind: 'softmax' | 'swish' | 'gelu' | 'layernorm') {
 /** inputs with a few outlier channels (LayerNorm inputs) and a wide spread (softmax logits) */
 const FEEDS = feedOf('x', [2, T, C], (i) => 3 * Math.sin(i * 0.71) + 2 * Math.cos(i * 0.13) + (i % C === 3 ? 25 : i % C === 11 ? -12 : 0));
 
-async function run(bytes: Uint8Array): Promise<Float32Array> {
+/** softmax inputs without the outlier channels (so the probabilities spread over the whole range) */
+const FEEDS_SOFTMAX = feedOf('x', [2, T, C], (i) => 3 * Math.sin(i * 0.71) + 2 * Math.cos(i * 0.13));
+
+async function run(bytes: Uint8Array, feeds = FEEDS): Promise<Float32Array> {
   const s = await ortSession(bytes);
-  const y = [...(await s.run(FEEDS)).values()][0].data;
+  const y = [...(await s.run(feeds)).values()][0].data;
   await s.release();
   return y;
 }
@@ -74,12 +77,13 @@ test('ViT activation quantizers in onnxruntime equal the reference quantizers (s
       assert.equal(sites.length, 1, `${kind}: one site`);
       const site: ActSite = sites[0];
       // the float activation, and the site's parameters from it
+      const feeds = kind === 'softmax' ? FEEDS_SOFTMAX : FEEDS;
       const c = new ActCollector();
-      await captureActivations(m.proto, [site.name], [FEEDS], (_, t) => c.observe(site, t.data, t.dims));
-      const a = kind === 'layernorm' ? new Float32Array(FEEDS.x.data.buffer.slice(0)) : await run(bytes);
+      await captureActivations(m.proto, [site.name], [feeds], (_, t) => c.observe(site, t.data, t.dims));
+      const a = kind === 'layernorm' ? new Float32Array(feeds.x.data.buffer.slice(0)) : await run(bytes, feeds);
       const p = siteParams(c, site, q as never, bits);
       insertActQuantizer(m.proto, indexGraph(m.proto), site, p, bits);
-      const y = await run(encodeOnnx(m.proto));
+      const y = await run(encodeOnnx(m.proto), feeds);
       const f = fakeQuant(p, bits);
       const want = Float64Array.from(a, (v, i) => f(v, i % C));
       if (kind === 'layernorm') {
@@ -96,7 +100,7 @@ test('ViT activation quantizers in onnxruntime equal the reference quantizers (s
       want.forEach((v, i) => {
         const e = Math.abs(v - y[i]);
         maxErr = Math.max(maxErr, e);
-        if (e > 1e-5 * mag + 1e-7) bad++;
+        if (e > (kind === 'layernorm' ? 1e-6 * mag : 1e-6 * Math.abs(v) + 1e-12)) bad++;
       });
       // log2: a value within float32 rounding of a code boundary (2^-(k+1/2)) may land one code away
       assert.ok(bad <= (q === 'log2' ? 1 : 0), `${kind} ${q} ${bits}-bit: ${bad} values differ (max ${maxErr} of ${mag})`);
