@@ -123,6 +123,7 @@ function vitVariants(calibDir: string): [string, string[]][] {
   v.push(['int8 QDQ MatMul + softmax/swish uniform + LayerNorm tensor, 8-bit', ['--qdq', 'int8', '--qdq-ops', 'MatMul', '--act-quantizer', 'uniform', '--ln-quantizer', 'tensor', ...c]]);
   v.push(['int8 QDQ MatMul + softmax log2 / swish twin + LayerNorm PTF, 8-bit', ['--qdq', 'int8', '--qdq-ops', 'MatMul', '--act-quantizer', 'log2', '--ln-quantizer', 'ptf', ...c]]);
   v.push(['int8 QDQ MatMul + softmax/swish twin + LayerNorm PTF, 8-bit', ['--qdq', 'int8', '--qdq-ops', 'MatMul', '--act-quantizer', 'twin', '--ln-quantizer', 'ptf', ...c]]);
+  for (const b of ['8', '4']) v.push([`softmax + swish sites only, logsqrt2 ${b}-bit`, ['--act-quantizer', 'logsqrt2', '--act-bits', b, ...c]]);
   return v;
 }
 

@@ -60,6 +60,7 @@ test('ViT activation quantizers in onnxruntime equal the reference quantizers (s
   const cases: ['softmax' | 'swish' | 'gelu' | 'layernorm', string][] = [
     ['softmax', 'uniform'],
     ['softmax', 'log2'],
+    ['softmax', 'logsqrt2'],
     ['softmax', 'twin'],
     ['swish', 'uniform'],
     ['swish', 'twin'],
@@ -103,7 +104,7 @@ test('ViT activation quantizers in onnxruntime equal the reference quantizers (s
         if (e > (kind === 'layernorm' ? 1e-6 * mag : 1e-6 * Math.abs(v) + 1e-12)) bad++;
       });
       // log2: a value within float32 rounding of a code boundary (2^-(k+1/2)) may land one code away
-      assert.ok(bad <= (q === 'log2' ? 1 : 0), `${kind} ${q} ${bits}-bit: ${bad} values differ (max ${maxErr} of ${mag})`);
+      assert.ok(bad <= (q.startsWith('log') ? 1 : 0), `${kind} ${q} ${bits}-bit: ${bad} values differ (max ${maxErr} of ${mag})`);
       // and the quantizer did something: fewer distinct values than the input
       if (kind !== 'layernorm') assert.ok(new Set(y).size <= 2 ** bits + 1, `${kind} ${q} ${bits}: ${new Set(y).size} levels`);
     }
@@ -117,6 +118,8 @@ test('reference quantizers: log2 codes are powers of two of the scale, 0 beyond 
   assert.equal(fakeQuantLog2(2 ** -16, 1, 4), 0);
   assert.equal(fakeQuantLog2(0, 1, 4), 0);
   assert.equal(fakeQuantLog2(3, 1, 4), 1); // above the scale: the top code
+  assert.equal(fakeQuantLog2(0.7, 1, 4, 2), 2 ** -0.5); // base sqrt 2: -2 log2 0.7 = 1.03 -> 1
+  assert.equal(fakeQuantLog2(0.3, 1, 4, 2), 2 ** -1.5); // 3.47 -> 3
   // softmax twin, 4 bits: d1 = 1/56, d2 = 1/7, threshold 7.5 d1
   const d1 = 1 / 56;
   const d2 = 1 / 7;
@@ -147,7 +150,11 @@ test('twin and PTF lose less than uniform where the ViT papers say they should (
   const uni = fakeQuant(siteParams(c, sm, 'uniform', 4), 4);
   const twin = fakeQuant(siteParams(c, sm, 'twin', 4), 4);
   const log2 = fakeQuant(siteParams(c, sm, 'log2', 4), 4);
-  // the small probabilities (most of attention) vanish with uniform, are kept by log2 and twin
+  // the small probabilities (most of attention) vanish with uniform, are kept by log2 and twin; logsqrt2
+  // halves log2's relative error on the large ones
+  const big = probs.filter((v) => v > 0.1);
+  const ls2 = fakeQuant(siteParams(c, sm, 'logsqrt2', 4), 4);
+  assert.ok(sq(big, (x) => ls2(x), 1) >= sq(big, (x) => log2(x), 1));
   assert.ok(sq(small, (x) => log2(x), 1) > sq(small, (x) => uni(x), 1) + 10);
   assert.ok(sq(small, (x) => twin(x), 1) > sq(small, (x) => uni(x), 1) + 10);
   // LayerNorm input with an outlier channel: PTF and per-channel beat one range

@@ -46,7 +46,7 @@ export const ONNX_QUANTIZE_OPTIONS: readonly OptionSpec[] = [
   { name: 'dynamic', type: 'boolean', help: 'ONNX QDQ: activations quantized at run time (DynamicQuantizeLinear), no calibration' },
   { name: 'weights-only', type: 'boolean', help: 'ONNX QDQ: int8 weights behind DequantizeLinear, activations left in float (with --calib: bias-corrected)' },
   { name: 'bias-correction', type: 'boolean', default: true, help: 'ONNX QDQ with --calib: correct each Conv bias so its output channel means stay the float model\'s (--no-bias-correction to skip)' },
-  { name: 'act-quantizer', type: 'string', help: 'ONNX: quantize post-softmax and post-GELU/swish activations feeding MatMul/Gemm (calibrated, --calib): uniform, log2 (softmax log2, GELU twin) or twin (PTQ4ViT twin uniform), or per site: softmax:log2,gelu:twin' },
+  { name: 'act-quantizer', type: 'string', help: 'ONNX: quantize post-softmax and post-GELU/swish activations feeding MatMul/Gemm (calibrated, --calib): uniform, log2 (softmax log2, GELU twin), logsqrt2 (base sqrt 2, GELU twin) or twin (PTQ4ViT twin uniform), or per site: softmax:log2,gelu:twin' },
   { name: 'ln-quantizer', type: 'string', choices: ['tensor', 'ptf', 'channel'], help: 'ONNX: quantize LayerNorm inputs (calibrated, --calib): tensor (one uint8 range), ptf (FQ-ViT power-of-two factor per channel) or channel (a range per channel)' },
   { name: 'act-bits', type: 'int', min: 2, max: 8, default: 8, help: 'ONNX: bits of the --act-quantizer / --ln-quantizer activations' },
   { name: 'keep', type: 'string', help: 'ONNX: comma-separated node names left in float' },
@@ -138,13 +138,13 @@ function parseActQuantizers(spec: string | undefined, ln: LnQuantizer | undefine
   const o: ActQuantOptions = { bits, layernorm: ln };
   for (const part of (spec ?? '').split(',').map((x) => x.trim()).filter(Boolean)) {
     const [site, q] = part.includes(':') ? part.split(':') : ['', part];
-    const okSoftmax = q === 'uniform' || q === 'log2' || q === 'twin';
+    const okSoftmax = q === 'uniform' || q === 'log2' || q === 'logsqrt2' || q === 'twin';
     if (site === '') {
-      if (!okSoftmax) fail(`--act-quantizer ${q}: use uniform, log2 or twin (or softmax:Q,gelu:Q)`);
+      if (!okSoftmax) fail(`--act-quantizer ${q}: use uniform, log2, logsqrt2 or twin (or softmax:Q,gelu:Q)`);
       o.softmax = q as SoftmaxQuantizer;
-      o.gelu = q === 'log2' ? 'twin' : (q as GeluQuantizer);
+      o.gelu = q === 'log2' || q === 'logsqrt2' ? 'twin' : (q as GeluQuantizer);
     } else if (site === 'softmax') {
-      if (!okSoftmax) fail(`--act-quantizer softmax:${q}: post-softmax takes uniform, log2 or twin`);
+      if (!okSoftmax) fail(`--act-quantizer softmax:${q}: post-softmax takes uniform, log2, logsqrt2 or twin`);
       o.softmax = q as SoftmaxQuantizer;
     } else if (site === 'gelu') {
       if (q !== 'uniform' && q !== 'twin') fail(`--act-quantizer gelu:${q}: post-GELU takes uniform or twin (log2 has no negative values)`);

@@ -5,6 +5,8 @@
  *     uniform  b-bit asymmetric (QuantizeLinear uint8, codes clipped to 0..2^b-1 below 8 bits)
  *     log2     x^ = s * 2^-q, q = round(-log2(x / s)) in 0..2^b-1, 0 beyond (FQ-ViT's log2 quantizer;
  *              s = the calibrated maximum): Div, Log, Mul, Round, Max, Less, Pow, Mul, Where
+ *     logsqrt2 the same in base sqrt 2 (RepQ-ViT's log-sqrt-2 quantizer): x^ = s * 2^(-q/2), q = round(-2
+ *              log2(x / s)); half the relative step of log2 (log2 rounds 0.7 to 0.5 or 1)
  *     twin     PTQ4ViT's twin uniform: R1 = [0, 2^(b-1) D1) with step D1, R2 = [0, 2^(b-1) D2) with step
  *              D2 = 2^m D1 (one bit says which): two int8 QuantizeLinear/DequantizeLinear and a Where
  * - post-GELU (GELU, its Erf form, or swish x * sigmoid(c x), feeding a MatMul/Gemm):
@@ -29,10 +31,10 @@ import type { NodeReport } from './nbits.js';
 import { upgradeOpset } from './opset.js';
 import { DataType, type GraphProto, type ModelProto, type NodeProto } from './schema.js';
 
-export type SoftmaxQuantizer = 'uniform' | 'log2' | 'twin';
+export type SoftmaxQuantizer = 'uniform' | 'log2' | 'logsqrt2' | 'twin';
 export type GeluQuantizer = 'uniform' | 'twin';
 export type LnQuantizer = 'tensor' | 'ptf' | 'channel';
-export const ACT_QUANTIZERS = ['uniform', 'log2', 'twin'] as const;
+export const ACT_QUANTIZERS = ['uniform', 'log2', 'logsqrt2', 'twin'] as const;
 export const LN_QUANTIZERS = ['tensor', 'ptf', 'channel'] as const;
 export type SiteKind = 'softmax' | 'gelu' | 'layernorm';
 
@@ -123,11 +125,11 @@ export function fakeQuantUniform(x: number, scale: number, zp: number, bits: num
   return (Math.max(0, Math.min(2 ** bits - 1, roundEven(x / scale) + zp)) - zp) * scale;
 }
 
-/** log2: s * 2^-q, q = max(0, round(-log2(x / s))), 0 when q >= 2^b or x <= 0 */
-export function fakeQuantLog2(x: number, s: number, bits: number): number {
+/** log2: s * 2^-q, q = max(0, round(-log2(x / s))), 0 when q >= 2^b or x <= 0; k = 2: base sqrt 2 (s * 2^(-q/2), q = round(-2 log2(x / s))) */
+export function fakeQuantLog2(x: number, s: number, bits: number, k = 1): number {
   if (!(x > 0)) return 0;
-  const q = Math.max(0, roundEven(-Math.log2(x / s)));
-  return q < 2 ** bits ? s * 2 ** -q : 0;
+  const q = Math.max(0, roundEven(-k * Math.log2(x / s)));
+  return q < 2 ** bits ? s * 2 ** (-q / k) : 0;
 }
 
 /** int8-style symmetric codes clamp(round(x / d), -2^(b-1), 2^(b-1) - 1) * d */
@@ -192,7 +194,7 @@ export class ActCollector {
 /** the quantizer written for one site */
 export type ActParams =
   | { q: 'uniform'; scale: number; zp: number }
-  | { q: 'log2'; scale: number }
+  | { q: 'log2'; scale: number; k: 1 | 2 }
   | { q: 'twin'; d1: number; d2: number; threshold: number }
   | { q: 'uniform-axis'; scales: Float32Array; zps: Uint8Array; alphas?: Uint8Array };
 
@@ -276,9 +278,9 @@ export function siteParams(c: ActCollector, site: ActSite, quantizer: SoftmaxQua
   }
   const xs = c.samples.get(site.name)!;
   if (quantizer === 'uniform') return { q: 'uniform', ...searchUniform(xs, lo, hi, bits) };
-  if (quantizer === 'log2') {
-    if (site.kind !== 'softmax') fail(`the log2 quantizer is for post-softmax activations (${site.name} is ${site.kind})`);
-    return { q: 'log2', scale: Math.fround(hi > 0 ? hi : 1) };
+  if (quantizer === 'log2' || quantizer === 'logsqrt2') {
+    if (site.kind !== 'softmax') fail(`the ${quantizer} quantizer is for post-softmax activations (${site.name} is ${site.kind})`);
+    return { q: 'log2', scale: Math.fround(hi > 0 ? hi : 1), k: quantizer === 'log2' ? 1 : 2 };
   }
   if (quantizer !== 'twin') fail(`internal error: quantizer ${quantizer} for ${site.kind}`);
   if (site.kind === 'softmax') {
@@ -318,7 +320,7 @@ export function fakeQuant(p: ActParams, bits: number): (x: number, channel?: num
     case 'uniform':
       return (x) => fakeQuantUniform(x, p.scale, p.zp, bits);
     case 'log2':
-      return (x) => fakeQuantLog2(x, p.scale, bits);
+      return (x) => fakeQuantLog2(x, p.scale, bits, p.k);
     case 'twin':
       return (x) => fakeQuantTwin(x, p.d1, p.d2, p.threshold, bits);
     case 'uniform-axis':
@@ -376,18 +378,18 @@ export function insertActQuantizer(m: ModelProto, idx: GraphIndex, site: ActSite
     out = idx.fresh(`${x}_twin`);
     nodes.push(mkNode('Where', [cond, a, b], [out], {}, `${out}_node`));
   } else {
-    // q = max(0, round(-ln(x / s) / ln 2)); out = q < 2^b ? s * 2^-q : 0   (x = 0: ln = -inf, q = inf -> 0)
+    // q = max(0, round(-k ln(x / s) / ln 2)); out = q < 2^b ? s * 2^(-q/k) : 0   (x = 0: ln = -inf, q = inf -> 0)
     const f = (base: string, v: number) => scalar(idx, m, g, `${x}_${base}`, DataType.FLOAT, v);
     const t = (base: string) => idx.fresh(`${x}_${base}`);
-    const [r, l, nl, q0, q, e, p2, y, keep] = ['ratio', 'ln', 'nlog2', 'round', 'code', 'negcode', 'pow2', 'value', 'in_range'].map(t);
+    const [r, l, nl, q0, q, e, p2, y, keep] = ['ratio', 'ln', 'nlog2', 'round', 'code', 'exponent', 'pow2', 'value', 'in_range'].map(t);
     out = t('log2');
     nodes.push(
       mkNode('Div', [x, f('scale', p.scale)], [r]),
       mkNode('Log', [r], [l]),
-      mkNode('Mul', [l, f('neg_inv_ln2', -1 / Math.LN2)], [nl]),
+      mkNode('Mul', [l, f('neg_inv_ln2', -p.k / Math.LN2)], [nl]),
       mkNode('Round', [nl], [q0]),
       mkNode('Max', [q0, f('zero', 0)], [q]),
-      mkNode('Neg', [q], [e]),
+      mkNode('Mul', [q, f('neg_inv_k', -1 / p.k)], [e]),
       mkNode('Pow', [f('two', 2), e], [p2]),
       mkNode('Mul', [p2, f('scale_out', p.scale)], [y]),
       mkNode('Less', [q, f('levels', 2 ** bits)], [keep]),
