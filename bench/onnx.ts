@@ -124,6 +124,9 @@ function vitVariants(calibDir: string): [string, string[]][] {
   v.push(['int8 QDQ MatMul + softmax log2 / swish twin + LayerNorm PTF, 8-bit', ['--qdq', 'int8', '--qdq-ops', 'MatMul', '--act-quantizer', 'log2', '--ln-quantizer', 'ptf', ...c]]);
   v.push(['int8 QDQ MatMul + softmax/swish twin + LayerNorm PTF, 8-bit', ['--qdq', 'int8', '--qdq-ops', 'MatMul', '--act-quantizer', 'twin', '--ln-quantizer', 'ptf', ...c]]);
   for (const b of ['8', '4']) v.push([`softmax + swish sites only, logsqrt2 ${b}-bit`, ['--act-quantizer', 'logsqrt2', '--act-bits', b, ...c]]);
+  // one kind of site at a time, 4 bits
+  for (const q of ['uniform', 'log2', 'logsqrt2', 'twin']) v.push([`softmax sites only, ${q} 4-bit`, ['--act-quantizer', `softmax:${q}`, '--act-bits', '4', ...c]]);
+  for (const q of ['uniform', 'twin']) v.push([`swish sites only, ${q} 4-bit`, ['--act-quantizer', `gelu:${q}`, '--act-bits', '4', ...c]]);
   return v;
 }
 
@@ -203,6 +206,9 @@ async function ocrDet(tmp: string, quick: boolean, rows: Row[], pick?: Set<numbe
     ['int8 QDQ dynamic (bias correction of the weights)', ['--qdq', 'int8', '--dynamic', '--calib', calibDir]],
     ['int8 QDQ weights only (activations float, bias correction)', ['--qdq', 'int8', '--weights-only', '--calib', calibDir]],
     ['int8 QDQ weights only, no bias correction', ['--qdq', 'int8', '--weights-only', '--no-bias-correction']],
+    ['int8 QDQ static (percentile per channel, bias correction)', ['--qdq', 'int8', '--calib', calibDir, '--calib-method', 'percentile', '--act-granularity', 'channel']],
+    ['int8 QDQ static (minmax per channel, bias correction)', ['--qdq', 'int8', '--calib', calibDir, '--act-granularity', 'channel']],
+    ['int8 QDQ static (percentile per channel, no bias correction)', ['--qdq', 'int8', '--calib', calibDir, '--calib-method', 'percentile', '--act-granularity', 'channel', '--no-bias-correction']],
   ] as [string, string[]][]).entries()) {
     if (pick && !pick.has(vi)) continue;
     const out = path.join(tmp, 'det-q.onnx');

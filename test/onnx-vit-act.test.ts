@@ -186,6 +186,12 @@ test('PP-OCRv4 rec: the SVTR neck has 2 post-softmax, 2 post-swish and 5 LayerNo
     assert.equal(rep.onnxruntimeLoads, true);
     assert.equal(rep.nodes.filter((n: { action: string }) => /^twin 6-bit/.test(n.action)).length, 4);
     assert.equal(rep.nodes.filter((n: { action: string }) => /^ptf 6-bit/.test(n.action)).length, 5);
+    // after QDQ's opset upgrade (Softmax -> Flatten/Softmax/Reshape) the post-softmax sites are still found;
+    // the post-swish MatMul inputs are left to --act-quantizer
+    const r2 = spawnSync(process.execPath, [bin, 'quantize', file, path.join(tmp, 'o2.onnx'), '--qdq', 'int8', '--qdq-ops', 'MatMul', '--act-quantizer', 'softmax:log2,gelu:twin', '--calib', calib, '--json'], { encoding: 'utf8' });
+    assert.equal(r2.status, 0, r2.stderr);
+    const rep2 = JSON.parse(r2.stdout);
+    assert.deepEqual([/^log2 8-bit/, /^twin 8-bit/, /activation by --act-quantizer/].map((re) => rep2.nodes.filter((n: { action: string }) => re.test(n.action)).length), [2, 2, 2]);
     // bad input: log2 on GELU, no calibration
     assertRefused(bin, ['quantize', file, path.join(tmp, 'q.onnx'), '--act-quantizer', 'gelu:log2', '--calib', calib], /post-GELU takes uniform or twin/, path.join(tmp, 'q.onnx'));
     assertRefused(bin, ['quantize', file, path.join(tmp, 'p.onnx'), '--act-quantizer', 'log2'], /need --calib/, path.join(tmp, 'p.onnx'));

@@ -48,6 +48,7 @@ export interface ActSite {
   consumers: NodeProto[];
 }
 
+const SHAPE_OPS = new Set(['Reshape', 'Flatten', 'Transpose', 'Squeeze', 'Unsqueeze', 'Identity']);
 const isDefault = (n: NodeProto) => (n.domain ?? '') === '' || n.domain === 'ai.onnx';
 
 /** post-softmax, post-GELU/swish and LayerNorm-input activations (every graph) */
@@ -73,7 +74,12 @@ export function actSites(m: ModelProto, kinds: ReadonlySet<SiteKind>): ActSite[]
     for (const n of nodes) {
       const op = n.op_type ?? '';
       const o = n.output?.[0] ?? '';
-      if (kinds.has('softmax') && op === 'Softmax' && isDefault(n)) add('softmax', o, matmulReaders(o));
+      if (kinds.has('softmax') && op === 'Softmax' && isDefault(n)) {
+        // through shape-only ops (opset 13's explicit Flatten -> Softmax -> Reshape): quantization commutes with them
+        let v = o;
+        for (let r = readers.get(v) ?? []; r.length === 1 && SHAPE_OPS.has(r[0].op_type ?? '') && r[0].input?.[0] === v; r = readers.get(v) ?? []) v = r[0].output![0];
+        add('softmax', v, matmulReaders(v));
+      }
       if (kinds.has('gelu')) {
         if (op === 'Gelu' || op === 'FastGelu') add('gelu', o, matmulReaders(o));
         // swish: Mul(x, Sigmoid(x or c x))
@@ -212,8 +218,11 @@ function uniformParams(lo: number, hi: number, bits: number): { scale: number; z
   return { scale, zp: Math.max(0, Math.min(levels, roundEven(-lo / scale))) };
 }
 
-/** uniform b-bit range by least squared error: the top, then the bottom clipped by 1 - k/50 */
-export function searchUniform(xs: ArrayLike<number>, lo: number, hi: number, bits: number): { scale: number; zp: number } {
+/** uniform b-bit range by least squared error: the top, then the bottom clipped by 1 - k/50 (k < 45) */
+export function searchUniform(all: ArrayLike<number>, lo: number, hi: number, bits: number): { scale: number; zp: number } {
+  // the search runs on at most 2^16 values (strided), the range ends are the whole data's
+  const stride = Math.ceil(all.length / 65536);
+  const xs = stride > 1 ? Array.from({ length: Math.ceil(all.length / stride) }, (_, i) => all[i * stride]) : all;
   let best = [lo, hi];
   const cost = (l: number, h: number) => {
     const { scale, zp } = uniformParams(l, h, bits);
@@ -427,9 +436,9 @@ export async function quantizeActivations(
   warn: (msg: string) => void = () => {},
 ): Promise<NodeReport[]> {
   if (!(o.bits >= 2 && o.bits <= 8)) fail(`--act-bits ${o.bits}: activation quantizers take 2..8 bits`);
-  const sites = actSites(model.proto, requestedKinds(o));
-  if (!sites.length) return [];
+  if (!actSites(model.proto, requestedKinds(o)).length) return [];
   if ((opsetVersion(model.proto, '') ?? 0) < 13) upgradeOpset(model.proto, 13);
+  const sites = actSites(model.proto, requestedKinds(o));
   const byName = new Map(sites.map((s) => [s.name, s]));
   const c = new ActCollector();
   await capture(model.proto, [...byName.keys()], (name, t) => c.observe(byName.get(name)!, t.data, t.dims));
