@@ -293,7 +293,7 @@ export async function runOnnxQuantize(a: ParsedArgs): Promise<void> {
     const report = { input, output, inputBytes: model.size, outputBytes: bytes, seconds, nodes: reports, float16: half, sensitivity, warnings, onnxruntimeLoads: loads };
     if (json) process.stdout.write(JSON.stringify(report) + '\n');
     else {
-      const rows = reports.map((r) => [r.node, r.op, `${r.K}x${r.N}`, r.action, r.sqnrDb === undefined ? '-' : r.sqnrDb.toFixed(2)]);
+      const rows = reports.map((r) => [r.node, r.op, r.N ? `${r.K}x${r.N}` : r.K ? `C=${r.K}` : '-', r.action, r.sqnrDb === undefined ? '-' : r.sqnrDb.toFixed(2)]);
       process.stdout.write(renderTable(['node', 'op', 'K x N', 'to', 'SQNR dB'], rows, [false, false, false, false, true]) + '\n');
       if (half) process.stdout.write(`float16: ${half.tensors} weights, ${half.nodes} nodes converted (${half.subgraphs} subgraphs), ${half.casts} Casts; kept in float32: ${Object.entries(half.keptOps).map(([k, v]) => `${k} ${v}`).join(', ') || 'none'}\n`);
       if (sensitivity) process.stdout.write(`most sensitive (output SQNR quantized alone): ${sensitivity.slice(0, 8).map((s) => `${s.node} ${s.sqnrDb.toFixed(1)} dB`).join(', ')}\n`);
