@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- onnx [--quick] [--only=speed,rec,det,speech] [--rec=i,j] [--det=i,j]`:
+ * `npm run bench -- onnx [--quick] [--only=speed,rec,vit,det,speech] [--rec=i,j] [--vit=i,j] [--det=i,j]`:
  *  1. quantizing PP-OCRv4 rec (RTN int4 MatMulNBits + int8 QDQ dynamic convolutions) against reading and
  *     writing the same file unchanged, in the same process and run (ratio plain / quantize);
  *  2. the real-model table: each model and quantization, its size, agreement with the float model on
@@ -107,7 +107,30 @@ async function latency(s: OrtSession, feeds: Feeds[], reps = 3): Promise<number>
 
 const f32 = (shape: number[], data: Float32Array): NpyArray => ({ type: 'float32', shape, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) });
 
-async function ocrRec(tmp: string, quick: boolean, rows: Row[], pick?: Set<number>): Promise<void> {
+/**
+ * The ViT activation quantizers on the recognizer's SVTR neck (2 attention blocks: 2 post-softmax, 2
+ * post-swish, 5 LayerNorm-input sites), alone (the rest float) at 8 and 4 bits, and with the neck's
+ * MatMuls in int8 QDQ; 64 calibration lines.
+ */
+function vitVariants(calibDir: string): [string, string[]][] {
+  const c = ['--calib', calibDir];
+  const v: [string, string[]][] = [];
+  for (const b of ['8', '4']) {
+    for (const q of ['uniform', 'log2', 'twin']) v.push([`softmax + swish sites only, ${q} ${b}-bit`, ['--act-quantizer', q, '--act-bits', b, ...c]]);
+    for (const q of ['tensor', 'ptf', 'channel']) v.push([`LayerNorm inputs only, ${q} ${b}-bit`, ['--ln-quantizer', q, '--act-bits', b, ...c]]);
+  }
+  v.push(['int8 QDQ MatMul (uint8 activations) only', ['--qdq', 'int8', '--qdq-ops', 'MatMul', ...c]]);
+  v.push(['int8 QDQ MatMul + softmax/swish uniform + LayerNorm tensor, 8-bit', ['--qdq', 'int8', '--qdq-ops', 'MatMul', '--act-quantizer', 'uniform', '--ln-quantizer', 'tensor', ...c]]);
+  v.push(['int8 QDQ MatMul + softmax log2 / swish twin + LayerNorm PTF, 8-bit', ['--qdq', 'int8', '--qdq-ops', 'MatMul', '--act-quantizer', 'log2', '--ln-quantizer', 'ptf', ...c]]);
+  v.push(['int8 QDQ MatMul + softmax/swish twin + LayerNorm PTF, 8-bit', ['--qdq', 'int8', '--qdq-ops', 'MatMul', '--act-quantizer', 'twin', '--ln-quantizer', 'ptf', ...c]]);
+  for (const b of ['8', '4']) v.push([`softmax + swish sites only, logsqrt2 ${b}-bit`, ['--act-quantizer', 'logsqrt2', '--act-bits', b, ...c]]);
+  // one kind of site at a time, 4 bits
+  for (const q of ['uniform', 'log2', 'logsqrt2', 'twin']) v.push([`softmax sites only, ${q} 4-bit`, ['--act-quantizer', `softmax:${q}`, '--act-bits', '4', ...c]]);
+  for (const q of ['uniform', 'twin']) v.push([`swish sites only, ${q} 4-bit`, ['--act-quantizer', `gelu:${q}`, '--act-bits', '4', ...c]]);
+  return v;
+}
+
+async function ocrRec(tmp: string, quick: boolean, rows: Row[], pick?: Set<number>, vit = false): Promise<void> {
   const n = quick ? 60 : 200;
   const texts = tb.textLines(n, 1);
   const imgs = await tb.renderLines(texts);
@@ -115,8 +138,9 @@ async function ocrRec(tmp: string, quick: boolean, rows: Row[], pick?: Set<numbe
   for (let i = 0; i < n; i += 20) batches.push({ x: tb.recBatch(imgs.slice(i, i + 20)) });
   const calibDir = path.join(tmp, 'rec-calib');
   fs.mkdirSync(calibDir);
-  const cimgs = await tb.renderLines(tb.textLines(32, 99));
-  for (let i = 0; i < 4; i++) fs.writeFileSync(path.join(calibDir, `c${i}.npy`), writeNpy(tb.recBatch(cimgs.slice(i * 8, i * 8 + 8))));
+  const nCalib = vit ? 64 : 32;
+  const cimgs = await tb.renderLines(tb.textLines(nCalib, 99));
+  for (let i = 0; i < nCalib / 8; i++) fs.writeFileSync(path.join(calibDir, `c${i}.npy`), writeNpy(tb.recBatch(cimgs.slice(i * 8, i * 8 + 8))));
   const float = await ortSession(tb.OCR.rec);
   const ref: OutTensor[] = [];
   for (const b of batches) ref.push([...(await float.run(b)).values()][0]);
@@ -124,7 +148,7 @@ async function ocrRec(tmp: string, quick: boolean, rows: Row[], pick?: Set<numbe
   const floatText = ref.flatMap((r) => tb.ctcDecode(r.data, r.dims));
   const truth = floatText.filter((s, i) => s === texts[i]).length;
   console.log(`PP-OCRv4 rec: the float model reads ${truth}/${n} rendered lines exactly (lines cut at 320 px count as misses)`);
-  const variants: [string, string[]][] = [
+  const variants: [string, string[]][] = vit ? vitVariants(calibDir) : [
     ['int4 RTN MatMulNBits g32', ['--type', 'int4']],
     ['int4 GPTQ MatMulNBits g32', ['--type', 'int4', '--algo', 'gptq', '--calib', calibDir]],
     ['int8 QDQ conv (static minmax, bias correction) only', ['--type', 'qdq', '--qdq', 'int8', '--qdq-ops', 'Conv', '--calib', calibDir]],
@@ -150,7 +174,7 @@ async function ocrRec(tmp: string, quick: boolean, rows: Row[], pick?: Set<numbe
       txt.forEach((t, j) => (same += t === floatText[i * 20 + j] ? 1 : 0));
       kld += tb.ctcKld(ref[i].data, y.data, y.dims[2]) / batches.length;
     }
-    rows.push({ model: 'PP-OCRv4 rec', quant: label, bytes: q.json.outputBytes, floatBytes: fs.statSync(tb.OCR.rec).size, agreement: `${((100 * same) / n).toFixed(1)} % strings as float (${same}/${n})`, error: `CTC KLD ${kld.toExponential(2)}`, msQuant: await latency(s, batches), msFloat });
+    rows.push({ model: 'PP-OCRv4 rec', quant: label, bytes: q.json.outputBytes, floatBytes: fs.statSync(tb.OCR.rec).size, agreement: `${((100 * same) / n).toFixed(1)} % strings as float (${same}/${n})`, error: `CTC KLD ${kld.toExponential(2)}`, msQuant: vit ? NaN : await latency(s, batches), msFloat });
     await s.release();
     console.log(`  ${label}: ${same}/${n}, KLD ${kld.toExponential(2)} (${q.seconds.toFixed(1)} s)`);
   }
@@ -182,6 +206,9 @@ async function ocrDet(tmp: string, quick: boolean, rows: Row[], pick?: Set<numbe
     ['int8 QDQ dynamic (bias correction of the weights)', ['--qdq', 'int8', '--dynamic', '--calib', calibDir]],
     ['int8 QDQ weights only (activations float, bias correction)', ['--qdq', 'int8', '--weights-only', '--calib', calibDir]],
     ['int8 QDQ weights only, no bias correction', ['--qdq', 'int8', '--weights-only', '--no-bias-correction']],
+    ['int8 QDQ static (percentile per channel, bias correction)', ['--qdq', 'int8', '--calib', calibDir, '--calib-method', 'percentile', '--act-granularity', 'channel']],
+    ['int8 QDQ static (minmax per channel, bias correction)', ['--qdq', 'int8', '--calib', calibDir, '--act-granularity', 'channel']],
+    ['int8 QDQ static (percentile per channel, no bias correction)', ['--qdq', 'int8', '--calib', calibDir, '--calib-method', 'percentile', '--act-granularity', 'channel', '--no-bias-correction']],
   ] as [string, string[]][]).entries()) {
     if (pick && !pick.has(vi)) continue;
     const out = path.join(tmp, 'det-q.onnx');
@@ -359,6 +386,9 @@ export async function run(args: string[]): Promise<void> {
     // --rec=3,4: only those recognizer variants (0-based)
     const recArg = args.find((a) => a.startsWith('--rec='));
     if (only.has('rec')) await ocrRec(tmp, quick, rows, recArg ? new Set(recArg.slice(6).split(',').map(Number)) : undefined);
+    // --only=vit: the ViT activation quantizers (--vit=i,j picks variants)
+    const vitArg = args.find((a) => a.startsWith('--vit='));
+    if (only.has('vit')) await ocrRec(tmp, quick, rows, vitArg ? new Set(vitArg.slice(6).split(',').map(Number)) : undefined, true);
     const detArg = args.find((a) => a.startsWith('--det='));
     if (only.has('det')) await ocrDet(tmp, quick, rows, detArg ? new Set(detArg.slice(6).split(',').map(Number)) : undefined);
     const phrases = ['hey jarvis', 'hey jarvis, turn on the lights', 'what is the weather like today', 'hey jarvis what time is it', 'play some music please', 'jarvis', 'hello there, how are you', 'hey travis'];
@@ -376,5 +406,5 @@ export async function run(args: string[]): Promise<void> {
   console.log('\n| model | quantization | size (float) | agreement with float | error | latency quant / float (onnxruntime-node) |');
   console.log('| --- | --- | --- | --- | --- | --- |');
   for (const r of rows)
-    console.log(`| ${r.model} | ${r.quant} | ${kib(r.bytes)} (${kib(r.floatBytes)}, ${((100 * r.bytes) / r.floatBytes).toFixed(0)} %) | ${r.agreement} | ${r.error} | ${r.msQuant.toFixed(0)} / ${r.msFloat.toFixed(0)} ms (${(r.msQuant / r.msFloat).toFixed(2)}x) |`);
+    console.log(`| ${r.model} | ${r.quant} | ${kib(r.bytes)} (${kib(r.floatBytes)}, ${((100 * r.bytes) / r.floatBytes).toFixed(0)} %) | ${r.agreement} | ${r.error} | ${Number.isNaN(r.msQuant) ? '–' : `${r.msQuant.toFixed(0)} / ${r.msFloat.toFixed(0)} ms (${(r.msQuant / r.msFloat).toFixed(2)}x)`} |`);
 }

@@ -11,7 +11,8 @@ import * as path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { buildModel, floatTensor, node, valueInfo } from '../src/io/onnx/build.js';
-import { encodeOnnx, parseOnnx, tensorBytes } from '../src/io/onnx/model.js';
+import { encodeOnnx, makeTensor, parseOnnx, tensorBytes } from '../src/io/onnx/model.js';
+import { DataType } from '../src/io/onnx/schema.js';
 import { decodeNBits, matmulTargets, quantizeMatMulNBits, quantizeRows, rtnInt, targetWeightRows, type NBitsOptions } from '../src/io/onnx/nbits.js';
 import { intGrid, rtnWithGrid } from '../src/algos/grids.js';
 import { writeNpy } from '../src/io/npy.js';
@@ -80,6 +81,29 @@ test('MatMulNBits runs in onnxruntime-node and equals A @ dequant(B) (2/4/8 bits
     const bound = c.opts.accuracyLevel === 4 ? 2e-2 * mag : 1e-5 * mag;
     assert.ok(err <= bound, `${JSON.stringify(c)}: max |ort - reference| ${err} > ${bound}`);
   }
+});
+
+test('3-bit MatMulNBits: onnxruntime-node refuses bits = 3 (so lowbit does, before writing anything); the library call says why', async () => {
+  // a well-formed 3-bit node (blob 12 bytes per block of 32): the same model with 4 bits runs
+  const K = 64;
+  const N = 8;
+  const model = (bits: number) =>
+    encodeOnnx(
+      buildModel({
+        nodes: [node('MatMulNBits', ['a', 'B', 'S'], ['y'], { K, N, bits, block_size: 32 }, 'mm', 'com.microsoft')],
+        inputs: [valueInfo('a', 1, [1, K])],
+        outputs: [valueInfo('y', 1, [1, N])],
+        initializers: [makeTensor('B', DataType.UINT8, [N, 2, 4 * bits], new Uint8Array(N * 8 * bits).fill(0x49)), floatTensor('S', [N * 2], data(N * 2, () => 0.1))],
+        opset: 17,
+        domains: { 'com.microsoft': 1 },
+      }),
+    );
+  const s = await ortSession(model(4));
+  await s.release();
+  // if this starts to pass, onnxruntime runs 3-bit MatMulNBits: lift the refusal in nbits.ts and the CLI
+  await assert.rejects(ortSession(model(3)), /Only 2b, 4b and 8b/);
+  const m = parseOnnx(encodeOnnx(buildModel({ nodes: [node('MatMul', ['x', 'W'], ['y'])], inputs: [valueInfo('x', 1, [1, K])], outputs: [valueInfo('y', 1, [1, N])], initializers: [floatTensor('W', [K, N], data(K * N, Math.sin))] })));
+  await assert.rejects(quantizeMatMulNBits(m, { bits: 3, blockSize: 32 }), /3 bits is not supported by onnxruntime/);
 });
 
 test('rtnInt (the fast RTN) gives intGrid\'s parameters and values bit for bit', () => {
@@ -159,6 +183,7 @@ test('lowbit quantize model.onnx --type int4 (PP-OCRv4 rec): MatMulNBits that on
     // bad input: one line, exit 2, nothing written
     const bad: [string[], RegExp][] = [
       [['--type', 'int5'], /int2, int4 or int8/],
+      [['--type', 'int3'], /refuses bits = 3/],
       [['--type', 'int4', '--group', '48'], /power of two/],
       [['--type', 'int4', '--algo', 'gptq'], /needs --calib/],
       [['--type', 'int4', '--algo', 'awq'], /rtn, gptq or hqq/],

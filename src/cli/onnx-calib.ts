@@ -1,7 +1,7 @@
 /**
  * Calibration samples for `lowbit quantize model.onnx`: each sample is a feed per model input, read from
  *   .npy (single-input models) / .npz (one array per input name): the model's own inputs;
- *   .png images: decoded (io/png.ts), resized and normalized (--calib-size, --calib-mean, --calib-std,
+ *   .png and baseline .jpg images: decoded (io/png.ts, io/jpeg.ts), resized and normalized (--calib-size, --calib-mean, --calib-std,
  *     --calib-layout, --calib-bgr, --calib-resize) into the model's single image input;
  *   .wav audio: mono, resampled to --calib-rate, cut into frames of --calib-window samples (default the
  *     audio input's static last dimension, else 512); the model's other inputs get the sample rate
@@ -16,6 +16,7 @@ import { fail } from '../errors.js';
 import { decodeWav, imageTensor, resample, type ImagePrep } from '../io/calib-media.js';
 import { readNpy, readNpz, type NpyArray } from '../io/npy.js';
 import { decodePng } from '../io/png.js';
+import { decodeJpeg } from '../io/jpeg.js';
 import type { ModelProto } from '../io/onnx/schema.js';
 import type { OptionSpec } from './args.js';
 import type { ParsedArgs } from './args.js';
@@ -80,11 +81,11 @@ export async function readCalibration(p: string, m: ModelProto, a: ParsedArgs, m
   const files = fs.statSync(p).isDirectory()
     ? fs
         .readdirSync(p)
-        .filter((f) => /\.(npy|npz|png|wav)$/i.test(f))
+        .filter((f) => /\.(npy|npz|png|jpe?g|wav)$/i.test(f))
         .sort()
         .map((f) => path.join(p, f))
     : [p];
-  if (!files.length) fail(`--calib ${p}: no .npy, .npz, .png or .wav files`);
+  if (!files.length) fail(`--calib ${p}: no .npy, .npz, .png, .jpg or .wav files`);
   const out: Feeds[] = [];
   for (const f of files) {
     if (out.length >= max) break;
@@ -97,10 +98,10 @@ export async function readCalibration(p: string, m: ModelProto, a: ParsedArgs, m
     } else if (/\.npy$/i.test(f)) {
       if (inputNames.length !== 1) fail(`${f}: a .npy holds one array, the model has ${inputNames.length} inputs (${inputNames.join(', ')}); use .npz files named by input`);
       out.push({ [inputNames[0]]: readNpy(bytes, f) });
-    } else if (/\.png$/i.test(f)) {
+    } else if (/\.(png|jpe?g)$/i.test(f)) {
       if (inputs.length !== 1) fail(`${f}: images calibrate single-input models; this one has ${inputNames.join(', ')}`);
       const prep = imagePrep(a, inputs[0]);
-      const img = decodePng(bytes, f, (d) => new Uint8Array(inflateSync(d)));
+      const img = /\.png$/i.test(f) ? decodePng(bytes, f, (d) => new Uint8Array(inflateSync(d))) : decodeJpeg(bytes, f);
       out.push({ [inputNames[0]]: f32(prep.layout === 'nchw' ? [1, 3, prep.height, prep.width] : [1, prep.height, prep.width, 3], imageTensor(img, prep)) });
     } else {
       const frames = await audioFeeds(decodeWav(bytes, f), inputs, a, f, model);

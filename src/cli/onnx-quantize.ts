@@ -23,6 +23,7 @@ import { matmulTargets, quantizeMatMulNBits, type NBitsAlgorithm, type NodeRepor
 import { QDQ_OPS, qdqTargets, quantizeQdq, RangeCollector, type CalibMethod, type QdqFormat, type QdqOptions } from '../io/onnx/qdq.js';
 import { convertFloat16, type Float16Report } from '../io/onnx/float16.js';
 import { gatherTargets, quantizeGatherBlocks } from '../io/onnx/gather.js';
+import { actSites, quantizeActivations, requestedKinds, type ActQuantOptions, type GeluQuantizer, type LnQuantizer, type SoftmaxQuantizer } from '../io/onnx/vit-act.js';
 import type { ParsedArgs } from './args.js';
 import type { OptionSpec } from './args.js';
 import { checkOutput, noteInput, stagedPath, withAtomicFile } from './files.js';
@@ -45,6 +46,9 @@ export const ONNX_QUANTIZE_OPTIONS: readonly OptionSpec[] = [
   { name: 'dynamic', type: 'boolean', help: 'ONNX QDQ: activations quantized at run time (DynamicQuantizeLinear), no calibration' },
   { name: 'weights-only', type: 'boolean', help: 'ONNX QDQ: int8 weights behind DequantizeLinear, activations left in float (with --calib: bias-corrected)' },
   { name: 'bias-correction', type: 'boolean', default: true, help: 'ONNX QDQ with --calib: correct each Conv bias so its output channel means stay the float model\'s (--no-bias-correction to skip)' },
+  { name: 'act-quantizer', type: 'string', help: 'ONNX: quantize post-softmax and post-GELU/swish activations feeding MatMul/Gemm (calibrated, --calib): uniform, log2 (softmax log2, GELU twin), logsqrt2 (base sqrt 2, GELU twin) or twin (PTQ4ViT twin uniform), or per site: softmax:log2,gelu:twin' },
+  { name: 'ln-quantizer', type: 'string', choices: ['tensor', 'ptf', 'channel'], help: 'ONNX: quantize LayerNorm inputs (calibrated, --calib): tensor (one uint8 range), ptf (FQ-ViT power-of-two factor per channel) or channel (a range per channel)' },
+  { name: 'act-bits', type: 'int', min: 2, max: 8, default: 8, help: 'ONNX: bits of the --act-quantizer / --ln-quantizer activations' },
   { name: 'keep', type: 'string', help: 'ONNX: comma-separated node names left in float' },
   { name: 'keep-sensitive', type: 'int', help: 'ONNX QDQ: measure each node quantized alone on the calibration data (output SQNR) and leave the N most sensitive in float', min: 1 },
 ];
@@ -128,6 +132,28 @@ async function collectHessians(m: Awaited<ReturnType<typeof openOnnxPath>>['mode
   return h;
 }
 
+/** `--act-quantizer uniform|log2|twin` or `softmax:Q,gelu:Q`, `--ln-quantizer`, `--act-bits` */
+function parseActQuantizers(spec: string | undefined, ln: LnQuantizer | undefined, bits: number): ActQuantOptions | undefined {
+  if (!spec && !ln) return undefined;
+  const o: ActQuantOptions = { bits, layernorm: ln };
+  for (const part of (spec ?? '').split(',').map((x) => x.trim()).filter(Boolean)) {
+    const [site, q] = part.includes(':') ? part.split(':') : ['', part];
+    const okSoftmax = q === 'uniform' || q === 'log2' || q === 'logsqrt2' || q === 'twin';
+    if (site === '') {
+      if (!okSoftmax) fail(`--act-quantizer ${q}: use uniform, log2, logsqrt2 or twin (or softmax:Q,gelu:Q)`);
+      o.softmax = q as SoftmaxQuantizer;
+      o.gelu = q === 'log2' || q === 'logsqrt2' ? 'twin' : (q as GeluQuantizer);
+    } else if (site === 'softmax') {
+      if (!okSoftmax) fail(`--act-quantizer softmax:${q}: post-softmax takes uniform, log2, logsqrt2 or twin`);
+      o.softmax = q as SoftmaxQuantizer;
+    } else if (site === 'gelu') {
+      if (q !== 'uniform' && q !== 'twin') fail(`--act-quantizer gelu:${q}: post-GELU takes uniform or twin (log2 has no negative values)`);
+      o.gelu = q;
+    } else fail(`--act-quantizer ${part}: sites are softmax and gelu`);
+  }
+  return o;
+}
+
 export async function runOnnxQuantize(a: ParsedArgs): Promise<void> {
   const [input, output] = a.positionals;
   if (!output) fail('quantize needs an output path');
@@ -137,10 +163,13 @@ export async function runOnnxQuantize(a: ParsedArgs): Promise<void> {
   noteInput(a.values.calib as string | undefined);
   checkOutput(output, 'output');
   const float16 = a.values.float16 as boolean;
-  const type = (a.values.type as string | undefined)?.toLowerCase() ?? (a.values.qdq ? 'qdq' : float16 ? 'float16' : fail('quantize model.onnx needs --type int4 (also int2, int8: MatMulNBits), --qdq int8|fp8 and/or --float16'));
+  const actq = parseActQuantizers(a.values['act-quantizer'] as string | undefined, a.values['ln-quantizer'] as LnQuantizer | undefined, a.values['act-bits'] as number);
+  const type = (a.values.type as string | undefined)?.toLowerCase() ?? (a.values.qdq ? 'qdq' : float16 ? 'float16' : actq ? 'acts' : fail('quantize model.onnx needs --type int4 (also int2, int8: MatMulNBits), --qdq int8|fp8, --act-quantizer / --ln-quantizer and/or --float16'));
+  if (actq && !a.values.calib) fail('--act-quantizer / --ln-quantizer need --calib (the activations are calibrated)');
+  if (type === 'acts' && !actq) fail('--type acts needs --act-quantizer or --ln-quantizer');
   if (type === 'int3' || type === 'q3') fail(`--type ${type}: onnxruntime's MatMulNBits runs 2, 4 and 8 bits only (its CPU kernel refuses bits = 3): use int2, int4 or int8`);
   const bitsOf: Record<string, number> = { int2: 2, int4: 4, int8: 8, q4: 4, q8: 8 };
-  const bits = type === 'qdq' || type === 'float16' ? 0 : (bitsOf[type] ?? fail(`--type ${type}: for ONNX models use int2, int4 or int8 (MatMulNBits), qdq or float16`));
+  const bits = type === 'qdq' || type === 'float16' || type === 'acts' ? 0 : (bitsOf[type] ?? fail(`--type ${type}: for ONNX models use int2, int4 or int8 (MatMulNBits), qdq or float16`));
   const qdq = a.values.qdq as QdqFormat | undefined;
   if (type === 'qdq' && !qdq) fail('--type qdq needs --qdq int8 or --qdq fp8');
   if (type === 'float16' && !float16) fail('--type float16 is --float16');
@@ -172,7 +201,7 @@ export async function runOnnxQuantize(a: ParsedArgs): Promise<void> {
   const { model, close } = await openOnnxPath(input);
   try {
     let samples: Feeds[] | undefined;
-    if (calib && ((bits && algo === 'gptq') || qdq)) samples = await readCalibration(calib, model.proto, a, a.values['calib-samples'] as number | undefined, path.resolve(input));
+    if (calib && ((bits && algo === 'gptq') || qdq || actq)) samples = await readCalibration(calib, model.proto, a, a.values['calib-samples'] as number | undefined, path.resolve(input));
     const reports: NodeReport[] = [];
     if (bits) {
       const hessians = algo === 'gptq' ? await collectHessians(model, samples!, warn) : undefined;
@@ -213,7 +242,9 @@ export async function runOnnxQuantize(a: ParsedArgs): Promise<void> {
     }
     let sensitivity: { node: string; sqnrDb: number }[] | undefined;
     if (qdq) {
-      const qopts: QdqOptions = { ops: qdqOps, activations: weightsOnly ? 'none' : dynamic ? 'dynamic' : 'static', ranges, keep, means, format: qdq };
+      // activations the --act-quantizer pass quantizes (post-GELU inputs of MatMuls) are left to it
+      const skipActivations = actq ? new Set(actSites(model.proto, requestedKinds(actq)).map((s) => s.name)) : undefined;
+      const qopts: QdqOptions = { ops: qdqOps, activations: weightsOnly ? 'none' : dynamic ? 'dynamic' : 'static', ranges, keep, means, format: qdq, skipActivations };
       const nKeep = a.values['keep-sensitive'] as number | undefined;
       if (nKeep) {
         if (!samples) fail('--keep-sensitive needs --calib (the sensitivity pass runs the model on it)');
@@ -223,6 +254,11 @@ export async function runOnnxQuantize(a: ParsedArgs): Promise<void> {
         for (const s of sensitivity.slice(0, nKeep)) keep.add(s.node);
       }
       reports.push(...(await quantizeQdq(model, qopts, warn)));
+    }
+    if (actq) {
+      const r = await quantizeActivations(model, actq, (proto, names, sink) => captureActivations(proto, names, samples!, sink), warn);
+      if (!r.length) warn('--act-quantizer / --ln-quantizer: no post-softmax, post-GELU or LayerNorm-input activation found');
+      reports.push(...r);
     }
     let half: Float16Report | undefined;
     if (float16) half = await convertFloat16(model, { keepNodes: keep });
@@ -257,9 +293,9 @@ export async function runOnnxQuantize(a: ParsedArgs): Promise<void> {
     const report = { input, output, inputBytes: model.size, outputBytes: bytes, seconds, nodes: reports, float16: half, sensitivity, warnings, onnxruntimeLoads: loads };
     if (json) process.stdout.write(JSON.stringify(report) + '\n');
     else {
-      const rows = reports.map((r) => [r.node, r.op, `${r.K}x${r.N}`, r.action, r.sqnrDb === undefined ? '-' : r.sqnrDb.toFixed(2)]);
+      const rows = reports.map((r) => [r.node, r.op, r.N ? `${r.K}x${r.N}` : r.K ? `C=${r.K}` : '-', r.action, r.sqnrDb === undefined ? '-' : r.sqnrDb.toFixed(2)]);
       process.stdout.write(renderTable(['node', 'op', 'K x N', 'to', 'SQNR dB'], rows, [false, false, false, false, true]) + '\n');
-      if (half) process.stdout.write(`float16: ${half.tensors} weights, ${half.nodes} nodes converted, ${half.casts} Casts; kept in float32: ${Object.entries(half.keptOps).map(([k, v]) => `${k} ${v}`).join(', ') || 'none'}\n`);
+      if (half) process.stdout.write(`float16: ${half.tensors} weights, ${half.nodes} nodes converted (${half.subgraphs} subgraphs), ${half.casts} Casts; kept in float32: ${Object.entries(half.keptOps).map(([k, v]) => `${k} ${v}`).join(', ') || 'none'}\n`);
       if (sensitivity) process.stdout.write(`most sensitive (output SQNR quantized alone): ${sensitivity.slice(0, 8).map((s) => `${s.node} ${s.sqnrDb.toFixed(1)} dB`).join(', ')}\n`);
       process.stdout.write(`${input} (${model.size} bytes) -> ${output} (${bytes} bytes, ${((100 * bytes) / model.size).toFixed(1)} %), ${seconds.toFixed(2)} s${loads ? '; onnxruntime-node loads it' : ''}\n`);
     }

@@ -92,16 +92,18 @@ export async function ortSession(model: Uint8Array | string, threads = 1, optimi
 }
 
 /**
- * The model with `names` added as float graph outputs (to read intermediate activations), and the
- * graph output that carries each name. A name inside an `If` branch (at any depth) is passed out as an
- * extra output of the branch and of its If node; the other branch outputs an empty tensor there (skipped
- * by captureActivations). Names inside Loop/Scan bodies are not reachable and are left out.
+ * The model with `names` added as float graph outputs (to read intermediate activations), the graph
+ * output that carries each name, and how many Loop/Scan levels stack it. A name inside an `If` branch
+ * (at any depth) is passed out as an extra output of the branch and of its If node; the other branch
+ * outputs an empty tensor there (skipped by captureActivations). A name inside a Loop or Scan body becomes
+ * an extra scan output of the body (the runtime stacks it over the iterations: one leading axis per level).
  */
-export function withOutputs(proto: ModelProto, names: readonly string[]): { bytes: Uint8Array; outputOf: Map<string, string> } {
+export function withOutputs(proto: ModelProto, names: readonly string[]): { bytes: Uint8Array; outputOf: Map<string, string>; stacked: Map<string, number> } {
   const have = new Set((proto.graph!.output ?? []).map((o) => o.name));
   const main = new Set<string>([...(proto.graph!.input ?? []).map((v) => v.name ?? ''), ...(proto.graph!.initializer ?? []).map((t) => t.name ?? '')]);
   for (const n of proto.graph!.node ?? []) for (const o of n.output ?? []) main.add(o);
   const outputOf = new Map<string, string>();
+  const stacked = new Map<string, number>();
   const inner = names.filter((n) => !main.has(n));
   let m = proto;
   if (inner.length) {
@@ -114,55 +116,80 @@ export function withOutputs(proto: ModelProto, names: readonly string[]): { byte
       taken.add(s);
       return s;
     };
-    /** pass `name` out of graph g (which produces it, maybe in a nested If); returns the name it has in g */
-    const lift = (g: GraphProto, name: string): string | undefined => {
-      for (const n of g.node ?? []) if ((n.output ?? []).includes(name)) return name;
+    /** pass `name` out of graph g (which produces it, maybe in a nested If/Loop/Scan); its name in g and the Loop/Scan levels crossed */
+    const lift = (g: GraphProto, name: string): [string, number] | undefined => {
+      for (const n of g.node ?? []) if ((n.output ?? []).includes(name)) return [name, 0];
+      // a Loop/Scan body's own input (carried state, scan slice): through an Identity
+      if (g !== m.graph && (g.input ?? []).some((v) => v.name === name)) {
+        const id = fresh(`${name}_seen`);
+        (g.node ??= []).unshift(node('Identity', [name], [id]));
+        return [id, 0];
+      }
       for (const n of g.node ?? []) {
-        if (n.op_type !== 'If') continue;
+        const op = n.op_type ?? '';
+        if ((n.domain ?? '') !== '' || !['If', 'Loop', 'Scan'].includes(op)) continue;
         const branches = subgraphs(n).map((s) => s.graph);
         for (const b of branches) {
           const got = lift(b, name);
           if (!got) continue;
-          for (const other of branches) {
-            if (other === b) (other.output ??= []).push(valueInfo(got, 1));
-            else {
-              const empty = fresh(`${name}_empty`);
-              (other.node ??= []).push(node('Constant', [], [empty], { value: floatTensor(empty, [0], []) }));
-              (other.output ??= []).push(valueInfo(empty, 1));
+          if (op === 'If')
+            for (const other of branches) {
+              if (other === b) (other.output ??= []).push(valueInfo(got[0], 1));
+              else {
+                const empty = fresh(`${name}_empty`);
+                (other.node ??= []).push(node('Constant', [], [empty], { value: floatTensor(empty, [0], []) }));
+                (other.output ??= []).push(valueInfo(empty, 1));
+              }
             }
+          else {
+            // a new scan output: last among the body's outputs and the node's outputs
+            (b.output ??= []).push(valueInfo(got[0], 1));
+            if (op === 'Scan')
+              for (const a of n.attribute ?? []) if ((a.name === 'scan_output_axes' || a.name === 'scan_output_directions') && a.ints) a.ints = [...a.ints, 0];
           }
           const out = fresh(`${name}_lifted`);
           (n.output ??= []).push(out);
-          return out;
+          return [out, got[1] + (op === 'If' ? 0 : 1)];
         }
       }
       return undefined;
     };
     for (const name of inner) {
       const out = lift(m.graph!, name);
-      if (out) outputOf.set(name, out);
+      if (out) {
+        outputOf.set(name, out[0]);
+        if (out[1]) stacked.set(name, out[1]);
+      }
     }
   }
   for (const n of names) if (main.has(n)) outputOf.set(n, n);
   const extra = [...outputOf.values()].filter((n) => !have.has(n)).map((n) => valueInfo(n, 1));
   const copy: ModelProto = { ...m, graph: { ...m.graph!, output: [...(m.graph!.output ?? []), ...extra] } };
-  return { bytes: encodeOnnx(copy), outputOf };
+  return { bytes: encodeOnnx(copy), outputOf, stacked };
 }
 
 /**
  * Run the model on each feed set and hand every captured activation to `sink` (name, tensor), one
  * sample at a time (activations are not all kept in memory). Empty tensors (the untaken branch of an
- * If) are skipped.
+ * If, a Loop that ran no iteration) are skipped; a value captured inside Loop/Scan bodies comes with its
+ * iterations merged into its first axis (so axis 1 and the last axis keep their meaning).
  */
 export async function captureActivations(proto: ModelProto, names: readonly string[], samples: readonly Feeds[], sink: (name: string, t: OutTensor) => void, threads = 1): Promise<void> {
-  const { bytes, outputOf } = withOutputs(proto, names);
+  if (!names.length) return;
+  const { bytes, outputOf, stacked } = withOutputs(proto, names);
+  if (!outputOf.size) return;
   const s = await ortSession(bytes, threads);
   try {
     for (const feeds of samples) {
       const out = await s.run(feeds, [...outputOf.values()]);
       for (const [n, o] of outputOf) {
         const t = out.get(o);
-        if (t && t.data.length) sink(n, t);
+        if (!t || !t.data.length) continue;
+        // from inside Loop/Scan: the iteration axes merged into the value's first axis
+        // (a 1-D value keeps its axis apart: [iterations, C])
+        const k = stacked.get(n);
+        const lead = k ? (t.dims.length - k >= 2 ? k + 1 : k) : 0;
+        sink(n, lead > 1 ? { data: t.data, dims: [t.dims.slice(0, lead).reduce((a, b) => a * b, 1), ...t.dims.slice(lead)] } : t);
       }
     }
   } finally {

@@ -7,6 +7,8 @@
  * .npz: a zip archive of .npy files, one per array (stored, or deflated: the caller supplies inflate).
  */
 import { fail } from '../errors.js';
+import { crc32 } from './png.js';
+import { concatParts } from './sink.js';
 
 export type NpyType = 'float32' | 'float64' | 'float16' | 'int64' | 'int32' | 'int16' | 'int8' | 'uint8' | 'bool';
 export interface NpyArray {
@@ -68,6 +70,52 @@ export function writeNpy(a: NpyArray): Uint8Array {
   out.set(new TextEncoder().encode(header), 10);
   out.set(a.data, 10 + header.length);
   return out;
+}
+
+/** An .npz archive (zip, entries stored uncompressed with their CRC-32) of named arrays. */
+export function writeNpz(arrays: Readonly<Record<string, NpyArray>>): Uint8Array {
+  const enc = new TextEncoder();
+  const locals: Uint8Array[] = [];
+  const centrals: Uint8Array[] = [];
+  let offset = 0;
+  for (const [key, a] of Object.entries(arrays)) {
+    const data = writeNpy(a);
+    const name = enc.encode(`${key}.npy`);
+    const crc = crc32(data);
+    const local = new Uint8Array(30 + name.length + data.length);
+    const lv = new DataView(local.buffer);
+    lv.setUint32(0, 0x04034b50, true);
+    lv.setUint16(4, 20, true);
+    lv.setUint32(14, crc, true);
+    lv.setUint32(18, data.length, true);
+    lv.setUint32(22, data.length, true);
+    lv.setUint16(26, name.length, true);
+    local.set(name, 30);
+    local.set(data, 30 + name.length);
+    const central = new Uint8Array(46 + name.length);
+    const cv = new DataView(central.buffer);
+    cv.setUint32(0, 0x02014b50, true);
+    cv.setUint16(4, 20, true);
+    cv.setUint16(6, 20, true);
+    cv.setUint32(16, crc, true);
+    cv.setUint32(20, data.length, true);
+    cv.setUint32(24, data.length, true);
+    cv.setUint16(28, name.length, true);
+    cv.setUint32(42, offset, true);
+    central.set(name, 46);
+    locals.push(local);
+    centrals.push(central);
+    offset += local.length;
+  }
+  const dirSize = centrals.reduce((n, c) => n + c.length, 0);
+  const end = new Uint8Array(22);
+  const ev = new DataView(end.buffer);
+  ev.setUint32(0, 0x06054b50, true);
+  ev.setUint16(8, centrals.length, true);
+  ev.setUint16(10, centrals.length, true);
+  ev.setUint32(12, dirSize, true);
+  ev.setUint32(16, offset, true);
+  return concatParts([...locals, ...centrals, end]);
 }
 
 /** The arrays of an .npz (zip) archive by name (without '.npy'). */

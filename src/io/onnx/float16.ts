@@ -10,8 +10,9 @@
  *    and adds each op it refuses), their name is in `keepNodes`, or their domain is not ai.onnx /
  *    com.microsoft;
  *  - they take quantization parameters in float32 (QuantizeLinear, DequantizeLinear,
- *    DynamicQuantizeLinear) or hold subgraphs (If, Loop, Scan: the subgraphs are left as they are, and
- *    an outer name they read is cast back to float32 for them).
+ *    DynamicQuantizeLinear) or hold subgraphs (If, Loop, Scan: the node keeps its float32 interface, an
+ *    outer name the subgraphs read is cast back to float32 for them, and each subgraph is converted
+ *    inside as a graph of its own, with Casts at its inputs and outputs).
  * Slots that are float32 whatever the data type (Resize's roi and scales, Upsample's scales) keep
  * float32 too. A constant read only by float16 slots is converted in place; one also read as float32
  * stays float32 and the float16 readers get a Cast.
@@ -42,6 +43,8 @@ export interface Float16Report {
   keptOps: Record<string, number>;
   /** Cast nodes added */
   casts: number;
+  /** subgraphs (If branches, Loop/Scan bodies) converted */
+  subgraphs: number;
 }
 
 const FLOAT_ONLY_OPS = new Set(['QuantizeLinear', 'DequantizeLinear', 'DynamicQuantizeLinear']);
@@ -173,12 +176,22 @@ async function tensorToFloat16(m: OnnxModel, t: TensorProto): Promise<TensorProt
   return makeTensor(t.name ?? '', DataType.FLOAT16, tensorShape(t), bits);
 }
 
-/** Convert the model's main graph to float16 in place (see the file header). */
+/**
+ * Convert the model to float16 in place (see the file header). Subgraphs (If branches, Loop and Scan
+ * bodies) are converted the same way, each as an island with a float32 interface: their float inputs
+ * (and outer values they read) are cast to float16 inside, their float outputs cast back to float32, so
+ * the If/Loop/Scan node itself keeps its float32 types.
+ */
 export async function convertFloat16(m: OnnxModel, opts: Float16Options = {}): Promise<Float16Report> {
   const graph = m.proto.graph ?? fail('the model has no graph');
   const idx = indexGraph(m.proto);
-  const types = inferElementTypes(graph);
-  const report: Float16Report = { tensors: 0, nodes: 0, keptOps: {}, casts: 0 };
+  const report: Float16Report = { tensors: 0, nodes: 0, keptOps: {}, casts: 0, subgraphs: 0 };
+  await convertGraph(m, graph, new Map(), opts, idx, report);
+  return report;
+}
+
+async function convertGraph(m: OnnxModel, graph: GraphProto, outer: ReadonlyMap<string, number>, opts: Float16Options, idx: ReturnType<typeof indexGraph>, report: Float16Report): Promise<void> {
+  const types = inferElementTypes(graph, outer);
   // constants beyond float16's range (PP-OCRv4 det's BatchNorm variances reach 1e8): their readers stay float32
   const wide = new Set<string>();
   for (const t of graph.initializer ?? []) if (t.data_type === DataType.FLOAT && beyondHalf(await tensorFloat32(m, t))) wide.add(t.name ?? '');
@@ -283,5 +296,13 @@ export async function convertFloat16(m: OnnxModel, opts: Float16Options = {}): P
   graph.node = out;
   // value_info that no longer tells the truth goes (runtimes infer it)
   graph.value_info = (graph.value_info ?? []).filter((v) => elemType(v) === undefined || typeNow(v.name ?? '') === elemType(v));
-  return report;
+  // the subgraphs, each with the types visible here (outer values they read are float32 by now)
+  const visible = new Map(types);
+  for (const [k, v] of current) visible.set(k, v);
+  for (const n of out)
+    for (const sg of subgraphs(n)) {
+      if (opts.keepNodes?.has(n.name ?? '')) continue;
+      await convertGraph(m, sg.graph, visible, opts, idx, report);
+      report.subgraphs++;
+    }
 }

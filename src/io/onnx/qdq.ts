@@ -341,6 +341,8 @@ export interface QdqOptions {
    * white page), so a tiny weight error times the input's level moves the whole output.
    */
   means?: Map<string, { x: Float64Array; q: Float64Array }>;
+  /** activations left alone (another quantizer handles them: vit-act.ts) */
+  skipActivations?: ReadonlySet<string>;
 }
 
 /** the corrected Conv bias (see QdqOptions.means); undefined when the shapes do not fit */
@@ -427,7 +429,8 @@ export async function quantizeQdq(m: OnnxModel, opts: QdqOptions, warn: (msg: st
     t.node.input![1] = wq.dq;
     // activation
     let act = 'weights only';
-    if (opts.activations !== 'none') {
+    if (opts.skipActivations?.has(t.activation)) act = 'activation by --act-quantizer';
+    else if (opts.activations !== 'none') {
       const akey = `${t.activation}|${t.graphPath}`;
       let dqa = actDone.get(akey);
       const range = opts.ranges?.get(t.activation);
