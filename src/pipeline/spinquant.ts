@@ -203,11 +203,7 @@ export function learnRotation(config: LlamaConfig, weights: ReadonlyMap<string, 
       let s = 0;
       for (let t = 0; t < nTok; t++) {
         const row = t * V;
-        let max = -Infinity;
-        for (let i = 0; i < V; i++) max = Math.max(max, lg[row + i]);
-        let z = 0;
-        for (let i = 0; i < V; i++) z += Math.exp(lg[row + i] - max);
-        const lse = max + Math.log(z);
+        const lse = logSumExp(lg, row, V);
         for (let i = 0; i < V; i++) {
           const lp = ref[row + i];
           const p = Math.exp(lp);
@@ -303,12 +299,17 @@ function logSoftmax(lg: ArrayLike<number>, rows: number, V: number): Float32Arra
   const out = new Float32Array(rows * V);
   for (let t = 0; t < rows; t++) {
     const row = t * V;
-    let max = -Infinity;
-    for (let i = 0; i < V; i++) max = Math.max(max, lg[row + i]);
-    let z = 0;
-    for (let i = 0; i < V; i++) z += Math.exp(lg[row + i] - max);
-    const lse = max + Math.log(z);
+    const lse = logSumExp(lg, row, V);
     for (let i = 0; i < V; i++) out[row + i] = lg[row + i] - lse;
   }
   return out;
+}
+
+/** log Σ exp over lg[row .. row + V), shifted by the row's maximum */
+function logSumExp(lg: ArrayLike<number>, row: number, V: number): number {
+  let max = -Infinity;
+  for (let i = 0; i < V; i++) max = Math.max(max, lg[row + i]);
+  let z = 0;
+  for (let i = 0; i < V; i++) z += Math.exp(lg[row + i] - max);
+  return max + Math.log(z);
 }
