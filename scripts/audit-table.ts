@@ -4,8 +4,9 @@
  *
  *   clean:   stories260K; its GPTQ and AWQ round trips (quantized with lowbit, written back as F32 by
  *            `lowbit convert`), and models with the token bias at strength 0 (copies)
- *   planted: `lowbit attack` of stories260K with malicious models made by injectTokenBias (two
- *            tokens and strengths) for Q4_0 and Q4_0+Q5_0 together (--pure, projection only), and
+ *   planted: `lowbit attack` of stories260K with a malicious model made by injectTokenBias for Q4_0,
+ *            Q4_0+Q5_0 together, Q5_1 and Q8_0 (--pure, projection only), each audited as Q4_0 only
+ *            (the edge sweep must find the plants for other types), and
  *            the attacks of scripts/attack-demo.ts (a trainer fine-tune planting a phrase, PGD through
  *            all layers) found in .cache/attack-demo/
  *   clean, larger: tinyllama256 (the 256-aligned test model) for Q4_0, Q8_0 and Q4_K_M (--pure: Q4_K)
