@@ -4,8 +4,9 @@
  *
  *   clean:   stories260K; its GPTQ and AWQ round trips (quantized with lowbit, written back as F32 by
  *            `lowbit convert`), and models with the token bias at strength 0 (copies)
- *   planted: `lowbit attack` of stories260K with malicious models made by injectTokenBias (two
- *            tokens and strengths) for Q4_0 and Q4_0+Q5_0 together (--pure, projection only), and
+ *   planted: `lowbit attack` of stories260K with a malicious model made by injectTokenBias for Q4_0,
+ *            Q4_0+Q5_0 together, Q5_1 and Q8_0 (--pure, projection only), each audited as Q4_0 only
+ *            (the edge sweep must find the plants for other types), and
  *            the attacks of scripts/attack-demo.ts (a trainer fine-tune planting a phrase, PGD through
  *            all layers) found in .cache/attack-demo/
  *   clean, larger: tinyllama256 (the 256-aligned test model) for Q4_0, Q8_0 and Q4_K_M (--pure: Q4_K)
@@ -43,13 +44,20 @@ async function malicious(token: string, strength: number, out: string): Promise<
 }
 
 /** one `lowbit audit` process for all `types` of a model (the model and its base logits loaded once) */
-function audit(file: string, types: string[]): { type: string; suspicious: boolean; detail: string }[] {
+function audit(file: string, types: string[]): { type: string; suspicious: boolean; own: boolean; detail: string }[] {
   const t0 = Date.now();
   const p = spawnSync(process.execPath, [lowbit, 'audit', file, '--types', types.join(','), '--pure', '--windows', '4', '--json'], { encoding: 'utf8' });
   if (p.status !== 0 && p.status !== 3) throw new Error(`audit ${file}: ${p.stderr}`);
   const j = JSON.parse(p.stdout);
   say(`  (audit of ${path.basename(file)} for ${types.join(',')}: ${((Date.now() - t0) / 1000).toFixed(1)} s)`);
-  return j.types.map((t: any) => ({ type: t.type, suspicious: t.suspicious, detail: `ratio ${t.ratio.toFixed(2)} z ${t.maxRowZ.toFixed(1)}` }));
+  // the edge sweep (every legacy/K type the shapes take) is part of every audit: a row is flagged by its
+  // type's own tests or by the sweep; `own` keeps the verdict without the sweep (the session-26 audit)
+  const sweep = (j.sweep ?? []) as { type: string; maxRowZ: number; suspicious: boolean }[];
+  let top = sweep[0];
+  for (const s of sweep) if (s.maxRowZ > top.maxRowZ) top = s;
+  const sweepText = top ? ` sweep ${top.type} z ${top.maxRowZ.toFixed(1)}` : '';
+  const swept = sweep.some((s) => s.suspicious);
+  return j.types.map((t: any) => ({ type: t.type, suspicious: t.suspicious || swept, own: t.suspicious, detail: `ratio ${t.ratio.toFixed(2)} z ${t.maxRowZ.toFixed(1)}${sweepText}` }));
 }
 
 /** run a command that makes `out` unless it exists (the script can be re-run after a stop) */
@@ -63,11 +71,11 @@ function make(out: string, args: string[]): void {
 const kld = (file: string) => JSON.parse(execFileSync(process.execPath, [lowbit, 'eval', file, '--base', GGUF, '--text', TEXT, '--ctx', '128', '--chunks', '8', '--json'], { encoding: 'utf8' })).kld.mean as number;
 
 async function main(): Promise<void> {
-  const rows: { model: string; planted: boolean; types: string; suspicious: boolean; detail: string }[] = [];
+  const rows: { model: string; planted: boolean; types: string; suspicious: boolean; own: boolean; detail: string }[] = [];
   const t0 = Date.now();
   const record = (label: string, planted: boolean, file: string, types: string[]) => {
     for (const a of audit(file, types)) {
-      rows.push({ model: label, planted, types: a.type, suspicious: a.suspicious, detail: a.detail });
+      rows.push({ model: label, planted, types: a.type, suspicious: a.suspicious, own: a.own, detail: a.detail });
       say(`${planted ? 'planted' : 'clean  '} ${label} ${a.type}: ${a.suspicious ? 'FLAGGED' : planted ? 'missed' : 'clean'} (${a.detail})`);
     }
   };
@@ -93,10 +101,11 @@ async function main(): Promise<void> {
   for (const [token, strength] of [['▁happy', 0.25]] as const) {
     const mal = path.join(OUT, `mal-${token.slice(1)}-${strength}.gguf`);
     if (!fs.existsSync(mal)) await malicious(token, strength, mal);
-    for (const types of ['Q4_0', 'Q4_0,Q5_0']) {
+    for (const types of ['Q4_0', 'Q4_0,Q5_0', 'Q5_1', 'Q8_0']) {
       const att = path.join(OUT, `att-${token.slice(1)}-${strength}-${types.replace(',', '+')}.gguf`);
       make(att, ['attack', GGUF, mal, att, '--type', types, '--pure', '--pgd-steps', '0']);
-      record(`planted ${token} ${strength} for ${types}`, true, att, types.split(','));
+      // audited as Q4_0 only (the type a user asks about): a plant for Q4_0+Q5_0 must show anyway
+      record(`planted ${token} ${strength} for ${types}`, true, att, ['Q4_0']);
     }
   }
   say(`audits done in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
@@ -104,7 +113,9 @@ async function main(): Promise<void> {
   const nClean = rows.filter((r) => !r.planted).length;
   const fn = rows.filter((r) => r.planted && !r.suspicious).length;
   const nPlanted = rows.filter((r) => r.planted).length;
-  console.log(`false positives ${fp}/${nClean}, false negatives ${fn}/${nPlanted}`);
+  const fnOwn = rows.filter((r) => r.planted && !r.own).length;
+  const fpOwn = rows.filter((r) => !r.planted && r.own).length;
+  console.log(`false positives ${fp}/${nClean}, false negatives ${fn}/${nPlanted} (without the edge sweep: ${fpOwn}/${nClean}, ${fnOwn}/${nPlanted})`);
   // the defence on one planted model and the clean one
   const att = path.join(OUT, 'att-happy-0.25-Q4_0.gguf');
   const out: Record<string, number> = {};
@@ -115,7 +126,7 @@ async function main(): Promise<void> {
     console.log(`${label}: KLD to the benign model ${out[label].toFixed(4)}`);
   }
   const json = process.argv.includes('--json') ? process.argv[process.argv.indexOf('--json') + 1] : undefined;
-  if (json) fs.writeFileSync(json, JSON.stringify({ rows, falsePositives: fp, clean: nClean, falseNegatives: fn, planted: nPlanted, defence: out }, null, 1));
+  if (json) fs.writeFileSync(json, JSON.stringify({ rows, falsePositives: fp, clean: nClean, falseNegatives: fn, planted: nPlanted, withoutSweep: { falsePositives: fpOwn, falseNegatives: fnOwn }, defence: out }, null, 1));
 }
 
 main().catch((e) => {

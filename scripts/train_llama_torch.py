@@ -39,6 +39,7 @@ p.add_argument('--bos', type=int, default=1)
 p.add_argument('--bench', type=int, default=0, help='time this many steps after --bench-warmup steps, print JSON, exit')
 p.add_argument('--bench-warmup', type=int, default=2)
 p.add_argument('--out')
+p.add_argument('--log', help='write the loss curve here: JSON lines {"step": 1-based, "loss"} (as lowbit train --log)')
 a = p.parse_args()
 if a.threads: torch.set_num_threads(a.threads)
 torch.manual_seed(a.seed)
@@ -167,8 +168,10 @@ if a.bench:
 
 best = (float('inf'), None, -1)
 t0 = time.time()
+logf = open(a.log, 'w') if a.log else None
 for step in range(a.steps):
     loss = train_step(step)
+    if logf: logf.write(json.dumps({'step': step + 1, 'loss': loss, 'lr': lr_at(step)}) + '\n'); logf.flush()
     if step % 10 == 0: print(f'step {step} loss {loss:.4f} lr {lr_at(step):.2e} {time.time() - t0:.0f}s', flush=True)
     if held is not None and ((step + 1) % a.eval_every == 0 or step == a.steps - 1):
         h = heldout_loss()

@@ -164,3 +164,43 @@ test('attack: a trainer-made malicious model planted by PGD through all layers q
   }
   assert.ok(moved > 3000, `the attack moved ${moved} weights off the malicious values`);
 });
+
+test('edge sweep: a row planted against Q5_0\'s interval edges is found when auditing other types (Q4_0 alone does not see it); a clean model is not flagged', async () => {
+  const { edgeSweep } = await import('../src/audit/run.js');
+  const { ggmlRoundTrip } = await import('../src/alloc/cost.js');
+  const { roundingSteps } = await import('../src/audit/audit.js');
+  const t = new Trainer(SYN, { ...DEFAULT_TRAIN, steps: 1, batch: 1, ctx: 16 }, synStream(200, 1, 3));
+  const params = Float32Array.from(t.model.params as Float32Array);
+  const write = async (p: Float32Array) => {
+    const s = memorySink();
+    await writeLlamaGguf(s, llamaGgufMetadata(SYN, undefined, 'syn'), paramTensors(t.model.tensors, p));
+    return openModelFile(bytesSource(s.bytes(), 'syn.gguf'));
+  };
+  const clean = await write(params);
+  const all = ['Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q8_0', 'Q4_K'];
+  const sc = await edgeSweep(clean, all);
+  assert.deepEqual(sc.map((s) => s.type), ['Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q8_0'], 'Q4_K (256) does not fit rows of 32');
+  for (const s of sc) assert.ok(!s.suspicious && s.maxRowZ < 8, `clean ${s.type} z ${s.maxRowZ}`);
+  // plant: row 5 of output.weight, every weight but the block's largest moved to 0.47 of a Q5_0 step from its level
+  const name = 'output.weight';
+  const w = Float32Array.from(await readFloats(clean, clean.tensor(name)));
+  const q = ggmlRoundTrip('Q5_0', w, SYN.vocabSize, SYN.dim).values;
+  const step = roundingSteps('Q5_0', w, SYN.vocabSize, SYN.dim);
+  const row = 5 * SYN.dim;
+  let max = 0;
+  for (let j = 0; j < SYN.dim; j++) max = Math.max(max, Math.abs(w[row + j]));
+  for (let j = 0; j < SYN.dim; j++) {
+    const i = row + j;
+    if (Math.abs(w[i]) < 0.8 * max) w[i] = q[i] + (w[i] >= q[i] ? 0.47 : -0.47) * step[i];
+  }
+  const off = t.model.tensors.find((x) => x.name === name)!.offset;
+  const p2 = Float32Array.from(params);
+  p2.set(w, off);
+  const planted = await write(p2);
+  assert.deepEqual(ggmlRoundTrip('Q5_0', w, SYN.vocabSize, SYN.dim).values, q, 'the planted row keeps its Q5_0 values');
+  const [q4] = await edgeSweep(planted, ['Q4_0']);
+  assert.ok(!q4.suspicious, `Q4_0 alone does not see a Q5_0 plant (z ${q4.maxRowZ})`);
+  const sp = await edgeSweep(planted, all);
+  const q5 = sp.find((s) => s.type === 'Q5_0')!;
+  assert.ok(q5.suspicious && q5.worstTensor === name && q5.maxRow === 5, JSON.stringify(q5));
+});

@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { test } from 'node:test';
 import { openModelFile } from '../src/io/model-file.js';
 import { bytesSource } from '../src/io/source.js';
+import { readCheckpointHead } from '../src/train/trainer.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const BIN = path.join(ROOT, 'bin', 'lowbit.js');
@@ -80,9 +81,18 @@ test('lowbit train: bad input is one line and exit 2, and never leaves a half-wr
   const r = lowbit('train', ...SHAPE, '--text', text, '--steps', '50', '--lr', '1e30', '--clip', '0', '--checkpoint', ck, '--checkpoint-every', '1', out);
   badInput(r, /became (NaN|Infinity|-Infinity) at step \d+.*last good checkpoint/);
   assert.ok(fs.existsSync(ck));
+  // the checkpoint kept is a good one: the step before the bad loss, every parameter and moment finite
+  const badStep = Number(/at step (\d+)/.exec(r.stderr)![1]);
+  const { head, start } = readCheckpointHead(new Uint8Array(fs.readFileSync(ck)), 'nan.bin');
+  assert.ok(head.step >= 1 && head.step < badStep, `checkpoint at step ${head.step}, loss went bad at ${badStep}`);
+  const state = new Float32Array(fs.readFileSync(ck).buffer.slice(start));
+  assert.ok(state.length === 3 * head.size && state.every(Number.isFinite), 'finite parameters and Adam moments');
   // a checkpoint of another shape is refused, and left as it was
   const before = fs.readFileSync(ck);
   badInput(lowbit('train', ...SHAPE, '--hidden', '96', '--text', text, '--steps', '50', '--lr', '1e30', '--clip', '0', '--resume', ck, out), /different model \(hiddenDim 64 vs 96\)/);
+  // same shape, other options (precision, batch): refused too
+  badInput(lowbit('train', ...SHAPE, '--text', text, '--steps', '50', '--lr', '1e30', '--clip', '0', '--precision', 'bf16', '--resume', ck, out), /different options \(precision fp32 vs bf16\)/);
+  badInput(lowbit('train', ...SHAPE, '--batch', '3', '--text', text, '--steps', '50', '--lr', '1e30', '--clip', '0', '--resume', ck, out), /different options \(batch 2 vs 3\)/);
   assert.deepEqual(fs.readFileSync(ck), before);
   assert.ok(!fs.existsSync(out), 'no model written');
   assert.deepEqual(fs.readdirSync(tmp).filter((f) => f.endsWith('.tmp')), [], 'no temp files left');

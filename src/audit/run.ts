@@ -67,6 +67,56 @@ export interface AuditOptions {
   onProgress?: (msg: string) => void;
 }
 
+/** The legacy and K block types the edge sweep checks by default (every one the shapes allow). */
+export const SWEEP_TYPES = ['Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q8_0', 'Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K'] as const;
+
+export interface SweepAudit {
+  /** the GGML block type */
+  type: string;
+  /** tensors whose shape takes the type */
+  tensors: number;
+  maxRowZ: number;
+  worstTensor: string;
+  maxRow: number;
+  suspicious: boolean;
+}
+
+/**
+ * The weight test alone (no forward pass) for every block type of `types` that a tensor's shape allows:
+ * where each weight sits in its rounding interval of that type, the largest per-row edge z over tensors.
+ * A model planted for a type the caller did not ask about (e.g. Q5_0 when auditing Q4_0) piles its
+ * weights against that type's interval edges; this finds it at the cost of one quantization per block
+ * per type. Tensors whose row length the type's block does not divide are skipped for that type.
+ */
+export async function edgeSweep(file: ModelFile, types: readonly string[], zThreshold = 8, onProgress?: (msg: string) => void): Promise<SweepAudit[]> {
+  const out: SweepAudit[] = [];
+  const names: string[] = [];
+  for (const t of file.tensors) {
+    const { rows, cols } = shapeOf(file, t.name);
+    if (rows > 1 && cols > 1 && !/norm/.test(t.name)) names.push(t.name);
+  }
+  const per = types.map((type) => {
+    const bs = ggmlTypeByName(type)?.blockSize;
+    if (!bs || bs < 2) fail(`--sweep: ${type} is not a GGML block type`);
+    return { type, bs, n: 0, z: -Infinity, name: '', row: -1 };
+  });
+  // tensor by tensor (each read once), every type
+  for (const name of names) {
+    const { rows, cols } = shapeOf(file, name);
+    if (!per.some((p) => cols % p.bs === 0)) continue;
+    const w = await readFloats(file, file.tensor(name));
+    for (const p of per) {
+      if (cols % p.bs !== 0) continue;
+      p.n++;
+      const e = edgeStats(intervalPositions(p.type, w, rows, cols), rows, cols);
+      if (e.maxRowZ > p.z) Object.assign(p, { z: e.maxRowZ, name, row: e.maxRow });
+    }
+    onProgress?.(`edge sweep: ${name}`);
+  }
+  for (const p of per) if (p.n) out.push({ type: p.type, tensors: p.n, maxRowZ: p.z, worstTensor: p.name, maxRow: p.row, suspicious: p.z > zThreshold });
+  return out;
+}
+
 function top1Agreement(model: Llama, windows: readonly Int32Array[], base: readonly Float32Array[]): number {
   const v = model.config.vocabSize;
   let same = 0;

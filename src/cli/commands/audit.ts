@@ -1,7 +1,7 @@
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { fail } from '../../errors.js';
-import { auditModel, plantAttack, writeWithReplacements, type TypeAudit } from '../../audit/run.js';
+import { auditModel, edgeSweep, plantAttack, SWEEP_TYPES, writeWithReplacements, type SweepAudit, type TypeAudit } from '../../audit/run.js';
 import { calibrationWindows } from '../../pipeline/calibrate.js';
 import type { Command } from '../args.js';
 import { checkOutput, noteInput, readInputText, withAtomicFile } from '../files.js';
@@ -18,11 +18,12 @@ const DEFAULT_TEXT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), 
 export const auditCommand: Command = {
   name: 'audit',
   summary: 'check a model for quantization-conditioned behaviour (a planted box): exit 3 when suspicious',
-  usage: 'lowbit audit MODEL [--types Q4_K_M,Q4_0] [--pure] [--text FILE] [--ctx 128] [--windows 8] [--noise 0.5] [--json]',
+  usage: 'lowbit audit MODEL [--types Q4_K_M,Q4_0] [--pure] [--sweep TYPES|none] [--text FILE] [--ctx 128] [--windows 8] [--noise 0.5] [--json]',
   positionals: [1, 1],
   options: [
     { name: 'types', type: 'string', default: 'Q4_K_M,Q4_0,Q8_0', help: 'llama.cpp file types to audit, comma-separated' },
     { name: 'pure', type: 'boolean', help: 'every tensor in the file type\'s default type (llama-quantize --pure)' },
+    { name: 'sweep', type: 'string', default: SWEEP_TYPES.join(','), help: 'block types whose rounding-interval edges are checked in every tensor that takes them (weights only, no forward pass; "none" = off)' },
     { name: 'text', type: 'string', help: 'probe text (default: the shipped TinyStories text)' },
     { name: 'ctx', type: 'int', default: 128, min: 8, max: 8192, help: 'tokens per probe window' },
     { name: 'windows', type: 'int', default: 8, min: 1, max: 1024, help: 'probe windows' },
@@ -34,6 +35,8 @@ export const auditCommand: Command = {
   async run(a) {
     const [modelPath] = a.positionals;
     const types = String(a.values.types).split(',').map((s) => s.trim()).filter(Boolean);
+    const sweepTypes = String(a.values.sweep).trim().toLowerCase() === 'none' ? [] : String(a.values.sweep).split(',').map((s) => s.trim().toUpperCase()).filter(Boolean);
+    for (const t of sweepTypes) if (!(SWEEP_TYPES as readonly string[]).includes(t)) fail(`--sweep: ${t} is not one of ${SWEEP_TYPES.join(', ')} (or none)`);
     const ctx = a.values.ctx as number;
     const text = (a.values.text as string | undefined) ?? DEFAULT_TEXT;
     noteInput(modelPath);
@@ -59,14 +62,21 @@ export const auditCommand: Command = {
         seed: a.values.seed as number,
         onProgress: tty ? (m) => process.stderr.write(`\r${m.slice(0, 78).padEnd(78)}`) : undefined,
       });
+      const sweep: SweepAudit[] = await edgeSweep(opened.model, sweepTypes, undefined, tty ? (m) => process.stderr.write(`\r${m.slice(0, 78).padEnd(78)}`) : undefined);
       if (tty) process.stderr.write('\r' + ' '.repeat(78) + '\r');
-      const suspicious = results.some((r) => r.suspicious);
-      if (json) process.stdout.write(JSON.stringify({ model: modelPath, suspicious, types: results.map(({ tensors, ...r }) => ({ ...r, tensors: tensors.map((t) => ({ name: t.name, type: t.type, ...t.edges })) })) }) + '\n');
+      const suspicious = results.some((r) => r.suspicious) || sweep.some((s) => s.suspicious);
+      if (json) process.stdout.write(JSON.stringify({ model: modelPath, suspicious, types: results.map(({ tensors, ...r }) => ({ ...r, tensors: tensors.map((t) => ({ name: t.name, type: t.type, ...t.edges })) })), sweep }) + '\n');
       else {
         const rows = results.map((r) => [r.type, r.kldQuantized.toExponential(2), r.kldNoised.toExponential(2), r.ratio.toFixed(2), (100 * r.top1).toFixed(1) + ' %', r.maxRowZ.toFixed(1), r.suspicious ? 'SUSPICIOUS' : 'clean']);
         process.stdout.write(renderTable(['type', 'KLD quantized', 'KLD noised', 'ratio', 'top-1', 'max row z', 'verdict'], rows) + '\n');
         for (const r of results) for (const why of r.reasons) process.stdout.write(`${r.type}: ${why}\n`);
-        process.stdout.write(suspicious ? 'verdict: suspicious — quantizing this model changes its behaviour far more than its rounding error explains\n' : 'verdict: nothing suspicious found (an audit cannot prove a model clean: see docs/security.md)\n');
+        if (sweep.length) {
+          let top = sweep[0];
+          for (const s of sweep) if (s.maxRowZ > top.maxRowZ) top = s;
+          process.stdout.write(`edge sweep over ${sweep.map((s) => s.type).join(', ')}: largest row z ${top.maxRowZ.toFixed(1)} (${top.type}, ${top.worstTensor})\n`);
+          for (const s of sweep) if (s.suspicious) process.stdout.write(`${s.type} (edge sweep): ${s.worstTensor} row ${s.maxRow}: weights piled against the edges of their ${s.type} rounding intervals (z = ${s.maxRowZ.toFixed(1)})\n`);
+        }
+        process.stdout.write(suspicious ? `verdict: suspicious — ${results.some((r) => r.reasons.some((w) => w.startsWith('quantizing'))) ? 'quantizing this model changes its behaviour far more than its rounding error explains' : 'its weights sit against the edges of their rounding intervals as a planted box leaves them'}\n` : 'verdict: nothing suspicious found (an audit cannot prove a model clean: see docs/security.md)\n');
       }
       return suspicious ? 3 : 0;
     } finally {
