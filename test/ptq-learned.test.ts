@@ -149,7 +149,7 @@ test('quantize CLI: a learned method without calibration text, or its option wit
   for (const [args, re] of cases) assertRefused(BIN, ['quantize', GGUF, out, ...args], re, out);
 });
 
-test('AutoRound kernels: the WebAssembly sweep and G = E H agree bit for bit with the references', () => {
+test('AutoRound kernels: the WebAssembly sweep, G = E H and delta^T H delta agree bit for bit with the references', () => {
   const n = 7; // one group of four rows and three single rows in gradRows
   const k = 132; // not a multiple of 8: the lanes' tail
   const bs = 33;
@@ -177,7 +177,7 @@ test('AutoRound kernels: the WebAssembly sweep and G = E H agree bit for bit wit
   assert.deepEqual(fast.G, ref.G, 'G = E H');
   fast.gradRows(2, 3);
   ref.gradRows(2, 3);
-  assert.deepEqual(fast.G, ref.G, 'one row alone: the same values as in a group of four');
+  assert.deepEqual(fast.G, ref.G, 'one row alone: the same values as with the others');
   let flipped = 0;
   for (let it = 0; it < 12; it++) {
     const before = Uint8Array.from(ref.ch);
@@ -194,6 +194,11 @@ test('AutoRound kernels: the WebAssembly sweep and G = E H agree bit for bit wit
     assert.deepEqual(fast.gAlpha, ref.gAlpha, `sweep ${it}: clip gradient`);
   }
   assert.ok(flipped > 20, `the sweeps flipped ${flipped} elements`);
+  for (const c0 of [0, 33, 99]) {
+    for (const x of [fast, ref]) for (let j = 0; j < bs; j++) x.delta[j] = j % 5 === 3 ? 0 : (((j * 7919) % 13) - 6) * 0.01;
+    assert.equal(fast.quadBlock(c0), ref.quadBlock(c0), `delta^T H delta at ${c0}`);
+    assert.ok(ref.quadBlock(c0) > 0);
+  }
 });
 
 test('AutoRound: the same bytes with the WebAssembly kernels or the references, and with the rows split (any codec, after GPTQ)', () => {

@@ -208,7 +208,7 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
   function regrid(): void {
     const saved = { bytes: Uint8Array.from(bytes), lo: Float32Array.from(lo), hi: Float32Array.from(hi), loC: Uint16Array.from(loC), hiC: Uint16Array.from(hiC), t: Float32Array.from(t), ch: Uint8Array.from(ch) };
     const before = Float64Array.from(rowLoss);
-    const delta = new Float32Array(bs);
+    const delta = work.delta;
     const moved = new Uint8Array(n);
     for (let blk = 0; blk < n * nb; blk++) {
       if (alpha[blk] === gridAlpha[blk]) continue;
@@ -223,13 +223,7 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
         delta[j] = (cT[j] + v[e] >= 0.5 ? cU[j] : cL[j]) - (ch[e] ? hi[e] : lo[e]);
         dl += 2 * delta[j] * G[e];
       }
-      for (let i = 0; i < bs; i++) {
-        if (delta[i] === 0) continue;
-        const hr = (c0 + i) * k + c0;
-        let s = 0;
-        for (let j = 0; j < bs; j++) s += H[hr + j] * delta[j];
-        dl += delta[i] * s;
-      }
+      dl += work.quadBlock(c0);
       if (!(dl < 0)) {
         alpha[blk] = gridAlpha[blk];
         continue;

@@ -18,6 +18,7 @@ interface AutoRoundExports {
   heapBase(): number;
   sweepRow(g: number, h: number, hd: number, v: number, t: number, lo: number, hi: number, ch: number, k: number, step: number, ga: number, bs: number): number;
   gradRows(g: number, e: number, h: number, m: number, k: number): void;
+  quadBlock(h: number, k: number, c0: number, delta: number, bs: number): number;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -66,6 +67,26 @@ export function gradRowsRef(G: Float32Array, E: Float32Array, H: Float32Array, r
   }
 }
 
+/** delta^T H[c0.., c0..] delta over bs elements (f64): per i, the sum over even j and over odd j, then added */
+export function quadBlockRef(H: Float32Array, k: number, c0: number, delta: Float32Array, bs: number): number {
+  let dl = 0;
+  for (let i = 0; i < bs; i++) {
+    const di = delta[i];
+    if (di === 0) continue;
+    const hr = (c0 + i) * k + c0;
+    let s0 = 0;
+    let s1 = 0;
+    let j = 0;
+    for (; j + 1 < bs; j += 2) {
+      s0 += H[hr + j] * delta[j];
+      s1 += H[hr + j + 1] * delta[j + 1];
+    }
+    if (j < bs) s0 += H[hr + j] * delta[j];
+    dl += di * (s0 + s1);
+  }
+  return dl;
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Workspace
 
@@ -90,6 +111,10 @@ export interface AutoRoundWork {
   sweepRow(r: number, step: number, clip: boolean): number;
   /** G[r0..r1) = E[r0..r1) H */
   gradRows(r0: number, r1: number): void;
+  /** a block's scratch of bs floats (delta for quadBlock) */
+  readonly delta: Float32Array;
+  /** delta^T H[c0.., c0..] delta (see quadBlockRef) */
+  quadBlock(c0: number): number;
 }
 
 let useFast = true;
@@ -117,11 +142,13 @@ export function autoRoundWork(n: number, k: number, bs: number, fast = useFast):
       hi: new Float32Array(N),
       ch: new Uint8Array(N),
       gAlpha: new Float64Array(n * nb),
+      delta: new Float32Array(bs),
     };
     return {
       ...w,
       sweepRow: (r, step, clip) => sweepRowRef(w.G, w.H, w.hd, w.v, w.t, w.lo, w.hi, w.ch, r * k, k, step, clip ? w.gAlpha : null, r * nb, bs),
       gradRows: (r0, r1) => gradRowsRef(w.G, w.E, w.H, r0, r1, k),
+      quadBlock: (c0) => quadBlockRef(w.H, k, c0, w.delta, bs),
     };
   }
   const x = inst.exports as unknown as AutoRoundExports;
@@ -141,6 +168,7 @@ export function autoRoundWork(n: number, k: number, bs: number, fast = useFast):
     lo: alloc(N * 4),
     hi: alloc(N * 4),
     gAlpha: alloc(n * nb * 8),
+    delta: alloc(bs * 4),
     ch: alloc(N),
   };
   const have = inst.memory.buffer.byteLength;
@@ -162,5 +190,7 @@ export function autoRoundWork(n: number, k: number, bs: number, fast = useFast):
     gAlpha: new Float64Array(buf, at.gAlpha, n * nb),
     sweepRow: (r, step, clip) => x.sweepRow(at.G + r * row, at.H, at.hd, at.v + r * row, at.t + r * row, at.lo + r * row, at.hi + r * row, at.ch + r * k, k, step, clip ? at.gAlpha + r * nb * 8 : 0, bs),
     gradRows: (r0, r1) => x.gradRows(at.G + r0 * row, at.E + r0 * row, at.H, r1 - r0, k),
+    delta: f32(at.delta, bs),
+    quadBlock: (c0) => x.quadBlock(at.H, k, c0, at.delta, bs),
   };
 }
