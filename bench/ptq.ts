@@ -3,9 +3,14 @@
  * bench/gptq.ts (dim 768, hidden 2816, vocabulary 4096), the same calibration tokens for each: GPTQ
  * (the anchor, in the same run), AutoRound at its default iterations, and GPTQ+AutoRound. Prints each
  * wall time, its quantization phase, its CPU time (all threads: the measure that survives a shared
- * machine) and the ratios to GPTQ's (goal for AutoRound: <= 3x).
+ * machine) and the ratios to GPTQ's (goal for AutoRound: <= 3x). AutoRound runs twice: on each
+ * linear's own output error (--autoround-objective linear: per-linear stage only, rows split over the
+ * threads like GPTQ's) and with the default objective (block: the per-linear stage, then the rounding
+ * relearned on each layer's output through the training engine's backward pass).
  *
- *   npm run bench -- ptq [sequences=32] [layers=12] [threads=2] [target=int4_g128]
+ *   npm run bench -- ptq [sequences=32] [layers=12] [threads=2] [target=int4_g128] [methods=all]
+ *
+ * methods: a comma list of gptq, autoround-linear, autoround, gptq+autoround (GPTQ always runs: the anchor).
  *
  * target: a scheme (int4_g128 = int4 groups of 128, as bench/gptq.ts) or a GGML type (Q4_K, Q3_K...).
  */
@@ -25,6 +30,7 @@ export async function run(args: string[]): Promise<void> {
   const layers = Number(args[1] ?? 12);
   const threads = Number(args[2] ?? 2);
   const target = args[3] ?? 'int4_g128';
+  const methods = (args[4] ?? 'autoround-linear,autoround,gptq+autoround').split(',');
   useNodeThreads();
   const m = await openModelFile(bytesSource(await syntheticModel(layers), 'synthetic.gguf'));
   const params = m.tensors.reduce((s, t) => s + t.nElements, 0);
@@ -33,14 +39,15 @@ export async function run(args: string[]): Promise<void> {
   const stream = Int32Array.from({ length: nSeq * CTX + 1 }, () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) % VOCAB);
   const g = /^int(\d)_g(\d+)$/.exec(target);
   const base = g ? schemeRecipe(`int${g[1]}`, { groupSize: Number(g[2]) }) : schemeRecipe(target);
-  const runOne = async (algorithm: Algorithm) => {
-    const recipe = defineRecipe({ ...JSON.parse(JSON.stringify(base)), algorithm, ptq: { calibTokens: nSeq * CTX, calibCtx: CTX, seed: 0 } });
+  const runOne = async (algorithm: Algorithm, ptq: Record<string, unknown> = {}) => {
+    const recipe = defineRecipe({ ...JSON.parse(JSON.stringify(base)), algorithm, ptq: { calibTokens: nSeq * CTX, calibCtx: CTX, seed: 0, ...ptq } });
     const workers = threads > 1 ? new GptqPool(threads - 1) : undefined;
     const t0 = performance.now();
     const c0 = process.cpuUsage();
     try {
       const r = await quantize(m, recipe, { write: () => {} }, { output: 'safetensors', calibStream: stream, threads, gptqWorkers: workers });
       const c = process.cpuUsage(c0);
+      for (const n of r.ptq!.notes) if (/block output error/.test(n)) console.log(`  ${algorithm}: ${n}`);
       return { wall: (performance.now() - t0) / 1000, cpu: (c.user + c.system) / 1e6, phases: r.ptq!.phases! };
     } finally {
       await workers?.close();
@@ -48,8 +55,9 @@ export async function run(args: string[]): Promise<void> {
   };
   const gptq = await runOne('gptq');
   const line = (name: string, r: typeof gptq) =>
-    console.log(`${name.padEnd(16)} ${r.wall.toFixed(1)} s wall (quantization ${r.phases.quantization.toFixed(1)} s, statistics ${r.phases.statistics.toFixed(1)} s, forward ${r.phases.forward.toFixed(1)} s), CPU ${r.cpu.toFixed(1)} s (all threads); ratio to GPTQ ${(r.wall / gptq.wall).toFixed(2)}x wall, ${(r.cpu / gptq.cpu).toFixed(2)}x CPU`);
+    console.log(`${name.padEnd(17)} ${r.wall.toFixed(1)} s wall (quantization ${r.phases.quantization.toFixed(1)} s, statistics ${r.phases.statistics.toFixed(1)} s, forward ${r.phases.forward.toFixed(1)} s), CPU ${r.cpu.toFixed(1)} s (all threads); ratio to GPTQ ${(r.wall / gptq.wall).toFixed(2)}x wall, ${(r.cpu / gptq.cpu).toFixed(2)}x CPU`);
   line('GPTQ (anchor)', gptq);
-  line('AutoRound', await runOne('autoround'));
-  line('GPTQ+AutoRound', await runOne('gptq+autoround'));
+  if (methods.includes('autoround-linear')) line('AutoRound linear', await runOne('autoround', { autoroundObjective: 'linear' }));
+  if (methods.includes('autoround')) line('AutoRound', await runOne('autoround'));
+  if (methods.includes('gptq+autoround')) line('GPTQ+AutoRound', await runOne('gptq+autoround'));
 }

@@ -14,6 +14,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { autoRoundBlocks } from '../src/algos/autoround.js';
+import { autoRoundWork } from '../src/kernels/autoround.js';
+import { wasmVariant } from '../src/kernels/wasm.js';
+import { autoRoundBlocksParallel, type GptqWorkers } from '../src/pipeline/gptq-parts.js';
 import { blockCodecFor } from '../src/algos/block-codec.js';
 import { rtnBlocks } from '../src/algos/blockwise.js';
 import { gptqBlocks } from '../src/algos/gptq.js';
@@ -100,11 +103,11 @@ test('AutoRound: exact codec bytes, output error below RTN; after GPTQ never abo
   assert.throws(() => autoRoundBlocks(blockCodecFor('Q4_K', 256), w.subarray(0, 128 * n), n, 128, h), /not a multiple of the block size 256/);
 });
 
-async function quantizeWith(recipe: Recipe, calib = true): Promise<{ bytes: Uint8Array; labels: string[] }> {
+async function quantizeWith(recipe: Recipe, calib = true, gptqWorkers?: GptqWorkers): Promise<{ bytes: Uint8Array; labels: string[] }> {
   const src = fileSource(GGUF);
   try {
     const sink = memorySink();
-    const r = await quantize(await openModelFile(src), recipe, sink, { output: 'gguf', calibText: calib ? CALIB : undefined });
+    const r = await quantize(await openModelFile(src), recipe, sink, { output: 'gguf', calibText: calib ? CALIB : undefined, gptqWorkers });
     return { bytes: sink.bytes(), labels: Object.values(r.ptq?.algorithms ?? {}) };
   } finally {
     src.close();
@@ -144,4 +147,109 @@ test('quantize CLI: a learned method without calibration text, or its option wit
     [['--type', 'Q4_0', '--algo', 'autoround', '--autoround-iters', '-1'], /autoround-iters/],
   ];
   for (const [args, re] of cases) assertRefused(BIN, ['quantize', GGUF, out, ...args], re, out);
+});
+
+test('AutoRound kernels: the WebAssembly sweep, G = E H and delta^T H delta agree bit for bit with the references', () => {
+  const n = 7; // one group of four rows and three single rows in gradRows
+  const k = 132; // not a multiple of 8: the lanes' tail
+  const bs = 33;
+  const fast = autoRoundWork(n, k, bs, true);
+  const ref = autoRoundWork(n, k, bs, false);
+  assert.equal(ref.fast, false);
+  if (wasmVariant() !== 'off') assert.equal(fast.fast, true, 'the WebAssembly workspace loads');
+  const { h } = layer(1, k, 12);
+  for (const x of [fast, ref]) {
+    const r2 = rng(5);
+    x.H.set(h);
+    for (let i = 0; i < k; i++) x.hd[i] = x.H[i * k + i];
+    for (let e = 0; e < n * k; e++) {
+      const lo = r2.n() * 0.1;
+      x.lo[e] = lo;
+      x.hi[e] = lo + (e % 29 === 0 ? 0 : 0.02 + 0.05 * r2.u()); // some elements with one level
+      x.t[e] = r2.u();
+      x.v[e] = 0;
+      x.ch[e] = x.t[e] >= 0.5 ? 1 : 0;
+      x.E[e] = (x.ch[e] ? x.hi[e] : x.lo[e]) - (x.lo[e] + x.t[e] * (x.hi[e] - x.lo[e]));
+    }
+  }
+  fast.gradRows(0, n);
+  ref.gradRows(0, n);
+  assert.deepEqual(fast.G, ref.G, 'G = E H');
+  fast.gradRows(2, 3);
+  ref.gradRows(2, 3);
+  assert.deepEqual(fast.G, ref.G, 'one row alone: the same values as with the others');
+  let flipped = 0;
+  for (let it = 0; it < 12; it++) {
+    const before = Uint8Array.from(ref.ch);
+    for (let row = 0; row < n; row++) {
+      const step = 0.2 * (1 - it / 12);
+      const a = fast.sweepRow(row, step, it % 2 === 0);
+      const b = ref.sweepRow(row, step, it % 2 === 0);
+      assert.equal(a, b, `sweep ${it} row ${row}: loss change`);
+    }
+    for (let e = 0; e < n * k; e++) if (before[e] !== ref.ch[e]) flipped++;
+    assert.deepEqual(fast.ch, ref.ch, `sweep ${it}: choices`);
+    assert.deepEqual(fast.v, ref.v, `sweep ${it}: offsets`);
+    assert.deepEqual(fast.G, ref.G, `sweep ${it}: gradient`);
+    assert.deepEqual(fast.gAlpha, ref.gAlpha, `sweep ${it}: clip gradient`);
+  }
+  assert.ok(flipped > 20, `the sweeps flipped ${flipped} elements`);
+  for (const c0 of [0, 33, 99]) {
+    for (const x of [fast, ref]) for (let j = 0; j < bs; j++) x.delta[j] = j % 5 === 3 ? 0 : (((j * 7919) % 13) - 6) * 0.01;
+    assert.equal(fast.quadBlock(c0), ref.quadBlock(c0), `delta^T H delta at ${c0}`);
+    assert.ok(ref.quadBlock(c0) > 0);
+  }
+});
+
+test('AutoRound: the same bytes with the WebAssembly kernels or the references, and with the rows split (any codec, after GPTQ)', () => {
+  const n = 9;
+  const k = 256;
+  const { w, h, diag } = layer(n, k, 4);
+  for (const target of ['Q3_K', 'IQ4_XS', resolveScheme('int3', { groupSize: 32 })] as const) {
+    const c = blockCodecFor(target, k);
+    const imp = c.usesImportance ? diag : undefined;
+    const g = gptqBlocks(w, n, k, h, c, { importance: imp });
+    for (const init of [undefined, g]) {
+      const o = { iters: 24, importance: imp, init };
+      const f = autoRoundBlocks(c, w, n, k, h, o);
+      const ref = autoRoundBlocks(c, w, n, k, h, { ...o, fast: false });
+      const label = `${c.name}${init ? ' after GPTQ' : ''}`;
+      assert.deepEqual(f.bytes, ref.bytes, `${label}: WebAssembly vs reference`);
+      assert.ok(f.stats.changed > 0, `${label}: AutoRound changed nothing`);
+      const rb = (c.blockBytes * k) / c.blockSize;
+      const parts = [0, 4, 5, 9].slice(1).map((r1, i, a) => {
+        const r0 = i ? a[i - 1] : 0;
+        const sub = init && { bytes: init.bytes.subarray(r0 * rb, r1 * rb), q: init.q.subarray(r0 * k, r1 * k) };
+        return autoRoundBlocks(c, w.subarray(r0 * k, r1 * k), r1 - r0, k, h, { ...o, init: sub }).bytes;
+      });
+      assert.deepEqual(Uint8Array.from(parts.flatMap((p) => [...p])), f.bytes, `${label}: rows 0-4, 4-5, 5-9 apart vs together`);
+    }
+  }
+});
+
+test('AutoRound split over worker threads: the same bytes as on one thread (per linear and end to end)', async () => {
+  const { GptqPool } = await import('../src/cli/gptq-pool.js');
+  const pool = new GptqPool(1, 0); // 2 threads, every matrix split
+  try {
+    const n = 24;
+    const k = 256;
+    const { w, h, diag } = layer(n, k, 5);
+    const c = blockCodecFor('Q3_K', k);
+    const one = await autoRoundBlocksParallel(w, n, k, h, c, 'ggml:Q3_K', { iters: 20, importance: diag }, undefined);
+    const two = await autoRoundBlocksParallel(w, n, k, h, c, 'ggml:Q3_K', { iters: 20, importance: diag }, pool);
+    assert.deepEqual(two.bytes, one.bytes, 'per linear');
+    assert.deepEqual(two.q, one.q);
+    assert.ok(Math.abs(two.stats.loss - one.stats.loss) <= 1e-9 * one.stats.loss, `loss ${two.stats.loss} vs ${one.stats.loss}`);
+    for (const [recipe, algorithm, objective] of [
+      [llamaRecipe('Q4_0'), 'autoround', 'linear'],
+      [llamaRecipe('Q4_0'), 'gptq+autoround', 'block'],
+    ] as const) {
+      const r = withAlgo(recipe, algorithm, { autoroundObjective: objective, autoroundIters: 8 });
+      const a = await quantizeWith(r);
+      const b = await quantizeWith(r, true, pool);
+      assert.ok(Buffer.from(a.bytes).equals(Buffer.from(b.bytes)), `${algorithm} (${objective}): bytes differ when split over threads`);
+    }
+  } finally {
+    await pool.close();
+  }
 });

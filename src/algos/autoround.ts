@@ -13,10 +13,14 @@
  *
  * The exact gradient is kept as G = E H (E = Q - W): one product at the start, then every flip of an
  * element (r, c) by delta adds delta H[c, :] to row r of G (Gauss-Seidel within a sweep), so a sweep
- * costs n k plus k per flip instead of a product. L is tracked exactly (delta L = 2 delta G_rc +
- * delta^2 H_cc), the best choice of each phase is kept (AutoRound keeps its best iterate). The clip
- * ratios move continuously and the grids are rebuilt `regrids` times: a block takes its new grid when
- * that lowers L with the rest of its row fixed, and a rebuild that raises L as a whole is undone.
+ * costs n k plus k per flip instead of a product. L is a sum over rows (each row's error through H),
+ * so every decision is a row's own: each row's L is tracked exactly (delta L = 2 delta G_rc +
+ * delta^2 H_cc), each row keeps its best choice of each phase (AutoRound keeps its best iterate). The
+ * clip ratios move continuously and the grids are rebuilt `regrids` times: a block takes its new grid
+ * when that lowers L with the rest of its row fixed, and a row's rebuild that raises its L is undone.
+ * A row's result therefore depends on that row alone: autoRoundBlocksParallel (pipeline/gptq-parts.ts)
+ * splits the rows over threads with the same bytes. The sweep and G = E H run in WebAssembly SIMD
+ * (kernels/autoround.ts, bit-exact with its scalar reference).
  *
  * The loss is the linear's own output error (AutoRound's objective applied per linear, with the exact
  * full-batch gradient from H, not per transformer block on minibatches): what GPTQ minimizes greedily.
@@ -26,7 +30,7 @@
 import { fail } from '../errors.js';
 import { BlockGrids, codeLayout, setCodes, type BlockCodec } from './block-codec.js';
 import { CLIP_RATIOS } from './blockwise.js';
-import { gemmABt } from '../kernels/gptq.js';
+import { autoRoundWork } from '../kernels/autoround.js';
 
 export interface AutoRoundOptions {
   /** sign-gradient iterations (sweeps over the matrix); default 200 (the paper's; the pipeline's default is 100) */
@@ -44,6 +48,8 @@ export interface AutoRoundOptions {
   importance?: Float32Array;
   /** start from these blocks and values (another method's result, e.g. GPTQ's) */
   init?: { bytes: Uint8Array; q: Float32Array };
+  /** the WebAssembly kernels (default: unless turned off by setAutoRoundKernelsFast); false: the references */
+  fast?: boolean;
 }
 
 export interface AutoRoundStats {
@@ -59,7 +65,7 @@ export interface AutoRoundStats {
  * AutoRound of w (n x k, row-major, a row an output channel) into codec blocks, with the input Hessian
  * h (k x k, f64). Returns the codec's bytes and their exact values.
  */
-export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: number, h: Float64Array, opts: AutoRoundOptions = {}): { bytes: Uint8Array; q: Float32Array; stats: AutoRoundStats } {
+export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: number, h: Float64Array | Float32Array, opts: AutoRoundOptions = {}): { bytes: Uint8Array; q: Float32Array; stats: AutoRoundStats } {
   const t0 = performance.now();
   const bs = c.blockSize;
   if (k % bs !== 0) fail(`AutoRound: row length ${k} is not a multiple of the block size ${bs} of ${c.name}`);
@@ -76,16 +82,16 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
   const nbytes = c.blockBytes;
   const imp = opts.importance;
   if (imp && imp.length !== k) fail(`AutoRound: importance has ${imp.length} values for rows of ${k}`);
-  const H = Float32Array.from(h);
-  const hd = Float32Array.from({ length: k }, (_, i) => H[i * k + i]);
+  const work = autoRoundWork(n, k, bs, opts.fast);
+  const { H, hd, G, E, v, ch, gAlpha } = work;
+  H.set(h);
+  for (let i = 0; i < k; i++) hd[i] = H[i * k + i];
   const grids = new BlockGrids(c, 1);
   const N = n * k;
 
   // per element: the two levels around w and their codes, t, v, the choice (1 = hi)
-  const lv = newLevels(N);
+  const lv: Levels = { lo: work.lo, hi: work.hi, t: work.t, loC: new Uint16Array(N), hiC: new Uint16Array(N) };
   const { lo, hi, loC, hiC, t } = lv;
-  const v = new Float32Array(N);
-  const ch = new Uint8Array(N);
   const bytes = init ? Uint8Array.from(init.bytes) : new Uint8Array(n * nb * nbytes);
   if (init && (init.bytes.length !== n * nb * nbytes || init.q.length !== N)) fail('AutoRound: the initial blocks have the wrong size');
   const alpha = new Float32Array(n * nb).fill(1);
@@ -105,10 +111,10 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
   const cl = newLevels(bs);
   const { lo: cL, hi: cU, loC: cLC, hiC: cUC, t: cT } = cl;
   const bracket = (blk: number, src: Uint8Array, so: number, out: Levels, o: number, around?: Float32Array) => bracketBlock(grids, w, blk, src, so, out, o, around);
-  const blockErr = (xo: number, cl: Float32Array, cu: Float32Array, ct: Float32Array, cv: Float32Array | null, vo: number) => {
+  const blockErr = (xo: number, cl: Float32Array, cu: Float32Array, ct: Float32Array) => {
     let e = 0;
     for (let j = 0; j < bs; j++) {
-      const q = ct[j] + (cv ? cv[vo + j] : 0) >= 0.5 ? cu[j] : cl[j];
+      const q = ct[j] >= 0.5 ? cu[j] : cl[j];
       const d = q - w[xo + j];
       e += hd[(xo + j) % k] * d * d;
     }
@@ -127,7 +133,7 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
     for (const r of ratios) {
       header(blk, r, cand, 0);
       bracket(blk, cand, 0, cl, 0);
-      const e = blockErr(xo, cL, cU, cT, null, 0);
+      const e = blockErr(xo, cL, cU, cT);
       if (e < best) {
         best = e;
         alpha[blk] = r;
@@ -140,61 +146,46 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
   const startChoice = Uint8Array.from(ch);
   const startLo = Float32Array.from(lo);
 
-  // ---- exact loss and gradient -----------------------------------------------------------------------
-  const E = new Float32Array(N);
-  const G = new Float32Array(N);
-  const refresh = (): number => {
-    for (let e = 0; e < N; e++) E[e] = (ch[e] ? hi[e] : lo[e]) - w[e];
-    gemmABt(G, E, H, n, k, k); // G = E H (H symmetric)
-    let s = 0;
-    for (let e = 0; e < N; e++) s += E[e] * G[e];
-    return s;
+  // ---- exact loss and gradient, per row (every decision below is a row's own: rows split over threads
+  // give the same bytes) ----------------------------------------------------------------------------------
+  const rowLoss = new Float64Array(n);
+  /** E and G of rows r0..r1 from their choices; their exact losses */
+  const refresh = (r0: number, r1: number): void => {
+    for (let e = r0 * k; e < r1 * k; e++) E[e] = (ch[e] ? hi[e] : lo[e]) - w[e];
+    work.gradRows(r0, r1); // G = E H (H symmetric)
+    for (let r = r0; r < r1; r++) {
+      let s = 0;
+      for (let e = r * k; e < (r + 1) * k; e++) s += E[e] * G[e];
+      rowLoss[r] = s;
+    }
   };
-  let loss = refresh();
-  const lossStart = loss;
+  const total = () => rowLoss.reduce((a, b) => a + b, 0);
+  refresh(0, n);
+  const lossStart = total();
   const best = Uint8Array.from(ch);
-  let bestLoss = loss;
-  const gAlpha = new Float64Array(n * nb);
+  const bestLoss = Float64Array.from(rowLoss);
   const gridAlpha = Float32Array.from(alpha);
   const phase = regrids > 0 ? Math.max(1, Math.floor(iters / (regrids + 1))) : iters + 1;
 
-  /** back to the best choice of this phase; exact G and L */
+  /** every row back to the best choice of this phase; exact G and L */
   const restoreBest = () => {
-    if (bestLoss < loss) ch.set(best);
-    loss = refresh();
+    for (let r = 0; r < n; r++) if (bestLoss[r] < rowLoss[r]) ch.set(best.subarray(r * k, (r + 1) * k), r * k);
+    refresh(0, n);
     best.set(ch);
-    bestLoss = loss;
+    bestLoss.set(rowLoss);
   };
 
   for (let it = 0; it < iters; it++) {
     const step = lr * (1 - it / iters);
     if (learnClip) gAlpha.fill(0);
-    // one sweep: every element's offset steps against its gradient's sign; a proposed flip is taken
-    // when it lowers L, and row r of G follows it at once
+    // one sweep per row: every element's offset steps against its gradient's sign; a proposed flip is
+    // taken when it lowers the row's L, and row r of G follows it at once
     for (let r = 0; r < n; r++) {
-      const ro = r * k;
-      for (let col = 0; col < k; col++) {
-        const e = ro + col;
-        const g = G[e];
-        if (g === 0) continue;
-        if (learnClip) gAlpha[r * nb + ((col / bs) | 0)] += g * (ch[e] ? hi[e] : lo[e]);
-        let vv = v[e] - (g > 0 ? step : -step);
-        vv = vv > 0.5 ? 0.5 : vv < -0.5 ? -0.5 : vv;
-        v[e] = vv;
-        const nc = t[e] + vv >= 0.5 ? 1 : 0;
-        if (nc === ch[e]) continue;
-        const d = nc ? hi[e] - lo[e] : lo[e] - hi[e];
-        const dl = 2 * d * g + d * d * hd[col];
-        if (!(dl < 0)) continue; // the offset proposes, the exact change of L decides
-        ch[e] = nc;
-        loss += dl;
-        const hr = col * k;
-        for (let j = 0; j < k; j++) G[ro + j] += d * H[hr + j];
+      rowLoss[r] += work.sweepRow(r, step, learnClip);
+      if (rowLoss[r] < bestLoss[r]) {
+        bestLoss[r] = rowLoss[r];
+        best.set(ch.subarray(r * k, (r + 1) * k), r * k);
       }
-    }
-    if (loss < bestLoss) {
-      bestLoss = loss;
-      best.set(ch);
     }
     if (learnClip) for (let b = 0; b < n * nb; b++) {
       const g = gAlpha[b];
@@ -202,22 +193,23 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
     }
     if (learnClip && (it + 1) % phase === 0 && it + 1 < iters) {
       restoreBest();
-      loss = regrid(loss);
+      regrid();
       best.set(ch);
-      bestLoss = loss;
+      bestLoss.set(rowLoss);
     }
   }
   restoreBest();
 
   /**
    * Rebuild the grids of the blocks whose clip ratio moved; a block takes its new grid when that lowers
-   * L with the rest of its row fixed (exact within the row: 2 delta.G + delta^T H_bb delta); the rebuild
-   * is undone when L rose as a whole (blocks of a row interact through H off the block diagonal).
+   * L with the rest of its row fixed (exact within the row: 2 delta.G + delta^T H_bb delta); a row's
+   * rebuild is undone when its L rose (blocks of a row interact through H off the block diagonal).
    */
-  function regrid(before: number): number {
+  function regrid(): void {
     const saved = { bytes: Uint8Array.from(bytes), lo: Float32Array.from(lo), hi: Float32Array.from(hi), loC: Uint16Array.from(loC), hiC: Uint16Array.from(hiC), t: Float32Array.from(t), ch: Uint8Array.from(ch) };
-    const delta = new Float32Array(bs);
-    let moved = 0;
+    const before = Float64Array.from(rowLoss);
+    const delta = work.delta;
+    const moved = new Uint8Array(n);
     for (let blk = 0; blk < n * nb; blk++) {
       if (alpha[blk] === gridAlpha[blk]) continue;
       const xo = blk * bs;
@@ -231,36 +223,50 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
         delta[j] = (cT[j] + v[e] >= 0.5 ? cU[j] : cL[j]) - (ch[e] ? hi[e] : lo[e]);
         dl += 2 * delta[j] * G[e];
       }
-      for (let i = 0; i < bs; i++) {
-        if (delta[i] === 0) continue;
-        const hr = (c0 + i) * k + c0;
-        let s = 0;
-        for (let j = 0; j < bs; j++) s += H[hr + j] * delta[j];
-        dl += delta[i] * s;
-      }
+      dl += work.quadBlock(c0);
       if (!(dl < 0)) {
         alpha[blk] = gridAlpha[blk];
         continue;
       }
-      moved++;
+      moved[(blk / nb) | 0] = 1;
       gridAlpha[blk] = alpha[blk];
       bytes.set(cand, blk * nbytes);
       lo.set(cL, xo), hi.set(cU, xo), loC.set(cLC, xo), hiC.set(cUC, xo), t.set(cT, xo);
       for (let j = 0; j < bs; j++) ch[xo + j] = cT[j] + v[xo + j] >= 0.5 ? 1 : 0;
     }
-    if (!moved) return before;
-    const after = refresh();
-    if (after <= before) return after;
-    bytes.set(saved.bytes), lo.set(saved.lo), hi.set(saved.hi), loC.set(saved.loC), hiC.set(saved.hiC), t.set(saved.t), ch.set(saved.ch);
-    alpha.set(gridAlpha);
-    return refresh();
+    // the moved rows' exact L (runs of consecutive rows at once); undo the rows whose L rose
+    const runs = (mark: Uint8Array, f: (r0: number, r1: number) => void) => {
+      for (let r = 0; r < n; ) {
+        if (!mark[r]) {
+          r++;
+          continue;
+        }
+        let r1 = r;
+        while (r1 < n && mark[r1]) r1++;
+        f(r, r1);
+        r = r1;
+      }
+    };
+    runs(moved, refresh);
+    const undo = new Uint8Array(n);
+    for (let r = 0; r < n; r++) {
+      if (!moved[r] || rowLoss[r] <= before[r]) continue;
+      undo[r] = 1;
+      const e0 = r * k;
+      const e1 = e0 + k;
+      bytes.set(saved.bytes.subarray(r * nb * nbytes, (r + 1) * nb * nbytes), r * nb * nbytes);
+      lo.set(saved.lo.subarray(e0, e1), e0), hi.set(saved.hi.subarray(e0, e1), e0), loC.set(saved.loC.subarray(e0, e1), e0), hiC.set(saved.hiC.subarray(e0, e1), e0);
+      t.set(saved.t.subarray(e0, e1), e0), ch.set(saved.ch.subarray(e0, e1), e0);
+      alpha.set(gridAlpha.subarray(r * nb, (r + 1) * nb), r * nb);
+    }
+    runs(undo, refresh);
   }
 
   // ---- write the codes; the codec's dequantizer must give back every chosen value ---------------------
   const q = writeChoices(c, grids, bytes, lv, ch, n * nb);
   let changed = 0;
   for (let e = 0; e < N; e++) if (ch[e] !== startChoice[e] || lo[e] !== startLo[e]) changed++;
-  return { bytes, q, stats: { lossStart, loss, changed, seconds: (performance.now() - t0) / 1000 } };
+  return { bytes, q, stats: { lossStart, loss: total(), changed, seconds: (performance.now() - t0) / 1000 } };
 }
 
 /** Per element: the two grid levels it may round to (lo <= hi), their codes, and t = (w - lo) / (hi - lo). */

@@ -1,10 +1,11 @@
 /**
  * Node's GptqWorkers (src/pipeline/gptq-parts.ts): worker_threads that quantize row ranges of a weight
- * with GPTQ. `lowbit quantize --threads N` starts N - 1 of them for calibrated algorithms.
+ * with GPTQ or AutoRound. `lowbit quantize --threads N` starts N - 1 of them for calibrated algorithms.
  */
 import { Worker } from 'node:worker_threads';
 import { wasmVariant } from '../kernels/wasm.js';
-import type { GptqPartJob, GptqPartResult, GptqWorkers } from '../pipeline/gptq-parts.js';
+import type { AutoRoundStats } from '../algos/autoround.js';
+import type { GptqPartResult, GptqWorkers, RowPartJob } from '../pipeline/gptq-parts.js';
 
 export class GptqPool implements GptqWorkers {
   private readonly workers: Worker[] = [];
@@ -21,13 +22,13 @@ export class GptqPool implements GptqWorkers {
     const variant = wasmVariant();
     for (let i = 0; i < this.count; i++) {
       const w = new Worker(new URL('./gptq-worker.js', import.meta.url), { workerData: { variant } });
-      w.on('message', (m: { id: number; error?: string; bytes?: Uint8Array; q?: Float32Array }) => {
+      w.on('message', (m: { id: number; error?: string; bytes?: Uint8Array; q?: Float32Array; stats?: AutoRoundStats }) => {
         const p = this.pending.get(m.id);
         if (!p) return;
         this.pending.delete(m.id);
         w.unref();
         if (m.error !== undefined) p.reject(new Error(m.error));
-        else p.resolve({ bytes: m.bytes!, q: m.q! });
+        else p.resolve(m.stats ? { bytes: m.bytes!, q: m.q!, stats: m.stats } : { bytes: m.bytes!, q: m.q! });
       });
       w.on('error', (e) => {
         for (const p of this.pending.values()) p.reject(e);
@@ -38,7 +39,7 @@ export class GptqPool implements GptqWorkers {
     }
   }
 
-  run(job: GptqPartJob): Promise<GptqPartResult> {
+  run(job: RowPartJob): Promise<GptqPartResult> {
     this.start();
     const w = this.workers[this.turn++ % this.workers.length];
     const id = this.nextId++;

@@ -16,14 +16,13 @@
 import { fail } from '../errors.js';
 import { CLIP_SEARCH_MAX_BITS, codeLayout, type BlockCodec } from '../algos/block-codec.js';
 import { clipBlocks, hqqApplies, hqqBlocks, rtnBlocks, type BlockResult } from '../algos/blockwise.js';
-import { autoRoundBlocks } from '../algos/autoround.js';
 import { easyQuantBlocks, outliersPerRow } from '../algos/easyquant.js';
 import { addLowRank, lowRankFactors } from '../algos/lorc.js';
 import { fromFloat32 } from '../io/tensor-data.js';
 import type { PtqOptions } from '../algos/ptq-options.js';
 import { algorithmList, ruleFor, type BaseAlgorithm, type Recipe } from '../algos/recipe.js';
 import type { QuantScheme } from '../quant/scheme.js';
-import { gptqBlocksParallel, partTarget, type GptqWorkers } from './gptq-parts.js';
+import { autoRoundBlocksParallel, gptqBlocksParallel, partTarget, type GptqWorkers } from './gptq-parts.js';
 
 /** The statistics of a linear's input the layer-scope handlers read (calibrate.ts collects them). */
 export interface InputStatistics {
@@ -149,7 +148,7 @@ async function autoround(job: WeightJob): Promise<Rounded> {
   const { codec, w, rows: n, cols: k, stats, options: o } = job;
   if (!stats) return { ...rtnBlocks(codec, w, n, k), label: 'rtn' };
   const init = job.before?.includes('gptq') ? await gptq(job) : undefined;
-  const r = autoRoundBlocks(codec, w, n, k, stats.h, { iters: o.autoroundIters, lr: o.autoroundLr, clip: o.autoroundClip, importance: codec.usesImportance ? stats.diag() : undefined, init });
+  const r = await autoRoundBlocksParallel(w, n, k, stats.h, codec, partTarget(job.scheme, job.ggmlType), { iters: o.autoroundIters, lr: o.autoroundLr, clip: o.autoroundClip, importance: codec.usesImportance ? stats.diag() : undefined, init }, job.gptqWorkers);
   return { bytes: r.bytes, q: r.q, label: 'autoround' };
 }
 

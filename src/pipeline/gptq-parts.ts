@@ -1,8 +1,11 @@
 /**
- * GPTQ over ranges of rows: given the factor of the Hessian (gptqFactor), every row is quantized on its
- * own, so a weight can be split into row ranges quantized on other threads (a host-provided
- * GptqWorkers, e.g. the CLI's worker pool) and put back together: the same bytes as one call.
+ * GPTQ and AutoRound over ranges of rows: given the factor of the Hessian (gptqFactor), every row is
+ * quantized on its own by GPTQ, and AutoRound's per-linear loss and all its decisions are per row
+ * (algos/autoround.ts), so a weight can be split into row ranges quantized on other threads (a
+ * host-provided GptqWorkers, e.g. the CLI's worker pool) and put back together: the same bytes as one
+ * call.
  */
+import { autoRoundBlocks, type AutoRoundOptions, type AutoRoundStats } from '../algos/autoround.js';
 import { gptqBlocksWithFactor, gptqFactor, type GptqBlockOptions, type GptqFactor } from '../algos/gptq.js';
 import { blockCodecFor, type BlockCodec } from '../algos/block-codec.js';
 import { resolveScheme } from '../quant/registry.js';
@@ -10,6 +13,7 @@ import type { QuantScheme } from '../quant/scheme.js';
 
 /** One range of rows: `target` is 'ggml:' + a GGML type name, or 'scheme:' + an id resolveScheme knows. */
 export interface GptqPartJob {
+  kind?: 'gptq';
   target: string;
   rowLength: number;
   rows: number;
@@ -24,14 +28,32 @@ export interface GptqPartJob {
 export interface GptqPartResult {
   bytes: Uint8Array;
   q: Float32Array;
+  /** AutoRound's statistics of the range */
+  stats?: AutoRoundStats;
 }
 
-/** Threads that run GptqPartJobs (the calling thread works too). */
+/** One range of rows for AutoRound: the rows' weights, the whole input Hessian (f32), the options. */
+export interface AutoRoundPartJob {
+  kind: 'autoround';
+  target: string;
+  rowLength: number;
+  rows: number;
+  w: Float32Array;
+  h: Float32Array;
+  options: Pick<AutoRoundOptions, 'iters' | 'lr' | 'clip' | 'regrids' | 'alphaMin' | 'alphaMax'>;
+  importance?: Float32Array;
+  /** the start's bytes and values of these rows (gptq+autoround) */
+  init?: { bytes: Uint8Array; q: Float32Array };
+}
+
+export type RowPartJob = GptqPartJob | AutoRoundPartJob;
+
+/** Threads that run GptqPartJobs and AutoRoundPartJobs (the calling thread works too). */
 export interface GptqWorkers {
   readonly count: number;
   /** split only weights of at least this many elements (default 65 536) */
   readonly minWeights?: number;
-  run(job: GptqPartJob): Promise<GptqPartResult>;
+  run(job: RowPartJob): Promise<GptqPartResult>;
 }
 
 /** the codec of a job's target ('ggml:Q4_K', 'scheme:int4_g128') */
@@ -54,7 +76,8 @@ export function partTarget(scheme: QuantScheme | undefined, ggmlName: string | u
 }
 
 /** Quantize the rows of one job (in any thread). */
-export function gptqPartRun(job: GptqPartJob, codec = partCodec(job.target, job.rowLength)): GptqPartResult {
+export function gptqPartRun(job: RowPartJob, codec = partCodec(job.target, job.rowLength)): GptqPartResult {
+  if (job.kind === 'autoround') return autoRoundBlocks(codec, job.w, job.rows, job.rowLength, job.h, { ...job.options, importance: job.importance, init: job.init });
   const { bytes, q } = gptqBlocksWithFactor(job.w, job.rows, job.rowLength, job.factor, codec, job);
   return { bytes, q };
 }
@@ -91,9 +114,7 @@ export async function gptqBlocksParallel(
   });
   const parts = workers && target && n * k >= minWeights ? Math.min(n, workers.count + 1) : 1;
   if (parts === 1) return gptqPartRun(job(0, n), codec);
-  const per = Math.ceil(n / parts);
-  const ranges: [number, number][] = [];
-  for (let r0 = 0; r0 < n; r0 += per) ranges.push([r0, Math.min(n, r0 + per)]);
+  const ranges = rowRanges(n, parts);
   const remote = ranges.slice(1).map(([a, b]) => workers!.run(job(a, b)));
   let local: GptqPartResult;
   try {
@@ -102,7 +123,18 @@ export async function gptqBlocksParallel(
     // every part settles before an error surfaces
     await Promise.allSettled(remote);
   }
-  const results = [local, ...(await Promise.all(remote))];
+  return joinParts([local, ...(await Promise.all(remote))], ranges, n, k);
+}
+
+/** the rows' ranges of n rows in `parts` parts */
+function rowRanges(n: number, parts: number): [number, number][] {
+  const per = Math.ceil(n / parts);
+  const ranges: [number, number][] = [];
+  for (let r0 = 0; r0 < n; r0 += per) ranges.push([r0, Math.min(n, r0 + per)]);
+  return ranges;
+}
+
+function joinParts(results: GptqPartResult[], ranges: [number, number][], n: number, k: number): GptqPartResult {
   const bytes = new Uint8Array(results.reduce((a, r) => a + r.bytes.length, 0));
   const q = new Float32Array(n * k);
   let at = 0;
@@ -111,5 +143,51 @@ export async function gptqBlocksParallel(
     at += r.bytes.length;
     q.set(r.q, ranges[i][0] * k);
   });
-  return { bytes, q };
+  const st = results.map((r) => r.stats).filter((x): x is AutoRoundStats => !!x);
+  const stats = st.length ? { lossStart: st.reduce((a, x) => a + x.lossStart, 0), loss: st.reduce((a, x) => a + x.loss, 0), changed: st.reduce((a, x) => a + x.changed, 0), seconds: Math.max(...st.map((x) => x.seconds)) } : undefined;
+  return stats ? { bytes, q, stats } : { bytes, q };
+}
+
+/**
+ * AutoRound of w (n x k) into `codec`'s bytes (algos/autoround.ts), its rows split over the workers and
+ * this thread when it is big enough: the same bytes and values as one autoRoundBlocks call.
+ */
+export async function autoRoundBlocksParallel(
+  w: Float32Array,
+  n: number,
+  k: number,
+  hessian: Float64Array,
+  codec: BlockCodec,
+  target: string | undefined,
+  opts: AutoRoundOptions,
+  workers: GptqWorkers | undefined,
+): Promise<GptqPartResult & { stats: AutoRoundStats }> {
+  const minWeights = workers?.minWeights ?? MIN_PARALLEL_WEIGHTS;
+  const parts = workers && target && n * k >= minWeights ? Math.min(n, workers.count + 1) : 1;
+  if (parts === 1) return autoRoundBlocks(codec, w, n, k, hessian, opts);
+  const h = Float32Array.from(hessian);
+  const rowBytes = (k / codec.blockSize) * codec.blockBytes;
+  const { importance, init, fast: _fast, ...options } = opts;
+  const job = (r0: number, r1: number): AutoRoundPartJob => ({
+    kind: 'autoround',
+    target: target!,
+    rowLength: k,
+    rows: r1 - r0,
+    w: w.subarray(r0 * k, r1 * k),
+    h,
+    options,
+    importance,
+    init: init && { bytes: init.bytes.subarray(r0 * rowBytes, r1 * rowBytes), q: init.q.subarray(r0 * k, r1 * k) },
+  });
+  const ranges = rowRanges(n, parts);
+  const remote = ranges.slice(1).map(([a, b]) => workers!.run(job(a, b)));
+  let local: GptqPartResult;
+  try {
+    const j = job(ranges[0][0], ranges[0][1]);
+    local = autoRoundBlocks(codec, j.w, j.rows, k, h, { ...options, importance, init: j.init, fast: opts.fast });
+  } finally {
+    await Promise.allSettled(remote);
+  }
+  const r = joinParts([local, ...(await Promise.all(remote))], ranges, n, k);
+  return { ...r, stats: r.stats! };
 }

@@ -1,0 +1,196 @@
+/**
+ * AutoRound's per-linear kernels (src/algos/autoround.ts): the signed-gradient sweep over one row and
+ * the gradient G = E H of rows of the error E. WebAssembly SIMD (wasm/autoround.ts) with scalar
+ * references here; the two agree bit for bit (test/ptq-learned.test.ts): the scalar decisions are the
+ * same f64 operations in the same order, the row updates of G are f32 products rounded, then f32 sums
+ * (Math.fround here, separate f32x4 multiply and add there), in the same order.
+ *
+ * A row's results depend on nothing but that row (and H): splitting a matrix's rows over threads gives
+ * the same bytes as one call.
+ *
+ * Memory: the WebAssembly version keeps the state in its own instance's memory (one per workspace);
+ * the workspace hands out typed-array views of it, allocated once (the memory never grows after).
+ */
+import { newKernelInstance } from './wasm.js';
+import * as autoroundWasm from './wasm/autoround.generated.js';
+
+interface AutoRoundExports {
+  heapBase(): number;
+  sweepRow(g: number, h: number, hd: number, v: number, t: number, lo: number, hi: number, ch: number, k: number, step: number, ga: number, bs: number): number;
+  gradRows(g: number, e: number, h: number, m: number, k: number): void;
+  quadBlock(h: number, k: number, c0: number, delta: number, bs: number): number;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// References
+
+/**
+ * One sweep over the row of k elements at offset o of G, v, t, lo, hi, ch (H: k x k, hd its diagonal):
+ * every offset steps against its gradient's sign; a proposed flip is taken when it lowers the row's
+ * loss exactly and the row of G follows it at once. With ga, sum_j g_j q_j per block of bs is added to
+ * ga[gao + block]. Returns the sum of the taken changes of the loss.
+ */
+export function sweepRowRef(G: Float32Array, H: Float32Array, hd: Float32Array, v: Float32Array, t: Float32Array, lo: Float32Array, hi: Float32Array, ch: Uint8Array, o: number, k: number, step: number, ga: Float64Array | null, gao: number, bs: number): number {
+  let loss = 0;
+  for (let col = 0; col < k; col++) {
+    const e = o + col;
+    const g = G[e];
+    if (g === 0) continue;
+    if (ga) ga[gao + ((col / bs) | 0)] += g * (ch[e] ? hi[e] : lo[e]);
+    let vv = v[e] - (g > 0 ? step : -step);
+    vv = vv > 0.5 ? 0.5 : vv < -0.5 ? -0.5 : vv;
+    v[e] = vv;
+    const nc = t[e] + vv >= 0.5 ? 1 : 0;
+    if (nc === ch[e]) continue;
+    const d = nc ? hi[e] - lo[e] : lo[e] - hi[e];
+    const dl = 2 * d * g + d * d * hd[col];
+    if (!(dl < 0)) continue; // the offset proposes, the exact change of the loss decides
+    ch[e] = nc;
+    loss += dl;
+    const df = Math.fround(d);
+    const hr = col * k;
+    for (let j = 0; j < k; j++) G[o + j] += Math.fround(df * H[hr + j]);
+  }
+  return loss;
+}
+
+/** G[r0..r1) = E[r0..r1) H (rows k wide, H k x k symmetric), f32: each product rounded, then each sum */
+export function gradRowsRef(G: Float32Array, E: Float32Array, H: Float32Array, r0: number, r1: number, k: number): void {
+  for (let r = r0; r < r1; r++) {
+    const o = r * k;
+    G.fill(0, o, o + k);
+    for (let c = 0; c < k; c++) {
+      const a = E[o + c];
+      const hr = c * k;
+      for (let j = 0; j < k; j++) G[o + j] += Math.fround(a * H[hr + j]);
+    }
+  }
+}
+
+/** delta^T H[c0.., c0..] delta over bs elements (f64): per i, the sum over even j and over odd j, then added */
+export function quadBlockRef(H: Float32Array, k: number, c0: number, delta: Float32Array, bs: number): number {
+  let dl = 0;
+  for (let i = 0; i < bs; i++) {
+    const di = delta[i];
+    if (di === 0) continue;
+    const hr = (c0 + i) * k + c0;
+    let s0 = 0;
+    let s1 = 0;
+    let j = 0;
+    for (; j + 1 < bs; j += 2) {
+      s0 += H[hr + j] * delta[j];
+      s1 += H[hr + j + 1] * delta[j + 1];
+    }
+    if (j < bs) s0 += H[hr + j] * delta[j];
+    dl += di * (s0 + s1);
+  }
+  return dl;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Workspace
+
+/** The state of one AutoRound run over n rows of k, blocks of bs (views into WebAssembly memory when fast). */
+export interface AutoRoundWork {
+  readonly fast: boolean;
+  /** k x k and its diagonal */
+  readonly H: Float32Array;
+  readonly hd: Float32Array;
+  /** n x k each: gradient, error (input of gradRows), offsets, positions between the levels, levels */
+  readonly G: Float32Array;
+  readonly E: Float32Array;
+  readonly v: Float32Array;
+  readonly t: Float32Array;
+  readonly lo: Float32Array;
+  readonly hi: Float32Array;
+  /** the choice per element (1 = hi) */
+  readonly ch: Uint8Array;
+  /** the clip ratios' gradient per block (n x k / bs) */
+  readonly gAlpha: Float64Array;
+  /** one sweep over row r (see sweepRowRef); `clip`: accumulate gAlpha */
+  sweepRow(r: number, step: number, clip: boolean): number;
+  /** G[r0..r1) = E[r0..r1) H */
+  gradRows(r0: number, r1: number): void;
+  /** a block's scratch of bs floats (delta for quadBlock) */
+  readonly delta: Float32Array;
+  /** delta^T H[c0.., c0..] delta (see quadBlockRef) */
+  quadBlock(c0: number): number;
+}
+
+let useFast = true;
+
+/** Turn the WebAssembly version off (tests compare against the references). */
+export function setAutoRoundKernelsFast(on: boolean): void {
+  useFast = on;
+}
+
+/** A workspace for n rows of k (blocks of bs); the WebAssembly one when available and enabled. */
+export function autoRoundWork(n: number, k: number, bs: number, fast = useFast): AutoRoundWork {
+  const N = n * k;
+  const nb = Math.max(1, Math.ceil(k / bs));
+  const inst = fast ? newKernelInstance('autoround', autoroundWasm, 1) : null;
+  if (!inst) {
+    const w = {
+      fast: false,
+      H: new Float32Array(k * k),
+      hd: new Float32Array(k),
+      G: new Float32Array(N),
+      E: new Float32Array(N),
+      v: new Float32Array(N),
+      t: new Float32Array(N),
+      lo: new Float32Array(N),
+      hi: new Float32Array(N),
+      ch: new Uint8Array(N),
+      gAlpha: new Float64Array(n * nb),
+      delta: new Float32Array(bs),
+    };
+    return {
+      ...w,
+      sweepRow: (r, step, clip) => sweepRowRef(w.G, w.H, w.hd, w.v, w.t, w.lo, w.hi, w.ch, r * k, k, step, clip ? w.gAlpha : null, r * nb, bs),
+      gradRows: (r0, r1) => gradRowsRef(w.G, w.E, w.H, r0, r1, k),
+      quadBlock: (c0) => quadBlockRef(w.H, k, c0, w.delta, bs),
+    };
+  }
+  const x = inst.exports as unknown as AutoRoundExports;
+  let top = (x.heapBase() + 63) & ~63;
+  const alloc = (bytes: number) => {
+    const at = top;
+    top = (at + bytes + 63) & ~63;
+    return at;
+  };
+  const at = {
+    H: alloc(k * k * 4),
+    hd: alloc(k * 4),
+    G: alloc(N * 4),
+    E: alloc(N * 4),
+    v: alloc(N * 4),
+    t: alloc(N * 4),
+    lo: alloc(N * 4),
+    hi: alloc(N * 4),
+    gAlpha: alloc(n * nb * 8),
+    delta: alloc(bs * 4),
+    ch: alloc(N),
+  };
+  const have = inst.memory.buffer.byteLength;
+  if (top > have) inst.memory.grow(Math.ceil((top - have) / 65536));
+  const buf = inst.memory.buffer;
+  const f32 = (p: number, len: number) => new Float32Array(buf, p, len);
+  const row = k * 4;
+  return {
+    fast: true,
+    H: f32(at.H, k * k),
+    hd: f32(at.hd, k),
+    G: f32(at.G, N),
+    E: f32(at.E, N),
+    v: f32(at.v, N),
+    t: f32(at.t, N),
+    lo: f32(at.lo, N),
+    hi: f32(at.hi, N),
+    ch: new Uint8Array(buf, at.ch, N),
+    gAlpha: new Float64Array(buf, at.gAlpha, n * nb),
+    sweepRow: (r, step, clip) => x.sweepRow(at.G + r * row, at.H, at.hd, at.v + r * row, at.t + r * row, at.lo + r * row, at.hi + r * row, at.ch + r * k, k, step, clip ? at.gAlpha + r * nb * 8 : 0, bs),
+    gradRows: (r0, r1) => x.gradRows(at.G + r0 * row, at.E + r0 * row, at.H, r1 - r0, k),
+    delta: f32(at.delta, bs),
+    quadBlock: (c0) => x.quadBlock(at.H, k, c0, at.delta, bs),
+  };
+}
