@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- allocate [--layers N] [--calib-tokens T] [--sample-rows R] [--threads 2]`: the cost
+ * `npm run bench -- allocate [--layers N] [--calib-tokens T] [--sample-rows R] [--threads 2] [--pairs N]`: the cost
  * of mixed precision on a synthetic ~1.1B llama (dim 2048, ffn 5632, 22 layers, vocabulary 32000 from
  * data/tokenizer.model; seeded, cached under .cache/bench/). In the same run, each in its own process:
  *
@@ -12,9 +12,11 @@
  *
  * Target (issue 13): (B + C) / A <= 2 and D / A <= 2, i.e. measuring costs is a streaming pass, not a
  * rerun per type. Also prints the file sizes (C and D must not exceed A's size; D's equals C's: the
- * same costs) and B's profile (the streaming pass's forward stages, statistics, weight reads, costs).
+ * same costs) and B's profile. `--pairs N` repeats the set A B C D N times, alternating, and prints
+ * each set's ratios with their median and maximum (the streaming pass's forward stages, statistics, weight reads, costs).
  */
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { measure, ROOT } from '../scripts/llama-tools.js';
 import { syntheticLlama } from './_llama-synth.js';
@@ -67,26 +69,39 @@ export async function run(args: string[]): Promise<void> {
   fs.mkdirSync(out, { recursive: true });
   const bin = path.join(ROOT, 'bin', 'lowbit.js');
   const db = path.join(out, 'costs.json');
-  fs.rmSync(db, { force: true });
-  console.log(`model ${path.relative(ROOT, input)} (${(fs.statSync(input).size / 1e9).toFixed(2)} GB F32); calibration ${calibTokens} tokens, ${sampleRows} sampled rows per tensor, ${threads} threads`);
-  const a = await measure(process.execPath, [bin, 'quantize', input, path.join(out, 'a.gguf'), '--type', 'Q4_K_M', '--threads', threads, '--json']);
-  if (a.status !== 0) throw new Error(`plain quantize failed: ${a.stderr}`);
-  const target = fs.statSync(path.join(out, 'a.gguf')).size;
+  const pairs = Math.max(1, Number(arg(args, 'pairs', '1')));
+  console.log(`model ${path.relative(ROOT, input)} (${(fs.statSync(input).size / 1e9).toFixed(2)} GB F32); calibration ${calibTokens} tokens, ${sampleRows} sampled rows per tensor, ${threads} threads; ${pairs} alternating set(s) A B C D`);
   const costFlags = ['--calib', text, '--calib-tokens', calibTokens, '--calib-ctx', '128', '--seed', '1', '--sample-rows', sampleRows, '--output-factor', 'none', '--plain-costs', '--types', 'Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0'];
-  const b = await measure(process.execPath, [bin, 'sensitivity', input, ...costFlags, '--threads', threads, '--db', db, '--json']);
-  if (b.status !== 0) throw new Error(`sensitivity failed: ${b.stderr}`);
-  const c = await measure(process.execPath, [bin, 'quantize', input, path.join(out, 'c.gguf'), '--type', 'Q4_K_M', '--db', db, '--target-size', String(target), '--threads', threads, '--json']);
-  if (c.status !== 0) throw new Error(`allocated quantize failed: ${c.stderr}`);
-  const d = await measure(process.execPath, [bin, 'quantize', input, path.join(out, 'd.gguf'), '--type', 'Q4_K_M', ...costFlags, '--target-size', String(target), '--threads', threads, '--json']);
-  if (d.status !== 0) throw new Error(`fused quantize failed: ${d.stderr}`);
-  const size = fs.statSync(path.join(out, 'c.gguf')).size;
-  const sizeD = fs.statSync(path.join(out, 'd.gguf')).size;
-  const t = (JSON.parse(fs.readFileSync(db, 'utf8')) as { timings?: Record<string, number> }).timings;
-  console.log(`A  quantize Q4_K_M              ${a.seconds.toFixed(1).padStart(7)} s  ${(a.peakRss / 1e6).toFixed(0).padStart(6)} MB  ${target} bytes`);
-  console.log(`B  sensitivity (hessian)        ${b.seconds.toFixed(1).padStart(7)} s  ${(b.peakRss / 1e6).toFixed(0).padStart(6)} MB`);
-  console.log(`C  quantize --target-size       ${c.seconds.toFixed(1).padStart(7)} s  ${(c.peakRss / 1e6).toFixed(0).padStart(6)} MB  ${size} bytes (${size <= target ? 'within' : 'OVER'} target)`);
-  console.log(`D  quantize --calib --target-size ${d.seconds.toFixed(1).padStart(5)} s  ${(d.peakRss / 1e6).toFixed(0).padStart(6)} MB  ${sizeD} bytes (${sizeD <= target ? 'within' : 'OVER'} target${sizeD === size ? ', = C' : ''})`);
-  if (t) console.log(`B profile: streaming pass ${t.pass.toFixed(1)} s = forward stages ${t.forward.toFixed(1)} + statistics ${t.statistics.toFixed(1)} + weight reads ${t.read.toFixed(1)} + costs ${t.costs.toFixed(1)} (+ rest)`);
-  console.log(`(B + C) / A = ${((b.seconds + c.seconds) / a.seconds).toFixed(2)}x   D / A = ${(d.seconds / a.seconds).toFixed(2)}x   (target <= 2x)`);
+  const bc: number[] = [];
+  const da: number[] = [];
+  for (let s = 0; s < pairs; s++) {
+    const load0 = os.loadavg()[0];
+    fs.rmSync(db, { force: true });
+    const a = await measure(process.execPath, [bin, 'quantize', input, path.join(out, 'a.gguf'), '--type', 'Q4_K_M', '--threads', threads, '--json']);
+    if (a.status !== 0) throw new Error(`plain quantize failed: ${a.stderr}`);
+    const target = fs.statSync(path.join(out, 'a.gguf')).size;
+    const b = await measure(process.execPath, [bin, 'sensitivity', input, ...costFlags, '--threads', threads, '--db', db, '--json']);
+    if (b.status !== 0) throw new Error(`sensitivity failed: ${b.stderr}`);
+    const c = await measure(process.execPath, [bin, 'quantize', input, path.join(out, 'c.gguf'), '--type', 'Q4_K_M', '--db', db, '--target-size', String(target), '--threads', threads, '--json']);
+    if (c.status !== 0) throw new Error(`allocated quantize failed: ${c.stderr}`);
+    const d = await measure(process.execPath, [bin, 'quantize', input, path.join(out, 'd.gguf'), '--type', 'Q4_K_M', ...costFlags, '--target-size', String(target), '--threads', threads, '--json']);
+    if (d.status !== 0) throw new Error(`fused quantize failed: ${d.stderr}`);
+    const size = fs.statSync(path.join(out, 'c.gguf')).size;
+    const sizeD = fs.statSync(path.join(out, 'd.gguf')).size;
+    const t = (JSON.parse(fs.readFileSync(db, 'utf8')) as { timings?: Record<string, number> }).timings;
+    console.log(`set ${s + 1}/${pairs} (load ${load0.toFixed(1)} -> ${os.loadavg()[0].toFixed(1)})`);
+    console.log(`A  quantize Q4_K_M              ${a.seconds.toFixed(1).padStart(7)} s  ${(a.peakRss / 1e6).toFixed(0).padStart(6)} MB  ${target} bytes`);
+    console.log(`B  sensitivity (hessian)        ${b.seconds.toFixed(1).padStart(7)} s  ${(b.peakRss / 1e6).toFixed(0).padStart(6)} MB`);
+    console.log(`C  quantize --target-size       ${c.seconds.toFixed(1).padStart(7)} s  ${(c.peakRss / 1e6).toFixed(0).padStart(6)} MB  ${size} bytes (${size <= target ? 'within' : 'OVER'} target)`);
+    console.log(`D  quantize --calib --target-size ${d.seconds.toFixed(1).padStart(5)} s  ${(d.peakRss / 1e6).toFixed(0).padStart(6)} MB  ${sizeD} bytes (${sizeD <= target ? 'within' : 'OVER'} target${sizeD === size ? ', = C' : ''})`);
+    if (t) console.log(`B profile: streaming pass ${t.pass.toFixed(1)} s = forward stages ${t.forward.toFixed(1)} + statistics ${t.statistics.toFixed(1)} + weight reads ${t.read.toFixed(1)} + costs ${t.costs.toFixed(1)} (+ rest)`);
+    bc.push((b.seconds + c.seconds) / a.seconds);
+    da.push(d.seconds / a.seconds);
+    console.log(`(B + C) / A = ${bc[s].toFixed(2)}x   D / A = ${da[s].toFixed(2)}x   (target <= 2x)`);
+  }
+  if (pairs > 1) {
+    const med = (v: number[]) => [...v].sort((x, y) => x - y)[v.length >> 1];
+    console.log(`over ${pairs} sets: (B + C) / A ${bc.map((x) => x.toFixed(2)).join(' ')} (median ${med(bc).toFixed(2)}x, max ${Math.max(...bc).toFixed(2)}x); D / A ${da.map((x) => x.toFixed(2)).join(' ')} (median ${med(da).toFixed(2)}x, max ${Math.max(...da).toFixed(2)}x)`);
+  }
   for (const f of ['a.gguf', 'c.gguf', 'd.gguf']) fs.rmSync(path.join(out, f), { force: true });
 }

@@ -84,3 +84,26 @@ test('allocation bad input: one clear line, exit 2, nothing written', () => {
   assert.match(r.stderr, /measured on another model/);
   assert.ok(!fs.existsSync(out));
 });
+
+test('allocation with the IQ2 types: only where an importance exists (not the token embedding, not plain costs), and quantize --calib writes them', () => {
+  // tinyllama256: rows of 256, so the 256-blocks IQ2_XS (needs an importance matrix, as in llama.cpp) fits every matrix
+  const model = path.join(ROOT, 'data', 'tinyllama256.gguf');
+  const cal = ['--calib', CALIB, '--calib-tokens', '512', '--calib-ctx', '128', '--output-factor', 'none', '--types', 'Q2_K,Q4_K,IQ2_XS'];
+  const db = path.join(tmp, 'iq2.json');
+  const s = cli('sensitivity', model, ...cal, '--db', db, '--json');
+  assert.equal(s.status, 0, s.stderr);
+  const byName = new Map<string, string[]>(JSON.parse(s.stdout).tensors.map((t: any) => [t.name, t.candidates.map((c: any) => c.type)]));
+  assert.deepEqual(byName.get('token_embd.weight'), ['Q2_K', 'Q4_K'], 'the embedding has no importance: no IQ2_XS');
+  assert.deepEqual(byName.get('blk.0.attn_q.weight'), ['Q2_K', 'Q4_K', 'IQ2_XS']);
+  const plain = cli('sensitivity', model, ...cal, '--plain-costs', '--json');
+  assert.equal(plain.status, 0, plain.stderr);
+  for (const t of JSON.parse(plain.stdout).tensors) assert.ok(!t.candidates.some((c: any) => c.type === 'IQ2_XS'), `${t.name}: plain costs offer IQ2_XS`);
+  // a budget below Q2_K everywhere needs IQ2_XS on some tensors; --calib gives their importance
+  const out = path.join(tmp, 'iq2.gguf');
+  const r = cli('quantize', model, out, '--type', 'Q4_K_M', '--calib', CALIB, '--calib-tokens', '512', '--calib-ctx', '128', '--db', db, '--target-bpw', '2.6', '--json');
+  assert.equal(r.status, 0, r.stderr);
+  const inspect = JSON.parse(cli('inspect', out, '--json').stdout);
+  const types = JSON.stringify(inspect);
+  assert.match(types, /IQ2_XS/, 'some tensors are IQ2_XS');
+  assert.ok(fs.statSync(out).size <= Math.floor((2.6 * inspect.totals.parameters) / 8), 'within the budget');
+});

@@ -442,11 +442,13 @@ export interface PtqSummary {
 export async function quantize(m: ModelFile, recipe: Recipe, sink: ByteSink, opts: QuantizeRunOptions = {}): Promise<QuantizeReport & { ptq?: PtqSummary }> {
   installWasmQuantizers();
   const output = opts.output ?? (recipe.llama ? 'gguf' : 'safetensors');
-  const plan = planQuantization(m, recipe, output, { hasImatrix: opts.imatrix !== undefined, layout: opts.layout, keepUnpackable: opts.keepUnpackable });
+  const hasCalib = opts.calibText !== undefined || opts.calibStream !== undefined;
+  // calibration text gives every linear its importance (the calibration pass's diag(H), imatrix-RTN), so
+  // the types llama-quantize allows only with an imatrix (IQ2_XXS, IQ2_XS, ...) are allowed with it too
+  const plan = planQuantization(m, recipe, output, { hasImatrix: opts.imatrix !== undefined || hasCalib, layout: opts.layout, keepUnpackable: opts.keepUnpackable });
   if (opts.imatrix) checkImatrix(m, plan, opts.imatrix);
   const options = ptqOptions(recipe.ptq ?? {});
   checkExtras(plan, options);
-  const hasCalib = opts.calibText !== undefined || opts.calibStream !== undefined;
   const needs = calibrationNeeds(plan, options, hasCalib);
   let ptq: PtqOutput | undefined;
   if (!opts.ptq && (needs.layerPass || options.rotate !== 'none')) {

@@ -23,6 +23,7 @@ import { toFloat32 } from '../io/tensor-data.js';
 import { layerLinears, type Llama } from '../model/llama.js';
 import { linear, makeLinearWeight, type LinearWeight } from '../model/matmul.js';
 import { ggmlCodec, ggmlRowBytes, ggmlTypeByName } from '../quant/ggml/index.js';
+import { IQ_NEEDS_IMPORTANCE } from '../quant/ggml/iq-quant.js';
 import { readFloats } from './quantize.js';
 import type { ExpertStats, InputStats } from './calibrate.js';
 import { modelShape, streamStatistics } from './stats-pass.js';
@@ -233,6 +234,15 @@ export function typesForRow(types: readonly string[], cols: number): string[] {
   });
 }
 
+/**
+ * The candidates a tensor can take given its importance: IQ2_XXS, IQ2_XS and IQ1_S need one (as in
+ * llama.cpp), so a tensor without (plain costs; the token embedding, whose input is no activation) is
+ * measured without them and the allocation never gives it those types.
+ */
+function withImportance(cand: string[], imp: Importance): string[] {
+  return imp ? cand : cand.filter((t) => !IQ_NEEDS_IMPORTANCE.has(t));
+}
+
 /** The linear layers the runtime multiplies with, by tensor name (an expert tensor: expert 0's matrix of it). */
 function linearNames(model: Llama): Map<string, LinearWeight> {
   const out = new Map<string, LinearWeight>();
@@ -295,7 +305,8 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
   // (GGML types quantize rows independently: the costs of a deterministic sample of rows, scaled up to
   // the whole tensor, are an unbiased estimate of the sum over rows)
   const hessianCosts = (w: TensorShape, values: Float32Array, stats: { rowCosts(delta: Float32Array, m: number): Float64Array } | undefined, experts: ExpertStats | undefined, extra?: (type: string, delta: Float32Array, rowIds: Int32Array) => number): { out: SensitivityCandidate[]; probe?: { type: string; hessian: number } } => {
-    const cand = typesForRow(types, w.cols);
+    const imp = importance.get(w.name);
+    const cand = withImportance(typesForRow(types, w.cols), imp);
     const m = o.maxRows && o.maxRows < w.rows ? o.maxRows : w.rows;
     const rowIds = Int32Array.from({ length: m }, (_, i) => Math.floor((i * w.rows) / m));
     const scale = w.rows / m;
@@ -315,7 +326,6 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
     const probeType = o.probeType && cand.includes(o.probeType) ? o.probeType : cand.includes('Q3_K') ? 'Q3_K' : cand[0];
     const out: SensitivityCandidate[] = [];
     let probe: { type: string; hessian: number } | undefined;
-    const imp = importance.get(w.name);
     const hc = new Float64Array(cand.length);
     for (const [i, j, e] of groups) {
       const n = j - i;
@@ -427,9 +437,9 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
     };
     for (const name of names) {
       const w = shapes.get(name)!;
-      const cand = typesForRow(types, w.cols);
-      if (cand.length === 0) continue;
       const imp = importance.get(name);
+      const cand = withImportance(typesForRow(types, w.cols), imp);
+      if (cand.length === 0) continue;
       if (estimator === 'kld') {
         const data = await readFloats(o.file, w.tensor);
         const out: SensitivityCandidate[] = [];

@@ -282,7 +282,9 @@ export const quantizeCommand: Command = {
         if (tty0) process.stderr.write('\r' + ' '.repeat(78) + '\r');
         recipe = allocation.recipe;
       }
-      const plan = planQuantization(model, recipe, kind, { hasImatrix: !!imatrix, layout, keepUnpackable: a.values['keep-unpackable'] as boolean, mixLayers: edited.mixLayers });
+      // calibration text gives the linears their importance (imatrix-RTN): the types llama-quantize allows
+      // only with an imatrix are allowed with it (quantize() checks the same)
+      const plan = planQuantization(model, recipe, kind, { hasImatrix: !!imatrix || (calibText !== undefined && !costsOnly), layout, keepUnpackable: a.values['keep-unpackable'] as boolean, mixLayers: edited.mixLayers });
       if (imatrix) checkImatrix(model, plan, imatrix, `imatrix ${imFile}`);
       if (defendScale > 0) {
         const types = new Map(plan.tensors.filter((p) => p.ggml && !isGgmlFloat(p.to) && p.ne.length === 2).map((p) => [p.name, p.to]));
