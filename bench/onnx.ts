@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- onnx [--quick] [--only=speed,rec,vit,det,speech] [--rec=i,j] [--vit=i,j] [--det=i,j]`:
+ * `npm run bench -- onnx [--quick] [--only=speed,rec,vit,det,speech] [--rec=i,j] [--vit=i,j] [--det=i,j] [--det-calib=pages]`:
  *  1. quantizing PP-OCRv4 rec (RTN int4 MatMulNBits + int8 QDQ dynamic convolutions) against reading and
  *     writing the same file unchanged, in the same process and run (ratio plain / quantize);
  *  2. the real-model table: each model and quantization, its size, agreement with the float model on
@@ -181,12 +181,12 @@ async function ocrRec(tmp: string, quick: boolean, rows: Row[], pick?: Set<numbe
   await float.release();
 }
 
-async function ocrDet(tmp: string, quick: boolean, rows: Row[], pick?: Set<number>): Promise<void> {
+async function ocrDet(tmp: string, quick: boolean, rows: Row[], pick?: Set<number>, nCalib = 3): Promise<void> {
   const pages = await tb.renderPages(quick ? 3 : 6, 640, 7);
   const feeds = pages.map((p) => ({ x: tb.detInput(p) }));
   const calibDir = path.join(tmp, 'det-calib');
   fs.mkdirSync(calibDir);
-  (await tb.renderPages(3, 640, 11)).forEach((p, i) => fs.writeFileSync(path.join(calibDir, `p${i}.npy`), writeNpy(tb.detInput(p))));
+  (await tb.renderPages(nCalib, 640, 11)).forEach((p, i) => fs.writeFileSync(path.join(calibDir, `p${i}.npy`), writeNpy(tb.detInput(p))));
   const float = await ortSession(tb.OCR.det);
   // boxes two ways: the simplified components (tight, the strict test) and PaddleOCR's DB post-process
   const ref: tb.Box[][] = [];
@@ -209,6 +209,9 @@ async function ocrDet(tmp: string, quick: boolean, rows: Row[], pick?: Set<numbe
     ['int8 QDQ static (percentile per channel, bias correction)', ['--qdq', 'int8', '--calib', calibDir, '--calib-method', 'percentile', '--act-granularity', 'channel']],
     ['int8 QDQ static (minmax per channel, bias correction)', ['--qdq', 'int8', '--calib', calibDir, '--act-granularity', 'channel']],
     ['int8 QDQ static (percentile per channel, no bias correction)', ['--qdq', 'int8', '--calib', calibDir, '--calib-method', 'percentile', '--act-granularity', 'channel', '--no-bias-correction']],
+    ['int8 QDQ static (percentile, bias correction), 5 most sensitive with uint16 activations', ['--qdq', 'int8', '--calib', calibDir, '--calib-method', 'percentile', '--act16', '5']],
+    ['int8 QDQ static (percentile, bias correction), 12 most sensitive with uint16 activations', ['--qdq', 'int8', '--calib', calibDir, '--calib-method', 'percentile', '--act16', '12']],
+    ['int8 QDQ static (minmax, bias correction), 5 most sensitive with uint16 activations', ['--qdq', 'int8', '--calib', calibDir, '--act16', '5']],
   ] as [string, string[]][]).entries()) {
     if (pick && !pick.has(vi)) continue;
     const out = path.join(tmp, 'det-q.onnx');
@@ -390,7 +393,8 @@ export async function run(args: string[]): Promise<void> {
     const vitArg = args.find((a) => a.startsWith('--vit='));
     if (only.has('vit')) await ocrRec(tmp, quick, rows, vitArg ? new Set(vitArg.slice(6).split(',').map(Number)) : undefined, true);
     const detArg = args.find((a) => a.startsWith('--det='));
-    if (only.has('det')) await ocrDet(tmp, quick, rows, detArg ? new Set(detArg.slice(6).split(',').map(Number)) : undefined);
+    const detCalib = args.find((a) => a.startsWith('--det-calib='));
+    if (only.has('det')) await ocrDet(tmp, quick, rows, detArg ? new Set(detArg.slice(6).split(',').map(Number)) : undefined, detCalib ? Number(detCalib.slice(12)) : 3);
     const phrases = ['hey jarvis', 'hey jarvis, turn on the lights', 'what is the weather like today', 'hey jarvis what time is it', 'play some music please', 'jarvis', 'hello there, how are you', 'hey travis'];
     const sp = only.has('speech') ? speech(phrases, tmp) : [];
     if (!sp) console.log('espeak-ng is not installed (apt-get install espeak-ng): VAD and wake-word rows skipped');

