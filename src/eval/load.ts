@@ -8,7 +8,7 @@ import { readLlama2c } from '../io/llama2c.js';
 import { openModelFile, sniffFormat, type ModelFile } from '../io/model-file.js';
 import { dequantizePackedInt4, LOWBIT_TOKENIZER_KEY, packedInt4ConfigOf } from '../io/packed-int4.js';
 import { memorySink } from '../io/sink.js';
-import { bytesSource, type ByteSource } from '../io/source.js';
+import { partsSource, type ByteSource } from '../io/source.js';
 import { convertHfFolder } from '../io/hf-families.js';
 import { familyOfHfConfig, LLAMA } from '../model/family.js';
 import { readVocab, vocabFromGgufMetadata } from '../io/vocab.js';
@@ -96,10 +96,11 @@ export async function loadModel(src: ByteSource, opts: LoadModelOptions = {}): P
     const st = await openModelFile(src);
     if (typeof opts.hfConfig === 'object' && opts.hfConfig !== null && familyOfHfConfig(opts.hfConfig as Record<string, unknown>) !== LLAMA) {
       // the other families (float or GPTQ/AWQ packed): the converter's GGUF (io/hf-families.ts), built in
-      // memory (packed layers dequantized to F32), then run as any GGUF
+      // memory (packed layers dequantized to F32), then run as any GGUF. Held once: the sink's parts are
+      // not joined, and each tensor's part is released once it is copied into the kernels' memory
       const sink = memorySink();
       await convertHfFolder(st, opts.hfConfig, sink, { tokenizer: {}, tokenizerOptional: true });
-      return loadModel(bytesSource(sink.bytes(), src.name), { ...opts, hfConfig: undefined });
+      return loadModel(partsSource(sink.take(), src.name, { release: true }), { ...opts, hfConfig: undefined });
     }
     loaded = { model: await llamaFromSafetensors(st, opts.hfConfig, opts), format: 'safetensors' };
     // a checkpoint written by `lowbit quantize --layout gptq|awq` carries the GGUF tokenizer entries

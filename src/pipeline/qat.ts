@@ -29,7 +29,7 @@ import { distillationLoss, Qat, type QatMethod, type ScaledGrid, type WeightCode
 import { kvaluesIq4nl } from '../quant/ggml/iq-grids.js';
 import { DEFAULT_TRAIN, Trainer, type TrainOptions } from '../train/trainer.js';
 import { runPtq } from './calibrate.js';
-import { planQuantization, quantizeModel, readFloats, type QuantizePlan, type QuantizeReport } from './quantize.js';
+import { planQuantization, quantize, readFloats, type QuantizePlan, type QuantizeReport } from './quantize.js';
 
 export interface QatOptions {
   /** a llama.cpp type (GGUF out) or, with container 'safetensors', a scheme of the registry (int4, nvfp4, mxfp4, ...) */
@@ -243,7 +243,12 @@ export async function runQat(m: ModelFile, data: Int32Array, bos: number, opts: 
   return { container, trainer, qat, plan, recipe, floats };
 }
 
-/** After training: the master weights, written through the plan's codecs as a quantized GGUF. */
+/**
+ * After training: the master weights written by the one verb, `quantize()` (the same plan and the same
+ * writer as `lowbit quantize`): an F32 GGUF of the trained weights with the original metadata goes
+ * through `quantize(trained, recipe, sink)`; LSQ's learned scales and levels enter as the per-tensor
+ * rounding (`roundTensor`), as the per-tensor algorithms do.
+ */
 export async function writeQatModel(m: ModelFile, run: QatRun, sink: ByteSink): Promise<QuantizeReport> {
   const model = run.trainer.model;
   // an F32 GGUF of the trained weights with the original metadata, then the ordinary quantizer
@@ -263,12 +268,11 @@ export async function writeQatModel(m: ModelFile, run: QatRun, sink: ByteSink): 
   }
   await w.end();
   const trained = await openModelFile(bytesSource(mem.bytes(), 'qat-f32.gguf'));
-  const plan = planQuantization(trained, run.recipe, run.container);
   // LSQ: the learned scales and the levels, packed as they are (re-quantizing would choose other scales)
   const roundTensor = (p: { name: string }) => {
     const bytes = run.qat.lsqBytes(p.name);
     if (!bytes) return undefined;
     return async () => ({ bytes, q: Float32Array.from(run.qat.quantized.get(p.name)!), label: 'lsq' });
   };
-  return quantizeModel(trained, plan, sink, run.qat.lsq.size ? { roundTensor } : {});
+  return quantize(trained, run.recipe, sink, { output: run.container, ...(run.qat.lsq.size ? { roundTensor } : {}) });
 }
