@@ -9,7 +9,7 @@ import { openModelFile, sniffFormat, type ModelFile } from '../io/model-file.js'
 import { dequantizePackedInt4, LOWBIT_TOKENIZER_KEY, packedInt4ConfigOf } from '../io/packed-int4.js';
 import { memorySink } from '../io/sink.js';
 import { partsSource, type ByteSource } from '../io/source.js';
-import { convertHfFolder } from '../io/hf-families.js';
+import { convertHfFolder, llamaRopeFreqsOfConfig } from '../io/hf-families.js';
 import { familyOfHfConfig, LLAMA } from '../model/family.js';
 import { readVocab, vocabFromGgufMetadata } from '../io/vocab.js';
 import { MatmulEngine } from '../kernels/matmul.js';
@@ -165,6 +165,9 @@ export async function hfLlamaTensors(m: ModelFile, hfConfig: unknown): Promise<S
   if (packedConfig && !groups.length) fail(`${m.name}: config.json says ${packedConfig.method}, but the file has no packed int4 layers (P.qweight + P.scales)`);
   const f32 = ggmlTypeByName('F32')!;
   const tensors: StoredTensor[] = [];
+  // Llama 3's rope_scaling: the factors as the GGUF converter stores them (rope_freqs.weight)
+  const ropeFreqs = llamaRopeFreqsOfConfig(hfConfig as Record<string, unknown>, hp.headDim ?? hp.dim / hp.nHead);
+  if (ropeFreqs) tensors.push({ name: 'rope_freqs.weight', type: f32, dims: [ropeFreqs.length], data: new Uint8Array(ropeFreqs.buffer) });
   const packedParts = new Set<string>();
   const packedPrefixes = new Set(groups.map((g) => g.prefix));
   for (const g of groups) for (const t of [g.qweight, g.scales, g.qzeros, g.gIdx]) if (t) packedParts.add(t.name);
