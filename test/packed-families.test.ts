@@ -185,3 +185,22 @@ test('CLI: quantize --layout gptq of a Qwen 2 GGUF; eval and convert (file or fo
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a non-llama HF checkpoint is streamed into the runtime as it is converted (no GGUF file in memory): the logits of its GGUF, with and without the kernels', async () => {
+  const { SafetensorsWriter } = await import('../src/io/safetensors.js');
+  const { fm } = await familyFile('qwen2');
+  const hf = familyHfFolder(fm, vocabFor('qwen2'));
+  const st = memorySink();
+  const w = new SafetensorsWriter(st, hf.tensors.map((t) => ({ name: t.name, dtype: 'F32', shape: t.shape })), { format: 'pt' });
+  await w.begin();
+  for (const t of hf.tensors) await w.write(t.data);
+  await w.end();
+  const conv = memorySink();
+  await convertHfFolder(await openModelFile(bytesSource(st.bytes(), 'model.safetensors')), hf.config, conv, { tokenizer: {}, tokenizerOptional: true });
+  for (const kernels of [undefined, 'reference'] as const) {
+    const streamed = await loadModel(bytesSource(st.bytes(), 'model.safetensors'), { hfConfig: hf.config, ...(kernels ? { kernels } : {}) });
+    const viaFile = await loadModel(bytesSource(conv.bytes(), 'qwen2.gguf'), kernels ? { kernels } : {});
+    assert.equal(streamed.format, 'gguf');
+    assert.deepEqual(streamed.model.forward(TOKENS, 0, 0), viaFile.model.forward(TOKENS, 0, 0), `kernels ${kernels ?? 'default'}`);
+  }
+});

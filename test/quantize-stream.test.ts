@@ -87,7 +87,6 @@ function slowSink(): MemorySink {
       return inner.length;
     },
     bytes: () => inner.bytes(),
-    take: () => inner.take(),
     async write(b) {
       await new Promise((r) => setTimeout(r, 2));
       inner.write(b);

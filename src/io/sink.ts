@@ -25,12 +25,10 @@ export interface TensorWriter {
 export interface MemorySink extends ByteSink {
   readonly length: number;
   bytes(): Uint8Array;
-  /** the writes as they came (no joined copy), handed over: the sink forgets them (see io/source.ts partsSource) */
-  take(): Uint8Array[];
 }
 
 export function memorySink(): MemorySink {
-  let parts: Uint8Array[] = [];
+  const parts: Uint8Array[] = [];
   let length = 0;
   return {
     get length() {
@@ -42,12 +40,6 @@ export function memorySink(): MemorySink {
     },
     bytes() {
       return concatParts(parts, length);
-    },
-    take() {
-      const out = parts;
-      parts = [];
-      length = 0;
-      return out;
     },
   };
 }

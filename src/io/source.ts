@@ -37,63 +37,6 @@ export function bytesSource(bytes: Uint8Array, name = 'buffer'): ByteSource {
   };
 }
 
-/**
- * Parts of one file (a memory sink's writes, `MemorySink.take()`) as a source, without joining them: a
- * read inside one part is a view of it. With `release`, a part is dropped as soon as one readInto has
- * copied all of it to its destination: for a file read once, tensor by tensor, into other memory (a
- * converted model loaded into the runtime's kernel memory), so it is never held twice. A released
- * range read again is an error, not wrong bytes.
- */
-export function partsSource(parts: readonly Uint8Array[], name = 'buffer', opts: { release?: boolean } = {}): ByteSource {
-  const held: (Uint8Array | undefined)[] = [...parts];
-  const starts = new Float64Array(held.length + 1);
-  for (let i = 0; i < held.length; i++) starts[i + 1] = starts[i] + held[i]!.length;
-  const size = starts[held.length];
-  /** the part holding byte `offset` (the last part starting at or before it) */
-  const partAt = (offset: number): number => {
-    let lo = 0;
-    let hi = held.length - 1;
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >>> 1;
-      if (starts[mid] <= offset) lo = mid;
-      else hi = mid - 1;
-    }
-    return lo;
-  };
-  const part = (i: number): Uint8Array => held[i] ?? fail(`${name}: bytes ${starts[i]}..${starts[i + 1]} were read once and released`);
-  const copy = (offset: number, dest: Uint8Array): void => {
-    let o = 0;
-    for (let i = partAt(offset); o < dest.length; i++) {
-      const p = part(i);
-      const from = offset + o - starts[i];
-      const n = Math.min(p.length - from, dest.length - o);
-      dest.set(p.subarray(from, from + n), o);
-      o += n;
-    }
-  };
-  return {
-    size,
-    name,
-    async read(offset, length) {
-      checkRange(this, offset, length);
-      const i = partAt(offset);
-      if (length === 0) return new Uint8Array(0);
-      if (offset + length <= starts[i + 1]) return part(i).subarray(offset - starts[i], offset - starts[i] + length);
-      const out = new Uint8Array(length);
-      copy(offset, out);
-      return out;
-    },
-    async readInto(offset, dest) {
-      checkRange(this, offset, dest.length);
-      if (dest.length === 0) return;
-      copy(offset, dest);
-      if (!opts.release) return;
-      const end = offset + dest.length;
-      for (let i = partAt(offset); i < held.length && starts[i] < end; i++) if (starts[i] >= offset && starts[i + 1] <= end) held[i] = undefined;
-    },
-  };
-}
-
 /** Reads of at least this many bytes stream through the Blob's BYOB reader (see blobSource). */
 const STREAM_MIN = 1 << 20;
 /** a stream skips forward over at most this many bytes (e.g. a small tensor read apart) before it restarts */
