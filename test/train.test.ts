@@ -442,3 +442,25 @@ test('QAT writes through the one verb: its file is byte for byte what quantize()
     }
   }
 });
+
+test('QAT --init gptq starts from the GPTQ file quantize() writes (the verb with the GPTQ recipe): the GPTQ-rounded tensors hold its values, the others the model\'s', async () => {
+  const { llamaRecipe } = await import('../src/algos/recipe.js');
+  const { quantize } = await import('../src/pipeline/quantize.js');
+  const { m, vocab, tokens: data } = await storiesWithText(8000);
+  const calibText = fs.readFileSync(path.join(DATA, 'tinystories-valid-head.txt'), 'utf8').slice(0, 6000);
+  const run = await runQat(m, data, vocab.bos, { type: 'Q4_0', pure: true, method: 'ste', loss: 'ce', init: 'gptq', calibText, calibTokens: 256, calibCtx: 64, steps: 1, lr: 1e-3, batch: 2, ctx: 16, seed: 2, warmup: 0 });
+  const sink = memorySink();
+  const report = await quantize(m, { ...llamaRecipe('Q4_0', { pure: true }), algorithm: 'gptq', ptq: { calibTokens: 256, calibCtx: 64, seed: 2 } } as never, sink, { output: 'gguf', calibText });
+  const gptq = await openModelFile(bytesSource(sink.bytes(), 'gptq.gguf'));
+  const rounded = Object.keys(report.ptq!.algorithms);
+  assert.equal(report.ptq!.algorithms['blk.0.attn_q.weight'], 'gptq');
+  for (const t of m.tensors) {
+    const mine = Float32Array.from(run.trainer.model.view(t.name));
+    if (rounded.includes(t.name)) {
+      const v = new Float32Array(mine.length);
+      const g = gptq.tensor(t.name);
+      ggmlCodec(g.type)!.dequantize(await gptq.read(g), v.length, v);
+      assert.deepEqual(mine, v, `${t.name}: GPTQ's values`);
+    } else assert.deepEqual(mine, Float32Array.from(await (await import('../src/pipeline/quantize.js')).readFloats(m, t)), `${t.name}: the model's`);
+  }
+});

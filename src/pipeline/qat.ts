@@ -14,7 +14,6 @@ import { llamaRecipe, schemeRecipe, type Recipe } from '../algos/recipe.js';
 import { LLAMA_FTYPES } from '../algos/llama-types.js';
 import { quantizeScheme } from '../quant/registry.js';
 import type { QuantScheme } from '../quant/scheme.js';
-import { ptqOptions } from '../algos/ptq-options.js';
 import { GgufWriter, type GgufValue } from '../io/gguf.js';
 import { openModelFile, plainMetadata, type ModelFile } from '../io/model-file.js';
 import { memorySink, type ByteSink } from '../io/sink.js';
@@ -28,7 +27,6 @@ import { learningRate } from '../train/optim.js';
 import { distillationLoss, Qat, type QatMethod, type ScaledGrid, type WeightCodec } from '../train/qat.js';
 import { kvaluesIq4nl } from '../quant/ggml/iq-grids.js';
 import { DEFAULT_TRAIN, Trainer, type TrainOptions } from '../train/trainer.js';
-import { runPtq } from './calibrate.js';
 import { planQuantization, quantize, readFloats, type QuantizePlan, type QuantizeReport } from './quantize.js';
 
 export interface QatOptions {
@@ -199,14 +197,19 @@ export async function runQat(m: ModelFile, data: Int32Array, bos: number, opts: 
     if (!opts.calibText) fail('--init gptq needs --calib FILE (calibration text)');
     if (container !== 'gguf') fail('--init gptq starts QAT toward GGML types (GGUF output); the schemes start from RTN');
     say('GPTQ initialization');
-    const gplan = planQuantization(m, { ...recipe, algorithm: 'gptq' } as Recipe, 'gguf');
-    const out = await runPtq(m, gplan, { recipe: { ...recipe, algorithm: 'gptq' } as Recipe, options: ptqOptions({ calibTokens: opts.calibTokens ?? 16384, calibCtx: opts.calibCtx ?? opts.ctx, seed: opts.seed }), calibText: opts.calibText, onProgress: say });
-    for (const [name, q] of out.quantized) {
-      const p = gplan.tensors.find((x) => x.name === name)!;
-      const v = new Float32Array(p.ne[0] * p.ne[1]);
-      ggmlCodec(p.ggml!)!.dequantize(q.bytes, v.length, v);
+    // the one verb with the GPTQ recipe: the file `lowbit quantize --algo gptq` writes, in memory; the
+    // tensors GPTQ rounded start from its bytes (the rest from the file's weights, as with --init rtn)
+    const grecipe = { ...recipe, algorithm: 'gptq', ptq: { ...recipe.ptq, calibTokens: opts.calibTokens ?? 16384, calibCtx: opts.calibCtx ?? opts.ctx, seed: opts.seed } } as Recipe;
+    const gsink = memorySink();
+    const report = await quantize(m, grecipe, gsink, { output: 'gguf', calibText: opts.calibText, onProgress: say });
+    const gfile = await openModelFile(bytesSource(gsink.bytes(), 'gptq-init.gguf'));
+    for (const name of Object.keys(report.ptq?.algorithms ?? {})) {
+      const t = gfile.tensor(name);
+      const bytes = await gfile.read(t);
+      const v = new Float32Array(t.nElements);
+      ggmlCodec(t.type)!.dequantize(bytes, v.length, v);
       model.view(name).set(v);
-      initBytes.set(name, q.bytes);
+      initBytes.set(name, bytes);
     }
   }
   if (opts.initFrom) {
