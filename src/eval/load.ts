@@ -219,17 +219,17 @@ const SAFETENSORS_TO_GGML: Readonly<Record<string, string>> = { F32: 'F32', F16:
 /** The runtime's config for HF llama hyper-parameters (RoPE on adjacent pairs: q/k rows are permuted at load). */
 function llamaConfigFromHf(hfConfig: unknown): LlamaConfig {
   const hp = hparamsFromHfConfig(hfConfig);
-  const headDim = hp.headDim ?? hp.dim / hp.nHead;
+  const headDim = hp.headDim ?? hp.dim / hp.nHeads;
   return {
     dim: hp.dim,
     hiddenDim: hp.hiddenDim,
     nLayers: hp.nLayers,
-    nHeads: hp.nHead,
-    nKvHeads: hp.nHeadKv,
+    nHeads: hp.nHeads,
+    nKvHeads: hp.nKvHeads,
     vocabSize: hp.vocabSize,
-    seqLen: hp.contextLength,
+    seqLen: hp.seqLen,
     headDim,
-    normEps: hp.rmsEps,
+    normEps: hp.normEps,
     ropeTheta: hp.ropeTheta ?? 10000,
     ropeDim: headDim,
     ropeStyle: 'normal',
@@ -252,7 +252,7 @@ export async function hfLlamaTensors(m: ModelFile, hfConfig: unknown): Promise<S
   const f32 = ggmlTypeByName('F32')!;
   const tensors: StoredTensor[] = [];
   // Llama 3's rope_scaling: the factors as the GGUF converter stores them (rope_freqs.weight)
-  const ropeFreqs = llamaRopeFreqsOfConfig(hfConfig as Record<string, unknown>, hp.headDim ?? hp.dim / hp.nHead);
+  const ropeFreqs = llamaRopeFreqsOfConfig(hfConfig as Record<string, unknown>, hp.headDim ?? hp.dim / hp.nHeads);
   if (ropeFreqs) tensors.push({ name: 'rope_freqs.weight', type: f32, dims: [ropeFreqs.length], data: new Uint8Array(ropeFreqs.buffer) });
   const packedParts = new Set<string>();
   const packedPrefixes = new Set(groups.map((g) => g.prefix));

@@ -202,7 +202,7 @@ export async function writePacked(m: ModelFile, plan: QuantizePlan, sink: ByteSi
   const f = familyNamed(info.family);
   // Llama 3's RoPE factors: config.json's rope_scaling (rope type llama3), as Hugging Face reads them (checked before any byte is written)
   const freqs = m.tensors.find((t) => t.name === 'rope_freqs.weight');
-  const headDim = hparams.headDim ?? hparams.dim / hparams.nHead;
+  const headDim = hparams.headDim ?? hparams.dim / hparams.nHeads;
   const ropeScaling = freqs ? llama3RopeScaling(await readFloats(m, freqs), headDim, hparams.ropeTheta ?? 10000, `${m.name}: rope_freqs.weight`) : undefined;
   const specs = plan.tensors.flatMap((p) => {
     const shape = [...p.ne].reverse();
