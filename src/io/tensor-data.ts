@@ -7,7 +7,7 @@ import { decodeFloat } from '../formats/float.js';
 import { fp8_e4m3fn, fp8_e5m2 } from '../formats/registry.js';
 import { bf16ToF32, bf16ToF32Row, f16ToF32Row, f32ToBf16Row, f32ToF16Row } from '../formats/half.js';
 import { ggmlCodec } from '../quant/ggml/registry.js';
-import { ggmlTypeByName, type GgmlTypeInfo } from '../quant/ggml/types.js';
+import { ggmlTypeByName, isGgmlFloat, type GgmlTypeInfo } from '../quant/ggml/types.js';
 
 /** An element kind: a GGML type name ('F32', 'Q4_0', ...) or a safetensors dtype ('F8_E4M3', 'BOOL', ...). */
 export type ElementKind = string;
@@ -119,7 +119,7 @@ export const FLOAT_KIND_BYTES = Object.freeze({ F32: 4, F16: 2, BF16: 2 });
 
 /** fast paths F16->F32 etc. are not needed: toFloat32 + fromFloat32 handle every pair. */
 export function isFloatKind(kind: string): kind is 'F32' | 'F16' | 'BF16' {
-  return kind === 'F32' || kind === 'F16' || kind === 'BF16';
+  return isGgmlFloat(kind) && ggmlTypeByName(kind)!.name === kind; // the type-traits table's float rows, names as written
 }
 
 export function ggmlInfo(name: string): GgmlTypeInfo {

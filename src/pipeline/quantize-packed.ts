@@ -36,7 +36,7 @@ import {
 } from '../io/packed-int4.js';
 import { SafetensorsWriter } from '../io/safetensors.js';
 import type { ByteSink } from '../io/sink.js';
-import { fromFloat32, toFloat32 } from '../io/tensor-data.js';
+import { fromFloat32, isFloatKind, toFloat32 } from '../io/tensor-data.js';
 import { ggmlCodec } from '../quant/ggml/registry.js';
 import { ggmlTypeByName } from '../quant/ggml/types.js';
 import { genericConfigOf } from '../quant/schemes/generic.js';
@@ -210,7 +210,7 @@ export async function writePacked(m: ModelFile, plan: QuantizePlan, sink: ByteSi
       const G = genericConfigOf(p.scheme)!.groupSize!;
       return hfModules(f, p).flatMap(({ prefix }) => packedInt4Shapes(layout, p.ne[1], p.ne[0], G).map((s) => ({ name: `${prefix}.${s.suffix}`, dtype: s.dtype, shape: [...s.shape] })));
     }
-    const dtype = p.to === 'F32' || p.to === 'F16' || p.to === 'BF16' ? p.to : fail(`${p.name}: type ${p.to} cannot be stored in a ${layout} checkpoint`);
+    const dtype: string = isFloatKind(p.to) ? p.to : fail(`${p.name}: type ${p.to} cannot be stored in a ${layout} checkpoint`);
     const mods = hfModules(f, p);
     if (mods.length > 1 || expertsOf(p) > 1) return mods.map(({ prefix }) => ({ name: `${prefix}.weight`, dtype, shape: shape.slice(1) }));
     return [{ name: ggufToHfName(p.name, f), dtype, shape }];
