@@ -54,7 +54,7 @@ export async function syntheticLlama(root: string, shape: SynthShape = LLAMA_100
     ['general.architecture', gguf.str('llama')],
     ['general.name', gguf.str(`lowbit synthetic llama ${dim}x${hiddenDim}x${nLayers}`)],
     ['general.file_type', gguf.u32(0)],
-    ...ggufLlamaMetadata({ vocabSize: vocab, dim, hiddenDim, nLayers, nHead: nHeads, nHeadKv: nHeads, contextLength: 2048, rmsEps: 1e-5, ropeTheta: 10000 }),
+    ...ggufLlamaMetadata({ vocabSize: vocab, dim, hiddenDim, nLayers, nHeads, nKvHeads: nHeads, seqLen: 2048, normEps: 1e-5, ropeTheta: 10000 }),
     ['llama.vocab_size', gguf.u32(vocab)],
     ...tokenizerFromVocab(v),
   ];

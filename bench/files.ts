@@ -27,7 +27,7 @@ async function makeSynthetic(file: string, gb: number): Promise<void> {
   const vocab = 32000;
   const perLayer = (4 * dim * dim + 3 * dim * hidden + 2 * dim) * 4;
   const nLayers = Math.max(1, Math.round((gb * 1e9 - 2 * vocab * dim * 4) / perLayer));
-  const hp: LlamaHparams = { vocabSize: vocab, dim, hiddenDim: hidden, nLayers, nHead: 16, nHeadKv: 16, contextLength: 2048, rmsEps: 1e-5 };
+  const hp: LlamaHparams = { vocabSize: vocab, dim, hiddenDim: hidden, nLayers, nHeads: 16, nKvHeads: 16, seqLen: 2048, normEps: 1e-5 };
   const f32 = ggmlTypeByName('F32')!;
   const specs = [
     { name: 'token_embd.weight', ne: [dim, vocab], type: f32 },

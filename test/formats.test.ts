@@ -4,7 +4,7 @@ import { allocCodes, decodeRef, encodeRef, fakeQuantRef, type CastOptions } from
 import type { Format } from '../src/formats/descriptor.js';
 import { decodeFloat, isCanonicalFloatCode } from '../src/formats/float.js';
 import { formats, parseFormat } from '../src/formats/registry.js';
-import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../src/formats/half.js';
+import { bf16ToF32, bf16ToF32Row, f16BitsTable, f16ToF32, f16ToF32Row, f32ToBf16, f32ToBf16Row, f32ToF16, f32ToF16Row } from '../src/formats/half.js';
 import { LowbitError } from '../src/errors.js';
 
 const fmt = (n: string) => parseFormat(n);
@@ -287,4 +287,45 @@ test('scale: x / scale rounded to f32, decoded value times scale', () => {
     assert.equal(y[i], Math.fround(inner * s));
   }
   assert.equal(y[3], Math.fround(448 * s));
+});
+
+test('half.ts rows (the one fp16/bf16 place): bit-identical to the scalar conversions, NaN sign and payload kept from the bits', () => {
+  // every exponent, random mantissas, and the edges: zeros, subnormals, halfway ties, overflow, inf, NaNs of both signs
+  const n = 1 << 16;
+  const u = new Uint32Array(n);
+  let s = 12345;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1103515245) + 12345) >>> 0;
+    u[i] = i < 256 ? [0, 0x80000000, 0x7f800000, 0xff800000, 0x7fc00000, 0xffc00001, 0x7f800001, 0x477fefff, 0x477ff000, 0x33000000, 0x33000001, 0x387fc000, 0x38800000, 0xb87fe000, 0x3f808000, 0x3f818000][i % 16] : ((s & 0x807fffff) | (((i >>> 8) & 0xff) << 23)) >>> 0;
+  }
+  const x = new Float32Array(u.buffer);
+  const h = new Uint16Array(n);
+  const b = new Uint16Array(n);
+  f32ToF16Row(x, h);
+  f32ToBf16Row(x, b);
+  for (let i = 0; i < n; i++) {
+    const nan = (u[i] & 0x7fffffff) > 0x7f800000;
+    if (nan) {
+      assert.equal(h[i], ((u[i] >>> 16) & 0x8000) | 0x7e00, `fp16 NaN sign of 0x${u[i].toString(16)}`);
+      assert.equal(b[i], ((u[i] >>> 16) | 64) & 0xffff, `bf16 NaN of 0x${u[i].toString(16)}`);
+      continue;
+    }
+    assert.equal(h[i], f32ToF16(x[i]), `fp16 of 0x${u[i].toString(16)}`);
+    assert.equal(b[i], f32ToBf16(x[i]), `bf16 of 0x${u[i].toString(16)}`);
+  }
+  // back: every fp16 / bf16 code
+  const all = Uint16Array.from({ length: 65536 }, (_, i) => i);
+  const y = new Float32Array(65536);
+  const yb = new Uint32Array(y.buffer);
+  f16ToF32Row(all, y);
+  for (let c = 0; c < 65536; c++) {
+    if (((c >>> 10) & 31) === 31 && c & 0x3ff) {
+      assert.equal(yb[c], (((c & 0x8000) << 16) | 0x7fc00000 | ((c & 0x3ff) << 13)) >>> 0, `fp16 NaN 0x${c.toString(16)} keeps its payload, quieted`);
+      continue;
+    }
+    assert.ok(Object.is(y[c], f16ToF32(c)), `fp16 0x${c.toString(16)}`);
+    assert.equal(yb[c], f16BitsTable[c]);
+  }
+  bf16ToF32Row(all, y);
+  for (let c = 0; c < 65536; c++) assert.equal(yb[c], (c << 16) >>> 0, `bf16 0x${c.toString(16)}`);
 });

@@ -18,7 +18,7 @@ test('a Hugging Face safetensors checkpoint (q/k rows in HF order) runs like the
   const src = await openModelFile(bytesSource(data('stories260K.bin'), 'stories260K.bin'), { llama2c: openLlama2c });
   const parts: Uint8Array[] = [];
   await convertModel(src, { write: (b) => void parts.push(b.slice()) }, { to: 'safetensors' });
-  const hfConfig = hfConfigFromHparams({ vocabSize: 512, dim: 64, hiddenDim: 172, nLayers: 5, nHead: 8, nHeadKv: 4, contextLength: 512, rmsEps: 1e-5 });
+  const hfConfig = hfConfigFromHparams({ vocabSize: 512, dim: 64, hiddenDim: 172, nLayers: 5, nHeads: 8, nKvHeads: 4, seqLen: 512, normEps: 1e-5 });
   const bytes = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   parts.reduce((o, p) => (bytes.set(p, o), o + p.length), 0);
   const st = await openModelFile(bytesSource(bytes, 'model.safetensors'));

@@ -18,7 +18,7 @@ import { familyHfFolder, familyModel, familyVocab, type Family } from '../script
 import { defineRecipe } from '../src/algos/recipe.js';
 import { plainValue, readGguf, readGgufTensor, writeGguf } from '../src/io/gguf.js';
 import { loadModel } from '../src/eval/load.js';
-import { convertHfFolder, hfGgufMetadata } from '../src/io/hf-families.js';
+import { convertHfFolder, hfGgufMetadata, llama3RopeFreqs, llama3RopeScaling } from '../src/io/hf-families.js';
 import { openModelFile } from '../src/io/model-file.js';
 import { memorySink } from '../src/io/sink.js';
 import { bytesSource } from '../src/io/source.js';
@@ -35,7 +35,7 @@ const recipeOf = (asym: boolean) =>
     lowbitRecipe: 1,
     name: `int4_g16${asym ? '_asym' : ''}`,
     rules: [
-      { match: '(norm\\.weight|\\.bias|ffn_gate_inp\\.weight)$', keep: 'f32' },
+      { match: '(norm\\.weight|\\.bias|ffn_gate_inp\\.weight|^rope_freqs\\.weight)$', keep: 'f32' },
       { match: '^(token_embd|output)\\.weight$', keep: 'f16' },
       { match: '\\.weight$', scheme: 'int4', groupSize: 16, asym },
     ],
@@ -45,7 +45,7 @@ const recipe = recipeOf(true);
 const CLI = new URL('../../bin/lowbit.js', import.meta.url).pathname;
 const lowbit = (args: string[]) => spawnSync(process.execPath, ['--experimental-wasm-relaxed-simd', CLI, ...args], { encoding: 'utf8', maxBuffer: 64 << 20 });
 const TOKENS = [1, 5, 9, 17, 33, 65, 2, 3];
-const FAMILIES: readonly Family[] = ['mistral', 'mixtral', 'qwen2', 'qwen3', 'qwen3moe', 'phi3', 'gemma2', 'gemma3'];
+const FAMILIES: readonly Family[] = ['llama3', 'mistral', 'mixtral', 'qwen2', 'qwen3', 'qwen3moe', 'phi3', 'gemma2', 'gemma3'];
 
 async function familyFile(f: Family) {
   const fm = familyModel(f, vocabFor(f), 5);
@@ -130,9 +130,34 @@ for (const f of FAMILIES)
     }
   });
 
-test('llama 3 with rope_freqs.weight: the packed writer refuses with the reason (its rope_scaling is not written)', async () => {
+test('llama 3: rope_freqs.weight becomes config.json rope_scaling (rope type llama3), not a tensor; the inverse of the converter\'s curve; a curve llama3 cannot express is refused', async () => {
   const { model } = await familyFile('llama3');
-  await assert.rejects(quantize(model, recipe, memorySink(), { layout: 'gptq' }), /rope_freqs\.weight.*not written by the gptq writer/);
+  const sink = memorySink();
+  const report = await quantize(model, recipe, sink, { layout: 'gptq' });
+  // Llama 3.1's values, as scripts/family-models.ts gave the converter
+  assert.deepEqual(report.hfConfig!.rope_scaling, { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 });
+  assert.equal(report.hfConfig!.rope_theta, 500000);
+  const packed = await openModelFile(bytesSource(sink.bytes(), 'model.safetensors'));
+  assert.ok(!packed.tensors.some((t) => /rope/.test(t.name)), 'no RoPE tensor in the HF checkpoint');
+  // the inverse on other curves: Llama 3.2's factor 32, and thresholds that are not Llama 3.1's (fitted)
+  const hd = 128;
+  for (const rs of [
+    { rope_type: 'llama3', factor: 32, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 },
+    { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 3, original_max_position_embeddings: 4096 },
+    { rope_type: 'llama3', factor: 16, low_freq_factor: 2, high_freq_factor: 6, original_max_position_embeddings: 10000 },
+  ]) {
+    const freqs = llama3RopeFreqs(hd, { ...rs, rope_theta: 500000 });
+    const back = llama3RopeScaling(freqs, hd, 500000)!;
+    const again = llama3RopeFreqs(hd, { ...back, rope_theta: 500000 });
+    assert.ok(again.every((v, i) => Math.abs(v - freqs[i]) <= 1e-6 * freqs[i]), `${JSON.stringify(rs)} -> ${JSON.stringify(back)}`);
+    if (rs.low_freq_factor === 1) assert.deepEqual(back, rs, 'low_freq_factor 1: the same numbers');
+  }
+  assert.equal(llama3RopeScaling(new Float32Array(hd / 2).fill(1), hd, 500000), undefined, 'all factors 1: no rope_scaling');
+  // factors that fall and rise again are no llama3 curve: one clear line, before any byte is written
+  const bad = llama3RopeFreqs(hd, { factor: 8, rope_theta: 500000 });
+  bad[3] = 5;
+  assert.throws(() => llama3RopeScaling(bad, hd, 500000), /not a llama3 rope_scaling curve/);
+  // (the HF llama loader reading rope_scaling back: the llama3 round trip of the test above, its logits)
 });
 
 test('CLI: quantize --layout gptq of a Qwen 2 GGUF; eval and convert (file or folder) read the checkpoint', async () => {
@@ -158,5 +183,24 @@ test('CLI: quantize --layout gptq of a Qwen 2 GGUF; eval and convert (file or fo
     assert.ok(readFileSync(join(dir, 'a.gguf')).equals(readFileSync(join(dir, 'b.gguf'))), 'the file converts as its folder');
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a non-llama HF checkpoint is streamed into the runtime as it is converted (no GGUF file in memory): the logits of its GGUF, with and without the kernels', async () => {
+  const { SafetensorsWriter } = await import('../src/io/safetensors.js');
+  const { fm } = await familyFile('qwen2');
+  const hf = familyHfFolder(fm, vocabFor('qwen2'));
+  const st = memorySink();
+  const w = new SafetensorsWriter(st, hf.tensors.map((t) => ({ name: t.name, dtype: 'F32', shape: t.shape })), { format: 'pt' });
+  await w.begin();
+  for (const t of hf.tensors) await w.write(t.data);
+  await w.end();
+  const conv = memorySink();
+  await convertHfFolder(await openModelFile(bytesSource(st.bytes(), 'model.safetensors')), hf.config, conv, { tokenizer: {}, tokenizerOptional: true });
+  for (const kernels of [undefined, 'reference'] as const) {
+    const streamed = await loadModel(bytesSource(st.bytes(), 'model.safetensors'), { hfConfig: hf.config, ...(kernels ? { kernels } : {}) });
+    const viaFile = await loadModel(bytesSource(conv.bytes(), 'qwen2.gguf'), kernels ? { kernels } : {});
+    assert.equal(streamed.format, 'gguf');
+    assert.deepEqual(streamed.model.forward(TOKENS, 0, 0), viaFile.model.forward(TOKENS, 0, 0), `kernels ${kernels ?? 'default'}`);
   }
 });

@@ -341,7 +341,7 @@ test('synthetic llama with 128-wide layers: int4 --group 128 --asym (uint4_g128_
   const { gguf: g, writeGguf } = await import('../src/io/gguf.js');
   const { ggufLlamaMetadata } = await import('../src/io/hf-llama.js');
   const { ggmlTypeByName } = await import('../src/quant/ggml/types.js');
-  const hp = { vocabSize: 64, dim: 128, hiddenDim: 256, nLayers: 2, nHead: 4, nHeadKv: 2, contextLength: 64, rmsEps: 1e-5 };
+  const hp = { vocabSize: 64, dim: 128, hiddenDim: 256, nLayers: 2, nHeads: 4, nKvHeads: 2, seqLen: 64, normEps: 1e-5 };
   const f32 = ggmlTypeByName('F32')!;
   const rand = rng(5);
   const t = (name: string, ne: number[], norm = false) => ({

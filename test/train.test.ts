@@ -400,3 +400,67 @@ for (const [type, group] of [['int4', 32], ['nvfp4', undefined], ['mxfp4', undef
     assert.notDeepEqual(Float32Array.from(model.view(name)), Float32Array.from(run.qat.quantized.get(name)!));
   });
 }
+
+test('QAT writes through the one verb: its file is byte for byte what quantize() (and the writer before it) writes for the trained weights; LSQ enters as the per-tensor rounding', async () => {
+  const { GgufWriter } = await import('../src/io/gguf.js');
+  const { ggmlTypeByName } = await import('../src/quant/ggml/types.js');
+  const { llamaRecipe } = await import('../src/algos/recipe.js');
+  const { quantize, quantizeModel, planQuantization } = await import('../src/pipeline/quantize.js');
+  const { m, vocab, tokens: data } = await storiesWithText(8000);
+  for (const method of ['ste', 'lsq'] as const) {
+    const run = await runQat(m, data, vocab.bos, { type: 'Q4_0', pure: true, method, loss: 'ce', init: 'rtn', steps: 2, lr: 1e-3, batch: 2, ctx: 16, seed: 3, warmup: 0 });
+    while (run.trainer.step < 2) run.trainer.trainStep();
+    const sink = memorySink();
+    await writeQatModel(m, run, sink);
+    // the trained weights as an F32 GGUF with the model's metadata (no file type), written here independently
+    const f32 = ggmlTypeByName('F32')!;
+    const mem = memorySink();
+    const w = new GgufWriter(mem, [...m.gguf!.metadata].filter(([k]) => k !== 'general.file_type'), m.tensors.map((t) => ({ name: t.name, ne: [...t.ne!], type: f32 })));
+    await w.begin();
+    for (const t of m.tensors) await w.write(new Uint8Array(run.floats.get(t.name)!.buffer.slice(0)));
+    await w.end();
+    const trained = await openModelFile(bytesSource(mem.bytes(), 'trained.gguf'));
+    const recipe = llamaRecipe('Q4_0', { pure: true });
+    const roundTensor = method === 'lsq' ? (p: { name: string }) => (run.qat.lsqBytes(p.name) ? async () => ({ bytes: run.qat.lsqBytes(p.name)!, q: Float32Array.from(run.qat.quantized.get(p.name)!), label: 'lsq' }) : undefined) : undefined;
+    const viaVerb = memorySink();
+    await quantize(trained, recipe, viaVerb, roundTensor ? { roundTensor } : {});
+    assert.deepEqual(sink.bytes(), viaVerb.bytes(), `${method}: QAT's file = quantize()'s`);
+    // and = the writer QAT called by hand before (planQuantization + quantizeModel): the same bytes as before the change
+    const byHand = memorySink();
+    await quantizeModel(trained, planQuantization(trained, recipe, 'gguf'), byHand, roundTensor ? { roundTensor } : {});
+    assert.deepEqual(viaVerb.bytes(), byHand.bytes(), `${method}: quantize() = the writer by hand`);
+    if (method === 'ste') {
+      // plain QAT is RTN of the trained weights: without the learned rounding the verb gives the same file
+      const plain = memorySink();
+      await quantize(trained, recipe, plain);
+      assert.deepEqual(plain.bytes(), sink.bytes());
+    } else {
+      // LSQ's learned scales are not what RTN picks: the rounding really comes from QAT
+      const plain = memorySink();
+      await quantize(trained, recipe, plain);
+      assert.notDeepEqual(plain.bytes(), sink.bytes());
+    }
+  }
+});
+
+test('QAT --init gptq starts from the GPTQ file quantize() writes (the verb with the GPTQ recipe): the GPTQ-rounded tensors hold its values, the others the model\'s', async () => {
+  const { llamaRecipe } = await import('../src/algos/recipe.js');
+  const { quantize } = await import('../src/pipeline/quantize.js');
+  const { m, vocab, tokens: data } = await storiesWithText(8000);
+  const calibText = fs.readFileSync(path.join(DATA, 'tinystories-valid-head.txt'), 'utf8').slice(0, 6000);
+  const run = await runQat(m, data, vocab.bos, { type: 'Q4_0', pure: true, method: 'ste', loss: 'ce', init: 'gptq', calibText, calibTokens: 256, calibCtx: 64, steps: 1, lr: 1e-3, batch: 2, ctx: 16, seed: 2, warmup: 0 });
+  const sink = memorySink();
+  const report = await quantize(m, { ...llamaRecipe('Q4_0', { pure: true }), algorithm: 'gptq', ptq: { calibTokens: 256, calibCtx: 64, seed: 2 } } as never, sink, { output: 'gguf', calibText });
+  const gptq = await openModelFile(bytesSource(sink.bytes(), 'gptq.gguf'));
+  const rounded = Object.keys(report.ptq!.algorithms);
+  assert.equal(report.ptq!.algorithms['blk.0.attn_q.weight'], 'gptq');
+  for (const t of m.tensors) {
+    const mine = Float32Array.from(run.trainer.model.view(t.name));
+    if (rounded.includes(t.name)) {
+      const v = new Float32Array(mine.length);
+      const g = gptq.tensor(t.name);
+      ggmlCodec(g.type)!.dequantize(await gptq.read(g), v.length, v);
+      assert.deepEqual(mine, v, `${t.name}: GPTQ's values`);
+    } else assert.deepEqual(mine, Float32Array.from(await (await import('../src/pipeline/quantize.js')).readFloats(m, t)), `${t.name}: the model's`);
+  }
+});

@@ -2,14 +2,14 @@
  * Open a model file for the runtime: a llama2.c checkpoint or a GGUF file, plus its tokenizer (GGUF metadata, or a separate tokenizer.bin / tokenizer.model).
  */
 import { fail } from '../errors.js';
-import { isGguf, plainValue, readGguf, readGgufTensor } from '../io/gguf.js';
+import { isGguf, plainValue, readGguf, readGgufTensor, type GgufFile } from '../io/gguf.js';
 import { hfToGgufName, hparamsFromHfConfig, ropePermuteHeads, toGgufRows } from '../io/hf-llama.js';
 import { readLlama2c } from '../io/llama2c.js';
 import { openModelFile, sniffFormat, type ModelFile } from '../io/model-file.js';
 import { dequantizePackedInt4, LOWBIT_TOKENIZER_KEY, packedInt4ConfigOf } from '../io/packed-int4.js';
-import { memorySink } from '../io/sink.js';
-import { bytesSource, type ByteSource } from '../io/source.js';
-import { convertHfFolder } from '../io/hf-families.js';
+import type { ByteSink } from '../io/sink.js';
+import type { ByteSource } from '../io/source.js';
+import { convertHfFolder, llamaRopeFreqsOfConfig } from '../io/hf-families.js';
 import { familyOfHfConfig, LLAMA } from '../model/family.js';
 import { readVocab, vocabFromGgufMetadata } from '../io/vocab.js';
 import { MatmulEngine } from '../kernels/matmul.js';
@@ -47,6 +47,91 @@ async function readGgufModel(src: ByteSource, engine: MatmulEngine | null): Prom
   return { metadata, tensors };
 }
 
+/**
+ * A sink for a GGUF stream (a converter's output: the whole header in the first write, then the tensor
+ * data in file order) that puts each tensor's bytes straight into its final home (the kernel engine's
+ * memory when there is one), so a model converted on the fly is held once, never as a whole file too.
+ */
+class GgufTensorSink implements ByteSink {
+  private g?: GgufFile;
+  private pos = 0;
+  private next = 0;
+  private readonly tensors = new Map<string, StoredTensor>();
+  /** the tensors by their place in the file */
+  private order: GgufFile['tensors'] = [];
+
+  constructor(
+    private readonly name: string,
+    private readonly engine: MatmulEngine | null,
+  ) {}
+
+  async write(bytes: Uint8Array): Promise<void> {
+    if (!this.g) {
+      // the header: parsed as a file that goes on past it (its tensors' data is what comes next)
+      const header = bytes.slice();
+      const src: ByteSource = {
+        size: Number.MAX_SAFE_INTEGER,
+        name: this.name,
+        async read(offset, length) {
+          const out = new Uint8Array(length);
+          if (offset < header.length) out.set(header.subarray(offset, Math.min(header.length, offset + length)));
+          return out;
+        },
+      };
+      this.g = await readGguf(src);
+      // a header cut short would have been read on as zeros: its data section would start far past it
+      if (this.g.tensors.length && this.g.dataOffset >= header.length + this.g.alignment) fail(`internal: ${this.name}: the GGUF stream's first write is not its whole header`);
+      this.order = [...this.g.tensors].sort((a, b) => a.fileOffset - b.fileOffset);
+      this.pos = 0; // the header's bytes are skipped below as bytes before the first tensor
+    }
+    let o = 0;
+    while (o < bytes.length) {
+      const at = this.pos + o;
+      const t = this.order[this.next];
+      if (!t) return; // trailing padding
+      if (t.byteLength === 0) {
+        this.home(t);
+        this.next++;
+        continue;
+      }
+      if (at < t.fileOffset) {
+        o += Math.min(bytes.length - o, t.fileOffset - at); // padding before the tensor
+        continue;
+      }
+      const home = this.tensors.get(t.name)?.data ?? this.home(t);
+      const n = Math.min(bytes.length - o, t.fileOffset + t.byteLength - at);
+      home.set(bytes.subarray(o, o + n), at - t.fileOffset);
+      o += n;
+      if (at + n === t.fileOffset + t.byteLength) this.next++;
+    }
+    this.pos += bytes.length;
+  }
+
+  /** where a tensor's bytes go: kernel memory when the engine has room, else an array of its own */
+  private home(t: GgufFile['tensors'][number]): Uint8Array {
+    const data = this.engine?.allocBytes(t.byteLength) ?? new Uint8Array(t.byteLength);
+    this.tensors.set(t.name, { name: t.name, type: t.type, dims: t.ne, data });
+    return data;
+  }
+
+  /** the metadata (plain values) and the tensors, once every tensor's bytes have come */
+  result(): { metadata: Map<string, unknown>; tensors: StoredTensor[] } {
+    const g = this.g ?? fail(`internal: ${this.name}: the GGUF stream wrote nothing`);
+    while (this.order[this.next]?.byteLength === 0) this.home(this.order[this.next++]);
+    if (this.next !== g.tensors.length) fail(`internal: ${this.name}: the GGUF stream ended after ${this.next} of ${g.tensors.length} tensors`);
+    const metadata = new Map<string, unknown>();
+    for (const [k, v] of g.metadata) metadata.set(k, plainValue(v));
+    return { metadata, tensors: g.tensors.map((t) => this.tensors.get(t.name)!) };
+  }
+}
+
+/** The runtime's model (and the GGUF vocabulary, when present) of GGUF metadata and tensors. */
+function ggufModel(g: { metadata: Map<string, unknown>; tensors: StoredTensor[] }, opts: LlamaOptions, name: string): { model: Llama; vocab?: Vocab } {
+  const config = llamaConfigFromGguf(g.metadata, g.tensors);
+  const model = new Llama(config, g.tensors, runOptions(config, opts, name));
+  return { model, vocab: g.metadata.get('tokenizer.ggml.tokens') !== undefined ? vocabFromGgufMetadata(g.metadata) : undefined };
+}
+
 /** The most KV cache lowbit allocates (keys and values of every layer, f32): 4 GiB. */
 export const MAX_KV_BYTES = 4 * 2 ** 30;
 
@@ -80,11 +165,9 @@ export async function loadModel(src: ByteSource, opts: LoadModelOptions = {}): P
   let vocab: Vocab | undefined;
   let loaded: Omit<LoadedModel, 'tokenizer'>;
   if (await isGguf(src)) {
-    const g = await readGgufModel(src, opts.kernels === 'reference' || opts.dequantize ? null : MatmulEngine.get());
-    const config = llamaConfigFromGguf(g.metadata, g.tensors);
-    const model = new Llama(config, g.tensors, runOptions(config, opts, src.name));
-    if (g.metadata.get('tokenizer.ggml.tokens') !== undefined) vocab = vocabFromGgufMetadata(g.metadata);
-    loaded = { model, format: 'gguf' };
+    const g = ggufModel(await readGgufModel(src, opts.kernels === 'reference' || opts.dequantize ? null : MatmulEngine.get()), opts, src.name);
+    vocab = g.vocab;
+    loaded = { model: g.model, format: 'gguf' };
   } else if ((await sniffFormat(src)) !== 'llama2c' && (await isLowbitSafetensors(src))) {
     const g = await readLowbitSafetensors(src);
     const config = llamaConfigFromGguf(g.metadata, g.tensors);
@@ -95,16 +178,20 @@ export async function loadModel(src: ByteSource, opts: LoadModelOptions = {}): P
     if (opts.hfConfig === undefined) fail(`${src.name}: a safetensors checkpoint needs its config.json`);
     const st = await openModelFile(src);
     if (typeof opts.hfConfig === 'object' && opts.hfConfig !== null && familyOfHfConfig(opts.hfConfig as Record<string, unknown>) !== LLAMA) {
-      // the other families (float or GPTQ/AWQ packed): the converter's GGUF (io/hf-families.ts), built in
-      // memory (packed layers dequantized to F32), then run as any GGUF
-      const sink = memorySink();
+      // the other families (float or GPTQ/AWQ packed): the converter's GGUF (io/hf-families.ts; packed
+      // layers dequantized to F32), streamed tensor by tensor into the runtime's memory and run as any
+      // GGUF: the model is held once (no GGUF file in memory beside it)
+      const sink = new GgufTensorSink(src.name, opts.kernels === 'reference' || opts.dequantize ? null : MatmulEngine.get());
       await convertHfFolder(st, opts.hfConfig, sink, { tokenizer: {}, tokenizerOptional: true });
-      return loadModel(bytesSource(sink.bytes(), src.name), { ...opts, hfConfig: undefined });
+      const g = ggufModel(sink.result(), opts, src.name);
+      loaded = { model: g.model, format: 'gguf' };
+      vocab = g.vocab;
+    } else {
+      loaded = { model: await llamaFromSafetensors(st, opts.hfConfig, opts), format: 'safetensors' };
+      // a checkpoint written by `lowbit quantize --layout gptq|awq` carries the GGUF tokenizer entries
+      const tok = st.metadata.get(LOWBIT_TOKENIZER_KEY);
+      if (typeof tok === 'string') vocab = vocabFromGgufMetadata(parseJsonMetadata(tok, `${src.name}: ${LOWBIT_TOKENIZER_KEY}`));
     }
-    loaded = { model: await llamaFromSafetensors(st, opts.hfConfig, opts), format: 'safetensors' };
-    // a checkpoint written by `lowbit quantize --layout gptq|awq` carries the GGUF tokenizer entries
-    const tok = st.metadata.get(LOWBIT_TOKENIZER_KEY);
-    if (typeof tok === 'string') vocab = vocabFromGgufMetadata(parseJsonMetadata(tok, `${src.name}: ${LOWBIT_TOKENIZER_KEY}`));
   } else {
     const m = await readLlama2c(src);
     loaded = { model: new Llama(m.config, m.tensors, runOptions(m.config, opts, src.name)), format: 'llama2c' };
@@ -132,17 +219,17 @@ const SAFETENSORS_TO_GGML: Readonly<Record<string, string>> = { F32: 'F32', F16:
 /** The runtime's config for HF llama hyper-parameters (RoPE on adjacent pairs: q/k rows are permuted at load). */
 function llamaConfigFromHf(hfConfig: unknown): LlamaConfig {
   const hp = hparamsFromHfConfig(hfConfig);
-  const headDim = hp.headDim ?? hp.dim / hp.nHead;
+  const headDim = hp.headDim ?? hp.dim / hp.nHeads;
   return {
     dim: hp.dim,
     hiddenDim: hp.hiddenDim,
     nLayers: hp.nLayers,
-    nHeads: hp.nHead,
-    nKvHeads: hp.nHeadKv,
+    nHeads: hp.nHeads,
+    nKvHeads: hp.nKvHeads,
     vocabSize: hp.vocabSize,
-    seqLen: hp.contextLength,
+    seqLen: hp.seqLen,
     headDim,
-    normEps: hp.rmsEps,
+    normEps: hp.normEps,
     ropeTheta: hp.ropeTheta ?? 10000,
     ropeDim: headDim,
     ropeStyle: 'normal',
@@ -164,6 +251,9 @@ export async function hfLlamaTensors(m: ModelFile, hfConfig: unknown): Promise<S
   if (packedConfig && !groups.length) fail(`${m.name}: config.json says ${packedConfig.method}, but the file has no packed int4 layers (P.qweight + P.scales)`);
   const f32 = ggmlTypeByName('F32')!;
   const tensors: StoredTensor[] = [];
+  // Llama 3's rope_scaling: the factors as the GGUF converter stores them (rope_freqs.weight)
+  const ropeFreqs = llamaRopeFreqsOfConfig(hfConfig as Record<string, unknown>, hp.headDim ?? hp.dim / hp.nHeads);
+  if (ropeFreqs) tensors.push({ name: 'rope_freqs.weight', type: f32, dims: [ropeFreqs.length], data: new Uint8Array(ropeFreqs.buffer) });
   const packedParts = new Set<string>();
   const packedPrefixes = new Set(groups.map((g) => g.prefix));
   for (const g of groups) for (const t of [g.qweight, g.scales, g.qzeros, g.gIdx]) if (t) packedParts.add(t.name);

@@ -378,10 +378,10 @@ export function llama2cHparams(m: ModelFile): LlamaHparams {
     dim: g('dim'),
     hiddenDim: g('hidden_dim'),
     nLayers: g('n_layers'),
-    nHead: g('n_heads'),
-    nHeadKv: g('n_kv_heads'),
-    contextLength: 2048, // what convert-llama2c-to-ggml writes (its n_ctx default), not the checkpoint's seq_len
-    rmsEps: Math.fround(1e-5),
+    nHeads: g('n_heads'),
+    nKvHeads: g('n_kv_heads'),
+    seqLen: 2048, // what convert-llama2c-to-ggml writes (its n_ctx default), not the checkpoint's seq_len
+    normEps: Math.fround(1e-5),
   };
 }
 

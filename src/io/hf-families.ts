@@ -90,6 +90,78 @@ export function llama3RopeFreqs(headDim: number, rp: Record<string, unknown>): F
   return out;
 }
 
+/**
+ * The config.json rope_scaling of rope type llama3 whose factors (llama3RopeFreqs) are `freqs` (a GGUF's
+ * rope_freqs.weight): the inverse of the converter, for writing Hugging Face checkpoints of Llama 3.
+ * The curve fixes the factor (its largest value) and the two wavelength thresholds
+ * original_max_position_embeddings / high_freq_factor and / low_freq_factor, not the three numbers
+ * apart (scaling all three by k gives the same factors): low_freq_factor is taken as 1 (every Llama 3.x
+ * config), Llama 3.1's values (8192, 1, 4) are tried first, then the thresholds fitted to the factors
+ * between 1 and the factor. Every factor of the result is checked against `freqs` (relative 1e-6).
+ * All factors 1: no rope_scaling (undefined). Fails, naming the problem, when no llama3 curve fits.
+ */
+export function llama3RopeScaling(freqs: Float32Array, headDim: number, ropeTheta: number, what = 'rope_freqs.weight'): Record<string, unknown> | undefined {
+  if (freqs.length !== headDim / 2) fail(`${what}: ${freqs.length} factors, expected head size / 2 = ${headDim / 2}`);
+  for (let i = 0; i < freqs.length; i++) if (!(Number.isFinite(freqs[i]) && freqs[i] >= 1)) fail(`${what}: factor ${i} is ${freqs[i]}; Llama 3's RoPE factors are finite and >= 1`);
+  if (freqs.every((f) => f === 1)) return undefined;
+  const factor = Math.max(...freqs);
+  const fits = (rs: Record<string, unknown>) => {
+    const got = llama3RopeFreqs(headDim, { ...rs, rope_theta: ropeTheta });
+    return got.every((g, i) => Math.abs(g - freqs[i]) <= 1e-6 * freqs[i]);
+  };
+  const scaling = (orig: number, high: number) => ({ rope_type: 'llama3', factor: short(factor), low_freq_factor: 1, high_freq_factor: high, original_max_position_embeddings: orig });
+  for (const orig of [8192, 4096, 2048, 16384, 32768, 65536, 131072]) {
+    const rs = scaling(orig, 4);
+    if (fits(rs)) return rs;
+  }
+  // the factors strictly between 1 and the factor: smooth_i = (1/f_i - 1/factor) / (1 - 1/factor) is
+  // (orig / wavelen_i - 1) / (high - 1) = a / wavelen_i + b: fitted by least squares over those points
+  const xs: number[] = [];
+  const ss: number[] = [];
+  for (let i = 0; i < freqs.length; i++) {
+    const f = freqs[i];
+    if (f > 1 && f < factor) {
+      const freq = 1 / Math.pow(ropeTheta, Math.fround((2 * i) / headDim));
+      xs.push(freq / (2 * Math.PI));
+      ss.push((1 / f - 1 / factor) / (1 - 1 / factor));
+    }
+  }
+  if (xs.length >= 2) {
+    const n = xs.length;
+    const mx = xs.reduce((a, b) => a + b, 0) / n;
+    const ms = ss.reduce((a, b) => a + b, 0) / n;
+    const a = xs.reduce((acc, x, i) => acc + (x - mx) * (ss[i] - ms), 0) / xs.reduce((acc, x) => acc + (x - mx) ** 2, 0);
+    const b = ms - a * mx;
+    if (b < 0 && a > 0) {
+      const high = 1 - 1 / b;
+      const orig = -a / b;
+      for (const rs of [scaling(Math.round(orig), Number(high.toPrecision(6))), scaling(orig, high)]) if (fits(rs)) return rs;
+    }
+  }
+  fail(`${what}: its factors are not a llama3 rope_scaling curve (1 for short wavelengths, factor ${factor} for long ones, smooth between) for any original_max_position_embeddings and high_freq_factor with low_freq_factor 1: config.json cannot express them`);
+}
+
+/** a float32 value as the shortest decimal that reads back to it (8, not 8.000000000001) */
+function short(v: number): number {
+  for (let p = 1; p < 17; p++) {
+    const d = Number(v.toPrecision(p));
+    if (Math.fround(d) === Math.fround(v)) return d;
+  }
+  return v;
+}
+
+/**
+ * The rope_freqs.weight factors a llama config.json's rope_scaling asks for (rope type llama3), undefined
+ * without rope_scaling; a rope type the llama runtime has no form for fails (convert to GGUF instead).
+ */
+export function llamaRopeFreqsOfConfig(config: Record<string, unknown>, headDim: number): Float32Array | undefined {
+  const rp = ropeParams(config);
+  const type = typeof rp.rope_type === 'string' ? rp.rope_type.toLowerCase() : undefined;
+  if (type === undefined || type === 'default') return undefined;
+  if (type === 'llama3') return llama3RopeFreqs(headDim, rp);
+  fail(`config.json: rope_scaling of rope type '${type}' is not read by the llama safetensors loader (llama3 is); convert the folder to GGUF first (lowbit convert)`);
+}
+
 /** GGUF metadata for an HF config.json, as convert_hf_to_gguf writes it for the family. */
 export function hfGgufMetadata(config: unknown, nLayersCheck?: number): { arch: string; metadata: [string, GgufValue][] } {
   if (typeof config !== 'object' || config === null) fail('config.json is not a JSON object');

@@ -8,7 +8,7 @@
  */
 import { fail } from '../errors.js';
 import { gguf, metaNumber, type GgufValue } from './gguf.js';
-import { ggufNameOf, hfNameOf, LLAMA, type ModelFamily } from '../model/family.js';
+import { ggufNameOf, hfNameOf, LLAMA, type ModelConfig, type ModelFamily } from '../model/family.js';
 
 /** HF tensor name -> GGUF name (undefined for tensors GGUF drops, e.g. rotary_emb.inv_freq; fails on unknown). */
 export function hfToGgufName(name: string, family: ModelFamily = LLAMA): string | undefined {
@@ -25,8 +25,8 @@ export function ggufToHfName(name: string, family: ModelFamily = LLAMA): string 
 export function ropePermuteHeads(ggufName: string, hp: LlamaHparams, family: ModelFamily = LLAMA): number | undefined {
   const m = /^blk\.\d+\.(.+)\.(weight|bias)$/.exec(ggufName);
   const spec = m ? family.linears.find((s) => s.gguf === m[1]) : undefined;
-  if (spec?.ropePermuted === 'heads') return hp.nHead;
-  if (spec?.ropePermuted === 'kvHeads') return hp.nHeadKv;
+  if (spec?.ropePermuted === 'heads') return hp.nHeads;
+  if (spec?.ropePermuted === 'kvHeads') return hp.nKvHeads;
   return undefined;
 }
 
@@ -60,18 +60,8 @@ export function toHfRows(src: Uint8Array, rows: number, rowBytes: number, nHead:
   return permuteRows(src, rows, rowBytes, nHead, false);
 }
 
-export interface LlamaHparams {
-  readonly vocabSize: number;
-  readonly dim: number;
-  readonly hiddenDim: number;
-  readonly nLayers: number;
-  readonly nHead: number;
-  readonly nHeadKv: number;
-  readonly contextLength: number;
-  readonly rmsEps: number;
-  readonly ropeTheta?: number;
-  readonly headDim?: number;
-}
+/** The hyper-parameters a llama checkpoint's config.json / GGUF header / llama2.c header give: the model family's one config type's fields (model/family.ts ModelConfig), head size and RoPE base optional. */
+export type LlamaHparams = Readonly<Pick<ModelConfig, 'vocabSize' | 'dim' | 'hiddenDim' | 'nLayers' | 'nHeads' | 'nKvHeads' | 'seqLen' | 'normEps'> & Partial<Pick<ModelConfig, 'ropeTheta' | 'headDim'>>>;
 
 function num(c: Record<string, unknown>, k: string, dflt?: number): number {
   const v = c[k] ?? dflt;
@@ -107,10 +97,10 @@ export function hparamsFromHfConfig(config: unknown): LlamaHparams {
     dim,
     hiddenDim: size('intermediate_size', undefined, 1 << 22),
     nLayers: size('num_hidden_layers', undefined, 1 << 12),
-    nHead,
-    nHeadKv,
-    contextLength: size('max_position_embeddings', 2048, 1 << 26),
-    rmsEps,
+    nHeads: nHead,
+    nKvHeads: nHeadKv,
+    seqLen: size('max_position_embeddings', 2048, 1 << 26),
+    normEps: rmsEps,
     ropeTheta,
     headDim,
   };
@@ -125,10 +115,10 @@ export function hfConfigFromHparams(hp: LlamaHparams, dtype = 'float32'): Record
     hidden_size: hp.dim,
     intermediate_size: hp.hiddenDim,
     num_hidden_layers: hp.nLayers,
-    num_attention_heads: hp.nHead,
-    num_key_value_heads: hp.nHeadKv,
-    max_position_embeddings: hp.contextLength,
-    rms_norm_eps: hp.rmsEps,
+    num_attention_heads: hp.nHeads,
+    num_key_value_heads: hp.nKvHeads,
+    max_position_embeddings: hp.seqLen,
+    rms_norm_eps: hp.normEps,
     rope_theta: hp.ropeTheta ?? 10000,
     hidden_act: 'silu',
     tie_word_embeddings: false,
@@ -139,14 +129,14 @@ export function hfConfigFromHparams(hp: LlamaHparams, dtype = 'float32'): Record
 /** GGUF llama.* metadata for these hyper-parameters (the keys llama.cpp's converters write). */
 export function ggufLlamaMetadata(hp: LlamaHparams): [string, GgufValue][] {
   const m: [string, GgufValue][] = [
-    ['llama.context_length', gguf.u32(hp.contextLength)],
+    ['llama.context_length', gguf.u32(hp.seqLen)],
     ['llama.embedding_length', gguf.u32(hp.dim)],
     ['llama.feed_forward_length', gguf.u32(hp.hiddenDim)],
-    ['llama.attention.head_count', gguf.u32(hp.nHead)],
-    ['llama.attention.head_count_kv', gguf.u32(hp.nHeadKv)],
+    ['llama.attention.head_count', gguf.u32(hp.nHeads)],
+    ['llama.attention.head_count_kv', gguf.u32(hp.nKvHeads)],
     ['llama.block_count', gguf.u32(hp.nLayers)],
-    ['llama.rope.dimension_count', gguf.u32(hp.headDim ?? hp.dim / hp.nHead)],
-    ['llama.attention.layer_norm_rms_epsilon', gguf.f32(hp.rmsEps)],
+    ['llama.rope.dimension_count', gguf.u32(hp.headDim ?? hp.dim / hp.nHeads)],
+    ['llama.attention.layer_norm_rms_epsilon', gguf.f32(hp.normEps)],
   ];
   if (hp.ropeTheta !== undefined) m.push(['llama.rope.freq_base', gguf.f32(hp.ropeTheta)]);
   return m;
@@ -170,10 +160,10 @@ export function hparamsFromGguf(meta: Map<string, GgufValue>, vocabFallback = 0)
     dim,
     hiddenDim: need('feed_forward_length'),
     nLayers: need('block_count'),
-    nHead,
-    nHeadKv: metaNumber(meta, `${a}.attention.head_count_kv`) ?? nHead,
-    contextLength: metaNumber(meta, `${a}.context_length`) ?? 2048,
-    rmsEps: metaNumber(meta, `${a}.attention.layer_norm_rms_epsilon`) ?? 1e-5,
+    nHeads: nHead,
+    nKvHeads: metaNumber(meta, `${a}.attention.head_count_kv`) ?? nHead,
+    seqLen: metaNumber(meta, `${a}.context_length`) ?? 2048,
+    normEps: metaNumber(meta, `${a}.attention.layer_norm_rms_epsilon`) ?? 1e-5,
     ropeTheta: metaNumber(meta, `${a}.rope.freq_base`),
     headDim: rot !== undefined && rot !== dim / nHead ? rot : undefined,
   };

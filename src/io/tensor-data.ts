@@ -5,9 +5,9 @@
 import { fail } from '../errors.js';
 import { decodeFloat } from '../formats/float.js';
 import { fp8_e4m3fn, fp8_e5m2 } from '../formats/registry.js';
-import { bf16ToF32, f16Table, f32ToBf16, f32ToF16 } from '../formats/half.js';
+import { bf16ToF32, bf16ToF32Row, f16ToF32Row, f32ToBf16Row, f32ToF16Row } from '../formats/half.js';
 import { ggmlCodec } from '../quant/ggml/registry.js';
-import { ggmlTypeByName, type GgmlTypeInfo } from '../quant/ggml/types.js';
+import { ggmlTypeByName, isGgmlFloat, type GgmlTypeInfo } from '../quant/ggml/types.js';
 
 /** An element kind: a GGML type name ('F32', 'Q4_0', ...) or a safetensors dtype ('F8_E4M3', 'BOOL', ...). */
 export type ElementKind = string;
@@ -42,17 +42,12 @@ export function toFloat32(kind: ElementKind, bytes: Uint8Array, out?: Float32Arr
       case 'F32':
         o.set(view(bytes, 4, Float32Array));
         break;
-      case 'F16': {
-        const h = view(bytes, 2, Uint16Array);
-        for (let i = 0; i < n; i++) o[i] = f16Table[h[i]];
+      case 'F16':
+        f16ToF32Row(view(bytes, 2, Uint16Array), o);
         break;
-      }
-      case 'BF16': {
-        const h = view(bytes, 2, Uint16Array);
-        const u = new Uint32Array(o.buffer, o.byteOffset, n);
-        for (let i = 0; i < n; i++) u[i] = h[i] << 16;
+      case 'BF16':
+        bf16ToF32Row(view(bytes, 2, Uint16Array), o);
         break;
-      }
       case 'F64':
         o.set(view(bytes, 8, Float64Array));
         break;
@@ -105,7 +100,7 @@ export function toFloat32(kind: ElementKind, bytes: Uint8Array, out?: Float32Arr
   return o;
 }
 
-/** Encode float32 to F32/F16/BF16 bytes (round to nearest even). */
+/** Encode float32 to F32/F16/BF16 bytes (round to nearest even; formats/half.ts's rows). */
 export function fromFloat32(kind: 'F32' | 'F16' | 'BF16', x: Float32Array, out?: Uint8Array): Uint8Array {
   const size = kind === 'F32' ? 4 : 2;
   const o = out ?? new Uint8Array(x.length * size);
@@ -114,36 +109,9 @@ export function fromFloat32(kind: 'F32' | 'F16' | 'BF16', x: Float32Array, out?:
     return o;
   }
   const h = new Uint16Array(o.buffer, o.byteOffset, x.length);
-  const u = new Uint32Array(x.buffer, x.byteOffset, x.length);
-  if (kind === 'F16') f32BitsToF16(u, x, h);
-  else f32BitsToBf16(u, x, h);
+  if (kind === 'F16') f32ToF16Row(x, h);
+  else f32ToBf16Row(x, h);
   return o;
-}
-
-/**
- * Bulk float32 -> fp16 (bit-identical to half.ts f32ToF16, tested): the normal-range case is inlined
- * on the bits (f32 exponent 113..142 <=> half exponent 1..30); everything else takes the scalar path.
- */
-export function f32BitsToF16(u: Uint32Array, x: Float32Array, h: Uint16Array): void {
-  const n = u.length;
-  for (let i = 0; i < n; i++) {
-    const b = u[i];
-    if ((((b >>> 23) & 0xff) - 113) >>> 0 <= 29) {
-      // rebias the exponent (127 -> 15), then round the 13 dropped bits to nearest even without a
-      // branch: + 0xfff + lsb carries exactly when the rest is > half, or = half with an odd lsb;
-      // a carry out of the mantissa bumps the exponent (up to inf), as it should
-      const m = (b & 0x7fffffff) - (112 << 23);
-      h[i] = ((b >>> 16) & 0x8000) | ((m + 0xfff + ((m >>> 13) & 1)) >>> 13);
-    } else h[i] = f32ToF16(x[i]);
-  }
-}
-
-/** Bulk float32 -> bf16, round to nearest even (as half.ts f32ToBf16). */
-export function f32BitsToBf16(u: Uint32Array, x: Float32Array, h: Uint16Array): void {
-  for (let i = 0; i < u.length; i++) {
-    const b = u[i];
-    h[i] = (b & 0x7fffffff) > 0x7f800000 ? f32ToBf16(x[i]) : (b + 0x7fff + ((b >>> 16) & 1)) >>> 16;
-  }
 }
 
 /** Bytes per element of the float target kinds */
@@ -151,7 +119,7 @@ export const FLOAT_KIND_BYTES = Object.freeze({ F32: 4, F16: 2, BF16: 2 });
 
 /** fast paths F16->F32 etc. are not needed: toFloat32 + fromFloat32 handle every pair. */
 export function isFloatKind(kind: string): kind is 'F32' | 'F16' | 'BF16' {
-  return kind === 'F32' || kind === 'F16' || kind === 'BF16';
+  return isGgmlFloat(kind) && ggmlTypeByName(kind)!.name === kind; // the type-traits table's float rows, names as written
 }
 
 export function ggmlInfo(name: string): GgmlTypeInfo {

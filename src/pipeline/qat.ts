@@ -14,7 +14,6 @@ import { llamaRecipe, schemeRecipe, type Recipe } from '../algos/recipe.js';
 import { LLAMA_FTYPES } from '../algos/llama-types.js';
 import { quantizeScheme } from '../quant/registry.js';
 import type { QuantScheme } from '../quant/scheme.js';
-import { ptqOptions } from '../algos/ptq-options.js';
 import { GgufWriter, type GgufValue } from '../io/gguf.js';
 import { openModelFile, plainMetadata, type ModelFile } from '../io/model-file.js';
 import { memorySink, type ByteSink } from '../io/sink.js';
@@ -28,8 +27,7 @@ import { learningRate } from '../train/optim.js';
 import { distillationLoss, Qat, type QatMethod, type ScaledGrid, type WeightCodec } from '../train/qat.js';
 import { kvaluesIq4nl } from '../quant/ggml/iq-grids.js';
 import { DEFAULT_TRAIN, Trainer, type TrainOptions } from '../train/trainer.js';
-import { runPtq } from './calibrate.js';
-import { planQuantization, quantizeModel, readFloats, type QuantizePlan, type QuantizeReport } from './quantize.js';
+import { planQuantization, quantize, readFloats, type QuantizePlan, type QuantizeReport } from './quantize.js';
 
 export interface QatOptions {
   /** a llama.cpp type (GGUF out) or, with container 'safetensors', a scheme of the registry (int4, nvfp4, mxfp4, ...) */
@@ -199,14 +197,19 @@ export async function runQat(m: ModelFile, data: Int32Array, bos: number, opts: 
     if (!opts.calibText) fail('--init gptq needs --calib FILE (calibration text)');
     if (container !== 'gguf') fail('--init gptq starts QAT toward GGML types (GGUF output); the schemes start from RTN');
     say('GPTQ initialization');
-    const gplan = planQuantization(m, { ...recipe, algorithm: 'gptq' } as Recipe, 'gguf');
-    const out = await runPtq(m, gplan, { recipe: { ...recipe, algorithm: 'gptq' } as Recipe, options: ptqOptions({ calibTokens: opts.calibTokens ?? 16384, calibCtx: opts.calibCtx ?? opts.ctx, seed: opts.seed }), calibText: opts.calibText, onProgress: say });
-    for (const [name, q] of out.quantized) {
-      const p = gplan.tensors.find((x) => x.name === name)!;
-      const v = new Float32Array(p.ne[0] * p.ne[1]);
-      ggmlCodec(p.ggml!)!.dequantize(q.bytes, v.length, v);
+    // the one verb with the GPTQ recipe: the file `lowbit quantize --algo gptq` writes, in memory; the
+    // tensors GPTQ rounded start from its bytes (the rest from the file's weights, as with --init rtn)
+    const grecipe = { ...recipe, algorithm: 'gptq', ptq: { ...recipe.ptq, calibTokens: opts.calibTokens ?? 16384, calibCtx: opts.calibCtx ?? opts.ctx, seed: opts.seed } } as Recipe;
+    const gsink = memorySink();
+    const report = await quantize(m, grecipe, gsink, { output: 'gguf', calibText: opts.calibText, onProgress: say });
+    const gfile = await openModelFile(bytesSource(gsink.bytes(), 'gptq-init.gguf'));
+    for (const name of Object.keys(report.ptq?.algorithms ?? {})) {
+      const t = gfile.tensor(name);
+      const bytes = await gfile.read(t);
+      const v = new Float32Array(t.nElements);
+      ggmlCodec(t.type)!.dequantize(bytes, v.length, v);
       model.view(name).set(v);
-      initBytes.set(name, q.bytes);
+      initBytes.set(name, bytes);
     }
   }
   if (opts.initFrom) {
@@ -243,7 +246,12 @@ export async function runQat(m: ModelFile, data: Int32Array, bos: number, opts: 
   return { container, trainer, qat, plan, recipe, floats };
 }
 
-/** After training: the master weights, written through the plan's codecs as a quantized GGUF. */
+/**
+ * After training: the master weights written by the one verb, `quantize()` (the same plan and the same
+ * writer as `lowbit quantize`): an F32 GGUF of the trained weights with the original metadata goes
+ * through `quantize(trained, recipe, sink)`; LSQ's learned scales and levels enter as the per-tensor
+ * rounding (`roundTensor`), as the per-tensor algorithms do.
+ */
 export async function writeQatModel(m: ModelFile, run: QatRun, sink: ByteSink): Promise<QuantizeReport> {
   const model = run.trainer.model;
   // an F32 GGUF of the trained weights with the original metadata, then the ordinary quantizer
@@ -263,12 +271,11 @@ export async function writeQatModel(m: ModelFile, run: QatRun, sink: ByteSink): 
   }
   await w.end();
   const trained = await openModelFile(bytesSource(mem.bytes(), 'qat-f32.gguf'));
-  const plan = planQuantization(trained, run.recipe, run.container);
   // LSQ: the learned scales and the levels, packed as they are (re-quantizing would choose other scales)
   const roundTensor = (p: { name: string }) => {
     const bytes = run.qat.lsqBytes(p.name);
     if (!bytes) return undefined;
     return async () => ({ bytes, q: Float32Array.from(run.qat.quantized.get(p.name)!), label: 'lsq' });
   };
-  return quantizeModel(trained, plan, sink, run.qat.lsq.size ? { roundTensor } : {});
+  return quantize(trained, run.recipe, sink, { output: run.container, ...(run.qat.lsq.size ? { roundTensor } : {}) });
 }

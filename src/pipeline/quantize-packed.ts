@@ -17,7 +17,7 @@ import { fail } from '../errors.js';
 import { sqnrDb } from '../eval/metrics.js';
 import { llama2cHparams } from '../io/convert.js';
 import { plainValue } from '../io/gguf.js';
-import { hfConfigFromGguf } from '../io/hf-families.js';
+import { hfConfigFromGguf, llama3RopeScaling } from '../io/hf-families.js';
 import { FAMILIES, familyOf, hfNameOf, LLAMA, roleOfTensor, type ModelFamily } from '../model/family.js';
 import { ggufToHfName, hfConfigFromHparams, hparamsFromGguf, ropePermuteHeads, toHfRows, type LlamaHparams } from '../io/hf-llama.js';
 import type { ModelFile, ModelTensor } from '../io/model-file.js';
@@ -36,7 +36,7 @@ import {
 } from '../io/packed-int4.js';
 import { SafetensorsWriter } from '../io/safetensors.js';
 import type { ByteSink } from '../io/sink.js';
-import { fromFloat32, toFloat32 } from '../io/tensor-data.js';
+import { fromFloat32, isFloatKind, toFloat32 } from '../io/tensor-data.js';
 import { ggmlCodec } from '../quant/ggml/registry.js';
 import { ggmlTypeByName } from '../quant/ggml/types.js';
 import { genericConfigOf } from '../quant/schemes/generic.js';
@@ -82,7 +82,6 @@ export function planPackedLayout(m: ModelFile, plan: QuantizePlan, o: PackedLayo
     if (t.name === 'rope_freqs.weight') continue; // Llama 3's RoPE factors: config.json rope_scaling, not a tensor
     if (hfNameOf(family, t.name) === undefined) fail(`${m.name}: tensor '${t.name}' has no Hugging Face ${family.name} name; the ${layout} layout writes HF checkpoints`);
   }
-  if (m.tensors.some((t) => t.name === 'rope_freqs.weight')) fail(`${m.name}: Llama 3 RoPE factors (rope_freqs.weight): its config.json rope_scaling is not written by the ${layout} writer yet`);
   const hparams = hparamsOf(m);
   let groupSize: number | undefined;
   let symmetric: boolean | undefined;
@@ -94,6 +93,7 @@ export function planPackedLayout(m: ModelFile, plan: QuantizePlan, o: PackedLayo
     fail(`${p.name} [${p.ne[1]}, ${p.ne[0]}] cannot be stored in the ${layout} layout: ${problem}; keep such layers in F16 with --keep-unpackable (or a recipe rule)`);
   };
   for (const p of plan.tensors) {
+    if (p.name === 'rope_freqs.weight') continue; // written as config.json rope_scaling (writePacked)
     if (!p.scheme) {
       // the native plan keeps rows that do not fit the group in F16; the packed layouts say so
       if (p.fallbackFrom && isLinear(family, p.name)) {
@@ -153,7 +153,7 @@ const hfModules = (f: ModelFamily, p: TensorPlan): { prefix: string; expert: num
  * The config.json object: the family's hyper-parameters and quantization_config. Linear layers left in
  * float are named (GPTQ: modules_in_block_to_quantize lists the packed ones; AWQ: modules_to_not_convert).
  */
-export function packedHfConfig(plan: QuantizePlan): Record<string, unknown> {
+export function packedHfConfig(plan: QuantizePlan, ropeScaling?: Record<string, unknown>): Record<string, unknown> {
   const info = plan.packed;
   if (!info) fail('packedHfConfig: not a GPTQ/AWQ plan');
   const f = familyNamed(info.family);
@@ -176,6 +176,7 @@ export function packedHfConfig(plan: QuantizePlan): Record<string, unknown> {
   }
   return {
     ...(info.config ?? hfConfigFromHparams(info.hparams, 'float16')),
+    ...(ropeScaling ? { rope_scaling: ropeScaling } : {}),
     tie_word_embeddings: info.tieEmbeddings,
     quantization_config: hfQuantizationConfig(info.layout, info.groupSize, info.symmetric, notConverted, quantized),
   };
@@ -199,13 +200,17 @@ export async function writePacked(m: ModelFile, plan: QuantizePlan, sink: ByteSi
   if (!info) fail('writePacked: not a GPTQ/AWQ plan');
   const { layout, hparams } = info;
   const f = familyNamed(info.family);
+  // Llama 3's RoPE factors: config.json's rope_scaling (rope type llama3), as Hugging Face reads them (checked before any byte is written)
+  const freqs = m.tensors.find((t) => t.name === 'rope_freqs.weight');
+  const headDim = hparams.headDim ?? hparams.dim / hparams.nHeads;
+  const ropeScaling = freqs ? llama3RopeScaling(await readFloats(m, freqs), headDim, hparams.ropeTheta ?? 10000, `${m.name}: rope_freqs.weight`) : undefined;
   const specs = plan.tensors.flatMap((p) => {
     const shape = [...p.ne].reverse();
     if (p.scheme) {
       const G = genericConfigOf(p.scheme)!.groupSize!;
       return hfModules(f, p).flatMap(({ prefix }) => packedInt4Shapes(layout, p.ne[1], p.ne[0], G).map((s) => ({ name: `${prefix}.${s.suffix}`, dtype: s.dtype, shape: [...s.shape] })));
     }
-    const dtype = p.to === 'F32' || p.to === 'F16' || p.to === 'BF16' ? p.to : fail(`${p.name}: type ${p.to} cannot be stored in a ${layout} checkpoint`);
+    const dtype: string = isFloatKind(p.to) ? p.to : fail(`${p.name}: type ${p.to} cannot be stored in a ${layout} checkpoint`);
     const mods = hfModules(f, p);
     if (mods.length > 1 || expertsOf(p) > 1) return mods.map(({ prefix }) => ({ name: `${prefix}.weight`, dtype, shape: shape.slice(1) }));
     return [{ name: ggufToHfName(p.name, f), dtype, shape }];
@@ -248,5 +253,5 @@ export async function writePacked(m: ModelFile, plan: QuantizePlan, sink: ByteSi
     }
   }
   await w.end();
-  return { hfConfig: packedHfConfig(plan) };
+  return { hfConfig: packedHfConfig(plan, ropeScaling) };
 }

@@ -28,7 +28,7 @@ import { gguf, ggufFileSize, GgufWriter, plainValue, type GgufValue } from '../i
 import type { ModelFile, ModelTensor } from '../io/model-file.js';
 import { SafetensorsWriter } from '../io/safetensors.js';
 import type { ByteSink } from '../io/sink.js';
-import { fromFloat32, toFloat32 } from '../io/tensor-data.js';
+import { fromFloat32, isFloatKind, toFloat32 } from '../io/tensor-data.js';
 import { sqnrDb } from '../eval/metrics.js';
 import { installWasmQuantizers, quantizeRowsMeasured } from '../kernels/ggml-quant.js';
 import { rowErrorSums } from '../quant/ggml/row-error.js';
@@ -167,7 +167,7 @@ class SlabReader {
  */
 async function quantizeSlab(x: Float32Array, rowLength: number, nRows: number, type: GgmlTypeInfo, importance: Float32Array | undefined, workers: RowQuantizer | undefined, what: string, firstRow: number, rowErr: Float64Array, out: Uint8Array): Promise<Uint8Array> {
   const n = nRows * rowLength;
-  if (type.name === 'F32' || type.name === 'F16' || type.name === 'BF16') {
+  if (isFloatKind(type.name)) {
     const bytes = fromFloat32(type.name, x.subarray(0, n), out.subarray(0, (n * type.typeSize) / type.blockSize));
     rowErrorSums(x, toFloat32(type.name, bytes), nRows, rowLength, rowErr);
     return bytes;
@@ -313,7 +313,7 @@ async function writeLowbitSafetensors(m: ModelFile, plan: QuantizePlan, sink: By
     const shape = [...p.ne].reverse();
     const extra = extrasOf(p).map((x) => ({ name: p.name + x.suffix, dtype: x.dtype, shape: [...x.shape] }));
     if (p.scheme) return [{ name: p.name, dtype: 'U8', shape: [p.scheme.packedBytes(rows(p.ne), p.ne[0])] }, ...extra];
-    return [{ name: p.name, dtype: p.to === 'F32' || p.to === 'F16' || p.to === 'BF16' ? p.to : fail(`${p.name}: type ${p.to} cannot be stored in safetensors unquantized`), shape }, ...extra];
+    return [{ name: p.name, dtype: isFloatKind(p.to) ? p.to : fail(`${p.name}: type ${p.to} cannot be stored in safetensors unquantized`), shape }, ...extra];
   });
   // new tensors of the transforms (OS+ biases), after the model's own
   const added = [...(opts.ptq?.added ?? [])];

@@ -51,7 +51,7 @@ function hparams(m: ModelFile, file: string): LlamaHparams | undefined {
     if (m.gguf) return hparamsFromGguf(m.gguf.metadata);
     if (m.format === 'llama2c') {
       const g = (k: string) => m.metadata.get(k) as number;
-      return { vocabSize: g('vocab_size'), dim: g('dim'), hiddenDim: g('hidden_dim'), nLayers: g('n_layers'), nHead: g('n_heads'), nHeadKv: g('n_kv_heads'), contextLength: g('seq_len'), rmsEps: 1e-5 };
+      return { vocabSize: g('vocab_size'), dim: g('dim'), hiddenDim: g('hidden_dim'), nLayers: g('n_layers'), nHeads: g('n_heads'), nKvHeads: g('n_kv_heads'), seqLen: g('seq_len'), normEps: 1e-5 };
     }
     const c = readSiblingConfig(file);
     return c ? hparamsFromHfConfig(c) : undefined;

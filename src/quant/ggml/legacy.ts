@@ -14,7 +14,7 @@
  * quantize* = quantize_X / ggml_quantize_chunk: the ref path when no importance is given, the weighted
  * (imatrix) path for Q4_0/Q4_1/Q5_0/Q5_1 when it is. Q8_0 ignores importance, as llama.cpp does.
  */
-import { f32ToF16 } from '../../formats/half.js';
+import { bf16ToF32Row, f16ToF32Row, f32ToBf16Row, f32ToF16Row, u16View } from '../../formats/half.js';
 import type { GgmlCodec } from './types.js';
 import { ggmlTypeByName } from './types.js';
 import {
@@ -34,22 +34,6 @@ const Q8_0 = type('Q8_0');
 const Q8_1 = type('Q8_1');
 
 // ---------------------------------------------------------------- F32 / F16 / BF16
-
-/** f16 bits -> f32 bits, exact including NaN payloads (ggml_compute_fp16_to_fp32). */
-const F16_TO_F32_BITS = /* @__PURE__ */ (() => {
-  const t = new Uint32Array(65536);
-  const f = new Float32Array(t.buffer);
-  for (let h = 0; h < 65536; h++) {
-    const sign = (h & 0x8000) << 16;
-    const e = (h >>> 10) & 0x1f;
-    const m = h & 0x3ff;
-    // ggml scales by 2^-112 on the NaN path, which quiets a signaling NaN (sets bit 22)
-    if (e === 31) t[h] = sign | 0x7f800000 | (m ? 0x400000 | (m << 13) : 0);
-    else if (e === 0) { f[h] = m * 2 ** -24; t[h] |= sign; }
-    else t[h] = sign | ((e - 15 + 127) << 23) | (m << 13);
-  }
-  return t;
-})();
 
 function u32View(a: Float32Array): Uint32Array {
   return new Uint32Array(a.buffer, a.byteOffset, a.length);
@@ -71,42 +55,36 @@ function dequantizeF32(src: Uint8Array, n: number, out: Float32Array): void {
   for (let i = 0, o = 0; i < n; i++, o += 4) bits[i] = (src[o] | (src[o + 1] << 8) | (src[o + 2] << 16) | (src[o + 3] << 24)) >>> 0;
 }
 
-/** ggml_fp32_to_fp16_row */
+/** a row of 16-bit values written by `fill` into out (straight into it when aligned) */
+function write16(out: Uint8Array, n: number, fill: (h: Uint16Array) => void): void {
+  if (out.byteOffset % 2 === 0) return fill(new Uint16Array(out.buffer, out.byteOffset, n));
+  const h = new Uint16Array(n);
+  fill(h);
+  out.set(new Uint8Array(h.buffer), 0);
+}
+
+/** ggml_fp32_to_fp16_row (formats/half.ts) */
 function quantizeF16(src: Float32Array, nRows: number, rowLength: number, out: Uint8Array): void {
   checkQuantizeArgs(F16, src, nRows, rowLength, out, undefined, true);
   const n = nRows * rowLength;
-  const bits = u32View(src);
-  for (let i = 0, o = 0; i < n; i++, o += 2) {
-    const u = bits[i];
-    // NaN -> sign | 0x7e00 read from the bits (a JS number may not keep a NaN's sign)
-    const h = (u & 0x7fffffff) > 0x7f800000 ? ((u >>> 16) & 0x8000) | 0x7e00 : f32ToF16(src[i]);
-    out[o] = h & 0xff; out[o + 1] = h >>> 8;
-  }
+  write16(out, n, (h) => f32ToF16Row(src.subarray(0, n), h));
 }
 
 function dequantizeF16(src: Uint8Array, n: number, out: Float32Array): void {
   checkDequantizeArgs(F16, src, n, out);
-  const bits = u32View(out);
-  for (let i = 0, o = 0; i < n; i++, o += 2) bits[i] = F16_TO_F32_BITS[src[o] | (src[o + 1] << 8)];
+  f16ToF32Row(u16View(src, n), out);
 }
 
-/** ggml_fp32_to_bf16_row_ref */
+/** ggml_fp32_to_bf16_row_ref (formats/half.ts) */
 function quantizeBF16(src: Float32Array, nRows: number, rowLength: number, out: Uint8Array): void {
   checkQuantizeArgs(BF16, src, nRows, rowLength, out, undefined, true);
   const n = nRows * rowLength;
-  const bits = u32View(src);
-  for (let i = 0, o = 0; i < n; i++, o += 2) {
-    // ggml_compute_fp32_to_bf16 on the raw bits: NaN -> quiet (payload kept), else round to nearest even
-    const u = bits[i];
-    const h = (u & 0x7fffffff) > 0x7f800000 ? ((u >>> 16) | 64) & 0xffff : ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
-    out[o] = h & 0xff; out[o + 1] = h >>> 8;
-  }
+  write16(out, n, (h) => f32ToBf16Row(src.subarray(0, n), h));
 }
 
 function dequantizeBF16(src: Uint8Array, n: number, out: Float32Array): void {
   checkDequantizeArgs(BF16, src, n, out);
-  const bits = u32View(out);
-  for (let i = 0, o = 0; i < n; i++, o += 2) bits[i] = ((src[o] | (src[o + 1] << 8)) << 16) >>> 0;
+  bf16ToF32Row(u16View(src, n), out);
 }
 
 // ---------------------------------------------------------------- reference rows (quantize_row_X_ref)

@@ -19,7 +19,7 @@
  * the reference's bytes (floats) exactly, and tests iterate the registered codecs against them.
  */
 import { ggmlbCodecs } from './ggmlb.js';
-import { bf16ToF32, f16Table, f32ToBf16, f32ToF16 } from '../../formats/half.js';
+import { bf16ToF32Row, f16ToF32Row, f32ToBf16Row, f32ToF16Row, u16View } from '../../formats/half.js';
 import { kquantCodecs } from './kquants.js';
 import { legacyCodecs } from './legacy.js';
 import type { GgmlCodec, GgmlTypeInfo } from './types.js';
@@ -56,12 +56,13 @@ interface Row {
   codec?: GgmlCodec;
 }
 
-/** the float types' conversions (references only; elementwise, rows do not matter) */
+/** the float types' conversions (formats/half.ts; elementwise, rows do not matter) */
 function floatConversions(name: string): { toFloat: Dequantize; fromFloat: Quantize } | undefined {
-  const u16 = (b: Uint8Array, n: number) => (b.byteOffset % 2 === 0 ? new Uint16Array(b.buffer, b.byteOffset, n) : new Uint16Array(b.slice(0, 2 * n).buffer));
-  const w16 = (out: Uint8Array, n: number, f: (x: number) => number, src: Float32Array) => {
-    const dv = new DataView(out.buffer, out.byteOffset, 2 * n);
-    for (let i = 0; i < n; i++) dv.setUint16(2 * i, f(src[i]), true);
+  const w16 = (out: Uint8Array, n: number, f: (x: Float32Array, h: Uint16Array) => void, src: Float32Array) => {
+    if (out.byteOffset % 2 === 0) return f(src.subarray(0, n), new Uint16Array(out.buffer, out.byteOffset, n));
+    const h = new Uint16Array(n);
+    f(src.subarray(0, n), h);
+    out.set(new Uint8Array(h.buffer));
   };
   if (name === 'F32')
     return {
@@ -70,19 +71,13 @@ function floatConversions(name: string): { toFloat: Dequantize; fromFloat: Quant
     };
   if (name === 'F16')
     return {
-      toFloat: (src, n, out) => {
-        const h = u16(src, n);
-        for (let i = 0; i < n; i++) out[i] = f16Table[h[i]];
-      },
-      fromFloat: (src, nRows, rowLength, out) => w16(out, nRows * rowLength, f32ToF16, src),
+      toFloat: (src, n, out) => f16ToF32Row(u16View(src, n), out),
+      fromFloat: (src, nRows, rowLength, out) => w16(out, nRows * rowLength, f32ToF16Row, src),
     };
   if (name === 'BF16')
     return {
-      toFloat: (src, n, out) => {
-        const h = u16(src, n);
-        for (let i = 0; i < n; i++) out[i] = bf16ToF32(h[i]);
-      },
-      fromFloat: (src, nRows, rowLength, out) => w16(out, nRows * rowLength, f32ToBf16, src),
+      toFloat: (src, n, out) => bf16ToF32Row(u16View(src, n), out),
+      fromFloat: (src, nRows, rowLength, out) => w16(out, nRows * rowLength, f32ToBf16Row, src),
     };
   return undefined;
 }
