@@ -220,8 +220,17 @@ export class PackedKvStorage implements KvStorage {
     let qq = this.qScratch.subarray(0, m);
     qq.set(q.subarray(0, m));
     if (this.keyType.rotate && !this.preRopeKeys) rotateHeads(qq, nTok, qDim, shape.headDim);
-    const fast = this.kAt >= 0 && kernelsEnabled() && shape.headDim % 4 === 0;
-    const accF16 = this.valueType.ggml?.name === 'F16';
+    // llama.cpp's CPU flash attention takes one of two loops (ggml-cpu ops.cpp):
+    //  - tiled (..._ext_tiled): keys and values both F16 or both F32 and a batch of >= 64 queries
+    //    (GGML_FA_TILE_Q): queries stay f32 (keys widened to f32), accumulation in f32;
+    //  - one row at a time (..._ext_f16_one_chunk; decoding, small batches, every other type pair):
+    //    queries rounded to the key type's vec_dot type, an F16 value cache accumulated in f16.
+    // lowbit's batch (default 128) stands for llama.cpp's ubatch (a whole eval chunk up to 512).
+    const kf = this.keyType.ggml?.name;
+    const tiled = nTok >= 64 && kf === this.valueType.ggml?.name && (kf === 'F16' || kf === 'F32');
+    const accF16 = this.valueType.ggml?.name === 'F16' && !tiled;
+    // the kernels accumulate in f32: an f16 accumulator runs llama.cpp's loop (attentionGgmlRef)
+    const fast = this.kAt >= 0 && kernelsEnabled() && shape.headDim % 4 === 0 && !accF16;
     // the kernel dequantizes packed rows itself; pre-RoPE keys: with RoPE from the runtime's table
     // (pre-kivi), else filled and roped here and read as f32 rows (KVQuant, rotated sides)
     const kRope = fast && this.preRopeKeys ? this.kernelRopeOf(layer) : null;
@@ -232,7 +241,7 @@ export class PackedKvStorage implements KvStorage {
     // Q4_0 / Q5_0 / Q8_0 / IQ4_NL keys: the kernel rounds the query to Q8_0 and takes integer dot
     // products on the stored blocks; every other key type gets the query rounded here
     const intKeys = packed && kSource?.mode === 1 && INT_KEY_TYPES.has(kSource.type) && shape.headDim % 32 === 0;
-    if (this.keyType.family === 'ggml' && !intKeys) {
+    if (this.keyType.family === 'ggml' && !intKeys && !tiled) {
       const rounded = this.qScratch.subarray(m, 2 * m);
       if (ggmlRoundActivations(this.keyType.ggml!, qq, nTok, qDim, rounded)) qq = rounded;
     }
