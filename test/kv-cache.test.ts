@@ -432,3 +432,106 @@ test('attention kernel over packed rows = dequantize, then the f32 attention ker
   }
   engine.attentionPacked = packedAttention;
 });
+
+test("an F16 value cache follows llama.cpp's loop choice: decoding accumulates in f16 (one_chunk), a batch of >= 64 with f16 keys and values keeps f32 queries and an f32 accumulator (tiled)", async () => {
+  const engine = MatmulEngine.get();
+  assert.ok(engine, 'the WebAssembly engine');
+  const { attentionGgmlRef } = await import('../src/model/kv/attention.js');
+  const { ggmlRoundActivations } = await import('../src/model/ggml-activations.js');
+  const kvDim = 128;
+  const qDim = 256;
+  const hd = 32;
+  const n = 150;
+  const K = randomRows(n * kvDim, 61);
+  const V = randomRows(n * kvDim, 62);
+  const Q = randomRows(n * qDim, 63);
+  const geom = { nLayers: 1, capacity: 160, nKvHeads: kvDim / hd, headDim: hd };
+  const shape = { nHeads: qDim / hd, nKvHeads: kvDim / hd, headDim: hd, scale: 1 / Math.sqrt(hd) };
+  const f16 = parseKvCacheType('f16').ggml!;
+  const maxDiff = (a: Float32Array, b: Float32Array) => a.reduce((m, x, i) => Math.max(m, Math.abs(x - b[i])), 0);
+  for (const k of ['f16', 'q8_0']) {
+    const kv = packedKvStorage({ k, v: 'f16' }, geom, engine);
+    kv.append(0, 0, n, K, V);
+    const kr = kv.keys(0, n);
+    const vr = kv.values(0, n);
+    // decoding (one query): llama.cpp's one_chunk loop, query rounded to the key's vec_dot type, f16 accumulator
+    const q = Q.subarray((n - 1) * qDim, n * qDim);
+    const qr = new Float32Array(qDim);
+    ggmlRoundActivations(parseKvCacheType(k).ggml!, q, 1, qDim, qr);
+    const out = new Float32Array(qDim);
+    kv.attention(0, q, 1, n - 1, shape, out);
+    const want16 = new Float32Array(qDim);
+    attentionGgmlRef(qr, kr, vr, 1, n - 1, shape, want16, true);
+    assert.deepEqual(out, want16, `${k}/f16 decode: llama.cpp's f16 accumulation`);
+    const want32 = new Float32Array(qDim);
+    attentionGgmlRef(qr, kr, vr, 1, n - 1, shape, want32, false);
+    assert.ok(maxDiff(want16, want32) > 1e-4, `${k}/f16: f16 and f32 accumulation differ (${maxDiff(want16, want32)})`);
+  }
+  // a batch of 80 queries, f16 keys and values: llama.cpp's tiled loop (f32 queries and accumulation)
+  const kv = packedKvStorage({ k: 'f16', v: 'f16' }, geom, engine);
+  kv.append(0, 0, n, K, V);
+  const kr = engine.allocF32(n * kvDim, {})!;
+  const vr = engine.allocF32(n * kvDim, {})!;
+  kr.array.set(kv.keys(0, n));
+  vr.array.set(kv.values(0, n));
+  const nTok = 80;
+  const pos = n - nTok;
+  const q = Q.subarray(pos * qDim, n * qDim);
+  const out = new Float32Array(nTok * qDim);
+  kv.attention(0, q, nTok, pos, shape, out);
+  const want = new Float32Array(nTok * qDim);
+  attentionGgmlRef(q, kr.array, vr.array, nTok, pos, shape, want, false);
+  const d = maxDiff(out, want);
+  assert.ok(d <= 2e-6 * 9, `f16/f16 batch vs f32 queries, f32 accumulation: ${d}`);
+  const qr = new Float32Array(nTok * qDim);
+  ggmlRoundActivations(f16, q, nTok, qDim, qr);
+  const rounded = new Float32Array(nTok * qDim);
+  attentionGgmlRef(qr, kr.array, vr.array, nTok, pos, shape, rounded, true);
+  assert.ok(maxDiff(out, rounded) > 10 * d, `f16/f16 batch: not the one_chunk loop (${maxDiff(out, rounded)} vs ${d})`);
+});
+
+test('pre-RoPE KIVI keys: the kernel applies RoPE from the runtime table = keys roped in TypeScript, then the f32 kernel (bit-exact; normal, NeoX, partial rotary)', async () => {
+  const engine = MatmulEngine.get();
+  assert.ok(engine, 'the WebAssembly engine');
+  const { ropeTable, ropeTabled } = await import('../src/model/llama.js');
+  type Cfg = Parameters<typeof ropeTable>[0];
+  const kvDim = 128;
+  const qDim = 256;
+  const n = 150;
+  const K = randomRows(n * kvDim, 51);
+  const V = randomRows(n * kvDim, 52);
+  const Q = randomRows(3 * qDim, 53);
+  let calls = 0;
+  const packedAttention = engine.attentionPacked.bind(engine);
+  engine.attentionPacked = (...a: Parameters<typeof packedAttention>) => (a[8].rope && calls++, packedAttention(...a));
+  for (const o of [
+    { k: 'pre-kivi3g64', v: 'kivi3g128', residual: 0, hd: 32, style: 'normal', ropeDim: 32 },
+    { k: 'pre-kivi3.2g128', v: 'kivi4.2g128', residual: 0, hd: 32, style: 'neox', ropeDim: 32 },
+    { k: 'pre-kivi2', v: 'q4_0', hd: 64, style: 'neox', ropeDim: 48 },
+    { k: 'pre-kivi4', v: 'kivi2', hd: 64, style: 'normal', ropeDim: 24 },
+  ] as { k: string; v: string; residual?: number; hd: number; style: string; ropeDim: number }[]) {
+    const hd = o.hd;
+    const c = { headDim: hd, ropeDim: o.ropeDim, ropeStyle: o.style, ropeMscale: 1.25 } as unknown as Cfg;
+    const freq = Float64Array.from({ length: o.ropeDim / 2 }, (_, i) => Math.pow(10000, (-2 * i) / o.ropeDim));
+    const table = ropeTable(c, freq, 160);
+    const geom = { nLayers: 2, capacity: 160, nKvHeads: kvDim / hd, headDim: hd };
+    const shape = { nHeads: qDim / hd, nKvHeads: kvDim / hd, headDim: hd, scale: 1 / Math.sqrt(hd) };
+    const kv = packedKvStorage(o, geom, engine);
+    kv.setRope((_l, rows, m, pos0) => ropeTabled(c, table, rows, m, kvDim / hd, pos0), () => ({ ...table, half: o.ropeDim / 2, normal: o.style === 'normal' }));
+    kv.append(1, 0, n - 1, K, V);
+    kv.append(1, n - 1, 1, K.subarray((n - 1) * kvDim), V.subarray((n - 1) * kvDim));
+    const out: Float32Array = engine.allocF32(qDim, {})!.array;
+    const before = calls;
+    kv.attention(1, Q, 1, n - 1, shape, out);
+    assert.equal(calls, before + 1, `${o.k}: the kernel roped the keys`);
+    const kr = engine.allocF32(n * kvDim, {})!;
+    const vr = engine.allocF32(n * kvDim, {})!;
+    kr.array.set(kv.keys(1, n)); // dequantized, roped in TypeScript
+    vr.array.set(kv.values(1, n));
+    const q = Q.slice(0, qDim);
+    const want: Float32Array = engine.allocF32(qDim, {})!.array;
+    engine.attention(q, 1, n - 1, shape.nHeads, shape.nKvHeads, hd, kr.at, vr.at, kvDim, shape.scale, want);
+    assert.deepEqual(out, want, `${o.k}/${o.v} (${o.style}, rope ${o.ropeDim} of ${hd}): kernel RoPE vs TypeScript RoPE`);
+  }
+  engine.attentionPacked = packedAttention;
+});

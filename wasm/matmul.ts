@@ -1879,6 +1879,55 @@ export function kiviRows(perChannel: i32, src: usize, rowBytes: usize, bits: i32
   }
 }
 
+/**
+ * RoPE of n rows of hd values at dst (row p at position p) from f64 tables of `half` cos / sin per
+ * position (row p at cos + p * half * 8), bit-identical to ropeTabled of src/model/llama.ts: x0 and x1
+ * widened to f64, x0 * cos - x1 * sin and x0 * sin + x1 * cos in f64, rounded to f32. normal: pairs
+ * (2i, 2i + 1), two f64 lanes per pair (x0 * cos + x1 * (-sin) is x0 * cos - x1 * sin exactly); else
+ * (NeoX) pairs (i, i + half), two pairs per f64x2.
+ */
+function ropeHead(dst: usize, n: i32, hd: i32, half: i32, normal: i32, cos: usize, sin: usize): void {
+  const hb = <usize>hd * 4;
+  const neg = f64x2(-1.0, 1.0);
+  for (let p = 0; p < n; p++) {
+    const row = dst + <usize>p * hb;
+    const tc = cos + <usize>p * <usize>half * 8;
+    const ts = sin + <usize>p * <usize>half * 8;
+    if (normal) {
+      for (let i = 0; i < half; i++) {
+        const o = row + <usize>i * 8;
+        const x = f64x2.promote_low_f32x4(v128.load64_zero(o));
+        const c = f64x2.splat(load<f64>(tc + <usize>i * 8));
+        const s = f64x2.mul(f64x2.splat(load<f64>(ts + <usize>i * 8)), neg);
+        const r = f64x2.add(f64x2.mul(x, c), f64x2.mul(v128.shuffle<f64>(x, x, 1, 0), s));
+        v128.store64_lane(o, f32x4.demote_f64x2_zero(r), 0);
+      }
+    } else {
+      let i = 0;
+      for (; i + 2 <= half; i += 2) {
+        const oa = row + <usize>i * 4;
+        const ob = oa + <usize>half * 4;
+        const x0 = f64x2.promote_low_f32x4(v128.load64_zero(oa));
+        const x1 = f64x2.promote_low_f32x4(v128.load64_zero(ob));
+        const c = v128.load(tc + <usize>i * 8);
+        const s = v128.load(ts + <usize>i * 8);
+        v128.store64_lane(oa, f32x4.demote_f64x2_zero(f64x2.sub(f64x2.mul(x0, c), f64x2.mul(x1, s))), 0);
+        v128.store64_lane(ob, f32x4.demote_f64x2_zero(f64x2.add(f64x2.mul(x0, s), f64x2.mul(x1, c))), 0);
+      }
+      for (; i < half; i++) {
+        const oa = row + <usize>i * 4;
+        const ob = oa + <usize>half * 4;
+        const x0 = <f64>load<f32>(oa);
+        const x1 = <f64>load<f32>(ob);
+        const c = load<f64>(tc + <usize>i * 8);
+        const s = load<f64>(ts + <usize>i * 8);
+        store<f32>(oa, <f32>(x0 * c - x1 * s));
+        store<f32>(ob, <f32>(x0 * s + x1 * c));
+      }
+    }
+  }
+}
+
 /** chunk kvh: the key / value head kvh, dequantized once, then every query head of its group */
 function packedAttentionChunk(job: usize, kvh: i32, thread: i32): void {
   const T = param(job, 3);
@@ -1924,6 +1973,9 @@ function packedAttentionChunk(job: usize, kvh: i32, thread: i32): void {
     return;
   }
   fillHead(job + 48, kvh, hd, kvDim, np, keys);
+  // pre-RoPE keys (pre-kivi): RoPE on the dequantized head, from the runtime's cos / sin table (words 30..33)
+  const cosAt = <usize>param(job, 30);
+  if (cosAt != 0) ropeHead(keys, np, hd, param(job, 32), param(job, 33), cosAt, <usize>param(job, 31));
   fillHead(job + 80, kvh, hd, kvDim, np, values);
   for (let h = kvh * group; h < (kvh + 1) * group; h++) {
     attendHead(<usize>param(job, 1) + <usize>h * n, <usize>param(job, 2), keys, values, n, T, pos0, scale, <usize>param(job, 8) + <usize>h * n, <usize>param(job, 9), s, n);

@@ -236,6 +236,12 @@ export interface PackedAttentionSide {
   readonly source: PackedKvSource | null;
   readonly b: number;
   readonly tail: Float32Array;
+  /**
+   * keys only: the rows are stored before RoPE; the kernel applies RoPE to each dequantized head (rows
+   * [0, n) at positions [0, n)) from f64 tables in this memory (allocBytes): `half` cos / sin per
+   * position; normal: pairs (2i, 2i + 1), else (i, i + half). As ropeTabled of src/model/llama.ts, bit for bit.
+   */
+  readonly rope?: { readonly cos: Uint8Array; readonly sin: Uint8Array; readonly half: number; readonly normal: boolean; readonly positions: number };
 }
 
 export class MatmulEngine {
@@ -796,6 +802,8 @@ export class MatmulEngine {
       if (this.ptrOf(side.tail, positions * kvDim) < 0) return false;
       if (side.b > 0 && (!side.source || !this.ours.has(side.source.bytes.buffer))) return false;
     }
+    const rope = k.rope;
+    if (rope && (intKeys || !this.ours.has(rope.cos.buffer) || !this.ours.has(rope.sin.buffer) || rope.positions < positions || 2 * rope.half > headDim)) return false;
     const scratchBytes = positions * 4 + 64 + 2 * positions * headDim * 4 + intBytes;
     this.attentionJob(q, out, nTok, pos0, nHeads, headDim, 'packed-attention', scratchBytes, (p, j, qAt, oAt, scratch) => {
       // wasm/matmul.ts packed attention job words 0..11 (7: the scale's f32 bits), sides at 12 and 20, kvDim at 28
@@ -810,6 +818,8 @@ export class MatmulEngine {
       });
       p[j + 28] = kvDim;
       p[j + 29] = intKeys ? 1 : 0;
+      // words 30..33: RoPE of the keys (cos table, sin table, half, normal); 0: none
+      p.set(rope ? [rope.cos.byteOffset, rope.sin.byteOffset, rope.half, rope.normal ? 1 : 0] : [0, 0, 0, 0], j + 30);
     }, nKvHeads); // a chunk per key / value head, dequantized once for its group of query heads
     return true;
   }

@@ -697,12 +697,16 @@ export class Llama {
     this.activations = opts.activations ?? 'f32';
     // a pre-RoPE store ropes its whole cache every step: cos and sin of every position once, per frequency table
     const tables = new Map<Float64Array, RopeTable>();
-    this.kv.setRope?.((layer, rows, n, pos0) => {
+    const tableOf = (layer: number): RopeTable => {
       const freq = c.swaLayers?.[layer] === true ? this.s.ropeFreqSwa : this.s.ropeFreq;
       let t = tables.get(freq);
       if (!t) tables.set(freq, (t = ropeTable(c, freq, this.kv.capacity)));
-      ropeTabled(c, t, rows, n, c.nKvHeads, pos0);
-    });
+      return t;
+    };
+    this.kv.setRope?.(
+      (layer, rows, n, pos0) => ropeTabled(c, tableOf(layer), rows, n, c.nKvHeads, pos0),
+      (layer) => ({ ...tableOf(layer), half: c.ropeDim / 2, normal: c.ropeStyle === 'normal' }),
+    );
   }
 
   /**

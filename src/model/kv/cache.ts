@@ -13,13 +13,13 @@
  */
 import { fail } from '../../errors.js';
 import { fwht } from '../../algos/hadamard.js';
-import type { MatmulEngine } from '../../kernels/matmul.js';
+import type { MatmulEngine, PackedAttentionSide } from '../../kernels/matmul.js';
 import { ggmlRoundActivations } from '../ggml-activations.js';
 import { kernelsEnabled } from '../matmul.js';
 import { attentionGgmlRef } from './attention.js';
 import { GgmlSide, KiviSide, type KvSide } from './sides.js';
 import { KvQuantSide, type KvSamples } from './kvquant.js';
-import type { AttentionShape, KvGeometry, KvStorage } from './storage.js';
+import type { AttentionShape, KvGeometry, KvRopeTable, KvStorage } from './storage.js';
 import { checkKvCacheType, parseKvCacheType, type KvCacheType } from './types.js';
 
 export interface KvCacheOptions {
@@ -95,6 +95,9 @@ export class PackedKvStorage implements KvStorage {
   /** KVQuant keys are stored before RoPE: the runtime appends them unrotated and hands over its RoPE */
   readonly preRopeKeys: boolean;
   private ropeKeys: ((layer: number, rows: Float32Array, n: number, pos0: number) => void) | null = null;
+  private ropeTable: ((layer: number) => KvRopeTable) | null = null;
+  /** the RoPE tables copied into kernel memory (per source table; null: the kernel cannot take them) */
+  private readonly kernelRope = new Map<Float64Array, PackedAttentionSide['rope'] | null>();
   /** rotated copies of written rows, queries (rotated, rounded), attention output (rotated) */
   private scratch: Float32Array = new Float32Array(0);
   private qScratch: Float32Array = new Float32Array(0);
@@ -118,8 +121,31 @@ export class PackedKvStorage implements KvStorage {
     this.vAt = kk && vv ? vv.at : -1;
   }
 
-  setRope(fn: (layer: number, rows: Float32Array, n: number, pos0: number) => void): void {
+  setRope(fn: (layer: number, rows: Float32Array, n: number, pos0: number) => void, table?: (layer: number) => KvRopeTable): void {
     this.ropeKeys = fn;
+    this.ropeTable = table ?? null;
+  }
+
+  /**
+   * pre-RoPE keys read packed by the attention kernel, which applies RoPE itself: a layer's table in
+   * kernel memory, or null (no table, an unrotated side only; KVQuant rows are not read by the kernel)
+   */
+  private kernelRopeOf(layer: number): PackedAttentionSide['rope'] | null {
+    if (!this.engine || !this.ropeTable || this.keyType.rotate) return null;
+    const t = this.ropeTable(layer);
+    let r = this.kernelRope.get(t.cos);
+    if (r === undefined) {
+      const n = t.cos.length * 8;
+      const cos = this.engine.allocBytes(n);
+      const sin = cos && this.engine.allocBytes(n);
+      if (cos && sin && 2 * t.half <= this.g.headDim) {
+        cos.set(new Uint8Array(t.cos.buffer, t.cos.byteOffset, n));
+        sin.set(new Uint8Array(t.sin.buffer, t.sin.byteOffset, n));
+        r = { cos, sin, half: t.half, normal: t.normal, positions: t.positions };
+      } else r = null;
+      this.kernelRope.set(t.cos, r);
+    }
+    return r ?? null;
   }
 
   /** pre-RoPE keys of positions [from, to) in rows (position p at p * kvDim): rotate back (a rotated side), then RoPE */
@@ -194,16 +220,28 @@ export class PackedKvStorage implements KvStorage {
     let qq = this.qScratch.subarray(0, m);
     qq.set(q.subarray(0, m));
     if (this.keyType.rotate && !this.preRopeKeys) rotateHeads(qq, nTok, qDim, shape.headDim);
-    const fast = this.kAt >= 0 && kernelsEnabled() && shape.headDim % 4 === 0;
-    const accF16 = this.valueType.ggml?.name === 'F16';
-    // the kernel dequantizes packed rows itself (pre-RoPE keys: filled and roped here, read as f32 rows)
-    const kSource = fast && !this.preRopeKeys ? (this.kSide.kernelSource?.(layer, shape.headDim) ?? null) : null;
+    // llama.cpp's CPU flash attention takes one of two loops (ggml-cpu ops.cpp):
+    //  - tiled (..._ext_tiled): keys and values both F16 or both F32 and a batch of >= 64 queries
+    //    (GGML_FA_TILE_Q): queries stay f32 (keys widened to f32), accumulation in f32;
+    //  - one row at a time (..._ext_f16_one_chunk; decoding, small batches, every other type pair):
+    //    queries rounded to the key type's vec_dot type, an F16 value cache accumulated in f16.
+    // lowbit's batch (default 128) stands for llama.cpp's ubatch (a whole eval chunk up to 512).
+    const kf = this.keyType.ggml?.name;
+    const tiled = nTok >= 64 && kf === this.valueType.ggml?.name && (kf === 'F16' || kf === 'F32');
+    const accF16 = this.valueType.ggml?.name === 'F16' && !tiled;
+    // the kernels accumulate in f32: an f16 accumulator runs llama.cpp's loop (attentionGgmlRef)
+    const fast = this.kAt >= 0 && kernelsEnabled() && shape.headDim % 4 === 0 && !accF16;
+    // the kernel dequantizes packed rows itself; pre-RoPE keys: with RoPE from the runtime's table
+    // (pre-kivi), else filled and roped here and read as f32 rows (KVQuant, rotated sides)
+    const kRope = fast && this.preRopeKeys ? this.kernelRopeOf(layer) : null;
+    const kSource = fast && (!this.preRopeKeys || kRope) ? (this.kSide.kernelSource?.(layer, shape.headDim) ?? null) : null;
+    const ropeHere = this.preRopeKeys && !(kSource && kRope);
     const vSource = fast ? (this.vSide.kernelSource?.(layer, shape.headDim) ?? null) : null;
     const packed = fast && !!vSource && (!!kSource || this.preRopeKeys);
     // Q4_0 / Q5_0 / Q8_0 / IQ4_NL keys: the kernel rounds the query to Q8_0 and takes integer dot
     // products on the stored blocks; every other key type gets the query rounded here
     const intKeys = packed && kSource?.mode === 1 && INT_KEY_TYPES.has(kSource.type) && shape.headDim % 32 === 0;
-    if (this.keyType.family === 'ggml' && !intKeys) {
+    if (this.keyType.family === 'ggml' && !intKeys && !tiled) {
       const rounded = this.qScratch.subarray(m, 2 * m);
       if (ggmlRoundActivations(this.keyType.ggml!, qq, nTok, qDim, rounded)) qq = rounded;
     }
@@ -230,11 +268,11 @@ export class PackedKvStorage implements KvStorage {
       const kFrom = kq;
       kq = this.fill(this.kSide, layer, this.kRows, n, bK < 0 ? n : pos + t0 + 1, kq, !!kSource);
       vq = this.fill(this.vSide, layer, this.vRows, n, bV < 0 ? n : pos + t0 + 1, vq, packed);
-      if (this.preRopeKeys) this.ropeRows(layer, this.kRows, kFrom, n);
+      if (ropeHere) this.ropeRows(layer, this.kRows, kFrom, n);
       const qs = qq.subarray(t0 * qDim, t1 * qDim);
       const os = out.subarray(t0 * qDim, t1 * qDim);
       if (packed) {
-        const k = { source: kSource, b: kSource ? kq : 0, tail: this.kRows };
+        const k = { source: kSource, b: kSource ? kq : 0, tail: this.kRows, rope: kSource && kRope ? kRope : undefined };
         const v = { source: vSource, b: vq, tail: this.vRows };
         if (!this.engine!.attentionPacked(qs, t1 - t0, pos + t0, shape.nHeads, shape.nKvHeads, shape.headDim, this.kvDim, shape.scale, k, v, os, intKeys)) fail('packed attention: the cache is not in kernel memory');
       } else if (fast) this.engine!.attention(qs, t1 - t0, pos + t0, shape.nHeads, shape.nKvHeads, shape.headDim, this.kAt, this.vAt, this.kvDim, shape.scale, os);

@@ -45,7 +45,19 @@ export interface KvStorage {
   /** true: append() takes keys before RoPE, and the store applies RoPE (given by setRope) to what it reads */
   readonly preRopeKeys?: boolean;
   /** the runtime's RoPE of `n` key rows (kvDim each) of a layer at positions pos0.., in place */
-  setRope?(fn: (layer: number, rows: Float32Array, n: number, pos0: number) => void): void;
+  setRope?(fn: (layer: number, rows: Float32Array, n: number, pos0: number) => void, table?: (layer: number) => KvRopeTable): void;
+}
+
+/** the cos / sin table behind setRope's function for a layer (so that a kernel can apply the same RoPE) */
+export interface KvRopeTable {
+  /** `half` values per position, position p at p * half (f64, already scaled as the runtime's RoPE) */
+  readonly cos: Float64Array;
+  readonly sin: Float64Array;
+  readonly positions: number;
+  /** ropeDim / 2 */
+  readonly half: number;
+  /** pairs (2i, 2i + 1); else (i, i + half) */
+  readonly normal: boolean;
 }
 
 export function f32KvStorage(nLayers: number, capacity: number, kvDim: number): KvStorage {
