@@ -23,7 +23,7 @@
 import { fail } from '../errors.js';
 import { ggmlCodec } from '../quant/ggml/registry.js';
 import type { GgmlTypeInfo } from '../quant/ggml/types.js';
-import { CONTROL_BYTES, JOB_OFFSET, KernelThreads, MAX_CHUNKS } from './threads.js';
+import { CONTROL_BYTES, JOB_OFFSET, KernelThreads, MAX_CHUNKS, PRIVATE_BYTES } from './threads.js';
 import { wasmVariant, type KernelSource } from './wasm.js';
 import * as matmulWasm from './wasm/matmul.generated.js';
 
@@ -323,15 +323,18 @@ export class MatmulEngine {
       const control = this.heap.alloc(CONTROL_BYTES);
       if (control === null) return 1;
       this.control = control;
-      this.pool = KernelThreads.start(this.memory, this.module, control, n);
+      // the workers' private areas for stealable one-token chunks (threads.ts; like the control block,
+      // never released: a worker of an old pool may still write into its area)
+      const area = this.heap.alloc((n - 1) * PRIVATE_BYTES) ?? 0;
+      this.pool = KernelThreads.start(this.memory, this.module, control, n, area);
       if (this.pool) this.threadCount = n;
     }
     return this.threadCount;
   }
 
   /** Workers started and ready, and chunks they ran so far. */
-  threadStats(): { ready: number; workerChunks: number } {
-    return { ready: this.pool?.ready() ?? 0, workerChunks: this.pool?.workerChunks() ?? 0 };
+  threadStats(): { ready: number; workerChunks: number; stolen: number } {
+    return { ready: this.pool?.ready() ?? 0, workerChunks: this.pool?.workerChunks() ?? 0, stolen: this.pool?.stolen ?? 0 };
   }
 
   /** Stop the worker threads. */
@@ -502,7 +505,7 @@ export class MatmulEngine {
       this.exports.prepActs8(xq, nTok, k, xa);
     }
     this.job[15] = xa;
-    this.dispatch(Math.ceil(n / chunkRows), threads);
+    this.dispatch(Math.ceil(n / chunkRows), threads, nTok === 1);
     if (yOwn < 0) this.copyOut(out, yAt, nTok * n);
   }
 
@@ -555,11 +558,11 @@ export class MatmulEngine {
   }
 
   /** write the job's parameters into the control block and run its chunks (on the pool when threads > 1) */
-  private dispatch(chunks: number, threads: number): void {
+  private dispatch(chunks: number, threads: number, oneToken = false): void {
     this.views();
     this.i32View.set(this.job, (this.control + JOB_OFFSET) >>> 2);
     const job = this.control + JOB_OFFSET;
-    if (threads > 1 && chunks > 1) this.pool!.run(chunks, this.exports);
+    if (threads > 1 && chunks > 1) this.pool!.run(chunks, this.exports, oneToken);
     else for (let c = 0; c < chunks; c++) this.exports.runChunk(job, c, 0);
   }
 
@@ -874,7 +877,7 @@ export class MatmulEngine {
     const scratchBytes = chunkRows * kx * 4 + 64;
     const scratch = this.buffer('scratch', scratchBytes * this.threadCount);
     this.setJob(1, type, w, rowBytes, x, kx * 4, nTok, k, kx, y, n, rows, chunkRows, scratch, scratchBytes);
-    this.dispatch(chunks, threads);
+    this.dispatch(chunks, threads, nTok === 1);
   }
 }
 
