@@ -44,6 +44,7 @@ interface MatmulExports {
   prepActs8(q: number, nTok: number, k: number, dst: number): void;
   interleave4(src: number, dst: number, rows: number, rowBytes: number, bs: number): void;
   decodeBlockBytes(type: number): number;
+  decodeExtra32(type: number): number;
   cholDiag(a: number, k: number, kb: number, e: number): number;
   zeroUpperRows(a: number, k: number, i0: number, i1: number): void;
 }
@@ -497,7 +498,7 @@ export class MatmulEngine {
     const scratchBytes = (il ? 0 : chunkRows * rowScratch) + 512;
     const scratch = this.buffer('scratch', scratchBytes * this.threadCount);
     this.setJob(3, w.type.id, il || w.ptr, w.rowBytes, xq, xd, nTok, k, xs, yAt, n, n, chunkRows, scratch, scratchBytes);
-    this.job[16] = il ? 1 : 0;
+    this.job[16] = il ? 1 + this.exports.decodeExtra32(w.type.id) : 0;
     // decode (under 4 tokens) in the relaxed build: 8-bit products on activations prepared once here
     let xa = 0;
     if (nTok < 4 && this.variant === 'relaxed') {
@@ -522,7 +523,7 @@ export class MatmulEngine {
     let at = 0;
     const bs = this.exports.decodeBlockBytes(w.type.id);
     if (this.interleave && bs > 0 && w.rows >= 4 && w.rowBytes % bs === 0) {
-      at = this.heap.alloc(w.rows * w.rowBytes, WEIGHT_HEADROOM) ?? 0;
+      at = this.heap.alloc(this.interleavedBytes(w), WEIGHT_HEADROOM) ?? 0;
       if (at) {
         this.exports.interleave4(w.ptr, at, w.rows, w.rowBytes, bs);
         this.finalizer.register(w, at);
@@ -532,6 +533,12 @@ export class MatmulEngine {
     return at;
   }
 
+  /** bytes of w's interleaved copy: block-32 types carry their 4 rows' scales as f32 (relaxed build) */
+  private interleavedBytes(w: KernelWeight): number {
+    const bs = this.exports.decodeBlockBytes(w.type.id);
+    return w.rows * w.rowBytes + (w.rows >> 2) * (w.rowBytes / bs) * this.exports.decodeExtra32(w.type.id);
+  }
+
   /**
    * Make w's copy for one-token matmuls now (as the first one would): a loader or `generate` calls this
    * before timing decode, as llama.cpp repacks its weights at load. Returns its bytes (0: no copy).
@@ -539,7 +546,7 @@ export class MatmulEngine {
   prepareDecode(w: KernelWeight): number {
     if (w.engine !== this) throw new Error('weight belongs to another kernel engine');
     if (this.intBlock(w) === 0) return 0;
-    return this.interleavedCopy(w) ? w.rows * w.rowBytes : 0;
+    return this.interleavedCopy(w) ? this.interleavedBytes(w) : 0;
   }
 
   /**
