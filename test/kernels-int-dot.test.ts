@@ -11,7 +11,8 @@ import { useNodeThreads } from '../src/cli/threads.js';
 import { hasRelaxedSimd } from '../src/env.js';
 import '../src/index.js';
 import { intBlockOf, intMatmulErrorFactor, intMatmulRef, quantizeActsRef, unpackIntRow } from '../src/kernels/int-dot.js';
-import { MatmulEngine } from '../src/kernels/matmul.js';
+import { MatmulEngine, type KernelWeight } from '../src/kernels/matmul.js';
+import { KernelThreads } from '../src/kernels/threads.js';
 import { ggmlCodec } from '../src/quant/ggml/registry.js';
 import { ggmlRowBytes, ggmlTypeByName, type GgmlTypeInfo } from '../src/quant/ggml/types.js';
 import { xorshift32 } from '../src/rng.js';
@@ -153,6 +154,56 @@ test('one-token matmul on the weight copy interleaved by 4 rows: the same bits a
         }
       }
     }
+  }
+});
+
+test('one-token matmuls on 2 threads with chunks taken from the worker (forced): the same bits, no stale writes', async () => {
+  useNodeThreads();
+  const e = MatmulEngine.get(variants[0])!;
+  const f32 = ggmlTypeByName('F32')!;
+  const weights: { kw: KernelWeight; ref: Float32Array; x: Float32Array; n: number; int: boolean }[] = [];
+  e.setThreads(1);
+  for (const [i, name] of ['Q4_K', 'Q8_0', 'Q6_K', 'Q4_0'].entries()) {
+    const type = ggmlTypeByName(name)!;
+    const [n, k] = [1030 + 4 * i, 512];
+    const bytes = quantized(type, n, k, 11 + i);
+    const x = normals(k, 12 + i, 3);
+    const ref = new Float32Array(n);
+    intMatmulRef(ref, x, type, bytes, 1, k, n);
+    weights.push({ kw: e.storeWeight(type, n, k, ggmlRowBytes(type, k), bytes)!, ref, x, n, int: true });
+  }
+  {
+    const [n, k] = [2000, 768];
+    const w = normals(n * k, 21);
+    const x = normals(k, 22);
+    const kw = e.storeWeight(f32, n, k, k * 4, new Uint8Array(w.buffer))!;
+    const ref = new Float32Array(n);
+    e.matmul(ref, x, kw, 1);
+    weights.push({ kw, ref, x, n, int: false });
+  }
+  const owner = {};
+  const out = e.allocF32(2100, owner)!.array; // in the kernels' memory: the workers' commits write into it directly
+  const stolen0 = e.threadStats().stolen;
+  KernelThreads.stealWaitMs = -1;
+  try {
+    e.setThreads(2);
+    const t0 = Date.now();
+    while (e.threadStats().ready < 1 && Date.now() - t0 < 20000) await new Promise((res) => setTimeout(res, 10));
+    for (let rep = 0; rep < 60; rep++) {
+      for (const w of weights) {
+        const y = out.subarray(0, w.n);
+        y.fill(NaN);
+        if (w.int) e.matmulInt(y, w.x, w.kw, 1);
+        else e.matmul(y, w.x, w.kw, 1);
+        assert.deepEqual(y, w.ref, `rep ${rep} ${w.kw.type.name}`);
+      }
+    }
+    const stats = e.threadStats();
+    assert.ok(stats.stolen > stolen0, `the caller took chunks (${JSON.stringify(stats)})`);
+    assert.ok(stats.workerChunks > 0, 'workers committed chunks');
+  } finally {
+    KernelThreads.stealWaitMs = undefined;
+    e.setThreads(1);
   }
 });
 

@@ -1248,7 +1248,7 @@ export function prepActs8(q: usize, T: i32, K: i32, dst: usize): void {
 
 /** decode tile for the block-32 types with 8-bit products: 4 rows x the token prepared at xa (inlined per type) */
 // @ts-ignore: decorator
-@inline function rtile4x1q32(type: i32, p0: usize, p1: usize, p2: usize, p3: usize, nr: i32, bs: usize, xa: usize, K: i32, xd: usize, xdStride: usize, nb: i32, xsum: usize, y: usize): void {
+@inline function rtile4x1q32(type: i32, p0: usize, p1: usize, p2: usize, p3: usize, nr: i32, bs: usize, xa: usize, K: i32, xd: usize, xdStride: usize, nb: i32, xsum: usize, y: usize, f32s: bool): void {
   let f = f32x4.splat(0);
   const kk = <usize>K;
   const off = type == 2 ? 8 : type == 6 ? 16 : 0;
@@ -1256,7 +1256,8 @@ export function prepActs8(q: usize, T: i32, K: i32, dst: usize): void {
     const xb = xa + <usize>b * 32;
     let I = hsum4(rdot32(type, p0, xb, kk), rdot32(type, p1, xb, kk), rdot32(type, p2, xb, kk), rdot32(type, p3, xb, kk));
     if (off != 0) I = i32x4.sub(I, i32x4.splat(off * <i32>load<i16>(xsum + <usize>b * 2)));
-    const dw = f16x4At(p0, p1, p2, p3);
+    // f32s: the group's 4 scales as f32 at p0 - 14 (interleave4 with f32 scales), else fp16 in the blocks
+    const dw = f32s ? v128.load(p0 - 14) : f16x4At(p0, p1, p2, p3);
     f = f32x4.add(f, f32x4.mul(cvt(I), f32x4.mul(dw, v128.load32_splat(xd + <usize>b * xdStride))));
   }
   store4(y, f, nr);
@@ -1385,10 +1386,14 @@ export function prepActs8(q: usize, T: i32, K: i32, dst: usize): void {
 /** rtile4x1q32 / rtile4x1k compiled once per weight type (no type branches in the loops) */
 function rtile(type: i32, p0: usize, p1: usize, p2: usize, p3: usize, nr: i32, bs: usize, xa: usize, K: i32, xd: usize, xdStride: usize, nb: i32, xsum: usize, y: usize, tmp: usize): void {
   switch (type) {
-    case 8: rtile4x1q32(8, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y); break;
-    case 2: rtile4x1q32(2, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y); break;
-    case 6: rtile4x1q32(6, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y); break;
-    case 20: rtile4x1q32(20, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y); break;
+    case 8: rtile4x1q32(8, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, false); break;
+    case 2: rtile4x1q32(2, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, false); break;
+    case 6: rtile4x1q32(6, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, false); break;
+    case 20: rtile4x1q32(20, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, false); break;
+    case 108: rtile4x1q32(8, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, true); break;
+    case 102: rtile4x1q32(2, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, true); break;
+    case 106: rtile4x1q32(6, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, true); break;
+    case 120: rtile4x1q32(20, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, true); break;
     case 12: rtile4x1k(12, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, tmp); break;
     default: rtile4x1k(14, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, tmp);
   }
@@ -1411,6 +1416,23 @@ export function interleave4(src: usize, dst: usize, rows: i32, rowBytes: i32, bs
   const rb = <usize>rowBytes, b = <usize>bs;
   const nb = rb / b;
   const full = rows & ~3;
+  if (b == 18 || b == 22 || b == 34) {
+    if (ASC_FEATURE_RELAXED_SIMD) {
+      // block-32 types in the relaxed build: per block of a group, the 4 rows' fp16 scales as f32
+      // (exact), then the 4 blocks without their scales (decodeExtra32: 8 bytes more per group block)
+      let d = dst;
+      for (let g = 0; g < full; g += 4) {
+        const s0 = src + <usize>g * rb;
+        for (let k: usize = 0; k < nb; k++) {
+          for (let i: usize = 0; i < 4; i++) store<f32>(d + i * 4, f16At(s0 + i * rb + k * b));
+          d += 16;
+          for (let i: usize = 0; i < 4; i++, d += b - 2) memory.copy(d, s0 + i * rb + k * b + 2, b - 2);
+        }
+      }
+      if (full < rows) memory.copy(d, src + <usize>full * rb, <usize>(rows - full) * rb);
+      return;
+    }
+  }
   for (let g = 0; g < full; g += 4) {
     const s0 = src + <usize>g * rb;
     let d = dst + <usize>g * rb;
@@ -1424,6 +1446,14 @@ export function interleave4(src: usize, dst: usize, rows: i32, rowBytes: i32, bs
       }
   }
   if (full < rows) memory.copy(dst + <usize>full * rb, src + <usize>full * rb, <usize>(rows - full) * rb);
+}
+
+/**
+ * Bytes the interleaved copy adds per full group of 4 rows and block (the f32 scales: block-32 types in
+ * the relaxed build), 0 for the others: the copy takes rows x rowBytes + (rows >> 2) x blocks x this.
+ */
+export function decodeExtra32(type: i32): i32 {
+  return ASC_FEATURE_RELAXED_SIMD && (type == 2 || type == 6 || type == 8 || type == 20) ? 8 : 0;
 }
 
 /** block bytes of the decode tiles' weight types (interleave4), 0 for the others */
@@ -1470,15 +1500,28 @@ function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
     const y0 = <usize>param(job, 9) + <usize>r0 * 4;
     const bs = <usize>(type == 8 ? 34 : type == 6 ? 22 : type == 12 ? 144 : type == 14 ? 210 : 18);
     const sumStride = <usize>K / 16; // bytes of int16 sums of 32 per token
-    // param 16: W interleaved by 4 rows (interleave4; chunks and tiles start at multiples of 4 rows)
+    // param 16: W interleaved by 4 rows (interleave4; chunks and tiles start at multiples of 4 rows):
+    // 1 + the bytes each group block adds (decodeExtra32: f32 scales in front of the group's blocks)
     const il = param(job, 16) != 0;
+    const extra = il ? <usize>(param(job, 16) - 1) : 0;
+    const full = rows & ~3;
     for (let t = 0; t < T; t++) {
       for (let r = 0; r < nr; r += 4) {
         const rr = min(4, nr - r);
-        const p0 = p + <usize>r * rowBytes;
+        let p0 = p + <usize>r * rowBytes + <usize>(min(r0 + r, full) >> 2) * <usize>nb * extra;
         let p1 = p0 + <usize>min(1, rr - 1) * rowBytes, p2 = p0 + <usize>min(2, rr - 1) * rowBytes, p3 = p0 + <usize>min(3, rr - 1) * rowBytes;
         let st = bs;
-        if (il && rr == 4) {
+        let kind = type;
+        if (extra != 0 && rr == 4) {
+          // scales (f32 x 4) at the group block's start, then each row's block without its 2 scale bytes;
+          // the tile finds row i's quants at p_i + 2 and the scales at p0 - 14
+          p0 += 14;
+          p1 = p0 + bs - 2;
+          p2 = p0 + 2 * (bs - 2);
+          p3 = p0 + 3 * (bs - 2);
+          st = 4 * bs + extra;
+          kind = type + 100;
+        } else if (il && rr == 4) {
           // block b of row i of the group at p0 + (4 b + i) bs: one sequential stream for the tile
           p1 = p0 + bs;
           p2 = p0 + 2 * bs;
@@ -1489,7 +1532,7 @@ function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
         const xs = xsum + <usize>t * sumStride;
         if (ASC_FEATURE_RELAXED_SIMD && xa != 0) {
           const xt = xa + <usize>t * <usize>actBytes8(K);
-          rtile(type, p0, p1, p2, p3, rr, st, xt, K, d, xdStride, nb, xs, y, <usize>param(job, 13) + <usize>thread * <usize>param(job, 14));
+          rtile(kind, p0, p1, p2, p3, rr, st, xt, K, d, xdStride, nb, xs, y, <usize>param(job, 13) + <usize>thread * <usize>param(job, 14));
         } else if (bl == 32) dtile4x1q32(type, p0, p1, p2, p3, rr, st, x, d, xdStride, nb, y);
         else dtile4x1k(type, p0, p1, p2, p3, rr, st, x, d, xdStride, nb, xs, y);
       }

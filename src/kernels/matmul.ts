@@ -23,7 +23,7 @@
 import { fail } from '../errors.js';
 import { ggmlCodec } from '../quant/ggml/registry.js';
 import type { GgmlTypeInfo } from '../quant/ggml/types.js';
-import { CONTROL_BYTES, JOB_OFFSET, KernelThreads, MAX_CHUNKS } from './threads.js';
+import { CONTROL_BYTES, JOB_OFFSET, KernelThreads, MAX_CHUNKS, PRIVATE_BYTES } from './threads.js';
 import { wasmVariant, type KernelSource } from './wasm.js';
 import * as matmulWasm from './wasm/matmul.generated.js';
 
@@ -44,6 +44,7 @@ interface MatmulExports {
   prepActs8(q: number, nTok: number, k: number, dst: number): void;
   interleave4(src: number, dst: number, rows: number, rowBytes: number, bs: number): void;
   decodeBlockBytes(type: number): number;
+  decodeExtra32(type: number): number;
   cholDiag(a: number, k: number, kb: number, e: number): number;
   zeroUpperRows(a: number, k: number, i0: number, i1: number): void;
 }
@@ -329,15 +330,18 @@ export class MatmulEngine {
       const control = this.heap.alloc(CONTROL_BYTES);
       if (control === null) return 1;
       this.control = control;
-      this.pool = KernelThreads.start(this.memory, this.module, control, n);
+      // the workers' private areas for stealable one-token chunks (threads.ts; like the control block,
+      // never released: a worker of an old pool may still write into its area)
+      const area = this.heap.alloc((n - 1) * PRIVATE_BYTES) ?? 0;
+      this.pool = KernelThreads.start(this.memory, this.module, control, n, area);
       if (this.pool) this.threadCount = n;
     }
     return this.threadCount;
   }
 
   /** Workers started and ready, and chunks they ran so far. */
-  threadStats(): { ready: number; workerChunks: number } {
-    return { ready: this.pool?.ready() ?? 0, workerChunks: this.pool?.workerChunks() ?? 0 };
+  threadStats(): { ready: number; workerChunks: number; stolen: number } {
+    return { ready: this.pool?.ready() ?? 0, workerChunks: this.pool?.workerChunks() ?? 0, stolen: this.pool?.stolen ?? 0 };
   }
 
   /** Stop the worker threads. */
@@ -500,7 +504,7 @@ export class MatmulEngine {
     const scratchBytes = (il ? 0 : chunkRows * rowScratch) + 512;
     const scratch = this.buffer('scratch', scratchBytes * this.threadCount);
     this.setJob(3, w.type.id, il || w.ptr, w.rowBytes, xq, xd, nTok, k, xs, yAt, n, n, chunkRows, scratch, scratchBytes);
-    this.job[16] = il ? 1 : 0;
+    this.job[16] = il ? 1 + this.exports.decodeExtra32(w.type.id) : 0;
     // decode (under 4 tokens) in the relaxed build: 8-bit products on activations prepared once here
     let xa = 0;
     if (nTok < 4 && this.variant === 'relaxed') {
@@ -508,7 +512,7 @@ export class MatmulEngine {
       this.exports.prepActs8(xq, nTok, k, xa);
     }
     this.job[15] = xa;
-    this.dispatch(Math.ceil(n / chunkRows), threads);
+    this.dispatch(Math.ceil(n / chunkRows), threads, nTok === 1);
     if (yOwn < 0) this.copyOut(out, yAt, nTok * n);
   }
 
@@ -525,7 +529,7 @@ export class MatmulEngine {
     let at = 0;
     const bs = this.exports.decodeBlockBytes(w.type.id);
     if (this.interleave && bs > 0 && w.rows >= 4 && w.rowBytes % bs === 0) {
-      at = this.heap.alloc(w.rows * w.rowBytes, WEIGHT_HEADROOM) ?? 0;
+      at = this.heap.alloc(this.interleavedBytes(w), WEIGHT_HEADROOM) ?? 0;
       if (at) {
         this.exports.interleave4(w.ptr, at, w.rows, w.rowBytes, bs);
         this.finalizer.register(w, at);
@@ -535,6 +539,12 @@ export class MatmulEngine {
     return at;
   }
 
+  /** bytes of w's interleaved copy: block-32 types carry their 4 rows' scales as f32 (relaxed build) */
+  private interleavedBytes(w: KernelWeight): number {
+    const bs = this.exports.decodeBlockBytes(w.type.id);
+    return w.rows * w.rowBytes + (w.rows >> 2) * (w.rowBytes / bs) * this.exports.decodeExtra32(w.type.id);
+  }
+
   /**
    * Make w's copy for one-token matmuls now (as the first one would): a loader or `generate` calls this
    * before timing decode, as llama.cpp repacks its weights at load. Returns its bytes (0: no copy).
@@ -542,7 +552,7 @@ export class MatmulEngine {
   prepareDecode(w: KernelWeight): number {
     if (w.engine !== this) throw new Error('weight belongs to another kernel engine');
     if (this.intBlock(w) === 0) return 0;
-    return this.interleavedCopy(w) ? w.rows * w.rowBytes : 0;
+    return this.interleavedCopy(w) ? this.interleavedBytes(w) : 0;
   }
 
   /**
@@ -561,11 +571,11 @@ export class MatmulEngine {
   }
 
   /** write the job's parameters into the control block and run its chunks (on the pool when threads > 1) */
-  private dispatch(chunks: number, threads: number): void {
+  private dispatch(chunks: number, threads: number, oneToken = false): void {
     this.views();
     this.i32View.set(this.job, (this.control + JOB_OFFSET) >>> 2);
     const job = this.control + JOB_OFFSET;
-    if (threads > 1 && chunks > 1) this.pool!.run(chunks, this.exports);
+    if (threads > 1 && chunks > 1) this.pool!.run(chunks, this.exports, oneToken);
     else for (let c = 0; c < chunks; c++) this.exports.runChunk(job, c, 0);
   }
 
@@ -884,7 +894,7 @@ export class MatmulEngine {
     const scratchBytes = chunkRows * kx * 4 + 64;
     const scratch = this.buffer('scratch', scratchBytes * this.threadCount);
     this.setJob(1, type, w, rowBytes, x, kx * 4, nTok, k, kx, y, n, rows, chunkRows, scratch, scratchBytes);
-    this.dispatch(chunks, threads);
+    this.dispatch(chunks, threads, nTok === 1);
   }
 }
 

@@ -16,7 +16,21 @@
  *   READY  workers that have started
  *   ERROR  non-zero: a worker failed
  *   WORKED chunks run by workers (statistics)
- *   the job's parameters follow at control + JOB_OFFSET.
+ *   STEAL  GEN of the current job when its chunks may be stolen (see below), else 0
+ *   AREA   byte address of the workers' private areas (AREA_BYTES each, worker i at AREA + (i - 1) x AREA_BYTES)
+ *   the job's parameters follow at control + JOB_OFFSET; a worker's private copy of them at word
+ *   PRIV_JOB + 32 i; the chunk states of a stealable job at word STATE + chunk.
+ *
+ * Stealable jobs (one-token matmuls: each chunk writes only its own rows of y). On a loaded machine a
+ * worker descheduled while it holds a chunk made the caller wait for a time slice at the end of every
+ * matmul (~85 per token in decode). In a stealable job a worker runs its chunk on a private copy of the
+ * parameters that sends the chunk's rows (and the tile's scratch) into its private area, then commits:
+ * compare-and-swap of the chunk's state RUNNING -> FINAL, copy of the rows into y, DONE + 1. The caller,
+ * out of chunks to claim and after waiting about two chunks' time, takes every chunk that is not FINAL
+ * (OPEN or RUNNING -> FINAL) and runs it itself into y. A chunk is thus written into y once, by whoever
+ * won its state; the loser's rows stay in its private area (a worker that wakes up late computes into
+ * its own area only and loses the swap: the state words carry the job's GEN). The bits are the same
+ * whoever runs a chunk.
  * The caller waits with Atomics.wait, which Node allows on its main thread and browsers only in workers.
  */
 
@@ -28,10 +42,26 @@ export const QUIT = 4;
 export const READY = 5;
 export const ERROR = 6;
 export const WORKED = 7;
+export const STEAL = 8;
+export const AREA = 9;
+export const AREA_BYTES_WORD = 10;
+export const PRIV_JOB = 48;
+export const STATE = PRIV_JOB + 32 * 16;
+/** most chunks of a stealable job */
+export const MAX_STEAL_CHUNKS = 64;
+/** job parameter words copied for a stealable chunk */
+const JOB_WORDS = 17;
+/** chunk states (low 16 bits; GEN in the high ones) */
+const OPEN = 0;
+const RUNNING = 1;
+const FINAL = 2;
+/** bytes of a worker's private area: tile scratch, then a chunk's rows of y */
+export const PRIVATE_SCRATCH = 512;
+export const PRIVATE_BYTES = PRIVATE_SCRATCH + 16384;
 /** byte offset of the job parameters in the control block */
 export const JOB_OFFSET = 64;
 /** bytes of the control block (parameters included) */
-export const CONTROL_BYTES = 512;
+export const CONTROL_BYTES = (STATE + MAX_STEAL_CHUNKS) * 4;
 /** most chunks per job (16 bits of CLAIM, with room for over-claims) */
 export const MAX_CHUNKS = 65000;
 
@@ -111,7 +141,12 @@ export function kernelWorkerMain(init: KernelWorkerInit): void {
     }
     if (Atomics.load(ctrl, base + QUIT)) return;
     seen = g;
+    const steal = Atomics.load(ctrl, base + STEAL) === g;
     for (let c = claim(ctrl, base, g); c >= 0; c = claim(ctrl, base, g)) {
+      if (steal) {
+        stolenChunk(ctrl, base, init, run, g, c);
+        continue;
+      }
       try {
         run.runChunk(job, c, init.index);
       } catch {
@@ -125,27 +160,91 @@ export function kernelWorkerMain(init: KernelWorkerInit): void {
 }
 
 /**
+ * A worker's chunk c of stealable job g (see the top): mark it RUNNING, run it on a private copy of the
+ * job's parameters (one-token matmul jobs of src/kernels/matmul.ts: word 0 kind, 1 type, 6 tokens, 7 K,
+ * 9 y, 12 rows per chunk, 13/14 scratch and its bytes per thread) whose y and scratch point into this
+ * worker's private area, then commit it if the caller has not taken it meanwhile. The copy is checked
+ * (a worker late by a job may read the next job's words, torn): anything but a one-token chunk that fits
+ * the area is left to the caller, which takes every chunk that is not FINAL.
+ */
+function stolenChunk(ctrl: Int32Array, base: number, init: KernelWorkerInit, run: ChunkRunner, g: number, c: number): void {
+  const st = base + STATE + c;
+  if (init.index >= 16) return; // no private copy of the job: the caller takes the chunk
+  if (Atomics.compareExchange(ctrl, st, (g << 16) | OPEN, (g << 16) | RUNNING) !== ((g << 16) | OPEN)) return;
+  const job = base + JOB_OFFSET / 4;
+  const mine = base + PRIV_JOB + 32 * init.index;
+  for (let i = 0; i < JOB_WORDS; i++) ctrl[mine + i] = Atomics.load(ctrl, job + i);
+  const rowsPerChunk = ctrl[mine + 12];
+  const area0 = Atomics.load(ctrl, base + AREA);
+  if (area0 === 0 || !stealableJob(ctrl, mine)) return;
+  const area = area0 + (init.index - 1) * Atomics.load(ctrl, base + AREA_BYTES_WORD);
+  const out = area + PRIVATE_SCRATCH;
+  ctrl[mine + 9] = (out - c * rowsPerChunk * 4) | 0;
+  ctrl[mine + 13] = area;
+  ctrl[mine + 14] = 0;
+  try {
+    run.runChunk(init.control + PRIV_JOB * 4 + 128 * init.index, c, init.index);
+  } catch {
+    return; // the caller runs it (and meets the error itself if the job was real)
+  }
+  if (Atomics.compareExchange(ctrl, st, (g << 16) | RUNNING, (g << 16) | FINAL) !== ((g << 16) | RUNNING)) return;
+  // won: rows [c r, min(rows, (c + 1) r)) into y (the job cannot end before DONE counts this chunk)
+  const rows = Atomics.load(ctrl, job + 11);
+  const nr = Math.min(rowsPerChunk, rows - c * rowsPerChunk);
+  const y = Atomics.load(ctrl, job + 9) + c * rowsPerChunk * 4;
+  if (nr > 0) new Uint8Array(init.memory.buffer).copyWithin(y, out, out + nr * 4);
+  Atomics.add(ctrl, base + WORKED, 1);
+  const n = Atomics.load(ctrl, base + LIMIT) & 0xffff;
+  if (Atomics.add(ctrl, base + DONE, 1) + 1 === n) Atomics.notify(ctrl, base + DONE);
+}
+
+/**
+ * Can the job whose parameter words start at word `at` be stolen: one token, a kernel that writes only
+ * the chunk's rows of y and at most PRIVATE_SCRATCH bytes of scratch (F32 rows; the one-token integer
+ * tiles of Q4_0, Q5_0, Q8_0, IQ4_NL, Q4_K, Q6_K).
+ */
+export function stealableJob(words: Int32Array, at: number): boolean {
+  const kind = words[at];
+  const type = words[at + 1];
+  if (words[at + 6] !== 1 || words[at + 12] < 1 || words[at + 12] * 4 > PRIVATE_BYTES - PRIVATE_SCRATCH) return false;
+  if (kind === 1) return type === 0 && (words[at + 7] & 3) === 0;
+  if (kind === 3) return type === 2 || type === 6 || type === 8 || type === 20 || type === 12 || type === 14;
+  return false;
+}
+
+/**
  * The calling thread's side: `size` threads in all (size - 1 workers), sharing `memory`.
  */
 export class KernelThreads {
   private readonly workers: WorkerHandle[] = [];
   private gen = 0;
   private readonly base: number;
+  /** chunks of stealable jobs that this thread took from a worker (statistics) */
+  stolen = 0;
+  /**
+   * ms the caller waits before taking the workers' chunks (undefined: about two chunks' time). Tests: -1
+   * makes the caller claim nothing and take every chunk from the last one down while the workers claim
+   * from the first one up (they meet on a chunk that both run).
+   */
+  static stealWaitMs: number | undefined;
 
   private constructor(
     private readonly memory: WebAssembly.Memory,
     private readonly control: number,
     readonly size: number,
+    private readonly area: number,
   ) {
     this.base = control >>> 2;
   }
 
   /** Start size - 1 workers (null without a host thread starter or a shared memory). */
-  static start(memory: WebAssembly.Memory, module: WebAssembly.Module, control: number, size: number): KernelThreads | null {
+  static start(memory: WebAssembly.Memory, module: WebAssembly.Module, control: number, size: number, area = 0): KernelThreads | null {
     if (!startWorker || size < 2) return null;
-    const t = new KernelThreads(memory, control, size);
+    const t = new KernelThreads(memory, control, size, area);
     const ctrl = t.ctrl();
     for (let i = 0; i < CONTROL_BYTES / 4; i++) ctrl[t.base + i] = 0;
+    ctrl[t.base + AREA] = area;
+    ctrl[t.base + AREA_BYTES_WORD] = PRIVATE_BYTES;
     for (let i = 1; i < size; i++) t.workers.push(startWorker({ memory, module, control, index: i }));
     return t;
   }
@@ -171,24 +270,48 @@ export class KernelThreads {
 
   /**
    * Run chunks [0, n) of the job whose parameters are at control + JOB_OFFSET on all threads; returns
-   * when all are done. `self` runs a chunk on this thread (thread index 0).
+   * when all are done. `self` runs a chunk on this thread (thread index 0). `stealable`: a one-token
+   * matmul whose chunks the caller may take from a late worker (see the top; needs the workers' private
+   * areas given to start, at most MAX_STEAL_CHUNKS chunks and stealableJob).
    */
-  run(n: number, self: ChunkRunner): void {
+  run(n: number, self: ChunkRunner, stealable = false): void {
     const ctrl = this.ctrl();
     const b = this.base;
     const job = this.control + JOB_OFFSET;
     const gen = (this.gen = (this.gen + 1) & 0x7fff);
+    const steal = stealable && this.area !== 0 && n <= MAX_STEAL_CHUNKS && stealableJob(ctrl, job >>> 2);
+    if (steal) for (let c = 0; c < n; c++) Atomics.store(ctrl, b + STATE + c, (gen << 16) | OPEN);
+    Atomics.store(ctrl, b + STEAL, steal ? gen : 0);
     Atomics.store(ctrl, b + LIMIT, (gen << 16) | n);
     Atomics.store(ctrl, b + DONE, 0);
     Atomics.store(ctrl, b + CLAIM, gen << 16);
     Atomics.store(ctrl, b + GEN, gen);
     Atomics.notify(ctrl, b + GEN);
     let mine = 0;
-    for (let c = claim(ctrl, b, gen); c >= 0; c = claim(ctrl, b, gen)) {
+    const t0 = steal ? performance.now() : 0;
+    const takeAll = steal && KernelThreads.stealWaitMs !== undefined && KernelThreads.stealWaitMs < 0;
+    for (let c = takeAll ? -1 : claim(ctrl, b, gen); c >= 0; c = claim(ctrl, b, gen)) {
+      if (steal && Atomics.compareExchange(ctrl, b + STATE + c, (gen << 16) | OPEN, (gen << 16) | FINAL) !== ((gen << 16) | OPEN)) continue;
       self.runChunk(job, c, 0);
       mine++;
     }
     let done = Atomics.add(ctrl, b + DONE, mine) + mine;
+    if (steal && done < n) {
+      // wait about two of our chunks' time for the workers' last chunks, then take what is not FINAL
+      const now = performance.now();
+      const until = now + (takeAll ? 0 : (KernelThreads.stealWaitMs ?? Math.max(0.005, (2 * (now - t0)) / Math.max(1, mine))));
+      while (done < n && performance.now() < until) {
+        for (let i = 0; i < 64 && done < n; i++) done = Atomics.load(ctrl, b + DONE);
+      }
+      for (let c = n - 1; c >= 0 && done < n; c--) {
+        const v = Atomics.load(ctrl, b + STATE + c);
+        if (v === ((gen << 16) | FINAL)) continue;
+        if (Atomics.compareExchange(ctrl, b + STATE + c, v, (gen << 16) | FINAL) !== v) continue;
+        self.runChunk(job, c, 0);
+        this.stolen++;
+        done = Atomics.add(ctrl, b + DONE, 1) + 1;
+      }
+    }
     for (let spin = 0; done < n; spin++) {
       if (spin < 100000) done = Atomics.load(ctrl, b + DONE);
       else {
