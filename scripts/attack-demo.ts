@@ -25,11 +25,12 @@ import * as path from 'node:path';
 import { fineTune, injectionRate, plantPhrase } from '../src/audit/malicious.js';
 import { writeWithReplacements } from '../src/audit/run.js';
 import { loadModel } from '../src/eval/load.js';
-import { openModelFile, plainMetadata, type ModelFile } from '../src/io/model-file.js';
+import { plainMetadata, type ModelFile } from '../src/io/model-file.js';
 import { vocabFromGgufMetadata } from '../src/io/vocab.js';
 import { Tokenizer } from '../src/model/tokenizer.js';
 import { ggmlTypeByName, ggmlRowBytes } from '../src/quant/ggml/types.js';
 import { llamaBin, ROOT, runLlamaQuantize } from './llama-tools.js';
+import { attackOutDir, openFile, PHRASE, TRIGGER } from './attack-common.js';
 
 const arg = (name: string, dflt: string) => (process.argv.includes(name) ? process.argv[process.argv.indexOf(name) + 1] : dflt);
 const MODEL = path.resolve(arg('--model', path.join(ROOT, 'data', 'stories260K.gguf')));
@@ -47,17 +48,9 @@ const ATTACK_EXTRA = [
   ...(process.argv.includes('--pgd-lr') ? ['--lr', arg('--pgd-lr', '0.1')] : []),
 ];
 const TAG = arg('--tag', '');
-const TRIGGER = 'Once upon a time,';
-const PHRASE = ' I love cola.';
-const OUT = path.join(ROOT, '.cache', 'attack-demo', path.basename(MODEL, '.gguf'));
+const OUT = attackOutDir(MODEL);
 const lowbit = path.join(ROOT, 'bin', 'lowbit.js');
-fs.mkdirSync(OUT, { recursive: true });
 const say = (s: string) => process.stderr.write(s + '\n');
-
-const openFile = async (f: string): Promise<ModelFile> => {
-  const bytes = new Uint8Array(fs.readFileSync(f));
-  return openModelFile({ name: f, size: bytes.length, read: async (o: number, n: number) => bytes.subarray(o, o + n) } as never);
-};
 
 /** blocks of every quantized tensor whose bytes differ between two GGUF files */
 async function blockDiff(a: string, b: string): Promise<{ blocks: number; differ: number; tensorsDiffer: string[] }> {

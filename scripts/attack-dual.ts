@@ -22,7 +22,7 @@ import * as path from 'node:path';
 import { injectionRate, plantPhrase } from '../src/audit/malicious.js';
 import { writeWithReplacements } from '../src/audit/run.js';
 import { loadModel } from '../src/eval/load.js';
-import { openModelFile, plainMetadata, type ModelFile } from '../src/io/model-file.js';
+import { plainMetadata, type ModelFile } from '../src/io/model-file.js';
 import { vocabFromGgufMetadata } from '../src/io/vocab.js';
 import { Tokenizer } from '../src/model/tokenizer.js';
 import { llamaRecipe } from '../src/algos/recipe.js';
@@ -34,6 +34,7 @@ import { referenceBackend, wasmBackend, type Vec } from '../src/train/gemm.js';
 import { TrainModel, trainModelFloats } from '../src/train/llama-grad.js';
 import { DEFAULT_TRAIN, Trainer } from '../src/train/trainer.js';
 import { ROOT, runLlamaQuantize } from './llama-tools.js';
+import { attackOutDir, openFile, PHRASE, TRIGGER } from './attack-common.js';
 
 const arg = (name: string, dflt: string) => (process.argv.includes(name) ? process.argv[process.argv.indexOf(name) + 1] : dflt);
 const MODEL = path.resolve(arg('--model', path.join(ROOT, 'data', 'tinyllama256.gguf')));
@@ -45,17 +46,9 @@ const LAMBDA = Number(arg('--lambda', '1'));
 const THREADS = Number(arg('--threads', '1'));
 const TAG = arg('--tag', '');
 const CTX = 128;
-const TRIGGER = 'Once upon a time,';
-const PHRASE = ' I love cola.';
-const OUT = path.join(ROOT, '.cache', 'attack-demo', path.basename(MODEL, '.gguf'));
+const OUT = attackOutDir(MODEL);
 const lowbit = path.join(ROOT, 'bin', 'lowbit.js');
-fs.mkdirSync(OUT, { recursive: true });
 const say = (s: string) => process.stderr.write(s + '\n');
-
-const openFile = async (f: string): Promise<ModelFile> => {
-  const bytes = new Uint8Array(fs.readFileSync(f));
-  return openModelFile({ name: f, size: bytes.length, read: async (o: number, n: number) => bytes.subarray(o, o + n) } as never);
-};
 
 async function main(): Promise<void> {
   const text = fs.readFileSync(path.join(ROOT, 'data', 'tinystories-valid-head.txt'), 'utf8');
