@@ -1,6 +1,6 @@
 /**
  * The browser path: models quantized by lowbit (MatMulNBits, QDQ static/dynamic, the ViT activation
- * quantizers: log2 / logsqrt2 / twin / PTF / per-channel) run in onnxruntime-web
+ * quantizers: log2 / logsqrt2 / twin / PTF / per-channel; --float16 through If/LSTM subgraphs) run in onnxruntime-web
  * (WebAssembly) inside Chromium with the outputs they have in onnxruntime-node, within a stated bound.
  * Without Chromium the test is skipped (a failure with CI=1), as test/browser.test.ts does.
  */
@@ -13,6 +13,7 @@ import { encodeOnnx, parseOnnx } from '../src/io/onnx/model.js';
 import { quantizeMatMulNBits } from '../src/io/onnx/nbits.js';
 import { quantizeQdq, RangeCollector } from '../src/io/onnx/qdq.js';
 import { quantizeActivations, type ActQuantOptions } from '../src/io/onnx/vit-act.js';
+import { convertFloat16 } from '../src/io/onnx/float16.js';
 import { captureActivations, ortSession, type Feeds } from '../src/cli/onnx-runtime.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -26,6 +27,8 @@ interface Case {
   model: Uint8Array;
   input: string;
   shape: number[];
+  /** further inputs, constant */
+  extra?: { name: string; type: 'float32' | 'int64'; shape: number[]; values: number[] }[];
 }
 
 const input = (shape: number[]) => Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, (_, i) => Math.sin(i * 0.013) * 0.9);
@@ -80,11 +83,24 @@ test('quantized models give the same outputs in onnxruntime-web (Chromium) as in
     await quantizeMatMulNBits(m, { bits: 4, blockSize: 32, symmetric: false });
     cases.push({ name: 'openWakeWord hey_jarvis Gemm int4 +zp', model: encodeOnnx(m.proto), input: 'x.1', shape: [1, 16, 96], bound: 1e-4 });
   }
+  {
+    // Silero VAD v5 in float16 (LSTM weights in nested If branches, read from the enclosing graph), one frame
+    const m = parseOnnx(new Uint8Array(fs.readFileSync(path.join(root, 'node_modules/@ricky0123/vad-web/dist/silero_vad_v5.onnx'))));
+    await convertFloat16(m);
+    const extra: Case['extra'] = [
+      { name: 'state', type: 'float32', shape: [2, 1, 128], values: new Array(256).fill(0) },
+      { name: 'sr', type: 'int64', shape: [1], values: [16000] },
+    ];
+    cases.push({ name: 'Silero VAD v5 --float16 (If/LSTM subgraphs)', model: encodeOnnx(m.proto), input: 'input', shape: [1, 512], extra, bound: 1e-3 });
+  }
   const nodeOut: Float32Array[] = [];
   for (const c of cases) {
     const s = await ortSession(c.model);
     const x = input(c.shape);
-    nodeOut.push(Float32Array.from([...(await s.run({ [c.input]: { type: 'float32', shape: c.shape, data: new Uint8Array(x.buffer) } })).values()][0].data));
+    const feeds: Feeds = { [c.input]: { type: 'float32', shape: c.shape, data: new Uint8Array(x.buffer) } };
+    for (const e of c.extra ?? [])
+      feeds[e.name] = { type: e.type, shape: e.shape, data: new Uint8Array((e.type === 'int64' ? BigInt64Array.from(e.values.map(BigInt)) : Float32Array.from(e.values)).buffer) };
+    nodeOut.push(Float32Array.from([...(await s.run(feeds)).values()][0].data));
     await s.release();
   }
   const { chromium } = await import('playwright-core');
@@ -101,21 +117,24 @@ test('quantized models give the same outputs in onnxruntime-web (Chromium) as in
     await page.goto('http://lowbit.test/');
     for (const [i, c] of cases.entries()) {
       const b64 = await page.evaluate(
-        async ({ model, inputName, shape }) => {
+        async ({ model, inputName, shape, extra }) => {
           const ort = await import('http://lowbit.test/ort.wasm.min.mjs' as string);
           ort.env.wasm.numThreads = 1;
           ort.env.wasm.wasmPaths = 'http://lowbit.test/';
           const bytes = Uint8Array.from(atob(model), (ch) => ch.charCodeAt(0));
           const s = await ort.InferenceSession.create(bytes, { executionProviders: ['wasm'] });
           const x = new Float32Array(shape.reduce((a: number, b: number) => a * b, 1)).map((_, j) => Math.sin(j * 0.013) * 0.9);
-          const r = await s.run({ [inputName]: new ort.Tensor('float32', x, shape) });
+          const feeds: Record<string, unknown> = { [inputName]: new ort.Tensor('float32', x, shape) };
+          for (const e of extra)
+            feeds[e.name] = e.type === 'int64' ? new ort.Tensor('int64', BigInt64Array.from(e.values.map(BigInt)), e.shape) : new ort.Tensor('float32', Float32Array.from(e.values), e.shape);
+          const r = await s.run(feeds);
           const y = r[s.outputNames[0]].data as Float32Array;
           let str = '';
           const u8 = new Uint8Array(y.buffer, y.byteOffset, y.byteLength);
           for (let j = 0; j < u8.length; j += 32768) str += String.fromCharCode(...u8.subarray(j, j + 32768));
           return btoa(str);
         },
-        { model: Buffer.from(c.model).toString('base64'), inputName: c.input, shape: c.shape },
+        { model: Buffer.from(c.model).toString('base64'), inputName: c.input, shape: c.shape, extra: c.extra ?? [] },
       );
       const web = new Float32Array(new Uint8Array(Buffer.from(b64, 'base64')).buffer);
       const ref = nodeOut[i];
