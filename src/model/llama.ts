@@ -463,25 +463,27 @@ export function rmsnorm(out: Float32Array, x: Float32Array, weight: Float32Array
 /** Rotate the first ropeDim dims of each head of vec (nTok rows of nHeads*headDim) by position. */
 export function rope(c: LlamaConfig, freq: Float64Array, vec: Float32Array, nTok: number, nHeads: number, pos0: number): void {
   const half = c.ropeDim / 2;
-  const rowLen = nHeads * c.headDim;
   const mscale = c.ropeMscale ?? 1;
   for (let t = 0; t < nTok; t++) {
     const p = pos0 + t;
     for (let i = 0; i < half; i++) {
       const angle = p * freq[i];
-      const cos = Math.cos(angle) * mscale;
-      const sin = Math.sin(angle) * mscale;
-      // 'normal' pairs (2i, 2i+1); 'neox' pairs (i, i + ropeDim/2)
-      const a = c.ropeStyle === 'normal' ? 2 * i : i;
-      const b = c.ropeStyle === 'normal' ? 2 * i + 1 : i + half;
-      for (let h = 0; h < nHeads; h++) {
-        const o = t * rowLen + h * c.headDim;
-        const x0 = vec[o + a];
-        const x1 = vec[o + b];
-        vec[o + a] = x0 * cos - x1 * sin;
-        vec[o + b] = x0 * sin + x1 * cos;
-      }
+      rotatePair(c, vec, t, nHeads, i, Math.cos(angle) * mscale, Math.sin(angle) * mscale);
     }
+  }
+}
+
+/** rotates pair i of every head of token t by (cos, sin): 'normal' pairs (2i, 2i+1), 'neox' (i, i + ropeDim/2) */
+function rotatePair(c: LlamaConfig, vec: Float32Array, t: number, nHeads: number, i: number, cos: number, sin: number): void {
+  const normal = c.ropeStyle === 'normal';
+  const a = normal ? 2 * i : i;
+  const b = normal ? 2 * i + 1 : i + c.ropeDim / 2;
+  for (let h = 0; h < nHeads; h++) {
+    const o = (t * nHeads + h) * c.headDim;
+    const x0 = vec[o + a];
+    const x1 = vec[o + b];
+    vec[o + a] = x0 * cos - x1 * sin;
+    vec[o + b] = x0 * sin + x1 * cos;
   }
 }
 
@@ -510,24 +512,10 @@ export function ropeTable(c: LlamaConfig, freq: Float64Array, positions: number)
 /** rope() reading cos and sin from a table (bit-identical: the same f64 values and operations) */
 export function ropeTabled(c: LlamaConfig, t: RopeTable, vec: Float32Array, nTok: number, nHeads: number, pos0: number): void {
   const half = c.ropeDim / 2;
-  const rowLen = nHeads * c.headDim;
-  const normal = c.ropeStyle === 'normal';
   if (pos0 + nTok > t.positions) throw new Error(`rope table: positions ${pos0}..${pos0 + nTok - 1} past ${t.positions}`);
   for (let tk = 0; tk < nTok; tk++) {
     const at = (pos0 + tk) * half;
-    for (let i = 0; i < half; i++) {
-      const cos = t.cos[at + i];
-      const sin = t.sin[at + i];
-      const a = normal ? 2 * i : i;
-      const b = normal ? 2 * i + 1 : i + half;
-      for (let h = 0; h < nHeads; h++) {
-        const o = tk * rowLen + h * c.headDim;
-        const x0 = vec[o + a];
-        const x1 = vec[o + b];
-        vec[o + a] = x0 * cos - x1 * sin;
-        vec[o + b] = x0 * sin + x1 * cos;
-      }
-    }
+    for (let i = 0; i < half; i++) rotatePair(c, vec, tk, nHeads, i, t.cos[at + i], t.sin[at + i]);
   }
 }
 
