@@ -114,13 +114,20 @@ export async function gptqBlocksParallel(
   });
   const parts = workers && target && n * k >= minWeights ? Math.min(n, workers.count + 1) : 1;
   if (parts === 1) return gptqPartRun(job(0, n), codec);
+  return splitRows(n, k, parts, workers!, job, (j) => gptqPartRun(j, codec));
+}
+
+/**
+ * n rows in `parts` ranges: the first on this thread (runLocal), the others on the workers, joined in row
+ * order. Every part settles before an error surfaces.
+ */
+async function splitRows<J extends RowPartJob>(n: number, k: number, parts: number, workers: GptqWorkers, job: (r0: number, r1: number) => J, runLocal: (j: J) => GptqPartResult): Promise<GptqPartResult> {
   const ranges = rowRanges(n, parts);
-  const remote = ranges.slice(1).map(([a, b]) => workers!.run(job(a, b)));
+  const remote = ranges.slice(1).map(([a, b]) => workers.run(job(a, b)));
   let local: GptqPartResult;
   try {
-    local = gptqPartRun(job(ranges[0][0], ranges[0][1]), codec);
+    local = runLocal(job(ranges[0][0], ranges[0][1]));
   } finally {
-    // every part settles before an error surfaces
     await Promise.allSettled(remote);
   }
   return joinParts([local, ...(await Promise.all(remote))], ranges, n, k);
@@ -179,15 +186,6 @@ export async function autoRoundBlocksParallel(
     importance,
     init: init && { bytes: init.bytes.subarray(r0 * rowBytes, r1 * rowBytes), q: init.q.subarray(r0 * k, r1 * k) },
   });
-  const ranges = rowRanges(n, parts);
-  const remote = ranges.slice(1).map(([a, b]) => workers!.run(job(a, b)));
-  let local: GptqPartResult;
-  try {
-    const j = job(ranges[0][0], ranges[0][1]);
-    local = autoRoundBlocks(codec, j.w, j.rows, k, h, { ...options, importance, init: j.init, fast: opts.fast });
-  } finally {
-    await Promise.allSettled(remote);
-  }
-  const r = joinParts([local, ...(await Promise.all(remote))], ranges, n, k);
+  const r = await splitRows(n, k, parts, workers!, job, (j) => autoRoundBlocks(codec, j.w, j.rows, k, h, { ...options, importance, init: j.init, fast: opts.fast }));
   return { ...r, stats: r.stats! };
 }
