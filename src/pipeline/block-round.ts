@@ -134,6 +134,27 @@ export class BlockRunner {
     return s;
   }
 
+  /**
+   * The summed error of iteration `it`'s minibatch: the next `batch` windows of `order`, which is reshuffled
+   * with `rand` at the start of every pass over the windows; its gradient (scaled by 1 / (batch x ctx)) is added
+   * to grads.
+   */
+  minibatchError(X: Float32Array, target: Float32Array, order: number[], rand: () => number, it: number, batch: number): number {
+    const n = this.ctx * this.config.dim;
+    const nSeq = order.length;
+    if ((it * batch) % nSeq < batch)
+      for (let i = nSeq - 1; i > 0; i--) {
+        const j = Math.floor(rand() * (i + 1));
+        [order[i], order[j]] = [order[j], order[i]];
+      }
+    let s = 0;
+    for (let b = 0; b < batch; b++) {
+      const w = order[(it * batch + b) % nSeq];
+      s += this.error(this.forward(X.subarray(w * n, (w + 1) * n)), target.subarray(w * n, (w + 1) * n), true, 1 / (batch * this.ctx));
+    }
+    return s;
+  }
+
   /** the layer's outputs on every window of X (nSeq x ctx x dim) */
   outputs(X: Float32Array): Float32Array {
     const n = this.ctx * this.config.dim;
@@ -209,17 +230,8 @@ export function refineBlock(runner: BlockRunner, linears: readonly BlockLinear[]
   const m = runner.model;
   for (let it = 0; it < o.iters; it++) {
     const step = lr * (1 - it / o.iters);
-    // a minibatch: the next `batch` windows of a seeded shuffle
-    if ((it * batch) % nSeq < batch) for (let i = nSeq - 1; i > 0; i--) {
-      const j = Math.floor(rand() * (i + 1));
-      [order[i], order[j]] = [order[j], order[i]];
-    }
     m.zeroGrads();
-    let mini = 0;
-    for (let b = 0; b < batch; b++) {
-      const s = order[(it * batch + b) % nSeq];
-      mini += runner.error(runner.forward(xIn.subarray(s * n, (s + 1) * n)), target.subarray(s * n, (s + 1) * n), true, 1 / (batch * ctx));
-    }
+    const mini = runner.minibatchError(xIn, target, order, rand, it, batch);
     if (mini < bestMini) {
       bestMini = mini;
       for (const s of state) s.bestCh.set(s.ch);

@@ -269,17 +269,8 @@ export function omniquantLayer(runner: BlockRunner, get: (n: TensorName) => Floa
   const gA = lwc.map((s) => new Float32Array(s.alpha.length));
   for (let it = 0; it < o.iters; it++) {
     const step = lr * (1 - it / o.iters);
-    if ((it * batch) % nSeq < batch)
-      for (let i = nSeq - 1; i > 0; i--) {
-        const j = Math.floor(rand() * (i + 1));
-        [order[i], order[j]] = [order[j], order[i]];
-      }
     m.zeroGrads();
-    let mini = 0;
-    for (let b = 0; b < batch; b++) {
-      const sq = order[(it * batch + b) % nSeq];
-      mini += runner.error(runner.forward(xIn.subarray(sq * n, (sq + 1) * n)), target.subarray(sq * n, (sq + 1) * n), true, 1 / (batch * ctx));
-    }
+    const mini = runner.minibatchError(xIn, target, order, rand, it, batch);
     if (mini < bestMini) (bestMini = mini), (best = snapshot());
     // gradients of theta and alpha (straight-through)
     gTheta.fill(0);
