@@ -66,18 +66,22 @@ const CONV = (() => {
   const O = 4;
   const H = 6;
   const w = Float32Array.from({ length: O * C * 9 }, (_, i) => Math.sin(i * 0.9) * (1 + Math.floor(i / 27)));
-  return { C, O, H, wShape: [O, C, 3, 3], w };
+  const wShape = [O, C, 3, 3];
+  /** a fresh opset-13 model of the Conv alone (x -> y, padded to keep H x H) */
+  const model = () =>
+    buildModel({
+      nodes: [node('Conv', ['x', 'W'], ['y'], { kernel_shape: [3, 3], pads: [1, 1, 1, 1] }, 'conv')],
+      inputs: [valueInfo('x', 1, [1, C, H, H])],
+      outputs: [valueInfo('y', 1, [1, O, H, H])],
+      initializers: [floatTensor('W', wShape, w)],
+      opset: 13,
+    });
+  return { C, O, H, wShape, w, model };
 })();
 
 test('QDQ Conv (int8 per channel + uint8 static activation) in onnxruntime equals the emulated int8 numbers', async () => {
   const { C, O, H, wShape, w } = CONV;
-  const p = buildModel({
-    nodes: [node('Conv', ['x', 'W'], ['y'], { kernel_shape: [3, 3], pads: [1, 1, 1, 1] }, 'conv')],
-    inputs: [valueInfo('x', 1, [1, C, H, H])],
-    outputs: [valueInfo('y', 1, [1, O, H, H])],
-    initializers: [floatTensor('W', wShape, w)],
-    opset: 13,
-  });
+  const p = CONV.model();
   const feeds = feedOf('x', [1, C, H, H], (i) => Math.cos(i * 0.37) * 2 + 0.5);
   const x = new Float32Array(feeds.x.data.buffer);
   const rc = new RangeCollector();
@@ -359,13 +363,7 @@ test('per-channel static activations (QuantizeLinear axis 1): onnxruntime equals
 
 test('--act16: uint16 static activation (opset 21) in onnxruntime equals the 16-bit emulation, 256x finer than uint8', async () => {
   const { C, O, H, wShape, w } = CONV;
-  const p = buildModel({
-    nodes: [node('Conv', ['x', 'W'], ['y'], { kernel_shape: [3, 3], pads: [1, 1, 1, 1] }, 'conv')],
-    inputs: [valueInfo('x', 1, [1, C, H, H])],
-    outputs: [valueInfo('y', 1, [1, O, H, H])],
-    initializers: [floatTensor('W', wShape, w)],
-    opset: 13,
-  });
+  const p = CONV.model();
   // a wide activation: most values near 0, a few up to 30
   const feeds = feedOf('x', [1, C, H, H], (i) => Math.cos(i * 0.37) * 0.3 + (i % 97 === 0 ? 30 : 0));
   const x = new Float32Array(feeds.x.data.buffer);

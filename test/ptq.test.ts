@@ -47,6 +47,16 @@ const CALIB = TEXT.slice(0, 60000);
 const HELD_OUT = TEXT.slice(500000, 540000);
 const CALIB_OPTS = { calibTokens: 2048, calibCtx: 128, seed: 1 };
 
+/** the matmul engine with Node's worker threads installed */
+async function nodeEngine() {
+  const { MatmulEngine } = await import('../src/kernels/matmul.js');
+  const { useNodeThreads } = await import('../src/node.js');
+  useNodeThreads();
+  const engine = MatmulEngine.get();
+  assert.ok(engine, 'the matmul engine is available');
+  return engine;
+}
+
 function rng(seed: number) {
   let s = seed >>> 0;
   const u = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) + 0.5) / 4294967296;
@@ -54,11 +64,7 @@ function rng(seed: number) {
 }
 
 test('X^T X on the matmul engine (any thread count) agrees with syrkLowerRef within the stated bound, bit-identical across threads', async () => {
-  const { MatmulEngine } = await import('../src/kernels/matmul.js');
-  const { useNodeThreads } = await import('../src/node.js');
-  useNodeThreads();
-  const engine = MatmulEngine.get();
-  assert.ok(engine, 'the matmul engine is available');
+  const engine = await nodeEngine();
   const normal = rng(11);
   const results: Float64Array[] = [];
   // k = 301: several column blocks, odd edges; 5 adds of up to 1000 rows cross the gathering size
@@ -89,11 +95,7 @@ test('X^T X on the matmul engine (any thread count) agrees with syrkLowerRef wit
 });
 
 test('GPTQ factor on the matmul engine threads: the one-thread kernels bit for bit on 1 and 2 threads, the reference within 1e-12', async () => {
-  const { MatmulEngine } = await import('../src/kernels/matmul.js');
-  const { useNodeThreads } = await import('../src/node.js');
-  useNodeThreads();
-  const engine = MatmulEngine.get();
-  assert.ok(engine, 'the matmul engine is available');
+  const engine = await nodeEngine();
   const normal = rng(21);
   // k = 203: 4 panels of 64 (the last partial), odd trailing rows, column chunks of 16 and a partial one;
   // block structure gives exact zeros in the factor (the kernels skip them in the inverse)
