@@ -17,15 +17,19 @@
  */
 import { fail } from '../errors.js';
 import { klDivergenceRow, logSoftmaxRows } from '../eval/metrics.js';
-import { diagonalCost, ggmlQuantizationError } from '../alloc/cost.js';
+import { diagonalCost, ggmlDequantizedError, ggmlQuantizationError } from '../alloc/cost.js';
+import { blockCodecFor, codeLayout } from '../algos/block-codec.js';
+import { DEFAULT_PTQ, type PtqOptions } from '../algos/ptq-options.js';
+import { ALGORITHM_TABLE, roundWeight, type InputStatistics } from './algorithms.js';
+import type { GptqWorkers } from './gptq-parts.js';
 import type { ModelFile, ModelTensor } from '../io/model-file.js';
 import { toFloat32 } from '../io/tensor-data.js';
 import { layerLinears, type Llama } from '../model/llama.js';
 import { linear, makeLinearWeight, type LinearWeight } from '../model/matmul.js';
 import { ggmlCodec, ggmlRowBytes, ggmlTypeByName } from '../quant/ggml/index.js';
 import { IQ_NEEDS_IMPORTANCE } from '../quant/ggml/iq-quant.js';
-import { readFloats } from './quantize.js';
-import type { ExpertStats, InputStats } from './calibrate.js';
+import { readFloats, type RowQuantizer } from './quantize.js';
+import { InputStats, type ExpertStats } from './calibrate.js';
 import { modelShape, streamStatistics } from './stats-pass.js';
 
 export const SENSITIVITY_VERSION = 1;
@@ -58,6 +62,8 @@ export interface SensitivityDb {
   readonly outputFactor: 'kld' | 'none';
   /** costs of the importance-weighted quantizers (absent: true) */
   readonly weighted?: boolean;
+  /** 'gptq': every candidate's cost is that of the tensor rounded by GPTQ at that type (absent: RTN) */
+  readonly algo?: 'gptq';
   readonly calibration: { readonly tokens: number; readonly ctx: number; readonly seed: number };
   readonly tensors: readonly TensorSensitivity[];
   readonly seconds: number;
@@ -96,6 +102,21 @@ export interface SensitivityOptions {
    * quantized without: also much faster, the WebAssembly quantizers)
    */
   weighted?: boolean;
+  /**
+   * 'gptq': the candidates are the GPTQ versions of the types (hessian estimator): each candidate's ΔW is
+   * GPTQ's at that type with the input Hessian the pass collects (the PTQ pipeline's GPTQ, `ptq` options),
+   * so the costs are those of the file `quantize --algo gptq` writes; default 'rtn'
+   */
+  algo?: 'rtn' | 'gptq';
+  /** options of GPTQ with algo 'gptq' (default: the PTQ defaults) */
+  ptq?: PtqOptions;
+  /**
+   * threads that quantize the candidates' rows (the quantize pool of `lowbit quantize`): the same
+   * bytes as this thread alone, split by rows
+   */
+  rowQuantizer?: RowQuantizer;
+  /** threads that run GPTQ on ranges of rows (algo gptq; the same bytes) */
+  gptqWorkers?: GptqWorkers;
   /** probe type for the output factor (default Q3_K where the row allows, else the first candidate) */
   probeType?: string;
   seed?: number;
@@ -304,7 +325,40 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
   // ---- hessian costs, a tensor at a time, while the streaming pass holds its weights -------------
   // (GGML types quantize rows independently: the costs of a deterministic sample of rows, scaled up to
   // the whole tensor, are an unbiased estimate of the sum over rows)
-  const hessianCosts = (w: TensorShape, values: Float32Array, stats: { rowCosts(delta: Float32Array, m: number): Float64Array } | undefined, experts: ExpertStats | undefined, extra?: (type: string, delta: Float32Array, rowIds: Int32Array) => number): { out: SensitivityCandidate[]; probe?: { type: string; hessian: number } } => {
+  const gptq = o.algo === 'gptq';
+  const ptq = o.ptq ?? DEFAULT_PTQ;
+  if (gptq && estimator !== 'hessian') fail('GPTQ candidates are measured by the hessian estimator (GPTQ needs each input\'s Hessian)');
+  if (gptq)
+    for (const type of types) {
+      const t = ggmlTypeByName(type) ?? fail(`unknown GGML type '${type}' in the candidate list`);
+      try {
+        codeLayout(blockCodecFor(type, t.blockSize));
+      } catch (e) {
+        fail(`GPTQ cannot round ${type} (${(e as Error).message}): leave it out of the candidate types (--types)`);
+      }
+    }
+  /**
+   * A candidate's error rows ΔW of n rows: GPTQ's at that type with the rows' input Hessian (algo gptq;
+   * rows are independent given H, so sampled rows give the rows of the whole tensor's GPTQ), else the
+   * GGML quantizer's (split over the row quantizer's threads when there is one)
+   */
+  const errorRows = async (type: string, algo: 'rtn' | 'gptq', rows: Float32Array, n: number, cols: number, imp: Float32Array | undefined, st: InputStatistics | undefined): Promise<Float32Array> => {
+    if (algo === 'gptq' && st && st.h.length === cols * cols) {
+      const r = await roundWeight([ALGORITHM_TABLE.gptq], { name: type, codec: blockCodecFor(type, cols), w: rows, rows: n, cols, ggmlType: type, stats: st, options: ptq, gptqWorkers: o.gptqWorkers });
+      const d = Float32Array.from(r.q);
+      for (let i = 0; i < d.length; i++) d[i] -= rows[i];
+      return d;
+    }
+    const t = ggmlTypeByName(type)!;
+    if (!o.rowQuantizer) return ggmlQuantizationError(type, rows, n, cols, imp).delta;
+    const packed = await o.rowQuantizer.quantizeRows(t, rows, n, cols, ggmlCodec(t)?.usesImportance ? imp : undefined);
+    return ggmlDequantizedError(type, packed, rows, n, cols);
+  };
+
+  // ---- hessian costs, a tensor at a time, while the streaming pass holds its weights -------------
+  // (GGML types quantize rows independently: the costs of a deterministic sample of rows, scaled up to
+  // the whole tensor, are an unbiased estimate of the sum over rows)
+  const hessianCosts = async (w: TensorShape, values: Float32Array, stats: InputStats | { rowCosts(delta: Float32Array, m: number): Float64Array } | undefined, experts: ExpertStats | undefined, extra?: (type: string, delta: Float32Array, rowIds: Int32Array) => number, lookup = false): Promise<{ out: SensitivityCandidate[]; probe?: { type: string; hessian: number } }> => {
     const imp = importance.get(w.name);
     const cand = withImportance(typesForRow(types, w.cols), imp);
     const m = o.maxRows && o.maxRows < w.rows ? o.maxRows : w.rows;
@@ -324,18 +378,26 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
     const sample = m === w.rows ? values : new Float32Array(m * w.cols);
     if (sample !== values) rowIds.forEach((r, i) => sample.set(values.subarray(r * w.cols, (r + 1) * w.cols), i * w.cols));
     const probeType = o.probeType && cand.includes(o.probeType) ? o.probeType : cand.includes('Q3_K') ? 'Q3_K' : cand[0];
+    // what is rounded: every candidate (GPTQ's versions with algo gptq) and, with GPTQ candidates, the
+    // probe type's RTN too (the KLD probe replaces the whole tensor by its RTN rounding: the output
+    // factor is the ratio of that KLD to that RTN cost)
+    // (a lookup, the token embedding, has no input Hessian to round with: RTN, as the PTQ pipeline does)
+    const jobs: { type: string; algo: 'rtn' | 'gptq' }[] = cand.map((type) => ({ type, algo: gptq && !lookup ? 'gptq' : 'rtn' }));
+    if (gptq && !lookup && cand.length && outputFactor === 'kld') jobs.push({ type: probeType, algo: 'rtn' });
     const out: SensitivityCandidate[] = [];
     let probe: { type: string; hessian: number } | undefined;
-    const hc = new Float64Array(cand.length);
+    const hc = new Float64Array(jobs.length);
     for (const [i, j, e] of groups) {
       const n = j - i;
       const rowsOf = sample.subarray(i * w.cols, j * w.cols);
+      const impOf = Array.isArray(imp) ? imp[e] : (imp as Float32Array | undefined);
+      const st = experts ? experts.pick(e) : stats instanceof InputStats ? stats : undefined;
       // the candidates' error rows of this group stacked (up to 2^24 values): one product for several
       const per = Math.max(1, Math.floor((1 << 24) / (n * w.cols)));
-      for (let c0 = 0; c0 < cand.length; c0 += per) {
-        const batch = cand.slice(c0, c0 + per);
+      for (let c0 = 0; c0 < jobs.length; c0 += per) {
+        const batch = jobs.slice(c0, c0 + per);
         const deltas = new Float32Array(batch.length * n * w.cols);
-        batch.forEach((type, c) => deltas.set(ggmlQuantizationError(type, rowsOf, n, w.cols, Array.isArray(imp) ? imp[e] : (imp as Float32Array | undefined)).delta, c * n * w.cols));
+        for (let c = 0; c < batch.length; c++) deltas.set(await errorRows(batch[c].type, batch[c].algo, rowsOf, n, w.cols, impOf, st), c * n * w.cols);
         let rc: Float64Array | undefined;
         let weight = 1;
         if (experts) {
@@ -346,7 +408,7 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
           weight = own.count / Math.max(1, totalTokens);
           if (own.count > 0) rc = own.rowCosts(deltas, batch.length * n);
         } else if (stats) rc = stats.rowCosts(deltas, batch.length * n);
-        batch.forEach((type, c) => {
+        batch.forEach(({ type }, c) => {
           const d = deltas.subarray(c * n * w.cols, (c + 1) * n * w.cols);
           if (rc) for (let r = 0; r < n; r++) hc[c0 + c] += weight * rc[c * n + r];
           else if (!experts) hc[c0 + c] += diagonalCost(d, n, w.cols, new Float32Array(w.cols).fill(1));
@@ -354,12 +416,12 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
         });
       }
     }
-    cand.forEach((type, c) => {
+    jobs.forEach(({ type, algo }, c) => {
       const cost = hc[c] * scale;
       // (the pass computes no logits, where the runtime would stop at a non-finite activation)
       if (!Number.isFinite(cost)) fail(`${w.name}: the cost of ${type} is not finite: the model's activations on the calibration text are not finite (NaN or infinity in its weights?)`);
-      out.push({ type, bytes: tensorBytes(type, w.rows, w.cols), cost, hessian: cost });
-      if (type === probeType) probe = { type, hessian: cost };
+      if (c < cand.length) out.push({ type, bytes: tensorBytes(type, w.rows, w.cols), cost, hessian: cost });
+      if (type === probeType && algo === 'rtn') probe = { type, hessian: cost };
     });
     return { out, probe };
   };
@@ -372,13 +434,14 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
     const pass = await streamStatistics(o.file, {
       windows: o.windows,
       threads: o.threads,
-      statForm: o.statForm ?? 'auto',
-      onLinear: (x) => {
+      // (GPTQ inverts H itself: with GPTQ candidates H is kept, never X)
+      statForm: gptq ? 'hessian' : (o.statForm ?? 'auto'),
+      onLinear: async (x) => {
         const w = shapes.get(x.name);
         if (!w) return;
         if (weighted) importance.set(x.name, x.experts ? x.experts.perExpert.map((_, e) => x.experts!.pick(e).diag()) : x.stats.diag());
         if (estimator !== 'hessian' || typesForRow(types, w.cols).length === 0) return;
-        const { out, probe } = hessianCosts(w, x.w.data, x.stats, x.experts);
+        const { out, probe } = await hessianCosts(w, x.w.data, x.stats, x.experts);
         if (probe) probes.set(x.name, probe);
         tensors.set(x.name, { name: x.name, shape: [w.rows, w.cols], candidates: out });
         say(`costs of ${x.name}`, ++done, names.length);
@@ -411,7 +474,7 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
       }
       return (2 * s) / Math.max(1, totalTokens); // 2/N as finishHessian
     };
-    const { out, probe } = hessianCosts(view, sample, tiedHead ?? { rowCosts: (_: Float32Array, m: number) => new Float64Array(m) }, undefined, lookup);
+    const { out, probe } = await hessianCosts(view, sample, tiedHead ?? { rowCosts: (_: Float32Array, m: number) => new Float64Array(m) }, undefined, lookup, true);
     const scale = emb.rows / m;
     const scaled = out.map((c) => ({ ...c, bytes: tensorBytes(c.type, emb.rows, emb.cols), cost: c.cost * scale, hessian: c.hessian! * scale }));
     if (probe) probes.set(emb.name, { type: probe.type, hessian: probe.hessian * scale });
@@ -463,6 +526,7 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
     estimator,
     outputFactor,
     ...(weighted ? {} : { weighted }),
+    ...(gptq ? { algo: 'gptq' as const } : {}),
     calibration: { tokens: totalTokens, ctx: o.windows[0].length, seed: o.seed ?? 0 },
     tensors: names.flatMap((n) => tensors.get(n) ?? []),
     seconds: (performance.now() - t0) / 1000,

@@ -1,7 +1,8 @@
 import { existsSync } from 'node:fs';
 import { fail } from '../../errors.js';
 import { calibrationWindows } from '../../pipeline/calibrate.js';
-import type { Recipe } from '../../algos/recipe.js';
+import { algorithmName, type Recipe } from '../../algos/recipe.js';
+import { ptqOptions } from '../../algos/ptq-options.js';
 import type { Imatrix } from '../../algos/imatrix.js';
 import type { ModelFile } from '../../io/model-file.js';
 import { allocateToSize, bytesForBpw, parameterCount, type AllocateMethod, type AllocationResult } from '../../pipeline/allocate.js';
@@ -14,6 +15,8 @@ import type { Command } from '../args.js';
 import { checkOutput, noteInput, readInputText, writeFileAtomic } from '../files.js';
 import { openModelPath } from '../model-open.js';
 import { threadsFrom } from '../threads.js';
+import { QuantizePool } from '../quantize-pool.js';
+import { GptqPool } from '../gptq-pool.js';
 import { loadModelPath } from './generate.js';
 import { renderTable } from './formats.js';
 
@@ -44,11 +47,15 @@ function calibOf(a: { values: Record<string, unknown> }): { tokens: number; ctx:
  * opened here). The Hessian statistics come from the streaming calibration pass over the file; the
  * model is loaded into the runtime only for KL divergences (--estimator kld, --output-factor kld).
  */
-export async function runSensitivity(modelPath: string, a: { values: Record<string, unknown> }, calibPath: string, onProgress?: (msg: string, done: number, total: number) => void, m?: ModelFile): Promise<SensitivityDb> {
+export async function runSensitivity(modelPath: string, a: { values: Record<string, unknown> }, calibPath: string, onProgress?: (msg: string, done: number, total: number) => void, m?: ModelFile, gptq?: { ptq?: unknown }): Promise<SensitivityDb> {
+  if (gptq && a.values['plain-costs']) fail('--plain-costs measures the plain RTN quantizers: not with GPTQ candidates (--algo gptq)');
+  if (gptq && a.values.estimator === 'kld') fail('GPTQ candidates (--algo gptq) are measured by the hessian estimator (GPTQ needs each input\'s Hessian): not with --estimator kld');
   const types = a.values.types ? String(a.values.types).split(',').map((s) => s.trim().toUpperCase()).filter(Boolean) : [...DEFAULT_SENSITIVITY_TYPES];
   const cal = calibOf(a);
   const opened = m ? undefined : await openModelPath(modelPath);
   const file = m ?? opened!.model;
+  let pool: QuantizePool | undefined;
+  let gptqPool: GptqPool | undefined;
   try {
     const estimator = a.values.estimator as 'hessian' | 'kld';
     const outputFactor = a.values['output-factor'] as 'kld' | 'none';
@@ -62,6 +69,9 @@ export async function runSensitivity(modelPath: string, a: { values: Record<stri
     const nKld = Math.min(windows.length, a.values['kld-windows'] as number);
     // the runtime holds the whole model: only for the KL divergences
     const model = estimator === 'kld' || outputFactor === 'kld' ? (await loadModelPath(modelPath, undefined, { contextLength: ctx, batch: Math.min(ctx, 512), threads })).model : undefined;
+    // the candidates' rows are quantized on every thread (as plain quantize does)
+    pool = threads > 1 ? new QuantizePool(threads) : undefined;
+    gptqPool = gptq && threads > 1 ? new GptqPool(threads - 1) : undefined;
     return await measureSensitivity({
       model,
       file,
@@ -74,9 +84,13 @@ export async function runSensitivity(modelPath: string, a: { values: Record<stri
       maxRows: a.values['sample-rows'] as number | undefined,
       weighted: !(a.values['plain-costs'] as boolean | undefined),
       threads,
+      rowQuantizer: pool,
+      ...(gptq ? { algo: 'gptq' as const, ptq: ptqOptions(gptq.ptq ?? {}), gptqWorkers: gptqPool } : {}),
       onProgress,
     });
   } finally {
+    await pool?.close();
+    await gptqPool?.close();
     opened?.close();
   }
 }
@@ -88,6 +102,7 @@ export const sensitivityCommand: Command = {
   positionals: [1, 1],
   options: [
     { name: 'calib', type: 'string', help: 'calibration text (UTF-8)' },
+    { name: 'algo', type: 'string', choices: ['rtn', 'gptq'], default: 'rtn', help: 'gptq: the candidates are the GPTQ versions of the types (each cost measured on the GPTQ-rounded weights, with the Hessians of the pass); for quantize --db --algo gptq' },
     ...COST_OPTIONS,
     ...CALIB_OPTIONS,
     { name: 'db', type: 'string', help: 'write the costs to this JSON file (quantize --db reads it)' },
@@ -108,7 +123,7 @@ export const sensitivityCommand: Command = {
     if (report) checkOutput(report, 'report (--report)');
     const json = a.values.json as boolean;
     const tty = !json && process.stderr.isTTY;
-    const r = await runSensitivity(modelPath, a, calib, tty ? (msg, done, total) => process.stderr.write(`\r[${done}/${total}] ${msg}`.padEnd(80).slice(0, 80)) : undefined);
+    const r = await runSensitivity(modelPath, a, calib, tty ? (msg, done, total) => process.stderr.write(`\r[${done}/${total}] ${msg}`.padEnd(80).slice(0, 80)) : undefined, undefined, a.values.algo === 'gptq' ? {} : undefined);
     if (tty) process.stderr.write('\r' + ' '.repeat(80) + '\r');
     if (db) writeFileAtomic(db, JSON.stringify(r) + '\n', 'database (--db)');
     if (report) writeFileAtomic(report, sensitivityReportHtml(r, modelPath), 'report (--report)');
@@ -153,10 +168,14 @@ export async function allocatedRecipe(
   const dbFile = a.values.db as string | undefined;
   let db: SensitivityDb;
   const hash = await modelFingerprint(m);
-  if (dbFile && existsSync(dbFile)) db = parseSensitivityDb(readInputText(dbFile, 'sensitivity database (--db)'), hash, `--db ${dbFile}`);
-  else {
+  // GPTQ rounds the file: the candidates are GPTQ's versions of the types (costs measured on them)
+  const gptq = algorithmName(base.algorithm) === 'gptq';
+  if (dbFile && existsSync(dbFile)) {
+    db = parseSensitivityDb(readInputText(dbFile, 'sensitivity database (--db)'), hash, `--db ${dbFile}`);
+    if (db.algo === 'gptq' && !gptq) fail(`--db ${dbFile} holds the costs of GPTQ's candidates (lowbit sensitivity --algo gptq): quantize with --algo gptq`);
+  } else {
     if (!calibFile) fail('--target-size/--target-bpw need costs: --calib FILE (measured now) or --db FILE from lowbit sensitivity');
-    db = await runSensitivity(input, a, calibFile, say ? (msg, done, total) => say(`sensitivity [${done}/${total}] ${msg}`) : undefined, m);
+    db = await runSensitivity(input, a, calibFile, say ? (msg, done, total) => say(`sensitivity [${done}/${total}] ${msg}`) : undefined, m, gptq ? { ptq: base.ptq } : undefined);
     if (dbFile) writeFileAtomic(dbFile, JSON.stringify(db) + '\n', 'sensitivity database (--db)');
   }
   const method = a.values.allocate as AllocateMethod;
