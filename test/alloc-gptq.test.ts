@@ -37,7 +37,7 @@ test('alloc-gptq: GPTQ candidates cost less than RTN\'s of the same type; the da
   try {
     const calib = join(dir, 'calib.txt');
     writeFileSync(calib, TEXT.slice(0, 100000));
-    const cost = ['--calib', calib, '--calib-tokens', '512', '--calib-ctx', '128', '--seed', '1', '--output-factor', 'none', '--sample-rows', '16', '--types', 'Q3_K,Q4_K', '--threads', '2'];
+    const cost = ['--calib', calib, '--calib-tokens', '256', '--calib-ctx', '128', '--seed', '1', '--output-factor', 'none', '--sample-rows', '16', '--types', 'Q3_K,Q4_K', '--threads', '2'];
     const rtnDb = join(dir, 'rtn.json');
     const gptqDb = join(dir, 'gptq.json');
     cli(['sensitivity', MODEL, ...cost, '--db', rtnDb, '--json']);
@@ -87,7 +87,7 @@ test('alloc-gptq: allocation with GPTQ candidates has a KLD at most the imatrix-
     writeFileSync(calib, TEXT.slice(0, 300000));
     writeFileSync(held, TEXT.slice(500000, 600000));
     const budget = 1703168; // llama.cpp's Q3_K_M size of this model (docs/mixed-precision.md)
-    const common = ['--type', 'Q4_K_M', '--calib', calib, '--calib-tokens', '2048', '--calib-ctx', '256', '--types', 'Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0', '--target-size', String(budget), '--threads', '2', '--json'];
+    const common = ['--type', 'Q4_K_M', '--calib', calib, '--calib-tokens', '2048', '--calib-ctx', '256', '--types', 'Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0', '--sample-rows', '64', '--target-size', String(budget), '--threads', '2', '--json'];
     const kld: Record<string, number> = {};
     for (const algo of ['rtn', 'gptq']) {
       const out = join(dir, `${algo}.gguf`);

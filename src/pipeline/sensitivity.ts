@@ -71,7 +71,7 @@ export interface SensitivityDb {
    * where the seconds went: the streaming statistics pass (its forward stages, the statistics, reading
    * the weights, the hessian costs measured inside it) and the KL divergences
    */
-  readonly timings?: { readonly pass: number; readonly forward: number; readonly statistics: number; readonly read: number; readonly costs: number; readonly kld: number };
+  readonly timings?: { readonly pass: number; readonly setup?: number; readonly forward: number; readonly statistics: number; readonly read: number; readonly costs: number; readonly kld: number };
 }
 
 export interface SensitivityOptions {
@@ -428,7 +428,7 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
 
   let tiedHead: InputStats | undefined;
   let tokenCounts: Float32Array | undefined;
-  const timings = { pass: 0, forward: 0, statistics: 0, read: 0, costs: 0, kld: 0 };
+  const timings = { pass: 0, setup: 0, forward: 0, statistics: 0, read: 0, costs: 0, kld: 0 };
   if (estimator === 'hessian' || weighted) {
     const tp = performance.now();
     const pass = await streamStatistics(o.file, {
@@ -450,7 +450,7 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
     });
     tiedHead = pass.tiedHead;
     tokenCounts = pass.tokenCounts;
-    Object.assign(timings, { pass: (performance.now() - tp) / 1000, forward: pass.seconds.forward, statistics: pass.seconds.statistics, read: pass.seconds.read, costs: pass.seconds.consumer });
+    Object.assign(timings, { pass: (performance.now() - tp) / 1000, forward: pass.seconds.forward, statistics: pass.seconds.statistics, read: pass.seconds.read, costs: pass.seconds.consumer, setup: pass.seconds.setup });
   }
   // the token embedding: one-hot inputs, H = diag(token counts) over its rows (the vocabulary); plus the
   // output layer's cost when the classifier is tied to it

@@ -65,7 +65,8 @@ const isStreamed = (t: ModelTensor) => dimsOf(t).length >= 2 && t.name !== 'toke
  * Run the pass. Returns the token counts over the vocabulary (the token embedding's "input": one-hot)
  * and the number of calibration tokens. The embedding itself is the one tensor read whole up front.
  */
-export async function streamStatistics(m: ModelFile, o: StreamOptions): Promise<{ tokenCounts: Float32Array; tokens: number; config: LlamaConfig; tiedHead?: InputStats; seconds: { forward: number; statistics: number; read: number; consumer: number } }> {
+export async function streamStatistics(m: ModelFile, o: StreamOptions): Promise<{ tokenCounts: Float32Array; tokens: number; config: LlamaConfig; tiedHead?: InputStats; seconds: { forward: number; statistics: number; read: number; consumer: number; setup: number } }> {
+  const t0 = performance.now();
   const { config, family } = modelShape(m);
   if (o.windows.length === 0) fail('the calibration pass needs at least one window');
   const ctx = o.windows[0].length;
@@ -135,6 +136,7 @@ export async function streamStatistics(m: ModelFile, o: StreamOptions): Promise<
 
   const inFile = new Set(m.tensors.map((t) => t.name));
   lc.embed();
+  const setup = (performance.now() - t0) / 1000; // the small tensors and the embedding read, the runtime built, the windows embedded
   const nLayers = config.nLayers;
   const say = o.onProgress ?? (() => {});
   const layerNames = (l: number) => family.linears.map((s) => `blk.${l}.${s.gguf}.weight`).filter((n) => inFile.has(n));
@@ -148,7 +150,8 @@ export async function streamStatistics(m: ModelFile, o: StreamOptions): Promise<
     const tw = performance.now();
     await next;
     secs.read += (performance.now() - tw) / 1000; // the reads the computation did not hide
-    next = l + 1 < nLayers ? loadLayer(l + 1) : undefined;
+    // (after the last layer: the classifier, read while the last layer computes)
+    next = l + 1 < nLayers ? loadLayer(l + 1) : inFile.has('output.weight') ? load('output.weight') : undefined;
     next?.catch(() => undefined); // awaited at the next layer
     for (const g of family.inputGroups) {
       if (g.norm) lc.addPendingResiduals();
@@ -172,10 +175,10 @@ export async function streamStatistics(m: ModelFile, o: StreamOptions): Promise<
   // a classifier tied to the embedding: the caller measures token_embd (whole rows) with these statistics
   if (inFile.has('output.weight')) {
     const tw = performance.now();
-    const w = await load('output.weight');
+    const w = nLayers > 0 ? ((await next) as FloatTensor) : await load('output.weight');
     secs.read += (performance.now() - tw) / 1000;
     await give({ name: 'output.weight', w, stats: head, layer: nLayers });
   }
   weights.clear();
-  return { tokenCounts, tokens, config, ...(inFile.has('output.weight') ? {} : { tiedHead: head }), seconds: { forward: lc.phases.forward, statistics: lc.phases.statistics, ...secs } };
+  return { tokenCounts, tokens, config, ...(inFile.has('output.weight') ? {} : { tiedHead: head }), seconds: { forward: lc.phases.forward, statistics: lc.phases.statistics, ...secs, setup } };
 }
