@@ -62,12 +62,12 @@ export function ggmlQuantizationError(type: string, w: Float32Array, rows: numbe
   return { delta, bytes };
 }
 
-/** The blocks `packed` of W (rows x cols in a GGML type, quantized elsewhere, e.g. by a thread pool) decoded, minus W. */
-export function ggmlDequantizedError(type: string, packed: Uint8Array, w: Float32Array, rows: number, cols: number): Float32Array {
+/** The blocks `packed` of W (rows x cols in a GGML type, quantized elsewhere, e.g. by a thread pool) decoded, minus W (into `out` when given). */
+export function ggmlDequantizedError(type: string, packed: Uint8Array, w: Float32Array, rows: number, cols: number, out?: Float32Array): Float32Array {
   const t = ggmlTypeByName(type);
   const codec = t && ggmlCodec(t);
   if (!t || !codec) fail(`unknown GGML type '${type}'`);
-  const delta = new Float32Array(rows * cols);
+  const delta = out ?? new Float32Array(rows * cols);
   codec.dequantize(packed, rows * cols, delta);
   for (let i = 0; i < delta.length; i++) delta[i] -= w[i];
   return delta;

@@ -342,17 +342,16 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
    * rows are independent given H, so sampled rows give the rows of the whole tensor's GPTQ), else the
    * GGML quantizer's (split over the row quantizer's threads when there is one)
    */
-  const errorRows = async (type: string, algo: 'rtn' | 'gptq', rows: Float32Array, n: number, cols: number, imp: Float32Array | undefined, st: InputStatistics | undefined): Promise<Float32Array> => {
+  const errorRows = async (out: Float32Array, type: string, algo: 'rtn' | 'gptq', rows: Float32Array, n: number, cols: number, imp: Float32Array | undefined, st: InputStatistics | undefined): Promise<void> => {
     if (algo === 'gptq' && st && st.h.length === cols * cols) {
       const r = await roundWeight([ALGORITHM_TABLE.gptq], { name: type, codec: blockCodecFor(type, cols), w: rows, rows: n, cols, ggmlType: type, stats: st, options: ptq, gptqWorkers: o.gptqWorkers });
-      const d = Float32Array.from(r.q);
-      for (let i = 0; i < d.length; i++) d[i] -= rows[i];
-      return d;
+      for (let i = 0; i < n * cols; i++) out[i] = r.q[i] - rows[i];
+      return;
     }
     const t = ggmlTypeByName(type)!;
-    if (!o.rowQuantizer) return ggmlQuantizationError(type, rows, n, cols, imp).delta;
+    if (!o.rowQuantizer) return void out.set(ggmlQuantizationError(type, rows, n, cols, imp).delta);
     const packed = await o.rowQuantizer.quantizeRows(t, rows, n, cols, ggmlCodec(t)?.usesImportance ? imp : undefined);
-    return ggmlDequantizedError(type, packed, rows, n, cols);
+    ggmlDequantizedError(type, packed, rows, n, cols, out);
   };
 
   // ---- hessian costs, a tensor at a time, while the streaming pass holds its weights -------------
@@ -397,7 +396,7 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
       for (let c0 = 0; c0 < jobs.length; c0 += per) {
         const batch = jobs.slice(c0, c0 + per);
         const deltas = new Float32Array(batch.length * n * w.cols);
-        for (let c = 0; c < batch.length; c++) deltas.set(await errorRows(batch[c].type, batch[c].algo, rowsOf, n, w.cols, impOf, st), c * n * w.cols);
+        for (let c = 0; c < batch.length; c++) await errorRows(deltas.subarray(c * n * w.cols, (c + 1) * n * w.cols), batch[c].type, batch[c].algo, rowsOf, n, w.cols, impOf, st);
         let rc: Float64Array | undefined;
         let weight = 1;
         if (experts) {
