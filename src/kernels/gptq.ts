@@ -318,9 +318,10 @@ export function inverseCholeskyUpper(h: Float64Array, k: number, engine?: Matmul
  * Cholesky factor: with J the reversal, factor J H J = M M^T; then H = R R^T with R = J M J upper,
  * H^-1 = (R^-1)^T R^-1, and U = R^-1 = J M^-1 J (one Cholesky and one triangular inverse).
  */
-export function gptqWorkspace(n: number, k: number, block: number, levels?: { len: number; nCodes: number }): GptqWorkspace {
+export function gptqWorkspace(n: number, k: number, block: number, levels?: { len: number; nCodes: number }, withFactor = true): GptqWorkspace {
   const arena = fastArena();
-  const mAt = arena?.alloc(k * k * 8) ?? 0;
+  // the factor's scratch (k x k f64) only where inverseCholesky may be called
+  const mAt = withFactor ? arena?.alloc(k * k * 8) ?? 0 : 0;
   const uAt = arena?.alloc(k * k * 8) ?? 0;
   const wAt = arena?.alloc(n * k * 8) ?? 0;
   const eAt = arena?.alloc(n * block * 8) ?? 0;
@@ -329,7 +330,7 @@ export function gptqWorkspace(n: number, k: number, block: number, levels?: { le
   const lvAt = lvl ? arena!.alloc(lvl.rows * lvl.len * lvl.nCodes * 4) : 0;
   const cntAt = lvl ? arena!.alloc(lvl.rows * lvl.len * 2) : 0;
   const outAt = lvl ? arena!.alloc(lvl.rows * lvl.len * 2) : 0;
-  const m = arena ? arena.f64(mAt, k * k) : new Float64Array(k * k);
+  const m = !withFactor ? new Float64Array(0) : arena ? arena.f64(mAt, k * k) : new Float64Array(k * k);
   const u = arena ? arena.f64(uAt, k * k) : new Float64Array(k * k);
   const w = arena ? arena.f64(wAt, n * k) : new Float64Array(n * k);
   const err = arena ? arena.f64(eAt, n * block) : new Float64Array(n * block);
@@ -346,6 +347,7 @@ export function gptqWorkspace(n: number, k: number, block: number, levels?: { le
     u,
     ...(columns ? { columns } : {}),
     inverseCholesky(h) {
+      if (!withFactor) throw new Error('internal: gptqWorkspace made without the factor scratch');
       for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) m[i * k + j] = j <= i ? h[(k - 1 - i) * k + (k - 1 - j)] : 0;
       const bad = arena ? arena.x.cholesky(mAt, k) : choleskyRef(m, k);
       if (bad >= 0) return k - 1 - bad;
