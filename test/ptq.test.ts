@@ -25,8 +25,9 @@ import { openModelFile } from '../src/io/model-file.js';
 import { memorySink } from '../src/io/sink.js';
 import { bytesSource } from '../src/io/source.js';
 import {
-  choleskyRef, gemmABt, gemmABtRef, gptqWorkspace, hessianAccumulator, inverseCholeskyUpper, lazyUpdateRef, syrkLowerRef, trilInverseRef,
+  choleskyRef, gemmABt, gemmABtRef, gptqWorkspace, hessianAccumulator, inverseCholeskyUpper, lazyUpdateRef, setGptqColumnLoopFast, syrkLowerRef, trilInverseRef,
 } from '../src/kernels/gptq.js';
+import { gptqBlocksWithFactor, gptqFactor } from '../src/algos/gptq.js';
 import { actQuantLinear, llmInt8Linear } from '../src/model/act-quant.js';
 import { linear } from '../src/model/matmul.js';
 import type { GptqWorkers } from '../src/pipeline/gptq-parts.js';
@@ -207,6 +208,42 @@ test('WebAssembly kernels agree with the scalar references within their stated b
 });
 
 // IQ1/IQ2/IQ3 lattice codebooks share code bits between elements: refused by block-codec (documented there)
+test('GPTQ column loop in WebAssembly: the TypeScript loop bit for bit (bytes, values; loss to rounding)', () => {
+  // rows of different scales (some groups clip), a Hessian with correlated inputs, one dead input
+  const k = 256;
+  const n = 37;
+  const rnd = rng(31);
+  const x = Float32Array.from({ length: 300 * k }, () => rnd());
+  for (let t = 0; t < 300; t++) x[t * k + 5] = 0;
+  for (let t = 0; t < 300; t++) x[t * k + 7] = x[t * k + 6] * 0.9 + x[t * k + 7] * 0.1;
+  const h = new Float64Array(k * k);
+  syrkLowerRef(h, x, 300, k);
+  for (let i = 0; i < k; i++) for (let j = 0; j < i; j++) h[j * k + i] = h[i * k + j];
+  const w = Float32Array.from({ length: n * k }, (_, i) => rnd() * (1 + (Math.floor(i / k) % 5)) * 0.02);
+  assert.ok(gptqWorkspace(n, k, 128, { len: 128, nCodes: 16 }).columns, 'the WebAssembly column loop is available (else this test compares the TypeScript loop with itself)');
+  let compared = 0;
+  const cases = [['int4_g128', 128], ['int4_g32', 128], ['int4_g32', 16], ['uint4_g128_asym', 128], ['Q4_0', 128], ['Q4_K', 128], ['Q6_K', 64]] as const;
+  for (const [target, blockSize] of cases) {
+    const codec = target.startsWith('Q') ? blockCodecFor(target, k) : blockCodecFor(resolveScheme(target), k);
+    const diag = Float32Array.from({ length: k }, (_, i) => h[i * k + i]);
+    const opts = { blockSize, clipWeights: codec.usesImportance ? undefined : diag, importance: codec.usesImportance ? diag : undefined };
+    const f = gptqFactor(h, k, opts);
+    setGptqColumnLoopFast(false);
+    let ref;
+    try {
+      ref = gptqBlocksWithFactor(w, n, k, f, codec, opts);
+    } finally {
+      setGptqColumnLoopFast(true);
+    }
+    const fast = gptqBlocksWithFactor(w, n, k, f, codec, opts);
+    assert.ok(Buffer.from(fast.bytes).equals(Buffer.from(ref.bytes)), `${codec.name} block ${blockSize}: bytes differ`);
+    assert.ok(Buffer.from(fast.q.buffer).equals(Buffer.from(ref.q.buffer)), `${codec.name} block ${blockSize}: values differ`);
+    assert.ok(Math.abs(fast.stats.loss - ref.stats.loss) <= 1e-12 * ref.stats.loss, `${codec.name}: loss ${fast.stats.loss} vs ${ref.stats.loss}`);
+    compared++;
+  }
+  assert.equal(compared, cases.length);
+});
+
 test('every block codec has a per-element grid whose codes decode exactly', () => {
   const normal = rng(3);
   const targets = [

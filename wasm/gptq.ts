@@ -7,6 +7,8 @@ import { CHOL_PANEL, cholDiag, cholPanelRows, cholTrailingRows, trilInverseCols,
 //   syrkLower     H (f64, k x k) lower triangle += XT XT^T     (XT: k x ld, f32; H = X^T X)
 //   gemmABt       C (f32, m x n) = A B^T                        (A: m x K, B: n x K, f32, K % 4 == 0)
 //   lazyUpdate    W[:, i2:k] -= E[:, 0:count] U[i1:i1+count, i2:k]   (f64; GPTQ's block update)
+//   columnLoop    GPTQ's column loop inside a lazy block (f64; the same operations in the same order as
+//                 the TypeScript loop in src/algos/gptq.ts, so the same bits)
 //   cholesky      lower Cholesky factor in place (f64)
 //   trilInverse   X = M^-1 for lower-triangular M (f64)
 //
@@ -214,4 +216,60 @@ export function cholesky(a: usize, k: i32): i32 {
 export function trilInverse(m: usize, x: usize, k: i32): void {
   memory.fill(x, 0, <usize>k * <usize>k << 3);
   for (let j0 = 0; j0 < k; j0 += 16) trilInverseCols(m, x, k, j0, min(k, j0 + 16));
+}
+
+/**
+ * GPTQ's column loop over columns [c0, c1) (inside one group and one lazy block [i1, i2)) for rows
+ * [r0, r0 + rows) of W (f64, k wide), in the order of the TypeScript loop (src/algos/gptq.ts gptqRows):
+ * per row, per column: the nearest level q of the element's sorted levels (ties go down), e = (x - q) /
+ * U[col][col], E[r][col - i1] = e, loss += e^2, and W[r][col+1 .. i2) -= e U[col][col+1 .. i2) (f64x2
+ * lanes, a multiply then a subtract per element: the scalar loop's bits).
+ * lv: levels f32, element (r - r0, c - c0) at ((r - r0) * len + c - c0) * nCodes, len = c1 - c0;
+ * cnt: u16 level counts, same element order; out: u16 index of the chosen level per element.
+ * Returns loss plus the e^2 of these elements, summed in that order.
+ */
+export function columnLoop(w: usize, k: i32, u: usize, e: usize, ldE: i32, r0: i32, rows: i32, i1: i32, c0: i32, c1: i32, i2: i32, lv: usize, cnt: usize, nCodes: i32, out: usize, loss: f64): f64 {
+  const len = c1 - c0;
+  for (let rr = 0; rr < rows; rr++) {
+    const wr = w + (<usize>(r0 + rr) * <usize>k << 3);
+    const er = e + (<usize>(r0 + rr) * <usize>ldE << 3);
+    for (let i = 0; i < len; i++) {
+      const col = c0 + i;
+      const el = <usize>(rr * len + i);
+      const o = lv + (el * <usize>nCodes << 2);
+      const x = load<f64>(wr + (<usize>col << 3));
+      // nearest level (src/algos/block-codec.ts BlockGrids.nearest)
+      let lo = 0;
+      let hi = <i32>load<u16>(cnt + (el << 1)) - 1;
+      let at = 0;
+      if (!(x > <f64>load<f32>(o))) at = 0;
+      else if (x >= <f64>load<f32>(o + (<usize>hi << 2))) at = hi;
+      else {
+        while (hi - lo > 1) {
+          const mid = (lo + hi) >> 1;
+          if (<f64>load<f32>(o + (<usize>mid << 2)) <= x) lo = mid;
+          else hi = mid;
+        }
+        at = x - <f64>load<f32>(o + (<usize>lo << 2)) <= <f64>load<f32>(o + (<usize>hi << 2)) - x ? lo : hi;
+      }
+      store<u16>(out + (el << 1), <u16>at);
+      const q = <f64>load<f32>(o + (<usize>at << 2));
+      const ur = u + (<usize>col * <usize>k << 3);
+      const ev = (x - q) / load<f64>(ur + (<usize>col << 3));
+      loss += ev * ev;
+      store<f64>(er + (<usize>(col - i1) << 3), ev);
+      if (ev == 0) continue;
+      const es = f64x2.splat(ev);
+      let c = col + 1;
+      for (; c + 1 < i2; c += 2) {
+        const p = wr + (<usize>c << 3);
+        v128.store(p, f64x2.sub(v128.load(p), f64x2.mul(es, v128.load(ur + (<usize>c << 3)))));
+      }
+      for (; c < i2; c++) {
+        const p = wr + (<usize>c << 3);
+        store<f64>(p, load<f64>(p) - ev * load<f64>(ur + (<usize>c << 3)));
+      }
+    }
+  }
+  return loss;
 }

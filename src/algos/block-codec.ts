@@ -253,14 +253,20 @@ export class BlockGrids {
    * Grids of blocks seen before, keyed by their parameter bits (scales, minima): a block's grid depends
    * on nothing else, and with 16-bit scales many blocks of a tensor share one.
    */
-  private readonly cache = new Map<string, { values: Float32Array; codes: Uint16Array; count: Uint16Array }>();
+  private readonly cache = new Map<string | number, { values: Float32Array; codes: Uint16Array; count: Uint16Array }>();
 
   /** Compute the grids of the block at bytes[bo ..] into `slot`. */
   load(slot: number, bytes: Uint8Array, bo: number): void {
     const { codec, layout, nCodes } = this;
     const bs = codec.blockSize;
-    let key = '';
-    for (let i = 0; i < layout.paramBytes.length; i++) key += String.fromCharCode(bytes[bo + layout.paramBytes[i]] & layout.paramMasks[i]);
+    const np = layout.paramBytes.length;
+    // up to 6 parameter bytes: the key is their number (no string built per block)
+    let key: string | number = 0;
+    if (np <= 6) for (let i = 0; i < np; i++) key = key * 256 + (bytes[bo + layout.paramBytes[i]] & layout.paramMasks[i]);
+    else {
+      key = '';
+      for (let i = 0; i < np; i++) key += String.fromCharCode(bytes[bo + layout.paramBytes[i]] & layout.paramMasks[i]);
+    }
     const at = slot * bs * nCodes;
     const hit = this.cache.get(key);
     if (hit) {

@@ -35,6 +35,14 @@ export interface GroupQuantizer {
   fit(r: number, grp: number, x: Float32Array, xo: number): void;
   /** the grid value of element j of group grp of row r nearest to x (records the choice) */
   quant(r: number, grp: number, j: number, x: number): number;
+  /**
+   * Optional, for the WebAssembly column loop: the grids as arrays. Element j of group grp of row r has
+   * count[s * groupSize + j] levels, sorted, at values[(s * groupSize + j) * nCodes ..], s = slot(r, grp);
+   * `quant` returns the one nearest to x (ties go down).
+   */
+  readonly levels?: { readonly values: Float32Array; readonly count: Uint16Array; readonly nCodes: number; slot(r: number, grp: number): number };
+  /** with levels: record the level at values[at] as element j of group grp of row r's choice (what quant does after its search) */
+  choose?(r: number, grp: number, j: number, at: number): void;
 }
 
 export interface GptqOptions {
@@ -137,7 +145,8 @@ export function gptqRows(w: Float32Array, n: number, k: number, f: GptqFactor, q
   let B = Math.max(1, opts.blockSize ?? 128);
   // align the lazy blocks with the groups (a group is fitted when its first column is reached)
   if (!opts.actOrder && g % B !== 0 && B % g !== 0) B = g * Math.max(1, Math.floor(B / g));
-  const ws = gptqWorkspace(n, k, B);
+  const lv = f.perm ? undefined : qz.levels; // act-order (columns permuted, static groups) stays in TypeScript
+  const ws = gptqWorkspace(n, k, B, lv && qz.choose ? { len: Math.min(B, g), nCodes: lv.nCodes } : undefined, false);
   ws.u.set(f.u);
   const W = ws.w;
   for (let i = 0; i < n * k; i++) W[i] = w[i];
@@ -161,9 +170,42 @@ export function gptqRows(w: Float32Array, n: number, k: number, f: GptqFactor, q
   const Q = new Float32Array(n * k);
   const err = ws.err;
   let loss = 0;
+  const fast = ws.columns;
   for (let i1 = 0; i1 < k; i1 += B) {
     const i2 = Math.min(i1 + B, k);
     const count = i2 - i1;
+    if (fast && lv) {
+      // the same loop in WebAssembly, one group's columns of the block at a time: every row's group is
+      // fitted first (a row's fit reads only its own columns, which the loop over other rows leaves alone),
+      // then each row runs through the columns as below (the same f64 operations in the same order)
+      for (let c0 = i1, c1 = i1; c0 < i2; c0 = c1) {
+        const grp = Math.floor(c0 / g);
+        const j0 = c0 - grp * g;
+        c1 = Math.min(i2, (grp + 1) * g);
+        const len = c1 - c0;
+        if (j0 === 0) for (let r = 0; r < n; r++) fitGroup(r, grp);
+        for (let r0 = 0; r0 < n; r0 += fast.rows) {
+          const rows = Math.min(fast.rows, n - r0);
+          for (let rr = 0; rr < rows; rr++) {
+            const e0 = lv.slot(r0 + rr, grp) * g + j0;
+            fast.lv.set(lv.values.subarray(e0 * lv.nCodes, (e0 + len) * lv.nCodes), rr * len * lv.nCodes);
+            fast.cnt.set(lv.count.subarray(e0, e0 + len), rr * len);
+          }
+          loss = fast.run(r0, rows, i1, c0, c1, i2, loss);
+          for (let rr = 0; rr < rows; rr++) {
+            const r = r0 + rr;
+            const e0 = lv.slot(r, grp) * g + j0;
+            for (let i = 0; i < len; i++) {
+              const at = (e0 + i) * lv.nCodes + fast.out[rr * len + i];
+              qz.choose!(r, grp, j0 + i, at);
+              Q[r * k + c0 + i] = lv.values[at];
+            }
+          }
+        }
+      }
+      if (i2 < k) ws.lazyUpdate(count, i1, i2);
+      continue;
+    }
     // rows are independent: each row runs through the block's columns in turn (its slice of W stays in
     // cache; the block of U is shared by every row)
     for (let r = 0; r < n; r++) {
@@ -293,11 +335,18 @@ export class BlockQuantizer implements GroupQuantizer {
 
   quant(r: number, grp: number, j: number, x: number): number {
     const i = this.grids.nearest(this.slot(r, grp), j, x);
+    this.choose(r, grp, j, i);
+    return this.grids.values[i];
+  }
+
+  get levels(): GroupQuantizer['levels'] {
+    return { values: this.grids.values, count: this.grids.count, nCodes: this.grids.nCodes, slot: (r, grp) => this.slot(r, grp) };
+  }
+
+  choose(r: number, grp: number, j: number, at: number): void {
     const e = r * this.k + grp * this.groupSize + j;
-    this.codes[e] = this.grids.codes[i];
-    const v = this.grids.values[i];
-    this.chosen[e] = v;
-    return v;
+    this.codes[e] = this.grids.codes[at];
+    this.chosen[e] = this.grids.values[at];
   }
 
   /** Write the codes into the blocks; returns the bytes (checked to decode to the chosen values). */

@@ -23,6 +23,7 @@ interface GptqExports {
   syrkLower(h: number, xt: number, k: number, ld: number): void;
   gemmABt(c: number, a: number, b: number, m: number, n: number, k: number): void;
   lazyUpdate(w: number, n: number, k: number, e: number, ldE: number, count: number, u: number, i1: number, i2: number): void;
+  columnLoop(w: number, k: number, u: number, e: number, ldE: number, r0: number, rows: number, i1: number, c0: number, c1: number, i2: number, lv: number, cnt: number, nCodes: number, out: number, loss: number): number;
   cholesky(a: number, k: number): number;
   trilInverse(m: number, x: number, k: number): void;
 }
@@ -99,10 +100,16 @@ export function trilInverseRef(m: Float64Array, x: Float64Array, k: number): voi
 // WebAssembly plumbing
 
 let useFast = true;
+let useFastColumns = true;
 
 /** Turn the WebAssembly versions off (tests compare against the references). */
 export function setGptqKernelsFast(on: boolean): void {
   useFast = on;
+}
+
+/** Turn only GPTQ's WebAssembly column loop off (tests compare it with the TypeScript loop, bit for bit). */
+export function setGptqColumnLoopFast(on: boolean): void {
+  useFastColumns = on;
 }
 
 class Arena {
@@ -254,6 +261,28 @@ export interface GptqWorkspace {
   inverseCholesky(h: Float64Array): number;
   /** w[:, i2:] -= err[:, 0:count] u[i1:i1+count, i2:] */
   lazyUpdate(count: number, i1: number, i2: number): void;
+  /**
+   * GPTQ's column loop in WebAssembly (wasm/gptq.ts columnLoop), when the workspace was made with
+   * `levels` and the kernels are on: the levels of `rows` rows' elements of columns [c0, c1) (lv, cnt:
+   * see GptqLevels) are filled by the caller, `out` receives the chosen level of each; returns loss.
+   */
+  readonly columns?: GptqLevels & {
+    run(r0: number, rows: number, i1: number, c0: number, c1: number, i2: number, loss: number): number;
+  };
+}
+
+/**
+ * Scratch of the WebAssembly column loop for chunks of `rows` rows and `len` columns: element (r, i)
+ * of a chunk has its sorted levels at lv[(r * len + i) * nCodes ..], their count at cnt[r * len + i], and
+ * its chosen level's index comes back in out[r * len + i].
+ */
+export interface GptqLevels {
+  readonly rows: number;
+  readonly len: number;
+  readonly nCodes: number;
+  readonly lv: Float32Array;
+  readonly cnt: Uint16Array;
+  readonly out: Uint16Array;
 }
 
 /**
@@ -289,21 +318,36 @@ export function inverseCholeskyUpper(h: Float64Array, k: number, engine?: Matmul
  * Cholesky factor: with J the reversal, factor J H J = M M^T; then H = R R^T with R = J M J upper,
  * H^-1 = (R^-1)^T R^-1, and U = R^-1 = J M^-1 J (one Cholesky and one triangular inverse).
  */
-export function gptqWorkspace(n: number, k: number, block: number): GptqWorkspace {
+export function gptqWorkspace(n: number, k: number, block: number, levels?: { len: number; nCodes: number }, withFactor = true): GptqWorkspace {
   const arena = fastArena();
-  const mAt = arena?.alloc(k * k * 8) ?? 0;
+  // the factor's scratch (k x k f64) only where inverseCholesky may be called
+  const mAt = withFactor ? arena?.alloc(k * k * 8) ?? 0 : 0;
   const uAt = arena?.alloc(k * k * 8) ?? 0;
   const wAt = arena?.alloc(n * k * 8) ?? 0;
   const eAt = arena?.alloc(n * block * 8) ?? 0;
-  const m = arena ? arena.f64(mAt, k * k) : new Float64Array(k * k);
+  // the column loop's levels: chunks of rows of at most 2^22 levels (16 MiB)
+  const lvl = arena && useFastColumns && levels && levels.nCodes <= 65536 && n > 0 ? { ...levels, rows: Math.max(1, Math.min(n, Math.floor((1 << 22) / (levels.len * levels.nCodes)))) } : undefined;
+  const lvAt = lvl ? arena!.alloc(lvl.rows * lvl.len * lvl.nCodes * 4) : 0;
+  const cntAt = lvl ? arena!.alloc(lvl.rows * lvl.len * 2) : 0;
+  const outAt = lvl ? arena!.alloc(lvl.rows * lvl.len * 2) : 0;
+  const m = !withFactor ? new Float64Array(0) : arena ? arena.f64(mAt, k * k) : new Float64Array(k * k);
   const u = arena ? arena.f64(uAt, k * k) : new Float64Array(k * k);
   const w = arena ? arena.f64(wAt, n * k) : new Float64Array(n * k);
   const err = arena ? arena.f64(eAt, n * block) : new Float64Array(n * block);
+  const columns = lvl && {
+    ...lvl,
+    lv: arena!.f32(lvAt, lvl.rows * lvl.len * lvl.nCodes),
+    cnt: new Uint16Array(arena!.inst.memory.buffer, cntAt, lvl.rows * lvl.len),
+    out: new Uint16Array(arena!.inst.memory.buffer, outAt, lvl.rows * lvl.len),
+    run: (r0: number, rows: number, i1: number, c0: number, c1: number, i2: number, loss: number) => arena!.x.columnLoop(wAt, k, uAt, eAt, block, r0, rows, i1, c0, c1, i2, lvAt, cntAt, lvl.nCodes, outAt, loss),
+  };
   return {
     w,
     err,
     u,
+    ...(columns ? { columns } : {}),
     inverseCholesky(h) {
+      if (!withFactor) throw new Error('internal: gptqWorkspace made without the factor scratch');
       for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) m[i * k + j] = j <= i ? h[(k - 1 - i) * k + (k - 1 - j)] : 0;
       const bad = arena ? arena.x.cholesky(mAt, k) : choleskyRef(m, k);
       if (bad >= 0) return k - 1 - bad;
