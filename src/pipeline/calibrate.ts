@@ -25,7 +25,7 @@
  * (quantize.ts) writes the file from them, quantizing the remaining tensors as usual.
  */
 import { fail } from '../errors.js';
-import { mulberry32 } from '../rng.js';
+import { rngStream } from '../rng.js';
 import { awqSearchHessian, smoothQuantScales, type AwqLinear } from '../algos/awq.js';
 import { blockCodecFor, type BlockCodec } from '../algos/block-codec.js';
 import { finishHessian } from '../algos/gptq.js';
@@ -107,7 +107,7 @@ export function calibrationWindows(stream: ArrayLike<number>, nTokens: number, c
   const nSeq = Math.floor(nTokens / ctx);
   if (nSeq < 1) fail(`--calib-tokens ${nTokens} is less than one sequence of --calib-ctx ${ctx}`);
   if (stream.length < ctx + 1) fail(`the calibration text has ${stream.length} tokens, fewer than one sequence of ${ctx}`);
-  const rand = mulberry32(seed ^ 0x5eed);
+  const rand = rngStream('calibrationWindows', seed);
   const out: Int32Array[] = [];
   for (let s = 0; s < nSeq; s++) {
     const start = Math.floor(rand() * (stream.length - ctx));
