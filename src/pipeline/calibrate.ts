@@ -46,6 +46,7 @@ import { Llama, llamaConfigFromGguf, rmsnorm } from '../model/llama.js';
 import { linear, matmul } from '../model/matmul.js';
 import { Tokenizer } from '../model/tokenizer.js';
 import type { LlamaConfig, StoredTensor } from '../model/types.js';
+import { ggmlRoundsFloats } from '../quant/ggml/registry.js';
 import { ggmlTypeByName, isGgmlFloat } from '../quant/ggml/types.js';
 import { algorithmsOf, learnsLayer, needsHandler, roundWeight, scalesInputs, type AlgorithmSpec, type ExtraTensor, type InputStatistics } from './algorithms.js';
 import type { QuantizePlan, TensorPlan } from './plan.js';
@@ -459,7 +460,7 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
   const roundFloat = (name: string) => {
     const p = planOf.get(name);
     const t = weights.get(name)!;
-    if (p && (p.to === 'F16' || p.to === 'BF16')) {
+    if (p && ggmlRoundsFloats(p.to)) {
       floats.set(name, Float32Array.from(t.data)); // the file gets (and its report measures) the float values
       t.data.set(toFloat32(p.to, fromFloat32(p.to, t.data)));
     }
