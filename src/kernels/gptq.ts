@@ -273,14 +273,11 @@ export function inverseCholeskyUpper(h: Float64Array, k: number, engine?: Matmul
     const src = (k - 1 - i) * k + (k - 1);
     for (let j = 0; j <= i; j++) m[i * k + j] = h[src - j];
   }
-  const x = new Float64Array(k * k);
-  const bad = engine.choleskyInverse(m, k, x);
+  // the engine copies m into its memory before it writes X: one array serves as both (no second k x k)
+  const bad = engine.choleskyInverse(m, k, m);
   if (bad >= 0) return { bad: k - 1 - bad, u: new Float64Array(0) };
-  // U[i][j] = X[k-1-i][k-1-j]
-  for (let i = 0; i < k; i++) {
-    const src = (k - 1 - i) * k + (k - 1);
-    for (let j = 0; j < k; j++) m[i * k + j] = x[src - j];
-  }
+  // U[i][j] = X[k-1-i][k-1-j]: element i k + j is element k^2 - 1 - (i k + j), the whole array reversed
+  m.reverse();
   return { bad: -1, u: m };
 }
 
