@@ -147,6 +147,7 @@ export interface HessianAccumulator {
   /** add x^T x for nTok rows of x (k wide) */
   add(x: Float32Array, nTok: number): void;
   /** the lower triangle of the sum (k x k, upper triangle zero), a copy */
+  /** the sum (lower triangle); called once, when every row has been added (the array may be the accumulator's own) */
   result(): Float64Array;
 }
 
@@ -180,9 +181,10 @@ export function hessianAccumulator(k: number, maxTok: number, engine?: MatmulEng
         pending.set(x.subarray(0, nTok * k), rows * k);
         rows += nTok;
       },
+      // the accumulator is done after result(): its array is handed over (no second k x k)
       result: () => {
         flush();
-        return Float64Array.from(h);
+        return h;
       },
     };
   }
