@@ -308,7 +308,7 @@ test('dequantize: bad sizes decline in the kernel and fail in the reference; the
 
 // the type-traits table: one row per GGML type (floats included), the fast paths installed into the rows
 test('GGML type traits: every type has a row; float rows round-trip; installed fast paths sit in their rows', async () => {
-  const { ggmlTypeTraitsTable, ggmlTypeTraits } = await import('../src/quant/ggml/registry.js');
+  const { ggmlTypeTraitsTable, ggmlTypeTraits, ggmlRoundsFloats } = await import('../src/quant/ggml/registry.js');
   const { GGML_TYPES } = await import('../src/quant/ggml/types.js');
   const table = ggmlTypeTraitsTable();
   assert.equal(table.length, GGML_TYPES.length);
@@ -328,8 +328,20 @@ test('GGML type traits: every type has a row; float rows round-trip; installed f
     r.fromFloat!(x, 1, x.length, bytes);
     const back = new Float32Array(x.length);
     r.toFloat!(bytes, x.length, back);
-    const { toFloat32 } = await import('../src/io/tensor-data.js');
-    assert.deepEqual(back, toFloat32(name, bytes), `${name}: the same values as the tensor-data conversion`);
+    // the scalar conversions element by element (io/tensor-data's toFloat32/fromFloat32 are these rows now)
+    const { f16ToF32, bf16ToF32, f32ToF16, f32ToBf16 } = await import('../src/formats/half.js');
+    const { fromFloat32, toFloat32 } = await import('../src/io/tensor-data.js');
+    const u16 = new Uint16Array(bytes.buffer);
+    if (name === 'F16') assert.deepEqual([...u16], [...x].map(f32ToF16));
+    if (name === 'BF16') assert.deepEqual([...u16], [...x].map(f32ToBf16));
+    if (name !== 'F32') assert.deepEqual([...back], [...u16].map(name === 'F16' ? f16ToF32 : bf16ToF32), `${name}: toFloat`);
+    assert.deepEqual(fromFloat32(name, x), bytes);
+    assert.deepEqual(toFloat32(name, bytes), back);
+    // exactF32: the float rows that hold every f32 (no rounding to model, infinite SQNR); F16/BF16 round
+    assert.equal(r.exactF32, name === 'F32');
+    assert.equal(ggmlRoundsFloats(name), name !== 'F32');
     if (name === 'F32') assert.deepEqual(back, x);
   }
+  assert.ok(!ggmlRoundsFloats('Q4_K') && !ggmlRoundsFloats('F64') && !ggmlRoundsFloats('int4'));
+  assert.ok(table.every((r) => r.exactF32 === (r.type.name === 'F32')));
 });

@@ -75,3 +75,24 @@ test('vocabulary from GGUF metadata', () => {
   assert.throws(() => vocabFromGgufMetadata({ 'tokenizer.ggml.model': 'gpt2', 'tokenizer.ggml.tokens': ['a'] }), /no tokenizer.ggml.pre/);
   assert.throws(() => vocabFromGgufMetadata({ 'tokenizer.ggml.tokens': ['a', 'b'], 'tokenizer.ggml.scores': [1] }), /array of 2/);
 });
+
+test('runtime loading goes through the one reader per container: llama2.c and GGUF via ModelFile, same logits', async () => {
+  const { loadModel } = await import('../src/eval/load.js');
+  const { Llama } = await import('../src/model/llama.js');
+  const { openModelFile, storedTensors } = await import('../src/io/model-file.js');
+  const { openLlama2c } = await import('../src/io/llama2c.js');
+  const prompt = [1, 403, 407, 261, 378];
+  const bin = await loadModel(bytesSource(data('stories260K.bin'), 'stories260K.bin'));
+  const gguf = await loadModel(bytesSource(data('stories260K.gguf'), 'stories260K.gguf'));
+  assert.equal(bin.format, 'llama2c');
+  // the runtime built by hand from the reader's tensors (kernel memory not involved: plain arrays)
+  const m = await openModelFile(bytesSource(data('stories260K.bin'), 'stories260K.bin'), { llama2c: openLlama2c });
+  const tensors = await storedTensors(m);
+  assert.equal(tensors.length, 2 + 5 * 9);
+  const byHand = new Llama((await readLlama2c(bytesSource(data('stories260K.bin'), 'x.bin'))).config, tensors);
+  const a = Float32Array.from(bin.model.forward(prompt, 0));
+  assert.deepEqual(a, Float32Array.from(byHand.forward(prompt, 0)));
+  assert.deepEqual(a, Float32Array.from(gguf.model.forward(prompt, 0)), 'the llama2.c file and its GGUF copy run the same');
+  // a tensor type the runtime cannot take is one clear error
+  await assert.rejects(storedTensors({ ...m, tensors: [{ ...m.tensors[0], type: 'F8_E4M3' }] }), /not a GGML tensor/);
+});

@@ -106,25 +106,30 @@ export function gptqFactor(hessian: Float64Array, k: number, opts: GptqOptions =
   let fingerprint = 0; // guards against a Hessian modified in place since
   for (let i = 0; i < k; i++) fingerprint += hessian[i * k + i] + 0.5 * hessian[i * k + ((i * 7) % k)];
   if (lastFactor && lastFactor.h === hessian && lastFactor.fingerprint === fingerprint && lastFactor.percDamp === percDamp && lastFactor.actOrder === !!opts.actOrder) return lastFactor.factor;
-  const H = Float64Array.from(hessian);
+  // Only the diagonal changes (dead inputs, dampening): without act-order it is changed in the caller's
+  // Hessian and restored bit for bit afterwards, instead of copying k x k values (63 MB at k = 2816)
+  const diagonal = Float64Array.from({ length: k }, (_, i) => hessian[i * k + i]);
+  let H = hessian;
   const dead = new Uint8Array(k);
-  for (let i = 0; i < k; i++)
-    if (H[i * k + i] === 0) {
-      H[i * k + i] = 1;
-      dead[i] = 1;
-    }
+  for (let i = 0; i < k; i++) if (diagonal[i] === 0) dead[i] = 1;
   let perm: Int32Array | undefined;
   if (opts.actOrder) {
-    perm = Int32Array.from({ length: k }, (_, i) => i).sort((a, b) => H[b * k + b] - H[a * k + a] || a - b);
-    const Hp = new Float64Array(k * k);
-    for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) Hp[i * k + j] = H[perm[i] * k + perm[j]];
-    H.set(Hp);
-  }
+    const d = (i: number) => (dead[i] ? 1 : diagonal[i]);
+    perm = Int32Array.from({ length: k }, (_, i) => i).sort((a, b) => d(b) - d(a) || a - b);
+    H = new Float64Array(k * k);
+    for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) H[i * k + j] = perm[i] === perm[j] ? d(perm[i]) : hessian[perm[i] * k + perm[j]];
+  } else for (let i = 0; i < k; i++) if (dead[i]) H[i * k + i] = 1;
   let mean = 0;
   for (let i = 0; i < k; i++) mean += H[i * k + i];
   const damp = (percDamp * mean) / k;
   for (let i = 0; i < k; i++) H[i * k + i] += damp;
-  const { bad, u } = inverseCholeskyUpper(H, k, MatmulEngine.get());
+  let inverse: ReturnType<typeof inverseCholeskyUpper>;
+  try {
+    inverse = inverseCholeskyUpper(H, k, MatmulEngine.get());
+  } finally {
+    if (H === hessian) for (let i = 0; i < k; i++) hessian[i * k + i] = diagonal[i];
+  }
+  const { bad, u } = inverse;
   if (bad >= 0) fail(`GPTQ: the Hessian is not positive definite (pivot ${bad}); increase the dampening (--damp)`);
   const factor: GptqFactor = { k, u, perm, dead };
   lastFactor = { h: hessian, fingerprint, percDamp, actOrder: !!opts.actOrder, factor };

@@ -5,6 +5,7 @@
  * row is not a multiple of the block size. Expressed here as data and small functions.
  */
 import { fail } from '../errors.js';
+import { ggmlTypeTraits } from '../quant/ggml/registry.js';
 import { ggmlTypeByName, type GgmlTypeInfo } from '../quant/ggml/types.js';
 
 /** ftype name -> [llama_ftype id (general.file_type), default tensor type] */
@@ -54,9 +55,32 @@ export function llamaFtype(name: string): { name: string; id: number; defaultTyp
   return { name: key, id, defaultType: ggmlTypeByName(t) as GgmlTypeInfo };
 }
 
-type Category = 'output' | 'token_embd' | 'attn_qkv' | 'attn_kv_b' | 'attn_v' | 'attn_k' | 'attn_q' | 'attn_output' | 'ffn_up' | 'ffn_gate' | 'ffn_down' | 'other';
+/** llama.cpp's tensor categories: what its mixing rules tell apart */
+export type LlamaCategory = 'output' | 'token_embd' | 'attn_qkv' | 'attn_kv_b' | 'attn_v' | 'attn_k' | 'attn_q' | 'attn_output' | 'ffn_up' | 'ffn_gate' | 'ffn_down' | 'other';
+type Category = LlamaCategory;
 
-function category(name: string): Category {
+/**
+ * The category of a layer linear's role in the model-family table (model/family.ts's LinearRole; the
+ * roles come in through PlanModel.roleOf, since algos sits below model): the category llama.cpp's
+ * name matching gives that tensor (Phi-3's fused gate+up is stored as ffn_up; the router, never
+ * quantized, matches ffn_gate). test/llama-types.test.ts checks both agree for every family's linears.
+ */
+export const ROLE_CATEGORY: Readonly<Record<string, Category>> = Object.freeze({
+  q: 'attn_q', k: 'attn_k', v: 'attn_v', o: 'attn_output', qkv: 'attn_qkv',
+  gate: 'ffn_gate', up: 'ffn_up', gateUp: 'ffn_up', down: 'ffn_down', router: 'ffn_gate', gateExps: 'ffn_gate', upExps: 'ffn_up', downExps: 'ffn_down',
+});
+
+/**
+ * A tensor's category: from its family role when the family table describes it, otherwise by
+ * llama.cpp's own name matching (the global tensors, architectures without a family row, tensors no
+ * family lists such as DeepSeek's attn_kv_b or shared experts) -- the rule llama-quantize applies.
+ */
+export function llamaCategory(name: string, role?: string): Category {
+  if (role !== undefined) return ROLE_CATEGORY[role] ?? fail(`internal: no llama.cpp category for the family role ${role} (${name})`);
+  return categoryByName(name);
+}
+
+function categoryByName(name: string): Category {
   if (name === 'output.weight') return 'output';
   if (name === 'token_embd.weight' || name === 'per_layer_token_embd.weight') return 'token_embd';
   for (const c of ['attn_qkv', 'attn_kv_b', 'attn_v', 'attn_k', 'attn_q', 'attn_output'] as const) if (name.includes(`${c}.weight`)) return c;
@@ -90,6 +114,8 @@ export interface PlanModel {
   nHead: number;
   nHeadKv: number;
   nExpert?: number;
+  /** the family role of a layer linear (model/family.ts roleOfTensor), when the model's family has a row */
+  roleOf?: (tensorName: string) => string | undefined;
 }
 
 export interface LlamaQuantParams {
@@ -111,8 +137,6 @@ export interface PlannedTensor {
   /** set when the chosen type did not fit the row length and a fallback was used */
   fallbackFrom?: string;
 }
-
-const QUANTIZED_NONE = new Set(['F32', 'F16', 'BF16', 'F64', 'I8', 'I16', 'I32', 'I64']);
 
 function fallback(type: string, ncols: number): [string, string | undefined] {
   const t = ggmlTypeByName(type) as GgmlTypeInfo;
@@ -141,6 +165,7 @@ export function planLlamaTypes(tensors: readonly PlanTensor[], model: PlanModel,
   const nExpert = Math.max(1, model.nExpert ?? 0);
   const nGqa = model.nHeadKv > 0 ? model.nHead / model.nHeadKv : 1;
   const tied = !tensors.some((t) => t.name === 'output.weight');
+  const category = (name: string) => llamaCategory(name, model.roleOf?.(name));
   const nAttnV = tensors.filter((t) => isAttnV(category(t.name))).length;
   const nLayer = model.nLayer;
   let iAttnV = 0;
@@ -285,7 +310,7 @@ export function planLlamaTypes(tensors: readonly PlanTensor[], model: PlanModel,
     }
     let type = def;
     let fb: string | undefined;
-    if (!QUANTIZED_NONE.has(def)) {
+    if (ggmlTypeTraits(def)!.quantized) {
       const manual = p.overrides?.find(([re]) => re.test(t.name));
       if (manual) type = manual[1];
       else if (!p.pure) type = mix(type, t, cat);

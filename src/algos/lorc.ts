@@ -13,7 +13,7 @@
 import { fail } from '../errors.js';
 import { fakeQuantRef } from '../formats/cast.js';
 import { fp16 } from '../formats/registry.js';
-import { mulberry32 } from '../rng.js';
+import { rngStream } from '../rng.js';
 
 export interface LowRank {
   /** n x r, f16 values */
@@ -60,7 +60,7 @@ export function lowRankFactors(e: Float32Array, n: number, k: number, rank: numb
   checkRank(rank, 'the matrix', n, k);
   const r = rank;
   const iters = opts.iters ?? 12;
-  const rand = mulberry32((opts.seed ?? 0) ^ 0x10bc);
+  const rand = rngStream('lorcStart', opts.seed ?? 0);
   const v = Float64Array.from({ length: k * r }, () => rand() - 0.5);
   const ev = new Float64Array(n * r);
   orthonormalize(v, k, r, rand);

@@ -26,7 +26,7 @@
  */
 import { fail } from '../errors.js';
 import { BlockGrids, blockCodecFor, type BlockCodec } from '../algos/block-codec.js';
-import { xorshift32 } from '../rng.js';
+import { rngStream } from '../rng.js';
 
 export interface QuantBox {
   /** the GGML type (or scheme) the box is for */
@@ -107,7 +107,7 @@ export function quantizationBox(type: string | BlockCodec, w: Float32Array, rows
   const lo = new Float32Array(rows * cols);
   const hi = new Float32Array(rows * cols);
   const grids = new BlockGrids(codec);
-  const rand = xorshift32((o.seed ?? 7) ^ 0xb0c5);
+  const rand = rngStream('auditBoxes', o.seed ?? 7);
   const samples = o.samples ?? 8;
   const searched = searchesScales(codec.name);
   const fraction = o.gridFraction ?? 0.25;

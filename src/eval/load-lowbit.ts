@@ -8,6 +8,7 @@
  */
 import { fail } from '../errors.js';
 import { readSafetensors } from '../io/safetensors.js';
+import { openModelFile } from '../io/model-file.js';
 import type { ByteSource } from '../io/source.js';
 import { toFloat32 } from '../io/tensor-data.js';
 import { ggmlTypeByName, type GgmlTypeInfo } from '../quant/ggml/types.js';
@@ -27,8 +28,9 @@ export async function isLowbitSafetensors(src: ByteSource): Promise<boolean> {
 }
 
 export async function readLowbitSafetensors(src: ByteSource): Promise<{ metadata: Map<string, unknown>; tensors: StoredTensor[] }> {
-  const f = await readSafetensors(src);
-  const meta = f.metadata['lowbit.gguf'];
+  const m = await openModelFile(src); // the safetensors reader behind ModelFile
+  const fileMeta = (k: string) => m.metadata.get(k) as string | undefined;
+  const meta = fileMeta('lowbit.gguf');
   if (!meta) fail(`${src.name}: safetensors without lowbit.gguf metadata (architecture and tokenizer); convert it to GGUF to run it`);
   let parsed: Record<string, unknown>;
   try {
@@ -41,26 +43,26 @@ export async function readLowbitSafetensors(src: ByteSource): Promise<{ metadata
   const tensors: StoredTensor[] = [];
   // name -> suffixes of the tensors stored beside it
   const extrasOf = new Map<string, string[]>();
-  for (const [k, v] of Object.entries(f.metadata))
+  for (const [k, v] of m.metadata)
     if (k.startsWith('lowbit.extras.')) {
-      const list = JSON.parse(v) as unknown;
+      const list = JSON.parse(String(v)) as unknown;
       if (!Array.isArray(list) || !list.every((x) => typeof x === 'string')) fail(`${src.name}: ${k} is not a list of tensor suffixes`);
       extrasOf.set(k.slice('lowbit.extras.'.length), list as string[]);
     }
   const extraNames = new Set([...extrasOf].flatMap(([n, l]) => l.map((x) => n + x)));
-  const byName = new Map(f.tensors.map((t) => [t.name, t]));
+  const byName = new Map(m.tensors.map((t) => [t.name, t]));
   const extra = async (name: string, suffix: string, dtype: string, shape0: number) => {
     const t = byName.get(name + suffix);
     if (!t) fail(`${src.name}: ${name}${suffix} is listed in lowbit.extras but missing`);
-    if (t.dtype !== dtype || t.shape.length !== 2 || t.shape[0] !== shape0) fail(`${src.name}: ${name}${suffix} has dtype ${t.dtype} shape [${t.shape.join(', ')}], expected ${dtype} with ${shape0} rows`);
-    const bytes = await t.source.read(t.fileOffset, t.byteLength);
+    if (t.type !== dtype || t.shape.length !== 2 || t.shape[0] !== shape0) fail(`${src.name}: ${name}${suffix} has dtype ${t.type} shape [${t.shape.join(', ')}], expected ${dtype} with ${shape0} rows`);
+    const bytes = await m.read(t);
     return { values: dtype === 'U16' ? new Uint16Array(bytes.slice().buffer) : toFloat32(dtype, bytes), cols: t.shape[1] };
   };
   const threeD = new Map<string, number[]>();
-  for (const t of f.tensors) {
+  for (const t of m.tensors) {
     if (extraNames.has(t.name)) continue;
-    const bytes = await t.source.read(t.fileOffset, t.byteLength);
-    const q = f.metadata[`lowbit.quant.${t.name}`];
+    const bytes = await m.read(t);
+    const q = fileMeta(`lowbit.quant.${t.name}`);
     let values: Float32Array;
     let dims: number[];
     if (q) {
@@ -76,7 +78,7 @@ export async function readLowbitSafetensors(src: ByteSource): Promise<{ metadata
         threeD.set(t.name, info.ne);
       }
     } else {
-      values = toFloat32(t.dtype, bytes);
+      values = toFloat32(t.type, bytes);
       dims = [...t.shape].reverse();
     }
     const extras = extrasOf.get(t.name);

@@ -2,10 +2,10 @@
  * Open a model file for the runtime: a llama2.c checkpoint or a GGUF file, plus its tokenizer (GGUF metadata, or a separate tokenizer.bin / tokenizer.model).
  */
 import { fail } from '../errors.js';
-import { isGguf, plainValue, readGguf, readGgufTensor, type GgufFile } from '../io/gguf.js';
+import { isGguf, plainValue, readGguf, type GgufFile } from '../io/gguf.js';
 import { hfToGgufName, hparamsFromHfConfig, ropePermuteHeads, toGgufRows } from '../io/hf-llama.js';
-import { readLlama2c } from '../io/llama2c.js';
-import { openModelFile, sniffFormat, type ModelFile } from '../io/model-file.js';
+import { llama2cConfig, openLlama2c } from '../io/llama2c.js';
+import { openModelFile, sniffFormat, storedTensors, type ModelFile } from '../io/model-file.js';
 import { dequantizePackedInt4, LOWBIT_TOKENIZER_KEY, packedInt4ConfigOf } from '../io/packed-int4.js';
 import type { ByteSink } from '../io/sink.js';
 import type { ByteSource } from '../io/source.js';
@@ -27,24 +27,15 @@ export interface LoadedModel {
 }
 
 /**
- * GGUF metadata as plain values and the tensors with their bytes. With a kernel engine and a source
- * that can read into a given array, the bytes go straight into the engine's memory (no second copy).
+ * The runtime's tensors of a GGUF or llama2.c file, through the one reader of its container
+ * (io/model-file.ts): with a kernel engine, each tensor's bytes go straight into the engine's memory
+ * (no second copy); the metadata as plain values.
  */
-async function readGgufModel(src: ByteSource, engine: MatmulEngine | null): Promise<{ metadata: Map<string, unknown>; tensors: StoredTensor[] }> {
-  const g = await readGguf(src);
+async function runtimeModel(src: ByteSource, engine: MatmulEngine | null): Promise<{ m: ModelFile; metadata: Map<string, unknown>; tensors: StoredTensor[] }> {
+  const m = await openModelFile(src, { llama2c: openLlama2c });
   const metadata = new Map<string, unknown>();
-  for (const [k, v] of g.metadata) metadata.set(k, plainValue(v));
-  const tensors: StoredTensor[] = [];
-  const reads: Promise<void>[] = []; // straight into kernel memory: all at once (a source may read them concurrently)
-  for (const t of g.tensors) {
-    const direct = engine && src.readInto ? engine.allocBytes(t.byteLength) : null;
-    if (direct) reads.push(src.readInto!(t.fileOffset, direct));
-    const bytes = direct ?? (await readGgufTensor(g, t));
-    tensors.push({ name: t.name, type: t.type, dims: t.ne, data: bytes.byteOffset % 4 === 0 ? bytes : new Uint8Array(bytes) });
-  }
-  // every read settles before an error surfaces (the caller closes the file after it)
-  for (const r of await Promise.allSettled(reads)) if (r.status === 'rejected') throw r.reason;
-  return { metadata, tensors };
+  for (const [k, v] of m.metadata) metadata.set(k, typeof v === 'object' ? plainValue(v) : v);
+  return { m, metadata, tensors: await storedTensors(m, engine ? (n) => engine.allocBytes(n) : undefined) };
 }
 
 /**
@@ -160,12 +151,15 @@ export interface LoadModelOptions extends LlamaOptions {
   hfConfig?: unknown;
 }
 
+/** the kernel engine whose memory the weights are read into, unless the reference kernels or dequantized weights are asked for */
+const kernelEngine = (opts: LlamaOptions): MatmulEngine | null => (opts.kernels === 'reference' || opts.dequantize ? null : MatmulEngine.get());
+
 /** Load a GGUF file, a llama2.c checkpoint or a single-file safetensors checkpoint (with opts.hfConfig). */
 export async function loadModel(src: ByteSource, opts: LoadModelOptions = {}): Promise<LoadedModel> {
   let vocab: Vocab | undefined;
   let loaded: Omit<LoadedModel, 'tokenizer'>;
   if (await isGguf(src)) {
-    const g = ggufModel(await readGgufModel(src, opts.kernels === 'reference' || opts.dequantize ? null : MatmulEngine.get()), opts, src.name);
+    const g = ggufModel(await runtimeModel(src, kernelEngine(opts)), opts, src.name);
     vocab = g.vocab;
     loaded = { model: g.model, format: 'gguf' };
   } else if ((await sniffFormat(src)) !== 'llama2c' && (await isLowbitSafetensors(src))) {
@@ -181,7 +175,7 @@ export async function loadModel(src: ByteSource, opts: LoadModelOptions = {}): P
       // the other families (float or GPTQ/AWQ packed): the converter's GGUF (io/hf-families.ts; packed
       // layers dequantized to F32), streamed tensor by tensor into the runtime's memory and run as any
       // GGUF: the model is held once (no GGUF file in memory beside it)
-      const sink = new GgufTensorSink(src.name, opts.kernels === 'reference' || opts.dequantize ? null : MatmulEngine.get());
+      const sink = new GgufTensorSink(src.name, kernelEngine(opts));
       await convertHfFolder(st, opts.hfConfig, sink, { tokenizer: {}, tokenizerOptional: true });
       const g = ggufModel(sink.result(), opts, src.name);
       loaded = { model: g.model, format: 'gguf' };
@@ -193,8 +187,9 @@ export async function loadModel(src: ByteSource, opts: LoadModelOptions = {}): P
       if (typeof tok === 'string') vocab = vocabFromGgufMetadata(parseJsonMetadata(tok, `${src.name}: ${LOWBIT_TOKENIZER_KEY}`));
     }
   } else {
-    const m = await readLlama2c(src);
-    loaded = { model: new Llama(m.config, m.tensors, runOptions(m.config, opts, src.name)), format: 'llama2c' };
+    const { m, tensors } = await runtimeModel(src, kernelEngine(opts));
+    const config = llama2cConfig(m.metadata);
+    loaded = { model: new Llama(config, tensors, runOptions(config, opts, src.name)), format: 'llama2c' };
   }
   if (opts.tokenizer) vocab = await readVocab(opts.tokenizer, loaded.model.config.vocabSize);
   if (vocab && vocab.tokens.length !== loaded.model.config.vocabSize)

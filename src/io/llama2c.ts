@@ -19,8 +19,7 @@
  */
 import { fail } from '../errors.js';
 import type { LlamaConfig, StoredTensor } from '../model/types.js';
-import { ggmlTypeByName } from '../quant/ggml/types.js';
-import type { ModelTensor } from './model-file.js';
+import { openModelFile, storedTensors, type ModelTensor } from './model-file.js';
 import type { ByteSource } from './source.js';
 
 /** The header's seven numbers, under the runtime config's names, and whether the classifier is token_embd. */
@@ -60,8 +59,19 @@ export function parseLlama2cHeader(b: Uint8Array, name: string, fileSize: number
   const floats = vocabSize * dim + nLayers * (2 * dim + 2 * dim * dim + 2 * kvDim * dim + 3 * hiddenDim * dim) + dim + seqLen * headDim + (shared ? 0 : vocabSize * dim);
   const dims = { dim, hiddenDim, nLayers, nHeads, nKvHeads, vocabSize, seqLen };
   const header: Llama2cHeader = { ...dims, sharedClassifier: shared };
-  const config: LlamaConfig = { ...dims, headDim, normEps: 1e-5, ropeTheta: 10000, ropeDim: headDim, ropeStyle: 'normal' };
-  return { header, config, expectedBytes: HEADER_BYTES + floats * 4 };
+  return { header, config: configOf(dims), expectedBytes: HEADER_BYTES + floats * 4 };
+}
+
+/** The runtime's config of the header's numbers (run.c's fixed choices: eps 1e-5, RoPE base 10000, normal pairs). */
+function configOf(dims: Omit<Llama2cHeader, 'sharedClassifier'>): LlamaConfig {
+  const headDim = dims.dim / dims.nHeads;
+  return { ...dims, headDim, normEps: 1e-5, ropeTheta: 10000, ropeDim: headDim, ropeStyle: 'normal' };
+}
+
+/** The runtime's config of a llama2.c ModelFile's metadata (openLlama2c's header fields). */
+export function llama2cConfig(metadata: ReadonlyMap<string, unknown>): LlamaConfig {
+  const n = (k: string) => Number(metadata.get(k));
+  return configOf({ dim: n('dim'), hiddenDim: n('hidden_dim'), nLayers: n('n_layers'), nHeads: n('n_heads'), nKvHeads: n('n_kv_heads'), vocabSize: n('vocab_size'), seqLen: n('seq_len') });
 }
 
 /** Tensors of a llama2.c file in the order llama.cpp's convert-llama2c-to-ggml writes them (no output.weight when shared). */
@@ -115,14 +125,8 @@ export async function openLlama2c(src: ByteSource): Promise<{ metadata: Map<stri
   return { metadata, tensors: order.map((n) => at.get(n)!), header: h, config };
 }
 
-/** Read a llama2.c checkpoint: config + GGUF-named F32 tensors (the lazy view's tensors, read). */
+/** Read a llama2.c checkpoint: config + GGUF-named F32 tensors (its ModelFile's tensors, read: io/model-file.ts storedTensors). */
 export async function readLlama2c(src: ByteSource): Promise<Llama2cModel> {
-  const { tensors, header, config } = await openLlama2c(src);
-  const f32 = ggmlTypeByName('F32')!;
-  const stored: StoredTensor[] = [];
-  for (const t of tensors) {
-    const bytes = await src.read(t.byteOffset, t.byteLength);
-    stored.push({ name: t.name, type: f32, dims: [...t.ne!], data: bytes.byteOffset % 4 === 0 ? bytes : new Uint8Array(bytes) /* a copy (Buffer.slice would not copy) */ });
-  }
-  return { config, tensors: stored, sharedClassifier: header.sharedClassifier };
+  const m = await openModelFile(src, { llama2c: openLlama2c, as: 'llama2c' });
+  return { config: llama2cConfig(m.metadata), tensors: await storedTensors(m), sharedClassifier: m.metadata.get('shared_classifier') === 1 };
 }

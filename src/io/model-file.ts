@@ -11,6 +11,8 @@ import { parseSafetensorsIndex, readSafetensors, readShardedSafetensors, type Sa
 import { findPackedInt4, type PackedInt4Group } from './packed-int4.js';
 import type { ByteSource } from './source.js';
 import { toFloat32 } from './tensor-data.js';
+import type { StoredTensor } from '../model/types.js';
+import { ggmlTypeByName } from '../quant/ggml/types.js';
 
 export type ModelFormat = 'gguf' | 'safetensors' | 'llama2c';
 
@@ -56,6 +58,8 @@ export interface OpenOptions {
   openSibling?: (fileName: string) => Promise<ByteSource>;
   /** the llama2.c reader (from src/io/llama2c.ts), plugged in so this module does not depend on it */
   llama2c?: (src: ByteSource) => Promise<{ metadata: Map<string, number>; tensors: ModelTensor[] }>;
+  /** open as this format without sniffing (llama2.c checkpoints have no magic: their reader's checks speak) */
+  as?: 'llama2c';
 }
 
 function finish(format: ModelFormat, name: string, metadata: ModelFile['metadata'], tensors: ModelTensor[], sources: ByteSource[], extra: Partial<ModelFile> = {}): ModelFile {
@@ -124,7 +128,7 @@ export async function sniffFormat(src: ByteSource): Promise<ModelFormat | 'safet
 
 /** Open a model file of any supported format. */
 export async function openModelFile(src: ByteSource, opts: OpenOptions = {}): Promise<ModelFile> {
-  const fmt = await sniffFormat(src);
+  const fmt = opts.as ?? (await sniffFormat(src));
   if (fmt === 'gguf') {
     const g = await readGguf(src);
     const tensors = g.tensors.map<ModelTensor>((t) => ({
@@ -164,6 +168,27 @@ export async function openModelFile(src: ByteSource, opts: OpenOptions = {}): Pr
   if (!opts.llama2c) fail(`${src.name}: looks like a llama2.c checkpoint, but no llama2.c reader is available`);
   const l = await opts.llama2c(src);
   return finish('llama2c', src.name, l.metadata, l.tensors, [src]);
+}
+
+/**
+ * Every tensor's bytes for the runtime (model/types.ts StoredTensor: GGML type, ggml dims), read once:
+ * straight into `alloc(n)`'s array when it gives one and the source can read into a given array (the
+ * kernel engine's memory: no second copy), else into an array of its own. Only GGML-typed files (GGUF,
+ * llama2.c). All reads settle before an error surfaces (the caller closes the file after it).
+ */
+export async function storedTensors(m: ModelFile, alloc?: (bytes: number) => Uint8Array | null): Promise<StoredTensor[]> {
+  const out: StoredTensor[] = [];
+  const reads: Promise<void>[] = []; // straight into the given arrays: all at once (a source may read them concurrently)
+  for (const t of m.tensors) {
+    const type = ggmlTypeByName(t.type);
+    if (!type || !t.ne) fail(`${m.name}: ${t.name}: a ${t.type} tensor is not a GGML tensor`);
+    const direct = alloc && t.source.readInto ? alloc(t.byteLength) : null;
+    if (direct) reads.push(m.readInto!(t, 0, direct));
+    const bytes = direct ?? (await m.read(t));
+    out.push({ name: t.name, type, dims: t.ne, data: bytes.byteOffset % 4 === 0 ? bytes : new Uint8Array(bytes) /* a copy (Buffer.slice would not copy) */ });
+  }
+  for (const r of await Promise.allSettled(reads)) if (r.status === 'rejected') throw r.reason;
+  return out;
 }
 
 /** Metadata as plain JSON-able values (bigints as numbers when safe, else strings). */

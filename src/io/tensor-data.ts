@@ -5,8 +5,8 @@
 import { fail } from '../errors.js';
 import { decodeFloat } from '../formats/float.js';
 import { fp8_e4m3fn, fp8_e5m2 } from '../formats/registry.js';
-import { bf16ToF32, bf16ToF32Row, f16ToF32Row, f32ToBf16Row, f32ToF16Row } from '../formats/half.js';
-import { ggmlCodec } from '../quant/ggml/registry.js';
+import { bf16ToF32 } from '../formats/half.js';
+import { ggmlCodec, ggmlTypeTraits } from '../quant/ggml/registry.js';
 import { ggmlTypeByName, isGgmlFloat, type GgmlTypeInfo } from '../quant/ggml/types.js';
 
 /** An element kind: a GGML type name ('F32', 'Q4_0', ...) or a safetensors dtype ('F8_E4M3', 'BOOL', ...). */
@@ -38,16 +38,12 @@ export function toFloat32(kind: ElementKind, bytes: Uint8Array, out?: Float32Arr
     const n = bytes.length / size;
     const o = out ?? new Float32Array(n);
     if (o.length < n) fail(`output buffer too small`);
+    const float = ggmlTypeTraits(k);
+    if (float?.float && float.toFloat && float.type.name === k) {
+      float.toFloat(bytes, n, o); // F32, F16, BF16: the type-traits row's conversion
+      return o;
+    }
     switch (k) {
-      case 'F32':
-        o.set(view(bytes, 4, Float32Array));
-        break;
-      case 'F16':
-        f16ToF32Row(view(bytes, 2, Uint16Array), o);
-        break;
-      case 'BF16':
-        bf16ToF32Row(view(bytes, 2, Uint16Array), o);
-        break;
       case 'F64':
         o.set(view(bytes, 8, Float64Array));
         break;
@@ -100,17 +96,12 @@ export function toFloat32(kind: ElementKind, bytes: Uint8Array, out?: Float32Arr
   return o;
 }
 
-/** Encode float32 to F32/F16/BF16 bytes (round to nearest even; formats/half.ts's rows). */
-export function fromFloat32(kind: 'F32' | 'F16' | 'BF16', x: Float32Array, out?: Uint8Array): Uint8Array {
-  const size = kind === 'F32' ? 4 : 2;
-  const o = out ?? new Uint8Array(x.length * size);
-  if (kind === 'F32') {
-    o.set(new Uint8Array(x.buffer, x.byteOffset, x.length * 4));
-    return o;
-  }
-  const h = new Uint16Array(o.buffer, o.byteOffset, x.length);
-  if (kind === 'F16') f32ToF16Row(x, h);
-  else f32ToBf16Row(x, h);
+/** Encode float32 to a float type's bytes (F32/F16/BF16: the type-traits row's fromFloat, round to nearest even). */
+export function fromFloat32(kind: string, x: Float32Array, out?: Uint8Array): Uint8Array {
+  const r = ggmlTypeTraits(kind);
+  if (!r?.float || !r.fromFloat) fail(`cannot encode float32 as ${kind} (a float type: F32, F16 or BF16)`);
+  const o = out ?? new Uint8Array(x.length * r.typeSize);
+  r.fromFloat(x, 1, x.length, o);
   return o;
 }
 

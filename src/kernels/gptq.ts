@@ -154,6 +154,7 @@ export interface HessianAccumulator {
   /** add x^T x for nTok rows of x (k wide) */
   add(x: Float32Array, nTok: number): void;
   /** the lower triangle of the sum (k x k, upper triangle zero), a copy */
+  /** the sum (lower triangle); called once, when every row has been added (the array may be the accumulator's own) */
   result(): Float64Array;
 }
 
@@ -187,9 +188,10 @@ export function hessianAccumulator(k: number, maxTok: number, engine?: MatmulEng
         pending.set(x.subarray(0, nTok * k), rows * k);
         rows += nTok;
       },
+      // the accumulator is done after result(): its array is handed over (no second k x k)
       result: () => {
         flush();
-        return Float64Array.from(h);
+        return h;
       },
     };
   }
@@ -302,14 +304,11 @@ export function inverseCholeskyUpper(h: Float64Array, k: number, engine?: Matmul
     const src = (k - 1 - i) * k + (k - 1);
     for (let j = 0; j <= i; j++) m[i * k + j] = h[src - j];
   }
-  const x = new Float64Array(k * k);
-  const bad = engine.choleskyInverse(m, k, x);
+  // the engine copies m into its memory before it writes X: one array serves as both (no second k x k)
+  const bad = engine.choleskyInverse(m, k, m);
   if (bad >= 0) return { bad: k - 1 - bad, u: new Float64Array(0) };
-  // U[i][j] = X[k-1-i][k-1-j]
-  for (let i = 0; i < k; i++) {
-    const src = (k - 1 - i) * k + (k - 1);
-    for (let j = 0; j < k; j++) m[i * k + j] = x[src - j];
-  }
+  // U[i][j] = X[k-1-i][k-1-j]: element i k + j is element k^2 - 1 - (i k + j), the whole array reversed
+  m.reverse();
   return { bad: -1, u: m };
 }
 

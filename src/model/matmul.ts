@@ -16,8 +16,7 @@
  */
 import { fail } from '../errors.js';
 import { MatmulEngine, type KernelWeight } from '../kernels/matmul.js';
-import { bf16ToF32, f16Table } from '../formats/half.js';
-import { ggmlCodec } from '../quant/ggml/registry.js';
+import { ggmlCodec, ggmlTypeTraits } from '../quant/ggml/registry.js';
 import { ggmlRowBytes, type GgmlTypeInfo } from '../quant/ggml/types.js';
 
 export type MatmulFn = (out: Float32Array, x: Float32Array, w: Float32Array, nTok: number, k: number, n: number) => void;
@@ -74,26 +73,11 @@ export function matmul(out: Float32Array, x: Float32Array, w: Float32Array, nTok
   currentMatmul(out, x, w, nTok, k, n);
 }
 
-/** Dequantize `nRows` rows of `rowLength` elements of a stored tensor to f32. */
+/** Dequantize `nRows` rows of `rowLength` elements of a stored tensor to f32 (the type-traits row: float conversion or block codec). */
 export function dequantizeRows(type: GgmlTypeInfo, src: Uint8Array, rowLength: number, nRows: number, out: Float32Array): void {
   const n = rowLength * nRows;
-  switch (type.name) {
-    case 'F32': {
-      if (src.byteOffset % 4 === 0) out.set(new Float32Array(src.buffer, src.byteOffset, n));
-      else out.set(new Float32Array(new Uint8Array(src.subarray(0, n * 4)).buffer));
-      return;
-    }
-    case 'F16': {
-      const dv = new DataView(src.buffer, src.byteOffset, n * 2);
-      for (let i = 0; i < n; i++) out[i] = f16Table[dv.getUint16(i * 2, true)];
-      return;
-    }
-    case 'BF16': {
-      const dv = new DataView(src.buffer, src.byteOffset, n * 2);
-      for (let i = 0; i < n; i++) out[i] = bf16ToF32(dv.getUint16(i * 2, true));
-      return;
-    }
-  }
+  const row = ggmlTypeTraits(type);
+  if (row?.float && row.toFloat) return row.toFloat(src.subarray(0, n * row.typeSize), n, out.subarray(0, n));
   const codec = ggmlCodec(type);
   if (!codec) fail(`no dequantizer for GGML type ${type.name} (its codec is not registered)`);
   codec.dequantize(src, n, out);

@@ -1,12 +1,13 @@
 /**
  * Next-token sampling as llama2.c's run.c does it: greedy at temperature 0, otherwise softmax(logits / T)
  * then plain sampling (topP >= 1 or <= 0) or nucleus (top-p) sampling. The random numbers come from
- * xorshift64* seeded by the caller, so the same seed gives the same tokens.
+ * the 'sampler' stream of rng.ts (xorshift64*, as run.c) seeded by the caller, so the same seed gives
+ * the same tokens.
  */
-const MASK64 = (1n << 64n) - 1n;
+import { rngStream } from '../rng.js';
 
 export class Sampler {
-  private state: bigint;
+  private readonly randomU32: () => number;
   private readonly probs: Float64Array;
   private readonly order: Int32Array;
   constructor(
@@ -15,19 +16,9 @@ export class Sampler {
     readonly topP: number,
     seed: number,
   ) {
-    this.state = BigInt.asUintN(64, BigInt(Math.trunc(seed))) || 1n; // xorshift needs a non-zero state
+    this.randomU32 = rngStream('sampler', seed);
     this.probs = new Float64Array(vocabSize);
     this.order = new Int32Array(vocabSize);
-  }
-
-  /** xorshift64*, the upper 32 bits */
-  private randomU32(): number {
-    let s = this.state;
-    s ^= s >> 12n;
-    s ^= (s << 25n) & MASK64;
-    s ^= s >> 27n;
-    this.state = s;
-    return Number(((s * 0x2545f4914f6cdd1dn) & MASK64) >> 32n);
   }
 
   /** uniform in [0, 1) with 24 bits, like llama2.c's random_f32 */

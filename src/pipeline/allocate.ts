@@ -20,7 +20,7 @@ import { defineRecipe, type Recipe } from '../algos/recipe.js';
 import { GGUF_DEFAULT_ALIGNMENT, ggufTensorBytes } from '../io/gguf.js';
 import type { Imatrix } from '../algos/imatrix.js';
 import type { ModelFile } from '../io/model-file.js';
-import { xorshift32 } from '../rng.js';
+import { rngStream } from '../rng.js';
 import { ggufOutputBytes, planQuantization, type QuantizePlan } from './quantize.js';
 import type { SensitivityDb } from './sensitivity.js';
 
@@ -152,7 +152,7 @@ export function allocateToSize(m: ModelFile, base: Recipe, db: SensitivityDb, ta
  * when it is better on stage 1 (the parent is re-measured there too).
  */
 function evolve(items: readonly AllocItem[], budget: number, start: readonly number[], fitness: NonNullable<AllocateOptions['fitness']>, o: AllocateOptions): { picks: number[]; fitness: number; startFitness: number; evaluations: number } {
-  const rand = xorshift32((o.seed ?? 1) ^ 0x9e3779b9);
+  const rand = rngStream('allocateSearch', o.seed ?? 1);
   const pick = (n: number) => Math.floor((rand() / 4294967296) * n);
   // levels: candidates of each item by increasing bytes
   const levels = items.map((it) => it.candidates.map((_, j) => j).sort((a, b) => it.candidates[a].bytes - it.candidates[b].bytes || it.candidates[a].cost - it.candidates[b].cost));

@@ -23,7 +23,7 @@ import { fail } from '../errors.js';
 import { bracketBlock, chooseStart, newLevels, writeChoices, type Levels } from '../algos/autoround.js';
 import { BlockGrids, type BlockCodec } from '../algos/block-codec.js';
 import type { ModelConfig } from '../model/family.js';
-import { mulberry32 } from '../rng.js';
+import { rngStream } from '../rng.js';
 import { referenceBackend, wasmBackend, type Vec } from '../train/gemm.js';
 import { TrainModel, trainModelFloats, type TrainConfig } from '../train/llama-grad.js';
 
@@ -225,7 +225,7 @@ export function refineBlock(runner: BlockRunner, linears: readonly BlockLinear[]
   };
   const lossStart = runner.loss(xIn, target);
   let bestMini = Infinity;
-  const rand = mulberry32(o.seed ^ 0xb10c);
+  const rand = rngStream('blockRoundOrder', o.seed);
   const order = Array.from({ length: nSeq }, (_, i) => i);
   const m = runner.model;
   for (let it = 0; it < o.iters; it++) {

@@ -25,7 +25,7 @@
  * (quantize.ts) writes the file from them, quantizing the remaining tensors as usual.
  */
 import { fail } from '../errors.js';
-import { mulberry32 } from '../rng.js';
+import { rngStream } from '../rng.js';
 import { awqSearchHessian, smoothQuantScales, type AwqLinear } from '../algos/awq.js';
 import { blockCodecFor, type BlockCodec } from '../algos/block-codec.js';
 import { finishHessian } from '../algos/gptq.js';
@@ -46,6 +46,7 @@ import { Llama, llamaConfigFromGguf, rmsnorm } from '../model/llama.js';
 import { linear, matmul } from '../model/matmul.js';
 import { Tokenizer } from '../model/tokenizer.js';
 import type { LlamaConfig, StoredTensor } from '../model/types.js';
+import { ggmlRoundsFloats } from '../quant/ggml/registry.js';
 import { ggmlTypeByName, isGgmlFloat } from '../quant/ggml/types.js';
 import { algorithmsOf, learnsLayer, needsHandler, roundWeight, scalesInputs, type AlgorithmSpec, type ExtraTensor, type InputStatistics } from './algorithms.js';
 import type { QuantizePlan, TensorPlan } from './plan.js';
@@ -107,7 +108,7 @@ export function calibrationWindows(stream: ArrayLike<number>, nTokens: number, c
   const nSeq = Math.floor(nTokens / ctx);
   if (nSeq < 1) fail(`--calib-tokens ${nTokens} is less than one sequence of --calib-ctx ${ctx}`);
   if (stream.length < ctx + 1) fail(`the calibration text has ${stream.length} tokens, fewer than one sequence of ${ctx}`);
-  const rand = mulberry32(seed ^ 0x5eed);
+  const rand = rngStream('calibrationWindows', seed);
   const out: Int32Array[] = [];
   for (let s = 0; s < nSeq; s++) {
     const start = Math.floor(rand() * (stream.length - ctx));
@@ -459,7 +460,7 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
   const roundFloat = (name: string) => {
     const p = planOf.get(name);
     const t = weights.get(name)!;
-    if (p && (p.to === 'F16' || p.to === 'BF16')) {
+    if (p && ggmlRoundsFloats(p.to)) {
       floats.set(name, Float32Array.from(t.data)); // the file gets (and its report measures) the float values
       t.data.set(toFloat32(p.to, fromFloat32(p.to, t.data)));
     }

@@ -31,7 +31,7 @@
 import { fail } from '../errors.js';
 import { BlockGrids, setCodes, type BlockCodec } from '../algos/block-codec.js';
 import type { ModelConfig } from '../model/family.js';
-import { mulberry32 } from '../rng.js';
+import { rngStream } from '../rng.js';
 import type { Vec } from '../train/gemm.js';
 import { BLOCK_TENSORS, type BlockRunner } from './block-round.js';
 
@@ -261,7 +261,7 @@ export function omniquantLayer(runner: BlockRunner, get: (n: TensorName) => Floa
   const lossStart = runner.loss(xIn, target);
   let best = start;
   let bestMini = Infinity;
-  const rand = mulberry32(o.seed ^ 0x0a1c);
+  const rand = rngStream('omniquantOrder', o.seed);
   const order = Array.from({ length: nSeq }, (_, i) => i);
   const gTheta = new Float32Array(wiring.nTheta);
   const adamT = new Adam(wiring.nTheta);

@@ -12,6 +12,7 @@ import { ggmlTypeByName, type GgmlTypeInfo } from '../quant/ggml/types.js';
 import { resolveScheme } from '../quant/registry.js';
 import type { QuantScheme } from '../quant/scheme.js';
 import type { GgufValue } from '../io/gguf.js';
+import { familyOf, KNOWN_ARCHITECTURES, roleOfTensor } from '../model/family.js';
 import type { ModelFile, ModelTensor } from '../io/model-file.js';
 import type { LlamaHparams } from '../io/hf-llama.js';
 import type { PackedInt4Layout } from '../io/packed-int4.js';
@@ -139,8 +140,11 @@ function hparams(m: ModelFile) {
     return Number(typeof v === 'object' ? (v as GgufValue).value : v);
   };
   const arch = String((m.metadata.get('general.architecture') as GgufValue | undefined)?.value ?? 'llama');
+  // the layer linears' roles from the family table, when the architecture has a row (llama.cpp's name rules otherwise)
+  const family = KNOWN_ARCHITECTURES.includes(arch) ? familyOf(arch, (num(`${arch}.expert_count`) ?? 0) > 0) : undefined;
   return {
     arch,
+    roleOf: family && ((name: string) => roleOfTensor(family, name)?.spec.role),
     nLayer: num(`${arch}.block_count`) ?? m.tensors.filter((t) => /^blk\.\d+\.attn_norm\.weight$/.test(t.name)).length,
     nHead: num(`${arch}.attention.head_count`) ?? 1,
     nHeadKv: num(`${arch}.attention.head_count_kv`) ?? num(`${arch}.attention.head_count`) ?? 1,

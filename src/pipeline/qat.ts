@@ -19,7 +19,7 @@ import { openModelFile, plainMetadata, type ModelFile } from '../io/model-file.j
 import { memorySink, type ByteSink } from '../io/sink.js';
 import { bytesSource } from '../io/source.js';
 import { llamaConfigFromGguf } from '../model/llama.js';
-import { ggmlCodec } from '../quant/ggml/registry.js';
+import { ggmlCodec, ggmlRoundsFloats } from '../quant/ggml/registry.js';
 import { ggmlRowBytes, ggmlTypeByName, type GgmlTypeInfo } from '../quant/ggml/types.js';
 import { wasmBackend, referenceBackend } from '../train/gemm.js';
 import { TrainModel, trainModelFloats, type TrainConfig } from '../train/llama-grad.js';
@@ -180,7 +180,7 @@ export async function runQat(m: ModelFile, data: Int32Array, bos: number, opts: 
     if (p.scheme) codecs.set(p.name, schemeWeightCodec(p.scheme));
     else if (p.ggml && p.ggml.blockSize > 1) codecs.set(p.name, ggmlWeightCodec(p.ggml));
     // a tensor the plan stores as f16/bf16 (e.g. rows a scheme's groups do not divide): trained through that rounding
-    else if ((p.to === 'F16' || p.to === 'BF16') && opts.method !== 'lsq') codecs.set(p.name, ggmlWeightCodec(ggmlTypeByName(p.to)!));
+    else if (ggmlRoundsFloats(p.to) && opts.method !== 'lsq') codecs.set(p.name, ggmlWeightCodec(ggmlTypeByName(p.to)!));
     else continue; // f32 stays as it is
     extra += p.ne[0] * p.ne[1] + 16;
   }

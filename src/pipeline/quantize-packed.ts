@@ -37,7 +37,7 @@ import {
 import { SafetensorsWriter } from '../io/safetensors.js';
 import type { ByteSink } from '../io/sink.js';
 import { fromFloat32, isFloatKind, toFloat32 } from '../io/tensor-data.js';
-import { ggmlCodec } from '../quant/ggml/registry.js';
+import { ggmlCodec, ggmlTypeTraits } from '../quant/ggml/registry.js';
 import { ggmlTypeByName } from '../quant/ggml/types.js';
 import { genericConfigOf } from '../quant/schemes/generic.js';
 import { readFloats, type PackedPlanInfo, type QuantizeOptions, type QuantizePlan, type TensorPlan, type TensorReport } from './plan.js';
@@ -243,10 +243,10 @@ export async function writePacked(m: ModelFile, plan: QuantizePlan, sink: ByteSi
       }
       done({ name: p.name, shape: p.ne, type: `${layout}:${p.scheme.id}`, bytes, bitsPerWeight: (bytes * 8) / x.length, sqnrDb: sqnrDb(x, dq) });
     } else {
-      const kind = p.to as 'F32' | 'F16' | 'BF16';
+      const kind = p.to;
       if (f.hfNormPlusOne && p.name.endsWith('norm.weight')) x = x.map((v) => v - 1); // HF stores Gemma's gains as w (used as 1 + w)
       let bytes = fromFloat32(kind, x);
-      const sq = kind === 'F32' ? Infinity : sqnrDb(x, toFloat32(kind, bytes));
+      const sq = ggmlTypeTraits(kind)?.exactF32 ? Infinity : sqnrDb(x, toFloat32(kind, bytes));
       if (heads !== undefined) bytes = toHfRows(bytes, p.ne.length === 2 ? p.ne[1] : p.ne[0], (p.ne.length === 2 ? p.ne[0] : 1) * bytes.length / x.length, heads);
       await w.write(bytes); // 3-D experts: expert 0's matrix, then 1's, ... as the per-expert specs above
       done({ name: p.name, shape: p.ne, type: kind, bytes: bytes.length, bitsPerWeight: (bytes.length * 8) / x.length, sqnrDb: sq, ...(p.fallbackFrom ? { fallbackFrom: p.fallbackFrom } : {}) });

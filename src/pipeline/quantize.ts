@@ -21,7 +21,7 @@ import { fail, LowbitError } from '../errors.js';
 import { importanceOf, type Imatrix } from '../algos/imatrix.js';
 import { ptqOptions, type PtqOptions } from '../algos/ptq-options.js';
 import type { Recipe } from '../algos/recipe.js';
-import { ggmlCodec } from '../quant/ggml/registry.js';
+import { ggmlCodec, ggmlTypeTraits } from '../quant/ggml/registry.js';
 import { ggmlTypeByName, type GgmlTypeInfo } from '../quant/ggml/types.js';
 import { quantizeScheme } from '../quant/registry.js';
 import { gguf, ggufFileSize, GgufWriter, plainValue, type GgufValue } from '../io/gguf.js';
@@ -104,12 +104,7 @@ async function readRowsInto(m: ModelFile, t: ModelTensor, rowLength: number, row
     else view.set(await m.read(t, row0 * rb, nRows * rb));
     return out;
   }
-  const bytes = await m.read(t, row0 * rb, nRows * rb);
-  if (t.type === 'F16' || t.type === 'BF16' || t.type === 'F64') return toFloat32(t.type, bytes, out);
-  const c = ggmlCodec(t.type);
-  if (!c) fail(`${t.name}: cannot read tensor type ${t.type}`);
-  c.dequantize(bytes, n, out);
-  return out;
+  return toFloat32(t.type, await m.read(t, row0 * rb, nRows * rb), out); // the type's row: float conversion or block codec
 }
 
 /** slab buffers on each side of the quantizer: up to 2 slabs read ahead, up to 2 slabs waiting to be written */
@@ -359,10 +354,10 @@ async function writeLowbitSafetensors(m: ModelFile, plan: QuantizePlan, sink: By
       await w.write(packed);
       done({ name: p.name, shape: p.ne, type: p.scheme.id, bytes: packed.length, bitsPerWeight: (packed.length * 8) / x.length, sqnrDb: sqnrDb(x, dq) });
     } else {
-      const kind = p.to as 'F32' | 'F16' | 'BF16';
+      const kind = p.to;
       const bytes = fromFloat32(kind, x);
       await w.write(bytes);
-      done({ name: p.name, shape: p.ne, type: kind, bytes: bytes.length, bitsPerWeight: (bytes.length * 8) / x.length, sqnrDb: kind === 'F32' ? Infinity : sqnrDb(x, toFloat32(kind, bytes)), ...(p.fallbackFrom ? { fallbackFrom: p.fallbackFrom } : {}) });
+      done({ name: p.name, shape: p.ne, type: kind, bytes: bytes.length, bitsPerWeight: (bytes.length * 8) / x.length, sqnrDb: ggmlTypeTraits(kind)?.exactF32 ? Infinity : sqnrDb(x, toFloat32(kind, bytes)), ...(p.fallbackFrom ? { fallbackFrom: p.fallbackFrom } : {}) });
     }
   }
   for (const [name, v] of added) {

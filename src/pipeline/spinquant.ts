@@ -19,7 +19,7 @@ import type { BlockCodec } from '../algos/block-codec.js';
 import { fwht, type Rotation } from '../algos/hadamard.js';
 import { gemmABt } from '../kernels/gptq.js';
 import type { LlamaConfig } from '../model/types.js';
-import { mulberry32 } from '../rng.js';
+import { rngStream } from '../rng.js';
 import { referenceBackend, wasmBackend } from '../train/gemm.js';
 import { TrainModel, trainModelFloats, type TrainConfig } from '../train/llama-grad.js';
 
@@ -235,7 +235,7 @@ export function learnRotation(config: LlamaConfig, weights: ReadonlyMap<string, 
     apply(R);
     const lossStart = fullLoss();
     let best = { R: Float64Array.from(R), loss: lossStart, step: 0 };
-    const rand = mulberry32(o.seed ^ 0x5919);
+    const rand = rngStream('spinquantOrder', o.seed);
     const order = windows.map((_, i) => i);
     const G = new Float64Array(n * n);
     const g32 = new Float32Array(n * n);

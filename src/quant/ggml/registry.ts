@@ -3,7 +3,9 @@
  * including F32/F16/BF16, holding
  *
  *   type        id, block size and bytes per block (types.ts, as ggml-common.h)
+ *   quantized   a block type (ggml's is_quantized): every type but the floats and integers
  *   float       stored as is (F32, F16, BF16), no block codec's choices
+ *   exactF32    a float row that holds every f32 value exactly (F32): no rounding to model, SQNR infinite
  *   vecDot      the type llama.cpp's CPU backend converts activations to for a dot product (types.ts)
  *   toFloat     the scalar reference dequantizer
  *   fromFloat   the scalar reference quantizer (absent for dequantize-only types)
@@ -37,7 +39,11 @@ export interface GgmlTypeTraits {
   readonly type: GgmlTypeInfo;
   readonly blockSize: number;
   readonly typeSize: number;
+  /** a block type (ggml's is_quantized): false for F32/F16/BF16/F64 and the integer types */
+  readonly quantized: boolean;
   readonly float: boolean;
+  /** a float row holding every f32 exactly (F32): f32 -> type -> f32 is the identity */
+  readonly exactF32: boolean;
   /** llama.cpp's vec_dot_type (undefined for the integer and F64 types, never weights) */
   readonly vecDot?: string;
   readonly toFloat?: Dequantize;
@@ -159,8 +165,15 @@ export function ggmlTypeTraits(t: GgmlTypeInfo | number | string): GgmlTypeTrait
   const r = rowOf(t);
   if (!r) return undefined;
   const float = isGgmlFloat(r.type);
+  const exactF32 = float && (8 * r.type.typeSize) / r.type.blockSize >= 32;
   const vecDot = r.type.name === 'F64' || /^I\d+$/.test(r.type.name) ? undefined : ggmlVecDotType(r.type);
-  return Object.freeze({ type: r.type, blockSize: r.type.blockSize, typeSize: r.type.typeSize, float, vecDot, toFloat: r.toFloat, fromFloat: r.fromFloat, usesImportance: r.usesImportance, fast: Object.freeze({ ...r.fast }) });
+  return Object.freeze({ type: r.type, blockSize: r.type.blockSize, typeSize: r.type.typeSize, quantized: r.type.blockSize > 1, float, exactF32, vecDot, toFloat: r.toFloat, fromFloat: r.fromFloat, usesImportance: r.usesImportance, fast: Object.freeze({ ...r.fast }) });
+}
+
+/** A float row that rounds f32 values (F16, BF16): what the file holds differs from the f32 given. */
+export function ggmlRoundsFloats(t: GgmlTypeInfo | number | string): boolean {
+  const r = ggmlTypeTraits(t);
+  return r !== undefined && r.float && !r.exactF32;
 }
 
 /** The whole table, in type-id order. */
