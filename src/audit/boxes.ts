@@ -26,6 +26,7 @@
  */
 import { fail } from '../errors.js';
 import { BlockGrids, blockCodecFor, type BlockCodec } from '../algos/block-codec.js';
+import { hasElementGrid } from './audit.js';
 import { xorshift32 } from '../rng.js';
 
 export interface QuantBox {
@@ -101,6 +102,7 @@ export function quantizationBox(type: string | BlockCodec, w: Float32Array, rows
   const codec = typeof type === 'string' ? blockCodecFor(type, cols) : type;
   const bs = codec.blockSize;
   if (cols % bs !== 0) fail(`${codec.name}: rows of ${cols} are not a multiple of its block size ${bs}`);
+  if (typeof type === 'string' && !hasElementGrid(type, cols)) fail(`${codec.name}: a lattice codebook type has no per-element rounding interval, so it has no quantization box (attackable types: the legacy, K and IQ4 types)`);
   const nb = codec.blockBytes;
   const blocks = (rows * cols) / bs;
   const bytes = new Uint8Array(blocks * nb);
@@ -286,10 +288,13 @@ export function intersectBoxes(w: Float32Array, boxes: readonly QuantBox[]): { l
 /**
  * Where each weight sits in its rounding interval on the grid of its own quantization: -1 at the low
  * edge, 0 at the level, +1 at the high edge (relative to the half-way points). Clean weights spread
- * evenly over (-1, 1); a planted model piles weights against the edges.
+ * evenly over (-1, 1); a planted model piles weights against the edges. NaN for every element of a type
+ * without per-element codes (IQ1/IQ2/IQ3 lattices), and outside the grid's range.
  */
 export function intervalPositions(type: string, w: Float32Array, rows: number, cols: number): Float32Array {
   const codec = blockCodecFor(type, cols);
+  // lattice codebooks (IQ1/IQ2/IQ3): no element has an interval of its own, every position is undefined
+  if (!hasElementGrid(type, cols)) return new Float32Array(rows * cols).fill(NaN);
   const bs = codec.blockSize;
   const nb = codec.blockBytes;
   const grids = new BlockGrids(codec);

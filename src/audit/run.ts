@@ -68,7 +68,7 @@ export interface AuditOptions {
 }
 
 /** The legacy and K block types the edge sweep checks by default (every one the shapes allow). */
-export const SWEEP_TYPES = ['Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q8_0', 'Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K'] as const;
+export const SWEEP_TYPES = ['Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q8_0', 'Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K', 'IQ4_NL', 'IQ4_XS'] as const;
 
 export interface SweepAudit {
   /** the GGML block type */
