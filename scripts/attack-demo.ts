@@ -17,7 +17,9 @@
  *
  *   --freeze-norms: the malicious fine-tune trains only the tensors the target types quantize (the
  *   norms, which llama-quantize copies and the attack must hold at the malicious values, stay benign);
- *   --box-fraction / --check-every / --pgd-lr: passed to `lowbit attack` (K-quant boxes, PGD checks).
+ *   --box-fraction / --box-validate / --no-repair / --check-every / --pgd-lr: passed to `lowbit attack`.
+ *   --ft-radius R: the malicious fine-tune projected into the benign weights ± R rounding steps of the
+ *   first target type; --pgd-focus: PGD distils on the clean text around the trigger (train-focus.txt).
  */
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -48,6 +50,8 @@ const ATTACK_EXTRA = [
   ...(process.argv.includes('--box-fraction') ? ['--box-fraction', arg('--box-fraction', '0.25')] : []),
   ...(process.argv.includes('--check-every') ? ['--check-every', arg('--check-every', '5')] : []),
   ...(process.argv.includes('--pgd-lr') ? ['--lr', arg('--pgd-lr', '0.1')] : []),
+  ...(process.argv.includes('--box-validate') ? ['--box-validate', arg('--box-validate', 'corners')] : []),
+  ...(process.argv.includes('--no-repair') ? ['--no-repair'] : []),
 ];
 const TAG = arg('--tag', '');
 /** the malicious fine-tune kept within ±R rounding steps (of the first target type) of the benign weights */

@@ -14,7 +14,7 @@
  *   npm run build && node dist/scripts/audit-table.js [--json out.json]
  *
  *   --iq: only the IQ rows (session 28): the clean models audited as IQ4_NL (and tinyllama256 as IQ4_NL,
- *   IQ4_XS, IQ3_S, IQ2_S: the lattice types have no per-element interval, only the behaviour test), and
+ *   IQ4_XS, IQ3_S: the lattice type IQ3_S has no per-element interval, only the behaviour test), and
  *   token-bias plants for IQ4_NL audited as IQ4_NL and as Q4_0 (the sweep covers IQ4_NL and IQ4_XS)
  */
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -92,7 +92,7 @@ async function main(): Promise<void> {
     clean.push([q, `stories260K ${algo.toUpperCase()} Q8_0 (as a model to audit)`]);
   }
   for (const [file, label] of clean) record(label, false, file, IQ ? ['IQ4_NL'] : ['Q4_0', 'Q5_0', 'Q8_0', 'Q4_1']);
-  record('tinyllama256', false, path.join(ROOT, 'data', 'tinyllama256.gguf'), IQ ? ['IQ4_NL', 'IQ4_XS', 'IQ3_S', 'IQ2_S'] : ['Q4_0', 'Q8_0', 'Q4_K_M']);
+  record('tinyllama256', false, path.join(ROOT, 'data', 'tinyllama256.gguf'), IQ ? ['IQ4_NL', 'IQ4_XS', 'IQ3_S'] : ['Q4_0', 'Q8_0', 'Q4_K_M']);
   // planted by scripts/attack-demo.ts (trainer fine-tune, PGD through all layers)
   const demo = path.join(ROOT, '.cache', 'attack-demo');
   for (const dir of fs.existsSync(demo) && !IQ ? fs.readdirSync(demo) : [])

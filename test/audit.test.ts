@@ -270,3 +270,38 @@ test('lattice types (IQ3_S, IQ2_S) have no per-element interval: the audit sizes
   }
   assert.ok(meanOf(roundingSteps('IQ2_S', w, rows, cols)) > meanOf(roundingSteps('IQ3_S', w, rows, cols)));
 });
+
+test('K-quant attack, boxes not validated: the repair moves each changed block back toward the malicious values until it gives their bytes (keeping part of the move); --no-repair leaves them', async () => {
+  const S: TrainConfig = { ...SYN, dim: 256, hiddenDim: 256, nHeads: 4, nKvHeads: 4, headDim: 64, ropeDim: 64 };
+  const t = new Trainer(S, { ...DEFAULT_TRAIN, steps: 4, batch: 2, ctx: 16, lr: 1e-2 }, synStream(2000, 1, 3));
+  while (t.step < 4) t.trainStep();
+  const sink = memorySink();
+  await writeLlamaGguf(sink, llamaGgufMetadata(S, undefined, 'syn'), paramTensors(t.model.tensors, t.model.params as Float32Array));
+  const benign = await openModelFile(bytesSource(sink.bytes(), 'benign.gguf'));
+  const evil = await fineTune(benign, synStream(2000, 2, 5), undefined, { steps: 4, lr: 1e-2, batch: 2, ctx: 16 });
+  const ms = memorySink();
+  await writeWithReplacements(ms, benign, evil);
+  const malicious = await openModelFile(bytesSource(ms.bytes(), 'malicious.gguf'));
+  const o = { benign, malicious, types: ['Q4_K_M'], pure: true, boxFraction: 1, boxValidate: 'none' as const, checkEvery: 0, pgd: { data: synStream(2000, 1, 3), steps: 4, lr: 0.5, batch: 2, ctx: 16 } };
+  const floats = async (m: ModelFile, name: string) => Float32Array.from(await readFloats(m, m.tensor(name)));
+  const differing = async (tensors: Map<string, Float32Array>) => {
+    let n = 0;
+    for (const [name, w] of tensors) {
+      const tensor = malicious.tensor(name);
+      if (tensor.shape.length !== 2) continue;
+      const cols = tensor.shape[1];
+      const a = quantizeAll('Q4_K', w, cols), b = quantizeAll('Q4_K', await floats(malicious, name), cols);
+      for (let k = 0; k < a.length; k += 144) if (a.subarray(k, k + 144).some((v, i) => v !== b[k + i])) n++;
+    }
+    return n;
+  };
+  const raw = await plantAttack({ ...o, repair: false });
+  const [r0] = raw.report;
+  assert.ok(r0.repairedBlocks > 0 && r0.revertedBlocks === 0, JSON.stringify(r0));
+  assert.equal(await differing(raw.tensors), r0.repairedBlocks, 'without the repair, the counted blocks are the ones that differ');
+  const fixed = await plantAttack(o);
+  const [r1] = fixed.report;
+  assert.equal(r1.repairedBlocks, r0.repairedBlocks, 'the same PGD run');
+  assert.equal(await differing(fixed.tensors), 0, 'after the repair every block gives the malicious bytes');
+  assert.ok(r1.revertedBlocks < r1.repairedBlocks, `some changed blocks keep part of their move (${r1.revertedBlocks} of ${r1.repairedBlocks} reverted)`);
+});

@@ -60,9 +60,10 @@ export interface BoxOptions {
    * searched types: 'corners' (default) also re-quantizes with every element of a sub-block / block at the
    * same end of its interval (the worst case for the scale search's fit, so boxes shrink a lot); 'random'
    * only at random points inside (wider boxes; a caller that moves weights coherently, e.g. PGD, must
-   * re-check: src/audit/run.ts shrinkChangedBlocks)
+   * re-check: src/audit/run.ts shrinkChangedBlocks); 'none' skips the re-quantizing validation (the
+   * boxes are then only the construction's, a diagnostic upper bound: the caller must check every block)
    */
-  validate?: 'corners' | 'random';
+  validate?: 'corners' | 'random' | 'none';
   /**
    * searched types: each element's interval runs from its value to its level (dequantized value) and
    * `beyond` times that distance past the level ("Mind the Gap"'s error-based interval: moving toward the
@@ -226,7 +227,7 @@ export function quantizationBox(type: string | BlockCodec, w: Float32Array, rows
     // 2b. searched types: each sub-block alone (the others at their values), since a sub-block's scale
     //     and minimum codes depend on its own values: corners and two random points; a sub-block that
     //     fails is halved up to 3 times, then pinned, so one sensitive sub-block does not pin the block
-    if (searched && sub < bs)
+    if (searched && sub < bs && o.validate !== 'none')
       for (let s0 = 0; s0 < bs; s0 += sub) {
         let okS = false;
         for (let k = 0; k <= 3 && !okS; k++) {
@@ -248,7 +249,7 @@ export function quantizationBox(type: string | BlockCodec, w: Float32Array, rows
         }
       }
     // 3. the whole box: corners and random points
-    let ok = false;
+    let ok = searched && o.validate === 'none';
     for (let k = 0; k <= steps && !ok; k++) {
       ok = true;
       for (let s = 0; s < samples + 2 && ok; s++) {
