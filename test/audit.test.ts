@@ -305,3 +305,31 @@ test('K-quant attack, boxes not validated: the repair moves each changed block b
   assert.equal(await differing(fixed.tensors), 0, 'after the repair every block gives the malicious bytes');
   assert.ok(r1.revertedBlocks < r1.repairedBlocks, `some changed blocks keep part of their move (${r1.revertedBlocks} of ${r1.repairedBlocks} reverted)`);
 });
+
+test('fineTune with a box (the near-benign malicious model of attack-demo --ft-radius) keeps every boxed parameter inside its box (the same fine-tune without it moves past)', async () => {
+  const t = new Trainer(SYN, { ...DEFAULT_TRAIN, steps: 10, batch: 4, ctx: 16, lr: 1e-2 }, synStream(2000, 1, 3));
+  while (t.step < 10) t.trainStep();
+  const sink = memorySink();
+  await writeLlamaGguf(sink, llamaGgufMetadata(SYN, undefined, 'syn'), paramTensors(t.model.tensors, t.model.params as Float32Array));
+  const benign = await openModelFile(bytesSource(sink.bytes(), 'benign.gguf'));
+  const box = new Map<string, { lo: Float32Array; hi: Float32Array }>();
+  const start = new Map<string, Float32Array>();
+  for (const p of benign.tensors) {
+    const w = Float32Array.from(await readFloats(benign, p));
+    start.set(p.name, w);
+    if (p.shape.length === 2) box.set(p.name, { lo: w.map((x) => x - 0.002), hi: w.map((x) => x + 0.002) });
+  }
+  const free = await fineTune(benign, synStream(2000, 2, 5), undefined, { steps: 8, lr: 1e-2, batch: 4, ctx: 16 });
+  const boxed = await fineTune(benign, synStream(2000, 2, 5), undefined, { steps: 8, lr: 1e-2, batch: 4, ctx: 16, box });
+  let outside = 0, atEdge = 0, freeFar = 0;
+  for (const [name, { lo, hi }] of box) {
+    const w = boxed.get(name)!, f = free.get(name)!, s = start.get(name)!;
+    for (let i = 0; i < w.length; i++) {
+      if (!(w[i] >= lo[i] && w[i] <= hi[i])) outside++;
+      if (w[i] === lo[i] || w[i] === hi[i]) atEdge++;
+      if (Math.abs(f[i] - s[i]) > 0.002) freeFar++;
+    }
+  }
+  assert.equal(outside, 0);
+  assert.ok(freeFar > 100 && atEdge > 100, `the free fine-tune moves ${freeFar} weights past the radius; boxed: ${atEdge} held at its edges`);
+});
