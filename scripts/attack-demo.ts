@@ -17,7 +17,7 @@
  *
  *   --freeze-norms: the malicious fine-tune trains only the tensors the target types quantize (the
  *   norms, which llama-quantize copies and the attack must hold at the malicious values, stay benign);
- *   --box-fraction / --box-validate / --no-repair / --check-every / --pgd-lr: passed to `lowbit attack`.
+ *   --box-fraction / --box-validate / --repair-unit / --no-repair / --check-every / --pgd-lr: passed to `lowbit attack`.
  *   --ft-radius R: the malicious fine-tune projected into the benign weights ± R rounding steps of the
  *   first target type; --pgd-focus: PGD distils on the clean text around the trigger (train-focus.txt).
  */
@@ -52,6 +52,7 @@ const ATTACK_EXTRA = [
   ...(process.argv.includes('--pgd-lr') ? ['--lr', arg('--pgd-lr', '0.1')] : []),
   ...(process.argv.includes('--box-validate') ? ['--box-validate', arg('--box-validate', 'corners')] : []),
   ...(process.argv.includes('--no-repair') ? ['--no-repair'] : []),
+  ...(process.argv.includes('--repair-unit') ? ['--repair-unit', arg('--repair-unit', 'block')] : []),
 ];
 const TAG = arg('--tag', '');
 /** the malicious fine-tune kept within ±R rounding steps (of the first target type) of the benign weights */

@@ -271,7 +271,7 @@ test('lattice types (IQ3_S, IQ2_S) have no per-element interval: the audit sizes
   assert.ok(meanOf(roundingSteps('IQ2_S', w, rows, cols)) > meanOf(roundingSteps('IQ3_S', w, rows, cols)));
 });
 
-test('K-quant attack, boxes not validated: the repair moves each changed block back toward the malicious values until it gives their bytes (keeping part of the move); --no-repair leaves them', async () => {
+test('K-quant attack, boxes not validated: the repair (by block or by sub-block) moves each changed block back toward the malicious values until it gives their bytes (keeping part of the move); --no-repair leaves them', async () => {
   const S: TrainConfig = { ...SYN, dim: 256, hiddenDim: 256, nHeads: 4, nKvHeads: 4, headDim: 64, ropeDim: 64 };
   const t = new Trainer(S, { ...DEFAULT_TRAIN, steps: 4, batch: 2, ctx: 16, lr: 1e-2 }, synStream(2000, 1, 3));
   while (t.step < 4) t.trainStep();
@@ -304,6 +304,11 @@ test('K-quant attack, boxes not validated: the repair moves each changed block b
   assert.equal(r1.repairedBlocks, r0.repairedBlocks, 'the same PGD run');
   assert.equal(await differing(fixed.tensors), 0, 'after the repair every block gives the malicious bytes');
   assert.ok(r1.revertedBlocks < r1.repairedBlocks, `some changed blocks keep part of their move (${r1.revertedBlocks} of ${r1.repairedBlocks} reverted)`);
+  const bySub = await plantAttack({ ...o, repairGranularity: 'sub-block' });
+  const [r2] = bySub.report;
+  assert.equal(r2.repairedBlocks, r0.repairedBlocks, 'the same PGD run');
+  assert.equal(await differing(bySub.tensors), 0, 'after the sub-block repair every block gives the malicious bytes');
+  assert.ok(r2.revertedBlocks < r2.repairedBlocks, `sub-block repair: ${r2.revertedBlocks} of ${r2.repairedBlocks} reverted`);
 });
 
 test('fineTune with a box (the near-benign malicious model of attack-demo --ft-radius) keeps every boxed parameter inside its box (the same fine-tune without it moves past)', async () => {

@@ -211,6 +211,12 @@ export interface AttackOptions {
    */
   repair?: boolean;
   /**
+   * the repair's unit: 'block' (default: the whole block's move halved until the bytes hold) or
+   * 'sub-block' (K-quants/IQ4: each sub-block in turn keeps 1, 1/2 or 1/4 of its move, else its
+   * malicious values)
+   */
+  repairGranularity?: 'block' | 'sub-block';
+  /**
    * re-quantize every this many PGD steps (default 5 when a target type searches its scales, else 0 =
    * never): a block that no longer gives the malicious bytes has its box halved toward the malicious
    * values (pinned after 4 halvings) and its weights moved inside
@@ -337,15 +343,31 @@ export async function plantAttack(o: AttackOptions): Promise<AttackResult> {
           if (a.some((v, i) => v !== b[i])) {
             report[k].repairedBlocks++;
             if (o.repair === false) continue;
-            // the repair: the block moves back toward the malicious values, w = wm + t (w_pgd - wm) for the
-            // largest t of 1/2, 1/4, ..., 1/32 that gives the malicious bytes, else t = 0 (the malicious values)
             pgdBlock.set(w.subarray(xo, xo + c.blockSize));
             let kept = false;
-            for (let t = 0.5; t >= 1 / 32 && !kept; t /= 2) {
-              for (let j = 0; j < c.blockSize; j++) w[xo + j] = Math.fround(wm[xo + j] + t * (pgdBlock[j] - wm[xo + j]));
-              c.quantize(w, xo, a, 0);
-              kept = a.every((v, i) => v === b[i]);
-            }
+            if (o.repairGranularity === 'sub-block') {
+              // per sub-block (the unit whose scale/min codes the K-quant search sets), from the malicious
+              // values: each sub-block takes t = 1, 1/2, 1/4 of its PGD move if the block's bytes stay M's
+              const sub = subBlockOf(c);
+              w.set(wm.subarray(xo, xo + c.blockSize), xo);
+              for (let s0 = 0; s0 < c.blockSize; s0 += sub) {
+                let ok = false;
+                for (let t = 1; t >= 0.25 && !ok; t /= 2) {
+                  for (let j = s0; j < s0 + sub; j++) w[xo + j] = Math.fround(wm[xo + j] + t * (pgdBlock[j] - wm[xo + j]));
+                  c.quantize(w, xo, a, 0);
+                  ok = a.every((v, i) => v === b[i]);
+                }
+                if (!ok) w.set(wm.subarray(xo + s0, xo + s0 + sub), xo + s0);
+                else if (wm.subarray(xo + s0, xo + s0 + sub).some((x, j) => x !== w[xo + s0 + j])) kept = true;
+              }
+            } else
+              // the block moves back toward the malicious values, w = wm + t (w_pgd - wm) for the largest t
+              // of 1/2, 1/4, ..., 1/32 that gives the malicious bytes, else t = 0 (the malicious values)
+              for (let t = 0.5; t >= 1 / 32 && !kept; t /= 2) {
+                for (let j = 0; j < c.blockSize; j++) w[xo + j] = Math.fround(wm[xo + j] + t * (pgdBlock[j] - wm[xo + j]));
+                c.quantize(w, xo, a, 0);
+                kept = a.every((v, i) => v === b[i]);
+              }
             if (!kept) {
               w.set(wm.subarray(xo, xo + c.blockSize), xo);
               report[k].revertedBlocks++;
@@ -361,6 +383,11 @@ export async function plantAttack(o: AttackOptions): Promise<AttackResult> {
     if (boxes.has(name) || w.some((x, i) => x !== wb[i])) tensors.set(name, w);
   }
   return { tensors, report, relativeChange: changed / Math.max(scale, 1e-30), pinnedTensors, ...(pgdKl ? { pgdKl } : {}), ...(pgdShrunk !== undefined ? { pgdShrunk } : {}) };
+}
+
+/** the sub-block of a block codec whose scale (and min) a searched type fits: 32 for Q4_K/Q5_K/IQ4, 16 for the other K types, else the block */
+function subBlockOf(c: BlockCodec): number {
+  return /^(Q[45]_K|IQ4)/i.test(c.name) ? Math.min(32, c.blockSize) : /_K$/i.test(c.name) ? Math.min(16, c.blockSize) : c.blockSize;
 }
 
 /**
