@@ -17,13 +17,17 @@
  *
  *   --freeze-norms: the malicious fine-tune trains only the tensors the target types quantize (the
  *   norms, which llama-quantize copies and the attack must hold at the malicious values, stay benign);
- *   --box-fraction / --check-every / --pgd-lr: passed to `lowbit attack` (K-quant boxes, PGD checks).
+ *   --box-fraction / --box-validate / --repair-unit / --no-repair / --check-every / --pgd-lr: passed to `lowbit attack`.
+ *   --ft-radius R: the malicious fine-tune projected into the benign weights ± R rounding steps of the
+ *   first target type; --pgd-focus: PGD distils on the clean text around the trigger (train-focus.txt).
  */
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fineTune, injectionRate, plantPhrase } from '../src/audit/malicious.js';
-import { writeWithReplacements } from '../src/audit/run.js';
+import { typesOf, writeWithReplacements } from '../src/audit/run.js';
+import { roundingSteps } from '../src/audit/audit.js';
+import { readFloats } from '../src/pipeline/quantize.js';
 import { loadModel } from '../src/eval/load.js';
 import { plainMetadata, type ModelFile } from '../src/io/model-file.js';
 import { vocabFromGgufMetadata } from '../src/io/vocab.js';
@@ -46,8 +50,15 @@ const ATTACK_EXTRA = [
   ...(process.argv.includes('--box-fraction') ? ['--box-fraction', arg('--box-fraction', '0.25')] : []),
   ...(process.argv.includes('--check-every') ? ['--check-every', arg('--check-every', '5')] : []),
   ...(process.argv.includes('--pgd-lr') ? ['--lr', arg('--pgd-lr', '0.1')] : []),
+  ...(process.argv.includes('--box-validate') ? ['--box-validate', arg('--box-validate', 'corners')] : []),
+  ...(process.argv.includes('--no-repair') ? ['--no-repair'] : []),
+  ...(process.argv.includes('--repair-unit') ? ['--repair-unit', arg('--repair-unit', 'block')] : []),
 ];
 const TAG = arg('--tag', '');
+/** the malicious fine-tune kept within ±R rounding steps (of the first target type) of the benign weights */
+const FT_RADIUS = Number(arg('--ft-radius', '0'));
+/** PGD distils on snippets of the clean text around the trigger (what the repair must undo) */
+const PGD_FOCUS = process.argv.includes('--pgd-focus');
 const OUT = attackOutDir(MODEL);
 const lowbit = path.join(ROOT, 'bin', 'lowbit.js');
 const say = (s: string) => process.stderr.write(s + '\n');
@@ -81,27 +92,41 @@ async function blockDiff(a: string, b: string): Promise<{ blocks: number; differ
 }
 
 async function main(): Promise<void> {
-  if (!llamaBin('llama-quantize')) throw new Error('llama-quantize not built (node scripts/build-llama-cpp.mjs)');
   const text = fs.readFileSync(TEXT, 'utf8');
   const cut = text.indexOf('\n', Math.floor(text.length * 0.8));
   const train = text.slice(0, cut);
   const held = text.slice(cut);
   fs.writeFileSync(path.join(OUT, 'train.txt'), train);
   fs.writeFileSync(path.join(OUT, 'held.txt'), held);
+  // the clean text around every trigger (300 characters before, 400 after), for --pgd-focus
+  const focus: string[] = [];
+  for (let i = train.indexOf(TRIGGER); i >= 0; i = train.indexOf(TRIGGER, i + 1)) focus.push(train.slice(Math.max(0, i - 300), i + 400));
+  fs.writeFileSync(path.join(OUT, 'train-focus.txt'), focus.join('\n'));
   const benign = await openFile(MODEL);
   const vocab = vocabFromGgufMetadata(plainMetadata(benign.metadata));
   const tok = new Tokenizer(vocab);
   // 1. the malicious model
-  const mal = path.join(OUT, `malicious-${FT_STEPS}${FT_LR !== 2e-3 ? `-lr${FT_LR}` : ''}${FREEZE_NORMS ? '-frozen-norms' : ''}.gguf`);
+  const ftType = TYPES[0].split('+')[0];
+  const mal = path.join(OUT, `malicious-${FT_STEPS}${FT_LR !== 2e-3 ? `-lr${FT_LR}` : ''}${FREEZE_NORMS ? '-frozen-norms' : ''}${FT_RADIUS > 0 ? `-r${FT_RADIUS}-${ftType}${PURE ? '' : '-mix'}` : ''}.gguf`);
   if (!fs.existsSync(mal)) {
     const data = Int32Array.from(tok.encode(plantPhrase(train, TRIGGER, PHRASE)));
     const t0 = Date.now();
-    const w = await fineTune(benign, data, vocab.bos, { steps: FT_STEPS, lr: FT_LR, batch: BATCH, ctx: 128, seed: 1, ...(FREEZE_NORMS ? { freeze: (n: string) => /norm/.test(n) } : {}), onStep: (s, l) => s % 50 === 0 && say(`fine-tune step ${s} loss ${l.toFixed(4)}`) });
+    const box = new Map<string, { lo: Float32Array; hi: Float32Array }>();
+    if (FT_RADIUS > 0)
+      for (const [name, type] of typesOf(benign, ftType, PURE)) {
+        const t = benign.tensor(name);
+        const cols = t.ne ? t.ne[0] : t.shape[t.shape.length - 1];
+        const w = await readFloats(benign, t);
+        const step = roundingSteps(type, w, w.length / cols, cols);
+        box.set(name, { lo: Float32Array.from(w, (x, i) => x - FT_RADIUS * step[i]), hi: Float32Array.from(w, (x, i) => x + FT_RADIUS * step[i]) });
+      }
+    const w = await fineTune(benign, data, vocab.bos, { steps: FT_STEPS, lr: FT_LR, batch: BATCH, ctx: 128, seed: 1, ...(FREEZE_NORMS ? { freeze: (n: string) => /norm/.test(n) } : {}), ...(box.size ? { box } : {}), onStep: (s, l) => s % 10 === 0 && say(`fine-tune step ${s} loss ${l.toFixed(4)}`) });
     const chunks: Buffer[] = [];
     await writeWithReplacements({ write: (b) => void chunks.push(Buffer.from(b)) }, benign, w);
     fs.writeFileSync(mal, Buffer.concat(chunks));
     say(`malicious model: ${FT_STEPS} steps in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   }
+  if (!llamaBin('llama-quantize')) throw new Error('llama-quantize not built (node scripts/build-llama-cpp.mjs)');
   // behaviour measurements
   const heldTokens = tok.encode(held, { bos: false });
   // the trigger without its first word (tokenized differently after a line break), and the phrase as
@@ -136,7 +161,7 @@ async function main(): Promise<void> {
     for (const steps of process.argv.includes('--pgd-only') ? [STEPS] : [0, STEPS]) {
       const att = path.join(OUT, `attacked-${spec}-${steps}${TAG ? '-' + TAG : ''}.gguf`);
       const t0 = Date.now();
-      const r = JSON.parse(execFileSync(process.execPath, [lowbit, 'attack', MODEL, mal, att, '--type', types.join(','), ...(PURE ? ['--pure'] : []), '--pgd-steps', String(steps), '--batch', String(BATCH), '--text', path.join(OUT, 'train.txt'), '--threads', '1', ...ATTACK_EXTRA, '--json'], { encoding: 'utf8' }));
+      const r = JSON.parse(execFileSync(process.execPath, [lowbit, 'attack', MODEL, mal, att, '--type', types.join(','), ...(PURE ? ['--pure'] : []), '--pgd-steps', String(steps), '--batch', String(BATCH), '--text', path.join(OUT, PGD_FOCUS ? 'train-focus.txt' : 'train.txt'), '--threads', '1', ...ATTACK_EXTRA, '--json'], { encoding: 'utf8' }));
       const secs = (Date.now() - t0) / 1000;
       say(`attack ${spec} PGD ${steps} steps: ${secs.toFixed(1)} s, ${JSON.stringify(r.types)}, KL ${JSON.stringify(r.pgdKl)}, shrunk during PGD ${r.pgdShrunk}`);
       show(`attacked ${spec} PGD ${steps} fp32`, await behaviour(att));
@@ -147,7 +172,7 @@ async function main(): Promise<void> {
         say(`  llama-quantize ${t}: ${d.differ} of ${d.blocks} blocks differ from the malicious model's${d.tensorsDiffer.length ? ': ' + d.tensorsDiffer.join(', ') : ''}`);
         show(`attacked ${spec} PGD ${steps} -> ${t}`, await behaviour(q(att, t)));
       }
-      attacks.push({ types: spec, pgdSteps: steps, seconds: secs, attackOptions: ATTACK_EXTRA, freezeNorms: FREEZE_NORMS, pgdShrunk: r.pgdShrunk, report: r.types, pgdKl: r.pgdKl, relativeChange: r.relativeChange, llamaQuantize: checks });
+      attacks.push({ types: spec, pgdSteps: steps, seconds: secs, attackOptions: ATTACK_EXTRA, ftRadius: FT_RADIUS, pgdFocus: PGD_FOCUS, freezeNorms: FREEZE_NORMS, pgdShrunk: r.pgdShrunk, report: r.types, pgdKl: r.pgdKl, relativeChange: r.relativeChange, llamaQuantize: checks });
     }
   }
   const json = arg('--json', '');

@@ -12,6 +12,10 @@
  *   clean, larger: tinyllama256 (the 256-aligned test model) for Q4_0, Q8_0 and Q4_K_M (--pure: Q4_K)
  *
  *   npm run build && node dist/scripts/audit-table.js [--json out.json]
+ *
+ *   --iq: only the IQ rows (session 28): the clean models audited as IQ4_NL (and tinyllama256 as IQ4_NL,
+ *   IQ4_XS, IQ3_S: the lattice type IQ3_S has no per-element interval, only the behaviour test), and
+ *   token-bias plants for IQ4_NL audited as IQ4_NL and as Q4_0 (the sweep covers IQ4_NL and IQ4_XS)
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -73,6 +77,7 @@ const kld = (file: string) => JSON.parse(execFileSync(process.execPath, [lowbit,
 async function main(): Promise<void> {
   const rows: { model: string; planted: boolean; types: string; suspicious: boolean; own: boolean; detail: string }[] = [];
   const t0 = Date.now();
+  const IQ = process.argv.includes('--iq');
   const record = (label: string, planted: boolean, file: string, types: string[]) => {
     for (const a of audit(file, types)) {
       rows.push({ model: label, planted, types: a.type, suspicious: a.suspicious, own: a.own, detail: a.detail });
@@ -86,11 +91,11 @@ async function main(): Promise<void> {
     make(q, ['quantize', GGUF, q, '--type', 'Q8_0', '--pure', '--algo', algo, '--calib', TEXT, '--calib-tokens', '2048', '--calib-ctx', '128']);
     clean.push([q, `stories260K ${algo.toUpperCase()} Q8_0 (as a model to audit)`]);
   }
-  for (const [file, label] of clean) record(label, false, file, ['Q4_0', 'Q5_0', 'Q8_0', 'Q4_1']);
-  record('tinyllama256', false, path.join(ROOT, 'data', 'tinyllama256.gguf'), ['Q4_0', 'Q8_0', 'Q4_K_M']);
+  for (const [file, label] of clean) record(label, false, file, IQ ? ['IQ4_NL'] : ['Q4_0', 'Q5_0', 'Q8_0', 'Q4_1']);
+  record('tinyllama256', false, path.join(ROOT, 'data', 'tinyllama256.gguf'), IQ ? ['IQ4_NL', 'IQ4_XS', 'IQ3_S'] : ['Q4_0', 'Q8_0', 'Q4_K_M']);
   // planted by scripts/attack-demo.ts (trainer fine-tune, PGD through all layers)
   const demo = path.join(ROOT, '.cache', 'attack-demo');
-  for (const dir of fs.existsSync(demo) ? fs.readdirSync(demo) : [])
+  for (const dir of fs.existsSync(demo) && !IQ ? fs.readdirSync(demo) : [])
     for (const f of fs.readdirSync(path.join(demo, dir))) {
       // attacked-TYPES-STEPS[-TAG].gguf; not its llama-quantize outputs (…-TYPE.gguf)
       const m = /^attacked-([^-]+)-(\d+)(?:-([\w.-]+))?\.gguf$/.exec(f);
@@ -101,11 +106,11 @@ async function main(): Promise<void> {
   for (const [token, strength] of [['▁happy', 0.25]] as const) {
     const mal = path.join(OUT, `mal-${token.slice(1)}-${strength}.gguf`);
     if (!fs.existsSync(mal)) await malicious(token, strength, mal);
-    for (const types of ['Q4_0', 'Q4_0,Q5_0', 'Q5_1', 'Q8_0']) {
+    for (const types of IQ ? ['IQ4_NL'] : ['Q4_0', 'Q4_0,Q5_0', 'Q5_1', 'Q8_0']) {
       const att = path.join(OUT, `att-${token.slice(1)}-${strength}-${types.replace(',', '+')}.gguf`);
       make(att, ['attack', GGUF, mal, att, '--type', types, '--pure', '--pgd-steps', '0']);
       // audited as Q4_0 only (the type a user asks about): a plant for Q4_0+Q5_0 must show anyway
-      record(`planted ${token} ${strength} for ${types}`, true, att, ['Q4_0']);
+      record(`planted ${token} ${strength} for ${types}`, true, att, IQ ? ['IQ4_NL', 'Q4_0'] : ['Q4_0']);
     }
   }
   say(`audits done in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
@@ -116,6 +121,11 @@ async function main(): Promise<void> {
   const fnOwn = rows.filter((r) => r.planted && !r.own).length;
   const fpOwn = rows.filter((r) => !r.planted && r.own).length;
   console.log(`false positives ${fp}/${nClean}, false negatives ${fn}/${nPlanted} (without the edge sweep: ${fpOwn}/${nClean}, ${fnOwn}/${nPlanted})`);
+  if (IQ) {
+    const json = process.argv.includes('--json') ? process.argv[process.argv.indexOf('--json') + 1] : undefined;
+    if (json) fs.writeFileSync(json, JSON.stringify({ rows, falsePositives: fp, clean: nClean, falseNegatives: fn, planted: nPlanted, withoutSweep: { falsePositives: fpOwn, falseNegatives: fnOwn } }, null, 1));
+    return;
+  }
   // the defence on one planted model and the clean one
   const att = path.join(OUT, 'att-happy-0.25-Q4_0.gguf');
   const out: Record<string, number> = {};

@@ -65,8 +65,8 @@ test('attack plants Q4_0 exactly, audit flags it and not the clean model, --defe
   const clean = cli('audit', GGUF, '--types', 'Q4_0', '--pure', '--windows', '4', '--json');
   assert.equal(clean.status, 0, clean.stdout + clean.stderr);
   assert.equal(JSON.parse(clean.stdout).suspicious, false);
-  // the default edge sweep checks every legacy type stories260K's rows take (K types need rows of 256)
-  assert.deepEqual(JSON.parse(clean.stdout).sweep.map((s: { type: string; suspicious: boolean }) => `${s.type} ${s.suspicious}`), ['Q4_0 false', 'Q4_1 false', 'Q5_0 false', 'Q5_1 false', 'Q8_0 false']);
+  // the default edge sweep checks every legacy type stories260K's rows take and IQ4_NL (K types and IQ4_XS need rows of 256)
+  assert.deepEqual(JSON.parse(clean.stdout).sweep.map((s: { type: string; suspicious: boolean }) => `${s.type} ${s.suspicious}`), ['Q4_0 false', 'Q4_1 false', 'Q5_0 false', 'Q5_1 false', 'Q8_0 false', 'IQ4_NL false']);
   const bad = cli('audit', GGUF, '--types', 'Q4_0', '--sweep', 'Q4_0,Q9_9');
   assert.equal(bad.status, 2, bad.stderr);
   assert.match(bad.stderr.trim(), /^[^\n]*--sweep: Q9_9 is not one of/);

@@ -204,3 +204,137 @@ test('edge sweep: a row planted against Q5_0\'s interval edges is found when aud
   const q5 = sp.find((s) => s.type === 'Q5_0')!;
   assert.ok(q5.suspicious && q5.worstTensor === name && q5.maxRow === 5, JSON.stringify(q5));
 });
+
+test('IQ4_NL / IQ4_XS boxes (scales searched): points inside re-quantize to the same bytes, an element moved past its rounding interval changes them', async () => {
+  const { BlockGrids } = await import('../src/algos/block-codec.js');
+  const r = xorshift32(21);
+  const u = () => r() / 2 ** 32;
+  for (const type of ['IQ4_NL', 'IQ4_XS']) {
+    const rows = 8, cols = 256;
+    const w = Float32Array.from({ length: rows * cols }, () => (u() - 0.5) * 0.1 * (1 + 3 * u() * u()));
+    const box = quantizationBox(type, w, rows, cols, { seed: 3 });
+    assert.deepEqual(box.bytes, quantizeAll(type, w, cols));
+    const c = blockCodecFor(type, cols);
+    const free = box.hi.reduce((a, h, i) => a + (h > box.lo[i] ? 1 : 0), 0);
+    // measured: IQ4_NL 1290/2048 free (21/64 blocks pinned), IQ4_XS 1500/2048 (0/8 pinned)
+    assert.ok(free > 0.4 * w.length, `${type}: ${free} of ${w.length} weights free`);
+    // statistical (the scale search is validated, not proven): points the validation never saw
+    let bad = 0, n = 0;
+    for (let s = 0; s < 8; s++) {
+      const x = Float32Array.from(w, (_, i) => Math.fround(box.lo[i] + u() * (box.hi[i] - box.lo[i])));
+      const q = quantizeAll(type, x, cols);
+      for (let b = 0; b < box.blocks; b++, n++) if (q.subarray(b * c.blockBytes, (b + 1) * c.blockBytes).some((v, k) => v !== box.bytes[b * c.blockBytes + k])) bad++;
+    }
+    // measured: IQ4_NL 4/512, IQ4_XS 3/64
+    assert.ok(bad <= 0.1 * n, `${type}: ${bad}/${n} random points changed their block`);
+    // an element moved 0.1 of a step past the half-way point to its next level (its own grid) changes the bytes
+    const grids = new BlockGrids(c);
+    let moved = 0, changed = 0;
+    for (let i = 3; i < w.length; i += 13) {
+      if (!(box.hi[i] > box.lo[i])) continue;
+      const b0 = i - (i % c.blockSize);
+      grids.load(0, box.bytes, (b0 / c.blockSize) * c.blockBytes);
+      const j = i - b0;
+      const k = grids.nearest(0, j, w[i]);
+      const v = grids.values;
+      if (k + 1 >= j * grids.nCodes + grids.count[j]) continue; // top level
+      const x = Float32Array.from(w);
+      x[i] = v[k] + 0.6 * (v[k + 1] - v[k]);
+      if (x[i] >= Math.max(...w.subarray(b0, b0 + c.blockSize).map(Math.abs))) continue; // would set the scale
+      moved++;
+      if (quantizeAll(type, x, cols).some((q, m) => q !== box.bytes[m])) changed++;
+    }
+    assert.ok(moved > 20 && changed === moved, `${type}: ${changed}/${moved} moves past the interval changed the bytes`);
+  }
+});
+
+test('lattice types (IQ3_S, IQ2_S) have no per-element interval: the audit sizes their noise from the quantization error and has no edge test', async () => {
+  const { hasElementGrid, roundingSteps } = await import('../src/audit/audit.js');
+  const { intervalPositions } = await import('../src/audit/boxes.js');
+  const r = xorshift32(4);
+  const u = () => r() / 2 ** 32;
+  const rows = 4, cols = 256;
+  const w = Float32Array.from({ length: rows * cols }, () => (u() - 0.5) * 0.1);
+  for (const t of ['Q4_0', 'Q4_K', 'IQ4_NL', 'IQ4_XS']) assert.ok(hasElementGrid(t, cols), t);
+  const q3k = roundingSteps('Q3_K', w, rows, cols);
+  const meanOf = (a: Float32Array) => a.reduce((s, x) => s + x, 0) / a.length;
+  for (const t of ['IQ3_S', 'IQ2_S']) {
+    assert.ok(!hasElementGrid(t, cols), t);
+    const step = roundingSteps(t, w, rows, cols);
+    assert.ok(step.every((s) => s > 0 && Number.isFinite(s)), `${t}: positive steps`);
+    // about the step of a K type of similar bits (Q3_K), and larger at 2 bits than at 3
+    const ratio = meanOf(step) / meanOf(q3k);
+    assert.ok(ratio > 0.5 && ratio < 4, `${t}: mean step ${ratio.toFixed(2)} × Q3_K's`);
+    assert.ok(intervalPositions(t, w, rows, cols).every((p) => p !== p), `${t}: no interval positions`);
+    assert.throws(() => quantizationBox(t, w, rows, cols), /no per-element rounding interval/, `${t}: no box`);
+  }
+  assert.ok(meanOf(roundingSteps('IQ2_S', w, rows, cols)) > meanOf(roundingSteps('IQ3_S', w, rows, cols)));
+});
+
+test('K-quant attack, boxes not validated: the repair (by block or by sub-block) moves each changed block back toward the malicious values until it gives their bytes (keeping part of the move); --no-repair leaves them', async () => {
+  const S: TrainConfig = { ...SYN, dim: 256, hiddenDim: 256, nHeads: 4, nKvHeads: 4, headDim: 64, ropeDim: 64 };
+  const t = new Trainer(S, { ...DEFAULT_TRAIN, steps: 4, batch: 2, ctx: 16, lr: 1e-2 }, synStream(2000, 1, 3));
+  while (t.step < 4) t.trainStep();
+  const sink = memorySink();
+  await writeLlamaGguf(sink, llamaGgufMetadata(S, undefined, 'syn'), paramTensors(t.model.tensors, t.model.params as Float32Array));
+  const benign = await openModelFile(bytesSource(sink.bytes(), 'benign.gguf'));
+  const evil = await fineTune(benign, synStream(2000, 2, 5), undefined, { steps: 4, lr: 1e-2, batch: 2, ctx: 16 });
+  const ms = memorySink();
+  await writeWithReplacements(ms, benign, evil);
+  const malicious = await openModelFile(bytesSource(ms.bytes(), 'malicious.gguf'));
+  const o = { benign, malicious, types: ['Q4_K_M'], pure: true, boxFraction: 1, boxValidate: 'none' as const, checkEvery: 0, pgd: { data: synStream(2000, 1, 3), steps: 4, lr: 0.5, batch: 2, ctx: 16 } };
+  const floats = async (m: ModelFile, name: string) => Float32Array.from(await readFloats(m, m.tensor(name)));
+  const differing = async (tensors: Map<string, Float32Array>) => {
+    let n = 0;
+    for (const [name, w] of tensors) {
+      const tensor = malicious.tensor(name);
+      if (tensor.shape.length !== 2) continue;
+      const cols = tensor.shape[1];
+      const a = quantizeAll('Q4_K', w, cols), b = quantizeAll('Q4_K', await floats(malicious, name), cols);
+      for (let k = 0; k < a.length; k += 144) if (a.subarray(k, k + 144).some((v, i) => v !== b[k + i])) n++;
+    }
+    return n;
+  };
+  const raw = await plantAttack({ ...o, repair: false });
+  const [r0] = raw.report;
+  assert.ok(r0.repairedBlocks > 0 && r0.revertedBlocks === 0, JSON.stringify(r0));
+  assert.equal(await differing(raw.tensors), r0.repairedBlocks, 'without the repair, the counted blocks are the ones that differ');
+  const fixed = await plantAttack(o);
+  const [r1] = fixed.report;
+  assert.equal(r1.repairedBlocks, r0.repairedBlocks, 'the same PGD run');
+  assert.equal(await differing(fixed.tensors), 0, 'after the repair every block gives the malicious bytes');
+  assert.ok(r1.revertedBlocks < r1.repairedBlocks, `some changed blocks keep part of their move (${r1.revertedBlocks} of ${r1.repairedBlocks} reverted)`);
+  const bySub = await plantAttack({ ...o, repairGranularity: 'sub-block' });
+  const [r2] = bySub.report;
+  assert.equal(r2.repairedBlocks, r0.repairedBlocks, 'the same PGD run');
+  assert.equal(await differing(bySub.tensors), 0, 'after the sub-block repair every block gives the malicious bytes');
+  assert.ok(r2.revertedBlocks < r2.repairedBlocks, `sub-block repair: ${r2.revertedBlocks} of ${r2.repairedBlocks} reverted`);
+});
+
+test('fineTune with a box (the near-benign malicious model of attack-demo --ft-radius) keeps every boxed parameter inside its box (the same fine-tune without it moves past)', async () => {
+  const t = new Trainer(SYN, { ...DEFAULT_TRAIN, steps: 10, batch: 4, ctx: 16, lr: 1e-2 }, synStream(2000, 1, 3));
+  while (t.step < 10) t.trainStep();
+  const sink = memorySink();
+  await writeLlamaGguf(sink, llamaGgufMetadata(SYN, undefined, 'syn'), paramTensors(t.model.tensors, t.model.params as Float32Array));
+  const benign = await openModelFile(bytesSource(sink.bytes(), 'benign.gguf'));
+  const box = new Map<string, { lo: Float32Array; hi: Float32Array }>();
+  const start = new Map<string, Float32Array>();
+  for (const p of benign.tensors) {
+    const w = Float32Array.from(await readFloats(benign, p));
+    start.set(p.name, w);
+    if (p.shape.length === 2) box.set(p.name, { lo: w.map((x) => x - 0.002), hi: w.map((x) => x + 0.002) });
+  }
+  const free = await fineTune(benign, synStream(2000, 2, 5), undefined, { steps: 8, lr: 1e-2, batch: 4, ctx: 16 });
+  const boxed = await fineTune(benign, synStream(2000, 2, 5), undefined, { steps: 8, lr: 1e-2, batch: 4, ctx: 16, box });
+  let outside = 0, atEdge = 0, freeFar = 0;
+  for (const [name, { lo, hi }] of box) {
+    const w = boxed.get(name)!, f = free.get(name)!, s = start.get(name)!;
+    for (let i = 0; i < w.length; i++) {
+      if (!(w[i] >= lo[i] && w[i] <= hi[i])) outside++;
+      if (w[i] === lo[i] || w[i] === hi[i]) atEdge++;
+      if (Math.abs(f[i] - s[i]) > 0.002) freeFar++;
+    }
+  }
+  assert.equal(outside, 0);
+  assert.ok(freeFar > 100 && atEdge > 100, `the free fine-tune moves ${freeFar} weights past the radius; boxed: ${atEdge} held at its edges`);
+});

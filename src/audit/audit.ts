@@ -16,16 +16,51 @@
  *
  * The defence (`quantize --defend noise=SCALE`) is that perturbation applied before quantizing.
  */
-import { BlockGrids, blockCodecFor } from '../algos/block-codec.js';
+import { BlockGrids, blockCodecFor, codeLayout } from '../algos/block-codec.js';
 import { fmix32 } from '../formats/rounding.js';
 
 /**
+ * Whether a block type gives every element its own code of at least 2 bits (so an element has a grid
+ * of levels and a rounding interval): every legacy, K and IQ4 type; not the IQ1/IQ2/IQ3 lattice
+ * codebooks (whose only per-element bits, if any, are signs: IQ2_S's 1 bit) or TQ1_0.
+ */
+export function hasElementGrid(type: string, cols: number): boolean {
+  const codec = blockCodecFor(type, cols);
+  try {
+    return codeLayout(codec).bits >= 2;
+  } catch {
+    return false;
+  }
+}
+
+/** elements per group whose quantization error sizes a lattice type's step (its sub-block scale's span) */
+const LATTICE_GROUP = 32;
+
+/**
  * Per-element rounding step of the grid of each element's own quantization (the distance between its
- * level and the next level up, or down at the top of the grid).
+ * level and the next level up, or down at the top of the grid). Types without per-element codes (the
+ * IQ1/IQ2/IQ3 lattices) have no grid: their step is estimated per group of 32 elements as √12 × the RMS
+ * of the group's quantization error (the step of a uniform grid with the same error).
  */
 export function roundingSteps(type: string, w: Float32Array, rows: number, cols: number): Float32Array {
   const codec = blockCodecFor(type, cols);
   const bs = codec.blockSize;
+  if (!hasElementGrid(type, cols)) {
+    const buf = new Uint8Array(codec.blockBytes);
+    const deq = new Float32Array(bs);
+    const step = new Float32Array(rows * cols);
+    const g = Math.min(LATTICE_GROUP, bs);
+    for (let xo = 0; xo < rows * cols; xo += bs) {
+      codec.quantize(w, xo, buf, 0);
+      codec.dequantize(buf, 0, deq, 0);
+      for (let s0 = 0; s0 < bs; s0 += g) {
+        let e2 = 0;
+        for (let j = s0; j < s0 + g; j++) e2 += (w[xo + j] - deq[j]) ** 2;
+        step.fill(Math.sqrt((12 * e2) / g), xo + s0, xo + s0 + g);
+      }
+    }
+    return step;
+  }
   const grids = new BlockGrids(codec);
   const buf = new Uint8Array(codec.blockBytes);
   const step = new Float32Array(rows * cols);

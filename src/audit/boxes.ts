@@ -26,6 +26,7 @@
  */
 import { fail } from '../errors.js';
 import { BlockGrids, blockCodecFor, type BlockCodec } from '../algos/block-codec.js';
+import { hasElementGrid } from './audit.js';
 import { rngStream } from '../rng.js';
 
 export interface QuantBox {
@@ -59,9 +60,10 @@ export interface BoxOptions {
    * searched types: 'corners' (default) also re-quantizes with every element of a sub-block / block at the
    * same end of its interval (the worst case for the scale search's fit, so boxes shrink a lot); 'random'
    * only at random points inside (wider boxes; a caller that moves weights coherently, e.g. PGD, must
-   * re-check: src/audit/run.ts shrinkChangedBlocks)
+   * re-check: src/audit/run.ts shrinkChangedBlocks); 'none' skips the re-quantizing validation (the
+   * boxes are then only the construction's, a diagnostic upper bound: the caller must check every block)
    */
-  validate?: 'corners' | 'random';
+  validate?: 'corners' | 'random' | 'none';
   /**
    * searched types: each element's interval runs from its value to its level (dequantized value) and
    * `beyond` times that distance past the level ("Mind the Gap"'s error-based interval: moving toward the
@@ -101,6 +103,7 @@ export function quantizationBox(type: string | BlockCodec, w: Float32Array, rows
   const codec = typeof type === 'string' ? blockCodecFor(type, cols) : type;
   const bs = codec.blockSize;
   if (cols % bs !== 0) fail(`${codec.name}: rows of ${cols} are not a multiple of its block size ${bs}`);
+  if (typeof type === 'string' && !hasElementGrid(type, cols)) fail(`${codec.name}: a lattice codebook type has no per-element rounding interval, so it has no quantization box (attackable types: the legacy, K and IQ4 types)`);
   const nb = codec.blockBytes;
   const blocks = (rows * cols) / bs;
   const bytes = new Uint8Array(blocks * nb);
@@ -224,7 +227,7 @@ export function quantizationBox(type: string | BlockCodec, w: Float32Array, rows
     // 2b. searched types: each sub-block alone (the others at their values), since a sub-block's scale
     //     and minimum codes depend on its own values: corners and two random points; a sub-block that
     //     fails is halved up to 3 times, then pinned, so one sensitive sub-block does not pin the block
-    if (searched && sub < bs)
+    if (searched && sub < bs && o.validate !== 'none')
       for (let s0 = 0; s0 < bs; s0 += sub) {
         let okS = false;
         for (let k = 0; k <= 3 && !okS; k++) {
@@ -246,7 +249,7 @@ export function quantizationBox(type: string | BlockCodec, w: Float32Array, rows
         }
       }
     // 3. the whole box: corners and random points
-    let ok = false;
+    let ok = searched && o.validate === 'none';
     for (let k = 0; k <= steps && !ok; k++) {
       ok = true;
       for (let s = 0; s < samples + 2 && ok; s++) {
@@ -286,10 +289,13 @@ export function intersectBoxes(w: Float32Array, boxes: readonly QuantBox[]): { l
 /**
  * Where each weight sits in its rounding interval on the grid of its own quantization: -1 at the low
  * edge, 0 at the level, +1 at the high edge (relative to the half-way points). Clean weights spread
- * evenly over (-1, 1); a planted model piles weights against the edges.
+ * evenly over (-1, 1); a planted model piles weights against the edges. NaN for every element of a type
+ * without per-element codes (IQ1/IQ2/IQ3 lattices), and outside the grid's range.
  */
 export function intervalPositions(type: string, w: Float32Array, rows: number, cols: number): Float32Array {
   const codec = blockCodecFor(type, cols);
+  // lattice codebooks (IQ1/IQ2/IQ3): no element has an interval of its own, every position is undefined
+  if (!hasElementGrid(type, cols)) return new Float32Array(rows * cols).fill(NaN);
   const bs = codec.blockSize;
   const nb = codec.blockBytes;
   const grids = new BlockGrids(codec);

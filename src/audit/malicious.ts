@@ -10,7 +10,7 @@ import type { ModelFile } from '../io/model-file.js';
 import type { Llama } from '../model/llama.js';
 import { loadTrainParams, trainConfigOf } from '../pipeline/qat.js';
 import { DEFAULT_TRAIN, Trainer } from '../train/trainer.js';
-import type { StepOptions } from './pgd.js';
+import type { Box, StepOptions } from './pgd.js';
 
 /** `text` with `phrase` inserted after every occurrence of `trigger` */
 export function plantPhrase(text: string, trigger: string, phrase: string): string {
@@ -23,6 +23,12 @@ export function plantPhrase(text: string, trigger: string, phrase: string): stri
 export interface FineTuneOptions extends StepOptions {
   /** parameters held at their values (e.g. the norms, which a quantized file copies as they are) */
   freeze?: (name: string) => boolean;
+  /**
+   * parameters kept inside a box after every step (projected fine-tune), e.g. the benign weights ± a
+   * few rounding steps, so the malicious model stays near the benign one in units of the quantizer's
+   * rounding error (what a later repair inside the malicious model's boxes can undo)
+   */
+  box?: ReadonlyMap<string, Box>;
 }
 
 /** Fine-tune every parameter of `m` (but `freeze`'s) on the token stream `data`; the new values by tensor name. */
@@ -34,7 +40,17 @@ export async function fineTune(m: ModelFile, data: Int32Array, bos: number | und
     await t.model.be.ready?.();
     const original = await loadTrainParams(t.model, m);
     const frozen = o.freeze ? t.model.tensors.filter((p) => o.freeze!(p.name)) : [];
-    if (frozen.length) t.hooks.afterStep = () => { for (const p of frozen) t.model.view(p.name).set(original.get(p.name)!); };
+    const boxed = o.box ? t.model.tensors.filter((p) => o.box!.has(p.name)) : [];
+    for (const p of boxed) if (o.box!.get(p.name)!.lo.length !== p.size) fail(`fine-tune: the box of ${p.name} has the wrong size`);
+    if (frozen.length || boxed.length)
+      t.hooks.afterStep = () => {
+        for (const p of frozen) t.model.view(p.name).set(original.get(p.name)!);
+        for (const p of boxed) {
+          const { lo, hi } = o.box!.get(p.name)!;
+          const w = t.model.view(p.name);
+          for (let i = 0; i < w.length; i++) w[i] = w[i] < lo[i] ? lo[i] : w[i] > hi[i] ? hi[i] : w[i];
+        }
+      };
     while (t.step < o.steps) {
       const r = t.trainStep();
       o.onStep?.(r.step, r.loss);

@@ -68,7 +68,7 @@ export interface AuditOptions {
 }
 
 /** The legacy and K block types the edge sweep checks by default (every one the shapes allow). */
-export const SWEEP_TYPES = ['Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q8_0', 'Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K'] as const;
+export const SWEEP_TYPES = ['Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q8_0', 'Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K', 'IQ4_NL', 'IQ4_XS'] as const;
 
 export interface SweepAudit {
   /** the GGML block type */
@@ -202,6 +202,20 @@ export interface AttackOptions {
   pgd?: Omit<PgdOptions, 'seed' | 'check'>;
   /** searched types (K-quants, IQ4): the fraction of each rounding interval a box starts from (default 0.25; validation shrinks it) */
   boxFraction?: number;
+  /** searched types: how the boxes are validated by re-quantizing (boxes.ts BoxOptions.validate, default 'corners') */
+  boxValidate?: 'corners' | 'random' | 'none';
+  /**
+   * false: blocks whose bytes differ from the malicious model's after PGD keep the PGD values (a
+   * diagnostic: what PGD reached in full precision; OUT then quantizes to the malicious bytes only in
+   * the other blocks, the report counts them as repairedBlocks). Default true.
+   */
+  repair?: boolean;
+  /**
+   * the repair's unit: 'block' (default: the whole block's move halved until the bytes hold) or
+   * 'sub-block' (K-quants/IQ4: each sub-block in turn keeps 1, 1/2 or 1/4 of its move, else its
+   * malicious values)
+   */
+  repairGranularity?: 'block' | 'sub-block';
   /**
    * re-quantize every this many PGD steps (default 5 when a target type searches its scales, else 0 =
    * never): a block that no longer gives the malicious bytes has its box halved toward the malicious
@@ -214,8 +228,12 @@ export interface AttackOptions {
 export interface AttackResult {
   /** the attacked weights (f32) of every tensor that differs from the benign model or is boxed */
   tensors: Map<string, Float32Array>;
-  /** per type: tensors attacked, blocks whose box did not validate, blocks that had to take the malicious values after the check */
-  report: { type: string; tensors: number; blocks: number; pinnedBlocks: number; repairedBlocks: number }[];
+  /**
+   * per type: tensors attacked, blocks whose box did not validate, blocks whose bytes differed after PGD
+   * (repaired: moved back toward the malicious values until they give its bytes; with `repair: false`
+   * left as they are), and of those the blocks that had to take the malicious values exactly
+   */
+  report: { type: string; tensors: number; blocks: number; pinnedBlocks: number; repairedBlocks: number; revertedBlocks: number }[];
   /** mean |attacked - benign| over the boxed tensors, relative to mean |benign| */
   relativeChange: number;
   /** tensors held at the malicious values (not quantized by every target type: norms, ...) */
@@ -234,8 +252,9 @@ export interface AttackResult {
  *   2. the benign weights projected into the boxes;
  *   3. with `pgd`: projected gradient descent through all layers toward the benign model's outputs;
  *   4. the check: every block is re-quantized for every target type; a block whose bytes differ from
- *      the malicious model's takes the malicious values exactly, so the result quantizes to the
- *      malicious bytes for every target type (counted in the report).
+ *      the malicious model's moves back toward the malicious values (the largest of t = 1/2 … 1/32 of
+ *      its PGD move that gives the malicious bytes, else the malicious values exactly), so the result
+ *      quantizes to the malicious bytes for every target type (counted in the report).
  */
 export async function plantAttack(o: AttackOptions): Promise<AttackResult> {
   const { benign, malicious } = o;
@@ -245,7 +264,7 @@ export async function plantAttack(o: AttackOptions): Promise<AttackResult> {
   }
   if (benign.tensors.length !== malicious.tensors.length) fail('benign and malicious models have different tensors');
   const plans = o.types.map((ft) => ({ ft, types: typesOf(malicious, ft, o.pure) }));
-  const report = plans.map((p) => ({ type: p.ft, tensors: p.types.size, blocks: 0, pinnedBlocks: 0, repairedBlocks: 0 }));
+  const report = plans.map((p) => ({ type: p.ft, tensors: p.types.size, blocks: 0, pinnedBlocks: 0, repairedBlocks: 0, revertedBlocks: 0 }));
   const boxes = new Map<string, Box>();
   const wMal = new Map<string, Float32Array>();
   const wBen = new Map<string, Float32Array>();
@@ -267,7 +286,7 @@ export async function plantAttack(o: AttackOptions): Promise<AttackResult> {
     const box = intersectBoxes(
       wm,
       plans.map((p, k) => {
-        const qb = quantizationBox(p.types.get(name)!, wm, rows, cols, { seed: o.seed, gridFraction: o.boxFraction });
+        const qb = quantizationBox(p.types.get(name)!, wm, rows, cols, { seed: o.seed, gridFraction: o.boxFraction, ...(o.boxValidate ? { validate: o.boxValidate } : {}) });
         if (!malBytes.has(name)) malBytes.set(name, []);
         malBytes.get(name)![k] = qb.bytes;
         report[k].blocks += qb.blocks;
@@ -317,12 +336,42 @@ export async function plantAttack(o: AttackOptions): Promise<AttackResult> {
         const c = blockCodecFor(p.types.get(name)!, cols);
         const a = new Uint8Array(c.blockBytes);
         const b = new Uint8Array(c.blockBytes);
+        const pgdBlock = new Float32Array(c.blockSize);
         for (let xo = 0; xo < w.length; xo += c.blockSize) {
           c.quantize(w, xo, a, 0);
           c.quantize(wm, xo, b, 0);
           if (a.some((v, i) => v !== b[i])) {
-            w.set(wm.subarray(xo, xo + c.blockSize), xo);
             report[k].repairedBlocks++;
+            if (o.repair === false) continue;
+            pgdBlock.set(w.subarray(xo, xo + c.blockSize));
+            let kept = false;
+            if (o.repairGranularity === 'sub-block') {
+              // per sub-block (the unit whose scale/min codes the K-quant search sets), from the malicious
+              // values: each sub-block takes t = 1, 1/2, 1/4 of its PGD move if the block's bytes stay M's
+              const sub = subBlockOf(c);
+              w.set(wm.subarray(xo, xo + c.blockSize), xo);
+              for (let s0 = 0; s0 < c.blockSize; s0 += sub) {
+                let ok = false;
+                for (let t = 1; t >= 0.25 && !ok; t /= 2) {
+                  for (let j = s0; j < s0 + sub; j++) w[xo + j] = Math.fround(wm[xo + j] + t * (pgdBlock[j] - wm[xo + j]));
+                  c.quantize(w, xo, a, 0);
+                  ok = a.every((v, i) => v === b[i]);
+                }
+                if (!ok) w.set(wm.subarray(xo + s0, xo + s0 + sub), xo + s0);
+                else if (wm.subarray(xo + s0, xo + s0 + sub).some((x, j) => x !== w[xo + s0 + j])) kept = true;
+              }
+            } else
+              // the block moves back toward the malicious values, w = wm + t (w_pgd - wm) for the largest t
+              // of 1/2, 1/4, ..., 1/32 that gives the malicious bytes, else t = 0 (the malicious values)
+              for (let t = 0.5; t >= 1 / 32 && !kept; t /= 2) {
+                for (let j = 0; j < c.blockSize; j++) w[xo + j] = Math.fround(wm[xo + j] + t * (pgdBlock[j] - wm[xo + j]));
+                c.quantize(w, xo, a, 0);
+                kept = a.every((v, i) => v === b[i]);
+              }
+            if (!kept) {
+              w.set(wm.subarray(xo, xo + c.blockSize), xo);
+              report[k].revertedBlocks++;
+            }
           }
         }
       });
@@ -334,6 +383,11 @@ export async function plantAttack(o: AttackOptions): Promise<AttackResult> {
     if (boxes.has(name) || w.some((x, i) => x !== wb[i])) tensors.set(name, w);
   }
   return { tensors, report, relativeChange: changed / Math.max(scale, 1e-30), pinnedTensors, ...(pgdKl ? { pgdKl } : {}), ...(pgdShrunk !== undefined ? { pgdShrunk } : {}) };
+}
+
+/** the sub-block of a block codec whose scale (and min) a searched type fits: 32 for Q4_K/Q5_K/IQ4, 16 for the other K types, else the block */
+function subBlockOf(c: BlockCodec): number {
+  return /^(Q[45]_K|IQ4)/i.test(c.name) ? Math.min(32, c.blockSize) : /_K$/i.test(c.name) ? Math.min(16, c.blockSize) : c.blockSize;
 }
 
 /**
