@@ -101,8 +101,6 @@ export class PackedKvStorage implements KvStorage {
   /** rotated copies of written rows, queries (rotated, rounded), attention output (rotated) */
   private scratch: Float32Array = new Float32Array(0);
   private qScratch: Float32Array = new Float32Array(0);
-  /** per query of a batch: its partial KIVI key group (kernel memory) */
-  private snapRows: Float32Array = new Float32Array(0);
 
   constructor(o: KvCacheOptions, private readonly g: KvGeometry, private readonly engine: MatmulEngine | null) {
     const { k, v } = checkKvCache(o, g.headDim);
@@ -250,9 +248,8 @@ export class PackedKvStorage implements KvStorage {
     // a partial KIVI key group (--kv-residual 0) looks different to every query: with the kernel, one
     // call for the queries of a key group, each query's partial rows in a snapshot of its own
     const G = this.kSide.partial;
-    let snapshots = packed && !!kSource && G > 0 && nTok > 1;
-    if (snapshots && this.snapRows.length < nTok * G * this.kvDim) this.snapRows = this.engine!.allocF32(nTok * G * this.kvDim, this)?.array ?? this.snapRows;
-    snapshots &&= this.snapRows.length >= nTok * G * this.kvDim;
+    const snapRows = packed && !!kSource && G > 0 && nTok > 1 ? snapshotRows(this.engine!, Math.min(nTok, G) * G * this.kvDim) : null;
+    const snapshots = !!snapRows;
     // group the queries by what they see: the boundaries only grow with t
     let kq = 0;
     let vq = 0;
@@ -276,14 +273,14 @@ export class PackedKvStorage implements KvStorage {
       const kFrom = kq;
       if (snapshots) {
         kq = bK;
-        for (let t = t0; t < t1; t++) this.kSide.readPartial!(layer, bK, pos + t + 1, this.snapRows, (t - t0) * G * this.kvDim);
+        for (let t = t0; t < t1; t++) this.kSide.readPartial!(layer, bK, pos + t + 1, snapRows!, (t - t0) * G * this.kvDim);
       } else kq = this.fill(this.kSide, layer, this.kRows, n, bK < 0 ? n : pos + t0 + 1, kq, !!kSource);
       vq = this.fill(this.vSide, layer, this.vRows, n, bV < 0 ? n : pos + t0 + 1, vq, packed);
       if (ropeHere) this.ropeRows(layer, this.kRows, kFrom, n);
       const qs = qq.subarray(t0 * qDim, t1 * qDim);
       const os = out.subarray(t0 * qDim, t1 * qDim);
       if (packed) {
-        const partial = snapshots ? { rows: this.snapRows, stride: G * this.kvDim } : undefined;
+        const partial = snapRows ? { rows: snapRows, stride: G * this.kvDim } : undefined;
         const k = { source: kSource, b: kSource ? kq : 0, tail: this.kRows, rope: kSource && kRope ? kRope : undefined, partial };
         const v = { source: vSource, b: vq, tail: this.vRows };
         if (!this.engine!.attentionPacked(qs, t1 - t0, pos + t0, shape.nHeads, shape.nKvHeads, shape.headDim, this.kvDim, shape.scale, k, v, os, intKeys)) fail('packed attention: the cache is not in kernel memory');
@@ -293,6 +290,18 @@ export class PackedKvStorage implements KvStorage {
     }
     if (this.valueType.rotate) rotateHeads(out, nTok, qDim, shape.headDim);
   }
+}
+
+/** per engine: the partial KIVI key group of each query of a batch (kernel memory, reused by every cache of the engine) */
+const snapshotBuffers = new WeakMap<MatmulEngine, Float32Array>();
+function snapshotRows(engine: MatmulEngine, n: number): Float32Array | null {
+  let rows = snapshotBuffers.get(engine);
+  if (!rows || rows.length < n) {
+    rows = engine.allocF32(n, engine)?.array;
+    if (!rows) return null;
+    snapshotBuffers.set(engine, rows);
+  }
+  return rows;
 }
 
 /** A packed KV cache for a model's geometry (engine: the WebAssembly kernels, when in use). */
