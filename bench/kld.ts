@@ -31,7 +31,7 @@ const text = root + 'data/tinystories-valid-head.txt';
 const model = root + 'data/stories260K.gguf';
 
 
-function runLlama(args: string[], want: RegExp, env?: Record<string, string>): RegExpMatchArray {
+export function runLlama(args: string[], want: RegExp, env?: Record<string, string>): RegExpMatchArray {
   for (let attempt = 0; attempt < 3; attempt++) {
     const p = spawnSync(bin, [...args, '-t', '2'], { encoding: 'utf8', maxBuffer: 1 << 28, env: env ? { ...process.env, ...env } : process.env });
     if (p.status !== 0) throw new Error(`llama-perplexity failed (${p.status}): ${p.stderr.slice(-400)}`);
@@ -75,7 +75,7 @@ export async function cacheTypes(chunks: string, types: readonly string[], log =
   return out;
 }
 
-const LLAMA_KLD = /Mean PPL\(Q\)\s+:\s+([\d.]+)[\s\S]*Mean\s+KLD:\s+([-\d.e]+)\s+±\s+([-\d.e]+)[\s\S]*Same top p:\s+([\d.]+)/;
+export const LLAMA_KLD = /Mean PPL\(Q\)\s+:\s+([\d.]+)[\s\S]*Mean\s+KLD:\s+([-\d.e]+)\s+±\s+([-\d.e]+)[\s\S]*Same top p:\s+([\d.]+)/;
 
 /** does the pinned llama.cpp rotate a cache of this type (ggml_is_quantized, heads a multiple of 64)? lowbit's matching variant is rot-T then */
 export function llamaRotates(type: string): boolean {

@@ -535,3 +535,65 @@ test('pre-RoPE KIVI keys: the kernel applies RoPE from the runtime table = keys 
   }
   engine.attentionPacked = packedAttention;
 });
+
+test('--kv-residual 0: a batch over a partial KIVI key group (one kernel call, a snapshot per query) = one call per query, bit for bit', async () => {
+  const engine = MatmulEngine.get();
+  assert.ok(engine, 'the WebAssembly engine');
+  const { ropeTable, ropeTabled } = await import('../src/model/llama.js');
+  type Cfg = Parameters<typeof ropeTable>[0];
+  const kvDim = 128;
+  const qDim = 256;
+  const n = 150;
+  const K = randomRows(n * kvDim, 61);
+  const V = randomRows(n * kvDim, 62);
+  const Q = randomRows(n * qDim, 63);
+  let snaps = 0;
+  const packedAttention = engine.attentionPacked.bind(engine);
+  engine.attentionPacked = (...a: Parameters<typeof packedAttention>) => (a[8].partial && snaps++, packedAttention(...a));
+  for (const o of [
+    { k: 'pre-kivi3.2g64', v: 'kivi4.2g64', hd: 32 },
+    { k: 'kivi2', v: 'q4_0', hd: 64 },
+    { k: 'pre-kivi4g128', v: 'kivi3g32', hd: 64 },
+  ]) {
+    const hd = o.hd;
+    const c = { headDim: hd, ropeDim: hd, ropeStyle: 'normal', ropeMscale: 1 } as unknown as Cfg;
+    const freq = Float64Array.from({ length: hd / 2 }, (_, i) => Math.pow(10000, (-2 * i) / hd));
+    const table = ropeTable(c, freq, 160);
+    const geom = { nLayers: 2, capacity: 160, nKvHeads: kvDim / hd, headDim: hd };
+    const shape = { nHeads: qDim / hd, nKvHeads: kvDim / hd, headDim: hd, scale: 1 / Math.sqrt(hd) };
+    const kv = packedKvStorage({ ...o, residual: 0 }, geom, engine);
+    kv.setRope((_l, rows, m, pos0) => ropeTabled(c, table, rows, m, kvDim / hd, pos0), () => ({ ...table, half: hd / 2, normal: true }));
+    // positions [0, 20) decoded earlier, then a batch of 130 (crossing key groups)
+    kv.append(1, 0, 20, K, V);
+    kv.append(1, 20, n - 20, K.subarray(20 * kvDim), V.subarray(20 * kvDim));
+    const before = snaps;
+    const batch: Float32Array = engine.allocF32((n - 20) * qDim, {})!.array;
+    kv.attention(1, Q.subarray(20 * qDim), n - 20, 20, shape, batch);
+    assert.ok(snaps > before, `${o.k}: snapshots used`);
+    const one: Float32Array = engine.allocF32(qDim, {})!.array;
+    for (let t = 20; t < n; t++) {
+      kv.attention(1, Q.subarray(t * qDim, (t + 1) * qDim), 1, t, shape, one);
+      assert.deepEqual(batch.subarray((t - 20) * qDim, (t - 19) * qDim), one, `${o.k}/${o.v}: query ${t}`);
+    }
+  }
+  engine.attentionPacked = packedAttention;
+});
+
+test('data/tinyllama-ctx1024.gguf: context 1024, heads of 64; held-out PPL at ctx 1024 far below a uniform model, a q4_0 cache close to it', () => {
+  const file = join(root, 'data/tinyllama-ctx1024.gguf');
+  const info = JSON.parse(lowbit('inspect', file, '--json').stdout);
+  assert.equal(info.hyperParameters.seqLen, 1024);
+  assert.equal(info.hyperParameters.dim / info.hyperParameters.nHeads, 64);
+  // held out: the model trained on the first 500 000 characters of this file
+  const dir = mkdtempSync(join(tmpdir(), 'lowbit-ctx1024-'));
+  try {
+    const held = join(dir, 'held.txt');
+    writeFileSync(held, readFileSync(join(root, 'data/tinystories-valid-head.txt'), 'utf8').slice(500000, 509000));
+    const f = JSON.parse(lowbit('eval', file, '--text', held, '--ctx', '1024', '--chunks', '2', '--json').stdout);
+    assert.ok(f.ppl > 1 && f.ppl < 512 / 10, `PPL ${f.ppl} at ctx 1024 (uniform: 512)`);
+    const q = JSON.parse(lowbit('eval', file, '--text', held, '--ctx', '1024', '--chunks', '2', '-ctk', 'q4_0', '-ctv', 'q4_0', '--json').stdout);
+    assert.ok(Math.abs(q.ppl / f.ppl - 1) < 0.05, `q4_0 cache PPL ${q.ppl} vs f32 ${f.ppl}`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

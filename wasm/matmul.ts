@@ -2015,9 +2015,31 @@ function packedAttentionChunk(job: usize, kvh: i32, thread: i32): void {
     }
     return;
   }
+  const cosAt = <usize>param(job, 30);
+  const snap = <usize>param(job, 34);
+  if (snap != 0) {
+    // a partial KIVI key group per query (--kv-residual 0): keys [0, b) decoded (and roped) once; query t
+    // sees positions [b, pos0 + t + 1) as its own snapshot (word 34, word 35 bytes apart, kvDim per
+    // position), copied in and roped before its attention: what a call per query computes, bit for bit
+    const b = min(load<i32>(job + 48, 24), np);
+    const half = param(job, 32);
+    fillHead(job + 48, kvh, hd, kvDim, b, keys);
+    if (cosAt != 0) ropeHead(keys, b, hd, half, param(job, 33), cosAt, <usize>param(job, 31));
+    fillHead(job + 80, kvh, hd, kvDim, np, values);
+    const stride = <usize>param(job, 35);
+    for (let t = 0; t < T; t++) {
+      const npt = pos0 + t + 1;
+      const src = snap + <usize>t * stride + <usize>(kvh * hd) * 4;
+      for (let p = b; p < npt; p++) memory.copy(keys + <usize>p * n, src + <usize>(p - b) * <usize>kvDim * 4, n);
+      if (cosAt != 0 && npt > b) ropeHead(keys + <usize>b * n, npt - b, hd, half, param(job, 33), cosAt + <usize>b * <usize>half * 8, <usize>param(job, 31) + <usize>b * <usize>half * 8);
+      for (let h = kvh * group; h < (kvh + 1) * group; h++) {
+        attendHead(<usize>param(job, 1) + <usize>h * n + <usize>t * <usize>param(job, 2), <usize>param(job, 2), keys, values, n, 1, pos0 + t, scale, <usize>param(job, 8) + <usize>h * n + <usize>t * <usize>param(job, 9), <usize>param(job, 9), s, n);
+      }
+    }
+    return;
+  }
   fillHead(job + 48, kvh, hd, kvDim, np, keys);
   // pre-RoPE keys (pre-kivi): RoPE on the dequantized head, from the runtime's cos / sin table (words 30..33)
-  const cosAt = <usize>param(job, 30);
   if (cosAt != 0) ropeHead(keys, np, hd, param(job, 32), param(job, 33), cosAt, <usize>param(job, 31));
   fillHead(job + 80, kvh, hd, kvDim, np, values);
   for (let h = kvh * group; h < (kvh + 1) * group; h++) {

@@ -243,6 +243,11 @@ export interface PackedAttentionSide {
    * position; normal: pairs (2i, 2i + 1), else (i, i + half). As ropeTabled of src/model/llama.ts, bit for bit.
    */
   readonly rope?: { readonly cos: Uint8Array; readonly sin: Uint8Array; readonly half: number; readonly normal: boolean; readonly positions: number };
+  /**
+   * keys only (a partial KIVI key group, --kv-residual 0): query t sees positions [b, pos0 + t + 1) as the
+   * f32 rows at rows[t * stride + (p - b) * kvDim] (allocF32), positions [0, b) from `source`; `tail` unused
+   */
+  readonly partial?: { readonly rows: Float32Array; readonly stride: number };
 }
 
 export class MatmulEngine {
@@ -812,6 +817,8 @@ export class MatmulEngine {
       if (this.ptrOf(side.tail, positions * kvDim) < 0) return false;
       if (side.b > 0 && (!side.source || !this.ours.has(side.source.bytes.buffer))) return false;
     }
+    const snap = k.partial;
+    if (snap && (intKeys || this.ptrOf(snap.rows, nTok * snap.stride) < 0)) return false;
     const rope = k.rope;
     if (rope && (intKeys || !this.ours.has(rope.cos.buffer) || !this.ours.has(rope.sin.buffer) || rope.positions < positions || 2 * rope.half > headDim)) return false;
     const scratchBytes = positions * 4 + 64 + 2 * positions * headDim * 4 + intBytes;
@@ -830,6 +837,8 @@ export class MatmulEngine {
       p[j + 29] = intKeys ? 1 : 0;
       // words 30..33: RoPE of the keys (cos table, sin table, half, normal); 0: none
       p.set(rope ? [rope.cos.byteOffset, rope.sin.byteOffset, rope.half, rope.normal ? 1 : 0] : [0, 0, 0, 0], j + 30);
+      // words 34, 35: per-query partial key rows (address, bytes per query); 0: none
+      p.set(snap ? [snap.rows.byteOffset, snap.stride * 4] : [0, 0], j + 34);
     }, nKvHeads); // a chunk per key / value head, dequantized once for its group of query heads
     return true;
   }

@@ -245,6 +245,11 @@ export class PackedKvStorage implements KvStorage {
       const rounded = this.qScratch.subarray(m, 2 * m);
       if (ggmlRoundActivations(this.keyType.ggml!, qq, nTok, qDim, rounded)) qq = rounded;
     }
+    // a partial KIVI key group (--kv-residual 0) looks different to every query: with the kernel, one
+    // call for the queries of a key group, each query's partial rows in a snapshot of its own
+    const G = this.kSide.partial;
+    const snapRows = packed && !!kSource && G > 0 && nTok > 1 ? snapshotRows(this.engine!, Math.min(nTok, G) * G * this.kvDim) : null;
+    const snapshots = !!snapRows;
     // group the queries by what they see: the boundaries only grow with t
     let kq = 0;
     let vq = 0;
@@ -255,7 +260,7 @@ export class PackedKvStorage implements KvStorage {
       // a partial KIVI key group looks different to every query: one query at a time
       while (
         t1 < nTok &&
-        !this.kSide.partial &&
+        (!this.kSide.partial || snapshots) &&
         (bK < 0 || PackedKvStorage.fullFrom(this.kSide, pos + t1 + 1) === bK) &&
         (bV < 0 || PackedKvStorage.fullFrom(this.vSide, pos + t1 + 1) === bV)
       )
@@ -266,13 +271,17 @@ export class PackedKvStorage implements KvStorage {
       // pre-RoPE keys: rows [0, kq) hold final quantized keys with RoPE from an earlier group of queries;
       // what fill writes from kq on (quantized rows, then the residual or partial group) gets RoPE here
       const kFrom = kq;
-      kq = this.fill(this.kSide, layer, this.kRows, n, bK < 0 ? n : pos + t0 + 1, kq, !!kSource);
+      if (snapshots) {
+        kq = bK;
+        for (let t = t0; t < t1; t++) this.kSide.readPartial!(layer, bK, pos + t + 1, snapRows!, (t - t0) * G * this.kvDim);
+      } else kq = this.fill(this.kSide, layer, this.kRows, n, bK < 0 ? n : pos + t0 + 1, kq, !!kSource);
       vq = this.fill(this.vSide, layer, this.vRows, n, bV < 0 ? n : pos + t0 + 1, vq, packed);
       if (ropeHere) this.ropeRows(layer, this.kRows, kFrom, n);
       const qs = qq.subarray(t0 * qDim, t1 * qDim);
       const os = out.subarray(t0 * qDim, t1 * qDim);
       if (packed) {
-        const k = { source: kSource, b: kSource ? kq : 0, tail: this.kRows, rope: kSource && kRope ? kRope : undefined };
+        const partial = snapRows ? { rows: snapRows, stride: G * this.kvDim } : undefined;
+        const k = { source: kSource, b: kSource ? kq : 0, tail: this.kRows, rope: kSource && kRope ? kRope : undefined, partial };
         const v = { source: vSource, b: vq, tail: this.vRows };
         if (!this.engine!.attentionPacked(qs, t1 - t0, pos + t0, shape.nHeads, shape.nKvHeads, shape.headDim, this.kvDim, shape.scale, k, v, os, intKeys)) fail('packed attention: the cache is not in kernel memory');
       } else if (fast) this.engine!.attention(qs, t1 - t0, pos + t0, shape.nHeads, shape.nKvHeads, shape.headDim, this.kAt, this.vAt, this.kvDim, shape.scale, os);
@@ -281,6 +290,18 @@ export class PackedKvStorage implements KvStorage {
     }
     if (this.valueType.rotate) rotateHeads(out, nTok, qDim, shape.headDim);
   }
+}
+
+/** per engine: the partial KIVI key group of each query of a batch (kernel memory, reused by every cache of the engine) */
+const snapshotBuffers = new WeakMap<MatmulEngine, Float32Array>();
+function snapshotRows(engine: MatmulEngine, n: number): Float32Array | null {
+  let rows = snapshotBuffers.get(engine);
+  if (!rows || rows.length < n) {
+    rows = engine.allocF32(n, engine)?.array;
+    if (!rows) return null;
+    snapshotBuffers.set(engine, rows);
+  }
+  return rows;
 }
 
 /** A packed KV cache for a model's geometry (engine: the WebAssembly kernels, when in use). */

@@ -36,8 +36,8 @@ export interface KvSide {
   readQuantized(layer: number, from: number, to: number, out: Float32Array): void;
   /** the f32 positions [from, to) (the residual) into out (position p at out[p * kvDim]) */
   readFull(layer: number, from: number, to: number, out: Float32Array): void;
-  /** (partial > 0) the last, incomplete group [from, to) as a cache holding `to` positions stores it */
-  readPartial?(layer: number, from: number, to: number, out: Float32Array): void;
+  /** (partial > 0) the last, incomplete group [from, to) as a cache holding `to` positions stores it, into out from `at` (default from * kvDim) */
+  readPartial?(layer: number, from: number, to: number, out: Float32Array, at?: number): void;
   /** a layer's packed rows as the attention kernel reads them, or null (not in kernel memory, or a layout it cannot read) */
   kernelSource?(layer: number, headDim: number): PackedKvSource | null;
 }
@@ -184,7 +184,6 @@ export class KiviSide implements KvSide {
   readonly partial: number;
   /** positions kept in f32 until quantized: R, or (R = 0) G for keys (re-quantized as a group grows), 1 for values */
   private readonly chunk: number;
-  private partialRecord: Uint8Array = new Uint8Array(0);
   /**
    * per layer: the partial key group [from, from + n) as readPartial last showed it (rows, position
    * from + i at i * kvDim), each channel's range and record (scale, minimum, 1 / scale). A decoding step
@@ -286,12 +285,11 @@ export class KiviSide implements KvSide {
     if (!this.inKernel || (!this.perChannel && headDim % G !== 0 && G % headDim !== 0)) return null;
     return { mode: this.perChannel ? 2 : 3, bytes: this.packed[layer], rowBytes: this.layerRowBytes[layer], type: this.layerBits[layer], group: G, record: this.layerRecord[layer] };
   }
-  readPartial(layer: number, from: number, to: number, out: Float32Array): void {
+  readPartial(layer: number, from: number, to: number, out: Float32Array, at = from * this.kvDim): void {
     const kd = this.kvDim;
     const s = this.fullStart[layer];
     if (!this.partial || from % this.group !== 0 || to - from >= this.group) fail(`KIVI cache: positions ${from}..${to} are not a partial group`);
     if (from < s || to > this.end[layer]) fail(`KIVI cache: positions ${from}..${to} are not held (${s}..${this.end[layer]})`);
-    if (this.partialRecord.length < this.layerRecord[layer]) this.partialRecord = new Uint8Array(this.layerRecord[layer]);
     const n = to - from;
     const buf = this.full[layer];
     const bits = this.layerBits[layer];
@@ -307,7 +305,6 @@ export class KiviSide implements KvSide {
     }
     const levels = (1 << bits) - 1;
     const x0 = (from - s) * kd;
-    const rec = this.partialRecord;
     for (let c = 0; c < kd; c++) {
       let lo = pc.lo[c];
       let hi = pc.hi[c];
@@ -316,28 +313,28 @@ export class KiviSide implements KvSide {
         if (v < lo) lo = v;
         if (v > hi) hi = v;
       }
+      let from0 = pc.n;
       if (lo !== pc.lo[c] || hi !== pc.hi[c]) {
-        // the range grew: the record changes, every code of the channel with it
+        // the range grew: the record changes (kiviQuantize's scale and minimum over the n values), every
+        // code of the channel with it
         pc.lo[c] = lo;
         pc.hi[c] = hi;
-        kiviQuantize(bits, buf, x0 + c, kd, rec, 0, n);
-        kiviDequantize(bits, rec, 0, pc.rows, c, kd, n);
-        const scale = f16Table[rec[0] | (rec[1] << 8)];
+        const scale = f16Table[f32ToF16(Math.fround((hi - lo) / levels))];
         pc.rec[3 * c] = scale;
-        pc.rec[3 * c + 1] = f16Table[rec[2] | (rec[3] << 8)];
+        pc.rec[3 * c + 1] = f16Table[f32ToF16(lo)];
         pc.rec[3 * c + 2] = scale > 0 ? 1 / scale : 0;
-      } else {
-        // the same record: code the new values alone (as kiviQuantize, read back as kiviDequantize)
-        const scale = pc.rec[3 * c];
-        const min = pc.rec[3 * c + 1];
-        const inv = pc.rec[3 * c + 2];
-        for (let p = pc.n; p < n; p++) {
-          const code = Math.max(0, Math.min(levels, Math.round((buf[x0 + p * kd + c] - min) * inv)));
-          pc.rows[p * kd + c] = Math.fround(min + Math.fround(code * scale));
-        }
+        from0 = 0;
+      }
+      // code the values from from0 on (as kiviQuantize, read back as kiviDequantize)
+      const scale = pc.rec[3 * c];
+      const min = pc.rec[3 * c + 1];
+      const inv = pc.rec[3 * c + 2];
+      for (let p = from0; p < n; p++) {
+        const code = Math.max(0, Math.min(levels, Math.round((buf[x0 + p * kd + c] - min) * inv)));
+        pc.rows[p * kd + c] = Math.fround(min + Math.fround(code * scale));
       }
     }
     pc.n = n;
-    out.set(pc.rows.subarray(0, n * kd), from * kd);
+    out.set(pc.rows.subarray(0, n * kd), at);
   }
 }
