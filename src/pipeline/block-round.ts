@@ -17,7 +17,7 @@
  *   lr_i = lr (1 - i / iters) (AutoRound's linear decay), a minibatch of calibration windows per step.
  *
  * The grids (scales) stay those of the start, so any block codec keeps its exact bytes. The result is
- * the best of the start, the last iterate and the best minibatch iterate on EVAL_WINDOWS windows of the
+ * the best of the start, the last iterate and (minibatches of 2+ windows) the best minibatch iterate on EVAL_WINDOWS windows of the
  * calibration set (spread evenly; all of them when there are fewer).
  */
 import { fail } from '../errors.js';
@@ -260,7 +260,7 @@ export function refineBlock(runner: BlockRunner, linears: readonly BlockLinear[]
       const step = lr * (1 - it / o.iters);
       m.zeroGrads();
       const mini = runner.minibatchError(xIn, target, order, rand, it, batch);
-      if (mini < bestMini) {
+      if (batch > 1 && mini < bestMini) {
         bestMini = mini;
         for (const s of state) s.bestCh.set(s.ch);
       }
@@ -285,7 +285,8 @@ export function refineBlock(runner: BlockRunner, linears: readonly BlockLinear[]
     // the best of: the last iterate, the best minibatch iterate, the start (on the evaluation windows)
     let pick: BlockRoundResult['pick'] = 'last';
     let loss = o.iters > 0 ? runner.loss(xIn, target, evalSet) : lossStart;
-    if (o.iters > 0) {
+    // one window per step: the minibatch errors are of different windows, no iterate is 'best' among them
+    if (o.iters > 0 && batch > 1) {
       setValues('bestCh');
       const lb = runner.loss(xIn, target, evalSet);
       if (lb < loss) (loss = lb), (pick = 'best');
