@@ -149,7 +149,7 @@ async function autoround(job: WeightJob): Promise<Rounded> {
   const { codec, w, rows: n, cols: k, stats, options: o } = job;
   if (!stats) return { ...rtnBlocks(codec, w, n, k), label: 'rtn' };
   const init = job.before?.includes('gptq') ? await gptq(job) : undefined;
-  const r = await autoRoundBlocksParallel(w, n, k, stats.h, codec, partTarget(job.scheme, job.ggmlType), { ...autoroundSchedule(o), clip: o.autoroundClip, importance: codec.usesImportance ? stats.diag() : undefined, init }, job.gptqWorkers);
+  const r = await autoRoundBlocksParallel(w, n, k, stats.h, codec, partTarget(job.scheme, job.ggmlType), { ...autoroundSchedule(o, 'linear', init !== undefined), clip: o.autoroundClip, importance: codec.usesImportance ? stats.diag() : undefined, init }, job.gptqWorkers);
   return { bytes: r.bytes, q: r.q, label: 'autoround' };
 }
 
