@@ -100,11 +100,12 @@ test('AutoRound block objective: the backward without the input gradient gives t
   assert.deepEqual(partial, full);
 });
 
-test('AutoRound schedules: block 40 steps from 0.005, per-linear 100 from 1/100, after GPTQ the block one; flags win', () => {
+test('AutoRound schedules: block 20 steps from 0.01, per-linear 100 from 1/100, after GPTQ the block one; flags win', () => {
   const o = { autoroundIters: 0, autoroundLr: 0, autoroundObjective: 'block' as const };
-  assert.deepEqual(autoroundSchedule(o, 'block'), { iters: 40, lr: 0.005 });
+  assert.deepEqual(autoroundSchedule(o, 'block'), { iters: 20, lr: 0.01 });
+  assert.deepEqual(autoroundSchedule({ ...o, autoroundIters: 40 }, 'block'), { iters: 40, lr: 0.005 });
   assert.deepEqual(autoroundSchedule(o, 'linear'), { iters: 100, lr: 0.01 });
-  assert.deepEqual(autoroundSchedule(o, 'linear', true), { iters: 40, lr: 0.005 });
+  assert.deepEqual(autoroundSchedule(o, 'linear', true), { iters: 20, lr: 0.01 });
   assert.deepEqual(autoroundSchedule({ ...o, autoroundObjective: 'linear' }, 'linear', true), { iters: 100, lr: 0.01 });
   assert.deepEqual(autoroundSchedule({ ...o, autoroundIters: 10 }, 'linear'), { iters: 10, lr: 0.1 });
   assert.deepEqual(autoroundSchedule({ ...o, autoroundIters: 10, autoroundLr: 0.02 }, 'block'), { iters: 10, lr: 0.02 });

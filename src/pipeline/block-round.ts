@@ -28,26 +28,33 @@ import { mulberry32 } from '../rng.js';
 import { referenceBackend, wasmBackend, type Vec } from '../train/gemm.js';
 import { TrainModel, trainModelFloats, type TrainConfig } from '../train/llama-grad.js';
 
-/** the first step of the block objective (AutoRound's 1 / 200), decayed linearly */
-export const BLOCK_LR = 0.005;
 /**
- * Steps of the block objective (and of its per-linear start) by default, one calibration window each
- * (--autoround-batch 1): 40 window passes per layer. On tinyllama256 Q3_K --pure (gptq+autoround) this
- * gave the KLD of 40 steps of 4 windows (160 passes) within its standard error (docs/ptq.md).
+ * Steps of the block objective (and of its per-linear start after GPTQ) by default, one calibration
+ * window each (--autoround-batch 1): 20 window passes per layer. On tinyllama256 Q3_K --pure
+ * (gptq+autoround) 20 x 1 and 40 x 1 gave the KLD of 40 steps of 4 windows (160 passes) within its
+ * standard error (docs/ptq.md).
  */
-export const BLOCK_ITERS = 40;
+export const BLOCK_ITERS = 20;
+/**
+ * The block objective's first step by default: BLOCK_MOVE * 2 / steps, decayed linearly, so an offset
+ * moves at most BLOCK_MOVE in all (0.01 at 20 steps, 0.005 — AutoRound's 1 / 200 — at 40).
+ */
+export const BLOCK_MOVE = 0.1;
 /** iterations of the per-linear objective by default (within 0.2 % of 200's output error) */
 export const LINEAR_ITERS = 100;
 
 /**
  * AutoRound's iterations and first step (0 = the default). The block objective's steps: BLOCK_ITERS from
- * BLOCK_LR. The per-linear stage (the block objective's start, or the whole method on
+ * 2 BLOCK_MOVE / steps. The per-linear stage (the block objective's start, or the whole method on
  * --autoround-objective linear): LINEAR_ITERS from 1 / iterations, except that after GPTQ on the block
- * objective it takes the block's schedule (measured so: 0.71x GPTQ's KLD on tinyllama256 Q3_K; from
- * round to nearest the block's 40 small steps left the start near RTN, 1.22x).
+ * objective it takes the block's schedule (measured so: 0.68x GPTQ's KLD on tinyllama256 Q3_K; from
+ * round to nearest the block's small steps left the start near RTN, 1.22x).
  */
 export function autoroundSchedule(o: { autoroundIters: number; autoroundLr: number; autoroundObjective: 'block' | 'linear' }, stage: 'block' | 'linear', afterGptq = false): { iters: number; lr: number } {
-  if (stage === 'block' || (afterGptq && o.autoroundObjective === 'block')) return { iters: o.autoroundIters || BLOCK_ITERS, lr: o.autoroundLr || BLOCK_LR };
+  if (stage === 'block' || (afterGptq && o.autoroundObjective === 'block')) {
+    const iters = o.autoroundIters || BLOCK_ITERS;
+    return { iters, lr: o.autoroundLr || (2 * BLOCK_MOVE) / iters };
+  }
   const iters = o.autoroundIters || LINEAR_ITERS;
   return { iters, lr: o.autoroundLr || 1 / iters };
 }
