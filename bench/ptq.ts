@@ -8,9 +8,10 @@
  * threads like GPTQ's) and with the default objective (block: the per-linear stage, then the rounding
  * relearned on each layer's output through the training engine's backward pass).
  *
- *   npm run bench -- ptq [sequences=32] [layers=12] [threads=2] [target=int4_g128] [methods=all]
+ *   npm run bench -- ptq [sequences=32] [layers=12] [threads=2] [target=int4_g128] [methods=all] [ptq-json]
  *
  * methods: a comma list of gptq, autoround-linear, autoround, gptq+autoround (GPTQ always runs: the anchor).
+ * ptq-json: options for the AutoRound runs (not GPTQ's), e.g. '{"autoroundIters":40,"autoroundBatch":1}'.
  *
  * target: a scheme (int4_g128 = int4 groups of 128, as bench/gptq.ts) or a GGML type (Q4_K, Q3_K...).
  */
@@ -31,6 +32,7 @@ export async function run(args: string[]): Promise<void> {
   const threads = Number(args[2] ?? 2);
   const target = args[3] ?? 'int4_g128';
   const methods = (args[4] ?? 'autoround-linear,autoround,gptq+autoround').split(',');
+  const ar = JSON.parse(args[5] ?? '{}') as Record<string, unknown>;
   useNodeThreads();
   const m = await openModelFile(bytesSource(await syntheticModel(layers), 'synthetic.gguf'));
   const params = m.tensors.reduce((s, t) => s + t.nElements, 0);
@@ -57,7 +59,8 @@ export async function run(args: string[]): Promise<void> {
   const line = (name: string, r: typeof gptq) =>
     console.log(`${name.padEnd(17)} ${r.wall.toFixed(1)} s wall (quantization ${r.phases.quantization.toFixed(1)} s, statistics ${r.phases.statistics.toFixed(1)} s, forward ${r.phases.forward.toFixed(1)} s), CPU ${r.cpu.toFixed(1)} s (all threads); ratio to GPTQ ${(r.wall / gptq.wall).toFixed(2)}x wall, ${(r.cpu / gptq.cpu).toFixed(2)}x CPU`);
   line('GPTQ (anchor)', gptq);
-  if (methods.includes('autoround-linear')) line('AutoRound linear', await runOne('autoround', { autoroundObjective: 'linear' }));
-  if (methods.includes('autoround')) line('AutoRound', await runOne('autoround'));
-  if (methods.includes('gptq+autoround')) line('GPTQ+AutoRound', await runOne('gptq+autoround'));
+  if (Object.keys(ar).length) console.log(`AutoRound options: ${JSON.stringify(ar)}`);
+  if (methods.includes('autoround-linear')) line('AutoRound linear', await runOne('autoround', { ...ar, autoroundObjective: 'linear' }));
+  if (methods.includes('autoround')) line('AutoRound', await runOne('autoround', ar));
+  if (methods.includes('gptq+autoround')) line('GPTQ+AutoRound', await runOne('gptq+autoround', ar));
 }

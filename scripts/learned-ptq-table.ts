@@ -5,11 +5,13 @@
  *   model:       MODEL (default data/tinyllama256.gguf, the 256-aligned trained model)
  *   calibration: the first 300 000 characters of data/tinystories-valid-head.txt, 4096 tokens in
  *                windows of 256 (the same for every method)
+ *                (--calib-mix: the same 300 000 characters of TinyStories and 150 000 of WikiText-2 test from
+ *                character 700 000 on, far past the judged part; every method gets the same file)
  *   held-out:    TinyStories from character 500 000 on (ctx 128, CHUNKS chunks), and WikiText-2 test
  *   types:       Q3_K --pure (Q3_K_S --pure: every tensor Q3_K), Q2_K --pure, Q4_K_M
  *
  *   npm run build && node dist/scripts/learned-ptq-table.js [--model F] [--chunks N] [--only SUBSTRING]
- *     [--methods gptq,omniquant,...] [--types 'Q3_K pure,Q2_K pure'] [--extra 'ARGS for every quantize' --tag NAME]
+ *     [--methods gptq,omniquant,...] [--types 'Q3_K pure,Q2_K pure'] [--extra 'ARGS for every quantize'] [--ar 'ARGS for the autoround methods'] [--tag NAME] [--calib-mix]
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -26,8 +28,13 @@ const lowbit = path.join(ROOT, 'bin', 'lowbit.js');
 const say = (s: string) => process.stderr.write(s + '\n');
 fs.mkdirSync(OUT, { recursive: true });
 const stories = fs.readFileSync(path.join(ROOT, 'data', 'tinystories-valid-head.txt'), 'utf8');
-const calib = path.join(OUT, 'calib.txt');
-fs.writeFileSync(calib, stories.slice(0, 300000));
+const mix = args.includes('--calib-mix');
+const wikiText = fs.readFileSync(path.join(ROOT, 'data', 'wikitext-2-test.raw'), 'utf8');
+const WIKI_CALIB_FROM = 700000;
+// the judged WikiText-2 part is its first CHUNKS x 128 tokens (well under 700 000 characters)
+if (mix && wikiText.length < WIKI_CALIB_FROM + 150000) throw new Error('wikitext-2-test.raw is too short for --calib-mix');
+const calib = path.join(OUT, mix ? 'calib-mix.txt' : 'calib.txt');
+fs.writeFileSync(calib, stories.slice(0, 300000) + (mix ? '\n' + wikiText.slice(WIKI_CALIB_FROM, WIKI_CALIB_FROM + 150000) : ''));
 const texts = { ts: path.join(OUT, 'heldout.txt'), wiki: path.join(ROOT, 'data', 'wikitext-2-test.raw') };
 fs.writeFileSync(texts.ts, stories.slice(500000));
 
@@ -61,8 +68,10 @@ const TYPES: [string, string[]][] = [
 const METHODS = opt('methods', 'gptq,autoround,gptq+autoround,omniquant,omniquant+gptq')!.split(',');
 const typesWanted = opt('types')?.split(',');
 const extra = opt('extra', '')!.split(' ').filter(Boolean);
-/** --tag T: a name for the --extra variant (file names and the method column); GPTQ's ratio is then not computed */
+/** --tag T: a name for the --extra variant (file names and the method column); the ratios are to the GPTQ row of the same run */
 const tag = opt('tag', '')!;
+/** --ar 'ARGS': options for the AutoRound methods only (GPTQ refuses them) */
+const arExtra = opt('ar', '')!.split(' ').filter(Boolean);
 console.log('| type | method | KLD TinyStories | KLD WikiText-2 | × GPTQ (ts / wiki) | seconds |');
 console.log('| --- | --- | ---: | ---: | ---: | ---: |');
 for (const [tname, targs] of TYPES) {
@@ -70,16 +79,16 @@ for (const [tname, targs] of TYPES) {
   let ref: { ts: number; wiki: number } | undefined;
   for (const algo of METHODS) {
     if (only && !`${tname} ${algo}`.includes(only)) continue;
-    const file = path.join(OUT, `${tname.replace(/ /g, '-')}-${algo}${tag ? `-${tag}` : ''}.gguf`);
+    const file = path.join(OUT, `${tname.replace(/ /g, '-')}-${algo}${tag ? `-${tag}` : ''}${mix ? '-mix' : ''}.gguf`);
     const t0 = performance.now();
-    const json = execFileSync(process.execPath, [lowbit, 'quantize', MODEL, file, ...targs, '--algo', algo, '--calib', calib, '--calib-tokens', '4096', '--calib-ctx', '256', ...extra, '--json'], { maxBuffer: 1 << 26 });
+    const json = execFileSync(process.execPath, [lowbit, 'quantize', MODEL, file, ...targs, '--algo', algo, '--calib', calib, '--calib-tokens', '4096', '--calib-ctx', '256', ...extra, ...(algo.includes('autoround') ? arExtra : []), '--json'], { maxBuffer: 1 << 26 });
     const secs = (performance.now() - t0) / 1000;
     fs.writeFileSync(file.replace(/\.gguf$/, '.json'), json);
     const ts = kld(file, bases.ts);
     const wiki = kld(file, bases.wiki);
-    if (algo === 'gptq' && !tag) ref = { ts: ts.kld, wiki: wiki.kld };
+    if (algo === 'gptq') ref = { ts: ts.kld, wiki: wiki.kld };
     const x = ref ? `${(ts.kld / ref.ts).toFixed(2)} / ${(wiki.kld / ref.wiki).toFixed(2)}` : '';
-    console.log(`| ${tname} | ${algo}${tag ? ` ${tag}` : ''} | ${ts.kld.toFixed(6)} ± ${ts.se.toFixed(6)} | ${wiki.kld.toFixed(6)} ± ${wiki.se.toFixed(6)} | ${x} | ${secs.toFixed(0)} |`);
+    console.log(`| ${tname} | ${algo}${tag ? ` ${tag}` : ''}${mix ? ' (calib-mix)' : ''} | ${ts.kld.toFixed(6)} ± ${ts.se.toFixed(6)} | ${wiki.kld.toFixed(6)} ± ${wiki.se.toFixed(6)} | ${x} | ${secs.toFixed(0)} |`);
     say(`${tname} ${algo}: ${ts.kld} / ${wiki.kld}`);
   }
 }

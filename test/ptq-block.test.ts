@@ -3,6 +3,8 @@
  *  - a synthetic LLaMA layer (GQA, SwiGLU), every linear Q4_0 from RTN: the learned rounding lowers the
  *    block's output error well below RTN's, the bytes decode to the values the layer ran with, the
  *    result is never worse than the start, and the same seed gives the same bytes;
+ *  - the layer's backward without its input gradient gives the linears the same gradients;
+ *  - the default schedules of the two objectives;
  *  - layers the training engine cannot run (other families, biases) are named;
  *  - bad options: one line, exit 2.
  */
@@ -14,7 +16,7 @@ import { test } from 'node:test';
 import { blockCodecFor } from '../src/algos/block-codec.js';
 import { rtnBlocks } from '../src/algos/blockwise.js';
 import type { ModelConfig } from '../src/model/family.js';
-import { BLOCK_TENSORS, BlockRunner, blockObjectiveRefusal, refineBlock, type BlockLinear } from '../src/pipeline/block-round.js';
+import { autoroundSchedule, BLOCK_TENSORS, BlockRunner, blockObjectiveRefusal, refineBlock, type BlockLinear } from '../src/pipeline/block-round.js';
 import { mulberry32 } from '../src/rng.js';
 import { assertRefused } from './cli-refusal.js';
 
@@ -76,6 +78,37 @@ test('AutoRound block objective: output error well below RTN, exact bytes, never
   assert.equal(none.res.pick, 'start');
   assert.equal(none.res.loss, none.res.lossStart);
   assert.throws(() => refineBlock(new BlockRunner(config, ctx), [], new Float32Array(ctx * config.dim), new Float32Array(ctx * config.dim), { iters: 1, lr: 0, batch: 0, seed: 0 }), /minibatch must be at least one window/);
+});
+
+test('AutoRound block objective: the backward without the input gradient gives the same weight gradients', () => {
+  const { w, x } = setup(3);
+  const runner = new BlockRunner(config, ctx);
+  runner.load((n) => w.get(n)!);
+  const n = ctx * config.dim;
+  const target = Float32Array.from(x.subarray(0, n), (v) => v * 0.9);
+  const m = runner.model;
+  const grads = () => {
+    m.zeroGrads();
+    runner.error(runner.forward(x.subarray(0, n)), target, true);
+    return BLOCK_TENSORS.filter((t) => !t.endsWith('norm')).map((t) => Float32Array.from(m.view(`blk.0.${t}.weight`, m.grads)));
+  };
+  const full = grads();
+  m.inputGradient = false;
+  const partial = grads();
+  m.inputGradient = true;
+  assert.ok(full.every((g) => g.some((v) => v !== 0)), 'every linear has a gradient');
+  assert.deepEqual(partial, full);
+});
+
+test('AutoRound schedules: block 20 steps from 0.01, per-linear 100 from 1/100, after GPTQ the block one; flags win', () => {
+  const o = { autoroundIters: 0, autoroundLr: 0, autoroundObjective: 'block' as const };
+  assert.deepEqual(autoroundSchedule(o, 'block'), { iters: 20, lr: 0.01 });
+  assert.deepEqual(autoroundSchedule({ ...o, autoroundIters: 40 }, 'block'), { iters: 40, lr: 0.005 });
+  assert.deepEqual(autoroundSchedule(o, 'linear'), { iters: 100, lr: 0.01 });
+  assert.deepEqual(autoroundSchedule(o, 'linear', true), { iters: 20, lr: 0.01 });
+  assert.deepEqual(autoroundSchedule({ ...o, autoroundObjective: 'linear' }, 'linear', true), { iters: 100, lr: 0.01 });
+  assert.deepEqual(autoroundSchedule({ ...o, autoroundIters: 10 }, 'linear'), { iters: 10, lr: 0.1 });
+  assert.deepEqual(autoroundSchedule({ ...o, autoroundIters: 10, autoroundLr: 0.02 }, 'block'), { iters: 10, lr: 0.02 });
 });
 
 test('AutoRound block objective: layers the training engine cannot run are named', () => {

@@ -34,7 +34,7 @@ export interface PtqOptions {
   readonly shift: boolean;
   readonly hqqIters: number;
   readonly hqqP: number;
-  /** AutoRound: sign-gradient iterations, first step (0 = 1 / iterations), learned clip ratios */
+  /** AutoRound: sign-gradient iterations and first step (0 = the objective's default: pipeline/block-round.ts autoroundSchedule), learned clip ratios */
   readonly autoroundIters: number;
   readonly autoroundLr: number;
   readonly autoroundClip: boolean;
@@ -87,11 +87,11 @@ export const PTQ_OPTIONS: readonly PtqOptionSpec[] = Object.freeze([
   { key: 'lorc', flag: 'lorc', type: 'int', default: 0, min: 0, help: 'LoRC: store a rank-R f16 factorization of each weight\'s quantization error (lowbit safetensors; applied at load)' },
   { key: 'easyquantOutliers', flag: 'easyquant-outliers', type: 'number', default: 0.01, min: 0, max: 0.25, help: 'EasyQuant: fraction of each row kept in f16 as outliers (largest |w - row mean|)' },
   { key: 'hqqP', flag: 'hqq-p', type: 'number', default: 0.7, min: 0.01, max: 2, help: 'HQQ: l_p norm of the error (p < 1 promotes sparse errors)' },
-  { key: 'autoroundIters', flag: 'autoround-iters', type: 'int', default: 100, min: 0, max: 100000, help: 'AutoRound: signed-gradient iterations (the paper uses 200; 100 reaches within 0.2 % of its output error here)' },
-  { key: 'autoroundLr', flag: 'autoround-lr', type: 'number', default: 0, min: 0, max: 0.5, help: 'AutoRound: first step of the rounding offsets and clip ratios, decayed linearly (0 = 1 / iterations)' },
+  { key: 'autoroundIters', flag: 'autoround-iters', type: 'int', default: 0, min: 0, max: 100000, help: 'AutoRound: signed-gradient iterations (0 = the default: 20 steps of the block objective, and of its per-linear start after GPTQ; 100 for the per-linear objective, within 0.2 % of the paper\'s 200)' },
+  { key: 'autoroundLr', flag: 'autoround-lr', type: 'number', default: 0, min: 0, max: 0.5, help: 'AutoRound: first step of the rounding offsets and clip ratios, decayed linearly (0 = the default: 0.2 / iterations on the block objective, 1 / iterations on the per-linear one)' },
   { key: 'autoroundClip', flag: 'autoround-clip', type: 'boolean', default: true, help: 'AutoRound: learn a clip ratio per block (the codec keeps choosing its scales for the clipped block)' },
   { key: 'autoroundObjective', flag: 'autoround-objective', type: 'string', default: 'block', choices: ['block', 'linear'], help: 'AutoRound: minimize each transformer layer\'s output error (block: the paper\'s, learned through the layer\'s backward pass after the per-linear start) or each linear\'s own output error (linear)' },
-  { key: 'autoroundBatch', flag: 'autoround-batch', type: 'int', default: 4, min: 1, max: 4096, help: 'AutoRound (block objective): calibration windows per signed-gradient step' },
+  { key: 'autoroundBatch', flag: 'autoround-batch', type: 'int', default: 1, min: 1, max: 4096, help: 'AutoRound (block objective): calibration windows per signed-gradient step' },
   { key: 'omniquantIters', flag: 'omniquant-iters', type: 'int', default: 40, min: 0, max: 100000, help: 'OmniQuant: Adam steps per layer on the block output error (learned clip ratios and equivalent-transform scales)' },
   { key: 'omniquantLr', flag: 'omniquant-lr', type: 'number', default: 0, min: 0, max: 1, help: 'OmniQuant: first Adam step of the log-scales and clip ratios, decayed linearly (0 = 0.01)' },
   { key: 'omniquantBatch', flag: 'omniquant-batch', type: 'int', default: 4, min: 1, max: 4096, help: 'OmniQuant: calibration windows per step' },

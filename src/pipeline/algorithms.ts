@@ -22,6 +22,7 @@ import { fromFloat32 } from '../io/tensor-data.js';
 import type { PtqOptions } from '../algos/ptq-options.js';
 import { algorithmList, ruleFor, type BaseAlgorithm, type Recipe } from '../algos/recipe.js';
 import type { QuantScheme } from '../quant/scheme.js';
+import { autoroundSchedule } from './block-round.js';
 import { autoRoundBlocksParallel, gptqBlocksParallel, partTarget, type GptqWorkers } from './gptq-parts.js';
 
 /** The statistics of a linear's input the layer-scope handlers read (calibrate.ts collects them). */
@@ -148,7 +149,7 @@ async function autoround(job: WeightJob): Promise<Rounded> {
   const { codec, w, rows: n, cols: k, stats, options: o } = job;
   if (!stats) return { ...rtnBlocks(codec, w, n, k), label: 'rtn' };
   const init = job.before?.includes('gptq') ? await gptq(job) : undefined;
-  const r = await autoRoundBlocksParallel(w, n, k, stats.h, codec, partTarget(job.scheme, job.ggmlType), { iters: o.autoroundIters, lr: o.autoroundLr, clip: o.autoroundClip, importance: codec.usesImportance ? stats.diag() : undefined, init }, job.gptqWorkers);
+  const r = await autoRoundBlocksParallel(w, n, k, stats.h, codec, partTarget(job.scheme, job.ggmlType), { ...autoroundSchedule(o, 'linear', init !== undefined), clip: o.autoroundClip, importance: codec.usesImportance ? stats.diag() : undefined, init }, job.gptqWorkers);
   return { bytes: r.bytes, q: r.q, label: 'autoround' };
 }
 

@@ -50,7 +50,7 @@ import { ggmlRoundsFloats } from '../quant/ggml/registry.js';
 import { ggmlTypeByName, isGgmlFloat } from '../quant/ggml/types.js';
 import { algorithmsOf, learnsLayer, needsHandler, roundWeight, scalesInputs, type AlgorithmSpec, type ExtraTensor, type InputStatistics } from './algorithms.js';
 import type { QuantizePlan, TensorPlan } from './plan.js';
-import { BLOCK_LR, BLOCK_TENSORS, BlockRunner, blockObjectiveRefusal, refineBlock, type BlockLinear } from './block-round.js';
+import { autoroundSchedule, BLOCK_TENSORS, BlockRunner, blockObjectiveRefusal, refineBlock, type BlockLinear } from './block-round.js';
 import { omniquantLayer } from './omniquant.js';
 import { learnRotation, rotationMatrix } from './spinquant.js';
 
@@ -526,7 +526,7 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
     if (!specs.length) return false;
     runner.unlearn();
     runner.load((n) => weights.get(full(n))!.data);
-    const r = refineBlock(runner, specs, xIn, target, { iters: o.autoroundIters, lr: o.autoroundLr || BLOCK_LR, batch: o.autoroundBatch, seed: o.seed + l });
+    const r = refineBlock(runner, specs, xIn, target, { ...autoroundSchedule(o, 'block'), batch: o.autoroundBatch, seed: o.seed + l });
     for (const sp of specs) {
       const x = r.linears.get(sp.name)!;
       const q = quantized.get(full(sp.name))!;
@@ -568,7 +568,7 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
     }
     if (last === 'autoround' && linears.size) {
       const specs: BlockLinear[] = [...linears].map(([n, x]) => ({ name: n, codec: codecs.get(n)!, w: r.floats.get(n)!, start: x }));
-      const rb = await lc.timed('quantization', async () => refineBlock(runner, specs, xIn, target, { iters: o.autoroundIters, lr: o.autoroundLr || BLOCK_LR, batch: o.autoroundBatch, seed: o.seed + l }));
+      const rb = await lc.timed('quantization', async () => refineBlock(runner, specs, xIn, target, { ...autoroundSchedule(o, 'block'), batch: o.autoroundBatch, seed: o.seed + l }));
       notes.push(`layer ${l} AutoRound (from OmniQuant) block output error ${rb.lossStart.toExponential(3)} -> ${rb.loss.toExponential(3)} (${rb.pick}, ${rb.seconds.toFixed(1)} s)`);
       linears = rb.linears as typeof linears;
       label = 'omniquant+autoround';

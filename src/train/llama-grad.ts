@@ -170,6 +170,11 @@ export class TrainModel {
    * weights (src/eval/kv-calibrate.ts).
    */
   onKvGrads: ((layer: number, dk: Vec, dv: Vec) => void) | null = null;
+  /**
+   * false: layerBackwardOn(0) leaves out the gradient of the layer's input (and attn_norm's), for callers
+   * that learn only the first layer's linears (AutoRound's block objective): the q/k/v input products are skipped.
+   */
+  inputGradient = true;
   private readonly buf = new Map<string, Vec>();
   private readonly acts: LayerActs[] = [];
   private readonly ropeCos: Float64Array; // (T, ropeDim/2)
@@ -493,6 +498,12 @@ export class TrainModel {
     this.rope(dq, c.nHeads, -1);
     this.rope(dk, c.nKvHeads, -1);
     this.onKvGrads?.(l, dk, dv);
+    if (!this.inputGradient && l === 0) {
+      this.linear.backward(`${p}attn_q.weight`, null, G('attn_q.weight'), dq, A.a, W('attn_q.weight'), N, qDim, c.dim);
+      this.linear.backward(`${p}attn_k.weight`, null, G('attn_k.weight'), dk, A.a, W('attn_k.weight'), N, kvDim, c.dim);
+      this.linear.backward(`${p}attn_v.weight`, null, G('attn_v.weight'), dv, A.a, W('attn_v.weight'), N, kvDim, c.dim);
+      return;
+    }
     this.linear.backward(`${p}attn_q.weight`, da, G('attn_q.weight'), dq, A.a, W('attn_q.weight'), N, qDim, c.dim);
     const scratch = this.buf.get('xf')!; // N x dim, free during the layers' backward (a recomputed layer's output is not needed)
     this.linear.backward(`${p}attn_k.weight`, scratch, G('attn_k.weight'), dk, A.a, W('attn_k.weight'), N, kvDim, c.dim);
