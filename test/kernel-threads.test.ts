@@ -3,8 +3,9 @@
 // the next job twice and counted it done twice, so the caller read that chunk's rows before they were
 // written (the Lab's evaluation in Chromium differed from Node's about once in 20 runs under load).
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
-import { CLAIM, claim, claimed, CONTROL_BYTES, LIMIT } from '../src/kernels/threads.js';
+import { CLAIM, claim, claimed, CONTROL_BYTES, LIMIT, nextGen } from '../src/kernels/threads.js';
 
 function control(): Int32Array {
   return new Int32Array(new SharedArrayBuffer(CONTROL_BYTES));
@@ -39,4 +40,52 @@ test('an over-claim whose job ended before it read LIMIT gets -1, not a chunk of
   startJob(ctrl, 9, 8);
   assert.equal(claimed(ctrl, 0, 9, 8), -1);
   assert.equal(claimed(ctrl, 0, 9, 7), 7);
+});
+
+test('job numbers run 1..0x7fff and wrap past 0: 0 is the STEAL word of a job that may not be stolen', () => {
+  const seen = new Set<number>();
+  let g = 0;
+  for (let i = 0; i < 0x7fff * 2 + 5; i++) {
+    g = nextGen(g);
+    assert.ok(g >= 1 && g <= 0x7fff, `job number ${g}`);
+    seen.add(g);
+  }
+  assert.equal(seen.size, 0x7fff);
+});
+
+test('2 threads keep working across the wrap of the job number (a job numbered 0 hung the caller)', () => {
+  // in a child process: with the bug the calling thread waits forever in Atomics.wait (no test timeout fires)
+  const root = new URL('../../', import.meta.url).pathname;
+  const script = `
+    import { useNodeThreads } from '${root}dist/src/cli/threads.js';
+    import { MatmulEngine } from '${root}dist/src/kernels/matmul.js';
+    useNodeThreads();
+    const e = MatmulEngine.get();
+    if (!e) { console.log('no engine'); process.exit(0); }
+    const [k, n, t] = [256, 600, 16];
+    const w = new Float32Array(n * k).map((_, i) => Math.sin(i * 0.37));
+    const x = new Float32Array(t * k).map((_, i) => Math.cos(i * 0.11));
+    const one = new Float32Array(t * n);
+    e.setThreads(1);
+    e.matmulF32(one, x, w, t, k, n);
+    e.setThreads(2);
+    const t0 = Date.now();
+    while (e.threadStats().ready < 1 && Date.now() - t0 < 20000) await new Promise((r) => setTimeout(r, 10));
+    e.pool.gen = 0x7fff - 40;
+    const before = e.threadStats().workerChunks;
+    for (let rep = 0; rep < 120; rep++) {
+      const y = new Float32Array(t * n);
+      e.matmulF32(y, x, w, t, k, n);
+      for (let i = 0; i < y.length; i++) if (y[i] !== one[i]) { console.log('differs at', rep, i); process.exit(1); }
+    }
+    console.log('worker chunks', e.threadStats().workerChunks - before, 'job number', e.pool.gen);
+    e.close();
+  `;
+  const r = spawnSync(process.execPath, ['--experimental-wasm-relaxed-simd', '--input-type=module', '-e', script], { encoding: 'utf8', timeout: 60000 });
+  assert.equal(r.signal, null, `the run hung (killed by the timeout): ${r.stdout}${r.stderr}`);
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+  const m = /worker chunks (\d+) job number (\d+)/.exec(r.stdout);
+  if (m) {
+    assert.ok(Number(m[2]) < 200, `the job number wrapped (${m[2]})`);
+  } else assert.match(r.stdout, /no engine/);
 });

@@ -98,6 +98,17 @@ interface ChunkRunner {
   runChunk(job: number, chunk: number, thread: number): void;
 }
 
+/**
+ * The job number after g: 1..0x7fff, never 0. 0 is what STEAL holds for a job that may not be stolen (and
+ * what the zeroed STATE words say), so a job numbered 0 looked stealable to the workers: a worker marked
+ * its claimed chunk RUNNING, found the job not stealable and left it to a caller that was not waiting to
+ * take it over, and the caller waited for that chunk forever (every 32768th job, when a worker claimed a
+ * chunk of it: long AutoRound runs hung with every thread in a futex wait).
+ */
+export function nextGen(g: number): number {
+  return (g % 0x7fff) + 1;
+}
+
 /** Claim the next chunk of job `gen`: its index, or -1 when none is left (or the job is over). */
 export function claim(ctrl: Int32Array, base: number, gen: number): number {
   for (;;) {
@@ -278,7 +289,7 @@ export class KernelThreads {
     const ctrl = this.ctrl();
     const b = this.base;
     const job = this.control + JOB_OFFSET;
-    const gen = (this.gen = (this.gen + 1) & 0x7fff);
+    const gen = (this.gen = nextGen(this.gen));
     const steal = stealable && this.area !== 0 && n <= MAX_STEAL_CHUNKS && stealableJob(ctrl, job >>> 2);
     if (steal) for (let c = 0; c < n; c++) Atomics.store(ctrl, b + STATE + c, (gen << 16) | OPEN);
     Atomics.store(ctrl, b + STEAL, steal ? gen : 0);
