@@ -4,6 +4,9 @@
 // written (the Lab's evaluation in Chromium differed from Node's about once in 20 runs under load).
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { CLAIM, claim, claimed, CONTROL_BYTES, LIMIT, nextGen } from '../src/kernels/threads.js';
 
@@ -81,7 +84,11 @@ test('2 threads keep working across the wrap of the job number (a job numbered 0
     console.log('worker chunks', e.threadStats().workerChunks - before, 'job number', e.pool.gen);
     e.close();
   `;
-  const r = spawnSync(process.execPath, ['--experimental-wasm-relaxed-simd', '--input-type=module', '-e', script], { encoding: 'utf8', timeout: 60000 });
+  // a file, not --eval: the workers inherit the process's flags, and --input-type is refused there
+  const file = join(mkdtempSync(join(tmpdir(), 'lowbit-wrap-')), 'wrap.mjs');
+  writeFileSync(file, script);
+  const r = spawnSync(process.execPath, ['--experimental-wasm-relaxed-simd', file], { encoding: 'utf8', timeout: 60000 });
+  rmSync(dirname(file), { recursive: true, force: true });
   assert.equal(r.signal, null, `the run hung (killed by the timeout): ${r.stdout}${r.stderr}`);
   assert.equal(r.status, 0, r.stdout + r.stderr);
   const m = /worker chunks (\d+) job number (\d+)/.exec(r.stdout);
