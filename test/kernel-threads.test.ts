@@ -74,13 +74,20 @@ test('2 threads keep working across the wrap of the job number (a job numbered 0
     e.setThreads(2);
     const t0 = Date.now();
     while (e.threadStats().ready < 1 && Date.now() - t0 < 20000) await new Promise((r) => setTimeout(r, 10));
-    e.pool.gen = 0x7fff - 40;
     const before = e.threadStats().workerChunks;
-    for (let rep = 0; rep < 120; rep++) {
-      const y = new Float32Array(t * n);
-      e.matmulF32(y, x, w, t, k, n);
-      for (let i = 0; i < y.length; i++) if (y[i] !== one[i]) { console.log('differs at', rep, i); process.exit(1); }
+    let wraps = 0;
+    // cross the wrap 60 times (back to just before it each time): a worker that claims a chunk of a job
+    // numbered 0 loses it, and it claims one in most jobs
+    for (let rep = 0; rep < 60; rep++) {
+      e.pool.gen = 0x7fff - 1;
+      for (let j = 0; j < 3; j++) {
+        const y = new Float32Array(t * n);
+        e.matmulF32(y, x, w, t, k, n);
+        for (let i = 0; i < y.length; i++) if (y[i] !== one[i]) { console.log('differs at', rep, i); process.exit(1); }
+      }
+      if (e.pool.gen < 0x7fff - 1) wraps++;
     }
+    if (wraps !== 60) { console.log('did not wrap', wraps); process.exit(1); }
     console.log('worker chunks', e.threadStats().workerChunks - before, 'job number', e.pool.gen);
     e.close();
   `;
