@@ -265,6 +265,8 @@ export class MatmulEngine {
   private readonly ours = new WeakSet<ArrayBufferLike>();
   /** a job's parameters, written into the control block by dispatch (reused: no allocation per call) */
   private readonly job = new Int32Array(17);
+  /** the input matmulInt rounded last (its xq/xd/xsum/xa buffers hold it; x: null when none) */
+  private rounded: { x: Float32Array | null; nTok: number; k: number; block: number; xq: number; xa: number } = { x: null, nTok: 0, k: 0, block: 0, xq: 0, xa: 0 };
   /** weights' copies interleaved by 4 rows for one-token matmuls (0: none) */
   private readonly interleaved = new WeakMap<KernelWeight, number>();
   private interleave = true;
@@ -470,21 +472,33 @@ export class MatmulEngine {
    * y (nTok x w.rows) = q(x) · Wᵀ with integer dot products, llama.cpp's CPU path: each row of x is
    * rounded to the weight type's vec_dot type (Q8_0 or Q8_K, bit for bit the TypeScript codecs) and
    * multiplied block by block with the stored quants in int32; block scales in f32 (the order of
-   * operations is intMatmulRef's). Needs intBlock(w) > 0.
+   * operations is intMatmulRef's). Needs intBlock(w) > 0. sameInput: x holds the same values as in this
+   * engine's previous matmulInt call (q/k/v, gate/up of one input): its rounding is reused when that
+   * call rounded the same array to the same block type (the same bits as rounding it again).
    */
-  matmulInt(out: Float32Array, x: Float32Array, w: KernelWeight, nTok: number): void {
+  matmulInt(out: Float32Array, x: Float32Array, w: KernelWeight, nTok: number, sameInput = false): void {
     if (w.engine !== this) throw new Error('weight belongs to another kernel engine');
     const bl = this.intBlock(w);
     if (bl === 0) throw new Error(`no integer matmul for ${w.type.name} with ${w.cols} columns`);
     const k = w.cols;
     const n = w.rows;
-    const xAt = this.activations(x, nTok, k, k);
     const nb = k / bl;
     const tp = (nTok + 3) & ~3;
     const xq = this.buffer('xq', tp * k * 2 + 16);
     const xd = this.buffer('xd', tp * nb * 4 + 16);
     const xs = this.buffer('xsum', tp * (k / 16) + 16);
-    this.exports.quantizeActs(bl, xAt, k * 4, nTok, k, xq, xd, xs);
+    // decode (under 4 tokens) in the relaxed build: 8-bit products on activations prepared once
+    const prep = nTok < 4 && this.variant === 'relaxed';
+    const xa = prep ? this.buffer('xa', nTok * this.exports.actBytes8(k) + 64) : 0;
+    const r = this.rounded;
+    if (!(sameInput && r.x === x && r.nTok === nTok && r.k === k && r.block === bl && r.xq === xq && r.xa === xa)) {
+      // round (and prepare) x; kept for the next call on the same input (q/k/v, gate/up: sameInput)
+      this.rounded.x = null;
+      const xAt = this.activations(x, nTok, k, k);
+      this.exports.quantizeActs(bl, xAt, k * 4, nTok, k, xq, xd, xs);
+      if (prep) this.exports.prepActs8(xq, nTok, k, xa);
+      this.rounded = { x, nTok, k, block: bl, xq, xa };
+    }
     const yOwn = this.ptrOf(out, nTok * n);
     const yAt = yOwn >= 0 ? yOwn : this.buffer('y', nTok * n * 4);
     const rowScratch = this.exports.intRowScratch(w.type.id, k);
@@ -505,12 +519,6 @@ export class MatmulEngine {
     const scratch = this.buffer('scratch', scratchBytes * this.threadCount);
     this.setJob(3, w.type.id, il || w.ptr, w.rowBytes, xq, xd, nTok, k, xs, yAt, n, n, chunkRows, scratch, scratchBytes);
     this.job[16] = il ? 1 + this.exports.decodeExtra32(w.type.id) : 0;
-    // decode (under 4 tokens) in the relaxed build: 8-bit products on activations prepared once here
-    let xa = 0;
-    if (nTok < 4 && this.variant === 'relaxed') {
-      xa = this.buffer('xa', nTok * this.exports.actBytes8(k) + 64);
-      this.exports.prepActs8(xq, nTok, k, xa);
-    }
     this.job[15] = xa;
     this.dispatch(Math.ceil(n / chunkRows), threads, nTok === 1);
     if (yOwn < 0) this.copyOut(out, yAt, nTok * n);
