@@ -99,6 +99,22 @@ function tile3x1(w: usize, ws: usize, x: usize, n: usize, y: usize): void {
   store<f32>(y, hsum(a0)); store<f32>(y, hsum(a1), 4); store<f32>(y, hsum(a2), 8);
 }
 
+/**
+ * 4 rows x 1 token on F32 rows interleaved by 4 floats (interleave4 with 16-byte blocks: floats 4b..4b+3
+ * of row i at w + (4 b + i) * 16): one sequential stream; each row's lanes sum in tile1x1's order.
+ */
+function tile4x1i(w: usize, x: usize, n: usize, y: usize): void {
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+  for (let k: usize = 0; k < n; k += 16, w += 64) {
+    const u = v128.load(x + k);
+    a0 = fma(v128.load(w), u, a0);
+    a1 = fma(v128.load(w, 16), u, a1);
+    a2 = fma(v128.load(w, 32), u, a2);
+    a3 = fma(v128.load(w, 48), u, a3);
+  }
+  store<f32>(y, hsum(a0)); store<f32>(y, hsum(a1), 4); store<f32>(y, hsum(a2), 8); store<f32>(y, hsum(a3), 12);
+}
+
 function tile1x3(w: usize, x: usize, xs: usize, n: usize, y: usize, ys: usize): void {
   let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0);
   const x1 = x + xs, x2 = x + 2 * xs;
@@ -532,6 +548,8 @@ export function dequantize(type: i32, src: usize, rowBytes: usize, rows: i32, k:
 // the chunks they claim (src/kernels/threads.ts). Matmul job (i32 words):
 //   0 kind = 1 | 1 type | 2 w | 3 rowBytes | 4 x | 5 xStride (bytes) | 6 T | 7 K | 8 Kx | 9 y
 //   10 N (y row stride, floats) | 11 rows | 12 chunkRows | 13 scratch | 14 scratch bytes per thread
+//   16 (F32, one token) 1: W is the copy interleaved by 4 rows (interleave4, 16-byte blocks; chunkRows
+//      a multiple of 4), 0: row by row
 // Rows [c * chunkRows, min(rows, (c + 1) * chunkRows)) of W (row r at w + r * rowBytes) go to columns
 // r of y (y[t][r] at y + (t * N + r) * 4).
 
@@ -554,6 +572,17 @@ function matmulChunk(job: usize, chunk: i32, thread: i32): void {
   if (nr <= 0) return;
   let w = <usize>param(job, 2) + <usize>r0 * rowBytes;
   let ws = rowBytes;
+  if (type == 0 && T == 1 && param(job, 16) != 0) {
+    // one token on the interleaved copy: full groups of 4 rows as one stream, the last < 4 rows row by row
+    const x = <usize>param(job, 4);
+    const y = <usize>param(job, 9) + <usize>r0 * 4;
+    const full = (rows & ~3) - r0;
+    const n = <usize>K * 4;
+    let r = 0;
+    for (; r + 4 <= nr && r + 4 <= full; r += 4) tile4x1i(w + <usize>r * rowBytes, x, n, y + <usize>r * 4);
+    for (; r < nr; r++) tile1x1(w + <usize>r * rowBytes, x, n, y + <usize>r * 4);
+    return;
+  }
   if (type != 0 || (K & 3) != 0) {
     const scratch = <usize>param(job, 13) + <usize>thread * <usize>param(job, 14);
     dequantize(type, w, rowBytes, nr, K, scratch, Kx);
@@ -1589,6 +1618,7 @@ export function decodeBlockBytes(type: i32): i32 {
     case 6: return 22;
     case 12: return 144;
     case 14: return 210;
+    case 0: return 16; // F32 (one-token matmul, copies made by prepareDecode only)
     default: return 0;
   }
 }

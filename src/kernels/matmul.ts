@@ -432,7 +432,10 @@ export class MatmulEngine {
     const xAt = this.activations(x, nTok, k, kx);
     const yOwn = this.ptrOf(out, nTok * n);
     const yAt = yOwn >= 0 ? yOwn : this.buffer('y', nTok * n * 4);
-    if (this.hasType(w.type)) this.run(w.type.id, w.ptr, w.rowBytes, k, kx, xAt, nTok, yAt, n, n);
+    // one token on F32 rows: the copy interleaved by 4 rows when prepareDecode made one
+    const il = nTok === 1 && this.interleave && w.type.id === 0 && k === kx ? (this.interleaved.get(w) ?? 0) : 0;
+    if (il) this.run(0, il, w.rowBytes, k, kx, xAt, nTok, yAt, n, n, true);
+    else if (this.hasType(w.type)) this.run(w.type.id, w.ptr, w.rowBytes, k, kx, xAt, nTok, yAt, n, n);
     else {
       // TypeScript dequantizer: row blocks to f32 (stride kx), then the F32 kernel
       const codec = ggmlCodec(w.type);
@@ -559,7 +562,8 @@ export class MatmulEngine {
    */
   prepareDecode(w: KernelWeight): number {
     if (w.engine !== this) throw new Error('weight belongs to another kernel engine');
-    if (this.intBlock(w) === 0) return 0;
+    // F32: copies only from here (a one-token matmul never makes one: it doubles the weight's bytes)
+    if (this.intBlock(w) === 0 && !(w.type.id === 0 && w.cols % 4 === 0)) return 0;
     return this.interleavedCopy(w) ? this.interleavedBytes(w) : 0;
   }
 
@@ -893,15 +897,24 @@ export class MatmulEngine {
   }
 
   /** One matmul job: rows [0, rows) of W at w go to columns [0, rows) of y (row stride n); x rows kx apart. */
-  private run(type: number, w: number, rowBytes: number, k: number, kx: number, x: number, nTok: number, y: number, n: number, rows: number): void {
+  private run(type: number, w: number, rowBytes: number, k: number, kx: number, x: number, nTok: number, y: number, n: number, rows: number, interleaved = false): void {
     const threads = this.pool && 2 * nTok * k * rows >= MIN_PARALLEL_FLOPS ? this.threadCount : 1;
-    let chunkRows = Math.min(MAX_CHUNK_ROWS, Math.max(3, Math.floor(SCRATCH_FLOATS / kx / 3) * 3));
-    if (threads > 1) chunkRows = Math.min(chunkRows, Math.max(3, Math.ceil(rows / (8 * threads) / 3) * 3));
-    chunkRows = Math.max(chunkRows, Math.ceil(rows / MAX_CHUNKS));
+    let chunkRows: number;
+    if (interleaved) {
+      // F32 copy interleaved by 4 rows (one token): chunks of whole groups, no scratch
+      chunkRows = threads > 1 ? Math.max(4, Math.ceil(rows / (8 * threads) / 4) * 4) : MAX_CHUNK_ROWS;
+      chunkRows = Math.max(chunkRows, Math.ceil(rows / MAX_CHUNKS / 4) * 4);
+    } else {
+      chunkRows = Math.min(MAX_CHUNK_ROWS, Math.max(3, Math.floor(SCRATCH_FLOATS / kx / 3) * 3));
+      if (threads > 1) chunkRows = Math.min(chunkRows, Math.max(3, Math.ceil(rows / (8 * threads) / 3) * 3));
+      chunkRows = Math.max(chunkRows, Math.ceil(rows / MAX_CHUNKS));
+    }
     const chunks = Math.ceil(rows / chunkRows);
-    const scratchBytes = chunkRows * kx * 4 + 64;
+    const scratchBytes = interleaved ? 64 : chunkRows * kx * 4 + 64;
     const scratch = this.buffer('scratch', scratchBytes * this.threadCount);
     this.setJob(1, type, w, rowBytes, x, kx * 4, nTok, k, kx, y, n, rows, chunkRows, scratch, scratchBytes);
+    this.job[15] = 0;
+    this.job[16] = interleaved ? 1 : 0;
     this.dispatch(chunks, threads, nTok === 1);
   }
 }
