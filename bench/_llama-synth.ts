@@ -25,6 +25,8 @@ export interface SynthShape {
 }
 
 export const LLAMA_100M: SynthShape = { dim: 768, hiddenDim: 2816, nLayers: 12, nHeads: 12, vocab: 32000 };
+/** TinyLlama-1.1B's shapes (without its grouped-query heads): ~1.1 G parameters, 4.4 GB in F32 */
+export const LLAMA_1B: SynthShape = { dim: 2048, hiddenDim: 5632, nLayers: 22, nHeads: 32, vocab: 32000 };
 
 /** xorshift32 uniforms -> Box-Muller normals */
 function normals(seed: number): (out: Float32Array, std: number) => void {

@@ -1,7 +1,7 @@
 /**
  * `npm run bench -- decode [reps=3] [threads=2, or a list: 1,2] [types=F32,Q8_0,Q4_K_M,Q4_0] [tokens=128]`:
  * single-token decode speed against llama.cpp in the same run, on the synthetic ~155M llama
- * (bench/_llama-synth.ts; quantized by `lowbit quantize --type T`).
+ * (bench/_llama-synth.ts; quantized by `lowbit quantize --type T`); LOWBIT_SYNTH=1.1b: the 1.1B shapes.
  *
  *   lowbit:    `lowbit generate MODEL --prompt "Once upon a time" -n N --temp 0 --threads T --stats`
  *              (its "generated: ... tok/s": the decode steps only, greedy)
@@ -113,7 +113,7 @@ export async function run(args: string[]): Promise<void> {
       const a = Math.max(...ours);
       const b = Math.max(...theirs);
       console.log(
-        `  ${`llama 155M ${type}`.padEnd(18)} ${String(t).padStart(7)} ${a.toFixed(1).padStart(12)} ${((a * bytes) / 1e9).toFixed(1).padStart(6)} ${b.toFixed(1).padStart(10)} ${((b * bytes) / 1e9).toFixed(1).padStart(6)} ${median(ratios).toFixed(2).padStart(6)}`,
+        `  ${`llama ${process.env.LOWBIT_SYNTH === '1.1b' ? '1.1B' : '155M'} ${type}`.padEnd(18)} ${String(t).padStart(7)} ${a.toFixed(1).padStart(12)} ${((a * bytes) / 1e9).toFixed(1).padStart(6)} ${b.toFixed(1).padStart(10)} ${((b * bytes) / 1e9).toFixed(1).padStart(6)} ${median(ratios).toFixed(2).padStart(6)}`,
       );
     }
   }

@@ -21,7 +21,7 @@ import { perplexity } from '../src/eval/perplexity.js';
 import '../src/index.js';
 import { MatmulEngine } from '../src/kernels/matmul.js';
 import { Llama } from '../src/model/llama.js';
-import { syntheticLlama } from './_llama-synth.js';
+import { LLAMA_100M, LLAMA_1B, syntheticLlama } from './_llama-synth.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -81,8 +81,9 @@ function kindOf(name: string): string {
   return 'matmul output';
 }
 
+/** the synthetic model in `type` (quantized by lowbit quantize on first use); LOWBIT_SYNTH=1.1b: the 1.1B shapes */
 export async function modelFile(type: string): Promise<string> {
-  const synth = await syntheticLlama(root);
+  const synth = await syntheticLlama(root, process.env.LOWBIT_SYNTH === '1.1b' ? LLAMA_1B : LLAMA_100M);
   if (type === 'F32') return synth;
   const file = synth.replace(/-f32\.gguf$/, `-${type.toLowerCase()}.gguf`);
   if (!existsSync(file)) {

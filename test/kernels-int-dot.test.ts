@@ -241,3 +241,33 @@ test('activation rounding in the kernel: ties (x.5 -> away from zero for Q8_0, t
     }
   }
 });
+
+test('sameInput: a rounding reused across matmuls of one input (q/k/v, gate/up) gives the reference bits; another input, block type or token count is rounded anew', () => {
+  for (const variant of variants) {
+    const e = MatmulEngine.get(variant)!;
+    const k = 512;
+    const x1 = normals(2 * k, 21);
+    const x2 = normals(2 * k, 22);
+    // Q4_K and Q6_K round to Q8_K, Q4_0 and Q8_0 to Q8_0; 1 and 2 tokens (the decode tiles)
+    const ws = ['Q4_K', 'Q6_K', 'Q4_0', 'Q8_0'].map((name, i) => {
+      const type = ggmlTypeByName(name)!;
+      const bytes = quantized(type, 12, k, 30 + i);
+      return { name, type, bytes, kw: e.storeWeight(type, 12, k, ggmlRowBytes(type, k), bytes)! };
+    });
+    const check = (x: Float32Array, w: (typeof ws)[number], nTok: number, same: boolean) => {
+      const ref = new Float32Array(nTok * 12);
+      intMatmulRef(ref, x, w.type, w.bytes, nTok, k, 12);
+      const y = new Float32Array(nTok * 12);
+      e.matmulInt(y, x, w.kw, nTok, same);
+      assert.deepEqual(y, ref, `${variant} ${w.name} T=${nTok} sameInput ${same}`);
+    };
+    for (const nTok of [1, 2]) {
+      check(x1, ws[0], nTok, false);
+      check(x1, ws[1], nTok, true); // reused (Q8_K of x1)
+      check(x1, ws[2], nTok, true); // Q8_0: rounded anew
+      check(x1, ws[3], nTok, true); // reused (Q8_0 of x1)
+      check(x2, ws[3], nTok, true); // another array: rounded anew
+      check(x2, ws[0], 1, true); // another token count / block: rounded anew
+    }
+  }
+});

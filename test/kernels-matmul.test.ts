@@ -230,3 +230,37 @@ test('lowbit eval --threads 2 exits cleanly and agrees with LOWBIT_WASM=off (the
   assert.ok(Math.abs(threaded.nll - reference.nll) < 1e-5, `${threaded.nll} vs ${reference.nll}`);
   assert.deepEqual(run({ LOWBIT_WASM: 'simd' }, '--threads', '1').nll.toFixed(5), threaded.nll.toFixed(5));
 });
+
+test('one-token F32 matmul on the copy interleaved by 4 rows (prepareDecode): the same bits as row by row (plain SIMD: matmulLanesRef), 1 and 2 threads, a tail group', () => {
+  useNodeThreads();
+  const f32 = ggmlCodecs.find((c) => c.type.name === 'F32')!.type;
+  const r = rng(41);
+  for (const variant of variants) {
+    const e = MatmulEngine.get(variant)!;
+    for (const [n, k] of [[19, 64], [1030, 512]]) {
+      const w = normals(n * k, r);
+      const x = normals(k, r);
+      const bytes = new Uint8Array(w.buffer.slice(0));
+      const rowByRow = e.storeWeight(f32, n, k, 4 * k, bytes)!;
+      const ref = new Float32Array(n);
+      e.matmul(ref, x, rowByRow, 1);
+      if (variant === 'simd') {
+        const lanes = new Float32Array(n);
+        matmulLanesRef(lanes, x, w, 1, k, n);
+        assert.deepEqual(ref, lanes);
+      }
+      const kw = e.storeWeight(f32, n, k, 4 * k, bytes)!;
+      assert.equal(e.prepareDecode(kw), n * k * 4, 'the copy: the weight bytes again');
+      for (const threads of [1, 2]) {
+        e.setThreads(threads);
+        const y = new Float32Array(n);
+        try {
+          e.matmul(y, x, kw, 1);
+        } finally {
+          e.setThreads(1);
+        }
+        assert.deepEqual(y, ref, `${variant} N=${n} K=${k} threads ${threads}`);
+      }
+    }
+  }
+});

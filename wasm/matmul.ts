@@ -99,6 +99,22 @@ function tile3x1(w: usize, ws: usize, x: usize, n: usize, y: usize): void {
   store<f32>(y, hsum(a0)); store<f32>(y, hsum(a1), 4); store<f32>(y, hsum(a2), 8);
 }
 
+/**
+ * 4 rows x 1 token on F32 rows interleaved by 4 floats (interleave4 with 16-byte blocks: floats 4b..4b+3
+ * of row i at w + (4 b + i) * 16): one sequential stream; each row's lanes sum in tile1x1's order.
+ */
+function tile4x1i(w: usize, x: usize, n: usize, y: usize): void {
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+  for (let k: usize = 0; k < n; k += 16, w += 64) {
+    const u = v128.load(x + k);
+    a0 = fma(v128.load(w), u, a0);
+    a1 = fma(v128.load(w, 16), u, a1);
+    a2 = fma(v128.load(w, 32), u, a2);
+    a3 = fma(v128.load(w, 48), u, a3);
+  }
+  store<f32>(y, hsum(a0)); store<f32>(y, hsum(a1), 4); store<f32>(y, hsum(a2), 8); store<f32>(y, hsum(a3), 12);
+}
+
 function tile1x3(w: usize, x: usize, xs: usize, n: usize, y: usize, ys: usize): void {
   let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0);
   const x1 = x + xs, x2 = x + 2 * xs;
@@ -532,6 +548,8 @@ export function dequantize(type: i32, src: usize, rowBytes: usize, rows: i32, k:
 // the chunks they claim (src/kernels/threads.ts). Matmul job (i32 words):
 //   0 kind = 1 | 1 type | 2 w | 3 rowBytes | 4 x | 5 xStride (bytes) | 6 T | 7 K | 8 Kx | 9 y
 //   10 N (y row stride, floats) | 11 rows | 12 chunkRows | 13 scratch | 14 scratch bytes per thread
+//   16 (F32, one token) 1: W is the copy interleaved by 4 rows (interleave4, 16-byte blocks; chunkRows
+//      a multiple of 4), 0: row by row
 // Rows [c * chunkRows, min(rows, (c + 1) * chunkRows)) of W (row r at w + r * rowBytes) go to columns
 // r of y (y[t][r] at y + (t * N + r) * 4).
 
@@ -554,6 +572,17 @@ function matmulChunk(job: usize, chunk: i32, thread: i32): void {
   if (nr <= 0) return;
   let w = <usize>param(job, 2) + <usize>r0 * rowBytes;
   let ws = rowBytes;
+  if (type == 0 && T == 1 && param(job, 16) != 0) {
+    // one token on the interleaved copy: full groups of 4 rows as one stream, the last < 4 rows row by row
+    const x = <usize>param(job, 4);
+    const y = <usize>param(job, 9) + <usize>r0 * 4;
+    const full = (rows & ~3) - r0;
+    const n = <usize>K * 4;
+    let r = 0;
+    for (; r + 4 <= nr && r + 4 <= full; r += 4) tile4x1i(w + <usize>r * rowBytes, x, n, y + <usize>r * 4);
+    for (; r < nr; r++) tile1x1(w + <usize>r * rowBytes, x, n, y + <usize>r * 4);
+    return;
+  }
   if (type != 0 || (K & 3) != 0) {
     const scratch = <usize>param(job, 13) + <usize>thread * <usize>param(job, 14);
     dequantize(type, w, rowBytes, nr, K, scratch, Kx);
@@ -1157,13 +1186,14 @@ function dtile4x1k(type: i32, p0: usize, p1: usize, p2: usize, p3: usize, nr: i3
 // max(q, 0) - max(-q, 0). Every int16 lane sum below is bounded under 2^15 (stated where formed), the
 // integers are exact, so each block's I is the same integer as the int16 path's (and intMatmulRef's)
 // and the f32 steps after it are unchanged: the same bits.
-// The activations of a token, prepared once per matmul (prepActs8), at xa + t * (3 K + K / 8):
-//   q (int8, K) | max(q, 0) (K) | max(-q, 0) (K) | sums of every 16 q (int16, K / 16)
-// (q is in -127..127: Q8_0 and Q8_K never round to -128.)
+// The activations of a token, prepared once per matmul (prepActs8), at xa + t * (4 K + K / 8):
+//   q (int8, K) | max(q, 0) (K) | max(-q, 0) (K) | sums of every 16 q (int16, K / 16) | q permuted (K)
+// (q is in -127..127: Q8_0 and Q8_K never round to -128.) The permuted q, per 32: elements 0..7, 16..23,
+// 8..15, 24..31, is the order of Q6_K's interleaved copy (q6Paired).
 
 /** bytes of prepared activations per token (prepActs8) */
 export function actBytes8(K: i32): i32 {
-  return 3 * K + K / 8;
+  return 4 * K + K / 8;
 }
 
 /** prepare T tokens of int16 activations (q, K per token) for the 8-bit decode tiles, at dst */
@@ -1183,6 +1213,13 @@ export function prepActs8(q: usize, T: i32, K: i32, dst: usize): void {
       v128.store(o + 2 * kk + k, i8x16.max_s(i8x16.neg(v), zero));
       const s = i32x4.dot_i16x8_s(i16x8.add(a, b), ones);
       store<i16>(o + 3 * kk + (k >> 3), <i16>(i32x4.extract_lane(s, 0) + i32x4.extract_lane(s, 1) + i32x4.extract_lane(s, 2) + i32x4.extract_lane(s, 3)));
+    }
+    const pm = o + 3 * kk + (kk >> 3);
+    for (let k: usize = 0; k < kk; k += 32) {
+      store<u64>(pm + k, load<u64>(o + k));
+      store<u64>(pm + k, load<u64>(o + k + 16), 8);
+      store<u64>(pm + k, load<u64>(o + k + 8), 16);
+      store<u64>(pm + k, load<u64>(o + k + 24), 24);
     }
   }
 }
@@ -1313,17 +1350,16 @@ export function prepActs8(q: usize, T: i32, K: i32, dst: usize): void {
   );
 }
 
-/** Q6_K: 32 sum_s sc_s S_s over the 16 sub-blocks (scales at p + 192, activation sums of 16 at s16): int32x4 */
+/** Q6_K: 32 sum_s sc_s S_s over the 16 sub-blocks (16 int8 scales at sp, activation sums of 16 at s16): int32x4 */
 // @ts-ignore: decorator
-@inline function q6kOffset(p: usize, s16: usize): v128 {
-  const sc = v128.load(p + 192);
+@inline function q6kOffset(sp: usize, s16: usize): v128 {
+  const sc = v128.load(sp);
   return i32x4.shl(i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(sc), v128.load(s16)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(sc), v128.load(s16, 16))), 5);
 }
 
-/** Q4_K: the scales (int16 x 8) and minimums (int16 x 8) of the super-block at p, to t */
+/** Q4_K: the scales (int16 x 8) and minimums (int16 x 8) of a super-block (sm: k4ScalesMins), to t */
 // @ts-ignore: decorator
-@inline function q4kScalesTo(p: usize, t: usize): void {
-  const sm = k4ScalesMins(p);
+@inline function q4kSmTo(sm: v128, t: usize): void {
   v128.store(t, i16x8.extend_low_i8x16_u(sm));
   v128.store(t, i16x8.extend_high_i8x16_u(sm), 16);
 }
@@ -1334,15 +1370,25 @@ export function prepActs8(q: usize, T: i32, K: i32, dst: usize): void {
  * for the 4 rows and few vectors are live (Q4_K scales go through tmp: 128 bytes).
  */
 // @ts-ignore: decorator
-@inline function rtile4x1k(type: i32, p0: usize, p1: usize, p2: usize, p3: usize, nr: i32, bs: usize, xa: usize, K: i32, xd: usize, xdStride: usize, nb: i32, xsum: usize, y: usize, tmp: usize): void {
+@inline function rtile4x1k(type: i32, p0: usize, p1: usize, p2: usize, p3: usize, nr: i32, bs: usize, xa: usize, K: i32, xd: usize, xdStride: usize, nb: i32, xsum: usize, y: usize, tmp: usize, packed: bool): void {
   let f = f32x4.splat(0);
   const dOff: usize = type == 12 ? 0 : 208;
   const s16 = xa + 3 * <usize>K;
+  // packed (Q4_K's interleaved copy, interleave4): the group block at p0 is d (f32 x 4) | dmin (f32 x 4) |
+  // 4 rows of [scales and minimums as u8 x 16 | 128 bytes of nibbles]: row i's nibbles at p0 + 48 + 144 i
+  const g = p0;
+  if (packed) {
+    p0 = g + 32; p1 = g + 176; p2 = g + 320; p3 = g + 464;
+  }
   for (let b = 0; b < nb; b++, p0 += bs, p1 += bs, p2 += bs, p3 += bs) {
     const xb = xa + <usize>b * 256;
     let a0 = i32x4.splat(0), a1 = i32x4.splat(0), a2 = i32x4.splat(0), a3 = i32x4.splat(0);
     if (type == 12) {
-      q4kScalesTo(p0, tmp); q4kScalesTo(p1, tmp + 32); q4kScalesTo(p2, tmp + 64); q4kScalesTo(p3, tmp + 96);
+      if (packed) {
+        q4kSmTo(v128.load(p0), tmp); q4kSmTo(v128.load(p1), tmp + 32); q4kSmTo(v128.load(p2), tmp + 64); q4kSmTo(v128.load(p3), tmp + 96);
+      } else {
+        q4kSmTo(k4ScalesMins(p0), tmp); q4kSmTo(k4ScalesMins(p1), tmp + 32); q4kSmTo(k4ScalesMins(p2), tmp + 64); q4kSmTo(k4ScalesMins(p3), tmp + 96);
+      }
       for (let jj: usize = 0; jj < 4; jj++) {
         const xj = xb + jj * 64, o = 16 + jj * 32, t = tmp + jj * 4;
         const x0 = v128.load(xj), x1 = v128.load(xj, 16), x2 = v128.load(xj, 32), x3 = v128.load(xj, 48);
@@ -1363,27 +1409,78 @@ export function prepActs8(q: usize, T: i32, K: i32, dst: usize): void {
         }
       }
       const sb = s16 + <usize>b * 32;
-      a0 = i32x4.sub(a0, q6kOffset(p0, sb));
-      a1 = i32x4.sub(a1, q6kOffset(p1, sb));
-      a2 = i32x4.sub(a2, q6kOffset(p2, sb));
-      a3 = i32x4.sub(a3, q6kOffset(p3, sb));
+      a0 = i32x4.sub(a0, q6kOffset(p0 + 192, sb));
+      a1 = i32x4.sub(a1, q6kOffset(p1 + 192, sb));
+      a2 = i32x4.sub(a2, q6kOffset(p2 + 192, sb));
+      a3 = i32x4.sub(a3, q6kOffset(p3 + 192, sb));
     }
     const I = hsum4(a0, a1, a2, a3);
     const dx = v128.load32_splat(xd + <usize>b * xdStride);
-    f = f32x4.add(f, f32x4.mul(cvt(I), f32x4.mul(f16x4At(p0 + dOff, p1 + dOff, p2 + dOff, p3 + dOff), dx)));
+    const dw = packed ? v128.load(p0 - 32) : f16x4At(p0 + dOff, p1 + dOff, p2 + dOff, p3 + dOff);
+    f = f32x4.add(f, f32x4.mul(cvt(I), f32x4.mul(dw, dx)));
     if (type == 12) {
       const xs = v128.load(xsum + <usize>b * 16);
       const M = hsum4(
         i32x4.dot_i16x8_s(v128.load(tmp, 16), xs), i32x4.dot_i16x8_s(v128.load(tmp, 48), xs),
         i32x4.dot_i16x8_s(v128.load(tmp, 80), xs), i32x4.dot_i16x8_s(v128.load(tmp, 112), xs),
       );
-      f = f32x4.sub(f, f32x4.mul(cvt(M), f32x4.mul(f16x4At(p0 + 2, p1 + 2, p2 + 2, p3 + 2), dx)));
+      const dm = packed ? v128.load(p0 - 16) : f16x4At(p0 + 2, p1 + 2, p2 + 2, p3 + 2);
+      f = f32x4.sub(f, f32x4.mul(cvt(M), f32x4.mul(dm, dx)));
     }
   }
   store4(y, f, nr);
 }
 
-/** rtile4x1q32 / rtile4x1k compiled once per weight type (no type branches in the loops) */
+/**
+ * Q6_K's interleaved copy (interleave4, relaxed build): 64 weights of unit u of the row at r (16 int8
+ * scales, then the 256 quants as bytes 0..63 in q6Paired's order) times the permuted activations X0..X3.
+ * Each 16 bytes hold 8 weights of two sub-blocks, so two products share one scale vector (int16 lanes
+ * <= 2 * 2 * 63 * 127 = 32004): int32x4, sum_s sc_s (q . x)_s over the unit's 4 sub-blocks.
+ */
+// @ts-ignore: decorator
+@inline function q6pUnit(r: usize, u: usize, X0: v128, X1: v128, X2: v128, X3: v128): v128 {
+  const sc = i8x16.swizzle(v128.load32_zero(r + u * 4), i8x16(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3));
+  const q = r + 16 + u * 64;
+  const r01 = i16x8.add(rdot(X0, v128.load(q)), rdot(X1, v128.load(q, 16)));
+  const r23 = i16x8.add(rdot(X2, v128.load(q, 32)), rdot(X3, v128.load(q, 48)));
+  return i32x4.add(i32x4.dot_i16x8_s(r01, i16x8.extend_low_i8x16_s(sc)), i32x4.dot_i16x8_s(r23, i16x8.extend_high_i8x16_s(sc)));
+}
+
+/**
+ * Decode tile for Q6_K's interleaved copy: group blocks (bs bytes apart) of d (f32 x 4) | 4 rows of
+ * [scales (int8 x 16) | quants (u8 x 256, q6Paired)]; activations prepared at xa (the permuted q and the
+ * sums of 16). The same integer I per block and the same f32 steps as rtile4x1k: the same bits.
+ */
+// @ts-ignore: decorator
+@inline function r6tile(p: usize, nr: i32, bs: usize, xa: usize, K: i32, xd: usize, xdStride: usize, nb: i32, y: usize): void {
+  let f = f32x4.splat(0);
+  const kk = <usize>K;
+  const s16 = xa + 3 * kk, xp = s16 + (kk >> 3);
+  for (let b = 0; b < nb; b++, p += bs) {
+    const xb = xp + <usize>b * 256;
+    const r0 = p + 16, r1 = p + 288, r2 = p + 560, r3 = p + 832;
+    let a0 = i32x4.splat(0), a1 = i32x4.splat(0), a2 = i32x4.splat(0), a3 = i32x4.splat(0);
+    for (let u: usize = 0; u < 4; u++) {
+      const xu = xb + u * 64;
+      const X0 = v128.load(xu), X1 = v128.load(xu, 16), X2 = v128.load(xu, 32), X3 = v128.load(xu, 48);
+      a0 = i32x4.add(a0, q6pUnit(r0, u, X0, X1, X2, X3));
+      a1 = i32x4.add(a1, q6pUnit(r1, u, X0, X1, X2, X3));
+      a2 = i32x4.add(a2, q6pUnit(r2, u, X0, X1, X2, X3));
+      a3 = i32x4.add(a3, q6pUnit(r3, u, X0, X1, X2, X3));
+    }
+    const sb = s16 + <usize>b * 32;
+    a0 = i32x4.sub(a0, q6kOffset(r0, sb));
+    a1 = i32x4.sub(a1, q6kOffset(r1, sb));
+    a2 = i32x4.sub(a2, q6kOffset(r2, sb));
+    a3 = i32x4.sub(a3, q6kOffset(r3, sb));
+    const I = hsum4(a0, a1, a2, a3);
+    const dx = v128.load32_splat(xd + <usize>b * xdStride);
+    f = f32x4.add(f, f32x4.mul(cvt(I), f32x4.mul(v128.load(p), dx)));
+  }
+  store4(y, f, nr);
+}
+
+/** rtile4x1q32 / rtile4x1k / r6tile compiled once per weight type and layout (no type branches in the loops) */
 function rtile(type: i32, p0: usize, p1: usize, p2: usize, p3: usize, nr: i32, bs: usize, xa: usize, K: i32, xd: usize, xdStride: usize, nb: i32, xsum: usize, y: usize, tmp: usize): void {
   switch (type) {
     case 8: rtile4x1q32(8, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, false); break;
@@ -1394,8 +1491,10 @@ function rtile(type: i32, p0: usize, p1: usize, p2: usize, p3: usize, nr: i32, b
     case 102: rtile4x1q32(2, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, true); break;
     case 106: rtile4x1q32(6, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, true); break;
     case 120: rtile4x1q32(20, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, true); break;
-    case 12: rtile4x1k(12, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, tmp); break;
-    default: rtile4x1k(14, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, tmp);
+    case 12: rtile4x1k(12, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, tmp, false); break;
+    case 112: rtile4x1k(12, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, tmp, true); break;
+    case 114: r6tile(p0, nr, bs, xa, K, xd, xdStride, nb, y); break;
+    default: rtile4x1k(14, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, tmp, false);
   }
 }
 
@@ -1433,6 +1532,42 @@ export function interleave4(src: usize, dst: usize, rows: i32, rowBytes: i32, bs
       return;
     }
   }
+  if (b == 144 || b == 210) {
+    if (ASC_FEATURE_RELAXED_SIMD) {
+      // Q4_K / Q6_K in the relaxed build: per super-block of a group, the 4 rows' d (and dmin) as f32
+      // (exact), then the rows: Q4_K [scales, minimums as u8 x 16 | the 128 nibble bytes], Q6_K [the 16
+      // scales | 256 quants as bytes, q6Paired] (decodeExtra32: 32 / 264 bytes more per group block)
+      let d = dst;
+      for (let g = 0; g < full; g += 4) {
+        const s0 = src + <usize>g * rb;
+        for (let k: usize = 0; k < nb; k++) {
+          if (b == 144) {
+            for (let i: usize = 0; i < 4; i++) {
+              const blk = s0 + i * rb + k * b;
+              store<f32>(d + i * 4, f16At(blk));
+              store<f32>(d + 16 + i * 4, f16At(blk + 2));
+            }
+            d += 32;
+            for (let i: usize = 0; i < 4; i++, d += 144) {
+              const blk = s0 + i * rb + k * b;
+              v128.store(d, k4ScalesMins(blk));
+              memory.copy(d + 16, blk + 16, 128);
+            }
+          } else {
+            for (let i: usize = 0; i < 4; i++) store<f32>(d + i * 4, f16At(s0 + i * rb + k * b + 208));
+            d += 16;
+            for (let i: usize = 0; i < 4; i++, d += 272) {
+              const blk = s0 + i * rb + k * b;
+              memory.copy(d, blk + 192, 16);
+              q6Paired(blk, d + 16);
+            }
+          }
+        }
+      }
+      if (full < rows) memory.copy(d, src + <usize>full * rb, <usize>(rows - full) * rb);
+      return;
+    }
+  }
   for (let g = 0; g < full; g += 4) {
     const s0 = src + <usize>g * rb;
     let d = dst + <usize>g * rb;
@@ -1449,11 +1584,30 @@ export function interleave4(src: usize, dst: usize, rows: i32, rowBytes: i32, bs
 }
 
 /**
- * Bytes the interleaved copy adds per full group of 4 rows and block (the f32 scales: block-32 types in
- * the relaxed build), 0 for the others: the copy takes rows x rowBytes + (rows >> 2) x blocks x this.
+ * The 256 quants (0..63) of the Q6_K super-block at blk as bytes at dst, in the order of Q6_K's decode
+ * tile: per 64 weights (4 sub-blocks of 16), 16-byte vectors of elements [0..7, 16..23], [8..15, 24..31],
+ * [32..39, 48..55], [40..47, 56..63] (each vector: 8 weights of two sub-blocks).
+ */
+function q6Paired(blk: usize, dst: usize): void {
+  for (let e: usize = 0; e < 256; e++) {
+    const h = e >> 7, quarter = (e & 127) >> 5, l = e & 31;
+    const lb = <u32>load<u8>(blk + h * 64 + l + (quarter & 1) * 32);
+    const nib = quarter >= 2 ? lb >> 4 : lb & 15;
+    const hb = (<u32>load<u8>(blk + 128 + h * 32 + l) >> (2 * <u32>quarter)) & 3;
+    const i = e & 63, j = i & 31, m = j & 15;
+    store<u8>(dst + (e >> 6) * 64 + ((i >> 5) * 2 + (m >> 3)) * 16 + (j >> 4) * 8 + (m & 7), <u8>(nib | (hb << 4)));
+  }
+}
+
+/**
+ * Bytes the interleaved copy adds per full group of 4 rows and block, 0 for none (relaxed build: the
+ * block-32 types' f32 scales 8; Q4_K's f32 d and dmin and unpacked scales 32; Q6_K's f32 d and bytes for
+ * the 6-bit quants 264): the copy takes rows x rowBytes + (rows >> 2) x blocks x this.
  */
 export function decodeExtra32(type: i32): i32 {
-  return ASC_FEATURE_RELAXED_SIMD && (type == 2 || type == 6 || type == 8 || type == 20) ? 8 : 0;
+  if (!ASC_FEATURE_RELAXED_SIMD) return 0;
+  if (type == 2 || type == 6 || type == 8 || type == 20) return 8;
+  return type == 12 ? 32 : type == 14 ? 264 : 0;
 }
 
 /** block bytes of the decode tiles' weight types (interleave4), 0 for the others */
@@ -1464,6 +1618,7 @@ export function decodeBlockBytes(type: i32): i32 {
     case 6: return 22;
     case 12: return 144;
     case 14: return 210;
+    case 0: return 16; // F32 (one-token matmul, copies made by prepareDecode only)
     default: return 0;
   }
 }
@@ -1512,7 +1667,11 @@ function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
         let p1 = p0 + <usize>min(1, rr - 1) * rowBytes, p2 = p0 + <usize>min(2, rr - 1) * rowBytes, p3 = p0 + <usize>min(3, rr - 1) * rowBytes;
         let st = bs;
         let kind = type;
-        if (extra != 0 && rr == 4) {
+        if (extra != 0 && rr == 4 && bl == 256) {
+          // Q4_K / Q6_K group blocks (interleave4): the tiles take the block's start (kinds 112, 114)
+          st = 4 * bs + extra;
+          kind = type + 100;
+        } else if (extra != 0 && rr == 4) {
           // scales (f32 x 4) at the group block's start, then each row's block without its 2 scale bytes;
           // the tile finds row i's quants at p_i + 2 and the scales at p0 - 14
           p0 += 14;

@@ -270,6 +270,8 @@ export class MatmulEngine {
   private readonly ours = new WeakSet<ArrayBufferLike>();
   /** a job's parameters, written into the control block by dispatch (reused: no allocation per call) */
   private readonly job = new Int32Array(17);
+  /** the input matmulInt rounded last (its xq/xd/xsum/xa buffers hold it; x: null when none) */
+  private rounded: { x: Float32Array | null; nTok: number; k: number; block: number; xq: number; xa: number } = { x: null, nTok: 0, k: 0, block: 0, xq: 0, xa: 0 };
   /** weights' copies interleaved by 4 rows for one-token matmuls (0: none) */
   private readonly interleaved = new WeakMap<KernelWeight, number>();
   private interleave = true;
@@ -435,7 +437,10 @@ export class MatmulEngine {
     const xAt = this.activations(x, nTok, k, kx);
     const yOwn = this.ptrOf(out, nTok * n);
     const yAt = yOwn >= 0 ? yOwn : this.buffer('y', nTok * n * 4);
-    if (this.hasType(w.type)) this.run(w.type.id, w.ptr, w.rowBytes, k, kx, xAt, nTok, yAt, n, n);
+    // one token on F32 rows: the copy interleaved by 4 rows when prepareDecode made one
+    const il = nTok === 1 && this.interleave && w.type.id === 0 && k === kx ? (this.interleaved.get(w) ?? 0) : 0;
+    if (il) this.run(0, il, w.rowBytes, k, kx, xAt, nTok, yAt, n, n, true);
+    else if (this.hasType(w.type)) this.run(w.type.id, w.ptr, w.rowBytes, k, kx, xAt, nTok, yAt, n, n);
     else {
       // TypeScript dequantizer: row blocks to f32 (stride kx), then the F32 kernel
       const codec = ggmlCodec(w.type);
@@ -475,21 +480,33 @@ export class MatmulEngine {
    * y (nTok x w.rows) = q(x) · Wᵀ with integer dot products, llama.cpp's CPU path: each row of x is
    * rounded to the weight type's vec_dot type (Q8_0 or Q8_K, bit for bit the TypeScript codecs) and
    * multiplied block by block with the stored quants in int32; block scales in f32 (the order of
-   * operations is intMatmulRef's). Needs intBlock(w) > 0.
+   * operations is intMatmulRef's). Needs intBlock(w) > 0. sameInput: x holds the same values as in this
+   * engine's previous matmulInt call (q/k/v, gate/up of one input): its rounding is reused when that
+   * call rounded the same array to the same block type (the same bits as rounding it again).
    */
-  matmulInt(out: Float32Array, x: Float32Array, w: KernelWeight, nTok: number): void {
+  matmulInt(out: Float32Array, x: Float32Array, w: KernelWeight, nTok: number, sameInput = false): void {
     if (w.engine !== this) throw new Error('weight belongs to another kernel engine');
     const bl = this.intBlock(w);
     if (bl === 0) throw new Error(`no integer matmul for ${w.type.name} with ${w.cols} columns`);
     const k = w.cols;
     const n = w.rows;
-    const xAt = this.activations(x, nTok, k, k);
     const nb = k / bl;
     const tp = (nTok + 3) & ~3;
     const xq = this.buffer('xq', tp * k * 2 + 16);
     const xd = this.buffer('xd', tp * nb * 4 + 16);
     const xs = this.buffer('xsum', tp * (k / 16) + 16);
-    this.exports.quantizeActs(bl, xAt, k * 4, nTok, k, xq, xd, xs);
+    // decode (under 4 tokens) in the relaxed build: 8-bit products on activations prepared once
+    const prep = nTok < 4 && this.variant === 'relaxed';
+    const xa = prep ? this.buffer('xa', nTok * this.exports.actBytes8(k) + 64) : 0;
+    const r = this.rounded;
+    if (!(sameInput && r.x === x && r.nTok === nTok && r.k === k && r.block === bl && r.xq === xq && r.xa === xa)) {
+      // round (and prepare) x; kept for the next call on the same input (q/k/v, gate/up: sameInput)
+      this.rounded.x = null;
+      const xAt = this.activations(x, nTok, k, k);
+      this.exports.quantizeActs(bl, xAt, k * 4, nTok, k, xq, xd, xs);
+      if (prep) this.exports.prepActs8(xq, nTok, k, xa);
+      this.rounded = { x, nTok, k, block: bl, xq, xa };
+    }
     const yOwn = this.ptrOf(out, nTok * n);
     const yAt = yOwn >= 0 ? yOwn : this.buffer('y', nTok * n * 4);
     const rowScratch = this.exports.intRowScratch(w.type.id, k);
@@ -510,12 +527,6 @@ export class MatmulEngine {
     const scratch = this.buffer('scratch', scratchBytes * this.threadCount);
     this.setJob(3, w.type.id, il || w.ptr, w.rowBytes, xq, xd, nTok, k, xs, yAt, n, n, chunkRows, scratch, scratchBytes);
     this.job[16] = il ? 1 + this.exports.decodeExtra32(w.type.id) : 0;
-    // decode (under 4 tokens) in the relaxed build: 8-bit products on activations prepared once here
-    let xa = 0;
-    if (nTok < 4 && this.variant === 'relaxed') {
-      xa = this.buffer('xa', nTok * this.exports.actBytes8(k) + 64);
-      this.exports.prepActs8(xq, nTok, k, xa);
-    }
     this.job[15] = xa;
     this.dispatch(Math.ceil(n / chunkRows), threads, nTok === 1);
     if (yOwn < 0) this.copyOut(out, yAt, nTok * n);
@@ -556,7 +567,8 @@ export class MatmulEngine {
    */
   prepareDecode(w: KernelWeight): number {
     if (w.engine !== this) throw new Error('weight belongs to another kernel engine');
-    if (this.intBlock(w) === 0) return 0;
+    // F32: copies only from here (a one-token matmul never makes one: it doubles the weight's bytes)
+    if (this.intBlock(w) === 0 && !(w.type.id === 0 && w.cols % 4 === 0)) return 0;
     return this.interleavedCopy(w) ? this.interleavedBytes(w) : 0;
   }
 
@@ -894,15 +906,24 @@ export class MatmulEngine {
   }
 
   /** One matmul job: rows [0, rows) of W at w go to columns [0, rows) of y (row stride n); x rows kx apart. */
-  private run(type: number, w: number, rowBytes: number, k: number, kx: number, x: number, nTok: number, y: number, n: number, rows: number): void {
+  private run(type: number, w: number, rowBytes: number, k: number, kx: number, x: number, nTok: number, y: number, n: number, rows: number, interleaved = false): void {
     const threads = this.pool && 2 * nTok * k * rows >= MIN_PARALLEL_FLOPS ? this.threadCount : 1;
-    let chunkRows = Math.min(MAX_CHUNK_ROWS, Math.max(3, Math.floor(SCRATCH_FLOATS / kx / 3) * 3));
-    if (threads > 1) chunkRows = Math.min(chunkRows, Math.max(3, Math.ceil(rows / (8 * threads) / 3) * 3));
-    chunkRows = Math.max(chunkRows, Math.ceil(rows / MAX_CHUNKS));
+    let chunkRows: number;
+    if (interleaved) {
+      // F32 copy interleaved by 4 rows (one token): chunks of whole groups, no scratch
+      chunkRows = threads > 1 ? Math.max(4, Math.ceil(rows / (8 * threads) / 4) * 4) : MAX_CHUNK_ROWS;
+      chunkRows = Math.max(chunkRows, Math.ceil(rows / MAX_CHUNKS / 4) * 4);
+    } else {
+      chunkRows = Math.min(MAX_CHUNK_ROWS, Math.max(3, Math.floor(SCRATCH_FLOATS / kx / 3) * 3));
+      if (threads > 1) chunkRows = Math.min(chunkRows, Math.max(3, Math.ceil(rows / (8 * threads) / 3) * 3));
+      chunkRows = Math.max(chunkRows, Math.ceil(rows / MAX_CHUNKS));
+    }
     const chunks = Math.ceil(rows / chunkRows);
-    const scratchBytes = chunkRows * kx * 4 + 64;
+    const scratchBytes = interleaved ? 64 : chunkRows * kx * 4 + 64;
     const scratch = this.buffer('scratch', scratchBytes * this.threadCount);
     this.setJob(1, type, w, rowBytes, x, kx * 4, nTok, k, kx, y, n, rows, chunkRows, scratch, scratchBytes);
+    this.job[15] = 0;
+    this.job[16] = interleaved ? 1 : 0;
     this.dispatch(chunks, threads, nTok === 1);
   }
 }

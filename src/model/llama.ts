@@ -642,6 +642,8 @@ export class Llama {
   private readonly engine: MatmulEngine | null;
   /** rounded activations in 'ggml' mode: batch x max(k) */
   private actScratch = new Float32Array(0);
+  /** the input of the last lin that ran an integer matmul (null after any other lin) */
+  private lastIntInput: Float32Array | null = null;
 
   /**
    * Sliding-window layers (Gemma) keep only their last window + batch - 1 positions, in a ring (as
@@ -807,19 +809,24 @@ export class Llama {
     }
   }
 
-  private lin(out: Float32Array, x: Float32Array, w: LinearWeight, nTok: number, expert?: number): void {
+  /** out = x · wᵀ (nTok rows); sameInput: x is unchanged since the previous lin (its rounding is reused) */
+  private lin(out: Float32Array, x: Float32Array, w: LinearWeight, nTok: number, expert?: number, sameInput = false): void {
     const input = x.subarray(0, nTok * w.cols);
     this.hooks.linearInput?.(w.name, input, nTok, w.cols, expert);
     if (this.activations === 'ggml') {
       // llama.cpp's own path: integer dot products on the stored blocks (activations rounded in the kernel)
       const kw = w.kernel;
       if (kw && !this.hooks.linear && kernelsEnabled() && kw.engine.intBlock(kw) > 0) {
-        kw.engine.matmulInt(out, x, kw, nTok);
+        // reuse the rounding only right after an integer matmul of the same input (lastIntInput)
+        kw.engine.matmulInt(out, x, kw, nTok, sameInput && this.lastIntInput === x && !this.hooks.linearInput);
+        this.lastIntInput = x;
         return;
       }
+      this.lastIntInput = null;
       if (this.actScratch.length < nTok * w.cols) this.actScratch = new Float32Array(this.s.batch * Math.max(w.cols, this.config.hiddenDim, this.config.dim, this.config.expertHiddenDim ?? 0));
       if (ggmlRoundActivations(w.type, x, nTok, w.cols, this.actScratch)) x = this.actScratch;
     }
+    this.lastIntInput = null;
     if (this.hooks.linear) this.hooks.linear(out, x.subarray(0, nTok * w.cols), w, nTok, expert);
     else linear(out, x, w, nTok);
   }
@@ -878,8 +885,8 @@ export class Llama {
       }
     } else {
       this.lin(s.q, s.xb, L.wq, nTok);
-      this.lin(s.k, s.xb, L.wk, nTok);
-      this.lin(s.v, s.xb, L.wv, nTok);
+      this.lin(s.k, s.xb, L.wk, nTok, undefined, true);
+      this.lin(s.v, s.xb, L.wv, nTok, undefined, true);
     }
     addBias(s.q, L.bq, nTok);
     addBias(s.k, L.bk, nTok);
@@ -950,7 +957,7 @@ export class Llama {
       }
     } else {
       this.lin(s.hb, s.xb, L.gate!, nTok);
-      this.lin(s.hb2, s.xb, L.up!, nTok);
+      this.lin(s.hb2, s.xb, L.up!, nTok, undefined, true);
       addBias(s.hb, L.bGate, nTok);
       addBias(s.hb2, L.bUp, nTok);
     }
