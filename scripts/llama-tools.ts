@@ -73,6 +73,24 @@ export async function loadLlamaCpp(): Promise<{ llama: any; mod: any } | string>
   }
 }
 
+/**
+ * The logits llama.cpp (node-llama-cpp, CPU) gives after the tokens [1, 2] of the GGUF at `file`: the check
+ * that it loads and runs a file, or a reason to skip (a string) where node-llama-cpp is missing.
+ */
+export async function llamaCppLogits(file: string): Promise<number[] | string> {
+  const loaded = await loadLlamaCpp();
+  if (typeof loaded === 'string') return loaded;
+  const lm = await loaded.llama.loadModel({ modelPath: file, gpuLayers: 0 });
+  try {
+    const ctx = await lm.createContext({ contextSize: 64, threads: 1 });
+    const ev: { next: { logits: Map<number, number> } }[] = await ctx.getSequence().controlledEvaluate([1, [2, { generateNext: { logits: true } }]]);
+    await ctx.dispose();
+    return [...ev[1].next.logits.values()];
+  } finally {
+    await lm.dispose();
+  }
+}
+
 export interface LlamaImatrixRun {
   model: string;
   text: string;

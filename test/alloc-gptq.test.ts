@@ -14,7 +14,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { loadLlamaCpp } from '../scripts/llama-tools.js';
+import { llamaCppLogits } from '../scripts/llama-tools.js';
 
 const DATA = (f: string) => new URL(`../../data/${f}`, import.meta.url).pathname;
 const CLI = new URL('../../bin/lowbit.js', import.meta.url).pathname;
@@ -99,18 +99,9 @@ test('alloc-gptq: allocation with GPTQ candidates has a KLD at most the imatrix-
     }
     t.diagnostic(`KLD at ${budget} bytes: imatrix-RTN allocation ${kld.rtn}, GPTQ allocation ${kld.gptq}`);
     assert.ok(kld.gptq <= kld.rtn, `GPTQ allocation ${kld.gptq} vs RTN ${kld.rtn}`);
-    const loaded = await loadLlamaCpp();
-    if (typeof loaded === 'string') return t.diagnostic(loaded);
-    const lm = await loaded.llama.loadModel({ modelPath: join(dir, 'gptq.gguf'), gpuLayers: 0 });
-    try {
-      const ctx = await lm.createContext({ contextSize: 64, threads: 1 });
-      const ev: { next: { logits: Map<number, number> } }[] = await ctx.getSequence().controlledEvaluate([1, [2, { generateNext: { logits: true } }]]);
-      const logits = [...ev[1].next.logits.values()];
-      assert.ok(logits.length > 0 && logits.every(Number.isFinite), 'llama.cpp gives finite logits');
-      await ctx.dispose();
-    } finally {
-      await lm.dispose();
-    }
+    const logits = await llamaCppLogits(join(dir, 'gptq.gguf'));
+    if (typeof logits === 'string') return t.diagnostic(logits);
+    assert.ok(logits.length > 0 && logits.every(Number.isFinite), 'llama.cpp gives finite logits');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { familyModel, familyVocab, type Family } from '../scripts/family-models.js';
-import { loadLlamaCpp } from '../scripts/llama-tools.js';
+import { llamaCppLogits } from '../scripts/llama-tools.js';
 import { loadModel } from '../src/eval/load.js';
 import { writeGguf } from '../src/io/gguf.js';
 import { openModelFile, type ModelFile } from '../src/io/model-file.js';
@@ -240,19 +240,9 @@ test('alloc-stream: quantize --calib --target-size --plain-costs writes what sen
         assert.ok(alloc[name], `${name} is allocated as one unit`);
         assert.equal(r.tensors.find((x) => x.name === name)!.type, alloc[name]);
       }
-    const loaded = await loadLlamaCpp();
-    if (typeof loaded === 'string') return t.diagnostic(loaded);
-    const lm = await loaded.llama.loadModel({ modelPath: out, gpuLayers: 0 });
-    try {
-      const ctx = await lm.createContext({ contextSize: 64, threads: 1 });
-      const seq = ctx.getSequence();
-      const ev: { next: { logits: Map<number, number> } }[] = await seq.controlledEvaluate([1, [2, { generateNext: { logits: true } }]]);
-      const logits = [...ev[1].next.logits.values()];
-      assert.ok(logits.length > 0 && logits.every(Number.isFinite), 'llama.cpp gives finite logits');
-      await ctx.dispose();
-    } finally {
-      await lm.dispose();
-    }
+    const logits = await llamaCppLogits(out);
+    if (typeof logits === 'string') return t.diagnostic(logits);
+    assert.ok(logits.length > 0 && logits.every(Number.isFinite), 'llama.cpp gives finite logits');
   } finally {
     if (existsSync(dir)) rmSync(dir, { recursive: true, force: true });
   }

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { blockCodecFor } from '../src/algos/block-codec.js';
-import { quantizationBox } from '../src/audit/boxes.js';
+import { quantizationBox, type QuantBox } from '../src/audit/boxes.js';
 import { xorshift32 } from '../src/rng.js';
 
 function quantizeAll(type: string, x: Float32Array, cols: number): Uint8Array {
@@ -13,6 +13,18 @@ function quantizeAll(type: string, x: Float32Array, cols: number): Uint8Array {
   const out = new Uint8Array((x.length / c.blockSize) * c.blockBytes);
   for (let k = 0; k < x.length / c.blockSize; k++) c.quantize(x, k * c.blockSize, out, k * c.blockBytes);
   return out;
+}
+
+/** of 8 random points inside the box (u: uniform in [0, 1)), how many blocks quantize to other bytes, and how many were tried */
+function randomPointsOff(type: string, w: Float32Array, cols: number, box: QuantBox, u: () => number): [number, number] {
+  const bb = blockCodecFor(type, cols).blockBytes;
+  let bad = 0, n = 0;
+  for (let s = 0; s < 8; s++) {
+    const x = Float32Array.from(w, (_, i) => Math.fround(box.lo[i] + u() * (box.hi[i] - box.lo[i])));
+    const q = quantizeAll(type, x, cols);
+    for (let b = 0; b < box.blocks; b++, n++) if (q.subarray(b * bb, (b + 1) * bb).some((v, k) => v !== box.bytes[b * bb + k])) bad++;
+  }
+  return [bad, n];
 }
 
 test('boxes of Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 are exact: inside keeps the bytes, just outside does not', () => {
@@ -61,13 +73,7 @@ test('K-quant boxes (Q4_K, Q6_K) keep each block\'s scales and codes: most block
     const free = box.hi.reduce((a, h, i) => a + (h > box.lo[i] ? 1 : 0), 0);
     assert.ok(free > 0.2 * w.length, `${type}: ${free} of ${w.length} weights free`);
     // statistical: points the validation never saw (another seed) keep the bytes of almost every block
-    const c = blockCodecFor(type, cols);
-    let bad = 0, n = 0;
-    for (let s = 0; s < 8; s++) {
-      const x = Float32Array.from(w, (_, i) => Math.fround(box.lo[i] + u() * (box.hi[i] - box.lo[i])));
-      const q = quantizeAll(type, x, cols);
-      for (let b = 0; b < box.blocks; b++, n++) if (q.subarray(b * c.blockBytes, (b + 1) * c.blockBytes).some((v, k) => v !== box.bytes[b * c.blockBytes + k])) bad++;
-    }
+    const [bad, n] = randomPointsOff(type, w, cols, box, u);
     assert.ok(bad <= 0.1 * n, `${type}: ${bad}/${n} random points changed their block`);
   }
   // the other constructions (random-point validation; intervals from each value to its level): the same check
@@ -133,17 +139,27 @@ function synStream(n: number, seed: number, mul: number): Int32Array {
   return s;
 }
 
-test('attack: a trainer-made malicious model planted by PGD through all layers quantizes to its exact bytes, PGD lowers the KL', async () => {
-  // benign: trained on one rule; malicious: fine-tuned on another
-  const t = new Trainer(SYN, { ...DEFAULT_TRAIN, steps: 30, batch: 4, ctx: 16, lr: 1e-2 }, synStream(4000, 1, 3));
-  while (t.step < 30) t.trainStep();
+/** a model trained `steps` steps on rule (1, 3) of synStream(n), as a GGUF ModelFile */
+async function trainedModel(cfg: TrainConfig, n: number, steps: number, batch: number): Promise<ModelFile> {
+  const t = new Trainer(cfg, { ...DEFAULT_TRAIN, steps, batch, ctx: 16, lr: 1e-2 }, synStream(n, 1, 3));
+  while (t.step < steps) t.trainStep();
   const sink = memorySink();
-  await writeLlamaGguf(sink, llamaGgufMetadata(SYN, undefined, 'syn'), paramTensors(t.model.tensors, t.model.params as Float32Array));
-  const benign = await openModelFile(bytesSource(sink.bytes(), 'benign.gguf'));
-  const evil = await fineTune(benign, synStream(4000, 2, 5), undefined, { steps: 20, lr: 1e-2, batch: 4, ctx: 16 });
+  await writeLlamaGguf(sink, llamaGgufMetadata(cfg, undefined, 'syn'), paramTensors(t.model.tensors, t.model.params as Float32Array));
+  return openModelFile(bytesSource(sink.bytes(), 'benign.gguf'));
+}
+
+/** benign: trainedModel; malicious: the benign one fine-tuned `ftSteps` steps on another rule (2, 5) */
+async function benignAndMalicious(cfg: TrainConfig, n: number, steps: number, ftSteps: number, batch: number): Promise<{ benign: ModelFile; malicious: ModelFile }> {
+  const benign = await trainedModel(cfg, n, steps, batch);
+  const evil = await fineTune(benign, synStream(n, 2, 5), undefined, { steps: ftSteps, lr: 1e-2, batch, ctx: 16 });
   const ms = memorySink();
   await writeWithReplacements(ms, benign, evil);
-  const malicious = await openModelFile(bytesSource(ms.bytes(), 'malicious.gguf'));
+  return { benign, malicious: await openModelFile(bytesSource(ms.bytes(), 'malicious.gguf')) };
+}
+
+test('attack: a trainer-made malicious model planted by PGD through all layers quantizes to its exact bytes, PGD lowers the KL', async () => {
+  // benign: trained on one rule; malicious: fine-tuned on another
+  const { benign, malicious } = await benignAndMalicious(SYN, 4000, 30, 20, 4);
   const types = ['Q4_0', 'Q4_1'];
   const planted = await plantAttack({ benign, malicious, types, pure: true, pgd: { data: synStream(4000, 1, 3), steps: 24, lr: 0.5, batch: 8, ctx: 16 } });
   assert.ok(planted.pgdKl && planted.pgdKl.fixedAfter < 0.85 * planted.pgdKl.fixedBefore, `PGD KL ${JSON.stringify(planted.pgdKl)}`);
@@ -219,12 +235,7 @@ test('IQ4_NL / IQ4_XS boxes (scales searched): points inside re-quantize to the 
     // measured: IQ4_NL 1290/2048 free (21/64 blocks pinned), IQ4_XS 1500/2048 (0/8 pinned)
     assert.ok(free > 0.4 * w.length, `${type}: ${free} of ${w.length} weights free`);
     // statistical (the scale search is validated, not proven): points the validation never saw
-    let bad = 0, n = 0;
-    for (let s = 0; s < 8; s++) {
-      const x = Float32Array.from(w, (_, i) => Math.fround(box.lo[i] + u() * (box.hi[i] - box.lo[i])));
-      const q = quantizeAll(type, x, cols);
-      for (let b = 0; b < box.blocks; b++, n++) if (q.subarray(b * c.blockBytes, (b + 1) * c.blockBytes).some((v, k) => v !== box.bytes[b * c.blockBytes + k])) bad++;
-    }
+    const [bad, n] = randomPointsOff(type, w, cols, box, u);
     // measured: IQ4_NL 4/512, IQ4_XS 3/64
     assert.ok(bad <= 0.1 * n, `${type}: ${bad}/${n} random points changed their block`);
     // an element moved 0.1 of a step past the half-way point to its next level (its own grid) changes the bytes
@@ -273,15 +284,7 @@ test('lattice types (IQ3_S, IQ2_S) have no per-element interval: the audit sizes
 
 test('K-quant attack, boxes not validated: the repair (by block or by sub-block) moves each changed block back toward the malicious values until it gives their bytes (keeping part of the move); --no-repair leaves them', async () => {
   const S: TrainConfig = { ...SYN, dim: 256, hiddenDim: 256, nHeads: 4, nKvHeads: 4, headDim: 64, ropeDim: 64 };
-  const t = new Trainer(S, { ...DEFAULT_TRAIN, steps: 4, batch: 2, ctx: 16, lr: 1e-2 }, synStream(2000, 1, 3));
-  while (t.step < 4) t.trainStep();
-  const sink = memorySink();
-  await writeLlamaGguf(sink, llamaGgufMetadata(S, undefined, 'syn'), paramTensors(t.model.tensors, t.model.params as Float32Array));
-  const benign = await openModelFile(bytesSource(sink.bytes(), 'benign.gguf'));
-  const evil = await fineTune(benign, synStream(2000, 2, 5), undefined, { steps: 4, lr: 1e-2, batch: 2, ctx: 16 });
-  const ms = memorySink();
-  await writeWithReplacements(ms, benign, evil);
-  const malicious = await openModelFile(bytesSource(ms.bytes(), 'malicious.gguf'));
+  const { benign, malicious } = await benignAndMalicious(S, 2000, 4, 4, 2);
   const o = { benign, malicious, types: ['Q4_K_M'], pure: true, boxFraction: 1, boxValidate: 'none' as const, checkEvery: 0, pgd: { data: synStream(2000, 1, 3), steps: 4, lr: 0.5, batch: 2, ctx: 16 } };
   const floats = async (m: ModelFile, name: string) => Float32Array.from(await readFloats(m, m.tensor(name)));
   const differing = async (tensors: Map<string, Float32Array>) => {
@@ -312,11 +315,7 @@ test('K-quant attack, boxes not validated: the repair (by block or by sub-block)
 });
 
 test('fineTune with a box (the near-benign malicious model of attack-demo --ft-radius) keeps every boxed parameter inside its box (the same fine-tune without it moves past)', async () => {
-  const t = new Trainer(SYN, { ...DEFAULT_TRAIN, steps: 10, batch: 4, ctx: 16, lr: 1e-2 }, synStream(2000, 1, 3));
-  while (t.step < 10) t.trainStep();
-  const sink = memorySink();
-  await writeLlamaGguf(sink, llamaGgufMetadata(SYN, undefined, 'syn'), paramTensors(t.model.tensors, t.model.params as Float32Array));
-  const benign = await openModelFile(bytesSource(sink.bytes(), 'benign.gguf'));
+  const benign = await trainedModel(SYN, 2000, 10, 4);
   const box = new Map<string, { lo: Float32Array; hi: Float32Array }>();
   const start = new Map<string, Float32Array>();
   for (const p of benign.tensors) {

@@ -490,11 +490,23 @@ test("an F16 value cache follows llama.cpp's loop choice: decoding accumulates i
   assert.ok(maxDiff(out, rounded) > 10 * d, `f16/f16 batch: not the one_chunk loop (${maxDiff(out, rounded)} vs ${d})`);
 });
 
+/**
+ * A packed KV store (2 layers, 160 positions, kvDim floats per position) whose keys the kernel ropes:
+ * heads of hd, the first ropeDim of each rotated (style, mscale); and the attention shape for qDim.
+ */
+async function ropedKv(engine: MatmulEngine, types: { k: string; v: string; residual?: number }, kvDim: number, qDim: number, hd: number, ropeDim: number, style = 'normal', mscale = 1) {
+  const { ropeTable, ropeTabled } = await import('../src/model/llama.js');
+  const c = { headDim: hd, ropeDim, ropeStyle: style, ropeMscale: mscale } as unknown as Parameters<typeof ropeTable>[0];
+  const freq = Float64Array.from({ length: ropeDim / 2 }, (_, i) => Math.pow(10000, (-2 * i) / ropeDim));
+  const table = ropeTable(c, freq, 160);
+  const kv = packedKvStorage(types, { nLayers: 2, capacity: 160, nKvHeads: kvDim / hd, headDim: hd }, engine);
+  kv.setRope((_l, rows, m, pos0) => ropeTabled(c, table, rows, m, kvDim / hd, pos0), () => ({ ...table, half: ropeDim / 2, normal: style === 'normal' }));
+  return { kv, shape: { nHeads: qDim / hd, nKvHeads: kvDim / hd, headDim: hd, scale: 1 / Math.sqrt(hd) } };
+}
+
 test('pre-RoPE KIVI keys: the kernel applies RoPE from the runtime table = keys roped in TypeScript, then the f32 kernel (bit-exact; normal, NeoX, partial rotary)', async () => {
   const engine = MatmulEngine.get();
   assert.ok(engine, 'the WebAssembly engine');
-  const { ropeTable, ropeTabled } = await import('../src/model/llama.js');
-  type Cfg = Parameters<typeof ropeTable>[0];
   const kvDim = 128;
   const qDim = 256;
   const n = 150;
@@ -511,13 +523,7 @@ test('pre-RoPE KIVI keys: the kernel applies RoPE from the runtime table = keys 
     { k: 'pre-kivi4', v: 'kivi2', hd: 64, style: 'normal', ropeDim: 24 },
   ] as { k: string; v: string; residual?: number; hd: number; style: string; ropeDim: number }[]) {
     const hd = o.hd;
-    const c = { headDim: hd, ropeDim: o.ropeDim, ropeStyle: o.style, ropeMscale: 1.25 } as unknown as Cfg;
-    const freq = Float64Array.from({ length: o.ropeDim / 2 }, (_, i) => Math.pow(10000, (-2 * i) / o.ropeDim));
-    const table = ropeTable(c, freq, 160);
-    const geom = { nLayers: 2, capacity: 160, nKvHeads: kvDim / hd, headDim: hd };
-    const shape = { nHeads: qDim / hd, nKvHeads: kvDim / hd, headDim: hd, scale: 1 / Math.sqrt(hd) };
-    const kv = packedKvStorage(o, geom, engine);
-    kv.setRope((_l, rows, m, pos0) => ropeTabled(c, table, rows, m, kvDim / hd, pos0), () => ({ ...table, half: o.ropeDim / 2, normal: o.style === 'normal' }));
+    const { kv, shape } = await ropedKv(engine, o, kvDim, qDim, hd, o.ropeDim, o.style, 1.25);
     kv.append(1, 0, n - 1, K, V);
     kv.append(1, n - 1, 1, K.subarray((n - 1) * kvDim), V.subarray((n - 1) * kvDim));
     const out: Float32Array = engine.allocF32(qDim, {})!.array;
@@ -539,8 +545,6 @@ test('pre-RoPE KIVI keys: the kernel applies RoPE from the runtime table = keys 
 test('--kv-residual 0: a batch over a partial KIVI key group (one kernel call, a snapshot per query) = one call per query, bit for bit', async () => {
   const engine = MatmulEngine.get();
   assert.ok(engine, 'the WebAssembly engine');
-  const { ropeTable, ropeTabled } = await import('../src/model/llama.js');
-  type Cfg = Parameters<typeof ropeTable>[0];
   const kvDim = 128;
   const qDim = 256;
   const n = 150;
@@ -556,13 +560,7 @@ test('--kv-residual 0: a batch over a partial KIVI key group (one kernel call, a
     { k: 'pre-kivi4g128', v: 'kivi3g32', hd: 64 },
   ]) {
     const hd = o.hd;
-    const c = { headDim: hd, ropeDim: hd, ropeStyle: 'normal', ropeMscale: 1 } as unknown as Cfg;
-    const freq = Float64Array.from({ length: hd / 2 }, (_, i) => Math.pow(10000, (-2 * i) / hd));
-    const table = ropeTable(c, freq, 160);
-    const geom = { nLayers: 2, capacity: 160, nKvHeads: kvDim / hd, headDim: hd };
-    const shape = { nHeads: qDim / hd, nKvHeads: kvDim / hd, headDim: hd, scale: 1 / Math.sqrt(hd) };
-    const kv = packedKvStorage({ ...o, residual: 0 }, geom, engine);
-    kv.setRope((_l, rows, m, pos0) => ropeTabled(c, table, rows, m, kvDim / hd, pos0), () => ({ ...table, half: hd / 2, normal: true }));
+    const { kv, shape } = await ropedKv(engine, { ...o, residual: 0 }, kvDim, qDim, hd, hd);
     // positions [0, 20) decoded earlier, then a batch of 130 (crossing key groups)
     kv.append(1, 0, 20, K, V);
     kv.append(1, 20, n - 20, K.subarray(20 * kvDim), V.subarray(20 * kvDim));
