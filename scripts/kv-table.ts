@@ -62,9 +62,11 @@ if (part === 'all' || part === 'llama') {
   console.log('| cache (keys = values) | bits | llama.cpp KLD as shipped | PPL | top-1 | llama.cpp KLD, LLAMA_ATTN_ROT_DISABLE=1 | PPL | top-1 |');
   console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
   const bits: Record<string, number> = { f16: 16, bf16: 16, q8_0: 8.5, q5_1: 6, q5_0: 5.5, q4_1: 5, q4_0: 4.5, iq4_nl: 4.5 };
+  // -c ctx: without it llama-perplexity takes n_ctx 2048 as 2048 / ctx sequences of one batch, which a model
+  // trained at 1024 cannot hold at ctx 1024 ("failed to find a memory slot")
   for (const t of Object.keys(bits)) {
-    const m = runLlama(['-m', model, '--kl-divergence-base', base, '--kl-divergence', '-ctk', t, '-ctv', t, '-fa', 'on'], LLAMA_KLD);
-    const d = ['f16', 'bf16'].includes(t) ? null : runLlama(['-m', model, '--kl-divergence-base', base, '--kl-divergence', '-ctk', t, '-ctv', t, '-fa', 'on'], LLAMA_KLD, { LLAMA_ATTN_ROT_DISABLE: '1' });
+    const m = runLlama(['-m', model, '-c', ctx, '--kl-divergence-base', base, '--kl-divergence', '-ctk', t, '-ctv', t, '-fa', 'on'], LLAMA_KLD);
+    const d = ['f16', 'bf16'].includes(t) ? null : runLlama(['-m', model, '-c', ctx, '--kl-divergence-base', base, '--kl-divergence', '-ctk', t, '-ctv', t, '-fa', 'on'], LLAMA_KLD, { LLAMA_ATTN_ROT_DISABLE: '1' });
     const row = (x: RegExpMatchArray | null) => (x ? `${Number(x[2]).toExponential(3)} | ${Number(x[1]).toFixed(3)} | ${Number(x[4]).toFixed(2)} %` : ' | | ');
     console.log(`| ${t} | ${bits[t]} | ${row(m)} | ${row(d)} |`);
   }

@@ -120,6 +120,24 @@ test('KIVI records: 2, 3 and 4 bits, groups of 32 and 64, f16 scale and minimum,
   for (let i = 0; i < 70 * 32; i++) e3 = Math.max(e3, Math.abs(o0[i] - rows[i]));
   assert.ok(e3 > 0 && e3 < 1.2, `kivi3g64 max error ${e3}`);
   assert.throws(() => s0.readPartial!(0, 0, 64, o0), /not a partial group/);
+  // a restart at position 0 after writes in several batches (eval's next chunk at ctx > its batch of 512)
+  // = a fresh side; any other rewind before the f32 rows is refused
+  for (const R of [0, 64]) {
+    const re = new KiviSide(parseKvCacheType('kivi2'), true, R, 1, 256, 32);
+    re.write(0, 0, 64, rows.subarray(32 * 32));
+    re.write(0, 64, 36, rows.subarray(96 * 32));
+    assert.throws(() => re.write(0, 10, 1, rows), /cannot rewind layer 0 to position 10/);
+    re.write(0, 0, 70, rows);
+    const fresh = new KiviSide(parseKvCacheType('kivi2'), true, R, 1, 256, 32);
+    fresh.write(0, 0, 70, rows);
+    const [a, b] = [new Float32Array(70 * 32), new Float32Array(70 * 32)];
+    for (const [side, o] of [[re, a], [fresh, b]] as const) {
+      side.readQuantized(0, 0, 64, o);
+      if (R === 0) side.readPartial!(0, 64, 70, o);
+      else side.readFull(0, 64, 70, o);
+    }
+    assert.deepEqual(a, b);
+  }
   assert.throws(() => new KiviSide(parseKvCacheType('kivi2g64'), true, 32, 1, 256, 32), /multiple of 64/);
   assert.throws(() => new KiviSide(parseKvCacheType('kivi2.4'), true, 32, 3, 256, 32), /2 per-layer bit widths for a model of 3 layers/);
 });

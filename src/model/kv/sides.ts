@@ -230,7 +230,11 @@ export class KiviSide implements KvSide {
     const pc = this.partialCache[layer];
     if (pc && pos < pc.from + pc.n) pc.n = 0; // a rewind: positions the cache showed change
     const start = Math.floor(pos / R) * R; // first position this write may need in f32
-    if (start < this.fullStart[layer]) fail(`KIVI cache: cannot rewind layer ${layer} to position ${pos} (positions before ${this.fullStart[layer]} are only kept quantized)`);
+    if (start < this.fullStart[layer]) {
+      // a restart at 0 (eval's next chunk after a chunk longer than one batch) needs nothing of the old rows
+      if (pos !== 0) fail(`KIVI cache: cannot rewind layer ${layer} to position ${pos} (positions before ${this.fullStart[layer]} are only kept quantized)`);
+      this.fullStart[layer] = 0;
+    }
     // drop f32 rows before `start`, append the new ones
     const old = this.full[layer];
     const keepFrom = (start - this.fullStart[layer]) * kd;
