@@ -99,7 +99,6 @@ export async function gptqBlocksParallel(
   opts: GptqBlockOptions,
   workers: GptqWorkers | undefined,
 ): Promise<GptqPartResult> {
-  const minWeights = workers?.minWeights ?? MIN_PARALLEL_WEIGHTS;
   const factor: GptqFactor = gptqFactor(hessian, k, opts);
   const job = (r0: number, r1: number): GptqPartJob => ({
     target: target ?? '',
@@ -112,9 +111,15 @@ export async function gptqBlocksParallel(
     importance: opts.importance,
     clipWeights: opts.clipWeights,
   });
-  const parts = workers && target && n * k >= minWeights ? Math.min(n, workers.count + 1) : 1;
+  const parts = rowParts(n, k, target, workers);
   if (parts === 1) return gptqPartRun(job(0, n), codec);
   return splitRows(n, k, parts, workers!, job, (j) => gptqPartRun(j, codec));
+}
+
+/** how many row ranges an n x k matrix is split into: one per worker and this thread when there are workers, a target and enough weights */
+function rowParts(n: number, k: number, target: string | undefined, workers: GptqWorkers | undefined): number {
+  const minWeights = workers?.minWeights ?? MIN_PARALLEL_WEIGHTS;
+  return workers && target && n * k >= minWeights ? Math.min(n, workers.count + 1) : 1;
 }
 
 /**
@@ -169,8 +174,7 @@ export async function autoRoundBlocksParallel(
   opts: AutoRoundOptions,
   workers: GptqWorkers | undefined,
 ): Promise<GptqPartResult & { stats: AutoRoundStats }> {
-  const minWeights = workers?.minWeights ?? MIN_PARALLEL_WEIGHTS;
-  const parts = workers && target && n * k >= minWeights ? Math.min(n, workers.count + 1) : 1;
+  const parts = rowParts(n, k, target, workers);
   if (parts === 1) return autoRoundBlocks(codec, w, n, k, hessian, opts);
   const h = Float32Array.from(hessian);
   const rowBytes = (k / codec.blockSize) * codec.blockBytes;
