@@ -23,7 +23,7 @@ import * as path from 'node:path';
 import { injectTokenBias, writeWithReplacements } from '../src/audit/run.js';
 import { loadModel } from '../src/eval/load.js';
 import { openModelFile } from '../src/io/model-file.js';
-import { calibrationWindows } from '../src/pipeline/calibrate.js';
+import { calibrationWindows } from '../src/pipeline/passes/load.js';
 import { ROOT } from './llama-tools.js';
 
 const OUT = path.join(ROOT, '.cache', 'audit-table');

@@ -16,7 +16,7 @@ import { test } from 'node:test';
 import { injectTokenBias, writeWithReplacements } from '../src/audit/run.js';
 import { loadModel } from '../src/eval/load.js';
 import { openModelFile } from '../src/io/model-file.js';
-import { calibrationWindows } from '../src/pipeline/calibrate.js';
+import { calibrationWindows } from '../src/pipeline/passes/load.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const GGUF = path.join(ROOT, 'data', 'stories260K.gguf');

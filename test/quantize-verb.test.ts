@@ -107,7 +107,8 @@ test('model families: one row per architecture; HF names round-trip; groups cove
 });
 
 test('calibration stages: "measure KLD" is 0 against the model\'s own logits and grows with a quantized layer; "collect Hessians" gives a symmetric PSD-diagonal H', async () => {
-  const { LayerCalibration, loadWeights, calibrationWindows } = await import('../src/pipeline/calibrate.js');
+  const { LayerCalibration } = await import('../src/pipeline/passes/stages.js');
+  const { loadWeights, calibrationWindows } = await import('../src/pipeline/passes/load.js');
   const { llamaConfigFromGguf } = await import('../src/model/llama.js');
   const { plainValue } = await import('../src/io/gguf.js');
   const { ggmlTypeByName } = await import('../src/quant/ggml/types.js');

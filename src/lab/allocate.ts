@@ -10,7 +10,7 @@ import type { Recipe } from '../algos/recipe.js';
 import type { ModelFile } from '../io/model-file.js';
 import type { ByteSource } from '../io/source.js';
 import { loadModel } from '../eval/load.js';
-import { calibrationWindows } from '../pipeline/calibrate.js';
+import { calibrationWindows } from '../pipeline/passes/load.js';
 import { allocateToSize, bytesForBpw, parameterCount, type AllocationResult } from '../pipeline/allocate.js';
 import { DEFAULT_SENSITIVITY_TYPES, measureSensitivity } from '../pipeline/sensitivity.js';
 

@@ -29,8 +29,9 @@ import { linear, makeLinearWeight, type LinearWeight } from '../model/matmul.js'
 import { ggmlCodec, ggmlRowBytes, ggmlTypeByName } from '../quant/ggml/index.js';
 import { IQ_NEEDS_IMPORTANCE } from '../quant/ggml/iq-quant.js';
 import { readFloats, type RowQuantizer } from './quantize.js';
-import { InputStats, type ExpertStats } from './calibrate.js';
-import { modelShape, streamStatistics } from './stats-pass.js';
+import { InputStats, type ExpertStats } from './passes/input-stats.js';
+import { modelShape } from './passes/load.js';
+import { streamStatistics } from './stats-pass.js';
 
 export const SENSITIVITY_VERSION = 1;
 export const DEFAULT_SENSITIVITY_TYPES = ['Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K', 'Q8_0', 'IQ4_XS'] as const;

@@ -12,15 +12,15 @@
  */
 import { fail } from '../errors.js';
 import { MatmulEngine } from '../kernels/matmul.js';
-import { plainValue } from '../io/gguf.js';
 import type { ModelFile, ModelTensor } from '../io/model-file.js';
 import { toFloat32 } from '../io/tensor-data.js';
-import { familyOf, linearOf, type LinearRole, type ModelFamily } from '../model/family.js';
-import { llamaConfigFromGguf } from '../model/llama.js';
+import { linearOf, type LinearRole } from '../model/family.js';
 import { matmul } from '../model/matmul.js';
 import type { LlamaConfig, StoredTensor } from '../model/types.js';
 import { ggmlTypeByName } from '../quant/ggml/types.js';
-import { LayerCalibration, type ExpertStats, type FloatTensor, type InputStats } from './calibrate.js';
+import type { ExpertStats, FloatTensor, InputStats } from './passes/input-stats.js';
+import { modelShape } from './passes/load.js';
+import { LayerCalibration } from './passes/stages.js';
 
 /** one linear weight of the original model with the statistics of its input */
 export interface StreamedLinear {
@@ -44,16 +44,6 @@ export interface StreamOptions {
   /** called for every linear weight of the model (q/k/v/o, gate/up/down or their fused or expert forms, router, output) */
   onLinear: (x: StreamedLinear) => void | Promise<void>;
   onProgress?: (message: string, done: number, total: number) => void;
-}
-
-/** The runtime's configuration and family of a GGUF model, from its header alone. */
-export function modelShape(m: ModelFile): { config: LlamaConfig; family: ModelFamily; metadata: Map<string, unknown> } {
-  if (!m.gguf) fail(`the calibration pass needs a GGUF input (convert first: lowbit convert ${m.name} model.gguf)`);
-  const metadata = new Map<string, unknown>([...m.gguf.metadata].map(([k, v]) => [k, plainValue(v)]));
-  const f32 = ggmlTypeByName('F32')!;
-  const infos: StoredTensor[] = m.tensors.map((t) => ({ name: t.name, type: f32, dims: t.ne ? [...t.ne] : [...t.shape].reverse(), data: new Uint8Array(0) }));
-  const config = llamaConfigFromGguf(metadata, infos);
-  return { config, family: familyOf(config.arch ?? String(metadata.get('general.architecture')), config.nExperts !== undefined), metadata };
 }
 
 const dimsOf = (t: ModelTensor): number[] => (t.ne ? [...t.ne] : [...t.shape].reverse());

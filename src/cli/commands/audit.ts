@@ -2,7 +2,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { fail } from '../../errors.js';
 import { auditModel, edgeSweep, plantAttack, SWEEP_TYPES, writeWithReplacements, type SweepAudit, type TypeAudit } from '../../audit/run.js';
-import { calibrationWindows } from '../../pipeline/calibrate.js';
+import { calibrationWindows } from '../../pipeline/passes/load.js';
 import type { Command } from '../args.js';
 import { checkOutput, noteInput, readInputText, withAtomicFile } from '../files.js';
 import { openModelPath } from '../model-open.js';

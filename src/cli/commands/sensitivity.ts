@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { fail } from '../../errors.js';
-import { calibrationWindows } from '../../pipeline/calibrate.js';
+import { calibrationWindows, modelShape } from '../../pipeline/passes/load.js';
 import { algorithmName, type Recipe } from '../../algos/recipe.js';
 import { ptqOptions } from '../../algos/ptq-options.js';
 import type { Imatrix } from '../../algos/imatrix.js';
@@ -8,7 +8,6 @@ import type { ModelFile } from '../../io/model-file.js';
 import { allocateToSize, bytesForBpw, parameterCount, type AllocateMethod, type AllocationResult } from '../../pipeline/allocate.js';
 import { DEFAULT_SENSITIVITY_TYPES, kldFitness, measureSensitivity, modelFingerprint, parseSensitivityDb, type SensitivityDb } from '../../pipeline/sensitivity.js';
 import { sensitivityReportHtml } from '../../pipeline/sensitivity-report.js';
-import { modelShape } from '../../pipeline/stats-pass.js';
 import { vocabFromGgufMetadata } from '../../io/vocab.js';
 import { Tokenizer } from '../../model/tokenizer.js';
 import type { Command } from '../args.js';

@@ -1,0 +1,299 @@
+/**
+ * Pass "layers": the layer-by-layer driver (GPTQ's sequential scheme). For each layer, for each input
+ * group of the model's family (model/family.ts: q/k/v share attn_norm's output, gate/up share
+ * ffn_norm's, ...): collect the group input's statistics (stages.ts), fold the scales the algorithms ask
+ * for (fold.ts: SmoothQuant / OS+ / AWQ on the norm, AWQ across the family's fold pairs), round the
+ * group's linears with their algorithms from the algorithm table (round.ts); the quantized layer's
+ * outputs become the next layer's input; the output head last. Methods learned on a layer's output
+ * (AutoRound's block objective, OmniQuant) run on the layer as a whole.
+ * Memory: the float weights, X and one layer's statistics.
+ */
+import { fail } from '../../errors.js';
+import { awqSearchHessian, smoothQuantScales } from '../../algos/awq.js';
+import type { PtqOptions } from '../../algos/ptq-options.js';
+import type { Recipe } from '../../algos/recipe.js';
+import { sqnrDb } from '../../eval/metrics.js';
+import { linearOf, storageOf, type FoldPair, type InputGroup, type LayerInput, type LinearRole } from '../../model/family.js';
+import type { LlamaConfig } from '../../model/types.js';
+import { algorithmsOf, learnsLayer, scalesInputs, type AlgorithmSpec } from '../algorithms.js';
+import { autoroundSchedule, BLOCK_TENSORS, BlockRunner, blockObjectiveRefusal, refineBlock, type BlockLinear } from '../block-round.js';
+import { omniquantLayer } from '../omniquant.js';
+import type { QuantizePlan } from '../plan.js';
+import { awqFoldPair, awqLinears, expertAwqLinears, foldScales, shiftGroup } from './fold.js';
+import { expertView, type ExpertStats, type FloatTensor, type InputStats } from './input-stats.js';
+import { codecOf, isQuantized, type LoadedModel } from './load.js';
+import { fusedTensorOf } from './rotate.js';
+import type { WeightRounder } from './round.js';
+import { LayerCalibration } from './stages.js';
+import type { Phase } from './timing.js';
+
+/** AutoRound's block objective: the float each AutoRound weight was rounded from, and the runner of whole layers */
+export interface BlockState {
+  before: Map<string, Float32Array>;
+  runner?: BlockRunner;
+}
+
+export interface LayerPassInput {
+  plan: QuantizePlan;
+  model: LoadedModel;
+  /** the options as the pass runs them (AutoRound's objective 'linear' where the block objective cannot run) */
+  options: PtqOptions;
+  windows: readonly Int32Array[];
+  ctx: number;
+  threads?: number;
+  rounder: WeightRounder;
+  block?: BlockState;
+  notes: string[];
+  say: (message: string) => void;
+}
+
+export async function layerPass(input: LayerPassInput): Promise<{ added: Map<string, Float32Array>; phases: Record<Phase, number> }> {
+  const { plan, model, options: o, windows, ctx, threads, rounder, block, notes, say } = input;
+  const { config, family, weights, stored, arch: archName } = model;
+  const { planOf, quantized } = rounder;
+  const algorithmsFor = (name: string) => rounder.algorithmsFor(name);
+  const nLayers = config.nLayers;
+  if (o.shift && (config.nExperts || fusedTensorOf(family))) fail(`--shift: ${archName}'s ${config.nExperts ? 'experts' : 'fused tensors'} are not covered by the Outlier Suppression+ fold (not function-preserving here)`);
+  const added = new Map<string, Float32Array>();
+  const lc = new LayerCalibration(config, family, weights, stored(), windows, ctx, threads, o.smooth > 0 || o.shift || plan.tensors.some((p) => scalesInputs(algorithmsFor(p.name))));
+  say(`calibration: ${windows.length} sequences of ${ctx} tokens`);
+  // token embeddings: no calibration (a lookup, not a product); quantized first so layer 0 sees them
+  const embFp = block ? Float32Array.from(weights.get('token_embd.weight')!.data) : undefined;
+  await rounder.quantizeWeight('token_embd.weight', undefined);
+  lc.embed();
+  let xFp: Float32Array | undefined;
+  if (block) {
+    xFp = new Float32Array(lc.X.length);
+    windows.forEach((w, s) => w.forEach((tok, i) => xFp!.set(embFp!.subarray(tok * config.dim, (tok + 1) * config.dim), (s * ctx + i) * config.dim)));
+    block.runner = new BlockRunner(config, ctx, threads);
+  }
+  const nExp = config.nExperts ?? 0;
+  const expertNotes: string[] = [];
+  /** AutoRound on layer l's output: relearn the rounding of its AutoRound linears; false when none */
+  const refineLayer = (l: number, xIn: Float32Array, target: Float32Array): boolean => {
+    const runner = block!.runner!;
+    const full = (n: string) => `blk.${l}.${n}.weight`;
+    const specs: BlockLinear[] = [];
+    for (const n of BLOCK_TENSORS) {
+      const list = algorithmsFor(full(n));
+      const q = quantized.get(full(n));
+      if (!q || list[list.length - 1]?.name !== 'autoround') continue;
+      const t = weights.get(full(n))!;
+      specs.push({ name: n, codec: codecOf(planOf.get(full(n))!)!, w: block!.before.get(full(n))!, start: { bytes: q.bytes, q: Float32Array.from(t.data) } });
+    }
+    if (!specs.length) return false;
+    runner.unlearn();
+    runner.load((n) => weights.get(full(n))!.data);
+    const r = refineBlock(runner, specs, xIn, target, { ...autoroundSchedule(o, 'block'), batch: o.autoroundBatch, seed: o.seed + l });
+    for (const sp of specs) {
+      const x = r.linears.get(sp.name)!;
+      const q = quantized.get(full(sp.name))!;
+      quantized.set(full(sp.name), { ...q, bytes: x.bytes, sqnrDb: sqnrDb(sp.w, x.q), algorithm: `${q.algorithm} (block)` });
+      weights.get(full(sp.name))!.data.set(x.q);
+      block!.before.delete(full(sp.name));
+    }
+    notes.push(`layer ${l} AutoRound block output error ${r.lossStart.toExponential(3)} -> ${r.loss.toExponential(3)} (${r.pick}, ${specs.length} linears, ${r.seconds.toFixed(1)} s)`);
+    return true;
+  };
+
+  /**
+   * OmniQuant on layer l (its linears' algorithms learn whole layers): the equivalent transforms and
+   * clip ratios learned on the layer's output and folded (pipeline/omniquant.ts); with '+autoround'
+   * the rounding is then learned on the same objective from that start. False when layer l's linears
+   * do not use OmniQuant.
+   */
+  const omniLayer = async (l: number, xIn: Float32Array, target: Float32Array): Promise<boolean> => {
+    const full = (n: string) => `blk.${l}.${n}.weight`;
+    const lins = BLOCK_TENSORS.filter((n) => !n.endsWith('_norm'));
+    const uses = lins.filter((n) => learnsLayer(algorithmsFor(full(n))));
+    if (!uses.length) return false;
+    const quantizedLins = lins.filter((n) => codecOf(planOf.get(full(n))!));
+    const other = quantizedLins.find((n) => !uses.includes(n));
+    if (other) fail(`OmniQuant learns whole layers: ${full(other)} has another algorithm (${algorithmsFor(full(other)).map((a) => a.name).join('+')}) than the rest of layer ${l}`);
+    const runner = block!.runner!;
+    const codecs = new Map(quantizedLins.map((n) => [n, codecOf(planOf.get(full(n))!)!] as const));
+    const r = await lc.timed('quantization', async () => omniquantLayer(runner, (n) => weights.get(full(n))!.data, codecs, xIn, target, { iters: o.omniquantIters, lr: o.omniquantLr, batch: o.omniquantBatch, seed: o.seed + l, let: o.omniquantLet, clip: true }));
+    for (const [n, v] of r.floats) weights.get(full(n))!.data.set(v); // the transforms folded: the float layer is unchanged
+    notes.push(`layer ${l} OmniQuant block output error ${r.lossStart.toExponential(3)} -> ${r.loss.toExponential(3)} (${r.pick}; scales ${r.scaleRange[0].toFixed(3)}..${r.scaleRange[1].toFixed(3)}, mean clip ratio ${r.alphaMean.toFixed(3)}; ${r.seconds.toFixed(1)} s)`);
+    let linears = r.linears;
+    let label = 'omniquant';
+    const list = algorithmsFor(full(quantizedLins[0] ?? lins[0])).map((a) => a.name);
+    const last = list.at(-1);
+    if (list.includes('gptq')) {
+      // omniquant+gptq: the learned transforms stay folded, GPTQ (and what follows it) rounds the layer as usual
+      for (const g of family.inputGroups) if (g.norm) lc.runtimeNorm(l, g.input).set(weights.get(`blk.${l}.${g.norm}.weight`)!.data);
+      return false;
+    }
+    if (last === 'autoround' && linears.size) {
+      const specs: BlockLinear[] = [...linears].map(([n, x]) => ({ name: n, codec: codecs.get(n)!, w: r.floats.get(n)!, start: x }));
+      const rb = await lc.timed('quantization', async () => refineBlock(runner, specs, xIn, target, { ...autoroundSchedule(o, 'block'), batch: o.autoroundBatch, seed: o.seed + l }));
+      notes.push(`layer ${l} AutoRound (from OmniQuant) block output error ${rb.lossStart.toExponential(3)} -> ${rb.loss.toExponential(3)} (${rb.pick}, ${rb.seconds.toFixed(1)} s)`);
+      linears = rb.linears as typeof linears;
+      label = 'omniquant+autoround';
+    }
+    for (const n of lins) {
+      const x = linears.get(n);
+      if (!x) {
+        rounder.roundFloat(full(n));
+        continue;
+      }
+      quantized.set(full(n), { bytes: x.bytes, sqnrDb: sqnrDb(r.floats.get(n)!, x.q), algorithm: `${label} (block)` });
+      weights.get(full(n))!.data.set(x.q);
+    }
+    for (const g of family.inputGroups)
+      if (g.norm) {
+        rounder.roundFloat(`blk.${l}.${g.norm}.weight`);
+        lc.runtimeNorm(l, g.input).set(weights.get(`blk.${l}.${g.norm}.weight`)!.data);
+      }
+    return true;
+  };
+
+  try {
+    for (let l = 0; l < nLayers; l++) {
+      const tl = performance.now();
+      const P = `blk.${l}.`;
+      // block objective: this layer's quantized-model input and the float layer's output on the float input
+      let blockIn: Float32Array | undefined;
+      let blockTarget: Float32Array | undefined;
+      if (block?.runner && xFp) {
+        blockIn = Float32Array.from(lc.X);
+        const runner = block.runner;
+        lc.timed('forward', () => {
+          runner.load((n) => weights.get(`${P}${n}.weight`)!.data);
+          runner.unlearn();
+          blockTarget = runner.outputs(xFp!);
+        });
+        xFp = blockTarget;
+      }
+      if (block?.runner && blockIn && blockTarget && (await omniLayer(l, blockIn, blockTarget))) {
+        lc.rerunLayer(l, blockIn);
+        say(`layer ${l + 1}/${nLayers} (${((performance.now() - tl) / 1000).toFixed(1)} s)`);
+        continue;
+      }
+      const name = (r: LinearRole) => `${P}${linearOf(family, r).gguf}.weight`;
+      const perExpert = (r: LinearRole) => linearOf(family, r).perExpert === true;
+      const lists = new Map(family.linears.map((s) => [s.role, algorithmsFor(name(s.role))] as [LinearRole, readonly AlgorithmSpec[]]));
+      const quantizable = (roles: readonly LinearRole[]) => roles.every((r) => codecOf(planOf.get(name(r))!));
+      // the router stays float in llama.cpp's recipes: it takes a group's scales exactly and joins AWQ's search only when quantized
+      const searched = (roles: readonly LinearRole[]) => roles.filter((r) => r !== 'router' || quantizable([r]));
+      const usesAwq = (roles: readonly LinearRole[]) => searched(roles).some((r) => scalesInputs(lists.get(r)!)) && quantizable(searched(roles));
+      /** a fold pair's producer: its storage tensor (Phi-3: the fused one) and its rows there */
+      const producerOf = (fp: FoldPair) => storageOf(family, fp.producer, config);
+      const experts = new Map<LayerInput, ExpertStats>();
+      const quantizeGroup = (roles: readonly LinearRole[], st: InputStats, input: LayerInput) =>
+        lc.timed('quantization', () => (async () => { for (const r of roles) await (perExpert(r) ? rounder.quantizeExperts(name(r), experts.get(input)!, nExp) : rounder.quantizeWeight(name(r), st)); })());
+      const alphas: string[] = [];
+      const statsOfGroup = new Map<InputGroup, InputStats>();
+      // a producer whose rows take the AWQ scales of its consumer's input is rounded after that fold
+      const deferred = new Set(family.foldPairs.filter((fp) => usesAwq([fp.consumer]) && quantizable([producerOf(fp).spec.role])).map((fp) => producerOf(fp).spec.role));
+      /** statistics of a group's input: all tokens, and for a group of experts each expert's own rows */
+      const collect = (g: InputGroup): InputStats => {
+        const expertRole = g.linears.find(perExpert);
+        if (!expertRole) return lc.collectHessians(l, g.input);
+        const ex = lc.collectExpertStats(l, name(expertRole));
+        experts.set(g.input, ex);
+        return g.norm ? lc.collectHessians(l, g.input) : ex.pooled;
+      };
+
+      for (const g of family.inputGroups) {
+        // the residual writers of the previous groups have written: the input of a norm group is ready
+        if (g.norm) lc.addPendingResiduals();
+        let st = collect(g);
+        statsOfGroup.set(g, st);
+        const normName = g.norm;
+        if (normName) {
+          const runtimeNorm = lc.runtimeNorm(l, g.input);
+          const norm = `${P}${normName}.weight`;
+          const ex = experts.get(g.input);
+          const fold = (sc: Float32Array) => {
+            foldScales(lc, sc, st, g.linears.map(name), { norm: weights.get(norm)!.data, runtimeNorm });
+            ex?.divideInput(sc);
+          };
+          if (o.shift) {
+            lc.timed('quantization', () => shiftGroup(lc, l, g, st, name, norm, runtimeNorm, o.smooth > 0 ? o.smooth : 0.5, weights, added));
+            st = collect(g); // the statistics of the shifted, scaled input
+            statsOfGroup.set(g, st);
+          }
+          lc.timed('quantization', () => {
+            if (o.smooth > 0 && !o.shift) fold(smoothQuantScales(st.absMax, g.linears.map((r) => ({ w: lc.linear(name(r)).data, n: lc.linear(name(r)).rows })), o.smooth));
+            if (usesAwq(g.linears)) {
+              // experts: each matrix's error weighted by its own Hessian and its share of the tokens
+              const lins = searched(g.linears).flatMap((r) => (perExpert(r) ? expertAwqLinears(lc, name(r), planOf, ex!) : awqLinears(lc, [name(r)], planOf)));
+              const r = awqSearchHessian(st.meanAbs(), st.h, st.k, lins, o.awqGrid);
+              fold(r.scales);
+              alphas.push(`${normName.split('_')[0]} ${r.alpha.toFixed(2)}`);
+            }
+          });
+        }
+        // fold pairs ending in this group (v -> o, up -> down, per expert): AWQ's scales of the consumer's
+        // input move into the producer's rows (a row range of a fused tensor, with its bias); the
+        // producer is rounded then, and the stage rerun with it
+        for (const fp of family.foldPairs.filter((x) => g.linears.includes(x.consumer) && deferred.has(producerOf(x).spec.role))) {
+          const prod = producerOf(fp);
+          const producerGroup = family.inputGroups.find((x) => x.linears.includes(prod.spec.role))!;
+          lc.timed('quantization', () => {
+            const consumer = lc.linear(name(fp.consumer));
+            const producer = lc.linear(name(prod.spec.role));
+            const rowsOf = (t: FloatTensor) => (prod.rows === undefined ? t : { data: t.data.subarray(prod.r0 * t.cols, (prod.r0 + prod.rows) * t.cols), rows: prod.rows, cols: t.cols });
+            if (perExpert(fp.consumer)) {
+              const ex = experts.get(g.input)!;
+              const a: number[] = [];
+              for (let e = 0; e < nExp; e++) {
+                if (ex.perExpert[e].count === 0) continue; // no token reached it: nothing to weigh the scales by
+                a.push(awqFoldPair(lc, fp.channels, ex.perExpert[e], expertView(consumer, e, nExp), rowsOf(expertView(producer, e, nExp)), planOf.get(name(fp.consumer))!, o.awqGrid).alpha);
+              }
+              alphas.push(`${fp.producer}>${fp.consumer} mean ${(a.reduce((x, y) => x + y, 0) / Math.max(1, a.length)).toFixed(2)} (${a.length} experts)`);
+            } else {
+              const bias = prod.rows === undefined ? lc.biasOf(l, prod.spec.gguf) : [];
+              alphas.push(`${fp.producer}>${fp.consumer} ${awqFoldPair(lc, fp.channels, st, consumer, rowsOf(producer), planOf.get(name(fp.consumer))!, o.awqGrid, bias).alpha.toFixed(2)}`);
+            }
+          });
+          await quantizeGroup([prod.spec.role], statsOfGroup.get(producerGroup)!, producerGroup.input);
+          st = collect(g); // again, with the quantized producer
+        }
+        await quantizeGroup(g.linears.filter((r) => !deferred.has(r)), st, g.input);
+        if (!g.norm) lc.pendResidual(g.input, g.linears.map(name), g.linears.some(perExpert));
+      }
+      for (const ex of experts.values()) if (ex.fallbacks.length) expertNotes.push(`layer ${l} ${ex.tensor.split('.')[2]}: experts [${ex.fallbacks.join(', ')}] saw fewer than ${ex.minTokens} tokens: calibrated with all experts' inputs pooled`);
+      if (alphas.length) notes.push(`layer ${l} AWQ alpha: ${alphas.join(', ')}`);
+      for (const g of family.inputGroups)
+        if (g.norm) {
+          rounder.roundFloat(`${P}${g.norm}.weight`);
+          lc.runtimeNorm(l, g.input).set(weights.get(`${P}${g.norm}.weight`)!.data);
+        }
+      const learned = block && blockIn && blockTarget ? await lc.timed('quantization', async () => refineLayer(l, blockIn!, blockTarget!)) : false;
+      // X += the last writers' outputs: the next layer's input (or the whole layer again, its weights relearned)
+      if (learned) lc.rerunLayer(l, blockIn!);
+      else lc.addPendingResiduals();
+      say(`layer ${l + 1}/${nLayers} (${((performance.now() - tl) / 1000).toFixed(1)} s)`);
+    }
+  } finally {
+    block?.runner?.close(); // the block runner's worker threads
+  }
+  notes.push(...expertNotes);
+
+
+  // output head: input = final RMSNorm of X
+  if (weights.has('output.weight')) await rounder.quantizeWeight('output.weight', lc.collectHeadHessian());
+  return { added, phases: lc.phases };
+}
+
+/**
+ * The block objective's state when AutoRound's objective is 'block' and some tensor's algorithms end
+ * with autoround; undefined (with a note) where the training engine cannot run the model's layers.
+ */
+export function blockObjective(plan: QuantizePlan, recipe: Recipe, o: PtqOptions, config: LlamaConfig, names: string[], notes: string[]): BlockState | undefined {
+  const quantized = plan.tensors.filter(isQuantized).map((p) => algorithmsOf(recipe, p.name));
+  const autoround = o.autoroundObjective === 'block' && quantized.some((list) => list.at(-1)?.name === 'autoround');
+  const omni = quantized.some(learnsLayer);
+  if (!autoround && !omni) return undefined;
+  // LoRC's factors would be fitted to each linear alone after the layer was learned as a whole: refused (quantize.ts checkExtras), never silently per-linear
+  if (o.lorc > 0) fail('internal: --lorc with a method learned on whole layers');
+  const why = o.shift ? '--shift adds biases' : Array.from({ length: config.nLayers }, (_, l) => blockObjectiveRefusal(config, names, l)).find((x) => x);
+  if (why) {
+    if (autoround) notes.push(`AutoRound: the block objective needs plain LLaMA layers (${why}); each linear's own output error was used`);
+    if (omni) notes.push(`OmniQuant: learning on the layer output needs plain LLaMA layers (${why}); each linear's clip ratios were searched on its own output error, without equivalent transforms`);
+    return undefined;
+  }
+  return { before: new Map() };
+}

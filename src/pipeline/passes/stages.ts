@@ -1,0 +1,278 @@
+/**
+ * The per-layer stages of calibration (LayerCalibration) over X, the residual stream of every
+ * calibration window at the current layer's input:
+ *   .collectHessians(l, input)   run a stage of layer l over every window, capturing the input of its
+ *                                linears: H = 2 X^T X / N, mean |x|, max |x| (InputStats)
+ *   .collectExpertStats(l, t)    the same per expert of a 3-D expert tensor
+ *   .addPendingResiduals()       the residual writers' outputs added: the next group's input
+ *   .collectHeadHessian()        the output head's input
+ *   .measureKld(reference)       KL divergence of the current (partly quantized) model against reference logits
+ * Its linears read the float weights being transformed and quantized; the phases are timed (timing.ts).
+ * The scale folds that rewrite those weights are fold.ts; the driver that walks the family's groups is
+ * layer-driver.ts.
+ */
+import { fail } from '../../errors.js';
+import { MatmulEngine } from '../../kernels/matmul.js';
+import { klDivergenceRow, logSumExp } from '../../eval/metrics.js';
+import { linearOf, type LayerInput, type LinearRole, type ModelFamily } from '../../model/family.js';
+import { Llama, rmsnorm } from '../../model/llama.js';
+import { linear, matmul } from '../../model/matmul.js';
+import type { LlamaConfig, StoredTensor } from '../../model/types.js';
+import { ExpertStats, InputStats, type FloatTensor } from './input-stats.js';
+import { PhaseClock } from './timing.js';
+
+/** the per-sequence buffers a stage's output is kept in between the stages of a layer */
+export const stageWidth = (c: LlamaConfig, input: LayerInput) => (input === 'attention' ? c.nHeads * c.headDim : input === 'ffn' ? c.hiddenDim : c.dim);
+
+/**
+ * The per-layer stages of calibration over X (the current layer's input for every window): a runtime
+ * whose linears read the float weights being transformed and quantized, the stage outputs kept
+ * between a layer's groups, and the timings.
+ */
+export class LayerCalibration extends PhaseClock {
+  readonly model: Llama;
+  /** nSeq x ctx x dim: the residual stream of every window at the current layer's input */
+  readonly X: Float32Array;
+  private readonly engine: MatmulEngine | null;
+  private readonly outs = new Map<LayerInput, Float32Array[]>();
+  private readonly scratch: Float32Array;
+  private readonly product: Float32Array;
+  private pending: { input: LayerInput; writers: string[]; layer: number; moe: boolean }[] = [];
+  private layer = 0;
+
+  constructor(
+    readonly config: LlamaConfig,
+    readonly family: ModelFamily,
+    private readonly weights: Map<string, FloatTensor>,
+    tensors: StoredTensor[],
+    readonly windows: readonly Int32Array[],
+    readonly ctx: number,
+    threads: number | undefined,
+    private readonly magnitudes: boolean,
+  ) {
+    super();
+    this.model = new Llama(config, tensors, { contextLength: ctx, batch: Math.min(ctx, 512), threads, weightsInKernel: false });
+    this.engine = MatmulEngine.get();
+    // every linear reads its weight from `weights` (the arrays the transforms and quantizers write into;
+    // the runtime's own copy of a weight would go stale) with the f32 kernel on every thread
+    this.model.hooks.linear = (out, x, w, nTok, expert) => {
+      const t = weights.get(w.name);
+      if (t && expert !== undefined && t.rows === w.rows * (config.nExperts ?? 0) && t.cols === w.cols) matmul(out, x, t.data.subarray(expert * w.rows * w.cols, (expert + 1) * w.rows * w.cols), nTok, t.cols, w.rows);
+      else if (t && t.rows === w.rows && t.cols === w.cols) matmul(out, x, t.data, nTok, t.cols, t.rows);
+      else linear(out, x, w, nTok);
+    };
+    this.X = new Float32Array(windows.length * ctx * config.dim);
+    this.scratch = new Float32Array(ctx * config.dim);
+    this.product = new Float32Array(ctx * config.dim);
+  }
+
+  get nSeq(): number {
+    return this.windows.length;
+  }
+
+  /** the residual stream of window s */
+  seq(s: number): Float32Array {
+    const n = this.ctx * this.config.dim;
+    return this.X.subarray(s * n, (s + 1) * n);
+  }
+
+  /** X = the token embeddings of every window */
+  embed(): void {
+    this.windows.forEach((w, s) => this.model.embed(w, this.seq(s)));
+  }
+
+  linear(name: string): FloatTensor {
+    return this.weights.get(name)!;
+  }
+
+  /** the runtime's copy of a layer's norm gain (the input of a norm group) */
+  runtimeNorm(l: number, input: LayerInput): Float32Array {
+    const L = this.model.weights.layers[l];
+    if (input === 'attnNorm') return L.attnNorm;
+    if (input === 'ffnNorm') return L.ffnNorm;
+    fail(`internal: ${input} is not a norm`);
+  }
+
+  /**
+   * keep each input X itself instead of H = XᵀX where fewer tokens than channels were seen (the
+   * sensitivity pass: InputStats' keepInputs; the costs are the same numbers, see InputStats.cost)
+   */
+  keepInputs?: { tokens: number; always?: boolean };
+
+  private statsOf(k: number): InputStats {
+    return new InputStats(k, Math.min(this.ctx, 512), this.engine, this.magnitudes, this.keepInputs);
+  }
+
+  /**
+   * Stage "collect Hessians": run stage `input` of layer l over every window (its outputs kept per
+   * window for a later residual add when it is not a norm) and return the statistics of its output,
+   * the input of the linears that read it.
+   */
+  collectHessians(l: number, input: LayerInput): InputStats {
+    this.layer = l;
+    const width = stageWidth(this.config, input);
+    const keep = input === 'attention' || input === 'ffn';
+    let outs = this.outs.get(input);
+    if (keep && !outs) this.outs.set(input, (outs = Array.from({ length: this.nSeq }, () => new Float32Array(this.ctx * width))));
+    const st = this.statsOf(width);
+    for (let s = 0; s < this.nSeq; s++) {
+      const out = keep ? outs![s] : this.scratch;
+      this.timed('forward', () => this.model.runStage(input, l, this.seq(s), out));
+      this.timed('statistics', () => {
+        for (let b = 0; b < this.ctx; b += 512) {
+          const nb = Math.min(512, this.ctx - b);
+          st.add(out.subarray(b * width, (b + nb) * width), nb);
+        }
+      });
+    }
+    this.timed('statistics', () => st.finish());
+    return st;
+  }
+
+  /** the statistics of the output head's input (the final RMSNorm of X; no logits are computed) */
+  collectHeadHessian(): InputStats {
+    const { dim, normEps } = this.config;
+    const st = new InputStats(dim, 512, this.engine, this.keepInputs ? this.magnitudes : true, this.keepInputs);
+    const rows = this.scratch;
+    for (let s = 0; s < this.nSeq; s++)
+      this.timed('statistics', () => {
+        rmsnorm(rows, this.seq(s), this.model.weights.outputNorm, this.ctx, dim, normEps);
+        for (let b = 0; b < this.ctx; b += 512) st.add(rows.subarray(b * dim, Math.min(this.ctx, b + 512) * dim), Math.min(512, this.ctx - b));
+      });
+    this.timed('statistics', () => st.finish());
+    return st;
+  }
+
+  /** remember that the linears reading `input` write the residual (added before the next norm group); moe: the layer's expert block writes it */
+  pendResidual(input: LayerInput, writers: string[], moe = false): void {
+    this.pending.push({ input, writers, layer: this.layer, moe });
+  }
+
+  /**
+   * X_s += x_s W^T for every window and every pending writer W (x_s: its input stage's outputs);
+   * Gemma: X_s += rmsnorm(x_s W^T) * g with the layer's post-attention / post-FFN norm gain g;
+   * a mixture of experts: X_s += the expert block's output (run again with the current weights)
+   */
+  addPendingResiduals(): void {
+    for (const { input, writers, layer, moe } of this.pending.splice(0))
+      this.timed('forward', () => {
+        if (moe) {
+          for (let s = 0; s < this.nSeq; s++) {
+            this.model.runStage('moe', layer, this.seq(s), this.product);
+            this.addResidual(this.seq(s), layer, input);
+          }
+          return;
+        }
+        for (const name of writers) {
+          const t = this.weights.get(name)!;
+          const xs = this.outs.get(input)!;
+          for (let s = 0; s < this.nSeq; s++) {
+            matmul(this.product, xs[s], t.data, this.ctx, t.cols, t.rows);
+            this.addResidual(this.seq(s), layer, input);
+          }
+        }
+      });
+  }
+
+  /** r += this.product, through the layer's post-norm of that block when the family has one (Gemma) */
+  private addResidual(r: Float32Array, layer: number, input: LayerInput): void {
+    const g = this.weights.get(`blk.${layer}.${input === 'attention' ? 'post_attention_norm' : 'post_ffw_norm'}.weight`)?.data;
+    if (g) rmsnorm(this.product, this.product, g, r.length / this.config.dim, this.config.dim, this.config.normEps);
+    for (let i = 0; i < r.length; i++) r[i] += this.product[i];
+  }
+
+  /**
+   * Stage "collect Hessians" of a mixture of experts: run layer l's expert block over every window and
+   * keep the input statistics of each expert's matrix of `tensor` (ffn_gate_exps: the rows routed to the
+   * expert; ffn_down_exps: its inner activations), and of all experts pooled.
+   */
+  collectExpertStats(l: number, tensor: string): ExpertStats {
+    this.layer = l;
+    const nExp = this.config.nExperts!;
+    const k = tensor.endsWith('ffn_down_exps.weight') ? this.config.expertHiddenDim! : this.config.dim;
+    const ex = new ExpertStats(tensor, Array.from({ length: nExp }, () => this.statsOf(k)), this.statsOf(k));
+    this.model.hooks.linearInput = (name, x, nTok, _k, expert) => {
+      if (name !== tensor || expert === undefined) return;
+      ex.perExpert[expert].add(x, nTok);
+      ex.pooled.add(x, nTok);
+    };
+    try {
+      for (let s = 0; s < this.nSeq; s++) this.timed('forward', () => this.model.runStage('moe', l, this.seq(s), this.scratch));
+    } finally {
+      this.model.hooks.linearInput = undefined;
+    }
+    this.timed('statistics', () => ex.finish());
+    return ex;
+  }
+
+  /** the float biases (the pipeline's copy and the runtime's) of a layer's q/k/v producer, to scale with its rows */
+  biasOf(l: number, gguf: string): Float32Array[] {
+    const L = this.model.weights.layers[l];
+    const runtime = gguf === 'attn_q' ? L.bq : gguf === 'attn_k' ? L.bk : gguf === 'attn_v' ? L.bv : undefined;
+    const own = this.weights.get(`blk.${l}.${gguf}.bias`)?.data;
+    return [own, runtime].filter((b): b is Float32Array => b !== undefined);
+  }
+
+  /**
+   * Stage "measure KLD": mean KL divergence (nats per token) of the current model's next-token
+   * distributions from `reference` logits (ctx x vocab per window), running the layers from
+   * `fromLayer` on `x` (the residual stream at that layer for every window, e.g. X kept before a layer
+   * was quantized) through the head. The model reads the current float weights.
+   */
+  measureKld(reference: readonly Float32Array[], x: Float32Array = this.X, fromLayer = this.layer): number {
+    const { vocabSize } = this.config;
+    const logits = new Float32Array(this.ctx * vocabSize);
+    let sum = 0;
+    for (let s = 0; s < this.nSeq; s++) {
+      this.logitsFrom(x, fromLayer, s, logits);
+      for (let t = 0; t < this.ctx; t++) {
+        const o = t * vocabSize;
+        sum += klDivergenceRow(reference[s], o, logSumExp(reference[s], o, vocabSize), logits, o, logSumExp(logits, o, vocabSize), vocabSize);
+      }
+    }
+    return sum / Math.max(1, this.nSeq * this.ctx);
+  }
+
+  /** the logits of every window from the residual stream x at layer fromLayer (measureKld's reference) */
+  referenceLogits(x: Float32Array = this.X, fromLayer = this.layer): Float32Array[] {
+    return this.windows.map((_, s) => this.logitsFrom(x, fromLayer, s, new Float32Array(this.ctx * this.config.vocabSize)));
+  }
+
+  /** h (one window's residual stream) through layer l with the current weights; att, act: stage scratch */
+  private layerOn(h: Float32Array, l: number, att: Float32Array, act: Float32Array): void {
+    const add = (src: Float32Array, role: LinearRole, input: LayerInput) => {
+      const t = this.weights.get(`blk.${l}.${linearOf(this.family, role).gguf}.weight`)!;
+      matmul(this.product, src, t.data, this.ctx, t.cols, t.rows);
+      this.addResidual(h, l, input);
+    };
+    this.model.runStage('attention', l, h, att);
+    add(att, 'o', 'attention');
+    if (this.model.weights.layers[l].router) {
+      this.model.runStage('moe', l, h, this.product);
+      this.addResidual(h, l, 'ffn');
+    } else {
+      this.model.runStage('ffn', l, h, act);
+      add(act, 'down', 'ffn');
+    }
+  }
+
+  /** X = layer l (its current weights) on xIn, every window: the pending residuals are dropped (the layer's weights changed since) */
+  rerunLayer(l: number, xIn: Float32Array): void {
+    this.pending = [];
+    this.X.set(xIn);
+    const att = new Float32Array(this.ctx * stageWidth(this.config, 'attention'));
+    const act = new Float32Array(this.ctx * stageWidth(this.config, 'ffn'));
+    this.timed('forward', () => { for (let s = 0; s < this.nSeq; s++) this.layerOn(this.seq(s), l, att, act); });
+  }
+
+  /** window s of x (residual stream at layer fromLayer) through the remaining layers and the head */
+  private logitsFrom(x: Float32Array, fromLayer: number, s: number, out: Float32Array): Float32Array {
+    const n = this.ctx * this.config.dim;
+    const h = Float32Array.from(x.subarray(s * n, (s + 1) * n));
+    const att = new Float32Array(this.ctx * stageWidth(this.config, 'attention'));
+    const act = new Float32Array(this.ctx * (this.model.weights.layers.some((L) => L.router) ? 0 : stageWidth(this.config, 'ffn')));
+    for (let l = fromLayer; l < this.config.nLayers; l++) this.layerOn(h, l, att, act);
+    this.model.head(h, out);
+    return out;
+  }
+}
