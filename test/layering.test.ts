@@ -12,6 +12,8 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 const src = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src');
 const ORDER = ['formats', 'quant', 'kernels', 'algos', 'alloc', 'model', 'train', 'io', 'eval', 'pipeline', 'audit'];
 const CORE = new Set(ORDER);
+/** what the calibration passes (src/pipeline/passes/) may import from the rest of pipeline/ */
+const PASS_DEPS = ['algorithms', 'plan', 'gptq-parts', 'block-round', 'omniquant', 'spinquant'];
 
 function walk(dir: string): string[] {
   return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(path.join(dir, e.name)) : e.name.endsWith('.ts') ? [path.join(dir, e.name)] : []));
@@ -33,6 +35,10 @@ test('core modules never import node: modules or use process, and import downwar
       if (tLayer === 'cli' || tLayer === 'lab') problems.push(`${rel}: imports ${target}`);
       // model/kv (the packed KV cache) sits under the forward pass: the runtime plugs it in, never the reverse
       if (rel.startsWith(`model${path.sep}kv${path.sep}`) && tLayer === 'model' && !target.startsWith(`model${path.sep}kv${path.sep}`) && /^model.(llama|family|sampler|tokenizer|bpe)/.test(target)) problems.push(`${rel}: imports ${target} (model/kv is below the forward pass)`);
+      // pipeline/passes (the calibration passes runPtq runs) sit below the driver and the verb: from the rest of
+      // pipeline they import only the algorithm table, the plan and the algorithms' own modules
+      if (rel.startsWith(`pipeline${path.sep}passes${path.sep}`) && tLayer === 'pipeline' && !target.startsWith(`pipeline${path.sep}passes${path.sep}`) && !PASS_DEPS.includes(path.basename(target, '.js')))
+        problems.push(`${rel}: imports ${target} (pipeline/passes is below the driver and the writers)`);
       // io/onnx (ONNX files and their quantizers) sits on top of io: the rest of io never imports it
       if (rel.startsWith(`io${path.sep}`) && !rel.startsWith(`io${path.sep}onnx${path.sep}`) && target.startsWith(`io${path.sep}onnx${path.sep}`)) problems.push(`${rel}: imports ${target} (io/onnx is above the other readers)`);
     }

@@ -18,7 +18,7 @@ import { openModelFile, type ModelFile } from '../src/io/model-file.js';
 import { memorySink } from '../src/io/sink.js';
 import { bytesSource } from '../src/io/source.js';
 import { readImatrix } from '../src/pipeline/imatrix-file.js';
-import { planQuantization, quantizeModel } from '../src/pipeline/quantize.js';
+import { planQuantization, quantize } from '../src/pipeline/quantize.js';
 import { editModel, parsePruneLayers, parseTensorTypeFile, parseTensorTypeOverride, recipeWithOverrides, remapImatrix } from '../src/pipeline/model-edit.js';
 import { writeSyntheticLlama, type SyntheticLlama } from '../scripts/synthetic-model.js';
 
@@ -75,7 +75,7 @@ async function quantizedTensors(model0: ModelFile, c: Case, imatrix0: Imatrix | 
   const { recipe, model, imatrix, mixLayers } = withFlags(model0, c, imatrix0);
   const plan = planQuantization(model, recipe, 'gguf', { hasImatrix: !!imatrix, mixLayers });
   const sink = memorySink();
-  await quantizeModel(model, plan, sink, { imatrix });
+  await quantize(model, recipe, sink, { output: 'gguf', imatrix, mixLayers }); // the one verb, as the CLI calls it
   const q = await openModelFile(bytesSource(sink.bytes(), 'out.gguf'));
   const got: Record<string, string> = {};
   for (const t of q.tensors) got[t.name] = `${t.type}:${sha256(await q.read(t)).slice(0, 16)}`;

@@ -412,6 +412,8 @@ export interface QuantizeRunOptions extends QuantizeOptions, LayoutOptions {
   gptqWorkers?: GptqWorkers;
   /** calibration progress (one line per layer) */
   onProgress?(message: string): void;
+  /** the layer count llama.cpp's type mixing counts (a model with pruned layers: the original count, model-edit.ts) */
+  mixLayers?: number;
 }
 
 /** What the calibration pass did, attached to the report when it ran. */
@@ -441,7 +443,7 @@ export async function quantize(m: ModelFile, recipe: Recipe, sink: ByteSink, opt
   const hasCalib = opts.calibText !== undefined || opts.calibStream !== undefined;
   // calibration text gives every linear its importance (the calibration pass's diag(H), imatrix-RTN), so
   // the types llama-quantize allows only with an imatrix (IQ2_XXS, IQ2_XS, ...) are allowed with it too
-  const plan = planQuantization(m, recipe, output, { hasImatrix: opts.imatrix !== undefined || hasCalib, layout: opts.layout, keepUnpackable: opts.keepUnpackable });
+  const plan = planQuantization(m, recipe, output, { hasImatrix: opts.imatrix !== undefined || hasCalib, layout: opts.layout, keepUnpackable: opts.keepUnpackable, mixLayers: opts.mixLayers });
   if (opts.imatrix) checkImatrix(m, plan, opts.imatrix);
   const options = ptqOptions(recipe.ptq ?? {});
   checkExtras(plan, options);

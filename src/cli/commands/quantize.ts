@@ -332,6 +332,7 @@ export const quantizeCommand: Command = {
               threads: threadsFrom(threads),
               gptqWorkers,
               onProgress: progress ? (msg) => progress.line(msg) : undefined,
+              mixLayers: edited.mixLayers,
             });
             await sink.flush();
             return r;
