@@ -82,7 +82,7 @@ test('stories260K: Cayley SGD from the Hadamard rotation lowers the Q4_0 model\'
     const tok = new Tokenizer(vocabFromGgufMetadata(md));
     const windows = calibrationWindows(tok.encode(CALIB, { bos: false }), 512, 64, 0, tok.vocab.bos);
     const codec = (n: string) => (/blk\.\d+\.(attn_[qkvo]|ffn_gate|ffn_up)\.weight$/.test(n) || n === 'output.weight' ? blockCodecFor('Q4_0', weights.get(n)!.cols) : undefined);
-    const r = learnRotation(config, weights, codec, rotationMatrix(hadamardRotation(config.dim, 0)), windows, { iters: 10, lr: 0.1, batch: 2, seed: 0, checkEvery: 5 });
+    const r = learnRotation(config, weights, codec, rotationMatrix(hadamardRotation(config.dim, 0)), windows, { iters: 10, lr: 0.1, batch: 2, seed: 0, checkEvery: 5, writers: wiring.writers });
     t.diagnostic(`KL ${r.lossStart.toFixed(5)} (Hadamard) -> ${r.loss.toFixed(5)} (step ${r.step})`);
     assert.ok(r.loss < 0.97 * r.lossStart, `learned ${r.loss} vs Hadamard ${r.lossStart}`);
     assert.ok(orthogonalityError(r.matrix, config.dim) < 1e-9, `orthogonality ${orthogonalityError(r.matrix, config.dim)}`);

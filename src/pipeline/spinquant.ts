@@ -32,6 +32,8 @@ export interface SpinOptions {
   seed: number;
   /** check the whole calibration set every this many steps (and after the last) */
   checkEvery?: number;
+  /** the weights inside a layer that write the residual stream (their rows rotate, R^T W): the family's, residualWiring(f).writers */
+  writers: readonly string[];
   threads?: number;
   /** called with every whole-set check (step, loss) */
   trace?: (step: number, loss: number) => void;
@@ -160,7 +162,7 @@ export function learnRotation(config: LlamaConfig, weights: ReadonlyMap<string, 
     }
     // the rotated tensors: inputs W R, outputs R^T W
     const names = m.tensors.filter((t) => t.rows > 1).map((t) => t.name);
-    const writes = (nm: string) => /\.(attn_output|ffn_down)\.weight$/.test(nm);
+    const writes = (nm: string) => /^blk\.\d+\./.test(nm) && o.writers.includes(nm.replace(/^blk\.\d+\./, ''));
     const overrides = new Map(names.map((nm) => [nm, be.alloc(weights.get(nm)!.data.length)]));
     for (const [nm, v] of overrides) m.weightOverride.set(nm, v);
     const Rt32 = new Float32Array(n * n);

@@ -83,7 +83,7 @@ export async function streamStatistics(m: ModelFile, o: StreamOptions): Promise<
     const t = weights.get(w.name);
     if (expert === undefined && !(t && t.rows === w.rows && t.cols === w.cols) && w.data.buffer === placeholder.buffer) {
       const layer = /^blk\.(\d+)\./.exec(w.name)?.[1];
-      const fused = ['attn_qkv', 'ffn_up'].map((f) => weights.get(`blk.${layer}.${f}.weight`)).find((f) => f && f.cols === w.cols && f.rows > w.rows);
+      const fused = family.linears.filter((s) => s.parts).map((s) => weights.get(`blk.${layer}.${s.gguf}.weight`)).find((f) => f && f.cols === w.cols && f.rows > w.rows);
       if (!fused) fail(`internal: the calibration pass has no weight for ${w.name}`);
       const r0 = (w.data.byteOffset - placeholder.byteOffset) / (4 * w.cols);
       return matmul(out, x, fused.data.subarray(r0 * w.cols, (r0 + w.rows) * w.cols), nTok, w.cols, w.rows);

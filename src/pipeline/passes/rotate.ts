@@ -39,7 +39,7 @@ export function rotatePass(model: LoadedModel, o: PtqOptions, windows: Int32Arra
   const { config, weights } = model;
   const probe = windows[0]?.subarray(0, Math.min(64, ctx)) ?? Int32Array.from({ length: Math.min(64, config.seqLen) }, (_, i) => (i * 7919 + 1) % config.vocabSize);
   const learn = o.rotate === 'learned' ? (r0: Float64Array) => {
-    const r = learnRotation(config, weights, codecOf, r0, windows, { iters: o.rotateIters, lr: o.rotateLr, batch: o.rotateBatch, seed: o.seed, threads });
+    const r = learnRotation(config, weights, codecOf, r0, windows, { iters: o.rotateIters, lr: o.rotateLr, batch: o.rotateBatch, seed: o.seed, threads, writers: residualWiring(model.family, config.nLayers).writers });
     notes.push(`rotation learned (SpinQuant R1, ${o.rotateIters} Cayley SGD steps): quantized model KL on the calibration windows ${r.lossStart.toExponential(3)} (Hadamard) -> ${r.loss.toExponential(3)} (step ${r.step}, ${r.seconds.toFixed(1)} s)`);
     return r;
   } : undefined;
