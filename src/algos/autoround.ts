@@ -121,6 +121,8 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
     return e;
   };
   const ratios = learnClip && codeLayout(c).bits <= 6 ? CLIP_RATIOS : [1];
+  // codecs with a closed-form grid rank the ratios by their nearest values (snap) and bracket the winner only
+  const snapped = c.snap && c.clipHeader && ratios.length > 1 ? new Float32Array(bs) : undefined;
   for (let blk = 0; blk < n * nb; blk++) {
     const at = blk * nbytes;
     const xo = blk * bs;
@@ -130,6 +132,24 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
       continue;
     }
     let best = Infinity;
+    if (snapped) {
+      for (const r of ratios) {
+        c.clipHeader!(w, xo, r, cand, 0);
+        c.snap!(cand, 0, w, xo, snapped, 0);
+        let e = 0;
+        for (let j = 0; j < bs; j++) {
+          const d = snapped[j] - w[xo + j];
+          e += hd[(xo + j) % k] * d * d;
+        }
+        if (e < best) (best = e), (alpha[blk] = r);
+      }
+      header(blk, alpha[blk], cand, 0);
+      bracket(blk, cand, 0, cl, 0);
+      bytes.set(cand, at);
+      lo.set(cL, xo), hi.set(cU, xo), loC.set(cLC, xo), hiC.set(cUC, xo), t.set(cT, xo);
+      for (let j = 0; j < bs; j++) ch[xo + j] = t[xo + j] >= 0.5 ? 1 : 0;
+      continue;
+    }
     for (const r of ratios) {
       header(blk, r, cand, 0);
       bracket(blk, cand, 0, cl, 0);
@@ -167,13 +187,35 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
   const gridAlpha = Float32Array.from(alpha);
   const phase = regrids > 0 ? Math.max(1, Math.floor(iters / (regrids + 1))) : iters + 1;
 
-  /** every row back to the best choice of this phase; exact G and L */
+  /**
+   * Every row back to the best choice of this phase, with exact G and L. A sweep only takes flips that
+   * lower its row's L, so a row is nearly always at its best already: its G and L, followed flip by flip,
+   * stay as they are (no product for it).
+   */
   const restoreBest = () => {
-    for (let r = 0; r < n; r++) if (bestLoss[r] < rowLoss[r]) ch.set(best.subarray(r * k, (r + 1) * k), r * k);
-    refresh(0, n);
+    const back = new Uint8Array(n);
+    for (let r = 0; r < n; r++)
+      if (bestLoss[r] < rowLoss[r]) {
+        ch.set(best.subarray(r * k, (r + 1) * k), r * k);
+        back[r] = 1;
+      }
+    runs(back, refresh);
     best.set(ch);
     bestLoss.set(rowLoss);
   };
+  /** f on each run of consecutive marked rows */
+  function runs(mark: Uint8Array, f: (r0: number, r1: number) => void): void {
+    for (let r = 0; r < n; ) {
+      if (!mark[r]) {
+        r++;
+        continue;
+      }
+      let r1 = r;
+      while (r1 < n && mark[r1]) r1++;
+      f(r, r1);
+      r = r1;
+    }
+  }
 
   for (let it = 0; it < iters; it++) {
     const step = lr * (1 - it / iters);
@@ -235,18 +277,6 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
       for (let j = 0; j < bs; j++) ch[xo + j] = cT[j] + v[xo + j] >= 0.5 ? 1 : 0;
     }
     // the moved rows' exact L (runs of consecutive rows at once); undo the rows whose L rose
-    const runs = (mark: Uint8Array, f: (r0: number, r1: number) => void) => {
-      for (let r = 0; r < n; ) {
-        if (!mark[r]) {
-          r++;
-          continue;
-        }
-        let r1 = r;
-        while (r1 < n && mark[r1]) r1++;
-        f(r, r1);
-        r = r1;
-      }
-    };
     runs(moved, refresh);
     const undo = new Uint8Array(n);
     for (let r = 0; r < n; r++) {
