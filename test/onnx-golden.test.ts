@@ -120,3 +120,56 @@ test('lowbit quantize model.onnx: the bytes of every case are the committed ones
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('quantize(model, recipe) on an ONNX ModelFile: the CLI\'s bytes, initializers as tensors, the plan, and calibration required', async () => {
+  const { openOnnxModelFile, onnxOf } = await import('../src/io/onnx/model-file.js');
+  const { bytesSource } = await import('../src/io/source.js');
+  const { memorySink } = await import('../src/io/sink.js');
+  const { onnxWeights, tensorFloat32 } = await import('../src/io/onnx/model.js');
+  const { readNpy } = await import('../src/io/npy.js');
+  const { defineRecipe, recipeFromJSON, recipeToJSON } = await import('../src/algos/recipe.js');
+  const { quantize, planQuantization } = await import('../src/pipeline/quantize.js');
+  const { captureActivations, ortSession } = await import('../src/cli/onnx-runtime.js');
+  const want = JSON.parse(fs.readFileSync(GOLDEN, 'utf8')) as Record<string, string>;
+  const open = (file: string) => openOnnxModelFile(bytesSource(new Uint8Array(fs.readFileSync(file)), path.basename(file)));
+  const hex = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+  // the ModelFile: every initializer of PP-OCRv4 rec is a tensor with its values
+  const rec = await open(REC);
+  assert.equal(rec.format, 'onnx');
+  const weights = onnxWeights(onnxOf(rec)!.proto);
+  assert.equal(rec.tensors.length, weights.length);
+  for (const w of weights.filter((x) => x.tensor.data_type === 1).slice(0, 40)) {
+    const t = rec.tensor(w.name);
+    assert.deepEqual(await rec.readFloat32(t), await tensorFloat32(onnxOf(rec)!, w.tensor), w.name);
+  }
+  // the recipe (what `--type int4 --float16` maps to), through JSON, gives the CLI's bytes
+  const q4f16 = recipeFromJSON(recipeToJSON(defineRecipe({ lowbitRecipe: 1, name: 'q4f16', rules: [], onnx: { nbits: { bits: 4, blockSize: 32, symmetric: true, algorithm: 'rtn' }, float16: true } })));
+  const plan = planQuantization(rec, q4f16, 'onnx');
+  const toNbits = plan.tensors.filter((p) => p.to.startsWith('MatMulNBits int4 g32'));
+  assert.ok(toNbits.length >= 4, `MatMulNBits targets in the plan: ${toNbits.length}`);
+  assert.ok(plan.tensors.some((p) => p.to.startsWith('F16')), 'the float16 rest');
+  const sink = memorySink();
+  const r = await quantize(rec, q4f16, sink);
+  assert.equal(r.output, 'onnx');
+  assert.equal(hex(sink.bytes()), want['rec q4f16']);
+  assert.equal(r.bytes, sink.length);
+  // static QDQ with bias correction: the calibration host (onnxruntime-node) passed in
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lowbit-onnx-verb-'));
+  try {
+    const c = calibration(dir);
+    const samples = fs.readdirSync(c.det).sort().map((f) => ({ x: readNpy(new Uint8Array(fs.readFileSync(path.join(c.det, f)))) }));
+    const det = await open(DET);
+    const qdq = defineRecipe({ lowbitRecipe: 1, name: 'qdq', rules: [], onnx: { qdq: { format: 'int8', ops: ['Conv', 'MatMul', 'Gemm'], activations: 'static', method: 'minmax', granularity: 'tensor', biasCorrection: true } } });
+    // without calibration: a clear error, nothing written
+    const empty = memorySink();
+    await assert.rejects(quantize(det, qdq, empty), /static int8 QDQ \(activation ranges\) needs calibration samples/);
+    assert.equal(empty.length, 0);
+    const s2 = memorySink();
+    await quantize(det, qdq, s2, { onnxCalibration: { samples, capture: (p, n, s, f) => captureActivations(p, n, s, f), session: (b) => ortSession(b) } });
+    assert.equal(hex(s2.bytes()), want['det qdq static minmax']);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  // a GGUF/safetensors output of an ONNX model is refused by name
+  assert.throws(() => planQuantization(rec, q4f16, 'safetensors'), /an ONNX model is written as ONNX/);
+});
