@@ -92,6 +92,9 @@ function cases(c: { rec: string; det: string; vad: string }): [string, string, s
   ];
 }
 
+/** the cases of the default suite (~30 s); the rest run with LOWBIT_FULL=1 (~3-4 min on a loaded machine) */
+const FAST = new Set(['rec int4 rtn', 'rec q4f16', 'rec qdq dynamic', 'rec vit twin ptf', 'det qdq static minmax', 'vad float16', 'wake jarvis int8', 'wake embedding qdq dynamic']);
+
 const sha256 = (file: string) => createHash('sha256').update(fs.readFileSync(file)).digest('hex');
 
 test('lowbit quantize model.onnx: the bytes of every case are the committed ones (PP-OCRv4 rec/det, Silero VAD, openWakeWord)', { timeout: 600_000 }, () => {
@@ -100,8 +103,11 @@ test('lowbit quantize model.onnx: the bytes of every case are the committed ones
     const c = calibration(dir);
     const got: Record<string, string> = {};
     const only = process.env.LOWBIT_ONNX_GOLDEN_ONLY;
+    // the default suite runs one case per model and kind of rewrite; LOWBIT_FULL=1 all of them
+    const all = !!process.env.LOWBIT_FULL || !!only || process.env.LOWBIT_ONNX_GOLDEN === 'write';
     for (const [name, model, flags] of cases(c)) {
       if (only && !name.includes(only)) continue;
+      if (!all && !FAST.has(name)) continue;
       const out = path.join(dir, 'out.onnx');
       const r = spawnSync(process.execPath, ['--experimental-wasm-relaxed-simd', bin, 'quantize', model, out, ...flags, '--json'], { encoding: 'utf8', maxBuffer: 1 << 26 });
       assert.equal(r.status, 0, `${name}: ${r.stderr}`);
@@ -115,7 +121,8 @@ test('lowbit quantize model.onnx: the bytes of every case are the committed ones
     }
     const differ = Object.keys(got).filter((k) => got[k] !== want[k]);
     assert.deepEqual(differ, [], `cases whose bytes changed: ${differ.join(', ')}`);
-    if (!only) assert.deepEqual(Object.keys(got).sort(), Object.keys(want).sort());
+    if (!only && all) assert.deepEqual(Object.keys(got).sort(), Object.keys(want).sort());
+    assert.ok(Object.keys(got).length >= (all ? 29 : FAST.size), 'cases run');
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
