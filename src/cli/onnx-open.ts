@@ -5,18 +5,21 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fail } from '../errors.js';
-import { readOnnx, type OnnxModel } from '../io/onnx/model.js';
+import type { OnnxModel } from '../io/onnx/model.js';
+import { openOnnxModelFile } from '../io/onnx/model-file.js';
+import type { ModelFile } from '../io/model-file.js';
 import type { ByteSource } from '../io/source.js';
 import { fileSet } from './node-source.js';
 
 export const isOnnxPath = (file: string | undefined): boolean => !!file && /\.onnx$/i.test(file);
 
-export async function openOnnxPath(file: string): Promise<{ model: OnnxModel; close(): void }> {
+/** the model (parsed) and its ModelFile (initializers as tensors, io/onnx/model-file.ts) */
+export async function openOnnxPath(file: string): Promise<{ model: OnnxModel; file: ModelFile; close(): void }> {
   const files = fileSet('async');
   const dir = path.dirname(file);
   const cache = new Map<string, ByteSource>();
   try {
-    const model = await readOnnx(files.open(file), {
+    const mf = await openOnnxModelFile(files.open(file), {
       openExternal(location) {
         let s = cache.get(location);
         if (!s) {
@@ -27,7 +30,7 @@ export async function openOnnxPath(file: string): Promise<{ model: OnnxModel; cl
         return s;
       },
     });
-    return { model, close: files.close };
+    return { model: mf.onnx!, file: mf, close: files.close };
   } catch (e) {
     files.close();
     throw e;

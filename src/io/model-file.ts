@@ -14,7 +14,8 @@ import { toFloat32 } from './tensor-data.js';
 import type { StoredTensor } from '../model/types.js';
 import { ggmlTypeByName } from '../quant/ggml/types.js';
 
-export type ModelFormat = 'gguf' | 'safetensors' | 'llama2c';
+/** 'onnx': io/onnx/model-file.ts (an OnnxModelFile, its tensors the initializers and Constant values) */
+export type ModelFormat = 'gguf' | 'safetensors' | 'llama2c' | 'onnx';
 
 export interface ModelTensor {
   readonly name: string;
@@ -62,7 +63,8 @@ export interface OpenOptions {
   as?: 'llama2c';
 }
 
-function finish(format: ModelFormat, name: string, metadata: ModelFile['metadata'], tensors: ModelTensor[], sources: ByteSource[], extra: Partial<ModelFile> = {}): ModelFile {
+/** A ModelFile over tensors a reader has listed (GGUF, safetensors, llama2.c here; ONNX in io/onnx/model-file.ts). */
+export function modelFileOf(format: ModelFormat, name: string, metadata: ModelFile['metadata'], tensors: ModelTensor[], sources: ByteSource[], extra: Partial<ModelFile> = {}): ModelFile {
   const by = new Map(tensors.map((t) => [t.name, t]));
   return {
     format,
@@ -141,12 +143,12 @@ export async function openModelFile(src: ByteSource, opts: OpenOptions = {}): Pr
       byteLength: t.byteLength,
       source: src,
     }));
-    return finish('gguf', src.name, g.metadata, tensors, [src], { version: g.version, gguf: g });
+    return modelFileOf('gguf', src.name, g.metadata, tensors, [src], { version: g.version, gguf: g });
   }
   if (fmt === 'safetensors') {
     const f = await readSafetensors(src);
     const tensors = f.tensors.map(fromSafetensorsInfo);
-    return finish('safetensors', src.name, new Map(Object.entries(f.metadata)), tensors, [src], packedExtra(f.tensors));
+    return modelFileOf('safetensors', src.name, new Map(Object.entries(f.metadata)), tensors, [src], packedExtra(f.tensors));
   }
   if (fmt === 'safetensors-index') {
     if (src.size > 100_000_000) fail(`${src.name}: JSON index larger than 100 MB`);
@@ -163,11 +165,11 @@ export async function openModelFile(src: ByteSource, opts: OpenOptions = {}): Pr
     const sh = await readShardedSafetensors(index, open);
     const meta = new Map<string, string | number>(Object.entries(sh.metadata));
     for (const [k, v] of Object.entries(index.metadata)) if (typeof v === 'string' || typeof v === 'number') meta.set(`index.${k}`, v);
-    return finish('safetensors', src.name, meta, sh.tensors.map(fromSafetensorsInfo), sources, packedExtra(sh.tensors));
+    return modelFileOf('safetensors', src.name, meta, sh.tensors.map(fromSafetensorsInfo), sources, packedExtra(sh.tensors));
   }
   if (!opts.llama2c) fail(`${src.name}: looks like a llama2.c checkpoint, but no llama2.c reader is available`);
   const l = await opts.llama2c(src);
-  return finish('llama2c', src.name, l.metadata, l.tensors, [src]);
+  return modelFileOf('llama2c', src.name, l.metadata, l.tensors, [src]);
 }
 
 /**

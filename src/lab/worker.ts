@@ -275,6 +275,7 @@ function startJobWorker(): void {
     });
     const bytes = tensors.reduce((s, t) => s + t.bytes, 0);
     const parameters = plan.tensors.reduce((s, p) => s + p.ne.reduce((a, b) => a * b, 1), 0);
+    if (plan.output === 'onnx') throw new Error('internal: the Lab plans no ONNX output');
     return { output: plan.output, recipe: plan.recipe.name, algorithm: algorithmName(plan.recipe.algorithm), tensors, bytes, parameters, bitsPerWeight: (bytes * 8) / parameters, converts };
   }
 

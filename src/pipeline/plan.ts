@@ -6,7 +6,7 @@
 import { fail } from '../errors.js';
 import { LLAMA_FTYPES, planLlamaTypes, llamaFtype, allowsQuantization, requiresImatrix, type PlanTensor } from '../algos/llama-types.js';
 import type { Imatrix } from '../algos/imatrix.js';
-import { ruleFor, type Recipe, type RecipeRule } from '../algos/recipe.js';
+import { ruleFor, type OnnxRecipe, type Recipe, type RecipeRule } from '../algos/recipe.js';
 import { ggmlCodec, ggmlCodecs } from '../quant/ggml/registry.js';
 import { ggmlTypeByName, type GgmlTypeInfo } from '../quant/ggml/types.js';
 import { resolveScheme } from '../quant/registry.js';
@@ -17,6 +17,14 @@ import type { ModelFile, ModelTensor } from '../io/model-file.js';
 import type { LlamaHparams } from '../io/hf-llama.js';
 import type { PackedInt4Layout } from '../io/packed-int4.js';
 import { toFloat32 } from '../io/tensor-data.js';
+import { nodeLabel } from '../io/onnx/graph-edit.js';
+import { onnxOf, onnxTensorName } from '../io/onnx/model-file.js';
+import { gatherTargets } from '../io/onnx/gather.js';
+import { matmulTargets, type NodeReport } from '../io/onnx/nbits.js';
+import { qdqTargets } from '../io/onnx/qdq.js';
+import type { Float16Report } from '../io/onnx/float16.js';
+import type { ModelProto } from '../io/onnx/schema.js';
+import type { NpyArray } from '../io/npy.js';
 
 /** a tensor stored beside a weight (algorithms.ts ExtraTensor: LoRC factors, EasyQuant outliers) */
 export interface StoredExtra {
@@ -54,13 +62,18 @@ export interface TensorPlan {
   rule?: RecipeRule;
 }
 
+/** the output containers: GGUF, lowbit safetensors (or a packed HF checkpoint), ONNX */
+export type OutputKind = 'gguf' | 'safetensors' | 'onnx';
+
 export interface QuantizePlan {
-  output: 'gguf' | 'safetensors';
+  output: OutputKind;
   recipe: Recipe;
   tensors: TensorPlan[];
   ftypeId?: number;
   /** set for a Hugging Face checkpoint with GPTQ/AWQ packed int4 layers (see quantize-packed.ts) */
   packed?: PackedPlanInfo;
+  /** ONNX output: the graph rewrite the ONNX writer runs (pipeline/quantize-onnx.ts) */
+  onnx?: OnnxRecipe;
 }
 
 export interface TensorReport {
@@ -74,8 +87,18 @@ export interface TensorReport {
   fallbackFrom?: string;
 }
 
+/** What the ONNX writer did, node by node (quantize-onnx.ts). */
+export interface OnnxWriteReport {
+  inputBytes: number;
+  nodes: NodeReport[];
+  float16?: Float16Report;
+  /** the sensitivity pass's ranking (output SQNR of each node quantized alone, worst first) */
+  sensitivity?: { node: string; sqnrDb: number }[];
+  warnings: string[];
+}
+
 export interface QuantizeReport {
-  output: 'gguf' | 'safetensors';
+  output: OutputKind;
   recipe: string;
   tensors: TensorReport[];
   parameters: number;
@@ -84,6 +107,8 @@ export interface QuantizeReport {
   seconds: number;
   /** the config.json object to write beside a GPTQ/AWQ checkpoint */
   hfConfig?: Record<string, unknown>;
+  /** ONNX output: the rewrite's node reports */
+  onnx?: OnnxWriteReport;
 }
 
 /**
@@ -101,7 +126,33 @@ export interface RowQuantizer {
   allocateBytes?(n: number): Uint8Array;
 }
 
+/** one ONNX calibration sample: the model's inputs by name */
+export type OnnxFeeds = Record<string, NpyArray>;
+/** a float value an ONNX runtime hands back */
+export interface OnnxValue {
+  dims: number[];
+  data: Float32Array;
+}
+
+/** How the ONNX writer runs the model on calibration data (the host's runtime: onnxruntime-node in the CLI). */
+export interface OnnxCalibration {
+  readonly samples: readonly OnnxFeeds[];
+  /** run `proto` on `samples`, handing each named intermediate value to sink (sample by sample) */
+  capture(proto: ModelProto, names: readonly string[], samples: readonly OnnxFeeds[], sink: (name: string, t: OnnxValue) => void): Promise<void>;
+  /** a session over a model's bytes (the sensitivity pass compares whole-model outputs) */
+  session(model: Uint8Array): Promise<{ run(feeds: OnnxFeeds): Promise<Map<string, OnnxValue>>; release(): Promise<void> }>;
+}
+
 export interface QuantizeOptions {
+  /**
+   * ONNX output: calibration samples and the runtime that runs them (GPTQ's Hessians, static QDQ
+   * ranges, bias correction, the sensitivity pass, the activation quantizers)
+   */
+  onnxCalibration?: OnnxCalibration;
+  /** each warning as it happens (ONNX output; also in report.onnx.warnings) */
+  onWarning?(message: string): void;
+  /** progress messages of long passes */
+  onProgress?(message: string): void;
   /** importance matrix for the weighted quantizers (checked against the model first: see checkImatrix) */
   imatrix?: Imatrix;
   /** quantize GGML tensors on these threads (default: this thread) */
@@ -217,6 +268,43 @@ export function planTensors(m: ModelFile, recipe: Recipe, output: 'gguf' | 'safe
     }
   }
   return { output, recipe, tensors, ftypeId };
+}
+
+/**
+ * The plan of an ONNX output, read from the graph (no tensor data): every constant tensor of the model
+ * (io/onnx/model-file.ts) with its target: the MatMul/Gemm weights MatMulNBits takes, the Gather tables
+ * GatherBlockQuantized takes, the weights QDQ takes (the op types of recipe.onnx.qdq.ops not already
+ * MatMulNBits), the float32 rest to the float16 pass when asked; nodes in recipe.onnx.keep stay. Choices
+ * that depend on data (the sensitivity pass's --keep-sensitive / --act16 nodes, calibration ranges) are
+ * the writer's, reported per node.
+ */
+export function planOnnx(m: ModelFile, recipe: Recipe): QuantizePlan {
+  const o = recipe.onnx ?? fail(`recipe ${recipe.name} has no onnx part: an ONNX output needs one (e.g. --type int4, --qdq int8, --float16)`);
+  const model = onnxOf(m) ?? fail(`${m.name}: an ONNX output needs an ONNX input`);
+  const keep = new Set(o.keep ?? []);
+  const kept = (n: Parameters<typeof nodeLabel>[0]) => keep.has(nodeLabel(n)) || keep.has(n.name ?? '');
+  const to = new Map<string, string>();
+  const nbitsNodes = new Set<unknown>();
+  if (o.nbits) {
+    const n = o.nbits;
+    const label = `MatMulNBits int${n.bits} g${n.blockSize}${n.symmetric && n.algorithm !== 'hqq' ? '' : ' +zp'} ${n.algorithm}`;
+    for (const t of matmulTargets(model))
+      if (!kept(t.node)) {
+        to.set(onnxTensorName(t.weight.name, t.weight.graphPath), label);
+        nbitsNodes.add(t.node);
+      }
+    if (n.gather) for (const t of gatherTargets(model)) if (!kept(t.node)) to.set(onnxTensorName(t.table.name, t.table.graphPath), `GatherBlockQuantized int${n.bits} g${n.blockSize}`);
+  }
+  if (o.qdq) {
+    const q = o.qdq;
+    const act = q.activations === 'none' ? 'weights only' : q.activations === 'dynamic' ? 'uint8 dynamic' : `${q.format === 'fp8' ? 'fp8' : 'uint8'} static ${q.method}${q.granularity === 'channel' ? ' per channel' : ''}`;
+    for (const t of qdqTargets(model, new Set(q.ops)))
+      if (!kept(t.node) && !nbitsNodes.has(t.node)) to.set(onnxTensorName(t.weight.name, t.weight.graphPath), `QDQ ${q.format}/ch + ${act}`);
+  }
+  const tensors = m.tensors.map((t): TensorPlan => ({ name: t.name, ne: neOf(t), from: t.type, to: to.get(t.name) ?? (o.float16 && t.type === 'F32' ? 'F16 (float16 pass)' : t.type) }));
+  if (o.nbits && !o.qdq && !matmulTargets(model).length && !(o.nbits.gather && gatherTargets(model).length))
+    fail(`${m.name}: no MatMul or Gemm with a constant 2-D float weight to quantize`);
+  return { output: 'onnx', recipe, tensors, onnx: o };
 }
 
 /** Output layout of a safetensors file: lowbit's own (any scheme) or a Hugging Face GPTQ/AWQ checkpoint. */

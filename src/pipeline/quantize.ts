@@ -33,18 +33,21 @@ import { sqnrDb } from '../eval/metrics.js';
 import { installWasmQuantizers, quantizeRowsMeasured } from '../kernels/ggml-quant.js';
 import { rowErrorSums } from '../quant/ggml/row-error.js';
 import { planPackedLayout, writePacked } from './quantize-packed.js';
+import { writeOnnxModel } from './quantize-onnx.js';
 import { runPtq, type PtqOutput } from './calibrate.js';
 import { calibrationNeeds, codecOf, isQuantized } from './passes/load.js';
 import { algorithmsOf, extraTensorSpecs, learnsLayer, needsHandler, roundWeight } from './algorithms.js';
 import { checkRank } from '../algos/lorc.js';
 import type { GptqWorkers } from './gptq-parts.js';
-import { checkImatrix, matrices, planTensors, readFloats, resolveOptionsOf, rows, type LayoutOptions, type QuantizeOptions, type QuantizePlan, type QuantizeReport, type RowQuantizer, type StoredExtra, type TensorPlan, type TensorReport } from './plan.js';
+import { checkImatrix, matrices, planOnnx, planTensors, readFloats, resolveOptionsOf, rows, type LayoutOptions, type OutputKind, type QuantizeOptions, type QuantizePlan, type QuantizeReport, type RowQuantizer, type StoredExtra, type TensorPlan, type TensorReport } from './plan.js';
 
-export { checkImatrix, readFloats, resolveOptionsOf, planTensors };
+export { checkImatrix, readFloats, resolveOptionsOf, planTensors, planOnnx };
 export type { LayoutOptions, QuantizeOptions, QuantizePlan, QuantizeReport, RowQuantizer, TensorPlan, TensorReport };
 
-/** Decide each tensor's target without reading any tensor data (`--dry-run`); `layout` gptq/awq plans a packed HF checkpoint. */
-export function planQuantization(m: ModelFile, recipe: Recipe, output: 'gguf' | 'safetensors', opts: { hasImatrix?: boolean; mixLayers?: number } & LayoutOptions = {}): QuantizePlan {
+/** Decide each tensor's target without reading any tensor data (`--dry-run`); `layout` gptq/awq plans a packed HF checkpoint; ONNX plans the graph rewrite. */
+export function planQuantization(m: ModelFile, recipe: Recipe, output: OutputKind, opts: { hasImatrix?: boolean; mixLayers?: number } & LayoutOptions = {}): QuantizePlan {
+  if (output === 'onnx') return planOnnx(m, recipe);
+  if (m.format === 'onnx') fail(`${m.name}: an ONNX model is written as ONNX (an output ending in .onnx)`);
   const plan = planTensors(m, recipe, output, { hasImatrix: opts.hasImatrix, mixLayers: opts.mixLayers });
   return opts.layout && opts.layout !== 'lowbit' ? planPackedLayout(m, plan, { layout: opts.layout, keepUnpackable: opts.keepUnpackable }) : plan;
 }
@@ -370,9 +373,9 @@ async function writeLowbitSafetensors(m: ModelFile, plan: QuantizePlan, sink: By
 }
 
 /** The writer table: the container of a plan -> its writer. */
-export const WRITERS: Readonly<Record<'gguf' | 'safetensors' | 'gptq' | 'awq', ModelWriter>> = Object.freeze({ gguf: writeGguf, safetensors: writeLowbitSafetensors, gptq: writePacked, awq: writePacked });
+export const WRITERS: Readonly<Record<'gguf' | 'safetensors' | 'gptq' | 'awq' | 'onnx', ModelWriter>> = Object.freeze({ gguf: writeGguf, safetensors: writeLowbitSafetensors, gptq: writePacked, awq: writePacked, onnx: writeOnnxModel });
 
-/** The plan's container: GGUF, lowbit safetensors, or a Hugging Face GPTQ/AWQ checkpoint. */
+/** The plan's container: GGUF, lowbit safetensors, a Hugging Face GPTQ/AWQ checkpoint, or ONNX. */
 export const containerOf = (plan: QuantizePlan): keyof typeof WRITERS => plan.packed?.layout ?? plan.output;
 
 export async function quantizeModel(m: ModelFile, plan: QuantizePlan, sink: ByteSink, opts: QuantizeOptions = {}): Promise<QuantizeReport> {
@@ -400,8 +403,8 @@ async function roundWhole(m: ModelFile, t: ModelTensor, p: TensorPlan, round: No
 
 /** Options of the one verb: the writer's (imatrix, workers, onTensor, layout) and the calibration's. */
 export interface QuantizeRunOptions extends QuantizeOptions, LayoutOptions {
-  /** container: 'gguf' (GGML types) or 'safetensors'; default: GGUF for llama.cpp file types */
-  output?: 'gguf' | 'safetensors';
+  /** container: 'gguf' (GGML types), 'safetensors' or 'onnx'; default: ONNX for an ONNX model, GGUF for llama.cpp file types */
+  output?: OutputKind;
   /** calibration text: GPTQ, AWQ and SmoothQuant need it; with RTN it makes the rounding imatrix-weighted */
   calibText?: string;
   /** or calibration tokens directly (synthetic models without a vocabulary) */
@@ -410,8 +413,6 @@ export interface QuantizeRunOptions extends QuantizeOptions, LayoutOptions {
   threads?: number;
   /** threads that quantize row ranges of a weight with GPTQ (same bytes) */
   gptqWorkers?: GptqWorkers;
-  /** calibration progress (one line per layer) */
-  onProgress?(message: string): void;
   /** the layer count llama.cpp's type mixing counts (a model with pruned layers: the original count, model-edit.ts) */
   mixLayers?: number;
 }
@@ -439,7 +440,9 @@ export interface PtqSummary {
  */
 export async function quantize(m: ModelFile, recipe: Recipe, sink: ByteSink, opts: QuantizeRunOptions = {}): Promise<QuantizeReport & { ptq?: PtqSummary }> {
   installWasmQuantizers();
-  const output = opts.output ?? (recipe.llama ? 'gguf' : 'safetensors');
+  const output = opts.output ?? (m.format === 'onnx' ? 'onnx' : recipe.llama ? 'gguf' : 'safetensors');
+  // ONNX: the recipe's onnx part is the plan (the graph rewrite); its calibration runs inside the writer
+  if (output === 'onnx') return quantizeModel(m, planOnnx(m, recipe), sink, opts);
   const hasCalib = opts.calibText !== undefined || opts.calibStream !== undefined;
   // calibration text gives every linear its importance (the calibration pass's diag(H), imatrix-RTN), so
   // the types llama-quantize allows only with an imatrix (IQ2_XXS, IQ2_XS, ...) are allowed with it too
