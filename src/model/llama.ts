@@ -811,8 +811,7 @@ export class Llama {
 
   /** out = x · wᵀ (nTok rows); sameInput: x is unchanged since the previous lin (its rounding is reused) */
   private lin(out: Float32Array, x: Float32Array, w: LinearWeight, nTok: number, expert?: number, sameInput = false): void {
-    const input = x.subarray(0, nTok * w.cols);
-    this.hooks.linearInput?.(w.name, input, nTok, w.cols, expert);
+    if (this.hooks.linearInput) this.hooks.linearInput(w.name, x.subarray(0, nTok * w.cols), nTok, w.cols, expert);
     if (this.activations === 'ggml') {
       // llama.cpp's own path: integer dot products on the stored blocks (activations rounded in the kernel)
       const kw = w.kernel;
