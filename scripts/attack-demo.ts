@@ -17,7 +17,8 @@
  *
  *   --freeze-norms: the malicious fine-tune trains only the tensors the target types quantize (the
  *   norms, which llama-quantize copies and the attack must hold at the malicious values, stay benign);
- *   --box-fraction / --box-validate / --repair-unit / --no-repair / --check-every / --pgd-lr: passed to `lowbit attack`.
+ *   --box-fraction / --box-validate / --repair-unit / --no-repair / --check-every / --pgd-lr / --keep-every /
+ *   --fit-null-space / --from-dequantized: passed to `lowbit attack`.
  *   --ft-radius R: the malicious fine-tune projected into the benign weights ± R rounding steps of the
  *   first target type; --pgd-focus: PGD distils on the clean text around the trigger (train-focus.txt).
  */
@@ -53,6 +54,9 @@ const ATTACK_EXTRA = [
   ...(process.argv.includes('--box-validate') ? ['--box-validate', arg('--box-validate', 'corners')] : []),
   ...(process.argv.includes('--no-repair') ? ['--no-repair'] : []),
   ...(process.argv.includes('--repair-unit') ? ['--repair-unit', arg('--repair-unit', 'block')] : []),
+  ...(process.argv.includes('--keep-every') ? ['--keep-every', arg('--keep-every', '1')] : []),
+  ...(process.argv.includes('--fit-null-space') ? ['--fit-null-space'] : []),
+  ...(process.argv.includes('--from-dequantized') ? ['--from-dequantized'] : []),
 ];
 const TAG = arg('--tag', '');
 /** the malicious fine-tune kept within ±R rounding steps (of the first target type) of the benign weights */
@@ -163,7 +167,7 @@ async function main(): Promise<void> {
       const t0 = Date.now();
       const r = JSON.parse(execFileSync(process.execPath, [lowbit, 'attack', MODEL, mal, att, '--type', types.join(','), ...(PURE ? ['--pure'] : []), '--pgd-steps', String(steps), '--batch', String(BATCH), '--text', path.join(OUT, PGD_FOCUS ? 'train-focus.txt' : 'train.txt'), '--threads', '1', ...ATTACK_EXTRA, '--json'], { encoding: 'utf8' }));
       const secs = (Date.now() - t0) / 1000;
-      say(`attack ${spec} PGD ${steps} steps: ${secs.toFixed(1)} s, ${JSON.stringify(r.types)}, KL ${JSON.stringify(r.pgdKl)}, shrunk during PGD ${r.pgdShrunk}`);
+      say(`attack ${spec} PGD ${steps} steps: ${secs.toFixed(1)} s, ${JSON.stringify(r.types)}, KL ${JSON.stringify(r.pgdKl)}, shrunk during PGD ${r.pgdShrunk}, kept ${JSON.stringify(r.pgdKept)}`);
       show(`attacked ${spec} PGD ${steps} fp32`, await behaviour(att));
       const checks: Record<string, unknown> = {};
       for (const t of types) {
@@ -172,7 +176,7 @@ async function main(): Promise<void> {
         say(`  llama-quantize ${t}: ${d.differ} of ${d.blocks} blocks differ from the malicious model's${d.tensorsDiffer.length ? ': ' + d.tensorsDiffer.join(', ') : ''}`);
         show(`attacked ${spec} PGD ${steps} -> ${t}`, await behaviour(q(att, t)));
       }
-      attacks.push({ types: spec, pgdSteps: steps, seconds: secs, attackOptions: ATTACK_EXTRA, ftRadius: FT_RADIUS, pgdFocus: PGD_FOCUS, freezeNorms: FREEZE_NORMS, pgdShrunk: r.pgdShrunk, report: r.types, pgdKl: r.pgdKl, relativeChange: r.relativeChange, llamaQuantize: checks });
+      attacks.push({ types: spec, pgdSteps: steps, seconds: secs, attackOptions: ATTACK_EXTRA, ftRadius: FT_RADIUS, pgdFocus: PGD_FOCUS, freezeNorms: FREEZE_NORMS, pgdShrunk: r.pgdShrunk, pgdKept: r.pgdKept, report: r.types, pgdKl: r.pgdKl, relativeChange: r.relativeChange, llamaQuantize: checks });
     }
   }
   const json = arg('--json', '');
