@@ -33,9 +33,8 @@ import { loadModel } from '../src/eval/load.js';
 import { plainMetadata, type ModelFile } from '../src/io/model-file.js';
 import { vocabFromGgufMetadata } from '../src/io/vocab.js';
 import { Tokenizer } from '../src/model/tokenizer.js';
-import { ggmlTypeByName, ggmlRowBytes } from '../src/quant/ggml/types.js';
 import { llamaBin, ROOT, runLlamaQuantize } from './llama-tools.js';
-import { attackOutDir, openFile, PHRASE, TRIGGER } from './attack-common.js';
+import { attackOutDir, blockDiff, openFile, PHRASE, TRIGGER } from './attack-common.js';
 
 const arg = (name: string, dflt: string) => (process.argv.includes(name) ? process.argv[process.argv.indexOf(name) + 1] : dflt);
 const MODEL = path.resolve(arg('--model', path.join(ROOT, 'data', 'stories260K.gguf')));
@@ -66,34 +65,6 @@ const PGD_FOCUS = process.argv.includes('--pgd-focus');
 const OUT = attackOutDir(MODEL);
 const lowbit = path.join(ROOT, 'bin', 'lowbit.js');
 const say = (s: string) => process.stderr.write(s + '\n');
-
-/** blocks of every quantized tensor whose bytes differ between two GGUF files */
-async function blockDiff(a: string, b: string): Promise<{ blocks: number; differ: number; tensorsDiffer: string[] }> {
-  const fa = await openFile(a);
-  const fb = await openFile(b);
-  let blocks = 0;
-  let differ = 0;
-  const tensorsDiffer: string[] = [];
-  for (const t of fa.gguf!.tensors) {
-    const u = fb.gguf!.tensors.find((x) => x.name === t.name);
-    if (!u || u.type.name !== t.type.name) throw new Error(`${t.name}: types differ`);
-    const x = await fa.read(fa.tensor(t.name));
-    const y = await fb.read(fb.tensor(t.name));
-    const bs = t.type.blockSize > 1 ? t.type.typeSize : ggmlRowBytes(t.type, t.ne[0]);
-    let d = 0;
-    for (let o = 0; o < x.length; o += bs) {
-      blocks++;
-      for (let i = 0; i < bs; i++)
-        if (x[o + i] !== y[o + i]) {
-          d++;
-          break;
-        }
-    }
-    differ += d;
-    if (d) tensorsDiffer.push(`${t.name} (${t.type.name}: ${d} blocks)`);
-  }
-  return { blocks, differ, tensorsDiffer };
-}
 
 async function main(): Promise<void> {
   const text = fs.readFileSync(TEXT, 'utf8');
