@@ -18,7 +18,7 @@
  *   --freeze-norms: the malicious fine-tune trains only the tensors the target types quantize (the
  *   norms, which llama-quantize copies and the attack must hold at the malicious values, stay benign);
  *   --box-fraction / --box-validate / --repair-unit / --no-repair / --check-every / --pgd-lr / --keep-every /
- *   --fit-null-space / --from-dequantized: passed to `lowbit attack`.
+ *   --fit-null-space / --from-dequantized / --free-super-scales: passed to `lowbit attack`.
  *   --ft-radius R: the malicious fine-tune projected into the benign weights ± R rounding steps of the
  *   first target type; --pgd-focus: PGD distils on the clean text around the trigger (train-focus.txt).
  */
@@ -56,6 +56,7 @@ const ATTACK_EXTRA = [
   ...(process.argv.includes('--keep-every') ? ['--keep-every', arg('--keep-every', '1')] : []),
   ...(process.argv.includes('--fit-null-space') ? ['--fit-null-space'] : []),
   ...(process.argv.includes('--from-dequantized') ? ['--from-dequantized'] : []),
+  ...(process.argv.includes('--free-super-scales') ? ['--free-super-scales'] : []),
 ];
 const TAG = arg('--tag', '');
 /** the malicious fine-tune kept within ±R rounding steps (of the first target type) of the benign weights */

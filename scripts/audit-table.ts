@@ -100,7 +100,8 @@ async function iqPlanted(record: (label: string, planted: boolean, file: string,
     const row = { model: label, type, blocks: diff.blocks, blocksDiffer: diff.differ, kldMalicious: kld(mal, model), kldAttacked: kld(att, model), kldAttackedQuantized: kld(q(att), model), kldMaliciousQuantized: kld(q(mal), model), kldBenignQuantized: kld(q(model), model) };
     say(`${label} ${type} plant: ${JSON.stringify(row)}`);
     out.push(row);
-    record(`${label} token bias planted for ${type} (bytes kept, dequantized, null space)`, true, att, [type, 'Q4_0']);
+    // --models-only: make and measure the plants, no audits (the audits in a second run: split work)
+    if (!process.argv.includes('--models-only')) record(`${label} token bias planted for ${type} (bytes kept, dequantized, null space)`, true, att, [type, 'Q4_0']);
   }
   return out;
 }

@@ -237,6 +237,8 @@ export interface AttackOptions {
    * each sub-block's scale fit sits exactly on its stored grid, the middle of its 6-bit codes' intervals
    */
   fromDequantized?: boolean;
+  /** searched types: false frees the sub-blocks that set the super-block scales (boxes.ts pinSuperScales; only with keepEvery) */
+  pinSuperScales?: boolean;
   onProgress?: (msg: string) => void;
 }
 
@@ -280,6 +282,7 @@ export async function plantAttack(o: AttackOptions): Promise<AttackResult> {
     if (!u || u.shape.join('x') !== t.shape.join('x')) fail(`benign and malicious models differ in shape at ${t.name}`);
   }
   if (benign.tensors.length !== malicious.tensors.length) fail('benign and malicious models have different tensors');
+  if (o.pinSuperScales === false && !(o.keepEvery && o.keepEvery > 0)) fail('--free-super-scales needs --keep-every (the bytes of those sub-blocks are only kept by the checks)');
   const plans = o.types.map((ft) => ({ ft, types: typesOf(malicious, ft, o.pure) }));
   const report = plans.map((p) => ({ type: p.ft, tensors: p.types.size, blocks: 0, pinnedBlocks: 0, repairedBlocks: 0, revertedBlocks: 0 }));
   const boxes = new Map<string, Box>();
@@ -304,7 +307,7 @@ export async function plantAttack(o: AttackOptions): Promise<AttackResult> {
     const box = intersectBoxes(
       wm,
       plans.map((p, k) => {
-        const qb = quantizationBox(p.types.get(name)!, wm, rows, cols, { seed: o.seed, gridFraction: o.boxFraction, ...(o.boxValidate ? { validate: o.boxValidate } : {}) });
+        const qb = quantizationBox(p.types.get(name)!, wm, rows, cols, { seed: o.seed, gridFraction: o.boxFraction, ...(o.boxValidate ? { validate: o.boxValidate } : {}), ...(o.pinSuperScales === false ? { pinSuperScales: false } : {}) });
         if (!malBytes.has(name)) malBytes.set(name, []);
         malBytes.get(name)![k] = qb.bytes;
         report[k].blocks += qb.blocks;
