@@ -132,8 +132,9 @@ export interface KeepStats {
  * Every block of `w` whose bytes (by `codec`) differ from `want` returns to `prev` (its last values that
  * gave `want`) and then takes its new values sub-block by sub-block (all of the move, else half, else
  * none) while the bytes hold. Afterwards `prev` = `w`, and every block of `w` quantizes to `want`.
+ * `raw` (optional): the values before a projection; a block whose raw values give `want` takes them.
  */
-export function keepBytes(codec: BlockCodec, w: Float32Array, prev: Float32Array, want: Uint8Array, stats: KeepStats): void {
+export function keepBytes(codec: BlockCodec, w: Float32Array, prev: Float32Array, want: Uint8Array, stats: KeepStats, raw?: Float32Array): void {
   const bs = codec.blockSize;
   const nb = codec.blockBytes;
   const sub = subBlockOf(codec);
@@ -145,6 +146,16 @@ export function keepBytes(codec: BlockCodec, w: Float32Array, prev: Float32Array
     return true;
   };
   for (let xo = 0, bo = 0; xo < w.length; xo += bs, bo += nb) {
+    if (raw) {
+      // the move before projectFit, where it keeps the bytes (a block that gives them anyway)
+      const p = w.slice(xo, xo + bs);
+      w.set(raw.subarray(xo, xo + bs), xo);
+      if (same(xo, bo)) {
+        prev.set(w.subarray(xo, xo + bs), xo);
+        continue;
+      }
+      w.set(p, xo);
+    }
     if (same(xo, bo)) {
       prev.set(w.subarray(xo, xo + bs), xo);
       continue;

@@ -337,13 +337,15 @@ export async function plantAttack(o: AttackOptions): Promise<AttackResult> {
       const codecs = plans.map((p) => blockCodecFor(p.types.get(name)!, cols));
       let prev = prevs.get(name);
       if (!prev) prevs.set(name, (prev = Float32Array.from(wm)));
+      let raw: Float32Array | undefined;
       if (o.fitNullSpace) {
         let d = dirs.get(name);
         if (!d) dirs.set(name, (d = codecs.filter((c) => searchesScales(c.name)).map((c) => fitDirections(c, wm, box))));
+        if (d.length) raw = Float32Array.from(w);
         for (const f of d) projectFit(f, w, wm, box);
       }
       const before = stats.changed;
-      if (codecs.length === 1) keepBytes(codecs[0], w, prev, malBytes.get(name)![0], stats);
+      if (codecs.length === 1) keepBytes(codecs[0], w, prev, malBytes.get(name)![0], stats, raw);
       else {
         // several types: each type's keep from the common last values, then every block checked for all
         // types together (a block failing any goes back whole)
