@@ -250,7 +250,7 @@ export interface AttackResult {
    * (repaired: moved back toward the malicious values until they give its bytes; with `repair: false`
    * left as they are), and of those the blocks that had to take the malicious values exactly
    */
-  report: { type: string; tensors: number; blocks: number; pinnedBlocks: number; repairedBlocks: number; revertedBlocks: number }[];
+  report: { type: string; tensors: number; blocks: number; pinnedBlocks: number; repairedBlocks: number; revertedBlocks: number; dequantizedBlocks?: number }[];
   /** mean |attacked - benign| over the boxed tensors, relative to mean |benign| */
   relativeChange: number;
   /** tensors held at the malicious values (not quantized by every target type: norms, ...) */
@@ -284,7 +284,7 @@ export async function plantAttack(o: AttackOptions): Promise<AttackResult> {
   if (benign.tensors.length !== malicious.tensors.length) fail('benign and malicious models have different tensors');
   if (o.pinSuperScales === false && !(o.keepEvery && o.keepEvery > 0)) fail('--free-super-scales needs --keep-every (the bytes of those sub-blocks are only kept by the checks)');
   const plans = o.types.map((ft) => ({ ft, types: typesOf(malicious, ft, o.pure) }));
-  const report = plans.map((p) => ({ type: p.ft, tensors: p.types.size, blocks: 0, pinnedBlocks: 0, repairedBlocks: 0, revertedBlocks: 0 }));
+  const report: AttackResult['report'] = plans.map((p) => ({ type: p.ft, tensors: p.types.size, blocks: 0, pinnedBlocks: 0, repairedBlocks: 0, revertedBlocks: 0 }));
   const boxes = new Map<string, Box>();
   const wMal = new Map<string, Float32Array>();
   const wBen = new Map<string, Float32Array>();
@@ -303,7 +303,7 @@ export async function plantAttack(o: AttackOptions): Promise<AttackResult> {
       continue;
     }
     const { rows, cols } = shapeOf(malicious, name);
-    if (o.fromDequantized) dequantizeStable(wm, plans.map((p) => blockCodecFor(p.types.get(name)!, cols)));
+    if (o.fromDequantized) report[0].dequantizedBlocks = (report[0].dequantizedBlocks ?? 0) + dequantizeStable(wm, plans.map((p) => blockCodecFor(p.types.get(name)!, cols)));
     const box = intersectBoxes(
       wm,
       plans.map((p, k) => {
