@@ -283,6 +283,7 @@ export async function plantAttack(o: AttackOptions): Promise<AttackResult> {
   }
   if (benign.tensors.length !== malicious.tensors.length) fail('benign and malicious models have different tensors');
   if (o.pinSuperScales === false && !(o.keepEvery && o.keepEvery > 0)) fail('--free-super-scales needs --keep-every (the bytes of those sub-blocks are only kept by the checks)');
+  if (o.fitNullSpace && !(o.keepEvery && o.keepEvery > 0)) fail('--fit-null-space needs --keep-every (the projection is made at the keeps)');
   const plans = o.types.map((ft) => ({ ft, types: typesOf(malicious, ft, o.pure) }));
   const report: AttackResult['report'] = plans.map((p) => ({ type: p.ft, tensors: p.types.size, blocks: 0, pinnedBlocks: 0, repairedBlocks: 0, revertedBlocks: 0 }));
   const boxes = new Map<string, Box>();
