@@ -86,10 +86,11 @@ const kld = (file: string, base = GGUF) => JSON.parse(execFileSync(process.execP
 async function iqPlanted(record: (label: string, planted: boolean, file: string, types: string[]) => void): Promise<Record<string, unknown>[]> {
   const TL = path.join(ROOT, 'data', 'tinyllama256.gguf');
   const out: Record<string, unknown>[] = [];
-  for (const [model, label, type] of [[GGUF, 'stories260K', 'IQ4_NL'], [TL, 'tinyllama256', 'IQ4_NL'], [TL, 'tinyllama256', 'IQ4_XS']] as const) {
-    const mal = path.join(OUT, model === GGUF ? 'mal-happy-0.25.gguf' : `mal-${label}-happy-0.25.gguf`);
-    if (!fs.existsSync(mal)) await malicious('▁happy', 0.25, mal, model);
-    const att = path.join(OUT, `att-${label}-happy-0.25-${type}-keep.gguf`);
+  // the bias strength: 0.25 moves stories260K by KLD 0.098; tinyllama256 needs 1 (0.25 gives KLD 0.0019, about its own IQ4 error)
+  for (const [model, label, type, strength] of [[GGUF, 'stories260K', 'IQ4_NL', 0.25], [TL, 'tinyllama256', 'IQ4_NL', 1], [TL, 'tinyllama256', 'IQ4_XS', 1]] as const) {
+    const mal = path.join(OUT, model === GGUF ? 'mal-happy-0.25.gguf' : `mal-${label}-happy-${strength}.gguf`);
+    if (!fs.existsSync(mal)) await malicious('▁happy', strength, mal, model);
+    const att = path.join(OUT, `att-${label}-happy-${strength}-${type}-keep.gguf`);
     make(att, ['attack', model, mal, att, '--type', type, '--pure', '--pgd-steps', '0', '--box-fraction', '1', '--box-validate', 'none', '--keep-every', '1', '--fit-null-space', '--from-dequantized']);
     const q = (f: string) => {
       const o = path.join(OUT, `${path.basename(f, '.gguf')}-${type}.gguf`);
@@ -97,11 +98,11 @@ async function iqPlanted(record: (label: string, planted: boolean, file: string,
       return o;
     };
     const diff = await blockDiff(q(att), q(mal));
-    const row = { model: label, type, blocks: diff.blocks, blocksDiffer: diff.differ, kldMalicious: kld(mal, model), kldAttacked: kld(att, model), kldAttackedQuantized: kld(q(att), model), kldMaliciousQuantized: kld(q(mal), model), kldBenignQuantized: kld(q(model), model) };
+    const row = { model: label, type, strength, blocks: diff.blocks, blocksDiffer: diff.differ, kldMalicious: kld(mal, model), kldAttacked: kld(att, model), kldAttackedQuantized: kld(q(att), model), kldMaliciousQuantized: kld(q(mal), model), kldBenignQuantized: kld(q(model), model) };
     say(`${label} ${type} plant: ${JSON.stringify(row)}`);
     out.push(row);
     // --models-only: make and measure the plants, no audits (the audits in a second run: split work)
-    if (!process.argv.includes('--models-only')) record(`${label} token bias planted for ${type} (bytes kept, dequantized, null space)`, true, att, [type, 'Q4_0']);
+    if (!process.argv.includes('--models-only')) record(`${label} token bias ${strength} planted for ${type} (bytes kept, dequantized, null space)`, true, att, [type, 'Q4_0']);
   }
   return out;
 }

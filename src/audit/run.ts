@@ -354,22 +354,25 @@ export async function plantAttack(o: AttackOptions): Promise<AttackResult> {
         codecs.forEach((c, k) => keepBytes(c, w, Float32Array.from(common), malBytes.get(name)![k], stats));
         const span = Math.max(...codecs.map((c) => c.blockSize));
         for (let xo = 0; xo < w.length; xo += span) {
-          const ok = codecs.every((c, k) => {
-            const q = new Uint8Array(c.blockBytes);
-            for (let so = xo; so < xo + span; so += c.blockSize) {
-              c.quantize(w, so, q, 0);
-              const bo = (so / c.blockSize) * c.blockBytes;
-              if (q.some((v, i) => v !== malBytes.get(name)![k][bo + i])) return false;
-            }
-            return true;
-          });
-          if (!ok) w.set(common.subarray(xo, xo + span), xo);
+          if (!givesBytes(codecs, w, xo, span, malBytes.get(name)!)) w.set(common.subarray(xo, xo + span), xo);
         }
         prev.set(w);
       }
       return stats.changed - before;
     };
-    for (const [name, box] of boxes) keepFn(name, start.get(name)!, box);
+    // a block whose benign values give the malicious bytes starts at them (they may lie outside the
+    // box: its pinned elements sit at the malicious, or with fromDequantized the dequantized, values)
+    for (const [name, box] of boxes) {
+      const { cols } = shapeOf(malicious, name);
+      const codecs = plans.map((p) => blockCodecFor(p.types.get(name)!, cols));
+      const w = start.get(name)!;
+      const wb = wBen.get(name)!;
+      const span = Math.max(...codecs.map((c) => c.blockSize));
+      for (let xo = 0; xo < w.length; xo += span) {
+        if (givesBytes(codecs, wb, xo, span, malBytes.get(name)!)) w.set(wb.subarray(xo, xo + span), xo);
+      }
+      keepFn(name, w, box);
+    }
   }
   if (o.pgd && o.pgd.steps > 0) {
     const every = keepEvery > 0 ? keepEvery : o.checkEvery ?? (plans.some((p) => [...p.types.values()].some(searchesScales)) ? 5 : 0);
@@ -453,6 +456,19 @@ export async function plantAttack(o: AttackOptions): Promise<AttackResult> {
     if (boxes.has(name) || w.some((x, i) => x !== wb[i])) tensors.set(name, w);
   }
   return { tensors, report, relativeChange: changed / Math.max(scale, 1e-30), pinnedTensors, ...(pgdKl ? { pgdKl } : {}), ...(pgdShrunk !== undefined ? { pgdShrunk } : {}), ...(pgdKept ? { pgdKept } : {}) };
+}
+
+/** whether w[xo .. xo+span) quantizes, for every codec k, to want[k]'s bytes at that place */
+function givesBytes(codecs: readonly BlockCodec[], w: Float32Array, xo: number, span: number, want: readonly Uint8Array[]): boolean {
+  return codecs.every((c, k) => {
+    const q = new Uint8Array(c.blockBytes);
+    for (let so = xo; so < xo + span; so += c.blockSize) {
+      c.quantize(w, so, q, 0);
+      const bo = (so / c.blockSize) * c.blockBytes;
+      for (let i = 0; i < q.length; i++) if (q[i] !== want[k][bo + i]) return false;
+    }
+    return true;
+  });
 }
 
 /**
