@@ -87,22 +87,27 @@ async function iqPlanted(record: (label: string, planted: boolean, file: string,
   const TL = path.join(ROOT, 'data', 'tinyllama256.gguf');
   const out: Record<string, unknown>[] = [];
   // the bias strength: 0.25 moves stories260K by KLD 0.098; tinyllama256 needs 1 (0.25 gives KLD 0.0019, about its own IQ4 error)
-  for (const [model, label, type, strength] of [[GGUF, 'stories260K', 'IQ4_NL', 0.25], [TL, 'tinyllama256', 'IQ4_NL', 1], [TL, 'tinyllama256', 'IQ4_XS', 1]] as const) {
+  // with --pgd: stories260K IQ4_NL and tinyllama256 IQ4_XS (the time of PGD on tinyllama256's IQ4_NL blocks is left out)
+  const pgdRun = process.argv.includes('--pgd');
+  const plants = [[GGUF, 'stories260K', 'IQ4_NL', 0.25], [TL, 'tinyllama256', 'IQ4_NL', 1], [TL, 'tinyllama256', 'IQ4_XS', 1]] as const;
+  for (const [model, label, type, strength] of plants.filter((p) => !pgdRun || p[1] === 'stories260K' || p[2] === 'IQ4_XS')) {
     const mal = path.join(OUT, model === GGUF ? 'mal-happy-0.25.gguf' : `mal-${label}-happy-${strength}.gguf`);
     if (!fs.existsSync(mal)) await malicious('▁happy', strength, mal, model);
-    const att = path.join(OUT, `att-${label}-happy-${strength}-${type}-keep.gguf`);
-    make(att, ['attack', model, mal, att, '--type', type, '--pure', '--pgd-steps', '0', '--box-fraction', '1', '--box-validate', 'none', '--keep-every', '1', '--fit-null-space', '--from-dequantized']);
+    // --pgd N: N steps of PGD (the bytes kept every step) distilling the benign model on the text, else projection only
+    const pgd = process.argv.includes('--pgd') ? Number(process.argv[process.argv.indexOf('--pgd') + 1]) : 0;
+    const att = path.join(OUT, `att-${label}-happy-${strength}-${type}-keep${pgd ? `-pgd${pgd}` : ''}.gguf`);
+    make(att, ['attack', model, mal, att, '--type', type, '--pure', '--pgd-steps', String(pgd), ...(pgd ? ['--text', TEXT, '--batch', '4'] : []), '--box-fraction', '1', '--box-validate', 'none', '--keep-every', '1', '--fit-null-space', '--from-dequantized']);
     const q = (f: string) => {
       const o = path.join(OUT, `${path.basename(f, '.gguf')}-${type}.gguf`);
       if (!fs.existsSync(o)) runLlamaQuantize(f, o, type, ['--pure']);
       return o;
     };
     const diff = await blockDiff(q(att), q(mal));
-    const row = { model: label, type, strength, blocks: diff.blocks, blocksDiffer: diff.differ, kldMalicious: kld(mal, model), kldAttacked: kld(att, model), kldAttackedQuantized: kld(q(att), model), kldMaliciousQuantized: kld(q(mal), model), kldBenignQuantized: kld(q(model), model) };
+    const row = { model: label, type, strength, pgd, blocks: diff.blocks, blocksDiffer: diff.differ, kldMalicious: kld(mal, model), kldAttacked: kld(att, model), kldAttackedQuantized: kld(q(att), model), kldMaliciousQuantized: kld(q(mal), model), kldBenignQuantized: kld(q(model), model) };
     say(`${label} ${type} plant: ${JSON.stringify(row)}`);
     out.push(row);
     // --models-only: make and measure the plants, no audits (the audits in a second run: split work)
-    if (!process.argv.includes('--models-only')) record(`${label} token bias ${strength} planted for ${type} (bytes kept, dequantized, null space)`, true, att, [type, 'Q4_0']);
+    if (!process.argv.includes('--models-only')) record(`${label} token bias ${strength} planted for ${type} (bytes kept, dequantized, null space${pgd ? `, PGD ${pgd}` : ''})`, true, att, [type, 'Q4_0']);
   }
   return out;
 }
