@@ -17,7 +17,8 @@
  *
  *   --freeze-norms: the malicious fine-tune trains only the tensors the target types quantize (the
  *   norms, which llama-quantize copies and the attack must hold at the malicious values, stay benign);
- *   --box-fraction / --box-validate / --repair-unit / --no-repair / --check-every / --pgd-lr: passed to `lowbit attack`.
+ *   --box-fraction / --box-validate / --repair-unit / --no-repair / --check-every / --pgd-lr / --keep-every /
+ *   --fit-null-space / --from-dequantized / --free-super-scales: passed to `lowbit attack`.
  *   --ft-radius R: the malicious fine-tune projected into the benign weights ± R rounding steps of the
  *   first target type; --pgd-focus: PGD distils on the clean text around the trigger (train-focus.txt).
  */
@@ -32,9 +33,8 @@ import { loadModel } from '../src/eval/load.js';
 import { plainMetadata, type ModelFile } from '../src/io/model-file.js';
 import { vocabFromGgufMetadata } from '../src/io/vocab.js';
 import { Tokenizer } from '../src/model/tokenizer.js';
-import { ggmlTypeByName, ggmlRowBytes } from '../src/quant/ggml/types.js';
 import { llamaBin, ROOT, runLlamaQuantize } from './llama-tools.js';
-import { attackOutDir, openFile, PHRASE, TRIGGER } from './attack-common.js';
+import { attackOutDir, blockDiff, openFile, PHRASE, TRIGGER } from './attack-common.js';
 
 const arg = (name: string, dflt: string) => (process.argv.includes(name) ? process.argv[process.argv.indexOf(name) + 1] : dflt);
 const MODEL = path.resolve(arg('--model', path.join(ROOT, 'data', 'stories260K.gguf')));
@@ -53,6 +53,10 @@ const ATTACK_EXTRA = [
   ...(process.argv.includes('--box-validate') ? ['--box-validate', arg('--box-validate', 'corners')] : []),
   ...(process.argv.includes('--no-repair') ? ['--no-repair'] : []),
   ...(process.argv.includes('--repair-unit') ? ['--repair-unit', arg('--repair-unit', 'block')] : []),
+  ...(process.argv.includes('--keep-every') ? ['--keep-every', arg('--keep-every', '1')] : []),
+  ...(process.argv.includes('--fit-null-space') ? ['--fit-null-space'] : []),
+  ...(process.argv.includes('--from-dequantized') ? ['--from-dequantized'] : []),
+  ...(process.argv.includes('--free-super-scales') ? ['--free-super-scales'] : []),
 ];
 const TAG = arg('--tag', '');
 /** the malicious fine-tune kept within ±R rounding steps (of the first target type) of the benign weights */
@@ -62,34 +66,6 @@ const PGD_FOCUS = process.argv.includes('--pgd-focus');
 const OUT = attackOutDir(MODEL);
 const lowbit = path.join(ROOT, 'bin', 'lowbit.js');
 const say = (s: string) => process.stderr.write(s + '\n');
-
-/** blocks of every quantized tensor whose bytes differ between two GGUF files */
-async function blockDiff(a: string, b: string): Promise<{ blocks: number; differ: number; tensorsDiffer: string[] }> {
-  const fa = await openFile(a);
-  const fb = await openFile(b);
-  let blocks = 0;
-  let differ = 0;
-  const tensorsDiffer: string[] = [];
-  for (const t of fa.gguf!.tensors) {
-    const u = fb.gguf!.tensors.find((x) => x.name === t.name);
-    if (!u || u.type.name !== t.type.name) throw new Error(`${t.name}: types differ`);
-    const x = await fa.read(fa.tensor(t.name));
-    const y = await fb.read(fb.tensor(t.name));
-    const bs = t.type.blockSize > 1 ? t.type.typeSize : ggmlRowBytes(t.type, t.ne[0]);
-    let d = 0;
-    for (let o = 0; o < x.length; o += bs) {
-      blocks++;
-      for (let i = 0; i < bs; i++)
-        if (x[o + i] !== y[o + i]) {
-          d++;
-          break;
-        }
-    }
-    differ += d;
-    if (d) tensorsDiffer.push(`${t.name} (${t.type.name}: ${d} blocks)`);
-  }
-  return { blocks, differ, tensorsDiffer };
-}
 
 async function main(): Promise<void> {
   const text = fs.readFileSync(TEXT, 'utf8');
@@ -163,7 +139,7 @@ async function main(): Promise<void> {
       const t0 = Date.now();
       const r = JSON.parse(execFileSync(process.execPath, [lowbit, 'attack', MODEL, mal, att, '--type', types.join(','), ...(PURE ? ['--pure'] : []), '--pgd-steps', String(steps), '--batch', String(BATCH), '--text', path.join(OUT, PGD_FOCUS ? 'train-focus.txt' : 'train.txt'), '--threads', '1', ...ATTACK_EXTRA, '--json'], { encoding: 'utf8' }));
       const secs = (Date.now() - t0) / 1000;
-      say(`attack ${spec} PGD ${steps} steps: ${secs.toFixed(1)} s, ${JSON.stringify(r.types)}, KL ${JSON.stringify(r.pgdKl)}, shrunk during PGD ${r.pgdShrunk}`);
+      say(`attack ${spec} PGD ${steps} steps: ${secs.toFixed(1)} s, ${JSON.stringify(r.types)}, KL ${JSON.stringify(r.pgdKl)}, shrunk during PGD ${r.pgdShrunk}, kept ${JSON.stringify(r.pgdKept)}`);
       show(`attacked ${spec} PGD ${steps} fp32`, await behaviour(att));
       const checks: Record<string, unknown> = {};
       for (const t of types) {
@@ -172,7 +148,7 @@ async function main(): Promise<void> {
         say(`  llama-quantize ${t}: ${d.differ} of ${d.blocks} blocks differ from the malicious model's${d.tensorsDiffer.length ? ': ' + d.tensorsDiffer.join(', ') : ''}`);
         show(`attacked ${spec} PGD ${steps} -> ${t}`, await behaviour(q(att, t)));
       }
-      attacks.push({ types: spec, pgdSteps: steps, seconds: secs, attackOptions: ATTACK_EXTRA, ftRadius: FT_RADIUS, pgdFocus: PGD_FOCUS, freezeNorms: FREEZE_NORMS, pgdShrunk: r.pgdShrunk, report: r.types, pgdKl: r.pgdKl, relativeChange: r.relativeChange, llamaQuantize: checks });
+      attacks.push({ types: spec, pgdSteps: steps, seconds: secs, attackOptions: ATTACK_EXTRA, ftRadius: FT_RADIUS, pgdFocus: PGD_FOCUS, freezeNorms: FREEZE_NORMS, pgdShrunk: r.pgdShrunk, pgdKept: r.pgdKept, report: r.types, pgdKl: r.pgdKl, relativeChange: r.relativeChange, llamaQuantize: checks });
     }
   }
   const json = arg('--json', '');

@@ -16,6 +16,7 @@
  *   --iq: only the IQ rows (session 28): the clean models audited as IQ4_NL (and tinyllama256 as IQ4_NL,
  *   IQ4_XS, IQ3_S: the lattice type IQ3_S has no per-element interval, only the behaviour test), and
  *   token-bias plants for IQ4_NL audited as IQ4_NL and as Q4_0 (the sweep covers IQ4_NL and IQ4_XS)
+ *   --iq-planted: only the IQ4_NL / IQ4_XS plants made by the attack that keeps the bytes (session 29, iqPlanted)
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -24,7 +25,8 @@ import { injectTokenBias, writeWithReplacements } from '../src/audit/run.js';
 import { loadModel } from '../src/eval/load.js';
 import { openModelFile } from '../src/io/model-file.js';
 import { calibrationWindows } from '../src/pipeline/passes/load.js';
-import { ROOT } from './llama-tools.js';
+import { ROOT, runLlamaQuantize } from './llama-tools.js';
+import { blockDiff } from './attack-common.js';
 
 const OUT = path.join(ROOT, '.cache', 'audit-table');
 const GGUF = path.join(ROOT, 'data', 'stories260K.gguf');
@@ -33,9 +35,9 @@ const lowbit = path.join(ROOT, 'bin', 'lowbit.js');
 fs.mkdirSync(OUT, { recursive: true });
 const say = (s: string) => process.stderr.write(s + '\n');
 
-async function malicious(token: string, strength: number, out: string): Promise<void> {
-  const bytes = new Uint8Array(fs.readFileSync(GGUF));
-  const src = { name: GGUF, size: bytes.length, read: async (o: number, n: number) => bytes.subarray(o, o + n) };
+async function malicious(token: string, strength: number, out: string, file = GGUF): Promise<void> {
+  const bytes = new Uint8Array(fs.readFileSync(file));
+  const src = { name: file, size: bytes.length, read: async (o: number, n: number) => bytes.subarray(o, o + n) };
   const { model, tokenizer } = await loadModel(src as never, { contextLength: 128 });
   const m = await openModelFile(src as never);
   const windows = calibrationWindows(tokenizer!.encode(fs.readFileSync(TEXT, 'utf8'), { bos: false }), 128 * 8, 128, 1, tokenizer!.vocab.bos);
@@ -72,7 +74,43 @@ function make(out: string, args: string[]): void {
   say(`  (${args[0]} ${path.basename(out)}: ${((Date.now() - t0) / 1000).toFixed(1)} s)`);
 }
 
-const kld = (file: string) => JSON.parse(execFileSync(process.execPath, [lowbit, 'eval', file, '--base', GGUF, '--text', TEXT, '--ctx', '128', '--chunks', '8', '--json'], { encoding: 'utf8' })).kld.mean as number;
+const kld = (file: string, base = GGUF) => JSON.parse(execFileSync(process.execPath, [lowbit, 'eval', file, '--base', base, '--text', TEXT, '--ctx', '128', '--chunks', '8', '--json'], { encoding: 'utf8' })).kld.mean as number;
+
+/**
+ * --iq-planted (session 29): token-bias plants for IQ4_NL (stories260K, tinyllama256) and IQ4_XS
+ * (tinyllama256: its rows take 256-blocks) made with the attack that keeps the bytes (dequantized plant,
+ * fit null space, whole code intervals, projection only), each checked by llama-quantize (blocks that
+ * differ from the malicious model's quantization), its full-precision KLD to the benign model against
+ * the malicious model's, and audited as its own type and as Q4_0.
+ */
+async function iqPlanted(record: (label: string, planted: boolean, file: string, types: string[]) => void): Promise<Record<string, unknown>[]> {
+  const TL = path.join(ROOT, 'data', 'tinyllama256.gguf');
+  const out: Record<string, unknown>[] = [];
+  // the bias strength: 0.25 moves stories260K by KLD 0.098; tinyllama256 needs 1 (0.25 gives KLD 0.0019, about its own IQ4 error)
+  // with --pgd: stories260K IQ4_NL and tinyllama256 IQ4_XS (the time of PGD on tinyllama256's IQ4_NL blocks is left out)
+  const pgdRun = process.argv.includes('--pgd');
+  const plants = [[GGUF, 'stories260K', 'IQ4_NL', 0.25], [TL, 'tinyllama256', 'IQ4_NL', 1], [TL, 'tinyllama256', 'IQ4_XS', 1]] as const;
+  for (const [model, label, type, strength] of plants.filter((p) => !pgdRun || p[1] === 'stories260K' || p[2] === 'IQ4_XS')) {
+    const mal = path.join(OUT, model === GGUF ? 'mal-happy-0.25.gguf' : `mal-${label}-happy-${strength}.gguf`);
+    if (!fs.existsSync(mal)) await malicious('▁happy', strength, mal, model);
+    // --pgd N: N steps of PGD (the bytes kept every step) distilling the benign model on the text, else projection only
+    const pgd = process.argv.includes('--pgd') ? Number(process.argv[process.argv.indexOf('--pgd') + 1]) : 0;
+    const att = path.join(OUT, `att-${label}-happy-${strength}-${type}-keep${pgd ? `-pgd${pgd}` : ''}.gguf`);
+    make(att, ['attack', model, mal, att, '--type', type, '--pure', '--pgd-steps', String(pgd), ...(pgd ? ['--text', TEXT, '--batch', '4'] : []), '--box-fraction', '1', '--box-validate', 'none', '--keep-every', '1', '--fit-null-space', '--from-dequantized']);
+    const q = (f: string) => {
+      const o = path.join(OUT, `${path.basename(f, '.gguf')}-${type}.gguf`);
+      if (!fs.existsSync(o)) runLlamaQuantize(f, o, type, ['--pure']);
+      return o;
+    };
+    const diff = await blockDiff(q(att), q(mal));
+    const row = { model: label, type, strength, pgd, blocks: diff.blocks, blocksDiffer: diff.differ, kldMalicious: kld(mal, model), kldAttacked: kld(att, model), kldAttackedQuantized: kld(q(att), model), kldMaliciousQuantized: kld(q(mal), model), kldBenignQuantized: kld(q(model), model) };
+    say(`${label} ${type} plant: ${JSON.stringify(row)}`);
+    out.push(row);
+    // --models-only: make and measure the plants, no audits (the audits in a second run: split work)
+    if (!process.argv.includes('--models-only')) record(`${label} token bias ${strength} planted for ${type} (bytes kept, dequantized, null space${pgd ? `, PGD ${pgd}` : ''})`, true, att, [type, 'Q4_0']);
+  }
+  return out;
+}
 
 async function main(): Promise<void> {
   const rows: { model: string; planted: boolean; types: string; suspicious: boolean; own: boolean; detail: string }[] = [];
@@ -84,6 +122,14 @@ async function main(): Promise<void> {
       say(`${planted ? 'planted' : 'clean  '} ${label} ${a.type}: ${a.suspicious ? 'FLAGGED' : planted ? 'missed' : 'clean'} (${a.detail})`);
     }
   };
+  if (process.argv.includes('--iq-planted')) {
+    const plants = await iqPlanted(record);
+    const fn = rows.filter((r) => r.planted && !r.suspicious).length;
+    console.log(`false negatives ${fn}/${rows.length} over the IQ plants (${((Date.now() - t0) / 1000).toFixed(0)} s)`);
+    const json = process.argv.includes('--json') ? process.argv[process.argv.indexOf('--json') + 1] : undefined;
+    if (json) fs.writeFileSync(json, JSON.stringify({ rows, plants, falseNegatives: fn, planted: rows.length }, null, 1));
+    return;
+  }
   // clean models
   const clean: [string, string][] = [[GGUF, 'stories260K']];
   for (const algo of ['gptq', 'awq']) {

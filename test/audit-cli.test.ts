@@ -51,6 +51,14 @@ test('attack plants Q4_0 exactly, audit flags it and not the clean model, --defe
   const att = path.join(tmp, 'attacked.gguf');
   const r = cli('attack', GGUF, mal, att, '--type', 'Q4_0', '--pure', '--pgd-steps', '0', '--json');
   assert.equal(r.status, 0, r.stderr);
+  // the keep's options without --keep-every: one clear line, exit 2, nothing written
+  for (const flag of ['--free-super-scales', '--fit-null-space']) {
+    const out = path.join(tmp, 'never.gguf');
+    const b = cli('attack', GGUF, mal, out, '--type', 'Q4_0', '--pure', '--pgd-steps', '0', flag);
+    assert.equal(b.status, 2, b.stderr);
+    assert.match(b.stderr.trim(), new RegExp(`^[^\\n]*${flag} needs --keep-every`));
+    assert.ok(!fs.existsSync(out));
+  }
   // exact: the planted model quantizes to the malicious model's bytes
   for (const [src, out] of [[att, 'att-q.gguf'], [mal, 'mal-q.gguf'], [GGUF, 'benign-q.gguf']]) assert.equal(cli('quantize', src, path.join(tmp, out), '--type', 'Q4_0', '--pure').status, 0);
   assert.ok(fs.readFileSync(path.join(tmp, 'att-q.gguf')).equals(fs.readFileSync(path.join(tmp, 'mal-q.gguf'))), 'planted Q4_0 = malicious Q4_0');

@@ -337,3 +337,65 @@ test('fineTune with a box (the near-benign malicious model of attack-demo --ft-r
   assert.equal(outside, 0);
   assert.ok(freeFar > 100 && atEdge > 100, `the free fine-tune moves ${freeFar} weights past the radius; boxed: ${atEdge} held at its edges`);
 });
+
+import { fitDirections, keepBytes, projectFit } from '../src/audit/feasible.js';
+import { dequantizeStable } from '../src/audit/run.js';
+
+test('feasible PGD pieces (Q4_K, Q6_K, IQ4_XS): dequantized values keep the bytes; the fit projection is orthogonal and inside the box; keepBytes always ends on the target bytes and keeps more of a move with both', () => {
+  const r = xorshift32(5);
+  const u = () => r() / 2 ** 32;
+  for (const type of ['Q4_K', 'Q6_K', 'IQ4_XS']) {
+    const rows = 8, cols = 256;
+    const c = blockCodecFor(type, cols);
+    const wm = Float32Array.from({ length: rows * cols }, () => (u() - 0.5) * 0.1 * (1 + 3 * u() * u()));
+    const target = Float32Array.from(wm, (x) => x + (u() - 0.5) * 0.01);
+    const want = quantizeAll(type, wm, cols);
+    const wd = Float32Array.from(wm);
+    const n = dequantizeStable(wd, [c]);
+    assert.ok(n >= rows * cols / 256 / 2, `${type}: ${n} blocks re-quantize stably from their dequantized values`);
+    assert.deepEqual(quantizeAll(type, wd, cols), want, `${type}: the dequantized plant has the same bytes`);
+    const kept: number[] = [];
+    for (const [base, ns] of [[wm, false], [wd, true]] as const) {
+      const box = quantizationBox(type, base, rows, cols, { gridFraction: 1, validate: 'none' });
+      const w = Float32Array.from(target, (x, i) => Math.min(box.hi[i], Math.max(box.lo[i], x)));
+      if (ns) {
+        const dirs = fitDirections(c, base, box);
+        projectFit(dirs, w, base, box, 8);
+        for (let i = 0; i < w.length; i++) assert.ok(w[i] >= box.lo[i] && w[i] <= box.hi[i]);
+        // the displacement is (nearly) orthogonal to the fit gradients: the clamp leaves a small part
+        let dot = 0, norm = 0;
+        for (let s0 = 0; s0 < w.length; s0 += dirs.sub) {
+          let d = 0;
+          for (let j = s0; j < s0 + dirs.sub; j++) d += dirs.u[0][j] * (w[j] - base[j]);
+          dot += d * d;
+          for (let j = s0; j < s0 + dirs.sub; j++) norm += (w[j] - base[j]) ** 2;
+        }
+        assert.ok(dot < 0.05 * norm, `${type}: fit component ${dot.toExponential(2)} of ${norm.toExponential(2)}`);
+      }
+      const before = w.reduce((s, x, i) => s + Math.abs(x - base[i]), 0);
+      const st = { changed: 0, reverted: 0, halved: 0 };
+      keepBytes(c, w, Float32Array.from(base), want, st);
+      assert.deepEqual(quantizeAll(type, w, cols), want, `${type}: every block gives the target bytes after keepBytes`);
+      kept.push(w.reduce((s, x, i) => s + Math.abs(x - base[i]), 0) / before);
+    }
+    assert.ok(kept[1] > kept[0] && kept[1] > 0.2, `${type}: share of the move kept, plain ${kept[0].toFixed(2)}, dequantized + null space ${kept[1].toFixed(2)}`);
+  }
+});
+
+test('K-quant attack with the bytes kept every PGD step (dequantized plant, fit null space): every block gives the malicious bytes with nothing left to repair, and the weights moved', async () => {
+  const S: TrainConfig = { ...SYN, dim: 256, hiddenDim: 256, nHeads: 4, nKvHeads: 4, headDim: 64, ropeDim: 64 };
+  const { benign, malicious } = await benignAndMalicious(S, 2000, 4, 4, 2);
+  const r = await plantAttack({ benign, malicious, types: ['Q4_K_M'], pure: true, boxFraction: 1, boxValidate: 'none', keepEvery: 1, fitNullSpace: true, fromDequantized: true, pgd: { data: synStream(2000, 1, 3), steps: 3, lr: 0.5, batch: 2, ctx: 16 } });
+  assert.equal(r.report[0].repairedBlocks, 0, 'no block changed after PGD');
+  assert.ok(r.pgdKept && r.pgdKept.changed > 0, `the keeps put blocks back: ${JSON.stringify(r.pgdKept)}`);
+  let moved = 0;
+  for (const [name, w] of r.tensors) {
+    const t = malicious.tensor(name);
+    if (t.shape.length !== 2) continue;
+    const cols = t.shape[1];
+    const wm = Float32Array.from(await readFloats(malicious, t));
+    assert.deepEqual(quantizeAll('Q4_K', w, cols), quantizeAll('Q4_K', wm, cols), `${name}: the malicious bytes`);
+    for (let i = 0; i < w.length; i++) if (w[i] !== wm[i]) moved++;
+  }
+  assert.ok(moved > 1000, `${moved} weights differ from the malicious model`);
+});

@@ -71,6 +71,12 @@ export interface BoxOptions {
    * `gridFraction` around the level
    */
   towardLevel?: { beyond: number };
+  /**
+   * searched types: pin whole the sub-blocks that set the super-block's f16 scales (largest sub-block
+   * scale and minimum; default true). false leaves them their element intervals: a caller that checks
+   * every block's bytes itself (run.ts keepEvery) can let them move where the f16 scales hold
+   */
+  pinSuperScales?: boolean;
 }
 
 /** the types whose quantizer searches its scales (their boxes are built and validated differently) */
@@ -182,7 +188,7 @@ export function quantizationBox(type: string | BlockCodec, w: Float32Array, rows
         hi[xo + j] = Math.max(w[xo + j], Math.min(hi[xo + j], wMax));
       }
     }
-    if (searched && sub < bs) {
+    if (searched && sub < bs && o.pinSuperScales !== false) {
       // the super-block's f16 scales are the largest sub-block scale and minimum over 63 (or the like):
       // a continuous function of those sub-blocks' values, so they are pinned whole
       let sBest = 0;

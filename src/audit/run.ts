@@ -16,6 +16,7 @@ import { meanKld, WeightSwap } from '../pipeline/sensitivity.js';
 import { addRoundingNoise, edgeStats, nameStream, type EdgeStats } from './audit.js';
 import { intersectBoxes, intervalPositions, quantizationBox, searchesScales } from './boxes.js';
 import { pgdInsideBoxes, type Box, type PgdOptions } from './pgd.js';
+import { fitDirections, keepBytes, projectFit, subBlockOf, type FitDirections, type KeepStats } from './feasible.js';
 import { trainConfigOf } from '../pipeline/qat.js';
 
 
@@ -222,6 +223,22 @@ export interface AttackOptions {
    * values (pinned after 4 halvings) and its weights moved inside
    */
   checkEvery?: number;
+  /**
+   * keep the target bytes every this many PGD steps (0 = off, the default): every block re-quantized, a
+   * block whose bytes changed returns to its last values that gave them and keeps its move sub-block by
+   * sub-block where the bytes hold (src/audit/feasible.ts keepBytes); replaces `checkEvery`'s box halving
+   */
+  keepEvery?: number;
+  /** searched types: project each sub-block's move onto the null space of its scale fit (feasible.ts projectFit) at every keep */
+  fitNullSpace?: boolean;
+  /**
+   * plant around the malicious model's dequantized values (every block whose dequantized values
+   * re-quantize to the same bytes for every target type) instead of its f32 values: the same bytes, but
+   * each sub-block's scale fit sits exactly on its stored grid, the middle of its 6-bit codes' intervals
+   */
+  fromDequantized?: boolean;
+  /** searched types: false frees the sub-blocks that set the super-block scales (boxes.ts pinSuperScales; only with keepEvery) */
+  pinSuperScales?: boolean;
   onProgress?: (msg: string) => void;
 }
 
@@ -233,7 +250,7 @@ export interface AttackResult {
    * (repaired: moved back toward the malicious values until they give its bytes; with `repair: false`
    * left as they are), and of those the blocks that had to take the malicious values exactly
    */
-  report: { type: string; tensors: number; blocks: number; pinnedBlocks: number; repairedBlocks: number; revertedBlocks: number }[];
+  report: { type: string; tensors: number; blocks: number; pinnedBlocks: number; repairedBlocks: number; revertedBlocks: number; dequantizedBlocks?: number }[];
   /** mean |attacked - benign| over the boxed tensors, relative to mean |benign| */
   relativeChange: number;
   /** tensors held at the malicious values (not quantized by every target type: norms, ...) */
@@ -242,6 +259,8 @@ export interface AttackResult {
   pgdKl?: { first: number; last: number; steps: number; fixedBefore: number; fixedAfter: number };
   /** with PGD checks: the blocks whose box was shrunk during PGD (sum over the checks) */
   pgdShrunk?: number;
+  /** with `keepEvery`: the blocks changed by PGD steps and put back (sum over the keeps), the sub-blocks reverted / halved */
+  pgdKept?: KeepStats;
 }
 
 /**
@@ -263,8 +282,10 @@ export async function plantAttack(o: AttackOptions): Promise<AttackResult> {
     if (!u || u.shape.join('x') !== t.shape.join('x')) fail(`benign and malicious models differ in shape at ${t.name}`);
   }
   if (benign.tensors.length !== malicious.tensors.length) fail('benign and malicious models have different tensors');
+  if (o.pinSuperScales === false && !(o.keepEvery && o.keepEvery > 0)) fail('--free-super-scales needs --keep-every (the bytes of those sub-blocks are only kept by the checks)');
+  if (o.fitNullSpace && !(o.keepEvery && o.keepEvery > 0)) fail('--fit-null-space needs --keep-every (the projection is made at the keeps)');
   const plans = o.types.map((ft) => ({ ft, types: typesOf(malicious, ft, o.pure) }));
-  const report = plans.map((p) => ({ type: p.ft, tensors: p.types.size, blocks: 0, pinnedBlocks: 0, repairedBlocks: 0, revertedBlocks: 0 }));
+  const report: AttackResult['report'] = plans.map((p) => ({ type: p.ft, tensors: p.types.size, blocks: 0, pinnedBlocks: 0, repairedBlocks: 0, revertedBlocks: 0 }));
   const boxes = new Map<string, Box>();
   const wMal = new Map<string, Float32Array>();
   const wBen = new Map<string, Float32Array>();
@@ -283,10 +304,11 @@ export async function plantAttack(o: AttackOptions): Promise<AttackResult> {
       continue;
     }
     const { rows, cols } = shapeOf(malicious, name);
+    if (o.fromDequantized) report[0].dequantizedBlocks = (report[0].dequantizedBlocks ?? 0) + dequantizeStable(wm, plans.map((p) => blockCodecFor(p.types.get(name)!, cols)));
     const box = intersectBoxes(
       wm,
       plans.map((p, k) => {
-        const qb = quantizationBox(p.types.get(name)!, wm, rows, cols, { seed: o.seed, gridFraction: o.boxFraction, ...(o.boxValidate ? { validate: o.boxValidate } : {}) });
+        const qb = quantizationBox(p.types.get(name)!, wm, rows, cols, { seed: o.seed, gridFraction: o.boxFraction, ...(o.boxValidate ? { validate: o.boxValidate } : {}), ...(o.pinSuperScales === false ? { pinSuperScales: false } : {}) });
         if (!malBytes.has(name)) malBytes.set(name, []);
         malBytes.get(name)![k] = qb.bytes;
         report[k].blocks += qb.blocks;
@@ -301,8 +323,59 @@ export async function plantAttack(o: AttackOptions): Promise<AttackResult> {
   let weights = start;
   let pgdKl: AttackResult['pgdKl'];
   let pgdShrunk: number | undefined;
+  let pgdKept: KeepStats | undefined;
+  const keepEvery = o.keepEvery ?? 0;
+  let keepFn: ((name: string, w: Float32Array, box: Box) => number) | undefined;
+  if (keepEvery > 0) {
+    // every step (or every keepEvery) the weights give the malicious bytes; the start too (from the malicious values)
+    const stats: KeepStats = { changed: 0, reverted: 0, halved: 0 };
+    pgdKept = stats;
+    const prevs = new Map<string, Float32Array>();
+    const dirs = new Map<string, FitDirections[]>();
+    keepFn = (name, w, box) => {
+      const { cols } = shapeOf(malicious, name);
+      const wm = wMal.get(name)!;
+      const codecs = plans.map((p) => blockCodecFor(p.types.get(name)!, cols));
+      let prev = prevs.get(name);
+      if (!prev) prevs.set(name, (prev = Float32Array.from(wm)));
+      let raw: Float32Array | undefined;
+      if (o.fitNullSpace) {
+        let d = dirs.get(name);
+        if (!d) dirs.set(name, (d = codecs.filter((c) => searchesScales(c.name)).map((c) => fitDirections(c, wm, box))));
+        if (d.length) raw = Float32Array.from(w);
+        for (const f of d) projectFit(f, w, wm, box);
+      }
+      const before = stats.changed;
+      if (codecs.length === 1) keepBytes(codecs[0], w, prev, malBytes.get(name)![0], stats, raw);
+      else {
+        // several types: each type's keep from the common last values, then every block checked for all
+        // types together (a block failing any goes back whole)
+        const common = Float32Array.from(prev);
+        codecs.forEach((c, k) => keepBytes(c, w, Float32Array.from(common), malBytes.get(name)![k], stats));
+        const span = Math.max(...codecs.map((c) => c.blockSize));
+        for (let xo = 0; xo < w.length; xo += span) {
+          if (!givesBytes(codecs, w, xo, span, malBytes.get(name)!)) w.set(common.subarray(xo, xo + span), xo);
+        }
+        prev.set(w);
+      }
+      return stats.changed - before;
+    };
+    // a block whose benign values give the malicious bytes starts at them (they may lie outside the
+    // box: its pinned elements sit at the malicious, or with fromDequantized the dequantized, values)
+    for (const [name, box] of boxes) {
+      const { cols } = shapeOf(malicious, name);
+      const codecs = plans.map((p) => blockCodecFor(p.types.get(name)!, cols));
+      const w = start.get(name)!;
+      const wb = wBen.get(name)!;
+      const span = Math.max(...codecs.map((c) => c.blockSize));
+      for (let xo = 0; xo < w.length; xo += span) {
+        if (givesBytes(codecs, wb, xo, span, malBytes.get(name)!)) w.set(wb.subarray(xo, xo + span), xo);
+      }
+      keepFn(name, w, box);
+    }
+  }
   if (o.pgd && o.pgd.steps > 0) {
-    const every = o.checkEvery ?? (plans.some((p) => [...p.types.values()].some(searchesScales)) ? 5 : 0);
+    const every = keepEvery > 0 ? keepEvery : o.checkEvery ?? (plans.some((p) => [...p.types.values()].some(searchesScales)) ? 5 : 0);
     const halvings = new Map<string, Uint8Array>();
     const fn = (name: string, w: Float32Array, box: Box): number => {
       const { cols } = shapeOf(malicious, name);
@@ -316,10 +389,10 @@ export async function plantAttack(o: AttackOptions): Promise<AttackResult> {
       });
       return n;
     };
-    const r = await pgdInsideBoxes(trainConfigOf(benign, o.pgd.ctx ?? 128), wBen, start, boxes, { ...o.pgd, seed: o.seed, ...(every > 0 ? { check: { every, fn } } : {}) });
+    const r = await pgdInsideBoxes(trainConfigOf(benign, o.pgd.ctx ?? 128), wBen, start, boxes, { ...o.pgd, seed: o.seed, ...(every > 0 ? { check: { every, fn: keepFn ?? fn } } : {}) });
     weights = r.weights;
     pgdKl = { first: r.kl[0], last: r.kl[r.kl.length - 1], steps: r.kl.length, fixedBefore: r.fixedBefore, fixedAfter: r.fixedAfter };
-    if (every > 0) pgdShrunk = r.shrunk.reduce((a, b) => a + b, 0);
+    if (every > 0 && !keepFn) pgdShrunk = r.shrunk.reduce((a, b) => a + b, 0);
   }
   const tensors = new Map<string, Float32Array>();
   let changed = 0;
@@ -382,12 +455,53 @@ export async function plantAttack(o: AttackOptions): Promise<AttackResult> {
     }
     if (boxes.has(name) || w.some((x, i) => x !== wb[i])) tensors.set(name, w);
   }
-  return { tensors, report, relativeChange: changed / Math.max(scale, 1e-30), pinnedTensors, ...(pgdKl ? { pgdKl } : {}), ...(pgdShrunk !== undefined ? { pgdShrunk } : {}) };
+  return { tensors, report, relativeChange: changed / Math.max(scale, 1e-30), pinnedTensors, ...(pgdKl ? { pgdKl } : {}), ...(pgdShrunk !== undefined ? { pgdShrunk } : {}), ...(pgdKept ? { pgdKept } : {}) };
 }
 
-/** the sub-block of a block codec whose scale (and min) a searched type fits: 32 for Q4_K/Q5_K/IQ4, 16 for the other K types, else the block */
-function subBlockOf(c: BlockCodec): number {
-  return /^(Q[45]_K|IQ4)/i.test(c.name) ? Math.min(32, c.blockSize) : /_K$/i.test(c.name) ? Math.min(16, c.blockSize) : c.blockSize;
+/** whether w[xo .. xo+span) quantizes, for every codec k, to want[k]'s bytes at that place */
+function givesBytes(codecs: readonly BlockCodec[], w: Float32Array, xo: number, span: number, want: readonly Uint8Array[]): boolean {
+  return codecs.every((c, k) => {
+    const q = new Uint8Array(c.blockBytes);
+    for (let so = xo; so < xo + span; so += c.blockSize) {
+      c.quantize(w, so, q, 0);
+      const bo = (so / c.blockSize) * c.blockBytes;
+      for (let i = 0; i < q.length; i++) if (q[i] !== want[k][bo + i]) return false;
+    }
+    return true;
+  });
+}
+
+/**
+ * Replace, in place, every block of `w` by its dequantized values where those quantize (for every codec)
+ * to the same bytes as `w` does; returns the blocks replaced (the first codec's blocks).
+ */
+export function dequantizeStable(w: Float32Array, codecs: readonly BlockCodec[]): number {
+  const span = Math.max(...codecs.map((c) => c.blockSize));
+  const c0 = codecs[0];
+  const d = new Float32Array(span);
+  let n = 0;
+  for (let xo = 0; xo < w.length; xo += span) {
+    const a = new Uint8Array(c0.blockBytes);
+    for (let so = 0; so < span; so += c0.blockSize) {
+      c0.quantize(w, xo + so, a, 0);
+      c0.dequantize(a, 0, d, so);
+    }
+    const ok = codecs.every((c) => {
+      const q = new Uint8Array(c.blockBytes);
+      const r = new Uint8Array(c.blockBytes);
+      for (let so = 0; so < span; so += c.blockSize) {
+        c.quantize(w, xo + so, q, 0);
+        c.quantize(d, so, r, 0);
+        if (q.some((v, i) => v !== r[i])) return false;
+      }
+      return true;
+    });
+    if (ok) {
+      w.set(d, xo);
+      n += span / c0.blockSize;
+    }
+  }
+  return n;
 }
 
 /**

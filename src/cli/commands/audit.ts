@@ -88,7 +88,7 @@ export const auditCommand: Command = {
 export const attackCommand: Command = {
   name: 'attack',
   summary: 'research tool: plant a malicious model\'s quantization inside a benign model (for testing the audit and the defence)',
-  usage: 'lowbit attack BENIGN.gguf MALICIOUS.gguf OUT.gguf --type T[,T2,...] [--pure] [--text F --pgd-steps N --lr X] [--box-fraction F] [--box-validate corners|random|none] [--repair-unit block|sub-block] [--no-repair] [--check-every N] [--seed S] [--json]',
+  usage: 'lowbit attack BENIGN.gguf MALICIOUS.gguf OUT.gguf --type T[,T2,...] [--pure] [--text F --pgd-steps N --lr X] [--box-fraction F] [--box-validate corners|random|none] [--repair-unit block|sub-block] [--no-repair] [--check-every N] [--keep-every N [--fit-null-space] [--free-super-scales]] [--from-dequantized] [--seed S] [--json]',
   positionals: [3, 3],
   options: [
     { name: 'type', type: 'string', help: 'llama.cpp file types whose quantization must give the malicious model, comma-separated' },
@@ -103,6 +103,10 @@ export const attackCommand: Command = {
     { name: 'repair-unit', type: 'string', help: 'the repair of blocks changed by PGD: block (default: the whole move halved until the bytes hold) or sub-block (K-quants/IQ4: each sub-block keeps 1, 1/2 or 1/4 of its move, else the malicious values)' },
     { name: 'no-repair', type: 'boolean', help: 'diagnostic: blocks whose bytes differ after PGD keep the PGD values instead of the malicious ones (counted; OUT then does not quantize to the malicious bytes there)' },
     { name: 'check-every', type: 'int', min: 0, max: 1000000, help: 'PGD: re-quantize every N steps and shrink the boxes of blocks that changed (default 5 for K-quants/IQ4, 0 = only after PGD)' },
+    { name: 'keep-every', type: 'int', min: 0, max: 1000000, help: 'PGD: every N steps re-quantize and put every changed block back to its last values with the malicious bytes, keeping the move sub-block by sub-block where the bytes hold (instead of --check-every; 0 = off)' },
+    { name: 'free-super-scales', type: 'boolean', help: 'with --keep-every, K-quants: the sub-blocks that set the super-block\'s f16 scales are not pinned whole (the keeps hold their bytes)' },
+    { name: 'from-dequantized', type: 'boolean', help: 'plant around the malicious model\'s dequantized values (same bytes; K-quants/IQ4: each sub-block\'s scale fit in the middle of its code) instead of its f32 values' },
+    { name: 'fit-null-space', type: 'boolean', help: 'with --keep-every, K-quants/IQ4: project each sub-block\'s move onto the null space of its scale (and min) fit before the keep' },
     { name: 'ctx', type: 'int', default: 128, min: 8, max: 8192, help: 'tokens per sequence' },
     { name: 'threads', type: 'int', help: 'threads for the products (the same bytes on any count)', min: 1, max: 256 },
     { name: 'json', type: 'boolean', help: 'print the report as JSON' },
@@ -134,13 +138,13 @@ export const attackCommand: Command = {
       if (boxValidate !== undefined && !['corners', 'random', 'none'].includes(boxValidate)) fail(`--box-validate ${boxValidate}: one of corners, random, none`);
       const repairUnit = a.values['repair-unit'] as string | undefined;
       if (repairUnit !== undefined && repairUnit !== 'block' && repairUnit !== 'sub-block') fail(`--repair-unit ${repairUnit}: block or sub-block`);
-      const r = await plantAttack({ repairGranularity: repairUnit as 'block' | 'sub-block' | undefined, benign: benign.model, malicious: malicious.model, types, pure: a.values.pure as boolean, seed: a.values.seed as number, pgd, boxFraction: a.values['box-fraction'] as number, boxValidate: boxValidate as 'corners' | 'random' | 'none' | undefined, repair: !a.values['no-repair'], checkEvery: a.values['check-every'] as number | undefined, onProgress: tty ? (m) => process.stderr.write(`\r${m.slice(0, 78).padEnd(78)}`) : undefined });
+      const r = await plantAttack({ repairGranularity: repairUnit as 'block' | 'sub-block' | undefined, benign: benign.model, malicious: malicious.model, types, pure: a.values.pure as boolean, seed: a.values.seed as number, pgd, boxFraction: a.values['box-fraction'] as number, boxValidate: boxValidate as 'corners' | 'random' | 'none' | undefined, repair: !a.values['no-repair'], checkEvery: a.values['check-every'] as number | undefined, keepEvery: a.values['keep-every'] as number | undefined, fitNullSpace: a.values['fit-null-space'] as boolean | undefined, fromDequantized: a.values['from-dequantized'] as boolean | undefined, pinSuperScales: a.values['free-super-scales'] ? false : undefined, onProgress: tty ? (m) => process.stderr.write(`\r${m.slice(0, 78).padEnd(78)}`) : undefined });
       if (tty) process.stderr.write('\r' + ' '.repeat(78) + '\r');
       await withAtomicFile(out, (f) => writeWithReplacements({ write: (b) => f.write(b) }, benign.model, r.tensors));
-      if (json) process.stdout.write(JSON.stringify({ output: out, tensors: r.tensors.size, relativeChange: r.relativeChange, pinnedTensors: r.pinnedTensors, pgdKl: r.pgdKl ?? null, pgdShrunk: r.pgdShrunk ?? null, types: r.report }) + '\n');
+      if (json) process.stdout.write(JSON.stringify({ output: out, tensors: r.tensors.size, relativeChange: r.relativeChange, pinnedTensors: r.pinnedTensors, pgdKl: r.pgdKl ?? null, pgdShrunk: r.pgdShrunk ?? null, pgdKept: r.pgdKept ?? null, types: r.report }) + '\n');
       else {
         process.stdout.write(`${out}: ${r.tensors.size} tensors written; boxed weights moved ${(100 * r.relativeChange).toFixed(2)} % (mean |Δ| / mean |w|) from the benign model; ${r.pinnedTensors.length} tensors held at the malicious values\n`);
-        if (r.pgdKl) process.stdout.write(`  PGD: ${r.pgdKl.steps} steps, distillation KL on a fixed batch ${r.pgdKl.fixedBefore.toExponential(3)} -> ${r.pgdKl.fixedAfter.toExponential(3)}${r.pgdShrunk !== undefined ? `; ${r.pgdShrunk} block boxes shrunk by the checks during PGD` : ''}\n`);
+        if (r.pgdKl) process.stdout.write(`  PGD: ${r.pgdKl.steps} steps, distillation KL on a fixed batch ${r.pgdKl.fixedBefore.toExponential(3)} -> ${r.pgdKl.fixedAfter.toExponential(3)}${r.pgdShrunk !== undefined ? `; ${r.pgdShrunk} block boxes shrunk by the checks during PGD` : ''}${r.pgdKept ? `; keeps: ${r.pgdKept.changed} blocks changed by steps and put back (${r.pgdKept.reverted} sub-blocks reverted, ${r.pgdKept.halved} halved)` : ''}\n`);
         for (const t of r.report) process.stdout.write(`  ${t.type}: ${t.tensors} tensors, ${t.blocks} blocks, ${t.pinnedBlocks} without a validated box, ${t.repairedBlocks} changed by PGD and moved back toward the malicious values, ${t.revertedBlocks} of them to the malicious values exactly (${(100 * (1 - t.revertedBlocks / Math.max(1, t.blocks))).toFixed(1)} % kept)\n`);
       }
     } finally {
