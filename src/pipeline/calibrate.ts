@@ -136,10 +136,14 @@ export class InputStats implements InputStatistics {
   private acc: HessianAccumulator | undefined;
   private x: Float32Array | undefined;
   private h32: Float32Array | undefined;
-  constructor(readonly k: number, maxTok: number, private readonly engine?: MatmulEngine | null, readonly magnitudes = true, keepInputs?: { tokens: number; always?: boolean }) {
+  /**
+   * keepInputs.buffer: where X goes (reused from stage to stage by the caller; in kernel memory, the cost
+   * products take it in place), when it holds every row
+   */
+  constructor(readonly k: number, maxTok: number, private readonly engine?: MatmulEngine | null, readonly magnitudes = true, keepInputs?: { tokens: number; always?: boolean; buffer?: Float32Array }) {
     // (X grows as rows come: an expert's matrix sees only the tokens routed to it, the pooled statistics of
     // experts more than `tokens` rows)
-    if (keepInputs && (keepInputs.always || keepInputs.tokens < k)) this.x = new Float32Array(Math.min(keepInputs.tokens, 64) * k);
+    if (keepInputs && (keepInputs.always || keepInputs.tokens < k)) this.x = keepInputs.buffer ?? new Float32Array(Math.min(keepInputs.tokens, 64) * k);
     else this.acc = hessianAccumulator(k, maxTok, engine);
     this.sumAbs = new Float64Array(k);
     this.absMax = new Float32Array(k);
@@ -170,7 +174,7 @@ export class InputStats implements InputStatistics {
       }
   }
   finish(): void {
-    if (this.x && this.engine) {
+    if (this.x && this.engine && this.engine.ptrOf(this.x, this.count * this.k) < 0) {
       // X moves into kernel memory once (when it is shared): the cost products then take it in place
       const slot = this.engine.allocF32(this.count * this.k, this);
       if (slot) {
@@ -861,8 +865,23 @@ export class LayerCalibration {
    */
   keepInputs?: { tokens: number; always?: boolean };
 
-  private statsOf(k: number): InputStats {
-    return new InputStats(k, Math.min(this.ctx, 512), this.engine, this.magnitudes, this.keepInputs);
+  private statsOf(k: number, buffer?: Float32Array): InputStats {
+    return new InputStats(k, Math.min(this.ctx, 512), this.engine, this.magnitudes, this.keepInputs && { ...this.keepInputs, buffer });
+  }
+
+  /**
+   * With keepInputs: one buffer per stage for X (every window's rows, in kernel memory when it is
+   * shared), reused layer after layer -- fresh memory costs a page fault per 4 KiB (~10 µs each in a
+   * virtual machine), and X of every stage of every layer was ~0.7 GB on a 1.1B model. So the
+   * statistics a stage returns hold their X until the same stage runs in the next layer.
+   */
+  private readonly inputBuffers = new Map<LayerInput, Float32Array>();
+  private inputBuffer(input: LayerInput, k: number): Float32Array | undefined {
+    const n = this.nSeq * this.ctx * k;
+    if (!this.keepInputs || !(this.keepInputs.always || this.keepInputs.tokens < k)) return undefined;
+    let b = this.inputBuffers.get(input);
+    if (!b || b.length < n) this.inputBuffers.set(input, (b = this.engine?.allocF32(n, this)?.array ?? new Float32Array(n)));
+    return b.subarray(0, n);
   }
 
   /**
@@ -876,7 +895,7 @@ export class LayerCalibration {
     const keep = input === 'attention' || input === 'ffn';
     let outs = this.outs.get(input);
     if (keep && !outs) this.outs.set(input, (outs = Array.from({ length: this.nSeq }, () => new Float32Array(this.ctx * width))));
-    const st = this.statsOf(width);
+    const st = this.statsOf(width, this.inputBuffer(input, width));
     for (let s = 0; s < this.nSeq; s++) {
       const out = keep ? outs![s] : this.scratch;
       this.timed('forward', () => this.model.runStage(input, l, this.seq(s), out));
