@@ -125,6 +125,9 @@ export function calibrationWindows(stream: ArrayLike<number>, nTokens: number, c
  * channels (or `always`), X itself is kept instead of H (N x k rather than k x k; `h` stays empty):
  * tr(ΔW H ΔWᵀ) = 2/N ‖X ΔWᵀ‖², the same number (`cost`).
  */
+/** rowCosts' products, reused from call to call (fresh memory costs a page fault per 4 KiB) */
+let rowCostScratch = new Float32Array(0);
+
 export class InputStats implements InputStatistics {
   h: Float64Array = new Float64Array(0);
   readonly sumAbs: Float64Array;
@@ -217,7 +220,8 @@ export class InputStats implements InputStatistics {
     }
     const n = this.count;
     const panel = Math.max(1, Math.min(m, Math.floor((1 << 22) / Math.max(1, n))));
-    const y = new Float32Array(panel * n);
+    if (rowCostScratch.length < panel * n) rowCostScratch = new Float32Array(panel * n);
+    const y = rowCostScratch;
     for (let r0 = 0; r0 < m; r0 += panel) {
       const p = Math.min(panel, m - r0);
       matmul(y, delta.subarray(r0 * k, (r0 + p) * k), this.x, p, k, n); // (p x N) = ΔW Xᵀ, X the weights (in place when in kernel memory)

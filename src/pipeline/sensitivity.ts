@@ -340,18 +340,31 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
   /**
    * A candidate's error rows ΔW of n rows: GPTQ's at that type with the rows' input Hessian (algo gptq;
    * rows are independent given H, so sampled rows give the rows of the whole tensor's GPTQ), else the
-   * GGML quantizer's (split over the row quantizer's threads when there is one)
+   * GGML quantizer's (split over the row quantizer's threads when there is one). `before` runs once this
+   * thread has done its share of the work. Returns the step left to do on this thread: with the row
+   * quantizer, decoding the blocks into `out` (the caller runs it as the next candidate's `before`, while
+   * the workers quantize their last rows of that one).
    */
-  const errorRows = async (out: Float32Array, type: string, algo: 'rtn' | 'gptq', rows: Float32Array, n: number, cols: number, imp: Float32Array | undefined, st: InputStatistics | undefined): Promise<void> => {
-    if (algo === 'gptq' && st && st.h.length === cols * cols) {
+  const errorRows = async (out: Float32Array, type: string, algo: 'rtn' | 'gptq', rows: Float32Array, n: number, cols: number, imp: Float32Array | undefined, st: InputStatistics | undefined, before?: () => void): Promise<(() => void) | undefined> => {
+    const t = ggmlTypeByName(type)!;
+    const byGptq = algo === 'gptq' && st !== undefined && st.h.length === cols * cols;
+    if (o.rowQuantizer && !byGptq) {
+      const q = o.rowQuantizer.quantizeRows(t, rows, n, cols, ggmlCodec(t)?.usesImportance ? imp : undefined);
+      try {
+        before?.();
+      } catch (e) {
+        await q.catch(() => undefined);
+        throw e;
+      }
+      const packed = await q;
+      return () => void ggmlDequantizedError(type, packed, rows, n, cols, out);
+    }
+    before?.();
+    if (byGptq) {
       const r = await roundWeight([ALGORITHM_TABLE.gptq], { name: type, codec: blockCodecFor(type, cols), w: rows, rows: n, cols, ggmlType: type, stats: st, options: ptq, gptqWorkers: o.gptqWorkers });
       for (let i = 0; i < n * cols; i++) out[i] = r.q[i] - rows[i];
-      return;
-    }
-    const t = ggmlTypeByName(type)!;
-    if (!o.rowQuantizer) return void out.set(ggmlQuantizationError(type, rows, n, cols, imp).delta);
-    const packed = await o.rowQuantizer.quantizeRows(t, rows, n, cols, ggmlCodec(t)?.usesImportance ? imp : undefined);
-    ggmlDequantizedError(type, packed, rows, n, cols, out);
+    } else out.set(ggmlQuantizationError(type, rows, n, cols, imp).delta);
+    return undefined;
   };
 
   // ---- hessian costs, a tensor at a time, while the streaming pass holds its weights -------------
@@ -401,7 +414,9 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
       for (let c0 = 0; c0 < jobs.length; c0 += per) {
         const batch = jobs.slice(c0, c0 + per);
         const deltas = (deltaScratch = scratch(deltaScratch, batch.length * n * w.cols)).subarray(0, batch.length * n * w.cols);
-        for (let c = 0; c < batch.length; c++) await errorRows(deltas.subarray(c * n * w.cols, (c + 1) * n * w.cols), batch[c].type, batch[c].algo, rowsOf, n, w.cols, impOf, st);
+        let decode: (() => void) | undefined; // the previous candidate's decoding, run while this one is quantized
+        for (let c = 0; c < batch.length; c++) decode = await errorRows(deltas.subarray(c * n * w.cols, (c + 1) * n * w.cols), batch[c].type, batch[c].algo, rowsOf, n, w.cols, impOf, st, decode);
+        decode?.();
         let rc: Float64Array | undefined;
         let weight = 1;
         if (experts) {
