@@ -145,6 +145,37 @@ for (const f of ['phi3', 'gemma2', 'qwen3moe'] as const)
     assert.ok(n > 8, `${n} statistics checked`);
   });
 
+test('alloc-stream: with sampled rows the classifier is not read by the pass; its sampled rows\' costs match the whole-model inputs (stories260K)', async () => {
+  const { model, m, windows } = await opened('stories260K', new Uint8Array(readFileSync(DATA('stories260K.gguf'))));
+  // the pass without the classifier: never handed over, its input statistics returned as `head`
+  const given: string[] = [];
+  let headGiven: InputStats | undefined;
+  const withHead = await streamStatistics(m, { windows, statForm: 'inputs', onLinear: (x) => void (x.name === 'output.weight' && (headGiven = x.stats)) });
+  const d = Float32Array.from({ length: 2 * 64 }, (_, i) => Math.sin(i * 0.7));
+  const costWith = headGiven!.cost(d, 2);
+  const without = await streamStatistics(m, { windows, statForm: 'inputs', headWeight: false, onLinear: (x) => void given.push(x.name) });
+  assert.ok(!given.includes('output.weight') && given.length > 0, 'the classifier is not handed over');
+  assert.equal(without.head.cost(d, 2), costWith, 'the same statistics of its input');
+  assert.equal(withHead.head.cost(d, 2), costWith);
+  // sensitivity with sampled rows: the classifier's costs from its sampled rows, scaled to all rows
+  const db = await measureSensitivity({ file: m, windows, types: ['Q4_0', 'Q8_0'], outputFactor: 'none', weighted: false, maxRows: 16 });
+  const out = db.tensors.find((t) => t.name === 'output.weight')!;
+  const [rows, cols] = out.shape;
+  const ids = Array.from({ length: 16 }, (_, i) => Math.floor((i * rows) / 16));
+  const w = await m.readFloat32(m.tensor('output.weight'));
+  const sample = new Float32Array(16 * cols);
+  ids.forEach((r, i) => sample.set(w.subarray(r * cols, (r + 1) * cols), i * cols));
+  const { ggmlQuantizationError } = await import('../src/alloc/cost.js');
+  const xs = hookInputs(model, windows).get('output.weight')!.get(-1)!;
+  const tokens = windows.length * windows[0].length;
+  for (const type of ['Q4_0', 'Q8_0']) {
+    const want = (refCost(xs, cols, ggmlQuantizationError(type, sample, 16, cols).delta, 16, tokens) * rows) / 16;
+    const c = out.candidates.find((x) => x.type === type)!;
+    assert.ok(Math.abs(c.hessian! - want) <= 2e-3 * want, `${type}: ${c.hessian} vs ${want}`);
+    assert.equal(c.bytes, rows * (type === 'Q4_0' ? 18 : 34) * (cols / 32), `${type}: the bytes of every row`);
+  }
+});
+
 test('alloc-stream: MoE costs per stacked expert tensor are 2/N Σ_e ‖X_e ΔW_eᵀ‖²; WeightSwap replaces expert matrices', async () => {
   const { model, m, windows } = await opened('qwen3moe', await familyBytes('qwen3moe'));
   const db = await measureSensitivity({ model, file: m, windows, types: ['Q4_0', 'Q8_0'], outputFactor: 'kld', weighted: false });

@@ -341,23 +341,41 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
   /**
    * A candidate's error rows ΔW of n rows: GPTQ's at that type with the rows' input Hessian (algo gptq;
    * rows are independent given H, so sampled rows give the rows of the whole tensor's GPTQ), else the
-   * GGML quantizer's (split over the row quantizer's threads when there is one)
+   * GGML quantizer's (split over the row quantizer's threads when there is one). `before` runs once this
+   * thread has done its share of the work. Returns the step left to do on this thread: with the row
+   * quantizer, decoding the blocks into `out` (the caller runs it as the next candidate's `before`, while
+   * the workers quantize their last rows of that one).
    */
-  const errorRows = async (out: Float32Array, type: string, algo: 'rtn' | 'gptq', rows: Float32Array, n: number, cols: number, imp: Float32Array | undefined, st: InputStatistics | undefined): Promise<void> => {
-    if (algo === 'gptq' && st && st.h.length === cols * cols) {
+  const errorRows = async (out: Float32Array, type: string, algo: 'rtn' | 'gptq', rows: Float32Array, n: number, cols: number, imp: Float32Array | undefined, st: InputStatistics | undefined, before?: () => void): Promise<(() => void) | undefined> => {
+    const t = ggmlTypeByName(type)!;
+    const byGptq = algo === 'gptq' && st !== undefined && st.h.length === cols * cols;
+    if (o.rowQuantizer && !byGptq) {
+      const q = o.rowQuantizer.quantizeRows(t, rows, n, cols, ggmlCodec(t)?.usesImportance ? imp : undefined);
+      try {
+        before?.();
+      } catch (e) {
+        await q.catch(() => undefined);
+        throw e;
+      }
+      const packed = await q;
+      return () => void ggmlDequantizedError(type, packed, rows, n, cols, out);
+    }
+    before?.();
+    if (byGptq) {
       const r = await roundWeight([ALGORITHM_TABLE.gptq], { name: type, codec: blockCodecFor(type, cols), w: rows, rows: n, cols, ggmlType: type, stats: st, options: ptq, gptqWorkers: o.gptqWorkers });
       for (let i = 0; i < n * cols; i++) out[i] = r.q[i] - rows[i];
-      return;
-    }
-    const t = ggmlTypeByName(type)!;
-    if (!o.rowQuantizer) return void out.set(ggmlQuantizationError(type, rows, n, cols, imp).delta);
-    const packed = await o.rowQuantizer.quantizeRows(t, rows, n, cols, ggmlCodec(t)?.usesImportance ? imp : undefined);
-    ggmlDequantizedError(type, packed, rows, n, cols, out);
+    } else out.set(ggmlQuantizationError(type, rows, n, cols, imp).delta);
+    return undefined;
   };
 
   // ---- hessian costs, a tensor at a time, while the streaming pass holds its weights -------------
   // (GGML types quantize rows independently: the costs of a deterministic sample of rows, scaled up to
   // the whole tensor, are an unbiased estimate of the sum over rows)
+  // grow-only scratch for the sampled rows and the stacked error rows: fresh arrays per tensor were
+  // ~0.6 GB of new memory on a 1.1B model (a page fault per 4 KiB, ~10 µs each in a virtual machine)
+  let sampleScratch: Float32Array = new Float32Array(0);
+  let deltaScratch: Float32Array = new Float32Array(0);
+  const scratch = (a: Float32Array, n: number): Float32Array => (a.length >= n ? a : new Float32Array(n));
   const hessianCosts = async (w: TensorShape, values: Float32Array, stats: InputStats | { rowCosts(delta: Float32Array, m: number): Float64Array } | undefined, experts: ExpertStats | undefined, extra?: (type: string, delta: Float32Array, rowIds: Int32Array) => number, lookup = false): Promise<{ out: SensitivityCandidate[]; probe?: { type: string; hessian: number } }> => {
     const imp = importance.get(w.name);
     const cand = withImportance(typesForRow(types, w.cols), imp);
@@ -375,7 +393,7 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
       groups.push([i, j, e]);
       i = j;
     }
-    const sample = m === w.rows ? values : new Float32Array(m * w.cols);
+    const sample = m === w.rows ? values : (sampleScratch = scratch(sampleScratch, m * w.cols)).subarray(0, m * w.cols);
     if (sample !== values) rowIds.forEach((r, i) => sample.set(values.subarray(r * w.cols, (r + 1) * w.cols), i * w.cols));
     const probeType = o.probeType && cand.includes(o.probeType) ? o.probeType : cand.includes('Q3_K') ? 'Q3_K' : cand[0];
     // what is rounded: every candidate (GPTQ's versions with algo gptq) and, with GPTQ candidates, the
@@ -396,8 +414,10 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
       const per = Math.max(1, Math.floor((1 << 24) / (n * w.cols)));
       for (let c0 = 0; c0 < jobs.length; c0 += per) {
         const batch = jobs.slice(c0, c0 + per);
-        const deltas = new Float32Array(batch.length * n * w.cols);
-        for (let c = 0; c < batch.length; c++) await errorRows(deltas.subarray(c * n * w.cols, (c + 1) * n * w.cols), batch[c].type, batch[c].algo, rowsOf, n, w.cols, impOf, st);
+        const deltas = (deltaScratch = scratch(deltaScratch, batch.length * n * w.cols)).subarray(0, batch.length * n * w.cols);
+        let decode: (() => void) | undefined; // the previous candidate's decoding, run while this one is quantized
+        for (let c = 0; c < batch.length; c++) decode = await errorRows(deltas.subarray(c * n * w.cols, (c + 1) * n * w.cols), batch[c].type, batch[c].algo, rowsOf, n, w.cols, impOf, st, decode);
+        decode?.();
         let rc: Float64Array | undefined;
         let weight = 1;
         if (experts) {
@@ -426,16 +446,35 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
     return { out, probe };
   };
 
+  // a tensor whose costs come from sampled rows read from the file on their own (the token embedding,
+  // and the classifier when rows are sampled: the pass computes no logits, so it need not read it
+  // whole): the sample is the whole "tensor" handed to hessianCosts, the costs scaled up after
+  const sampledCosts = async (w: TensorShape, stats: InputStats | { rowCosts(delta: Float32Array, m: number): Float64Array } | undefined, extra?: (rowIds: Int32Array) => (type: string, delta: Float32Array) => number): Promise<void> => {
+    const m = o.maxRows && o.maxRows < w.rows ? o.maxRows : w.rows;
+    const rowIds = Int32Array.from({ length: m }, (_, i) => Math.floor((i * w.rows) / m));
+    const sample = await readRows(o.file, w, rowIds);
+    const { out, probe } = await hessianCosts({ ...w, rows: m }, sample, stats, undefined, extra?.(rowIds), extra !== undefined);
+    const scale = w.rows / m;
+    const scaled = out.map((c) => ({ ...c, bytes: tensorBytes(c.type, w.rows, w.cols), cost: c.cost * scale, hessian: c.hessian! * scale }));
+    if (probe) probes.set(w.name, { type: probe.type, hessian: probe.hessian * scale });
+    tensors.set(w.name, { name: w.name, shape: [w.rows, w.cols], candidates: scaled });
+    say(`costs of ${w.name}`, ++done, names.length);
+  };
+
   let tiedHead: InputStats | undefined;
   let tokenCounts: Float32Array | undefined;
   const timings = { pass: 0, setup: 0, forward: 0, statistics: 0, read: 0, costs: 0, kld: 0 };
   if (estimator === 'hessian' || weighted) {
     const tp = performance.now();
+    const head = shapes.get('output.weight');
+    // the classifier's sampled rows are read after the pass (it is never read whole)
+    const headSampled = head !== undefined && o.maxRows !== undefined && o.maxRows < head.rows;
     const pass = await streamStatistics(o.file, {
       windows: o.windows,
       threads: o.threads,
       // (GPTQ inverts H itself: with GPTQ candidates H is kept, never X)
       statForm: gptq ? 'hessian' : (o.statForm ?? 'auto'),
+      headWeight: head !== undefined && !headSampled,
       onLinear: async (x) => {
         const w = shapes.get(x.name);
         if (!w) return;
@@ -450,22 +489,24 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
     });
     tiedHead = pass.tiedHead;
     tokenCounts = pass.tokenCounts;
-    Object.assign(timings, { pass: (performance.now() - tp) / 1000, forward: pass.seconds.forward, statistics: pass.seconds.statistics, read: pass.seconds.read, costs: pass.seconds.consumer, setup: pass.seconds.setup });
+    let headCosts = 0;
+    if (head && headSampled) {
+      const th = performance.now();
+      if (weighted) importance.set(head.name, pass.head.diag());
+      if (estimator === 'hessian' && typesForRow(types, head.cols).length > 0) await sampledCosts(head, pass.head);
+      headCosts = (performance.now() - th) / 1000;
+    }
+    Object.assign(timings, { pass: (performance.now() - tp) / 1000, forward: pass.seconds.forward, statistics: pass.seconds.statistics, read: pass.seconds.read, costs: pass.seconds.consumer + headCosts, setup: pass.seconds.setup });
   }
   // the token embedding: one-hot inputs, H = diag(token counts) over its rows (the vocabulary); plus the
   // output layer's cost when the classifier is tied to it
   const emb = shapes.get('token_embd.weight');
   if (emb && estimator === 'hessian' && typesForRow(types, emb.cols).length > 0) {
-    const m = o.maxRows && o.maxRows < emb.rows ? o.maxRows : emb.rows;
-    const rowIds = Int32Array.from({ length: m }, (_, i) => Math.floor((i * emb.rows) / m));
-    const sample = await readRows(o.file, emb, rowIds);
     if (weighted && tiedHead) importance.set(emb.name, tiedHead.diag());
     const counts = tokenCounts!;
-    // the sample is the whole "tensor" handed to hessianCosts: its rows are rowIds of the embedding
-    const view: TensorShape = { ...emb, rows: m };
-    const lookup = (_: string, delta: Float32Array): number => {
+    const lookup = (rowIds: Int32Array) => (_: string, delta: Float32Array): number => {
       let s = 0;
-      for (let i = 0; i < m; i++) {
+      for (let i = 0; i < rowIds.length; i++) {
         const count = counts[rowIds[i]];
         if (count === 0) continue;
         let r = 0;
@@ -474,12 +515,7 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
       }
       return (2 * s) / Math.max(1, totalTokens); // 2/N as finishHessian
     };
-    const { out, probe } = await hessianCosts(view, sample, tiedHead ?? { rowCosts: (_: Float32Array, m: number) => new Float64Array(m) }, undefined, lookup, true);
-    const scale = emb.rows / m;
-    const scaled = out.map((c) => ({ ...c, bytes: tensorBytes(c.type, emb.rows, emb.cols), cost: c.cost * scale, hessian: c.hessian! * scale }));
-    if (probe) probes.set(emb.name, { type: probe.type, hessian: probe.hessian * scale });
-    tensors.set(emb.name, { name: emb.name, shape: [emb.rows, emb.cols], candidates: scaled });
-    say(`costs of ${emb.name}`, ++done, names.length);
+    await sampledCosts(emb, tiedHead ?? { rowCosts: (_: Float32Array, m: number) => new Float64Array(m) }, lookup);
   }
 
   // ---- KL divergences: one tensor's weights replaced, everything else original --------------------

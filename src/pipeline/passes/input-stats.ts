@@ -23,6 +23,9 @@ export interface FloatTensor {
  * channels (or `always`), X itself is kept instead of H (N x k rather than k x k; `h` stays empty):
  * tr(ΔW H ΔWᵀ) = 2/N ‖X ΔWᵀ‖², the same number (`cost`).
  */
+/** rowCosts' products, reused from call to call (fresh memory costs a page fault per 4 KiB) */
+let rowCostScratch = new Float32Array(0);
+
 export class InputStats implements InputStatistics {
   h: Float64Array = new Float64Array(0);
   readonly sumAbs: Float64Array;
@@ -34,10 +37,14 @@ export class InputStats implements InputStatistics {
   private acc: HessianAccumulator | undefined;
   private x: Float32Array | undefined;
   private h32: Float32Array | undefined;
-  constructor(readonly k: number, maxTok: number, private readonly engine?: MatmulEngine | null, readonly magnitudes = true, keepInputs?: { tokens: number; always?: boolean }) {
+  /**
+   * keepInputs.buffer: where X goes (reused from stage to stage by the caller; in kernel memory, the cost
+   * products take it in place), when it holds every row
+   */
+  constructor(readonly k: number, maxTok: number, private readonly engine?: MatmulEngine | null, readonly magnitudes = true, keepInputs?: { tokens: number; always?: boolean; buffer?: Float32Array }) {
     // (X grows as rows come: an expert's matrix sees only the tokens routed to it, the pooled statistics of
     // experts more than `tokens` rows)
-    if (keepInputs && (keepInputs.always || keepInputs.tokens < k)) this.x = new Float32Array(Math.min(keepInputs.tokens, 64) * k);
+    if (keepInputs && (keepInputs.always || keepInputs.tokens < k)) this.x = keepInputs.buffer ?? new Float32Array(Math.min(keepInputs.tokens, 64) * k);
     else this.acc = hessianAccumulator(k, maxTok, engine);
     this.sumAbs = new Float64Array(k);
     this.absMax = new Float32Array(k);
@@ -68,7 +75,7 @@ export class InputStats implements InputStatistics {
       }
   }
   finish(): void {
-    if (this.x && this.engine) {
+    if (this.x && this.engine && this.engine.ptrOf(this.x, this.count * this.k) < 0) {
       // X moves into kernel memory once (when it is shared): the cost products then take it in place
       const slot = this.engine.allocF32(this.count * this.k, this);
       if (slot) {
@@ -111,7 +118,8 @@ export class InputStats implements InputStatistics {
     }
     const n = this.count;
     const panel = Math.max(1, Math.min(m, Math.floor((1 << 22) / Math.max(1, n))));
-    const y = new Float32Array(panel * n);
+    if (rowCostScratch.length < panel * n) rowCostScratch = new Float32Array(panel * n);
+    const y = rowCostScratch;
     for (let r0 = 0; r0 < m; r0 += panel) {
       const p = Math.min(panel, m - r0);
       matmul(y, delta.subarray(r0 * k, (r0 + p) * k), this.x, p, k, n); // (p x N) = ΔW Xᵀ, X the weights (in place when in kernel memory)

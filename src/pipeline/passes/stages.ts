@@ -99,8 +99,23 @@ export class LayerCalibration extends PhaseClock {
    */
   keepInputs?: { tokens: number; always?: boolean };
 
-  private statsOf(k: number): InputStats {
-    return new InputStats(k, Math.min(this.ctx, 512), this.engine, this.magnitudes, this.keepInputs);
+  private statsOf(k: number, buffer?: Float32Array): InputStats {
+    return new InputStats(k, Math.min(this.ctx, 512), this.engine, this.magnitudes, this.keepInputs && { ...this.keepInputs, buffer });
+  }
+
+  /**
+   * With keepInputs: one buffer per stage for X (every window's rows, in kernel memory when it is
+   * shared), reused layer after layer -- fresh memory costs a page fault per 4 KiB (~10 µs each in a
+   * virtual machine), and X of every stage of every layer was ~0.7 GB on a 1.1B model. So the
+   * statistics a stage returns hold their X until the same stage runs in the next layer.
+   */
+  private readonly inputBuffers = new Map<LayerInput, Float32Array>();
+  private inputBuffer(input: LayerInput, k: number): Float32Array | undefined {
+    const n = this.nSeq * this.ctx * k;
+    if (!this.keepInputs || !(this.keepInputs.always || this.keepInputs.tokens < k)) return undefined;
+    let b = this.inputBuffers.get(input);
+    if (!b || b.length < n) this.inputBuffers.set(input, (b = this.engine?.allocF32(n, this)?.array ?? new Float32Array(n)));
+    return b.subarray(0, n);
   }
 
   /**
@@ -114,7 +129,7 @@ export class LayerCalibration extends PhaseClock {
     const keep = input === 'attention' || input === 'ffn';
     let outs = this.outs.get(input);
     if (keep && !outs) this.outs.set(input, (outs = Array.from({ length: this.nSeq }, () => new Float32Array(this.ctx * width))));
-    const st = this.statsOf(width);
+    const st = this.statsOf(width, this.inputBuffer(input, width));
     for (let s = 0; s < this.nSeq; s++) {
       const out = keep ? outs![s] : this.scratch;
       this.timed('forward', () => this.model.runStage(input, l, this.seq(s), out));
