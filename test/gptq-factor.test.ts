@@ -1,7 +1,9 @@
 /**
  * gptqFactor damps the Hessian's diagonal in place (no k x k copy) and must give it back bit for bit:
  * after a factor, after act-order, and after a Hessian that is not positive definite (the error path).
- * The factor itself equals the one of an explicitly damped copy.
+ * The factor itself equals the one of an explicitly damped copy. The factor kept in a kernel memory of
+ * its own (rows quantized there without a copy of U), and the layer pass reading one layer's f32
+ * matrices at a time: the same bits and bytes as the paths they replace.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -83,4 +85,42 @@ test('the factor kept in its own kernel memory: the bits of the other paths, and
   assert.ok(bits(f.u).equals(bits(uBefore)), 'U is left as it was');
   // the cache: the same Hessian gives the same factor object
   assert.equal(gptqFactor(h, k, { percDamp: 0.01 }), f);
+});
+
+test('the layer pass reading each layer\'s matrices when it reaches the layer: the bytes of the whole f32 model loaded first (1 and 2 threads)', async () => {
+  const { writeSyntheticLlama } = await import('../scripts/synthetic-model.js');
+  const { memorySink } = await import('../src/io/sink.js');
+  const { bytesSource } = await import('../src/io/source.js');
+  const { openModelFile } = await import('../src/io/model-file.js');
+  const { defineRecipe, schemeRecipe } = await import('../src/algos/recipe.js');
+  const { quantize } = await import('../src/pipeline/quantize.js');
+  const { setLayerByLayerLoading } = await import('../src/pipeline/calibrate.js');
+  const { GptqPool } = await import('../src/cli/gptq-pool.js');
+  const { useNodeThreads } = await import('../src/node.js');
+  const { createHash } = await import('node:crypto');
+  useNodeThreads();
+  const sink = memorySink();
+  await writeSyntheticLlama(sink, { dim: 128, hidden: 384, layers: 3, vocab: 512, heads: 4, kvHeads: 2, seed: 3 });
+  const m = await openModelFile(bytesSource(sink.bytes(), 'tiny.gguf'));
+  let s = 17;
+  const stream = Int32Array.from({ length: 4 * 64 + 1 }, () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) >>> 23) & 511);
+  const recipe = defineRecipe({ ...JSON.parse(JSON.stringify(schemeRecipe('int4', { groupSize: 32 }))), algorithm: 'gptq', ptq: { calibTokens: 4 * 64, calibCtx: 64, seed: 0 } });
+  const run = async (threads: number) => {
+    const h = createHash('sha256');
+    const pool = threads > 1 ? new GptqPool(threads - 1, 0) : undefined;
+    try {
+      await quantize(m, recipe, { write: (b) => void h.update(b) }, { output: 'safetensors', calibStream: stream, threads, gptqWorkers: pool });
+    } finally {
+      await pool?.close();
+    }
+    return h.digest('hex');
+  };
+  const layered = await run(1);
+  try {
+    setLayerByLayerLoading(false);
+    assert.equal(await run(1), layered, 'whole model loaded first: the same bytes');
+  } finally {
+    setLayerByLayerLoading(true);
+  }
+  assert.equal(await run(2), layered, '2 threads: the same bytes');
 });

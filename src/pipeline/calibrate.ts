@@ -297,14 +297,39 @@ const shapeOf = (m: ModelFile, name: string): number[] => {
   return t.ne ? [...t.ne] : [...t.shape].reverse();
 };
 
-/** Stage: every tensor of the model as float32 (fresh arrays: transforms and quantizers write into them). */
-export async function loadWeights(m: ModelFile): Promise<Map<string, FloatTensor>> {
+/** Stage: every tensor of the model as float32 (fresh arrays: transforms and quantizers write into them); `skip`: names left out (read later by readWeight) */
+export async function loadWeights(m: ModelFile, skip?: ReadonlySet<string>): Promise<Map<string, FloatTensor>> {
   const weights = new Map<string, FloatTensor>();
-  for (const t of m.tensors) {
-    const ne = shapeOf(m, t.name);
-    weights.set(t.name, { data: await m.readFloat32(t), rows: ne.slice(1).reduce((a, b) => a * b, 1), cols: ne[0] });
-  }
+  for (const t of m.tensors) if (!skip?.has(t.name)) weights.set(t.name, await readWeight(m, t.name));
   return weights;
+}
+
+/** one tensor of the model as float32 (a fresh array) */
+async function readWeight(m: ModelFile, name: string): Promise<FloatTensor> {
+  const ne = shapeOf(m, name);
+  return { data: await m.readFloat32(m.tensor(name)), rows: ne.slice(1).reduce((a, b) => a * b, 1), cols: ne[0] };
+}
+
+let layerByLayer = true;
+
+/** Load the whole f32 model first even where the layer pass could read it layer by layer (tests compare the two). */
+export function setLayerByLayerLoading(on: boolean): void {
+  layerByLayer = on;
+}
+
+/**
+ * The layers' matrices the layer pass may read one layer at a time (read when the pass reaches their
+ * layer, let go when it has rounded them): when every quantized tensor's algorithms are GPTQ or RTN and
+ * nothing transforms across layers (no rotation, SmoothQuant, OS+ shift, experts or fused tensors).
+ * Empty otherwise: the whole f32 model is loaded first.
+ */
+function layerByLayerNames(m: ModelFile, plan: QuantizePlan, o: PtqOptions, algorithmsFor: (name: string) => readonly AlgorithmSpec[]): Set<string> {
+  if (!layerByLayer) return new Set();
+  const names = m.tensors.map((t) => t.name);
+  const across = o.rotate !== 'none' || o.shift || o.smooth > 0 || names.some((n) => /_exps\.weight$|\.attn_qkv\.weight$/.test(n) || (/\.ffn_up\.weight$/.test(n) && !names.includes(n.replace('ffn_up', 'ffn_gate'))));
+  const simple = plan.tensors.every((p) => !isQuantized(p) || algorithmsFor(p.name).every((a) => a.name === 'gptq' || a.name === 'rtn'));
+  if (across || !simple) return new Set();
+  return new Set(m.tensors.filter((t) => /^blk\.\d+\./.test(t.name) && shapeOf(m, t.name).length >= 2 && m.tensor(t.name).nElements > 0).map((t) => t.name));
 }
 
 /** The residual-stream wiring of a family (the rotation's view of model/family.ts). */
@@ -388,18 +413,29 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
   const algorithmsFor = (name: string) => algorithmsOf(input.recipe, name);
 
   if (!m.gguf) fail(`calibrated quantization needs a GGUF input (convert first: lowbit convert ${m.name} model.gguf)`);
-  const weights = await loadWeights(m);
+  const hasCalib = input.calibText !== undefined || input.calibStream !== undefined;
+  const needs = calibrationNeeds(plan, o, hasCalib);
+  const needsCalibration = needs.layerPass;
+  // the layers' matrices read one layer at a time where the pass allows it (peak memory: one layer's f32, not the model's)
+  const lazy = needsCalibration ? layerByLayerNames(m, plan, o, algorithmsFor) : new Set<string>();
+  const weights = await loadWeights(m, lazy);
   const metadata = new Map<string, unknown>([...m.gguf.metadata].map(([k, v]) => [k, plainValue(v)]));
   const f32 = ggmlTypeByName('F32')!;
+  // a matrix not read yet (or let go) stands in the runtime as zeros of its size: the layer pass never reads it (LayerCalibration.notLoaded)
+  const zeros = new Uint8Array(Math.max(0, ...[...lazy].map((n) => 4 * m.tensor(n).nElements)));
   const stored = (): StoredTensor[] =>
-    [...weights].map(([name, t]) => ({ name, type: f32, dims: shapeOf(m, name), data: new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength) }));
+    m.tensors.map(({ name }) => {
+      const t = weights.get(name);
+      return { name, type: f32, dims: shapeOf(m, name), data: t ? new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength) : zeros.subarray(0, 4 * m.tensor(name).nElements) };
+    });
   const config: LlamaConfig = llamaConfigFromGguf(metadata, stored());
   // the family's wiring (model/family.ts)
   const archName = config.arch ?? String(metadata.get('general.architecture'));
   const family = familyOf(archName, config.nExperts !== undefined);
   const nLayers = config.nLayers;
   // ---- what this pipeline covers per family ----------------------------------------------------------
-  const fused = [...weights.keys()].find((n) => /\.attn_qkv\.weight$/.test(n) || (/\.ffn_up\.weight$/.test(n) && !weights.has(n.replace('ffn_up', 'ffn_gate'))));
+  const names = new Set(m.tensors.map((t) => t.name));
+  const fused = [...names].find((n) => /\.attn_qkv\.weight$/.test(n) || (/\.ffn_up\.weight$/.test(n) && !names.has(n.replace('ffn_up', 'ffn_gate'))));
   if (o.rotate !== 'none') {
     // rotating the residual stream must leave the function unchanged: refuse where it would not
     if (config.nExperts) fail(`--rotate ${o.rotate}: ${archName} is a mixture of experts; the rotation does not cover its router and experts (not function-preserving here)`);
@@ -409,9 +445,6 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
   }
 
   // ---- tokens ------------------------------------------------------------------------------------
-  const hasCalib = input.calibText !== undefined || input.calibStream !== undefined;
-  const needs = calibrationNeeds(plan, o, hasCalib);
-  const needsCalibration = needs.layerPass;
   let windows: Int32Array[] = [];
   const ctx = Math.min(o.calibCtx, config.seqLen);
   if (input.calibStream) windows = calibrationWindows(input.calibStream, o.calibTokens, ctx, o.seed, Number(metadata.get('tokenizer.ggml.bos_token_id') ?? 1));
@@ -441,7 +474,7 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
   const quantized = new Map<string, PtqTensor>();
   const floats = new Map([...weights].map(([n, t]) => [n, t.data]));
   // AutoRound on the block output: the float model's residual stream beside the quantized one
-  const block = needsCalibration ? blockObjective(plan, input.recipe, o, config, [...weights.keys()], notes) : undefined;
+  const block = needsCalibration ? blockObjective(plan, input.recipe, o, config, [...names], notes) : undefined;
   const blockAutoround = !!block && o.autoroundObjective === 'block';
   if (!blockAutoround && o.autoroundObjective === 'block') o = { ...o, autoroundObjective: 'linear' };
   /** round a weight with its algorithms; the runtime (and later layers) then see the quantized values */
@@ -476,6 +509,7 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
   if (o.shift && (config.nExperts || fused)) fail(`--shift: ${archName}'s ${config.nExperts ? 'experts' : 'fused tensors'} are not covered by the Outlier Suppression+ fold (not function-preserving here)`);
   const added = new Map<string, Float32Array>();
   const lc = new LayerCalibration(config, family, weights, stored(), windows, ctx, input.threads, o.smooth > 0 || o.shift || plan.tensors.some((p) => scalesInputs(algorithmsFor(p.name))));
+  lc.notLoaded = new Set(lazy);
   say(`calibration: ${windows.length} sequences of ${ctx} tokens`);
   // token embeddings: no calibration (a lookup, not a product); quantized first so layer 0 sees them
   const embFp = block ? Float32Array.from(weights.get('token_embd.weight')!.data) : undefined;
@@ -594,6 +628,13 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
     for (let l = 0; l < nLayers; l++) {
       const tl = performance.now();
       const P = `blk.${l}.`;
+      const layerLazy = [...lazy].filter((n) => n.startsWith(P));
+      for (const n of layerLazy) {
+        const t = await readWeight(m, n);
+        weights.set(n, t);
+        floats.set(n, t.data);
+        lc.notLoaded.delete(n);
+      }
       // block objective: this layer's quantized-model input and the float layer's output on the float input
       let blockIn: Float32Array | undefined;
       let blockTarget: Float32Array | undefined;
@@ -707,6 +748,13 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
       // X += the last writers' outputs: the next layer's input (or the whole layer again, its weights relearned)
       if (learned) lc.rerunLayer(l, blockIn!);
       else lc.addPendingResiduals();
+      // the layer's matrices are rounded (their bytes are kept) and applied: let their f32 go
+      for (const n of layerLazy)
+        if (quantized.has(n)) {
+          weights.delete(n);
+          floats.delete(n);
+          lc.notLoaded.add(n);
+        }
       say(`layer ${l + 1}/${nLayers} (${((performance.now() - tl) / 1000).toFixed(1)} s)`);
     }
   } finally {
@@ -794,6 +842,8 @@ export class LayerCalibration {
   private readonly product: Float32Array;
   private pending: { input: LayerInput; writers: string[]; layer: number; moe: boolean }[] = [];
   private layer = 0;
+  /** matrices the runtime holds only as zeros (not read yet, or let go): reading one is an internal error */
+  notLoaded = new Set<string>();
 
   constructor(
     readonly config: LlamaConfig,
@@ -811,6 +861,7 @@ export class LayerCalibration {
     // the runtime's own copy of a weight would go stale) with the f32 kernel on every thread
     this.model.hooks.linear = (out, x, w, nTok, expert) => {
       const t = weights.get(w.name);
+      if (!t && this.notLoaded.has(w.name)) fail(`internal: ${w.name} was read while not loaded`);
       if (t && expert !== undefined && t.rows === w.rows * (config.nExperts ?? 0) && t.cols === w.cols) matmul(out, x, t.data.subarray(expert * w.rows * w.cols, (expert + 1) * w.rows * w.cols), nTok, t.cols, w.rows);
       else if (t && t.rows === w.rows && t.cols === w.cols) matmul(out, x, t.data, nTok, t.cols, t.rows);
       else linear(out, x, w, nTok);
