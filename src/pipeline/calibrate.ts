@@ -423,8 +423,9 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
   const f32 = ggmlTypeByName('F32')!;
   // a matrix not read yet (or let go) stands in the runtime as zeros of its size: the layer pass never reads it (LayerCalibration.notLoaded)
   const zeros = new Uint8Array(Math.max(0, ...[...lazy].map((n) => 4 * m.tensor(n).nElements)));
+  const inFile = new Set(m.tensors.map((t) => t.name));
   const stored = (): StoredTensor[] =>
-    m.tensors.map(({ name }) => {
+    [...inFile, ...[...weights.keys()].filter((n) => !inFile.has(n))].map((name) => {
       const t = weights.get(name);
       return { name, type: f32, dims: shapeOf(m, name), data: t ? new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength) : zeros.subarray(0, 4 * m.tensor(name).nElements) };
     });
@@ -434,7 +435,7 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
   const family = familyOf(archName, config.nExperts !== undefined);
   const nLayers = config.nLayers;
   // ---- what this pipeline covers per family ----------------------------------------------------------
-  const names = new Set(m.tensors.map((t) => t.name));
+  const names = inFile;
   const fused = [...names].find((n) => /\.attn_qkv\.weight$/.test(n) || (/\.ffn_up\.weight$/.test(n) && !names.has(n.replace('ffn_up', 'ffn_gate'))));
   if (o.rotate !== 'none') {
     // rotating the residual stream must leave the function unchanged: refuse where it would not
