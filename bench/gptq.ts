@@ -8,6 +8,7 @@
  *
  *   npm run bench -- gptq [sequences=128] [layers=12] [threads=2]
  */
+import { createHash } from 'node:crypto';
 import { defineRecipe, schemeRecipe } from '../src/algos/recipe.js';
 import { gguf, GgufWriter, type GgufValue } from '../src/io/gguf.js';
 import { openModelFile } from '../src/io/model-file.js';
@@ -103,7 +104,8 @@ export async function run(args: string[]): Promise<void> {
   const tp = performance.now();
   const gptqWorkers = threads > 1 ? new GptqPool(threads - 1) : undefined;
   let written = 0;
-  const report = await quantize(m, recipe, { write: (b) => void (written += b.length) }, {
+  const hash = createHash('sha256'); // the bytes must not change with the speed work (1 and 2 threads alike)
+  const report = await quantize(m, recipe, { write: (b) => void ((written += b.length), hash.update(b)) }, {
     output: 'safetensors',
     calibStream: stream,
     threads,
@@ -117,7 +119,7 @@ export async function run(args: string[]): Promise<void> {
   console.log(
     `GPTQ int4 g128, ${nSeq} x ${CTX} calibration tokens: ${total.toFixed(1)} s wall ` +
       `(statistics pass ${ph.statistics.toFixed(1)} s, GPTQ ${ph.quantization.toFixed(1)} s, forward ${ph.forward.toFixed(1)} s, rest ${(total - ph.statistics - ph.quantization - ph.forward).toFixed(1)} s); ` +
-      `${(written / 1e6).toFixed(1)} MB written; peak RSS ${rss.toFixed(0)} MiB`,
+      `${(written / 1e6).toFixed(1)} MB written (sha256 ${hash.digest('hex').slice(0, 16)}); peak RSS ${rss.toFixed(0)} MiB`,
   );
   console.log(`ratio: GPTQ pipeline / one forward pass = ${(total / forwardAll).toFixed(2)}x`);
 }

@@ -1,12 +1,16 @@
 /**
  * gptqFactor damps the Hessian's diagonal in place (no k x k copy) and must give it back bit for bit:
  * after a factor, after act-order, and after a Hessian that is not positive definite (the error path).
- * The factor itself equals the one of an explicitly damped copy.
+ * The factor itself equals the one of an explicitly damped copy. The factor kept in a kernel memory of
+ * its own (rows quantized there without a copy of U), and the layer pass reading one layer's f32
+ * matrices at a time: the same bits and bytes as the paths they replace.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { gptqFactor } from '../src/algos/gptq.js';
-import { inverseCholeskyUpper } from '../src/kernels/gptq.js';
+import { gptqBlocksWithFactor, gptqFactor, type GptqFactor } from '../src/algos/gptq.js';
+import { blockCodecFor } from '../src/algos/block-codec.js';
+import { gptqWorkspace, inverseCholeskyUpper } from '../src/kernels/gptq.js';
+import { resolveScheme } from '../src/quant/registry.js';
 import { MatmulEngine } from '../src/kernels/matmul.js';
 import { LowbitError } from '../src/errors.js';
 
@@ -46,4 +50,77 @@ test('gptqFactor leaves the Hessian as it found it and equals the factor of a da
   const badBefore = Float64Array.from(bad);
   assert.throws(() => gptqFactor(bad, k, { percDamp: 0 }), LowbitError);
   assert.ok(bits(bad).equals(bits(badBefore)));
+});
+
+test('the factor kept in its own kernel memory: the bits of the other paths, and rows quantized there (U not copied) as with a copied U', () => {
+  const k = 96;
+  const h = hessian(k, [7]);
+  const f = gptqFactor(h, k, { percDamp: 0.01 });
+  assert.ok(f.memory, 'gptqFactor keeps U in a kernel memory (WebAssembly kernels on)');
+  // the same bits as the one-thread workspace and the matmul engine's threaded factor
+  const c = Float64Array.from(h);
+  c[7 * k + 7] = 1;
+  let mean = 0;
+  for (let i = 0; i < k; i++) mean += c[i * k + i];
+  for (let i = 0; i < k; i++) c[i * k + i] += (0.01 * mean) / k;
+  const ws = gptqWorkspace(0, k, 1);
+  assert.equal(ws.inverseCholesky(c), -1);
+  assert.ok(bits(f.u).equals(bits(ws.u)), 'factor memory = workspace factor');
+  assert.ok(bits(f.u).equals(bits(inverseCholeskyUpper(c, k, MatmulEngine.get()).u)), 'factor memory = engine factor');
+  const plain: GptqFactor = { k, u: Float64Array.from(f.u), dead: f.dead };
+  const uBefore = Float64Array.from(f.u);
+  // weights of fewer rows than k (the workspace fits in the factor's scratch) and more (it grows the memory), in turns
+  let s = 9;
+  const rnd = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 4294967296) - 0.5;
+  const w40 = Float32Array.from({ length: 40 * k }, rnd);
+  const w300 = Float32Array.from({ length: 300 * k }, rnd);
+  for (const [w, n] of [[w40, 40], [w300, 300], [w40, 40]] as const)
+    for (const target of ['Q4_0', 'int4_g32']) {
+      const codec = target === 'Q4_0' ? blockCodecFor(target, k) : blockCodecFor(resolveScheme(target), k);
+      const a = gptqBlocksWithFactor(w, n, k, f, codec, { clipWeights: Float32Array.from({ length: k }, (_, i) => h[i * k + i]) });
+      const b = gptqBlocksWithFactor(w, n, k, plain, codec, { clipWeights: Float32Array.from({ length: k }, (_, i) => h[i * k + i]) });
+      assert.ok(Buffer.from(a.bytes).equals(Buffer.from(b.bytes)), `${target} ${n} rows: bytes`);
+      assert.ok(bits(new Float64Array(a.q)).equals(bits(new Float64Array(b.q))), `${target} ${n} rows: values`);
+    }
+  assert.ok(bits(f.u).equals(bits(uBefore)), 'U is left as it was');
+  // the cache: the same Hessian gives the same factor object
+  assert.equal(gptqFactor(h, k, { percDamp: 0.01 }), f);
+});
+
+test('the layer pass reading each layer\'s matrices when it reaches the layer: the bytes of the whole f32 model loaded first (1 and 2 threads)', async () => {
+  const { writeSyntheticLlama } = await import('../scripts/synthetic-model.js');
+  const { memorySink } = await import('../src/io/sink.js');
+  const { bytesSource } = await import('../src/io/source.js');
+  const { openModelFile } = await import('../src/io/model-file.js');
+  const { defineRecipe, schemeRecipe } = await import('../src/algos/recipe.js');
+  const { quantize } = await import('../src/pipeline/quantize.js');
+  const { setLayerByLayerLoading } = await import('../src/pipeline/passes/load.js');
+  const { GptqPool } = await import('../src/cli/gptq-pool.js');
+  const { useNodeThreads } = await import('../src/node.js');
+  const { createHash } = await import('node:crypto');
+  useNodeThreads();
+  const sink = memorySink();
+  await writeSyntheticLlama(sink, { dim: 128, hidden: 384, layers: 3, vocab: 512, heads: 4, kvHeads: 2, seed: 3 });
+  const m = await openModelFile(bytesSource(sink.bytes(), 'tiny.gguf'));
+  let s = 17;
+  const stream = Int32Array.from({ length: 4 * 64 + 1 }, () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) >>> 23) & 511);
+  const recipe = defineRecipe({ ...JSON.parse(JSON.stringify(schemeRecipe('int4', { groupSize: 32 }))), algorithm: 'gptq', ptq: { calibTokens: 4 * 64, calibCtx: 64, seed: 0 } });
+  const run = async (threads: number) => {
+    const h = createHash('sha256');
+    const pool = threads > 1 ? new GptqPool(threads - 1, 0) : undefined;
+    try {
+      await quantize(m, recipe, { write: (b) => void h.update(b) }, { output: 'safetensors', calibStream: stream, threads, gptqWorkers: pool });
+    } finally {
+      await pool?.close();
+    }
+    return h.digest('hex');
+  };
+  const layered = await run(1);
+  try {
+    setLayerByLayerLoading(false);
+    assert.equal(await run(1), layered, 'whole model loaded first: the same bytes');
+  } finally {
+    setLayerByLayerLoading(true);
+  }
+  assert.equal(await run(2), layered, '2 threads: the same bytes');
 });

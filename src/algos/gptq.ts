@@ -24,8 +24,7 @@
 import { fail } from '../errors.js';
 import { BlockGrids, setCodes, type BlockCodec } from './block-codec.js';
 import { CLIP_RATIOS } from './blockwise.js';
-import { gptqWorkspace, inverseCholeskyUpper, syrkLowerRef } from '../kernels/gptq.js';
-import { MatmulEngine } from '../kernels/matmul.js';
+import { factorMemory, gptqWorkspace, syrkLowerRef, type FactorMemory } from '../kernels/gptq.js';
 
 /** What the GPTQ loop needs from a grid: fit a group, round one element of it. */
 export interface GroupQuantizer {
@@ -81,8 +80,11 @@ export function finishHessian(h: Float64Array, k: number, nTok: number): void {
 // ---------------------------------------------------------------------------------------------------
 // The GPTQ loop
 
-/** the last inverse Cholesky factor, by Hessian identity (the caller must not modify a Hessian it passed) */
-let lastFactor: { h: Float64Array; fingerprint: number; percDamp: number; actOrder: boolean; factor: GptqFactor } | undefined;
+/**
+ * the last inverse Cholesky factor, by Hessian identity (the caller must not modify a Hessian it passed);
+ * held only as long as that Hessian is (a weak map of one entry): a layer's factor goes with its statistics
+ */
+let lastFactor = new WeakMap<Float64Array, { fingerprint: number; percDamp: number; actOrder: boolean; factor: GptqFactor }>();
 
 /**
  * What GPTQ needs of the Hessian, shared by every row: the upper Cholesky factor U of the dampened
@@ -92,6 +94,8 @@ let lastFactor: { h: Float64Array; fingerprint: number; percDamp: number; actOrd
 export interface GptqFactor {
   readonly k: number;
   readonly u: Float64Array;
+  /** where u lives (gptqFactor's factors; not sent to other threads): the rows' workspaces are made there, U not copied */
+  readonly memory?: FactorMemory;
   /** perm[position] = original column (act-order) */
   readonly perm?: Int32Array;
   /** inputs never active in calibration (their weights are quantized as zeros) */
@@ -105,7 +109,8 @@ export function gptqFactor(hessian: Float64Array, k: number, opts: GptqOptions =
   // layers that share an input (q/k/v, gate/up) share H: reuse its factor
   let fingerprint = 0; // guards against a Hessian modified in place since
   for (let i = 0; i < k; i++) fingerprint += hessian[i * k + i] + 0.5 * hessian[i * k + ((i * 7) % k)];
-  if (lastFactor && lastFactor.h === hessian && lastFactor.fingerprint === fingerprint && lastFactor.percDamp === percDamp && lastFactor.actOrder === !!opts.actOrder) return lastFactor.factor;
+  const last = lastFactor.get(hessian);
+  if (last && last.fingerprint === fingerprint && last.percDamp === percDamp && last.actOrder === !!opts.actOrder) return last.factor;
   // Only the diagonal changes (dead inputs, dampening): without act-order it is changed in the caller's
   // Hessian and restored bit for bit afterwards, instead of copying k x k values (63 MB at k = 2816)
   const diagonal = Float64Array.from({ length: k }, (_, i) => hessian[i * k + i]);
@@ -123,16 +128,19 @@ export function gptqFactor(hessian: Float64Array, k: number, opts: GptqOptions =
   for (let i = 0; i < k; i++) mean += H[i * k + i];
   const damp = (percDamp * mean) / k;
   for (let i = 0; i < k; i++) H[i * k + i] += damp;
-  let inverse: ReturnType<typeof inverseCholeskyUpper>;
+  // the factor is computed in a kernel memory of its own, where the rows' workspaces then read it
+  lastFactor = new WeakMap(); // the previous factor's memory can go before this one is made
+  let inverse: ReturnType<typeof factorMemory>;
   try {
-    inverse = inverseCholeskyUpper(H, k, MatmulEngine.get());
+    inverse = factorMemory(H, k);
   } finally {
     if (H === hessian) for (let i = 0; i < k; i++) hessian[i * k + i] = diagonal[i];
   }
-  const { bad, u } = inverse;
-  if (bad >= 0) fail(`GPTQ: the Hessian is not positive definite (pivot ${bad}); increase the dampening (--damp)`);
-  const factor: GptqFactor = { k, u, perm, dead };
-  lastFactor = { h: hessian, fingerprint, percDamp, actOrder: !!opts.actOrder, factor };
+  const { bad, factor: memory } = inverse;
+  if (bad >= 0 || !memory) fail(`GPTQ: the Hessian is not positive definite (pivot ${bad}); increase the dampening (--damp)`);
+  const factor = { k, get u() { return memory.u; }, perm, dead } as GptqFactor;
+  Object.defineProperty(factor, 'memory', { value: memory, enumerable: false });
+  lastFactor.set(hessian, { fingerprint, percDamp, actOrder: !!opts.actOrder, factor });
   return factor;
 }
 
@@ -151,8 +159,8 @@ export function gptqRows(w: Float32Array, n: number, k: number, f: GptqFactor, q
   // align the lazy blocks with the groups (a group is fitted when its first column is reached)
   if (!opts.actOrder && g % B !== 0 && B % g !== 0) B = g * Math.max(1, Math.floor(B / g));
   const lv = f.perm ? undefined : qz.levels; // act-order (columns permuted, static groups) stays in TypeScript
-  const ws = gptqWorkspace(n, k, B, lv && qz.choose ? { len: Math.min(B, g), nCodes: lv.nCodes } : undefined, false);
-  ws.u.set(f.u);
+  const ws = gptqWorkspace(n, k, B, lv && qz.choose ? { len: Math.min(B, g), nCodes: lv.nCodes } : undefined, false, f.memory);
+  if (!(f.memory && ws.u.buffer === f.u.buffer)) ws.u.set(f.u); // else U is read where the factor left it
   const W = ws.w;
   for (let i = 0; i < n * k; i++) W[i] = w[i];
   // dead inputs (never active in calibration): any value works; quantize them as zero weights

@@ -134,6 +134,14 @@ class Arena {
   f32(at: number, n: number): Float32Array {
     return new Float32Array(this.inst.memory.buffer, at, n);
   }
+  /** the current top (everything below it stays allocated) */
+  mark(): number {
+    return this.top;
+  }
+  /** free everything allocated since mark() returned `top` (the memory keeps its size) */
+  reset(top: number): void {
+    this.top = top;
+  }
 }
 
 function fastArena(): Arena | null {
@@ -313,22 +321,90 @@ export function inverseCholeskyUpper(h: Float64Array, k: number, engine?: Matmul
 }
 
 /**
+ * The inverse Cholesky factor U of one Hessian in a kernel memory of its own: it is computed there (one
+ * thread: wasm/gptq.ts cholesky and trilInverse, the bits of every other path), and the workspaces of
+ * the rows quantized with it (gptqWorkspace with this factor) are made in the same memory, reading U
+ * where it is (no copy) and using the k x k scratch the factor needed as their room. One workspace at a
+ * time: making one ends the previous one. The memory is freed with the factor.
+ */
+export interface FactorMemory {
+  readonly k: number;
+  /** U, k x k row-major (upper triangular); a view, taken anew on every read (the memory may grow) */
+  readonly u: Float64Array;
+}
+
+class FactorStore implements FactorMemory {
+  private view: Float64Array;
+  constructor(readonly k: number, readonly arena: Arena, readonly uAt: number, readonly scratchAt: number, readonly scratchBytes: number, readonly top: number) {
+    this.view = arena.f64(uAt, k * k);
+  }
+  get u(): Float64Array {
+    if (this.view.buffer !== this.arena.inst.memory.buffer) this.view = this.arena.f64(this.uAt, this.k * this.k);
+    return this.view;
+  }
+}
+
+/**
+ * U = the upper Cholesky factor of h^-1 (h: k x k symmetric positive definite, its lower triangle read)
+ * as a FactorMemory, or the failing pivot. Without the WebAssembly kernels U is a plain array (the
+ * references).
+ */
+export function factorMemory(h: Float64Array, k: number): { bad: number; factor?: FactorMemory } {
+  const arena = fastArena();
+  if (!arena) {
+    const ws = gptqWorkspace(0, k, 1);
+    const bad = ws.inverseCholesky(h);
+    return bad >= 0 ? { bad } : { bad, factor: { k, u: ws.u } };
+  }
+  const scratchAt = arena.alloc(k * k * 8);
+  const uAt = arena.alloc(k * k * 8);
+  const store = new FactorStore(k, arena, uAt, scratchAt, k * k * 8, arena.mark());
+  const bad = inverseInto(arena, h, k, scratchAt, uAt);
+  return bad >= 0 ? { bad } : { bad, factor: store };
+}
+
+/** the factor in an arena: m (scratch) at mAt, U at uAt; -1 or the failing pivot */
+function inverseInto(arena: Arena, h: Float64Array, k: number, mAt: number, uAt: number): number {
+  const m = arena.f64(mAt, k * k);
+  for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) m[i * k + j] = j <= i ? h[(k - 1 - i) * k + (k - 1 - j)] : 0;
+  const bad = arena.x.cholesky(mAt, k);
+  if (bad >= 0) return k - 1 - bad;
+  arena.x.trilInverse(mAt, uAt, k);
+  // u holds X = M^-1; U[i][j] = X[k-1-i][k-1-j]: the whole array reversed, in place
+  arena.f64(uAt, k * k).reverse();
+  return -1;
+}
+
+/**
  * Matrices for one GPTQ run of an n x k weight with lazy blocks of `block` columns. The inverse
  * Cholesky factor: with J the reversal, factor J H J = M M^T; then H = R R^T with R = J M J upper,
  * H^-1 = (R^-1)^T R^-1, and U = R^-1 = J M^-1 J (one Cholesky and one triangular inverse).
  */
-export function gptqWorkspace(n: number, k: number, block: number, levels?: { len: number; nCodes: number }, withFactor = true): GptqWorkspace {
-  const arena = fastArena();
+export function gptqWorkspace(n: number, k: number, block: number, levels?: { len: number; nCodes: number }, withFactor = true, factor?: FactorMemory): GptqWorkspace {
+  const store = factor instanceof FactorStore && factor.k === k ? factor : undefined;
+  if (store) withFactor = false;
+  const arena = store ? store.arena : fastArena();
+  // in a factor's memory: the previous workspace there is over; the factor's scratch is the room first
+  let room = 0;
+  if (store) store.arena.reset(store.top);
+  const alloc = (bytes: number): number => {
+    if (store && room + bytes <= store.scratchBytes) {
+      const at = store.scratchAt + room;
+      room = (room + bytes + 63) & ~63;
+      return at;
+    }
+    return arena!.alloc(bytes);
+  };
   // the factor's scratch (k x k f64) only where inverseCholesky may be called
   const mAt = withFactor ? arena?.alloc(k * k * 8) ?? 0 : 0;
-  const uAt = arena?.alloc(k * k * 8) ?? 0;
-  const wAt = arena?.alloc(n * k * 8) ?? 0;
-  const eAt = arena?.alloc(n * block * 8) ?? 0;
+  const uAt = store ? store.uAt : arena?.alloc(k * k * 8) ?? 0;
+  const wAt = arena ? alloc(n * k * 8) : 0;
+  const eAt = arena ? alloc(n * block * 8) : 0;
   // the column loop's levels: chunks of rows of at most 2^22 levels (16 MiB)
   const lvl = arena && useFastColumns && levels && levels.nCodes <= 65536 && n > 0 ? { ...levels, rows: Math.max(1, Math.min(n, Math.floor((1 << 22) / (levels.len * levels.nCodes)))) } : undefined;
-  const lvAt = lvl ? arena!.alloc(lvl.rows * lvl.len * lvl.nCodes * 4) : 0;
-  const cntAt = lvl ? arena!.alloc(lvl.rows * lvl.len * 2) : 0;
-  const outAt = lvl ? arena!.alloc(lvl.rows * lvl.len * 2) : 0;
+  const lvAt = lvl ? alloc(lvl.rows * lvl.len * lvl.nCodes * 4) : 0;
+  const cntAt = lvl ? alloc(lvl.rows * lvl.len * 2) : 0;
+  const outAt = lvl ? alloc(lvl.rows * lvl.len * 2) : 0;
   const m = !withFactor ? new Float64Array(0) : arena ? arena.f64(mAt, k * k) : new Float64Array(k * k);
   const u = arena ? arena.f64(uAt, k * k) : new Float64Array(k * k);
   const w = arena ? arena.f64(wAt, n * k) : new Float64Array(n * k);
@@ -347,11 +423,11 @@ export function gptqWorkspace(n: number, k: number, block: number, levels?: { le
     ...(columns ? { columns } : {}),
     inverseCholesky(h) {
       if (!withFactor) throw new Error('internal: gptqWorkspace made without the factor scratch');
+      if (arena) return inverseInto(arena, h, k, mAt, uAt);
       for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) m[i * k + j] = j <= i ? h[(k - 1 - i) * k + (k - 1 - j)] : 0;
-      const bad = arena ? arena.x.cholesky(mAt, k) : choleskyRef(m, k);
+      const bad = choleskyRef(m, k);
       if (bad >= 0) return k - 1 - bad;
-      if (arena) arena.x.trilInverse(mAt, uAt, k);
-      else trilInverseRef(m, u, k);
+      trilInverseRef(m, u, k);
       // u holds X = M^-1; U[i][j] = X[k-1-i][k-1-j]: reverse rows and columns in place
       const x = u;
       for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) m[i * k + j] = x[(k - 1 - i) * k + (k - 1 - j)];

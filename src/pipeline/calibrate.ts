@@ -21,7 +21,7 @@ import type { ModelFile } from '../io/model-file.js';
 import type { GptqWorkers } from './gptq-parts.js';
 import type { QuantizePlan } from './plan.js';
 import { blockObjective, layerPass } from './passes/layer-driver.js';
-import { calibrationNeeds, codecOf, loadPass, tokenizePass } from './passes/load.js';
+import { calibrationNeeds, codecOf, layerByLayerNames, loadPass, tokenizePass } from './passes/load.js';
 import { rotatePass, rotationRefusal } from './passes/rotate.js';
 import { tensorPass, WeightRounder, type PtqTensor } from './passes/round.js';
 
@@ -63,14 +63,15 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
   const notes: string[] = [];
   const planOf = new Map(plan.tensors.map((p) => [p.name, p]));
 
-  const model = await loadPass(m);
-  rotationRefusal(o, model);
   const needs = calibrationNeeds(plan, o, input.calibText !== undefined || input.calibStream !== undefined);
+  // the layers' matrices read one layer at a time where the pass allows it (peak memory: one layer's f32, not the model's)
+  const model = await loadPass(m, needs.layerPass ? layerByLayerNames(m, plan, o) : undefined);
+  rotationRefusal(o, model);
   const { windows, ctx } = tokenizePass(m, model, o, input, needs);
   const rotationMaxLogitDiff = rotatePass(model, o, windows, ctx, (n) => { const p = planOf.get(n); return p && codecOf(p); }, input.threads, notes);
 
   // AutoRound on the block output: the float model's residual stream beside the quantized one
-  const block = needs.layerPass ? blockObjective(plan, input.recipe, o, model.config, [...model.weights.keys()], notes) : undefined;
+  const block = needs.layerPass ? blockObjective(plan, input.recipe, o, model.config, [...model.names], notes) : undefined;
   const blockAutoround = !!block && o.autoroundObjective === 'block';
   if (!blockAutoround && o.autoroundObjective === 'block') o = { ...o, autoroundObjective: 'linear' };
   const rounder = new WeightRounder(plan, model.weights, input.recipe, o, input.gptqWorkers, blockAutoround ? block.before : undefined);

@@ -113,7 +113,24 @@ export async function gptqBlocksParallel(
   });
   const parts = rowParts(n, k, target, workers);
   if (parts === 1) return gptqPartRun(job(0, n), codec);
-  return splitRows(n, k, parts, workers!, job, (j) => gptqPartRun(j, codec));
+  // the other threads get U in one shared array (posted without a copy; the calling thread reads its own)
+  const remote = portableFactor(factor);
+  return splitRows(n, k, parts, workers!, (r0, r1, other) => (other ? { ...job(r0, r1), factor: remote } : job(r0, r1)), (j) => gptqPartRun(j, codec));
+}
+
+const portable = new WeakMap<GptqFactor, GptqFactor>();
+
+/** a factor other threads can take: plain fields, U in a SharedArrayBuffer where there is one (one copy per factor) */
+function portableFactor(f: GptqFactor): GptqFactor {
+  let p = portable.get(f);
+  if (!p) {
+    const u = f.u;
+    const shared = typeof SharedArrayBuffer !== 'undefined' ? new Float64Array(new SharedArrayBuffer(u.byteLength)) : new Float64Array(u.length);
+    shared.set(u);
+    p = { k: f.k, u: shared, dead: f.dead, ...(f.perm ? { perm: f.perm } : {}) };
+    portable.set(f, p);
+  }
+  return p;
 }
 
 /** how many row ranges an n x k matrix is split into: one per worker and this thread when there are workers, a target and enough weights */
@@ -126,12 +143,12 @@ function rowParts(n: number, k: number, target: string | undefined, workers: Gpt
  * n rows in `parts` ranges: the first on this thread (runLocal), the others on the workers, joined in row
  * order. Every part settles before an error surfaces.
  */
-async function splitRows<J extends RowPartJob>(n: number, k: number, parts: number, workers: GptqWorkers, job: (r0: number, r1: number) => J, runLocal: (j: J) => GptqPartResult): Promise<GptqPartResult> {
+async function splitRows<J extends RowPartJob>(n: number, k: number, parts: number, workers: GptqWorkers, job: (r0: number, r1: number, other: boolean) => J, runLocal: (j: J) => GptqPartResult): Promise<GptqPartResult> {
   const ranges = rowRanges(n, parts);
-  const remote = ranges.slice(1).map(([a, b]) => workers.run(job(a, b)));
+  const remote = ranges.slice(1).map(([a, b]) => workers.run(job(a, b, true)));
   let local: GptqPartResult;
   try {
-    local = runLocal(job(ranges[0][0], ranges[0][1]));
+    local = runLocal(job(ranges[0][0], ranges[0][1], false));
   } finally {
     await Promise.allSettled(remote);
   }

@@ -56,6 +56,7 @@ export async function layerPass(input: LayerPassInput): Promise<{ added: Map<str
   if (o.shift && (config.nExperts || fusedTensorOf(family))) fail(`--shift: ${archName}'s ${config.nExperts ? 'experts' : 'fused tensors'} are not covered by the Outlier Suppression+ fold (not function-preserving here)`);
   const added = new Map<string, Float32Array>();
   const lc = new LayerCalibration(config, family, weights, stored(), windows, ctx, threads, o.smooth > 0 || o.shift || plan.tensors.some((p) => scalesInputs(algorithmsFor(p.name))));
+  lc.notLoaded = new Set(model.lazy);
   say(`calibration: ${windows.length} sequences of ${ctx} tokens`);
   // token embeddings: no calibration (a lookup, not a product); quantized first so layer 0 sees them
   const embFp = block ? Float32Array.from(weights.get('token_embd.weight')!.data) : undefined;
@@ -152,6 +153,13 @@ export async function layerPass(input: LayerPassInput): Promise<{ added: Map<str
     for (let l = 0; l < nLayers; l++) {
       const tl = performance.now();
       const P = `blk.${l}.`;
+      const layerLazy = [...model.lazy].filter((n) => n.startsWith(P));
+      for (const n of layerLazy) {
+        const t = await model.readWeight(n);
+        weights.set(n, t);
+        rounder.floats.set(n, t.data);
+        lc.notLoaded.delete(n);
+      }
       // block objective: this layer's quantized-model input and the float layer's output on the float input
       let blockIn: Float32Array | undefined;
       let blockTarget: Float32Array | undefined;
@@ -265,6 +273,13 @@ export async function layerPass(input: LayerPassInput): Promise<{ added: Map<str
       // X += the last writers' outputs: the next layer's input (or the whole layer again, its weights relearned)
       if (learned) lc.rerunLayer(l, blockIn!);
       else lc.addPendingResiduals();
+      // the layer's matrices are rounded (their bytes are kept) and applied: let their f32 go
+      for (const n of layerLazy)
+        if (quantized.has(n)) {
+          weights.delete(n);
+          rounder.floats.delete(n);
+          lc.notLoaded.add(n);
+        }
       say(`layer ${l + 1}/${nLayers} (${((performance.now() - tl) / 1000).toFixed(1)} s)`);
     }
   } finally {

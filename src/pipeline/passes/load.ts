@@ -35,14 +35,39 @@ const shapeOf = (m: ModelFile, name: string): number[] => {
   return t.ne ? [...t.ne] : [...t.shape].reverse();
 };
 
-/** Stage: every tensor of the model as float32 (fresh arrays: transforms and quantizers write into them). */
-export async function loadWeights(m: ModelFile): Promise<Map<string, FloatTensor>> {
+/** Stage: every tensor of the model as float32 (fresh arrays: transforms and quantizers write into them); `skip`: names left out (read later by readWeight) */
+export async function loadWeights(m: ModelFile, skip?: ReadonlySet<string>): Promise<Map<string, FloatTensor>> {
   const weights = new Map<string, FloatTensor>();
-  for (const t of m.tensors) {
-    const ne = shapeOf(m, t.name);
-    weights.set(t.name, { data: await m.readFloat32(t), rows: ne.slice(1).reduce((a, b) => a * b, 1), cols: ne[0] });
-  }
+  for (const t of m.tensors) if (!skip?.has(t.name)) weights.set(t.name, await readWeight(m, t.name));
   return weights;
+}
+
+/** one tensor of the model as float32 (a fresh array) */
+async function readWeight(m: ModelFile, name: string): Promise<FloatTensor> {
+  const ne = shapeOf(m, name);
+  return { data: await m.readFloat32(m.tensor(name)), rows: ne.slice(1).reduce((a, b) => a * b, 1), cols: ne[0] };
+}
+
+let layerByLayer = true;
+
+/** Load the whole f32 model first even where the layer pass could read it layer by layer (tests compare the two). */
+export function setLayerByLayerLoading(on: boolean): void {
+  layerByLayer = on;
+}
+
+/**
+ * The layers' matrices the layer pass may read one layer at a time (read when the pass reaches their
+ * layer, let go when it has rounded them): when every quantized tensor's algorithms are GPTQ or RTN and
+ * nothing transforms across layers (no rotation, SmoothQuant, OS+ shift, experts or fused tensors).
+ * Empty otherwise: the whole f32 model is loaded first.
+ */
+export function layerByLayerNames(m: ModelFile, plan: QuantizePlan, o: PtqOptions): Set<string> {
+  if (!layerByLayer) return new Set();
+  const { config, family } = modelShape(m);
+  const across = o.rotate !== 'none' || o.shift || o.smooth > 0 || config.nExperts !== undefined || family.linears.some((s) => s.parts); // experts or fused tensors (model/family.ts)
+  const simple = plan.tensors.every((p) => !isQuantized(p) || algorithmsOf(plan.recipe, p.name).every((a) => a.name === 'gptq' || a.name === 'rtn'));
+  if (across || !simple) return new Set();
+  return new Set(m.tensors.filter((t) => /^blk\.\d+\./.test(t.name) && shapeOf(m, t.name).length >= 2 && m.tensor(t.name).nElements > 0).map((t) => t.name));
 }
 
 /** The runtime's configuration and family of a GGUF model, from its header alone. */
@@ -63,19 +88,32 @@ export interface LoadedModel {
   readonly family: ModelFamily;
   /** the architecture's name (for messages) */
   readonly arch: string;
-  /** the current float weights as the runtime's tensors (views, not copies) */
+  /** the current float weights as the runtime's tensors (views, not copies; zeros for a matrix not loaded) */
   stored(): StoredTensor[];
+  /** every tensor's name (the weights may hold only some: layer-by-layer loading) */
+  readonly names: readonly string[];
+  /** matrices read one layer at a time by the layer pass (readWeight), not in `weights` at the start */
+  readonly lazy: ReadonlySet<string>;
+  readWeight(name: string): Promise<FloatTensor>;
 }
 
-/** Pass "load": the header's shape and family (model/family.ts) and every tensor as float32. */
-export async function loadPass(m: ModelFile): Promise<LoadedModel> {
+/** Pass "load": the header's shape and family (model/family.ts) and every tensor as float32 (but `lazy`: read layer by layer). */
+export async function loadPass(m: ModelFile, lazy: ReadonlySet<string> = new Set()): Promise<LoadedModel> {
   if (!m.gguf) fail(`calibrated quantization needs a GGUF input (convert first: lowbit convert ${m.name} model.gguf)`);
-  const weights = await loadWeights(m);
+  const weights = await loadWeights(m, lazy);
   const { config, family, metadata } = modelShape(m);
   const f32 = ggmlTypeByName('F32')!;
+  // a matrix not read yet (or let go) stands in the runtime as zeros of its size: the layer pass never reads it (LayerCalibration.notLoaded)
+  const zeros = new Uint8Array(Math.max(0, ...[...lazy].map((n) => 4 * m.tensor(n).nElements)));
+  const inFile = new Set(m.tensors.map((t) => t.name));
+  // the file's tensors in order, then any the transforms added to the weights
   const stored = (): StoredTensor[] =>
-    [...weights].map(([name, t]) => ({ name, type: f32, dims: shapeOf(m, name), data: new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength) }));
-  return { weights, metadata, config, family, arch: config.arch ?? String(metadata.get('general.architecture')), stored };
+    [...inFile, ...[...weights.keys()].filter((n) => !inFile.has(n))].map((name) => {
+      const t = weights.get(name);
+      return { name, type: f32, dims: shapeOf(m, name), data: t ? new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength) : zeros.subarray(0, 4 * m.tensor(name).nElements) };
+    });
+  const names = [...inFile];
+  return { weights, metadata, config, family, arch: config.arch ?? String(metadata.get('general.architecture')), stored, names, lazy, readWeight: (n) => readWeight(m, n) };
 }
 
 /**

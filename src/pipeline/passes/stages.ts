@@ -39,6 +39,8 @@ export class LayerCalibration extends PhaseClock {
   private readonly product: Float32Array;
   private pending: { input: LayerInput; writers: string[]; layer: number; moe: boolean }[] = [];
   private layer = 0;
+  /** matrices the runtime holds only as zeros (not read yet, or let go): reading one is an internal error */
+  notLoaded = new Set<string>();
 
   constructor(
     readonly config: LlamaConfig,
@@ -57,6 +59,7 @@ export class LayerCalibration extends PhaseClock {
     // the runtime's own copy of a weight would go stale) with the f32 kernel on every thread
     this.model.hooks.linear = (out, x, w, nTok, expert) => {
       const t = weights.get(w.name);
+      if (!t && this.notLoaded.has(w.name)) fail(`internal: ${w.name} was read while not loaded`);
       if (t && expert !== undefined && t.rows === w.rows * (config.nExperts ?? 0) && t.cols === w.cols) matmul(out, x, t.data.subarray(expert * w.rows * w.cols, (expert + 1) * w.rows * w.cols), nTok, t.cols, w.rows);
       else if (t && t.rows === w.rows && t.cols === w.cols) matmul(out, x, t.data, nTok, t.cols, t.rows);
       else linear(out, x, w, nTok);
