@@ -12,8 +12,10 @@ import { test } from 'node:test';
 import { buildModel, floatTensor, node, valueInfo } from '../src/io/onnx/build.js';
 import { encodeOnnx, makeTensor, parseOnnx } from '../src/io/onnx/model.js';
 import { upgradeOpset } from '../src/io/onnx/opset.js';
-import { activationParams, activationQuantizer, correctedConvBias, fp8Code, fp8Value, quantizePerChannel, quantizeQdq, RangeCollector } from '../src/io/onnx/qdq.js';
-import { ortSession } from '../src/cli/onnx-runtime.js';
+import { activationParams, activationQuantizer, correctedConvBias, fp8Code, fp8Value, quantizePerChannel, quantizeQdq, RangeCollector, type QdqOptions } from '../src/io/onnx/qdq.js';
+import { captureActivations, ortSession } from '../src/cli/onnx-runtime.js';
+import { sequentialBiasMeans } from '../src/pipeline/quantize-onnx.js';
+import type { OnnxCalibration } from '../src/pipeline/plan.js';
 import { feedOf, ocr, root } from '../scripts/onnx-testbed.js';
 import { writeNpy } from '../src/io/npy.js';
 import { assertRefused } from './cli-refusal.js';
@@ -399,4 +401,58 @@ test('--act16: uint16 static activation (opset 21) in onnxruntime equals the 16-
   assert.ok(err < 1e-4 * mag, `max |ort - emulation| ${err} of ${mag}`);
   // the activation error (against int8 weights with a float activation) drops by ~256^2 in power
   assert.ok(e8 / e16 > 1e3, `activation error uint8 / uint16: ${e8 / e16}`);
+});
+
+test('sequential bias correction: a Conv behind a uint16 Conv keeps its output mean where the float-model correction misses it', async () => {
+  // conv1 (uint16 input) -> a -> conv2 (uint8 input, a 1x1 mix of large sum). `a` sits near
+  // one level; conv1's int8 weights move it by a fraction of a uint8 step, so E[q(a)] measured on the
+  // float model is not the E[q(a')] conv2 sees in the quantized model (docs/onnx.md, PP-OCRv4 det).
+  const C = 2;
+  const H = 10;
+  const w1 = Float32Array.from({ length: C * C * 9 }, (_, i) => 0.05 + 0.013 * Math.sin(1.7 * i));
+  const w2 = Float32Array.from({ length: C * C }, (_, i) => 3.1 + 0.7 * Math.cos(0.9 * i));
+  const p = buildModel({
+    nodes: [node('Conv', ['x', 'W1', 'B1'], ['a'], { kernel_shape: [3, 3], pads: [1, 1, 1, 1] }, 'conv1'), node('Conv', ['a', 'W2'], ['y'], { kernel_shape: [1, 1] }, 'conv2')],
+    inputs: [valueInfo('x', 1, [1, C, H, H])],
+    outputs: [valueInfo('y', 1, [1, C, H, H])],
+    initializers: [floatTensor('W1', [C, C, 3, 3], w1), floatTensor('B1', [C], Float32Array.of(0.3, -0.2)), floatTensor('W2', [C, C, 1, 1], w2)],
+    opset: 13,
+  });
+  const samples = [0, 1, 2].map((s) => feedOf('x', [1, C, H, H], (i) => 10 + 0.8 * Math.sin(i * 0.37 + s) + (i % 17 === 0 ? 40 : 0)));
+  const cal: OnnxCalibration = { samples, capture: (proto, names, s, sink) => captureActivations(proto, names, s, sink), session: (b) => ortSession(b) };
+  const rc = new RangeCollector();
+  const mc = new RangeCollector();
+  await cal.capture(p, ['x', 'a'], samples, (n, t) => rc.observeMinMax(n, t.data));
+  const ranges = new Map((['x', 'a'] as const).map((n) => [n, rc.range(n, 'minmax')] as [string, [number, number]]));
+  await cal.capture(p, ['x', 'a'], samples, (n, t) => mc.observeChannels(n, t.data, t.dims, ranges.get(n)));
+  const means = new Map(['x', 'a'].map((n) => [n, mc.channelMeans(n)!]));
+  const opts: QdqOptions = { ops: new Set(['Conv']), activations: 'static', ranges, means, act16: new Set(['conv1']) };
+  const outMeans = async (bytes: Uint8Array) => {
+    const s = await ortSession(bytes);
+    const acc = new Float64Array(C);
+    for (const f of samples) {
+      const y = [...(await s.run(f)).values()][0].data;
+      const n = y.length / C;
+      for (let c = 0; c < C; c++) for (let j = 0; j < n; j++) acc[c] += y[c * n + j] / n / samples.length;
+    }
+    await s.release();
+    return acc;
+  };
+  const ref = await outMeans(encodeOnnx(p));
+  const err = async (o: QdqOptions) => {
+    const m = parseOnnx(encodeOnnx(p));
+    await quantizeQdq(m, o);
+    const got = await outMeans(encodeOnnx(m.proto));
+    return Math.max(...got.map((v, c) => Math.abs(v - ref[c])));
+  };
+  const nodeMeans = await sequentialBiasMeans(cal, encodeOnnx(p), 'm', opts, means, samples);
+  assert.deepEqual([...nodeMeans.keys()], ['conv1', 'conv2']);
+  // conv1 sees the graph input: the same terms as the float-model ones (its input is the float input)
+  assert.deepEqual(nodeMeans.get('conv1')!.x, means.get('x')!.x);
+  const oneShot = await err(opts);
+  const sequential = await err({ ...opts, nodeMeans });
+  // conv2 is 1x1: its output mean is exactly the float model's once E[q(a')] is the real one
+  const scale = Math.max(...ref.map(Math.abs));
+  assert.ok(sequential < 1e-5 * scale, `sequential ${sequential} of ${scale}`);
+  assert.ok(oneShot > 30 * sequential && oneShot > 1e-4 * scale, `one-shot ${oneShot} vs sequential ${sequential} (of ${scale})`);
 });

@@ -22,7 +22,7 @@ import { qdqTargets, quantizeQdq, RangeCollector, type QdqOptions } from '../io/
 import { convertFloat16, type Float16Report } from '../io/onnx/float16.js';
 import { quantizeGatherBlocks } from '../io/onnx/gather.js';
 import { actSites, quantizeActivations, requestedKinds, type ActQuantOptions } from '../io/onnx/vit-act.js';
-import type { ModelProto } from '../io/onnx/schema.js';
+import type { ModelProto, NodeProto } from '../io/onnx/schema.js';
 import type { OnnxCalibration, OnnxFeeds, OnnxValue, OnnxWriteReport, QuantizeOptions, QuantizePlan, QuantizeReport } from './plan.js';
 
 /** output SQNR (dB) of `got` against `ref`, over every float output */
@@ -67,6 +67,61 @@ async function qdqSensitivity(cal: OnnxCalibration, bytes: Uint8Array, name: str
     res.push({ node: l, sqnrDb: outputSqnr(ref, await run(encodeOnnx(m.proto))) });
   }
   return res.sort((a, b) => a.sqnrDb - b.sqnrDb);
+}
+
+type ChannelMeans = { x: Float64Array; q: Float64Array };
+
+/**
+ * Sequential bias correction: each main-graph Conv corrected with E[x] of the float model (`floatMeans`)
+ * and E[q(x)] of its input as it arrives, quantized, in the model whose upstream Convs already carry
+ * their final correction. (On PP-OCRv4 det most of an activation sits at one background level, where the
+ * uint8 error is a sawtooth of the level: measured on the float model, the correction of a node flips
+ * sign as soon as anything upstream gets more accurate, e.g. uint16; see docs/onnx.md.) One calibration
+ * run per wave: a Conv is measured once every Conv upstream of it is final, so Convs on parallel branches
+ * share a run; the result equals correcting them one by one in graph order. Convs inside subgraphs keep
+ * the float-model correction. Returns node label -> correction terms (QdqOptions.nodeMeans).
+ */
+export async function sequentialBiasMeans(cal: OnnxCalibration, bytes: Uint8Array, name: string, opts: QdqOptions, floatMeans: ReadonlyMap<string, ChannelMeans>, samples: readonly OnnxFeeds[], onWave?: (done: number, n: number) => void): Promise<Map<string, ChannelMeans>> {
+  const base = parseOnnx(bytes, name);
+  const main = base.proto.graph;
+  const convs = qdqTargets(base, opts.ops).filter((t) => t.node.op_type === 'Conv' && t.graph === main && floatMeans.has(t.activation) && !opts.keep?.has(nodeLabel(t.node)) && !opts.keep?.has(t.node.name ?? ''));
+  // the Convs upstream of each (main graph producers, walked back from its input)
+  const producer = new Map<string, NodeProto>();
+  for (const n of main?.node ?? []) for (const o of n.output ?? []) if (o) producer.set(o, n);
+  const convOf = new Map(convs.map((t) => [t.node, nodeLabel(t.node)]));
+  const upstream = convs.map((t) => {
+    const ups = new Set<string>();
+    const seen = new Set<NodeProto>();
+    const stack = [t.activation];
+    while (stack.length) {
+      const n = producer.get(stack.pop()!);
+      if (!n || seen.has(n)) continue;
+      seen.add(n);
+      const l = convOf.get(n);
+      if (l) ups.add(l);
+      stack.push(...(n.input ?? []).filter((i) => i));
+    }
+    return ups;
+  });
+  const final = new Map<string, ChannelMeans>();
+  while (final.size < convs.length) {
+    onWave?.(final.size, convs.length);
+    const ready = convs.filter((t, i) => !final.has(nodeLabel(t.node)) && [...upstream[i]].every((u) => final.has(u))).map((t) => nodeLabel(t.node));
+    if (!ready.length) fail('internal error: sequential bias correction found no Conv to measure');
+    const m = parseOnnx(bytes, name);
+    const ts = new Map(qdqTargets(m, opts.ops).map((t) => [nodeLabel(t.node), t]));
+    await quantizeQdq(m, { ...opts, nodeMeans: final });
+    // after the rewrite each ready Conv reads its input through its QuantizeLinear/DequantizeLinear
+    const arrives = new Map(ready.map((l) => [l, ts.get(l)!.node.input![0]]));
+    const mc = new RangeCollector();
+    await cal.capture(m.proto, [...new Set(arrives.values())], samples, (n, t) => mc.observeChannels(n, t.data, t.dims));
+    for (const l of ready) {
+      const t = ts.get(l)!;
+      const got = mc.channelMeans(arrives.get(l)!) ?? fail(`internal error: no activation captured for ${l}`);
+      final.set(l, { x: floatMeans.get(t.activation)!.x, q: got.x });
+    }
+  }
+  return final;
 }
 
 /** 2 X^T X / n per activation feeding a quantizable MatMul (GPTQ). */
@@ -175,6 +230,9 @@ export async function writeOnnxModel(m: ModelFile, plan: QuantizePlan, sink: Byt
         for (const t of qdqTargets(model, qdqOps)) if (qopts.act16.has(nodeLabel(t.node)) && typeof ranges?.get(t.activation)?.[0] === 'number' && rc.min.has(t.activation)) ranges.set(t.activation, rc.range(t.activation, 'minmax'));
       }
     }
+    // uint16 nodes: bias correction measured where each Conv's input arrives in the quantized model
+    // (sequential); measured on the float model it flips sign on PP-OCRv4 det (docs/onnx.md)
+    if (means && q.activations === 'static' && qopts.act16?.size) qopts.nodeMeans = await sequentialBiasMeans(cal!, baseBytes!, model.name, qopts, means, samples!, (i, n) => opts.onProgress?.(`bias correction ${i}/${n}`));
     reports.push(...(await quantizeQdq(model, qopts, warn)));
   }
   if (act) {

@@ -342,6 +342,12 @@ export interface QdqOptions {
    * white page), so a tiny weight error times the input's level moves the whole output.
    */
   means?: Map<string, { x: Float64Array; q: Float64Array }>;
+  /**
+   * Per-node bias correction terms (node label -> E[x] per input channel of the float model and E[q(x)]
+   * of the input as it arrives, quantized, in the partly quantized model: the sequential correction of
+   * quantize-onnx.ts). Used as given (no uint16 substitution) and before `means`.
+   */
+  nodeMeans?: ReadonlyMap<string, { x: Float64Array; q: Float64Array }>;
   /** activations left alone (another quantizer handles them: vit-act.ts) */
   skipActivations?: ReadonlySet<string>;
   /**
@@ -402,7 +408,8 @@ export async function quantizeQdq(m: OnnxModel, opts: QdqOptions, warn: (msg: st
     // weight: int8 per channel behind DequantizeLinear
     const wkey = `${t.weight.name}|${t.axis}|${t.graphPath}`;
     let wq = weightDone.get(wkey);
-    const mean = t.node.op_type === 'Conv' ? opts.means?.get(t.activation) : undefined;
+    const nodeMean = t.node.op_type === 'Conv' ? opts.nodeMeans?.get(label) : undefined;
+    const mean = t.node.op_type === 'Conv' ? (nodeMean ?? opts.means?.get(t.activation)) : undefined;
     if (!wq || mean) {
       const w = await tensorFloat32(m, t.weight.tensor);
       const { q, scales, dq } = quantizePerChannel(w, shape, t.axis, format);
@@ -424,7 +431,7 @@ export async function quantizeQdq(m: OnnxModel, opts: QdqOptions, warn: (msg: st
       if (mean && (!bName || bRef)) {
         // uint16 activations: E[q(x)] ~ E[x] (the collected E[q(x)] is the uint8 one)
         const act16 = opts.act16?.has(label) || opts.act16?.has(t.node.name ?? '');
-        const actMean = opts.activations === 'static' && !act16 ? mean : { x: mean.x, q: mean.x };
+        const actMean = nodeMean ?? (opts.activations === 'static' && !act16 ? mean : { x: mean.x, q: mean.x });
         const nb = correctedConvBias(w, dq, shape, attrInt(t.node, 'group', 1), bRef && (await tensorFloat32(m, bRef.tensor)), actMean);
         if (nb) {
           const bn = idx.fresh(`${t.weight.name}_bias_corrected`);
