@@ -103,3 +103,23 @@ test('2 threads keep working across the wrap of the job number (a job numbered 0
     assert.ok(Number(m[2]) < 200, `the job number wrapped (${m[2]})`);
   } else assert.match(r.stdout, /no engine/);
 });
+
+test('one-token matmuls: one chunk per thread, in whole groups of 4 rows, each chunk stealable', async () => {
+  const { decodeChunkRows } = await import('../src/kernels/matmul.js');
+  const { PRIVATE_BYTES, PRIVATE_SCRATCH } = await import('../src/kernels/threads.js');
+  assert.equal(decodeChunkRows(768, 1), 768);
+  assert.equal(decodeChunkRows(770, 1), 772);
+  assert.equal(decodeChunkRows(768, 2), 384);
+  assert.equal(decodeChunkRows(2816, 2), 1408);
+  assert.equal(decodeChunkRows(2818, 2), 1412);
+  assert.equal(decodeChunkRows(6, 4), 4);
+  // the 32000-row output layer: as many chunks as fit a worker's private area, not 2 unstealable ones
+  const big = decodeChunkRows(32000, 2);
+  assert.ok(big * 4 <= PRIVATE_BYTES - PRIVATE_SCRATCH && big % 4 === 0 && big >= 4000, `${big}`);
+  for (const [rows, t] of [[768, 2], [2816, 2], [32000, 2], [5632, 3], [100, 8]]) {
+    const r = decodeChunkRows(rows, t);
+    // at most one chunk per thread unless the private area caps it; never a chunk under 4 rows
+    const cap = Math.ceil(rows / t / 4) * 4 * 4 > PRIVATE_BYTES - PRIVATE_SCRATCH;
+    assert.ok(r >= 4 && r % 4 === 0 && (cap || Math.ceil(rows / r) <= t), `${rows} rows on ${t} threads: ${r} per chunk`);
+  }
+});

@@ -23,7 +23,7 @@
 import { fail } from '../errors.js';
 import { ggmlCodec } from '../quant/ggml/registry.js';
 import type { GgmlTypeInfo } from '../quant/ggml/types.js';
-import { CONTROL_BYTES, JOB_OFFSET, KernelThreads, MAX_CHUNKS, PRIVATE_BYTES } from './threads.js';
+import { CONTROL_BYTES, JOB_OFFSET, KernelThreads, MAX_CHUNKS, PRIVATE_BYTES, PRIVATE_SCRATCH } from './threads.js';
 import { wasmVariant, type KernelSource } from './wasm.js';
 import * as matmulWasm from './wasm/matmul.generated.js';
 
@@ -56,6 +56,18 @@ const SCRATCH_FLOATS = 48 * 1024;
 const MAX_CHUNK_ROWS = 48;
 /** below this many flops (2 T K N) a call runs on the calling thread only (waking workers costs ~10 µs) */
 const MIN_PARALLEL_FLOPS = 1 << 20;
+/**
+ * Rows per chunk of a one-token matmul on a copy interleaved by 4 rows: one chunk per thread (whole
+ * groups of 4 rows), no more rows than a worker's private area holds (so the chunk stays stealable,
+ * threads.ts). One chunk per thread, not ~8: a chunk of a 768-row Q4_0 matvec was ~1.5 µs, and the
+ * claims, the private copies and the late worker's tail cost as much as the second thread saved
+ * (session 29: 2 threads decoded no faster than 1).
+ */
+export function decodeChunkRows(rows: number, threads: number): number {
+  const per = Math.ceil(rows / threads / 4) * 4;
+  if (threads <= 1) return Math.max(per, Math.ceil(rows / MAX_CHUNKS / 4) * 4);
+  return Math.max(4, Math.min(per, ((PRIVATE_BYTES - PRIVATE_SCRATCH) >> 4) << 2));
+}
 /** f32 of a row block for types dequantized in TypeScript: 4 MiB */
 const FALLBACK_FLOATS = 1 << 20;
 
@@ -515,10 +527,9 @@ export class MatmulEngine {
     const il = nTok < 4 ? this.interleavedCopy(w) : 0;
     let chunkRows: number;
     if (il) {
-      // chunks and the 4-row tiles start at groups of 4 rows; no row scratch (one thread: one chunk, not
-      // one call into the kernel per 48 rows: ~3000 calls per token on the 155M model)
-      chunkRows = threads > 1 ? Math.max(4, Math.ceil(n / (8 * threads) / 4) * 4) : Math.ceil(n / 4) * 4;
-      chunkRows = Math.max(chunkRows, Math.ceil(n / MAX_CHUNKS / 4) * 4);
+      // chunks and the 4-row tiles start at groups of 4 rows; no row scratch; one chunk per thread (one
+      // thread: not one call into the kernel per 48 rows, ~3000 calls per token on the 155M model)
+      chunkRows = decodeChunkRows(n, threads);
     } else {
       chunkRows = Math.min(MAX_CHUNK_ROWS, Math.max(3, Math.floor((SCRATCH_FLOATS * 4) / rowScratch / 3) * 3));
       if (threads > 1) chunkRows = Math.min(chunkRows, Math.max(3, Math.ceil(n / (8 * threads) / 3) * 3));
@@ -912,8 +923,7 @@ export class MatmulEngine {
     let chunkRows: number;
     if (interleaved) {
       // F32 copy interleaved by 4 rows (one token): chunks of whole groups, no scratch
-      chunkRows = threads > 1 ? Math.max(4, Math.ceil(rows / (8 * threads) / 4) * 4) : Math.ceil(rows / 4) * 4;
-      chunkRows = Math.max(chunkRows, Math.ceil(rows / MAX_CHUNKS / 4) * 4);
+      chunkRows = decodeChunkRows(rows, threads);
     } else {
       chunkRows = Math.min(MAX_CHUNK_ROWS, Math.max(3, Math.floor(SCRATCH_FLOATS / kx / 3) * 3));
       if (threads > 1) chunkRows = Math.min(chunkRows, Math.max(3, Math.ceil(rows / (8 * threads) / 3) * 3));
