@@ -21,7 +21,7 @@ git -C "$root" archive "$old" | tar -x -C "$tmp/old"
 ln -s "$(readlink -f "$root/node_modules")" "$tmp/old/node_modules"
 (cd "$tmp/old" && node scripts/build-wasm.mjs >/dev/null && (npx tsc -p . >/dev/null 2>&1 || true))
 [ -f "$tmp/old/dist/bench/run.js" ] || { echo "the old tree did not build" >&2; exit 2; }
-cp -r "$root/dist" "$root/package.json" "$tmp/new/"
+cp -r "$root/dist" "$root/bin" "$root/package.json" "$tmp/new/"
 ln -s "$(readlink -f "$root/node_modules")" "$tmp/new/node_modules"
 echo "before: $(git -C "$root" rev-parse --short "$old")   after: $(git -C "$root" rev-parse --short HEAD) (this worktree's build)   bench: $*"
 for i in $(seq 1 "$pairs"); do
