@@ -64,8 +64,8 @@ const MIN_PARALLEL_FLOPS = 1 << 20;
  * (session 29: 2 threads decoded no faster than 1).
  */
 export function decodeChunkRows(rows: number, threads: number): number {
-  const per = Math.ceil(rows / threads / 4) * 4;
-  if (threads <= 1) return Math.max(per, Math.ceil(rows / MAX_CHUNKS / 4) * 4);
+  const per = Math.ceil(rows / Math.max(1, threads) / 4) * 4;
+  if (threads <= 1) return per;
   return Math.max(4, Math.min(per, ((PRIVATE_BYTES - PRIVATE_SCRATCH) >> 4) << 2));
 }
 /** f32 of a row block for types dequantized in TypeScript: 4 MiB */

@@ -21,7 +21,7 @@ import type { ModelFile } from '../io/model-file.js';
 import type { GptqWorkers } from './gptq-parts.js';
 import type { QuantizePlan } from './plan.js';
 import { blockObjective, layerPass } from './passes/layer-driver.js';
-import { calibrationNeeds, codecOf, layerByLayerNames, loadPass, tokenizePass } from './passes/load.js';
+import { calibrationNeeds, codecOf, loadPass, tokenizePass } from './passes/load.js';
 import { rotatePass, rotationRefusal } from './passes/rotate.js';
 import { tensorPass, WeightRounder, type PtqTensor } from './passes/round.js';
 
@@ -65,7 +65,7 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
 
   const needs = calibrationNeeds(plan, o, input.calibText !== undefined || input.calibStream !== undefined);
   // the layers' matrices read one layer at a time where the pass allows it (peak memory: one layer's f32, not the model's)
-  const model = await loadPass(m, needs.layerPass ? layerByLayerNames(m, plan, o) : undefined);
+  const model = await loadPass(m, needs.layerPass ? { plan, options: o } : undefined);
   rotationRefusal(o, model);
   const { windows, ctx } = tokenizePass(m, model, o, input, needs);
   const rotationMaxLogitDiff = rotatePass(model, o, windows, ctx, (n) => { const p = planOf.get(n); return p && codecOf(p); }, input.threads, notes);

@@ -61,9 +61,8 @@ export function setLayerByLayerLoading(on: boolean): void {
  * nothing transforms across layers (no rotation, SmoothQuant, OS+ shift, experts or fused tensors).
  * Empty otherwise: the whole f32 model is loaded first.
  */
-export function layerByLayerNames(m: ModelFile, plan: QuantizePlan, o: PtqOptions): Set<string> {
+function layerByLayerNames(m: ModelFile, plan: QuantizePlan, o: PtqOptions, config: LlamaConfig, family: ModelFamily): Set<string> {
   if (!layerByLayer) return new Set();
-  const { config, family } = modelShape(m);
   const across = o.rotate !== 'none' || o.shift || o.smooth > 0 || config.nExperts !== undefined || family.linears.some((s) => s.parts); // experts or fused tensors (model/family.ts)
   const simple = plan.tensors.every((p) => !isQuantized(p) || algorithmsOf(plan.recipe, p.name).every((a) => a.name === 'gptq' || a.name === 'rtn'));
   if (across || !simple) return new Set();
@@ -97,11 +96,16 @@ export interface LoadedModel {
   readWeight(name: string): Promise<FloatTensor>;
 }
 
-/** Pass "load": the header's shape and family (model/family.ts) and every tensor as float32 (but `lazy`: read layer by layer). */
-export async function loadPass(m: ModelFile, lazy: ReadonlySet<string> = new Set()): Promise<LoadedModel> {
+/**
+ * Pass "load": the header's shape and family (model/family.ts) and every tensor as float32 -- but with
+ * `layerPass` (the layer-by-layer driver will run this plan), the layers' matrices it may read one layer
+ * at a time are left out (`lazy`, layerByLayerNames).
+ */
+export async function loadPass(m: ModelFile, layerPass?: { plan: QuantizePlan; options: PtqOptions }): Promise<LoadedModel> {
   if (!m.gguf) fail(`calibrated quantization needs a GGUF input (convert first: lowbit convert ${m.name} model.gguf)`);
-  const weights = await loadWeights(m, lazy);
   const { config, family, metadata } = modelShape(m);
+  const lazy = layerPass ? layerByLayerNames(m, layerPass.plan, layerPass.options, config, family) : new Set<string>();
+  const weights = await loadWeights(m, lazy);
   const f32 = ggmlTypeByName('F32')!;
   // a matrix not read yet (or let go) stands in the runtime as zeros of its size: the layer pass never reads it (LayerCalibration.notLoaded)
   const zeros = new Uint8Array(Math.max(0, ...[...lazy].map((n) => 4 * m.tensor(n).nElements)));
