@@ -79,6 +79,11 @@ export interface BoxOptions {
   pinSuperScales?: boolean;
 }
 
+/** the sub-block whose scale a searched type fits: 32 for Q4_K/Q5_K/IQ4, 16 for the other K types, else the block */
+export function subBlockOf(c: BlockCodec): number {
+  return /^(Q[45]_K|IQ4)/i.test(c.name) ? Math.min(32, c.blockSize) : /_K$/i.test(c.name) ? Math.min(16, c.blockSize) : c.blockSize;
+}
+
 /** the types whose quantizer searches its scales (their boxes are built and validated differently) */
 export function searchesScales(type: string): boolean {
   return /_K$|^IQ/i.test(type);
@@ -121,7 +126,7 @@ export function quantizationBox(type: string | BlockCodec, w: Float32Array, rows
   const searched = searchesScales(codec.name);
   const fraction = o.gridFraction ?? 0.25;
   const corners = !searched || o.validate !== 'random';
-  const sub = !searched ? bs : /^(Q[45]_K|IQ4)/i.test(codec.name) ? Math.min(32, bs) : Math.min(16, bs);
+  const sub = searched ? subBlockOf(codec) : bs;
   const steps = o.shrinkSteps ?? (searched ? 6 : 10);
   const bisections = o.bisections ?? 16;
   const trial = new Float32Array(bs);

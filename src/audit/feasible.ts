@@ -17,12 +17,8 @@
  *      that were kept (the repair after PGD has nothing left to do).
  */
 import { BlockGrids, type BlockCodec } from '../algos/block-codec.js';
+import { subBlockOf } from './boxes.js';
 import type { Box } from './pgd.js';
-
-/** the sub-block whose scale a searched type fits: 32 for Q4_K/Q5_K/IQ4, 16 for the other K types, else the block */
-export function subBlockOf(c: BlockCodec): number {
-  return /^(Q[45]_K|IQ4)/i.test(c.name) ? Math.min(32, c.blockSize) : /_K$/i.test(c.name) ? Math.min(16, c.blockSize) : c.blockSize;
-}
 
 export interface FitDirections {
   sub: number;

@@ -14,9 +14,9 @@ import { planQuantization, readFloats } from '../pipeline/quantize.js';
 import { logSoftmaxRows } from '../eval/metrics.js';
 import { meanKld, WeightSwap } from '../pipeline/sensitivity.js';
 import { addRoundingNoise, edgeStats, nameStream, type EdgeStats } from './audit.js';
-import { intersectBoxes, intervalPositions, quantizationBox, searchesScales } from './boxes.js';
+import { intersectBoxes, intervalPositions, quantizationBox, searchesScales, subBlockOf } from './boxes.js';
 import { pgdInsideBoxes, type Box, type PgdOptions } from './pgd.js';
-import { fitDirections, keepBytes, projectFit, subBlockOf, type FitDirections, type KeepStats } from './feasible.js';
+import { fitDirections, keepBytes, projectFit, type FitDirections, type KeepStats } from './feasible.js';
 import { trainConfigOf } from '../pipeline/qat.js';
 
 
