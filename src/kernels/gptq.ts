@@ -168,23 +168,25 @@ export interface HessianAccumulator {
 
 /**
  * An accumulator of X^T X for inputs k wide, given at most maxTok rows per add. With a matmul engine,
- * rows are gathered up to GRAM_ROWS and multiplied by the engine's gramLower (the matmul kernel on
+ * rows are gathered up to GRAM_ROWS and multiplied by the engine's gramUpper (the matmul kernel on
  * every thread the engine has; f32 dot products over those rows) and summed into an f64 lower
  * triangle: the same result on any number of threads.
  */
 export function hessianAccumulator(k: number, maxTok: number, engine?: MatmulEngine | null): HessianAccumulator {
   if (useFast && engine) {
-    // rows are gathered until GRAM_ROWS (f32 dot products over that many terms), then one product
+    // rows are gathered until GRAM_ROWS (f32 dot products over that many terms), then one product; the
+    // sums are kept in the upper triangle (gramUpper's faster layout: element (j, i) is gramLower's (i, j)
+    // bit for bit) and moved to the lower one at the end: the same f64 sums, in the same order
     const h = new Float64Array(k * k);
     const cap = Math.max(maxTok, Math.min(GRAM_ROWS, Math.floor(GRAM_BUFFER_FLOATS / k)));
     const pending = new Float32Array(cap * k);
     let rows = 0;
     const flush = () => {
       if (rows === 0) return;
-      const g = engine.gramLower(pending, rows, k);
+      const g = engine.gramUpper(pending, rows, k);
       for (let i = 0; i < k; i++) {
         const row = i * k;
-        for (let j = 0; j <= i; j++) h[row + j] += g[row + j];
+        for (let j = i; j < k; j++) h[row + j] += g[row + j];
       }
       rows = 0;
     };
@@ -199,6 +201,15 @@ export function hessianAccumulator(k: number, maxTok: number, engine?: MatmulEng
       // the accumulator is done after result(): its array is handed over (no second k x k)
       result: () => {
         flush();
+        // upper -> lower in place, in tiles (the strided side stays within a few cache lines); upper zero
+        const T = 32;
+        for (let i0 = 0; i0 < k; i0 += T)
+          for (let j0 = 0; j0 <= i0; j0 += T)
+            for (let i = i0; i < Math.min(k, i0 + T); i++)
+              for (let j = j0; j < Math.min(i, j0 + T); j++) {
+                h[i * k + j] = h[j * k + i];
+                h[j * k + i] = 0;
+              }
         return h;
       },
     };

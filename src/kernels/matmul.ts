@@ -695,6 +695,42 @@ export class MatmulEngine {
    */
   gramLower(x: Float32Array, nTok: number, k: number): Float32Array {
     if (x.length < nTok * k) throw new Error(`gramLower: ${x.length} values, expected ${nTok} x ${k}`);
+    const { ld, xtAt, gAt } = this.gramTranspose(x, nTok, k);
+    const blocks = Math.max(1, Math.min(16, Math.floor(k / 96)));
+    const step = Math.max(3, Math.ceil(k / blocks / 3) * 3);
+    for (let r0 = 0; r0 < k; r0 += step) {
+      const r1 = Math.min(k, r0 + step);
+      const at = xtAt + r0 * ld * 4;
+      this.run(0, at, ld * 4, ld, ld, at, k - r0, gAt + (r0 * k + r0) * 4, k, r1 - r0);
+    }
+    this.views();
+    return this.f32View.subarray(gAt >>> 2, (gAt >>> 2) + k * k);
+  }
+
+  /**
+   * X^T X of nTok rows of x (k wide), upper triangle: element (i, j) for j >= i of the returned view
+   * (valid until the next call), each the same f32 dot product, bit for bit, as gramLower's (j, i) --
+   * the two factors of every product swap sides, and a product and a fused multiply-add do not depend
+   * on the order of their factors. The faster layout: a band of `step` rows of Xt (a multiple of the
+   * kernel's token block) is multiplied with every row from the band on, and the threads split those
+   * long rows; gramLower's threads split the band instead, each re-reading all the rows below it.
+   */
+  gramUpper(x: Float32Array, nTok: number, k: number): Float32Array {
+    if (x.length < nTok * k) throw new Error(`gramUpper: ${x.length} values, expected ${nTok} x ${k}`);
+    const { ld, xtAt, gAt } = this.gramTranspose(x, nTok, k);
+    const step = k > 1024 ? 252 : 126; // multiples of wasm/matmul.ts TOKEN_BLOCK (63)
+    for (let r0 = 0; r0 < k; r0 += step) {
+      const r1 = Math.min(k, r0 + step);
+      const at = xtAt + r0 * ld * 4;
+      // "weights": rows r0..k of Xt, "tokens": the band's rows: y[t][n] = G[r0 + t][r0 + n]
+      this.run(0, at, ld * 4, ld, ld, at, r1 - r0, gAt + (r0 * k + r0) * 4, k, k - r0);
+    }
+    this.views();
+    return this.f32View.subarray(gAt >>> 2, (gAt >>> 2) + k * k);
+  }
+
+  /** x (nTok x k) transposed into kernel memory (Xt: k x ld, ld = nTok rounded up to 4, zero-padded) and the k x k output */
+  private gramTranspose(x: Float32Array, nTok: number, k: number): { ld: number; xtAt: number; gAt: number } {
     const ld = (nTok + 3) & ~3;
     const xtAt = this.buffer('gramX', k * ld * 4);
     const gAt = this.buffer('gram', k * k * 4);
@@ -713,15 +749,7 @@ export class MatmulEngine {
       }
     }
     if (ld > nTok) for (let i = 0; i < k; i++) f.fill(0, o + i * ld + nTok, o + (i + 1) * ld);
-    const blocks = Math.max(1, Math.min(16, Math.floor(k / 96)));
-    const step = Math.max(3, Math.ceil(k / blocks / 3) * 3);
-    for (let r0 = 0; r0 < k; r0 += step) {
-      const r1 = Math.min(k, r0 + step);
-      const at = xtAt + r0 * ld * 4;
-      this.run(0, at, ld * 4, ld, ld, at, k - r0, gAt + (r0 * k + r0) * 4, k, r1 - r0);
-    }
-    this.views();
-    return this.f32View.subarray(gAt >>> 2, (gAt >>> 2) + k * k);
+    return { ld, xtAt, gAt };
   }
 
   /** SwiGLU in place: g[i] = silu(g[i]) * u[i] for i < n (f32, exp by wasm/matmul.ts exp4). */
