@@ -657,6 +657,8 @@ export class Llama {
    */
   private decodeRuns: { qkv: DecodeRun[]; gateUp: DecodeRun[] }[] = [];
   private fusedOut: Float32Array | null = null;
+  /** rope's cos and sin (times mscale) of one position for one frequency table: the last token's */
+  private readonly ropeOne: { freq: Float64Array | null; pos: number; cos: Float64Array; sin: Float64Array };
 
   /**
    * Sliding-window layers (Gemma) keep only their last window + batch - 1 positions, in a ring (as
@@ -697,6 +699,7 @@ export class Llama {
     this.kv = opts.kv ?? packed ?? kernelKv ?? f32KvStorage(nGlobal, capacity, kvDim);
     this.engine = engine;
     this.s = new RunState(c, batch, this.kv.capacity, engine, this.weights);
+    this.ropeOne = { freq: null, pos: -1, cos: new Float64Array(c.ropeDim / 2), sin: new Float64Array(c.ropeDim / 2) };
     this.activations = opts.activations ?? 'f32';
     // a pre-RoPE store ropes its whole cache every step: cos and sin of every position once, per frequency table
     const tables = new Map<Float64Array, RopeTable>();
@@ -975,8 +978,25 @@ export class Llama {
     const preRope = this.kv.preRopeKeys === true;
     // a store that keeps keys before RoPE (KVQuant) takes them here and applies RoPE when it reads them
     if (preRope) this.kv.append!(this.kvSlot[l], pos, nTok, s.k, s.v);
-    rope(c, freq, s.q, nTok, nHeads, pos);
-    if (!preRope) rope(c, freq, s.k, nTok, nKvHeads, pos);
+    if (nTok === 1) {
+      // one token: the cos and sin of its position once for every layer's q and k (as rope computes them)
+      const r = this.ropeOne;
+      if (r.freq !== freq || r.pos !== pos) {
+        const mscale = c.ropeMscale ?? 1;
+        for (let i = 0; i < r.cos.length; i++) {
+          const angle = pos * freq[i];
+          r.cos[i] = Math.cos(angle) * mscale;
+          r.sin[i] = Math.sin(angle) * mscale;
+        }
+        r.freq = freq;
+        r.pos = pos;
+      }
+      for (let i = 0; i < r.cos.length; i++) rotatePair(c, s.q, 0, nHeads, i, r.cos[i], r.sin[i]);
+      if (!preRope) for (let i = 0; i < r.cos.length; i++) rotatePair(c, s.k, 0, nKvHeads, i, r.cos[i], r.sin[i]);
+    } else {
+      rope(c, freq, s.q, nTok, nHeads, pos);
+      if (!preRope) rope(c, freq, s.k, nTok, nKvHeads, pos);
+    }
     const scale = c.attnScale ?? 1 / Math.sqrt(headDim);
     const window = swa ? c.slidingWindow! : 0;
     const cap = c.attnSoftcap ?? 0;
