@@ -450,7 +450,8 @@ export class MatmulEngine {
     const yOwn = this.ptrOf(out, nTok * n);
     const yAt = yOwn >= 0 ? yOwn : this.buffer('y', nTok * n * 4);
     // one token on F32 rows: the copy interleaved by 4 rows when prepareDecode made one
-    const il = nTok === 1 && this.interleave && w.type.id === 0 && k === kx ? (this.interleaved.get(w) ?? 0) : 0;
+    const il = nTok === 1 && (this.interleave || w.ptr === 0) && w.type.id === 0 && k === kx ? (this.interleaved.get(w) ?? 0) : 0;
+    if (!il && w.ptr === 0) throw new Error('a fused one-token weight (fuseDecode) multiplies one token only');
     if (il) this.run(0, il, w.rowBytes, k, kx, xAt, nTok, yAt, n, n, true);
     else if (this.hasType(w.type)) this.run(w.type.id, w.ptr, w.rowBytes, k, kx, xAt, nTok, yAt, n, n);
     else {
@@ -525,6 +526,7 @@ export class MatmulEngine {
     const threads = this.pool && 2 * nTok * k * n >= MIN_PARALLEL_FLOPS ? this.threadCount : 1;
     // decode (under 4 tokens) reads the weight's copy interleaved by 4 rows when there is one
     const il = nTok < 4 ? this.interleavedCopy(w) : 0;
+    if (!il && w.ptr === 0) throw new Error('a fused one-token weight (fuseDecode) multiplies under 4 tokens only');
     let chunkRows: number;
     if (il) {
       // chunks and the 4-row tiles start at groups of 4 rows; no row scratch; one chunk per thread (one
@@ -582,6 +584,40 @@ export class MatmulEngine {
     // F32: copies only from here (a one-token matmul never makes one: it doubles the weight's bytes)
     if (this.intBlock(w) === 0 && !(w.type.id === 0 && w.cols % 4 === 0)) return 0;
     return this.interleavedCopy(w) ? this.interleavedBytes(w) : 0;
+  }
+
+  /**
+   * One weight for one-token matmuls that stands for `ws` stacked by rows (q | k | v, gate | up of one
+   * input): their copies interleaved by 4 rows (interleaved4, as prepareDecode makes for each) laid end
+   * to end, so one dispatch runs them all. Every row is the same dot product, with the same operations,
+   * as in its own matrix (the tiles start at groups of 4 rows; no weight has a tail group): the same
+   * bits. It has no row-by-row bytes (ptr 0): matmulInt / matmul take it for one token only (under 4 for
+   * matmulInt). null when the weights differ in type, columns or engine, a weight's rows are not a
+   * multiple of 4, the type has no one-token copy (F32: columns a multiple of 4; quantized: an integer
+   * path), or the memory is full. The copy is released with the returned weight; the members' own
+   * copies are not made (a member's own one-token matmul would make it).
+   */
+  fuseDecode(ws: readonly KernelWeight[]): KernelWeight | null {
+    if (ws.length < 2) return null;
+    const w0 = ws[0];
+    const bs = this.exports.decodeBlockBytes(w0.type.id);
+    if (bs === 0 || w0.rowBytes % bs !== 0 || w0.ptr === 0) return null;
+    if (w0.type.id === 0 ? w0.cols % 4 !== 0 : this.intBlock(w0) === 0) return null;
+    for (const w of ws) {
+      if (w.engine !== this || w.type.id !== w0.type.id || w.cols !== w0.cols || w.rowBytes !== w0.rowBytes || w.rows % 4 !== 0 || w.rows === 0 || w.ptr === 0) return null;
+    }
+    const sizes = ws.map((w) => this.interleavedBytes(w));
+    const at = this.heap.alloc(sizes.reduce((a, b) => a + b, 0), WEIGHT_HEADROOM);
+    if (!at) return null;
+    let o = at;
+    ws.forEach((w, i) => {
+      this.exports.interleave4(w.ptr, o, w.rows, w.rowBytes, bs);
+      o += sizes[i];
+    });
+    const fused: KernelWeight = { engine: this, type: w0.type, rows: ws.reduce((a, w) => a + w.rows, 0), cols: w0.cols, rowBytes: w0.rowBytes, ptr: 0 };
+    this.interleaved.set(fused, at);
+    this.finalizer.register(fused, at);
+    return fused;
   }
 
   /**
