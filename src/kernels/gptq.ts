@@ -418,6 +418,8 @@ export interface FactorMemory {
   readonly k: number;
   /** U, k x k row-major (upper triangular); a view, taken anew on every read (the memory may grow) */
   readonly u: Float64Array;
+  /** false once the next factor (or releaseFactorMemory) replaced it: u can no longer be read */
+  readonly live: boolean;
 }
 
 /** the memory every factor is computed in (one per WebAssembly variant), with its threads */
@@ -503,8 +505,11 @@ class FactorStore implements FactorMemory {
   constructor(readonly k: number, readonly owner: FactorArena, readonly uAt: number, readonly top: number, readonly generation: number) {
     this.view = owner.arena.f64(uAt, k * k);
   }
+  get live(): boolean {
+    return this.owner.generation === this.generation;
+  }
   get arena(): Arena {
-    if (this.owner.generation !== this.generation) throw new Error('internal: a GPTQ factor read after the next factor replaced it');
+    if (!this.live) throw new Error('internal: a GPTQ factor read after the next factor replaced it');
     return this.owner.arena;
   }
   get u(): Float64Array {
@@ -530,7 +535,7 @@ export function factorMemory(h: Float64Array, k: number, threads?: number): { ba
   if (!fa) {
     const ws = gptqWorkspace(0, k, 1);
     const bad = ws.inverseCholesky(h);
-    return bad >= 0 ? { bad } : { bad, factor: { k, u: ws.u } };
+    return bad >= 0 ? { bad } : { bad, factor: { k, u: ws.u, live: true } };
   }
   const n = fa.threads(k >= FACTOR_MIN_THREADED_K ? (threads ?? MatmulEngine.get()?.threads ?? 1) : 1);
   const generation = ++fa.generation;
