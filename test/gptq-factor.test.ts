@@ -85,6 +85,12 @@ test('the factor kept in its own kernel memory: the bits of the other paths, and
   assert.ok(bits(f.u).equals(bits(uBefore)), 'U is left as it was');
   // the cache: the same Hessian gives the same factor object
   assert.equal(gptqFactor(h, k, { percDamp: 0.01 }), f);
+  // ... until a newer factor took its memory: then a new one, the same bits
+  factorMemory(hessian(k, []), k, 1);
+  assert.equal(f.memory!.live, false);
+  const again = gptqFactor(h, k, { percDamp: 0.01 });
+  assert.notEqual(again, f);
+  assert.ok(bits(again.u).equals(bits(uBefore)), 'the factor made again: the same bits');
 });
 
 test('the factor computed in place on threads (factorMemory): bit for bit its scalar reference factorRef, on 1 and 2 threads, every size', async () => {
