@@ -91,8 +91,15 @@ async function iqPlanted(record: (label: string, planted: boolean, file: string,
   const pgdRun = process.argv.includes('--pgd');
   // --seeds 7,8: the stories260K plant once per attack seed (PGD batches; 7 is the attack's default and keeps the old file name)
   const seeds = process.argv.includes('--seeds') ? process.argv[process.argv.indexOf('--seeds') + 1].split(',').map(Number) : [7];
-  const plants = [...seeds.map((seed) => [GGUF, 'stories260K', 'IQ4_NL', 0.25, seed] as const), [TL, 'tinyllama256', 'IQ4_NL', 1, 7] as const, [TL, 'tinyllama256', 'IQ4_XS', 1, 7] as const];
-  for (const [model, label, type, strength, seed] of plants.filter((p) => !pgdRun || p[1] === 'stories260K' || p[2] === 'IQ4_XS')) {
+  // --extra Q5_K_M,Q3_K_M: tinyllama256 plants for more file types (--pure: every matrix in the type's K block), the same construction;
+  // --only-extra: those alone
+  const extra = process.argv.includes('--extra') ? process.argv[process.argv.indexOf('--extra') + 1].split(',') : [];
+  const onlyExtra = process.argv.includes('--only-extra');
+  const plants = [
+    ...(onlyExtra ? [] : [...seeds.map((seed) => [GGUF, 'stories260K', 'IQ4_NL', 0.25, seed] as const), [TL, 'tinyllama256', 'IQ4_NL', 1, 7] as const, [TL, 'tinyllama256', 'IQ4_XS', 1, 7] as const]),
+    ...extra.map((t) => [TL, 'tinyllama256', t, 1, 7] as const),
+  ];
+  for (const [model, label, type, strength, seed] of plants.filter((p) => !pgdRun || p[1] === 'stories260K' || p[2] !== 'IQ4_NL')) {
     const mal = path.join(OUT, model === GGUF ? 'mal-happy-0.25.gguf' : `mal-${label}-happy-${strength}.gguf`);
     if (!fs.existsSync(mal)) await malicious('▁happy', strength, mal, model);
     // --pgd N: N steps of PGD (the bytes kept every step) distilling the benign model on the text, else projection only
