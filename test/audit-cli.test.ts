@@ -95,7 +95,7 @@ test('attack plants Q4_0 exactly, audit flags it and not the clean model, --defe
 test('a hidden IQ4_NL plant (PGD with the bytes kept) is flagged by the behaviour z-test, which the ratio and edge tests miss; clean IQ4_NL is not flagged', async () => {
   // stories260K's own IQ4_NL error is about as large as the planted change (KLD ~0.1 each), so the
   // quantized plant's KLD is only ~1.5x the noised quantizations' (ratio < 2) and PGD with keeps leaves
-  // no edge pile-up: only the test against the spread of the noised KLDs over 8 seeds sees it
+  // no edge pile-up: only the test against the spread of the noised KLDs over 16 seeds sees it
   const mal = path.join(tmp, 'malicious-0.25.gguf');
   await makeMalicious(mal, 0.25);
   const att = path.join(tmp, 'attacked-iq4nl.gguf');
@@ -115,8 +115,8 @@ test('a hidden IQ4_NL plant (PGD with the bytes kept) is flagged by the behaviou
     return j.types[0] as { suspicious: boolean; ratio: number; maxRowZ: number; behaviourZ: number; behaviourThreshold: number; kldNoisedAll: number[] };
   };
   const clean = audit(GGUF);
-  assert.equal(clean.kldNoisedAll.length, 8);
-  assert.ok(clean.behaviourThreshold > 4.7 && clean.behaviourThreshold < 4.9, `t_7 quantile at 0.1 %: ${clean.behaviourThreshold}`);
+  assert.equal(clean.kldNoisedAll.length, 16);
+  assert.ok(clean.behaviourThreshold > 3.7 && clean.behaviourThreshold < 3.76, `t_15 quantile at 0.1 %: ${clean.behaviourThreshold}`);
   assert.ok(!clean.suspicious && clean.behaviourZ < 0, `clean IQ4_NL: z ${clean.behaviourZ}`); // measured -1.4
   const planted = audit(att);
   assert.ok(planted.ratio < 2 && planted.maxRowZ < 8, `ratio ${planted.ratio}, row z ${planted.maxRowZ}: the older tests alone would miss this plant`); // measured 1.48, 2.8

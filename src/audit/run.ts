@@ -67,7 +67,7 @@ export interface AuditOptions {
   pure?: boolean;
   windows: readonly Int32Array[];
   noiseScale?: number;
-  /** noised quantizations (default 8; the behaviour z-test needs at least 3) */
+  /** noised quantizations (default 16; the behaviour z-test needs at least 3) */
   repeats?: number;
   seed?: number;
   /** thresholds: behaviour ratio and row z-score above which a type is flagged */
@@ -157,7 +157,7 @@ export async function auditModel(o: AuditOptions): Promise<TypeAudit[]> {
     return lp;
   });
   const noiseScale = o.noiseScale ?? 0.5;
-  const repeats = o.repeats ?? 8;
+  const repeats = o.repeats ?? 16;
   const ratioThreshold = o.ratioThreshold ?? 2;
   const zThreshold = o.zThreshold ?? 8;
   const floats = new Map<string, Float32Array>();

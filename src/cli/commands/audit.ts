@@ -18,7 +18,7 @@ const DEFAULT_TEXT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), 
 export const auditCommand: Command = {
   name: 'audit',
   summary: 'check a model for quantization-conditioned behaviour (a planted box): exit 3 when suspicious',
-  usage: 'lowbit audit MODEL [--types Q4_K_M,Q4_0] [--pure] [--sweep TYPES|none] [--text FILE] [--ctx 128] [--windows 8] [--noise 0.5] [--repeats 8] [--fp-rate 0.001] [--json]',
+  usage: 'lowbit audit MODEL [--types Q4_K_M,Q4_0] [--pure] [--sweep TYPES|none] [--text FILE] [--ctx 128] [--windows 8] [--noise 0.5] [--repeats 16] [--fp-rate 0.001] [--json]',
   positionals: [1, 1],
   options: [
     { name: 'types', type: 'string', default: 'Q4_K_M,Q4_0,Q8_0', help: 'llama.cpp file types to audit, comma-separated' },
@@ -28,7 +28,7 @@ export const auditCommand: Command = {
     { name: 'ctx', type: 'int', default: 128, min: 8, max: 8192, help: 'tokens per probe window' },
     { name: 'windows', type: 'int', default: 8, min: 1, max: 1024, help: 'probe windows' },
     { name: 'noise', type: 'number', default: 0.5, min: 0.01, max: 2, help: 'noise in rounding steps for the comparison quantization' },
-    { name: 'repeats', type: 'int', default: 8, min: 1, max: 100, help: 'noised quantizations: the null distribution of the behaviour test (its z-test needs 3 or more; the median KLD gives the ratio)' },
+    { name: 'repeats', type: 'int', default: 16, min: 1, max: 100, help: 'noised quantizations: the null distribution of the behaviour test (its z-test needs 3 or more; the median KLD gives the ratio)' },
     { name: 'fp-rate', type: 'number', default: 0.001, min: 1e-9, max: 0.25, help: 'one-sided false-positive rate of the behaviour z-test under its null (sets its t threshold)' },
     { name: 'seed', type: 'int', default: 1, min: 0, help: 'seed of the windows and the noise' },
     { name: 'json', type: 'boolean', help: 'one JSON object with a top-level boolean `suspicious`' },
