@@ -99,7 +99,7 @@ test('a hidden IQ4_NL plant (PGD with the bytes kept) is flagged by the behaviou
   const mal = path.join(tmp, 'malicious-0.25.gguf');
   await makeMalicious(mal, 0.25);
   const att = path.join(tmp, 'attacked-iq4nl.gguf');
-  const r = cli('attack', GGUF, mal, att, '--type', 'IQ4_NL', '--pure', '--pgd-steps', '8', '--batch', '2', '--text', TEXT, '--box-fraction', '1', '--box-validate', 'none', '--keep-every', '1', '--fit-null-space', '--from-dequantized', '--json');
+  const r = cli('attack', GGUF, mal, att, '--type', 'IQ4_NL', '--pure', '--pgd-steps', '12', '--batch', '2', '--text', TEXT, '--box-fraction', '1', '--box-validate', 'none', '--keep-every', '1', '--fit-null-space', '--from-dequantized', '--json');
   assert.equal(r.status, 0, r.stderr);
   // a real plant: the malicious bytes under quantization, close to the benign model in full precision
   for (const [src, out] of [[att, 'att-iq.gguf'], [mal, 'mal-iq.gguf']]) assert.equal(cli('quantize', src, path.join(tmp, out), '--type', 'IQ4_NL', '--pure').status, 0);
@@ -117,8 +117,8 @@ test('a hidden IQ4_NL plant (PGD with the bytes kept) is flagged by the behaviou
   const clean = audit(GGUF);
   assert.equal(clean.kldNoisedAll.length, 16);
   assert.ok(clean.behaviourThreshold > 3.7 && clean.behaviourThreshold < 3.76, `t_15 quantile at 0.1 %: ${clean.behaviourThreshold}`);
-  assert.ok(!clean.suspicious && clean.behaviourZ < 0, `clean IQ4_NL: z ${clean.behaviourZ}`); // measured -1.4
+  assert.ok(!clean.suspicious && clean.behaviourZ < 0, `clean IQ4_NL: z ${clean.behaviourZ}`); // measured -1.8
   const planted = audit(att);
-  assert.ok(planted.ratio < 2 && planted.maxRowZ < 8, `ratio ${planted.ratio}, row z ${planted.maxRowZ}: the older tests alone would miss this plant`); // measured 1.48, 2.8
-  assert.ok(planted.suspicious && planted.behaviourZ > planted.behaviourThreshold, `planted IQ4_NL: z ${planted.behaviourZ}`); // measured 7.7
+  assert.ok(planted.ratio < 2 && planted.maxRowZ < 8, `ratio ${planted.ratio}, row z ${planted.maxRowZ}: the older tests alone would miss this plant`); // measured 1.48, 2.9
+  assert.ok(planted.suspicious && planted.behaviourZ > planted.behaviourThreshold, `planted IQ4_NL: z ${planted.behaviourZ}`); // measured 6.2 (threshold 3.73)
 });
