@@ -16,7 +16,7 @@ import { sqnrDb } from '../../eval/metrics.js';
 import { linearOf, storageOf, type FoldPair, type InputGroup, type LayerInput, type LinearRole } from '../../model/family.js';
 import type { LlamaConfig } from '../../model/types.js';
 import { algorithmsOf, learnsLayer, scalesInputs, type AlgorithmSpec } from '../algorithms.js';
-import { autoroundSchedule, BLOCK_TENSORS, BlockRunner, blockObjectiveRefusal, refineBlock, type BlockLinear } from '../block-round.js';
+import { autoroundSchedule, BLOCK_TENSORS, BlockRunner, blockObjectiveRefusal, blockWindowsUsed, evalWindows, refineBlock, type BlockJudge, type BlockLinear } from '../block-round.js';
 import { omniquantLayer } from '../omniquant.js';
 import type { QuantizePlan } from '../plan.js';
 import { awqFoldPair, awqLinears, expertAwqLinears, foldScales, shiftGroup } from './fold.js';
@@ -70,8 +70,39 @@ export async function layerPass(input: LayerPassInput): Promise<{ added: Map<str
   }
   const nExp = config.nExperts ?? 0;
   const expertNotes: string[] = [];
-  /** AutoRound on layer l's output: relearn the rounding of its AutoRound linears; false when none */
-  const refineLayer = (l: number, xIn: Float32Array, target: Float32Array): boolean => {
+  /**
+   * The block objective's errors measured on the runtime (lc): the start's from X and the pending
+   * residuals (the layer as rounded per linear), an iterate's by running the layer; the last iterate's
+   * run covers every window and leaves X = the next layer's input (`xIsLast`).
+   */
+  const runtimeJudge = (l: number, xIn: Float32Array, target: Float32Array): BlockJudge & { xIsLast: boolean } => {
+    const n = ctx * config.dim;
+    const windowsJudged = evalWindows(lc.nSeq);
+    const out = new Float32Array(n);
+    const error = (y: Float32Array, w: number) => {
+      let s = 0;
+      for (let i = 0; i < n; i++) {
+        const d = y[i] - target[w * n + i];
+        s += d * d;
+      }
+      return s;
+    };
+    const mean = (f: (w: number) => number) => windowsJudged.reduce((a, w) => a + f(w), 0) / (windowsJudged.length * ctx);
+    const j = {
+      xIsLast: false,
+      start: () => mean((w) => error(lc.peekPendingResiduals(w, out), w)),
+      loss: (values: ReadonlyMap<string, Float32Array>, last: boolean) => {
+        for (const [name, v] of values) weights.get(`blk.${l}.${name}.weight`)!.data.set(v);
+        if (!last) return mean((w) => error(lc.layerOutput(l, xIn, w, out), w)); // X stays
+        lc.rerunLayer(l, xIn);
+        j.xIsLast = true;
+        return mean((w) => error(lc.seq(w), w));
+      },
+    };
+    return j;
+  };
+  /** AutoRound on layer l's output: relearn the rounding of its AutoRound linears; false when none, else whether X holds the layer's output already */
+  const refineLayer = (l: number, xIn: Float32Array, target: Float32Array): false | { xReady: boolean } => {
     const runner = block!.runner!;
     const full = (n: string) => `blk.${l}.${n}.weight`;
     const specs: BlockLinear[] = [];
@@ -85,7 +116,8 @@ export async function layerPass(input: LayerPassInput): Promise<{ added: Map<str
     if (!specs.length) return false;
     runner.unlearn();
     runner.load((n) => weights.get(full(n))!.data);
-    const r = refineBlock(runner, specs, xIn, target, { ...autoroundSchedule(o, 'block'), batch: o.autoroundBatch, seed: o.seed + l });
+    const judge = runtimeJudge(l, xIn, target);
+    const r = refineBlock(runner, specs, xIn, target, { ...autoroundSchedule(o, 'block'), batch: o.autoroundBatch, seed: o.seed + l, judge });
     for (const sp of specs) {
       const x = r.linears.get(sp.name)!;
       const q = quantized.get(full(sp.name))!;
@@ -94,7 +126,7 @@ export async function layerPass(input: LayerPassInput): Promise<{ added: Map<str
       block!.before.delete(full(sp.name));
     }
     notes.push(`layer ${l} AutoRound block output error ${r.lossStart.toExponential(3)} -> ${r.loss.toExponential(3)} (${r.pick}, ${specs.length} linears, ${r.seconds.toFixed(1)} s)`);
-    return true;
+    return { xReady: r.pick === 'last' && judge.xIsLast };
   };
 
   /**
@@ -169,7 +201,10 @@ export async function layerPass(input: LayerPassInput): Promise<{ added: Map<str
         lc.timed('forward', () => {
           runner.load((n) => weights.get(`${P}${n}.weight`)!.data);
           runner.unlearn();
-          blockTarget = runner.outputs(xFp!);
+          // the float stream past the last layer is never read: there, only the windows the block objective reads
+          const omni = BLOCK_TENSORS.some((n) => learnsLayer(algorithmsFor(`${P}${n}.weight`)));
+          const only = l === nLayers - 1 && !omni ? blockWindowsUsed(lc.nSeq, { ...autoroundSchedule(o, 'block'), batch: o.autoroundBatch, seed: o.seed + l }) : undefined;
+          blockTarget = runner.keepTransposes(() => runner.outputs(xFp!, only));
         });
         xFp = blockTarget;
       }
@@ -271,8 +306,9 @@ export async function layerPass(input: LayerPassInput): Promise<{ added: Map<str
         }
       const learned = block && blockIn && blockTarget ? await lc.timed('quantization', async () => refineLayer(l, blockIn!, blockTarget!)) : false;
       // X += the last writers' outputs: the next layer's input (or the whole layer again, its weights relearned)
-      if (learned) lc.rerunLayer(l, blockIn!);
-      else lc.addPendingResiduals();
+      if (learned) {
+        if (!learned.xReady) lc.rerunLayer(l, blockIn!);
+      } else lc.addPendingResiduals();
       // the layer's matrices are rounded (their bytes are kept) and applied: let their f32 go
       for (const n of layerLazy)
         if (quantized.has(n)) {
