@@ -146,52 +146,59 @@ export function zeroUpperRows(a: usize, k: i32, i0: i32, i1: i32): void {
  */
 export function trilInverseCols(m: usize, x: usize, k: i32, j0: i32, j1: i32): void {
   const row = <usize>k << 3;
-  const c0 = <usize>j0 << 3;
-  for (let i = j0; i < k; i++) {
-    const mi = m + <usize>i * row;
-    const xi = x + <usize>i * row + c0;
-    // p < j1 - 1: columns j0..p only (the triangle), one element at a time
-    const pt = min(i, j1 - 1);
-    for (let p = j0; p < pt; p++) {
-      const av = load<f64>(mi + (<usize>p << 3));
-      if (av == 0) continue;
-      const xp = x + <usize>p * row + c0;
-      for (let j: usize = 0; j <= <usize>(p - j0); j++) store<f64>(xi + (j << 3), load<f64>(xi + (j << 3)) - av * load<f64>(xp + (j << 3)));
-    }
-    if (pt < i) {
-      // p >= j1 - 1: the whole chunk
-      if (j1 - j0 == 16) {
-        let r0 = v128.load(xi), r1 = v128.load(xi, 16), r2 = v128.load(xi, 32), r3 = v128.load(xi, 48);
-        let r4 = v128.load(xi, 64), r5 = v128.load(xi, 80), r6 = v128.load(xi, 96), r7 = v128.load(xi, 112);
-        for (let p = pt; p < i; p++) {
-          const av = load<f64>(mi + (<usize>p << 3));
-          if (av == 0) continue;
-          const a = f64x2.splat(av);
-          const xp = x + <usize>p * row + c0;
-          r0 = f64x2.sub(r0, f64x2.mul(a, v128.load(xp)));
-          r1 = f64x2.sub(r1, f64x2.mul(a, v128.load(xp, 16)));
-          r2 = f64x2.sub(r2, f64x2.mul(a, v128.load(xp, 32)));
-          r3 = f64x2.sub(r3, f64x2.mul(a, v128.load(xp, 48)));
-          r4 = f64x2.sub(r4, f64x2.mul(a, v128.load(xp, 64)));
-          r5 = f64x2.sub(r5, f64x2.mul(a, v128.load(xp, 80)));
-          r6 = f64x2.sub(r6, f64x2.mul(a, v128.load(xp, 96)));
-          r7 = f64x2.sub(r7, f64x2.mul(a, v128.load(xp, 112)));
-        }
-        v128.store(xi, r0); v128.store(xi, r1, 16); v128.store(xi, r2, 32); v128.store(xi, r3, 48);
-        v128.store(xi, r4, 64); v128.store(xi, r5, 80); v128.store(xi, r6, 96); v128.store(xi, r7, 112);
-      } else {
-        const n = <usize>(j1 - j0);
-        for (let p = pt; p < i; p++) {
-          const av = load<f64>(mi + (<usize>p << 3));
-          if (av == 0) continue;
-          const xp = x + <usize>p * row + c0;
-          for (let j: usize = 0; j < n; j++) store<f64>(xi + (j << 3), load<f64>(xi + (j << 3)) - av * load<f64>(xp + (j << 3)));
-        }
+  const xs = x + (<usize>j0 << 3);
+  for (let i = j0; i < k; i++) trilInverseRow(m + <usize>i * row, xs, row, i, j0, j1);
+}
+
+/**
+ * Row i of trilInverseCols' columns [j0, j1): M's row i at mi, row p of X's chunk at xs + p stride (its
+ * column j0 first). The one body of trilInverseCols and wasm/gptq.ts inverseColsUpper (which keeps the
+ * chunk's rows 128 bytes apart in a scratch), so both do the same operations in the same order.
+ */
+// @ts-ignore: decorator
+@inline export function trilInverseRow(mi: usize, xs: usize, stride: usize, i: i32, j0: i32, j1: i32): void {
+  const xi = xs + <usize>i * stride;
+  // p < j1 - 1: columns j0..p only (the triangle), one element at a time
+  const pt = min(i, j1 - 1);
+  for (let p = j0; p < pt; p++) {
+    const av = load<f64>(mi + (<usize>p << 3));
+    if (av == 0) continue;
+    const xp = xs + <usize>p * stride;
+    for (let j: usize = 0; j <= <usize>(p - j0); j++) store<f64>(xi + (j << 3), load<f64>(xi + (j << 3)) - av * load<f64>(xp + (j << 3)));
+  }
+  if (pt < i) {
+    // p >= j1 - 1: the whole chunk
+    if (j1 - j0 == 16) {
+      let r0 = v128.load(xi), r1 = v128.load(xi, 16), r2 = v128.load(xi, 32), r3 = v128.load(xi, 48);
+      let r4 = v128.load(xi, 64), r5 = v128.load(xi, 80), r6 = v128.load(xi, 96), r7 = v128.load(xi, 112);
+      for (let p = pt; p < i; p++) {
+        const av = load<f64>(mi + (<usize>p << 3));
+        if (av == 0) continue;
+        const a = f64x2.splat(av);
+        const xp = xs + <usize>p * stride;
+        r0 = f64x2.sub(r0, f64x2.mul(a, v128.load(xp)));
+        r1 = f64x2.sub(r1, f64x2.mul(a, v128.load(xp, 16)));
+        r2 = f64x2.sub(r2, f64x2.mul(a, v128.load(xp, 32)));
+        r3 = f64x2.sub(r3, f64x2.mul(a, v128.load(xp, 48)));
+        r4 = f64x2.sub(r4, f64x2.mul(a, v128.load(xp, 64)));
+        r5 = f64x2.sub(r5, f64x2.mul(a, v128.load(xp, 80)));
+        r6 = f64x2.sub(r6, f64x2.mul(a, v128.load(xp, 96)));
+        r7 = f64x2.sub(r7, f64x2.mul(a, v128.load(xp, 112)));
+      }
+      v128.store(xi, r0); v128.store(xi, r1, 16); v128.store(xi, r2, 32); v128.store(xi, r3, 48);
+      v128.store(xi, r4, 64); v128.store(xi, r5, 80); v128.store(xi, r6, 96); v128.store(xi, r7, 112);
+    } else {
+      const n = <usize>(j1 - j0);
+      for (let p = pt; p < i; p++) {
+        const av = load<f64>(mi + (<usize>p << 3));
+        if (av == 0) continue;
+        const xp = xs + <usize>p * stride;
+        for (let j: usize = 0; j < n; j++) store<f64>(xi + (j << 3), load<f64>(xi + (j << 3)) - av * load<f64>(xp + (j << 3)));
       }
     }
-    const last = min(i, j1 - 1); // columns j0..last of row i are set
-    if (i < j1) store<f64>(xi + (<usize>(i - j0) << 3), load<f64>(xi + (<usize>(i - j0) << 3)) + 1);
-    const d = 1 / load<f64>(mi + (<usize>i << 3));
-    for (let j: usize = 0; j <= <usize>(last - j0); j++) store<f64>(xi + (j << 3), load<f64>(xi + (j << 3)) * d);
   }
+  const last = min(i, j1 - 1); // columns j0..last of row i are set
+  if (i < j1) store<f64>(xi + (<usize>(i - j0) << 3), load<f64>(xi + (<usize>(i - j0) << 3)) + 1);
+  const d = 1 / load<f64>(mi + (<usize>i << 3));
+  for (let j: usize = 0; j <= <usize>(last - j0); j++) store<f64>(xi + (j << 3), load<f64>(xi + (j << 3)) * d);
 }

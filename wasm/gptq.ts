@@ -1,5 +1,5 @@
 // build: shared-memory
-import { CHOL_PANEL, cholDiag, cholPanelRows, cholTrailingRows, trilInverseCols, zeroUpperRows } from './_linalg';
+import { CHOL_PANEL, cholDiag, cholPanelRows, cholTrailingRows, trilInverseCols, trilInverseRow, zeroUpperRows } from './_linalg';
 
 // Dense kernels of the calibrated algorithms (GPTQ) and of calibration forward passes, 128-bit SIMD.
 // Scalar references and the bounds these kernels are tested against: src/kernels/gptq.ts.
@@ -299,51 +299,7 @@ function inverseColsUpper(a: usize, k: i32, d: usize, xt: usize, j0: i32, j1: i3
   memory.fill(xt, 0, <usize>(k - j0) << 7);
   // row i of the chunk at xt + (i - j0) 128
   const x0 = xt - (<usize>j0 << 7);
-  for (let i = j0; i < k; i++) {
-    const mi = a + <usize>i * row;
-    const xi = x0 + (<usize>i << 7);
-    const pt = min(i, j1 - 1);
-    for (let p = j0; p < pt; p++) {
-      const av = load<f64>(mi + (<usize>p << 3));
-      if (av == 0) continue;
-      const xp = x0 + (<usize>p << 7);
-      for (let j: usize = 0; j <= <usize>(p - j0); j++) store<f64>(xi + (j << 3), load<f64>(xi + (j << 3)) - av * load<f64>(xp + (j << 3)));
-    }
-    if (pt < i) {
-      if (j1 - j0 == 16) {
-        let r0 = v128.load(xi), r1 = v128.load(xi, 16), r2 = v128.load(xi, 32), r3 = v128.load(xi, 48);
-        let r4 = v128.load(xi, 64), r5 = v128.load(xi, 80), r6 = v128.load(xi, 96), r7 = v128.load(xi, 112);
-        for (let p = pt; p < i; p++) {
-          const av = load<f64>(mi + (<usize>p << 3));
-          if (av == 0) continue;
-          const s = f64x2.splat(av);
-          const xp = x0 + (<usize>p << 7);
-          r0 = f64x2.sub(r0, f64x2.mul(s, v128.load(xp)));
-          r1 = f64x2.sub(r1, f64x2.mul(s, v128.load(xp, 16)));
-          r2 = f64x2.sub(r2, f64x2.mul(s, v128.load(xp, 32)));
-          r3 = f64x2.sub(r3, f64x2.mul(s, v128.load(xp, 48)));
-          r4 = f64x2.sub(r4, f64x2.mul(s, v128.load(xp, 64)));
-          r5 = f64x2.sub(r5, f64x2.mul(s, v128.load(xp, 80)));
-          r6 = f64x2.sub(r6, f64x2.mul(s, v128.load(xp, 96)));
-          r7 = f64x2.sub(r7, f64x2.mul(s, v128.load(xp, 112)));
-        }
-        v128.store(xi, r0); v128.store(xi, r1, 16); v128.store(xi, r2, 32); v128.store(xi, r3, 48);
-        v128.store(xi, r4, 64); v128.store(xi, r5, 80); v128.store(xi, r6, 96); v128.store(xi, r7, 112);
-      } else {
-        const n = <usize>(j1 - j0);
-        for (let p = pt; p < i; p++) {
-          const av = load<f64>(mi + (<usize>p << 3));
-          if (av == 0) continue;
-          const xp = x0 + (<usize>p << 7);
-          for (let j: usize = 0; j < n; j++) store<f64>(xi + (j << 3), load<f64>(xi + (j << 3)) - av * load<f64>(xp + (j << 3)));
-        }
-      }
-    }
-    const last = min(i, j1 - 1);
-    if (i < j1) store<f64>(xi + (<usize>(i - j0) << 3), load<f64>(xi + (<usize>(i - j0) << 3)) + 1);
-    const dv = 1 / load<f64>(mi + (<usize>i << 3));
-    for (let j: usize = 0; j <= <usize>(last - j0); j++) store<f64>(xi + (j << 3), load<f64>(xi + (j << 3)) * dv);
-  }
+  for (let i = j0; i < k; i++) trilInverseRow(a + <usize>i * row, x0, 128, i, j0, j1);
   // X[i][j] (i > j) to A[j][i]; the diagonal to d
   for (let j = j0; j < j1; j++) {
     const src = x0 + (<usize>(j - j0) << 3);
