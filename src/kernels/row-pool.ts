@@ -250,18 +250,7 @@ export class RowPool {
     const ranges = Math.min(nRows, this.threads * RANGES_PER_THREAD);
     if (this.threads < 2 || ranges < 2 || n < this.minParallel || !Number.isInteger(rowBytes) || src.length < n) return inThread();
     this.start();
-    let input: SharedArrayBuffer;
-    let inputOffset = 0;
-    if (src.buffer instanceof SharedArrayBuffer && src.byteOffset % 4 === 0) {
-      input = src.buffer;
-      inputOffset = src.byteOffset;
-    } else {
-      // one grow-only shared scratch for inputs and one for outputs: fresh SharedArrayBuffers per slab
-      // are external memory the GC frees late, and peak RSS grew by gigabytes on a 4.4 GB model
-      if ((this.scratchIn?.byteLength ?? -1) < n * 4) this.scratchIn = new SharedArrayBuffer(n * 4);
-      input = this.scratchIn!;
-      new Float32Array(input, 0, n).set(src.subarray(0, n));
-    }
+    const { input, inputOffset } = this.sharedInput(src, n);
     const direct = out !== undefined && out.buffer instanceof SharedArrayBuffer; // the workers write into out
     if (!direct && (this.scratchOut?.byteLength ?? -1) < nRows * rowBytes) this.scratchOut = new SharedArrayBuffer(nRows * rowBytes);
     if (rowErr && (this.scratchErr?.byteLength ?? -1) < nRows * 16) this.scratchErr = new SharedArrayBuffer(nRows * 16);
@@ -287,6 +276,18 @@ export class RowPool {
       return out.subarray(0, blocks.length);
     }
     return blocks.slice(); // the caller may keep it; the scratch is reused
+  }
+
+  /**
+   * The first n values of src where the workers can read them: src itself when it lives in shared memory,
+   * else a copy in one grow-only shared scratch (fresh SharedArrayBuffers per slab are external memory
+   * the GC frees late, and peak RSS grew by gigabytes on a 4.4 GB model).
+   */
+  private sharedInput(src: Float32Array, n: number): { input: SharedArrayBuffer; inputOffset: number } {
+    if (src.buffer instanceof SharedArrayBuffer && src.byteOffset % 4 === 0) return { input: src.buffer, inputOffset: src.byteOffset };
+    if ((this.scratchIn?.byteLength ?? -1) < n * 4) this.scratchIn = new SharedArrayBuffer(n * 4);
+    new Float32Array(this.scratchIn!, 0, n).set(src.subarray(0, n));
+    return { input: this.scratchIn!, inputOffset: 0 };
   }
 
   /**
@@ -318,16 +319,7 @@ export class RowPool {
     const ranges = Math.min(nRows, Math.max(1, Math.ceil((this.threads * RANGES_PER_THREAD) / Math.max(1, types.length))));
     if (this.threads < 2 || types.length * ranges < 2 || total < this.minParallel || src.length < n || types.some((t) => !Number.isInteger(rowLength / t.blockSize))) return inThread();
     this.start();
-    let input: SharedArrayBuffer;
-    let inputOffset = 0;
-    if (src.buffer instanceof SharedArrayBuffer && src.byteOffset % 4 === 0) {
-      input = src.buffer;
-      inputOffset = src.byteOffset;
-    } else {
-      if ((this.scratchIn?.byteLength ?? -1) < n * 4) this.scratchIn = new SharedArrayBuffer(n * 4);
-      input = this.scratchIn!;
-      new Float32Array(input, 0, n).set(src.subarray(0, n));
-    }
+    const { input, inputOffset } = this.sharedInput(src, n);
     const job: ErrorJob = { kind: 'errors', types: types.map((t) => t.name), weighted: w, importance, input, inputOffset, output: this.scratchDelta!.buffer as SharedArrayBuffer, nRows, rowLength, ranges, control: new SharedArrayBuffer(16) };
     const workers = this.workers.map((wk) => this.run(wk, job));
     let failed = false;
