@@ -14,9 +14,10 @@ import type { PtqOptions } from '../../algos/ptq-options.js';
 import type { Recipe } from '../../algos/recipe.js';
 import { sqnrDb } from '../../eval/metrics.js';
 import { linearOf, storageOf, type FoldPair, type InputGroup, type LayerInput, type LinearRole } from '../../model/family.js';
+import { rmsnorm } from '../../model/llama.js';
 import type { LlamaConfig } from '../../model/types.js';
 import { algorithmsOf, learnsLayer, scalesInputs, type AlgorithmSpec } from '../algorithms.js';
-import { autoroundSchedule, BLOCK_TENSORS, BlockRunner, blockObjectiveRefusal, refineBlock, type BlockLinear } from '../block-round.js';
+import { autoroundSchedule, BLOCK_MOVE, BLOCK_TENSORS, refineHead, BlockRunner, blockObjectiveRefusal, refineBlock, type BlockLinear } from '../block-round.js';
 import { omniquantLayer } from '../omniquant.js';
 import type { QuantizePlan } from '../plan.js';
 import { awqFoldPair, awqLinears, expertAwqLinears, foldScales, shiftGroup } from './fold.js';
@@ -85,7 +86,17 @@ export async function layerPass(input: LayerPassInput): Promise<{ added: Map<str
     if (!specs.length) return false;
     runner.unlearn();
     runner.load((n) => weights.get(full(n))!.data);
-    const r = refineBlock(runner, specs, xIn, target, { ...autoroundSchedule(o, 'block'), batch: o.autoroundBatch, seed: o.seed + l });
+    // layer 0: the token embedding (its rows are the layer's input) learns with it, when asked and untied
+    const emb = weights.get('token_embd.weight');
+    const embQ = quantized.get('token_embd.weight');
+    const embCodec = planOf.get('token_embd.weight') && codecOf(planOf.get('token_embd.weight')!);
+    const input = l === 0 && o.autoroundEmbedding && emb && embQ && embCodec && embFp && weights.has('output.weight') ? { codec: embCodec, w: embFp, start: { bytes: embQ.bytes, q: Float32Array.from(emb.data) }, tokens: windows } : undefined;
+    const r = refineBlock(runner, specs, xIn, target, { ...autoroundSchedule(o, 'block'), batch: o.autoroundBatch, seed: o.seed + l, evalEvery: o.autoroundBlockEval, input });
+    if (r.input && emb && embQ && embFp) {
+      quantized.set('token_embd.weight', { ...embQ, bytes: r.input.bytes, sqnrDb: sqnrDb(embFp, r.input.q), algorithm: `${embQ.algorithm} (block)` });
+      emb.data.set(r.input.q);
+      notes.push('layer 0 AutoRound: the token embedding learned as its input');
+    }
     for (const sp of specs) {
       const x = r.linears.get(sp.name)!;
       const q = quantized.get(full(sp.name))!;
@@ -127,7 +138,7 @@ export async function layerPass(input: LayerPassInput): Promise<{ added: Map<str
     }
     if (last === 'autoround' && linears.size) {
       const specs: BlockLinear[] = [...linears].map(([n, x]) => ({ name: n, codec: codecs.get(n)!, w: r.floats.get(n)!, start: x }));
-      const rb = await lc.timed('quantization', async () => refineBlock(runner, specs, xIn, target, { ...autoroundSchedule(o, 'block'), batch: o.autoroundBatch, seed: o.seed + l }));
+      const rb = await lc.timed('quantization', async () => refineBlock(runner, specs, xIn, target, { ...autoroundSchedule(o, 'block'), batch: o.autoroundBatch, seed: o.seed + l, evalEvery: o.autoroundBlockEval }));
       notes.push(`layer ${l} AutoRound (from OmniQuant) block output error ${rb.lossStart.toExponential(3)} -> ${rb.loss.toExponential(3)} (${rb.pick}, ${rb.seconds.toFixed(1)} s)`);
       linears = rb.linears as typeof linears;
       label = 'omniquant+autoround';
@@ -289,7 +300,27 @@ export async function layerPass(input: LayerPassInput): Promise<{ added: Map<str
 
 
   // output head: input = final RMSNorm of X
-  if (weights.has('output.weight')) await rounder.quantizeWeight('output.weight', lc.collectHeadHessian());
+  if (weights.has('output.weight')) {
+    const head = weights.get('output.weight')!;
+    const learnHead = block && xFp && o.autoroundHeadIters > 0 && algorithmsFor('output.weight').at(-1)?.name === 'autoround' && codecOf(planOf.get('output.weight')!);
+    const wHead = learnHead ? Float32Array.from(head.data) : undefined;
+    await rounder.quantizeWeight('output.weight', lc.collectHeadHessian());
+    if (learnHead && wHead && xFp) {
+      // AutoRound on the logits: the head's rounding learned on the KL divergence from the float model
+      const norm = weights.get('output_norm.weight')!.data;
+      const hQ = new Float32Array(lc.X.length);
+      const hF = new Float32Array(xFp.length);
+      const nTok = lc.X.length / config.dim;
+      rmsnorm(hQ, lc.X, norm, nTok, config.dim, config.normEps);
+      rmsnorm(hF, xFp, norm, nTok, config.dim, config.normEps);
+      const q = quantized.get('output.weight')!;
+      const iters = o.autoroundHeadIters;
+      const r = await lc.timed('quantization', async () => refineHead({ codec: codecOf(planOf.get('output.weight')!)!, w: wHead, start: { bytes: q.bytes, q: Float32Array.from(head.data) } }, hQ, hF, config.dim, ctx, { iters, lr: o.autoroundHeadLr || (2 * BLOCK_MOVE) / iters, batch: o.autoroundBatch, seed: o.seed + nLayers, evalEvery: Math.ceil(iters / 10) }));
+      quantized.set('output.weight', { ...q, bytes: r.bytes, sqnrDb: sqnrDb(wHead, r.q), algorithm: `${q.algorithm} (head)` });
+      head.data.set(r.q);
+      notes.push(`output head AutoRound logits KL ${r.lossStart.toExponential(3)} -> ${r.loss.toExponential(3)} (${r.pick}, ${r.seconds.toFixed(1)} s)`);
+    }
+  }
   return { added, phases: lc.phases };
 }
 
