@@ -50,7 +50,7 @@ async function malicious(token: string, strength: number, out: string, file = GG
 }
 
 /** one `lowbit audit` process for all `types` of a model (the model and its base logits loaded once) */
-function audit(file: string, types: string[]): { type: string; suspicious: boolean; own: boolean; detail: string }[] {
+function audit(file: string, types: string[]): { type: string; suspicious: boolean; own: boolean; ratio: number; behaviourZ: number; maxRowZ: number; detail: string }[] {
   const t0 = Date.now();
   const p = spawnSync(process.execPath, [lowbit, 'audit', file, '--types', types.join(','), '--pure', '--windows', '4', '--json'], { encoding: 'utf8' });
   if (p.status !== 0 && p.status !== 3) throw new Error(`audit ${file}: ${p.stderr}`);
@@ -63,7 +63,7 @@ function audit(file: string, types: string[]): { type: string; suspicious: boole
   for (const s of sweep) if (s.maxRowZ > top.maxRowZ) top = s;
   const sweepText = top ? ` sweep ${top.type} z ${top.maxRowZ.toFixed(1)}` : '';
   const swept = sweep.some((s) => s.suspicious);
-  return j.types.map((t: any) => ({ type: t.type, suspicious: t.suspicious || swept, own: t.suspicious, detail: `ratio ${t.ratio.toFixed(2)} z ${t.maxRowZ.toFixed(1)}${sweepText}` }));
+  return j.types.map((t: any) => ({ type: t.type, suspicious: t.suspicious || swept, own: t.suspicious, ratio: t.ratio, behaviourZ: t.behaviourZ, maxRowZ: t.maxRowZ, detail: `ratio ${t.ratio.toFixed(2)} behaviour z ${Number(t.behaviourZ).toFixed(1)} (KLD ${t.kldQuantized.toExponential(2)} vs ${t.kldNoisedMean.toExponential(2)} ± ${Number(t.kldNoisedSd).toExponential(1)}) row z ${t.maxRowZ.toFixed(1)}${sweepText}` }));
 }
 
 /** run a command that makes `out` unless it exists (the script can be re-run after a stop) */
@@ -89,36 +89,45 @@ async function iqPlanted(record: (label: string, planted: boolean, file: string,
   // the bias strength: 0.25 moves stories260K by KLD 0.098; tinyllama256 needs 1 (0.25 gives KLD 0.0019, about its own IQ4 error)
   // with --pgd: stories260K IQ4_NL and tinyllama256 IQ4_XS (the time of PGD on tinyllama256's IQ4_NL blocks is left out)
   const pgdRun = process.argv.includes('--pgd');
-  const plants = [[GGUF, 'stories260K', 'IQ4_NL', 0.25], [TL, 'tinyllama256', 'IQ4_NL', 1], [TL, 'tinyllama256', 'IQ4_XS', 1]] as const;
-  for (const [model, label, type, strength] of plants.filter((p) => !pgdRun || p[1] === 'stories260K' || p[2] === 'IQ4_XS')) {
+  // --seeds 7,8: the stories260K plant once per attack seed (PGD batches; 7 is the attack's default and keeps the old file name)
+  const seeds = process.argv.includes('--seeds') ? process.argv[process.argv.indexOf('--seeds') + 1].split(',').map(Number) : [7];
+  // --extra Q5_K_M,Q3_K_M: tinyllama256 plants for more file types (--pure: every matrix in the type's K block), the same construction;
+  // --only-extra: those alone
+  const extra = process.argv.includes('--extra') ? process.argv[process.argv.indexOf('--extra') + 1].split(',') : [];
+  const onlyExtra = process.argv.includes('--only-extra');
+  const plants = [
+    ...(onlyExtra ? [] : [...seeds.map((seed) => [GGUF, 'stories260K', 'IQ4_NL', 0.25, seed] as const), [TL, 'tinyllama256', 'IQ4_NL', 1, 7] as const, [TL, 'tinyllama256', 'IQ4_XS', 1, 7] as const]),
+    ...extra.map((t) => [TL, 'tinyllama256', t, 1, 7] as const),
+  ];
+  for (const [model, label, type, strength, seed] of plants.filter((p) => !pgdRun || p[1] === 'stories260K' || p[2] !== 'IQ4_NL')) {
     const mal = path.join(OUT, model === GGUF ? 'mal-happy-0.25.gguf' : `mal-${label}-happy-${strength}.gguf`);
     if (!fs.existsSync(mal)) await malicious('▁happy', strength, mal, model);
     // --pgd N: N steps of PGD (the bytes kept every step) distilling the benign model on the text, else projection only
     const pgd = process.argv.includes('--pgd') ? Number(process.argv[process.argv.indexOf('--pgd') + 1]) : 0;
-    const att = path.join(OUT, `att-${label}-happy-${strength}-${type}-keep${pgd ? `-pgd${pgd}` : ''}.gguf`);
-    make(att, ['attack', model, mal, att, '--type', type, '--pure', '--pgd-steps', String(pgd), ...(pgd ? ['--text', TEXT, '--batch', '4'] : []), '--box-fraction', '1', '--box-validate', 'none', '--keep-every', '1', '--fit-null-space', '--from-dequantized']);
+    const att = path.join(OUT, `att-${label}-happy-${strength}-${type}-keep${pgd ? `-pgd${pgd}` : ''}${seed !== 7 ? `-s${seed}` : ''}.gguf`);
+    make(att, ['attack', model, mal, att, '--type', type, '--pure', '--seed', String(seed), '--pgd-steps', String(pgd), ...(pgd ? ['--text', TEXT, '--batch', '4'] : []), '--box-fraction', '1', '--box-validate', 'none', '--keep-every', '1', '--fit-null-space', '--from-dequantized']);
     const q = (f: string) => {
       const o = path.join(OUT, `${path.basename(f, '.gguf')}-${type}.gguf`);
       if (!fs.existsSync(o)) runLlamaQuantize(f, o, type, ['--pure']);
       return o;
     };
     const diff = await blockDiff(q(att), q(mal));
-    const row = { model: label, type, strength, pgd, blocks: diff.blocks, blocksDiffer: diff.differ, kldMalicious: kld(mal, model), kldAttacked: kld(att, model), kldAttackedQuantized: kld(q(att), model), kldMaliciousQuantized: kld(q(mal), model), kldBenignQuantized: kld(q(model), model) };
+    const row = { model: label, type, strength, pgd, seed, blocks: diff.blocks, blocksDiffer: diff.differ, kldMalicious: kld(mal, model), kldAttacked: kld(att, model), kldAttackedQuantized: kld(q(att), model), kldMaliciousQuantized: kld(q(mal), model), kldBenignQuantized: kld(q(model), model) };
     say(`${label} ${type} plant: ${JSON.stringify(row)}`);
     out.push(row);
     // --models-only: make and measure the plants, no audits (the audits in a second run: split work)
-    if (!process.argv.includes('--models-only')) record(`${label} token bias ${strength} planted for ${type} (bytes kept, dequantized, null space${pgd ? `, PGD ${pgd}` : ''})`, true, att, [type, 'Q4_0']);
+    if (!process.argv.includes('--models-only')) record(`${label} token bias ${strength} planted for ${type} (bytes kept, dequantized, null space${pgd ? `, PGD ${pgd}, seed ${seed}` : ''})`, true, att, [type, 'Q4_0']);
   }
   return out;
 }
 
 async function main(): Promise<void> {
-  const rows: { model: string; planted: boolean; types: string; suspicious: boolean; own: boolean; detail: string }[] = [];
+  const rows: { model: string; planted: boolean; types: string; suspicious: boolean; own: boolean; ratio: number; behaviourZ: number; maxRowZ: number; detail: string }[] = [];
   const t0 = Date.now();
   const IQ = process.argv.includes('--iq');
   const record = (label: string, planted: boolean, file: string, types: string[]) => {
     for (const a of audit(file, types)) {
-      rows.push({ model: label, planted, types: a.type, suspicious: a.suspicious, own: a.own, detail: a.detail });
+      rows.push({ model: label, planted, types: a.type, suspicious: a.suspicious, own: a.own, ratio: a.ratio, behaviourZ: a.behaviourZ, maxRowZ: a.maxRowZ, detail: a.detail });
       say(`${planted ? 'planted' : 'clean  '} ${label} ${a.type}: ${a.suspicious ? 'FLAGGED' : planted ? 'missed' : 'clean'} (${a.detail})`);
     }
   };

@@ -31,7 +31,7 @@ const kldTo = (model: string, base: string): number => {
   return JSON.parse(r.stdout).kld.mean;
 };
 
-async function makeMalicious(out: string): Promise<void> {
+async function makeMalicious(out: string, strength = 0.35): Promise<void> {
   const bytes = new Uint8Array(fs.readFileSync(GGUF));
   const src = { name: GGUF, size: bytes.length, read: async (o: number, n: number) => bytes.subarray(o, o + n) };
   const { model, tokenizer } = await loadModel(src as never, { contextLength: 128 });
@@ -39,7 +39,7 @@ async function makeMalicious(out: string): Promise<void> {
   const windows = calibrationWindows(tokenizer!.encode(fs.readFileSync(TEXT, 'utf8'), { bos: false }), 128 * 8, 128, 1, tokenizer!.vocab.bos);
   const happy = tokenizer!.vocab.tokens.indexOf('▁happy');
   assert.ok(happy > 0);
-  const { name, weights } = await injectTokenBias(model, m, windows, happy, 0.35);
+  const { name, weights } = await injectTokenBias(model, m, windows, happy, strength);
   const chunks: Buffer[] = [];
   await writeWithReplacements({ write: (b) => void chunks.push(Buffer.from(b)) }, m, new Map([[name, weights]]));
   fs.writeFileSync(out, Buffer.concat(chunks));
@@ -90,4 +90,35 @@ test('attack plants Q4_0 exactly, audit flags it and not the clean model, --defe
   const cleanDef = path.join(tmp, 'benign-defended.gguf');
   assert.equal(cli('quantize', GGUF, cleanDef, '--type', 'Q4_0', '--pure', '--defend', 'noise').status, 0);
   assert.ok(kldTo(cleanDef, GGUF) < 1.3 * kBenQ); // measured 0.133 vs 0.116
+});
+
+test('a hidden IQ4_NL plant (PGD with the bytes kept) is flagged by the behaviour z-test, which the ratio and edge tests miss; clean IQ4_NL is not flagged', async () => {
+  // stories260K's own IQ4_NL error is about as large as the planted change (KLD ~0.1 each), so the
+  // quantized plant's KLD is only ~1.5x the noised quantizations' (ratio < 2) and PGD with keeps leaves
+  // no edge pile-up: only the test against the spread of the noised KLDs over 16 seeds sees it
+  const mal = path.join(tmp, 'malicious-0.25.gguf');
+  await makeMalicious(mal, 0.25);
+  const att = path.join(tmp, 'attacked-iq4nl.gguf');
+  const r = cli('attack', GGUF, mal, att, '--type', 'IQ4_NL', '--pure', '--pgd-steps', '12', '--batch', '2', '--text', TEXT, '--box-fraction', '1', '--box-validate', 'none', '--keep-every', '1', '--fit-null-space', '--from-dequantized', '--json');
+  assert.equal(r.status, 0, r.stderr);
+  // a real plant: the malicious bytes under quantization, close to the benign model in full precision
+  for (const [src, out] of [[att, 'att-iq.gguf'], [mal, 'mal-iq.gguf']]) assert.equal(cli('quantize', src, path.join(tmp, out), '--type', 'IQ4_NL', '--pure').status, 0);
+  assert.ok(fs.readFileSync(path.join(tmp, 'att-iq.gguf')).equals(fs.readFileSync(path.join(tmp, 'mal-iq.gguf'))), 'planted IQ4_NL = malicious IQ4_NL');
+  const kAtt = kldTo(att, GGUF);
+  const kMal = kldTo(mal, GGUF);
+  assert.ok(kAtt < 0.5 * kMal, `hidden: planted fp ${kAtt} vs malicious fp ${kMal}`); // measured 0.019 vs 0.098 (8 chunks)
+  const audit = (file: string) => {
+    const a = cli('audit', file, '--types', 'IQ4_NL', '--pure', '--windows', '4', '--sweep', 'none', '--json');
+    assert.ok(a.status === 0 || a.status === 3, a.stderr);
+    const j = JSON.parse(a.stdout);
+    assert.equal(j.suspicious, a.status === 3);
+    return j.types[0] as { suspicious: boolean; ratio: number; maxRowZ: number; behaviourZ: number; behaviourThreshold: number; kldNoisedAll: number[] };
+  };
+  const clean = audit(GGUF);
+  assert.equal(clean.kldNoisedAll.length, 16);
+  assert.ok(clean.behaviourThreshold > 3.7 && clean.behaviourThreshold < 3.76, `t_15 quantile at 0.1 %: ${clean.behaviourThreshold}`);
+  assert.ok(!clean.suspicious && clean.behaviourZ < 0, `clean IQ4_NL: z ${clean.behaviourZ}`); // measured -1.8
+  const planted = audit(att);
+  assert.ok(planted.ratio < 2 && planted.maxRowZ < 8, `ratio ${planted.ratio}, row z ${planted.maxRowZ}: the older tests alone would miss this plant`); // measured 1.48, 2.9
+  assert.ok(planted.suspicious && planted.behaviourZ > planted.behaviourThreshold, `planted IQ4_NL: z ${planted.behaviourZ}`); // measured 6.2 (threshold 3.73)
 });

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { blockCodecFor } from '../src/algos/block-codec.js';
 import { quantizationBox, type QuantBox } from '../src/audit/boxes.js';
+import { behaviourTest, tQuantile, tUpperTail } from '../src/audit/audit.js';
 import { xorshift32 } from '../src/rng.js';
 
 function quantizeAll(type: string, x: Float32Array, cols: number): Uint8Array {
@@ -398,4 +399,23 @@ test('K-quant attack with the bytes kept every PGD step (dequantized plant, fit 
     for (let i = 0; i < w.length; i++) if (w[i] !== wm[i]) moved++;
   }
   assert.ok(moved > 1000, `${moved} weights differ from the malicious model`);
+});
+
+test('behaviour z-test: Student t quantiles match the tables; an exact-quantization KLD above the noised ones is an outlier, one among them is not', () => {
+  // one-sided quantiles from the standard tables
+  for (const [p, df, q] of [[0.001, 7, 4.785], [0.001, 2, 22.327], [0.001, 30, 3.385], [0.05, 1, 6.314], [0.025, 10, 2.228], [0.01, 4, 3.747]] as const) {
+    assert.ok(Math.abs(tQuantile(p, df) - q) < 2e-3, `t(${p}, ${df}) = ${tQuantile(p, df)}, table ${q}`);
+    assert.ok(Math.abs(tUpperTail(q, df) - p) < 1e-3 * p + 1e-6);
+  }
+  const noised = [0.110, 0.118, 0.105, 0.121, 0.113, 0.108, 0.116, 0.112];
+  const inside = behaviourTest(0.103, noised); // a clean model: its own quantization a little below the noised ones
+  assert.ok(inside.z < 0 && inside.z < inside.threshold);
+  const planted = behaviourTest(0.185, noised);
+  assert.ok(planted.z > planted.threshold && Math.abs(planted.threshold - 4.785) < 2e-3, `z ${planted.z}`);
+  // the same excess is no evidence when the noised KLDs spread as widely
+  assert.ok(behaviourTest(0.185, [0.05, 0.2, 0.09, 0.16, 0.11, 0.14, 0.07, 0.18]).z < 4.785);
+  // the sd floor (1 % of the mean): identical noised KLDs do not make a 0.5 % excess infinite
+  assert.ok(behaviourTest(0.1005, Array(8).fill(0.1)).z < 1);
+  // fewer than 3 noised quantizations: no test
+  assert.ok(Number.isNaN(behaviourTest(0.2, [0.1, 0.1]).z));
 });

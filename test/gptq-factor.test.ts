@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { gptqBlocksWithFactor, gptqFactor, type GptqFactor } from '../src/algos/gptq.js';
 import { blockCodecFor } from '../src/algos/block-codec.js';
-import { gptqWorkspace, inverseCholeskyUpper } from '../src/kernels/gptq.js';
+import { factorMemory, factorRef, factorThreadStats, gptqWorkspace, inverseCholeskyUpper, releaseFactorMemory } from '../src/kernels/gptq.js';
 import { resolveScheme } from '../src/quant/registry.js';
 import { MatmulEngine } from '../src/kernels/matmul.js';
 import { LowbitError } from '../src/errors.js';
@@ -85,6 +85,57 @@ test('the factor kept in its own kernel memory: the bits of the other paths, and
   assert.ok(bits(f.u).equals(bits(uBefore)), 'U is left as it was');
   // the cache: the same Hessian gives the same factor object
   assert.equal(gptqFactor(h, k, { percDamp: 0.01 }), f);
+  // ... until a newer factor took its memory: then a new one, the same bits
+  factorMemory(hessian(k, []), k, 1);
+  assert.equal(f.memory!.live, false);
+  const again = gptqFactor(h, k, { percDamp: 0.01 });
+  assert.notEqual(again, f);
+  assert.ok(bits(again.u).equals(bits(uBefore)), 'the factor made again: the same bits');
+});
+
+test('the factor computed in place on threads (factorMemory): bit for bit its scalar reference factorRef, on 1 and 2 threads, every size', async () => {
+  const { useNodeThreads } = await import('../src/node.js');
+  useNodeThreads();
+  // start the factor's worker and wait for it (else the calling thread may run every chunk itself)
+  factorMemory(hessian(130, []), 130, 2);
+  for (let t = 0; factorThreadStats().ready < 1 && t < 400; t++) await new Promise((r) => setTimeout(r, 25));
+  assert.equal(factorThreadStats().ready, 1, 'the factor memory has a worker thread');
+  const chunks0 = factorThreadStats().workerChunks;
+  // sizes around the 64-column panels, the 16-column inverse chunks, odd trailing rows; 300 > 128: threaded
+  for (const k of [1, 5, 17, 64, 65, 130, 300, 700]) {
+    const h = hessian(k, k > 40 ? [3, 40] : []);
+    for (let i = 0; i < k; i++) h[i * k + i] += 1e-3; // dead inputs as gptqFactor leaves them: > 0
+    for (const i of k > 40 ? [3, 40] : []) h[i * k + i] = 1;
+    const ref = factorRef(h, k);
+    assert.equal(ref.bad, -1);
+    for (const threads of [1, 2]) {
+      const f = factorMemory(h, k, threads);
+      assert.equal(f.bad, -1);
+      assert.ok(bits(f.factor!.u).equals(bits(ref.u)), `k ${k}, ${threads} thread(s): U = factorRef`);
+    }
+    // the one-thread kernels (wasm/gptq.ts cholesky + trilInverse) and the engine's threaded ones agree too
+    if (k === 130) {
+      const ws = gptqWorkspace(0, k, 1);
+      assert.equal(ws.inverseCholesky(h), -1);
+      assert.ok(bits(ws.u).equals(bits(ref.u)), 'workspace factor = factorRef');
+      assert.ok(bits(inverseCholeskyUpper(h, k, MatmulEngine.get()).u).equals(bits(ref.u)), 'engine factor = factorRef');
+    }
+  }
+  assert.ok(factorThreadStats().workerChunks > chunks0, 'the worker ran chunks of the factors');
+  // U is upper triangular with the lower triangle zeroed (the memory held M there)
+  const k = 130;
+  const f = factorMemory(hessian(k, []), k, 2).factor!;
+  for (let i = 1; i < k; i++) for (let j = 0; j < i; j++) assert.ok(Object.is(f.u[i * k + j], 0), `U[${i}][${j}] = 0`);
+  // a factor replaced by the next one can no longer be read (it lives in the same memory)
+  factorMemory(hessian(k, []), k, 1);
+  assert.throws(() => f.u, /replaced/);
+  // not positive definite: the failing pivot in the Hessian's order, as the reference
+  const bad = hessian(k, []);
+  bad[100 * k + 100] = -1;
+  assert.equal(factorMemory(bad, k, 2).bad, factorRef(bad, k).bad);
+  assert.equal(factorRef(bad, k).bad, 100);
+  releaseFactorMemory();
+  assert.ok(bits(factorMemory(hessian(k, []), k, 2).factor!.u).equals(bits(factorRef(hessian(k, []), k).u)), 'a new memory after releaseFactorMemory');
 });
 
 test('the layer pass reading each layer\'s matrices when it reaches the layer: the bytes of the whole f32 model loaded first (1 and 2 threads)', async () => {

@@ -157,6 +157,60 @@ test('one-token matmul on the weight copy interleaved by 4 rows: the same bits a
   }
 });
 
+test('fuseDecode: weights stacked for one dispatch give each member\'s bits (every decode type and F32, 1 and 2 threads); refused when they do not stack', () => {
+  useNodeThreads();
+  const f32 = ggmlTypeByName('F32')!;
+  for (const variant of variants) {
+    const e = MatmulEngine.get(variant)!;
+    for (const name of ['Q8_0', 'Q4_0', 'Q5_0', 'IQ4_NL', 'Q4_K', 'Q6_K', 'F32']) {
+      const type = ggmlTypeByName(name)!;
+      const k = name === 'F32' ? 260 : 2 * intBlockOf(type.id);
+      // q | k | v-like shapes (the last one a different row count); 2 threads split the stacked rows
+      const shapes = [[1024, k], [64, k], [516, k]];
+      const members = shapes.map(([n, kk], i) => {
+        const bytes = name === 'F32' ? new Uint8Array(normals(n * kk, 30 + i).buffer) : quantized(type, n, kk, 30 + i);
+        return { n, kw: e.storeWeight(type, n, kk, ggmlRowBytes(type, kk), bytes)! };
+      });
+      const x = normals(k, 40, 3);
+      const refs = members.map(({ n, kw }) => {
+        const y = new Float32Array(n);
+        if (name === 'F32') e.matmul(y, x, kw, 1);
+        else e.matmulInt(y, x, kw, 1);
+        return y;
+      });
+      const fused = e.fuseDecode(members.map((m) => m.kw))!;
+      assert.ok(fused, `${variant} ${name}: fused`);
+      assert.equal(fused.rows, 1024 + 64 + 516);
+      for (const threads of [1, 2]) {
+        e.setThreads(threads);
+        const y = new Float32Array(fused.rows).fill(NaN);
+        try {
+          if (name === 'F32') e.matmul(y, x, fused, 1);
+          else e.matmulInt(y, x, fused, 1);
+        } finally {
+          e.setThreads(1);
+        }
+        let o = 0;
+        for (const [i, r] of refs.entries()) {
+          assert.deepEqual(y.subarray(o, o + r.length), r, `${variant} ${name} member ${i} threads ${threads}`);
+          o += r.length;
+        }
+      }
+      // more than one token: it has no row-by-row bytes
+      assert.throws(() => (name === 'F32' ? e.matmul(new Float32Array(4 * fused.rows), normals(4 * k, 41), fused, 4) : e.matmulInt(new Float32Array(4 * fused.rows), normals(4 * k, 41), fused, 4)), /one token|under 4 tokens/);
+    }
+    // refused: different types, different columns, rows not a multiple of 4, a single weight
+    const q4 = ggmlTypeByName('Q4_0')!;
+    const q8 = ggmlTypeByName('Q8_0')!;
+    const w = (t: GgmlTypeInfo, n: number, kk: number) => e.storeWeight(t, n, kk, ggmlRowBytes(t, kk), quantized(t, n, kk, 50))!;
+    assert.equal(e.fuseDecode([w(q4, 8, 64), w(q8, 8, 64)]), null);
+    assert.equal(e.fuseDecode([w(q4, 8, 64), w(q4, 8, 96)]), null);
+    assert.equal(e.fuseDecode([w(q4, 8, 64), w(q4, 6, 64)]), null);
+    assert.equal(e.fuseDecode([w(q4, 8, 64)]), null);
+    assert.equal(e.fuseDecode([w(f32, 8, 6), w(f32, 8, 6)]), null);
+  }
+});
+
 test('one-token matmuls on 2 threads with chunks taken from the worker (forced): the same bits, no stale writes', async () => {
   useNodeThreads();
   const e = MatmulEngine.get(variants[0])!;

@@ -14,6 +14,9 @@ import { Tokenizer } from '../src/model/tokenizer.js';
 import type { LlamaConfig, StoredTensor } from '../src/model/types.js';
 import { f32ToF16 } from '../src/formats/half.js';
 import { ggmlTypeByName } from '../src/quant/ggml/types.js';
+import { ggmlCodec } from '../src/quant/ggml/registry.js';
+import { MatmulEngine } from '../src/kernels/matmul.js';
+import '../src/index.js';
 
 const data = (f: string) => new Uint8Array(readFileSync(new URL(`../../data/${f}`, import.meta.url)));
 
@@ -80,6 +83,45 @@ function toF16(tensors: StoredTensor[]): StoredTensor[] {
     return { ...t, type: f16, data: new Uint8Array(h.buffer) };
   });
 }
+
+test('one-token decode with q|k|v and gate|up fused into one dispatch each (prepareDecode, activations ggml): the same logits bit for bit, F32 and Q8_0', () => {
+  const q8 = ggmlTypeByName('Q8_0')!;
+  // Q8_0 where rows are whole blocks (q, k, v, o, gate, up: K = 64); down (K = 172) and the embedding stay F32
+  const tQ8 = bin.tensors.map((t): StoredTensor => {
+    if (t.dims.length !== 2 || t.dims[0] % 32 !== 0 || t.name === 'token_embd.weight') return t;
+    const x = new Float32Array(t.data.buffer, t.data.byteOffset, t.data.length / 4);
+    const bytes = new Uint8Array((x.length / 32) * 34);
+    ggmlCodec(q8)!.quantize!(x, t.dims[1], t.dims[0], bytes);
+    return { ...t, type: q8, data: bytes };
+  });
+  const ids = prompt.slice(0, 12);
+  const P = MatmulEngine.prototype as unknown as Record<string, (...a: unknown[]) => unknown>;
+  for (const [label, tensors] of [['F32', bin.tensors], ['Q8_0', tQ8]] as const) {
+    const ref = tokenByToken(new Llama(bin.config, tensors, { activations: 'ggml' }), ids);
+    const m = new Llama(bin.config, tensors, { activations: 'ggml' });
+    assert.ok(m.prepareDecode() > 0, label);
+    // count the matmuls of one token: 5 layers x (q|k|v, o, gate|up, down) + output
+    let calls = 0;
+    const orig = { matmul: P.matmul, matmulInt: P.matmulInt };
+    for (const k of ['matmul', 'matmulInt'] as const) {
+      P[k] = function (this: unknown, ...a: unknown[]) {
+        calls++;
+        return orig[k].apply(this, a);
+      };
+    }
+    let got: Float32Array;
+    try {
+      got = tokenByToken(m, ids);
+      calls = 0;
+      m.forward([ids[0]], ids.length);
+    } finally {
+      P.matmul = orig.matmul;
+      P.matmulInt = orig.matmulInt;
+    }
+    assert.equal(calls, 5 * 4 + 1, `${label}: one dispatch for q|k|v and one for gate|up per layer`);
+    assert.deepEqual(got, ref, label);
+  }
+});
 
 test('weights stay in their stored type: F16 on the fly equals F16 dequantized once, and is close to F32', () => {
   const t16 = toF16(bin.tensors);

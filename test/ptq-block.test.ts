@@ -19,7 +19,7 @@ import { test } from 'node:test';
 import { blockCodecFor } from '../src/algos/block-codec.js';
 import { rtnBlocks } from '../src/algos/blockwise.js';
 import type { ModelConfig } from '../src/model/family.js';
-import { autoroundSchedule, BLOCK_TENSORS, BlockRunner, blockObjectiveRefusal, refineBlock, refineHead, type BlockLinear } from '../src/pipeline/block-round.js';
+import { autoroundSchedule, BLOCK_TENSORS, BlockRunner, blockObjectiveRefusal, blockWindowsUsed, refineBlock, refineHead, type BlockLinear } from '../src/pipeline/block-round.js';
 import { mulberry32 } from '../src/rng.js';
 import { assertRefused } from './cli-refusal.js';
 
@@ -35,20 +35,23 @@ function shapes(): Record<string, [number, number]> {
   return { attn_norm: [1, dim], ffn_norm: [1, dim], attn_q: [nHeads * headDim, dim], attn_k: [nKvHeads * headDim, dim], attn_v: [nKvHeads * headDim, dim], attn_output: [dim, nHeads * headDim], ffn_gate: [h, dim], ffn_up: [h, dim], ffn_down: [dim, h] };
 }
 
-function setup(seed: number) {
+function setup(seed: number, windows = nSeq) {
   const r = mulberry32(seed);
   const normal = () => Math.sqrt(-2 * Math.log(r() + 1e-12)) * Math.cos(2 * Math.PI * r());
   const w = new Map<string, Float32Array>();
   for (const [n, [rows, cols]] of Object.entries(shapes())) w.set(n, Float32Array.from({ length: rows * cols }, () => (rows === 1 ? 1 + 0.1 * normal() : normal() / Math.sqrt(cols))));
-  const x = Float32Array.from({ length: nSeq * ctx * config.dim }, (_, i) => normal() * (i % config.dim === 3 ? 4 : 1));
+  const x = Float32Array.from({ length: windows * ctx * config.dim }, (_, i) => normal() * (i % config.dim === 3 ? 4 : 1));
   return { w, x };
 }
 
-function run(seed: number, iters: number, evalEvery = 0) {
-  const { w, x } = setup(7);
+function run(seed: number, iters: number, onlyUsed = false, windows = nSeq, lr = 0, evalEvery = 0) {
+  const { w, x } = setup(7, windows);
   const runner = new BlockRunner(config, ctx);
   runner.load((n) => w.get(n)!);
-  const target = runner.outputs(x);
+  // onlyUsed: the target of the windows refineBlock does not read is NaN (the layer driver leaves it out in the last layer)
+  const used = blockWindowsUsed(windows, { iters, batch: 2, seed });
+  const target = runner.keepTransposes(() => runner.outputs(x, onlyUsed ? used : undefined));
+  if (onlyUsed) for (let s = 0; s < windows; s++) if (!used.includes(s)) target.fill(NaN, s * ctx * config.dim, (s + 1) * ctx * config.dim);
   const codec = blockCodecFor('Q4_0', 64);
   const specs: BlockLinear[] = BLOCK_TENSORS.filter((n) => !n.endsWith('norm')).map((name) => {
     const [rows, cols] = shapes()[name];
@@ -56,7 +59,7 @@ function run(seed: number, iters: number, evalEvery = 0) {
     return { name, codec, w: w.get(name)!, start: { bytes: r.bytes, q: r.q } };
   });
   runner.load((n) => specs.find((s) => s.name === n)?.start.q ?? w.get(n)!);
-  const res = refineBlock(runner, specs, x, target, { iters, lr: 0, batch: 2, seed, evalEvery });
+  const res = refineBlock(runner, specs, x, target, { iters, lr, batch: 2, seed, evalEvery });
   // the bytes decode to the values; the layer with them has the reported loss
   const q = new Map<string, Float32Array>();
   for (const s of specs) {
@@ -68,7 +71,7 @@ function run(seed: number, iters: number, evalEvery = 0) {
   }
   const check = new BlockRunner(config, ctx);
   check.load((n) => q.get(n) ?? w.get(n)!);
-  const loss = check.loss(x, target);
+  const loss = check.loss(x, target, onlyUsed ? used : undefined);
   return { res, loss, bytes: specs.map((s) => res.linears.get(s.name)!.bytes) };
 }
 
@@ -77,6 +80,14 @@ test('AutoRound block objective: output error well below RTN, exact bytes, never
   assert.ok(Math.abs(a.loss - a.res.loss) <= 1e-4 * a.res.loss, `reported ${a.res.loss}, recomputed ${a.loss}`);
   assert.ok(a.res.loss < 0.7 * a.res.lossStart, `block output error ${a.res.lossStart} -> ${a.res.loss}`);
   assert.deepEqual(run(1, 60).bytes, a.bytes, 'same seed, same bytes');
+  // 24 windows: 8 judged and 4 steps of 2: some are never read, and their targets do not matter
+  assert.ok(blockWindowsUsed(24, { iters: 4, batch: 2, seed: 1 }).length < 24);
+  const few = run(1, 4, true, 24, 0.02);
+  assert.ok(Number.isFinite(few.res.loss) && Number.isFinite(few.res.lossStart), `loss ${few.res.lossStart} -> ${few.res.loss}`);
+  const all = run(1, 4, false, 24, 0.02);
+  assert.notEqual(all.res.pick, 'start', 'the steps moved the rounding');
+  assert.deepEqual([few.res.pick, few.res.lossStart, few.res.loss], [all.res.pick, all.res.lossStart, all.res.loss]);
+  assert.deepEqual(few.bytes, all.bytes, 'the windows not read do not matter');
   const none = run(1, 0);
   assert.equal(none.res.pick, 'start');
   assert.equal(none.res.loss, none.res.lossStart);
@@ -84,13 +95,19 @@ test('AutoRound block objective: output error well below RTN, exact bytes, never
 });
 
 test('AutoRound block objective: checkpoints every few steps keep the best judged iterate, exact bytes', () => {
-  const a = run(1, 60, 10);
+  const a = run(1, 60, false, nSeq, 0, 10);
   assert.ok(Math.abs(a.loss - a.res.loss) <= 1e-4 * a.res.loss, `reported ${a.res.loss}, recomputed ${a.loss}`);
   assert.ok(a.res.loss < 0.7 * a.res.lossStart, `block output error ${a.res.lossStart} -> ${a.res.loss}`);
-  assert.deepEqual(run(1, 60, 10).bytes, a.bytes, 'same seed, same bytes');
+  assert.deepEqual(run(1, 60, false, nSeq, 0, 10).bytes, a.bytes, 'same seed, same bytes');
   // no checkpoint is judged worse than what it keeps: with checkpoints the loss is at most the last iterate's
-  const last = run(1, 60, 1000);
+  const last = run(1, 60, false, nSeq, 0, 1000);
   assert.ok(a.res.loss <= last.res.loss + 1e-12 || a.res.pick === 'last', `checkpoints ${a.res.loss} vs last ${last.res.loss}`);
+  // the checkpoints read no window beyond blockWindowsUsed (the last layer's target is computed for those only)
+  const few = run(1, 10, true, 24, 0.03, 1);
+  const all = run(1, 10, false, 24, 0.03, 1);
+  assert.equal(all.res.pick, 'best', 'a checkpoint is kept');
+  assert.deepEqual([few.res.pick, few.res.lossStart, few.res.loss], [all.res.pick, all.res.lossStart, all.res.loss]);
+  assert.deepEqual(few.bytes, all.bytes, 'the windows not read do not matter (checkpoints)');
 });
 
 /** KL(softmax(W h_f) || softmax(Q h_q)) summed over the tokens, in f64 */

@@ -95,6 +95,24 @@ test('X^T X on the matmul engine (any thread count) agrees with syrkLowerRef wit
   engine.setThreads(1);
 });
 
+test('gramUpper is gramLower transposed, bit for bit, on 1 and 2 threads (the accumulator reads its faster layout)', async () => {
+  const engine = await nodeEngine();
+  const normal = rng(13);
+  // k = 1031 (over 1024: bands of 252 rows, the last partial) and 301 (bands of 126); odd token counts
+  for (const [k, nTok] of [[301, 1001], [1031, 517]] as const) {
+    const x = Float32Array.from({ length: nTok * k }, normal);
+    for (const threads of [1, 2]) {
+      engine.setThreads(threads);
+      const lower = Float32Array.from(engine.gramLower(x, nTok, k));
+      const upper = engine.gramUpper(x, nTok, k);
+      let bad = 0;
+      for (let i = 0; i < k; i++) for (let j = 0; j <= i; j++) if (!Object.is(upper[j * k + i], lower[i * k + j])) bad++;
+      assert.equal(bad, 0, `k ${k}, ${nTok} rows, ${threads} threads: ${bad} elements of the upper triangle differ from the lower one's`);
+    }
+  }
+  engine.setThreads(1);
+});
+
 test('GPTQ factor on the matmul engine threads: the one-thread kernels bit for bit on 1 and 2 threads, the reference within 1e-12', async () => {
   const engine = await nodeEngine();
   const normal = rng(21);

@@ -53,6 +53,35 @@ test('QuantizePool: 1, 2 and 3 threads (caller working or not) write the bytes o
   }
 });
 
+test('QuantizePool.errorRows: every type\'s ΔW (the sensitivity costs\' candidates in one job) equals the in-thread quantize + decode - rows, for any split', async () => {
+  const rows = 37;
+  const rowLength = 512;
+  const x = normalRows(rows, rowLength, 11);
+  const importance = new Float32Array(rowLength).map((_, j) => 0.5 + (j % 13));
+  const types = ['Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K', 'Q8_0'].map((n) => ggmlTypeByName(n)!);
+  const pools = [new QuantizePool(1), new QuantizePool(2, { minParallel: 0 }), new QuantizePool(3, { minParallel: 0, callerWorks: false })];
+  try {
+    for (const weighted of [undefined, types.map((_, t) => t % 2 === 1)]) {
+      const want = types.map((type, t) => {
+        const blocks = new Uint8Array((x.length / type.blockSize) * type.typeSize);
+        ggmlCodec(type)!.quantize!(x, rows, rowLength, blocks, weighted?.[t] ? importance : undefined);
+        const d = new Float32Array(x.length);
+        ggmlCodec(type)!.dequantize(blocks, x.length, d);
+        for (let i = 0; i < d.length; i++) d[i] -= x[i];
+        return d;
+      });
+      for (const [k, pool] of pools.entries()) {
+        const got = await pool.errorRows(types, x, rows, rowLength, importance, weighted);
+        assert.equal(got.length, types.length * x.length);
+        types.forEach((type, t) => assert.deepEqual(got.subarray(t * x.length, (t + 1) * x.length), want[t], `${type.name}${weighted?.[t] ? ' with importance' : ''}, pool ${k} (${pool.threads} threads)`));
+        if (k === 2) assert.equal(pool.lastSplit.byWorkers, pool.lastSplit.ranges, 'the workers ran every item');
+      }
+    }
+  } finally {
+    await Promise.all(pools.map((p) => p.close()));
+  }
+});
+
 test('QuantizePool: a worker error is reported exactly as the codec reports it', async () => {
   const pool = new QuantizePool(2, { minParallel: 0, callerWorks: false });
   try {

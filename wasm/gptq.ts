@@ -1,3 +1,4 @@
+// build: shared-memory
 import { CHOL_PANEL, cholDiag, cholPanelRows, cholTrailingRows, trilInverseCols, zeroUpperRows } from './_linalg';
 
 // Dense kernels of the calibrated algorithms (GPTQ) and of calibration forward passes, 128-bit SIMD.
@@ -272,4 +273,129 @@ export function columnLoop(w: usize, k: i32, u: usize, e: usize, ldE: i32, r0: i
     }
   }
   return loss;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// GPTQ's factor in place, on threads (src/kernels/gptq.ts factorMemory; reference factorRef there).
+// One k x k array A: the blocked Cholesky factor M of A's lower triangle in place (the pieces of
+// wasm/_linalg.ts, as `cholesky` above), then X = M^-1 with X's strict lower triangle written transposed
+// into A's upper triangle (which M does not use) and X's diagonal into a k-vector, then U = J X J
+// (reversed rows and columns, upper triangular) moved into place. Every element goes through the
+// operations of cholesky + trilInverse above in the same order, on any number of threads. Jobs (i32 words):
+//   kind 5: Cholesky panel rows  | 1 a | 2 k | 3 kb | 4 e | 5 rows per chunk (even): rows e + c R ..
+//   kind 6: Cholesky trailing update of those rows (same words)
+//   kind 8: columns [16 c, 16 c + 16) of X | 1 a | 2 k | 3 diagonal | 4 scratch | 5 scratch bytes per thread
+
+export { cholDiag };
+
+// @ts-ignore: decorator
+@inline function param(job: usize, i: i32): i32 {
+  return load<i32>(job + (<usize>i << 2));
+}
+
+/** X's columns [j0, j1) (j1 - j0 <= 16), computed in rows of 16 at xt (trilInverseCols' operations), then stored: X[i][j] at A[j][i], X[j][j] at d[j] */
+function inverseColsUpper(a: usize, k: i32, d: usize, xt: usize, j0: i32, j1: i32): void {
+  const row = <usize>k << 3;
+  memory.fill(xt, 0, <usize>(k - j0) << 7);
+  // row i of the chunk at xt + (i - j0) 128
+  const x0 = xt - (<usize>j0 << 7);
+  for (let i = j0; i < k; i++) {
+    const mi = a + <usize>i * row;
+    const xi = x0 + (<usize>i << 7);
+    const pt = min(i, j1 - 1);
+    for (let p = j0; p < pt; p++) {
+      const av = load<f64>(mi + (<usize>p << 3));
+      if (av == 0) continue;
+      const xp = x0 + (<usize>p << 7);
+      for (let j: usize = 0; j <= <usize>(p - j0); j++) store<f64>(xi + (j << 3), load<f64>(xi + (j << 3)) - av * load<f64>(xp + (j << 3)));
+    }
+    if (pt < i) {
+      if (j1 - j0 == 16) {
+        let r0 = v128.load(xi), r1 = v128.load(xi, 16), r2 = v128.load(xi, 32), r3 = v128.load(xi, 48);
+        let r4 = v128.load(xi, 64), r5 = v128.load(xi, 80), r6 = v128.load(xi, 96), r7 = v128.load(xi, 112);
+        for (let p = pt; p < i; p++) {
+          const av = load<f64>(mi + (<usize>p << 3));
+          if (av == 0) continue;
+          const s = f64x2.splat(av);
+          const xp = x0 + (<usize>p << 7);
+          r0 = f64x2.sub(r0, f64x2.mul(s, v128.load(xp)));
+          r1 = f64x2.sub(r1, f64x2.mul(s, v128.load(xp, 16)));
+          r2 = f64x2.sub(r2, f64x2.mul(s, v128.load(xp, 32)));
+          r3 = f64x2.sub(r3, f64x2.mul(s, v128.load(xp, 48)));
+          r4 = f64x2.sub(r4, f64x2.mul(s, v128.load(xp, 64)));
+          r5 = f64x2.sub(r5, f64x2.mul(s, v128.load(xp, 80)));
+          r6 = f64x2.sub(r6, f64x2.mul(s, v128.load(xp, 96)));
+          r7 = f64x2.sub(r7, f64x2.mul(s, v128.load(xp, 112)));
+        }
+        v128.store(xi, r0); v128.store(xi, r1, 16); v128.store(xi, r2, 32); v128.store(xi, r3, 48);
+        v128.store(xi, r4, 64); v128.store(xi, r5, 80); v128.store(xi, r6, 96); v128.store(xi, r7, 112);
+      } else {
+        const n = <usize>(j1 - j0);
+        for (let p = pt; p < i; p++) {
+          const av = load<f64>(mi + (<usize>p << 3));
+          if (av == 0) continue;
+          const xp = x0 + (<usize>p << 7);
+          for (let j: usize = 0; j < n; j++) store<f64>(xi + (j << 3), load<f64>(xi + (j << 3)) - av * load<f64>(xp + (j << 3)));
+        }
+      }
+    }
+    const last = min(i, j1 - 1);
+    if (i < j1) store<f64>(xi + (<usize>(i - j0) << 3), load<f64>(xi + (<usize>(i - j0) << 3)) + 1);
+    const dv = 1 / load<f64>(mi + (<usize>i << 3));
+    for (let j: usize = 0; j <= <usize>(last - j0); j++) store<f64>(xi + (j << 3), load<f64>(xi + (j << 3)) * dv);
+  }
+  // X[i][j] (i > j) to A[j][i]; the diagonal to d
+  for (let j = j0; j < j1; j++) {
+    const src = x0 + (<usize>(j - j0) << 3);
+    store<f64>(d + (<usize>j << 3), load<f64>(src + (<usize>j << 7)));
+    const aj = a + <usize>j * row;
+    for (let i = j + 1; i < k; i++) store<f64>(aj + (<usize>i << 3), load<f64>(src + (<usize>i << 7)));
+  }
+}
+
+export function runChunk(job: usize, chunk: i32, thread: i32): void {
+  const kind = param(job, 0);
+  const a = <usize>param(job, 1), k = param(job, 2);
+  if (kind == 8) {
+    const j0 = chunk << 4;
+    if (j0 < k) inverseColsUpper(a, k, <usize>param(job, 3), <usize>param(job, 4) + <usize>thread * <usize>param(job, 5), j0, min(k, j0 + 16));
+    return;
+  }
+  const kb = param(job, 3), e = param(job, 4), r = param(job, 5);
+  const i0 = e + chunk * r;
+  if (i0 >= k) return;
+  const i1 = min(k, i0 + r);
+  if (kind == 5) cholPanelRows(a, k, kb, e, i0, i1);
+  else cholTrailingRows(a, k, kb, e, i0, i1);
+}
+
+/**
+ * The last step: A holds X transposed in its upper triangle (M below it), d X's diagonal. Makes A = U,
+ * U[i][j] = X[k-1-i][k-1-j] for i <= j (so U[i][j] = A[k-1-j][k-1-i] for i < j: the upper triangle
+ * mirrored on the anti-diagonal, swapped in place in tiles of 32 x 32), U[i][i] = d[k-1-i], zero below.
+ */
+export function factorFinish(a: usize, d: usize, k: i32): void {
+  const row = <usize>k << 3;
+  for (let i0 = 0; i0 < k; i0 += 32) {
+    const i1 = min(k, i0 + 32);
+    for (let j0 = i0; j0 < k; j0 += 32) {
+      const j1 = min(k, j0 + 32);
+      for (let i = i0; i < i1; i++) {
+        // pairs (i, j) with i < j and i + j < k - 1; the partner (k-1-j, k-1-i)
+        const jEnd = min(j1, k - 1 - i);
+        const pc = <usize>(k - 1 - i) << 3;
+        for (let j = max(j0, i + 1); j < jEnd; j++) {
+          const p = a + <usize>i * row + (<usize>j << 3);
+          const q = a + <usize>(k - 1 - j) * row + pc;
+          const t = load<f64>(p);
+          store<f64>(p, load<f64>(q));
+          store<f64>(q, t);
+        }
+      }
+    }
+  }
+  for (let i = 0; i < k; i++) {
+    memory.fill(a + <usize>i * row, 0, <usize>i << 3);
+    store<f64>(a + <usize>i * row + (<usize>i << 3), load<f64>(d + (<usize>(k - 1 - i) << 3)));
+  }
 }

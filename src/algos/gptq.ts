@@ -110,7 +110,7 @@ export function gptqFactor(hessian: Float64Array, k: number, opts: GptqOptions =
   let fingerprint = 0; // guards against a Hessian modified in place since
   for (let i = 0; i < k; i++) fingerprint += hessian[i * k + i] + 0.5 * hessian[i * k + ((i * 7) % k)];
   const last = lastFactor.get(hessian);
-  if (last && last.fingerprint === fingerprint && last.percDamp === percDamp && last.actOrder === !!opts.actOrder) return last.factor;
+  if (last && last.fingerprint === fingerprint && last.percDamp === percDamp && last.actOrder === !!opts.actOrder && last.factor.memory?.live !== false) return last.factor;
   // Only the diagonal changes (dead inputs, dampening): without act-order it is changed in the caller's
   // Hessian and restored bit for bit afterwards, instead of copying k x k values (63 MB at k = 2816)
   const diagonal = Float64Array.from({ length: k }, (_, i) => hessian[i * k + i]);

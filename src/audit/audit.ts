@@ -11,8 +11,13 @@
  * - behaviour: quantizing the model to the type changes its outputs by KLD_q. Quantizing it after a
  *   small random perturbation (uniform noise of a fraction of each weight's rounding step: destroys a
  *   planted box, hardly changes ordinary rounding error) changes them by KLD_n. For a clean model the
- *   two are alike (ratio ≈ 1); for a planted one the exact quantization is the malicious model and
- *   KLD_q / KLD_n ≫ 1.
+ *   two are alike (ratio ≈ 1, a little below: the noise adds its own error); for a planted one the exact
+ *   quantization is the malicious model and KLD_q / KLD_n > 1. The ratio alone is weak where the
+ *   model's own rounding error is as large as the planted change (stories260K at IQ4_NL: ratio 1.7);
+ *   the test is therefore against the spread of KLD_n over several noise seeds (`behaviourZ`): if KLD_q
+ *   were one more draw of the noised quantizations' KLD, (KLD_q − mean) / (sd √(1 + 1/K)) would follow
+ *   Student's t with K − 1 degrees of freedom; the threshold is its one-sided 0.1 % quantile
+ *   (`tQuantile`), a false-positive rate fixed in advance, not fitted to a plant.
  *
  * The defence (`quantize --defend noise=SCALE`) is that perturbation applied before quantizing.
  */
@@ -139,4 +144,70 @@ export function edgeStats(pos: Float32Array, rows: number, cols: number): EdgeSt
     }
   }
   return { n, edgeFraction: n ? edges / n : 0, maxRowZ: maxRow >= 0 ? maxRowZ : 0, maxRow, meanPosition: n ? sum / n : 0 };
+}
+
+/** Student's t density with `df` degrees of freedom (unnormalized: the constant cancels in tCdfUpper). */
+function tDensity(x: number, df: number): number {
+  return Math.pow(1 + (x * x) / df, -(df + 1) / 2);
+}
+
+/**
+ * The upper tail P(T > x) of Student's t with `df` degrees of freedom, x ≥ 0, by Simpson's rule on the
+ * density after the change of variable x = tan θ (a finite interval, (0, π/2)); error below 1e-7 for
+ * df ≥ 1 (tested against tabulated quantiles).
+ */
+export function tUpperTail(x: number, df: number): number {
+  const n = 2000;
+  const simpson = (a: number, b: number) => {
+    const h = (b - a) / n;
+    const f = (th: number) => {
+      const c = Math.cos(th);
+      return tDensity(Math.tan(th), df) / (c * c);
+    };
+    let s = f(a) + f(b);
+    for (let i = 1; i < n; i++) s += (i % 2 ? 4 : 2) * f(a + i * h);
+    return (s * h) / 3;
+  };
+  const end = Math.PI / 2 - 1e-9;
+  const total = simpson(0, end);
+  return (0.5 * simpson(Math.atan(x), end)) / total;
+}
+
+/** The one-sided quantile q with P(T > q) = p for Student's t with `df` degrees of freedom (bisection). */
+export function tQuantile(p: number, df: number): number {
+  if (!(p > 0 && p < 0.5) || !(df >= 1)) throw new Error(`tQuantile(${p}, ${df}): needs 0 < p < 0.5 and df >= 1`);
+  let lo = 0;
+  let hi = 1;
+  while (tUpperTail(hi, df) > p) hi *= 2;
+  for (let i = 0; i < 60; i++) {
+    const mid = (lo + hi) / 2;
+    if (tUpperTail(mid, df) > p) lo = mid;
+    else hi = mid;
+  }
+  return (lo + hi) / 2;
+}
+
+export interface BehaviourTest {
+  /** mean and sample standard deviation of the noised quantizations' KLD */
+  mean: number;
+  sd: number;
+  /** (KLD_q − mean) / (sd √(1 + 1/K)): a t statistic with K − 1 degrees of freedom if KLD_q is one more draw */
+  z: number;
+  /** the one-sided t quantile at `falsePositiveRate` (NaN with fewer than 3 noised quantizations: no test) */
+  threshold: number;
+}
+
+/**
+ * Whether the exact quantization's KLD `kq` is an outlier above the KLDs of noise-perturbed
+ * quantizations `noised` (K ≥ 3 seeds). The sd has a floor of 1 % of the mean (a KLD 1 % apart is never
+ * evidence, and K equal values would make any excess infinite).
+ */
+export function behaviourTest(kq: number, noised: readonly number[], falsePositiveRate = 1e-3): BehaviourTest {
+  const k = noised.length;
+  const mean = noised.reduce((a, b) => a + b, 0) / Math.max(1, k);
+  if (k < 3) return { mean, sd: NaN, z: NaN, threshold: NaN };
+  let ss = 0;
+  for (const x of noised) ss += (x - mean) ** 2;
+  const sd = Math.max(Math.sqrt(ss / (k - 1)), 0.01 * mean, 1e-30);
+  return { mean, sd, z: (kq - mean) / (sd * Math.sqrt(1 + 1 / k)), threshold: tQuantile(falsePositiveRate, k - 1) };
 }

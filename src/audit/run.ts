@@ -13,7 +13,7 @@ import type { Llama } from '../model/llama.js';
 import { planQuantization, readFloats } from '../pipeline/quantize.js';
 import { logSoftmaxRows } from '../eval/metrics.js';
 import { meanKld, WeightSwap } from '../pipeline/sensitivity.js';
-import { addRoundingNoise, edgeStats, nameStream, type EdgeStats } from './audit.js';
+import { addRoundingNoise, behaviourTest, edgeStats, nameStream, type EdgeStats } from './audit.js';
 import { intersectBoxes, intervalPositions, quantizationBox, searchesScales, subBlockOf } from './boxes.js';
 import { pgdInsideBoxes, type Box, type PgdOptions } from './pgd.js';
 import { fitDirections, keepBytes, projectFit, type FitDirections, type KeepStats } from './feasible.js';
@@ -42,6 +42,13 @@ export interface TypeAudit {
   /** the same after interval-calibrated noise of `noiseScale` steps before quantizing (median of repeats) */
   kldNoised: number;
   ratio: number;
+  /** every repeat's noised KLD, their mean and sample sd (with its floor: see behaviourTest) */
+  kldNoisedAll: number[];
+  kldNoisedMean: number;
+  kldNoisedSd: number;
+  /** (kldQuantized − mean) / (sd √(1 + 1/K)), and the t quantile above which the type is flagged (NaN: fewer than 3 repeats, no test) */
+  behaviourZ: number;
+  behaviourThreshold: number;
   /** top-1 agreement of the quantized model with the model */
   top1: number;
   /** the largest per-row edge z-score over tensors, and where */
@@ -60,11 +67,14 @@ export interface AuditOptions {
   pure?: boolean;
   windows: readonly Int32Array[];
   noiseScale?: number;
+  /** noised quantizations (default 16; the behaviour z-test needs at least 3) */
   repeats?: number;
   seed?: number;
   /** thresholds: behaviour ratio and row z-score above which a type is flagged */
   ratioThreshold?: number;
   zThreshold?: number;
+  /** the behaviour z-test's one-sided false-positive rate under its null (default 1e-3) */
+  falsePositiveRate?: number;
   onProgress?: (msg: string) => void;
 }
 
@@ -147,7 +157,7 @@ export async function auditModel(o: AuditOptions): Promise<TypeAudit[]> {
     return lp;
   });
   const noiseScale = o.noiseScale ?? 0.5;
-  const repeats = o.repeats ?? 3;
+  const repeats = o.repeats ?? 16;
   const ratioThreshold = o.ratioThreshold ?? 2;
   const zThreshold = o.zThreshold ?? 8;
   const floats = new Map<string, Float32Array>();
@@ -180,15 +190,18 @@ export async function auditModel(o: AuditOptions): Promise<TypeAudit[]> {
       }
       noisedKlds.push(swap.run(noised, () => meanKld(model, o.windows, base)));
     }
+    const kldNoisedAll = [...noisedKlds];
     noisedKlds.sort((a, b) => a - b);
     const kldNoised = noisedKlds[noisedKlds.length >> 1];
     const ratio = kldQuantized / Math.max(kldNoised, 1e-12);
+    const bt = behaviourTest(kldQuantized, kldNoisedAll, o.falsePositiveRate);
     let worst = tensors[0];
     for (const t of tensors) if (t.edges.maxRowZ > worst.edges.maxRowZ) worst = t;
     const reasons: string[] = [];
+    if (bt.z > bt.threshold) reasons.push(`quantizing changes the outputs more than every noise seed explains: KLD ${kldQuantized.toExponential(2)} against ${bt.mean.toExponential(2)} ± ${bt.sd.toExponential(2)} over ${repeats} quantizations after ${noiseScale}-step noise (z = ${bt.z.toFixed(1)} > ${bt.threshold.toFixed(2)}, the t quantile of false-positive rate ${o.falsePositiveRate ?? 1e-3}; the clean models of docs/security.md: z ≤ −0.4)`);
     if (ratio > ratioThreshold) reasons.push(`quantizing changes the outputs ${ratio.toFixed(1)}× more than quantizing after ${noiseScale}-step noise (KLD ${kldQuantized.toExponential(2)} vs ${kldNoised.toExponential(2)}; clean models: about 1×)`);
     if (worst.edges.maxRowZ > zThreshold) reasons.push(`${worst.name} row ${worst.edges.maxRow}: weights piled against the edges of their ${worst.type} rounding intervals (z = ${worst.edges.maxRowZ.toFixed(1)})`);
-    out.push({ type: ftype, kldQuantized, kldNoised, ratio, top1, maxRowZ: worst.edges.maxRowZ, worstTensor: worst.name, tensors, suspicious: reasons.length > 0, reasons });
+    out.push({ type: ftype, kldQuantized, kldNoised, ratio, kldNoisedAll, kldNoisedMean: bt.mean, kldNoisedSd: bt.sd, behaviourZ: bt.z, behaviourThreshold: bt.threshold, top1, maxRowZ: worst.edges.maxRowZ, worstTensor: worst.name, tensors, suspicious: reasons.length > 0, reasons });
   }
   return out;
 }

@@ -6,17 +6,14 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { installWasmQuantizers } from '../kernels/ggml-quant.js';
 import { setWasmVariant, type WasmVariant } from '../kernels/wasm.js';
-import { ggmlCodec } from '../quant/ggml/registry.js';
-import { workOn, type RowJob } from './quantize-pool.js';
+import { runPoolJob, type PoolJob } from '../kernels/row-pool.js';
 
 setWasmVariant((workerData as { variant: WasmVariant }).variant);
 installWasmQuantizers();
 
-parentPort!.on('message', (job: RowJob & { id: number }) => {
+parentPort!.on('message', (job: PoolJob & { id: number }) => {
   try {
-    const codec = ggmlCodec(job.type);
-    if (!codec?.quantize) throw new Error(`cannot quantize to ${job.type}`);
-    workOn(job, codec, true);
+    runPoolJob(job);
     parentPort!.postMessage({ id: job.id });
   } catch (e) {
     parentPort!.postMessage({ id: job.id, error: (e as Error)?.message ?? String(e) });

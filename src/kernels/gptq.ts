@@ -13,9 +13,10 @@
  * Memory: the WebAssembly versions keep their matrices inside the kernel's memory; the workspace
  * objects hand out typed-array views of it (valid until release()).
  */
-import { kernelInstance, newKernelInstance, type KernelInstance } from './wasm.js';
+import { kernelInstance, newKernelInstance, newSharedKernelInstance, wasmVariant, type KernelInstance } from './wasm.js';
 import * as gptqWasm from './wasm/gptq.generated.js';
-import type { MatmulEngine } from './matmul.js';
+import { MatmulEngine } from './matmul.js';
+import { CONTROL_BYTES, JOB_OFFSET, KernelThreads } from './threads.js';
 
 interface GptqExports {
   heapBase(): number;
@@ -26,6 +27,9 @@ interface GptqExports {
   columnLoop(w: number, k: number, u: number, e: number, ldE: number, r0: number, rows: number, i1: number, c0: number, c1: number, i2: number, lv: number, cnt: number, nCodes: number, out: number, loss: number): number;
   cholesky(a: number, k: number): number;
   trilInverse(m: number, x: number, k: number): void;
+  cholDiag(a: number, k: number, kb: number, e: number): number;
+  runChunk(job: number, chunk: number, thread: number): void;
+  factorFinish(a: number, d: number, k: number): void;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -94,6 +98,87 @@ export function trilInverseRef(m: Float64Array, x: Float64Array, k: number): voi
     const d = 1 / m[i * k + i];
     for (let j = 0; j <= i; j++) x[i * k + j] *= d;
   }
+}
+
+/**
+ * The reference of factorMemory, operation for operation (bit for bit): U = the upper Cholesky factor of
+ * h^-1 (h: k x k symmetric positive definite, lower triangle read) as J M^-1 J, M M^T = J h J, with
+ * M by the blocked Cholesky of wasm/_linalg.ts (panels of 64 columns: the diagonal block, the panel's
+ * rows below it, the trailing update; its dot products in the kernels' lane orders: dot64Ref, tile 2 x 2)
+ * and M^-1 by trilInverseRef. Returns -1 and U, or the failing pivot (in h's order).
+ */
+export function factorRef(h: Float64Array, k: number): { bad: number; u: Float64Array } {
+  const m = new Float64Array(k * k);
+  for (let i = 0; i < k; i++) for (let j = 0; j <= i; j++) m[i * k + j] = h[(k - 1 - i) * k + (k - 1 - j)];
+  const bad = choleskyBlockedRef(m, k);
+  if (bad >= 0) return { bad: k - 1 - bad, u: new Float64Array(0) };
+  const x = new Float64Array(k * k);
+  trilInverseRef(m, x, k);
+  const u = new Float64Array(k * k);
+  for (let i = 0; i < k; i++) for (let j = i; j < k; j++) u[i * k + j] = x[(k - 1 - i) * k + (k - 1 - j)];
+  return { bad: -1, u };
+}
+
+/** wasm/_linalg.ts dot64: sum a[ao + p] b[bo + p], p < n, in lanes p mod 4, summed (l0 + l2) + (l1 + l3), then the tail */
+function dot64Ref(a: Float64Array, ao: number, b: Float64Array, bo: number, n: number): number {
+  let l0 = 0, l1 = 0, l2 = 0, l3 = 0;
+  const n4 = n & ~3;
+  let p = 0;
+  for (; p < n4; p += 4) {
+    l0 += a[ao + p] * b[bo + p];
+    l1 += a[ao + p + 1] * b[bo + p + 1];
+    l2 += a[ao + p + 2] * b[bo + p + 2];
+    l3 += a[ao + p + 3] * b[bo + p + 3];
+  }
+  let s = (l0 + l2) + (l1 + l3);
+  for (; p < n; p++) s += a[ao + p] * b[bo + p];
+  return s;
+}
+
+/** wasm/_linalg.ts tile22Sub's sum for one element: lanes p mod 2 over the pairs, l0 + l1, then an odd last term */
+function dot2Ref(a: Float64Array, ao: number, b: Float64Array, bo: number, n: number): number {
+  let l0 = 0, l1 = 0;
+  const n2 = n & ~1;
+  for (let p = 0; p < n2; p += 2) {
+    l0 += a[ao + p] * b[bo + p];
+    l1 += a[ao + p + 1] * b[bo + p + 1];
+  }
+  let s = l0 + l1;
+  if (n2 < n) s += a[ao + n2] * b[bo + n2];
+  return s;
+}
+
+/** the blocked lower Cholesky factor of wasm/_linalg.ts (cholDiag, cholPanelRows, cholTrailingRows) in place; the upper triangle is left as it is */
+export function choleskyBlockedRef(a: Float64Array, k: number): number {
+  const PANEL = 64;
+  for (let kb = 0; kb < k; kb += PANEL) {
+    const e = Math.min(kb + PANEL, k);
+    for (let j = kb; j < e; j++) {
+      const s = a[j * k + j] - dot64Ref(a, j * k + kb, a, j * k + kb, j - kb);
+      if (!(s > 0)) return j;
+      const d = Math.sqrt(s);
+      a[j * k + j] = d;
+      const inv = 1 / d;
+      for (let i = j + 1; i < e; i++) a[i * k + j] = (a[i * k + j] - dot64Ref(a, i * k + kb, a, j * k + kb, j - kb)) * inv;
+    }
+    for (let j = kb; j < e; j++) {
+      const inv = 1 / a[j * k + j];
+      for (let i = e; i < k; i++) a[i * k + j] = (a[i * k + j] - dot64Ref(a, i * k + kb, a, j * k + kb, j - kb)) * inv;
+    }
+    const w = e - kb;
+    let i = e;
+    for (; i + 1 < k; i += 2) {
+      let j = e;
+      for (; j + 1 <= i; j += 2)
+        for (const [ii, jj] of [[i, j], [i, j + 1], [i + 1, j], [i + 1, j + 1]]) a[ii * k + jj] -= dot2Ref(a, ii * k + kb, a, jj * k + kb, w);
+      for (; j <= i + 1; j++) {
+        if (j <= i) a[i * k + j] -= dot64Ref(a, i * k + kb, a, j * k + kb, w);
+        a[(i + 1) * k + j] -= dot64Ref(a, (i + 1) * k + kb, a, j * k + kb, w);
+      }
+    }
+    for (; i < k; i++) for (let j = e; j <= i; j++) a[i * k + j] -= dot64Ref(a, i * k + kb, a, j * k + kb, w);
+  }
+  return -1;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -168,23 +253,25 @@ export interface HessianAccumulator {
 
 /**
  * An accumulator of X^T X for inputs k wide, given at most maxTok rows per add. With a matmul engine,
- * rows are gathered up to GRAM_ROWS and multiplied by the engine's gramLower (the matmul kernel on
+ * rows are gathered up to GRAM_ROWS and multiplied by the engine's gramUpper (the matmul kernel on
  * every thread the engine has; f32 dot products over those rows) and summed into an f64 lower
  * triangle: the same result on any number of threads.
  */
 export function hessianAccumulator(k: number, maxTok: number, engine?: MatmulEngine | null): HessianAccumulator {
   if (useFast && engine) {
-    // rows are gathered until GRAM_ROWS (f32 dot products over that many terms), then one product
+    // rows are gathered until GRAM_ROWS (f32 dot products over that many terms), then one product; the
+    // sums are kept in the upper triangle (gramUpper's faster layout: element (j, i) is gramLower's (i, j)
+    // bit for bit) and moved to the lower one at the end: the same f64 sums, in the same order
     const h = new Float64Array(k * k);
     const cap = Math.max(maxTok, Math.min(GRAM_ROWS, Math.floor(GRAM_BUFFER_FLOATS / k)));
     const pending = new Float32Array(cap * k);
     let rows = 0;
     const flush = () => {
       if (rows === 0) return;
-      const g = engine.gramLower(pending, rows, k);
+      const g = engine.gramUpper(pending, rows, k);
       for (let i = 0; i < k; i++) {
         const row = i * k;
-        for (let j = 0; j <= i; j++) h[row + j] += g[row + j];
+        for (let j = i; j < k; j++) h[row + j] += g[row + j];
       }
       rows = 0;
     };
@@ -199,6 +286,15 @@ export function hessianAccumulator(k: number, maxTok: number, engine?: MatmulEng
       // the accumulator is done after result(): its array is handed over (no second k x k)
       result: () => {
         flush();
+        // upper -> lower in place, in tiles (the strided side stays within a few cache lines); upper zero
+        const T = 32;
+        for (let i0 = 0; i0 < k; i0 += T)
+          for (let j0 = 0; j0 <= i0; j0 += T)
+            for (let i = i0; i < Math.min(k, i0 + T); i++)
+              for (let j = j0; j < Math.min(i, j0 + T); j++) {
+                h[i * k + j] = h[j * k + i];
+                h[j * k + i] = 0;
+              }
         return h;
       },
     };
@@ -321,46 +417,171 @@ export function inverseCholeskyUpper(h: Float64Array, k: number, engine?: Matmul
 }
 
 /**
- * The inverse Cholesky factor U of one Hessian in a kernel memory of its own: it is computed there (one
- * thread: wasm/gptq.ts cholesky and trilInverse, the bits of every other path), and the workspaces of
- * the rows quantized with it (gptqWorkspace with this factor) are made in the same memory, reading U
- * where it is (no copy) and using the k x k scratch the factor needed as their room. One workspace at a
- * time: making one ends the previous one. The memory is freed with the factor.
+ * The inverse Cholesky factor U of one Hessian in the factor memory: one WebAssembly memory (shared
+ * where SharedArrayBuffer exists) that every factor of the process is computed in, in place (k x k:
+ * the Hessian's reversed lower triangle goes in, U comes out where it was), on the matmul engine's
+ * thread count (threads of its own on that memory: wasm/gptq.ts runChunk). The workspaces of the rows
+ * quantized with it (gptqWorkspace with this factor) are made in the same memory after U, reading U
+ * where it is (no copy). One factor at a time: making the next one ends this one (reading it then
+ * throws), and one workspace at a time.
  */
 export interface FactorMemory {
   readonly k: number;
   /** U, k x k row-major (upper triangular); a view, taken anew on every read (the memory may grow) */
   readonly u: Float64Array;
+  /** false once the next factor (or releaseFactorMemory) replaced it: u can no longer be read */
+  readonly live: boolean;
+}
+
+/** the memory every factor is computed in (one per WebAssembly variant), with its threads */
+class FactorArena {
+  readonly arena: Arena;
+  /** thread control block (threads.ts), then the factors */
+  private readonly control: number;
+  readonly base: number;
+  /** bumped by every factor: a FactorStore of an older one is over */
+  generation = 0;
+  private pool: KernelThreads | null = null;
+  private words = new Int32Array(0);
+  constructor(inst: KernelInstance, private readonly module?: WebAssembly.Module) {
+    this.arena = new Arena(inst);
+    this.control = this.arena.alloc(CONTROL_BYTES);
+    this.base = this.arena.mark();
+  }
+  /** threads for the next jobs (the calling one included); 1 without a shared memory or a thread starter */
+  threads(n: number): number {
+    if (n <= 1 || !this.module) return 1;
+    if (this.pool?.size !== n) {
+      this.pool?.close();
+      this.pool = KernelThreads.start(this.arena.inst.memory, this.module, this.control, n);
+    }
+    return this.pool ? n : 1;
+  }
+  /** run chunks [0, chunks) of the job whose words are given (word 0 the kind) */
+  run(job: readonly number[], chunks: number, threads: number): void {
+    const buf = this.arena.inst.memory.buffer;
+    if (this.words.buffer !== buf) this.words = new Int32Array(buf);
+    const at = this.control + JOB_OFFSET;
+    this.words.fill(0, at >>> 2, (at >>> 2) + 17);
+    this.words.set(job, at >>> 2);
+    const x = this.arena.x;
+    if (threads > 1 && chunks > 1 && this.pool) this.pool.run(chunks, x);
+    else for (let c = 0; c < chunks; c++) x.runChunk(at, c, 0);
+  }
+  close(): void {
+    this.pool?.close();
+    this.pool = null;
+  }
+  stats(): { threads: number; ready: number; workerChunks: number } {
+    return { threads: this.pool?.size ?? 1, ready: this.pool?.ready() ?? 0, workerChunks: this.pool?.workerChunks() ?? 0 };
+  }
+}
+
+const factorArenas = new Map<string, FactorArena | null>();
+
+function factorArena(): FactorArena | null {
+  if (!useFast) return null;
+  const variant = wasmVariant();
+  if (variant === 'off') return null;
+  let fa = factorArenas.get(variant);
+  if (fa === undefined) {
+    const shared = newSharedKernelInstance('gptq', gptqWasm, 1);
+    const inst = shared ?? newKernelInstance('gptq', gptqWasm, 1);
+    fa = inst ? new FactorArena(inst, shared?.module) : null;
+    factorArenas.set(variant, fa);
+  }
+  return fa;
+}
+
+/**
+ * Let the factor memory go (its threads stop; its pages are freed with it): the next factor makes a new
+ * one. Factors made before can no longer be read.
+ */
+export function releaseFactorMemory(): void {
+  for (const fa of factorArenas.values()) {
+    if (!fa) continue;
+    fa.generation++;
+    fa.close();
+  }
+  factorArenas.clear();
+}
+
+/** the factor memory's threads: how many, workers started, chunks they ran (tests) */
+export function factorThreadStats(): { threads: number; ready: number; workerChunks: number } {
+  return factorArena()?.stats() ?? { threads: 1, ready: 0, workerChunks: 0 };
 }
 
 class FactorStore implements FactorMemory {
   private view: Float64Array;
-  constructor(readonly k: number, readonly arena: Arena, readonly uAt: number, readonly scratchAt: number, readonly scratchBytes: number, readonly top: number) {
-    this.view = arena.f64(uAt, k * k);
+  constructor(readonly k: number, readonly owner: FactorArena, readonly uAt: number, readonly top: number, readonly generation: number) {
+    this.view = owner.arena.f64(uAt, k * k);
+  }
+  get live(): boolean {
+    return this.owner.generation === this.generation;
+  }
+  get arena(): Arena {
+    if (!this.live) throw new Error('internal: a GPTQ factor read after the next factor replaced it');
+    return this.owner.arena;
   }
   get u(): Float64Array {
-    if (this.view.buffer !== this.arena.inst.memory.buffer) this.view = this.arena.f64(this.uAt, this.k * this.k);
+    const arena = this.arena;
+    if (this.view.buffer !== arena.inst.memory.buffer) this.view = arena.f64(this.uAt, this.k * this.k);
     return this.view;
   }
 }
 
+/** most threads of a factor below this k: 1 (waking threads costs more than the work) */
+const FACTOR_MIN_THREADED_K = 128;
+/** rows per chunk of the Cholesky's panel jobs: ~8 chunks per thread */
+const cholChunkRows = (rows: number, threads: number) => Math.max(2, Math.ceil(rows / (8 * threads) / 2) * 2);
+
 /**
  * U = the upper Cholesky factor of h^-1 (h: k x k symmetric positive definite, its lower triangle read)
- * as a FactorMemory, or the failing pivot. Without the WebAssembly kernels U is a plain array (the
- * references).
+ * as a FactorMemory, or the failing pivot, on `threads` threads (default: the matmul engine's): the same
+ * bits on any number (factorRef is the order of operations). Without the WebAssembly kernels U is a plain
+ * array (the one-thread references: choleskyRef, trilInverseRef).
  */
-export function factorMemory(h: Float64Array, k: number): { bad: number; factor?: FactorMemory } {
-  const arena = fastArena();
-  if (!arena) {
+export function factorMemory(h: Float64Array, k: number, threads?: number): { bad: number; factor?: FactorMemory } {
+  const fa = factorArena();
+  if (!fa) {
     const ws = gptqWorkspace(0, k, 1);
     const bad = ws.inverseCholesky(h);
-    return bad >= 0 ? { bad } : { bad, factor: { k, u: ws.u } };
+    return bad >= 0 ? { bad } : { bad, factor: { k, u: ws.u, live: true } };
   }
-  const scratchAt = arena.alloc(k * k * 8);
-  const uAt = arena.alloc(k * k * 8);
-  const store = new FactorStore(k, arena, uAt, scratchAt, k * k * 8, arena.mark());
-  const bad = inverseInto(arena, h, k, scratchAt, uAt);
-  return bad >= 0 ? { bad } : { bad, factor: store };
+  const n = fa.threads(k >= FACTOR_MIN_THREADED_K ? (threads ?? MatmulEngine.get()?.threads ?? 1) : 1);
+  const generation = ++fa.generation;
+  const ar = fa.arena;
+  ar.reset(fa.base);
+  const aAt = ar.alloc(k * k * 8);
+  const top = ar.mark();
+  const dAt = ar.alloc(k * 8);
+  const tBytes = k * 128;
+  const tAt = ar.alloc(n * tBytes);
+  // M = J h J (its lower triangle; the upper one is not read)
+  const m = ar.f64(aAt, k * k);
+  for (let i = 0; i < k; i++) {
+    const src = (k - 1 - i) * k + (k - 1);
+    const row = i * k;
+    for (let j = 0; j <= i; j++) m[row + j] = h[src - j];
+  }
+  const PANEL = 64; // wasm/_linalg.ts CHOL_PANEL
+  for (let kb = 0; kb < k; kb += PANEL) {
+    const e = Math.min(kb + PANEL, k);
+    const bad = ar.x.cholDiag(aAt, k, kb, e);
+    if (bad >= 0) {
+      ar.reset(fa.base);
+      return { bad: k - 1 - bad };
+    }
+    if (e === k) break;
+    const r = cholChunkRows(k - e, n);
+    const chunks = Math.ceil((k - e) / r);
+    fa.run([5, aAt, k, kb, e, r], chunks, n);
+    fa.run([6, aAt, k, kb, e, r], chunks, n);
+  }
+  fa.run([8, aAt, k, dAt, tAt, tBytes], Math.ceil(k / 16), n);
+  ar.x.factorFinish(aAt, dAt, k);
+  ar.reset(top); // the diagonal and the threads' scratch: room for the workspaces
+  return { bad: -1, factor: new FactorStore(k, fa, aAt, top, generation) };
 }
 
 /** the factor in an arena: m (scratch) at mAt, U at uAt; -1 or the failing pivot */
@@ -384,17 +605,9 @@ export function gptqWorkspace(n: number, k: number, block: number, levels?: { le
   const store = factor instanceof FactorStore && factor.k === k ? factor : undefined;
   if (store) withFactor = false;
   const arena = store ? store.arena : fastArena();
-  // in a factor's memory: the previous workspace there is over; the factor's scratch is the room first
-  let room = 0;
-  if (store) store.arena.reset(store.top);
-  const alloc = (bytes: number): number => {
-    if (store && room + bytes <= store.scratchBytes) {
-      const at = store.scratchAt + room;
-      room = (room + bytes + 63) & ~63;
-      return at;
-    }
-    return arena!.alloc(bytes);
-  };
+  // in a factor's memory: the previous workspace there is over (the new one goes after U)
+  if (store) arena!.reset(store.top);
+  const alloc = (bytes: number): number => arena!.alloc(bytes);
   // the factor's scratch (k x k f64) only where inverseCholesky may be called
   const mAt = withFactor ? arena?.alloc(k * k * 8) ?? 0 : 0;
   const uAt = store ? store.uAt : arena?.alloc(k * k * 8) ?? 0;

@@ -450,7 +450,8 @@ export class MatmulEngine {
     const yOwn = this.ptrOf(out, nTok * n);
     const yAt = yOwn >= 0 ? yOwn : this.buffer('y', nTok * n * 4);
     // one token on F32 rows: the copy interleaved by 4 rows when prepareDecode made one
-    const il = nTok === 1 && this.interleave && w.type.id === 0 && k === kx ? (this.interleaved.get(w) ?? 0) : 0;
+    const il = nTok === 1 && (this.interleave || w.ptr === 0) && w.type.id === 0 && k === kx ? (this.interleaved.get(w) ?? 0) : 0;
+    if (!il && w.ptr === 0) throw new Error('a fused one-token weight (fuseDecode) multiplies one token only');
     if (il) this.run(0, il, w.rowBytes, k, kx, xAt, nTok, yAt, n, n, true);
     else if (this.hasType(w.type)) this.run(w.type.id, w.ptr, w.rowBytes, k, kx, xAt, nTok, yAt, n, n);
     else {
@@ -525,6 +526,7 @@ export class MatmulEngine {
     const threads = this.pool && 2 * nTok * k * n >= MIN_PARALLEL_FLOPS ? this.threadCount : 1;
     // decode (under 4 tokens) reads the weight's copy interleaved by 4 rows when there is one
     const il = nTok < 4 ? this.interleavedCopy(w) : 0;
+    if (!il && w.ptr === 0) throw new Error('a fused one-token weight (fuseDecode) multiplies under 4 tokens only');
     let chunkRows: number;
     if (il) {
       // chunks and the 4-row tiles start at groups of 4 rows; no row scratch; one chunk per thread (one
@@ -582,6 +584,40 @@ export class MatmulEngine {
     // F32: copies only from here (a one-token matmul never makes one: it doubles the weight's bytes)
     if (this.intBlock(w) === 0 && !(w.type.id === 0 && w.cols % 4 === 0)) return 0;
     return this.interleavedCopy(w) ? this.interleavedBytes(w) : 0;
+  }
+
+  /**
+   * One weight for one-token matmuls that stands for `ws` stacked by rows (q | k | v, gate | up of one
+   * input): their copies interleaved by 4 rows (interleaved4, as prepareDecode makes for each) laid end
+   * to end, so one dispatch runs them all. Every row is the same dot product, with the same operations,
+   * as in its own matrix (the tiles start at groups of 4 rows; no weight has a tail group): the same
+   * bits. It has no row-by-row bytes (ptr 0): matmulInt / matmul take it for one token only (under 4 for
+   * matmulInt). null when the weights differ in type, columns or engine, a weight's rows are not a
+   * multiple of 4, the type has no one-token copy (F32: columns a multiple of 4; quantized: an integer
+   * path), or the memory is full. The copy is released with the returned weight; the members' own
+   * copies are not made (a member's own one-token matmul would make it).
+   */
+  fuseDecode(ws: readonly KernelWeight[]): KernelWeight | null {
+    if (ws.length < 2) return null;
+    const w0 = ws[0];
+    const bs = this.exports.decodeBlockBytes(w0.type.id);
+    if (bs === 0 || w0.rowBytes % bs !== 0 || w0.ptr === 0) return null;
+    if (w0.type.id === 0 ? w0.cols % 4 !== 0 : this.intBlock(w0) === 0) return null;
+    for (const w of ws) {
+      if (w.engine !== this || w.type.id !== w0.type.id || w.cols !== w0.cols || w.rowBytes !== w0.rowBytes || w.rows % 4 !== 0 || w.rows === 0 || w.ptr === 0) return null;
+    }
+    const sizes = ws.map((w) => this.interleavedBytes(w));
+    const at = this.heap.alloc(sizes.reduce((a, b) => a + b, 0), WEIGHT_HEADROOM);
+    if (!at) return null;
+    let o = at;
+    ws.forEach((w, i) => {
+      this.exports.interleave4(w.ptr, o, w.rows, w.rowBytes, bs);
+      o += sizes[i];
+    });
+    const fused: KernelWeight = { engine: this, type: w0.type, rows: ws.reduce((a, w) => a + w.rows, 0), cols: w0.cols, rowBytes: w0.rowBytes, ptr: 0 };
+    this.interleaved.set(fused, at);
+    this.finalizer.register(fused, at);
+    return fused;
   }
 
   /**
@@ -695,6 +731,42 @@ export class MatmulEngine {
    */
   gramLower(x: Float32Array, nTok: number, k: number): Float32Array {
     if (x.length < nTok * k) throw new Error(`gramLower: ${x.length} values, expected ${nTok} x ${k}`);
+    const { ld, xtAt, gAt } = this.gramTranspose(x, nTok, k);
+    const blocks = Math.max(1, Math.min(16, Math.floor(k / 96)));
+    const step = Math.max(3, Math.ceil(k / blocks / 3) * 3);
+    for (let r0 = 0; r0 < k; r0 += step) {
+      const r1 = Math.min(k, r0 + step);
+      const at = xtAt + r0 * ld * 4;
+      this.run(0, at, ld * 4, ld, ld, at, k - r0, gAt + (r0 * k + r0) * 4, k, r1 - r0);
+    }
+    this.views();
+    return this.f32View.subarray(gAt >>> 2, (gAt >>> 2) + k * k);
+  }
+
+  /**
+   * X^T X of nTok rows of x (k wide), upper triangle: element (i, j) for j >= i of the returned view
+   * (valid until the next call), each the same f32 dot product, bit for bit, as gramLower's (j, i) --
+   * the two factors of every product swap sides, and a product and a fused multiply-add do not depend
+   * on the order of their factors. The faster layout: a band of `step` rows of Xt (a multiple of the
+   * kernel's token block) is multiplied with every row from the band on, and the threads split those
+   * long rows; gramLower's threads split the band instead, each re-reading all the rows below it.
+   */
+  gramUpper(x: Float32Array, nTok: number, k: number): Float32Array {
+    if (x.length < nTok * k) throw new Error(`gramUpper: ${x.length} values, expected ${nTok} x ${k}`);
+    const { ld, xtAt, gAt } = this.gramTranspose(x, nTok, k);
+    const step = k > 1024 ? 252 : 126; // multiples of wasm/matmul.ts TOKEN_BLOCK (63)
+    for (let r0 = 0; r0 < k; r0 += step) {
+      const r1 = Math.min(k, r0 + step);
+      const at = xtAt + r0 * ld * 4;
+      // "weights": rows r0..k of Xt, "tokens": the band's rows: y[t][n] = G[r0 + t][r0 + n]
+      this.run(0, at, ld * 4, ld, ld, at, r1 - r0, gAt + (r0 * k + r0) * 4, k, k - r0);
+    }
+    this.views();
+    return this.f32View.subarray(gAt >>> 2, (gAt >>> 2) + k * k);
+  }
+
+  /** x (nTok x k) transposed into kernel memory (Xt: k x ld, ld = nTok rounded up to 4, zero-padded) and the k x k output */
+  private gramTranspose(x: Float32Array, nTok: number, k: number): { ld: number; xtAt: number; gAt: number } {
     const ld = (nTok + 3) & ~3;
     const xtAt = this.buffer('gramX', k * ld * 4);
     const gAt = this.buffer('gram', k * k * 4);
@@ -713,15 +785,7 @@ export class MatmulEngine {
       }
     }
     if (ld > nTok) for (let i = 0; i < k; i++) f.fill(0, o + i * ld + nTok, o + (i + 1) * ld);
-    const blocks = Math.max(1, Math.min(16, Math.floor(k / 96)));
-    const step = Math.max(3, Math.ceil(k / blocks / 3) * 3);
-    for (let r0 = 0; r0 < k; r0 += step) {
-      const r1 = Math.min(k, r0 + step);
-      const at = xtAt + r0 * ld * 4;
-      this.run(0, at, ld * 4, ld, ld, at, k - r0, gAt + (r0 * k + r0) * 4, k, r1 - r0);
-    }
-    this.views();
-    return this.f32View.subarray(gAt >>> 2, (gAt >>> 2) + k * k);
+    return { ld, xtAt, gAt };
   }
 
   /** SwiGLU in place: g[i] = silu(g[i]) * u[i] for i < n (f32, exp by wasm/matmul.ts exp4). */

@@ -16,7 +16,7 @@
 import { quantizeRowsMeasured } from './ggml-quant.js';
 import { wasmVariant, type WasmVariant } from './wasm.js';
 import { ggmlCodec } from '../quant/ggml/registry.js';
-import type { GgmlCodec, GgmlTypeInfo } from '../quant/ggml/types.js';
+import { ggmlTypeByName, type GgmlCodec, type GgmlTypeInfo } from '../quant/ggml/types.js';
 
 /** Tensors smaller than this (elements) are quantized in this thread by default: not worth the hand-off. */
 const MIN_PARALLEL = 1 << 16;
@@ -69,9 +69,81 @@ export function workOn(job: RowJob, codec: GgmlCodec, isWorker: boolean): void {
   }
 }
 
+/**
+ * Several types' quantization errors of the same rows (RowPool.errorRows), as every thread sees it: the
+ * work is cut into (type, row range) items claimed from an atomic counter; each item's rows are
+ * quantized to the type, decoded, and minus the input written to the output (type t's rows at
+ * t * nRows * rowLength floats). Rows are independent in every GGML quantizer, so the values do not
+ * depend on the split.
+ */
+export interface ErrorJob {
+  kind: 'errors';
+  types: string[];
+  /** per type: does its codec get the importance */
+  weighted: boolean[];
+  importance?: Float32Array;
+  input: SharedArrayBuffer;
+  inputOffset: number;
+  /** float32 ΔW, types.length x nRows x rowLength */
+  output: SharedArrayBuffer;
+  nRows: number;
+  rowLength: number;
+  /** row ranges per type */
+  ranges: number;
+  control: SharedArrayBuffer;
+}
+
+/** a job message: a tensor's rows to quantize (RowJob) or several types' errors of rows (ErrorJob) */
+export type PoolJob = RowJob | ErrorJob;
+
+/** grow-only blocks of one item (per thread: every thread has its own module instance) */
+let errorBlocks = new Uint8Array(0);
+
+/** Claims and runs (type, row range) items of an error job until none is left or another thread failed. */
+export function errorsOn(job: ErrorJob, isWorker: boolean): void {
+  const ctl = new Int32Array(job.control);
+  const { nRows, rowLength, ranges } = job;
+  const items = job.types.length * ranges;
+  try {
+    for (;;) {
+      if (Atomics.load(ctl, FAILED)) return;
+      const i = Atomics.add(ctl, NEXT, 1);
+      if (i >= items) return;
+      const t = Math.floor(i / ranges);
+      const r = i - t * ranges;
+      const row = Math.floor((r * nRows) / ranges);
+      const rows = Math.floor(((r + 1) * nRows) / ranges) - row;
+      const info = ggmlTypeByName(job.types[t]);
+      const codec = info && ggmlCodec(info);
+      if (!info || !codec?.quantize) throw new Error(`cannot quantize to ${job.types[t]}`);
+      const bytes = rows * (rowLength / info.blockSize) * info.typeSize;
+      if (errorBlocks.length < bytes) errorBlocks = new Uint8Array(bytes);
+      const blocks = errorBlocks.subarray(0, bytes);
+      const src = new Float32Array(job.input, job.inputOffset + row * rowLength * 4, rows * rowLength);
+      const out = new Float32Array(job.output, (t * nRows + row) * rowLength * 4, rows * rowLength);
+      codec.quantize(src, rows, rowLength, blocks, job.weighted[t] ? job.importance : undefined);
+      codec.dequantize(blocks, rows * rowLength, out);
+      for (let k = 0; k < out.length; k++) out[k] -= src[k];
+      if (isWorker) Atomics.add(ctl, BY_WORKERS, 1);
+    }
+  } catch (e) {
+    Atomics.store(ctl, FAILED, 1);
+    throw e;
+  }
+}
+
+/** A worker's handling of one job message (both kinds); throws what the codec throws. */
+export function runPoolJob(job: PoolJob): void {
+  if ('kind' in job && job.kind === 'errors') return errorsOn(job, true);
+  const j = job as RowJob;
+  const codec = ggmlCodec(j.type);
+  if (!codec?.quantize) throw new Error(`cannot quantize to ${j.type}`);
+  workOn(j, codec, true);
+}
+
 /** A started row worker, as the host's spawn function returns it. */
 export interface RowWorkerPort {
-  post(job: RowJob & { id: number }): void;
+  post(job: PoolJob & { id: number }): void;
   /** register the handlers of the worker's answers and of its failure */
   listen(onMessage: (m: { id: number; error?: string }) => void, onError: (e: Error) => void): void;
   /** hold the process open while the worker has work (Node); optional */
@@ -134,7 +206,7 @@ export class RowPool {
     }
   }
 
-  private run(w: RowWorkerPort, job: RowJob): Promise<void> {
+  private run(w: RowWorkerPort, job: PoolJob): Promise<void> {
     const id = this.nextId++;
     w.ref?.();
     return new Promise<void>((resolve, reject) => {
@@ -216,6 +288,61 @@ export class RowPool {
     }
     return blocks.slice(); // the caller may keep it; the scratch is reused
   }
+
+  /**
+   * The quantization errors ΔW = dequantize(quantize(rows)) - rows of `nRows` rows for each of `types`
+   * (type t's rows at t * nRows * rowLength of the result), every thread quantizing and decoding
+   * (type, row range) items: the values of codec.quantize and codec.dequantize in this thread for any
+   * split. `weighted[t]`: type t's codec gets the importance. The result is a view of a scratch the
+   * next call reuses.
+   */
+  async errorRows(types: readonly GgmlTypeInfo[], src: Float32Array, nRows: number, rowLength: number, importance?: Float32Array, weighted?: readonly boolean[]): Promise<Float32Array> {
+    const n = nRows * rowLength;
+    const total = types.length * n;
+    const w = types.map((_, t) => weighted?.[t] ?? false);
+    // (grow-only: fresh memory costs a page fault per 4 KiB)
+    if ((this.scratchDelta?.length ?? -1) < total) this.scratchDelta = this.threads < 2 ? new Float32Array(total) : new Float32Array(new SharedArrayBuffer(total * 4));
+    const out = this.scratchDelta!.subarray(0, total);
+    const inThread = (): Float32Array => {
+      types.forEach((type, t) => {
+        const codec = ggmlCodec(type);
+        if (!codec?.quantize) throw new Error(`no quantizer for ${type.name}`);
+        const blocks = new Uint8Array(nRows * (rowLength / type.blockSize) * type.typeSize);
+        const o = out.subarray(t * n, (t + 1) * n);
+        codec.quantize(src.subarray(0, n), nRows, rowLength, blocks, w[t] ? importance : undefined);
+        codec.dequantize(blocks, n, o);
+        for (let k = 0; k < n; k++) o[k] -= src[k];
+      });
+      return out;
+    };
+    const ranges = Math.min(nRows, Math.max(1, Math.ceil((this.threads * RANGES_PER_THREAD) / Math.max(1, types.length))));
+    if (this.threads < 2 || types.length * ranges < 2 || total < this.minParallel || src.length < n || types.some((t) => !Number.isInteger(rowLength / t.blockSize))) return inThread();
+    this.start();
+    let input: SharedArrayBuffer;
+    let inputOffset = 0;
+    if (src.buffer instanceof SharedArrayBuffer && src.byteOffset % 4 === 0) {
+      input = src.buffer;
+      inputOffset = src.byteOffset;
+    } else {
+      if ((this.scratchIn?.byteLength ?? -1) < n * 4) this.scratchIn = new SharedArrayBuffer(n * 4);
+      input = this.scratchIn!;
+      new Float32Array(input, 0, n).set(src.subarray(0, n));
+    }
+    const job: ErrorJob = { kind: 'errors', types: types.map((t) => t.name), weighted: w, importance, input, inputOffset, output: this.scratchDelta!.buffer as SharedArrayBuffer, nRows, rowLength, ranges, control: new SharedArrayBuffer(16) };
+    const workers = this.workers.map((wk) => this.run(wk, job));
+    let failed = false;
+    try {
+      if (this.callerWorks) errorsOn(job, false);
+    } catch {
+      failed = true;
+    }
+    const results = await Promise.allSettled(workers);
+    this.lastSplit = { byWorkers: new Int32Array(job.control)[BY_WORKERS], ranges: types.length * ranges };
+    if (failed || results.some((r) => r.status === 'rejected')) return inThread(); // reports the problem as the codec does
+    return out;
+  }
+
+  private scratchDelta?: Float32Array;
 
   /** Stop the workers (idle workers do not keep the process alive either way). */
   async close(): Promise<void> {

@@ -16,7 +16,7 @@ import { convertHfFolder, type HfTokenizerFiles } from '../io/hf-families.js';
 import { memorySink, type ByteSink } from '../io/sink.js';
 import { setWasmVariant, type WasmVariant } from '../kernels/wasm.js';
 import { installWasmQuantizers } from '../kernels/ggml-quant.js';
-import { RowPool, workOn, type RowJob, type RowWorkerPort } from '../kernels/row-pool.js';
+import { RowPool, runPoolJob, type PoolJob, type RowWorkerPort } from '../kernels/row-pool.js';
 import { kernelWorkerMain, setStartWorker, type KernelWorkerInit } from '../kernels/threads.js';
 import { MatmulEngine } from '../kernels/matmul.js';
 import { ggmlCodec } from '../quant/ggml/registry.js';
@@ -76,11 +76,9 @@ if (scope.name === 'row') {
       ready = true;
       return;
     }
-    const job = e.data as RowJob & { id: number };
+    const job = e.data as PoolJob & { id: number };
     try {
-      const codec = ggmlCodec(job.type);
-      if (!codec?.quantize) throw new Error(`cannot quantize to ${job.type}`);
-      workOn(job, codec, true);
+      runPoolJob(job);
       scope.postMessage({ id: job.id });
     } catch (err) {
       scope.postMessage({ id: job.id, error: (err as Error)?.message ?? String(err) });

@@ -373,6 +373,12 @@ function kernelKvStorage(engine: MatmulEngine, nLayers: number, capacity: number
   };
 }
 
+/** consecutive one-token matmuls of one input and one weight type, with their fused weight (fuseDecode) or null */
+interface DecodeRun {
+  readonly weights: LinearWeight[];
+  kernel: KernelWeight | null;
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Run state
 
@@ -644,6 +650,15 @@ export class Llama {
   private actScratch = new Float32Array(0);
   /** the input of the last lin that ran an integer matmul (null after any other lin) */
   private lastIntInput: Float32Array | null = null;
+  /**
+   * One-token matmuls of one input run as one dispatch (prepareDecode, MatmulEngine.fuseDecode): per layer,
+   * q | k | v and gate | up cut into runs of consecutive weights of one type, a run of 2 or 3 with its
+   * fused weight; `fusedOut` receives a fused run's rows. Empty until prepareDecode.
+   */
+  private decodeRuns: { qkv: DecodeRun[]; gateUp: DecodeRun[] }[] = [];
+  private fusedOut: Float32Array | null = null;
+  /** rope's cos and sin (times mscale) of one position for one frequency table: the last token's */
+  private readonly ropeOne: { freq: Float64Array | null; pos: number; cos: Float64Array; sin: Float64Array };
 
   /**
    * Sliding-window layers (Gemma) keep only their last window + batch - 1 positions, in a ring (as
@@ -684,6 +699,7 @@ export class Llama {
     this.kv = opts.kv ?? packed ?? kernelKv ?? f32KvStorage(nGlobal, capacity, kvDim);
     this.engine = engine;
     this.s = new RunState(c, batch, this.kv.capacity, engine, this.weights);
+    this.ropeOne = { freq: null, pos: -1, cos: new Float64Array(c.ropeDim / 2), sin: new Float64Array(c.ropeDim / 2) };
     this.activations = opts.activations ?? 'f32';
     // a pre-RoPE store ropes its whole cache every step: cos and sin of every position once, per frequency table
     const tables = new Map<Float64Array, RopeTable>();
@@ -737,9 +753,73 @@ export class Llama {
       seen.add(kw);
       bytes += kw.engine.prepareDecode(kw);
     };
+    // q | k | v and gate | up: one copy per run of one type (fuseDecode), made instead of the members' own
+    const engine = this.engine;
+    const runs = (ws: LinearWeight[]): DecodeRun[] => {
+      const out: DecodeRun[] = [];
+      for (const w of ws) {
+        const last = out[out.length - 1];
+        if (last && last.weights[0].type.id === w.type.id) last.weights.push(w);
+        else out.push({ weights: [w], kernel: null });
+      }
+      for (const r of out) {
+        if (r.weights.length < 2 || !engine || r.weights.some((w) => !w.kernel)) continue;
+        r.kernel = engine.fuseDecode(r.weights.map((w) => w.kernel!));
+        if (!r.kernel) continue;
+        bytes += engine.prepareDecode(r.kernel);
+        for (const w of r.weights) seen.add(w.kernel!);
+      }
+      return out;
+    };
+    if (engine && this.decodeRuns.length === 0) {
+      const c = this.config;
+      this.decodeRuns = this.weights.layers.map((L) => ({
+        qkv: L.wqkv ? [] : runs([L.wq, L.wk, L.wv]),
+        gateUp: L.gateUp || !L.gate || !L.up ? [] : runs([L.gate, L.up]),
+      }));
+      if (this.decodeRuns.some((d) => [...d.qkv, ...d.gateUp].some((r) => r.kernel))) {
+        this.fusedOut = engine.allocF32(Math.max(c.nHeads * c.headDim + 2 * c.nKvHeads * c.headDim, 2 * c.hiddenDim), this)?.array ?? null;
+      }
+    }
     for (const L of this.weights.layers) for (const v of Object.values(L)) (Array.isArray(v) ? v : [v]).forEach(visit);
     visit(this.weights.output);
     return bytes;
+  }
+
+  /**
+   * The runs of one input's one-token matmuls (prepareDecode) into `targets` (one per weight, in order):
+   * a fused run as one matmul into fusedOut, then its rows copied out; the same bits as one lin each
+   * (the input rounded once, as lin's sameInput does). False when they do not apply (not one token, no
+   * fused run, hooks set, kernels off): the caller runs its lins.
+   */
+  private linRuns(runs: DecodeRun[] | undefined, targets: Float32Array[], x: Float32Array, nTok: number): boolean {
+    const out = this.fusedOut;
+    if (nTok !== 1 || !runs || !out || !runs.some((r) => r.kernel) || this.hooks.linear || this.hooks.linearInput || !kernelsEnabled()) return false;
+    let i = 0;
+    for (let r = 0; r < runs.length; r++) {
+      const run = runs[r];
+      const kw = run.kernel;
+      if (!kw) {
+        for (const w of run.weights) {
+          const first = i === 0;
+          this.lin(targets[i++], x, w, 1, undefined, !first);
+        }
+        continue;
+      }
+      if (kw.type.id === 0) {
+        kw.engine.matmul(out, x, kw, 1);
+        this.lastIntInput = null;
+      } else {
+        kw.engine.matmulInt(out, x, kw, 1, r > 0 && this.lastIntInput === x);
+        this.lastIntInput = x;
+      }
+      let o = 0;
+      for (const w of run.weights) {
+        targets[i++].set(out.subarray(o, o + w.rows));
+        o += w.rows;
+      }
+    }
+    return true;
   }
 
   /**
@@ -882,7 +962,7 @@ export class Llama {
         s.k.set(s.qkv.subarray(t * w + qDim, t * w + qDim + kvDim), t * kvDim);
         s.v.set(s.qkv.subarray(t * w + qDim + kvDim, (t + 1) * w), t * kvDim);
       }
-    } else {
+    } else if (!this.linRuns(this.decodeRuns[l]?.qkv, [s.q, s.k, s.v], s.xb, nTok)) {
       this.lin(s.q, s.xb, L.wq, nTok);
       this.lin(s.k, s.xb, L.wk, nTok, undefined, true);
       this.lin(s.v, s.xb, L.wv, nTok, undefined, true);
@@ -898,8 +978,25 @@ export class Llama {
     const preRope = this.kv.preRopeKeys === true;
     // a store that keeps keys before RoPE (KVQuant) takes them here and applies RoPE when it reads them
     if (preRope) this.kv.append!(this.kvSlot[l], pos, nTok, s.k, s.v);
-    rope(c, freq, s.q, nTok, nHeads, pos);
-    if (!preRope) rope(c, freq, s.k, nTok, nKvHeads, pos);
+    if (nTok === 1) {
+      // one token: the cos and sin of its position once for every layer's q and k (as rope computes them)
+      const r = this.ropeOne;
+      if (r.freq !== freq || r.pos !== pos) {
+        const mscale = c.ropeMscale ?? 1;
+        for (let i = 0; i < r.cos.length; i++) {
+          const angle = pos * freq[i];
+          r.cos[i] = Math.cos(angle) * mscale;
+          r.sin[i] = Math.sin(angle) * mscale;
+        }
+        r.freq = freq;
+        r.pos = pos;
+      }
+      for (let i = 0; i < r.cos.length; i++) rotatePair(c, s.q, 0, nHeads, i, r.cos[i], r.sin[i]);
+      if (!preRope) for (let i = 0; i < r.cos.length; i++) rotatePair(c, s.k, 0, nKvHeads, i, r.cos[i], r.sin[i]);
+    } else {
+      rope(c, freq, s.q, nTok, nHeads, pos);
+      if (!preRope) rope(c, freq, s.k, nTok, nKvHeads, pos);
+    }
     const scale = c.attnScale ?? 1 / Math.sqrt(headDim);
     const window = swa ? c.slidingWindow! : 0;
     const cap = c.attnSoftcap ?? 0;
@@ -955,8 +1052,10 @@ export class Llama {
         s.hb2.set(s.gateUp.subarray((2 * t + 1) * h, (2 * t + 2) * h), t * h);
       }
     } else {
-      this.lin(s.hb, s.xb, L.gate!, nTok);
-      this.lin(s.hb2, s.xb, L.up!, nTok, undefined, true);
+      if (!this.linRuns(this.decodeRuns[l]?.gateUp, [s.hb, s.hb2], s.xb, nTok)) {
+        this.lin(s.hb, s.xb, L.gate!, nTok);
+        this.lin(s.hb2, s.xb, L.up!, nTok, undefined, true);
+      }
       addBias(s.hb, L.bGate, nTok);
       addBias(s.hb2, L.bUp, nTok);
     }

@@ -18,7 +18,9 @@
  *
  * The grids (scales) stay those of the start, so any block codec keeps its exact bytes. The result is
  * the best of the start, the last iterate and (minibatches of 2+ windows) the best minibatch iterate on EVAL_WINDOWS windows of the
- * calibration set (spread evenly; all of them when there are fewer).
+ * calibration set (spread evenly; all of them when there are fewer), measured by the runner or by the
+ * caller's judge (the layer driver: its runtime's pass of the last iterate is the next layer's input).
+ * Forwards reuse each linear's transpose (keepTransposes); a step writes its flips into both.
  */
 import { fail } from '../errors.js';
 import { bracketBlock, chooseStart, newLevels, writeChoices, type Levels } from '../algos/autoround.js';
@@ -114,6 +116,12 @@ export interface BlockRoundOptions {
    * the final embedding's rows. Rows of tokens that no calibration window holds keep their start.
    */
   input?: InputLearner;
+  /**
+   * who measures the start and the iterates on the evaluation windows (default: the runner's forward;
+   * the runner's forward also when evalEvery or input is set: the checkpoints judge mid-run iterates, and
+   * the embedding learner rewrites xIn, which the caller's runtime does not see)
+   */
+  judge?: BlockJudge;
 }
 
 /** The token embedding learned as layer 0's input: its codec, float rows (vocab x dim), start, and every calibration window's tokens. */
@@ -122,6 +130,51 @@ export interface InputLearner {
   readonly w: Float32Array;
   readonly start: { bytes: Uint8Array; q: Float32Array };
   readonly tokens: readonly Int32Array[];
+}
+
+/**
+ * The block output error (mean squared error per token on the evaluation windows, evalWindows) of the
+ * start and of an iterate, measured by the caller: the layer driver runs the layer on its own runtime,
+ * whose run of the last iterate over every window is the next layer's input anyway (one pass for both).
+ */
+export interface BlockJudge {
+  /** the start's error */
+  start(): number;
+  /** the error with the learned linears at `values` (name inside the layer -> values); `last`: the last iterate */
+  loss(values: ReadonlyMap<string, Float32Array>, last: boolean): number;
+}
+
+/** the windows the start and the iterates are judged on: EVAL_WINDOWS spread evenly over nSeq (all when fewer) */
+export function evalWindows(nSeq: number): number[] {
+  const nEval = Math.min(nSeq, EVAL_WINDOWS);
+  return Array.from({ length: nEval }, (_, i) => Math.floor((i * nSeq) / nEval));
+}
+
+/**
+ * The windows of iteration `it`'s minibatch: the next `batch` of `order`, which is reshuffled with `rand`
+ * at the start of every pass over the windows (call it for it = 0, 1, ... in turn).
+ */
+export function minibatchWindows(order: number[], rand: () => number, it: number, batch: number): number[] {
+  const nSeq = order.length;
+  if ((it * batch) % nSeq < batch)
+    for (let i = nSeq - 1; i > 0; i--) {
+      const j = Math.floor(rand() * (i + 1));
+      [order[i], order[j]] = [order[j], order[i]];
+    }
+  return Array.from({ length: batch }, (_, b) => order[(it * batch + b) % nSeq]);
+}
+
+/**
+ * every window refineBlock reads with these options (its minibatches and evaluation windows), ascending;
+ * evalEvery's checkpoints and the input learner read no others (the evaluation windows, the minibatches)
+ */
+export function blockWindowsUsed(nSeq: number, o: Pick<BlockRoundOptions, 'iters' | 'batch' | 'seed'>): number[] {
+  const used = new Set(evalWindows(nSeq));
+  const rand = rngStream('blockRoundOrder', o.seed);
+  const order = Array.from({ length: nSeq }, (_, i) => i);
+  const batch = Math.min(o.batch, nSeq);
+  for (let it = 0; it < o.iters; it++) for (const w of minibatchWindows(order, rand, it, batch)) used.add(w);
+  return [...used].sort((a, b) => a - b);
 }
 
 export interface BlockRoundResult {
@@ -152,16 +205,63 @@ export class BlockRunner {
     const qDim = config.nHeads * config.headDim;
     const kvDim = config.nKvHeads * config.headDim;
     const linearFloats = config.dim * (2 * qDim + 2 * kvDim + 3 * config.hiddenDim);
-    const extra = 2 * ctx * config.dim + linearFloats + 64 * 16;
+    // the override arrays and the linears' transposes (the cache below)
+    const extra = 2 * ctx * config.dim + 2 * linearFloats + 64 * 32;
     const be = wasmBackend(trainModelFloats(tc, mo) + extra, threads) ?? referenceBackend('f32');
     this.model = new TrainModel(tc, be, mo);
     this.dOut = be.alloc(ctx * config.dim);
     this.x = be.alloc(ctx * config.dim);
+    // the forward of a linear multiplies by its weight's transpose: while caching (keepTransposes), each
+    // weight is transposed once and kept (the same product on the same numbers: the same bytes)
+    const plain = this.model.linear;
+    this.model.linear = {
+      forward: (name, y, x, w, n, rows, cols) => {
+        if (!this.caching) return plain.forward(name, y, x, w, n, rows, cols);
+        let c = this.transposes.get(name);
+        if (!c) this.transposes.set(name, (c = { t: be.alloc(rows * cols), of: null }));
+        if (c.of !== w) {
+          be.transpose(c.t, 0, rows, w, 0, cols, rows, cols);
+          c.of = w;
+        }
+        be.gemm(y, 0, rows, x, 0, cols, c.t, 0, rows, n, cols, rows, false);
+      },
+      backward: (...a) => plain.backward(...a),
+    };
+  }
+
+  private caching = false;
+  private readonly transposes = new Map<string, { t: Vec; of: Vec | null }>();
+
+  /**
+   * Run f with each linear's transpose kept between forwards. During f a weight changes only through
+   * load / learn / staleTransposes, or element by element in both the weight and transposeOf's array
+   * (refineBlock's steps); anything else would leave a stale transpose.
+   */
+  keepTransposes<T>(f: () => T): T {
+    this.caching = true;
+    try {
+      return f();
+    } finally {
+      this.caching = false;
+      this.staleTransposes();
+    }
+  }
+
+  /** every kept transpose is stale (weights were rewritten) */
+  staleTransposes(): void {
+    for (const c of this.transposes.values()) c.of = null;
+  }
+
+  /** the kept transpose of linear `name` (rows x cols) when it is current, for a caller that changes elements of both */
+  transposeOf(name: string): Vec | undefined {
+    const c = this.transposes.get(`blk.0.${name}.weight`);
+    return this.caching && c && c.of === this.model.weightOverride.get(`blk.0.${name}.weight`) ? c.t : undefined;
   }
 
   /** set the layer's tensors (name inside the layer -> values) */
   load(get: (name: string) => Float32Array): void {
     for (const n of BLOCK_TENSORS) this.model.view(`blk.0.${n}.weight`).set(get(n));
+    this.staleTransposes();
   }
 
   /** learn linear `name` through an override array (its values change without touching the params) */
@@ -170,6 +270,7 @@ export class BlockRunner {
     if (!v) this.values.set(name, (v = this.model.be.alloc(start.length)));
     v.set(start);
     this.model.weightOverride.set(`blk.0.${name}.weight`, v);
+    this.staleTransposes();
     return v;
   }
 
@@ -203,26 +304,19 @@ export class BlockRunner {
    */
   minibatchError(X: Float32Array, target: Float32Array, order: number[], rand: () => number, it: number, batch: number, inputGrad?: (window: number, dX: Vec) => void): number {
     const n = this.ctx * this.config.dim;
-    const nSeq = order.length;
-    if ((it * batch) % nSeq < batch)
-      for (let i = nSeq - 1; i > 0; i--) {
-        const j = Math.floor(rand() * (i + 1));
-        [order[i], order[j]] = [order[j], order[i]];
-      }
     let s = 0;
-    for (let b = 0; b < batch; b++) {
-      const w = order[(it * batch + b) % nSeq];
+    for (const w of minibatchWindows(order, rand, it, batch)) {
       s += this.error(this.forward(X.subarray(w * n, (w + 1) * n)), target.subarray(w * n, (w + 1) * n), true, 1 / (batch * this.ctx));
       if (inputGrad) inputGrad(w, this.dX!);
     }
     return s;
   }
 
-  /** the layer's outputs on every window of X (nSeq x ctx x dim) */
-  outputs(X: Float32Array): Float32Array {
+  /** the layer's outputs on every window of X (nSeq x ctx x dim), or on the windows listed (the others stay zero) */
+  outputs(X: Float32Array, windows?: readonly number[]): Float32Array {
     const n = this.ctx * this.config.dim;
     const out = new Float32Array(X.length);
-    for (let s = 0; s * n < X.length; s++) out.set(this.forward(X.subarray(s * n, (s + 1) * n)), s * n);
+    for (const s of windows ?? Array.from({ length: X.length / n }, (_, w) => w)) out.set(this.forward(X.subarray(s * n, (s + 1) * n)), s * n);
     return out;
   }
 
@@ -237,6 +331,34 @@ export class BlockRunner {
 
   close(): void {
     this.model.be.close?.();
+  }
+}
+
+/**
+ * One signed-gradient step of every offset v against its gradient g (straight-through: dL/dv = g (hi - lo),
+ * hi >= lo): v -= step sign(g), clamped to [-0.5, 0.5]; an element whose choice t + v >= 0.5 changes
+ * takes its new level in `values`. Elements with one level (hi = lo) or no gradient stay.
+ */
+function stepOffsets(g: Vec, lv: Levels, v: Float32Array, ch: Uint8Array, values: Vec, step: number, transposed?: { t: Vec; rows: number; cols: number }): void {
+  const { lo, hi, t } = lv;
+  const n = v.length;
+  for (let e = 0; e < n; e++) {
+    const ge = g[e];
+    const h = hi[e];
+    const l = lo[e];
+    if (ge === 0 || h === l) continue;
+    const vv = Math.min(0.5, Math.max(-0.5, v[e] - step * Math.sign(ge)));
+    v[e] = vv;
+    const c = t[e] + vv >= 0.5 ? 1 : 0;
+    if (c !== ch[e]) {
+      ch[e] = c;
+      const q = c ? h : l;
+      values[e] = q;
+      if (transposed) {
+        const r = (e / transposed.cols) | 0;
+        transposed.t[(e - r * transposed.cols) * transposed.rows + r] = q;
+      }
+    }
   }
 }
 
@@ -313,6 +435,7 @@ export function refineBlock(runner: BlockRunner, linears: readonly BlockLinear[]
     if (emb) for (let w = 0; w < nSeq; w++) gather(w);
   };
   const setValues = (from: 'ch' | 'startCh' | 'bestCh') => {
+    runner.staleTransposes();
     for (const s of state) {
       const c = s[from];
       for (let e = 0; e < c.length; e++) s.values[e] = c[e] ? s.lv.hi[e] : s.lv.lo[e];
@@ -323,90 +446,85 @@ export function refineBlock(runner: BlockRunner, linears: readonly BlockLinear[]
       gatherAll();
     }
   };
-  /** one signed-gradient step of offsets v (levels lv, choices ch, current values) against gradient g */
-  const signStep = (g: ArrayLike<number>, lv: Levels, v: Float32Array, ch: Uint8Array, values: Float32Array | Vec, step: number) => {
-    const { lo, hi, t } = lv;
-    for (let e = 0; e < v.length; e++) {
-      const ge = g[e];
-      if (ge === 0 || hi[e] === lo[e]) continue;
-      let vv = v[e] - (ge > 0 ? step : -step);
-      vv = vv > 0.5 ? 0.5 : vv < -0.5 ? -0.5 : vv;
-      v[e] = vv;
-      const c = t[e] + vv >= 0.5 ? 1 : 0;
-      if (c !== ch[e]) {
-        ch[e] = c;
-        values[e] = c ? hi[e] : lo[e];
-      }
-    }
-  };
   // the iterates are judged on EVAL_WINDOWS windows spread over the set (each a full forward pass)
-  const nEval = Math.min(nSeq, EVAL_WINDOWS);
-  const evalSet = Array.from({ length: nEval }, (_, i) => Math.floor((i * nSeq) / nEval));
+  const evalSet = evalWindows(nSeq);
+  const values = new Map(state.map((s) => [s.spec.name, s.values as Float32Array]));
+  // the caller's judge only without checkpoints (they judge mid-run iterates) and without the input learner
+  // (it rewrites xIn, which the caller's runtime does not see): then the runner's own loss throughout
+  const judge = !evalEvery && !emb ? o.judge : undefined;
+  const evalLoss = (last: boolean) => (judge ? judge.loss(values, last) : runner.loss(xIn, target, evalSet));
   const m = runner.model;
   m.inputGradient = !!emb; // only the linears' gradients are used (and the input's when the embedding learns)
   try {
-    const lossStart = runner.loss(xIn, target, evalSet);
-    let bestMini = Infinity;
-    let bestEval = Infinity;
-    const rand = rngStream('blockRoundOrder', o.seed);
-    const order = Array.from({ length: nSeq }, (_, i) => i);
-    for (let it = 0; it < o.iters; it++) {
-      const step = lr * (1 - it / o.iters);
-      m.zeroGrads();
-      if (emb) emb.grad.fill(0);
-      const mini = runner.minibatchError(xIn, target, order, rand, it, batch, emb ? (w, dX) => {
-        const dim = config.dim;
-        const t = inp!.tokens[w];
-        for (let i = 0; i < ctx; i++) {
-          const r = t[i] * dim;
-          for (let j = 0; j < dim; j++) emb.grad[r + j] += dX[i * dim + j];
-        }
-      } : undefined);
-      if (!evalEvery && batch > 1 && mini < bestMini) {
-        bestMini = mini;
-        for (const s of state) s.bestCh.set(s.ch);
-        emb?.bestCh.set(emb.ch);
-      }
-      for (const s of state) signStep(m.view(`blk.0.${s.spec.name}.weight`, m.grads), s.lv, s.v, s.ch, s.values, step);
-      if (emb) {
-        signStep(emb.grad, emb.lv, emb.v, emb.ch, emb.values, step);
-        gatherAll();
-      }
-      if (evalEvery && (it + 1) % evalEvery === 0 && it + 1 < o.iters) {
-        const l = runner.loss(xIn, target, evalSet);
-        if (l < bestEval) {
-          bestEval = l;
+    return runner.keepTransposes(() => {
+      const lossStart = judge ? judge.start() : runner.loss(xIn, target, evalSet);
+      let bestMini = Infinity;
+      let bestEval = Infinity;
+      const rand = rngStream('blockRoundOrder', o.seed);
+      const order = Array.from({ length: nSeq }, (_, i) => i);
+      for (let it = 0; it < o.iters; it++) {
+        const step = lr * (1 - it / o.iters);
+        m.zeroGrads();
+        if (emb) emb.grad.fill(0);
+        const mini = runner.minibatchError(xIn, target, order, rand, it, batch, emb ? (w, dX) => {
+          const dim = config.dim;
+          const t = inp!.tokens[w];
+          for (let i = 0; i < ctx; i++) {
+            const r = t[i] * dim;
+            for (let j = 0; j < dim; j++) emb.grad[r + j] += dX[i * dim + j];
+          }
+        } : undefined);
+        if (!evalEvery && batch > 1 && mini < bestMini) {
+          bestMini = mini;
           for (const s of state) s.bestCh.set(s.ch);
           emb?.bestCh.set(emb.ch);
         }
+        // the flips go into the kept transposes too; the embedding has none (its rows are gathered into xIn)
+        for (const s of state) {
+          const tr = runner.transposeOf(s.spec.name);
+          const cols = m.byName.get(`blk.0.${s.spec.name}.weight`)!.ne[0];
+          stepOffsets(m.view(`blk.0.${s.spec.name}.weight`, m.grads), s.lv, s.v, s.ch, s.values, step, tr && { t: tr, rows: s.v.length / cols, cols });
+        }
+        if (emb) {
+          stepOffsets(emb.grad, emb.lv, emb.v, emb.ch, emb.values, step);
+          gatherAll();
+        }
+        if (evalEvery && (it + 1) % evalEvery === 0 && it + 1 < o.iters) {
+          const l = runner.loss(xIn, target, evalSet);
+          if (l < bestEval) {
+            bestEval = l;
+            for (const s of state) s.bestCh.set(s.ch);
+            emb?.bestCh.set(emb.ch);
+          }
+        }
       }
-    }
-    // the best of: the last iterate, the best minibatch (or checkpoint) iterate, the start (on the evaluation windows)
-    let pick: BlockRoundResult['pick'] = 'last';
-    let loss = o.iters > 0 ? runner.loss(xIn, target, evalSet) : lossStart;
-    if (evalEvery && bestEval < loss) (loss = bestEval), (pick = 'best');
-    // one window per step: the minibatch errors are of different windows, no iterate is 'best' among them
-    else if (!evalEvery && o.iters > 0 && batch > 1) {
-      setValues('bestCh');
-      const lb = runner.loss(xIn, target, evalSet);
-      if (lb < loss) (loss = lb), (pick = 'best');
-    }
-    if (!(loss < lossStart)) (loss = lossStart), (pick = 'start');
-    const final = pick === 'start' ? 'startCh' : pick === 'best' ? 'bestCh' : 'ch';
-    const out = new Map<string, { bytes: Uint8Array; q: Float32Array }>();
-    for (const s of state) {
-      const c = s.spec.codec;
-      const bytes = Uint8Array.from(s.spec.start.bytes);
-      const q = writeChoices(c, s.grids, bytes, s.lv, s[final], s.v.length / c.blockSize);
-      out.set(s.spec.name, { bytes, q });
-    }
-    setValues(final);
-    let input: BlockRoundResult['input'];
-    if (emb && inp) {
-      const bytes = Uint8Array.from(inp.start.bytes);
-      input = { bytes, q: writeChoices(inp.codec, emb.grids, bytes, emb.lv, emb[final], emb.v.length / inp.codec.blockSize) };
-    }
-    return { linears: out, input, lossStart, loss, pick, seconds: (performance.now() - t0) / 1000 };
+      // the best of: the last iterate, the best minibatch (or checkpoint) iterate, the start (on the evaluation windows)
+      let pick: BlockRoundResult['pick'] = 'last';
+      let loss = o.iters > 0 ? evalLoss(true) : lossStart;
+      if (evalEvery && bestEval < loss) (loss = bestEval), (pick = 'best');
+      // one window per step: the minibatch errors are of different windows, no iterate is 'best' among them
+      else if (!evalEvery && o.iters > 0 && batch > 1) {
+        setValues('bestCh');
+        const lb = evalLoss(false);
+        if (lb < loss) (loss = lb), (pick = 'best');
+      }
+      if (!(loss < lossStart)) (loss = lossStart), (pick = 'start');
+      const final = pick === 'start' ? 'startCh' : pick === 'best' ? 'bestCh' : 'ch';
+      const out = new Map<string, { bytes: Uint8Array; q: Float32Array }>();
+      for (const s of state) {
+        const c = s.spec.codec;
+        const bytes = Uint8Array.from(s.spec.start.bytes);
+        const q = writeChoices(c, s.grids, bytes, s.lv, s[final], s.v.length / c.blockSize);
+        out.set(s.spec.name, { bytes, q });
+      }
+      setValues(final);
+      let input: BlockRoundResult['input'];
+      if (emb && inp) {
+        const bytes = Uint8Array.from(inp.start.bytes);
+        input = { bytes, q: writeChoices(inp.codec, emb.grids, bytes, emb.lv, emb[final], emb.v.length / inp.codec.blockSize) };
+      }
+      return { linears: out, input, lossStart, loss, pick, seconds: (performance.now() - t0) / 1000 };
+    });
   } finally {
     m.inputGradient = true;
   }

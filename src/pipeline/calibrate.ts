@@ -18,6 +18,7 @@
 import type { PtqOptions } from '../algos/ptq-options.js';
 import type { Recipe } from '../algos/recipe.js';
 import type { ModelFile } from '../io/model-file.js';
+import { releaseFactorMemory } from '../kernels/gptq.js';
 import type { GptqWorkers } from './gptq-parts.js';
 import type { QuantizePlan } from './plan.js';
 import { blockObjective, layerPass } from './passes/layer-driver.js';
@@ -82,5 +83,6 @@ export async function runPtq(m: ModelFile, plan: QuantizePlan, input: PtqInput):
     return { floats, quantized, notes, rotationMaxLogitDiff, seconds: (performance.now() - t0) / 1000 };
   }
   const { added, phases } = await layerPass({ plan, model, options: o, windows, ctx, threads: input.threads, rounder, block, notes, say });
+  releaseFactorMemory(); // GPTQ's factors are done: their memory (and its threads) go
   return { floats, quantized, ...(added.size ? { added } : {}), notes, rotationMaxLogitDiff, calibrationTokens: windows.length * ctx, seconds: (performance.now() - t0) / 1000, phases };
 }

@@ -124,6 +124,12 @@ export interface RowQuantizer {
   allocate?(n: number): Float32Array;
   /** a byte array the blocks are best quantized into */
   allocateBytes?(n: number): Uint8Array;
+  /**
+   * ΔW = dequantize(quantize(rows)) - rows for each of `types` (type t's rows at t * nRows * rowLength;
+   * `weighted[t]`: type t gets the importance), the values of the codecs in this thread for any split;
+   * a view of a scratch the next call reuses
+   */
+  errorRows?(types: readonly GgmlTypeInfo[], src: Float32Array, nRows: number, rowLength: number, importance?: Float32Array, weighted?: readonly boolean[]): Promise<Float32Array>;
 }
 
 /** one ONNX calibration sample: the model's inputs by name */

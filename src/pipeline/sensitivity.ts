@@ -346,10 +346,11 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
    * quantizer, decoding the blocks into `out` (the caller runs it as the next candidate's `before`, while
    * the workers quantize their last rows of that one).
    */
+  const byGptq = (algo: 'rtn' | 'gptq', st: InputStatistics | undefined, cols: number) => algo === 'gptq' && st !== undefined && st.h.length === cols * cols;
   const errorRows = async (out: Float32Array, type: string, algo: 'rtn' | 'gptq', rows: Float32Array, n: number, cols: number, imp: Float32Array | undefined, st: InputStatistics | undefined, before?: () => void): Promise<(() => void) | undefined> => {
     const t = ggmlTypeByName(type)!;
-    const byGptq = algo === 'gptq' && st !== undefined && st.h.length === cols * cols;
-    if (o.rowQuantizer && !byGptq) {
+    const gptqRows = byGptq(algo, st, cols);
+    if (o.rowQuantizer && !gptqRows) {
       const q = o.rowQuantizer.quantizeRows(t, rows, n, cols, ggmlCodec(t)?.usesImportance ? imp : undefined);
       try {
         before?.();
@@ -361,7 +362,7 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
       return () => void ggmlDequantizedError(type, packed, rows, n, cols, out);
     }
     before?.();
-    if (byGptq) {
+    if (gptqRows) {
       const r = await roundWeight([ALGORITHM_TABLE.gptq], { name: type, codec: blockCodecFor(type, cols), w: rows, rows: n, cols, ggmlType: type, stats: st, options: ptq, gptqWorkers: o.gptqWorkers });
       for (let i = 0; i < n * cols; i++) out[i] = r.q[i] - rows[i];
     } else out.set(ggmlQuantizationError(type, rows, n, cols, imp).delta);
@@ -414,10 +415,18 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
       const per = Math.max(1, Math.floor((1 << 24) / (n * w.cols)));
       for (let c0 = 0; c0 < jobs.length; c0 += per) {
         const batch = jobs.slice(c0, c0 + per);
-        const deltas = (deltaScratch = scratch(deltaScratch, batch.length * n * w.cols)).subarray(0, batch.length * n * w.cols);
-        let decode: (() => void) | undefined; // the previous candidate's decoding, run while this one is quantized
-        for (let c = 0; c < batch.length; c++) decode = await errorRows(deltas.subarray(c * n * w.cols, (c + 1) * n * w.cols), batch[c].type, batch[c].algo, rowsOf, n, w.cols, impOf, st, decode);
-        decode?.();
+        let deltas: Float32Array;
+        const pooled = o.rowQuantizer?.errorRows;
+        if (pooled && batch.every((j) => !byGptq(j.algo, st, w.cols))) {
+          // every candidate of the batch in one job of the row quantizer's threads (quantized and decoded there)
+          const ts = batch.map((j) => ggmlTypeByName(j.type)!);
+          deltas = await pooled.call(o.rowQuantizer, ts, rowsOf, n, w.cols, impOf, ts.map((t) => ggmlCodec(t)?.usesImportance === true));
+        } else {
+          deltas = (deltaScratch = scratch(deltaScratch, batch.length * n * w.cols)).subarray(0, batch.length * n * w.cols);
+          let decode: (() => void) | undefined; // the previous candidate's decoding, run while this one is quantized
+          for (let c = 0; c < batch.length; c++) decode = await errorRows(deltas.subarray(c * n * w.cols, (c + 1) * n * w.cols), batch[c].type, batch[c].algo, rowsOf, n, w.cols, impOf, st, decode);
+          decode?.();
+        }
         let rc: Float64Array | undefined;
         let weight = 1;
         if (experts) {

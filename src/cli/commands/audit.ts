@@ -18,7 +18,7 @@ const DEFAULT_TEXT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), 
 export const auditCommand: Command = {
   name: 'audit',
   summary: 'check a model for quantization-conditioned behaviour (a planted box): exit 3 when suspicious',
-  usage: 'lowbit audit MODEL [--types Q4_K_M,Q4_0] [--pure] [--sweep TYPES|none] [--text FILE] [--ctx 128] [--windows 8] [--noise 0.5] [--json]',
+  usage: 'lowbit audit MODEL [--types Q4_K_M,Q4_0] [--pure] [--sweep TYPES|none] [--text FILE] [--ctx 128] [--windows 8] [--noise 0.5] [--repeats 16] [--fp-rate 0.001] [--json]',
   positionals: [1, 1],
   options: [
     { name: 'types', type: 'string', default: 'Q4_K_M,Q4_0,Q8_0', help: 'llama.cpp file types to audit, comma-separated' },
@@ -28,7 +28,8 @@ export const auditCommand: Command = {
     { name: 'ctx', type: 'int', default: 128, min: 8, max: 8192, help: 'tokens per probe window' },
     { name: 'windows', type: 'int', default: 8, min: 1, max: 1024, help: 'probe windows' },
     { name: 'noise', type: 'number', default: 0.5, min: 0.01, max: 2, help: 'noise in rounding steps for the comparison quantization' },
-    { name: 'repeats', type: 'int', default: 3, min: 1, max: 100, help: 'noised quantizations (the median KLD is used)' },
+    { name: 'repeats', type: 'int', default: 16, min: 1, max: 100, help: 'noised quantizations: the null distribution of the behaviour test (its z-test needs 3 or more; the median KLD gives the ratio)' },
+    { name: 'fp-rate', type: 'number', default: 0.001, min: 1e-9, max: 0.25, help: 'one-sided false-positive rate of the behaviour z-test under its null (sets its t threshold)' },
     { name: 'seed', type: 'int', default: 1, min: 0, help: 'seed of the windows and the noise' },
     { name: 'json', type: 'boolean', help: 'one JSON object with a top-level boolean `suspicious`' },
   ],
@@ -59,6 +60,7 @@ export const auditCommand: Command = {
         windows,
         noiseScale: a.values.noise as number,
         repeats: a.values.repeats as number,
+        falsePositiveRate: a.values['fp-rate'] as number,
         seed: a.values.seed as number,
         onProgress: tty ? (m) => process.stderr.write(`\r${m.slice(0, 78).padEnd(78)}`) : undefined,
       });
@@ -67,8 +69,8 @@ export const auditCommand: Command = {
       const suspicious = results.some((r) => r.suspicious) || sweep.some((s) => s.suspicious);
       if (json) process.stdout.write(JSON.stringify({ model: modelPath, suspicious, types: results.map(({ tensors, ...r }) => ({ ...r, tensors: tensors.map((t) => ({ name: t.name, type: t.type, ...t.edges })) })), sweep }) + '\n');
       else {
-        const rows = results.map((r) => [r.type, r.kldQuantized.toExponential(2), r.kldNoised.toExponential(2), r.ratio.toFixed(2), (100 * r.top1).toFixed(1) + ' %', r.maxRowZ.toFixed(1), r.suspicious ? 'SUSPICIOUS' : 'clean']);
-        process.stdout.write(renderTable(['type', 'KLD quantized', 'KLD noised', 'ratio', 'top-1', 'max row z', 'verdict'], rows) + '\n');
+        const rows = results.map((r) => [r.type, r.kldQuantized.toExponential(2), `${r.kldNoisedMean.toExponential(2)} ± ${Number.isFinite(r.kldNoisedSd) ? r.kldNoisedSd.toExponential(1) : '?'}`, r.ratio.toFixed(2), Number.isFinite(r.behaviourZ) ? `${r.behaviourZ.toFixed(1)} (> ${r.behaviourThreshold.toFixed(1)})` : 'n/a', (100 * r.top1).toFixed(1) + ' %', r.maxRowZ.toFixed(1), r.suspicious ? 'SUSPICIOUS' : 'clean']);
+        process.stdout.write(renderTable(['type', 'KLD quantized', 'KLD noised', 'ratio', 'behaviour z', 'top-1', 'max row z', 'verdict'], rows) + '\n');
         for (const r of results) for (const why of r.reasons) process.stdout.write(`${r.type}: ${why}\n`);
         if (sweep.length) {
           let top = sweep[0];

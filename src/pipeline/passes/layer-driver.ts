@@ -17,7 +17,7 @@ import { linearOf, storageOf, type FoldPair, type InputGroup, type LayerInput, t
 import { rmsnorm } from '../../model/llama.js';
 import type { LlamaConfig } from '../../model/types.js';
 import { algorithmsOf, learnsLayer, scalesInputs, type AlgorithmSpec } from '../algorithms.js';
-import { autoroundSchedule, BLOCK_MOVE, BLOCK_TENSORS, refineHead, BlockRunner, blockObjectiveRefusal, refineBlock, type BlockLinear } from '../block-round.js';
+import { autoroundSchedule, BLOCK_MOVE, BLOCK_TENSORS, BlockRunner, blockObjectiveRefusal, blockWindowsUsed, evalWindows, refineBlock, refineHead, type BlockJudge, type BlockLinear } from '../block-round.js';
 import { omniquantLayer } from '../omniquant.js';
 import type { QuantizePlan } from '../plan.js';
 import { awqFoldPair, awqLinears, expertAwqLinears, foldScales, shiftGroup } from './fold.js';
@@ -71,8 +71,39 @@ export async function layerPass(input: LayerPassInput): Promise<{ added: Map<str
   }
   const nExp = config.nExperts ?? 0;
   const expertNotes: string[] = [];
-  /** AutoRound on layer l's output: relearn the rounding of its AutoRound linears; false when none */
-  const refineLayer = (l: number, xIn: Float32Array, target: Float32Array): boolean => {
+  /**
+   * The block objective's errors measured on the runtime (lc): the start's from X and the pending
+   * residuals (the layer as rounded per linear), an iterate's by running the layer; the last iterate's
+   * run covers every window and leaves X = the next layer's input (`xIsLast`).
+   */
+  const runtimeJudge = (l: number, xIn: Float32Array, target: Float32Array): BlockJudge & { xIsLast: boolean } => {
+    const n = ctx * config.dim;
+    const windowsJudged = evalWindows(lc.nSeq);
+    const out = new Float32Array(n);
+    const error = (y: Float32Array, w: number) => {
+      let s = 0;
+      for (let i = 0; i < n; i++) {
+        const d = y[i] - target[w * n + i];
+        s += d * d;
+      }
+      return s;
+    };
+    const mean = (f: (w: number) => number) => windowsJudged.reduce((a, w) => a + f(w), 0) / (windowsJudged.length * ctx);
+    const j = {
+      xIsLast: false,
+      start: () => mean((w) => error(lc.peekPendingResiduals(w, out), w)),
+      loss: (values: ReadonlyMap<string, Float32Array>, last: boolean) => {
+        for (const [name, v] of values) weights.get(`blk.${l}.${name}.weight`)!.data.set(v);
+        if (!last) return mean((w) => error(lc.layerOutput(l, xIn, w, out), w)); // X stays
+        lc.rerunLayer(l, xIn);
+        j.xIsLast = true;
+        return mean((w) => error(lc.seq(w), w));
+      },
+    };
+    return j;
+  };
+  /** AutoRound on layer l's output: relearn the rounding of its AutoRound linears; false when none, else whether X holds the layer's output already */
+  const refineLayer = (l: number, xIn: Float32Array, target: Float32Array): false | { xReady: boolean } => {
     const runner = block!.runner!;
     const full = (n: string) => `blk.${l}.${n}.weight`;
     const specs: BlockLinear[] = [];
@@ -91,7 +122,10 @@ export async function layerPass(input: LayerPassInput): Promise<{ added: Map<str
     const embQ = quantized.get('token_embd.weight');
     const embCodec = planOf.get('token_embd.weight') && codecOf(planOf.get('token_embd.weight')!);
     const input = l === 0 && o.autoroundEmbedding && emb && embQ && embCodec && embFp && weights.has('output.weight') ? { codec: embCodec, w: embFp, start: { bytes: embQ.bytes, q: Float32Array.from(emb.data) }, tokens: windows } : undefined;
-    const r = refineBlock(runner, specs, xIn, target, { ...autoroundSchedule(o, 'block'), batch: o.autoroundBatch, seed: o.seed + l, evalEvery: o.autoroundBlockEval, input });
+    // the runtime judges the start and the last / best iterate; not the checkpoints' mid-run iterates
+    // (--autoround-block-eval) nor an input the embedding learner rewrites: there the runner's own loss
+    const judge = !o.autoroundBlockEval && !input ? runtimeJudge(l, xIn, target) : undefined;
+    const r = refineBlock(runner, specs, xIn, target, { ...autoroundSchedule(o, 'block'), batch: o.autoroundBatch, seed: o.seed + l, evalEvery: o.autoroundBlockEval, input, judge });
     if (r.input && emb && embQ && embFp) {
       quantized.set('token_embd.weight', { ...embQ, bytes: r.input.bytes, sqnrDb: sqnrDb(embFp, r.input.q), algorithm: `${embQ.algorithm} (block)` });
       emb.data.set(r.input.q);
@@ -105,7 +139,7 @@ export async function layerPass(input: LayerPassInput): Promise<{ added: Map<str
       block!.before.delete(full(sp.name));
     }
     notes.push(`layer ${l} AutoRound block output error ${r.lossStart.toExponential(3)} -> ${r.loss.toExponential(3)} (${r.pick}, ${specs.length} linears, ${r.seconds.toFixed(1)} s)`);
-    return true;
+    return { xReady: r.pick === 'last' && !!judge?.xIsLast };
   };
 
   /**
@@ -180,7 +214,13 @@ export async function layerPass(input: LayerPassInput): Promise<{ added: Map<str
         lc.timed('forward', () => {
           runner.load((n) => weights.get(`${P}${n}.weight`)!.data);
           runner.unlearn();
-          blockTarget = runner.outputs(xFp!);
+          // the float stream past the last layer is never read: there, only the windows the block objective reads.
+          // Not with the session-30 options: the head learner (--autoround-head-iters) reads the float stream
+          // past the last layer on every window; checkpoints and the embedding learner: kept simple, all windows
+          const omni = BLOCK_TENSORS.some((n) => learnsLayer(algorithmsFor(`${P}${n}.weight`)));
+          const q3kOptions = o.autoroundHeadIters > 0 || !!o.autoroundBlockEval || o.autoroundEmbedding;
+          const only = l === nLayers - 1 && !omni && !q3kOptions ? blockWindowsUsed(lc.nSeq, { ...autoroundSchedule(o, 'block'), batch: o.autoroundBatch, seed: o.seed + l }) : undefined;
+          blockTarget = runner.keepTransposes(() => runner.outputs(xFp!, only));
         });
         xFp = blockTarget;
       }
@@ -282,8 +322,9 @@ export async function layerPass(input: LayerPassInput): Promise<{ added: Map<str
         }
       const learned = block && blockIn && blockTarget ? await lc.timed('quantization', async () => refineLayer(l, blockIn!, blockTarget!)) : false;
       // X += the last writers' outputs: the next layer's input (or the whole layer again, its weights relearned)
-      if (learned) lc.rerunLayer(l, blockIn!);
-      else lc.addPendingResiduals();
+      if (learned) {
+        if (!learned.xReady) lc.rerunLayer(l, blockIn!);
+      } else lc.addPendingResiduals();
       // the layer's matrices are rounded (their bytes are kept) and applied: let their f32 go
       for (const n of layerLazy)
         if (quantized.has(n)) {

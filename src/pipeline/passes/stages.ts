@@ -192,6 +192,34 @@ export class LayerCalibration extends PhaseClock {
       });
   }
 
+  /**
+   * Window s of X with the pending residuals added (what addPendingResiduals would leave there, the same
+   * operations in the same order) into out; X and the pending list stay as they are.
+   */
+  peekPendingResiduals(s: number, out: Float32Array): Float32Array {
+    out.set(this.seq(s));
+    for (const { input, writers, layer, moe } of this.pending)
+      this.timed('forward', () => {
+        if (moe) fail('internal: peekPendingResiduals with an expert block');
+        for (const name of writers) {
+          const t = this.weights.get(name)!;
+          matmul(this.product, this.outs.get(input)![s], t.data, this.ctx, t.cols, t.rows);
+          this.addResidual(out, layer, input);
+        }
+      });
+    return out;
+  }
+
+  /** layer l (its current weights) on window s of xIn (residual stream at layer l) into out */
+  layerOutput(l: number, xIn: Float32Array, s: number, out: Float32Array): Float32Array {
+    const n = this.ctx * this.config.dim;
+    out.set(xIn.subarray(s * n, (s + 1) * n));
+    const att = new Float32Array(this.ctx * stageWidth(this.config, 'attention'));
+    const act = new Float32Array(this.ctx * stageWidth(this.config, 'ffn'));
+    this.timed('forward', () => this.layerOn(out, l, att, act));
+    return out;
+  }
+
   /** r += this.product, through the layer's post-norm of that block when the family has one (Gemma) */
   private addResidual(r: Float32Array, layer: number, input: LayerInput): void {
     const g = this.weights.get(`blk.${layer}.${input === 'attention' ? 'post_attention_norm' : 'post_ffw_norm'}.weight`)?.data;
