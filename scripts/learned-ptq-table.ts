@@ -12,6 +12,8 @@
  *
  *   npm run build && node dist/scripts/learned-ptq-table.js [--model F] [--chunks N] [--only SUBSTRING]
  *     [--methods gptq,omniquant,...] [--types 'Q3_K pure,Q2_K pure'] [--extra 'ARGS for every quantize'] [--ar 'ARGS for the autoround methods'] [--tag NAME] [--calib-mix]
+ *     [--reuse]   (judge a file this script wrote before, with its .json beside it, instead of quantizing again;
+ *                 the F32 logits of an earlier run too: same --chunks only)
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -23,6 +25,7 @@ const opt = (name: string, dflt?: string) => (args.includes(`--${name}`) ? args[
 const MODEL = path.resolve(opt('model', path.join(ROOT, 'data', 'tinyllama256.gguf'))!);
 const CHUNKS = opt('chunks', '120')!;
 const only = opt('only');
+const reuse = args.includes('--reuse');
 const OUT = path.join(ROOT, '.cache', 'learned-ptq');
 const lowbit = path.join(ROOT, 'bin', 'lowbit.js');
 const say = (s: string) => process.stderr.write(s + '\n');
@@ -52,6 +55,7 @@ function llama(tool: 'llama-perplexity', a: string[], want: RegExp): RegExpMatch
 
 const bases = Object.fromEntries(Object.entries(texts).map(([k, f]) => {
   const base = path.join(OUT, `base-${k}.kld`);
+  if (reuse && fs.existsSync(base)) return [k, base]; // the F32 model's logits on the same text and chunks
   llama('llama-perplexity', ['-m', MODEL, '-f', f, '-c', '128', '--chunks', CHUNKS, '--kl-divergence-base', base, '-t', '2'], /Final estimate: PPL = ([\d.]+)/);
   return [k, base];
 }));
@@ -81,9 +85,17 @@ for (const [tname, targs] of TYPES) {
     if (only && !`${tname} ${algo}`.includes(only)) continue;
     const file = path.join(OUT, `${tname.replace(/ /g, '-')}-${algo}${tag ? `-${tag}` : ''}${mix ? '-mix' : ''}.gguf`);
     const t0 = performance.now();
-    const json = execFileSync(process.execPath, [lowbit, 'quantize', MODEL, file, ...targs, '--algo', algo, '--calib', calib, '--calib-tokens', '4096', '--calib-ctx', '256', ...extra, ...(algo.includes('autoround') ? arExtra : []), '--json'], { maxBuffer: 1 << 26 });
-    const secs = (performance.now() - t0) / 1000;
-    fs.writeFileSync(file.replace(/\.gguf$/, '.json'), json);
+    const jsonFile = file.replace(/\.gguf$/, '.json');
+    let secs: number;
+    if (reuse && fs.existsSync(file) && fs.existsSync(jsonFile)) {
+      const j = JSON.parse(fs.readFileSync(jsonFile, 'utf8'));
+      secs = Number(j.ptq?.seconds ?? j.seconds); // the calibrated part only (not the file write)
+      say(`${file}: reused (quantized before in ${secs.toFixed(0)} s)`);
+    } else {
+      const json = execFileSync(process.execPath, [lowbit, 'quantize', MODEL, file, ...targs, '--algo', algo, '--calib', calib, '--calib-tokens', '4096', '--calib-ctx', '256', ...extra, ...(algo.includes('autoround') ? arExtra : []), '--json'], { maxBuffer: 1 << 26 });
+      secs = (performance.now() - t0) / 1000;
+      fs.writeFileSync(jsonFile, json);
+    }
     const ts = kld(file, bases.ts);
     const wiki = kld(file, bases.wiki);
     if (algo === 'gptq') ref = { ts: ts.kld, wiki: wiki.kld };

@@ -4,6 +4,9 @@
  *    block's output error well below RTN's, the bytes decode to the values the layer ran with, the
  *    result is never worse than the start, and the same seed gives the same bytes;
  *  - the layer's backward without its input gradient gives the linears the same gradients;
+ *  - with checkpoints (evalEvery) the result is no worse than the last iterate and is judged on the same windows;
+ *  - the output head's rounding learned on the logits' KL divergence (refineHead): its KL, recomputed
+ *    from the bytes, falls well below the start's; seeded; 0 steps keep the start;
  *  - the default schedules of the two objectives;
  *  - layers the training engine cannot run (other families, biases) are named;
  *  - bad options: one line, exit 2.
@@ -16,7 +19,7 @@ import { test } from 'node:test';
 import { blockCodecFor } from '../src/algos/block-codec.js';
 import { rtnBlocks } from '../src/algos/blockwise.js';
 import type { ModelConfig } from '../src/model/family.js';
-import { autoroundSchedule, BLOCK_TENSORS, BlockRunner, blockObjectiveRefusal, blockWindowsUsed, refineBlock, type BlockLinear } from '../src/pipeline/block-round.js';
+import { autoroundSchedule, BLOCK_TENSORS, BlockRunner, blockObjectiveRefusal, blockWindowsUsed, refineBlock, refineHead, type BlockLinear } from '../src/pipeline/block-round.js';
 import { mulberry32 } from '../src/rng.js';
 import { assertRefused } from './cli-refusal.js';
 
@@ -41,7 +44,7 @@ function setup(seed: number, windows = nSeq) {
   return { w, x };
 }
 
-function run(seed: number, iters: number, onlyUsed = false, windows = nSeq, lr = 0) {
+function run(seed: number, iters: number, onlyUsed = false, windows = nSeq, lr = 0, evalEvery = 0) {
   const { w, x } = setup(7, windows);
   const runner = new BlockRunner(config, ctx);
   runner.load((n) => w.get(n)!);
@@ -56,7 +59,7 @@ function run(seed: number, iters: number, onlyUsed = false, windows = nSeq, lr =
     return { name, codec, w: w.get(name)!, start: { bytes: r.bytes, q: r.q } };
   });
   runner.load((n) => specs.find((s) => s.name === n)?.start.q ?? w.get(n)!);
-  const res = refineBlock(runner, specs, x, target, { iters, lr, batch: 2, seed });
+  const res = refineBlock(runner, specs, x, target, { iters, lr, batch: 2, seed, evalEvery });
   // the bytes decode to the values; the layer with them has the reported loss
   const q = new Map<string, Float32Array>();
   for (const s of specs) {
@@ -91,6 +94,65 @@ test('AutoRound block objective: output error well below RTN, exact bytes, never
   assert.throws(() => refineBlock(new BlockRunner(config, ctx), [], new Float32Array(ctx * config.dim), new Float32Array(ctx * config.dim), { iters: 1, lr: 0, batch: 0, seed: 0 }), /minibatch must be at least one window/);
 });
 
+test('AutoRound block objective: checkpoints every few steps keep the best judged iterate, exact bytes', () => {
+  const a = run(1, 60, false, nSeq, 0, 10);
+  assert.ok(Math.abs(a.loss - a.res.loss) <= 1e-4 * a.res.loss, `reported ${a.res.loss}, recomputed ${a.loss}`);
+  assert.ok(a.res.loss < 0.7 * a.res.lossStart, `block output error ${a.res.lossStart} -> ${a.res.loss}`);
+  assert.deepEqual(run(1, 60, false, nSeq, 0, 10).bytes, a.bytes, 'same seed, same bytes');
+  // no checkpoint is judged worse than what it keeps: with checkpoints the loss is at most the last iterate's
+  const last = run(1, 60, false, nSeq, 0, 1000);
+  assert.ok(a.res.loss <= last.res.loss + 1e-12 || a.res.pick === 'last', `checkpoints ${a.res.loss} vs last ${last.res.loss}`);
+  // the checkpoints read no window beyond blockWindowsUsed (the last layer's target is computed for those only)
+  const few = run(1, 10, true, 24, 0.03, 1);
+  const all = run(1, 10, false, 24, 0.03, 1);
+  assert.equal(all.res.pick, 'best', 'a checkpoint is kept');
+  assert.deepEqual([few.res.pick, few.res.lossStart, few.res.loss], [all.res.pick, all.res.lossStart, all.res.loss]);
+  assert.deepEqual(few.bytes, all.bytes, 'the windows not read do not matter (checkpoints)');
+});
+
+/** KL(softmax(W h_f) || softmax(Q h_q)) summed over the tokens, in f64 */
+function headKl(w: Float32Array, q: Float32Array, hF: Float32Array, hQ: Float32Array, dim: number): number {
+  const vocab = w.length / dim;
+  let kl = 0;
+  for (let t = 0; t < hF.length / dim; t++) {
+    const zf = Array.from({ length: vocab }, (_, r) => { let s = 0; for (let j = 0; j < dim; j++) s += w[r * dim + j] * hF[t * dim + j]; return s; });
+    const zq = Array.from({ length: vocab }, (_, r) => { let s = 0; for (let j = 0; j < dim; j++) s += q[r * dim + j] * hQ[t * dim + j]; return s; });
+    const lse = (z: number[]) => { const m = Math.max(...z); return m + Math.log(z.reduce((a, v) => a + Math.exp(v - m), 0)); };
+    const lf = lse(zf);
+    const lq = lse(zq);
+    for (let r = 0; r < vocab; r++) kl += Math.exp(zf[r] - lf) * (zf[r] - lf - zq[r] + lq);
+  }
+  return kl;
+}
+
+test('AutoRound output head on the logits\' KL divergence: well below the start, exact bytes, seeded', () => {
+  const r = mulberry32(11);
+  const normal = () => Math.sqrt(-2 * Math.log(r() + 1e-12)) * Math.cos(2 * Math.PI * r());
+  const dim = 64;
+  const vocab = 48;
+  const w = Float32Array.from({ length: vocab * dim }, () => (2 * normal()) / Math.sqrt(dim));
+  const hF = Float32Array.from({ length: nSeq * ctx * dim }, () => normal());
+  const hQ = Float32Array.from(hF, (v) => v + 0.05 * normal()); // the quantized model's final-norm output differs a little
+  const codec = blockCodecFor('Q4_0', dim);
+  const start = rtnBlocks(codec, w, vocab, dim);
+  const learn = (iters: number, seed = 1) => refineHead({ codec, w, start: { bytes: start.bytes, q: start.q } }, hQ, hF, dim, ctx, { iters, lr: 0.02, batch: 2, seed });
+  const a = learn(60);
+  const back = new Float32Array(w.length);
+  for (let b = 0; b < w.length / 32; b++) codec.dequantize(a.bytes, b * codec.blockBytes, back, b * 32);
+  assert.deepEqual(back, a.q, 'bytes decode to the learned values');
+  // judged on all the windows here (nSeq <= EVAL_WINDOWS): the reported KL is the recomputed one
+  const tokens = nSeq * ctx;
+  const klStart = headKl(w, start.q, hF, hQ, dim) / tokens;
+  const klEnd = headKl(w, a.q, hF, hQ, dim) / tokens;
+  assert.ok(Math.abs(klStart - a.lossStart) <= 1e-4 * klStart, `start KL ${a.lossStart} vs ${klStart}`);
+  assert.ok(Math.abs(klEnd - a.loss) <= 1e-4 * klEnd, `end KL ${a.loss} vs ${klEnd}`);
+  assert.ok(klEnd < 0.8 * klStart, `head KL ${klStart} -> ${klEnd}`);
+  assert.deepEqual(learn(60).bytes, a.bytes, 'same seed, same bytes');
+  const none = learn(0);
+  assert.equal(none.pick, 'start');
+  assert.deepEqual(none.bytes, start.bytes);
+});
+
 test('AutoRound block objective: the backward without the input gradient gives the same weight gradients', () => {
   const { w, x } = setup(3);
   const runner = new BlockRunner(config, ctx);
@@ -120,6 +182,13 @@ test('AutoRound schedules: block 20 steps from 0.01, per-linear 100 from 1/100, 
   assert.deepEqual(autoroundSchedule({ ...o, autoroundObjective: 'linear' }, 'linear', true), { iters: 100, lr: 0.01 });
   assert.deepEqual(autoroundSchedule({ ...o, autoroundIters: 10 }, 'linear'), { iters: 10, lr: 0.1 });
   assert.deepEqual(autoroundSchedule({ ...o, autoroundIters: 10, autoroundLr: 0.02 }, 'block'), { iters: 10, lr: 0.02 });
+  // the block stage's own flags: only the block stage, never the per-linear start (after GPTQ or not)
+  const b = { ...o, autoroundBlockIters: 80, autoroundBlockLr: 0 };
+  assert.deepEqual(autoroundSchedule(b, 'block'), { iters: 80, lr: 0.0025 });
+  assert.deepEqual(autoroundSchedule({ ...b, autoroundBlockLr: 0.01 }, 'block'), { iters: 80, lr: 0.01 });
+  assert.deepEqual(autoroundSchedule({ ...b, autoroundIters: 40, autoroundLr: 0.02 }, 'block'), { iters: 80, lr: 0.02 });
+  assert.deepEqual(autoroundSchedule(b, 'linear'), { iters: 100, lr: 0.01 });
+  assert.deepEqual(autoroundSchedule(b, 'linear', true), { iters: 20, lr: 0.01 });
 });
 
 test('AutoRound block objective: layers the training engine cannot run are named', () => {

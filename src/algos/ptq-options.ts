@@ -42,6 +42,16 @@ export interface PtqOptions {
   readonly autoroundObjective: 'block' | 'linear';
   /** AutoRound (block): calibration windows per signed-gradient step */
   readonly autoroundBatch: number;
+  /** AutoRound (block objective): its own steps and first step (0 = autoroundIters / autoroundLr, or their defaults); the per-linear stage keeps autoroundIters / autoroundLr */
+  readonly autoroundBlockIters: number;
+  readonly autoroundBlockLr: number;
+  /** AutoRound (block objective): judge the iterate every N steps on the evaluation windows, keep the best (0 = off) */
+  readonly autoroundBlockEval: number;
+  /** AutoRound (block objective): steps learning the output head's rounding on the logits' KL divergence (0 = off) */
+  readonly autoroundHeadIters: number;
+  readonly autoroundHeadLr: number;
+  /** AutoRound (block objective): learn the token embedding's rounding in layer 0's block stage (its input) */
+  readonly autoroundEmbedding: boolean;
   /** OmniQuant: Adam iterations, first step (0 = 0.005), calibration windows per step, learn the equivalent transforms (LET) */
   readonly omniquantIters: number;
   readonly omniquantLr: number;
@@ -92,6 +102,12 @@ export const PTQ_OPTIONS: readonly PtqOptionSpec[] = Object.freeze([
   { key: 'autoroundClip', flag: 'autoround-clip', type: 'boolean', default: true, help: 'AutoRound: learn a clip ratio per block (the codec keeps choosing its scales for the clipped block)' },
   { key: 'autoroundObjective', flag: 'autoround-objective', type: 'string', default: 'block', choices: ['block', 'linear'], help: 'AutoRound: minimize each transformer layer\'s output error (block: the paper\'s, learned through the layer\'s backward pass after the per-linear start) or each linear\'s own output error (linear)' },
   { key: 'autoroundBatch', flag: 'autoround-batch', type: 'int', default: 1, min: 1, max: 4096, help: 'AutoRound (block objective): calibration windows per signed-gradient step' },
+  { key: 'autoroundBlockIters', flag: 'autoround-block-iters', type: 'int', default: 0, min: 0, max: 100000, help: 'AutoRound (block objective): signed-gradient steps of the block stage only (0 = --autoround-iters, or its default 20); the per-linear start keeps --autoround-iters' },
+  { key: 'autoroundBlockLr', flag: 'autoround-block-lr', type: 'number', default: 0, min: 0, max: 0.5, help: 'AutoRound (block objective): first step of the block stage only, decayed linearly (0 = --autoround-lr, or its default 0.2 / steps)' },
+  { key: 'autoroundBlockEval', flag: 'autoround-block-eval', type: 'int', default: 0, min: 0, max: 100000, help: 'AutoRound (block objective): every N steps judge the iterate on the evaluation windows (8 spread over the calibration set) and keep the best one (0 = off: the start, the last or, with --autoround-batch 2+, the best minibatch iterate)' },
+  { key: 'autoroundHeadIters', flag: 'autoround-head-iters', type: 'int', default: 0, min: 0, max: 100000, help: 'AutoRound (block objective): after its per-linear start, learn the output head\'s rounding on the KL divergence of the quantized model\'s logits from the float model\'s, this many signed-gradient steps (--autoround-batch windows per step, the iterate judged every tenth of the steps; 0 = off)' },
+  { key: 'autoroundHeadLr', flag: 'autoround-head-lr', type: 'number', default: 0, min: 0, max: 0.5, help: 'AutoRound: first step of the output head\'s rounding offsets on the logits\' KL divergence, decayed linearly (0 = 0.2 / --autoround-head-iters)' },
+  { key: 'autoroundEmbedding', flag: 'autoround-embedding', type: 'boolean', default: false, help: 'AutoRound (block objective): learn the token embedding\'s rounding in layer 0\'s block stage, through the layer\'s input gradient (untied embeddings; rows of tokens absent from the calibration keep theirs)' },
   { key: 'omniquantIters', flag: 'omniquant-iters', type: 'int', default: 40, min: 0, max: 100000, help: 'OmniQuant: Adam steps per layer on the block output error (learned clip ratios and equivalent-transform scales)' },
   { key: 'omniquantLr', flag: 'omniquant-lr', type: 'number', default: 0, min: 0, max: 1, help: 'OmniQuant: first Adam step of the log-scales and clip ratios, decayed linearly (0 = 0.01)' },
   { key: 'omniquantBatch', flag: 'omniquant-batch', type: 'int', default: 4, min: 1, max: 4096, help: 'OmniQuant: calibration windows per step' },

@@ -26,6 +26,7 @@ import { fail } from '../errors.js';
 import { bracketBlock, chooseStart, newLevels, writeChoices, type Levels } from '../algos/autoround.js';
 import { BlockGrids, type BlockCodec } from '../algos/block-codec.js';
 import type { ModelConfig } from '../model/family.js';
+import { matmul } from '../model/matmul.js';
 import { rngStream } from '../rng.js';
 import { referenceBackend, wasmBackend, type Vec } from '../train/gemm.js';
 import { TrainModel, trainModelFloats, type TrainConfig } from '../train/llama-grad.js';
@@ -50,10 +51,15 @@ export const LINEAR_ITERS = 100;
  * 2 BLOCK_MOVE / steps. The per-linear stage (the block objective's start, or the whole method on
  * --autoround-objective linear): LINEAR_ITERS from 1 / iterations, except that after GPTQ on the block
  * objective it takes the block's schedule (measured so: 0.68x GPTQ's KLD on tinyllama256 Q3_K; from
- * round to nearest the block's small steps left the start near RTN, 1.22x).
+ * round to nearest the block's small steps left the start near RTN, 1.22x). The block stage alone takes
+ * --autoround-block-iters / --autoround-block-lr when set (the per-linear start then keeps its own).
  */
-export function autoroundSchedule(o: { autoroundIters: number; autoroundLr: number; autoroundObjective: 'block' | 'linear' }, stage: 'block' | 'linear', afterGptq = false): { iters: number; lr: number } {
-  if (stage === 'block' || (afterGptq && o.autoroundObjective === 'block')) {
+export function autoroundSchedule(o: { autoroundIters: number; autoroundLr: number; autoroundObjective: 'block' | 'linear'; autoroundBlockIters?: number; autoroundBlockLr?: number }, stage: 'block' | 'linear', afterGptq = false): { iters: number; lr: number } {
+  if (stage === 'block') {
+    const iters = o.autoroundBlockIters || o.autoroundIters || BLOCK_ITERS;
+    return { iters, lr: o.autoroundBlockLr || o.autoroundLr || (2 * BLOCK_MOVE) / iters };
+  }
+  if (afterGptq && o.autoroundObjective === 'block') {
     const iters = o.autoroundIters || BLOCK_ITERS;
     return { iters, lr: o.autoroundLr || (2 * BLOCK_MOVE) / iters };
   }
@@ -98,8 +104,32 @@ export interface BlockRoundOptions {
   /** calibration windows per step */
   batch: number;
   seed: number;
-  /** who measures the start and the iterates on the evaluation windows (default: the runner's forward) */
+  /**
+   * every this many steps, the iterate is judged on the evaluation windows and the best one kept
+   * (it replaces the best-minibatch iterate); 0 = off (the start, the last and, with 2+ windows per step,
+   * the best minibatch iterate)
+   */
+  evalEvery?: number;
+  /**
+   * layer 0 only: also learn the token embedding's rounding (its rows are the layer's input, xIn =
+   * embedding rows of the windows' tokens), through the layer's input gradient; xIn is rewritten with
+   * the final embedding's rows. Rows of tokens that no calibration window holds keep their start.
+   */
+  input?: InputLearner;
+  /**
+   * who measures the start and the iterates on the evaluation windows (default: the runner's forward;
+   * the runner's forward also when evalEvery or input is set: the checkpoints judge mid-run iterates, and
+   * the embedding learner rewrites xIn, which the caller's runtime does not see)
+   */
   judge?: BlockJudge;
+}
+
+/** The token embedding learned as layer 0's input: its codec, float rows (vocab x dim), start, and every calibration window's tokens. */
+export interface InputLearner {
+  readonly codec: BlockCodec;
+  readonly w: Float32Array;
+  readonly start: { bytes: Uint8Array; q: Float32Array };
+  readonly tokens: readonly Int32Array[];
 }
 
 /**
@@ -134,7 +164,10 @@ export function minibatchWindows(order: number[], rand: () => number, it: number
   return Array.from({ length: batch }, (_, b) => order[(it * batch + b) % nSeq]);
 }
 
-/** every window refineBlock reads with these options (its minibatches and evaluation windows), ascending */
+/**
+ * every window refineBlock reads with these options (its minibatches and evaluation windows), ascending;
+ * evalEvery's checkpoints and the input learner read no others (the evaluation windows, the minibatches)
+ */
 export function blockWindowsUsed(nSeq: number, o: Pick<BlockRoundOptions, 'iters' | 'batch' | 'seed'>): number[] {
   const used = new Set(evalWindows(nSeq));
   const rand = rngStream('blockRoundOrder', o.seed);
@@ -145,6 +178,8 @@ export function blockWindowsUsed(nSeq: number, o: Pick<BlockRoundOptions, 'iters
 }
 
 export interface BlockRoundResult {
+  /** the token embedding's bytes and values (with o.input) */
+  readonly input?: { bytes: Uint8Array; q: Float32Array };
   /** per linear name: the bytes and their exact values */
   readonly linears: Map<string, { bytes: Uint8Array; q: Float32Array }>;
   /** mean squared block-output error per token at the start and at the end (on EVAL_WINDOWS windows of the calibration set) */
@@ -161,6 +196,8 @@ export class BlockRunner {
   private readonly x: Vec;
   /** the override arrays the learned linears' current values live in (allocated by the backend) */
   readonly values = new Map<string, Vec>();
+  /** the input's gradient of the last backward (with model.inputGradient) */
+  dX?: Vec;
 
   constructor(readonly config: ModelConfig, readonly ctx: number, threads = 1) {
     const tc: TrainConfig = { ...config, nLayers: 1, vocabSize: 1, seqLen: ctx, tiedOutput: true, nExperts: undefined };
@@ -256,7 +293,7 @@ export class BlockRunner {
       s += d * d;
       if (backward) this.dOut[i] = 2 * d * scale;
     }
-    if (backward) this.model.layerBackwardOn(0, this.dOut);
+    if (backward) this.dX = this.model.layerBackwardOn(0, this.dOut);
     return s;
   }
 
@@ -265,11 +302,12 @@ export class BlockRunner {
    * with `rand` at the start of every pass over the windows; its gradient (scaled by 1 / (batch x ctx)) is added
    * to grads.
    */
-  minibatchError(X: Float32Array, target: Float32Array, order: number[], rand: () => number, it: number, batch: number): number {
+  minibatchError(X: Float32Array, target: Float32Array, order: number[], rand: () => number, it: number, batch: number, inputGrad?: (window: number, dX: Vec) => void): number {
     const n = this.ctx * this.config.dim;
     let s = 0;
     for (const w of minibatchWindows(order, rand, it, batch)) {
       s += this.error(this.forward(X.subarray(w * n, (w + 1) * n)), target.subarray(w * n, (w + 1) * n), true, 1 / (batch * this.ctx));
+      if (inputGrad) inputGrad(w, this.dX!);
     }
     return s;
   }
@@ -350,6 +388,8 @@ export function refineBlock(runner: BlockRunner, linears: readonly BlockLinear[]
   if (!(Number.isInteger(o.batch) && o.batch >= 1)) fail(`AutoRound (block): the minibatch must be at least one window, got ${o.batch}`);
   const lr = o.lr || 1 / Math.max(1, o.iters);
   const batch = Math.min(o.batch, nSeq);
+  const evalEvery = o.evalEvery ?? 0;
+  if (!(Number.isInteger(evalEvery) && evalEvery >= 0)) fail(`AutoRound (block): the evaluation interval must be a whole number >= 0, got ${evalEvery}`);
   const state: Learned[] = linears.map((spec) => {
     const { codec: c, w, start } = spec;
     const N = w.length;
@@ -365,46 +405,107 @@ export function refineBlock(runner: BlockRunner, linears: readonly BlockLinear[]
     }
     return { spec, lv, grids, v, ch, startCh: Uint8Array.from(ch), bestCh: Uint8Array.from(ch), values: runner.learn(spec.name, start.q) };
   });
+  // the token embedding as a learned input (layer 0): its levels, offsets and choices like a linear's
+  const inp = o.input;
+  const emb = inp ? (() => {
+    const { codec: c, w, start } = inp;
+    const N = w.length;
+    const bs = c.blockSize;
+    const dim = config.dim;
+    if (N % dim !== 0 || N % bs !== 0 || start.q.length !== N || start.bytes.length !== (N / bs) * c.blockBytes) fail('AutoRound (block): the embedding\'s start has the wrong size');
+    if (inp.tokens.length !== nSeq || inp.tokens.some((t) => t.length !== ctx)) fail('AutoRound (block): the embedding\'s tokens must be the windows of the input');
+    const grids = new BlockGrids(c, 1);
+    const lv = newLevels(N);
+    const v = new Float32Array(N);
+    const ch = new Uint8Array(N);
+    for (let blk = 0; blk < N / bs; blk++) {
+      bracketBlock(grids, w, blk, start.bytes, blk * c.blockBytes, lv, blk * bs, start.q);
+      chooseStart(lv, start.q, ch, v, blk * bs, bs, START_MARGIN);
+    }
+    return { lv, grids, v, ch, startCh: Uint8Array.from(ch), bestCh: Uint8Array.from(ch), values: Float32Array.from(start.q), grad: new Float32Array(N) };
+  })() : undefined;
+  /** window w of xIn from the embedding's current values */
+  const gather = (w: number) => {
+    if (!emb || !inp) return;
+    const dim = config.dim;
+    const t = inp.tokens[w];
+    for (let i = 0; i < ctx; i++) xIn.set(emb.values.subarray(t[i] * dim, (t[i] + 1) * dim), w * n + i * dim);
+  };
+  const gatherAll = () => {
+    if (emb) for (let w = 0; w < nSeq; w++) gather(w);
+  };
   const setValues = (from: 'ch' | 'startCh' | 'bestCh') => {
     runner.staleTransposes();
     for (const s of state) {
       const c = s[from];
       for (let e = 0; e < c.length; e++) s.values[e] = c[e] ? s.lv.hi[e] : s.lv.lo[e];
     }
+    if (emb) {
+      const c = emb[from];
+      for (let e = 0; e < c.length; e++) emb.values[e] = c[e] ? emb.lv.hi[e] : emb.lv.lo[e];
+      gatherAll();
+    }
   };
   // the iterates are judged on EVAL_WINDOWS windows spread over the set (each a full forward pass)
   const evalSet = evalWindows(nSeq);
   const values = new Map(state.map((s) => [s.spec.name, s.values as Float32Array]));
-  const judge = (last: boolean) => (o.judge ? o.judge.loss(values, last) : runner.loss(xIn, target, evalSet));
+  // the caller's judge only without checkpoints (they judge mid-run iterates) and without the input learner
+  // (it rewrites xIn, which the caller's runtime does not see): then the runner's own loss throughout
+  const judge = !evalEvery && !emb ? o.judge : undefined;
+  const evalLoss = (last: boolean) => (judge ? judge.loss(values, last) : runner.loss(xIn, target, evalSet));
   const m = runner.model;
-  m.inputGradient = false; // only the linears' gradients are used
+  m.inputGradient = !!emb; // only the linears' gradients are used (and the input's when the embedding learns)
   try {
     return runner.keepTransposes(() => {
-      const lossStart = o.judge ? o.judge.start() : runner.loss(xIn, target, evalSet);
+      const lossStart = judge ? judge.start() : runner.loss(xIn, target, evalSet);
       let bestMini = Infinity;
+      let bestEval = Infinity;
       const rand = rngStream('blockRoundOrder', o.seed);
       const order = Array.from({ length: nSeq }, (_, i) => i);
       for (let it = 0; it < o.iters; it++) {
         const step = lr * (1 - it / o.iters);
         m.zeroGrads();
-        const mini = runner.minibatchError(xIn, target, order, rand, it, batch);
-        if (batch > 1 && mini < bestMini) {
+        if (emb) emb.grad.fill(0);
+        const mini = runner.minibatchError(xIn, target, order, rand, it, batch, emb ? (w, dX) => {
+          const dim = config.dim;
+          const t = inp!.tokens[w];
+          for (let i = 0; i < ctx; i++) {
+            const r = t[i] * dim;
+            for (let j = 0; j < dim; j++) emb.grad[r + j] += dX[i * dim + j];
+          }
+        } : undefined);
+        if (!evalEvery && batch > 1 && mini < bestMini) {
           bestMini = mini;
           for (const s of state) s.bestCh.set(s.ch);
+          emb?.bestCh.set(emb.ch);
         }
+        // the flips go into the kept transposes too; the embedding has none (its rows are gathered into xIn)
         for (const s of state) {
-            const tr = runner.transposeOf(s.spec.name);
-            const cols = m.byName.get(`blk.0.${s.spec.name}.weight`)!.ne[0];
-            stepOffsets(m.view(`blk.0.${s.spec.name}.weight`, m.grads), s.lv, s.v, s.ch, s.values, step, tr && { t: tr, rows: s.v.length / cols, cols });
+          const tr = runner.transposeOf(s.spec.name);
+          const cols = m.byName.get(`blk.0.${s.spec.name}.weight`)!.ne[0];
+          stepOffsets(m.view(`blk.0.${s.spec.name}.weight`, m.grads), s.lv, s.v, s.ch, s.values, step, tr && { t: tr, rows: s.v.length / cols, cols });
+        }
+        if (emb) {
+          stepOffsets(emb.grad, emb.lv, emb.v, emb.ch, emb.values, step);
+          gatherAll();
+        }
+        if (evalEvery && (it + 1) % evalEvery === 0 && it + 1 < o.iters) {
+          const l = runner.loss(xIn, target, evalSet);
+          if (l < bestEval) {
+            bestEval = l;
+            for (const s of state) s.bestCh.set(s.ch);
+            emb?.bestCh.set(emb.ch);
+          }
         }
       }
-      // the best of: the last iterate, the best minibatch iterate, the start (on the evaluation windows)
+      // the best of: the last iterate, the best minibatch (or checkpoint) iterate, the start (on the evaluation windows)
       let pick: BlockRoundResult['pick'] = 'last';
-      let loss = o.iters > 0 ? judge(true) : lossStart;
+      let loss = o.iters > 0 ? evalLoss(true) : lossStart;
+      if (evalEvery && bestEval < loss) (loss = bestEval), (pick = 'best');
       // one window per step: the minibatch errors are of different windows, no iterate is 'best' among them
-      if (o.iters > 0 && batch > 1) {
+      else if (!evalEvery && o.iters > 0 && batch > 1) {
         setValues('bestCh');
-        const lb = judge(false);
+        const lb = evalLoss(false);
         if (lb < loss) (loss = lb), (pick = 'best');
       }
       if (!(loss < lossStart)) (loss = lossStart), (pick = 'start');
@@ -417,9 +518,146 @@ export function refineBlock(runner: BlockRunner, linears: readonly BlockLinear[]
         out.set(s.spec.name, { bytes, q });
       }
       setValues(final);
-      return { linears: out, lossStart, loss, pick, seconds: (performance.now() - t0) / 1000 };
+      let input: BlockRoundResult['input'];
+      if (emb && inp) {
+        const bytes = Uint8Array.from(inp.start.bytes);
+        input = { bytes, q: writeChoices(inp.codec, emb.grids, bytes, emb.lv, emb[final], emb.v.length / inp.codec.blockSize) };
+      }
+      return { linears: out, input, lossStart, loss, pick, seconds: (performance.now() - t0) / 1000 };
     });
   } finally {
     m.inputGradient = true;
   }
+}
+
+export interface HeadRoundOptions {
+  iters: number;
+  /** first step (decayed linearly to 0) */
+  lr: number;
+  /** calibration windows per step */
+  batch: number;
+  seed: number;
+  /** every this many steps the iterate is judged on the evaluation windows and the best kept (0 = off) */
+  evalEvery?: number;
+}
+
+/**
+ * AutoRound on the output head's logits: the rounding offsets of `lin` (the head, vocab x dim, from its
+ * per-linear start) learned by signed gradient descent on the KL divergence of the quantized model's
+ * next-token distribution from the float model's,
+ *
+ *   L = mean over tokens KL(softmax(W h_f) || softmax(Q h_q)),   dL/dQ = (p_q - p_f) h_q^T / tokens
+ *
+ * h_q: the final norm's output in the quantized model (every layer quantized), h_f: the float model's
+ * (both nSeq x ctx x dim). The per-linear objective weighs every vocabulary row's output error alike;
+ * this one weighs it by what it does to the distribution (the likely tokens' rows). The grids stay the
+ * start's (exact codec bytes); the result is the best of the start, the last iterate and (evalEvery)
+ * the checkpoints, on EVAL_WINDOWS windows.
+ */
+export function refineHead(lin: { codec: BlockCodec; w: Float32Array; start: { bytes: Uint8Array; q: Float32Array } }, hQ: Float32Array, hF: Float32Array, dim: number, ctx: number, o: HeadRoundOptions): { bytes: Uint8Array; q: Float32Array; lossStart: number; loss: number; pick: 'start' | 'last' | 'best'; seconds: number } {
+  const t0 = performance.now();
+  const { codec: c, w, start } = lin;
+  const N = w.length;
+  const bs = c.blockSize;
+  const vocab = N / dim;
+  const n = ctx * dim;
+  const nSeq = hQ.length / n;
+  if (!Number.isInteger(vocab) || N % bs !== 0 || start.q.length !== N || start.bytes.length !== (N / bs) * c.blockBytes) fail('AutoRound (head): the start has the wrong size');
+  if (!Number.isInteger(nSeq) || nSeq < 1 || hF.length !== hQ.length) fail('AutoRound (head): inputs must be whole windows of the same size');
+  if (!(Number.isInteger(o.iters) && o.iters >= 0)) fail(`AutoRound (head): iterations must be a whole number >= 0, got ${o.iters}`);
+  const evalEvery = o.evalEvery ?? 0;
+  const batch = Math.max(1, Math.min(o.batch, nSeq));
+  const lr = o.lr || 1 / Math.max(1, o.iters);
+  const grids = new BlockGrids(c, 1);
+  const lv = newLevels(N);
+  const v = new Float32Array(N);
+  const ch = new Uint8Array(N);
+  for (let blk = 0; blk < N / bs; blk++) {
+    bracketBlock(grids, w, blk, start.bytes, blk * c.blockBytes, lv, blk * bs, start.q);
+    chooseStart(lv, start.q, ch, v, blk * bs, bs, START_MARGIN);
+  }
+  const startCh = Uint8Array.from(ch);
+  const bestCh = Uint8Array.from(ch);
+  const values = Float32Array.from(start.q);
+  const zq = new Float32Array(ctx * vocab);
+  const zf = new Float32Array(ctx * vocab);
+  const dT = new Float32Array(vocab * ctx); // (p_q - p_f)^T, vocab x ctx
+  const hT = new Float32Array(dim * ctx); // h_q^T of the window
+  const gw = new Float32Array(N);
+  const grad = new Float32Array(N);
+  /** the summed KL of window s; with `scale`, its gradient times scale is added to grad */
+  const window = (s: number, scale = 0): number => {
+    const xq = hQ.subarray(s * n, (s + 1) * n);
+    matmul(zq, xq, values, ctx, dim, vocab);
+    matmul(zf, hF.subarray(s * n, (s + 1) * n), w, ctx, dim, vocab);
+    let kl = 0;
+    for (let tk = 0; tk < ctx; tk++) {
+      const q = zq.subarray(tk * vocab, (tk + 1) * vocab);
+      const f = zf.subarray(tk * vocab, (tk + 1) * vocab);
+      let mq = -Infinity;
+      let mf = -Infinity;
+      for (let r = 0; r < vocab; r++) (mq = Math.max(mq, q[r])), (mf = Math.max(mf, f[r]));
+      let sq = 0;
+      let sf = 0;
+      for (let r = 0; r < vocab; r++) (sq += Math.exp(q[r] - mq)), (sf += Math.exp(f[r] - mf));
+      const lq = mq + Math.log(sq);
+      const lf = mf + Math.log(sf);
+      for (let r = 0; r < vocab; r++) {
+        const pf = Math.exp(f[r] - lf);
+        kl += pf * (f[r] - lf - (q[r] - lq));
+        if (scale) dT[r * ctx + tk] = (Math.exp(q[r] - lq) - pf) * scale;
+      }
+    }
+    if (scale) {
+      for (let tk = 0; tk < ctx; tk++) for (let j = 0; j < dim; j++) hT[j * ctx + tk] = xq[tk * dim + j];
+      matmul(gw, dT, hT, vocab, ctx, dim); // (p_q - p_f)^T h_q: vocab x dim
+      for (let e = 0; e < N; e++) grad[e] += gw[e];
+    }
+    return kl;
+  };
+  const nEval = Math.min(nSeq, EVAL_WINDOWS);
+  const evalSet = Array.from({ length: nEval }, (_, i) => Math.floor((i * nSeq) / nEval));
+  const evalLoss = () => evalSet.reduce((a, s) => a + window(s), 0) / (nEval * ctx);
+  const setValues = (from: Uint8Array) => {
+    for (let e = 0; e < N; e++) values[e] = from[e] ? lv.hi[e] : lv.lo[e];
+  };
+  const lossStart = evalLoss();
+  let bestEval = Infinity;
+  const rand = rngStream('blockRoundOrder', o.seed) // the driver passes seed + nLayers: a stream no layer uses;
+  const order = Array.from({ length: nSeq }, (_, i) => i);
+  for (let it = 0; it < o.iters; it++) {
+    const step = lr * (1 - it / o.iters);
+    if ((it * batch) % nSeq < batch)
+      for (let i = nSeq - 1; i > 0; i--) {
+        const j = Math.floor(rand() * (i + 1));
+        [order[i], order[j]] = [order[j], order[i]];
+      }
+    grad.fill(0);
+    for (let b = 0; b < batch; b++) window(order[(it * batch + b) % nSeq], 1 / (batch * ctx));
+    for (let e = 0; e < N; e++) {
+      const ge = grad[e];
+      if (ge === 0 || lv.hi[e] === lv.lo[e]) continue;
+      let vv = v[e] - (ge > 0 ? step : -step);
+      vv = vv > 0.5 ? 0.5 : vv < -0.5 ? -0.5 : vv;
+      v[e] = vv;
+      const cc = lv.t[e] + vv >= 0.5 ? 1 : 0;
+      if (cc !== ch[e]) {
+        ch[e] = cc;
+        values[e] = cc ? lv.hi[e] : lv.lo[e];
+      }
+    }
+    if (evalEvery && (it + 1) % evalEvery === 0 && it + 1 < o.iters) {
+      const l = evalLoss();
+      if (l < bestEval) (bestEval = l), bestCh.set(ch);
+    }
+  }
+  let pick: 'start' | 'last' | 'best' = 'last';
+  let loss = o.iters > 0 ? evalLoss() : lossStart;
+  if (bestEval < loss) (loss = bestEval), (pick = 'best');
+  if (!(loss < lossStart)) (loss = lossStart), (pick = 'start');
+  const final = pick === 'start' ? startCh : pick === 'best' ? bestCh : ch;
+  const bytes = Uint8Array.from(start.bytes);
+  const q = writeChoices(c, grids, bytes, lv, final, N / bs);
+  setValues(final);
+  return { bytes, q, lossStart, loss, pick, seconds: (performance.now() - t0) / 1000 };
 }

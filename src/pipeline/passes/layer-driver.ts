@@ -14,9 +14,10 @@ import type { PtqOptions } from '../../algos/ptq-options.js';
 import type { Recipe } from '../../algos/recipe.js';
 import { sqnrDb } from '../../eval/metrics.js';
 import { linearOf, storageOf, type FoldPair, type InputGroup, type LayerInput, type LinearRole } from '../../model/family.js';
+import { rmsnorm } from '../../model/llama.js';
 import type { LlamaConfig } from '../../model/types.js';
 import { algorithmsOf, learnsLayer, scalesInputs, type AlgorithmSpec } from '../algorithms.js';
-import { autoroundSchedule, BLOCK_TENSORS, BlockRunner, blockObjectiveRefusal, blockWindowsUsed, evalWindows, refineBlock, type BlockJudge, type BlockLinear } from '../block-round.js';
+import { autoroundSchedule, BLOCK_MOVE, BLOCK_TENSORS, BlockRunner, blockObjectiveRefusal, blockWindowsUsed, evalWindows, refineBlock, refineHead, type BlockJudge, type BlockLinear } from '../block-round.js';
 import { omniquantLayer } from '../omniquant.js';
 import type { QuantizePlan } from '../plan.js';
 import { awqFoldPair, awqLinears, expertAwqLinears, foldScales, shiftGroup } from './fold.js';
@@ -116,8 +117,20 @@ export async function layerPass(input: LayerPassInput): Promise<{ added: Map<str
     if (!specs.length) return false;
     runner.unlearn();
     runner.load((n) => weights.get(full(n))!.data);
-    const judge = runtimeJudge(l, xIn, target);
-    const r = refineBlock(runner, specs, xIn, target, { ...autoroundSchedule(o, 'block'), batch: o.autoroundBatch, seed: o.seed + l, judge });
+    // layer 0: the token embedding (its rows are the layer's input) learns with it, when asked and untied
+    const emb = weights.get('token_embd.weight');
+    const embQ = quantized.get('token_embd.weight');
+    const embCodec = planOf.get('token_embd.weight') && codecOf(planOf.get('token_embd.weight')!);
+    const input = l === 0 && o.autoroundEmbedding && emb && embQ && embCodec && embFp && weights.has('output.weight') ? { codec: embCodec, w: embFp, start: { bytes: embQ.bytes, q: Float32Array.from(emb.data) }, tokens: windows } : undefined;
+    // the runtime judges the start and the last / best iterate; not the checkpoints' mid-run iterates
+    // (--autoround-block-eval) nor an input the embedding learner rewrites: there the runner's own loss
+    const judge = !o.autoroundBlockEval && !input ? runtimeJudge(l, xIn, target) : undefined;
+    const r = refineBlock(runner, specs, xIn, target, { ...autoroundSchedule(o, 'block'), batch: o.autoroundBatch, seed: o.seed + l, evalEvery: o.autoroundBlockEval, input, judge });
+    if (r.input && emb && embQ && embFp) {
+      quantized.set('token_embd.weight', { ...embQ, bytes: r.input.bytes, sqnrDb: sqnrDb(embFp, r.input.q), algorithm: `${embQ.algorithm} (block)` });
+      emb.data.set(r.input.q);
+      notes.push('layer 0 AutoRound: the token embedding learned as its input');
+    }
     for (const sp of specs) {
       const x = r.linears.get(sp.name)!;
       const q = quantized.get(full(sp.name))!;
@@ -126,7 +139,7 @@ export async function layerPass(input: LayerPassInput): Promise<{ added: Map<str
       block!.before.delete(full(sp.name));
     }
     notes.push(`layer ${l} AutoRound block output error ${r.lossStart.toExponential(3)} -> ${r.loss.toExponential(3)} (${r.pick}, ${specs.length} linears, ${r.seconds.toFixed(1)} s)`);
-    return { xReady: r.pick === 'last' && judge.xIsLast };
+    return { xReady: r.pick === 'last' && !!judge?.xIsLast };
   };
 
   /**
@@ -159,7 +172,7 @@ export async function layerPass(input: LayerPassInput): Promise<{ added: Map<str
     }
     if (last === 'autoround' && linears.size) {
       const specs: BlockLinear[] = [...linears].map(([n, x]) => ({ name: n, codec: codecs.get(n)!, w: r.floats.get(n)!, start: x }));
-      const rb = await lc.timed('quantization', async () => refineBlock(runner, specs, xIn, target, { ...autoroundSchedule(o, 'block'), batch: o.autoroundBatch, seed: o.seed + l }));
+      const rb = await lc.timed('quantization', async () => refineBlock(runner, specs, xIn, target, { ...autoroundSchedule(o, 'block'), batch: o.autoroundBatch, seed: o.seed + l, evalEvery: o.autoroundBlockEval }));
       notes.push(`layer ${l} AutoRound (from OmniQuant) block output error ${rb.lossStart.toExponential(3)} -> ${rb.loss.toExponential(3)} (${rb.pick}, ${rb.seconds.toFixed(1)} s)`);
       linears = rb.linears as typeof linears;
       label = 'omniquant+autoround';
@@ -201,9 +214,12 @@ export async function layerPass(input: LayerPassInput): Promise<{ added: Map<str
         lc.timed('forward', () => {
           runner.load((n) => weights.get(`${P}${n}.weight`)!.data);
           runner.unlearn();
-          // the float stream past the last layer is never read: there, only the windows the block objective reads
+          // the float stream past the last layer is never read: there, only the windows the block objective reads.
+          // Not with the session-30 options: the head learner (--autoround-head-iters) reads the float stream
+          // past the last layer on every window; checkpoints and the embedding learner: kept simple, all windows
           const omni = BLOCK_TENSORS.some((n) => learnsLayer(algorithmsFor(`${P}${n}.weight`)));
-          const only = l === nLayers - 1 && !omni ? blockWindowsUsed(lc.nSeq, { ...autoroundSchedule(o, 'block'), batch: o.autoroundBatch, seed: o.seed + l }) : undefined;
+          const q3kOptions = o.autoroundHeadIters > 0 || !!o.autoroundBlockEval || o.autoroundEmbedding;
+          const only = l === nLayers - 1 && !omni && !q3kOptions ? blockWindowsUsed(lc.nSeq, { ...autoroundSchedule(o, 'block'), batch: o.autoroundBatch, seed: o.seed + l }) : undefined;
           blockTarget = runner.keepTransposes(() => runner.outputs(xFp!, only));
         });
         xFp = blockTarget;
@@ -325,7 +341,27 @@ export async function layerPass(input: LayerPassInput): Promise<{ added: Map<str
 
 
   // output head: input = final RMSNorm of X
-  if (weights.has('output.weight')) await rounder.quantizeWeight('output.weight', lc.collectHeadHessian());
+  if (weights.has('output.weight')) {
+    const head = weights.get('output.weight')!;
+    const learnHead = block && xFp && o.autoroundHeadIters > 0 && algorithmsFor('output.weight').at(-1)?.name === 'autoround' && codecOf(planOf.get('output.weight')!);
+    const wHead = learnHead ? Float32Array.from(head.data) : undefined;
+    await rounder.quantizeWeight('output.weight', lc.collectHeadHessian());
+    if (learnHead && wHead && xFp) {
+      // AutoRound on the logits: the head's rounding learned on the KL divergence from the float model
+      const norm = weights.get('output_norm.weight')!.data;
+      const hQ = new Float32Array(lc.X.length);
+      const hF = new Float32Array(xFp.length);
+      const nTok = lc.X.length / config.dim;
+      rmsnorm(hQ, lc.X, norm, nTok, config.dim, config.normEps);
+      rmsnorm(hF, xFp, norm, nTok, config.dim, config.normEps);
+      const q = quantized.get('output.weight')!;
+      const iters = o.autoroundHeadIters;
+      const r = await lc.timed('quantization', async () => refineHead({ codec: codecOf(planOf.get('output.weight')!)!, w: wHead, start: { bytes: q.bytes, q: Float32Array.from(head.data) } }, hQ, hF, config.dim, ctx, { iters, lr: o.autoroundHeadLr || (2 * BLOCK_MOVE) / iters, batch: o.autoroundBatch, seed: o.seed + nLayers, evalEvery: Math.ceil(iters / 10) }));
+      quantized.set('output.weight', { ...q, bytes: r.bytes, sqnrDb: sqnrDb(wHead, r.q), algorithm: `${q.algorithm} (head)` });
+      head.data.set(r.q);
+      notes.push(`output head AutoRound logits KL ${r.lossStart.toExponential(3)} -> ${r.loss.toExponential(3)} (${r.pick}, ${r.seconds.toFixed(1)} s)`);
+    }
+  }
   return { added, phases: lc.phases };
 }
 
