@@ -373,6 +373,21 @@ interface Learned {
   readonly values: Vec;
 }
 
+/** a learned tensor's start: every block's levels bracketed around its start bytes, offsets and choices from the start values */
+function roundingStart(c: BlockCodec, w: Float32Array, start: { bytes: Uint8Array; q: Float32Array }) {
+  const N = w.length;
+  const bs = c.blockSize;
+  const grids = new BlockGrids(c, 1);
+  const lv = newLevels(N);
+  const v = new Float32Array(N);
+  const ch = new Uint8Array(N);
+  for (let blk = 0; blk < N / bs; blk++) {
+    bracketBlock(grids, w, blk, start.bytes, blk * c.blockBytes, lv, blk * bs, start.q);
+    chooseStart(lv, start.q, ch, v, blk * bs, bs, START_MARGIN);
+  }
+  return { grids, lv, v, ch };
+}
+
 /**
  * Learn the rounding of `linears` on the block output: the runner holds the layer's current tensors
  * (norms and the linears not learned), xIn the layer's quantized-model input and target the float
@@ -414,14 +429,7 @@ export function refineBlock(runner: BlockRunner, linears: readonly BlockLinear[]
     const dim = config.dim;
     if (N % dim !== 0 || N % bs !== 0 || start.q.length !== N || start.bytes.length !== (N / bs) * c.blockBytes) fail('AutoRound (block): the embedding\'s start has the wrong size');
     if (inp.tokens.length !== nSeq || inp.tokens.some((t) => t.length !== ctx)) fail('AutoRound (block): the embedding\'s tokens must be the windows of the input');
-    const grids = new BlockGrids(c, 1);
-    const lv = newLevels(N);
-    const v = new Float32Array(N);
-    const ch = new Uint8Array(N);
-    for (let blk = 0; blk < N / bs; blk++) {
-      bracketBlock(grids, w, blk, start.bytes, blk * c.blockBytes, lv, blk * bs, start.q);
-      chooseStart(lv, start.q, ch, v, blk * bs, bs, START_MARGIN);
-    }
+    const { grids, lv, v, ch } = roundingStart(c, w, start);
     return { lv, grids, v, ch, startCh: Uint8Array.from(ch), bestCh: Uint8Array.from(ch), values: Float32Array.from(start.q), grad: new Float32Array(N) };
   })() : undefined;
   /** window w of xIn from the embedding's current values */
@@ -568,14 +576,7 @@ export function refineHead(lin: { codec: BlockCodec; w: Float32Array; start: { b
   const evalEvery = o.evalEvery ?? 0;
   const batch = Math.max(1, Math.min(o.batch, nSeq));
   const lr = o.lr || 1 / Math.max(1, o.iters);
-  const grids = new BlockGrids(c, 1);
-  const lv = newLevels(N);
-  const v = new Float32Array(N);
-  const ch = new Uint8Array(N);
-  for (let blk = 0; blk < N / bs; blk++) {
-    bracketBlock(grids, w, blk, start.bytes, blk * c.blockBytes, lv, blk * bs, start.q);
-    chooseStart(lv, start.q, ch, v, blk * bs, bs, START_MARGIN);
-  }
+  const { grids, lv, v, ch } = roundingStart(c, w, start);
   const startCh = Uint8Array.from(ch);
   const bestCh = Uint8Array.from(ch);
   const values = Float32Array.from(start.q);
