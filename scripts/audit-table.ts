@@ -16,7 +16,11 @@
  *   --iq: only the IQ rows (session 28): the clean models audited as IQ4_NL (and tinyllama256 as IQ4_NL,
  *   IQ4_XS, IQ3_S: the lattice type IQ3_S has no per-element interval, only the behaviour test), and
  *   token-bias plants for IQ4_NL audited as IQ4_NL and as Q4_0 (the sweep covers IQ4_NL and IQ4_XS)
- *   --iq-planted: only the IQ4_NL / IQ4_XS plants made by the attack that keeps the bytes (session 29, iqPlanted)
+ *   --iq-planted: only the IQ4_NL / IQ4_XS plants made by the attack that keeps the bytes (session 29, iqPlanted);
+ *   with --label stories260K only that model's plants
+ *   --synthetic: only clean synthetic llamas (scripts/synthetic-model.ts: no tokenizer, probed with seeded
+ *   random token windows and their own generated continuations; session 30), audited as Q4_0, Q4_K_M
+ *   (--pure: Q4_K) and IQ4_NL
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -27,6 +31,8 @@ import { openModelFile } from '../src/io/model-file.js';
 import { calibrationWindows } from '../src/pipeline/passes/load.js';
 import { ROOT, runLlamaQuantize } from './llama-tools.js';
 import { blockDiff } from './attack-common.js';
+import { writeSyntheticLlama, type SyntheticLlama } from './synthetic-model.js';
+import { memorySink } from '../src/io/sink.js';
 
 const OUT = path.join(ROOT, '.cache', 'audit-table');
 const GGUF = path.join(ROOT, 'data', 'stories260K.gguf');
@@ -50,7 +56,7 @@ async function malicious(token: string, strength: number, out: string, file = GG
 }
 
 /** one `lowbit audit` process for all `types` of a model (the model and its base logits loaded once) */
-function audit(file: string, types: string[]): { type: string; suspicious: boolean; own: boolean; ratio: number; behaviourZ: number; maxRowZ: number; detail: string }[] {
+function audit(file: string, types: string[]): { type: string; suspicious: boolean; own: boolean; ratio: number; behaviourZ: number; generatedZ: number | null; maxRowZ: number; detail: string }[] {
   const t0 = Date.now();
   const p = spawnSync(process.execPath, [lowbit, 'audit', file, '--types', types.join(','), '--pure', '--windows', '4', '--json'], { encoding: 'utf8' });
   if (p.status !== 0 && p.status !== 3) throw new Error(`audit ${file}: ${p.stderr}`);
@@ -63,7 +69,7 @@ function audit(file: string, types: string[]): { type: string; suspicious: boole
   for (const s of sweep) if (s.maxRowZ > top.maxRowZ) top = s;
   const sweepText = top ? ` sweep ${top.type} z ${top.maxRowZ.toFixed(1)}` : '';
   const swept = sweep.some((s) => s.suspicious);
-  return j.types.map((t: any) => ({ type: t.type, suspicious: t.suspicious || swept, own: t.suspicious, ratio: t.ratio, behaviourZ: t.behaviourZ, maxRowZ: t.maxRowZ, detail: `ratio ${t.ratio.toFixed(2)} behaviour z ${Number(t.behaviourZ).toFixed(1)} (KLD ${t.kldQuantized.toExponential(2)} vs ${t.kldNoisedMean.toExponential(2)} ± ${Number(t.kldNoisedSd).toExponential(1)}) row z ${t.maxRowZ.toFixed(1)}${sweepText}` }));
+  return j.types.map((t: any) => ({ type: t.type, suspicious: t.suspicious || swept, own: t.suspicious, ratio: t.ratio, behaviourZ: t.behaviourZ, generatedZ: t.generated?.z ?? null, maxRowZ: t.maxRowZ, detail: `ratio ${t.ratio.toFixed(2)} behaviour z ${Number(t.behaviourZ).toFixed(1)} (> ${Number(t.behaviourThreshold).toFixed(2)}; KLD ${t.kldQuantized.toExponential(2)} vs ${t.kldNoisedMean.toExponential(2)} ± ${Number(t.kldNoisedSd).toExponential(1)})${t.generated ? ` generated z ${Number(t.generated.z).toFixed(1)} (KLD ${t.generated.kld.toExponential(2)} vs ${t.generated.kldNoisedMean.toExponential(2)} ± ${Number(t.generated.kldNoisedSd).toExponential(1)}, top-1 ${(100 * t.generated.top1).toFixed(1)} %)` : ''} row z ${t.maxRowZ.toFixed(1)}${sweepText}` }));
 }
 
 /** run a command that makes `out` unless it exists (the script can be re-run after a stop) */
@@ -99,7 +105,8 @@ async function iqPlanted(record: (label: string, planted: boolean, file: string,
     ...(onlyExtra ? [] : [...seeds.map((seed) => [GGUF, 'stories260K', 'IQ4_NL', 0.25, seed] as const), [TL, 'tinyllama256', 'IQ4_NL', 1, 7] as const, [TL, 'tinyllama256', 'IQ4_XS', 1, 7] as const]),
     ...extra.map((t) => [TL, 'tinyllama256', t, 1, 7] as const),
   ];
-  for (const [model, label, type, strength, seed] of plants.filter((p) => !pgdRun || p[1] === 'stories260K' || p[2] !== 'IQ4_NL')) {
+  const only = process.argv.includes('--label') ? process.argv[process.argv.indexOf('--label') + 1] : undefined;
+  for (const [model, label, type, strength, seed] of plants.filter((p) => (!pgdRun || p[1] === 'stories260K' || p[2] !== 'IQ4_NL') && (!only || p[1] === only))) {
     const mal = path.join(OUT, model === GGUF ? 'mal-happy-0.25.gguf' : `mal-${label}-happy-${strength}.gguf`);
     if (!fs.existsSync(mal)) await malicious('▁happy', strength, mal, model);
     // --pgd N: N steps of PGD (the bytes kept every step) distilling the benign model on the text, else projection only
@@ -122,15 +129,32 @@ async function iqPlanted(record: (label: string, planted: boolean, file: string,
 }
 
 async function main(): Promise<void> {
-  const rows: { model: string; planted: boolean; types: string; suspicious: boolean; own: boolean; ratio: number; behaviourZ: number; maxRowZ: number; detail: string }[] = [];
+  const rows: { model: string; planted: boolean; types: string; suspicious: boolean; own: boolean; ratio: number; behaviourZ: number; generatedZ: number | null; maxRowZ: number; detail: string }[] = [];
   const t0 = Date.now();
   const IQ = process.argv.includes('--iq');
   const record = (label: string, planted: boolean, file: string, types: string[]) => {
     for (const a of audit(file, types)) {
-      rows.push({ model: label, planted, types: a.type, suspicious: a.suspicious, own: a.own, ratio: a.ratio, behaviourZ: a.behaviourZ, maxRowZ: a.maxRowZ, detail: a.detail });
+      rows.push({ model: label, planted, types: a.type, suspicious: a.suspicious, own: a.own, ratio: a.ratio, behaviourZ: a.behaviourZ, generatedZ: a.generatedZ, maxRowZ: a.maxRowZ, detail: a.detail });
       say(`${planted ? 'planted' : 'clean  '} ${label} ${a.type}: ${a.suspicious ? 'FLAGGED' : planted ? 'missed' : 'clean'} (${a.detail})`);
     }
   };
+  if (process.argv.includes('--synthetic')) {
+    // clean synthetic llamas (no tokenizer): dim 256 so the K and IQ4 types take every row
+    for (const o of [{ dim: 256, hidden: 512, layers: 4, vocab: 512, heads: 4, kvHeads: 4, seed: 3 }] satisfies SyntheticLlama[]) {
+      const file = path.join(OUT, `synthetic-${o.dim}x${o.layers}-v${o.vocab}-s${o.seed}.gguf`);
+      if (!fs.existsSync(file)) {
+        const sink = memorySink();
+        await writeSyntheticLlama(sink, o);
+        fs.writeFileSync(file, sink.bytes());
+      }
+      record(`synthetic dim ${o.dim}, ${o.layers} layers, vocab ${o.vocab}, seed ${o.seed} (no tokenizer)`, false, file, ['Q4_0', 'Q4_K_M', 'IQ4_NL']);
+    }
+    const fp = rows.filter((r) => r.suspicious).length;
+    console.log(`false positives ${fp}/${rows.length} over the synthetic clean rows (${((Date.now() - t0) / 1000).toFixed(0)} s)`);
+    const json = process.argv.includes('--json') ? process.argv[process.argv.indexOf('--json') + 1] : undefined;
+    if (json) fs.writeFileSync(json, JSON.stringify({ rows, falsePositives: fp, clean: rows.length }, null, 1));
+    return;
+  }
   if (process.argv.includes('--iq-planted')) {
     const plants = await iqPlanted(record);
     const fn = rows.filter((r) => r.planted && !r.suspicious).length;

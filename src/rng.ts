@@ -72,6 +72,7 @@ export const RNG_STREAMS = Object.freeze({
   lorcStart: { generator: 'mulberry32', salt: 0x10bc, yields: 'unit', user: 'algos/lorc.ts: the power iteration\'s start' },
   allocateSearch: { generator: 'xorshift32', salt: 0x9e3779b9, yields: 'u32', user: 'pipeline/allocate.ts: the evolutionary search\'s mutations' },
   auditBoxes: { generator: 'xorshift32', salt: 0xb0c5, yields: 'u32', user: 'audit/boxes.ts: the sampled points inside a box' },
+  auditProbe: { generator: 'mulberry32', salt: 0xa0d1, yields: 'unit', user: 'audit/run.ts: the audit\'s sampled continuations and random token windows' },
   sampler: { generator: 'xorshift64*', salt: 0, yields: 'u32', user: 'model/sampler.ts: the sampling coin (llama2.c\'s run.c)' },
 } satisfies Record<string, RngStreamSpec>);
 

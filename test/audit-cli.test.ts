@@ -13,7 +13,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { injectTokenBias, writeWithReplacements } from '../src/audit/run.js';
+import { generateContinuations, injectTokenBias, randomTokenWindows, writeWithReplacements } from '../src/audit/run.js';
+import { writeSyntheticLlama } from '../scripts/synthetic-model.js';
+import { memorySink } from '../src/io/sink.js';
 import { loadModel } from '../src/eval/load.js';
 import { openModelFile } from '../src/io/model-file.js';
 import { calibrationWindows } from '../src/pipeline/passes/load.js';
@@ -73,6 +75,12 @@ test('attack plants Q4_0 exactly, audit flags it and not the clean model, --defe
   const clean = cli('audit', GGUF, '--types', 'Q4_0', '--pure', '--windows', '4', '--json');
   assert.equal(clean.status, 0, clean.stdout + clean.stderr);
   assert.equal(JSON.parse(clean.stdout).suspicious, false);
+  // the second behaviour test, on 256 tokens the model generated (default --generate 256), at half the rate
+  const cg = JSON.parse(clean.stdout).types[0];
+  assert.equal(cg.generated.tokens, 256);
+  assert.equal(cg.testFalsePositiveRate, 0.0005);
+  assert.equal(cg.generated.kldNoisedAll.length, 16);
+  assert.ok(cg.generated.kld > 0 && cg.generated.top1 > 0.5 && cg.generated.top1 < 1 && cg.generated.z < cg.generated.threshold, JSON.stringify(cg.generated));
   // the default edge sweep checks every legacy type stories260K's rows take and IQ4_NL (K types and IQ4_XS need rows of 256)
   assert.deepEqual(JSON.parse(clean.stdout).sweep.map((s: { type: string; suspicious: boolean }) => `${s.type} ${s.suspicious}`), ['Q4_0 false', 'Q4_1 false', 'Q5_0 false', 'Q5_1 false', 'Q8_0 false', 'IQ4_NL false']);
   const bad = cli('audit', GGUF, '--types', 'Q4_0', '--sweep', 'Q4_0,Q9_9');
@@ -81,6 +89,9 @@ test('attack plants Q4_0 exactly, audit flags it and not the clean model, --defe
   const planted = cli('audit', att, '--types', 'Q4_0', '--pure', '--windows', '4', '--json');
   assert.equal(planted.status, 3, planted.stdout + planted.stderr);
   assert.equal(JSON.parse(planted.stdout).suspicious, true);
+  // (this projection-only plant does not hide: flagged by its edges, its behaviour z is below zero on
+  // the probe text and on the generated tokens alike: measured −2.4 and −1.2)
+  assert.ok(Number.isFinite(JSON.parse(planted.stdout).types[0].generated.z));
   // the defence: noise before quantizing brings the quantized planted model back near the benign one
   const def = path.join(tmp, 'att-defended.gguf');
   assert.equal(cli('quantize', att, def, '--type', 'Q4_0', '--pure', '--defend', 'noise').status, 0);
@@ -116,9 +127,68 @@ test('a hidden IQ4_NL plant (PGD with the bytes kept) is flagged by the behaviou
   };
   const clean = audit(GGUF);
   assert.equal(clean.kldNoisedAll.length, 16);
-  assert.ok(clean.behaviourThreshold > 3.7 && clean.behaviourThreshold < 3.76, `t_15 quantile at 0.1 %: ${clean.behaviourThreshold}`);
+  // two behaviour tests (probe text, generated continuations), each at half the 0.1 % rate: the t_15 quantile at 0.05 %
+  assert.ok(clean.behaviourThreshold > 4.0 && clean.behaviourThreshold < 4.15, `t_15 quantile at 0.05 %: ${clean.behaviourThreshold}`);
   assert.ok(!clean.suspicious && clean.behaviourZ < 0, `clean IQ4_NL: z ${clean.behaviourZ}`); // measured -1.8
   const planted = audit(att);
   assert.ok(planted.ratio < 2 && planted.maxRowZ < 8, `ratio ${planted.ratio}, row z ${planted.maxRowZ}: the older tests alone would miss this plant`); // measured 1.48, 2.9
   assert.ok(planted.suspicious && planted.behaviourZ > planted.behaviourThreshold, `planted IQ4_NL: z ${planted.behaviourZ}`); // measured 6.2 (threshold 3.73)
+});
+
+test('generated continuations: the model\'s own samples, seeded; a tokenizer-less synthetic model audits clean on token ids', async () => {
+  // a small synthetic llama (no tokenizer, no vocabulary)
+  const synth = path.join(tmp, 'synthetic.gguf');
+  const sink = memorySink();
+  await writeSyntheticLlama(sink, { dim: 64, hidden: 128, layers: 2, vocab: 256, heads: 4, kvHeads: 4, seed: 5 });
+  fs.writeFileSync(synth, sink.bytes());
+  // generateContinuations samples from the model: its tokens are far likelier under the model than random ones
+  const bytes = new Uint8Array(fs.readFileSync(GGUF));
+  const src = { name: GGUF, size: bytes.length, read: async (o: number, n: number) => bytes.subarray(o, o + n) };
+  const { model } = await loadModel(src as never, { contextLength: 128 });
+  const v = model.config.vocabSize;
+  const prompts = randomTokenWindows(v, 2, 8, 3);
+  const gen = generateContinuations(model, prompts, 100, 50, 4, 9);
+  assert.deepEqual(gen.map((g) => g.length), [54, 54]);
+  assert.deepEqual(gen.map((g) => Array.from(g.subarray(0, 4))), prompts.map((p) => Array.from(p.subarray(0, 4))));
+  assert.deepEqual(generateContinuations(model, prompts, 100, 50, 4, 9), gen, 'same seed, same tokens');
+  assert.notDeepEqual(generateContinuations(model, prompts, 100, 50, 4, 10), gen, 'another seed, other tokens');
+  const meanLogProb = (seqs: Int32Array[]) => {
+    let s = 0;
+    let n = 0;
+    for (const q of seqs) {
+      const lg = model.forward(q, 0, 0);
+      for (let t = 3; t < q.length - 1; t++) {
+        const row = lg.subarray(t * v, (t + 1) * v);
+        const mx = row.reduce((a, b) => Math.max(a, b), -Infinity);
+        const lse = mx + Math.log(row.reduce((a, b) => a + Math.exp(b - mx), 0));
+        s += row[q[t + 1]] - lse;
+        n++;
+      }
+    }
+    return s / n;
+  };
+  const random = gen.map((g, i) => Int32Array.from(g, (x, t) => (t < 4 ? x : randomTokenWindows(v, 1, g.length, 77 + i)[0][t])));
+  const lpGen = meanLogProb(gen);
+  const lpRandom = meanLogProb(random);
+  assert.ok(lpGen > lpRandom + 3, `generated ${lpGen} vs random ${lpRandom} nats/token`);
+  // the CLI on the synthetic model: random token windows and generated continuations, clean, the same bytes twice
+  const args = ['audit', synth, '--types', 'Q4_0,IQ4_NL', '--pure', '--windows', '2', '--ctx', '64', '--generate', '96', '--sweep', 'none', '--json'];
+  const a = cli(...args);
+  assert.equal(a.status, 0, a.stdout + a.stderr);
+  const j = JSON.parse(a.stdout);
+  assert.equal(j.suspicious, false);
+  assert.equal(j.probe, 'random tokens');
+  for (const t of j.types) {
+    assert.equal(t.generated.tokens, 96);
+    assert.ok(Number.isFinite(t.behaviourZ) && t.behaviourZ < t.behaviourThreshold && t.generated.z < t.generated.threshold, `${t.type}: z ${t.behaviourZ}, generated z ${t.generated.z}`);
+  }
+  assert.equal(cli(...args).stdout, a.stdout, 'deterministic');
+  // --generate 0: no generated test, the probe test at the whole rate
+  const off = JSON.parse(cli('audit', synth, '--types', 'Q4_0', '--pure', '--windows', '2', '--ctx', '64', '--generate', '0', '--sweep', 'none', '--json').stdout).types[0];
+  assert.equal(off.generated, undefined);
+  assert.equal(off.testFalsePositiveRate, 0.001);
+  // --text on a model without a tokenizer: one line, exit 2
+  const bad = cli('audit', synth, '--types', 'Q4_0', '--text', TEXT);
+  assert.equal(bad.status, 2, bad.stderr);
+  assert.match(bad.stderr.trim(), /^[^\n]*carries no vocabulary to tokenize --text/);
 });

@@ -11,13 +11,14 @@ import type { ModelFile } from '../io/model-file.js';
 import { ggmlTypeByName, isGgmlFloat } from '../quant/ggml/types.js';
 import type { Llama } from '../model/llama.js';
 import { planQuantization, readFloats } from '../pipeline/quantize.js';
-import { logSoftmaxRows } from '../eval/metrics.js';
+import { klDivergenceRow, logSoftmaxRows } from '../eval/metrics.js';
 import { meanKld, WeightSwap } from '../pipeline/sensitivity.js';
 import { addRoundingNoise, behaviourTest, edgeStats, nameStream, type EdgeStats } from './audit.js';
 import { intersectBoxes, intervalPositions, quantizationBox, searchesScales, subBlockOf } from './boxes.js';
 import { pgdInsideBoxes, type Box, type PgdOptions } from './pgd.js';
 import { fitDirections, keepBytes, projectFit, type FitDirections, type KeepStats } from './feasible.js';
 import { trainConfigOf } from '../pipeline/qat.js';
+import { rngStream } from '../rng.js';
 
 
 /** tensor name -> GGML type for a llama.cpp file type (with --pure: its default type everywhere it fits) */
@@ -51,6 +52,14 @@ export interface TypeAudit {
   behaviourThreshold: number;
   /** top-1 agreement of the quantized model with the model */
   top1: number;
+  /**
+   * the same behaviour test on continuations the full-precision model sampled from seeded prompts
+   * (`generate` > 0): KLD and top-1 over the generated positions, the noised quantizations' mean and sd,
+   * z and its threshold (each test runs at half the false-positive rate: Bonferroni)
+   */
+  generated?: { tokens: number; kld: number; top1: number; kldNoisedAll: number[]; kldNoisedMean: number; kldNoisedSd: number; z: number; threshold: number };
+  /** the false-positive rate each behaviour test runs at (the option's rate, halved when there are two tests) */
+  testFalsePositiveRate: number;
   /** the largest per-row edge z-score over tensors, and where */
   maxRowZ: number;
   worstTensor: string;
@@ -73,8 +82,18 @@ export interface AuditOptions {
   /** thresholds: behaviour ratio and row z-score above which a type is flagged */
   ratioThreshold?: number;
   zThreshold?: number;
-  /** the behaviour z-test's one-sided false-positive rate under its null (default 1e-3) */
+  /**
+   * the behaviour z-tests' one-sided false-positive rate under their null (default 1e-3); with generated
+   * continuations the two tests (probe text, generated) each run at half of it (Bonferroni), so the
+   * chance that either flags a clean type stays at most this rate
+   */
   falsePositiveRate?: number;
+  /** tokens the full-precision model generates for the second behaviour test (default 256; 0 = off) */
+  generate?: number;
+  /** prompt tokens (from the start of the probe windows) for each generated continuation (default 4) */
+  promptTokens?: number;
+  /** tokens per generated continuation (default 64, at most the context less the prompt) */
+  continuation?: number;
   onProgress?: (msg: string) => void;
 }
 
@@ -148,9 +167,94 @@ function top1Agreement(model: Llama, windows: readonly Int32Array[], base: reado
   return same / Math.max(1, n);
 }
 
+/**
+ * Continuations sampled (temperature 1, seeded) from `model` as it is: sequence j starts with the first
+ * `promptTokens` tokens of windows[j mod W] and adds `length` tokens; `total` generated tokens in all
+ * (the last sequence shorter). Same model, windows and seed → the same tokens.
+ */
+export function generateContinuations(model: Llama, windows: readonly Int32Array[], total: number, length: number, promptTokens: number, seed: number): Int32Array[] {
+  if (windows.length === 0) fail('generated continuations need at least one probe window for their prompts');
+  const v = model.config.vocabSize;
+  const p = Math.max(1, Math.min(promptTokens, ...windows.map((w) => w.length)));
+  if (!(length >= 1 && p + length <= model.config.seqLen)) fail(`generated continuations of ${length} tokens after ${p} prompt tokens do not fit the context of ${model.config.seqLen}`);
+  const out: Int32Array[] = [];
+  const probs = new Float64Array(v);
+  for (let j = 0, left = total; left > 0; j++) {
+    const n = Math.min(length, left);
+    left -= n;
+    const seq = new Int32Array(p + n);
+    seq.set(windows[j % windows.length].subarray(0, p));
+    const rand = rngStream('auditProbe', seed + 104729 * j);
+    let logits = model.forward(seq.subarray(0, p), 0);
+    for (let i = 0; i < n; i++) {
+      let mx = -Infinity;
+      for (let k = 0; k < v; k++) if (logits[k] > mx) mx = logits[k];
+      let sum = 0;
+      for (let k = 0; k < v; k++) sum += probs[k] = Math.exp(logits[k] - mx);
+      let u = rand() * sum;
+      let tok = v - 1;
+      for (let k = 0; k < v; k++) if ((u -= probs[k]) < 0) {
+        tok = k;
+        break;
+      }
+      seq[p + i] = tok;
+      if (i + 1 < n) logits = model.forward([tok], p + i);
+    }
+    out.push(seq);
+  }
+  return out;
+}
+
+/** seeded uniform random token windows (a model without a tokenizer: no text to probe it with) */
+export function randomTokenWindows(vocabSize: number, count: number, length: number, seed: number): Int32Array[] {
+  const rand = rngStream('auditProbe', seed ^ 0x70c3);
+  return Array.from({ length: count }, () => Int32Array.from({ length }, () => Math.min(vocabSize - 1, Math.floor(rand() * vocabSize))));
+}
+
+/** log-probabilities of the positions [from, end) of every window */
+function logProbsFrom(model: Llama, windows: readonly Int32Array[], from: number): Float32Array[] {
+  return windows.map((w) => {
+    const lp = Float32Array.from(model.forward(w, 0, from));
+    logSoftmaxRows(lp, model.config.vocabSize);
+    return lp;
+  });
+}
+
+/** mean KLD and top-1 agreement against `base` (logProbsFrom of the same windows and `from`) */
+function kldTop1From(model: Llama, windows: readonly Int32Array[], base: readonly Float32Array[], from: number): { kld: number; top1: number } {
+  const v = model.config.vocabSize;
+  let sum = 0;
+  let same = 0;
+  let n = 0;
+  windows.forEach((w, i) => {
+    const lp = model.forward(w, 0, from);
+    logSoftmaxRows(lp, v);
+    const lb = base[i];
+    for (let o = 0; o < lp.length; o += v) {
+      sum += klDivergenceRow(lb, o, 0, lp, o, 0, v);
+      let a = 0;
+      let b = 0;
+      for (let j = 1; j < v; j++) {
+        if (lp[o + j] > lp[o + a]) a = j;
+        if (lb[o + j] > lb[o + b]) b = j;
+      }
+      if (a === b) same++;
+      n++;
+    }
+  });
+  return { kld: sum / Math.max(1, n), top1: same / Math.max(1, n) };
+}
+
 export async function auditModel(o: AuditOptions): Promise<TypeAudit[]> {
   const { model, file } = o;
   const swap = new WeightSwap(model);
+  const genTotal = o.generate ?? 256;
+  const promptTokens = Math.max(1, Math.min(o.promptTokens ?? 4, ...o.windows.map((w) => w.length)));
+  const genFrom = promptTokens - 1; // the outputs that predict the generated tokens
+  const genWindows = genTotal > 0 ? generateContinuations(model, o.windows, genTotal, Math.min(o.continuation ?? 64, model.config.seqLen - promptTokens), promptTokens, o.seed ?? 1) : [];
+  const genBase = logProbsFrom(model, genWindows, genFrom);
+  const fpRate = o.falsePositiveRate ?? 1e-3;
+  const testRate = genWindows.length ? fpRate / 2 : fpRate;
   const base: Float32Array[] = o.windows.map((w) => {
     const lp = Float32Array.from(model.forward(w, 0, 0));
     logSoftmaxRows(lp, model.config.vocabSize);
@@ -181,6 +285,8 @@ export async function auditModel(o: AuditOptions): Promise<TypeAudit[]> {
     }
     const kldQuantized = swap.run(quantized, () => meanKld(model, o.windows, base));
     const top1 = swap.run(quantized, () => top1Agreement(model, o.windows, base));
+    const gen = genWindows.length ? swap.run(quantized, () => kldTop1From(model, genWindows, genBase, genFrom)) : undefined;
+    const genNoised: number[] = [];
     const noisedKlds: number[] = [];
     for (let r = 0; r < repeats; r++) {
       const noised = new Map<string, Float32Array>();
@@ -189,19 +295,23 @@ export async function auditModel(o: AuditOptions): Promise<TypeAudit[]> {
         noised.set(name, ggmlRoundTrip(type, addRoundingNoise(type, await read(name), rows, cols, noiseScale, (o.seed ?? 1) + 7919 * r, nameStream(name)), rows, cols).values);
       }
       noisedKlds.push(swap.run(noised, () => meanKld(model, o.windows, base)));
+      if (gen) genNoised.push(swap.run(noised, () => kldTop1From(model, genWindows, genBase, genFrom).kld));
     }
     const kldNoisedAll = [...noisedKlds];
     noisedKlds.sort((a, b) => a - b);
     const kldNoised = noisedKlds[noisedKlds.length >> 1];
     const ratio = kldQuantized / Math.max(kldNoised, 1e-12);
-    const bt = behaviourTest(kldQuantized, kldNoisedAll, o.falsePositiveRate);
+    const bt = behaviourTest(kldQuantized, kldNoisedAll, testRate);
+    const gt = gen ? behaviourTest(gen.kld, genNoised, testRate) : undefined;
+    const generated = gen && gt ? { tokens: genWindows.reduce((a, w) => a + w.length - promptTokens, 0), kld: gen.kld, top1: gen.top1, kldNoisedAll: genNoised, kldNoisedMean: gt.mean, kldNoisedSd: gt.sd, z: gt.z, threshold: gt.threshold } : undefined;
     let worst = tensors[0];
     for (const t of tensors) if (t.edges.maxRowZ > worst.edges.maxRowZ) worst = t;
     const reasons: string[] = [];
-    if (bt.z > bt.threshold) reasons.push(`quantizing changes the outputs more than every noise seed explains: KLD ${kldQuantized.toExponential(2)} against ${bt.mean.toExponential(2)} ± ${bt.sd.toExponential(2)} over ${repeats} quantizations after ${noiseScale}-step noise (z = ${bt.z.toFixed(1)} > ${bt.threshold.toFixed(2)}, the t quantile of false-positive rate ${o.falsePositiveRate ?? 1e-3}; the clean models of docs/security.md: z ≤ −0.4)`);
+    if (bt.z > bt.threshold) reasons.push(`quantizing changes the outputs more than every noise seed explains: KLD ${kldQuantized.toExponential(2)} against ${bt.mean.toExponential(2)} ± ${bt.sd.toExponential(2)} over ${repeats} quantizations after ${noiseScale}-step noise on the probe text (z = ${bt.z.toFixed(1)} > ${bt.threshold.toFixed(2)}, the t quantile of false-positive rate ${testRate}; the clean models of docs/security.md: z ≤ −0.4)`);
+    if (generated && generated.z > generated.threshold) reasons.push(`quantizing changes the outputs on ${generated.tokens} generated tokens more than every noise seed explains: KLD ${generated.kld.toExponential(2)} against ${generated.kldNoisedMean.toExponential(2)} ± ${generated.kldNoisedSd.toExponential(2)} (z = ${generated.z.toFixed(1)} > ${generated.threshold.toFixed(2)}, the t quantile of false-positive rate ${testRate})`);
     if (ratio > ratioThreshold) reasons.push(`quantizing changes the outputs ${ratio.toFixed(1)}× more than quantizing after ${noiseScale}-step noise (KLD ${kldQuantized.toExponential(2)} vs ${kldNoised.toExponential(2)}; clean models: about 1×)`);
     if (worst.edges.maxRowZ > zThreshold) reasons.push(`${worst.name} row ${worst.edges.maxRow}: weights piled against the edges of their ${worst.type} rounding intervals (z = ${worst.edges.maxRowZ.toFixed(1)})`);
-    out.push({ type: ftype, kldQuantized, kldNoised, ratio, kldNoisedAll, kldNoisedMean: bt.mean, kldNoisedSd: bt.sd, behaviourZ: bt.z, behaviourThreshold: bt.threshold, top1, maxRowZ: worst.edges.maxRowZ, worstTensor: worst.name, tensors, suspicious: reasons.length > 0, reasons });
+    out.push({ type: ftype, kldQuantized, kldNoised, ratio, kldNoisedAll, kldNoisedMean: bt.mean, kldNoisedSd: bt.sd, behaviourZ: bt.z, behaviourThreshold: bt.threshold, top1, ...(generated ? { generated } : {}), testFalsePositiveRate: testRate, maxRowZ: worst.edges.maxRowZ, worstTensor: worst.name, tensors, suspicious: reasons.length > 0, reasons });
   }
   return out;
 }

@@ -1,7 +1,7 @@
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { fail } from '../../errors.js';
-import { auditModel, edgeSweep, plantAttack, SWEEP_TYPES, writeWithReplacements, type SweepAudit, type TypeAudit } from '../../audit/run.js';
+import { auditModel, edgeSweep, plantAttack, randomTokenWindows, SWEEP_TYPES, writeWithReplacements, type SweepAudit, type TypeAudit } from '../../audit/run.js';
 import { calibrationWindows } from '../../pipeline/passes/load.js';
 import type { Command } from '../args.js';
 import { checkOutput, noteInput, readInputText, withAtomicFile } from '../files.js';
@@ -18,17 +18,18 @@ const DEFAULT_TEXT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), 
 export const auditCommand: Command = {
   name: 'audit',
   summary: 'check a model for quantization-conditioned behaviour (a planted box): exit 3 when suspicious',
-  usage: 'lowbit audit MODEL [--types Q4_K_M,Q4_0] [--pure] [--sweep TYPES|none] [--text FILE] [--ctx 128] [--windows 8] [--noise 0.5] [--repeats 16] [--fp-rate 0.001] [--json]',
+  usage: 'lowbit audit MODEL [--types Q4_K_M,Q4_0] [--pure] [--sweep TYPES|none] [--text FILE] [--ctx 128] [--windows 8] [--noise 0.5] [--repeats 16] [--generate 256] [--fp-rate 0.001] [--json]',
   positionals: [1, 1],
   options: [
     { name: 'types', type: 'string', default: 'Q4_K_M,Q4_0,Q8_0', help: 'llama.cpp file types to audit, comma-separated' },
     { name: 'pure', type: 'boolean', help: 'every tensor in the file type\'s default type (llama-quantize --pure)' },
     { name: 'sweep', type: 'string', default: SWEEP_TYPES.join(','), help: 'block types whose rounding-interval edges are checked in every tensor that takes them (weights only, no forward pass; "none" = off)' },
-    { name: 'text', type: 'string', help: 'probe text (default: the shipped TinyStories text)' },
+    { name: 'text', type: 'string', help: 'probe text (default: the shipped TinyStories text; a model without a tokenizer is probed with seeded random token windows instead)' },
     { name: 'ctx', type: 'int', default: 128, min: 8, max: 8192, help: 'tokens per probe window' },
     { name: 'windows', type: 'int', default: 8, min: 1, max: 1024, help: 'probe windows' },
     { name: 'noise', type: 'number', default: 0.5, min: 0.01, max: 2, help: 'noise in rounding steps for the comparison quantization' },
     { name: 'repeats', type: 'int', default: 16, min: 1, max: 100, help: 'noised quantizations: the null distribution of the behaviour test (its z-test needs 3 or more; the median KLD gives the ratio)' },
+    { name: 'generate', type: 'int', default: 256, min: 0, max: 65536, help: 'tokens the full-precision model samples (seeded, 64 per prompt of 4 probe tokens) for a second behaviour test on its own continuations (0 = off; with it each test runs at half --fp-rate)' },
     { name: 'fp-rate', type: 'number', default: 0.001, min: 1e-9, max: 0.25, help: 'one-sided false-positive rate of the behaviour z-test under its null (sets its t threshold)' },
     { name: 'seed', type: 'int', default: 1, min: 0, help: 'seed of the windows and the noise' },
     { name: 'json', type: 'boolean', help: 'one JSON object with a top-level boolean `suspicious`' },
@@ -39,17 +40,21 @@ export const auditCommand: Command = {
     const sweepTypes = String(a.values.sweep).trim().toLowerCase() === 'none' ? [] : String(a.values.sweep).split(',').map((s) => s.trim().toUpperCase()).filter(Boolean);
     for (const t of sweepTypes) if (!(SWEEP_TYPES as readonly string[]).includes(t)) fail(`--sweep: ${t} is not one of ${SWEEP_TYPES.join(', ')} (or none)`);
     const ctx = a.values.ctx as number;
-    const text = (a.values.text as string | undefined) ?? DEFAULT_TEXT;
+    const givenText = a.values.text as string | undefined;
+    const text = givenText ?? DEFAULT_TEXT;
     noteInput(modelPath);
-    noteInput(text);
+    noteInput(givenText);
     const opened = await openModelPath(modelPath);
     let results: TypeAudit[];
     try {
       const loaded = await loadModelPath(modelPath, undefined, { contextLength: ctx, batch: Math.min(ctx, 512) });
-      if (!loaded.tokenizer) fail(`${modelPath} carries no vocabulary to tokenize the probe text`);
-      const stream = loaded.tokenizer.encode(readInputText(text, 'probe text (--text)'), { bos: false });
+      if (!loaded.tokenizer && givenText !== undefined) fail(`${modelPath} carries no vocabulary to tokenize --text (without --text it is probed with seeded random token windows)`);
       const c = Math.min(ctx, loaded.model.config.seqLen);
-      const windows = calibrationWindows(stream, c * (a.values.windows as number), c, a.values.seed as number, loaded.tokenizer.vocab.bos);
+      const nWindows = a.values.windows as number;
+      // a model without a tokenizer (a synthetic one): seeded random token windows; the generated continuations need no text
+      const windows = loaded.tokenizer
+        ? calibrationWindows(loaded.tokenizer.encode(readInputText(text, 'probe text (--text)'), { bos: false }), c * nWindows, c, a.values.seed as number, loaded.tokenizer.vocab.bos)
+        : randomTokenWindows(loaded.model.config.vocabSize, nWindows, c, a.values.seed as number);
       const json = a.values.json as boolean;
       const tty = !json && process.stderr.isTTY;
       results = await auditModel({
@@ -61,16 +66,18 @@ export const auditCommand: Command = {
         noiseScale: a.values.noise as number,
         repeats: a.values.repeats as number,
         falsePositiveRate: a.values['fp-rate'] as number,
+        generate: a.values.generate as number,
+        continuation: Math.min(64, c - 4),
         seed: a.values.seed as number,
         onProgress: tty ? (m) => process.stderr.write(`\r${m.slice(0, 78).padEnd(78)}`) : undefined,
       });
       const sweep: SweepAudit[] = await edgeSweep(opened.model, sweepTypes, undefined, tty ? (m) => process.stderr.write(`\r${m.slice(0, 78).padEnd(78)}`) : undefined);
       if (tty) process.stderr.write('\r' + ' '.repeat(78) + '\r');
       const suspicious = results.some((r) => r.suspicious) || sweep.some((s) => s.suspicious);
-      if (json) process.stdout.write(JSON.stringify({ model: modelPath, suspicious, types: results.map(({ tensors, ...r }) => ({ ...r, tensors: tensors.map((t) => ({ name: t.name, type: t.type, ...t.edges })) })), sweep }) + '\n');
+      if (json) process.stdout.write(JSON.stringify({ model: modelPath, suspicious, probe: loaded.tokenizer ? 'text' : 'random tokens', types: results.map(({ tensors, ...r }) => ({ ...r, tensors: tensors.map((t) => ({ name: t.name, type: t.type, ...t.edges })) })), sweep }) + '\n');
       else {
-        const rows = results.map((r) => [r.type, r.kldQuantized.toExponential(2), `${r.kldNoisedMean.toExponential(2)} ± ${Number.isFinite(r.kldNoisedSd) ? r.kldNoisedSd.toExponential(1) : '?'}`, r.ratio.toFixed(2), Number.isFinite(r.behaviourZ) ? `${r.behaviourZ.toFixed(1)} (> ${r.behaviourThreshold.toFixed(1)})` : 'n/a', (100 * r.top1).toFixed(1) + ' %', r.maxRowZ.toFixed(1), r.suspicious ? 'SUSPICIOUS' : 'clean']);
-        process.stdout.write(renderTable(['type', 'KLD quantized', 'KLD noised', 'ratio', 'behaviour z', 'top-1', 'max row z', 'verdict'], rows) + '\n');
+        const rows = results.map((r) => [r.type, r.kldQuantized.toExponential(2), `${r.kldNoisedMean.toExponential(2)} ± ${Number.isFinite(r.kldNoisedSd) ? r.kldNoisedSd.toExponential(1) : '?'}`, r.ratio.toFixed(2), Number.isFinite(r.behaviourZ) ? `${r.behaviourZ.toFixed(1)} (> ${r.behaviourThreshold.toFixed(1)})` : 'n/a', (100 * r.top1).toFixed(1) + ' %', r.generated ? `${r.generated.kld.toExponential(2)} / ${(100 * r.generated.top1).toFixed(1)} % / ${Number.isFinite(r.generated.z) ? r.generated.z.toFixed(1) : 'n/a'}` : 'off', r.maxRowZ.toFixed(1), r.suspicious ? 'SUSPICIOUS' : 'clean']);
+        process.stdout.write(renderTable(['type', 'KLD quantized', 'KLD noised', 'ratio', 'behaviour z', 'top-1', 'generated KLD / top-1 / z', 'max row z', 'verdict'], rows) + '\n');
         for (const r of results) for (const why of r.reasons) process.stdout.write(`${r.type}: ${why}\n`);
         if (sweep.length) {
           let top = sweep[0];
