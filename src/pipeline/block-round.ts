@@ -408,16 +408,8 @@ export function refineBlock(runner: BlockRunner, linears: readonly BlockLinear[]
   const state: Learned[] = linears.map((spec) => {
     const { codec: c, w, start } = spec;
     const N = w.length;
-    const bs = c.blockSize;
-    const grids = new BlockGrids(c, 1);
-    const lv = newLevels(N);
-    const v = new Float32Array(N);
-    const ch = new Uint8Array(N);
-    if (N % bs !== 0 || start.q.length !== N || start.bytes.length !== (N / bs) * c.blockBytes) fail(`AutoRound (block): ${spec.name}'s start has the wrong size`);
-    for (let blk = 0; blk < N / bs; blk++) {
-      bracketBlock(grids, w, blk, start.bytes, blk * c.blockBytes, lv, blk * bs, start.q);
-      chooseStart(lv, start.q, ch, v, blk * bs, bs, START_MARGIN);
-    }
+    if (N % c.blockSize !== 0 || start.q.length !== N || start.bytes.length !== (N / c.blockSize) * c.blockBytes) fail(`AutoRound (block): ${spec.name}'s start has the wrong size`);
+    const { grids, lv, v, ch } = roundingStart(c, w, start);
     return { spec, lv, grids, v, ch, startCh: Uint8Array.from(ch), bestCh: Uint8Array.from(ch), values: runner.learn(spec.name, start.q) };
   });
   // the token embedding as a learned input (layer 0): its levels, offsets and choices like a linear's
