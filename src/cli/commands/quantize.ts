@@ -276,9 +276,19 @@ export const quantizeCommand: Command = {
       const names = model.tensors.map((t) => t.name);
       for (const o of unmatchedOverrides(names, overrides)) process.stderr.write(`lowbit: warning: --tensor-type ${o.pattern}=${o.type} matches no tensor\n`);
       let allocation: AllocationResult | undefined;
+      let sharedPool: QuantizePool | undefined;
       if (allocating) {
         const tty0 = !(a.values.json as boolean) && process.stderr.isTTY;
-        allocation = await allocatedRecipe(a, input, model, recipe, a.values.calib as string | undefined, tty0 ? (msg) => process.stderr.write(`\r${msg.padEnd(78).slice(0, 78)}`) : undefined, imatrix);
+        // costs measured now (--calib, no --db file yet): on the row pool that then quantizes the file (one
+        // set of threads started, not two)
+        const poolThreads = (a.values.threads as number | undefined) ?? defaultThreads(Infinity);
+        if (!(a.values.db && fs.existsSync(a.values.db as string)) && a.values.calib && !dry && poolThreads > 1) sharedPool = new QuantizePool(poolThreads);
+        try {
+          allocation = await allocatedRecipe(a, input, model, recipe, a.values.calib as string | undefined, tty0 ? (msg) => process.stderr.write(`\r${msg.padEnd(78).slice(0, 78)}`) : undefined, imatrix, sharedPool);
+        } catch (e) {
+          await sharedPool?.close();
+          throw e;
+        }
         if (tty0) process.stderr.write('\r' + ' '.repeat(78) + '\r');
         recipe = allocation.recipe;
       }
@@ -304,7 +314,7 @@ export const quantizeCommand: Command = {
       const progress = tty ? progressBar(plan.tensors.reduce((a, p) => a + p.ne.reduce((x, y) => x * y, 1), 0)) : undefined;
       const threads = (a.values.threads as number | undefined) ?? defaultThreads(Infinity);
       const gptqWorkers = threads > 1 ? new GptqPool(threads - 1) : undefined; // starts threads only when GPTQ runs
-      const pool = threads > 1 ? new QuantizePool(threads) : undefined;
+      const pool = sharedPool ?? (threads > 1 ? new QuantizePool(threads) : undefined);
       let report: Awaited<ReturnType<typeof quantize>>;
       let splitFiles: string[] = [];
       const writeOut = async <T>(fill: (f: AtomicFile) => Promise<T>): Promise<T> => {

@@ -46,7 +46,7 @@ function calibOf(a: { values: Record<string, unknown> }): { tokens: number; ctx:
  * opened here). The Hessian statistics come from the streaming calibration pass over the file; the
  * model is loaded into the runtime only for KL divergences (--estimator kld, --output-factor kld).
  */
-export async function runSensitivity(modelPath: string, a: { values: Record<string, unknown> }, calibPath: string, onProgress?: (msg: string, done: number, total: number) => void, m?: ModelFile, gptq?: { ptq?: unknown }): Promise<SensitivityDb> {
+export async function runSensitivity(modelPath: string, a: { values: Record<string, unknown> }, calibPath: string, onProgress?: (msg: string, done: number, total: number) => void, m?: ModelFile, gptq?: { ptq?: unknown }, sharedPool?: QuantizePool): Promise<SensitivityDb> {
   if (gptq && a.values['plain-costs']) fail('--plain-costs measures the plain RTN quantizers: not with GPTQ candidates (--algo gptq)');
   if (gptq && a.values.estimator === 'kld') fail('GPTQ candidates (--algo gptq) are measured by the hessian estimator (GPTQ needs each input\'s Hessian): not with --estimator kld');
   const types = a.values.types ? String(a.values.types).split(',').map((s) => s.trim().toUpperCase()).filter(Boolean) : [...DEFAULT_SENSITIVITY_TYPES];
@@ -68,8 +68,9 @@ export async function runSensitivity(modelPath: string, a: { values: Record<stri
     const nKld = Math.min(windows.length, a.values['kld-windows'] as number);
     // the runtime holds the whole model: only for the KL divergences
     const model = estimator === 'kld' || outputFactor === 'kld' ? (await loadModelPath(modelPath, undefined, { contextLength: ctx, batch: Math.min(ctx, 512), threads })).model : undefined;
-    // the candidates' rows are quantized on every thread (as plain quantize does)
-    pool = threads > 1 ? new QuantizePool(threads) : undefined;
+    // the candidates' rows are quantized on every thread (as plain quantize does): the caller's pool
+    // when it has one (quantize --calib --target-size: the one that then quantizes the file), else our own
+    pool = sharedPool ?? (threads > 1 ? new QuantizePool(threads) : undefined);
     gptqPool = gptq && threads > 1 ? new GptqPool(threads - 1) : undefined;
     return await measureSensitivity({
       model,
@@ -88,7 +89,7 @@ export async function runSensitivity(modelPath: string, a: { values: Record<stri
       onProgress,
     });
   } finally {
-    await pool?.close();
+    if (pool !== sharedPool) await pool?.close();
     await gptqPool?.close();
     opened?.close();
   }
@@ -159,6 +160,7 @@ export async function allocatedRecipe(
   calibFile: string | undefined,
   say?: (msg: string) => void,
   imatrix?: Imatrix,
+  pool?: QuantizePool,
 ): Promise<AllocationResult> {
   const size = a.values['target-size'] as number | undefined;
   const bpw = a.values['target-bpw'] as number | undefined;
@@ -174,7 +176,7 @@ export async function allocatedRecipe(
     if (db.algo === 'gptq' && !gptq) fail(`--db ${dbFile} holds the costs of GPTQ's candidates (lowbit sensitivity --algo gptq): quantize with --algo gptq`);
   } else {
     if (!calibFile) fail('--target-size/--target-bpw need costs: --calib FILE (measured now) or --db FILE from lowbit sensitivity');
-    db = await runSensitivity(input, a, calibFile, say ? (msg, done, total) => say(`sensitivity [${done}/${total}] ${msg}`) : undefined, m, gptq ? { ptq: base.ptq } : undefined);
+    db = await runSensitivity(input, a, calibFile, say ? (msg, done, total) => say(`sensitivity [${done}/${total}] ${msg}`) : undefined, m, gptq ? { ptq: base.ptq } : undefined, pool);
     if (dbFile) writeFileAtomic(dbFile, JSON.stringify(db) + '\n', 'sensitivity database (--db)');
   }
   const method = a.values.allocate as AllocateMethod;
