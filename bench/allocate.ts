@@ -98,6 +98,9 @@ export async function run(args: string[]): Promise<void> {
     bc.push((b.seconds + c.seconds) / a.seconds);
     da.push(d.seconds / a.seconds);
     console.log(`(B + C) / A = ${bc[s].toFixed(2)}x   D / A = ${da[s].toFixed(2)}x   (target <= 2x)`);
+    // CPU seconds (user + system, /usr/bin/time) move far less than wall time when the machine is shared
+    if (a.cpuSeconds && b.cpuSeconds !== undefined && c.cpuSeconds !== undefined && d.cpuSeconds !== undefined)
+      console.log(`CPU seconds: A ${a.cpuSeconds.toFixed(1)}  B ${b.cpuSeconds.toFixed(1)}  C ${c.cpuSeconds.toFixed(1)}  D ${d.cpuSeconds.toFixed(1)}:  (B + C) / A = ${((b.cpuSeconds + c.cpuSeconds) / a.cpuSeconds).toFixed(2)}x   D / A = ${(d.cpuSeconds / a.cpuSeconds).toFixed(2)}x`);
   }
   if (pairs > 1) {
     const med = (v: number[]) => [...v].sort((x, y) => x - y)[v.length >> 1];

@@ -138,6 +138,8 @@ export interface Measured {
   seconds: number;
   /** peak resident set (VmHWM), bytes */
   peakRss: number;
+  /** user + system CPU seconds of the command and its children (/usr/bin/time; undefined without it) */
+  cpuSeconds?: number;
   status: number | null;
   stderr: string;
   stdout: string;
@@ -152,7 +154,7 @@ export function measure(cmd: string, args: string[], env: NodeJS.ProcessEnv = pr
   const timeFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'lowbit-measure-')), 'time');
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
-    const child = gnuTime ? spawn(gnuTime, ['-o', timeFile, '-f', '%M', cmd, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] }) : spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = gnuTime ? spawn(gnuTime, ['-o', timeFile, '-f', '%U %S %M', cmd, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] }) : spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -174,12 +176,15 @@ export function measure(cmd: string, args: string[], env: NodeJS.ProcessEnv = pr
     child.on('exit', (status) => {
       clearInterval(timer);
       const seconds = (performance.now() - t0) / 1000;
+      let cpuSeconds: number | undefined;
       if (gnuTime) {
         const lines = fs.readFileSync(timeFile, 'utf8').trim().split('\n');
-        peak = Number(lines[lines.length - 1]) * 1024;
+        const [user, sys, rss] = lines[lines.length - 1].split(' ').map(Number);
+        peak = rss * 1024;
+        cpuSeconds = user + sys;
       }
       fs.rmSync(path.dirname(timeFile), { recursive: true, force: true });
-      resolve({ seconds, peakRss: peak, status, stderr, stdout });
+      resolve({ seconds, peakRss: peak, cpuSeconds, status, stderr, stdout });
     });
   });
 }
