@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- allocate [--layers N] [--calib-tokens T (default 128)] [--sample-rows R] [--threads 2] [--pairs N]`: the cost
+ * `npm run bench -- allocate [--layers N] [--calib-tokens T (default 256)] [--sample-rows R] [--threads 2] [--pairs N]`: the cost
  * of mixed precision on a synthetic ~1.1B llama (dim 2048, ffn 5632, 22 layers, vocabulary 32000 from
  * data/tokenizer.model; seeded, cached under .cache/bench/). In the same run, each in its own process:
  *
@@ -61,7 +61,7 @@ export async function run(args: string[]): Promise<void> {
   if (args.includes('--kld')) return kldEstimator(arg(args, 'threads', '2'));
   const layers = Number(arg(args, 'layers', '22'));
   const threads = arg(args, 'threads', '2');
-  const calibTokens = arg(args, 'calib-tokens', '128');
+  const calibTokens = arg(args, 'calib-tokens', '256');
   const sampleRows = arg(args, 'sample-rows', '64');
   const input = await syntheticLlama(ROOT, { dim: 2048, hiddenDim: 5632, nLayers: layers, nHeads: 32, vocab: 32000 });
   const text = path.join(ROOT, 'data', 'tinystories-valid-head.txt');
