@@ -116,6 +116,34 @@ test('f32 WebAssembly gradients agree with the f64 reference (relative L2 error 
   assert.deepEqual(Array.from(ck.grads), Array.from(fast.grads));
 });
 
+test('causal attention in blocks of query rows: the same bytes as the full T x T products (loss, every gradient, the layer\'s output and input gradient)', () => {
+  const c = { ...TINY, dim: 16, hiddenDim: 24, headDim: 4, ropeDim: 4, seqLen: 11 };
+  const ctx = 11; // blocks of 3 rows: 0-3, 3-6, 6-9, 9-11 (a short last block)
+  for (const be of [() => wasmBackend(trainModelFloats(c, { batch: 2, ctx }))!, () => referenceBackend('f32')]) {
+    const full = model(be(), c, 2, ctx);
+    const blocked = model(be(), c, 2, ctx);
+    full.causalRows = ctx; // one block: the full products
+    blocked.causalRows = 3;
+    const { tokens, targets } = tinyBatch(c, 2, ctx, 13);
+    const run = (m: TrainModel) => {
+      m.zeroGrads();
+      const loss = m.forward(tokens, targets);
+      m.backward();
+      const x = Float32Array.from({ length: 2 * ctx * c.dim }, (_, i) => Math.sin(i * 0.37) * 3);
+      const y = Float32Array.from(m.layerForwardOn(1, m.be.f64 ? Float64Array.from(x) : x));
+      const dx = Float32Array.from(m.layerBackwardOn(1, m.be.f64 ? Float64Array.from(y) : y));
+      return { loss, grads: Float32Array.from(m.grads), y, dx };
+    };
+    const a = run(full);
+    const b = run(blocked);
+    const label = full.be.name;
+    assert.equal(b.loss, a.loss, `${label}: loss`);
+    assert.deepEqual(b.grads, a.grads, `${label}: gradients`);
+    assert.deepEqual(b.y, a.y, `${label}: layer output`);
+    assert.deepEqual(b.dx, a.dx, `${label}: layer input gradient`);
+  }
+});
+
 // ---------------------------------------------------------------------------------------------------
 // the training loop
 
