@@ -113,12 +113,23 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
   const bracket = (blk: number, src: Uint8Array, so: number, out: Levels, o: number, around?: Float32Array) => bracketBlock(grids, w, blk, src, so, out, o, around);
   const blockErr = (xo: number, cl: Float32Array, cu: Float32Array, ct: Float32Array) => {
     let e = 0;
+    const c0 = xo % k; // a block lies within one row (k % bs = 0)
     for (let j = 0; j < bs; j++) {
       const q = ct[j] >= 0.5 ? cu[j] : cl[j];
       const d = q - w[xo + j];
-      e += hd[(xo + j) % k] * d * d;
+      e += hd[c0 + j] * d * d;
     }
     return e;
+  };
+  /** the candidate's levels (cl) into the element arrays at xo (loops: faster than five typed-array copies of one block) */
+  const takeLevels = (xo: number) => {
+    for (let j = 0; j < bs; j++) {
+      lo[xo + j] = cL[j];
+      hi[xo + j] = cU[j];
+      loC[xo + j] = cLC[j];
+      hiC[xo + j] = cUC[j];
+      t[xo + j] = cT[j];
+    }
   };
   const ratios = learnClip && codeLayout(c).bits <= 6 ? CLIP_RATIOS : [1];
   // codecs with a closed-form grid rank the ratios by their nearest values (snap) and bracket the winner only
@@ -137,16 +148,17 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
         c.clipHeader!(w, xo, r, cand, 0);
         c.snap!(cand, 0, w, xo, snapped, 0);
         let e = 0;
+        const c0 = xo % k;
         for (let j = 0; j < bs; j++) {
           const d = snapped[j] - w[xo + j];
-          e += hd[(xo + j) % k] * d * d;
+          e += hd[c0 + j] * d * d;
         }
         if (e < best) (best = e), (alpha[blk] = r);
       }
       header(blk, alpha[blk], cand, 0);
       bracket(blk, cand, 0, cl, 0);
       bytes.set(cand, at);
-      lo.set(cL, xo), hi.set(cU, xo), loC.set(cLC, xo), hiC.set(cUC, xo), t.set(cT, xo);
+      takeLevels(xo);
       for (let j = 0; j < bs; j++) ch[xo + j] = t[xo + j] >= 0.5 ? 1 : 0;
       continue;
     }
@@ -158,7 +170,7 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
         best = e;
         alpha[blk] = r;
         bytes.set(cand, at);
-        lo.set(cL, xo), hi.set(cU, xo), loC.set(cLC, xo), hiC.set(cUC, xo), t.set(cT, xo);
+        takeLevels(xo);
       }
     }
     for (let j = 0; j < bs; j++) ch[xo + j] = t[xo + j] >= 0.5 ? 1 : 0;
@@ -273,7 +285,7 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
       moved[(blk / nb) | 0] = 1;
       gridAlpha[blk] = alpha[blk];
       bytes.set(cand, blk * nbytes);
-      lo.set(cL, xo), hi.set(cU, xo), loC.set(cLC, xo), hiC.set(cUC, xo), t.set(cT, xo);
+      takeLevels(xo);
       for (let j = 0; j < bs; j++) ch[xo + j] = cT[j] + v[xo + j] >= 0.5 ? 1 : 0;
     }
     // the moved rows' exact L (runs of consecutive rows at once); undo the rows whose L rose
