@@ -197,6 +197,8 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
   const best = Uint8Array.from(ch);
   const bestLoss = Float64Array.from(rowLoss);
   const gridAlpha = Float32Array.from(alpha);
+  /** regrid's copy of the state before a rebuild (allocated at the first) */
+  let saved: { bytes: Uint8Array; lo: Float32Array; hi: Float32Array; loC: Uint16Array; hiC: Uint16Array; t: Float32Array; ch: Uint8Array } | undefined;
   const phase = regrids > 0 ? Math.max(1, Math.floor(iters / (regrids + 1))) : iters + 1;
 
   /**
@@ -260,7 +262,10 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
    * rebuild is undone when its L rose (blocks of a row interact through H off the block diagonal).
    */
   function regrid(): void {
-    const saved = { bytes: Uint8Array.from(bytes), lo: Float32Array.from(lo), hi: Float32Array.from(hi), loC: Uint16Array.from(loC), hiC: Uint16Array.from(hiC), t: Float32Array.from(t), ch: Uint8Array.from(ch) };
+    // the state before the rebuild, copied into arrays allocated once (fresh arrays of the whole matrix
+    // on every rebuild cost more than the copies: the first touch of their pages)
+    saved ??= { bytes: new Uint8Array(bytes.length), lo: new Float32Array(N), hi: new Float32Array(N), loC: new Uint16Array(N), hiC: new Uint16Array(N), t: new Float32Array(N), ch: new Uint8Array(N) };
+    saved.bytes.set(bytes), saved.lo.set(lo), saved.hi.set(hi), saved.loC.set(loC), saved.hiC.set(hiC), saved.t.set(t), saved.ch.set(ch);
     const before = Float64Array.from(rowLoss);
     const delta = work.delta;
     const moved = new Uint8Array(n);
