@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { setWasmVariant } from '../src/kernels/wasm.js';
-import { gemmErrorFactor, gemmRef, referenceBackend, wasmBackend, type Backend } from '../src/train/gemm.js';
+import { gemmErrorFactor, gemmRef, referenceBackend, signStepRef, wasmBackend, type Backend } from '../src/train/gemm.js';
 import { TrainModel, trainModelFloats, type TrainConfig } from '../src/train/llama-grad.js';
 import { xorshift32 } from '../src/rng.js';
 
@@ -114,6 +114,88 @@ test('f32 WebAssembly gradients agree with the f64 reference (relative L2 error 
     assert.ok(Math.sqrt(num / den) < 1e-4, `${t.name}: relative error ${Math.sqrt(num / den)}`);
   }
   assert.deepEqual(Array.from(ck.grads), Array.from(fast.grads));
+});
+
+test('causal attention in blocks of query rows: the same bytes as the full T x T products (loss, every gradient, the layer\'s output and input gradient)', () => {
+  const c = { ...TINY, dim: 16, hiddenDim: 24, headDim: 4, ropeDim: 4, seqLen: 11 };
+  const ctx = 11; // blocks of 3 rows: 0-3, 3-6, 6-9, 9-11 (a short last block)
+  for (const be of [() => wasmBackend(trainModelFloats(c, { batch: 2, ctx }))!, () => referenceBackend('f32')]) {
+    const full = model(be(), c, 2, ctx);
+    const blocked = model(be(), c, 2, ctx);
+    full.causalRows = ctx; // one block: the full products
+    blocked.causalRows = 3;
+    const { tokens, targets } = tinyBatch(c, 2, ctx, 13);
+    const run = (m: TrainModel) => {
+      m.zeroGrads();
+      const loss = m.forward(tokens, targets);
+      m.backward();
+      const x = Float32Array.from({ length: 2 * ctx * c.dim }, (_, i) => Math.sin(i * 0.37) * 3);
+      const y = Float32Array.from(m.layerForwardOn(1, m.be.f64 ? Float64Array.from(x) : x));
+      const dx = Float32Array.from(m.layerBackwardOn(1, m.be.f64 ? Float64Array.from(y) : y));
+      return { loss, grads: Float32Array.from(m.grads), y, dx };
+    };
+    const a = run(full);
+    const b = run(blocked);
+    const label = full.be.name;
+    assert.equal(b.loss, a.loss, `${label}: loss`);
+    assert.deepEqual(b.grads, a.grads, `${label}: gradients`);
+    assert.deepEqual(b.y, a.y, `${label}: layer output`);
+    assert.deepEqual(b.dx, a.dx, `${label}: layer input gradient`);
+  }
+});
+
+test('AutoRound\'s signed-gradient step: the WebAssembly kernel agrees bit for bit with signStepRef (zero and NaN gradients, one-level elements, clamps, flips into values and the transpose)', () => {
+  const rows = 6;
+  const cols = 23; // n = 138: not a multiple of 4 (the element-by-element tail)
+  const n = rows * cols;
+  const be = wasmBackend(16 * n + 4096);
+  if (!be) return; // no WebAssembly SIMD here: nothing to compare
+  assert.ok(be.signStep, 'the wasm backend has the step kernel');
+  const r = xorshift32(9);
+  const u = () => (r() + 0.5) / 4294967296;
+  const make = (alloc: (n: number) => Float32Array, chOf: (n: number) => Uint8Array) => {
+    const a = { g: alloc(n), lo: alloc(n), hi: alloc(n), t: alloc(n), v: alloc(n), values: alloc(n), tr: alloc(n), ch: chOf(n) };
+    return a;
+  };
+  const fast = make((k) => be.alloc(k) as Float32Array, (k) => { const f = be.alloc(Math.ceil(k / 4)); return new Uint8Array(f.buffer, f.byteOffset, k); });
+  const ref = make((k) => new Float32Array(k), (k) => new Uint8Array(k));
+  for (let e = 0; e < n; e++) {
+    const lo = (u() - 0.5) * 0.2;
+    const hi = e % 17 === 5 ? lo : lo + 0.01 + 0.05 * u(); // some elements with one level
+    const t = u();
+    const v = e % 11 === 3 ? 0.499 : e % 13 === 4 ? -0.4995 : (u() - 0.5) * 0.2; // some near the clamps
+    const ch = t + v >= 0.5 ? 1 : 0;
+    for (const x of [fast, ref]) {
+      x.lo[e] = lo, x.hi[e] = hi, x.t[e] = t, x.v[e] = v, x.ch[e] = ch, x.values[e] = ch ? hi : lo;
+      const rr = (e / cols) | 0;
+      x.tr[(e - rr * cols) * rows + rr] = x.values[e];
+    }
+  }
+  let flips = 0;
+  for (let it = 0; it < 25; it++) {
+    const step = 0.04 * (1 - it / 25);
+    for (let e = 0; e < n; e++) {
+      const g = e % 19 === 7 ? 0 : e === 50 && it === 3 ? NaN : u() - 0.45;
+      fast.g[e] = g;
+      ref.g[e] = g;
+    }
+    const before = Uint8Array.from(ref.ch);
+    be.signStep!(fast.g, fast.lo, fast.hi, fast.t, fast.v, fast.ch, fast.values, step, { t: fast.tr, rows, cols });
+    signStepRef(ref.g, ref.lo, ref.hi, ref.t, ref.v, ref.ch, ref.values, step, { t: ref.tr, rows, cols });
+    for (let e = 0; e < n; e++) if (before[e] !== ref.ch[e]) flips++;
+    assert.deepEqual(fast.ch, ref.ch, `step ${it}: choices`);
+    assert.deepEqual(Array.from(fast.v), Array.from(ref.v), `step ${it}: offsets`); // as numbers: a NaN's bits may differ (its choices do not)
+    assert.deepEqual(fast.values, ref.values, `step ${it}: values`);
+    assert.deepEqual(fast.tr, ref.tr, `step ${it}: transpose`);
+  }
+  assert.ok(flips > 30, `the steps flipped ${flips} choices`);
+  // arrays outside the backend's memory: the reference runs (the same values)
+  const plain = make((k) => new Float32Array(k), (k) => new Uint8Array(k));
+  for (const k of ['g', 'lo', 'hi', 't', 'v', 'values', 'tr', 'ch'] as const) plain[k].set(ref[k] as never);
+  be.signStep!(plain.g, plain.lo, plain.hi, plain.t, plain.v, plain.ch, plain.values, 0.01);
+  signStepRef(ref.g, ref.lo, ref.hi, ref.t, ref.v, ref.ch, ref.values, 0.01);
+  assert.deepEqual(Array.from(plain.v), Array.from(ref.v));
+  be.close?.();
 });
 
 // ---------------------------------------------------------------------------------------------------

@@ -30,31 +30,116 @@ export function heapBase(): usize {
   }
 }
 
+// @ts-ignore: decorator
+@inline function sweepOne(g: usize, h: usize, hd: usize, v: usize, t: usize, lo: usize, hi: usize, ch: usize, k: i32, step: f64, ga: usize, bs: i32, col: i32): f64 {
+  // one element, exactly the reference's operations (ga's sum in memory); returns the taken dl, or 0
+  const row = <usize>k << 2;
+  const o = <usize>col << 2;
+  const gv = <f64>load<f32>(g + o);
+  if (gv == 0) return 0;
+  const c = load<u8>(ch + <usize>col);
+  const l = <f64>load<f32>(lo + o);
+  const u = <f64>load<f32>(hi + o);
+  if (ga) {
+    const p = ga + (<usize>(col / bs) << 3);
+    store<f64>(p, load<f64>(p) + gv * (c ? u : l));
+  }
+  let vv = <f64>load<f32>(v + o) - (gv > 0 ? step : -step);
+  vv = vv > 0.5 ? 0.5 : vv < -0.5 ? -0.5 : vv;
+  store<f32>(v + o, <f32>vv);
+  const nc: u8 = <f64>load<f32>(t + o) + vv >= 0.5 ? 1 : 0;
+  if (nc == c) return 0;
+  const d = nc ? u - l : l - u;
+  const dl = 2 * d * gv + d * d * <f64>load<f32>(hd + o);
+  if (!(dl < 0)) return 0;
+  store<u8>(ch + <usize>col, nc);
+  axpyRow(g, h + <usize>col * row, <f32>d, k);
+  return dl;
+}
+
+// @ts-ignore: decorator
+@inline function hiHalf(x: v128): v128 {
+  return i8x16.shuffle(x, x, 8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15);
+}
+
+// @ts-ignore: decorator
+@inline function takenHalf(pm: v128, nm: v128, gv: v128, l: v128, u: v128, hdv: v128): v128 {
+  // lanes of pm whose exact change of the loss dl = 2 d g + d^2 H_cc is < 0 (f64, no fused multiply-add)
+  const d = v128.bitselect(f64x2.sub(u, l), f64x2.sub(l, u), nm);
+  const dl = f64x2.add(f64x2.mul(f64x2.mul(f64x2.splat(2), d), gv), f64x2.mul(f64x2.mul(d, d), hdv));
+  return v128.and(pm, f64x2.lt(dl, f64x2.splat(0)));
+}
+
+/**
+ * The sweep, four elements at a time: their steps and proposed choices in f64 lanes (the reference's
+ * f64 operations, lane by lane: promote, subtract, compare-select, demote); when none of the four takes
+ * a flip (none proposes one, or the exact change of the loss rejects each proposal: dl computed as the
+ * reference's, in f64 lanes without fused multiply-add), G is unchanged over them and the four are
+ * committed at once (offsets; gradient of the clip ratio
+ * summed in order, g q exact in f64); a group with a proposal runs element by element (sweepOne), since a
+ * taken flip changes the G of the elements after it. The clip gradient's sum of a block stays in a local
+ * between groups. Elements past the last group of four in a block: sweepOne.
+ */
 export function sweepRow(g: usize, h: usize, hd: usize, v: usize, t: usize, lo: usize, hi: usize, ch: usize, k: i32, step: f64, ga: usize, bs: i32): f64 {
   let loss: f64 = 0;
-  const row = <usize>k << 2;
-  for (let col = 0; col < k; col++) {
-    const o = <usize>col << 2;
-    const gv = <f64>load<f32>(g + o);
-    if (gv == 0) continue;
-    const c = load<u8>(ch + <usize>col);
-    const l = <f64>load<f32>(lo + o);
-    const u = <f64>load<f32>(hi + o);
-    if (ga) {
-      const p = ga + (<usize>(col / bs) << 3);
-      store<f64>(p, load<f64>(p) + gv * (c ? u : l));
+  const sp = f64x2.splat(step);
+  const sn = f64x2.splat(-step);
+  const half = f64x2.splat(0.5);
+  const nhalf = f64x2.splat(-0.5);
+  const zero = f64x2.splat(0);
+  let col = 0;
+  while (col < k) {
+    const b = col / bs;
+    const segEnd = ga ? min(k, (b + 1) * bs) : k;
+    const gp = ga ? ga + (<usize>b << 3) : 0;
+    let s: f64 = ga ? load<f64>(gp) : 0;
+    for (; col + 4 <= segEnd; col += 4) {
+      const o = <usize>col << 2;
+      const g4 = v128.load(g + o);
+      const gl = f64x2.promote_low_f32x4(g4);
+      const gh = f64x2.promote_low_f32x4(hiHalf(g4));
+      const c4 = i32x4.extend_low_i16x8_u(i16x8.extend_low_i8x16_u(v128.load32_zero(ch + <usize>col)));
+      const cm = i32x4.ne(c4, i32x4.splat(0)); // lanes choosing hi
+      const v4 = v128.load(v + o);
+      let vl = f64x2.sub(f64x2.promote_low_f32x4(v4), v128.bitselect(sp, sn, f64x2.gt(gl, zero)));
+      let vh = f64x2.sub(f64x2.promote_low_f32x4(hiHalf(v4)), v128.bitselect(sp, sn, f64x2.gt(gh, zero)));
+      vl = v128.bitselect(half, v128.bitselect(nhalf, vl, f64x2.lt(vl, nhalf)), f64x2.gt(vl, half));
+      vh = v128.bitselect(half, v128.bitselect(nhalf, vh, f64x2.lt(vh, nhalf)), f64x2.gt(vh, half));
+      const t4 = v128.load(t + o);
+      const nl = f64x2.ge(f64x2.add(f64x2.promote_low_f32x4(t4), vl), half);
+      const nh = f64x2.ge(f64x2.add(f64x2.promote_low_f32x4(hiHalf(t4)), vh), half);
+      // proposals: g != 0 and the new choice differs from the old one
+      const n4 = i8x16.shuffle(nl, nh, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27);
+      const live = f32x4.ne(g4, f32x4.splat(0));
+      const prop = v128.and(v128.xor(n4, cm), live);
+      // a proposal is taken when dl = 2 d g + d^2 H_cc < 0 (d = hi - lo towards hi, lo - hi towards lo);
+      // only a taken one changes G: the group then runs element by element. Proposals are common (an
+      // offset past the threshold whose flip the loss rejects proposes again on every sweep), taken ones
+      // rare: dl is computed for every group, one branch on the taken ones
+      const l4 = v128.load(lo + o), u4 = v128.load(hi + o), h4 = v128.load(hd + o);
+      const tl = takenHalf(i64x2.extend_low_i32x4_s(prop), nl, gl, f64x2.promote_low_f32x4(l4), f64x2.promote_low_f32x4(u4), f64x2.promote_low_f32x4(h4));
+      const th = takenHalf(i64x2.extend_high_i32x4_s(prop), nh, gh, f64x2.promote_low_f32x4(hiHalf(l4)), f64x2.promote_low_f32x4(hiHalf(u4)), f64x2.promote_low_f32x4(hiHalf(h4)));
+      if (v128.any_true(v128.or(tl, th))) {
+        if (ga) store<f64>(gp, s);
+        for (let e = col; e < col + 4; e++) loss += sweepOne(g, h, hd, v, t, lo, hi, ch, k, step, ga, bs, e);
+        if (ga) s = load<f64>(gp);
+        continue;
+      }
+      const vn = i8x16.shuffle(f32x4.demote_f64x2_zero(vl), f32x4.demote_f64x2_zero(vh), 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
+      v128.store(v + o, v128.bitselect(vn, v4, live));
+      if (ga) {
+        // g q of each element in order (+-0 where g = 0: adding it leaves s as it is)
+        const q4 = v128.bitselect(u4, l4, cm);
+        const pl = f64x2.mul(gl, f64x2.promote_low_f32x4(q4));
+        const ph = f64x2.mul(gh, f64x2.promote_low_f32x4(hiHalf(q4)));
+        s += f64x2.extract_lane(pl, 0);
+        s += f64x2.extract_lane(pl, 1);
+        s += f64x2.extract_lane(ph, 0);
+        s += f64x2.extract_lane(ph, 1);
+      }
     }
-    let vv = <f64>load<f32>(v + o) - (gv > 0 ? step : -step);
-    vv = vv > 0.5 ? 0.5 : vv < -0.5 ? -0.5 : vv;
-    store<f32>(v + o, <f32>vv);
-    const nc: u8 = <f64>load<f32>(t + o) + vv >= 0.5 ? 1 : 0;
-    if (nc == c) continue;
-    const d = nc ? u - l : l - u;
-    const dl = 2 * d * gv + d * d * <f64>load<f32>(hd + o);
-    if (!(dl < 0)) continue;
-    store<u8>(ch + <usize>col, nc);
-    loss += dl;
-    axpyRow(g, h + <usize>col * row, <f32>d, k);
+    if (ga) store<f64>(gp, s);
+    for (; col < segEnd; col++) loss += sweepOne(g, h, hd, v, t, lo, hi, ch, k, step, ga, bs, col);
   }
   return loss;
 }

@@ -147,3 +147,75 @@ export function runChunk(job: usize, chunk: i32, thread: i32): void {
   if (i0 >= i1) return;
   gemm(<usize>load<u32>(job), load<i32>(job + 4), <usize>load<u32>(job + 8), load<i32>(job + 12), <usize>load<u32>(job + 16), load<i32>(job + 20), i0, i1, load<i32>(job + 28), load<i32>(job + 32), load<i32>(job + 36));
 }
+
+// ---------------------------------------------------------------------------------------------------
+// AutoRound's block objective (src/pipeline/block-round.ts): one signed-gradient step of every rounding
+// offset. Scalar reference: signStepRef in src/train/gemm.ts (bit for bit: the same f64 operations).
+
+// @ts-ignore: decorator
+@inline function hi2(x: v128): v128 {
+  return i8x16.shuffle(x, x, 8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15);
+}
+
+// @ts-ignore: decorator
+@inline function signStepOne(g: usize, lo: usize, hi: usize, t: usize, v: usize, ch: usize, values: usize, e: i32, step: f64, tr: usize, rows: i32, cols: i32): void {
+  const o = <usize>e << 2;
+  const ge = <f64>load<f32>(g + o);
+  const h = load<f32>(hi + o);
+  const l = load<f32>(lo + o);
+  if (ge == 0 || h == l) return;
+  const sg: f64 = ge > 0 ? 1 : ge < 0 ? -1 : ge; // Math.sign (NaN stays NaN)
+  let vv = <f64>load<f32>(v + o) - step * sg;
+  vv = vv > 0.5 ? 0.5 : vv < -0.5 ? -0.5 : vv;
+  store<f32>(v + o, <f32>vv);
+  const c: u8 = <f64>load<f32>(t + o) + vv >= 0.5 ? 1 : 0;
+  if (c == load<u8>(ch + <usize>e)) return;
+  store<u8>(ch + <usize>e, c);
+  const q = c ? h : l;
+  store<f32>(values + o, q);
+  if (tr) {
+    const r = e / cols;
+    store<f32>(tr + ((<usize>(e - r * cols) * <usize>rows + <usize>r) << 2), q);
+  }
+}
+
+/**
+ * Elements 0..n: v -= step sign(g), clamped to [-0.5, 0.5] (f64, stored f32), skipping g = 0 and one-level
+ * elements (hi = lo); an element whose choice t + v >= 0.5 (ch) changes takes its level (hi or lo) in values
+ * and, with tr != 0, in the transpose tr (rows x cols of values, transposed). Four elements at a time in f64
+ * lanes; a group where a choice changes or a gradient is NaN runs element by element (signStepOne).
+ */
+export function signStep(g: usize, lo: usize, hi: usize, t: usize, v: usize, ch: usize, values: usize, n: i32, step: f64, tr: usize, rows: i32, cols: i32): void {
+  const sp = f64x2.splat(step);
+  const sn = f64x2.splat(-step);
+  const half = f64x2.splat(0.5);
+  const nhalf = f64x2.splat(-0.5);
+  const zero = f64x2.splat(0);
+  let e = 0;
+  for (; e + 4 <= n; e += 4) {
+    const o = <usize>e << 2;
+    const g4 = v128.load(g + o);
+    const live = v128.and(f32x4.ne(g4, f32x4.splat(0)), f32x4.ne(v128.load(hi + o), v128.load(lo + o)));
+    const gl = f64x2.promote_low_f32x4(g4);
+    const gh = f64x2.promote_low_f32x4(hi2(g4));
+    const v4 = v128.load(v + o);
+    let vl = f64x2.sub(f64x2.promote_low_f32x4(v4), v128.bitselect(sp, sn, f64x2.gt(gl, zero)));
+    let vh = f64x2.sub(f64x2.promote_low_f32x4(hi2(v4)), v128.bitselect(sp, sn, f64x2.gt(gh, zero)));
+    vl = v128.bitselect(half, v128.bitselect(nhalf, vl, f64x2.lt(vl, nhalf)), f64x2.gt(vl, half));
+    vh = v128.bitselect(half, v128.bitselect(nhalf, vh, f64x2.lt(vh, nhalf)), f64x2.gt(vh, half));
+    const t4 = v128.load(t + o);
+    const nl = f64x2.ge(f64x2.add(f64x2.promote_low_f32x4(t4), vl), half);
+    const nh = f64x2.ge(f64x2.add(f64x2.promote_low_f32x4(hi2(t4)), vh), half);
+    const n4 = i8x16.shuffle(nl, nh, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27);
+    const c4 = i32x4.extend_low_i16x8_u(i16x8.extend_low_i8x16_u(v128.load32_zero(ch + <usize>e)));
+    const cm = i32x4.ne(c4, i32x4.splat(0));
+    const odd = v128.or(v128.and(v128.xor(n4, cm), live), f32x4.ne(g4, g4));
+    if (v128.any_true(odd)) {
+      for (let i = e; i < e + 4; i++) signStepOne(g, lo, hi, t, v, ch, values, i, step, tr, rows, cols);
+      continue;
+    }
+    const vn = i8x16.shuffle(f32x4.demote_f64x2_zero(vl), f32x4.demote_f64x2_zero(vh), 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
+    v128.store(v + o, v128.bitselect(vn, v4, live));
+  }
+  for (; e < n; e++) signStepOne(g, lo, hi, t, v, ch, values, e, step, tr, rows, cols);
+}

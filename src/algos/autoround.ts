@@ -113,12 +113,23 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
   const bracket = (blk: number, src: Uint8Array, so: number, out: Levels, o: number, around?: Float32Array) => bracketBlock(grids, w, blk, src, so, out, o, around);
   const blockErr = (xo: number, cl: Float32Array, cu: Float32Array, ct: Float32Array) => {
     let e = 0;
+    const c0 = xo % k; // a block lies within one row (k % bs = 0)
     for (let j = 0; j < bs; j++) {
       const q = ct[j] >= 0.5 ? cu[j] : cl[j];
       const d = q - w[xo + j];
-      e += hd[(xo + j) % k] * d * d;
+      e += hd[c0 + j] * d * d;
     }
     return e;
+  };
+  /** the candidate's levels (cl) into the element arrays at xo (loops: faster than five typed-array copies of one block) */
+  const takeLevels = (xo: number) => {
+    for (let j = 0; j < bs; j++) {
+      lo[xo + j] = cL[j];
+      hi[xo + j] = cU[j];
+      loC[xo + j] = cLC[j];
+      hiC[xo + j] = cUC[j];
+      t[xo + j] = cT[j];
+    }
   };
   const ratios = learnClip && codeLayout(c).bits <= 6 ? CLIP_RATIOS : [1];
   // codecs with a closed-form grid rank the ratios by their nearest values (snap) and bracket the winner only
@@ -137,16 +148,17 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
         c.clipHeader!(w, xo, r, cand, 0);
         c.snap!(cand, 0, w, xo, snapped, 0);
         let e = 0;
+        const c0 = xo % k;
         for (let j = 0; j < bs; j++) {
           const d = snapped[j] - w[xo + j];
-          e += hd[(xo + j) % k] * d * d;
+          e += hd[c0 + j] * d * d;
         }
         if (e < best) (best = e), (alpha[blk] = r);
       }
       header(blk, alpha[blk], cand, 0);
       bracket(blk, cand, 0, cl, 0);
       bytes.set(cand, at);
-      lo.set(cL, xo), hi.set(cU, xo), loC.set(cLC, xo), hiC.set(cUC, xo), t.set(cT, xo);
+      takeLevels(xo);
       for (let j = 0; j < bs; j++) ch[xo + j] = t[xo + j] >= 0.5 ? 1 : 0;
       continue;
     }
@@ -158,7 +170,7 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
         best = e;
         alpha[blk] = r;
         bytes.set(cand, at);
-        lo.set(cL, xo), hi.set(cU, xo), loC.set(cLC, xo), hiC.set(cUC, xo), t.set(cT, xo);
+        takeLevels(xo);
       }
     }
     for (let j = 0; j < bs; j++) ch[xo + j] = t[xo + j] >= 0.5 ? 1 : 0;
@@ -185,6 +197,8 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
   const best = Uint8Array.from(ch);
   const bestLoss = Float64Array.from(rowLoss);
   const gridAlpha = Float32Array.from(alpha);
+  /** regrid's copy of the state before a rebuild (allocated at the first) */
+  let saved: { bytes: Uint8Array; lo: Float32Array; hi: Float32Array; loC: Uint16Array; hiC: Uint16Array; t: Float32Array; ch: Uint8Array } | undefined;
   const phase = regrids > 0 ? Math.max(1, Math.floor(iters / (regrids + 1))) : iters + 1;
 
   /**
@@ -248,7 +262,10 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
    * rebuild is undone when its L rose (blocks of a row interact through H off the block diagonal).
    */
   function regrid(): void {
-    const saved = { bytes: Uint8Array.from(bytes), lo: Float32Array.from(lo), hi: Float32Array.from(hi), loC: Uint16Array.from(loC), hiC: Uint16Array.from(hiC), t: Float32Array.from(t), ch: Uint8Array.from(ch) };
+    // the state before the rebuild, copied into arrays allocated once (fresh arrays of the whole matrix
+    // on every rebuild cost more than the copies: the first touch of their pages)
+    saved ??= { bytes: new Uint8Array(bytes.length), lo: new Float32Array(N), hi: new Float32Array(N), loC: new Uint16Array(N), hiC: new Uint16Array(N), t: new Float32Array(N), ch: new Uint8Array(N) };
+    saved.bytes.set(bytes), saved.lo.set(lo), saved.hi.set(hi), saved.loC.set(loC), saved.hiC.set(hiC), saved.t.set(t), saved.ch.set(ch);
     const before = Float64Array.from(rowLoss);
     const delta = work.delta;
     const moved = new Uint8Array(n);
@@ -273,7 +290,7 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
       moved[(blk / nb) | 0] = 1;
       gridAlpha[blk] = alpha[blk];
       bytes.set(cand, blk * nbytes);
-      lo.set(cL, xo), hi.set(cU, xo), loC.set(cLC, xo), hiC.set(cUC, xo), t.set(cT, xo);
+      takeLevels(xo);
       for (let j = 0; j < bs; j++) ch[xo + j] = cT[j] + v[xo + j] >= 0.5 ? 1 : 0;
     }
     // the moved rows' exact L (runs of consecutive rows at once); undo the rows whose L rose

@@ -28,7 +28,7 @@ import { BlockGrids, type BlockCodec } from '../algos/block-codec.js';
 import type { ModelConfig } from '../model/family.js';
 import { matmul } from '../model/matmul.js';
 import { rngStream } from '../rng.js';
-import { referenceBackend, wasmBackend, type Vec } from '../train/gemm.js';
+import { referenceBackend, signStepRef, wasmBackend, type Backend, type Vec } from '../train/gemm.js';
 import { TrainModel, trainModelFloats, type TrainConfig } from '../train/llama-grad.js';
 
 /**
@@ -189,6 +189,15 @@ export interface BlockRoundResult {
   readonly seconds: number;
 }
 
+/** A learned linear's levels, offsets and choices (BlockRunner.stepArrays) */
+export interface StepArrays {
+  lo: Float32Array;
+  hi: Float32Array;
+  t: Float32Array;
+  v: Float32Array;
+  ch: Uint8Array;
+}
+
 /** One LLaMA layer on the training engine (batch 1, ctx tokens), fed window by window. */
 export class BlockRunner {
   readonly model: TrainModel;
@@ -207,7 +216,11 @@ export class BlockRunner {
     const linearFloats = config.dim * (2 * qDim + 2 * kvDim + 3 * config.hiddenDim);
     // the override arrays and the linears' transposes (the cache below)
     const extra = 2 * ctx * config.dim + 2 * linearFloats + 64 * 32;
-    const be = wasmBackend(trainModelFloats(tc, mo) + extra, threads) ?? referenceBackend('f32');
+    // AutoRound's step arrays (stepArrays: levels, offsets, choices), where the backend's step kernel reads them: when they fit
+    const stepFloats = 4 * linearFloats + Math.ceil(linearFloats / 4) + 64 * 64;
+    const base = trainModelFloats(tc, mo) + extra;
+    this.stepRoom = (base + stepFloats) * 4 <= 3 * 2 ** 30;
+    const be = wasmBackend(base + (this.stepRoom ? stepFloats : 0), threads) ?? referenceBackend('f32');
     this.model = new TrainModel(tc, be, mo);
     this.dOut = be.alloc(ctx * config.dim);
     this.x = be.alloc(ctx * config.dim);
@@ -231,6 +244,24 @@ export class BlockRunner {
 
   private caching = false;
   private readonly transposes = new Map<string, { t: Vec; of: Vec | null }>();
+  private readonly stepRoom: boolean;
+  private readonly steps = new Map<string, StepArrays>();
+
+  /**
+   * Arrays of n elements for linear `name`'s step state in the backend's memory (the backend's signStep
+   * runs on them in place), the same ones on every call (layer after layer); undefined when they did not fit
+   */
+  stepArrays(name: string, n: number): StepArrays | undefined {
+    const be = this.model.be;
+    if (!this.stepRoom || be.f64) return undefined;
+    let a = this.steps.get(name);
+    if (!a) {
+      const chF = be.alloc(Math.ceil(n / 4));
+      a = { lo: be.alloc(n) as Float32Array, hi: be.alloc(n) as Float32Array, t: be.alloc(n) as Float32Array, v: be.alloc(n) as Float32Array, ch: new Uint8Array(chF.buffer, chF.byteOffset, n) };
+      this.steps.set(name, a);
+    }
+    return a.v.length === n ? a : undefined;
+  }
 
   /**
    * Run f with each linear's transpose kept between forwards. During f a weight changes only through
@@ -335,31 +366,12 @@ export class BlockRunner {
 }
 
 /**
- * One signed-gradient step of every offset v against its gradient g (straight-through: dL/dv = g (hi - lo),
- * hi >= lo): v -= step sign(g), clamped to [-0.5, 0.5]; an element whose choice t + v >= 0.5 changes
- * takes its new level in `values`. Elements with one level (hi = lo) or no gradient stay.
+ * One signed-gradient step of every offset v against its gradient g (gemm.ts signStepRef): on the
+ * backend's kernel when it has one (it falls back to the reference for arrays outside its memory).
  */
-function stepOffsets(g: Vec, lv: Levels, v: Float32Array, ch: Uint8Array, values: Vec, step: number, transposed?: { t: Vec; rows: number; cols: number }): void {
-  const { lo, hi, t } = lv;
-  const n = v.length;
-  for (let e = 0; e < n; e++) {
-    const ge = g[e];
-    const h = hi[e];
-    const l = lo[e];
-    if (ge === 0 || h === l) continue;
-    const vv = Math.min(0.5, Math.max(-0.5, v[e] - step * Math.sign(ge)));
-    v[e] = vv;
-    const c = t[e] + vv >= 0.5 ? 1 : 0;
-    if (c !== ch[e]) {
-      ch[e] = c;
-      const q = c ? h : l;
-      values[e] = q;
-      if (transposed) {
-        const r = (e / transposed.cols) | 0;
-        transposed.t[(e - r * transposed.cols) * transposed.rows + r] = q;
-      }
-    }
-  }
+function stepOffsets(g: Vec, lv: Levels, v: Float32Array, ch: Uint8Array, values: Vec, step: number, transposed?: { t: Vec; rows: number; cols: number }, be?: Backend): void {
+  if (be?.signStep) be.signStep(g, lv.lo, lv.hi, lv.t, v, ch, values, step, transposed);
+  else signStepRef(g, lv.lo, lv.hi, lv.t, v, ch, values, step, transposed);
 }
 
 interface Learned {
@@ -409,8 +421,14 @@ export function refineBlock(runner: BlockRunner, linears: readonly BlockLinear[]
     const { codec: c, w, start } = spec;
     const N = w.length;
     if (N % c.blockSize !== 0 || start.q.length !== N || start.bytes.length !== (N / c.blockSize) * c.blockBytes) fail(`AutoRound (block): ${spec.name}'s start has the wrong size`);
-    const { grids, lv, v, ch } = roundingStart(c, w, start);
-    return { spec, lv, grids, v, ch, startCh: Uint8Array.from(ch), bestCh: Uint8Array.from(ch), values: runner.learn(spec.name, start.q) };
+    const r = roundingStart(c, w, start);
+    // the step state in the backend's memory when it has room (its kernel steps it in place)
+    const sa = runner.stepArrays(spec.name, N);
+    const lv: Levels = sa ? { ...r.lv, lo: sa.lo, hi: sa.hi, t: sa.t } : r.lv;
+    const v = sa ? sa.v : r.v;
+    const ch = sa ? sa.ch : r.ch;
+    if (sa) sa.lo.set(r.lv.lo), sa.hi.set(r.lv.hi), sa.t.set(r.lv.t), sa.v.set(r.v), sa.ch.set(r.ch);
+    return { spec, lv, grids: r.grids, v, ch, startCh: Uint8Array.from(ch), bestCh: Uint8Array.from(ch), values: runner.learn(spec.name, start.q) };
   });
   // the token embedding as a learned input (layer 0): its levels, offsets and choices like a linear's
   const inp = o.input;
@@ -483,7 +501,7 @@ export function refineBlock(runner: BlockRunner, linears: readonly BlockLinear[]
         for (const s of state) {
           const tr = runner.transposeOf(s.spec.name);
           const cols = m.byName.get(`blk.0.${s.spec.name}.weight`)!.ne[0];
-          stepOffsets(m.view(`blk.0.${s.spec.name}.weight`, m.grads), s.lv, s.v, s.ch, s.values, step, tr && { t: tr, rows: s.v.length / cols, cols });
+          stepOffsets(m.view(`blk.0.${s.spec.name}.weight`, m.grads), s.lv, s.v, s.ch, s.values, step, tr && { t: tr, rows: s.v.length / cols, cols }, m.be);
         }
         if (emb) {
           stepOffsets(emb.grad, emb.lv, emb.v, emb.ch, emb.values, step);

@@ -33,6 +33,11 @@ export interface Backend {
   readonly threads?: number;
   /** stop the worker threads */
   close?(): void;
+  /**
+   * AutoRound's signed-gradient step (signStepRef) in WebAssembly SIMD, when every array lives in this
+   * backend's memory (else the reference); the same bytes either way
+   */
+  signStep?(g: Vec, lo: Vec, hi: Vec, t: Vec, v: Vec, ch: Uint8Array, values: Vec, step: number, transposed?: { t: Vec; rows: number; cols: number }): void;
   /** row blocks the worker threads (not the calling one) have computed so far */
   workerChunks?(): number;
   /** resolves when the worker threads have started (at most `timeoutMs`; products work before, on fewer threads) */
@@ -50,6 +55,35 @@ export function gemmRef(c: Vec, co: number, ldc: number, a: Vec, ao: number, lda
       else for (let p = 0; p < k; p++) acc += a[ao + i * lda + p] * b[bo + p * ldb + j];
       const at = co + i * ldc + j;
       c[at] = accumulate ? c[at] + acc : acc;
+    }
+  }
+}
+
+/**
+ * One signed-gradient step of AutoRound's rounding offsets (pipeline/block-round.ts; straight-through:
+ * dL/dv = g (hi - lo), hi >= lo): v -= step sign(g), clamped to [-0.5, 0.5]; an element whose choice
+ * t + v >= 0.5 (ch, 1 = hi) changes takes its new level in `values` (and in `transposed`, the values'
+ * transpose, rows x cols of values). Elements with one level (hi = lo) or no gradient stay. The scalar
+ * spec of the wasm kernel (wasm/train.ts signStep): f64 arithmetic, v stored in f32.
+ */
+export function signStepRef(g: Vec, lo: Vec, hi: Vec, t: Vec, v: Vec, ch: Uint8Array, values: Vec, step: number, transposed?: { t: Vec; rows: number; cols: number }): void {
+  const n = v.length;
+  for (let e = 0; e < n; e++) {
+    const ge = g[e];
+    const h = hi[e];
+    const l = lo[e];
+    if (ge === 0 || h === l) continue;
+    const vv = Math.min(0.5, Math.max(-0.5, v[e] - step * Math.sign(ge)));
+    v[e] = vv;
+    const c = t[e] + vv >= 0.5 ? 1 : 0;
+    if (c !== ch[e]) {
+      ch[e] = c;
+      const q = c ? h : l;
+      values[e] = q;
+      if (transposed) {
+        const r = (e / transposed.cols) | 0;
+        transposed.t[(e - r * transposed.cols) * transposed.rows + r] = q;
+      }
     }
   }
 }
@@ -75,6 +109,7 @@ interface TrainExports {
   gemm(a: number, lda: number, b: number, ldb: number, c: number, ldc: number, i0: number, i1: number, k: number, n: number, acc: number): void;
   transpose(d: number, ldd: number, s: number, lds: number, rows: number, cols: number): void;
   runChunk(job: number, chunk: number, thread: number): void;
+  signStep(g: number, lo: number, hi: number, t: number, v: number, ch: number, values: number, n: number, step: number, tr: number, rows: number, cols: number): void;
 }
 
 /** products below this many multiply-adds stay on the calling thread (waking workers costs more) */
@@ -146,6 +181,13 @@ export function wasmBackend(floats: number, threads = 1): Backend | null {
     },
     transpose(d, dOff, ldd, s, sOff, lds, rows, cols) {
       x.transpose(ptr(d, dOff), ldd, ptr(s, sOff), lds, rows, cols);
+    },
+    signStep(g, lo, hi, t, v, ch, values, step, transposed) {
+      const n = v.length;
+      const mine = (a: Vec | Uint8Array) => a.buffer === buffer && !(a instanceof Float64Array);
+      if (![g, lo, hi, t, v, values].every((a) => mine(a) && a.length >= n) || !mine(ch) || ch.length < n || (transposed && (!mine(transposed.t) || transposed.t.length < n)))
+        return signStepRef(g, lo, hi, t, v, ch, values, step, transposed);
+      x.signStep(g.byteOffset, lo.byteOffset, hi.byteOffset, t.byteOffset, v.byteOffset, ch.byteOffset, values.byteOffset, n, step, transposed ? transposed.t.byteOffset : 0, transposed?.rows ?? 1, transposed?.cols ?? 1);
     },
   };
 }

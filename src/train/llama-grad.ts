@@ -57,6 +57,14 @@ export function paramLayout(c: TrainConfig): { tensors: ParamTensor[]; total: nu
   return { tensors, total: offset };
 }
 
+/**
+ * Attention's products run causally, in blocks of this many query rows: a block of rows r0..r1 needs
+ * positions 0..r1 only (P, dP and dS are 0 past the diagonal), about half of the full T x T products.
+ * The same values as the full products: each output is the same sequential sum, the terms left out are
+ * products with an exact 0 at its end (o, dq) or start (dv, dk), which add +-0 to a sum that is never -0.
+ */
+export const CAUSAL_ROWS = 64;
+
 /** Validate a training config; a clear error for shapes that do not fit. */
 export function checkTrainConfig(c: TrainConfig): void {
   const ints: (keyof TrainConfig)[] = ['dim', 'hiddenDim', 'nLayers', 'nHeads', 'nKvHeads', 'vocabSize', 'seqLen', 'headDim', 'ropeDim'];
@@ -175,6 +183,8 @@ export class TrainModel {
    * that learn only the first layer's linears (AutoRound's block objective): the q/k/v input products are skipped.
    */
   inputGradient = true;
+  /** attention's query rows per causal block (CAUSAL_ROWS; ctx or more: the full T x T products) */
+  causalRows = CAUSAL_ROWS;
   private readonly buf = new Map<string, Vec>();
   private readonly acts: LayerActs[] = [];
   private readonly ropeCos: Float64Array; // (T, ropeDim/2)
@@ -407,9 +417,12 @@ export class TrainModel {
         const kvh = Math.floor(h / group);
         const row0 = b * T;
         const pOff = (b * c.nHeads + h) * T * T;
-        // S = q_h k_hᵀ (T x T) into p, then causal softmax in place
+        // S = q_h k_hᵀ into p, causal: rows r0..r1 only up to column r1 (softmax zeroes the rest), then causal softmax in place
         be.transpose(kt, 0, T, A.k, row0 * kvDim + kvh * hd, kvDim, T, hd);
-        be.gemm(A.p, pOff, T, A.q, row0 * qDim + h * hd, qDim, kt, 0, T, T, hd, T, false);
+        for (let r0 = 0; r0 < T; r0 += this.causalRows) {
+          const r1 = Math.min(T, r0 + this.causalRows);
+          be.gemm(A.p, pOff + r0 * T, T, A.q, (row0 + r0) * qDim + h * hd, qDim, kt, 0, T, r1 - r0, hd, r1, false);
+        }
         const P = A.p;
         for (let t = 0; t < T; t++) {
           const r = pOff + t * T;
@@ -429,8 +442,11 @@ export class TrainModel {
           for (let s = 0; s <= t; s++) P[r + s] *= inv;
           for (let s = t + 1; s < T; s++) P[r + s] = 0;
         }
-        // o_h = P v_h
-        be.gemm(A.o, row0 * qDim + h * hd, qDim, P, pOff, T, A.v, row0 * kvDim + kvh * hd, kvDim, T, T, hd, false);
+        // o_h = P v_h: rows r0..r1 sum over positions 0..r1 (P is 0 past the diagonal: the terms left out are +-0)
+        for (let r0 = 0; r0 < T; r0 += this.causalRows) {
+          const r1 = Math.min(T, r0 + this.causalRows);
+          be.gemm(A.o, (row0 + r0) * qDim + h * hd, qDim, P, pOff + r0 * T, T, A.v, row0 * kvDim + kvh * hd, kvDim, r1 - r0, r1, hd, false);
+        }
       }
     }
   }
@@ -535,12 +551,18 @@ export class TrainModel {
         const kvh = Math.floor(h / group);
         const pOff = (b * c.nHeads + h) * T * T;
         const P = A.p;
-        // dP = dO_h v_hᵀ
+        // dP = dO_h v_hᵀ, causal: rows r0..r1 up to column r1 (only s <= t is read below)
         be.transpose(tr, 0, T, A.v, row0 * kvDim + kvh * hd, kvDim, T, hd);
-        be.gemm(dp, 0, T, dO, row0 * qDim + h * hd, qDim, tr, 0, T, T, hd, T, false);
-        // dv_h += Pᵀ dO_h
+        for (let r0 = 0; r0 < T; r0 += this.causalRows) {
+          const r1 = Math.min(T, r0 + this.causalRows);
+          be.gemm(dp, r0 * T, T, dO, (row0 + r0) * qDim + h * hd, qDim, tr, 0, T, r1 - r0, hd, r1, false);
+        }
+        // dv_h += Pᵀ dO_h: row s of Pᵀ is 0 before position s, rows r0..r1 sum from position r0
         be.transpose(pt, 0, T, P, pOff, T, T, T);
-        be.gemm(dv, row0 * kvDim + kvh * hd, kvDim, pt, 0, T, dO, row0 * qDim + h * hd, qDim, T, T, hd, true);
+        for (let r0 = 0; r0 < T; r0 += this.causalRows) {
+          const r1 = Math.min(T, r0 + this.causalRows);
+          be.gemm(dv, (row0 + r0) * kvDim + kvh * hd, kvDim, pt, r0 * T + r0, T, dO, (row0 + r0) * qDim + h * hd, qDim, r1 - r0, T - r0, hd, true);
+        }
         // dS = P * (dP - sum_s P dP) * scale (into dp)
         for (let t = 0; t < T; t++) {
           const r = t * T;
@@ -549,10 +571,16 @@ export class TrainModel {
           for (let s = 0; s <= t; s++) dp[r + s] = P[pOff + r + s] * (dp[r + s] - dot) * scale;
           for (let s = t + 1; s < T; s++) dp[r + s] = 0;
         }
-        // dq_h = dS k_h ; dk_h += dSᵀ q_h
-        be.gemm(dq, row0 * qDim + h * hd, qDim, dp, 0, T, A.k, row0 * kvDim + kvh * hd, kvDim, T, T, hd, false);
+        // dq_h = dS k_h ; dk_h += dSᵀ q_h (causal as o_h and dv_h)
+        for (let r0 = 0; r0 < T; r0 += this.causalRows) {
+          const r1 = Math.min(T, r0 + this.causalRows);
+          be.gemm(dq, (row0 + r0) * qDim + h * hd, qDim, dp, r0 * T, T, A.k, row0 * kvDim + kvh * hd, kvDim, r1 - r0, r1, hd, false);
+        }
         be.transpose(pt, 0, T, dp, 0, T, T, T);
-        be.gemm(dk, row0 * kvDim + kvh * hd, kvDim, pt, 0, T, A.q, row0 * qDim + h * hd, qDim, T, T, hd, true);
+        for (let r0 = 0; r0 < T; r0 += this.causalRows) {
+          const r1 = Math.min(T, r0 + this.causalRows);
+          be.gemm(dk, (row0 + r0) * kvDim + kvh * hd, kvDim, pt, r0 * T + r0, T, A.q, (row0 + r0) * qDim + h * hd, qDim, r1 - r0, T - r0, hd, true);
+        }
       }
     }
   }
