@@ -1677,7 +1677,7 @@ export function decodeBlockBytes(type: i32): i32 {
 
 /** bytes per quad of 4 tokens of K elements (prepQuads) */
 export function quadBytes(K: i32): i32 {
-  return 4 * K + K / 2 + K / 4;
+  return 5 * K + K / 4;
 }
 
 /**
@@ -1685,38 +1685,40 @@ export function quadBytes(K: i32): i32 {
  * token at s32) by quads at dst (above)
  */
 export function prepQuads(q: usize, s32: usize, Tp: i32, K: i32, dst: usize): void {
-  const kk = <usize>K;
-  const QS = <usize>quadBytes(K);
-  const ones = i16x8.splat(1);
-  for (let g = 0; g < Tp; g += 4, dst += QS) {
-    const q0 = q + <usize>g * kk * 2, q1 = q0 + kk * 2, q2 = q1 + kk * 2, q3 = q2 + kk * 2;
-    const s16 = dst + 4 * kk, s32o = s16 + (kk >> 1);
-    for (let e: usize = 0; e < kk; e += 16) {
-      const a0 = v128.load(q0 + e * 2), b0 = v128.load(q0 + e * 2, 16);
-      const a1 = v128.load(q1 + e * 2), b1 = v128.load(q1 + e * 2, 16);
-      const a2 = v128.load(q2 + e * 2), b2 = v128.load(q2 + e * 2, 16);
-      const a3 = v128.load(q3 + e * 2), b3 = v128.load(q3 + e * 2, 16);
-      const v0 = i8x16.narrow_i16x8_s(a0, b0), v1 = i8x16.narrow_i16x8_s(a1, b1);
-      const v2 = i8x16.narrow_i16x8_s(a2, b2), v3 = i8x16.narrow_i16x8_s(a3, b3);
-      const A = v128.shuffle<i32>(v0, v1, 0, 4, 1, 5), B = v128.shuffle<i32>(v2, v3, 0, 4, 1, 5);
-      const C = v128.shuffle<i32>(v0, v1, 2, 6, 3, 7), D = v128.shuffle<i32>(v2, v3, 2, 6, 3, 7);
-      const o = dst + e * 4;
-      v128.store(o, v128.shuffle<i32>(A, B, 0, 1, 4, 5));
-      v128.store(o, v128.shuffle<i32>(A, B, 2, 3, 6, 7), 16);
-      v128.store(o, v128.shuffle<i32>(C, D, 0, 1, 4, 5), 32);
-      v128.store(o, v128.shuffle<i32>(C, D, 2, 3, 6, 7), 48);
-      // sums of 16: sub-block s = e / 16, pair s >> 1, half s & 1
-      const so = s16 + (e >> 5) * 16 + ((e >> 4) & 1) * 2;
-      const h = hsum4(i32x4.dot_i16x8_s(i16x8.add(a0, b0), ones), i32x4.dot_i16x8_s(i16x8.add(a1, b1), ones), i32x4.dot_i16x8_s(i16x8.add(a2, b2), ones), i32x4.dot_i16x8_s(i16x8.add(a3, b3), ones));
-      store<i16>(so, <i16>i32x4.extract_lane(h, 0));
-      store<i16>(so, <i16>i32x4.extract_lane(h, 1), 4);
-      store<i16>(so, <i16>i32x4.extract_lane(h, 2), 8);
-      store<i16>(so, <i16>i32x4.extract_lane(h, 3), 12);
-    }
-    const ns = kk >> 5;
-    for (let t: usize = 0; t < 4; t++) {
-      const st = s32 + (<usize>g + t) * ns * 2;
-      for (let j: usize = 0; j < ns; j++) store<i16>(s32o + (j >> 1) * 16 + t * 4 + (j & 1) * 2, load<i16>(st + j * 2));
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    const kk = <usize>K;
+    const QS = <usize>quadBytes(K);
+    for (let g = 0; g < Tp; g += 4, dst += QS) {
+      const q0 = q + <usize>g * kk * 2, q1 = q0 + kk * 2, q2 = q1 + kk * 2, q3 = q2 + kk * 2;
+      const s16 = dst + 4 * kk, s32o = s16 + kk;
+      const one = i8x16.splat(1);
+      for (let e: usize = 0; e < kk; e += 16) {
+        const a0 = v128.load(q0 + e * 2), b0 = v128.load(q0 + e * 2, 16);
+        const a1 = v128.load(q1 + e * 2), b1 = v128.load(q1 + e * 2, 16);
+        const a2 = v128.load(q2 + e * 2), b2 = v128.load(q2 + e * 2, 16);
+        const a3 = v128.load(q3 + e * 2), b3 = v128.load(q3 + e * 2, 16);
+        const v0 = i8x16.narrow_i16x8_s(a0, b0), v1 = i8x16.narrow_i16x8_s(a1, b1);
+        const v2 = i8x16.narrow_i16x8_s(a2, b2), v3 = i8x16.narrow_i16x8_s(a3, b3);
+        const A = v128.shuffle<i32>(v0, v1, 0, 4, 1, 5), B = v128.shuffle<i32>(v2, v3, 0, 4, 1, 5);
+        const C = v128.shuffle<i32>(v0, v1, 2, 6, 3, 7), D = v128.shuffle<i32>(v2, v3, 2, 6, 3, 7);
+        const o = dst + e * 4;
+        v128.store(o, v128.shuffle<i32>(A, B, 0, 1, 4, 5));
+        v128.store(o, v128.shuffle<i32>(A, B, 2, 3, 6, 7), 16);
+        v128.store(o, v128.shuffle<i32>(C, D, 0, 1, 4, 5), 32);
+        v128.store(o, v128.shuffle<i32>(C, D, 2, 3, 6, 7), 48);
+        // Q6_K's offsets of the sub-block of 16 at e: 32 times the lane sums of its 4 steps (int16 lanes 2t,
+        // 2t + 1: 8 quants of token t each, <= 32 * 8 * 127 = 32512)
+        const O = i16x8.add(
+          i16x8.add(rdot(v128.shuffle<i32>(A, B, 0, 1, 4, 5), one), rdot(v128.shuffle<i32>(A, B, 2, 3, 6, 7), one)),
+          i16x8.add(rdot(v128.shuffle<i32>(C, D, 0, 1, 4, 5), one), rdot(v128.shuffle<i32>(C, D, 2, 3, 6, 7), one)),
+        );
+        v128.store(s16 + e, i16x8.shl(O, 5));
+      }
+      const ns = kk >> 5;
+      for (let t: usize = 0; t < 4; t++) {
+        const st = s32 + (<usize>g + t) * ns * 2;
+        for (let j: usize = 0; j < ns; j++) store<i16>(s32o + (j >> 1) * 16 + t * 4 + (j & 1) * 2, load<i16>(st + j * 2));
+      }
     }
   }
 }
@@ -1791,7 +1793,7 @@ function kpanel(type: i32, src: usize, rowBytes: usize, rows: i32, nb: i32, dst:
   y: usize, ys: usize,
 ): void {
   let f00 = f32x4.splat(0), f01 = f32x4.splat(0), f10 = f32x4.splat(0), f11 = f32x4.splat(0);
-  const s16: usize = 4 * K, s32: usize = s16 + (K >> 1);
+  const s16: usize = 4 * K, s32: usize = s16 + K;
   for (let b = 0; b < nb; b++, w0 += KP, w1 += KP) {
     let a00 = i32x4.splat(0), a01 = i32x4.splat(0), a10 = i32x4.splat(0), a11 = i32x4.splat(0);
     const xb = <usize>b * 1024;
@@ -1812,31 +1814,24 @@ function kpanel(type: i32, src: usize, rowBytes: usize, rows: i32, nb: i32, dst:
         a10 = i32x4.add(a10, i32x4.dot_i16x8_s(c10, sb)); a11 = i32x4.add(a11, i32x4.dot_i16x8_s(c11, sb));
       }
     } else {
-      for (let j: usize = 0; j < 32; j++) {
-        // 8 weights (half a sub-block of 16) in 2 steps
-        const e = j * 8;
+      for (let j: usize = 0; j < 16; j++) {
+        // sub-block j (16 weights) in 4 steps: int16 lanes added modulo 2^16 (i16x8.add wraps) minus the
+        // offsets 32 sum x: the true sum of (q - 32) x, |.| <= 8 * 32 * 127 = 32512, is what remains
+        const e = j * 16;
         let x = v128.load(x0 + xb + e * 4), z = v128.load(x1 + xb + e * 4);
         let u = v128.load32_splat(w0 + 64 + e), v = v128.load32_splat(w1 + 64 + e);
         let c00 = rdot(x, u), c01 = rdot(z, u), c10 = rdot(x, v), c11 = rdot(z, v);
-        x = v128.load(x0 + xb + e * 4, 16); z = v128.load(x1 + xb + e * 4, 16);
-        u = v128.load32_splat(w0 + 68 + e); v = v128.load32_splat(w1 + 68 + e);
-        c00 = i16x8.add(c00, rdot(x, u)); c01 = i16x8.add(c01, rdot(z, u));
-        c10 = i16x8.add(c10, rdot(x, v)); c11 = i16x8.add(c11, rdot(z, v));
-        const sa = v128.load16_splat(w0 + 16 + (j >> 1) * 2), sb = v128.load16_splat(w1 + 16 + (j >> 1) * 2);
-        a00 = i32x4.add(a00, i32x4.dot_i16x8_s(c00, sa)); a01 = i32x4.add(a01, i32x4.dot_i16x8_s(c01, sa));
-        a10 = i32x4.add(a10, i32x4.dot_i16x8_s(c10, sb)); a11 = i32x4.add(a11, i32x4.dot_i16x8_s(c11, sb));
+        for (let st: usize = 4; st < 16; st += 4) {
+          x = v128.load(x0 + xb + (e + st) * 4); z = v128.load(x1 + xb + (e + st) * 4);
+          u = v128.load32_splat(w0 + 64 + e + st); v = v128.load32_splat(w1 + 64 + e + st);
+          c00 = i16x8.add(c00, rdot(x, u)); c01 = i16x8.add(c01, rdot(z, u));
+          c10 = i16x8.add(c10, rdot(x, v)); c11 = i16x8.add(c11, rdot(z, v));
+        }
+        const O0 = v128.load(x0 + s16 + <usize>b * 256 + j * 16), O1 = v128.load(x1 + s16 + <usize>b * 256 + j * 16);
+        const sa = v128.load16_splat(w0 + 16 + j * 2), sb = v128.load16_splat(w1 + 16 + j * 2);
+        a00 = i32x4.add(a00, i32x4.dot_i16x8_s(i16x8.sub(c00, O0), sa)); a01 = i32x4.add(a01, i32x4.dot_i16x8_s(i16x8.sub(c01, O1), sa));
+        a10 = i32x4.add(a10, i32x4.dot_i16x8_s(i16x8.sub(c10, O0), sb)); a11 = i32x4.add(a11, i32x4.dot_i16x8_s(i16x8.sub(c11, O1), sb));
       }
-      // - 32 sum_s sc(s) S16(s): 8 pairs of sub-blocks
-      let o00 = i32x4.splat(0), o01 = i32x4.splat(0), o10 = i32x4.splat(0), o11 = i32x4.splat(0);
-      const sb0 = x0 + s16 + <usize>b * 128, sb1 = x1 + s16 + <usize>b * 128;
-      for (let p: usize = 0; p < 8; p++) {
-        const S0 = v128.load(sb0 + p * 16), S1 = v128.load(sb1 + p * 16);
-        const c0 = v128.load32_splat(w0 + 16 + p * 4), c1 = v128.load32_splat(w1 + 16 + p * 4);
-        o00 = i32x4.add(o00, i32x4.dot_i16x8_s(S0, c0)); o01 = i32x4.add(o01, i32x4.dot_i16x8_s(S1, c0));
-        o10 = i32x4.add(o10, i32x4.dot_i16x8_s(S0, c1)); o11 = i32x4.add(o11, i32x4.dot_i16x8_s(S1, c1));
-      }
-      a00 = i32x4.sub(a00, i32x4.shl(o00, 5)); a01 = i32x4.sub(a01, i32x4.shl(o01, 5));
-      a10 = i32x4.sub(a10, i32x4.shl(o10, 5)); a11 = i32x4.sub(a11, i32x4.shl(o11, 5));
     }
     const dx0 = v128.load(d0 + <usize>b * xdStride), dx1 = v128.load(d1 + <usize>b * xdStride);
     const dw0 = v128.load32_splat(w0), dw1 = v128.load32_splat(w1);
