@@ -1878,11 +1878,78 @@ export function prefillRowBytes(type: i32, K: i32): i32 {
   return type == 12 || type == 14 ? (K / 256) * <i32>KP : 0;
 }
 
+// ---------------------------------------------------------------------------------------------------
+// Prefill (4 tokens and more) for the block-32 types (Q8_0, Q4_0, Q5_0, IQ4_NL), both builds: the chunk's
+// rows unpacked to int16 (unpackInt) against tokens packed by quads of int16 pairs (prepQuads16: per quad,
+// every 2 elements of the 4 tokens as 16 bytes [t0 e, e+1 | t1 | t2 | t3]). i32x4.dot_i16x8_s of a quad
+// vector and a row's 2 weights (a 32-bit splat) gives lane t = token t's 2 products: lanes stay tokens,
+// the block's exact int32 sum I needs no horizontal sum, and the f32 steps per block are itile's.
+
+/** bytes per quad of 4 tokens of K elements (prepQuads16) */
+export function quadBytes16(K: i32): i32 {
+  return 8 * K;
+}
+
+/** pack Tp tokens (a multiple of 4) of int16 q (K per token at q) by quads of int16 pairs at dst */
+export function prepQuads16(q: usize, Tp: i32, K: i32, dst: usize): void {
+  const kk = <usize>K;
+  for (let g = 0; g < Tp; g += 4, dst += 8 * kk) {
+    const q0 = q + <usize>g * kk * 2, q1 = q0 + kk * 2, q2 = q1 + kk * 2, q3 = q2 + kk * 2;
+    for (let e: usize = 0; e < kk; e += 8) {
+      const v0 = v128.load(q0 + e * 2), v1 = v128.load(q1 + e * 2), v2 = v128.load(q2 + e * 2), v3 = v128.load(q3 + e * 2);
+      const A = v128.shuffle<i32>(v0, v1, 0, 4, 1, 5), B = v128.shuffle<i32>(v2, v3, 0, 4, 1, 5);
+      const C = v128.shuffle<i32>(v0, v1, 2, 6, 3, 7), D = v128.shuffle<i32>(v2, v3, 2, 6, 3, 7);
+      const o = dst + e * 8;
+      v128.store(o, v128.shuffle<i32>(A, B, 0, 1, 4, 5));
+      v128.store(o, v128.shuffle<i32>(A, B, 2, 3, 6, 7), 16);
+      v128.store(o, v128.shuffle<i32>(C, D, 0, 1, 4, 5), 32);
+      v128.store(o, v128.shuffle<i32>(C, D, 2, 3, 6, 7), 48);
+    }
+  }
+}
+
+/**
+ * Prefill tile for the block-32 types: 2 int16 rows (w0, w1; block scales f32 at sc0, sc1) x 2 quads
+ * (x0, x1: prepQuads16; block scales at d0 / d1 + b * xdStride); outputs as qtile's.
+ */
+function qtile16(
+  w0: usize, w1: usize, sc0: usize, sc1: usize, nr: i32, x0: usize, x1: usize, d0: usize, d1: usize, xdStride: usize, nq: i32, nt: i32, nb: i32,
+  y: usize, ys: usize,
+): void {
+  let f00 = f32x4.splat(0), f01 = f32x4.splat(0), f10 = f32x4.splat(0), f11 = f32x4.splat(0);
+  for (let b = 0; b < nb; b++, w0 += 64, w1 += 64, x0 += 256, x1 += 256) {
+    let a00 = i32x4.splat(0), a01 = i32x4.splat(0), a10 = i32x4.splat(0), a11 = i32x4.splat(0);
+    for (let s: usize = 0; s < 16; s += 2) {
+      let x = v128.load(x0 + s * 16), z = v128.load(x1 + s * 16);
+      let u = v128.load32_splat(w0 + s * 4), v = v128.load32_splat(w1 + s * 4);
+      a00 = i32x4.add(a00, i32x4.dot_i16x8_s(x, u)); a01 = i32x4.add(a01, i32x4.dot_i16x8_s(z, u));
+      a10 = i32x4.add(a10, i32x4.dot_i16x8_s(x, v)); a11 = i32x4.add(a11, i32x4.dot_i16x8_s(z, v));
+      x = v128.load(x0 + s * 16, 16); z = v128.load(x1 + s * 16, 16);
+      u = v128.load32_splat(w0 + s * 4, 4); v = v128.load32_splat(w1 + s * 4, 4);
+      a00 = i32x4.add(a00, i32x4.dot_i16x8_s(x, u)); a01 = i32x4.add(a01, i32x4.dot_i16x8_s(z, u));
+      a10 = i32x4.add(a10, i32x4.dot_i16x8_s(x, v)); a11 = i32x4.add(a11, i32x4.dot_i16x8_s(z, v));
+    }
+    const so = <usize>b * 4;
+    const dx0 = v128.load(d0 + <usize>b * xdStride), dx1 = v128.load(d1 + <usize>b * xdStride);
+    const dw0 = v128.load32_splat(sc0 + so), dw1 = v128.load32_splat(sc1 + so);
+    f00 = f32x4.add(f00, f32x4.mul(cvt(a00), f32x4.mul(dw0, dx0)));
+    f01 = f32x4.add(f01, f32x4.mul(cvt(a01), f32x4.mul(dw0, dx1)));
+    f10 = f32x4.add(f10, f32x4.mul(cvt(a10), f32x4.mul(dw1, dx0)));
+    f11 = f32x4.add(f11, f32x4.mul(cvt(a11), f32x4.mul(dw1, dx1)));
+  }
+  storeTok(y, ys, f00, nq > 1 ? 4 : nt);
+  if (nr > 1) storeTok(y + 4, ys, f10, nq > 1 ? 4 : nt);
+  if (nq > 1) {
+    storeTok(y + 4 * ys, ys, f01, nt);
+    if (nr > 1) storeTok(y + 4 * ys + 4, ys, f11, nt);
+  }
+}
+
 // Integer matmul job (i32 words):
 //   0 kind = 3 | 1 type | 2 w | 3 rowBytes | 4 xq (int16 T x K) | 5 xd (f32 T x nb) | 6 T | 7 K
 //   8 xsum (int16 T x K/32) | 9 y | 10 N | 11 rows | 12 chunkRows | 13 scratch | 14 scratch bytes per thread
-//   15 prepared activations for the 8-bit tiles (prepActs8; 0: none): decode (T < 4) and, for Q4_K / Q6_K,
-//      prefill (Tp tokens, the padding tokens zero: kpanel / ktile)
+//   15 prepared activations (0: none): decode (T < 4, relaxed build) prepActs8; prefill (T >= 4) Q4_K / Q6_K
+//      (relaxed build) prepQuads, block-32 types (both builds) prepQuads16 (Tp tokens, the padding ones zero)
 //   16 W interleaved by 4 rows (interleave4): decode only, chunkRows a multiple of 4
 function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
   const type = param(job, 1);
@@ -2002,6 +2069,31 @@ function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
   const tb = max(4, (24576 / (K * 2)) & ~3);
   const xsumStride = <usize>nb * 16;
   const ms = <usize>nb * 16;
+  const xa = <usize>param(job, 15);
+  if (bl == 32 && T >= 4 && xa != 0) {
+    // prefill, block-32 types: 2 rows x 2 token quads (prepQuads16) tiles
+    const QS = <usize>quadBytes16(K);
+    const nQ = Tp >> 2;
+    // quads per block: their packed tokens within ~24 KiB (L1), a multiple of 2
+    const qb = max(2, <i32>(<usize>24576 / QS) & ~1);
+    for (let g0 = 0; g0 < nQ; g0 += qb) {
+      const g1 = min(nQ, g0 + qb);
+      for (let r = 0; r < nr; r += 2) {
+        const rr = min(2, nr - r);
+        const r1 = r + rr - 1;
+        for (let g = g0; g < g1; g += 2) {
+          const nq = min(2, g1 - g);
+          const gl = g + nq - 1;
+          qtile16(
+            w + <usize>r * ws, w + <usize>r1 * ws, sc + <usize>r * sw, sc + <usize>r1 * sw, rr,
+            xa + <usize>g * QS, xa + <usize>gl * QS, xd + <usize>g * 16, xd + <usize>gl * 16, xdStride, nq, min(4, T - 4 * gl), nb,
+            y0 + <usize>(4 * g) * ys + <usize>r * 4, ys,
+          );
+        }
+      }
+    }
+    return;
+  }
   if (T < 4) {
     // decode (and up to 3 tokens): 4 rows x 1 token tiles
     for (let t = 0; t < T; t++) {
