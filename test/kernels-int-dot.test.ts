@@ -325,3 +325,53 @@ test('sameInput: a rounding reused across matmuls of one input (q/k/v, gate/up) 
     }
   }
 });
+
+test('prefill tiles (4 tokens and more): operands at their extremes (int16 lane bounds, wrapping sums), odd rows and quads, many chunks, 1 and 2 threads = intMatmulRef', () => {
+  useNodeThreads();
+  let checked = 0;
+  for (const variant of variants) {
+    const e = MatmulEngine.get(variant)!;
+    for (const name of ['Q8_0', 'Q4_0', 'Q4_K', 'Q6_K']) {
+      const type = ggmlTypeByName(name)!;
+      const k = 512;
+      const n = 301;
+      const rb = ggmlRowBytes(type, k);
+      // random bytes everywhere (every quant and scale pattern, Q8_0's -128 too), fp16 scales fixed at 1.0 / 0.5
+      const next = xorshift32(11);
+      const bytes = Uint8Array.from({ length: n * rb }, () => next() & 255);
+      const dAt = name === 'Q6_K' ? [208] : name === 'Q4_K' ? [0, 2] : [0];
+      const bs = type.typeSize;
+      for (let b = 0; b < bytes.length; b += bs) for (const o of dAt) { bytes[b + o] = 0; bytes[b + o + 1] = o === 2 ? 0x38 : 0x3c; }
+      // extreme rows: all quants at the top (Q6_K 63, Q4_K 15, Q8_0 127) or the bottom
+      for (let r = 0; r < 8; r++) {
+        for (let b = 0; b < rb; b += bs) {
+          const blk = bytes.subarray(r * rb + b, r * rb + b + bs);
+          if (name === 'Q6_K') blk.fill(r & 1 ? 0xff : 0x00, 0, 192);
+          else if (name === 'Q4_K') blk.fill(r & 1 ? 0xff : 0x00, 16, 144);
+          else if (name === 'Q4_0') blk.fill(r & 1 ? 0xff : 0x00, 2, 18);
+          else blk.fill(r & 1 ? 0x7f : 0x81, 2, 34);
+        }
+      }
+      for (const nTok of [4, 9, 70]) {
+        // activations of equal magnitude (every quant +-127) in half the tokens, normals in the others
+        const x = normals(nTok * k, nTok, 2);
+        for (let t = 0; t < nTok; t += 2) for (let i = 0; i < k; i++) x[t * k + i] = (t >> 1) % 3 === 0 ? 1 : (t >> 1) % 3 === 1 ? -1 : x[t * k + i] < 0 ? -1 : 1;
+        const ref = new Float32Array(nTok * n);
+        intMatmulRef(ref, x, type, bytes, nTok, k, n);
+        for (const threads of [1, 2]) {
+          e.setThreads(threads);
+          const kw = e.storeWeight(type, n, k, rb, bytes)!;
+          const y = new Float32Array(nTok * n);
+          try {
+            e.matmulInt(y, x, kw, nTok);
+          } finally {
+            e.setThreads(1);
+          }
+          assert.deepEqual(y, ref, `${variant} ${name} T=${nTok} threads=${threads}`);
+          checked++;
+        }
+      }
+    }
+  }
+  assert.equal(checked, variants.length * 4 * 3 * 2);
+});

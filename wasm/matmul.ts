@@ -1533,7 +1533,7 @@ function rtile(type: i32, p0: usize, p1: usize, p2: usize, p3: usize, nr: i32, b
 /** bytes of int scratch per weight row of K elements */
 export function intRowScratch(type: i32, K: i32): i32 {
   const nb = K / intBlock(type);
-  return K * 2 + nb * 4 + (hasMins(type) ? nb * 20 : 0) + 16;
+  return max(K * 2 + nb * 4 + (hasMins(type) ? nb * 20 : 0) + 16, prefillRowBytes(type, K));
 }
 
 /**
@@ -1655,10 +1655,301 @@ export function decodeBlockBytes(type: i32): i32 {
   }
 }
 
+// ---------------------------------------------------------------------------------------------------
+// Prefill (4 tokens and more) for Q4_K and Q6_K with 8-bit products (relaxed build only).
+// The tokens are packed by quads (prepQuads, once per matmul): per quad of 4 tokens, every 4 consecutive
+// elements of the 4 tokens as 16 bytes [t0 e..e+3 | t1 e..e+3 | t2 .. | t3 ..] (int8 q), then the quad's
+// sums of 16 and of 32 quants, by pairs of sub-blocks: 16 bytes [t0 S(s), t0 S(s+1) | t1 .. | t2 .. | t3 ..]
+// (int16). A chunk's weight rows are unpacked into a panel (kpanel), per row and super-block KP bytes:
+//   0 d (f32) | 4 dmin (f32, Q4_K) | 16 the sub-block scales as int16 (Q6_K 16, Q4_K 8) | 48 Q4_K's 8
+//   minimums (int16) | 64 the 256 quants as bytes in element order (Q4_K 0..15, Q6_K 0..63)
+// Then 4 bytes of a row (loaded as a splat) against a quad vector: i16x8.relaxed_dot_i8x16_i7x16_s (q in
+// 0..63 is its 7-bit operand) gives int16 lanes 2t, 2t + 1 of token t, so lanes stay tokens: no horizontal
+// sums. The int16 lanes are summed over a sub-block's steps (Q4_K 8 steps of 4: <= 8 * 2 * 15 * 127 =
+// 30480; Q6_K 2 steps: <= 2 * 2 * 63 * 127 = 32004) and multiplied by the sub-block's scale into int32
+// lanes (i32x4.dot_i16x8_s with the scale splat: also adds lanes 2t and 2t + 1). Q6_K's -32 offset is
+// 32 sum_s sc(s) S16(s), Q4_K's M = sum_j m(j) S32(j), both exact in int32: every block's I and M is the
+// integer itile and intMatmulRef sum, and the f32 steps per block are itile's (f32 lanes = 4 tokens):
+// the same bits.
+
+// @ts-ignore: decorator
+@inline const KP: usize = 320;
+
+/** bytes per quad of 4 tokens of K elements (prepQuads) */
+export function quadBytes(K: i32): i32 {
+  return 5 * K + K / 4;
+}
+
+/**
+ * pack Tp tokens (a multiple of 4) of int16 q (K per token at q) and their sums of 32 (int16, K / 32 per
+ * token at s32) by quads at dst (above)
+ */
+export function prepQuads(q: usize, s32: usize, Tp: i32, K: i32, dst: usize): void {
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    const kk = <usize>K;
+    const QS = <usize>quadBytes(K);
+    for (let g = 0; g < Tp; g += 4, dst += QS) {
+      const q0 = q + <usize>g * kk * 2, q1 = q0 + kk * 2, q2 = q1 + kk * 2, q3 = q2 + kk * 2;
+      const s16 = dst + 4 * kk, s32o = s16 + kk;
+      const one = i8x16.splat(1);
+      for (let e: usize = 0; e < kk; e += 16) {
+        const a0 = v128.load(q0 + e * 2), b0 = v128.load(q0 + e * 2, 16);
+        const a1 = v128.load(q1 + e * 2), b1 = v128.load(q1 + e * 2, 16);
+        const a2 = v128.load(q2 + e * 2), b2 = v128.load(q2 + e * 2, 16);
+        const a3 = v128.load(q3 + e * 2), b3 = v128.load(q3 + e * 2, 16);
+        const v0 = i8x16.narrow_i16x8_s(a0, b0), v1 = i8x16.narrow_i16x8_s(a1, b1);
+        const v2 = i8x16.narrow_i16x8_s(a2, b2), v3 = i8x16.narrow_i16x8_s(a3, b3);
+        const A = v128.shuffle<i32>(v0, v1, 0, 4, 1, 5), B = v128.shuffle<i32>(v2, v3, 0, 4, 1, 5);
+        const C = v128.shuffle<i32>(v0, v1, 2, 6, 3, 7), D = v128.shuffle<i32>(v2, v3, 2, 6, 3, 7);
+        const o = dst + e * 4;
+        v128.store(o, v128.shuffle<i32>(A, B, 0, 1, 4, 5));
+        v128.store(o, v128.shuffle<i32>(A, B, 2, 3, 6, 7), 16);
+        v128.store(o, v128.shuffle<i32>(C, D, 0, 1, 4, 5), 32);
+        v128.store(o, v128.shuffle<i32>(C, D, 2, 3, 6, 7), 48);
+        // Q6_K's offsets of the sub-block of 16 at e: 32 times the lane sums of its 4 steps (int16 lanes 2t,
+        // 2t + 1: 8 quants of token t each, <= 32 * 8 * 127 = 32512)
+        const O = i16x8.add(
+          i16x8.add(rdot(v128.shuffle<i32>(A, B, 0, 1, 4, 5), one), rdot(v128.shuffle<i32>(A, B, 2, 3, 6, 7), one)),
+          i16x8.add(rdot(v128.shuffle<i32>(C, D, 0, 1, 4, 5), one), rdot(v128.shuffle<i32>(C, D, 2, 3, 6, 7), one)),
+        );
+        v128.store(s16 + e, i16x8.shl(O, 5));
+      }
+      const ns = kk >> 5;
+      for (let t: usize = 0; t < 4; t++) {
+        const st = s32 + (<usize>g + t) * ns * 2;
+        for (let j: usize = 0; j < ns; j++) store<i16>(s32o + (j >> 1) * 16 + t * 4 + (j & 1) * 2, load<i16>(st + j * 2));
+      }
+    }
+  }
+}
+
+/** unpack `rows` Q4_K / Q6_K rows (rowBytes apart) of nb super-blocks into the panel at dst (above) */
+function kpanel(type: i32, src: usize, rowBytes: usize, rows: i32, nb: i32, dst: usize): void {
+  for (let r = 0; r < rows; r++, src += rowBytes) {
+    let p = src;
+    for (let b = 0; b < nb; b++, dst += KP) {
+      if (type == 12) {
+        store<f32>(dst, f16At(p));
+        store<f32>(dst, f16At(p + 2), 4);
+        const sm = k4ScalesMins(p);
+        v128.store(dst, i16x8.extend_low_i8x16_u(sm), 16);
+        v128.store(dst, i64x2.splat(0), 32);
+        v128.store(dst, i16x8.extend_high_i8x16_u(sm), 48);
+        for (let u: usize = 0; u < 4; u++) {
+          const q0 = v128.load(p + 16 + u * 32), q1 = v128.load(p + 32 + u * 32);
+          const o = dst + 64 + u * 64;
+          v128.store(o, lowNibbles(q0));
+          v128.store(o, lowNibbles(q1), 16);
+          v128.store(o, highNibbles(q0), 32);
+          v128.store(o, highNibbles(q1), 48);
+        }
+        p += 144;
+      } else {
+        store<f32>(dst, f16At(p + 208));
+        store<f32>(dst, 0, 4);
+        const sc = v128.load(p + 192);
+        v128.store(dst, i16x8.extend_low_i8x16_s(sc), 16);
+        v128.store(dst, i16x8.extend_high_i8x16_s(sc), 32);
+        v128.store(dst, i64x2.splat(0), 48);
+        const three = i8x16.splat(3);
+        for (let h: usize = 0; h < 2; h++) {
+          const ql = p + h * 64, qh = p + 128 + h * 32;
+          // element 128 h + 32 j + l (l = 0..31) of quarter j of half h
+          const a0 = v128.load(ql), a1 = v128.load(ql + 16), c0 = v128.load(ql + 32), c1 = v128.load(ql + 48);
+          const h0 = v128.load(qh), h1 = v128.load(qh + 16);
+          const o = dst + 64 + h * 128;
+          v128.store(o, v128.or(lowNibbles(a0), i8x16.shl(v128.and(h0, three), 4)));
+          v128.store(o, v128.or(lowNibbles(a1), i8x16.shl(v128.and(h1, three), 4)), 16);
+          v128.store(o, v128.or(lowNibbles(c0), i8x16.shl(v128.and(i8x16.shr_u(h0, 2), three), 4)), 32);
+          v128.store(o, v128.or(lowNibbles(c1), i8x16.shl(v128.and(i8x16.shr_u(h1, 2), three), 4)), 48);
+          v128.store(o, v128.or(highNibbles(a0), i8x16.shl(v128.and(i8x16.shr_u(h0, 4), three), 4)), 64);
+          v128.store(o, v128.or(highNibbles(a1), i8x16.shl(v128.and(i8x16.shr_u(h1, 4), three), 4)), 80);
+          v128.store(o, v128.or(highNibbles(c0), i8x16.shl(i8x16.shr_u(h0, 6), 4)), 96);
+          v128.store(o, v128.or(highNibbles(c1), i8x16.shl(i8x16.shr_u(h1, 6), 4)), 112);
+        }
+        p += 210;
+      }
+    }
+  }
+}
+
+/** store the 4 token lanes of f (row r's outputs) to y (token stride ys), as many as nt */
+// @ts-ignore: decorator
+@inline function storeTok(y: usize, ys: usize, f: v128, nt: i32): void {
+  store<f32>(y, f32x4.extract_lane(f, 0));
+  if (nt > 1) store<f32>(y + ys, f32x4.extract_lane(f, 1));
+  if (nt > 2) store<f32>(y + 2 * ys, f32x4.extract_lane(f, 2));
+  if (nt > 3) store<f32>(y + 3 * ys, f32x4.extract_lane(f, 3));
+}
+
+/**
+ * Prefill tile: 2 panel rows (w0, w1) x 2 token quads (x0, x1: packed quads; their block scales at
+ * d0 / d1 + b * xdStride). Outputs of rows < nr, quads < nq (the last one's tokens < nt) to y (row r at
+ * y + 4 r, token stride ys; quad 1 at y + 4 ys).
+ */
+// @ts-ignore: decorator
+@inline function qtile(
+  type: i32, w0: usize, w1: usize, nr: i32, x0: usize, x1: usize, K: usize, d0: usize, d1: usize, xdStride: usize, nq: i32, nt: i32, nb: i32,
+  y: usize, ys: usize,
+): void {
+  let f00 = f32x4.splat(0), f01 = f32x4.splat(0), f10 = f32x4.splat(0), f11 = f32x4.splat(0);
+  const s16: usize = 4 * K, s32: usize = s16 + K;
+  for (let b = 0; b < nb; b++, w0 += KP, w1 += KP) {
+    let a00 = i32x4.splat(0), a01 = i32x4.splat(0), a10 = i32x4.splat(0), a11 = i32x4.splat(0);
+    const xb = <usize>b * 1024;
+    if (type == 12) {
+      for (let j: usize = 0; j < 8; j++) {
+        const e = j * 32;
+        let x = v128.load(x0 + xb + e * 4), z = v128.load(x1 + xb + e * 4);
+        let u = v128.load32_splat(w0 + 64 + e), v = v128.load32_splat(w1 + 64 + e);
+        let c00 = rdot(x, u), c01 = rdot(z, u), c10 = rdot(x, v), c11 = rdot(z, v);
+        for (let s: usize = 4; s < 32; s += 4) {
+          x = v128.load(x0 + xb + (e + s) * 4); z = v128.load(x1 + xb + (e + s) * 4);
+          u = v128.load32_splat(w0 + 64 + e + s); v = v128.load32_splat(w1 + 64 + e + s);
+          c00 = i16x8.add(c00, rdot(x, u)); c01 = i16x8.add(c01, rdot(z, u));
+          c10 = i16x8.add(c10, rdot(x, v)); c11 = i16x8.add(c11, rdot(z, v));
+        }
+        const sa = v128.load16_splat(w0 + 16 + j * 2), sb = v128.load16_splat(w1 + 16 + j * 2);
+        a00 = i32x4.add(a00, i32x4.dot_i16x8_s(c00, sa)); a01 = i32x4.add(a01, i32x4.dot_i16x8_s(c01, sa));
+        a10 = i32x4.add(a10, i32x4.dot_i16x8_s(c10, sb)); a11 = i32x4.add(a11, i32x4.dot_i16x8_s(c11, sb));
+      }
+    } else {
+      for (let j: usize = 0; j < 16; j++) {
+        // sub-block j (16 weights) in 4 steps: int16 lanes added modulo 2^16 (i16x8.add wraps) minus the
+        // offsets 32 sum x: the true sum of (q - 32) x, |.| <= 8 * 32 * 127 = 32512, is what remains
+        const e = j * 16;
+        let x = v128.load(x0 + xb + e * 4), z = v128.load(x1 + xb + e * 4);
+        let u = v128.load32_splat(w0 + 64 + e), v = v128.load32_splat(w1 + 64 + e);
+        let c00 = rdot(x, u), c01 = rdot(z, u), c10 = rdot(x, v), c11 = rdot(z, v);
+        for (let st: usize = 4; st < 16; st += 4) {
+          x = v128.load(x0 + xb + (e + st) * 4); z = v128.load(x1 + xb + (e + st) * 4);
+          u = v128.load32_splat(w0 + 64 + e + st); v = v128.load32_splat(w1 + 64 + e + st);
+          c00 = i16x8.add(c00, rdot(x, u)); c01 = i16x8.add(c01, rdot(z, u));
+          c10 = i16x8.add(c10, rdot(x, v)); c11 = i16x8.add(c11, rdot(z, v));
+        }
+        const O0 = v128.load(x0 + s16 + <usize>b * 256 + j * 16), O1 = v128.load(x1 + s16 + <usize>b * 256 + j * 16);
+        const sa = v128.load16_splat(w0 + 16 + j * 2), sb = v128.load16_splat(w1 + 16 + j * 2);
+        a00 = i32x4.add(a00, i32x4.dot_i16x8_s(i16x8.sub(c00, O0), sa)); a01 = i32x4.add(a01, i32x4.dot_i16x8_s(i16x8.sub(c01, O1), sa));
+        a10 = i32x4.add(a10, i32x4.dot_i16x8_s(i16x8.sub(c10, O0), sb)); a11 = i32x4.add(a11, i32x4.dot_i16x8_s(i16x8.sub(c11, O1), sb));
+      }
+    }
+    const dx0 = v128.load(d0 + <usize>b * xdStride), dx1 = v128.load(d1 + <usize>b * xdStride);
+    const dw0 = v128.load32_splat(w0), dw1 = v128.load32_splat(w1);
+    f00 = f32x4.add(f00, f32x4.mul(cvt(a00), f32x4.mul(dw0, dx0)));
+    f01 = f32x4.add(f01, f32x4.mul(cvt(a01), f32x4.mul(dw0, dx1)));
+    f10 = f32x4.add(f10, f32x4.mul(cvt(a10), f32x4.mul(dw1, dx0)));
+    f11 = f32x4.add(f11, f32x4.mul(cvt(a11), f32x4.mul(dw1, dx1)));
+    if (type == 12) {
+      // M = sum_j m(j) S32(j): 4 pairs of sub-blocks
+      let m00 = i32x4.splat(0), m01 = i32x4.splat(0), m10 = i32x4.splat(0), m11 = i32x4.splat(0);
+      const sb0 = x0 + s32 + <usize>b * 64, sb1 = x1 + s32 + <usize>b * 64;
+      for (let p: usize = 0; p < 4; p++) {
+        const S0 = v128.load(sb0 + p * 16), S1 = v128.load(sb1 + p * 16);
+        const c0 = v128.load32_splat(w0 + 48 + p * 4), c1 = v128.load32_splat(w1 + 48 + p * 4);
+        m00 = i32x4.add(m00, i32x4.dot_i16x8_s(S0, c0)); m01 = i32x4.add(m01, i32x4.dot_i16x8_s(S1, c0));
+        m10 = i32x4.add(m10, i32x4.dot_i16x8_s(S0, c1)); m11 = i32x4.add(m11, i32x4.dot_i16x8_s(S1, c1));
+      }
+      const dm0 = v128.load32_splat(w0, 4), dm1 = v128.load32_splat(w1, 4);
+      f00 = f32x4.sub(f00, f32x4.mul(cvt(m00), f32x4.mul(dm0, dx0)));
+      f01 = f32x4.sub(f01, f32x4.mul(cvt(m01), f32x4.mul(dm0, dx1)));
+      f10 = f32x4.sub(f10, f32x4.mul(cvt(m10), f32x4.mul(dm1, dx0)));
+      f11 = f32x4.sub(f11, f32x4.mul(cvt(m11), f32x4.mul(dm1, dx1)));
+    }
+  }
+  storeTok(y, ys, f00, nq > 1 ? 4 : nt);
+  if (nr > 1) storeTok(y + 4, ys, f10, nq > 1 ? 4 : nt);
+  if (nq > 1) {
+    storeTok(y + 4 * ys, ys, f01, nt);
+    if (nr > 1) storeTok(y + 4 * ys + 4, ys, f11, nt);
+  }
+}
+
+/** qtile compiled once per type */
+function qtileQ4K(w0: usize, w1: usize, nr: i32, x0: usize, x1: usize, K: usize, d0: usize, d1: usize, xdStride: usize, nq: i32, nt: i32, nb: i32, y: usize, ys: usize): void {
+  qtile(12, w0, w1, nr, x0, x1, K, d0, d1, xdStride, nq, nt, nb, y, ys);
+}
+function qtileQ6K(w0: usize, w1: usize, nr: i32, x0: usize, x1: usize, K: usize, d0: usize, d1: usize, xdStride: usize, nq: i32, nt: i32, nb: i32, y: usize, ys: usize): void {
+  qtile(14, w0, w1, nr, x0, x1, K, d0, d1, xdStride, nq, nt, nb, y, ys);
+}
+
+/** bytes of the prefill panel per row (kpanel), 0 when the type has none (relaxed build: Q4_K, Q6_K) */
+export function prefillRowBytes(type: i32, K: i32): i32 {
+  if (!ASC_FEATURE_RELAXED_SIMD) return 0;
+  return type == 12 || type == 14 ? (K / 256) * <i32>KP : 0;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Prefill (4 tokens and more) for the block-32 types (Q8_0, Q4_0, Q5_0, IQ4_NL), both builds: the chunk's
+// rows unpacked to int16 (unpackInt) against tokens packed by quads of int16 pairs (prepQuads16: per quad,
+// every 2 elements of the 4 tokens as 16 bytes [t0 e, e+1 | t1 | t2 | t3]). i32x4.dot_i16x8_s of a quad
+// vector and a row's 2 weights (a 32-bit splat) gives lane t = token t's 2 products: lanes stay tokens,
+// the block's exact int32 sum I needs no horizontal sum, and the f32 steps per block are itile's.
+
+/** bytes per quad of 4 tokens of K elements (prepQuads16) */
+export function quadBytes16(K: i32): i32 {
+  return 8 * K;
+}
+
+/** pack Tp tokens (a multiple of 4) of int16 q (K per token at q) by quads of int16 pairs at dst */
+export function prepQuads16(q: usize, Tp: i32, K: i32, dst: usize): void {
+  const kk = <usize>K;
+  for (let g = 0; g < Tp; g += 4, dst += 8 * kk) {
+    const q0 = q + <usize>g * kk * 2, q1 = q0 + kk * 2, q2 = q1 + kk * 2, q3 = q2 + kk * 2;
+    for (let e: usize = 0; e < kk; e += 8) {
+      const v0 = v128.load(q0 + e * 2), v1 = v128.load(q1 + e * 2), v2 = v128.load(q2 + e * 2), v3 = v128.load(q3 + e * 2);
+      const A = v128.shuffle<i32>(v0, v1, 0, 4, 1, 5), B = v128.shuffle<i32>(v2, v3, 0, 4, 1, 5);
+      const C = v128.shuffle<i32>(v0, v1, 2, 6, 3, 7), D = v128.shuffle<i32>(v2, v3, 2, 6, 3, 7);
+      const o = dst + e * 8;
+      v128.store(o, v128.shuffle<i32>(A, B, 0, 1, 4, 5));
+      v128.store(o, v128.shuffle<i32>(A, B, 2, 3, 6, 7), 16);
+      v128.store(o, v128.shuffle<i32>(C, D, 0, 1, 4, 5), 32);
+      v128.store(o, v128.shuffle<i32>(C, D, 2, 3, 6, 7), 48);
+    }
+  }
+}
+
+/**
+ * Prefill tile for the block-32 types: 2 int16 rows (w0, w1; block scales f32 at sc0, sc1) x 2 quads
+ * (x0, x1: prepQuads16; block scales at d0 / d1 + b * xdStride); outputs as qtile's.
+ */
+function qtile16(
+  w0: usize, w1: usize, sc0: usize, sc1: usize, nr: i32, x0: usize, x1: usize, d0: usize, d1: usize, xdStride: usize, nq: i32, nt: i32, nb: i32,
+  y: usize, ys: usize,
+): void {
+  let f00 = f32x4.splat(0), f01 = f32x4.splat(0), f10 = f32x4.splat(0), f11 = f32x4.splat(0);
+  for (let b = 0; b < nb; b++, w0 += 64, w1 += 64, x0 += 256, x1 += 256) {
+    let a00 = i32x4.splat(0), a01 = i32x4.splat(0), a10 = i32x4.splat(0), a11 = i32x4.splat(0);
+    for (let s: usize = 0; s < 16; s += 2) {
+      let x = v128.load(x0 + s * 16), z = v128.load(x1 + s * 16);
+      let u = v128.load32_splat(w0 + s * 4), v = v128.load32_splat(w1 + s * 4);
+      a00 = i32x4.add(a00, i32x4.dot_i16x8_s(x, u)); a01 = i32x4.add(a01, i32x4.dot_i16x8_s(z, u));
+      a10 = i32x4.add(a10, i32x4.dot_i16x8_s(x, v)); a11 = i32x4.add(a11, i32x4.dot_i16x8_s(z, v));
+      x = v128.load(x0 + s * 16, 16); z = v128.load(x1 + s * 16, 16);
+      u = v128.load32_splat(w0 + s * 4, 4); v = v128.load32_splat(w1 + s * 4, 4);
+      a00 = i32x4.add(a00, i32x4.dot_i16x8_s(x, u)); a01 = i32x4.add(a01, i32x4.dot_i16x8_s(z, u));
+      a10 = i32x4.add(a10, i32x4.dot_i16x8_s(x, v)); a11 = i32x4.add(a11, i32x4.dot_i16x8_s(z, v));
+    }
+    const so = <usize>b * 4;
+    const dx0 = v128.load(d0 + <usize>b * xdStride), dx1 = v128.load(d1 + <usize>b * xdStride);
+    const dw0 = v128.load32_splat(sc0 + so), dw1 = v128.load32_splat(sc1 + so);
+    f00 = f32x4.add(f00, f32x4.mul(cvt(a00), f32x4.mul(dw0, dx0)));
+    f01 = f32x4.add(f01, f32x4.mul(cvt(a01), f32x4.mul(dw0, dx1)));
+    f10 = f32x4.add(f10, f32x4.mul(cvt(a10), f32x4.mul(dw1, dx0)));
+    f11 = f32x4.add(f11, f32x4.mul(cvt(a11), f32x4.mul(dw1, dx1)));
+  }
+  storeTok(y, ys, f00, nq > 1 ? 4 : nt);
+  if (nr > 1) storeTok(y + 4, ys, f10, nq > 1 ? 4 : nt);
+  if (nq > 1) {
+    storeTok(y + 4 * ys, ys, f01, nt);
+    if (nr > 1) storeTok(y + 4 * ys + 4, ys, f11, nt);
+  }
+}
+
 // Integer matmul job (i32 words):
 //   0 kind = 3 | 1 type | 2 w | 3 rowBytes | 4 xq (int16 T x K) | 5 xd (f32 T x nb) | 6 T | 7 K
 //   8 xsum (int16 T x K/32) | 9 y | 10 N | 11 rows | 12 chunkRows | 13 scratch | 14 scratch bytes per thread
-//   15 prepared activations for the 8-bit decode tiles (prepActs8; 0: none)
+//   15 prepared activations (0: none): decode (T < 4, relaxed build) prepActs8; prefill (T >= 4) Q4_K / Q6_K
+//      (relaxed build) prepQuads, block-32 types (both builds) prepQuads16 (Tp tokens, the padding ones zero)
 //   16 W interleaved by 4 rows (interleave4): decode only, chunkRows a multiple of 4
 function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
   const type = param(job, 1);
@@ -1731,6 +2022,37 @@ function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
     return;
   }
   const scratch = <usize>param(job, 13) + <usize>thread * <usize>param(job, 14);
+  if (ASC_FEATURE_RELAXED_SIMD && (type == 12 || type == 14) && param(job, 15) != 0) {
+    // prefill, Q4_K / Q6_K: the chunk's panel (kpanel), 2 rows x 2 token quads tiles with 8-bit products
+    kpanel(type, <usize>param(job, 2) + <usize>r0 * rowBytes, rowBytes, nr, nb, scratch);
+    const xa = <usize>param(job, 15);
+    const QS = <usize>quadBytes(K);
+    const xd = <usize>param(job, 5);
+    const y0 = <usize>param(job, 9) + <usize>r0 * 4;
+    const ys = N * 4;
+    const pr = <usize>nb * KP;
+    const nQ = Tp >> 2;
+    // quads per block: their packed tokens within ~24 KiB (L1), a multiple of 2
+    const qb = max(2, <i32>(<usize>24576 / QS) & ~1);
+    for (let g0 = 0; g0 < nQ; g0 += qb) {
+      const g1 = min(nQ, g0 + qb);
+      for (let r = 0; r < nr; r += 2) {
+        const rr = min(2, nr - r);
+        const wa = scratch + <usize>r * pr, wb = scratch + <usize>(r + rr - 1) * pr;
+        for (let g = g0; g < g1; g += 2) {
+          const nq = min(2, g1 - g);
+          const gl = g + nq - 1;
+          const nt = min(4, T - 4 * gl);
+          const xq0 = xa + <usize>g * QS, xq1 = xa + <usize>gl * QS;
+          const dd0 = xd + <usize>g * 16, dd1 = xd + <usize>gl * 16;
+          const yt = y0 + <usize>(4 * g) * ys + <usize>r * 4;
+          if (type == 12) qtileQ4K(wa, wb, rr, xq0, xq1, <usize>K, dd0, dd1, xdStride, nq, nt, nb, yt, ys);
+          else qtileQ6K(wa, wb, rr, xq0, xq1, <usize>K, dd0, dd1, xdStride, nq, nt, nb, yt, ys);
+        }
+      }
+    }
+    return;
+  }
   const w = scratch;
   const sc = w + <usize>nr * <usize>K * 2;
   const m = sc + <usize>nr * <usize>nb * 4;
@@ -1747,6 +2069,31 @@ function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
   const tb = max(4, (24576 / (K * 2)) & ~3);
   const xsumStride = <usize>nb * 16;
   const ms = <usize>nb * 16;
+  const xa = <usize>param(job, 15);
+  if (bl == 32 && T >= 4 && xa != 0) {
+    // prefill, block-32 types: 2 rows x 2 token quads (prepQuads16) tiles
+    const QS = <usize>quadBytes16(K);
+    const nQ = Tp >> 2;
+    // quads per block: their packed tokens within ~24 KiB (L1), a multiple of 2
+    const qb = max(2, <i32>(<usize>24576 / QS) & ~1);
+    for (let g0 = 0; g0 < nQ; g0 += qb) {
+      const g1 = min(nQ, g0 + qb);
+      for (let r = 0; r < nr; r += 2) {
+        const rr = min(2, nr - r);
+        const r1 = r + rr - 1;
+        for (let g = g0; g < g1; g += 2) {
+          const nq = min(2, g1 - g);
+          const gl = g + nq - 1;
+          qtile16(
+            w + <usize>r * ws, w + <usize>r1 * ws, sc + <usize>r * sw, sc + <usize>r1 * sw, rr,
+            xa + <usize>g * QS, xa + <usize>gl * QS, xd + <usize>g * 16, xd + <usize>gl * 16, xdStride, nq, min(4, T - 4 * gl), nb,
+            y0 + <usize>(4 * g) * ys + <usize>r * 4, ys,
+          );
+        }
+      }
+    }
+    return;
+  }
   if (T < 4) {
     // decode (and up to 3 tokens): 4 rows x 1 token tiles
     for (let t = 0; t < T; t++) {

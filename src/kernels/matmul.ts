@@ -42,6 +42,11 @@ interface MatmulExports {
   quantizeActs(kind: number, x: number, xs: number, nTok: number, k: number, q: number, d: number, s: number): void;
   actBytes8(k: number): number;
   prepActs8(q: number, nTok: number, k: number, dst: number): void;
+  prefillRowBytes(type: number, k: number): number;
+  quadBytes(k: number): number;
+  quadBytes16(k: number): number;
+  prepQuads16(q: number, nTok: number, k: number, dst: number): void;
+  prepQuads(q: number, s32: number, nTok: number, k: number, dst: number): void;
   interleave4(src: number, dst: number, rows: number, rowBytes: number, bs: number): void;
   decodeBlockBytes(type: number): number;
   decodeExtra32(type: number): number;
@@ -508,16 +513,24 @@ export class MatmulEngine {
     const xq = this.buffer('xq', tp * k * 2 + 16);
     const xd = this.buffer('xd', tp * nb * 4 + 16);
     const xs = this.buffer('xsum', tp * (k / 16) + 16);
-    // decode (under 4 tokens) in the relaxed build: 8-bit products on activations prepared once
-    const prep = nTok < 4 && this.variant === 'relaxed';
-    const xa = prep ? this.buffer('xa', nTok * this.exports.actBytes8(k) + 64) : 0;
+    // relaxed build: 8-bit products on activations prepared once, for decode (under 4 tokens) and for the
+    // Q4_K / Q6_K prefill tiles (all tp tokens: the padding ones are zero)
+    // prefill (4 tokens and more): tokens packed by quads, of bytes for the Q4_K / Q6_K tiles (relaxed
+    // build), of int16 pairs for the block-32 types' tiles (both builds)
+    const quads = this.variant === 'relaxed' && nTok >= 4 && this.exports.prefillRowBytes(w.type.id, k) > 0;
+    const quads16 = nTok >= 4 && bl === 32;
+    const prep = (nTok < 4 && this.variant === 'relaxed') || quads || quads16;
+    const xa = !prep ? 0 : quads ? this.buffer('xa', (tp / 4) * this.exports.quadBytes(k) + 64)
+      : quads16 ? this.buffer('xa', (tp / 4) * this.exports.quadBytes16(k) + 64) : this.buffer('xa', nTok * this.exports.actBytes8(k) + 64);
     const r = this.rounded;
     if (!(sameInput && r.x === x && r.nTok === nTok && r.k === k && r.block === bl && r.xq === xq && r.xa === xa)) {
       // round (and prepare) x; kept for the next call on the same input (q/k/v, gate/up: sameInput)
       this.rounded.x = null;
       const xAt = this.activations(x, nTok, k, k);
       this.exports.quantizeActs(bl, xAt, k * 4, nTok, k, xq, xd, xs);
-      if (prep) this.exports.prepActs8(xq, nTok, k, xa);
+      if (quads) this.exports.prepQuads(xq, xs, tp, k, xa);
+      else if (quads16) this.exports.prepQuads16(xq, tp, k, xa);
+      else if (prep) this.exports.prepActs8(xq, nTok, k, xa);
       this.rounded = { x, nTok, k, block: bl, xq, xa };
     }
     const yOwn = this.ptrOf(out, nTok * n);
