@@ -637,6 +637,9 @@ export interface LlamaOptions extends LoadOptions {
   activations?: 'f32' | 'ggml';
 }
 
+/** most (position, pair) entries of a batch's RoPE table (two f64 arrays: 16 MiB) */
+const ROPE_TABLE_MAX = 1 << 20;
+
 export class Llama {
   readonly config: LlamaConfig;
   readonly weights: LlamaWeights;
@@ -994,8 +997,15 @@ export class Llama {
       for (let i = 0; i < r.cos.length; i++) rotatePair(c, s.q, 0, nHeads, i, r.cos[i], r.sin[i]);
       if (!preRope) for (let i = 0; i < r.cos.length; i++) rotatePair(c, s.k, 0, nKvHeads, i, r.cos[i], r.sin[i]);
     } else {
-      rope(c, freq, s.q, nTok, nHeads, pos);
-      if (!preRope) rope(c, freq, s.k, nTok, nKvHeads, pos);
+      // a batch: cos and sin from a table of every position (once per frequency table) when it is small
+      const table = this.ropeTableOf(freq);
+      if (table && pos + nTok <= table.positions) {
+        ropeTabled(c, table, s.q, nTok, nHeads, pos);
+        if (!preRope) ropeTabled(c, table, s.k, nTok, nKvHeads, pos);
+      } else {
+        rope(c, freq, s.q, nTok, nHeads, pos);
+        if (!preRope) rope(c, freq, s.k, nTok, nKvHeads, pos);
+      }
     }
     const scale = c.attnScale ?? 1 / Math.sqrt(headDim);
     const window = swa ? c.slidingWindow! : 0;
@@ -1034,6 +1044,16 @@ export class Llama {
     if (kkv.engine && kernelsEnabled()) {
       kkv.engine.attention(s.q, nTok, pos, nHeads, nKvHeads, headDim, kkv.keysAt!(slot), kkv.valuesAt!(slot), kvDim, scale, s.att);
     } else this.attention(slot, nTok, pos, scale);
+  }
+
+  /** rope()'s cos and sin of every position of the cache for one frequency table (the same f64 values), null past ROPE_TABLE_MAX entries */
+  private readonly ropeTables = new Map<Float64Array, RopeTable>();
+  private ropeTableOf(freq: Float64Array): RopeTable | null {
+    const positions = this.kv.capacity;
+    if (positions * (this.config.ropeDim / 2) > ROPE_TABLE_MAX) return null;
+    let t = this.ropeTables.get(freq);
+    if (!t) this.ropeTables.set(freq, (t = ropeTable(this.config, freq, positions)));
+    return t;
   }
 
   /** gate(x') * up(x') through the family's activation, x' = ffnNorm(x): s.x -> s.hb (the input of Wdown) */
