@@ -2367,6 +2367,7 @@ export function runChunk(job: usize, chunk: i32, thread: i32): void {
     case 3: intMatmulChunk(job, chunk, thread); break;
     case 4: packedAttentionChunk(job, chunk, thread); break;
     case 5: case 6: case 7: linalgChunk(job, chunk); break;
+    case 8: transposeChunk(job, chunk); break;
     default: unreachable();
   }
 }
@@ -2376,9 +2377,15 @@ export function runChunk(job: usize, chunk: i32, thread: i32): void {
 // for T <= t < ld (ld >= T, a multiple of 4). Values are only moved: 4 x 4 blocks through shuffles,
 // the edges (T or K not a multiple of 4) element by element.
 export function transposePad(x: usize, T: i32, K: i32, xt: usize, ld: i32): void {
+  transposeRows(x, T, K, xt, ld, 0, K);
+}
+
+/** transposePad for rows [i0, i1) of xt (i0 a multiple of 4): the threads' share (job kind 8) */
+function transposeRows(x: usize, T: i32, K: i32, xt: usize, ld: i32, i0: i32, i1: i32): void {
   const T4 = T & ~3, K4 = K & ~3;
   const xs = <usize>K * 4, ls = <usize>ld * 4;
-  for (let i = 0; i < K4; i += 4) {
+  const e4 = min(i1, K4);
+  for (let i = i0; i < e4; i += 4) {
     const o0 = xt + <usize>i * ls, o1 = o0 + ls, o2 = o1 + ls, o3 = o2 + ls;
     let p = x + <usize>i * 4;
     for (let t = 0; t < T4; t += 4, p += 4 * xs) {
@@ -2392,9 +2399,16 @@ export function transposePad(x: usize, T: i32, K: i32, xt: usize, ld: i32): void
       v128.store(o3 + b, v128.shuffle<f32>(t1, t3, 2, 3, 6, 7));
     }
   }
-  for (let i = 0; i < K; i++) {
+  for (let i = i0; i < i1; i++) {
     const o = xt + <usize>i * ls;
     for (let t = i < K4 ? T4 : 0; t < T; t++) store<f32>(o + <usize>t * 4, load<f32>(x + <usize>t * xs + <usize>i * 4));
     for (let t = T; t < ld; t++) store<f32>(o + <usize>t * 4, 0);
   }
+}
+
+// job kind 8 (transposeRows): 1 x | 2 T | 3 K | 4 xt | 5 ld | 6 rows per chunk (a multiple of 4)
+function transposeChunk(job: usize, chunk: i32): void {
+  const K = param(job, 3), r = param(job, 6);
+  const i0 = chunk * r;
+  if (i0 < K) transposeRows(<usize>param(job, 1), param(job, 2), K, <usize>param(job, 4), param(job, 5), i0, min(K, i0 + r));
 }

@@ -784,7 +784,15 @@ export class MatmulEngine {
     const gAt = this.buffer('gram', k * k * 4);
     const own = this.ptrOf(x, nTok * k);
     const xAt = own >= 0 ? own : this.copyIn('gramIn', x, nTok * k);
-    this.exports.transposePad(xAt, nTok, k, xtAt, ld);
+    const threads = this.pool && nTok * k >= 1 << 18 ? this.threadCount : 1;
+    if (threads > 1) {
+      // rows of Xt split between the threads (wasm/matmul.ts job kind 8), ~4 chunks per thread
+      const r = Math.max(4, Math.ceil(k / (4 * threads) / 4) * 4);
+      const p = this.job;
+      p.fill(0);
+      p[0] = 8; p[1] = xAt; p[2] = nTok; p[3] = k; p[4] = xtAt; p[5] = ld; p[6] = r;
+      this.dispatch(Math.ceil(k / r), threads);
+    } else this.exports.transposePad(xAt, nTok, k, xtAt, ld);
     return { ld, xtAt, gAt };
   }
 
