@@ -156,6 +156,36 @@ test('exp: within 4 ulp of Math.exp on [-87, 88]; attention kernel = attentionRe
   }
 });
 
+test('attention kernel: T queries at once (two per key/value load) = one query at a time, bit for bit', () => {
+  const r = rng(12);
+  for (const variant of variants) {
+    const e = MatmulEngine.get(variant)!;
+    // head sizes 64 (16-value blocks) and 20 (4-value tail); odd and even token counts, with and without a cache
+    for (const [nHeads, nKvHeads, hd, pos0, nTok] of [[4, 2, 64, 0, 37], [3, 3, 20, 6, 8], [2, 1, 64, 13, 2], [2, 2, 36, 5, 1]]) {
+      const kvDim = nKvHeads * hd;
+      const q = normals(nTok * nHeads * hd, r).map((v) => 3 * v);
+      const keysVals = e.allocF32(2 * (pos0 + nTok) * kvDim, q)!;
+      const keys = keysVals.array.subarray(0, (pos0 + nTok) * kvDim);
+      const values = keysVals.array.subarray((pos0 + nTok) * kvDim);
+      keys.set(normals(keys.length, r));
+      values.set(normals(values.length, r));
+      const vAt = keysVals.at + keys.length * 4;
+      const all = new Float32Array(nTok * nHeads * hd);
+      e.attention(q, nTok, pos0, nHeads, nKvHeads, hd, keysVals.at, vAt, kvDim, 1 / Math.sqrt(hd), all);
+      const qd = nHeads * hd;
+      const one = new Float32Array(all.length);
+      for (let t = 0; t < nTok; t++) {
+        const o = new Float32Array(qd);
+        e.attention(q.slice(t * qd, (t + 1) * qd), 1, pos0 + t, nHeads, nKvHeads, hd, keysVals.at, vAt, kvDim, 1 / Math.sqrt(hd), o);
+        one.set(o, t * qd);
+      }
+      let bad = 0;
+      for (let i = 0; i < all.length; i++) if (!Object.is(all[i], one[i])) bad++;
+      assert.equal(bad, 0, `${variant} ${nHeads}/${nKvHeads} heads of ${hd}, ${nTok} tokens after ${pos0}: ${bad} values differ`);
+    }
+  }
+});
+
 const data = (f: string) => new Uint8Array(readFileSync(new URL(`../../data/${f}`, import.meta.url)));
 
 test('model: the WebAssembly path is batch-independent bit for bit and close to the TypeScript path', async () => {

@@ -7,7 +7,7 @@ import { sqnrDb } from '../src/eval/metrics.js';
 import { readLlama2c } from '../src/io/llama2c.js';
 import { bytesSource } from '../src/io/source.js';
 import { parseTokenizerBin } from '../src/io/vocab.js';
-import { f32KvStorage, Llama, type KvStorage } from '../src/model/llama.js';
+import { f32KvStorage, Llama, rmsnorm, type KvStorage } from '../src/model/llama.js';
 import { matmulRef, setMatmul } from '../src/model/matmul.js';
 import { Sampler } from '../src/model/sampler.js';
 import { Tokenizer } from '../src/model/tokenizer.js';
@@ -19,6 +19,28 @@ import { MatmulEngine } from '../src/kernels/matmul.js';
 import '../src/index.js';
 
 const data = (f: string) => new Uint8Array(readFileSync(new URL(`../../data/${f}`, import.meta.url)));
+
+test('rmsnorm: rows normalized four at a time = the per-row formula bit for bit (also in place)', () => {
+  let seed = 5;
+  const u = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32) * 4 - 2;
+  for (const [nTok, size] of [[11, 37], [4, 768], [1, 5]]) {
+    const x = Float32Array.from({ length: nTok * size }, u);
+    const g = Float32Array.from({ length: size }, u);
+    const want = new Float32Array(x.length);
+    for (let t = 0; t < nTok; t++) {
+      let ss = 0;
+      for (let i = 0; i < size; i++) ss += x[t * size + i] * x[t * size + i];
+      const c = 1 / Math.sqrt(ss / size + 1e-5);
+      for (let i = 0; i < size; i++) want[t * size + i] = x[t * size + i] * c * g[i];
+    }
+    const out = new Float32Array(x.length);
+    rmsnorm(out, x, g, nTok, size, 1e-5);
+    assert.deepEqual(out, want, `${nTok} x ${size}`);
+    const inPlace = Float32Array.from(x);
+    rmsnorm(inPlace, inPlace, g, nTok, size, 1e-5);
+    assert.deepEqual(inPlace, want, `${nTok} x ${size} in place`);
+  }
+});
 
 /**
  * Greedy continuation of "Once upon a time" by stories260K with tok512, 252 new tokens: the known answer of

@@ -30,6 +30,7 @@ import {
 import { gptqBlocksWithFactor, gptqFactor } from '../src/algos/gptq.js';
 import { actQuantLinear, llmInt8Linear } from '../src/model/act-quant.js';
 import { linear } from '../src/model/matmul.js';
+import { transposePadRef } from '../src/kernels/matmul.js';
 import type { GptqWorkers } from '../src/pipeline/gptq-parts.js';
 import { evaluateAgainst, evaluateBase, type BaseEvaluation } from '../src/pipeline/evaluate.js';
 import { quantize } from '../src/pipeline/quantize.js';
@@ -92,6 +93,27 @@ test('X^T X on the matmul engine (any thread count) agrees with syrkLowerRef wit
     results.push(fast);
   }
   assert.deepEqual(results[1], results[0], 'same bytes on 1 and 2 threads');
+  engine.setThreads(1);
+});
+
+test('X^T X layout: the kernel transposePad moves x into transposePadRef exactly (edges, zero padding)', async () => {
+  const engine = await nodeEngine();
+  const normal = rng(17);
+  // T and k multiples of 4 (the 4 x 4 blocks only) and not (the element-by-element edges, the padding)
+  // (517 x 601 and 2048 x 130: large enough to be split between the threads, rows per chunk past the edge)
+  for (const threads of [1, 2])
+    for (const [nTok, k] of [[8, 12], [13, 7], [517, 301], [2048, 64], [3, 5], [517, 601], [2048, 130]] as const) {
+      engine.setThreads(threads);
+      const x = Float32Array.from({ length: nTok * k }, normal);
+      const ld = (nTok + 3) & ~3;
+      // garbage in the output first: the padding must be written, not assumed
+      engine.transposeForTest(Float32Array.from({ length: ld * k }, () => NaN), ld, k);
+      const got = engine.transposeForTest(x, nTok, k);
+      const want = transposePadRef(x, nTok, k, ld);
+      let bad = 0;
+      for (let i = 0; i < want.length; i++) if (!Object.is(got[i], want[i])) bad++;
+      assert.equal(bad, 0, `${nTok} x ${k}, ${threads} threads: ${bad} of ${want.length} values differ`);
+    }
   engine.setThreads(1);
 });
 

@@ -2228,11 +2228,101 @@ function attentionChunk(job: usize, h: i32, thread: i32): void {
   const n = hd * 4;
   const kvOff = <usize>(h / param(job, 9)) * n;
   const s = <usize>param(job, 13) + <usize>thread * <usize>param(job, 14);
-  attendHead(
+  // two score rows: the second starts half way through the thread's scratch (16-byte aligned)
+  const s2 = s + ((<usize>param(job, 14) >> 1) & ~(<usize>15));
+  attendHeadPairs(
     <usize>param(job, 1) + <usize>h * n, <usize>param(job, 2), <usize>param(job, 3) + kvOff, <usize>param(job, 4) + kvOff,
     <usize>param(job, 5), param(job, 6), param(job, 7), reinterpret<f32>(param(job, 10)), <usize>param(job, 11) + <usize>h * n,
-    <usize>param(job, 12), s, n,
+    <usize>param(job, 12), s, s2, n,
   );
+}
+
+/** (q · k) * scale over n bytes for one query and one key, into s (the order of dot4's lanes) */
+// @ts-ignore: decorator
+@inline function dot1(q: usize, k: usize, n: usize, scale: f32, s: usize): void {
+  let a = f32x4.splat(0);
+  for (let i: usize = 0; i < n; i += 16) a = fma(v128.load(q + i), v128.load(k + i), a);
+  store<f32>(s, hsum(a) * scale);
+}
+
+/** dot4 for two queries qa, qb at once (each key loaded once): scores into sa[0..4), sb[0..4) */
+// @ts-ignore: decorator
+@inline function dot4x2(qa: usize, qb: usize, k0: usize, ks: usize, n: usize, scale: f32, sa: usize, sb: usize): void {
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+  let b0 = f32x4.splat(0), b1 = f32x4.splat(0), b2 = f32x4.splat(0), b3 = f32x4.splat(0);
+  const k1 = k0 + ks, k2 = k0 + 2 * ks, k3 = k0 + 3 * ks;
+  for (let i: usize = 0; i < n; i += 16) {
+    const u = v128.load(qa + i), w = v128.load(qb + i);
+    const c0 = v128.load(k0 + i), c1 = v128.load(k1 + i), c2 = v128.load(k2 + i), c3 = v128.load(k3 + i);
+    a0 = fma(u, c0, a0); b0 = fma(w, c0, b0);
+    a1 = fma(u, c1, a1); b1 = fma(w, c1, b1);
+    a2 = fma(u, c2, a2); b2 = fma(w, c2, b2);
+    a3 = fma(u, c3, a3); b3 = fma(w, c3, b3);
+  }
+  store<f32>(sa, hsum(a0) * scale); store<f32>(sa, hsum(a1) * scale, 4); store<f32>(sa, hsum(a2) * scale, 8); store<f32>(sa, hsum(a3) * scale, 12);
+  store<f32>(sb, hsum(b0) * scale); store<f32>(sb, hsum(b1) * scale, 4); store<f32>(sb, hsum(b2) * scale, 8); store<f32>(sb, hsum(b3) * scale, 12);
+}
+
+/**
+ * attendHead two queries at a time (t and t + 1, which sees one position more): each key and value row
+ * is loaded once for both. Every score, exponential, sum and output element goes through the same
+ * operations in the same order as in attendHead (scores are separate dot products; the value sums run
+ * over p = 0, 1, ... per output element, query t + 1's last position after the shared ones): the same
+ * bits. s, s2: the two queries' score rows.
+ */
+function attendHeadPairs(q0: usize, qs: usize, keys: usize, values: usize, cs: usize, T: i32, pos0: i32, scale: f32, o0: usize, os: usize, s: usize, s2: usize, n: usize): void {
+  let t = 0;
+  for (; t + 2 <= T; t += 2) {
+    const qa = q0 + <usize>t * qs, qb = qa + qs;
+    const np = pos0 + t + 1; // query t + 1 sees np + 1 positions
+    let p = 0;
+    for (; p + 4 <= np; p += 4) dot4x2(qa, qb, keys + <usize>p * cs, cs, n, scale, s + <usize>p * 4, s2 + <usize>p * 4);
+    for (; p < np; p++) {
+      dot1(qa, keys + <usize>p * cs, n, scale, s + <usize>p * 4);
+      dot1(qb, keys + <usize>p * cs, n, scale, s2 + <usize>p * 4);
+    }
+    dot1(qb, keys + <usize>np * cs, n, scale, s2 + <usize>np * 4);
+    const ia = softmaxScores(s, np), ib = softmaxScores(s2, np + 1);
+    const oa = o0 + <usize>t * os, ob = oa + os;
+    // out = sum_p e[p] v[p] * inv, 4 vectors (16 values) of the head for both queries at a time
+    let i: usize = 0;
+    for (; i + 64 <= n; i += 64) {
+      let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+      let b0 = f32x4.splat(0), b1 = f32x4.splat(0), b2 = f32x4.splat(0), b3 = f32x4.splat(0);
+      for (p = 0; p < np; p++) {
+        const ea = v128.load32_splat(s + <usize>p * 4), eb = v128.load32_splat(s2 + <usize>p * 4);
+        const v = values + <usize>p * cs + i;
+        const v0 = v128.load(v), v1 = v128.load(v, 16), v2 = v128.load(v, 32), v3 = v128.load(v, 48);
+        a0 = fma(ea, v0, a0); b0 = fma(eb, v0, b0);
+        a1 = fma(ea, v1, a1); b1 = fma(eb, v1, b1);
+        a2 = fma(ea, v2, a2); b2 = fma(eb, v2, b2);
+        a3 = fma(ea, v3, a3); b3 = fma(eb, v3, b3);
+      }
+      const eb = v128.load32_splat(s2 + <usize>np * 4);
+      const v = values + <usize>np * cs + i;
+      b0 = fma(eb, v128.load(v), b0);
+      b1 = fma(eb, v128.load(v, 16), b1);
+      b2 = fma(eb, v128.load(v, 32), b2);
+      b3 = fma(eb, v128.load(v, 48), b3);
+      const va = f32x4.splat(ia), vb = f32x4.splat(ib);
+      v128.store(oa + i, f32x4.mul(a0, va)); v128.store(oa + i, f32x4.mul(a1, va), 16);
+      v128.store(oa + i, f32x4.mul(a2, va), 32); v128.store(oa + i, f32x4.mul(a3, va), 48);
+      v128.store(ob + i, f32x4.mul(b0, vb)); v128.store(ob + i, f32x4.mul(b1, vb), 16);
+      v128.store(ob + i, f32x4.mul(b2, vb), 32); v128.store(ob + i, f32x4.mul(b3, vb), 48);
+    }
+    for (; i < n; i += 16) {
+      let a = f32x4.splat(0), b = f32x4.splat(0);
+      for (p = 0; p < np; p++) {
+        const v = v128.load(values + <usize>p * cs + i);
+        a = fma(v128.load32_splat(s + <usize>p * 4), v, a);
+        b = fma(v128.load32_splat(s2 + <usize>p * 4), v, b);
+      }
+      b = fma(v128.load32_splat(s2 + <usize>np * 4), v128.load(values + <usize>np * cs + i), b);
+      v128.store(oa + i, f32x4.mul(a, f32x4.splat(ia)));
+      v128.store(ob + i, f32x4.mul(b, f32x4.splat(ib)));
+    }
+  }
+  if (t < T) attendHead(q0 + <usize>t * qs, qs, keys, values, cs, 1, pos0 + t, scale, o0 + <usize>t * os, os, s, n);
 }
 
 /** One head of attention: T queries q0 + t * qs against keys / values cs bytes apart (n = headDim * 4 bytes); s: scores scratch */
@@ -2253,8 +2343,9 @@ function attendHead(q0: usize, qs: usize, keys: usize, values: usize, cs: usize,
   }
 }
 
-/** softmax of the np scores at s (in place), then out o = sum_p e[p] v[p] / sum_p e[p] over values cs bytes apart (n = headDim * 4 bytes) */
-function attendScored(s: usize, np: i32, values: usize, cs: usize, o: usize, n: usize): void {
+/** the np scores at s replaced by e[p] = exp(s[p] - max) (in place); returns f32(1 / sum_p e[p]), the sum in f64 */
+// @ts-ignore: decorator
+@inline function softmaxScores(s: usize, np: i32): f32 {
   let p = 0;
   let max: f32 = -Infinity;
   for (p = 0; p < np; p++) max = Mathf.max(max, load<f32>(s + <usize>p * 4));
@@ -2271,7 +2362,13 @@ function attendScored(s: usize, np: i32, values: usize, cs: usize, o: usize, n: 
     store<f32>(s + <usize>p * 4, e);
     sum += <f64>e;
   }
-  const inv = f32x4.splat(<f32>(1 / sum));
+  return <f32>(1 / sum);
+}
+
+/** softmax of the np scores at s (in place), then out o = sum_p e[p] v[p] / sum_p e[p] over values cs bytes apart (n = headDim * 4 bytes) */
+function attendScored(s: usize, np: i32, values: usize, cs: usize, o: usize, n: usize): void {
+  const inv = f32x4.splat(softmaxScores(s, np));
+  let p = 0;
   // out = sum_p e[p] v[p] / sum, 8 vectors (32 values) of the head at a time
   let i: usize = 0;
   for (; i + 128 <= n; i += 128) {
@@ -2617,6 +2714,48 @@ export function runChunk(job: usize, chunk: i32, thread: i32): void {
     case 3: intMatmulChunk(job, chunk, thread); break;
     case 4: packedAttentionChunk(job, chunk, thread); break;
     case 5: case 6: case 7: linalgChunk(job, chunk); break;
+    case 8: transposeChunk(job, chunk); break;
     default: unreachable();
   }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// X^T X's layout (src/kernels/matmul.ts gramTranspose): xt[i * ld + t] = x[t * K + i] for t < T, zeros
+// for T <= t < ld (ld >= T, a multiple of 4). Values are only moved: 4 x 4 blocks through shuffles,
+// the edges (T or K not a multiple of 4) element by element.
+export function transposePad(x: usize, T: i32, K: i32, xt: usize, ld: i32): void {
+  transposeRows(x, T, K, xt, ld, 0, K);
+}
+
+/** transposePad for rows [i0, i1) of xt (i0 a multiple of 4): the threads' share (job kind 8) */
+function transposeRows(x: usize, T: i32, K: i32, xt: usize, ld: i32, i0: i32, i1: i32): void {
+  const T4 = T & ~3, K4 = K & ~3;
+  const xs = <usize>K * 4, ls = <usize>ld * 4;
+  const e4 = min(i1, K4);
+  for (let i = i0; i < e4; i += 4) {
+    const o0 = xt + <usize>i * ls, o1 = o0 + ls, o2 = o1 + ls, o3 = o2 + ls;
+    let p = x + <usize>i * 4;
+    for (let t = 0; t < T4; t += 4, p += 4 * xs) {
+      const r0 = v128.load(p), r1 = v128.load(p + xs), r2 = v128.load(p + 2 * xs), r3 = v128.load(p + 3 * xs);
+      const t0 = v128.shuffle<f32>(r0, r1, 0, 4, 1, 5), t1 = v128.shuffle<f32>(r0, r1, 2, 6, 3, 7);
+      const t2 = v128.shuffle<f32>(r2, r3, 0, 4, 1, 5), t3 = v128.shuffle<f32>(r2, r3, 2, 6, 3, 7);
+      const b = <usize>t * 4;
+      v128.store(o0 + b, v128.shuffle<f32>(t0, t2, 0, 1, 4, 5));
+      v128.store(o1 + b, v128.shuffle<f32>(t0, t2, 2, 3, 6, 7));
+      v128.store(o2 + b, v128.shuffle<f32>(t1, t3, 0, 1, 4, 5));
+      v128.store(o3 + b, v128.shuffle<f32>(t1, t3, 2, 3, 6, 7));
+    }
+  }
+  for (let i = i0; i < i1; i++) {
+    const o = xt + <usize>i * ls;
+    for (let t = i < K4 ? T4 : 0; t < T; t++) store<f32>(o + <usize>t * 4, load<f32>(x + <usize>t * xs + <usize>i * 4));
+    for (let t = T; t < ld; t++) store<f32>(o + <usize>t * 4, 0);
+  }
+}
+
+// job kind 8 (transposeRows): 1 x | 2 T | 3 K | 4 xt | 5 ld | 6 rows per chunk (a multiple of 4)
+function transposeChunk(job: usize, chunk: i32): void {
+  const K = param(job, 3), r = param(job, 6);
+  const i0 = chunk * r;
+  if (i0 < K) transposeRows(<usize>param(job, 1), param(job, 2), K, <usize>param(job, 4), param(job, 5), i0, min(K, i0 + r));
 }

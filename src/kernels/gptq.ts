@@ -242,6 +242,33 @@ function fastArena(): Arena | null {
 const GRAM_ROWS = 2048;
 const GRAM_BUFFER_FLOATS = 1 << 23;
 
+/**
+ * The gathering buffers of finished engine accumulators, for the next ones: a stage's statistics make a
+ * new accumulator every layer, and fresh memory costs a page fault per 4 KiB (~10 µs each in a virtual
+ * machine; 23 MB per layer for a 2816-wide input). In kernel memory when there is room (gramUpper then
+ * reads the rows in place). At most PENDING_POOL buffers are kept; the others are let go (a kernel
+ * allocation is released when its array is collected: its owner token lives as long as the array).
+ */
+const pendingPool: Float32Array[] = [];
+const PENDING_POOL = 4;
+const pendingOwners = new WeakMap<Float32Array, object>();
+
+/** a buffer of at least n values (the smallest pooled one that fits, else a new one) */
+function takePending(n: number, engine: MatmulEngine): Float32Array {
+  let best = -1;
+  for (let i = 0; i < pendingPool.length; i++) if (pendingPool[i].length >= n && (best < 0 || pendingPool[i].length < pendingPool[best].length)) best = i;
+  if (best >= 0) return pendingPool.splice(best, 1)[0];
+  const owner = {};
+  const slot = engine.allocF32(n, owner);
+  if (!slot) return new Float32Array(n);
+  pendingOwners.set(slot.array, owner);
+  return slot.array;
+}
+
+function givePending(a: Float32Array): void {
+  if (pendingPool.length < PENDING_POOL) pendingPool.push(a);
+}
+
 export interface HessianAccumulator {
   readonly k: number;
   /** add x^T x for nTok rows of x (k wide) */
@@ -264,7 +291,7 @@ export function hessianAccumulator(k: number, maxTok: number, engine?: MatmulEng
     // bit for bit) and moved to the lower one at the end: the same f64 sums, in the same order
     const h = new Float64Array(k * k);
     const cap = Math.max(maxTok, Math.min(GRAM_ROWS, Math.floor(GRAM_BUFFER_FLOATS / k)));
-    const pending = new Float32Array(cap * k);
+    const pending = takePending(cap * k, engine);
     let rows = 0;
     const flush = () => {
       if (rows === 0) return;
@@ -286,6 +313,7 @@ export function hessianAccumulator(k: number, maxTok: number, engine?: MatmulEng
       // the accumulator is done after result(): its array is handed over (no second k x k)
       result: () => {
         flush();
+        givePending(pending);
         // upper -> lower in place, in tiles (the strided side stays within a few cache lines); upper zero
         const T = 32;
         for (let i0 = 0; i0 < k; i0 += T)

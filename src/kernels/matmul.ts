@@ -52,6 +52,7 @@ interface MatmulExports {
   decodeExtra32(type: number): number;
   cholDiag(a: number, k: number, kb: number, e: number): number;
   zeroUpperRows(a: number, k: number, i0: number, i1: number): void;
+  transposePad(x: number, nTok: number, k: number, xt: number, ld: number): void;
 }
 
 const PAGE = 65536;
@@ -130,6 +131,13 @@ export function attentionRef(
       }
     }
   }
+}
+
+/** The reference for wasm/matmul.ts transposePad: xt[i * ld + t] = x[t * k + i] for t < nTok, 0 for nTok <= t < ld. */
+export function transposePadRef(x: Float32Array, nTok: number, k: number, ld: number): Float32Array {
+  const xt = new Float32Array(k * ld);
+  for (let t = 0; t < nTok; t++) for (let i = 0; i < k; i++) xt[i * ld + t] = x[t * k + i];
+  return xt;
 }
 
 /** gamma(K/4 + 2) of the error bound above, for K inputs */
@@ -778,27 +786,34 @@ export class MatmulEngine {
     return this.f32View.subarray(gAt >>> 2, (gAt >>> 2) + k * k);
   }
 
-  /** x (nTok x k) transposed into kernel memory (Xt: k x ld, ld = nTok rounded up to 4, zero-padded) and the k x k output */
+  /**
+   * x (nTok x k) transposed into kernel memory (Xt: k x ld, ld = nTok rounded up to 4, zero-padded) and
+   * the k x k output; x in this memory (allocF32) is read in place, else copied in first. The values are
+   * only moved (wasm/matmul.ts transposePad; transposePadRef is its reference).
+   */
   private gramTranspose(x: Float32Array, nTok: number, k: number): { ld: number; xtAt: number; gAt: number } {
     const ld = (nTok + 3) & ~3;
     const xtAt = this.buffer('gramX', k * ld * 4);
     const gAt = this.buffer('gram', k * k * 4);
-    this.views();
-    const f = this.f32View;
-    const o = xtAt >>> 2;
-    // transpose in tiles of 16 x 16 (the strided writes stay within a few cache lines)
-    for (let t0 = 0; t0 < nTok; t0 += 16) {
-      const t1 = Math.min(nTok, t0 + 16);
-      for (let i0 = 0; i0 < k; i0 += 16) {
-        const i1 = Math.min(k, i0 + 16);
-        for (let t = t0; t < t1; t++) {
-          const xo = t * k;
-          for (let i = i0; i < i1; i++) f[o + i * ld + t] = x[xo + i];
-        }
-      }
-    }
-    if (ld > nTok) for (let i = 0; i < k; i++) f.fill(0, o + i * ld + nTok, o + (i + 1) * ld);
+    const own = this.ptrOf(x, nTok * k);
+    const xAt = own >= 0 ? own : this.copyIn('gramIn', x, nTok * k);
+    const threads = this.pool && nTok * k >= 1 << 18 ? this.threadCount : 1;
+    if (threads > 1) {
+      // rows of Xt split between the threads (wasm/matmul.ts job kind 8), ~4 chunks per thread
+      const r = Math.max(4, Math.ceil(k / (4 * threads) / 4) * 4);
+      const p = this.job;
+      p.fill(0);
+      p[0] = 8; p[1] = xAt; p[2] = nTok; p[3] = k; p[4] = xtAt; p[5] = ld; p[6] = r;
+      this.dispatch(Math.ceil(k / r), threads);
+    } else this.exports.transposePad(xAt, nTok, k, xtAt, ld);
     return { ld, xtAt, gAt };
+  }
+
+  /** Xt (k x ld) of gramTranspose, for tests: rows of x (nTok x k) transposed, zeros after nTok */
+  transposeForTest(x: Float32Array, nTok: number, k: number): Float32Array {
+    const { ld, xtAt } = this.gramTranspose(x, nTok, k);
+    this.views();
+    return this.f32View.slice(xtAt >>> 2, (xtAt >>> 2) + k * ld);
   }
 
   /** SwiGLU in place: g[i] = silu(g[i]) * u[i] for i < n (f32, exp by wasm/matmul.ts exp4). */
@@ -872,7 +887,8 @@ export class MatmulEngine {
    * headDim must be a multiple of 4.
    */
   attention(q: Float32Array, nTok: number, pos0: number, nHeads: number, nKvHeads: number, headDim: number, keysAt: number, valuesAt: number, kvDim: number, scale: number, out: Float32Array): void {
-    const scratchBytes = (pos0 + nTok) * 4 + 64;
+    // two rows of scores (the kernel runs two queries at a time)
+    const scratchBytes = 2 * ((pos0 + nTok) * 4 + 64);
     this.attentionJob(q, out, nTok, pos0, nHeads, headDim, 'scores', scratchBytes, (p, j, qAt, oAt, scratch) => {
       const qDim = nHeads * headDim;
       // wasm/matmul.ts attention job words 0..14 (10: the scale's f32 bits)

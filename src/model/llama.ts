@@ -457,7 +457,34 @@ class RunState {
 
 /** out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * weight, for nTok rows of `size` (out may be x) */
 export function rmsnorm(out: Float32Array, x: Float32Array, weight: Float32Array, nTok: number, size: number, eps: number): void {
-  for (let t = 0; t < nTok; t++) {
+  let t = 0;
+  // four rows at a time: their sums are four independent chains of f64 additions (a row's own sum is
+  // the same sequence as below: the same value)
+  for (; t + 4 <= nTok; t += 4) {
+    const o0 = t * size;
+    const o1 = o0 + size;
+    const o2 = o1 + size;
+    const o3 = o2 + size;
+    let s0 = 0;
+    let s1 = 0;
+    let s2 = 0;
+    let s3 = 0;
+    for (let i = 0; i < size; i++) {
+      s0 += x[o0 + i] * x[o0 + i];
+      s1 += x[o1 + i] * x[o1 + i];
+      s2 += x[o2 + i] * x[o2 + i];
+      s3 += x[o3 + i] * x[o3 + i];
+    }
+    const c0 = 1 / Math.sqrt(s0 / size + eps);
+    const c1 = 1 / Math.sqrt(s1 / size + eps);
+    const c2 = 1 / Math.sqrt(s2 / size + eps);
+    const c3 = 1 / Math.sqrt(s3 / size + eps);
+    for (let i = 0; i < size; i++) out[o0 + i] = x[o0 + i] * c0 * weight[i];
+    for (let i = 0; i < size; i++) out[o1 + i] = x[o1 + i] * c1 * weight[i];
+    for (let i = 0; i < size; i++) out[o2 + i] = x[o2 + i] * c2 * weight[i];
+    for (let i = 0; i < size; i++) out[o3 + i] = x[o3 + i] * c3 * weight[i];
+  }
+  for (; t < nTok; t++) {
     const o = t * size;
     let ss = 0;
     for (let i = 0; i < size; i++) ss += x[o + i] * x[o + i];
@@ -636,6 +663,9 @@ export interface LlamaOptions extends LoadOptions {
    */
   activations?: 'f32' | 'ggml';
 }
+
+/** most (position, pair) entries of a batch's RoPE table (two f64 arrays: 16 MiB) */
+const ROPE_TABLE_MAX = 1 << 20;
 
 export class Llama {
   readonly config: LlamaConfig;
@@ -994,8 +1024,15 @@ export class Llama {
       for (let i = 0; i < r.cos.length; i++) rotatePair(c, s.q, 0, nHeads, i, r.cos[i], r.sin[i]);
       if (!preRope) for (let i = 0; i < r.cos.length; i++) rotatePair(c, s.k, 0, nKvHeads, i, r.cos[i], r.sin[i]);
     } else {
-      rope(c, freq, s.q, nTok, nHeads, pos);
-      if (!preRope) rope(c, freq, s.k, nTok, nKvHeads, pos);
+      // a batch: cos and sin from a table of every position (once per frequency table) when it is small
+      const table = this.ropeTableOf(freq);
+      if (table && pos + nTok <= table.positions) {
+        ropeTabled(c, table, s.q, nTok, nHeads, pos);
+        if (!preRope) ropeTabled(c, table, s.k, nTok, nKvHeads, pos);
+      } else {
+        rope(c, freq, s.q, nTok, nHeads, pos);
+        if (!preRope) rope(c, freq, s.k, nTok, nKvHeads, pos);
+      }
     }
     const scale = c.attnScale ?? 1 / Math.sqrt(headDim);
     const window = swa ? c.slidingWindow! : 0;
@@ -1034,6 +1071,16 @@ export class Llama {
     if (kkv.engine && kernelsEnabled()) {
       kkv.engine.attention(s.q, nTok, pos, nHeads, nKvHeads, headDim, kkv.keysAt!(slot), kkv.valuesAt!(slot), kvDim, scale, s.att);
     } else this.attention(slot, nTok, pos, scale);
+  }
+
+  /** rope()'s cos and sin of every position of the cache for one frequency table (the same f64 values), null past ROPE_TABLE_MAX entries */
+  private readonly ropeTables = new Map<Float64Array, RopeTable>();
+  private ropeTableOf(freq: Float64Array): RopeTable | null {
+    const positions = this.kv.capacity;
+    if (positions * (this.config.ropeDim / 2) > ROPE_TABLE_MAX) return null;
+    let t = this.ropeTables.get(freq);
+    if (!t) this.ropeTables.set(freq, (t = ropeTable(this.config, freq, positions)));
+    return t;
   }
 
   /** gate(x') * up(x') through the family's activation, x' = ffnNorm(x): s.x -> s.hb (the input of Wdown) */

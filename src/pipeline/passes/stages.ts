@@ -21,6 +21,9 @@ import type { LlamaConfig, StoredTensor } from '../../model/types.js';
 import { ExpertStats, InputStats, type FloatTensor } from './input-stats.js';
 import { PhaseClock } from './timing.js';
 
+/** the most f32 values staged in kernel memory for a pass over the windows (256 MiB: the rest of the kernel memory stays free for the runtime's buffers) */
+const STAGE_MAX_FLOATS = 1 << 26;
+
 /** the per-sequence buffers a stage's output is kept in between the stages of a layer */
 export const stageWidth = (c: LlamaConfig, input: LayerInput) => (input === 'attention' ? c.nHeads * c.headDim : input === 'ffn' ? c.hiddenDim : c.dim);
 
@@ -61,12 +64,73 @@ export class LayerCalibration extends PhaseClock {
       const t = weights.get(w.name);
       if (!t && this.notLoaded.has(w.name)) fail(`internal: ${w.name} was read while not loaded`);
       if (t && expert !== undefined && t.rows === w.rows * (config.nExperts ?? 0) && t.cols === w.cols) matmul(out, x, t.data.subarray(expert * w.rows * w.cols, (expert + 1) * w.rows * w.cols), nTok, t.cols, w.rows);
-      else if (t && t.rows === w.rows && t.cols === w.cols) matmul(out, x, t.data, nTok, t.cols, t.rows);
+      else if (t && t.rows === w.rows && t.cols === w.cols) this.mm(out, x, t, nTok);
       else linear(out, x, w, nTok);
     };
+    const perLayer = new Map<string, number>();
+    for (const [name, t] of weights) {
+      const m = /^blk\.(\d+)\./.exec(name);
+      if (m && t.rows > 1) perLayer.set(m[1], (perLayer.get(m[1]) ?? 0) + ((t.data.length + 15) & ~15));
+    }
+    this.stageFloats = Math.min(STAGE_MAX_FLOATS, Math.max(0, ...perLayer.values()));
     this.X = new Float32Array(windows.length * ctx * config.dim);
     this.scratch = new Float32Array(ctx * config.dim);
-    this.product = new Float32Array(ctx * config.dim);
+    // in kernel memory (when shared): the residual writers' products land there without a copy out
+    this.product = this.engine?.allocF32(ctx * config.dim, this)?.array ?? new Float32Array(ctx * config.dim);
+  }
+
+  /**
+   * Weights staged in kernel memory for one pass over the windows (`pass`): the f32 kernel multiplies
+   * them in place instead of copying every weight in a row block at a time on every call (~4.5 GB per
+   * layer of the 112M model at 128 windows). Within a pass no weight changes (the transforms and
+   * quantizers run between passes), so a weight is copied once per pass; the map is emptied when the
+   * outermost pass ends. The arena is one kernel allocation reused pass after pass (at most
+   * STAGE_MAX_FLOATS; weights past it are multiplied as before). The products are the same bits: the
+   * kernel's dot products do not depend on where the rows live or how they are split.
+   */
+  private readonly staged = new Map<Float32Array, Float32Array>();
+  private stageArena: { array: Float32Array; used: number } | null = null;
+  private passDepth = 0;
+  /** the arena's size: the f32 values of the largest layer's matrices (at most STAGE_MAX_FLOATS) */
+  private readonly stageFloats: number;
+
+  /** run fn as one pass over the windows (weights staged in kernel memory until the outermost pass ends) */
+  private pass<T>(fn: () => T): T {
+    this.passDepth++;
+    try {
+      return fn();
+    } finally {
+      if (--this.passDepth === 0) {
+        this.staged.clear();
+        if (this.stageArena) this.stageArena.used = 0;
+      }
+    }
+  }
+
+  /** w's values in kernel memory for the current pass (w itself outside a pass, or when there is no room) */
+  private stagedWeight(w: Float32Array): Float32Array {
+    const e = this.engine;
+    if (!e || this.passDepth === 0 || e.ptrOf(w, w.length) >= 0) return w;
+    const have = this.staged.get(w);
+    if (have) return have;
+    if (this.stageArena === null) {
+      // one layer's linears at most (the largest layer), allocated on first use and kept (owner: this)
+      const slot = this.stageFloats > 0 ? e.allocF32(this.stageFloats, this) : null;
+      this.stageArena = { array: slot?.array ?? new Float32Array(0), used: 0 };
+    }
+    const a = this.stageArena;
+    const n = (w.length + 15) & ~15; // 64-byte aligned sub-allocations
+    if (a.used + n > a.array.length) return w;
+    const s = a.array.subarray(a.used, a.used + w.length);
+    s.set(w);
+    a.used += n;
+    this.staged.set(w, s);
+    return s;
+  }
+
+  /** out (nTok x t.rows) = x t.dataᵀ, t staged in kernel memory within a pass */
+  private mm(out: Float32Array, x: Float32Array, t: FloatTensor, nTok: number): void {
+    matmul(out, x, this.stagedWeight(t.data), nTok, t.cols, t.rows);
   }
 
   get nSeq(): number {
@@ -127,24 +191,26 @@ export class LayerCalibration extends PhaseClock {
    * the input of the linears that read it.
    */
   collectHessians(l: number, input: LayerInput): InputStats {
-    this.layer = l;
-    const width = stageWidth(this.config, input);
-    const keep = input === 'attention' || input === 'ffn';
-    let outs = this.outs.get(input);
-    if (keep && !outs) this.outs.set(input, (outs = Array.from({ length: this.nSeq }, () => new Float32Array(this.ctx * width))));
-    const st = this.statsOf(width, this.inputBuffer(input, width));
-    for (let s = 0; s < this.nSeq; s++) {
-      const out = keep ? outs![s] : this.scratch;
-      this.timed('forward', () => this.model.runStage(input, l, this.seq(s), out));
-      this.timed('statistics', () => {
-        for (let b = 0; b < this.ctx; b += 512) {
-          const nb = Math.min(512, this.ctx - b);
-          st.add(out.subarray(b * width, (b + nb) * width), nb);
-        }
-      });
-    }
-    this.timed('statistics', () => st.finish());
-    return st;
+    return this.pass(() => {
+      this.layer = l;
+      const width = stageWidth(this.config, input);
+      const keep = input === 'attention' || input === 'ffn';
+      let outs = this.outs.get(input);
+      if (keep && !outs) this.outs.set(input, (outs = Array.from({ length: this.nSeq }, () => new Float32Array(this.ctx * width))));
+      const st = this.statsOf(width, this.inputBuffer(input, width));
+      for (let s = 0; s < this.nSeq; s++) {
+        const out = keep ? outs![s] : this.scratch;
+        this.timed('forward', () => this.model.runStage(input, l, this.seq(s), out));
+        this.timed('statistics', () => {
+          for (let b = 0; b < this.ctx; b += 512) {
+            const nb = Math.min(512, this.ctx - b);
+            st.add(out.subarray(b * width, (b + nb) * width), nb);
+          }
+        });
+      }
+      this.timed('statistics', () => st.finish());
+      return st;
+    });
   }
 
   /** the statistics of the output head's input (the final RMSNorm of X; no logits are computed) */
@@ -172,24 +238,26 @@ export class LayerCalibration extends PhaseClock {
    * a mixture of experts: X_s += the expert block's output (run again with the current weights)
    */
   addPendingResiduals(): void {
-    for (const { input, writers, layer, moe } of this.pending.splice(0))
-      this.timed('forward', () => {
-        if (moe) {
-          for (let s = 0; s < this.nSeq; s++) {
-            this.model.runStage('moe', layer, this.seq(s), this.product);
-            this.addResidual(this.seq(s), layer, input);
+    return this.pass(() => {
+      for (const { input, writers, layer, moe } of this.pending.splice(0))
+        this.timed('forward', () => {
+          if (moe) {
+            for (let s = 0; s < this.nSeq; s++) {
+              this.model.runStage('moe', layer, this.seq(s), this.product);
+              this.addResidual(this.seq(s), layer, input);
+            }
+            return;
           }
-          return;
-        }
-        for (const name of writers) {
-          const t = this.weights.get(name)!;
-          const xs = this.outs.get(input)!;
-          for (let s = 0; s < this.nSeq; s++) {
-            matmul(this.product, xs[s], t.data, this.ctx, t.cols, t.rows);
-            this.addResidual(this.seq(s), layer, input);
+          for (const name of writers) {
+            const t = this.weights.get(name)!;
+            const xs = this.outs.get(input)!;
+            for (let s = 0; s < this.nSeq; s++) {
+              this.mm(this.product, xs[s], t, this.ctx);
+              this.addResidual(this.seq(s), layer, input);
+            }
           }
-        }
-      });
+        });
+    });
   }
 
   /**
@@ -197,27 +265,31 @@ export class LayerCalibration extends PhaseClock {
    * operations in the same order) into out; X and the pending list stay as they are.
    */
   peekPendingResiduals(s: number, out: Float32Array): Float32Array {
-    out.set(this.seq(s));
-    for (const { input, writers, layer, moe } of this.pending)
-      this.timed('forward', () => {
-        if (moe) fail('internal: peekPendingResiduals with an expert block');
-        for (const name of writers) {
-          const t = this.weights.get(name)!;
-          matmul(this.product, this.outs.get(input)![s], t.data, this.ctx, t.cols, t.rows);
-          this.addResidual(out, layer, input);
-        }
-      });
-    return out;
+    return this.pass(() => {
+      out.set(this.seq(s));
+      for (const { input, writers, layer, moe } of this.pending)
+        this.timed('forward', () => {
+          if (moe) fail('internal: peekPendingResiduals with an expert block');
+          for (const name of writers) {
+            const t = this.weights.get(name)!;
+            this.mm(this.product, this.outs.get(input)![s], t, this.ctx);
+            this.addResidual(out, layer, input);
+          }
+        });
+      return out;
+    });
   }
 
   /** layer l (its current weights) on window s of xIn (residual stream at layer l) into out */
   layerOutput(l: number, xIn: Float32Array, s: number, out: Float32Array): Float32Array {
-    const n = this.ctx * this.config.dim;
-    out.set(xIn.subarray(s * n, (s + 1) * n));
-    const att = new Float32Array(this.ctx * stageWidth(this.config, 'attention'));
-    const act = new Float32Array(this.ctx * stageWidth(this.config, 'ffn'));
-    this.timed('forward', () => this.layerOn(out, l, att, act));
-    return out;
+    return this.pass(() => {
+      const n = this.ctx * this.config.dim;
+      out.set(xIn.subarray(s * n, (s + 1) * n));
+      const att = new Float32Array(this.ctx * stageWidth(this.config, 'attention'));
+      const act = new Float32Array(this.ctx * stageWidth(this.config, 'ffn'));
+      this.timed('forward', () => this.layerOn(out, l, att, act));
+      return out;
+    });
   }
 
   /** r += this.product, through the layer's post-norm of that block when the family has one (Gemma) */
@@ -233,22 +305,24 @@ export class LayerCalibration extends PhaseClock {
    * expert; ffn_down_exps: its inner activations), and of all experts pooled.
    */
   collectExpertStats(l: number, tensor: string): ExpertStats {
-    this.layer = l;
-    const nExp = this.config.nExperts!;
-    const k = tensor.endsWith('ffn_down_exps.weight') ? this.config.expertHiddenDim! : this.config.dim;
-    const ex = new ExpertStats(tensor, Array.from({ length: nExp }, () => this.statsOf(k)), this.statsOf(k));
-    this.model.hooks.linearInput = (name, x, nTok, _k, expert) => {
-      if (name !== tensor || expert === undefined) return;
-      ex.perExpert[expert].add(x, nTok);
-      ex.pooled.add(x, nTok);
-    };
-    try {
-      for (let s = 0; s < this.nSeq; s++) this.timed('forward', () => this.model.runStage('moe', l, this.seq(s), this.scratch));
-    } finally {
-      this.model.hooks.linearInput = undefined;
-    }
-    this.timed('statistics', () => ex.finish());
-    return ex;
+    return this.pass(() => {
+      this.layer = l;
+      const nExp = this.config.nExperts!;
+      const k = tensor.endsWith('ffn_down_exps.weight') ? this.config.expertHiddenDim! : this.config.dim;
+      const ex = new ExpertStats(tensor, Array.from({ length: nExp }, () => this.statsOf(k)), this.statsOf(k));
+      this.model.hooks.linearInput = (name, x, nTok, _k, expert) => {
+        if (name !== tensor || expert === undefined) return;
+        ex.perExpert[expert].add(x, nTok);
+        ex.pooled.add(x, nTok);
+      };
+      try {
+        for (let s = 0; s < this.nSeq; s++) this.timed('forward', () => this.model.runStage('moe', l, this.seq(s), this.scratch));
+      } finally {
+        this.model.hooks.linearInput = undefined;
+      }
+      this.timed('statistics', () => ex.finish());
+      return ex;
+    });
   }
 
   /** the float biases (the pipeline's copy and the runtime's) of a layer's q/k/v producer, to scale with its rows */
@@ -266,29 +340,33 @@ export class LayerCalibration extends PhaseClock {
    * was quantized) through the head. The model reads the current float weights.
    */
   measureKld(reference: readonly Float32Array[], x: Float32Array = this.X, fromLayer = this.layer): number {
-    const { vocabSize } = this.config;
-    const logits = new Float32Array(this.ctx * vocabSize);
-    let sum = 0;
-    for (let s = 0; s < this.nSeq; s++) {
-      this.logitsFrom(x, fromLayer, s, logits);
-      for (let t = 0; t < this.ctx; t++) {
-        const o = t * vocabSize;
-        sum += klDivergenceRow(reference[s], o, logSumExp(reference[s], o, vocabSize), logits, o, logSumExp(logits, o, vocabSize), vocabSize);
+    return this.pass(() => {
+      const { vocabSize } = this.config;
+      const logits = new Float32Array(this.ctx * vocabSize);
+      let sum = 0;
+      for (let s = 0; s < this.nSeq; s++) {
+        this.logitsFrom(x, fromLayer, s, logits);
+        for (let t = 0; t < this.ctx; t++) {
+          const o = t * vocabSize;
+          sum += klDivergenceRow(reference[s], o, logSumExp(reference[s], o, vocabSize), logits, o, logSumExp(logits, o, vocabSize), vocabSize);
+        }
       }
-    }
-    return sum / Math.max(1, this.nSeq * this.ctx);
+      return sum / Math.max(1, this.nSeq * this.ctx);
+    });
   }
 
   /** the logits of every window from the residual stream x at layer fromLayer (measureKld's reference) */
   referenceLogits(x: Float32Array = this.X, fromLayer = this.layer): Float32Array[] {
-    return this.windows.map((_, s) => this.logitsFrom(x, fromLayer, s, new Float32Array(this.ctx * this.config.vocabSize)));
+    return this.pass(() => {
+      return this.windows.map((_, s) => this.logitsFrom(x, fromLayer, s, new Float32Array(this.ctx * this.config.vocabSize)));
+    });
   }
 
   /** h (one window's residual stream) through layer l with the current weights; att, act: stage scratch */
   private layerOn(h: Float32Array, l: number, att: Float32Array, act: Float32Array): void {
     const add = (src: Float32Array, role: LinearRole, input: LayerInput) => {
       const t = this.weights.get(`blk.${l}.${linearOf(this.family, role).gguf}.weight`)!;
-      matmul(this.product, src, t.data, this.ctx, t.cols, t.rows);
+      this.mm(this.product, src, t, this.ctx);
       this.addResidual(h, l, input);
     };
     this.model.runStage('attention', l, h, att);
@@ -304,11 +382,13 @@ export class LayerCalibration extends PhaseClock {
 
   /** X = layer l (its current weights) on xIn, every window: the pending residuals are dropped (the layer's weights changed since) */
   rerunLayer(l: number, xIn: Float32Array): void {
-    this.pending = [];
-    this.X.set(xIn);
-    const att = new Float32Array(this.ctx * stageWidth(this.config, 'attention'));
-    const act = new Float32Array(this.ctx * stageWidth(this.config, 'ffn'));
-    this.timed('forward', () => { for (let s = 0; s < this.nSeq; s++) this.layerOn(this.seq(s), l, att, act); });
+    return this.pass(() => {
+      this.pending = [];
+      this.X.set(xIn);
+      const att = new Float32Array(this.ctx * stageWidth(this.config, 'attention'));
+      const act = new Float32Array(this.ctx * stageWidth(this.config, 'ffn'));
+      this.timed('forward', () => { for (let s = 0; s < this.nSeq; s++) this.layerOn(this.seq(s), l, att, act); });
+    });
   }
 
   /** window s of x (residual stream at layer fromLayer) through the remaining layers and the head */
