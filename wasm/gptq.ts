@@ -355,3 +355,48 @@ export function factorFinish(a: usize, d: usize, k: i32): void {
     store<f64>(a + <usize>i * row + (<usize>i << 3), load<f64>(d + (<usize>(k - 1 - i) << 3)));
   }
 }
+
+/**
+ * GPTQ's clip search for a group on an affine grid (src/kernels/gptq.ts clipSearchRef is the reference,
+ * bit for bit): for each candidate c (scale s = cand[2c] > 0, zero z = cand[2c + 1]) the error
+ * sum_j w_j (x_j - q_j)^2, q_j = f32((clamp(round(x_j / s + z), lo, hi) - z) s) with JavaScript's
+ * Math.round (halves up), the terms computed two lanes at a time and summed in element order; returns
+ * the first candidate with the smallest error (NaN errors never win; 0 when none is finite).
+ * x, w: n f32 (n even).
+ */
+export function clipSearch(x: usize, w: usize, n: i32, cand: usize, nCand: i32, lo: f64, hi: f64): i32 {
+  let best = 0;
+  let bestErr: f64 = 0;
+  const half = f64x2.splat(0.5);
+  const one = f64x2.splat(1);
+  const vlo = f64x2.splat(lo);
+  const vhi = f64x2.splat(hi);
+  for (let c = 0; c < nCand; c++) {
+    const s = load<f64>(cand + (<usize>c << 4));
+    const z = load<f64>(cand + (<usize>c << 4) + 8);
+    const vs = f64x2.splat(s);
+    const vz = f64x2.splat(z);
+    let e: f64 = 0;
+    for (let j = 0; j < n; j += 2) {
+      const xv = f64x2.promote_low_f32x4(v128.load64_zero(x + (<usize>j << 2)));
+      const wv = f64x2.promote_low_f32x4(v128.load64_zero(w + (<usize>j << 2)));
+      const v = f64x2.add(f64x2.div(xv, vs), vz);
+      const fl = f64x2.floor(v);
+      // Math.round: floor, plus one when the fraction (exact) is at least one half
+      let q = f64x2.add(fl, v128.and(f64x2.ge(f64x2.sub(v, fl), half), one));
+      q = f64x2.pmax(q, vlo); // q < lo ? lo : q
+      q = f64x2.pmin(q, vhi); // hi < q ? hi : q
+      const sn = f64x2.promote_low_f32x4(f32x4.demote_f64x2_zero(f64x2.mul(f64x2.sub(q, vz), vs)));
+      const d = f64x2.sub(xv, sn);
+      const t = f64x2.mul(f64x2.mul(wv, d), d);
+      e += f64x2.extract_lane(t, 0);
+      e += f64x2.extract_lane(t, 1);
+    }
+    if (c == 0) bestErr = e;
+    else if (e < bestErr) {
+      bestErr = e;
+      best = c;
+    }
+  }
+  return best;
+}

@@ -24,7 +24,7 @@
 import { fail } from '../errors.js';
 import { BlockGrids, setCodes, type BlockCodec } from './block-codec.js';
 import { CLIP_RATIOS } from './blockwise.js';
-import { factorMemory, gptqWorkspace, syrkLowerRef, type FactorMemory } from '../kernels/gptq.js';
+import { clipSearchKernel, factorMemory, gptqWorkspace, syrkLowerRef, type FactorMemory } from '../kernels/gptq.js';
 
 /** What the GPTQ loop needs from a grid: fit a group, round one element of it. */
 export interface GroupQuantizer {
@@ -294,7 +294,12 @@ export class BlockQuantizer implements GroupQuantizer {
     this.shrunk = new Float32Array(codec.blockSize);
     this.snapped = new Float32Array(codec.blockSize);
     this.cand = new Uint8Array(codec.blockBytes);
+    this.candRatios = [1, ...this.ratios.filter((r) => r !== 1)];
+    this.candBytes = new Uint8Array(this.candRatios.length * codec.blockBytes);
   }
+  /** fitAffine's candidates: ratio 1 (the codec's own grid), then the others in order; their bytes */
+  private readonly candRatios: readonly number[];
+  private readonly candBytes: Uint8Array;
   private readonly staticGroups: boolean;
 
   private slot(r: number, grp: number): number {
@@ -310,6 +315,7 @@ export class BlockQuantizer implements GroupQuantizer {
     this.codec.quantize(x, xo, this.bytes, at, imp);
     const w = this.clipWeights;
     if (!w) return this.grids.load(slot, this.bytes, at);
+    if (this.fitAffine(grp, x, xo, at)) return this.grids.load(slot, this.bytes, at);
     const codec = this.codec;
     const snap = !!codec.snap;
     const err = (bytes: Uint8Array, bo: number) => {
@@ -344,6 +350,40 @@ export class BlockQuantizer implements GroupQuantizer {
       }
     }
     this.grids.load(slot, this.bytes, at);
+  }
+
+  /**
+   * fit's clip search in WebAssembly (clipSearchKernel) for an affine grid: the same candidates (ratio 1,
+   * then the others in order), errors and choice as below, into this.bytes at `at`; false (nothing done)
+   * where it does not apply: no kernel or affine grid, a non-finite x, a candidate scale not > 0 and finite.
+   */
+  private fitAffine(grp: number, x: Float32Array, xo: number, at: number): boolean {
+    const codec = this.codec;
+    const a = codec.affine;
+    if (!a || !codec.clipHeader) return false;
+    const bs = this.groupSize;
+    const nb = codec.blockBytes;
+    const nCand = this.candRatios.length;
+    const ks = clipSearchKernel(bs, nCand);
+    if (!ks) return false;
+    const kx = ks.x;
+    for (let j = 0; j < bs; j++) {
+      const v = x[xo + j];
+      if (v - v !== 0) return false;
+      kx[j] = v;
+    }
+    const cb = this.candBytes;
+    const cand = ks.cand;
+    for (let c = 0; c < nCand; c++) {
+      codec.clipHeader(x, xo, this.candRatios[c], cb, c * nb);
+      a.params(cb, c * nb, cand, 2 * c);
+      const s = cand[2 * c];
+      if (!(s > 0) || s === Infinity) return false;
+    }
+    ks.w.set(this.clipWeights!.subarray(grp * bs, (grp + 1) * bs));
+    const best = ks.run(bs, nCand, a.lo, a.hi);
+    this.bytes.set(cb.subarray(best * nb, (best + 1) * nb), at);
+    return true;
   }
 
   quant(r: number, grp: number, j: number, x: number): number {
