@@ -227,9 +227,10 @@ export function trilInverse(m: usize, x: usize, k: i32): void {
  * lanes, a multiply then a subtract per element: the scalar loop's bits).
  * lv: levels f32, element (r - r0, c - c0) at ((r - r0) * len + c - c0) * nCodes, len = c1 - c0;
  * cnt: u16 level counts, same element order; out: u16 index of the chosen level per element.
+ * perRow != 0: every element of a row has the same levels, at (r - r0) * nCodes (count at r - r0).
  * Returns loss plus the e^2 of these elements, summed in that order.
  */
-export function columnLoop(w: usize, k: i32, u: usize, e: usize, ldE: i32, r0: i32, rows: i32, i1: i32, c0: i32, c1: i32, i2: i32, lv: usize, cnt: usize, nCodes: i32, out: usize, loss: f64): f64 {
+export function columnLoop(w: usize, k: i32, u: usize, e: usize, ldE: i32, r0: i32, rows: i32, i1: i32, c0: i32, c1: i32, i2: i32, lv: usize, cnt: usize, nCodes: i32, out: usize, loss: f64, perRow: i32): f64 {
   const len = c1 - c0;
   for (let rr = 0; rr < rows; rr++) {
     const wr = w + (<usize>(r0 + rr) * <usize>k << 3);
@@ -237,11 +238,12 @@ export function columnLoop(w: usize, k: i32, u: usize, e: usize, ldE: i32, r0: i
     for (let i = 0; i < len; i++) {
       const col = c0 + i;
       const el = <usize>(rr * len + i);
-      const o = lv + (el * <usize>nCodes << 2);
+      const lel = perRow ? <usize>rr : el;
+      const o = lv + (lel * <usize>nCodes << 2);
       const x = load<f64>(wr + (<usize>col << 3));
       // nearest level (src/algos/block-codec.ts BlockGrids.nearest)
       let lo = 0;
-      let hi = <i32>load<u16>(cnt + (el << 1)) - 1;
+      let hi = <i32>load<u16>(cnt + (lel << 1)) - 1;
       let at = 0;
       if (!(x > <f64>load<f32>(o))) at = 0;
       else if (x >= <f64>load<f32>(o + (<usize>hi << 2))) at = hi;

@@ -24,7 +24,7 @@ interface GptqExports {
   syrkLower(h: number, xt: number, k: number, ld: number): void;
   gemmABt(c: number, a: number, b: number, m: number, n: number, k: number): void;
   lazyUpdate(w: number, n: number, k: number, e: number, ldE: number, count: number, u: number, i1: number, i2: number): void;
-  columnLoop(w: number, k: number, u: number, e: number, ldE: number, r0: number, rows: number, i1: number, c0: number, c1: number, i2: number, lv: number, cnt: number, nCodes: number, out: number, loss: number): number;
+  columnLoop(w: number, k: number, u: number, e: number, ldE: number, r0: number, rows: number, i1: number, c0: number, c1: number, i2: number, lv: number, cnt: number, nCodes: number, out: number, loss: number, perRow: number): number;
   cholesky(a: number, k: number): number;
   trilInverse(m: number, x: number, k: number): void;
   cholDiag(a: number, k: number, kb: number, e: number): number;
@@ -222,7 +222,12 @@ export function setGptqKernelsFast(on: boolean): void {
   useFast = on;
 }
 
-/** Turn only GPTQ's WebAssembly column loop off (tests compare it with the TypeScript loop, bit for bit). */
+/** Is GPTQ's WebAssembly column loop (and the clip search) on? */
+export function gptqColumnLoopFast(): boolean {
+  return useFast && useFastColumns && wasmVariant() !== 'off';
+}
+
+/** Turn only GPTQ's WebAssembly column loop (and the clip search) off (tests compare them with the TypeScript loop, bit for bit). */
 export function setGptqColumnLoopFast(on: boolean): void {
   useFastColumns = on;
 }
@@ -448,9 +453,10 @@ export interface GptqWorkspace {
    * GPTQ's column loop in WebAssembly (wasm/gptq.ts columnLoop), when the workspace was made with
    * `levels` and the kernels are on: the levels of `rows` rows' elements of columns [c0, c1) (lv, cnt:
    * see GptqLevels) are filled by the caller, `out` receives the chosen level of each; returns loss.
+   * perRow: every element of a row has the same levels, lv at row * nCodes, cnt at row.
    */
   readonly columns?: GptqLevels & {
-    run(r0: number, rows: number, i1: number, c0: number, c1: number, i2: number, loss: number): number;
+    run(r0: number, rows: number, i1: number, c0: number, c1: number, i2: number, loss: number, perRow?: boolean): number;
   };
 }
 
@@ -704,7 +710,7 @@ export function gptqWorkspace(n: number, k: number, block: number, levels?: { le
     lv: arena!.f32(lvAt, lvl.rows * lvl.len * lvl.nCodes),
     cnt: new Uint16Array(arena!.inst.memory.buffer, cntAt, lvl.rows * lvl.len),
     out: new Uint16Array(arena!.inst.memory.buffer, outAt, lvl.rows * lvl.len),
-    run: (r0: number, rows: number, i1: number, c0: number, c1: number, i2: number, loss: number) => arena!.x.columnLoop(wAt, k, uAt, eAt, block, r0, rows, i1, c0, c1, i2, lvAt, cntAt, lvl.nCodes, outAt, loss),
+    run: (r0: number, rows: number, i1: number, c0: number, c1: number, i2: number, loss: number, perRow = false) => arena!.x.columnLoop(wAt, k, uAt, eAt, block, r0, rows, i1, c0, c1, i2, lvAt, cntAt, lvl.nCodes, outAt, loss, perRow ? 1 : 0),
   };
   return {
     w,

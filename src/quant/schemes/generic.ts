@@ -430,6 +430,17 @@ export function makeGenericScheme(config: GenericSchemeConfig, id?: string, desc
           out[oo] = sf.decode(readLE(bytes, bo, sb));
           out[oo + 1] = zb ? readLE(bytes, bo + sb, zb) : 0;
         },
+        clipHeaders(x, xo, ratios, out, oo) {
+          // clipHeader for each ratio, the extremes found once
+          extremes(x, xo);
+          const mn = ext[0];
+          const mx = ext[1];
+          for (let c = 0; c < ratios.length; c++) {
+            const p = paramsFor(Math.fround(mn * ratios[c]), Math.fround(mx * ratios[c]));
+            writeLE(out, oo + c * bb, p.scaleCode, sb);
+            if (zb) writeLE(out, oo + c * bb + sb, p.zeroCode, zb);
+          }
+        },
       },
       snap(bytes, bo, x, xo, out, oo) {
         const sc = sf.decode(readLE(bytes, bo, sb));
@@ -481,6 +492,8 @@ export interface AffineGrid {
   readonly bits: number;
   readonly signed: boolean;
   params(bytes: Uint8Array, bo: number, out: Float64Array, oo: number): void;
+  /** clipHeader for each of the ratios, block c's header at out[oo + c blockBytes] */
+  clipHeaders(x: Float32Array, xo: number, ratios: readonly number[], out: Uint8Array, oo: number): void;
 }
 const blockPaths = new WeakMap<QuantScheme, GroupBlockPath>();
 
