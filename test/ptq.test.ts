@@ -25,7 +25,7 @@ import { openModelFile } from '../src/io/model-file.js';
 import { memorySink } from '../src/io/sink.js';
 import { bytesSource } from '../src/io/source.js';
 import {
-  choleskyRef, gemmABt, gemmABtRef, gptqWorkspace, hessianAccumulator, inverseCholeskyUpper, lazyUpdateRef, setGptqColumnLoopFast, syrkLowerRef, trilInverseRef,
+  choleskyRef, clipSearchKernel, clipSearchRef, gemmABt, gemmABtRef, gptqWorkspace, hessianAccumulator, inverseCholeskyUpper, lazyUpdateRef, setGptqColumnLoopFast, syrkLowerRef, trilInverseRef,
 } from '../src/kernels/gptq.js';
 import { gptqBlocksWithFactor, gptqFactor } from '../src/algos/gptq.js';
 import { actQuantLinear, llmInt8Linear } from '../src/model/act-quant.js';
@@ -247,6 +247,41 @@ test('WebAssembly kernels agree with the scalar references within their stated b
   for (let i = 0; i < n * k; i++) assert.ok(Math.abs(ws.w[i] - w0[i]) <= 1e-12 * (1 + Math.abs(w0[i])), `lazy update ${i}`);
 });
 
+test('GPTQ clip search in WebAssembly: its TypeScript reference bit for bit (halves, clamps, ties between candidates)', () => {
+  const ks = clipSearchKernel(128, 12);
+  assert.ok(ks, 'the WebAssembly clip search is available (else nothing is compared)');
+  const rnd = rng(77);
+  const n = 128;
+  const x = new Float32Array(n);
+  const w = new Float32Array(n);
+  const cand = new Float64Array(24);
+  let nonZero = 0;
+  for (let t = 0; t < 400; t++) {
+    const asym = t % 2 === 1;
+    const s0 = 2 ** -(4 + (t % 7));
+    for (let j = 0; j < n; j++) {
+      // some x exactly half a step from two levels (Math.round's halves up, not to even), some far out (clamps)
+      const m = Math.round(rnd() * 6);
+      x[j] = j % 5 === 0 ? Math.fround((m + 0.5) * s0) : Math.fround(rnd() * s0 * (j % 17 === 3 ? 20 : 4));
+      w[j] = j % 11 === 0 ? 0 : Math.fround(Math.abs(rnd()) + 0.1);
+    }
+    const nCand = 1 + (t % 12);
+    for (let c = 0; c < nCand; c++) {
+      // candidate 1 repeats candidate 0 sometimes: equal errors keep the first
+      cand[2 * c] = c === 1 && t % 3 === 0 ? cand[0] : s0 * (1 - 0.05 * ((c * 7 + t) % 11));
+      cand[2 * c + 1] = asym ? 8 - ((c + t) % 3) : 0;
+    }
+    const [lo, hi] = asym ? [0, 15] : [-8, 7];
+    const ref = clipSearchRef(x, w, n, cand, nCand, lo, hi);
+    ks.x.set(x);
+    ks.w.set(w);
+    ks.cand.set(cand.subarray(0, 2 * nCand));
+    assert.equal(ks.run(n, nCand, lo, hi), ref, `case ${t}`);
+    if (ref !== 0) nonZero++;
+  }
+  assert.ok(nonZero > 100, `the cases pick other candidates than the first (${nonZero})`);
+});
+
 // IQ1/IQ2/IQ3 lattice codebooks share code bits between elements: refused by block-codec (documented there)
 test('GPTQ column loop in WebAssembly: the TypeScript loop bit for bit (bytes, values; loss to rounding)', () => {
   // rows of different scales (some groups clip), a Hessian with correlated inputs, one dead input
@@ -260,6 +295,7 @@ test('GPTQ column loop in WebAssembly: the TypeScript loop bit for bit (bytes, v
   syrkLowerRef(h, x, 300, k);
   for (let i = 0; i < k; i++) for (let j = 0; j < i; j++) h[j * k + i] = h[i * k + j];
   const w = Float32Array.from({ length: n * k }, (_, i) => rnd() * (1 + (Math.floor(i / k) % 5)) * 0.02);
+  w.fill(0, 3 * k + 128, 3 * k + 160); // a zero group in the g32 schemes: a degenerate grid (scale 0)
   assert.ok(gptqWorkspace(n, k, 128, { len: 128, nCodes: 16 }).columns, 'the WebAssembly column loop is available (else this test compares the TypeScript loop with itself)');
   let compared = 0;
   const cases = [['int4_g128', 128], ['int4_g32', 128], ['int4_g32', 16], ['uint4_g128_asym', 128], ['Q4_0', 128], ['Q4_K', 128], ['Q6_K', 64]] as const;

@@ -227,9 +227,10 @@ export function trilInverse(m: usize, x: usize, k: i32): void {
  * lanes, a multiply then a subtract per element: the scalar loop's bits).
  * lv: levels f32, element (r - r0, c - c0) at ((r - r0) * len + c - c0) * nCodes, len = c1 - c0;
  * cnt: u16 level counts, same element order; out: u16 index of the chosen level per element.
+ * perRow != 0: every element of a row has the same levels, at (r - r0) * nCodes (count at r - r0).
  * Returns loss plus the e^2 of these elements, summed in that order.
  */
-export function columnLoop(w: usize, k: i32, u: usize, e: usize, ldE: i32, r0: i32, rows: i32, i1: i32, c0: i32, c1: i32, i2: i32, lv: usize, cnt: usize, nCodes: i32, out: usize, loss: f64): f64 {
+export function columnLoop(w: usize, k: i32, u: usize, e: usize, ldE: i32, r0: i32, rows: i32, i1: i32, c0: i32, c1: i32, i2: i32, lv: usize, cnt: usize, nCodes: i32, out: usize, loss: f64, perRow: i32): f64 {
   const len = c1 - c0;
   for (let rr = 0; rr < rows; rr++) {
     const wr = w + (<usize>(r0 + rr) * <usize>k << 3);
@@ -237,11 +238,12 @@ export function columnLoop(w: usize, k: i32, u: usize, e: usize, ldE: i32, r0: i
     for (let i = 0; i < len; i++) {
       const col = c0 + i;
       const el = <usize>(rr * len + i);
-      const o = lv + (el * <usize>nCodes << 2);
+      const lel = perRow ? <usize>rr : el;
+      const o = lv + (lel * <usize>nCodes << 2);
       const x = load<f64>(wr + (<usize>col << 3));
       // nearest level (src/algos/block-codec.ts BlockGrids.nearest)
       let lo = 0;
-      let hi = <i32>load<u16>(cnt + (el << 1)) - 1;
+      let hi = <i32>load<u16>(cnt + (lel << 1)) - 1;
       let at = 0;
       if (!(x > <f64>load<f32>(o))) at = 0;
       else if (x >= <f64>load<f32>(o + (<usize>hi << 2))) at = hi;
@@ -354,4 +356,49 @@ export function factorFinish(a: usize, d: usize, k: i32): void {
     memory.fill(a + <usize>i * row, 0, <usize>i << 3);
     store<f64>(a + <usize>i * row + (<usize>i << 3), load<f64>(d + (<usize>(k - 1 - i) << 3)));
   }
+}
+
+/**
+ * GPTQ's clip search for a group on an affine grid (src/kernels/gptq.ts clipSearchRef is the reference,
+ * bit for bit): for each candidate c (scale s = cand[2c] > 0, zero z = cand[2c + 1]) the error
+ * sum_j w_j (x_j - q_j)^2, q_j = f32((clamp(round(x_j / s + z), lo, hi) - z) s) with JavaScript's
+ * Math.round (halves up), the terms computed two lanes at a time and summed in element order; returns
+ * the first candidate with the smallest error (NaN errors never win; 0 when none is finite).
+ * x, w: n f32 (n even).
+ */
+export function clipSearch(x: usize, w: usize, n: i32, cand: usize, nCand: i32, lo: f64, hi: f64): i32 {
+  let best = 0;
+  let bestErr: f64 = 0;
+  const half = f64x2.splat(0.5);
+  const one = f64x2.splat(1);
+  const vlo = f64x2.splat(lo);
+  const vhi = f64x2.splat(hi);
+  for (let c = 0; c < nCand; c++) {
+    const s = load<f64>(cand + (<usize>c << 4));
+    const z = load<f64>(cand + (<usize>c << 4) + 8);
+    const vs = f64x2.splat(s);
+    const vz = f64x2.splat(z);
+    let e: f64 = 0;
+    for (let j = 0; j < n; j += 2) {
+      const xv = f64x2.promote_low_f32x4(v128.load64_zero(x + (<usize>j << 2)));
+      const wv = f64x2.promote_low_f32x4(v128.load64_zero(w + (<usize>j << 2)));
+      const v = f64x2.add(f64x2.div(xv, vs), vz);
+      const fl = f64x2.floor(v);
+      // Math.round: floor, plus one when the fraction (exact) is at least one half
+      let q = f64x2.add(fl, v128.and(f64x2.ge(f64x2.sub(v, fl), half), one));
+      q = f64x2.pmax(q, vlo); // q < lo ? lo : q
+      q = f64x2.pmin(q, vhi); // hi < q ? hi : q
+      const sn = f64x2.promote_low_f32x4(f32x4.demote_f64x2_zero(f64x2.mul(f64x2.sub(q, vz), vs)));
+      const d = f64x2.sub(xv, sn);
+      const t = f64x2.mul(f64x2.mul(wv, d), d);
+      e += f64x2.extract_lane(t, 0);
+      e += f64x2.extract_lane(t, 1);
+    }
+    if (c == 0) bestErr = e;
+    else if (e < bestErr) {
+      bestErr = e;
+      best = c;
+    }
+  }
+  return best;
 }

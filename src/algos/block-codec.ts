@@ -24,7 +24,7 @@ import { fmix32 } from '../formats/rounding.js';
 import { ggmlCodec } from '../quant/ggml/registry.js';
 import type { GgmlCodec } from '../quant/ggml/types.js';
 import type { QuantScheme } from '../quant/scheme.js';
-import { groupBlockPath } from '../quant/schemes/generic.js';
+import { groupBlockPath, type AffineGrid } from '../quant/schemes/generic.js';
 
 export interface BlockCodec {
   /** the GGML type name or scheme id */
@@ -49,6 +49,8 @@ export interface BlockCodec {
    * fround(x * ratio), without its element codes (left as they were): a clip candidate's grid.
    */
   clipHeader?(x: Float32Array, xo: number, ratio: number, out: Uint8Array, oo: number): void;
+  /** Optional, with snap: the grid is affine in the codes (one scale and zero-point per block; generic.ts AffineGrid) */
+  readonly affine?: AffineGrid;
 }
 
 /** A GGML type's codec as a block codec. */
@@ -94,7 +96,7 @@ export function schemeBlockCodec(s: QuantScheme, rowLength: number): BlockCodec 
     if (whole.some((v, i) => v !== parts[i])) fail(`${s.id}: blocks are not stored independently; GPTQ/AWQ/HQQ cannot drive it`);
   }
   const fast = groupBlockPath(s);
-  if (fast && fast.blockBytes === nb) return { name: s.id, blockSize: bs, blockBytes: nb, usesImportance: false, quantize: fast.quantize, dequantize: fast.dequantize, snap: fast.snap, clipHeader: fast.clipHeader };
+  if (fast && fast.blockBytes === nb) return { name: s.id, blockSize: bs, blockBytes: nb, usesImportance: false, quantize: fast.quantize, dequantize: fast.dequantize, snap: fast.snap, clipHeader: fast.clipHeader, ...(fast.affine ? { affine: fast.affine } : {}) };
   return {
     name: s.id,
     blockSize: bs,

@@ -24,7 +24,7 @@
 import { fail } from '../errors.js';
 import { BlockGrids, setCodes, type BlockCodec } from './block-codec.js';
 import { CLIP_RATIOS } from './blockwise.js';
-import { factorMemory, gptqWorkspace, syrkLowerRef, type FactorMemory } from '../kernels/gptq.js';
+import { clipSearchKernel, factorMemory, gptqColumnLoopFast, gptqWorkspace, syrkLowerRef, type FactorMemory } from '../kernels/gptq.js';
 
 /** What the GPTQ loop needs from a grid: fit a group, round one element of it. */
 export interface GroupQuantizer {
@@ -37,9 +37,10 @@ export interface GroupQuantizer {
   /**
    * Optional, for the WebAssembly column loop: the grids as arrays. Element j of group grp of row r has
    * count[s * groupSize + j] levels, sorted, at values[(s * groupSize + j) * nCodes ..], s = slot(r, grp);
-   * `quant` returns the one nearest to x (ties go down).
+   * `quant` returns the one nearest to x (ties go down). perGroup: every element of a group has the same
+   * levels, at values[s * nCodes ..], count[s].
    */
-  readonly levels?: { readonly values: Float32Array; readonly count: Uint16Array; readonly nCodes: number; slot(r: number, grp: number): number };
+  readonly levels?: { readonly values: Float32Array; readonly count: Uint16Array; readonly nCodes: number; slot(r: number, grp: number): number; readonly perGroup?: boolean };
   /** with levels: record the level at values[at] as element j of group grp of row r's choice (what quant does after its search) */
   choose?(r: number, grp: number, j: number, at: number): void;
 }
@@ -197,6 +198,29 @@ export function gptqRows(w: Float32Array, n: number, k: number, f: GptqFactor, q
         c1 = Math.min(i2, (grp + 1) * g);
         const len = c1 - c0;
         if (j0 === 0) for (let r = 0; r < n; r++) fitGroup(r, grp);
+        if (lv.perGroup) {
+          const nc = lv.nCodes;
+          for (let r0 = 0; r0 < n; r0 += fast.rows) {
+            const rows = Math.min(fast.rows, n - r0);
+            for (let rr = 0; rr < rows; rr++) {
+              const s0 = lv.slot(r0 + rr, grp);
+              fast.lv.set(lv.values.subarray(s0 * nc, (s0 + 1) * nc), rr * nc);
+              fast.cnt[rr] = lv.count[s0];
+            }
+            loss = fast.run(r0, rows, i1, c0, c1, i2, loss, true);
+            for (let rr = 0; rr < rows; rr++) {
+              const r = r0 + rr;
+              const s0 = lv.slot(r, grp) * nc;
+              const qo = r * k + c0;
+              for (let i = 0; i < len; i++) {
+                const at = s0 + fast.out[rr * len + i];
+                qz.choose!(r, grp, j0 + i, at);
+                Q[qo + i] = lv.values[at];
+              }
+            }
+          }
+          continue;
+        }
         for (let r0 = 0; r0 < n; r0 += fast.rows) {
           const rows = Math.min(fast.rows, n - r0);
           for (let rr = 0; rr < rows; rr++) {
@@ -294,7 +318,31 @@ export class BlockQuantizer implements GroupQuantizer {
     this.shrunk = new Float32Array(codec.blockSize);
     this.snapped = new Float32Array(codec.blockSize);
     this.cand = new Uint8Array(codec.blockBytes);
+    this.candRatios = [1, ...this.ratios.filter((r) => r !== 1)];
+    this.candBytes = new Uint8Array(this.candRatios.length * codec.blockBytes);
+    const slots = opts.staticGroups ? n * this.nGroups : n;
+    this.nCodes = this.grids.nCodes;
+    // affine grids with the WebAssembly column loop: one set of levels per block, not per element
+    this.perGroup = !!codec.affine && gptqColumnLoopFast();
+    this.gv = new Float32Array(this.perGroup ? slots * this.nCodes : 0);
+    this.gc = new Uint16Array(this.perGroup ? slots * this.nCodes : 0);
+    this.gn = new Uint16Array(this.perGroup ? slots : 0);
+    this.lvValues = this.perGroup ? this.gv : this.grids.values;
+    this.lvCodes = this.perGroup ? this.gc : this.grids.codes;
   }
+  private readonly nCodes: number;
+  /** levels per block (slot), not per element: gv/gc/gn as BlockGrids' values/codes/count of element 0 */
+  private readonly perGroup: boolean;
+  private readonly gv: Float32Array;
+  private readonly gc: Uint16Array;
+  private readonly gn: Uint16Array;
+  private readonly sz = new Float64Array(2);
+  /** the arrays `choose` indexes: gv/gc, or the grids' */
+  private readonly lvValues: Float32Array;
+  private readonly lvCodes: Uint16Array;
+  /** fitAffine's candidates: ratio 1 (the codec's own grid), then the others in order; their bytes */
+  private readonly candRatios: readonly number[];
+  private readonly candBytes: Uint8Array;
   private readonly staticGroups: boolean;
 
   private slot(r: number, grp: number): number {
@@ -302,14 +350,20 @@ export class BlockQuantizer implements GroupQuantizer {
   }
 
   fit(r: number, grp: number, x: Float32Array, xo: number): void {
-    const bs = this.groupSize;
-    const nb = this.codec.blockBytes;
-    const at = (r * this.nGroups + grp) * nb;
+    const at = (r * this.nGroups + grp) * this.codec.blockBytes;
     const slot = this.slot(r, grp);
+    if (!(this.clipWeights && this.fitAffine(grp, x, xo, at))) this.fitBytes(grp, slot, x, xo, at);
+    if (this.perGroup) this.loadGroup(slot, at);
+    else this.grids.load(slot, this.bytes, at);
+  }
+
+  /** the block's bytes at `at` (the codec's, or the best clip candidate's); the slot's grid is scratch here */
+  private fitBytes(grp: number, slot: number, x: Float32Array, xo: number, at: number): void {
+    const bs = this.groupSize;
     const imp = this.importance?.subarray(grp * bs, (grp + 1) * bs);
     this.codec.quantize(x, xo, this.bytes, at, imp);
     const w = this.clipWeights;
-    if (!w) return this.grids.load(slot, this.bytes, at);
+    if (!w) return;
     const codec = this.codec;
     const snap = !!codec.snap;
     const err = (bytes: Uint8Array, bo: number) => {
@@ -343,23 +397,116 @@ export class BlockQuantizer implements GroupQuantizer {
         this.bytes.set(this.cand, at);
       }
     }
-    this.grids.load(slot, this.bytes, at);
+  }
+
+  /**
+   * perGroup: the levels of the block at `at` into the slot (an affine grid is the same for every element):
+   * computed from its scale and zero-point as the codec's dequantizer does, or, where they are degenerate
+   * (levels not finite and increasing), element 0's grid from BlockGrids.
+   */
+  private loadGroup(slot: number, at: number): void {
+    const a = this.codec.affine!;
+    const nc = this.nCodes;
+    const o = slot * nc;
+    const gv = this.gv;
+    const gc = this.gc;
+    a.params(this.bytes, at, this.sz, 0);
+    const s = this.sz[0];
+    const z = this.sz[1];
+    if (s > 0 && s !== Infinity) {
+      const half = nc >> 1;
+      let ok = true;
+      for (let i = 0; i < nc; i++) {
+        // sorted by value: signed codes from the most negative (half .. nc - 1, then 0 .. half - 1)
+        const c = a.signed ? (i + half) % nc : i;
+        const v = Math.fround((a.signed ? (c >= half ? c - nc : c) : c - z) * s);
+        gv[o + i] = v;
+        gc[o + i] = c;
+        if (!(v - v === 0) || (i > 0 && !(v > gv[o + i - 1]))) ok = false;
+      }
+      if (ok) {
+        this.gn[slot] = nc;
+        return;
+      }
+    }
+    const g = this.grids;
+    g.load(slot, this.bytes, at);
+    const e = slot * this.groupSize * nc;
+    const n = g.count[slot * this.groupSize];
+    gv.set(g.values.subarray(e, e + n), o);
+    gc.set(g.codes.subarray(e, e + n), o);
+    this.gn[slot] = n;
+  }
+
+  /**
+   * fit's clip search in WebAssembly (clipSearchKernel) for an affine grid: the same candidates (ratio 1,
+   * then the others in order), errors and choice as below, into this.bytes at `at`; false (nothing done)
+   * where it does not apply: no kernel or affine grid, a non-finite x, a candidate scale not > 0 and finite.
+   */
+  private fitAffine(grp: number, x: Float32Array, xo: number, at: number): boolean {
+    const codec = this.codec;
+    const a = codec.affine;
+    if (!a) return false;
+    const bs = this.groupSize;
+    const nb = codec.blockBytes;
+    const nCand = this.candRatios.length;
+    const ks = clipSearchKernel(bs, nCand);
+    if (!ks) return false;
+    const kx = ks.x;
+    for (let j = 0; j < bs; j++) {
+      const v = x[xo + j];
+      if (v - v !== 0) return false;
+      kx[j] = v;
+    }
+    const cb = this.candBytes;
+    const cand = ks.cand;
+    a.clipHeaders(x, xo, this.candRatios, cb, 0);
+    for (let c = 0; c < nCand; c++) {
+      a.params(cb, c * nb, cand, 2 * c);
+      const s = cand[2 * c];
+      if (!(s > 0) || s === Infinity) return false;
+    }
+    ks.w.set(this.clipWeights!.subarray(grp * bs, (grp + 1) * bs));
+    const best = ks.run(bs, nCand, a.lo, a.hi);
+    this.bytes.set(cb.subarray(best * nb, (best + 1) * nb), at);
+    return true;
   }
 
   quant(r: number, grp: number, j: number, x: number): number {
+    if (this.perGroup) {
+      // BlockGrids.nearest on the slot's levels (ties go down)
+      const slot = this.slot(r, grp);
+      const v = this.gv;
+      let lo = slot * this.nCodes;
+      let hi = lo + this.gn[slot] - 1;
+      let i: number;
+      if (!(x > v[lo])) i = lo;
+      else if (x >= v[hi]) i = hi;
+      else {
+        while (hi - lo > 1) {
+          const mid = (lo + hi) >> 1;
+          if (v[mid] <= x) lo = mid;
+          else hi = mid;
+        }
+        i = x - v[lo] <= v[hi] - x ? lo : hi;
+      }
+      this.choose(r, grp, j, i);
+      return v[i];
+    }
     const i = this.grids.nearest(this.slot(r, grp), j, x);
     this.choose(r, grp, j, i);
     return this.grids.values[i];
   }
 
   get levels(): GroupQuantizer['levels'] {
+    if (this.perGroup) return { values: this.gv, count: this.gn, nCodes: this.nCodes, slot: (r, grp) => this.slot(r, grp), perGroup: true };
     return { values: this.grids.values, count: this.grids.count, nCodes: this.grids.nCodes, slot: (r, grp) => this.slot(r, grp) };
   }
 
   choose(r: number, grp: number, j: number, at: number): void {
     const e = r * this.k + grp * this.groupSize + j;
-    this.codes[e] = this.grids.codes[at];
-    this.chosen[e] = this.grids.values[at];
+    this.codes[e] = this.lvCodes[at];
+    this.chosen[e] = this.lvValues[at];
   }
 
   /** Write the codes into the blocks; returns the bytes (checked to decode to the chosen values). */

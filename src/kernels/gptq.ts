@@ -24,12 +24,13 @@ interface GptqExports {
   syrkLower(h: number, xt: number, k: number, ld: number): void;
   gemmABt(c: number, a: number, b: number, m: number, n: number, k: number): void;
   lazyUpdate(w: number, n: number, k: number, e: number, ldE: number, count: number, u: number, i1: number, i2: number): void;
-  columnLoop(w: number, k: number, u: number, e: number, ldE: number, r0: number, rows: number, i1: number, c0: number, c1: number, i2: number, lv: number, cnt: number, nCodes: number, out: number, loss: number): number;
+  columnLoop(w: number, k: number, u: number, e: number, ldE: number, r0: number, rows: number, i1: number, c0: number, c1: number, i2: number, lv: number, cnt: number, nCodes: number, out: number, loss: number, perRow: number): number;
   cholesky(a: number, k: number): number;
   trilInverse(m: number, x: number, k: number): void;
   cholDiag(a: number, k: number, kb: number, e: number): number;
   runChunk(job: number, chunk: number, thread: number): void;
   factorFinish(a: number, d: number, k: number): void;
+  clipSearch(x: number, w: number, n: number, cand: number, nCand: number, lo: number, hi: number): number;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -181,6 +182,35 @@ export function choleskyBlockedRef(a: Float64Array, k: number): number {
   return -1;
 }
 
+/**
+ * GPTQ's clip search of one group on an affine grid (wasm/gptq.ts clipSearch, bit for bit): candidate c
+ * has scale cand[2c] (> 0, finite) and zero-point cand[2c + 1]; its error is sum_j w_j (x_j - q_j)^2 with
+ * q_j = f32((clamp(Math.round(x_j / s + z), lo, hi) - z) s), summed in element order (the operations of
+ * the codec's snap and BlockQuantizer's error). Returns the first candidate of least error (0 if none).
+ */
+export function clipSearchRef(x: Float32Array, w: Float32Array, n: number, cand: Float64Array, nCand: number, lo: number, hi: number): number {
+  let best = 0;
+  let bestErr = 0;
+  for (let c = 0; c < nCand; c++) {
+    const s = cand[2 * c];
+    const z = cand[2 * c + 1];
+    let e = 0;
+    for (let j = 0; j < n; j++) {
+      let q = Math.round(x[j] / s + z);
+      if (q < lo) q = lo;
+      else if (q > hi) q = hi;
+      const d = x[j] - Math.fround((q - z) * s);
+      e += w[j] * d * d;
+    }
+    if (c === 0) bestErr = e;
+    else if (e < bestErr) {
+      bestErr = e;
+      best = c;
+    }
+  }
+  return best;
+}
+
 // ---------------------------------------------------------------------------------------------------
 // WebAssembly plumbing
 
@@ -192,7 +222,12 @@ export function setGptqKernelsFast(on: boolean): void {
   useFast = on;
 }
 
-/** Turn only GPTQ's WebAssembly column loop off (tests compare it with the TypeScript loop, bit for bit). */
+/** Is GPTQ's WebAssembly column loop (and the clip search) on? */
+export function gptqColumnLoopFast(): boolean {
+  return useFast && useFastColumns && wasmVariant() !== 'off';
+}
+
+/** Turn only GPTQ's WebAssembly column loop (and the clip search) off (tests compare them with the TypeScript loop, bit for bit). */
 export function setGptqColumnLoopFast(on: boolean): void {
   useFastColumns = on;
 }
@@ -350,6 +385,53 @@ export function hessianAccumulator(k: number, maxTok: number, engine?: MatmulEng
 }
 
 // ---------------------------------------------------------------------------------------------------
+// The clip search of a group (clipSearchRef)
+
+/** a clip search's inputs in kernel memory: x, w (n f32 each) and the candidates (f64 pairs) */
+export interface ClipSearch {
+  readonly x: Float32Array;
+  readonly w: Float32Array;
+  readonly cand: Float64Array;
+  /** the first candidate of least error among the first nCand (x, w: the first n values, n even) */
+  run(n: number, nCand: number, lo: number, hi: number): number;
+}
+
+/** per WebAssembly variant: a small instance of its own, and its buffers */
+const clipArenas = new Map<string, { arena: Arena | null; buffers?: { n: number; nCand: number; buffer: ArrayBufferLike; search: ClipSearch } }>();
+
+/**
+ * The WebAssembly clip search with room for n values and nCand candidates, or null (kernels off, n odd):
+ * fill x, w and cand, then run. The views stay valid until the next call.
+ */
+export function clipSearchKernel(n: number, nCand: number): ClipSearch | null {
+  if (!useFast || !useFastColumns || n % 2 !== 0) return null;
+  const variant = wasmVariant();
+  let slot = clipArenas.get(variant);
+  if (!slot) {
+    const inst = variant === 'off' ? null : newKernelInstance('gptq', gptqWasm, 1);
+    slot = { arena: inst ? new Arena(inst) : null };
+    clipArenas.set(variant, slot);
+  }
+  const ar = slot.arena;
+  if (!ar) return null;
+  let b = slot.buffers;
+  if (!b || b.n < n || b.nCand < nCand || b.buffer !== ar.inst.memory.buffer) {
+    const nn = Math.max(n, b?.n ?? 0);
+    const nc = Math.max(nCand, b?.nCand ?? 0);
+    const at = ar.alloc(nn * 8 + nc * 16);
+    const xAt = at, wAt = at + nn * 4, cAt = at + nn * 8;
+    const search: ClipSearch = {
+      x: ar.f32(xAt, nn),
+      w: ar.f32(wAt, nn),
+      cand: ar.f64(cAt, 2 * nc),
+      run: (m, mc, lo, hi) => ar.x.clipSearch(xAt, wAt, m, cAt, mc, lo, hi),
+    };
+    b = slot.buffers = { n: nn, nCand: nc, buffer: ar.inst.memory.buffer, search };
+  }
+  return b.search;
+}
+
+// ---------------------------------------------------------------------------------------------------
 // C = A B^T as the runtime's matmul (out = x w^T)
 
 let gemmArena: Arena | null | undefined;
@@ -399,9 +481,10 @@ export interface GptqWorkspace {
    * GPTQ's column loop in WebAssembly (wasm/gptq.ts columnLoop), when the workspace was made with
    * `levels` and the kernels are on: the levels of `rows` rows' elements of columns [c0, c1) (lv, cnt:
    * see GptqLevels) are filled by the caller, `out` receives the chosen level of each; returns loss.
+   * perRow: every element of a row has the same levels, lv at row * nCodes, cnt at row.
    */
   readonly columns?: GptqLevels & {
-    run(r0: number, rows: number, i1: number, c0: number, c1: number, i2: number, loss: number): number;
+    run(r0: number, rows: number, i1: number, c0: number, c1: number, i2: number, loss: number, perRow?: boolean): number;
   };
 }
 
@@ -655,7 +738,7 @@ export function gptqWorkspace(n: number, k: number, block: number, levels?: { le
     lv: arena!.f32(lvAt, lvl.rows * lvl.len * lvl.nCodes),
     cnt: new Uint16Array(arena!.inst.memory.buffer, cntAt, lvl.rows * lvl.len),
     out: new Uint16Array(arena!.inst.memory.buffer, outAt, lvl.rows * lvl.len),
-    run: (r0: number, rows: number, i1: number, c0: number, c1: number, i2: number, loss: number) => arena!.x.columnLoop(wAt, k, uAt, eAt, block, r0, rows, i1, c0, c1, i2, lvAt, cntAt, lvl.nCodes, outAt, loss),
+    run: (r0: number, rows: number, i1: number, c0: number, c1: number, i2: number, loss: number, perRow = false) => arena!.x.columnLoop(wAt, k, uAt, eAt, block, r0, rows, i1, c0, c1, i2, lvAt, cntAt, lvl.nCodes, outAt, loss, perRow ? 1 : 0),
   };
   return {
     w,

@@ -421,6 +421,27 @@ export function makeGenericScheme(config: GenericSchemeConfig, id?: string, desc
         writeLE(out, oo, p.scaleCode, sb);
         if (zb) writeLE(out, oo + sb, p.zeroCode, zb);
       },
+      affine: {
+        lo,
+        hi,
+        bits,
+        signed: !asym,
+        params(bytes, bo, out, oo) {
+          out[oo] = sf.decode(readLE(bytes, bo, sb));
+          out[oo + 1] = zb ? readLE(bytes, bo + sb, zb) : 0;
+        },
+        clipHeaders(x, xo, ratios, out, oo) {
+          // clipHeader for each ratio, the extremes found once
+          extremes(x, xo);
+          const mn = ext[0];
+          const mx = ext[1];
+          for (let c = 0; c < ratios.length; c++) {
+            const p = paramsFor(Math.fround(mn * ratios[c]), Math.fround(mx * ratios[c]));
+            writeLE(out, oo + c * bb, p.scaleCode, sb);
+            if (zb) writeLE(out, oo + c * bb + sb, p.zeroCode, zb);
+          }
+        },
+      },
       snap(bytes, bo, x, xo, out, oo) {
         const sc = sf.decode(readLE(bytes, bo, sb));
         const z = zb ? readLE(bytes, bo + sb, zb) : 0;
@@ -455,6 +476,24 @@ export interface GroupBlockPath {
   clipHeader(x: Float32Array, xo: number, ratio: number, out: Uint8Array, oo: number): void;
   /** x's nearest values on the grid of a block (its scales kept; ties may go either way) */
   snap(bytes: Uint8Array, bo: number, x: Float32Array, xo: number, out: Float32Array, oo: number): void;
+  /** the grid as snap and dequantize use it (see AffineGrid) */
+  readonly affine?: AffineGrid;
+}
+
+/**
+ * A block grid of integer codes with one scale and zero-point: code c (0 <= c < 2^bits) decodes to
+ * f32((v - z) s), v = c, or c's two's complement value when `signed` (then z = 0); `snap` rounds x to
+ * clamp(Math.round(x / s + z), lo, hi) when s > 0 and finite (else every element to the code-0-ish
+ * value of its degenerate branch). `params` reads s and z of a block into out[oo], out[oo + 1].
+ */
+export interface AffineGrid {
+  readonly lo: number;
+  readonly hi: number;
+  readonly bits: number;
+  readonly signed: boolean;
+  params(bytes: Uint8Array, bo: number, out: Float64Array, oo: number): void;
+  /** clipHeader for each of the ratios, block c's header at out[oo + c blockBytes] */
+  clipHeaders(x: Float32Array, xo: number, ratios: readonly number[], out: Uint8Array, oo: number): void;
 }
 const blockPaths = new WeakMap<QuantScheme, GroupBlockPath>();
 
