@@ -1332,6 +1332,80 @@ export function prepActs8(q: usize, T: i32, K: i32, dst: usize): void {
   store4(y, f, nr);
 }
 
+/**
+ * Q4_0's interleaved copy (interleave4, relaxed build) puts one row per 32-bit lane. Rows in full groups
+ * of 8 (rows 8g..8g+7, the two halves h = 0, 1 of 4 rows): per block b, a group block of 160 bytes:
+ *   scales of half 0 (f32 x 4) | scales of half 1 (f32 x 4) | for v = 0..3: [half 0 vector v | half 1 vector v]
+ * where the 16-byte vector v of a half holds bytes 4v..4v+3 of each of its rows' 16 quant bytes, row i
+ * in bytes 4i..4i+3. A last group of 4 rows (rows % 8 >= 4): group blocks of 80 bytes, its scales then
+ * its 4 vectors; the rows after it (rows % 4) stay row by row. The low nibbles of vector v are elements
+ * 4v..4v+3 of each row, the high nibbles elements 16 + 4v..; each is multiplied by those 4 activations
+ * splat to every lane, so int16 lanes 2i, 2i + 1 hold row i's pair sums (8 products summed: each lane
+ * <= 8 * 2 * 15 * 127 = 30480 < 2^15) and one widening gives the 4 rows' I with no horizontal sums.
+ * The same integer I per block and the same f32 steps as rtile4x1q32: the same bits.
+ */
+
+/** Q4_0 decode, 4 rows (one half or a last group of 4): scales at ps, vectors at pq + v vs, blocks bs apart */
+function rtileQ4Lanes(ps: usize, pq: usize, vs: usize, bs: usize, nr: i32, xa: usize, xd: usize, xdStride: usize, nb: i32, xsum: usize, y: usize): void {
+  let f = f32x4.splat(0);
+  const m = i8x16.splat(0x0f);
+  for (let b = 0; b < nb; b++, ps += bs, pq += bs) {
+    const xb = xa + <usize>b * 32;
+    let s = i16x8.splat(0);
+    for (let v: usize = 0; v < 4; v++) {
+      const q = v128.load(pq + v * vs);
+      s = i16x8.add(s, rdot(v128.load32_splat(xb + v * 4), v128.and(q, m)));
+      s = i16x8.add(s, rdot(v128.load32_splat(xb + 16 + v * 4), v128.and(i16x8.shr_u(q, 4), m)));
+    }
+    const I = i32x4.sub(widen(s), i32x4.splat(8 * <i32>load<i16>(xsum + <usize>b * 2)));
+    f = f32x4.add(f, f32x4.mul(cvt(I), f32x4.mul(v128.load(ps), v128.load32_splat(xd + <usize>b * xdStride))));
+  }
+  store4(y, f, nr);
+}
+
+/** Q4_0 decode, a full group of 8 rows (group blocks of 160 bytes at p): each activation splat loaded once for both halves */
+function rtileQ4Lanes8(p: usize, xa: usize, xd: usize, xdStride: usize, nb: i32, xsum: usize, y: usize): void {
+  let f0 = f32x4.splat(0), f1 = f32x4.splat(0);
+  const m = i8x16.splat(0x0f);
+  for (let b = 0; b < nb; b++, p += 160) {
+    const xb = xa + <usize>b * 32;
+    let X = v128.load32_splat(xb);
+    let qa = v128.load(p, 32), qb = v128.load(p, 48);
+    let s0 = rdot(X, v128.and(qa, m));
+    let s1 = rdot(X, v128.and(qb, m));
+    X = v128.load32_splat(xb + 16);
+    s0 = i16x8.add(s0, rdot(X, v128.and(i16x8.shr_u(qa, 4), m)));
+    s1 = i16x8.add(s1, rdot(X, v128.and(i16x8.shr_u(qb, 4), m)));
+    X = v128.load32_splat(xb + 4);
+    qa = v128.load(p, 64); qb = v128.load(p, 80);
+    s0 = i16x8.add(s0, rdot(X, v128.and(qa, m)));
+    s1 = i16x8.add(s1, rdot(X, v128.and(qb, m)));
+    X = v128.load32_splat(xb + 20);
+    s0 = i16x8.add(s0, rdot(X, v128.and(i16x8.shr_u(qa, 4), m)));
+    s1 = i16x8.add(s1, rdot(X, v128.and(i16x8.shr_u(qb, 4), m)));
+    X = v128.load32_splat(xb + 8);
+    qa = v128.load(p, 96); qb = v128.load(p, 112);
+    s0 = i16x8.add(s0, rdot(X, v128.and(qa, m)));
+    s1 = i16x8.add(s1, rdot(X, v128.and(qb, m)));
+    X = v128.load32_splat(xb + 24);
+    s0 = i16x8.add(s0, rdot(X, v128.and(i16x8.shr_u(qa, 4), m)));
+    s1 = i16x8.add(s1, rdot(X, v128.and(i16x8.shr_u(qb, 4), m)));
+    X = v128.load32_splat(xb + 12);
+    qa = v128.load(p, 128); qb = v128.load(p, 144);
+    s0 = i16x8.add(s0, rdot(X, v128.and(qa, m)));
+    s1 = i16x8.add(s1, rdot(X, v128.and(qb, m)));
+    X = v128.load32_splat(xb + 28);
+    s0 = i16x8.add(s0, rdot(X, v128.and(i16x8.shr_u(qa, 4), m)));
+    s1 = i16x8.add(s1, rdot(X, v128.and(i16x8.shr_u(qb, 4), m)));
+    const off = i32x4.splat(8 * <i32>load<i16>(xsum + <usize>b * 2));
+    const dx = v128.load32_splat(xd + <usize>b * xdStride);
+    f0 = f32x4.add(f0, f32x4.mul(cvt(i32x4.sub(widen(s0), off)), f32x4.mul(v128.load(p), dx)));
+    f1 = f32x4.add(f1, f32x4.mul(cvt(i32x4.sub(widen(s1), off)), f32x4.mul(v128.load(p, 16), dx)));
+  }
+  v128.store(y, f0);
+  v128.store(y, f1, 16);
+}
+
 /** Q4_K: the 8 six-bit scales (bytes 0..7) and minimums (8..15) of the super-block at p, as u8 lanes */
 // @ts-ignore: decorator
 @inline function k4ScalesMins(p: usize): v128 {
@@ -1520,7 +1594,6 @@ function rtile(type: i32, p0: usize, p1: usize, p2: usize, p3: usize, nr: i32, b
     case 6: rtile4x1q32(6, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, false); break;
     case 20: rtile4x1q32(20, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, false); break;
     case 108: rtile4x1q32(8, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, true); break;
-    case 102: rtile4x1q32(2, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, true); break;
     case 106: rtile4x1q32(6, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, true); break;
     case 120: rtile4x1q32(20, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, true); break;
     case 12: rtile4x1k(12, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, tmp, false); break;
@@ -1537,13 +1610,13 @@ export function intRowScratch(type: i32, K: i32): i32 {
 }
 
 /**
- * Copy `rows` rows of W (rowBytes each, blocks of bs bytes) from src to dst interleaved by 4 rows, the
+ * Copy `rows` rows of W (GGML type `type`, rowBytes each, blocks of bs bytes) from src to dst interleaved by 4 rows, the
  * decode tiles' layout: rows 4g..4g+3 occupy dst + 4 g rowBytes, block b of row 4g + i at
  * (4 b + i) bs within it; a last group of fewer than 4 rows stays row by row. The same bytes, in the
  * order the 4-row tile reads them (one sequential stream instead of 4: about 2x the DRAM throughput
  * for rows of 1.5 KiB and more on this machine).
  */
-export function interleave4(src: usize, dst: usize, rows: i32, rowBytes: i32, bs: i32): void {
+export function interleave4(src: usize, dst: usize, rows: i32, rowBytes: i32, bs: i32, type: i32): void {
   const rb = <usize>rowBytes, b = <usize>bs;
   const nb = rb / b;
   const full = rows & ~3;
@@ -1552,12 +1625,32 @@ export function interleave4(src: usize, dst: usize, rows: i32, rowBytes: i32, bs
       // block-32 types in the relaxed build: per block of a group, the 4 rows' fp16 scales as f32
       // (exact), then the 4 blocks without their scales (decodeExtra32: 8 bytes more per group block)
       let d = dst;
-      for (let g = 0; g < full; g += 4) {
+      let g0 = 0;
+      if (type == 2) {
+        // Q4_0: one row per 32-bit lane, groups of 8 rows then one of 4 (rtileQ4Lanes)
+        const full8 = rows & ~7;
+        for (let g = 0; g < full8; g += 8) {
+          const s0 = src + <usize>g * rb;
+          for (let k: usize = 0; k < nb; k++) {
+            for (let i: usize = 0; i < 8; i++) store<f32>(d + i * 4, f16At(s0 + i * rb + k * b));
+            d += 32;
+            for (let v: usize = 0; v < 4; v++)
+              for (let i: usize = 0; i < 8; i++, d += 4) store<u32>(d, load<u32>(s0 + i * rb + k * b + 2 + v * 4));
+          }
+        }
+        g0 = full8;
+      }
+      for (let g = g0; g < full; g += 4) {
         const s0 = src + <usize>g * rb;
         for (let k: usize = 0; k < nb; k++) {
           for (let i: usize = 0; i < 4; i++) store<f32>(d + i * 4, f16At(s0 + i * rb + k * b));
           d += 16;
-          for (let i: usize = 0; i < 4; i++, d += b - 2) memory.copy(d, s0 + i * rb + k * b + 2, b - 2);
+          if (type == 2) {
+            for (let v: usize = 0; v < 4; v++)
+              for (let i: usize = 0; i < 4; i++, d += 4) store<u32>(d, load<u32>(s0 + i * rb + k * b + 2 + v * 4));
+          } else {
+            for (let i: usize = 0; i < 4; i++, d += b - 2) memory.copy(d, s0 + i * rb + k * b + 2, b - 2);
+          }
         }
       }
       if (full < rows) memory.copy(d, src + <usize>full * rb, <usize>(rows - full) * rb);
@@ -1642,6 +1735,14 @@ export function decodeExtra32(type: i32): i32 {
   return type == 12 ? 32 : type == 14 ? 264 : 0;
 }
 
+/**
+ * Rows of the interleaved copy's full groups (interleave4): 8 for Q4_0 in the relaxed build, else 4. Weights
+ * stacked end to end for one dispatch (fuseDecode) must each have a multiple of this many rows.
+ */
+export function decodeGroupRows(type: i32): i32 {
+  return ASC_FEATURE_RELAXED_SIMD && type == 2 ? 8 : 4;
+}
+
 /** block bytes of the decode tiles' weight types (interleave4), 0 for the others */
 export function decodeBlockBytes(type: i32): i32 {
   switch (type) {
@@ -1696,6 +1797,26 @@ function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
       for (let r = 0; r < nr; r += 4) {
         const rr = min(4, nr - r);
         let p0 = p + <usize>r * rowBytes + <usize>(min(r0 + r, full) >> 2) * <usize>nb * extra;
+        if (ASC_FEATURE_RELAXED_SIMD && type == 2 && extra != 0 && xa != 0 && rr == 4) {
+          // Q4_0's copy with one row per lane: a full group of 8 rows, half of one (a chunk starting or
+          // ending inside it), or the last group of 4
+          const R = r0 + r;
+          const full8 = rows & ~7;
+          const g4 = <usize>(4 * rowBytes) + <usize>nb * extra; // bytes of 4 rows in the copy
+          const xt = xa + <usize>t * <usize>actBytes8(K), dt = xd + <usize>t * 4, xst = xsum + <usize>t * sumStride;
+          const yt = y0 + <usize>t * N * 4 + <usize>r * 4;
+          if ((R & 7) == 0 && R + 8 <= full8 && r + 8 <= nr) {
+            rtileQ4Lanes8(p0, xt, dt, xdStride, nb, xst, yt);
+            r += 4;
+          } else if (R < full8) {
+            const h = <usize>((R >> 2) & 1);
+            const g = p0 - h * g4;
+            rtileQ4Lanes(g + h * 16, g + 32 + h * 16, 32, 160, 4, xt, dt, xdStride, nb, xst, yt);
+          } else {
+            rtileQ4Lanes(p0, p0 + 16, 16, 80, 4, xt, dt, xdStride, nb, xst, yt);
+          }
+          continue;
+        }
         let p1 = p0 + <usize>min(1, rr - 1) * rowBytes, p2 = p0 + <usize>min(2, rr - 1) * rowBytes, p3 = p0 + <usize>min(3, rr - 1) * rowBytes;
         let st = bs;
         let kind = type;
