@@ -1538,6 +1538,68 @@ function rtileQ4Lanes8(p: usize, xa: usize, xd: usize, xdStride: usize, nb: i32,
 }
 
 /**
+ * Decode tile for Q4_K's interleaved copy with one row per 32-bit lane (interleave4, relaxed build):
+ * group blocks (bs = 640 bytes apart) of
+ *   d (f32 x 4) | dmin (f32 x 4) | scales: 8 sub-blocks j x [sc_0j, sc_0j, sc_1j, sc_1j, .., sc_3j, sc_3j]
+ *   (u8) | minimums: 4 pairs p x [m_0,2p, m_0,2p+1, m_1,2p, m_1,2p+1, .., m_3,2p+1] (u8) |
+ *   quants: 4 x 128 bytes (elements 64jj..64jj+63), 16-byte vector v holding bytes 32jj + 4v.. + 3 of
+ *   each row's 128 quant bytes, row i in bytes 4i..4i+3
+ * The low nibbles of vector v are elements 64jj + 4v.. of sub-block 2jj, the high nibbles those of
+ * sub-block 2jj + 1; times those 4 activations splat to every lane, int16 lanes 2i, 2i + 1 hold row i's
+ * pair sums (8 products a sub-block: <= 8 * 2 * 15 * 127 = 30480 < 2^15); one i32x4.dot_i16x8_s with
+ * the scales widens and scales them for the 4 rows at once. The minimums' term M takes the activation
+ * sums of two sub-blocks per dot. The same integers I and M per super-block and the same f32 steps as
+ * rtile4x1k: the same bits.
+ */
+// @ts-ignore: decorator
+@inline function rtileQ4KLanes(p: usize, nr: i32, bs: usize, xa: usize, xd: usize, xdStride: usize, nb: i32, xsum: usize, y: usize): void {
+  let f = f32x4.splat(0);
+  const m = i8x16.splat(0x0f);
+  for (let b = 0; b < nb; b++, p += bs) {
+    const xb = xa + <usize>b * 256;
+    let I = i32x4.splat(0);
+    for (let jj: usize = 0; jj < 4; jj++) {
+      const xj = xb + jj * 64, qj = p + 128 + jj * 128;
+      // the 8 vectors, unrolled (V8 does not unroll loops)
+      let q = v128.load(qj);
+      let sl = rdot(v128.load32_splat(xj), v128.and(q, m));
+      let sh = rdot(v128.load32_splat(xj + 32), v128.and(i16x8.shr_u(q, 4), m));
+      q = v128.load(qj, 16);
+      sl = i16x8.add(sl, rdot(v128.load32_splat(xj + 4), v128.and(q, m)));
+      sh = i16x8.add(sh, rdot(v128.load32_splat(xj + 36), v128.and(i16x8.shr_u(q, 4), m)));
+      q = v128.load(qj, 32);
+      sl = i16x8.add(sl, rdot(v128.load32_splat(xj + 8), v128.and(q, m)));
+      sh = i16x8.add(sh, rdot(v128.load32_splat(xj + 40), v128.and(i16x8.shr_u(q, 4), m)));
+      q = v128.load(qj, 48);
+      sl = i16x8.add(sl, rdot(v128.load32_splat(xj + 12), v128.and(q, m)));
+      sh = i16x8.add(sh, rdot(v128.load32_splat(xj + 44), v128.and(i16x8.shr_u(q, 4), m)));
+      q = v128.load(qj, 64);
+      sl = i16x8.add(sl, rdot(v128.load32_splat(xj + 16), v128.and(q, m)));
+      sh = i16x8.add(sh, rdot(v128.load32_splat(xj + 48), v128.and(i16x8.shr_u(q, 4), m)));
+      q = v128.load(qj, 80);
+      sl = i16x8.add(sl, rdot(v128.load32_splat(xj + 20), v128.and(q, m)));
+      sh = i16x8.add(sh, rdot(v128.load32_splat(xj + 52), v128.and(i16x8.shr_u(q, 4), m)));
+      q = v128.load(qj, 96);
+      sl = i16x8.add(sl, rdot(v128.load32_splat(xj + 24), v128.and(q, m)));
+      sh = i16x8.add(sh, rdot(v128.load32_splat(xj + 56), v128.and(i16x8.shr_u(q, 4), m)));
+      q = v128.load(qj, 112);
+      sl = i16x8.add(sl, rdot(v128.load32_splat(xj + 28), v128.and(q, m)));
+      sh = i16x8.add(sh, rdot(v128.load32_splat(xj + 60), v128.and(i16x8.shr_u(q, 4), m)));
+      I = i32x4.add(I, i32x4.add(i32x4.dot_i16x8_s(sl, v128.load8x8_u(p + 32 + jj * 16)), i32x4.dot_i16x8_s(sh, v128.load8x8_u(p + 40 + jj * 16))));
+    }
+    const xs = xsum + <usize>b * 16;
+    const M = i32x4.add(
+      i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_u(p + 96), v128.load32_splat(xs)), i32x4.dot_i16x8_s(v128.load8x8_u(p + 104), v128.load32_splat(xs + 4))),
+      i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_u(p + 112), v128.load32_splat(xs + 8)), i32x4.dot_i16x8_s(v128.load8x8_u(p + 120), v128.load32_splat(xs + 12))),
+    );
+    const dx = v128.load32_splat(xd + <usize>b * xdStride);
+    f = f32x4.add(f, f32x4.mul(cvt(I), f32x4.mul(v128.load(p), dx)));
+    f = f32x4.sub(f, f32x4.mul(cvt(M), f32x4.mul(v128.load(p, 16), dx)));
+  }
+  store4(y, f, nr);
+}
+
+/**
  * Q6_K's interleaved copy (interleave4, relaxed build): 64 weights of unit u of the row at r (16 int8
  * scales, then the 256 quants as bytes 0..63 in q6Paired's order) times the permuted activations X0..X3.
  * Each 16 bytes hold 8 weights of two sub-blocks, so two products share one scale vector (int16 lanes
@@ -1597,7 +1659,7 @@ function rtile(type: i32, p0: usize, p1: usize, p2: usize, p3: usize, nr: i32, b
     case 106: rtile4x1q32(6, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, true); break;
     case 120: rtile4x1q32(20, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, true); break;
     case 12: rtile4x1k(12, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, tmp, false); break;
-    case 112: rtile4x1k(12, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, tmp, true); break;
+    case 112: rtileQ4KLanes(p0, nr, bs, xa, xd, xdStride, nb, xsum, y); break;
     case 114: r6tile(p0, nr, bs, xa, K, xd, xdStride, nb, y); break;
     default: rtile4x1k(14, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, tmp, false);
   }
@@ -1660,8 +1722,8 @@ export function interleave4(src: usize, dst: usize, rows: i32, rowBytes: i32, bs
   if (b == 144 || b == 210) {
     if (ASC_FEATURE_RELAXED_SIMD) {
       // Q4_K / Q6_K in the relaxed build: per super-block of a group, the 4 rows' d (and dmin) as f32
-      // (exact), then the rows: Q4_K [scales, minimums as u8 x 16 | the 128 nibble bytes], Q6_K [the 16
-      // scales | 256 quants as bytes, q6Paired] (decodeExtra32: 32 / 264 bytes more per group block)
+      // (exact), then Q4_K: the layout of rtileQ4KLanes; Q6_K: the rows [the 16 scales | 256 quants as
+      // bytes, q6Paired] (decodeExtra32: 64 / 264 bytes more per group block)
       let d = dst;
       for (let g = 0; g < full; g += 4) {
         const s0 = src + <usize>g * rb;
@@ -1672,12 +1734,22 @@ export function interleave4(src: usize, dst: usize, rows: i32, rowBytes: i32, bs
               store<f32>(d + i * 4, f16At(blk));
               store<f32>(d + 16 + i * 4, f16At(blk + 2));
             }
-            d += 32;
-            for (let i: usize = 0; i < 4; i++, d += 144) {
-              const blk = s0 + i * rb + k * b;
-              v128.store(d, k4ScalesMins(blk));
-              memory.copy(d + 16, blk + 16, 128);
+            // one row per 32-bit lane (rtileQ4KLanes): the rows' 6-bit scales and minimums (unpacked
+            // first where the quants go), then the quants 4 bytes of each row at a time
+            for (let i: usize = 0; i < 4; i++) v128.store(d + 128 + i * 16, k4ScalesMins(s0 + i * rb + k * b));
+            for (let i: usize = 0; i < 4; i++) {
+              const sm = d + 128 + i * 16;
+              for (let j: usize = 0; j < 8; j++) {
+                const sc = load<u8>(sm + j);
+                store<u8>(d + 32 + j * 8 + i * 2, sc);
+                store<u8>(d + 33 + j * 8 + i * 2, sc);
+                store<u8>(d + 96 + (j >> 1) * 8 + i * 2 + (j & 1), load<u8>(sm + 8 + j));
+              }
             }
+            for (let jj: usize = 0; jj < 4; jj++)
+              for (let v: usize = 0; v < 8; v++)
+                for (let i: usize = 0; i < 4; i++) store<u32>(d + 128 + jj * 128 + v * 16 + i * 4, load<u32>(s0 + i * rb + k * b + 16 + jj * 32 + v * 4));
+            d += 640;
           } else {
             for (let i: usize = 0; i < 4; i++) store<f32>(d + i * 4, f16At(s0 + i * rb + k * b + 208));
             d += 16;
@@ -1732,7 +1804,7 @@ function q6Paired(blk: usize, dst: usize): void {
 export function decodeExtra32(type: i32): i32 {
   if (!ASC_FEATURE_RELAXED_SIMD) return 0;
   if (type == 2 || type == 6 || type == 8 || type == 20) return 8;
-  return type == 12 ? 32 : type == 14 ? 264 : 0;
+  return type == 12 ? 64 : type == 14 ? 264 : 0;
 }
 
 /**
