@@ -1933,7 +1933,7 @@ function q6Paired(blk: usize, dst: usize): void {
 
 /**
  * Bytes the interleaved copy adds per full group of 4 rows and block, 0 for none (relaxed build: the
- * block-32 types' f32 scales 8; Q4_K's f32 d and dmin and unpacked scales 32; Q6_K's f32 d and bytes for
+ * block-32 types' f32 scales 8; Q4_K's f32 d and dmin, unpacked scales (doubled) and minimums 64; Q6_K's f32 d and bytes for
  * the 6-bit quants 264): the copy takes rows x rowBytes + (rows >> 2) x blocks x this.
  */
 export function decodeExtra32(type: i32): i32 {
