@@ -1332,6 +1332,80 @@ export function prepActs8(q: usize, T: i32, K: i32, dst: usize): void {
   store4(y, f, nr);
 }
 
+/**
+ * Q4_0's interleaved copy (interleave4, relaxed build) puts one row per 32-bit lane. Rows in full groups
+ * of 8 (rows 8g..8g+7, the two halves h = 0, 1 of 4 rows): per block b, a group block of 160 bytes:
+ *   scales of half 0 (f32 x 4) | scales of half 1 (f32 x 4) | for v = 0..3: [half 0 vector v | half 1 vector v]
+ * where the 16-byte vector v of a half holds bytes 4v..4v+3 of each of its rows' 16 quant bytes, row i
+ * in bytes 4i..4i+3. A last group of 4 rows (rows % 8 >= 4): group blocks of 80 bytes, its scales then
+ * its 4 vectors; the rows after it (rows % 4) stay row by row. The low nibbles of vector v are elements
+ * 4v..4v+3 of each row, the high nibbles elements 16 + 4v..; each is multiplied by those 4 activations
+ * splat to every lane, so int16 lanes 2i, 2i + 1 hold row i's pair sums (8 products summed: each lane
+ * <= 8 * 2 * 15 * 127 = 30480 < 2^15) and one widening gives the 4 rows' I with no horizontal sums.
+ * The same integer I per block and the same f32 steps as rtile4x1q32: the same bits.
+ */
+
+/** Q4_0 decode, 4 rows (one half or a last group of 4): scales at ps, vectors at pq + v vs, blocks bs apart */
+function rtileQ4Lanes(ps: usize, pq: usize, vs: usize, bs: usize, nr: i32, xa: usize, xd: usize, xdStride: usize, nb: i32, xsum: usize, y: usize): void {
+  let f = f32x4.splat(0);
+  const m = i8x16.splat(0x0f);
+  for (let b = 0; b < nb; b++, ps += bs, pq += bs) {
+    const xb = xa + <usize>b * 32;
+    let s = i16x8.splat(0);
+    for (let v: usize = 0; v < 4; v++) {
+      const q = v128.load(pq + v * vs);
+      s = i16x8.add(s, rdot(v128.load32_splat(xb + v * 4), v128.and(q, m)));
+      s = i16x8.add(s, rdot(v128.load32_splat(xb + 16 + v * 4), v128.and(i16x8.shr_u(q, 4), m)));
+    }
+    const I = i32x4.sub(widen(s), i32x4.splat(8 * <i32>load<i16>(xsum + <usize>b * 2)));
+    f = f32x4.add(f, f32x4.mul(cvt(I), f32x4.mul(v128.load(ps), v128.load32_splat(xd + <usize>b * xdStride))));
+  }
+  store4(y, f, nr);
+}
+
+/** Q4_0 decode, a full group of 8 rows (group blocks of 160 bytes at p): each activation splat loaded once for both halves */
+function rtileQ4Lanes8(p: usize, xa: usize, xd: usize, xdStride: usize, nb: i32, xsum: usize, y: usize): void {
+  let f0 = f32x4.splat(0), f1 = f32x4.splat(0);
+  const m = i8x16.splat(0x0f);
+  for (let b = 0; b < nb; b++, p += 160) {
+    const xb = xa + <usize>b * 32;
+    let X = v128.load32_splat(xb);
+    let qa = v128.load(p, 32), qb = v128.load(p, 48);
+    let s0 = rdot(X, v128.and(qa, m));
+    let s1 = rdot(X, v128.and(qb, m));
+    X = v128.load32_splat(xb + 16);
+    s0 = i16x8.add(s0, rdot(X, v128.and(i16x8.shr_u(qa, 4), m)));
+    s1 = i16x8.add(s1, rdot(X, v128.and(i16x8.shr_u(qb, 4), m)));
+    X = v128.load32_splat(xb + 4);
+    qa = v128.load(p, 64); qb = v128.load(p, 80);
+    s0 = i16x8.add(s0, rdot(X, v128.and(qa, m)));
+    s1 = i16x8.add(s1, rdot(X, v128.and(qb, m)));
+    X = v128.load32_splat(xb + 20);
+    s0 = i16x8.add(s0, rdot(X, v128.and(i16x8.shr_u(qa, 4), m)));
+    s1 = i16x8.add(s1, rdot(X, v128.and(i16x8.shr_u(qb, 4), m)));
+    X = v128.load32_splat(xb + 8);
+    qa = v128.load(p, 96); qb = v128.load(p, 112);
+    s0 = i16x8.add(s0, rdot(X, v128.and(qa, m)));
+    s1 = i16x8.add(s1, rdot(X, v128.and(qb, m)));
+    X = v128.load32_splat(xb + 24);
+    s0 = i16x8.add(s0, rdot(X, v128.and(i16x8.shr_u(qa, 4), m)));
+    s1 = i16x8.add(s1, rdot(X, v128.and(i16x8.shr_u(qb, 4), m)));
+    X = v128.load32_splat(xb + 12);
+    qa = v128.load(p, 128); qb = v128.load(p, 144);
+    s0 = i16x8.add(s0, rdot(X, v128.and(qa, m)));
+    s1 = i16x8.add(s1, rdot(X, v128.and(qb, m)));
+    X = v128.load32_splat(xb + 28);
+    s0 = i16x8.add(s0, rdot(X, v128.and(i16x8.shr_u(qa, 4), m)));
+    s1 = i16x8.add(s1, rdot(X, v128.and(i16x8.shr_u(qb, 4), m)));
+    const off = i32x4.splat(8 * <i32>load<i16>(xsum + <usize>b * 2));
+    const dx = v128.load32_splat(xd + <usize>b * xdStride);
+    f0 = f32x4.add(f0, f32x4.mul(cvt(i32x4.sub(widen(s0), off)), f32x4.mul(v128.load(p), dx)));
+    f1 = f32x4.add(f1, f32x4.mul(cvt(i32x4.sub(widen(s1), off)), f32x4.mul(v128.load(p, 16), dx)));
+  }
+  v128.store(y, f0);
+  v128.store(y, f1, 16);
+}
+
 /** Q4_K: the 8 six-bit scales (bytes 0..7) and minimums (8..15) of the super-block at p, as u8 lanes */
 // @ts-ignore: decorator
 @inline function k4ScalesMins(p: usize): v128 {
@@ -1464,6 +1538,176 @@ export function prepActs8(q: usize, T: i32, K: i32, dst: usize): void {
 }
 
 /**
+ * Q4_K's interleaved copy with one row per 32-bit lane (interleave4, relaxed build). Rows in full groups of
+ * 8 (halves h = 0, 1 of 4 rows), per super-block a group block of 1280 bytes:
+ *   d (f32 x 4) of half 0, of half 1 | dmin (f32 x 4) of half 0, of half 1 | scales of half 0, of half 1:
+ *   8 sub-blocks j x [sc_0j, sc_0j, sc_1j, sc_1j, .., sc_3j, sc_3j] (u8, 64 bytes) | minimums of half 0,
+ *   of half 1: 4 pairs p x [m_0,2p, m_0,2p+1, m_1,2p, m_1,2p+1, .., m_3,2p+1] (u8, 32 bytes) | quants:
+ *   for jj = 0..3 (elements 64jj..64jj+63), v = 0..7: [half 0 vector v | half 1 vector v]
+ * where the 16-byte vector v of a half holds bytes 32jj + 4v.. + 3 of each of its rows' 128 quant bytes,
+ * row i in bytes 4i..4i+3. A last group of 4 rows (rows % 8 >= 4): group blocks of 640 bytes, the same
+ * fields for its 4 rows (d 16 | dmin 16 | scales 64 | minimums 32 | vectors 16 bytes apart); the rows
+ * after it stay row by row. The low nibbles of vector v are elements 64jj + 4v.. of sub-block 2jj, the
+ * high nibbles those of sub-block 2jj + 1; times those 4 activations splat to every lane, int16 lanes
+ * 2i, 2i + 1 hold row i's pair sums (8 products a sub-block: <= 8 * 2 * 15 * 127 = 30480 < 2^15); one
+ * i32x4.dot_i16x8_s with the scales widens and scales them for the 4 rows at once. The minimums' term M
+ * takes the activation sums of two sub-blocks per dot. The same integers I and M per super-block and the
+ * same f32 steps as rtile4x1k: the same bits.
+ */
+
+/**
+ * Q4_K decode, 4 rows (a half or a last group of 4): d at pd, dmin at pd + 16 h2 (h2: 2 for a half,
+ * 1 for a group of 4: the fields of a half are interleaved with the other half's), scales at psc, minimums
+ * at pmn, vectors at pq + (8 jj + v) vs; group blocks bs apart
+ */
+function rtileQ4KLanes(pd: usize, h2: usize, psc: usize, pmn: usize, pq: usize, vs: usize, bs: usize, nr: i32, xa: usize, xd: usize, xdStride: usize, nb: i32, xsum: usize, y: usize): void {
+  let f = f32x4.splat(0);
+  const m = i8x16.splat(0x0f);
+  for (let b = 0; b < nb; b++, pd += bs, psc += bs, pmn += bs, pq += bs) {
+    const xb = xa + <usize>b * 256;
+    let I = i32x4.splat(0);
+    for (let jj: usize = 0; jj < 4; jj++) {
+      const xj = xb + jj * 64;
+      let sl = i16x8.splat(0), sh = i16x8.splat(0);
+      for (let v: usize = 0; v < 8; v++) {
+        const q = v128.load(pq + (jj * 8 + v) * vs);
+        sl = i16x8.add(sl, rdot(v128.load32_splat(xj + v * 4), v128.and(q, m)));
+        sh = i16x8.add(sh, rdot(v128.load32_splat(xj + 32 + v * 4), v128.and(i16x8.shr_u(q, 4), m)));
+      }
+      I = i32x4.add(I, i32x4.add(i32x4.dot_i16x8_s(sl, v128.load8x8_u(psc + jj * 16)), i32x4.dot_i16x8_s(sh, v128.load8x8_u(psc + jj * 16 + 8))));
+    }
+    const xs = xsum + <usize>b * 16;
+    let M = i32x4.splat(0);
+    for (let k: usize = 0; k < 4; k++) M = i32x4.add(M, i32x4.dot_i16x8_s(v128.load8x8_u(pmn + k * 8), v128.load32_splat(xs + k * 4)));
+    const dx = v128.load32_splat(xd + <usize>b * xdStride);
+    f = f32x4.add(f, f32x4.mul(cvt(I), f32x4.mul(v128.load(pd), dx)));
+    f = f32x4.sub(f, f32x4.mul(cvt(M), f32x4.mul(v128.load(pd + 16 * h2), dx)));
+  }
+  store4(y, f, nr);
+}
+
+/**
+ * Q4_K decode, a full group of 8 rows (group blocks of 1280 bytes at p): each activation splat loaded
+ * once for both halves; the low nibbles' pass, then the high nibbles' (the vectors loaded again: fewer
+ * live registers than V8's 16 would hold otherwise)
+ */
+function rtileQ4KLanes8(p: usize, xa: usize, xd: usize, xdStride: usize, nb: i32, xsum: usize, y: usize): void {
+  let f0 = f32x4.splat(0), f1 = f32x4.splat(0);
+  const m = i8x16.splat(0x0f);
+  for (let b = 0; b < nb; b++, p += 1280) {
+    const xb = xa + <usize>b * 256;
+    let I0 = i32x4.splat(0), I1 = i32x4.splat(0);
+    for (let jj: usize = 0; jj < 4; jj++) {
+      const xj = xb + jj * 64, qj = p + 256 + jj * 256, sc = p + 64 + jj * 16;
+      let q: v128, qb: v128, X: v128, s0: v128, s1: v128;
+      q = v128.load(qj);
+      qb = v128.load(qj, 16);
+      X = v128.load32_splat(xj);
+      s0 = rdot(X, v128.and(q, m));
+      s1 = rdot(X, v128.and(qb, m));
+      q = v128.load(qj, 32);
+      qb = v128.load(qj, 48);
+      X = v128.load32_splat(xj + 4);
+      s0 = i16x8.add(s0, rdot(X, v128.and(q, m)));
+      s1 = i16x8.add(s1, rdot(X, v128.and(qb, m)));
+      q = v128.load(qj, 64);
+      qb = v128.load(qj, 80);
+      X = v128.load32_splat(xj + 8);
+      s0 = i16x8.add(s0, rdot(X, v128.and(q, m)));
+      s1 = i16x8.add(s1, rdot(X, v128.and(qb, m)));
+      q = v128.load(qj, 96);
+      qb = v128.load(qj, 112);
+      X = v128.load32_splat(xj + 12);
+      s0 = i16x8.add(s0, rdot(X, v128.and(q, m)));
+      s1 = i16x8.add(s1, rdot(X, v128.and(qb, m)));
+      q = v128.load(qj, 128);
+      qb = v128.load(qj, 144);
+      X = v128.load32_splat(xj + 16);
+      s0 = i16x8.add(s0, rdot(X, v128.and(q, m)));
+      s1 = i16x8.add(s1, rdot(X, v128.and(qb, m)));
+      q = v128.load(qj, 160);
+      qb = v128.load(qj, 176);
+      X = v128.load32_splat(xj + 20);
+      s0 = i16x8.add(s0, rdot(X, v128.and(q, m)));
+      s1 = i16x8.add(s1, rdot(X, v128.and(qb, m)));
+      q = v128.load(qj, 192);
+      qb = v128.load(qj, 208);
+      X = v128.load32_splat(xj + 24);
+      s0 = i16x8.add(s0, rdot(X, v128.and(q, m)));
+      s1 = i16x8.add(s1, rdot(X, v128.and(qb, m)));
+      q = v128.load(qj, 224);
+      qb = v128.load(qj, 240);
+      X = v128.load32_splat(xj + 28);
+      s0 = i16x8.add(s0, rdot(X, v128.and(q, m)));
+      s1 = i16x8.add(s1, rdot(X, v128.and(qb, m)));
+      I0 = i32x4.add(I0, i32x4.dot_i16x8_s(s0, v128.load8x8_u(sc)));
+      I1 = i32x4.add(I1, i32x4.dot_i16x8_s(s1, v128.load8x8_u(sc + 64)));
+      q = v128.load(qj);
+      qb = v128.load(qj, 16);
+      X = v128.load32_splat(xj + 32);
+      s0 = rdot(X, v128.and(i16x8.shr_u(q, 4), m));
+      s1 = rdot(X, v128.and(i16x8.shr_u(qb, 4), m));
+      q = v128.load(qj, 32);
+      qb = v128.load(qj, 48);
+      X = v128.load32_splat(xj + 36);
+      s0 = i16x8.add(s0, rdot(X, v128.and(i16x8.shr_u(q, 4), m)));
+      s1 = i16x8.add(s1, rdot(X, v128.and(i16x8.shr_u(qb, 4), m)));
+      q = v128.load(qj, 64);
+      qb = v128.load(qj, 80);
+      X = v128.load32_splat(xj + 40);
+      s0 = i16x8.add(s0, rdot(X, v128.and(i16x8.shr_u(q, 4), m)));
+      s1 = i16x8.add(s1, rdot(X, v128.and(i16x8.shr_u(qb, 4), m)));
+      q = v128.load(qj, 96);
+      qb = v128.load(qj, 112);
+      X = v128.load32_splat(xj + 44);
+      s0 = i16x8.add(s0, rdot(X, v128.and(i16x8.shr_u(q, 4), m)));
+      s1 = i16x8.add(s1, rdot(X, v128.and(i16x8.shr_u(qb, 4), m)));
+      q = v128.load(qj, 128);
+      qb = v128.load(qj, 144);
+      X = v128.load32_splat(xj + 48);
+      s0 = i16x8.add(s0, rdot(X, v128.and(i16x8.shr_u(q, 4), m)));
+      s1 = i16x8.add(s1, rdot(X, v128.and(i16x8.shr_u(qb, 4), m)));
+      q = v128.load(qj, 160);
+      qb = v128.load(qj, 176);
+      X = v128.load32_splat(xj + 52);
+      s0 = i16x8.add(s0, rdot(X, v128.and(i16x8.shr_u(q, 4), m)));
+      s1 = i16x8.add(s1, rdot(X, v128.and(i16x8.shr_u(qb, 4), m)));
+      q = v128.load(qj, 192);
+      qb = v128.load(qj, 208);
+      X = v128.load32_splat(xj + 56);
+      s0 = i16x8.add(s0, rdot(X, v128.and(i16x8.shr_u(q, 4), m)));
+      s1 = i16x8.add(s1, rdot(X, v128.and(i16x8.shr_u(qb, 4), m)));
+      q = v128.load(qj, 224);
+      qb = v128.load(qj, 240);
+      X = v128.load32_splat(xj + 60);
+      s0 = i16x8.add(s0, rdot(X, v128.and(i16x8.shr_u(q, 4), m)));
+      s1 = i16x8.add(s1, rdot(X, v128.and(i16x8.shr_u(qb, 4), m)));
+      I0 = i32x4.add(I0, i32x4.dot_i16x8_s(s0, v128.load8x8_u(sc + 8)));
+      I1 = i32x4.add(I1, i32x4.dot_i16x8_s(s1, v128.load8x8_u(sc + 72)));
+    }
+    const xs = xsum + <usize>b * 16;
+    let X = v128.load32_splat(xs);
+    let M0 = i32x4.dot_i16x8_s(v128.load8x8_u(p + 192), X), M1 = i32x4.dot_i16x8_s(v128.load8x8_u(p + 224), X);
+    X = v128.load32_splat(xs + 4);
+    M0 = i32x4.add(M0, i32x4.dot_i16x8_s(v128.load8x8_u(p + 200), X));
+    M1 = i32x4.add(M1, i32x4.dot_i16x8_s(v128.load8x8_u(p + 232), X));
+    X = v128.load32_splat(xs + 8);
+    M0 = i32x4.add(M0, i32x4.dot_i16x8_s(v128.load8x8_u(p + 208), X));
+    M1 = i32x4.add(M1, i32x4.dot_i16x8_s(v128.load8x8_u(p + 240), X));
+    X = v128.load32_splat(xs + 12);
+    M0 = i32x4.add(M0, i32x4.dot_i16x8_s(v128.load8x8_u(p + 216), X));
+    M1 = i32x4.add(M1, i32x4.dot_i16x8_s(v128.load8x8_u(p + 248), X));
+    const dx = v128.load32_splat(xd + <usize>b * xdStride);
+    f0 = f32x4.add(f0, f32x4.mul(cvt(I0), f32x4.mul(v128.load(p), dx)));
+    f0 = f32x4.sub(f0, f32x4.mul(cvt(M0), f32x4.mul(v128.load(p, 32), dx)));
+    f1 = f32x4.add(f1, f32x4.mul(cvt(I1), f32x4.mul(v128.load(p, 16), dx)));
+    f1 = f32x4.sub(f1, f32x4.mul(cvt(M1), f32x4.mul(v128.load(p, 48), dx)));
+  }
+  v128.store(y, f0);
+  v128.store(y, f1, 16);
+}
+
+/**
  * Q6_K's interleaved copy (interleave4, relaxed build): 64 weights of unit u of the row at r (16 int8
  * scales, then the 256 quants as bytes 0..63 in q6Paired's order) times the permuted activations X0..X3.
  * Each 16 bytes hold 8 weights of two sub-blocks, so two products share one scale vector (int16 lanes
@@ -1520,11 +1764,9 @@ function rtile(type: i32, p0: usize, p1: usize, p2: usize, p3: usize, nr: i32, b
     case 6: rtile4x1q32(6, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, false); break;
     case 20: rtile4x1q32(20, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, false); break;
     case 108: rtile4x1q32(8, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, true); break;
-    case 102: rtile4x1q32(2, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, true); break;
     case 106: rtile4x1q32(6, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, true); break;
     case 120: rtile4x1q32(20, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, true); break;
     case 12: rtile4x1k(12, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, tmp, false); break;
-    case 112: rtile4x1k(12, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, tmp, true); break;
     case 114: r6tile(p0, nr, bs, xa, K, xd, xdStride, nb, y); break;
     default: rtile4x1k(14, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, tmp, false);
   }
@@ -1537,13 +1779,43 @@ export function intRowScratch(type: i32, K: i32): i32 {
 }
 
 /**
- * Copy `rows` rows of W (rowBytes each, blocks of bs bytes) from src to dst interleaved by 4 rows, the
+ * Q4_K's copy (rtileQ4KLanes): of the 4 super-blocks at blk, blk + rb, .. (4 rows), d and dmin as f32 at pd,
+ * pdm, the scales at psc and the minimums at pmn in the tile's order; tmp: 64 bytes of scratch (the
+ * 6-bit values unpacked, k4ScalesMins), which the quants overwrite afterwards
+ */
+function q4kFields(blk: usize, rb: usize, pd: usize, pdm: usize, psc: usize, pmn: usize, tmp: usize): void {
+  for (let i: usize = 0; i < 4; i++) {
+    const r = blk + i * rb;
+    store<f32>(pd + i * 4, f16At(r));
+    store<f32>(pdm + i * 4, f16At(r + 2));
+    v128.store(tmp + i * 16, k4ScalesMins(r));
+  }
+  for (let i: usize = 0; i < 4; i++) {
+    const sm = tmp + i * 16;
+    for (let j: usize = 0; j < 8; j++) {
+      const sc = load<u8>(sm + j);
+      store<u8>(psc + j * 8 + i * 2, sc);
+      store<u8>(psc + j * 8 + i * 2 + 1, sc);
+      store<u8>(pmn + (j >> 1) * 8 + i * 2 + (j & 1), load<u8>(sm + 8 + j));
+    }
+  }
+}
+
+/** Q4_K's copy: the quants of the 4 super-blocks at blk, blk + rb, .., vector v of jj at pq + (8 jj + v) vs */
+function q4kQuants(blk: usize, rb: usize, pq: usize, vs: usize): void {
+  for (let jj: usize = 0; jj < 4; jj++)
+    for (let v: usize = 0; v < 8; v++)
+      for (let i: usize = 0; i < 4; i++) store<u32>(pq + (jj * 8 + v) * vs + i * 4, load<u32>(blk + i * rb + 16 + jj * 32 + v * 4));
+}
+
+/**
+ * Copy `rows` rows of W (GGML type `type`, rowBytes each, blocks of bs bytes) from src to dst interleaved by 4 rows, the
  * decode tiles' layout: rows 4g..4g+3 occupy dst + 4 g rowBytes, block b of row 4g + i at
  * (4 b + i) bs within it; a last group of fewer than 4 rows stays row by row. The same bytes, in the
  * order the 4-row tile reads them (one sequential stream instead of 4: about 2x the DRAM throughput
  * for rows of 1.5 KiB and more on this machine).
  */
-export function interleave4(src: usize, dst: usize, rows: i32, rowBytes: i32, bs: i32): void {
+export function interleave4(src: usize, dst: usize, rows: i32, rowBytes: i32, bs: i32, type: i32): void {
   const rb = <usize>rowBytes, b = <usize>bs;
   const nb = rb / b;
   const full = rows & ~3;
@@ -1552,12 +1824,32 @@ export function interleave4(src: usize, dst: usize, rows: i32, rowBytes: i32, bs
       // block-32 types in the relaxed build: per block of a group, the 4 rows' fp16 scales as f32
       // (exact), then the 4 blocks without their scales (decodeExtra32: 8 bytes more per group block)
       let d = dst;
-      for (let g = 0; g < full; g += 4) {
+      let g0 = 0;
+      if (type == 2) {
+        // Q4_0: one row per 32-bit lane, groups of 8 rows then one of 4 (rtileQ4Lanes)
+        const full8 = rows & ~7;
+        for (let g = 0; g < full8; g += 8) {
+          const s0 = src + <usize>g * rb;
+          for (let k: usize = 0; k < nb; k++) {
+            for (let i: usize = 0; i < 8; i++) store<f32>(d + i * 4, f16At(s0 + i * rb + k * b));
+            d += 32;
+            for (let v: usize = 0; v < 4; v++)
+              for (let i: usize = 0; i < 8; i++, d += 4) store<u32>(d, load<u32>(s0 + i * rb + k * b + 2 + v * 4));
+          }
+        }
+        g0 = full8;
+      }
+      for (let g = g0; g < full; g += 4) {
         const s0 = src + <usize>g * rb;
         for (let k: usize = 0; k < nb; k++) {
           for (let i: usize = 0; i < 4; i++) store<f32>(d + i * 4, f16At(s0 + i * rb + k * b));
           d += 16;
-          for (let i: usize = 0; i < 4; i++, d += b - 2) memory.copy(d, s0 + i * rb + k * b + 2, b - 2);
+          if (type == 2) {
+            for (let v: usize = 0; v < 4; v++)
+              for (let i: usize = 0; i < 4; i++, d += 4) store<u32>(d, load<u32>(s0 + i * rb + k * b + 2 + v * 4));
+          } else {
+            for (let i: usize = 0; i < 4; i++, d += b - 2) memory.copy(d, s0 + i * rb + k * b + 2, b - 2);
+          }
         }
       }
       if (full < rows) memory.copy(d, src + <usize>full * rb, <usize>(rows - full) * rb);
@@ -1567,24 +1859,32 @@ export function interleave4(src: usize, dst: usize, rows: i32, rowBytes: i32, bs
   if (b == 144 || b == 210) {
     if (ASC_FEATURE_RELAXED_SIMD) {
       // Q4_K / Q6_K in the relaxed build: per super-block of a group, the 4 rows' d (and dmin) as f32
-      // (exact), then the rows: Q4_K [scales, minimums as u8 x 16 | the 128 nibble bytes], Q6_K [the 16
-      // scales | 256 quants as bytes, q6Paired] (decodeExtra32: 32 / 264 bytes more per group block)
+      // (exact), then Q4_K: the layout of rtileQ4KLanes; Q6_K: the rows [the 16 scales | 256 quants as
+      // bytes, q6Paired] (decodeExtra32: 64 / 264 bytes more per group block)
       let d = dst;
-      for (let g = 0; g < full; g += 4) {
+      let g0 = 0;
+      if (b == 144) {
+        // Q4_K: groups of 8 rows (rtileQ4KLanes8), then one of 4
+        const full8 = rows & ~7;
+        for (let g = 0; g < full8; g += 8) {
+          const s0 = src + <usize>g * rb;
+          for (let k: usize = 0; k < nb; k++, d += 1280) {
+            const blk = s0 + k * b;
+            for (let h: usize = 0; h < 2; h++) q4kFields(blk + h * 4 * rb, rb, d + h * 16, d + 32 + h * 16, d + 64 + h * 64, d + 192 + h * 32, d + 256 + h * 64);
+            for (let h: usize = 0; h < 2; h++) q4kQuants(blk + h * 4 * rb, rb, d + 256 + h * 16, 32);
+          }
+        }
+        g0 = full8;
+      }
+      for (let g = g0; g < full; g += 4) {
         const s0 = src + <usize>g * rb;
         for (let k: usize = 0; k < nb; k++) {
           if (b == 144) {
-            for (let i: usize = 0; i < 4; i++) {
-              const blk = s0 + i * rb + k * b;
-              store<f32>(d + i * 4, f16At(blk));
-              store<f32>(d + 16 + i * 4, f16At(blk + 2));
-            }
-            d += 32;
-            for (let i: usize = 0; i < 4; i++, d += 144) {
-              const blk = s0 + i * rb + k * b;
-              v128.store(d, k4ScalesMins(blk));
-              memory.copy(d + 16, blk + 16, 128);
-            }
+            // Q4_K: the layout of rtileQ4KLanes (groups of 4 here; interleaveQ4K makes the groups of 8)
+            const blk = s0 + k * b;
+            q4kFields(blk, rb, d, d + 16, d + 32, d + 96, d + 128);
+            q4kQuants(blk, rb, d + 128, 16);
+            d += 640;
           } else {
             for (let i: usize = 0; i < 4; i++) store<f32>(d + i * 4, f16At(s0 + i * rb + k * b + 208));
             d += 16;
@@ -1633,13 +1933,21 @@ function q6Paired(blk: usize, dst: usize): void {
 
 /**
  * Bytes the interleaved copy adds per full group of 4 rows and block, 0 for none (relaxed build: the
- * block-32 types' f32 scales 8; Q4_K's f32 d and dmin and unpacked scales 32; Q6_K's f32 d and bytes for
+ * block-32 types' f32 scales 8; Q4_K's f32 d and dmin, unpacked scales (doubled) and minimums 64; Q6_K's f32 d and bytes for
  * the 6-bit quants 264): the copy takes rows x rowBytes + (rows >> 2) x blocks x this.
  */
 export function decodeExtra32(type: i32): i32 {
   if (!ASC_FEATURE_RELAXED_SIMD) return 0;
   if (type == 2 || type == 6 || type == 8 || type == 20) return 8;
-  return type == 12 ? 32 : type == 14 ? 264 : 0;
+  return type == 12 ? 64 : type == 14 ? 264 : 0;
+}
+
+/**
+ * Rows of the interleaved copy's full groups (interleave4): 8 for Q4_0 and Q4_K in the relaxed build, else 4. Weights
+ * stacked end to end for one dispatch (fuseDecode) must each have a multiple of this many rows.
+ */
+export function decodeGroupRows(type: i32): i32 {
+  return ASC_FEATURE_RELAXED_SIMD && (type == 2 || type == 12) ? 8 : 4;
 }
 
 /** block bytes of the decode tiles' weight types (interleave4), 0 for the others */
@@ -1987,6 +2295,46 @@ function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
       for (let r = 0; r < nr; r += 4) {
         const rr = min(4, nr - r);
         let p0 = p + <usize>r * rowBytes + <usize>(min(r0 + r, full) >> 2) * <usize>nb * extra;
+        if (ASC_FEATURE_RELAXED_SIMD && type == 2 && extra != 0 && xa != 0 && rr == 4) {
+          // Q4_0's copy with one row per lane: a full group of 8 rows, half of one (a chunk starting or
+          // ending inside it), or the last group of 4
+          const R = r0 + r;
+          const full8 = rows & ~7;
+          const g4 = <usize>(4 * rowBytes) + <usize>nb * extra; // bytes of 4 rows in the copy
+          const xt = xa + <usize>t * <usize>actBytes8(K), dt = xd + <usize>t * 4, xst = xsum + <usize>t * sumStride;
+          const yt = y0 + <usize>t * N * 4 + <usize>r * 4;
+          if ((R & 7) == 0 && R + 8 <= full8 && r + 8 <= nr) {
+            rtileQ4Lanes8(p0, xt, dt, xdStride, nb, xst, yt);
+            r += 4;
+          } else if (R < full8) {
+            const h = <usize>((R >> 2) & 1);
+            const g = p0 - h * g4;
+            rtileQ4Lanes(g + h * 16, g + 32 + h * 16, 32, 160, 4, xt, dt, xdStride, nb, xst, yt);
+          } else {
+            rtileQ4Lanes(p0, p0 + 16, 16, 80, 4, xt, dt, xdStride, nb, xst, yt);
+          }
+          continue;
+        }
+        if (ASC_FEATURE_RELAXED_SIMD && type == 12 && extra != 0 && xa != 0 && rr == 4) {
+          // Q4_K's copy with one row per lane, the same groups as Q4_0's: a full group of 8 rows, half
+          // of one, or the last group of 4
+          const R = r0 + r;
+          const full8 = rows & ~7;
+          const g4 = <usize>(4 * rowBytes) + <usize>nb * extra; // bytes of 4 rows in the copy
+          const xt = xa + <usize>t * <usize>actBytes8(K), dt = xd + <usize>t * 4, xst = xsum + <usize>t * sumStride;
+          const yt = y0 + <usize>t * N * 4 + <usize>r * 4;
+          if ((R & 7) == 0 && R + 8 <= full8 && r + 8 <= nr) {
+            rtileQ4KLanes8(p0, xt, dt, xdStride, nb, xst, yt);
+            r += 4;
+          } else if (R < full8) {
+            const h = <usize>((R >> 2) & 1);
+            const g = p0 - h * g4;
+            rtileQ4KLanes(g + h * 16, 2, g + 64 + h * 64, g + 192 + h * 32, g + 256 + h * 16, 32, 1280, 4, xt, dt, xdStride, nb, xst, yt);
+          } else {
+            rtileQ4KLanes(p0, 1, p0 + 32, p0 + 96, p0 + 128, 16, 640, 4, xt, dt, xdStride, nb, xst, yt);
+          }
+          continue;
+        }
         let p1 = p0 + <usize>min(1, rr - 1) * rowBytes, p2 = p0 + <usize>min(2, rr - 1) * rowBytes, p3 = p0 + <usize>min(3, rr - 1) * rowBytes;
         let st = bs;
         let kind = type;

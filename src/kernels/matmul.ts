@@ -47,9 +47,10 @@ interface MatmulExports {
   quadBytes16(k: number): number;
   prepQuads16(q: number, nTok: number, k: number, dst: number): void;
   prepQuads(q: number, s32: number, nTok: number, k: number, dst: number): void;
-  interleave4(src: number, dst: number, rows: number, rowBytes: number, bs: number): void;
+  interleave4(src: number, dst: number, rows: number, rowBytes: number, bs: number, type: number): void;
   decodeBlockBytes(type: number): number;
   decodeExtra32(type: number): number;
+  decodeGroupRows(type: number): number;
   cholDiag(a: number, k: number, kb: number, e: number): number;
   zeroUpperRows(a: number, k: number, i0: number, i1: number): void;
   transposePad(x: number, nTok: number, k: number, xt: number, ld: number): void;
@@ -582,7 +583,7 @@ export class MatmulEngine {
     if (this.interleave && bs > 0 && w.rows >= 4 && w.rowBytes % bs === 0) {
       at = this.heap.alloc(this.interleavedBytes(w), WEIGHT_HEADROOM) ?? 0;
       if (at) {
-        this.exports.interleave4(w.ptr, at, w.rows, w.rowBytes, bs);
+        this.exports.interleave4(w.ptr, at, w.rows, w.rowBytes, bs, w.type.id);
         this.finalizer.register(w, at);
       }
     }
@@ -614,7 +615,7 @@ export class MatmulEngine {
    * as in its own matrix (the tiles start at groups of 4 rows; no weight has a tail group): the same
    * bits. It has no row-by-row bytes (ptr 0): matmulInt / matmul take it for one token only (under 4 for
    * matmulInt). null when the weights differ in type, columns or engine, a weight's rows are not a
-   * multiple of 4, the type has no one-token copy (F32: columns a multiple of 4; quantized: an integer
+   * multiple of 4 (but the last one's, of 8 for Q4_0 in the relaxed build: decodeGroupRows), the type has no one-token copy (F32: columns a multiple of 4; quantized: an integer
    * path), or the memory is full. The copy is released with the returned weight; the members' own
    * copies are not made (a member's own one-token matmul would make it).
    */
@@ -624,15 +625,16 @@ export class MatmulEngine {
     const bs = this.exports.decodeBlockBytes(w0.type.id);
     if (bs === 0 || w0.rowBytes % bs !== 0 || w0.ptr === 0) return null;
     if (w0.type.id === 0 ? w0.cols % 4 !== 0 : this.intBlock(w0) === 0) return null;
+    const group = this.exports.decodeGroupRows(w0.type.id); // rows of the copy's groups (Q4_0: 8)
     for (const w of ws) {
-      if (w.engine !== this || w.type.id !== w0.type.id || w.cols !== w0.cols || w.rowBytes !== w0.rowBytes || w.rows % 4 !== 0 || w.rows === 0 || w.ptr === 0) return null;
+      if (w.engine !== this || w.type.id !== w0.type.id || w.cols !== w0.cols || w.rowBytes !== w0.rowBytes || w.rows % (w === ws[ws.length - 1] ? 4 : group) !== 0 || w.rows === 0 || w.ptr === 0) return null;
     }
     const sizes = ws.map((w) => this.interleavedBytes(w));
     const at = this.heap.alloc(sizes.reduce((a, b) => a + b, 0), WEIGHT_HEADROOM);
     if (!at) return null;
     let o = at;
     ws.forEach((w, i) => {
-      this.exports.interleave4(w.ptr, o, w.rows, w.rowBytes, bs);
+      this.exports.interleave4(w.ptr, o, w.rows, w.rowBytes, bs, w.type.id);
       o += sizes[i];
     });
     const fused: KernelWeight = { engine: this, type: w0.type, rows: ws.reduce((a, w) => a + w.rows, 0), cols: w0.cols, rowBytes: w0.rowBytes, ptr: 0 };
