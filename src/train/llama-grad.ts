@@ -435,6 +435,11 @@ export class TrainModel {
     }
   }
 
+  /** the loss gradient of the embedding rows the last backward read, per position ((batch x ctx) x dim; valid until the next pass) */
+  inputGrads(): Vec {
+    return this.buf.get('dx')!;
+  }
+
   /** Backward pass of the last forward: gradients are added to `grads`. */
   backward(): void {
     const c = this.config;

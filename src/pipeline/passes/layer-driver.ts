@@ -18,6 +18,7 @@ import { rmsnorm } from '../../model/llama.js';
 import type { LlamaConfig } from '../../model/types.js';
 import { algorithmsOf, learnsLayer, scalesInputs, type AlgorithmSpec } from '../algorithms.js';
 import { autoroundSchedule, BLOCK_MOVE, BLOCK_TENSORS, BlockRunner, blockObjectiveRefusal, blockWindowsUsed, evalWindows, refineBlock, refineHead, type BlockJudge, type BlockLinear } from '../block-round.js';
+import { embeddingFisher } from '../embedding-fisher.js';
 import { omniquantLayer } from '../omniquant.js';
 import type { QuantizePlan } from '../plan.js';
 import { awqFoldPair, awqLinears, expertAwqLinears, foldScales, shiftGroup } from './fold.js';
@@ -61,7 +62,12 @@ export async function layerPass(input: LayerPassInput): Promise<{ added: Map<str
   say(`calibration: ${windows.length} sequences of ${ctx} tokens`);
   // token embeddings: no calibration (a lookup, not a product); quantized first so layer 0 sees them
   const embFp = block ? Float32Array.from(weights.get('token_embd.weight')!.data) : undefined;
-  await rounder.quantizeWeight('token_embd.weight', undefined);
+  // --embedding-fisher: the float model's Fisher at the embedding rows as their H (algorithms that use one)
+  const embStats = o.embeddingFisher > 0 && weights.has('token_embd.weight') && planOf.has('token_embd.weight') && codecOf(planOf.get('token_embd.weight')!)
+    ? lc.timed('statistics', () => embeddingFisher(config, (n) => weights.get(n)?.data, windows, ctx, o.embeddingFisher, o.seed, threads))
+    : undefined;
+  if (embStats) notes.push(`token_embd rounded on the float model's Fisher at its rows (${o.embeddingFisher} sampled tokens per position)`);
+  await rounder.quantizeWeight('token_embd.weight', embStats);
   lc.embed();
   let xFp: Float32Array | undefined;
   if (block) {
