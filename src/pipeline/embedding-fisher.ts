@@ -36,6 +36,18 @@ export class FisherStats implements InputStatistics {
  * calibration windows, `samples` sampled label sets per window (seeded: the same bytes for the same seed).
  */
 export function embeddingFisher(config: ModelConfig, weight: (name: string) => Float32Array | undefined, windows: readonly Int32Array[], ctx: number, samples: number, seed: number, threads = 1): FisherStats {
+  return new FisherStats(config.dim, residualFisher(config, weight, windows, ctx, samples, seed, [0], threads).get(0)!);
+}
+
+/**
+ * The same Fisher at residual points of the float model: point l is layer l's input (0: the embedding
+ * rows, l: layer l - 1's output, nLayers: the last layer's output, before the final norm), each
+ * H = 2 mean over positions g g^T (dim x dim) of the sampled log-likelihood's gradient there. Point
+ * l + 1 is the metric of layer l's output error in the KL divergence of the model's distributions
+ * (the later layers' Jacobians included, to first order).
+ */
+export function residualFisher(config: ModelConfig, weight: (name: string) => Float32Array | undefined, windows: readonly Int32Array[], ctx: number, samples: number, seed: number, points: readonly number[], threads = 1): Map<number, Float64Array> {
+  if (!points.every((p) => Number.isInteger(p) && p >= 0 && p <= config.nLayers)) fail(`internal: residual points ${points.join(', ')} outside 0..${config.nLayers}`);
   if (!(Number.isInteger(samples) && samples >= 1)) fail(`--embedding-fisher: samples per window must be a whole number >= 1, got ${samples}`);
   const names: string[] = [];
   for (let l = 0; l < config.nLayers; l++) for (const n of BLOCK_TENSORS) names.push(`blk.${l}.${n}.weight`);
@@ -56,7 +68,20 @@ export function embeddingFisher(config: ModelConfig, weight: (name: string) => F
     }
     const dim = config.dim;
     const V = config.vocabSize;
-    const h = new Float64Array(dim * dim);
+    const hs = new Map(points.map((p) => [p, new Float64Array(dim * dim)]));
+    m.onResidualGrads = (l, g) => {
+      const h = hs.get(l);
+      if (!h) return;
+      for (let t = 0; t < ctx; t++) {
+        const gt = g.subarray(t * dim, (t + 1) * dim);
+        for (let a = 0; a < dim; a++) {
+          const ga = gt[a];
+          if (ga === 0) continue;
+          const ha = a * dim;
+          for (let b = 0; b < dim; b++) h[ha + b] += ga * gt[b];
+        }
+      }
+    };
     const rand = rngStream('embeddingFisher', seed);
     let count = 0;
     for (const w of windows) {
@@ -84,22 +109,33 @@ export function embeddingFisher(config: ModelConfig, weight: (name: string) => F
         }
         m.zeroGrads();
         m.backward();
-        const g = m.inputGrads();
-        for (let t = 0; t < ctx; t++) {
-          const gt = g.subarray(t * dim, (t + 1) * dim);
-          for (let a = 0; a < dim; a++) {
-            const ga = gt[a];
-            if (ga === 0) continue;
-            const ha = a * dim;
-            for (let b = 0; b < dim; b++) h[ha + b] += ga * gt[b];
-          }
-        }
         count += ctx;
       }
     }
-    for (let i = 0; i < h.length; i++) h[i] *= 2 / count;
-    return new FisherStats(dim, h);
+    for (const h of hs.values()) for (let i = 0; i < h.length; i++) h[i] *= 2 / count;
+    return hs;
   } finally {
     be.close?.();
   }
+}
+
+/** the ridge added to each normalized block-output Fisher (a tenth of the squared error stays in the objective) */
+export const BLOCK_FISHER_RIDGE = 0.1;
+
+/**
+ * --autoround-block-fisher: per layer output (point l + 1, l < nLayers) the metric M = F / (tr F / dim) +
+ * BLOCK_FISHER_RIDGE I of its error, F the residual Fisher there (residualFisher).
+ */
+export function blockFisherMetrics(config: ModelConfig, weight: (name: string) => Float32Array | undefined, windows: readonly Int32Array[], ctx: number, samples: number, seed: number, threads = 1): Map<number, Float64Array> {
+  const dim = config.dim;
+  const points = Array.from({ length: config.nLayers }, (_, l) => l + 1);
+  const fs = residualFisher(config, weight, windows, ctx, samples, seed, points, threads);
+  for (const h of fs.values()) {
+    let tr = 0;
+    for (let j = 0; j < dim; j++) tr += h[j * dim + j];
+    const k = tr > 0 ? dim / tr : 0;
+    for (let i = 0; i < h.length; i++) h[i] *= k;
+    for (let j = 0; j < dim; j++) h[j * dim + j] += BLOCK_FISHER_RIDGE;
+  }
+  return fs;
 }

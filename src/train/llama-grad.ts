@@ -175,6 +175,12 @@ export class TrainModel {
    * that learn only the first layer's linears (AutoRound's block objective): the q/k/v input products are skipped.
    */
   inputGradient = true;
+  /**
+   * Called by backward with the loss gradient of the residual stream at layer l's input (l = nLayers: the
+   * last layer's output) for l = nLayers, ..., 0 ((batch x ctx) x dim; a view, valid during the call):
+   * the Fisher of the block outputs (src/pipeline/embedding-fisher.ts).
+   */
+  onResidualGrads: ((l: number, dx: Vec) => void) | null = null;
   private readonly buf = new Map<string, Vec>();
   private readonly acts: LayerActs[] = [];
   private readonly ropeCos: Float64Array; // (T, ropeDim/2)
@@ -435,11 +441,6 @@ export class TrainModel {
     }
   }
 
-  /** the loss gradient of the embedding rows the last backward read, per position ((batch x ctx) x dim; valid until the next pass) */
-  inputGrads(): Vec {
-    return this.buf.get('dx')!;
-  }
-
   /** Backward pass of the last forward: gradients are added to `grads`. */
   backward(): void {
     const c = this.config;
@@ -452,9 +453,11 @@ export class TrainModel {
     const dx = this.buf.get('dx')!;
     dx.fill(0);
     rmsnormBackward(dx, this.view('output_norm.weight', this.grads), dxf, this.buf.get(`x${c.nLayers}`)!, this.buf.get('rFinal')!, this.view('output_norm.weight'), N, c.dim);
+    this.onResidualGrads?.(c.nLayers, dx);
     for (let l = c.nLayers - 1; l >= 0; l--) {
       if (this.checkpointActivations) this.layerForward(l, this.buf.get('xf')!); // recompute (xf is free scratch now)
       this.layerBackward(l, dx);
+      this.onResidualGrads?.(l, dx);
     }
     // embedding rows
     const gEmb = this.view('token_embd.weight', this.grads);
