@@ -69,6 +69,7 @@ export const RNG_STREAMS = Object.freeze({
   omniquantOrder: { generator: 'mulberry32', salt: 0x0a1c, yields: 'unit', user: 'pipeline/omniquant.ts: the minibatch order' },
   spinquantOrder: { generator: 'mulberry32', salt: 0x5919, yields: 'unit', user: 'pipeline/spinquant.ts: the minibatch order' },
   blockRoundOrder: { generator: 'mulberry32', salt: 0xb10c, yields: 'unit', user: 'pipeline/block-round.ts: the minibatch order' },
+  embeddingFisher: { generator: 'mulberry32', salt: 0xf15e, yields: 'unit', user: 'pipeline/embedding-fisher.ts: the sampled next tokens' },
   lorcStart: { generator: 'mulberry32', salt: 0x10bc, yields: 'unit', user: 'algos/lorc.ts: the power iteration\'s start' },
   allocateSearch: { generator: 'xorshift32', salt: 0x9e3779b9, yields: 'u32', user: 'pipeline/allocate.ts: the evolutionary search\'s mutations' },
   auditBoxes: { generator: 'xorshift32', salt: 0xb0c5, yields: 'u32', user: 'audit/boxes.ts: the sampled points inside a box' },

@@ -173,6 +173,36 @@ test('AutoRound block objective: the backward without the input gradient gives t
   assert.deepEqual(partial, full);
 });
 
+test('AutoRound block objective: a metric M measures the output error as d^T M d (M = I: the squared error and its gradient; M = diag(c): each column weighted)', () => {
+  const { w, x } = setup(3);
+  const runner = new BlockRunner(config, ctx);
+  runner.load((n) => w.get(n)!);
+  const n = ctx * config.dim;
+  const dim = config.dim;
+  const target = Float32Array.from(x.subarray(0, n), (v) => v * 0.9);
+  const m = runner.model;
+  const run = (M: Float64Array | null) => {
+    runner.metric = M;
+    m.zeroGrads();
+    const e = runner.error(runner.forward(x.subarray(0, n)), target, true);
+    runner.metric = null;
+    return { e, g: Float32Array.from(m.view('blk.0.ffn_down.weight', m.grads)) };
+  };
+  const plain = run(null);
+  const eye = new Float64Array(dim * dim);
+  for (let j = 0; j < dim; j++) eye[j * dim + j] = 1;
+  const id = run(eye);
+  assert.ok(Math.abs(id.e / plain.e - 1) < 1e-9);
+  for (let i = 0; i < plain.g.length; i++) assert.ok(Math.abs(id.g[i] - plain.g[i]) <= 1e-5 * (Math.abs(plain.g[i]) + 1e-6));
+  // weight column 5 by 3: its squared error counted three times
+  const y = Float32Array.from(runner.forward(x.subarray(0, n)));
+  let col5 = 0;
+  for (let t = 0; t < ctx; t++) col5 += (y[t * dim + 5] - target[t * dim + 5]) ** 2;
+  const c = Float64Array.from(eye);
+  c[5 * dim + 5] = 3;
+  assert.ok(Math.abs(run(c).e - (plain.e + 2 * col5)) < 1e-6 * plain.e);
+});
+
 test('AutoRound schedules: block 20 steps from 0.01, per-linear 100 from 1/100, after GPTQ the block one; flags win', () => {
   const o = { autoroundIters: 0, autoroundLr: 0, autoroundObjective: 'block' as const };
   assert.deepEqual(autoroundSchedule(o, 'block'), { iters: 20, lr: 0.01 });

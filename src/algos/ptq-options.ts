@@ -52,6 +52,10 @@ export interface PtqOptions {
   readonly autoroundHeadLr: number;
   /** AutoRound (block objective): learn the token embedding's rounding in layer 0's block stage (its input) */
   readonly autoroundEmbedding: boolean;
+  /** the token embedding rounded by its algorithms with the float model's Fisher at its rows as H (sampled label sets per window; 0 = off: round to nearest) */
+  readonly embeddingFisher: number;
+  /** AutoRound (block objective): each layer's output error measured in the float model's Fisher at that point (sampled label sets per window; 0 = off: the squared error) */
+  readonly autoroundBlockFisher: number;
   /** OmniQuant: Adam iterations, first step (0 = 0.005), calibration windows per step, learn the equivalent transforms (LET) */
   readonly omniquantIters: number;
   readonly omniquantLr: number;
@@ -108,6 +112,8 @@ export const PTQ_OPTIONS: readonly PtqOptionSpec[] = Object.freeze([
   { key: 'autoroundHeadIters', flag: 'autoround-head-iters', type: 'int', default: 0, min: 0, max: 100000, help: 'AutoRound (block objective): after its per-linear start, learn the output head\'s rounding on the KL divergence of the quantized model\'s logits from the float model\'s, this many signed-gradient steps (--autoround-batch windows per step, the iterate judged every tenth of the steps; 0 = off)' },
   { key: 'autoroundHeadLr', flag: 'autoround-head-lr', type: 'number', default: 0, min: 0, max: 0.5, help: 'AutoRound: first step of the output head\'s rounding offsets on the logits\' KL divergence, decayed linearly (0 = 0.2 / --autoround-head-iters)' },
   { key: 'autoroundEmbedding', flag: 'autoround-embedding', type: 'boolean', default: false, help: 'AutoRound (block objective): learn the token embedding\'s rounding in layer 0\'s block stage, through the layer\'s input gradient (untied embeddings; rows of tokens absent from the calibration keep theirs)' },
+  { key: 'embeddingFisher', flag: 'embedding-fisher', type: 'int', default: 0, min: 0, max: 64, help: 'calibrated methods: round the token embedding with its algorithms (GPTQ, AutoRound, ...) on H = the Fisher of the float model\'s next-token distributions at its rows, from N sampled next tokens per position and window (a forward and backward of the float model each; 0 = off: round to nearest)' },
+  { key: 'autoroundBlockFisher', flag: 'autoround-block-fisher', type: 'int', default: 0, min: 0, max: 64, help: 'AutoRound (block objective): measure each layer\'s output error d by d^T M d, M the float model\'s Fisher of its next-token distributions at that layer\'s output (normalized to trace dim, plus 0.1 I), from N sampled next tokens per position and window (0 = off: the squared error d^T d)' },
   { key: 'omniquantIters', flag: 'omniquant-iters', type: 'int', default: 40, min: 0, max: 100000, help: 'OmniQuant: Adam steps per layer on the block output error (learned clip ratios and equivalent-transform scales)' },
   { key: 'omniquantLr', flag: 'omniquant-lr', type: 'number', default: 0, min: 0, max: 1, help: 'OmniQuant: first Adam step of the log-scales and clip ratios, decayed linearly (0 = 0.01)' },
   { key: 'omniquantBatch', flag: 'omniquant-batch', type: 'int', default: 4, min: 1, max: 4096, help: 'OmniQuant: calibration windows per step' },

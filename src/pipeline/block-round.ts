@@ -316,13 +316,39 @@ export class BlockRunner {
     return this.model.layerForwardOn(0, this.x);
   }
 
+  /**
+   * --autoround-block-fisher: the output error's metric (dim x dim, symmetric): the error of a token is
+   * d^T M d instead of d^T d (null: the plain squared error)
+   */
+  metric: Float64Array | null = null;
+
   /** squared error of the last forward's output against target; with `backward`, its gradient (scaled by `scale`) is added to grads */
   error(y: Vec, target: Float32Array, backward = false, scale = 1): number {
+    if (this.metric) return this.metricError(this.metric, y, target, backward, scale);
     let s = 0;
     for (let i = 0; i < y.length; i++) {
       const d = y[i] - target[i];
       s += d * d;
       if (backward) this.dOut[i] = 2 * d * scale;
+    }
+    if (backward) this.dX = this.model.layerBackwardOn(0, this.dOut);
+    return s;
+  }
+
+  private metricError(M: Float64Array, y: Vec, target: Float32Array, backward: boolean, scale: number): number {
+    const dim = this.config.dim;
+    const d = new Float64Array(dim);
+    let s = 0;
+    for (let t = 0; t < y.length / dim; t++) {
+      const o = t * dim;
+      for (let j = 0; j < dim; j++) d[j] = y[o + j] - target[o + j];
+      for (let a = 0; a < dim; a++) {
+        let md = 0;
+        const ra = a * dim;
+        for (let b = 0; b < dim; b++) md += M[ra + b] * d[b];
+        s += d[a] * md;
+        if (backward) this.dOut[o + a] = 2 * md * scale;
+      }
     }
     if (backward) this.dX = this.model.layerBackwardOn(0, this.dOut);
     return s;
@@ -469,7 +495,8 @@ export function refineBlock(runner: BlockRunner, linears: readonly BlockLinear[]
   const values = new Map(state.map((s) => [s.spec.name, s.values as Float32Array]));
   // the caller's judge only without checkpoints (they judge mid-run iterates) and without the input learner
   // (it rewrites xIn, which the caller's runtime does not see): then the runner's own loss throughout
-  const judge = !evalEvery && !emb ? o.judge : undefined;
+  // (and without a metric: the caller's judge measures the plain squared error)
+  const judge = !evalEvery && !emb && !runner.metric ? o.judge : undefined;
   const evalLoss = (last: boolean) => (judge ? judge.loss(values, last) : runner.loss(xIn, target, evalSet));
   const m = runner.model;
   m.inputGradient = !!emb; // only the linears' gradients are used (and the input's when the embedding learns)

@@ -185,6 +185,12 @@ export class TrainModel {
   inputGradient = true;
   /** attention's query rows per causal block (CAUSAL_ROWS; ctx or more: the full T x T products) */
   causalRows = CAUSAL_ROWS;
+  /**
+   * Called by backward with the loss gradient of the residual stream at layer l's input (l = nLayers: the
+   * last layer's output) for l = nLayers, ..., 0 ((batch x ctx) x dim; a view, valid during the call):
+   * the Fisher of the block outputs (src/pipeline/embedding-fisher.ts).
+   */
+  onResidualGrads: ((l: number, dx: Vec) => void) | null = null;
   private readonly buf = new Map<string, Vec>();
   private readonly acts: LayerActs[] = [];
   private readonly ropeCos: Float64Array; // (T, ropeDim/2)
@@ -463,9 +469,11 @@ export class TrainModel {
     const dx = this.buf.get('dx')!;
     dx.fill(0);
     rmsnormBackward(dx, this.view('output_norm.weight', this.grads), dxf, this.buf.get(`x${c.nLayers}`)!, this.buf.get('rFinal')!, this.view('output_norm.weight'), N, c.dim);
+    this.onResidualGrads?.(c.nLayers, dx);
     for (let l = c.nLayers - 1; l >= 0; l--) {
       if (this.checkpointActivations) this.layerForward(l, this.buf.get('xf')!); // recompute (xf is free scratch now)
       this.layerBackward(l, dx);
+      this.onResidualGrads?.(l, dx);
     }
     // embedding rows
     const gEmb = this.view('token_embd.weight', this.grads);

@@ -18,6 +18,7 @@ import { rmsnorm } from '../../model/llama.js';
 import type { LlamaConfig } from '../../model/types.js';
 import { algorithmsOf, learnsLayer, scalesInputs, type AlgorithmSpec } from '../algorithms.js';
 import { autoroundSchedule, BLOCK_MOVE, BLOCK_TENSORS, BlockRunner, blockObjectiveRefusal, blockWindowsUsed, evalWindows, refineBlock, refineHead, type BlockJudge, type BlockLinear } from '../block-round.js';
+import { blockFisherMetrics, embeddingFisher } from '../embedding-fisher.js';
 import { omniquantLayer } from '../omniquant.js';
 import type { QuantizePlan } from '../plan.js';
 import { awqFoldPair, awqLinears, expertAwqLinears, foldScales, shiftGroup } from './fold.js';
@@ -61,7 +62,25 @@ export async function layerPass(input: LayerPassInput): Promise<{ added: Map<str
   say(`calibration: ${windows.length} sequences of ${ctx} tokens`);
   // token embeddings: no calibration (a lookup, not a product); quantized first so layer 0 sees them
   const embFp = block ? Float32Array.from(weights.get('token_embd.weight')!.data) : undefined;
-  await rounder.quantizeWeight('token_embd.weight', undefined);
+  // --embedding-fisher / --autoround-block-fisher: the float model on the training engine (layers read one at a time are read here)
+  const fisherNeeded = (o.embeddingFisher > 0 && weights.has('token_embd.weight') && planOf.has('token_embd.weight') && !!codecOf(planOf.get('token_embd.weight')!)) || (!!block && o.autoroundBlockFisher > 0);
+  const floats = new Map<string, Float32Array>();
+  if (fisherNeeded) {
+    for (const [n, t] of weights) floats.set(n, n === 'token_embd.weight' ? Float32Array.from(t.data) : t.data);
+    for (const n of model.lazy) floats.set(n, (await model.readWeight(n)).data);
+  }
+  // --embedding-fisher: the float model's Fisher at the embedding rows as their H (algorithms that use one)
+  const embStats = fisherNeeded && o.embeddingFisher > 0 && codecOf(planOf.get('token_embd.weight')!)
+    ? lc.timed('statistics', () => embeddingFisher(config, (n) => floats.get(n), windows, ctx, o.embeddingFisher, o.seed, threads))
+    : undefined;
+  if (embStats) notes.push(`token_embd rounded on the float model's Fisher at its rows (${o.embeddingFisher} sampled tokens per position)`);
+  await rounder.quantizeWeight('token_embd.weight', embStats);
+  // --autoround-block-fisher: the metric of each layer's output error (point l + 1 of the float stream), before any weight is rounded
+  const blockMetric = block && o.autoroundBlockFisher > 0
+    ? lc.timed('statistics', () => blockFisherMetrics(config, (n) => floats.get(n), windows, ctx, o.autoroundBlockFisher, o.seed, threads))
+    : undefined;
+  floats.clear();
+  if (blockMetric) notes.push(`AutoRound block objective measured in the float model's Fisher at each layer output (${o.autoroundBlockFisher} sampled tokens per position)`);
   lc.embed();
   let xFp: Float32Array | undefined;
   if (block) {
@@ -125,7 +144,9 @@ export async function layerPass(input: LayerPassInput): Promise<{ added: Map<str
     // the runtime judges the start and the last / best iterate; not the checkpoints' mid-run iterates
     // (--autoround-block-eval) nor an input the embedding learner rewrites: there the runner's own loss
     const judge = !o.autoroundBlockEval && !input ? runtimeJudge(l, xIn, target) : undefined;
+    runner.metric = blockMetric?.get(l + 1) ?? null;
     const r = refineBlock(runner, specs, xIn, target, { ...autoroundSchedule(o, 'block'), batch: o.autoroundBatch, seed: o.seed + l, evalEvery: o.autoroundBlockEval, input, judge });
+    runner.metric = null;
     if (r.input && emb && embQ && embFp) {
       quantized.set('token_embd.weight', { ...embQ, bytes: r.input.bytes, sqnrDb: sqnrDb(embFp, r.input.q), algorithm: `${embQ.algorithm} (block)` });
       emb.data.set(r.input.q);

@@ -11,10 +11,10 @@ import type { Recipe } from '../../algos/recipe.js';
 import { sqnrDb } from '../../eval/metrics.js';
 import { fromFloat32, toFloat32 } from '../../io/tensor-data.js';
 import { ggmlRoundsFloats } from '../../quant/ggml/registry.js';
-import { algorithmsOf, needsHandler, roundWeight, type ExtraTensor } from '../algorithms.js';
+import { algorithmsOf, needsHandler, roundWeight, type ExtraTensor, type InputStatistics } from '../algorithms.js';
 import type { GptqWorkers } from '../gptq-parts.js';
 import type { QuantizePlan, TensorPlan } from '../plan.js';
-import { expertView, type ExpertStats, type FloatTensor, type InputStats } from './input-stats.js';
+import { expertView, type ExpertStats, type FloatTensor } from './input-stats.js';
 import { codecOf } from './load.js';
 
 export interface PtqTensor {
@@ -46,7 +46,7 @@ export class WeightRounder {
   }
 
   /** round a weight with its algorithms; the runtime (and later layers) then see the quantized values */
-  async quantizeWeight(name: string, stats: InputStats | undefined): Promise<void> {
+  async quantizeWeight(name: string, stats: InputStatistics | undefined): Promise<void> {
     const p = this.planOf.get(name);
     const t = this.weights.get(name);
     if (!p || !t) fail(`model has no tensor ${name}`);
