@@ -11,6 +11,7 @@
 // Scalar parts in f64 exactly as the reference's JavaScript arithmetic; the row updates of G in f32
 // lanes with separate multiply and add (no fused multiply-add in either build: the reference rounds the
 // product, then the sum).
+import { choiceHalf, stepHalf } from './_sign-step';
 
 export function heapBase(): usize {
   return __heap_base;
@@ -84,9 +85,6 @@ export function sweepRow(g: usize, h: usize, hd: usize, v: usize, t: usize, lo: 
   let loss: f64 = 0;
   const sp = f64x2.splat(step);
   const sn = f64x2.splat(-step);
-  const half = f64x2.splat(0.5);
-  const nhalf = f64x2.splat(-0.5);
-  const zero = f64x2.splat(0);
   let col = 0;
   while (col < k) {
     const b = col / bs;
@@ -101,13 +99,11 @@ export function sweepRow(g: usize, h: usize, hd: usize, v: usize, t: usize, lo: 
       const c4 = i32x4.extend_low_i16x8_u(i16x8.extend_low_i8x16_u(v128.load32_zero(ch + <usize>col)));
       const cm = i32x4.ne(c4, i32x4.splat(0)); // lanes choosing hi
       const v4 = v128.load(v + o);
-      let vl = f64x2.sub(f64x2.promote_low_f32x4(v4), v128.bitselect(sp, sn, f64x2.gt(gl, zero)));
-      let vh = f64x2.sub(f64x2.promote_low_f32x4(hiHalf(v4)), v128.bitselect(sp, sn, f64x2.gt(gh, zero)));
-      vl = v128.bitselect(half, v128.bitselect(nhalf, vl, f64x2.lt(vl, nhalf)), f64x2.gt(vl, half));
-      vh = v128.bitselect(half, v128.bitselect(nhalf, vh, f64x2.lt(vh, nhalf)), f64x2.gt(vh, half));
+      const vl = stepHalf(f64x2.promote_low_f32x4(v4), gl, sp, sn);
+      const vh = stepHalf(f64x2.promote_low_f32x4(hiHalf(v4)), gh, sp, sn);
       const t4 = v128.load(t + o);
-      const nl = f64x2.ge(f64x2.add(f64x2.promote_low_f32x4(t4), vl), half);
-      const nh = f64x2.ge(f64x2.add(f64x2.promote_low_f32x4(hiHalf(t4)), vh), half);
+      const nl = choiceHalf(f64x2.promote_low_f32x4(t4), vl);
+      const nh = choiceHalf(f64x2.promote_low_f32x4(hiHalf(t4)), vh);
       // proposals: g != 0 and the new choice differs from the old one
       const n4 = i8x16.shuffle(nl, nh, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27);
       const live = f32x4.ne(g4, f32x4.splat(0));

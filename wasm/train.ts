@@ -16,6 +16,7 @@
 // Tiles: 4 rows of C x 8 columns (8 f32x4 accumulators), the columns blocked by 64 so a k x 64 panel
 // of B stays in L2 while all row blocks pass over it. Columns past a multiple of 4 and rows past a
 // multiple of 4 take the narrower paths below (same order of operations).
+import { choiceHalf, stepHalf } from './_sign-step';
 
 export function heapBase(): usize {
   return __heap_base;
@@ -188,9 +189,6 @@ export function runChunk(job: usize, chunk: i32, thread: i32): void {
 export function signStep(g: usize, lo: usize, hi: usize, t: usize, v: usize, ch: usize, values: usize, n: i32, step: f64, tr: usize, rows: i32, cols: i32): void {
   const sp = f64x2.splat(step);
   const sn = f64x2.splat(-step);
-  const half = f64x2.splat(0.5);
-  const nhalf = f64x2.splat(-0.5);
-  const zero = f64x2.splat(0);
   let e = 0;
   for (; e + 4 <= n; e += 4) {
     const o = <usize>e << 2;
@@ -199,13 +197,11 @@ export function signStep(g: usize, lo: usize, hi: usize, t: usize, v: usize, ch:
     const gl = f64x2.promote_low_f32x4(g4);
     const gh = f64x2.promote_low_f32x4(hi2(g4));
     const v4 = v128.load(v + o);
-    let vl = f64x2.sub(f64x2.promote_low_f32x4(v4), v128.bitselect(sp, sn, f64x2.gt(gl, zero)));
-    let vh = f64x2.sub(f64x2.promote_low_f32x4(hi2(v4)), v128.bitselect(sp, sn, f64x2.gt(gh, zero)));
-    vl = v128.bitselect(half, v128.bitselect(nhalf, vl, f64x2.lt(vl, nhalf)), f64x2.gt(vl, half));
-    vh = v128.bitselect(half, v128.bitselect(nhalf, vh, f64x2.lt(vh, nhalf)), f64x2.gt(vh, half));
+    const vl = stepHalf(f64x2.promote_low_f32x4(v4), gl, sp, sn);
+    const vh = stepHalf(f64x2.promote_low_f32x4(hi2(v4)), gh, sp, sn);
     const t4 = v128.load(t + o);
-    const nl = f64x2.ge(f64x2.add(f64x2.promote_low_f32x4(t4), vl), half);
-    const nh = f64x2.ge(f64x2.add(f64x2.promote_low_f32x4(hi2(t4)), vh), half);
+    const nl = choiceHalf(f64x2.promote_low_f32x4(t4), vl);
+    const nh = choiceHalf(f64x2.promote_low_f32x4(hi2(t4)), vh);
     const n4 = i8x16.shuffle(nl, nh, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27);
     const c4 = i32x4.extend_low_i16x8_u(i16x8.extend_low_i8x16_u(v128.load32_zero(ch + <usize>e)));
     const cm = i32x4.ne(c4, i32x4.splat(0));
