@@ -2,6 +2,24 @@
 // wasm/autoround.ts (the per-linear sweep) and wasm/train.ts (the block objective's step): the
 // reference's f64 operations lane by lane (promote, subtract, compare-select), no fused multiply-add.
 
+/** the high 8 bytes of x in both halves (f64x2.promote_low_f32x4 of it: lanes 2 and 3 of an f32x4) */
+// @ts-ignore: decorator
+@inline export function hiHalf(x: v128): v128 {
+  return i8x16.shuffle(x, x, 8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15);
+}
+
+/** two f64x2 masks (elements 0-1, 2-3) as one i32x4 mask of the four elements */
+// @ts-ignore: decorator
+@inline export function mask4(lo: v128, hi: v128): v128 {
+  return i8x16.shuffle(lo, hi, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27);
+}
+
+/** the four current choices (bytes at p, 0 = lo, else hi) as an i32x4 mask (lanes choosing hi) */
+// @ts-ignore: decorator
+@inline export function chosen4(p: usize): v128 {
+  return i32x4.ne(i32x4.extend_low_i16x8_u(i16x8.extend_low_i8x16_u(v128.load32_zero(p))), i32x4.splat(0));
+}
+
 /** v - step sign(g) clamped to [-0.5, 0.5]: v, g as f64x2 (sp = splat(step), sn = splat(-step)) */
 // @ts-ignore: decorator
 @inline export function stepHalf(v: v128, g: v128, sp: v128, sn: v128): v128 {

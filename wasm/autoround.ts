@@ -11,7 +11,7 @@
 // Scalar parts in f64 exactly as the reference's JavaScript arithmetic; the row updates of G in f32
 // lanes with separate multiply and add (no fused multiply-add in either build: the reference rounds the
 // product, then the sum).
-import { choiceHalf, stepHalf } from './_sign-step';
+import { choiceHalf, chosen4, hiHalf, mask4, stepHalf } from './_sign-step';
 
 export function heapBase(): usize {
   return __heap_base;
@@ -59,11 +59,6 @@ export function heapBase(): usize {
 }
 
 // @ts-ignore: decorator
-@inline function hiHalf(x: v128): v128 {
-  return i8x16.shuffle(x, x, 8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15);
-}
-
-// @ts-ignore: decorator
 @inline function takenHalf(pm: v128, nm: v128, gv: v128, l: v128, u: v128, hdv: v128): v128 {
   // lanes of pm whose exact change of the loss dl = 2 d g + d^2 H_cc is < 0 (f64, no fused multiply-add)
   const d = v128.bitselect(f64x2.sub(u, l), f64x2.sub(l, u), nm);
@@ -96,8 +91,7 @@ export function sweepRow(g: usize, h: usize, hd: usize, v: usize, t: usize, lo: 
       const g4 = v128.load(g + o);
       const gl = f64x2.promote_low_f32x4(g4);
       const gh = f64x2.promote_low_f32x4(hiHalf(g4));
-      const c4 = i32x4.extend_low_i16x8_u(i16x8.extend_low_i8x16_u(v128.load32_zero(ch + <usize>col)));
-      const cm = i32x4.ne(c4, i32x4.splat(0)); // lanes choosing hi
+      const cm = chosen4(ch + <usize>col); // lanes choosing hi
       const v4 = v128.load(v + o);
       const vl = stepHalf(f64x2.promote_low_f32x4(v4), gl, sp, sn);
       const vh = stepHalf(f64x2.promote_low_f32x4(hiHalf(v4)), gh, sp, sn);
@@ -105,7 +99,7 @@ export function sweepRow(g: usize, h: usize, hd: usize, v: usize, t: usize, lo: 
       const nl = choiceHalf(f64x2.promote_low_f32x4(t4), vl);
       const nh = choiceHalf(f64x2.promote_low_f32x4(hiHalf(t4)), vh);
       // proposals: g != 0 and the new choice differs from the old one
-      const n4 = i8x16.shuffle(nl, nh, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27);
+      const n4 = mask4(nl, nh);
       const live = f32x4.ne(g4, f32x4.splat(0));
       const prop = v128.and(v128.xor(n4, cm), live);
       // a proposal is taken when dl = 2 d g + d^2 H_cc < 0 (d = hi - lo towards hi, lo - hi towards lo);

@@ -16,7 +16,7 @@
 // Tiles: 4 rows of C x 8 columns (8 f32x4 accumulators), the columns blocked by 64 so a k x 64 panel
 // of B stays in L2 while all row blocks pass over it. Columns past a multiple of 4 and rows past a
 // multiple of 4 take the narrower paths below (same order of operations).
-import { choiceHalf, stepHalf } from './_sign-step';
+import { choiceHalf, chosen4, hiHalf, mask4, stepHalf } from './_sign-step';
 
 export function heapBase(): usize {
   return __heap_base;
@@ -154,11 +154,6 @@ export function runChunk(job: usize, chunk: i32, thread: i32): void {
 // offset. Scalar reference: signStepRef in src/train/gemm.ts (bit for bit: the same f64 operations).
 
 // @ts-ignore: decorator
-@inline function hi2(x: v128): v128 {
-  return i8x16.shuffle(x, x, 8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15);
-}
-
-// @ts-ignore: decorator
 @inline function signStepOne(g: usize, lo: usize, hi: usize, t: usize, v: usize, ch: usize, values: usize, e: i32, step: f64, tr: usize, rows: i32, cols: i32): void {
   const o = <usize>e << 2;
   const ge = <f64>load<f32>(g + o);
@@ -195,16 +190,15 @@ export function signStep(g: usize, lo: usize, hi: usize, t: usize, v: usize, ch:
     const g4 = v128.load(g + o);
     const live = v128.and(f32x4.ne(g4, f32x4.splat(0)), f32x4.ne(v128.load(hi + o), v128.load(lo + o)));
     const gl = f64x2.promote_low_f32x4(g4);
-    const gh = f64x2.promote_low_f32x4(hi2(g4));
+    const gh = f64x2.promote_low_f32x4(hiHalf(g4));
     const v4 = v128.load(v + o);
     const vl = stepHalf(f64x2.promote_low_f32x4(v4), gl, sp, sn);
-    const vh = stepHalf(f64x2.promote_low_f32x4(hi2(v4)), gh, sp, sn);
+    const vh = stepHalf(f64x2.promote_low_f32x4(hiHalf(v4)), gh, sp, sn);
     const t4 = v128.load(t + o);
     const nl = choiceHalf(f64x2.promote_low_f32x4(t4), vl);
-    const nh = choiceHalf(f64x2.promote_low_f32x4(hi2(t4)), vh);
-    const n4 = i8x16.shuffle(nl, nh, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27);
-    const c4 = i32x4.extend_low_i16x8_u(i16x8.extend_low_i8x16_u(v128.load32_zero(ch + <usize>e)));
-    const cm = i32x4.ne(c4, i32x4.splat(0));
+    const nh = choiceHalf(f64x2.promote_low_f32x4(hiHalf(t4)), vh);
+    const n4 = mask4(nl, nh);
+    const cm = chosen4(ch + <usize>e);
     const odd = v128.or(v128.and(v128.xor(n4, cm), live), f32x4.ne(g4, g4));
     if (v128.any_true(odd)) {
       for (let i = e; i < e + 4; i++) signStepOne(g, lo, hi, t, v, ch, values, i, step, tr, rows, cols);
