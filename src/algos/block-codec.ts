@@ -329,19 +329,22 @@ export class BlockGrids {
   /** index into values/codes of the level of element j of `slot` nearest to x; ties go down */
   nearest(slot: number, j: number, x: number): number {
     const e = slot * this.codec.blockSize + j;
-    const o = e * this.nCodes;
-    const v = this.values;
-    let lo = o;
-    let hi = o + this.count[e] - 1;
-    if (!(x > v[lo])) return lo;
-    if (x >= v[hi]) return hi;
-    while (hi - lo > 1) {
-      const mid = (lo + hi) >> 1;
-      if (v[mid] <= x) lo = mid;
-      else hi = mid;
-    }
-    return x - v[lo] <= v[hi] - x ? lo : hi;
+    return nearestLevel(this.values, e * this.nCodes, this.count[e], x);
   }
+}
+
+/** index (o .. o + n - 1) of the level of v[o .. o + n] (n >= 1, sorted increasing) nearest to x; ties go down */
+export function nearestLevel(v: Float32Array, o: number, n: number, x: number): number {
+  let lo = o;
+  let hi = o + n - 1;
+  if (!(x > v[lo])) return lo;
+  if (x >= v[hi]) return hi;
+  while (hi - lo > 1) {
+    const mid = (lo + hi) >> 1;
+    if (v[mid] <= x) lo = mid;
+    else hi = mid;
+  }
+  return x - v[lo] <= v[hi] - x ? lo : hi;
 }
 
 /**

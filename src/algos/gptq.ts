@@ -22,7 +22,7 @@
  * codec's own scale choice per block and the exact block bytes).
  */
 import { fail } from '../errors.js';
-import { BlockGrids, setCodes, type BlockCodec } from './block-codec.js';
+import { BlockGrids, nearestLevel, setCodes, type BlockCodec } from './block-codec.js';
 import { CLIP_RATIOS } from './blockwise.js';
 import { clipSearchKernel, factorMemory, gptqColumnLoopFast, gptqWorkspace, syrkLowerRef, type FactorMemory } from '../kernels/gptq.js';
 
@@ -198,42 +198,30 @@ export function gptqRows(w: Float32Array, n: number, k: number, f: GptqFactor, q
         c1 = Math.min(i2, (grp + 1) * g);
         const len = c1 - c0;
         if (j0 === 0) for (let r = 0; r < n; r++) fitGroup(r, grp);
-        if (lv.perGroup) {
-          const nc = lv.nCodes;
-          for (let r0 = 0; r0 < n; r0 += fast.rows) {
-            const rows = Math.min(fast.rows, n - r0);
-            for (let rr = 0; rr < rows; rr++) {
-              const s0 = lv.slot(r0 + rr, grp);
-              fast.lv.set(lv.values.subarray(s0 * nc, (s0 + 1) * nc), rr * nc);
-              fast.cnt[rr] = lv.count[s0];
-            }
-            loss = fast.run(r0, rows, i1, c0, c1, i2, loss, true);
-            for (let rr = 0; rr < rows; rr++) {
-              const r = r0 + rr;
-              const s0 = lv.slot(r, grp) * nc;
-              const qo = r * k + c0;
-              for (let i = 0; i < len; i++) {
-                const at = s0 + fast.out[rr * len + i];
-                qz.choose!(r, grp, j0 + i, at);
-                Q[qo + i] = lv.values[at];
-              }
-            }
-          }
-          continue;
-        }
+        // per group (perGroup: one set of levels for the group's elements) or per element
+        const pg = !!lv.perGroup;
+        const nc = lv.nCodes;
         for (let r0 = 0; r0 < n; r0 += fast.rows) {
           const rows = Math.min(fast.rows, n - r0);
           for (let rr = 0; rr < rows; rr++) {
-            const e0 = lv.slot(r0 + rr, grp) * g + j0;
-            fast.lv.set(lv.values.subarray(e0 * lv.nCodes, (e0 + len) * lv.nCodes), rr * len * lv.nCodes);
-            fast.cnt.set(lv.count.subarray(e0, e0 + len), rr * len);
+            const s0 = lv.slot(r0 + rr, grp);
+            if (pg) {
+              fast.lv.set(lv.values.subarray(s0 * nc, (s0 + 1) * nc), rr * nc);
+              fast.cnt[rr] = lv.count[s0];
+            } else {
+              const e0 = s0 * g + j0;
+              fast.lv.set(lv.values.subarray(e0 * nc, (e0 + len) * nc), rr * len * nc);
+              fast.cnt.set(lv.count.subarray(e0, e0 + len), rr * len);
+            }
           }
-          loss = fast.run(r0, rows, i1, c0, c1, i2, loss);
+          loss = fast.run(r0, rows, i1, c0, c1, i2, loss, pg);
           for (let rr = 0; rr < rows; rr++) {
             const r = r0 + rr;
-            const e0 = lv.slot(r, grp) * g + j0;
+            const s0 = lv.slot(r, grp);
+            const base = pg ? s0 * nc : (s0 * g + j0) * nc;
+            const step = pg ? 0 : nc;
             for (let i = 0; i < len; i++) {
-              const at = (e0 + i) * lv.nCodes + fast.out[rr * len + i];
+              const at = base + i * step + fast.out[rr * len + i];
               qz.choose!(r, grp, j0 + i, at);
               Q[r * k + c0 + i] = lv.values[at];
             }
@@ -474,24 +462,10 @@ export class BlockQuantizer implements GroupQuantizer {
 
   quant(r: number, grp: number, j: number, x: number): number {
     if (this.perGroup) {
-      // BlockGrids.nearest on the slot's levels (ties go down)
       const slot = this.slot(r, grp);
-      const v = this.gv;
-      let lo = slot * this.nCodes;
-      let hi = lo + this.gn[slot] - 1;
-      let i: number;
-      if (!(x > v[lo])) i = lo;
-      else if (x >= v[hi]) i = hi;
-      else {
-        while (hi - lo > 1) {
-          const mid = (lo + hi) >> 1;
-          if (v[mid] <= x) lo = mid;
-          else hi = mid;
-        }
-        i = x - v[lo] <= v[hi] - x ? lo : hi;
-      }
+      const i = nearestLevel(this.gv, slot * this.nCodes, this.gn[slot], x);
       this.choose(r, grp, j, i);
-      return v[i];
+      return this.gv[i];
     }
     const i = this.grids.nearest(this.slot(r, grp), j, x);
     this.choose(r, grp, j, i);
