@@ -83,6 +83,7 @@ export function residualFisher(config: ModelConfig, weight: (name: string) => Fl
       }
     };
     const rand = rngStream('embeddingFisher', seed);
+    const ex = new Float64Array(V); // exp(z - max) of one position, computed once
     let count = 0;
     for (const w of windows) {
       if (w.length !== ctx) fail('--embedding-fisher: calibration windows must be ctx tokens');
@@ -95,13 +96,13 @@ export function residualFisher(config: ModelConfig, weight: (name: string) => Fl
           let mx = -Infinity;
           for (let i = 0; i < V; i++) if (z[row + i] > mx) mx = z[row + i];
           let sum = 0;
-          for (let i = 0; i < V; i++) sum += Math.exp(z[row + i] - mx);
+          for (let i = 0; i < V; i++) sum += ex[i] = Math.exp(z[row + i] - mx);
           // y ~ p_t; d(-log p(y))/dz = p - onehot(y)
           const u = rand() * sum;
           let acc = 0;
           let y = -1;
           for (let i = 0; i < V; i++) {
-            const e = Math.exp(z[row + i] - mx);
+            const e = ex[i];
             dl[row + i] = e / sum;
             if (y < 0 && (acc += e) > u) y = i;
           }
