@@ -532,14 +532,17 @@ export function ropeTable(c: LlamaConfig, freq: Float64Array, positions: number)
   const mscale = c.ropeMscale ?? 1;
   const cos = new Float64Array(positions * half);
   const sin = new Float64Array(positions * half);
-  for (let p = 0; p < positions; p++) {
-    for (let i = 0; i < half; i++) {
-      const angle = p * freq[i];
-      cos[p * half + i] = Math.cos(angle) * mscale;
-      sin[p * half + i] = Math.sin(angle) * mscale;
-    }
-  }
+  for (let p = 0; p < positions; p++) ropeAngles(freq, half, mscale, p, cos, sin, p * half);
   return { cos, sin, positions };
+}
+
+/** rope()'s cos and sin of position p for pairs 0..half - 1 into cos / sin at `at` (the same f64 values) */
+export function ropeAngles(freq: Float64Array, half: number, mscale: number, p: number, cos: Float64Array, sin: Float64Array, at: number): void {
+  for (let i = 0; i < half; i++) {
+    const angle = p * freq[i];
+    cos[at + i] = Math.cos(angle) * mscale;
+    sin[at + i] = Math.sin(angle) * mscale;
+  }
 }
 
 /** rope() reading cos and sin from a table (bit-identical: the same f64 values and operations) */
@@ -1012,12 +1015,7 @@ export class Llama {
       // one token: the cos and sin of its position once for every layer's q and k (as rope computes them)
       const r = this.ropeOne;
       if (r.freq !== freq || r.pos !== pos) {
-        const mscale = c.ropeMscale ?? 1;
-        for (let i = 0; i < r.cos.length; i++) {
-          const angle = pos * freq[i];
-          r.cos[i] = Math.cos(angle) * mscale;
-          r.sin[i] = Math.sin(angle) * mscale;
-        }
+        ropeAngles(freq, r.cos.length, c.ropeMscale ?? 1, pos, r.cos, r.sin, 0);
         r.freq = freq;
         r.pos = pos;
       }
