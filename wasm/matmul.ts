@@ -1476,25 +1476,15 @@ function rtileQ4Lanes8(p: usize, xa: usize, xd: usize, xdStride: usize, nb: i32,
  * for the 4 rows and few vectors are live (Q4_K scales go through tmp: 128 bytes).
  */
 // @ts-ignore: decorator
-@inline function rtile4x1k(type: i32, p0: usize, p1: usize, p2: usize, p3: usize, nr: i32, bs: usize, xa: usize, K: i32, xd: usize, xdStride: usize, nb: i32, xsum: usize, y: usize, tmp: usize, packed: bool): void {
+@inline function rtile4x1k(type: i32, p0: usize, p1: usize, p2: usize, p3: usize, nr: i32, bs: usize, xa: usize, K: i32, xd: usize, xdStride: usize, nb: i32, xsum: usize, y: usize, tmp: usize): void {
   let f = f32x4.splat(0);
   const dOff: usize = type == 12 ? 0 : 208;
   const s16 = xa + 3 * <usize>K;
-  // packed (Q4_K's interleaved copy, interleave4): the group block at p0 is d (f32 x 4) | dmin (f32 x 4) |
-  // 4 rows of [scales and minimums as u8 x 16 | 128 bytes of nibbles]: row i's nibbles at p0 + 48 + 144 i
-  const g = p0;
-  if (packed) {
-    p0 = g + 32; p1 = g + 176; p2 = g + 320; p3 = g + 464;
-  }
   for (let b = 0; b < nb; b++, p0 += bs, p1 += bs, p2 += bs, p3 += bs) {
     const xb = xa + <usize>b * 256;
     let a0 = i32x4.splat(0), a1 = i32x4.splat(0), a2 = i32x4.splat(0), a3 = i32x4.splat(0);
     if (type == 12) {
-      if (packed) {
-        q4kSmTo(v128.load(p0), tmp); q4kSmTo(v128.load(p1), tmp + 32); q4kSmTo(v128.load(p2), tmp + 64); q4kSmTo(v128.load(p3), tmp + 96);
-      } else {
-        q4kSmTo(k4ScalesMins(p0), tmp); q4kSmTo(k4ScalesMins(p1), tmp + 32); q4kSmTo(k4ScalesMins(p2), tmp + 64); q4kSmTo(k4ScalesMins(p3), tmp + 96);
-      }
+      q4kSmTo(k4ScalesMins(p0), tmp); q4kSmTo(k4ScalesMins(p1), tmp + 32); q4kSmTo(k4ScalesMins(p2), tmp + 64); q4kSmTo(k4ScalesMins(p3), tmp + 96);
       for (let jj: usize = 0; jj < 4; jj++) {
         const xj = xb + jj * 64, o = 16 + jj * 32, t = tmp + jj * 4;
         const x0 = v128.load(xj), x1 = v128.load(xj, 16), x2 = v128.load(xj, 32), x3 = v128.load(xj, 48);
@@ -1522,7 +1512,7 @@ function rtileQ4Lanes8(p: usize, xa: usize, xd: usize, xdStride: usize, nb: i32,
     }
     const I = hsum4(a0, a1, a2, a3);
     const dx = v128.load32_splat(xd + <usize>b * xdStride);
-    const dw = packed ? v128.load(p0 - 32) : f16x4At(p0 + dOff, p1 + dOff, p2 + dOff, p3 + dOff);
+    const dw = f16x4At(p0 + dOff, p1 + dOff, p2 + dOff, p3 + dOff);
     f = f32x4.add(f, f32x4.mul(cvt(I), f32x4.mul(dw, dx)));
     if (type == 12) {
       const xs = v128.load(xsum + <usize>b * 16);
@@ -1530,7 +1520,7 @@ function rtileQ4Lanes8(p: usize, xa: usize, xd: usize, xdStride: usize, nb: i32,
         i32x4.dot_i16x8_s(v128.load(tmp, 16), xs), i32x4.dot_i16x8_s(v128.load(tmp, 48), xs),
         i32x4.dot_i16x8_s(v128.load(tmp, 80), xs), i32x4.dot_i16x8_s(v128.load(tmp, 112), xs),
       );
-      const dm = packed ? v128.load(p0 - 16) : f16x4At(p0 + 2, p1 + 2, p2 + 2, p3 + 2);
+      const dm = f16x4At(p0 + 2, p1 + 2, p2 + 2, p3 + 2);
       f = f32x4.sub(f, f32x4.mul(cvt(M), f32x4.mul(dm, dx)));
     }
   }
@@ -1766,9 +1756,9 @@ function rtile(type: i32, p0: usize, p1: usize, p2: usize, p3: usize, nr: i32, b
     case 108: rtile4x1q32(8, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, true); break;
     case 106: rtile4x1q32(6, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, true); break;
     case 120: rtile4x1q32(20, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, true); break;
-    case 12: rtile4x1k(12, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, tmp, false); break;
+    case 12: rtile4x1k(12, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, tmp); break;
     case 114: r6tile(p0, nr, bs, xa, K, xd, xdStride, nb, y); break;
-    default: rtile4x1k(14, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, tmp, false);
+    default: rtile4x1k(14, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, tmp);
   }
 }
 
