@@ -13,11 +13,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { autoRoundBlocks } from '../src/algos/autoround.js';
+import { autoRoundBlocks, bracketBlock, newLevels } from '../src/algos/autoround.js';
 import { autoRoundWork } from '../src/kernels/autoround.js';
 import { wasmVariant } from '../src/kernels/wasm.js';
 import { autoRoundBlocksParallel, type GptqWorkers } from '../src/pipeline/gptq-parts.js';
-import { blockCodecFor } from '../src/algos/block-codec.js';
+import { BlockGrids, blockCodecFor } from '../src/algos/block-codec.js';
 import { rtnBlocks } from '../src/algos/blockwise.js';
 import { gptqBlocks } from '../src/algos/gptq.js';
 import { defineRecipe, llamaRecipe, type Algorithm, type Recipe } from '../src/algos/recipe.js';
@@ -205,11 +205,42 @@ test(`AutoRound kernels: the WebAssembly sweep, G = E H and delta^T H delta agre
   }
 });
 
+test('AutoRound: an affine grid\'s levels (bracketBlock) are the ones BlockGrids lists (int/uint schemes, with and without a start)', () => {
+  const k = 256;
+  const r = rng(9);
+  for (const target of [resolveScheme('int4', { groupSize: 128 }), resolveScheme('uint4', { groupSize: 64, asymmetric: true }), resolveScheme('int3', { groupSize: 32 })]) {
+    const c = blockCodecFor(target, k);
+    assert.ok(c.affine, `${c.name} has an affine grid`);
+    const generic = { ...c, affine: undefined };
+    const bs = c.blockSize;
+    const nBlocks = 12;
+    const w = Float32Array.from({ length: nBlocks * bs }, (_, i) => (i < bs ? 0 : r.n() * (i % 7 === 0 ? 0.3 : 0.05))); // block 0 all zero: scale 0
+    const bytes = new Uint8Array(nBlocks * c.blockBytes);
+    const around = new Float32Array(w.length);
+    for (let b = 0; b < nBlocks; b++) {
+      c.quantize(w, b * bs, bytes, b * c.blockBytes);
+      if (b % 3 === 1) c.clipHeader!(w, b * bs, 0.8, bytes, b * c.blockBytes); // clipped: elements past the grid's ends
+      c.dequantize(bytes, b * c.blockBytes, around, b * bs);
+    }
+    for (let i = 0; i < w.length; i += 5) w[i] = around[i]; // elements on a level (ties of the bracket)
+    for (const start of [undefined, around]) {
+      const fast = newLevels(w.length);
+      const ref = newLevels(w.length);
+      for (let b = 0; b < nBlocks; b++) {
+        bracketBlock(new BlockGrids(c), w, b, bytes, b * c.blockBytes, fast, b * bs, start);
+        bracketBlock(new BlockGrids(generic), w, b, bytes, b * c.blockBytes, ref, b * bs, start);
+      }
+      for (const key of ['lo', 'hi', 'loC', 'hiC', 't'] as const) assert.deepEqual(fast[key], ref[key], `${c.name}${start ? ' around a start' : ''}: ${key}`);
+    }
+  }
+});
+
 test('AutoRound: the same bytes with the WebAssembly kernels or the references, and with the rows split (any codec, after GPTQ)', () => {
   const n = 9;
   const k = 256;
   const { w, h, diag } = layer(n, k, 4);
-  for (const target of ['Q3_K', 'IQ4_XS', resolveScheme('int3', { groupSize: 32 })] as const) {
+  // int/uint schemes: the start's clip ratios ranked by GPTQ's clip search kernel (fast) or the snap loop (reference)
+  for (const target of ['Q3_K', 'IQ4_XS', resolveScheme('int3', { groupSize: 32 }), resolveScheme('int4', { groupSize: 128 }), resolveScheme('uint4', { groupSize: 64, asymmetric: true })] as const) {
     const c = blockCodecFor(target, k);
     const imp = c.usesImportance ? diag : undefined;
     const g = gptqBlocks(w, n, k, h, c, { importance: imp });

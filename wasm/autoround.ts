@@ -150,8 +150,8 @@ export function gradRows(g: usize, e: usize, h: usize, m: i32, k: i32): void {
       for (let c = 0; c < k; c++) {
         const hp = hj + <usize>c * row;
         const h0 = v128.load(hp), h1 = v128.load(hp + 16), h2 = v128.load(hp + 32), h3 = v128.load(hp + 48);
-        const s0 = f32x4.splat(load<f32>(e0 + (<usize>c << 2)));
-        const s1 = f32x4.splat(load<f32>(e1 + (<usize>c << 2)));
+        const s0 = v128.load32_splat(e0 + (<usize>c << 2));
+        const s1 = v128.load32_splat(e1 + (<usize>c << 2));
         a0 = f32x4.add(a0, f32x4.mul(s0, h0));
         a1 = f32x4.add(a1, f32x4.mul(s0, h1));
         a2 = f32x4.add(a2, f32x4.mul(s0, h2));
@@ -171,7 +171,7 @@ export function gradRows(g: usize, e: usize, h: usize, m: i32, k: i32): void {
       let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
       for (let c = 0; c < k; c++) {
         const hp = hj + <usize>c * row;
-        const s0 = f32x4.splat(load<f32>(e0 + (<usize>c << 2)));
+        const s0 = v128.load32_splat(e0 + (<usize>c << 2));
         a0 = f32x4.add(a0, f32x4.mul(s0, v128.load(hp)));
         a1 = f32x4.add(a1, f32x4.mul(s0, v128.load(hp + 16)));
         a2 = f32x4.add(a2, f32x4.mul(s0, v128.load(hp + 32)));

@@ -48,13 +48,13 @@ function tile4x8(a: usize, lda: usize, b: usize, ldb: usize, c: usize, ldc: usiz
   for (let p: i32 = 0; p < k; p++) {
     const o = <usize>p << 2;
     const b0 = v128.load(b), b1 = v128.load(b, 16);
-    let s = f32x4.splat(load<f32>(a + o));
+    let s = v128.load32_splat(a + o);
     c00 = fma(s, b0, c00); c01 = fma(s, b1, c01);
-    s = f32x4.splat(load<f32>(a1 + o));
+    s = v128.load32_splat(a1 + o);
     c10 = fma(s, b0, c10); c11 = fma(s, b1, c11);
-    s = f32x4.splat(load<f32>(a2 + o));
+    s = v128.load32_splat(a2 + o);
     c20 = fma(s, b0, c20); c21 = fma(s, b1, c21);
-    s = f32x4.splat(load<f32>(a3 + o));
+    s = v128.load32_splat(a3 + o);
     c30 = fma(s, b0, c30); c31 = fma(s, b1, c31);
     b += ldb;
   }
@@ -68,7 +68,7 @@ function tile4x8(a: usize, lda: usize, b: usize, ldb: usize, c: usize, ldc: usiz
 function tile1x8(a: usize, b: usize, ldb: usize, c: usize, k: i32, acc: i32): void {
   let c0 = f32x4.splat(0), c1 = f32x4.splat(0);
   for (let p: i32 = 0; p < k; p++) {
-    const s = f32x4.splat(load<f32>(a + (<usize>p << 2)));
+    const s = v128.load32_splat(a + (<usize>p << 2));
     c0 = fma(s, v128.load(b), c0); c1 = fma(s, v128.load(b, 16), c1);
     b += ldb;
   }
@@ -79,7 +79,7 @@ function tile1x8(a: usize, b: usize, ldb: usize, c: usize, k: i32, acc: i32): vo
 function tile1x4(a: usize, b: usize, ldb: usize, c: usize, k: i32, acc: i32): void {
   let c0 = f32x4.splat(0);
   for (let p: i32 = 0; p < k; p++) {
-    c0 = fma(f32x4.splat(load<f32>(a + (<usize>p << 2))), v128.load(b), c0);
+    c0 = fma(v128.load32_splat(a + (<usize>p << 2)), v128.load(b), c0);
     b += ldb;
   }
   put(c, c0, acc);

@@ -28,9 +28,10 @@
  * ratios are then not learned (GPTQ chose the grids).
  */
 import { fail } from '../errors.js';
-import { BlockGrids, codeLayout, setCodes, type BlockCodec } from './block-codec.js';
+import { BlockGrids, codeLayout, nearestLevel, setCodes, type BlockCodec } from './block-codec.js';
 import { CLIP_RATIOS } from './blockwise.js';
 import { autoRoundWork } from '../kernels/autoround.js';
+import { clipSearchKernel } from '../kernels/gptq.js';
 
 export interface AutoRoundOptions {
   /** sign-gradient iterations (sweeps over the matrix); default 200 (the paper's; the pipeline's default is 100) */
@@ -134,6 +135,30 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
   const ratios = learnClip && codeLayout(c).bits <= 6 ? CLIP_RATIOS : [1];
   // codecs with a closed-form grid rank the ratios by their nearest values (snap) and bracket the winner only
   const snapped = c.snap && c.clipHeader && ratios.length > 1 ? new Float32Array(bs) : undefined;
+  // an affine grid ranks them in WebAssembly (GPTQ's clip search: the same errors, the first least)
+  const affine = snapped && work.fast ? c.affine : undefined;
+  const ks = affine ? clipSearchKernel(bs, ratios.length) : null;
+  const heads = ks ? new Uint8Array(ratios.length * nbytes) : undefined;
+  /** the winning ratio of block blk by the kernel, or -1 where it does not apply (see rankAffine) */
+  const rankAffine = (blk: number, xo: number): number => {
+    if (!ks || !affine || !heads) return -1;
+    const c0 = xo % k;
+    for (let j = 0; j < bs; j++) {
+      const x = w[xo + j];
+      const d = hd[c0 + j];
+      // finite errors (the loop's first least is then the kernel's): finite x and weights of sane size
+      if (!(Math.abs(x) <= 1e15) || !(Math.abs(d) <= 1e30)) return -1;
+      ks.x[j] = x;
+      ks.w[j] = d;
+    }
+    affine.clipHeaders(w, xo, ratios, heads, 0);
+    for (let r = 0; r < ratios.length; r++) {
+      affine.params(heads, r * nbytes, ks.cand, 2 * r);
+      const sc = ks.cand[2 * r];
+      if (!(sc > 0) || sc === Infinity) return -1;
+    }
+    return ks.run(bs, ratios.length, affine.lo, affine.hi);
+  };
   for (let blk = 0; blk < n * nb; blk++) {
     const at = blk * nbytes;
     const xo = blk * bs;
@@ -144,7 +169,9 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
     }
     let best = Infinity;
     if (snapped) {
-      for (const r of ratios) {
+      const won = rankAffine(blk, xo);
+      if (won >= 0) alpha[blk] = ratios[won];
+      else for (const r of ratios) {
         c.clipHeader!(w, xo, r, cand, 0);
         c.snap!(cand, 0, w, xo, snapped, 0);
         let e = 0;
@@ -327,6 +354,35 @@ export interface Levels {
 
 export const newLevels = (n: number): Levels => ({ lo: new Float32Array(n), hi: new Float32Array(n), loC: new Uint16Array(n), hiC: new Uint16Array(n), t: new Float32Array(n) });
 
+/** bracketBlock's levels of an affine block (sorted values, their codes) */
+const affineScratch = { sz: new Float64Array(2), gv: new Float32Array(256), gc: new Uint16Array(256) };
+
+/**
+ * The levels of the block at src[so ..] of a codec with an affine grid (one scale and zero-point),
+ * computed as its dequantizer does (GPTQ's loadGroup): sorted increasing, into affineScratch.gv / .gc;
+ * returns their number, or 0 where BlockGrids must list them (no affine grid, a scale not > 0 and
+ * finite, levels not finite and strictly increasing).
+ */
+function affineLevels(c: BlockCodec, nc: number, src: Uint8Array, so: number): number {
+  const a = c.affine;
+  if (!a || nc > affineScratch.gv.length) return 0;
+  const { sz, gv, gc } = affineScratch;
+  a.params(src, so, sz, 0);
+  const s = sz[0];
+  const z = sz[1];
+  if (!(s > 0 && s !== Infinity)) return 0;
+  const half = nc >> 1;
+  for (let i = 0; i < nc; i++) {
+    // sorted by value: signed codes from the most negative (half .. nc - 1, then 0 .. half - 1)
+    const code = a.signed ? (i + half) % nc : i;
+    const v = Math.fround((a.signed ? (code >= half ? code - nc : code) : code - z) * s);
+    gv[i] = v;
+    gc[i] = code;
+    if (!(v - v === 0) || (i > 0 && !(v > gv[i - 1]))) return 0;
+  }
+  return nc;
+}
+
 /**
  * The levels around w of block blk (w's elements blk*bs ..) on the grid of src[so ..], into out at
  * element o; with `around` (a start's values): the start's level and its neighbour towards w.
@@ -334,8 +390,31 @@ export const newLevels = (n: number): Levels => ({ lo: new Float32Array(n), hi: 
 export function bracketBlock(grids: BlockGrids, w: Float32Array, blk: number, src: Uint8Array, so: number, out: Levels, o: number, around?: Float32Array): void {
   const bs = grids.codec.blockSize;
   const nCodes = grids.nCodes;
-  grids.load(0, src, so);
   const xo = blk * bs;
+  const nAff = affineLevels(grids.codec, nCodes, src, so);
+  if (nAff) {
+    // an affine grid: every element's levels are the block's (the values and codes BlockGrids would list)
+    const gv = affineScratch.gv;
+    const gc = affineScratch.gc;
+    for (let j = 0; j < bs; j++) {
+      const x = w[xo + j];
+      const a = around ? around[xo + j] : x;
+      const p = around ? a + (x > a ? 1 : -1) * Math.max(1e-30, Math.abs(a) * 1e-5) : x;
+      const i = nearestLevel(gv, 0, nAff, p);
+      const val = gv[i];
+      const l = p >= val ? i : Math.max(0, i - 1);
+      const u = p >= val ? Math.min(nAff - 1, i + 1) : i;
+      const vl = gv[l];
+      const vu = gv[u];
+      out.lo[o + j] = vl;
+      out.hi[o + j] = vu;
+      out.loC[o + j] = gc[l];
+      out.hiC[o + j] = gc[u];
+      out.t[o + j] = vu > vl ? Math.min(1, Math.max(0, (x - vl) / (vu - vl))) : 0;
+    }
+    return;
+  }
+  grids.load(0, src, so);
   for (let j = 0; j < bs; j++) {
     const x = w[xo + j];
     const a = around ? around[xo + j] : x;
