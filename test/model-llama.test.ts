@@ -95,6 +95,21 @@ test('batched prompt processing equals token-by-token decoding, for every batch 
   }
 });
 
+test('forward(..., reuse): the same logits as a fresh array, in one buffer the next call overwrites', () => {
+  const m = new Llama(bin.config, bin.tensors);
+  const fresh = Float32Array.from(m.forward(prompt, 0, 4));
+  const a = m.forward(prompt, 0, 4, true);
+  assert.deepEqual(a, fresh);
+  const b = m.forward(prompt.slice(0, 12), 0, 2, true);
+  assert.deepEqual(b, new Llama(bin.config, bin.tensors).forward(prompt.slice(0, 12), 0, 2));
+  // one buffer: b is a's storage, so a now reads b's first rows
+  assert.equal(a.buffer, b.buffer);
+  assert.equal(a.byteOffset, b.byteOffset);
+  assert.deepEqual(a.subarray(0, b.length), b);
+  // without reuse every call returns a new array
+  assert.notEqual(m.forward(prompt, 0, 4).buffer, m.forward(prompt, 0, 4).buffer);
+});
+
 function toF16(tensors: StoredTensor[]): StoredTensor[] {
   const f16 = ggmlTypeByName('F16')!;
   return tensors.map((t) => {

@@ -2543,6 +2543,18 @@ export function logSumExp(x: usize, n: i32, max: f32): f64 {
 //   7 pos0 | 8 headDim | 9 group | 10 scale (f32 bits) | 11 out | 12 out row stride (bytes)
 //   13 scratch | 14 scratch bytes per thread (4 bytes per position)
 
+/**
+ * [hsum(a), hsum(b), hsum(c), hsum(d)] * scale stored at s: each lane sums its vector as hsum does,
+ * (v0 + v2) + (v1 + v3), so the 4 scores are the bits of 4 hsum calls, in one store
+ */
+// @ts-ignore: decorator
+@inline function hsumStore4(a: v128, b: v128, c: v128, d: v128, scale: f32, s: usize): void {
+  // [a0 + a2, a1 + a3, b0 + b2, b1 + b3], [c.., d..]
+  const p = f32x4.add(v128.shuffle<f32>(a, b, 0, 1, 4, 5), v128.shuffle<f32>(a, b, 2, 3, 6, 7));
+  const q = f32x4.add(v128.shuffle<f32>(c, d, 0, 1, 4, 5), v128.shuffle<f32>(c, d, 2, 3, 6, 7));
+  v128.store(s, f32x4.mul(f32x4.add(v128.shuffle<f32>(p, q, 0, 2, 4, 6), v128.shuffle<f32>(p, q, 1, 3, 5, 7)), f32x4.splat(scale)));
+}
+
 /** q · k over n bytes (a multiple of 16) for 4 keys k0 + j * ks, scaled, into s[0..4) */
 // @ts-ignore: decorator
 @inline function dot4(q: usize, k0: usize, ks: usize, n: usize, scale: f32, s: usize): void {
@@ -2555,10 +2567,7 @@ export function logSumExp(x: usize, n: i32, max: f32): f64 {
     a2 = fma(u, v128.load(k2 + i), a2);
     a3 = fma(u, v128.load(k3 + i), a3);
   }
-  store<f32>(s, hsum(a0) * scale);
-  store<f32>(s, hsum(a1) * scale, 4);
-  store<f32>(s, hsum(a2) * scale, 8);
-  store<f32>(s, hsum(a3) * scale, 12);
+  hsumStore4(a0, a1, a2, a3, scale, s);
 }
 
 function attentionChunk(job: usize, h: i32, thread: i32): void {
@@ -2597,8 +2606,8 @@ function attentionChunk(job: usize, h: i32, thread: i32): void {
     a2 = fma(u, c2, a2); b2 = fma(w, c2, b2);
     a3 = fma(u, c3, a3); b3 = fma(w, c3, b3);
   }
-  store<f32>(sa, hsum(a0) * scale); store<f32>(sa, hsum(a1) * scale, 4); store<f32>(sa, hsum(a2) * scale, 8); store<f32>(sa, hsum(a3) * scale, 12);
-  store<f32>(sb, hsum(b0) * scale); store<f32>(sb, hsum(b1) * scale, 4); store<f32>(sb, hsum(b2) * scale, 8); store<f32>(sb, hsum(b3) * scale, 12);
+  hsumStore4(a0, a1, a2, a3, scale, sa);
+  hsumStore4(b0, b1, b2, b3, scale, sb);
 }
 
 /**
@@ -2685,8 +2694,11 @@ function attendHead(q0: usize, qs: usize, keys: usize, values: usize, cs: usize,
 // @ts-ignore: decorator
 @inline function softmaxScores(s: usize, np: i32): f32 {
   let p = 0;
-  let max: f32 = -Infinity;
-  for (p = 0; p < np; p++) max = Mathf.max(max, load<f32>(s + <usize>p * 4));
+  // the largest score: 4 lanes, then the tail (max is exact in any order; a NaN score gives NaN either way)
+  let m4 = f32x4.splat(-Infinity);
+  for (; p + 4 <= np; p += 4) m4 = f32x4.max(m4, v128.load(s + <usize>p * 4));
+  let max: f32 = Mathf.max(Mathf.max(f32x4.extract_lane(m4, 0), f32x4.extract_lane(m4, 1)), Mathf.max(f32x4.extract_lane(m4, 2), f32x4.extract_lane(m4, 3)));
+  for (; p < np; p++) max = Mathf.max(max, load<f32>(s + <usize>p * 4));
   // e[p] = exp(s[p] - max) <= 1, 4 at a time (exp4), summed in f64 per vector
   const m = f32x4.splat(max);
   let sum: f64 = 0;

@@ -265,7 +265,7 @@ export async function perplexity(model: Llama, tokens: ArrayLike<number>, opts: 
     for (let i = 0; i < ctx; i++) chunkTokens[i] = tokens[c * ctx + i];
     const ids = Array.from(chunkTokens);
     if (opts.addBos) ids[0] = opts.bos;
-    const logits = model.forward(ids, 0, first); // rows x vocab, row r predicts chunkTokens[first + r + 1]
+    const logits = model.forward(ids, 0, first, true); // rows x vocab (the model's buffer, read before the next chunk), row r predicts chunkTokens[first + r + 1]
     const baseRows = base ? await base.chunkRows(c, chunkTokens) : undefined;
     for (let r = 0; r < rows; r++) {
       const off = r * n;

@@ -751,16 +751,20 @@ export class Llama {
   /**
    * Run `tokens` at positions pos, pos+1, ... (the KV cache must hold positions [0, pos) already).
    * Returns the logits of tokens [outputsFrom, tokens.length): by default only the last token's
-   * (a reused buffer); otherwise a new (tokens.length - outputsFrom) x vocab array.
+   * (a reused buffer); otherwise a new (tokens.length - outputsFrom) x vocab array, or with `reuse` a
+   * buffer of the model's, overwritten by its next forward call (perplexity: no fresh array of
+   * rows x vocab per chunk; its page faults and copy cost as much as the output matmul's products on
+   * the 155M model at ctx 512; when the kernels' memory is shared, the matmul writes into it in place).
    */
-  forward(tokens: ArrayLike<number>, pos: number, outputsFrom = tokens.length - 1): Float32Array {
+  forward(tokens: ArrayLike<number>, pos: number, outputsFrom = tokens.length - 1, reuse = false): Float32Array {
     const c = this.config;
     const n = tokens.length;
     if (n === 0) fail('forward needs at least one token');
     if (pos < 0 || pos + n > this.kv.capacity) fail(`positions ${pos}..${pos + n - 1} do not fit the context of ${this.kv.capacity}`);
     if (!(outputsFrom >= 0 && outputsFrom < n)) fail(`outputsFrom ${outputsFrom} is outside the ${n} tokens`);
     const onlyLast = outputsFrom === n - 1;
-    const out = onlyLast ? this.s.lastLogits : new Float32Array((n - outputsFrom) * c.vocabSize);
+    const size = (n - outputsFrom) * c.vocabSize;
+    const out = onlyLast ? this.s.lastLogits : reuse ? this.reusedLogits(size) : new Float32Array(size);
     for (let b = 0; b < n; b += this.s.batch) {
       const nb = Math.min(this.s.batch, n - b);
       const ids = b === 0 && nb === n ? tokens : Array.from({ length: nb }, (_, i) => tokens[b + i]);
@@ -769,6 +773,17 @@ export class Llama {
       if (from < b + nb) this.logits(out.subarray((from - outputsFrom) * c.vocabSize, (b + nb - outputsFrom) * c.vocabSize), from - b, b + nb - from);
     }
     return out;
+  }
+
+  /** forward's reused logits (reuse = true): at least `size` floats, in the kernels' memory when it can be */
+  private logitsBuffer: { array: Float32Array; owner: object } | null = null;
+  private reusedLogits(size: number): Float32Array {
+    if (!this.logitsBuffer || this.logitsBuffer.array.length < size) {
+      // a kernel-memory block lives as long as its owner: a replaced buffer is released with its owner
+      const owner = {};
+      this.logitsBuffer = { array: this.engine?.allocF32(size, owner)?.array ?? new Float32Array(size), owner };
+    }
+    return this.logitsBuffer.array.subarray(0, size);
   }
 
   /**
