@@ -87,6 +87,17 @@ test('model round: the end-to-end KL falls, bytes stay exact codec bytes, determ
   assert.ok(learned.some((t) => !a.tensors.get(t.name)!.bytes.every((x, i) => x === t.start.bytes[i])), 'some bytes changed');
   const again = run(30);
   for (const t of learned) assert.deepEqual(again.tensors.get(t.name)!.bytes, a.tensors.get(t.name)!.bytes);
+  // greedy flips: the evaluation loss never rises over the kept steps, the bytes stay exact
+  const g = refineModel(config, (n) => weights.get(n), (n) => current.get(n), learned, windows, ctx, { iters: 12, lr: 0, batch: 6, seed: 1, flips: 0.002 });
+  assert.equal(g.pick, 'last');
+  assert.ok(g.loss < 0.95 * g.lossStart, `greedy KL ${g.lossStart} -> ${g.loss}`);
+  assert.equal(g.loss, Math.min(...g.trace));
+  for (const t of learned) {
+    const r = g.tensors.get(t.name)!;
+    const back = new Float32Array(t.w.length);
+    for (let b = 0; b < back.length / 32; b++) codec.dequantize(r.bytes, b * codec.blockBytes, back, b * 32);
+    assert.deepEqual(back, r.q, `${t.name}: values are the bytes' dequantization (greedy)`);
+  }
   const none = run(0);
   assert.equal(none.pick, 'start');
   for (const t of learned) assert.deepEqual(none.tensors.get(t.name)!.bytes, t.start.bytes);
@@ -115,6 +126,8 @@ test('quantize CLI: the end-to-end stage and the block objective\'s options refu
     [q('autoround', '--autoround-e2e-iters', '-1'), /--autoround-e2e-iters: -1 is below the minimum 0/],
     [q('autoround', '--autoround-e2e-iters', '3', '--autoround-e2e-lr', '0.9'), /--autoround-e2e-lr/],
     [['quantize', gguf, out, '--type', 'Q4_0', '--embedding-fisher', '2'], /--embedding-fisher applies with --calib/],
+    [q('autoround', '--autoround-e2e-iters', '3', '--autoround-e2e-flips', '0.01', '--autoround-e2e-lr', '0.01'), /--autoround-e2e-flips replaces them/],
+    [q('autoround', '--autoround-e2e-flips', '0.01'), /--autoround-e2e-flips applies with --autoround-e2e-iters/],
   ] as [string[], RegExp][])
     assertRefused(BIN, args, re, out);
 });

@@ -41,6 +41,13 @@ export interface ModelRoundOptions {
   seed: number;
   /** every this many steps the iterate is judged on the evaluation windows and the best kept (0 = a tenth of the steps) */
   evalEvery?: number;
+  /**
+   * > 0: greedy flips instead of signed-gradient steps: each step flips the elements (at most this fraction
+   * of all learned elements) whose flip the minibatch gradient predicts to lower L most (g (q_other - q) < 0,
+   * most negative first), and keeps them only when the loss on the evaluation windows falls (else they are
+   * undone and the fraction halved)
+   */
+  flips?: number;
   threads?: number;
 }
 
@@ -193,11 +200,84 @@ export function refineModel(config: ModelConfig, float: (name: string) => Float3
         for (let e = 0; e < c.length; e++) s.values[e] = c[e] ? s.hi[e] : s.lo[e];
       }
     };
+    /** the result with the choices `final`: exact codec bytes and their values */
+    const finish = (final: 'ch' | 'startCh' | 'bestCh', pick: ModelRoundResult['pick'], loss: number): ModelRoundResult => {
+      const out = new Map<string, { bytes: Uint8Array; q: Float32Array }>();
+      for (const s of state) {
+        const c = s.spec.codec;
+        const bytes = Uint8Array.from(s.spec.start.bytes);
+        const lv = { ...s.r.lv, lo: Float32Array.from(s.lo), hi: Float32Array.from(s.hi) };
+        const q = writeChoices(c, s.r.grids, bytes, lv, Uint8Array.from(s[final]), s.spec.w.length / c.blockSize);
+        out.set(s.spec.name, { bytes, q });
+      }
+      return { tensors: out, lossStart, loss, pick, trace, seconds: (performance.now() - t0) / 1000 };
+    };
     const lossStart = evalLoss();
     let bestEval = Infinity;
     const trace: number[] = [];
     const rand = rngStream('blockRoundOrder', o.seed);
     const order = Array.from({ length: nSeq }, (_, i) => i);
+    const flips = o.flips ?? 0;
+    if (!(flips >= 0 && flips <= 1)) fail(`AutoRound (end to end): the flip fraction must be in [0, 1], got ${flips}`);
+    if (flips > 0) {
+      const total = state.reduce((a, s) => a + s.v.length, 0);
+      let k = Math.max(1, Math.ceil(flips * total));
+      let cur = lossStart;
+      const gains = new Float32Array(total);
+      const picked = new Int32Array(total);
+      for (let it = 0; it < o.iters && k >= 1; it++) {
+        const mini = minibatchWindows(order, rand, it, batch);
+        for (const w of mini) floatLogProbs(w);
+        m.zeroGrads();
+        for (const w of mini) windowKl(w, 1 / (batch * ctx));
+        // predicted change of L by each element's flip, first order
+        let at = 0;
+        let neg = 0;
+        for (const s of state) {
+          const g = m.view(s.spec.name, m.grads);
+          for (let e = 0; e < s.v.length; e++, at++) {
+            const d = s.ch[e] ? s.lo[e] - s.hi[e] : s.hi[e] - s.lo[e];
+            const gain = g[e] * d;
+            gains[at] = gain;
+            if (gain < 0) neg++;
+          }
+        }
+        if (!neg) break;
+        const negs = new Float32Array(neg);
+        for (let i = 0, j = 0; i < total; i++) if (gains[i] < 0) negs[j++] = gains[i];
+        negs.sort();
+        const thr = negs[Math.min(k, neg) - 1];
+        let nPicked = 0;
+        at = 0;
+        const flip = (s: (typeof state)[number], e: number) => {
+          const c = s.ch[e] ? 0 : 1;
+          s.ch[e] = c;
+          s.values[e] = c ? s.hi[e] : s.lo[e];
+        };
+        for (const s of state)
+          for (let e = 0; e < s.v.length; e++, at++)
+            if (gains[at] <= thr && gains[at] < 0 && nPicked < k) {
+              picked[nPicked++] = at;
+              flip(s, e);
+            }
+        const l = evalLoss();
+        trace.push(l);
+        if (l < cur) cur = l;
+        else {
+          // undo: the picked indices in order, walked against the tensors' offsets
+          let si = 0;
+          let base = 0;
+          for (let i = 0; i < nPicked; i++) {
+            while (picked[i] >= base + state[si].v.length) base += state[si++].v.length;
+            flip(state[si], picked[i] - base);
+          }
+          k = Math.floor(k / 2);
+        }
+      }
+      const pick: ModelRoundResult['pick'] = cur < lossStart ? 'last' : 'start';
+      if (pick === 'start') setValues('startCh');
+      return finish(pick === 'start' ? 'startCh' : 'ch', pick, pick === 'start' ? lossStart : cur);
+    }
     for (let it = 0; it < o.iters; it++) {
       const step = lr * (1 - it / o.iters);
       const mini = minibatchWindows(order, rand, it, batch);
@@ -225,15 +305,7 @@ export function refineModel(config: ModelConfig, float: (name: string) => Float3
     if (!(loss < lossStart)) (loss = lossStart), (pick = 'start');
     const final = pick === 'start' ? 'startCh' : pick === 'best' ? 'bestCh' : 'ch';
     setValues(final);
-    const out = new Map<string, { bytes: Uint8Array; q: Float32Array }>();
-    for (const s of state) {
-      const c = s.spec.codec;
-      const bytes = Uint8Array.from(s.spec.start.bytes);
-      const lv = { ...s.r.lv, lo: Float32Array.from(s.lo), hi: Float32Array.from(s.hi) };
-      const q = writeChoices(c, s.r.grids, bytes, lv, Uint8Array.from(s[final]), s.spec.w.length / c.blockSize);
-      out.set(s.spec.name, { bytes, q });
-    }
-    return { tensors: out, lossStart, loss, pick, trace, seconds: (performance.now() - t0) / 1000 };
+    return finish(final, pick, loss);
   } finally {
     be.close?.();
   }

@@ -29,7 +29,7 @@ import { editModel, recipeWithOverrides, parseKvOverride, parsePruneLayers, pars
 import { defendedModel } from '../../audit/run.js';
 
 /** AutoRound options that only its block objective reads (refused with --autoround-objective linear) */
-const AUTOROUND_BLOCK_FLAGS = ['autoround-block-iters', 'autoround-block-lr', 'autoround-block-eval', 'autoround-head-iters', 'autoround-head-lr', 'autoround-embedding', 'autoround-block-fisher', 'autoround-e2e-iters', 'autoround-e2e-lr', 'autoround-e2e-batch'];
+const AUTOROUND_BLOCK_FLAGS = ['autoround-block-iters', 'autoround-block-lr', 'autoround-block-eval', 'autoround-head-iters', 'autoround-head-lr', 'autoround-embedding', 'autoround-block-fisher', 'autoround-e2e-iters', 'autoround-e2e-lr', 'autoround-e2e-batch', 'autoround-e2e-flips'];
 
 /** options that only one algorithm reads */
 const ALGORITHM_FLAGS: readonly (readonly [string, string])[] = [
@@ -240,8 +240,9 @@ export const quantizeCommand: Command = {
     for (const [flag, algo] of ALGORITHM_FLAGS) if (a.given.has(flag) && !algorithmsUsed.includes(algo)) fail(`--${flag} applies to --algo ${algo} (this run uses ${[...new Set(algorithmsUsed.filter(Boolean))].join(', ')})`);
     const ptqGiven = (recipe.ptq ?? {}) as Partial<PtqOptions>;
     if ((ptqGiven.autoroundObjective ?? 'block') === 'linear') for (const f of AUTOROUND_BLOCK_FLAGS) if (a.given.has(f)) fail(`--${f} applies to AutoRound's block objective (this run gives --autoround-objective linear)`);
-    for (const [f, needs, on] of [['autoround-head-lr', 'autoround-head-iters', ptqGiven.autoroundHeadIters], ['autoround-e2e-lr', 'autoround-e2e-iters', ptqGiven.autoroundE2eIters], ['autoround-e2e-batch', 'autoround-e2e-iters', ptqGiven.autoroundE2eIters]] as const)
+    for (const [f, needs, on] of [['autoround-head-lr', 'autoround-head-iters', ptqGiven.autoroundHeadIters], ['autoround-e2e-lr', 'autoround-e2e-iters', ptqGiven.autoroundE2eIters], ['autoround-e2e-batch', 'autoround-e2e-iters', ptqGiven.autoroundE2eIters], ['autoround-e2e-flips', 'autoround-e2e-iters', ptqGiven.autoroundE2eIters]] as const)
       if (a.given.has(f) && !on) fail(`--${f} applies with --${needs} (the stage is off)`);
+    if (a.given.has('autoround-e2e-lr') && ptqGiven.autoroundE2eFlips) fail('--autoround-e2e-lr sets the signed-gradient steps: --autoround-e2e-flips replaces them');
     if (a.given.has('embedding-fisher') && !calibFile) fail('--embedding-fisher applies with --calib (the Fisher is measured on the calibration windows)');
     for (const f of ['rotate-iters', 'rotate-lr', 'rotate-batch']) if (a.given.has(f) && recipe.ptq?.rotate !== 'learned') fail(`--${f} applies with --rotate learned`);
     const allocating = a.given.has('target-size') || a.given.has('target-bpw');

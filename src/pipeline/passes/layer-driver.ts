@@ -403,7 +403,7 @@ export async function layerPass(input: LayerPassInput): Promise<{ added: Map<str
       learned.push({ name, codec, w: f, start: { bytes: q.bytes, q: Float32Array.from(weights.get(name)!.data) } });
     }
     if (!learned.length) fail('--autoround-e2e-iters: no tensor is rounded by AutoRound');
-    const r = await lc.timed('quantization', async () => refineModel(config, (n) => e2eFloats.get(n), (n) => weights.get(n)?.data, learned, windows, ctx, { iters: o.autoroundE2eIters, lr: o.autoroundE2eLr, batch: o.autoroundE2eBatch, seed: o.seed + nLayers + 1, threads }));
+    const r = await lc.timed('quantization', async () => refineModel(config, (n) => e2eFloats.get(n), (n) => weights.get(n)?.data, learned, windows, ctx, { iters: o.autoroundE2eIters, lr: o.autoroundE2eLr, batch: o.autoroundE2eBatch, flips: o.autoroundE2eFlips, seed: o.seed + nLayers + 1, threads }));
     for (const [name, t] of r.tensors) {
       const q = quantized.get(name)!;
       quantized.set(name, { ...q, bytes: t.bytes, sqnrDb: sqnrDb(e2eFloats.get(name)!, t.q), algorithm: `${q.algorithm} (e2e)` });
