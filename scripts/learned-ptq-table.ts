@@ -15,6 +15,7 @@
  *     [--reuse]   (judge a file this script wrote before, with its .json beside it, instead of quantizing again;
  *                 the F32 logits of an earlier run too: same --chunks only)
  *     [--wiki-chunks N]  (also judge N chunks of WikiText-2, the "480" column of docs/ptq.md's sessions 31-32)
+ *     [--calib-tokens N] (calibration tokens for every method, default 4096; name the run with --tag / --gptq-tag)
  *     [--gptq-tag T]     (the GPTQ row's file is the one of tag T, default --tag: variants of the learned
  *                         methods with the same calibration and seed share one GPTQ file)
  */
@@ -84,6 +85,7 @@ const tag = opt('tag', '')!;
 /** --ar 'ARGS': options for the AutoRound methods only (GPTQ refuses them) */
 const arExtra = opt('ar', '')!.split(' ').filter(Boolean);
 const gptqTag = opt('gptq-tag', tag)!;
+const calibTokens = opt('calib-tokens', '4096')!;
 console.log(`| type | method | KLD TinyStories | KLD WikiText-2 | × GPTQ (ts / wiki) |${wikiChunks ? ` WikiText-2, ${wikiChunks} chunks | × GPTQ (${wikiChunks}) |` : ''} seconds |`);
 console.log(`| --- | --- | ---: | ---: | ---: |${wikiChunks ? ' ---: | ---: |' : ''} ---: |`);
 for (const [tname, targs] of TYPES) {
@@ -101,7 +103,7 @@ for (const [tname, targs] of TYPES) {
       secs = Number(j.ptq?.seconds ?? j.seconds); // the calibrated part only (not the file write)
       say(`${file}: reused (quantized before in ${secs.toFixed(0)} s)`);
     } else {
-      const json = execFileSync(process.execPath, [lowbit, 'quantize', MODEL, file, ...targs, '--algo', algo, '--calib', calib, '--calib-tokens', '4096', '--calib-ctx', '256', ...extra, ...(algo.includes('autoround') ? arExtra : []), '--json'], { maxBuffer: 1 << 26 });
+      const json = execFileSync(process.execPath, [lowbit, 'quantize', MODEL, file, ...targs, '--algo', algo, '--calib', calib, '--calib-tokens', calibTokens, '--calib-ctx', '256', ...extra, ...(algo.includes('autoround') ? arExtra : []), '--json'], { maxBuffer: 1 << 26 });
       secs = (performance.now() - t0) / 1000;
       fs.writeFileSync(jsonFile, json);
     }
