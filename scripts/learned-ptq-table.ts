@@ -14,6 +14,10 @@
  *     [--methods gptq,omniquant,...] [--types 'Q3_K pure,Q2_K pure'] [--extra 'ARGS for every quantize'] [--ar 'ARGS for the autoround methods'] [--tag NAME] [--calib-mix]
  *     [--reuse]   (judge a file this script wrote before, with its .json beside it, instead of quantizing again;
  *                 the F32 logits of an earlier run too: same --chunks only)
+ *     [--wiki-chunks N]  (also judge N chunks of WikiText-2, the "480" column of docs/ptq.md's sessions 31-32)
+ *     [--calib-tokens N] (calibration tokens for every method, default 4096; name the run with --tag / --gptq-tag)
+ *     [--gptq-tag T]     (the GPTQ row's file is the one of tag T, default --tag: variants of the learned
+ *                         methods with the same calibration and seed share one GPTQ file)
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -59,6 +63,10 @@ const bases = Object.fromEntries(Object.entries(texts).map(([k, f]) => {
   llama('llama-perplexity', ['-m', MODEL, '-f', f, '-c', '128', '--chunks', CHUNKS, '--kl-divergence-base', base, '-t', '2'], /Final estimate: PPL = ([\d.]+)/);
   return [k, base];
 }));
+const wikiChunks = opt('wiki-chunks');
+const baseWikiN = wikiChunks ? path.join(OUT, `base-wiki${wikiChunks}.kld`) : undefined;
+if (baseWikiN && !(reuse && fs.existsSync(baseWikiN)))
+  llama('llama-perplexity', ['-m', MODEL, '-f', texts.wiki, '-c', '128', '--chunks', wikiChunks!, '--kl-divergence-base', baseWikiN, '-t', '2'], /Final estimate: PPL = ([\d.]+)/);
 const kld = (file: string, base: string) => {
   const m = llama('llama-perplexity', ['-m', file, '--kl-divergence-base', base, '--kl-divergence', '-t', '2'], /Mean\s+KLD:\s+([-\d.e]+)\s+±\s+([-\d.e]+)/);
   return { kld: Number(m[1]), se: Number(m[2]) };
@@ -76,14 +84,17 @@ const extra = opt('extra', '')!.split(' ').filter(Boolean);
 const tag = opt('tag', '')!;
 /** --ar 'ARGS': options for the AutoRound methods only (GPTQ refuses them) */
 const arExtra = opt('ar', '')!.split(' ').filter(Boolean);
-console.log('| type | method | KLD TinyStories | KLD WikiText-2 | × GPTQ (ts / wiki) | seconds |');
-console.log('| --- | --- | ---: | ---: | ---: | ---: |');
+const gptqTag = opt('gptq-tag', tag)!;
+const calibTokens = opt('calib-tokens', '4096')!;
+console.log(`| type | method | KLD TinyStories | KLD WikiText-2 | × GPTQ (ts / wiki) |${wikiChunks ? ` WikiText-2, ${wikiChunks} chunks | × GPTQ (${wikiChunks}) |` : ''} seconds |`);
+console.log(`| --- | --- | ---: | ---: | ---: |${wikiChunks ? ' ---: | ---: |' : ''} ---: |`);
 for (const [tname, targs] of TYPES) {
   if (typesWanted && !typesWanted.includes(tname)) continue;
-  let ref: { ts: number; wiki: number } | undefined;
+  let ref: { ts: number; wiki: number; wikiN: number } | undefined;
   for (const algo of METHODS) {
     if (only && !`${tname} ${algo}`.includes(only)) continue;
-    const file = path.join(OUT, `${tname.replace(/ /g, '-')}-${algo}${tag ? `-${tag}` : ''}${mix ? '-mix' : ''}.gguf`);
+    const t = algo === 'gptq' ? gptqTag : tag;
+    const file = path.join(OUT, `${tname.replace(/ /g, '-')}-${algo}${t ? `-${t}` : ''}${mix ? '-mix' : ''}.gguf`);
     const t0 = performance.now();
     const jsonFile = file.replace(/\.gguf$/, '.json');
     let secs: number;
@@ -92,15 +103,17 @@ for (const [tname, targs] of TYPES) {
       secs = Number(j.ptq?.seconds ?? j.seconds); // the calibrated part only (not the file write)
       say(`${file}: reused (quantized before in ${secs.toFixed(0)} s)`);
     } else {
-      const json = execFileSync(process.execPath, [lowbit, 'quantize', MODEL, file, ...targs, '--algo', algo, '--calib', calib, '--calib-tokens', '4096', '--calib-ctx', '256', ...extra, ...(algo.includes('autoround') ? arExtra : []), '--json'], { maxBuffer: 1 << 26 });
+      const json = execFileSync(process.execPath, [lowbit, 'quantize', MODEL, file, ...targs, '--algo', algo, '--calib', calib, '--calib-tokens', calibTokens, '--calib-ctx', '256', ...extra, ...(algo.includes('autoround') ? arExtra : []), '--json'], { maxBuffer: 1 << 26 });
       secs = (performance.now() - t0) / 1000;
       fs.writeFileSync(jsonFile, json);
     }
     const ts = kld(file, bases.ts);
     const wiki = kld(file, bases.wiki);
-    if (algo === 'gptq') ref = { ts: ts.kld, wiki: wiki.kld };
+    const wikiN = baseWikiN ? kld(file, baseWikiN) : undefined;
+    if (algo === 'gptq') ref = { ts: ts.kld, wiki: wiki.kld, wikiN: wikiN?.kld ?? NaN };
     const x = ref ? `${(ts.kld / ref.ts).toFixed(2)} / ${(wiki.kld / ref.wiki).toFixed(2)}` : '';
-    console.log(`| ${tname} | ${algo}${tag ? ` ${tag}` : ''}${mix ? ' (calib-mix)' : ''} | ${ts.kld.toFixed(6)} ± ${ts.se.toFixed(6)} | ${wiki.kld.toFixed(6)} ± ${wiki.se.toFixed(6)} | ${x} | ${secs.toFixed(0)} |`);
+    const n = wikiN ? ` ${wikiN.kld.toFixed(6)} ± ${wikiN.se.toFixed(6)} | ${ref ? (wikiN.kld / ref.wikiN).toFixed(2) : ''} |` : '';
+    console.log(`| ${tname} | ${algo}${t ? ` ${t}` : ''}${mix ? ' (calib-mix)' : ''} | ${ts.kld.toFixed(6)} ± ${ts.se.toFixed(6)} | ${wiki.kld.toFixed(6)} ± ${wiki.se.toFixed(6)} | ${x} |${n} ${secs.toFixed(0)} |`);
     say(`${tname} ${algo}: ${ts.kld} / ${wiki.kld}`);
   }
 }

@@ -13,7 +13,7 @@ const src = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..
 const ORDER = ['formats', 'quant', 'kernels', 'algos', 'alloc', 'model', 'train', 'io', 'eval', 'pipeline', 'audit'];
 const CORE = new Set(ORDER);
 /** what the calibration passes (src/pipeline/passes/) may import from the rest of pipeline/ */
-const PASS_DEPS = ['algorithms', 'plan', 'gptq-parts', 'block-round', 'embedding-fisher', 'omniquant', 'spinquant'];
+const PASS_DEPS = ['algorithms', 'plan', 'gptq-parts', 'block-round', 'embedding-fisher', 'model-round', 'omniquant', 'spinquant'];
 
 function walk(dir: string): string[] {
   return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(path.join(dir, e.name)) : e.name.endsWith('.ts') ? [path.join(dir, e.name)] : []));

@@ -56,6 +56,12 @@ export interface PtqOptions {
   readonly embeddingFisher: number;
   /** AutoRound (block objective): each layer's output error measured in the float model's Fisher at that point (sampled label sets per window; 0 = off: the squared error) */
   readonly autoroundBlockFisher: number;
+  /** AutoRound (block objective): steps, first step (0 = 0.2 / steps) and windows per step of the end-to-end stage (every AutoRound tensor's rounding on the whole model's KL divergence; 0 steps = off) */
+  readonly autoroundE2eIters: number;
+  readonly autoroundE2eLr: number;
+  readonly autoroundE2eBatch: number;
+  /** AutoRound end to end: > 0 = greedy flips (at most this fraction of the elements per step, kept when the evaluation loss falls) instead of signed-gradient steps */
+  readonly autoroundE2eFlips: number;
   /** OmniQuant: Adam iterations, first step (0 = 0.005), calibration windows per step, learn the equivalent transforms (LET) */
   readonly omniquantIters: number;
   readonly omniquantLr: number;
@@ -114,6 +120,10 @@ export const PTQ_OPTIONS: readonly PtqOptionSpec[] = Object.freeze([
   { key: 'autoroundEmbedding', flag: 'autoround-embedding', type: 'boolean', default: false, help: 'AutoRound (block objective): learn the token embedding\'s rounding in layer 0\'s block stage, through the layer\'s input gradient (untied embeddings; rows of tokens absent from the calibration keep theirs)' },
   { key: 'embeddingFisher', flag: 'embedding-fisher', type: 'int', default: 0, min: 0, max: 64, help: 'calibrated methods: round the token embedding with its algorithms (GPTQ, AutoRound, ...) on H = the Fisher of the float model\'s next-token distributions at its rows, from N sampled next tokens per position and window (a forward and backward of the float model each; 0 = off: round to nearest)' },
   { key: 'autoroundBlockFisher', flag: 'autoround-block-fisher', type: 'int', default: 0, min: 0, max: 64, help: 'AutoRound (block objective): measure each layer\'s output error d by d^T M d, M the float model\'s Fisher of its next-token distributions at that layer\'s output (normalized to trace dim, plus 0.1 I), from N sampled next tokens per position and window (0 = off: the squared error d^T d)' },
+  { key: 'autoroundE2eIters', flag: 'autoround-e2e-iters', type: 'int', default: 0, min: 0, max: 100000, help: 'AutoRound (block objective): after the layers and the head, learn every AutoRound tensor\'s rounding at once on the KL divergence of the whole quantized model\'s next-token distributions from the float model\'s on the calibration windows, this many signed-gradient steps (the whole model\'s backward pass; the iterate judged every tenth of the steps, the best kept; 0 = off)' },
+  { key: 'autoroundE2eLr', flag: 'autoround-e2e-lr', type: 'number', default: 0, min: 0, max: 0.5, help: 'AutoRound: first step of the end-to-end stage\'s rounding offsets, decayed linearly (0 = 0.2 / --autoround-e2e-iters)' },
+  { key: 'autoroundE2eBatch', flag: 'autoround-e2e-batch', type: 'int', default: 4, min: 1, max: 4096, help: 'AutoRound: calibration windows per step of the end-to-end stage' },
+  { key: 'autoroundE2eFlips', flag: 'autoround-e2e-flips', type: 'number', default: 0, min: 0, max: 1, help: 'AutoRound end to end: instead of signed-gradient steps, each step flips at most this fraction of the learned elements, those whose flip the gradient predicts to lower the KL divergence most, and keeps them only when the loss on the evaluation windows falls (else undone and the fraction halved; 0 = signed-gradient steps)' },
   { key: 'omniquantIters', flag: 'omniquant-iters', type: 'int', default: 40, min: 0, max: 100000, help: 'OmniQuant: Adam steps per layer on the block output error (learned clip ratios and equivalent-transform scales)' },
   { key: 'omniquantLr', flag: 'omniquant-lr', type: 'number', default: 0, min: 0, max: 1, help: 'OmniQuant: first Adam step of the log-scales and clip ratios, decayed linearly (0 = 0.01)' },
   { key: 'omniquantBatch', flag: 'omniquant-batch', type: 'int', default: 4, min: 1, max: 4096, help: 'OmniQuant: calibration windows per step' },

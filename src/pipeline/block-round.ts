@@ -412,7 +412,7 @@ interface Learned {
 }
 
 /** a learned tensor's start: every block's levels bracketed around its start bytes, offsets and choices from the start values */
-function roundingStart(c: BlockCodec, w: Float32Array, start: { bytes: Uint8Array; q: Float32Array }) {
+export function roundingStart(c: BlockCodec, w: Float32Array, start: { bytes: Uint8Array; q: Float32Array }) {
   const N = w.length;
   const bs = c.blockSize;
   const grids = new BlockGrids(c, 1);

@@ -3,7 +3,7 @@ import { isGgmlFloat } from '../../quant/ggml/types.js';
 import * as path from 'node:path';
 import { fail } from '../../errors.js';
 import { LLAMA_FTYPES } from '../../algos/llama-types.js';
-import { PTQ_OPTIONS } from '../../algos/ptq-options.js';
+import { PTQ_OPTIONS, type PtqOptions } from '../../algos/ptq-options.js';
 import { algorithmName, ALGORITHMS, defineRecipe, llamaRecipe, recipeFromJSON, schemeRecipe, type Algorithm, type Recipe } from '../../algos/recipe.js';
 import { checkImatrix, planQuantization, quantize, type QuantizeReport, type TensorReport } from '../../pipeline/quantize.js';
 import { evaluateQuantization, type QuantizeEvaluation } from '../../pipeline/evaluate.js';
@@ -28,6 +28,9 @@ import type { AllocationResult } from '../../pipeline/allocate.js';
 import { editModel, recipeWithOverrides, parseKvOverride, parsePruneLayers, parseTensorTypeFile, parseTensorTypeOverride, remapImatrix, unmatchedOverrides, type TensorTypeOverride } from '../../pipeline/model-edit.js';
 import { defendedModel } from '../../audit/run.js';
 
+/** AutoRound options that only its block objective reads (refused with --autoround-objective linear) */
+const AUTOROUND_BLOCK_FLAGS = ['autoround-block-iters', 'autoround-block-lr', 'autoround-block-eval', 'autoround-head-iters', 'autoround-head-lr', 'autoround-embedding', 'autoround-block-fisher', 'autoround-e2e-iters', 'autoround-e2e-lr', 'autoround-e2e-batch', 'autoround-e2e-flips'];
+
 /** options that only one algorithm reads */
 const ALGORITHM_FLAGS: readonly (readonly [string, string])[] = [
   ['act-order', 'gptq'],
@@ -44,6 +47,7 @@ const ALGORITHM_FLAGS: readonly (readonly [string, string])[] = [
   ['autoround-clip', 'autoround'],
   ['autoround-objective', 'autoround'],
   ['autoround-batch', 'autoround'],
+  ...AUTOROUND_BLOCK_FLAGS.map((f) => [f, 'autoround'] as const),
   ['easyquant-outliers', 'easyquant'],
   ['omniquant-iters', 'omniquant'],
   ['omniquant-lr', 'omniquant'],
@@ -234,6 +238,12 @@ export const quantizeCommand: Command = {
     // options of one algorithm are refused when no tensor uses it (instead of being silently ignored)
     const algorithmsUsed = [recipe.algorithm ?? 'rtn', ...recipe.rules.map((r) => r.algorithm ?? '')].flatMap((x) => algorithmName(x || undefined).split('+'));
     for (const [flag, algo] of ALGORITHM_FLAGS) if (a.given.has(flag) && !algorithmsUsed.includes(algo)) fail(`--${flag} applies to --algo ${algo} (this run uses ${[...new Set(algorithmsUsed.filter(Boolean))].join(', ')})`);
+    const ptqGiven = (recipe.ptq ?? {}) as Partial<PtqOptions>;
+    if ((ptqGiven.autoroundObjective ?? 'block') === 'linear') for (const f of AUTOROUND_BLOCK_FLAGS) if (a.given.has(f)) fail(`--${f} applies to AutoRound's block objective (this run gives --autoround-objective linear)`);
+    for (const [f, needs, on] of [['autoround-head-lr', 'autoround-head-iters', ptqGiven.autoroundHeadIters], ['autoround-e2e-lr', 'autoround-e2e-iters', ptqGiven.autoroundE2eIters], ['autoround-e2e-batch', 'autoround-e2e-iters', ptqGiven.autoroundE2eIters], ['autoround-e2e-flips', 'autoround-e2e-iters', ptqGiven.autoroundE2eIters]] as const)
+      if (a.given.has(f) && !on) fail(`--${f} applies with --${needs} (the stage is off)`);
+    if (a.given.has('autoround-e2e-lr') && ptqGiven.autoroundE2eFlips) fail('--autoround-e2e-lr sets the signed-gradient steps: --autoround-e2e-flips replaces them');
+    if (a.given.has('embedding-fisher') && !calibFile) fail('--embedding-fisher applies with --calib (the Fisher is measured on the calibration windows)');
     for (const f of ['rotate-iters', 'rotate-lr', 'rotate-batch']) if (a.given.has(f) && recipe.ptq?.rotate !== 'learned') fail(`--${f} applies with --rotate learned`);
     const allocating = a.given.has('target-size') || a.given.has('target-bpw');
     if (!allocating) for (const f of ['allocate', 'db', 'evo-generations', 'evo-offspring', 'types', 'estimator', 'output-factor', 'kld-windows', 'sample-rows', 'plain-costs']) if (a.given.has(f)) fail(`--${f} applies with --target-size or --target-bpw`);

@@ -19,6 +19,7 @@ import type { LlamaConfig } from '../../model/types.js';
 import { algorithmsOf, learnsLayer, scalesInputs, type AlgorithmSpec } from '../algorithms.js';
 import { autoroundSchedule, BLOCK_MOVE, BLOCK_TENSORS, BlockRunner, blockObjectiveRefusal, blockWindowsUsed, evalWindows, refineBlock, refineHead, type BlockJudge, type BlockLinear } from '../block-round.js';
 import { blockFisherMetrics, embeddingFisher } from '../embedding-fisher.js';
+import { modelRoundRefusal, refineModel, type ModelTensor } from '../model-round.js';
 import { omniquantLayer } from '../omniquant.js';
 import type { QuantizePlan } from '../plan.js';
 import { awqFoldPair, awqLinears, expertAwqLinears, foldScales, shiftGroup } from './fold.js';
@@ -65,6 +66,15 @@ export async function layerPass(input: LayerPassInput): Promise<{ added: Map<str
   // --embedding-fisher / --autoround-block-fisher: the float model on the training engine (layers read one at a time are read here)
   const fisherNeeded = (o.embeddingFisher > 0 && weights.has('token_embd.weight') && planOf.has('token_embd.weight') && !!codecOf(planOf.get('token_embd.weight')!)) || (!!block && o.autoroundBlockFisher > 0);
   const floats = new Map<string, Float32Array>();
+  // --autoround-e2e-iters: the float model, kept for the end-to-end stage after the head
+  const e2e = o.autoroundE2eIters > 0;
+  if (e2e) {
+    if (!block) fail('--autoround-e2e-iters: AutoRound\'s block objective does not run on this model (see the notes), so neither does its end-to-end stage');
+    const why = modelRoundRefusal(config, [...weights.keys(), ...model.lazy]);
+    if (why) fail(`--autoround-e2e-iters needs plain LLaMA layers (${why})`);
+    if (model.lazy.size) fail('internal: --autoround-e2e-iters with layers read one at a time');
+  }
+  const e2eFloats = new Map<string, Float32Array>(e2e ? [...weights].map(([n, t]) => [n, Float32Array.from(t.data)]) : []);
   if (fisherNeeded) {
     for (const [n, t] of weights) floats.set(n, n === 'token_embd.weight' ? Float32Array.from(t.data) : t.data);
     for (const n of model.lazy) floats.set(n, (await model.readWeight(n)).data);
@@ -383,6 +393,25 @@ export async function layerPass(input: LayerPassInput): Promise<{ added: Map<str
       notes.push(`output head AutoRound logits KL ${r.lossStart.toExponential(3)} -> ${r.loss.toExponential(3)} (${r.pick}, ${r.seconds.toFixed(1)} s)`);
     }
   }
+  if (e2e) {
+    // AutoRound end to end: every AutoRound tensor's rounding on the whole model's KL divergence from the float model
+    const learned: ModelTensor[] = [];
+    for (const [name, q] of quantized) {
+      const codec = codecOf(planOf.get(name)!);
+      const f = e2eFloats.get(name);
+      if (!codec || !f || algorithmsFor(name).at(-1)?.name !== 'autoround') continue;
+      learned.push({ name, codec, w: f, start: { bytes: q.bytes, q: Float32Array.from(weights.get(name)!.data) } });
+    }
+    if (!learned.length) fail('--autoround-e2e-iters: no tensor is rounded by AutoRound');
+    const r = await lc.timed('quantization', async () => refineModel(config, (n) => e2eFloats.get(n), (n) => weights.get(n)?.data, learned, windows, ctx, { iters: o.autoroundE2eIters, lr: o.autoroundE2eLr, batch: o.autoroundE2eBatch, flips: o.autoroundE2eFlips, seed: o.seed + nLayers + 1, threads }));
+    for (const [name, t] of r.tensors) {
+      const q = quantized.get(name)!;
+      quantized.set(name, { ...q, bytes: t.bytes, sqnrDb: sqnrDb(e2eFloats.get(name)!, t.q), algorithm: `${q.algorithm} (e2e)` });
+      weights.get(name)!.data.set(t.q);
+    }
+    notes.push(`AutoRound end to end (${learned.length} tensors): KL ${r.lossStart.toExponential(3)} -> ${r.loss.toExponential(3)} (${r.pick}; checkpoints ${r.trace.map((x) => x.toExponential(3)).join(' ')}; ${r.seconds.toFixed(1)} s)`);
+  }
+  e2eFloats.clear();
   return { added, phases: lc.phases };
 }
 
