@@ -164,6 +164,48 @@ test('one-token decode with q|k|v and gate|up fused into one dispatch each (prep
   }
 });
 
+test('token embeddings from a table in kernel memory: the kernel dequantizer, bit for bit the TypeScript codecs (F16, Q8_0, Q4_0, Q5_1)', (t) => {
+  const e = MatmulEngine.get();
+  if (!e?.shared) return t.skip('no shared kernel memory');
+  const emb = bin.tensors.find((x) => x.name === 'token_embd.weight')!;
+  const [dim, vocab] = emb.dims;
+  const x = new Float32Array(emb.data.buffer, emb.data.byteOffset, dim * vocab);
+  const ids = [0, 1, 7, 100, 255, vocab - 1];
+  const P = MatmulEngine.prototype as unknown as Record<string, (...a: unknown[]) => unknown>;
+  for (const name of ['F16', 'Q8_0', 'Q4_0', 'Q5_1']) {
+    const type = ggmlTypeByName(name)!;
+    let bytes: Uint8Array;
+    if (name === 'F16') {
+      const h = new Uint16Array(x.length);
+      for (let i = 0; i < x.length; i++) h[i] = f32ToF16(x[i]);
+      bytes = new Uint8Array(h.buffer);
+    } else {
+      bytes = new Uint8Array((x.length / 32) * ({ Q8_0: 34, Q4_0: 18, Q5_1: 24 } as Record<string, number>)[name]);
+      ggmlCodec(type)!.quantize!(x, vocab, dim, bytes);
+    }
+    const inKernel = e.allocBytes(bytes.length)!;
+    inKernel.set(bytes);
+    const withTable = (data: Uint8Array) => bin.tensors.map((t2): StoredTensor => (t2 === emb ? { ...t2, type, data } : t2));
+    const ref = new Float32Array(ids.length * dim);
+    new Llama(bin.config, withTable(bytes)).embed(ids, ref);
+    const out: Float32Array = e.allocF32(ids.length * dim, ref)!.array;
+    let used = 0;
+    const orig = P.dequantizeInto;
+    P.dequantizeInto = function (this: unknown, ...a: unknown[]) {
+      const r = orig.apply(this, a);
+      if (r) used++;
+      return r;
+    };
+    try {
+      new Llama(bin.config, withTable(inKernel)).embed(ids, out);
+    } finally {
+      P.dequantizeInto = orig;
+    }
+    assert.equal(used, ids.length, `${name}: each row by the kernel`);
+    assert.deepEqual(out, ref, name);
+  }
+});
+
 test('weights stay in their stored type: F16 on the fly equals F16 dequantized once, and is close to F32', () => {
   const t16 = toF16(bin.tensors);
   const onTheFly = new Llama(bin.config, t16);
