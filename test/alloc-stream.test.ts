@@ -16,6 +16,8 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { test } from 'node:test';
 import { familyModel, familyVocab, type Family } from '../scripts/family-models.js';
 import { llamaCppLogits } from '../scripts/llama-tools.js';
@@ -229,6 +231,31 @@ test('alloc-stream: matmulF32 on weights in kernel memory equals the copying pat
   const b = new Float32Array(nTok * n);
   e.matmulF32(b, x, inKernel.array, nTok, k, n);
   assert.deepEqual(b, a);
+});
+
+test('alloc-stream: allocF32 hands out zeros, from fresh memory (not written again) and from released blocks (zeroed)', async () => {
+  await initMatmulKernels();
+  const e = MatmulEngine.get();
+  if (!e) return;
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const n = 300_000; // > 1 MiB: past every small block of the heap
+  let owner: object | null = {};
+  const first = e.allocF32(n, owner);
+  if (!first) return; // an unshared memory: plain arrays
+  const at = first.at;
+  assert.ok(first.array.every((v) => v === 0), 'fresh block not zero');
+  first.array.fill(1.5);
+  owner = null;
+  // the block returns to the heap when its owner is collected (a FinalizationRegistry callback)
+  let again: { at: number; array: Float32Array } | null = null;
+  for (let i = 0; i < 20 && again?.at !== at; i++) {
+    gc();
+    await new Promise((r) => setTimeout(r, 10));
+    again = e.allocF32(n, {});
+  }
+  assert.equal(again?.at, at, 'the released block was not handed out again (nothing checked)');
+  assert.ok(again!.array.every((v) => v === 0), 'a released block handed out again is not zero');
 });
 
 test('alloc-stream: quantize --calib --target-size --plain-costs writes what sensitivity --db + quantize --db write; a MoE file allocated per expert tensor loads in llama.cpp', async (t) => {
