@@ -84,9 +84,8 @@ export interface ErrorJob {
   importance?: Float32Array;
   input: SharedArrayBuffer;
   inputOffset: number;
-  /** float32 ΔW, types.length x nRows x rowLength, from byte outputOffset (absent: 0) */
+  /** float32 ΔW, types.length x nRows x rowLength */
   output: SharedArrayBuffer;
-  outputOffset?: number;
   nRows: number;
   rowLength: number;
   /** row ranges per type */
@@ -121,7 +120,7 @@ export function errorsOn(job: ErrorJob, isWorker: boolean): void {
       if (errorBlocks.length < bytes) errorBlocks = new Uint8Array(bytes);
       const blocks = errorBlocks.subarray(0, bytes);
       const src = new Float32Array(job.input, job.inputOffset + row * rowLength * 4, rows * rowLength);
-      const out = new Float32Array(job.output, (job.outputOffset ?? 0) + (t * nRows + row) * rowLength * 4, rows * rowLength);
+      const out = new Float32Array(job.output, (t * nRows + row) * rowLength * 4, rows * rowLength);
       codec.quantize(src, rows, rowLength, blocks, job.weighted[t] ? job.importance : undefined);
       codec.dequantize(blocks, rows * rowLength, out);
       for (let k = 0; k < out.length; k++) out[k] -= src[k];
@@ -131,24 +130,6 @@ export function errorsOn(job: ErrorJob, isWorker: boolean): void {
     Atomics.store(ctl, FAILED, 1);
     throw e;
   }
-}
-
-/** row ranges per type of an error job */
-const errorRanges = (threads: number, nRows: number, nTypes: number) => Math.min(nRows, Math.max(1, Math.ceil((threads * RANGES_PER_THREAD) / Math.max(1, nTypes))));
-
-/** errorsOn's values computed in this thread alone (type t's rows at t * nRows * rowLength of out) */
-function errorsInThread(types: readonly GgmlTypeInfo[], src: Float32Array, nRows: number, rowLength: number, importance: Float32Array | undefined, weighted: readonly boolean[], out: Float32Array): Float32Array {
-  const n = nRows * rowLength;
-  types.forEach((type, t) => {
-    const codec = ggmlCodec(type);
-    if (!codec?.quantize) throw new Error(`no quantizer for ${type.name}`);
-    const blocks = new Uint8Array(nRows * (rowLength / type.blockSize) * type.typeSize);
-    const o = out.subarray(t * n, (t + 1) * n);
-    codec.quantize(src.subarray(0, n), nRows, rowLength, blocks, weighted[t] ? importance : undefined);
-    codec.dequantize(blocks, n, o);
-    for (let k = 0; k < n; k++) o[k] -= src[k];
-  });
-  return out;
 }
 
 /** A worker's handling of one job message (both kinds); throws what the codec throws. */
@@ -202,11 +183,6 @@ export class RowPool {
     this.callerWorks = o.callerWorks ?? true;
   }
 
-  /** start the workers now (they load in the background), not at the first job */
-  warm(): void {
-    if (this.threads > 1) this.start();
-  }
-
   private start(): void {
     if (this.workers.length) return;
     const variant = wasmVariant();
@@ -230,22 +206,11 @@ export class RowPool {
     }
   }
 
-  /** jobs posted to each worker and not answered yet (a worker holds the process open while it has one) */
-  private readonly inFlight = new Map<RowWorkerPort, number>();
-
   private run(w: RowWorkerPort, job: PoolJob): Promise<void> {
     const id = this.nextId++;
-    const n = this.inFlight.get(w) ?? 0;
-    if (n === 0) w.ref?.();
-    this.inFlight.set(w, n + 1);
-    // (several jobs may be in flight, errorRowsInBackground: the last answer lets the worker go)
-    const done = () => {
-      const left = (this.inFlight.get(w) ?? 1) - 1;
-      this.inFlight.set(w, left);
-      if (left === 0) w.unref?.();
-    };
+    w.ref?.();
     return new Promise<void>((resolve, reject) => {
-      this.pending.set(id, { resolve: () => (done(), resolve()), reject: (e) => (done(), reject(e)) });
+      this.pending.set(id, { resolve: () => (w.unref?.(), resolve()), reject: (e) => (w.unref?.(), reject(e)) });
       w.post({ ...job, id });
     });
   }
@@ -339,8 +304,19 @@ export class RowPool {
     // (grow-only: fresh memory costs a page fault per 4 KiB)
     if ((this.scratchDelta?.length ?? -1) < total) this.scratchDelta = this.threads < 2 ? new Float32Array(total) : new Float32Array(new SharedArrayBuffer(total * 4));
     const out = this.scratchDelta!.subarray(0, total);
-    const inThread = (): Float32Array => errorsInThread(types, src, nRows, rowLength, importance, w, out);
-    const ranges = errorRanges(this.threads, nRows, types.length);
+    const inThread = (): Float32Array => {
+      types.forEach((type, t) => {
+        const codec = ggmlCodec(type);
+        if (!codec?.quantize) throw new Error(`no quantizer for ${type.name}`);
+        const blocks = new Uint8Array(nRows * (rowLength / type.blockSize) * type.typeSize);
+        const o = out.subarray(t * n, (t + 1) * n);
+        codec.quantize(src.subarray(0, n), nRows, rowLength, blocks, w[t] ? importance : undefined);
+        codec.dequantize(blocks, n, o);
+        for (let k = 0; k < n; k++) o[k] -= src[k];
+      });
+      return out;
+    };
+    const ranges = Math.min(nRows, Math.max(1, Math.ceil((this.threads * RANGES_PER_THREAD) / Math.max(1, types.length))));
     if (this.threads < 2 || types.length * ranges < 2 || total < this.minParallel || src.length < n || types.some((t) => !Number.isInteger(rowLength / t.blockSize))) return inThread();
     this.start();
     const { input, inputOffset } = this.sharedInput(src, n);
@@ -359,27 +335,6 @@ export class RowPool {
   }
 
   private scratchDelta?: Float32Array;
-
-  /**
-   * errorRows on the workers alone, into `out` (types.length x nRows x rowLength), `src` and `out` in
-   * shared memory (allocate()): this thread is free while they work -- the sensitivity pass runs its
-   * forward stages meanwhile. The same values as errorRows. Null (nothing started) when there is no
-   * worker or an array is not shared: then call errorRows.
-   */
-  errorRowsInBackground(types: readonly GgmlTypeInfo[], src: Float32Array, nRows: number, rowLength: number, importance: Float32Array | undefined, weighted: readonly boolean[] | undefined, out: Float32Array): Promise<void> | null {
-    const n = nRows * rowLength;
-    if (this.threads < 2 || !(src.buffer instanceof SharedArrayBuffer) || !(out.buffer instanceof SharedArrayBuffer) || src.length < n || out.length < types.length * n || types.some((t) => !Number.isInteger(rowLength / t.blockSize))) return null;
-    this.start();
-    const w = types.map((_, t) => weighted?.[t] ?? false);
-    const job: ErrorJob = {
-      kind: 'errors', types: types.map((t) => t.name), weighted: w, importance, input: src.buffer, inputOffset: src.byteOffset, output: out.buffer, outputOffset: out.byteOffset,
-      nRows, rowLength, ranges: errorRanges(this.threads, nRows, types.length), control: new SharedArrayBuffer(16),
-    };
-    return Promise.allSettled(this.workers.map((wk) => this.run(wk, job))).then((results) => {
-      // a failure: this thread alone, which reports the problem as the codec does
-      if (results.some((r) => r.status === 'rejected')) errorsInThread(types, src, nRows, rowLength, importance, w, out);
-    });
-  }
 
   /** Stop the workers (idle workers do not keep the process alive either way). */
   async close(): Promise<void> {

@@ -130,11 +130,6 @@ export interface RowQuantizer {
    * a view of a scratch the next call reuses
    */
   errorRows?(types: readonly GgmlTypeInfo[], src: Float32Array, nRows: number, rowLength: number, importance?: Float32Array, weighted?: readonly boolean[]): Promise<Float32Array>;
-  /**
-   * errorRows' values into `out` (from allocate(), as `src`) on the other threads alone, so that this
-   * thread can work meanwhile; null (nothing started) when it cannot (no other thread): call errorRows
-   */
-  errorRowsInBackground?(types: readonly GgmlTypeInfo[], src: Float32Array, nRows: number, rowLength: number, importance: Float32Array | undefined, weighted: readonly boolean[] | undefined, out: Float32Array): Promise<void> | null;
 }
 
 /** one ONNX calibration sample: the model's inputs by name */

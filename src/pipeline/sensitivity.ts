@@ -470,56 +470,6 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
     say(`costs of ${w.name}`, ++done, names.length);
   };
 
-  /**
-   * The costs of a 2-D linear's RTN candidates with its error rows computed on the row quantizer's
-   * other threads while this one goes on with the statistics pass (its forward stages): the sampled
-   * rows are copied now (the weight is valid during the pass's callback only), the products with X
-   * run when the pass settles the layer. The same operations on the same values as hessianCosts (one
-   * group of rows, one batch of candidates), so the same costs. Undefined (nothing started) where
-   * hessianCosts must do it.
-   */
-  const bgBuffers = new Map<string, { sample: Float32Array; deltas: Float32Array }>();
-  const backgroundCosts = (w: TensorShape, values: Float32Array, stats: InputStats): Promise<{ out: SensitivityCandidate[]; probe?: { type: string; hessian: number } }> | undefined => {
-    const pool = o.rowQuantizer;
-    if (!pool?.errorRowsInBackground || !pool.allocate || gptq || w.experts !== undefined) return undefined;
-    const imp = importance.get(w.name);
-    if (Array.isArray(imp)) return undefined;
-    const cand = withImportance(typesForRow(types, w.cols), imp);
-    const m = o.maxRows && o.maxRows < w.rows ? o.maxRows : w.rows;
-    const n = m * w.cols;
-    // hessianCosts' batches: all candidates in one product when they fit in 2^24 values
-    if (cand.length === 0 || cand.length > Math.max(1, Math.floor((1 << 24) / n))) return undefined;
-    // one pair of shared buffers per tensor of a layer (its name without the layer), reused layer after
-    // layer: the pass settles a layer's work before the next layer's callbacks
-    const slot = w.name.replace(/^blk\.\d+\./, '');
-    let b = bgBuffers.get(slot);
-    if (!b || b.sample.length < n || b.deltas.length < cand.length * n) bgBuffers.set(slot, (b = { sample: pool.allocate(n), deltas: pool.allocate(cand.length * n) }));
-    const rowIds = Int32Array.from({ length: m }, (_, i) => Math.floor((i * w.rows) / m));
-    const sample = b.sample.subarray(0, n);
-    rowIds.forEach((r, i) => sample.set(values.subarray(r * w.cols, (r + 1) * w.cols), i * w.cols));
-    const deltas = b.deltas.subarray(0, cand.length * n);
-    const ts = cand.map((t) => ggmlTypeByName(t)!);
-    const impOf = imp as Float32Array | undefined;
-    const started = pool.errorRowsInBackground(ts, sample, m, w.cols, impOf, ts.map((t) => ggmlCodec(t)?.usesImportance === true), deltas);
-    if (!started) return undefined;
-    const scale = w.rows / m;
-    const probeType = o.probeType && cand.includes(o.probeType) ? o.probeType : cand.includes('Q3_K') ? 'Q3_K' : cand[0];
-    return started.then(() => {
-      const rc = stats.rowCosts(deltas, cand.length * m);
-      const out: SensitivityCandidate[] = [];
-      let probe: { type: string; hessian: number } | undefined;
-      cand.forEach((type, c) => {
-        let hc = 0;
-        for (let r = 0; r < m; r++) hc += rc[c * m + r];
-        const cost = hc * scale;
-        if (!Number.isFinite(cost)) fail(`${w.name}: the cost of ${type} is not finite: the model's activations on the calibration text are not finite (NaN or infinity in its weights?)`);
-        out.push({ type, bytes: tensorBytes(type, w.rows, w.cols), cost, hessian: cost });
-        if (type === probeType) probe = { type, hessian: cost };
-      });
-      return { out, probe };
-    });
-  };
-
   let tiedHead: InputStats | undefined;
   let tokenCounts: Float32Array | undefined;
   const timings = { pass: 0, setup: 0, forward: 0, statistics: 0, read: 0, costs: 0, kld: 0 };
@@ -539,14 +489,10 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
         if (!w) return;
         if (weighted) importance.set(x.name, x.experts ? x.experts.perExpert.map((_, e) => x.experts!.pick(e).diag()) : x.stats.diag());
         if (estimator !== 'hessian' || typesForRow(types, w.cols).length === 0) return;
-        const record = ({ out, probe }: { out: SensitivityCandidate[]; probe?: { type: string; hessian: number } }) => {
-          if (probe) probes.set(x.name, probe);
-          tensors.set(x.name, { name: x.name, shape: [w.rows, w.cols], candidates: out });
-          say(`costs of ${x.name}`, ++done, names.length);
-        };
-        const later = x.experts ? undefined : backgroundCosts(w, x.w.data, x.stats);
-        if (later) x.defer(later.then(record));
-        else record(await hessianCosts(w, x.w.data, x.stats, x.experts));
+        const { out, probe } = await hessianCosts(w, x.w.data, x.stats, x.experts);
+        if (probe) probes.set(x.name, probe);
+        tensors.set(x.name, { name: x.name, shape: [w.rows, w.cols], candidates: out });
+        say(`costs of ${x.name}`, ++done, names.length);
       },
       onProgress: (msg, d, n) => say(`statistics pass: ${msg}`, d, n),
     });

@@ -33,11 +33,6 @@ export interface StreamedLinear {
   /** an expert tensor: each expert's own input statistics (the tokens routed to it) */
   readonly experts?: ExpertStats;
   readonly layer: number;
-  /**
-   * work on this weight that may finish after the callback: the pass awaits it by the end of the layer
-   * (`stats` stays valid until then, `w` only during the callback) and rethrows its failure
-   */
-  readonly defer: (work: Promise<void>) => void;
 }
 
 export interface StreamOptions {
@@ -142,21 +137,9 @@ export async function streamStatistics(m: ModelFile, o: StreamOptions): Promise<
     weights.set(name, ft);
     return ft;
   };
-  // the consumers' deferred work (StreamedLinear.defer), awaited at the end of every layer
-  const deferred: Promise<void>[] = [];
-  const defer = (work: Promise<void>) => {
-    work.catch(() => undefined); // awaited (and its failure rethrown) at the end of the layer
-    deferred.push(work);
-  };
-  const settle = async () => {
-    if (deferred.length === 0) return;
+  const give = async (x: StreamedLinear) => {
     const t0 = performance.now();
-    await Promise.all(deferred.splice(0));
-    secs.consumer += (performance.now() - t0) / 1000;
-  };
-  const give = async (x: Omit<StreamedLinear, 'defer'>) => {
-    const t0 = performance.now();
-    await o.onLinear({ ...x, defer });
+    await o.onLinear(x);
     secs.consumer += (performance.now() - t0) / 1000;
   };
 
@@ -229,7 +212,6 @@ export async function streamStatistics(m: ModelFile, o: StreamOptions): Promise<
     lc.addPendingResiduals();
     for (; released < groups.length; released++) release(l, released);
     release(l, 'other');
-    await settle(); // (before the next layer's stages reuse this layer's statistics buffers)
     say(`layer ${l + 1}/${nLayers}`, l + 1, nLayers);
   }
   const headStats = lc.collectHeadHessian();
@@ -239,7 +221,6 @@ export async function streamStatistics(m: ModelFile, o: StreamOptions): Promise<
     const w = await (head ?? load('output.weight'));
     secs.read += (performance.now() - tw) / 1000;
     await give({ name: 'output.weight', w, stats: headStats, layer: nLayers });
-    await settle();
   }
   weights.clear();
   return { tokenCounts, tokens, config, head: headStats, ...(inFile.has('output.weight') ? {} : { tiedHead: headStats }), seconds: { forward: lc.phases.forward, statistics: lc.phases.statistics, ...secs, setup } };

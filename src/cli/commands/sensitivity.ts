@@ -15,7 +15,6 @@ import { checkOutput, noteInput, readInputText, writeFileAtomic } from '../files
 import { openModelPath } from '../model-open.js';
 import { threadsFrom } from '../threads.js';
 import { QuantizePool } from '../quantize-pool.js';
-import { MatmulEngine } from '../../kernels/matmul.js';
 import { GptqPool } from '../gptq-pool.js';
 import { loadModelPath } from './generate.js';
 import { renderTable } from './formats.js';
@@ -52,11 +51,6 @@ export async function runSensitivity(modelPath: string, a: { values: Record<stri
   if (gptq && a.values.estimator === 'kld') fail('GPTQ candidates (--algo gptq) are measured by the hessian estimator (GPTQ needs each input\'s Hessian): not with --estimator kld');
   const types = a.values.types ? String(a.values.types).split(',').map((s) => s.trim().toUpperCase()).filter(Boolean) : [...DEFAULT_SENSITIVITY_TYPES];
   const cal = calibOf(a);
-  const threads = threadsFrom(a.values.threads as number | undefined);
-  // the kernels' threads and the row quantizer's start now: they load while the model is opened and
-  // the text tokenized (they were started by the first matmul and the first costs, which then waited)
-  MatmulEngine.get()?.setThreads(threads);
-  sharedPool?.warm();
   const opened = m ? undefined : await openModelPath(modelPath);
   const file = m ?? opened!.model;
   let pool: QuantizePool | undefined;
@@ -64,8 +58,7 @@ export async function runSensitivity(modelPath: string, a: { values: Record<stri
   try {
     const estimator = a.values.estimator as 'hessian' | 'kld';
     const outputFactor = a.values['output-factor'] as 'kld' | 'none';
-    pool = sharedPool ?? (threads > 1 ? new QuantizePool(threads) : undefined);
-    pool?.warm();
+    const threads = threadsFrom(a.values.threads as number | undefined);
     const { config, metadata } = modelShape(file);
     if (metadata.get('tokenizer.ggml.tokens') === undefined) fail(`${modelPath} carries no vocabulary to tokenize the calibration text`);
     const tokenizer = new Tokenizer(vocabFromGgufMetadata(metadata));
@@ -77,6 +70,7 @@ export async function runSensitivity(modelPath: string, a: { values: Record<stri
     const model = estimator === 'kld' || outputFactor === 'kld' ? (await loadModelPath(modelPath, undefined, { contextLength: ctx, batch: Math.min(ctx, 512), threads })).model : undefined;
     // the candidates' rows are quantized on every thread (as plain quantize does): the caller's pool
     // when it has one (quantize --calib --target-size: the one that then quantizes the file), else our own
+    pool = sharedPool ?? (threads > 1 ? new QuantizePool(threads) : undefined);
     gptqPool = gptq && threads > 1 ? new GptqPool(threads - 1) : undefined;
     return await measureSensitivity({
       model,
