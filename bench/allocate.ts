@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- allocate [--layers N] [--calib-tokens T (default 256)] [--sample-rows R] [--threads 2] [--pairs N]`: the cost
+ * `npm run bench -- allocate [--layers N] [--calib-tokens T (default 256)] [--sample-rows R] [--threads 2] [--pairs N] [--out DIR]`: the cost
  * of mixed precision on a synthetic ~1.1B llama (dim 2048, ffn 5632, 22 layers, vocabulary 32000 from
  * data/tokenizer.model; seeded, cached under .cache/bench/). In the same run, each in its own process:
  *
@@ -14,6 +14,8 @@
  * rerun per type. Also prints the file sizes (C and D must not exceed A's size; D's equals C's: the
  * same costs) and B's profile. `--pairs N` repeats the set A B C D N times, alternating, and prints
  * each set's ratios with their median and maximum (the streaming pass's forward stages, statistics, weight reads, costs).
+ * `--out DIR` (default .cache/bench/allocate-out, shared by every checkout of the machine): where the
+ * files and the database are written.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -33,10 +35,9 @@ function arg(args: string[], name: string, dflt: string): string {
  * estimator with the KLD output factor on the same model in the same run. Goal (issue 13): <= 10 min
  * on 2 cores.
  */
-async function kldEstimator(threads: string): Promise<void> {
+async function kldEstimator(threads: string, out: string): Promise<void> {
   const model = path.join(ROOT, 'data', 'tinyllama256.gguf');
   const text = path.join(ROOT, 'data', 'tinystories-valid-head.txt');
-  const out = path.join(ROOT, '.cache', 'bench', 'allocate-out');
   fs.mkdirSync(out, { recursive: true });
   const bin = path.join(ROOT, 'bin', 'lowbit.js');
   const runs: [string, string[]][] = [
@@ -58,14 +59,14 @@ async function kldEstimator(threads: string): Promise<void> {
 }
 
 export async function run(args: string[]): Promise<void> {
-  if (args.includes('--kld')) return kldEstimator(arg(args, 'threads', '2'));
+  const out = path.resolve(arg(args, 'out', path.join(ROOT, '.cache', 'bench', 'allocate-out')));
+  if (args.includes('--kld')) return kldEstimator(arg(args, 'threads', '2'), out);
   const layers = Number(arg(args, 'layers', '22'));
   const threads = arg(args, 'threads', '2');
   const calibTokens = arg(args, 'calib-tokens', '256');
   const sampleRows = arg(args, 'sample-rows', '64');
   const input = await syntheticLlama(ROOT, { dim: 2048, hiddenDim: 5632, nLayers: layers, nHeads: 32, vocab: 32000 });
   const text = path.join(ROOT, 'data', 'tinystories-valid-head.txt');
-  const out = path.join(ROOT, '.cache', 'bench', 'allocate-out');
   fs.mkdirSync(out, { recursive: true });
   const bin = path.join(ROOT, 'bin', 'lowbit.js');
   const db = path.join(out, 'costs.json');

@@ -16,6 +16,8 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { test } from 'node:test';
 import { familyModel, familyVocab, type Family } from '../scripts/family-models.js';
 import { llamaCppLogits } from '../scripts/llama-tools.js';
@@ -229,6 +231,42 @@ test('alloc-stream: matmulF32 on weights in kernel memory equals the copying pat
   const b = new Float32Array(nTok * n);
   e.matmulF32(b, x, inKernel.array, nTok, k, n);
   assert.deepEqual(b, a);
+});
+
+test('alloc-stream: allocF32 hands out zeros, from fresh memory (not written again) and from released blocks (zeroed)', async () => {
+  await initMatmulKernels();
+  const e = MatmulEngine.get();
+  if (!e) return;
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const n = 300_000; // > 1 MiB: past every small block of the heap
+  // blocks written with non-zeros, then released (their owners collected: a FinalizationRegistry callback)
+  const dirty: number[] = [];
+  let owners: object[] = [];
+  for (let i = 0; i < 4; i++) {
+    const o = {};
+    const b = e.allocF32(n, o);
+    if (!b) return; // an unshared memory: plain arrays
+    assert.ok(b.array.every((v) => v === 0), 'fresh block not zero');
+    b.array.fill(1.5);
+    owners.push(o);
+    dirty.push(b.at);
+  }
+  owners = [];
+  const keep: object[] = [];
+  let reused = 0;
+  for (let i = 0; i < 20 && reused === 0; i++) {
+    gc();
+    await new Promise((r) => setTimeout(r, 10));
+    for (let j = 0; j < 4; j++) {
+      const o = {};
+      keep.push(o);
+      const b = e.allocF32(n, o)!;
+      assert.ok(b.array.every((v) => v === 0), 'a block handed out again is not zero');
+      if (dirty.some((at) => b.at < at + 4 * n && at < b.at + 4 * n)) reused++;
+    }
+  }
+  assert.ok(reused > 0, 'no written block was handed out again (nothing checked)');
 });
 
 test('alloc-stream: quantize --calib --target-size --plain-costs writes what sensitivity --db + quantize --db write; a MoE file allocated per expert tensor loads in llama.cpp', async (t) => {
