@@ -55,6 +55,7 @@ interface MatmulExports {
   zeroUpperRows(a: number, k: number, i0: number, i1: number): void;
   transposePad(x: number, nTok: number, k: number, xt: number, ld: number): void;
   transposePacked(x: number, nTok: number, k: number, xt: number, ld: number): void;
+  packTriples(src: number, srcStride: number, rows: number, bytes: number, dst: number): void;
 }
 
 const PAGE = 65536;
@@ -648,6 +649,9 @@ export class MatmulEngine {
    * Let one-token matmuls read a copy of each quantized weight interleaved by 4 rows (default on; the
    * results are the same bits either way). Off: no copies, half the memory, slower decode.
    */
+  /** the packed 3 x 3 tiles for F32 weights (on by default; off: the row-by-row tiles, for tests) */
+  packTokens = true;
+
   setDecodeInterleave(on: boolean): void {
     this.interleave = on;
   }
@@ -1065,8 +1069,15 @@ export class MatmulEngine {
     const chunks = Math.ceil(rows / chunkRows);
     const scratchBytes = interleaved ? 64 : chunkRows * kx * 4 + 64;
     const scratch = this.buffer('scratch', scratchBytes * this.threadCount);
+    // F32 rows with k % 4 == 0 (multiplied in place): the tokens packed in triples (wasm/matmul.ts
+    // packTriples) for the packed 3 x 3 tiles; the same dot products, bit for bit
+    let xp = 0;
+    if (this.packTokens && type === 0 && k === kx && !interleaved && nTok >= 3 && rows >= 3) {
+      xp = this.buffer('xPacked', Math.floor(nTok / 3) * 3 * kx * 4);
+      this.exports.packTriples(x, kx * 4, nTok, kx * 4, xp);
+    }
     this.setJob(1, type, w, rowBytes, x, kx * 4, nTok, k, kx, y, n, rows, chunkRows, scratch, scratchBytes);
-    this.job[15] = 0;
+    this.job[15] = xp;
     this.job[16] = interleaved ? 1 : 0;
     this.dispatch(chunks, threads, nTok === 1);
   }
