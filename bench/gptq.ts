@@ -108,21 +108,24 @@ export async function syntheticModel(layers: number): Promise<Uint8Array> {
     drawn += sizes[id];
   });
   const worker = new Worker(FILL_SOURCE, { eval: true });
-  const waiting = new Map<number, (x: Float32Array) => void>();
+  const waiting = new Map<number, { resolve: (x: Float32Array) => void; reject: (e: unknown) => void }>();
   const arrived = new Map<number, Float32Array>();
   worker.on('message', (m: { id: number; x: Float32Array }) => {
-    const f = waiting.get(m.id);
-    if (f) f(m.x);
+    const w = waiting.get(m.id);
+    if (w) (waiting.delete(m.id), w.resolve(m.x));
     else arrived.set(m.id, m.x);
   });
   let failed: unknown;
-  worker.on('error', (e) => void (failed = e));
+  worker.on('error', (e) => {
+    failed = e;
+    for (const w of waiting.values()) w.reject(e);
+    waiting.clear();
+  });
   const secondHalf = (id: number) => new Promise<Float32Array>((resolve, reject) => {
     if (failed) return reject(failed);
     const x = arrived.get(id);
     if (x) return (arrived.delete(id), resolve(x));
-    waiting.set(id, resolve);
-    worker.once('error', reject);
+    waiting.set(id, { resolve, reject });
   });
   worker.postMessage(jobs);
   const sink = memorySink();
