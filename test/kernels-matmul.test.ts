@@ -294,3 +294,42 @@ test('one-token F32 matmul on the copy interleaved by 4 rows (prepareDecode): th
     }
   }
 });
+
+test('F32 matmul in packed 3 x 3 tiles (tokens and a chunk\'s rows in triples): the row-by-row tiles bit for bit (plain SIMD: matmulLanesRef), 1 and 2 threads, edges', () => {
+  useNodeThreads();
+  const f32 = ggmlCodecs.find((c) => c.type.name === 'F32')!.type;
+  const r = rng(43);
+  for (const variant of variants) {
+    const e = MatmulEngine.get(variant)!;
+    // tokens % 3 = 0, 1, 2 and past a token block (63); rows % 3 = 0, 1, 2 and past a chunk (48); k from 4
+    for (const [nTok, n, k] of [[3, 3, 4], [64, 49, 64], [130, 100, 68], [200, 770, 128], [5, 7, 8]]) {
+      const w = normals(n * k, r);
+      const x = normals(nTok * k, r);
+      const kw = e.storeWeight(f32, n, k, 4 * k, new Uint8Array(w.buffer.slice(0)))!;
+      const want = new Float32Array(nTok * n);
+      e.packTokens = false;
+      try {
+        e.matmul(want, x, kw, nTok);
+      } finally {
+        e.packTokens = true;
+      }
+      if (variant === 'simd') {
+        const lanes = new Float32Array(nTok * n);
+        matmulLanesRef(lanes, x, w, nTok, k, n);
+        assert.deepEqual(want, lanes);
+      }
+      for (const threads of [1, 2]) {
+        e.setThreads(threads);
+        const y = new Float32Array(nTok * n).fill(NaN);
+        try {
+          e.matmul(y, x, kw, nTok);
+        } finally {
+          e.setThreads(1);
+        }
+        let bad = 0;
+        for (let i = 0; i < y.length; i++) if (!Object.is(y[i], want[i])) bad++;
+        assert.equal(bad, 0, `${variant} T=${nTok} N=${n} K=${k} threads ${threads}: ${bad} outputs differ`);
+      }
+    }
+  }
+});

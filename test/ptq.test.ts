@@ -135,6 +135,41 @@ test('gramUpper is gramLower transposed, bit for bit, on 1 and 2 threads (the ac
   engine.setThreads(1);
 });
 
+test('gramAccumulate adds gramUpper\'s products into an f64 upper triangle, bit for bit, on 1 and 2 threads', async () => {
+  const engine = await nodeEngine();
+  const normal = rng(19);
+  // k = 1031 (bands of 252, k % 3 = 2), 301 (bands of 126, k % 3 = 1), 12; odd token counts (padding), two adds
+  for (const [k, nTok] of [[301, 1001], [1031, 517], [12, 5]] as const) {
+    const xs = [0, 1].map(() => Float32Array.from({ length: nTok * k }, normal));
+    const owner = {};
+    const slot = engine.allocF32(2 * k * k, owner)!;
+    const h = new Float64Array(slot.array.buffer, slot.at, k * k);
+    for (const threads of [1, 2]) {
+      engine.setThreads(threads);
+      // the reference: gramUpper's upper triangle added element by element in f64
+      const want = new Float64Array(k * k).fill(0.25);
+      h.fill(0.25);
+      for (const x of xs) {
+        const g = engine.gramUpper(x, nTok, k);
+        for (let i = 0; i < k; i++) for (let j = i; j < k; j++) want[i * k + j] += g[i * k + j];
+        engine.gramAccumulate(x, nTok, k, slot.at);
+      }
+      let bad = 0;
+      for (let i = 0; i < k * k; i++) if (!Object.is(h[i], want[i])) bad++;
+      assert.equal(bad, 0, `k ${k}, ${nTok} rows, ${threads} threads: ${bad} elements differ (the lower triangle must stay as it was)`);
+    }
+    // the packed layout: transposePadRef's rows in triples, 4 terms at a time; rows past k zero
+    const got = engine.transposePackedForTest(xs[0], nTok, k);
+    const ld = (nTok + 3) & ~3;
+    const ref = transposePadRef(xs[0], nTok, k, ld);
+    let bad = 0;
+    for (let i = 0; i < Math.ceil(k / 3) * 3; i++)
+      for (let t = 0; t < ld; t++) if (!Object.is(got[Math.floor(i / 3) * 3 * ld + (t >> 2) * 12 + (i % 3) * 4 + (t & 3)], i < k ? ref[i * ld + t] : 0)) bad++;
+    assert.equal(bad, 0, `packed Xt, k ${k}: ${bad} values misplaced`);
+  }
+  engine.setThreads(1);
+});
+
 test('GPTQ factor on the matmul engine threads: the one-thread kernels bit for bit on 1 and 2 threads, the reference within 1e-12', async () => {
   const engine = await nodeEngine();
   const normal = rng(21);

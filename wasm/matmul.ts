@@ -133,6 +133,45 @@ function tile1x1(w: usize, x: usize, n: usize, y: usize): void {
   store<f32>(y, hsum(a));
 }
 
+/**
+ * Rows (or tokens) in triples: row r of a triple's three at 16-byte steps interleaved, 48 bytes per step
+ * (4 values of each). tile3x3p reads its 3 rows and 3 tokens as two such streams with immediate offsets:
+ * fewer address computations per multiply-add than tile3x3's six streams (each output the same dot
+ * product, in the same order, as tile3x3's).
+ */
+export function packTriples(src: usize, ss: usize, rows: i32, n: usize, dst: usize): void {
+  for (let r = 0; r + 3 <= rows; r += 3) {
+    const s0 = src + <usize>r * ss, s1 = s0 + ss, s2 = s1 + ss;
+    for (let k: usize = 0; k < n; k += 16, dst += 48) {
+      v128.store(dst, v128.load(s0 + k));
+      v128.store(dst, v128.load(s1 + k), 16);
+      v128.store(dst, v128.load(s2 + k), 32);
+    }
+  }
+}
+
+/** tile3x3 on packed triples: w (3 rows), x (3 tokens), n bytes per row; y[t][r] at y (row stride ys) */
+function tile3x3p(w: usize, x: usize, n: usize, y: usize, ys: usize): void {
+  let a00 = f32x4.splat(0), a01 = f32x4.splat(0), a02 = f32x4.splat(0);
+  let a10 = f32x4.splat(0), a11 = f32x4.splat(0), a12 = f32x4.splat(0);
+  let a20 = f32x4.splat(0), a21 = f32x4.splat(0), a22 = f32x4.splat(0);
+  const end = w + 3 * n;
+  for (; w < end; w += 48, x += 48) {
+    const v0 = v128.load(w), v1 = v128.load(w, 16), v2 = v128.load(w, 32);
+    let u = v128.load(x);
+    a00 = fma(v0, u, a00); a10 = fma(v1, u, a10); a20 = fma(v2, u, a20);
+    u = v128.load(x, 16);
+    a01 = fma(v0, u, a01); a11 = fma(v1, u, a11); a21 = fma(v2, u, a21);
+    u = v128.load(x, 32);
+    a02 = fma(v0, u, a02); a12 = fma(v1, u, a12); a22 = fma(v2, u, a22);
+  }
+  store<f32>(y, hsum(a00)); store<f32>(y, hsum(a10), 4); store<f32>(y, hsum(a20), 8);
+  y += ys;
+  store<f32>(y, hsum(a01)); store<f32>(y, hsum(a11), 4); store<f32>(y, hsum(a21), 8);
+  y += ys;
+  store<f32>(y, hsum(a02)); store<f32>(y, hsum(a12), 4); store<f32>(y, hsum(a22), 8);
+}
+
 /** rows x tokens outputs: W rows at w (stride ws), tokens at x (stride xs), y[t][r] at y (row stride ys) */
 function multiply(w: usize, ws: usize, rows: i32, x: usize, xs: usize, tokens: i32, n: usize, y: usize, ys: usize): void {
   let r = 0;
@@ -581,6 +620,33 @@ function matmulChunk(job: usize, chunk: i32, thread: i32): void {
     let r = 0;
     for (; r + 4 <= nr && r + 4 <= full; r += 4) tile4x1i(w + <usize>r * rowBytes, x, n, y + <usize>r * 4);
     for (; r < nr; r++) tile1x1(w + <usize>r * rowBytes, x, n, y + <usize>r * 4);
+    return;
+  }
+  const xp = <usize>param(job, 15);
+  if (type == 0 && (K & 3) == 0 && xp != 0) {
+    // F32 rows in place, tokens packed (packTriples, word 15): the chunk's full row triples are packed into
+    // the thread's scratch and multiplied in packed 3 x 3 tiles; the remaining rows and tokens as before
+    const scratch = <usize>param(job, 13) + <usize>thread * <usize>param(job, 14);
+    const n = <usize>K * 4;
+    const r3 = nr - nr % 3;
+    packTriples(w, ws, r3, n, scratch);
+    const x = <usize>param(job, 4);
+    const xs = <usize>param(job, 5);
+    const y = <usize>param(job, 9) + <usize>r0 * 4;
+    const T3 = T - T % 3;
+    for (let t = 0; t < T; t += TOKEN_BLOCK) {
+      const tb = min(TOKEN_BLOCK, T - t);
+      const y0 = y + <usize>t * N * 4;
+      for (let r = 0; r < r3; r += 3) {
+        const wp = scratch + <usize>r * n;
+        const yr = y0 + <usize>r * 4;
+        let u = 0;
+        for (; u + 3 <= tb && t + u + 3 <= T3; u += 3) tile3x3p(wp, xp + <usize>(t + u) * n, n, yr + <usize>u * N * 4, N * 4);
+        // the last tokens (fewer than 3): unpacked
+        if (u < tb) multiply(w + <usize>r * ws, ws, 3, x + <usize>(t + u) * xs, xs, tb - u, n, yr + <usize>u * N * 4, N * 4);
+      }
+      if (r3 < nr) multiply(w + <usize>r3 * ws, ws, nr - r3, x + <usize>t * xs, xs, tb, n, y0 + <usize>r3 * 4, N * 4);
+    }
     return;
   }
   if (type != 0 || (K & 3) != 0) {
@@ -3065,6 +3131,7 @@ export function runChunk(job: usize, chunk: i32, thread: i32): void {
     case 4: packedAttentionChunk(job, chunk, thread); break;
     case 5: case 6: case 7: linalgChunk(job, chunk); break;
     case 8: transposeChunk(job, chunk); break;
+    case 9: gramChunk(job, chunk, thread); break;
     default: unreachable();
   }
 }
@@ -3074,22 +3141,39 @@ export function runChunk(job: usize, chunk: i32, thread: i32): void {
 // for T <= t < ld (ld >= T, a multiple of 4). Values are only moved: 4 x 4 blocks through shuffles,
 // the edges (T or K not a multiple of 4) element by element.
 export function transposePad(x: usize, T: i32, K: i32, xt: usize, ld: i32): void {
-  transposeRows(x, T, K, xt, ld, 0, K);
+  transposeRows(x, T, K, xt, ld, 0, K, false);
 }
 
-/** transposePad for rows [i0, i1) of xt (i0 a multiple of 4): the threads' share (job kind 8) */
-function transposeRows(x: usize, T: i32, K: i32, xt: usize, ld: i32, i0: i32, i1: i32): void {
+/**
+ * transposePad into the packed layout of the f64 X^T X (gramChunk): rows of Xt in triples, the triple's
+ * three rows interleaved 16 bytes (4 terms) at a time -- term t of row i at
+ * xt + ((i / 3) * 3 * ld + (t / 4) * 12 + (i % 3) * 4 + t % 4) * 4 -- and rows K .. (K rounded up to
+ * a multiple of 3) zero. The values are only moved, as transposePad moves them.
+ */
+export function transposePacked(x: usize, T: i32, K: i32, xt: usize, ld: i32): void {
+  transposeRows(x, T, K, xt, ld, 0, K, true);
+}
+
+/** row i's first 16 bytes in xt: row-major (stride ld floats), or packed in triples (transposePacked) */
+// @ts-ignore: decorator
+@inline function xtRow(xt: usize, ls: usize, i: i32, packed: bool): usize {
+  return packed ? xt + <usize>(i / 3) * 3 * ls + <usize>(i % 3) * 16 : xt + <usize>i * ls;
+}
+
+/** transposePad (transposePacked) for rows [i0, i1) of xt (i0 a multiple of 4): the threads' share (job kind 8) */
+function transposeRows(x: usize, T: i32, K: i32, xt: usize, ld: i32, i0: i32, i1: i32, packed: bool): void {
   const T4 = T & ~3, K4 = K & ~3;
   const xs = <usize>K * 4, ls = <usize>ld * 4;
+  const step: usize = packed ? 48 : 16; // bytes from one 4-term block of a row to the next
   const e4 = min(i1, K4);
   for (let i = i0; i < e4; i += 4) {
-    const o0 = xt + <usize>i * ls, o1 = o0 + ls, o2 = o1 + ls, o3 = o2 + ls;
+    const o0 = xtRow(xt, ls, i, packed), o1 = xtRow(xt, ls, i + 1, packed), o2 = xtRow(xt, ls, i + 2, packed), o3 = xtRow(xt, ls, i + 3, packed);
     let p = x + <usize>i * 4;
-    for (let t = 0; t < T4; t += 4, p += 4 * xs) {
+    let b: usize = 0;
+    for (let t = 0; t < T4; t += 4, p += 4 * xs, b += step) {
       const r0 = v128.load(p), r1 = v128.load(p + xs), r2 = v128.load(p + 2 * xs), r3 = v128.load(p + 3 * xs);
       const t0 = v128.shuffle<f32>(r0, r1, 0, 4, 1, 5), t1 = v128.shuffle<f32>(r0, r1, 2, 6, 3, 7);
       const t2 = v128.shuffle<f32>(r2, r3, 0, 4, 1, 5), t3 = v128.shuffle<f32>(r2, r3, 2, 6, 3, 7);
-      const b = <usize>t * 4;
       v128.store(o0 + b, v128.shuffle<f32>(t0, t2, 0, 1, 4, 5));
       v128.store(o1 + b, v128.shuffle<f32>(t0, t2, 2, 3, 6, 7));
       v128.store(o2 + b, v128.shuffle<f32>(t1, t3, 0, 1, 4, 5));
@@ -3097,15 +3181,95 @@ function transposeRows(x: usize, T: i32, K: i32, xt: usize, ld: i32, i0: i32, i1
     }
   }
   for (let i = i0; i < i1; i++) {
-    const o = xt + <usize>i * ls;
-    for (let t = i < K4 ? T4 : 0; t < T; t++) store<f32>(o + <usize>t * 4, load<f32>(x + <usize>t * xs + <usize>i * 4));
-    for (let t = T; t < ld; t++) store<f32>(o + <usize>t * 4, 0);
+    const o = xtRow(xt, ls, i, packed);
+    for (let t = i < K4 ? T4 : 0; t < T; t++) store<f32>(o + <usize>(t >> 2) * step + <usize>(t & 3) * 4, load<f32>(x + <usize>t * xs + <usize>i * 4));
+    for (let t = T; t < ld; t++) store<f32>(o + <usize>(t >> 2) * step + <usize>(t & 3) * 4, 0);
+  }
+  if (packed && i1 == K) {
+    // the last triple's rows past K: zeros
+    for (let i = K; i % 3 != 0; i++) {
+      const o = xtRow(xt, ls, i, true);
+      for (let t = 0; t < ld; t += 4) v128.store(o + <usize>(t >> 2) * 48, f32x4.splat(0));
+    }
   }
 }
 
-// job kind 8 (transposeRows): 1 x | 2 T | 3 K | 4 xt | 5 ld | 6 rows per chunk (a multiple of 4)
+// job kind 8 (transposeRows): 1 x | 2 T | 3 K | 4 xt | 5 ld | 6 rows per chunk (a multiple of 4) | 7 packed (1) or not (0)
 function transposeChunk(job: usize, chunk: i32): void {
   const K = param(job, 3), r = param(job, 6);
   const i0 = chunk * r;
-  if (i0 < K) transposeRows(<usize>param(job, 1), param(job, 2), K, <usize>param(job, 4), param(job, 5), i0, min(K, i0 + r));
+  if (i0 < K) transposeRows(<usize>param(job, 1), param(job, 2), K, <usize>param(job, 4), param(job, 5), i0, min(K, i0 + r), param(job, 7) != 0);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// X^T X added into an f64 upper triangle (src/kernels/matmul.ts gramAccumulate; job kind 9):
+//   h[i][j] += f64(G[i][j]) for j >= i, G[i][j] = sum_t x[t][i] x[t][j] (f32)
+// with each G[i][j] the same f32 dot product, bit for bit, as gramUpper's (and matmulChunk's): lane l
+// sums the terms t = l, l + 4, .. in increasing t (fused multiply-add with relaxed SIMD), then
+// (lane0 + lane2) + (lane1 + lane3); products do not depend on the order of their factors. Xt is in
+// the packed layout (transposePacked): a 3 x 3 tile reads two triples, each one stream of 48 bytes per
+// 4 terms, with immediate offsets (fewer address computations per multiply-add than tile3x3's six
+// streams). Work as gramUpper's: bands of `step` rows of Xt (the "tokens" i), chunks of rows j from
+// the band on, token blocks of TOKEN_BLOCK; tiles wholly below the diagonal are skipped.
+// Job words: 1 xt (packed) | 2 ld (floats per row) | 3 K | 4 h (f64, K x K) | 5 band start (a multiple
+// of 3) | 6 band end | 7 rows per chunk (a multiple of 3) | 8 scratch (64 bytes per thread)
+
+/** the 9 f32 dot products of rows a, a + 1, a + 2 (triple at a) with rows b.. (triple at b), n bytes per row: out[3 i + j] = a_i . b_j */
+function gramTile3x3p(a: usize, b: usize, n: usize, out: usize): void {
+  let a00 = f32x4.splat(0), a01 = f32x4.splat(0), a02 = f32x4.splat(0);
+  let a10 = f32x4.splat(0), a11 = f32x4.splat(0), a12 = f32x4.splat(0);
+  let a20 = f32x4.splat(0), a21 = f32x4.splat(0), a22 = f32x4.splat(0);
+  const end = a + 3 * n;
+  for (; a < end; a += 48, b += 48) {
+    const v0 = v128.load(a), v1 = v128.load(a, 16), v2 = v128.load(a, 32);
+    let u = v128.load(b);
+    a00 = fma(v0, u, a00); a10 = fma(v1, u, a10); a20 = fma(v2, u, a20);
+    u = v128.load(b, 16);
+    a01 = fma(v0, u, a01); a11 = fma(v1, u, a11); a21 = fma(v2, u, a21);
+    u = v128.load(b, 32);
+    a02 = fma(v0, u, a02); a12 = fma(v1, u, a12); a22 = fma(v2, u, a22);
+  }
+  store<f32>(out, hsum(a00)); store<f32>(out, hsum(a01), 4); store<f32>(out, hsum(a02), 8);
+  store<f32>(out, hsum(a10), 12); store<f32>(out, hsum(a11), 16); store<f32>(out, hsum(a12), 20);
+  store<f32>(out, hsum(a20), 24); store<f32>(out, hsum(a21), 28); store<f32>(out, hsum(a22), 32);
+}
+
+function gramChunk(job: usize, chunk: i32, thread: i32): void {
+  const xt = <usize>param(job, 1);
+  const ls = <usize>param(job, 2) * 4;
+  const K = param(job, 3);
+  const h = <usize>param(job, 4);
+  const r0 = param(job, 5), r1 = param(job, 6), cr = param(job, 7);
+  const j0 = r0 + chunk * cr;
+  if (j0 >= K) return;
+  const j1 = min(K, j0 + cr);
+  const out = <usize>param(job, 8) + <usize>thread * 64;
+  const hs = <usize>K * 8;
+  for (let t0 = r0; t0 < r1; t0 += TOKEN_BLOCK) {
+    const te = min(r1, t0 + TOKEN_BLOCK);
+    for (let j = j0; j < j1; j += 3) {
+      // "tokens" i of the band (rows of the result), at most j + 2 (the tile has elements on or above the diagonal)
+      for (let i = t0; i < te && i <= j + 2; i += 3) {
+        gramTile3x3p(xt + <usize>j * ls, xt + <usize>i * ls, ls, out);
+        if (i + 2 <= j && j + 2 < K) {
+          // wholly above the diagonal and inside: all nine
+          for (let a = 0; a < 3; a++) {
+            const p = h + <usize>(j + a) * 8;
+            for (let b = 0; b < 3; b++) {
+              const q = p + <usize>(i + b) * hs;
+              store<f64>(q, load<f64>(q) + <f64>load<f32>(out + <usize>(3 * a + b) * 4));
+            }
+          }
+        } else {
+          for (let a = 0; a < 3; a++)
+            for (let b = 0; b < 3; b++) {
+              const jj = j + a, ii = i + b;
+              if (jj >= K || ii >= K || jj < ii) continue;
+              const q = h + <usize>ii * hs + <usize>jj * 8;
+              store<f64>(q, load<f64>(q) + <f64>load<f32>(out + <usize>(3 * a + b) * 4));
+            }
+        }
+      }
+    }
+  }
 }

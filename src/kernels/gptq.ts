@@ -304,6 +304,36 @@ function givePending(a: Float32Array): void {
   if (pendingPool.length < PENDING_POOL) pendingPool.push(a);
 }
 
+/** the f64 sums of finished engine accumulators in kernel memory (k x k each), for the next ones */
+interface KernelSums {
+  at: number;
+  array: Float64Array;
+  owner: object;
+  engine: MatmulEngine;
+}
+const sumsPool: KernelSums[] = [];
+const SUMS_POOL = 2;
+
+/** n zeroed f64 in kernel memory (a pooled buffer that fits, else a new one), or null (memory not shared or full) */
+function takeSums(n: number, engine: MatmulEngine): KernelSums | null {
+  let best = -1;
+  for (let i = 0; i < sumsPool.length; i++) if (sumsPool[i].engine === engine && sumsPool[i].array.length >= n && (best < 0 || sumsPool[i].array.length < sumsPool[best].array.length)) best = i;
+  if (best >= 0) {
+    const s = sumsPool.splice(best, 1)[0];
+    const v = { ...s, array: s.array.subarray(0, n) };
+    v.array.fill(0);
+    return v;
+  }
+  const owner = {};
+  const slot = engine.allocF32(2 * n, owner);
+  if (!slot) return null;
+  return { at: slot.at, array: new Float64Array(slot.array.buffer, slot.at, n), owner, engine };
+}
+
+function giveSums(s: KernelSums): void {
+  if (sumsPool.length < SUMS_POOL) sumsPool.push(s);
+}
+
 export interface HessianAccumulator {
   readonly k: number;
   /** add x^T x for nTok rows of x (k wide) */
@@ -323,17 +353,23 @@ export function hessianAccumulator(k: number, maxTok: number, engine?: MatmulEng
   if (useFast && engine) {
     // rows are gathered until GRAM_ROWS (f32 dot products over that many terms), then one product; the
     // sums are kept in the upper triangle (gramUpper's faster layout: element (j, i) is gramLower's (i, j)
-    // bit for bit) and moved to the lower one at the end: the same f64 sums, in the same order
-    const h = new Float64Array(k * k);
+    // bit for bit) and moved to the lower one at the end: the same f64 sums, in the same order. In kernel
+    // memory (when shared) the kernel adds each product into h itself (gramAccumulate: the same f64
+    // additions as the loop below, without the k x k f32 product and the pass over it in TypeScript)
+    const inKernel = takeSums(k * k, engine);
+    const h = inKernel?.array ?? new Float64Array(k * k);
     const cap = Math.max(maxTok, Math.min(GRAM_ROWS, Math.floor(GRAM_BUFFER_FLOATS / k)));
     const pending = takePending(cap * k, engine);
     let rows = 0;
     const flush = () => {
       if (rows === 0) return;
-      const g = engine.gramUpper(pending, rows, k);
-      for (let i = 0; i < k; i++) {
-        const row = i * k;
-        for (let j = i; j < k; j++) h[row + j] += g[row + j];
+      if (inKernel) engine.gramAccumulate(pending, rows, k, inKernel.at);
+      else {
+        const g = engine.gramUpper(pending, rows, k);
+        for (let i = 0; i < k; i++) {
+          const row = i * k;
+          for (let j = i; j < k; j++) h[row + j] += g[row + j];
+        }
       }
       rows = 0;
     };
@@ -349,8 +385,18 @@ export function hessianAccumulator(k: number, maxTok: number, engine?: MatmulEng
       result: () => {
         flush();
         givePending(pending);
-        // upper -> lower in place, in tiles (the strided side stays within a few cache lines); upper zero
         const T = 32;
+        if (inKernel) {
+          // the upper triangle in kernel memory -> the lower one of a fresh array, in tiles
+          const out = new Float64Array(k * k);
+          for (let i0 = 0; i0 < k; i0 += T)
+            for (let j0 = 0; j0 <= i0; j0 += T)
+              for (let i = i0; i < Math.min(k, i0 + T); i++)
+                for (let j = j0; j < Math.min(i + 1, j0 + T); j++) out[i * k + j] = h[j * k + i];
+          giveSums(inKernel);
+          return out;
+        }
+        // upper -> lower in place, in tiles (the strided side stays within a few cache lines); upper zero
         for (let i0 = 0; i0 < k; i0 += T)
           for (let j0 = 0; j0 <= i0; j0 += T)
             for (let i = i0; i < Math.min(k, i0 + T); i++)

@@ -54,6 +54,8 @@ interface MatmulExports {
   cholDiag(a: number, k: number, kb: number, e: number): number;
   zeroUpperRows(a: number, k: number, i0: number, i1: number): void;
   transposePad(x: number, nTok: number, k: number, xt: number, ld: number): void;
+  transposePacked(x: number, nTok: number, k: number, xt: number, ld: number): void;
+  packTriples(src: number, srcStride: number, rows: number, bytes: number, dst: number): void;
 }
 
 const PAGE = 65536;
@@ -654,6 +656,9 @@ export class MatmulEngine {
    * Let one-token matmuls read a copy of each quantized weight interleaved by 4 rows (default on; the
    * results are the same bits either way). Off: no copies, half the memory, slower decode.
    */
+  /** the packed 3 x 3 tiles for F32 weights (on by default; off: the row-by-row tiles, for tests) */
+  packTokens = true;
+
   setDecodeInterleave(on: boolean): void {
     this.interleave = on;
   }
@@ -796,14 +801,43 @@ export class MatmulEngine {
   }
 
   /**
+   * h[i * k + j] += X^T X [i][j] for j >= i (nTok rows of x, k wide; h: k x k f64 at byte hAt in this
+   * memory, its lower triangle untouched): gramUpper's f32 dot products, bit for bit, each added to its
+   * f64 element as `h + g` -- what adding gramUpper's upper triangle into h element by element gives,
+   * without the k x k f32 product in between (wasm/matmul.ts gramChunk: Xt packed in row triples, tiles
+   * below the diagonal skipped). The same bits on any number of threads.
+   */
+  gramAccumulate(x: Float32Array, nTok: number, k: number, hAt: number): void {
+    if (x.length < nTok * k) throw new Error(`gramAccumulate: ${x.length} values, expected ${nTok} x ${k}`);
+    if (hAt % 8 !== 0) throw new Error('gramAccumulate: h must be 8-byte aligned');
+    const { ld, xtAt } = this.gramTranspose(x, nTok, k, true);
+    const step = k > 1024 ? 252 : 126; // as gramUpper's bands
+    const scratch = this.buffer('gramTile', 64 * this.threadCount);
+    for (let r0 = 0; r0 < k; r0 += step) {
+      const r1 = Math.min(k, r0 + step);
+      const rows = k - r0;
+      // as run()'s chunks for these rows ("weights": rows r0..k of Xt, ld long)
+      const threads = this.pool && 2 * (r1 - r0) * ld * rows >= MIN_PARALLEL_FLOPS ? this.threadCount : 1;
+      let chunkRows = Math.min(MAX_CHUNK_ROWS, Math.max(3, Math.floor(SCRATCH_FLOATS / ld / 3) * 3));
+      if (threads > 1) chunkRows = Math.min(chunkRows, Math.max(3, Math.ceil(rows / (8 * threads) / 3) * 3));
+      chunkRows = Math.max(chunkRows, Math.ceil(rows / MAX_CHUNKS / 3) * 3);
+      const p = this.job;
+      p.fill(0);
+      p[0] = 9; p[1] = xtAt; p[2] = ld; p[3] = k; p[4] = hAt; p[5] = r0; p[6] = r1; p[7] = chunkRows; p[8] = scratch;
+      this.dispatch(Math.ceil(rows / chunkRows), threads);
+    }
+  }
+
+  /**
    * x (nTok x k) transposed into kernel memory (Xt: k x ld, ld = nTok rounded up to 4, zero-padded) and
    * the k x k output; x in this memory (allocF32) is read in place, else copied in first. The values are
-   * only moved (wasm/matmul.ts transposePad; transposePadRef is its reference).
+   * only moved (wasm/matmul.ts transposePad; transposePadRef is its reference). `packed`: Xt in row
+   * triples (wasm/matmul.ts transposePacked; rows up to k rounded up to 3, zero), no output.
    */
-  private gramTranspose(x: Float32Array, nTok: number, k: number): { ld: number; xtAt: number; gAt: number } {
+  private gramTranspose(x: Float32Array, nTok: number, k: number, packed = false): { ld: number; xtAt: number; gAt: number } {
     const ld = (nTok + 3) & ~3;
-    const xtAt = this.buffer('gramX', k * ld * 4);
-    const gAt = this.buffer('gram', k * k * 4);
+    const xtAt = this.buffer(packed ? 'gramP' : 'gramX', Math.ceil(k / 3) * 3 * ld * 4);
+    const gAt = packed ? 0 : this.buffer('gram', k * k * 4);
     const own = this.ptrOf(x, nTok * k);
     const xAt = own >= 0 ? own : this.copyIn('gramIn', x, nTok * k);
     const threads = this.pool && nTok * k >= 1 << 18 ? this.threadCount : 1;
@@ -812,10 +846,18 @@ export class MatmulEngine {
       const r = Math.max(4, Math.ceil(k / (4 * threads) / 4) * 4);
       const p = this.job;
       p.fill(0);
-      p[0] = 8; p[1] = xAt; p[2] = nTok; p[3] = k; p[4] = xtAt; p[5] = ld; p[6] = r;
+      p[0] = 8; p[1] = xAt; p[2] = nTok; p[3] = k; p[4] = xtAt; p[5] = ld; p[6] = r; p[7] = packed ? 1 : 0;
       this.dispatch(Math.ceil(k / r), threads);
-    } else this.exports.transposePad(xAt, nTok, k, xtAt, ld);
+    } else if (packed) this.exports.transposePacked(xAt, nTok, k, xtAt, ld);
+    else this.exports.transposePad(xAt, nTok, k, xtAt, ld);
     return { ld, xtAt, gAt };
+  }
+
+  /** Xt of gramAccumulate (packed in row triples), for tests */
+  transposePackedForTest(x: Float32Array, nTok: number, k: number): Float32Array {
+    const { ld, xtAt } = this.gramTranspose(x, nTok, k, true);
+    this.views();
+    return this.f32View.slice(xtAt >>> 2, (xtAt >>> 2) + Math.ceil(k / 3) * 3 * ld);
   }
 
   /** Xt (k x ld) of gramTranspose, for tests: rows of x (nTok x k) transposed, zeros after nTok */
@@ -1038,8 +1080,15 @@ export class MatmulEngine {
     const chunks = Math.ceil(rows / chunkRows);
     const scratchBytes = interleaved ? 64 : chunkRows * kx * 4 + 64;
     const scratch = this.buffer('scratch', scratchBytes * this.threadCount);
+    // F32 rows with k % 4 == 0 (multiplied in place): the tokens packed in triples (wasm/matmul.ts
+    // packTriples) for the packed 3 x 3 tiles; the same dot products, bit for bit
+    let xp = 0;
+    if (this.packTokens && type === 0 && k === kx && !interleaved && nTok >= 3 && rows >= 3) {
+      xp = this.buffer('xPacked', Math.floor(nTok / 3) * 3 * kx * 4);
+      this.exports.packTriples(x, kx * 4, nTok, kx * 4, xp);
+    }
     this.setJob(1, type, w, rowBytes, x, kx * 4, nTok, k, kx, y, n, rows, chunkRows, scratch, scratchBytes);
-    this.job[15] = 0;
+    this.job[15] = xp;
     this.job[16] = interleaved ? 1 : 0;
     this.dispatch(chunks, threads, nTok === 1);
   }
