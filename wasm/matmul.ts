@@ -3214,26 +3214,6 @@ function transposeChunk(job: usize, chunk: i32): void {
 // Job words: 1 xt (packed) | 2 ld (floats per row) | 3 K | 4 h (f64, K x K) | 5 band start (a multiple
 // of 3) | 6 band end | 7 rows per chunk (a multiple of 3) | 8 scratch (64 bytes per thread)
 
-/** the 9 f32 dot products of rows a, a + 1, a + 2 (triple at a) with rows b.. (triple at b), n bytes per row: out[3 i + j] = a_i . b_j */
-function gramTile3x3p(a: usize, b: usize, n: usize, out: usize): void {
-  let a00 = f32x4.splat(0), a01 = f32x4.splat(0), a02 = f32x4.splat(0);
-  let a10 = f32x4.splat(0), a11 = f32x4.splat(0), a12 = f32x4.splat(0);
-  let a20 = f32x4.splat(0), a21 = f32x4.splat(0), a22 = f32x4.splat(0);
-  const end = a + 3 * n;
-  for (; a < end; a += 48, b += 48) {
-    const v0 = v128.load(a), v1 = v128.load(a, 16), v2 = v128.load(a, 32);
-    let u = v128.load(b);
-    a00 = fma(v0, u, a00); a10 = fma(v1, u, a10); a20 = fma(v2, u, a20);
-    u = v128.load(b, 16);
-    a01 = fma(v0, u, a01); a11 = fma(v1, u, a11); a21 = fma(v2, u, a21);
-    u = v128.load(b, 32);
-    a02 = fma(v0, u, a02); a12 = fma(v1, u, a12); a22 = fma(v2, u, a22);
-  }
-  store<f32>(out, hsum(a00)); store<f32>(out, hsum(a01), 4); store<f32>(out, hsum(a02), 8);
-  store<f32>(out, hsum(a10), 12); store<f32>(out, hsum(a11), 16); store<f32>(out, hsum(a12), 20);
-  store<f32>(out, hsum(a20), 24); store<f32>(out, hsum(a21), 28); store<f32>(out, hsum(a22), 32);
-}
-
 function gramChunk(job: usize, chunk: i32, thread: i32): void {
   const xt = <usize>param(job, 1);
   const ls = <usize>param(job, 2) * 4;
@@ -3250,7 +3230,9 @@ function gramChunk(job: usize, chunk: i32, thread: i32): void {
     for (let j = j0; j < j1; j += 3) {
       // "tokens" i of the band (rows of the result), at most j + 2 (the tile has elements on or above the diagonal)
       for (let i = t0; i < te && i <= j + 2; i += 3) {
-        gramTile3x3p(xt + <usize>j * ls, xt + <usize>i * ls, ls, out);
+        // out[3 i + j] = a_i . b_j, a = the triple at row j, b = at row i: tile3x3p with b as the weights
+        // (products commute bit for bit, as fused multiply-adds do)
+        tile3x3p(xt + <usize>i * ls, xt + <usize>j * ls, ls, out, 12);
         if (i + 2 <= j && j + 2 < K) {
           // wholly above the diagonal and inside: all nine
           for (let a = 0; a < 3; a++) {
