@@ -16,6 +16,7 @@
  * the start, the checkpoints (every `evalEvery` steps) and the last iterate on EVAL_WINDOWS windows.
  */
 import { fail } from '../errors.js';
+import { logSumExp } from '../eval/metrics.js';
 import { writeChoices } from '../algos/autoround.js';
 import type { BlockCodec } from '../algos/block-codec.js';
 import type { ModelConfig } from '../model/family.js';
@@ -80,11 +81,7 @@ export function klRows(zq: Vec, lf: Float32Array, ctx: number, V: number, dz?: V
   let kl = 0;
   for (let t = 0; t < ctx; t++) {
     const r = t * V;
-    let mx = -Infinity;
-    for (let i = 0; i < V; i++) if (zq[r + i] > mx) mx = zq[r + i];
-    let s = 0;
-    for (let i = 0; i < V; i++) s += Math.exp(zq[r + i] - mx);
-    const lse = mx + Math.log(s);
+    const lse = logSumExp(zq, r, V);
     for (let i = 0; i < V; i++) {
       const lq = zq[r + i] - lse;
       const pf = Math.exp(lf[r + i]);
@@ -99,11 +96,7 @@ export function klRows(zq: Vec, lf: Float32Array, ctx: number, V: number, dz?: V
 function logSoftmax(out: Float32Array, z: Vec, ctx: number, V: number): void {
   for (let t = 0; t < ctx; t++) {
     const r = t * V;
-    let mx = -Infinity;
-    for (let i = 0; i < V; i++) if (z[r + i] > mx) mx = z[r + i];
-    let s = 0;
-    for (let i = 0; i < V; i++) s += Math.exp(z[r + i] - mx);
-    const lse = mx + Math.log(s);
+    const lse = logSumExp(z, r, V);
     for (let i = 0; i < V; i++) out[r + i] = z[r + i] - lse;
   }
 }
