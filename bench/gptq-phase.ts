@@ -9,24 +9,15 @@
  *   npm run bench -- gptq-phase [layers=1] [threads=2] [tokens=1024]
  */
 import { createHash } from 'node:crypto';
-import { gptqFactor } from '../src/algos/gptq.js';
+import { finishHessian, gptqFactor } from '../src/algos/gptq.js';
 import { blockCodecFor } from '../src/algos/block-codec.js';
 import { hessianAccumulator } from '../src/kernels/gptq.js';
 import { MatmulEngine } from '../src/kernels/matmul.js';
-import { finishHessian } from '../src/algos/gptq.js';
 import { useNodeThreads } from '../src/node.js';
 import { GptqPool } from '../src/cli/gptq-pool.js';
 import { gptqBlocksParallel } from '../src/pipeline/gptq-parts.js';
 import { resolveScheme } from '../src/quant/registry.js';
-
-const DIM = 768;
-const HIDDEN = 2816;
-
-function normal(seed: number): () => number {
-  let s = seed >>> 0;
-  const u = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) + 0.5) / 4294967296;
-  return () => Math.sqrt(-2 * Math.log(u())) * Math.cos(2 * Math.PI * u());
-}
+import { DIM, HIDDEN, normal } from './gptq.js';
 
 /** 2 X^T X / N of N tokens k wide: a few shared directions plus noise, channel scales varied (some large) */
 function hessian(k: number, nTok: number, seed: number): Float64Array {

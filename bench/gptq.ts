@@ -22,13 +22,14 @@ import { quantize } from '../src/pipeline/quantize.js';
 import { ggmlTypeByName } from '../src/quant/ggml/types.js';
 import type { StoredTensor } from '../src/model/types.js';
 
-const DIM = 768;
-const HIDDEN = 2816;
+export const DIM = 768;
+export const HIDDEN = 2816;
 const HEADS = 12;
 const VOCAB = 4096;
 const CTX = 512;
 
-function normal(seed: number): () => number {
+/** seeded standard normal draws (Box-Muller over a 32-bit LCG): the bench models' and Hessians' values */
+export function normal(seed: number): () => number {
   let s = seed >>> 0;
   const u = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) + 0.5) / 4294967296;
   return () => Math.sqrt(-2 * Math.log(u())) * Math.cos(2 * Math.PI * u());
