@@ -2039,6 +2039,7 @@ export function decodeBlockBytes(type: i32): i32 {
 // @ts-ignore: decorator
 @inline const KP: usize = 320;
 
+
 /** bytes per quad of 4 tokens of K elements (prepQuads) */
 export function quadBytes(K: i32): i32 {
   return 5 * K + K / 4;
@@ -2254,58 +2255,122 @@ export function quadBytes16(K: i32): i32 {
   return 8 * K;
 }
 
-/** pack Tp tokens (a multiple of 4) of int16 q (K per token at q) by quads of int16 pairs at dst */
+/**
+ * pack Tp tokens (a multiple of 4) of int16 q (K per token at q) by quads of int16 pairs, two quads side by
+ * side (octets: step s of quads 2h and 2h + 1 at dst + h * 2 quadBytes16(K) + s * 32, + 16); with an odd
+ * number of quads the last octet's second half is left as it was
+ */
 export function prepQuads16(q: usize, Tp: i32, K: i32, dst: usize): void {
   const kk = <usize>K;
-  for (let g = 0; g < Tp; g += 4, dst += 8 * kk) {
+  for (let g = 0; g < Tp; g += 4) {
     const q0 = q + <usize>g * kk * 2, q1 = q0 + kk * 2, q2 = q1 + kk * 2, q3 = q2 + kk * 2;
+    const d = dst + <usize>(g >> 3) * 16 * kk + <usize>((g >> 2) & 1) * 16;
     for (let e: usize = 0; e < kk; e += 8) {
       const v0 = v128.load(q0 + e * 2), v1 = v128.load(q1 + e * 2), v2 = v128.load(q2 + e * 2), v3 = v128.load(q3 + e * 2);
       const A = v128.shuffle<i32>(v0, v1, 0, 4, 1, 5), B = v128.shuffle<i32>(v2, v3, 0, 4, 1, 5);
       const C = v128.shuffle<i32>(v0, v1, 2, 6, 3, 7), D = v128.shuffle<i32>(v2, v3, 2, 6, 3, 7);
-      const o = dst + e * 8;
+      const o = d + e * 16;
       v128.store(o, v128.shuffle<i32>(A, B, 0, 1, 4, 5));
-      v128.store(o, v128.shuffle<i32>(A, B, 2, 3, 6, 7), 16);
-      v128.store(o, v128.shuffle<i32>(C, D, 0, 1, 4, 5), 32);
-      v128.store(o, v128.shuffle<i32>(C, D, 2, 3, 6, 7), 48);
+      v128.store(o, v128.shuffle<i32>(A, B, 2, 3, 6, 7), 32);
+      v128.store(o, v128.shuffle<i32>(C, D, 0, 1, 4, 5), 64);
+      v128.store(o, v128.shuffle<i32>(C, D, 2, 3, 6, 7), 96);
+    }
+  }
+}
+
+/** the transposed quarter j (pairs 4j..4j+3) of 4 rows' int16 vectors a..d, stored at o (64 bytes) */
+// @ts-ignore: decorator
+@inline function store4x4(o: usize, v0: v128, v1: v128, v2: v128, v3: v128): void {
+  const A = v128.shuffle<i32>(v0, v1, 0, 4, 1, 5), B = v128.shuffle<i32>(v2, v3, 0, 4, 1, 5);
+  const C = v128.shuffle<i32>(v0, v1, 2, 6, 3, 7), D = v128.shuffle<i32>(v2, v3, 2, 6, 3, 7);
+  v128.store(o, v128.shuffle<i32>(A, B, 0, 1, 4, 5));
+  v128.store(o, v128.shuffle<i32>(A, B, 2, 3, 6, 7), 16);
+  v128.store(o, v128.shuffle<i32>(C, D, 0, 1, 4, 5), 32);
+  v128.store(o, v128.shuffle<i32>(C, D, 2, 3, 6, 7), 48);
+}
+
+// @ts-ignore: decorator
+@inline function panel32(type: i32, src: usize, rowBytes: usize, rows: i32, K: i32, w: usize, sc: usize): void {
+  const nb = K / 32;
+  const bs = <usize>(type == 8 ? 34 : type == 6 ? 22 : 18);
+  for (let g = 0; g < rows; g += 4, w += <usize>K * 8) {
+    const n = min(4, rows - g);
+    const p0 = src + <usize>g * rowBytes;
+    const p1 = p0 + <usize>min(1, n - 1) * rowBytes, p2 = p0 + <usize>min(2, n - 1) * rowBytes, p3 = p0 + <usize>(n - 1) * rowBytes;
+    for (let b: usize = 0; b < <usize>nb; b++) {
+      const o = w + b * 256, q = b * bs;
+      for (let i = 0; i < n; i++) store<f32>(sc + (<usize>(g + i) * <usize>nb + b) * 4, f16At(p0 + <usize>i * rowBytes + q));
+      let a = block32(type, p0 + q, false), c = block32(type, p1 + q, false), d = block32(type, p2 + q, false), e = block32(type, p3 + q, false);
+      store4x4(o, i16x8.extend_low_i8x16_s(a), i16x8.extend_low_i8x16_s(c), i16x8.extend_low_i8x16_s(d), i16x8.extend_low_i8x16_s(e));
+      store4x4(o + 64, i16x8.extend_high_i8x16_s(a), i16x8.extend_high_i8x16_s(c), i16x8.extend_high_i8x16_s(d), i16x8.extend_high_i8x16_s(e));
+      a = block32(type, p0 + q, true); c = block32(type, p1 + q, true); d = block32(type, p2 + q, true); e = block32(type, p3 + q, true);
+      store4x4(o + 128, i16x8.extend_low_i8x16_s(a), i16x8.extend_low_i8x16_s(c), i16x8.extend_low_i8x16_s(d), i16x8.extend_low_i8x16_s(e));
+      store4x4(o + 192, i16x8.extend_high_i8x16_s(a), i16x8.extend_high_i8x16_s(c), i16x8.extend_high_i8x16_s(d), i16x8.extend_high_i8x16_s(e));
     }
   }
 }
 
 /**
- * Prefill tile for the block-32 types: 2 int16 rows (w0, w1; block scales f32 at sc0, sc1) x 2 quads
- * (x0, x1: prepQuads16; block scales at d0 / d1 + b * xdStride); outputs as qtile's.
+ * Unpack `rows` block-32 rows (Q8_0, Q4_0, Q5_0, IQ4_NL; rowBytes apart) into a panel of int16 pairs
+ * interleaved by 4 rows: for the group of rows 4g..4g+3, the pair (e, e + 1) of row 4g + i at
+ * w + 4g K 2 + (e / 2) 16 + 4 i (a last group of fewer rows repeats its last row); the values are
+ * unpackInt's, the block scales too (f32, row r at sc + r nb 4).
  */
-function qtile16(
-  w0: usize, w1: usize, sc0: usize, sc1: usize, nr: i32, x0: usize, x1: usize, d0: usize, d1: usize, xdStride: usize, nq: i32, nt: i32, nb: i32,
-  y: usize, ys: usize,
+function unpackPanel32(type: i32, src: usize, rowBytes: usize, rows: i32, K: i32, w: usize, sc: usize): void {
+  if (type == 8) panel32(8, src, rowBytes, rows, K, w, sc);
+  else if (type == 2) panel32(2, src, rowBytes, rows, K, w, sc);
+  else if (type == 6) panel32(6, src, rowBytes, rows, K, w, sc);
+  else panel32(20, src, rowBytes, rows, K, w, sc);
+}
+
+/**
+ * Prefill tile for the block-32 types: 4 panel rows (unpackPanel32 group at wp; block scales f32 at
+ * sc0..sc3) x 2 quads (one octet of prepQuads16 at xo; block scales at d0 / d1 + b * xdStride). Each step
+ * loads the octet's 2 quad vectors and the 4 rows' weight pairs (32-bit splats at one address + 0, 4, 8,
+ * 12): 8 i32x4.dot_i16x8_s on 6 loads and two pointer increments. Per output, the block sum I and the f32
+ * steps are qtile16's (the same bits). The 8 f32 accumulators live at fa (8 x 16 bytes): in registers
+ * with the 8 int32 ones V8 spills. Outputs of rows < nr, quads < nq (the last one's tokens < nt).
+ */
+function qtile16p(
+  wp: usize, sc0: usize, sc1: usize, sc2: usize, sc3: usize, nr: i32,
+  xo: usize, d0: usize, d1: usize, xdStride: usize, nq: i32, nt: i32, nb: i32, y: usize, ys: usize, fa: usize,
 ): void {
-  let f00 = f32x4.splat(0), f01 = f32x4.splat(0), f10 = f32x4.splat(0), f11 = f32x4.splat(0);
-  for (let b = 0; b < nb; b++, w0 += 64, w1 += 64, x0 += 256, x1 += 256) {
+  const zero = f32x4.splat(0);
+  for (let i: usize = 0; i < 128; i += 16) v128.store(fa + i, zero);
+  for (let b = 0; b < nb; b++) {
     let a00 = i32x4.splat(0), a01 = i32x4.splat(0), a10 = i32x4.splat(0), a11 = i32x4.splat(0);
-    for (let s: usize = 0; s < 16; s += 2) {
-      let x = v128.load(x0 + s * 16), z = v128.load(x1 + s * 16);
-      let u = v128.load32_splat(w0 + s * 4), v = v128.load32_splat(w1 + s * 4);
+    let a20 = i32x4.splat(0), a21 = i32x4.splat(0), a30 = i32x4.splat(0), a31 = i32x4.splat(0);
+    const end = xo + 512;
+    for (; xo < end; xo += 32, wp += 16) {
+      const x = v128.load(xo), z = v128.load(xo, 16);
+      let u = v128.load32_splat(wp);
       a00 = i32x4.add(a00, i32x4.dot_i16x8_s(x, u)); a01 = i32x4.add(a01, i32x4.dot_i16x8_s(z, u));
-      a10 = i32x4.add(a10, i32x4.dot_i16x8_s(x, v)); a11 = i32x4.add(a11, i32x4.dot_i16x8_s(z, v));
-      x = v128.load(x0 + s * 16, 16); z = v128.load(x1 + s * 16, 16);
-      u = v128.load32_splat(w0 + s * 4, 4); v = v128.load32_splat(w1 + s * 4, 4);
-      a00 = i32x4.add(a00, i32x4.dot_i16x8_s(x, u)); a01 = i32x4.add(a01, i32x4.dot_i16x8_s(z, u));
-      a10 = i32x4.add(a10, i32x4.dot_i16x8_s(x, v)); a11 = i32x4.add(a11, i32x4.dot_i16x8_s(z, v));
+      u = v128.load32_splat(wp, 4);
+      a10 = i32x4.add(a10, i32x4.dot_i16x8_s(x, u)); a11 = i32x4.add(a11, i32x4.dot_i16x8_s(z, u));
+      u = v128.load32_splat(wp, 8);
+      a20 = i32x4.add(a20, i32x4.dot_i16x8_s(x, u)); a21 = i32x4.add(a21, i32x4.dot_i16x8_s(z, u));
+      u = v128.load32_splat(wp, 12);
+      a30 = i32x4.add(a30, i32x4.dot_i16x8_s(x, u)); a31 = i32x4.add(a31, i32x4.dot_i16x8_s(z, u));
     }
     const so = <usize>b * 4;
     const dx0 = v128.load(d0 + <usize>b * xdStride), dx1 = v128.load(d1 + <usize>b * xdStride);
-    const dw0 = v128.load32_splat(sc0 + so), dw1 = v128.load32_splat(sc1 + so);
-    f00 = f32x4.add(f00, f32x4.mul(cvt(a00), f32x4.mul(dw0, dx0)));
-    f01 = f32x4.add(f01, f32x4.mul(cvt(a01), f32x4.mul(dw0, dx1)));
-    f10 = f32x4.add(f10, f32x4.mul(cvt(a10), f32x4.mul(dw1, dx0)));
-    f11 = f32x4.add(f11, f32x4.mul(cvt(a11), f32x4.mul(dw1, dx1)));
+    let dw = v128.load32_splat(sc0 + so);
+    v128.store(fa, f32x4.add(v128.load(fa), f32x4.mul(cvt(a00), f32x4.mul(dw, dx0))));
+    v128.store(fa, f32x4.add(v128.load(fa, 16), f32x4.mul(cvt(a01), f32x4.mul(dw, dx1))), 16);
+    dw = v128.load32_splat(sc1 + so);
+    v128.store(fa, f32x4.add(v128.load(fa, 32), f32x4.mul(cvt(a10), f32x4.mul(dw, dx0))), 32);
+    v128.store(fa, f32x4.add(v128.load(fa, 48), f32x4.mul(cvt(a11), f32x4.mul(dw, dx1))), 48);
+    dw = v128.load32_splat(sc2 + so);
+    v128.store(fa, f32x4.add(v128.load(fa, 64), f32x4.mul(cvt(a20), f32x4.mul(dw, dx0))), 64);
+    v128.store(fa, f32x4.add(v128.load(fa, 80), f32x4.mul(cvt(a21), f32x4.mul(dw, dx1))), 80);
+    dw = v128.load32_splat(sc3 + so);
+    v128.store(fa, f32x4.add(v128.load(fa, 96), f32x4.mul(cvt(a30), f32x4.mul(dw, dx0))), 96);
+    v128.store(fa, f32x4.add(v128.load(fa, 112), f32x4.mul(cvt(a31), f32x4.mul(dw, dx1))), 112);
   }
-  storeTok(y, ys, f00, nq > 1 ? 4 : nt);
-  if (nr > 1) storeTok(y + 4, ys, f10, nq > 1 ? 4 : nt);
-  if (nq > 1) {
-    storeTok(y + 4 * ys, ys, f01, nt);
-    if (nr > 1) storeTok(y + 4 * ys + 4, ys, f11, nt);
+  const n0 = nq > 1 ? 4 : nt;
+  for (let i = 0; i < nr; i++) {
+    storeTok(y + <usize>i * 4, ys, v128.load(fa + <usize>i * 32), n0);
+    if (nq > 1) storeTok(y + 4 * ys + <usize>i * 4, ys, v128.load(fa + <usize>i * 32, 16), nt);
   }
 }
 
@@ -2475,23 +2540,29 @@ function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
   const ms = <usize>nb * 16;
   const xa = <usize>param(job, 15);
   if (bl == 32 && T >= 4 && xa != 0) {
-    // prefill, block-32 types: 2 rows x 2 token quads (prepQuads16) tiles
-    const QS = <usize>quadBytes16(K);
+    // prefill, block-32 types: the chunk's rows as a panel interleaved by 4 rows (unpackPanel32) x token
+    // octets (prepQuads16), 4 rows x 2 quads tiles; their f32 accumulators in the 512 spare bytes of the
+    // thread's scratch (its chunkRows is a multiple of 4: the panel's last group is whole)
+    const fa = scratch + <usize>param(job, 14) - 128;
+    const sc4 = w + <usize>((nr + 3) & ~3) * <usize>K * 2;
+    unpackPanel32(type, <usize>param(job, 2) + <usize>r0 * rowBytes, rowBytes, nr, K, w, sc4);
+    const OS = <usize>quadBytes16(K) * 2;
     const nQ = Tp >> 2;
     // quads per block: their packed tokens within ~24 KiB (L1), a multiple of 2
-    const qb = max(2, <i32>(<usize>24576 / QS) & ~1);
+    const qb = max(2, <i32>(<usize>24576 / (OS >> 1)) & ~1);
     for (let g0 = 0; g0 < nQ; g0 += qb) {
       const g1 = min(nQ, g0 + qb);
-      for (let r = 0; r < nr; r += 2) {
-        const rr = min(2, nr - r);
-        const r1 = r + rr - 1;
+      for (let r = 0; r < nr; r += 4) {
+        const rr = min(4, nr - r);
+        const s0 = sc4 + <usize>r * sw;
+        const s1 = sc4 + <usize>(r + min(1, rr - 1)) * sw, s2 = sc4 + <usize>(r + min(2, rr - 1)) * sw, s3 = sc4 + <usize>(r + rr - 1) * sw;
         for (let g = g0; g < g1; g += 2) {
           const nq = min(2, g1 - g);
           const gl = g + nq - 1;
-          qtile16(
-            w + <usize>r * ws, w + <usize>r1 * ws, sc + <usize>r * sw, sc + <usize>r1 * sw, rr,
-            xa + <usize>g * QS, xa + <usize>gl * QS, xd + <usize>g * 16, xd + <usize>gl * 16, xdStride, nq, min(4, T - 4 * gl), nb,
-            y0 + <usize>(4 * g) * ys + <usize>r * 4, ys,
+          qtile16p(
+            w + <usize>r * ws, s0, s1, s2, s3, rr,
+            xa + <usize>(g >> 1) * OS, xd + <usize>g * 16, xd + <usize>gl * 16, xdStride, nq, min(4, T - 4 * gl), nb,
+            y0 + <usize>(4 * g) * ys + <usize>r * 4, ys, fa,
           );
         }
       }

@@ -539,7 +539,7 @@ export class MatmulEngine {
     const quads16 = nTok >= 4 && bl === 32;
     const prep = (nTok < 4 && this.variant === 'relaxed') || quads || quads16;
     const xa = !prep ? 0 : quads ? this.buffer('xa', (tp / 4) * this.exports.quadBytes(k) + 64)
-      : quads16 ? this.buffer('xa', (tp / 4) * this.exports.quadBytes16(k) + 64) : this.buffer('xa', nTok * this.exports.actBytes8(k) + 64);
+      : quads16 ? this.buffer('xa', (((tp / 4 + 1) >> 1) << 1) * this.exports.quadBytes16(k) + 64) : this.buffer('xa', nTok * this.exports.actBytes8(k) + 64);
     const r = this.rounded;
     if (!(sameInput && r.x === x && r.nTok === nTok && r.k === k && r.block === bl && r.xq === xq && r.xa === xa)) {
       // round (and prepare) x; kept for the next call on the same input (q/k/v, gate/up: sameInput)
@@ -567,6 +567,8 @@ export class MatmulEngine {
       chunkRows = Math.min(MAX_CHUNK_ROWS, Math.max(3, Math.floor((SCRATCH_FLOATS * 4) / rowScratch / 3) * 3));
       if (threads > 1) chunkRows = Math.min(chunkRows, Math.max(3, Math.ceil(n / (8 * threads) / 3) * 3));
       chunkRows = Math.max(chunkRows, Math.ceil(n / MAX_CHUNKS));
+      // the block-32 prefill panel (wasm unpackPanel32) holds whole groups of 4 rows
+      if (quads16) chunkRows = (chunkRows + 3) & ~3;
     }
     const scratchBytes = (il ? 0 : chunkRows * rowScratch) + 512;
     const scratch = this.buffer('scratch', scratchBytes * this.threadCount);
