@@ -310,3 +310,44 @@ test('sampling: deterministic per seed, greedy at temperature 0, top-p keeps the
   const b = generate(new Llama(bin.config, bin.tensors), tok, 'Once upon a time', { steps: 40, temperature: 1, topP: 0.9, seed: 133742 });
   assert.equal(a.text, b.text);
 });
+
+test('lazyEmbedding: token_embd rows are read from the source when a token first uses them; the same logits bit for bit', async () => {
+  const bytes = data('stories260K.gguf');
+  const eager = await loadModel(bytesSource(bytes, 'stories260K.gguf'), { contextLength: 64 });
+  assert.equal(eager.model.weights.tokenEmbedding.fill, undefined);
+  // a source that counts its synchronous reads
+  const base = bytesSource(bytes, 'stories260K.gguf');
+  let reads = 0;
+  let readBytes = 0;
+  const counting = {
+    ...base,
+    read: base.read.bind(base),
+    readInto: base.readInto!.bind(base),
+    readIntoSync(offset: number, dest: Uint8Array) {
+      reads++;
+      readBytes += dest.length;
+      base.readIntoSync!(offset, dest);
+    },
+  };
+  const lazy = await loadModel(counting, { contextLength: 64, lazyEmbedding: true });
+  const e = lazy.model.weights.tokenEmbedding;
+  assert.ok(e.fill && e.loaded, 'token_embd is loaded by rows');
+  assert.equal(reads, 0, 'nothing read at load');
+  const tokens = [1, 403, 407, 403, 29, 1, 500, 407];
+  const distinct = new Set(tokens).size;
+  const a = Float32Array.from(eager.model.forward(tokens, 0));
+  const b = Float32Array.from(lazy.model.forward(tokens, 0));
+  assert.deepEqual(b, a);
+  assert.equal(reads, distinct, 'one read per distinct token');
+  assert.equal(readBytes, distinct * e.rowBytes);
+  assert.equal(e.loaded!.reduce((s, v) => s + v, 0), distinct);
+  // decode: a new token is read once, a known one not again
+  assert.deepEqual(Float32Array.from(lazy.model.forward([403], tokens.length)), Float32Array.from(eager.model.forward([403], tokens.length)));
+  assert.deepEqual(Float32Array.from(lazy.model.forward([77], tokens.length + 1)), Float32Array.from(eager.model.forward([77], tokens.length + 1)));
+  assert.equal(reads, distinct + 1);
+  // without synchronous reads the table is read at load
+  const asyncOnly = { size: base.size, name: base.name, read: base.read.bind(base), readInto: base.readInto!.bind(base) };
+  const whole = await loadModel(asyncOnly, { contextLength: 64, lazyEmbedding: true });
+  assert.equal(whole.model.weights.tokenEmbedding.fill, undefined);
+  assert.deepEqual(Float32Array.from(whole.model.forward(tokens, 0)), a);
+});

@@ -14,12 +14,25 @@ const PARALLEL_READ_BYTES = 4 << 20;
 const READ_PARTS = 4;
 const threadPoolRead: ReadAt = (fd, buf, off, len, pos) => new Promise<number>((resolve, reject) => fs.read(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n))));
 
-function sourceOver(file: string, readAt: ReadAt): FileSource {
+function sourceOver(file: string, readAt: ReadAt, sync = false): FileSource {
   const { fd, size } = openInput(file);
   let open = true;
+  /** synchronous positioned reads of dest.length bytes at offset (fileSource only) */
+  const readIntoSync = (offset: number, dest: Uint8Array): void => {
+    checkRange({ size, name: file }, offset, dest.length);
+    if (!open) throw new Error(`${file}: read after close`);
+    let got = 0;
+    while (got < dest.length) {
+      const n = fs.readSync(fd, dest, got, dest.length - got, offset + got);
+      if (n === 0) break;
+      got += n;
+    }
+    if (got !== dest.length) throw new Error(`${file}: short read (${got} of ${dest.length} bytes at ${offset})`);
+  };
   return {
     size,
     name: file,
+    ...(sync ? { readIntoSync } : {}),
     async read(offset, length) {
       const buf = new Uint8Array(length);
       await this.readInto!(offset, buf);
@@ -63,7 +76,7 @@ function sourceOver(file: string, readAt: ReadAt): FileSource {
 
 /** Synchronous positioned reads (lowest latency for many small reads). */
 export function fileSource(file: string): FileSource {
-  return sourceOver(file, (fd, buf, off, len, pos) => fs.readSync(fd, buf, off, len, pos));
+  return sourceOver(file, (fd, buf, off, len, pos) => fs.readSync(fd, buf, off, len, pos), true);
 }
 
 /**

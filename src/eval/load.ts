@@ -31,11 +31,13 @@ export interface LoadedModel {
  * (io/model-file.ts): with a kernel engine, each tensor's bytes go straight into the engine's memory
  * (no second copy); the metadata as plain values.
  */
-async function runtimeModel(src: ByteSource, engine: MatmulEngine | null): Promise<{ m: ModelFile; metadata: Map<string, unknown>; tensors: StoredTensor[] }> {
+async function runtimeModel(src: ByteSource, engine: MatmulEngine | null, lazyEmbedding = false): Promise<{ m: ModelFile; metadata: Map<string, unknown>; tensors: StoredTensor[] }> {
   const m = await openModelFile(src, { llama2c: openLlama2c });
   const metadata = new Map<string, unknown>();
   for (const [k, v] of m.metadata) metadata.set(k, typeof v === 'object' ? plainValue(v) : v);
-  return { m, metadata, tensors: await storedTensors(m, engine ? (n) => engine.allocBytes(n) : undefined) };
+  // token_embd by rows (LoadModelOptions.lazyEmbedding) when it is not the classifier too
+  const lazy = lazyEmbedding && m.tensors.some((t) => t.name === 'output.weight') ? (name: string) => name === 'token_embd.weight' : undefined;
+  return { m, metadata, tensors: await storedTensors(m, engine ? (n) => engine.allocBytes(n) : undefined, lazy) };
 }
 
 /**
@@ -149,6 +151,14 @@ export interface LoadModelOptions extends LlamaOptions {
   tokenizer?: ByteSource;
   /** the config.json object of a safetensors checkpoint */
   hfConfig?: unknown;
+  /**
+   * GGUF with its own output.weight: read token_embd's rows when a token first uses them, not at load
+   * (a run meets a few hundred of its 32 000+ rows; reading the whole table is ~16 % of a 155M model's
+   * bytes). Only with a source that reads synchronously (ByteSource.readIntoSync: a Node file opened
+   * for sync reads, an in-memory array), which the caller keeps open while the model is used; otherwise
+   * the table is read at load as usual.
+   */
+  lazyEmbedding?: boolean;
 }
 
 /** the kernel engine whose memory the weights are read into, unless the reference kernels or dequantized weights are asked for */
@@ -159,7 +169,7 @@ export async function loadModel(src: ByteSource, opts: LoadModelOptions = {}): P
   let vocab: Vocab | undefined;
   let loaded: Omit<LoadedModel, 'tokenizer'>;
   if (await isGguf(src)) {
-    const g = ggufModel(await runtimeModel(src, kernelEngine(opts)), opts, src.name);
+    const g = ggufModel(await runtimeModel(src, kernelEngine(opts), opts.lazyEmbedding), opts, src.name);
     vocab = g.vocab;
     loaded = { model: g.model, format: 'gguf' };
   } else if ((await sniffFormat(src)) !== 'llama2c' && (await isLowbitSafetensors(src))) {

@@ -177,13 +177,26 @@ export async function openModelFile(src: ByteSource, opts: OpenOptions = {}): Pr
  * straight into `alloc(n)`'s array when it gives one and the source can read into a given array (the
  * kernel engine's memory: no second copy), else into an array of its own. Only GGML-typed files (GGUF,
  * llama2.c). All reads settle before an error surfaces (the caller closes the file after it).
+ * lazy(name): leave that tensor's bytes unread when its source reads synchronously (readIntoSync): its
+ * array is allocated (untouched pages cost nothing) and StoredTensor.fill reads parts of it on demand
+ * (the caller then keeps the file open while the tensor is used).
  */
-export async function storedTensors(m: ModelFile, alloc?: (bytes: number) => Uint8Array | null): Promise<StoredTensor[]> {
+export async function storedTensors(m: ModelFile, alloc?: (bytes: number) => Uint8Array | null, lazy?: (name: string) => boolean): Promise<StoredTensor[]> {
   const out: StoredTensor[] = [];
   const reads: Promise<void>[] = []; // straight into the given arrays: all at once (a source may read them concurrently)
   for (const t of m.tensors) {
     const type = ggmlTypeByName(t.type);
     if (!type || !t.ne) fail(`${m.name}: ${t.name}: a ${t.type} tensor is not a GGML tensor`);
+    const src = t.source;
+    if (lazy?.(t.name) && src.readIntoSync && t.byteLength > 0) {
+      const data = alloc?.(t.byteLength) ?? new Uint8Array(t.byteLength);
+      const fill = (start: number, dest: Uint8Array): void => {
+        if (!(Number.isSafeInteger(start) && start >= 0 && start + dest.length <= t.byteLength)) fail(`internal: ${m.name}: ${t.name}: read of ${dest.length} bytes at ${start} is outside the tensor`);
+        src.readIntoSync!(t.byteOffset + start, dest);
+      };
+      out.push({ name: t.name, type, dims: t.ne, data, fill });
+      continue;
+    }
     const direct = alloc && t.source.readInto ? alloc(t.byteLength) : null;
     if (direct) reads.push(m.readInto!(t, 0, direct));
     const bytes = direct ?? (await m.read(t));

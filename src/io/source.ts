@@ -13,6 +13,12 @@ export interface ByteSource {
   read(offset: number, length: number): Promise<Uint8Array>;
   /** optional: read exactly dest.length bytes at `offset` into dest (no intermediate buffer) */
   readInto?(offset: number, dest: Uint8Array): Promise<void>;
+  /**
+   * optional: readInto, synchronously (a Node file's positioned reads, an in-memory array): lets a
+   * tensor be read piece by piece when it is used (storedTensors' `lazy`), e.g. the embedding rows of
+   * the tokens a run meets
+   */
+  readIntoSync?(offset: number, dest: Uint8Array): void;
 }
 
 export function checkRange(src: { size: number; name: string }, offset: number, length: number): void {
@@ -31,6 +37,10 @@ export function bytesSource(bytes: Uint8Array, name = 'buffer'): ByteSource {
       return bytes.subarray(offset, offset + length);
     },
     async readInto(offset, dest) {
+      checkRange(this, offset, dest.length);
+      dest.set(bytes.subarray(offset, offset + dest.length));
+    },
+    readIntoSync(offset, dest) {
       checkRange(this, offset, dest.length);
       dest.set(bytes.subarray(offset, offset + dest.length));
     },

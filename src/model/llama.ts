@@ -164,8 +164,12 @@ export interface LayerWeights {
 }
 
 export interface LlamaWeights {
-  /** token embedding rows (vocab, dim) in their stored type; one row is dequantized per token */
-  tokenEmbedding: { type: GgmlTypeInfo; data: Uint8Array; rowBytes: number };
+  /**
+   * token embedding rows (vocab, dim) in their stored type; one row is dequantized per token. With
+   * `fill` (a tensor loaded lazily: StoredTensor.fill), a row is read from the file the first time a
+   * token uses it and marked in `loaded`.
+   */
+  tokenEmbedding: { type: GgmlTypeInfo; data: Uint8Array; rowBytes: number; fill?: (start: number, dest: Uint8Array) => void; loaded?: Uint8Array };
   layers: LayerWeights[];
   outputNorm: Float32Array; // (dim)
   output: LinearWeight; // (vocab, dim), token_embd when tied
@@ -216,10 +220,16 @@ function rowView(w: { name: string; type: GgmlTypeInfo; data: Uint8Array; cols: 
 
 function buildWeights(c: LlamaConfig, tensors: readonly StoredTensor[], opts: LoadOptions, engine: MatmulEngine | null): LlamaWeights {
   const byName = new Map(tensors.map((t) => [t.name, t]));
-  const get = (name: string, dims: number[]): StoredTensor => {
+  /** lazily loaded tensors (StoredTensor.fill) read whole so far */
+  const whole = new Set<StoredTensor>();
+  const get = (name: string, dims: number[], byRows = false): StoredTensor => {
     const t = byName.get(name);
     if (!t) fail(`model is missing tensor ${name}`);
     if (t.dims.length !== dims.length || t.dims.some((d, i) => d !== dims[i])) fail(`${name} has dims [${t.dims.join(', ')}], expected [${dims.join(', ')}]`);
+    if (t.fill && !byRows && !whole.has(t)) {
+      t.fill(0, t.data);
+      whole.add(t);
+    }
     return t;
   };
   const vector = (name: string, n: number): Float32Array => {
@@ -236,7 +246,7 @@ function buildWeights(c: LlamaConfig, tensors: readonly StoredTensor[], opts: Lo
   const { dim, hiddenDim, vocabSize } = c;
   const qDim = c.nHeads * c.headDim;
   const kvDim = c.nKvHeads * c.headDim;
-  const emb = get('token_embd.weight', [dim, vocabSize]);
+  const emb = get('token_embd.weight', [dim, vocabSize], true);
   const layers: LayerWeights[] = [];
   for (let l = 0; l < c.nLayers; l++) {
     const p = `blk.${l}.`;
@@ -317,11 +327,14 @@ function buildWeights(c: LlamaConfig, tensors: readonly StoredTensor[], opts: Lo
     layers.push(L);
   }
   if (c.nExperts && !layers.some((L) => L.router)) fail(`the metadata says ${c.nExperts} experts, but no layer has a router (ffn_gate_inp.weight)`);
+  // (a tied classifier reads token_embd whole: a lazy one is read here, before its rows are set up)
+  const output = byName.has('output.weight') ? lin('output.weight', dim, vocabSize) : lin('token_embd.weight', dim, vocabSize);
+  const lazyRows = emb.fill && !whole.has(emb) ? { fill: emb.fill, loaded: new Uint8Array(vocabSize) } : {};
   return {
-    tokenEmbedding: { type: emb.type, data: emb.data, rowBytes: ggmlRowBytes(emb.type, dim) },
+    tokenEmbedding: { type: emb.type, data: emb.data, rowBytes: ggmlRowBytes(emb.type, dim), ...lazyRows },
     layers,
     outputNorm: vector('output_norm.weight', dim),
-    output: byName.has('output.weight') ? lin('output.weight', dim, vocabSize) : lin('token_embd.weight', dim, vocabSize),
+    output,
     ropeFactors: optionalVector('rope_freqs.weight', c.ropeDim / 2),
   };
 }
@@ -936,6 +949,10 @@ export class Llama {
       if (!(Number.isInteger(id) && id >= 0 && id < c.vocabSize)) fail(`token id ${id} is outside the ${c.vocabSize}-token vocabulary`);
       const row = out.subarray(t * c.dim, (t + 1) * c.dim);
       const src = e.data.subarray(id * e.rowBytes, (id + 1) * e.rowBytes);
+      if (e.fill && !e.loaded![id]) {
+        e.fill(id * e.rowBytes, src); // a lazily loaded table: the row's first use
+        e.loaded![id] = 1;
+      }
       if (!engine?.dequantizeInto(e.type, src, e.rowBytes, 1, c.dim, row)) dequantizeRows(e.type, src, c.dim, 1, row);
       if (c.embedScale !== undefined) for (let i = 0; i < c.dim; i++) row[i] = Math.fround(row[i] * c.embedScale);
     }

@@ -17,6 +17,11 @@ export interface StoredTensor {
   readonly type: GgmlTypeInfo;
   readonly dims: readonly number[];
   readonly data: Uint8Array;
+  /**
+   * set when `data` was allocated but not read (storedTensors' `lazy`): fill(start, dest) reads the
+   * tensor's bytes [start, start + dest.length) from its file, synchronously, into dest
+   */
+  readonly fill?: (start: number, dest: Uint8Array) => void;
 }
 
 /** sentencepiece piece types (ModelProto.SentencePiece.Type), as GGUF tokenizer.ggml.token_type stores them. */

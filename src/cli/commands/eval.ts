@@ -69,7 +69,8 @@ export const evalCommand: Command = {
         ctx = baseLogits.ctx!;
       }
       const kvCache = await kvCacheFrom(a.values, a.positionals[0], tokFile, ctx);
-      const m = await loadModelPath(a.positionals[0], tokFile, { contextLength: ctx, batch: Math.min(ctx, 512), dequantize, activations, threads, kvCache });
+      // token_embd rows are read as the tokens use them (lazyEmbedding): a run meets a few hundred of them
+      const m = await loadModelPath(a.positionals[0], tokFile, { contextLength: ctx, batch: Math.min(ctx, 512), dequantize, activations, threads, kvCache, lazyEmbedding: true });
       const kv = m.model.kv as { bytesPerToken?: number };
       if (a.values.act !== 'none' && a.values['llm-int8'] !== undefined) fail('give either --act or --llm-int8, not both');
       const act = a.values.act as string;
@@ -107,7 +108,7 @@ export const evalCommand: Command = {
       const addBos = vocab?.addBos ?? true;
       let base: BaseSource | undefined = baseLogits;
       if (a.values.base) {
-        const b = await loadModelPath(a.values.base as string, tokFile, { contextLength: ctx, batch: Math.min(ctx, 512), dequantize, activations, threads });
+        const b = await loadModelPath(a.values.base as string, tokFile, { contextLength: ctx, batch: Math.min(ctx, 512), dequantize, activations, threads, lazyEmbedding: true });
         if (b.model.config.vocabSize !== m.model.config.vocabSize) fail(`base vocabulary ${b.model.config.vocabSize} differs from the model's ${m.model.config.vocabSize}`);
         base = modelBase(b.model, ctx, bos, addBos);
       }

@@ -27,6 +27,7 @@ import { TrainModel, trainModelFloats } from '../../train/llama-grad.js';
 export async function loadModelPath(file: string, tokenizer: string | undefined, opts: Omit<LoadModelOptions, 'tokenizer' | 'hfConfig'>): Promise<LoadedModel> {
   const files = fileSet();
   const open = files.open;
+  let keepOpen = false;
   try {
     const src = await openModelSource(open, file); // a split GGUF: all its parts
     const format = await sniffFormat(src); // (reports a damaged file as what it is named and looks like)
@@ -39,9 +40,12 @@ export async function loadModelPath(file: string, tokenizer: string | undefined,
     if (safetensors && hfConfig === undefined && !(await isLowbitSafetensors(src))) fail(`${file}: a safetensors checkpoint needs config.json in the same folder`);
     const sibling = join(dirname(file), 'tokenizer.model');
     const tok = tokenizer ?? (safetensors && existsSync(sibling) ? sibling : undefined);
-    return await loadModel(src, { ...opts, hfConfig, tokenizer: tok ? open(tok) : undefined });
+    const m = await loadModel(src, { ...opts, hfConfig, tokenizer: tok ? open(tok) : undefined });
+    // lazyEmbedding: the model reads token_embd rows from its file while it runs (closed at exit)
+    if (opts.lazyEmbedding && m.model.weights.tokenEmbedding.fill) keepOpen = true;
+    return m;
   } finally {
-    files.close();
+    if (!keepOpen) files.close();
   }
 }
 
