@@ -17,12 +17,21 @@ test('file sources: big ranges in concurrent parts give the file bytes at any of
     for (const open of [fileSource, asyncFileSource]) {
       const src = open(file);
       try {
-        for (const [offset, length] of [[0, bytes.length], [7, 5 * 1024 * 1024 + 3], [4096 * 3 + 1, 16 * 1024 * 1024], [bytes.length - 10, 10], [100, 4 << 20]]) {
+        for (const [offset, length] of [[0, bytes.length], [7, 5 * 1024 * 1024 + 3], [4096 * 3 + 1, 16 * 1024 * 1024], [bytes.length - 10, 10], [100, 4 << 20], [3, 300 * 1024], [5, 1000]]) {
           const dest = new Uint8Array(length);
           await src.readInto!(offset, dest);
           assert.deepEqual(dest, bytes.subarray(offset, offset + length), `${open.name} ${offset}+${length}`);
         }
         await assert.rejects(src.readInto!(bytes.length - 5, new Uint8Array(10)), /outside|range|beyond|past|exceeds/i);
+        // synchronous reads (the sync source only: lazily loaded tensors read through them)
+        if (open === fileSource) {
+          for (const [offset, length] of [[11, 3000], [bytes.length - 700, 700], [1 << 20, 5 << 20]]) {
+            const dest = new Uint8Array(length);
+            src.readIntoSync!(offset, dest);
+            assert.deepEqual(dest, bytes.subarray(offset, offset + length), `readIntoSync ${offset}+${length}`);
+          }
+          assert.throws(() => src.readIntoSync!(bytes.length - 5, new Uint8Array(10)), /outside/);
+        } else assert.equal(src.readIntoSync, undefined);
       } finally {
         src.close();
       }

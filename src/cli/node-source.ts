@@ -11,6 +11,13 @@ type ReadAt = (fd: number, buf: Uint8Array, off: number, len: number, pos: numbe
 
 /** reads of at least this many bytes are split into READ_PARTS parts read concurrently */
 const PARALLEL_READ_BYTES = 4 << 20;
+/**
+ * reads of at least this many bytes go to libuv's thread pool even from a sync source (fileSource), so
+ * that a model's tensors, read all at once (io/model-file.ts storedTensors), are copied and their pages
+ * first touched on every core: with positioned reads on the calling thread, the 1-4 MB tensors of a
+ * quantized 155M model were read one after the other (~0.8 s of a 3.2 s `lowbit eval`)
+ */
+const POOL_READ_BYTES = 256 << 10;
 const READ_PARTS = 4;
 const threadPoolRead: ReadAt = (fd, buf, off, len, pos) => new Promise<number>((resolve, reject) => fs.read(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n))));
 
@@ -52,7 +59,8 @@ function sourceOver(file: string, readAt: ReadAt, sync = false): FileSource {
         return got - from;
       };
       let got: number;
-      if (length < PARALLEL_READ_BYTES) got = await span(0, length, readAt);
+      if (length < POOL_READ_BYTES) got = await span(0, length, readAt);
+      else if (length < PARALLEL_READ_BYTES) got = await span(0, length, threadPoolRead);
       else {
         // a big range (a model's tensor): parts read at once on libuv's thread pool, so copying and the
         // first touch of the destination pages run on several cores
