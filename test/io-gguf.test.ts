@@ -59,6 +59,13 @@ test('random write-then-read round trip: every value type, nested arrays, every 
     meta.push(['arr.u64', { type: GgufType.ARRAY, value: { itemType: GgufType.UINT64, values: BigUint64Array.from({ length: 3 }, () => BigInt(int(1e9))) } }]);
     meta.push(['arr.bool', { type: GgufType.ARRAY, value: { itemType: GgufType.BOOL, values: new Uint8Array([1, 0, 1, 1]) } }]);
     meta.push(['arr.str', { type: GgufType.ARRAY, value: { itemType: GgufType.STRING, values: ['', 'a', 'xyz'.repeat(int(10))] } }]);
+    // strings read from the reader's buffer and across its 64 KiB refills (a vocabulary), some not UTF-8
+    const enc = new TextEncoder();
+    const vocab = Array.from({ length: 9000 + int(2000) }, (_, i) => '▁tok' + i + 'x'.repeat(int(12)));
+    const vocabRaw = vocab.map((v) => enc.encode(v));
+    vocab[17] = '\ufffd\ufffd';
+    vocabRaw[17] = new Uint8Array([0xff, 0xfe]);
+    meta.push(['arr.vocab', { type: GgufType.ARRAY, value: { itemType: GgufType.STRING, values: vocab, rawStrings: vocabRaw } }]);
     meta.push([
       'arr.nested',
       { type: GgufType.ARRAY, value: { itemType: GgufType.ARRAY, values: [{ itemType: GgufType.INT32, values: new Int32Array([1, 2]) }, { itemType: GgufType.ARRAY, values: [] }] } },
@@ -81,6 +88,10 @@ test('random write-then-read round trip: every value type, nested arrays, every 
       assert.deepEqual(plainValue(got), plainValue(v), k);
     }
     assert.deepEqual(f.metadata.get('bad-utf8')!.raw, new Uint8Array([0xff]));
+    const gotVocab = f.metadata.get('arr.vocab')!.value as { values: string[]; rawStrings?: Uint8Array[] };
+    assert.deepEqual(gotVocab.values, vocab);
+    assert.deepEqual(gotVocab.rawStrings![17], new Uint8Array([0xff, 0xfe]));
+    assert.deepEqual(gotVocab.rawStrings![18], vocabRaw[18]);
     let expectEnd = f.dataOffset;
     for (let i = 0; i < tensors.length; i++) {
       const t = f.tensors[i];

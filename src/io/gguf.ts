@@ -114,6 +114,22 @@ async function readString(r: SourceReader, what: string): Promise<{ text: string
   await r.need(n, what);
   const bytes = r.bytes(n);
   const text = decodeUtf8(bytes);
+  if (text === undefined) return { text: new TextDecoder().decode(bytes), raw: bytes.slice() };
+  return { text };
+}
+
+/**
+ * readString without awaiting, when the string is already buffered (a vocabulary's 32 000+ strings: two
+ * awaits and a message string per item cost ~100 ms of a model's start-up); undefined, nothing consumed,
+ * when it is not (readString then reads it, or fails with the message)
+ */
+function bufferedString(r: SourceReader): { text: string; raw?: Uint8Array } | undefined {
+  if (!r.has(8)) return undefined;
+  const len = r.peekU64();
+  if (len > BigInt(r.remaining - 8) || !r.has(8 + Number(len))) return undefined;
+  r.pos += 8;
+  const bytes = r.viewBytes(Number(len));
+  const text = decodeUtf8(bytes);
   if (text === undefined) return { text: new TextDecoder().decode(bytes), raw: bytes };
   return { text };
 }
@@ -199,7 +215,7 @@ async function readArray(r: SourceReader, what: string, depth: number): Promise<
     const values: string[] = new Array(n);
     let raws: Uint8Array[] | undefined;
     for (let i = 0; i < n; i++) {
-      const s = await readString(r, `${what}[${i}]`);
+      const s = bufferedString(r) ?? (await readString(r, `${what}[${i}]`));
       values[i] = s.text;
       if (s.raw) {
         raws ??= [];

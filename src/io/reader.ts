@@ -92,6 +92,19 @@ export class SourceReader {
     if (v > BigInt(Number.MAX_SAFE_INTEGER)) fail(`${this.src.name}: ${this.kind} ${what} ${v} is impossibly large`);
     return Number(v);
   }
+  /** are the n bytes at pos already buffered (so that need(n) would not read)? */
+  has(n: number): boolean {
+    return n <= this.remaining && this.pos >= this.base && this.pos + n <= this.base + this.buf.length;
+  }
+  /** the u64 at pos, not consumed (after has(8)) */
+  peekU64(): bigint {
+    return this.view.getBigUint64(this.pos - this.base, true);
+  }
+  /** the next n bytes as a view of the buffer (after need(n) or has(n)): valid until the next read */
+  viewBytes(n: number): Uint8Array {
+    const i = this.at(n);
+    return this.buf.subarray(i, i + n);
+  }
   /** copy of the next n bytes (after need(n)) */
   bytes(n: number): Uint8Array {
     const i = this.at(n);
