@@ -183,9 +183,8 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
         if (e < best) (best = e), (alpha[blk] = r);
       }
       header(blk, alpha[blk], cand, 0);
-      bracket(blk, cand, 0, cl, 0);
+      bracket(blk, cand, 0, lv, xo); // the winner's levels straight into the element arrays
       bytes.set(cand, at);
-      takeLevels(xo);
       for (let j = 0; j < bs; j++) ch[xo + j] = t[xo + j] >= 0.5 ? 1 : 0;
       continue;
     }
