@@ -546,3 +546,67 @@ test('QAT --init gptq starts from the GPTQ file quantize() writes (the verb with
     } else assert.deepEqual(mine, Float32Array.from(await (await import('../src/pipeline/quantize.js')).readFloats(m, t)), `${t.name}: the model's`);
   }
 });
+
+test('the training layer\'s SiLU and softmax kernels (WebAssembly, on 1 and 2 threads) agree bit for bit with the TypeScript loops; their exp is Math.exp', async () => {
+  const { wasmExp, siluForwardRef, siluBackwardRef, softmaxRowsRef } = await import('../src/train/gemm.js');
+  if (wasmExp(0) === null) return; // no WebAssembly SIMD here
+  // exp: fdlibm's, as V8's Math.exp: every argument range of its reduction, and the special values
+  const r = xorshift32(17);
+  const f32 = new Float32Array(1);
+  const specials = [0, -0, 1e-300, -1e-300, 2 ** -29, -(2 ** -29), 0.34657359, 0.3465736, 1.0397, -1.0397, 709.78, 709.79, -745.13, -745.14, -708.5, -720, Infinity, -Infinity, NaN, 88.7, -103.9];
+  const xs = [...specials, ...Array.from({ length: 300000 }, (_, i) => {
+    const x = (r() - 0.5) * [2, 60, 1500, 40][i % 4];
+    f32[0] = x;
+    return i % 4 === 3 ? f32[0] : x; // f32 arguments, as the kernels' (promoted f32 values)
+  })];
+  for (const x of xs) assert.ok(Object.is(wasmExp(x), Math.exp(x)), `exp(${x}): ${wasmExp(x)} vs ${Math.exp(x)}`);
+  // the layer: forward and backward with and without the kernels (the same products), every buffer the same bits
+  const { useNodeThreads } = await import('../src/cli/threads.js');
+  useNodeThreads();
+  const c: TrainConfig = { ...TINY, dim: 32, hiddenDim: 176, nHeads: 4, nKvHeads: 2, headDim: 8, ropeDim: 8, vocabSize: 40, seqLen: 96, nLayers: 2 };
+  const batch = 2;
+  const ctx = 96; // more than CAUSAL_ROWS; batch x ctx x hidden and heads x ctx^2 large enough for the threaded jobs
+  const { tokens, targets } = tinyBatch(c, batch, ctx, 5);
+  const run = async (threads: number, kernels: boolean) => {
+    const be = wasmBackend(trainModelFloats(c, { batch, ctx }), threads)!;
+    await be.ready?.();
+    const used = kernels ? be : { ...be, silu: undefined, siluBackward: undefined, softmax: undefined };
+    const m = model(used, c, batch, ctx);
+    m.zeroGrads();
+    const loss = m.forward(tokens, targets);
+    m.backward();
+    const out = { loss, logits: Uint8Array.from(new Uint8Array(m.logits().slice().buffer)), grads: Uint8Array.from(new Uint8Array(m.grads.slice().buffer)), chunks: be.workerChunks?.() ?? 0 };
+    be.close?.();
+    return out;
+  };
+  const plain = await run(1, false);
+  for (const threads of [1, 2]) {
+    const fast = await run(threads, true);
+    assert.equal(fast.loss, plain.loss);
+    assert.deepEqual(fast.logits, plain.logits, `logits, ${threads} thread(s)`);
+    assert.deepEqual(fast.grads, plain.grads, `gradients, ${threads} thread(s)`);
+    if (threads === 2) assert.ok(fast.chunks > 0, 'the worker ran chunks');
+  }
+  // the references on arrays outside the backend's memory (its fallback) are the loops the model ran
+  const n = 1000;
+  const g = Float32Array.from({ length: n }, () => (r() - 0.5) * 20);
+  const u = Float32Array.from({ length: n }, () => r() - 0.5);
+  const be = wasmBackend(4 * n + 8 * 64 * 64)!;
+  const [g2, u2, h2, dh2, dg2, du2] = [0, 0, 0, 0, 0, 0].map(() => be.alloc(n) as Float32Array);
+  g2.set(g), u2.set(u), dh2.set(u.map((x) => x * 3));
+  const h = new Float32Array(n), dg = new Float32Array(n), du = new Float32Array(n);
+  siluForwardRef(g, u, h, n);
+  be.silu!(g2, u2, h2, n);
+  assert.deepEqual(h2, h);
+  siluBackwardRef(g, u, dh2.slice(), dg, du, n);
+  be.siluBackward!(g2, u2, dh2, dg2, du2, n);
+  assert.deepEqual(dg2, dg);
+  assert.deepEqual(du2, du);
+  const T = 64;
+  const p = Float32Array.from({ length: 2 * T * T }, () => (r() - 0.5) * 30);
+  const p2 = be.alloc(2 * T * T) as Float32Array;
+  p2.set(p);
+  for (let b = 0; b < 2; b++) softmaxRowsRef(p, b * T * T, T, 0, T, 0.3535533905932738);
+  be.softmax!(p2, 0, T, 2, 0.3535533905932738);
+  assert.deepEqual(p2, p);
+});

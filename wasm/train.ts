@@ -142,6 +142,11 @@ export function transpose(dst: usize, ldd: i32, src: usize, lds: i32, rows: i32,
  * one thread, in the same order of operations as gemm: the bytes do not depend on the thread count.
  */
 export function runChunk(job: usize, chunk: i32, thread: i32): void {
+  const kind = load<i32>(job + 44);
+  if (kind != 0) {
+    elementwiseChunk(job, kind, chunk);
+    return;
+  }
   const r = load<i32>(job + 40);
   const i0 = chunk * r;
   const i1 = min(i0 + r, load<i32>(job + 24));
@@ -208,4 +213,150 @@ export function signStep(g: usize, lo: usize, hi: usize, t: usize, v: usize, ch:
     v128.store(v + o, v128.bitselect(vn, v4, live));
   }
   for (; e < n; e++) signStepOne(g, lo, hi, t, v, ch, values, e, step, tr, rows, cols);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The training layer's elementwise parts (src/train/llama-grad.ts: the loops there are the scalar
+// reference, run by the reference backends): SiLU forward and backward, attention's causal softmax.
+// Bit for bit the TypeScript: the same f64 operations in the same order, each result rounded to f32 where
+// the TypeScript stores it, and exp is fdlibm's (expFd below), which is what V8's Math.exp computes.
+
+const LN2_HI: f64 = 6.93147180369123816490e-01;
+const LN2_LO: f64 = 1.90821492927058770002e-10;
+const INV_LN2: f64 = 1.44269504088896338700e+00;
+const EP1: f64 = 1.66666666666666019037e-01;
+const EP2: f64 = -2.77777777770155933842e-03;
+const EP3: f64 = 6.61375632143793436117e-05;
+const EP4: f64 = -1.65339022054652515390e-06;
+const EP5: f64 = 4.13813679705723846039e-08;
+const O_THRESHOLD: f64 = 7.09782712893383973096e+02;
+const U_THRESHOLD: f64 = -7.45133219101941108420e+02;
+const TWO_M1000: f64 = 9.33263618503218878990e-302;
+
+/**
+ * e^x as fdlibm's e_exp.c computes it (argument reduction x = k ln2 + r with ln2 split in two, a degree-5
+ * rational approximation on [-ln2/2, ln2/2], k added to the exponent): every step an IEEE f64 operation,
+ * so the result is the same bits as any other faithful port, V8's Math.exp included (the agreement test
+ * compares them on millions of arguments).
+ */
+// @ts-ignore: decorator
+@inline function expFd(x: f64): f64 {
+  const bits = reinterpret<u64>(x);
+  let hx = <u32>(bits >> 32);
+  const xsb = hx >> 31;
+  hx &= 0x7fffffff;
+  let hi: f64 = 0, lo: f64 = 0;
+  let k: i32 = 0;
+  if (hx >= 0x40862e42) {
+    if (hx >= 0x7ff00000) {
+      if (((hx & 0xfffff) | <u32>bits) != 0) return x + x; // NaN
+      return xsb == 0 ? x : 0; // exp(+-inf) = inf, 0
+    }
+    if (x > O_THRESHOLD) return Infinity;
+    if (x < U_THRESHOLD) return 0;
+  }
+  if (hx > 0x3fd62e42) {
+    // |x| > ln2 / 2
+    if (hx < 0x3ff0a2b2) {
+      // and < 1.5 ln2
+      hi = xsb ? x + LN2_HI : x - LN2_HI;
+      lo = xsb ? -LN2_LO : LN2_LO;
+      k = xsb ? -1 : 1;
+    } else {
+      k = <i32>(INV_LN2 * x + (xsb ? -0.5 : 0.5));
+      const t = <f64>k;
+      hi = x - t * LN2_HI; // exact
+      lo = t * LN2_LO;
+    }
+    x = hi - lo;
+  } else if (hx < 0x3e300000) {
+    return 1 + x; // |x| < 2^-28
+  }
+  const t = x * x;
+  const c = x - t * (EP1 + t * (EP2 + t * (EP3 + t * (EP4 + t * EP5))));
+  if (k == 0) return 1 - ((x * c) / (c - 2.0) - x);
+  const y = 1 - ((lo - (x * c) / (2.0 - c)) - hi);
+  if (k >= -1021) return reinterpret<f64>(reinterpret<u64>(y) + (<u64>(<i64>k) << 52));
+  return reinterpret<f64>(reinterpret<u64>(y) + (<u64>(<i64>(k + 1000)) << 52)) * TWO_M1000;
+}
+
+/** expFd for the agreement test (src/train/gemm.ts: wasmExp) */
+export function exp64(x: f64): f64 {
+  return expFd(x);
+}
+
+/** h[i] = silu(g[i]) u[i] = (g / (1 + e^-g)) u for i in [i0, i1) (f64, stored f32) */
+export function siluForward(g: usize, u: usize, h: usize, i0: i32, i1: i32): void {
+  for (let i = i0; i < i1; i++) {
+    const o = <usize>i << 2;
+    const gv = <f64>load<f32>(g + o);
+    store<f32>(h + o, <f32>((gv / (1 + expFd(-gv))) * <f64>load<f32>(u + o)));
+  }
+}
+
+/** dg = dh u s (1 + g (1 - s)), du = dh g s with s = 1 / (1 + e^-g), for i in [i0, i1) */
+export function siluBackward(g: usize, u: usize, dh: usize, dg: usize, du: usize, i0: i32, i1: i32): void {
+  for (let i = i0; i < i1; i++) {
+    const o = <usize>i << 2;
+    const gv = <f64>load<f32>(g + o);
+    const s = 1 / (1 + expFd(-gv));
+    const d = <f64>load<f32>(dh + o);
+    store<f32>(dg + o, <f32>(d * <f64>load<f32>(u + o) * s * (1 + gv * (1 - s))));
+    store<f32>(du + o, <f32>(d * gv * s));
+  }
+}
+
+/**
+ * Rows [t0, t1) of one head's T x T scores at p: row t scaled (z = P scale, stored f32; max over the
+ * unrounded z), P = e^(P - max) (sum of the unrounded exponentials), P *= 1 / sum on 0..t, 0 past t.
+ */
+export function softmaxRows(p: usize, T: i32, t0: i32, t1: i32, scale: f64): void {
+  for (let t = t0; t < t1; t++) {
+    const r = p + ((<usize>t * <usize>T) << 2);
+    let max: f64 = -Infinity;
+    for (let s = 0; s <= t; s++) {
+      const a = r + (<usize>s << 2);
+      const z = <f64>load<f32>(a) * scale;
+      store<f32>(a, <f32>z);
+      if (z > max) max = z;
+    }
+    let sum: f64 = 0;
+    for (let s = 0; s <= t; s++) {
+      const a = r + (<usize>s << 2);
+      const e = expFd(<f64>load<f32>(a) - max);
+      store<f32>(a, <f32>e);
+      sum += e;
+    }
+    const inv = 1 / sum;
+    for (let s = 0; s <= t; s++) {
+      const a = r + (<usize>s << 2);
+      store<f32>(a, <f32>(<f64>load<f32>(a) * inv));
+    }
+    for (let s = t + 1; s < T; s++) store<f32>(r + (<usize>s << 2), 0);
+  }
+}
+
+/**
+ * A chunk of an elementwise job (kind at word 11): words 0..4 pointers, 5 n (elements or score blocks),
+ * 6 elements (or rows) per chunk, 7 T, f64 at byte 48 the softmax's scale.
+ *   kind 1: siluForward(g, u, h)     kind 2: siluBackward(g, u, dh, dg, du)
+ *   kind 3: softmaxRows over n blocks of T x T at word 0, chunk = block * (T / rows) + row block
+ */
+function elementwiseChunk(job: usize, kind: i32, chunk: i32): void {
+  const per = load<i32>(job + 24);
+  const n = load<i32>(job + 20);
+  if (kind == 3) {
+    const T = load<i32>(job + 28);
+    const perBlock = (T + per - 1) / per;
+    const b = chunk / perBlock;
+    const t0 = (chunk - b * perBlock) * per;
+    if (b >= n) return;
+    softmaxRows(<usize>load<u32>(job) + ((<usize>b * <usize>T * <usize>T) << 2), T, t0, min(T, t0 + per), load<f64>(job + 48));
+    return;
+  }
+  const i0 = chunk * per;
+  const i1 = min(n, i0 + per);
+  if (i0 >= i1) return;
+  if (kind == 1) siluForward(<usize>load<u32>(job), <usize>load<u32>(job + 4), <usize>load<u32>(job + 8), i0, i1);
+  else if (kind == 2) siluBackward(<usize>load<u32>(job), <usize>load<u32>(job + 4), <usize>load<u32>(job + 8), <usize>load<u32>(job + 12), <usize>load<u32>(job + 16), i0, i1);
 }

@@ -183,9 +183,8 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
         if (e < best) (best = e), (alpha[blk] = r);
       }
       header(blk, alpha[blk], cand, 0);
-      bracket(blk, cand, 0, cl, 0);
+      bracket(blk, cand, 0, lv, xo); // the winner's levels straight into the element arrays
       bytes.set(cand, at);
-      takeLevels(xo);
       for (let j = 0; j < bs; j++) ch[xo + j] = t[xo + j] >= 0.5 ? 1 : 0;
       continue;
     }
@@ -394,23 +393,43 @@ export function bracketBlock(grids: BlockGrids, w: Float32Array, blk: number, sr
   const nAff = affineLevels(grids.codec, nCodes, src, so);
   if (nAff) {
     // an affine grid: every element's levels are the block's (the values and codes BlockGrids would list)
+    // the levels are strictly increasing: nearestLevel's pick and its neighbour towards p (the general path
+    // below) are the pair gv[l] <= p < gv[l + 1] inside the grid; at or below the first level (or NaN) the
+    // first (with the second when p is on it), at or above the last the last twice. The first level above p
+    // is found from an estimate on the grid's mean spacing, corrected to the exact bracket.
     const gv = affineScratch.gv;
     const gc = affineScratch.gc;
+    const last = nAff - 1;
+    const v0 = gv[0];
+    const vLast = gv[last];
+    const perLevel = last / (vLast - v0);
+    const { lo, hi, loC, hiC, t } = out;
     for (let j = 0; j < bs; j++) {
       const x = w[xo + j];
-      const a = around ? around[xo + j] : x;
-      const p = around ? a + (x > a ? 1 : -1) * Math.max(1e-30, Math.abs(a) * 1e-5) : x;
-      const i = nearestLevel(gv, 0, nAff, p);
-      const val = gv[i];
-      const l = p >= val ? i : Math.max(0, i - 1);
-      const u = p >= val ? Math.min(nAff - 1, i + 1) : i;
+      let p = x;
+      if (around) {
+        const a = around[xo + j];
+        p = a + (x > a ? 1 : -1) * Math.max(1e-30, Math.abs(a) * 1e-5);
+      }
+      let l: number;
+      let u: number;
+      if (!(p > v0)) {
+        l = 0;
+        u = p >= v0 ? Math.min(last, 1) : 0;
+      } else if (p >= vLast) l = u = last;
+      else {
+        l = Math.min(last - 1, Math.max(0, Math.floor((p - v0) * perLevel)));
+        while (gv[l] > p) l--;
+        while (gv[l + 1] <= p) l++;
+        u = l + 1;
+      }
       const vl = gv[l];
       const vu = gv[u];
-      out.lo[o + j] = vl;
-      out.hi[o + j] = vu;
-      out.loC[o + j] = gc[l];
-      out.hiC[o + j] = gc[u];
-      out.t[o + j] = vu > vl ? Math.min(1, Math.max(0, (x - vl) / (vu - vl))) : 0;
+      lo[o + j] = vl;
+      hi[o + j] = vu;
+      loC[o + j] = gc[l];
+      hiC[o + j] = gc[u];
+      t[o + j] = vu > vl ? Math.min(1, Math.max(0, (x - vl) / (vu - vl))) : 0;
     }
     return;
   }

@@ -411,14 +411,17 @@ interface Learned {
   readonly values: Vec;
 }
 
-/** a learned tensor's start: every block's levels bracketed around its start bytes, offsets and choices from the start values */
-export function roundingStart(c: BlockCodec, w: Float32Array, start: { bytes: Uint8Array; q: Float32Array }) {
+/**
+ * a learned tensor's start: every block's levels bracketed around its start bytes, offsets and choices from
+ * the start values; `into`: the levels, offsets and choices written there (the step arrays), not into new arrays
+ */
+export function roundingStart(c: BlockCodec, w: Float32Array, start: { bytes: Uint8Array; q: Float32Array }, into?: StepArrays) {
   const N = w.length;
   const bs = c.blockSize;
   const grids = new BlockGrids(c, 1);
-  const lv = newLevels(N);
-  const v = new Float32Array(N);
-  const ch = new Uint8Array(N);
+  const lv: Levels = into ? { lo: into.lo, hi: into.hi, t: into.t, loC: new Uint16Array(N), hiC: new Uint16Array(N) } : newLevels(N);
+  const v = into ? into.v : new Float32Array(N);
+  const ch = into ? into.ch : new Uint8Array(N);
   for (let blk = 0; blk < N / bs; blk++) {
     bracketBlock(grids, w, blk, start.bytes, blk * c.blockBytes, lv, blk * bs, start.q);
     chooseStart(lv, start.q, ch, v, blk * bs, bs, START_MARGIN);
@@ -447,14 +450,9 @@ export function refineBlock(runner: BlockRunner, linears: readonly BlockLinear[]
     const { codec: c, w, start } = spec;
     const N = w.length;
     if (N % c.blockSize !== 0 || start.q.length !== N || start.bytes.length !== (N / c.blockSize) * c.blockBytes) fail(`AutoRound (block): ${spec.name}'s start has the wrong size`);
-    const r = roundingStart(c, w, start);
-    // the step state in the backend's memory when it has room (its kernel steps it in place)
-    const sa = runner.stepArrays(spec.name, N);
-    const lv: Levels = sa ? { ...r.lv, lo: sa.lo, hi: sa.hi, t: sa.t } : r.lv;
-    const v = sa ? sa.v : r.v;
-    const ch = sa ? sa.ch : r.ch;
-    if (sa) sa.lo.set(r.lv.lo), sa.hi.set(r.lv.hi), sa.t.set(r.lv.t), sa.v.set(r.v), sa.ch.set(r.ch);
-    return { spec, lv, grids: r.grids, v, ch, startCh: Uint8Array.from(ch), bestCh: Uint8Array.from(ch), values: runner.learn(spec.name, start.q) };
+    // the step state in the backend's memory when it has room (its kernel steps it in place), bracketed there
+    const r = roundingStart(c, w, start, runner.stepArrays(spec.name, N));
+    return { spec, lv: r.lv, grids: r.grids, v: r.v, ch: r.ch, startCh: Uint8Array.from(r.ch), bestCh: Uint8Array.from(r.ch), values: runner.learn(spec.name, start.q) };
   });
   // the token embedding as a learned input (layer 0): its levels, offsets and choices like a linear's
   const inp = o.input;

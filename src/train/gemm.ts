@@ -38,6 +38,12 @@ export interface Backend {
    * backend's memory (else the reference); the same bytes either way
    */
   signStep?(g: Vec, lo: Vec, hi: Vec, t: Vec, v: Vec, ch: Uint8Array, values: Vec, step: number, transposed?: { t: Vec; rows: number; cols: number }): void;
+  /** siluForwardRef in WebAssembly (on the worker threads too), when every array lives in this backend's memory */
+  silu?(g: Vec, u: Vec, h: Vec, n: number): void;
+  /** siluBackwardRef in WebAssembly, likewise */
+  siluBackward?(g: Vec, u: Vec, dh: Vec, dg: Vec, du: Vec, n: number): void;
+  /** softmaxRowsRef on `blocks` consecutive T x T score blocks at p[pOff ..] (every row of each) in WebAssembly, likewise */
+  softmax?(p: Vec, pOff: number, T: number, blocks: number, scale: number): void;
   /** row blocks the worker threads (not the calling one) have computed so far */
   workerChunks?(): number;
   /** resolves when the worker threads have started (at most `timeoutMs`; products work before, on fewer threads) */
@@ -88,6 +94,53 @@ export function signStepRef(g: Vec, lo: Vec, hi: Vec, t: Vec, v: Vec, ch: Uint8A
   }
 }
 
+/**
+ * The training layer's SiLU-gated product, the spec of the wasm kernel (wasm/train.ts siluForward):
+ * h[i] = (g / (1 + e^-g)) u in f64, stored in the array's precision, for i < n.
+ */
+export function siluForwardRef(g: Vec, u: Vec, h: Vec, n: number): void {
+  for (let i = 0; i < n; i++) {
+    const x = g[i];
+    h[i] = (x / (1 + Math.exp(-x))) * u[i];
+  }
+}
+
+/** Its backward (wasm/train.ts siluBackward): s = 1 / (1 + e^-g), dg = dh u s (1 + g (1 - s)), du = dh g s. */
+export function siluBackwardRef(g: Vec, u: Vec, dh: Vec, dg: Vec, du: Vec, n: number): void {
+  for (let i = 0; i < n; i++) {
+    const x = g[i];
+    const s = 1 / (1 + Math.exp(-x));
+    dg[i] = dh[i] * u[i] * s * (1 + x * (1 - s));
+    du[i] = dh[i] * x * s;
+  }
+}
+
+/**
+ * Attention's causal softmax on rows t0..t1 of the T x T scores at p[pOff ..] (wasm/train.ts softmaxRows):
+ * row t scaled (z = P scale stored, the maximum of the unrounded z), P = e^(P - max), divided by their
+ * (unrounded) sum on positions 0..t, 0 past t.
+ */
+export function softmaxRowsRef(p: Vec, pOff: number, T: number, t0: number, t1: number, scale: number): void {
+  for (let t = t0; t < t1; t++) {
+    const r = pOff + t * T;
+    let max = -Infinity;
+    for (let s = 0; s <= t; s++) {
+      const z = p[r + s] * scale;
+      p[r + s] = z;
+      if (z > max) max = z;
+    }
+    let sum = 0;
+    for (let s = 0; s <= t; s++) {
+      const e = Math.exp(p[r + s] - max);
+      p[r + s] = e;
+      sum += e;
+    }
+    const inv = 1 / sum;
+    for (let s = 0; s <= t; s++) p[r + s] *= inv;
+    for (let s = t + 1; s < T; s++) p[r + s] = 0;
+  }
+}
+
 export function transposeRef(d: Vec, dOff: number, ldd: number, s: Vec, sOff: number, lds: number, rows: number, cols: number): void {
   for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) d[dOff + j * ldd + i] = s[sOff + i * lds + j];
 }
@@ -110,6 +163,23 @@ interface TrainExports {
   transpose(d: number, ldd: number, s: number, lds: number, rows: number, cols: number): void;
   runChunk(job: number, chunk: number, thread: number): void;
   signStep(g: number, lo: number, hi: number, t: number, v: number, ch: number, values: number, n: number, step: number, tr: number, rows: number, cols: number): void;
+  siluForward(g: number, u: number, h: number, i0: number, i1: number): void;
+  siluBackward(g: number, u: number, dh: number, dg: number, du: number, i0: number, i1: number): void;
+  softmaxRows(p: number, T: number, t0: number, t1: number, scale: number): void;
+  exp64(x: number): number;
+}
+
+/** elementwise jobs below this many elements stay on the calling thread */
+const ELEMENTWISE_THREADED_MIN = 1 << 15;
+/** elements (SiLU) and score rows (softmax) per chunk of a threaded elementwise job */
+const ELEMENTWISE_CHUNK = 1 << 14;
+const SOFTMAX_CHUNK_ROWS = 64;
+
+let expProbe: TrainExports | null | undefined;
+/** the wasm kernels' exp (fdlibm's), for the agreement test against Math.exp; null without WebAssembly SIMD */
+export function wasmExp(x: number): number | null {
+  if (expProbe === undefined) expProbe = (newKernelInstance('train', trainWasm, 1)?.exports as unknown as TrainExports | undefined) ?? null;
+  return expProbe ? expProbe.exp64(x) : null;
 }
 
 /** products below this many multiply-adds stay on the calling thread (waking workers costs more) */
@@ -139,8 +209,12 @@ export function wasmBackend(floats: number, threads = 1): Backend | null {
   const control = base;
   let next = base + CONTROL_BYTES;
   const pool = shared ? KernelThreads.start(shared.memory, shared.module, control, threads) : null;
-  const job = new Int32Array(buffer, control + JOB_OFFSET, 11);
+  // words 0..10 a product's parameters (runChunk), 11 the job's kind (0: product; elementwiseChunk), f64 at byte 48
+  const job = new Int32Array(buffer, control + JOB_OFFSET, 12);
+  const jobF64 = new Float64Array(buffer, control + JOB_OFFSET + 48, 1);
   const end = base + bytes;
+  /** an f32 array of at least n values in this backend's memory */
+  const mine = (v: Vec, n: number): boolean => v.buffer === buffer && v instanceof Float32Array && v.length >= n;
   const ptr = (v: Vec, off: number): number => {
     if (v.buffer !== buffer || !(v instanceof Float32Array)) fail('wasm backend: array not allocated by this backend');
     return v.byteOffset + off * 4;
@@ -164,7 +238,7 @@ export function wasmBackend(floats: number, threads = 1): Backend | null {
       if (pool && m >= 8 && m * k * n >= THREADED_MIN) {
         // row blocks of a multiple of 4 rows (the kernel's tile), a few per thread
         const rows = Math.max(4, Math.ceil(m / (4 * pool.size) / 4) * 4);
-        job.set([ptr(a, ao), lda, ptr(b, bo), ldb, ptr(c, co), ldc, m, k, n, accumulate ? 1 : 0, rows]);
+        job.set([ptr(a, ao), lda, ptr(b, bo), ldb, ptr(c, co), ldc, m, k, n, accumulate ? 1 : 0, rows, 0]);
         pool.run(Math.ceil(m / rows), x);
         return;
       }
@@ -181,6 +255,39 @@ export function wasmBackend(floats: number, threads = 1): Backend | null {
     },
     transpose(d, dOff, ldd, s, sOff, lds, rows, cols) {
       x.transpose(ptr(d, dOff), ldd, ptr(s, sOff), lds, rows, cols);
+    },
+    silu(g, u, h, n) {
+      if (![g, u, h].every((a) => mine(a, n))) return siluForwardRef(g, u, h, n);
+      if (pool && n >= ELEMENTWISE_THREADED_MIN) {
+        job.set([g.byteOffset, u.byteOffset, h.byteOffset, 0, 0, n, ELEMENTWISE_CHUNK, 0, 0, 0, 0, 1]);
+        pool.run(Math.ceil(n / ELEMENTWISE_CHUNK), x);
+        return;
+      }
+      x.siluForward(g.byteOffset, u.byteOffset, h.byteOffset, 0, n);
+    },
+    siluBackward(g, u, dh, dg, du, n) {
+      if (![g, u, dh, dg, du].every((a) => mine(a, n))) return siluBackwardRef(g, u, dh, dg, du, n);
+      if (pool && n >= ELEMENTWISE_THREADED_MIN) {
+        job.set([g.byteOffset, u.byteOffset, dh.byteOffset, dg.byteOffset, du.byteOffset, n, ELEMENTWISE_CHUNK, 0, 0, 0, 0, 2]);
+        pool.run(Math.ceil(n / ELEMENTWISE_CHUNK), x);
+        return;
+      }
+      x.siluBackward(g.byteOffset, u.byteOffset, dh.byteOffset, dg.byteOffset, du.byteOffset, 0, n);
+    },
+    softmax(p, pOff, T, blocks, scale) {
+      const size = T * T;
+      if (!mine(p, pOff + blocks * size)) {
+        for (let b = 0; b < blocks; b++) softmaxRowsRef(p, pOff + b * size, T, 0, T, scale);
+        return;
+      }
+      const at = p.byteOffset + pOff * 4;
+      if (pool && blocks * size >= ELEMENTWISE_THREADED_MIN) {
+        job.set([at, 0, 0, 0, 0, blocks, SOFTMAX_CHUNK_ROWS, T, 0, 0, 0, 3]);
+        jobF64[0] = scale;
+        pool.run(blocks * Math.ceil(T / SOFTMAX_CHUNK_ROWS), x);
+        return;
+      }
+      for (let b = 0; b < blocks; b++) x.softmaxRows(at + b * size * 4, T, 0, T, scale);
     },
     signStep(g, lo, hi, t, v, ch, values, step, transposed) {
       const n = v.length;

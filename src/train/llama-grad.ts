@@ -25,7 +25,7 @@
  */
 import { fail } from '../errors.js';
 import type { LlamaConfig } from '../model/types.js';
-import type { Backend, Vec } from './gemm.js';
+import { siluBackwardRef, siluForwardRef, softmaxRowsRef, type Backend, type Vec } from './gemm.js';
 import { llamaTensorShapes } from '../model/llama-shapes.js';
 
 export interface TrainConfig extends LlamaConfig {
@@ -377,10 +377,8 @@ export class TrainModel {
     rmsnormForward(A.f, A.rF, x2, this.view(`${p}ffn_norm.weight`), N, c.dim, c.normEps);
     this.linear.forward(`${p}ffn_gate.weight`, A.g, A.f, this.weight(`${p}ffn_gate.weight`), N, c.hiddenDim, c.dim);
     this.linear.forward(`${p}ffn_up.weight`, A.u, A.f, this.weight(`${p}ffn_up.weight`), N, c.hiddenDim, c.dim);
-    for (let i = 0; i < N * c.hiddenDim; i++) {
-      const g = A.g[i];
-      A.h[i] = (g / (1 + Math.exp(-g))) * A.u[i];
-    }
+    if (this.be.silu) this.be.silu(A.g, A.u, A.h, N * c.hiddenDim);
+    else siluForwardRef(A.g, A.u, A.h, N * c.hiddenDim);
     this.linear.forward(`${p}ffn_down.weight`, out, A.h, this.weight(`${p}ffn_down.weight`), N, c.dim, c.hiddenDim);
     for (let i = 0; i < N * c.dim; i++) out[i] += x2[i];
   }
@@ -419,35 +417,25 @@ export class TrainModel {
     const be = this.be;
     const kt = this.buf.get('ktr')!; // (hd, T)
     for (let b = 0; b < this.batch; b++) {
+      const row0 = b * T;
       for (let h = 0; h < c.nHeads; h++) {
         const kvh = Math.floor(h / group);
-        const row0 = b * T;
         const pOff = (b * c.nHeads + h) * T * T;
-        // S = q_h k_hᵀ into p, causal: rows r0..r1 only up to column r1 (softmax zeroes the rest), then causal softmax in place
+        // S = q_h k_hᵀ into p, causal: rows r0..r1 only up to column r1 (softmax zeroes the rest)
         be.transpose(kt, 0, T, A.k, row0 * kvDim + kvh * hd, kvDim, T, hd);
         for (let r0 = 0; r0 < T; r0 += this.causalRows) {
           const r1 = Math.min(T, r0 + this.causalRows);
           be.gemm(A.p, pOff + r0 * T, T, A.q, (row0 + r0) * qDim + h * hd, qDim, kt, 0, T, r1 - r0, hd, r1, false);
         }
+      }
+      // causal softmax in place, every head's rows at once (each row on its own: the same values as head by head)
+      const pb = b * c.nHeads * T * T;
+      if (be.softmax) be.softmax(A.p, pb, T, c.nHeads, scale);
+      else for (let h = 0; h < c.nHeads; h++) softmaxRowsRef(A.p, pb + h * T * T, T, 0, T, scale);
+      for (let h = 0; h < c.nHeads; h++) {
+        const kvh = Math.floor(h / group);
+        const pOff = (b * c.nHeads + h) * T * T;
         const P = A.p;
-        for (let t = 0; t < T; t++) {
-          const r = pOff + t * T;
-          let max = -Infinity;
-          for (let s = 0; s <= t; s++) {
-            const z = P[r + s] * scale;
-            P[r + s] = z;
-            if (z > max) max = z;
-          }
-          let sum = 0;
-          for (let s = 0; s <= t; s++) {
-            const e = Math.exp(P[r + s] - max);
-            P[r + s] = e;
-            sum += e;
-          }
-          const inv = 1 / sum;
-          for (let s = 0; s <= t; s++) P[r + s] *= inv;
-          for (let s = t + 1; s < T; s++) P[r + s] = 0;
-        }
         // o_h = P v_h: rows r0..r1 sum over positions 0..r1 (P is 0 past the diagonal: the terms left out are +-0)
         for (let r0 = 0; r0 < T; r0 += this.causalRows) {
           const r1 = Math.min(T, r0 + this.causalRows);
@@ -499,12 +487,8 @@ export class TrainModel {
     const da = this.buf.get('da')!;
     // FFN: out = x2 + down(h)
     this.linear.backward(`${p}ffn_down.weight`, dh, G('ffn_down.weight'), dx, A.h, W('ffn_down.weight'), N, c.dim, c.hiddenDim);
-    for (let i = 0; i < N * c.hiddenDim; i++) {
-      const g = A.g[i];
-      const s = 1 / (1 + Math.exp(-g));
-      dg[i] = dh[i] * A.u[i] * s * (1 + g * (1 - s));
-      du[i] = dh[i] * g * s;
-    }
+    if (this.be.siluBackward) this.be.siluBackward(A.g, A.u, dh, dg, du, N * c.hiddenDim);
+    else siluBackwardRef(A.g, A.u, dh, dg, du, N * c.hiddenDim);
     this.linear.backward(`${p}ffn_gate.weight`, da, G('ffn_gate.weight'), dg, A.f, W('ffn_gate.weight'), N, c.hiddenDim, c.dim);
     const dx2 = this.buf.get('dx2')!;
     this.linear.backward(`${p}ffn_up.weight`, dx2, G('ffn_up.weight'), du, A.f, W('ffn_up.weight'), N, c.hiddenDim, c.dim);

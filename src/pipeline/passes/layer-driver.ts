@@ -245,12 +245,19 @@ export async function layerPass(input: LayerPassInput): Promise<{ added: Map<str
         lc.timed('forward', () => {
           runner.load((n) => weights.get(`${P}${n}.weight`)!.data);
           runner.unlearn();
-          // the float stream past the last layer is never read: there, only the windows the block objective reads.
-          // Not with the session-30 options: the head learner (--autoround-head-iters) reads the float stream
-          // past the last layer on every window; checkpoints and the embedding learner: kept simple, all windows
-          const omni = BLOCK_TENSORS.some((n) => learnsLayer(algorithmsFor(`${P}${n}.weight`)));
+          // a window of the float stream is computed through the last layer whose block objective reads it (the
+          // windows are independent sequences): past the last layer none is read, so layer l computes only the
+          // windows that layers l, l + 1, ... read. Not with the session-30 options: the head learner
+          // (--autoround-head-iters) reads the float stream past the last layer on every window; checkpoints and
+          // the embedding learner: kept simple, all windows; nor where this or a later layer learns with OmniQuant
           const q3kOptions = o.autoroundHeadIters > 0 || !!o.autoroundBlockEval || o.autoroundEmbedding;
-          const only = l === nLayers - 1 && !omni && !q3kOptions ? blockWindowsUsed(lc.nSeq, { ...autoroundSchedule(o, 'block'), batch: o.autoroundBatch, seed: o.seed + l }) : undefined;
+          const omniFrom = Array.from({ length: nLayers - l }, (_, i) => l + i).some((m) => BLOCK_TENSORS.some((n) => learnsLayer(algorithmsFor(`blk.${m}.${n}.weight`))));
+          let only: number[] | undefined;
+          if (!omniFrom && !q3kOptions) {
+            const used = new Set<number>();
+            for (let m = l; m < nLayers; m++) for (const w of blockWindowsUsed(lc.nSeq, { ...autoroundSchedule(o, 'block'), batch: o.autoroundBatch, seed: o.seed + m })) used.add(w);
+            only = used.size < lc.nSeq ? [...used].sort((a, b) => a - b) : undefined;
+          }
           blockTarget = runner.keepTransposes(() => runner.outputs(xFp!, only));
         });
         xFp = blockTarget;
