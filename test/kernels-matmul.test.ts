@@ -333,3 +333,27 @@ test('F32 matmul in packed 3 x 3 tiles (tokens and a chunk\'s rows in triples): 
     }
   }
 });
+
+test('allFinite: the kernel finds every NaN and infinity the TypeScript check does (each position of the SIMD and tail loops)', () => {
+  for (const variant of variants) {
+    const e = MatmulEngine.get(variant)!;
+    const owner = {};
+    const a = e.allocF32(83, owner)?.array;
+    if (!a) continue; // an unshared memory has no arrays of its own
+    const ref = (x: Float32Array, n: number) => x.subarray(0, n).every((v) => Number.isFinite(v));
+    const r = rng(11);
+    for (let i = 0; i < a.length; i++) a[i] = (r() - 0.5) * 1e38;
+    a[5] = 3.4028234663852886e38; // the largest finite f32, both signs
+    a[6] = -3.4028234663852886e38;
+    for (const n of [0, 1, 15, 16, 17, 64, 83]) assert.equal(e.allFinite(a, n), ref(a, n), `${variant} all finite, n ${n}`);
+    for (const bad of [NaN, Infinity, -Infinity]) {
+      for (const at of [0, 3, 15, 16, 31, 47, 63, 64, 70, 82]) {
+        const keep = a[at];
+        a[at] = bad;
+        for (const n of [at, at + 1, 83]) assert.equal(e.allFinite(a, n), ref(a, n), `${variant} ${bad} at ${at}, n ${n}`);
+        a[at] = keep;
+      }
+    }
+    assert.equal(e.allFinite(new Float32Array(8), 8), null); // not in the kernels' memory
+  }
+});

@@ -36,6 +36,7 @@ interface MatmulExports {
   runChunk(job: number, chunk: number, thread: number): void;
   siluMul(g: number, u: number, n: number): void;
   logSumExp(x: number, n: number, max: number): number;
+  firstNonFinite(x: number, n: number): number;
   expArray(x: number, y: number, n: number): void;
   intBlock(type: number): number;
   intRowScratch(type: number, k: number): number;
@@ -875,6 +876,15 @@ export class MatmulEngine {
     const uAt = uOwn >= 0 ? uOwn : this.copyIn('u', u, n);
     this.exports.siluMul(gAt, uAt, n);
     if (gOwn < 0) this.copyOut(g, gAt, n);
+  }
+
+  /**
+   * Are a[0, n) all finite (no NaN, no infinity)? null when a does not live in this memory (allocF32):
+   * the caller checks in TypeScript.
+   */
+  allFinite(a: Float32Array, n: number): boolean | null {
+    const own = this.ptrOf(a, n);
+    return own < 0 ? null : this.exports.firstNonFinite(own, n) < 0;
   }
 
   /** log sum_i exp(x[off + i] - max) over n values, max being their largest (f32 exp4, f64 sum). */
