@@ -78,6 +78,14 @@ export function decodeChunkRows(rows: number, threads: number): number {
   if (threads <= 1) return per;
   return Math.max(4, Math.min(per, ((PRIVATE_BYTES - PRIVATE_SCRATCH) >> 4) << 2));
 }
+/**
+ * One token's attention runs on the workers from this many flops (4 x heads x head size x positions:
+ * ~21 positions of the 155M model). Its time is reading the cache (rows of a head 3 KiB apart on the
+ * 155M model, ~0.4 MB a layer at 70 positions): ~35 µs a layer on one thread, 6-11 % of a token on two
+ * threads when it ran on the calling thread alone; the workers are awake (spinning) from the q/k/v
+ * matmul just before.
+ */
+const MIN_PARALLEL_ATTENTION_FLOPS = 1 << 16;
 /** f32 of a row block for types dequantized in TypeScript: 4 MiB */
 const FALLBACK_FLOATS = 1 << 20;
 
@@ -971,7 +979,7 @@ export class MatmulEngine {
     const oOwn = this.ptrOf(out, nTok * qDim);
     const oAt = oOwn >= 0 ? oOwn : this.buffer('att', nTok * qDim * 4);
     const flops = 4 * nHeads * headDim * (nTok * pos0 + (nTok * (nTok + 1)) / 2);
-    const threads = this.pool && flops >= MIN_PARALLEL_FLOPS ? this.threadCount : 1;
+    const threads = this.pool && flops >= (nTok === 1 ? MIN_PARALLEL_ATTENTION_FLOPS : MIN_PARALLEL_FLOPS) ? this.threadCount : 1;
     const scratch = this.buffer(scratchName, scratchBytes * this.threadCount);
     this.views();
     words(this.i32View, (this.control + JOB_OFFSET) >>> 2, qAt, oAt, scratch);
