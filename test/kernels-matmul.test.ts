@@ -226,6 +226,17 @@ test('threads: 2 threads give the same bits as 1, workers run chunks, and stop',
       e.matmul(y, x, kw, 17);
       return y;
     });
+    // one token's attention (on the workers from 2^16 flops: 12 heads of 64 after 40 positions)
+    const [nH, hd, pos0] = [12, 64, 40];
+    const qAtt = normals(nH * hd, r);
+    const kv = e.allocF32(2 * (pos0 + 1) * nH * hd, qAtt)!;
+    kv.array.set(normals(kv.array.length, r));
+    const attention = () => {
+      const o = new Float32Array(nH * hd);
+      e.attention(qAtt, 1, pos0, nH, nH, hd, kv.at, kv.at + (pos0 + 1) * nH * hd * 4, nH * hd, 0.125, o);
+      return o;
+    };
+    const attOne = attention();
     assert.equal(e.setThreads(2), 2);
     const t0 = Date.now();
     while (e.threadStats().ready < 1 && Date.now() - t0 < 20000) await new Promise((res) => setTimeout(res, 10));
@@ -236,6 +247,7 @@ test('threads: 2 threads give the same bits as 1, workers run chunks, and stop',
         e.matmul(y, x, kw, 17);
         assert.deepEqual(y, one[i], `${variant} ${cases[i][0].name}: 2 threads`);
       });
+      assert.deepEqual(attention(), attOne, `${variant} one token's attention: 2 threads`);
     }
     assert.ok(e.threadStats().workerChunks > 0, 'the worker ran chunks');
     e.close();
