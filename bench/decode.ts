@@ -4,7 +4,8 @@
  * (bench/_llama-synth.ts; quantized by `lowbit quantize --type T`); LOWBIT_SYNTH=1.1b: the 1.1B shapes.
  *
  *   lowbit:    `lowbit generate MODEL --prompt "Once upon a time" -n N --temp 0 --threads T --stats`
- *              (its "generated: ... tok/s": the decode steps only, greedy)
+ *              (its "generated: ... tok/s": one-token forward passes per second, with sampling, without
+ *              writing the text out: llama-bench's tg times its llama_decode calls only)
  *   llama.cpp: `llama-bench -m MODEL -n N -p 0 -t T -r 1 -o json` (avg_ts: decode only)
  *
  * Runs alternate (lowbit, llama.cpp, lowbit, ...) `reps` times; the table shows the best of each and
@@ -53,7 +54,7 @@ async function decodeBytes(file: string): Promise<number> {
 
 function lowbitDecode(model: string, tokens: number, threads: number): number | null {
   const r = spawnSync(process.execPath, [join(root, 'bin/lowbit.js'), 'generate', model, '--prompt', 'Once upon a time', '-n', String(tokens), '--temp', '0', '--threads', String(threads), '--stats'], { encoding: 'utf8' });
-  const m = /generated: (\d+) tokens in [0-9.]+ s \(([0-9.]+) tok\/s\)/.exec(r.stderr);
+  const m = /generated: (\d+) tokens, \d+ one-token forward passes in [0-9.]+ s \(([0-9.]+) tok\/s\)/.exec(r.stderr);
   if (r.status !== 0 || !m) {
     console.log(`  lowbit generate failed: ${r.stderr.trim().split('\n').pop()}`);
     return null;

@@ -226,6 +226,17 @@ test('threads: 2 threads give the same bits as 1, workers run chunks, and stop',
       e.matmul(y, x, kw, 17);
       return y;
     });
+    // one token's attention (on the workers from 2^16 flops: 12 heads of 64 after 40 positions)
+    const [nH, hd, pos0] = [12, 64, 40];
+    const qAtt = normals(nH * hd, r);
+    const kv = e.allocF32(2 * (pos0 + 1) * nH * hd, qAtt)!;
+    kv.array.set(normals(kv.array.length, r));
+    const attention = () => {
+      const o = new Float32Array(nH * hd);
+      e.attention(qAtt, 1, pos0, nH, nH, hd, kv.at, kv.at + (pos0 + 1) * nH * hd * 4, nH * hd, 0.125, o);
+      return o;
+    };
+    const attOne = attention();
     assert.equal(e.setThreads(2), 2);
     const t0 = Date.now();
     while (e.threadStats().ready < 1 && Date.now() - t0 < 20000) await new Promise((res) => setTimeout(res, 10));
@@ -236,6 +247,7 @@ test('threads: 2 threads give the same bits as 1, workers run chunks, and stop',
         e.matmul(y, x, kw, 17);
         assert.deepEqual(y, one[i], `${variant} ${cases[i][0].name}: 2 threads`);
       });
+      assert.deepEqual(attention(), attOne, `${variant} one token's attention: 2 threads`);
     }
     assert.ok(e.threadStats().workerChunks > 0, 'the worker ran chunks');
     e.close();
@@ -331,5 +343,29 @@ test('F32 matmul in packed 3 x 3 tiles (tokens and a chunk\'s rows in triples): 
         assert.equal(bad, 0, `${variant} T=${nTok} N=${n} K=${k} threads ${threads}: ${bad} outputs differ`);
       }
     }
+  }
+});
+
+test('allFinite: the kernel finds every NaN and infinity the TypeScript check does (each position of the SIMD and tail loops)', () => {
+  for (const variant of variants) {
+    const e = MatmulEngine.get(variant)!;
+    const owner = {};
+    const a = e.allocF32(83, owner)?.array;
+    if (!a) continue; // an unshared memory has no arrays of its own
+    const ref = (x: Float32Array, n: number) => x.subarray(0, n).every((v) => Number.isFinite(v));
+    const r = rng(11);
+    for (let i = 0; i < a.length; i++) a[i] = (r() - 0.5) * 1e38;
+    a[5] = 3.4028234663852886e38; // the largest finite f32, both signs
+    a[6] = -3.4028234663852886e38;
+    for (const n of [0, 1, 15, 16, 17, 64, 83]) assert.equal(e.allFinite(a, n), ref(a, n), `${variant} all finite, n ${n}`);
+    for (const bad of [NaN, Infinity, -Infinity]) {
+      for (const at of [0, 3, 15, 16, 31, 47, 63, 64, 70, 82]) {
+        const keep = a[at];
+        a[at] = bad;
+        for (const n of [at, at + 1, 83]) assert.equal(e.allFinite(a, n), ref(a, n), `${variant} ${bad} at ${at}, n ${n}`);
+        a[at] = keep;
+      }
+    }
+    assert.equal(e.allFinite(new Float32Array(8), 8), null); // not in the kernels' memory
   }
 });

@@ -73,6 +73,29 @@ test('greedy generation reproduces llama.cpp / llama2.c exactly (llama2.c checkp
   assert.deepEqual(b.tokens, a.tokens);
 });
 
+test('generate times its one-token forward passes, not the caller\'s onText (as llama-bench times llama_decode)', () => {
+  const m = new Llama(bin.config, bin.tensors);
+  let calls = 0;
+  const forward = m.forward.bind(m);
+  m.forward = (...a: Parameters<Llama['forward']>) => (calls++, forward(...a));
+  let pieces = 0;
+  const r = generate(m, tok, 'Once upon a time', {
+    steps: 12,
+    temperature: 0,
+    onText: () => {
+      pieces++;
+      const until = performance.now() + 40; // a slow output: 40 ms per piece, none of it decoding
+      while (performance.now() < until);
+    },
+  });
+  assert.equal(r.tokens.length - r.promptTokens, 12);
+  assert.equal(r.decodeSteps, 11); // the first token comes from the prompt's logits
+  assert.equal(calls, 1 + 11);
+  assert.ok(pieces >= 5, `${pieces} pieces of text`);
+  assert.ok(r.decodeSeconds < (pieces * 40) / 1000 / 2, `decodeSeconds ${r.decodeSeconds} counts the output's ${pieces * 40} ms`);
+  assert.ok(r.decodeSeconds > 0);
+});
+
 test('GGUF and llama2.c checkpoints give bit-identical logits; config from GGUF metadata', async () => {
   const g = await loadModel(bytesSource(data('stories260K.gguf'), 'stories260K.gguf'));
   const c = g.model.config;

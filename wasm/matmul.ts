@@ -2650,6 +2650,27 @@ export function siluMul(g: usize, u: usize, n: i32): void {
   }
 }
 
+/**
+ * The index of the first of n f32 values at x that is not finite (NaN or +-infinity: exponent bits all
+ * ones), -1 when every one is finite (the runtime's check of each layer's output and of the logits).
+ */
+export function firstNonFinite(x: usize, n: i32): i32 {
+  const mag = i32x4.splat(0x7fffffff);
+  const big = i32x4.splat(0x7f7fffff); // the largest finite magnitude's bits
+  let i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const o = x + <usize>i * 4;
+    // |x| bits above the largest finite value's (signed compare: |x| bits are non-negative)
+    const a = i32x4.gt_s(v128.and(v128.load(o), mag), big);
+    const b = i32x4.gt_s(v128.and(v128.load(o, 16), mag), big);
+    const c = i32x4.gt_s(v128.and(v128.load(o, 32), mag), big);
+    const d = i32x4.gt_s(v128.and(v128.load(o, 48), mag), big);
+    if (v128.any_true(v128.or(v128.or(a, b), v128.or(c, d)))) break;
+  }
+  for (; i < n; i++) if ((load<u32>(x + <usize>i * 4) & 0x7fffffff) >= 0x7f800000) return i;
+  return -1;
+}
+
 /** log sum_i exp(x[i] - max) of n values (max = the largest x, passed in), summed in f64 */
 export function logSumExp(x: usize, n: i32, max: f32): f64 {
   const m = f32x4.splat(max);

@@ -27,9 +27,16 @@ export interface GenerateResult {
   /** the generated text (without the prompt) */
   text: string;
   promptTokens: number;
-  /** seconds spent on the prompt and on the generated tokens */
+  /** seconds spent on the prompt (its forward pass) */
   promptSeconds: number;
+  /**
+   * seconds spent generating: the one-token forward passes (`decodeSteps` of them), every sampling and
+   * detokenization; not the caller's onText (the output: llama-bench times its llama_decode calls only,
+   * llama-completion's "eval time" likewise)
+   */
   decodeSeconds: number;
+  /** one-token forward passes run (the first generated token comes from the prompt's logits) */
+  decodeSteps: number;
 }
 
 export function generate(model: Llama, tok: Tokenizer, prompt: string, opts: GenerateOptions): GenerateResult {
@@ -43,23 +50,31 @@ export function generate(model: Llama, tok: Tokenizer, prompt: string, opts: Gen
   const stream = new TokenTextStream(tok, tokens.length === (tok.vocab.addBos ? 1 : 0));
   const promptTokens = tokens.length;
   let text = '';
+  let outputMs = 0; // time in the caller's onText (writing the text out), not counted as decoding
   const emit = (s: string) => {
     if (!s) return;
     text += s;
-    opts.onText?.(s);
+    if (!opts.onText) return;
+    const a = performance.now();
+    opts.onText(s);
+    outputMs += performance.now() - a;
   };
   if (opts.steps > 1) model.prepareDecode(); // the decode layout of the weights, as llama.cpp repacks at load
   const t0 = performance.now();
   let logits = model.forward(tokens, 0);
   const t1 = performance.now();
+  let decodeSteps = 0;
   for (let i = 0; i < opts.steps; i++) {
     const next = sampler.sample(logits);
     if ((opts.stopAtEos ?? true) && next === tok.vocab.eos) break;
     tokens.push(next);
     emit(stream.push(next));
-    if (i + 1 < opts.steps) logits = model.forward([next], tokens.length - 1);
+    if (i + 1 < opts.steps) {
+      logits = model.forward([next], tokens.length - 1);
+      decodeSteps++;
+    }
   }
   emit(stream.flush());
   const t2 = performance.now();
-  return { tokens, text, promptTokens, promptSeconds: (t1 - t0) / 1000, decodeSeconds: (t2 - t1) / 1000 };
+  return { tokens, text, promptTokens, promptSeconds: (t1 - t0) / 1000, decodeSeconds: (t2 - t1 - outputMs) / 1000, decodeSteps };
 }

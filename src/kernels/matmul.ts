@@ -36,6 +36,7 @@ interface MatmulExports {
   runChunk(job: number, chunk: number, thread: number): void;
   siluMul(g: number, u: number, n: number): void;
   logSumExp(x: number, n: number, max: number): number;
+  firstNonFinite(x: number, n: number): number;
   expArray(x: number, y: number, n: number): void;
   intBlock(type: number): number;
   intRowScratch(type: number, k: number): number;
@@ -77,6 +78,14 @@ export function decodeChunkRows(rows: number, threads: number): number {
   if (threads <= 1) return per;
   return Math.max(4, Math.min(per, ((PRIVATE_BYTES - PRIVATE_SCRATCH) >> 4) << 2));
 }
+/**
+ * One token's attention runs on the workers from this many flops (4 x heads x head size x positions:
+ * ~21 positions of the 155M model). Its time is reading the cache (rows of a head 3 KiB apart on the
+ * 155M model, ~0.4 MB a layer at 70 positions): ~35 µs a layer on one thread, 6-11 % of a token on two
+ * threads when it ran on the calling thread alone; the workers are awake (spinning) from the q/k/v
+ * matmul just before.
+ */
+const MIN_PARALLEL_ATTENTION_FLOPS = 1 << 16;
 /** f32 of a row block for types dequantized in TypeScript: 4 MiB */
 const FALLBACK_FLOATS = 1 << 20;
 
@@ -879,6 +888,15 @@ export class MatmulEngine {
     if (gOwn < 0) this.copyOut(g, gAt, n);
   }
 
+  /**
+   * Are a[0, n) all finite (no NaN, no infinity)? null when a does not live in this memory (allocF32):
+   * the caller checks in TypeScript.
+   */
+  allFinite(a: Float32Array, n: number): boolean | null {
+    const own = this.ptrOf(a, n);
+    return own < 0 ? null : this.exports.firstNonFinite(own, n) < 0;
+  }
+
   /** log sum_i exp(x[off + i] - max) over n values, max being their largest (f32 exp4, f64 sum). */
   logSumExp(x: Float32Array, off: number, n: number, max: number): number {
     const row = x.subarray(off, off + n);
@@ -963,7 +981,7 @@ export class MatmulEngine {
     const oOwn = this.ptrOf(out, nTok * qDim);
     const oAt = oOwn >= 0 ? oOwn : this.buffer('att', nTok * qDim * 4);
     const flops = 4 * nHeads * headDim * (nTok * pos0 + (nTok * (nTok + 1)) / 2);
-    const threads = this.pool && flops >= MIN_PARALLEL_FLOPS ? this.threadCount : 1;
+    const threads = this.pool && flops >= (nTok === 1 ? MIN_PARALLEL_ATTENTION_FLOPS : MIN_PARALLEL_FLOPS) ? this.threadCount : 1;
     const scratch = this.buffer(scratchName, scratchBytes * this.threadCount);
     this.views();
     words(this.i32View, (this.control + JOB_OFFSET) >>> 2, qAt, oAt, scratch);

@@ -364,8 +364,7 @@ function startJobWorker(): void {
     const loaded = await loadModel(src, { tokenizer: req.which === 'original' && o.tokenizer ? blobSource(o.tokenizer, o.tokenizer.name) : undefined });
     if (!loaded.tokenizer) throw new LowbitError(`${src.name} carries no vocabulary`);
     const r = generate(loaded.model, loaded.tokenizer, req.prompt, { steps: req.steps, temperature: req.temperature, seed: req.seed, onText: (text) => post({ id, kind: 'text', text }) });
-    const n = r.tokens.length - r.promptTokens;
-    return { text: r.text, tokensPerSecond: n / Math.max(1e-9, r.decodeSeconds) };
+    return { text: r.text, tokensPerSecond: r.decodeSteps / Math.max(1e-9, r.decodeSeconds) };
   }
 
   async function tensorSqnr(req: Request & { op: 'tensor-sqnr' }): Promise<TensorSqnrResult> {

@@ -451,7 +451,7 @@ class RunState {
     };
     this.ropeFreq = table(c.ropeTheta, c.ropeFreqScale ?? 1);
     this.ropeFreqSwa = table(c.ropeThetaSwa ?? c.ropeTheta, c.ropeFreqScaleSwa ?? c.ropeFreqScale ?? 1);
-    this.lastLogits = new Float32Array(c.vocabSize);
+    this.lastLogits = f32(c.vocabSize); // kernel memory: the output matmul writes it in place
     const L = w.layers;
     const eh = c.expertHiddenDim ?? 0;
     this.qkv = f32(L.some((x) => x.wqkv) ? batch * (qDim + 2 * kvDim) : 0);
@@ -986,10 +986,11 @@ export class Llama {
   private step(tokens: ArrayLike<number>, pos: number): void {
     const n = tokens.length * this.config.dim;
     this.embed(tokens, this.s.x);
-    checkFinite(this.s.x, n, this.config.dim, pos, 'the token embeddings (token_embd.weight)');
+    const engine = this.engine && kernelsEnabled() ? this.engine : null;
+    checkFinite(this.s.x, n, this.config.dim, pos, 'the token embeddings (token_embd.weight)', engine);
     for (let l = 0; l < this.config.nLayers; l++) {
       this.layer(l, tokens.length, pos);
-      checkFinite(this.s.x, n, this.config.dim, pos, `the output of layer ${l} (blk.${l})`);
+      checkFinite(this.s.x, n, this.config.dim, pos, `the output of layer ${l} (blk.${l})`, engine);
     }
   }
 
@@ -1228,7 +1229,7 @@ export class Llama {
     const x = s.x.subarray(from * c.dim, (from + count) * c.dim);
     rmsnorm(s.xb, x, this.weights.outputNorm, count, c.dim, c.normEps);
     this.lin(out, s.xb, this.weights.output, count);
-    checkFinite(out, count * c.vocabSize, c.vocabSize, -1, 'the logits (output.weight)');
+    checkFinite(out, count * c.vocabSize, c.vocabSize, -1, 'the logits (output.weight)', this.engine && kernelsEnabled() ? this.engine : null);
     if (c.finalSoftcap !== undefined) softcap(out, count * c.vocabSize, c.finalSoftcap);
   }
 }
@@ -1236,9 +1237,12 @@ export class Llama {
 /**
  * The one place a non-finite activation becomes an error: x[0, n) must be finite (rows of `width`
  * values, the first at token position `pos`; -1: positions unknown). A sum is finite exactly when every
- * term is (f32 values summed in f64 cannot overflow), so the common case is one pass of additions.
+ * term is (f32 values summed in f64 cannot overflow), so the common case is one pass of additions;
+ * when x lives in `engine`'s memory the kernel checks it (MatmulEngine.allFinite: the logits, ~30 µs a
+ * token in TypeScript).
  */
-export function checkFinite(x: Float32Array, n: number, width: number, pos: number, where: string): void {
+export function checkFinite(x: Float32Array, n: number, width: number, pos: number, where: string, engine: MatmulEngine | null = null): void {
+  if (engine?.allFinite(x, n) === true) return;
   let sum = 0;
   for (let i = 0; i < n; i++) sum += x[i];
   if (Number.isFinite(sum)) return;

@@ -74,6 +74,13 @@ export class Sampler {
 /** index of the largest logit (the first one on ties) */
 export function argmax(x: ArrayLike<number>, n = x.length): number {
   let best = 0;
-  for (let i = 1; i < n; i++) if (x[i] > x[best]) best = i;
+  let max = x[0]; // x[best], kept in a register (the same comparisons)
+  for (let i = 1; i < n; i++) {
+    const v = x[i];
+    if (v > max) {
+      max = v;
+      best = i;
+    }
+  }
   return best;
 }

@@ -138,7 +138,7 @@ export const generateCommand: Command = {
     { name: 'seed', type: 'int', help: 'random seed (default: time)' },
     { name: 'ctx', type: 'int', help: 'context length (default: the model\'s, at most 4096)', min: 1 },
     { name: 'dequantize', type: 'boolean', help: 'dequantize all weights to f32 once at load', default: false },
-    { name: 'stats', type: 'boolean', help: 'print tokens per second to stderr', default: false },
+    { name: 'stats', type: 'boolean', help: "print tokens per second to stderr (decode: one-token forward passes per second, with sampling, without writing the text out, as llama-bench's tg)", default: false },
     activationsOption,
     ...kvCacheOptions,
     kvCalibOption,
@@ -169,7 +169,7 @@ export const generateCommand: Command = {
         const gen = r.tokens.length - r.promptTokens;
         process.stderr.write(
           `prompt: ${r.promptTokens} tokens in ${r.promptSeconds.toFixed(3)} s (${(r.promptTokens / r.promptSeconds).toFixed(1)} tok/s); ` +
-            `generated: ${gen} tokens in ${r.decodeSeconds.toFixed(3)} s (${(gen / r.decodeSeconds).toFixed(1)} tok/s); ${kvCacheLine(m)}\n`,
+            `generated: ${gen} tokens, ${r.decodeSteps} one-token forward passes in ${r.decodeSeconds.toFixed(3)} s (${(r.decodeSteps / r.decodeSeconds).toFixed(1)} tok/s); ${kvCacheLine(m)}\n`,
         );
       }
     }

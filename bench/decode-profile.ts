@@ -1,0 +1,67 @@
+/**
+ * `npm run bench -- decode-profile [types=Q8_0,Q4_0] [threads=1] [tokens=128]`: where a decoded token's wall
+ * time goes on the synthetic ~155M llama (LOWBIT_SYNTH=1.1b: the 1.1B shapes), as `lowbit generate` runs it
+ * (`prepareDecode`, then one-token forwards at positions 5, 6, ... after a 5-token prompt). The engine's
+ * matmul, attention and SwiGLU calls are timed by performance.now (a few calls a layer, so the timer
+ * costs little); "outside the kernels" is the rest of the forward (TypeScript: norms, RoPE, KV store,
+ * residual adds, copies). Prints the unwrapped time per token too, best of 3 passes each.
+ */
+import { useNodeThreads } from '../src/cli/threads.js';
+import { fileSource } from '../src/cli/node-source.js';
+import { loadModel } from '../src/eval/load.js';
+import '../src/index.js';
+import { MatmulEngine, type KernelWeight } from '../src/kernels/matmul.js';
+import { modelFile } from './profile.js';
+
+export async function run(args: string[]): Promise<void> {
+  const types = (args[0] ?? 'Q8_0,Q4_0').split(',');
+  const threads = Number(args[1] ?? 1);
+  const N = Number(args[2] ?? 128);
+  useNodeThreads();
+  const E = MatmulEngine.prototype as unknown as Record<string, (...a: unknown[]) => unknown>;
+  for (const type of types) {
+    const src = fileSource(await modelFile(type));
+    const { model } = await loadModel(src, { contextLength: N + 8, threads, activations: 'ggml' });
+    model.prepareDecode();
+    const toks = Array.from({ length: N + 5 }, (_, i) => 1 + ((i * 7919) % 31000));
+    const acc = new Map<string, number>();
+    const wrap = (name: string) => {
+      const orig = E[name];
+      E[name] = function (this: unknown, ...a: unknown[]) {
+        const t0 = performance.now();
+        try {
+          return orig.apply(this, a);
+        } finally {
+          const w = a[2] as KernelWeight;
+          const key = name.startsWith('matmul') ? `matmul ${w.type.name} ${w.rows} x ${w.cols}` : name;
+          acc.set(key, (acc.get(key) ?? 0) + performance.now() - t0);
+        }
+      };
+      return () => (E[name] = orig);
+    };
+    const pass = () => {
+      model.forward(toks.slice(0, 5), 0);
+      acc.clear(); // the prompt's matmuls are not the decode's
+      const t0 = performance.now();
+      for (let p = 5; p < 5 + N; p++) model.forward([toks[p]], p);
+      return (performance.now() - t0) / N;
+    };
+    let plain = Infinity;
+    for (let r = 0; r < 3; r++) plain = Math.min(plain, pass());
+    const undo = ['matmulInt', 'matmul', 'attention', 'siluMul'].map(wrap);
+    let best = Infinity;
+    let parts = new Map<string, number>();
+    for (let r = 0; r < 3; r++) {
+      const t = pass();
+      if (t < best) [best, parts] = [t, new Map(acc)];
+    }
+    undo.forEach((u) => u());
+    await src.close?.();
+    let inKernels = 0;
+    for (const v of parts.values()) inKernels += v / N;
+    console.log(`llama ${process.env.LOWBIT_SYNTH === '1.1b' ? '1.1B' : '155M'} ${type}, ${threads} thread(s), ${N} tokens: ${(plain * 1000).toFixed(0)} µs per token (${(1000 / plain).toFixed(1)} tok/s); timed pass ${(best * 1000).toFixed(0)} µs`);
+    for (const [k, v] of [...parts.entries()].sort((a, b) => b[1] - a[1])) console.log(`  ${k.padEnd(30)} ${((v / N) * 1000).toFixed(0).padStart(6)} µs`);
+    console.log(`  ${'outside the kernels'.padEnd(30)} ${((best - inKernels) * 1000).toFixed(0).padStart(6)} µs`);
+  }
+  for (const v of ['relaxed', 'simd'] as const) MatmulEngine.get(v)?.close();
+}
