@@ -378,3 +378,54 @@ test('prefill tiles (4 tokens and more): operands at their extremes (int16 lane 
   }
   assert.equal(checked, variants.length * 4 * 3 * 2);
 });
+
+test('decode tiles (1 and 2 tokens) on the interleaved copies: operands at their extremes (wrapping int16 sums of Q6_K), groups, half groups and tails, 1 and 2 threads = intMatmulRef', () => {
+  useNodeThreads();
+  let checked = 0;
+  for (const variant of variants) {
+    const e = MatmulEngine.get(variant)!;
+    for (const name of ['Q4_K', 'Q6_K']) {
+      const type = ggmlTypeByName(name)!;
+      const k = 512;
+      const rb = ggmlRowBytes(type, k);
+      for (const n of [301, 1028]) {
+        // random bytes everywhere (every quant and scale pattern), fp16 scales fixed at 1.0 / 0.5
+        const next = xorshift32(n);
+        const bytes = Uint8Array.from({ length: n * rb }, () => next() & 255);
+        const dAt = name === 'Q6_K' ? [208] : [0, 2];
+        const bs = type.typeSize;
+        for (let b = 0; b < bytes.length; b += bs) for (const o of dAt) { bytes[b + o] = 0; bytes[b + o + 1] = o === 2 ? 0x38 : 0x3c; }
+        // extreme rows: all quants at the top (Q6_K 63, Q4_K 15) or the bottom, in the first groups and the tail
+        for (const r of [0, 1, 2, 3, 4, 5, 6, 7, 12, 13, n - 2, n - 1]) {
+          for (let b = 0; b < rb; b += bs) {
+            const blk = bytes.subarray(r * rb + b, r * rb + b + bs);
+            if (name === 'Q6_K') blk.fill(r & 1 ? 0xff : 0x00, 0, 192);
+            else blk.fill(r & 1 ? 0xff : 0x00, 16, 144);
+          }
+        }
+        for (const nTok of [1, 2]) {
+          for (const sign of [1, -1, 0]) {
+            // activations of equal magnitude (every quant +-127: the largest int16 lane sums), or normals
+            const x = normals(nTok * k, n + nTok, 2);
+            if (sign !== 0) for (let i = 0; i < x.length; i++) x[i] = sign;
+            const ref = new Float32Array(nTok * n);
+            intMatmulRef(ref, x, type, bytes, nTok, k, n);
+            for (const threads of [1, 2]) {
+              e.setThreads(threads);
+              const kw = e.storeWeight(type, n, k, rb, bytes)!;
+              const y = new Float32Array(nTok * n);
+              try {
+                e.matmulInt(y, x, kw, nTok);
+              } finally {
+                e.setThreads(1);
+              }
+              assert.deepEqual(y, ref, `${variant} ${name} N=${n} T=${nTok} x=${sign} threads=${threads}`);
+              checked++;
+            }
+          }
+        }
+      }
+    }
+  }
+  assert.equal(checked, variants.length * 2 * 2 * 2 * 3 * 2);
+});

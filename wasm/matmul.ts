@@ -1252,14 +1252,16 @@ function dtile4x1k(type: i32, p0: usize, p1: usize, p2: usize, p3: usize, nr: i3
 // max(q, 0) - max(-q, 0). Every int16 lane sum below is bounded under 2^15 (stated where formed), the
 // integers are exact, so each block's I is the same integer as the int16 path's (and intMatmulRef's)
 // and the f32 steps after it are unchanged: the same bits.
-// The activations of a token, prepared once per matmul (prepActs8), at xa + t * (4 K + K / 8):
-//   q (int8, K) | max(q, 0) (K) | max(-q, 0) (K) | sums of every 16 q (int16, K / 16) | q permuted (K)
-// (q is in -127..127: Q8_0 and Q8_K never round to -128.) The permuted q, per 32: elements 0..7, 16..23,
-// 8..15, 24..31, is the order of Q6_K's interleaved copy (q6Paired).
+// The activations of a token, prepared once per matmul (prepActs8), at xa + t * (3 K + K / 8 + K / 4):
+//   q (int8, K) | max(q, 0) (K) | max(-q, 0) (K) | sums of every 16 q (int16, K / 16) | Q6_K's offsets
+// (q is in -127..127: Q8_0 and Q8_K never round to -128.) Q6_K's offsets, per 16 elements e..e+15, two
+// int16: 32 (x[e] + x[e+1] + x[e+4] + x[e+5] + .. + x[e+13]) and 32 (x[e+2] + x[e+3] + .. + x[e+15]), the
+// sums of the elements in the even and the odd int16 lanes of Q6_K's lanes tile (r6lanes), times 32
+// (each |.| <= 32 * 8 * 127 = 32512).
 
 /** bytes of prepared activations per token (prepActs8) */
 export function actBytes8(K: i32): i32 {
-  return 4 * K + K / 8;
+  return 3 * K + K / 8 + K / 4;
 }
 
 /** prepare T tokens of int16 activations (q, K per token) for the 8-bit decode tiles, at dst */
@@ -1278,14 +1280,11 @@ export function prepActs8(q: usize, T: i32, K: i32, dst: usize): void {
       v128.store(o + kk + k, i8x16.max_s(v, zero));
       v128.store(o + 2 * kk + k, i8x16.max_s(i8x16.neg(v), zero));
       const s = i32x4.dot_i16x8_s(i16x8.add(a, b), ones);
-      store<i16>(o + 3 * kk + (k >> 3), <i16>(i32x4.extract_lane(s, 0) + i32x4.extract_lane(s, 1) + i32x4.extract_lane(s, 2) + i32x4.extract_lane(s, 3)));
-    }
-    const pm = o + 3 * kk + (kk >> 3);
-    for (let k: usize = 0; k < kk; k += 32) {
-      store<u64>(pm + k, load<u64>(o + k));
-      store<u64>(pm + k, load<u64>(o + k + 16), 8);
-      store<u64>(pm + k, load<u64>(o + k + 8), 16);
-      store<u64>(pm + k, load<u64>(o + k + 24), 24);
+      const s0 = i32x4.extract_lane(s, 0), s1 = i32x4.extract_lane(s, 1), s2 = i32x4.extract_lane(s, 2), s3 = i32x4.extract_lane(s, 3);
+      store<i16>(o + 3 * kk + (k >> 3), <i16>(s0 + s1 + s2 + s3));
+      // Q6_K's offsets: lanes 0, 2 of s sum elements {0, 1, 8, 9} and {4, 5, 12, 13}; lanes 1, 3 the rest
+      store<i16>(o + 3 * kk + (kk >> 3) + (k >> 2), <i16>((s0 + s2) << 5));
+      store<i16>(o + 3 * kk + (kk >> 3) + (k >> 2), <i16>((s1 + s3) << 5), 2);
     }
   }
 }
@@ -1764,55 +1763,107 @@ function rtileQ4KLanes8(p: usize, xa: usize, xd: usize, xdStride: usize, nb: i32
 }
 
 /**
- * Q6_K's interleaved copy (interleave4, relaxed build): 64 weights of unit u of the row at r (16 int8
- * scales, then the 256 quants as bytes 0..63 in q6Paired's order) times the permuted activations X0..X3.
- * Each 16 bytes hold 8 weights of two sub-blocks, so two products share one scale vector (int16 lanes
- * <= 2 * 2 * 63 * 127 = 32004): int32x4, sum_s sc_s (q . x)_s over the unit's 4 sub-blocks.
+ * Q6_K's interleaved copy (interleave4, relaxed build) puts one row per 32-bit lane, in the file's 6 bits
+ * per quant. For 4 rows (a half h of a group of 8, or a last group of 4) and a super-block:
+ *   d (f32 x 4) | scales: 16 sub-blocks s x [sc_0s, sc_0s, sc_1s, sc_1s, .., sc_3s, sc_3s] (int8, 8 bytes)
+ *   | quants: 16 sub-blocks s x 3 vectors V0, V1, V2 (16 bytes each)
+ * where byte j of lane i (row i) of sub-block s's vectors holds, with q(e) the row's quant (0..63) of
+ * element 16 s + e: V0 = q(j) | (q(4 + j) >> 4) << 6, V1 = q(8 + j) | (q(12 + j) >> 4) << 6,
+ * V2 = (q(4 + j) & 15) | (q(12 + j) & 15) << 4. So elements j, 8 + j are V0 & 63, V1 & 63, and elements
+ * 4 + j, 12 + j are (V2 & 15) | (V0 >> 2 & 48), (V2 >> 4 & 15) | (V1 >> 2 & 48) (11 operations per 64
+ * weights; 16-bit shifts: the masks drop the bits from the neighbouring byte).
+ * Rows in full groups of 8, per super-block a group block of 1824 bytes, the two halves' fields side by
+ * side: d of half 0, of half 1 (32) | per sub-block the scales of half 0, of half 1 (16 x 16) | per
+ * sub-block V0 of half 0, V0 of half 1, V1 .., V1 .., V2 .., V2 .. (16 x 96). A last group of 4 rows
+ * (rows % 8 >= 4): group blocks of 912 bytes (d 16 | scales 16 x 8 | quants 16 x 48); the rows after it
+ * stay row by row (rtile4x1k). The copy is 72 bytes per 4 rows and super-block (8.6 %) larger than the
+ * rows (f32 d, doubled scales).
+ * Times the 4 activations of elements 4k.. splat to every lane (i16x8.relaxed_dot_i8x16_i7x16_s, q in
+ * 0..63 the 7-bit operand: each pair sum <= 2 * 63 * 127 < 2^15), int16 lanes 2i, 2i + 1 hold row i's
+ * sums over the elements {0, 1, 4, 5, ..} and {2, 3, 6, 7, ..} of the sub-block: 8 products each, whose
+ * sum of q x can exceed 2^15: the adds wrap (i16x8.add is modulo 2^16) and the offsets 32 sum x of the same
+ * lanes (prepActs8) are subtracted, which leaves sum (q - 32) x, |.| <= 8 * 32 * 127 = 32512 < 2^15: the
+ * wrapped value is exact. One i32x4.dot_i16x8_s with the doubled scales then gives sc_s sum (q - 32) x per
+ * row; summed over the 16 sub-blocks that is the integer I of rtile4x1k (sum_s sc_s (q . x)_s -
+ * 32 sum_s sc_s S_s), and the f32 step per block is the same: the same bits.
  */
+
+/** Q6_K: the int16 lane sums sum (q - 32) x of sub-block vectors V0, V1, V2 against activations at x, offsets at o */
 // @ts-ignore: decorator
-@inline function q6pUnit(r: usize, u: usize, X0: v128, X1: v128, X2: v128, X3: v128): v128 {
-  const sc = i8x16.swizzle(v128.load32_zero(r + u * 4), i8x16(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3));
-  const q = r + 16 + u * 64;
-  const r01 = i16x8.add(rdot(X0, v128.load(q)), rdot(X1, v128.load(q, 16)));
-  const r23 = i16x8.add(rdot(X2, v128.load(q, 32)), rdot(X3, v128.load(q, 48)));
-  return i32x4.add(i32x4.dot_i16x8_s(r01, i16x8.extend_low_i8x16_s(sc)), i32x4.dot_i16x8_s(r23, i16x8.extend_high_i8x16_s(sc)));
+@inline function q6lanes(V0: v128, V1: v128, V2: v128, x: usize, o: usize): v128 {
+  const m6 = i8x16.splat(63), m4 = i8x16.splat(15), h2 = i8x16.splat(48);
+  let S = rdot(v128.load32_splat(x), v128.and(V0, m6));
+  S = i16x8.add(S, rdot(v128.load32_splat(x + 4), v128.or(v128.and(V2, m4), v128.and(i16x8.shr_u(V0, 2), h2))));
+  S = i16x8.add(S, rdot(v128.load32_splat(x + 8), v128.and(V1, m6)));
+  S = i16x8.add(S, rdot(v128.load32_splat(x + 12), v128.or(v128.and(i16x8.shr_u(V2, 4), m4), v128.and(i16x8.shr_u(V1, 2), h2))));
+  return i16x8.sub(S, v128.load32_splat(o));
 }
 
 /**
- * Decode tile for Q6_K's interleaved copy: group blocks (bs bytes apart) of d (f32 x 4) | 4 rows of
- * [scales (int8 x 16) | quants (u8 x 256, q6Paired)]; activations prepared at xa (the permuted q and the
- * sums of 16). The same integer I per block and the same f32 steps as rtile4x1k: the same bits.
+ * Q6_K decode, 4 rows (a half of a group of 8, or a last group of 4): d at pd, the scales of sub-block s at
+ * psc + s ss, its V0 at pq + s qs, V1 at + vs, V2 at + 2 vs; group blocks bs bytes apart
  */
-// @ts-ignore: decorator
-@inline function r6tile(p: usize, nr: i32, bs: usize, xa: usize, K: i32, xd: usize, xdStride: usize, nb: i32, y: usize): void {
+function r6lanes(pd: usize, psc: usize, pq: usize, ss: usize, qs: usize, vs: usize, bs: usize, nr: i32, xa: usize, K: i32, xd: usize, xdStride: usize, nb: i32, y: usize): void {
   let f = f32x4.splat(0);
   const kk = <usize>K;
-  const s16 = xa + 3 * kk, xp = s16 + (kk >> 3);
-  for (let b = 0; b < nb; b++, p += bs) {
-    const xb = xp + <usize>b * 256;
-    const r0 = p + 16, r1 = p + 288, r2 = p + 560, r3 = p + 832;
-    let a0 = i32x4.splat(0), a1 = i32x4.splat(0), a2 = i32x4.splat(0), a3 = i32x4.splat(0);
-    for (let u: usize = 0; u < 4; u++) {
-      const xu = xb + u * 64;
-      const X0 = v128.load(xu), X1 = v128.load(xu, 16), X2 = v128.load(xu, 32), X3 = v128.load(xu, 48);
-      a0 = i32x4.add(a0, q6pUnit(r0, u, X0, X1, X2, X3));
-      a1 = i32x4.add(a1, q6pUnit(r1, u, X0, X1, X2, X3));
-      a2 = i32x4.add(a2, q6pUnit(r2, u, X0, X1, X2, X3));
-      a3 = i32x4.add(a3, q6pUnit(r3, u, X0, X1, X2, X3));
+  const off = xa + 3 * kk + (kk >> 3);
+  for (let b = 0; b < nb; b++, pd += bs, psc += bs, pq += bs) {
+    const xb = xa + <usize>b * 256, ob = off + <usize>b * 64;
+    let I = i32x4.splat(0);
+    for (let s: usize = 0; s < 16; s++) {
+      const v = pq + s * qs;
+      const S = q6lanes(v128.load(v), v128.load(v + vs), v128.load(v + 2 * vs), xb + s * 16, ob + s * 4);
+      I = i32x4.add(I, i32x4.dot_i16x8_s(S, v128.load8x8_s(psc + s * ss)));
     }
-    const sb = s16 + <usize>b * 32;
-    a0 = i32x4.sub(a0, q6kOffset(r0, sb));
-    a1 = i32x4.sub(a1, q6kOffset(r1, sb));
-    a2 = i32x4.sub(a2, q6kOffset(r2, sb));
-    a3 = i32x4.sub(a3, q6kOffset(r3, sb));
-    const I = hsum4(a0, a1, a2, a3);
     const dx = v128.load32_splat(xd + <usize>b * xdStride);
-    f = f32x4.add(f, f32x4.mul(cvt(I), f32x4.mul(v128.load(p), dx)));
+    f = f32x4.add(f, f32x4.mul(cvt(I), f32x4.mul(v128.load(pd), dx)));
   }
   store4(y, f, nr);
 }
 
-/** rtile4x1q32 / rtile4x1k / r6tile compiled once per weight type and layout (no type branches in the loops) */
+/** Q6_K decode, a full group of 8 rows (group blocks of 1824 bytes at p): each activation splat serves both halves */
+function r6lanes8(p: usize, xa: usize, K: i32, xd: usize, xdStride: usize, nb: i32, y: usize): void {
+  let f0 = f32x4.splat(0), f1 = f32x4.splat(0);
+  const kk = <usize>K;
+  const off = xa + 3 * kk + (kk >> 3);
+  const m6 = i8x16.splat(63), m4 = i8x16.splat(15), h2 = i8x16.splat(48);
+  for (let b = 0; b < nb; b++, p += 1824) {
+    const xb = xa + <usize>b * 256, ob = off + <usize>b * 64;
+    let I0 = i32x4.splat(0), I1 = i32x4.splat(0);
+    for (let s: usize = 0; s < 16; s++) {
+      const v = p + 288 + s * 96, x = xb + s * 16;
+      let X = v128.load32_splat(x);
+      let U = v128.load(v), W = v128.load(v, 16);
+      let S0 = rdot(X, v128.and(U, m6)), S1 = rdot(X, v128.and(W, m6));
+      X = v128.load32_splat(x + 4);
+      let Z = v128.load(v, 64);
+      S0 = i16x8.add(S0, rdot(X, v128.or(v128.and(Z, m4), v128.and(i16x8.shr_u(U, 2), h2))));
+      Z = v128.load(v, 80);
+      S1 = i16x8.add(S1, rdot(X, v128.or(v128.and(Z, m4), v128.and(i16x8.shr_u(W, 2), h2))));
+      X = v128.load32_splat(x + 8);
+      U = v128.load(v, 32);
+      W = v128.load(v, 48);
+      S0 = i16x8.add(S0, rdot(X, v128.and(U, m6)));
+      S1 = i16x8.add(S1, rdot(X, v128.and(W, m6)));
+      X = v128.load32_splat(x + 12);
+      Z = v128.load(v, 64);
+      S0 = i16x8.add(S0, rdot(X, v128.or(v128.and(i16x8.shr_u(Z, 4), m4), v128.and(i16x8.shr_u(U, 2), h2))));
+      Z = v128.load(v, 80);
+      S1 = i16x8.add(S1, rdot(X, v128.or(v128.and(i16x8.shr_u(Z, 4), m4), v128.and(i16x8.shr_u(W, 2), h2))));
+      const O = v128.load32_splat(ob + s * 4);
+      const sc = p + 32 + s * 16;
+      I0 = i32x4.add(I0, i32x4.dot_i16x8_s(i16x8.sub(S0, O), v128.load8x8_s(sc)));
+      I1 = i32x4.add(I1, i32x4.dot_i16x8_s(i16x8.sub(S1, O), v128.load8x8_s(sc + 8)));
+    }
+    const dx = v128.load32_splat(xd + <usize>b * xdStride);
+    f0 = f32x4.add(f0, f32x4.mul(cvt(I0), f32x4.mul(v128.load(p), dx)));
+    f1 = f32x4.add(f1, f32x4.mul(cvt(I1), f32x4.mul(v128.load(p, 16), dx)));
+  }
+  v128.store(y, f0);
+  v128.store(y, f1, 16);
+}
+
+/** rtile4x1q32 / rtile4x1k / r6lanes compiled once per weight type and layout (no type branches in the loops) */
 function rtile(type: i32, p0: usize, p1: usize, p2: usize, p3: usize, nr: i32, bs: usize, xa: usize, K: i32, xd: usize, xdStride: usize, nb: i32, xsum: usize, y: usize, tmp: usize): void {
   switch (type) {
     case 8: rtile4x1q32(8, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, false); break;
@@ -1823,7 +1874,7 @@ function rtile(type: i32, p0: usize, p1: usize, p2: usize, p3: usize, nr: i32, b
     case 106: rtile4x1q32(6, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, true); break;
     case 120: rtile4x1q32(20, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, true); break;
     case 12: rtile4x1k(12, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, tmp); break;
-    case 114: r6tile(p0, nr, bs, xa, K, xd, xdStride, nb, y); break;
+    case 114: r6lanes(p0, p0 + 16, p0 + 144, 8, 48, 16, bs, nr, xa, K, xd, xdStride, nb, y); break;
     default: rtile4x1k(14, p0, p1, p2, p3, nr, bs, xa, K, xd, xdStride, nb, xsum, y, tmp);
   }
 }
@@ -1915,10 +1966,20 @@ export function interleave4(src: usize, dst: usize, rows: i32, rowBytes: i32, bs
   if (b == 144 || b == 210) {
     if (ASC_FEATURE_RELAXED_SIMD) {
       // Q4_K / Q6_K in the relaxed build: per super-block of a group, the 4 rows' d (and dmin) as f32
-      // (exact), then Q4_K: the layout of rtileQ4KLanes; Q6_K: the rows [the 16 scales | 256 quants as
-      // bytes, q6Paired] (decodeExtra32: 64 / 264 bytes more per group block)
+      // (exact), then Q4_K: the layout of rtileQ4KLanes; Q6_K: the layout of r6lanes (decodeExtra32: 64 /
+      // 72 bytes more per group block)
       let d = dst;
       let g0 = 0;
+      if (b == 210) {
+        // Q6_K: groups of 8 rows (r6lanes8), then one of 4
+        const full8 = rows & ~7;
+        for (let g = 0; g < full8; g += 8) {
+          const s0 = src + <usize>g * rb;
+          for (let k: usize = 0; k < nb; k++, d += 1824)
+            for (let h: usize = 0; h < 2; h++) q6Fields(s0 + h * 4 * rb + k * b, rb, d + h * 16, d + 32 + h * 8, 16, d + 288 + h * 16, 96, 32);
+        }
+        g0 = full8;
+      }
       if (b == 144) {
         // Q4_K: groups of 8 rows (rtileQ4KLanes8), then one of 4
         const full8 = rows & ~7;
@@ -1942,13 +2003,9 @@ export function interleave4(src: usize, dst: usize, rows: i32, rowBytes: i32, bs
             q4kQuants(blk, rb, d + 128, 16);
             d += 640;
           } else {
-            for (let i: usize = 0; i < 4; i++) store<f32>(d + i * 4, f16At(s0 + i * rb + k * b + 208));
-            d += 16;
-            for (let i: usize = 0; i < 4; i++, d += 272) {
-              const blk = s0 + i * rb + k * b;
-              memory.copy(d, blk + 192, 16);
-              q6Paired(blk, d + 16);
-            }
+            // Q6_K: the layout of r6lanes (a last group of 4)
+            q6Fields(s0 + k * b, rb, d, d + 16, 8, d + 144, 48, 16);
+            d += 912;
           }
         }
       }
@@ -1972,38 +2029,54 @@ export function interleave4(src: usize, dst: usize, rows: i32, rowBytes: i32, bs
 }
 
 /**
- * The 256 quants (0..63) of the Q6_K super-block at blk as bytes at dst, in the order of Q6_K's decode
- * tile: per 64 weights (4 sub-blocks of 16), 16-byte vectors of elements [0..7, 16..23], [8..15, 24..31],
- * [32..39, 48..55], [40..47, 56..63] (each vector: 8 weights of two sub-blocks).
+ * Q6_K's copy (r6lanes): of the 4 super-blocks at blk, blk + rb, .. (4 rows), d as f32 at pd, the scales of
+ * sub-block s at psc + s ss, its vectors V0, V1, V2 at pq + s qs, + vs, + 2 vs
  */
-function q6Paired(blk: usize, dst: usize): void {
-  for (let e: usize = 0; e < 256; e++) {
-    const h = e >> 7, quarter = (e & 127) >> 5, l = e & 31;
-    const lb = <u32>load<u8>(blk + h * 64 + l + (quarter & 1) * 32);
-    const nib = quarter >= 2 ? lb >> 4 : lb & 15;
-    const hb = (<u32>load<u8>(blk + 128 + h * 32 + l) >> (2 * <u32>quarter)) & 3;
-    const i = e & 63, j = i & 31, m = j & 15;
-    store<u8>(dst + (e >> 6) * 64 + ((i >> 5) * 2 + (m >> 3)) * 16 + (j >> 4) * 8 + (m & 7), <u8>(nib | (hb << 4)));
+function q6Fields(blk: usize, rb: usize, pd: usize, psc: usize, ss: usize, pq: usize, qs: usize, vs: usize): void {
+  for (let i: usize = 0; i < 4; i++) {
+    const r = blk + i * rb;
+    store<f32>(pd + i * 4, f16At(r + 208));
+    for (let sb: usize = 0; sb < 16; sb++) {
+      const sc = load<u8>(r + 192 + sb);
+      store<u8>(psc + sb * ss + i * 2, sc);
+      store<u8>(psc + sb * ss + i * 2 + 1, sc);
+      const v = pq + sb * qs + i * 4, e = sb * 16;
+      for (let j: usize = 0; j < 4; j++) {
+        const qa = q6At(r, e + j), qb = q6At(r, e + 4 + j), qc = q6At(r, e + 8 + j), qd = q6At(r, e + 12 + j);
+        store<u8>(v + j, <u8>(qa | (qb >> 4) << 6));
+        store<u8>(v + vs + j, <u8>(qc | (qd >> 4) << 6));
+        store<u8>(v + 2 * vs + j, <u8>((qb & 15) | (qd & 15) << 4));
+      }
+    }
   }
+}
+
+/** the quant (0..63) of element e (0..255) of the Q6_K super-block at blk (rowQ6_K's layout) */
+function q6At(blk: usize, e: usize): u32 {
+  const h = e >> 7, quarter = (e & 127) >> 5, l = e & 31;
+  const lb = <u32>load<u8>(blk + h * 64 + l + (quarter & 1) * 32);
+  const nib = quarter >= 2 ? lb >> 4 : lb & 15;
+  const hb = (<u32>load<u8>(blk + 128 + h * 32 + l) >> (2 * <u32>quarter)) & 3;
+  return nib | (hb << 4);
 }
 
 /**
  * Bytes the interleaved copy adds per full group of 4 rows and block, 0 for none (relaxed build: the
- * block-32 types' f32 scales 8; Q4_K's f32 d and dmin, unpacked scales (doubled) and minimums 64; Q6_K's f32 d and bytes for
- * the 6-bit quants 264): the copy takes rows x rowBytes + (rows >> 2) x blocks x this.
+ * block-32 types' f32 scales 8; Q4_K's f32 d and dmin, unpacked scales (doubled) and minimums 64; Q6_K's f32 d and
+ * doubled scales 72): the copy takes rows x rowBytes + (rows >> 2) x blocks x this.
  */
 export function decodeExtra32(type: i32): i32 {
   if (!ASC_FEATURE_RELAXED_SIMD) return 0;
   if (type == 2 || type == 6 || type == 8 || type == 20) return 8;
-  return type == 12 ? 64 : type == 14 ? 264 : 0;
+  return type == 12 ? 64 : type == 14 ? 72 : 0;
 }
 
 /**
- * Rows of the interleaved copy's full groups (interleave4): 8 for Q4_0 and Q4_K in the relaxed build, else 4. Weights
+ * Rows of the interleaved copy's full groups (interleave4): 8 for Q4_0, Q4_K and Q6_K in the relaxed build, else 4. Weights
  * stacked end to end for one dispatch (fuseDecode) must each have a multiple of this many rows.
  */
 export function decodeGroupRows(type: i32): i32 {
-  return ASC_FEATURE_RELAXED_SIMD && (type == 2 || type == 12) ? 8 : 4;
+  return ASC_FEATURE_RELAXED_SIMD && (type == 2 || type == 12 || type == 14) ? 8 : 4;
 }
 
 /** block bytes of the decode tiles' weight types (interleave4), 0 for the others */
@@ -2453,6 +2526,25 @@ function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
             rtileQ4KLanes(g + h * 16, 2, g + 64 + h * 64, g + 192 + h * 32, g + 256 + h * 16, 32, 1280, 4, xt, dt, xdStride, nb, xst, yt);
           } else {
             rtileQ4KLanes(p0, 1, p0 + 32, p0 + 96, p0 + 128, 16, 640, 4, xt, dt, xdStride, nb, xst, yt);
+          }
+          continue;
+        }
+        if (ASC_FEATURE_RELAXED_SIMD && type == 14 && extra != 0 && xa != 0 && rr == 4) {
+          // Q6_K's copy with one row per lane: a full group of 8 rows, half of one, or the last group of 4
+          const R = r0 + r;
+          const full8 = rows & ~7;
+          const g4 = <usize>(4 * rowBytes) + <usize>nb * extra; // bytes of 4 rows in the copy
+          const xt = xa + <usize>t * <usize>actBytes8(K), dt = xd + <usize>t * 4;
+          const yt = y0 + <usize>t * N * 4 + <usize>r * 4;
+          if ((R & 7) == 0 && R + 8 <= full8 && r + 8 <= nr) {
+            r6lanes8(p0, xt, K, dt, xdStride, nb, yt);
+            r += 4;
+          } else if (R < full8) {
+            const h = <usize>((R >> 2) & 1);
+            const g = p0 - h * g4;
+            r6lanes(g + h * 16, g + 32 + h * 8, g + 288 + h * 16, 16, 96, 32, 1824, 4, xt, K, dt, xdStride, nb, yt);
+          } else {
+            r6lanes(p0, p0 + 16, p0 + 144, 8, 48, 16, 912, 4, xt, K, dt, xdStride, nb, yt);
           }
           continue;
         }
