@@ -6,13 +6,31 @@
  * alone (all layers, the runtime's kernels on the same threads) over 8 of the sequences, scaled to 128; the ratio says
  * how many forward passes' worth of time GPTQ takes.
  *
- *   npm run bench -- gptq [sequences=128] [layers=12] [threads=2]
+ *   npm run bench -- gptq [sequences=128] [layers=12] [threads=2] [cli | cli-only]
+ *
+ * `cli`: the user's command, timed whole as a child process (start-up, loading, tokenizing included):
+ *   node bin/lowbit.js quantize MODEL OUT.safetensors --type int4 --group 128 --algo gptq --calib TEXT
+ *        --calib-tokens N --calib-ctx 512 --seed 0 --threads T
+ * on the same synthetic model written once to .cache/bench/ with a vocabulary of 4096 single-character
+ * tokens (U+4E00 + id, no merges, no space prefix), and a calibration text of the bench's token stream
+ * written in those characters (the model's tokenizer gives back exactly the stream: checked here), so the
+ * command calibrates on the same windows. Then the anchor, then the in-process run on the same file and
+ * stream, whose bytes must equal the command's (`cli-only` skips that run). Both modes also print the
+ * sha256 of the safetensors data section (after the header, which in `cli` mode also carries the
+ * vocabulary): the tensors' bytes, equal between the modes.
  */
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
+import { fileSource } from '../src/cli/node-source.js';
+import { Tokenizer } from '../src/model/tokenizer.js';
+import { vocabFromGgufMetadata } from '../src/io/vocab.js';
 import { defineRecipe, schemeRecipe } from '../src/algos/recipe.js';
 import { gguf, GgufWriter, type GgufValue } from '../src/io/gguf.js';
-import { openModelFile } from '../src/io/model-file.js';
+import { openModelFile, plainMetadata } from '../src/io/model-file.js';
 import { memorySink } from '../src/io/sink.js';
 import { bytesSource } from '../src/io/source.js';
 import { useNodeThreads } from '../src/node.js';
@@ -69,7 +87,10 @@ parentPort.on('message', (jobs) => {
 });
 `;
 
-export async function syntheticModel(layers: number): Promise<Uint8Array> {
+/** the `cli` mode's vocabulary: token id i is the character U+4E00 + i (one UTF-16 unit, no merges) */
+const tokenChar = (id: number) => String.fromCharCode(0x4e00 + id);
+
+export async function syntheticModel(layers: number, withVocab = false): Promise<Uint8Array> {
   const f32 = ggmlTypeByName('F32')!;
   const specs: { name: string; ne: number[] }[] = [{ name: 'token_embd.weight', ne: [DIM, VOCAB] }, { name: 'output_norm.weight', ne: [DIM] }, { name: 'output.weight', ne: [DIM, VOCAB] }];
   for (let l = 0; l < layers; l++)
@@ -94,6 +115,14 @@ export async function syntheticModel(layers: number): Promise<Uint8Array> {
     ['llama.context_length', gguf.u32(CTX)],
     ['llama.attention.layer_norm_rms_epsilon', gguf.f32(1e-5)],
   ];
+  if (withVocab)
+    meta.push(
+      ['tokenizer.ggml.model', gguf.str('llama')],
+      ['tokenizer.ggml.tokens', gguf.strings(Array.from({ length: VOCAB }, (_, i) => tokenChar(i)))],
+      ['tokenizer.ggml.bos_token_id', gguf.u32(1)],
+      ['tokenizer.ggml.eos_token_id', gguf.u32(2)],
+      ['tokenizer.ggml.add_space_prefix', gguf.bool(false)],
+    );
   // the matrices' values are one stream of normal(12345) draws in tensor order (two generator steps per
   // value); a worker fills the second half of every matrix from the skipped-ahead state while this
   // thread fills the first half: the same bytes as drawing them in order, in about half the time
@@ -153,20 +182,56 @@ export async function syntheticModel(layers: number): Promise<Uint8Array> {
   return sink.bytes();
 }
 
+/** The bench's calibration token stream: nSeq x CTX + 1 seeded draws below VOCAB. */
+function calibrationStream(nSeq: number): Int32Array {
+  const rnd = normal(777);
+  return Int32Array.from({ length: nSeq * CTX + 1 }, () => Math.floor(((rnd() + 4) / 8) * VOCAB) & (VOCAB - 1));
+}
+
+/** sha256 of a safetensors file's bytes as they stream past: the whole file, and its data section (after the 8-byte length and the JSON header) */
+function safetensorsHasher() {
+  const whole = createHash('sha256');
+  const data = createHash('sha256');
+  let seen = 0;
+  let head = new Uint8Array(0);
+  let dataStart = -1;
+  return {
+    update(b: Uint8Array) {
+      whole.update(b);
+      if (dataStart < 0) {
+        head = Uint8Array.from([...head, ...b.subarray(0, Math.max(0, 8 - head.length))]);
+        if (head.length === 8) dataStart = 8 + Number(new DataView(head.buffer).getBigUint64(0, true));
+      }
+      if (dataStart >= 0 && seen + b.length > dataStart) data.update(b.subarray(Math.max(0, dataStart - seen)));
+      seen += b.length;
+    },
+    digest: () => ({ whole: whole.digest('hex').slice(0, 16), data: data.digest('hex').slice(0, 16) }),
+  };
+}
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
 export async function run(args: string[]): Promise<void> {
   const nSeq = Number(args[0] ?? 128);
   const layers = Number(args[1] ?? 12);
   const threads = Number(args[2] ?? 2);
+  const mode = args[3];
+  if (mode === 'cli' || mode === 'cli-only') return runCli(nSeq, layers, threads, mode === 'cli');
+  if (mode !== undefined) throw new Error(`bench gptq: mode '${mode}' is not cli or cli-only`);
   useNodeThreads();
   const t0 = performance.now();
   const bytes = await syntheticModel(layers);
   const m = await openModelFile(bytesSource(bytes, 'synthetic.gguf'));
   const params = m.tensors.reduce((s, t) => s + t.nElements, 0);
   console.log(`synthetic llama: dim ${DIM}, hidden ${HIDDEN}, ${layers} layers, vocab ${VOCAB}: ${(params / 1e6).toFixed(1)} M parameters (built in ${((performance.now() - t0) / 1000).toFixed(1)} s)`);
-  const rnd = normal(777);
-  const stream = Int32Array.from({ length: nSeq * CTX + 1 }, () => Math.floor(((rnd() + 4) / 8) * VOCAB) & (VOCAB - 1));
+  const stream = calibrationStream(nSeq);
+  const forwardAll = await anchor(m, stream, nSeq, layers, threads);
+  const r = await inProcess(m, stream, nSeq, threads);
+  console.log(`ratio: GPTQ pipeline / one forward pass = ${(r.total / forwardAll).toFixed(2)}x`);
+}
 
-  // anchor: the forward pass alone over 8 sequences, the runtime on the same threads
+/** the forward pass alone over 8 sequences, the runtime on the same threads: seconds for all nSeq */
+async function anchor(m: Awaited<ReturnType<typeof openModelFile>>, stream: Int32Array, nSeq: number, layers: number, threads: number): Promise<number> {
   const f32 = ggmlTypeByName('F32')!;
   const stored: StoredTensor[] = [];
   for (const t of m.tensors) stored.push({ name: t.name, type: f32, dims: [...t.ne!], data: await m.read(t) });
@@ -176,12 +241,16 @@ export async function run(args: string[]): Promise<void> {
   for (let s = 0; s < anchorSeqs; s++) llama.forward(stream.subarray(s * CTX, (s + 1) * CTX), 0);
   const forwardAll = (((performance.now() - ta) / 1000) * nSeq) / anchorSeqs;
   console.log(`anchor: one forward pass over ${nSeq} x ${CTX} tokens = ${forwardAll.toFixed(1)} s (measured on ${anchorSeqs} sequences)`);
+  return forwardAll;
+}
 
+/** GPTQ int4 g128 through quantize() in this process, on calibration tokens given directly */
+async function inProcess(m: Awaited<ReturnType<typeof openModelFile>>, stream: Int32Array, nSeq: number, threads: number) {
   const recipe = defineRecipe({ ...JSON.parse(JSON.stringify(schemeRecipe('int4', { groupSize: 128 }))), algorithm: 'gptq', ptq: { calibTokens: nSeq * CTX, calibCtx: CTX, seed: 0 } });
   const tp = performance.now();
   const gptqWorkers = threads > 1 ? new GptqPool(threads - 1) : undefined;
   let written = 0;
-  const hash = createHash('sha256'); // the bytes must not change with the speed work (1 and 2 threads alike)
+  const hash = safetensorsHasher(); // the bytes must not change with the speed work (1 and 2 threads alike)
   const report = await quantize(m, recipe, { write: (b) => void ((written += b.length), hash.update(b)) }, {
     output: 'safetensors',
     calibStream: stream,
@@ -193,10 +262,57 @@ export async function run(args: string[]): Promise<void> {
   const total = (performance.now() - tp) / 1000;
   const ph = report.ptq!.phases!;
   const rss = process.resourceUsage().maxRSS / 1024;
+  const h = hash.digest();
   console.log(
     `GPTQ int4 g128, ${nSeq} x ${CTX} calibration tokens: ${total.toFixed(1)} s wall ` +
       `(statistics pass ${ph.statistics.toFixed(1)} s, GPTQ ${ph.quantization.toFixed(1)} s, forward ${ph.forward.toFixed(1)} s, rest ${(total - ph.statistics - ph.quantization - ph.forward).toFixed(1)} s); ` +
-      `${(written / 1e6).toFixed(1)} MB written (sha256 ${hash.digest('hex').slice(0, 16)}); peak RSS ${rss.toFixed(0)} MiB`,
+      `${(written / 1e6).toFixed(1)} MB written (sha256 ${h.whole}, data ${h.data}); peak RSS ${rss.toFixed(0)} MiB`,
   );
-  console.log(`ratio: GPTQ pipeline / one forward pass = ${(total / forwardAll).toFixed(2)}x`);
+  return { total, hash: h };
+}
+
+/** `cli` / `cli-only`: the user's command on the model and text written once under .cache/bench */
+async function runCli(nSeq: number, layers: number, threads: number, check: boolean): Promise<void> {
+  const dir = join(ROOT, '.cache', 'bench');
+  mkdirSync(dir, { recursive: true });
+  const modelPath = join(dir, `gptq-synth-${layers}L-vocab.gguf`);
+  const textPath = join(dir, `gptq-calib-${nSeq}x${CTX}.txt`);
+  const outPath = join(dir, `gptq-out-${nSeq}x${layers}-t${threads}.safetensors`);
+  const stream = calibrationStream(nSeq);
+  const atomicWrite = (file: string, data: Uint8Array | string) => {
+    writeFileSync(`${file}.tmp-${process.pid}`, data);
+    renameSync(`${file}.tmp-${process.pid}`, file);
+  };
+  const t0 = performance.now();
+  if (!existsSync(modelPath)) atomicWrite(modelPath, await syntheticModel(layers, true)); // deterministic: the same bytes every time
+  const text = Array.from(stream, tokenChar).join('');
+  if (!existsSync(textPath) || readFileSync(textPath, 'utf8') !== text) atomicWrite(textPath, text);
+  console.log(`model ${modelPath} (${(statSync(modelPath).size / 1e6).toFixed(1)} MB), calibration text ${textPath} (${stream.length} tokens); ready in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  const args = ['quantize', modelPath, outPath, '--type', 'int4', '--group', '128', '--algo', 'gptq', '--calib', textPath, '--calib-tokens', String(nSeq * CTX), '--calib-ctx', String(CTX), '--seed', '0', '--threads', String(threads), '--force'];
+  console.log(`$ node bin/lowbit.js ${args.map((a) => a.replace(ROOT, '')).join(' ')}`);
+  const timeFile = join(dir, `gptq-time-${process.pid}.txt`);
+  const tc = performance.now();
+  const r = spawnSync('/usr/bin/time', ['-f', '%e %U %S %M', '-o', timeFile, process.execPath, join(ROOT, 'bin/lowbit.js'), ...args], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' });
+  const wall = (performance.now() - tc) / 1000;
+  if (r.status !== 0) throw new Error(`lowbit quantize exited with ${r.status}: ${r.stdout}`);
+  const [, user, sys, rssKiB] = readFileSync(timeFile, 'utf8').trim().split('\n').pop()!.split(/\s+/).map(Number);
+  rmSync(timeFile);
+  const cliHash = safetensorsHasher();
+  cliHash.update(new Uint8Array(readFileSync(outPath)));
+  rmSync(outPath);
+  const ch = cliHash.digest();
+  const ptqLine = r.stdout.split('\n').find((l) => /calibration: \d+ tokens/.test(l)) ?? '';
+  console.log(`lowbit quantize (whole command): ${wall.toFixed(1)} s wall, ${(user + sys).toFixed(1)} CPU-s (user ${user.toFixed(1)}, sys ${sys.toFixed(1)}), peak RSS ${(rssKiB / 1024).toFixed(0)} MiB; ${ptqLine.trim()}; sha256 ${ch.whole}, data ${ch.data}`);
+
+  useNodeThreads();
+  const m = await openModelFile(fileSource(modelPath));
+  const tok = new Tokenizer(vocabFromGgufMetadata(plainMetadata(m.metadata)));
+  const ids = tok.encode(text, { bos: false });
+  if (ids.length !== stream.length || ids.some((id, i) => id !== stream[i])) throw new Error('the model\'s tokenizer does not give back the bench stream from the calibration text');
+  const forwardAll = await anchor(m, stream, nSeq, layers, threads);
+  console.log(`ratio: whole command / one forward pass = ${(wall / forwardAll).toFixed(2)}x`);
+  if (!check) return;
+  const ref = await inProcess(m, stream, nSeq, threads);
+  if (ref.hash.whole !== ch.whole) throw new Error(`the command's output (sha256 ${ch.whole}) differs from the in-process run's (${ref.hash.whole})`);
+  console.log(`same bytes: the command and the in-process run (sha256 ${ch.whole})`);
 }

@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { gptqBlocksWithFactor, gptqFactor, type GptqFactor } from '../src/algos/gptq.js';
+import { finishHessian, finishHessianRef, gptqBlocksWithFactor, gptqFactor, type GptqFactor } from '../src/algos/gptq.js';
 import { blockCodecFor } from '../src/algos/block-codec.js';
 import { factorMemory, factorRef, factorThreadStats, gptqWorkspace, inverseCholeskyUpper, releaseFactorMemory } from '../src/kernels/gptq.js';
 import { resolveScheme } from '../src/quant/registry.js';
@@ -174,4 +174,19 @@ test('the layer pass reading each layer\'s matrices when it reaches the layer: t
     setLayerByLayerLoading(true);
   }
   assert.equal(await run(2), layered, '2 threads: the same bytes');
+});
+
+test('finishHessian in tiles: bit for bit the row-by-row reference (symmetric, scaled), sizes around the tile', () => {
+  for (const k of [1, 31, 32, 33, 65, 100]) {
+    let s = 11;
+    const rnd = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 4294967296) - 0.5;
+    const lower = new Float64Array(k * k);
+    for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) lower[i * k + j] = j <= i ? rnd() * 1e3 : rnd(); // the upper triangle is overwritten
+    const a = Float64Array.from(lower);
+    const b = Float64Array.from(lower);
+    finishHessian(a, k, 77);
+    finishHessianRef(b, k, 77);
+    assert.deepEqual(a, b, `k = ${k}`);
+    for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) assert.equal(a[i * k + j], a[j * k + i]);
+  }
 });

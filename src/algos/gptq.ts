@@ -70,6 +70,23 @@ export function accumulateHessian(h: Float64Array, x: Float32Array, nTok: number
 /** Symmetrize (the accumulation fills the lower triangle) and scale by 2 / nTok. */
 export function finishHessian(h: Float64Array, k: number, nTok: number): void {
   const s = 2 / Math.max(1, nTok);
+  // in 32 x 32 tiles of the lower triangle, so that the mirrored writes stay within a few cache lines
+  // (the plain loop's column writes missed the cache on every element at k = 2816); every element is the
+  // same product of its lower value, as in finishHessianRef
+  const T = 32;
+  for (let i0 = 0; i0 < k; i0 += T)
+    for (let j0 = 0; j0 <= i0; j0 += T)
+      for (let i = i0; i < Math.min(k, i0 + T); i++)
+        for (let j = j0, j1 = Math.min(i, j0 + T - 1); j <= j1; j++) {
+          const v = h[i * k + j] * s;
+          h[i * k + j] = v;
+          h[j * k + i] = v;
+        }
+}
+
+/** finishHessian row by row (the reference its tiles must match bit for bit) */
+export function finishHessianRef(h: Float64Array, k: number, nTok: number): void {
+  const s = 2 / Math.max(1, nTok);
   for (let i = 0; i < k; i++)
     for (let j = 0; j <= i; j++) {
       const v = h[i * k + j] * s;
@@ -163,7 +180,7 @@ export function gptqRows(w: Float32Array, n: number, k: number, f: GptqFactor, q
   const ws = gptqWorkspace(n, k, B, lv && qz.choose ? { len: Math.min(B, g), nCodes: lv.nCodes } : undefined, false, f.memory);
   if (!(f.memory && ws.u.buffer === f.u.buffer)) ws.u.set(f.u); // else U is read where the factor left it
   const W = ws.w;
-  for (let i = 0; i < n * k; i++) W[i] = w[i];
+  W.set(w.subarray(0, n * k)); // f32 -> f64, exact
   // dead inputs (never active in calibration): any value works; quantize them as zero weights
   for (let i = 0; i < k; i++) if (f.dead[i]) for (let r = 0; r < n; r++) W[r * k + i] = 0;
   const nGroups = k / g;

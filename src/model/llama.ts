@@ -912,15 +912,16 @@ export class Llama {
         addBias(dst, stage === 'attnNorm' ? L.attnNormBias : L.ffnNormBias, nb);
         continue;
       }
-      s.x.set(rows);
+      // the attention and FFN blocks read x only through their norm: from the rows where they are (no copy into s.x)
       if (stage === 'attention') {
-        this.attentionBlock(l, nb, pos + b);
+        this.attentionBlock(l, nb, pos + b, rows);
         dst.set(s.att.subarray(0, nb * width));
       } else if (stage === 'moe') {
+        s.x.set(rows);
         this.moeBlock(l, nb);
         dst.set(s.xb2.subarray(0, nb * width));
       } else {
-        this.ffnBlock(l, nb);
+        this.ffnBlock(l, nb, rows);
         dst.set(s.hb.subarray(0, nb * width));
       }
     }
@@ -1014,14 +1015,14 @@ export class Llama {
   }
 
   /** rmsnorm, q/k/v, RoPE, keys and values into the cache, causal attention: s.x -> s.att (before Wo) */
-  private attentionBlock(l: number, nTok: number, pos: number): void {
+  private attentionBlock(l: number, nTok: number, pos: number, x: Float32Array = this.s.x): void {
     const c = this.config;
     const s = this.s;
     const { dim, headDim, nHeads, nKvHeads } = c;
     const qDim = nHeads * headDim;
     const kvDim = nKvHeads * headDim;
     const L = this.weights.layers[l];
-    rmsnorm(s.xb, s.x, L.attnNorm, nTok, dim, c.normEps);
+    rmsnorm(s.xb, x, L.attnNorm, nTok, dim, c.normEps);
     addBias(s.xb, L.attnNormBias, nTok);
     if (L.wqkv) {
       // Phi-3: one matmul, then the q | k | v column ranges of each row
@@ -1119,12 +1120,12 @@ export class Llama {
   }
 
   /** gate(x') * up(x') through the family's activation, x' = ffnNorm(x): s.x -> s.hb (the input of Wdown) */
-  private ffnBlock(l: number, nTok: number): void {
+  private ffnBlock(l: number, nTok: number, x: Float32Array = this.s.x): void {
     const c = this.config;
     const s = this.s;
     const L = this.weights.layers[l];
     const h = c.hiddenDim;
-    rmsnorm(s.xb, s.x, L.ffnNorm, nTok, c.dim, c.normEps);
+    rmsnorm(s.xb, x, L.ffnNorm, nTok, c.dim, c.normEps);
     addBias(s.xb, L.ffnNormBias, nTok);
     if (L.gateUp) {
       // Phi-3: one matmul, gate columns then up columns of each row
