@@ -64,6 +64,25 @@ function exact(type: GgmlTypeInfo, bytes: Uint8Array, x: Float32Array, nTok: num
   return { y, abs };
 }
 
+
+/** y = x Wᵀ by the engine's integer path on 1 and then 2 threads, each bit for bit intMatmulRef; returns the number of checks (2) */
+function agreesOnThreads(e: MatmulEngine, type: GgmlTypeInfo, bytes: Uint8Array, x: Float32Array, nTok: number, k: number, n: number, label: string): number {
+  const ref = new Float32Array(nTok * n);
+  intMatmulRef(ref, x, type, bytes, nTok, k, n);
+  for (const threads of [1, 2]) {
+    e.setThreads(threads);
+    const kw = e.storeWeight(type, n, k, ggmlRowBytes(type, k), bytes)!;
+    const y = new Float32Array(nTok * n);
+    try {
+      e.matmulInt(y, x, kw, nTok);
+    } finally {
+      e.setThreads(1);
+    }
+    assert.deepEqual(y, ref, `${label} threads=${threads}`);
+  }
+  return 2;
+}
+
 test('integer matmul = intMatmulRef bit for bit (both builds) and within gamma(R nb) sum|w x| of the exact product', () => {
   let checked = 0;
   let seed = 1;
@@ -359,20 +378,7 @@ test('prefill tiles (4 tokens and more): operands at their extremes (int16 lane 
         // activations of equal magnitude (every quant +-127) in half the tokens, normals in the others
         const x = normals(nTok * k, nTok, 2);
         for (let t = 0; t < nTok; t += 2) for (let i = 0; i < k; i++) x[t * k + i] = (t >> 1) % 3 === 0 ? 1 : (t >> 1) % 3 === 1 ? -1 : x[t * k + i] < 0 ? -1 : 1;
-        const ref = new Float32Array(nTok * n);
-        intMatmulRef(ref, x, type, bytes, nTok, k, n);
-        for (const threads of [1, 2]) {
-          e.setThreads(threads);
-          const kw = e.storeWeight(type, n, k, rb, bytes)!;
-          const y = new Float32Array(nTok * n);
-          try {
-            e.matmulInt(y, x, kw, nTok);
-          } finally {
-            e.setThreads(1);
-          }
-          assert.deepEqual(y, ref, `${variant} ${name} T=${nTok} threads=${threads}`);
-          checked++;
-        }
+        checked += agreesOnThreads(e, type, bytes, x, nTok, k, n, `${variant} ${name} T=${nTok}`);
       }
     }
   }
@@ -408,20 +414,7 @@ test('decode tiles (1 and 2 tokens) on the interleaved copies: operands at their
             // activations of equal magnitude (every quant +-127: the largest int16 lane sums), or normals
             const x = normals(nTok * k, n + nTok, 2);
             if (sign !== 0) for (let i = 0; i < x.length; i++) x[i] = sign;
-            const ref = new Float32Array(nTok * n);
-            intMatmulRef(ref, x, type, bytes, nTok, k, n);
-            for (const threads of [1, 2]) {
-              e.setThreads(threads);
-              const kw = e.storeWeight(type, n, k, rb, bytes)!;
-              const y = new Float32Array(nTok * n);
-              try {
-                e.matmulInt(y, x, kw, nTok);
-              } finally {
-                e.setThreads(1);
-              }
-              assert.deepEqual(y, ref, `${variant} ${name} N=${n} T=${nTok} x=${sign} threads=${threads}`);
-              checked++;
-            }
+            checked += agreesOnThreads(e, type, bytes, x, nTok, k, n, `${variant} ${name} N=${n} T=${nTok} x=${sign}`);
           }
         }
       }
