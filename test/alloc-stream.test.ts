@@ -147,44 +147,6 @@ for (const f of ['phi3', 'gemma2', 'qwen3moe'] as const)
     assert.ok(n > 8, `${n} statistics checked`);
   });
 
-/**
- * The pass batches the windows (one product per linear over every window, LayerCalibration.batchWindows):
- * every linear's statistics are the same bits as with one product per window, for both forms.
- */
-async function checkBatchedEqualsPerWindow(name: string, bytes: Uint8Array): Promise<number> {
-  const { m, windows } = await opened(name, bytes);
-  assert.ok(windows.length > 1);
-  let checked = 0;
-  for (const form of ['inputs', 'hessian'] as const) {
-    const seen = new Map<string, { cost: number; diag: Float32Array }>();
-    const record = (into: Map<string, { cost: number; diag: Float32Array }>) => (x: StreamedLinear) => {
-      const st = x.experts ? x.experts.pooled : x.stats;
-      const d = Float32Array.from({ length: 2 * st.k }, (_, i) => Math.sin(0.37 * i + 1));
-      into.set(x.name, { cost: st.cost(d, 2), diag: st.diag() });
-    };
-    const per = await streamStatistics(m, { windows, statForm: form, batchWindows: false, onLinear: record(seen) });
-    assert.equal(per.batched, 0, `${name}: no batched product when off`);
-    const batched = new Map<string, { cost: number; diag: Float32Array }>();
-    const on = await streamStatistics(m, { windows, statForm: form, onLinear: record(batched) });
-    assert.ok(on.batched > 0, `${name}: the windows were batched (${on.batched} products)`);
-    assert.deepEqual([...batched.keys()], [...seen.keys()]);
-    for (const [n, a] of seen) {
-      const b = batched.get(n)!;
-      assert.ok(Object.is(b.cost, a.cost), `${name} ${n} (${form}): cost ${b.cost} batched vs ${a.cost} per window`);
-      assert.deepEqual(b.diag, a.diag, `${name} ${n} (${form}): diag(H)`);
-      checked++;
-    }
-    assert.deepEqual(on.head.diag(), per.head.diag(), `${name}: the classifier's input`);
-  }
-  return checked;
-}
-
-test('alloc-stream: batching the windows gives the same statistics, bit for bit, as one product per window (stories260K, Phi-3, Gemma 2)', async () => {
-  const n = await checkBatchedEqualsPerWindow('stories260K', new Uint8Array(readFileSync(DATA('stories260K.gguf'))));
-  assert.ok(n >= 2 * 5 * 7, `${n} tensors checked`);
-  for (const f of ['phi3', 'gemma2'] as const) assert.ok((await checkBatchedEqualsPerWindow(f, await familyBytes(f))) > 8, f);
-});
-
 test('alloc-stream: with sampled rows the classifier is not read by the pass; its sampled rows\' costs match the whole-model inputs (stories260K)', async () => {
   const { model, m, windows } = await opened('stories260K', new Uint8Array(readFileSync(DATA('stories260K.gguf'))));
   // the pass without the classifier: never handed over, its input statistics returned as `head`

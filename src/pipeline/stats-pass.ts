@@ -49,11 +49,6 @@ export interface StreamOptions {
    */
   headWeight?: boolean;
   onProgress?: (message: string, done: number, total: number) => void;
-  /**
-   * multiply every window at once where they fit (LayerCalibration.batchWindows: the same values, fewer
-   * passes over each weight); default true, false: one product per window (the tests compare the two)
-   */
-  batchWindows?: boolean;
 }
 
 const dimsOf = (t: ModelTensor): number[] => (t.ne ? [...t.ne] : [...t.shape].reverse());
@@ -79,7 +74,7 @@ async function embeddingRows(m: ModelFile, t: ModelTensor, windows: readonly Int
  * Run the pass. Returns the token counts over the vocabulary (the token embedding's "input": one-hot)
  * and the number of calibration tokens. The embedding itself is the one tensor read whole up front.
  */
-export async function streamStatistics(m: ModelFile, o: StreamOptions): Promise<{ tokenCounts: Float32Array; tokens: number; config: LlamaConfig; tiedHead?: InputStats; head: InputStats; seconds: { forward: number; statistics: number; read: number; consumer: number; setup: number }; batched: number }> {
+export async function streamStatistics(m: ModelFile, o: StreamOptions): Promise<{ tokenCounts: Float32Array; tokens: number; config: LlamaConfig; tiedHead?: InputStats; head: InputStats; seconds: { forward: number; statistics: number; read: number; consumer: number; setup: number } }> {
   const t0 = performance.now();
   const { config, family } = modelShape(m);
   if (o.windows.length === 0) fail('the calibration pass needs at least one window');
@@ -116,8 +111,6 @@ export async function streamStatistics(m: ModelFile, o: StreamOptions): Promise<
   };
   const tokens = o.windows.length * ctx;
   if (o.statForm === 'auto' || o.statForm === 'inputs') lc.keepInputs = { tokens, always: o.statForm === 'inputs' };
-  // no weight changes during a stage here: its linears multiply every window at once (the same values)
-  lc.batchWindows = o.batchWindows ?? true;
   const tokenCounts = new Float32Array(config.vocabSize);
   for (const w of o.windows) for (const id of w) tokenCounts[id]++;
 
@@ -230,5 +223,5 @@ export async function streamStatistics(m: ModelFile, o: StreamOptions): Promise<
     await give({ name: 'output.weight', w, stats: headStats, layer: nLayers });
   }
   weights.clear();
-  return { tokenCounts, tokens, config, head: headStats, ...(inFile.has('output.weight') ? {} : { tiedHead: headStats }), seconds: { forward: lc.phases.forward, statistics: lc.phases.statistics, ...secs, setup }, batched: lc.batchedProducts };
+  return { tokenCounts, tokens, config, head: headStats, ...(inFile.has('output.weight') ? {} : { tiedHead: headStats }), seconds: { forward: lc.phases.forward, statistics: lc.phases.statistics, ...secs, setup } };
 }

@@ -24,18 +24,6 @@ import { PhaseClock } from './timing.js';
 /** the most f32 values staged in kernel memory for a pass over the windows (256 MiB: the rest of the kernel memory stays free for the runtime's buffers) */
 const STAGE_MAX_FLOATS = 1 << 26;
 
-/** the most tokens (all windows) whose products a stage batches (LayerCalibration.batchWindows) */
-const BATCH_TOKENS = 1024;
-
-/** do the first n values of a and b have the same bits? */
-function sameBits(a: Float32Array, b: Float32Array, n: number): boolean {
-  if (a === b) return true;
-  const ia = new Int32Array(a.buffer, a.byteOffset, n);
-  const ib = new Int32Array(b.buffer, b.byteOffset, n);
-  for (let i = 0; i < n; i++) if (ia[i] !== ib[i]) return false;
-  return true;
-}
-
 /** the per-sequence buffers a stage's output is kept in between the stages of a layer */
 export const stageWidth = (c: LlamaConfig, input: LayerInput) => (input === 'attention' ? c.nHeads * c.headDim : input === 'ffn' ? c.hiddenDim : c.dim);
 
@@ -76,9 +64,8 @@ export class LayerCalibration extends PhaseClock {
       const t = weights.get(w.name);
       if (!t && this.notLoaded.has(w.name)) fail(`internal: ${w.name} was read while not loaded`);
       if (t && expert !== undefined && t.rows === w.rows * (config.nExperts ?? 0) && t.cols === w.cols) matmul(out, x, t.data.subarray(expert * w.rows * w.cols, (expert + 1) * w.rows * w.cols), nTok, t.cols, w.rows);
-      else if (t && t.rows === w.rows && t.cols === w.cols) {
-        if (!this.fromBatch(out, x, t, w.name, nTok)) this.mm(out, x, t, nTok);
-      } else linear(out, x, w, nTok);
+      else if (t && t.rows === w.rows && t.cols === w.cols) this.mm(out, x, t, nTok);
+      else linear(out, x, w, nTok);
     };
     const perLayer = new Map<string, number>();
     for (const [name, t] of weights) {
@@ -139,60 +126,6 @@ export class LayerCalibration extends PhaseClock {
     a.used += n;
     this.staged.set(w, s);
     return s;
-  }
-
-  /**
-   * Batch the windows (the statistics pass sets it; its weights do not change during a stage): when every
-   * window's tokens together are at most BATCH_TOKENS, a linear multiplies all of them in one product
-   * instead of one product per window -- the kernel packs a weight's rows once per product (a pass over
-   * the whole matrix) and handles the last tokens of each product (128 = 2 x 63 + 2) in narrower tiles,
-   * so per-window products of the 1.1B bench model's 128-token windows spent ~1.7 of their ~15 CPU-s
-   * there. The values are the same bits: each output of the f32 kernel (and of matmulRef) is one dot
-   * product in a fixed order, whatever the number of tokens in the product (wasm/matmul.ts).
-   *   - the residual writers (o, down: addPendingResiduals) take every window's stage output at once;
-   *   - the linears inside the runtime's stages (q/k/v, gate/up) read the outputs of the norm stage
-   *     collected just before (kept, all windows): the first window's call computes the product for
-   *     every window, the others copy their rows -- only when the input the runtime hands over is, bit
-   *     for bit, the kept norm output of that window (else the window's own product, as before).
-   */
-  batchWindows = false;
-  /** the last norm stage's outputs of every window (batchWindows), for the next stage's linears */
-  private batchIn: { layer: number; width: number; data: Float32Array } | undefined;
-  /** products over every window of the current stage, by weight name (valid during the stage) */
-  private readonly batchOut = new Map<string, Float32Array>();
-  /** grow-only kernel buffers reused stage after stage and layer after layer (fresh memory faults a page per 4 KiB) */
-  private readonly batchBuffers = new Map<string, Float32Array>();
-  /** products computed for every window at once (batchWindows), for the record */
-  batchedProducts = 0;
-  /** the window whose stage the runtime runs now (-1: none) */
-  private window = -1;
-
-  private batchBuffer(key: string, n: number): Float32Array {
-    let b = this.batchBuffers.get(key);
-    if (!b || b.length < n) this.batchBuffers.set(key, (b = this.engine?.allocF32(n, this)?.array ?? new Float32Array(n)));
-    return b.subarray(0, n);
-  }
-
-  private get batching(): boolean {
-    return this.batchWindows && this.nSeq > 1 && this.nSeq * this.ctx <= BATCH_TOKENS;
-  }
-
-  /** out = window this.window's rows of x tᵀ from the product over every window (computed at the first call); false: not batched */
-  private fromBatch(out: Float32Array, x: Float32Array, t: FloatTensor, name: string, nTok: number): boolean {
-    const b = this.batchIn;
-    const s = this.window;
-    if (!b || s < 0 || b.layer !== this.layer || nTok !== this.ctx || t.cols !== b.width) return false;
-    const n = nTok * t.cols;
-    if (!sameBits(x, b.data.subarray(s * n, (s + 1) * n), n)) return false;
-    let y = this.batchOut.get(name);
-    if (!y) {
-      y = this.batchBuffer(`out:${this.batchOut.size}`, this.nSeq * nTok * t.rows);
-      this.mm(y, b.data, t, this.nSeq * nTok);
-      this.batchOut.set(name, y);
-      this.batchedProducts++;
-    }
-    out.set(y.subarray(s * nTok * t.rows, (s + 1) * nTok * t.rows));
-    return true;
   }
 
   /** out (nTok x t.rows) = x t.dataᵀ, t staged in kernel memory within a pass */
@@ -262,35 +195,19 @@ export class LayerCalibration extends PhaseClock {
       this.layer = l;
       const width = stageWidth(this.config, input);
       const keep = input === 'attention' || input === 'ffn';
-      const batch = this.batching;
       let outs = this.outs.get(input);
-      if (keep && !outs) {
-        // (batched: one contiguous buffer, so that the residual writer multiplies every window at once)
-        const all = batch ? this.batchBuffer(`stage:${input}`, this.nSeq * this.ctx * width) : undefined;
-        this.outs.set(input, (outs = Array.from({ length: this.nSeq }, (_, s) => all?.subarray(s * this.ctx * width, (s + 1) * this.ctx * width) ?? new Float32Array(this.ctx * width))));
-      }
-      // a norm stage's outputs are the next stage's linears' inputs: kept for every window when batched
-      const norm = batch && !keep ? this.batchBuffer('norm', this.nSeq * this.ctx * width) : undefined;
-      if (norm) this.batchIn = undefined;
+      if (keep && !outs) this.outs.set(input, (outs = Array.from({ length: this.nSeq }, () => new Float32Array(this.ctx * width))));
       const st = this.statsOf(width, this.inputBuffer(input, width));
-      try {
-        for (let s = 0; s < this.nSeq; s++) {
-          const out = keep ? outs![s] : norm ? norm.subarray(s * this.ctx * width, (s + 1) * this.ctx * width) : this.scratch;
-          this.window = s;
-          this.timed('forward', () => this.model.runStage(input, l, this.seq(s), out));
-          this.timed('statistics', () => {
-            for (let b = 0; b < this.ctx; b += 512) {
-              const nb = Math.min(512, this.ctx - b);
-              st.add(out.subarray(b * width, (b + nb) * width), nb);
-            }
-          });
-        }
-      } finally {
-        this.window = -1;
-        this.batchOut.clear();
+      for (let s = 0; s < this.nSeq; s++) {
+        const out = keep ? outs![s] : this.scratch;
+        this.timed('forward', () => this.model.runStage(input, l, this.seq(s), out));
+        this.timed('statistics', () => {
+          for (let b = 0; b < this.ctx; b += 512) {
+            const nb = Math.min(512, this.ctx - b);
+            st.add(out.subarray(b * width, (b + nb) * width), nb);
+          }
+        });
       }
-      if (norm) this.batchIn = { layer: l, width, data: norm };
-      else this.batchIn = undefined;
       this.timed('statistics', () => st.finish());
       return st;
     });
@@ -334,19 +251,6 @@ export class LayerCalibration extends PhaseClock {
           for (const name of writers) {
             const t = this.weights.get(name)!;
             const xs = this.outs.get(input)!;
-            const n = this.ctx * t.cols;
-            if (this.batching && t.rows === this.config.dim && xs.every((x, s) => x.buffer === xs[0].buffer && x.byteOffset === xs[0].byteOffset + s * n * 4)) {
-              // every window's outputs are one buffer: one product, then each window's residual
-              const all = new Float32Array(xs[0].buffer, xs[0].byteOffset, this.nSeq * n);
-              const y = this.batchBuffer('product', this.nSeq * this.ctx * t.rows);
-              this.mm(y, all, t, this.nSeq * this.ctx);
-              this.batchedProducts++;
-              for (let s = 0; s < this.nSeq; s++) {
-                this.product.set(y.subarray(s * this.ctx * t.rows, (s + 1) * this.ctx * t.rows));
-                this.addResidual(this.seq(s), layer, input);
-              }
-              continue;
-            }
             for (let s = 0; s < this.nSeq; s++) {
               this.mm(this.product, xs[s], t, this.ctx);
               this.addResidual(this.seq(s), layer, input);
