@@ -112,7 +112,11 @@ async function readString(r: SourceReader, what: string): Promise<{ text: string
   const n = r.u64(`length of ${what}`);
   if (n > r.remaining) fail(`${r.src.name}: GGUF ${what} length ${n} runs past the end of the file (${r.remaining} bytes remain at offset ${r.pos})`);
   await r.need(n, what);
-  const bytes = r.bytes(n);
+  return stringOf(r.viewBytes(n));
+}
+
+/** a GGUF string's text from a view of its bytes; not UTF-8: the lossy text and a copy of the bytes (raw) */
+function stringOf(bytes: Uint8Array): { text: string; raw?: Uint8Array } {
   const text = decodeUtf8(bytes);
   if (text === undefined) return { text: new TextDecoder().decode(bytes), raw: bytes.slice() };
   return { text };
@@ -128,10 +132,7 @@ function bufferedString(r: SourceReader): { text: string; raw?: Uint8Array } | u
   const len = r.peekU64();
   if (len > BigInt(r.remaining - 8) || !r.has(8 + Number(len))) return undefined;
   r.pos += 8;
-  const bytes = r.viewBytes(Number(len));
-  const text = decodeUtf8(bytes);
-  if (text === undefined) return { text: new TextDecoder().decode(bytes), raw: bytes };
-  return { text };
+  return stringOf(r.viewBytes(Number(len)));
 }
 
 async function readName(r: SourceReader, what: string): Promise<string> {
