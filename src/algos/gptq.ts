@@ -24,7 +24,7 @@
 import { fail } from '../errors.js';
 import { BlockGrids, nearestLevel, setCodes, type BlockCodec } from './block-codec.js';
 import { CLIP_RATIOS } from './blockwise.js';
-import { clipSearchKernel, factorMemory, gptqColumnLoopFast, gptqWorkspace, syrkLowerRef, type FactorMemory } from '../kernels/gptq.js';
+import { clipSearchKernel, factorMemory, gptqColumnLoopFast, gptqWorkspace, lowerTriangleTiles, syrkLowerRef, type FactorMemory } from '../kernels/gptq.js';
 
 /** What the GPTQ loop needs from a grid: fit a group, round one element of it. */
 export interface GroupQuantizer {
@@ -70,18 +70,15 @@ export function accumulateHessian(h: Float64Array, x: Float32Array, nTok: number
 /** Symmetrize (the accumulation fills the lower triangle) and scale by 2 / nTok. */
 export function finishHessian(h: Float64Array, k: number, nTok: number): void {
   const s = 2 / Math.max(1, nTok);
-  // in 32 x 32 tiles of the lower triangle, so that the mirrored writes stay within a few cache lines
-  // (the plain loop's column writes missed the cache on every element at k = 2816); every element is the
-  // same product of its lower value, as in finishHessianRef
-  const T = 32;
-  for (let i0 = 0; i0 < k; i0 += T)
-    for (let j0 = 0; j0 <= i0; j0 += T)
-      for (let i = i0; i < Math.min(k, i0 + T); i++)
-        for (let j = j0, j1 = Math.min(i, j0 + T - 1); j <= j1; j++) {
-          const v = h[i * k + j] * s;
-          h[i * k + j] = v;
-          h[j * k + i] = v;
-        }
+  // in tiles of the lower triangle (the plain loop's column writes missed the cache on every element at
+  // k = 2816); every element is the same product of its lower value, as in finishHessianRef
+  lowerTriangleTiles(k, true, (i, j0, j1) => {
+    for (let j = j0; j < j1; j++) {
+      const v = h[i * k + j] * s;
+      h[i * k + j] = v;
+      h[j * k + i] = v;
+    }
+  });
 }
 
 /** finishHessian row by row (the reference its tiles must match bit for bit) */

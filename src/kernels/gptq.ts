@@ -334,6 +334,18 @@ function giveSums(s: KernelSums): void {
   if (sumsPool.length < SUMS_POOL) sumsPool.push(s);
 }
 
+/**
+ * The lower triangle of a k x k matrix (with or without its diagonal) in 32 x 32 tiles, so that a
+ * mirrored, strided access (element (j, i) beside (i, j)) stays within a few cache lines:
+ * visit(i, j0, j1) for the columns [j0, j1) of row i, each element of the triangle once.
+ */
+export function lowerTriangleTiles(k: number, diagonal: boolean, visit: (i: number, j0: number, j1: number) => void): void {
+  const T = 32;
+  for (let i0 = 0; i0 < k; i0 += T)
+    for (let j0 = 0; j0 <= i0; j0 += T)
+      for (let i = i0; i < Math.min(k, i0 + T); i++) visit(i, j0, Math.min(diagonal ? i + 1 : i, j0 + T));
+}
+
 export interface HessianAccumulator {
   readonly k: number;
   /** add x^T x for nTok rows of x (k wide) */
@@ -385,25 +397,22 @@ export function hessianAccumulator(k: number, maxTok: number, engine?: MatmulEng
       result: () => {
         flush();
         givePending(pending);
-        const T = 32;
         if (inKernel) {
           // the upper triangle in kernel memory -> the lower one of a fresh array, in tiles
           const out = new Float64Array(k * k);
-          for (let i0 = 0; i0 < k; i0 += T)
-            for (let j0 = 0; j0 <= i0; j0 += T)
-              for (let i = i0; i < Math.min(k, i0 + T); i++)
-                for (let j = j0; j < Math.min(i + 1, j0 + T); j++) out[i * k + j] = h[j * k + i];
+          lowerTriangleTiles(k, true, (i, j0, j1) => {
+            for (let j = j0; j < j1; j++) out[i * k + j] = h[j * k + i];
+          });
           giveSums(inKernel);
           return out;
         }
-        // upper -> lower in place, in tiles (the strided side stays within a few cache lines); upper zero
-        for (let i0 = 0; i0 < k; i0 += T)
-          for (let j0 = 0; j0 <= i0; j0 += T)
-            for (let i = i0; i < Math.min(k, i0 + T); i++)
-              for (let j = j0; j < Math.min(i, j0 + T); j++) {
-                h[i * k + j] = h[j * k + i];
-                h[j * k + i] = 0;
-              }
+        // upper -> lower in place, in tiles; upper zero
+        lowerTriangleTiles(k, false, (i, j0, j1) => {
+          for (let j = j0; j < j1; j++) {
+            h[i * k + j] = h[j * k + i];
+            h[j * k + i] = 0;
+          }
+        });
         return h;
       },
     };

@@ -663,13 +663,13 @@ export class MatmulEngine {
     return fused;
   }
 
+  /** the packed 3 x 3 tiles for F32 weights (on by default; off: the row-by-row tiles, for tests) */
+  packTokens = true;
+
   /**
    * Let one-token matmuls read a copy of each quantized weight interleaved by 4 rows (default on; the
    * results are the same bits either way). Off: no copies, half the memory, slower decode.
    */
-  /** the packed 3 x 3 tiles for F32 weights (on by default; off: the row-by-row tiles, for tests) */
-  packTokens = true;
-
   setDecodeInterleave(on: boolean): void {
     this.interleave = on;
   }
