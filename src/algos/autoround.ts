@@ -28,7 +28,7 @@
  * ratios are then not learned (GPTQ chose the grids).
  */
 import { fail } from '../errors.js';
-import { BlockGrids, codeLayout, nearestLevel, setCodes, type BlockCodec, type CodeLayout } from './block-codec.js';
+import { BlockGrids, codeLayout, setCodes, type BlockCodec } from './block-codec.js';
 import { CLIP_RATIOS } from './blockwise.js';
 import { autoRoundWork } from '../kernels/autoround.js';
 import { clipSearchKernel } from '../kernels/gptq.js';
@@ -467,30 +467,12 @@ export function chooseStart(lv: Levels, q: Float32Array, ch: Uint8Array, v: Floa
   }
 }
 
-const packedLayouts = new WeakMap<CodeLayout, number>();
-
-/**
- * The first code bit when element j's code is bits b0 + j bits .. + bits - 1 of the block, lowest first
- * (bits dividing 8: a code never spans two bytes); -1 for any other layout (setCodes then)
- */
-function packedCodes(layout: CodeLayout, bs: number): number {
-  let b0 = packedLayouts.get(layout);
-  if (b0 === undefined) {
-    const { bits, codeBits } = layout;
-    b0 = 8 % bits === 0 && codeBits.length === bs * bits && codeBits[0] % bits === 0 ? codeBits[0] : -1;
-    for (let i = 0; b0 >= 0 && i < codeBits.length; i++) if (codeBits[i] !== b0 + i) b0 = -1;
-    packedLayouts.set(layout, b0);
-  }
-  return b0;
-}
-
 /** Set the chosen codes into every block of `bytes`; returns the values, checked against the codec's own dequantizer. */
 export function writeChoices(c: BlockCodec, grids: BlockGrids, bytes: Uint8Array, lv: Levels, ch: Uint8Array, nBlocks: number): Float32Array {
   const bs = c.blockSize;
   const codes = new Uint16Array(bs);
   const q = new Float32Array(nBlocks * bs);
   const check = new Float32Array(bs);
-  const packed = packedCodes(grids.layout, bs);
   for (let blk = 0; blk < nBlocks; blk++) {
     const xo = blk * bs;
     for (let j = 0; j < bs; j++) {
@@ -498,18 +480,7 @@ export function writeChoices(c: BlockCodec, grids: BlockGrids, bytes: Uint8Array
       codes[j] = ch[e] ? lv.hiC[e] : lv.loC[e];
       q[e] = ch[e] ? lv.hi[e] : lv.lo[e];
     }
-    if (packed >= 0) {
-      // setCodes' bits, a code at a time: element j's code is bits packed - j bits .. of the block, within one byte
-      const bits = grids.layout.bits;
-      const m = (1 << bits) - 1;
-      const bo = blk * c.blockBytes;
-      for (let j = 0; j < bs; j++) {
-        const p = packed + j * bits;
-        const at = bo + (p >> 3);
-        const sh = p & 7;
-        bytes[at] = (bytes[at] & ~(m << sh)) | ((codes[j] & m) << sh);
-      }
-    } else setCodes(grids.layout, bytes, blk * c.blockBytes, codes, bs);
+    setCodes(grids.layout, bytes, blk * c.blockBytes, codes, bs);
     c.dequantize(bytes, blk * c.blockBytes, check, 0);
     for (let j = 0; j < bs; j++)
       if (check[j] !== q[xo + j]) fail(`internal error: ${c.name} block ${blk} decodes element ${j} to ${check[j]}, AutoRound chose ${q[xo + j]}`);

@@ -205,9 +205,38 @@ export function codeLayout(c: BlockCodec): CodeLayout {
  */
 export const CLIP_SEARCH_MAX_BITS = 6;
 
+const packedStarts = new WeakMap<CodeLayout, number>();
+
+/**
+ * The first code bit when element j's code is bits b0 + j bits .. + bits - 1 of the block, lowest first
+ * (bits dividing 8: a code never spans two bytes); -1 for any other layout (setCodes bit by bit)
+ */
+function packedStart(layout: CodeLayout): number {
+  let b0 = packedStarts.get(layout);
+  if (b0 === undefined) {
+    const { bits, codeBits } = layout;
+    b0 = 8 % bits === 0 && codeBits.length > 0 && codeBits[0] % bits === 0 ? codeBits[0] : -1;
+    for (let i = 0; b0 >= 0 && i < codeBits.length; i++) if (codeBits[i] !== b0 + i) b0 = -1;
+    packedStarts.set(layout, b0);
+  }
+  return b0;
+}
+
 /** Write code `codes[j]` of every element j into a block's bytes. */
 export function setCodes(layout: CodeLayout, bytes: Uint8Array, bo: number, codes: ArrayLike<number>, n: number): void {
   const { bits, codeBits } = layout;
+  const packed = packedStart(layout);
+  if (packed >= 0) {
+    // the same bits, a code at a time: element j's code is bits packed + j bits .. of the block, within one byte
+    const m = (1 << bits) - 1;
+    for (let j = 0; j < n; j++) {
+      const p = packed + j * bits;
+      const at = bo + (p >> 3);
+      const sh = p & 7;
+      bytes[at] = (bytes[at] & ~(m << sh)) | ((codes[j] & m) << sh);
+    }
+    return;
+  }
   for (let j = 0; j < n; j++) {
     const c = codes[j];
     for (let i = 0; i < bits; i++) {
