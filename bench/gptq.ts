@@ -19,12 +19,11 @@
  * sha256 of the safetensors data section (after the header, which in `cli` mode also carries the
  * vocabulary): the tensors' bytes, equal between the modes.
  */
-import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
+import { measure, ROOT } from '../scripts/llama-tools.js';
 import { fileSource } from '../src/cli/node-source.js';
 import { Tokenizer } from '../src/model/tokenizer.js';
 import { vocabFromGgufMetadata } from '../src/io/vocab.js';
@@ -209,7 +208,6 @@ function safetensorsHasher() {
   };
 }
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
 export async function run(args: string[]): Promise<void> {
   const nSeq = Number(args[0] ?? 128);
@@ -289,20 +287,16 @@ async function runCli(nSeq: number, layers: number, threads: number, check: bool
   if (!existsSync(textPath) || readFileSync(textPath, 'utf8') !== text) atomicWrite(textPath, text);
   console.log(`model ${modelPath} (${(statSync(modelPath).size / 1e6).toFixed(1)} MB), calibration text ${textPath} (${stream.length} tokens); ready in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   const args = ['quantize', modelPath, outPath, '--type', 'int4', '--group', '128', '--algo', 'gptq', '--calib', textPath, '--calib-tokens', String(nSeq * CTX), '--calib-ctx', String(CTX), '--seed', '0', '--threads', String(threads), '--force'];
-  console.log(`$ node bin/lowbit.js ${args.map((a) => a.replace(ROOT, '')).join(' ')}`);
-  const timeFile = join(dir, `gptq-time-${process.pid}.txt`);
-  const tc = performance.now();
-  const r = spawnSync('/usr/bin/time', ['-f', '%e %U %S %M', '-o', timeFile, process.execPath, join(ROOT, 'bin/lowbit.js'), ...args], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' });
-  const wall = (performance.now() - tc) / 1000;
-  if (r.status !== 0) throw new Error(`lowbit quantize exited with ${r.status}: ${r.stdout}`);
-  const [, user, sys, rssKiB] = readFileSync(timeFile, 'utf8').trim().split('\n').pop()!.split(/\s+/).map(Number);
-  rmSync(timeFile);
+  console.log(`$ node bin/lowbit.js ${args.map((a) => a.replace(`${ROOT}/`, '')).join(' ')}`);
+  const r = await measure(process.execPath, [join(ROOT, 'bin/lowbit.js'), ...args]);
+  const wall = r.seconds;
+  if (r.status !== 0) throw new Error(`lowbit quantize exited with ${r.status}: ${r.stderr.split('\n').slice(-8).join('\n')}`);
   const cliHash = safetensorsHasher();
   cliHash.update(new Uint8Array(readFileSync(outPath)));
   rmSync(outPath);
   const ch = cliHash.digest();
   const ptqLine = r.stdout.split('\n').find((l) => /calibration: \d+ tokens/.test(l)) ?? '';
-  console.log(`lowbit quantize (whole command): ${wall.toFixed(1)} s wall, ${(user + sys).toFixed(1)} CPU-s (user ${user.toFixed(1)}, sys ${sys.toFixed(1)}), peak RSS ${(rssKiB / 1024).toFixed(0)} MiB; ${ptqLine.trim()}; sha256 ${ch.whole}, data ${ch.data}`);
+  console.log(`lowbit quantize (whole command): ${wall.toFixed(1)} s wall, ${r.cpuSeconds?.toFixed(1) ?? '?'} CPU-s, peak RSS ${(r.peakRss / 2 ** 20).toFixed(0)} MiB; ${ptqLine.trim()}; sha256 ${ch.whole}, data ${ch.data}`);
 
   useNodeThreads();
   const m = await openModelFile(fileSource(modelPath));
