@@ -216,8 +216,9 @@ export function signStep(g: usize, lo: usize, hi: usize, t: usize, v: usize, ch:
 }
 
 // ---------------------------------------------------------------------------------------------------
-// The training layer's elementwise parts (src/train/llama-grad.ts: the loops there are the scalar
-// reference, run by the reference backends): SiLU forward and backward, attention's causal softmax.
+// The training layer's elementwise parts (src/train/llama-grad.ts; the scalar references, run by the
+// reference backends, are src/train/gemm.ts' siluForwardRef, siluBackwardRef and softmaxRowsRef): SiLU
+// forward and backward, attention's causal softmax.
 // Bit for bit the TypeScript: the same f64 operations in the same order, each result rounded to f32 where
 // the TypeScript stores it, and exp is fdlibm's (expFd below), which is what V8's Math.exp computes.
 
