@@ -3439,3 +3439,136 @@ function gramChunk(job: usize, chunk: i32, thread: i32): void {
     }
   }
 }
+
+// ---------------------------------------------------------------------------------------------------
+// The forward's elementwise steps (model/llama.ts rmsnorm, ropeTabled; a residual add), bit for bit
+// their TypeScript: every f64 operation of the reference in the same order (f64x2 lanes are two rows'
+// or two pairs' independent chains), f32 stores rounding once, no fused multiply-add.
+
+/** sum_i x[i]^2 in f64, i in order, for the rows at a and b (lanes 0, 1) */
+// @ts-ignore: decorator
+@inline function squares2(a: usize, b: usize, size: i32): v128 {
+  let s = f64x2.splat(0);
+  let i = 0;
+  for (; i + 4 <= size; i += 4) {
+    const va = v128.load(a + <usize>i * 4);
+    const vb = v128.load(b + <usize>i * 4);
+    const p01 = v128.shuffle<f32>(va, vb, 0, 4, 1, 5);
+    const p23 = v128.shuffle<f32>(va, vb, 2, 6, 3, 7);
+    let p = f64x2.promote_low_f32x4(p01);
+    s = f64x2.add(s, f64x2.mul(p, p));
+    p = f64x2.promote_low_f32x4(v128.shuffle<f32>(p01, p01, 2, 3, 0, 1));
+    s = f64x2.add(s, f64x2.mul(p, p));
+    p = f64x2.promote_low_f32x4(p23);
+    s = f64x2.add(s, f64x2.mul(p, p));
+    p = f64x2.promote_low_f32x4(v128.shuffle<f32>(p23, p23, 2, 3, 0, 1));
+    s = f64x2.add(s, f64x2.mul(p, p));
+  }
+  for (; i < size; i++) {
+    const p = f64x2.replace_lane(f64x2.splat(<f64>load<f32>(a + <usize>i * 4)), 1, <f64>load<f32>(b + <usize>i * 4));
+    s = f64x2.add(s, f64x2.mul(p, p));
+  }
+  return s;
+}
+
+/** out[i] = f32((x[i] * c) * w[i]) for one row */
+// @ts-ignore: decorator
+@inline function scaleRow(x: usize, w: usize, out: usize, size: i32, c: f64): void {
+  const cc = f64x2.splat(c);
+  let i = 0;
+  for (; i + 4 <= size; i += 4) {
+    const o = <usize>i * 4;
+    const vx = v128.load(x + o);
+    const vw = v128.load(w + o);
+    const lo = f32x4.demote_f64x2_zero(f64x2.mul(f64x2.mul(f64x2.promote_low_f32x4(vx), cc), f64x2.promote_low_f32x4(vw)));
+    const hx = v128.shuffle<f32>(vx, vx, 2, 3, 0, 1);
+    const hw = v128.shuffle<f32>(vw, vw, 2, 3, 0, 1);
+    const hi = f32x4.demote_f64x2_zero(f64x2.mul(f64x2.mul(f64x2.promote_low_f32x4(hx), cc), f64x2.promote_low_f32x4(hw)));
+    v128.store(out + o, v128.shuffle<f32>(lo, hi, 0, 1, 4, 5));
+  }
+  for (; i < size; i++) {
+    const o = <usize>i * 4;
+    store<f32>(out + o, <f32>((<f64>load<f32>(x + o) * c) * <f64>load<f32>(w + o)));
+  }
+}
+
+/**
+ * RMSNorm of nTok rows of `size` f32 at x into out (out may be x; rows contiguous):
+ * out[t][i] = f32((x[t][i] * c_t) * w[i]), c_t = 1 / sqrt(s_t / size + eps), s_t = sum_i x[t][i]^2 in f64
+ * in index order (model/llama.ts rmsnorm, bit for bit; four rows' sums at a time, two per f64x2).
+ */
+export function rmsnormRows(x: usize, w: usize, out: usize, nTok: i32, size: i32, eps: f64): void {
+  const rb = <usize>size * 4;
+  let t = 0;
+  for (; t + 4 <= nTok; t += 4) {
+    const r0 = x + <usize>t * rb;
+    const s01 = squares2(r0, r0 + rb, size);
+    const s23 = squares2(r0 + 2 * rb, r0 + 3 * rb, size);
+    const n = <f64>size;
+    const c0 = 1 / Math.sqrt(f64x2.extract_lane(s01, 0) / n + eps);
+    const c1 = 1 / Math.sqrt(f64x2.extract_lane(s01, 1) / n + eps);
+    const c2 = 1 / Math.sqrt(f64x2.extract_lane(s23, 0) / n + eps);
+    const c3 = 1 / Math.sqrt(f64x2.extract_lane(s23, 1) / n + eps);
+    const o0 = out + <usize>t * rb;
+    scaleRow(r0, w, o0, size, c0);
+    scaleRow(r0 + rb, w, o0 + rb, size, c1);
+    scaleRow(r0 + 2 * rb, w, o0 + 2 * rb, size, c2);
+    scaleRow(r0 + 3 * rb, w, o0 + 3 * rb, size, c3);
+  }
+  for (; t < nTok; t++) {
+    const r = x + <usize>t * rb;
+    const s = squares2(r, r, size);
+    scaleRow(r, w, out + <usize>t * rb, size, 1 / Math.sqrt(f64x2.extract_lane(s, 0) / <f64>size + eps));
+  }
+}
+
+/** a[i] = f32(a[i] + b[i]) for i < n (the residual add; an f32 sum is the f64 sum rounded once) */
+export function addInto(a: usize, b: usize, n: i32): void {
+  let i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const o = a + <usize>i * 4;
+    const p = b + <usize>i * 4;
+    v128.store(o, f32x4.add(v128.load(o), v128.load(p)));
+    v128.store(o, f32x4.add(v128.load(o, 16), v128.load(p, 16)), 16);
+    v128.store(o, f32x4.add(v128.load(o, 32), v128.load(p, 32)), 32);
+    v128.store(o, f32x4.add(v128.load(o, 48), v128.load(p, 48)), 48);
+  }
+  for (; i < n; i++) store<f32>(a + <usize>i * 4, load<f32>(a + <usize>i * 4) + load<f32>(b + <usize>i * 4));
+}
+
+/**
+ * RoPE from a table (model/llama.ts ropeTabled): rows of nHeads heads of headDim f32 at v, nTok tokens at
+ * positions pos0..; cos / sin of (position p, pair i) at cs / sn + (p * half + i) * 8 (f64). Pair i of a
+ * head is (2i, 2i + 1) when `normal`, else (i, i + half); x0' = f32(x0 cos - x1 sin), x1' = f32(x0 sin +
+ * x1 cos) in f64, as the reference. half even (two pairs per f64x2).
+ */
+export function ropeRows(v: usize, nTok: i32, nHeads: i32, headDim: i32, half: i32, pos0: i32, cs: usize, sn: usize, normal: i32): void {
+  for (let t = 0; t < nTok; t++) {
+    const at = <usize>(pos0 + t) * <usize>half * 8;
+    for (let h = 0; h < nHeads; h++) {
+      const row = v + (<usize>(t * nHeads + h) * <usize>headDim) * 4;
+      for (let i = 0; i < half; i += 2) {
+        const c = v128.load(cs + at + <usize>i * 8);
+        const s = v128.load(sn + at + <usize>i * 8);
+        if (normal) {
+          const pa = row + <usize>(2 * i) * 4;
+          const q = v128.load(pa); // x0_i x1_i x0_i+1 x1_i+1
+          const x0 = f64x2.promote_low_f32x4(v128.shuffle<f32>(q, q, 0, 2, 1, 3));
+          const x1 = f64x2.promote_low_f32x4(v128.shuffle<f32>(q, q, 1, 3, 0, 2));
+          const y0 = f32x4.demote_f64x2_zero(f64x2.sub(f64x2.mul(x0, c), f64x2.mul(x1, s)));
+          const y1 = f32x4.demote_f64x2_zero(f64x2.add(f64x2.mul(x0, s), f64x2.mul(x1, c)));
+          v128.store(pa, v128.shuffle<f32>(y0, y1, 0, 4, 1, 5));
+        } else {
+          const pa = row + <usize>i * 4;
+          const pb = row + <usize>(i + half) * 4;
+          const x0 = f64x2.promote_low_f32x4(v128.load64_zero(pa));
+          const x1 = f64x2.promote_low_f32x4(v128.load64_zero(pb));
+          const y0 = f32x4.demote_f64x2_zero(f64x2.sub(f64x2.mul(x0, c), f64x2.mul(x1, s)));
+          const y1 = f32x4.demote_f64x2_zero(f64x2.add(f64x2.mul(x0, s), f64x2.mul(x1, c)));
+          store<f64>(pa, f64x2.extract_lane(y0, 0));
+          store<f64>(pb, f64x2.extract_lane(y1, 0));
+        }
+      }
+    }
+  }
+}

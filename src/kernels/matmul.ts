@@ -57,6 +57,9 @@ interface MatmulExports {
   transposePad(x: number, nTok: number, k: number, xt: number, ld: number): void;
   transposePacked(x: number, nTok: number, k: number, xt: number, ld: number): void;
   packTriples(src: number, srcStride: number, rows: number, bytes: number, dst: number): void;
+  rmsnormRows(x: number, w: number, out: number, nTok: number, size: number, eps: number): void;
+  addInto(a: number, b: number, n: number): void;
+  ropeRows(v: number, nTok: number, nHeads: number, headDim: number, half: number, pos0: number, cs: number, sn: number, normal: number): void;
 }
 
 const PAGE = 65536;
@@ -886,6 +889,56 @@ export class MatmulEngine {
     const uAt = uOwn >= 0 ? uOwn : this.copyIn('u', u, n);
     this.exports.siluMul(gAt, uAt, n);
     if (gOwn < 0) this.copyOut(g, gAt, n);
+  }
+
+  /**
+   * RMSNorm of nTok rows of `size` (model/llama.ts rmsnorm, bit for bit: wasm/matmul.ts rmsnormRows, the
+   * same f64 operations in the same order): out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w; out may be x.
+   * Arrays in this memory are read and written in place, others copied.
+   */
+  rmsnorm(out: Float32Array, x: Float32Array, w: Float32Array, nTok: number, size: number, eps: number): void {
+    const n = nTok * size;
+    const xOwn = this.ptrOf(x, n);
+    const xAt = xOwn >= 0 ? xOwn : this.copyIn('normX', x, n);
+    const wOwn = this.ptrOf(w, size);
+    const wAt = wOwn >= 0 ? wOwn : this.copyIn('normW', w, size);
+    const oOwn = this.ptrOf(out, n);
+    const oAt = oOwn >= 0 ? oOwn : xAt;
+    this.exports.rmsnormRows(xAt, wAt, oAt, nTok, size, eps);
+    if (oOwn < 0) this.copyOut(out, oAt, n);
+  }
+
+  /** a[i] += b[i] for i < n in f32 (the same bits as the TypeScript loop); false (nothing done) unless both live in this memory */
+  addInto(a: Float32Array, b: Float32Array, n: number): boolean {
+    const aAt = this.ptrOf(a, n);
+    const bAt = this.ptrOf(b, n);
+    if (aAt < 0 || bAt < 0) return false;
+    this.exports.addInto(aAt, bAt, n);
+    return true;
+  }
+
+  /** a RoPE table's cos / sin in this memory (one copy per table, kept as long as the table) */
+  private readonly ropeCopies = new WeakMap<Float64Array, { cs: number; sn: number }>();
+
+  /**
+   * RoPE from a table (model/llama.ts ropeTabled, bit for bit: wasm/matmul.ts ropeRows) on nTok rows of
+   * nHeads x headDim at positions pos0.. of vec (in this memory); false (nothing done) where it does not
+   * apply (vec elsewhere, an odd number of pairs, the table's copy not made).
+   */
+  ropeTabled(vec: Float32Array, nTok: number, nHeads: number, headDim: number, half: number, pos0: number, cos: Float64Array, sin: Float64Array, normal: boolean): boolean {
+    const vAt = this.ptrOf(vec, nTok * nHeads * headDim);
+    if (vAt < 0 || half % 2 !== 0 || cos.length < (pos0 + nTok) * half) return false;
+    let c = this.ropeCopies.get(cos);
+    if (!c) {
+      const a = this.allocF32(2 * cos.length, cos);
+      const b = this.allocF32(2 * sin.length, cos);
+      if (!a || !b) return false;
+      new Float64Array(a.array.buffer, a.at, cos.length).set(cos);
+      new Float64Array(b.array.buffer, b.at, sin.length).set(sin);
+      this.ropeCopies.set(cos, (c = { cs: a.at, sn: b.at }));
+    }
+    this.exports.ropeRows(vAt, nTok, nHeads, headDim, half, pos0, c.cs, c.sn, normal ? 1 : 0);
+    return true;
   }
 
   /**

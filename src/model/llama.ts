@@ -680,6 +680,8 @@ export interface LlamaOptions extends LoadOptions {
   activations?: 'f32' | 'ggml';
 }
 
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+
 /** most (position, pair) entries of a batch's RoPE table (two f64 arrays: 16 MiB) */
 const ROPE_TABLE_MAX = 1 << 20;
 
@@ -908,7 +910,7 @@ export class Llama {
       const rows = x.subarray(b * dim, (b + nb) * dim);
       const dst = out.subarray(b * width, (b + nb) * width);
       if (stage === 'attnNorm' || stage === 'ffnNorm') {
-        rmsnorm(dst, rows, stage === 'attnNorm' ? L.attnNorm : L.ffnNorm, nb, dim, c.normEps);
+        this.norm(dst, rows, stage === 'attnNorm' ? L.attnNorm : L.ffnNorm, nb, dim);
         addBias(dst, stage === 'attnNorm' ? L.attnNormBias : L.ffnNormBias, nb);
         continue;
       }
@@ -954,9 +956,24 @@ export class Llama {
         e.fill(id * e.rowBytes, src); // a lazily loaded table: the row's first use
         e.loaded![id] = 1;
       }
-      if (!engine?.dequantizeInto(e.type, src, e.rowBytes, 1, c.dim, row)) dequantizeRows(e.type, src, c.dim, 1, row);
+      // F32 rows: their bytes (dequantizeRows' F32 copy, little-endian), without the per-element loop
+      if (e.type.id === 0 && LITTLE_ENDIAN && src.byteOffset % 4 === 0) row.set(new Float32Array(src.buffer, src.byteOffset, c.dim));
+      else if (!engine?.dequantizeInto(e.type, src, e.rowBytes, 1, c.dim, row)) dequantizeRows(e.type, src, c.dim, 1, row);
       if (c.embedScale !== undefined) for (let i = 0; i < c.dim; i++) row[i] = Math.fround(row[i] * c.embedScale);
     }
+  }
+
+  /** rmsnorm (out may be x) by the kernel when it is in use (engine.rmsnorm: the same bits), else in TypeScript */
+  private norm(out: Float32Array, x: Float32Array, weight: Float32Array, nTok: number, size: number): void {
+    if (this.engine && kernelsEnabled()) this.engine.rmsnorm(out, x, weight, nTok, size, this.config.normEps);
+    else rmsnorm(out, x, weight, nTok, size, this.config.normEps);
+  }
+
+  /** ropeTabled by the kernel when vec lives in its memory (engine.ropeTabled: the same bits), else in TypeScript */
+  private ropeRows(t: RopeTable, vec: Float32Array, nTok: number, nHeads: number, pos0: number): void {
+    const c = this.config;
+    if (this.engine && kernelsEnabled() && this.engine.ropeTabled(vec, nTok, nHeads, c.headDim, c.ropeDim / 2, pos0, t.cos, t.sin, c.ropeStyle === 'normal')) return;
+    ropeTabled(c, t, vec, nTok, nHeads, pos0);
   }
 
   /** out = x · wᵀ (nTok rows); sameInput: x is unchanged since the previous lin (its rounding is reused) */
@@ -1022,7 +1039,7 @@ export class Llama {
     const qDim = nHeads * headDim;
     const kvDim = nKvHeads * headDim;
     const L = this.weights.layers[l];
-    rmsnorm(s.xb, x, L.attnNorm, nTok, dim, c.normEps);
+    this.norm(s.xb, x, L.attnNorm, nTok, dim);
     addBias(s.xb, L.attnNormBias, nTok);
     if (L.wqkv) {
       // Phi-3: one matmul, then the q | k | v column ranges of each row
@@ -1063,8 +1080,8 @@ export class Llama {
       // a batch: cos and sin from a table of every position (once per frequency table) when it is small
       const table = this.ropeTableOf(freq);
       if (table && pos + nTok <= table.positions) {
-        ropeTabled(c, table, s.q, nTok, nHeads, pos);
-        if (!preRope) ropeTabled(c, table, s.k, nTok, nKvHeads, pos);
+        this.ropeRows(table, s.q, nTok, nHeads, pos);
+        if (!preRope) this.ropeRows(table, s.k, nTok, nKvHeads, pos);
       } else {
         rope(c, freq, s.q, nTok, nHeads, pos);
         if (!preRope) rope(c, freq, s.k, nTok, nKvHeads, pos);
@@ -1125,7 +1142,7 @@ export class Llama {
     const s = this.s;
     const L = this.weights.layers[l];
     const h = c.hiddenDim;
-    rmsnorm(s.xb, x, L.ffnNorm, nTok, c.dim, c.normEps);
+    this.norm(s.xb, x, L.ffnNorm, nTok, c.dim);
     addBias(s.xb, L.ffnNormBias, nTok);
     if (L.gateUp) {
       // Phi-3: one matmul, gate columns then up columns of each row

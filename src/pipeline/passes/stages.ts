@@ -24,6 +24,9 @@ import { PhaseClock } from './timing.js';
 /** the most f32 values staged in kernel memory for a pass over the windows (256 MiB: the rest of the kernel memory stays free for the runtime's buffers) */
 const STAGE_MAX_FLOATS = 1 << 26;
 
+/** the most bytes of X and stage outputs kept in kernel memory (the rest of its 4 GiB stays free for the kernels' buffers) */
+const KERNEL_ARRAYS_MAX = 1.5 * 2 ** 30;
+
 /** the per-sequence buffers a stage's output is kept in between the stages of a layer */
 export const stageWidth = (c: LlamaConfig, input: LayerInput) => (input === 'attention' ? c.nHeads * c.headDim : input === 'ffn' ? c.hiddenDim : c.dim);
 
@@ -73,7 +76,7 @@ export class LayerCalibration extends PhaseClock {
       if (m && t.rows > 1) perLayer.set(m[1], (perLayer.get(m[1]) ?? 0) + ((t.data.length + 15) & ~15));
     }
     this.stageFloats = Math.min(STAGE_MAX_FLOATS, Math.max(0, ...perLayer.values()));
-    this.X = new Float32Array(windows.length * ctx * config.dim);
+    this.X = this.kernelArray(windows.length * ctx * config.dim);
     this.scratch = new Float32Array(ctx * config.dim);
     // in kernel memory (when shared): the residual writers' products land there without a copy out
     this.product = this.engine?.allocF32(ctx * config.dim, this)?.array ?? new Float32Array(ctx * config.dim);
@@ -131,6 +134,25 @@ export class LayerCalibration extends PhaseClock {
   /** out (nTok x t.rows) = x t.dataᵀ, t staged in kernel memory within a pass */
   private mm(out: Float32Array, x: Float32Array, t: FloatTensor, nTok: number): void {
     matmul(out, x, this.stagedWeight(t.data), nTok, t.cols, t.rows);
+  }
+
+  /** bytes of X and the stage outputs placed in kernel memory so far (at most KERNEL_ARRAYS_MAX) */
+  private kernelBytes = 0;
+
+  /**
+   * n zeroed f32 for X or a stage's outputs: in kernel memory (when shared) while those stay within
+   * KERNEL_ARRAYS_MAX bytes -- the kernels then read and write them in place (the residual adds, the
+   * norms, the residual writers' products) -- else a plain array. The values are the same either way.
+   */
+  private kernelArray(n: number): Float32Array {
+    if (this.engine && this.kernelBytes + 4 * n <= KERNEL_ARRAYS_MAX) {
+      const slot = this.engine.allocF32(n, this);
+      if (slot) {
+        this.kernelBytes += 4 * n;
+        return slot.array;
+      }
+    }
+    return new Float32Array(n);
   }
 
   get nSeq(): number {
@@ -196,7 +218,10 @@ export class LayerCalibration extends PhaseClock {
       const width = stageWidth(this.config, input);
       const keep = input === 'attention' || input === 'ffn';
       let outs = this.outs.get(input);
-      if (keep && !outs) this.outs.set(input, (outs = Array.from({ length: this.nSeq }, () => new Float32Array(this.ctx * width))));
+      if (keep && !outs) {
+        const all = this.kernelArray(this.nSeq * this.ctx * width);
+        this.outs.set(input, (outs = Array.from({ length: this.nSeq }, (_, s) => all.subarray(s * this.ctx * width, (s + 1) * this.ctx * width))));
+      }
       const st = this.statsOf(width, this.inputBuffer(input, width));
       for (let s = 0; s < this.nSeq; s++) {
         const out = keep ? outs![s] : this.scratch;
@@ -220,7 +245,8 @@ export class LayerCalibration extends PhaseClock {
     const rows = this.scratch;
     for (let s = 0; s < this.nSeq; s++)
       this.timed('statistics', () => {
-        rmsnorm(rows, this.seq(s), this.model.weights.outputNorm, this.ctx, dim, normEps);
+        if (this.engine) this.engine.rmsnorm(rows, this.seq(s), this.model.weights.outputNorm, this.ctx, dim, normEps); // the same bits
+        else rmsnorm(rows, this.seq(s), this.model.weights.outputNorm, this.ctx, dim, normEps);
         for (let b = 0; b < this.ctx; b += 512) st.add(rows.subarray(b * dim, Math.min(this.ctx, b + 512) * dim), Math.min(512, this.ctx - b));
       });
     this.timed('statistics', () => st.finish());
@@ -296,6 +322,7 @@ export class LayerCalibration extends PhaseClock {
   private addResidual(r: Float32Array, layer: number, input: LayerInput): void {
     const g = this.weights.get(`blk.${layer}.${input === 'attention' ? 'post_attention_norm' : 'post_ffw_norm'}.weight`)?.data;
     if (g) rmsnorm(this.product, this.product, g, r.length / this.config.dim, this.config.dim, this.config.normEps);
+    if (this.engine?.addInto(r, this.product, r.length)) return; // the same f32 sums in WebAssembly
     for (let i = 0; i < r.length; i++) r[i] += this.product[i];
   }
 
