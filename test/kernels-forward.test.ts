@@ -58,6 +58,11 @@ test('rmsnorm: the kernel gives the TypeScript bits (rows 1..9, sizes with tails
         const ok = e.allocF32(nTok * size, owner)!.array;
         e.rmsnorm(ok, xk, w, nTok, size, eps);
         sameBits(ok, ref, `${variant} size ${size} rows ${nTok} (kernel memory)`);
+        // x in kernel memory, out not: x stays as it was
+        const plainOut = new Float32Array(nTok * size);
+        e.rmsnorm(plainOut, xk, w, nTok, size, eps);
+        sameBits(plainOut, ref, `${variant} size ${size} rows ${nTok} (out of kernel memory)`);
+        sameBits(xk, x, `${variant} size ${size} rows ${nTok} (x untouched)`);
         e.rmsnorm(xk, xk, w, nTok, size, eps);
         sameBits(xk, ref, `${variant} size ${size} rows ${nTok} (in place)`);
         cases++;

@@ -903,7 +903,7 @@ export class MatmulEngine {
     const wOwn = this.ptrOf(w, size);
     const wAt = wOwn >= 0 ? wOwn : this.copyIn('normW', w, size);
     const oOwn = this.ptrOf(out, n);
-    const oAt = oOwn >= 0 ? oOwn : xAt;
+    const oAt = oOwn >= 0 ? oOwn : xOwn >= 0 ? this.buffer('normOut', n * 4 + 16) : xAt; // never into the caller's x
     this.exports.rmsnormRows(xAt, wAt, oAt, nTok, size, eps);
     if (oOwn < 0) this.copyOut(out, oAt, n);
   }
