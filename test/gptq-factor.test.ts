@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { finishHessian, finishHessianRef, gptqBlocksWithFactor, gptqFactor, type GptqFactor } from '../src/algos/gptq.js';
 import { blockCodecFor } from '../src/algos/block-codec.js';
-import { factorMemory, factorRef, factorThreadStats, gptqWorkspace, inverseCholeskyUpper, releaseFactorMemory } from '../src/kernels/gptq.js';
+import { factorMemory, factorRef, factorThreadStats, gptqWorkspace, hessianAccumulator, inverseCholeskyUpper, releaseFactorMemory } from '../src/kernels/gptq.js';
 import { resolveScheme } from '../src/quant/registry.js';
 import { MatmulEngine } from '../src/kernels/matmul.js';
 import { LowbitError } from '../src/errors.js';
@@ -188,5 +188,29 @@ test('finishHessian in tiles: bit for bit the row-by-row reference (symmetric, s
     finishHessianRef(b, k, 77);
     assert.deepEqual(a, b, `k = ${k}`);
     for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) assert.equal(a[i * k + j], a[j * k + i]);
+  }
+});
+
+test('the accumulator\'s finished(): bit for bit finishHessian(result()) (sizes around the tile, in and out of kernel memory)', () => {
+  const engine = MatmulEngine.get();
+  for (const k of [1, 31, 33, 65, 100]) {
+    for (const nTok of [5, 300]) {
+      let s = 3 + k;
+      const rnd = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 4294967296) - 0.5;
+      const x = Float32Array.from({ length: nTok * k }, () => rnd() * 8);
+      const count = 2 * nTok;
+      for (const e of [engine, null]) {
+        const a = hessianAccumulator(k, nTok, e);
+        const b = hessianAccumulator(k, nTok, e);
+        for (const acc of [a, b]) {
+          acc.add(x, nTok);
+          acc.add(x.map((v) => v * 0.5), nTok);
+        }
+        const ref = b.result();
+        finishHessian(ref, k, count);
+        const got = a.finished ? a.finished(count) : (() => { const h = a.result(); finishHessian(h, k, count); return h; })();
+        assert.ok(bits(got).equals(bits(ref)), `k = ${k}, ${nTok} rows, ${e ? 'engine' : 'no engine'}`);
+      }
+    }
   }
 });

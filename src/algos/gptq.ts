@@ -174,7 +174,7 @@ export function gptqRows(w: Float32Array, n: number, k: number, f: GptqFactor, q
   // align the lazy blocks with the groups (a group is fitted when its first column is reached)
   if (!opts.actOrder && g % B !== 0 && B % g !== 0) B = g * Math.max(1, Math.floor(B / g));
   const lv = f.perm ? undefined : qz.levels; // act-order (columns permuted, static groups) stays in TypeScript
-  const ws = gptqWorkspace(n, k, B, lv && qz.choose ? { len: Math.min(B, g), nCodes: lv.nCodes } : undefined, false, f.memory);
+  const ws = gptqWorkspace(n, k, B, lv && qz.choose ? { len: Math.min(B, g), nCodes: lv.nCodes } : undefined, false, f.memory, true);
   if (!(f.memory && ws.u.buffer === f.u.buffer)) ws.u.set(f.u); // else U is read where the factor left it
   const W = ws.w;
   W.set(w.subarray(0, n * k)); // f32 -> f64, exact

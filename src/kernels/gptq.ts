@@ -270,6 +270,31 @@ function fastArena(): Arena | null {
   return inst ? new Arena(inst) : null;
 }
 
+/** the rows' workspaces of one thread kept at most this big (bytes of U, W and the errors) */
+const ROWS_ARENA_MAX = 256 * 2 ** 20;
+/** per WebAssembly variant: the arena gptqRows' workspaces are made in, one at a time, reused */
+const rowsArenas = new Map<string, { arena: Arena; base: number }>();
+
+/**
+ * An arena for one workspace of gptqRows on this thread (GPTQ of rows whose factor lives elsewhere: a
+ * worker's range of rows): the same memory every time, reset (a fresh memory per weight costs a page
+ * fault per 4 KiB: ~18 000 for U alone at k = 2816), while the workspace fits ROWS_ARENA_MAX; a
+ * fresh one past that (its memory goes with it). The previous workspace made here is over.
+ */
+function rowsArena(n: number, k: number, block: number): Arena | null {
+  if (!useFast) return null;
+  if ((k * k + n * k + n * block) * 8 > ROWS_ARENA_MAX) return fastArena();
+  const variant = wasmVariant();
+  let r = rowsArenas.get(variant);
+  if (!r) {
+    const arena = fastArena();
+    if (!arena) return null;
+    rowsArenas.set(variant, (r = { arena, base: arena.mark() }));
+  }
+  r.arena.reset(r.base);
+  return r.arena;
+}
+
 // ---------------------------------------------------------------------------------------------------
 // X^T X
 
@@ -353,6 +378,11 @@ export interface HessianAccumulator {
   /** the lower triangle of the sum (k x k, upper triangle zero), a copy */
   /** the sum (lower triangle); called once, when every row has been added (the array may be the accumulator's own) */
   result(): Float64Array;
+  /**
+   * instead of result(): the sum finished as algos/gptq.ts finishHessian(result(), k, nTok) leaves it
+   * (scaled by 2 / nTok, both triangles), in one pass over it where the accumulator can, the same bits
+   */
+  finished?(nTok: number): Float64Array;
 }
 
 /**
@@ -392,6 +422,22 @@ export function hessianAccumulator(k: number, maxTok: number, engine?: MatmulEng
         if (rows + nTok > cap) flush();
         pending.set(x.subarray(0, nTok * k), rows * k);
         rows += nTok;
+      },
+      finished: (nTok) => {
+        flush();
+        givePending(pending);
+        // finishHessian's products of result()'s lower triangle, element (i, j) being the sum's (j, i) in the upper one
+        const s = 2 / Math.max(1, nTok);
+        const out = inKernel ? new Float64Array(k * k) : h;
+        lowerTriangleTiles(k, true, (i, j0, j1) => {
+          for (let j = j0; j < j1; j++) {
+            const v = h[j * k + i] * s;
+            out[i * k + j] = v;
+            out[j * k + i] = v;
+          }
+        });
+        if (inKernel) giveSums(inKernel);
+        return out;
       },
       // the accumulator is done after result(): its array is handed over (no second k x k)
       result: () => {
@@ -767,10 +813,10 @@ function inverseInto(arena: Arena, h: Float64Array, k: number, mAt: number, uAt:
  * Cholesky factor: with J the reversal, factor J H J = M M^T; then H = R R^T with R = J M J upper,
  * H^-1 = (R^-1)^T R^-1, and U = R^-1 = J M^-1 J (one Cholesky and one triangular inverse).
  */
-export function gptqWorkspace(n: number, k: number, block: number, levels?: { len: number; nCodes: number }, withFactor = true, factor?: FactorMemory): GptqWorkspace {
+export function gptqWorkspace(n: number, k: number, block: number, levels?: { len: number; nCodes: number }, withFactor = true, factor?: FactorMemory, reuse = false): GptqWorkspace {
   const store = factor instanceof FactorStore && factor.k === k ? factor : undefined;
   if (store) withFactor = false;
-  const arena = store ? store.arena : fastArena();
+  const arena = store ? store.arena : reuse && !withFactor ? rowsArena(n, k, block) : fastArena();
   // in a factor's memory: the previous workspace there is over (the new one goes after U)
   if (store) arena!.reset(store.top);
   const alloc = (bytes: number): number => arena!.alloc(bytes);

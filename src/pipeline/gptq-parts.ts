@@ -125,8 +125,12 @@ function portableFactor(f: GptqFactor): GptqFactor {
   let p = portable.get(f);
   if (!p) {
     const u = f.u;
-    const shared = typeof SharedArrayBuffer !== 'undefined' ? new Float64Array(new SharedArrayBuffer(u.byteLength)) : new Float64Array(u.length);
-    shared.set(u);
+    // U in a shared memory already (the factor memory, when shared): a view of it goes as it is -- the
+    // factor stays until this weight's rows are done (the next factor is made after), and the rows'
+    // workspaces on this thread lie above U
+    const inShared = typeof SharedArrayBuffer !== 'undefined' && u.buffer instanceof SharedArrayBuffer;
+    const shared = inShared ? u : typeof SharedArrayBuffer !== 'undefined' ? new Float64Array(new SharedArrayBuffer(u.byteLength)) : new Float64Array(u.length);
+    if (!inShared) shared.set(u);
     p = { k: f.k, u: shared, dead: f.dead, ...(f.perm ? { perm: f.perm } : {}) };
     portable.set(f, p);
   }

@@ -84,9 +84,13 @@ export class InputStats implements InputStatistics {
       }
     }
     if (!this.acc) return;
-    this.h = this.acc.result();
+    const acc = this.acc;
     this.acc = undefined;
-    finishHessian(this.h, this.k, this.count);
+    if (acc.finished) this.h = acc.finished(this.count); // result() and finishHessian in one pass, the same bits
+    else {
+      this.h = acc.result();
+      finishHessian(this.h, this.k, this.count);
+    }
   }
   /** tr(ΔW H ΔWᵀ) for ΔW of m rows (row-major m x k): the layer's output error energy on the calibration inputs */
   cost(delta: Float32Array, m: number): number {
