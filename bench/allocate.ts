@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- allocate [--layers N] [--calib-tokens T (default 256)] [--sample-rows R] [--threads 2] [--pairs N] [--out DIR]`: the cost
+ * `npm run bench -- allocate [--layers N] [--calib-tokens T (default 256)] [--sample-rows R] [--threads 2] [--pairs N] [--out DIR] [--no-warm]`: the cost
  * of mixed precision on a synthetic ~1.1B llama (dim 2048, ffn 5632, 22 layers, vocabulary 32000 from
  * data/tokenizer.model; seeded, cached under .cache/bench/). In the same run, each in its own process:
  *
@@ -16,6 +16,13 @@
  * each set's ratios with their median and maximum (the streaming pass's forward stages, statistics, weight reads, costs).
  * `--out DIR` (default .cache/bench/allocate-out, shared by every checkout of the machine): where the
  * files and the database are written.
+ *
+ * Before each set the model file is read once, untimed (`--no-warm`: not), so that A, B, C and D all
+ * start with it in the page cache: this machine's kernel pages out file cache that has not been seen in
+ * use for about a minute (DAMON, `pageout` of cold unmapped pages), so the first step after a pause
+ * read the 5 GB model from the disk (A: +5-7 s wall, +4-5 CPU-s), which moved every ratio. The warm
+ * read's seconds are printed (a few seconds: it was cold). Each step's user / system CPU seconds and
+ * minor page faults are printed too (a first touch of memory costs ~16 us per 4 KiB page here).
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -58,6 +65,19 @@ async function kldEstimator(threads: string, out: string): Promise<void> {
   console.log(`kld / hessian = ${(secs[1] / secs[0]).toFixed(2)}x; kld estimator ${(secs[1] / 60).toFixed(2)} min (goal <= 10 min on 2 cores)`);
 }
 
+/** Reads the whole file once (sequentially, 16 MiB at a time) and returns the seconds it took. */
+function warmRead(file: string): number {
+  const t0 = performance.now();
+  const fd = fs.openSync(file, 'r');
+  const buf = Buffer.allocUnsafe(1 << 24);
+  try {
+    while (fs.readSync(fd, buf, 0, buf.length, null) > 0);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return (performance.now() - t0) / 1000;
+}
+
 export async function run(args: string[]): Promise<void> {
   const out = path.resolve(arg(args, 'out', path.join(ROOT, '.cache', 'bench', 'allocate-out')));
   if (args.includes('--kld')) return kldEstimator(arg(args, 'threads', '2'), out);
@@ -75,7 +95,9 @@ export async function run(args: string[]): Promise<void> {
   const costFlags = ['--calib', text, '--calib-tokens', calibTokens, '--calib-ctx', '128', '--seed', '1', '--sample-rows', sampleRows, '--output-factor', 'none', '--plain-costs', '--types', 'Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0'];
   const bc: number[] = [];
   const da: number[] = [];
+  const warm = !args.includes('--no-warm');
   for (let s = 0; s < pairs; s++) {
+    const warmSeconds = warm ? warmRead(input) : undefined;
     const load0 = os.loadavg()[0];
     fs.rmSync(db, { force: true });
     const a = await measure(process.execPath, [bin, 'quantize', input, path.join(out, 'a.gguf'), '--type', 'Q4_K_M', '--threads', threads, '--json']);
@@ -90,7 +112,7 @@ export async function run(args: string[]): Promise<void> {
     const size = fs.statSync(path.join(out, 'c.gguf')).size;
     const sizeD = fs.statSync(path.join(out, 'd.gguf')).size;
     const t = (JSON.parse(fs.readFileSync(db, 'utf8')) as { timings?: Record<string, number> }).timings;
-    console.log(`set ${s + 1}/${pairs} (load ${load0.toFixed(1)} -> ${os.loadavg()[0].toFixed(1)})`);
+    console.log(`set ${s + 1}/${pairs} (load ${load0.toFixed(1)} -> ${os.loadavg()[0].toFixed(1)}${warmSeconds !== undefined ? `; model read first, untimed, in ${warmSeconds.toFixed(1)} s` : ''})`);
     console.log(`A  quantize Q4_K_M              ${a.seconds.toFixed(1).padStart(7)} s  ${(a.peakRss / 1e6).toFixed(0).padStart(6)} MB  ${target} bytes`);
     console.log(`B  sensitivity (hessian)        ${b.seconds.toFixed(1).padStart(7)} s  ${(b.peakRss / 1e6).toFixed(0).padStart(6)} MB`);
     console.log(`C  quantize --target-size       ${c.seconds.toFixed(1).padStart(7)} s  ${(c.peakRss / 1e6).toFixed(0).padStart(6)} MB  ${size} bytes (${size <= target ? 'within' : 'OVER'} target)`);
@@ -102,6 +124,8 @@ export async function run(args: string[]): Promise<void> {
     // CPU seconds (user + system, /usr/bin/time) move far less than wall time when the machine is shared
     if (a.cpuSeconds && b.cpuSeconds !== undefined && c.cpuSeconds !== undefined && d.cpuSeconds !== undefined)
       console.log(`CPU seconds: A ${a.cpuSeconds.toFixed(1)}  B ${b.cpuSeconds.toFixed(1)}  C ${c.cpuSeconds.toFixed(1)}  D ${d.cpuSeconds.toFixed(1)}:  (B + C) / A = ${((b.cpuSeconds + c.cpuSeconds) / a.cpuSeconds).toFixed(2)}x   D / A = ${(d.cpuSeconds / a.cpuSeconds).toFixed(2)}x`);
+    const detail = (m: typeof a) => (m.userSeconds !== undefined ? `${m.userSeconds.toFixed(1)} + ${m.sysSeconds!.toFixed(1)} s, ${(m.minorFaults! / 1000).toFixed(0)}k faults${m.majorFaults ? ` (${m.majorFaults} major)` : ''}` : '');
+    if (a.userSeconds !== undefined) console.log(`user + system CPU, minor page faults: A ${detail(a)};  B ${detail(b)};  C ${detail(c)};  D ${detail(d)}`);
   }
   if (pairs > 1) {
     const med = (v: number[]) => [...v].sort((x, y) => x - y)[v.length >> 1];

@@ -140,6 +140,11 @@ export interface Measured {
   peakRss: number;
   /** user + system CPU seconds of the command and its children (/usr/bin/time; undefined without it) */
   cpuSeconds?: number;
+  /** user and system CPU seconds, minor and major page faults (/usr/bin/time; undefined without it) */
+  userSeconds?: number;
+  sysSeconds?: number;
+  minorFaults?: number;
+  majorFaults?: number;
   status: number | null;
   stderr: string;
   stdout: string;
@@ -154,7 +159,7 @@ export function measure(cmd: string, args: string[], env: NodeJS.ProcessEnv = pr
   const timeFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'lowbit-measure-')), 'time');
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
-    const child = gnuTime ? spawn(gnuTime, ['-o', timeFile, '-f', '%U %S %M', cmd, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] }) : spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = gnuTime ? spawn(gnuTime, ['-o', timeFile, '-f', '%U %S %M %R %F', cmd, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] }) : spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -176,15 +181,15 @@ export function measure(cmd: string, args: string[], env: NodeJS.ProcessEnv = pr
     child.on('exit', (status) => {
       clearInterval(timer);
       const seconds = (performance.now() - t0) / 1000;
-      let cpuSeconds: number | undefined;
+      let cpu: Pick<Measured, 'cpuSeconds' | 'userSeconds' | 'sysSeconds' | 'minorFaults' | 'majorFaults'> = {};
       if (gnuTime) {
         const lines = fs.readFileSync(timeFile, 'utf8').trim().split('\n');
-        const [user, sys, rss] = lines[lines.length - 1].split(' ').map(Number);
+        const [user, sys, rss, minor, major] = lines[lines.length - 1].split(' ').map(Number);
         peak = rss * 1024;
-        cpuSeconds = user + sys;
+        cpu = { cpuSeconds: user + sys, userSeconds: user, sysSeconds: sys, minorFaults: minor, majorFaults: major };
       }
       fs.rmSync(path.dirname(timeFile), { recursive: true, force: true });
-      resolve({ seconds, peakRss: peak, cpuSeconds, status, stderr, stdout });
+      resolve({ seconds, peakRss: peak, ...cpu, status, stderr, stdout });
     });
   });
 }

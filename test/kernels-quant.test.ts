@@ -11,7 +11,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { hasRelaxedSimd, hasSimd } from '../src/env.js';
 import { LowbitError } from '../src/errors.js';
-import { installWasmQuantizers, WASM_QUANTIZERS, wasmDequantizer, wasmQuantizer } from '../src/kernels/ggml-quant.js';
+import { installWasmQuantizers, quantizationErrorsFast, WASM_QUANTIZERS, wasmDequantizer, wasmQuantizer } from '../src/kernels/ggml-quant.js';
 import { setWasmVariant, type WasmVariant } from '../src/kernels/wasm.js';
 import { ggmlTypeByName, kquantRefQuantizers, legacyRefQuantizers } from '../src/quant/ggml/index.js';
 import { ggmlCodec, ggmlFastQuantizer, ggmlReferenceDequantizer, ggmlReferenceQuantizer } from '../src/quant/ggml/registry.js';
@@ -239,6 +239,41 @@ test('long inputs stream through the kernel memory in chunks with the same bytes
   const x = new Float32Array(rows * 512);
   for (let i = 0; i < x.length; i++) x[i] = r.normal() * (1 + (i % 1000) / 100);
   assert.deepEqual(compare('chunked', x, rows, 512, ['Q8_0', 'Q4_K', 'NVFP4']), []);
+});
+
+test('quantization errors in the kernel (quantizationErrorsFast) equal reference quantize, reference dequantize, minus the input, bit for bit', () => {
+  // the sensitivity pass's candidates: dequantize(quantize(x)) - x, in 2 chunks and a partial one
+  const r = rng(31);
+  const rows = 2 * 32 + 5;
+  const cols = 2048;
+  const x = new Float32Array(rows * cols);
+  for (let i = 0; i < x.length; i++) x[i] = r.normal() * 0.02 * (1 + (i % 777) / 300);
+  for (let i = 0; i < cols; i++) x[7 * cols + i] = 0; // an all-zero row
+  const n = x.length;
+  for (const type of TYPES) {
+    const want = new Float32Array(n);
+    const blocks = bytesFor(type, n);
+    reference(type)(x, rows, cols, blocks);
+    ggmlReferenceDequantizer(type)!(blocks, n, want);
+    for (let i = 0; i < n; i++) want[i] -= x[i];
+    const wb = new Uint32Array(want.buffer);
+    for (const v of VARIANTS) {
+      const got = new Float32Array(n).fill(12345);
+      assert.equal(withVariant(v, () => quantizationErrorsFast(ggmlTypeByName(type)!, x, rows, cols, got)), true, `${type} (${v}) declined`);
+      const gb = new Uint32Array(got.buffer);
+      let bad = -1;
+      for (let i = 0; i < n && bad < 0; i++) if (gb[i] !== wb[i]) bad = i;
+      assert.equal(bad, -1, `${type} (${v}): element ${bad} is ${got[bad]}, reference ${want[bad]}`);
+    }
+  }
+  // declines what it cannot do: no kernel for the type, a NaN, a row that is not whole blocks, the kernels off
+  const out = new Float32Array(n);
+  assert.equal(quantizationErrorsFast(ggmlTypeByName('IQ4_XS')!, x, rows, cols, out), false);
+  const bad = x.slice();
+  bad[5000] = NaN;
+  assert.equal(quantizationErrorsFast(ggmlTypeByName('Q4_K')!, bad, rows, cols, out), false);
+  assert.equal(quantizationErrorsFast(ggmlTypeByName('Q4_K')!, x, 1, 100, out), false);
+  assert.equal(withVariant('off', () => quantizationErrorsFast(ggmlTypeByName('Q4_K')!, x, rows, cols, out)), false);
 });
 
 /** wasm dequantize vs the reference on the given bytes, every build; failure lines */

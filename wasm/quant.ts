@@ -1477,3 +1477,20 @@ export function rowErrorsQ8_0(src: usize, q: usize, nRows: i32, rowLength: i32, 
     store<f64>(out, laneSum(n01, n23), 8);
   }
 }
+
+// ---------------------------------------------------------------- quantization errors
+
+/**
+ * deq[i] = deq[i] - src[i] for i < n (in place): a quantizer's error rows, ΔW = dequantized - W (the
+ * sensitivity pass's candidates). float32 subtraction, the value JavaScript's `out[i] -= src[i]` on
+ * Float32Arrays stores (a float64 difference of two float32 rounded once to float32 is the float32
+ * difference).
+ */
+export function errorsInPlace(deq: usize, src: usize, n: i32): void {
+  let i = 0;
+  for (; i + 8 <= n; i += 8, deq += 32, src += 32) {
+    v128.store(deq, f32x4.sub(v128.load(deq), v128.load(src)));
+    v128.store(deq, f32x4.sub(v128.load(deq, 16), v128.load(src, 16)), 16);
+  }
+  for (; i < n; i++, deq += 4, src += 4) store<f32>(deq, load<f32>(deq) - load<f32>(src));
+}

@@ -10,6 +10,7 @@
  * matrix holds): Σ_r Σ_j H_jj δ_rj², the estimate llama.cpp's imatrix-weighted quantizers minimize.
  */
 import { fail } from '../errors.js';
+import { quantizationErrorsFast } from '../kernels/ggml-quant.js';
 import { gemmABt } from '../kernels/gptq.js';
 import { ggmlCodec, ggmlRowBytes, ggmlTypeByName } from '../quant/ggml/index.js';
 
@@ -57,6 +58,13 @@ export function ggmlRoundTrip(type: string, w: Float32Array, rows: number, cols:
 
 /** W quantized to a GGML type and back, minus W. */
 export function ggmlQuantizationError(type: string, w: Float32Array, rows: number, cols: number, importance?: Float32Array): { delta: Float32Array; bytes: number } {
+  const t = ggmlTypeByName(type);
+  const codec = t && ggmlCodec(t);
+  if (t && codec?.quantize && !(codec.usesImportance && importance)) {
+    // the kernel's quantize, decode and subtract in its own memory (the same values as below)
+    const delta = new Float32Array(rows * cols);
+    if (quantizationErrorsFast(t, w, rows, cols, delta)) return { delta, bytes: rows * ggmlRowBytes(t, cols) };
+  }
   const { values: delta, bytes } = ggmlRoundTrip(type, w, rows, cols, importance);
   for (let i = 0; i < delta.length; i++) delta[i] -= w[i];
   return { delta, bytes };

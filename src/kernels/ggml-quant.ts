@@ -194,6 +194,45 @@ function runMeasured(k: Kernel, t: GgmlTypeInfo, fn: KernelFn, deq: DequantFn, s
   return true;
 }
 
+type ErrorsFn = (deq: number, src: number, n: number) => void;
+
+/**
+ * The quantization errors ΔW = dequantize(quantize(src)) - src of nRows rows in a GGML type, without
+ * importance, into out (nRows * rowLength floats): each chunk is quantized, decoded and subtracted in
+ * the kernel's memory (wasm errorsInPlace), so the blocks never travel through JavaScript. The values
+ * of codec.quantize, then codec.dequantize, then `out[i] -= src[i]` (a float32 subtraction) -- what
+ * the sensitivity pass's candidates did before, checked equal in kernels-quant's tests. Returns false
+ * (out not guaranteed written) when the type has no kernel here (or another fast quantizer replaced
+ * it), the shapes are unusual, or the kernel declines a NaN or infinity: the caller then runs the codec,
+ * which reports bad input.
+ */
+export function quantizationErrorsFast(t: GgmlTypeInfo, src: Float32Array, nRows: number, rowLength: number, out: Float32Array): boolean {
+  const name = WASM_QUANTIZERS[t.name];
+  if (name === undefined || ggmlFastQuantizer(t) !== registered.get(t.name)) return false;
+  if (!Number.isSafeInteger(nRows) || nRows < 0 || !Number.isSafeInteger(rowLength) || rowLength <= 0 || rowLength % t.blockSize !== 0) return false;
+  const n = nRows * rowLength;
+  if (src.length < n || out.length < n) return false;
+  const k = kernel();
+  if (!k) return false;
+  const sub = k.inst.exports.errorsInPlace as ErrorsFn | undefined;
+  if (!sub) return false;
+  const fn = k.inst.exports[name] as KernelFn;
+  const deq = k.inst.exports[name.replace(/^quantize/, 'dequantize')] as DequantFn;
+  const buf = k.inst.memory.buffer;
+  const mem = new Float32Array(buf, k.input, CHUNK);
+  const err = new Float32Array(buf, k.dequant, CHUNK);
+  for (let i = 0; i < n; i += CHUNK) {
+    const m = Math.min(CHUNK, n - i);
+    const nb = m / t.blockSize;
+    mem.set(src.subarray(i, i + m));
+    if (fn(k.input, nb, k.output) !== 0) return false; // NaN or infinity: the codec reports it
+    deq(k.output, nb, k.dequant);
+    sub(k.dequant, k.input, m);
+    out.set(err.subarray(0, m), i);
+  }
+  return true;
+}
+
 /** the wasm quantizers registered by this module, by type name (to tell whether they are still in use) */
 const registered = new Map<string, GgmlFastQuantize>();
 

@@ -13,7 +13,7 @@
  * ran which range. A failure (e.g. a non-finite value) stops the claiming, and the tensor is then
  * quantized in this thread alone so that the error reads exactly as it does without threads.
  */
-import { quantizeRowsMeasured } from './ggml-quant.js';
+import { quantizationErrorsFast, quantizeRowsMeasured } from './ggml-quant.js';
 import { wasmVariant, type WasmVariant } from './wasm.js';
 import { ggmlCodec } from '../quant/ggml/registry.js';
 import { ggmlTypeByName, type GgmlCodec, type GgmlTypeInfo } from '../quant/ggml/types.js';
@@ -116,14 +116,18 @@ export function errorsOn(job: ErrorJob, isWorker: boolean): void {
       const info = ggmlTypeByName(job.types[t]);
       const codec = info && ggmlCodec(info);
       if (!info || !codec?.quantize) throw new Error(`cannot quantize to ${job.types[t]}`);
-      const bytes = rows * (rowLength / info.blockSize) * info.typeSize;
-      if (errorBlocks.length < bytes) errorBlocks = new Uint8Array(bytes);
-      const blocks = errorBlocks.subarray(0, bytes);
       const src = new Float32Array(job.input, job.inputOffset + row * rowLength * 4, rows * rowLength);
       const out = new Float32Array(job.output, (t * nRows + row) * rowLength * 4, rows * rowLength);
-      codec.quantize(src, rows, rowLength, blocks, job.weighted[t] ? job.importance : undefined);
-      codec.dequantize(blocks, rows * rowLength, out);
-      for (let k = 0; k < out.length; k++) out[k] -= src[k];
+      const importance = job.weighted[t] ? job.importance : undefined;
+      // (the kernel's quantize, decode and subtract without the blocks' trip through JavaScript: same values)
+      if (importance !== undefined || !quantizationErrorsFast(info, src, rows, rowLength, out)) {
+        const bytes = rows * (rowLength / info.blockSize) * info.typeSize;
+        if (errorBlocks.length < bytes) errorBlocks = new Uint8Array(bytes);
+        const blocks = errorBlocks.subarray(0, bytes);
+        codec.quantize(src, rows, rowLength, blocks, importance);
+        codec.dequantize(blocks, rows * rowLength, out);
+        for (let k = 0; k < out.length; k++) out[k] -= src[k];
+      }
       if (isWorker) Atomics.add(ctl, BY_WORKERS, 1);
     }
   } catch (e) {
@@ -308,9 +312,11 @@ export class RowPool {
       types.forEach((type, t) => {
         const codec = ggmlCodec(type);
         if (!codec?.quantize) throw new Error(`no quantizer for ${type.name}`);
-        const blocks = new Uint8Array(nRows * (rowLength / type.blockSize) * type.typeSize);
         const o = out.subarray(t * n, (t + 1) * n);
-        codec.quantize(src.subarray(0, n), nRows, rowLength, blocks, w[t] ? importance : undefined);
+        const imp = w[t] ? importance : undefined;
+        if (imp === undefined && quantizationErrorsFast(type, src, nRows, rowLength, o)) return;
+        const blocks = new Uint8Array(nRows * (rowLength / type.blockSize) * type.typeSize);
+        codec.quantize(src.subarray(0, n), nRows, rowLength, blocks, imp);
         codec.dequantize(blocks, n, o);
         for (let k = 0; k < n; k++) o[k] -= src[k];
       });
