@@ -96,6 +96,38 @@ test('generate times its one-token forward passes, not the caller\'s onText (as 
   assert.ok(r.decodeSeconds > 0);
 });
 
+test('reserveKv maps the positions generate will use and changes no value of the cache (kernel and f32 storage)', () => {
+  for (const kernel of [true, false]) {
+    const kv = kernel ? undefined : f32KvStorage(5, 64, 32);
+    const m = new Llama(bin.config, bin.tensors, kv ? { kv } : {});
+    m.forward(tok.encode('Once upon a time'), 0);
+    const cap = m.kv.capacity;
+    // odd bits in the positions written and in the ones not yet written: NaN payloads, -0, subnormals
+    const odd = new Uint32Array([0x7fc01234, 0xffa00001, 0x80000000, 0x00000001, 0x3f800000]);
+    for (let l = 0; l < 5; l++) {
+      for (const a of [m.kv.keys(l, cap), m.kv.values(l, cap)]) {
+        const u = new Uint32Array(a.buffer, a.byteOffset, a.length);
+        for (let i = 0; i < u.length; i += 37) u[i] = odd[i % odd.length];
+      }
+    }
+    const before = [0, 1, 2, 3, 4].flatMap((l) => [m.kv.keys(l, cap).slice(), m.kv.values(l, cap).slice()]);
+    m.reserveKv(cap + 100); // past the capacity: clamped
+    m.reserveKv(3);
+    const after = [0, 1, 2, 3, 4].flatMap((l) => [m.kv.keys(l, cap), m.kv.values(l, cap)]);
+    for (let i = 0; i < before.length; i++) {
+      assert.deepEqual(new Uint32Array(after[i].buffer, after[i].byteOffset, after[i].length), new Uint32Array(before[i].buffer), `kernel ${kernel}, array ${i}`);
+    }
+  }
+  // generate reserves prompt + steps positions, and its text is the same as without
+  const inner = f32KvStorage(5, 512, 32);
+  const asked: number[] = [];
+  const kv: KvStorage = { ...inner, reserve: (n) => (asked.push(n), inner.reserve!(n)) };
+  const a = generate(new Llama(bin.config, bin.tensors, { kv }), tok, 'Once upon a time', { steps: 40, temperature: 0 });
+  assert.deepEqual(asked, [a.promptTokens + 40]);
+  assert.equal(a.text, GREEDY_252.slice(0, a.text.length));
+  assert.ok(a.text.length > 60);
+});
+
 test('GGUF and llama2.c checkpoints give bit-identical logits; config from GGUF metadata', async () => {
   const g = await loadModel(bytesSource(data('stories260K.gguf'), 'stories260K.gguf'));
   const c = g.model.config;

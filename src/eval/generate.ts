@@ -60,6 +60,7 @@ export function generate(model: Llama, tok: Tokenizer, prompt: string, opts: Gen
     outputMs += performance.now() - a;
   };
   if (opts.steps > 1) model.prepareDecode(); // the decode layout of the weights, as llama.cpp repacks at load
+  model.reserveKv(tokens.length + opts.steps); // the cache's pages mapped now, not one token at a time (llama.cpp clears its KV buffer at load)
   const t0 = performance.now();
   let logits = model.forward(tokens, 0);
   const t1 = performance.now();

@@ -20,7 +20,7 @@ import { f16ToF32, f32ToF16 } from '../formats/half.js';
 import type { LlamaConfig, StoredTensor } from './types.js';
 import { familyOf, KNOWN_ARCHITECTURES } from './family.js';
 import { isDefaultKvCache, packedKvStorage, type KvCacheOptions } from './kv/cache.js';
-import { f32KvStorage, type KvStorage } from './kv/storage.js';
+import { f32KvStorage, touchPages, type KvStorage } from './kv/storage.js';
 
 // ---------------------------------------------------------------------------------------------------
 // Config from GGUF metadata
@@ -383,6 +383,12 @@ function kernelKvStorage(engine: MatmulEngine, nLayers: number, capacity: number
     values: (layer, n) => v.array.subarray(base(layer, 0), base(layer, n)),
     keysAt: (layer) => k.at + base(layer, 0) * 4,
     valuesAt: (layer) => v.at + base(layer, 0) * 4,
+    reserve(n) {
+      for (let l = 0; l < nLayers; l++) {
+        touchPages(k.array, base(l, 0), base(l, Math.min(n, capacity)));
+        touchPages(v.array, base(l, 0), base(l, Math.min(n, capacity)));
+      }
+    },
   };
 }
 
@@ -799,6 +805,18 @@ export class Llama {
       this.logitsBuffer = { array: this.engine?.allocF32(size, owner)?.array ?? new Float32Array(size), owner };
     }
     return this.logitsBuffer.array.subarray(0, size);
+  }
+
+  /**
+   * Map the KV cache's memory for positions [0, positions) now (each page written once with its own bytes:
+   * no value changes), so that decoding them takes no page faults. A fresh page is mapped on its first
+   * write, ~25 µs per 4 KiB on the VMs measured here: 18 pages a token on the 155M model (~0.45 ms, 10 % of
+   * a Q4_0 token) when the cache grew one position at a time. llama.cpp clears its whole KV buffer when it
+   * makes a context; `generate` reserves the positions it will use. Caches without `reserve` (packed
+   * ones, a caller's storage) are left as they are.
+   */
+  reserveKv(positions: number): void {
+    this.kv.reserve?.(Math.min(positions, this.kv.capacity));
   }
 
   /**
