@@ -203,6 +203,14 @@ test(`AutoRound kernels: the WebAssembly sweep, G = E H and delta^T H delta agre
     assert.equal(fast.quadBlock(c0), ref.quadBlock(c0), `delta^T H delta at ${c0}`);
     assert.ok(ref.quadBlock(c0) > 0);
   }
+  // fewer non-zero deltas than a group of four rows, and counts past it (the kernel takes four rows at a time)
+  for (const nz of [0, 1, 2, 3, 4, 5, 6, 7, 9]) {
+    for (const x of [fast, ref]) {
+      x.delta.fill(0);
+      for (let m = 0; m < nz; m++) x.delta[(m * 37 + 5) % bs] = ((m % 3) - 1.3) * 0.02;
+    }
+    assert.equal(fast.quadBlock(bs), ref.quadBlock(bs), `delta^T H delta with ${nz} non-zero deltas`);
+  }
 });
 
 test('AutoRound: an affine grid\'s levels (bracketBlock) are the ones BlockGrids lists (int/uint schemes, with and without a start)', () => {
