@@ -13,7 +13,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { autoRoundBlocks, bracketBlock, newLevels } from '../src/algos/autoround.js';
+import { affineGrid, autoRoundBlocks, bracketBlock, newLevels } from '../src/algos/autoround.js';
 import { autoRoundWork } from '../src/kernels/autoround.js';
 import { wasmVariant } from '../src/kernels/wasm.js';
 import { autoRoundBlocksParallel, type GptqWorkers } from '../src/pipeline/gptq-parts.js';
@@ -203,6 +203,14 @@ test(`AutoRound kernels: the WebAssembly sweep, G = E H and delta^T H delta agre
     assert.equal(fast.quadBlock(c0), ref.quadBlock(c0), `delta^T H delta at ${c0}`);
     assert.ok(ref.quadBlock(c0) > 0);
   }
+  // fewer non-zero deltas than a group of four rows, and counts past it (the kernel takes four rows at a time)
+  for (const nz of [0, 1, 2, 3, 4, 5, 6, 7, 9]) {
+    for (const x of [fast, ref]) {
+      x.delta.fill(0);
+      for (let m = 0; m < nz; m++) x.delta[(m * 37 + 5) % bs] = ((m % 3) - 1.3) * 0.02;
+    }
+    assert.equal(fast.quadBlock(bs), ref.quadBlock(bs), `delta^T H delta with ${nz} non-zero deltas`);
+  }
 });
 
 test('AutoRound: an affine grid\'s levels (bracketBlock) are the ones BlockGrids lists (int/uint schemes, with and without a start)', () => {
@@ -232,6 +240,58 @@ test('AutoRound: an affine grid\'s levels (bracketBlock) are the ones BlockGrids
       }
       for (const key of ['lo', 'hi', 'loC', 'hiC', 't'] as const) assert.deepEqual(fast[key], ref[key], `${c.name}${start ? ' around a start' : ''}: ${key}`);
     }
+    // the WebAssembly bracket (per-linear stage: no start) into the element arrays and into a block's
+    // candidate levels, regrid's delta and sum 2 delta G, and taking a candidate, against the TypeScript
+    const work = autoRoundWork(1, w.length, bs, true);
+    const aw = work.affine;
+    if (wasmVariant() === 'off') continue;
+    assert.ok(aw, 'the WebAssembly workspace has the affine kernels');
+    const ref = newLevels(w.length);
+    aw.W.set(w);
+    let kernelBlocks = 0;
+    const r2 = rng(3);
+    for (let b = 0; b < nBlocks; b++) {
+      const xo = b * bs;
+      const grid = affineGrid(c, new BlockGrids(c).nCodes, bytes, b * c.blockBytes);
+      if (!grid.n) continue; // block 0: scale 0, BlockGrids lists its levels
+      kernelBlocks++;
+      aw.gv.set(grid.gv.subarray(0, grid.n));
+      aw.gc.set(grid.gc.subarray(0, grid.n));
+      aw.bracket(xo, grid.n, false);
+      bracketBlock(new BlockGrids(c), w, b, bytes, b * c.blockBytes, ref, xo);
+      const lv: ReturnType<typeof newLevels> = { lo: work.lo, hi: work.hi, loC: aw.loC, hiC: aw.hiC, t: work.t };
+      for (const key of ['lo', 'hi', 'loC', 'hiC', 't'] as const) assert.deepEqual(lv[key].subarray(xo, xo + bs), ref[key].subarray(xo, xo + bs), `${c.name} block ${b} (WebAssembly): ${key}`);
+      // a candidate grid (the block clipped) into cl
+      const cand = new Uint8Array(c.blockBytes);
+      c.clipHeader!(w, xo, 0.7 + 0.05 * b, cand, 0);
+      const cg = affineGrid(c, new BlockGrids(c).nCodes, cand, 0);
+      if (!cg.n) continue;
+      aw.gv.set(cg.gv.subarray(0, cg.n));
+      aw.gc.set(cg.gc.subarray(0, cg.n));
+      aw.bracket(xo, cg.n, true);
+      const cref = newLevels(bs);
+      bracketBlock(new BlockGrids(c), w.subarray(xo, xo + bs), 0, cand, 0, cref, 0);
+      for (const key of ['lo', 'hi', 'loC', 'hiC', 't'] as const) assert.deepEqual(aw.cl[key], cref[key], `${c.name} block ${b} candidate (WebAssembly): ${key}`);
+      for (let j = 0; j < bs; j++) {
+        work.v[xo + j] = (r2.u() - 0.5) * (j % 9 === 0 ? 0 : 1);
+        work.ch[xo + j] = r2.u() < 0.5 ? 1 : 0;
+        work.G[xo + j] = r2.n() * (j % 11 === 0 ? 0 : 1);
+      }
+      const dRef = new Float32Array(bs);
+      let dlRef = 0;
+      for (let j = 0; j < bs; j++) {
+        const e = xo + j;
+        dRef[j] = (cref.t[j] + work.v[e] >= 0.5 ? cref.hi[j] : cref.lo[j]) - (work.ch[e] ? work.hi[e] : work.lo[e]);
+        dlRef += 2 * dRef[j] * work.G[e];
+      }
+      assert.equal(aw.regridDelta(xo), dlRef, `${c.name} block ${b}: regrid's sum 2 delta G`);
+      assert.deepEqual(work.delta, dRef, `${c.name} block ${b}: regrid's delta`);
+      const chRef = Array.from({ length: bs }, (_, j) => (cref.t[j] + work.v[xo + j] >= 0.5 ? 1 : 0));
+      aw.take(xo);
+      for (const key of ['lo', 'hi', 'loC', 'hiC', 't'] as const) assert.deepEqual(lv[key].subarray(xo, xo + bs), cref[key], `${c.name} block ${b} taken: ${key}`);
+      assert.deepEqual([...work.ch.subarray(xo, xo + bs)], chRef, `${c.name} block ${b} taken: choices`);
+    }
+    assert.ok(kernelBlocks >= nBlocks - 1, `${c.name}: ${kernelBlocks} blocks on the kernel`);
   }
 });
 

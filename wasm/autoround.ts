@@ -193,25 +193,136 @@ export function gradRows(g: usize, e: usize, h: usize, m: i32, k: i32): void {
 
 /**
  * delta^T H[c0.., c0..] delta over bs elements (f64; delta f32): per i, the sum over j in two lanes
- * (even j, odd j) added at the end, as the reference's.
+ * (even j, odd j) added at the end, as the reference's. Rows i with delta_i = 0 are skipped; the others
+ * are taken four at a time (one pass over delta for four rows of H: four independent sums), each row's
+ * sum in the same order as alone, and added to the result in increasing i.
  */
 export function quadBlock(h: usize, k: i32, c0: i32, delta: usize, bs: i32): f64 {
   let dl: f64 = 0;
   const b2 = bs & ~1;
-  for (let i = 0; i < bs; i++) {
-    const di = <f64>load<f32>(delta + (<usize>i << 2));
-    if (di == 0) continue;
-    const hr = h + ((<usize>(c0 + i) * <usize>k + <usize>c0) << 2);
-    let s = f64x2.splat(0);
-    for (let j = 0; j < b2; j += 2) {
-      const hv = f64x2.promote_low_f32x4(v128.load64_zero(hr + (<usize>j << 2)));
-      const dv = f64x2.promote_low_f32x4(v128.load64_zero(delta + (<usize>j << 2)));
-      s = f64x2.add(s, f64x2.mul(hv, dv));
+  const rowBytes = <usize>k << 2;
+  const h0 = h + ((<usize>c0 * <usize>k + <usize>c0) << 2);
+  let i: i32 = 0;
+  while (true) {
+    // the next four rows with delta_i != 0 (fewer at the end: one at a time)
+    while (i < bs && load<f32>(delta + (<usize>i << 2)) == 0) i++;
+    const ia = i++;
+    while (i < bs && load<f32>(delta + (<usize>i << 2)) == 0) i++;
+    const ib = i++;
+    while (i < bs && load<f32>(delta + (<usize>i << 2)) == 0) i++;
+    const ic = i++;
+    while (i < bs && load<f32>(delta + (<usize>i << 2)) == 0) i++;
+    const id = i++;
+    if (id >= bs) {
+      if (ia < bs) dl += quadRow(h0 + <usize>ia * rowBytes, delta, ia, bs, b2);
+      if (ib < bs) dl += quadRow(h0 + <usize>ib * rowBytes, delta, ib, bs, b2);
+      if (ic < bs) dl += quadRow(h0 + <usize>ic * rowBytes, delta, ic, bs, b2);
+      break;
     }
-    let s0 = f64x2.extract_lane(s, 0);
-    const s1 = f64x2.extract_lane(s, 1);
-    if (b2 < bs) s0 += <f64>load<f32>(hr + (<usize>b2 << 2)) * <f64>load<f32>(delta + (<usize>b2 << 2));
-    dl += di * (s0 + s1);
+    const ha = h0 + <usize>ia * rowBytes, hb = h0 + <usize>ib * rowBytes;
+    const hc = h0 + <usize>ic * rowBytes, hd = h0 + <usize>id * rowBytes;
+    let sa = f64x2.splat(0), sb = f64x2.splat(0), sc = f64x2.splat(0), sd = f64x2.splat(0);
+    for (let j = 0; j < b2; j += 2) {
+      const o = <usize>j << 2;
+      const dv = f64x2.promote_low_f32x4(v128.load64_zero(delta + o));
+      sa = f64x2.add(sa, f64x2.mul(f64x2.promote_low_f32x4(v128.load64_zero(ha + o)), dv));
+      sb = f64x2.add(sb, f64x2.mul(f64x2.promote_low_f32x4(v128.load64_zero(hb + o)), dv));
+      sc = f64x2.add(sc, f64x2.mul(f64x2.promote_low_f32x4(v128.load64_zero(hc + o)), dv));
+      sd = f64x2.add(sd, f64x2.mul(f64x2.promote_low_f32x4(v128.load64_zero(hd + o)), dv));
+    }
+    dl += quadEnd(sa, ha, delta, ia, bs, b2);
+    dl += quadEnd(sb, hb, delta, ib, bs, b2);
+    dl += quadEnd(sc, hc, delta, ic, bs, b2);
+    dl += quadEnd(sd, hd, delta, id, bs, b2);
   }
   return dl;
+}
+
+/** row i's term delta_i (H[i, :] delta) from its two lanes (an odd bs's last element in lane 0) */
+// @ts-ignore: decorator
+@inline function quadEnd(s: v128, hr: usize, delta: usize, i: i32, bs: i32, b2: i32): f64 {
+  let s0 = f64x2.extract_lane(s, 0);
+  const s1 = f64x2.extract_lane(s, 1);
+  if (b2 < bs) s0 += <f64>load<f32>(hr + (<usize>b2 << 2)) * <f64>load<f32>(delta + (<usize>b2 << 2));
+  return <f64>load<f32>(delta + (<usize>i << 2)) * (s0 + s1);
+}
+
+/** one row's term alone (the rows past the last group of four) */
+function quadRow(hr: usize, delta: usize, i: i32, bs: i32, b2: i32): f64 {
+  let s = f64x2.splat(0);
+  for (let j = 0; j < b2; j += 2) {
+    const o = <usize>j << 2;
+    s = f64x2.add(s, f64x2.mul(f64x2.promote_low_f32x4(v128.load64_zero(hr + o)), f64x2.promote_low_f32x4(v128.load64_zero(delta + o))));
+  }
+  return quadEnd(s, hr, delta, i, bs, b2);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The per-linear stage's block brackets on an affine grid and regrid's terms (src/algos/autoround.ts
+// bracketBlock's affine path and regrid's loops, which are the references: the same f64 operations in
+// the same order, each result rounded to f32 where the TypeScript stores it).
+
+/**
+ * The levels around each of bs elements w[..] on the affine grid gv (nAff f32 levels, strictly
+ * increasing; gc their u16 codes): the pair gv[l] <= x < gv[l + 1] inside the grid (at or below the
+ * first level, or NaN: the first, with the second when x is on it; at or above the last: the last
+ * twice), into lo / hi / loC / hiC and t = clamp((x - lo) / (hi - lo), 0, 1) (0 when lo = hi).
+ */
+export function bracketAffine(w: usize, gv: usize, gc: usize, nAff: i32, lo: usize, hi: usize, loC: usize, hiC: usize, t: usize, bs: i32): void {
+  const last = nAff - 1;
+  const v0 = <f64>load<f32>(gv);
+  const vLast = <f64>load<f32>(gv + (<usize>last << 2));
+  const perLevel = <f64>last / (vLast - v0);
+  for (let j = 0; j < bs; j++) {
+    const x = <f64>load<f32>(w + (<usize>j << 2));
+    const p = x;
+    let l: i32, u: i32;
+    if (!(p > v0)) {
+      l = 0;
+      u = p >= v0 ? min(last, 1) : 0;
+    } else if (p >= vLast) {
+      l = last;
+      u = last;
+    } else {
+      l = <i32>Math.min(<f64>(last - 1), Math.max(0, Math.floor((p - v0) * perLevel)));
+      while (<f64>load<f32>(gv + (<usize>l << 2)) > p) l--;
+      while (<f64>load<f32>(gv + (<usize>(l + 1) << 2)) <= p) l++;
+      u = l + 1;
+    }
+    const vl = load<f32>(gv + (<usize>l << 2));
+    const vu = load<f32>(gv + (<usize>u << 2));
+    const o = <usize>j << 2;
+    store<f32>(lo + o, vl);
+    store<f32>(hi + o, vu);
+    store<u16>(loC + (<usize>j << 1), load<u16>(gc + (<usize>l << 1)));
+    store<u16>(hiC + (<usize>j << 1), load<u16>(gc + (<usize>u << 1)));
+    store<f32>(t + o, vu > vl ? <f32>Math.min(1, Math.max(0, (x - <f64>vl) / (<f64>vu - <f64>vl))) : 0);
+  }
+}
+
+/**
+ * regrid's change of one block: delta_j = (the candidate's choice at t_j + v_j) - (the current value),
+ * stored f32, into delta; returns sum_j 2 delta_j G_j (in increasing j)
+ */
+export function regridDelta(cL: usize, cU: usize, cT: usize, v: usize, ch: usize, lo: usize, hi: usize, g: usize, delta: usize, bs: i32): f64 {
+  let dl: f64 = 0;
+  for (let j = 0; j < bs; j++) {
+    const o = <usize>j << 2;
+    const next = <f64>load<f32>(cT + o) + <f64>load<f32>(v + o) >= 0.5 ? load<f32>(cU + o) : load<f32>(cL + o);
+    const now = load<u8>(ch + <usize>j) ? load<f32>(hi + o) : load<f32>(lo + o);
+    const d = <f32>(<f64>next - <f64>now);
+    store<f32>(delta + o, d);
+    dl += 2 * <f64>d * <f64>load<f32>(g + o);
+  }
+  return dl;
+}
+
+/** the candidate block's levels into the element arrays, and the choices t + v >= 0.5 */
+export function takeBlock(cL: usize, cU: usize, cLC: usize, cUC: usize, cT: usize, lo: usize, hi: usize, loC: usize, hiC: usize, t: usize, v: usize, ch: usize, bs: i32): void {
+  memory.copy(lo, cL, <usize>bs << 2);
+  memory.copy(hi, cU, <usize>bs << 2);
+  memory.copy(loC, cLC, <usize>bs << 1);
+  memory.copy(hiC, cUC, <usize>bs << 1);
+  memory.copy(t, cT, <usize>bs << 2);
+  for (let j = 0; j < bs; j++) store<u8>(ch + <usize>j, <f64>load<f32>(cT + (<usize>j << 2)) + <f64>load<f32>(v + (<usize>j << 2)) >= 0.5 ? 1 : 0);
 }

@@ -91,7 +91,10 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
   const N = n * k;
 
   // per element: the two levels around w and their codes, t, v, the choice (1 = hi)
-  const lv: Levels = { lo: work.lo, hi: work.hi, t: work.t, loC: new Uint16Array(N), hiC: new Uint16Array(N) };
+  // an affine grid's brackets and regrid's terms on the WebAssembly workspace (aw): the weights copied there
+  const aw = work.affine;
+  aw?.W.set(w);
+  const lv: Levels = { lo: work.lo, hi: work.hi, t: work.t, loC: aw ? aw.loC : new Uint16Array(N), hiC: aw ? aw.hiC : new Uint16Array(N) };
   const { lo, hi, loC, hiC, t } = lv;
   const bytes = init ? Uint8Array.from(init.bytes) : new Uint8Array(n * nb * nbytes);
   if (init && (init.bytes.length !== n * nb * nbytes || init.q.length !== N)) fail('AutoRound: the initial blocks have the wrong size');
@@ -109,9 +112,16 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
   };
   // ---- start: grids (the init's, or the best clip ratio by diag(H)-weighted error), choices ----------
   const cand = new Uint8Array(nbytes);
-  const cl = newLevels(bs);
+  const cl: Levels = aw ? aw.cl : newLevels(bs);
   const { lo: cL, hi: cU, loC: cLC, hiC: cUC, t: cT } = cl;
-  const bracket = (blk: number, src: Uint8Array, so: number, out: Levels, o: number, around?: Float32Array) => bracketBlock(grids, w, blk, src, so, out, o, around);
+  /** block blk's levels into the element arrays (out = lv, o = its first element) or into cl (o = 0) */
+  const bracket = (blk: number, src: Uint8Array, so: number, out: Levels, o: number, around?: Float32Array) => {
+    const g = aw && !around ? affineGrid(c, grids.nCodes, src, so) : undefined;
+    if (!aw || !g?.n) return bracketBlock(grids, w, blk, src, so, out, o, around);
+    aw.gv.set(g.gv.subarray(0, g.n));
+    aw.gc.set(g.gc.subarray(0, g.n));
+    aw.bracket(blk * bs, g.n, out === cl);
+  };
   const blockErr = (xo: number, cl: Float32Array, cu: Float32Array, ct: Float32Array) => {
     let e = 0;
     const c0 = xo % k; // a block lies within one row (k % bs = 0)
@@ -303,11 +313,13 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
       header(blk, alpha[blk], cand, 0);
       bracket(blk, cand, 0, cl, 0);
       let dl = 0;
-      for (let j = 0; j < bs; j++) {
-        const e = xo + j;
-        delta[j] = (cT[j] + v[e] >= 0.5 ? cU[j] : cL[j]) - (ch[e] ? hi[e] : lo[e]);
-        dl += 2 * delta[j] * G[e];
-      }
+      if (aw) dl = aw.regridDelta(xo);
+      else
+        for (let j = 0; j < bs; j++) {
+          const e = xo + j;
+          delta[j] = (cT[j] + v[e] >= 0.5 ? cU[j] : cL[j]) - (ch[e] ? hi[e] : lo[e]);
+          dl += 2 * delta[j] * G[e];
+        }
       dl += work.quadBlock(c0);
       if (!(dl < 0)) {
         alpha[blk] = gridAlpha[blk];
@@ -316,8 +328,11 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
       moved[(blk / nb) | 0] = 1;
       gridAlpha[blk] = alpha[blk];
       bytes.set(cand, blk * nbytes);
-      takeLevels(xo);
-      for (let j = 0; j < bs; j++) ch[xo + j] = cT[j] + v[xo + j] >= 0.5 ? 1 : 0;
+      if (aw) aw.take(xo);
+      else {
+        takeLevels(xo);
+        for (let j = 0; j < bs; j++) ch[xo + j] = cT[j] + v[xo + j] >= 0.5 ? 1 : 0;
+      }
     }
     // the moved rows' exact L (runs of consecutive rows at once); undo the rows whose L rose
     runs(moved, refresh);
@@ -352,6 +367,14 @@ export interface Levels {
 }
 
 export const newLevels = (n: number): Levels => ({ lo: new Float32Array(n), hi: new Float32Array(n), loC: new Uint16Array(n), hiC: new Uint16Array(n), t: new Float32Array(n) });
+
+/**
+ * The levels of an affine block (affineLevels: sorted values and their codes, views valid until the next
+ * call), or n = 0 where there are none (BlockGrids must list them)
+ */
+export function affineGrid(c: BlockCodec, nc: number, src: Uint8Array, so: number): { n: number; gv: Float32Array; gc: Uint16Array } {
+  return { n: affineLevels(c, nc, src, so), gv: affineScratch.gv, gc: affineScratch.gc };
+}
 
 /** bracketBlock's levels of an affine block (sorted values, their codes) */
 const affineScratch = { sz: new Float64Array(2), gv: new Float32Array(256), gc: new Uint16Array(256) };

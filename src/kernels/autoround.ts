@@ -19,6 +19,9 @@ interface AutoRoundExports {
   sweepRow(g: number, h: number, hd: number, v: number, t: number, lo: number, hi: number, ch: number, k: number, step: number, ga: number, bs: number): number;
   gradRows(g: number, e: number, h: number, m: number, k: number): void;
   quadBlock(h: number, k: number, c0: number, delta: number, bs: number): number;
+  bracketAffine(w: number, gv: number, gc: number, nAff: number, lo: number, hi: number, loC: number, hiC: number, t: number, bs: number): void;
+  regridDelta(cL: number, cU: number, cT: number, v: number, ch: number, lo: number, hi: number, g: number, delta: number, bs: number): number;
+  takeBlock(cL: number, cU: number, cLC: number, cUC: number, cT: number, lo: number, hi: number, loC: number, hiC: number, t: number, v: number, ch: number, bs: number): void;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -115,6 +118,30 @@ export interface AutoRoundWork {
   readonly delta: Float32Array;
   /** delta^T H[c0.., c0..] delta (see quadBlockRef) */
   quadBlock(c0: number): number;
+  /**
+   * The WebAssembly workspace only: the element codes, the linear's weights (set by the caller), a block's
+   * candidate levels (cl) and an affine grid's levels (gv, gc), and the kernels on them (algos/autoround.ts
+   * bracketBlock's affine path and regrid's loops are their references)
+   */
+  readonly affine?: AffineWork;
+}
+
+export interface AffineWork {
+  /** n x k: the levels' codes, and the weights */
+  readonly loC: Uint16Array;
+  readonly hiC: Uint16Array;
+  readonly W: Float32Array;
+  /** one block's candidate levels */
+  readonly cl: { lo: Float32Array; hi: Float32Array; loC: Uint16Array; hiC: Uint16Array; t: Float32Array };
+  /** an affine grid's levels (strictly increasing) and their codes, up to 256 */
+  readonly gv: Float32Array;
+  readonly gc: Uint16Array;
+  /** bracket the bs weights from element xo on the grid gv[0 .. nAff) into the element arrays at xo, or into cl */
+  bracket(xo: number, nAff: number, intoCl: boolean): void;
+  /** regrid's delta of the block at xo (cl against the current values) into delta; returns sum 2 delta G */
+  regridDelta(xo: number): number;
+  /** cl into the element arrays at xo, choices from t + v */
+  take(xo: number): void;
 }
 
 let useFast = true;
@@ -170,6 +197,16 @@ export function autoRoundWork(n: number, k: number, bs: number, fast = useFast):
     gAlpha: alloc(n * nb * 8),
     delta: alloc(bs * 4),
     ch: alloc(N),
+    loC: alloc(N * 2),
+    hiC: alloc(N * 2),
+    W: alloc(N * 4),
+    cL: alloc(bs * 4),
+    cU: alloc(bs * 4),
+    cT: alloc(bs * 4),
+    cLC: alloc(bs * 2),
+    cUC: alloc(bs * 2),
+    gv: alloc(256 * 4),
+    gc: alloc(256 * 2),
   };
   const have = inst.memory.buffer.byteLength;
   if (top > have) inst.memory.grow(Math.ceil((top - have) / 65536));
@@ -192,5 +229,19 @@ export function autoRoundWork(n: number, k: number, bs: number, fast = useFast):
     gradRows: (r0, r1) => x.gradRows(at.G + r0 * row, at.E + r0 * row, at.H, r1 - r0, k),
     delta: f32(at.delta, bs),
     quadBlock: (c0) => x.quadBlock(at.H, k, c0, at.delta, bs),
+    affine: {
+      loC: new Uint16Array(buf, at.loC, N),
+      hiC: new Uint16Array(buf, at.hiC, N),
+      W: f32(at.W, N),
+      cl: { lo: f32(at.cL, bs), hi: f32(at.cU, bs), loC: new Uint16Array(buf, at.cLC, bs), hiC: new Uint16Array(buf, at.cUC, bs), t: f32(at.cT, bs) },
+      gv: f32(at.gv, 256),
+      gc: new Uint16Array(buf, at.gc, 256),
+      bracket: (xo, nAff, intoCl) =>
+        intoCl
+          ? x.bracketAffine(at.W + xo * 4, at.gv, at.gc, nAff, at.cL, at.cU, at.cLC, at.cUC, at.cT, bs)
+          : x.bracketAffine(at.W + xo * 4, at.gv, at.gc, nAff, at.lo + xo * 4, at.hi + xo * 4, at.loC + xo * 2, at.hiC + xo * 2, at.t + xo * 4, bs),
+      regridDelta: (xo) => x.regridDelta(at.cL, at.cU, at.cT, at.v + xo * 4, at.ch + xo, at.lo + xo * 4, at.hi + xo * 4, at.G + xo * 4, at.delta, bs),
+      take: (xo) => x.takeBlock(at.cL, at.cU, at.cLC, at.cUC, at.cT, at.lo + xo * 4, at.hi + xo * 4, at.loC + xo * 2, at.hiC + xo * 2, at.t + xo * 4, at.v + xo * 4, at.ch + xo, bs),
+    },
   };
 }
