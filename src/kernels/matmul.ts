@@ -66,6 +66,8 @@ const SCRATCH_FLOATS = 48 * 1024;
 const MAX_CHUNK_ROWS = 48;
 /** below this many flops (2 T K N) a call runs on the calling thread only (waking workers costs ~10 µs) */
 const MIN_PARALLEL_FLOPS = 1 << 20;
+/** activations (tokens x K) from which matmulInt rounds them on every thread (a chunk of 8 tokens of K = 768 is ~10 µs) */
+const MIN_PARALLEL_ROUNDING = 1 << 15;
 /**
  * Rows per chunk of a one-token matmul on a copy interleaved by 4 rows: one chunk per thread (whole
  * groups of 4 rows), no more rows than a worker's private area holds (so the chunk stays stealable,
@@ -554,10 +556,14 @@ export class MatmulEngine {
       // round (and prepare) x; kept for the next call on the same input (q/k/v, gate/up: sameInput)
       this.rounded.x = null;
       const xAt = this.activations(x, nTok, k, k);
-      this.exports.quantizeActs(bl, xAt, k * 4, nTok, k, xq, xd, xs);
-      if (quads) this.exports.prepQuads(xq, xs, tp, k, xa);
-      else if (quads16) this.exports.prepQuads16(xq, tp, k, xa);
-      else if (prep) this.exports.prepActs8(xq, nTok, k, xa);
+      const roundThreads = this.pool && nTok >= 16 && nTok * k >= MIN_PARALLEL_ROUNDING ? this.threadCount : 1;
+      if (roundThreads > 1 && !(prep && !quads && !quads16)) this.roundActivations(bl, xAt, nTok, k, xq, xd, xs, quads ? 1 : quads16 ? 2 : 0, xa, roundThreads);
+      else {
+        this.exports.quantizeActs(bl, xAt, k * 4, nTok, k, xq, xd, xs);
+        if (quads) this.exports.prepQuads(xq, xs, tp, k, xa);
+        else if (quads16) this.exports.prepQuads16(xq, tp, k, xa);
+        else if (prep) this.exports.prepActs8(xq, nTok, k, xa);
+      }
       this.rounded = { x, nTok, k, block: bl, xq, xa };
     }
     const yOwn = this.ptrOf(out, nTok * n);
@@ -586,6 +592,18 @@ export class MatmulEngine {
     this.job[15] = xa;
     this.dispatch(Math.ceil(n / chunkRows), threads, nTok === 1);
     if (yOwn < 0) this.copyOut(out, yAt, nTok * n);
+  }
+
+  /**
+   * matmulInt's activation rounding and packing on `threads` threads (wasm/matmul.ts roundActsChunk, job
+   * kind 10: 8 tokens per chunk): the bytes quantizeActs and prepQuads (pack 1) / prepQuads16 (pack 2)
+   * write on one thread
+   */
+  private roundActivations(bl: number, xAt: number, nTok: number, k: number, xq: number, xd: number, xs: number, pack: number, xa: number, threads: number): void {
+    const p = this.job;
+    p.fill(0);
+    p[0] = 10; p[1] = bl; p[2] = xAt; p[3] = k * 4; p[4] = nTok; p[5] = k; p[6] = xq; p[7] = xd; p[8] = xs; p[9] = pack; p[10] = xa;
+    this.dispatch(Math.ceil(((nTok + 3) & ~3) / 8), threads);
   }
 
   /**
