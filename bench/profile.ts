@@ -119,6 +119,7 @@ async function profile(file: string, label: string, chunks: number, ctx: number,
     prof.wrap(E, 'attention', () => 'attention', (_q, n, pos0, nHeads, _kv, hd) => 4 * nHeads * hd * (n * pos0 + (n * (n + 1)) / 2)),
     prof.wrap(E, 'siluMul', () => 'swiglu'),
     prof.wrap(E, 'logSumExp', () => 'log-sum-exp'),
+    prof.wrap(E, 'roundActivations', () => 'quantize activations'), // rounding and packing on every thread
   ];
   // the engine's activation rounding and packing (WebAssembly, on the calling thread) apart from the
   // matmul's chunks: wrap them on a copy of its exports object (a module's own is frozen)

@@ -2792,6 +2792,38 @@ export function logSumExp(x: usize, n: i32, max: f32): f64 {
   return Math.log(sum);
 }
 
+/**
+ * The largest of n f32 values at x (finite: the runtime checked them) and the first index holding it: the
+ * value and index of the scalar scan `if (x[i] > max)` from x[0] (max is exact in any order; the index is
+ * the first element equal to it, as the scan keeps the first of equal values)
+ */
+function rowMax(x: usize, n: i32, at: usize): f32 {
+  let m4 = v128.load32_splat(x);
+  let i = 0;
+  for (; i + 4 <= n; i += 4) m4 = f32x4.max(m4, v128.load(x + <usize>i * 4));
+  let m = max(max(f32x4.extract_lane(m4, 0), f32x4.extract_lane(m4, 1)), max(f32x4.extract_lane(m4, 2), f32x4.extract_lane(m4, 3)));
+  for (; i < n; i++) m = max(m, load<f32>(x + <usize>i * 4));
+  let j = 0;
+  while (load<f32>(x + <usize>j * 4) != m) j++;
+  store<i32>(at, j);
+  return m;
+}
+
+// Log-softmax parts of logit rows (job kind 12, a run of rows per chunk), the perplexity's per-row max,
+// first argmax and logSumExp (the same function: the same bits):
+//   0 kind = 12 | 1 x | 2 n (values per row) | 3 rows | 4 rows per chunk | 5 out max (f32) | 6 out lse (f64) | 7 out argmax (i32)
+function logSoftmaxChunk(job: usize, chunk: i32): void {
+  const n = param(job, 2);
+  const per = param(job, 4);
+  const r1 = min(param(job, 3), (chunk + 1) * per);
+  for (let r = chunk * per; r < r1; r++) {
+    const row = <usize>param(job, 1) + <usize>r * <usize>n * 4;
+    const m = rowMax(row, n, <usize>param(job, 7) + <usize>r * 4);
+    store<f32>(<usize>param(job, 5) + <usize>r * 4, m);
+    store<f64>(<usize>param(job, 6) + <usize>r * 8, logSumExp(row, n, m));
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Causal attention of T tokens at positions pos0 .. pos0 + T - 1, one head per chunk. Token t sees
 // positions 0 .. pos0 + t of the cache:
@@ -3351,6 +3383,8 @@ export function runChunk(job: usize, chunk: i32, thread: i32): void {
     case 8: transposeChunk(job, chunk); break;
     case 9: gramChunk(job, chunk, thread); break;
     case 10: roundActsChunk(job, chunk); break;
+    case 11: siluMul(<usize>param(job, 1) + <usize>chunk * <usize>param(job, 4) * 4, <usize>param(job, 2) + <usize>chunk * <usize>param(job, 4) * 4, min(param(job, 4), param(job, 3) - chunk * param(job, 4))); break;
+    case 12: logSoftmaxChunk(job, chunk); break;
     default: unreachable();
   }
 }

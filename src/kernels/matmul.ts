@@ -68,6 +68,8 @@ const MAX_CHUNK_ROWS = 48;
 const MIN_PARALLEL_FLOPS = 1 << 20;
 /** activations (tokens x K) from which matmulInt rounds them on every thread (a chunk of 8 tokens of K = 768 is ~10 µs) */
 const MIN_PARALLEL_ROUNDING = 1 << 15;
+/** element-wise work (SwiGLU, log-softmax rows) on every thread from this many values */
+const MIN_PARALLEL_ELEMENTS = 1 << 16;
 /**
  * Rows per chunk of a one-token matmul on a copy interleaved by 4 rows: one chunk per thread (whole
  * groups of 4 rows), no more rows than a worker's private area holds (so the chunk stays stealable,
@@ -902,8 +904,37 @@ export class MatmulEngine {
     const gAt = gOwn >= 0 ? gOwn : this.copyIn('g', g, n);
     const uOwn = this.ptrOf(u, n);
     const uAt = uOwn >= 0 ? uOwn : this.copyIn('u', u, n);
-    this.exports.siluMul(gAt, uAt, n);
+    const threads = this.pool && n >= MIN_PARALLEL_ELEMENTS ? this.threadCount : 1;
+    if (threads > 1) {
+      // element ranges of a multiple of 4 (the same lanes as one call): job kind 11, ~4 per thread
+      const per = Math.max(4096, Math.ceil(n / (4 * threads) / 4) * 4);
+      const p = this.job;
+      p.fill(0);
+      p[0] = 11; p[1] = gAt; p[2] = uAt; p[3] = n; p[4] = per;
+      this.dispatch(Math.ceil(n / per), threads);
+    } else this.exports.siluMul(gAt, uAt, n);
     if (gOwn < 0) this.copyOut(g, gAt, n);
+  }
+
+  /**
+   * The perplexity's log-softmax parts of `rows` rows of n logits (x, row-major): each row's largest value
+   * (the first index holding it) and log sum_i exp(x_i - max) as logSumExp computes it (the same bits), the
+   * rows split over the threads (job kind 12). The returned arrays are reused by the next call.
+   */
+  logSoftmaxRows(x: Float32Array, rows: number, n: number): { max: Float32Array; lse: Float64Array; argmax: Int32Array } {
+    const own = this.ptrOf(x, rows * n);
+    const xAt = own >= 0 ? own : this.copyIn('lsm', x, rows * n);
+    const out = this.buffer('lsm-out', rows * 16 + 64);
+    const lseAt = out, maxAt = out + rows * 8, argAt = maxAt + rows * 4;
+    const threads = this.pool && rows * n >= MIN_PARALLEL_ELEMENTS ? this.threadCount : 1;
+    const per = Math.max(1, Math.ceil(rows / (4 * threads)));
+    const p = this.job;
+    p.fill(0);
+    p[0] = 12; p[1] = xAt; p[2] = n; p[3] = rows; p[4] = per; p[5] = maxAt; p[6] = lseAt; p[7] = argAt;
+    this.dispatch(Math.ceil(rows / per), threads);
+    this.views();
+    const buf = this.u8View.buffer;
+    return { max: new Float32Array(buf, maxAt, rows), lse: new Float64Array(buf, lseAt, rows), argmax: new Int32Array(buf, argAt, rows) };
   }
 
   /**
