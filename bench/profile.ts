@@ -27,6 +27,8 @@ const root = fileURLToPath(new URL('../../', import.meta.url));
 
 interface Stat {
   ms: number;
+  /** exclusive wall ms (with threads > 1, the serial parts cost their CPU time in wall time while the workers wait) */
+  wall: number;
   calls: number;
   flops: number;
 }
@@ -39,20 +41,25 @@ function cpuMs(): number {
 
 class Profiler {
   readonly stats = new Map<string, Stat>();
-  private stack: { name: string; t0: number; child: number }[] = [];
+  private stack: { name: string; t0: number; w0: number; child: number; childWall: number }[] = [];
   enter(name: string): void {
-    this.stack.push({ name, t0: cpuMs(), child: 0 });
+    this.stack.push({ name, t0: cpuMs(), w0: performance.now(), child: 0, childWall: 0 });
   }
   leave(flops = 0): void {
     const f = this.stack.pop()!;
     const total = cpuMs() - f.t0;
-    const s = this.stats.get(f.name) ?? { ms: 0, calls: 0, flops: 0 };
+    const wall = performance.now() - f.w0;
+    const s = this.stats.get(f.name) ?? { ms: 0, wall: 0, calls: 0, flops: 0 };
     s.ms += total - f.child;
+    s.wall += wall - f.childWall;
     s.calls++;
     s.flops += flops;
     this.stats.set(f.name, s);
     const parent = this.stack[this.stack.length - 1];
-    if (parent) parent.child += total;
+    if (parent) {
+      parent.child += total;
+      parent.childWall += wall;
+    }
   }
   wrap<T extends object>(obj: T, method: string, name: (...args: any[]) => string, flops: (...args: any[]) => number = () => 0): () => void {
     const o = obj as Record<string, any>;
@@ -112,7 +119,24 @@ async function profile(file: string, label: string, chunks: number, ctx: number,
     prof.wrap(E, 'attention', () => 'attention', (_q, n, pos0, nHeads, _kv, hd) => 4 * nHeads * hd * (n * pos0 + (n * (n + 1)) / 2)),
     prof.wrap(E, 'siluMul', () => 'swiglu'),
     prof.wrap(E, 'logSumExp', () => 'log-sum-exp'),
+    prof.wrap(E, 'roundActivations', () => 'quantize activations'), // rounding and packing on every thread
   ];
+  // the engine's activation rounding and packing (WebAssembly, on the calling thread) apart from the
+  // matmul's chunks: wrap them on a copy of its exports object (a module's own is frozen)
+  const engine = (model as unknown as { engine: MatmulEngine | null }).engine as unknown as { exports: Record<string, unknown> } | null;
+  const exportsBefore = engine?.exports;
+  if (engine && exportsBefore) {
+    engine.exports = { ...exportsBefore };
+    undo.push(
+      prof.wrap(engine.exports, 'quantizeActs', () => 'quantize activations'),
+      prof.wrap(engine.exports, 'prepQuads', () => 'pack activations'),
+      prof.wrap(engine.exports, 'prepQuads16', () => 'pack activations'),
+      prof.wrap(engine.exports, 'prepActs8', () => 'pack activations'),
+      () => {
+        engine.exports = exportsBefore;
+      },
+    );
+  }
   const tokens = Array.from({ length: ctx * (Math.abs(chunks) + 1) }, (_, i) => 1 + ((i * 7919) % 31000));
   const decode = chunks < 0; // decode: -chunks tokens one at a time (as lowbit generate)
   if (decode) for (let p = 0; p < 4; p++) model.forward([tokens[p]], p); // warm-up
@@ -128,7 +152,9 @@ async function profile(file: string, label: string, chunks: number, ctx: number,
   await src.close?.();
   let accounted = 0;
   for (const st of prof.stats.values()) accounted += st.ms;
-  prof.stats.set('rest (log-softmax max, NLL)', { ms: total - accounted, calls: 1, flops: 0 });
+  let accountedWall = 0;
+  for (const st of prof.stats.values()) accountedWall += st.wall;
+  prof.stats.set('rest (log-softmax max, NLL)', { ms: total - accounted, wall: wall - accountedWall, calls: 1, flops: 0 });
   const rows = [...prof.stats.entries()].sort((a, b) => b[1].ms - a[1].ms);
   const n = Math.abs(chunks);
   const unit = decode ? 'token' : 'chunk';
@@ -140,7 +166,10 @@ async function profile(file: string, label: string, chunks: number, ctx: number,
   for (const [name, s] of rows) {
     if (s.ms / total < 0.002) continue;
     const gf = s.flops > 0 ? `  ${(s.flops / (s.ms / 1000) / 1e9).toFixed(1).padStart(6)} GFLOP/s` : '';
-    console.log(`  ${name.padEnd(26)} ${(s.ms / n).toFixed(2).padStart(8)} ms/${unit} ${((100 * s.ms) / total).toFixed(1).padStart(5)} %${gf}`);
+    console.log(
+      `  ${name.padEnd(26)} ${(s.ms / n).toFixed(2).padStart(8)} CPU-ms/${unit} ${((100 * s.ms) / total).toFixed(1).padStart(5)} %${gf}` +
+        `   wall ${(s.wall / n).toFixed(2).padStart(8)} ms ${((100 * s.wall) / wall).toFixed(1).padStart(5)} %`,
+    );
   }
 }
 

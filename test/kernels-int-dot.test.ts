@@ -348,7 +348,7 @@ test('sameInput: a rounding reused across matmuls of one input (q/k/v, gate/up) 
   }
 });
 
-test('prefill tiles (4 tokens and more): operands at their extremes (int16 lane bounds, wrapping sums), odd rows and quads, many chunks, 1 and 2 threads = intMatmulRef', () => {
+test('prefill tiles (4 tokens and more): operands at their extremes (int16 lane bounds, wrapping sums), odd rows and quads, many chunks, 1 and 2 threads (rounding on both from 16 tokens: odd quads at T = 66) = intMatmulRef', () => {
   useNodeThreads();
   let checked = 0;
   for (const variant of variants) {
@@ -374,7 +374,7 @@ test('prefill tiles (4 tokens and more): operands at their extremes (int16 lane 
           else blk.fill(r & 1 ? 0x7f : 0x81, 2, 34);
         }
       }
-      for (const nTok of [4, 9, 70]) {
+      for (const nTok of [4, 9, 66, 70]) {
         // activations of equal magnitude (every quant +-127) in half the tokens, normals in the others
         const x = normals(nTok * k, nTok, 2);
         for (let t = 0; t < nTok; t += 2) for (let i = 0; i < k; i++) x[t * k + i] = (t >> 1) % 3 === 0 ? 1 : (t >> 1) % 3 === 1 ? -1 : x[t * k + i] < 0 ? -1 : 1;
@@ -382,7 +382,7 @@ test('prefill tiles (4 tokens and more): operands at their extremes (int16 lane 
       }
     }
   }
-  assert.equal(checked, variants.length * 4 * 3 * 2);
+  assert.equal(checked, variants.length * 4 * 4 * 2);
 });
 
 test('decode tiles (1 and 2 tokens) on the interleaved copies: operands at their extremes (wrapping int16 sums of Q6_K), groups, half groups and tails, 1 and 2 threads = intMatmulRef', () => {

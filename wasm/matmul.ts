@@ -738,9 +738,19 @@ function roundF16(x: f32): f32 {
  * of token t at d + (b * Tp + t) * 4) and the sums of the quants of every 32 (int16, Tp x K / 32 at s).
  */
 export function quantizeActs(kind: i32, x: usize, xs: usize, T: i32, K: i32, q: usize, d: usize, s: usize): void {
+  quantizeActRows(kind, x, xs, T, K, q, d, s, 0, (T + 3) & ~3);
+}
+
+/**
+ * quantizeActs for tokens [t0, t1) of the Tp (T rounded up to 4) it writes: the same operations per token,
+ * so any split of the tokens gives the same bytes (rounding job, kind 10)
+ */
+function quantizeActRows(kind: i32, x: usize, xs: usize, T: i32, K: i32, q: usize, d: usize, s: usize, t0: i32, t1: i32): void {
   const Tp = (T + 3) & ~3;
   const nb = K / kind;
-  for (let t = 0; t < Tp; t++) {
+  q += <usize>t0 * <usize>K * 2;
+  s += <usize>t0 * <usize>(K / 32) * 2;
+  for (let t = t0; t < t1; t++) {
     const xr = x + <usize>t * xs;
     for (let b = 0; b < nb; b++) {
       const db = d + (<usize>b * <usize>Tp + <usize>t) * 4;
@@ -2782,6 +2792,38 @@ export function logSumExp(x: usize, n: i32, max: f32): f64 {
   return Math.log(sum);
 }
 
+/**
+ * The largest of n f32 values at x (finite: the runtime checked them) and the first index holding it: the
+ * value and index of the scalar scan `if (x[i] > max)` from x[0] (max is exact in any order; the index is
+ * the first element equal to it, as the scan keeps the first of equal values)
+ */
+function rowMax(x: usize, n: i32, at: usize): f32 {
+  let m4 = v128.load32_splat(x);
+  let i = 0;
+  for (; i + 4 <= n; i += 4) m4 = f32x4.max(m4, v128.load(x + <usize>i * 4));
+  let m = max(max(f32x4.extract_lane(m4, 0), f32x4.extract_lane(m4, 1)), max(f32x4.extract_lane(m4, 2), f32x4.extract_lane(m4, 3)));
+  for (; i < n; i++) m = max(m, load<f32>(x + <usize>i * 4));
+  let j = 0;
+  while (load<f32>(x + <usize>j * 4) != m) j++;
+  store<i32>(at, j);
+  return m;
+}
+
+// Log-softmax parts of logit rows (job kind 12, a run of rows per chunk), the perplexity's per-row max,
+// first argmax and logSumExp (the same function: the same bits):
+//   0 kind = 12 | 1 x | 2 n (values per row) | 3 rows | 4 rows per chunk | 5 out max (f32) | 6 out lse (f64) | 7 out argmax (i32)
+function logSoftmaxChunk(job: usize, chunk: i32): void {
+  const n = param(job, 2);
+  const per = param(job, 4);
+  const r1 = min(param(job, 3), (chunk + 1) * per);
+  for (let r = chunk * per; r < r1; r++) {
+    const row = <usize>param(job, 1) + <usize>r * <usize>n * 4;
+    const m = rowMax(row, n, <usize>param(job, 7) + <usize>r * 4);
+    store<f32>(<usize>param(job, 5) + <usize>r * 4, m);
+    store<f64>(<usize>param(job, 6) + <usize>r * 8, logSumExp(row, n, m));
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Causal attention of T tokens at positions pos0 .. pos0 + T - 1, one head per chunk. Token t sees
 // positions 0 .. pos0 + t of the cache:
@@ -3307,6 +3349,30 @@ function linalgChunk(job: usize, chunk: i32): void {
   else cholTrailingRows(<usize>param(job, 1), k, kb, e, i0, i1);
 }
 
+// Activation rounding job (i32 words), prefill of the integer matmul on every thread: chunk c rounds
+// tokens [8c, 8c + 8) of the Tp and packs them as the tiles read them (the same bytes as quantizeActs then
+// prepQuads / prepQuads16 on the calling thread: every token and quad is written by the same operations)
+//   0 kind = 10 | 1 block (32 or 256) | 2 x | 3 x row stride (bytes) | 4 T | 5 K | 6 xq | 7 xd | 8 xsum
+//   9 packing (0 none, 1 prepQuads, 2 prepQuads16) | 10 xa
+function roundActsChunk(job: usize, chunk: i32): void {
+  const bl = param(job, 1);
+  const T = param(job, 4);
+  const K = param(job, 5);
+  const Tp = (T + 3) & ~3;
+  const t0 = chunk * 8;
+  const t1 = min(Tp, t0 + 8);
+  if (t0 >= t1) return;
+  const xq = <usize>param(job, 6);
+  const xs = <usize>param(job, 8);
+  quantizeActRows(bl, <usize>param(job, 2), <usize>param(job, 3), T, K, xq, <usize>param(job, 7), xs, t0, t1);
+  const pack = param(job, 9);
+  const xa = <usize>param(job, 10);
+  const kk = <usize>K;
+  const q = xq + <usize>t0 * kk * 2;
+  if (pack == 1) prepQuads(q, xs + <usize>t0 * (kk >> 5) * 2, t1 - t0, K, xa + <usize>(t0 >> 2) * <usize>quadBytes(K));
+  else if (pack == 2) prepQuads16(q, t1 - t0, K, xa + <usize>(t0 >> 3) * <usize>quadBytes16(K) * 2);
+}
+
 export function runChunk(job: usize, chunk: i32, thread: i32): void {
   switch (param(job, 0)) {
     case 1: matmulChunk(job, chunk, thread); break;
@@ -3316,6 +3382,9 @@ export function runChunk(job: usize, chunk: i32, thread: i32): void {
     case 5: case 6: case 7: linalgChunk(job, chunk); break;
     case 8: transposeChunk(job, chunk); break;
     case 9: gramChunk(job, chunk, thread); break;
+    case 10: roundActsChunk(job, chunk); break;
+    case 11: siluMul(<usize>param(job, 1) + <usize>chunk * <usize>param(job, 4) * 4, <usize>param(job, 2) + <usize>chunk * <usize>param(job, 4) * 4, min(param(job, 4), param(job, 3) - chunk * param(job, 4))); break;
+    case 12: logSoftmaxChunk(job, chunk); break;
     default: unreachable();
   }
 }

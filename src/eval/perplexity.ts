@@ -267,10 +267,12 @@ export async function perplexity(model: Llama, tokens: ArrayLike<number>, opts: 
     if (opts.addBos) ids[0] = opts.bos;
     const logits = model.forward(ids, 0, first, true); // rows x vocab (the model's buffer, read before the next chunk), row r predicts chunkTokens[first + r + 1]
     const baseRows = base ? await base.chunkRows(c, chunkTokens) : undefined;
+    // every row's max, argmax and log-sum-exp at once in the kernel (on its threads), else row by row
+    const parts = MatmulEngine.get()?.logSoftmaxRows(logits, rows, n);
     for (let r = 0; r < rows; r++) {
       const off = r * n;
       const target = chunkTokens[first + r + 1];
-      const [max, lse, imax] = logSoftmaxParts(logits, off, n);
+      const [max, lse, imax] = parts ? [parts.max[r], parts.lse[r], parts.argmax[r]] : logSoftmaxParts(logits, off, n);
       const logP = logits[off + target] - max - lse;
       const nll = -logP;
       sumNll += nll;

@@ -69,6 +69,10 @@ const SCRATCH_FLOATS = 48 * 1024;
 const MAX_CHUNK_ROWS = 48;
 /** below this many flops (2 T K N) a call runs on the calling thread only (waking workers costs ~10 µs) */
 const MIN_PARALLEL_FLOPS = 1 << 20;
+/** activations (tokens x K) from which matmulInt rounds them on every thread (a chunk of 8 tokens of K = 768 is ~10 µs) */
+const MIN_PARALLEL_ROUNDING = 1 << 15;
+/** element-wise work (SwiGLU, log-softmax rows) on every thread from this many values */
+const MIN_PARALLEL_ELEMENTS = 1 << 16;
 /**
  * Rows per chunk of a one-token matmul on a copy interleaved by 4 rows: one chunk per thread (whole
  * groups of 4 rows), no more rows than a worker's private area holds (so the chunk stays stealable,
@@ -557,10 +561,14 @@ export class MatmulEngine {
       // round (and prepare) x; kept for the next call on the same input (q/k/v, gate/up: sameInput)
       this.rounded.x = null;
       const xAt = this.activations(x, nTok, k, k);
-      this.exports.quantizeActs(bl, xAt, k * 4, nTok, k, xq, xd, xs);
-      if (quads) this.exports.prepQuads(xq, xs, tp, k, xa);
-      else if (quads16) this.exports.prepQuads16(xq, tp, k, xa);
-      else if (prep) this.exports.prepActs8(xq, nTok, k, xa);
+      const roundThreads = this.pool && nTok >= 16 && nTok * k >= MIN_PARALLEL_ROUNDING ? this.threadCount : 1;
+      if (roundThreads > 1 && !(prep && !quads && !quads16)) this.roundActivations(bl, xAt, nTok, k, xq, xd, xs, quads ? 1 : quads16 ? 2 : 0, xa, roundThreads);
+      else {
+        this.exports.quantizeActs(bl, xAt, k * 4, nTok, k, xq, xd, xs);
+        if (quads) this.exports.prepQuads(xq, xs, tp, k, xa);
+        else if (quads16) this.exports.prepQuads16(xq, tp, k, xa);
+        else if (prep) this.exports.prepActs8(xq, nTok, k, xa);
+      }
       this.rounded = { x, nTok, k, block: bl, xq, xa };
     }
     const yOwn = this.ptrOf(out, nTok * n);
@@ -589,6 +597,18 @@ export class MatmulEngine {
     this.job[15] = xa;
     this.dispatch(Math.ceil(n / chunkRows), threads, nTok === 1);
     if (yOwn < 0) this.copyOut(out, yAt, nTok * n);
+  }
+
+  /**
+   * matmulInt's activation rounding and packing on `threads` threads (wasm/matmul.ts roundActsChunk, job
+   * kind 10: 8 tokens per chunk): the bytes quantizeActs and prepQuads (pack 1) / prepQuads16 (pack 2)
+   * write on one thread
+   */
+  private roundActivations(bl: number, xAt: number, nTok: number, k: number, xq: number, xd: number, xs: number, pack: number, xa: number, threads: number): void {
+    const p = this.job;
+    p.fill(0);
+    p[0] = 10; p[1] = bl; p[2] = xAt; p[3] = k * 4; p[4] = nTok; p[5] = k; p[6] = xq; p[7] = xd; p[8] = xs; p[9] = pack; p[10] = xa;
+    this.dispatch(Math.ceil(((nTok + 3) & ~3) / 8), threads);
   }
 
   /**
@@ -887,7 +907,15 @@ export class MatmulEngine {
     const gAt = gOwn >= 0 ? gOwn : this.copyIn('g', g, n);
     const uOwn = this.ptrOf(u, n);
     const uAt = uOwn >= 0 ? uOwn : this.copyIn('u', u, n);
-    this.exports.siluMul(gAt, uAt, n);
+    const threads = this.pool && n >= MIN_PARALLEL_ELEMENTS ? this.threadCount : 1;
+    if (threads > 1) {
+      // element ranges of a multiple of 4 (the same lanes as one call): job kind 11, ~4 per thread
+      const per = Math.max(4096, Math.ceil(n / (4 * threads) / 4) * 4);
+      const p = this.job;
+      p.fill(0);
+      p[0] = 11; p[1] = gAt; p[2] = uAt; p[3] = n; p[4] = per;
+      this.dispatch(Math.ceil(n / per), threads);
+    } else this.exports.siluMul(gAt, uAt, n);
     if (gOwn < 0) this.copyOut(g, gAt, n);
   }
 
@@ -939,6 +967,27 @@ export class MatmulEngine {
     }
     this.exports.ropeRows(vAt, nTok, nHeads, headDim, half, pos0, c.cs, c.sn, normal ? 1 : 0);
     return true;
+  }
+
+  /**
+   * The perplexity's log-softmax parts of `rows` rows of n logits (x, row-major): each row's largest value
+   * (the first index holding it) and log sum_i exp(x_i - max) as logSumExp computes it (the same bits), the
+   * rows split over the threads (job kind 12). The returned arrays are reused by the next call.
+   */
+  logSoftmaxRows(x: Float32Array, rows: number, n: number): { max: Float32Array; lse: Float64Array; argmax: Int32Array } {
+    const own = this.ptrOf(x, rows * n);
+    const xAt = own >= 0 ? own : this.copyIn('lsm', x, rows * n);
+    const out = this.buffer('lsm-out', rows * 16 + 64);
+    const lseAt = out, maxAt = out + rows * 8, argAt = maxAt + rows * 4;
+    const threads = this.pool && rows * n >= MIN_PARALLEL_ELEMENTS ? this.threadCount : 1;
+    const per = Math.max(1, Math.ceil(rows / (4 * threads)));
+    const p = this.job;
+    p.fill(0);
+    p[0] = 12; p[1] = xAt; p[2] = n; p[3] = rows; p[4] = per; p[5] = maxAt; p[6] = lseAt; p[7] = argAt;
+    this.dispatch(Math.ceil(rows / per), threads);
+    this.views();
+    const buf = this.u8View.buffer;
+    return { max: new Float32Array(buf, maxAt, rows), lse: new Float64Array(buf, lseAt, rows), argmax: new Int32Array(buf, argAt, rows) };
   }
 
   /**
