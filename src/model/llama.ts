@@ -1039,13 +1039,20 @@ export class Llama {
     this.attentionBlock(l, nTok, pos);
     this.lin(s.xb2, s.att, L.wo, nTok);
     if (L.attnPostNorm) rmsnorm(s.xb2, s.xb2, L.attnPostNorm, nTok, c.dim, c.normEps);
-    for (let i = 0; i < n; i++) s.x[i] += s.xb2[i];
+    this.addResidual(n);
     if (L.router) this.moeBlock(l, nTok);
     else {
       this.ffnBlock(l, nTok);
       this.lin(s.xb2, s.hb, L.down!, nTok);
     }
     if (L.ffnPostNorm) rmsnorm(s.xb2, s.xb2, L.ffnPostNorm, nTok, c.dim, c.normEps);
+    this.addResidual(n);
+  }
+
+  /** s.x += s.xb2 over n values: in WebAssembly when both live in kernel memory (the same f32 sums) */
+  private addResidual(n: number): void {
+    const s = this.s;
+    if (this.engine && kernelsEnabled() && this.engine.addInto(s.x, s.xb2, n)) return;
     for (let i = 0; i < n; i++) s.x[i] += s.xb2[i];
   }
 
