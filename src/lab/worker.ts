@@ -19,7 +19,6 @@ import { installWasmQuantizers } from '../kernels/ggml-quant.js';
 import { RowPool, runPoolJob, type PoolJob, type RowWorkerPort } from '../kernels/row-pool.js';
 import { kernelWorkerMain, setStartWorker, type KernelWorkerInit } from '../kernels/threads.js';
 import { MatmulEngine } from '../kernels/matmul.js';
-import { ggmlCodec } from '../quant/ggml/registry.js';
 import { dequantizeScheme, quantizeScheme, resolveScheme } from '../quant/registry.js';
 import type { RoundingMode } from '../formats/rounding.js';
 import { algorithmName } from '../algos/recipe.js';

@@ -291,8 +291,8 @@ export function wasmBackend(floats: number, threads = 1): Backend | null {
     },
     signStep(g, lo, hi, t, v, ch, values, step, transposed) {
       const n = v.length;
-      const mine = (a: Vec | Uint8Array) => a.buffer === buffer && !(a instanceof Float64Array);
-      if (![g, lo, hi, t, v, values].every((a) => mine(a) && a.length >= n) || !mine(ch) || ch.length < n || (transposed && (!mine(transposed.t) || transposed.t.length < n)))
+      const inMemory = (a: Vec | Uint8Array) => a.buffer === buffer && !(a instanceof Float64Array); // any element type but f64 (ch is bytes)
+      if (![g, lo, hi, t, v, values].every((a) => inMemory(a) && a.length >= n) || !inMemory(ch) || ch.length < n || (transposed && (!inMemory(transposed.t) || transposed.t.length < n)))
         return signStepRef(g, lo, hi, t, v, ch, values, step, transposed);
       x.signStep(g.byteOffset, lo.byteOffset, hi.byteOffset, t.byteOffset, v.byteOffset, ch.byteOffset, values.byteOffset, n, step, transposed ? transposed.t.byteOffset : 0, transposed?.rows ?? 1, transposed?.cols ?? 1);
     },

@@ -197,7 +197,6 @@ export class TrainModel {
   private readonly ropeSin: Float64Array;
   private tokens = new Int32Array(0);
   private targets = new Int32Array(0);
-  private counted = 0;
 
   constructor(config: TrainConfig, backend: Backend, opts: TrainModelOptions) {
     checkTrainConfig(config);
@@ -314,7 +313,6 @@ export class TrainModel {
       for (let i = 0; i < V; i++) dl[row + i] = Math.exp(logits[row + i] - lse) / count;
       dl[row + y] -= 1 / count;
     }
-    this.counted = count;
     return count ? loss / count : 0;
   }
 
