@@ -100,7 +100,7 @@ test('alloc: hessianCost equals ||X ΔWᵀ||² computed directly (f64), and diag
 });
 
 /** stories260K loaded (runtime and model file from the same bytes), TinyStories tokens, the sensitivity pass */
-async function stories260K() {
+async function stories260K(name = 'stories260K.gguf') {
   const fs = await import('node:fs');
   const path = await import('node:path');
   const { loadModel } = await import('../src/eval/load.js');
@@ -108,7 +108,7 @@ async function stories260K() {
   const { measureSensitivity } = await import('../src/pipeline/sensitivity.js');
   const { initMatmulKernels } = await import('../src/kernels/matmul.js');
   await initMatmulKernels();
-  const file = path.resolve(import.meta.dirname, '../../data/stories260K.gguf');
+  const file = path.resolve(import.meta.dirname, '../../data', name);
   const bytes = new Uint8Array(fs.readFileSync(file));
   const src = { name: file, size: bytes.length, read: async (o: number, n: number) => bytes.subarray(o, o + n) };
   const { model, tokenizer } = await loadModel(src as never, { contextLength: 64 });
@@ -213,4 +213,23 @@ test('alloc: sampled rows estimate the whole tensor\'s cost; plain costs differ 
   assert.ok(logErr / all.tensors.length < 0.15, `mean |log| error of the sampled estimate ${logErr / all.tensors.length}`);
   assert.ok(all.tensors.some((_, t) => cost(plain, t, 'Q4_0') !== cost(all, t, 'Q4_0')), 'Q4_0 weighs its errors by the importance');
   assert.equal(plain.weighted, false);
+});
+
+// an untied token embedding's cost is Σ count(token) ‖Δ row‖²: sampled rows come from the tokens the text uses
+test('alloc: with sampled rows the untied token embedding samples the tokens the calibration uses (exact when they fit, never all 0)', async () => {
+  const { model, m, ids, measureSensitivity } = await stories260K('tinyllama256.gguf');
+  assert.ok(m.tensors.some((t) => t.name === 'output.weight'), 'tinyllama256 has its own classifier (untied)');
+  const windows = [Int32Array.from(ids.slice(0, 64)), Int32Array.from(ids.slice(64, 128))];
+  const seen = new Set([...windows[0], ...windows[1]]).size;
+  const vocab = model.config.vocabSize;
+  assert.ok(seen < 256 && 256 < vocab && 16 < seen, `${seen} distinct tokens of ${vocab}`);
+  const run = (maxRows?: number) => measureSensitivity({ model, file: m, windows, types: ['Q4_0', 'Q8_0'], outputFactor: 'none', weighted: false, ...(maxRows ? { maxRows } : {}) });
+  const emb = (db: Awaited<ReturnType<typeof run>>) => db.tensors.find((t) => t.name === 'token_embd.weight')!.candidates;
+  const [all, fits, few] = [emb(await run()), emb(await run(256)), emb(await run(16))];
+  for (let c = 0; c < all.length; c++) {
+    assert.ok(all[c].cost > 0, `${all[c].type}: a cost`);
+    assert.equal(fits[c].cost, all[c].cost, `${all[c].type}: 256 sampled rows hold all ${seen} used tokens: the exact cost`);
+    assert.equal(fits[c].bytes, all[c].bytes, 'the bytes of every row');
+    assert.ok(few[c].cost > 0 && Math.abs(Math.log(few[c].cost / all[c].cost)) < Math.log(2), `${all[c].type}: 16 of ${seen} used tokens: ${few[c].cost} vs ${all[c].cost}`);
+  }
 });

@@ -458,12 +458,17 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
   // a tensor whose costs come from sampled rows read from the file on their own (the token embedding,
   // and the classifier when rows are sampled: the pass computes no logits, so it need not read it
   // whole): the sample is the whole "tensor" handed to hessianCosts, the costs scaled up after
-  const sampledCosts = async (w: TensorShape, stats: InputStats | { rowCosts(delta: Float32Array, m: number): Float64Array } | undefined, extra?: (rowIds: Int32Array) => (type: string, delta: Float32Array) => number): Promise<void> => {
-    const m = o.maxRows && o.maxRows < w.rows ? o.maxRows : w.rows;
-    const rowIds = Int32Array.from({ length: m }, (_, i) => Math.floor((i * w.rows) / m));
+  // (population: the rows that can have a cost, all of them unless given; the sample is evenly spaced in it)
+  const sampledCosts = async (w: TensorShape, stats: InputStats | { rowCosts(delta: Float32Array, m: number): Float64Array } | undefined, extra?: (rowIds: Int32Array) => (type: string, delta: Float32Array) => number, population?: Int32Array): Promise<void> => {
+    const size = population ? population.length : w.rows;
+    const m = o.maxRows && o.maxRows < size ? o.maxRows : size;
+    const rowIds = Int32Array.from({ length: m }, (_, i) => {
+      const k = Math.floor((i * size) / m);
+      return population ? population[k] : k;
+    });
     const sample = await readRows(o.file, w, rowIds);
     const { out, probe } = await hessianCosts({ ...w, rows: m }, sample, stats, undefined, extra?.(rowIds), extra !== undefined);
-    const scale = w.rows / m;
+    const scale = m ? size / m : 0;
     const scaled = out.map((c) => ({ ...c, bytes: tensorBytes(c.type, w.rows, w.cols), cost: c.cost * scale, hessian: c.hessian! * scale }));
     if (probe) probes.set(w.name, { type: probe.type, hessian: probe.hessian * scale });
     tensors.set(w.name, { name: w.name, shape: [w.rows, w.cols], candidates: scaled });
@@ -524,7 +529,11 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
       }
       return (2 * s) / Math.max(1, totalTokens); // 2/N as finishHessian
     };
-    await sampledCosts(emb, tiedHead ?? { rowCosts: (_: Float32Array, m: number) => new Float64Array(m) }, lookup);
+    // untied, a row's cost is its token's count times its error: with sampled rows, sample among the tokens
+    // the calibration text uses (evenly spaced rows of a 32 000-token vocabulary would almost never hold
+    // one of 256 calibration tokens, and every cost would be 0); all of them, exactly, when they fit
+    const seen = !tiedHead && o.maxRows !== undefined && o.maxRows < emb.rows ? Int32Array.from(counts.keys()).filter((r) => counts[r] > 0) : undefined;
+    await sampledCosts(emb, tiedHead ?? { rowCosts: (_: Float32Array, m: number) => new Float64Array(m) }, lookup, seen);
   }
 
   // ---- KL divergences: one tensor's weights replaced, everything else original --------------------
