@@ -99,6 +99,22 @@ export type PoolJob = RowJob | ErrorJob;
 /** grow-only blocks of one item (per thread: every thread has its own module instance) */
 let errorBlocks = new Uint8Array(0);
 
+/**
+ * out = dequantize(quantize(src)) - src for nRows rows in `type`: the kernel's quantize, decode and
+ * subtract in its own memory when no importance is given (the blocks never travel through JavaScript;
+ * the same values), else the codec's, its blocks in this thread's grow-only scratch
+ */
+function quantizationErrors(type: GgmlTypeInfo, codec: GgmlCodec, src: Float32Array, nRows: number, rowLength: number, out: Float32Array, importance: Float32Array | undefined): void {
+  if (importance === undefined && quantizationErrorsFast(type, src, nRows, rowLength, out)) return;
+  const n = nRows * rowLength;
+  const bytes = nRows * (rowLength / type.blockSize) * type.typeSize;
+  if (errorBlocks.length < bytes) errorBlocks = new Uint8Array(bytes);
+  const blocks = errorBlocks.subarray(0, bytes);
+  codec.quantize!(src.subarray(0, n), nRows, rowLength, blocks, importance); // (the callers checked it has one)
+  codec.dequantize(blocks, n, out);
+  for (let k = 0; k < n; k++) out[k] -= src[k];
+}
+
 /** Claims and runs (type, row range) items of an error job until none is left or another thread failed. */
 export function errorsOn(job: ErrorJob, isWorker: boolean): void {
   const ctl = new Int32Array(job.control);
@@ -118,16 +134,7 @@ export function errorsOn(job: ErrorJob, isWorker: boolean): void {
       if (!info || !codec?.quantize) throw new Error(`cannot quantize to ${job.types[t]}`);
       const src = new Float32Array(job.input, job.inputOffset + row * rowLength * 4, rows * rowLength);
       const out = new Float32Array(job.output, (t * nRows + row) * rowLength * 4, rows * rowLength);
-      const importance = job.weighted[t] ? job.importance : undefined;
-      // (the kernel's quantize, decode and subtract without the blocks' trip through JavaScript: same values)
-      if (importance !== undefined || !quantizationErrorsFast(info, src, rows, rowLength, out)) {
-        const bytes = rows * (rowLength / info.blockSize) * info.typeSize;
-        if (errorBlocks.length < bytes) errorBlocks = new Uint8Array(bytes);
-        const blocks = errorBlocks.subarray(0, bytes);
-        codec.quantize(src, rows, rowLength, blocks, importance);
-        codec.dequantize(blocks, rows * rowLength, out);
-        for (let k = 0; k < out.length; k++) out[k] -= src[k];
-      }
+      quantizationErrors(info, codec, src, rows, rowLength, out, job.weighted[t] ? job.importance : undefined);
       if (isWorker) Atomics.add(ctl, BY_WORKERS, 1);
     }
   } catch (e) {
@@ -312,13 +319,7 @@ export class RowPool {
       types.forEach((type, t) => {
         const codec = ggmlCodec(type);
         if (!codec?.quantize) throw new Error(`no quantizer for ${type.name}`);
-        const o = out.subarray(t * n, (t + 1) * n);
-        const imp = w[t] ? importance : undefined;
-        if (imp === undefined && quantizationErrorsFast(type, src, nRows, rowLength, o)) return;
-        const blocks = new Uint8Array(nRows * (rowLength / type.blockSize) * type.typeSize);
-        codec.quantize(src.subarray(0, n), nRows, rowLength, blocks, imp);
-        codec.dequantize(blocks, n, o);
-        for (let k = 0; k < n; k++) o[k] -= src[k];
+        quantizationErrors(type, codec, src, nRows, rowLength, out.subarray(t * n, (t + 1) * n), w[t] ? importance : undefined);
       });
       return out;
     };
