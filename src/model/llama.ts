@@ -20,7 +20,7 @@ import { f16ToF32, f32ToF16 } from '../formats/half.js';
 import type { LlamaConfig, StoredTensor } from './types.js';
 import { familyOf, KNOWN_ARCHITECTURES } from './family.js';
 import { isDefaultKvCache, packedKvStorage, type KvCacheOptions } from './kv/cache.js';
-import { f32KvStorage, touchPages, type KvStorage } from './kv/storage.js';
+import { f32KvStorage, reserveLayers, type KvStorage } from './kv/storage.js';
 
 // ---------------------------------------------------------------------------------------------------
 // Config from GGUF metadata
@@ -383,12 +383,7 @@ function kernelKvStorage(engine: MatmulEngine, nLayers: number, capacity: number
     values: (layer, n) => v.array.subarray(base(layer, 0), base(layer, n)),
     keysAt: (layer) => k.at + base(layer, 0) * 4,
     valuesAt: (layer) => v.at + base(layer, 0) * 4,
-    reserve(n) {
-      for (let l = 0; l < nLayers; l++) {
-        touchPages(k.array, base(l, 0), base(l, Math.min(n, capacity)));
-        touchPages(v.array, base(l, 0), base(l, Math.min(n, capacity)));
-      }
-    },
+    reserve: (n) => reserveLayers(k.array, v.array, nLayers, capacity, n, base),
   };
 }
 
@@ -1038,14 +1033,14 @@ export class Llama {
     const n = nTok * c.dim;
     this.attentionBlock(l, nTok, pos);
     this.lin(s.xb2, s.att, L.wo, nTok);
-    if (L.attnPostNorm) rmsnorm(s.xb2, s.xb2, L.attnPostNorm, nTok, c.dim, c.normEps);
+    if (L.attnPostNorm) this.norm(s.xb2, s.xb2, L.attnPostNorm, nTok, c.dim);
     this.addResidual(n);
     if (L.router) this.moeBlock(l, nTok);
     else {
       this.ffnBlock(l, nTok);
       this.lin(s.xb2, s.hb, L.down!, nTok);
     }
-    if (L.ffnPostNorm) rmsnorm(s.xb2, s.xb2, L.ffnPostNorm, nTok, c.dim, c.normEps);
+    if (L.ffnPostNorm) this.norm(s.xb2, s.xb2, L.ffnPostNorm, nTok, c.dim);
     this.addResidual(n);
   }
 

@@ -65,6 +65,17 @@ export function touchPages(a: Float32Array, from: number, to: number): void {
   Atomics.or(w, to - 1, 0);
 }
 
+/**
+ * KvStorage.reserve of a (layer, position, kvDim) cache in two arrays: positions [0, min(n, capacity)) of
+ * every layer's keys and values touched (touchPages); base(layer, pos) is an element's offset
+ */
+export function reserveLayers(k: Float32Array, v: Float32Array, nLayers: number, capacity: number, n: number, base: (layer: number, pos: number) => number): void {
+  for (let l = 0; l < nLayers; l++) {
+    touchPages(k, base(l, 0), base(l, Math.min(n, capacity)));
+    touchPages(v, base(l, 0), base(l, Math.min(n, capacity)));
+  }
+}
+
 /** the cos / sin table behind setRope's function for a layer (so that a kernel can apply the same RoPE) */
 export interface KvRopeTable {
   /** `half` values per position, position p at p * half (f64, already scaled as the runtime's RoPE) */
@@ -90,11 +101,6 @@ export function f32KvStorage(nLayers: number, capacity: number, kvDim: number): 
     },
     keys: (layer, n) => k.subarray(base(layer, 0), base(layer, n)),
     values: (layer, n) => v.subarray(base(layer, 0), base(layer, n)),
-    reserve(n) {
-      for (let l = 0; l < nLayers; l++) {
-        touchPages(k, base(l, 0), base(l, Math.min(n, capacity)));
-        touchPages(v, base(l, 0), base(l, Math.min(n, capacity)));
-      }
-    },
+    reserve: (n) => reserveLayers(k, v, nLayers, capacity, n, base),
   };
 }
