@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import v8 from 'node:v8';
 import { useNodeThreads } from '../src/cli/threads.js';
 import { hasRelaxedSimd } from '../src/env.js';
+import { logSoftmaxParts } from '../src/eval/perplexity.js';
 import '../src/index.js';
 import { MatmulEngine } from '../src/kernels/matmul.js';
 import { xorshift32 } from '../src/rng.js';
@@ -56,18 +57,6 @@ test('siluMul on 2 threads (element ranges, job kind 11) = one call, bit for bit
   }
 });
 
-/** the perplexity's scalar scan: the largest value, the first index holding it, log sum exp(x - max) by engine.logSumExp */
-function partsRef(e: MatmulEngine, x: Float32Array, off: number, n: number): [number, number, number] {
-  let max = x[off];
-  let imax = 0;
-  for (let i = 1; i < n; i++) {
-    if (x[off + i] > max) {
-      max = x[off + i];
-      imax = i;
-    }
-  }
-  return [max, e.logSumExp(x, off, n, max), imax];
-}
 
 test('logSoftmaxRows (rows on the threads, job kind 12) = the per-row scan and logSumExp bit for bit, ties to the first index, 1 and 2 threads', () => {
   useNodeThreads();
@@ -87,7 +76,7 @@ test('logSoftmaxRows (rows on the threads, job kind 12) = the per-row scan and l
           return { max: p.max.slice(), lse: p.lse.slice(), argmax: p.argmax.slice() };
         });
         for (let r = 0; r < rows; r++) {
-          const [max, lse, imax] = partsRef(e, x, r * n, n);
+          const [max, lse, imax] = logSoftmaxParts(x, r * n, n, e); // the perplexity's own scalar scan, with this engine's logSumExp
           const label = `${variant} rows=${rows} n=${n} threads=${threads} row ${r}`;
           assert.equal(got.max[r], max, label);
           assert.equal(got.argmax[r], imax, label);

@@ -114,7 +114,7 @@ function median(sorted: ArrayLike<number>): number {
  * The sum of exponentials runs in the WebAssembly kernel where available (f32 exp within ~2 ulp, f64
  * sum: log p within ~1e-7 of the float64 computation), else in float64 here.
  */
-function logSoftmaxParts(x: Float32Array, off: number, n: number): [number, number, number] {
+export function logSoftmaxParts(x: Float32Array, off: number, n: number, engine = MatmulEngine.get()): [number, number, number] {
   let max = x[off];
   let imax = 0;
   for (let i = 1; i < n; i++) {
@@ -123,7 +123,6 @@ function logSoftmaxParts(x: Float32Array, off: number, n: number): [number, numb
       imax = i;
     }
   }
-  const engine = MatmulEngine.get();
   if (engine) return [max, engine.logSumExp(x, off, n, max), imax];
   let sum = 0;
   for (let i = 0; i < n; i++) sum += Math.exp(x[off + i] - max);
