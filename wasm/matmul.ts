@@ -2457,12 +2457,118 @@ function qtile16p(
   }
 }
 
+// Rows in lanes (session 35, the mirror of qtile16p): the chunk's rows unpacked into a panel of "row
+// octets" (unpackPanel32r: for the rows 8h..8h+7 and the pair (e, e + 1), 32 bytes [rows 8h..8h+3 | rows
+// 8h+4..8h+7], one int16 pair per row, at w + 16 h K + 32 (e / 2)), their block scales 8 rows side by side
+// (f32, row 8h + i of block b at sc + (h nb + b) 32 + 4 i), against one token quad of the prepQuads16
+// octets, whose pairs are 32-bit splats. Lanes are rows; per output the block sum I and the f32 steps
+// (f + f32(I) * (dw * dx), dw * dx the same product) are qtile16p's: the same bits.
+
+/** the transposed quarter of 4 rows' int16 vectors, its 4 steps stored `st` bytes apart from o */
+// @ts-ignore: decorator
+@inline function store4x4s(o: usize, st: usize, v0: v128, v1: v128, v2: v128, v3: v128): void {
+  const A = v128.shuffle<i32>(v0, v1, 0, 4, 1, 5), B = v128.shuffle<i32>(v2, v3, 0, 4, 1, 5);
+  const C = v128.shuffle<i32>(v0, v1, 2, 6, 3, 7), D = v128.shuffle<i32>(v2, v3, 2, 6, 3, 7);
+  v128.store(o, v128.shuffle<i32>(A, B, 0, 1, 4, 5));
+  v128.store(o + st, v128.shuffle<i32>(A, B, 2, 3, 6, 7));
+  v128.store(o + 2 * st, v128.shuffle<i32>(C, D, 0, 1, 4, 5));
+  v128.store(o + 3 * st, v128.shuffle<i32>(C, D, 2, 3, 6, 7));
+}
+
+// @ts-ignore: decorator
+@inline function panel32r(type: i32, src: usize, rowBytes: usize, rows: i32, K: i32, w: usize, sc: usize): void {
+  const nb = K / 32;
+  const bs = <usize>(type == 8 ? 34 : type == 6 ? 22 : 18);
+  const rows8 = (rows + 7) & ~7;
+  for (let g = 0; g < rows8; g += 4) {
+    // 4 rows of the group (a last group repeats the chunk's last row)
+    const p0 = src + <usize>min(g, rows - 1) * rowBytes;
+    const p1 = src + <usize>min(g + 1, rows - 1) * rowBytes, p2 = src + <usize>min(g + 2, rows - 1) * rowBytes, p3 = src + <usize>min(g + 3, rows - 1) * rowBytes;
+    const wg = w + <usize>(g >> 3) * 16 * <usize>K + <usize>(g & 4) * 4;
+    const sg = sc + <usize>(g >> 3) * <usize>nb * 32 + <usize>(g & 4) * 4;
+    for (let b: usize = 0; b < <usize>nb; b++) {
+      const o = wg + b * 512, q = b * bs, so = sg + b * 32;
+      store<f32>(so, f16At(p0 + q));
+      store<f32>(so, f16At(p1 + q), 4);
+      store<f32>(so, f16At(p2 + q), 8);
+      store<f32>(so, f16At(p3 + q), 12);
+      let a = block32(type, p0 + q, false), c = block32(type, p1 + q, false), d = block32(type, p2 + q, false), e = block32(type, p3 + q, false);
+      store4x4s(o, 32, i16x8.extend_low_i8x16_s(a), i16x8.extend_low_i8x16_s(c), i16x8.extend_low_i8x16_s(d), i16x8.extend_low_i8x16_s(e));
+      store4x4s(o + 128, 32, i16x8.extend_high_i8x16_s(a), i16x8.extend_high_i8x16_s(c), i16x8.extend_high_i8x16_s(d), i16x8.extend_high_i8x16_s(e));
+      a = block32(type, p0 + q, true); c = block32(type, p1 + q, true); d = block32(type, p2 + q, true); e = block32(type, p3 + q, true);
+      store4x4s(o + 256, 32, i16x8.extend_low_i8x16_s(a), i16x8.extend_low_i8x16_s(c), i16x8.extend_low_i8x16_s(d), i16x8.extend_low_i8x16_s(e));
+      store4x4s(o + 384, 32, i16x8.extend_high_i8x16_s(a), i16x8.extend_high_i8x16_s(c), i16x8.extend_high_i8x16_s(d), i16x8.extend_high_i8x16_s(e));
+    }
+  }
+}
+
+/** unpack `rows` block-32 rows into row octets and their scales (above; rows rounded up to 8) */
+function unpackPanel32r(type: i32, src: usize, rowBytes: usize, rows: i32, K: i32, w: usize, sc: usize): void {
+  if (type == 8) panel32r(8, src, rowBytes, rows, K, w, sc);
+  else if (type == 2) panel32r(2, src, rowBytes, rows, K, w, sc);
+  else if (type == 6) panel32r(6, src, rowBytes, rows, K, w, sc);
+  else panel32r(20, src, rowBytes, rows, K, w, sc);
+}
+
+/**
+ * Rows-in-lanes tile: 8 panel rows (a row octet stream at wp, their scales at sp) x 4 tokens (one quad:
+ * its pairs at xo, 32 bytes a step, as in prepQuads16's octets; block scales at d + b * xdStride). Per
+ * step 2 vector loads (the 8 rows' pairs) and 4 32-bit splats (the 4 tokens' pairs), 8 dot products.
+ * The 8 f32 accumulators (2 row halves x 4 tokens) at fa; outputs of rows < nr, tokens < nt to y (token
+ * stride ys): 4 consecutive rows are one v128 store.
+ */
+function qtile16r(wp: usize, sp: usize, nr: i32, xo: usize, d: usize, xdStride: usize, nt: i32, nb: i32, y: usize, ys: usize, fa: usize): void {
+  const zero = f32x4.splat(0);
+  for (let i: usize = 0; i < 128; i += 16) v128.store(fa + i, zero);
+  for (let b = 0; b < nb; b++) {
+    let a00 = i32x4.splat(0), a01 = i32x4.splat(0), a02 = i32x4.splat(0), a03 = i32x4.splat(0);
+    let a10 = i32x4.splat(0), a11 = i32x4.splat(0), a12 = i32x4.splat(0), a13 = i32x4.splat(0);
+    const end = wp + 512;
+    for (; wp < end; wp += 32, xo += 32) {
+      const v = v128.load(wp), z = v128.load(wp, 16);
+      let u = v128.load32_splat(xo);
+      a00 = i32x4.add(a00, i32x4.dot_i16x8_s(v, u)); a10 = i32x4.add(a10, i32x4.dot_i16x8_s(z, u));
+      u = v128.load32_splat(xo, 4);
+      a01 = i32x4.add(a01, i32x4.dot_i16x8_s(v, u)); a11 = i32x4.add(a11, i32x4.dot_i16x8_s(z, u));
+      u = v128.load32_splat(xo, 8);
+      a02 = i32x4.add(a02, i32x4.dot_i16x8_s(v, u)); a12 = i32x4.add(a12, i32x4.dot_i16x8_s(z, u));
+      u = v128.load32_splat(xo, 12);
+      a03 = i32x4.add(a03, i32x4.dot_i16x8_s(v, u)); a13 = i32x4.add(a13, i32x4.dot_i16x8_s(z, u));
+    }
+    const dd = d + <usize>b * xdStride;
+    const dw0 = v128.load(sp), dw1 = v128.load(sp, 16);
+    sp += 32;
+    let dx = v128.load32_splat(dd);
+    v128.store(fa, f32x4.add(v128.load(fa), f32x4.mul(cvt(a00), f32x4.mul(dw0, dx))));
+    v128.store(fa, f32x4.add(v128.load(fa, 16), f32x4.mul(cvt(a10), f32x4.mul(dw1, dx))), 16);
+    dx = v128.load32_splat(dd, 4);
+    v128.store(fa, f32x4.add(v128.load(fa, 32), f32x4.mul(cvt(a01), f32x4.mul(dw0, dx))), 32);
+    v128.store(fa, f32x4.add(v128.load(fa, 48), f32x4.mul(cvt(a11), f32x4.mul(dw1, dx))), 48);
+    dx = v128.load32_splat(dd, 8);
+    v128.store(fa, f32x4.add(v128.load(fa, 64), f32x4.mul(cvt(a02), f32x4.mul(dw0, dx))), 64);
+    v128.store(fa, f32x4.add(v128.load(fa, 80), f32x4.mul(cvt(a12), f32x4.mul(dw1, dx))), 80);
+    dx = v128.load32_splat(dd, 12);
+    v128.store(fa, f32x4.add(v128.load(fa, 96), f32x4.mul(cvt(a03), f32x4.mul(dw0, dx))), 96);
+    v128.store(fa, f32x4.add(v128.load(fa, 112), f32x4.mul(cvt(a13), f32x4.mul(dw1, dx))), 112);
+  }
+  for (let t = 0; t < nt; t++, y += ys) {
+    const f = fa + <usize>t * 32;
+    if (nr >= 8) {
+      v128.store(y, v128.load(f));
+      v128.store(y, v128.load(f, 16), 16);
+    } else {
+      for (let i = 0; i < nr; i++) store<f32>(y + <usize>i * 4, load<f32>(f + <usize>(i >> 2) * 16 + <usize>(i & 3) * 4));
+    }
+  }
+}
+
 // Integer matmul job (i32 words):
 //   0 kind = 3 | 1 type | 2 w | 3 rowBytes | 4 xq (int16 T x K) | 5 xd (f32 T x nb) | 6 T | 7 K
 //   8 xsum (int16 T x K/32) | 9 y | 10 N | 11 rows | 12 chunkRows | 13 scratch | 14 scratch bytes per thread
 //   15 prepared activations (0: none): decode (T < 4, relaxed build) prepActs8; prefill (T >= 4) Q4_K / Q6_K
 //      (relaxed build) prepQuads, block-32 types (both builds) prepQuads16 (Tp tokens, the padding ones zero)
-//   16 W interleaved by 4 rows (interleave4): decode only, chunkRows a multiple of 4
+//   16 decode: W interleaved by 4 rows (interleave4), chunkRows a multiple of 4; block-32 prefill: 1
+//      rows-in-lanes tiles (qtile16r; chunkRows a multiple of 8), 0 qtile16p
 function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
   const type = param(job, 1);
   const rowBytes = <usize>param(job, 3);
@@ -2641,6 +2747,31 @@ function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
   const xsumStride = <usize>nb * 16;
   const ms = <usize>nb * 16;
   const xa = <usize>param(job, 15);
+  if (bl == 32 && T >= 4 && xa != 0 && param(job, 16) == 1) {
+    // prefill, block-32 types, rows in lanes (job word 16 = 1; chunkRows a multiple of 8): row octets
+    // (unpackPanel32r) x one token quad, 8 x 4 tiles; f32 accumulators in the thread's spare bytes
+    const fa = scratch + <usize>param(job, 14) - 128;
+    const nr8 = (nr + 7) & ~7;
+    const sc8 = w + <usize>nr8 * <usize>K * 2;
+    unpackPanel32r(type, <usize>param(job, 2) + <usize>r0 * rowBytes, rowBytes, nr, K, w, sc8);
+    const OS = <usize>quadBytes16(K) * 2;
+    const nQ = Tp >> 2;
+    const qb = max(2, <i32>(<usize>24576 / (OS >> 1)) & ~1);
+    const gs = <usize>16 * <usize>K;
+    for (let g0 = 0; g0 < nQ; g0 += qb) {
+      const g1 = min(nQ, g0 + qb);
+      for (let r = 0; r < nr; r += 8) {
+        const wp = w + <usize>(r >> 3) * gs, sp = sc8 + <usize>(r >> 3) * <usize>nb * 32;
+        for (let g = g0; g < g1; g++) {
+          qtile16r(
+            wp, sp, min(8, nr - r), xa + <usize>(g >> 1) * OS + <usize>(g & 1) * 16, xd + <usize>g * 16, xdStride, min(4, T - 4 * g), nb,
+            y0 + <usize>(4 * g) * ys + <usize>r * 4, ys, fa,
+          );
+        }
+      }
+    }
+    return;
+  }
   if (bl == 32 && T >= 4 && xa != 0) {
     // prefill, block-32 types: the chunk's rows as a panel interleaved by 4 rows (unpackPanel32) x token
     // octets (prepQuads16), 4 rows x 2 quads tiles; their f32 accumulators in the 512 spare bytes of the

@@ -1,0 +1,78 @@
+/**
+ * `npm run bench -- prefill-tile [types=Q8_0] [T=512] [threads=1] [rounds=6]`: the block-32 prefill
+ * matmul (MatmulEngine.matmulInt, 4 tokens and more) alone, with the two tile layouts alternated in the
+ * same process: tokens in the lanes (qtile16p, 4 rows x 8 tokens) and weight rows in the lanes (qtile16r,
+ * 8 rows x 4 tokens; `prefillRows`). The shapes of the ~100M synthetic llama's FFN (768 -> 2816 and
+ * 2816 -> 768). GFLOP/s = 2 T K N per CPU second, best of `rounds` calls each; the activations are
+ * rounded once (sameInput), so the time is the unpacking and the tiles. Output hashes must agree.
+ */
+import { useNodeThreads } from '../src/cli/threads.js';
+import '../src/index.js';
+import { MatmulEngine } from '../src/kernels/matmul.js';
+import { ggmlCodec } from '../src/quant/ggml/registry.js';
+import { ggmlRowBytes, ggmlTypeByName } from '../src/quant/ggml/types.js';
+import { xorshift32 } from '../src/rng.js';
+
+function cpuMs(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+}
+
+function hash(y: Float32Array): string {
+  const u = new Uint32Array(y.buffer, y.byteOffset, y.length);
+  let h = 2166136261;
+  for (let i = 0; i < u.length; i++) h = Math.imul(h ^ u[i], 16777619) >>> 0;
+  return h.toString(16).padStart(8, '0');
+}
+
+export async function run(args: string[]): Promise<void> {
+  const types = (args[0] ?? 'Q8_0').split(',');
+  const T = Number(args[1] ?? 512);
+  const threads = Number(args[2] ?? 1);
+  const rounds = Number(args[3] ?? 6);
+  useNodeThreads();
+  const e = MatmulEngine.get();
+  if (!e) {
+    console.log('no WebAssembly SIMD: skipping');
+    return;
+  }
+  e.setThreads(threads);
+  console.log(`block-32 prefill matmul, T = ${T}, ${e.threads} thread(s), ${e.variant} build; best of ${rounds}, layouts alternated`);
+  const next = xorshift32(11);
+  for (const name of types) {
+    const type = ggmlTypeByName(name);
+    const codec = type && ggmlCodec(type);
+    if (!type || !codec?.quantize || !['Q8_0', 'Q4_0', 'Q5_0', 'IQ4_NL'].includes(name)) {
+      console.log(`  ${name}: not a block-32 integer type`);
+      continue;
+    }
+    for (const [k, n] of [[768, 2816], [2816, 768]]) {
+      const rb = ggmlRowBytes(type, k);
+      const src = Float32Array.from({ length: n * k }, () => next() / 2 ** 32 - 0.5);
+      const bytes = new Uint8Array(n * rb);
+      codec.quantize(src, n, k, bytes);
+      const w = e.storeWeight(type, n, k, rb, bytes)!;
+      const x = Float32Array.from({ length: T * k }, () => next() / 2 ** 31 - 1);
+      const y = new Float32Array(T * n);
+      const best = [Infinity, Infinity];
+      const hashes = ['', ''];
+      e.matmulInt(y, x, w, T);
+      for (let r = 0; r < rounds; r++) {
+        for (const v of [0, 1]) {
+          e.prefillRows = v === 1;
+          const c0 = cpuMs();
+          e.matmulInt(y, x, w, T, true);
+          best[v] = Math.min(best[v], cpuMs() - c0);
+          hashes[v] = hash(y);
+        }
+      }
+      e.prefillRows = false;
+      const gf = (ms: number) => (2 * T * k * n) / ms / 1e6;
+      console.log(
+        `  ${name} ${k} -> ${n}: tokens in lanes ${best[0].toFixed(2)} ms (${gf(best[0]).toFixed(1)} GFLOP/s per CPU-s), ` +
+          `rows in lanes ${best[1].toFixed(2)} ms (${gf(best[1]).toFixed(1)}); new/old speed ${(best[0] / best[1]).toFixed(3)}; ` +
+          `hashes ${hashes[0]} ${hashes[1]}${hashes[0] === hashes[1] ? ' (same)' : ' DIFFER'}`,
+      );
+    }
+  }
+}
