@@ -385,24 +385,25 @@ test('prefill tiles (4 tokens and more): operands at their extremes (int16 lane 
   assert.equal(checked, variants.length * 4 * 4 * 2);
 });
 
-test('block-32 prefill tiles, rows in lanes (default) and tokens in lanes: = intMatmulRef bit for bit on odd shapes (rows not a multiple of 8 or 4, T not a multiple of 4, odd quads), 1 and 2 threads', () => {
+test('block-32 prefill tiles, rows in lanes (8 x 4, default) and tokens in lanes (4 x 8): = intMatmulRef bit for bit on odd shapes (rows not a multiple of 8 or 4, T not a multiple of 4, odd quads), 1 and 2 threads', () => {
   useNodeThreads();
   let checked = 0;
   let seed = 500;
   for (const variant of variants) {
     const e = MatmulEngine.get(variant)!;
-    assert.equal(e.prefillRows, true);
+    const dflt = e.prefillTile;
+    assert.equal(dflt, 'rows');
     for (const name of ['Q8_0', 'Q4_0', 'Q5_0', 'IQ4_NL']) {
       const type = ggmlTypeByName(name)!;
       for (const [nTok, k, n] of [[4, 32, 1], [5, 96, 3], [7, 64, 8], [11, 160, 13], [66, 256, 301], [18, 2816, 21]]) {
         const bytes = quantized(type, n, k, seed++);
         const x = normals(nTok * k, seed++, 3);
-        for (const rows of [true, false]) {
-          e.prefillRows = rows;
+        for (const tile of ['rows', 'tokens'] as const) {
+          e.prefillTile = tile;
           try {
-            checked += agreesOnThreads(e, type, bytes, x, nTok, k, n, `${variant} ${name} T=${nTok} K=${k} N=${n} prefillRows=${rows}`);
+            checked += agreesOnThreads(e, type, bytes, x, nTok, k, n, `${variant} ${name} T=${nTok} K=${k} N=${n} prefillTile=${tile}`);
           } finally {
-            e.prefillRows = true;
+            e.prefillTile = dflt;
           }
         }
       }

@@ -2476,38 +2476,39 @@ function qtile16p(
 }
 
 // @ts-ignore: decorator
-@inline function panel32r(type: i32, src: usize, rowBytes: usize, rows: i32, K: i32, w: usize, sc: usize): void {
+@inline function panel32r(type: i32, src: usize, rowBytes: usize, rows: i32, K: i32, w: usize, sc: usize, G: i32): void {
   const nb = K / 32;
   const bs = <usize>(type == 8 ? 34 : type == 6 ? 22 : 18);
-  const rows8 = (rows + 7) & ~7;
-  for (let g = 0; g < rows8; g += 4) {
+  const rowsG = (rows + G - 1) & ~(G - 1);
+  const st = <usize>G * 4; // bytes per step (G int16 pairs)
+  for (let g = 0; g < rowsG; g += 4) {
     // 4 rows of the group (a last group repeats the chunk's last row)
     const p0 = src + <usize>min(g, rows - 1) * rowBytes;
     const p1 = src + <usize>min(g + 1, rows - 1) * rowBytes, p2 = src + <usize>min(g + 2, rows - 1) * rowBytes, p3 = src + <usize>min(g + 3, rows - 1) * rowBytes;
-    const wg = w + <usize>(g >> 3) * 16 * <usize>K + <usize>(g & 4) * 4;
-    const sg = sc + <usize>(g >> 3) * <usize>nb * 32 + <usize>(g & 4) * 4;
+    const wg = w + <usize>(g / G) * 2 * <usize>G * <usize>K + <usize>(g % G) * 4;
+    const sg = sc + <usize>(g / G) * <usize>nb * st + <usize>(g % G) * 4;
     for (let b: usize = 0; b < <usize>nb; b++) {
-      const o = wg + b * 512, q = b * bs, so = sg + b * 32;
+      const o = wg + b * 16 * st, q = b * bs, so = sg + b * st;
       store<f32>(so, f16At(p0 + q));
       store<f32>(so, f16At(p1 + q), 4);
       store<f32>(so, f16At(p2 + q), 8);
       store<f32>(so, f16At(p3 + q), 12);
       let a = block32(type, p0 + q, false), c = block32(type, p1 + q, false), d = block32(type, p2 + q, false), e = block32(type, p3 + q, false);
-      store4x4s(o, 32, i16x8.extend_low_i8x16_s(a), i16x8.extend_low_i8x16_s(c), i16x8.extend_low_i8x16_s(d), i16x8.extend_low_i8x16_s(e));
-      store4x4s(o + 128, 32, i16x8.extend_high_i8x16_s(a), i16x8.extend_high_i8x16_s(c), i16x8.extend_high_i8x16_s(d), i16x8.extend_high_i8x16_s(e));
+      store4x4s(o, st, i16x8.extend_low_i8x16_s(a), i16x8.extend_low_i8x16_s(c), i16x8.extend_low_i8x16_s(d), i16x8.extend_low_i8x16_s(e));
+      store4x4s(o + 4 * st, st, i16x8.extend_high_i8x16_s(a), i16x8.extend_high_i8x16_s(c), i16x8.extend_high_i8x16_s(d), i16x8.extend_high_i8x16_s(e));
       a = block32(type, p0 + q, true); c = block32(type, p1 + q, true); d = block32(type, p2 + q, true); e = block32(type, p3 + q, true);
-      store4x4s(o + 256, 32, i16x8.extend_low_i8x16_s(a), i16x8.extend_low_i8x16_s(c), i16x8.extend_low_i8x16_s(d), i16x8.extend_low_i8x16_s(e));
-      store4x4s(o + 384, 32, i16x8.extend_high_i8x16_s(a), i16x8.extend_high_i8x16_s(c), i16x8.extend_high_i8x16_s(d), i16x8.extend_high_i8x16_s(e));
+      store4x4s(o + 8 * st, st, i16x8.extend_low_i8x16_s(a), i16x8.extend_low_i8x16_s(c), i16x8.extend_low_i8x16_s(d), i16x8.extend_low_i8x16_s(e));
+      store4x4s(o + 12 * st, st, i16x8.extend_high_i8x16_s(a), i16x8.extend_high_i8x16_s(c), i16x8.extend_high_i8x16_s(d), i16x8.extend_high_i8x16_s(e));
     }
   }
 }
 
 /** unpack `rows` block-32 rows into row octets and their scales (above; rows rounded up to 8) */
 function unpackPanel32r(type: i32, src: usize, rowBytes: usize, rows: i32, K: i32, w: usize, sc: usize): void {
-  if (type == 8) panel32r(8, src, rowBytes, rows, K, w, sc);
-  else if (type == 2) panel32r(2, src, rowBytes, rows, K, w, sc);
-  else if (type == 6) panel32r(6, src, rowBytes, rows, K, w, sc);
-  else panel32r(20, src, rowBytes, rows, K, w, sc);
+  if (type == 8) panel32r(8, src, rowBytes, rows, K, w, sc, 8);
+  else if (type == 2) panel32r(2, src, rowBytes, rows, K, w, sc, 8);
+  else if (type == 6) panel32r(6, src, rowBytes, rows, K, w, sc, 8);
+  else panel32r(20, src, rowBytes, rows, K, w, sc, 8);
 }
 
 /**
@@ -2521,10 +2522,18 @@ function qtile16r(wp: usize, sp: usize, nr: i32, xo: usize, d: usize, xdStride: 
   const zero = f32x4.splat(0);
   for (let i: usize = 0; i < 128; i += 16) v128.store(fa + i, zero);
   for (let b = 0; b < nb; b++) {
-    let a00 = i32x4.splat(0), a01 = i32x4.splat(0), a02 = i32x4.splat(0), a03 = i32x4.splat(0);
-    let a10 = i32x4.splat(0), a11 = i32x4.splat(0), a12 = i32x4.splat(0), a13 = i32x4.splat(0);
+    // the block's first step starts the 8 int32 sums (no zeros to add)
+    const v0 = v128.load(wp), z0 = v128.load(wp, 16);
+    let u0 = v128.load32_splat(xo);
+    let a00 = i32x4.dot_i16x8_s(v0, u0), a10 = i32x4.dot_i16x8_s(z0, u0);
+    u0 = v128.load32_splat(xo, 4);
+    let a01 = i32x4.dot_i16x8_s(v0, u0), a11 = i32x4.dot_i16x8_s(z0, u0);
+    u0 = v128.load32_splat(xo, 8);
+    let a02 = i32x4.dot_i16x8_s(v0, u0), a12 = i32x4.dot_i16x8_s(z0, u0);
+    u0 = v128.load32_splat(xo, 12);
+    let a03 = i32x4.dot_i16x8_s(v0, u0), a13 = i32x4.dot_i16x8_s(z0, u0);
     const end = wp + 512;
-    for (; wp < end; wp += 32, xo += 32) {
+    for (wp += 32, xo += 32; wp < end; wp += 32, xo += 32) {
       const v = v128.load(wp), z = v128.load(wp, 16);
       let u = v128.load32_splat(xo);
       a00 = i32x4.add(a00, i32x4.dot_i16x8_s(v, u)); a10 = i32x4.add(a10, i32x4.dot_i16x8_s(z, u));
@@ -2568,7 +2577,7 @@ function qtile16r(wp: usize, sp: usize, nr: i32, xo: usize, d: usize, xdStride: 
 //   15 prepared activations (0: none): decode (T < 4, relaxed build) prepActs8; prefill (T >= 4) Q4_K / Q6_K
 //      (relaxed build) prepQuads, block-32 types (both builds) prepQuads16 (Tp tokens, the padding ones zero)
 //   16 decode: W interleaved by 4 rows (interleave4), chunkRows a multiple of 4; block-32 prefill: 1
-//      rows-in-lanes tiles (qtile16r; chunkRows a multiple of 8), 0 qtile16p
+//      rows in lanes (qtile16r; chunkRows a multiple of 8), 0 tokens in lanes (qtile16p)
 function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
   const type = param(job, 1);
   const rowBytes = <usize>param(job, 3);
@@ -2749,13 +2758,15 @@ function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
   const xa = <usize>param(job, 15);
   if (bl == 32 && T >= 4 && xa != 0 && param(job, 16) == 1) {
     // prefill, block-32 types, rows in lanes (job word 16 = 1; chunkRows a multiple of 8): row octets
-    // (unpackPanel32r) x one token quad, 8 x 4 tiles; f32 accumulators in the thread's spare bytes
+    // (unpackPanel32r) x one token quad of the octets, 8 x 4 tiles; f32 accumulators in the thread's
+    // spare bytes
     const fa = scratch + <usize>param(job, 14) - 128;
     const nr8 = (nr + 7) & ~7;
     const sc8 = w + <usize>nr8 * <usize>K * 2;
     unpackPanel32r(type, <usize>param(job, 2) + <usize>r0 * rowBytes, rowBytes, nr, K, w, sc8);
     const OS = <usize>quadBytes16(K) * 2;
     const nQ = Tp >> 2;
+    // quads per block: their packed tokens within ~24 KiB (L1), a multiple of 2
     const qb = max(2, <i32>(<usize>24576 / (OS >> 1)) & ~1);
     const gs = <usize>16 * <usize>K;
     for (let g0 = 0; g0 < nQ; g0 += qb) {

@@ -588,12 +588,15 @@ export class MatmulEngine {
       if (threads > 1) chunkRows = Math.min(chunkRows, Math.max(3, Math.ceil(n / (8 * threads) / 3) * 3));
       chunkRows = Math.max(chunkRows, Math.ceil(n / MAX_CHUNKS));
       // the block-32 prefill panel (wasm unpackPanel32) holds whole groups of 4 rows
-      if (quads16) chunkRows = this.prefillRows ? (chunkRows + 7) & ~7 : (chunkRows + 3) & ~3;
+      if (quads16) {
+        const g = this.prefillTile === 'rows' ? 8 : 4;
+        chunkRows = (chunkRows + g - 1) & ~(g - 1);
+      }
     }
     const scratchBytes = (il ? 0 : chunkRows * rowScratch) + 512;
     const scratch = this.buffer('scratch', scratchBytes * this.threadCount);
     this.setJob(3, w.type.id, il || w.ptr, w.rowBytes, xq, xd, nTok, k, xs, yAt, n, n, chunkRows, scratch, scratchBytes);
-    this.job[16] = il ? 1 + this.exports.decodeExtra32(w.type.id) : quads16 && this.prefillRows ? 1 : 0;
+    this.job[16] = il ? 1 + this.exports.decodeExtra32(w.type.id) : quads16 && this.prefillTile === 'rows' ? 1 : 0;
     this.job[15] = xa;
     this.dispatch(Math.ceil(n / chunkRows), threads, nTok === 1);
     if (yOwn < 0) this.copyOut(out, yAt, nTok * n);
@@ -687,11 +690,11 @@ export class MatmulEngine {
   }
 
   /**
-   * block-32 prefill tiles (4 tokens and more): true (default), weight rows in the lanes (8 rows x 4 tokens,
-   * qtile16r); false, tokens in the lanes (4 rows x 8 tokens, qtile16p: bench prefill-tile's anchor). The
-   * same bits either way.
+   * block-32 prefill tiles (4 tokens and more): 'rows' (default), weight rows in the lanes (8 rows x 4
+   * tokens, qtile16r); 'tokens', tokens in the lanes (4 rows x 8 tokens, qtile16p: bench prefill-tile's
+   * anchor). The same bits either way.
    */
-  prefillRows = true;
+  prefillTile: 'rows' | 'tokens' = 'rows';
 
   /** the packed 3 x 3 tiles for F32 weights (on by default; off: the row-by-row tiles, for tests) */
   packTokens = true;
