@@ -149,7 +149,7 @@ export function lpBound(items: readonly AllocItem[], hulls: number[][], steps: r
  * lpBound's order) and the walk past the steps of items before `first` (each `first` keeps the indices
  * of its steps). The branch and bound calls it at every node.
  */
-export function suffixBounds(items: readonly AllocItem[], hulls: number[][], steps: readonly Step[]): (first: number, budget: number) => number {
+export function suffixBounds(items: readonly AllocItem[], hulls: number[][], steps: readonly Step[], maxIndices = 1 << 24): (first: number, budget: number) => number {
   const n = items.length;
   const baseCost = new Float64Array(n + 1);
   const baseBytes = new Float64Array(n + 1);
@@ -168,8 +168,16 @@ export function suffixBounds(items: readonly AllocItem[], hulls: number[][], ste
     baseCost[first] = cost;
     baseBytes[first] = bytes;
   }
+  // (n + 1) index lists: quadratic in the tensors, so beyond `maxIndices` (2^24: 64 MB) one list of every
+  // step, those of items before `first` skipped as lpBound does
+  const perFirst = (n + 1) * steps.length <= maxIndices;
+  const all = Int32Array.from(steps, (_, k) => k);
   const from: Int32Array[] = [];
   for (let first = 0; first <= n; first++) {
+    if (!perFirst) {
+      from.push(all);
+      continue;
+    }
     let m = 0;
     for (const s of steps) if (s.item >= first) m++;
     const ks = new Int32Array(m);
@@ -177,6 +185,7 @@ export function suffixBounds(items: readonly AllocItem[], hulls: number[][], ste
     steps.forEach((s, k) => void (s.item >= first && (ks[m++] = k)));
     from.push(ks);
   }
+  const item = Int32Array.from(steps, (s) => s.item);
   const dBytes = Float64Array.from(steps, (s) => s.dBytes);
   const dCost = Float64Array.from(steps, (s) => s.dCost);
   return (first, budget) => {
@@ -188,6 +197,7 @@ export function suffixBounds(items: readonly AllocItem[], hulls: number[][], ste
     const ks = from[first];
     for (let t = 0; t < ks.length; t++) {
       const k = ks[t];
+      if (item[k] < first) continue;
       if (dBytes[k] <= left) {
         cost += dCost[k];
         left -= dBytes[k];
