@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { allocateBruteForce, allocateExact, allocateLagrangian, convexHull, sizeRange, type AllocItem } from '../src/alloc/solve.js';
+import { allocateBruteForce, allocateExact, allocateLagrangian, convexHull, hullSteps, lpBound, sizeRange, suffixBounds, type AllocItem } from '../src/alloc/solve.js';
 import { LowbitError } from '../src/errors.js';
 import { xorshift32 } from '../src/rng.js';
 
@@ -66,6 +66,86 @@ test('alloc: a larger problem (200 tensors × 7 types) solves fast and the exact
   const ex = allocateExact(items, budget, { maxNodes: 200_000 });
   assert.ok(ex.cost <= lg.cost);
   assert.ok((lg.cost - lg.lowerBound) / lg.lowerBound < 0.01, `gap ${(lg.cost - lg.lowerBound) / lg.lowerBound}`);
+});
+
+/**
+ * The branch and bound as it was before suffixBounds (lpBound at every node, the candidates sorted at every
+ * node): the reference the search must equal pick for pick, node limit and all.
+ */
+function exactReference(items: readonly AllocItem[], budget: number, maxNodes: number): { picks: number[]; optimal: boolean } {
+  const start = allocateLagrangian(items, budget);
+  const order = items
+    .map((it, i) => ({ i, spread: Math.max(...it.candidates.map((c) => c.cost)) - Math.min(...it.candidates.map((c) => c.cost)) }))
+    .sort((a, b) => b.spread - a.spread || a.i - b.i)
+    .map((o) => o.i);
+  const sorted = order.map((i) => items[i]);
+  const hulls = sorted.map((it) => convexHull(it.candidates));
+  const steps = hullSteps(sorted, hulls, 0);
+  let bestCost = start.cost;
+  let bestPicks = order.map((i) => start.picks[i]);
+  const picks = new Array<number>(sorted.length).fill(0);
+  let nodes = 0;
+  let aborted = false;
+  const minBytesSuffix = new Float64Array(sorted.length + 1);
+  for (let i = sorted.length - 1; i >= 0; i--) minBytesSuffix[i] = minBytesSuffix[i + 1] + Math.min(...sorted[i].candidates.map((c) => c.bytes));
+  const eps = 1e-12 * Math.max(1, Math.abs(bestCost));
+  const visit = (depth: number, bytes: number, cost: number): void => {
+    if (aborted) return;
+    if (++nodes > maxNodes) {
+      aborted = true;
+      return;
+    }
+    if (depth === sorted.length) {
+      if (cost < bestCost - eps) {
+        bestCost = cost;
+        bestPicks = picks.slice();
+      }
+      return;
+    }
+    if (bytes + minBytesSuffix[depth] > budget) return;
+    if (cost + lpBound(sorted, hulls, steps, depth, budget - bytes) >= bestCost - eps) return;
+    const cands = sorted[depth].candidates.map((c, j) => j).sort((a, b) => sorted[depth].candidates[a].cost - sorted[depth].candidates[b].cost);
+    for (const j of cands) {
+      const c = sorted[depth].candidates[j];
+      if (bytes + c.bytes + minBytesSuffix[depth + 1] > budget) continue;
+      picks[depth] = j;
+      visit(depth + 1, bytes + c.bytes, cost + c.cost);
+      if (aborted) return;
+    }
+  };
+  visit(0, 0, 0);
+  const out = new Array<number>(items.length);
+  order.forEach((i, k) => (out[i] = bestPicks[k]));
+  return { picks: out, optimal: !aborted };
+}
+
+test('alloc: suffixBounds gives lpBound bit for bit, and the branch and bound the same picks as the per-node version (node limits hit or not, integer and fractional sizes)', () => {
+  let bounds = 0;
+  let aborted = 0;
+  for (let seed = 1; seed <= 120; seed++) {
+    const fractional = seed % 3 === 0;
+    const items = toy(seed, 5 + (seed % 40), 2 + (seed % 6)).map((it) => (fractional ? { ...it, candidates: it.candidates.map((c) => ({ ...c, bytes: c.bytes * 1.37 + 0.1 })) } : it));
+    const { min, max } = sizeRange(items);
+    const budget = fractional ? min + ((seed * 0.61) % 1) * (max - min) : Math.round(min + ((seed * 0.61) % 1) * (max - min));
+    const hulls = items.map((it) => convexHull(it.candidates));
+    const steps = hullSteps(items, hulls, 0);
+    // (maxIndices 0: the one shared step list of very large problems)
+    for (const fast of [suffixBounds(items, hulls, steps), suffixBounds(items, hulls, steps, 0)])
+      for (let first = 0; first <= items.length; first++)
+        for (const b of [budget, Math.floor(budget * 0.9), budget * 0.93, min / 2]) {
+          const a = lpBound(items, hulls, steps, first, b);
+          assert.ok(Object.is(fast(first, b), a), `seed ${seed} first ${first} budget ${b}: ${fast(first, b)} vs ${a}`);
+          bounds++;
+        }
+    for (const maxNodes of [50, 2000, 250_000]) {
+      const ref = exactReference(items, budget, maxNodes);
+      const ex = allocateExact(items, budget, { maxNodes });
+      assert.deepEqual(ex.picks, ref.picks, `seed ${seed}, ${maxNodes} nodes`);
+      assert.equal(ex.optimal, ref.optimal);
+      if (!ref.optimal) aborted++;
+    }
+  }
+  assert.ok(bounds > 5000 && aborted >= 20, `${bounds} bounds compared, ${aborted} searches stopped by the node limit`);
 });
 
 test('alloc: hessianCost equals ||X ΔWᵀ||² computed directly (f64), and diagonalCost its diagonal part', async () => {

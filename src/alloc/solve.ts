@@ -96,7 +96,7 @@ export function convexHull(cands: readonly Candidate[]): number[] {
   return hull;
 }
 
-interface Step {
+export interface Step {
   item: number;
   from: number;
   to: number;
@@ -104,7 +104,7 @@ interface Step {
   dCost: number; // negative
 }
 
-function hullSteps(items: readonly AllocItem[], hulls: number[][], first: number): Step[] {
+export function hullSteps(items: readonly AllocItem[], hulls: number[][], first: number): Step[] {
   const steps: Step[] = [];
   for (let i = first; i < items.length; i++) {
     const h = hulls[i];
@@ -120,7 +120,7 @@ function hullSteps(items: readonly AllocItem[], hulls: number[][], first: number
 }
 
 /** Value of the LP relaxation of items[first..] with `budget` bytes (−Infinity-free: the base picks must fit). */
-function lpBound(items: readonly AllocItem[], hulls: number[][], steps: readonly Step[], first: number, budget: number): number {
+export function lpBound(items: readonly AllocItem[], hulls: number[][], steps: readonly Step[], first: number, budget: number): number {
   let cost = 0;
   let left = budget;
   for (let i = first; i < items.length; i++) {
@@ -140,6 +140,74 @@ function lpBound(items: readonly AllocItem[], hulls: number[][], steps: readonly
     }
   }
   return cost;
+}
+
+/**
+ * lpBound(items, hulls, steps, first, budget) for every `first`, as a function of (first, budget): the
+ * same value bit for bit (the same additions in the same order), without the per-call work that does
+ * not depend on the budget -- the sums over the items' first hull points (done once per `first`, in
+ * lpBound's order) and the walk past the steps of items before `first` (each `first` keeps the indices
+ * of its steps). The branch and bound calls it at every node.
+ */
+export function suffixBounds(items: readonly AllocItem[], hulls: number[][], steps: readonly Step[], maxIndices = 1 << 24): (first: number, budget: number) => number {
+  const n = items.length;
+  const baseCost = new Float64Array(n + 1);
+  const baseBytes = new Float64Array(n + 1);
+  // byte counts that are safe integers subtract exactly in any grouping: budget - Σ bytes then equals
+  // lpBound's budget - b_first - b_first+1 - ...; otherwise that sequence is replayed per call
+  let integral = true;
+  for (let first = 0; first <= n; first++) {
+    let cost = 0;
+    let bytes = 0;
+    for (let i = first; i < n; i++) {
+      const c = items[i].candidates[hulls[i][0]];
+      cost += c.cost;
+      bytes += c.bytes;
+      if (!Number.isSafeInteger(c.bytes) || !Number.isSafeInteger(bytes)) integral = false;
+    }
+    baseCost[first] = cost;
+    baseBytes[first] = bytes;
+  }
+  // (n + 1) index lists: quadratic in the tensors, so beyond `maxIndices` (2^24: 64 MB) one list of every
+  // step, those of items before `first` skipped as lpBound does
+  const perFirst = (n + 1) * steps.length <= maxIndices;
+  const all = Int32Array.from(steps, (_, k) => k);
+  const from: Int32Array[] = [];
+  for (let first = 0; first <= n; first++) {
+    if (!perFirst) {
+      from.push(all);
+      continue;
+    }
+    let m = 0;
+    for (const s of steps) if (s.item >= first) m++;
+    const ks = new Int32Array(m);
+    m = 0;
+    steps.forEach((s, k) => void (s.item >= first && (ks[m++] = k)));
+    from.push(ks);
+  }
+  const item = Int32Array.from(steps, (s) => s.item);
+  const dBytes = Float64Array.from(steps, (s) => s.dBytes);
+  const dCost = Float64Array.from(steps, (s) => s.dCost);
+  return (first, budget) => {
+    let left = budget;
+    if (integral && Number.isSafeInteger(budget)) left = budget - baseBytes[first];
+    else for (let i = first; i < n; i++) left -= items[i].candidates[hulls[i][0]].bytes;
+    if (left < 0) return Infinity;
+    let cost = baseCost[first];
+    const ks = from[first];
+    for (let t = 0; t < ks.length; t++) {
+      const k = ks[t];
+      if (item[k] < first) continue;
+      if (dBytes[k] <= left) {
+        cost += dCost[k];
+        left -= dBytes[k];
+      } else {
+        cost += dCost[k] * (left / dBytes[k]);
+        break;
+      }
+    }
+    return cost;
+  };
 }
 
 function totals(items: readonly AllocItem[], picks: readonly number[]): { bytes: number; cost: number } {
@@ -257,6 +325,10 @@ export function allocateExact(items: readonly AllocItem[], budget: number, opts:
   const minBytesSuffix = new Float64Array(sorted.length + 1);
   for (let i = sorted.length - 1; i >= 0; i--) minBytesSuffix[i] = minBytesSuffix[i + 1] + Math.min(...sorted[i].candidates.map((c) => c.bytes));
   const eps = 1e-12 * Math.max(1, Math.abs(bestCost));
+  const bound = suffixBounds(sorted, hulls, steps);
+  // each item's candidates cheapest in cost first (good incumbents early): the same stable sort the
+  // search did at every node, done once
+  const candOrder = sorted.map((it) => it.candidates.map((_, j) => j).sort((a, b) => it.candidates[a].cost - it.candidates[b].cost));
 
   const visit = (depth: number, bytes: number, cost: number): void => {
     if (aborted) return;
@@ -272,12 +344,10 @@ export function allocateExact(items: readonly AllocItem[], budget: number, opts:
       return;
     }
     if (bytes + minBytesSuffix[depth] > budget) return;
-    const bound = cost + lpBound(sorted, hulls, steps, depth, budget - bytes);
-    if (bound >= bestCost - eps) return;
-    // try candidates cheapest in cost first (good incumbents early)
-    const cands = sorted[depth].candidates.map((c, j) => j).sort((a, b) => sorted[depth].candidates[a].cost - sorted[depth].candidates[b].cost);
-    for (const j of cands) {
-      const c = sorted[depth].candidates[j];
+    if (cost + bound(depth, budget - bytes) >= bestCost - eps) return;
+    const cands = sorted[depth].candidates;
+    for (const j of candOrder[depth]) {
+      const c = cands[j];
       if (bytes + c.bytes + minBytesSuffix[depth + 1] > budget) continue;
       picks[depth] = j;
       visit(depth + 1, bytes + c.bytes, cost + c.cost);
