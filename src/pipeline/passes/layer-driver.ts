@@ -36,13 +36,6 @@ export interface BlockState {
   runner?: BlockRunner;
 }
 
-let targetsOnEveryWindow = false;
-
-/** Compute the block objective's float targets on every calibration window, not only on those the block stages read (tests compare the two). */
-export function setBlockTargetsOnEveryWindow(on: boolean): void {
-  targetsOnEveryWindow = on;
-}
-
 export interface LayerPassInput {
   plan: QuantizePlan;
   model: LoadedModel;
@@ -108,13 +101,6 @@ export async function layerPass(input: LayerPassInput): Promise<{ added: Map<str
   const nExp = config.nExperts ?? 0;
   const expertNotes: string[] = [];
   /**
-   * the block objective's minibatch order, the same for every layer: each layer's block stage reads the same
-   * calibration windows, so the float stream is carried through the layers on those windows only (with an
-   * order per layer, the layers' windows together were nearly all of them: 375 of 384 window-layers at 12
-   * layers of 32 windows)
-   */
-  const blockSeed = o.seed;
-  /**
    * The block objective's errors measured on the runtime (lc): the start's from X and the pending
    * residuals (the layer as rounded per linear), an iterate's by running the layer; the last iterate's
    * run covers every window and leaves X = the next layer's input (`xIsLast`).
@@ -169,7 +155,7 @@ export async function layerPass(input: LayerPassInput): Promise<{ added: Map<str
     // (--autoround-block-eval) nor an input the embedding learner rewrites: there the runner's own loss
     const judge = !o.autoroundBlockEval && !input ? runtimeJudge(l, xIn, target) : undefined;
     runner.metric = blockMetric?.get(l + 1) ?? null;
-    const r = refineBlock(runner, specs, xIn, target, { ...autoroundSchedule(o, 'block'), batch: o.autoroundBatch, seed: blockSeed, evalEvery: o.autoroundBlockEval, input, judge });
+    const r = refineBlock(runner, specs, xIn, target, { ...autoroundSchedule(o, 'block'), batch: o.autoroundBatch, seed: o.seed + l, evalEvery: o.autoroundBlockEval, input, judge });
     runner.metric = null;
     if (r.input && emb && embQ && embFp) {
       quantized.set('token_embd.weight', { ...embQ, bytes: r.input.bytes, sqnrDb: sqnrDb(embFp, r.input.q), algorithm: `${embQ.algorithm} (block)` });
@@ -257,29 +243,22 @@ export async function layerPass(input: LayerPassInput): Promise<{ added: Map<str
         blockIn = Float32Array.from(lc.X);
         const runner = block.runner;
         lc.timed('forward', () => {
-          // a window of the float stream is computed only where a block objective reads it (the windows are
-          // independent sequences): every layer's block stage reads the same windows (blockSeed), so each layer
-          // computes those alone. Not with the session-30 options: the head learner (--autoround-head-iters)
-          // reads the float stream past the last layer on every window; checkpoints and the embedding learner:
-          // kept simple, all windows; nor where this or a later layer learns with OmniQuant
+          runner.load((n) => weights.get(`${P}${n}.weight`)!.data);
+          runner.unlearn();
+          // a window of the float stream is computed through the last layer whose block objective reads it (the
+          // windows are independent sequences): past the last layer none is read, so layer l computes only the
+          // windows that layers l, l + 1, ... read. Not with the session-30 options: the head learner
+          // (--autoround-head-iters) reads the float stream past the last layer on every window; checkpoints and
+          // the embedding learner: kept simple, all windows; nor where this or a later layer learns with OmniQuant
           const q3kOptions = o.autoroundHeadIters > 0 || !!o.autoroundBlockEval || o.autoroundEmbedding;
           const omniFrom = Array.from({ length: nLayers - l }, (_, i) => l + i).some((m) => BLOCK_TENSORS.some((n) => learnsLayer(algorithmsFor(`blk.${m}.${n}.weight`))));
           let only: number[] | undefined;
-          if (!omniFrom && !q3kOptions && !targetsOnEveryWindow) {
-            const used = blockWindowsUsed(lc.nSeq, { ...autoroundSchedule(o, 'block'), batch: o.autoroundBatch, seed: blockSeed });
-            only = used.length < lc.nSeq ? used : undefined;
+          if (!omniFrom && !q3kOptions) {
+            const used = new Set<number>();
+            for (let m = l; m < nLayers; m++) for (const w of blockWindowsUsed(lc.nSeq, { ...autoroundSchedule(o, 'block'), batch: o.autoroundBatch, seed: o.seed + m })) used.add(w);
+            only = used.size < lc.nSeq ? [...used].sort((a, b) => a - b) : undefined;
           }
-          if (omniFrom) {
-            // OmniQuant's layers: the float layer on the training engine (its bytes as before)
-            runner.load((n) => weights.get(`${P}${n}.weight`)!.data);
-            runner.unlearn();
-            blockTarget = runner.keepTransposes(() => runner.outputs(xFp!, only));
-          } else {
-            // AutoRound: the float layer (its weights are not rounded yet) on the runtime, the same function
-            // as the training engine's forward to f32 rounding, at ~3/4 of its CPU time per window (112M bench model)
-            blockTarget = new Float32Array(xFp!.length);
-            lc.layerOutputs(l, xFp!, only ?? Array.from({ length: lc.nSeq }, (_, w) => w), blockTarget);
-          }
+          blockTarget = runner.keepTransposes(() => runner.outputs(xFp!, only));
         });
         xFp = blockTarget;
       }

@@ -318,25 +318,6 @@ export class LayerCalibration extends PhaseClock {
     });
   }
 
-  /**
-   * layer l (its current weights) on windows `list` of xIn (residual stream at layer l) into the same
-   * windows of out (nSeq x ctx x dim), in one pass (AutoRound's float targets: the float layer on the float stream)
-   */
-  layerOutputs(l: number, xIn: Float32Array, list: readonly number[], out: Float32Array): void {
-    return this.pass(() => {
-      const n = this.ctx * this.config.dim;
-      const att = new Float32Array(this.ctx * stageWidth(this.config, 'attention'));
-      const act = new Float32Array(this.ctx * stageWidth(this.config, 'ffn'));
-      this.timed('forward', () => {
-        for (const s of list) {
-          const h = out.subarray(s * n, (s + 1) * n);
-          h.set(xIn.subarray(s * n, (s + 1) * n));
-          this.layerOn(h, l, att, act);
-        }
-      });
-    });
-  }
-
   /** r += this.product, through the layer's post-norm of that block when the family has one (Gemma) */
   private addResidual(r: Float32Array, layer: number, input: LayerInput): void {
     const g = this.weights.get(`blk.${layer}.${input === 'attention' ? 'post_attention_norm' : 'post_ffw_norm'}.weight`)?.data;
