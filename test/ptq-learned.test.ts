@@ -27,6 +27,7 @@ import { memorySink } from '../src/io/sink.js';
 import { bytesSource } from '../src/io/source.js';
 import { evaluateAgainst, evaluateBase } from '../src/pipeline/evaluate.js';
 import { quantize } from '../src/pipeline/quantize.js';
+import { setBlockTargetsOnEveryWindow } from '../src/pipeline/passes/layer-driver.js';
 import { resolveScheme } from '../src/quant/registry.js';
 import { assertRefused } from './cli-refusal.js';
 
@@ -135,6 +136,20 @@ test('stories260K: autoround and gptq+autoround end to end beat RTN; same seed, 
   const kBoth = await kld(both.bytes, 'Q4_0 GPTQ+AutoRound');
   assert.ok(kAr < 0.9 * kRtn, `AutoRound ${kAr} vs RTN ${kRtn}`);
   assert.ok(kBoth < 0.9 * kRtn, `GPTQ+AutoRound ${kBoth} vs RTN ${kRtn}`);
+});
+
+test('AutoRound block objective: the float stream carried on the windows the block stages read only gives the bytes of every window', async () => {
+  // 64 windows of 64 tokens, 4 block steps: each layer reads the 8 judged windows and at most 4 more, and the
+  // float stream at layer l is computed on the windows of layers l, l + 1, ... only
+  const recipe = withAlgo(llamaRecipe('Q4_0'), 'autoround', { calibTokens: 4096, calibCtx: 64, autoroundIters: 10, autoroundBlockIters: 4 });
+  const few = await quantizeWith(recipe);
+  assert.ok(few.labels.includes('autoround (block)'), `labels ${few.labels}`);
+  setBlockTargetsOnEveryWindow(true);
+  try {
+    assert.deepEqual((await quantizeWith(recipe)).bytes, few.bytes, 'the same bytes with the float stream on every window');
+  } finally {
+    setBlockTargetsOnEveryWindow(false);
+  }
 });
 
 test('quantize CLI: a learned method without calibration text, or its option without it: one line, exit 2', () => {

@@ -56,6 +56,42 @@ test('gemm kernel: plain SIMD is bit for bit the scalar spec; relaxed within gam
   }
 });
 
+test('gemm kernel, packed panels of B: bit for bit the scalar spec (strides, offsets, column and row tails, k past the scratch, threads)', async () => {
+  const { useNodeThreads } = await import('../src/cli/threads.js');
+  useNodeThreads();
+  const r = normalRng(5);
+  setWasmVariant('simd');
+  try {
+    // [m, k, n, threads]: 8+ rows take the packed path; n = 67 / 130: panels of 64 with groups of 8 and a tail of
+    // 3 / 2 columns; 13 rows: a 1-row tail; k = 8200 is past the scratch (B read in place); 64 x 80 x 72 on 2
+    // threads: every thread packs into its own scratch
+    for (const [m, k, n, threads] of [[8, 9, 16, 1], [13, 70, 67, 1], [12, 5, 130, 1], [9, 8200, 9, 1], [64, 80, 72, 2], [37, 96, 131, 2]]) {
+      const be = wasmBackend(1 << 19, threads)!;
+      await be.ready?.();
+      // operands inside larger arrays: strides past the row length and offsets (ldc = n + 5, lda = k + 3, ldb = n + 11)
+      const lda = k + 3, ldb = n + 11, ldc = n + 5, ao = 7, bo = 13, co = 2;
+      const a = be.alloc(ao + m * lda), b = be.alloc(bo + k * ldb), c = be.alloc(co + m * ldc);
+      for (let i = 0; i < a.length; i++) a[i] = r();
+      for (let i = 0; i < b.length; i++) b[i] = r();
+      for (let i = 0; i < c.length; i++) c[i] = r();
+      const cc = be.alloc(c.length);
+      // on 2 threads, again until the worker has run some of the chunks (a loaded machine may leave it all to the caller)
+      for (let rep = 0; rep < (threads > 1 ? 200 : 1) && !(rep > 0 && (be.workerChunks?.() ?? 0) > 0); rep++)
+        for (const accumulate of [true, false]) {
+          const want = Float32Array.from(c);
+          gemmRef(want, co, ldc, a, ao, lda, b, bo, ldb, m, k, n, accumulate);
+          cc.set(c);
+          be.gemm(cc, co, ldc, a, ao, lda, b, bo, ldb, m, k, n, accumulate);
+          assert.deepEqual(Array.from(cc), Array.from(want), `${m}x${k}x${n}, ${threads} thread(s), accumulate ${accumulate}`);
+        }
+      if (threads > 1) assert.ok((be.workerChunks?.() ?? 0) > 0, 'the worker ran chunks');
+      be.close?.();
+    }
+  } finally {
+    setWasmVariant(undefined);
+  }
+});
+
 function model(be: Backend, c: TrainConfig, batch: number, ctx: number, checkpoint = false): TrainModel {
   const m = new TrainModel(c, be, { batch, ctx, checkpointActivations: checkpoint });
   m.initialize(normalRng(7));

@@ -16,6 +16,10 @@
 // Tiles: 4 rows of C x 8 columns (8 f32x4 accumulators), the columns blocked by 64 so a k x 64 panel
 // of B stays in L2 while all row blocks pass over it. Columns past a multiple of 4 and rows past a
 // multiple of 4 take the narrower paths below (same order of operations).
+// Packing: with a scratch area of at least k x 64 floats (the caller's thread's own) and 8 or more rows,
+// each panel's whole 8-column groups are first copied into it, group after group, each k rows of 8
+// contiguous floats: a tile then reads B sequentially instead of one row of B (ldb apart: a new cache
+// line and often a new page) per step of k. The same products and sums in the same order: the same bits.
 import { choiceHalf, chosen4, hiHalf, mask4, stepHalf } from './_sign-step';
 
 export function heapBase(): usize {
@@ -96,22 +100,45 @@ function dot1(a: usize, b: usize, ldb: usize, c: usize, k: i32, acc: i32): void 
   store<f32>(c, acc ? load<f32>(c) + s : s);
 }
 
-/** C (+)= A B for rows [i0, i1) of C; pointers to element 0, strides in floats */
-export function gemm(a: usize, lda: i32, b: usize, ldb: i32, c: usize, ldc: i32, i0: i32, i1: i32, k: i32, n: i32, acc: i32): void {
+/**
+ * C (+)= A B for rows [i0, i1) of C; pointers to element 0, strides in floats; pk: the calling thread's
+ * scratch of pkFloats floats for packed panels (0: none)
+ */
+export function gemm(a: usize, lda: i32, b: usize, ldb: i32, c: usize, ldc: i32, i0: i32, i1: i32, k: i32, n: i32, acc: i32, pk: usize, pkFloats: i32): void {
   const la = <usize>lda << 2, lb = <usize>ldb << 2, lc = <usize>ldc << 2;
   const n8 = n & ~7;
+  const pack = pk != 0 && i1 - i0 >= 8 && <i64>k * 64 <= <i64>pkFloats;
+  const gs = <usize>k << 5; // bytes of one packed group (k rows of 8 floats)
   for (let j0: i32 = 0; j0 < n; j0 += 64) {
     const j1 = min(j0 + 64, n);
+    // the panel's whole groups of 8 columns (the unpacked loop's `j + 8 <= j1 && j < n8`)
+    const groups = (min(j1, n8) - j0) >> 3;
+    if (pack) packPanel(b + (<usize>j0 << 2), lb, k, groups, pk, gs);
     let i = i0;
     for (; i + 4 <= i1; i += 4) {
       let j = j0;
-      for (; j + 8 <= j1 && j < n8; j += 8) tile4x8(a + <usize>i * la, la, b + (<usize>j << 2), lb, c + <usize>i * lc + (<usize>j << 2), lc, k, acc);
+      if (pack) for (let q = 0; q < groups; q++, j += 8) tile4x8(a + <usize>i * la, la, pk + <usize>q * gs, 32, c + <usize>i * lc + (<usize>j << 2), lc, k, acc);
+      else for (; j + 8 <= j1 && j < n8; j += 8) tile4x8(a + <usize>i * la, la, b + (<usize>j << 2), lb, c + <usize>i * lc + (<usize>j << 2), lc, k, acc);
       for (let r = i; r < i + 4; r++) tail(a + <usize>r * la, b, lb, c + <usize>r * lc, j, j1, k, acc);
     }
     for (; i < i1; i++) {
       let j = j0;
-      for (; j + 8 <= j1; j += 8) tile1x8(a + <usize>i * la, b + (<usize>j << 2), lb, c + <usize>i * lc + (<usize>j << 2), k, acc);
+      if (pack) for (let q = 0; q < groups; q++, j += 8) tile1x8(a + <usize>i * la, pk + <usize>q * gs, 32, c + <usize>i * lc + (<usize>j << 2), k, acc);
+      else for (; j + 8 <= j1; j += 8) tile1x8(a + <usize>i * la, b + (<usize>j << 2), lb, c + <usize>i * lc + (<usize>j << 2), k, acc);
       tail(a + <usize>i * la, b, lb, c + <usize>i * lc, j, j1, k, acc);
+    }
+  }
+}
+
+/** groups x 8 columns of B from b (k rows, lb bytes apart) into pk: group q's row p at pk + q gs + 32 p */
+function packPanel(b: usize, lb: usize, k: i32, groups: i32, pk: usize, gs: usize): void {
+  for (let p: i32 = 0; p < k; p++) {
+    const src = b + <usize>p * lb;
+    let dst = pk + (<usize>p << 5);
+    for (let q: i32 = 0; q < groups; q++) {
+      v128.store(dst, v128.load(src + (<usize>q << 5)));
+      v128.store(dst, v128.load(src + (<usize>q << 5), 16), 16);
+      dst += gs;
     }
   }
 }
@@ -151,7 +178,11 @@ export function runChunk(job: usize, chunk: i32, thread: i32): void {
   const i0 = chunk * r;
   const i1 = min(i0 + r, load<i32>(job + 24));
   if (i0 >= i1) return;
-  gemm(<usize>load<u32>(job), load<i32>(job + 4), <usize>load<u32>(job + 8), load<i32>(job + 12), <usize>load<u32>(job + 16), load<i32>(job + 20), i0, i1, load<i32>(job + 28), load<i32>(job + 32), load<i32>(job + 36));
+  // each thread's packing scratch: word 14 the first one's address (0: none), word 15 floats per thread
+  const pkFloats = load<i32>(job + 60);
+  const pk0 = <usize>load<u32>(job + 56);
+  const pk = pk0 ? pk0 + ((<usize>thread * <usize>pkFloats) << 2) : 0;
+  gemm(<usize>load<u32>(job), load<i32>(job + 4), <usize>load<u32>(job + 8), load<i32>(job + 12), <usize>load<u32>(job + 16), load<i32>(job + 20), i0, i1, load<i32>(job + 28), load<i32>(job + 32), load<i32>(job + 36), pk, pkFloats);
 }
 
 // ---------------------------------------------------------------------------------------------------

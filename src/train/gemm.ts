@@ -159,7 +159,7 @@ export function referenceBackend(precision: 'f32' | 'f64' = 'f32'): Backend {
 interface TrainExports {
   heapBase(): number;
   relaxed(): number;
-  gemm(a: number, lda: number, b: number, ldb: number, c: number, ldc: number, i0: number, i1: number, k: number, n: number, acc: number): void;
+  gemm(a: number, lda: number, b: number, ldb: number, c: number, ldc: number, i0: number, i1: number, k: number, n: number, acc: number, pk: number, pkFloats: number): void;
   transpose(d: number, ldd: number, s: number, lds: number, rows: number, cols: number): void;
   runChunk(job: number, chunk: number, thread: number): void;
   signStep(g: number, lo: number, hi: number, t: number, v: number, ch: number, values: number, n: number, step: number, tr: number, rows: number, cols: number): void;
@@ -184,6 +184,12 @@ export function wasmExp(x: number): number | null {
 
 /** products below this many multiply-adds stay on the calling thread (waking workers costs more) */
 const THREADED_MIN = 1 << 18;
+/**
+ * each thread's scratch for the gemm kernel's packed panels of B (wasm/train.ts): k x 64 floats, so
+ * products with k up to PACK_K are packed (larger ones read B in place: the same bits either way)
+ */
+const PACK_K = 8192;
+const PACK_FLOATS = PACK_K * 64;
 
 /**
  * The WebAssembly backend with room for `floats` f32 values (all the arrays it will ever hand out);
@@ -194,7 +200,8 @@ const THREADED_MIN = 1 << 18;
  */
 export function wasmBackend(floats: number, threads = 1): Backend | null {
   if (wasmVariant() === 'off') return null;
-  const bytes = floats * 4 + 65536 + CONTROL_BYTES;
+  const scratchThreads = Math.max(1, threads);
+  const bytes = floats * 4 + 65536 + CONTROL_BYTES + scratchThreads * PACK_FLOATS * 4;
   if (bytes > 4 * 2 ** 30 - 2 ** 20) fail(`training needs ${(bytes / 2 ** 30).toFixed(2)} GiB of WebAssembly memory (at most 4 GiB): use a smaller --batch or --ctx, or --checkpoint-activations`);
   const probe = newKernelInstance('train', trainWasm, 1);
   if (!probe) return null;
@@ -210,9 +217,14 @@ export function wasmBackend(floats: number, threads = 1): Backend | null {
   let next = base + CONTROL_BYTES;
   const pool = shared ? KernelThreads.start(shared.memory, shared.module, control, threads) : null;
   // words 0..10 a product's parameters (runChunk), 11 the job's kind (0: product; elementwiseChunk), f64 at byte 48
-  const job = new Int32Array(buffer, control + JOB_OFFSET, 12);
+  const job = new Int32Array(buffer, control + JOB_OFFSET, 16);
   const jobF64 = new Float64Array(buffer, control + JOB_OFFSET + 48, 1);
   const end = base + bytes;
+  // words 14, 15: the packing scratch of thread 0 (threads 1, 2, ... follow) and its floats per thread
+  const pack = next;
+  next += scratchThreads * PACK_FLOATS * 4;
+  job[14] = pack;
+  job[15] = PACK_FLOATS;
   /** an f32 array of at least n values in this backend's memory */
   const mine = (v: Vec, n: number): boolean => v.buffer === buffer && v instanceof Float32Array && v.length >= n;
   const ptr = (v: Vec, off: number): number => {
@@ -242,7 +254,7 @@ export function wasmBackend(floats: number, threads = 1): Backend | null {
         pool.run(Math.ceil(m / rows), x);
         return;
       }
-      x.gemm(ptr(a, ao), lda, ptr(b, bo), ldb, ptr(c, co), ldc, 0, m, k, n, accumulate ? 1 : 0);
+      x.gemm(ptr(a, ao), lda, ptr(b, bo), ldb, ptr(c, co), ldc, 0, m, k, n, accumulate ? 1 : 0, pack, PACK_FLOATS);
     },
     threads: pool ? pool.size : 1,
     close() {

@@ -36,6 +36,13 @@ export interface BlockState {
   runner?: BlockRunner;
 }
 
+let targetsOnEveryWindow = false;
+
+/** Compute the block objective's float targets on every calibration window, not only on those the block stages read (tests compare the two). */
+export function setBlockTargetsOnEveryWindow(on: boolean): void {
+  targetsOnEveryWindow = on;
+}
+
 export interface LayerPassInput {
   plan: QuantizePlan;
   model: LoadedModel;
@@ -253,7 +260,7 @@ export async function layerPass(input: LayerPassInput): Promise<{ added: Map<str
           const q3kOptions = o.autoroundHeadIters > 0 || !!o.autoroundBlockEval || o.autoroundEmbedding;
           const omniFrom = Array.from({ length: nLayers - l }, (_, i) => l + i).some((m) => BLOCK_TENSORS.some((n) => learnsLayer(algorithmsFor(`blk.${m}.${n}.weight`))));
           let only: number[] | undefined;
-          if (!omniFrom && !q3kOptions) {
+          if (!omniFrom && !q3kOptions && !targetsOnEveryWindow) {
             const used = new Set<number>();
             for (let m = l; m < nLayers; m++) for (const w of blockWindowsUsed(lc.nSeq, { ...autoroundSchedule(o, 'block'), batch: o.autoroundBatch, seed: o.seed + m })) used.add(w);
             only = used.size < lc.nSeq ? [...used].sort((a, b) => a - b) : undefined;
