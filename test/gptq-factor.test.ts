@@ -202,7 +202,8 @@ test('the accumulator\'s finished(): bit for bit finishHessian(result()) (sizes 
       for (const e of [engine, null]) {
         const a = hessianAccumulator(k, nTok, e);
         const b = hessianAccumulator(k, nTok, e);
-        for (const acc of [a, b]) {
+        const c = hessianAccumulator(k, nTok, e);
+        for (const acc of [a, b, c]) {
           acc.add(x, nTok);
           acc.add(x.map((v) => v * 0.5), nTok);
         }
@@ -210,6 +211,14 @@ test('the accumulator\'s finished(): bit for bit finishHessian(result()) (sizes 
         finishHessian(ref, k, count);
         const got = a.finished ? a.finished(count) : (() => { const h = a.result(); finishHessian(h, k, count); return h; })();
         assert.ok(bits(got).equals(bits(ref)), `k = ${k}, ${nTok} rows, ${e ? 'engine' : 'no engine'}`);
+        if (!c.finished) continue;
+        // into a reused buffer (larger, full of an earlier matrix's values): every element overwritten, a new view each time
+        const into = Float64Array.from({ length: k * k + 7 }, () => rnd() * 1e6);
+        const again = c.finished(count, into);
+        assert.equal(again.length, k * k);
+        assert.equal(again.buffer, into.buffer, 'finished into the given buffer');
+        assert.notEqual(again, into, 'a new view (gptqFactor keeps its factor by array identity)');
+        assert.ok(bits(again).equals(bits(ref)), `into a reused buffer: k = ${k}, ${nTok} rows, ${e ? 'engine' : 'no engine'}`);
       }
     }
   }

@@ -428,15 +428,22 @@ const written = new Map<string, Uint8Array>();
 test('GPTQ split over worker threads by rows: the same bytes as on one thread (GGML type, scheme, act-order)', async () => {
   const { GptqPool } = await import('../src/cli/gptq-pool.js');
   const pool = new GptqPool(2, 0); // every matrix split, even stories260K's small ones
+  // the jobs the workers got: every matrix must really be split (a scheme made from options, int4 with a
+  // group size, has an id of its own -- int4_g32_f16 -- that the workers must be able to rebuild)
+  let jobs = 0;
+  const counted: GptqWorkers = { count: pool.count, minWeights: pool.minWeights, run: (j) => (jobs++, pool.run(j)) };
   try {
     for (const [recipe, kind, ptq] of [
       [llamaRecipe('Q4_0'), 'gguf', {}],
       [schemeRecipe('int4', { groupSize: 32 }), 'safetensors', { actOrder: true }],
+      [schemeRecipe('int4', { groupSize: 32 }), 'safetensors', {}],
       [schemeRecipe('uint3', { groupSize: 32, asym: true }), 'safetensors', {}],
     ] as const) {
       const r = withAlgo(recipe, 'gptq', ptq);
       const one = await quantizeWith(r, kind);
-      const split = await quantizeWith(r, kind, true, pool);
+      jobs = 0;
+      const split = await quantizeWith(r, kind, true, counted);
+      assert.ok(jobs >= 2 * 6 * 5, `${r.name ?? kind}: ${jobs} row ranges went to the workers (2 per matrix expected)`);
       assert.ok(Buffer.from(one.bytes).equals(Buffer.from(split.bytes)), `${r.name ?? kind}: bytes differ when split over threads`);
     }
   } finally {

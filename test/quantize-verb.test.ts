@@ -142,6 +142,56 @@ test('calibration stages: "measure KLD" is 0 against the model\'s own logits and
   }
 });
 
+test('calibration stages: with reuseHessians a stage\'s H is finished into the array of the same stage in an earlier layer (the same bits); collected again in the same layer, into a fresh one', async () => {
+  const { LayerCalibration } = await import('../src/pipeline/passes/stages.js');
+  const { loadWeights, calibrationWindows } = await import('../src/pipeline/passes/load.js');
+  const { llamaConfigFromGguf } = await import('../src/model/llama.js');
+  const { plainValue } = await import('../src/io/gguf.js');
+  const { ggmlTypeByName } = await import('../src/quant/ggml/types.js');
+  const src = fileSource(GGUF);
+  try {
+    const m = await openModelFile(src);
+    const weights = await loadWeights(m);
+    const meta = new Map([...m.gguf!.metadata].map(([k, v]) => [k, plainValue(v)]));
+    const f32 = ggmlTypeByName('F32')!;
+    const stored = [...weights].map(([name, t]) => ({ name, type: f32, dims: [...m.tensor(name).ne!], data: new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength) }));
+    const config = llamaConfigFromGguf(meta, stored);
+    const stream = Int32Array.from({ length: 4000 }, (_, i) => (i * 7919 + 13) % config.vocabSize);
+    const windows = calibrationWindows(stream, 256, 64, 1, 1);
+    const bits = (a: Float64Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+    const run = (reuse: boolean) => {
+      const lc = new LayerCalibration(config, LLAMA, weights, stored, windows, 64, undefined, false);
+      lc.reuseHessians = reuse;
+      lc.embed();
+      // each H as it was when collected (a reused array is overwritten by the same stage of the next layer)
+      const kept = new Map<string, { h: Float64Array; buffer: ArrayBufferLike }>();
+      const collect = (key: string, l: number, input: 'attnNorm' | 'ffn') => {
+        const st = lc.collectHessians(l, input);
+        kept.set(key, { h: Float64Array.from(st.h), buffer: st.h.buffer });
+        return st;
+      };
+      const first = collect('first', 0, 'attnNorm');
+      const firstBits = Float64Array.from(first.h);
+      collect('again', 0, 'attnNorm');
+      assert.ok(bits(first.h).equals(bits(firstBits)), 'collected again in the same layer: the first statistics are left as they were');
+      collect('ffn', 0, 'ffn');
+      collect('next', 1, 'attnNorm');
+      collect('nextFfn', 1, 'ffn');
+      return kept;
+    };
+    const fresh = run(false);
+    const reused = run(true);
+    for (const key of ['first', 'again', 'ffn', 'next', 'nextFfn']) assert.ok(bits(reused.get(key)!.h).equals(bits(fresh.get(key)!.h)), `${key}: the same H`);
+    assert.ok(!bits(reused.get('next')!.h).equals(bits(reused.get('first')!.h)), 'layer 1 has an H of its own');
+    assert.notEqual(reused.get('again')!.buffer, reused.get('first')!.buffer, 'the same stage again in the same layer: a fresh array');
+    assert.equal(reused.get('next')!.buffer, reused.get('again')!.buffer, 'layer 1 finishes into layer 0\'s array of the stage');
+    assert.equal(reused.get('nextFfn')!.buffer, reused.get('ffn')!.buffer, 'layer 1 finishes into layer 0\'s array of the stage (ffn)');
+    assert.notEqual(fresh.get('next')!.buffer, fresh.get('again')!.buffer, 'without reuseHessians: fresh arrays');
+  } finally {
+    src.close();
+  }
+});
+
 test('the Hugging Face GPTQ layout holds the GPTQ values (the same as lowbit\'s layout), not round-to-nearest', async () => {
   const { dequantizePackedInt4 } = await import('../src/io/packed-int4.js');
   const { toFloat32 } = await import('../src/io/tensor-data.js');

@@ -380,9 +380,10 @@ export interface HessianAccumulator {
   result(): Float64Array;
   /**
    * instead of result(): the sum finished as algos/gptq.ts finishHessian(result(), k, nTok) leaves it
-   * (scaled by 2 / nTok, both triangles), in one pass over it where the accumulator can, the same bits
+   * (scaled by 2 / nTok, both triangles), in one pass over it where the accumulator can, the same bits;
+   * into `into` (k x k, overwritten) when given: fresh memory costs a page fault per 4 KiB (63 MB at k = 2816)
    */
-  finished?(nTok: number): Float64Array;
+  finished?(nTok: number, into?: Float64Array): Float64Array;
 }
 
 /**
@@ -423,12 +424,14 @@ export function hessianAccumulator(k: number, maxTok: number, engine?: MatmulEng
         pending.set(x.subarray(0, nTok * k), rows * k);
         rows += nTok;
       },
-      finished: (nTok) => {
+      finished: (nTok, into) => {
         flush();
         givePending(pending);
+        if (into && into.length < k * k) throw new RangeError(`hessianAccumulator: ${into.length} values to finish into, ${k} x ${k} needed`);
         // finishHessian's products of result()'s lower triangle, element (i, j) being the sum's (j, i) in the upper one
         const s = 2 / Math.max(1, nTok);
-        const out = inKernel ? new Float64Array(k * k) : h;
+        // (a new view of `into` every time: gptqFactor keeps its last factor by the Hessian array's identity)
+        const out = into ? into.subarray(0, k * k) : inKernel ? new Float64Array(k * k) : h;
         lowerTriangleTiles(k, true, (i, j0, j1) => {
           for (let j = j0; j < j1; j++) {
             const v = h[j * k + i] * s;

@@ -21,6 +21,7 @@ import { addLowRank, lowRankFactors } from '../algos/lorc.js';
 import { fromFloat32 } from '../io/tensor-data.js';
 import type { PtqOptions } from '../algos/ptq-options.js';
 import { algorithmList, ruleFor, type BaseAlgorithm, type Recipe } from '../algos/recipe.js';
+import type { ResolveOptions } from '../quant/registry.js';
 import type { QuantScheme } from '../quant/scheme.js';
 import { autoroundSchedule } from './block-round.js';
 import { autoRoundBlocksParallel, gptqBlocksParallel, partTarget, type GptqWorkers } from './gptq-parts.js';
@@ -45,6 +46,8 @@ export interface WeightJob {
   /** the planned target (GPTQ's worker threads rebuild the codec from it) */
   readonly scheme?: QuantScheme;
   readonly ggmlType?: string;
+  /** what the plan resolved `scheme` from (resolveScheme(name, options)): the workers rebuild it so when its id alone does not resolve */
+  readonly schemeFrom?: { readonly name: string; readonly options: ResolveOptions };
   /** absent for tensor-scope runs and for weights no input reaches (token_embd) */
   readonly stats?: InputStatistics;
   readonly options: PtqOptions;
@@ -125,7 +128,7 @@ async function gptq(job: WeightJob): Promise<Rounded> {
   if (!stats) return { ...rtnBlocks(codec, w, n, k), label: 'rtn' };
   const diag = stats.diag();
   const clip = o.gptqClip && searchable(codec);
-  const target = partTarget(job.scheme, job.ggmlType);
+  const target = partTarget(job.scheme, job.ggmlType, job.schemeFrom);
   const r = await gptqBlocksParallel(w, n, k, stats.h, codec, target, { percDamp: o.percDamp, blockSize: o.gptqBlock, actOrder: o.actOrder, importance: o.gptqImportance && codec.usesImportance ? diag : undefined, clipWeights: clip ? diag : undefined }, job.gptqWorkers);
   return { ...r, label: 'gptq' };
 }
@@ -149,7 +152,7 @@ async function autoround(job: WeightJob): Promise<Rounded> {
   const { codec, w, rows: n, cols: k, stats, options: o } = job;
   if (!stats) return { ...rtnBlocks(codec, w, n, k), label: 'rtn' };
   const init = job.before?.includes('gptq') ? await gptq(job) : undefined;
-  const r = await autoRoundBlocksParallel(w, n, k, stats.h, codec, partTarget(job.scheme, job.ggmlType), { ...autoroundSchedule(o, 'linear', init !== undefined), clip: o.autoroundClip, importance: codec.usesImportance ? stats.diag() : undefined, init }, job.gptqWorkers);
+  const r = await autoRoundBlocksParallel(w, n, k, stats.h, codec, partTarget(job.scheme, job.ggmlType, job.schemeFrom), { ...autoroundSchedule(o, 'linear', init !== undefined), clip: o.autoroundClip, importance: codec.usesImportance ? stats.diag() : undefined, init }, job.gptqWorkers);
   return { bytes: r.bytes, q: r.q, label: 'autoround' };
 }
 

@@ -8,10 +8,14 @@
 import { autoRoundBlocks, type AutoRoundOptions, type AutoRoundStats } from '../algos/autoround.js';
 import { gptqBlocksWithFactor, gptqFactor, type GptqBlockOptions, type GptqFactor } from '../algos/gptq.js';
 import { blockCodecFor, type BlockCodec } from '../algos/block-codec.js';
-import { resolveScheme } from '../quant/registry.js';
+import { resolveScheme, type ResolveOptions } from '../quant/registry.js';
 import type { QuantScheme } from '../quant/scheme.js';
 
-/** One range of rows: `target` is 'ggml:' + a GGML type name, or 'scheme:' + an id resolveScheme knows. */
+/**
+ * One range of rows: `target` is 'ggml:' + a GGML type name, 'scheme:' + an id resolveScheme knows, or
+ * 'resolve:' + the JSON of [name, options] that resolveScheme(name, options) turns into the scheme (a
+ * scheme made from options, e.g. int4 with group 128: its id int4_g128_f16 does not resolve by itself).
+ */
 export interface GptqPartJob {
   kind?: 'gptq';
   target: string;
@@ -56,23 +60,36 @@ export interface GptqWorkers {
   run(job: RowPartJob): Promise<GptqPartResult>;
 }
 
-/** the codec of a job's target ('ggml:Q4_K', 'scheme:int4_g128') */
+/** the codec of a job's target ('ggml:Q4_K', 'scheme:int4_g128', 'resolve:["int4",{"groupSize":128}]') */
 export function partCodec(target: string, rowLength: number): BlockCodec {
   const [kind, name] = [target.slice(0, target.indexOf(':')), target.slice(target.indexOf(':') + 1)];
   if (kind === 'ggml') return blockCodecFor(name, rowLength);
   if (kind === 'scheme') return blockCodecFor(resolveScheme(name), rowLength);
+  if (kind === 'resolve') {
+    const [scheme, options] = JSON.parse(name) as [string, ResolveOptions];
+    return blockCodecFor(resolveScheme(scheme, options), rowLength);
+  }
   throw new Error(`GPTQ part: unknown target ${target}`);
 }
 
-/** the job target of a planned codec target, when another thread can rebuild it (else undefined) */
-export function partTarget(scheme: QuantScheme | undefined, ggmlName: string | undefined): string | undefined {
+/**
+ * the job target of a planned codec target, when another thread can rebuild it (else undefined): `from`
+ * is what the plan resolved the scheme from (resolveScheme(from.name, from.options)), for schemes whose
+ * id alone does not resolve. Either way the rebuilt scheme's id must be the planned one.
+ */
+export function partTarget(scheme: QuantScheme | undefined, ggmlName: string | undefined, from?: { name: string; options: ResolveOptions }): string | undefined {
   if (!scheme) return ggmlName ? `ggml:${ggmlName}` : undefined;
   if (scheme.family === 'ggml') return `ggml:${scheme.name.replace(/^ggml_/i, '')}`;
-  try {
-    return resolveScheme(scheme.id).id === scheme.id ? `scheme:${scheme.id}` : undefined;
-  } catch {
-    return undefined;
-  }
+  const rebuilds = (f: () => QuantScheme) => {
+    try {
+      return f().id === scheme.id;
+    } catch {
+      return false;
+    }
+  };
+  if (rebuilds(() => resolveScheme(scheme.id))) return `scheme:${scheme.id}`;
+  if (from && rebuilds(() => resolveScheme(from.name, from.options))) return `resolve:${JSON.stringify([from.name, from.options])}`;
+  return undefined;
 }
 
 /** Quantize the rows of one job (in any thread). */

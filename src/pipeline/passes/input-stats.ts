@@ -41,7 +41,11 @@ export class InputStats implements InputStatistics {
    * keepInputs.buffer: where X goes (reused from stage to stage by the caller; in kernel memory, the cost
    * products take it in place), when it holds every row
    */
-  constructor(readonly k: number, maxTok: number, private readonly engine?: MatmulEngine | null, readonly magnitudes = true, keepInputs?: { tokens: number; always?: boolean; buffer?: Float32Array }) {
+  /**
+   * hessianInto: where finish() puts H (k x k or more, overwritten; a new view of it), instead of a fresh
+   * array -- the caller's buffer, reused from layer to layer (fresh memory costs a page fault per 4 KiB)
+   */
+  constructor(readonly k: number, maxTok: number, private readonly engine?: MatmulEngine | null, readonly magnitudes = true, keepInputs?: { tokens: number; always?: boolean; buffer?: Float32Array }, private readonly hessianInto?: Float64Array) {
     // (X grows as rows come: an expert's matrix sees only the tokens routed to it, the pooled statistics of
     // experts more than `tokens` rows)
     if (keepInputs && (keepInputs.always || keepInputs.tokens < k)) this.x = keepInputs.buffer ?? new Float32Array(Math.min(keepInputs.tokens, 64) * k);
@@ -86,7 +90,7 @@ export class InputStats implements InputStatistics {
     if (!this.acc) return;
     const acc = this.acc;
     this.acc = undefined;
-    if (acc.finished) this.h = acc.finished(this.count); // result() and finishHessian in one pass, the same bits
+    if (acc.finished) this.h = acc.finished(this.count, this.hessianInto); // result() and finishHessian in one pass, the same bits
     else {
       this.h = acc.result();
       finishHessian(this.h, this.k, this.count);

@@ -67,6 +67,7 @@ export async function layerPass(input: LayerPassInput): Promise<{ added: Map<str
   const added = new Map<string, Float32Array>();
   const lc = new LayerCalibration(config, family, weights, stored(), windows, ctx, threads, o.smooth > 0 || o.shift || plan.tensors.some((p) => scalesInputs(algorithmsFor(p.name))));
   lc.notLoaded = new Set(model.lazy);
+  lc.reuseHessians = true; // a layer's statistics are read within the layer only (statsOfGroup)
   say(`calibration: ${windows.length} sequences of ${ctx} tokens`);
   // token embeddings: no calibration (a lookup, not a product); quantized first so layer 0 sees them
   const embFp = block ? Float32Array.from(weights.get('token_embd.weight')!.data) : undefined;

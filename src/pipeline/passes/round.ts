@@ -13,7 +13,7 @@ import { fromFloat32, toFloat32 } from '../../io/tensor-data.js';
 import { ggmlRoundsFloats } from '../../quant/ggml/registry.js';
 import { algorithmsOf, needsHandler, roundWeight, type ExtraTensor, type InputStatistics } from '../algorithms.js';
 import type { GptqWorkers } from '../gptq-parts.js';
-import type { QuantizePlan, TensorPlan } from '../plan.js';
+import { resolveOptionsOf, type QuantizePlan, type TensorPlan } from '../plan.js';
 import { expertView, type ExpertStats, type FloatTensor } from './input-stats.js';
 import { codecOf } from './load.js';
 
@@ -53,7 +53,7 @@ export class WeightRounder {
     const codec = codecOf(p);
     if (!codec) return this.roundFloat(name);
     if (this.before && name.startsWith('blk.') && this.algorithmsFor(name).at(-1)?.name === 'autoround') this.before.set(name, Float32Array.from(t.data)); // the float its start was rounded from
-    const r = await roundWeight(this.algorithmsFor(name), { name, codec, w: t.data, rows: t.rows, cols: t.cols, scheme: p.scheme, ggmlType: p.ggml?.name, stats, options: this.options, gptqWorkers: this.gptqWorkers });
+    const r = await roundWeight(this.algorithmsFor(name), { name, codec, w: t.data, rows: t.rows, cols: t.cols, scheme: p.scheme, schemeFrom: schemeFrom(p), ggmlType: p.ggml?.name, stats, options: this.options, gptqWorkers: this.gptqWorkers });
     this.quantized.set(name, { bytes: r.bytes, sqnrDb: sqnrDb(t.data, r.q), algorithm: r.label, ...(r.extras ? { extras: r.extras } : {}) });
     t.data.set(r.q);
   }
@@ -80,7 +80,7 @@ export class WeightRounder {
     let label = '';
     for (let e = 0; e < nExp; e++) {
       const v = expertView(t, e, nExp);
-      const r = await roundWeight(this.algorithmsFor(tensor), { name: tensor, codec, w: v.data, rows: v.rows, cols: v.cols, scheme: p.scheme, ggmlType: p.ggml?.name, stats: ex.pick(e), options: this.options, gptqWorkers: this.gptqWorkers });
+      const r = await roundWeight(this.algorithmsFor(tensor), { name: tensor, codec, w: v.data, rows: v.rows, cols: v.cols, scheme: p.scheme, schemeFrom: schemeFrom(p), ggmlType: p.ggml?.name, stats: ex.pick(e), options: this.options, gptqWorkers: this.gptqWorkers });
       parts.push(r.bytes);
       v.data.set(r.q);
       label = r.label;
@@ -94,4 +94,9 @@ export class WeightRounder {
 /** Pass "per tensor" (no calibration): every planned tensor whose algorithms have a handler, rounded alone. */
 export async function tensorPass(plan: QuantizePlan, rounder: WeightRounder): Promise<void> {
   for (const p of plan.tensors) if (needsHandler(rounder.algorithmsFor(p.name), rounder.options) && codecOf(p)) await rounder.quantizeWeight(p.name, undefined);
+}
+
+/** what a planned scheme was resolved from (plan.ts: resolveScheme(rule.scheme, resolveOptionsOf(rule))) */
+function schemeFrom(p: TensorPlan): { name: string; options: ReturnType<typeof resolveOptionsOf> } | undefined {
+  return p.scheme && typeof p.rule?.scheme === 'string' ? { name: p.rule.scheme, options: resolveOptionsOf(p.rule) } : undefined;
 }

@@ -188,8 +188,30 @@ export class LayerCalibration extends PhaseClock {
    */
   keepInputs?: { tokens: number; always?: boolean };
 
-  private statsOf(k: number, buffer?: Float32Array): InputStats {
-    return new InputStats(k, Math.min(this.ctx, 512), this.engine, this.magnitudes, this.keepInputs && { ...this.keepInputs, buffer });
+  private statsOf(k: number, buffer?: Float32Array, hessianInto?: Float64Array): InputStats {
+    return new InputStats(k, Math.min(this.ctx, 512), this.engine, this.magnitudes, this.keepInputs && { ...this.keepInputs, buffer }, hessianInto);
+  }
+
+  /**
+   * Reuse each stage's H (k x k f64) from layer to layer: collectHessians of stage `input` in layer l
+   * finishes its H into the array the same stage's statistics of an earlier layer had (63 MB at k = 2816,
+   * otherwise fresh memory: a page fault per 4 KiB). So the statistics collectHessians returns hold their
+   * H only until the same stage runs in a later layer -- for callers that are done with a layer's
+   * statistics when the next layer starts (the layer pass). Off by default.
+   */
+  reuseHessians = false;
+  private readonly hessianBuffers = new Map<LayerInput, { layer: number; array: Float64Array }>();
+  private hessianBuffer(l: number, input: LayerInput, k: number): Float64Array | undefined {
+    if (!this.reuseHessians || (this.keepInputs && (this.keepInputs.always || this.keepInputs.tokens < k))) return undefined;
+    const b = this.hessianBuffers.get(input);
+    // a stage collected again in the same layer (after a fold) gets a fresh array: its earlier statistics may still be read
+    if (b && b.layer !== l && b.array.length >= k * k) {
+      b.layer = l;
+      return b.array;
+    }
+    const array = new Float64Array(k * k);
+    this.hessianBuffers.set(input, { layer: l, array });
+    return array;
   }
 
   /**
@@ -222,7 +244,7 @@ export class LayerCalibration extends PhaseClock {
         const all = this.kernelArray(this.nSeq * this.ctx * width);
         this.outs.set(input, (outs = Array.from({ length: this.nSeq }, (_, s) => all.subarray(s * this.ctx * width, (s + 1) * this.ctx * width))));
       }
-      const st = this.statsOf(width, this.inputBuffer(input, width));
+      const st = this.statsOf(width, this.inputBuffer(input, width), this.hessianBuffer(l, input, width));
       for (let s = 0; s < this.nSeq; s++) {
         const out = keep ? outs![s] : this.scratch;
         this.timed('forward', () => this.model.runStage(input, l, this.seq(s), out));
