@@ -5,7 +5,7 @@
  * matmul, attention and SwiGLU calls are timed by performance.now (a few calls a layer, so the timer
  * costs little); "outside the kernels" is the rest of the forward (TypeScript: norms, RoPE, KV store,
  * residual adds, copies). Prints the unwrapped time per token too, best of 3 passes each, and the first
- * pass's (the one `lowbit generate --stats` times: the JIT and the threads not yet warm).
+ * pass's (the one `lowbit generate --stats` times, after its one warm-up decode: the JIT and the threads not yet warm).
  */
 import { useNodeThreads } from '../src/cli/threads.js';
 import { fileSource } from '../src/cli/node-source.js';
@@ -47,8 +47,10 @@ export async function run(args: string[]): Promise<void> {
       for (let p = 5; p < 5 + N; p++) model.forward([toks[p]], p);
       return (performance.now() - t0) / N;
     };
-    // the first pass is what `lowbit generate` times (its KV positions mapped before, as generate does)
+    // the first pass is what `lowbit generate` times (its KV positions mapped before and one warm-up decode
+    // at position 0, as generate does)
     model.reserveKv(N + 5);
+    model.forward([toks[0]], 0);
     const first = pass();
     let plain = Infinity;
     for (let r = 0; r < 3; r++) plain = Math.min(plain, pass());
