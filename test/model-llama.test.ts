@@ -129,6 +129,12 @@ test('generate runs one warm-up decode before its clock, as llama-bench does: on
   m2.forward = (...a: Parameters<Llama['forward']>) => (packed.push(`${a[0].length}@${a[1]}`), f2(...a));
   generate(m2, tok, 'Once upon a time', { steps: 3, temperature: 0 });
   assert.deepEqual(packed, ['5@0', '1@5', '1@6']);
+  // nor with hooks (they would observe a forward that is not the text's)
+  const hooked: number[] = [];
+  const m3 = new Llama(bin.config, bin.tensors);
+  m3.hooks = { kvInput: (_l, pos, nTok) => void hooked.push(pos * 100 + nTok) };
+  generate(m3, tok, 'Once upon a time', { steps: 3, temperature: 0 });
+  assert.deepEqual([...new Set(hooked)], [5, 501, 601]);
 });
 
 test('reserveKv maps the positions generate will use and changes no value of the cache (kernel and f32 storage)', () => {

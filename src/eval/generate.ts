@@ -66,8 +66,9 @@ export function generate(model: Llama, tok: Tokenizer, prompt: string, opts: Gen
   // anything reads it. The first one-token forward of a process costs 8-15 one-token forwards (its
   // buffers' first pages, the workers' first stealable chunks, the JavaScript's first runs). Only on the
   // f32 caches (those with `reserve`): their rows are plain overwrites; packed caches keep state per
-  // group of positions.
-  if (opts.steps > 1 && model.kv.reserve) model.forward([tokens[0]], 0);
+  // group of positions. Not with hooks set: they would observe a forward that is not the text's.
+  const h = model.hooks;
+  if (opts.steps > 1 && model.kv.reserve && !h.linear && !h.linearInput && !h.kvInput) model.forward([tokens[0]], 0);
   const t0 = performance.now();
   let logits = model.forward(tokens, 0);
   const t1 = performance.now();
