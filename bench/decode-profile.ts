@@ -5,7 +5,8 @@
  * matmul, attention and SwiGLU calls are timed by performance.now (a few calls a layer, so the timer
  * costs little); "outside the kernels" is the rest of the forward (TypeScript: norms, RoPE, KV store,
  * residual adds, copies). Prints the unwrapped time per token too, best of 3 passes each, and the first
- * pass's (the one `lowbit generate --stats` times: the JIT and the threads not yet warm).
+ * pass's (the one `lowbit generate --stats` times, after its one warm-up decode: the JIT and the threads not yet warm),
+ * also by stretches of 16 tokens with the chunks the workers ran.
  */
 import { useNodeThreads } from '../src/cli/threads.js';
 import { fileSource } from '../src/cli/node-source.js';
@@ -40,16 +41,32 @@ export async function run(args: string[]): Promise<void> {
       };
       return () => (E[name] = orig);
     };
-    const pass = () => {
+    const engine = MatmulEngine.get('relaxed') ?? MatmulEngine.get('simd');
+    // the first pass by 16 tokens: ms a token and the chunks the workers ran a token (2+ threads)
+    const stretches: string[] = [];
+    const pass = (record = false) => {
       model.forward(toks.slice(0, 5), 0);
       acc.clear(); // the prompt's matmuls are not the decode's
       const t0 = performance.now();
-      for (let p = 5; p < 5 + N; p++) model.forward([toks[p]], p);
+      let ts = t0;
+      let w0 = engine?.threadStats().workerChunks ?? 0;
+      for (let p = 5; p < 5 + N; p++) {
+        model.forward([toks[p]], p);
+        if (record && ((p - 4) % 16 === 0 || p === 4 + N)) {
+          const n = ((p - 5) % 16) + 1;
+          const now = performance.now();
+          const w = engine?.threadStats().workerChunks ?? 0;
+          stretches.push(`${(now - ts) / n >= 10 ? ((now - ts) / n).toFixed(1) : ((now - ts) / n).toFixed(2)}${threads > 1 ? ` (w ${((w - w0) / n).toFixed(0)})` : ''}`);
+          [ts, w0] = [now, w];
+        }
+      }
       return (performance.now() - t0) / N;
     };
-    // the first pass is what `lowbit generate` times (its KV positions mapped before, as generate does)
+    // the first pass is what `lowbit generate` times (its KV positions mapped before and one warm-up decode
+    // at position 0, as generate does)
     model.reserveKv(N + 5);
-    const first = pass();
+    model.forward([toks[0]], 0);
+    const first = pass(true);
     let plain = Infinity;
     for (let r = 0; r < 3; r++) plain = Math.min(plain, pass());
     const undo = ['matmulInt', 'matmul', 'attention', 'siluMul'].map(wrap);
@@ -64,6 +81,7 @@ export async function run(args: string[]): Promise<void> {
     let inKernels = 0;
     for (const v of parts.values()) inKernels += v / N;
     console.log(`llama ${process.env.LOWBIT_SYNTH === '1.1b' ? '1.1B' : '155M'} ${type}, ${threads} thread(s), ${N} tokens: ${(plain * 1000).toFixed(0)} µs per token (${(1000 / plain).toFixed(1)} tok/s), first pass ${(first * 1000).toFixed(0)} µs; timed pass ${(best * 1000).toFixed(0)} µs`);
+    console.log(`  first pass by 16 tokens, ms a token${threads > 1 ? ' (chunks the workers ran a token)' : ''}: ${stretches.join(', ')}`);
     for (const [k, v] of [...parts.entries()].sort((a, b) => b[1] - a[1])) console.log(`  ${k.padEnd(30)} ${((v / N) * 1000).toFixed(0).padStart(6)} µs`);
     console.log(`  ${'outside the kernels'.padEnd(30)} ${((best - inKernels) * 1000).toFixed(0).padStart(6)} µs`);
   }

@@ -90,10 +90,51 @@ test('generate times its one-token forward passes, not the caller\'s onText (as 
   });
   assert.equal(r.tokens.length - r.promptTokens, 12);
   assert.equal(r.decodeSteps, 11); // the first token comes from the prompt's logits
-  assert.equal(calls, 1 + 11);
+  assert.equal(calls, 1 + 1 + 11); // the warm-up decode, the prompt, the passes
   assert.ok(pieces >= 5, `${pieces} pieces of text`);
   assert.ok(r.decodeSeconds < (pieces * 40) / 1000 / 2, `decodeSeconds ${r.decodeSeconds} counts the output's ${pieces * 40} ms`);
   assert.ok(r.decodeSeconds > 0);
+});
+
+test('generate runs one warm-up decode before its clock, as llama-bench does: one token at position 0, then the prompt; the same text', () => {
+  const m = new Llama(bin.config, bin.tensors);
+  const seen: string[] = [];
+  const forward = m.forward.bind(m);
+  let first = true;
+  m.forward = (...a: Parameters<Llama['forward']>) => {
+    seen.push(`${a[0].length}@${a[1]}`);
+    if (first) {
+      first = false;
+      const until = performance.now() + 300; // a slow warm-up: none of it is the prompt's or the decode's time
+      while (performance.now() < until);
+    }
+    return forward(...a);
+  };
+  const r = generate(m, tok, 'Once upon a time', { steps: 40, temperature: 0 });
+  assert.deepEqual(seen.slice(0, 3), ['1@0', `${r.promptTokens}@0`, `1@${r.promptTokens}`]);
+  assert.equal(seen.length, 2 + 39);
+  assert.ok(r.promptSeconds + r.decodeSeconds < 0.3, `the warm-up was timed: prompt ${r.promptSeconds} s, decode ${r.decodeSeconds} s`);
+  assert.equal(r.text, GREEDY_252.slice(0, r.text.length));
+  assert.ok(r.text.length > 60);
+  // one step decodes nothing: no warm-up; nor on a packed cache (its groups of positions keep state)
+  const one: string[] = [];
+  const m1 = new Llama(bin.config, bin.tensors);
+  const f1 = m1.forward.bind(m1);
+  m1.forward = (...a: Parameters<Llama['forward']>) => (one.push(`${a[0].length}@${a[1]}`), f1(...a));
+  generate(m1, tok, 'Once upon a time', { steps: 1, temperature: 0 });
+  assert.deepEqual(one, ['5@0']);
+  const packed: string[] = [];
+  const m2 = new Llama(bin.config, bin.tensors, { kvCache: { k: 'f16', v: 'f16' } });
+  const f2 = m2.forward.bind(m2);
+  m2.forward = (...a: Parameters<Llama['forward']>) => (packed.push(`${a[0].length}@${a[1]}`), f2(...a));
+  generate(m2, tok, 'Once upon a time', { steps: 3, temperature: 0 });
+  assert.deepEqual(packed, ['5@0', '1@5', '1@6']);
+  // nor with hooks (they would observe a forward that is not the text's)
+  const hooked: number[] = [];
+  const m3 = new Llama(bin.config, bin.tensors);
+  m3.hooks = { kvInput: (_l, pos, nTok) => void hooked.push(pos * 100 + nTok) };
+  generate(m3, tok, 'Once upon a time', { steps: 3, temperature: 0 });
+  assert.deepEqual([...new Set(hooked)], [5, 501, 601]);
 });
 
 test('reserveKv maps the positions generate will use and changes no value of the cache (kernel and f32 storage)', () => {

@@ -61,6 +61,14 @@ export function generate(model: Llama, tok: Tokenizer, prompt: string, opts: Gen
   };
   if (opts.steps > 1) model.prepareDecode(); // the decode layout of the weights, as llama.cpp repacks at load
   model.reserveKv(tokens.length + opts.steps); // the cache's pages mapped now, not one token at a time (llama.cpp clears its KV buffer at load)
+  // One warm-up decode before the clock, as llama-bench runs one (`test_gen(ctx, 1, ...)`, then clears its
+  // cache) before it times: a one-token forward at position 0, which the prompt's pass then rewrites before
+  // anything reads it. The first one-token forward of a process costs 8-15 one-token forwards (its
+  // buffers' first pages, the workers' first stealable chunks, the JavaScript's first runs). Only on the
+  // f32 caches (those with `reserve`): their rows are plain overwrites; packed caches keep state per
+  // group of positions. Not with hooks set: they would observe a forward that is not the text's.
+  const h = model.hooks;
+  if (opts.steps > 1 && model.kv.reserve && !h.linear && !h.linearInput && !h.kvInput) model.forward([tokens[0]], 0);
   const t0 = performance.now();
   let logits = model.forward(tokens, 0);
   const t1 = performance.now();
