@@ -68,57 +68,6 @@ test('alloc: a larger problem (200 tensors × 7 types) solves fast and the exact
   assert.ok((lg.cost - lg.lowerBound) / lg.lowerBound < 0.01, `gap ${(lg.cost - lg.lowerBound) / lg.lowerBound}`);
 });
 
-/**
- * The branch and bound as it was before suffixBounds (lpBound at every node, the candidates sorted at every
- * node): the reference the search must equal pick for pick, node limit and all.
- */
-function exactReference(items: readonly AllocItem[], budget: number, maxNodes: number): { picks: number[]; optimal: boolean } {
-  const start = allocateLagrangian(items, budget);
-  const order = items
-    .map((it, i) => ({ i, spread: Math.max(...it.candidates.map((c) => c.cost)) - Math.min(...it.candidates.map((c) => c.cost)) }))
-    .sort((a, b) => b.spread - a.spread || a.i - b.i)
-    .map((o) => o.i);
-  const sorted = order.map((i) => items[i]);
-  const hulls = sorted.map((it) => convexHull(it.candidates));
-  const steps = hullSteps(sorted, hulls, 0);
-  let bestCost = start.cost;
-  let bestPicks = order.map((i) => start.picks[i]);
-  const picks = new Array<number>(sorted.length).fill(0);
-  let nodes = 0;
-  let aborted = false;
-  const minBytesSuffix = new Float64Array(sorted.length + 1);
-  for (let i = sorted.length - 1; i >= 0; i--) minBytesSuffix[i] = minBytesSuffix[i + 1] + Math.min(...sorted[i].candidates.map((c) => c.bytes));
-  const eps = 1e-12 * Math.max(1, Math.abs(bestCost));
-  const visit = (depth: number, bytes: number, cost: number): void => {
-    if (aborted) return;
-    if (++nodes > maxNodes) {
-      aborted = true;
-      return;
-    }
-    if (depth === sorted.length) {
-      if (cost < bestCost - eps) {
-        bestCost = cost;
-        bestPicks = picks.slice();
-      }
-      return;
-    }
-    if (bytes + minBytesSuffix[depth] > budget) return;
-    if (cost + lpBound(sorted, hulls, steps, depth, budget - bytes) >= bestCost - eps) return;
-    const cands = sorted[depth].candidates.map((c, j) => j).sort((a, b) => sorted[depth].candidates[a].cost - sorted[depth].candidates[b].cost);
-    for (const j of cands) {
-      const c = sorted[depth].candidates[j];
-      if (bytes + c.bytes + minBytesSuffix[depth + 1] > budget) continue;
-      picks[depth] = j;
-      visit(depth + 1, bytes + c.bytes, cost + c.cost);
-      if (aborted) return;
-    }
-  };
-  visit(0, 0, 0);
-  const out = new Array<number>(items.length);
-  order.forEach((i, k) => (out[i] = bestPicks[k]));
-  return { picks: out, optimal: !aborted };
-}
-
 test('alloc: suffixBounds gives lpBound bit for bit, and the branch and bound the same picks as the per-node version (node limits hit or not, integer and fractional sizes)', () => {
   let bounds = 0;
   let aborted = 0;
@@ -138,7 +87,7 @@ test('alloc: suffixBounds gives lpBound bit for bit, and the branch and bound th
           bounds++;
         }
     for (const maxNodes of [50, 2000, 250_000]) {
-      const ref = exactReference(items, budget, maxNodes);
+      const ref = allocateExact(items, budget, { maxNodes, lpPerNode: true });
       const ex = allocateExact(items, budget, { maxNodes });
       assert.deepEqual(ex.picks, ref.picks, `seed ${seed}, ${maxNodes} nodes`);
       assert.equal(ex.optimal, ref.optimal);
@@ -197,17 +146,22 @@ async function stories260K(name = 'stories260K.gguf') {
   return { model, m, ids, measureSensitivity };
 }
 
-// f32 products in both forms (the Gram matrix, then ΔW H; or X ΔWᵀ): agreement within 0.2 %
+// f32 products in both forms (the Gram matrix, then ΔW H; or X ΔWᵀ). With the plain quantizers ΔW is the same in
+// both, so the costs agree to f32 rounding (≤ 1e-6; ~5e-8 measured in every build). The importance-weighted ones
+// take diag(H) and Σx² summed in different orders: a last-bit difference flips a few blocks' rounding choices,
+// 0.06 % (relaxed SIMD) to 0.34 % (plain SIMD, scalar) apart, so those are held to 1 %.
 test('alloc: sensitivity costs are the same from H = XᵀX and from X itself (stories260K)', async () => {
   const { model, m, ids, measureSensitivity } = await stories260K();
   const windows = [Int32Array.from(ids.slice(0, 40)), Int32Array.from(ids.slice(40, 80))];
-  const run = (statForm: 'hessian' | 'inputs') => measureSensitivity({ model, file: m, windows, types: ['Q4_0', 'Q8_0'], outputFactor: 'none', statForm });
-  const [a, b] = [await run('hessian'), await run('inputs')];
-  for (let i = 0; i < a.tensors.length; i++)
-    for (let j = 0; j < a.tensors[i].candidates.length; j++) {
-      const [x, y] = [a.tensors[i].candidates[j].cost, b.tensors[i].candidates[j].cost];
-      assert.ok(Math.abs(x - y) <= 2e-3 * Math.abs(x) + 1e-12, `${a.tensors[i].name} ${a.tensors[i].candidates[j].type}: ${x} vs ${y}`);
-    }
+  for (const [weighted, bound] of [[false, 1e-6], [true, 1e-2]] as const) {
+    const run = (statForm: 'hessian' | 'inputs') => measureSensitivity({ model, file: m, windows, types: ['Q4_0', 'Q8_0'], outputFactor: 'none', statForm, weighted });
+    const [a, b] = [await run('hessian'), await run('inputs')];
+    for (let i = 0; i < a.tensors.length; i++)
+      for (let j = 0; j < a.tensors[i].candidates.length; j++) {
+        const [x, y] = [a.tensors[i].candidates[j].cost, b.tensors[i].candidates[j].cost];
+        assert.ok(Math.abs(x - y) <= bound * Math.abs(x) + 1e-12, `${weighted ? 'weighted' : 'plain'} ${a.tensors[i].name} ${a.tensors[i].candidates[j].type}: ${x} vs ${y}`);
+      }
+  }
 });
 
 // the audit and the sensitivity pass swap token_embd.weight in models whose embedding is stored quantized

@@ -302,8 +302,10 @@ export function allocateLagrangian(items: readonly AllocItem[], budget: number):
 /**
  * Exact branch and bound. Items are branched in order of the largest cost spread first; each node's bound
  * is the LP relaxation of the undecided items. Starts from the Lagrangian solution as the incumbent.
+ * `lpPerNode` recomputes that bound with lpBound at every node instead of suffixBounds' prepared form
+ * (the same numbers, slower: the reference the tests compare the search with).
  */
-export function allocateExact(items: readonly AllocItem[], budget: number, opts: { maxNodes?: number } = {}): Allocation {
+export function allocateExact(items: readonly AllocItem[], budget: number, opts: { maxNodes?: number; lpPerNode?: boolean } = {}): Allocation {
   const start = allocateLagrangian(items, budget);
   // (the 1.1B bench model's 155 tensors: 250 000 nodes take ~0.5 s; 2 000 000 took 4.6 s and improved
   // nothing on the Lagrangian start, 0.15 % above the LP bound)
@@ -325,7 +327,7 @@ export function allocateExact(items: readonly AllocItem[], budget: number, opts:
   const minBytesSuffix = new Float64Array(sorted.length + 1);
   for (let i = sorted.length - 1; i >= 0; i--) minBytesSuffix[i] = minBytesSuffix[i + 1] + Math.min(...sorted[i].candidates.map((c) => c.bytes));
   const eps = 1e-12 * Math.max(1, Math.abs(bestCost));
-  const bound = suffixBounds(sorted, hulls, steps);
+  const bound = opts.lpPerNode ? (first: number, b: number) => lpBound(sorted, hulls, steps, first, b) : suffixBounds(sorted, hulls, steps);
   // each item's candidates cheapest in cost first (good incumbents early): the same stable sort the
   // search did at every node, done once
   const candOrder = sorted.map((it) => it.candidates.map((_, j) => j).sort((a, b) => it.candidates[a].cost - it.candidates[b].cost));
