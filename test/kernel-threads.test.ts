@@ -123,3 +123,65 @@ test('one-token matmuls: one chunk per thread, in whole groups of 4 rows, each c
     assert.ok(r >= 4 && r % 4 === 0 && (cap || Math.ceil(rows / r) <= t), `${rows} rows on ${t} threads: ${r} per chunk`);
   }
 });
+
+test('a worker commits a stolen chunk above 2 GiB of kernel memory into y (the address read unsigned): 2 threads = 1 thread, bit for bit', () => {
+  // the 1.1B Q8_0 model's two-thread decode differed run to run: its interleaved copies put y above 2 GiB,
+  // the worker read y's address as a negative i32 and copyWithin counted it from the memory's end (the
+  // chunk's rows went elsewhere, y kept the previous call's). Here 2.1 GiB of never-touched memory
+  // (allocF32 does not write fresh pages) puts the weights and y there.
+  const root = new URL('../../', import.meta.url).pathname;
+  const script = `
+    import { useNodeThreads } from '${root}dist/src/cli/threads.js';
+    import { MatmulEngine } from '${root}dist/src/kernels/matmul.js';
+    import { KernelThreads } from '${root}dist/src/kernels/threads.js';
+    import { ggmlCodecs } from '${root}dist/src/quant/ggml/registry.js';
+    import { ggmlRowBytes } from '${root}dist/src/quant/ggml/types.js';
+    useNodeThreads();
+    const e = MatmulEngine.get();
+    if (!e) { console.log('no engine'); process.exit(0); }
+    const owner = {};
+    const pad = e.allocF32(540 * 2 ** 20, owner);
+    if (!pad) { console.log('no room'); process.exit(0); }
+    const [k, n] = [1024, 1024]; // 2 K N over MIN_PARALLEL_FLOPS: two chunks of 512 rows
+    const codec = ggmlCodecs.find((c) => c.type.name === 'Q8_0');
+    const rb = ggmlRowBytes(codec.type, k);
+    const bytes = new Uint8Array(n * rb);
+    codec.quantize(new Float32Array(n * k).map((_, i) => Math.sin(i * 0.37)), n, k, bytes);
+    const wq = e.storeWeight(codec.type, n, k, rb, bytes);
+    e.prepareDecode(wq);
+    const wf = e.storeWeight(ggmlCodecs.find((c) => c.type.name === 'F32').type, n, k, k * 4, new Uint8Array(new Float32Array(n * k).map((_, i) => Math.cos(i * 0.23)).buffer));
+    e.prepareDecode(wf);
+    const xs = [0.11, 0.29, 0.53].map((s) => new Float32Array(k).map((_, i) => Math.cos(i * s)));
+    const runAll = () => xs.flatMap((x) => {
+      const a = new Float32Array(n), b = new Float32Array(n);
+      e.matmulInt(a, x, wq, 1);
+      e.matmul(b, x, wf, 1);
+      return [a, b];
+    });
+    e.setThreads(1);
+    const one = runAll();
+    e.setThreads(2);
+    const t0 = Date.now();
+    while (e.threadStats().ready < 1 && Date.now() - t0 < 20000) await new Promise((r) => setTimeout(r, 10));
+    KernelThreads.stealWaitMs = 5000; // the caller waits for the worker's chunk: the worker commits it
+    const before = e.threadStats().workerChunks;
+    for (let rep = 0; rep < 30; rep++) {
+      runAll().forEach((y, j) => {
+        for (let i = 0; i < n; i++) if (!Object.is(y[i], one[j][i])) { console.log('differs: rep', rep, 'output', j, 'row', i, y[i], one[j][i]); process.exit(1); }
+      });
+    }
+    console.log('worker chunks', e.threadStats().workerChunks - before, 'y above 2 GiB', e.buffer('y', 4) >= 2 ** 31);
+    e.close();
+  `;
+  const file = join(mkdtempSync(join(tmpdir(), 'lowbit-high-')), 'high.mjs');
+  writeFileSync(file, script);
+  const r = spawnSync(process.execPath, ['--experimental-wasm-relaxed-simd', file], { encoding: 'utf8', timeout: 60000 });
+  rmSync(dirname(file), { recursive: true, force: true });
+  assert.equal(r.signal, null, `the run hung: ${r.stdout}${r.stderr}`);
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+  const m = /worker chunks (\d+) y above 2 GiB (\w+)/.exec(r.stdout);
+  if (m) {
+    assert.ok(Number(m[1]) > 0, 'the worker committed chunks');
+    assert.equal(m[2], 'true', 'y above 2 GiB');
+  } else assert.match(r.stdout, /no engine|no room/);
+});

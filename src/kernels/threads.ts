@@ -186,7 +186,8 @@ function stolenChunk(ctrl: Int32Array, base: number, init: KernelWorkerInit, run
   const mine = base + PRIV_JOB + 32 * init.index;
   for (let i = 0; i < JOB_WORDS; i++) ctrl[mine + i] = Atomics.load(ctrl, job + i);
   const rowsPerChunk = ctrl[mine + 12];
-  const area0 = Atomics.load(ctrl, base + AREA);
+  // addresses are stored as i32 words: from 2 GiB of memory on they read back negative (>>> 0: unsigned)
+  const area0 = Atomics.load(ctrl, base + AREA) >>> 0;
   if (area0 === 0 || !stealableJob(ctrl, mine)) return;
   const area = area0 + (init.index - 1) * Atomics.load(ctrl, base + AREA_BYTES_WORD);
   const out = area + PRIVATE_SCRATCH;
@@ -202,7 +203,9 @@ function stolenChunk(ctrl: Int32Array, base: number, init: KernelWorkerInit, run
   // won: rows [c r, min(rows, (c + 1) r)) into y (the job cannot end before DONE counts this chunk)
   const rows = Atomics.load(ctrl, job + 11);
   const nr = Math.min(rowsPerChunk, rows - c * rowsPerChunk);
-  const y = Atomics.load(ctrl, job + 9) + c * rowsPerChunk * 4;
+  // unsigned: y at 2 GiB and above read as a negative i32 made copyWithin count from the memory's end
+  // (the rows went elsewhere and y kept stale values: the 1.1B Q8_0 model's two-thread decode)
+  const y = (Atomics.load(ctrl, job + 9) >>> 0) + c * rowsPerChunk * 4;
   if (nr > 0) new Uint8Array(init.memory.buffer).copyWithin(y, out, out + nr * 4);
   Atomics.add(ctrl, base + WORKED, 1);
   const n = Atomics.load(ctrl, base + LIMIT) & 0xffff;
