@@ -106,24 +106,29 @@ test('model families: one row per architecture; HF names round-trip; groups cove
   assert.equal(ggufNameOf(familyOf('qwen3moe'), 'model.layers.1.mlp.experts.7.down_proj.weight'), 'blk.1.ffn_down_exps.weight');
 });
 
-test('calibration stages: "measure KLD" is 0 against the model\'s own logits and grows with a quantized layer; "collect Hessians" gives a symmetric PSD-diagonal H', async () => {
-  const { LayerCalibration } = await import('../src/pipeline/passes/stages.js');
+/** The test model's weights (F32), its llama config and 64-token calibration windows from a fixed token stream */
+async function calibrationInputs(src: ReturnType<typeof fileSource>) {
   const { loadWeights, calibrationWindows } = await import('../src/pipeline/passes/load.js');
   const { llamaConfigFromGguf } = await import('../src/model/llama.js');
   const { plainValue } = await import('../src/io/gguf.js');
   const { ggmlTypeByName } = await import('../src/quant/ggml/types.js');
+  const m = await openModelFile(src);
+  const weights = await loadWeights(m);
+  const meta = new Map([...m.gguf!.metadata].map(([k, v]) => [k, plainValue(v)]));
+  const f32 = ggmlTypeByName('F32')!;
+  const stored = [...weights].map(([name, t]) => ({ name, type: f32, dims: [...m.tensor(name).ne!], data: new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength) }));
+  const config = llamaConfigFromGguf(meta, stored);
+  const stream = Int32Array.from({ length: 4000 }, (_, i) => (i * 7919 + 13) % config.vocabSize);
+  return { weights, stored, config, windows: calibrationWindows(stream, 256, 64, 1, 1) };
+}
+
+test('calibration stages: "measure KLD" is 0 against the model\'s own logits and grows with a quantized layer; "collect Hessians" gives a symmetric PSD-diagonal H', async () => {
+  const { LayerCalibration } = await import('../src/pipeline/passes/stages.js');
   const { rtnBlocks } = await import('../src/algos/blockwise.js');
   const { blockCodecFor } = await import('../src/algos/block-codec.js');
   const src = fileSource(GGUF);
   try {
-    const m = await openModelFile(src);
-    const weights = await loadWeights(m);
-    const meta = new Map([...m.gguf!.metadata].map(([k, v]) => [k, plainValue(v)]));
-    const f32 = ggmlTypeByName('F32')!;
-    const stored = [...weights].map(([name, t]) => ({ name, type: f32, dims: [...m.tensor(name).ne!], data: new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength) }));
-    const config = llamaConfigFromGguf(meta, stored);
-    const stream = Int32Array.from({ length: 4000 }, (_, i) => (i * 7919 + 13) % config.vocabSize);
-    const windows = calibrationWindows(stream, 256, 64, 1, 1);
+    const { weights, stored, config, windows } = await calibrationInputs(src);
     const lc = new LayerCalibration(config, LLAMA, weights, stored, windows, 64, undefined, false);
     lc.embed();
     const reference = lc.referenceLogits(lc.X, 0);
@@ -144,20 +149,9 @@ test('calibration stages: "measure KLD" is 0 against the model\'s own logits and
 
 test('calibration stages: with reuseHessians a stage\'s H is finished into the array of the same stage in an earlier layer (the same bits); collected again in the same layer, into a fresh one', async () => {
   const { LayerCalibration } = await import('../src/pipeline/passes/stages.js');
-  const { loadWeights, calibrationWindows } = await import('../src/pipeline/passes/load.js');
-  const { llamaConfigFromGguf } = await import('../src/model/llama.js');
-  const { plainValue } = await import('../src/io/gguf.js');
-  const { ggmlTypeByName } = await import('../src/quant/ggml/types.js');
   const src = fileSource(GGUF);
   try {
-    const m = await openModelFile(src);
-    const weights = await loadWeights(m);
-    const meta = new Map([...m.gguf!.metadata].map(([k, v]) => [k, plainValue(v)]));
-    const f32 = ggmlTypeByName('F32')!;
-    const stored = [...weights].map(([name, t]) => ({ name, type: f32, dims: [...m.tensor(name).ne!], data: new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength) }));
-    const config = llamaConfigFromGguf(meta, stored);
-    const stream = Int32Array.from({ length: 4000 }, (_, i) => (i * 7919 + 13) % config.vocabSize);
-    const windows = calibrationWindows(stream, 256, 64, 1, 1);
+    const { weights, stored, config, windows } = await calibrationInputs(src);
     const bits = (a: Float64Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
     const run = (reuse: boolean) => {
       const lc = new LayerCalibration(config, LLAMA, weights, stored, windows, 64, undefined, false);
