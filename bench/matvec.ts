@@ -7,24 +7,17 @@
  * kernel is compute-bound (more arithmetic per byte would not be hidden); much less from memory: it is
  * at the memory bandwidth, and only fewer bytes help.
  */
-import { useNodeThreads } from '../src/cli/threads.js';
-import '../src/index.js';
-import { MatmulEngine } from '../src/kernels/matmul.js';
 import { ggmlCodec } from '../src/quant/ggml/registry.js';
-import { ggmlRowBytes, ggmlTypeByName } from '../src/quant/ggml/types.js';
+import { ggmlTypeByName } from '../src/quant/ggml/types.js';
 import { xorshift32 } from '../src/rng.js';
+import { kernelEngine, storeRandomWeight } from './_kernels.js';
 
 export async function run(args: string[]): Promise<void> {
   const types = (args[0] ?? 'Q8_0,Q6_K,Q4_0,Q4_K').split(',');
   const k = Number(args[1] ?? 768);
   const threads = Number(args[2] ?? 1);
-  useNodeThreads();
-  const e = MatmulEngine.get();
-  if (!e) {
-    console.log('no WebAssembly SIMD: skipping');
-    return;
-  }
-  e.setThreads(threads);
+  const e = kernelEngine(threads);
+  if (!e) return;
   console.log(`one-token matvec (matmulInt, decode copy), K = ${k}, ${e.threads} thread(s), ${e.variant} build; best of 5`);
   const next = xorshift32(7);
   for (const name of types) {
@@ -35,12 +28,7 @@ export async function run(args: string[]): Promise<void> {
       continue;
     }
     for (const n of [512, 65536]) {
-      const rb = ggmlRowBytes(type, k);
-      const src = Float32Array.from({ length: n * k }, () => next() / 2 ** 32 - 0.5);
-      const bytes = new Uint8Array(n * rb);
-      codec.quantize(src, n, k, bytes);
-      const w = e.storeWeight(type, n, k, rb, bytes);
-      if (!w) throw new Error('kernel memory is full');
+      const { w, rowBytes: rb } = storeRandomWeight(e, type, codec, n, k, next);
       const copy = e.prepareDecode(w) || n * rb;
       const x = Float32Array.from({ length: k }, (_, i) => Math.sin(i));
       const y = new Float32Array(n);

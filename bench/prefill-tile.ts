@@ -7,17 +7,10 @@
  * 2816 -> 768). GFLOP/s = 2 T K N per CPU second, best of `rounds` calls each; the activations are
  * rounded once (sameInput), so the time is the unpacking and the tiles. Output hashes must agree.
  */
-import { useNodeThreads } from '../src/cli/threads.js';
-import '../src/index.js';
-import { MatmulEngine } from '../src/kernels/matmul.js';
 import { ggmlCodec } from '../src/quant/ggml/registry.js';
-import { ggmlRowBytes, ggmlTypeByName } from '../src/quant/ggml/types.js';
+import { ggmlTypeByName } from '../src/quant/ggml/types.js';
 import { xorshift32 } from '../src/rng.js';
-
-function cpuMs(): number {
-  const u = process.cpuUsage();
-  return (u.user + u.system) / 1000;
-}
+import { cpuMs, kernelEngine, storeRandomWeight } from './_kernels.js';
 
 function hash(y: Float32Array): string {
   const u = new Uint32Array(y.buffer, y.byteOffset, y.length);
@@ -31,13 +24,8 @@ export async function run(args: string[]): Promise<void> {
   const T = Number(args[1] ?? 512);
   const threads = Number(args[2] ?? 1);
   const rounds = Number(args[3] ?? 6);
-  useNodeThreads();
-  const e = MatmulEngine.get();
-  if (!e) {
-    console.log('no WebAssembly SIMD: skipping');
-    return;
-  }
-  e.setThreads(threads);
+  const e = kernelEngine(threads);
+  if (!e) return;
   console.log(`block-32 prefill matmul, T = ${T}, ${e.threads} thread(s), ${e.variant} build; best of ${rounds}, layouts alternated`);
   const next = xorshift32(11);
   for (const name of types) {
@@ -48,11 +36,7 @@ export async function run(args: string[]): Promise<void> {
       continue;
     }
     for (const [k, n] of [[768, 2816], [2816, 768]]) {
-      const rb = ggmlRowBytes(type, k);
-      const src = Float32Array.from({ length: n * k }, () => next() / 2 ** 32 - 0.5);
-      const bytes = new Uint8Array(n * rb);
-      codec.quantize(src, n, k, bytes);
-      const w = e.storeWeight(type, n, k, rb, bytes)!;
+      const { w } = storeRandomWeight(e, type, codec, n, k, next);
       const x = Float32Array.from({ length: T * k }, () => next() / 2 ** 31 - 1);
       const y = new Float32Array(T * n);
       const tiles = ['tokens', 'rows'] as const;

@@ -21,6 +21,7 @@ import { perplexity } from '../src/eval/perplexity.js';
 import '../src/index.js';
 import { MatmulEngine } from '../src/kernels/matmul.js';
 import { Llama } from '../src/model/llama.js';
+import { cpuMs } from './_kernels.js';
 import { LLAMA_100M, LLAMA_1B, syntheticLlama } from './_llama-synth.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -31,12 +32,6 @@ interface Stat {
   wall: number;
   calls: number;
   flops: number;
-}
-
-/** process CPU time in ms (user + system): the machine is shared, wall time counts other jobs' slices */
-function cpuMs(): number {
-  const c = process.cpuUsage();
-  return (c.user + c.system) / 1000;
 }
 
 class Profiler {
