@@ -18,14 +18,22 @@ export interface FloatTensor {
 }
 
 /**
+ * Whether statistics of inputs k wide keep X itself rather than H = XᵀX: always when asked, else when
+ * fewer tokens than channels (X is then the smaller, and the costs' products the cheaper)
+ */
+export function keepsInputs(keep: { tokens: number; always?: boolean } | undefined, k: number): boolean {
+  return !!keep && (!!keep.always || keep.tokens < k);
+}
+
+/** rowCosts' products, reused from call to call (fresh memory costs a page fault per 4 KiB) */
+let rowCostScratch = new Float32Array(0);
+
+/**
  * Statistics of one linear layer input: H = 2 X^T X / N and, when `magnitudes` (AWQ, SmoothQuant),
  * mean |x| and max |x| per channel. With `keepInputs` (the sensitivity pass) and fewer tokens than
  * channels (or `always`), X itself is kept instead of H (N x k rather than k x k; `h` stays empty):
  * tr(ΔW H ΔWᵀ) = 2/N ‖X ΔWᵀ‖², the same number (`cost`).
  */
-/** rowCosts' products, reused from call to call (fresh memory costs a page fault per 4 KiB) */
-let rowCostScratch = new Float32Array(0);
-
 export class InputStats implements InputStatistics {
   h: Float64Array = new Float64Array(0);
   readonly sumAbs: Float64Array;
@@ -38,17 +46,15 @@ export class InputStats implements InputStatistics {
   private x: Float32Array | undefined;
   private h32: Float32Array | undefined;
   /**
-   * keepInputs.buffer: where X goes (reused from stage to stage by the caller; in kernel memory, the cost
-   * products take it in place), when it holds every row
-   */
-  /**
-   * hessianInto: where finish() puts H (k x k or more, overwritten; a new view of it), instead of a fresh
-   * array -- the caller's buffer, reused from layer to layer (fresh memory costs a page fault per 4 KiB)
+   * keepInputs: keep X itself instead of H where keepsInputs says so; keepInputs.buffer: where X goes (reused
+   * from stage to stage by the caller; in kernel memory, the cost products take it in place), when it holds
+   * every row. hessianInto: where finish() puts H (k x k or more, overwritten; a new view of it), instead of
+   * a fresh array -- the caller's buffer, reused from layer to layer (fresh memory costs a page fault per 4 KiB)
    */
   constructor(readonly k: number, maxTok: number, private readonly engine?: MatmulEngine | null, readonly magnitudes = true, keepInputs?: { tokens: number; always?: boolean; buffer?: Float32Array }, private readonly hessianInto?: Float64Array) {
     // (X grows as rows come: an expert's matrix sees only the tokens routed to it, the pooled statistics of
     // experts more than `tokens` rows)
-    if (keepInputs && (keepInputs.always || keepInputs.tokens < k)) this.x = keepInputs.buffer ?? new Float32Array(Math.min(keepInputs.tokens, 64) * k);
+    if (keepInputs && keepsInputs(keepInputs, k)) this.x = keepInputs.buffer ?? new Float32Array(Math.min(keepInputs.tokens, 64) * k);
     else this.acc = hessianAccumulator(k, maxTok, engine);
     this.sumAbs = new Float64Array(k);
     this.absMax = new Float32Array(k);

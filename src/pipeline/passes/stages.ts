@@ -18,7 +18,7 @@ import { linearOf, type LayerInput, type LinearRole, type ModelFamily } from '..
 import { Llama, rmsnorm } from '../../model/llama.js';
 import { linear, matmul } from '../../model/matmul.js';
 import type { LlamaConfig, StoredTensor } from '../../model/types.js';
-import { ExpertStats, InputStats, type FloatTensor } from './input-stats.js';
+import { ExpertStats, InputStats, keepsInputs, type FloatTensor } from './input-stats.js';
 import { PhaseClock } from './timing.js';
 
 /** the most f32 values staged in kernel memory for a pass over the windows (256 MiB: the rest of the kernel memory stays free for the runtime's buffers) */
@@ -202,7 +202,7 @@ export class LayerCalibration extends PhaseClock {
   reuseHessians = false;
   private readonly hessianBuffers = new Map<LayerInput, { layer: number; array: Float64Array }>();
   private hessianBuffer(l: number, input: LayerInput, k: number): Float64Array | undefined {
-    if (!this.reuseHessians || (this.keepInputs && (this.keepInputs.always || this.keepInputs.tokens < k))) return undefined;
+    if (!this.reuseHessians || keepsInputs(this.keepInputs, k)) return undefined;
     const b = this.hessianBuffers.get(input);
     // a stage collected again in the same layer (after a fold) gets a fresh array: its earlier statistics may still be read
     if (b && b.layer !== l && b.array.length >= k * k) {
@@ -223,7 +223,7 @@ export class LayerCalibration extends PhaseClock {
   private readonly inputBuffers = new Map<LayerInput, Float32Array>();
   private inputBuffer(input: LayerInput, k: number): Float32Array | undefined {
     const n = this.nSeq * this.ctx * k;
-    if (!this.keepInputs || !(this.keepInputs.always || this.keepInputs.tokens < k)) return undefined;
+    if (!keepsInputs(this.keepInputs, k)) return undefined;
     let b = this.inputBuffers.get(input);
     if (!b || b.length < n) this.inputBuffers.set(input, (b = this.engine?.allocF32(n, this)?.array ?? new Float32Array(n)));
     return b.subarray(0, n);
