@@ -211,8 +211,8 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
     }
     for (let j = 0; j < bs; j++) ch[xo + j] = t[xo + j] >= 0.5 ? 1 : 0;
   }
-  const startChoice = Uint8Array.from(ch);
-  const startLo = Float32Array.from(lo);
+  const startChoice = scratch('startChoice', Uint8Array, N, ch);
+  const startLo = scratch('startLo', Float32Array, N, lo);
 
   // ---- exact loss and gradient, per row (every decision below is a row's own: rows split over threads
   // give the same bytes) ----------------------------------------------------------------------------------
@@ -230,7 +230,7 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
   const total = () => rowLoss.reduce((a, b) => a + b, 0);
   refresh(0, n);
   const lossStart = total();
-  const best = Uint8Array.from(ch);
+  const best = scratch('best', Uint8Array, N, ch);
   const bestLoss = Float64Array.from(rowLoss);
   const gridAlpha = Float32Array.from(alpha);
   /** regrid's copy of the state before a rebuild (allocated at the first) */
@@ -300,7 +300,7 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
   function regrid(): void {
     // the state before the rebuild, copied into arrays allocated once (fresh arrays of the whole matrix
     // on every rebuild cost more than the copies: the first touch of their pages)
-    saved ??= { bytes: new Uint8Array(bytes.length), lo: new Float32Array(N), hi: new Float32Array(N), loC: new Uint16Array(N), hiC: new Uint16Array(N), t: new Float32Array(N), ch: new Uint8Array(N) };
+    saved ??= { bytes: scratch('savedBytes', Uint8Array, bytes.length), lo: scratch('savedLo', Float32Array, N), hi: scratch('savedHi', Float32Array, N), loC: scratch('savedLoC', Uint16Array, N), hiC: scratch('savedHiC', Uint16Array, N), t: scratch('savedT', Float32Array, N), ch: scratch('savedCh', Uint8Array, N) };
     saved.bytes.set(bytes), saved.lo.set(lo), saved.hi.set(hi), saved.loC.set(loC), saved.hiC.set(hiC), saved.t.set(t), saved.ch.set(ch);
     const before = Float64Array.from(rowLoss);
     const delta = work.delta;
@@ -355,6 +355,24 @@ export function autoRoundBlocks(c: BlockCodec, w: Float32Array, n: number, k: nu
   let changed = 0;
   for (let e = 0; e < N; e++) if (ch[e] !== startChoice[e] || lo[e] !== startLo[e]) changed++;
   return { bytes, q, stats: { lossStart, loss: total(), changed, seconds: (performance.now() - t0) / 1000 } };
+}
+
+type ScratchArray = Uint8Array | Uint16Array | Float32Array;
+/** autoRoundBlocks' working copies, kept between calls on this thread (see scratch) */
+const scratchArrays = new Map<string, ScratchArray>();
+
+/**
+ * The thread's working array `name` of n elements (a view of one kept between calls, grown when short),
+ * holding `from` when given. Fresh arrays of a whole matrix on every linear took their pages from the
+ * system at the first touch (~25 us a 4 KiB page on the bench machine). autoRoundBlocks returns none of
+ * them and is not reentrant.
+ */
+function scratch<T extends ScratchArray>(name: string, type: { new (n: number): T }, n: number, from?: ArrayLike<number>): T {
+  let a = scratchArrays.get(name) as T | undefined;
+  if (!a || a.length < n || !(a instanceof type)) scratchArrays.set(name, (a = new type(n)));
+  const view = a.subarray(0, n) as T;
+  if (from) view.set(from);
+  return view;
 }
 
 /** Per element: the two grid levels it may round to (lo <= hi), their codes, and t = (w - lo) / (hi - lo). */

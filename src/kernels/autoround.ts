@@ -11,7 +11,7 @@
  * Memory: the WebAssembly version keeps the state in its own instance's memory (one per workspace);
  * the workspace hands out typed-array views of it, allocated once (the memory never grows after).
  */
-import { newKernelInstance } from './wasm.js';
+import { newKernelInstance, wasmVariant, type KernelInstance } from './wasm.js';
 import * as autoroundWasm from './wasm/autoround.generated.js';
 
 interface AutoRoundExports {
@@ -151,11 +151,23 @@ export function setAutoRoundKernelsFast(on: boolean): void {
   useFast = on;
 }
 
-/** A workspace for n rows of k (blocks of bs); the WebAssembly one when available and enabled. */
+/**
+ * The thread's WebAssembly instance of the workspace, reused by every call: a new memory for every
+ * linear took its pages from the system at their first touch (~25 us a 4 KiB page on the bench machine:
+ * ~0.4 s per 100 MB, more than the sweeps over a small linear), where zeroing used ones costs ~1 %
+ */
+let reused: KernelInstance | null = null;
+
+/**
+ * A workspace for n rows of k (blocks of bs); the WebAssembly one when available and enabled. The
+ * WebAssembly workspace lives in the thread's one instance, zeroed (as a new memory would be): it is
+ * valid until the next call on this thread.
+ */
 export function autoRoundWork(n: number, k: number, bs: number, fast = useFast): AutoRoundWork {
   const N = n * k;
   const nb = Math.max(1, Math.ceil(k / bs));
-  const inst = fast ? newKernelInstance('autoround', autoroundWasm, 1) : null;
+  if (fast && reused?.variant !== wasmVariant()) reused = newKernelInstance('autoround', autoroundWasm, 1);
+  const inst = fast ? reused : null;
   if (!inst) {
     const w = {
       fast: false,
@@ -211,6 +223,8 @@ export function autoRoundWork(n: number, k: number, bs: number, fast = useFast):
   const have = inst.memory.buffer.byteLength;
   if (top > have) inst.memory.grow(Math.ceil((top - have) / 65536));
   const buf = inst.memory.buffer;
+  const first = (x.heapBase() + 63) & ~63;
+  new Uint8Array(buf, first, top - first).fill(0); // what a new memory holds (v starts at 0, for one)
   const f32 = (p: number, len: number) => new Float32Array(buf, p, len);
   const row = k * 4;
   return {

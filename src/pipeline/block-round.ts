@@ -189,13 +189,17 @@ export interface BlockRoundResult {
   readonly seconds: number;
 }
 
-/** A learned linear's levels, offsets and choices (BlockRunner.stepArrays) */
+/** A learned linear's levels, offsets and choices (BlockRunner.stepArrays); the levels' codes, the start's and best choices */
 export interface StepArrays {
   lo: Float32Array;
   hi: Float32Array;
   t: Float32Array;
   v: Float32Array;
   ch: Uint8Array;
+  loC: Uint16Array;
+  hiC: Uint16Array;
+  startCh: Uint8Array;
+  bestCh: Uint8Array;
 }
 
 /** One LLaMA layer on the training engine (batch 1, ctx tokens), fed window by window. */
@@ -249,7 +253,9 @@ export class BlockRunner {
 
   /**
    * Arrays of n elements for linear `name`'s step state in the backend's memory (the backend's signStep
-   * runs on them in place), the same ones on every call (layer after layer); undefined when they did not fit
+   * runs on them in place; the codes and the start's and best choices beside it), the same ones on every
+   * call (layer after layer: new arrays took their pages from the system at the first touch, ~25 us a
+   * 4 KiB page on the bench machine); undefined when they did not fit
    */
   stepArrays(name: string, n: number): StepArrays | undefined {
     const be = this.model.be;
@@ -257,7 +263,7 @@ export class BlockRunner {
     let a = this.steps.get(name);
     if (!a) {
       const chF = be.alloc(Math.ceil(n / 4));
-      a = { lo: be.alloc(n) as Float32Array, hi: be.alloc(n) as Float32Array, t: be.alloc(n) as Float32Array, v: be.alloc(n) as Float32Array, ch: new Uint8Array(chF.buffer, chF.byteOffset, n) };
+      a = { lo: be.alloc(n) as Float32Array, hi: be.alloc(n) as Float32Array, t: be.alloc(n) as Float32Array, v: be.alloc(n) as Float32Array, ch: new Uint8Array(chF.buffer, chF.byteOffset, n), loC: new Uint16Array(n), hiC: new Uint16Array(n), startCh: new Uint8Array(n), bestCh: new Uint8Array(n) };
       this.steps.set(name, a);
     }
     return a.v.length === n ? a : undefined;
@@ -369,11 +375,20 @@ export class BlockRunner {
     return s;
   }
 
-  /** the layer's outputs on every window of X (nSeq x ctx x dim), or on the windows listed (the others stay zero) */
-  outputs(X: Float32Array, windows?: readonly number[]): Float32Array {
+  /**
+   * the layer's outputs on every window of X (nSeq x ctx x dim), or on the windows listed (the others
+   * zero); into `into` (not X) when given, else a new array
+   */
+  outputs(X: Float32Array, windows?: readonly number[], into?: Float32Array): Float32Array {
     const n = this.ctx * this.config.dim;
-    const out = new Float32Array(X.length);
-    for (const s of windows ?? Array.from({ length: X.length / n }, (_, w) => w)) out.set(this.forward(X.subarray(s * n, (s + 1) * n)), s * n);
+    if (into && (into.length !== X.length || into.buffer === X.buffer)) fail('BlockRunner.outputs: the output array must be as long as X, apart from it');
+    const out = into ?? new Float32Array(X.length);
+    const list = windows ?? Array.from({ length: X.length / n }, (_, w) => w);
+    if (into) {
+      const listed = new Set(list);
+      for (let s = 0; s < X.length / n; s++) if (!listed.has(s)) out.fill(0, s * n, (s + 1) * n);
+    }
+    for (const s of list) out.set(this.forward(X.subarray(s * n, (s + 1) * n)), s * n);
     return out;
   }
 
@@ -419,7 +434,7 @@ export function roundingStart(c: BlockCodec, w: Float32Array, start: { bytes: Ui
   const N = w.length;
   const bs = c.blockSize;
   const grids = new BlockGrids(c, 1);
-  const lv: Levels = into ? { lo: into.lo, hi: into.hi, t: into.t, loC: new Uint16Array(N), hiC: new Uint16Array(N) } : newLevels(N);
+  const lv: Levels = into ? { lo: into.lo, hi: into.hi, t: into.t, loC: into.loC, hiC: into.hiC } : newLevels(N);
   const v = into ? into.v : new Float32Array(N);
   const ch = into ? into.ch : new Uint8Array(N);
   for (let blk = 0; blk < N / bs; blk++) {
@@ -451,8 +466,10 @@ export function refineBlock(runner: BlockRunner, linears: readonly BlockLinear[]
     const N = w.length;
     if (N % c.blockSize !== 0 || start.q.length !== N || start.bytes.length !== (N / c.blockSize) * c.blockBytes) fail(`AutoRound (block): ${spec.name}'s start has the wrong size`);
     // the step state in the backend's memory when it has room (its kernel steps it in place), bracketed there
-    const r = roundingStart(c, w, start, runner.stepArrays(spec.name, N));
-    return { spec, lv: r.lv, grids: r.grids, v: r.v, ch: r.ch, startCh: Uint8Array.from(r.ch), bestCh: Uint8Array.from(r.ch), values: runner.learn(spec.name, start.q) };
+    const into = runner.stepArrays(spec.name, N);
+    const r = roundingStart(c, w, start, into);
+    const copy = (kept: Uint8Array | undefined) => (kept ? (kept.set(r.ch), kept) : Uint8Array.from(r.ch));
+    return { spec, lv: r.lv, grids: r.grids, v: r.v, ch: r.ch, startCh: copy(into?.startCh), bestCh: copy(into?.bestCh), values: runner.learn(spec.name, start.q) };
   });
   // the token embedding as a learned input (layer 0): its levels, offsets and choices like a linear's
   const inp = o.input;

@@ -214,20 +214,50 @@ export async function autoRoundBlocksParallel(
 ): Promise<GptqPartResult & { stats: AutoRoundStats }> {
   const parts = rowParts(n, k, target, workers);
   if (parts === 1) return autoRoundBlocks(codec, w, n, k, hessian, opts);
-  const h = Float32Array.from(hessian);
-  const rowBytes = (k / codec.blockSize) * codec.blockBytes;
-  const { importance, init, fast: _fast, ...options } = opts;
-  const job = (r0: number, r1: number): AutoRoundPartJob => ({
-    kind: 'autoround',
-    target: target!,
-    rowLength: k,
-    rows: r1 - r0,
-    w: w.subarray(r0 * k, r1 * k),
-    h,
-    options,
-    importance,
-    init: init && { bytes: init.bytes.subarray(r0 * rowBytes, r1 * rowBytes), q: init.q.subarray(r0 * k, r1 * k) },
-  });
-  const r = await splitRows(n, k, parts, workers!, job, (j) => autoRoundBlocks(codec, j.w, j.rows, k, h, { ...options, importance, init: j.init, fast: opts.fast }));
-  return { ...r, stats: r.stats! };
+  // H in f32 and the other threads' rows in shared memory kept between calls: posted without a copy (a
+  // view of w was posted with w's whole buffer), no new pages on either side (see postArrays)
+  const mem = postArrays.inUse ? undefined : postArrays;
+  if (mem) mem.inUse = true;
+  try {
+    const h = portableF32(mem, 'h', k * k);
+    h.set(hessian);
+    const remoteRows = portableF32(mem, 'w', n * k);
+    const rowBytes = (k / codec.blockSize) * codec.blockBytes;
+    const { importance, init, fast: _fast, ...options } = opts;
+    const job = (r0: number, r1: number, other: boolean): AutoRoundPartJob => {
+      let rows = w.subarray(r0 * k, r1 * k);
+      if (other) (rows = remoteRows.subarray(r0 * k, r1 * k)).set(w.subarray(r0 * k, r1 * k));
+      return {
+        kind: 'autoround',
+        target: target!,
+        rowLength: k,
+        rows: r1 - r0,
+        w: rows,
+        h,
+        options,
+        importance,
+        init: init && { bytes: init.bytes.subarray(r0 * rowBytes, r1 * rowBytes), q: init.q.subarray(r0 * k, r1 * k) },
+      };
+    };
+    const r = await splitRows(n, k, parts, workers!, job, (j) => autoRoundBlocks(codec, j.w, j.rows, k, h, { ...options, importance, init: j.init, fast: opts.fast }));
+    return { ...r, stats: r.stats! };
+  } finally {
+    if (mem) mem.inUse = false;
+  }
+}
+
+/**
+ * autoRoundBlocksParallel's arrays for the other threads, kept from call to call (one call at a time
+ * uses them; a concurrent one takes new arrays): in a SharedArrayBuffer where there is one. New arrays
+ * for every linear took their pages from the system at the first touch, on both sides of the post.
+ */
+const postArrays: { inUse: boolean; f32: Map<string, Float32Array> } = { inUse: false, f32: new Map() };
+
+/** the kept array `name` of n floats (grown when short), or a new one without `mem` */
+function portableF32(mem: typeof postArrays | undefined, name: string, n: number): Float32Array {
+  const make = (len: number) => (typeof SharedArrayBuffer !== 'undefined' ? new Float32Array(new SharedArrayBuffer(len * 4)) : new Float32Array(len));
+  if (!mem) return make(n);
+  let a = mem.f32.get(name);
+  if (!a || a.length < n) mem.f32.set(name, (a = make(n)));
+  return a.subarray(0, n);
 }

@@ -101,6 +101,10 @@ export async function layerPass(input: LayerPassInput): Promise<{ added: Map<str
   if (blockMetric) notes.push(`AutoRound block objective measured in the float model's Fisher at each layer output (${o.autoroundBlockFisher} sampled tokens per position)`);
   lc.embed();
   let xFp: Float32Array | undefined;
+  // the block objective's per-layer arrays (nSeq x ctx x dim each), kept from layer to layer: the layer's input
+  // and the float stream's two sides (new ones every layer took their pages from the system at the first touch)
+  let blockInKept: Float32Array | undefined;
+  let targetKept: Float32Array | undefined;
   if (block) {
     xFp = new Float32Array(lc.X.length);
     windows.forEach((w, s) => w.forEach((tok, i) => xFp!.set(embFp!.subarray(tok * config.dim, (tok + 1) * config.dim), (s * ctx + i) * config.dim)));
@@ -149,7 +153,8 @@ export async function layerPass(input: LayerPassInput): Promise<{ added: Map<str
       const q = quantized.get(full(n));
       if (!q || list[list.length - 1]?.name !== 'autoround') continue;
       const t = weights.get(full(n))!;
-      specs.push({ name: n, codec: codecOf(planOf.get(full(n))!)!, w: block!.before.get(full(n))!, start: { bytes: q.bytes, q: Float32Array.from(t.data) } });
+      // the start's values are the weight's own (no copy): refineBlock reads them before it judges any iterate (the judge rewrites the weight)
+      specs.push({ name: n, codec: codecOf(planOf.get(full(n))!)!, w: block!.before.get(full(n))!, start: { bytes: q.bytes, q: t.data } });
     }
     if (!specs.length) return false;
     runner.unlearn();
@@ -248,7 +253,8 @@ export async function layerPass(input: LayerPassInput): Promise<{ added: Map<str
       let blockIn: Float32Array | undefined;
       let blockTarget: Float32Array | undefined;
       if (block?.runner && xFp) {
-        blockIn = Float32Array.from(lc.X);
+        blockIn = blockInKept ??= new Float32Array(lc.X.length);
+        blockIn.set(lc.X);
         const runner = block.runner;
         lc.timed('forward', () => {
           runner.load((n) => weights.get(`${P}${n}.weight`)!.data);
@@ -266,8 +272,10 @@ export async function layerPass(input: LayerPassInput): Promise<{ added: Map<str
             for (let m = l; m < nLayers; m++) for (const w of blockWindowsUsed(lc.nSeq, { ...autoroundSchedule(o, 'block'), batch: o.autoroundBatch, seed: o.seed + m })) used.add(w);
             only = used.size < lc.nSeq ? [...used].sort((a, b) => a - b) : undefined;
           }
-          blockTarget = runner.keepTransposes(() => runner.outputs(xFp!, only));
+          const into = (targetKept ??= new Float32Array(xFp!.length));
+          blockTarget = runner.keepTransposes(() => runner.outputs(xFp!, only, into));
         });
+        targetKept = xFp; // this layer's input side: the next layer's output side
         xFp = blockTarget;
       }
       if (block?.runner && blockIn && blockTarget && (await omniLayer(l, blockIn, blockTarget))) {
