@@ -180,12 +180,16 @@ test('causal attention in blocks of query rows: the same bytes as the full T x T
   }
 });
 
-test('AutoRound\'s signed-gradient step: the WebAssembly kernel agrees bit for bit with signStepRef (zero and NaN gradients, one-level elements, clamps, flips into values and the transpose)', () => {
-  const rows = 6;
-  const cols = 23; // n = 138: not a multiple of 4 (the element-by-element tail)
+// [rows, cols, threads]: n = 138, not a multiple of 4 (the element-by-element tail); n = 300 x 459 on 2 threads:
+// element ranges of 2^16 on the threads (from 2^17 elements), the last one short
+for (const [rows, cols, threads] of [[6, 23, 1], [300, 459, 2]])
+test(`AutoRound's signed-gradient step: the WebAssembly kernel agrees bit for bit with signStepRef (zero and NaN gradients, one-level elements, clamps, flips into values and the transpose; ${threads} thread(s))`, async () => {
+  const { useNodeThreads } = await import('../src/cli/threads.js');
+  useNodeThreads();
   const n = rows * cols;
-  const be = wasmBackend(16 * n + 4096);
+  const be = wasmBackend(16 * n + 4096, threads);
   if (!be) return; // no WebAssembly SIMD here: nothing to compare
+  await be.ready?.();
   assert.ok(be.signStep, 'the wasm backend has the step kernel');
   const r = xorshift32(9);
   const u = () => (r() + 0.5) / 4294967296;
@@ -208,10 +212,11 @@ test('AutoRound\'s signed-gradient step: the WebAssembly kernel agrees bit for b
     }
   }
   let flips = 0;
+  const chunks0 = be.workerChunks?.() ?? 0;
   for (let it = 0; it < 25; it++) {
     const step = 0.04 * (1 - it / 25);
     for (let e = 0; e < n; e++) {
-      const g = e % 19 === 7 ? 0 : e === 50 && it === 3 ? NaN : u() - 0.45;
+      const g = e % 19 === 7 ? 0 : (e === 50 || e === 70000) && it === 3 ? NaN : u() - 0.45;
       fast.g[e] = g;
       ref.g[e] = g;
     }
@@ -225,6 +230,18 @@ test('AutoRound\'s signed-gradient step: the WebAssembly kernel agrees bit for b
     assert.deepEqual(fast.tr, ref.tr, `step ${it}: transpose`);
   }
   assert.ok(flips > 30, `the steps flipped ${flips} choices`);
+  if (threads > 1) {
+    // again until the worker has run some of the ranges (a loaded machine may leave them all to the caller)
+    for (let rep = 0; rep < 200 && (be.workerChunks?.() ?? 0) === chunks0; rep++) {
+      be.signStep!(fast.g, fast.lo, fast.hi, fast.t, fast.v, fast.ch, fast.values, 0.001, { t: fast.tr, rows, cols });
+      signStepRef(ref.g, ref.lo, ref.hi, ref.t, ref.v, ref.ch, ref.values, 0.001, { t: ref.tr, rows, cols });
+    }
+    assert.ok((be.workerChunks?.() ?? 0) > chunks0, 'the worker ran ranges of the step');
+    assert.deepEqual(fast.ch, ref.ch);
+    assert.deepEqual(Array.from(fast.v), Array.from(ref.v));
+    assert.deepEqual(fast.values, ref.values);
+    assert.deepEqual(fast.tr, ref.tr);
+  }
   // arrays outside the backend's memory: the reference runs (the same values)
   const plain = make((k) => new Float32Array(k), (k) => new Uint8Array(k));
   for (const k of ['g', 'lo', 'hi', 't', 'v', 'values', 'tr', 'ch'] as const) plain[k].set(ref[k] as never);

@@ -218,9 +218,14 @@ export function runChunk(job: usize, chunk: i32, thread: i32): void {
  * lanes; a group where a choice changes or a gradient is NaN runs element by element (signStepOne).
  */
 export function signStep(g: usize, lo: usize, hi: usize, t: usize, v: usize, ch: usize, values: usize, n: i32, step: f64, tr: usize, rows: i32, cols: i32): void {
+  signStepRange(g, lo, hi, t, v, ch, values, 0, n, step, tr, rows, cols);
+}
+
+/** signStep on elements e0..n (every element's step is its own: ranges on other threads give the same bytes) */
+function signStepRange(g: usize, lo: usize, hi: usize, t: usize, v: usize, ch: usize, values: usize, e0: i32, n: i32, step: f64, tr: usize, rows: i32, cols: i32): void {
   const sp = f64x2.splat(step);
   const sn = f64x2.splat(-step);
-  let e = 0;
+  let e = e0;
   for (; e + 4 <= n; e += 4) {
     const o = <usize>e << 2;
     const g4 = v128.load(g + o);
@@ -373,8 +378,18 @@ export function softmaxRows(p: usize, T: i32, t0: i32, t1: i32, scale: f64): voi
  * 6 elements (or rows) per chunk, 7 T, f64 at byte 48 the softmax's scale.
  *   kind 1: siluForward(g, u, h)     kind 2: siluBackward(g, u, dh, dg, du)
  *   kind 3: softmaxRows over n blocks of T x T at word 0, chunk = block * (T / rows) + row block
+ *   kind 4: signStep: words 0..7 g, lo, hi, t, v, ch, values, tr; 8 n, 9 elements per chunk, 10 rows,
+ *           16 cols; f64 at byte 48 the step
  */
 function elementwiseChunk(job: usize, kind: i32, chunk: i32): void {
+  if (kind == 4) {
+    const n = load<i32>(job + 32);
+    const e0 = chunk * load<i32>(job + 36);
+    const e1 = min(n, e0 + load<i32>(job + 36));
+    if (e0 >= e1) return;
+    signStepRange(<usize>load<u32>(job), <usize>load<u32>(job + 4), <usize>load<u32>(job + 8), <usize>load<u32>(job + 12), <usize>load<u32>(job + 16), <usize>load<u32>(job + 20), <usize>load<u32>(job + 24), e0, e1, load<f64>(job + 48), <usize>load<u32>(job + 28), load<i32>(job + 40), load<i32>(job + 64));
+    return;
+  }
   const per = load<i32>(job + 24);
   const n = load<i32>(job + 20);
   if (kind == 3) {

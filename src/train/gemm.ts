@@ -174,6 +174,9 @@ const ELEMENTWISE_THREADED_MIN = 1 << 15;
 /** elements (SiLU) and score rows (softmax) per chunk of a threaded elementwise job */
 const ELEMENTWISE_CHUNK = 1 << 14;
 const SOFTMAX_CHUNK_ROWS = 64;
+/** AutoRound's signed-gradient step (signStep) on the threads from this many elements, in chunks of SIGN_STEP_CHUNK */
+const SIGN_STEP_THREADED_MIN = 1 << 17;
+const SIGN_STEP_CHUNK = 1 << 16;
 
 let expProbe: TrainExports | null | undefined;
 /** the wasm kernels' exp (fdlibm's), for the agreement test against Math.exp; null without WebAssembly SIMD */
@@ -219,6 +222,8 @@ export function wasmBackend(floats: number, threads = 1): Backend | null {
   // words 0..10 a product's parameters (runChunk), 11 the job's kind (0: product; elementwiseChunk), f64 at byte 48
   const job = new Int32Array(buffer, control + JOB_OFFSET, 16);
   const jobF64 = new Float64Array(buffer, control + JOB_OFFSET + 48, 1);
+  // word 16 on (after the packing scratch's words 14, 15): signStep's columns
+  const jobHi = new Int32Array(buffer, control + JOB_OFFSET + 64, 4);
   const end = base + bytes;
   // words 14, 15: the packing scratch of thread 0 (threads 1, 2, ... follow) and its floats per thread
   const pack = next;
@@ -306,7 +311,16 @@ export function wasmBackend(floats: number, threads = 1): Backend | null {
       const inMemory = (a: Vec | Uint8Array) => a.buffer === buffer && !(a instanceof Float64Array); // any element type but f64 (ch is bytes)
       if (![g, lo, hi, t, v, values].every((a) => inMemory(a) && a.length >= n) || !inMemory(ch) || ch.length < n || (transposed && (!inMemory(transposed.t) || transposed.t.length < n)))
         return signStepRef(g, lo, hi, t, v, ch, values, step, transposed);
-      x.signStep(g.byteOffset, lo.byteOffset, hi.byteOffset, t.byteOffset, v.byteOffset, ch.byteOffset, values.byteOffset, n, step, transposed ? transposed.t.byteOffset : 0, transposed?.rows ?? 1, transposed?.cols ?? 1);
+      const tr = transposed ? transposed.t.byteOffset : 0;
+      if (pool && n >= SIGN_STEP_THREADED_MIN) {
+        // element ranges on the threads (each element's step is its own: the same bytes)
+        job.set([g.byteOffset, lo.byteOffset, hi.byteOffset, t.byteOffset, v.byteOffset, ch.byteOffset, values.byteOffset, tr, n, SIGN_STEP_CHUNK, transposed?.rows ?? 1, 4]);
+        jobF64[0] = step;
+        jobHi[0] = transposed?.cols ?? 1;
+        pool.run(Math.ceil(n / SIGN_STEP_CHUNK), x);
+        return;
+      }
+      x.signStep(g.byteOffset, lo.byteOffset, hi.byteOffset, t.byteOffset, v.byteOffset, ch.byteOffset, values.byteOffset, n, step, tr, transposed?.rows ?? 1, transposed?.cols ?? 1);
     },
   };
 }
