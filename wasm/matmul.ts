@@ -2107,9 +2107,15 @@ export function decodeBlockBytes(type: i32): i32 {
 // The tokens are packed by quads (prepQuads, once per matmul): per quad of 4 tokens, every 4 consecutive
 // elements of the 4 tokens as 16 bytes [t0 e..e+3 | t1 e..e+3 | t2 .. | t3 ..] (int8 q), then the quad's
 // sums of 16 and of 32 quants, by pairs of sub-blocks: 16 bytes [t0 S(s), t0 S(s+1) | t1 .. | t2 .. | t3 ..]
-// (int16). A chunk's weight rows are unpacked into a panel (kpanel), per row and super-block KP bytes:
-//   0 d (f32) | 4 dmin (f32, Q4_K) | 16 the sub-block scales as int16 (Q6_K 16, Q4_K 8) | 48 Q4_K's 8
-//   minimums (int16) | 64 the 256 quants as bytes in element order (Q4_K 0..15, Q6_K 0..63)
+// (int16). Two quads side by side form an octet (session 36): every 16-byte vector of quad 2h at
+// 32 i, of quad 2h + 1 at 32 i + 16 (quants, then the sums of 16, then those of 32), so a tile's step
+// reads both quads at one pointer. A chunk's weight rows are unpacked into a panel (kpanel) by pairs of
+// rows, per pair and super-block KP2 bytes: each row's header of 64 bytes, 0 d (f32) | 4 dmin (f32,
+// Q4_K) | 16 the sub-block scales as int16 (Q6_K 16, Q4_K 8) | 48 Q4_K's 8 minimums (int16), then the
+// 2 x 256 quants as bytes (Q4_K 0..15, Q6_K 0..63) interleaved by 4 elements (element e of row i at
+// 128 + 8 (e / 4) + 4 i + e % 4): one pointer per step for the two rows' splats too. With one
+// pointer per stream the step has no address arithmetic (the 4-stream version spent ~6 scalar lea per
+// 4 products; session 36: 1.12-1.18x Q4_K, 1.26-1.35x Q6_K).
 // Then 4 bytes of a row (loaded as a splat) against a quad vector: i16x8.relaxed_dot_i8x16_i7x16_s (q in
 // 0..63 is its 7-bit operand) gives int16 lanes 2t, 2t + 1 of token t, so lanes stay tokens: no horizontal
 // sums. The int16 lanes are summed over a sub-block's steps (Q4_K 8 steps of 4: <= 8 * 2 * 15 * 127 =
