@@ -2107,9 +2107,15 @@ export function decodeBlockBytes(type: i32): i32 {
 // The tokens are packed by quads (prepQuads, once per matmul): per quad of 4 tokens, every 4 consecutive
 // elements of the 4 tokens as 16 bytes [t0 e..e+3 | t1 e..e+3 | t2 .. | t3 ..] (int8 q), then the quad's
 // sums of 16 and of 32 quants, by pairs of sub-blocks: 16 bytes [t0 S(s), t0 S(s+1) | t1 .. | t2 .. | t3 ..]
-// (int16). A chunk's weight rows are unpacked into a panel (kpanel), per row and super-block KP bytes:
-//   0 d (f32) | 4 dmin (f32, Q4_K) | 16 the sub-block scales as int16 (Q6_K 16, Q4_K 8) | 48 Q4_K's 8
-//   minimums (int16) | 64 the 256 quants as bytes in element order (Q4_K 0..15, Q6_K 0..63)
+// (int16). Two quads side by side form an octet (session 36): every 16-byte vector of quad 2h at
+// 32 i, of quad 2h + 1 at 32 i + 16 (quants, then the sums of 16, then those of 32), so a tile's step
+// reads both quads at one pointer. A chunk's weight rows are unpacked into a panel (kpanel) by pairs of
+// rows, per pair and super-block KP2 bytes: each row's header of 64 bytes, 0 d (f32) | 4 dmin (f32,
+// Q4_K) | 16 the sub-block scales as int16 (Q6_K 16, Q4_K 8) | 48 Q4_K's 8 minimums (int16), then the
+// 2 x 256 quants as bytes (Q4_K 0..15, Q6_K 0..63) interleaved by 4 elements (element e of row i at
+// 128 + 8 (e / 4) + 4 i + e % 4): one pointer per step for the two rows' splats too. With one
+// pointer per stream the step has no address arithmetic (the 4-stream version spent ~6 scalar lea per
+// 4 products; session 36: 1.12-1.18x Q4_K, 1.26-1.35x Q6_K).
 // Then 4 bytes of a row (loaded as a splat) against a quad vector: i16x8.relaxed_dot_i8x16_i7x16_s (q in
 // 0..63 is its 7-bit operand) gives int16 lanes 2t, 2t + 1 of token t, so lanes stay tokens: no horizontal
 // sums. The int16 lanes are summed over a sub-block's steps (Q4_K 8 steps of 4: <= 8 * 2 * 15 * 127 =
@@ -2121,6 +2127,8 @@ export function decodeBlockBytes(type: i32): i32 {
 
 // @ts-ignore: decorator
 @inline const KP: usize = 320;
+// @ts-ignore: decorator
+@inline const KP2: usize = 640;
 
 
 /** bytes per quad of 4 tokens of K elements (prepQuads) */
@@ -2136,9 +2144,11 @@ export function prepQuads(q: usize, s32: usize, Tp: i32, K: i32, dst: usize): vo
   if (ASC_FEATURE_RELAXED_SIMD) {
     const kk = <usize>K;
     const QS = <usize>quadBytes(K);
-    for (let g = 0; g < Tp; g += 4, dst += QS) {
+    for (let g = 0; g < Tp; g += 4) {
       const q0 = q + <usize>g * kk * 2, q1 = q0 + kk * 2, q2 = q1 + kk * 2, q3 = q2 + kk * 2;
-      const s16 = dst + 4 * kk, s32o = s16 + kk;
+      // quad g / 4: half (g / 4) & 1 of octet g / 8 (every 16-byte vector of the quad 32 bytes apart)
+      const d = dst + <usize>(g >> 3) * 2 * QS + <usize>((g >> 2) & 1) * 16;
+      const s16 = d + 8 * kk, s32o = s16 + 2 * kk;
       const one = i8x16.splat(1);
       for (let e: usize = 0; e < kk; e += 16) {
         const a0 = v128.load(q0 + e * 2), b0 = v128.load(q0 + e * 2, 16);
@@ -2149,73 +2159,87 @@ export function prepQuads(q: usize, s32: usize, Tp: i32, K: i32, dst: usize): vo
         const v2 = i8x16.narrow_i16x8_s(a2, b2), v3 = i8x16.narrow_i16x8_s(a3, b3);
         const A = v128.shuffle<i32>(v0, v1, 0, 4, 1, 5), B = v128.shuffle<i32>(v2, v3, 0, 4, 1, 5);
         const C = v128.shuffle<i32>(v0, v1, 2, 6, 3, 7), D = v128.shuffle<i32>(v2, v3, 2, 6, 3, 7);
-        const o = dst + e * 4;
+        const o = d + e * 8;
         v128.store(o, v128.shuffle<i32>(A, B, 0, 1, 4, 5));
-        v128.store(o, v128.shuffle<i32>(A, B, 2, 3, 6, 7), 16);
-        v128.store(o, v128.shuffle<i32>(C, D, 0, 1, 4, 5), 32);
-        v128.store(o, v128.shuffle<i32>(C, D, 2, 3, 6, 7), 48);
+        v128.store(o, v128.shuffle<i32>(A, B, 2, 3, 6, 7), 32);
+        v128.store(o, v128.shuffle<i32>(C, D, 0, 1, 4, 5), 64);
+        v128.store(o, v128.shuffle<i32>(C, D, 2, 3, 6, 7), 96);
         // Q6_K's offsets of the sub-block of 16 at e: 32 times the lane sums of its 4 steps (int16 lanes 2t,
         // 2t + 1: 8 quants of token t each, <= 32 * 8 * 127 = 32512)
         const O = i16x8.add(
           i16x8.add(rdot(v128.shuffle<i32>(A, B, 0, 1, 4, 5), one), rdot(v128.shuffle<i32>(A, B, 2, 3, 6, 7), one)),
           i16x8.add(rdot(v128.shuffle<i32>(C, D, 0, 1, 4, 5), one), rdot(v128.shuffle<i32>(C, D, 2, 3, 6, 7), one)),
         );
-        v128.store(s16 + e, i16x8.shl(O, 5));
+        v128.store(s16 + e * 2, i16x8.shl(O, 5));
       }
       const ns = kk >> 5;
       for (let t: usize = 0; t < 4; t++) {
         const st = s32 + (<usize>g + t) * ns * 2;
-        for (let j: usize = 0; j < ns; j++) store<i16>(s32o + (j >> 1) * 16 + t * 4 + (j & 1) * 2, load<i16>(st + j * 2));
+        for (let j: usize = 0; j < ns; j++) store<i16>(s32o + (j >> 1) * 32 + t * 4 + (j & 1) * 2, load<i16>(st + j * 2));
       }
     }
   }
 }
 
-/** unpack `rows` Q4_K / Q6_K rows (rowBytes apart) of nb super-blocks into the panel at dst (above) */
+/** 16 bytes [A0 B0 A1 B1] and [A2 B2 A3 B3] (32-bit words of A and B alternating) at o and o + 16 */
+// @ts-ignore: decorator
+@inline function store2(o: usize, A: v128, B: v128): void {
+  v128.store(o, v128.shuffle<i32>(A, B, 0, 4, 1, 5));
+  v128.store(o, v128.shuffle<i32>(A, B, 2, 6, 3, 7), 16);
+}
+
+/** the quants 16 i .. 16 i + 15 (0..15) of the Q4_K block at p, as bytes */
+// @ts-ignore: decorator
+@inline function q4kVec(p: usize, i: usize): v128 {
+  const b = v128.load(p + 16 + (i >> 2) * 32 + (i & 1) * 16);
+  return i & 2 ? highNibbles(b) : lowNibbles(b);
+}
+
+/** the quants 16 i .. 16 i + 15 (0..63) of the Q6_K block at p, as bytes */
+// @ts-ignore: decorator
+@inline function q6kVec(p: usize, i: usize): v128 {
+  const h = i >> 3, w = i & 7;
+  const L = v128.load(p + h * 64 + (w & 3) * 16);
+  const H = v128.load(p + 128 + h * 32 + (w & 1) * 16);
+  const lo = w < 4 ? lowNibbles(L) : highNibbles(L);
+  return v128.or(lo, i8x16.shl(v128.and(i8x16.shr_u(H, <i32>((w >> 1) * 2)), i8x16.splat(3)), 4));
+}
+
+/** a Q4_K / Q6_K block's panel header (64 bytes at dst, above) */
+// @ts-ignore: decorator
+@inline function kheader(type: i32, p: usize, dst: usize): void {
+  if (type == 12) {
+    store<f32>(dst, f16At(p));
+    store<f32>(dst, f16At(p + 2), 4);
+    const sm = k4ScalesMins(p);
+    v128.store(dst, i16x8.extend_low_i8x16_u(sm), 16);
+    v128.store(dst, i64x2.splat(0), 32);
+    v128.store(dst, i16x8.extend_high_i8x16_u(sm), 48);
+  } else {
+    store<f32>(dst, f16At(p + 208));
+    store<f32>(dst, 0, 4);
+    const sc = v128.load(p + 192);
+    v128.store(dst, i16x8.extend_low_i8x16_s(sc), 16);
+    v128.store(dst, i16x8.extend_high_i8x16_s(sc), 32);
+    v128.store(dst, i64x2.splat(0), 48);
+  }
+}
+
+/**
+ * unpack `rows` Q4_K / Q6_K rows (rowBytes apart) of nb super-blocks into the panel at dst, by pairs of rows
+ * (a last odd row repeated): per pair and super-block KP2 bytes, the two rows' headers (64 bytes each, above)
+ * then their quants interleaved by 4 elements (element e of row i at 128 + 8 (e / 4) + 4 i + e % 4)
+ */
 function kpanel(type: i32, src: usize, rowBytes: usize, rows: i32, nb: i32, dst: usize): void {
-  for (let r = 0; r < rows; r++, src += rowBytes) {
-    let p = src;
-    for (let b = 0; b < nb; b++, dst += KP) {
-      if (type == 12) {
-        store<f32>(dst, f16At(p));
-        store<f32>(dst, f16At(p + 2), 4);
-        const sm = k4ScalesMins(p);
-        v128.store(dst, i16x8.extend_low_i8x16_u(sm), 16);
-        v128.store(dst, i64x2.splat(0), 32);
-        v128.store(dst, i16x8.extend_high_i8x16_u(sm), 48);
-        for (let u: usize = 0; u < 4; u++) {
-          const q0 = v128.load(p + 16 + u * 32), q1 = v128.load(p + 32 + u * 32);
-          const o = dst + 64 + u * 64;
-          v128.store(o, lowNibbles(q0));
-          v128.store(o, lowNibbles(q1), 16);
-          v128.store(o, highNibbles(q0), 32);
-          v128.store(o, highNibbles(q1), 48);
-        }
-        p += 144;
-      } else {
-        store<f32>(dst, f16At(p + 208));
-        store<f32>(dst, 0, 4);
-        const sc = v128.load(p + 192);
-        v128.store(dst, i16x8.extend_low_i8x16_s(sc), 16);
-        v128.store(dst, i16x8.extend_high_i8x16_s(sc), 32);
-        v128.store(dst, i64x2.splat(0), 48);
-        const three = i8x16.splat(3);
-        for (let h: usize = 0; h < 2; h++) {
-          const ql = p + h * 64, qh = p + 128 + h * 32;
-          // element 128 h + 32 j + l (l = 0..31) of quarter j of half h
-          const a0 = v128.load(ql), a1 = v128.load(ql + 16), c0 = v128.load(ql + 32), c1 = v128.load(ql + 48);
-          const h0 = v128.load(qh), h1 = v128.load(qh + 16);
-          const o = dst + 64 + h * 128;
-          v128.store(o, v128.or(lowNibbles(a0), i8x16.shl(v128.and(h0, three), 4)));
-          v128.store(o, v128.or(lowNibbles(a1), i8x16.shl(v128.and(h1, three), 4)), 16);
-          v128.store(o, v128.or(lowNibbles(c0), i8x16.shl(v128.and(i8x16.shr_u(h0, 2), three), 4)), 32);
-          v128.store(o, v128.or(lowNibbles(c1), i8x16.shl(v128.and(i8x16.shr_u(h1, 2), three), 4)), 48);
-          v128.store(o, v128.or(highNibbles(a0), i8x16.shl(v128.and(i8x16.shr_u(h0, 4), three), 4)), 64);
-          v128.store(o, v128.or(highNibbles(a1), i8x16.shl(v128.and(i8x16.shr_u(h1, 4), three), 4)), 80);
-          v128.store(o, v128.or(highNibbles(c0), i8x16.shl(i8x16.shr_u(h0, 6), 4)), 96);
-          v128.store(o, v128.or(highNibbles(c1), i8x16.shl(i8x16.shr_u(h1, 6), 4)), 112);
-        }
-        p += 210;
+  for (let r = 0; r < rows; r += 2) {
+    let pa = src + <usize>r * rowBytes, pb = src + <usize>min(r + 1, rows - 1) * rowBytes;
+    const bs = <usize>(type == 12 ? 144 : 210);
+    for (let b = 0; b < nb; b++, dst += KP2, pa += bs, pb += bs) {
+      kheader(type, pa, dst);
+      kheader(type, pb, dst + 64);
+      for (let i: usize = 0; i < 16; i++) {
+        if (type == 12) store2(dst + 128 + i * 32, q4kVec(pa, i), q4kVec(pb, i));
+        else store2(dst + 128 + i * 32, q6kVec(pa, i), q6kVec(pb, i));
       }
     }
   }
@@ -2231,33 +2255,36 @@ function kpanel(type: i32, src: usize, rowBytes: usize, rows: i32, nb: i32, dst:
 }
 
 /**
- * Prefill tile: 2 panel rows (w0, w1) x 2 token quads (x0, x1: packed quads; their block scales at
- * d0 / d1 + b * xdStride). Outputs of rows < nr, quads < nq (the last one's tokens < nt) to y (row r at
- * y + 4 r, token stride ys; quad 1 at y + 4 ys).
+ * Prefill tile: a pair of panel rows (kpanel, at wp) x an octet of 2 token quads (prepQuads, at xo; their
+ * block scales at d0 / d1 + b * xdStride). Per step of 4 elements one pointer each: the octet's 2 quad
+ * vectors at xo + 0 / 16 and the 2 rows' 4 bytes at wp + 0 / 4 (splats). Outputs of rows < nr, quads < nq
+ * (the last one's tokens < nt) to y (row r at y + 4 r, token stride ys; quad 1 at y + 4 ys).
  */
 // @ts-ignore: decorator
 @inline function qtile(
-  type: i32, w0: usize, w1: usize, nr: i32, x0: usize, x1: usize, K: usize, d0: usize, d1: usize, xdStride: usize, nq: i32, nt: i32, nb: i32,
+  type: i32, wp: usize, nr: i32, xo: usize, K: usize, d0: usize, d1: usize, xdStride: usize, nq: i32, nt: i32, nb: i32,
   y: usize, ys: usize,
 ): void {
   let f00 = f32x4.splat(0), f01 = f32x4.splat(0), f10 = f32x4.splat(0), f11 = f32x4.splat(0);
-  const s16: usize = 4 * K, s32: usize = s16 + K;
-  for (let b = 0; b < nb; b++, w0 += KP, w1 += KP) {
+  const s16: usize = 8 * K, s32: usize = s16 + 2 * K;
+  let px = xo;
+  for (let b = 0; b < nb; b++, wp += KP2) {
     let a00 = i32x4.splat(0), a01 = i32x4.splat(0), a10 = i32x4.splat(0), a11 = i32x4.splat(0);
-    const xb = <usize>b * 1024;
+    let pw = wp + 128;
     if (type == 12) {
       for (let j: usize = 0; j < 8; j++) {
-        const e = j * 32;
-        let x = v128.load(x0 + xb + e * 4), z = v128.load(x1 + xb + e * 4);
-        let u = v128.load32_splat(w0 + 64 + e), v = v128.load32_splat(w1 + 64 + e);
+        // sub-block j: 8 steps of 4 elements
+        let u = v128.load32_splat(pw), v = v128.load32_splat(pw, 4);
+        let x = v128.load(px), z = v128.load(px, 16);
         let c00 = rdot(x, u), c01 = rdot(z, u), c10 = rdot(x, v), c11 = rdot(z, v);
-        for (let s: usize = 4; s < 32; s += 4) {
-          x = v128.load(x0 + xb + (e + s) * 4); z = v128.load(x1 + xb + (e + s) * 4);
-          u = v128.load32_splat(w0 + 64 + e + s); v = v128.load32_splat(w1 + 64 + e + s);
+        const end = pw + 64;
+        for (pw += 8, px += 32; pw < end; pw += 8, px += 32) {
+          u = v128.load32_splat(pw); v = v128.load32_splat(pw, 4);
+          x = v128.load(px); z = v128.load(px, 16);
           c00 = i16x8.add(c00, rdot(x, u)); c01 = i16x8.add(c01, rdot(z, u));
           c10 = i16x8.add(c10, rdot(x, v)); c11 = i16x8.add(c11, rdot(z, v));
         }
-        const sa = v128.load16_splat(w0 + 16 + j * 2), sb = v128.load16_splat(w1 + 16 + j * 2);
+        const sa = v128.load16_splat(wp + 16 + j * 2), sb = v128.load16_splat(wp + 80 + j * 2);
         a00 = i32x4.add(a00, i32x4.dot_i16x8_s(c00, sa)); a01 = i32x4.add(a01, i32x4.dot_i16x8_s(c01, sa));
         a10 = i32x4.add(a10, i32x4.dot_i16x8_s(c10, sb)); a11 = i32x4.add(a11, i32x4.dot_i16x8_s(c11, sb));
       }
@@ -2265,24 +2292,25 @@ function kpanel(type: i32, src: usize, rowBytes: usize, rows: i32, nb: i32, dst:
       for (let j: usize = 0; j < 16; j++) {
         // sub-block j (16 weights) in 4 steps: int16 lanes added modulo 2^16 (i16x8.add wraps) minus the
         // offsets 32 sum x: the true sum of (q - 32) x, |.| <= 8 * 32 * 127 = 32512, is what remains
-        const e = j * 16;
-        let x = v128.load(x0 + xb + e * 4), z = v128.load(x1 + xb + e * 4);
-        let u = v128.load32_splat(w0 + 64 + e), v = v128.load32_splat(w1 + 64 + e);
+        let u = v128.load32_splat(pw), v = v128.load32_splat(pw, 4);
+        let x = v128.load(px), z = v128.load(px, 16);
         let c00 = rdot(x, u), c01 = rdot(z, u), c10 = rdot(x, v), c11 = rdot(z, v);
-        for (let st: usize = 4; st < 16; st += 4) {
-          x = v128.load(x0 + xb + (e + st) * 4); z = v128.load(x1 + xb + (e + st) * 4);
-          u = v128.load32_splat(w0 + 64 + e + st); v = v128.load32_splat(w1 + 64 + e + st);
+        const end = pw + 32;
+        for (pw += 8, px += 32; pw < end; pw += 8, px += 32) {
+          u = v128.load32_splat(pw); v = v128.load32_splat(pw, 4);
+          x = v128.load(px); z = v128.load(px, 16);
           c00 = i16x8.add(c00, rdot(x, u)); c01 = i16x8.add(c01, rdot(z, u));
           c10 = i16x8.add(c10, rdot(x, v)); c11 = i16x8.add(c11, rdot(z, v));
         }
-        const O0 = v128.load(x0 + s16 + <usize>b * 256 + j * 16), O1 = v128.load(x1 + s16 + <usize>b * 256 + j * 16);
-        const sa = v128.load16_splat(w0 + 16 + j * 2), sb = v128.load16_splat(w1 + 16 + j * 2);
+        const so = xo + s16 + <usize>b * 512 + j * 32;
+        const O0 = v128.load(so), O1 = v128.load(so, 16);
+        const sa = v128.load16_splat(wp + 16 + j * 2), sb = v128.load16_splat(wp + 80 + j * 2);
         a00 = i32x4.add(a00, i32x4.dot_i16x8_s(i16x8.sub(c00, O0), sa)); a01 = i32x4.add(a01, i32x4.dot_i16x8_s(i16x8.sub(c01, O1), sa));
         a10 = i32x4.add(a10, i32x4.dot_i16x8_s(i16x8.sub(c10, O0), sb)); a11 = i32x4.add(a11, i32x4.dot_i16x8_s(i16x8.sub(c11, O1), sb));
       }
     }
     const dx0 = v128.load(d0 + <usize>b * xdStride), dx1 = v128.load(d1 + <usize>b * xdStride);
-    const dw0 = v128.load32_splat(w0), dw1 = v128.load32_splat(w1);
+    const dw0 = v128.load32_splat(wp), dw1 = v128.load32_splat(wp, 64);
     f00 = f32x4.add(f00, f32x4.mul(cvt(a00), f32x4.mul(dw0, dx0)));
     f01 = f32x4.add(f01, f32x4.mul(cvt(a01), f32x4.mul(dw0, dx1)));
     f10 = f32x4.add(f10, f32x4.mul(cvt(a10), f32x4.mul(dw1, dx0)));
@@ -2290,14 +2318,14 @@ function kpanel(type: i32, src: usize, rowBytes: usize, rows: i32, nb: i32, dst:
     if (type == 12) {
       // M = sum_j m(j) S32(j): 4 pairs of sub-blocks
       let m00 = i32x4.splat(0), m01 = i32x4.splat(0), m10 = i32x4.splat(0), m11 = i32x4.splat(0);
-      const sb0 = x0 + s32 + <usize>b * 64, sb1 = x1 + s32 + <usize>b * 64;
+      const sb = xo + s32 + <usize>b * 128;
       for (let p: usize = 0; p < 4; p++) {
-        const S0 = v128.load(sb0 + p * 16), S1 = v128.load(sb1 + p * 16);
-        const c0 = v128.load32_splat(w0 + 48 + p * 4), c1 = v128.load32_splat(w1 + 48 + p * 4);
+        const S0 = v128.load(sb + p * 32), S1 = v128.load(sb + p * 32, 16);
+        const c0 = v128.load32_splat(wp + 48 + p * 4), c1 = v128.load32_splat(wp + 112 + p * 4);
         m00 = i32x4.add(m00, i32x4.dot_i16x8_s(S0, c0)); m01 = i32x4.add(m01, i32x4.dot_i16x8_s(S1, c0));
         m10 = i32x4.add(m10, i32x4.dot_i16x8_s(S0, c1)); m11 = i32x4.add(m11, i32x4.dot_i16x8_s(S1, c1));
       }
-      const dm0 = v128.load32_splat(w0, 4), dm1 = v128.load32_splat(w1, 4);
+      const dm0 = v128.load32_splat(wp, 4), dm1 = v128.load32_splat(wp, 68);
       f00 = f32x4.sub(f00, f32x4.mul(cvt(m00), f32x4.mul(dm0, dx0)));
       f01 = f32x4.sub(f01, f32x4.mul(cvt(m01), f32x4.mul(dm0, dx1)));
       f10 = f32x4.sub(f10, f32x4.mul(cvt(m10), f32x4.mul(dm1, dx0)));
@@ -2313,11 +2341,11 @@ function kpanel(type: i32, src: usize, rowBytes: usize, rows: i32, nb: i32, dst:
 }
 
 /** qtile compiled once per type */
-function qtileQ4K(w0: usize, w1: usize, nr: i32, x0: usize, x1: usize, K: usize, d0: usize, d1: usize, xdStride: usize, nq: i32, nt: i32, nb: i32, y: usize, ys: usize): void {
-  qtile(12, w0, w1, nr, x0, x1, K, d0, d1, xdStride, nq, nt, nb, y, ys);
+function qtileQ4K(wp: usize, nr: i32, xo: usize, K: usize, d0: usize, d1: usize, xdStride: usize, nq: i32, nt: i32, nb: i32, y: usize, ys: usize): void {
+  qtile(12, wp, nr, xo, K, d0, d1, xdStride, nq, nt, nb, y, ys);
 }
-function qtileQ6K(w0: usize, w1: usize, nr: i32, x0: usize, x1: usize, K: usize, d0: usize, d1: usize, xdStride: usize, nq: i32, nt: i32, nb: i32, y: usize, ys: usize): void {
-  qtile(14, w0, w1, nr, x0, x1, K, d0, d1, xdStride, nq, nt, nb, y, ys);
+function qtileQ6K(wp: usize, nr: i32, xo: usize, K: usize, d0: usize, d1: usize, xdStride: usize, nq: i32, nt: i32, nb: i32, y: usize, ys: usize): void {
+  qtile(14, wp, nr, xo, K, d0, d1, xdStride, nq, nt, nb, y, ys);
 }
 
 /** bytes of the prefill panel per row (kpanel), 0 when the type has none (relaxed build: Q4_K, Q6_K) */
@@ -2716,7 +2744,7 @@ function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
     const xd = <usize>param(job, 5);
     const y0 = <usize>param(job, 9) + <usize>r0 * 4;
     const ys = N * 4;
-    const pr = <usize>nb * KP;
+    const pr = <usize>nb * KP2; // bytes per pair of rows
     const nQ = Tp >> 2;
     // quads per block: their packed tokens within ~24 KiB (L1), a multiple of 2
     const qb = max(2, <i32>(<usize>24576 / QS) & ~1);
@@ -2724,16 +2752,16 @@ function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
       const g1 = min(nQ, g0 + qb);
       for (let r = 0; r < nr; r += 2) {
         const rr = min(2, nr - r);
-        const wa = scratch + <usize>r * pr, wb = scratch + <usize>(r + rr - 1) * pr;
+        const wp = scratch + <usize>(r >> 1) * pr;
         for (let g = g0; g < g1; g += 2) {
           const nq = min(2, g1 - g);
           const gl = g + nq - 1;
           const nt = min(4, T - 4 * gl);
-          const xq0 = xa + <usize>g * QS, xq1 = xa + <usize>gl * QS;
+          const xo = xa + <usize>(g >> 1) * 2 * QS;
           const dd0 = xd + <usize>g * 16, dd1 = xd + <usize>gl * 16;
           const yt = y0 + <usize>(4 * g) * ys + <usize>r * 4;
-          if (type == 12) qtileQ4K(wa, wb, rr, xq0, xq1, <usize>K, dd0, dd1, xdStride, nq, nt, nb, yt, ys);
-          else qtileQ6K(wa, wb, rr, xq0, xq1, <usize>K, dd0, dd1, xdStride, nq, nt, nb, yt, ys);
+          if (type == 12) qtileQ4K(wp, rr, xo, <usize>K, dd0, dd1, xdStride, nq, nt, nb, yt, ys);
+          else qtileQ6K(wp, rr, xo, <usize>K, dd0, dd1, xdStride, nq, nt, nb, yt, ys);
         }
       }
     }

@@ -554,7 +554,7 @@ export class MatmulEngine {
     const quads = this.variant === 'relaxed' && nTok >= 4 && this.exports.prefillRowBytes(w.type.id, k) > 0;
     const quads16 = nTok >= 4 && bl === 32;
     const prep = (nTok < 4 && this.variant === 'relaxed') || quads || quads16;
-    const xa = !prep ? 0 : quads ? this.buffer('xa', (tp / 4) * this.exports.quadBytes(k) + 64)
+    const xa = !prep ? 0 : quads ? this.buffer('xa', (((tp / 4 + 1) >> 1) << 1) * this.exports.quadBytes(k) + 64)
       : quads16 ? this.buffer('xa', (((tp / 4 + 1) >> 1) << 1) * this.exports.quadBytes16(k) + 64) : this.buffer('xa', nTok * this.exports.actBytes8(k) + 64);
     const r = this.rounded;
     if (!(sameInput && r.x === x && r.nTok === nTok && r.k === k && r.block === bl && r.xq === xq && r.xa === xa)) {
