@@ -3188,6 +3188,106 @@ function attendScored(s: usize, np: i32, values: usize, cs: usize, o: usize, n: 
 
 
 // ---------------------------------------------------------------------------------------------------
+// One token's attention row by row (job kind 13, decode): the job words of kind 2 (T = 1), plus
+//   15 query heads per chunk | 16 query heads
+// Chunk c takes heads [c h, min(heads, (c + 1) h)) and reads the cache by positions: each position's row
+// (its heads side by side, kvDim floats) once for all the chunk's heads, in increasing positions, so the
+// keys and then the values of a layer are read as one stream instead of one head's 256 bytes every
+// cache row (rows 3 KiB apart on the 155M model: a page crossing every read, ~11 GB/s). Each score is
+// the dot product of attendHead (16-byte lanes in increasing i, (v0 + v2) + (v1 + v3), times scale), the
+// softmax is softmaxScores on each head's row of scores, and each output element is the fma chain of
+// attendScored over p = 0, 1, .. (its accumulator kept in the thread's scratch between positions), times
+// 1 / sum: the bits of attendHead for T = 1.
+// Scratch per thread: heads x score rows (sp bytes each, a multiple of 16) | heads x n accumulators | heads x f32 (1 / sum)
+
+/** (v0 + v2) + (v1 + v3) of a, b, c, d as lanes 0..3, times scale (hsumStore4's vector) */
+// @ts-ignore: decorator
+@inline function hsum4f(a: v128, b: v128, c: v128, d: v128, scale: f32): v128 {
+  const p = f32x4.add(v128.shuffle<f32>(a, b, 0, 1, 4, 5), v128.shuffle<f32>(a, b, 2, 3, 6, 7));
+  const q = f32x4.add(v128.shuffle<f32>(c, d, 0, 1, 4, 5), v128.shuffle<f32>(c, d, 2, 3, 6, 7));
+  return f32x4.mul(f32x4.add(v128.shuffle<f32>(p, q, 0, 2, 4, 6), v128.shuffle<f32>(p, q, 1, 3, 5, 7)), f32x4.splat(scale));
+}
+
+function attentionRowsChunk(job: usize, c: i32, thread: i32): void {
+  const hd = <usize>param(job, 8);
+  const n = hd * 4;
+  const group = param(job, 9);
+  const hpc = param(job, 15);
+  const h0 = c * hpc;
+  const h1 = min(param(job, 16), h0 + hpc);
+  if (h0 >= h1) return;
+  const nh = <usize>(h1 - h0);
+  const q0 = <usize>param(job, 1) + <usize>h0 * n;
+  const keys = <usize>param(job, 3), values = <usize>param(job, 4), cs = <usize>param(job, 5);
+  const np = param(job, 7) + 1;
+  const scale = reinterpret<f32>(param(job, 10));
+  const o0 = <usize>param(job, 11) + <usize>h0 * n;
+  const sp = (<usize>np * 4 + 15) & ~(<usize>15);
+  const s = <usize>param(job, 13) + <usize>thread * <usize>param(job, 14);
+  const acc = s + nh * sp;
+  const invs = acc + nh * n;
+  // the kv head's offset in a cache row of query head h0 + j: ((h0 + j) / group) n
+  // scores, position by position: 4 heads at a time (4 independent dot products), then the rest one by one
+  for (let p = 0; p < np; p++) {
+    const row = keys + <usize>p * cs;
+    let j: usize = 0;
+    for (; j + 4 <= nh; j += 4) {
+      const h = h0 + <i32>j;
+      const qa = q0 + j * n;
+      const k0 = row + <usize>(h / group) * n, k1 = row + <usize>((h + 1) / group) * n;
+      const k2 = row + <usize>((h + 2) / group) * n, k3 = row + <usize>((h + 3) / group) * n;
+      let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+      for (let i: usize = 0; i < n; i += 16) {
+        a0 = fma(v128.load(qa + i), v128.load(k0 + i), a0);
+        a1 = fma(v128.load(qa + n + i), v128.load(k1 + i), a1);
+        a2 = fma(v128.load(qa + 2 * n + i), v128.load(k2 + i), a2);
+        a3 = fma(v128.load(qa + 3 * n + i), v128.load(k3 + i), a3);
+      }
+      const r = hsum4f(a0, a1, a2, a3, scale);
+      const at = s + j * sp + <usize>p * 4;
+      v128.store32_lane(at, r, 0);
+      v128.store32_lane(at + sp, r, 1);
+      v128.store32_lane(at + 2 * sp, r, 2);
+      v128.store32_lane(at + 3 * sp, r, 3);
+    }
+    for (; j < nh; j++) {
+      const qa = q0 + j * n;
+      const k = row + <usize>((h0 + <i32>j) / group) * n;
+      let a = f32x4.splat(0);
+      for (let i: usize = 0; i < n; i += 16) a = fma(v128.load(qa + i), v128.load(k + i), a);
+      store<f32>(s + j * sp + <usize>p * 4, hsum(a) * scale);
+    }
+  }
+  for (let j: usize = 0; j < nh; j++) store<f32>(invs + j * 4, softmaxScores(s + j * sp, np));
+  // values, position by position: acc = fma(e[p], v[p], acc) per head (p = 0 on zeros)
+  for (let j: usize = 0; j < nh; j++) {
+    const a = acc + j * n;
+    for (let i: usize = 0; i < n; i += 16) v128.store(a + i, f32x4.splat(0));
+  }
+  for (let p = 0; p < np; p++) {
+    const row = values + <usize>p * cs;
+    for (let j: usize = 0; j < nh; j++) {
+      const e = v128.load32_splat(s + j * sp + <usize>p * 4);
+      const v = row + <usize>((h0 + <i32>j) / group) * n;
+      const a = acc + j * n;
+      let i: usize = 0;
+      for (; i + 64 <= n; i += 64) {
+        v128.store(a + i, fma(e, v128.load(v + i), v128.load(a + i)));
+        v128.store(a + i, fma(e, v128.load(v + i, 16), v128.load(a + i, 16)), 16);
+        v128.store(a + i, fma(e, v128.load(v + i, 32), v128.load(a + i, 32)), 32);
+        v128.store(a + i, fma(e, v128.load(v + i, 48), v128.load(a + i, 48)), 48);
+      }
+      for (; i < n; i += 16) v128.store(a + i, fma(e, v128.load(v + i), v128.load(a + i)));
+    }
+  }
+  for (let j: usize = 0; j < nh; j++) {
+    const inv = v128.load32_splat(invs + j * 4);
+    const a = acc + j * n, o = o0 + j * n;
+    for (let i: usize = 0; i < n; i += 16) v128.store(o + i, f32x4.mul(v128.load(a + i), inv));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
 // Attention over a packed cache (job kind 4): chunk kvh first dequantizes key / value head kvh of
 // every visible position into the thread's scratch (f32, headDim apart), bit-exactly as the
 // TypeScript dequantizers of src/model/kv/sides.ts, then runs attendHead for each query head of its group. Each side (keys at word
@@ -3527,6 +3627,7 @@ export function runChunk(job: usize, chunk: i32, thread: i32): void {
     case 10: roundActsChunk(job, chunk); break;
     case 11: siluMul(<usize>param(job, 1) + <usize>chunk * <usize>param(job, 4) * 4, <usize>param(job, 2) + <usize>chunk * <usize>param(job, 4) * 4, min(param(job, 4), param(job, 3) - chunk * param(job, 4))); break;
     case 12: logSoftmaxChunk(job, chunk); break;
+    case 13: attentionRowsChunk(job, chunk, thread); break;
     default: unreachable();
   }
 }

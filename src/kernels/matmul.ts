@@ -696,6 +696,12 @@ export class MatmulEngine {
    */
   prefillTile: 'rows' | 'tokens' = 'rows';
 
+  /**
+   * one token's attention reads the cache row by row for a chunk of heads (default on); off: head by head, as
+   * a batch does (the same bits; for tests and the bench's anchor)
+   */
+  attentionRows = true;
+
   /** the packed 3 x 3 tiles for F32 weights (on by default; off: the row-by-row tiles, for tests) */
   packTokens = true;
 
@@ -1074,6 +1080,20 @@ export class MatmulEngine {
    * headDim must be a multiple of 4.
    */
   attention(q: Float32Array, nTok: number, pos0: number, nHeads: number, nKvHeads: number, headDim: number, keysAt: number, valuesAt: number, kvDim: number, scale: number, out: Float32Array): void {
+    if (nTok === 1 && this.attentionRows) {
+      // one token (decode): the cache read row by row for a chunk of heads (wasm/matmul.ts attentionRowsChunk, job
+      // kind 13: the same bits); all heads in one chunk on one thread, about two chunks per thread on more
+      const threads = this.pool && 4 * nHeads * headDim * (pos0 + 1) >= MIN_PARALLEL_ATTENTION_FLOPS ? this.threadCount : 1;
+      const perChunk = threads > 1 ? Math.ceil(nHeads / (2 * threads)) : nHeads;
+      const sp = ((pos0 + 1) * 4 + 15) & ~15;
+      const scratchBytes = perChunk * (sp + headDim * 4 + 4) + 64;
+      this.attentionJob(q, out, 1, pos0, nHeads, headDim, 'scores', scratchBytes, (p, j, qAt, oAt, scratch) => {
+        const qDim = nHeads * headDim;
+        p.set([13, qAt, qDim * 4, keysAt, valuesAt, kvDim * 4, 1, pos0, headDim, nHeads / nKvHeads, 0, oAt, qDim * 4, scratch, scratchBytes, perChunk, nHeads], j);
+        this.f32View[j + 10] = scale;
+      }, Math.ceil(nHeads / perChunk));
+      return;
+    }
     // two rows of scores (the kernel runs two queries at a time)
     const scratchBytes = 2 * ((pos0 + nTok) * 4 + 64);
     this.attentionJob(q, out, nTok, pos0, nHeads, headDim, 'scores', scratchBytes, (p, j, qAt, oAt, scratch) => {
