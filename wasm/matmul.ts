@@ -3615,6 +3615,155 @@ function roundActsChunk(job: usize, chunk: i32): void {
   else if (pack == 2) prepQuads16(q, t1 - t0, K, xa + <usize>(t0 >> 3) * <usize>quadBytes16(K) * 2);
 }
 
+// ---------------------------------------------------------------------------------------------------
+// A kernel worker thread's loop (src/kernels/threads.ts kernelWorkerMain, whose JavaScript loop is the
+// reference: the same protocol, word for word): wait for a job, claim its chunks and run them, a stolen
+// chunk on the worker's private copy of the job's words, committed by the compare-and-swap of its state.
+// In WebAssembly so that no JavaScript is compiled (and recompiled) by the engine on a busy core while
+// the first tokens decode (the JavaScript loop's compiles took one of two busy cores ~50 ms). Shared
+// builds only (atomics). Words of the control block: see threads.ts.
+
+// @ts-ignore: decorator
+@inline const W_GEN: usize = 0;
+// @ts-ignore: decorator
+@inline const W_CLAIM: usize = 4;
+// @ts-ignore: decorator
+@inline const W_LIMIT: usize = 8;
+// @ts-ignore: decorator
+@inline const W_DONE: usize = 12;
+// @ts-ignore: decorator
+@inline const W_QUIT: usize = 16;
+// @ts-ignore: decorator
+@inline const W_WORKED: usize = 28;
+// @ts-ignore: decorator
+@inline const W_STEAL: usize = 32;
+// @ts-ignore: decorator
+@inline const W_AREA: usize = 36;
+// @ts-ignore: decorator
+@inline const W_AREA_BYTES: usize = 40;
+// @ts-ignore: decorator
+@inline const W_JOB: usize = 64;
+// @ts-ignore: decorator
+@inline const W_PRIV_JOB: usize = 48 * 4;
+// @ts-ignore: decorator
+@inline const W_STATE: usize = (48 + 32 * 16) * 4;
+
+/** the job this worker saw last (read by JavaScript after a trap) */
+let workerGen: i32 = 0;
+/** the plain chunk this worker is running (>= 0), -1 none, -2 a stolen chunk (read by JavaScript after a trap) */
+let workerRunning: i32 = -1;
+
+export function workerSeen(): i32 {
+  return workerGen;
+}
+
+export function workerChunk(): i32 {
+  return workerRunning;
+}
+
+/** threads.ts claim: the next chunk of job g, or -1 */
+function workerClaim(b: usize, g: i32): i32 {
+  if (ASC_FEATURE_THREADS) {
+    for (;;) {
+      const v = atomic.load<i32>(b + W_CLAIM);
+      if (<u32>v >>> 16 != <u32>g) return -1;
+      if (atomic.cmpxchg<i32>(b + W_CLAIM, v, v + 1) != v) continue;
+      const limit = atomic.load<i32>(b + W_LIMIT);
+      if (<u32>limit >>> 16 != <u32>g) return -1;
+      const c = v & 0xffff;
+      return c < (limit & 0xffff) ? c : -1;
+    }
+  }
+  return -1;
+}
+
+/** threads.ts stealableJob on the job words at byte address at */
+function workerStealable(at: usize): bool {
+  const kind = load<i32>(at), type = load<i32>(at, 4), rows = load<i32>(at, 48);
+  // rows * 4 <= PRIVATE_BYTES - PRIVATE_SCRATCH (16384)
+  if (load<i32>(at, 24) != 1 || rows < 1 || rows > 4096) return false;
+  if (kind == 1) return type == 0 && (load<i32>(at, 28) & 3) == 0;
+  if (kind == 3) return type == 2 || type == 6 || type == 8 || type == 20 || type == 12 || type == 14;
+  return false;
+}
+
+/** done one chunk: DONE + 1, waking the caller at the last */
+function workerDone(b: usize): void {
+  if (ASC_FEATURE_THREADS) {
+    atomic.add<i32>(b + W_WORKED, 1);
+    const n = atomic.load<i32>(b + W_LIMIT) & 0xffff;
+    if (atomic.add<i32>(b + W_DONE, 1) + 1 == n) atomic.notify(b + W_DONE, -1);
+  }
+}
+
+/** threads.ts stolenChunk: chunk c of stealable job g on the private copy of its words, committed if still RUNNING */
+function workerStolen(b: usize, index: i32, g: i32, c: i32): void {
+  if (ASC_FEATURE_THREADS) {
+    if (index >= 16) return;
+    const st = b + W_STATE + <usize>c * 4;
+    const open = g << 16, running = (g << 16) | 1, final = (g << 16) | 2;
+    if (atomic.cmpxchg<i32>(st, open, running) != open) return;
+    const job = b + W_JOB, mine = b + W_PRIV_JOB + <usize>index * 128;
+    for (let i: usize = 0; i < 17; i++) store<i32>(mine + i * 4, atomic.load<i32>(job + i * 4));
+    const rpc = load<i32>(mine, 48);
+    const area0 = <usize>atomic.load<i32>(b + W_AREA);
+    if (area0 == 0 || !workerStealable(mine)) return;
+    const area = area0 + <usize>(index - 1) * <usize>atomic.load<i32>(b + W_AREA_BYTES);
+    const out = area + 512;
+    store<i32>(mine, <i32>(out - <usize>c * <usize>rpc * 4), 36);
+    store<i32>(mine, <i32>area, 52);
+    store<i32>(mine, 0, 56);
+    workerRunning = -2;
+    runChunk(mine, c, index);
+    workerRunning = -1;
+    if (atomic.cmpxchg<i32>(st, running, final) != running) return;
+    const rows = atomic.load<i32>(job + 44);
+    const nr = min(rpc, rows - c * rpc);
+    const y = <usize>atomic.load<i32>(job + 36) + <usize>c * <usize>rpc * 4;
+    if (nr > 0) memory.copy(y, out, <usize>nr * 4);
+    workerDone(b);
+  }
+}
+
+/**
+ * The loop of worker `index` on the control block at `control` until QUIT: jobs after `seen`; resume != 0:
+ * first the chunks left of job `seen` (re-entered after a trap in a chunk, which JavaScript counted)
+ */
+export function workerLoop(control: usize, index: i32, seen: i32, resume: i32): void {
+  if (ASC_FEATURE_THREADS) {
+    const b = control;
+    workerGen = seen;
+    workerRunning = -1;
+    let g = seen;
+    let claimNow = resume != 0;
+    for (;;) {
+      if (!claimNow) {
+        g = atomic.load<i32>(b + W_GEN);
+        for (let spin = 0; g == workerGen && spin < 20000; spin++) g = atomic.load<i32>(b + W_GEN);
+        if (g == workerGen) {
+          if (atomic.load<i32>(b + W_QUIT)) return;
+          atomic.wait<i32>(b + W_GEN, workerGen, 1000000000);
+          continue;
+        }
+        if (atomic.load<i32>(b + W_QUIT)) return;
+        workerGen = g;
+      }
+      claimNow = false;
+      const steal = atomic.load<i32>(b + W_STEAL) == g;
+      for (let c = workerClaim(b, g); c >= 0; c = workerClaim(b, g)) {
+        if (steal) {
+          workerStolen(b, index, g, c);
+          continue;
+        }
+        workerRunning = c;
+        runChunk(b + W_JOB, c, index);
+        workerRunning = -1;
+        workerDone(b);
+      }
+    }
+  } else unreachable();
+}
+
 export function runChunk(job: usize, chunk: i32, thread: i32): void {
   switch (param(job, 0)) {
     case 1: matmulChunk(job, chunk, thread); break;
