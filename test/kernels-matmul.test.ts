@@ -186,7 +186,7 @@ test('attention kernel: T queries at once (two per key/value load) = one query a
   }
 });
 
-test('attention kernel: one token row by row (attentionRows, decode) = head by head, bit for bit, on 1 and 2 threads', async () => {
+test('attention kernel: one token row by row (attentionRows, decode on one thread) = head by head, bit for bit (2 threads: head by head above the parallel threshold)', async () => {
   useNodeThreads();
   const r = rng(13);
   for (const variant of variants) {

@@ -697,8 +697,8 @@ export class MatmulEngine {
   prefillTile: 'rows' | 'tokens' = 'rows';
 
   /**
-   * one token's attention reads the cache row by row for a chunk of heads (default on); off: head by head, as
-   * a batch does (the same bits; for tests and the bench's anchor)
+   * one token's attention on one thread reads the cache row by row for all heads (default on); off: head by
+   * head, as a batch does (the same bits; for tests)
    */
   attentionRows = true;
 
@@ -1080,11 +1080,12 @@ export class MatmulEngine {
    * headDim must be a multiple of 4.
    */
   attention(q: Float32Array, nTok: number, pos0: number, nHeads: number, nKvHeads: number, headDim: number, keysAt: number, valuesAt: number, kvDim: number, scale: number, out: Float32Array): void {
-    if (nTok === 1 && this.attentionRows) {
-      // one token (decode): the cache read row by row for a chunk of heads (wasm/matmul.ts attentionRowsChunk, job
-      // kind 13: the same bits); all heads in one chunk on one thread, about two chunks per thread on more
-      const threads = this.pool && 4 * nHeads * headDim * (pos0 + 1) >= MIN_PARALLEL_ATTENTION_FLOPS ? this.threadCount : 1;
-      const perChunk = threads > 1 ? Math.ceil(nHeads / (2 * threads)) : nHeads;
+    if (nTok === 1 && this.attentionRows && !(this.pool && 4 * nHeads * headDim * (pos0 + 1) >= MIN_PARALLEL_ATTENTION_FLOPS)) {
+      // one token (decode) on one thread: the cache read row by row for all heads (wasm/matmul.ts
+      // attentionRowsChunk, job kind 13: the same bits; 155M Q4_0, 1 thread: 2.6 % less time a token). On 2
+      // threads head by head stays faster (12 chunks balance a late worker; row by row, 1 to 6 heads a
+      // chunk, was 3-10 % slower a token)
+      const perChunk = nHeads;
       const sp = ((pos0 + 1) * 4 + 15) & ~15;
       const scratchBytes = perChunk * (sp + headDim * 4 + 4) + 64;
       this.attentionJob(q, out, 1, pos0, nHeads, headDim, 'scores', scratchBytes, (p, j, qAt, oAt, scratch) => {
