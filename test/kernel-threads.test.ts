@@ -124,7 +124,7 @@ test('one-token matmuls: one chunk per thread, in whole groups of 4 rows, each c
   }
 });
 
-test('a worker commits a stolen chunk above 2 GiB of kernel memory into y (the address read unsigned): 2 threads = 1 thread, bit for bit', () => {
+for (const loop of ['WebAssembly', 'JavaScript']) test(`a worker commits a stolen chunk above 2 GiB of kernel memory into y (the address read unsigned): 2 threads = 1 thread, bit for bit (the worker loop in ${loop})`, () => {
   // the 1.1B Q8_0 model's two-thread decode differed run to run: its interleaved copies put y above 2 GiB,
   // the worker read y's address as a negative i32 and copyWithin counted it from the memory's end (the
   // chunk's rows went elsewhere, y kept the previous call's). Here 2.1 GiB of never-touched memory
@@ -160,6 +160,7 @@ test('a worker commits a stolen chunk above 2 GiB of kernel memory into y (the a
     });
     e.setThreads(1);
     const one = runAll();
+    KernelThreads.jsWorkerLoop = ${loop === 'JavaScript'};
     e.setThreads(2);
     const t0 = Date.now();
     while (e.threadStats().ready < 1 && Date.now() - t0 < 20000) await new Promise((r) => setTimeout(r, 10));

@@ -186,6 +186,41 @@ test('attention kernel: T queries at once (two per key/value load) = one query a
   }
 });
 
+test('attention kernel: one token row by row (attentionRows, decode on one thread) = head by head, bit for bit (2 threads: head by head above the parallel threshold)', async () => {
+  useNodeThreads();
+  const r = rng(13);
+  for (const variant of variants) {
+    const e = MatmulEngine.get(variant)!;
+    // 4-head groups and a tail, grouped kv heads (GQA 8:1 like the 1.1B model), head sizes 64, 20, 36
+    const cases = [[12, 12, 64, 69], [32, 4, 64, 40], [7, 7, 20, 0], [6, 3, 36, 17], [5, 1, 64, 130]];
+    const run = (nHeads: number, nKvHeads: number, hd: number, pos0: number, q: Float32Array, at: number) => {
+      const o = new Float32Array(nHeads * hd);
+      e.attention(q, 1, pos0, nHeads, nKvHeads, hd, at, at + (pos0 + 1) * nKvHeads * hd * 4, nKvHeads * hd, 1 / Math.sqrt(hd), o);
+      return o;
+    };
+    for (const threads of [1, 2]) {
+      assert.equal(e.setThreads(threads), threads);
+      const t0 = Date.now();
+      while (threads > 1 && e.threadStats().ready < 1 && Date.now() - t0 < 20000) await new Promise((res) => setTimeout(res, 10));
+      for (const [nHeads, nKvHeads, hd, pos0] of cases) {
+        const q = normals(nHeads * hd, r).map((v) => 3 * v);
+        const kv = e.allocF32(2 * (pos0 + 1) * nKvHeads * hd, q)!;
+        kv.array.set(normals(kv.array.length, r));
+        e.attentionRows = false;
+        const want = run(nHeads, nKvHeads, hd, pos0, q, kv.at);
+        e.attentionRows = true;
+        for (let rep = 0; rep < (threads > 1 ? 20 : 1); rep++) {
+          const got = run(nHeads, nKvHeads, hd, pos0, q, kv.at);
+          let bad = 0;
+          for (let i = 0; i < got.length; i++) if (!Object.is(got[i], want[i])) bad++;
+          assert.equal(bad, 0, `${variant} ${threads} thread(s), ${nHeads}/${nKvHeads} heads of ${hd} after ${pos0}: ${bad} values differ`);
+        }
+      }
+    }
+    e.close();
+  }
+});
+
 const data = (f: string) => new Uint8Array(readFileSync(new URL(`../../data/${f}`, import.meta.url)));
 
 test('model: the WebAssembly path is batch-independent bit for bit and close to the TypeScript path', async () => {

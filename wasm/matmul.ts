@@ -3216,6 +3216,106 @@ function attendScored(s: usize, np: i32, values: usize, cs: usize, o: usize, n: 
 
 
 // ---------------------------------------------------------------------------------------------------
+// One token's attention row by row (job kind 13, decode): the job words of kind 2 (T = 1), plus
+//   15 query heads per chunk | 16 query heads
+// Chunk c takes heads [c h, min(heads, (c + 1) h)) and reads the cache by positions: each position's row
+// (its heads side by side, kvDim floats) once for all the chunk's heads, in increasing positions, so the
+// keys and then the values of a layer are read as one stream instead of one head's 256 bytes every
+// cache row (rows 3 KiB apart on the 155M model: a page crossing every read, ~11 GB/s). Each score is
+// the dot product of attendHead (16-byte lanes in increasing i, (v0 + v2) + (v1 + v3), times scale), the
+// softmax is softmaxScores on each head's row of scores, and each output element is the fma chain of
+// attendScored over p = 0, 1, .. (its accumulator kept in the thread's scratch between positions), times
+// 1 / sum: the bits of attendHead for T = 1.
+// Scratch per thread: heads x score rows (sp bytes each, a multiple of 16) | heads x n accumulators | heads x f32 (1 / sum)
+
+/** (v0 + v2) + (v1 + v3) of a, b, c, d as lanes 0..3, times scale (hsumStore4's vector) */
+// @ts-ignore: decorator
+@inline function hsum4f(a: v128, b: v128, c: v128, d: v128, scale: f32): v128 {
+  const p = f32x4.add(v128.shuffle<f32>(a, b, 0, 1, 4, 5), v128.shuffle<f32>(a, b, 2, 3, 6, 7));
+  const q = f32x4.add(v128.shuffle<f32>(c, d, 0, 1, 4, 5), v128.shuffle<f32>(c, d, 2, 3, 6, 7));
+  return f32x4.mul(f32x4.add(v128.shuffle<f32>(p, q, 0, 2, 4, 6), v128.shuffle<f32>(p, q, 1, 3, 5, 7)), f32x4.splat(scale));
+}
+
+function attentionRowsChunk(job: usize, c: i32, thread: i32): void {
+  const hd = <usize>param(job, 8);
+  const n = hd * 4;
+  const group = param(job, 9);
+  const hpc = param(job, 15);
+  const h0 = c * hpc;
+  const h1 = min(param(job, 16), h0 + hpc);
+  if (h0 >= h1) return;
+  const nh = <usize>(h1 - h0);
+  const q0 = <usize>param(job, 1) + <usize>h0 * n;
+  const keys = <usize>param(job, 3), values = <usize>param(job, 4), cs = <usize>param(job, 5);
+  const np = param(job, 7) + 1;
+  const scale = reinterpret<f32>(param(job, 10));
+  const o0 = <usize>param(job, 11) + <usize>h0 * n;
+  const sp = (<usize>np * 4 + 15) & ~(<usize>15);
+  const s = <usize>param(job, 13) + <usize>thread * <usize>param(job, 14);
+  const acc = s + nh * sp;
+  const invs = acc + nh * n;
+  // the kv head's offset in a cache row of query head h0 + j: ((h0 + j) / group) n
+  // scores, position by position: 4 heads at a time (4 independent dot products), then the rest one by one
+  for (let p = 0; p < np; p++) {
+    const row = keys + <usize>p * cs;
+    let j: usize = 0;
+    for (; j + 4 <= nh; j += 4) {
+      const h = h0 + <i32>j;
+      const qa = q0 + j * n;
+      const k0 = row + <usize>(h / group) * n, k1 = row + <usize>((h + 1) / group) * n;
+      const k2 = row + <usize>((h + 2) / group) * n, k3 = row + <usize>((h + 3) / group) * n;
+      let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+      for (let i: usize = 0; i < n; i += 16) {
+        a0 = fma(v128.load(qa + i), v128.load(k0 + i), a0);
+        a1 = fma(v128.load(qa + n + i), v128.load(k1 + i), a1);
+        a2 = fma(v128.load(qa + 2 * n + i), v128.load(k2 + i), a2);
+        a3 = fma(v128.load(qa + 3 * n + i), v128.load(k3 + i), a3);
+      }
+      const r = hsum4f(a0, a1, a2, a3, scale);
+      const at = s + j * sp + <usize>p * 4;
+      v128.store32_lane(at, r, 0);
+      v128.store32_lane(at + sp, r, 1);
+      v128.store32_lane(at + 2 * sp, r, 2);
+      v128.store32_lane(at + 3 * sp, r, 3);
+    }
+    for (; j < nh; j++) {
+      const qa = q0 + j * n;
+      const k = row + <usize>((h0 + <i32>j) / group) * n;
+      let a = f32x4.splat(0);
+      for (let i: usize = 0; i < n; i += 16) a = fma(v128.load(qa + i), v128.load(k + i), a);
+      store<f32>(s + j * sp + <usize>p * 4, hsum(a) * scale);
+    }
+  }
+  for (let j: usize = 0; j < nh; j++) store<f32>(invs + j * 4, softmaxScores(s + j * sp, np));
+  // values, position by position: acc = fma(e[p], v[p], acc) per head (p = 0 on zeros)
+  for (let j: usize = 0; j < nh; j++) {
+    const a = acc + j * n;
+    for (let i: usize = 0; i < n; i += 16) v128.store(a + i, f32x4.splat(0));
+  }
+  for (let p = 0; p < np; p++) {
+    const row = values + <usize>p * cs;
+    for (let j: usize = 0; j < nh; j++) {
+      const e = v128.load32_splat(s + j * sp + <usize>p * 4);
+      const v = row + <usize>((h0 + <i32>j) / group) * n;
+      const a = acc + j * n;
+      let i: usize = 0;
+      for (; i + 64 <= n; i += 64) {
+        v128.store(a + i, fma(e, v128.load(v + i), v128.load(a + i)));
+        v128.store(a + i, fma(e, v128.load(v + i, 16), v128.load(a + i, 16)), 16);
+        v128.store(a + i, fma(e, v128.load(v + i, 32), v128.load(a + i, 32)), 32);
+        v128.store(a + i, fma(e, v128.load(v + i, 48), v128.load(a + i, 48)), 48);
+      }
+      for (; i < n; i += 16) v128.store(a + i, fma(e, v128.load(v + i), v128.load(a + i)));
+    }
+  }
+  for (let j: usize = 0; j < nh; j++) {
+    const inv = v128.load32_splat(invs + j * 4);
+    const a = acc + j * n, o = o0 + j * n;
+    for (let i: usize = 0; i < n; i += 16) v128.store(o + i, f32x4.mul(v128.load(a + i), inv));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
 // Attention over a packed cache (job kind 4): chunk kvh first dequantizes key / value head kvh of
 // every visible position into the thread's scratch (f32, headDim apart), bit-exactly as the
 // TypeScript dequantizers of src/model/kv/sides.ts, then runs attendHead for each query head of its group. Each side (keys at word
@@ -3543,6 +3643,155 @@ function roundActsChunk(job: usize, chunk: i32): void {
   else if (pack == 2) prepQuads16(q, t1 - t0, K, xa + <usize>(t0 >> 3) * <usize>quadBytes16(K) * 2);
 }
 
+// ---------------------------------------------------------------------------------------------------
+// A kernel worker thread's loop (src/kernels/threads.ts kernelWorkerMain, whose JavaScript loop is the
+// reference: the same protocol, word for word): wait for a job, claim its chunks and run them, a stolen
+// chunk on the worker's private copy of the job's words, committed by the compare-and-swap of its state.
+// In WebAssembly so that no JavaScript is compiled (and recompiled) by the engine on a busy core while
+// the first tokens decode (the JavaScript loop's compiles took one of two busy cores ~50 ms). Shared
+// builds only (atomics). Words of the control block: see threads.ts.
+
+// @ts-ignore: decorator
+@inline const W_GEN: usize = 0;
+// @ts-ignore: decorator
+@inline const W_CLAIM: usize = 4;
+// @ts-ignore: decorator
+@inline const W_LIMIT: usize = 8;
+// @ts-ignore: decorator
+@inline const W_DONE: usize = 12;
+// @ts-ignore: decorator
+@inline const W_QUIT: usize = 16;
+// @ts-ignore: decorator
+@inline const W_WORKED: usize = 28;
+// @ts-ignore: decorator
+@inline const W_STEAL: usize = 32;
+// @ts-ignore: decorator
+@inline const W_AREA: usize = 36;
+// @ts-ignore: decorator
+@inline const W_AREA_BYTES: usize = 40;
+// @ts-ignore: decorator
+@inline const W_JOB: usize = 64;
+// @ts-ignore: decorator
+@inline const W_PRIV_JOB: usize = 48 * 4;
+// @ts-ignore: decorator
+@inline const W_STATE: usize = (48 + 32 * 16) * 4;
+
+/** the job this worker saw last (read by JavaScript after a trap) */
+let workerGen: i32 = 0;
+/** the plain chunk this worker is running (>= 0), -1 none, -2 a stolen chunk (read by JavaScript after a trap) */
+let workerRunning: i32 = -1;
+
+export function workerSeen(): i32 {
+  return workerGen;
+}
+
+export function workerChunk(): i32 {
+  return workerRunning;
+}
+
+/** threads.ts claim: the next chunk of job g, or -1 */
+function workerClaim(b: usize, g: i32): i32 {
+  if (ASC_FEATURE_THREADS) {
+    for (;;) {
+      const v = atomic.load<i32>(b + W_CLAIM);
+      if (<u32>v >>> 16 != <u32>g) return -1;
+      if (atomic.cmpxchg<i32>(b + W_CLAIM, v, v + 1) != v) continue;
+      const limit = atomic.load<i32>(b + W_LIMIT);
+      if (<u32>limit >>> 16 != <u32>g) return -1;
+      const c = v & 0xffff;
+      return c < (limit & 0xffff) ? c : -1;
+    }
+  }
+  return -1;
+}
+
+/** threads.ts stealableJob on the job words at byte address at */
+function workerStealable(at: usize): bool {
+  const kind = load<i32>(at), type = load<i32>(at, 4), rows = load<i32>(at, 48);
+  // rows * 4 <= PRIVATE_BYTES - PRIVATE_SCRATCH (16384)
+  if (load<i32>(at, 24) != 1 || rows < 1 || rows > 4096) return false;
+  if (kind == 1) return type == 0 && (load<i32>(at, 28) & 3) == 0;
+  if (kind == 3) return type == 2 || type == 6 || type == 8 || type == 20 || type == 12 || type == 14;
+  return false;
+}
+
+/** done one chunk: DONE + 1, waking the caller at the last */
+function workerDone(b: usize): void {
+  if (ASC_FEATURE_THREADS) {
+    atomic.add<i32>(b + W_WORKED, 1);
+    const n = atomic.load<i32>(b + W_LIMIT) & 0xffff;
+    if (atomic.add<i32>(b + W_DONE, 1) + 1 == n) atomic.notify(b + W_DONE, -1);
+  }
+}
+
+/** threads.ts stolenChunk: chunk c of stealable job g on the private copy of its words, committed if still RUNNING */
+function workerStolen(b: usize, index: i32, g: i32, c: i32): void {
+  if (ASC_FEATURE_THREADS) {
+    if (index >= 16) return;
+    const st = b + W_STATE + <usize>c * 4;
+    const open = g << 16, running = (g << 16) | 1, final = (g << 16) | 2;
+    if (atomic.cmpxchg<i32>(st, open, running) != open) return;
+    const job = b + W_JOB, mine = b + W_PRIV_JOB + <usize>index * 128;
+    for (let i: usize = 0; i < 17; i++) store<i32>(mine + i * 4, atomic.load<i32>(job + i * 4));
+    const rpc = load<i32>(mine, 48);
+    const area0 = <usize>atomic.load<i32>(b + W_AREA);
+    if (area0 == 0 || !workerStealable(mine)) return;
+    const area = area0 + <usize>(index - 1) * <usize>atomic.load<i32>(b + W_AREA_BYTES);
+    const out = area + 512;
+    store<i32>(mine, <i32>(out - <usize>c * <usize>rpc * 4), 36);
+    store<i32>(mine, <i32>area, 52);
+    store<i32>(mine, 0, 56);
+    workerRunning = -2;
+    runChunk(mine, c, index);
+    workerRunning = -1;
+    if (atomic.cmpxchg<i32>(st, running, final) != running) return;
+    const rows = atomic.load<i32>(job + 44);
+    const nr = min(rpc, rows - c * rpc);
+    const y = <usize>atomic.load<i32>(job + 36) + <usize>c * <usize>rpc * 4;
+    if (nr > 0) memory.copy(y, out, <usize>nr * 4);
+    workerDone(b);
+  }
+}
+
+/**
+ * The loop of worker `index` on the control block at `control` until QUIT: jobs after `seen`; resume != 0:
+ * first the chunks left of job `seen` (re-entered after a trap in a chunk, which JavaScript counted)
+ */
+export function workerLoop(control: usize, index: i32, seen: i32, resume: i32): void {
+  if (ASC_FEATURE_THREADS) {
+    const b = control;
+    workerGen = seen;
+    workerRunning = -1;
+    let g = seen;
+    let claimNow = resume != 0;
+    for (;;) {
+      if (!claimNow) {
+        g = atomic.load<i32>(b + W_GEN);
+        for (let spin = 0; g == workerGen && spin < 20000; spin++) g = atomic.load<i32>(b + W_GEN);
+        if (g == workerGen) {
+          if (atomic.load<i32>(b + W_QUIT)) return;
+          atomic.wait<i32>(b + W_GEN, workerGen, 1000000000);
+          continue;
+        }
+        if (atomic.load<i32>(b + W_QUIT)) return;
+        workerGen = g;
+      }
+      claimNow = false;
+      const steal = atomic.load<i32>(b + W_STEAL) == g;
+      for (let c = workerClaim(b, g); c >= 0; c = workerClaim(b, g)) {
+        if (steal) {
+          workerStolen(b, index, g, c);
+          continue;
+        }
+        workerRunning = c;
+        runChunk(b + W_JOB, c, index);
+        workerRunning = -1;
+        workerDone(b);
+      }
+    }
+  } else unreachable();
+}
+
 export function runChunk(job: usize, chunk: i32, thread: i32): void {
   switch (param(job, 0)) {
     case 1: matmulChunk(job, chunk, thread); break;
@@ -3555,6 +3804,7 @@ export function runChunk(job: usize, chunk: i32, thread: i32): void {
     case 10: roundActsChunk(job, chunk); break;
     case 11: siluMul(<usize>param(job, 1) + <usize>chunk * <usize>param(job, 4) * 4, <usize>param(job, 2) + <usize>chunk * <usize>param(job, 4) * 4, min(param(job, 4), param(job, 3) - chunk * param(job, 4))); break;
     case 12: logSoftmaxChunk(job, chunk); break;
+    case 13: attentionRowsChunk(job, chunk, thread); break;
     default: unreachable();
   }
 }

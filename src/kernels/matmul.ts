@@ -696,6 +696,12 @@ export class MatmulEngine {
    */
   prefillTile: 'rows' | 'tokens' = 'rows';
 
+  /**
+   * one token's attention on one thread reads the cache row by row for all heads (default on); off: head by
+   * head, as a batch does (the same bits; for tests)
+   */
+  attentionRows = true;
+
   /** the packed 3 x 3 tiles for F32 weights (on by default; off: the row-by-row tiles, for tests) */
   packTokens = true;
 
@@ -708,7 +714,9 @@ export class MatmulEngine {
   }
 
   /** the 15 parameter words of a matmul job (see wasm/matmul.ts) */
-  private setJob(...[a, b, c, d, e, f, g, h, i, j, k, l, m, n, o]: [number, number, number, number, number, number, number, number, number, number, number, number, number, number, number]): void {
+  // plain parameters, not a destructured rest array: TurboFan took ~13 ms to compile that form, on a busy core while
+  // the first tokens decode
+  private setJob(a: number, b: number, c: number, d: number, e: number, f: number, g: number, h: number, i: number, j: number, k: number, l: number, m: number, n: number, o: number): void {
     const p = this.job;
     p[0] = a; p[1] = b; p[2] = c; p[3] = d; p[4] = e; p[5] = f; p[6] = g; p[7] = h;
     p[8] = i; p[9] = j; p[10] = k; p[11] = l; p[12] = m; p[13] = n; p[14] = o;
@@ -1074,6 +1082,21 @@ export class MatmulEngine {
    * headDim must be a multiple of 4.
    */
   attention(q: Float32Array, nTok: number, pos0: number, nHeads: number, nKvHeads: number, headDim: number, keysAt: number, valuesAt: number, kvDim: number, scale: number, out: Float32Array): void {
+    if (nTok === 1 && this.attentionRows && !(this.pool && 4 * nHeads * headDim * (pos0 + 1) >= MIN_PARALLEL_ATTENTION_FLOPS)) {
+      // one token (decode) on one thread: the cache read row by row for all heads (wasm/matmul.ts
+      // attentionRowsChunk, job kind 13: the same bits; 155M Q4_0, 1 thread: 2.6 % less time a token). On 2
+      // threads head by head stays faster (12 chunks balance a late worker; row by row, 1 to 6 heads a
+      // chunk, was 3-10 % slower a token)
+      const perChunk = nHeads;
+      const sp = ((pos0 + 1) * 4 + 15) & ~15;
+      const scratchBytes = perChunk * (sp + headDim * 4 + 4) + 64;
+      this.attentionJob(q, out, 1, pos0, nHeads, headDim, 'scores', scratchBytes, (p, j, qAt, oAt, scratch) => {
+        const qDim = nHeads * headDim;
+        p.set([13, qAt, qDim * 4, keysAt, valuesAt, kvDim * 4, 1, pos0, headDim, nHeads / nKvHeads, 0, oAt, qDim * 4, scratch, scratchBytes, perChunk, nHeads], j);
+        this.f32View[j + 10] = scale;
+      }, Math.ceil(nHeads / perChunk));
+      return;
+    }
     // two rows of scores (the kernel runs two queries at a time)
     const scratchBytes = 2 * ((pos0 + nTok) * 4 + 64);
     this.attentionJob(q, out, nTok, pos0, nHeads, headDim, 'scores', scratchBytes, (p, j, qAt, oAt, scratch) => {

@@ -73,6 +73,8 @@ export interface KernelWorkerInit {
   readonly control: number;
   /** thread index (the caller is 0; workers 1, 2, ...) */
   readonly index: number;
+  /** run the JavaScript loop even when the module has one in WebAssembly (tests: the reference) */
+  readonly jsLoop?: boolean;
 }
 
 /** A started thread, as the host returns it. */
@@ -96,6 +98,43 @@ export function hasStartWorker(): boolean {
 
 interface ChunkRunner {
   runChunk(job: number, chunk: number, thread: number): void;
+}
+
+/** A module's worker loop in WebAssembly (wasm/matmul.ts workerLoop: this file's loop, word for word). */
+interface WasmWorkerLoop {
+  workerLoop(control: number, index: number, seen: number, resume: number): void;
+  /** the job the loop saw last, and the plain chunk it was running (-1 none, -2 a stolen one): read after a trap */
+  workerSeen(): number;
+  workerChunk(): number;
+}
+
+/**
+ * Run the worker's loop in the module's WebAssembly (when it has one, and `init.jsLoop` is not set): no
+ * JavaScript on the hot path for the engine to compile while both cores are busy. A trap in a plain chunk
+ * is counted here as the JavaScript loop counts it (ERROR, then the chunk done) and the loop re-entered
+ * on the same job; a trap in a stolen chunk is left to the caller. Returns false when there is no such loop.
+ */
+function wasmWorkerLoop(init: KernelWorkerInit, exports: WebAssembly.Exports, seen: number): boolean {
+  const w = exports as unknown as Partial<WasmWorkerLoop>;
+  if (init.jsLoop || typeof w.workerLoop !== 'function' || typeof w.workerSeen !== 'function' || typeof w.workerChunk !== 'function') return false;
+  const ctrl = new Int32Array(init.memory.buffer);
+  const base = init.control >>> 2;
+  let resume = 0;
+  for (;;) {
+    try {
+      w.workerLoop(init.control, init.index, seen, resume);
+      return true;
+    } catch {
+      seen = w.workerSeen();
+      if (w.workerChunk() >= 0) {
+        Atomics.store(ctrl, base + ERROR, 1);
+        Atomics.add(ctrl, base + WORKED, 1);
+        const n = Atomics.load(ctrl, base + LIMIT) & 0xffff;
+        if (Atomics.add(ctrl, base + DONE, 1) + 1 === n) Atomics.notify(ctrl, base + DONE);
+      }
+      resume = 1;
+    }
+  }
 }
 
 /**
@@ -142,6 +181,7 @@ export function kernelWorkerMain(init: KernelWorkerInit): void {
   const job = init.control + JOB_OFFSET;
   let seen = Atomics.load(ctrl, base + GEN);
   Atomics.add(ctrl, base + READY, 1);
+  if (wasmWorkerLoop(init, instance.exports, seen)) return;
   for (;;) {
     let g = Atomics.load(ctrl, base + GEN);
     for (let spin = 0; g === seen && spin < 20000; spin++) g = Atomics.load(ctrl, base + GEN);
@@ -241,6 +281,8 @@ export class KernelThreads {
    * from the first one up (they meet on a chunk that both run).
    */
   static stealWaitMs: number | undefined;
+  /** workers started from now on run the JavaScript loop even where the module has one in WebAssembly (tests) */
+  static jsWorkerLoop = false;
 
   private constructor(
     private readonly memory: WebAssembly.Memory,
@@ -259,7 +301,7 @@ export class KernelThreads {
     for (let i = 0; i < CONTROL_BYTES / 4; i++) ctrl[t.base + i] = 0;
     ctrl[t.base + AREA] = area;
     ctrl[t.base + AREA_BYTES_WORD] = PRIVATE_BYTES;
-    for (let i = 1; i < size; i++) t.workers.push(startWorker({ memory, module, control, index: i }));
+    for (let i = 1; i < size; i++) t.workers.push(startWorker({ memory, module, control, index: i, ...(KernelThreads.jsWorkerLoop ? { jsLoop: true } : {}) }));
     return t;
   }
 
