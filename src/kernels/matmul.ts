@@ -1217,7 +1217,15 @@ export class MatmulEngine {
     let xp = 0;
     if (this.packTokens && type === 0 && k === kx && !interleaved && nTok >= 3 && rows >= 3) {
       xp = this.buffer('xPacked', Math.floor(nTok / 3) * 3 * kx * 4);
-      this.exports.packTriples(x, kx * 4, nTok, kx * 4, xp);
+      if (threads > 1 && nTok * kx >= MIN_PARALLEL_ELEMENTS) {
+        // the triples split between the threads (job kind 13, ~4 chunks per thread): the same bytes
+        const triples = Math.floor(nTok / 3);
+        const per = Math.max(1, Math.ceil(triples / (4 * threads)));
+        const p = this.job;
+        p.fill(0);
+        p[0] = 13; p[1] = x; p[2] = kx * 4; p[3] = nTok; p[4] = kx * 4; p[5] = xp; p[6] = per;
+        this.dispatch(Math.ceil(triples / per), threads);
+      } else this.exports.packTriples(x, kx * 4, nTok, kx * 4, xp);
     }
     this.setJob(1, type, w, rowBytes, x, kx * 4, nTok, k, kx, y, n, rows, chunkRows, scratch, scratchBytes);
     this.job[15] = xp;
