@@ -3536,6 +3536,7 @@ export function runChunk(job: usize, chunk: i32, thread: i32): void {
     case 11: siluMul(<usize>param(job, 1) + <usize>chunk * <usize>param(job, 4) * 4, <usize>param(job, 2) + <usize>chunk * <usize>param(job, 4) * 4, min(param(job, 4), param(job, 3) - chunk * param(job, 4))); break;
     case 12: logSoftmaxChunk(job, chunk); break;
     case 13: packTriplesChunk(job, chunk); break;
+    case 14: rmsnormChunk(job, chunk); break;
     default: unreachable();
   }
 }
@@ -3710,6 +3711,15 @@ function gramChunk(job: usize, chunk: i32, thread: i32): void {
     const o = <usize>i * 4;
     store<f32>(out + o, <f32>((<f64>load<f32>(x + o) * c) * <f64>load<f32>(w + o)));
   }
+}
+
+// job kind 14: rmsnormRows of rows [chunk * r, (chunk + 1) * r) (r a multiple of 4), the threads' share:
+//   1 x | 2 w | 3 out | 4 nTok | 5 size | 6 rows per chunk r | words 8, 9: eps (f64)
+function rmsnormChunk(job: usize, chunk: i32): void {
+  const size = param(job, 5), r = param(job, 6);
+  const t0 = chunk * r, t1 = min(param(job, 4), t0 + r);
+  const rb = <usize>size * 4 * <usize>t0;
+  if (t0 < t1) rmsnormRows(<usize>param(job, 1) + rb, <usize>param(job, 2), <usize>param(job, 3) + rb, t1 - t0, size, load<f64>(job + 32));
 }
 
 /**

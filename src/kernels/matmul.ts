@@ -942,7 +942,17 @@ export class MatmulEngine {
     const wAt = wOwn >= 0 ? wOwn : this.copyIn('normW', w, size);
     const oOwn = this.ptrOf(out, n);
     const oAt = oOwn >= 0 ? oOwn : xOwn >= 0 ? this.buffer('normOut', n * 4 + 16) : xAt; // never into the caller's x
-    this.exports.rmsnormRows(xAt, wAt, oAt, nTok, size, eps);
+    const threads = this.pool && n >= MIN_PARALLEL_ELEMENTS && nTok >= 8 ? this.threadCount : 1;
+    if (threads > 1) {
+      // rows split between the threads (job kind 14, ~4 chunks per thread, multiples of 4 rows): each row is
+      // the same operations wherever it runs
+      const r = Math.max(4, Math.ceil(nTok / (4 * threads) / 4) * 4);
+      const p = this.job;
+      p.fill(0);
+      p[0] = 14; p[1] = xAt; p[2] = wAt; p[3] = oAt; p[4] = nTok; p[5] = size; p[6] = r;
+      new Float64Array(p.buffer, 32, 1)[0] = eps; // words 8, 9
+      this.dispatch(Math.ceil(nTok / r), threads);
+    } else this.exports.rmsnormRows(xAt, wAt, oAt, nTok, size, eps);
     if (oOwn < 0) this.copyOut(out, oAt, n);
   }
 
