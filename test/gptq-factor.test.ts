@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { finishHessian, finishHessianRef, gptqBlocksWithFactor, gptqFactor, type GptqFactor } from '../src/algos/gptq.js';
 import { blockCodecFor } from '../src/algos/block-codec.js';
-import { factorMemory, factorRef, factorThreadStats, gptqWorkspace, hessianAccumulator, inverseCholeskyUpper, releaseFactorMemory } from '../src/kernels/gptq.js';
+import { factorMemory, factorRef, factorThreadStats, gptqWorkspace, hessianAccumulator, hessianProductsInPlace, inverseCholeskyUpper, releaseFactorMemory } from '../src/kernels/gptq.js';
 import { resolveScheme } from '../src/quant/registry.js';
 import { MatmulEngine } from '../src/kernels/matmul.js';
 import { LowbitError } from '../src/errors.js';
@@ -188,6 +188,38 @@ test('finishHessian in tiles: bit for bit the row-by-row reference (symmetric, s
     finishHessianRef(b, k, 77);
     assert.deepEqual(a, b, `k = ${k}`);
     for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) assert.equal(a[i * k + j], a[j * k + i]);
+  }
+});
+
+test('the accumulator\'s addInPlace: rows multiplied where they lie in kernel memory, the same bits as add() of the same rows in steps; refused (nothing done) with rows gathered, another count of rows or rows outside kernel memory', (t) => {
+  const engine = MatmulEngine.get();
+  if (!engine) return t.skip('no WebAssembly SIMD');
+  const owner = {};
+  for (const k of [33, 100]) {
+    const ref = hessianAccumulator(k, 256, engine);
+    const cap = ref.productRows;
+    if (cap === undefined) return t.skip('the kernel memory is not shared');
+    assert.ok(cap >= 256 && cap % 256 === 0, `${cap} rows a product`);
+    const n = 2 * cap + 300; // two whole products and a partial one
+    const x: Float32Array = engine.allocF32(n * k, owner)!.array;
+    let s = 7 + k;
+    for (let i = 0; i < x.length; i++) x[i] = ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 4294967296 - 0.5) * 4;
+    const steps = (acc: ReturnType<typeof hessianAccumulator>, from: number, to: number) => {
+      for (let r = from; r < to; r += 256) acc.add(x.subarray(r * k, Math.min(to, r + 256) * k), Math.min(256, to - r));
+    };
+    steps(ref, 0, n);
+    const acc = hessianAccumulator(k, 256, engine);
+    const before = hessianProductsInPlace();
+    assert.equal(acc.addInPlace!(Float32Array.from(x.subarray(0, cap * k)), cap), false, 'rows outside kernel memory');
+    assert.equal(acc.addInPlace!(x.subarray(0, (cap - 1) * k), cap - 1), false, 'fewer rows than a product');
+    assert.equal(acc.addInPlace!(x.subarray(0, cap * k), cap), true);
+    acc.add(x.subarray(cap * k, (cap + 256) * k), 256);
+    assert.equal(acc.addInPlace!(x.subarray((cap + 256) * k, (2 * cap + 256) * k), cap), false, 'rows gathered already');
+    steps(acc, cap + 256, 2 * cap);
+    assert.equal(acc.addInPlace!(x.subarray(2 * cap * k, (3 * cap) * k), cap), false, 'past x: outside its kernel array');
+    steps(acc, 2 * cap, n);
+    assert.equal(hessianProductsInPlace() - before, 1, 'one product taken in place');
+    assert.ok(bits(acc.finished!(n)).equals(bits(ref.finished!(n))), `k = ${k}`);
   }
 });
 

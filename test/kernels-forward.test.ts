@@ -10,6 +10,7 @@ import v8 from 'node:v8';
 import { hasRelaxedSimd } from '../src/env.js';
 import '../src/index.js';
 import { MatmulEngine } from '../src/kernels/matmul.js';
+import { useNodeThreads } from '../src/cli/threads.js';
 import { rmsnorm, ropeTable, ropeTabled } from '../src/model/llama.js';
 import type { LlamaConfig } from '../src/model/types.js';
 import { xorshift32 } from '../src/rng.js';
@@ -70,6 +71,35 @@ test('rmsnorm: the kernel gives the TypeScript bits (rows 1..9, sizes with tails
     }
   }
   assert.equal(cases, variants.length * 42);
+});
+
+test('rmsnorm on 2 threads (rows split in multiples of 4 from 2^16 values): the TypeScript bits, in place and not, the worker running rows', async () => {
+  useNodeThreads();
+  for (const variant of variants) {
+    const e = MatmulEngine.get(variant)!;
+    const owner = {};
+    e.setThreads(2);
+    try {
+      const t0 = Date.now();
+      while (e.threadStats().ready < 1 && Date.now() - t0 < 20000) await new Promise((res) => setTimeout(res, 10));
+      const before = e.threadStats().workerChunks;
+      for (const [nTok, size] of [[86, 770], [512, 768], [93, 1024]]) {
+        const x = values(nTok * size, 5 * size + nTok);
+        const w = values(size, size + 1);
+        const ref = new Float32Array(nTok * size);
+        rmsnorm(ref, x, w, nTok, size, 1e-5);
+        const xk = kernelCopy(e, x, owner);
+        const ok = e.allocF32(nTok * size, owner)!.array.fill(NaN);
+        e.rmsnorm(ok, xk, w, nTok, size, 1e-5);
+        sameBits(ok, ref, `${variant} ${nTok} x ${size}, 2 threads`);
+        e.rmsnorm(xk, xk, w, nTok, size, 1e-5);
+        sameBits(xk, ref, `${variant} ${nTok} x ${size}, 2 threads, in place`);
+      }
+      assert.ok(e.threadStats().workerChunks > before, 'the worker ran rows');
+    } finally {
+      e.setThreads(1);
+    }
+  }
 });
 
 test('residual add: the kernel gives the f32 sums of the TypeScript loop; false (nothing done) outside kernel memory', () => {

@@ -186,6 +186,41 @@ test('calibration stages: with reuseHessians a stage\'s H is finished into the a
   }
 });
 
+test('calibration stages: "collect Hessians" over windows whose outputs make whole products in place (kept stage outputs, and the ring of a norm stage) gives the bits of adding every window\'s rows in turn', async (t) => {
+  const { LayerCalibration } = await import('../src/pipeline/passes/stages.js');
+  const { calibrationWindows } = await import('../src/pipeline/passes/load.js');
+  const { hessianAccumulator, hessianProductsInPlace } = await import('../src/kernels/gptq.js');
+  const { MatmulEngine } = await import('../src/kernels/matmul.js');
+  const engine = MatmulEngine.get();
+  if (!engine) return t.skip('no WebAssembly SIMD');
+  const src = fileSource(GGUF);
+  try {
+    const { weights, stored, config } = await calibrationInputs(src);
+    const stream = Int32Array.from({ length: 4000 }, (_, i) => (i * 7919 + 13) % config.vocabSize);
+    const windows = calibrationWindows(stream, 43 * 64, 64, 1, 1); // whole products of 32 windows and a rest
+    const lc = new LayerCalibration(config, LLAMA, weights, stored, windows, 64, undefined, false);
+    lc.embed();
+    const bits = (a: Float64Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+    for (const input of ['attnNorm', 'attention', 'ffn'] as const) {
+      const before = hessianProductsInPlace();
+      const st = lc.collectHessians(0, input);
+      const inPlace = hessianProductsInPlace() - before;
+      // the reference: each window's output rows added in turn (gathered, then multiplied)
+      const acc = hessianAccumulator(st.k, 64, engine);
+      const out = new Float32Array(64 * st.k);
+      for (let s = 0; s < windows.length; s++) {
+        lc.model.runStage(input, 0, lc.seq(s), out);
+        acc.add(out, 64);
+      }
+      if (acc.productRows === undefined) return t.skip('the kernel memory is not shared');
+      assert.equal(inPlace, Math.floor((windows.length * 64) / acc.productRows), `${input}: whole products taken in place`);
+      assert.ok(bits(st.h).equals(bits(acc.finished!(windows.length * 64))), `${input}: the same H`);
+    }
+  } finally {
+    src.close();
+  }
+});
+
 test('the Hugging Face GPTQ layout holds the GPTQ values (the same as lowbit\'s layout), not round-to-nearest', async () => {
   const { dequantizePackedInt4 } = await import('../src/io/packed-int4.js');
   const { toFloat32 } = await import('../src/io/tensor-data.js');

@@ -150,6 +150,14 @@ export function packTriples(src: usize, ss: usize, rows: i32, n: usize, dst: usi
   }
 }
 
+// job kind 14: packTriples of triples [chunk * c, (chunk + 1) * c) of the rows, the threads' share:
+//   1 src | 2 src row stride (bytes) | 3 rows | 4 n (bytes per row) | 5 dst | 6 triples per chunk c
+function packTriplesChunk(job: usize, chunk: i32): void {
+  const ss = <usize>param(job, 2), n = <usize>param(job, 4), c = param(job, 6);
+  const t0 = chunk * c, t1 = min(param(job, 3) / 3, t0 + c);
+  if (t0 < t1) packTriples(<usize>param(job, 1) + <usize>(3 * t0) * ss, ss, 3 * (t1 - t0), n, <usize>param(job, 5) + <usize>(3 * t0) * n);
+}
+
 /** tile3x3 on packed triples: w (3 rows), x (3 tokens), n bytes per row; y[t][r] at y (row stride ys) */
 function tile3x3p(w: usize, x: usize, n: usize, y: usize, ys: usize): void {
   let a00 = f32x4.splat(0), a01 = f32x4.splat(0), a02 = f32x4.splat(0);
@@ -3805,6 +3813,8 @@ export function runChunk(job: usize, chunk: i32, thread: i32): void {
     case 11: siluMul(<usize>param(job, 1) + <usize>chunk * <usize>param(job, 4) * 4, <usize>param(job, 2) + <usize>chunk * <usize>param(job, 4) * 4, min(param(job, 4), param(job, 3) - chunk * param(job, 4))); break;
     case 12: logSoftmaxChunk(job, chunk); break;
     case 13: attentionRowsChunk(job, chunk, thread); break;
+    case 14: packTriplesChunk(job, chunk); break;
+    case 15: rmsnormChunk(job, chunk); break;
     default: unreachable();
   }
 }
@@ -3979,6 +3989,15 @@ function gramChunk(job: usize, chunk: i32, thread: i32): void {
     const o = <usize>i * 4;
     store<f32>(out + o, <f32>((<f64>load<f32>(x + o) * c) * <f64>load<f32>(w + o)));
   }
+}
+
+// job kind 15: rmsnormRows of rows [chunk * r, (chunk + 1) * r) (r a multiple of 4), the threads' share:
+//   1 x | 2 w | 3 out | 4 nTok | 5 size | 6 rows per chunk r | words 8, 9: eps (f64)
+function rmsnormChunk(job: usize, chunk: i32): void {
+  const size = param(job, 5), r = param(job, 6);
+  const t0 = chunk * r, t1 = min(param(job, 4), t0 + r);
+  const rb = <usize>size * 4 * <usize>t0;
+  if (t0 < t1) rmsnormRows(<usize>param(job, 1) + rb, <usize>param(job, 2), <usize>param(job, 3) + rb, t1 - t0, size, load<f64>(job + 32));
 }
 
 /**

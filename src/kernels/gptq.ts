@@ -384,6 +384,24 @@ export interface HessianAccumulator {
    * into `into` (k x k, overwritten) when given: fresh memory costs a page fault per 4 KiB (63 MB at k = 2816)
    */
   finished?(nTok: number, into?: Float64Array): Float64Array;
+  /**
+   * rows that one product takes in place (addInPlace), or absent: a product is over this many rows,
+   * gathered by add() until there are that many
+   */
+  readonly productRows?: number;
+  /**
+   * add x^T x for nTok rows of x where they are, without gathering them: when nothing is gathered, nTok
+   * is productRows and x lives in the engine's memory -- the product add() would make of the same rows
+   * added in steps, the same bits; else false, nothing done (add them with add())
+   */
+  addInPlace?(x: Float32Array, nTok: number): boolean;
+}
+
+let inPlaceProducts = 0;
+
+/** products of X^T X that accumulators took in place (addInPlace) so far (statistics, tests) */
+export function hessianProductsInPlace(): number {
+  return inPlaceProducts;
 }
 
 /**
@@ -423,6 +441,14 @@ export function hessianAccumulator(k: number, maxTok: number, engine?: MatmulEng
         if (rows + nTok > cap) flush();
         pending.set(x.subarray(0, nTok * k), rows * k);
         rows += nTok;
+      },
+      productRows: inKernel ? cap : undefined,
+      addInPlace(x, nTok) {
+        // (gramTranspose reads x in place as it reads `pending`: the same rows, the same product)
+        if (!inKernel || rows !== 0 || nTok !== cap || engine.ptrOf(x, nTok * k) < 0) return false;
+        engine.gramAccumulate(x, nTok, k, inKernel.at);
+        inPlaceProducts++;
+        return true;
       },
       finished: (nTok, into) => {
         flush();

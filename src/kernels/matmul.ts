@@ -950,7 +950,17 @@ export class MatmulEngine {
     const wAt = wOwn >= 0 ? wOwn : this.copyIn('normW', w, size);
     const oOwn = this.ptrOf(out, n);
     const oAt = oOwn >= 0 ? oOwn : xOwn >= 0 ? this.buffer('normOut', n * 4 + 16) : xAt; // never into the caller's x
-    this.exports.rmsnormRows(xAt, wAt, oAt, nTok, size, eps);
+    const threads = this.pool && n >= MIN_PARALLEL_ELEMENTS && nTok >= 8 ? this.threadCount : 1;
+    if (threads > 1) {
+      // rows split between the threads (job kind 15, ~4 chunks per thread, multiples of 4 rows): each row is
+      // the same operations wherever it runs
+      const r = Math.max(4, Math.ceil(nTok / (4 * threads) / 4) * 4);
+      const p = this.job;
+      p.fill(0);
+      p[0] = 15; p[1] = xAt; p[2] = wAt; p[3] = oAt; p[4] = nTok; p[5] = size; p[6] = r;
+      new Float64Array(p.buffer, 32, 1)[0] = eps; // words 8, 9
+      this.dispatch(Math.ceil(nTok / r), threads);
+    } else this.exports.rmsnormRows(xAt, wAt, oAt, nTok, size, eps);
     if (oOwn < 0) this.copyOut(out, oAt, n);
   }
 
@@ -1240,7 +1250,15 @@ export class MatmulEngine {
     let xp = 0;
     if (this.packTokens && type === 0 && k === kx && !interleaved && nTok >= 3 && rows >= 3) {
       xp = this.buffer('xPacked', Math.floor(nTok / 3) * 3 * kx * 4);
-      this.exports.packTriples(x, kx * 4, nTok, kx * 4, xp);
+      if (threads > 1 && nTok * kx >= MIN_PARALLEL_ELEMENTS) {
+        // the triples split between the threads (job kind 14, ~4 chunks per thread): the same bytes
+        const triples = Math.floor(nTok / 3);
+        const per = Math.max(1, Math.ceil(triples / (4 * threads)));
+        const p = this.job;
+        p.fill(0);
+        p[0] = 14; p[1] = x; p[2] = kx * 4; p[3] = nTok; p[4] = kx * 4; p[5] = xp; p[6] = per;
+        this.dispatch(Math.ceil(triples / per), threads);
+      } else this.exports.packTriples(x, kx * 4, nTok, kx * 4, xp);
     }
     this.setJob(1, type, w, rowBytes, x, kx * 4, nTok, k, kx, y, n, rows, chunkRows, scratch, scratchBytes);
     this.job[15] = xp;

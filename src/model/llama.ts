@@ -927,18 +927,15 @@ export class Llama {
         addBias(dst, stage === 'attnNorm' ? L.attnNormBias : L.ffnNormBias, nb);
         continue;
       }
-      // the attention and FFN blocks read x only through their norm: from the rows where they are (no copy into s.x)
-      if (stage === 'attention') {
-        this.attentionBlock(l, nb, pos + b, rows);
-        dst.set(s.att.subarray(0, nb * width));
-      } else if (stage === 'moe') {
+      // the attention and FFN blocks read x only through their norm: from the rows where they are (no copy
+      // into s.x), and write their output straight into dst (no copy out of the scratch: the calibration
+      // stages keep ~1 GB of those per layer of a 100M model)
+      if (stage === 'attention') this.attentionBlock(l, nb, pos + b, rows, dst);
+      else if (stage === 'moe') {
         s.x.set(rows);
         this.moeBlock(l, nb);
         dst.set(s.xb2.subarray(0, nb * width));
-      } else {
-        this.ffnBlock(l, nb, rows);
-        dst.set(s.hb.subarray(0, nb * width));
-      }
+      } else this.ffnBlock(l, nb, rows, dst);
     }
   }
 
@@ -1051,8 +1048,8 @@ export class Llama {
     for (let i = 0; i < n; i++) s.x[i] += s.xb2[i];
   }
 
-  /** rmsnorm, q/k/v, RoPE, keys and values into the cache, causal attention: s.x -> s.att (before Wo) */
-  private attentionBlock(l: number, nTok: number, pos: number, x: Float32Array = this.s.x): void {
+  /** rmsnorm, q/k/v, RoPE, keys and values into the cache, causal attention: s.x -> att (before Wo; s.att unless given) */
+  private attentionBlock(l: number, nTok: number, pos: number, x: Float32Array = this.s.x, att: Float32Array = this.s.att): void {
     const c = this.config;
     const s = this.s;
     const { dim, headDim, nHeads, nKvHeads } = c;
@@ -1122,7 +1119,7 @@ export class Llama {
         keys.set(s.k.subarray(t * kvDim, (t + 1) * kvDim), r);
         values.set(s.v.subarray(t * kvDim, (t + 1) * kvDim), r);
       }
-      attentionWindowed(s.q, keys, values, nTok, pos, nHeads, nKvHeads, headDim, scale, window, cap, s.att, s.scores, R);
+      attentionWindowed(s.q, keys, values, nTok, pos, nHeads, nKvHeads, headDim, scale, window, cap, att, s.scores, R);
       return;
     }
     if (preRope) {
@@ -1130,20 +1127,20 @@ export class Llama {
     } else if (this.kv.append) this.kv.append(slot, pos, nTok, s.k, s.v);
     else for (let t = 0; t < nTok; t++) this.kv.store(slot, pos + t, s.k.subarray(t * kvDim, (t + 1) * kvDim), s.v.subarray(t * kvDim, (t + 1) * kvDim));
     if (this.kv.attention && window === 0 && cap === 0) {
-      this.kv.attention(slot, s.q, nTok, pos, { nHeads, nKvHeads, headDim, scale }, s.att);
+      this.kv.attention(slot, s.q, nTok, pos, { nHeads, nKvHeads, headDim, scale }, att);
       return;
     }
     if (window > 0 || cap > 0) {
       const keys = this.kv.keys(slot, pos + nTok);
       const values = this.kv.values(slot, pos + nTok);
-      attentionWindowed(s.q, keys, values, nTok, pos, nHeads, nKvHeads, headDim, scale, window, cap, s.att, s.scores);
+      attentionWindowed(s.q, keys, values, nTok, pos, nHeads, nKvHeads, headDim, scale, window, cap, att, s.scores);
       return;
     }
     // causal attention (WebAssembly kernel when the cache lives in its memory)
     const kkv = this.kv as Partial<KernelKvStorage>;
     if (kkv.engine && kernelsEnabled()) {
-      kkv.engine.attention(s.q, nTok, pos, nHeads, nKvHeads, headDim, kkv.keysAt!(slot), kkv.valuesAt!(slot), kvDim, scale, s.att);
-    } else this.attention(slot, nTok, pos, scale);
+      kkv.engine.attention(s.q, nTok, pos, nHeads, nKvHeads, headDim, kkv.keysAt!(slot), kkv.valuesAt!(slot), kvDim, scale, att);
+    } else this.attention(slot, nTok, pos, scale, att);
   }
 
   /** rope()'s cos and sin of every position of the cache for one frequency table (the same f64 values), null past ROPE_TABLE_MAX entries */
@@ -1156,8 +1153,8 @@ export class Llama {
     return t;
   }
 
-  /** gate(x') * up(x') through the family's activation, x' = ffnNorm(x): s.x -> s.hb (the input of Wdown) */
-  private ffnBlock(l: number, nTok: number, x: Float32Array = this.s.x): void {
+  /** gate(x') * up(x') through the family's activation, x' = ffnNorm(x): s.x -> hb (the input of Wdown; s.hb unless given) */
+  private ffnBlock(l: number, nTok: number, x: Float32Array = this.s.x, hb: Float32Array = this.s.hb): void {
     const c = this.config;
     const s = this.s;
     const L = this.weights.layers[l];
@@ -1168,18 +1165,18 @@ export class Llama {
       // Phi-3: one matmul, gate columns then up columns of each row
       this.lin(s.gateUp, s.xb, L.gateUp, nTok);
       for (let t = 0; t < nTok; t++) {
-        s.hb.set(s.gateUp.subarray(2 * t * h, (2 * t + 1) * h), t * h);
+        hb.set(s.gateUp.subarray(2 * t * h, (2 * t + 1) * h), t * h);
         s.hb2.set(s.gateUp.subarray((2 * t + 1) * h, (2 * t + 2) * h), t * h);
       }
     } else {
-      if (!this.linRuns(this.decodeRuns[l]?.gateUp, [s.hb, s.hb2], s.xb, nTok)) {
-        this.lin(s.hb, s.xb, L.gate!, nTok);
+      if (!this.linRuns(this.decodeRuns[l]?.gateUp, [hb, s.hb2], s.xb, nTok)) {
+        this.lin(hb, s.xb, L.gate!, nTok);
         this.lin(s.hb2, s.xb, L.up!, nTok, undefined, true);
       }
-      addBias(s.hb, L.bGate, nTok);
+      addBias(hb, L.bGate, nTok);
       addBias(s.hb2, L.bUp, nTok);
     }
-    this.activate(s.hb, s.hb2, nTok * h);
+    this.activate(hb, s.hb2, nTok * h);
   }
 
   /** gate = act(gate) * up over n values */
@@ -1253,11 +1250,11 @@ export class Llama {
   }
 
   /** causal attention of KV slot l in TypeScript: token t (position pos + t) sees positions 0 .. pos + t */
-  private attention(l: number, nTok: number, pos: number, scale: number): void {
+  private attention(l: number, nTok: number, pos: number, scale: number, att = this.s.att): void {
     const { headDim, nHeads, nKvHeads } = this.config;
     const keys = this.kv.keys(l, pos + nTok);
     const values = this.kv.values(l, pos + nTok);
-    attentionRef(this.s.q, keys, values, nTok, pos, nHeads, nKvHeads, headDim, scale, this.s.att, this.s.scores);
+    attentionRef(this.s.q, keys, values, nTok, pos, nHeads, nKvHeads, headDim, scale, att, this.s.scores);
   }
 
   /** logits of tokens [from, from + count) of the last batch into out (count x vocab) */

@@ -72,6 +72,26 @@ export class InputStats implements InputStatistics {
       this.x.set(x.subarray(0, nTok * k), this.count * k);
     }
     else this.acc!.add(x, nTok);
+    this.addMagnitudes(x, nTok);
+  }
+  /**
+   * rows whose H is added in one product where they lie (addInPlace: in the engine's memory), or 0 when
+   * this statistics gathers every row (keeps X, or no engine)
+   */
+  get productRows(): number {
+    return (!this.x && this.acc?.productRows) || 0;
+  }
+  /**
+   * add nTok rows of x (nTok may exceed maxTok) without copying them where H allows it (see
+   * HessianAccumulator.addInPlace: the same bits as add() of the same rows in steps); false, nothing done, otherwise
+   */
+  addInPlace(x: Float32Array, nTok: number): boolean {
+    if (this.x || !this.acc?.addInPlace?.(x, nTok)) return false;
+    this.addMagnitudes(x, nTok);
+    return true;
+  }
+  private addMagnitudes(x: Float32Array, nTok: number): void {
+    const k = this.k;
     this.count += nTok;
     if (!this.magnitudes) return;
     for (let t = 0; t < nTok; t++)

@@ -239,25 +239,49 @@ export class LayerCalibration extends PhaseClock {
       this.layer = l;
       const width = stageWidth(this.config, input);
       const keep = input === 'attention' || input === 'ffn';
+      const n = this.ctx * width;
       let outs = this.outs.get(input);
       if (keep && !outs) {
-        const all = this.kernelArray(this.nSeq * this.ctx * width);
-        this.outs.set(input, (outs = Array.from({ length: this.nSeq }, (_, s) => all.subarray(s * this.ctx * width, (s + 1) * this.ctx * width))));
+        const all = this.kernelArray(this.nSeq * n);
+        this.outs.set(input, (outs = Array.from({ length: this.nSeq }, (_, s) => all.subarray(s * n, (s + 1) * n))));
       }
       const st = this.statsOf(width, this.inputBuffer(input, width), this.hessianBuffer(l, input, width));
+      // `per` windows' outputs lying one after another in kernel memory (the kept ones, or a ring of per
+      // windows) are one product of H where they lie, no copy of the rows: where add() of the windows one
+      // by one (in blocks of at most 512 rows) gathers exactly that many rows before each product
+      const span = st.productRows;
+      const per = span > 0 && span % this.ctx === 0 && (this.ctx <= 512 || this.ctx % 512 === 0) ? span / this.ctx : 0;
+      const ring = !keep && per > 0 ? this.stageRing(per * n) : null;
+      const outOf = (s: number) => (keep ? outs![s] : ring ? ring.subarray((s % per) * n, (s % per + 1) * n) : this.scratch);
+      const addWindow = (out: Float32Array) => {
+        for (let b = 0; b < this.ctx; b += 512) {
+          const nb = Math.min(512, this.ctx - b);
+          st.add(out.subarray(b * width, (b + nb) * width), nb);
+        }
+      };
+      let from = 0; // the first window not added yet
       for (let s = 0; s < this.nSeq; s++) {
-        const out = keep ? outs![s] : this.scratch;
+        const out = outOf(s);
         this.timed('forward', () => this.model.runStage(input, l, this.seq(s), out));
-        this.timed('statistics', () => {
-          for (let b = 0; b < this.ctx; b += 512) {
-            const nb = Math.min(512, this.ctx - b);
-            st.add(out.subarray(b * width, (b + nb) * width), nb);
-          }
-        });
+        if (per === 0) this.timed('statistics', () => addWindow(out));
+        else if (s + 1 - from === per)
+          this.timed('statistics', () => {
+            const first = outOf(from); // (from is a multiple of per: the ring's first slot)
+            if (!st.addInPlace(new Float32Array(first.buffer, first.byteOffset, per * n), per * this.ctx)) for (let w = from; w <= s; w++) addWindow(outOf(w));
+            from = s + 1;
+          });
       }
+      for (let w = from; w < this.nSeq; w++) this.timed('statistics', () => addWindow(outOf(w)));
       this.timed('statistics', () => st.finish());
       return st;
     });
+  }
+
+  private ring: Float32Array | null = null;
+  /** n floats in kernel memory (when shared) for the outputs of a few windows of a stage that are not kept, reused stage after stage */
+  private stageRing(n: number): Float32Array {
+    if (!this.ring || this.ring.length < n) this.ring = this.engine?.allocF32(n, this)?.array ?? new Float32Array(n);
+    return this.ring.subarray(0, n);
   }
 
   /** the statistics of the output head's input (the final RMSNorm of X; no logits are computed) */
