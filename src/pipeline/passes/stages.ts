@@ -263,7 +263,10 @@ export class LayerCalibration extends PhaseClock {
       for (let s = 0; s < this.nSeq; s++) {
         const out = outOf(s);
         this.timed('forward', () => this.model.runStage(input, l, this.seq(s), out));
-        if (per === 0) this.timed('statistics', () => addWindow(out));
+        if (per === 0) {
+          this.timed('statistics', () => addWindow(out));
+          from = s + 1;
+        }
         else if (s + 1 - from === per)
           this.timed('statistics', () => {
             const first = outOf(from); // (from is a multiple of per: the ring's first slot)
