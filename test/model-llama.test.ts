@@ -206,6 +206,47 @@ test('forward(..., reuse): the same logits as a fresh array, in one buffer the n
   assert.notEqual(m.forward(prompt, 0, 4).buffer, m.forward(prompt, 0, 4).buffer);
 });
 
+test('the last layer leaves out the rows whose logits are not asked for (past their keys and values): the same logits bit for bit, F32, Q8_0 and Q4_0, kernels and TypeScript', () => {
+  // Q8_0 / Q4_0 where rows are whole blocks (K = 64); down (K = 172) and the embedding stay F32
+  const quantizedAs = (name: string, blockBytes: number) => {
+    const type = ggmlTypeByName(name)!;
+    return bin.tensors.map((t): StoredTensor => {
+      if (t.dims.length !== 2 || t.dims[0] % 32 !== 0 || t.name === 'token_embd.weight') return t;
+      const x = new Float32Array(t.data.buffer, t.data.byteOffset, t.data.length / 4);
+      const bytes = new Uint8Array((x.length / 32) * blockBytes);
+      ggmlCodec(type)!.quantize!(x, t.dims[1], t.dims[0], bytes);
+      return { ...t, type, data: bytes };
+    });
+  };
+  const ids = Array.from({ length: 100 }, (_, i) => 1 + ((i * 7919) % 511));
+  const P = MatmulEngine.prototype as unknown as Record<string, (...a: unknown[]) => unknown>;
+  const attention = P.attention;
+  for (const [label, tensors] of [['F32', bin.tensors], ['Q8_0', quantizedAs('Q8_0', 34)], ['Q4_0', quantizedAs('Q4_0', 18)]] as const) {
+    for (const kernels of ['wasm', 'reference'] as const) {
+      const opts = { batch: 64, activations: 'ggml' as const, kernels };
+      const all = new Llama(bin.config, tensors, opts).forward(ids, 0, 0);
+      const m = new Llama(bin.config, tensors, opts);
+      // batches of 64 (100 tokens): the last layer's attention in each batch takes the queries of the rows
+      // kept (a multiple of 16 left out, at least 16 kept): [from, batch 1 (count@position), batch 2]
+      for (const [from, first, second] of [[40, '32@32', '36@64'], [70, '16@48', '36@64'], [90, '16@48', '20@80'], [99, '16@48', '20@80']] as const) {
+        const calls: string[] = [];
+        P.attention = function (this: unknown, ...a: unknown[]) {
+          calls.push(`${a[1]}@${a[2]}`);
+          return attention.apply(this, a);
+        };
+        let got: Float32Array;
+        try {
+          got = Float32Array.from(m.forward(ids, 0, from, true));
+        } finally {
+          P.attention = attention;
+        }
+        assert.deepEqual(got, all.subarray(from * 512), `${label} ${kernels}: logits from ${from}`);
+        if (kernels === 'wasm') assert.deepEqual([calls.length, calls[4], calls[9]], [10, first, second], `${label}, from ${from}: ${calls.join(' ')}`);
+      }
+    }
+  }
+});
+
 function toF16(tensors: StoredTensor[]): StoredTensor[] {
   const f16 = ggmlTypeByName('F16')!;
   return tensors.map((t) => {

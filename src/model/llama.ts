@@ -784,7 +784,7 @@ export class Llama {
     for (let b = 0; b < n; b += this.s.batch) {
       const nb = Math.min(this.s.batch, n - b);
       const ids = b === 0 && nb === n ? tokens : Array.from({ length: nb }, (_, i) => tokens[b + i]);
-      this.step(ids, pos + b);
+      this.step(ids, pos + b, this.lastLayerSkip(outputsFrom - b, nb));
       const from = Math.max(outputsFrom, b); // first token of this batch that needs logits
       if (from < b + nb) this.logits(out.subarray((from - outputsFrom) * c.vocabSize, (b + nb - outputsFrom) * c.vocabSize), from - b, b + nb - from);
     }
@@ -1008,48 +1008,77 @@ export class Llama {
   }
 
   /**
-   * one batch through all layers, leaving the final residual stream in s.x. A NaN or infinity in the
-   * residual stream is an error naming the first layer (and token position) where it appeared.
+   * How many leading rows of a batch of nb tokens the last layer may leave out past its keys and values,
+   * when only rows from `needed` on have logits asked for (as llama.cpp computes only the output rows in
+   * its last layer): their queries, attention, Wo and FFN feed nothing but their own residual rows. A
+   * multiple of 16 leaving at least 16 rows (the prefill kernels' shapes; every op is row by row, so the
+   * rows kept get the same bits); 0 with hooks (they see every row's inputs) or a last layer of experts
+   * or fused q|k|v.
    */
-  private step(tokens: ArrayLike<number>, pos: number): void {
-    const n = tokens.length * this.config.dim;
+  private lastLayerSkip(needed: number, nb: number): number {
+    let skip = Math.max(0, Math.min(needed, nb)) & ~15;
+    if (nb - skip < 16) skip = Math.max(0, skip - 16);
+    const L = this.weights.layers[this.config.nLayers - 1];
+    if (skip === 0 || this.hooks.linear || this.hooks.linearInput || L.router || L.wqkv) return 0;
+    return skip;
+  }
+
+  /**
+   * one batch through all layers, leaving the final residual stream in s.x (the last layer's first `skip`
+   * rows left out: lastLayerSkip). A NaN or infinity in the residual stream is an error naming the first
+   * layer (and token position) where it appeared.
+   */
+  private step(tokens: ArrayLike<number>, pos: number, skip = 0): void {
+    const dim = this.config.dim;
+    const n = tokens.length * dim;
     this.embed(tokens, this.s.x);
     const engine = this.engine && kernelsEnabled() ? this.engine : null;
-    checkFinite(this.s.x, n, this.config.dim, pos, 'the token embeddings (token_embd.weight)', engine);
+    checkFinite(this.s.x, n, dim, pos, 'the token embeddings (token_embd.weight)', engine);
+    const last = this.config.nLayers - 1;
     for (let l = 0; l < this.config.nLayers; l++) {
-      this.layer(l, tokens.length, pos);
-      checkFinite(this.s.x, n, this.config.dim, pos, `the output of layer ${l} (blk.${l})`, engine);
+      const k = l === last ? skip : 0;
+      this.layer(l, tokens.length, pos, k);
+      checkFinite(k ? this.s.x.subarray(k * dim) : this.s.x, n - k * dim, dim, pos + k, `the output of layer ${l} (blk.${l})`, engine);
     }
   }
 
-  /** layer l on the nTok rows of s.x (positions pos, pos+1, ...), in place */
-  private layer(l: number, nTok: number, pos: number): void {
+  /**
+   * layer l on the nTok rows of s.x (positions pos, pos+1, ...), in place; with `skip`, rows [0, skip)
+   * only give their keys and values (their rows of s.x are left as they were)
+   */
+  private layer(l: number, nTok: number, pos: number, skip = 0): void {
     const c = this.config;
     const s = this.s;
     const L = this.weights.layers[l];
-    const n = nTok * c.dim;
-    this.attentionBlock(l, nTok, pos);
-    this.lin(s.xb2, s.att, L.wo, nTok);
-    if (L.attnPostNorm) this.norm(s.xb2, s.xb2, L.attnPostNorm, nTok, c.dim);
-    this.addResidual(n);
+    const nT = nTok - skip;
+    const n = nT * c.dim;
+    const x = skip ? s.x.subarray(skip * c.dim) : s.x;
+    this.attentionBlock(l, nTok, pos, s.x, s.att, skip);
+    this.lin(s.xb2, s.att, L.wo, nT);
+    if (L.attnPostNorm) this.norm(s.xb2, s.xb2, L.attnPostNorm, nT, c.dim);
+    this.addResidual(n, x);
     if (L.router) this.moeBlock(l, nTok);
     else {
-      this.ffnBlock(l, nTok);
-      this.lin(s.xb2, s.hb, L.down!, nTok);
+      this.ffnBlock(l, nT, x);
+      this.lin(s.xb2, s.hb, L.down!, nT);
     }
-    if (L.ffnPostNorm) this.norm(s.xb2, s.xb2, L.ffnPostNorm, nTok, c.dim);
-    this.addResidual(n);
+    if (L.ffnPostNorm) this.norm(s.xb2, s.xb2, L.ffnPostNorm, nT, c.dim);
+    this.addResidual(n, x);
   }
 
-  /** s.x += s.xb2 over n values: in WebAssembly when both live in kernel memory (the same f32 sums) */
-  private addResidual(n: number): void {
+  /** x += s.xb2 over n values: in WebAssembly when both live in kernel memory (the same f32 sums) */
+  private addResidual(n: number, x = this.s.x): void {
     const s = this.s;
-    if (this.engine && kernelsEnabled() && this.engine.addInto(s.x, s.xb2, n)) return;
-    for (let i = 0; i < n; i++) s.x[i] += s.xb2[i];
+    if (this.engine && kernelsEnabled() && this.engine.addInto(x, s.xb2, n)) return;
+    for (let i = 0; i < n; i++) x[i] += s.xb2[i];
   }
 
-  /** rmsnorm, q/k/v, RoPE, keys and values into the cache, causal attention: s.x -> att (before Wo; s.att unless given) */
-  private attentionBlock(l: number, nTok: number, pos: number, x: Float32Array = this.s.x, att: Float32Array = this.s.att): void {
+  /**
+   * rmsnorm, q/k/v, RoPE, keys and values into the cache, causal attention: s.x -> att (before Wo; s.att
+   * unless given). With `skip` (lastLayerSkip), keys and values of all nTok rows, queries and attention
+   * of rows [skip, nTok) only (att from its start).
+   */
+  private attentionBlock(l: number, nTok: number, pos: number, x: Float32Array = this.s.x, att: Float32Array = this.s.att, skip = 0): void {
     const c = this.config;
     const s = this.s;
     const { dim, headDim, nHeads, nKvHeads } = c;
@@ -1067,15 +1096,23 @@ export class Llama {
         s.k.set(s.qkv.subarray(t * w + qDim, t * w + qDim + kvDim), t * kvDim);
         s.v.set(s.qkv.subarray(t * w + qDim + kvDim, (t + 1) * w), t * kvDim);
       }
+    } else if (skip) {
+      // keys and values of every row; queries of the rows kept (their own rounding of the input)
+      this.lin(s.k, s.xb, L.wk, nTok);
+      this.lin(s.v, s.xb, L.wv, nTok, undefined, true);
+      this.lin(s.q, s.xb.subarray(skip * dim), L.wq, nTok - skip);
     } else if (!this.linRuns(this.decodeRuns[l]?.qkv, [s.q, s.k, s.v], s.xb, nTok)) {
       this.lin(s.q, s.xb, L.wq, nTok);
       this.lin(s.k, s.xb, L.wk, nTok, undefined, true);
       this.lin(s.v, s.xb, L.wv, nTok, undefined, true);
     }
-    addBias(s.q, L.bq, nTok);
+    // the queries: qN rows from position qPos (all rows unless skip)
+    const qN = nTok - skip;
+    const qPos = pos + skip;
+    addBias(s.q, L.bq, qN);
     addBias(s.k, L.bk, nTok);
     addBias(s.v, L.bv, nTok);
-    if (L.qNorm) rmsnorm(s.q, s.q, L.qNorm, nTok * nHeads, headDim, c.normEps);
+    if (L.qNorm) rmsnorm(s.q, s.q, L.qNorm, qN * nHeads, headDim, c.normEps);
     if (L.kNorm) rmsnorm(s.k, s.k, L.kNorm, nTok * nKvHeads, headDim, c.normEps);
     const swa = c.swaLayers?.[l] === true;
     const freq = swa ? s.ropeFreqSwa : s.ropeFreq;
@@ -1097,10 +1134,10 @@ export class Llama {
       // a batch: cos and sin from a table of every position (once per frequency table) when it is small
       const table = this.ropeTableOf(freq);
       if (table && pos + nTok <= table.positions) {
-        this.ropeRows(table, s.q, nTok, nHeads, pos);
+        this.ropeRows(table, s.q, qN, nHeads, qPos);
         if (!preRope) this.ropeRows(table, s.k, nTok, nKvHeads, pos);
       } else {
-        rope(c, freq, s.q, nTok, nHeads, pos);
+        rope(c, freq, s.q, qN, nHeads, qPos);
         if (!preRope) rope(c, freq, s.k, nTok, nKvHeads, pos);
       }
     }
@@ -1119,7 +1156,7 @@ export class Llama {
         keys.set(s.k.subarray(t * kvDim, (t + 1) * kvDim), r);
         values.set(s.v.subarray(t * kvDim, (t + 1) * kvDim), r);
       }
-      attentionWindowed(s.q, keys, values, nTok, pos, nHeads, nKvHeads, headDim, scale, window, cap, att, s.scores, R);
+      attentionWindowed(s.q, keys, values, qN, qPos, nHeads, nKvHeads, headDim, scale, window, cap, att, s.scores, R);
       return;
     }
     if (preRope) {
@@ -1127,20 +1164,20 @@ export class Llama {
     } else if (this.kv.append) this.kv.append(slot, pos, nTok, s.k, s.v);
     else for (let t = 0; t < nTok; t++) this.kv.store(slot, pos + t, s.k.subarray(t * kvDim, (t + 1) * kvDim), s.v.subarray(t * kvDim, (t + 1) * kvDim));
     if (this.kv.attention && window === 0 && cap === 0) {
-      this.kv.attention(slot, s.q, nTok, pos, { nHeads, nKvHeads, headDim, scale }, att);
+      this.kv.attention(slot, s.q, qN, qPos, { nHeads, nKvHeads, headDim, scale }, att);
       return;
     }
     if (window > 0 || cap > 0) {
       const keys = this.kv.keys(slot, pos + nTok);
       const values = this.kv.values(slot, pos + nTok);
-      attentionWindowed(s.q, keys, values, nTok, pos, nHeads, nKvHeads, headDim, scale, window, cap, att, s.scores);
+      attentionWindowed(s.q, keys, values, qN, qPos, nHeads, nKvHeads, headDim, scale, window, cap, att, s.scores);
       return;
     }
     // causal attention (WebAssembly kernel when the cache lives in its memory)
     const kkv = this.kv as Partial<KernelKvStorage>;
     if (kkv.engine && kernelsEnabled()) {
-      kkv.engine.attention(s.q, nTok, pos, nHeads, nKvHeads, headDim, kkv.keysAt!(slot), kkv.valuesAt!(slot), kvDim, scale, att);
-    } else this.attention(slot, nTok, pos, scale, att);
+      kkv.engine.attention(s.q, qN, qPos, nHeads, nKvHeads, headDim, kkv.keysAt!(slot), kkv.valuesAt!(slot), kvDim, scale, att);
+    } else this.attention(slot, qN, qPos, scale, att);
   }
 
   /** rope()'s cos and sin of every position of the cache for one frequency table (the same f64 values), null past ROPE_TABLE_MAX entries */
