@@ -247,6 +247,25 @@ test('the last layer leaves out the rows whose logits are not asked for (past th
   }
 });
 
+test('onePass (perplexity chunks from position 0 in one batch): a KV cache of one layer, the same logits bit for bit chunk after chunk; other positions fail', () => {
+  const chunk = (c: number) => Array.from({ length: 48 }, (_, i) => 1 + ((c * 131 + i * 7919) % 511));
+  const full = new Llama(bin.config, bin.tensors, { batch: 48, contextLength: 64, activations: 'ggml' });
+  const one = new Llama(bin.config, bin.tensors, { batch: 48, contextLength: 64, activations: 'ggml', onePass: true });
+  for (let c = 0; c < 3; c++) assert.deepEqual(Float32Array.from(one.forward(chunk(c), 0, 24, true)), full.forward(chunk(c), 0, 24), `chunk ${c}`);
+  const kvDim = bin.config.nKvHeads * bin.config.headDim;
+  const span = (m: Llama) => {
+    const kv = m.kv as unknown as { keysAt(l: number): number; valuesAt(l: number): number; bytesPerToken: number };
+    return [kv.valuesAt(0) - kv.keysAt(0), kv.bytesPerToken];
+  };
+  // the keys of one layer (64 positions, a little alignment) before the values; bytes per token as the whole model's cache
+  const [oneSpan, oneBytes] = span(one);
+  assert.ok(oneSpan >= 64 * kvDim * 4 && oneSpan < 2 * 64 * kvDim * 4, `one layer: ${oneSpan}`);
+  assert.ok(span(full)[0] >= bin.config.nLayers * 64 * kvDim * 4);
+  assert.equal(oneBytes, span(full)[1]);
+  assert.throws(() => one.forward(chunk(0).slice(0, 4), 4), /one-pass/);
+  assert.throws(() => one.forward(chunk(0).concat(chunk(1)).slice(0, 60), 0), /one-pass/);
+});
+
 function toF16(tensors: StoredTensor[]): StoredTensor[] {
   const f16 = ggmlTypeByName('F16')!;
   return tensors.map((t) => {

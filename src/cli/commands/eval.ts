@@ -69,8 +69,10 @@ export const evalCommand: Command = {
         ctx = baseLogits.ctx!;
       }
       const kvCache = await kvCacheFrom(a.values, a.positionals[0], tokFile, ctx);
-      // token_embd rows are read as the tokens use them (lazyEmbedding): a run meets a few hundred of them
-      const m = await loadModelPath(a.positionals[0], tokFile, { contextLength: ctx, batch: Math.min(ctx, 512), dequantize, activations, threads, kvCache, lazyEmbedding: true });
+      // token_embd rows are read as the tokens use them (lazyEmbedding): a run meets a few hundred of them;
+      // a chunk that fits one batch runs from position 0 in one forward: a KV cache of one layer (onePass)
+      const onePass = ctx <= 512;
+      const m = await loadModelPath(a.positionals[0], tokFile, { contextLength: ctx, batch: Math.min(ctx, 512), dequantize, activations, threads, kvCache, lazyEmbedding: true, onePass });
       const kv = m.model.kv as { bytesPerToken?: number };
       if (a.values.act !== 'none' && a.values['llm-int8'] !== undefined) fail('give either --act or --llm-int8, not both');
       const act = a.values.act as string;
@@ -108,7 +110,7 @@ export const evalCommand: Command = {
       const addBos = vocab?.addBos ?? true;
       let base: BaseSource | undefined = baseLogits;
       if (a.values.base) {
-        const b = await loadModelPath(a.values.base as string, tokFile, { contextLength: ctx, batch: Math.min(ctx, 512), dequantize, activations, threads, lazyEmbedding: true });
+        const b = await loadModelPath(a.values.base as string, tokFile, { contextLength: ctx, batch: Math.min(ctx, 512), dequantize, activations, threads, lazyEmbedding: true, onePass });
         if (b.model.config.vocabSize !== m.model.config.vocabSize) fail(`base vocabulary ${b.model.config.vocabSize} differs from the model's ${m.model.config.vocabSize}`);
         base = modelBase(b.model, ctx, bos, addBos);
       }
