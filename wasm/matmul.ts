@@ -3160,25 +3160,88 @@ function attendHead(q0: usize, qs: usize, keys: usize, values: usize, cs: usize,
   }
 }
 
-/** the np scores at s replaced by e[p] = exp(s[p] - max) (in place); returns f32(1 / sum_p e[p]), the sum in f64 */
+/**
+ * exp4 of x <= 0 or NaN (a score minus its row's largest score): the same operations and bits, without
+ * what cannot change them there. pmin(x, 88) is x for x <= 88 and for NaN; n = nearest(x log2 e) lies in
+ * [-126, 0], where the relaxed truncation (cvttps2dq) equals the saturating one, and for NaN both put 0
+ * into the exponent (the relaxed 0x80000000 shifted left by 23 is 0). V8's trunc_sat is 5 instructions.
+ */
+// @ts-ignore: decorator
+@inline function expScore4(x: v128): v128 {
+  x = f32x4.pmax(x, f32x4.splat(-87));
+  const n = f32x4.nearest(f32x4.mul(x, f32x4.splat(1.4426950408889634)));
+  let r = f32x4.sub(x, f32x4.mul(n, f32x4.splat(0.693359375))); // ln2 high part, 9 bits
+  r = f32x4.sub(r, f32x4.mul(n, f32x4.splat(-2.12194440e-4))); // ln2 - 0.693359375
+  let p = f32x4.splat(1.0 / 5040);
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.0 / 720));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.0 / 120));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.0 / 24));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.0 / 6));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(0.5));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1));
+  const k = ASC_FEATURE_RELAXED_SIMD ? i32x4.relaxed_trunc_f32x4_s(n) : i32x4.trunc_sat_f32x4_s(n);
+  return i32x4.add(p, i32x4.shl(k, 23));
+}
+
+/**
+ * The largest of the np scores at s, NaN when one is NaN (what the scalar Mathf.max scan gives, up to the
+ * sign of a zero maximum, which changes no s[p] - max: +-0 - +-0 is +-0 and exp4(+-0) = 1 either way).
+ * pmax is one maxps; f32x4.max's NaN and zero-sign handling was 8 instructions on a 13-cycle chain.
+ */
+// @ts-ignore: decorator
+@inline function scoresMax(s: usize, np: i32): f32 {
+  let p = 0;
+  let m0 = f32x4.splat(-Infinity), m1 = f32x4.splat(-Infinity), nan = f32x4.splat(0);
+  for (; p + 8 <= np; p += 8) {
+    const a = v128.load(s + <usize>p * 4), b = v128.load(s + <usize>p * 4, 16);
+    m0 = f32x4.pmax(m0, a);
+    m1 = f32x4.pmax(m1, b);
+    nan = v128.or(nan, v128.or(f32x4.ne(a, a), f32x4.ne(b, b)));
+  }
+  for (; p + 4 <= np; p += 4) {
+    const a = v128.load(s + <usize>p * 4);
+    m0 = f32x4.pmax(m0, a);
+    nan = v128.or(nan, f32x4.ne(a, a));
+  }
+  m0 = f32x4.pmax(m0, m1);
+  let max: f32 = Mathf.max(Mathf.max(f32x4.extract_lane(m0, 0), f32x4.extract_lane(m0, 1)), Mathf.max(f32x4.extract_lane(m0, 2), f32x4.extract_lane(m0, 3)));
+  for (; p < np; p++) max = Mathf.max(max, load<f32>(s + <usize>p * 4));
+  return v128.any_true(nan) ? NaN : max;
+}
+
+/**
+ * the np scores at s replaced by e[p] = exp(s[p] - max) (in place); returns f32(1 / sum_p e[p]), the sum in
+ * f64: sum += ((e[p] + e[p+1]) + e[p+2]) + e[p+3] for each 4 in turn, then each tail e[p] (the bits of the
+ * scalar definition). Two vectors at a time, their two 4-term sums side by side in one f64x2.
+ */
 // @ts-ignore: decorator
 @inline function softmaxScores(s: usize, np: i32): f32 {
-  let p = 0;
-  // the largest score: 4 lanes, then the tail (max is exact in any order; a NaN score gives NaN either way)
-  let m4 = f32x4.splat(-Infinity);
-  for (; p + 4 <= np; p += 4) m4 = f32x4.max(m4, v128.load(s + <usize>p * 4));
-  let max: f32 = Mathf.max(Mathf.max(f32x4.extract_lane(m4, 0), f32x4.extract_lane(m4, 1)), Mathf.max(f32x4.extract_lane(m4, 2), f32x4.extract_lane(m4, 3)));
-  for (; p < np; p++) max = Mathf.max(max, load<f32>(s + <usize>p * 4));
-  // e[p] = exp(s[p] - max) <= 1, 4 at a time (exp4), summed in f64 per vector
+  const max = scoresMax(s, np);
   const m = f32x4.splat(max);
   let sum: f64 = 0;
-  for (p = 0; p + 4 <= np; p += 4) {
-    const e = exp4(f32x4.sub(v128.load(s + <usize>p * 4), m));
+  let p = 0;
+  for (; p + 8 <= np; p += 8) {
+    const e = expScore4(f32x4.sub(v128.load(s + <usize>p * 4), m));
+    const g = expScore4(f32x4.sub(v128.load(s + <usize>p * 4, 16), m));
+    v128.store(s + <usize>p * 4, e);
+    v128.store(s + <usize>p * 4, g, 16);
+    // lanes (e_j, g_j) as f64x2 for j = 0..3 (promotion is exact), added in j order
+    const lo = v128.shuffle<f32>(e, g, 0, 4, 1, 5), hi = v128.shuffle<f32>(e, g, 2, 6, 3, 7);
+    const t = f64x2.add(
+      f64x2.add(f64x2.add(f64x2.promote_low_f32x4(lo), f64x2.promote_low_f32x4(v128.shuffle<f32>(lo, lo, 2, 3, 2, 3))), f64x2.promote_low_f32x4(hi)),
+      f64x2.promote_low_f32x4(v128.shuffle<f32>(hi, hi, 2, 3, 2, 3)),
+    );
+    sum += f64x2.extract_lane(t, 0);
+    sum += f64x2.extract_lane(t, 1);
+  }
+  for (; p + 4 <= np; p += 4) {
+    const e = expScore4(f32x4.sub(v128.load(s + <usize>p * 4), m));
     v128.store(s + <usize>p * 4, e);
     sum += <f64>f32x4.extract_lane(e, 0) + <f64>f32x4.extract_lane(e, 1) + <f64>f32x4.extract_lane(e, 2) + <f64>f32x4.extract_lane(e, 3);
   }
   for (; p < np; p++) {
-    const e = f32x4.extract_lane(exp4(f32x4.splat(load<f32>(s + <usize>p * 4) - max)), 0);
+    const e = f32x4.extract_lane(expScore4(f32x4.splat(load<f32>(s + <usize>p * 4) - max)), 0);
     store<f32>(s + <usize>p * 4, e);
     sum += <f64>e;
   }
