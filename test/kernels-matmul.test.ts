@@ -156,7 +156,7 @@ test('exp: within 4 ulp of Math.exp on [-87, 88]; attention kernel = attentionRe
   }
 });
 
-test('attention kernel: T queries at once (two per key/value load) = one query at a time, bit for bit', () => {
+test('attention kernel: T queries at once (six at a time: three per key load, two per value load) = one query at a time, bit for bit', () => {
   const r = rng(12);
   for (const variant of variants) {
     const e = MatmulEngine.get(variant)!;

@@ -1194,8 +1194,8 @@ export class MatmulEngine {
       }, Math.ceil(nHeads / perChunk));
       return;
     }
-    // two rows of scores (the kernel runs two queries at a time)
-    const scratchBytes = 2 * ((pos0 + nTok) * 4 + 64);
+    // six rows of scores (the kernel runs six queries at a time), each a multiple of 16 bytes
+    const scratchBytes = 6 * ((((pos0 + nTok) * 4 + 15) & ~15) + 16);
     this.attentionJob(q, out, nTok, pos0, nHeads, headDim, 'scores', scratchBytes, (p, j, qAt, oAt, scratch) => {
       const qDim = nHeads * headDim;
       // wasm/matmul.ts attention job words 0..14 (10: the scale's f32 bits)
