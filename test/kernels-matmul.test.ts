@@ -186,7 +186,7 @@ test('attention kernel: T queries at once (six at a time: three per key load, tw
   }
 });
 
-test('attention kernel = attentionLanesRef bit for bit (plain SIMD: product and sum rounded; relaxed: fused or not, as the engine runs it), odd T, a cache, GQA, head sizes 20 and 36, 1 and 2 threads', async () => {
+test('attention kernel = attentionLanesRef bit for bit (plain SIMD: product and sum rounded; relaxed: fused or not, as the engine runs it), odd T, a cache, GQA, head sizes 4, 12, 20 and 36, 1 and 2 threads', async () => {
   useNodeThreads();
   const r = rng(14);
   // fmaF32 is the correctly rounded f32 fma: 1 + 2^-24 (a tie) plus a 2^-60 nudge rounds up, unfused it rounds to even
@@ -194,9 +194,10 @@ test('attention kernel = attentionLanesRef bit for bit (plain SIMD: product and 
   assert.equal(Math.fround(Math.fround((1 + 2 ** -12) * (1 + 2 ** -12)) + 2 ** -60), Math.fround(1 + 2 ** -11));
   for (const variant of variants) {
     const e = MatmulEngine.get(variant)!;
-    // [heads, kv heads, head size, pos0, tokens, q scale]: tokens mod 2, 3, 4 and 6 all met; a large q scale puts scores
+    // [heads, kv heads, head size, pos0, tokens, q scale]: tokens mod 2, 3, 4 and 6 all met (head sizes below 16 take the
+    // separate softmax sums); a large q scale puts scores
     // below max - 87 (exp's clamp); the 2-thread cases are above the parallel threshold
-    const cases = [[4, 2, 64, 0, 37, 3], [3, 3, 20, 6, 8, 3], [2, 1, 64, 13, 2, 3], [2, 2, 36, 5, 1, 3], [5, 5, 36, 3, 13, 40], [6, 2, 20, 0, 6, 3], [4, 1, 64, 9, 11, 3], [2, 2, 64, 0, 7, 3], [3, 1, 36, 2, 15, 3]];
+    const cases = [[4, 2, 64, 0, 37, 3], [3, 3, 20, 6, 8, 3], [2, 1, 64, 13, 2, 3], [2, 2, 36, 5, 1, 3], [5, 5, 36, 3, 13, 40], [6, 2, 20, 0, 6, 3], [4, 1, 64, 9, 11, 3], [2, 2, 64, 0, 7, 3], [3, 1, 36, 2, 15, 3], [4, 2, 12, 3, 14, 3], [2, 2, 4, 0, 19, 3]];
     const big = [[8, 2, 64, 5, 45, 3], [6, 6, 36, 0, 50, 3], [4, 4, 20, 17, 39, 3]];
     for (const threads of [1, 2]) {
       assert.equal(e.setThreads(threads), threads);

@@ -3084,12 +3084,12 @@ function attentionChunk(job: usize, h: i32, thread: i32): void {
  * The value sums of two queries, a (np positions, e[p] at sa) and b (np + 1 positions, at sb): out =
  * sum_p e[p] v[p] * inv, each output element's fma chain over p = 0, 1, .. (b's last position after the
  * shared ones), 4 vectors (16 values) of the head for both queries at a time: each value row is loaded
- * once for both.
+ * once for both. From byte i0 of the head on (pairValuesSum did the first 64).
  */
 // @ts-ignore: decorator
-@inline function pairValues(sa: usize, sb: usize, np: i32, ia: f32, ib: f32, values: usize, cs: usize, oa: usize, ob: usize, n: usize): void {
+@inline function pairValues(sa: usize, sb: usize, np: i32, ia: f32, ib: f32, values: usize, cs: usize, oa: usize, ob: usize, n: usize, i0: usize): void {
   let p = 0;
-  let i: usize = 0;
+  let i: usize = i0;
   for (; i + 64 <= n; i += 64) {
     let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
     let b0 = f32x4.splat(0), b1 = f32x4.splat(0), b2 = f32x4.splat(0), b3 = f32x4.splat(0);
@@ -3148,7 +3148,7 @@ function attendHeadPairs(q0: usize, qs: usize, keys: usize, values: usize, cs: u
     dot1(qb, keys + <usize>np * cs, n, scale, s2 + <usize>np * 4);
     const ia = softmaxScores(s, np), ib = softmaxScores(s2, np + 1);
     const oa = o0 + <usize>t * os;
-    pairValues(s, s2, np, ia, ib, values, cs, oa, oa + os, n);
+    pairValues(s, s2, np, ia, ib, values, cs, oa, oa + os, n, 0);
   }
   if (t < T) attendHead(q0 + <usize>t * qs, qs, keys, values, cs, 1, pos0 + t, scale, o0 + <usize>t * os, os, s, n);
 }
@@ -3218,9 +3218,88 @@ function attendHeadPairs(q0: usize, qs: usize, keys: usize, values: usize, cs: u
   dot1(q0 + 2 * qs, k + cs, n, scale, s0 + 2 * rs + <usize>(np + 1) * 4);
 }
 
+/** softmaxScores' exponentials alone: s[p] = exp(s[p] - max) for the np scores at s (in place) */
+// @ts-ignore: decorator
+@inline function expScores(s: usize, np: i32, max: f32): void {
+  const m = f32x4.splat(max);
+  let p = 0;
+  for (; p + 8 <= np; p += 8) {
+    const e = expScore4(f32x4.sub(v128.load(s + <usize>p * 4), m));
+    const g = expScore4(f32x4.sub(v128.load(s + <usize>p * 4, 16), m));
+    v128.store(s + <usize>p * 4, e);
+    v128.store(s + <usize>p * 4, g, 16);
+  }
+  for (; p + 4 <= np; p += 4) v128.store(s + <usize>p * 4, expScore4(f32x4.sub(v128.load(s + <usize>p * 4), m)));
+  for (; p < np; p++) store<f32>(s + <usize>p * 4, f32x4.extract_lane(expScore4(f32x4.splat(load<f32>(s + <usize>p * 4) - max)), 0));
+}
+
+/**
+ * pairValues with the rows' sums (n >= 64 bytes; e[p] at sa, sb already exponentials): the first 16 values
+ * of the head, positions 4 at a time, also add each 4 of e into the rows' f64 sums (softmaxScores' order:
+ * sum += ((e[p] + e[p+1]) + e[p+2]) + e[p+3], then the tail one by one; row b's np + 1 positions may end
+ * in one more group of 4), then 1 / sum; the rest of the head by pairValues.
+ */
+// @ts-ignore: decorator
+@inline function pairValuesSum(sa: usize, sb: usize, np: i32, values: usize, cs: usize, oa: usize, ob: usize, n: usize): void {
+  let sumA: f64 = 0, sumB: f64 = 0;
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+  let b0 = f32x4.splat(0), b1 = f32x4.splat(0), b2 = f32x4.splat(0), b3 = f32x4.splat(0);
+  let p = 0;
+  for (; p + 4 <= np; p += 4) {
+    // the two rows' 4-term sums side by side (softmaxScores' f64x2 step)
+    const e = v128.load(sa + <usize>p * 4), g = v128.load(sb + <usize>p * 4);
+    const lo = v128.shuffle<f32>(e, g, 0, 4, 1, 5), hi = v128.shuffle<f32>(e, g, 2, 6, 3, 7);
+    const t = f64x2.add(
+      f64x2.add(f64x2.add(f64x2.promote_low_f32x4(lo), f64x2.promote_low_f32x4(v128.shuffle<f32>(lo, lo, 2, 3, 2, 3))), f64x2.promote_low_f32x4(hi)),
+      f64x2.promote_low_f32x4(v128.shuffle<f32>(hi, hi, 2, 3, 2, 3)),
+    );
+    sumA += f64x2.extract_lane(t, 0);
+    sumB += f64x2.extract_lane(t, 1);
+    for (let u = 0; u < 4; u++) {
+      const q = p + u;
+      const ea = v128.load32_splat(sa + <usize>q * 4), eb = v128.load32_splat(sb + <usize>q * 4);
+      const v = values + <usize>q * cs;
+      const v0 = v128.load(v), v1 = v128.load(v, 16), v2 = v128.load(v, 32), v3 = v128.load(v, 48);
+      a0 = fma(ea, v0, a0); b0 = fma(eb, v0, b0);
+      a1 = fma(ea, v1, a1); b1 = fma(eb, v1, b1);
+      a2 = fma(ea, v2, a2); b2 = fma(eb, v2, b2);
+      a3 = fma(ea, v3, a3); b3 = fma(eb, v3, b3);
+    }
+  }
+  const g0 = p;
+  for (; p < np; p++) {
+    const ea = v128.load32_splat(sa + <usize>p * 4), eb = v128.load32_splat(sb + <usize>p * 4);
+    const v = values + <usize>p * cs;
+    const v0 = v128.load(v), v1 = v128.load(v, 16), v2 = v128.load(v, 32), v3 = v128.load(v, 48);
+    a0 = fma(ea, v0, a0); b0 = fma(eb, v0, b0);
+    a1 = fma(ea, v1, a1); b1 = fma(eb, v1, b1);
+    a2 = fma(ea, v2, a2); b2 = fma(eb, v2, b2);
+    a3 = fma(ea, v3, a3); b3 = fma(eb, v3, b3);
+  }
+  const eb = v128.load32_splat(sb + <usize>np * 4);
+  const v = values + <usize>np * cs;
+  b0 = fma(eb, v128.load(v), b0);
+  b1 = fma(eb, v128.load(v, 16), b1);
+  b2 = fma(eb, v128.load(v, 32), b2);
+  b3 = fma(eb, v128.load(v, 48), b3);
+  // the sums' tails: row a's positions g0 .. np - 1 one by one; row b's g0 .. np, one group of 4 when that is 4
+  for (p = g0; p < np; p++) sumA += <f64>load<f32>(sa + <usize>p * 4);
+  const tb = sb + <usize>g0 * 4;
+  if (np + 1 - g0 == 4) sumB += <f64>load<f32>(tb) + <f64>load<f32>(tb, 4) + <f64>load<f32>(tb, 8) + <f64>load<f32>(tb, 12);
+  else for (p = g0; p <= np; p++) sumB += <f64>load<f32>(sb + <usize>p * 4);
+  const ia = <f32>(1 / sumA), ib = <f32>(1 / sumB);
+  const va = f32x4.splat(ia), vb = f32x4.splat(ib);
+  v128.store(oa, f32x4.mul(a0, va)); v128.store(oa, f32x4.mul(a1, va), 16);
+  v128.store(oa, f32x4.mul(a2, va), 32); v128.store(oa, f32x4.mul(a3, va), 48);
+  v128.store(ob, f32x4.mul(b0, vb)); v128.store(ob, f32x4.mul(b1, vb), 16);
+  v128.store(ob, f32x4.mul(b2, vb), 32); v128.store(ob, f32x4.mul(b3, vb), 48);
+  pairValues(sa, sb, np, ia, ib, values, cs, oa, ob, n, 64);
+}
+
 /**
  * attendHead six queries at a time (t + j sees np + j positions): the scores as two triples (dot3x3:
- * 3 queries x 3 keys), the value sums as three pairs (pairValues), the rest as attendHeadPairs. Every
+ * 3 queries x 3 keys), the value sums as three pairs (pairValuesSum: softmaxScores' f64 sums taken in
+ * the first 16 values' loop, where they overlap the FMAs), the rest as attendHeadPairs. Every
  * score, exponential, sum and output element goes through attendHead's operations in its order: the same
  * bits. Rows s + j rs, j = 0..5 (rs a multiple of 16 holding pos0 + T scores).
  */
@@ -3233,9 +3312,15 @@ function attendHeadSixes(q0: usize, qs: usize, keys: usize, values: usize, cs: u
     scoresTriple(q + 3 * qs, qs, keys, cs, np + 3, scale, s + 3 * rs, rs, n);
     const o = o0 + <usize>t * os;
     for (let j = 0; j < 6; j += 2) {
-      const sa = s + <usize>j * rs;
-      const ia = softmaxScores(sa, np + j), ib = softmaxScores(sa + rs, np + j + 1);
-      pairValues(sa, sa + rs, np + j, ia, ib, values, cs, o + <usize>j * os, o + <usize>(j + 1) * os, n);
+      const sa = s + <usize>j * rs, sb = sa + rs, oa = o + <usize>j * os, ob = oa + os;
+      if (n >= 64) {
+        expScores(sa, np + j, scoresMax(sa, np + j));
+        expScores(sb, np + j + 1, scoresMax(sb, np + j + 1));
+        pairValuesSum(sa, sb, np + j, values, cs, oa, ob, n);
+      } else {
+        const ia = softmaxScores(sa, np + j), ib = softmaxScores(sb, np + j + 1);
+        pairValues(sa, sb, np + j, ia, ib, values, cs, oa, ob, n, 0);
+      }
     }
   }
   if (t < T) attendHeadPairs(q0 + <usize>t * qs, qs, keys, values, cs, T - t, pos0 + t, scale, o0 + <usize>t * os, os, s, s + rs, n);
