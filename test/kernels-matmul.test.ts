@@ -13,7 +13,7 @@ import { hasRelaxedSimd } from '../src/env.js';
 import '../src/index.js';
 import { readLlama2c } from '../src/io/llama2c.js';
 import { bytesSource } from '../src/io/source.js';
-import { attentionRef, MatmulEngine, matmulErrorFactor, matmulLanesRef, type KernelWeight } from '../src/kernels/matmul.js';
+import { attentionLanesRef, attentionRef, fmaF32, MatmulEngine, matmulErrorFactor, matmulLanesRef, type KernelWeight } from '../src/kernels/matmul.js';
 import { Llama } from '../src/model/llama.js';
 import { matmulRef } from '../src/model/matmul.js';
 import { ggmlCodecs } from '../src/quant/ggml/registry.js';
@@ -156,7 +156,7 @@ test('exp: within 4 ulp of Math.exp on [-87, 88]; attention kernel = attentionRe
   }
 });
 
-test('attention kernel: T queries at once (two per key/value load) = one query at a time, bit for bit', () => {
+test('attention kernel: T queries at once (six at a time: three per key load, two per value load) = one query at a time, bit for bit', () => {
   const r = rng(12);
   for (const variant of variants) {
     const e = MatmulEngine.get(variant)!;
@@ -183,6 +183,50 @@ test('attention kernel: T queries at once (two per key/value load) = one query a
       for (let i = 0; i < all.length; i++) if (!Object.is(all[i], one[i])) bad++;
       assert.equal(bad, 0, `${variant} ${nHeads}/${nKvHeads} heads of ${hd}, ${nTok} tokens after ${pos0}: ${bad} values differ`);
     }
+  }
+});
+
+test('attention kernel = attentionLanesRef bit for bit (plain SIMD: product and sum rounded; relaxed: fused or not, as the engine runs it), odd T, a cache, GQA, head sizes 4, 12, 20 and 36, 1 and 2 threads', async () => {
+  useNodeThreads();
+  const r = rng(14);
+  // fmaF32 is the correctly rounded f32 fma: 1 + 2^-24 (a tie) plus a 2^-60 nudge rounds up, unfused it rounds to even
+  assert.equal(fmaF32(1 + 2 ** -12, 1 + 2 ** -12, 2 ** -60), Math.fround(1 + 2 ** -11 + 2 ** -23));
+  assert.equal(Math.fround(Math.fround((1 + 2 ** -12) * (1 + 2 ** -12)) + 2 ** -60), Math.fround(1 + 2 ** -11));
+  for (const variant of variants) {
+    const e = MatmulEngine.get(variant)!;
+    // [heads, kv heads, head size, pos0, tokens, q scale]: tokens mod 2, 3, 4 and 6 all met (head sizes below 16 take the
+    // separate softmax sums); a large q scale puts scores
+    // below max - 87 (exp's clamp); the 2-thread cases are above the parallel threshold
+    const cases = [[4, 2, 64, 0, 37, 3], [3, 3, 20, 6, 8, 3], [2, 1, 64, 13, 2, 3], [2, 2, 36, 5, 1, 3], [5, 5, 36, 3, 13, 40], [6, 2, 20, 0, 6, 3], [4, 1, 64, 9, 11, 3], [2, 2, 64, 0, 7, 3], [3, 1, 36, 2, 15, 3], [4, 2, 12, 3, 14, 3], [2, 2, 4, 0, 19, 3]];
+    const big = [[8, 2, 64, 5, 45, 3], [6, 6, 36, 0, 50, 3], [4, 4, 20, 17, 39, 3]];
+    for (const threads of [1, 2]) {
+      assert.equal(e.setThreads(threads), threads);
+      const t0 = Date.now();
+      while (threads > 1 && e.threadStats().ready < 1 && Date.now() - t0 < 20000) await new Promise((res) => setTimeout(res, 10));
+      for (const [nHeads, nKvHeads, hd, pos0, nTok, qs] of threads > 1 ? big : [...cases, ...big]) {
+        const kvDim = nKvHeads * hd;
+        const q = normals(nTok * nHeads * hd, r).map((v) => qs * v);
+        const keysVals = e.allocF32(2 * (pos0 + nTok) * kvDim, q)!;
+        const keys = keysVals.array.subarray(0, (pos0 + nTok) * kvDim);
+        const values = keysVals.array.subarray((pos0 + nTok) * kvDim);
+        keys.set(normals(keys.length, r));
+        values.set(normals(values.length, r));
+        const got = new Float32Array(nTok * nHeads * hd);
+        e.attention(q, nTok, pos0, nHeads, nKvHeads, hd, keysVals.at, keysVals.at + keys.length * 4, kvDim, 1 / Math.sqrt(hd), got);
+        const name = `${variant} ${threads} thread(s), ${nHeads}/${nKvHeads} heads of ${hd}, ${nTok} tokens after ${pos0}`;
+        const differ = (fused: boolean) => {
+          const want = new Float32Array(got.length);
+          attentionLanesRef(q, keys, values, nTok, pos0, nHeads, nKvHeads, hd, 1 / Math.sqrt(hd), want, fused);
+          let bad = 0;
+          for (let i = 0; i < got.length; i++) if (!Object.is(got[i], want[i])) bad++;
+          return bad;
+        };
+        const unfused = differ(false);
+        if (variant === 'simd') assert.equal(unfused, 0, `${name}: ${unfused} values differ`);
+        else if (unfused !== 0) assert.equal(differ(true), 0, `${name}: ${unfused} values differ from the unfused and some from the fused reference`);
+      }
+    }
+    e.setThreads(1);
   }
 });
 

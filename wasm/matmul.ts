@@ -3011,7 +3011,7 @@ function logSoftmaxChunk(job: usize, chunk: i32): void {
 // Attention job (i32 words):
 //   0 kind = 2 | 1 q | 2 q row stride (bytes) | 3 keys | 4 values | 5 cache row stride (bytes) | 6 T
 //   7 pos0 | 8 headDim | 9 group | 10 scale (f32 bits) | 11 out | 12 out row stride (bytes)
-//   13 scratch | 14 scratch bytes per thread (4 bytes per position)
+//   13 scratch | 14 scratch bytes per thread (six rows of 4 bytes per position, each a multiple of 16 bytes)
 
 /**
  * [hsum(a), hsum(b), hsum(c), hsum(d)] * scale stored at s: each lane sums its vector as hsum does,
@@ -3045,12 +3045,12 @@ function attentionChunk(job: usize, h: i32, thread: i32): void {
   const n = hd * 4;
   const kvOff = <usize>(h / param(job, 9)) * n;
   const s = <usize>param(job, 13) + <usize>thread * <usize>param(job, 14);
-  // two score rows: the second starts half way through the thread's scratch (16-byte aligned)
-  const s2 = s + ((<usize>param(job, 14) >> 1) & ~(<usize>15));
-  attendHeadPairs(
+  // six score rows in the thread's scratch, rs bytes apart (a multiple of 16)
+  const rs = (<usize>param(job, 14) / 6) & ~(<usize>15);
+  attendHeadSixes(
     <usize>param(job, 1) + <usize>h * n, <usize>param(job, 2), <usize>param(job, 3) + kvOff, <usize>param(job, 4) + kvOff,
     <usize>param(job, 5), param(job, 6), param(job, 7), reinterpret<f32>(param(job, 10)), <usize>param(job, 11) + <usize>h * n,
-    <usize>param(job, 12), s, s2, n,
+    <usize>param(job, 12), s, rs, n,
   );
 }
 
@@ -3081,6 +3081,53 @@ function attentionChunk(job: usize, h: i32, thread: i32): void {
 }
 
 /**
+ * The value sums of two queries, a (np positions, e[p] at sa) and b (np + 1 positions, at sb): out =
+ * sum_p e[p] v[p] * inv, each output element's fma chain over p = 0, 1, .. (b's last position after the
+ * shared ones), 4 vectors (16 values) of the head for both queries at a time: each value row is loaded
+ * once for both. From byte i0 of the head on (pairValuesSum did the first 64).
+ */
+// @ts-ignore: decorator
+@inline function pairValues(sa: usize, sb: usize, np: i32, ia: f32, ib: f32, values: usize, cs: usize, oa: usize, ob: usize, n: usize, i0: usize): void {
+  let p = 0;
+  let i: usize = i0;
+  for (; i + 64 <= n; i += 64) {
+    let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+    let b0 = f32x4.splat(0), b1 = f32x4.splat(0), b2 = f32x4.splat(0), b3 = f32x4.splat(0);
+    for (p = 0; p < np; p++) {
+      const ea = v128.load32_splat(sa + <usize>p * 4), eb = v128.load32_splat(sb + <usize>p * 4);
+      const v = values + <usize>p * cs + i;
+      const v0 = v128.load(v), v1 = v128.load(v, 16), v2 = v128.load(v, 32), v3 = v128.load(v, 48);
+      a0 = fma(ea, v0, a0); b0 = fma(eb, v0, b0);
+      a1 = fma(ea, v1, a1); b1 = fma(eb, v1, b1);
+      a2 = fma(ea, v2, a2); b2 = fma(eb, v2, b2);
+      a3 = fma(ea, v3, a3); b3 = fma(eb, v3, b3);
+    }
+    const eb = v128.load32_splat(sb + <usize>np * 4);
+    const v = values + <usize>np * cs + i;
+    b0 = fma(eb, v128.load(v), b0);
+    b1 = fma(eb, v128.load(v, 16), b1);
+    b2 = fma(eb, v128.load(v, 32), b2);
+    b3 = fma(eb, v128.load(v, 48), b3);
+    const va = f32x4.splat(ia), vb = f32x4.splat(ib);
+    v128.store(oa + i, f32x4.mul(a0, va)); v128.store(oa + i, f32x4.mul(a1, va), 16);
+    v128.store(oa + i, f32x4.mul(a2, va), 32); v128.store(oa + i, f32x4.mul(a3, va), 48);
+    v128.store(ob + i, f32x4.mul(b0, vb)); v128.store(ob + i, f32x4.mul(b1, vb), 16);
+    v128.store(ob + i, f32x4.mul(b2, vb), 32); v128.store(ob + i, f32x4.mul(b3, vb), 48);
+  }
+  for (; i < n; i += 16) {
+    let a = f32x4.splat(0), b = f32x4.splat(0);
+    for (p = 0; p < np; p++) {
+      const v = v128.load(values + <usize>p * cs + i);
+      a = fma(v128.load32_splat(sa + <usize>p * 4), v, a);
+      b = fma(v128.load32_splat(sb + <usize>p * 4), v, b);
+    }
+    b = fma(v128.load32_splat(sb + <usize>np * 4), v128.load(values + <usize>np * cs + i), b);
+    v128.store(oa + i, f32x4.mul(a, f32x4.splat(ia)));
+    v128.store(ob + i, f32x4.mul(b, f32x4.splat(ib)));
+  }
+}
+
+/**
  * attendHead two queries at a time (t and t + 1, which sees one position more): each key and value row
  * is loaded once for both. Every score, exponential, sum and output element goes through the same
  * operations in the same order as in attendHead (scores are separate dot products; the value sums run
@@ -3100,46 +3147,183 @@ function attendHeadPairs(q0: usize, qs: usize, keys: usize, values: usize, cs: u
     }
     dot1(qb, keys + <usize>np * cs, n, scale, s2 + <usize>np * 4);
     const ia = softmaxScores(s, np), ib = softmaxScores(s2, np + 1);
-    const oa = o0 + <usize>t * os, ob = oa + os;
-    // out = sum_p e[p] v[p] * inv, 4 vectors (16 values) of the head for both queries at a time
-    let i: usize = 0;
-    for (; i + 64 <= n; i += 64) {
-      let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
-      let b0 = f32x4.splat(0), b1 = f32x4.splat(0), b2 = f32x4.splat(0), b3 = f32x4.splat(0);
-      for (p = 0; p < np; p++) {
-        const ea = v128.load32_splat(s + <usize>p * 4), eb = v128.load32_splat(s2 + <usize>p * 4);
-        const v = values + <usize>p * cs + i;
-        const v0 = v128.load(v), v1 = v128.load(v, 16), v2 = v128.load(v, 32), v3 = v128.load(v, 48);
-        a0 = fma(ea, v0, a0); b0 = fma(eb, v0, b0);
-        a1 = fma(ea, v1, a1); b1 = fma(eb, v1, b1);
-        a2 = fma(ea, v2, a2); b2 = fma(eb, v2, b2);
-        a3 = fma(ea, v3, a3); b3 = fma(eb, v3, b3);
-      }
-      const eb = v128.load32_splat(s2 + <usize>np * 4);
-      const v = values + <usize>np * cs + i;
-      b0 = fma(eb, v128.load(v), b0);
-      b1 = fma(eb, v128.load(v, 16), b1);
-      b2 = fma(eb, v128.load(v, 32), b2);
-      b3 = fma(eb, v128.load(v, 48), b3);
-      const va = f32x4.splat(ia), vb = f32x4.splat(ib);
-      v128.store(oa + i, f32x4.mul(a0, va)); v128.store(oa + i, f32x4.mul(a1, va), 16);
-      v128.store(oa + i, f32x4.mul(a2, va), 32); v128.store(oa + i, f32x4.mul(a3, va), 48);
-      v128.store(ob + i, f32x4.mul(b0, vb)); v128.store(ob + i, f32x4.mul(b1, vb), 16);
-      v128.store(ob + i, f32x4.mul(b2, vb), 32); v128.store(ob + i, f32x4.mul(b3, vb), 48);
-    }
-    for (; i < n; i += 16) {
-      let a = f32x4.splat(0), b = f32x4.splat(0);
-      for (p = 0; p < np; p++) {
-        const v = v128.load(values + <usize>p * cs + i);
-        a = fma(v128.load32_splat(s + <usize>p * 4), v, a);
-        b = fma(v128.load32_splat(s2 + <usize>p * 4), v, b);
-      }
-      b = fma(v128.load32_splat(s2 + <usize>np * 4), v128.load(values + <usize>np * cs + i), b);
-      v128.store(oa + i, f32x4.mul(a, f32x4.splat(ia)));
-      v128.store(ob + i, f32x4.mul(b, f32x4.splat(ib)));
-    }
+    const oa = o0 + <usize>t * os;
+    pairValues(s, s2, np, ia, ib, values, cs, oa, oa + os, n, 0);
   }
   if (t < T) attendHead(q0 + <usize>t * qs, qs, keys, values, cs, 1, pos0 + t, scale, o0 + <usize>t * os, os, s, n);
+}
+
+/**
+ * [hsum(a), hsum(b), hsum(c)] * scale stored at s[0..3) (hsumStore4's lanes: each (v0 + v2) + (v1 + v3))
+ */
+// @ts-ignore: decorator
+@inline function hsumStore3(a: v128, b: v128, c: v128, scale: f32, s: usize): void {
+  const p = f32x4.add(v128.shuffle<f32>(a, b, 0, 1, 4, 5), v128.shuffle<f32>(a, b, 2, 3, 6, 7));
+  const q = f32x4.add(v128.shuffle<f32>(c, c, 0, 1, 0, 1), v128.shuffle<f32>(c, c, 2, 3, 2, 3));
+  const r = f32x4.mul(f32x4.add(v128.shuffle<f32>(p, q, 0, 2, 4, 6), v128.shuffle<f32>(p, q, 1, 3, 5, 7)), f32x4.splat(scale));
+  v128.store64_lane(s, r, 0);
+  v128.store32_lane(s, r, 2, 8);
+}
+
+/**
+ * The scores of 3 queries q0 + j qs (rows s0 + j rs) against 3 keys k0 + m ks (at s0 + j rs + 4m): 9
+ * accumulators (dot4x2 has 8, each a chain as long as its FMAs take at 2 a cycle; 9 leave slack), each
+ * key and query vector loaded once for 3 products. Each score is dot1's.
+ */
+// @ts-ignore: decorator
+@inline function dot3x3(q0: usize, qs: usize, k0: usize, ks: usize, n: usize, scale: f32, s0: usize, rs: usize): void {
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0);
+  let b0 = f32x4.splat(0), b1 = f32x4.splat(0), b2 = f32x4.splat(0);
+  let d0 = f32x4.splat(0), d1 = f32x4.splat(0), d2 = f32x4.splat(0);
+  const k1 = k0 + ks, k2 = k1 + ks, q1 = q0 + qs, q2 = q1 + qs;
+  for (let i: usize = 0; i < n; i += 16) {
+    const c0 = v128.load(k0 + i), c1 = v128.load(k1 + i), c2 = v128.load(k2 + i);
+    let u = v128.load(q0 + i);
+    a0 = fma(u, c0, a0); a1 = fma(u, c1, a1); a2 = fma(u, c2, a2);
+    u = v128.load(q1 + i);
+    b0 = fma(u, c0, b0); b1 = fma(u, c1, b1); b2 = fma(u, c2, b2);
+    u = v128.load(q2 + i);
+    d0 = fma(u, c0, d0); d1 = fma(u, c1, d1); d2 = fma(u, c2, d2);
+  }
+  hsumStore3(a0, a1, a2, scale, s0);
+  hsumStore3(b0, b1, b2, scale, s0 + rs);
+  hsumStore3(d0, d1, d2, scale, s0 + 2 * rs);
+}
+
+/** dot1 for 3 queries q0 + j qs and one key k, into s0 + j rs */
+// @ts-ignore: decorator
+@inline function dot1x3(q0: usize, qs: usize, k: usize, n: usize, scale: f32, s0: usize, rs: usize): void {
+  let a = f32x4.splat(0), b = f32x4.splat(0), d = f32x4.splat(0);
+  const q1 = q0 + qs, q2 = q1 + qs;
+  for (let i: usize = 0; i < n; i += 16) {
+    const c = v128.load(k + i);
+    a = fma(v128.load(q0 + i), c, a);
+    b = fma(v128.load(q1 + i), c, b);
+    d = fma(v128.load(q2 + i), c, d);
+  }
+  store<f32>(s0, hsum(a) * scale);
+  store<f32>(s0 + rs, hsum(b) * scale);
+  store<f32>(s0 + 2 * rs, hsum(d) * scale);
+}
+
+/** The scores of queries q0 + j qs, j = 0..2, seeing np + j positions, into rows s0 + j rs */
+// @ts-ignore: decorator
+@inline function scoresTriple(q0: usize, qs: usize, keys: usize, cs: usize, np: i32, scale: f32, s0: usize, rs: usize, n: usize): void {
+  let p = 0;
+  for (; p + 3 <= np; p += 3) dot3x3(q0, qs, keys + <usize>p * cs, cs, n, scale, s0 + <usize>p * 4, rs);
+  for (; p < np; p++) dot1x3(q0, qs, keys + <usize>p * cs, n, scale, s0 + <usize>p * 4, rs);
+  const k = keys + <usize>np * cs;
+  dot1(q0 + qs, k, n, scale, s0 + rs + <usize>np * 4);
+  dot1(q0 + 2 * qs, k, n, scale, s0 + 2 * rs + <usize>np * 4);
+  dot1(q0 + 2 * qs, k + cs, n, scale, s0 + 2 * rs + <usize>(np + 1) * 4);
+}
+
+/** softmaxScores' exponentials alone: s[p] = exp(s[p] - max) for the np scores at s (in place) */
+// @ts-ignore: decorator
+@inline function expScores(s: usize, np: i32, max: f32): void {
+  const m = f32x4.splat(max);
+  let p = 0;
+  for (; p + 8 <= np; p += 8) {
+    const e = expScore4(f32x4.sub(v128.load(s + <usize>p * 4), m));
+    const g = expScore4(f32x4.sub(v128.load(s + <usize>p * 4, 16), m));
+    v128.store(s + <usize>p * 4, e);
+    v128.store(s + <usize>p * 4, g, 16);
+  }
+  for (; p + 4 <= np; p += 4) v128.store(s + <usize>p * 4, expScore4(f32x4.sub(v128.load(s + <usize>p * 4), m)));
+  for (; p < np; p++) store<f32>(s + <usize>p * 4, f32x4.extract_lane(expScore4(f32x4.splat(load<f32>(s + <usize>p * 4) - max)), 0));
+}
+
+/**
+ * pairValues with the rows' sums (n >= 64 bytes; e[p] at sa, sb already exponentials): the first 16 values
+ * of the head, positions 4 at a time, also add each 4 of e into the rows' f64 sums (softmaxScores' order:
+ * sum += ((e[p] + e[p+1]) + e[p+2]) + e[p+3], then the tail one by one; row b's np + 1 positions may end
+ * in one more group of 4), then 1 / sum; the rest of the head by pairValues.
+ */
+// @ts-ignore: decorator
+@inline function pairValuesSum(sa: usize, sb: usize, np: i32, values: usize, cs: usize, oa: usize, ob: usize, n: usize): void {
+  let sumA: f64 = 0, sumB: f64 = 0;
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+  let b0 = f32x4.splat(0), b1 = f32x4.splat(0), b2 = f32x4.splat(0), b3 = f32x4.splat(0);
+  let p = 0;
+  for (; p + 4 <= np; p += 4) {
+    // the two rows' 4-term sums side by side (softmaxScores' f64x2 step)
+    const e = v128.load(sa + <usize>p * 4), g = v128.load(sb + <usize>p * 4);
+    const lo = v128.shuffle<f32>(e, g, 0, 4, 1, 5), hi = v128.shuffle<f32>(e, g, 2, 6, 3, 7);
+    const t = f64x2.add(
+      f64x2.add(f64x2.add(f64x2.promote_low_f32x4(lo), f64x2.promote_low_f32x4(v128.shuffle<f32>(lo, lo, 2, 3, 2, 3))), f64x2.promote_low_f32x4(hi)),
+      f64x2.promote_low_f32x4(v128.shuffle<f32>(hi, hi, 2, 3, 2, 3)),
+    );
+    sumA += f64x2.extract_lane(t, 0);
+    sumB += f64x2.extract_lane(t, 1);
+    for (let u = 0; u < 4; u++) {
+      const q = p + u;
+      const ea = v128.load32_splat(sa + <usize>q * 4), eb = v128.load32_splat(sb + <usize>q * 4);
+      const v = values + <usize>q * cs;
+      const v0 = v128.load(v), v1 = v128.load(v, 16), v2 = v128.load(v, 32), v3 = v128.load(v, 48);
+      a0 = fma(ea, v0, a0); b0 = fma(eb, v0, b0);
+      a1 = fma(ea, v1, a1); b1 = fma(eb, v1, b1);
+      a2 = fma(ea, v2, a2); b2 = fma(eb, v2, b2);
+      a3 = fma(ea, v3, a3); b3 = fma(eb, v3, b3);
+    }
+  }
+  const g0 = p;
+  for (; p < np; p++) {
+    const ea = v128.load32_splat(sa + <usize>p * 4), eb = v128.load32_splat(sb + <usize>p * 4);
+    const v = values + <usize>p * cs;
+    const v0 = v128.load(v), v1 = v128.load(v, 16), v2 = v128.load(v, 32), v3 = v128.load(v, 48);
+    a0 = fma(ea, v0, a0); b0 = fma(eb, v0, b0);
+    a1 = fma(ea, v1, a1); b1 = fma(eb, v1, b1);
+    a2 = fma(ea, v2, a2); b2 = fma(eb, v2, b2);
+    a3 = fma(ea, v3, a3); b3 = fma(eb, v3, b3);
+  }
+  const eb = v128.load32_splat(sb + <usize>np * 4);
+  const v = values + <usize>np * cs;
+  b0 = fma(eb, v128.load(v), b0);
+  b1 = fma(eb, v128.load(v, 16), b1);
+  b2 = fma(eb, v128.load(v, 32), b2);
+  b3 = fma(eb, v128.load(v, 48), b3);
+  // the sums' tails: row a's positions g0 .. np - 1 one by one; row b's g0 .. np, one group of 4 when that is 4
+  for (p = g0; p < np; p++) sumA += <f64>load<f32>(sa + <usize>p * 4);
+  const tb = sb + <usize>g0 * 4;
+  if (np + 1 - g0 == 4) sumB += <f64>load<f32>(tb) + <f64>load<f32>(tb, 4) + <f64>load<f32>(tb, 8) + <f64>load<f32>(tb, 12);
+  else for (p = g0; p <= np; p++) sumB += <f64>load<f32>(sb + <usize>p * 4);
+  const ia = <f32>(1 / sumA), ib = <f32>(1 / sumB);
+  const va = f32x4.splat(ia), vb = f32x4.splat(ib);
+  v128.store(oa, f32x4.mul(a0, va)); v128.store(oa, f32x4.mul(a1, va), 16);
+  v128.store(oa, f32x4.mul(a2, va), 32); v128.store(oa, f32x4.mul(a3, va), 48);
+  v128.store(ob, f32x4.mul(b0, vb)); v128.store(ob, f32x4.mul(b1, vb), 16);
+  v128.store(ob, f32x4.mul(b2, vb), 32); v128.store(ob, f32x4.mul(b3, vb), 48);
+  pairValues(sa, sb, np, ia, ib, values, cs, oa, ob, n, 64);
+}
+
+/**
+ * attendHead six queries at a time (t + j sees np + j positions): the scores as two triples (dot3x3:
+ * 3 queries x 3 keys), the value sums as three pairs (pairValuesSum: softmaxScores' f64 sums taken in
+ * the first 16 values' loop, where they overlap the FMAs), the rest as attendHeadPairs. Every
+ * score, exponential, sum and output element goes through attendHead's operations in its order: the same
+ * bits. Rows s + j rs, j = 0..5 (rs a multiple of 16 holding pos0 + T scores).
+ */
+function attendHeadSixes(q0: usize, qs: usize, keys: usize, values: usize, cs: usize, T: i32, pos0: i32, scale: f32, o0: usize, os: usize, s: usize, rs: usize, n: usize): void {
+  let t = 0;
+  for (; t + 6 <= T; t += 6) {
+    const q = q0 + <usize>t * qs;
+    const np = pos0 + t + 1;
+    scoresTriple(q, qs, keys, cs, np, scale, s, rs, n);
+    scoresTriple(q + 3 * qs, qs, keys, cs, np + 3, scale, s + 3 * rs, rs, n);
+    const o = o0 + <usize>t * os;
+    for (let j = 0; j < 6; j += 2) {
+      const sa = s + <usize>j * rs, sb = sa + rs, oa = o + <usize>j * os, ob = oa + os;
+      if (n >= 64) {
+        expScores(sa, np + j, scoresMax(sa, np + j));
+        expScores(sb, np + j + 1, scoresMax(sb, np + j + 1));
+        pairValuesSum(sa, sb, np + j, values, cs, oa, ob, n);
+      } else {
+        const ia = softmaxScores(sa, np + j), ib = softmaxScores(sb, np + j + 1);
+        pairValues(sa, sb, np + j, ia, ib, values, cs, oa, ob, n, 0);
+      }
+    }
+  }
+  if (t < T) attendHeadPairs(q0 + <usize>t * qs, qs, keys, values, cs, T - t, pos0 + t, scale, o0 + <usize>t * os, os, s, s + rs, n);
 }
 
 /** One head of attention: T queries q0 + t * qs against keys / values cs bytes apart (n = headDim * 4 bytes); s: scores scratch */
@@ -3160,25 +3344,88 @@ function attendHead(q0: usize, qs: usize, keys: usize, values: usize, cs: usize,
   }
 }
 
-/** the np scores at s replaced by e[p] = exp(s[p] - max) (in place); returns f32(1 / sum_p e[p]), the sum in f64 */
+/**
+ * exp4 of x <= 0 or NaN (a score minus its row's largest score): the same operations and bits, without
+ * what cannot change them there. pmin(x, 88) is x for x <= 88 and for NaN; n = nearest(x log2 e) lies in
+ * [-126, 0], where the relaxed truncation (cvttps2dq) equals the saturating one, and for NaN both put 0
+ * into the exponent (the relaxed 0x80000000 shifted left by 23 is 0). V8's trunc_sat is 5 instructions.
+ */
+// @ts-ignore: decorator
+@inline function expScore4(x: v128): v128 {
+  x = f32x4.pmax(x, f32x4.splat(-87));
+  const n = f32x4.nearest(f32x4.mul(x, f32x4.splat(1.4426950408889634)));
+  let r = f32x4.sub(x, f32x4.mul(n, f32x4.splat(0.693359375))); // ln2 high part, 9 bits
+  r = f32x4.sub(r, f32x4.mul(n, f32x4.splat(-2.12194440e-4))); // ln2 - 0.693359375
+  let p = f32x4.splat(1.0 / 5040);
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.0 / 720));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.0 / 120));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.0 / 24));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.0 / 6));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(0.5));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1));
+  const k = ASC_FEATURE_RELAXED_SIMD ? i32x4.relaxed_trunc_f32x4_s(n) : i32x4.trunc_sat_f32x4_s(n);
+  return i32x4.add(p, i32x4.shl(k, 23));
+}
+
+/**
+ * The largest of the np scores at s, NaN when one is NaN (what the scalar Mathf.max scan gives, up to the
+ * sign of a zero maximum, which changes no s[p] - max: +-0 - +-0 is +-0 and exp4(+-0) = 1 either way).
+ * pmax is one maxps; f32x4.max's NaN and zero-sign handling was 8 instructions on a 13-cycle chain.
+ */
+// @ts-ignore: decorator
+@inline function scoresMax(s: usize, np: i32): f32 {
+  let p = 0;
+  let m0 = f32x4.splat(-Infinity), m1 = f32x4.splat(-Infinity), nan = f32x4.splat(0);
+  for (; p + 8 <= np; p += 8) {
+    const a = v128.load(s + <usize>p * 4), b = v128.load(s + <usize>p * 4, 16);
+    m0 = f32x4.pmax(m0, a);
+    m1 = f32x4.pmax(m1, b);
+    nan = v128.or(nan, v128.or(f32x4.ne(a, a), f32x4.ne(b, b)));
+  }
+  for (; p + 4 <= np; p += 4) {
+    const a = v128.load(s + <usize>p * 4);
+    m0 = f32x4.pmax(m0, a);
+    nan = v128.or(nan, f32x4.ne(a, a));
+  }
+  m0 = f32x4.pmax(m0, m1);
+  let max: f32 = Mathf.max(Mathf.max(f32x4.extract_lane(m0, 0), f32x4.extract_lane(m0, 1)), Mathf.max(f32x4.extract_lane(m0, 2), f32x4.extract_lane(m0, 3)));
+  for (; p < np; p++) max = Mathf.max(max, load<f32>(s + <usize>p * 4));
+  return v128.any_true(nan) ? NaN : max;
+}
+
+/**
+ * the np scores at s replaced by e[p] = exp(s[p] - max) (in place); returns f32(1 / sum_p e[p]), the sum in
+ * f64: sum += ((e[p] + e[p+1]) + e[p+2]) + e[p+3] for each 4 in turn, then each tail e[p] (the bits of the
+ * scalar definition). Two vectors at a time, their two 4-term sums side by side in one f64x2.
+ */
 // @ts-ignore: decorator
 @inline function softmaxScores(s: usize, np: i32): f32 {
-  let p = 0;
-  // the largest score: 4 lanes, then the tail (max is exact in any order; a NaN score gives NaN either way)
-  let m4 = f32x4.splat(-Infinity);
-  for (; p + 4 <= np; p += 4) m4 = f32x4.max(m4, v128.load(s + <usize>p * 4));
-  let max: f32 = Mathf.max(Mathf.max(f32x4.extract_lane(m4, 0), f32x4.extract_lane(m4, 1)), Mathf.max(f32x4.extract_lane(m4, 2), f32x4.extract_lane(m4, 3)));
-  for (; p < np; p++) max = Mathf.max(max, load<f32>(s + <usize>p * 4));
-  // e[p] = exp(s[p] - max) <= 1, 4 at a time (exp4), summed in f64 per vector
+  const max = scoresMax(s, np);
   const m = f32x4.splat(max);
   let sum: f64 = 0;
-  for (p = 0; p + 4 <= np; p += 4) {
-    const e = exp4(f32x4.sub(v128.load(s + <usize>p * 4), m));
+  let p = 0;
+  for (; p + 8 <= np; p += 8) {
+    const e = expScore4(f32x4.sub(v128.load(s + <usize>p * 4), m));
+    const g = expScore4(f32x4.sub(v128.load(s + <usize>p * 4, 16), m));
+    v128.store(s + <usize>p * 4, e);
+    v128.store(s + <usize>p * 4, g, 16);
+    // lanes (e_j, g_j) as f64x2 for j = 0..3 (promotion is exact), added in j order
+    const lo = v128.shuffle<f32>(e, g, 0, 4, 1, 5), hi = v128.shuffle<f32>(e, g, 2, 6, 3, 7);
+    const t = f64x2.add(
+      f64x2.add(f64x2.add(f64x2.promote_low_f32x4(lo), f64x2.promote_low_f32x4(v128.shuffle<f32>(lo, lo, 2, 3, 2, 3))), f64x2.promote_low_f32x4(hi)),
+      f64x2.promote_low_f32x4(v128.shuffle<f32>(hi, hi, 2, 3, 2, 3)),
+    );
+    sum += f64x2.extract_lane(t, 0);
+    sum += f64x2.extract_lane(t, 1);
+  }
+  for (; p + 4 <= np; p += 4) {
+    const e = expScore4(f32x4.sub(v128.load(s + <usize>p * 4), m));
     v128.store(s + <usize>p * 4, e);
     sum += <f64>f32x4.extract_lane(e, 0) + <f64>f32x4.extract_lane(e, 1) + <f64>f32x4.extract_lane(e, 2) + <f64>f32x4.extract_lane(e, 3);
   }
   for (; p < np; p++) {
-    const e = f32x4.extract_lane(exp4(f32x4.splat(load<f32>(s + <usize>p * 4) - max)), 0);
+    const e = f32x4.extract_lane(expScore4(f32x4.splat(load<f32>(s + <usize>p * 4) - max)), 0);
     store<f32>(s + <usize>p * 4, e);
     sum += <f64>e;
   }

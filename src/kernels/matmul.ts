@@ -152,6 +152,93 @@ export function attentionRef(
   }
 }
 
+const f64Bits = new Float64Array(1);
+const f64Int = new BigInt64Array(f64Bits.buffer);
+
+/**
+ * f32(a * b + c) rounded once, for f32 a, b, c (relaxed SIMD's fused multiply-add): a * b is exact in f64;
+ * the f64 sum is made round-to-odd (nudged one ulp toward the TwoSum error when inexact and even), and
+ * rounding that to f32 is then the correct rounding of the exact sum (53 >= 24 + 2 bits).
+ */
+export function fmaF32(a: number, b: number, c: number): number {
+  const p = a * b;
+  const s = p + c;
+  const bb = s - p;
+  const err = p - (s - bb) + (c - bb);
+  if (err === 0 || !Number.isFinite(s)) return Math.fround(s);
+  f64Bits[0] = s;
+  if ((f64Int[0] & 1n) === 0n) f64Int[0] += (err > 0) === (s > 0) ? 1n : -1n;
+  return Math.fround(f64Bits[0]);
+}
+
+/** wasm/matmul.ts exp4 on one f32 (the same operations, each rounded to f32) */
+export function exp4Ref(x: number): number {
+  const fr = Math.fround;
+  x = x < -87 ? -87 : x; // pmax(x, -87); x <= 0 or NaN here
+  let n = fr(x * fr(1.4426950408889634));
+  const fl = Math.floor(n);
+  n = n - fl === 0.5 ? (fl % 2 === 0 ? fl : fl + 1) : Math.round(n); // nearest, ties to even
+  let r = fr(x - fr(n * fr(0.693359375)));
+  r = fr(r - fr(n * fr(-2.1219444e-4)));
+  let p = fr(1 / 5040);
+  for (const c of [1 / 720, 1 / 120, 1 / 24, 1 / 6, 0.5, 1, 1]) p = fr(fr(p * r) + fr(c));
+  f32Bits[0] = p;
+  i32Bits[0] = (i32Bits[0] + ((Number.isNaN(n) ? 0 : n) << 23)) | 0;
+  return f32Bits[0];
+}
+const f32Bits = new Float32Array(1);
+const i32Bits = new Int32Array(f32Bits.buffer);
+
+/**
+ * The exact reference for the attention kernel (wasm/matmul.ts attentionChunk, job kind 2): the inputs
+ * and the bits of attentionRef's computation in the kernel's order. Each score: 4 f32 lanes, lane j
+ * summing q[i] k[i] for i = j, j + 4, .. in increasing i, then ((l0 + l2) + (l1 + l3)) * scale; e[p] =
+ * exp4(s[p] - max); sum in f64 adding ((e[p] + e[p+1]) + e[p+2]) + e[p+3] for each 4 in turn, then the
+ * tail one by one; out[i] = (the chain acc = e[p] v[p][i] + acc over p = 0, 1, ..) * f32(1 / sum).
+ * `fused`: the multiply-adds rounded once (relaxed SIMD's fma), else product and sum each rounded.
+ */
+export function attentionLanesRef(
+  q: Float32Array, keys: Float32Array, values: Float32Array, nTok: number, pos0: number, nHeads: number, nKvHeads: number,
+  headDim: number, scale: number, out: Float32Array, fused: boolean,
+): void {
+  const fr = Math.fround;
+  const madd = fused ? fmaF32 : (a: number, b: number, c: number) => fr(fr(a * b) + c);
+  const kvDim = nKvHeads * headDim;
+  const qDim = nHeads * headDim;
+  const group = nHeads / nKvHeads;
+  const sc = fr(scale);
+  const e = new Float32Array(pos0 + nTok);
+  for (let t = 0; t < nTok; t++) {
+    const np = pos0 + t + 1;
+    for (let h = 0; h < nHeads; h++) {
+      const qo = t * qDim + h * headDim;
+      const ko = Math.floor(h / group) * headDim;
+      let max = -Infinity;
+      let nan = false;
+      for (let p = 0; p < np; p++) {
+        const l = [0, 0, 0, 0];
+        for (let i = 0; i < headDim; i++) l[i & 3] = madd(q[qo + i], keys[p * kvDim + ko + i], l[i & 3]);
+        const s = fr(fr(fr(l[0] + l[2]) + fr(l[1] + l[3])) * sc);
+        e[p] = s;
+        if (Number.isNaN(s)) nan = true;
+        else if (s > max) max = s;
+      }
+      if (nan) max = NaN;
+      let sum = 0;
+      let p = 0;
+      for (; p < np; p++) e[p] = exp4Ref(fr(e[p] - max));
+      for (p = 0; p + 4 <= np; p += 4) sum += e[p] + e[p + 1] + e[p + 2] + e[p + 3];
+      for (; p < np; p++) sum += e[p];
+      const inv = fr(1 / sum);
+      for (let i = 0; i < headDim; i++) {
+        let acc = 0;
+        for (p = 0; p < np; p++) acc = madd(e[p], values[p * kvDim + ko + i], acc);
+        out[qo + i] = fr(acc * inv);
+      }
+    }
+  }
+}
+
 /** The reference for wasm/matmul.ts transposePad: xt[i * ld + t] = x[t * k + i] for t < nTok, 0 for nTok <= t < ld. */
 export function transposePadRef(x: Float32Array, nTok: number, k: number, ld: number): Float32Array {
   const xt = new Float32Array(k * ld);
@@ -1107,8 +1194,8 @@ export class MatmulEngine {
       }, Math.ceil(nHeads / perChunk));
       return;
     }
-    // two rows of scores (the kernel runs two queries at a time)
-    const scratchBytes = 2 * ((pos0 + nTok) * 4 + 64);
+    // six rows of scores (the kernel runs six queries at a time), each a multiple of 16 bytes
+    const scratchBytes = 6 * ((((pos0 + nTok) * 4 + 15) & ~15) + 16);
     this.attentionJob(q, out, nTok, pos0, nHeads, headDim, 'scores', scratchBytes, (p, j, qAt, oAt, scratch) => {
       const qDim = nHeads * headDim;
       // wasm/matmul.ts attention job words 0..14 (10: the scale's f32 bits)
