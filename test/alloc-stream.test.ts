@@ -26,7 +26,9 @@ import { writeGguf } from '../src/io/gguf.js';
 import { openModelFile, type ModelFile } from '../src/io/model-file.js';
 import { memorySink } from '../src/io/sink.js';
 import { initMatmulKernels, MatmulEngine } from '../src/kernels/matmul.js';
-import type { Llama } from '../src/model/llama.js';
+import { Llama } from '../src/model/llama.js';
+import { readLlama2c } from '../src/io/llama2c.js';
+import { bytesSource } from '../src/io/source.js';
 import type { InputStats } from '../src/pipeline/passes/input-stats.js';
 import { calibrationWindows } from '../src/pipeline/passes/load.js';
 import { measureSensitivity, WeightSwap } from '../src/pipeline/sensitivity.js';
@@ -146,6 +148,31 @@ for (const f of ['phi3', 'gemma2', 'qwen3moe'] as const)
     const n = await checkStreamAgainstHook(f, await familyBytes(f));
     assert.ok(n > 8, `${n} statistics checked`);
   });
+
+test('alloc-stream: a runtime whose KV cache holds one layer (kvOneLayer, the pass\'s) gives the stages\' outputs of one with a slot per layer, bit for bit', async () => {
+  await initMatmulKernels();
+  const bin = await readLlama2c(bytesSource(new Uint8Array(readFileSync(DATA('stories260K.bin'))), 'stories260K.bin'));
+  const c = bin.config;
+  const models = [false, true].map((one) => new Llama(c, bin.tensors, { contextLength: 48, batch: 16, kvOneLayer: one }));
+  const kvDim = c.nKvHeads * c.headDim;
+  assert.equal(models[0].kv.bytesPerToken, 8 * c.nLayers * kvDim);
+  assert.equal(models[1].kv.bytesPerToken, 8 * kvDim, 'one layer of keys and values per position');
+  // as the calibration stages run them: every window through layer l (its attention over the whole
+  // window, in batches of 16 positions), then layer l + 1; the windows differ, so a stale cache shows
+  const rand = xorshift32(5);
+  const windows = Array.from({ length: 2 }, () => Float32Array.from({ length: 48 * c.dim }, () => rand() / 2 ** 32 - 0.5));
+  const outs = models.map((model) => {
+    const xs = windows.map((w) => Float32Array.from(w));
+    const att = new Float32Array(48 * c.nHeads * c.headDim);
+    for (let l = 0; l < c.nLayers; l++)
+      for (const x of xs) {
+        model.runStage('attention', l, x, att);
+        for (let i = 0; i < x.length; i++) x[i] += att[i % att.length] * 0.5;
+      }
+    return xs;
+  });
+  for (let s = 0; s < windows.length; s++) assert.deepEqual(outs[1][s], outs[0][s], `window ${s}`);
+});
 
 test('alloc-stream: with sampled rows the classifier is not read by the pass; its sampled rows\' costs match the whole-model inputs (stories260K)', async () => {
   const { model, m, windows } = await opened('stories260K', new Uint8Array(readFileSync(DATA('stories260K.gguf'))));

@@ -194,8 +194,9 @@ export class RowPool {
     this.callerWorks = o.callerWorks ?? true;
   }
 
-  private start(): void {
-    if (this.workers.length) return;
+  /** start the worker threads (done on first parallel use; earlier, their start-up overlaps the caller's work) */
+  start(): void {
+    if (this.workers.length || this.threads < 2) return;
     const variant = wasmVariant();
     for (let i = 1; i < this.threads; i++) {
       const w = this.spawn(variant);

@@ -672,6 +672,12 @@ export interface LlamaOptions extends LoadOptions {
   /** KV cache types (-ctk / -ctv): a packed cache (src/model/kv/cache.ts) unless both are f32 */
   kvCache?: KvCacheOptions;
   /**
+   * one KV cache slot shared by every layer (sliding-window layers keep their rings): for callers that
+   * run a layer's attention over whole windows before the next layer's and never read an earlier
+   * layer's cache (the calibration stages, runStage); the cache then holds one layer, not nLayers
+   */
+  kvOneLayer?: boolean;
+  /**
    * 'ggml': round each linear layer's input to the weight type's llama.cpp `vec_dot_type` first (Q8_0,
    * Q8_1, Q8_K, F16, BF16), as llama.cpp's CPU backend does, so KLD/PPL match what llama.cpp measures;
    * with the WebAssembly kernels, Q4_0, Q5_0, Q8_0, IQ4_NL, Q3_K..Q6_K and IQ4_XS weights then run on
@@ -747,7 +753,8 @@ export class Llama {
     this.kvSlot = new Int32Array(c.nLayers);
     let nGlobal = 0;
     let nRing = 0;
-    for (let l = 0; l < c.nLayers; l++) this.kvSlot[l] = sliding(l) ? -1 - nRing++ : nGlobal++;
+    for (let l = 0; l < c.nLayers; l++) this.kvSlot[l] = sliding(l) ? -1 - nRing++ : opts.kvOneLayer ? 0 : nGlobal++;
+    if (opts.kvOneLayer && nRing < c.nLayers) nGlobal = 1;
     if (nRing > 0) {
       this.swaCache = { positions: ring, layers: nRing };
       this.ringK = new Float32Array(nRing * ring * kvDim);

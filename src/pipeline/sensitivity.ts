@@ -31,7 +31,7 @@ import { IQ_NEEDS_IMPORTANCE } from '../quant/ggml/iq-quant.js';
 import { readFloats, type RowQuantizer } from './quantize.js';
 import { InputStats, type ExpertStats } from './passes/input-stats.js';
 import { modelShape } from './passes/load.js';
-import { streamStatistics } from './stats-pass.js';
+import { streamStatistics, type StreamStart } from './stats-pass.js';
 
 export const SENSITIVITY_VERSION = 1;
 export const DEFAULT_SENSITIVITY_TYPES = ['Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K', 'Q8_0', 'IQ4_XS'] as const;
@@ -123,6 +123,8 @@ export interface SensitivityOptions {
   seed?: number;
   /** threads of the statistics pass's matmuls */
   threads?: number;
+  /** the statistics pass, started on `file` before the windows were known (stats-pass.ts startStream) */
+  started?: StreamStart;
   onProgress?: (message: string, done: number, total: number) => void;
 }
 
@@ -489,6 +491,7 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
       // (GPTQ inverts H itself: with GPTQ candidates H is kept, never X)
       statForm: gptq ? 'hessian' : (o.statForm ?? 'auto'),
       headWeight: head !== undefined && !headSampled,
+      started: o.started,
       onLinear: async (x) => {
         const w = shapes.get(x.name);
         if (!w) return;

@@ -14,7 +14,7 @@ import { fail } from '../errors.js';
 import { MatmulEngine } from '../kernels/matmul.js';
 import type { ModelFile, ModelTensor } from '../io/model-file.js';
 import { toFloat32 } from '../io/tensor-data.js';
-import { linearOf, type LinearRole } from '../model/family.js';
+import { linearOf, type LinearRole, type ModelFamily } from '../model/family.js';
 import { matmul } from '../model/matmul.js';
 import type { LlamaConfig, StoredTensor } from '../model/types.js';
 import { ggmlTypeByName } from '../quant/ggml/types.js';
@@ -49,6 +49,11 @@ export interface StreamOptions {
    */
   headWeight?: boolean;
   onProgress?: (message: string, done: number, total: number) => void;
+  /**
+   * the pass started on this file before the windows were known (startStream: its worker threads
+   * starting and the first layer's weights being read while the caller tokenizes the text)
+   */
+  started?: StreamStart;
 }
 
 const dimsOf = (t: ModelTensor): number[] => (t.ne ? [...t.ne] : [...t.shape].reverse());
@@ -66,8 +71,101 @@ async function embeddingRows(m: ModelFile, t: ModelTensor, windows: readonly Int
   const rows = t.nElements / dimsOf(t)[0];
   const rowBytes = t.byteLength / rows;
   const ids = [...new Set(windows.flatMap((w) => [...w]))].filter((id) => Number.isInteger(id) && id >= 0 && id < rows).sort((a, b) => a - b);
-  for (const id of ids) out.set(await m.read(t, id * rowBytes, rowBytes), id * rowBytes);
+  // (all at once: on the file system's threads, not one round trip after another)
+  await Promise.all(ids.map(async (id) => out.set(await m.read(t, id * rowBytes, rowBytes), id * rowBytes)));
   return out;
+}
+
+/**
+ * The weights of a layer, a group of tensors at a time, read into buffers reused from layer to layer
+ * (kernel memory when it is shared, so the matmuls take them in place); `weights` maps each tensor read
+ * (and not let go yet) to its values.
+ */
+class LayerReader {
+  readonly weights = new Map<string, FloatTensor>();
+  private readonly buffers = new Map<string, Float32Array>();
+  private readonly reads = new Map<string, Promise<[string, FloatTensor][]>>();
+  private readonly owner = {};
+  private readonly inFile: Set<string>;
+  private readonly family: ModelFamily;
+  private readonly roleGroup = new Map<LinearRole, number>();
+  readonly nLayers: number;
+  constructor(readonly m: ModelFile, private readonly engine: MatmulEngine | null) {
+    const { config, family } = modelShape(m);
+    this.family = family;
+    this.nLayers = config.nLayers;
+    this.inFile = new Set(m.tensors.map((t) => t.name));
+    family.inputGroups.forEach((g, gi) => g.linears.forEach((r) => this.roleGroup.set(r, gi)));
+  }
+  /** read a tensor into its slot's buffer (not in `weights`: awaitRead puts a group's tensors there) */
+  async load(name: string): Promise<FloatTensor> {
+    const m = this.m;
+    const t = m.tensor(name);
+    const dims = dimsOf(t);
+    const n = t.nElements;
+    const slot = name.replace(/^blk\.\d+\./, '');
+    let buf = this.buffers.get(slot);
+    if (!buf || buf.length < n) {
+      buf = this.engine?.allocF32(n, this.owner)?.array ?? new Float32Array(n);
+      this.buffers.set(slot, buf);
+    }
+    const data = buf.subarray(0, n);
+    if (t.type === 'F32' && m.readInto) await m.readInto(t, 0, new Uint8Array(data.buffer, data.byteOffset, n * 4));
+    else toFloat32(t.type, await m.read(t, 0, t.byteLength), data);
+    return { data, rows: n / dims[0], cols: dims[0] };
+  }
+  /** the tensors of layer l in input group gi (a linear in no input group -- none in the families so far -- is read with group 'other' and kept to the layer's end) */
+  groupNames(l: number, gi: number | 'other'): string[] {
+    return this.family.linears.filter((s) => (this.roleGroup.get(s.role) ?? 'other') === gi).map((s) => `blk.${l}.${s.gguf}.weight`).filter((n) => this.inFile.has(n));
+  }
+  /** start reading group gi of layer l (on the file system's threads) */
+  startRead(l: number, gi: number | 'other'): void {
+    if (l >= this.nLayers || this.reads.has(`${l}:${gi}`)) return;
+    const p = Promise.all(this.groupNames(l, gi).map(async (n): Promise<[string, FloatTensor]> => [n, await this.load(n)]));
+    p.catch(() => undefined); // awaited when the group is needed
+    this.reads.set(`${l}:${gi}`, p);
+  }
+  /** wait for group gi of layer l to be read, its tensors then in `weights`; the seconds waited */
+  async awaitRead(l: number, gi: number | 'other'): Promise<number> {
+    const p = this.reads.get(`${l}:${gi}`);
+    if (!p) return 0;
+    const tw = performance.now();
+    const got = await p;
+    this.reads.delete(`${l}:${gi}`);
+    for (const [n, t] of got) this.weights.set(n, t);
+    return (performance.now() - tw) / 1000;
+  }
+  /** group gi of layer l is done with: its tensors let go, the same group of layer l + 1 read into its buffers */
+  release(l: number, gi: number | 'other'): void {
+    for (const n of this.groupNames(l, gi)) this.weights.delete(n);
+    this.startRead(l + 1, gi);
+  }
+  /** start reading every group of layer 0 */
+  startFirst(): void {
+    for (let gi = 0; gi < this.family.inputGroups.length; gi++) this.startRead(0, gi);
+    this.startRead(0, 'other');
+  }
+}
+
+/** A statistics pass started before its windows are known (startStream). */
+export interface StreamStart {
+  readonly file: ModelFile;
+  /** @internal */
+  readonly reader: LayerReader;
+}
+
+/**
+ * Start the pass over `m` before the calibration windows are known: the kernel threads start and the
+ * first layer's weights are read (on other threads) while the caller tokenizes the text; give the
+ * result to streamStatistics as `started`. Its weight buffers are the pass's own (nothing is read
+ * twice). The same results as a pass not started early.
+ */
+export function startStream(m: ModelFile, o: { threads?: number } = {}): StreamStart {
+  const engine = MatmulEngine.get();
+  if (engine && o.threads !== undefined) engine.setThreads(o.threads);
+  const reader = new LayerReader(m, engine);
+  reader.startFirst();
+  return { file: m, reader };
 }
 
 /**
@@ -80,6 +178,10 @@ export async function streamStatistics(m: ModelFile, o: StreamOptions): Promise<
   if (o.windows.length === 0) fail('the calibration pass needs at least one window');
   const ctx = o.windows[0].length;
   if (o.windows.some((w) => w.length !== ctx)) fail('calibration windows must all have the same length');
+  // the layers' weights: the first layer's read from here on, while the small tensors are (a pass
+  // started early, by startStream, is reading them already)
+  if (o.started && o.started.file !== m) fail('internal: the statistics pass was started on another file');
+  const reader = o.started?.reader ?? startStream(m, { threads: o.threads }).reader;
   const f32 = ggmlTypeByName('F32')!;
   // the runtime gets the small tensors (norms, biases, the embedding) as stored and, for every weight it
   // multiplies with, a view of one zero buffer: its linears read the weights of the current layer from
@@ -92,10 +194,11 @@ export async function streamStatistics(m: ModelFile, o: StreamOptions): Promise<
     if (isStreamed(t)) stored.push({ name: t.name, type: f32, dims, data: placeholder.subarray(0, t.nElements * 4) });
     else stored.push({ name: t.name, type: ggmlTypeByName(t.type) ?? fail(`${t.name}: unknown tensor type ${t.type}`), dims, data: t.name === 'token_embd.weight' ? await embeddingRows(m, t, o.windows) : await m.read(t, 0, t.byteLength) });
   }
-  const weights = new Map<string, FloatTensor>();
+  const weights = reader.weights;
   // the 1-D tensors (norm gains the stages read from `weights`, e.g. Gemma's post-norms) stay for the whole pass
   for (const t of m.tensors) if (!isStreamed(t) && dimsOf(t).length === 1) weights.set(t.name, { data: await m.readFloat32(t), rows: 1, cols: t.nElements });
-  const lc = new LayerCalibration(config, family, weights, stored, o.windows, ctx, o.threads, false);
+  // (the pass only runs stages, a layer at a time: one layer's KV cache, not 46 MB of fresh memory for 22 of a 1.1B model)
+  const lc = new LayerCalibration(config, family, weights, stored, o.windows, ctx, o.threads, false, { kvOneLayer: true });
   // a row view of a fused tensor (Phi-3's q/k/v of attn_qkv, gate/up of ffn_up) reads its rows of the fused weight
   const viaLayer = lc.model.hooks.linear!;
   lc.model.hooks.linear = (out, x, w, nTok, expert) => {
@@ -114,29 +217,7 @@ export async function streamStatistics(m: ModelFile, o: StreamOptions): Promise<
   const tokenCounts = new Float32Array(config.vocabSize);
   for (const w of o.windows) for (const id of w) tokenCounts[id]++;
 
-  // the layer's weights are read into buffers reused from layer to layer (kernel memory when it is
-  // shared, so the matmuls take them in place)
-  const engine = MatmulEngine.get();
-  const buffers = new Map<string, Float32Array>();
-  const owner = {};
   const secs = { read: 0, consumer: 0 };
-  const load = async (name: string): Promise<FloatTensor> => {
-    const t = m.tensor(name);
-    const dims = dimsOf(t);
-    const n = t.nElements;
-    const slot = name.replace(/^blk\.\d+\./, '');
-    let buf = buffers.get(slot);
-    if (!buf || buf.length < n) {
-      buf = engine?.allocF32(n, owner)?.array ?? new Float32Array(n);
-      buffers.set(slot, buf);
-    }
-    const data = buf.subarray(0, n);
-    if (t.type === 'F32' && m.readInto) await m.readInto(t, 0, new Uint8Array(data.buffer, data.byteOffset, n * 4));
-    else toFloat32(t.type, await m.read(t, 0, t.byteLength), data);
-    const ft = { data, rows: n / dims[0], cols: dims[0] };
-    weights.set(name, ft);
-    return ft;
-  };
   const give = async (x: StreamedLinear) => {
     const t0 = performance.now();
     await o.onLinear(x);
@@ -156,38 +237,16 @@ export async function streamStatistics(m: ModelFile, o: StreamOptions): Promise<
   // buffers (two sets, a whole layer read ahead, were 0.2 GB more fresh memory on a 1.1B model: a page
   // fault per 4 KiB, ~10 µs each in a virtual machine).
   const groups = family.inputGroups;
-  const roleGroup = new Map<LinearRole, number>();
-  groups.forEach((g, gi) => g.linears.forEach((r) => roleGroup.set(r, gi)));
-  // (a linear in no input group -- none in the families so far -- is read with group 0 and kept to the layer's end)
-  const groupNames = (l: number, gi: number | 'other') =>
-    family.linears.filter((s) => (roleGroup.get(s.role) ?? 'other') === gi).map((s) => `blk.${l}.${s.gguf}.weight`).filter((n) => inFile.has(n));
-  const reads = new Map<string, Promise<unknown>>();
-  const startRead = (l: number, gi: number | 'other') => {
-    if (l >= nLayers) return;
-    const p = Promise.all(groupNames(l, gi).map((n) => load(n)));
-    p.catch(() => undefined); // awaited when the group is needed
-    reads.set(`${l}:${gi}`, p);
-  };
   const awaitRead = async (l: number, gi: number | 'other') => {
-    const p = reads.get(`${l}:${gi}`);
-    if (!p) return;
-    const tw = performance.now();
-    await p;
-    reads.delete(`${l}:${gi}`);
-    secs.read += (performance.now() - tw) / 1000; // the reads the computation did not hide
+    secs.read += await reader.awaitRead(l, gi); // the reads the computation did not hide
   };
-  const release = (l: number, gi: number | 'other') => {
-    for (const n of groupNames(l, gi)) weights.delete(n);
-    startRead(l + 1, gi);
-  };
-  for (let gi = 0; gi < groups.length; gi++) startRead(0, gi);
-  startRead(0, 'other');
+  const release = (l: number, gi: number | 'other') => reader.release(l, gi);
   let head: Promise<FloatTensor> | undefined;
   for (let l = 0; l < nLayers; l++) {
     const name = (r: LinearRole) => `blk.${l}.${linearOf(family, r).gguf}.weight`;
     const perExpert = (r: LinearRole) => linearOf(family, r).perExpert === true;
     // (the classifier, read while the last layer computes)
-    if (l === nLayers - 1 && readHead) (head = load('output.weight')).catch(() => undefined);
+    if (l === nLayers - 1 && readHead) (head = reader.load('output.weight')).catch(() => undefined);
     await awaitRead(l, 'other');
     let released = 0; // groups [0, released) of layer l are done with
     for (let gi = 0; gi < groups.length; gi++) {
@@ -218,7 +277,8 @@ export async function streamStatistics(m: ModelFile, o: StreamOptions): Promise<
   // a classifier tied to the embedding: the caller measures token_embd (whole rows) with these statistics
   if (readHead) {
     const tw = performance.now();
-    const w = await (head ?? load('output.weight'));
+    const w = await (head ?? reader.load('output.weight'));
+    weights.set('output.weight', w);
     secs.read += (performance.now() - tw) / 1000;
     await give({ name: 'output.weight', w, stats: headStats, layer: nLayers });
   }

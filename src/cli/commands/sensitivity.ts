@@ -8,6 +8,7 @@ import type { ModelFile } from '../../io/model-file.js';
 import { allocateToSize, bytesForBpw, parameterCount, type AllocateMethod, type AllocationResult } from '../../pipeline/allocate.js';
 import { DEFAULT_SENSITIVITY_TYPES, kldFitness, measureSensitivity, modelFingerprint, parseSensitivityDb, type SensitivityDb } from '../../pipeline/sensitivity.js';
 import { sensitivityReportHtml } from '../../pipeline/sensitivity-report.js';
+import { startStream } from '../../pipeline/stats-pass.js';
 import { vocabFromGgufMetadata } from '../../io/vocab.js';
 import { Tokenizer } from '../../model/tokenizer.js';
 import type { Command } from '../args.js';
@@ -63,15 +64,20 @@ export async function runSensitivity(modelPath: string, a: { values: Record<stri
     if (metadata.get('tokenizer.ggml.tokens') === undefined) fail(`${modelPath} carries no vocabulary to tokenize the calibration text`);
     const tokenizer = new Tokenizer(vocabFromGgufMetadata(metadata));
     const ctx = Math.min(cal.ctx, config.seqLen);
+    const weighted = !(a.values['plain-costs'] as boolean | undefined);
+    // the candidates' rows are quantized on every thread (as plain quantize does): the caller's pool
+    // when it has one (quantize --calib --target-size: the one that then quantizes the file), else our own
+    pool = sharedPool ?? (threads > 1 ? new QuantizePool(threads) : undefined);
+    gptqPool = gptq && threads > 1 ? new GptqPool(threads - 1) : undefined;
+    // the statistics pass (hessian costs, or the importance of weighted ones) and the row workers start
+    // now: the threads start up and the first layer's weights are read while this thread tokenizes
+    const started = estimator === 'hessian' || weighted ? startStream(file, { threads }) : undefined;
+    pool?.start();
     const stream = tokenizer.encode(readInputText(calibPath, 'calibration file (--calib)'), { bos: false });
     const windows = calibrationWindows(stream, cal.tokens, ctx, cal.seed, tokenizer.vocab.bos);
     const nKld = Math.min(windows.length, a.values['kld-windows'] as number);
     // the runtime holds the whole model: only for the KL divergences
     const model = estimator === 'kld' || outputFactor === 'kld' ? (await loadModelPath(modelPath, undefined, { contextLength: ctx, batch: Math.min(ctx, 512), threads })).model : undefined;
-    // the candidates' rows are quantized on every thread (as plain quantize does): the caller's pool
-    // when it has one (quantize --calib --target-size: the one that then quantizes the file), else our own
-    pool = sharedPool ?? (threads > 1 ? new QuantizePool(threads) : undefined);
-    gptqPool = gptq && threads > 1 ? new GptqPool(threads - 1) : undefined;
     return await measureSensitivity({
       model,
       file,
@@ -82,8 +88,9 @@ export async function runSensitivity(modelPath: string, a: { values: Record<stri
       outputFactor,
       seed: cal.seed,
       maxRows: a.values['sample-rows'] as number | undefined,
-      weighted: !(a.values['plain-costs'] as boolean | undefined),
+      weighted,
       threads,
+      started,
       rowQuantizer: pool,
       ...(gptq ? { algo: 'gptq' as const, ptq: ptqOptions(gptq.ptq ?? {}), gptqWorkers: gptqPool } : {}),
       onProgress,

@@ -57,9 +57,11 @@ export class LayerCalibration extends PhaseClock {
     readonly ctx: number,
     threads: number | undefined,
     private readonly magnitudes: boolean,
+    /** kvOneLayer: the runtime's KV cache holds one layer (Llama's option: only stages run, layer after layer) */
+    opts: { kvOneLayer?: boolean } = {},
   ) {
     super();
-    this.model = new Llama(config, tensors, { contextLength: ctx, batch: Math.min(ctx, 512), threads, weightsInKernel: false });
+    this.model = new Llama(config, tensors, { contextLength: ctx, batch: Math.min(ctx, 512), threads, weightsInKernel: false, kvOneLayer: opts.kvOneLayer });
     this.engine = MatmulEngine.get();
     // every linear reads its weight from `weights` (the arrays the transforms and quantizers write into;
     // the runtime's own copy of a weight would go stale) with the f32 kernel on every thread
