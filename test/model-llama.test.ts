@@ -247,10 +247,10 @@ test('the last layer leaves out the rows whose logits are not asked for (past th
   }
 });
 
-test('onePass (perplexity chunks from position 0 in one batch): a KV cache of one layer, the same logits bit for bit chunk after chunk; other positions fail', () => {
+test('kvOneLayer (perplexity chunks from position 0 in one batch): a KV cache of one layer, the same logits bit for bit chunk after chunk; other positions fail', () => {
   const chunk = (c: number) => Array.from({ length: 48 }, (_, i) => 1 + ((c * 131 + i * 7919) % 511));
   const full = new Llama(bin.config, bin.tensors, { batch: 48, contextLength: 64, activations: 'ggml' });
-  const one = new Llama(bin.config, bin.tensors, { batch: 48, contextLength: 64, activations: 'ggml', onePass: true });
+  const one = new Llama(bin.config, bin.tensors, { batch: 48, contextLength: 64, activations: 'ggml', kvOneLayer: true });
   for (let c = 0; c < 3; c++) assert.deepEqual(Float32Array.from(one.forward(chunk(c), 0, 24, true)), full.forward(chunk(c), 0, 24), `chunk ${c}`);
   const kvDim = bin.config.nKvHeads * bin.config.headDim;
   const span = (m: Llama) => {
@@ -262,8 +262,8 @@ test('onePass (perplexity chunks from position 0 in one batch): a KV cache of on
   assert.ok(oneSpan >= 64 * kvDim * 4 && oneSpan < 2 * 64 * kvDim * 4, `one layer: ${oneSpan}`);
   assert.ok(span(full)[0] >= bin.config.nLayers * 64 * kvDim * 4);
   assert.equal(oneBytes, span(full)[1]);
-  assert.throws(() => one.forward(chunk(0).slice(0, 4), 4), /one-pass/);
-  assert.throws(() => one.forward(chunk(0).concat(chunk(1)).slice(0, 60), 0), /one-pass/);
+  assert.throws(() => one.forward(chunk(0).slice(0, 4), 4), /one-layer KV cache/);
+  assert.throws(() => one.forward(chunk(0).concat(chunk(1)).slice(0, 60), 0), /one-layer KV cache/);
 });
 
 function toF16(tensors: StoredTensor[]): StoredTensor[] {

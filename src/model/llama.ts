@@ -672,9 +672,12 @@ export interface LlamaOptions extends LoadOptions {
   /** KV cache types (-ctk / -ctv): a packed cache (src/model/kv/cache.ts) unless both are f32 */
   kvCache?: KvCacheOptions;
   /**
-   * one KV cache slot shared by every layer (sliding-window layers keep their rings): for callers that
-   * run a layer's attention over whole windows before the next layer's and never read an earlier
-   * layer's cache (the calibration stages, runStage); the cache then holds one layer, not nLayers
+   * One KV cache slot shared by every layer (sliding-window layers keep their rings): for callers whose
+   * layers never read an earlier layer's cache after the next layer has run. The calibration stages
+   * (runStage) run a layer's attention over whole windows before the next layer's; perplexity's chunks
+   * run from position 0 in one batch (`forward` then fails on any other position or on more than one
+   * batch). The cache holds one layer, not nLayers (12x less memory to map on the 155M model, ~9k fewer
+   * first-touch page faults); the kernel cache's bytesPerToken still reports every layer's (the format's cost).
    */
   kvOneLayer?: boolean;
   /**
@@ -685,14 +688,6 @@ export interface LlamaOptions extends LoadOptions {
    * is 'ggml'): weights are the only thing quantized, multiplied in f32.
    */
   activations?: 'f32' | 'ggml';
-  /**
-   * Every forward call runs its tokens from position 0 in one batch (perplexity's chunks of at most
-   * `batch` tokens; forward fails otherwise): a layer's keys and values are read by that layer only, so
-   * the f32 cache in kernel memory holds one layer, which each layer overwrites (12x less memory to map
-   * on the 155M model: ~9k fewer page faults of ~20-40 µs in the first chunk). Its bytesPerToken still
-   * reports the whole model's cache per position (the format's cost). Other caches are unchanged.
-   */
-  onePass?: boolean;
 }
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
@@ -731,8 +726,8 @@ export class Llama {
   readonly swaCache?: { readonly positions: number; readonly layers: number };
   /** per layer: its slot in `kv`, or -1 - (its ring) for a sliding-window layer in the ring */
   private readonly kvSlot: Int32Array;
-  /** LlamaOptions.onePass with its one-layer cache */
-  private readonly onePass: boolean;
+  /** LlamaOptions.kvOneLayer: every non-sliding layer in slot 0 (forward then runs one batch from position 0) */
+  private readonly oneLayerKv: boolean;
   private readonly ringK: Float32Array = new Float32Array(0);
   private readonly ringV: Float32Array = new Float32Array(0);
 
@@ -753,19 +748,21 @@ export class Llama {
     this.kvSlot = new Int32Array(c.nLayers);
     let nGlobal = 0;
     let nRing = 0;
-    for (let l = 0; l < c.nLayers; l++) this.kvSlot[l] = sliding(l) ? -1 - nRing++ : opts.kvOneLayer ? 0 : nGlobal++;
-    if (opts.kvOneLayer && nRing < c.nLayers) nGlobal = 1;
+    for (let l = 0; l < c.nLayers; l++) this.kvSlot[l] = sliding(l) ? -1 - nRing++ : nGlobal++;
+    // kvOneLayer: the non-sliding layers share slot 0; nAll of them are reported as the cache's cost
+    const nAll = nGlobal;
+    this.oneLayerKv = opts.kvOneLayer === true && nGlobal > 1;
+    if (this.oneLayerKv) {
+      for (let l = 0; l < c.nLayers; l++) if (this.kvSlot[l] >= 0) this.kvSlot[l] = 0;
+      nGlobal = 1;
+    }
     if (nRing > 0) {
       this.swaCache = { positions: ring, layers: nRing };
       this.ringK = new Float32Array(nRing * ring * kvDim);
       this.ringV = new Float32Array(nRing * ring * kvDim);
     }
     const packed = isDefaultKvCache(opts.kvCache) ? null : packedKvStorage(opts.kvCache!, { nLayers: nGlobal, capacity, nKvHeads: c.nKvHeads, headDim: c.headDim }, engine);
-    // onePass: one layer's slot for every layer (no layer slides: nRing = 0, nGlobal = nLayers)
-    const kvLayers = opts.onePass && nRing === 0 ? 1 : nGlobal;
-    const kernelKv = engine && c.headDim % 4 === 0 && !opts.kv && !packed ? kernelKvStorage(engine, kvLayers, capacity, kvDim, nGlobal) : null;
-    this.onePass = kernelKv !== null && kvLayers === 1 && nGlobal > 1;
-    if (this.onePass) this.kvSlot.fill(0);
+    const kernelKv = engine && c.headDim % 4 === 0 && !opts.kv && !packed ? kernelKvStorage(engine, nGlobal, capacity, kvDim, nAll) : null;
     this.kv = opts.kv ?? packed ?? kernelKv ?? f32KvStorage(nGlobal, capacity, kvDim);
     this.engine = engine;
     this.s = new RunState(c, batch, this.kv.capacity, engine, this.weights);
@@ -799,7 +796,7 @@ export class Llama {
     if (n === 0) fail('forward needs at least one token');
     if (pos < 0 || pos + n > this.kv.capacity) fail(`positions ${pos}..${pos + n - 1} do not fit the context of ${this.kv.capacity}`);
     if (!(outputsFrom >= 0 && outputsFrom < n)) fail(`outputsFrom ${outputsFrom} is outside the ${n} tokens`);
-    if (this.onePass && (pos !== 0 || n > this.s.batch)) fail(`internal: a model made for one-pass forwards (onePass) ran ${n} tokens at position ${pos} (batch ${this.s.batch})`);
+    if (this.oneLayerKv && (pos !== 0 || n > this.s.batch)) fail(`internal: a model with a one-layer KV cache (kvOneLayer) ran ${n} tokens at position ${pos} (batch ${this.s.batch})`);
     const onlyLast = outputsFrom === n - 1;
     const size = (n - outputsFrom) * c.vocabSize;
     const out = onlyLast ? this.s.lastLogits : reuse ? this.reusedLogits(size) : new Float32Array(size);

@@ -2,6 +2,7 @@ import { actQuantFloatLinear, actQuantLinear, actQuantSchemeLinear, isOnlineRota
 import { fp8_e4m3fn } from '../../formats/registry.js';
 import { flexqSensitivity } from '../../pipeline/flexq.js';
 import { fail } from '../../errors.js';
+import { isDefaultKvCache } from '../../model/kv/cache.js';
 import { resolveScheme } from '../../quant/registry.js';
 import { logitsFileBase, modelBase, perplexity, type BaseSource, type PerplexityResult } from '../../eval/perplexity.js';
 import type { Command } from '../args.js';
@@ -70,9 +71,9 @@ export const evalCommand: Command = {
       }
       const kvCache = await kvCacheFrom(a.values, a.positionals[0], tokFile, ctx);
       // token_embd rows are read as the tokens use them (lazyEmbedding): a run meets a few hundred of them;
-      // a chunk that fits one batch runs from position 0 in one forward: a KV cache of one layer (onePass)
-      const onePass = ctx <= 512;
-      const m = await loadModelPath(a.positionals[0], tokFile, { contextLength: ctx, batch: Math.min(ctx, 512), dequantize, activations, threads, kvCache, lazyEmbedding: true, onePass });
+      // a chunk that fits one batch runs from position 0 in one forward: the f32 KV cache holds one layer (kvOneLayer)
+      const kvOneLayer = ctx <= 512 && isDefaultKvCache(kvCache);
+      const m = await loadModelPath(a.positionals[0], tokFile, { contextLength: ctx, batch: Math.min(ctx, 512), dequantize, activations, threads, kvCache, lazyEmbedding: true, kvOneLayer });
       const kv = m.model.kv as { bytesPerToken?: number };
       if (a.values.act !== 'none' && a.values['llm-int8'] !== undefined) fail('give either --act or --llm-int8, not both');
       const act = a.values.act as string;
@@ -110,7 +111,7 @@ export const evalCommand: Command = {
       const addBos = vocab?.addBos ?? true;
       let base: BaseSource | undefined = baseLogits;
       if (a.values.base) {
-        const b = await loadModelPath(a.values.base as string, tokFile, { contextLength: ctx, batch: Math.min(ctx, 512), dequantize, activations, threads, lazyEmbedding: true, onePass });
+        const b = await loadModelPath(a.values.base as string, tokFile, { contextLength: ctx, batch: Math.min(ctx, 512), dequantize, activations, threads, lazyEmbedding: true, kvOneLayer });
         if (b.model.config.vocabSize !== m.model.config.vocabSize) fail(`base vocabulary ${b.model.config.vocabSize} differs from the model's ${m.model.config.vocabSize}`);
         base = modelBase(b.model, ctx, bos, addBos);
       }
