@@ -1839,46 +1839,45 @@ function r6lanes(pd: usize, psc: usize, pq: usize, ss: usize, qs: usize, vs: usi
   store4(y, f, nr);
 }
 
-/** Q6_K decode, a full group of 8 rows (group blocks of 1824 bytes at p): each activation splat serves both halves */
+/**
+ * Q6_K decode, a full group of 8 rows (group blocks of 1824 bytes at p). Written for few machine instructions
+ * per weight (V8's code for this loop is bound by the instructions it issues, not by its vector arithmetic):
+ * TurboFan emits a loop body's loads first and its arithmetic after them, so one iteration is one half's
+ * sub-block (its 9 loads and the arithmetic on them fit V8's 16 vector registers: no spills), its pointers
+ * stepped and every vector load at a constant offset; the halves take turns (each reloads the activation splats).
+ */
 function r6lanes8(p: usize, xa: usize, K: i32, xd: usize, xdStride: usize, nb: i32, y: usize): void {
   let f0 = f32x4.splat(0), f1 = f32x4.splat(0);
   const kk = <usize>K;
-  const off = xa + 3 * kk + (kk >> 3);
-  const m6 = i8x16.splat(63), m4 = i8x16.splat(15), h2 = i8x16.splat(48);
-  for (let b = 0; b < nb; b++, p += 1824) {
-    const xb = xa + <usize>b * 256, ob = off + <usize>b * 64;
-    let I0 = i32x4.splat(0), I1 = i32x4.splat(0);
-    for (let s: usize = 0; s < 16; s++) {
-      const v = p + 288 + s * 96, x = xb + s * 16;
-      let X = v128.load32_splat(x);
-      let U = v128.load(v), W = v128.load(v, 16);
-      let S0 = rdot(X, v128.and(U, m6)), S1 = rdot(X, v128.and(W, m6));
-      X = v128.load32_splat(x + 4);
-      let Z = v128.load(v, 64);
-      S0 = i16x8.add(S0, rdot(X, v128.or(v128.and(Z, m4), v128.and(i16x8.shr_u(U, 2), h2))));
-      Z = v128.load(v, 80);
-      S1 = i16x8.add(S1, rdot(X, v128.or(v128.and(Z, m4), v128.and(i16x8.shr_u(W, 2), h2))));
-      X = v128.load32_splat(x + 8);
-      U = v128.load(v, 32);
-      W = v128.load(v, 48);
-      S0 = i16x8.add(S0, rdot(X, v128.and(U, m6)));
-      S1 = i16x8.add(S1, rdot(X, v128.and(W, m6)));
-      X = v128.load32_splat(x + 12);
-      Z = v128.load(v, 64);
-      S0 = i16x8.add(S0, rdot(X, v128.or(v128.and(i16x8.shr_u(Z, 4), m4), v128.and(i16x8.shr_u(U, 2), h2))));
-      Z = v128.load(v, 80);
-      S1 = i16x8.add(S1, rdot(X, v128.or(v128.and(i16x8.shr_u(Z, 4), m4), v128.and(i16x8.shr_u(W, 2), h2))));
-      const O = v128.load32_splat(ob + s * 4);
-      const sc = p + 32 + s * 16;
-      I0 = i32x4.add(I0, i32x4.dot_i16x8_s(i16x8.sub(S0, O), v128.load8x8_s(sc)));
-      I1 = i32x4.add(I1, i32x4.dot_i16x8_s(i16x8.sub(S1, O), v128.load8x8_s(sc + 8)));
-    }
-    const dx = v128.load32_splat(xd + <usize>b * xdStride);
+  let ob = xa + 3 * kk + (kk >> 3);
+  let xb = xa, dp = xd;
+  const pe = p + <usize>nb * 1824;
+  for (; p < pe; p += 1824, xb += 256, ob += 64, dp += xdStride) {
+    const I0 = r6half(p + 288, xb, ob, p + 32);
+    const I1 = r6half(p + 304, xb, ob, p + 40);
+    const dx = v128.load32_splat(dp);
     f0 = f32x4.add(f0, f32x4.mul(cvt(I0), f32x4.mul(v128.load(p), dx)));
     f1 = f32x4.add(f1, f32x4.mul(cvt(I1), f32x4.mul(v128.load(p, 16), dx)));
   }
   v128.store(y, f0);
   v128.store(y, f1, 16);
+}
+
+/** Q6_K: one half's I over the 16 sub-blocks of a group block (r6lanes8): vectors at v, activations x, offsets o, scales sc */
+// @ts-ignore: decorator
+@inline function r6half(v: usize, x: usize, o: usize, sc: usize): v128 {
+  const m6 = i8x16.splat(63), m4 = i8x16.splat(15), h2 = i8x16.splat(48);
+  let I = i32x4.splat(0);
+  const ve = v + 16 * 96;
+  for (; v < ve; v += 96, x += 16, o += 4, sc += 16) {
+    const U = v128.load(v), W = v128.load(v, 32), Z = v128.load(v, 64);
+    let S = rdot(v128.load32_splat(x), v128.and(U, m6));
+    S = i16x8.add(S, rdot(v128.load32_splat(x + 4), v128.or(v128.and(Z, m4), v128.and(i16x8.shr_u(U, 2), h2))));
+    S = i16x8.add(S, rdot(v128.load32_splat(x + 8), v128.and(W, m6)));
+    S = i16x8.add(S, rdot(v128.load32_splat(x + 12), v128.or(v128.and(i16x8.shr_u(Z, 4), m4), v128.and(i16x8.shr_u(W, 2), h2))));
+    I = i32x4.add(I, i32x4.dot_i16x8_s(i16x8.sub(S, v128.load32_splat(o)), v128.load8x8_s(sc)));
+  }
+  return I;
 }
 
 /** rtile4x1q32 / rtile4x1k / r6lanes compiled once per weight type and layout (no type branches in the loops) */
