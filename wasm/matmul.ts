@@ -1660,103 +1660,69 @@ function rtileQ4KLanes(pd: usize, h2: usize, psc: usize, pmn: usize, pq: usize, 
 }
 
 /**
- * Q4_K decode, a full group of 8 rows (group blocks of 1280 bytes at p): each activation splat loaded
- * once for both halves; the low nibbles' pass, then the high nibbles' (the vectors loaded again: fewer
- * live registers than V8's 16 would hold otherwise)
+ * Q4_K decode, a full group of 8 rows (group blocks of 1280 bytes at p): each activation vector serves both
+ * halves. Written for few machine instructions per weight (V8's code for this loop is bound by the
+ * instructions it issues). TurboFan emits a loop body's loads ahead of its arithmetic (and merges loads of one
+ * address), so a body holding 16 weight vectors and 16 activation splats spilled most of them: here each
+ * 64 elements' activations are four vectors whose 4-byte splats are shuffles placed next to their use, and a
+ * half's sums are stored to y (overwritten at the end) before the other half's vectors are loaded: a store
+ * orders the loads after it, so a half's values fit V8's 16 vector registers.
  */
 function rtileQ4KLanes8(p: usize, xa: usize, xd: usize, xdStride: usize, nb: i32, xsum: usize, y: usize): void {
   let f0 = f32x4.splat(0), f1 = f32x4.splat(0);
   const m = i8x16.splat(0x0f);
   for (let b = 0; b < nb; b++, p += 1280) {
-    const xb = xa + <usize>b * 256;
     let I0 = i32x4.splat(0), I1 = i32x4.splat(0);
-    for (let jj: usize = 0; jj < 4; jj++) {
-      const xj = xb + jj * 64, qj = p + 256 + jj * 256, sc = p + 64 + jj * 16;
-      let q: v128, qb: v128, X: v128, s0: v128, s1: v128;
-      q = v128.load(qj);
-      qb = v128.load(qj, 16);
-      X = v128.load32_splat(xj);
-      s0 = rdot(X, v128.and(q, m));
-      s1 = rdot(X, v128.and(qb, m));
-      q = v128.load(qj, 32);
-      qb = v128.load(qj, 48);
-      X = v128.load32_splat(xj + 4);
-      s0 = i16x8.add(s0, rdot(X, v128.and(q, m)));
-      s1 = i16x8.add(s1, rdot(X, v128.and(qb, m)));
-      q = v128.load(qj, 64);
-      qb = v128.load(qj, 80);
-      X = v128.load32_splat(xj + 8);
-      s0 = i16x8.add(s0, rdot(X, v128.and(q, m)));
-      s1 = i16x8.add(s1, rdot(X, v128.and(qb, m)));
-      q = v128.load(qj, 96);
-      qb = v128.load(qj, 112);
-      X = v128.load32_splat(xj + 12);
-      s0 = i16x8.add(s0, rdot(X, v128.and(q, m)));
-      s1 = i16x8.add(s1, rdot(X, v128.and(qb, m)));
-      q = v128.load(qj, 128);
-      qb = v128.load(qj, 144);
-      X = v128.load32_splat(xj + 16);
-      s0 = i16x8.add(s0, rdot(X, v128.and(q, m)));
-      s1 = i16x8.add(s1, rdot(X, v128.and(qb, m)));
-      q = v128.load(qj, 160);
-      qb = v128.load(qj, 176);
-      X = v128.load32_splat(xj + 20);
-      s0 = i16x8.add(s0, rdot(X, v128.and(q, m)));
-      s1 = i16x8.add(s1, rdot(X, v128.and(qb, m)));
-      q = v128.load(qj, 192);
-      qb = v128.load(qj, 208);
-      X = v128.load32_splat(xj + 24);
-      s0 = i16x8.add(s0, rdot(X, v128.and(q, m)));
-      s1 = i16x8.add(s1, rdot(X, v128.and(qb, m)));
-      q = v128.load(qj, 224);
-      qb = v128.load(qj, 240);
-      X = v128.load32_splat(xj + 28);
-      s0 = i16x8.add(s0, rdot(X, v128.and(q, m)));
-      s1 = i16x8.add(s1, rdot(X, v128.and(qb, m)));
-      I0 = i32x4.add(I0, i32x4.dot_i16x8_s(s0, v128.load8x8_u(sc)));
-      I1 = i32x4.add(I1, i32x4.dot_i16x8_s(s1, v128.load8x8_u(sc + 64)));
-      q = v128.load(qj);
-      qb = v128.load(qj, 16);
-      X = v128.load32_splat(xj + 32);
-      s0 = rdot(X, v128.and(i16x8.shr_u(q, 4), m));
-      s1 = rdot(X, v128.and(i16x8.shr_u(qb, 4), m));
-      q = v128.load(qj, 32);
-      qb = v128.load(qj, 48);
-      X = v128.load32_splat(xj + 36);
-      s0 = i16x8.add(s0, rdot(X, v128.and(i16x8.shr_u(q, 4), m)));
-      s1 = i16x8.add(s1, rdot(X, v128.and(i16x8.shr_u(qb, 4), m)));
-      q = v128.load(qj, 64);
-      qb = v128.load(qj, 80);
-      X = v128.load32_splat(xj + 40);
-      s0 = i16x8.add(s0, rdot(X, v128.and(i16x8.shr_u(q, 4), m)));
-      s1 = i16x8.add(s1, rdot(X, v128.and(i16x8.shr_u(qb, 4), m)));
-      q = v128.load(qj, 96);
-      qb = v128.load(qj, 112);
-      X = v128.load32_splat(xj + 44);
-      s0 = i16x8.add(s0, rdot(X, v128.and(i16x8.shr_u(q, 4), m)));
-      s1 = i16x8.add(s1, rdot(X, v128.and(i16x8.shr_u(qb, 4), m)));
-      q = v128.load(qj, 128);
-      qb = v128.load(qj, 144);
-      X = v128.load32_splat(xj + 48);
-      s0 = i16x8.add(s0, rdot(X, v128.and(i16x8.shr_u(q, 4), m)));
-      s1 = i16x8.add(s1, rdot(X, v128.and(i16x8.shr_u(qb, 4), m)));
-      q = v128.load(qj, 160);
-      qb = v128.load(qj, 176);
-      X = v128.load32_splat(xj + 52);
-      s0 = i16x8.add(s0, rdot(X, v128.and(i16x8.shr_u(q, 4), m)));
-      s1 = i16x8.add(s1, rdot(X, v128.and(i16x8.shr_u(qb, 4), m)));
-      q = v128.load(qj, 192);
-      qb = v128.load(qj, 208);
-      X = v128.load32_splat(xj + 56);
-      s0 = i16x8.add(s0, rdot(X, v128.and(i16x8.shr_u(q, 4), m)));
-      s1 = i16x8.add(s1, rdot(X, v128.and(i16x8.shr_u(qb, 4), m)));
-      q = v128.load(qj, 224);
-      qb = v128.load(qj, 240);
-      X = v128.load32_splat(xj + 60);
-      s0 = i16x8.add(s0, rdot(X, v128.and(i16x8.shr_u(q, 4), m)));
-      s1 = i16x8.add(s1, rdot(X, v128.and(i16x8.shr_u(qb, 4), m)));
-      I0 = i32x4.add(I0, i32x4.dot_i16x8_s(s0, v128.load8x8_u(sc + 8)));
-      I1 = i32x4.add(I1, i32x4.dot_i16x8_s(s1, v128.load8x8_u(sc + 72)));
+    let xj = xa + <usize>b * 256, qj = p + 256, sc = p + 64;
+    const qe = qj + 1024;
+    for (; qj < qe; xj += 64, qj += 256, sc += 16) {
+      const xa0 = v128.load(xj), xa1 = v128.load(xj, 16), xb0 = v128.load(xj, 32), xb1 = v128.load(xj, 48);
+      {
+        // half 0: its 8 vectors (bytes 32 v + 0), low nibbles then high
+        const q0 = v128.load(qj, 0); const q1 = v128.load(qj, 32); const q2 = v128.load(qj, 64); const q3 = v128.load(qj, 96); const q4 = v128.load(qj, 128); const q5 = v128.load(qj, 160); const q6 = v128.load(qj, 192); const q7 = v128.load(qj, 224);
+        let sl = rdot(v128.shuffle<i32>(xa0, xa0, 0, 0, 0, 0), v128.and(q0, m));
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xa0, xa0, 1, 1, 1, 1), v128.and(q1, m)));
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xa0, xa0, 2, 2, 2, 2), v128.and(q2, m)));
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xa0, xa0, 3, 3, 3, 3), v128.and(q3, m)));
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xa1, xa1, 0, 0, 0, 0), v128.and(q4, m)));
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xa1, xa1, 1, 1, 1, 1), v128.and(q5, m)));
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xa1, xa1, 2, 2, 2, 2), v128.and(q6, m)));
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xa1, xa1, 3, 3, 3, 3), v128.and(q7, m)));
+        let sh = rdot(v128.shuffle<i32>(xb0, xb0, 0, 0, 0, 0), v128.and(i16x8.shr_u(q0, 4), m));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xb0, xb0, 1, 1, 1, 1), v128.and(i16x8.shr_u(q1, 4), m)));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xb0, xb0, 2, 2, 2, 2), v128.and(i16x8.shr_u(q2, 4), m)));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xb0, xb0, 3, 3, 3, 3), v128.and(i16x8.shr_u(q3, 4), m)));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xb1, xb1, 0, 0, 0, 0), v128.and(i16x8.shr_u(q4, 4), m)));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xb1, xb1, 1, 1, 1, 1), v128.and(i16x8.shr_u(q5, 4), m)));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xb1, xb1, 2, 2, 2, 2), v128.and(i16x8.shr_u(q6, 4), m)));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xb1, xb1, 3, 3, 3, 3), v128.and(i16x8.shr_u(q7, 4), m)));
+        I0 = i32x4.add(I0, i32x4.dot_i16x8_s(sl, v128.load8x8_u(sc, 0)));
+        I0 = i32x4.add(I0, i32x4.dot_i16x8_s(sh, v128.load8x8_u(sc, 8)));
+        v128.store(y, I0, 0); // orders the next loads after this arithmetic (y is written at the end)
+      }
+      {
+        // half 1: its 8 vectors (bytes 32 v + 16), low nibbles then high
+        const q0 = v128.load(qj, 16); const q1 = v128.load(qj, 48); const q2 = v128.load(qj, 80); const q3 = v128.load(qj, 112); const q4 = v128.load(qj, 144); const q5 = v128.load(qj, 176); const q6 = v128.load(qj, 208); const q7 = v128.load(qj, 240);
+        let sl = rdot(v128.shuffle<i32>(xa0, xa0, 0, 0, 0, 0), v128.and(q0, m));
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xa0, xa0, 1, 1, 1, 1), v128.and(q1, m)));
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xa0, xa0, 2, 2, 2, 2), v128.and(q2, m)));
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xa0, xa0, 3, 3, 3, 3), v128.and(q3, m)));
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xa1, xa1, 0, 0, 0, 0), v128.and(q4, m)));
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xa1, xa1, 1, 1, 1, 1), v128.and(q5, m)));
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xa1, xa1, 2, 2, 2, 2), v128.and(q6, m)));
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xa1, xa1, 3, 3, 3, 3), v128.and(q7, m)));
+        let sh = rdot(v128.shuffle<i32>(xb0, xb0, 0, 0, 0, 0), v128.and(i16x8.shr_u(q0, 4), m));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xb0, xb0, 1, 1, 1, 1), v128.and(i16x8.shr_u(q1, 4), m)));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xb0, xb0, 2, 2, 2, 2), v128.and(i16x8.shr_u(q2, 4), m)));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xb0, xb0, 3, 3, 3, 3), v128.and(i16x8.shr_u(q3, 4), m)));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xb1, xb1, 0, 0, 0, 0), v128.and(i16x8.shr_u(q4, 4), m)));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xb1, xb1, 1, 1, 1, 1), v128.and(i16x8.shr_u(q5, 4), m)));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xb1, xb1, 2, 2, 2, 2), v128.and(i16x8.shr_u(q6, 4), m)));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xb1, xb1, 3, 3, 3, 3), v128.and(i16x8.shr_u(q7, 4), m)));
+        I1 = i32x4.add(I1, i32x4.dot_i16x8_s(sl, v128.load8x8_u(sc, 64)));
+        I1 = i32x4.add(I1, i32x4.dot_i16x8_s(sh, v128.load8x8_u(sc, 72)));
+        v128.store(y, I1, 16); // orders the next loads after this arithmetic (y is written at the end)
+      }
     }
     const xs = xsum + <usize>b * 16;
     let X = v128.load32_splat(xs);
