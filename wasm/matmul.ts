@@ -1676,52 +1676,66 @@ function rtileQ4KLanes8(p: usize, xa: usize, xd: usize, xdStride: usize, nb: i32
     let xj = xa + <usize>b * 256, qj = p + 256, sc = p + 64;
     const qe = qj + 1024;
     for (; qj < qe; xj += 64, qj += 256, sc += 16) {
-      const xa0 = v128.load(xj), xa1 = v128.load(xj, 16), xb0 = v128.load(xj, 32), xb1 = v128.load(xj, 48);
+      let sl: v128, sh: v128;
+      // half 0: vectors 0..3 (bytes 32 v + 0), then 4..7; low and high nibbles
       {
-        // half 0: its 8 vectors (bytes 32 v + 0), low nibbles then high
-        const q0 = v128.load(qj, 0); const q1 = v128.load(qj, 32); const q2 = v128.load(qj, 64); const q3 = v128.load(qj, 96); const q4 = v128.load(qj, 128); const q5 = v128.load(qj, 160); const q6 = v128.load(qj, 192); const q7 = v128.load(qj, 224);
-        let sl = rdot(v128.shuffle<i32>(xa0, xa0, 0, 0, 0, 0), v128.and(q0, m));
-        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xa0, xa0, 1, 1, 1, 1), v128.and(q1, m)));
-        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xa0, xa0, 2, 2, 2, 2), v128.and(q2, m)));
-        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xa0, xa0, 3, 3, 3, 3), v128.and(q3, m)));
-        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xa1, xa1, 0, 0, 0, 0), v128.and(q4, m)));
-        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xa1, xa1, 1, 1, 1, 1), v128.and(q5, m)));
-        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xa1, xa1, 2, 2, 2, 2), v128.and(q6, m)));
-        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xa1, xa1, 3, 3, 3, 3), v128.and(q7, m)));
-        let sh = rdot(v128.shuffle<i32>(xb0, xb0, 0, 0, 0, 0), v128.and(i16x8.shr_u(q0, 4), m));
-        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xb0, xb0, 1, 1, 1, 1), v128.and(i16x8.shr_u(q1, 4), m)));
-        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xb0, xb0, 2, 2, 2, 2), v128.and(i16x8.shr_u(q2, 4), m)));
-        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xb0, xb0, 3, 3, 3, 3), v128.and(i16x8.shr_u(q3, 4), m)));
-        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xb1, xb1, 0, 0, 0, 0), v128.and(i16x8.shr_u(q4, 4), m)));
-        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xb1, xb1, 1, 1, 1, 1), v128.and(i16x8.shr_u(q5, 4), m)));
-        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xb1, xb1, 2, 2, 2, 2), v128.and(i16x8.shr_u(q6, 4), m)));
-        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xb1, xb1, 3, 3, 3, 3), v128.and(i16x8.shr_u(q7, 4), m)));
-        I0 = i32x4.add(I0, i32x4.dot_i16x8_s(sl, v128.load8x8_u(sc, 0)));
-        I0 = i32x4.add(I0, i32x4.dot_i16x8_s(sh, v128.load8x8_u(sc, 8)));
-        v128.store(y, I0, 0); // orders the next loads after this arithmetic (y is written at the end)
+        const q0 = v128.load(qj, 0); const q1 = v128.load(qj, 32); const q2 = v128.load(qj, 64); const q3 = v128.load(qj, 96);
+        const xl = v128.load(xj, 0), xh = v128.load(xj, 32);
+        sl = rdot(v128.shuffle<i32>(xl, xl, 0, 0, 0, 0), v128.and(q0, m));
+        sh = rdot(v128.shuffle<i32>(xh, xh, 0, 0, 0, 0), v128.and(i16x8.shr_u(q0, 4), m));
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 1, 1, 1, 1), v128.and(q1, m)));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 1, 1, 1, 1), v128.and(i16x8.shr_u(q1, 4), m)));
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 2, 2, 2, 2), v128.and(q2, m)));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 2, 2, 2, 2), v128.and(i16x8.shr_u(q2, 4), m)));
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 3, 3, 3, 3), v128.and(q3, m)));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 3, 3, 3, 3), v128.and(i16x8.shr_u(q3, 4), m)));
+        v128.store(y, sl); // a store orders the loads after it: these values are dead before the next are loaded
+        v128.store(y, sh, 16);
       }
       {
-        // half 1: its 8 vectors (bytes 32 v + 16), low nibbles then high
-        const q0 = v128.load(qj, 16); const q1 = v128.load(qj, 48); const q2 = v128.load(qj, 80); const q3 = v128.load(qj, 112); const q4 = v128.load(qj, 144); const q5 = v128.load(qj, 176); const q6 = v128.load(qj, 208); const q7 = v128.load(qj, 240);
-        let sl = rdot(v128.shuffle<i32>(xa0, xa0, 0, 0, 0, 0), v128.and(q0, m));
-        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xa0, xa0, 1, 1, 1, 1), v128.and(q1, m)));
-        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xa0, xa0, 2, 2, 2, 2), v128.and(q2, m)));
-        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xa0, xa0, 3, 3, 3, 3), v128.and(q3, m)));
-        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xa1, xa1, 0, 0, 0, 0), v128.and(q4, m)));
-        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xa1, xa1, 1, 1, 1, 1), v128.and(q5, m)));
-        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xa1, xa1, 2, 2, 2, 2), v128.and(q6, m)));
-        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xa1, xa1, 3, 3, 3, 3), v128.and(q7, m)));
-        let sh = rdot(v128.shuffle<i32>(xb0, xb0, 0, 0, 0, 0), v128.and(i16x8.shr_u(q0, 4), m));
-        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xb0, xb0, 1, 1, 1, 1), v128.and(i16x8.shr_u(q1, 4), m)));
-        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xb0, xb0, 2, 2, 2, 2), v128.and(i16x8.shr_u(q2, 4), m)));
-        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xb0, xb0, 3, 3, 3, 3), v128.and(i16x8.shr_u(q3, 4), m)));
-        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xb1, xb1, 0, 0, 0, 0), v128.and(i16x8.shr_u(q4, 4), m)));
-        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xb1, xb1, 1, 1, 1, 1), v128.and(i16x8.shr_u(q5, 4), m)));
-        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xb1, xb1, 2, 2, 2, 2), v128.and(i16x8.shr_u(q6, 4), m)));
-        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xb1, xb1, 3, 3, 3, 3), v128.and(i16x8.shr_u(q7, 4), m)));
+        const q4 = v128.load(qj, 128); const q5 = v128.load(qj, 160); const q6 = v128.load(qj, 192); const q7 = v128.load(qj, 224);
+        const xl = v128.load(xj, 16), xh = v128.load(xj, 48);
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 0, 0, 0, 0), v128.and(q4, m)));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 0, 0, 0, 0), v128.and(i16x8.shr_u(q4, 4), m)));
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 1, 1, 1, 1), v128.and(q5, m)));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 1, 1, 1, 1), v128.and(i16x8.shr_u(q5, 4), m)));
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 2, 2, 2, 2), v128.and(q6, m)));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 2, 2, 2, 2), v128.and(i16x8.shr_u(q6, 4), m)));
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 3, 3, 3, 3), v128.and(q7, m)));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 3, 3, 3, 3), v128.and(i16x8.shr_u(q7, 4), m)));
+        I0 = i32x4.add(I0, i32x4.dot_i16x8_s(sl, v128.load8x8_u(sc, 0)));
+        I0 = i32x4.add(I0, i32x4.dot_i16x8_s(sh, v128.load8x8_u(sc, 8)));
+        v128.store(y, I0, 0);
+      }
+      // half 1: vectors 0..3 (bytes 32 v + 16), then 4..7; low and high nibbles
+      {
+        const q0 = v128.load(qj, 16); const q1 = v128.load(qj, 48); const q2 = v128.load(qj, 80); const q3 = v128.load(qj, 112);
+        const xl = v128.load(xj, 0), xh = v128.load(xj, 32);
+        sl = rdot(v128.shuffle<i32>(xl, xl, 0, 0, 0, 0), v128.and(q0, m));
+        sh = rdot(v128.shuffle<i32>(xh, xh, 0, 0, 0, 0), v128.and(i16x8.shr_u(q0, 4), m));
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 1, 1, 1, 1), v128.and(q1, m)));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 1, 1, 1, 1), v128.and(i16x8.shr_u(q1, 4), m)));
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 2, 2, 2, 2), v128.and(q2, m)));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 2, 2, 2, 2), v128.and(i16x8.shr_u(q2, 4), m)));
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 3, 3, 3, 3), v128.and(q3, m)));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 3, 3, 3, 3), v128.and(i16x8.shr_u(q3, 4), m)));
+        v128.store(y, sl); // a store orders the loads after it: these values are dead before the next are loaded
+        v128.store(y, sh, 16);
+      }
+      {
+        const q4 = v128.load(qj, 144); const q5 = v128.load(qj, 176); const q6 = v128.load(qj, 208); const q7 = v128.load(qj, 240);
+        const xl = v128.load(xj, 16), xh = v128.load(xj, 48);
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 0, 0, 0, 0), v128.and(q4, m)));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 0, 0, 0, 0), v128.and(i16x8.shr_u(q4, 4), m)));
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 1, 1, 1, 1), v128.and(q5, m)));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 1, 1, 1, 1), v128.and(i16x8.shr_u(q5, 4), m)));
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 2, 2, 2, 2), v128.and(q6, m)));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 2, 2, 2, 2), v128.and(i16x8.shr_u(q6, 4), m)));
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 3, 3, 3, 3), v128.and(q7, m)));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 3, 3, 3, 3), v128.and(i16x8.shr_u(q7, 4), m)));
         I1 = i32x4.add(I1, i32x4.dot_i16x8_s(sl, v128.load8x8_u(sc, 64)));
         I1 = i32x4.add(I1, i32x4.dot_i16x8_s(sh, v128.load8x8_u(sc, 72)));
-        v128.store(y, I1, 16); // orders the next loads after this arithmetic (y is written at the end)
+        v128.store(y, I1, 16);
       }
     }
     const xs = xsum + <usize>b * 16;
