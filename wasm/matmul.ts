@@ -1660,103 +1660,83 @@ function rtileQ4KLanes(pd: usize, h2: usize, psc: usize, pmn: usize, pq: usize, 
 }
 
 /**
- * Q4_K decode, a full group of 8 rows (group blocks of 1280 bytes at p): each activation splat loaded
- * once for both halves; the low nibbles' pass, then the high nibbles' (the vectors loaded again: fewer
- * live registers than V8's 16 would hold otherwise)
+ * Q4_K decode, a full group of 8 rows (group blocks of 1280 bytes at p): each activation vector serves both
+ * halves. Written for few machine instructions per weight (V8's code for this loop is bound by the
+ * instructions it issues). TurboFan emits a loop body's loads ahead of its arithmetic (and merges loads of one
+ * address), so a body holding 16 weight vectors and 16 activation splats spilled most of them: here each
+ * 64 elements' activations are four vectors whose 4-byte splats are shuffles placed next to their use, and a
+ * half's sums are stored to y (overwritten at the end) before the other half's vectors are loaded: a store
+ * orders the loads after it, so a half's values fit V8's 16 vector registers.
  */
 function rtileQ4KLanes8(p: usize, xa: usize, xd: usize, xdStride: usize, nb: i32, xsum: usize, y: usize): void {
   let f0 = f32x4.splat(0), f1 = f32x4.splat(0);
   const m = i8x16.splat(0x0f);
   for (let b = 0; b < nb; b++, p += 1280) {
-    const xb = xa + <usize>b * 256;
     let I0 = i32x4.splat(0), I1 = i32x4.splat(0);
-    for (let jj: usize = 0; jj < 4; jj++) {
-      const xj = xb + jj * 64, qj = p + 256 + jj * 256, sc = p + 64 + jj * 16;
-      let q: v128, qb: v128, X: v128, s0: v128, s1: v128;
-      q = v128.load(qj);
-      qb = v128.load(qj, 16);
-      X = v128.load32_splat(xj);
-      s0 = rdot(X, v128.and(q, m));
-      s1 = rdot(X, v128.and(qb, m));
-      q = v128.load(qj, 32);
-      qb = v128.load(qj, 48);
-      X = v128.load32_splat(xj + 4);
-      s0 = i16x8.add(s0, rdot(X, v128.and(q, m)));
-      s1 = i16x8.add(s1, rdot(X, v128.and(qb, m)));
-      q = v128.load(qj, 64);
-      qb = v128.load(qj, 80);
-      X = v128.load32_splat(xj + 8);
-      s0 = i16x8.add(s0, rdot(X, v128.and(q, m)));
-      s1 = i16x8.add(s1, rdot(X, v128.and(qb, m)));
-      q = v128.load(qj, 96);
-      qb = v128.load(qj, 112);
-      X = v128.load32_splat(xj + 12);
-      s0 = i16x8.add(s0, rdot(X, v128.and(q, m)));
-      s1 = i16x8.add(s1, rdot(X, v128.and(qb, m)));
-      q = v128.load(qj, 128);
-      qb = v128.load(qj, 144);
-      X = v128.load32_splat(xj + 16);
-      s0 = i16x8.add(s0, rdot(X, v128.and(q, m)));
-      s1 = i16x8.add(s1, rdot(X, v128.and(qb, m)));
-      q = v128.load(qj, 160);
-      qb = v128.load(qj, 176);
-      X = v128.load32_splat(xj + 20);
-      s0 = i16x8.add(s0, rdot(X, v128.and(q, m)));
-      s1 = i16x8.add(s1, rdot(X, v128.and(qb, m)));
-      q = v128.load(qj, 192);
-      qb = v128.load(qj, 208);
-      X = v128.load32_splat(xj + 24);
-      s0 = i16x8.add(s0, rdot(X, v128.and(q, m)));
-      s1 = i16x8.add(s1, rdot(X, v128.and(qb, m)));
-      q = v128.load(qj, 224);
-      qb = v128.load(qj, 240);
-      X = v128.load32_splat(xj + 28);
-      s0 = i16x8.add(s0, rdot(X, v128.and(q, m)));
-      s1 = i16x8.add(s1, rdot(X, v128.and(qb, m)));
-      I0 = i32x4.add(I0, i32x4.dot_i16x8_s(s0, v128.load8x8_u(sc)));
-      I1 = i32x4.add(I1, i32x4.dot_i16x8_s(s1, v128.load8x8_u(sc + 64)));
-      q = v128.load(qj);
-      qb = v128.load(qj, 16);
-      X = v128.load32_splat(xj + 32);
-      s0 = rdot(X, v128.and(i16x8.shr_u(q, 4), m));
-      s1 = rdot(X, v128.and(i16x8.shr_u(qb, 4), m));
-      q = v128.load(qj, 32);
-      qb = v128.load(qj, 48);
-      X = v128.load32_splat(xj + 36);
-      s0 = i16x8.add(s0, rdot(X, v128.and(i16x8.shr_u(q, 4), m)));
-      s1 = i16x8.add(s1, rdot(X, v128.and(i16x8.shr_u(qb, 4), m)));
-      q = v128.load(qj, 64);
-      qb = v128.load(qj, 80);
-      X = v128.load32_splat(xj + 40);
-      s0 = i16x8.add(s0, rdot(X, v128.and(i16x8.shr_u(q, 4), m)));
-      s1 = i16x8.add(s1, rdot(X, v128.and(i16x8.shr_u(qb, 4), m)));
-      q = v128.load(qj, 96);
-      qb = v128.load(qj, 112);
-      X = v128.load32_splat(xj + 44);
-      s0 = i16x8.add(s0, rdot(X, v128.and(i16x8.shr_u(q, 4), m)));
-      s1 = i16x8.add(s1, rdot(X, v128.and(i16x8.shr_u(qb, 4), m)));
-      q = v128.load(qj, 128);
-      qb = v128.load(qj, 144);
-      X = v128.load32_splat(xj + 48);
-      s0 = i16x8.add(s0, rdot(X, v128.and(i16x8.shr_u(q, 4), m)));
-      s1 = i16x8.add(s1, rdot(X, v128.and(i16x8.shr_u(qb, 4), m)));
-      q = v128.load(qj, 160);
-      qb = v128.load(qj, 176);
-      X = v128.load32_splat(xj + 52);
-      s0 = i16x8.add(s0, rdot(X, v128.and(i16x8.shr_u(q, 4), m)));
-      s1 = i16x8.add(s1, rdot(X, v128.and(i16x8.shr_u(qb, 4), m)));
-      q = v128.load(qj, 192);
-      qb = v128.load(qj, 208);
-      X = v128.load32_splat(xj + 56);
-      s0 = i16x8.add(s0, rdot(X, v128.and(i16x8.shr_u(q, 4), m)));
-      s1 = i16x8.add(s1, rdot(X, v128.and(i16x8.shr_u(qb, 4), m)));
-      q = v128.load(qj, 224);
-      qb = v128.load(qj, 240);
-      X = v128.load32_splat(xj + 60);
-      s0 = i16x8.add(s0, rdot(X, v128.and(i16x8.shr_u(q, 4), m)));
-      s1 = i16x8.add(s1, rdot(X, v128.and(i16x8.shr_u(qb, 4), m)));
-      I0 = i32x4.add(I0, i32x4.dot_i16x8_s(s0, v128.load8x8_u(sc + 8)));
-      I1 = i32x4.add(I1, i32x4.dot_i16x8_s(s1, v128.load8x8_u(sc + 72)));
+    let xj = xa + <usize>b * 256, qj = p + 256, sc = p + 64;
+    const qe = qj + 1024;
+    for (; qj < qe; xj += 64, qj += 256, sc += 16) {
+      let sl: v128, sh: v128;
+      // half 0: vectors 0..3 (bytes 32 v + 0), then 4..7; low and high nibbles
+      {
+        const q0 = v128.load(qj, 0); const q1 = v128.load(qj, 32); const q2 = v128.load(qj, 64); const q3 = v128.load(qj, 96);
+        const xl = v128.load(xj, 0), xh = v128.load(xj, 32);
+        sl = rdot(v128.shuffle<i32>(xl, xl, 0, 0, 0, 0), v128.and(q0, m));
+        sh = rdot(v128.shuffle<i32>(xh, xh, 0, 0, 0, 0), v128.and(i16x8.shr_u(q0, 4), m));
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 1, 1, 1, 1), v128.and(q1, m)));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 1, 1, 1, 1), v128.and(i16x8.shr_u(q1, 4), m)));
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 2, 2, 2, 2), v128.and(q2, m)));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 2, 2, 2, 2), v128.and(i16x8.shr_u(q2, 4), m)));
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 3, 3, 3, 3), v128.and(q3, m)));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 3, 3, 3, 3), v128.and(i16x8.shr_u(q3, 4), m)));
+        v128.store(y, sl); // a store orders the loads after it: these values are dead before the next are loaded
+        v128.store(y, sh, 16);
+      }
+      {
+        const q4 = v128.load(qj, 128); const q5 = v128.load(qj, 160); const q6 = v128.load(qj, 192); const q7 = v128.load(qj, 224);
+        const xl = v128.load(xj, 16), xh = v128.load(xj, 48);
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 0, 0, 0, 0), v128.and(q4, m)));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 0, 0, 0, 0), v128.and(i16x8.shr_u(q4, 4), m)));
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 1, 1, 1, 1), v128.and(q5, m)));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 1, 1, 1, 1), v128.and(i16x8.shr_u(q5, 4), m)));
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 2, 2, 2, 2), v128.and(q6, m)));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 2, 2, 2, 2), v128.and(i16x8.shr_u(q6, 4), m)));
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 3, 3, 3, 3), v128.and(q7, m)));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 3, 3, 3, 3), v128.and(i16x8.shr_u(q7, 4), m)));
+        I0 = i32x4.add(I0, i32x4.dot_i16x8_s(sl, v128.load8x8_u(sc, 0)));
+        I0 = i32x4.add(I0, i32x4.dot_i16x8_s(sh, v128.load8x8_u(sc, 8)));
+        v128.store(y, I0, 0);
+      }
+      // half 1: vectors 0..3 (bytes 32 v + 16), then 4..7; low and high nibbles
+      {
+        const q0 = v128.load(qj, 16); const q1 = v128.load(qj, 48); const q2 = v128.load(qj, 80); const q3 = v128.load(qj, 112);
+        const xl = v128.load(xj, 0), xh = v128.load(xj, 32);
+        sl = rdot(v128.shuffle<i32>(xl, xl, 0, 0, 0, 0), v128.and(q0, m));
+        sh = rdot(v128.shuffle<i32>(xh, xh, 0, 0, 0, 0), v128.and(i16x8.shr_u(q0, 4), m));
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 1, 1, 1, 1), v128.and(q1, m)));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 1, 1, 1, 1), v128.and(i16x8.shr_u(q1, 4), m)));
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 2, 2, 2, 2), v128.and(q2, m)));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 2, 2, 2, 2), v128.and(i16x8.shr_u(q2, 4), m)));
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 3, 3, 3, 3), v128.and(q3, m)));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 3, 3, 3, 3), v128.and(i16x8.shr_u(q3, 4), m)));
+        v128.store(y, sl); // a store orders the loads after it: these values are dead before the next are loaded
+        v128.store(y, sh, 16);
+      }
+      {
+        const q4 = v128.load(qj, 144); const q5 = v128.load(qj, 176); const q6 = v128.load(qj, 208); const q7 = v128.load(qj, 240);
+        const xl = v128.load(xj, 16), xh = v128.load(xj, 48);
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 0, 0, 0, 0), v128.and(q4, m)));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 0, 0, 0, 0), v128.and(i16x8.shr_u(q4, 4), m)));
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 1, 1, 1, 1), v128.and(q5, m)));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 1, 1, 1, 1), v128.and(i16x8.shr_u(q5, 4), m)));
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 2, 2, 2, 2), v128.and(q6, m)));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 2, 2, 2, 2), v128.and(i16x8.shr_u(q6, 4), m)));
+        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 3, 3, 3, 3), v128.and(q7, m)));
+        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 3, 3, 3, 3), v128.and(i16x8.shr_u(q7, 4), m)));
+        I1 = i32x4.add(I1, i32x4.dot_i16x8_s(sl, v128.load8x8_u(sc, 64)));
+        I1 = i32x4.add(I1, i32x4.dot_i16x8_s(sh, v128.load8x8_u(sc, 72)));
+        v128.store(y, I1, 16);
+      }
     }
     const xs = xsum + <usize>b * 16;
     let X = v128.load32_splat(xs);
@@ -1839,46 +1819,45 @@ function r6lanes(pd: usize, psc: usize, pq: usize, ss: usize, qs: usize, vs: usi
   store4(y, f, nr);
 }
 
-/** Q6_K decode, a full group of 8 rows (group blocks of 1824 bytes at p): each activation splat serves both halves */
+/**
+ * Q6_K decode, a full group of 8 rows (group blocks of 1824 bytes at p). Written for few machine instructions
+ * per weight (V8's code for this loop is bound by the instructions it issues, not by its vector arithmetic):
+ * TurboFan emits a loop body's loads first and its arithmetic after them, so one iteration is one half's
+ * sub-block (its 9 loads and the arithmetic on them fit V8's 16 vector registers: no spills), its pointers
+ * stepped and every vector load at a constant offset; the halves take turns (each reloads the activation splats).
+ */
 function r6lanes8(p: usize, xa: usize, K: i32, xd: usize, xdStride: usize, nb: i32, y: usize): void {
   let f0 = f32x4.splat(0), f1 = f32x4.splat(0);
   const kk = <usize>K;
-  const off = xa + 3 * kk + (kk >> 3);
-  const m6 = i8x16.splat(63), m4 = i8x16.splat(15), h2 = i8x16.splat(48);
-  for (let b = 0; b < nb; b++, p += 1824) {
-    const xb = xa + <usize>b * 256, ob = off + <usize>b * 64;
-    let I0 = i32x4.splat(0), I1 = i32x4.splat(0);
-    for (let s: usize = 0; s < 16; s++) {
-      const v = p + 288 + s * 96, x = xb + s * 16;
-      let X = v128.load32_splat(x);
-      let U = v128.load(v), W = v128.load(v, 16);
-      let S0 = rdot(X, v128.and(U, m6)), S1 = rdot(X, v128.and(W, m6));
-      X = v128.load32_splat(x + 4);
-      let Z = v128.load(v, 64);
-      S0 = i16x8.add(S0, rdot(X, v128.or(v128.and(Z, m4), v128.and(i16x8.shr_u(U, 2), h2))));
-      Z = v128.load(v, 80);
-      S1 = i16x8.add(S1, rdot(X, v128.or(v128.and(Z, m4), v128.and(i16x8.shr_u(W, 2), h2))));
-      X = v128.load32_splat(x + 8);
-      U = v128.load(v, 32);
-      W = v128.load(v, 48);
-      S0 = i16x8.add(S0, rdot(X, v128.and(U, m6)));
-      S1 = i16x8.add(S1, rdot(X, v128.and(W, m6)));
-      X = v128.load32_splat(x + 12);
-      Z = v128.load(v, 64);
-      S0 = i16x8.add(S0, rdot(X, v128.or(v128.and(i16x8.shr_u(Z, 4), m4), v128.and(i16x8.shr_u(U, 2), h2))));
-      Z = v128.load(v, 80);
-      S1 = i16x8.add(S1, rdot(X, v128.or(v128.and(i16x8.shr_u(Z, 4), m4), v128.and(i16x8.shr_u(W, 2), h2))));
-      const O = v128.load32_splat(ob + s * 4);
-      const sc = p + 32 + s * 16;
-      I0 = i32x4.add(I0, i32x4.dot_i16x8_s(i16x8.sub(S0, O), v128.load8x8_s(sc)));
-      I1 = i32x4.add(I1, i32x4.dot_i16x8_s(i16x8.sub(S1, O), v128.load8x8_s(sc + 8)));
-    }
-    const dx = v128.load32_splat(xd + <usize>b * xdStride);
+  let ob = xa + 3 * kk + (kk >> 3);
+  let xb = xa, dp = xd;
+  const pe = p + <usize>nb * 1824;
+  for (; p < pe; p += 1824, xb += 256, ob += 64, dp += xdStride) {
+    const I0 = r6half(p + 288, xb, ob, p + 32);
+    const I1 = r6half(p + 304, xb, ob, p + 40);
+    const dx = v128.load32_splat(dp);
     f0 = f32x4.add(f0, f32x4.mul(cvt(I0), f32x4.mul(v128.load(p), dx)));
     f1 = f32x4.add(f1, f32x4.mul(cvt(I1), f32x4.mul(v128.load(p, 16), dx)));
   }
   v128.store(y, f0);
   v128.store(y, f1, 16);
+}
+
+/** Q6_K: one half's I over the 16 sub-blocks of a group block (r6lanes8): vectors at v, activations x, offsets o, scales sc */
+// @ts-ignore: decorator
+@inline function r6half(v: usize, x: usize, o: usize, sc: usize): v128 {
+  const m6 = i8x16.splat(63), m4 = i8x16.splat(15), h2 = i8x16.splat(48);
+  let I = i32x4.splat(0);
+  const ve = v + 16 * 96;
+  for (; v < ve; v += 96, x += 16, o += 4, sc += 16) {
+    const U = v128.load(v), W = v128.load(v, 32), Z = v128.load(v, 64);
+    let S = rdot(v128.load32_splat(x), v128.and(U, m6));
+    S = i16x8.add(S, rdot(v128.load32_splat(x + 4), v128.or(v128.and(Z, m4), v128.and(i16x8.shr_u(U, 2), h2))));
+    S = i16x8.add(S, rdot(v128.load32_splat(x + 8), v128.and(W, m6)));
+    S = i16x8.add(S, rdot(v128.load32_splat(x + 12), v128.or(v128.and(i16x8.shr_u(Z, 4), m4), v128.and(i16x8.shr_u(W, 2), h2))));
+    I = i32x4.add(I, i32x4.dot_i16x8_s(i16x8.sub(S, v128.load32_splat(o)), v128.load8x8_s(sc)));
+  }
+  return I;
 }
 
 /** rtile4x1q32 / rtile4x1k / r6lanes compiled once per weight type and layout (no type branches in the loops) */
