@@ -56,13 +56,14 @@ test('gemm kernel: plain SIMD is bit for bit the scalar spec; relaxed within gam
   }
 });
 
-test('gemm kernel, packed panels of B: bit for bit the scalar spec (strides, offsets, column and row tails, k past the scratch, threads)', async () => {
+test('gemm kernel, packed panels of B and rows of A: bit for bit the scalar spec (strides, offsets, column and row tails, k past the scratch, threads)', async () => {
   const { useNodeThreads } = await import('../src/cli/threads.js');
   useNodeThreads();
   const r = normalRng(5);
   setWasmVariant('simd');
   try {
-    // [m, k, n, threads]: 8+ rows take the packed path; n = 67 / 130: panels of 64 with groups of 8 and a tail of
+    // [m, k, n, threads]: 8+ rows take the packed path (k = 9 / 70 / 5: the rows of A interleaved 4 steps of k at
+    // a time, then a tail of 1 / 2 / 1 steps); n = 67 / 130: panels of 64 with groups of 8 and a tail of
     // 3 / 2 columns; 13 rows: a 1-row tail; k = 8200 is past the scratch (B read in place); 64 x 80 x 72 on 2
     // threads: every thread packs into its own scratch
     for (const [m, k, n, threads] of [[8, 9, 16, 1], [13, 70, 67, 1], [12, 5, 130, 1], [9, 8200, 9, 1], [64, 80, 72, 2], [37, 96, 131, 2]]) {

@@ -16,10 +16,12 @@
 // Tiles: 4 rows of C x 8 columns (8 f32x4 accumulators), the columns blocked by 64 so a k x 64 panel
 // of B stays in L2 while all row blocks pass over it. Columns past a multiple of 4 and rows past a
 // multiple of 4 take the narrower paths below (same order of operations).
-// Packing: with a scratch area of at least k x 64 floats (the caller's thread's own) and 8 or more rows,
+// Packing: with a scratch area of at least k x 68 floats (the caller's thread's own) and 8 or more rows,
 // each panel's whole 8-column groups are first copied into it, group after group, each k rows of 8
 // contiguous floats: a tile then reads B sequentially instead of one row of B (ldb apart: a new cache
-// line and often a new page) per step of k. The same products and sums in the same order: the same bits.
+// line and often a new page) per step of k. Each tile's 4 rows of A are interleaved behind them (k x 4
+// floats, once per panel) so the tile reads them at fixed offsets. The same products and sums in the
+// same order: the same bits.
 import { choiceHalf, chosen4, hiHalf, mask4, stepHalf } from './_sign-step';
 
 export function heapBase(): usize {
@@ -68,6 +70,62 @@ function tile4x8(a: usize, lda: usize, b: usize, ldb: usize, c: usize, ldc: usiz
   put(c, c30, acc); put(c + 16, c31, acc);
 }
 
+/**
+ * 4 rows x 8 columns from packed operands: a -> 4 rows of A interleaved (A[i..i+3][p] at a + 16 p),
+ * b -> a packed group of B (B[p][j..j+7] at b + 32 p). The same products and sums in the same order as
+ * tile4x8; the row values are splat from immediate offsets, so the loop does no address arithmetic
+ * beyond two pointer steps (the unpacked loop's four row addresses per step of k were most of the
+ * instructions the front end could not issue beside the 16 vector operations).
+ */
+function tile4x8p(a: usize, b: usize, c: usize, ldc: usize, k: i32, acc: i32): void {
+  let c00 = f32x4.splat(0), c01 = f32x4.splat(0);
+  let c10 = f32x4.splat(0), c11 = f32x4.splat(0);
+  let c20 = f32x4.splat(0), c21 = f32x4.splat(0);
+  let c30 = f32x4.splat(0), c31 = f32x4.splat(0);
+  const end = a + (<usize>k << 4);
+  for (; a < end; a += 16) {
+    const b0 = v128.load(b), b1 = v128.load(b, 16);
+    let s = v128.load32_splat(a);
+    c00 = fma(s, b0, c00); c01 = fma(s, b1, c01);
+    s = v128.load32_splat(a, 4);
+    c10 = fma(s, b0, c10); c11 = fma(s, b1, c11);
+    s = v128.load32_splat(a, 8);
+    c20 = fma(s, b0, c20); c21 = fma(s, b1, c21);
+    s = v128.load32_splat(a, 12);
+    c30 = fma(s, b0, c30); c31 = fma(s, b1, c31);
+    b += 32;
+  }
+  put(c, c00, acc); put(c + 16, c01, acc); c += ldc;
+  put(c, c10, acc); put(c + 16, c11, acc); c += ldc;
+  put(c, c20, acc); put(c + 16, c21, acc); c += ldc;
+  put(c, c30, acc); put(c + 16, c31, acc);
+}
+
+/** rows a, a + la, a + 2 la, a + 3 la of A (k values each) interleaved into dst: A[r][p] at dst + 16 p + 4 r */
+function packRows4(a: usize, la: usize, k: i32, dst: usize): void {
+  const a1 = a + la, a2 = a + 2 * la, a3 = a + 3 * la;
+  let p: i32 = 0;
+  for (; p + 4 <= k; p += 4) {
+    const o = <usize>p << 2;
+    const r0 = v128.load(a + o), r1 = v128.load(a1 + o), r2 = v128.load(a2 + o), r3 = v128.load(a3 + o);
+    const t0 = v128.shuffle<i32>(r0, r1, 0, 4, 1, 5), t1 = v128.shuffle<i32>(r0, r1, 2, 6, 3, 7);
+    const t2 = v128.shuffle<i32>(r2, r3, 0, 4, 1, 5), t3 = v128.shuffle<i32>(r2, r3, 2, 6, 3, 7);
+    const d = dst + (<usize>p << 4);
+    v128.store(d, v128.shuffle<i32>(t0, t2, 0, 1, 4, 5));
+    v128.store(d, v128.shuffle<i32>(t0, t2, 2, 3, 6, 7), 16);
+    v128.store(d, v128.shuffle<i32>(t1, t3, 0, 1, 4, 5), 32);
+    v128.store(d, v128.shuffle<i32>(t1, t3, 2, 3, 6, 7), 48);
+  }
+  for (; p < k; p++) {
+    const o = <usize>p << 2;
+    const d = dst + (<usize>p << 4);
+    store<f32>(d, load<f32>(a + o));
+    store<f32>(d, load<f32>(a1 + o), 4);
+    store<f32>(d, load<f32>(a2 + o), 8);
+    store<f32>(d, load<f32>(a3 + o), 12);
+  }
+}
+
 /** 1 row x 8 columns */
 function tile1x8(a: usize, b: usize, ldb: usize, c: usize, k: i32, acc: i32): void {
   let c0 = f32x4.splat(0), c1 = f32x4.splat(0);
@@ -107,8 +165,10 @@ function dot1(a: usize, b: usize, ldb: usize, c: usize, k: i32, acc: i32): void 
 export function gemm(a: usize, lda: i32, b: usize, ldb: i32, c: usize, ldc: i32, i0: i32, i1: i32, k: i32, n: i32, acc: i32, pk: usize, pkFloats: i32): void {
   const la = <usize>lda << 2, lb = <usize>ldb << 2, lc = <usize>ldc << 2;
   const n8 = n & ~7;
-  const pack = pk != 0 && i1 - i0 >= 8 && <i64>k * 64 <= <i64>pkFloats;
+  // the scratch: the panel's groups of B (k x 64 floats), then one tile's 4 rows of A (k x 4 floats)
+  const pack = pk != 0 && i1 - i0 >= 8 && <i64>k * 68 <= <i64>pkFloats;
   const gs = <usize>k << 5; // bytes of one packed group (k rows of 8 floats)
+  const apk = pk + (<usize>k << 8);
   for (let j0: i32 = 0; j0 < n; j0 += 64) {
     const j1 = min(j0 + 64, n);
     // the panel's whole groups of 8 columns (the unpacked loop's `j + 8 <= j1 && j < n8`)
@@ -117,8 +177,10 @@ export function gemm(a: usize, lda: i32, b: usize, ldb: i32, c: usize, ldc: i32,
     let i = i0;
     for (; i + 4 <= i1; i += 4) {
       let j = j0;
-      if (pack) for (let q = 0; q < groups; q++, j += 8) tile4x8(a + <usize>i * la, la, pk + <usize>q * gs, 32, c + <usize>i * lc + (<usize>j << 2), lc, k, acc);
-      else for (; j + 8 <= j1 && j < n8; j += 8) tile4x8(a + <usize>i * la, la, b + (<usize>j << 2), lb, c + <usize>i * lc + (<usize>j << 2), lc, k, acc);
+      if (pack) {
+        if (groups > 0) packRows4(a + <usize>i * la, la, k, apk);
+        for (let q = 0; q < groups; q++, j += 8) tile4x8p(apk, pk + <usize>q * gs, c + <usize>i * lc + (<usize>j << 2), lc, k, acc);
+      } else for (; j + 8 <= j1 && j < n8; j += 8) tile4x8(a + <usize>i * la, la, b + (<usize>j << 2), lb, c + <usize>i * lc + (<usize>j << 2), lc, k, acc);
       for (let r = i; r < i + 4; r++) tail(a + <usize>r * la, b, lb, c + <usize>r * lc, j, j1, k, acc);
     }
     for (; i < i1; i++) {

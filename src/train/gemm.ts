@@ -188,11 +188,12 @@ export function wasmExp(x: number): number | null {
 /** products below this many multiply-adds stay on the calling thread (waking workers costs more) */
 const THREADED_MIN = 1 << 18;
 /**
- * each thread's scratch for the gemm kernel's packed panels of B (wasm/train.ts): k x 64 floats, so
- * products with k up to PACK_K are packed (larger ones read B in place: the same bits either way)
+ * each thread's scratch for the gemm kernel's packed operands (wasm/train.ts): a panel of B (k x 64
+ * floats) and a tile's 4 rows of A (k x 4), so products with k up to PACK_K are packed (larger ones read
+ * A and B in place: the same bits either way)
  */
 const PACK_K = 8192;
-const PACK_FLOATS = PACK_K * 64;
+const PACK_FLOATS = PACK_K * 68;
 
 /**
  * The WebAssembly backend with room for `floats` f32 values (all the arrays it will ever hand out);
