@@ -126,33 +126,36 @@ function packRows4(a: usize, la: usize, k: i32, dst: usize): void {
   }
 }
 
-/** 1 row x 8 columns */
-function tile1x8(a: usize, b: usize, ldb: usize, c: usize, k: i32, acc: i32): void {
+/** 1 row x 8 columns; the row's values `ap` bytes apart (4, or a column of a transposed A) */
+function tile1x8(a: usize, ap: usize, b: usize, ldb: usize, c: usize, k: i32, acc: i32): void {
   let c0 = f32x4.splat(0), c1 = f32x4.splat(0);
   for (let p: i32 = 0; p < k; p++) {
-    const s = v128.load32_splat(a + (<usize>p << 2));
+    const s = v128.load32_splat(a);
     c0 = fma(s, v128.load(b), c0); c1 = fma(s, v128.load(b, 16), c1);
+    a += ap;
     b += ldb;
   }
   put(c, c0, acc); put(c + 16, c1, acc);
 }
 
 /** 1 row x 4 columns */
-function tile1x4(a: usize, b: usize, ldb: usize, c: usize, k: i32, acc: i32): void {
+function tile1x4(a: usize, ap: usize, b: usize, ldb: usize, c: usize, k: i32, acc: i32): void {
   let c0 = f32x4.splat(0);
   for (let p: i32 = 0; p < k; p++) {
-    c0 = fma(v128.load32_splat(a + (<usize>p << 2)), v128.load(b), c0);
+    c0 = fma(v128.load32_splat(a), v128.load(b), c0);
+    a += ap;
     b += ldb;
   }
   put(c, c0, acc);
 }
 
 /** one output (the column tail past a multiple of 4): the same sequential order, in scalar f32 */
-function dot1(a: usize, b: usize, ldb: usize, c: usize, k: i32, acc: i32): void {
+function dot1(a: usize, ap: usize, b: usize, ldb: usize, c: usize, k: i32, acc: i32): void {
   let s: f32 = 0;
   for (let p: i32 = 0; p < k; p++) {
-    if (ASC_FEATURE_RELAXED_SIMD) s = f32x4.extract_lane(f32x4.relaxed_madd(f32x4.splat(load<f32>(a + (<usize>p << 2))), f32x4.splat(load<f32>(b)), f32x4.splat(s)), 0);
-    else s = s + load<f32>(a + (<usize>p << 2)) * load<f32>(b);
+    if (ASC_FEATURE_RELAXED_SIMD) s = f32x4.extract_lane(f32x4.relaxed_madd(f32x4.splat(load<f32>(a)), f32x4.splat(load<f32>(b)), f32x4.splat(s)), 0);
+    else s = s + load<f32>(a) * load<f32>(b);
+    a += ap;
     b += ldb;
   }
   store<f32>(c, acc ? load<f32>(c) + s : s);
@@ -163,10 +166,22 @@ function dot1(a: usize, b: usize, ldb: usize, c: usize, k: i32, acc: i32): void 
  * scratch of pkFloats floats for packed panels (0: none)
  */
 export function gemm(a: usize, lda: i32, b: usize, ldb: i32, c: usize, ldc: i32, i0: i32, i1: i32, k: i32, n: i32, acc: i32, pk: usize, pkFloats: i32): void {
+  gemmCore(a, lda, 0, b, ldb, c, ldc, i0, i1, k, n, acc, pk, pkFloats);
+}
+
+/**
+ * gemm, or with aT = 1 on A's transpose: A[i][p] at a + (p lda + i) floats (attention's Pᵀ and dSᵀ, read
+ * in place). The same products and sums in the same order either way. aT needs the packed path (a
+ * scratch of k x 68 floats or more): its tiles read A's 4 rows as one vector per step of k.
+ */
+function gemmCore(a: usize, lda: i32, aT: i32, b: usize, ldb: i32, c: usize, ldc: i32, i0: i32, i1: i32, k: i32, n: i32, acc: i32, pk: usize, pkFloats: i32): void {
   const la = <usize>lda << 2, lb = <usize>ldb << 2, lc = <usize>ldc << 2;
+  // element A[i][p] at a + i ai + p ap
+  const ai: usize = aT ? 4 : la, ap: usize = aT ? la : 4;
   const n8 = n & ~7;
   // the scratch: the panel's groups of B (k x 64 floats), then one tile's 4 rows of A (k x 4 floats)
-  const pack = pk != 0 && i1 - i0 >= 8 && <i64>k * 68 <= <i64>pkFloats;
+  const pack = pk != 0 && (aT != 0 || i1 - i0 >= 8) && <i64>k * 68 <= <i64>pkFloats;
+  if (aT && !pack) unreachable();
   const gs = <usize>k << 5; // bytes of one packed group (k rows of 8 floats)
   const apk = pk + (<usize>k << 8);
   for (let j0: i32 = 0; j0 < n; j0 += 64) {
@@ -178,18 +193,26 @@ export function gemm(a: usize, lda: i32, b: usize, ldb: i32, c: usize, ldc: i32,
     for (; i + 4 <= i1; i += 4) {
       let j = j0;
       if (pack) {
-        if (groups > 0) packRows4(a + <usize>i * la, la, k, apk);
+        if (groups > 0) {
+          if (aT) packColumns4(a + (<usize>i << 2), la, k, apk);
+          else packRows4(a + <usize>i * la, la, k, apk);
+        }
         for (let q = 0; q < groups; q++, j += 8) tile4x8p(apk, pk + <usize>q * gs, c + <usize>i * lc + (<usize>j << 2), lc, k, acc);
       } else for (; j + 8 <= j1 && j < n8; j += 8) tile4x8(a + <usize>i * la, la, b + (<usize>j << 2), lb, c + <usize>i * lc + (<usize>j << 2), lc, k, acc);
-      for (let r = i; r < i + 4; r++) tail(a + <usize>r * la, b, lb, c + <usize>r * lc, j, j1, k, acc);
+      for (let r = i; r < i + 4; r++) tail(a + <usize>r * ai, ap, b, lb, c + <usize>r * lc, j, j1, k, acc);
     }
     for (; i < i1; i++) {
       let j = j0;
-      if (pack) for (let q = 0; q < groups; q++, j += 8) tile1x8(a + <usize>i * la, pk + <usize>q * gs, 32, c + <usize>i * lc + (<usize>j << 2), k, acc);
-      else for (; j + 8 <= j1; j += 8) tile1x8(a + <usize>i * la, b + (<usize>j << 2), lb, c + <usize>i * lc + (<usize>j << 2), k, acc);
-      tail(a + <usize>i * la, b, lb, c + <usize>i * lc, j, j1, k, acc);
+      if (pack) for (let q = 0; q < groups; q++, j += 8) tile1x8(a + <usize>i * ai, ap, pk + <usize>q * gs, 32, c + <usize>i * lc + (<usize>j << 2), k, acc);
+      else for (; j + 8 <= j1; j += 8) tile1x8(a + <usize>i * ai, ap, b + (<usize>j << 2), lb, c + <usize>i * lc + (<usize>j << 2), k, acc);
+      tail(a + <usize>i * ai, ap, b, lb, c + <usize>i * lc, j, j1, k, acc);
     }
   }
+}
+
+/** 4 columns of A (a transposed operand: a, a + 4, a + 8, a + 12 on each of k rows la bytes apart) into dst as packRows4 lays out 4 rows */
+function packColumns4(a: usize, la: usize, k: i32, dst: usize): void {
+  for (let p: i32 = 0; p < k; p++) v128.store(dst + (<usize>p << 4), v128.load(a + <usize>p * la));
 }
 
 /** groups x 8 columns of B from b (k rows, lb bytes apart) into pk: group q's row p at pk + q gs + 32 p */
@@ -205,10 +228,10 @@ function packPanel(b: usize, lb: usize, k: i32, groups: i32, pk: usize, gs: usiz
   }
 }
 
-/** columns [j, j1) of one row */
-function tail(a: usize, b: usize, lb: usize, c: usize, j: i32, j1: i32, k: i32, acc: i32): void {
-  for (; j + 4 <= j1; j += 4) tile1x4(a, b + (<usize>j << 2), lb, c + (<usize>j << 2), k, acc);
-  for (; j < j1; j++) dot1(a, b + (<usize>j << 2), lb, c + (<usize>j << 2), k, acc);
+/** columns [j, j1) of one row (its values ap bytes apart) */
+function tail(a: usize, ap: usize, b: usize, lb: usize, c: usize, j: i32, j1: i32, k: i32, acc: i32): void {
+  for (; j + 4 <= j1; j += 4) tile1x4(a, ap, b + (<usize>j << 2), lb, c + (<usize>j << 2), k, acc);
+  for (; j < j1; j++) dot1(a, ap, b + (<usize>j << 2), lb, c + (<usize>j << 2), k, acc);
 }
 
 /** dst (cols x rows) = srcᵀ, src rows x cols; strides in floats */
@@ -232,6 +255,14 @@ export function transpose(dst: usize, ldd: i32, src: usize, lds: i32, rows: i32,
  */
 export function runChunk(job: usize, chunk: i32, thread: i32): void {
   const kind = load<i32>(job + 44);
+  if (kind == 5 || kind == 6) {
+    // the thread's scratch (words 14, 15), as the products below take it
+    const pkFloats = load<i32>(job + 60);
+    const pk = <usize>load<u32>(job + 56) + ((<usize>thread * <usize>pkFloats) << 2);
+    if (kind == 5) attentionForwardChunk(job, chunk, pk, pkFloats);
+    else attentionBackwardChunk(job, chunk, pk, pkFloats);
+    return;
+  }
   if (kind != 0) {
     elementwiseChunk(job, kind, chunk);
     return;
@@ -468,4 +499,102 @@ function elementwiseChunk(job: usize, kind: i32, chunk: i32): void {
   if (i0 >= i1) return;
   if (kind == 1) siluForward(<usize>load<u32>(job), <usize>load<u32>(job + 4), <usize>load<u32>(job + 8), i0, i1);
   else if (kind == 2) siluBackward(<usize>load<u32>(job), <usize>load<u32>(job + 4), <usize>load<u32>(job + 8), <usize>load<u32>(job + 12), <usize>load<u32>(job + 16), i0, i1);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Causal attention of the training layer (src/train/llama-grad.ts attentionForward / attentionBackward:
+// the TypeScript path, the spec), one head (forward) or one group of heads sharing a kv head (backward)
+// per chunk, all of it on the thread that claimed the chunk: the same products (gemmCore, in the same
+// causal row blocks), softmax and dS as the TypeScript path's calls, so the same bits. The heads of a
+// kv group accumulate dk and dv in their order within one chunk, as the TypeScript loop does.
+//
+// Job words: 0 q, 1 k, 2 v, 3 p (every head's T x T probabilities), 4 o (forward) or dO (backward),
+// 5 T, 6 head size, 7 q row (nHeads x hd), 8 kv row, 9 nHeads, 10 heads per kv head, 11 kind (5, 6),
+// f64 at byte 48 the scale, 14/15 the threads' scratch, 16 causal rows per block, 17 dq, 18 dk, 19 dv.
+// Chunk: batch row b x nHeads + h (forward), b x nKvHeads + kv head (backward).
+// Scratch of the thread: a head's K or V transposed (hd x T), then (backward) dS (T x T), then the
+// products' packing scratch (the rest: at least 68 T floats, the caller checks).
+
+/** row block [r0, r1) of C (+)= A B with the thread's scratch */
+// @ts-ignore: decorator
+@inline function blockProduct(a: usize, lda: i32, aT: i32, b: usize, ldb: i32, c: usize, ldc: i32, m: i32, k: i32, n: i32, acc: i32, pk: usize, pkFloats: i32): void {
+  gemmCore(a, lda, aT, b, ldb, c, ldc, 0, m, k, n, acc, pk, pkFloats);
+}
+
+function attentionForwardChunk(job: usize, chunk: i32, scratch: usize, scratchFloats: i32): void {
+  const T = load<i32>(job + 20), hd = load<i32>(job + 24), qDim = load<i32>(job + 28), kvDim = load<i32>(job + 32);
+  const nHeads = load<i32>(job + 36), group = load<i32>(job + 40), rowsPer = load<i32>(job + 64);
+  const scale = load<f64>(job + 48);
+  const b = chunk / nHeads, h = chunk - b * nHeads, kvh = h / group;
+  const row0 = <usize>b * <usize>T;
+  const q = <usize>load<u32>(job), k = <usize>load<u32>(job + 4), v = <usize>load<u32>(job + 8);
+  const p = <usize>load<u32>(job + 12) + ((<usize>chunk * <usize>T * <usize>T) << 2);
+  const o = <usize>load<u32>(job + 16);
+  const kt = scratch;
+  const pk = scratch + ((<usize>hd * <usize>T) << 2), pkFloats = scratchFloats - hd * T;
+  // S = q_h k_hᵀ, causal: rows r0..r1 up to column r1
+  transpose(kt, T, k + ((row0 * <usize>kvDim + <usize>kvh * <usize>hd) << 2), kvDim, T, hd);
+  for (let r0: i32 = 0; r0 < T; r0 += rowsPer) {
+    const r1 = min(T, r0 + rowsPer);
+    blockProduct(q + (((row0 + <usize>r0) * <usize>qDim + <usize>h * <usize>hd) << 2), qDim, 0, kt, T, p + ((<usize>r0 * <usize>T) << 2), T, r1 - r0, hd, r1, 0, pk, pkFloats);
+  }
+  softmaxRows(p, T, 0, T, scale);
+  // o_h = P v_h
+  for (let r0: i32 = 0; r0 < T; r0 += rowsPer) {
+    const r1 = min(T, r0 + rowsPer);
+    blockProduct(p + ((<usize>r0 * <usize>T) << 2), T, 0, v + ((row0 * <usize>kvDim + <usize>kvh * <usize>hd) << 2), kvDim, o + (((row0 + <usize>r0) * <usize>qDim + <usize>h * <usize>hd) << 2), qDim, r1 - r0, r1, hd, 0, pk, pkFloats);
+  }
+}
+
+function attentionBackwardChunk(job: usize, chunk: i32, scratch: usize, scratchFloats: i32): void {
+  const T = load<i32>(job + 20), hd = load<i32>(job + 24), qDim = load<i32>(job + 28), kvDim = load<i32>(job + 32);
+  const nHeads = load<i32>(job + 36), group = load<i32>(job + 40), rowsPer = load<i32>(job + 64);
+  const scale = load<f64>(job + 48);
+  const nKv = nHeads / group;
+  const b = chunk / nKv, kvh = chunk - b * nKv;
+  const row0 = <usize>b * <usize>T;
+  const q = <usize>load<u32>(job), k = <usize>load<u32>(job + 4), v = <usize>load<u32>(job + 8);
+  const dO = <usize>load<u32>(job + 16), dq = <usize>load<u32>(job + 68), dk = <usize>load<u32>(job + 72), dv = <usize>load<u32>(job + 76);
+  const tr = scratch;
+  const dp = scratch + ((<usize>hd * <usize>T) << 2);
+  const pk = dp + ((<usize>T * <usize>T) << 2), pkFloats = scratchFloats - hd * T - T * T;
+  const kvAt = (row0 * <usize>kvDim + <usize>kvh * <usize>hd) << 2;
+  transpose(tr, T, v + kvAt, kvDim, T, hd);
+  for (let h = kvh * group; h < (kvh + 1) * group; h++) {
+    const P = <usize>load<u32>(job + 12) + ((<usize>(b * nHeads + h) * <usize>T * <usize>T) << 2);
+    const qh = <usize>h * <usize>hd;
+    // dP = dO_h v_hᵀ, causal: rows r0..r1 up to column r1
+    for (let r0: i32 = 0; r0 < T; r0 += rowsPer) {
+      const r1 = min(T, r0 + rowsPer);
+      blockProduct(dO + (((row0 + <usize>r0) * <usize>qDim + qh) << 2), qDim, 0, tr, T, dp + ((<usize>r0 * <usize>T) << 2), T, r1 - r0, hd, r1, 0, pk, pkFloats);
+    }
+    // dv_h += Pᵀ dO_h: rows r0..r1 of Pᵀ sum from position r0
+    for (let r0: i32 = 0; r0 < T; r0 += rowsPer) {
+      const r1 = min(T, r0 + rowsPer);
+      blockProduct(P + ((<usize>r0 * <usize>T + <usize>r0) << 2), T, 1, dO + (((row0 + <usize>r0) * <usize>qDim + qh) << 2), qDim, dv + (((row0 + <usize>r0) * <usize>kvDim + <usize>kvh * <usize>hd) << 2), kvDim, r1 - r0, T - r0, hd, 1, pk, pkFloats);
+    }
+    // dS = P * (dP - sum_s P dP) * scale (into dp), in f64 as the TypeScript
+    for (let t: i32 = 0; t < T; t++) {
+      const r = (<usize>t * <usize>T) << 2;
+      let dot: f64 = 0;
+      for (let s: i32 = 0; s <= t; s++) {
+        const e = r + (<usize>s << 2);
+        dot += <f64>load<f32>(P + e) * <f64>load<f32>(dp + e);
+      }
+      for (let s: i32 = 0; s <= t; s++) {
+        const e = r + (<usize>s << 2);
+        store<f32>(dp + e, <f32>(<f64>load<f32>(P + e) * (<f64>load<f32>(dp + e) - dot) * scale));
+      }
+      for (let s: i32 = t + 1; s < T; s++) store<f32>(dp + r + (<usize>s << 2), 0);
+    }
+    // dq_h = dS k_h ; dk_h += dSᵀ q_h (causal as o_h and dv_h)
+    for (let r0: i32 = 0; r0 < T; r0 += rowsPer) {
+      const r1 = min(T, r0 + rowsPer);
+      blockProduct(dp + ((<usize>r0 * <usize>T) << 2), T, 0, k + kvAt, kvDim, dq + (((row0 + <usize>r0) * <usize>qDim + qh) << 2), qDim, r1 - r0, r1, hd, 0, pk, pkFloats);
+    }
+    for (let r0: i32 = 0; r0 < T; r0 += rowsPer) {
+      const r1 = min(T, r0 + rowsPer);
+      blockProduct(dp + ((<usize>r0 * <usize>T + <usize>r0) << 2), T, 1, q + (((row0 + <usize>r0) * <usize>qDim + qh) << 2), qDim, dk + (((row0 + <usize>r0) * <usize>kvDim + <usize>kvh * <usize>hd) << 2), kvDim, r1 - r0, T - r0, hd, 1, pk, pkFloats);
+    }
+  }
 }
