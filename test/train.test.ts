@@ -56,13 +56,14 @@ test('gemm kernel: plain SIMD is bit for bit the scalar spec; relaxed within gam
   }
 });
 
-test('gemm kernel, packed panels of B: bit for bit the scalar spec (strides, offsets, column and row tails, k past the scratch, threads)', async () => {
+test('gemm kernel, packed panels of B and rows of A: bit for bit the scalar spec (strides, offsets, column and row tails, k past the scratch, threads)', async () => {
   const { useNodeThreads } = await import('../src/cli/threads.js');
   useNodeThreads();
   const r = normalRng(5);
   setWasmVariant('simd');
   try {
-    // [m, k, n, threads]: 8+ rows take the packed path; n = 67 / 130: panels of 64 with groups of 8 and a tail of
+    // [m, k, n, threads]: 8+ rows take the packed path (k = 9 / 70 / 5: the rows of A interleaved 4 steps of k at
+    // a time, then a tail of 1 / 2 / 1 steps); n = 67 / 130: panels of 64 with groups of 8 and a tail of
     // 3 / 2 columns; 13 rows: a 1-row tail; k = 8200 is past the scratch (B read in place); 64 x 80 x 72 on 2
     // threads: every thread packs into its own scratch
     for (const [m, k, n, threads] of [[8, 9, 16, 1], [13, 70, 67, 1], [12, 5, 130, 1], [9, 8200, 9, 1], [64, 80, 72, 2], [37, 96, 131, 2]]) {
@@ -177,6 +178,63 @@ test('causal attention in blocks of query rows: the same bytes as the full T x T
     assert.deepEqual(b.grads, a.grads, `${label}: gradients`);
     assert.deepEqual(b.y, a.y, `${label}: layer output`);
     assert.deepEqual(b.dx, a.dx, `${label}: layer input gradient`);
+  }
+});
+
+test('the training layer\'s attention as one WebAssembly job a head (a kv group in the backward): bit for bit the TypeScript path (GQA, odd causal blocks, row and column tails, 1 and 2 threads)', async () => {
+  const { useNodeThreads } = await import('../src/cli/threads.js');
+  useNodeThreads();
+  // head size 6 / 10: P V, dq, dk and dv are 6 columns wide (a group of 4 and 2 single columns) / 10 (a packed group
+  // of 8 and 2 single columns); ctx 45 in blocks of 7 query rows: blocks of 7 (a 4-row tile and 3 single rows) and a
+  // last block of 3 rows; the transposed operands (Pᵀ, dSᵀ) of dv and dk take every one of those paths. 6 heads on 2
+  // kv heads: dk and dv sum 3 heads' products (in another order, other bits)
+  for (const hd of [6, 10]) {
+  const c: TrainConfig = { ...TINY, dim: 6 * hd, hiddenDim: 40, nHeads: 6, nKvHeads: 2, headDim: hd, ropeDim: hd, vocabSize: 30, seqLen: 45, nLayers: 2 };
+  const batch = 2;
+  const ctx = 45;
+  const { tokens, targets } = tinyBatch(c, batch, ctx, 9);
+  const run = async (threads: number, job: boolean, rows: number) => {
+    const be = wasmBackend(trainModelFloats(c, { batch, ctx }), threads)!;
+    await be.ready?.();
+    let jobs = 0;
+    let workerHeads = 0; // chunks of the attention jobs the worker ran
+    const counted = (f: () => boolean) => {
+      const before = be.workerChunks?.() ?? 0;
+      const ran = f();
+      workerHeads += (be.workerChunks?.() ?? 0) - before;
+      if (ran) jobs++;
+      return ran;
+    };
+    const used: Backend = job
+      ? { ...be, attention: (...a) => counted(() => be.attention!(...a)), attentionBackward: (...a) => counted(() => be.attentionBackward!(...a)) }
+      : { ...be, attention: undefined, attentionBackward: undefined };
+    const m = model(used, c, batch, ctx);
+    m.causalRows = rows;
+    m.zeroGrads();
+    const loss = m.forward(tokens, targets);
+    m.backward();
+    const x = Float32Array.from({ length: batch * ctx * c.dim }, (_, i) => Math.sin(i * 0.37) * 3);
+    const y = Float32Array.from(m.layerForwardOn(1, x));
+    const dx = Float32Array.from(m.layerBackwardOn(1, y));
+    const out = { loss, logits: Float32Array.from(m.logits()), grads: Float32Array.from(m.grads), y, dx, workerHeads, jobs };
+    be.close?.();
+    return out;
+  };
+  for (const rows of [7, 64]) {
+    const plain = await run(1, false, rows);
+    for (const threads of [1, 2]) {
+      // on 2 threads, again until the worker has run some heads (a loaded machine may leave them all to the caller)
+      let fast = await run(threads, true, rows);
+      for (let rep = 0; threads > 1 && fast.workerHeads === 0 && rep < 100; rep++) fast = await run(threads, true, rows);
+      assert.equal(fast.jobs, 2 * c.nLayers + 2, 'every attention ran as the job');
+      assert.equal(fast.loss, plain.loss, `loss, head size ${hd}, rows ${rows}, ${threads} thread(s)`);
+      assert.deepEqual(fast.logits, plain.logits, `logits, rows ${rows}, ${threads} thread(s)`);
+      assert.deepEqual(fast.grads, plain.grads, `gradients, rows ${rows}, ${threads} thread(s)`);
+      assert.deepEqual(fast.y, plain.y, `layer output, rows ${rows}, ${threads} thread(s)`);
+      assert.deepEqual(fast.dx, plain.dx, `layer input gradient, rows ${rows}, ${threads} thread(s)`);
+      if (threads === 2) assert.ok(fast.workerHeads > 0, 'the worker ran heads');
+    }
+  }
   }
 });
 
@@ -623,7 +681,7 @@ test('the training layer\'s SiLU and softmax kernels (WebAssembly, on 1 and 2 th
   const run = async (threads: number, kernels: boolean) => {
     const be = wasmBackend(trainModelFloats(c, { batch, ctx }), threads)!;
     await be.ready?.();
-    const used = kernels ? be : { ...be, silu: undefined, siluBackward: undefined, softmax: undefined };
+    const used = kernels ? be : { ...be, silu: undefined, siluBackward: undefined, softmax: undefined, attention: undefined, attentionBackward: undefined };
     const m = model(used, c, batch, ctx);
     m.zeroGrads();
     const loss = m.forward(tokens, targets);

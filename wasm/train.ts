@@ -16,10 +16,12 @@
 // Tiles: 4 rows of C x 8 columns (8 f32x4 accumulators), the columns blocked by 64 so a k x 64 panel
 // of B stays in L2 while all row blocks pass over it. Columns past a multiple of 4 and rows past a
 // multiple of 4 take the narrower paths below (same order of operations).
-// Packing: with a scratch area of at least k x 64 floats (the caller's thread's own) and 8 or more rows,
+// Packing: with a scratch area of at least k x 68 floats (the caller's thread's own) and 8 or more rows,
 // each panel's whole 8-column groups are first copied into it, group after group, each k rows of 8
 // contiguous floats: a tile then reads B sequentially instead of one row of B (ldb apart: a new cache
-// line and often a new page) per step of k. The same products and sums in the same order: the same bits.
+// line and often a new page) per step of k. Each tile's 4 rows of A are interleaved behind them (k x 4
+// floats, once per panel) so the tile reads them at fixed offsets. The same products and sums in the
+// same order: the same bits.
 import { choiceHalf, chosen4, hiHalf, mask4, stepHalf } from './_sign-step';
 
 export function heapBase(): usize {
@@ -68,33 +70,92 @@ function tile4x8(a: usize, lda: usize, b: usize, ldb: usize, c: usize, ldc: usiz
   put(c, c30, acc); put(c + 16, c31, acc);
 }
 
-/** 1 row x 8 columns */
-function tile1x8(a: usize, b: usize, ldb: usize, c: usize, k: i32, acc: i32): void {
+/**
+ * 4 rows x 8 columns from packed operands: a -> 4 rows of A interleaved (A[i..i+3][p] at a + 16 p),
+ * b -> a packed group of B (B[p][j..j+7] at b + 32 p). The same products and sums in the same order as
+ * tile4x8; the row values are splat from immediate offsets, so the loop does no address arithmetic
+ * beyond two pointer steps (the unpacked loop's four row addresses per step of k were most of the
+ * instructions the front end could not issue beside the 16 vector operations).
+ */
+function tile4x8p(a: usize, b: usize, c: usize, ldc: usize, k: i32, acc: i32): void {
+  let c00 = f32x4.splat(0), c01 = f32x4.splat(0);
+  let c10 = f32x4.splat(0), c11 = f32x4.splat(0);
+  let c20 = f32x4.splat(0), c21 = f32x4.splat(0);
+  let c30 = f32x4.splat(0), c31 = f32x4.splat(0);
+  const end = a + (<usize>k << 4);
+  for (; a < end; a += 16) {
+    const b0 = v128.load(b), b1 = v128.load(b, 16);
+    let s = v128.load32_splat(a);
+    c00 = fma(s, b0, c00); c01 = fma(s, b1, c01);
+    s = v128.load32_splat(a, 4);
+    c10 = fma(s, b0, c10); c11 = fma(s, b1, c11);
+    s = v128.load32_splat(a, 8);
+    c20 = fma(s, b0, c20); c21 = fma(s, b1, c21);
+    s = v128.load32_splat(a, 12);
+    c30 = fma(s, b0, c30); c31 = fma(s, b1, c31);
+    b += 32;
+  }
+  put(c, c00, acc); put(c + 16, c01, acc); c += ldc;
+  put(c, c10, acc); put(c + 16, c11, acc); c += ldc;
+  put(c, c20, acc); put(c + 16, c21, acc); c += ldc;
+  put(c, c30, acc); put(c + 16, c31, acc);
+}
+
+/** rows a, a + la, a + 2 la, a + 3 la of A (k values each) interleaved into dst: A[r][p] at dst + 16 p + 4 r */
+function packRows4(a: usize, la: usize, k: i32, dst: usize): void {
+  const a1 = a + la, a2 = a + 2 * la, a3 = a + 3 * la;
+  let p: i32 = 0;
+  for (; p + 4 <= k; p += 4) {
+    const o = <usize>p << 2;
+    const r0 = v128.load(a + o), r1 = v128.load(a1 + o), r2 = v128.load(a2 + o), r3 = v128.load(a3 + o);
+    const t0 = v128.shuffle<i32>(r0, r1, 0, 4, 1, 5), t1 = v128.shuffle<i32>(r0, r1, 2, 6, 3, 7);
+    const t2 = v128.shuffle<i32>(r2, r3, 0, 4, 1, 5), t3 = v128.shuffle<i32>(r2, r3, 2, 6, 3, 7);
+    const d = dst + (<usize>p << 4);
+    v128.store(d, v128.shuffle<i32>(t0, t2, 0, 1, 4, 5));
+    v128.store(d, v128.shuffle<i32>(t0, t2, 2, 3, 6, 7), 16);
+    v128.store(d, v128.shuffle<i32>(t1, t3, 0, 1, 4, 5), 32);
+    v128.store(d, v128.shuffle<i32>(t1, t3, 2, 3, 6, 7), 48);
+  }
+  for (; p < k; p++) {
+    const o = <usize>p << 2;
+    const d = dst + (<usize>p << 4);
+    store<f32>(d, load<f32>(a + o));
+    store<f32>(d, load<f32>(a1 + o), 4);
+    store<f32>(d, load<f32>(a2 + o), 8);
+    store<f32>(d, load<f32>(a3 + o), 12);
+  }
+}
+
+/** 1 row x 8 columns; the row's values `ap` bytes apart (4, or a column of a transposed A) */
+function tile1x8(a: usize, ap: usize, b: usize, ldb: usize, c: usize, k: i32, acc: i32): void {
   let c0 = f32x4.splat(0), c1 = f32x4.splat(0);
   for (let p: i32 = 0; p < k; p++) {
-    const s = v128.load32_splat(a + (<usize>p << 2));
+    const s = v128.load32_splat(a);
     c0 = fma(s, v128.load(b), c0); c1 = fma(s, v128.load(b, 16), c1);
+    a += ap;
     b += ldb;
   }
   put(c, c0, acc); put(c + 16, c1, acc);
 }
 
 /** 1 row x 4 columns */
-function tile1x4(a: usize, b: usize, ldb: usize, c: usize, k: i32, acc: i32): void {
+function tile1x4(a: usize, ap: usize, b: usize, ldb: usize, c: usize, k: i32, acc: i32): void {
   let c0 = f32x4.splat(0);
   for (let p: i32 = 0; p < k; p++) {
-    c0 = fma(v128.load32_splat(a + (<usize>p << 2)), v128.load(b), c0);
+    c0 = fma(v128.load32_splat(a), v128.load(b), c0);
+    a += ap;
     b += ldb;
   }
   put(c, c0, acc);
 }
 
 /** one output (the column tail past a multiple of 4): the same sequential order, in scalar f32 */
-function dot1(a: usize, b: usize, ldb: usize, c: usize, k: i32, acc: i32): void {
+function dot1(a: usize, ap: usize, b: usize, ldb: usize, c: usize, k: i32, acc: i32): void {
   let s: f32 = 0;
   for (let p: i32 = 0; p < k; p++) {
-    if (ASC_FEATURE_RELAXED_SIMD) s = f32x4.extract_lane(f32x4.relaxed_madd(f32x4.splat(load<f32>(a + (<usize>p << 2))), f32x4.splat(load<f32>(b)), f32x4.splat(s)), 0);
-    else s = s + load<f32>(a + (<usize>p << 2)) * load<f32>(b);
+    if (ASC_FEATURE_RELAXED_SIMD) s = f32x4.extract_lane(f32x4.relaxed_madd(f32x4.splat(load<f32>(a)), f32x4.splat(load<f32>(b)), f32x4.splat(s)), 0);
+    else s = s + load<f32>(a) * load<f32>(b);
+    a += ap;
     b += ldb;
   }
   store<f32>(c, acc ? load<f32>(c) + s : s);
@@ -105,10 +166,24 @@ function dot1(a: usize, b: usize, ldb: usize, c: usize, k: i32, acc: i32): void 
  * scratch of pkFloats floats for packed panels (0: none)
  */
 export function gemm(a: usize, lda: i32, b: usize, ldb: i32, c: usize, ldc: i32, i0: i32, i1: i32, k: i32, n: i32, acc: i32, pk: usize, pkFloats: i32): void {
+  gemmCore(a, lda, 0, b, ldb, c, ldc, i0, i1, k, n, acc, pk, pkFloats);
+}
+
+/**
+ * gemm, or with aT = 1 on A's transpose: A[i][p] at a + (p lda + i) floats (attention's Pᵀ and dSᵀ, read
+ * in place). The same products and sums in the same order either way. aT needs the packed path (a
+ * scratch of k x 68 floats or more): its tiles read A's 4 rows as one vector per step of k.
+ */
+function gemmCore(a: usize, lda: i32, aT: i32, b: usize, ldb: i32, c: usize, ldc: i32, i0: i32, i1: i32, k: i32, n: i32, acc: i32, pk: usize, pkFloats: i32): void {
   const la = <usize>lda << 2, lb = <usize>ldb << 2, lc = <usize>ldc << 2;
+  // element A[i][p] at a + i ai + p ap
+  const ai: usize = aT ? 4 : la, ap: usize = aT ? la : 4;
   const n8 = n & ~7;
-  const pack = pk != 0 && i1 - i0 >= 8 && <i64>k * 64 <= <i64>pkFloats;
+  // the scratch: the panel's groups of B (k x 64 floats), then one tile's 4 rows of A (k x 4 floats)
+  const pack = pk != 0 && (aT != 0 || i1 - i0 >= 8) && <i64>k * 68 <= <i64>pkFloats;
+  if (aT && !pack) unreachable();
   const gs = <usize>k << 5; // bytes of one packed group (k rows of 8 floats)
+  const apk = pk + (<usize>k << 8);
   for (let j0: i32 = 0; j0 < n; j0 += 64) {
     const j1 = min(j0 + 64, n);
     // the panel's whole groups of 8 columns (the unpacked loop's `j + 8 <= j1 && j < n8`)
@@ -117,17 +192,27 @@ export function gemm(a: usize, lda: i32, b: usize, ldb: i32, c: usize, ldc: i32,
     let i = i0;
     for (; i + 4 <= i1; i += 4) {
       let j = j0;
-      if (pack) for (let q = 0; q < groups; q++, j += 8) tile4x8(a + <usize>i * la, la, pk + <usize>q * gs, 32, c + <usize>i * lc + (<usize>j << 2), lc, k, acc);
-      else for (; j + 8 <= j1 && j < n8; j += 8) tile4x8(a + <usize>i * la, la, b + (<usize>j << 2), lb, c + <usize>i * lc + (<usize>j << 2), lc, k, acc);
-      for (let r = i; r < i + 4; r++) tail(a + <usize>r * la, b, lb, c + <usize>r * lc, j, j1, k, acc);
+      if (pack) {
+        if (groups > 0) {
+          if (aT) packColumns4(a + (<usize>i << 2), la, k, apk);
+          else packRows4(a + <usize>i * la, la, k, apk);
+        }
+        for (let q = 0; q < groups; q++, j += 8) tile4x8p(apk, pk + <usize>q * gs, c + <usize>i * lc + (<usize>j << 2), lc, k, acc);
+      } else for (; j + 8 <= j1 && j < n8; j += 8) tile4x8(a + <usize>i * la, la, b + (<usize>j << 2), lb, c + <usize>i * lc + (<usize>j << 2), lc, k, acc);
+      for (let r = i; r < i + 4; r++) tail(a + <usize>r * ai, ap, b, lb, c + <usize>r * lc, j, j1, k, acc);
     }
     for (; i < i1; i++) {
       let j = j0;
-      if (pack) for (let q = 0; q < groups; q++, j += 8) tile1x8(a + <usize>i * la, pk + <usize>q * gs, 32, c + <usize>i * lc + (<usize>j << 2), k, acc);
-      else for (; j + 8 <= j1; j += 8) tile1x8(a + <usize>i * la, b + (<usize>j << 2), lb, c + <usize>i * lc + (<usize>j << 2), k, acc);
-      tail(a + <usize>i * la, b, lb, c + <usize>i * lc, j, j1, k, acc);
+      if (pack) for (let q = 0; q < groups; q++, j += 8) tile1x8(a + <usize>i * ai, ap, pk + <usize>q * gs, 32, c + <usize>i * lc + (<usize>j << 2), k, acc);
+      else for (; j + 8 <= j1; j += 8) tile1x8(a + <usize>i * ai, ap, b + (<usize>j << 2), lb, c + <usize>i * lc + (<usize>j << 2), k, acc);
+      tail(a + <usize>i * ai, ap, b, lb, c + <usize>i * lc, j, j1, k, acc);
     }
   }
+}
+
+/** 4 columns of A (a transposed operand: a, a + 4, a + 8, a + 12 on each of k rows la bytes apart) into dst as packRows4 lays out 4 rows */
+function packColumns4(a: usize, la: usize, k: i32, dst: usize): void {
+  for (let p: i32 = 0; p < k; p++) v128.store(dst + (<usize>p << 4), v128.load(a + <usize>p * la));
 }
 
 /** groups x 8 columns of B from b (k rows, lb bytes apart) into pk: group q's row p at pk + q gs + 32 p */
@@ -143,10 +228,10 @@ function packPanel(b: usize, lb: usize, k: i32, groups: i32, pk: usize, gs: usiz
   }
 }
 
-/** columns [j, j1) of one row */
-function tail(a: usize, b: usize, lb: usize, c: usize, j: i32, j1: i32, k: i32, acc: i32): void {
-  for (; j + 4 <= j1; j += 4) tile1x4(a, b + (<usize>j << 2), lb, c + (<usize>j << 2), k, acc);
-  for (; j < j1; j++) dot1(a, b + (<usize>j << 2), lb, c + (<usize>j << 2), k, acc);
+/** columns [j, j1) of one row (its values ap bytes apart) */
+function tail(a: usize, ap: usize, b: usize, lb: usize, c: usize, j: i32, j1: i32, k: i32, acc: i32): void {
+  for (; j + 4 <= j1; j += 4) tile1x4(a, ap, b + (<usize>j << 2), lb, c + (<usize>j << 2), k, acc);
+  for (; j < j1; j++) dot1(a, ap, b + (<usize>j << 2), lb, c + (<usize>j << 2), k, acc);
 }
 
 /** dst (cols x rows) = srcᵀ, src rows x cols; strides in floats */
@@ -170,6 +255,14 @@ export function transpose(dst: usize, ldd: i32, src: usize, lds: i32, rows: i32,
  */
 export function runChunk(job: usize, chunk: i32, thread: i32): void {
   const kind = load<i32>(job + 44);
+  if (kind == 5 || kind == 6) {
+    // the thread's scratch (words 14, 15), as the products below take it
+    const pkFloats = load<i32>(job + 60);
+    const pk = <usize>load<u32>(job + 56) + ((<usize>thread * <usize>pkFloats) << 2);
+    if (kind == 5) attentionForwardChunk(job, chunk, pk, pkFloats);
+    else attentionBackwardChunk(job, chunk, pk, pkFloats);
+    return;
+  }
   if (kind != 0) {
     elementwiseChunk(job, kind, chunk);
     return;
@@ -406,4 +499,102 @@ function elementwiseChunk(job: usize, kind: i32, chunk: i32): void {
   if (i0 >= i1) return;
   if (kind == 1) siluForward(<usize>load<u32>(job), <usize>load<u32>(job + 4), <usize>load<u32>(job + 8), i0, i1);
   else if (kind == 2) siluBackward(<usize>load<u32>(job), <usize>load<u32>(job + 4), <usize>load<u32>(job + 8), <usize>load<u32>(job + 12), <usize>load<u32>(job + 16), i0, i1);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Causal attention of the training layer (src/train/llama-grad.ts attentionForward / attentionBackward:
+// the TypeScript path, the spec), one head (forward) or one group of heads sharing a kv head (backward)
+// per chunk, all of it on the thread that claimed the chunk: the same products (gemmCore, in the same
+// causal row blocks), softmax and dS as the TypeScript path's calls, so the same bits. The heads of a
+// kv group accumulate dk and dv in their order within one chunk, as the TypeScript loop does.
+//
+// Job words: 0 q, 1 k, 2 v, 3 p (every head's T x T probabilities), 4 o (forward) or dO (backward),
+// 5 T, 6 head size, 7 q row (nHeads x hd), 8 kv row, 9 nHeads, 10 heads per kv head, 11 kind (5, 6),
+// f64 at byte 48 the scale, 14/15 the threads' scratch, 16 causal rows per block, 17 dq, 18 dk, 19 dv.
+// Chunk: batch row b x nHeads + h (forward), b x nKvHeads + kv head (backward).
+// Scratch of the thread: a head's K or V transposed (hd x T), then (backward) dS (T x T), then the
+// products' packing scratch (the rest: at least 68 T floats, the caller checks).
+
+/** row block [r0, r1) of C (+)= A B with the thread's scratch */
+// @ts-ignore: decorator
+@inline function blockProduct(a: usize, lda: i32, aT: i32, b: usize, ldb: i32, c: usize, ldc: i32, m: i32, k: i32, n: i32, acc: i32, pk: usize, pkFloats: i32): void {
+  gemmCore(a, lda, aT, b, ldb, c, ldc, 0, m, k, n, acc, pk, pkFloats);
+}
+
+function attentionForwardChunk(job: usize, chunk: i32, scratch: usize, scratchFloats: i32): void {
+  const T = load<i32>(job + 20), hd = load<i32>(job + 24), qDim = load<i32>(job + 28), kvDim = load<i32>(job + 32);
+  const nHeads = load<i32>(job + 36), group = load<i32>(job + 40), rowsPer = load<i32>(job + 64);
+  const scale = load<f64>(job + 48);
+  const b = chunk / nHeads, h = chunk - b * nHeads, kvh = h / group;
+  const row0 = <usize>b * <usize>T;
+  const q = <usize>load<u32>(job), k = <usize>load<u32>(job + 4), v = <usize>load<u32>(job + 8);
+  const p = <usize>load<u32>(job + 12) + ((<usize>chunk * <usize>T * <usize>T) << 2);
+  const o = <usize>load<u32>(job + 16);
+  const kt = scratch;
+  const pk = scratch + ((<usize>hd * <usize>T) << 2), pkFloats = scratchFloats - hd * T;
+  // S = q_h k_hᵀ, causal: rows r0..r1 up to column r1
+  transpose(kt, T, k + ((row0 * <usize>kvDim + <usize>kvh * <usize>hd) << 2), kvDim, T, hd);
+  for (let r0: i32 = 0; r0 < T; r0 += rowsPer) {
+    const r1 = min(T, r0 + rowsPer);
+    blockProduct(q + (((row0 + <usize>r0) * <usize>qDim + <usize>h * <usize>hd) << 2), qDim, 0, kt, T, p + ((<usize>r0 * <usize>T) << 2), T, r1 - r0, hd, r1, 0, pk, pkFloats);
+  }
+  softmaxRows(p, T, 0, T, scale);
+  // o_h = P v_h
+  for (let r0: i32 = 0; r0 < T; r0 += rowsPer) {
+    const r1 = min(T, r0 + rowsPer);
+    blockProduct(p + ((<usize>r0 * <usize>T) << 2), T, 0, v + ((row0 * <usize>kvDim + <usize>kvh * <usize>hd) << 2), kvDim, o + (((row0 + <usize>r0) * <usize>qDim + <usize>h * <usize>hd) << 2), qDim, r1 - r0, r1, hd, 0, pk, pkFloats);
+  }
+}
+
+function attentionBackwardChunk(job: usize, chunk: i32, scratch: usize, scratchFloats: i32): void {
+  const T = load<i32>(job + 20), hd = load<i32>(job + 24), qDim = load<i32>(job + 28), kvDim = load<i32>(job + 32);
+  const nHeads = load<i32>(job + 36), group = load<i32>(job + 40), rowsPer = load<i32>(job + 64);
+  const scale = load<f64>(job + 48);
+  const nKv = nHeads / group;
+  const b = chunk / nKv, kvh = chunk - b * nKv;
+  const row0 = <usize>b * <usize>T;
+  const q = <usize>load<u32>(job), k = <usize>load<u32>(job + 4), v = <usize>load<u32>(job + 8);
+  const dO = <usize>load<u32>(job + 16), dq = <usize>load<u32>(job + 68), dk = <usize>load<u32>(job + 72), dv = <usize>load<u32>(job + 76);
+  const tr = scratch;
+  const dp = scratch + ((<usize>hd * <usize>T) << 2);
+  const pk = dp + ((<usize>T * <usize>T) << 2), pkFloats = scratchFloats - hd * T - T * T;
+  const kvAt = (row0 * <usize>kvDim + <usize>kvh * <usize>hd) << 2;
+  transpose(tr, T, v + kvAt, kvDim, T, hd);
+  for (let h = kvh * group; h < (kvh + 1) * group; h++) {
+    const P = <usize>load<u32>(job + 12) + ((<usize>(b * nHeads + h) * <usize>T * <usize>T) << 2);
+    const qh = <usize>h * <usize>hd;
+    // dP = dO_h v_hᵀ, causal: rows r0..r1 up to column r1
+    for (let r0: i32 = 0; r0 < T; r0 += rowsPer) {
+      const r1 = min(T, r0 + rowsPer);
+      blockProduct(dO + (((row0 + <usize>r0) * <usize>qDim + qh) << 2), qDim, 0, tr, T, dp + ((<usize>r0 * <usize>T) << 2), T, r1 - r0, hd, r1, 0, pk, pkFloats);
+    }
+    // dv_h += Pᵀ dO_h: rows r0..r1 of Pᵀ sum from position r0
+    for (let r0: i32 = 0; r0 < T; r0 += rowsPer) {
+      const r1 = min(T, r0 + rowsPer);
+      blockProduct(P + ((<usize>r0 * <usize>T + <usize>r0) << 2), T, 1, dO + (((row0 + <usize>r0) * <usize>qDim + qh) << 2), qDim, dv + (((row0 + <usize>r0) * <usize>kvDim + <usize>kvh * <usize>hd) << 2), kvDim, r1 - r0, T - r0, hd, 1, pk, pkFloats);
+    }
+    // dS = P * (dP - sum_s P dP) * scale (into dp), in f64 as the TypeScript
+    for (let t: i32 = 0; t < T; t++) {
+      const r = (<usize>t * <usize>T) << 2;
+      let dot: f64 = 0;
+      for (let s: i32 = 0; s <= t; s++) {
+        const e = r + (<usize>s << 2);
+        dot += <f64>load<f32>(P + e) * <f64>load<f32>(dp + e);
+      }
+      for (let s: i32 = 0; s <= t; s++) {
+        const e = r + (<usize>s << 2);
+        store<f32>(dp + e, <f32>(<f64>load<f32>(P + e) * (<f64>load<f32>(dp + e) - dot) * scale));
+      }
+      for (let s: i32 = t + 1; s < T; s++) store<f32>(dp + r + (<usize>s << 2), 0);
+    }
+    // dq_h = dS k_h ; dk_h += dSᵀ q_h (causal as o_h and dv_h)
+    for (let r0: i32 = 0; r0 < T; r0 += rowsPer) {
+      const r1 = min(T, r0 + rowsPer);
+      blockProduct(dp + ((<usize>r0 * <usize>T) << 2), T, 0, k + kvAt, kvDim, dq + (((row0 + <usize>r0) * <usize>qDim + qh) << 2), qDim, r1 - r0, r1, hd, 0, pk, pkFloats);
+    }
+    for (let r0: i32 = 0; r0 < T; r0 += rowsPer) {
+      const r1 = min(T, r0 + rowsPer);
+      blockProduct(dp + ((<usize>r0 * <usize>T + <usize>r0) << 2), T, 1, q + (((row0 + <usize>r0) * <usize>qDim + qh) << 2), qDim, dk + (((row0 + <usize>r0) * <usize>kvDim + <usize>kvh * <usize>hd) << 2), kvDim, r1 - r0, T - r0, hd, 1, pk, pkFloats);
+    }
+  }
 }

@@ -44,10 +44,29 @@ export interface Backend {
   siluBackward?(g: Vec, u: Vec, dh: Vec, dg: Vec, du: Vec, n: number): void;
   /** softmaxRowsRef on `blocks` consecutive T x T score blocks at p[pOff ..] (every row of each) in WebAssembly, likewise */
   softmax?(p: Vec, pOff: number, T: number, blocks: number, scale: number): void;
+  /**
+   * The training layer's causal attention (TrainModel's attention forward: S, softmax, P V) in WebAssembly,
+   * a head per chunk on the threads, when every array lives in this backend's memory and a head's scratch
+   * fits the threads' (else false: the caller runs its own path, which this computes bit for bit)
+   */
+  attention?(d: AttentionShape, q: Vec, k: Vec, v: Vec, p: Vec, o: Vec): boolean;
+  /** its backward (dq, dk, dv from dO and the forward's P; dk and dv accumulate: the caller zeroes them), a kv group of heads per chunk; likewise */
+  attentionBackward?(d: AttentionShape, q: Vec, k: Vec, v: Vec, p: Vec, dO: Vec, dq: Vec, dk: Vec, dv: Vec): boolean;
   /** row blocks the worker threads (not the calling one) have computed so far */
   workerChunks?(): number;
   /** resolves when the worker threads have started (at most `timeoutMs`; products work before, on fewer threads) */
   ready?(timeoutMs?: number): Promise<void>;
+}
+
+/** The shape of a training layer's attention: batch sequences of T tokens, heads of hd values, causal blocks of `rows` query rows, scores scaled by `scale`. */
+export interface AttentionShape {
+  readonly batch: number;
+  readonly T: number;
+  readonly hd: number;
+  readonly nHeads: number;
+  readonly nKvHeads: number;
+  readonly rows: number;
+  readonly scale: number;
 }
 
 /** The scalar spec of the kernel, in f32 (Math.fround at each step) or f64. */
@@ -188,11 +207,12 @@ export function wasmExp(x: number): number | null {
 /** products below this many multiply-adds stay on the calling thread (waking workers costs more) */
 const THREADED_MIN = 1 << 18;
 /**
- * each thread's scratch for the gemm kernel's packed panels of B (wasm/train.ts): k x 64 floats, so
- * products with k up to PACK_K are packed (larger ones read B in place: the same bits either way)
+ * each thread's scratch for the gemm kernel's packed operands (wasm/train.ts): a panel of B (k x 64
+ * floats) and a tile's 4 rows of A (k x 4), so products with k up to PACK_K are packed (larger ones read
+ * A and B in place: the same bits either way)
  */
 const PACK_K = 8192;
-const PACK_FLOATS = PACK_K * 64;
+const PACK_FLOATS = PACK_K * 68;
 
 /**
  * The WebAssembly backend with room for `floats` f32 values (all the arrays it will ever hand out);
@@ -235,6 +255,16 @@ export function wasmBackend(floats: number, threads = 1): Backend | null {
   const ptr = (v: Vec, off: number): number => {
     if (v.buffer !== buffer || !(v instanceof Float32Array)) fail('wasm backend: array not allocated by this backend');
     return v.byteOffset + off * 4;
+  };
+  /** a head's scratch (K or V transposed, dS, the products' packing) fits each thread's */
+  const attentionFits = (d: AttentionShape) => d.nHeads % d.nKvHeads === 0 && d.rows >= 1 && d.hd * d.T + d.T * d.T + 68 * d.T <= PACK_FLOATS;
+  /** attention job `kind` (wasm/train.ts: 5 forward, 6 backward) on `chunks` chunks: q, k, v, p, o / dO at words 0..4, dq, dk, dv at 17..19 */
+  const attentionJob = (kind: number, d: AttentionShape, arrays: Vec[], chunks: number, grads: Vec[] = []) => {
+    job.set([...arrays.map((a) => a.byteOffset), d.T, d.hd, d.nHeads * d.hd, d.nKvHeads * d.hd, d.nHeads, d.nHeads / d.nKvHeads, kind]);
+    jobF64[0] = d.scale;
+    jobHi.set([d.rows, ...grads.map((a) => a.byteOffset)]);
+    if (pool) pool.run(chunks, x);
+    else for (let c = 0; c < chunks; c++) x.runChunk(control + JOB_OFFSET, c, 0);
   };
   return {
     name: 'wasm',
@@ -305,6 +335,20 @@ export function wasmBackend(floats: number, threads = 1): Backend | null {
         return;
       }
       for (let b = 0; b < blocks; b++) x.softmaxRows(at + b * size * 4, T, 0, T, scale);
+    },
+    attention(d, q, k, v, p, o) {
+      if (!attentionFits(d)) return false;
+      const N = d.batch * d.T, qDim = d.nHeads * d.hd, kvDim = d.nKvHeads * d.hd;
+      if (!mine(q, N * qDim) || !mine(k, N * kvDim) || !mine(v, N * kvDim) || !mine(p, d.batch * d.nHeads * d.T * d.T) || !mine(o, N * qDim)) return false;
+      attentionJob(5, d, [q, k, v, p, o], d.batch * d.nHeads);
+      return true;
+    },
+    attentionBackward(d, q, k, v, p, dO, dq, dk, dv) {
+      if (!attentionFits(d)) return false;
+      const N = d.batch * d.T, qDim = d.nHeads * d.hd, kvDim = d.nKvHeads * d.hd;
+      if (![q, dO, dq].every((a) => mine(a, N * qDim)) || ![k, v, dk, dv].every((a) => mine(a, N * kvDim)) || !mine(p, d.batch * d.nHeads * d.T * d.T)) return false;
+      attentionJob(6, d, [q, k, v, p, dO], d.batch * d.nKvHeads, [dq, dk, dv]);
+      return true;
     },
     signStep(g, lo, hi, t, v, ch, values, step, transposed) {
       const n = v.length;

@@ -25,7 +25,7 @@
  */
 import { fail } from '../errors.js';
 import type { LlamaConfig } from '../model/types.js';
-import { siluBackwardRef, siluForwardRef, softmaxRowsRef, type Backend, type Vec } from './gemm.js';
+import { siluBackwardRef, siluForwardRef, softmaxRowsRef, type AttentionShape, type Backend, type Vec } from './gemm.js';
 import { llamaTensorShapes } from '../model/llama-shapes.js';
 
 export interface TrainConfig extends LlamaConfig {
@@ -404,6 +404,11 @@ export class TrainModel {
     }
   }
 
+  private attentionShape(): AttentionShape {
+    const c = this.config;
+    return { batch: this.batch, T: this.ctx, hd: c.headDim, nHeads: c.nHeads, nKvHeads: c.nKvHeads, rows: this.causalRows, scale: 1 / Math.sqrt(c.headDim) };
+  }
+
   private attentionForward(A: LayerActs): void {
     const c = this.config;
     const T = this.ctx;
@@ -413,6 +418,8 @@ export class TrainModel {
     const group = c.nHeads / c.nKvHeads;
     const scale = 1 / Math.sqrt(hd);
     const be = this.be;
+    // a head per chunk in WebAssembly (the same values as the loops below)
+    if (be.attention?.(this.attentionShape(), A.q, A.k, A.v, A.p, A.o)) return;
     const kt = this.buf.get('ktr')!; // (hd, T)
     for (let b = 0; b < this.batch; b++) {
       const row0 = b * T;
@@ -535,6 +542,8 @@ export class TrainModel {
     const pt = this.buf.get('t1')!; // (T, T)
     dk.fill(0);
     dv.fill(0);
+    // a kv group of heads per chunk in WebAssembly (the same values as the loops below)
+    if (be.attentionBackward?.(this.attentionShape(), A.q, A.k, A.v, A.p, dO, dq, dk, dv)) return;
     for (let b = 0; b < this.batch; b++) {
       const row0 = b * T;
       for (let h = 0; h < c.nHeads; h++) {
