@@ -206,18 +206,20 @@ test('forward(..., reuse): the same logits as a fresh array, in one buffer the n
   assert.notEqual(m.forward(prompt, 0, 4).buffer, m.forward(prompt, 0, 4).buffer);
 });
 
+/** the test model with its 2-D tensors whose rows are whole blocks of 32 (not the embedding) stored as `name` */
+function quantizedAs(name: string, blockBytes: number): StoredTensor[] {
+  const type = ggmlTypeByName(name)!;
+  return bin.tensors.map((t): StoredTensor => {
+    if (t.dims.length !== 2 || t.dims[0] % 32 !== 0 || t.name === 'token_embd.weight') return t;
+    const x = new Float32Array(t.data.buffer, t.data.byteOffset, t.data.length / 4);
+    const bytes = new Uint8Array((x.length / 32) * blockBytes);
+    ggmlCodec(type)!.quantize!(x, t.dims[1], t.dims[0], bytes);
+    return { ...t, type, data: bytes };
+  });
+}
+
 test('the last layer leaves out the rows whose logits are not asked for (past their keys and values): the same logits bit for bit, F32, Q8_0 and Q4_0, kernels and TypeScript', () => {
   // Q8_0 / Q4_0 where rows are whole blocks (K = 64); down (K = 172) and the embedding stay F32
-  const quantizedAs = (name: string, blockBytes: number) => {
-    const type = ggmlTypeByName(name)!;
-    return bin.tensors.map((t): StoredTensor => {
-      if (t.dims.length !== 2 || t.dims[0] % 32 !== 0 || t.name === 'token_embd.weight') return t;
-      const x = new Float32Array(t.data.buffer, t.data.byteOffset, t.data.length / 4);
-      const bytes = new Uint8Array((x.length / 32) * blockBytes);
-      ggmlCodec(type)!.quantize!(x, t.dims[1], t.dims[0], bytes);
-      return { ...t, type, data: bytes };
-    });
-  };
   const ids = Array.from({ length: 100 }, (_, i) => 1 + ((i * 7919) % 511));
   const P = MatmulEngine.prototype as unknown as Record<string, (...a: unknown[]) => unknown>;
   const attention = P.attention;
@@ -279,16 +281,6 @@ function toF16(tensors: StoredTensor[]): StoredTensor[] {
 
 test('one-token decode with q|k|v and gate|up fused into one dispatch each (prepareDecode, activations ggml): the same logits bit for bit, F32, Q8_0 and Q4_0', () => {
   // Q8_0 / Q4_0 where rows are whole blocks (q, k, v, o, gate, up: K = 64); down (K = 172) and the embedding stay F32
-  const quantizedAs = (name: string, blockBytes: number) => {
-    const type = ggmlTypeByName(name)!;
-    return bin.tensors.map((t): StoredTensor => {
-      if (t.dims.length !== 2 || t.dims[0] % 32 !== 0 || t.name === 'token_embd.weight') return t;
-      const x = new Float32Array(t.data.buffer, t.data.byteOffset, t.data.length / 4);
-      const bytes = new Uint8Array((x.length / 32) * blockBytes);
-      ggmlCodec(type)!.quantize!(x, t.dims[1], t.dims[0], bytes);
-      return { ...t, type, data: bytes };
-    });
-  };
   const ids = prompt.slice(0, 12);
   const P = MatmulEngine.prototype as unknown as Record<string, (...a: unknown[]) => unknown>;
   for (const [label, tensors] of [['F32', bin.tensors], ['Q8_0', quantizedAs('Q8_0', 34)], ['Q4_0', quantizedAs('Q4_0', 18)]] as const) {
