@@ -34,6 +34,23 @@ function normals(n: number, r: () => number): Float32Array {
 }
 
 /**
+ * The causal attention kernel (job kind 2) on normal queries (times qScale), keys and values (in kernel
+ * memory): nTok queries after pos0 cached positions, scale 1 / sqrt(hd)
+ */
+function attentionCase(e: MatmulEngine, r: () => number, nHeads: number, nKvHeads: number, hd: number, pos0: number, nTok: number, qScale = 1) {
+  const kvDim = nKvHeads * hd;
+  const q = normals(nTok * nHeads * hd, r).map((v) => qScale * v);
+  const keysVals = e.allocF32(2 * (pos0 + nTok) * kvDim, q)!;
+  const keys = keysVals.array.subarray(0, (pos0 + nTok) * kvDim);
+  const values = keysVals.array.subarray((pos0 + nTok) * kvDim);
+  keys.set(normals(keys.length, r));
+  values.set(normals(values.length, r));
+  const out = new Float32Array(nTok * nHeads * hd);
+  e.attention(q, nTok, pos0, nHeads, nKvHeads, hd, keysVals.at, keysVals.at + keys.length * 4, kvDim, 1 / Math.sqrt(hd), out);
+  return { q, keys, values, out };
+}
+
+/**
  * Stored bytes of an n x k weight in `type`: quantized normals where the codec quantizes (without an
  * importance matrix), else random blocks kept only when they decode to finite values below 1e4.
  */
@@ -140,15 +157,7 @@ test('exp: within 4 ulp of Math.exp on [-87, 88]; attention kernel = attentionRe
     }
     // attention: 2 kv heads shared by 4 query heads, head size 12, 5 new tokens after 9 cached
     const [nHeads, nKvHeads, hd, pos0, nTok] = [4, 2, 12, 9, 5];
-    const kvDim = nKvHeads * hd;
-    const q = normals(nTok * nHeads * hd, r);
-    const keysVals = e.allocF32(2 * (pos0 + nTok) * kvDim, q)!;
-    const keys = keysVals.array.subarray(0, (pos0 + nTok) * kvDim);
-    const values = keysVals.array.subarray((pos0 + nTok) * kvDim);
-    keys.set(normals(keys.length, r));
-    values.set(normals(values.length, r));
-    const out = new Float32Array(nTok * nHeads * hd);
-    e.attention(q, nTok, pos0, nHeads, nKvHeads, hd, keysVals.at, keysVals.at + keys.length * 4, kvDim, 1 / Math.sqrt(hd), out);
+    const { q, keys, values, out } = attentionCase(e, r, nHeads, nKvHeads, hd, pos0, nTok);
     const ref = new Float32Array(out.length);
     attentionRef(q, keys, values, nTok, pos0, nHeads, nKvHeads, hd, 1 / Math.sqrt(hd), ref, new Float64Array(pos0 + nTok));
     const vmax = values.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
@@ -204,15 +213,7 @@ test('attention kernel = attentionLanesRef bit for bit (plain SIMD: product and 
       const t0 = Date.now();
       while (threads > 1 && e.threadStats().ready < 1 && Date.now() - t0 < 20000) await new Promise((res) => setTimeout(res, 10));
       for (const [nHeads, nKvHeads, hd, pos0, nTok, qs] of threads > 1 ? big : [...cases, ...big]) {
-        const kvDim = nKvHeads * hd;
-        const q = normals(nTok * nHeads * hd, r).map((v) => qs * v);
-        const keysVals = e.allocF32(2 * (pos0 + nTok) * kvDim, q)!;
-        const keys = keysVals.array.subarray(0, (pos0 + nTok) * kvDim);
-        const values = keysVals.array.subarray((pos0 + nTok) * kvDim);
-        keys.set(normals(keys.length, r));
-        values.set(normals(values.length, r));
-        const got = new Float32Array(nTok * nHeads * hd);
-        e.attention(q, nTok, pos0, nHeads, nKvHeads, hd, keysVals.at, keysVals.at + keys.length * 4, kvDim, 1 / Math.sqrt(hd), got);
+        const { q, keys, values, out: got } = attentionCase(e, r, nHeads, nKvHeads, hd, pos0, nTok, qs);
         const name = `${variant} ${threads} thread(s), ${nHeads}/${nKvHeads} heads of ${hd}, ${nTok} tokens after ${pos0}`;
         const differ = (fused: boolean) => {
           const want = new Float32Array(got.length);
