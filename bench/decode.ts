@@ -1,7 +1,8 @@
 /**
- * `npm run bench -- decode [reps=3] [threads=2, or a list: 1,2] [types=F32,Q8_0,Q4_K_M,Q4_0] [tokens=128]`:
+ * `npm run bench -- decode [reps=3] [threads=2, or a list: 1,2] [types=F32,Q8_0,Q4_K_M,Q4_0] [tokens=128] [model=155m|1.1b]`:
  * single-token decode speed against llama.cpp in the same run, on the synthetic ~155M llama
- * (bench/_llama-synth.ts; quantized by `lowbit quantize --type T`); LOWBIT_SYNTH=1.1b: the 1.1B shapes.
+ * (bench/_llama-synth.ts; quantized by `lowbit quantize --type T`); model 1.1b (or LOWBIT_SYNTH=1.1b): the
+ * 1.1B shapes (TinyLlama's, 4.4 GB in F32).
  *
  *   lowbit:    `lowbit generate MODEL --prompt "Once upon a time" -n N --temp 0 --threads T --stats`
  *              (its "generated: ... tok/s": one-token forward passes per second, with sampling, without
@@ -9,7 +10,10 @@
  *   llama.cpp: `llama-bench -m MODEL -n N -p 0 -t T -r 1 -o json` (avg_ts: decode only)
  *
  * Runs alternate (lowbit, llama.cpp, lowbit, ...) `reps` times; the table shows the best of each and
- * the median ratio of the pairs. GB/s = bytes of weights a decode step reads (every linear layer and the
+ * the median ratio of the pairs. LOWBIT_BASE=DIR (a checkout or copy with its own bin/lowbit.js and build,
+ * e.g. main's): its lowbit runs too, in the same alternation (lowbit, base, llama.cpp, ...), with its ratio
+ * to llama.cpp and this tree's to it (median of the triples): an A/B of two builds in one run, on a machine
+ * whose speed drifts between runs. GB/s = bytes of weights a decode step reads (every linear layer and the
  * output layer; one embedding row) x tokens/s, printed next to the machine's memory bandwidth measured
  * here (a 512 MiB copy: read + write bytes per second, one thread).
  */
@@ -52,8 +56,8 @@ async function decodeBytes(file: string): Promise<number> {
   }
 }
 
-function lowbitDecode(model: string, tokens: number, threads: number): number | null {
-  const r = spawnSync(process.execPath, [join(root, 'bin/lowbit.js'), 'generate', model, '--prompt', 'Once upon a time', '-n', String(tokens), '--temp', '0', '--threads', String(threads), '--stats'], { encoding: 'utf8' });
+function lowbitDecode(model: string, tokens: number, threads: number, at = root): number | null {
+  const r = spawnSync(process.execPath, [join(at, 'bin/lowbit.js'), 'generate', model, '--prompt', 'Once upon a time', '-n', String(tokens), '--temp', '0', '--threads', String(threads), '--stats'], { encoding: 'utf8' });
   const m = /generated: (\d+) tokens, \d+ one-token forward passes in [0-9.]+ s \(([0-9.]+) tok\/s\)/.exec(r.stderr);
   if (r.status !== 0 || !m) {
     console.log(`  lowbit generate failed: ${r.stderr.trim().split('\n').pop()}`);
@@ -87,6 +91,10 @@ export async function run(args: string[]): Promise<void> {
   const threadCounts = (args[1] ?? '2').split(',').map(Number);
   const types = (args[2] ?? 'F32,Q8_0,Q4_K_M,Q4_0').split(',');
   const tokens = Number(args[3] ?? 128);
+  if (args[4] !== undefined) {
+    if (args[4] !== '155m' && args[4] !== '1.1b') throw new Error(`model ${args[4]}: 155m or 1.1b`);
+    process.env.LOWBIT_SYNTH = args[4] === '1.1b' ? '1.1b' : '';
+  }
   const bin = join(root, '.cache/llama.cpp-build/bin/llama-bench');
   const bw = memoryBandwidth();
   console.log(`memory bandwidth (512 MiB copy, one thread): ${bw.toFixed(1)} GB/s read + write`);
@@ -94,27 +102,42 @@ export async function run(args: string[]): Promise<void> {
     console.log('llama-bench not built (node scripts/build-llama-cpp.mjs): skipping the decode comparison');
     return;
   }
+  const base = process.env.LOWBIT_BASE;
+  if (base && !existsSync(join(base, 'bin/lowbit.js'))) throw new Error(`LOWBIT_BASE=${base}: no bin/lowbit.js there`);
   console.log(`decode, ${tokens} tokens, greedy: lowbit generate --stats vs llama-bench -n ${tokens} -p 0; best of ${reps} alternating runs, ratio = median of the pairs`);
-  console.log(`  ${'model'.padEnd(18)} ${'threads'.padStart(7)} ${'lowbit tok/s'.padStart(12)} ${'GB/s'.padStart(6)} ${'llama.cpp'.padStart(10)} ${'GB/s'.padStart(6)} ${'ratio'.padStart(6)}`);
+  if (base) console.log(`  base: ${base} (its lowbit alternates with this one's; "vs base": this tree's tok/s / the base's, median of the runs)`);
+  console.log(
+    `  ${'model'.padEnd(18)} ${'threads'.padStart(7)} ${'lowbit tok/s'.padStart(12)} ${'GB/s'.padStart(6)} ${'llama.cpp'.padStart(10)} ${'GB/s'.padStart(6)} ${'ratio'.padStart(6)}` +
+      (base ? ` ${'base tok/s'.padStart(10)} ${'ratio'.padStart(6)} ${'vs base'.padStart(7)}` : ''),
+  );
   for (const t of threadCounts) {
     for (const type of types) {
       const file = await modelFile(type);
       const bytes = await decodeBytes(file);
       const ours: number[] = [];
       const theirs: number[] = [];
+      const bases: number[] = [];
       const ratios: number[] = [];
+      const baseRatios: number[] = [];
+      const vsBase: number[] = [];
       for (let i = 0; i < reps; i++) {
         const a = lowbitDecode(file, tokens, t);
+        const c = base ? lowbitDecode(file, tokens, t, base) : null;
         const b = llamaBench(bin, file, tokens, t);
         if (a) ours.push(a);
         if (b) theirs.push(b);
+        if (c) bases.push(c);
         if (a && b) ratios.push(a / b);
+        if (c && b) baseRatios.push(c / b);
+        if (a && c) vsBase.push(a / c);
       }
       if (!ours.length || !theirs.length) continue;
       const a = Math.max(...ours);
       const b = Math.max(...theirs);
+      const gb = (v: number) => ((v * bytes) / 1e9).toFixed(1).padStart(6);
       console.log(
-        `  ${`llama ${process.env.LOWBIT_SYNTH === '1.1b' ? '1.1B' : '155M'} ${type}`.padEnd(18)} ${String(t).padStart(7)} ${a.toFixed(1).padStart(12)} ${((a * bytes) / 1e9).toFixed(1).padStart(6)} ${b.toFixed(1).padStart(10)} ${((b * bytes) / 1e9).toFixed(1).padStart(6)} ${median(ratios).toFixed(2).padStart(6)}`,
+        `  ${`llama ${process.env.LOWBIT_SYNTH === '1.1b' ? '1.1B' : '155M'} ${type}`.padEnd(18)} ${String(t).padStart(7)} ${a.toFixed(1).padStart(12)} ${gb(a)} ${b.toFixed(1).padStart(10)} ${gb(b)} ${median(ratios).toFixed(2).padStart(6)}` +
+          (bases.length ? ` ${Math.max(...bases).toFixed(1).padStart(10)} ${median(baseRatios).toFixed(2).padStart(6)} ${median(vsBase).toFixed(2).padStart(7)}` : ''),
       );
     }
   }

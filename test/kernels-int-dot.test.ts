@@ -412,28 +412,31 @@ test('block-32 prefill tiles, rows in lanes (8 x 4, default) and tokens in lanes
   assert.equal(checked, variants.length * 4 * 6 * 2 * 2);
 });
 
-test('decode tiles (1 and 2 tokens) on the interleaved copies: operands at their extremes (wrapping int16 sums of Q6_K), groups, half groups and tails, 1 and 2 threads = intMatmulRef', () => {
+test('decode tiles (1 and 2 tokens) on the interleaved copies: operands at their extremes (wrapping int16 sums of Q6_K, Q8_0 pair sums at +-128 x 127), groups, half groups and tails, 1 and 2 threads = intMatmulRef', () => {
   useNodeThreads();
   let checked = 0;
   for (const variant of variants) {
     const e = MatmulEngine.get(variant)!;
-    for (const name of ['Q4_K', 'Q6_K']) {
+    for (const name of ['Q4_K', 'Q6_K', 'Q8_0', 'Q4_0']) {
       const type = ggmlTypeByName(name)!;
       const k = 512;
       const rb = ggmlRowBytes(type, k);
+      // 301 rows: groups of 8, the last group of 4 and a tail row; 1028 rows on 2 threads: the second chunk starts at a half group
       for (const n of [301, 1028]) {
         // random bytes everywhere (every quant and scale pattern), fp16 scales fixed at 1.0 / 0.5
         const next = xorshift32(n);
         const bytes = Uint8Array.from({ length: n * rb }, () => next() & 255);
-        const dAt = name === 'Q6_K' ? [208] : [0, 2];
+        const dAt = name === 'Q6_K' ? [208] : name === 'Q4_K' ? [0, 2] : [0];
         const bs = type.typeSize;
         for (let b = 0; b < bytes.length; b += bs) for (const o of dAt) { bytes[b + o] = 0; bytes[b + o + 1] = o === 2 ? 0x38 : 0x3c; }
-        // extreme rows: all quants at the top (Q6_K 63, Q4_K 15) or the bottom, in the first groups and the tail
+        // extreme rows: all quants at the top (Q6_K 63, Q4_K and Q4_0 15, Q8_0 127) or the bottom (Q8_0 -128), in the first groups and the tail
         for (const r of [0, 1, 2, 3, 4, 5, 6, 7, 12, 13, n - 2, n - 1]) {
           for (let b = 0; b < rb; b += bs) {
             const blk = bytes.subarray(r * rb + b, r * rb + b + bs);
             if (name === 'Q6_K') blk.fill(r & 1 ? 0xff : 0x00, 0, 192);
-            else blk.fill(r & 1 ? 0xff : 0x00, 16, 144);
+            else if (name === 'Q4_K') blk.fill(r & 1 ? 0xff : 0x00, 16, 144);
+            else if (name === 'Q8_0') blk.fill(r & 1 ? 0x7f : 0x80, 2, 34);
+            else blk.fill(r & 1 ? 0xff : 0x00, 2, 18);
           }
         }
         for (const nTok of [1, 2]) {
@@ -447,5 +450,5 @@ test('decode tiles (1 and 2 tokens) on the interleaved copies: operands at their
       }
     }
   }
-  assert.equal(checked, variants.length * 2 * 2 * 2 * 3 * 2);
+  assert.equal(checked, variants.length * 4 * 2 * 2 * 3 * 2);
 });

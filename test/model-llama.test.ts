@@ -305,8 +305,8 @@ test('one-token decode with q|k|v and gate|up fused into one dispatch each (prep
       P.matmul = orig.matmul;
       P.matmulInt = orig.matmulInt;
     }
-    // Q4_0's relaxed copy has groups of 8 rows (decodeGroupRows): gate (172 rows) does not stack before up
-    const gateUp = label === 'Q4_0' && MatmulEngine.get()!.variant === 'relaxed' ? 2 : 1;
+    // Q4_0's and Q8_0's relaxed copies have groups of 8 rows (decodeGroupRows): gate (172 rows) does not stack before up
+    const gateUp = label !== 'F32' && MatmulEngine.get()!.variant === 'relaxed' ? 2 : 1;
     assert.equal(calls, 5 * (3 + gateUp) + 1, `${label}: one dispatch for q|k|v and ${gateUp} for gate|up per layer`);
     assert.deepEqual(got, ref, label);
   }
