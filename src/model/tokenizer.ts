@@ -14,7 +14,10 @@
  * can join the symbols on both sides of a position where U+2581 follows another character; step 3 then
  * runs on each "word" between such positions separately (merges in one word never change the bigrams
  * of another, and within a word the order by score, then position, is the same), and the ids of
- * recent words are cached.
+ * recent words are cached. The words' ends are found by the string's own search for U+2581, and a short
+ * run's merges pick the best pair by a scan of the current pairs instead of a heap (the same pair: the
+ * highest score, then the leftmost). `encodeReference` is the plain algorithm (the
+ * heap over the whole fragment, no words, no cache): the fast path is tested against it.
  */
 import { fail } from '../errors.js';
 import { BpeEncoder } from './bpe.js';
@@ -73,6 +76,9 @@ class BigramQueue {
   }
 }
 
+/** runs of at most this many characters are merged by scanning their pairs (longer: the bigram heap) */
+const SCAN_MAX = 48;
+
 export interface EncodeOptions {
   /** prepend BOS (default: the vocabulary's addBos) */
   bos?: boolean;
@@ -97,6 +103,8 @@ export class Tokenizer {
   private readonly splitWords: boolean;
   /** ids of recently encoded words */
   private readonly wordCache = new Map<string, number[]>();
+  /** the scores of the pieces (as numbers) */
+  private readonly scores: Float64Array;
 
   constructor(vocab: Vocab) {
     this.vocab = vocab;
@@ -117,10 +125,23 @@ export class Tokenizer {
     this.specials.sort((a, b) => b.piece.length - a.piece.length);
     this.bpe = vocab.model === 'gpt2' ? new BpeEncoder(vocab, this.pieceToId) : null;
     this.splitWords = this.bpe === null && !vocab.tokens.some((t) => /[^\u2581]\u2581/u.test(t));
+    this.scores = Float64Array.from(vocab.scores);
   }
 
   /** Token ids of `text`. */
   encode(text: string, opts: EncodeOptions = {}): number[] {
+    return this.encodeWith(text, opts, false);
+  }
+
+  /**
+   * The same ids by the plain algorithm (every fragment merged whole with the bigram heap, no word split,
+   * no cache): the reference `encode` is tested against; slow on long texts.
+   */
+  encodeReference(text: string, opts: EncodeOptions = {}): number[] {
+    return this.encodeWith(text, opts, true);
+  }
+
+  private encodeWith(text: string, opts: EncodeOptions, reference: boolean): number[] {
     const out: number[] = [];
     if (opts.bos ?? this.vocab.addBos) out.push(this.vocab.bos);
     let prevSpecial = true;
@@ -135,7 +156,8 @@ export class Tokenizer {
         continue;
       }
       const t = (this.vocab.addSpacePrefix && prevSpecial ? ' ' : '') + frag;
-      this.encodeFragment(t.replaceAll(' ', SPACE), out);
+      if (reference) this.encodeSymbolsReference(t.replaceAll(' ', SPACE), out);
+      else this.encodeFragment(t.replaceAll(' ', SPACE), out);
       prevSpecial = false;
     }
     if (opts.eos) out.push(this.vocab.eos);
@@ -182,27 +204,102 @@ export class Tokenizer {
 
   private encodeFragment(text: string, out: number[]): void {
     if (!this.splitWords) {
-      this.encodeSymbols(text, out);
+      this.encodeSymbols(text, 0, text.length, out);
       return;
     }
-    let from = 0;
-    for (let i = 1; i <= text.length; i++) {
-      if (i < text.length && !(text.charCodeAt(i) === 0x2581 && text.charCodeAt(i - 1) !== 0x2581)) continue;
-      const word = text.slice(from, i);
-      from = i;
-      let ids = this.wordCache.get(word);
+    const cache = this.wordCache;
+    const n = text.length;
+    for (let from = 0; from < n; ) {
+      // the word ends before the next U+2581 that follows another character (found by the string's own search)
+      let end = text.indexOf(SPACE, from + 1);
+      while (end > 0 && text.charCodeAt(end - 1) === 0x2581) end = text.indexOf(SPACE, end + 1);
+      if (end < 0) end = n;
+      const word = text.slice(from, end);
+      let ids = cache.get(word);
       if (ids === undefined) {
         ids = [];
-        this.encodeSymbols(word, ids);
-        if (this.wordCache.size >= 1 << 16) this.wordCache.clear();
-        this.wordCache.set(word, ids);
+        this.encodeSymbols(word, 0, word.length, ids);
+        if (cache.size >= 1 << 16) cache.clear();
+        cache.set(word, ids);
       }
-      for (const id of ids) out.push(id);
+      for (let k = 0; k < ids.length; k++) out.push(ids[k]);
+      from = end;
     }
   }
 
-  /** step 3 and 4 on one run of text */
-  private encodeSymbols(text: string, out: number[]): void {
+  /** steps 3 and 4 on text[from, to): a short run by scanning its pairs, a long one with the bigram heap (the same merges) */
+  private encodeSymbols(text: string, from: number, to: number, out: number[]): void {
+    if (to <= from) return;
+    if (to - from > SCAN_MAX) {
+      this.encodeSymbolsReference(text.slice(from, to), out);
+      return;
+    }
+    // symbols: [start, start + len) in UTF-16 units of text, in a linked list (next; -1 ends it); score[i]:
+    // the score of the piece symbol i + its next would make, when there is one (isPiece[i])
+    const start = this.scanStart;
+    const len = this.scanLen;
+    const next = this.scanNext;
+    const score = this.scanScore;
+    const isPiece = this.scanIsPiece;
+    let n = 0;
+    for (let i = from; i < to; n++) {
+      const c = text.charCodeAt(i);
+      const w = c >= 0xd800 && c < 0xdc00 && i + 1 < to && (text.charCodeAt(i + 1) & 0xfc00) === 0xdc00 ? 2 : 1; // a surrogate pair is one character
+      start[n] = i;
+      len[n] = w;
+      next[n] = n + 1;
+      i += w;
+    }
+    next[n - 1] = -1;
+    const pair = (a: number): void => {
+      const b = next[a];
+      const id = b < 0 ? undefined : this.pieceToId.get(text.substr(start[a], len[a] + len[b]));
+      isPiece[a] = id === undefined ? 0 : 1;
+      if (id !== undefined) score[a] = this.scores[id];
+    };
+    for (let a = 0; a < n; a++) pair(a);
+    for (;;) {
+      // the highest score, the leftmost of equal ones (the order of the bigram heap)
+      let best = -1;
+      for (let a = 0; a >= 0; a = next[a]) if (isPiece[a] && (best < 0 || score[a] > score[best])) best = a;
+      if (best < 0) break;
+      const b = next[best];
+      len[best] += len[b];
+      next[best] = next[b];
+      pair(best);
+      // (the symbol before best: the one whose next is best)
+      for (let a = 0; a >= 0 && a !== best; a = next[a])
+        if (next[a] === best) {
+          pair(a);
+          break;
+        }
+    }
+    for (let a = 0; a >= 0; a = next[a]) this.emit(text.substr(start[a], len[a]), out);
+  }
+
+  private readonly scanStart = new Int32Array(SCAN_MAX);
+  private readonly scanLen = new Int32Array(SCAN_MAX);
+  private readonly scanNext = new Int32Array(SCAN_MAX);
+  private readonly scanScore = new Float64Array(SCAN_MAX);
+  private readonly scanIsPiece = new Uint8Array(SCAN_MAX);
+
+  /** a final symbol's id, or its UTF-8 bytes' byte-fallback ids when it is no piece (step 4) */
+  private emit(s: string, out: number[]): void {
+    const id = this.pieceToId.get(s);
+    if (id !== undefined) {
+      out.push(id);
+      return;
+    }
+    // merged symbols are always pieces, so this is a single character outside the vocabulary
+    for (const byte of this.utf8.encode(s)) {
+      const bid = this.byteIds[byte];
+      if (bid < 0) fail(`cannot encode byte 0x${byte.toString(16)}: the vocabulary has no byte-fallback piece for it`);
+      out.push(bid);
+    }
+  }
+
+  /** steps 3 and 4 on one run of text with the bigram heap: the reference */
+  private encodeSymbolsReference(text: string, out: number[]): void {
     // symbols: [start, length) in UTF-16 units of `text`, a doubly linked list
     const chars = Array.from(text);
     const n = chars.length;
