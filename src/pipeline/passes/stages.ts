@@ -72,10 +72,17 @@ export class LayerCalibration extends PhaseClock {
       else if (t && t.rows === w.rows && t.cols === w.cols) this.mm(out, x, t, nTok);
       else linear(out, x, w, nTok);
     };
+    // the layers' matrices by their shapes: those loaded now and those the layer pass reads when it
+    // reaches their layer (their stored tensors are zeros of the right size until then). Counted from
+    // the loaded weights only, a model read layer by layer had no arena at all, and every linear call
+    // of every window copied its weight into kernel memory a row block at a time
     const perLayer = new Map<string, number>();
-    for (const [name, t] of weights) {
+    const matrices = new Map<string, number>();
+    for (const t of tensors) if (t.dims.length >= 2 && t.dims.slice(1).reduce((a, b) => a * b, 1) > 1) matrices.set(t.name, t.dims.reduce((a, b) => a * b, 1));
+    for (const [name, t] of weights) if (t.rows > 1) matrices.set(name, t.data.length);
+    for (const [name, n] of matrices) {
       const m = /^blk\.(\d+)\./.exec(name);
-      if (m && t.rows > 1) perLayer.set(m[1], (perLayer.get(m[1]) ?? 0) + ((t.data.length + 15) & ~15));
+      if (m) perLayer.set(m[1], (perLayer.get(m[1]) ?? 0) + ((n + 15) & ~15));
     }
     this.stageFloats = Math.min(STAGE_MAX_FLOATS, Math.max(0, ...perLayer.values()));
     this.X = this.kernelArray(windows.length * ctx * config.dim);
