@@ -27,6 +27,12 @@ const STAGE_MAX_FLOATS = 1 << 26;
 /** the most bytes of X and stage outputs kept in kernel memory (the rest of its 4 GiB stays free for the kernels' buffers) */
 const KERNEL_ARRAYS_MAX = 1.5 * 2 ** 30;
 
+/** weights staged in kernel memory for a pass, and those a pass multiplied from outside it for want of room (tests) */
+const stageCounts = { staged: 0, missed: 0 };
+export function stagedWeightCounts(): { staged: number; missed: number } {
+  return { ...stageCounts };
+}
+
 /** the per-sequence buffers a stage's output is kept in between the stages of a layer */
 export const stageWidth = (c: LlamaConfig, input: LayerInput) => (input === 'attention' ? c.nHeads * c.headDim : input === 'ffn' ? c.hiddenDim : c.dim);
 
@@ -132,11 +138,15 @@ export class LayerCalibration extends PhaseClock {
     }
     const a = this.stageArena;
     const n = (w.length + 15) & ~15; // 64-byte aligned sub-allocations
-    if (a.used + n > a.array.length) return w;
+    if (a.used + n > a.array.length) {
+      stageCounts.missed++;
+      return w;
+    }
     const s = a.array.subarray(a.used, a.used + w.length);
     s.set(w);
     a.used += n;
     this.staged.set(w, s);
+    stageCounts.staged++;
     return s;
   }
 
