@@ -166,7 +166,13 @@ test('the layer pass reading each layer\'s matrices when it reaches the layer: t
     }
     return h.digest('hex');
   };
+  const { stagedWeightCounts } = await import('../src/pipeline/passes/stages.js');
+  const before = stagedWeightCounts();
   const layered = await run(1);
+  const after = stagedWeightCounts();
+  // every matrix a pass multiplies is staged in kernel memory, also those read when the pass reached their layer
+  assert.ok(after.staged > before.staged, 'weights were staged in kernel memory');
+  assert.equal(after.missed, before.missed, 'no linear call multiplied a weight from outside kernel memory for want of arena room');
   try {
     setLayerByLayerLoading(false);
     assert.equal(await run(1), layered, 'whole model loaded first: the same bytes');

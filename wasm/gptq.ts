@@ -133,23 +133,50 @@ export function gemmABt(c: usize, a: usize, b: usize, m: i32, n: i32, kk: i32): 
     for (let j = 0; j < n; j++) store<f32>(c + ((<usize>i * <usize>n + <usize>j) << 2), dot1(a + <usize>i * row, b + <usize>j * row, kk));
 }
 
+// lazyUpdate's strip of U (rows i1 .. i1 + count, LU_STRIP columns) copied side by side: read by every
+// pair of rows from L1 (U's own rows lie k * 8 bytes apart: the same columns of 128 rows alias to a few
+// L1 sets, and a whole block's rows did not fit in L2 at k = 2816). Static: one lazyUpdate at a time
+// per memory (each thread's workspace has its own instance).
+const LU_STRIP = 32;
+const LU_ROWS = 128;
+const LU: usize = memory.data(LU_ROWS * LU_STRIP * 8, 16);
+
 export function lazyUpdate(w: usize, n: i32, k: i32, e: usize, ldE: i32, count: i32, u: usize, i1: i32, i2: i32): void {
-  const rowW = <usize>k << 3;
-  const rowE = <usize>ldE << 3;
   const width = k - i2;
   const w8 = width & ~7;
-  let r = 0;
-  for (; r + 1 < n; r += 2) {
+  if (count > LU_ROWS) {
+    lazyUpdateCols(w, n, k, e, ldE, count, u, i1, i2, 0, w8, <usize>k << 3);
+  } else {
+    for (let s = 0; s < w8; s += LU_STRIP) {
+      const sw = min(w8 - s, LU_STRIP);
+      const sb = <usize>sw << 3;
+      for (let i = 0; i < count; i++) memory.copy(LU + <usize>i * sb, u + ((<usize>(i1 + i) * <usize>k + <usize>(i2 + s)) << 3), sb);
+      // U's strip as a count x sw matrix at LU, its column 0 = W's column i2 + s
+      lazyUpdateCols(w, n, k, e, ldE, count, LU - (<usize>(i2 + s) << 3) - <usize>i1 * sb, i1, i2, s, s + sw, sb);
+    }
+  }
+  lazyUpdateTail(w, n, k, e, ldE, count, u, i1, i2, w8);
+}
+
+/**
+ * lazyUpdate's columns i2 + [j0, j1) (j1 - j0 a multiple of 8) for the pairs of rows: U's row i1 + i at
+ * u + (i1 + i) us (bytes), its column i2 + j at + (i2 + j) 8. Per element: count multiplies and
+ * subtracts in increasing i (the reference's operations, in f64x2 lanes).
+ */
+function lazyUpdateCols(w: usize, n: i32, k: i32, e: usize, ldE: i32, count: i32, u: usize, i1: i32, i2: i32, j0: i32, j1: i32, us: usize): void {
+  const rowW = <usize>k << 3;
+  const rowE = <usize>ldE << 3;
+  for (let r = 0; r + 1 < n; r += 2) {
     const wr0 = w + <usize>r * rowW + (<usize>i2 << 3);
     const wr1 = wr0 + rowW;
     const er0 = e + <usize>r * rowE;
     const er1 = er0 + rowE;
-    for (let j = 0; j < w8; j += 8) {
+    for (let j = j0; j < j1; j += 8) {
       const o = <usize>j << 3;
       let p0 = v128.load(wr0 + o), p1 = v128.load(wr0 + o + 16), p2 = v128.load(wr0 + o + 32), p3 = v128.load(wr0 + o + 48);
       let q0 = v128.load(wr1 + o), q1 = v128.load(wr1 + o + 16), q2 = v128.load(wr1 + o + 32), q3 = v128.load(wr1 + o + 48);
-      for (let i = 0; i < count; i++) {
-        const ur = u + ((<usize>(i1 + i) * <usize>k + <usize>i2) << 3) + o;
+      let ur = u + <usize>i1 * us + (<usize>i2 << 3) + o;
+      for (let i = 0; i < count; i++, ur += us) {
         const e0 = f64x2.splat(load<f64>(er0 + (<usize>i << 3)));
         const e1 = f64x2.splat(load<f64>(er1 + (<usize>i << 3)));
         const u0 = v128.load(ur), u1 = v128.load(ur + 16), u2 = v128.load(ur + 32), u3 = v128.load(ur + 48);
@@ -171,6 +198,20 @@ export function lazyUpdate(w: usize, n: i32, k: i32, e: usize, ldE: i32, count: 
       v128.store(wr1 + o + 32, q2);
       v128.store(wr1 + o + 48, q3);
     }
+  }
+}
+
+/** lazyUpdate's columns i2 + [w8, k - i2) of the pairs of rows, and every column of an odd last row (one element at a time) */
+function lazyUpdateTail(w: usize, n: i32, k: i32, e: usize, ldE: i32, count: i32, u: usize, i1: i32, i2: i32, w8: i32): void {
+  const rowW = <usize>k << 3;
+  const rowE = <usize>ldE << 3;
+  const width = k - i2;
+  let r = 0;
+  for (; r + 1 < n; r += 2) {
+    const wr0 = w + <usize>r * rowW + (<usize>i2 << 3);
+    const wr1 = wr0 + rowW;
+    const er0 = e + <usize>r * rowE;
+    const er1 = er0 + rowE;
     for (let j = w8; j < width; j++) {
       let p = load<f64>(wr0 + (<usize>j << 3));
       let q = load<f64>(wr1 + (<usize>j << 3));

@@ -4156,6 +4156,7 @@ export function runChunk(job: usize, chunk: i32, thread: i32): void {
     case 13: attentionRowsChunk(job, chunk, thread); break;
     case 14: packTriplesChunk(job, chunk); break;
     case 15: rmsnormChunk(job, chunk); break;
+    case 19: ropeChunk(job, chunk); break;
     default: unreachable();
   }
 }
@@ -4391,6 +4392,15 @@ export function addInto(a: usize, b: usize, n: i32): void {
  * head is (2i, 2i + 1) when `normal`, else (i, i + half); x0' = f32(x0 cos - x1 sin), x1' = f32(x0 sin +
  * x1 cos) in f64, as the reference. half even (two pairs per f64x2).
  */
+// job kind 19 (gptq): ropeRows of tokens [chunk * r, (chunk + 1) * r), the threads' share (each token's
+// rows the same operations wherever they run):
+//   1 v | 2 nTok | 3 nHeads | 4 headDim | 5 half | 6 pos0 | 7 cos | 8 sin | 9 normal | 10 tokens per chunk r
+function ropeChunk(job: usize, chunk: i32): void {
+  const r = param(job, 10), nHeads = param(job, 3), headDim = param(job, 4);
+  const t0 = chunk * r, t1 = min(param(job, 2), t0 + r);
+  if (t0 < t1) ropeRows(<usize>param(job, 1) + <usize>t0 * <usize>(nHeads * headDim) * 4, t1 - t0, nHeads, headDim, param(job, 5), param(job, 6) + t0, <usize>param(job, 7), <usize>param(job, 8), param(job, 9));
+}
+
 export function ropeRows(v: usize, nTok: i32, nHeads: i32, headDim: i32, half: i32, pos0: i32, cs: usize, sn: usize, normal: i32): void {
   for (let t = 0; t < nTok; t++) {
     const at = <usize>(pos0 + t) * <usize>half * 8;

@@ -1080,7 +1080,15 @@ export class MatmulEngine {
       new Float64Array(b.array.buffer, b.at, sin.length).set(sin);
       this.ropeCopies.set(cos, (c = { cs: a.at, sn: b.at }));
     }
-    this.exports.ropeRows(vAt, nTok, nHeads, headDim, half, pos0, c.cs, c.sn, normal ? 1 : 0);
+    const threads = this.pool && nTok >= 8 && nTok * nHeads * headDim >= MIN_PARALLEL_ELEMENTS ? this.threadCount : 1;
+    if (threads > 1) {
+      // tokens split between the threads (job kind 19, ~4 chunks per thread): each token the same operations wherever it runs
+      const r = Math.max(2, Math.ceil(nTok / (4 * threads)));
+      const p = this.job;
+      p.fill(0);
+      p[0] = 19; p[1] = vAt; p[2] = nTok; p[3] = nHeads; p[4] = headDim; p[5] = half; p[6] = pos0; p[7] = c.cs; p[8] = c.sn; p[9] = normal ? 1 : 0; p[10] = r;
+      this.dispatch(Math.ceil(nTok / r), threads);
+    } else this.exports.ropeRows(vAt, nTok, nHeads, headDim, half, pos0, c.cs, c.sn, normal ? 1 : 0);
     return true;
   }
 

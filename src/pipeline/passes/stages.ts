@@ -27,6 +27,12 @@ const STAGE_MAX_FLOATS = 1 << 26;
 /** the most bytes of X and stage outputs kept in kernel memory (the rest of its 4 GiB stays free for the kernels' buffers) */
 const KERNEL_ARRAYS_MAX = 1.5 * 2 ** 30;
 
+/** weights staged in kernel memory for a pass, and those a pass multiplied from outside it for want of room (tests) */
+const stageCounts = { staged: 0, missed: 0 };
+export function stagedWeightCounts(): { staged: number; missed: number } {
+  return { ...stageCounts };
+}
+
 /** the per-sequence buffers a stage's output is kept in between the stages of a layer */
 export const stageWidth = (c: LlamaConfig, input: LayerInput) => (input === 'attention' ? c.nHeads * c.headDim : input === 'ffn' ? c.hiddenDim : c.dim);
 
@@ -72,10 +78,17 @@ export class LayerCalibration extends PhaseClock {
       else if (t && t.rows === w.rows && t.cols === w.cols) this.mm(out, x, t, nTok);
       else linear(out, x, w, nTok);
     };
+    // the layers' matrices by their shapes: those loaded now and those the layer pass reads when it
+    // reaches their layer (their stored tensors are zeros of the right size until then). Counted from
+    // the loaded weights only, a model read layer by layer had no arena at all, and every linear call
+    // of every window copied its weight into kernel memory a row block at a time
     const perLayer = new Map<string, number>();
-    for (const [name, t] of weights) {
+    const matrices = new Map<string, number>();
+    for (const t of tensors) if (t.dims.length >= 2 && t.dims.slice(1).reduce((a, b) => a * b, 1) > 1) matrices.set(t.name, t.dims.reduce((a, b) => a * b, 1));
+    for (const [name, t] of weights) if (t.rows > 1) matrices.set(name, t.data.length);
+    for (const [name, n] of matrices) {
       const m = /^blk\.(\d+)\./.exec(name);
-      if (m && t.rows > 1) perLayer.set(m[1], (perLayer.get(m[1]) ?? 0) + ((t.data.length + 15) & ~15));
+      if (m) perLayer.set(m[1], (perLayer.get(m[1]) ?? 0) + ((n + 15) & ~15));
     }
     this.stageFloats = Math.min(STAGE_MAX_FLOATS, Math.max(0, ...perLayer.values()));
     this.X = this.kernelArray(windows.length * ctx * config.dim);
@@ -125,11 +138,15 @@ export class LayerCalibration extends PhaseClock {
     }
     const a = this.stageArena;
     const n = (w.length + 15) & ~15; // 64-byte aligned sub-allocations
-    if (a.used + n > a.array.length) return w;
+    if (a.used + n > a.array.length) {
+      stageCounts.missed++;
+      return w;
+    }
     const s = a.array.subarray(a.used, a.used + w.length);
     s.set(w);
     a.used += n;
     this.staged.set(w, s);
+    stageCounts.staged++;
     return s;
   }
 
