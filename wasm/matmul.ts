@@ -1684,46 +1684,45 @@ function rtileQ4KLanes(pd: usize, h2: usize, psc: usize, ss: usize, pmn: usize, 
  * Q4_K decode, a full group of 8 rows (group blocks of 1216 bytes at p): each activation vector serves both
  * halves. Written for few machine instructions per weight (V8's code for this loop is bound by the
  * instructions it issues). TurboFan emits a loop body's loads ahead of its arithmetic (and merges loads of one
- * address), so a body holding 16 weight vectors and 16 activation splats spilled most of them: here each
- * 64 elements' activations are four vectors whose 4-byte splats are shuffles placed next to their use, and a
- * half's sums are stored to y (overwritten at the end) before the other half's vectors are loaded: a store
- * orders the loads after it, so a half's values fit V8's 16 vector registers.
+ * address), so a body holding 16 weight vectors and 16 activation splats spilled most of them: here a half's
+ * sums are stored to y (overwritten at the end) before the other half's vectors are loaded (a store orders
+ * the loads after it), and the 4-byte activation splats are whole vectors of the splat records (prepActs8)
+ * at constant offsets from one pointer: loads instead of one shuffle (an ALU operation) per 32 weights,
+ * 12-17 % less time in L2 than shuffling vectors of 16 activations.
  */
-function rtileQ4KLanes8(p: usize, xa: usize, xd: usize, xdStride: usize, nb: i32, xsum: usize, y: usize): void {
+function rtileQ4KLanes8(p: usize, xa: usize, K: i32, xd: usize, xdStride: usize, nb: i32, xsum: usize, y: usize): void {
   let f0 = f32x4.splat(0), f1 = f32x4.splat(0);
   const m = i8x16.splat(0x0f);
   for (let b = 0; b < nb; b++, p += 1216) {
     let I0 = i32x4.splat(0), I1 = i32x4.splat(0);
-    let xj = xa + <usize>b * 256, qj = p + 192, sc = p + 64;
+    let xr = xa + splatsAt(<usize>K) + <usize>b * 1280, qj = p + 192, sc = p + 64;
     const qe = qj + 1024;
-    for (; qj < qe; xj += 64, qj += 256, sc += 16) {
+    for (; qj < qe; xr += 320, qj += 256, sc += 16) {
       let sl: v128, sh: v128;
       // half 0: vectors 0..3 (bytes 32 v + 0), then 4..7; low and high nibbles
       {
         const q0 = v128.load(qj, 0); const q1 = v128.load(qj, 32); const q2 = v128.load(qj, 64); const q3 = v128.load(qj, 96);
-        const xl = v128.load(xj, 0), xh = v128.load(xj, 32);
-        sl = rdot(v128.shuffle<i32>(xl, xl, 0, 0, 0, 0), v128.and(q0, m));
-        sh = rdot(v128.shuffle<i32>(xh, xh, 0, 0, 0, 0), v128.and(i16x8.shr_u(q0, 4), m));
-        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 1, 1, 1, 1), v128.and(q1, m)));
-        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 1, 1, 1, 1), v128.and(i16x8.shr_u(q1, 4), m)));
-        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 2, 2, 2, 2), v128.and(q2, m)));
-        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 2, 2, 2, 2), v128.and(i16x8.shr_u(q2, 4), m)));
-        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 3, 3, 3, 3), v128.and(q3, m)));
-        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 3, 3, 3, 3), v128.and(i16x8.shr_u(q3, 4), m)));
+        sl = rdot(v128.load(xr), v128.and(q0, m));
+        sh = rdot(v128.load(xr, 160), v128.and(i16x8.shr_u(q0, 4), m));
+        sl = i16x8.add(sl, rdot(v128.load(xr, 16), v128.and(q1, m)));
+        sh = i16x8.add(sh, rdot(v128.load(xr, 176), v128.and(i16x8.shr_u(q1, 4), m)));
+        sl = i16x8.add(sl, rdot(v128.load(xr, 32), v128.and(q2, m)));
+        sh = i16x8.add(sh, rdot(v128.load(xr, 192), v128.and(i16x8.shr_u(q2, 4), m)));
+        sl = i16x8.add(sl, rdot(v128.load(xr, 48), v128.and(q3, m)));
+        sh = i16x8.add(sh, rdot(v128.load(xr, 208), v128.and(i16x8.shr_u(q3, 4), m)));
         v128.store(y, sl); // a store orders the loads after it: these values are dead before the next are loaded
         v128.store(y, sh, 16);
       }
       {
         const q4 = v128.load(qj, 128); const q5 = v128.load(qj, 160); const q6 = v128.load(qj, 192); const q7 = v128.load(qj, 224);
-        const xl = v128.load(xj, 16), xh = v128.load(xj, 48);
-        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 0, 0, 0, 0), v128.and(q4, m)));
-        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 0, 0, 0, 0), v128.and(i16x8.shr_u(q4, 4), m)));
-        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 1, 1, 1, 1), v128.and(q5, m)));
-        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 1, 1, 1, 1), v128.and(i16x8.shr_u(q5, 4), m)));
-        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 2, 2, 2, 2), v128.and(q6, m)));
-        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 2, 2, 2, 2), v128.and(i16x8.shr_u(q6, 4), m)));
-        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 3, 3, 3, 3), v128.and(q7, m)));
-        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 3, 3, 3, 3), v128.and(i16x8.shr_u(q7, 4), m)));
+        sl = i16x8.add(sl, rdot(v128.load(xr, 80), v128.and(q4, m)));
+        sh = i16x8.add(sh, rdot(v128.load(xr, 240), v128.and(i16x8.shr_u(q4, 4), m)));
+        sl = i16x8.add(sl, rdot(v128.load(xr, 96), v128.and(q5, m)));
+        sh = i16x8.add(sh, rdot(v128.load(xr, 256), v128.and(i16x8.shr_u(q5, 4), m)));
+        sl = i16x8.add(sl, rdot(v128.load(xr, 112), v128.and(q6, m)));
+        sh = i16x8.add(sh, rdot(v128.load(xr, 272), v128.and(i16x8.shr_u(q6, 4), m)));
+        sl = i16x8.add(sl, rdot(v128.load(xr, 128), v128.and(q7, m)));
+        sh = i16x8.add(sh, rdot(v128.load(xr, 288), v128.and(i16x8.shr_u(q7, 4), m)));
         const S = v128.load8x8_u(sc, 0);
         I0 = i32x4.add(I0, i32x4.dot_i16x8_s(sl, v128.shuffle<i16>(S, S, 0, 0, 1, 1, 2, 2, 3, 3)));
         I0 = i32x4.add(I0, i32x4.dot_i16x8_s(sh, v128.shuffle<i16>(S, S, 4, 4, 5, 5, 6, 6, 7, 7)));
@@ -1732,29 +1731,27 @@ function rtileQ4KLanes8(p: usize, xa: usize, xd: usize, xdStride: usize, nb: i32
       // half 1: vectors 0..3 (bytes 32 v + 16), then 4..7; low and high nibbles
       {
         const q0 = v128.load(qj, 16); const q1 = v128.load(qj, 48); const q2 = v128.load(qj, 80); const q3 = v128.load(qj, 112);
-        const xl = v128.load(xj, 0), xh = v128.load(xj, 32);
-        sl = rdot(v128.shuffle<i32>(xl, xl, 0, 0, 0, 0), v128.and(q0, m));
-        sh = rdot(v128.shuffle<i32>(xh, xh, 0, 0, 0, 0), v128.and(i16x8.shr_u(q0, 4), m));
-        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 1, 1, 1, 1), v128.and(q1, m)));
-        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 1, 1, 1, 1), v128.and(i16x8.shr_u(q1, 4), m)));
-        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 2, 2, 2, 2), v128.and(q2, m)));
-        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 2, 2, 2, 2), v128.and(i16x8.shr_u(q2, 4), m)));
-        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 3, 3, 3, 3), v128.and(q3, m)));
-        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 3, 3, 3, 3), v128.and(i16x8.shr_u(q3, 4), m)));
+        sl = rdot(v128.load(xr), v128.and(q0, m));
+        sh = rdot(v128.load(xr, 160), v128.and(i16x8.shr_u(q0, 4), m));
+        sl = i16x8.add(sl, rdot(v128.load(xr, 16), v128.and(q1, m)));
+        sh = i16x8.add(sh, rdot(v128.load(xr, 176), v128.and(i16x8.shr_u(q1, 4), m)));
+        sl = i16x8.add(sl, rdot(v128.load(xr, 32), v128.and(q2, m)));
+        sh = i16x8.add(sh, rdot(v128.load(xr, 192), v128.and(i16x8.shr_u(q2, 4), m)));
+        sl = i16x8.add(sl, rdot(v128.load(xr, 48), v128.and(q3, m)));
+        sh = i16x8.add(sh, rdot(v128.load(xr, 208), v128.and(i16x8.shr_u(q3, 4), m)));
         v128.store(y, sl); // a store orders the loads after it: these values are dead before the next are loaded
         v128.store(y, sh, 16);
       }
       {
         const q4 = v128.load(qj, 144); const q5 = v128.load(qj, 176); const q6 = v128.load(qj, 208); const q7 = v128.load(qj, 240);
-        const xl = v128.load(xj, 16), xh = v128.load(xj, 48);
-        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 0, 0, 0, 0), v128.and(q4, m)));
-        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 0, 0, 0, 0), v128.and(i16x8.shr_u(q4, 4), m)));
-        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 1, 1, 1, 1), v128.and(q5, m)));
-        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 1, 1, 1, 1), v128.and(i16x8.shr_u(q5, 4), m)));
-        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 2, 2, 2, 2), v128.and(q6, m)));
-        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 2, 2, 2, 2), v128.and(i16x8.shr_u(q6, 4), m)));
-        sl = i16x8.add(sl, rdot(v128.shuffle<i32>(xl, xl, 3, 3, 3, 3), v128.and(q7, m)));
-        sh = i16x8.add(sh, rdot(v128.shuffle<i32>(xh, xh, 3, 3, 3, 3), v128.and(i16x8.shr_u(q7, 4), m)));
+        sl = i16x8.add(sl, rdot(v128.load(xr, 80), v128.and(q4, m)));
+        sh = i16x8.add(sh, rdot(v128.load(xr, 240), v128.and(i16x8.shr_u(q4, 4), m)));
+        sl = i16x8.add(sl, rdot(v128.load(xr, 96), v128.and(q5, m)));
+        sh = i16x8.add(sh, rdot(v128.load(xr, 256), v128.and(i16x8.shr_u(q5, 4), m)));
+        sl = i16x8.add(sl, rdot(v128.load(xr, 112), v128.and(q6, m)));
+        sh = i16x8.add(sh, rdot(v128.load(xr, 272), v128.and(i16x8.shr_u(q6, 4), m)));
+        sl = i16x8.add(sl, rdot(v128.load(xr, 128), v128.and(q7, m)));
+        sh = i16x8.add(sh, rdot(v128.load(xr, 288), v128.and(i16x8.shr_u(q7, 4), m)));
         const S = v128.load8x8_u(sc, 8);
         I1 = i32x4.add(I1, i32x4.dot_i16x8_s(sl, v128.shuffle<i16>(S, S, 0, 0, 1, 1, 2, 2, 3, 3)));
         I1 = i32x4.add(I1, i32x4.dot_i16x8_s(sh, v128.shuffle<i16>(S, S, 4, 4, 5, 5, 6, 6, 7, 7)));
@@ -2684,7 +2681,7 @@ function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
           const xt = xa + <usize>t * <usize>actBytes8(K), dt = xd + <usize>t * 4, xst = xsum + <usize>t * sumStride;
           const yt = y0 + <usize>t * N * 4 + <usize>r * 4;
           if ((R & 7) == 0 && R + 8 <= full8 && r + 8 <= nr) {
-            rtileQ4KLanes8(p0, xt, dt, xdStride, nb, xst, yt);
+            rtileQ4KLanes8(p0, xt, K, dt, xdStride, nb, xst, yt);
             r += 4;
           } else if (R < full8) {
             const h = <usize>((R >> 2) & 1);
