@@ -1272,7 +1272,7 @@ function dtile4x1k(type: i32, p0: usize, p1: usize, p2: usize, p3: usize, nr: i3
 // and the f32 steps after it are unchanged: the same bits.
 // The activations of a token, prepared once per matmul (prepActs8), at xa + t * (8 K + K / 8 + K / 4):
 //   q (int8, K) | max(q, 0) (K) | max(-q, 0) (K) | sums of every 16 q (int16, K / 16) | Q6_K's offsets
-//   (K / 4) | splat records (5 K, at splatsAt(K))
+//   (K / 4) | splat records (5 K, at splatsAt(K); prepActs8 with splats = 1, for the Q8_K types)
 // (q is in -127..127: Q8_0 and Q8_K never round to -128.) Q6_K's offsets, per 16 elements e..e+15, two
 // int16: 32 (x[e] + x[e+1] + x[e+4] + x[e+5] + .. + x[e+13]) and 32 (x[e+2] + x[e+3] + .. + x[e+15]), the
 // sums of the elements in the even and the odd int16 lanes of Q6_K's lanes tile (r6lanes), times 32
@@ -1292,8 +1292,8 @@ export function actBytes8(K: i32): i32 {
   return 3 * K + (K >> 3) + (K >> 2);
 }
 
-/** prepare T tokens of int16 activations (q, K per token) for the 8-bit decode tiles, at dst */
-export function prepActs8(q: usize, T: i32, K: i32, dst: usize): void {
+/** prepare T tokens of int16 activations (q, K per token) for the 8-bit decode tiles, at dst (splats: with the splat records) */
+export function prepActs8(q: usize, T: i32, K: i32, dst: usize, splats: i32): void {
   const P = <usize>actBytes8(K);
   const kk = <usize>K;
   const ones = i16x8.splat(1);
@@ -1314,6 +1314,7 @@ export function prepActs8(q: usize, T: i32, K: i32, dst: usize): void {
       store<i16>(o + 3 * kk + (kk >> 3) + (k >> 2), <i16>((s0 + s2) << 5));
       store<i16>(o + 3 * kk + (kk >> 3) + (k >> 2), <i16>((s1 + s3) << 5), 2);
       // the splat record of elements k..k+15 (80 bytes): each 4 q as i32 splat, then Q6_K's two offsets as a splat pair
+      if (!splats) continue;
       const r = o + splatsAt(kk) + k * 5;
       v128.store(r, v128.shuffle<i32>(v, v, 0, 0, 0, 0));
       v128.store(r, v128.shuffle<i32>(v, v, 1, 1, 1, 1), 16);
