@@ -42,7 +42,7 @@ interface MatmulExports {
   intRowScratch(type: number, k: number): number;
   quantizeActs(kind: number, x: number, xs: number, nTok: number, k: number, q: number, d: number, s: number): void;
   actBytes8(k: number): number;
-  prepActs8(q: number, nTok: number, k: number, dst: number): void;
+  prepActs8(q: number, nTok: number, k: number, dst: number, splats: number): void;
   prefillRowBytes(type: number, k: number): number;
   quadBytes(k: number): number;
   quadBytes16(k: number): number;
@@ -654,7 +654,7 @@ export class MatmulEngine {
         this.exports.quantizeActs(bl, xAt, k * 4, nTok, k, xq, xd, xs);
         if (quads) this.exports.prepQuads(xq, xs, tp, k, xa);
         else if (quads16) this.exports.prepQuads16(xq, tp, k, xa);
-        else if (prep) this.exports.prepActs8(xq, nTok, k, xa);
+        else if (prep) this.exports.prepActs8(xq, nTok, k, xa, bl === 256 ? 1 : 0); // the splat records: Q8_K types (the Q4_K / Q6_K tiles)
       }
       this.rounded = { x, nTok, k, block: bl, xq, xa };
     }
