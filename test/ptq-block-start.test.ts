@@ -1,0 +1,77 @@
+/**
+ * The block objective's set-up (src/pipeline/block-round.ts), against its references:
+ *  - roundingStart on affine grids (WebAssembly startAffine, in chunks) gives the levels, codes, offsets
+ *    and choices of the TypeScript loop (bracketBlock around the start, chooseStart) bit for bit:
+ *    several chunks with a short last one, a block size that does not divide the chunk, blocks of zero
+ *    scale (no affine grid: the loop's path), clipped blocks, weights on levels, starts on either side;
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { BlockGrids, blockCodecFor } from '../src/algos/block-codec.js';
+import { setAutoRoundKernelsFast, startChunksKernel } from '../src/kernels/autoround.js';
+import { wasmVariant } from '../src/kernels/wasm.js';
+import { roundingStart } from '../src/pipeline/block-round.js';
+import { resolveScheme } from '../src/quant/registry.js';
+
+function rng(seed: number) {
+  let s = seed >>> 0;
+  const u = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) + 0.5) / 4294967296;
+  return { u, n: () => Math.sqrt(-2 * Math.log(u())) * Math.cos(2 * Math.PI * u()) };
+}
+
+test('roundingStart: the WebAssembly start on affine grids is the TypeScript loop\'s, bit for bit (chunks, zero-scale blocks, clipped blocks, starts on either side)', () => {
+  if (wasmVariant() === 'off') return;
+  const chunk = startChunksKernel(true)!.chunk;
+  const r = rng(5);
+  for (const target of [resolveScheme('int4', { groupSize: 128 }), resolveScheme('uint4', { groupSize: 64, asymmetric: true }), resolveScheme('int3', { groupSize: 32 }), resolveScheme('int4', { groupSize: 96 })]) {
+    const c = blockCodecFor(target, 384);
+    assert.ok(c.affine, `${c.name} has an affine grid`);
+    const bs = c.blockSize;
+    // a little over two chunks: the last one short
+    const nBlocks = Math.ceil((2 * chunk + 5 * bs) / bs);
+    const N = nBlocks * bs;
+    const w = Float32Array.from({ length: N }, (_, i) => r.n() * (i % 7 === 0 ? 0.3 : 0.05));
+    const zero = [0, Math.floor(chunk / bs) + 1, nBlocks - 1]; // all zero: scale 0, no affine grid
+    for (const b of zero) w.fill(0, b * bs, (b + 1) * bs);
+    const bytes = new Uint8Array(nBlocks * c.blockBytes);
+    const q = new Float32Array(N);
+    for (let b = 0; b < nBlocks; b++) {
+      c.quantize(w, b * bs, bytes, b * c.blockBytes);
+      if (b % 3 === 1) c.clipHeader!(w, b * bs, 0.8, bytes, b * c.blockBytes); // clipped: elements past the grid's ends
+      c.dequantize(bytes, b * c.blockBytes, q, b * bs);
+    }
+    for (let i = 0; i < N; i += 5) w[i] = q[i]; // weights on a level
+    // a start that is not round to nearest: some elements on the neighbouring level (GPTQ's choices)
+    const grids = new BlockGrids(c);
+    let moved = 0;
+    for (let b = 0; b < nBlocks; b++) {
+      if (zero.includes(b) || b % 2 === 0) continue;
+      grids.load(0, bytes, b * c.blockBytes);
+      for (let j = 0; j < bs; j += 3) {
+        const e = b * bs + j;
+        const i = grids.nearest(0, j, q[e]);
+        const base = j * grids.nCodes;
+        const k = Math.min(base + grids.count[j] - 1, Math.max(base, i + (r.u() < 0.5 ? 1 : -1)));
+        if (grids.values[k] !== q[e]) moved++;
+        q[e] = grids.values[k];
+      }
+    }
+    assert.ok(moved > 100, `${c.name}: the start has elements off round to nearest (${moved})`);
+    const start = { bytes, q };
+    setAutoRoundKernelsFast(false);
+    const ref = roundingStart(c, w, start);
+    setAutoRoundKernelsFast(true);
+    const fast = roundingStart(c, w, start);
+    for (const key of ['lo', 'hi', 'loC', 'hiC', 't'] as const) assert.deepEqual(fast.lv[key], ref.lv[key], `${c.name}: ${key}`);
+    assert.deepEqual(fast.v, ref.v, `${c.name}: offsets`);
+    assert.deepEqual(fast.ch, ref.ch, `${c.name}: choices`);
+    let hi = 0;
+    for (let e = 0; e < N; e++) hi += ref.ch[e];
+    assert.ok(hi > N / 10 && hi < N - N / 10, `${c.name}: starts on both levels (${hi} of ${N} on hi)`);
+    // into step arrays (the block stage's): the same
+    const into = { lo: new Float32Array(N), hi: new Float32Array(N), t: new Float32Array(N), v: new Float32Array(N), ch: new Uint8Array(N), loC: new Uint16Array(N), hiC: new Uint16Array(N), startCh: new Uint8Array(N), bestCh: new Uint8Array(N) };
+    roundingStart(c, w, start, into);
+    assert.deepEqual(into.t, ref.lv.t, `${c.name}: into the step arrays`);
+    assert.deepEqual(into.v, ref.v, `${c.name}: offsets into the step arrays`);
+  }
+});
