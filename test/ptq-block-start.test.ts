@@ -4,13 +4,16 @@
  *    and choices of the TypeScript loop (bracketBlock around the start, chooseStart) bit for bit:
  *    several chunks with a short last one, a block size that does not divide the chunk, blocks of zero
  *    scale (no affine grid: the loop's path), clipped blocks, weights on levels, starts on either side;
+ *  - BlockRunner keeps each weight's transpose over the windows of one keepTransposes (the parameters'
+ *    views are new arrays on every call) and the outputs are those of the plain forward.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { BlockGrids, blockCodecFor } from '../src/algos/block-codec.js';
 import { setAutoRoundKernelsFast, startChunksKernel } from '../src/kernels/autoround.js';
 import { wasmVariant } from '../src/kernels/wasm.js';
-import { roundingStart } from '../src/pipeline/block-round.js';
+import type { ModelConfig } from '../src/model/family.js';
+import { BlockRunner, roundingStart } from '../src/pipeline/block-round.js';
 import { resolveScheme } from '../src/quant/registry.js';
 
 function rng(seed: number) {
@@ -74,4 +77,36 @@ test('roundingStart: the WebAssembly start on affine grids is the TypeScript loo
     assert.deepEqual(into.t, ref.lv.t, `${c.name}: into the step arrays`);
     assert.deepEqual(into.v, ref.v, `${c.name}: offsets into the step arrays`);
   }
+});
+
+test('BlockRunner: one transpose per weight over the windows of keepTransposes, outputs as the plain forward', () => {
+  const config: ModelConfig = { dim: 32, hiddenDim: 64, nLayers: 1, nHeads: 4, nKvHeads: 2, vocabSize: 1, seqLen: 8, headDim: 8, normEps: 1e-5, ropeTheta: 10000, ropeDim: 8, ropeStyle: 'normal' };
+  const ctx = 8;
+  const nSeq = 3;
+  const r = rng(11);
+  const { dim, hiddenDim: h } = config;
+  const shapes: Record<string, number> = { attn_norm: dim, ffn_norm: dim, attn_q: dim * dim, attn_k: (dim / 2) * dim, attn_v: (dim / 2) * dim, attn_output: dim * dim, ffn_gate: h * dim, ffn_up: h * dim, ffn_down: dim * h };
+  const w = new Map(Object.entries(shapes).map(([n, size]) => [n, Float32Array.from({ length: size }, () => (size === dim ? 1 + 0.1 * r.n() : r.n() / Math.sqrt(dim)))]));
+  const x = Float32Array.from({ length: nSeq * ctx * dim }, () => r.n());
+  const runner = new BlockRunner(config, ctx);
+  runner.load((n) => w.get(n)!);
+  const plain = runner.outputs(x);
+  const be = runner.model.be;
+  const transpose = be.transpose.bind(be);
+  let calls = 0;
+  be.transpose = (...a) => {
+    calls++;
+    transpose(...a);
+  };
+  const kept = runner.keepTransposes(() => runner.outputs(x));
+  assert.equal(calls, 7, 'each of the 7 linears transposed once for 3 windows');
+  assert.deepEqual(kept, plain);
+  // new weights (load): transposed again, and the outputs follow them
+  for (const v of w.values()) for (let i = 0; i < v.length; i++) v[i] *= 0.5;
+  runner.load((n) => w.get(n)!);
+  calls = 0;
+  const again = runner.keepTransposes(() => runner.outputs(x));
+  assert.equal(calls, 7);
+  assert.deepEqual(again, runner.outputs(x));
+  assert.notDeepEqual(again, kept);
 });

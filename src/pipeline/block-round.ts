@@ -237,7 +237,9 @@ export class BlockRunner {
         if (!this.caching) return plain.forward(name, y, x, w, n, rows, cols);
         let c = this.transposes.get(name);
         if (!c) this.transposes.set(name, (c = { t: be.alloc(rows * cols), of: null }));
-        if (c.of !== w) {
+        // the same array: the same object, or the same region of the same memory (a parameter's view is a
+        // new subarray on every call)
+        if (!sameArray(c.of, w)) {
           be.transpose(c.t, 0, rows, w, 0, cols, rows, cols);
           c.of = w;
         }
@@ -405,6 +407,11 @@ export class BlockRunner {
   close(): void {
     this.model.be.close?.();
   }
+}
+
+/** a and b are the same array: one object, or views of the same elements of one buffer */
+function sameArray(a: Vec | null, b: Vec): boolean {
+  return a === b || (a !== null && a.buffer === b.buffer && a.byteOffset === b.byteOffset && a.length === b.length && a.constructor === b.constructor);
 }
 
 /**
