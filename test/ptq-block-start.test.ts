@@ -9,6 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { writeChoices } from '../src/algos/autoround.js';
 import { BlockGrids, blockCodecFor } from '../src/algos/block-codec.js';
 import { setAutoRoundKernelsFast, startChunksKernel } from '../src/kernels/autoround.js';
 import { wasmVariant } from '../src/kernels/wasm.js';
@@ -109,4 +110,39 @@ test('BlockRunner: one transpose per weight over the windows of keepTransposes, 
   assert.equal(calls, 7);
   assert.deepEqual(again, runner.outputs(x));
   assert.notDeepEqual(again, kept);
+});
+
+test('writeChoices: each block\'s chosen codes and values (mask-picked) are the plain loop\'s, and the codec decodes them', () => {
+  const r = rng(3);
+  for (const target of [resolveScheme('int4', { groupSize: 128 }), resolveScheme('uint4', { groupSize: 64, asymmetric: true })]) {
+    const c = blockCodecFor(target, 256);
+    const bs = c.blockSize;
+    const nBlocks = 40;
+    const N = nBlocks * bs;
+    const w = Float32Array.from({ length: N }, () => r.n() * 0.05);
+    const bytes = new Uint8Array(nBlocks * c.blockBytes);
+    const q = new Float32Array(N);
+    for (let b = 0; b < nBlocks; b++) {
+      c.quantize(w, b * bs, bytes, b * c.blockBytes);
+      c.dequantize(bytes, b * c.blockBytes, q, b * bs);
+    }
+    const s = roundingStart(c, w, { bytes, q });
+    const ch = Uint8Array.from({ length: N }, () => (r.u() < 0.5 ? 1 : 0));
+    const got = Uint8Array.from(bytes);
+    const values = writeChoices(c, s.grids, got, s.lv, ch, nBlocks);
+    // the plain loop: the chosen level's value, and its code written through the codec's own quantizer of those values
+    const want = Float32Array.from({ length: N }, (_, e) => (ch[e] ? s.lv.hi[e] : s.lv.lo[e]));
+    assert.deepEqual(values, want, `${c.name}: values`);
+    const back = new Float32Array(N);
+    for (let b = 0; b < nBlocks; b++) c.dequantize(got, b * c.blockBytes, back, b * bs);
+    assert.deepEqual(back, want, `${c.name}: the bytes decode to the chosen values`);
+    let moved = 0;
+    for (let e = 0; e < N; e++) if (want[e] !== q[e]) moved++;
+    assert.ok(moved > N / 10, `${c.name}: choices off the start (${moved})`);
+    // a value the codec cannot give back: refused
+    const bad = { ...s.lv, hi: Float32Array.from(s.lv.hi) };
+    const e = ch.indexOf(1) + bs;
+    bad.hi[ch.indexOf(1, e)] += 1e-3;
+    assert.throws(() => writeChoices(c, s.grids, Uint8Array.from(bytes), bad, ch, nBlocks), /decodes element/);
+  }
 });
