@@ -326,3 +326,49 @@ export function takeBlock(cL: usize, cU: usize, cLC: usize, cUC: usize, cT: usiz
   memory.copy(t, cT, <usize>bs << 2);
   for (let j = 0; j < bs; j++) store<u8>(ch + <usize>j, <f64>load<f32>(cT + (<usize>j << 2)) + <f64>load<f32>(v + (<usize>j << 2)) >= 0.5 ? 1 : 0);
 }
+
+/**
+ * A learned tensor's start on an affine grid (src/pipeline/block-round.ts roundingStart: algos/autoround.ts
+ * bracketBlock's affine path with `around`, then chooseStart, which are the references): for each of bs
+ * elements, the levels around p = a +- max(1e-30, |a| 1e-5) (a = the start's value q, towards the weight
+ * x) on the grid gv (as bracketAffine, t from x), then the choice ch = (q is hi and not lo) and the offset
+ * v = clamp(ch ? max(0, 0.5 + margin - t) : min(0, 0.5 - margin - t), -0.5, 0.5), stored f32.
+ */
+export function startAffine(w: usize, q: usize, gv: usize, gc: usize, nAff: i32, lo: usize, hi: usize, loC: usize, hiC: usize, t: usize, v: usize, ch: usize, bs: i32, margin: f64): void {
+  const last = nAff - 1;
+  const v0 = <f64>load<f32>(gv);
+  const vLast = <f64>load<f32>(gv + (<usize>last << 2));
+  const perLevel = <f64>last / (vLast - v0);
+  for (let j = 0; j < bs; j++) {
+    const o = <usize>j << 2;
+    const x = <f64>load<f32>(w + o);
+    const a = <f64>load<f32>(q + o);
+    const p = a + (x > a ? 1.0 : -1.0) * Math.max(1e-30, Math.abs(a) * 1e-5);
+    let l: i32, u: i32;
+    if (!(p > v0)) {
+      l = 0;
+      u = p >= v0 ? min(last, 1) : 0;
+    } else if (p >= vLast) {
+      l = last;
+      u = last;
+    } else {
+      l = <i32>Math.min(<f64>(last - 1), Math.max(0, Math.floor((p - v0) * perLevel)));
+      while (<f64>load<f32>(gv + (<usize>l << 2)) > p) l--;
+      while (<f64>load<f32>(gv + (<usize>(l + 1) << 2)) <= p) l++;
+      u = l + 1;
+    }
+    const vl = load<f32>(gv + (<usize>l << 2));
+    const vu = load<f32>(gv + (<usize>u << 2));
+    store<f32>(lo + o, vl);
+    store<f32>(hi + o, vu);
+    store<u16>(loC + (<usize>j << 1), load<u16>(gc + (<usize>l << 1)));
+    store<u16>(hiC + (<usize>j << 1), load<u16>(gc + (<usize>u << 1)));
+    const tj = vu > vl ? <f32>Math.min(1, Math.max(0, (x - <f64>vl) / (<f64>vu - <f64>vl))) : <f32>0;
+    store<f32>(t + o, tj);
+    const qf = load<f32>(q + o);
+    const c: u8 = qf == vu && qf != vl ? 1 : 0;
+    store<u8>(ch + <usize>j, c);
+    const off = c ? Math.max(0, 0.5 + margin - <f64>tj) : Math.min(0, 0.5 - margin - <f64>tj);
+    store<f32>(v + o, <f32>Math.min(0.5, Math.max(-0.5, off)));
+  }
+}

@@ -235,17 +235,46 @@ function tail(a: usize, ap: usize, b: usize, lb: usize, c: usize, j: i32, j1: i3
 }
 
 /** dst (cols x rows) = srcᵀ, src rows x cols; strides in floats */
+// @ts-ignore: decorator
+@inline function tile4(s0: usize, sRow: usize, dj: usize, dRow: usize): void {
+  // a 4 x 4 tile transposed in registers: two rounds of lane shuffles
+  const a = v128.load(s0);
+  const b = v128.load(s0 + sRow);
+  const c = v128.load(s0 + 2 * sRow);
+  const d = v128.load(s0 + 3 * sRow);
+  const t0 = i8x16.shuffle(a, b, 0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23); // a0 b0 a1 b1
+  const t1 = i8x16.shuffle(a, b, 8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31); // a2 b2 a3 b3
+  const t2 = i8x16.shuffle(c, d, 0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23); // c0 d0 c1 d1
+  const t3 = i8x16.shuffle(c, d, 8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31); // c2 d2 c3 d3
+  v128.store(dj, i8x16.shuffle(t0, t2, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23));
+  v128.store(dj + dRow, i8x16.shuffle(t0, t2, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31));
+  v128.store(dj + 2 * dRow, i8x16.shuffle(t1, t3, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23));
+  v128.store(dj + 3 * dRow, i8x16.shuffle(t1, t3, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31));
+}
+
 export function transpose(dst: usize, ldd: i32, src: usize, lds: i32, rows: i32, cols: i32): void {
-  // 8 x 8 blocks keep both sides in cache lines
-  for (let i0: i32 = 0; i0 < rows; i0 += 8) {
-    const i1 = min(i0 + 8, rows);
-    for (let j0: i32 = 0; j0 < cols; j0 += 8) {
-      const j1 = min(j0 + 8, cols);
-      for (let i = i0; i < i1; i++) {
-        for (let j = j0; j < j1; j++) store<f32>(dst + ((<usize>j * ldd + i) << 2), load<f32>(src + ((<usize>i * lds + j) << 2)));
-      }
+  // strips of 8 rows (then one of 4), 4 x 4 tiles in registers (tile4), the two tiles of a strip's 4
+  // columns written side by side (32 bytes of each destination row); a strip's last cols % 4 columns
+  // and the last rows % 4 rows element by element (a data move: the same bits)
+  const r8 = rows & ~7;
+  const r4 = rows & ~3;
+  const c4 = cols & ~3;
+  const sRow = <usize>lds << 2;
+  const dRow = <usize>ldd << 2;
+  for (let i0: i32 = 0; i0 < r4; i0 += i0 < r8 ? 8 : 4) {
+    const s0 = src + <usize>i0 * sRow;
+    const d0 = dst + (<usize>i0 << 2);
+    const two = i0 < r8;
+    for (let j: i32 = 0; j < c4; j += 4) {
+      const dj = d0 + <usize>j * dRow;
+      tile4(s0 + (<usize>j << 2), sRow, dj, dRow);
+      if (two) tile4(s0 + 4 * sRow + (<usize>j << 2), sRow, dj + 16, dRow);
     }
+    for (let i = i0; i < i0 + (two ? 8 : 4); i++)
+      for (let j = c4; j < cols; j++) store<f32>(dst + ((<usize>j * ldd + i) << 2), load<f32>(src + ((<usize>i * lds + j) << 2)));
   }
+  for (let i = r4; i < rows; i++)
+    for (let j: i32 = 0; j < cols; j++) store<f32>(dst + ((<usize>j * ldd + i) << 2), load<f32>(src + ((<usize>i * lds + j) << 2)));
 }
 
 /**

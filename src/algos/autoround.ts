@@ -508,18 +508,27 @@ export function chooseStart(lv: Levels, q: Float32Array, ch: Uint8Array, v: Floa
   }
 }
 
+/** the bits of an f32 array (a view of the same elements) */
+const bitsOf = (a: Float32Array) => new Int32Array(a.buffer, a.byteOffset, a.length);
+
 /** Set the chosen codes into every block of `bytes`; returns the values, checked against the codec's own dequantizer. */
 export function writeChoices(c: BlockCodec, grids: BlockGrids, bytes: Uint8Array, lv: Levels, ch: Uint8Array, nBlocks: number): Float32Array {
   const bs = c.blockSize;
   const codes = new Uint16Array(bs);
   const q = new Float32Array(nBlocks * bs);
   const check = new Float32Array(bs);
+  // the chosen code and value (the value's bits) picked by a mask, not a branch: choices are unpredictable
+  const { loC, hiC } = lv;
+  const lo = bitsOf(lv.lo);
+  const hi = bitsOf(lv.hi);
+  const qBits = bitsOf(q);
   for (let blk = 0; blk < nBlocks; blk++) {
     const xo = blk * bs;
     for (let j = 0; j < bs; j++) {
       const e = xo + j;
-      codes[j] = ch[e] ? lv.hiC[e] : lv.loC[e];
-      q[e] = ch[e] ? lv.hi[e] : lv.lo[e];
+      const m = -((ch[e] + 255) >> 8); // -1 when chosen (ch != 0), else 0
+      codes[j] = loC[e] ^ ((loC[e] ^ hiC[e]) & m);
+      qBits[e] = lo[e] ^ ((lo[e] ^ hi[e]) & m);
     }
     setCodes(grids.layout, bytes, blk * c.blockBytes, codes, bs);
     c.dequantize(bytes, blk * c.blockBytes, check, 0);

@@ -22,6 +22,7 @@ interface AutoRoundExports {
   bracketAffine(w: number, gv: number, gc: number, nAff: number, lo: number, hi: number, loC: number, hiC: number, t: number, bs: number): void;
   regridDelta(cL: number, cU: number, cT: number, v: number, ch: number, lo: number, hi: number, g: number, delta: number, bs: number): number;
   takeBlock(cL: number, cU: number, cLC: number, cUC: number, cT: number, lo: number, hi: number, loC: number, hiC: number, t: number, v: number, ch: number, bs: number): void;
+  startAffine(w: number, q: number, gv: number, gc: number, nAff: number, lo: number, hi: number, loC: number, hiC: number, t: number, v: number, ch: number, bs: number, margin: number): void;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -258,4 +259,74 @@ export function autoRoundWork(n: number, k: number, bs: number, fast = useFast):
       take: (xo) => x.takeBlock(at.cL, at.cU, at.cLC, at.cUC, at.cT, at.lo + xo * 4, at.hi + xo * 4, at.loC + xo * 2, at.hiC + xo * 2, at.t + xo * 4, at.v + xo * 4, at.ch + xo, bs),
     },
   };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// A learned tensor's start on affine grids (pipeline/block-round.ts roundingStart)
+
+/**
+ * Chunks of a tensor in WebAssembly memory for roundingStart's affine path: the weights w and start
+ * values q of up to `chunk` elements (the caller copies them in), a block's grid (gv, gc), and the
+ * levels, offsets and choices startAffine writes (the caller copies them out). References:
+ * algos/autoround.ts bracketBlock (its affine path with `around`) and chooseStart.
+ */
+export interface StartChunks {
+  readonly chunk: number;
+  readonly w: Float32Array;
+  readonly q: Float32Array;
+  readonly gv: Float32Array;
+  readonly gc: Uint16Array;
+  readonly lo: Float32Array;
+  readonly hi: Float32Array;
+  readonly t: Float32Array;
+  readonly v: Float32Array;
+  readonly loC: Uint16Array;
+  readonly hiC: Uint16Array;
+  readonly ch: Uint8Array;
+  /** the block of bs elements at chunk element o on the grid gv[0 .. nAff) (strictly increasing, scale > 0) */
+  run(o: number, nAff: number, bs: number, margin: number): void;
+}
+
+/** elements per chunk of StartChunks (~1.9 MB of WebAssembly memory) */
+const START_CHUNK = 1 << 16;
+let startChunks: StartChunks | null = null;
+let startVariant: string | undefined;
+
+/** The thread's StartChunks (one instance, reused), or null without WebAssembly SIMD or with the kernels turned off. */
+export function startChunksKernel(fast = useFast): StartChunks | null {
+  if (!fast) return null;
+  if (startChunks && startVariant === wasmVariant()) return startChunks;
+  const n = START_CHUNK;
+  const probe = newKernelInstance('autoround', autoroundWasm, 1);
+  if (!probe) return null;
+  const x = probe.exports as unknown as AutoRoundExports;
+  let top = (x.heapBase() + 63) & ~63;
+  const alloc = (bytes: number) => {
+    const at = top;
+    top = (at + bytes + 63) & ~63;
+    return at;
+  };
+  const at = { w: alloc(n * 4), q: alloc(n * 4), gv: alloc(256 * 4), gc: alloc(256 * 2), lo: alloc(n * 4), hi: alloc(n * 4), t: alloc(n * 4), v: alloc(n * 4), loC: alloc(n * 2), hiC: alloc(n * 2), ch: alloc(n) };
+  const have = probe.memory.buffer.byteLength;
+  if (top > have) probe.memory.grow(Math.ceil((top - have) / 65536));
+  const buf = probe.memory.buffer;
+  const f32 = (p: number, len: number) => new Float32Array(buf, p, len);
+  const u16 = (p: number, len: number) => new Uint16Array(buf, p, len);
+  startVariant = probe.variant;
+  startChunks = {
+    chunk: n,
+    w: f32(at.w, n),
+    q: f32(at.q, n),
+    gv: f32(at.gv, 256),
+    gc: u16(at.gc, 256),
+    lo: f32(at.lo, n),
+    hi: f32(at.hi, n),
+    t: f32(at.t, n),
+    v: f32(at.v, n),
+    loC: u16(at.loC, n),
+    hiC: u16(at.hiC, n),
+    ch: new Uint8Array(buf, at.ch, n),
+    run: (o, nAff, bs, margin) => x.startAffine(at.w + o * 4, at.q + o * 4, at.gv, at.gc, nAff, at.lo + o * 4, at.hi + o * 4, at.loC + o * 2, at.hiC + o * 2, at.t + o * 4, at.v + o * 4, at.ch + o, bs, margin),
+  };
+  return startChunks;
 }

@@ -23,8 +23,9 @@
  * Forwards reuse each linear's transpose (keepTransposes); a step writes its flips into both.
  */
 import { fail } from '../errors.js';
-import { bracketBlock, chooseStart, newLevels, writeChoices, type Levels } from '../algos/autoround.js';
+import { affineGrid, bracketBlock, chooseStart, newLevels, writeChoices, type Levels } from '../algos/autoround.js';
 import { BlockGrids, type BlockCodec } from '../algos/block-codec.js';
+import { startChunksKernel } from '../kernels/autoround.js';
 import type { ModelConfig } from '../model/family.js';
 import { matmul } from '../model/matmul.js';
 import { rngStream } from '../rng.js';
@@ -236,7 +237,9 @@ export class BlockRunner {
         if (!this.caching) return plain.forward(name, y, x, w, n, rows, cols);
         let c = this.transposes.get(name);
         if (!c) this.transposes.set(name, (c = { t: be.alloc(rows * cols), of: null }));
-        if (c.of !== w) {
+        // the same array: the same object, or the same region of the same memory (a parameter's view is a
+        // new subarray on every call)
+        if (!sameArray(c.of, w)) {
           be.transpose(c.t, 0, rows, w, 0, cols, rows, cols);
           c.of = w;
         }
@@ -406,6 +409,11 @@ export class BlockRunner {
   }
 }
 
+/** a and b are the same array: one object, or views of the same elements of one buffer */
+function sameArray(a: Vec | null, b: Vec): boolean {
+  return a === b || (a !== null && a.buffer === b.buffer && a.byteOffset === b.byteOffset && a.length === b.length && a.constructor === b.constructor);
+}
+
 /**
  * One signed-gradient step of every offset v against its gradient g (gemm.ts signStepRef): on the
  * backend's kernel when it has one (it falls back to the reference for arrays outside its memory).
@@ -437,9 +445,48 @@ export function roundingStart(c: BlockCodec, w: Float32Array, start: { bytes: Ui
   const lv: Levels = into ? { lo: into.lo, hi: into.hi, t: into.t, loC: into.loC, hiC: into.hiC } : newLevels(N);
   const v = into ? into.v : new Float32Array(N);
   const ch = into ? into.ch : new Uint8Array(N);
-  for (let blk = 0; blk < N / bs; blk++) {
-    bracketBlock(grids, w, blk, start.bytes, blk * c.blockBytes, lv, blk * bs, start.q);
-    chooseStart(lv, start.q, ch, v, blk * bs, bs, START_MARGIN);
+  const nBlocks = N / bs;
+  const sk = c.affine ? startChunksKernel() : null;
+  if (!sk || bs > sk.chunk) {
+    for (let blk = 0; blk < nBlocks; blk++) {
+      bracketBlock(grids, w, blk, start.bytes, blk * c.blockBytes, lv, blk * bs, start.q);
+      chooseStart(lv, start.q, ch, v, blk * bs, bs, START_MARGIN);
+    }
+    return { grids, lv, v, ch };
+  }
+  // affine grids: chunks of whole blocks in WebAssembly (the same operations as the loop above); a block
+  // without an affine grid (affineGrid's n = 0: a zero scale, say) takes the loop's path after its chunk
+  const per = Math.floor(sk.chunk / bs);
+  const slow: number[] = [];
+  for (let b0 = 0; b0 < nBlocks; b0 += per) {
+    const b1 = Math.min(nBlocks, b0 + per);
+    const e0 = b0 * bs;
+    const e1 = b1 * bs;
+    const len = e1 - e0;
+    sk.w.set(w.subarray(e0, e1));
+    sk.q.set(start.q.subarray(e0, e1));
+    slow.length = 0;
+    for (let blk = b0; blk < b1; blk++) {
+      const g = affineGrid(c, grids.nCodes, start.bytes, blk * c.blockBytes);
+      if (!g.n) {
+        slow.push(blk);
+        continue;
+      }
+      sk.gv.set(g.gv.subarray(0, g.n));
+      sk.gc.set(g.gc.subarray(0, g.n));
+      sk.run((blk - b0) * bs, g.n, bs, START_MARGIN);
+    }
+    lv.lo.set(sk.lo.subarray(0, len), e0);
+    lv.hi.set(sk.hi.subarray(0, len), e0);
+    lv.t.set(sk.t.subarray(0, len), e0);
+    lv.loC.set(sk.loC.subarray(0, len), e0);
+    lv.hiC.set(sk.hiC.subarray(0, len), e0);
+    v.set(sk.v.subarray(0, len), e0);
+    ch.set(sk.ch.subarray(0, len), e0);
+    for (const blk of slow) {
+      bracketBlock(grids, w, blk, start.bytes, blk * c.blockBytes, lv, blk * bs, start.q);
+      chooseStart(lv, start.q, ch, v, blk * bs, bs, START_MARGIN);
+    }
   }
   return { grids, lv, v, ch };
 }
