@@ -133,7 +133,7 @@ const GNU_TIME = '/usr/bin/time';
 const timeFile = join(tmpdir(), `lowbit-bench-time-${process.pid}.txt`);
 
 /** run a command; wall time, and CPU time through GNU time when installed */
-function timed(cmd: string, args: string[]): { stdout: string; stderr: string; status: number | null; seconds: number; cpu: number } {
+function timed(cmd: string, args: string[]): { stdout: string; stderr: string; status: number | null; signal: string | null; seconds: number; cpu: number } {
   const useTime = existsSync(GNU_TIME);
   const t0 = performance.now();
   const r = useTime
@@ -146,7 +146,7 @@ function timed(cmd: string, args: string[]): { stdout: string; stderr: string; s
     cpu = u + s;
     rmSync(timeFile, { force: true });
   }
-  return { stdout: r.stdout, stderr: r.stderr, status: r.status, seconds, cpu };
+  return { stdout: r.stdout, stderr: r.stderr, status: r.status, signal: r.signal, seconds, cpu };
 }
 
 function runLowbit(model: string, chunks: number, threads: number, ctx: number): Run | null {
@@ -158,11 +158,24 @@ function runLowbit(model: string, chunks: number, threads: number, ctx: number):
   return { seconds: r.seconds, cpu: r.cpu, ppl: JSON.parse(r.stdout).ppl as number };
 }
 
+/**
+ * llama-perplexity's extra arguments for the rest of the run: `-nr` (no extra buffer types: no AMX, no
+ * repacked weights) once a run as shipped died of a signal. A native build on an AMX CPU puts quantized
+ * weights in its AMX buffer, and that path dies at its first tile instruction on some machines (the
+ * session 38 Xeon VM: SIGILL / SIGSEGV at `ldtilecfg` in ggml_backend_amx_mul_mat, llama.cpp PR #26954).
+ */
+let llamaExtra: string[] = [];
+
 function runLlamaCpp(bin: string, model: string, chunks: number, threads: number, ctx: number): Run | null {
   for (let attempt = 0; attempt < 3; attempt++) {
-    const r = timed(bin, ['-m', model, '-f', join(root, 'data/tinystories-valid-head.txt'), '-c', String(ctx), '--chunks', String(chunks), '-t', String(threads)]);
+    const r = timed(bin, ['-m', model, '-f', join(root, 'data/tinystories-valid-head.txt'), '-c', String(ctx), '--chunks', String(chunks), '-t', String(threads), ...llamaExtra]);
     const m = /Final estimate: PPL = ([0-9.]+)/.exec(r.stdout + r.stderr);
     if (r.status === 0 && m) return { seconds: r.seconds, cpu: r.cpu, ppl: Number(m[1]) };
+    if (llamaExtra.length === 0 && (r.signal !== null || (r.status ?? 0) >= 128)) {
+      llamaExtra = ['-nr'];
+      console.log(`  llama-perplexity died (${r.signal ?? `status ${r.status}`}): from here on with -nr (no AMX, no repacked weights)`);
+      attempt--;
+    }
     // its log thread can drop the last lines at exit: retry
   }
   console.log('  llama-perplexity gave no final estimate');

@@ -739,6 +739,43 @@ function roundF16(x: f32): f32 {
 }
 
 /**
+ * roundF16 of 4 lanes x >= 0 (not NaN; +inf allowed), the same values: normal halves by rounding the f32 bits
+ * to 10 mantissa bits (ties to even; a carry moves into the exponent), 65536 and up (rounded) to inf; under
+ * 2^-14 (fp16 subnormals, multiples of 2^-24) by (x + 0.5) - 0.5, whose sum has an ulp of 2^-24 and is
+ * rounded to nearest even by the addition itself, the subtraction exact.
+ */
+// @ts-ignore: decorator
+@inline function roundF16x4(x: v128): v128 {
+  let r = i32x4.add(x, i32x4.add(i32x4.splat(0xfff), v128.and(i32x4.shr_u(x, 13), i32x4.splat(1))));
+  r = v128.and(r, i32x4.splat(~0x1fff));
+  r = v128.bitselect(i32x4.splat(0x7f800000), r, i32x4.ge_s(r, i32x4.splat(0x47800000)));
+  const half = f32x4.splat(0.5);
+  return v128.bitselect(f32x4.sub(f32x4.add(x, half), half), r, i32x4.lt_s(x, i32x4.splat(0x38800000)));
+}
+
+/** Q8_0 rounding of one block of 32 (xb, f32) with 1 / d in every lane of id: int16 q at q (quantize_row_q8_0_ref) */
+// @ts-ignore: decorator
+@inline function q8Block(xb: usize, id: v128, q: usize): void {
+  // roundf (ties away from zero): trunc, plus sign(v) where |v - trunc v| >= 0.5 (exact in f32)
+  const half = f32x4.splat(0.5), one = f32x4.splat(1), sign = i32x4.splat(0x80000000);
+  for (let j = 0; j < 32; j += 8) {
+    const v0 = f32x4.mul(v128.load(xb + <usize>j * 4), id), v1 = f32x4.mul(v128.load(xb + <usize>j * 4, 16), id);
+    const t0 = f32x4.trunc(v0), t1 = f32x4.trunc(v1);
+    const r0 = f32x4.add(t0, v128.and(f32x4.ge(f32x4.abs(f32x4.sub(v0, t0)), half), v128.or(one, v128.and(v0, sign))));
+    const r1 = f32x4.add(t1, v128.and(f32x4.ge(f32x4.abs(f32x4.sub(v1, t1)), half), v128.or(one, v128.and(v1, sign))));
+    v128.store(q + <usize>j * 2, i16x8.narrow_i32x4_s(i32x4.trunc_sat_f32x4_s(r0), i32x4.trunc_sat_f32x4_s(r1)));
+  }
+}
+
+/** the lanes' maximum of |v| over the 8 vectors of a block of 32 at xb (pmax: NaN skipped, as the scalar `a > amax`) */
+// @ts-ignore: decorator
+@inline function absMax8(xb: usize): v128 {
+  let m4 = f32x4.splat(0);
+  for (let j = 0; j < 32; j += 4) m4 = f32x4.pmax(m4, f32x4.abs(v128.load(xb + <usize>j * 4)));
+  return m4;
+}
+
+/**
  * Round T rows of K activations (x, row stride xs bytes) as llama.cpp's vec_dot type: kind 32 = Q8_0
  * (quantize_row_q8_0_ref: d = amax / 127, q = roundf(x / d), d stored as fp16), kind 256 = Q8_K
  * (quantize_row_q8_K_ref: d = 1 / (-127 / max), q = nearest(x * -127 / max) <= 127). Writes int16 q
@@ -758,9 +795,40 @@ function quantizeActRows(kind: i32, x: usize, xs: usize, T: i32, K: i32, q: usiz
   const nb = K / kind;
   q += <usize>t0 * <usize>K * 2;
   s += <usize>t0 * <usize>(K / 32) * 2;
+  const ones = i16x8.splat(1);
   for (let t = t0; t < t1; t++) {
     const xr = x + <usize>t * xs;
-    for (let b = 0; b < nb; b++) {
+    let b0 = 0;
+    if (kind == 32 && t < T) {
+      // Q8_0, 4 blocks at a time: their maximums, d = amax / 127, 1 / d and fp16(d) in the lanes of one
+      // vector each (the scalar steps below, lane by lane: the same values)
+      for (; b0 + 4 <= nb; b0 += 4) {
+        const xb = xr + <usize>(b0 * 32) * 4;
+        const m0 = absMax8(xb), m1 = absMax8(xb + 128), m2 = absMax8(xb + 256), m3 = absMax8(xb + 384);
+        const P = f32x4.pmax(v128.shuffle<f32>(m0, m1, 0, 4, 1, 5), v128.shuffle<f32>(m0, m1, 2, 6, 3, 7));
+        const Q = f32x4.pmax(v128.shuffle<f32>(m2, m3, 0, 4, 1, 5), v128.shuffle<f32>(m2, m3, 2, 6, 3, 7));
+        const amax = f32x4.pmax(v128.shuffle<f32>(P, Q, 0, 1, 4, 5), v128.shuffle<f32>(P, Q, 2, 3, 6, 7));
+        const dd = f32x4.div(amax, f32x4.splat(127));
+        const id = v128.and(f32x4.div(f32x4.splat(1), dd), f32x4.ne(dd, f32x4.splat(0)));
+        const h = roundF16x4(dd);
+        const db = d + (<usize>b0 * <usize>Tp + <usize>t) * 4, ds = <usize>Tp * 4;
+        store<f32>(db, f32x4.extract_lane(h, 0));
+        store<f32>(db + ds, f32x4.extract_lane(h, 1));
+        store<f32>(db + 2 * ds, f32x4.extract_lane(h, 2));
+        store<f32>(db + 3 * ds, f32x4.extract_lane(h, 3));
+        q8Block(xb, v128.shuffle<f32>(id, id, 0, 0, 0, 0), q);
+        q8Block(xb + 128, v128.shuffle<f32>(id, id, 1, 1, 1, 1), q + 64);
+        q8Block(xb + 256, v128.shuffle<f32>(id, id, 2, 2, 2, 2), q + 128);
+        q8Block(xb + 384, v128.shuffle<f32>(id, id, 3, 3, 3, 3), q + 192);
+        for (let j: usize = 0; j < 256; j += 64, s += 2) {
+          const qj = q + j;
+          const a = i32x4.add(i32x4.add(i32x4.dot_i16x8_s(v128.load(qj), ones), i32x4.dot_i16x8_s(v128.load(qj, 16), ones)), i32x4.add(i32x4.dot_i16x8_s(v128.load(qj, 32), ones), i32x4.dot_i16x8_s(v128.load(qj, 48), ones)));
+          store<i16>(s, <i16>(i32x4.extract_lane(a, 0) + i32x4.extract_lane(a, 1) + i32x4.extract_lane(a, 2) + i32x4.extract_lane(a, 3)));
+        }
+        q += 256;
+      }
+    }
+    for (let b = b0; b < nb; b++) {
       const db = d + (<usize>b * <usize>Tp + <usize>t) * 4;
       if (t >= T) {
         store<f32>(db, 0);
@@ -776,26 +844,20 @@ function quantizeActRows(kind: i32, x: usize, xs: usize, T: i32, K: i32, q: usiz
         if (f32x4.extract_lane(m4, 3) > amax) amax = f32x4.extract_lane(m4, 3);
         if (kind == 32) {
           const dd: f32 = amax / 127;
-          const id = f32x4.splat(dd != 0 ? <f32>1 / dd : 0);
           store<f32>(db, roundF16(dd));
-          // roundf (ties away from zero): trunc, plus sign(v) where |v - trunc v| >= 0.5 (exact in f32)
-          const half = f32x4.splat(0.5), one = f32x4.splat(1), sign = i32x4.splat(0x80000000);
-          for (let j = 0; j < 32; j += 8) {
-            const v0 = f32x4.mul(v128.load(xb + <usize>j * 4), id), v1 = f32x4.mul(v128.load(xb + <usize>j * 4, 16), id);
-            const t0 = f32x4.trunc(v0), t1 = f32x4.trunc(v1);
-            const r0 = f32x4.add(t0, v128.and(f32x4.ge(f32x4.abs(f32x4.sub(v0, t0)), half), v128.or(one, v128.and(v0, sign))));
-            const r1 = f32x4.add(t1, v128.and(f32x4.ge(f32x4.abs(f32x4.sub(v1, t1)), half), v128.or(one, v128.and(v1, sign))));
-            v128.store(q + <usize>j * 2, i16x8.narrow_i32x4_s(i32x4.trunc_sat_f32x4_s(r0), i32x4.trunc_sat_f32x4_s(r1)));
-          }
+          q8Block(xb, f32x4.splat(dd != 0 ? <f32>1 / dd : 0), q);
         } else if (amax == 0) {
           store<f32>(db, 0);
           memory.fill(q, 0, 512);
         } else {
+          // the first v with |v| == amax (4 lanes at a time; the first lane of the first vector that has one)
           let max: f32 = 0;
-          for (let j = 0; j < 256; j++) {
-            const v = load<f32>(xb + <usize>j * 4);
-            if (Mathf.abs(v) == amax) {
-              max = v;
+          const am = f32x4.splat(amax);
+          for (let j = 0; j < 256; j += 4) {
+            const v = v128.load(xb + <usize>j * 4);
+            const hit = i32x4.bitmask(f32x4.eq(f32x4.abs(v), am));
+            if (hit != 0) {
+              max = load<f32>(xb + <usize>(j + ctz(hit)) * 4);
               break;
             }
           }
@@ -809,7 +871,6 @@ function quantizeActRows(kind: i32, x: usize, xs: usize, T: i32, K: i32, q: usiz
           store<f32>(db, <f32>1 / iscale);
         }
       }
-      const ones = i16x8.splat(1);
       for (let j = 0; j < kind; j += 32, s += 2) {
         const qj = q + <usize>j * 2;
         const a = i32x4.add(i32x4.add(i32x4.dot_i16x8_s(v128.load(qj), ones), i32x4.dot_i16x8_s(v128.load(qj, 16), ones)), i32x4.add(i32x4.dot_i16x8_s(v128.load(qj, 32), ones), i32x4.dot_i16x8_s(v128.load(qj, 48), ones)));
