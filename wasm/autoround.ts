@@ -263,6 +263,33 @@ function quadRow(hr: usize, delta: usize, i: i32, bs: i32, b2: i32): f64 {
 // the same order, each result rounded to f32 where the TypeScript stores it).
 
 /**
+ * Element j's bracket on the affine grid gv (last = the index of its last level, perLevel = last / (gv[last]
+ * - gv[0])) around the value p: the levels gv[l] <= p < gv[l + 1] (at or below the first level, or NaN: the
+ * first, with the second when p is on it; at or above the last: the last twice) into lo / hi and their
+ * codes into loC / hiC. Shared by bracketAffine (p = the weight) and startAffine (p = just past the start).
+ */
+@inline function storeBracket(p: f64, j: i32, gv: usize, gc: usize, last: i32, v0: f64, vLast: f64, perLevel: f64, lo: usize, hi: usize, loC: usize, hiC: usize): void {
+  let l: i32, u: i32;
+  if (!(p > v0)) {
+    l = 0;
+    u = p >= v0 ? min(last, 1) : 0;
+  } else if (p >= vLast) {
+    l = last;
+    u = last;
+  } else {
+    l = <i32>Math.min(<f64>(last - 1), Math.max(0, Math.floor((p - v0) * perLevel)));
+    while (<f64>load<f32>(gv + (<usize>l << 2)) > p) l--;
+    while (<f64>load<f32>(gv + (<usize>(l + 1) << 2)) <= p) l++;
+    u = l + 1;
+  }
+  const o = <usize>j << 2;
+  store<f32>(lo + o, load<f32>(gv + (<usize>l << 2)));
+  store<f32>(hi + o, load<f32>(gv + (<usize>u << 2)));
+  store<u16>(loC + (<usize>j << 1), load<u16>(gc + (<usize>l << 1)));
+  store<u16>(hiC + (<usize>j << 1), load<u16>(gc + (<usize>u << 1)));
+}
+
+/**
  * The levels around each of bs elements w[..] on the affine grid gv (nAff f32 levels, strictly
  * increasing; gc their u16 codes): the pair gv[l] <= x < gv[l + 1] inside the grid (at or below the
  * first level, or NaN: the first, with the second when x is on it; at or above the last: the last
@@ -275,27 +302,10 @@ export function bracketAffine(w: usize, gv: usize, gc: usize, nAff: i32, lo: usi
   const perLevel = <f64>last / (vLast - v0);
   for (let j = 0; j < bs; j++) {
     const x = <f64>load<f32>(w + (<usize>j << 2));
-    const p = x;
-    let l: i32, u: i32;
-    if (!(p > v0)) {
-      l = 0;
-      u = p >= v0 ? min(last, 1) : 0;
-    } else if (p >= vLast) {
-      l = last;
-      u = last;
-    } else {
-      l = <i32>Math.min(<f64>(last - 1), Math.max(0, Math.floor((p - v0) * perLevel)));
-      while (<f64>load<f32>(gv + (<usize>l << 2)) > p) l--;
-      while (<f64>load<f32>(gv + (<usize>(l + 1) << 2)) <= p) l++;
-      u = l + 1;
-    }
-    const vl = load<f32>(gv + (<usize>l << 2));
-    const vu = load<f32>(gv + (<usize>u << 2));
     const o = <usize>j << 2;
-    store<f32>(lo + o, vl);
-    store<f32>(hi + o, vu);
-    store<u16>(loC + (<usize>j << 1), load<u16>(gc + (<usize>l << 1)));
-    store<u16>(hiC + (<usize>j << 1), load<u16>(gc + (<usize>u << 1)));
+    storeBracket(x, j, gv, gc, last, v0, vLast, perLevel, lo, hi, loC, hiC);
+    const vl = load<f32>(lo + o);
+    const vu = load<f32>(hi + o);
     store<f32>(t + o, vu > vl ? <f32>Math.min(1, Math.max(0, (x - <f64>vl) / (<f64>vu - <f64>vl))) : 0);
   }
 }
@@ -344,25 +354,9 @@ export function startAffine(w: usize, q: usize, gv: usize, gc: usize, nAff: i32,
     const x = <f64>load<f32>(w + o);
     const a = <f64>load<f32>(q + o);
     const p = a + (x > a ? 1.0 : -1.0) * Math.max(1e-30, Math.abs(a) * 1e-5);
-    let l: i32, u: i32;
-    if (!(p > v0)) {
-      l = 0;
-      u = p >= v0 ? min(last, 1) : 0;
-    } else if (p >= vLast) {
-      l = last;
-      u = last;
-    } else {
-      l = <i32>Math.min(<f64>(last - 1), Math.max(0, Math.floor((p - v0) * perLevel)));
-      while (<f64>load<f32>(gv + (<usize>l << 2)) > p) l--;
-      while (<f64>load<f32>(gv + (<usize>(l + 1) << 2)) <= p) l++;
-      u = l + 1;
-    }
-    const vl = load<f32>(gv + (<usize>l << 2));
-    const vu = load<f32>(gv + (<usize>u << 2));
-    store<f32>(lo + o, vl);
-    store<f32>(hi + o, vu);
-    store<u16>(loC + (<usize>j << 1), load<u16>(gc + (<usize>l << 1)));
-    store<u16>(hiC + (<usize>j << 1), load<u16>(gc + (<usize>u << 1)));
+    storeBracket(p, j, gv, gc, last, v0, vLast, perLevel, lo, hi, loC, hiC);
+    const vl = load<f32>(lo + o);
+    const vu = load<f32>(hi + o);
     const tj = vu > vl ? <f32>Math.min(1, Math.max(0, (x - <f64>vl) / (<f64>vu - <f64>vl))) : <f32>0;
     store<f32>(t + o, tj);
     const qf = load<f32>(q + o);
