@@ -2,7 +2,8 @@
  * The forward's elementwise steps in WebAssembly (wasm/matmul.ts rmsnormRows, addInto, ropeRows through
  * MatmulEngine.rmsnorm / addInto / ropeTabled) against their TypeScript references (model/llama.ts
  * rmsnorm and ropeTabled, the f32 residual add), bit for bit, in both builds, on odd shapes (tails of
- * the 4-row and 4-column loops), in place and not, in and out of kernel memory.
+ * the 4-row and 4-column loops), in place and not, in and out of kernel memory; rmsnorm and RoPE (job kind 19)
+ * also on 2 threads, with the worker seen running chunks.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -73,33 +74,42 @@ test('rmsnorm: the kernel gives the TypeScript bits (rows 1..9, sizes with tails
   assert.equal(cases, variants.length * 42);
 });
 
-test('rmsnorm on 2 threads (rows split in multiples of 4 from 2^16 values): the TypeScript bits, in place and not, the worker running rows', async () => {
+/**
+ * body(e, variant, owner) on each build's engine with 2 threads (after its worker is ready), then the
+ * assertion that the worker ran chunks of the job (`what` names them); back to 1 thread either way.
+ */
+async function onTwoThreads(what: string, body: (e: MatmulEngine, variant: string, owner: object) => void): Promise<void> {
   useNodeThreads();
   for (const variant of variants) {
     const e = MatmulEngine.get(variant)!;
-    const owner = {};
     e.setThreads(2);
     try {
       const t0 = Date.now();
       while (e.threadStats().ready < 1 && Date.now() - t0 < 20000) await new Promise((res) => setTimeout(res, 10));
       const before = e.threadStats().workerChunks;
-      for (const [nTok, size] of [[86, 770], [512, 768], [93, 1024]]) {
-        const x = values(nTok * size, 5 * size + nTok);
-        const w = values(size, size + 1);
-        const ref = new Float32Array(nTok * size);
-        rmsnorm(ref, x, w, nTok, size, 1e-5);
-        const xk = kernelCopy(e, x, owner);
-        const ok = e.allocF32(nTok * size, owner)!.array.fill(NaN);
-        e.rmsnorm(ok, xk, w, nTok, size, 1e-5);
-        sameBits(ok, ref, `${variant} ${nTok} x ${size}, 2 threads`);
-        e.rmsnorm(xk, xk, w, nTok, size, 1e-5);
-        sameBits(xk, ref, `${variant} ${nTok} x ${size}, 2 threads, in place`);
-      }
-      assert.ok(e.threadStats().workerChunks > before, 'the worker ran rows');
+      body(e, variant, {});
+      assert.ok(e.threadStats().workerChunks > before, `the worker ran ${what}`);
     } finally {
       e.setThreads(1);
     }
   }
+}
+
+test('rmsnorm on 2 threads (rows split in multiples of 4 from 2^16 values): the TypeScript bits, in place and not, the worker running rows', async () => {
+  await onTwoThreads('rows', (e, variant, owner) => {
+    for (const [nTok, size] of [[86, 770], [512, 768], [93, 1024]]) {
+      const x = values(nTok * size, 5 * size + nTok);
+      const w = values(size, size + 1);
+      const ref = new Float32Array(nTok * size);
+      rmsnorm(ref, x, w, nTok, size, 1e-5);
+      const xk = kernelCopy(e, x, owner);
+      const ok = e.allocF32(nTok * size, owner)!.array.fill(NaN);
+      e.rmsnorm(ok, xk, w, nTok, size, 1e-5);
+      sameBits(ok, ref, `${variant} ${nTok} x ${size}, 2 threads`);
+      e.rmsnorm(xk, xk, w, nTok, size, 1e-5);
+      sameBits(xk, ref, `${variant} ${nTok} x ${size}, 2 threads, in place`);
+    }
+  });
 });
 
 test('residual add: the kernel gives the f32 sums of the TypeScript loop; false (nothing done) outside kernel memory', () => {
@@ -151,4 +161,24 @@ test('RoPE from a table: the kernel gives ropeTabled\'s bits (normal and neox pa
     assert.equal(e.ropeTabled(values(8, 2), 1, 1, 8, 4, 0, t8.cos, t8.sin, true), false);
   }
   assert.equal(cases, variants.length * 18);
+});
+
+test('RoPE from a table on 2 threads (tokens split, job kind 19): ropeTabled\'s bits, the worker running tokens', async () => {
+  let cases = 0;
+  await onTwoThreads('tokens', (e, variant, owner) => {
+    for (const style of ['normal', 'neox'] as const)
+      for (const [headDim, ropeDim, nHeads, nTok, pos0] of [[64, 64, 12, 512, 0], [64, 32, 8, 131, 7], [128, 128, 4, 97, 300]]) {
+        const c = { ropeDim, headDim, ropeStyle: style, ropeMscale: style === 'neox' ? 1.25 : undefined } as unknown as LlamaConfig;
+        const freq = Float64Array.from({ length: ropeDim / 2 }, (_, i) => Math.pow(10000, (-2 * i) / ropeDim));
+        const table = ropeTable(c, freq, pos0 + nTok);
+        const v = values(nTok * nHeads * headDim, nTok * 31 + headDim + pos0);
+        const ref = Float32Array.from(v);
+        ropeTabled(c, table, ref, nTok, nHeads, pos0);
+        const vk = kernelCopy(e, v, owner);
+        assert.equal(e.ropeTabled(vk, nTok, nHeads, headDim, ropeDim / 2, pos0, table.cos, table.sin, style === 'normal'), true);
+        sameBits(vk, ref, `${variant} ${style} head ${headDim} rope ${ropeDim} heads ${nHeads} tokens ${nTok} at ${pos0}, 2 threads`);
+        cases++;
+      }
+  });
+  assert.equal(cases, variants.length * 6);
 });
