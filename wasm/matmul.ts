@@ -3073,6 +3073,15 @@ function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
 @inline function exp4(x: v128): v128 {
   x = f32x4.pmax(f32x4.pmin(x, f32x4.splat(88)), f32x4.splat(-87));
   const n = f32x4.nearest(f32x4.mul(x, f32x4.splat(1.4426950408889634)));
+  return i32x4.add(expPoly4(x, n), i32x4.shl(i32x4.trunc_sat_f32x4_s(n), 23));
+}
+
+/**
+ * exp4's and expScore4's mantissa part: r = x - n ln2 (ln2 in two parts, so n ln2 is exact), then the
+ * Taylor polynomial of exp(r) to r^7 in Horner form; the caller adds n to the exponent bits.
+ */
+// @ts-ignore: decorator
+@inline function expPoly4(x: v128, n: v128): v128 {
   let r = f32x4.sub(x, f32x4.mul(n, f32x4.splat(0.693359375))); // ln2 high part, 9 bits
   r = f32x4.sub(r, f32x4.mul(n, f32x4.splat(-2.12194440e-4))); // ln2 - 0.693359375
   let p = f32x4.splat(1.0 / 5040);
@@ -3083,7 +3092,7 @@ function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
   p = f32x4.add(f32x4.mul(p, r), f32x4.splat(0.5));
   p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1));
   p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1));
-  return i32x4.add(p, i32x4.shl(i32x4.trunc_sat_f32x4_s(n), 23));
+  return p;
 }
 
 /** exp of n values at x into y (tests) */
@@ -3533,18 +3542,8 @@ function attendHead(q0: usize, qs: usize, keys: usize, values: usize, cs: usize,
 @inline function expScore4(x: v128): v128 {
   x = f32x4.pmax(x, f32x4.splat(-87));
   const n = f32x4.nearest(f32x4.mul(x, f32x4.splat(1.4426950408889634)));
-  let r = f32x4.sub(x, f32x4.mul(n, f32x4.splat(0.693359375))); // ln2 high part, 9 bits
-  r = f32x4.sub(r, f32x4.mul(n, f32x4.splat(-2.12194440e-4))); // ln2 - 0.693359375
-  let p = f32x4.splat(1.0 / 5040);
-  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.0 / 720));
-  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.0 / 120));
-  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.0 / 24));
-  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.0 / 6));
-  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(0.5));
-  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1));
-  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1));
   const k = ASC_FEATURE_RELAXED_SIMD ? i32x4.relaxed_trunc_f32x4_s(n) : i32x4.trunc_sat_f32x4_s(n);
-  return i32x4.add(p, i32x4.shl(k, 23));
+  return i32x4.add(expPoly4(x, n), i32x4.shl(k, 23));
 }
 
 /**
