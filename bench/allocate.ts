@@ -117,7 +117,7 @@ export async function run(args: string[]): Promise<void> {
     console.log(`B  sensitivity (hessian)        ${b.seconds.toFixed(1).padStart(7)} s  ${(b.peakRss / 1e6).toFixed(0).padStart(6)} MB`);
     console.log(`C  quantize --target-size       ${c.seconds.toFixed(1).padStart(7)} s  ${(c.peakRss / 1e6).toFixed(0).padStart(6)} MB  ${size} bytes (${size <= target ? 'within' : 'OVER'} target)`);
     console.log(`D  quantize --calib --target-size ${d.seconds.toFixed(1).padStart(5)} s  ${(d.peakRss / 1e6).toFixed(0).padStart(6)} MB  ${sizeD} bytes (${sizeD <= target ? 'within' : 'OVER'} target${sizeD === size ? ', = C' : ''})`);
-    if (t) console.log(`B profile: streaming pass ${t.pass.toFixed(1)} s = set-up ${(t.setup ?? 0).toFixed(1)} + forward stages ${t.forward.toFixed(1)} + statistics ${t.statistics.toFixed(1)} + weight reads ${t.read.toFixed(1)} + costs ${t.costs.toFixed(1)} (+ rest ${(t.pass - (t.setup ?? 0) - t.forward - t.statistics - t.read - t.costs).toFixed(1)})`);
+    if (t) console.log(`B profile: streaming pass ${t.pass.toFixed(1)} s = set-up ${(t.setup ?? 0).toFixed(1)} + forward stages ${t.forward.toFixed(1)} + statistics ${t.statistics.toFixed(1)} + weight reads ${t.read.toFixed(1)} + costs ${t.costs.toFixed(1)}${t.rounding !== undefined ? ` [rounding ${t.rounding.toFixed(2)} + products ${t.products!.toFixed(2)}]` : ''} (+ rest ${(t.pass - (t.setup ?? 0) - t.forward - t.statistics - t.read - t.costs).toFixed(1)})`);
     bc.push((b.seconds + c.seconds) / a.seconds);
     da.push(d.seconds / a.seconds);
     console.log(`(B + C) / A = ${bc[s].toFixed(2)}x   D / A = ${da[s].toFixed(2)}x   (target <= 2x)`);

@@ -70,9 +70,11 @@ export interface SensitivityDb {
   readonly seconds: number;
   /**
    * where the seconds went: the streaming statistics pass (its forward stages, the statistics, reading
-   * the weights, the hessian costs measured inside it) and the KL divergences
+   * the weights, the hessian costs measured inside it) and the KL divergences; of the hessian costs
+   * (the classifier's and the embedding's included): rounding the candidates (ΔW of the sampled rows)
+   * and the products tr(ΔW H ΔWᵀ)
    */
-  readonly timings?: { readonly pass: number; readonly setup?: number; readonly forward: number; readonly statistics: number; readonly read: number; readonly costs: number; readonly kld: number };
+  readonly timings?: { readonly pass: number; readonly setup?: number; readonly forward: number; readonly statistics: number; readonly read: number; readonly costs: number; readonly kld: number; readonly rounding?: number; readonly products?: number };
 }
 
 export interface SensitivityOptions {
@@ -379,6 +381,7 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
   let sampleScratch: Float32Array = new Float32Array(0);
   let deltaScratch: Float32Array = new Float32Array(0);
   const scratch = (a: Float32Array, n: number): Float32Array => (a.length >= n ? a : new Float32Array(n));
+  const costSplit = { rounding: 0, products: 0 };
   const hessianCosts = async (w: TensorShape, values: Float32Array, stats: InputStats | { rowCosts(delta: Float32Array, m: number): Float64Array } | undefined, experts: ExpertStats | undefined, extra?: (type: string, delta: Float32Array, rowIds: Int32Array) => number, lookup = false): Promise<{ out: SensitivityCandidate[]; probe?: { type: string; hessian: number } }> => {
     const imp = importance.get(w.name);
     const cand = withImportance(typesForRow(types, w.cols), imp);
@@ -418,6 +421,7 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
       for (let c0 = 0; c0 < jobs.length; c0 += per) {
         const batch = jobs.slice(c0, c0 + per);
         let deltas: Float32Array;
+        const tr = performance.now();
         const pooled = o.rowQuantizer?.errorRows;
         if (pooled && batch.every((j) => !byGptq(j.algo, st, w.cols))) {
           // every candidate of the batch in one job of the row quantizer's threads (quantized and decoded there)
@@ -429,6 +433,8 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
           for (let c = 0; c < batch.length; c++) decode = await errorRows(deltas.subarray(c * n * w.cols, (c + 1) * n * w.cols), batch[c].type, batch[c].algo, rowsOf, n, w.cols, impOf, st, decode);
           decode?.();
         }
+        const tp = performance.now();
+        costSplit.rounding += (tp - tr) / 1000;
         let rc: Float64Array | undefined;
         let weight = 1;
         if (experts) {
@@ -439,6 +445,7 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
           weight = own.count / Math.max(1, totalTokens);
           if (own.count > 0) rc = own.rowCosts(deltas, batch.length * n);
         } else if (stats) rc = stats.rowCosts(deltas, batch.length * n);
+        costSplit.products += (performance.now() - tp) / 1000;
         batch.forEach(({ type }, c) => {
           const d = deltas.subarray(c * n * w.cols, (c + 1) * n * w.cols);
           if (rc) for (let r = 0; r < n; r++) hc[c0 + c] += weight * rc[c * n + r];
@@ -587,7 +594,7 @@ export async function measureSensitivity(o: SensitivityOptions): Promise<Sensiti
     calibration: { tokens: totalTokens, ctx: o.windows[0].length, seed: o.seed ?? 0 },
     tensors: names.flatMap((n) => tensors.get(n) ?? []),
     seconds: (performance.now() - t0) / 1000,
-    timings: { ...timings, kld: (performance.now() - tk) / 1000 },
+    timings: { ...timings, kld: (performance.now() - tk) / 1000, ...(estimator === 'hessian' ? costSplit : {}) },
   };
 }
 
