@@ -3199,7 +3199,8 @@ function logSoftmaxChunk(job: usize, chunk: i32): void {
 // Attention job (i32 words):
 //   0 kind = 2 | 1 q | 2 q row stride (bytes) | 3 keys | 4 values | 5 cache row stride (bytes) | 6 T
 //   7 pos0 | 8 headDim | 9 group | 10 scale (f32 bits) | 11 out | 12 out row stride (bytes)
-//   13 scratch | 14 scratch bytes per thread (six rows of 4 bytes per position, each a multiple of 16 bytes)
+//   13 scratch | 14 scratch bytes per thread (six rows of 4 bytes per position, each a multiple of 16 bytes,
+//   then word 15's bytes) | 15 bytes for the head's keys and values gathered (2 (pos0 + T) headDim 4; 0: read in place)
 
 /**
  * [hsum(a), hsum(b), hsum(c), hsum(d)] * scale stored at s: each lane sums its vector as hsum does,
@@ -3228,16 +3229,44 @@ function logSoftmaxChunk(job: usize, chunk: i32): void {
   hsumStore4(a0, a1, a2, a3, scale, s);
 }
 
+/** rows rows of n bytes (a multiple of 16), src rows ss bytes apart, to dst one after another */
+// @ts-ignore: decorator
+@inline function gatherRows(src: usize, ss: usize, rows: i32, n: usize, dst: usize): void {
+  for (let p = 0; p < rows; p++, src += ss) {
+    let i: usize = 0;
+    for (; i + 64 <= n; i += 64, dst += 64) {
+      const a = v128.load(src + i), b = v128.load(src + i, 16), c = v128.load(src + i, 32), d = v128.load(src + i, 48);
+      v128.store(dst, a); v128.store(dst, b, 16); v128.store(dst, c, 32); v128.store(dst, d, 48);
+    }
+    for (; i < n; i += 16, dst += 16) v128.store(dst, v128.load(src + i));
+  }
+}
+
 function attentionChunk(job: usize, h: i32, thread: i32): void {
   const hd = <usize>param(job, 8);
   const n = hd * 4;
   const kvOff = <usize>(h / param(job, 9)) * n;
   const s = <usize>param(job, 13) + <usize>thread * <usize>param(job, 14);
+  // word 15: bytes at the end of the thread's scratch for the head's keys and values side by side (0: none)
+  const copy = <usize>param(job, 15);
   // six score rows in the thread's scratch, rs bytes apart (a multiple of 16)
-  const rs = (<usize>param(job, 14) / 6) & ~(<usize>15);
+  const rs = ((<usize>param(job, 14) - copy) / 6) & ~(<usize>15);
+  let keys = <usize>param(job, 3) + kvOff, values = <usize>param(job, 4) + kvOff, cs = <usize>param(job, 5);
+  if (copy != 0) {
+    // the head's rows of the cache (cs bytes apart: a 4 KiB page every row or two, which the prefetchers
+    // do not follow) gathered into n-byte rows once: the scores and value sums then read them as one
+    // stream; the same values in the same operations (the same bits)
+    const np = param(job, 7) + param(job, 6);
+    const kc = s + <usize>param(job, 14) - copy, vc = kc + <usize>np * n;
+    gatherRows(keys, cs, np, n, kc);
+    gatherRows(values, cs, np, n, vc);
+    keys = kc;
+    values = vc;
+    cs = n;
+  }
   attendHeadSixes(
-    <usize>param(job, 1) + <usize>h * n, <usize>param(job, 2), <usize>param(job, 3) + kvOff, <usize>param(job, 4) + kvOff,
-    <usize>param(job, 5), param(job, 6), param(job, 7), reinterpret<f32>(param(job, 10)), <usize>param(job, 11) + <usize>h * n,
+    <usize>param(job, 1) + <usize>h * n, <usize>param(job, 2), keys, values,
+    cs, param(job, 6), param(job, 7), reinterpret<f32>(param(job, 10)), <usize>param(job, 11) + <usize>h * n,
     <usize>param(job, 12), s, rs, n,
   );
 }

@@ -69,6 +69,8 @@ const SCRATCH_FLOATS = 48 * 1024;
 const MAX_CHUNK_ROWS = 48;
 /** below this many flops (2 T K N) a call runs on the calling thread only (waking workers costs ~10 µs) */
 const MIN_PARALLEL_FLOPS = 1 << 20;
+/** prefill attention from this many queries gathers each head's cache rows side by side first (wasm attentionChunk) */
+const ATTENTION_GATHER_TOKENS = 16;
 /** activations (tokens x K) from which matmulInt rounds them on every thread (a chunk of 8 tokens of K = 768 is ~10 µs) */
 const MIN_PARALLEL_ROUNDING = 1 << 15;
 /** element-wise work (SwiGLU, log-softmax rows) on every thread from this many values */
@@ -672,7 +674,7 @@ export class MatmulEngine {
       chunkRows = decodeChunkRows(n, threads);
     } else {
       chunkRows = Math.min(MAX_CHUNK_ROWS, Math.max(3, Math.floor((SCRATCH_FLOATS * 4) / rowScratch / 3) * 3));
-      if (threads > 1) chunkRows = Math.min(chunkRows, Math.max(3, Math.ceil(n / (8 * threads) / 3) * 3));
+      if (threads > 1) chunkRows = Math.min(chunkRows, Math.max(3, Math.ceil(n / (this.prefillChunks * threads) / 3) * 3));
       chunkRows = Math.max(chunkRows, Math.ceil(n / MAX_CHUNKS));
       // the block-32 prefill panel (wasm unpackPanel32) holds whole groups of 4 rows
       if (quads16) {
@@ -782,6 +784,10 @@ export class MatmulEngine {
    * anchor). The same bits either way.
    */
   prefillTile: 'rows' | 'tokens' = 'rows';
+  /** EXPERIMENT: chunks per thread of a prefill integer matmul */
+  prefillChunks = 8;
+  /** prefill attention gathers each head's keys and values first (bench A/B) */
+  attentionGather = true;
 
   /**
    * one token's attention on one thread reads the cache row by row for all heads (default on); off: head by
@@ -1202,12 +1208,14 @@ export class MatmulEngine {
       }, Math.ceil(nHeads / perChunk));
       return;
     }
-    // six rows of scores (the kernel runs six queries at a time), each a multiple of 16 bytes
-    const scratchBytes = 6 * ((((pos0 + nTok) * 4 + 15) & ~15) + 16);
+    // six rows of scores (the kernel runs six queries at a time), each a multiple of 16 bytes; from
+    // ATTENTION_GATHER_TOKENS queries on, the head's keys and values gathered into rows side by side
+    const copyBytes = this.attentionGather && nTok >= ATTENTION_GATHER_TOKENS && kvDim !== headDim ? 2 * (pos0 + nTok) * headDim * 4 : 0;
+    const scratchBytes = 6 * ((((pos0 + nTok) * 4 + 15) & ~15) + 16) + copyBytes;
     this.attentionJob(q, out, nTok, pos0, nHeads, headDim, 'scores', scratchBytes, (p, j, qAt, oAt, scratch) => {
       const qDim = nHeads * headDim;
-      // wasm/matmul.ts attention job words 0..14 (10: the scale's f32 bits)
-      p.set([2, qAt, qDim * 4, keysAt, valuesAt, kvDim * 4, nTok, pos0, headDim, nHeads / nKvHeads, 0, oAt, qDim * 4, scratch, scratchBytes], j);
+      // wasm/matmul.ts attention job words 0..15 (10: the scale's f32 bits)
+      p.set([2, qAt, qDim * 4, keysAt, valuesAt, kvDim * 4, nTok, pos0, headDim, nHeads / nKvHeads, 0, oAt, qDim * 4, scratch, scratchBytes, copyBytes], j);
       this.f32View[j + 10] = scale;
     });
   }
