@@ -3073,7 +3073,10 @@ function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
 @inline function exp4(x: v128): v128 {
   x = f32x4.pmax(f32x4.pmin(x, f32x4.splat(88)), f32x4.splat(-87));
   const n = f32x4.nearest(f32x4.mul(x, f32x4.splat(1.4426950408889634)));
-  return i32x4.add(expPoly4(x, n), i32x4.shl(i32x4.trunc_sat_f32x4_s(n), 23));
+  // n lies in [-126, 127] (or is NaN), where the relaxed truncation (one cvttps2dq) gives the saturating
+  // one's integers, and for NaN both shift 0 into the exponent (expScore4's argument)
+  const k = ASC_FEATURE_RELAXED_SIMD ? i32x4.relaxed_trunc_f32x4_s(n) : i32x4.trunc_sat_f32x4_s(n);
+  return i32x4.add(expPoly4(x, n), i32x4.shl(k, 23));
 }
 
 /**
@@ -4085,7 +4088,8 @@ function linalgChunk(job: usize, chunk: i32): void {
 // tokens [8c, 8c + 8) of the Tp and packs them as the tiles read them (the same bytes as quantizeActs then
 // prepQuads / prepQuads16 on the calling thread: every token and quad is written by the same operations)
 //   0 kind = 10 | 1 block (32 or 256) | 2 x | 3 x row stride (bytes) | 4 T | 5 K | 6 xq | 7 xd | 8 xsum
-//   9 packing (0 none, 1 prepQuads, 2 prepQuads16) | 10 xa
+//   9 packing (0 none, 1 prepQuads, 2 prepQuads16) | 10 xa | 11 u: first x = silu(x) * u in place (siluMul,
+//   the chunk's tokens; u rows K floats apart, x rows K floats apart too), 0: none
 function roundActsChunk(job: usize, chunk: i32): void {
   const bl = param(job, 1);
   const T = param(job, 4);
@@ -4094,6 +4098,11 @@ function roundActsChunk(job: usize, chunk: i32): void {
   const t0 = chunk * 8;
   const t1 = min(Tp, t0 + 8);
   if (t0 >= t1) return;
+  const u = <usize>param(job, 11);
+  if (u != 0 && t0 < T) {
+    const o = <usize>t0 * <usize>K * 4;
+    siluMul(<usize>param(job, 2) + o, u + o, (min(T, t1) - t0) * K);
+  }
   const xq = <usize>param(job, 6);
   const xs = <usize>param(job, 8);
   quantizeActRows(bl, <usize>param(job, 2), <usize>param(job, 3), T, K, xq, <usize>param(job, 7), xs, t0, t1);

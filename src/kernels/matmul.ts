@@ -618,14 +618,12 @@ export class MatmulEngine {
   }
 
   /**
-   * y (nTok x w.rows) = q(x) · Wᵀ with integer dot products, llama.cpp's CPU path: each row of x is
-   * rounded to the weight type's vec_dot type (Q8_0 or Q8_K, bit for bit the TypeScript codecs) and
-   * multiplied block by block with the stored quants in int32; block scales in f32 (the order of
-   * operations is intMatmulRef's). Needs intBlock(w) > 0. sameInput: x holds the same values as in this
-   * engine's previous matmulInt call (q/k/v, gate/up of one input): its rounding is reused when that
-   * call rounded the same array to the same block type (the same bits as rounding it again).
+   * matmulInt's rounding of x for w (the buffers it leaves them in); reused when sameInput and the last
+   * rounding was of x for the same block type and buffers. u != 0 (kernel address of nTok x w.cols f32):
+   * x = silu(x) * u first, in place (siluMul's bits), on the threads that then round each token (x must
+   * live in this memory)
    */
-  matmulInt(out: Float32Array, x: Float32Array, w: KernelWeight, nTok: number, sameInput = false): void {
+  private roundFor(x: Float32Array, w: KernelWeight, nTok: number, sameInput: boolean, u: number) {
     if (w.engine !== this) throw new Error('weight belongs to another kernel engine');
     const bl = this.intBlock(w);
     if (bl === 0) throw new Error(`no integer matmul for ${w.type.name} with ${w.cols} columns`);
@@ -651,8 +649,10 @@ export class MatmulEngine {
       this.rounded.x = null;
       const xAt = this.activations(x, nTok, k, k);
       const roundThreads = this.pool && nTok >= 16 && nTok * k >= MIN_PARALLEL_ROUNDING ? this.threadCount : 1;
-      if (roundThreads > 1 && !(prep && !quads && !quads16)) this.roundActivations(bl, xAt, nTok, k, xq, xd, xs, quads ? 1 : quads16 ? 2 : 0, xa, roundThreads);
+      // u: SwiGLU first (x = silu(x) * u in place, siluMul's bits), token by token on the threads that round
+      if (roundThreads > 1 && !(prep && !quads && !quads16)) this.roundActivations(bl, xAt, nTok, k, xq, xd, xs, quads ? 1 : quads16 ? 2 : 0, xa, roundThreads, u);
       else {
+        if (u !== 0) this.exports.siluMul(xAt, u, nTok * k);
         this.exports.quantizeActs(bl, xAt, k * 4, nTok, k, xq, xd, xs);
         if (quads) this.exports.prepQuads(xq, xs, tp, k, xa);
         else if (quads16) this.exports.prepQuads16(xq, tp, k, xa);
@@ -660,6 +660,33 @@ export class MatmulEngine {
       }
       this.rounded = { x, nTok, k, block: bl, xq, xa };
     }
+    return { bl, k, n, nb, tp, xq, xd, xs, xa, quads, quads16 };
+  }
+
+  /**
+   * SwiGLU and then matmulInt's rounding of its result for w, token by token in one pass (prefill: the
+   * FFN's down-projection input): g = silu(g) * u in place (siluMul's bits), rounded as matmulInt(out, g,
+   * w, nTok) rounds it; the next matmulInt(out, g, w, nTok, true) reuses that. False (nothing done) when g
+   * or u do not live in this memory, w has no integer path, or under 16 tokens.
+   */
+  siluMulRound(g: Float32Array, u: Float32Array, nTok: number, w: KernelWeight): boolean {
+    const n = nTok * w.cols;
+    const uAt = this.ptrOf(u, n);
+    if (nTok < 16 || w.engine !== this || this.intBlock(w) === 0 || this.ptrOf(g, n) < 0 || uAt < 0) return false;
+    this.roundFor(g, w, nTok, false, uAt);
+    return true;
+  }
+
+  /**
+   * y (nTok x w.rows) = q(x) · Wᵀ with integer dot products, llama.cpp's CPU path: each row of x is
+   * rounded to the weight type's vec_dot type (Q8_0 or Q8_K, bit for bit the TypeScript codecs) and
+   * multiplied block by block with the stored quants in int32; block scales in f32 (the order of
+   * operations is intMatmulRef's). Needs intBlock(w) > 0. sameInput: x holds the same values as in this
+   * engine's previous matmulInt call (q/k/v, gate/up of one input): its rounding is reused when that
+   * call rounded the same array to the same block type (the same bits as rounding it again).
+   */
+  matmulInt(out: Float32Array, x: Float32Array, w: KernelWeight, nTok: number, sameInput = false): void {
+    const { bl, k, n, nb, xq, xd, xs, xa, quads16 } = this.roundFor(x, w, nTok, sameInput, 0);
     const yOwn = this.ptrOf(out, nTok * n);
     const yAt = yOwn >= 0 ? yOwn : this.buffer('y', nTok * n * 4);
     const rowScratch = this.exports.intRowScratch(w.type.id, k);
@@ -674,7 +701,7 @@ export class MatmulEngine {
       chunkRows = decodeChunkRows(n, threads);
     } else {
       chunkRows = Math.min(MAX_CHUNK_ROWS, Math.max(3, Math.floor((SCRATCH_FLOATS * 4) / rowScratch / 3) * 3));
-      if (threads > 1) chunkRows = Math.min(chunkRows, Math.max(3, Math.ceil(n / (this.prefillChunks * threads) / 3) * 3));
+      if (threads > 1) chunkRows = Math.min(chunkRows, Math.max(3, Math.ceil(n / (8 * threads) / 3) * 3));
       chunkRows = Math.max(chunkRows, Math.ceil(n / MAX_CHUNKS));
       // the block-32 prefill panel (wasm unpackPanel32) holds whole groups of 4 rows
       if (quads16) {
@@ -696,10 +723,10 @@ export class MatmulEngine {
    * kind 10: 8 tokens per chunk): the bytes quantizeActs and prepQuads (pack 1) / prepQuads16 (pack 2)
    * write on one thread
    */
-  private roundActivations(bl: number, xAt: number, nTok: number, k: number, xq: number, xd: number, xs: number, pack: number, xa: number, threads: number): void {
+  private roundActivations(bl: number, xAt: number, nTok: number, k: number, xq: number, xd: number, xs: number, pack: number, xa: number, threads: number, u = 0): void {
     const p = this.job;
     p.fill(0);
-    p[0] = 10; p[1] = bl; p[2] = xAt; p[3] = k * 4; p[4] = nTok; p[5] = k; p[6] = xq; p[7] = xd; p[8] = xs; p[9] = pack; p[10] = xa;
+    p[0] = 10; p[1] = bl; p[2] = xAt; p[3] = k * 4; p[4] = nTok; p[5] = k; p[6] = xq; p[7] = xd; p[8] = xs; p[9] = pack; p[10] = xa; p[11] = u;
     this.dispatch(Math.ceil(((nTok + 3) & ~3) / 8), threads);
   }
 
@@ -784,8 +811,6 @@ export class MatmulEngine {
    * anchor). The same bits either way.
    */
   prefillTile: 'rows' | 'tokens' = 'rows';
-  /** EXPERIMENT: chunks per thread of a prefill integer matmul */
-  prefillChunks = 8;
   /** prefill attention gathers each head's keys and values first (bench A/B) */
   attentionGather = true;
 
