@@ -3073,7 +3073,10 @@ function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
 @inline function exp4(x: v128): v128 {
   x = f32x4.pmax(f32x4.pmin(x, f32x4.splat(88)), f32x4.splat(-87));
   const n = f32x4.nearest(f32x4.mul(x, f32x4.splat(1.4426950408889634)));
-  return i32x4.add(expPoly4(x, n), i32x4.shl(i32x4.trunc_sat_f32x4_s(n), 23));
+  // n lies in [-126, 127] (or is NaN), where the relaxed truncation (one cvttps2dq) gives the saturating
+  // one's integers, and for NaN both shift 0 into the exponent (expScore4's argument)
+  const k = ASC_FEATURE_RELAXED_SIMD ? i32x4.relaxed_trunc_f32x4_s(n) : i32x4.trunc_sat_f32x4_s(n);
+  return i32x4.add(expPoly4(x, n), i32x4.shl(k, 23));
 }
 
 /**
@@ -3199,7 +3202,8 @@ function logSoftmaxChunk(job: usize, chunk: i32): void {
 // Attention job (i32 words):
 //   0 kind = 2 | 1 q | 2 q row stride (bytes) | 3 keys | 4 values | 5 cache row stride (bytes) | 6 T
 //   7 pos0 | 8 headDim | 9 group | 10 scale (f32 bits) | 11 out | 12 out row stride (bytes)
-//   13 scratch | 14 scratch bytes per thread (six rows of 4 bytes per position, each a multiple of 16 bytes)
+//   13 scratch | 14 scratch bytes per thread (six rows of 4 bytes per position, each a multiple of 16 bytes,
+//   then word 15's bytes) | 15 bytes for the head's keys and values gathered (2 (pos0 + T) headDim 4; 0: read in place)
 
 /**
  * [hsum(a), hsum(b), hsum(c), hsum(d)] * scale stored at s: each lane sums its vector as hsum does,
@@ -3228,16 +3232,44 @@ function logSoftmaxChunk(job: usize, chunk: i32): void {
   hsumStore4(a0, a1, a2, a3, scale, s);
 }
 
+/** rows rows of n bytes (a multiple of 16), src rows ss bytes apart, to dst one after another */
+// @ts-ignore: decorator
+@inline function gatherRows(src: usize, ss: usize, rows: i32, n: usize, dst: usize): void {
+  for (let p = 0; p < rows; p++, src += ss) {
+    let i: usize = 0;
+    for (; i + 64 <= n; i += 64, dst += 64) {
+      const a = v128.load(src + i), b = v128.load(src + i, 16), c = v128.load(src + i, 32), d = v128.load(src + i, 48);
+      v128.store(dst, a); v128.store(dst, b, 16); v128.store(dst, c, 32); v128.store(dst, d, 48);
+    }
+    for (; i < n; i += 16, dst += 16) v128.store(dst, v128.load(src + i));
+  }
+}
+
 function attentionChunk(job: usize, h: i32, thread: i32): void {
   const hd = <usize>param(job, 8);
   const n = hd * 4;
   const kvOff = <usize>(h / param(job, 9)) * n;
   const s = <usize>param(job, 13) + <usize>thread * <usize>param(job, 14);
+  // word 15: bytes at the end of the thread's scratch for the head's keys and values side by side (0: none)
+  const copy = <usize>param(job, 15);
   // six score rows in the thread's scratch, rs bytes apart (a multiple of 16)
-  const rs = (<usize>param(job, 14) / 6) & ~(<usize>15);
+  const rs = ((<usize>param(job, 14) - copy) / 6) & ~(<usize>15);
+  let keys = <usize>param(job, 3) + kvOff, values = <usize>param(job, 4) + kvOff, cs = <usize>param(job, 5);
+  if (copy != 0) {
+    // the head's rows of the cache (cs bytes apart: a 4 KiB page every row or two, which the prefetchers
+    // do not follow) gathered into n-byte rows once: the scores and value sums then read them as one
+    // stream; the same values in the same operations (the same bits)
+    const np = param(job, 7) + param(job, 6);
+    const kc = s + <usize>param(job, 14) - copy, vc = kc + <usize>np * n;
+    gatherRows(keys, cs, np, n, kc);
+    gatherRows(values, cs, np, n, vc);
+    keys = kc;
+    values = vc;
+    cs = n;
+  }
   attendHeadSixes(
-    <usize>param(job, 1) + <usize>h * n, <usize>param(job, 2), <usize>param(job, 3) + kvOff, <usize>param(job, 4) + kvOff,
-    <usize>param(job, 5), param(job, 6), param(job, 7), reinterpret<f32>(param(job, 10)), <usize>param(job, 11) + <usize>h * n,
+    <usize>param(job, 1) + <usize>h * n, <usize>param(job, 2), keys, values,
+    cs, param(job, 6), param(job, 7), reinterpret<f32>(param(job, 10)), <usize>param(job, 11) + <usize>h * n,
     <usize>param(job, 12), s, rs, n,
   );
 }
@@ -4056,7 +4088,8 @@ function linalgChunk(job: usize, chunk: i32): void {
 // tokens [8c, 8c + 8) of the Tp and packs them as the tiles read them (the same bytes as quantizeActs then
 // prepQuads / prepQuads16 on the calling thread: every token and quad is written by the same operations)
 //   0 kind = 10 | 1 block (32 or 256) | 2 x | 3 x row stride (bytes) | 4 T | 5 K | 6 xq | 7 xd | 8 xsum
-//   9 packing (0 none, 1 prepQuads, 2 prepQuads16) | 10 xa
+//   9 packing (0 none, 1 prepQuads, 2 prepQuads16) | 10 xa | 11 u: first x = silu(x) * u in place (siluMul,
+//   the chunk's tokens; u rows K floats apart, x rows K floats apart too), 0: none
 function roundActsChunk(job: usize, chunk: i32): void {
   const bl = param(job, 1);
   const T = param(job, 4);
@@ -4065,6 +4098,11 @@ function roundActsChunk(job: usize, chunk: i32): void {
   const t0 = chunk * 8;
   const t1 = min(Tp, t0 + 8);
   if (t0 >= t1) return;
+  const u = <usize>param(job, 11);
+  if (u != 0 && t0 < T) {
+    const o = <usize>t0 * <usize>K * 4;
+    siluMul(<usize>param(job, 2) + o, u + o, (min(T, t1) - t0) * K);
+  }
   const xq = <usize>param(job, 6);
   const xs = <usize>param(job, 8);
   quantizeActRows(bl, <usize>param(job, 2), <usize>param(job, 3), T, K, xq, <usize>param(job, 7), xs, t0, t1);

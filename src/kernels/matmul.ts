@@ -69,6 +69,8 @@ const SCRATCH_FLOATS = 48 * 1024;
 const MAX_CHUNK_ROWS = 48;
 /** below this many flops (2 T K N) a call runs on the calling thread only (waking workers costs ~10 µs) */
 const MIN_PARALLEL_FLOPS = 1 << 20;
+/** prefill attention from this many queries gathers each head's cache rows side by side first (wasm attentionChunk) */
+const ATTENTION_GATHER_TOKENS = 16;
 /** activations (tokens x K) from which matmulInt rounds them on every thread (a chunk of 8 tokens of K = 768 is ~10 µs) */
 const MIN_PARALLEL_ROUNDING = 1 << 15;
 /** element-wise work (SwiGLU, log-softmax rows) on every thread from this many values */
@@ -616,14 +618,12 @@ export class MatmulEngine {
   }
 
   /**
-   * y (nTok x w.rows) = q(x) · Wᵀ with integer dot products, llama.cpp's CPU path: each row of x is
-   * rounded to the weight type's vec_dot type (Q8_0 or Q8_K, bit for bit the TypeScript codecs) and
-   * multiplied block by block with the stored quants in int32; block scales in f32 (the order of
-   * operations is intMatmulRef's). Needs intBlock(w) > 0. sameInput: x holds the same values as in this
-   * engine's previous matmulInt call (q/k/v, gate/up of one input): its rounding is reused when that
-   * call rounded the same array to the same block type (the same bits as rounding it again).
+   * matmulInt's rounding of x for w (the buffers it leaves them in); reused when sameInput and the last
+   * rounding was of x for the same block type and buffers. u != 0 (kernel address of nTok x w.cols f32):
+   * x = silu(x) * u first, in place (siluMul's bits), on the threads that then round each token (x must
+   * live in this memory)
    */
-  matmulInt(out: Float32Array, x: Float32Array, w: KernelWeight, nTok: number, sameInput = false): void {
+  private roundFor(x: Float32Array, w: KernelWeight, nTok: number, sameInput: boolean, u: number) {
     if (w.engine !== this) throw new Error('weight belongs to another kernel engine');
     const bl = this.intBlock(w);
     if (bl === 0) throw new Error(`no integer matmul for ${w.type.name} with ${w.cols} columns`);
@@ -649,8 +649,10 @@ export class MatmulEngine {
       this.rounded.x = null;
       const xAt = this.activations(x, nTok, k, k);
       const roundThreads = this.pool && nTok >= 16 && nTok * k >= MIN_PARALLEL_ROUNDING ? this.threadCount : 1;
-      if (roundThreads > 1 && !(prep && !quads && !quads16)) this.roundActivations(bl, xAt, nTok, k, xq, xd, xs, quads ? 1 : quads16 ? 2 : 0, xa, roundThreads);
+      // u: SwiGLU first (x = silu(x) * u in place, siluMul's bits), token by token on the threads that round
+      if (roundThreads > 1 && !(prep && !quads && !quads16)) this.roundActivations(bl, xAt, nTok, k, xq, xd, xs, quads ? 1 : quads16 ? 2 : 0, xa, roundThreads, u);
       else {
+        if (u !== 0) this.exports.siluMul(xAt, u, nTok * k);
         this.exports.quantizeActs(bl, xAt, k * 4, nTok, k, xq, xd, xs);
         if (quads) this.exports.prepQuads(xq, xs, tp, k, xa);
         else if (quads16) this.exports.prepQuads16(xq, tp, k, xa);
@@ -658,6 +660,33 @@ export class MatmulEngine {
       }
       this.rounded = { x, nTok, k, block: bl, xq, xa };
     }
+    return { bl, k, n, nb, tp, xq, xd, xs, xa, quads, quads16 };
+  }
+
+  /**
+   * SwiGLU and then matmulInt's rounding of its result for w, token by token in one pass (prefill: the
+   * FFN's down-projection input): g = silu(g) * u in place (siluMul's bits), rounded as matmulInt(out, g,
+   * w, nTok) rounds it; the next matmulInt(out, g, w, nTok, true) reuses that. False (nothing done) when g
+   * or u do not live in this memory, w has no integer path, or under 16 tokens.
+   */
+  siluMulRound(g: Float32Array, u: Float32Array, nTok: number, w: KernelWeight): boolean {
+    const n = nTok * w.cols;
+    const uAt = this.ptrOf(u, n);
+    if (nTok < 16 || w.engine !== this || this.intBlock(w) === 0 || this.ptrOf(g, n) < 0 || uAt < 0) return false;
+    this.roundFor(g, w, nTok, false, uAt);
+    return true;
+  }
+
+  /**
+   * y (nTok x w.rows) = q(x) · Wᵀ with integer dot products, llama.cpp's CPU path: each row of x is
+   * rounded to the weight type's vec_dot type (Q8_0 or Q8_K, bit for bit the TypeScript codecs) and
+   * multiplied block by block with the stored quants in int32; block scales in f32 (the order of
+   * operations is intMatmulRef's). Needs intBlock(w) > 0. sameInput: x holds the same values as in this
+   * engine's previous matmulInt call (q/k/v, gate/up of one input): its rounding is reused when that
+   * call rounded the same array to the same block type (the same bits as rounding it again).
+   */
+  matmulInt(out: Float32Array, x: Float32Array, w: KernelWeight, nTok: number, sameInput = false): void {
+    const { bl, k, n, nb, xq, xd, xs, xa, quads16 } = this.roundFor(x, w, nTok, sameInput, 0);
     const yOwn = this.ptrOf(out, nTok * n);
     const yAt = yOwn >= 0 ? yOwn : this.buffer('y', nTok * n * 4);
     const rowScratch = this.exports.intRowScratch(w.type.id, k);
@@ -694,10 +723,10 @@ export class MatmulEngine {
    * kind 10: 8 tokens per chunk): the bytes quantizeActs and prepQuads (pack 1) / prepQuads16 (pack 2)
    * write on one thread
    */
-  private roundActivations(bl: number, xAt: number, nTok: number, k: number, xq: number, xd: number, xs: number, pack: number, xa: number, threads: number): void {
+  private roundActivations(bl: number, xAt: number, nTok: number, k: number, xq: number, xd: number, xs: number, pack: number, xa: number, threads: number, u = 0): void {
     const p = this.job;
     p.fill(0);
-    p[0] = 10; p[1] = bl; p[2] = xAt; p[3] = k * 4; p[4] = nTok; p[5] = k; p[6] = xq; p[7] = xd; p[8] = xs; p[9] = pack; p[10] = xa;
+    p[0] = 10; p[1] = bl; p[2] = xAt; p[3] = k * 4; p[4] = nTok; p[5] = k; p[6] = xq; p[7] = xd; p[8] = xs; p[9] = pack; p[10] = xa; p[11] = u;
     this.dispatch(Math.ceil(((nTok + 3) & ~3) / 8), threads);
   }
 
@@ -782,6 +811,8 @@ export class MatmulEngine {
    * anchor). The same bits either way.
    */
   prefillTile: 'rows' | 'tokens' = 'rows';
+  /** prefill attention gathers each head's keys and values first (bench A/B) */
+  attentionGather = true;
 
   /**
    * one token's attention on one thread reads the cache row by row for all heads (default on); off: head by
@@ -1202,12 +1233,14 @@ export class MatmulEngine {
       }, Math.ceil(nHeads / perChunk));
       return;
     }
-    // six rows of scores (the kernel runs six queries at a time), each a multiple of 16 bytes
-    const scratchBytes = 6 * ((((pos0 + nTok) * 4 + 15) & ~15) + 16);
+    // six rows of scores (the kernel runs six queries at a time), each a multiple of 16 bytes; from
+    // ATTENTION_GATHER_TOKENS queries on, the head's keys and values gathered into rows side by side
+    const copyBytes = this.attentionGather && nTok >= ATTENTION_GATHER_TOKENS && kvDim !== headDim ? 2 * (pos0 + nTok) * headDim * 4 : 0;
+    const scratchBytes = 6 * ((((pos0 + nTok) * 4 + 15) & ~15) + 16) + copyBytes;
     this.attentionJob(q, out, nTok, pos0, nHeads, headDim, 'scores', scratchBytes, (p, j, qAt, oAt, scratch) => {
       const qDim = nHeads * headDim;
-      // wasm/matmul.ts attention job words 0..14 (10: the scale's f32 bits)
-      p.set([2, qAt, qDim * 4, keysAt, valuesAt, kvDim * 4, nTok, pos0, headDim, nHeads / nKvHeads, 0, oAt, qDim * 4, scratch, scratchBytes], j);
+      // wasm/matmul.ts attention job words 0..15 (10: the scale's f32 bits)
+      p.set([2, qAt, qDim * 4, keysAt, valuesAt, kvDim * 4, nTok, pos0, headDim, nHeads / nKvHeads, 0, oAt, qDim * 4, scratch, scratchBytes, copyBytes], j);
       this.f32View[j + 10] = scale;
     });
   }

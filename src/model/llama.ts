@@ -1078,8 +1078,9 @@ export class Llama {
     this.addResidual(n, x);
     if (L.router) this.moeBlock(l, nTok);
     else {
-      this.ffnBlock(l, nT, x);
-      this.lin(s.xb2, s.hb, L.down!, nT);
+      // sameInput: ffnBlock may have rounded s.hb for down already (fused with SwiGLU: lastIntInput)
+      this.ffnBlock(l, nT, x, s.hb, L.down);
+      this.lin(s.xb2, s.hb, L.down!, nT, undefined, true);
     }
     if (L.ffnPostNorm) this.norm(s.xb2, s.xb2, L.ffnPostNorm, nT, c.dim);
     this.addResidual(n, x);
@@ -1209,8 +1210,12 @@ export class Llama {
     return t;
   }
 
-  /** gate(x') * up(x') through the family's activation, x' = ffnNorm(x): s.x -> hb (the input of Wdown; s.hb unless given) */
-  private ffnBlock(l: number, nTok: number, x: Float32Array = this.s.x, hb: Float32Array = this.s.hb): void {
+  /**
+   * gate(x') * up(x') through the family's activation, x' = ffnNorm(x): s.x -> hb (the input of Wdown; s.hb
+   * unless given). With `down` (the forward's FFN): SwiGLU and down's activation rounding in one pass when
+   * the integer path takes it (MatmulEngine.siluMulRound; lastIntInput = hb for the lin that follows)
+   */
+  private ffnBlock(l: number, nTok: number, x: Float32Array = this.s.x, hb: Float32Array = this.s.hb, down?: LinearWeight): void {
     const c = this.config;
     const s = this.s;
     const L = this.weights.layers[l];
@@ -1231,6 +1236,11 @@ export class Llama {
       }
       addBias(hb, L.bGate, nTok);
       addBias(s.hb2, L.bUp, nTok);
+    }
+    const kw = down?.kernel;
+    if (kw && this.activations === 'ggml' && c.activation !== 'gelu' && this.engine && kernelsEnabled() && !this.hooks.linear && !this.hooks.linearInput && kw.engine === this.engine && this.engine.siluMulRound(hb, s.hb2, nTok, kw)) {
+      this.lastIntInput = hb;
+      return;
     }
     this.activate(hb, s.hb2, nTok * h);
   }
