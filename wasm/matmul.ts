@@ -3692,10 +3692,12 @@ function attentionRowsChunk(job: usize, c: i32, thread: i32): void {
   const offs = invs + nh * 4;
   for (let j: usize = 0; j < nh; j++) store<u32>(offs + j * 4, <u32>(((h0 + <i32>j) / group) * <i32>n));
   // scores, two positions at a time: 4 heads x 2 positions (8 independent dot products, each head's query
-  // vector loaded once for both), then the rest of the heads one by one; a last odd position as below
-  let p0 = 0;
-  for (; p0 + 2 <= np; p0 += 2) {
+  // vector loaded once for both), then the rest of the heads one by one; an odd last position runs as a pair
+  // with itself (its second scores are not stored)
+  for (let p0 = 0; p0 < np; p0 += 2) {
     const row = keys + <usize>p0 * cs;
+    const two = p0 + 1 < np;
+    const c2 = two ? cs : 0;
     let j: usize = 0;
     for (; j + 4 <= nh; j += 4) {
       const qa = q0 + j * n;
@@ -3706,24 +3708,27 @@ function attentionRowsChunk(job: usize, c: i32, thread: i32): void {
       for (let i: usize = 0; i < n; i += 16) {
         const u0 = v128.load(qa + i), u1 = v128.load(qa + n + i), u2 = v128.load(qa + 2 * n + i), u3 = v128.load(qa + 3 * n + i);
         a0 = fma(u0, v128.load(k0 + i), a0);
-        b0 = fma(u0, v128.load(k0 + cs + i), b0);
+        b0 = fma(u0, v128.load(k0 + c2 + i), b0);
         a1 = fma(u1, v128.load(k1 + i), a1);
-        b1 = fma(u1, v128.load(k1 + cs + i), b1);
+        b1 = fma(u1, v128.load(k1 + c2 + i), b1);
         a2 = fma(u2, v128.load(k2 + i), a2);
-        b2 = fma(u2, v128.load(k2 + cs + i), b2);
+        b2 = fma(u2, v128.load(k2 + c2 + i), b2);
         a3 = fma(u3, v128.load(k3 + i), a3);
-        b3 = fma(u3, v128.load(k3 + cs + i), b3);
+        b3 = fma(u3, v128.load(k3 + c2 + i), b3);
       }
-      const r = hsum4f(a0, a1, a2, a3, scale), t = hsum4f(b0, b1, b2, b3, scale);
+      const r = hsum4f(a0, a1, a2, a3, scale);
       const at = s + j * sp + <usize>p0 * 4;
       v128.store32_lane(at, r, 0);
       v128.store32_lane(at + sp, r, 1);
       v128.store32_lane(at + 2 * sp, r, 2);
       v128.store32_lane(at + 3 * sp, r, 3);
-      v128.store32_lane(at, t, 0, 4);
-      v128.store32_lane(at + sp, t, 1, 4);
-      v128.store32_lane(at + 2 * sp, t, 2, 4);
-      v128.store32_lane(at + 3 * sp, t, 3, 4);
+      if (two) {
+        const t = hsum4f(b0, b1, b2, b3, scale);
+        v128.store32_lane(at, t, 0, 4);
+        v128.store32_lane(at + sp, t, 1, 4);
+        v128.store32_lane(at + 2 * sp, t, 2, 4);
+        v128.store32_lane(at + 3 * sp, t, 3, 4);
+      }
     }
     for (; j < nh; j++) {
       const qa = q0 + j * n;
@@ -3732,39 +3737,10 @@ function attentionRowsChunk(job: usize, c: i32, thread: i32): void {
       for (let i: usize = 0; i < n; i += 16) {
         const u = v128.load(qa + i);
         a = fma(u, v128.load(k + i), a);
-        b = fma(u, v128.load(k + cs + i), b);
+        b = fma(u, v128.load(k + c2 + i), b);
       }
       store<f32>(s + j * sp + <usize>p0 * 4, hsum(a) * scale);
-      store<f32>(s + j * sp + <usize>p0 * 4, hsum(b) * scale, 4);
-    }
-  }
-  for (let p = p0; p < np; p++) {
-    const row = keys + <usize>p * cs;
-    let j: usize = 0;
-    for (; j + 4 <= nh; j += 4) {
-      const qa = q0 + j * n;
-      const k0 = row + <usize>load<u32>(offs + j * 4), k1 = row + <usize>load<u32>(offs + j * 4, 4);
-      const k2 = row + <usize>load<u32>(offs + j * 4, 8), k3 = row + <usize>load<u32>(offs + j * 4, 12);
-      let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
-      for (let i: usize = 0; i < n; i += 16) {
-        a0 = fma(v128.load(qa + i), v128.load(k0 + i), a0);
-        a1 = fma(v128.load(qa + n + i), v128.load(k1 + i), a1);
-        a2 = fma(v128.load(qa + 2 * n + i), v128.load(k2 + i), a2);
-        a3 = fma(v128.load(qa + 3 * n + i), v128.load(k3 + i), a3);
-      }
-      const r = hsum4f(a0, a1, a2, a3, scale);
-      const at = s + j * sp + <usize>p * 4;
-      v128.store32_lane(at, r, 0);
-      v128.store32_lane(at + sp, r, 1);
-      v128.store32_lane(at + 2 * sp, r, 2);
-      v128.store32_lane(at + 3 * sp, r, 3);
-    }
-    for (; j < nh; j++) {
-      const qa = q0 + j * n;
-      const k = row + <usize>load<u32>(offs + j * 4);
-      let a = f32x4.splat(0);
-      for (let i: usize = 0; i < n; i += 16) a = fma(v128.load(qa + i), v128.load(k + i), a);
-      store<f32>(s + j * sp + <usize>p * 4, hsum(a) * scale);
+      if (two) store<f32>(s + j * sp + <usize>p0 * 4, hsum(b) * scale, 4);
     }
   }
   for (let j: usize = 0; j < nh; j++) store<f32>(invs + j * 4, softmaxScores(s + j * sp, np));
