@@ -236,8 +236,10 @@ test('attention kernel: one token row by row (attentionRows, decode on one threa
   const r = rng(13);
   for (const variant of variants) {
     const e = MatmulEngine.get(variant)!;
-    // 4-head groups and a tail, grouped kv heads (GQA 8:1 like the 1.1B model), head sizes 64, 20, 36
-    const cases = [[12, 12, 64, 69], [32, 4, 64, 40], [7, 7, 20, 0], [6, 3, 36, 17], [5, 1, 64, 130]];
+    // 4-head groups and a tail, grouped kv heads (GQA 8:1 like the 1.1B model), head sizes 64, 20, 36, 12;
+    // positions 1..4 mod 4 (the kernel scores two positions at a time and sums the values of four in one pass)
+    // and head rows of 32 bytes plus 16 (sizes 20, 36, 12)
+    const cases = [[12, 12, 64, 69], [32, 4, 64, 40], [7, 7, 20, 0], [6, 3, 36, 17], [5, 1, 64, 130], [9, 3, 12, 71], [3, 1, 20, 2]];
     const run = (nHeads: number, nKvHeads: number, hd: number, pos0: number, q: Float32Array, at: number) => {
       const o = new Float32Array(nHeads * hd);
       e.attention(q, 1, pos0, nHeads, nKvHeads, hd, at, at + (pos0 + 1) * nKvHeads * hd * 4, nKvHeads * hd, 1 / Math.sqrt(hd), o);

@@ -3691,7 +3691,7 @@ function attendScored(s: usize, np: i32, values: usize, cs: usize, o: usize, n: 
 // softmax is softmaxScores on each head's row of scores, and each output element is the fma chain of
 // attendScored over p = 0, 1, .. (its accumulator kept in the thread's scratch between positions), times
 // 1 / sum: the bits of attendHead for T = 1.
-// Scratch per thread: heads x score rows (sp bytes each, a multiple of 16) | heads x n accumulators | heads x f32 (1 / sum)
+// Scratch per thread: heads x score rows (sp bytes each, a multiple of 16) | heads x n accumulators | heads x f32 (1 / sum) | heads x u32 (the kv head's byte offset in a cache row)
 
 /** (v0 + v2) + (v1 + v3) of a, b, c, d as lanes 0..3, times scale (hsumStore4's vector) */
 // @ts-ignore: decorator
@@ -3719,36 +3719,60 @@ function attentionRowsChunk(job: usize, c: i32, thread: i32): void {
   const s = <usize>param(job, 13) + <usize>thread * <usize>param(job, 14);
   const acc = s + nh * sp;
   const invs = acc + nh * n;
-  // the kv head's offset in a cache row of query head h0 + j: ((h0 + j) / group) n
-  // scores, position by position: 4 heads at a time (4 independent dot products), then the rest one by one
-  for (let p = 0; p < np; p++) {
-    const row = keys + <usize>p * cs;
+  // the kv head's offset in a cache row of query head h0 + j: ((h0 + j) / group) n, once per chunk (a division
+  // per head and position cost more than the position's loads)
+  const offs = invs + nh * 4;
+  for (let j: usize = 0; j < nh; j++) store<u32>(offs + j * 4, <u32>(((h0 + <i32>j) / group) * <i32>n));
+  // scores, two positions at a time: 4 heads x 2 positions (8 independent dot products, each head's query
+  // vector loaded once for both), then the rest of the heads one by one; an odd last position runs as a pair
+  // with itself (its second scores are not stored)
+  for (let p0 = 0; p0 < np; p0 += 2) {
+    const row = keys + <usize>p0 * cs;
+    const two = p0 + 1 < np;
+    const c2 = two ? cs : 0;
     let j: usize = 0;
     for (; j + 4 <= nh; j += 4) {
-      const h = h0 + <i32>j;
       const qa = q0 + j * n;
-      const k0 = row + <usize>(h / group) * n, k1 = row + <usize>((h + 1) / group) * n;
-      const k2 = row + <usize>((h + 2) / group) * n, k3 = row + <usize>((h + 3) / group) * n;
+      const k0 = row + <usize>load<u32>(offs + j * 4), k1 = row + <usize>load<u32>(offs + j * 4, 4);
+      const k2 = row + <usize>load<u32>(offs + j * 4, 8), k3 = row + <usize>load<u32>(offs + j * 4, 12);
       let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+      let b0 = f32x4.splat(0), b1 = f32x4.splat(0), b2 = f32x4.splat(0), b3 = f32x4.splat(0);
       for (let i: usize = 0; i < n; i += 16) {
-        a0 = fma(v128.load(qa + i), v128.load(k0 + i), a0);
-        a1 = fma(v128.load(qa + n + i), v128.load(k1 + i), a1);
-        a2 = fma(v128.load(qa + 2 * n + i), v128.load(k2 + i), a2);
-        a3 = fma(v128.load(qa + 3 * n + i), v128.load(k3 + i), a3);
+        const u0 = v128.load(qa + i), u1 = v128.load(qa + n + i), u2 = v128.load(qa + 2 * n + i), u3 = v128.load(qa + 3 * n + i);
+        a0 = fma(u0, v128.load(k0 + i), a0);
+        b0 = fma(u0, v128.load(k0 + c2 + i), b0);
+        a1 = fma(u1, v128.load(k1 + i), a1);
+        b1 = fma(u1, v128.load(k1 + c2 + i), b1);
+        a2 = fma(u2, v128.load(k2 + i), a2);
+        b2 = fma(u2, v128.load(k2 + c2 + i), b2);
+        a3 = fma(u3, v128.load(k3 + i), a3);
+        b3 = fma(u3, v128.load(k3 + c2 + i), b3);
       }
       const r = hsum4f(a0, a1, a2, a3, scale);
-      const at = s + j * sp + <usize>p * 4;
+      const at = s + j * sp + <usize>p0 * 4;
       v128.store32_lane(at, r, 0);
       v128.store32_lane(at + sp, r, 1);
       v128.store32_lane(at + 2 * sp, r, 2);
       v128.store32_lane(at + 3 * sp, r, 3);
+      if (two) {
+        const t = hsum4f(b0, b1, b2, b3, scale);
+        v128.store32_lane(at, t, 0, 4);
+        v128.store32_lane(at + sp, t, 1, 4);
+        v128.store32_lane(at + 2 * sp, t, 2, 4);
+        v128.store32_lane(at + 3 * sp, t, 3, 4);
+      }
     }
     for (; j < nh; j++) {
       const qa = q0 + j * n;
-      const k = row + <usize>((h0 + <i32>j) / group) * n;
-      let a = f32x4.splat(0);
-      for (let i: usize = 0; i < n; i += 16) a = fma(v128.load(qa + i), v128.load(k + i), a);
-      store<f32>(s + j * sp + <usize>p * 4, hsum(a) * scale);
+      const k = row + <usize>load<u32>(offs + j * 4);
+      let a = f32x4.splat(0), b = f32x4.splat(0);
+      for (let i: usize = 0; i < n; i += 16) {
+        const u = v128.load(qa + i);
+        a = fma(u, v128.load(k + i), a);
+        b = fma(u, v128.load(k + c2 + i), b);
+      }
+      store<f32>(s + j * sp + <usize>p0 * 4, hsum(a) * scale);
+      if (two) store<f32>(s + j * sp + <usize>p0 * 4, hsum(b) * scale, 4);
     }
   }
   for (let j: usize = 0; j < nh; j++) store<f32>(invs + j * 4, softmaxScores(s + j * sp, np));
@@ -3757,20 +3781,46 @@ function attentionRowsChunk(job: usize, c: i32, thread: i32): void {
     const a = acc + j * n;
     for (let i: usize = 0; i < n; i += 16) v128.store(a + i, f32x4.splat(0));
   }
-  for (let p = 0; p < np; p++) {
+  // four positions per pass over the accumulators: acc = fma(e[p + 3], v[p + 3], fma(.., fma(e[p], v[p], acc))), the
+  // chain of one position at a time (the same bits) with a quarter of the accumulators' loads and stores
+  let p = 0;
+  for (; p + 4 <= np; p += 4) {
+    const row = values + <usize>p * cs;
+    for (let j: usize = 0; j < nh; j++) {
+      const sc = s + j * sp + <usize>p * 4;
+      const e0 = v128.load32_splat(sc), e1 = v128.load32_splat(sc, 4), e2 = v128.load32_splat(sc, 8), e3 = v128.load32_splat(sc, 12);
+      const v = row + <usize>load<u32>(offs + j * 4);
+      const a = acc + j * n;
+      let i: usize = 0;
+      for (; i + 32 <= n; i += 32) {
+        let u = v128.load(a + i), w = v128.load(a + i, 16);
+        u = fma(e0, v128.load(v + i), u);
+        w = fma(e0, v128.load(v + i, 16), w);
+        u = fma(e1, v128.load(v + cs + i), u);
+        w = fma(e1, v128.load(v + cs + i, 16), w);
+        u = fma(e2, v128.load(v + 2 * cs + i), u);
+        w = fma(e2, v128.load(v + 2 * cs + i, 16), w);
+        u = fma(e3, v128.load(v + 3 * cs + i), u);
+        w = fma(e3, v128.load(v + 3 * cs + i, 16), w);
+        v128.store(a + i, u);
+        v128.store(a + i, w, 16);
+      }
+      if (i < n) {
+        let u = v128.load(a + i);
+        u = fma(e0, v128.load(v + i), u);
+        u = fma(e1, v128.load(v + cs + i), u);
+        u = fma(e2, v128.load(v + 2 * cs + i), u);
+        v128.store(a + i, fma(e3, v128.load(v + 3 * cs + i), u));
+      }
+    }
+  }
+  for (; p < np; p++) {
     const row = values + <usize>p * cs;
     for (let j: usize = 0; j < nh; j++) {
       const e = v128.load32_splat(s + j * sp + <usize>p * 4);
-      const v = row + <usize>((h0 + <i32>j) / group) * n;
+      const v = row + <usize>load<u32>(offs + j * 4);
       const a = acc + j * n;
-      let i: usize = 0;
-      for (; i + 64 <= n; i += 64) {
-        v128.store(a + i, fma(e, v128.load(v + i), v128.load(a + i)));
-        v128.store(a + i, fma(e, v128.load(v + i, 16), v128.load(a + i, 16)), 16);
-        v128.store(a + i, fma(e, v128.load(v + i, 32), v128.load(a + i, 32)), 32);
-        v128.store(a + i, fma(e, v128.load(v + i, 48), v128.load(a + i, 48)), 48);
-      }
-      for (; i < n; i += 16) v128.store(a + i, fma(e, v128.load(v + i), v128.load(a + i)));
+      for (let i: usize = 0; i < n; i += 16) v128.store(a + i, fma(e, v128.load(v + i), v128.load(a + i)));
     }
   }
   for (let j: usize = 0; j < nh; j++) {

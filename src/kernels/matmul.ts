@@ -1225,7 +1225,7 @@ export class MatmulEngine {
       // chunk, was 3-10 % slower a token)
       const perChunk = nHeads;
       const sp = ((pos0 + 1) * 4 + 15) & ~15;
-      const scratchBytes = perChunk * (sp + headDim * 4 + 4) + 64;
+      const scratchBytes = perChunk * (sp + headDim * 4 + 8) + 64;
       this.attentionJob(q, out, 1, pos0, nHeads, headDim, 'scores', scratchBytes, (p, j, qAt, oAt, scratch) => {
         const qDim = nHeads * headDim;
         p.set([13, qAt, qDim * 4, keysAt, valuesAt, kvDim * 4, 1, pos0, headDim, nHeads / nKvHeads, 0, oAt, qDim * 4, scratch, scratchBytes, perChunk, nHeads], j);

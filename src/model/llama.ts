@@ -1140,7 +1140,13 @@ export class Llama {
     const preRope = this.kv.preRopeKeys === true;
     // a store that keeps keys before RoPE (KVQuant) takes them here and applies RoPE when it reads them
     if (preRope) this.kv.append!(this.kvSlot[l], pos, nTok, s.k, s.v);
-    if (nTok === 1) {
+    const oneTable = nTok === 1 && this.engine && kernelsEnabled() ? this.ropeTableOf(freq) : null;
+    if (oneTable && pos < oneTable.positions) {
+      // one token with the kernels: the table's row of its position (ropeAngles' values) by the kernel's ropeRows
+      // (the same bits as rotatePair below, without a JavaScript loop over every pair and head)
+      this.ropeRows(oneTable, s.q, 1, nHeads, pos);
+      if (!preRope) this.ropeRows(oneTable, s.k, 1, nKvHeads, pos);
+    } else if (nTok === 1) {
       // one token: the cos and sin of its position once for every layer's q and k (as rope computes them)
       const r = this.ropeOne;
       if (r.freq !== freq || r.pos !== pos) {
