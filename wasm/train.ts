@@ -170,6 +170,15 @@ export function gemm(a: usize, lda: i32, b: usize, ldb: i32, c: usize, ldc: i32,
 }
 
 /**
+ * gemm on A's transpose read in place (A[i][p] at a + (p lda + i) floats: dW = dyᵀ x without the copy of
+ * dyᵀ): the same products and sums in the same order as gemm on the transposed copy. Needs the packed
+ * path: pk a scratch of at least k x 68 floats (the caller checks).
+ */
+export function gemmT(a: usize, lda: i32, b: usize, ldb: i32, c: usize, ldc: i32, i0: i32, i1: i32, k: i32, n: i32, acc: i32, pk: usize, pkFloats: i32): void {
+  gemmCore(a, lda, 1, b, ldb, c, ldc, i0, i1, k, n, acc, pk, pkFloats);
+}
+
+/**
  * gemm, or with aT = 1 on A's transpose: A[i][p] at a + (p lda + i) floats (attention's Pᵀ and dSᵀ, read
  * in place). The same products and sums in the same order either way. aT needs the packed path (a
  * scratch of k x 68 floats or more): its tiles read A's 4 rows as one vector per step of k.
@@ -279,8 +288,9 @@ export function transpose(dst: usize, ldd: i32, src: usize, lds: i32, rows: i32,
 
 /**
  * One chunk of a threaded product (src/train/gemm.ts): rows [chunk * r, (chunk + 1) * r) of C for the
- * job's parameters (i32 at job): a, lda, b, ldb, c, ldc, m, k, n, acc, r. Each row is computed whole by
- * one thread, in the same order of operations as gemm: the bytes do not depend on the thread count.
+ * job's parameters (i32 at job): a, lda, b, ldb, c, ldc, m, k, n, acc, r, (11: kind 0), 12: A read
+ * transposed (gemmT). Each row is computed whole by one thread, in the same order of operations as gemm:
+ * the bytes do not depend on the thread count.
  */
 export function runChunk(job: usize, chunk: i32, thread: i32): void {
   const kind = load<i32>(job + 44);
@@ -304,7 +314,7 @@ export function runChunk(job: usize, chunk: i32, thread: i32): void {
   const pkFloats = load<i32>(job + 60);
   const pk0 = <usize>load<u32>(job + 56);
   const pk = pk0 ? pk0 + ((<usize>thread * <usize>pkFloats) << 2) : 0;
-  gemm(<usize>load<u32>(job), load<i32>(job + 4), <usize>load<u32>(job + 8), load<i32>(job + 12), <usize>load<u32>(job + 16), load<i32>(job + 20), i0, i1, load<i32>(job + 28), load<i32>(job + 32), load<i32>(job + 36), pk, pkFloats);
+  gemmCore(<usize>load<u32>(job), load<i32>(job + 4), load<i32>(job + 48), <usize>load<u32>(job + 8), load<i32>(job + 12), <usize>load<u32>(job + 16), load<i32>(job + 20), i0, i1, load<i32>(job + 28), load<i32>(job + 32), load<i32>(job + 36), pk, pkFloats);
 }
 
 // ---------------------------------------------------------------------------------------------------

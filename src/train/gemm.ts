@@ -27,6 +27,12 @@ export interface Backend {
   alloc(n: number): Vec;
   /** C[co + i*ldc + j] (+)= sum_p A[ao + i*lda + p] * B[bo + p*ldb + j], i < m, p < k, j < n */
   gemm(c: Vec, co: number, ldc: number, a: Vec, ao: number, lda: number, b: Vec, bo: number, ldb: number, m: number, k: number, n: number, accumulate: boolean): void;
+  /**
+   * gemm with A read transposed in place: C[co + i*ldc + j] (+)= sum_p A[ao + p*lda + i] * B[bo + p*ldb + j]
+   * (dW = dyᵀ x without a copy of dyᵀ), the same bits as transpose then gemm; false where this backend
+   * cannot (the caller transposes)
+   */
+  gemmTA?(c: Vec, co: number, ldc: number, a: Vec, ao: number, lda: number, b: Vec, bo: number, ldb: number, m: number, k: number, n: number, accumulate: boolean): boolean;
   /** D[do + j*ldd + i] = S[so + i*lds + j], i < rows, j < cols */
   transpose(d: Vec, dOff: number, ldd: number, s: Vec, sOff: number, lds: number, rows: number, cols: number): void;
   /** threads the products run on (1 unless the wasm backend started workers) */
@@ -179,6 +185,7 @@ interface TrainExports {
   heapBase(): number;
   relaxed(): number;
   gemm(a: number, lda: number, b: number, ldb: number, c: number, ldc: number, i0: number, i1: number, k: number, n: number, acc: number, pk: number, pkFloats: number): void;
+  gemmT(a: number, lda: number, b: number, ldb: number, c: number, ldc: number, i0: number, i1: number, k: number, n: number, acc: number, pk: number, pkFloats: number): void;
   transpose(d: number, ldd: number, s: number, lds: number, rows: number, cols: number): void;
   runChunk(job: number, chunk: number, thread: number): void;
   signStep(g: number, lo: number, hi: number, t: number, v: number, ch: number, values: number, n: number, step: number, tr: number, rows: number, cols: number): void;
@@ -285,11 +292,23 @@ export function wasmBackend(floats: number, threads = 1): Backend | null {
       if (pool && m >= 8 && m * k * n >= THREADED_MIN) {
         // row blocks of a multiple of 4 rows (the kernel's tile), a few per thread
         const rows = Math.max(4, Math.ceil(m / (4 * pool.size) / 4) * 4);
-        job.set([ptr(a, ao), lda, ptr(b, bo), ldb, ptr(c, co), ldc, m, k, n, accumulate ? 1 : 0, rows, 0]);
+        job.set([ptr(a, ao), lda, ptr(b, bo), ldb, ptr(c, co), ldc, m, k, n, accumulate ? 1 : 0, rows, 0, 0]);
         pool.run(Math.ceil(m / rows), x);
         return;
       }
       x.gemm(ptr(a, ao), lda, ptr(b, bo), ldb, ptr(c, co), ldc, 0, m, k, n, accumulate ? 1 : 0, pack, PACK_FLOATS);
+    },
+    gemmTA(c, co, ldc, a, ao, lda, b, bo, ldb, m, k, n, accumulate) {
+      // A read in place needs the packed path: a scratch of k x 68 floats
+      if (k > PACK_K || m <= 0 || n <= 0 || k <= 0) return false;
+      if (pool && m >= 8 && m * k * n >= THREADED_MIN) {
+        const rows = Math.max(4, Math.ceil(m / (4 * pool.size) / 4) * 4);
+        job.set([ptr(a, ao), lda, ptr(b, bo), ldb, ptr(c, co), ldc, m, k, n, accumulate ? 1 : 0, rows, 0, 1]);
+        pool.run(Math.ceil(m / rows), x);
+        return true;
+      }
+      x.gemmT(ptr(a, ao), lda, ptr(b, bo), ldb, ptr(c, co), ldc, 0, m, k, n, accumulate ? 1 : 0, pack, PACK_FLOATS);
+      return true;
     },
     threads: pool ? pool.size : 1,
     close() {
