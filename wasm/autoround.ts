@@ -208,19 +208,26 @@ export function gradRows(g: usize, e: usize, h: usize, m: i32, k: i32, pk: usize
  * in its loop (the same products).
  */
 export function packDiag(h: usize, k: i32, bs: i32, dst: usize): void {
+  for (let c0 = 0; c0 < k; c0 += bs) packBlock(h, k, c0, bs, dst + ((<usize>c0 * <usize>bs) << 3));
+}
+
+/** the block H[c0 .. c0 + bs, c0 .. c0 + bs] promoted to f64 into dst (bs x bs) */
+export function packBlock(h: usize, k: i32, c0: i32, bs: i32, dst: usize): void {
   const row = <usize>k << 2;
-  for (let c0 = 0; c0 < k; c0 += bs)
-    for (let i = 0; i < bs; i++) {
-      const src = h + <usize>(c0 + i) * row + (<usize>c0 << 2);
-      const d = dst + ((<usize>c0 * <usize>bs + <usize>i * <usize>bs) << 3);
-      for (let j = 0; j < bs; j++) store<f64>(d + (<usize>j << 3), <f64>load<f32>(src + (<usize>j << 2)));
-    }
+  for (let i = 0; i < bs; i++) {
+    const src = h + <usize>(c0 + i) * row + (<usize>c0 << 2);
+    const d = dst + ((<usize>i * <usize>bs) << 3);
+    for (let j = 0; j < bs; j++) store<f64>(d + (<usize>j << 3), <f64>load<f32>(src + (<usize>j << 2)));
+  }
 }
 
 /**
- * quadBlock on a diagonal block packDiag wrote (hb: bs x bs f64), delta f32 as quadBlock's: delta is
- * promoted once into d64 (bs f64), then the same rows, groups of four, lane sums in the same order and the
- * same f64 products (a promoted f32 is exact: promoting first changes no value).
+ * delta^T H[c0.., c0..] delta over bs elements (f64; delta f32) on the block promoted to f64 (hb: bs x bs,
+ * packDiag / packBlock; a promoted f32 is exact, so the products are those of the f32 values): per i, the
+ * sum over j in two lanes (even j, odd j) added at the end, as the reference's. Rows i with delta_i = 0 are
+ * skipped; the others are taken four at a time (one pass over delta for four rows of H: four independent
+ * sums), each row's sum in the same order as alone, and added to the result in increasing i. delta is
+ * promoted once into d64 (bs f64).
  */
 export function quadBlockD(hb: usize, delta: usize, d64: usize, bs: i32): f64 {
   for (let j = 0; j < bs; j++) store<f64>(d64 + (<usize>j << 3), <f64>load<f32>(delta + (<usize>j << 2)));
@@ -262,7 +269,7 @@ export function quadBlockD(hb: usize, delta: usize, d64: usize, bs: i32): f64 {
   return dl;
 }
 
-/** quadEnd on an f64 row and delta */
+/** row i's term delta_i (H[i, :] delta) from its two lanes (an odd bs's last element in lane 0) */
 // @ts-ignore: decorator
 @inline function quadEndD(s: v128, hr: usize, d64: usize, i: i32, bs: i32, b2: i32): f64 {
   let s0 = f64x2.extract_lane(s, 0);
@@ -271,7 +278,7 @@ export function quadBlockD(hb: usize, delta: usize, d64: usize, bs: i32): f64 {
   return load<f64>(d64 + (<usize>i << 3)) * (s0 + s1);
 }
 
-/** quadRow on an f64 row and delta */
+/** one row's term alone (the rows past the last group of four) */
 function quadRowD(hr: usize, d64: usize, i: i32, bs: i32, b2: i32): f64 {
   let s = f64x2.splat(0);
   for (let j = 0; j < b2; j += 2) {
@@ -279,72 +286,6 @@ function quadRowD(hr: usize, d64: usize, i: i32, bs: i32, b2: i32): f64 {
     s = f64x2.add(s, f64x2.mul(v128.load(hr + o), v128.load(d64 + o)));
   }
   return quadEndD(s, hr, d64, i, bs, b2);
-}
-
-/**
- * delta^T H[c0.., c0..] delta over bs elements (f64; delta f32): per i, the sum over j in two lanes
- * (even j, odd j) added at the end, as the reference's. Rows i with delta_i = 0 are skipped; the others
- * are taken four at a time (one pass over delta for four rows of H: four independent sums), each row's
- * sum in the same order as alone, and added to the result in increasing i.
- */
-export function quadBlock(h: usize, k: i32, c0: i32, delta: usize, bs: i32): f64 {
-  let dl: f64 = 0;
-  const b2 = bs & ~1;
-  const rowBytes = <usize>k << 2;
-  const h0 = h + ((<usize>c0 * <usize>k + <usize>c0) << 2);
-  let i: i32 = 0;
-  while (true) {
-    // the next four rows with delta_i != 0 (fewer at the end: one at a time)
-    while (i < bs && load<f32>(delta + (<usize>i << 2)) == 0) i++;
-    const ia = i++;
-    while (i < bs && load<f32>(delta + (<usize>i << 2)) == 0) i++;
-    const ib = i++;
-    while (i < bs && load<f32>(delta + (<usize>i << 2)) == 0) i++;
-    const ic = i++;
-    while (i < bs && load<f32>(delta + (<usize>i << 2)) == 0) i++;
-    const id = i++;
-    if (id >= bs) {
-      if (ia < bs) dl += quadRow(h0 + <usize>ia * rowBytes, delta, ia, bs, b2);
-      if (ib < bs) dl += quadRow(h0 + <usize>ib * rowBytes, delta, ib, bs, b2);
-      if (ic < bs) dl += quadRow(h0 + <usize>ic * rowBytes, delta, ic, bs, b2);
-      break;
-    }
-    const ha = h0 + <usize>ia * rowBytes, hb = h0 + <usize>ib * rowBytes;
-    const hc = h0 + <usize>ic * rowBytes, hd = h0 + <usize>id * rowBytes;
-    let sa = f64x2.splat(0), sb = f64x2.splat(0), sc = f64x2.splat(0), sd = f64x2.splat(0);
-    for (let j = 0; j < b2; j += 2) {
-      const o = <usize>j << 2;
-      const dv = f64x2.promote_low_f32x4(v128.load64_zero(delta + o));
-      sa = f64x2.add(sa, f64x2.mul(f64x2.promote_low_f32x4(v128.load64_zero(ha + o)), dv));
-      sb = f64x2.add(sb, f64x2.mul(f64x2.promote_low_f32x4(v128.load64_zero(hb + o)), dv));
-      sc = f64x2.add(sc, f64x2.mul(f64x2.promote_low_f32x4(v128.load64_zero(hc + o)), dv));
-      sd = f64x2.add(sd, f64x2.mul(f64x2.promote_low_f32x4(v128.load64_zero(hd + o)), dv));
-    }
-    dl += quadEnd(sa, ha, delta, ia, bs, b2);
-    dl += quadEnd(sb, hb, delta, ib, bs, b2);
-    dl += quadEnd(sc, hc, delta, ic, bs, b2);
-    dl += quadEnd(sd, hd, delta, id, bs, b2);
-  }
-  return dl;
-}
-
-/** row i's term delta_i (H[i, :] delta) from its two lanes (an odd bs's last element in lane 0) */
-// @ts-ignore: decorator
-@inline function quadEnd(s: v128, hr: usize, delta: usize, i: i32, bs: i32, b2: i32): f64 {
-  let s0 = f64x2.extract_lane(s, 0);
-  const s1 = f64x2.extract_lane(s, 1);
-  if (b2 < bs) s0 += <f64>load<f32>(hr + (<usize>b2 << 2)) * <f64>load<f32>(delta + (<usize>b2 << 2));
-  return <f64>load<f32>(delta + (<usize>i << 2)) * (s0 + s1);
-}
-
-/** one row's term alone (the rows past the last group of four) */
-function quadRow(hr: usize, delta: usize, i: i32, bs: i32, b2: i32): f64 {
-  let s = f64x2.splat(0);
-  for (let j = 0; j < b2; j += 2) {
-    const o = <usize>j << 2;
-    s = f64x2.add(s, f64x2.mul(f64x2.promote_low_f32x4(v128.load64_zero(hr + o)), f64x2.promote_low_f32x4(v128.load64_zero(delta + o))));
-  }
-  return quadEnd(s, hr, delta, i, bs, b2);
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -18,8 +18,8 @@ interface AutoRoundExports {
   heapBase(): number;
   sweepRow(g: number, h: number, hd: number, v: number, t: number, lo: number, hi: number, ch: number, k: number, step: number, ga: number, bs: number): number;
   gradRows(g: number, e: number, h: number, m: number, k: number, pk: number): void;
-  quadBlock(h: number, k: number, c0: number, delta: number, bs: number): number;
   packDiag(h: number, k: number, bs: number, dst: number): void;
+  packBlock(h: number, k: number, c0: number, bs: number, dst: number): void;
   quadBlockD(hb: number, delta: number, d64: number, bs: number): number;
   bracketAffine(w: number, gv: number, gc: number, nAff: number, lo: number, hi: number, loC: number, hiC: number, t: number, bs: number): void;
   regridDelta(cL: number, cU: number, cT: number, v: number, ch: number, lo: number, hi: number, g: number, delta: number, bs: number): number;
@@ -226,6 +226,7 @@ export function autoRoundWork(n: number, k: number, bs: number, fast = useFast):
     strip: alloc(k * 16 * 4),
     diag: alloc(k * bs * 8),
     d64: alloc(bs * 8),
+    one: alloc(bs * bs * 8),
   };
   const have = inst.memory.buffer.byteLength;
   if (top > have) inst.memory.grow(Math.ceil((top - have) / 65536));
@@ -251,9 +252,12 @@ export function autoRoundWork(n: number, k: number, bs: number, fast = useFast):
     gradRows: (r0, r1) => x.gradRows(at.G + r0 * row, at.E + r0 * row, at.H, r1 - r0, k, at.strip),
     delta: f32(at.delta, bs),
     // H's diagonal blocks copied at the first call (H is set before and not changed after: autoRoundBlocks);
-    // a block of whole bs columns reads the copy, any other c0 H itself (the same values)
+    // a block of whole bs columns reads the copy, any other c0 a copy of its block made for the call (the same values)
     quadBlock: (c0) => {
-      if (k % bs !== 0 || c0 % bs !== 0) return x.quadBlock(at.H, k, c0, at.delta, bs);
+      if (k % bs !== 0 || c0 % bs !== 0) {
+        x.packBlock(at.H, k, c0, bs, at.one);
+        return x.quadBlockD(at.one, at.delta, at.d64, bs);
+      }
       if (!diagPacked) {
         x.packDiag(at.H, k, bs, at.diag);
         diagPacked = true;
