@@ -61,9 +61,13 @@ export function heapBase(): usize {
 
 // @ts-ignore: decorator
 @inline function takenHalf(pm: v128, nm: v128, gv: v128, l: v128, u: v128, hdv: v128): v128 {
-  // lanes of pm whose exact change of the loss dl = 2 d g + d^2 H_cc is < 0 (f64, no fused multiply-add)
-  const d = v128.bitselect(f64x2.sub(u, l), f64x2.sub(l, u), nm);
-  const dl = f64x2.add(f64x2.mul(f64x2.mul(f64x2.splat(2), d), gv), f64x2.mul(f64x2.mul(d, d), hdv));
+  // lanes of pm whose exact change of the loss dl = 2 d g + d^2 H_cc is < 0 (f64, no fused multiply-add),
+  // d = u - l towards hi (nm), l - u towards lo. As l - u = -(u - l) exactly, (2 d) g = +-((2 (u - l)) g)
+  // and d d = (u - l)(u - l) bit for bit: the product is computed once and its sign flipped towards lo
+  const ul = f64x2.sub(u, l);
+  const a = f64x2.mul(f64x2.mul(f64x2.splat(2), ul), gv);
+  const sa = v128.xor(a, v128.andnot(i64x2.splat(0x8000000000000000), nm)); // -a where the choice goes to lo
+  const dl = f64x2.add(sa, f64x2.mul(f64x2.mul(ul, ul), hdv));
   return v128.and(pm, f64x2.lt(dl, f64x2.splat(0)));
 }
 
