@@ -3,9 +3,10 @@
 //
 //   C[i][j] (+)= sum_k A[i][k] * B[k][j]      A: m x k (row stride lda floats), B: k x n (ldb), C: m x n (ldc)
 //
-// Every product of training is this one kernel on row-major f32 arrays (transposed operands are made
-// explicit with `transpose`, O(size) against the O(m k n) product): y = x Wᵀ, dx = dy W, dW = dyᵀ x, and
-// attention's S = Q Kᵀ, O = P V, dP = dO Vᵀ, dV = Pᵀ dO, dQ = dS K, dK = dSᵀ Q.
+// Every product of training is this one kernel on row-major f32 arrays (a transposed B is made explicit
+// with `transpose`, O(size) against the O(m k n) product; a transposed A is read in place by the packed
+// path, gemmT): y = x Wᵀ, dx = dy W, dW = dyᵀ x (gemmT), and attention's S = Q Kᵀ, O = P V, dP = dO Vᵀ,
+// dV = Pᵀ dO, dQ = dS K, dK = dSᵀ Q.
 //
 // Order of operations (the spec is gemmRef in src/train/gemm.ts): each C[i][j] is one sequential sum
 // acc = 0; for k = 0, 1, ...: acc = acc + A[i][k] * B[k][j]; then C = acc (or C + acc when accumulating).
