@@ -692,7 +692,9 @@ test('the training layer\'s SiLU and softmax kernels (WebAssembly, on 1 and 2 th
   };
   const plain = await run(1, false);
   for (const threads of [1, 2]) {
-    const fast = await run(threads, true);
+    let fast = await run(threads, true);
+    // 2 threads: again until the worker has run some chunks (a loaded machine may leave them all to the caller)
+    for (let rep = 0; threads > 1 && fast.chunks === 0 && rep < 20; rep++) fast = await run(threads, true);
     assert.equal(fast.loss, plain.loss);
     assert.deepEqual(fast.logits, plain.logits, `logits, ${threads} thread(s)`);
     assert.deepEqual(fast.grads, plain.grads, `gradients, ${threads} thread(s)`);

@@ -20,13 +20,16 @@
   return i32x4.ne(i32x4.extend_low_i16x8_u(i16x8.extend_low_i8x16_u(v128.load32_zero(p))), i32x4.splat(0));
 }
 
-/** v - step sign(g) clamped to [-0.5, 0.5]: v, g as f64x2 (sp = splat(step), sn = splat(-step)) */
+/**
+ * v - step sign(g) clamped to [-0.5, 0.5]: v, g as f64x2 (sp = splat(step), sn = splat(-step)). The clamp
+ * s > 0.5 ? 0.5 : s < -0.5 ? -0.5 : s is pmax(pmin(s, 0.5), -0.5) lane by lane (pmin(a, b) = b < a ? b : a,
+ * pmax(a, b) = a < b ? b : a: the same comparisons, a NaN kept), one instruction each instead of a compare
+ * and a select.
+ */
 // @ts-ignore: decorator
 @inline export function stepHalf(v: v128, g: v128, sp: v128, sn: v128): v128 {
-  const half = f64x2.splat(0.5);
-  const nhalf = f64x2.splat(-0.5);
   const s = f64x2.sub(v, v128.bitselect(sp, sn, f64x2.gt(g, f64x2.splat(0))));
-  return v128.bitselect(half, v128.bitselect(nhalf, s, f64x2.lt(s, nhalf)), f64x2.gt(s, half));
+  return f64x2.pmax(f64x2.pmin(s, f64x2.splat(0.5)), f64x2.splat(-0.5));
 }
 
 /** the choices t + v >= 0.5 of two elements as f64x2 masks (t, v: f64x2) */

@@ -6,7 +6,8 @@
 //             the row's loss exactly (dl = 2 d g + d^2 H_cc), and the row of G follows it at once
 //             (G += d H[c, :]); returns the sum of the taken dl. With ga != 0 the clip ratios'
 //             gradient sum_j g_j q_j per block of bs is added to ga (f64).
-//   gradRows  G (m x k) = E (m x k) H (k x k, symmetric), in strips of 16 columns, two rows at a time.
+//   gradRows  G (m x k) = E (m x k) H (k x k, symmetric), in strips of 16 columns (H's strip copied
+//             contiguous first), two rows at a time.
 //
 // Scalar parts in f64 exactly as the reference's JavaScript arithmetic; the row updates of G in f32
 // lanes with separate multiply and add (no fused multiply-add in either build: the reference rounds the
@@ -60,9 +61,13 @@ export function heapBase(): usize {
 
 // @ts-ignore: decorator
 @inline function takenHalf(pm: v128, nm: v128, gv: v128, l: v128, u: v128, hdv: v128): v128 {
-  // lanes of pm whose exact change of the loss dl = 2 d g + d^2 H_cc is < 0 (f64, no fused multiply-add)
-  const d = v128.bitselect(f64x2.sub(u, l), f64x2.sub(l, u), nm);
-  const dl = f64x2.add(f64x2.mul(f64x2.mul(f64x2.splat(2), d), gv), f64x2.mul(f64x2.mul(d, d), hdv));
+  // lanes of pm whose exact change of the loss dl = 2 d g + d^2 H_cc is < 0 (f64, no fused multiply-add),
+  // d = u - l towards hi (nm), l - u towards lo. As l - u = -(u - l) exactly, (2 d) g = +-((2 (u - l)) g)
+  // and d d = (u - l)(u - l) bit for bit: the product is computed once and its sign flipped towards lo
+  const ul = f64x2.sub(u, l);
+  const a = f64x2.mul(f64x2.mul(f64x2.splat(2), ul), gv);
+  const sa = v128.xor(a, v128.andnot(i64x2.splat(0x8000000000000000), nm)); // -a where the choice goes to lo
+  const dl = f64x2.add(sa, f64x2.mul(f64x2.mul(ul, ul), hdv));
   return v128.and(pm, f64x2.lt(dl, f64x2.splat(0)));
 }
 
@@ -134,21 +139,31 @@ export function sweepRow(g: usize, h: usize, hd: usize, v: usize, t: usize, lo: 
   return loss;
 }
 
-export function gradRows(g: usize, e: usize, h: usize, m: i32, k: i32): void {
-  // strips of 16 columns of G (H's strip, k x 16, stays in cache over all rows), two rows at a time with
-  // their 2 x 16 sums in registers; each sum runs over c in order, as the reference's
+export function gradRows(g: usize, e: usize, h: usize, m: i32, k: i32, pk: usize): void {
+  // strips of 16 columns of G, two rows at a time with their 2 x 16 sums in registers; each sum runs over c
+  // in order, as the reference's. H's strip (k x 16) is first copied to pk, 64 contiguous bytes per c (it
+  // stays in cache over all rows; read in place, each step of c was a new row of H, k floats apart: a new
+  // page every step for k of 1024 and more)
   const row = <usize>k << 2;
   const k16 = k & ~15;
   const m2 = m & ~1;
   for (let j = 0; j < k16; j += 16) {
-    const hj = h + (<usize>j << 2);
+    for (let c = 0; c < k; c++) {
+      const src = h + <usize>c * row + (<usize>j << 2);
+      const dst = pk + (<usize>c << 6);
+      v128.store(dst, v128.load(src));
+      v128.store(dst, v128.load(src, 16), 16);
+      v128.store(dst, v128.load(src, 32), 32);
+      v128.store(dst, v128.load(src, 48), 48);
+    }
+    const hj = pk;
     for (let r = 0; r < m2; r += 2) {
       const e0 = e + <usize>r * row;
       const e1 = e0 + row;
       let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
       let b0 = f32x4.splat(0), b1 = f32x4.splat(0), b2 = f32x4.splat(0), b3 = f32x4.splat(0);
       for (let c = 0; c < k; c++) {
-        const hp = hj + <usize>c * row;
+        const hp = hj + (<usize>c << 6);
         const h0 = v128.load(hp), h1 = v128.load(hp + 16), h2 = v128.load(hp + 32), h3 = v128.load(hp + 48);
         const s0 = v128.load32_splat(e0 + (<usize>c << 2));
         const s1 = v128.load32_splat(e1 + (<usize>c << 2));
@@ -170,7 +185,7 @@ export function gradRows(g: usize, e: usize, h: usize, m: i32, k: i32): void {
       const e0 = e + <usize>m2 * row;
       let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
       for (let c = 0; c < k; c++) {
-        const hp = hj + <usize>c * row;
+        const hp = hj + (<usize>c << 6);
         const s0 = v128.load32_splat(e0 + (<usize>c << 2));
         a0 = f32x4.add(a0, f32x4.mul(s0, v128.load(hp)));
         a1 = f32x4.add(a1, f32x4.mul(s0, v128.load(hp + 16)));
@@ -192,19 +207,39 @@ export function gradRows(g: usize, e: usize, h: usize, m: i32, k: i32): void {
 }
 
 /**
- * delta^T H[c0.., c0..] delta over bs elements (f64; delta f32): per i, the sum over j in two lanes
- * (even j, odd j) added at the end, as the reference's. Rows i with delta_i = 0 are skipped; the others
- * are taken four at a time (one pass over delta for four rows of H: four independent sums), each row's
- * sum in the same order as alone, and added to the result in increasing i.
+ * H's diagonal blocks (bs x bs at c0 = 0, bs, ..., k - bs) promoted to f64 (exact) one after another into
+ * dst (k x bs f64): quadBlockD then reads a block's rows bs values apart instead of k, with no promotion
+ * in its loop (the same products).
  */
-export function quadBlock(h: usize, k: i32, c0: i32, delta: usize, bs: i32): f64 {
+export function packDiag(h: usize, k: i32, bs: i32, dst: usize): void {
+  for (let c0 = 0; c0 < k; c0 += bs) packBlock(h, k, c0, bs, dst + ((<usize>c0 * <usize>bs) << 3));
+}
+
+/** the block H[c0 .. c0 + bs, c0 .. c0 + bs] promoted to f64 into dst (bs x bs) */
+export function packBlock(h: usize, k: i32, c0: i32, bs: i32, dst: usize): void {
+  const row = <usize>k << 2;
+  for (let i = 0; i < bs; i++) {
+    const src = h + <usize>(c0 + i) * row + (<usize>c0 << 2);
+    const d = dst + ((<usize>i * <usize>bs) << 3);
+    for (let j = 0; j < bs; j++) store<f64>(d + (<usize>j << 3), <f64>load<f32>(src + (<usize>j << 2)));
+  }
+}
+
+/**
+ * delta^T H[c0.., c0..] delta over bs elements (f64; delta f32) on the block promoted to f64 (hb: bs x bs,
+ * packDiag / packBlock; a promoted f32 is exact, so the products are those of the f32 values): per i, the
+ * sum over j in two lanes (even j, odd j) added at the end, as the reference's. Rows i with delta_i = 0 are
+ * skipped; the others are taken four at a time (one pass over delta for four rows of H: four independent
+ * sums), each row's sum in the same order as alone, and added to the result in increasing i. delta is
+ * promoted once into d64 (bs f64).
+ */
+export function quadBlockD(hb: usize, delta: usize, d64: usize, bs: i32): f64 {
+  for (let j = 0; j < bs; j++) store<f64>(d64 + (<usize>j << 3), <f64>load<f32>(delta + (<usize>j << 2)));
   let dl: f64 = 0;
   const b2 = bs & ~1;
-  const rowBytes = <usize>k << 2;
-  const h0 = h + ((<usize>c0 * <usize>k + <usize>c0) << 2);
+  const rowBytes = <usize>bs << 3;
   let i: i32 = 0;
   while (true) {
-    // the next four rows with delta_i != 0 (fewer at the end: one at a time)
     while (i < bs && load<f32>(delta + (<usize>i << 2)) == 0) i++;
     const ia = i++;
     while (i < bs && load<f32>(delta + (<usize>i << 2)) == 0) i++;
@@ -214,47 +249,47 @@ export function quadBlock(h: usize, k: i32, c0: i32, delta: usize, bs: i32): f64
     while (i < bs && load<f32>(delta + (<usize>i << 2)) == 0) i++;
     const id = i++;
     if (id >= bs) {
-      if (ia < bs) dl += quadRow(h0 + <usize>ia * rowBytes, delta, ia, bs, b2);
-      if (ib < bs) dl += quadRow(h0 + <usize>ib * rowBytes, delta, ib, bs, b2);
-      if (ic < bs) dl += quadRow(h0 + <usize>ic * rowBytes, delta, ic, bs, b2);
+      if (ia < bs) dl += quadRowD(hb + <usize>ia * rowBytes, d64, ia, bs, b2);
+      if (ib < bs) dl += quadRowD(hb + <usize>ib * rowBytes, d64, ib, bs, b2);
+      if (ic < bs) dl += quadRowD(hb + <usize>ic * rowBytes, d64, ic, bs, b2);
       break;
     }
-    const ha = h0 + <usize>ia * rowBytes, hb = h0 + <usize>ib * rowBytes;
-    const hc = h0 + <usize>ic * rowBytes, hd = h0 + <usize>id * rowBytes;
+    const ha = hb + <usize>ia * rowBytes, hbb = hb + <usize>ib * rowBytes;
+    const hc = hb + <usize>ic * rowBytes, hd = hb + <usize>id * rowBytes;
     let sa = f64x2.splat(0), sb = f64x2.splat(0), sc = f64x2.splat(0), sd = f64x2.splat(0);
     for (let j = 0; j < b2; j += 2) {
-      const o = <usize>j << 2;
-      const dv = f64x2.promote_low_f32x4(v128.load64_zero(delta + o));
-      sa = f64x2.add(sa, f64x2.mul(f64x2.promote_low_f32x4(v128.load64_zero(ha + o)), dv));
-      sb = f64x2.add(sb, f64x2.mul(f64x2.promote_low_f32x4(v128.load64_zero(hb + o)), dv));
-      sc = f64x2.add(sc, f64x2.mul(f64x2.promote_low_f32x4(v128.load64_zero(hc + o)), dv));
-      sd = f64x2.add(sd, f64x2.mul(f64x2.promote_low_f32x4(v128.load64_zero(hd + o)), dv));
+      const o = <usize>j << 3;
+      const dv = v128.load(d64 + o);
+      sa = f64x2.add(sa, f64x2.mul(v128.load(ha + o), dv));
+      sb = f64x2.add(sb, f64x2.mul(v128.load(hbb + o), dv));
+      sc = f64x2.add(sc, f64x2.mul(v128.load(hc + o), dv));
+      sd = f64x2.add(sd, f64x2.mul(v128.load(hd + o), dv));
     }
-    dl += quadEnd(sa, ha, delta, ia, bs, b2);
-    dl += quadEnd(sb, hb, delta, ib, bs, b2);
-    dl += quadEnd(sc, hc, delta, ic, bs, b2);
-    dl += quadEnd(sd, hd, delta, id, bs, b2);
+    dl += quadEndD(sa, ha, d64, ia, bs, b2);
+    dl += quadEndD(sb, hbb, d64, ib, bs, b2);
+    dl += quadEndD(sc, hc, d64, ic, bs, b2);
+    dl += quadEndD(sd, hd, d64, id, bs, b2);
   }
   return dl;
 }
 
 /** row i's term delta_i (H[i, :] delta) from its two lanes (an odd bs's last element in lane 0) */
 // @ts-ignore: decorator
-@inline function quadEnd(s: v128, hr: usize, delta: usize, i: i32, bs: i32, b2: i32): f64 {
+@inline function quadEndD(s: v128, hr: usize, d64: usize, i: i32, bs: i32, b2: i32): f64 {
   let s0 = f64x2.extract_lane(s, 0);
   const s1 = f64x2.extract_lane(s, 1);
-  if (b2 < bs) s0 += <f64>load<f32>(hr + (<usize>b2 << 2)) * <f64>load<f32>(delta + (<usize>b2 << 2));
-  return <f64>load<f32>(delta + (<usize>i << 2)) * (s0 + s1);
+  if (b2 < bs) s0 += load<f64>(hr + (<usize>b2 << 3)) * load<f64>(d64 + (<usize>b2 << 3));
+  return load<f64>(d64 + (<usize>i << 3)) * (s0 + s1);
 }
 
 /** one row's term alone (the rows past the last group of four) */
-function quadRow(hr: usize, delta: usize, i: i32, bs: i32, b2: i32): f64 {
+function quadRowD(hr: usize, d64: usize, i: i32, bs: i32, b2: i32): f64 {
   let s = f64x2.splat(0);
   for (let j = 0; j < b2; j += 2) {
-    const o = <usize>j << 2;
-    s = f64x2.add(s, f64x2.mul(f64x2.promote_low_f32x4(v128.load64_zero(hr + o)), f64x2.promote_low_f32x4(v128.load64_zero(delta + o))));
+    const o = <usize>j << 3;
+    s = f64x2.add(s, f64x2.mul(v128.load(hr + o), v128.load(d64 + o)));
   }
-  return quadEnd(s, hr, delta, i, bs, b2);
+  return quadEndD(s, hr, d64, i, bs, b2);
 }
 
 // ---------------------------------------------------------------------------------------------------

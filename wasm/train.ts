@@ -3,9 +3,10 @@
 //
 //   C[i][j] (+)= sum_k A[i][k] * B[k][j]      A: m x k (row stride lda floats), B: k x n (ldb), C: m x n (ldc)
 //
-// Every product of training is this one kernel on row-major f32 arrays (transposed operands are made
-// explicit with `transpose`, O(size) against the O(m k n) product): y = x Wᵀ, dx = dy W, dW = dyᵀ x, and
-// attention's S = Q Kᵀ, O = P V, dP = dO Vᵀ, dV = Pᵀ dO, dQ = dS K, dK = dSᵀ Q.
+// Every product of training is this one kernel on row-major f32 arrays (a transposed B is made explicit
+// with `transpose`, O(size) against the O(m k n) product; a transposed A is read in place by the packed
+// path, gemmT): y = x Wᵀ, dx = dy W, dW = dyᵀ x (gemmT), and attention's S = Q Kᵀ, O = P V, dP = dO Vᵀ,
+// dV = Pᵀ dO, dQ = dS K, dK = dSᵀ Q.
 //
 // Order of operations (the spec is gemmRef in src/train/gemm.ts): each C[i][j] is one sequential sum
 // acc = 0; for k = 0, 1, ...: acc = acc + A[i][k] * B[k][j]; then C = acc (or C + acc when accumulating).
@@ -170,6 +171,15 @@ export function gemm(a: usize, lda: i32, b: usize, ldb: i32, c: usize, ldc: i32,
 }
 
 /**
+ * gemm on A's transpose read in place (A[i][p] at a + (p lda + i) floats: dW = dyᵀ x without the copy of
+ * dyᵀ): the same products and sums in the same order as gemm on the transposed copy. Needs the packed
+ * path: pk a scratch of at least k x 68 floats (the caller checks).
+ */
+export function gemmT(a: usize, lda: i32, b: usize, ldb: i32, c: usize, ldc: i32, i0: i32, i1: i32, k: i32, n: i32, acc: i32, pk: usize, pkFloats: i32): void {
+  gemmCore(a, lda, 1, b, ldb, c, ldc, i0, i1, k, n, acc, pk, pkFloats);
+}
+
+/**
  * gemm, or with aT = 1 on A's transpose: A[i][p] at a + (p lda + i) floats (attention's Pᵀ and dSᵀ, read
  * in place). The same products and sums in the same order either way. aT needs the packed path (a
  * scratch of k x 68 floats or more): its tiles read A's 4 rows as one vector per step of k.
@@ -279,8 +289,9 @@ export function transpose(dst: usize, ldd: i32, src: usize, lds: i32, rows: i32,
 
 /**
  * One chunk of a threaded product (src/train/gemm.ts): rows [chunk * r, (chunk + 1) * r) of C for the
- * job's parameters (i32 at job): a, lda, b, ldb, c, ldc, m, k, n, acc, r. Each row is computed whole by
- * one thread, in the same order of operations as gemm: the bytes do not depend on the thread count.
+ * job's parameters (i32 at job): a, lda, b, ldb, c, ldc, m, k, n, acc, r, (11: kind 0), 12: A read
+ * transposed (gemmT). Each row is computed whole by one thread, in the same order of operations as gemm:
+ * the bytes do not depend on the thread count.
  */
 export function runChunk(job: usize, chunk: i32, thread: i32): void {
   const kind = load<i32>(job + 44);
@@ -304,7 +315,7 @@ export function runChunk(job: usize, chunk: i32, thread: i32): void {
   const pkFloats = load<i32>(job + 60);
   const pk0 = <usize>load<u32>(job + 56);
   const pk = pk0 ? pk0 + ((<usize>thread * <usize>pkFloats) << 2) : 0;
-  gemm(<usize>load<u32>(job), load<i32>(job + 4), <usize>load<u32>(job + 8), load<i32>(job + 12), <usize>load<u32>(job + 16), load<i32>(job + 20), i0, i1, load<i32>(job + 28), load<i32>(job + 32), load<i32>(job + 36), pk, pkFloats);
+  gemmCore(<usize>load<u32>(job), load<i32>(job + 4), load<i32>(job + 48), <usize>load<u32>(job + 8), load<i32>(job + 12), <usize>load<u32>(job + 16), load<i32>(job + 20), i0, i1, load<i32>(job + 28), load<i32>(job + 32), load<i32>(job + 36), pk, pkFloats);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -439,6 +450,61 @@ const TWO_M1000: f64 = 9.33263618503218878990e-302;
   return reinterpret<f64>(reinterpret<u64>(y) + (<u64>(<i64>(k + 1000)) << 52)) * TWO_M1000;
 }
 
+/**
+ * expFd on two f64 lanes, bit for bit: the same IEEE f64 operations per lane, the paths chosen by masks.
+ * |x| < 2^-28: 1 + x. Otherwise hi, lo, k of the path (|x| <= ln2 / 2: hi = x, lo = 0, k = 0; < 1.5 ln2:
+ * x -+ LN2_HI, +-LN2_LO, +-1; else k = trunc(x / ln2 +- 0.5), x - k LN2_HI, k LN2_LO), r = hi - lo, the
+ * rational approximation c, and y = 1 - ((lo - (r c) / (2 - c)) - hi) scaled by 2^k. For k = 0 fdlibm
+ * writes 1 - ((r c) / (c - 2) - r): the same value, as (r c) / (c - 2) = -((r c) / (2 - c)) exactly, and
+ * 0 - q differs from -q only for q = 0, where both give -r (r != 0 there). Lanes fdlibm treats apart
+ * (|x| >= 709.78, inf, NaN, or k < -1021: a subnormal result) take expFd itself.
+ */
+// @ts-ignore: decorator
+@inline function expFd2(x: v128): v128 {
+  const hx = v128.and(i64x2.shr_u(x, 32), i64x2.splat(0x7fffffff));
+  const neg = i64x2.shr_s(x, 63); // the sign bit: all ones for x < 0 (and -0)
+  const big = i64x2.gt_s(hx, i64x2.splat(0x3ff0a2b1)); // |x| >= 1.5 ln2
+  const mid = i64x2.gt_s(hx, i64x2.splat(0x3fd62e42)); // |x| > ln2 / 2
+  // k = trunc(x / ln2 +- 0.5) on the big lanes, +-1 on the middle ones, 0 below
+  const kBig = f64x2.convert_low_i32x4_s(i32x4.trunc_sat_f64x2_s_zero(f64x2.add(f64x2.mul(f64x2.splat(INV_LN2), x), v128.bitselect(f64x2.splat(-0.5), f64x2.splat(0.5), neg))));
+  const kMid = v128.bitselect(f64x2.splat(-1), f64x2.splat(1), neg);
+  const k = v128.and(v128.bitselect(kBig, kMid, big), mid);
+  const hiBig = f64x2.sub(x, f64x2.mul(kBig, f64x2.splat(LN2_HI)));
+  const hiMid = v128.bitselect(f64x2.add(x, f64x2.splat(LN2_HI)), f64x2.sub(x, f64x2.splat(LN2_HI)), neg);
+  const hi = v128.bitselect(v128.bitselect(hiBig, hiMid, big), x, mid);
+  const loBig = f64x2.mul(kBig, f64x2.splat(LN2_LO));
+  const loMid = v128.bitselect(f64x2.splat(-LN2_LO), f64x2.splat(LN2_LO), neg);
+  const lo = v128.and(v128.bitselect(loBig, loMid, big), mid);
+  const r = f64x2.sub(hi, lo);
+  const t = f64x2.mul(r, r);
+  let p = f64x2.add(f64x2.splat(EP4), f64x2.mul(t, f64x2.splat(EP5)));
+  p = f64x2.add(f64x2.splat(EP3), f64x2.mul(t, p));
+  p = f64x2.add(f64x2.splat(EP2), f64x2.mul(t, p));
+  p = f64x2.add(f64x2.splat(EP1), f64x2.mul(t, p));
+  const c = f64x2.sub(r, f64x2.mul(t, p));
+  const q = f64x2.div(f64x2.mul(r, c), f64x2.sub(f64x2.splat(2.0), c));
+  const y = f64x2.sub(f64x2.splat(1), f64x2.sub(f64x2.sub(lo, q), hi));
+  const scaled = i64x2.add(y, i64x2.shl(i64x2.extend_low_i32x4_s(i32x4.trunc_sat_f64x2_s_zero(k)), 52));
+  let out = v128.bitselect(f64x2.add(f64x2.splat(1), x), scaled, i64x2.lt_s(hx, i64x2.splat(0x3e300000)));
+  // fdlibm's own lanes: huge, inf, NaN, or a subnormal result
+  const odd = v128.or(i64x2.gt_s(hx, i64x2.splat(0x40862e41)), f64x2.lt(k, f64x2.splat(-1021)));
+  if (v128.any_true(odd)) {
+    if (i64x2.extract_lane(odd, 0)) out = f64x2.replace_lane(out, 0, expFd(f64x2.extract_lane(x, 0)));
+    if (i64x2.extract_lane(odd, 1)) out = f64x2.replace_lane(out, 1, expFd(f64x2.extract_lane(x, 1)));
+  }
+  return out;
+}
+
+/** expFd2 of (a, b) for the agreement test: lane 0 */
+export function exp64x2(a: f64, b: f64): f64 {
+  return f64x2.extract_lane(expFd2(f64x2.replace_lane(f64x2.splat(a), 1, b)), 0);
+}
+
+/** expFd2 of (a, b) for the agreement test: lane 1 */
+export function exp64x2b(a: f64, b: f64): f64 {
+  return f64x2.extract_lane(expFd2(f64x2.replace_lane(f64x2.splat(a), 1, b)), 1);
+}
+
 /** expFd for the agreement test (src/train/gemm.ts: wasmExp) */
 export function exp64(x: f64): f64 {
   return expFd(x);
@@ -446,7 +512,16 @@ export function exp64(x: f64): f64 {
 
 /** h[i] = silu(g[i]) u[i] = (g / (1 + e^-g)) u for i in [i0, i1) (f64, stored f32) */
 export function siluForward(g: usize, u: usize, h: usize, i0: i32, i1: i32): void {
-  for (let i = i0; i < i1; i++) {
+  // two elements at a time in f64 lanes (the same operations per element), then the odd one
+  let i = i0;
+  for (; i + 2 <= i1; i += 2) {
+    const o = <usize>i << 2;
+    const gv = f64x2.promote_low_f32x4(v128.load64_zero(g + o));
+    const e = expFd2(f64x2.neg(gv));
+    const r = f64x2.mul(f64x2.div(gv, f64x2.add(f64x2.splat(1), e)), f64x2.promote_low_f32x4(v128.load64_zero(u + o)));
+    v128.store64_lane(h + o, f32x4.demote_f64x2_zero(r), 0);
+  }
+  for (; i < i1; i++) {
     const o = <usize>i << 2;
     const gv = <f64>load<f32>(g + o);
     store<f32>(h + o, <f32>((gv / (1 + expFd(-gv))) * <f64>load<f32>(u + o)));
@@ -455,7 +530,19 @@ export function siluForward(g: usize, u: usize, h: usize, i0: i32, i1: i32): voi
 
 /** dg = dh u s (1 + g (1 - s)), du = dh g s with s = 1 / (1 + e^-g), for i in [i0, i1) */
 export function siluBackward(g: usize, u: usize, dh: usize, dg: usize, du: usize, i0: i32, i1: i32): void {
-  for (let i = i0; i < i1; i++) {
+  // two elements at a time in f64 lanes (the same operations per element), then the odd one
+  let i = i0;
+  const one = f64x2.splat(1);
+  for (; i + 2 <= i1; i += 2) {
+    const o = <usize>i << 2;
+    const gv = f64x2.promote_low_f32x4(v128.load64_zero(g + o));
+    const s = f64x2.div(one, f64x2.add(one, expFd2(f64x2.neg(gv))));
+    const d = f64x2.promote_low_f32x4(v128.load64_zero(dh + o));
+    const a = f64x2.mul(f64x2.mul(f64x2.mul(d, f64x2.promote_low_f32x4(v128.load64_zero(u + o))), s), f64x2.add(one, f64x2.mul(gv, f64x2.sub(one, s))));
+    v128.store64_lane(dg + o, f32x4.demote_f64x2_zero(a), 0);
+    v128.store64_lane(du + o, f32x4.demote_f64x2_zero(f64x2.mul(f64x2.mul(d, gv), s)), 0);
+  }
+  for (; i < i1; i++) {
     const o = <usize>i << 2;
     const gv = <f64>load<f32>(g + o);
     const s = 1 / (1 + expFd(-gv));
@@ -472,22 +559,51 @@ export function siluBackward(g: usize, u: usize, dh: usize, dg: usize, du: usize
 export function softmaxRows(p: usize, T: i32, t0: i32, t1: i32, scale: f64): void {
   for (let t = t0; t < t1; t++) {
     const r = p + ((<usize>t * <usize>T) << 2);
-    let max: f64 = -Infinity;
-    for (let s = 0; s <= t; s++) {
-      const a = r + (<usize>s << 2);
+    // z two at a time, each lane keeping its larger z (z > max: NaN never taken), then the two lanes: the
+    // largest z as the loop one by one finds it (a zero's sign aside, which no e^(z - max) sees)
+    const sc = f64x2.splat(scale);
+    let mx = f64x2.splat(-Infinity);
+    let s0 = 0;
+    for (; s0 + 1 <= t; s0 += 2) {
+      const a = r + (<usize>s0 << 2);
+      const z = f64x2.mul(f64x2.promote_low_f32x4(v128.load64_zero(a)), sc);
+      v128.store64_lane(a, f32x4.demote_f64x2_zero(z), 0);
+      mx = v128.bitselect(z, mx, f64x2.gt(z, mx));
+    }
+    let max: f64 = f64x2.extract_lane(mx, 0);
+    const m1 = f64x2.extract_lane(mx, 1);
+    if (m1 > max) max = m1;
+    for (; s0 <= t; s0++) {
+      const a = r + (<usize>s0 << 2);
       const z = <f64>load<f32>(a) * scale;
       store<f32>(a, <f32>z);
       if (z > max) max = z;
     }
     let sum: f64 = 0;
-    for (let s = 0; s <= t; s++) {
+    // the exponentials two at a time (expFd2), summed one after the other in order
+    const mv = f64x2.splat(max);
+    let s = 0;
+    for (; s + 1 <= t; s += 2) {
+      const a = r + (<usize>s << 2);
+      const e = expFd2(f64x2.sub(f64x2.promote_low_f32x4(v128.load64_zero(a)), mv));
+      v128.store64_lane(a, f32x4.demote_f64x2_zero(e), 0);
+      sum += f64x2.extract_lane(e, 0);
+      sum += f64x2.extract_lane(e, 1);
+    }
+    for (; s <= t; s++) {
       const a = r + (<usize>s << 2);
       const e = expFd(<f64>load<f32>(a) - max);
       store<f32>(a, <f32>e);
       sum += e;
     }
     const inv = 1 / sum;
-    for (let s = 0; s <= t; s++) {
+    const iv = f64x2.splat(inv);
+    s = 0;
+    for (; s + 1 <= t; s += 2) {
+      const a = r + (<usize>s << 2);
+      v128.store64_lane(a, f32x4.demote_f64x2_zero(f64x2.mul(f64x2.promote_low_f32x4(v128.load64_zero(a)), iv)), 0);
+    }
+    for (; s <= t; s++) {
       const a = r + (<usize>s << 2);
       store<f32>(a, <f32>(<f64>load<f32>(a) * inv));
     }
@@ -504,6 +620,10 @@ export function softmaxRows(p: usize, T: i32, t0: i32, t1: i32, scale: f64): voi
  *           16 cols; f64 at byte 48 the step
  */
 function elementwiseChunk(job: usize, kind: i32, chunk: i32): void {
+  if (kind == 7) {
+    rowsChunk(job, chunk);
+    return;
+  }
   if (kind == 4) {
     const n = load<i32>(job + 32);
     const e0 = chunk * load<i32>(job + 36);
@@ -626,4 +746,132 @@ function attentionBackwardChunk(job: usize, chunk: i32, scratch: usize, scratchF
       blockProduct(dp + ((<usize>r0 * <usize>T + <usize>r0) << 2), T, 1, q + (((row0 + <usize>r0) * <usize>qDim + qh) << 2), qDim, dk + (((row0 + <usize>r0) * <usize>kvDim + <usize>kvh * <usize>hd) << 2), kvDim, r1 - r0, T - r0, hd, 1, pk, pkFloats);
     }
   }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The training layer's per-token parts (src/train/llama-grad.ts: rmsnormForward, rope and the residual
+// adds, which are the references): the same f64 operations per element in the same order, each result
+// rounded to f32 where the TypeScript stores it; tokens are independent, so rows on any thread give the
+// same bytes.
+
+/**
+ * rmsnormForward on tokens [t0, t1) of d values: ss = sum x^2 in order (f64), s = 1 / sqrt(ss / d + eps),
+ * r = s (f32), out = x s w (f64, stored f32). Two tokens at a time, one per f64 lane (each its own sum in
+ * order), then the odd one.
+ */
+export function rmsnormRows(out: usize, r: usize, x: usize, w: usize, t0: i32, t1: i32, d: i32, eps: f64): void {
+  const row = <usize>d << 2;
+  const dd = f64x2.splat(<f64>d);
+  const ev = f64x2.splat(eps);
+  let t = t0;
+  for (; t + 2 <= t1; t += 2) {
+    const xa = x + <usize>t * row, xb = xa + row;
+    let ss = f64x2.splat(0);
+    for (let i = 0; i < d; i++) {
+      const o = <usize>i << 2;
+      const v = f64x2.promote_low_f32x4(f32x4.replace_lane(f32x4.splat(load<f32>(xa + o)), 1, load<f32>(xb + o)));
+      ss = f64x2.add(ss, f64x2.mul(v, v));
+    }
+    const sv = f64x2.div(f64x2.splat(1), f64x2.sqrt(f64x2.add(f64x2.div(ss, dd), ev)));
+    normRow(out + <usize>t * row, r + (<usize>t << 2), xa, w, d, f64x2.extract_lane(sv, 0));
+    normRow(out + <usize>(t + 1) * row, r + (<usize>(t + 1) << 2), xb, w, d, f64x2.extract_lane(sv, 1));
+  }
+  for (; t < t1; t++) {
+    const xa = x + <usize>t * row;
+    let ss: f64 = 0;
+    for (let i = 0; i < d; i++) {
+      const v = <f64>load<f32>(xa + (<usize>i << 2));
+      ss += v * v;
+    }
+    normRow(out + <usize>t * row, r + (<usize>t << 2), xa, w, d, 1 / Math.sqrt(ss / <f64>d + eps));
+  }
+}
+
+/** one token's out = (x s) w (f64, stored f32) and r = s (f32) */
+// @ts-ignore: decorator
+@inline function normRow(out: usize, r: usize, x: usize, w: usize, d: i32, s: f64): void {
+  store<f32>(r, <f32>s);
+  const sv = f64x2.splat(s);
+  let i = 0;
+  for (; i + 4 <= d; i += 4) {
+    const o = <usize>i << 2;
+    const xv = v128.load(x + o), wv = v128.load(w + o);
+    const lo = f64x2.mul(f64x2.mul(f64x2.promote_low_f32x4(xv), sv), f64x2.promote_low_f32x4(wv));
+    const hi = f64x2.mul(f64x2.mul(f64x2.promote_low_f32x4(hiHalf(xv)), sv), f64x2.promote_low_f32x4(hiHalf(wv)));
+    v128.store(out + o, i8x16.shuffle(f32x4.demote_f64x2_zero(lo), f32x4.demote_f64x2_zero(hi), 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23));
+  }
+  for (; i < d; i++) {
+    const o = <usize>i << 2;
+    store<f32>(out + o, <f32>(<f64>load<f32>(x + o) * s * <f64>load<f32>(w + o)));
+  }
+}
+
+/**
+ * rope on tokens [t0, t1) (token g at position g % T): in each of `heads` heads of hd values, the pairs
+ * (2i, 2i + 1), i < half, rotated: x0 cos - x1 sin, x0 sin + x1 cos with sin = sign * the table's (f64,
+ * stored f32); cos, sin: T x half f64. Two pairs at a time (f64 lanes), then the odd one.
+ */
+export function ropeRows(v: usize, cosT: usize, sinT: usize, t0: i32, t1: i32, T: i32, heads: i32, hd: i32, half: i32, sign: f64): void {
+  const row = <usize>(heads * hd) << 2;
+  const sg = f64x2.splat(sign);
+  for (let g = t0; g < t1; g++) {
+    const pos = g % T;
+    const cp = cosT + ((<usize>pos * <usize>half) << 3), sp = sinT + ((<usize>pos * <usize>half) << 3);
+    for (let h = 0; h < heads; h++) {
+      const base = v + <usize>g * row + ((<usize>h * <usize>hd) << 2);
+      let i = 0;
+      for (; i + 2 <= half; i += 2) {
+        const a = base + (<usize>i << 3);
+        const x4 = v128.load(a); // x0 x1 (pair i), x0 x1 (pair i + 1)
+        const xs = i8x16.shuffle(x4, x4, 0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15); // x0 x0' x1 x1'
+        const x0 = f64x2.promote_low_f32x4(xs), x1 = f64x2.promote_low_f32x4(hiHalf(xs));
+        const c = v128.load(cp + (<usize>i << 3));
+        const sn = f64x2.mul(sg, v128.load(sp + (<usize>i << 3)));
+        const r0 = f32x4.demote_f64x2_zero(f64x2.sub(f64x2.mul(x0, c), f64x2.mul(x1, sn)));
+        const r1 = f32x4.demote_f64x2_zero(f64x2.add(f64x2.mul(x0, sn), f64x2.mul(x1, c)));
+        v128.store(a, i8x16.shuffle(r0, r1, 0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23));
+      }
+      for (; i < half; i++) {
+        const a = base + (<usize>i << 3);
+        const cs = load<f64>(cp + (<usize>i << 3));
+        const sn = sign * load<f64>(sp + (<usize>i << 3));
+        const x0 = <f64>load<f32>(a), x1 = <f64>load<f32>(a + 4);
+        store<f32>(a, <f32>(x0 * cs - x1 * sn));
+        store<f32>(a + 4, <f32>(x0 * sn + x1 * cs));
+      }
+    }
+  }
+}
+
+/** a[i] += b[i] for i in [i0, i1) (f32: the f64 sum of two f32 rounded to f32 is their f32 sum) */
+export function addRows(a: usize, b: usize, i0: i32, i1: i32): void {
+  let i = i0;
+  for (; i + 4 <= i1; i += 4) {
+    const o = <usize>i << 2;
+    v128.store(a + o, f32x4.add(v128.load(a + o), v128.load(b + o)));
+  }
+  for (; i < i1; i++) {
+    const o = <usize>i << 2;
+    store<f32>(a + o, load<f32>(a + o) + load<f32>(b + o));
+  }
+}
+
+/**
+ * A chunk of job kind 7 (the per-token parts on the threads): word 7 the part, 6 tokens (elements for
+ * the add) per chunk, 5 the count, f64 at byte 48 eps (rmsnorm) or the sign (rope).
+ *   part 0 rmsnormRows: 0 out, 1 r, 2 x, 3 w, 4 d
+ *   part 1 ropeRows: 0 v, 1 cos, 2 sin, 3 T, 4 heads, 8 hd, 9 half
+ *   part 2 addRows: 0 a, 1 b
+ */
+function rowsChunk(job: usize, chunk: i32): void {
+  const per = load<i32>(job + 24);
+  const n = load<i32>(job + 20);
+  const i0 = chunk * per;
+  const i1 = min(n, i0 + per);
+  if (i0 >= i1) return;
+  const part = load<i32>(job + 28);
+  const p0 = <usize>load<u32>(job), p1 = <usize>load<u32>(job + 4), p2 = <usize>load<u32>(job + 8);
+  if (part == 0) rmsnormRows(p0, p1, p2, <usize>load<u32>(job + 12), i0, i1, load<i32>(job + 16), load<f64>(job + 48));
+  else if (part == 1) ropeRows(p0, p1, p2, i0, i1, load<i32>(job + 12), load<i32>(job + 16), load<i32>(job + 32), load<i32>(job + 36), load<f64>(job + 48));
+  else addRows(p0, p1, i0, i1);
 }

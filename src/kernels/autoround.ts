@@ -17,8 +17,10 @@ import * as autoroundWasm from './wasm/autoround.generated.js';
 interface AutoRoundExports {
   heapBase(): number;
   sweepRow(g: number, h: number, hd: number, v: number, t: number, lo: number, hi: number, ch: number, k: number, step: number, ga: number, bs: number): number;
-  gradRows(g: number, e: number, h: number, m: number, k: number): void;
-  quadBlock(h: number, k: number, c0: number, delta: number, bs: number): number;
+  gradRows(g: number, e: number, h: number, m: number, k: number, pk: number): void;
+  packDiag(h: number, k: number, bs: number, dst: number): void;
+  packBlock(h: number, k: number, c0: number, bs: number, dst: number): void;
+  quadBlockD(hb: number, delta: number, d64: number, bs: number): number;
   bracketAffine(w: number, gv: number, gc: number, nAff: number, lo: number, hi: number, loC: number, hiC: number, t: number, bs: number): void;
   regridDelta(cL: number, cU: number, cT: number, v: number, ch: number, lo: number, hi: number, g: number, delta: number, bs: number): number;
   takeBlock(cL: number, cU: number, cLC: number, cUC: number, cT: number, lo: number, hi: number, loC: number, hiC: number, t: number, v: number, ch: number, bs: number): void;
@@ -117,7 +119,7 @@ export interface AutoRoundWork {
   gradRows(r0: number, r1: number): void;
   /** a block's scratch of bs floats (delta for quadBlock) */
   readonly delta: Float32Array;
-  /** delta^T H[c0.., c0..] delta (see quadBlockRef) */
+  /** delta^T H[c0.., c0..] delta (see quadBlockRef); H must not change after the first call (the WebAssembly workspace keeps a copy of its diagonal blocks) */
   quadBlock(c0: number): number;
   /**
    * The WebAssembly workspace only: the element codes, the linear's weights (set by the caller), a block's
@@ -220,6 +222,11 @@ export function autoRoundWork(n: number, k: number, bs: number, fast = useFast):
     cUC: alloc(bs * 2),
     gv: alloc(256 * 4),
     gc: alloc(256 * 2),
+    // gradRows' copy of a strip of H (k x 16), quadBlock's copy of H's diagonal blocks (k x bs, f64) and its delta (f64)
+    strip: alloc(k * 16 * 4),
+    diag: alloc(k * bs * 8),
+    d64: alloc(bs * 8),
+    one: alloc(bs * bs * 8),
   };
   const have = inst.memory.buffer.byteLength;
   if (top > have) inst.memory.grow(Math.ceil((top - have) / 65536));
@@ -228,6 +235,7 @@ export function autoRoundWork(n: number, k: number, bs: number, fast = useFast):
   new Uint8Array(buf, first, top - first).fill(0); // what a new memory holds (v starts at 0, for one)
   const f32 = (p: number, len: number) => new Float32Array(buf, p, len);
   const row = k * 4;
+  let diagPacked = false;
   return {
     fast: true,
     H: f32(at.H, k * k),
@@ -241,9 +249,21 @@ export function autoRoundWork(n: number, k: number, bs: number, fast = useFast):
     ch: new Uint8Array(buf, at.ch, N),
     gAlpha: new Float64Array(buf, at.gAlpha, n * nb),
     sweepRow: (r, step, clip) => x.sweepRow(at.G + r * row, at.H, at.hd, at.v + r * row, at.t + r * row, at.lo + r * row, at.hi + r * row, at.ch + r * k, k, step, clip ? at.gAlpha + r * nb * 8 : 0, bs),
-    gradRows: (r0, r1) => x.gradRows(at.G + r0 * row, at.E + r0 * row, at.H, r1 - r0, k),
+    gradRows: (r0, r1) => x.gradRows(at.G + r0 * row, at.E + r0 * row, at.H, r1 - r0, k, at.strip),
     delta: f32(at.delta, bs),
-    quadBlock: (c0) => x.quadBlock(at.H, k, c0, at.delta, bs),
+    // H's diagonal blocks copied at the first call (H is set before and not changed after: autoRoundBlocks);
+    // a block of whole bs columns reads the copy, any other c0 a copy of its block made for the call (the same values)
+    quadBlock: (c0) => {
+      if (k % bs !== 0 || c0 % bs !== 0) {
+        x.packBlock(at.H, k, c0, bs, at.one);
+        return x.quadBlockD(at.one, at.delta, at.d64, bs);
+      }
+      if (!diagPacked) {
+        x.packDiag(at.H, k, bs, at.diag);
+        diagPacked = true;
+      }
+      return x.quadBlockD(at.diag + c0 * bs * 8, at.delta, at.d64, bs);
+    },
     affine: {
       loC: new Uint16Array(buf, at.loC, N),
       hiC: new Uint16Array(buf, at.hiC, N),

@@ -246,6 +246,7 @@ export class BlockRunner {
         be.gemm(y, 0, rows, x, 0, cols, c.t, 0, rows, n, cols, rows, false);
       },
       backward: (...a) => plain.backward(...a),
+      overwrites: plain.overwrites,
     };
   }
 
@@ -571,7 +572,9 @@ export function refineBlock(runner: BlockRunner, linears: readonly BlockLinear[]
       const order = Array.from({ length: nSeq }, (_, i) => i);
       for (let it = 0; it < o.iters; it++) {
         const step = lr * (1 - it / o.iters);
-        m.zeroGrads();
+        // the step's first backward writes the layer's gradients (no refill of every gradient; the sign step
+        // reads only the learned linears', where a zero is skipped whatever its sign)
+        if (!m.freshGradients()) m.zeroGrads();
         if (emb) emb.grad.fill(0);
         const mini = runner.minibatchError(xIn, target, order, rand, it, batch, emb ? (w, dX) => {
           const dim = config.dim;

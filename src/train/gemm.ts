@@ -27,6 +27,12 @@ export interface Backend {
   alloc(n: number): Vec;
   /** C[co + i*ldc + j] (+)= sum_p A[ao + i*lda + p] * B[bo + p*ldb + j], i < m, p < k, j < n */
   gemm(c: Vec, co: number, ldc: number, a: Vec, ao: number, lda: number, b: Vec, bo: number, ldb: number, m: number, k: number, n: number, accumulate: boolean): void;
+  /**
+   * gemm with A read transposed in place: C[co + i*ldc + j] (+)= sum_p A[ao + p*lda + i] * B[bo + p*ldb + j]
+   * (dW = dyᵀ x without a copy of dyᵀ), the same bits as transpose then gemm; false where this backend
+   * cannot (the caller transposes)
+   */
+  gemmTA?(c: Vec, co: number, ldc: number, a: Vec, ao: number, lda: number, b: Vec, bo: number, ldb: number, m: number, k: number, n: number, accumulate: boolean): boolean;
   /** D[do + j*ldd + i] = S[so + i*lds + j], i < rows, j < cols */
   transpose(d: Vec, dOff: number, ldd: number, s: Vec, sOff: number, lds: number, rows: number, cols: number): void;
   /** threads the products run on (1 unless the wasm backend started workers) */
@@ -52,6 +58,17 @@ export interface Backend {
   attention?(d: AttentionShape, q: Vec, k: Vec, v: Vec, p: Vec, o: Vec): boolean;
   /** its backward (dq, dk, dv from dO and the forward's P; dk and dv accumulate: the caller zeroes them), a kv group of heads per chunk; likewise */
   attentionBackward?(d: AttentionShape, q: Vec, k: Vec, v: Vec, p: Vec, dO: Vec, dq: Vec, dk: Vec, dv: Vec): boolean;
+  /** an f64 array of n values in this backend's memory (the wasm backend: RoPE's tables for `rope`) */
+  allocF64?(n: number): Float64Array;
+  /**
+   * The training layer's per-token parts in WebAssembly, on the threads, when every array lives in this
+   * backend's memory (else false: the caller runs its TypeScript, which these compute bit for bit):
+   * rmsnormForward (llama-grad.ts), RoPE (TrainModel's rope: tokens of heads x hd, pairs i < half rotated
+   * by the T x half tables at position token % T, sin times sign), and a[i] += b[i]
+   */
+  rmsnorm?(out: Vec, r: Vec, x: Vec, w: Vec, n: number, d: number, eps: number): boolean;
+  rope?(v: Vec, cos: Float64Array, sin: Float64Array, n: number, T: number, heads: number, hd: number, half: number, sign: number): boolean;
+  addInto?(a: Vec, b: Vec, n: number): boolean;
   /** row blocks the worker threads (not the calling one) have computed so far */
   workerChunks?(): number;
   /** resolves when the worker threads have started (at most `timeoutMs`; products work before, on fewer threads) */
@@ -179,6 +196,7 @@ interface TrainExports {
   heapBase(): number;
   relaxed(): number;
   gemm(a: number, lda: number, b: number, ldb: number, c: number, ldc: number, i0: number, i1: number, k: number, n: number, acc: number, pk: number, pkFloats: number): void;
+  gemmT(a: number, lda: number, b: number, ldb: number, c: number, ldc: number, i0: number, i1: number, k: number, n: number, acc: number, pk: number, pkFloats: number): void;
   transpose(d: number, ldd: number, s: number, lds: number, rows: number, cols: number): void;
   runChunk(job: number, chunk: number, thread: number): void;
   signStep(g: number, lo: number, hi: number, t: number, v: number, ch: number, values: number, n: number, step: number, tr: number, rows: number, cols: number): void;
@@ -186,6 +204,11 @@ interface TrainExports {
   siluBackward(g: number, u: number, dh: number, dg: number, du: number, i0: number, i1: number): void;
   softmaxRows(p: number, T: number, t0: number, t1: number, scale: number): void;
   exp64(x: number): number;
+  rmsnormRows(out: number, r: number, x: number, w: number, t0: number, t1: number, d: number, eps: number): void;
+  ropeRows(v: number, cos: number, sin: number, t0: number, t1: number, T: number, heads: number, hd: number, half: number, sign: number): void;
+  addRows(a: number, b: number, i0: number, i1: number): void;
+  exp64x2(a: number, b: number): number;
+  exp64x2b(a: number, b: number): number;
 }
 
 /** elementwise jobs below this many elements stay on the calling thread */
@@ -193,6 +216,8 @@ const ELEMENTWISE_THREADED_MIN = 1 << 15;
 /** elements (SiLU) and score rows (softmax) per chunk of a threaded elementwise job */
 const ELEMENTWISE_CHUNK = 1 << 14;
 const SOFTMAX_CHUNK_ROWS = 64;
+/** values per chunk of the per-token parts (job kind 7: whole tokens of rmsnorm and RoPE, elements of the add) */
+const ROWS_CHUNK_VALUES = 1 << 15;
 /** AutoRound's signed-gradient step (signStep) on the threads from this many elements, in chunks of SIGN_STEP_CHUNK */
 const SIGN_STEP_THREADED_MIN = 1 << 17;
 const SIGN_STEP_CHUNK = 1 << 16;
@@ -202,6 +227,12 @@ let expProbe: TrainExports | null | undefined;
 export function wasmExp(x: number): number | null {
   if (expProbe === undefined) expProbe = (newKernelInstance('train', trainWasm, 1)?.exports as unknown as TrainExports | undefined) ?? null;
   return expProbe ? expProbe.exp64(x) : null;
+}
+
+/** the kernels' two-lane exp (expFd2: SiLU and softmax) on (a, b), for the agreement test; null without WebAssembly SIMD */
+export function wasmExp2(a: number, b: number): [number, number] | null {
+  if (expProbe === undefined) expProbe = (newKernelInstance('train', trainWasm, 1)?.exports as unknown as TrainExports | undefined) ?? null;
+  return expProbe ? [expProbe.exp64x2(a, b), expProbe.exp64x2b(a, b)] : null;
 }
 
 /** products below this many multiply-adds stay on the calling thread (waking workers costs more) */
@@ -266,6 +297,21 @@ export function wasmBackend(floats: number, threads = 1): Backend | null {
     if (pool) pool.run(chunks, x);
     else for (let c = 0; c < chunks; c++) x.runChunk(control + JOB_OFFSET, c, 0);
   };
+  /**
+   * job kind 7, part `part` (wasm/train.ts rowsChunk): words 0..4 and 8, 9 from `words` (arrays as their
+   * addresses), 5 the count, 6 the count per chunk, 7 the part, f64 at byte 48 `f`; on the threads from
+   * ELEMENTWISE_THREADED_MIN values
+   */
+  const rowsJob = (part: number, words: (Vec | number)[], count: number, per: number, values: number, f: number) => {
+    const w = words.map((a) => (typeof a === 'number' ? a : a.byteOffset));
+    job.set([w[0] ?? 0, w[1] ?? 0, w[2] ?? 0, w[3] ?? 0, w[4] ?? 0, count, per, part, w[8] ?? 0, w[9] ?? 0, 0, 7]);
+    jobF64[0] = f;
+    const chunks = Math.ceil(count / per);
+    if (pool && values >= ELEMENTWISE_THREADED_MIN && chunks > 1) pool.run(chunks, x);
+    else if (part === 0) x.rmsnormRows(w[0], w[1], w[2], w[3], 0, count, w[4], f);
+    else if (part === 1) x.ropeRows(w[0], w[1], w[2], 0, count, w[3], w[4], w[8], w[9], f);
+    else x.addRows(w[0], w[1], 0, count);
+  };
   return {
     name: 'wasm',
     f64: false,
@@ -285,11 +331,23 @@ export function wasmBackend(floats: number, threads = 1): Backend | null {
       if (pool && m >= 8 && m * k * n >= THREADED_MIN) {
         // row blocks of a multiple of 4 rows (the kernel's tile), a few per thread
         const rows = Math.max(4, Math.ceil(m / (4 * pool.size) / 4) * 4);
-        job.set([ptr(a, ao), lda, ptr(b, bo), ldb, ptr(c, co), ldc, m, k, n, accumulate ? 1 : 0, rows, 0]);
+        job.set([ptr(a, ao), lda, ptr(b, bo), ldb, ptr(c, co), ldc, m, k, n, accumulate ? 1 : 0, rows, 0, 0]);
         pool.run(Math.ceil(m / rows), x);
         return;
       }
       x.gemm(ptr(a, ao), lda, ptr(b, bo), ldb, ptr(c, co), ldc, 0, m, k, n, accumulate ? 1 : 0, pack, PACK_FLOATS);
+    },
+    gemmTA(c, co, ldc, a, ao, lda, b, bo, ldb, m, k, n, accumulate) {
+      // A read in place needs the packed path: a scratch of k x 68 floats
+      if (k > PACK_K || m <= 0 || n <= 0 || k <= 0) return false;
+      if (pool && m >= 8 && m * k * n >= THREADED_MIN) {
+        const rows = Math.max(4, Math.ceil(m / (4 * pool.size) / 4) * 4);
+        job.set([ptr(a, ao), lda, ptr(b, bo), ldb, ptr(c, co), ldc, m, k, n, accumulate ? 1 : 0, rows, 0, 1]);
+        pool.run(Math.ceil(m / rows), x);
+        return true;
+      }
+      x.gemmT(ptr(a, ao), lda, ptr(b, bo), ldb, ptr(c, co), ldc, 0, m, k, n, accumulate ? 1 : 0, pack, PACK_FLOATS);
+      return true;
     },
     threads: pool ? pool.size : 1,
     close() {
@@ -348,6 +406,26 @@ export function wasmBackend(floats: number, threads = 1): Backend | null {
       const N = d.batch * d.T, qDim = d.nHeads * d.hd, kvDim = d.nKvHeads * d.hd;
       if (![q, dO, dq].every((a) => mine(a, N * qDim)) || ![k, v, dk, dv].every((a) => mine(a, N * kvDim)) || !mine(p, d.batch * d.nHeads * d.T * d.T)) return false;
       attentionJob(6, d, [q, k, v, p, dO], d.batch * d.nKvHeads, [dq, dk, dv]);
+      return true;
+    },
+    allocF64(n) {
+      const f = this.alloc(2 * n);
+      return new Float64Array(f.buffer, f.byteOffset, n);
+    },
+    rmsnorm(out, r, x, w, n, d, eps) {
+      if (!mine(out, n * d) || !mine(r, n) || !mine(x, n * d) || !mine(w, d)) return false;
+      rowsJob(0, [out, r, x, w, d], n, Math.max(1, Math.ceil(ROWS_CHUNK_VALUES / d)), n * d, eps);
+      return true;
+    },
+    rope(v, cos, sin, n, T, heads, hd, half, sign) {
+      const f64In = (a: Float64Array) => a.buffer === buffer && a.length >= T * half;
+      if (!mine(v, n * heads * hd) || !f64In(cos) || !f64In(sin) || 2 * half > hd) return false;
+      rowsJob(1, [v, cos, sin, T, heads, 0, 0, 0, hd, half], n, Math.max(1, Math.ceil(ROWS_CHUNK_VALUES / (heads * hd))), n * heads * hd, sign);
+      return true;
+    },
+    addInto(a, b, n) {
+      if (!mine(a, n) || !mine(b, n)) return false;
+      rowsJob(2, [a, b], n, ROWS_CHUNK_VALUES, n, 0);
       return true;
     },
     signStep(g, lo, hi, t, v, ch, values, step, transposed) {

@@ -81,8 +81,10 @@ export function checkTrainConfig(c: TrainConfig): void {
 export interface LinearOp {
   /** y (n x rows) = x (n x cols) · wᵀ (w: rows x cols) */
   forward(name: string, y: Vec, x: Vec, w: Vec, n: number, rows: number, cols: number): void;
-  /** dx (n x cols) = dy · w (when dx is given, overwritten); dw (rows x cols) += dyᵀ · x */
-  backward(name: string, dx: Vec | null, dw: Vec, dy: Vec, x: Vec, w: Vec, n: number, rows: number, cols: number): void;
+  /** dx (n x cols) = dy · w (when dx is given, overwritten); dw (rows x cols) += dyᵀ · x (= with `overwrite`, where `overwrites`) */
+  backward(name: string, dx: Vec | null, dw: Vec, dy: Vec, x: Vec, w: Vec, n: number, rows: number, cols: number, overwrite?: boolean): void;
+  /** backward honours `overwrite` (TrainModel.freshGrads is used only then) */
+  readonly overwrites?: boolean;
 }
 
 /** Exact products on the backend (scratch arrays for the transposes). */
@@ -93,12 +95,15 @@ export function exactLinear(be: Backend, scratch: () => { t1: Vec; t2: Vec }): L
       be.transpose(t1, 0, rows, w, 0, cols, rows, cols); // wᵀ: cols x rows
       be.gemm(y, 0, rows, x, 0, cols, t1, 0, rows, n, cols, rows, false);
     },
-    backward(_name, dx, dw, dy, x, w, n, rows, cols) {
+    backward(_name, dx, dw, dy, x, w, n, rows, cols, overwrite = false) {
       if (dx) be.gemm(dx, 0, cols, dy, 0, rows, w, 0, cols, n, rows, cols, false);
+      // dyᵀ read in place where the backend can (the same bits as the transposed copy)
+      if (be.gemmTA?.(dw, 0, cols, dy, 0, rows, x, 0, cols, rows, n, cols, !overwrite)) return;
       const { t2 } = scratch();
       be.transpose(t2, 0, n, dy, 0, rows, n, rows); // dyᵀ: rows x n
-      be.gemm(dw, 0, cols, t2, 0, n, x, 0, cols, rows, n, cols, true);
+      be.gemm(dw, 0, cols, t2, 0, n, x, 0, cols, rows, n, cols, !overwrite);
     },
+    overwrites: true,
   };
 }
 
@@ -152,6 +157,7 @@ function planBuffers(c: TrainConfig, o: TrainModelOptions): [string, number][] {
     ['dh', N * c.hiddenDim], ['dg', N * c.hiddenDim], ['du', N * c.hiddenDim], ['dlogits', N * c.vocabSize],
     ['t1', Math.max(big * big, c.vocabSize * c.dim, c.hiddenDim * c.dim, T * T)], ['t2', Math.max(N * Math.max(c.vocabSize, big), T * T)],
     ['ktr', c.headDim * T], ['dp', T * T], ['tmp', T * Math.max(c.headDim, T)],
+    ['rope', 4 * T * (c.ropeDim / 2)], // RoPE's cos and sin tables (f64, T x ropeDim / 2 each), in the backend's memory
   );
   return bufs;
 }
@@ -219,8 +225,11 @@ export class TrainModel {
       this.acts.push({ x: this.buf.get(`x${l}`)!, a: b('a'), rA: b('rA'), q: b('q'), k: b('k'), v: b('v'), p: b('p'), o: b('o'), x2: b('x2'), f: b('f'), rF: b('rF'), g: b('g'), u: b('u'), h: b('h') });
     }
     const half = config.ropeDim / 2;
-    this.ropeCos = new Float64Array(this.ctx * half);
-    this.ropeSin = new Float64Array(this.ctx * half);
+    // the tables in the backend's memory (its RoPE kernel reads them there): f64 views of the 'rope' buffer
+    const tab = this.buf.get('rope')!;
+    const f64 = tab instanceof Float64Array ? tab : new Float64Array(tab.buffer, tab.byteOffset, 2 * this.ctx * half);
+    this.ropeCos = f64.subarray(0, this.ctx * half);
+    this.ropeSin = f64.subarray(this.ctx * half, 2 * this.ctx * half);
     for (let p = 0; p < this.ctx; p++) {
       for (let i = 0; i < half; i++) {
         const angle = p * Math.pow(config.ropeTheta, (-2 * i) / config.ropeDim);
@@ -261,6 +270,21 @@ export class TrainModel {
 
   zeroGrads(): void {
     this.grads.fill(0);
+  }
+
+  /**
+   * The next layerBackwardOn writes the layer's gradients instead of adding to them (its linears' dW =
+   * dyᵀ x, its norms' from 0), where the linear op `overwrites`: what zeroGrads then layerBackwardOn gives
+   * for that layer's tensors, up to the sign of a zero sum (0 + -0 is +0), without refilling every
+   * gradient (AutoRound's block steps). The other tensors' gradients are left as they are. Use
+   * `freshGradients()` to ask for it: false when the linear op cannot (then zeroGrads).
+   */
+  private freshGrads = false;
+
+  /** see freshGrads: true when the next layerBackwardOn writes its gradients (else call zeroGrads) */
+  freshGradients(): boolean {
+    this.freshGrads = this.linear.overwrites === true;
+    return this.freshGrads;
   }
 
   private weight(name: string): Vec {
@@ -362,7 +386,7 @@ export class TrainModel {
     const p = `blk.${l}.`;
     const qDim = c.nHeads * c.headDim;
     const kvDim = c.nKvHeads * c.headDim;
-    rmsnormForward(A.a, A.rA, A.x, this.view(`${p}attn_norm.weight`), N, c.dim, c.normEps);
+    this.rmsnorm(A.a, A.rA, A.x, this.view(`${p}attn_norm.weight`), N);
     this.linear.forward(`${p}attn_q.weight`, A.q, A.a, this.weight(`${p}attn_q.weight`), N, qDim, c.dim);
     this.linear.forward(`${p}attn_k.weight`, A.k, A.a, this.weight(`${p}attn_k.weight`), N, kvDim, c.dim);
     this.linear.forward(`${p}attn_v.weight`, A.v, A.a, this.weight(`${p}attn_v.weight`), N, kvDim, c.dim);
@@ -371,20 +395,33 @@ export class TrainModel {
     this.attentionForward(A);
     const x2 = A.x2;
     this.linear.forward(`${p}attn_output.weight`, x2, A.o, this.weight(`${p}attn_output.weight`), N, c.dim, qDim);
-    for (let i = 0; i < N * c.dim; i++) x2[i] += A.x[i];
-    rmsnormForward(A.f, A.rF, x2, this.view(`${p}ffn_norm.weight`), N, c.dim, c.normEps);
+    this.addInto(x2, A.x, N * c.dim);
+    this.rmsnorm(A.f, A.rF, x2, this.view(`${p}ffn_norm.weight`), N);
     this.linear.forward(`${p}ffn_gate.weight`, A.g, A.f, this.weight(`${p}ffn_gate.weight`), N, c.hiddenDim, c.dim);
     this.linear.forward(`${p}ffn_up.weight`, A.u, A.f, this.weight(`${p}ffn_up.weight`), N, c.hiddenDim, c.dim);
     if (this.be.silu) this.be.silu(A.g, A.u, A.h, N * c.hiddenDim);
     else siluForwardRef(A.g, A.u, A.h, N * c.hiddenDim);
     this.linear.forward(`${p}ffn_down.weight`, out, A.h, this.weight(`${p}ffn_down.weight`), N, c.dim, c.hiddenDim);
-    for (let i = 0; i < N * c.dim; i++) out[i] += x2[i];
+    this.addInto(out, x2, N * c.dim);
+  }
+
+  /** rmsnormForward of n tokens of dim values, on the backend's threads where it can (the same values) */
+  private rmsnorm(out: Vec, r: Vec, x: Vec, w: Vec, n: number): void {
+    const c = this.config;
+    if (!this.be.rmsnorm?.(out, r, x, w, n, c.dim, c.normEps)) rmsnormForward(out, r, x, w, n, c.dim, c.normEps);
+  }
+
+  /** a[i] += b[i], i < n, on the backend's threads where it can (the same values) */
+  private addInto(a: Vec, b: Vec, n: number): void {
+    if (!this.be.addInto?.(a, b, n)) for (let i = 0; i < n; i++) a[i] += b[i];
   }
 
   /** rotate pairs (2i, 2i+1) of each head by angle pos * theta^(-2i/ropeDim); sign -1 is the inverse (backward) */
   private rope(v: Vec, heads: number, sign: 1 | -1): void {
     const c = this.config;
     const half = c.ropeDim / 2;
+    // on the backend's threads (the same values as the loops below)
+    if (this.be.rope?.(v, this.ropeCos, this.ropeSin, this.batch * this.ctx, this.ctx, heads, c.headDim, half, sign)) return;
     const row = heads * c.headDim;
     for (let b = 0; b < this.batch; b++) {
       for (let t = 0; t < this.ctx; t++) {
@@ -452,6 +489,7 @@ export class TrainModel {
 
   /** Backward pass of the last forward: gradients are added to `grads`. */
   backward(): void {
+    this.freshGrads = false; // layerBackwardOn's alone
     const c = this.config;
     const N = this.batch * this.ctx;
     const xf = this.buf.get('xf')!;
@@ -490,20 +528,27 @@ export class TrainModel {
     const dg = this.buf.get('dg')!;
     const du = this.buf.get('du')!;
     const da = this.buf.get('da')!;
+    // freshGradients(): this layer's gradients written, not added (the norms' summed from 0)
+    const ow = this.freshGrads && this.linear.overwrites === true;
+    this.freshGrads = false;
+    if (ow) {
+      G('ffn_norm.weight').fill(0);
+      G('attn_norm.weight').fill(0);
+    }
     // FFN: out = x2 + down(h)
-    this.linear.backward(`${p}ffn_down.weight`, dh, G('ffn_down.weight'), dx, A.h, W('ffn_down.weight'), N, c.dim, c.hiddenDim);
+    this.linear.backward(`${p}ffn_down.weight`, dh, G('ffn_down.weight'), dx, A.h, W('ffn_down.weight'), N, c.dim, c.hiddenDim, ow);
     if (this.be.siluBackward) this.be.siluBackward(A.g, A.u, dh, dg, du, N * c.hiddenDim);
     else siluBackwardRef(A.g, A.u, dh, dg, du, N * c.hiddenDim);
-    this.linear.backward(`${p}ffn_gate.weight`, da, G('ffn_gate.weight'), dg, A.f, W('ffn_gate.weight'), N, c.hiddenDim, c.dim);
+    this.linear.backward(`${p}ffn_gate.weight`, da, G('ffn_gate.weight'), dg, A.f, W('ffn_gate.weight'), N, c.hiddenDim, c.dim, ow);
     const dx2 = this.buf.get('dx2')!;
-    this.linear.backward(`${p}ffn_up.weight`, dx2, G('ffn_up.weight'), du, A.f, W('ffn_up.weight'), N, c.hiddenDim, c.dim);
-    for (let i = 0; i < N * c.dim; i++) da[i] += dx2[i];
+    this.linear.backward(`${p}ffn_up.weight`, dx2, G('ffn_up.weight'), du, A.f, W('ffn_up.weight'), N, c.hiddenDim, c.dim, ow);
+    this.addInto(da, dx2, N * c.dim);
     // dx2 = dx + rmsnorm'(da)
     dx2.set(dx);
     rmsnormBackward(dx2, G('ffn_norm.weight'), da, A.x2, A.rF, this.view(`${p}ffn_norm.weight`), N, c.dim);
     // attention: x2 = x + Wo(o)
     const dO = this.buf.get('do')!;
-    this.linear.backward(`${p}attn_output.weight`, dO, G('attn_output.weight'), dx2, A.o, W('attn_output.weight'), N, c.dim, qDim);
+    this.linear.backward(`${p}attn_output.weight`, dO, G('attn_output.weight'), dx2, A.o, W('attn_output.weight'), N, c.dim, qDim, ow);
     const dq = this.buf.get('dq')!;
     const dk = this.buf.get('dk')!;
     const dv = this.buf.get('dv')!;
@@ -512,17 +557,17 @@ export class TrainModel {
     this.rope(dk, c.nKvHeads, -1);
     this.onKvGrads?.(l, dk, dv);
     if (!this.inputGradient && l === 0) {
-      this.linear.backward(`${p}attn_q.weight`, null, G('attn_q.weight'), dq, A.a, W('attn_q.weight'), N, qDim, c.dim);
-      this.linear.backward(`${p}attn_k.weight`, null, G('attn_k.weight'), dk, A.a, W('attn_k.weight'), N, kvDim, c.dim);
-      this.linear.backward(`${p}attn_v.weight`, null, G('attn_v.weight'), dv, A.a, W('attn_v.weight'), N, kvDim, c.dim);
+      this.linear.backward(`${p}attn_q.weight`, null, G('attn_q.weight'), dq, A.a, W('attn_q.weight'), N, qDim, c.dim, ow);
+      this.linear.backward(`${p}attn_k.weight`, null, G('attn_k.weight'), dk, A.a, W('attn_k.weight'), N, kvDim, c.dim, ow);
+      this.linear.backward(`${p}attn_v.weight`, null, G('attn_v.weight'), dv, A.a, W('attn_v.weight'), N, kvDim, c.dim, ow);
       return;
     }
-    this.linear.backward(`${p}attn_q.weight`, da, G('attn_q.weight'), dq, A.a, W('attn_q.weight'), N, qDim, c.dim);
+    this.linear.backward(`${p}attn_q.weight`, da, G('attn_q.weight'), dq, A.a, W('attn_q.weight'), N, qDim, c.dim, ow);
     const scratch = this.buf.get('xf')!; // N x dim, free during the layers' backward (a recomputed layer's output is not needed)
-    this.linear.backward(`${p}attn_k.weight`, scratch, G('attn_k.weight'), dk, A.a, W('attn_k.weight'), N, kvDim, c.dim);
-    for (let i = 0; i < N * c.dim; i++) da[i] += scratch[i];
-    this.linear.backward(`${p}attn_v.weight`, scratch, G('attn_v.weight'), dv, A.a, W('attn_v.weight'), N, kvDim, c.dim);
-    for (let i = 0; i < N * c.dim; i++) da[i] += scratch[i];
+    this.linear.backward(`${p}attn_k.weight`, scratch, G('attn_k.weight'), dk, A.a, W('attn_k.weight'), N, kvDim, c.dim, ow);
+    this.addInto(da, scratch, N * c.dim);
+    this.linear.backward(`${p}attn_v.weight`, scratch, G('attn_v.weight'), dv, A.a, W('attn_v.weight'), N, kvDim, c.dim, ow);
+    this.addInto(da, scratch, N * c.dim);
     // dx = dx2 + rmsnorm'(da)
     dx.set(dx2);
     rmsnormBackward(dx, G('attn_norm.weight'), da, A.x, A.rA, this.view(`${p}attn_norm.weight`), N, c.dim);
