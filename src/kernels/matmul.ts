@@ -413,6 +413,14 @@ export class MatmulEngine {
   /** weights' copies interleaved by 4 rows for one-token matmuls (0: none) */
   private readonly interleaved = new WeakMap<KernelWeight, number>();
   private interleave = true;
+  /**
+   * The engine over a second memory (the same module, its own heap, control block and threads) that
+   * holds the weights this one has no room for (allocBytes(n, true), storeWeight): a weight lives in one
+   * memory, and a call on it runs on its engine (KernelWeight.engine), whose inputs and outputs are
+   * copied across when they live in this memory (a token's activations: a few KiB). Made on first need.
+   */
+  private spillEngine: MatmulEngine | null = null;
+  private spillFailed = false;
   private f32View = new Float32Array(0);
   private u8View = new Uint8Array(0);
   private i32View = new Int32Array(0);
@@ -467,6 +475,7 @@ export class MatmulEngine {
    */
   setThreads(n: number): number {
     n = Math.max(1, Math.floor(n));
+    this.spillEngine?.setThreads(n);
     if (n === this.threadCount && (n === 1 || this.pool)) return n;
     this.pool?.close();
     this.pool = null;
@@ -482,6 +491,29 @@ export class MatmulEngine {
       if (this.pool) this.threadCount = n;
     }
     return this.threadCount;
+  }
+
+  /**
+   * The engine over the next memory for weights that do not fit this one (see spillEngine), made now
+   * with this engine's threads and settings; null when a memory of the same kind cannot be made.
+   */
+  private spill(): MatmulEngine | null {
+    if (this.spillEngine || this.spillFailed) return this.spillEngine;
+    try {
+      const m = newMemory();
+      if (m.shared !== this.shared) throw new Error('another kind of memory');
+      const e = new MatmulEngine(this.variant, m.memory, m.shared, this.module);
+      e.interleave = this.interleave;
+      e.packTokens = this.packTokens;
+      e.prefillTile = this.prefillTile;
+      e.attentionRows = this.attentionRows;
+      e.f32Strands = this.f32Strands;
+      e.setThreads(this.threadCount);
+      this.spillEngine = e;
+    } catch {
+      this.spillFailed = true;
+    }
+    return this.spillEngine;
   }
 
   /** Workers started and ready, and chunks they ran so far. */
@@ -520,8 +552,10 @@ export class MatmulEngine {
       // the allocation lives as long as `data`, which the weight keeps
       return { engine: this, type, rows, cols, rowBytes, ptr: data.byteOffset, owner: data };
     }
+    // bytes from the next memory's allocBytes, or no room here: the weight goes there
+    if (this.spillEngine?.adoptable.has(data)) return this.spillEngine.storeWeight(type, rows, cols, rowBytes, data);
     const ptr = this.heap.alloc(bytes, WEIGHT_HEADROOM);
-    if (ptr === null) return null;
+    if (ptr === null) return this.spill()?.storeWeight(type, rows, cols, rowBytes, data) ?? null;
     this.views();
     this.u8View.set(data, ptr);
     const w: KernelWeight = { engine: this, type, rows, cols, rowBytes, ptr };
@@ -532,12 +566,13 @@ export class MatmulEngine {
   /**
    * n bytes in kernel memory, for a loader to read weights into (storeWeight then takes them over
    * without a copy); released when the returned array is garbage collected. Null when the memory is
-   * full or not shared.
+   * full or not shared. `spill`: from the next memory (spillEngine) when this one is full (weights only:
+   * the runtime's buffers must live in this memory).
    */
-  allocBytes(n: number): Uint8Array | null {
+  allocBytes(n: number, spill = false): Uint8Array | null {
     if (!this.shared) return null;
     const at = this.heap.alloc(n, WEIGHT_HEADROOM);
-    if (at === null) return null;
+    if (at === null) return spill ? (this.spill()?.allocBytes(n, true) ?? null) : null;
     this.views();
     const view = new Uint8Array(this.u8View.buffer, at, n);
     this.finalizer.register(view, at);
@@ -550,6 +585,7 @@ export class MatmulEngine {
    * valid; an unshared memory's buffer is replaced (and old views emptied) whenever it grows.
    */
   weightBytes(w: KernelWeight): Uint8Array {
+    if (w.engine !== this) return w.engine.weightBytes(w);
     this.views();
     return new Uint8Array(this.u8View.buffer, w.ptr, w.rows * w.rowBytes);
   }
@@ -644,7 +680,10 @@ export class MatmulEngine {
     const xa = !prep ? 0 : quads ? this.buffer('xa', (((tp / 4 + 1) >> 1) << 1) * this.exports.quadBytes(k) + 64)
       : quads16 ? this.buffer('xa', (((tp / 4 + 1) >> 1) << 1) * this.exports.quadBytes16(k) + 64) : this.buffer('xa', nTok * this.exports.actBytes8(k) + 64);
     const r = this.rounded;
-    if (!(sameInput && r.x === x && r.nTok === nTok && r.k === k && r.block === bl && r.xq === xq && r.xa === xa)) {
+    // another engine's matmulInt in between (a weight in the other memory, spillEngine): this one's rounding is stale
+    const reuse = sameInput && lastIntEngine === this;
+    lastIntEngine = this;
+    if (!(reuse && r.x === x && r.nTok === nTok && r.k === k && r.block === bl && r.xq === xq && r.xa === xa)) {
       // round (and prepare) x; kept for the next call on the same input (q/k/v, gate/up: sameInput)
       this.rounded.x = null;
       const xAt = this.activations(x, nTok, k, k);
@@ -793,11 +832,18 @@ export class MatmulEngine {
   packTokens = true;
 
   /**
+   * one token on F32 rows without an interleaved copy: each chunk read in this many strands of rows side
+   * by side (4 or 2: that many long sequential streams; 0: tile3x1's 3 adjacent rows). The same bits.
+   */
+  f32Strands: 0 | 2 | 4 = 4;
+
+  /**
    * Let one-token matmuls read a copy of each quantized weight interleaved by 4 rows (default on; the
    * results are the same bits either way). Off: no copies, half the memory, slower decode.
    */
   setDecodeInterleave(on: boolean): void {
     this.interleave = on;
+    this.spillEngine?.setDecodeInterleave(on);
   }
 
   /** the 15 parameter words of a matmul job (see wasm/matmul.ts) */
@@ -1329,7 +1375,9 @@ export class MatmulEngine {
   private run(type: number, w: number, rowBytes: number, k: number, kx: number, x: number, nTok: number, y: number, n: number, rows: number, interleaved = false): void {
     const threads = this.pool && 2 * nTok * k * rows >= MIN_PARALLEL_FLOPS ? this.threadCount : 1;
     let chunkRows: number;
-    if (interleaved) {
+    // one token on F32 rows in place: the chunk read as f32Strands sequential streams (wasm tile4x1s)
+    const strands = !interleaved && nTok === 1 && type === 0 && k === kx && this.f32Strands > 0 ? this.f32Strands : 0;
+    if (interleaved || strands) {
       // F32 copy interleaved by 4 rows (one token): chunks of whole groups, no scratch
       chunkRows = decodeChunkRows(rows, threads);
     } else {
@@ -1338,7 +1386,7 @@ export class MatmulEngine {
       chunkRows = Math.max(chunkRows, Math.ceil(rows / MAX_CHUNKS));
     }
     const chunks = Math.ceil(rows / chunkRows);
-    const scratchBytes = interleaved ? 64 : chunkRows * kx * 4 + 64;
+    const scratchBytes = interleaved || strands ? 64 : chunkRows * kx * 4 + 64;
     const scratch = this.buffer('scratch', scratchBytes * this.threadCount);
     // F32 rows with k % 4 == 0 (multiplied in place): the tokens packed in triples (wasm/matmul.ts
     // packTriples) for the packed 3 x 3 tiles; the same dot products, bit for bit
@@ -1357,12 +1405,14 @@ export class MatmulEngine {
     }
     this.setJob(1, type, w, rowBytes, x, kx * 4, nTok, k, kx, y, n, rows, chunkRows, scratch, scratchBytes);
     this.job[15] = xp;
-    this.job[16] = interleaved ? 1 : 0;
+    this.job[16] = interleaved ? 1 : strands === 4 ? 2 : strands === 2 ? 3 : 0;
     this.dispatch(chunks, threads, nTok === 1);
   }
 }
 
 const engines = new Map<string, MatmulEngine>();
+/** the engine of the last matmulInt call (its sameInput reuses that call's rounding only on the same engine) */
+let lastIntEngine: MatmulEngine | null = null;
 /** variants whose synchronous set-up failed (retried after initMatmulKernels) */
 const failed = new Set<string>();
 const modules = new Map<string, WebAssembly.Module>();
