@@ -2,7 +2,7 @@
  * `npm run bench -- f32-decode [threads=1,2] [MB=600] [rounds=3]`: one-token F32 matvecs (MatmulEngine.matmul,
  * as `lowbit generate` runs them) over the 1.1B model's shapes (2048 x 2048, 5632 x 2048, 2048 x 5632),
  * cycled through ~MB of weights (from DRAM), row by row (the weights as stored) and on the copies
- * interleaved by 4 rows (prepareDecode); row by row as tile3x1 (3 adjacent rows) or in 4 / 2 strands (tile4x1s), alternated `rounds` times in one process. GB/s of weights.
+ * interleaved by 4 rows (prepareDecode); row by row as tile3x1 (3 adjacent rows) or in 4 strands (tile4x1s), alternated `rounds` times in one process. GB/s of weights.
  */
 import { kernelEngine } from './_kernels.js';
 import { type KernelWeight } from '../src/kernels/matmul.js';
@@ -33,19 +33,19 @@ export async function run(args: string[]): Promise<void> {
   console.log(`one-token F32 matvec, ${ws.length} weights, ${(bytes / 1e6).toFixed(0)} MB cycled, ${e.variant} build; copies ${copies.every((c) => c > 0) ? 'made' : 'MISSING'}`);
   for (const t of threadList) {
     e.setThreads(t);
-    const modes = ['rows3', 'strands4', 'strands2', 'interleaved'] as const;
+    const modes = ['rows3', 'strands4', 'interleaved'] as const;
     const res: Record<string, number[]> = Object.fromEntries(modes.map((m) => [m, []]));
     for (let r = 0; r < rounds; r++) {
       for (const mode of modes) {
         e.setDecodeInterleave(mode === 'interleaved');
-        e.f32Strands = mode === 'strands4' ? 4 : mode === 'strands2' ? 2 : 0;
+        e.f32Strands = mode === 'strands4';
         const t0 = performance.now();
         for (const w of ws) e.matmul(ys.get(w.rows)!, xs.get(w.cols)!, w, 1);
         res[mode].push(bytes / ((performance.now() - t0) / 1000) / 1e9);
       }
     }
     e.setDecodeInterleave(true);
-    e.f32Strands = 4;
+    e.f32Strands = true;
     console.log(`  ${e.threads} thread(s): ` + Object.entries(res).map(([m, v]) => `${m} ${v.map((g) => g.toFixed(1)).join(' / ')} GB/s`).join(';  '));
   }
   e.close();

@@ -832,10 +832,10 @@ export class MatmulEngine {
   packTokens = true;
 
   /**
-   * one token on F32 rows without an interleaved copy: each chunk read in this many strands of rows side
-   * by side (4 or 2: that many long sequential streams; 0: tile3x1's 3 adjacent rows). The same bits.
+   * one token on F32 rows without an interleaved copy: each chunk read in 4 strands of rows side by side
+   * (wasm tile4x1s: 4 long sequential streams; default on). Off: tile3x1's 3 adjacent rows. The same bits.
    */
-  f32Strands: 0 | 2 | 4 = 4;
+  f32Strands = true;
 
   /**
    * Let one-token matmuls read a copy of each quantized weight interleaved by 4 rows (default on; the
@@ -1375,8 +1375,8 @@ export class MatmulEngine {
   private run(type: number, w: number, rowBytes: number, k: number, kx: number, x: number, nTok: number, y: number, n: number, rows: number, interleaved = false): void {
     const threads = this.pool && 2 * nTok * k * rows >= MIN_PARALLEL_FLOPS ? this.threadCount : 1;
     let chunkRows: number;
-    // one token on F32 rows in place: the chunk read as f32Strands sequential streams (wasm tile4x1s)
-    const strands = !interleaved && nTok === 1 && type === 0 && k === kx && this.f32Strands > 0 ? this.f32Strands : 0;
+    // one token on F32 rows in place: the chunk read in 4 strands (f32Strands, wasm tile4x1s), one chunk per thread
+    const strands = !interleaved && nTok === 1 && type === 0 && k === kx && this.f32Strands;
     if (interleaved || strands) {
       // F32 copy interleaved by 4 rows (one token): chunks of whole groups, no scratch
       chunkRows = decodeChunkRows(rows, threads);
@@ -1405,7 +1405,7 @@ export class MatmulEngine {
     }
     this.setJob(1, type, w, rowBytes, x, kx * 4, nTok, k, kx, y, n, rows, chunkRows, scratch, scratchBytes);
     this.job[15] = xp;
-    this.job[16] = interleaved ? 1 : strands === 4 ? 2 : strands === 2 ? 3 : 0;
+    this.job[16] = interleaved ? 1 : strands ? 2 : 0;
     this.dispatch(chunks, threads, nTok === 1);
   }
 }
