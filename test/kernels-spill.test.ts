@@ -50,7 +50,8 @@ test('one-token F32 matmul on rows in place, in 4 strands (f32Strands): tile3x1\
       }
       for (const threads of [1, 2]) {
         e.setThreads(threads);
-        const y = new Float32Array(n).fill(NaN);
+        // y in kernel memory, written in place (a y copied out of the engine's buffer would show the previous call's rows)
+        const y = e.allocF32(n, kw)!.array.fill(NaN);
         try {
           e.matmul(y, x, kw, 1);
         } finally {
