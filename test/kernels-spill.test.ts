@@ -63,6 +63,41 @@ test('one-token F32 matmul on rows in place, in 4 strands (f32Strands): tile3x1\
   }
 });
 
+test('fused F32 one-token weights (fuseDecode): rows end to end with f32Strands, interleaved without; each the members\' own bits, 1 and 2 threads', () => {
+  useNodeThreads();
+  const f32 = ggmlCodecs.find((c) => c.type.name === 'F32')!.type;
+  for (const variant of variants) {
+    const e = MatmulEngine.get(variant)!;
+    const k = 96;
+    const ws = [44, 12, 20].map((n, i) => e.storeWeight(f32, n, k, 4 * k, new Uint8Array(normals(n * k, 100 + i).buffer))!);
+    const x = normals(k, 5);
+    const want = ws.flatMap((w) => {
+      const y = new Float32Array(w.rows);
+      e.matmul(y, x, w, 1);
+      return [...y];
+    });
+    for (const strands of [true, false]) {
+      e.f32Strands = strands;
+      try {
+        const fused = e.fuseDecode(ws)!;
+        assert.equal(e.prepareDecode(fused), 76 * k * 4);
+        for (const threads of [1, 2]) {
+          e.setThreads(threads);
+          const y = e.allocF32(76, fused)!.array.fill(NaN);
+          try {
+            e.matmul(y, x, fused, 1);
+          } finally {
+            e.setThreads(1);
+          }
+          assert.deepEqual([...y], want, `${variant} strands ${strands} threads ${threads}`);
+        }
+      } finally {
+        e.f32Strands = true;
+      }
+    }
+  }
+});
+
 test('weights past the first memory (the spill engine): the same bits as in the first, F32 and Q8_0, 1 token (rows, interleaved, fused) and 70, 1 and 2 threads; a model loaded there decodes the same logits; a stale rounding is not reused across memories', () => {
   // in a child process: the first memory is filled to its weight limit with never-touched pages (allocBytes
   // does not write them), so what is stored next goes to a second memory
@@ -93,15 +128,20 @@ test('weights past the first memory (the spill engine): the same bits as in the 
       const wf = store(type('F32'), k * 4, fBytes);
       const wi = store(type('F32'), k * 4, fBytes);
       const wq = store(q8.type, rb, qBytes);
-      if (!wi.engine.prepareDecode(wi) || !wq.engine.prepareDecode(wq)) throw new Error('no decode copy');
-      const fused = wf.engine.fuseDecode([wf, wi]);
-      if (!fused) throw new Error('no fused copy');
+      // F32: an interleaved copy and fused copy (f32Strands off), and the rows end to end (on, the default)
+      const E = wf.engine;
+      E.f32Strands = false;
+      const copied = E.prepareDecode(wi);
+      const fusedI = E.fuseDecode([wf, wi]);
+      E.f32Strands = true;
+      const fusedR = E.fuseDecode([wf, wi]);
+      if (!copied || !wq.engine.prepareDecode(wq) || !fusedI || !fusedR) throw new Error('no decode copy');
       const out = [];
       for (const threads of [1, 2]) {
         e.setThreads(threads);
         for (const x of xs) {
-          for (const [w, int] of [[wf, false], [wi, false], [wq, true], [fused, false]]) {
-            for (const t of w === fused ? [1] : [1, 70]) {
+          for (const [w, int] of [[wf, false], [wi, false], [wq, true], [fusedI, false], [fusedR, false]]) {
+            for (const t of w.ptr === 0 ? [1] : [1, 70]) {
               const y = new Float32Array(t * w.rows).fill(NaN);
               if (int) w.engine.matmulInt(y, x, w, t); else w.engine.matmul(y, x, w, t);
               out.push(y);
@@ -110,7 +150,7 @@ test('weights past the first memory (the spill engine): the same bits as in the 
         }
       }
       e.setThreads(1);
-      return { out, engines: [wf, wi, wq, fused].map((w) => w.engine) };
+      return { out, engines: [wf, wi, wq, fusedI, fusedR].map((w) => w.engine) };
     };
     const first = products((t, rowBytes, bytes) => e.storeWeight(t, n, k, rowBytes, bytes));
     if (first.engines.some((x) => x !== e)) throw new Error('not in the first memory');

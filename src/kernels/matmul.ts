@@ -412,6 +412,8 @@ export class MatmulEngine {
   private rounded: { x: Float32Array | null; nTok: number; k: number; block: number; xq: number; xa: number } = { x: null, nTok: 0, k: 0, block: 0, xq: 0, xa: 0 };
   /** weights' copies interleaved by 4 rows for one-token matmuls (0: none) */
   private readonly interleaved = new WeakMap<KernelWeight, number>();
+  /** fused F32 weights whose copy holds the members' rows end to end, not interleaved (fuseDecode with f32Strands) */
+  private readonly rowCopies = new WeakSet<KernelWeight>();
   private interleave = true;
   /**
    * The engine over a second memory (the same module, its own heap, control block and threads) that
@@ -614,7 +616,7 @@ export class MatmulEngine {
     // one token on F32 rows: the copy interleaved by 4 rows when prepareDecode made one
     const il = nTok === 1 && (this.interleave || w.ptr === 0) && w.type.id === 0 && k === kx ? (this.interleaved.get(w) ?? 0) : 0;
     if (!il && w.ptr === 0) throw new Error('a fused one-token weight (fuseDecode) multiplies one token only');
-    if (il) this.run(0, il, w.rowBytes, k, kx, xAt, nTok, yAt, n, n, true);
+    if (il) this.run(0, il, w.rowBytes, k, kx, xAt, nTok, yAt, n, n, !this.rowCopies.has(w));
     else if (this.hasType(w.type)) this.run(w.type.id, w.ptr, w.rowBytes, k, kx, xAt, nTok, yAt, n, n);
     else {
       // TypeScript dequantizer: row blocks to f32 (stride kx), then the F32 kernel
@@ -775,8 +777,10 @@ export class MatmulEngine {
    */
   prepareDecode(w: KernelWeight): number {
     if (w.engine !== this) throw new Error('weight belongs to another kernel engine');
-    // F32: copies only from here (a one-token matmul never makes one: it doubles the weight's bytes)
-    if (this.intBlock(w) === 0 && !(w.type.id === 0 && w.cols % 4 === 0)) return 0;
+    if (w.ptr === 0) return this.interleaved.get(w) ? this.interleavedBytes(w) : 0; // fuseDecode's copy
+    // F32: copies only from here (a one-token matmul never makes one: it doubles the weight's bytes), and
+    // none with f32Strands (its rows in place read as fast as a copy)
+    if (this.intBlock(w) === 0 && !(w.type.id === 0 && w.cols % 4 === 0 && !this.f32Strands)) return 0;
     return this.interleavedCopy(w) ? this.interleavedBytes(w) : 0;
   }
 
@@ -805,11 +809,15 @@ export class MatmulEngine {
     const at = this.heap.alloc(sizes.reduce((a, b) => a + b, 0), WEIGHT_HEADROOM);
     if (!at) return null;
     let o = at;
+    // F32 with f32Strands: the members' rows end to end (read in strands as rows in place), else interleaved
+    const rowMajor = w0.type.id === 0 && this.f32Strands;
     ws.forEach((w, i) => {
-      this.exports.interleave4(w.ptr, o, w.rows, w.rowBytes, bs, w.type.id);
+      if (rowMajor) this.copyWithin(o, w.ptr, sizes[i]);
+      else this.exports.interleave4(w.ptr, o, w.rows, w.rowBytes, bs, w.type.id);
       o += sizes[i];
     });
     const fused: KernelWeight = { engine: this, type: w0.type, rows: ws.reduce((a, w) => a + w.rows, 0), cols: w0.cols, rowBytes: w0.rowBytes, ptr: 0 };
+    if (rowMajor) this.rowCopies.add(fused);
     this.interleaved.set(fused, at);
     this.finalizer.register(fused, at);
     return fused;
