@@ -115,6 +115,23 @@ function tile4x1i(w: usize, x: usize, n: usize, y: usize): void {
   store<f32>(y, hsum(a0)); store<f32>(y, hsum(a1), 4); store<f32>(y, hsum(a2), 8); store<f32>(y, hsum(a3), 12);
 }
 
+/**
+ * 4 rows x 1 token on F32 rows ws bytes apart (a chunk's 4 strands: 4 sequential streams), outputs ys
+ * bytes apart; each row's lanes sum in tile1x1's order.
+ */
+function tile4x1s(w: usize, ws: usize, x: usize, n: usize, y: usize, ys: usize): void {
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+  const w1 = w + ws, w2 = w + 2 * ws, w3 = w + 3 * ws;
+  for (let k: usize = 0; k < n; k += 16) {
+    const u = v128.load(x + k);
+    a0 = fma(v128.load(w + k), u, a0);
+    a1 = fma(v128.load(w1 + k), u, a1);
+    a2 = fma(v128.load(w2 + k), u, a2);
+    a3 = fma(v128.load(w3 + k), u, a3);
+  }
+  store<f32>(y, hsum(a0)); store<f32>(y + ys, hsum(a1)); store<f32>(y + 2 * ys, hsum(a2)); store<f32>(y + 3 * ys, hsum(a3));
+}
+
 function tile1x3(w: usize, x: usize, xs: usize, n: usize, y: usize, ys: usize): void {
   let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0);
   const x1 = x + xs, x2 = x + 2 * xs;
@@ -596,7 +613,7 @@ export function dequantize(type: i32, src: usize, rowBytes: usize, rows: i32, k:
 //   0 kind = 1 | 1 type | 2 w | 3 rowBytes | 4 x | 5 xStride (bytes) | 6 T | 7 K | 8 Kx | 9 y
 //   10 N (y row stride, floats) | 11 rows | 12 chunkRows | 13 scratch | 14 scratch bytes per thread
 //   16 (F32, one token) 1: W is the copy interleaved by 4 rows (interleave4, 16-byte blocks; chunkRows
-//      a multiple of 4), 0: row by row
+//      a multiple of 4), 0: row by row, 2: rows in place, the chunk in 4 strands (tile4x1s)
 // Rows [c * chunkRows, min(rows, (c + 1) * chunkRows)) of W (row r at w + r * rowBytes) go to columns
 // r of y (y[t][r] at y + (t * N + r) * 4).
 
@@ -619,7 +636,7 @@ function matmulChunk(job: usize, chunk: i32, thread: i32): void {
   if (nr <= 0) return;
   let w = <usize>param(job, 2) + <usize>r0 * rowBytes;
   let ws = rowBytes;
-  if (type == 0 && T == 1 && param(job, 16) != 0) {
+  if (type == 0 && T == 1 && param(job, 16) == 1) {
     // one token on the interleaved copy: full groups of 4 rows as one stream, the last < 4 rows row by row
     const x = <usize>param(job, 4);
     const y = <usize>param(job, 9) + <usize>r0 * 4;
@@ -628,6 +645,20 @@ function matmulChunk(job: usize, chunk: i32, thread: i32): void {
     let r = 0;
     for (; r + 4 <= nr && r + 4 <= full; r += 4) tile4x1i(w + <usize>r * rowBytes, x, n, y + <usize>r * 4);
     for (; r < nr; r++) tile1x1(w + <usize>r * rowBytes, x, n, y + <usize>r * 4);
+    return;
+  }
+  if (type == 0 && T == 1 && (K & 3) == 0 && param(job, 16) == 2) {
+    // one token on F32 rows in place, the chunk cut into 4 strands of nr / 4 rows read side by side: 4 long
+    // sequential streams (tile3x1's 3 adjacent rows restart their streams every row); the last nr % 4 rows
+    // one by one
+    const x = <usize>param(job, 4);
+    const y = <usize>param(job, 9) + <usize>r0 * 4;
+    const n = <usize>K * 4;
+    const sr = nr >> 2;
+    const ss = <usize>sr * rowBytes;
+    let r = 0;
+    for (; r < sr; r++) tile4x1s(w + <usize>r * rowBytes, ss, x, n, y + <usize>r * 4, <usize>sr * 4);
+    for (r = 4 * sr; r < nr; r++) tile1x1(w + <usize>r * rowBytes, x, n, y + <usize>r * 4);
     return;
   }
   const xp = <usize>param(job, 15);

@@ -37,7 +37,7 @@ async function runtimeModel(src: ByteSource, engine: MatmulEngine | null, lazyEm
   for (const [k, v] of m.metadata) metadata.set(k, typeof v === 'object' ? plainValue(v) : v);
   // token_embd by rows (LoadModelOptions.lazyEmbedding) when it is not the classifier too
   const lazy = lazyEmbedding && m.tensors.some((t) => t.name === 'output.weight') ? (name: string) => name === 'token_embd.weight' : undefined;
-  return { m, metadata, tensors: await storedTensors(m, engine ? (n) => engine.allocBytes(n) : undefined, lazy) };
+  return { m, metadata, tensors: await storedTensors(m, engine ? (n) => engine.allocBytes(n, true) : undefined, lazy) };
 }
 
 /**
@@ -102,7 +102,7 @@ class GgufTensorSink implements ByteSink {
 
   /** where a tensor's bytes go: kernel memory when the engine has room, else an array of its own */
   private home(t: GgufFile['tensors'][number]): Uint8Array {
-    const data = this.engine?.allocBytes(t.byteLength) ?? new Uint8Array(t.byteLength);
+    const data = this.engine?.allocBytes(t.byteLength, true) ?? new Uint8Array(t.byteLength);
     this.tensors.set(t.name, { name: t.name, type: t.type, dims: t.ne, data });
     return data;
   }

@@ -414,7 +414,17 @@ export class MatmulEngine {
   private rounded: { x: Float32Array | null; nTok: number; k: number; block: number; xq: number; xa: number } = { x: null, nTok: 0, k: 0, block: 0, xq: 0, xa: 0 };
   /** weights' copies interleaved by 4 rows for one-token matmuls (0: none) */
   private readonly interleaved = new WeakMap<KernelWeight, number>();
+  /** fused F32 weights whose copy holds the members' rows end to end, not interleaved (fuseDecode with f32Strands) */
+  private readonly rowCopies = new WeakSet<KernelWeight>();
   private interleave = true;
+  /**
+   * The engine over a second memory (the same module, its own heap, control block and threads) that
+   * holds the weights this one has no room for (allocBytes(n, true), storeWeight): a weight lives in one
+   * memory, and a call on it runs on its engine (KernelWeight.engine), whose inputs and outputs are
+   * copied across when they live in this memory (a token's activations: a few KiB). Made on first need.
+   */
+  private spillEngine: MatmulEngine | null = null;
+  private spillFailed = false;
   private f32View = new Float32Array(0);
   private u8View = new Uint8Array(0);
   private i32View = new Int32Array(0);
@@ -469,6 +479,7 @@ export class MatmulEngine {
    */
   setThreads(n: number): number {
     n = Math.max(1, Math.floor(n));
+    this.spillEngine?.setThreads(n);
     if (n === this.threadCount && (n === 1 || this.pool)) return n;
     this.pool?.close();
     this.pool = null;
@@ -484,6 +495,29 @@ export class MatmulEngine {
       if (this.pool) this.threadCount = n;
     }
     return this.threadCount;
+  }
+
+  /**
+   * The engine over the next memory for weights that do not fit this one (see spillEngine), made now
+   * with this engine's threads and settings; null when a memory of the same kind cannot be made.
+   */
+  private spill(): MatmulEngine | null {
+    if (this.spillEngine || this.spillFailed) return this.spillEngine;
+    try {
+      const m = newMemory();
+      if (m.shared !== this.shared) throw new Error('another kind of memory');
+      const e = new MatmulEngine(this.variant, m.memory, m.shared, this.module);
+      e.interleave = this.interleave;
+      e.packTokens = this.packTokens;
+      e.prefillTile = this.prefillTile;
+      e.attentionRows = this.attentionRows;
+      e.f32Strands = this.f32Strands;
+      e.setThreads(this.threadCount);
+      this.spillEngine = e;
+    } catch {
+      this.spillFailed = true;
+    }
+    return this.spillEngine;
   }
 
   /** Workers started and ready, and chunks they ran so far. */
@@ -522,8 +556,10 @@ export class MatmulEngine {
       // the allocation lives as long as `data`, which the weight keeps
       return { engine: this, type, rows, cols, rowBytes, ptr: data.byteOffset, owner: data };
     }
+    // bytes from the next memory's allocBytes, or no room here: the weight goes there
+    if (this.spillEngine?.adoptable.has(data)) return this.spillEngine.storeWeight(type, rows, cols, rowBytes, data);
     const ptr = this.heap.alloc(bytes, WEIGHT_HEADROOM);
-    if (ptr === null) return null;
+    if (ptr === null) return this.spill()?.storeWeight(type, rows, cols, rowBytes, data) ?? null;
     this.views();
     this.u8View.set(data, ptr);
     const w: KernelWeight = { engine: this, type, rows, cols, rowBytes, ptr };
@@ -534,12 +570,13 @@ export class MatmulEngine {
   /**
    * n bytes in kernel memory, for a loader to read weights into (storeWeight then takes them over
    * without a copy); released when the returned array is garbage collected. Null when the memory is
-   * full or not shared.
+   * full or not shared. `spill`: from the next memory (spillEngine) when this one is full (weights only:
+   * the runtime's buffers must live in this memory).
    */
-  allocBytes(n: number): Uint8Array | null {
+  allocBytes(n: number, spill = false): Uint8Array | null {
     if (!this.shared) return null;
     const at = this.heap.alloc(n, WEIGHT_HEADROOM);
-    if (at === null) return null;
+    if (at === null) return spill ? (this.spill()?.allocBytes(n, true) ?? null) : null;
     this.views();
     const view = new Uint8Array(this.u8View.buffer, at, n);
     this.finalizer.register(view, at);
@@ -552,6 +589,7 @@ export class MatmulEngine {
    * valid; an unshared memory's buffer is replaced (and old views emptied) whenever it grows.
    */
   weightBytes(w: KernelWeight): Uint8Array {
+    if (w.engine !== this) return w.engine.weightBytes(w);
     this.views();
     return new Uint8Array(this.u8View.buffer, w.ptr, w.rows * w.rowBytes);
   }
@@ -580,7 +618,7 @@ export class MatmulEngine {
     // one token on F32 rows: the copy interleaved by 4 rows when prepareDecode made one
     const il = nTok === 1 && (this.interleave || w.ptr === 0) && w.type.id === 0 && k === kx ? (this.interleaved.get(w) ?? 0) : 0;
     if (!il && w.ptr === 0) throw new Error('a fused one-token weight (fuseDecode) multiplies one token only');
-    if (il) this.run(0, il, w.rowBytes, k, kx, xAt, nTok, yAt, n, n, true);
+    if (il) this.run(0, il, w.rowBytes, k, kx, xAt, nTok, yAt, n, n, !this.rowCopies.has(w));
     else if (this.hasType(w.type)) this.run(w.type.id, w.ptr, w.rowBytes, k, kx, xAt, nTok, yAt, n, n);
     else {
       // TypeScript dequantizer: row blocks to f32 (stride kx), then the F32 kernel
@@ -644,7 +682,10 @@ export class MatmulEngine {
     const xa = !prep ? 0 : quads ? this.buffer('xa', (((tp / 4 + 1) >> 1) << 1) * this.exports.quadBytes(k) + 64)
       : quads16 ? this.buffer('xa', (((tp / 4 + 1) >> 1) << 1) * this.exports.quadBytes16(k) + 64) : this.buffer('xa', nTok * this.exports.actBytes8(k) + 64);
     const r = this.rounded;
-    if (!(sameInput && r.x === x && r.nTok === nTok && r.k === k && r.block === bl && r.xq === xq && r.xa === xa)) {
+    // another engine's matmulInt in between (a weight in the other memory, spillEngine): this one's rounding is stale
+    const reuse = sameInput && lastIntEngine === this;
+    lastIntEngine = this;
+    if (!(reuse && r.x === x && r.nTok === nTok && r.k === k && r.block === bl && r.xq === xq && r.xa === xa)) {
       // round (and prepare) x; kept for the next call on the same input (q/k/v, gate/up: sameInput)
       this.rounded.x = null;
       const xAt = this.activations(x, nTok, k, k);
@@ -765,8 +806,10 @@ export class MatmulEngine {
    */
   prepareDecode(w: KernelWeight): number {
     if (w.engine !== this) throw new Error('weight belongs to another kernel engine');
-    // F32: copies only from here (a one-token matmul never makes one: it doubles the weight's bytes)
-    if (this.intBlock(w) === 0 && !(w.type.id === 0 && w.cols % 4 === 0)) return 0;
+    if (w.ptr === 0) return this.interleaved.get(w) ? this.interleavedBytes(w) : 0; // fuseDecode's copy
+    // F32: copies only from here (a one-token matmul never makes one: it doubles the weight's bytes), and
+    // none with f32Strands (its rows in place read as fast as a copy)
+    if (this.intBlock(w) === 0 && !(w.type.id === 0 && w.cols % 4 === 0 && !this.f32Strands)) return 0;
     return this.interleavedCopy(w) ? this.interleavedBytes(w) : 0;
   }
 
@@ -795,11 +838,15 @@ export class MatmulEngine {
     const at = this.heap.alloc(sizes.reduce((a, b) => a + b, 0), WEIGHT_HEADROOM);
     if (!at) return null;
     let o = at;
+    // F32 with f32Strands: the members' rows end to end (read in strands as rows in place), else interleaved
+    const rowMajor = w0.type.id === 0 && this.f32Strands;
     ws.forEach((w, i) => {
-      this.exports.interleave4(w.ptr, o, w.rows, w.rowBytes, bs, w.type.id);
+      if (rowMajor) this.copyWithin(o, w.ptr, sizes[i]);
+      else this.exports.interleave4(w.ptr, o, w.rows, w.rowBytes, bs, w.type.id);
       o += sizes[i];
     });
     const fused: KernelWeight = { engine: this, type: w0.type, rows: ws.reduce((a, w) => a + w.rows, 0), cols: w0.cols, rowBytes: w0.rowBytes, ptr: 0 };
+    if (rowMajor) this.rowCopies.add(fused);
     this.interleaved.set(fused, at);
     this.finalizer.register(fused, at);
     return fused;
@@ -824,11 +871,18 @@ export class MatmulEngine {
   packTokens = true;
 
   /**
+   * one token on F32 rows without an interleaved copy: each chunk read in 4 strands of rows side by side
+   * (wasm tile4x1s: 4 long sequential streams; default on). Off: tile3x1's 3 adjacent rows. The same bits.
+   */
+  f32Strands = true;
+
+  /**
    * Let one-token matmuls read a copy of each quantized weight interleaved by 4 rows (default on; the
    * results are the same bits either way). Off: no copies, half the memory, slower decode.
    */
   setDecodeInterleave(on: boolean): void {
     this.interleave = on;
+    this.spillEngine?.setDecodeInterleave(on);
   }
 
   /** the 15 parameter words of a matmul job (see wasm/matmul.ts) */
@@ -1362,7 +1416,9 @@ export class MatmulEngine {
   private run(type: number, w: number, rowBytes: number, k: number, kx: number, x: number, nTok: number, y: number, n: number, rows: number, interleaved = false): void {
     const threads = this.pool && 2 * nTok * k * rows >= MIN_PARALLEL_FLOPS ? this.threadCount : 1;
     let chunkRows: number;
-    if (interleaved) {
+    // one token on F32 rows in place: the chunk read in 4 strands (f32Strands, wasm tile4x1s), one chunk per thread
+    const strands = !interleaved && nTok === 1 && type === 0 && k === kx && this.f32Strands;
+    if (interleaved || strands) {
       // F32 copy interleaved by 4 rows (one token): chunks of whole groups, no scratch
       chunkRows = decodeChunkRows(rows, threads);
     } else {
@@ -1371,7 +1427,7 @@ export class MatmulEngine {
       chunkRows = Math.max(chunkRows, Math.ceil(rows / MAX_CHUNKS));
     }
     const chunks = Math.ceil(rows / chunkRows);
-    const scratchBytes = interleaved ? 64 : chunkRows * kx * 4 + 64;
+    const scratchBytes = interleaved || strands ? 64 : chunkRows * kx * 4 + 64;
     const scratch = this.buffer('scratch', scratchBytes * this.threadCount);
     // F32 rows with k % 4 == 0 (multiplied in place): the tokens packed in triples (wasm/matmul.ts
     // packTriples) for the packed 3 x 3 tiles; the same dot products, bit for bit
@@ -1390,12 +1446,14 @@ export class MatmulEngine {
     }
     this.setJob(1, type, w, rowBytes, x, kx * 4, nTok, k, kx, y, n, rows, chunkRows, scratch, scratchBytes);
     this.job[15] = xp;
-    this.job[16] = interleaved ? 1 : 0;
+    this.job[16] = interleaved ? 1 : strands ? 2 : 0;
     this.dispatch(chunks, threads, nTok === 1);
   }
 }
 
 const engines = new Map<string, MatmulEngine>();
+/** the engine of the last matmulInt call (its sameInput reuses that call's rounding only on the same engine) */
+let lastIntEngine: MatmulEngine | null = null;
 /** variants whose synchronous set-up failed (retried after initMatmulKernels) */
 const failed = new Set<string>();
 const modules = new Map<string, WebAssembly.Module>();

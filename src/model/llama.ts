@@ -859,9 +859,11 @@ export class Llama {
       }
       for (const r of out) {
         if (r.weights.length < 2 || !engine || r.weights.some((w) => !w.kernel)) continue;
-        r.kernel = engine.fuseDecode(r.weights.map((w) => w.kernel!));
+        // the members' engine (a weight past the first memory lives in the next one: MatmulEngine.spill)
+        const we = r.weights[0].kernel!.engine;
+        r.kernel = we.fuseDecode(r.weights.map((w) => w.kernel!));
         if (!r.kernel) continue;
-        bytes += engine.prepareDecode(r.kernel);
+        bytes += we.prepareDecode(r.kernel);
         for (const w of r.weights) seen.add(w.kernel!);
       }
       return out;
