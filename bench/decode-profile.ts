@@ -6,13 +6,16 @@
  * costs little); "outside the kernels" is the rest of the forward (TypeScript: norms, RoPE, KV store,
  * residual adds, copies). Prints the unwrapped time per token too, best of 3 passes each, and the first
  * pass's (the one `lowbit generate --stats` times, after its one warm-up decode: the JIT and the threads not yet warm),
- * also by stretches of 16 tokens with the chunks the workers ran.
+ * also by stretches of 16 tokens with the chunks the workers ran. On 2+ threads, the hand-off of the timed passes: dispatches
+ * to the workers a token, the calling thread's wait for the workers' chunks after its own (a token and a dispatch), the
+ * share of dispatches whose workers had finished first, and the workers' sleeps a token (each a wake-up at the next job).
  */
 import { useNodeThreads } from '../src/cli/threads.js';
 import { fileSource } from '../src/cli/node-source.js';
 import { loadModel } from '../src/eval/load.js';
 import '../src/index.js';
 import { MatmulEngine, type KernelWeight } from '../src/kernels/matmul.js';
+import { KernelThreads } from '../src/kernels/threads.js';
 import { modelFile } from './profile.js';
 
 export async function run(args: string[]): Promise<void> {
@@ -73,10 +76,14 @@ export async function run(args: string[]): Promise<void> {
     const undo = ['matmulInt', 'matmul', 'matmulF32', 'attention', 'siluMul'].map(wrap);
     let best = Infinity;
     let parts = new Map<string, number>();
+    const s0 = engine?.threadStats();
+    KernelThreads.timing = true;
     for (let r = 0; r < 3; r++) {
       const t = pass();
       if (t < best) [best, parts] = [t, new Map(acc)];
     }
+    KernelThreads.timing = false;
+    const s1 = engine?.threadStats();
     undo.forEach((u) => u());
     await src.close?.();
     let inKernels = 0;
@@ -85,6 +92,17 @@ export async function run(args: string[]): Promise<void> {
     console.log(`  first pass by 16 tokens, ms a token${threads > 1 ? ' (chunks the workers ran a token)' : ''}: ${stretches.join(', ')}`);
     for (const [k, v] of [...parts.entries()].sort((a, b) => b[1] - a[1])) console.log(`  ${k.padEnd(30)} ${((v / N) * 1000).toFixed(0).padStart(6)} µs`);
     console.log(`  ${'outside the kernels'.padEnd(30)} ${((best - inKernels) * 1000).toFixed(0).padStart(6)} µs`);
+    if (threads > 1 && s0 && s1) {
+      // the 3 timed passes (prompts included: 5 tokens each, a few dispatches)
+      const runs = s1.handOff.runs - s0.handOff.runs;
+      const wait = s1.handOff.waitMs - s0.handOff.waitMs;
+      const per = (v: number) => (v / (3 * N)).toFixed(1);
+      console.log(
+        `  hand-off: ${per(runs)} dispatches a token; the caller waited for the workers ${((wait * 1000) / (3 * N)).toFixed(0)} µs a token ` +
+          `(${((wait * 1000) / Math.max(1, runs)).toFixed(1)} µs a dispatch); the workers finished first in ${((100 * (s1.handOff.workersFirst - s0.handOff.workersFirst)) / Math.max(1, runs)).toFixed(0)} % of them; ` +
+          `${per(s1.workerSleeps - s0.workerSleeps)} worker sleeps a token`,
+      );
+    }
   }
   for (const v of ['relaxed', 'simd'] as const) MatmulEngine.get(v)?.close();
 }

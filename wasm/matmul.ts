@@ -4221,6 +4221,9 @@ function roundActsChunk(job: usize, chunk: i32): void {
 @inline const W_AREA: usize = 36;
 // @ts-ignore: decorator
 @inline const W_AREA_BYTES: usize = 40;
+/** threads.ts SLEEPS */
+// @ts-ignore: decorator
+@inline const W_SLEEPS: usize = 44;
 // @ts-ignore: decorator
 @inline const W_JOB: usize = 64;
 // @ts-ignore: decorator
@@ -4322,6 +4325,7 @@ export function workerLoop(control: usize, index: i32, seen: i32, resume: i32): 
         for (let spin = 0; g == workerGen && spin < 20000; spin++) g = atomic.load<i32>(b + W_GEN);
         if (g == workerGen) {
           if (atomic.load<i32>(b + W_QUIT)) return;
+          atomic.add<i32>(b + W_SLEEPS, 1);
           atomic.wait<i32>(b + W_GEN, workerGen, 1000000000);
           continue;
         }

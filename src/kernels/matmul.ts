@@ -520,9 +520,10 @@ export class MatmulEngine {
     return this.spillEngine;
   }
 
-  /** Workers started and ready, and chunks they ran so far. */
-  threadStats(): { ready: number; workerChunks: number; stolen: number } {
-    return { ready: this.pool?.ready() ?? 0, workerChunks: this.pool?.workerChunks() ?? 0, stolen: this.pool?.stolen ?? 0 };
+  /** Workers started and ready, chunks they ran, times they slept so far; the hand-off statistics (KernelThreads.timing). */
+  threadStats(): { ready: number; workerChunks: number; stolen: number; workerSleeps: number; handOff: { runs: number; waitMs: number; workersFirst: number } } {
+    const p = this.pool;
+    return { ready: p?.ready() ?? 0, workerChunks: p?.workerChunks() ?? 0, stolen: p?.stolen ?? 0, workerSleeps: p?.workerSleeps() ?? 0, handOff: { ...(p?.handOff ?? { runs: 0, waitMs: 0, workersFirst: 0 }) } };
   }
 
   /** Stop the worker threads. */

@@ -18,6 +18,7 @@
  *   WORKED chunks run by workers (statistics)
  *   STEAL  GEN of the current job when its chunks may be stolen (see below), else 0
  *   AREA   byte address of the workers' private areas (AREA_BYTES each, worker i at AREA + (i - 1) x AREA_BYTES)
+ *   SLEEPS times a worker found no job after its spin and went to sleep (Atomics.wait; statistics)
  *   the job's parameters follow at control + JOB_OFFSET; a worker's private copy of them at word
  *   PRIV_JOB + 32 i; the chunk states of a stealable job at word STATE + chunk.
  *
@@ -45,6 +46,7 @@ export const WORKED = 7;
 export const STEAL = 8;
 export const AREA = 9;
 export const AREA_BYTES_WORD = 10;
+export const SLEEPS = 11;
 export const PRIV_JOB = 48;
 export const STATE = PRIV_JOB + 32 * 16;
 /** most chunks of a stealable job */
@@ -187,6 +189,7 @@ export function kernelWorkerMain(init: KernelWorkerInit): void {
     for (let spin = 0; g === seen && spin < 20000; spin++) g = Atomics.load(ctrl, base + GEN);
     if (g === seen) {
       if (Atomics.load(ctrl, base + QUIT)) return;
+      Atomics.add(ctrl, base + SLEEPS, 1);
       Atomics.wait(ctrl, base + GEN, seen, 1000);
       continue;
     }
@@ -283,6 +286,13 @@ export class KernelThreads {
   static stealWaitMs: number | undefined;
   /** workers started from now on run the JavaScript loop even where the module has one in WebAssembly (tests) */
   static jsWorkerLoop = false;
+  /** time the hand-off of every run (bench decode-profile): `handOff` then counts; off, run reads no clock for it */
+  static timing = false;
+  /**
+   * Hand-off statistics while `timing` is set: runs, ms the caller waited for the workers' chunks after running
+   * (or finding none of) its own, and runs whose chunks were all done by then (the workers finished first)
+   */
+  readonly handOff = { runs: 0, waitMs: 0, workersFirst: 0 };
 
   private constructor(
     private readonly memory: WebAssembly.Memory,
@@ -324,6 +334,11 @@ export class KernelThreads {
     return Atomics.load(this.ctrl(), this.base + WORKED);
   }
 
+  /** times a worker went to sleep for want of a job so far (each costs a wake-up at the next job) */
+  workerSleeps(): number {
+    return Atomics.load(this.ctrl(), this.base + SLEEPS);
+  }
+
   /**
    * Run chunks [0, n) of the job whose parameters are at control + JOB_OFFSET on all threads; returns
    * when all are done. `self` runs a chunk on this thread (thread index 0). `stealable`: a one-token
@@ -352,6 +367,9 @@ export class KernelThreads {
       mine++;
     }
     let done = Atomics.add(ctrl, b + DONE, mine) + mine;
+    const timing = KernelThreads.timing;
+    const tw = timing ? performance.now() : 0;
+    if (timing && done >= n) this.handOff.workersFirst++;
     if (steal && done < n) {
       // wait about two of our chunks' time for the workers' last chunks, then take what is not FINAL
       const now = performance.now();
@@ -374,6 +392,10 @@ export class KernelThreads {
         Atomics.wait(ctrl, b + DONE, done, 100);
         done = Atomics.load(ctrl, b + DONE);
       }
+    }
+    if (timing) {
+      this.handOff.runs++;
+      this.handOff.waitMs += performance.now() - tw;
     }
     if (Atomics.load(ctrl, b + ERROR)) {
       Atomics.store(ctrl, b + ERROR, 0);
