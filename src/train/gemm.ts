@@ -312,6 +312,19 @@ export function wasmBackend(floats: number, threads = 1): Backend | null {
     else if (part === 1) x.ropeRows(w[0], w[1], w[2], 0, count, w[3], w[4], w[8], w[9], f);
     else x.addRows(w[0], w[1], 0, count);
   };
+  /**
+   * C (+)= A · B (transA: A read transposed in place, wasm gemmT), m, k, n > 0: on the threads in row blocks
+   * of a multiple of 4 rows (the kernel's tile), a few per thread, from THREADED_MIN multiply-adds (job
+   * word 12: transA), else on this thread
+   */
+  const product = (transA: boolean, c: Vec, co: number, ldc: number, a: Vec, ao: number, lda: number, b: Vec, bo: number, ldb: number, m: number, k: number, n: number, accumulate: boolean) => {
+    if (pool && m >= 8 && m * k * n >= THREADED_MIN) {
+      const rows = Math.max(4, Math.ceil(m / (4 * pool.size) / 4) * 4);
+      job.set([ptr(a, ao), lda, ptr(b, bo), ldb, ptr(c, co), ldc, m, k, n, accumulate ? 1 : 0, rows, 0, transA ? 1 : 0]);
+      pool.run(Math.ceil(m / rows), x);
+    } else if (transA) x.gemmT(ptr(a, ao), lda, ptr(b, bo), ldb, ptr(c, co), ldc, 0, m, k, n, accumulate ? 1 : 0, pack, PACK_FLOATS);
+    else x.gemm(ptr(a, ao), lda, ptr(b, bo), ldb, ptr(c, co), ldc, 0, m, k, n, accumulate ? 1 : 0, pack, PACK_FLOATS);
+  };
   return {
     name: 'wasm',
     f64: false,
@@ -328,25 +341,12 @@ export function wasmBackend(floats: number, threads = 1): Backend | null {
         if (!accumulate) for (let i = 0; i < m; i++) c.fill(0, co + i * ldc, co + i * ldc + n);
         return;
       }
-      if (pool && m >= 8 && m * k * n >= THREADED_MIN) {
-        // row blocks of a multiple of 4 rows (the kernel's tile), a few per thread
-        const rows = Math.max(4, Math.ceil(m / (4 * pool.size) / 4) * 4);
-        job.set([ptr(a, ao), lda, ptr(b, bo), ldb, ptr(c, co), ldc, m, k, n, accumulate ? 1 : 0, rows, 0, 0]);
-        pool.run(Math.ceil(m / rows), x);
-        return;
-      }
-      x.gemm(ptr(a, ao), lda, ptr(b, bo), ldb, ptr(c, co), ldc, 0, m, k, n, accumulate ? 1 : 0, pack, PACK_FLOATS);
+      product(false, c, co, ldc, a, ao, lda, b, bo, ldb, m, k, n, accumulate);
     },
     gemmTA(c, co, ldc, a, ao, lda, b, bo, ldb, m, k, n, accumulate) {
       // A read in place needs the packed path: a scratch of k x 68 floats
       if (k > PACK_K || m <= 0 || n <= 0 || k <= 0) return false;
-      if (pool && m >= 8 && m * k * n >= THREADED_MIN) {
-        const rows = Math.max(4, Math.ceil(m / (4 * pool.size) / 4) * 4);
-        job.set([ptr(a, ao), lda, ptr(b, bo), ldb, ptr(c, co), ldc, m, k, n, accumulate ? 1 : 0, rows, 0, 1]);
-        pool.run(Math.ceil(m / rows), x);
-        return true;
-      }
-      x.gemmT(ptr(a, ao), lda, ptr(b, bo), ldb, ptr(c, co), ldc, 0, m, k, n, accumulate ? 1 : 0, pack, PACK_FLOATS);
+      product(true, c, co, ldc, a, ao, lda, b, bo, ldb, m, k, n, accumulate);
       return true;
     },
     threads: pool ? pool.size : 1,
