@@ -43,11 +43,16 @@ for (const loop of ['WebAssembly', 'JavaScript']) {
       assert.equal(s2.handOff.runs - s1.handOff.runs, 7, 'seven dispatches');
       assert.ok(s2.handOff.waitMs >= s1.handOff.waitMs, 'waits add up');
       assert.ok(s2.handOff.workersFirst - s1.handOff.workersFirst <= 7);
-      // idle for 50 ms: the worker's spin (20000 polls) ends and it sleeps, then the next job wakes it
+      // idle: the worker's spin (20000 polls) ends and it sleeps (counted before its Atomics.wait); on a loaded
+      // machine the worker may not be scheduled for a while, so wait for the count (up to 20 s), not a fixed time
       const sleeps = s2.workerSleeps;
-      await new Promise((res) => setTimeout(res, 50));
-      e.matmulInt(y, x, w, 1);
+      const t1 = Date.now();
+      while (e.threadStats().workerSleeps === sleeps && Date.now() - t1 < 20000) await new Promise((res) => setTimeout(res, 10));
       assert.ok(e.threadStats().workerSleeps > sleeps, 'the idle worker went to sleep and the count says so');
+      // then the next job wakes it and runs to the same bits
+      const y2 = new Float32Array(n);
+      e.matmulInt(y2, x, w, 1);
+      assert.deepEqual(y2, y, 'the woken worker computes the same result');
     } finally {
       e.setThreads(1);
       KernelThreads.jsWorkerLoop = false;
