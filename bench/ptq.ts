@@ -14,7 +14,12 @@
  * ptq-json: options for the AutoRound runs (not GPTQ's), e.g. '{"autoroundIters":40,"autoroundBatch":1}'.
  *
  * target: a scheme (int4_g128 = int4 groups of 128, as bench/gptq.ts) or a GGML type (Q4_K, Q3_K...).
+ *
+ * Each line ends with the sha256 (first 16 hex digits) of the safetensors file the run wrote: the
+ * exactness check of speed work (`ptq 8 2 2 int4_g128 autoround`: AutoRound's output on 2 layers x 8
+ * windows, the same on 1 and 2 threads; it differs between the relaxed and the plain SIMD build).
  */
+import { createHash } from 'node:crypto';
 import { defineRecipe, schemeRecipe, type Algorithm } from '../src/algos/recipe.js';
 import { GptqPool } from '../src/cli/gptq-pool.js';
 import { openModelFile } from '../src/io/model-file.js';
@@ -46,18 +51,19 @@ export async function run(args: string[]): Promise<void> {
     const workers = threads > 1 ? new GptqPool(threads - 1) : undefined;
     const t0 = performance.now();
     const c0 = process.cpuUsage();
+    const hash = createHash('sha256');
     try {
-      const r = await quantize(m, recipe, { write: () => {} }, { output: 'safetensors', calibStream: stream, threads, gptqWorkers: workers });
+      const r = await quantize(m, recipe, { write: (b) => void hash.update(b) }, { output: 'safetensors', calibStream: stream, threads, gptqWorkers: workers });
       const c = process.cpuUsage(c0);
       for (const n of r.ptq!.notes) if (/block output error/.test(n)) console.log(`  ${algorithm}: ${n}`);
-      return { wall: (performance.now() - t0) / 1000, cpu: (c.user + c.system) / 1e6, phases: r.ptq!.phases! };
+      return { wall: (performance.now() - t0) / 1000, cpu: (c.user + c.system) / 1e6, phases: r.ptq!.phases!, sha: hash.digest('hex').slice(0, 16) };
     } finally {
       await workers?.close();
     }
   };
   const gptq = await runOne('gptq');
   const line = (name: string, r: typeof gptq) =>
-    console.log(`${name.padEnd(17)} ${r.wall.toFixed(1)} s wall (quantization ${r.phases.quantization.toFixed(1)} s, statistics ${r.phases.statistics.toFixed(1)} s, forward ${r.phases.forward.toFixed(1)} s), CPU ${r.cpu.toFixed(1)} s (all threads); ratio to GPTQ ${(r.wall / gptq.wall).toFixed(2)}x wall, ${(r.cpu / gptq.cpu).toFixed(2)}x CPU`);
+    console.log(`${name.padEnd(17)} ${r.wall.toFixed(1)} s wall (quantization ${r.phases.quantization.toFixed(1)} s, statistics ${r.phases.statistics.toFixed(1)} s, forward ${r.phases.forward.toFixed(1)} s), CPU ${r.cpu.toFixed(1)} s (all threads); ratio to GPTQ ${(r.wall / gptq.wall).toFixed(2)}x wall, ${(r.cpu / gptq.cpu).toFixed(2)}x CPU; sha256 ${r.sha}`);
   line('GPTQ (anchor)', gptq);
   if (Object.keys(ar).length) console.log(`AutoRound options: ${JSON.stringify(ar)}`);
   if (methods.includes('autoround-linear')) line('AutoRound linear', await runOne('autoround', { ...ar, autoroundObjective: 'linear' }));

@@ -203,12 +203,12 @@ test('AutoRound block objective: a metric M measures the output error as d^T M d
   assert.ok(Math.abs(run(c).e - (plain.e + 2 * col5)) < 1e-6 * plain.e);
 });
 
-test('AutoRound schedules: block 20 steps from 0.01, per-linear 100 from 1/100, after GPTQ the block one; flags win', () => {
+test('AutoRound schedules: block 14 steps from 0.2 / 14, per-linear 100 from 1/100, after GPTQ the block one; flags win', () => {
   const o = { autoroundIters: 0, autoroundLr: 0, autoroundObjective: 'block' as const };
-  assert.deepEqual(autoroundSchedule(o, 'block'), { iters: 20, lr: 0.01 });
+  assert.deepEqual(autoroundSchedule(o, 'block'), { iters: 14, lr: 0.2 / 14 });
   assert.deepEqual(autoroundSchedule({ ...o, autoroundIters: 40 }, 'block'), { iters: 40, lr: 0.005 });
   assert.deepEqual(autoroundSchedule(o, 'linear'), { iters: 100, lr: 0.01 });
-  assert.deepEqual(autoroundSchedule(o, 'linear', true), { iters: 20, lr: 0.01 });
+  assert.deepEqual(autoroundSchedule(o, 'linear', true), { iters: 14, lr: 0.2 / 14 });
   assert.deepEqual(autoroundSchedule({ ...o, autoroundObjective: 'linear' }, 'linear', true), { iters: 100, lr: 0.01 });
   assert.deepEqual(autoroundSchedule({ ...o, autoroundIters: 10 }, 'linear'), { iters: 10, lr: 0.1 });
   assert.deepEqual(autoroundSchedule({ ...o, autoroundIters: 10, autoroundLr: 0.02 }, 'block'), { iters: 10, lr: 0.02 });
@@ -218,7 +218,7 @@ test('AutoRound schedules: block 20 steps from 0.01, per-linear 100 from 1/100, 
   assert.deepEqual(autoroundSchedule({ ...b, autoroundBlockLr: 0.01 }, 'block'), { iters: 80, lr: 0.01 });
   assert.deepEqual(autoroundSchedule({ ...b, autoroundIters: 40, autoroundLr: 0.02 }, 'block'), { iters: 80, lr: 0.02 });
   assert.deepEqual(autoroundSchedule(b, 'linear'), { iters: 100, lr: 0.01 });
-  assert.deepEqual(autoroundSchedule(b, 'linear', true), { iters: 20, lr: 0.01 });
+  assert.deepEqual(autoroundSchedule(b, 'linear', true), { iters: 14, lr: 0.2 / 14 });
 });
 
 test('AutoRound block objective: layers the training engine cannot run are named', () => {

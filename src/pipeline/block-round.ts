@@ -34,14 +34,16 @@ import { TrainModel, trainModelFloats, type TrainConfig } from '../train/llama-g
 
 /**
  * Steps of the block objective (and of its per-linear start after GPTQ) by default, one calibration
- * window each (--autoround-batch 1): 20 window passes per layer. On tinyllama256 Q3_K --pure
- * (gptq+autoround) 20 x 1 and 40 x 1 gave the KLD of 40 steps of 4 windows (160 passes) within its
- * standard error (docs/ptq.md).
+ * window each (--autoround-batch 1): 14 window passes per layer (20 until session 40). On tinyllama256
+ * Q3_K --pure (gptq+autoround) 20 x 1 and 40 x 1 gave the KLD of 40 steps of 4 windows (160 passes)
+ * within its standard error; plain autoround at 14 x 1 against 20 x 1 over three calibration seeds:
+ * the same mean KLD ratio to GPTQ in domain (0.66x), WikiText-2 0.79x vs 0.76x (120 chunks) and 0.81x vs
+ * 0.79x (480 chunks), within one standard error, for ~30 % fewer step passes (docs/ptq.md, session 40).
  */
-export const BLOCK_ITERS = 20;
+export const BLOCK_ITERS = 14;
 /**
  * The block objective's first step by default: BLOCK_MOVE * 2 / steps, decayed linearly, so an offset
- * moves at most BLOCK_MOVE in all (0.01 at 20 steps, 0.005 — AutoRound's 1 / 200 — at 40).
+ * moves at most BLOCK_MOVE in all (1/70 at 14 steps, 0.01 at 20, 0.005 — AutoRound's 1 / 200 — at 40).
  */
 export const BLOCK_MOVE = 0.1;
 /** iterations of the per-linear objective by default (within 0.2 % of 200's output error) */
