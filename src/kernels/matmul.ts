@@ -80,12 +80,17 @@ const MIN_PARALLEL_ELEMENTS = 1 << 16;
  * groups of 4 rows), no more rows than a worker's private area holds (so the chunk stays stealable,
  * threads.ts). One chunk per thread, not ~8: a chunk of a 768-row Q4_0 matvec was ~1.5 µs, and the
  * claims, the private copies and the late worker's tail cost as much as the second thread saved
- * (session 29: 2 threads decoded no faster than 1).
+ * (session 29: 2 threads decoded no faster than 1). A matmul with more rows than the threads' areas
+ * hold gets the same number of chunks on every thread, in whole groups of 8 rows: the 1.1B model's
+ * gate | up (11264 rows) on 2 threads was 3 chunks of up to 4096 rows, one thread ran two of them
+ * (7168 rows against 5632) while the other waited; now 4 of 2816.
  */
 export function decodeChunkRows(rows: number, threads: number): number {
   const per = Math.ceil(rows / Math.max(1, threads) / 4) * 4;
   if (threads <= 1) return per;
-  return Math.max(4, Math.min(per, ((PRIVATE_BYTES - PRIVATE_SCRATCH) >> 4) << 2));
+  const cap = ((PRIVATE_BYTES - PRIVATE_SCRATCH) >> 4) << 2;
+  if (per <= cap) return Math.max(4, per);
+  return Math.min(cap, Math.ceil(rows / (threads * Math.ceil(per / cap)) / 8) * 8);
 }
 /**
  * One token's attention runs on the workers from this many flops (4 x heads x head size x positions:
