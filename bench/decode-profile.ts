@@ -54,14 +54,16 @@ export async function run(args: string[]): Promise<void> {
       const t0 = performance.now();
       let ts = t0;
       let w0 = engine?.threadStats().workerChunks ?? 0;
+      let s0 = engine?.threadStats().workerSleeps ?? 0;
       for (let p = 5; p < 5 + N; p++) {
         model.forward([toks[p]], p);
         if (record && ((p - 4) % 16 === 0 || p === 4 + N)) {
           const n = ((p - 5) % 16) + 1;
           const now = performance.now();
           const w = engine?.threadStats().workerChunks ?? 0;
-          stretches.push(`${(now - ts) / n >= 10 ? ((now - ts) / n).toFixed(1) : ((now - ts) / n).toFixed(2)}${threads > 1 ? ` (w ${((w - w0) / n).toFixed(0)})` : ''}`);
-          [ts, w0] = [now, w];
+          const sl = engine?.threadStats().workerSleeps ?? 0;
+          stretches.push(`${(now - ts) / n >= 10 ? ((now - ts) / n).toFixed(1) : ((now - ts) / n).toFixed(2)}${threads > 1 ? ` (w ${((w - w0) / n).toFixed(0)}, s ${((sl - s0) / n).toFixed(1)})` : ''}`);
+          [ts, w0, s0] = [now, w, sl];
         }
       }
       return (performance.now() - t0) / N;
@@ -89,7 +91,7 @@ export async function run(args: string[]): Promise<void> {
     let inKernels = 0;
     for (const v of parts.values()) inKernels += v / N;
     console.log(`llama ${process.env.LOWBIT_SYNTH === '1.1b' ? '1.1B' : '155M'} ${type}, ${threads} thread(s), ${N} tokens: ${(plain * 1000).toFixed(0)} µs per token (${(1000 / plain).toFixed(1)} tok/s), first pass ${(first * 1000).toFixed(0)} µs; timed pass ${(best * 1000).toFixed(0)} µs`);
-    console.log(`  first pass by 16 tokens, ms a token${threads > 1 ? ' (chunks the workers ran a token)' : ''}: ${stretches.join(', ')}`);
+    console.log(`  first pass by 16 tokens, ms a token${threads > 1 ? ' (chunks the workers ran a token, w; their sleeps a token, s)' : ''}: ${stretches.join(', ')}`);
     for (const [k, v] of [...parts.entries()].sort((a, b) => b[1] - a[1])) console.log(`  ${k.padEnd(30)} ${((v / N) * 1000).toFixed(0).padStart(6)} µs`);
     console.log(`  ${'outside the kernels'.padEnd(30)} ${((best - inKernels) * 1000).toFixed(0).padStart(6)} µs`);
     if (threads > 1 && s0 && s1) {

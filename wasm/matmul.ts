@@ -4348,6 +4348,85 @@ export function workerLoop(control: usize, index: i32, seen: i32, resume: i32): 
   } else unreachable();
 }
 
+// ---------------------------------------------------------------------------------------------------
+// The calling thread's side of a job (threads.ts KernelThreads.run, whose JavaScript is the reference: the
+// same protocol, word for word), so that a dispatch runs no JavaScript but one call: at the first decode
+// tokens the engine compiled (and deoptimized and recompiled) run's JavaScript on one of the two busy cores.
+
+// @ts-ignore: decorator
+@external("env", "now")
+declare function hostNow(): f64;
+
+/** ms the last callerRun with timing waited for the workers after its own chunks */
+let callerWait: f64 = 0;
+
+export function callerWaitMs(): f64 {
+  return callerWait;
+}
+
+/**
+ * threads.ts KernelThreads.run for job `gen` of n chunks on the control block at `control` (its parameters at
+ * control + 64), thread 0: stealable != 0 asks for a stealable job (taken when the job's words allow it, n <=
+ * 64 and the workers have private areas); waitMs: the wait before taking the workers' chunks (NaN: about two
+ * of this thread's chunks' time; negative: claim nothing and take every chunk from the last one down, tests);
+ * timing != 0: measure the wait for the workers (callerWaitMs). Returns the chunks taken from the workers, +
+ * 0x10000 when the workers had finished every chunk by the time this thread was out of its own.
+ */
+export function callerRun(control: usize, n: i32, gen: i32, stealable: i32, waitMs: f64, timing: i32): i32 {
+  if (ASC_FEATURE_THREADS) {
+    const b = control;
+    const job = b + W_JOB;
+    const steal = stealable != 0 && n <= 64 && atomic.load<i32>(b + W_AREA) != 0 && workerStealable(job);
+    const open = gen << 16, final = (gen << 16) | 2;
+    if (steal) for (let c = 0; c < n; c++) atomic.store<i32>(b + W_STATE + <usize>c * 4, open);
+    atomic.store<i32>(b + W_STEAL, steal ? gen : 0);
+    atomic.store<i32>(b + W_LIMIT, (gen << 16) | n);
+    atomic.store<i32>(b + W_DONE, 0);
+    atomic.store<i32>(b + W_CLAIM, gen << 16);
+    atomic.store<i32>(b + W_GEN, gen);
+    atomic.notify(b + W_GEN, -1);
+    let mine = 0;
+    const t0 = steal ? hostNow() : 0;
+    const takeAll = steal && waitMs < 0;
+    for (let c = takeAll ? -1 : workerClaim(b, gen); c >= 0; c = workerClaim(b, gen)) {
+      if (steal && atomic.cmpxchg<i32>(b + W_STATE + <usize>c * 4, open, final) != open) continue;
+      runChunk(job, c, 0);
+      mine++;
+    }
+    let done = atomic.add<i32>(b + W_DONE, mine) + mine;
+    const tw = timing != 0 ? hostNow() : 0;
+    let result = done >= n ? 0x10000 : 0;
+    if (steal && done < n) {
+      // wait about two of our chunks' time for the workers' last chunks, then take what is not FINAL
+      const now = hostNow();
+      const until = now + (takeAll ? 0 : isNaN(waitMs) ? max(0.005, (2 * (now - t0)) / <f64>max(1, mine)) : waitMs);
+      while (done < n && hostNow() < until) {
+        for (let i = 0; i < 64 && done < n; i++) done = atomic.load<i32>(b + W_DONE);
+      }
+      for (let c = n - 1; c >= 0 && done < n; c--) {
+        const st = b + W_STATE + <usize>c * 4;
+        const v = atomic.load<i32>(st);
+        if (v == final) continue;
+        if (atomic.cmpxchg<i32>(st, v, final) != v) continue;
+        runChunk(job, c, 0);
+        result++;
+        done = atomic.add<i32>(b + W_DONE, 1) + 1;
+      }
+    }
+    for (let spin = 0; done < n; spin++) {
+      if (spin < 100000) done = atomic.load<i32>(b + W_DONE);
+      else {
+        atomic.wait<i32>(b + W_DONE, done, 100000000);
+        done = atomic.load<i32>(b + W_DONE);
+      }
+    }
+    if (timing != 0) callerWait = hostNow() - tw;
+    return result;
+  }
+  unreachable();
+  return 0;
+}
+
 export function runChunk(job: usize, chunk: i32, thread: i32): void {
   switch (param(job, 0)) {
     case 1: matmulChunk(job, chunk, thread); break;

@@ -23,7 +23,7 @@
 import { fail } from '../errors.js';
 import { ggmlCodec } from '../quant/ggml/registry.js';
 import type { GgmlTypeInfo } from '../quant/ggml/types.js';
-import { CONTROL_BYTES, JOB_OFFSET, KernelThreads, MAX_CHUNKS, PRIVATE_BYTES, PRIVATE_SCRATCH } from './threads.js';
+import { CONTROL_BYTES, JOB_OFFSET, KernelThreads, hostNow, MAX_CHUNKS, PRIVATE_BYTES, PRIVATE_SCRATCH } from './threads.js';
 import { wasmVariant, type KernelSource } from './wasm.js';
 import * as matmulWasm from './wasm/matmul.generated.js';
 
@@ -439,7 +439,7 @@ export class MatmulEngine {
     this.memory = memory;
     this.shared = shared;
     this.module = module;
-    const instance = new WebAssembly.Instance(this.module, { env: { memory: this.memory } });
+    const instance = new WebAssembly.Instance(this.module, { env: { memory: this.memory, now: hostNow } });
     this.exports = instance.exports as unknown as MatmulExports;
     const base = (this.exports.heapBase() + 63) & ~63;
     this.heap = new Heap(this.memory, base, 65536 * PAGE);

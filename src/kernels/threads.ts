@@ -100,6 +100,13 @@ export function hasStartWorker(): boolean {
 
 interface ChunkRunner {
   runChunk(job: number, chunk: number, thread: number): void;
+  /**
+   * The module's caller side of `KernelThreads.run` in WebAssembly (wasm/matmul.ts callerRun: run's loops, word
+   * for word), when it has one: returns the chunks it took from the workers, + 0x10000 when the workers had
+   * finished first; callerWaitMs() its wait for the workers when timing was asked for
+   */
+  callerRun?: (control: number, n: number, gen: number, stealable: number, waitMs: number, timing: number) => number;
+  callerWaitMs?: () => number;
 }
 
 /** A module's worker loop in WebAssembly (wasm/matmul.ts workerLoop: this file's loop, word for word). */
@@ -174,9 +181,14 @@ export function claimed(ctrl: Int32Array, base: number, gen: number, c: number):
   return c < (limit & 0xffff) ? c : -1;
 }
 
+/** The clock a module's WebAssembly reads (import env.now: wasm/matmul.ts callerRun's wait before it takes the workers' chunks). */
+export function hostNow(): number {
+  return performance.now();
+}
+
 /** Loop of a worker thread: wait for a job, run the chunks it can claim, repeat until QUIT. */
 export function kernelWorkerMain(init: KernelWorkerInit): void {
-  const instance = new WebAssembly.Instance(init.module, { env: { memory: init.memory } });
+  const instance = new WebAssembly.Instance(init.module, { env: { memory: init.memory, now: hostNow } });
   const run = instance.exports as unknown as ChunkRunner;
   const ctrl = new Int32Array(init.memory.buffer);
   const base = init.control >>> 2;
@@ -286,6 +298,8 @@ export class KernelThreads {
   static stealWaitMs: number | undefined;
   /** workers started from now on run the JavaScript loop even where the module has one in WebAssembly (tests) */
   static jsWorkerLoop = false;
+  /** run the caller's side in JavaScript even where the module has it in WebAssembly (tests: the reference) */
+  static jsCallerRun = false;
   /** time the hand-off of every run (bench decode-profile): `handOff` then counts; off, run reads no clock for it */
   static timing = false;
   /**
@@ -346,10 +360,35 @@ export class KernelThreads {
    * areas given to start, at most MAX_STEAL_CHUNKS chunks and stealableJob).
    */
   run(n: number, self: ChunkRunner, stealable = false): void {
+    const gen = (this.gen = nextGen(this.gen));
+    const cr = self.callerRun;
+    if (cr === undefined || KernelThreads.jsCallerRun) this.runJs(n, self, stealable, gen);
+    else {
+      // one call: no JavaScript loop for the engine to compile while both cores are busy (the first decode tokens)
+      const timing = KernelThreads.timing;
+      const r = cr(this.control, n, gen, stealable ? 1 : 0, KernelThreads.stealWaitMs ?? NaN, timing ? 1 : 0);
+      this.stolen += r & 0xffff;
+      if (timing) this.timed(r >>> 16, self);
+    }
+    const ctrl = this.ctrl();
+    if (Atomics.load(ctrl, this.base + ERROR)) {
+      Atomics.store(ctrl, this.base + ERROR, 0);
+      throw new Error('a kernel worker thread failed');
+    }
+  }
+
+  /** the hand-off statistics of one callerRun (KernelThreads.timing) */
+  private timed(workersFirst: number, self: ChunkRunner): void {
+    this.handOff.runs++;
+    this.handOff.workersFirst += workersFirst;
+    this.handOff.waitMs += self.callerWaitMs?.() ?? 0;
+  }
+
+  /** run's loops in JavaScript: the reference of wasm/matmul.ts callerRun, and for modules without it */
+  private runJs(n: number, self: ChunkRunner, stealable: boolean, gen: number): void {
     const ctrl = this.ctrl();
     const b = this.base;
     const job = this.control + JOB_OFFSET;
-    const gen = (this.gen = nextGen(this.gen));
     const steal = stealable && this.area !== 0 && n <= MAX_STEAL_CHUNKS && stealableJob(ctrl, job >>> 2);
     if (steal) for (let c = 0; c < n; c++) Atomics.store(ctrl, b + STATE + c, (gen << 16) | OPEN);
     Atomics.store(ctrl, b + STEAL, steal ? gen : 0);
@@ -396,10 +435,6 @@ export class KernelThreads {
     if (timing) {
       this.handOff.runs++;
       this.handOff.waitMs += performance.now() - tw;
-    }
-    if (Atomics.load(ctrl, b + ERROR)) {
-      Atomics.store(ctrl, b + ERROR, 0);
-      throw new Error('a kernel worker thread failed');
     }
   }
 
