@@ -2989,7 +2989,6 @@ function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
   const sc = w + <usize>nr * <usize>K * 2;
   const m = sc + <usize>nr * <usize>nb * 4;
   const dm = m + <usize>nr * <usize>nb * 16;
-  unpackInt(type, <usize>param(job, 2) + <usize>r0 * rowBytes, rowBytes, nr, K, w, sc, m, dm);
   const xq = <usize>param(job, 4);
   const xd = <usize>param(job, 5);
   const xsum = <usize>param(job, 8);
@@ -3059,6 +3058,8 @@ function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
     }
     return;
   }
+  // the int16 rows of unpackInt for the tiles below (the panel paths above unpack their own layout)
+  unpackInt(type, <usize>param(job, 2) + <usize>r0 * rowBytes, rowBytes, nr, K, w, sc, m, dm);
   if (T < 4) {
     // decode (and up to 3 tokens): 4 rows x 1 token tiles
     for (let t = 0; t < T; t++) {
