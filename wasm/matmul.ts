@@ -4365,6 +4365,7 @@ export function runChunk(job: usize, chunk: i32, thread: i32): void {
     case 14: packTriplesChunk(job, chunk); break;
     case 15: rmsnormChunk(job, chunk); break;
     case 19: ropeChunk(job, chunk); break;
+    case 20: rangesChunk(job, chunk); break;
     default: unreachable();
   }
 }
@@ -4592,6 +4593,20 @@ export function addInto(a: usize, b: usize, n: i32): void {
     v128.store(o, f32x4.add(v128.load(o, 48), v128.load(p, 48)), 48);
   }
   for (; i < n; i++) store<f32>(a + <usize>i * 4, load<f32>(a + <usize>i * 4) + load<f32>(b + <usize>i * 4));
+}
+
+// job kind 20 (eval): an element-wise op on the values [chunk * per, min(n, (chunk + 1) * per)), the
+// threads' share (each value the same operations wherever it runs):
+//   1 op: 0 firstNonFinite of a (its index within the range, or -1, into results[chunk]), 1 addInto(a, b)
+//   | 2 a | 3 b | 4 n | 5 per | 6 results (i32 per chunk)
+function rangesChunk(job: usize, chunk: i32): void {
+  const per = param(job, 5);
+  const i0 = chunk * per;
+  const m = min(per, param(job, 4) - i0);
+  if (m <= 0) return;
+  const a = <usize>param(job, 2) + <usize>i0 * 4;
+  if (param(job, 1) == 0) store<i32>(<usize>param(job, 6) + <usize>chunk * 4, firstNonFinite(a, m));
+  else addInto(a, <usize>param(job, 3) + <usize>i0 * 4, m);
 }
 
 /**
