@@ -2989,7 +2989,6 @@ function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
   const sc = w + <usize>nr * <usize>K * 2;
   const m = sc + <usize>nr * <usize>nb * 4;
   const dm = m + <usize>nr * <usize>nb * 16;
-  unpackInt(type, <usize>param(job, 2) + <usize>r0 * rowBytes, rowBytes, nr, K, w, sc, m, dm);
   const xq = <usize>param(job, 4);
   const xd = <usize>param(job, 5);
   const xsum = <usize>param(job, 8);
@@ -3059,6 +3058,8 @@ function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
     }
     return;
   }
+  // the int16 rows of unpackInt for the tiles below (the panel paths above unpack their own layout)
+  unpackInt(type, <usize>param(job, 2) + <usize>r0 * rowBytes, rowBytes, nr, K, w, sc, m, dm);
   if (T < 4) {
     // decode (and up to 3 tokens): 4 rows x 1 token tiles
     for (let t = 0; t < T; t++) {
@@ -3140,6 +3141,14 @@ export function expArray(x: usize, y: usize, n: i32): void {
 export function siluMul(g: usize, u: usize, n: i32): void {
   const one = f32x4.splat(1);
   let i = 0;
+  // two vectors a step: two independent chains of exp4's dependent operations (each value's operations unchanged)
+  for (; i + 8 <= n; i += 8) {
+    const o = <usize>i * 4;
+    const x = v128.load(g + o), y = v128.load(g + o, 16);
+    const ex = exp4(f32x4.neg(x)), ey = exp4(f32x4.neg(y));
+    v128.store(g + o, f32x4.mul(f32x4.div(x, f32x4.add(one, ex)), v128.load(u + o)));
+    v128.store(g + o, f32x4.mul(f32x4.div(y, f32x4.add(one, ey)), v128.load(u + o, 16)), 16);
+  }
   for (; i + 4 <= n; i += 4) {
     const o = <usize>i * 4;
     const x = v128.load(g + o);
@@ -4443,6 +4452,7 @@ export function runChunk(job: usize, chunk: i32, thread: i32): void {
     case 14: packTriplesChunk(job, chunk); break;
     case 15: rmsnormChunk(job, chunk); break;
     case 19: ropeChunk(job, chunk); break;
+    case 20: rangesChunk(job, chunk); break;
     default: unreachable();
   }
 }
@@ -4670,6 +4680,20 @@ export function addInto(a: usize, b: usize, n: i32): void {
     v128.store(o, f32x4.add(v128.load(o, 48), v128.load(p, 48)), 48);
   }
   for (; i < n; i++) store<f32>(a + <usize>i * 4, load<f32>(a + <usize>i * 4) + load<f32>(b + <usize>i * 4));
+}
+
+// job kind 20 (eval): an element-wise op on the values [chunk * per, min(n, (chunk + 1) * per)), the
+// threads' share (each value the same operations wherever it runs):
+//   1 op: 0 firstNonFinite of a (its index within the range, or -1, into results[chunk]), 1 addInto(a, b)
+//   | 2 a | 3 b | 4 n | 5 per | 6 results (i32 per chunk)
+function rangesChunk(job: usize, chunk: i32): void {
+  const per = param(job, 5);
+  const i0 = chunk * per;
+  const m = min(per, param(job, 4) - i0);
+  if (m <= 0) return;
+  const a = <usize>param(job, 2) + <usize>i0 * 4;
+  if (param(job, 1) == 0) store<i32>(<usize>param(job, 6) + <usize>chunk * 4, firstNonFinite(a, m));
+  else addInto(a, <usize>param(job, 3) + <usize>i0 * 4, m);
 }
 
 /**

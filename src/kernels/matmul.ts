@@ -1147,7 +1147,7 @@ export class MatmulEngine {
     const aAt = this.ptrOf(a, n);
     const bAt = this.ptrOf(b, n);
     if (aAt < 0 || bAt < 0) return false;
-    this.exports.addInto(aAt, bAt, n);
+    if (this.rangeJob(1, aAt, bAt, n) === 0) this.exports.addInto(aAt, bAt, n);
     return true;
   }
 
@@ -1210,7 +1210,30 @@ export class MatmulEngine {
    */
   allFinite(a: Float32Array, n: number): boolean | null {
     const own = this.ptrOf(a, n);
-    return own < 0 ? null : this.exports.firstNonFinite(own, n) < 0;
+    if (own < 0) return null;
+    const ranges = this.rangeJob(0, own, 0, n);
+    if (ranges === 0) return this.exports.firstNonFinite(own, n) < 0;
+    const at = this.buffer('ranges', ranges * 4 + 16) >>> 2;
+    for (let c = 0; c < ranges; c++) if (this.i32View[at + c] >= 0) return false;
+    return true;
+  }
+
+  /**
+   * job kind 20 on the threads when n is large enough: op 0 firstNonFinite of a (each range's result in
+   * the 'ranges' buffer), 1 a += b; the number of ranges, or 0 (nothing done: run it on this thread).
+   * The ranges are multiples of 16 values; every value goes through the one-thread kernel's operations.
+   */
+  private rangeJob(op: number, aAt: number, bAt: number, n: number): number {
+    if (!this.pool || n < 4 * MIN_PARALLEL_ELEMENTS) return 0;
+    const threads = this.threadCount;
+    const per = Math.max(MIN_PARALLEL_ELEMENTS, Math.ceil(n / (4 * threads) / 16) * 16);
+    const ranges = Math.ceil(n / per);
+    const res = this.buffer('ranges', ranges * 4 + 16);
+    const p = this.job;
+    p.fill(0);
+    p[0] = 20; p[1] = op; p[2] = aAt; p[3] = bAt; p[4] = n; p[5] = per; p[6] = res;
+    this.dispatch(ranges, threads);
+    return ranges;
   }
 
   /** log sum_i exp(x[off + i] - max) over n values, max being their largest (f32 exp4, f64 sum). */

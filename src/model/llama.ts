@@ -1107,6 +1107,13 @@ export class Llama {
     const qDim = nHeads * headDim;
     const kvDim = nKvHeads * headDim;
     const L = this.weights.layers[l];
+    const slot = this.kvSlot[l];
+    // a batch's keys and values straight into the cache's rows when it is this engine's f32 storage (positions
+    // pos.. of a slot are one block of rows): the same values through the same operations, without the copy
+    const kkv = this.kv as Partial<KernelKvStorage>;
+    const direct = nTok >= 16 && slot >= 0 && !L.wqkv && !this.hooks.kvInput && this.kv.preRopeKeys !== true && this.engine !== null && kkv.engine === this.engine && kkv.keysAt !== undefined && kernelsEnabled();
+    const kb = direct ? this.kv.keys(slot, pos + nTok).subarray(pos * kvDim) : s.k;
+    const vb = direct ? this.kv.values(slot, pos + nTok).subarray(pos * kvDim) : s.v;
     this.norm(s.xb, x, L.attnNorm, nTok, dim);
     addBias(s.xb, L.attnNormBias, nTok);
     if (L.wqkv) {
@@ -1120,22 +1127,22 @@ export class Llama {
       }
     } else if (skip) {
       // keys and values of every row; queries of the rows kept (their own rounding of the input)
-      this.lin(s.k, s.xb, L.wk, nTok);
-      this.lin(s.v, s.xb, L.wv, nTok, undefined, true);
+      this.lin(kb, s.xb, L.wk, nTok);
+      this.lin(vb, s.xb, L.wv, nTok, undefined, true);
       this.lin(s.q, s.xb.subarray(skip * dim), L.wq, nTok - skip);
-    } else if (!this.linRuns(this.decodeRuns[l]?.qkv, [s.q, s.k, s.v], s.xb, nTok)) {
+    } else if (!this.linRuns(this.decodeRuns[l]?.qkv, [s.q, kb, vb], s.xb, nTok)) {
       this.lin(s.q, s.xb, L.wq, nTok);
-      this.lin(s.k, s.xb, L.wk, nTok, undefined, true);
-      this.lin(s.v, s.xb, L.wv, nTok, undefined, true);
+      this.lin(kb, s.xb, L.wk, nTok, undefined, true);
+      this.lin(vb, s.xb, L.wv, nTok, undefined, true);
     }
     // the queries: qN rows from position qPos (all rows unless skip)
     const qN = nTok - skip;
     const qPos = pos + skip;
     addBias(s.q, L.bq, qN);
-    addBias(s.k, L.bk, nTok);
-    addBias(s.v, L.bv, nTok);
+    addBias(kb, L.bk, nTok);
+    addBias(vb, L.bv, nTok);
     if (L.qNorm) rmsnorm(s.q, s.q, L.qNorm, qN * nHeads, headDim, c.normEps);
-    if (L.kNorm) rmsnorm(s.k, s.k, L.kNorm, nTok * nKvHeads, headDim, c.normEps);
+    if (L.kNorm) rmsnorm(kb, kb, L.kNorm, nTok * nKvHeads, headDim, c.normEps);
     const swa = c.swaLayers?.[l] === true;
     const freq = swa ? s.ropeFreqSwa : s.ropeFreq;
     this.hooks.kvInput?.(l, pos, nTok, s.k, s.v);
@@ -1163,16 +1170,15 @@ export class Llama {
       const table = this.ropeTableOf(freq);
       if (table && pos + nTok <= table.positions) {
         this.ropeRows(table, s.q, qN, nHeads, qPos);
-        if (!preRope) this.ropeRows(table, s.k, nTok, nKvHeads, pos);
+        if (!preRope) this.ropeRows(table, kb, nTok, nKvHeads, pos);
       } else {
         rope(c, freq, s.q, qN, nHeads, qPos);
-        if (!preRope) rope(c, freq, s.k, nTok, nKvHeads, pos);
+        if (!preRope) rope(c, freq, kb, nTok, nKvHeads, pos);
       }
     }
     const scale = c.attnScale ?? 1 / Math.sqrt(headDim);
     const window = swa ? c.slidingWindow! : 0;
     const cap = c.attnSoftcap ?? 0;
-    const slot = this.kvSlot[l];
     if (slot < 0) {
       // a sliding-window layer in its ring: position p lives in row p mod R (R >= window + batch - 1)
       const R = this.swaCache!.positions;
@@ -1187,8 +1193,8 @@ export class Llama {
       attentionWindowed(s.q, keys, values, qN, qPos, nHeads, nKvHeads, headDim, scale, window, cap, att, s.scores, R);
       return;
     }
-    if (preRope) {
-      // (appended before RoPE)
+    if (preRope || direct) {
+      // (appended before RoPE, or written in place)
     } else if (this.kv.append) this.kv.append(slot, pos, nTok, s.k, s.v);
     else for (let t = 0; t < nTok; t++) this.kv.store(slot, pos + t, s.k.subarray(t * kvDim, (t + 1) * kvDim), s.v.subarray(t * kvDim, (t + 1) * kvDim));
     if (this.kv.attention && window === 0 && cap === 0) {
@@ -1202,7 +1208,6 @@ export class Llama {
       return;
     }
     // causal attention (WebAssembly kernel when the cache lives in its memory)
-    const kkv = this.kv as Partial<KernelKvStorage>;
     if (kkv.engine && kernelsEnabled()) {
       kkv.engine.attention(s.q, qN, qPos, nHeads, nKvHeads, headDim, kkv.keysAt!(slot), kkv.valuesAt!(slot), kvDim, scale, att);
     } else this.attention(slot, qN, qPos, scale, att);
