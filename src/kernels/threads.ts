@@ -368,7 +368,7 @@ export class KernelThreads {
       const timing = KernelThreads.timing;
       const r = cr(this.control, n, gen, stealable ? 1 : 0, KernelThreads.stealWaitMs ?? NaN, timing ? 1 : 0);
       this.stolen += r & 0xffff;
-      if (timing) this.timed(r >>> 16, self);
+      if (timing) this.timed(r >>> 16, self.callerWaitMs?.() ?? 0);
     }
     const ctrl = this.ctrl();
     if (Atomics.load(ctrl, this.base + ERROR)) {
@@ -377,11 +377,11 @@ export class KernelThreads {
     }
   }
 
-  /** the hand-off statistics of one callerRun (KernelThreads.timing) */
-  private timed(workersFirst: number, self: ChunkRunner): void {
+  /** the hand-off statistics of one run (KernelThreads.timing): 1 when the workers finished first, the caller's wait */
+  private timed(workersFirst: number, waitMs: number): void {
     this.handOff.runs++;
     this.handOff.workersFirst += workersFirst;
-    this.handOff.waitMs += self.callerWaitMs?.() ?? 0;
+    this.handOff.waitMs += waitMs;
   }
 
   /** run's loops in JavaScript: the reference of wasm/matmul.ts callerRun, and for modules without it */
@@ -408,7 +408,7 @@ export class KernelThreads {
     let done = Atomics.add(ctrl, b + DONE, mine) + mine;
     const timing = KernelThreads.timing;
     const tw = timing ? performance.now() : 0;
-    if (timing && done >= n) this.handOff.workersFirst++;
+    const workersFirst = done >= n ? 1 : 0;
     if (steal && done < n) {
       // wait about two of our chunks' time for the workers' last chunks, then take what is not FINAL
       const now = performance.now();
@@ -432,10 +432,7 @@ export class KernelThreads {
         done = Atomics.load(ctrl, b + DONE);
       }
     }
-    if (timing) {
-      this.handOff.runs++;
-      this.handOff.waitMs += performance.now() - tw;
-    }
+    if (timing) this.timed(workersFirst, performance.now() - tw);
   }
 
   /** Stop the workers (they finish waiting and return) and terminate them. */
