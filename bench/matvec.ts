@@ -133,7 +133,7 @@ async function dram(args: string[]): Promise<void> {
         secs[i].push(pass());
       });
     }
-    e.q32Strands = 2;
+    e.q32Strands = 4;
     strands.forEach((st, i) => {
       const best = Math.min(...secs[i]);
       const med = median(secs[i]);

@@ -1891,6 +1891,106 @@ function rtileQ8Lanes8x2(p: usize, q: usize, xp: usize, K: i32, xd: usize, xdStr
   v128.store(z, g1, 16);
 }
 
+/** Q8_0 decode, four full groups of 8 rows at once (4 strands; rtileQ8Lanes8x2 twice per block): the same bits */
+function rtileQ8Lanes8x4(p: usize, q: usize, u: usize, w: usize, xp: usize, K: i32, xd: usize, xdStride: usize, nb: i32, y: usize, z: usize, yu: usize, yw: usize): void {
+  let f0 = f32x4.splat(0), f1 = f32x4.splat(0), g0 = f32x4.splat(0), g1 = f32x4.splat(0);
+  let h0 = f32x4.splat(0), h1 = f32x4.splat(0), k0 = f32x4.splat(0), k1 = f32x4.splat(0);
+  const kk = <usize>K;
+  for (let b = 0; b < nb; b++, p += 288, q += 288, u += 288, w += 288, xp += 32) {
+    const xn = xp + kk; // max(q, 0) at xp, max(-q, 0) at xn
+    const dx = v128.load32_splat(xd + <usize>b * xdStride);
+    let I0: v128, I1: v128, J0: v128, J1: v128, Ps: v128, Ns: v128;
+    Ps = v128.load32_splat(xp + 0); Ns = v128.load32_splat(xn + 0);
+    I0 = q8lanes(v128.load(p, 32), Ps, Ns); I1 = q8lanes(v128.load(p, 48), Ps, Ns);
+    J0 = q8lanes(v128.load(q, 32), Ps, Ns); J1 = q8lanes(v128.load(q, 48), Ps, Ns);
+    Ps = v128.load32_splat(xp + 4); Ns = v128.load32_splat(xn + 4);
+    I0 = i32x4.add(I0, q8lanes(v128.load(p, 64), Ps, Ns)); I1 = i32x4.add(I1, q8lanes(v128.load(p, 80), Ps, Ns));
+    J0 = i32x4.add(J0, q8lanes(v128.load(q, 64), Ps, Ns)); J1 = i32x4.add(J1, q8lanes(v128.load(q, 80), Ps, Ns));
+    v128.store(y, I0); // a store orders the loads after it
+    v128.store(y, I1, 16);
+    v128.store(z, J0);
+    v128.store(z, J1, 16);
+    Ps = v128.load32_splat(xp + 8); Ns = v128.load32_splat(xn + 8);
+    I0 = i32x4.add(I0, q8lanes(v128.load(p, 96), Ps, Ns)); I1 = i32x4.add(I1, q8lanes(v128.load(p, 112), Ps, Ns));
+    J0 = i32x4.add(J0, q8lanes(v128.load(q, 96), Ps, Ns)); J1 = i32x4.add(J1, q8lanes(v128.load(q, 112), Ps, Ns));
+    Ps = v128.load32_splat(xp + 12); Ns = v128.load32_splat(xn + 12);
+    I0 = i32x4.add(I0, q8lanes(v128.load(p, 128), Ps, Ns)); I1 = i32x4.add(I1, q8lanes(v128.load(p, 144), Ps, Ns));
+    J0 = i32x4.add(J0, q8lanes(v128.load(q, 128), Ps, Ns)); J1 = i32x4.add(J1, q8lanes(v128.load(q, 144), Ps, Ns));
+    v128.store(y, I0); // a store orders the loads after it
+    v128.store(y, I1, 16);
+    v128.store(z, J0);
+    v128.store(z, J1, 16);
+    Ps = v128.load32_splat(xp + 16); Ns = v128.load32_splat(xn + 16);
+    I0 = i32x4.add(I0, q8lanes(v128.load(p, 160), Ps, Ns)); I1 = i32x4.add(I1, q8lanes(v128.load(p, 176), Ps, Ns));
+    J0 = i32x4.add(J0, q8lanes(v128.load(q, 160), Ps, Ns)); J1 = i32x4.add(J1, q8lanes(v128.load(q, 176), Ps, Ns));
+    Ps = v128.load32_splat(xp + 20); Ns = v128.load32_splat(xn + 20);
+    I0 = i32x4.add(I0, q8lanes(v128.load(p, 192), Ps, Ns)); I1 = i32x4.add(I1, q8lanes(v128.load(p, 208), Ps, Ns));
+    J0 = i32x4.add(J0, q8lanes(v128.load(q, 192), Ps, Ns)); J1 = i32x4.add(J1, q8lanes(v128.load(q, 208), Ps, Ns));
+    v128.store(y, I0); // a store orders the loads after it
+    v128.store(y, I1, 16);
+    v128.store(z, J0);
+    v128.store(z, J1, 16);
+    Ps = v128.load32_splat(xp + 24); Ns = v128.load32_splat(xn + 24);
+    I0 = i32x4.add(I0, q8lanes(v128.load(p, 224), Ps, Ns)); I1 = i32x4.add(I1, q8lanes(v128.load(p, 240), Ps, Ns));
+    J0 = i32x4.add(J0, q8lanes(v128.load(q, 224), Ps, Ns)); J1 = i32x4.add(J1, q8lanes(v128.load(q, 240), Ps, Ns));
+    Ps = v128.load32_splat(xp + 28); Ns = v128.load32_splat(xn + 28);
+    I0 = i32x4.add(I0, q8lanes(v128.load(p, 256), Ps, Ns)); I1 = i32x4.add(I1, q8lanes(v128.load(p, 272), Ps, Ns));
+    J0 = i32x4.add(J0, q8lanes(v128.load(q, 256), Ps, Ns)); J1 = i32x4.add(J1, q8lanes(v128.load(q, 272), Ps, Ns));
+    f0 = f32x4.add(f0, f32x4.mul(cvt(I0), f32x4.mul(v128.load(p), dx)));
+    f1 = f32x4.add(f1, f32x4.mul(cvt(I1), f32x4.mul(v128.load(p, 16), dx)));
+    g0 = f32x4.add(g0, f32x4.mul(cvt(J0), f32x4.mul(v128.load(q), dx)));
+    g1 = f32x4.add(g1, f32x4.mul(cvt(J1), f32x4.mul(v128.load(q, 16), dx)));
+    Ps = v128.load32_splat(xp + 0); Ns = v128.load32_splat(xn + 0);
+    I0 = q8lanes(v128.load(u, 32), Ps, Ns); I1 = q8lanes(v128.load(u, 48), Ps, Ns);
+    J0 = q8lanes(v128.load(w, 32), Ps, Ns); J1 = q8lanes(v128.load(w, 48), Ps, Ns);
+    Ps = v128.load32_splat(xp + 4); Ns = v128.load32_splat(xn + 4);
+    I0 = i32x4.add(I0, q8lanes(v128.load(u, 64), Ps, Ns)); I1 = i32x4.add(I1, q8lanes(v128.load(u, 80), Ps, Ns));
+    J0 = i32x4.add(J0, q8lanes(v128.load(w, 64), Ps, Ns)); J1 = i32x4.add(J1, q8lanes(v128.load(w, 80), Ps, Ns));
+    v128.store(yu, I0); // a store orders the loads after it
+    v128.store(yu, I1, 16);
+    v128.store(yw, J0);
+    v128.store(yw, J1, 16);
+    Ps = v128.load32_splat(xp + 8); Ns = v128.load32_splat(xn + 8);
+    I0 = i32x4.add(I0, q8lanes(v128.load(u, 96), Ps, Ns)); I1 = i32x4.add(I1, q8lanes(v128.load(u, 112), Ps, Ns));
+    J0 = i32x4.add(J0, q8lanes(v128.load(w, 96), Ps, Ns)); J1 = i32x4.add(J1, q8lanes(v128.load(w, 112), Ps, Ns));
+    Ps = v128.load32_splat(xp + 12); Ns = v128.load32_splat(xn + 12);
+    I0 = i32x4.add(I0, q8lanes(v128.load(u, 128), Ps, Ns)); I1 = i32x4.add(I1, q8lanes(v128.load(u, 144), Ps, Ns));
+    J0 = i32x4.add(J0, q8lanes(v128.load(w, 128), Ps, Ns)); J1 = i32x4.add(J1, q8lanes(v128.load(w, 144), Ps, Ns));
+    v128.store(yu, I0); // a store orders the loads after it
+    v128.store(yu, I1, 16);
+    v128.store(yw, J0);
+    v128.store(yw, J1, 16);
+    Ps = v128.load32_splat(xp + 16); Ns = v128.load32_splat(xn + 16);
+    I0 = i32x4.add(I0, q8lanes(v128.load(u, 160), Ps, Ns)); I1 = i32x4.add(I1, q8lanes(v128.load(u, 176), Ps, Ns));
+    J0 = i32x4.add(J0, q8lanes(v128.load(w, 160), Ps, Ns)); J1 = i32x4.add(J1, q8lanes(v128.load(w, 176), Ps, Ns));
+    Ps = v128.load32_splat(xp + 20); Ns = v128.load32_splat(xn + 20);
+    I0 = i32x4.add(I0, q8lanes(v128.load(u, 192), Ps, Ns)); I1 = i32x4.add(I1, q8lanes(v128.load(u, 208), Ps, Ns));
+    J0 = i32x4.add(J0, q8lanes(v128.load(w, 192), Ps, Ns)); J1 = i32x4.add(J1, q8lanes(v128.load(w, 208), Ps, Ns));
+    v128.store(yu, I0); // a store orders the loads after it
+    v128.store(yu, I1, 16);
+    v128.store(yw, J0);
+    v128.store(yw, J1, 16);
+    Ps = v128.load32_splat(xp + 24); Ns = v128.load32_splat(xn + 24);
+    I0 = i32x4.add(I0, q8lanes(v128.load(u, 224), Ps, Ns)); I1 = i32x4.add(I1, q8lanes(v128.load(u, 240), Ps, Ns));
+    J0 = i32x4.add(J0, q8lanes(v128.load(w, 224), Ps, Ns)); J1 = i32x4.add(J1, q8lanes(v128.load(w, 240), Ps, Ns));
+    Ps = v128.load32_splat(xp + 28); Ns = v128.load32_splat(xn + 28);
+    I0 = i32x4.add(I0, q8lanes(v128.load(u, 256), Ps, Ns)); I1 = i32x4.add(I1, q8lanes(v128.load(u, 272), Ps, Ns));
+    J0 = i32x4.add(J0, q8lanes(v128.load(w, 256), Ps, Ns)); J1 = i32x4.add(J1, q8lanes(v128.load(w, 272), Ps, Ns));
+    h0 = f32x4.add(h0, f32x4.mul(cvt(I0), f32x4.mul(v128.load(u), dx)));
+    h1 = f32x4.add(h1, f32x4.mul(cvt(I1), f32x4.mul(v128.load(u, 16), dx)));
+    k0 = f32x4.add(k0, f32x4.mul(cvt(J0), f32x4.mul(v128.load(w), dx)));
+    k1 = f32x4.add(k1, f32x4.mul(cvt(J1), f32x4.mul(v128.load(w, 16), dx)));
+  }
+  v128.store(y, f0);
+  v128.store(y, f1, 16);
+  v128.store(z, g0);
+  v128.store(z, g1, 16);
+  v128.store(yu, h0);
+  v128.store(yu, h1, 16);
+  v128.store(yw, k0);
+  v128.store(yw, k1, 16);
+}
+
 /** Q4_K: the 8 six-bit scales (bytes 0..7) and minimums (8..15) of the super-block at p, as u8 lanes */
 // @ts-ignore: decorator
 @inline function k4ScalesMins(p: usize): v128 {
@@ -3084,10 +3184,19 @@ function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
           const xp = xa + <usize>t * <usize>actBytes8(K) + <usize>K, dt = xd + <usize>t * 4;
           const yt = y0 + <usize>t * N * 4 + <usize>r * 4;
           if ((R & 7) == 0 && R + 8 <= full8 && r + 8 <= nr) {
-            // the chunk's full groups from here in 2 strands, as Q4_0's
+            // the chunk's full groups from here in 2 or 4 strands, as Q4_0's
             const G = strands >= 2 ? (min(r0 + nr, full8) - R) >> 3 : 1;
-            const h = (G + 1) >> 1;
             const gb = 2 * g4;
+            if (strands == 4 && G >= 4) {
+              const q4 = G >> 2;
+              for (let i = 0; i < q4; i++)
+                rtileQ8Lanes8x4(p0 + <usize>i * gb, p0 + <usize>(i + q4) * gb, p0 + <usize>(i + 2 * q4) * gb, p0 + <usize>(i + 3 * q4) * gb, xp, K, dt, xdStride, nb,
+                  yt + <usize>i * 32, yt + <usize>(i + q4) * 32, yt + <usize>(i + 2 * q4) * 32, yt + <usize>(i + 3 * q4) * 32);
+              for (let i = 4 * q4; i < G; i++) rtileQ8Lanes8(p0 + <usize>i * gb, xp, K, dt, xdStride, nb, yt + <usize>i * 32);
+              r += 8 * G - 4;
+              continue;
+            }
+            const h = (G + 1) >> 1;
             for (let i = 0; i < G - h; i++)
               rtileQ8Lanes8x2(p0 + <usize>i * gb, p0 + <usize>(i + h) * gb, xp, K, dt, xdStride, nb, yt + <usize>i * 32, yt + <usize>(i + h) * 32);
             if (G & 1) rtileQ8Lanes8(p0 + <usize>(h - 1) * gb, xp, K, dt, xdStride, nb, yt + <usize>(h - 1) * 32);

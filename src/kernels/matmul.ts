@@ -888,7 +888,7 @@ export class MatmulEngine {
    * strands side by side (wasm rtileQ4Lanes8x2 / rtileQ8Lanes8x2: 2 sequential streams from DRAM instead of
    * one); 1: one group after another. The same bits either way.
    */
-  q32Strands = 2;
+  q32Strands = 4;
 
   /**
    * Let one-token matmuls read a copy of each quantized weight interleaved by 4 rows (default on; the
