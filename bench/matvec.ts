@@ -7,7 +7,7 @@
  * kernel is compute-bound (more arithmetic per byte would not be hidden); much less from memory: it is
  * at the memory bandwidth, and only fewer bytes help.
  *
- * `npm run bench -- matvec dram [types=Q4_0,Q8_0,F32] [threads=1,2] [MB=640] [rounds=5] [strands=1,2]`: the
+ * `npm run bench -- matvec dram [types=Q4_0,Q8_0,F32] [threads=1,2] [MB=640] [rounds=5] [strands=1,4]`: the
  * DRAM-honest case. Many distinct weights of the 155M decode's shapes (5632 x 768: gate | up; 768 x 2816:
  * down), ~MB of file bytes in all, each with its own decode copy (prepareDecode), cycled so none stays in
  * cache: one-token matmulInt (F32: matmul, its rows in place in 4 strands) as `lowbit generate` runs them.
@@ -80,7 +80,7 @@ async function dram(args: string[]): Promise<void> {
   const type = ggmlTypeByName(name);
   const codec = type && ggmlCodec(type);
   const f32 = name === 'F32';
-  const strands = f32 ? [0] : (args[4] ?? '1,2').split(',').map(Number);
+  const strands = f32 ? [0] : (args[4] ?? '1,4').split(',').map(Number);
   if (!type || (!f32 && !codec?.quantize)) {
     console.log(`  ${name}: no such quantizable type`);
     return;

@@ -884,9 +884,9 @@ export class MatmulEngine {
   f32Strands = true;
 
   /**
-   * one token on the Q4_0 / Q8_0 copies (relaxed build): each chunk's full groups of 8 rows read in this many
-   * strands side by side (wasm rtileQ4Lanes8x2 / rtileQ8Lanes8x2: 2 sequential streams from DRAM instead of
-   * one); 1: one group after another. The same bits either way.
+   * one token on the Q4_0 / Q8_0 copies (relaxed build): each chunk's full groups of 8 rows read in 4 strands side
+   * by side (4, default: wasm rtileQ4Lanes8x4 / rtileQ8Lanes8x4, 4 sequential streams from DRAM instead of one);
+   * 1: one group after another (rtileQ4Lanes8 / rtileQ8Lanes8). The same bits either way.
    */
   q32Strands = 4;
 
