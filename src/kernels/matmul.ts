@@ -759,7 +759,8 @@ export class MatmulEngine {
     const scratchBytes = (il ? 0 : chunkRows * rowScratch) + 512;
     const scratch = this.buffer('scratch', scratchBytes * this.threadCount);
     this.setJob(3, w.type.id, il || w.ptr, w.rowBytes, xq, xd, nTok, k, xs, yAt, n, n, chunkRows, scratch, scratchBytes);
-    this.job[16] = il ? 1 + this.exports.decodeExtra32(w.type.id) : quads16 && this.prefillTile === 'rows' ? 1 : 0;
+    // decode: 1 + the copy's extra bytes per group block, the block-32 tiles' strands above bit 8 (q32Strands)
+    this.job[16] = il ? (1 + this.exports.decodeExtra32(w.type.id)) | (this.q32Strands << 8) : quads16 && this.prefillTile === 'rows' ? 1 : 0;
     this.job[15] = xa;
     this.dispatch(Math.ceil(n / chunkRows), threads, nTok === 1);
     if (yOwn < 0) this.copyOut(out, yAt, nTok * n);
@@ -881,6 +882,13 @@ export class MatmulEngine {
    * (wasm tile4x1s: 4 long sequential streams; default on). Off: tile3x1's 3 adjacent rows. The same bits.
    */
   f32Strands = true;
+
+  /**
+   * one token on the Q4_0 / Q8_0 copies (relaxed build): each chunk's full groups of 8 rows read in 4 strands side
+   * by side (4, default: wasm rtileQ4Lanes8x4 / rtileQ8Lanes8x4, 4 sequential streams from DRAM instead of one);
+   * 1: one group after another (rtileQ4Lanes8 / rtileQ8Lanes8). The same bits either way.
+   */
+  q32Strands = 4;
 
   /**
    * Let one-token matmuls read a copy of each quantized weight interleaved by 4 rows (default on; the
