@@ -2074,6 +2074,154 @@ function r6lanes8(p: usize, xa: usize, K: i32, xd: usize, xdStride: usize, nb: i
   return I;
 }
 
+/**
+ * Q4_K, one group block of a full group of 8 rows (1216 bytes at p) for the strand tile (rtileQ4KStrands):
+ * rtileQ4KLanes8's loop body, its f32 sums f0, f1 kept at fa, fa + 16 (read, updated, written back: exact),
+ * its ordering stores at t; xr: the block's splat records, xs: its activation sums, dx: its activation scale
+ */
+// @ts-ignore: decorator
+@inline function q4kBlock8(p: usize, xr: usize, xs: usize, dx: v128, t: usize, fa: usize): void {
+  const m = i8x16.splat(0x0f);
+  let I0 = i32x4.splat(0), I1 = i32x4.splat(0);
+  let qj = p + 192, sc = p + 64;
+  const qe = qj + 1024;
+  for (; qj < qe; xr += 320, qj += 256, sc += 16) {
+    let sl: v128, sh: v128;
+    {
+      const q0 = v128.load(qj, 0); const q1 = v128.load(qj, 32); const q2 = v128.load(qj, 64); const q3 = v128.load(qj, 96);
+      sl = rdot(v128.load(xr), v128.and(q0, m));
+      sh = rdot(v128.load(xr, 160), v128.and(i16x8.shr_u(q0, 4), m));
+      sl = i16x8.add(sl, rdot(v128.load(xr, 16), v128.and(q1, m)));
+      sh = i16x8.add(sh, rdot(v128.load(xr, 176), v128.and(i16x8.shr_u(q1, 4), m)));
+      sl = i16x8.add(sl, rdot(v128.load(xr, 32), v128.and(q2, m)));
+      sh = i16x8.add(sh, rdot(v128.load(xr, 192), v128.and(i16x8.shr_u(q2, 4), m)));
+      sl = i16x8.add(sl, rdot(v128.load(xr, 48), v128.and(q3, m)));
+      sh = i16x8.add(sh, rdot(v128.load(xr, 208), v128.and(i16x8.shr_u(q3, 4), m)));
+      v128.store(t, sl);
+      v128.store(t, sh, 16);
+    }
+    {
+      const q4 = v128.load(qj, 128); const q5 = v128.load(qj, 160); const q6 = v128.load(qj, 192); const q7 = v128.load(qj, 224);
+      sl = i16x8.add(sl, rdot(v128.load(xr, 80), v128.and(q4, m)));
+      sh = i16x8.add(sh, rdot(v128.load(xr, 240), v128.and(i16x8.shr_u(q4, 4), m)));
+      sl = i16x8.add(sl, rdot(v128.load(xr, 96), v128.and(q5, m)));
+      sh = i16x8.add(sh, rdot(v128.load(xr, 256), v128.and(i16x8.shr_u(q5, 4), m)));
+      sl = i16x8.add(sl, rdot(v128.load(xr, 112), v128.and(q6, m)));
+      sh = i16x8.add(sh, rdot(v128.load(xr, 272), v128.and(i16x8.shr_u(q6, 4), m)));
+      sl = i16x8.add(sl, rdot(v128.load(xr, 128), v128.and(q7, m)));
+      sh = i16x8.add(sh, rdot(v128.load(xr, 288), v128.and(i16x8.shr_u(q7, 4), m)));
+      const S = v128.load8x8_u(sc, 0);
+      I0 = i32x4.add(I0, i32x4.dot_i16x8_s(sl, v128.shuffle<i16>(S, S, 0, 0, 1, 1, 2, 2, 3, 3)));
+      I0 = i32x4.add(I0, i32x4.dot_i16x8_s(sh, v128.shuffle<i16>(S, S, 4, 4, 5, 5, 6, 6, 7, 7)));
+      v128.store(t, I0, 0);
+    }
+    {
+      const q0 = v128.load(qj, 16); const q1 = v128.load(qj, 48); const q2 = v128.load(qj, 80); const q3 = v128.load(qj, 112);
+      sl = rdot(v128.load(xr), v128.and(q0, m));
+      sh = rdot(v128.load(xr, 160), v128.and(i16x8.shr_u(q0, 4), m));
+      sl = i16x8.add(sl, rdot(v128.load(xr, 16), v128.and(q1, m)));
+      sh = i16x8.add(sh, rdot(v128.load(xr, 176), v128.and(i16x8.shr_u(q1, 4), m)));
+      sl = i16x8.add(sl, rdot(v128.load(xr, 32), v128.and(q2, m)));
+      sh = i16x8.add(sh, rdot(v128.load(xr, 192), v128.and(i16x8.shr_u(q2, 4), m)));
+      sl = i16x8.add(sl, rdot(v128.load(xr, 48), v128.and(q3, m)));
+      sh = i16x8.add(sh, rdot(v128.load(xr, 208), v128.and(i16x8.shr_u(q3, 4), m)));
+      v128.store(t, sl);
+      v128.store(t, sh, 16);
+    }
+    {
+      const q4 = v128.load(qj, 144); const q5 = v128.load(qj, 176); const q6 = v128.load(qj, 208); const q7 = v128.load(qj, 240);
+      sl = i16x8.add(sl, rdot(v128.load(xr, 80), v128.and(q4, m)));
+      sh = i16x8.add(sh, rdot(v128.load(xr, 240), v128.and(i16x8.shr_u(q4, 4), m)));
+      sl = i16x8.add(sl, rdot(v128.load(xr, 96), v128.and(q5, m)));
+      sh = i16x8.add(sh, rdot(v128.load(xr, 256), v128.and(i16x8.shr_u(q5, 4), m)));
+      sl = i16x8.add(sl, rdot(v128.load(xr, 112), v128.and(q6, m)));
+      sh = i16x8.add(sh, rdot(v128.load(xr, 272), v128.and(i16x8.shr_u(q6, 4), m)));
+      sl = i16x8.add(sl, rdot(v128.load(xr, 128), v128.and(q7, m)));
+      sh = i16x8.add(sh, rdot(v128.load(xr, 288), v128.and(i16x8.shr_u(q7, 4), m)));
+      const S = v128.load8x8_u(sc, 8);
+      I1 = i32x4.add(I1, i32x4.dot_i16x8_s(sl, v128.shuffle<i16>(S, S, 0, 0, 1, 1, 2, 2, 3, 3)));
+      I1 = i32x4.add(I1, i32x4.dot_i16x8_s(sh, v128.shuffle<i16>(S, S, 4, 4, 5, 5, 6, 6, 7, 7)));
+      v128.store(t, I1, 16);
+    }
+  }
+  let X = v128.load32_splat(xs);
+  let M0 = i32x4.dot_i16x8_s(v128.load8x8_u(p + 128), X), M1 = i32x4.dot_i16x8_s(v128.load8x8_u(p + 160), X);
+  X = v128.load32_splat(xs + 4);
+  M0 = i32x4.add(M0, i32x4.dot_i16x8_s(v128.load8x8_u(p + 136), X));
+  M1 = i32x4.add(M1, i32x4.dot_i16x8_s(v128.load8x8_u(p + 168), X));
+  X = v128.load32_splat(xs + 8);
+  M0 = i32x4.add(M0, i32x4.dot_i16x8_s(v128.load8x8_u(p + 144), X));
+  M1 = i32x4.add(M1, i32x4.dot_i16x8_s(v128.load8x8_u(p + 176), X));
+  X = v128.load32_splat(xs + 12);
+  M0 = i32x4.add(M0, i32x4.dot_i16x8_s(v128.load8x8_u(p + 152), X));
+  M1 = i32x4.add(M1, i32x4.dot_i16x8_s(v128.load8x8_u(p + 184), X));
+  let f0 = v128.load(fa), f1 = v128.load(fa, 16);
+  f0 = f32x4.add(f0, f32x4.mul(cvt(I0), f32x4.mul(v128.load(p), dx)));
+  f0 = f32x4.sub(f0, f32x4.mul(cvt(M0), f32x4.mul(v128.load(p, 32), dx)));
+  f1 = f32x4.add(f1, f32x4.mul(cvt(I1), f32x4.mul(v128.load(p, 16), dx)));
+  f1 = f32x4.sub(f1, f32x4.mul(cvt(M1), f32x4.mul(v128.load(p, 48), dx)));
+  v128.store(fa, f0);
+  v128.store(fa, f1, 16);
+}
+
+/** Q6_K, one group block of a full group of 8 rows (1696 bytes at p) for the strand tile (r6Strands): r6lanes8's loop body, its sums at fa, fa + 16 */
+// @ts-ignore: decorator
+@inline function q6Block8(p: usize, xb: usize, dx: v128, fa: usize): void {
+  const I0 = r6half(p + 160, xb, p + 32);
+  const I1 = r6half(p + 176, xb, p + 36);
+  v128.store(fa, f32x4.add(v128.load(fa), f32x4.mul(cvt(I0), f32x4.mul(v128.load(p), dx))));
+  v128.store(fa, f32x4.add(v128.load(fa, 16), f32x4.mul(cvt(I1), f32x4.mul(v128.load(p, 16), dx))), 16);
+}
+
+/**
+ * Q4_K (type 12) or Q6_K (14) decode, G full groups of 8 rows (group blocks of gb bytes, nb per group, at p;
+ * outputs y, 32 bytes a group) read in S strands: strand s holds groups s q .. s q + q - 1 (q = G / S), and
+ * the strands' groups are taken in lockstep, one group block of each strand in turn, so S sequential streams
+ * are read at once; the G % S groups after them one by one. Every row's operations are those of
+ * rtileQ4KLanes8 / r6lanes8 in the same order (the f32 sums kept in tmp between group blocks): the same
+ * bits. tmp: 32 (S + 1) bytes of scratch.
+ */
+// @ts-ignore: decorator
+@inline function rtileStrands(type: i32, p: usize, gb: usize, G: i32, S: i32, xa: usize, K: i32, xd: usize, xdStride: usize, nb: i32, xsum: usize, y: usize, tmp: usize): void {
+  const q = G / S;
+  const sb = <usize>q * gb, sy = <usize>q * 32;
+  const bb: usize = type == 12 ? 1216 : 1696;
+  const xr0 = xa + splatsAt(<usize>K);
+  const t = tmp + <usize>S * 32;
+  const se = <usize>S * 32;
+  for (let i = 0; i < q; i++, p += gb, y += 32) {
+    memory.fill(tmp, 0, se);
+    let xr = xr0, xs = xsum, dp = xd, pb = p;
+    for (let b = 0; b < nb; b++, xr += 1280, xs += 16, dp += xdStride, pb += bb) {
+      const dx = v128.load32_splat(dp);
+      let ps = pb;
+      for (let fa = tmp; fa < tmp + se; fa += 32, ps += sb) {
+        if (type == 12) q4kBlock8(ps, xr, xs, dx, t, fa);
+        else q6Block8(ps, xr, dx, fa);
+      }
+    }
+    let ys = y;
+    for (let fa = tmp; fa < tmp + se; fa += 32, ys += sy) {
+      v128.store(ys, v128.load(fa));
+      v128.store(ys, v128.load(fa, 16), 16);
+    }
+  }
+  p += <usize>(S - 1) * sb;
+  y += <usize>(S - 1) * sy;
+  for (let g = q * S; g < G; g++, p += gb, y += 32) {
+    if (type == 12) rtileQ4KLanes8(p, xa, K, xd, xdStride, nb, xsum, y);
+    else r6lanes8(p, xa, K, xd, xdStride, nb, y);
+  }
+}
+
+function rtileQ4KStrands(p: usize, gb: usize, G: i32, S: i32, xa: usize, K: i32, xd: usize, xdStride: usize, nb: i32, xsum: usize, y: usize, tmp: usize): void {
+  rtileStrands(12, p, gb, G, S, xa, K, xd, xdStride, nb, xsum, y, tmp);
+}
+
+function r6Strands(p: usize, gb: usize, G: i32, S: i32, xa: usize, K: i32, xd: usize, xdStride: usize, nb: i32, y: usize, tmp: usize): void {
+  rtileStrands(14, p, gb, G, S, xa, K, xd, xdStride, nb, 0, y, tmp);
+}
+
 /** rtile4x1q32 / rtile4x1k / r6lanes compiled once per weight type and layout (no type branches in the loops) */
 function rtile(type: i32, p0: usize, p1: usize, p2: usize, p3: usize, nr: i32, bs: usize, xa: usize, K: i32, xd: usize, xdStride: usize, nb: i32, xsum: usize, y: usize, tmp: usize): void {
   switch (type) {
@@ -2833,8 +2981,10 @@ function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
     const sumStride = <usize>K / 16; // bytes of int16 sums of 32 per token
     // param 16: W interleaved by 4 rows (interleave4; chunks and tiles start at multiples of 4 rows):
     // 1 + the bytes each group block adds (decodeExtra32: f32 scales in front of the group's blocks)
+    // (Q4_K, Q6_K: bits 8.. the strands of rtileQ4KStrands / r6Strands, 0 or 1: none)
     const il = param(job, 16) != 0;
-    const extra = il ? <usize>(param(job, 16) - 1) : 0;
+    const extra = il ? <usize>((param(job, 16) & 255) - 1) : 0;
+    const strands = param(job, 16) >> 8;
     const full = rows & ~3;
     for (let t = 0; t < T; t++) {
       for (let r = 0; r < nr; r += 4) {
@@ -2889,8 +3039,14 @@ function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
           const xt = xa + <usize>t * <usize>actBytes8(K), dt = xd + <usize>t * 4, xst = xsum + <usize>t * sumStride;
           const yt = y0 + <usize>t * N * 4 + <usize>r * 4;
           if ((R & 7) == 0 && R + 8 <= full8 && r + 8 <= nr) {
-            rtileQ4KLanes8(p0, xt, K, dt, xdStride, nb, xst, yt);
-            r += 4;
+            const G = min(full8 - R, nr - r) >> 3; // full groups from here
+            if (strands > 1 && G >= strands) {
+              rtileQ4KStrands(p0, 2 * g4, G, strands, xt, K, dt, xdStride, nb, xst, yt, <usize>param(job, 13) + <usize>thread * <usize>param(job, 14));
+              r += 8 * G - 4;
+            } else {
+              rtileQ4KLanes8(p0, xt, K, dt, xdStride, nb, xst, yt);
+              r += 4;
+            }
           } else if (R < full8) {
             const h = <usize>((R >> 2) & 1);
             const g = p0 - h * g4;
@@ -2908,8 +3064,14 @@ function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
           const xt = xa + <usize>t * <usize>actBytes8(K), dt = xd + <usize>t * 4;
           const yt = y0 + <usize>t * N * 4 + <usize>r * 4;
           if ((R & 7) == 0 && R + 8 <= full8 && r + 8 <= nr) {
-            r6lanes8(p0, xt, K, dt, xdStride, nb, yt);
-            r += 4;
+            const G = min(full8 - R, nr - r) >> 3; // full groups from here
+            if (strands > 1 && G >= strands) {
+              r6Strands(p0, 2 * g4, G, strands, xt, K, dt, xdStride, nb, yt, <usize>param(job, 13) + <usize>thread * <usize>param(job, 14));
+              r += 8 * G - 4;
+            } else {
+              r6lanes8(p0, xt, K, dt, xdStride, nb, yt);
+              r += 4;
+            }
           } else if (R < full8) {
             const h = <usize>((R >> 2) & 1);
             const g = p0 - h * g4;
