@@ -21,6 +21,7 @@ export async function run(args: string[]): Promise<void> {
   const strandList = (args[4] ?? '1,2,4').split(',').map(Number);
   const e = kernelEngine(1);
   if (!e) return;
+  const strands0 = e.kStrands;
   const next = xorshift32(11);
   const shapes = [[5632, 768], [768, 2816], [32000, 768]];
   for (const name of types) {
@@ -55,9 +56,17 @@ export async function run(args: string[]): Promise<void> {
     for (const t of threadList) {
       e.setThreads(t);
       const res = new Map<number, number[]>(strandList.map((s) => [s, []]));
+      // seconds per shape (rows) in each strand setting's fastest pass
+      const byShape = new Map<number, Map<number, number>>();
+      let shapeSec = new Map<number, number>();
       const pass = (): number => {
+        shapeSec = new Map();
         const t0 = performance.now();
-        for (const w of ws) e.matmulInt(ys.get(w.rows)!, xs.get(w.cols)!, w, 1);
+        for (const w of ws) {
+          const t1 = performance.now();
+          e.matmulInt(ys.get(w.rows)!, xs.get(w.cols)!, w, 1);
+          shapeSec.set(w.rows, (shapeSec.get(w.rows) ?? 0) + (performance.now() - t1) / 1000);
+        }
         return (performance.now() - t0) / 1000;
       };
       for (const s of strandList) {
@@ -67,10 +76,12 @@ export async function run(args: string[]): Promise<void> {
       for (let r = 0; r < rounds; r++) {
         for (const s of strandList) {
           e.kStrands = s;
-          res.get(s)!.push(pass());
+          const sec = pass();
+          if (sec <= Math.min(...res.get(s)!)) byShape.set(s, shapeSec);
+          res.get(s)!.push(sec);
         }
       }
-      e.kStrands = 1;
+      e.kStrands = strands0;
       const fmt = (v: number[]): string => {
         const sorted = [...v].sort((a, b) => a - b);
         const best = sorted[0];
@@ -82,6 +93,12 @@ export async function run(args: string[]): Promise<void> {
         `  ${e.threads} thread(s), best / median of ${rounds}: ` +
           strandList.map((s) => `strands ${s}: ${fmt(res.get(s)!)} [${(base / [...res.get(s)!].sort((a, b) => a - b)[0]).toFixed(2)}x]`).join(';  '),
       );
+      const shapeBytes = new Map<number, number>();
+      for (const w of ws) shapeBytes.set(w.rows, (shapeBytes.get(w.rows) ?? 0) + w.rows * w.rowBytes);
+      for (const [rows, b] of shapeBytes) {
+        const w = ws.find((v) => v.rows === rows)!;
+        console.log(`    ${rows} x ${w.cols}: ` + strandList.map((s) => `strands ${s} ${(b / byShape.get(s)!.get(rows)! / 1e9).toFixed(1)}`).join(', ') + ' GB/s (file bytes, fastest pass)');
+      }
     }
   }
   e.close();

@@ -1,9 +1,8 @@
 /**
  * The Q4_K / Q6_K one-token tiles reading a chunk's full groups of 8 rows in strands (wasm rtileQ4KStrands /
- * r6Strands, MatmulEngine.kStrands): every row the same bits as the one-stream tiles (rtileQ4KLanes8 /
- * r6lanes8) and as intMatmulRef, for 1..4 strands (strands of unequal length: the groups after the last
- * whole round of strands), 1 and 2 tokens, 1 and 2 threads (a chunk that starts and ends at a half group),
- * fused weights (fuseDecode).
+ * r6Strands, MatmulEngine.kStrands): every row the same bits as intMatmulRef for 1 (one stream) .. 4 and 8
+ * strands (strands of unequal length: the groups after the last whole round of strands), 1 and 2 tokens,
+ * 1 and 2 threads (a chunk that starts and ends at a half group), fused weights (fuseDecode).
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -34,6 +33,7 @@ function quantized(type: GgmlTypeInfo, n: number, k: number, seed: number): Uint
 test('Q4_K / Q6_K one-token tiles in 1..4 strands: = intMatmulRef bit for bit (groups, half groups, last group of 4, tail; 1 and 2 tokens, 1 and 2 threads)', { skip: !hasRelaxedSimd() && 'no relaxed SIMD' }, () => {
   useNodeThreads();
   const e = MatmulEngine.get('relaxed')!;
+  const strands0 = e.kStrands;
   let checked = 0;
   for (const name of ['Q4_K', 'Q6_K']) {
     const type = ggmlTypeByName(name)!;
@@ -46,7 +46,7 @@ test('Q4_K / Q6_K one-token tiles in 1..4 strands: = intMatmulRef bit for bit (g
         const x = normals(nTok * k, n + nTok, 3);
         const ref = new Float32Array(nTok * n);
         intMatmulRef(ref, x, type, bytes, nTok, k, n);
-        for (const strands of [1, 2, 3, 4]) {
+        for (const strands of [1, 2, 3, 4, 8]) {
           for (const threads of [1, 2]) {
             e.setThreads(threads);
             e.kStrands = strands;
@@ -57,7 +57,7 @@ test('Q4_K / Q6_K one-token tiles in 1..4 strands: = intMatmulRef bit for bit (g
               e.matmulInt(y, x, kw, nTok);
             } finally {
               e.setThreads(1);
-              e.kStrands = 1;
+              e.kStrands = strands0;
             }
             assert.deepEqual(y, ref, `${name} N=${n} T=${nTok} strands ${strands} threads ${threads}`);
             checked++;
@@ -66,12 +66,13 @@ test('Q4_K / Q6_K one-token tiles in 1..4 strands: = intMatmulRef bit for bit (g
       }
     }
   }
-  assert.equal(checked, 2 * 3 * 2 * 4 * 2);
+  assert.equal(checked, 2 * 3 * 2 * 5 * 2);
 });
 
 test('Q4_K / Q6_K strands on fused weights (fuseDecode: gate | up, q | k | v shapes): each member\'s bits, 1 and 2 threads', { skip: !hasRelaxedSimd() && 'no relaxed SIMD' }, () => {
   useNodeThreads();
   const e = MatmulEngine.get('relaxed')!;
+  const strands0 = e.kStrands;
   for (const name of ['Q4_K', 'Q6_K']) {
     const type = ggmlTypeByName(name)!;
     const k = 512;
@@ -100,7 +101,7 @@ test('Q4_K / Q6_K strands on fused weights (fuseDecode: gate | up, q | k | v sha
           });
         } finally {
           e.setThreads(1);
-          e.kStrands = 1;
+          e.kStrands = strands0;
         }
       }
     }

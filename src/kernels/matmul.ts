@@ -760,7 +760,7 @@ export class MatmulEngine {
     const scratchBytes = (il ? 0 : chunkRows * rowScratch) + 512;
     const scratch = this.buffer('scratch', scratchBytes * this.threadCount);
     this.setJob(3, w.type.id, il || w.ptr, w.rowBytes, xq, xd, nTok, k, xs, yAt, n, n, chunkRows, scratch, scratchBytes);
-    this.job[16] = il ? 1 + this.exports.decodeExtra32(w.type.id) + (w.type.id === 12 || w.type.id === 14 ? Math.min(8, this.kStrands) << 8 : 0) : quads16 && this.prefillTile === 'rows' ? 1 : 0;
+    this.job[16] = il ? 1 + this.exports.decodeExtra32(w.type.id) + (w.type.id === 12 || w.type.id === 14 ? Math.min(8, Math.max(1, this.kStrands)) << 8 : 0) : quads16 && this.prefillTile === 'rows' ? 1 : 0;
     this.job[15] = xa;
     this.dispatch(Math.ceil(n / chunkRows), threads, nTok === 1);
     if (yOwn < 0) this.copyOut(out, yAt, nTok * n);
@@ -885,10 +885,11 @@ export class MatmulEngine {
 
   /**
    * one token on Q4_K and Q6_K copies (relaxed build): each chunk's full groups of 8 rows read in this many
-   * strands side by side (wasm rtileQ4KStrands / r6Strands: as many sequential streams); 1: one stream
-   * (rtileQ4KLanes8 / r6lanes8). The same bits.
+   * strands side by side (wasm rtileQ4KStrands / r6Strands: as many sequential streams, 1..8; 1: one
+   * stream). The same bits for every value. 4: from DRAM 1.3-1.4x one stream's GB/s for Q4_K, 1.03-1.2x
+   * for Q6_K (bench matvec-dram).
    */
-  kStrands = 1;
+  kStrands = 4;
 
   /**
    * Let one-token matmuls read a copy of each quantized weight interleaved by 4 rows (default on; the
