@@ -1,8 +1,9 @@
 /**
- * `npm run bench -- matvec-dram [types=Q4_K,Q6_K] [threads=1,2] [MB=600] [rounds=3] [strands=1,2,4]`: the
+ * `npm run bench -- matvec-dram [types=Q4_K,Q6_K] [threads=1,2] [MB=600] [rounds=3] [strands=1,2,4] [model=155m|1.1b]`: the
  * one-token Q4_K / Q6_K matvecs (MatmulEngine.matmulInt on the decode copies made by prepareDecode, as
  * `lowbit generate` runs them) cycled through ~MB of distinct weights of each type (file bytes; the 155M
- * model's decode shapes 5632 x 768 (gate | up), 768 x 2816 (down), 32000 x 768 (output)), so every weight
+ * model's decode shapes 5632 x 768 (gate | up), 768 x 2816 (down), 32000 x 768 (output); 1.1b: 11264 x 2048,
+ * 2048 x 5632, 32000 x 2048), so every weight
  * comes from DRAM as in a real decode. The weights are one quantized matrix per shape, stored again and
  * again (distinct memory, the same values). Each `kStrands` setting in turn, `rounds` times in one process;
  * GB/s of file bytes (rows x rowBytes) and of the copies' bytes, best and median of the rounds.
@@ -23,7 +24,8 @@ export async function run(args: string[]): Promise<void> {
   if (!e) return;
   const strands0 = e.kStrands;
   const next = xorshift32(11);
-  const shapes = [[5632, 768], [768, 2816], [32000, 768]];
+  const model = args[5] ?? '155m';
+  const shapes = model === '1.1b' ? [[11264, 2048], [2048, 5632], [32000, 2048]] : [[5632, 768], [768, 2816], [32000, 768]];
   for (const name of types) {
     const type = ggmlTypeByName(name);
     const codec = type && ggmlCodec(type);
@@ -70,18 +72,21 @@ export async function run(args: string[]): Promise<void> {
         return (performance.now() - t0) / 1000;
       };
       for (const s of strandList) {
-        e.kStrands = s;
+        e.kStrands = s % 16;
+        e.kHalf = s >> 4;
         pass(); // warm-up (compiles)
       }
       for (let r = 0; r < rounds; r++) {
         for (const s of strandList) {
-          e.kStrands = s;
+          e.kStrands = s % 16;
+          e.kHalf = s >> 4;
           const sec = pass();
           if (sec <= Math.min(...res.get(s)!)) byShape.set(s, shapeSec);
           res.get(s)!.push(sec);
         }
       }
       e.kStrands = strands0;
+      e.kHalf = 0;
       const fmt = (v: number[]): string => {
         const sorted = [...v].sort((a, b) => a - b);
         const best = sorted[0];
