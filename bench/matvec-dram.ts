@@ -72,21 +72,18 @@ export async function run(args: string[]): Promise<void> {
         return (performance.now() - t0) / 1000;
       };
       for (const s of strandList) {
-        e.kStrands = s % 16;
-        e.kHalf = s >> 4;
+        e.kStrands = s;
         pass(); // warm-up (compiles)
       }
       for (let r = 0; r < rounds; r++) {
         for (const s of strandList) {
-          e.kStrands = s % 16;
-          e.kHalf = s >> 4;
+          e.kStrands = s;
           const sec = pass();
           if (sec <= Math.min(...res.get(s)!)) byShape.set(s, shapeSec);
           res.get(s)!.push(sec);
         }
       }
       e.kStrands = strands0;
-      e.kHalf = 0;
       const fmt = (v: number[]): string => {
         const sorted = [...v].sort((a, b) => a - b);
         const best = sorted[0];

@@ -1934,7 +1934,7 @@ function r6lanes(pd: usize, psc: usize, pq: usize, ss: usize, qs: usize, vs: usi
   store4(y, f, nr);
 }
 
-/** Q6_K: one half's I over the 16 sub-blocks of a group block (q6Block8): vectors at v, splat records x, scales sc */
+/** Q6_K: one half's I over the 16 sub-blocks of a group block (q6Round): vectors at v, splat records x, scales sc */
 // @ts-ignore: decorator
 @inline function r6half(v: usize, x: usize, sc: usize): v128 {
   const m6 = i8x16.splat(63), m4 = i8x16.splat(15), h2 = i8x16.splat(48);
@@ -2048,187 +2048,37 @@ function r6lanes(pd: usize, psc: usize, pq: usize, ss: usize, qs: usize, vs: usi
   v128.store(fa, f1, 16);
 }
 
-/** Q4_K: one jj (64 elements of every row of a full group of 8) of a group block: quants at qj, splat records xr, scales sc; I0, I1 at ia, ia + 16 (updated); ordering stores at t */
-// @ts-ignore: decorator
-@inline function q4kJJ(qj: usize, xr: usize, sc: usize, t: usize, ia: usize): void {
-  const m = i8x16.splat(0x0f);
-  let I0 = v128.load(ia), I1 = v128.load(ia, 16);
-    let sl: v128, sh: v128;
-    {
-      const q0 = v128.load(qj, 0); const q1 = v128.load(qj, 32); const q2 = v128.load(qj, 64); const q3 = v128.load(qj, 96);
-      sl = rdot(v128.load(xr), v128.and(q0, m));
-      sh = rdot(v128.load(xr, 160), v128.and(i16x8.shr_u(q0, 4), m));
-      sl = i16x8.add(sl, rdot(v128.load(xr, 16), v128.and(q1, m)));
-      sh = i16x8.add(sh, rdot(v128.load(xr, 176), v128.and(i16x8.shr_u(q1, 4), m)));
-      sl = i16x8.add(sl, rdot(v128.load(xr, 32), v128.and(q2, m)));
-      sh = i16x8.add(sh, rdot(v128.load(xr, 192), v128.and(i16x8.shr_u(q2, 4), m)));
-      sl = i16x8.add(sl, rdot(v128.load(xr, 48), v128.and(q3, m)));
-      sh = i16x8.add(sh, rdot(v128.load(xr, 208), v128.and(i16x8.shr_u(q3, 4), m)));
-      v128.store(t, sl);
-      v128.store(t, sh, 16);
-    }
-    {
-      const q4 = v128.load(qj, 128); const q5 = v128.load(qj, 160); const q6 = v128.load(qj, 192); const q7 = v128.load(qj, 224);
-      sl = i16x8.add(sl, rdot(v128.load(xr, 80), v128.and(q4, m)));
-      sh = i16x8.add(sh, rdot(v128.load(xr, 240), v128.and(i16x8.shr_u(q4, 4), m)));
-      sl = i16x8.add(sl, rdot(v128.load(xr, 96), v128.and(q5, m)));
-      sh = i16x8.add(sh, rdot(v128.load(xr, 256), v128.and(i16x8.shr_u(q5, 4), m)));
-      sl = i16x8.add(sl, rdot(v128.load(xr, 112), v128.and(q6, m)));
-      sh = i16x8.add(sh, rdot(v128.load(xr, 272), v128.and(i16x8.shr_u(q6, 4), m)));
-      sl = i16x8.add(sl, rdot(v128.load(xr, 128), v128.and(q7, m)));
-      sh = i16x8.add(sh, rdot(v128.load(xr, 288), v128.and(i16x8.shr_u(q7, 4), m)));
-      const S = v128.load8x8_u(sc, 0);
-      I0 = i32x4.add(I0, i32x4.dot_i16x8_s(sl, v128.shuffle<i16>(S, S, 0, 0, 1, 1, 2, 2, 3, 3)));
-      I0 = i32x4.add(I0, i32x4.dot_i16x8_s(sh, v128.shuffle<i16>(S, S, 4, 4, 5, 5, 6, 6, 7, 7)));
-      v128.store(ia, I0);
-    }
-    {
-      const q0 = v128.load(qj, 16); const q1 = v128.load(qj, 48); const q2 = v128.load(qj, 80); const q3 = v128.load(qj, 112);
-      sl = rdot(v128.load(xr), v128.and(q0, m));
-      sh = rdot(v128.load(xr, 160), v128.and(i16x8.shr_u(q0, 4), m));
-      sl = i16x8.add(sl, rdot(v128.load(xr, 16), v128.and(q1, m)));
-      sh = i16x8.add(sh, rdot(v128.load(xr, 176), v128.and(i16x8.shr_u(q1, 4), m)));
-      sl = i16x8.add(sl, rdot(v128.load(xr, 32), v128.and(q2, m)));
-      sh = i16x8.add(sh, rdot(v128.load(xr, 192), v128.and(i16x8.shr_u(q2, 4), m)));
-      sl = i16x8.add(sl, rdot(v128.load(xr, 48), v128.and(q3, m)));
-      sh = i16x8.add(sh, rdot(v128.load(xr, 208), v128.and(i16x8.shr_u(q3, 4), m)));
-      v128.store(t, sl);
-      v128.store(t, sh, 16);
-    }
-    {
-      const q4 = v128.load(qj, 144); const q5 = v128.load(qj, 176); const q6 = v128.load(qj, 208); const q7 = v128.load(qj, 240);
-      sl = i16x8.add(sl, rdot(v128.load(xr, 80), v128.and(q4, m)));
-      sh = i16x8.add(sh, rdot(v128.load(xr, 240), v128.and(i16x8.shr_u(q4, 4), m)));
-      sl = i16x8.add(sl, rdot(v128.load(xr, 96), v128.and(q5, m)));
-      sh = i16x8.add(sh, rdot(v128.load(xr, 256), v128.and(i16x8.shr_u(q5, 4), m)));
-      sl = i16x8.add(sl, rdot(v128.load(xr, 112), v128.and(q6, m)));
-      sh = i16x8.add(sh, rdot(v128.load(xr, 272), v128.and(i16x8.shr_u(q6, 4), m)));
-      sl = i16x8.add(sl, rdot(v128.load(xr, 128), v128.and(q7, m)));
-      sh = i16x8.add(sh, rdot(v128.load(xr, 288), v128.and(i16x8.shr_u(q7, 4), m)));
-      const S = v128.load8x8_u(sc, 8);
-      I1 = i32x4.add(I1, i32x4.dot_i16x8_s(sl, v128.shuffle<i16>(S, S, 0, 0, 1, 1, 2, 2, 3, 3)));
-      I1 = i32x4.add(I1, i32x4.dot_i16x8_s(sh, v128.shuffle<i16>(S, S, 4, 4, 5, 5, 6, 6, 7, 7)));
-      v128.store(ia, I1, 16);
-    }
-  }
-
-/** Q4_K: the minimums' terms and the f32 step of a group block at p after its I0, I1 (at ia) */
-// @ts-ignore: decorator
-@inline function q4kFin(p: usize, xs: usize, dx: v128, ia: usize, fa: usize): void {
-  const I0 = v128.load(ia), I1 = v128.load(ia, 16);
-  let X = v128.load32_splat(xs);
-  let M0 = i32x4.dot_i16x8_s(v128.load8x8_u(p + 128), X), M1 = i32x4.dot_i16x8_s(v128.load8x8_u(p + 160), X);
-  X = v128.load32_splat(xs + 4);
-  M0 = i32x4.add(M0, i32x4.dot_i16x8_s(v128.load8x8_u(p + 136), X));
-  M1 = i32x4.add(M1, i32x4.dot_i16x8_s(v128.load8x8_u(p + 168), X));
-  X = v128.load32_splat(xs + 8);
-  M0 = i32x4.add(M0, i32x4.dot_i16x8_s(v128.load8x8_u(p + 144), X));
-  M1 = i32x4.add(M1, i32x4.dot_i16x8_s(v128.load8x8_u(p + 176), X));
-  X = v128.load32_splat(xs + 12);
-  M0 = i32x4.add(M0, i32x4.dot_i16x8_s(v128.load8x8_u(p + 152), X));
-  M1 = i32x4.add(M1, i32x4.dot_i16x8_s(v128.load8x8_u(p + 184), X));
-  let f0 = v128.load(fa), f1 = v128.load(fa, 16);
-  f0 = f32x4.add(f0, f32x4.mul(cvt(I0), f32x4.mul(v128.load(p), dx)));
-  f0 = f32x4.sub(f0, f32x4.mul(cvt(M0), f32x4.mul(v128.load(p, 32), dx)));
-  f1 = f32x4.add(f1, f32x4.mul(cvt(I1), f32x4.mul(v128.load(p, 16), dx)));
-  f1 = f32x4.sub(f1, f32x4.mul(cvt(M1), f32x4.mul(v128.load(p, 48), dx)));
-  v128.store(fa, f0);
-  v128.store(fa, f1, 16);
-}
-
-function q4kRoundJ(p: usize, sb: usize, S: i32, y: usize, sy: usize, xr0: usize, xsum: usize, xd: usize, xdStride: usize, nb: i32, tmp: usize, seg: usize): void {
-  const se = <usize>S * 32;
-  const ib = tmp + se, t = ib + se;
-  memory.fill(tmp, 0, se);
-  let xr = xr0, xs = xsum, dp = xd;
+/**
+ * Q4_K decode, one round of S strands (rtileStrands): the full group of 8 rows at p and the S - 1 groups sb,
+ * 2 sb, .. bytes after it (outputs y, y + sy, ..), one group block of each in turn, so S sequential streams
+ * are read at once. The rows' f32 sums are kept in tmp (32 S bytes; 32 more for q4kBlock8's ordering stores).
+ * (Steps of 64 elements of every strand in turn instead of whole group blocks: 0.89-0.98x from DRAM.)
+ */
+function q4kRound(p: usize, sb: usize, S: i32, y: usize, sy: usize, xr: usize, xs: usize, dp: usize, xdStride: usize, nb: i32, tmp: usize): void {
+  const t = tmp + <usize>S * 32;
+  memory.fill(tmp, 0, <usize>S * 32);
   for (let b = 0; b < nb; b++, xr += 1280, xs += 16, dp += xdStride, p += 1216) {
     const dx = v128.load32_splat(dp);
-    memory.fill(ib, 0, se);
-    for (let j: usize = 0; j < 4; j += seg) {
-      let ps = p;
-      for (let ia = ib; ia < ib + se; ia += 32, ps += sb) {
-        for (let jj = j; jj < j + seg; jj++) q4kJJ(ps + 192 + jj * 256, xr + jj * 320, ps + 64 + jj * 16, t, ia);
-      }
-    }
     let ps = p;
-    for (let fa = tmp; fa < ib; fa += 32, ps += sb) q4kFin(ps, xs, dx, fa + se, fa);
+    for (let fa = tmp; fa < t; fa += 32, ps += sb) q4kBlock8(ps, xr, xs, dx, t, fa);
   }
-  for (let fa = tmp; fa < ib; fa += 32, y += sy) {
-    v128.store(y, v128.load(fa));
-    v128.store(y, v128.load(fa, 16), 16);
-  }
+  roundOut(tmp, t, y, sy);
 }
 
 /**
- * Q6_K decode, one group block of a full group of 8 rows (1696 bytes at p), the rows' f32 sums at fa, fa + 16.
+ * Q6_K decode, one round of S strands (as q4kRound), by halves: per group block, half 0's 4 rows of every
+ * strand in turn (r6half reads the 16 sub-blocks' vectors of its half: it is the first to touch all the
+ * block's lines), then half 1's (the lines already read). Each row's operations are r6lanes's, in its order.
  * Written for few machine instructions per weight (V8's code for this loop is bound by the instructions it
  * issues, not by its vector arithmetic): TurboFan emits a loop body's loads first and its arithmetic after
  * them, so one iteration of r6half is one half's sub-block (its 9 loads and the arithmetic on them fit V8's
- * 16 vector registers: no spills), its pointers stepped and every vector load at a constant offset; the
- * halves take turns (each reloads the activation splats).
+ * 16 vector registers: no spills), its pointers stepped and every vector load at a constant offset. From DRAM
+ * 1.03-1.15x the whole group blocks' lockstep, in cache the same; halves cut in segments of 4 or 8 sub-blocks:
+ * 1.09-1.21x from DRAM, 0.89x in cache (bench matvec-dram).
  */
-// @ts-ignore: decorator
-@inline function q6Block8(p: usize, xb: usize, dx: v128, fa: usize): void {
-  const I0 = r6half(p + 160, xb, p + 32);
-  const I1 = r6half(p + 176, xb, p + 36);
-  v128.store(fa, f32x4.add(v128.load(fa), f32x4.mul(cvt(I0), f32x4.mul(v128.load(p), dx))));
-  v128.store(fa, f32x4.add(v128.load(fa, 16), f32x4.mul(cvt(I1), f32x4.mul(v128.load(p, 16), dx))), 16);
-}
-
-/**
- * Q4_K (type 12) or Q6_K (14) decode, one round of S strands: the full group of 8 rows at p and the S - 1 groups
- * sb, 2 sb, .. bytes after it (outputs y, y + sy, ..), taken in lockstep, one group block of each in turn, so
- * S sequential streams are read at once. The rows' sums are kept in tmp (32 S bytes; t: 32 more for q4kBlock8's
- * ordering stores) between group blocks.
- */
-// @ts-ignore: decorator
-@inline function kRound(type: i32, p: usize, sb: usize, S: i32, y: usize, sy: usize, xr0: usize, xsum: usize, xd: usize, xdStride: usize, nb: i32, tmp: usize): void {
-  const bb: usize = type == 12 ? 1216 : 1696;
-  const se = <usize>S * 32;
-  const t = tmp + se;
-  memory.fill(tmp, 0, se);
-  let xr = xr0, xs = xsum, dp = xd;
-  for (let b = 0; b < nb; b++, xr += 1280, xs += 16, dp += xdStride, p += bb) {
-    const dx = v128.load32_splat(dp);
-    let ps = p;
-    for (let fa = tmp; fa < t; fa += 32, ps += sb) {
-      if (type == 12) q4kBlock8(ps, xr, xs, dx, t, fa);
-      else q6Block8(ps, xr, dx, fa);
-    }
-  }
-  for (let fa = tmp; fa < t; fa += 32, y += sy) {
-    v128.store(y, v128.load(fa));
-    v128.store(y, v128.load(fa, 16), 16);
-  }
-}
-
-function q4kRound(p: usize, sb: usize, S: i32, y: usize, sy: usize, xr0: usize, xsum: usize, xd: usize, xdStride: usize, nb: i32, tmp: usize): void {
-  if (q6HalfLock >= 8) {
-    q4kRoundJ(p, sb, S, y, sy, xr0, xsum, xd, xdStride, nb, tmp, <usize>(q6HalfLock - 8));
-    return;
-  }
-  kRound(12, p, sb, S, y, sy, xr0, xsum, xd, xdStride, nb, tmp);
-}
-
-function q6Round(p: usize, sb: usize, S: i32, y: usize, sy: usize, xr0: usize, xd: usize, xdStride: usize, nb: i32, tmp: usize): void {
-  if (q6HalfLock == 1) {
-    q6RoundH(p, sb, S, y, sy, xr0, xd, xdStride, nb, tmp);
-    return;
-  }
-  if (q6HalfLock > 1 && q6HalfLock < 8) {
-    q6RoundSeg(p, sb, S, y, sy, xr0, xd, xdStride, nb, tmp, <usize>(16 >> (q6HalfLock - 1)));
-    return;
-  }
-  kRound(14, p, sb, S, y, sy, xr0, 0, xd, xdStride, nb, tmp);
-}
-
-let q6HalfLock = 0;
-
-function q6RoundH(p: usize, sb: usize, S: i32, y: usize, sy: usize, xr0: usize, xd: usize, xdStride: usize, nb: i32, tmp: usize): void {
-  const se = <usize>S * 32;
-  const t = tmp + se;
-  memory.fill(tmp, 0, se);
-  let xr = xr0, dp = xd;
+function q6Round(p: usize, sb: usize, S: i32, y: usize, sy: usize, xr: usize, dp: usize, xdStride: usize, nb: i32, tmp: usize): void {
+  const t = tmp + <usize>S * 32;
+  memory.fill(tmp, 0, <usize>S * 32);
   for (let b = 0; b < nb; b++, xr += 1280, dp += xdStride, p += 1696) {
     const dx = v128.load32_splat(dp);
     let ps = p;
@@ -2242,55 +2092,12 @@ function q6RoundH(p: usize, sb: usize, S: i32, y: usize, sy: usize, xr0: usize, 
       v128.store(fa, f32x4.add(v128.load(fa, 16), f32x4.mul(cvt(I1), f32x4.mul(v128.load(ps, 16), dx))), 16);
     }
   }
-  for (let fa = tmp; fa < t; fa += 32, y += sy) {
-    v128.store(y, v128.load(fa));
-    v128.store(y, v128.load(fa, 16), 16);
-  }
+  roundOut(tmp, t, y, sy);
 }
 
-/** Q6_K: r6half over n sub-blocks, added to I */
+/** a round's sums (32 bytes a group from tmp to t) to the outputs y, y + sy, .. */
 // @ts-ignore: decorator
-@inline function r6part(I: v128, v: usize, x: usize, sc: usize, n: usize): v128 {
-  const m6 = i8x16.splat(63), m4 = i8x16.splat(15), h2 = i8x16.splat(48);
-  const ve = v + n * 96;
-  for (; v < ve; v += 96, x += 80, sc += 8) {
-    const U = v128.load(v), W = v128.load(v, 32), Z = v128.load(v, 64);
-    let S = rdot(v128.load(x), v128.and(U, m6));
-    S = i16x8.add(S, rdot(v128.load(x, 16), v128.or(v128.and(Z, m4), v128.and(i16x8.shr_u(U, 2), h2))));
-    S = i16x8.add(S, rdot(v128.load(x, 32), v128.and(W, m6)));
-    S = i16x8.add(S, rdot(v128.load(x, 48), v128.or(v128.and(i16x8.shr_u(Z, 4), m4), v128.and(i16x8.shr_u(W, 2), h2))));
-    I = i32x4.add(I, i32x4.dot_i16x8_s(i16x8.sub(S, v128.load(x, 64)), q6Scales(sc)));
-  }
-  return I;
-}
-
-/** segments of seg sub-blocks, each half, strands in lockstep per segment; I kept at tmp + 32 S + 32 s */
-function q6RoundSeg(p: usize, sb: usize, S: i32, y: usize, sy: usize, xr0: usize, xd: usize, xdStride: usize, nb: i32, tmp: usize, sg: usize): void {
-  if (sg == 8) q6RoundSegC(p, sb, S, y, sy, xr0, xd, xdStride, nb, tmp, 8);
-  else q6RoundSegC(p, sb, S, y, sy, xr0, xd, xdStride, nb, tmp, 4);
-}
-
-// @ts-ignore: decorator
-@inline function q6RoundSegC(p: usize, sb: usize, S: i32, y: usize, sy: usize, xr0: usize, xd: usize, xdStride: usize, nb: i32, tmp: usize, seg: usize): void {
-  const se = <usize>S * 32;
-  const t = tmp + se;
-  memory.fill(tmp, 0, se);
-  let xr = xr0, dp = xd;
-  for (let b = 0; b < nb; b++, xr += 1280, dp += xdStride, p += 1696) {
-    const dx = v128.load32_splat(dp);
-    for (let h: usize = 0; h < 2; h++) {
-      memory.fill(t, 0, se);
-      for (let j: usize = 0; j < 16; j += seg) {
-        let ps = p;
-        for (let ia = t; ia < t + se; ia += 32, ps += sb) v128.store(ia, r6part(v128.load(ia), ps + 160 + h * 16 + j * 96, xr + j * 80, ps + 32 + h * 4 + j * 8, seg));
-      }
-      let ps = p;
-      for (let fa = tmp; fa < t; fa += 32, ps += sb) {
-        const o = fa + h * 16;
-        v128.store(o, f32x4.add(v128.load(o), f32x4.mul(cvt(v128.load(fa + se)), f32x4.mul(v128.load(ps + h * 16), dx))));
-      }
-    }
-  }
+@inline function roundOut(tmp: usize, t: usize, y: usize, sy: usize): void {
   for (let fa = tmp; fa < t; fa += 32, y += sy) {
     v128.store(y, v128.load(fa));
     v128.store(y, v128.load(fa, 16), 16);
@@ -2300,7 +2107,7 @@ function q6RoundSeg(p: usize, sb: usize, S: i32, y: usize, sy: usize, xr0: usize
 /**
  * Q4_K (type 12) or Q6_K (14) decode, G full groups of 8 rows (group blocks of 1216 / 1696 bytes, nb per group,
  * groups gb bytes apart from p; outputs y, 32 bytes a group) read in S strands (1 <= S <= G): strand s holds
- * groups s q .. s q + q - 1 (q = G / S), their rounds (kRound) one after another; the G % S groups after the
+ * groups s q .. s q + q - 1 (q = G / S), their rounds (q4kRound / q6Round) one after another; the G % S groups after the
  * strands one by one (rounds of 1). One thread's single stream was ~1/3 of the tile's speed from cache when
  * its weights came from DRAM: S streams keep more of the hardware prefetcher's lines in flight (bench
  * matvec-dram). Every row's operations, and their order, do not depend on S: the same bits.
@@ -2438,7 +2245,7 @@ export function interleave4(src: usize, dst: usize, rows: i32, rowBytes: i32, bs
       let d = dst;
       let g0 = 0;
       if (b == 210) {
-        // Q6_K: groups of 8 rows (q6Block8, r6Strands), then one of 4
+        // Q6_K: groups of 8 rows (q6Round, r6Strands), then one of 4
         const full8 = rows & ~7;
         for (let g = 0; g < full8; g += 8) {
           const s0 = src + <usize>g * rb;
@@ -3093,8 +2900,7 @@ function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
     // (Q4_K, Q6_K: bits 8.. the strands of rtileQ4KStrands / r6Strands, 0 or 1: none)
     const il = param(job, 16) != 0;
     const extra = il ? <usize>((param(job, 16) & 255) - 1) : 0;
-    const strands = (param(job, 16) >> 8) & 15;
-    q6HalfLock = param(job, 16) >> 12;
+    const strands = param(job, 16) >> 8;
     const full = rows & ~3;
     for (let t = 0; t < T; t++) {
       for (let r = 0; r < nr; r += 4) {

@@ -760,7 +760,7 @@ export class MatmulEngine {
     const scratchBytes = (il ? 0 : chunkRows * rowScratch) + 512;
     const scratch = this.buffer('scratch', scratchBytes * this.threadCount);
     this.setJob(3, w.type.id, il || w.ptr, w.rowBytes, xq, xd, nTok, k, xs, yAt, n, n, chunkRows, scratch, scratchBytes);
-    this.job[16] = il ? 1 + this.exports.decodeExtra32(w.type.id) + (w.type.id === 12 || w.type.id === 14 ? (Math.min(8, Math.max(1, this.kStrands)) << 8) + (this.kHalf << 12) : 0) : quads16 && this.prefillTile === 'rows' ? 1 : 0;
+    this.job[16] = il ? 1 + this.exports.decodeExtra32(w.type.id) + (w.type.id === 12 || w.type.id === 14 ? Math.min(8, Math.max(1, this.kStrands)) << 8 : 0) : quads16 && this.prefillTile === 'rows' ? 1 : 0;
     this.job[15] = xa;
     this.dispatch(Math.ceil(n / chunkRows), threads, nTok === 1);
     if (yOwn < 0) this.copyOut(out, yAt, nTok * n);
@@ -890,7 +890,6 @@ export class MatmulEngine {
    * for Q6_K (bench matvec-dram).
    */
   kStrands = 4;
-  kHalf = 0;
 
   /**
    * Let one-token matmuls read a copy of each quantized weight interleaved by 4 rows (default on; the
