@@ -26,13 +26,11 @@ export async function run(args: string[]): Promise<void> {
   const next = xorshift32(11);
   const model = args[5] ?? '155m';
   const shapes = model === '1.1b' ? [[11264, 2048], [2048, 5632], [32000, 2048]] : [[5632, 768], [768, 2816], [32000, 768]];
-  for (const name of types) {
-    const type = ggmlTypeByName(name);
+  const typed = types.map((name) => ({ name, type: ggmlTypeByName(name) }));
+  for (const { name, type } of typed) {
     const codec = type && ggmlCodec(type);
-    if (!type || !codec?.quantize) {
-      console.log(`  ${name}: no such quantizable type`);
-      continue;
-    }
+    if (type?.id !== 12 && type?.id !== 14) throw new Error(`${name}: the types with strands are Q4_K and Q6_K`);
+    if (!codec?.quantize) throw new Error(`${name}: no quantizer`);
     // one quantized matrix per shape, then its bytes stored until the type's weights reach mb / types
     const proto = shapes.map(([n, k]) => {
       const { w, rowBytes } = storeRandomWeight(e, type, codec, Math.min(n, 4096), k, next);
