@@ -39,7 +39,8 @@ export async function run(args: string[]): Promise<void> {
         } finally {
           const w = a[2] as KernelWeight;
           // matmulF32: f32 weights outside the kernels' memory (copied in a block at a time: the 1.1B model in F32 does not fit its 4 GiB)
-          const key = name === 'matmulF32' ? `matmul F32 ${a[5]} x ${a[4]} (copied in)` : name.startsWith('matmul') ? `matmul ${w.type.name} ${w.rows} x ${w.cols}` : name;
+          // decodeInt / attentionOne: a decoded token's matmulInt / attention from their cached set-up (false: not run, ~0 µs)
+          const key = name === 'matmulF32' ? `matmul F32 ${a[5]} x ${a[4]} (copied in)` : name.startsWith('matmul') || name === 'decodeInt' ? `matmul ${w.type.name} ${w.rows} x ${w.cols}` : name === 'attentionOne' ? 'attention' : name;
           acc.set(key, (acc.get(key) ?? 0) + performance.now() - t0);
         }
       };
@@ -75,7 +76,7 @@ export async function run(args: string[]): Promise<void> {
     const first = pass(true);
     let plain = Infinity;
     for (let r = 0; r < 3; r++) plain = Math.min(plain, pass());
-    const undo = ['matmulInt', 'matmul', 'matmulF32', 'attention', 'siluMul'].map(wrap);
+    const undo = ['matmulInt', 'decodeInt', 'matmul', 'matmulF32', 'attention', 'attentionOne', 'siluMul'].map(wrap);
     let best = Infinity;
     let parts = new Map<string, number>();
     const s0 = engine?.threadStats();

@@ -15,6 +15,7 @@ import { useNodeThreads } from '../src/cli/threads.js';
 import { rmsnorm, ropeTable, ropeTabled } from '../src/model/llama.js';
 import type { LlamaConfig } from '../src/model/types.js';
 import { xorshift32 } from '../src/rng.js';
+import { repeatUntil } from './worker-wait.js';
 
 v8.setFlagsFromString('--experimental-wasm-relaxed-simd');
 const variants = hasRelaxedSimd() ? (['relaxed', 'simd'] as const) : (['simd'] as const);
@@ -89,11 +90,11 @@ async function onTwoThreads(what: string, body: (e: MatmulEngine, variant: strin
       // a loaded machine can leave every chunk to the caller: run again (the bits are checked every time)
       // until the worker has taken one
       let ran = false;
-      for (let attempt = 0; attempt < 50 && !ran; attempt++) {
+      await repeatUntil(() => {
         const before = e.threadStats().workerChunks;
         body(e, variant, {});
         ran = e.threadStats().workerChunks > before;
-      }
+      }, () => ran, 30000, 50);
       assert.ok(ran, `the worker ran ${what}`);
     } finally {
       e.setThreads(1);

@@ -289,11 +289,13 @@ test('one-token decode with q|k|v and gate|up fused into one dispatch each (prep
     assert.ok(m.prepareDecode() > 0, label);
     // count the matmuls of one token: 5 layers x (q|k|v, o, gate|up, down) + output
     let calls = 0;
-    const orig = { matmul: P.matmul, matmulInt: P.matmulInt };
-    for (const k of ['matmul', 'matmulInt'] as const) {
+    // (decodeInt: a one-token matmulInt from its cached words, when it runs: true)
+    const orig = { matmul: P.matmul, matmulInt: P.matmulInt, decodeInt: P.decodeInt };
+    for (const k of ['matmul', 'matmulInt', 'decodeInt'] as const) {
       P[k] = function (this: unknown, ...a: unknown[]) {
-        calls++;
-        return orig[k].apply(this, a);
+        const r = orig[k].apply(this, a);
+        if (k !== 'decodeInt' || r === true) calls++;
+        return r;
       };
     }
     let got: Float32Array;
@@ -304,6 +306,7 @@ test('one-token decode with q|k|v and gate|up fused into one dispatch each (prep
     } finally {
       P.matmul = orig.matmul;
       P.matmulInt = orig.matmulInt;
+      P.decodeInt = orig.decodeInt;
     }
     // Q4_0's and Q8_0's relaxed copies have groups of 8 rows (decodeGroupRows): gate (172 rows) does not stack before up
     const gateUp = label !== 'F32' && MatmulEngine.get()!.variant === 'relaxed' ? 2 : 1;

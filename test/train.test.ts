@@ -4,6 +4,7 @@ import { setWasmVariant } from '../src/kernels/wasm.js';
 import { gemmErrorFactor, gemmRef, referenceBackend, signStepRef, wasmBackend, type Backend } from '../src/train/gemm.js';
 import { TrainModel, trainModelFloats, type TrainConfig } from '../src/train/llama-grad.js';
 import { xorshift32 } from '../src/rng.js';
+import { repeatUntil } from './worker-wait.js';
 
 function normalRng(seed: number): () => number {
   const next = xorshift32(seed);
@@ -77,7 +78,7 @@ test('gemm kernel, packed panels of B and rows of A: bit for bit the scalar spec
       for (let i = 0; i < c.length; i++) c[i] = r();
       const cc = be.alloc(c.length);
       // on 2 threads, again until the worker has run some of the chunks (a loaded machine may leave it all to the caller)
-      for (let rep = 0; rep < (threads > 1 ? 200 : 1) && !(rep > 0 && (be.workerChunks?.() ?? 0) > 0); rep++)
+      await repeatUntil(() => {
         for (const accumulate of [true, false]) {
           const want = Float32Array.from(c);
           gemmRef(want, co, ldc, a, ao, lda, b, bo, ldb, m, k, n, accumulate);
@@ -85,6 +86,7 @@ test('gemm kernel, packed panels of B and rows of A: bit for bit the scalar spec
           be.gemm(cc, co, ldc, a, ao, lda, b, bo, ldb, m, k, n, accumulate);
           assert.deepEqual(Array.from(cc), Array.from(want), `${m}x${k}x${n}, ${threads} thread(s), accumulate ${accumulate}`);
         }
+      }, () => threads === 1 || (be.workerChunks?.() ?? 0) > 0);
       if (threads > 1) assert.ok((be.workerChunks?.() ?? 0) > 0, 'the worker ran chunks');
       be.close?.();
     }
@@ -290,10 +292,10 @@ test(`AutoRound's signed-gradient step: the WebAssembly kernel agrees bit for bi
   assert.ok(flips > 30, `the steps flipped ${flips} choices`);
   if (threads > 1) {
     // again until the worker has run some of the ranges (a loaded machine may leave them all to the caller)
-    for (let rep = 0; rep < 200 && (be.workerChunks?.() ?? 0) === chunks0; rep++) {
+    await repeatUntil(() => {
       be.signStep!(fast.g, fast.lo, fast.hi, fast.t, fast.v, fast.ch, fast.values, 0.001, { t: fast.tr, rows, cols });
       signStepRef(ref.g, ref.lo, ref.hi, ref.t, ref.v, ref.ch, ref.values, 0.001, { t: ref.tr, rows, cols });
-    }
+    }, () => (be.workerChunks?.() ?? 0) > chunks0);
     assert.ok((be.workerChunks?.() ?? 0) > chunks0, 'the worker ran ranges of the step');
     assert.deepEqual(fast.ch, ref.ch);
     assert.deepEqual(Array.from(fast.v), Array.from(ref.v));

@@ -357,6 +357,29 @@ class Heap {
 }
 
 /** A growable buffer in kernel memory. */
+/** a one-token matmulInt call as decodeInt repeats it (MatmulEngine.decodeCalls) */
+interface DecodeCall {
+  readonly out: Float32Array;
+  readonly x: Float32Array;
+  /** MatmulEngine.callStamp when it was made */
+  readonly stamp: number;
+  /** the job's words (matmulInt's) */
+  readonly words: Int32Array;
+  readonly chunks: number;
+  readonly threads: number;
+  /** roundFor's arguments for one token: x's address, block, columns, the rounding's buffers, prepActs8 or not */
+  readonly xAt: number;
+  readonly bl: number;
+  readonly k: number;
+  readonly xq: number;
+  readonly xd: number;
+  readonly xs: number;
+  readonly xa: number;
+  readonly prep: boolean;
+  /** MatmulEngine.rounded after this call's rounding (reused: no allocation a token) */
+  readonly rounded: { x: Float32Array | null; nTok: number; k: number; block: number; xq: number; xa: number };
+}
+
 interface Buffer {
   at: number;
   bytes: number;
@@ -417,6 +440,17 @@ export class MatmulEngine {
   private readonly job = new Int32Array(17);
   /** the input matmulInt rounded last (its xq/xd/xsum/xa buffers hold it; x: null when none) */
   private rounded: { x: Float32Array | null; nTok: number; k: number; block: number; xq: number; xa: number } = { x: null, nTok: 0, k: 0, block: 0, xq: 0, xa: 0 };
+  /**
+   * One-token matmulInt calls as matmulInt last ran them (decodeInt): the weight's job words, its input,
+   * output and rounding buffers, valid while `callStamp` is unchanged
+   */
+  private readonly decodeCalls = new WeakMap<KernelWeight, DecodeCall>();
+  /** bumped when a buffer moves, the memory grows or the threads change: every DecodeCall made before is stale */
+  private callStamp = 0;
+  /** decodeInt and attentionOne may run (default on; off: they decline, and every call goes through matmulInt and attention: tests) */
+  decodeCache = true;
+  /** one-token matmulInts run from cached words by decodeInt, and one-token attentions by attentionOne (statistics, tests) */
+  readonly decodeRuns = { int: 0, attention: 0 };
   /** weights' copies interleaved by 4 rows for one-token matmuls (0: none) */
   private readonly interleaved = new WeakMap<KernelWeight, number>();
   /** fused F32 weights whose copy holds the members' rows end to end, not interleaved (fuseDecode with f32Strands) */
@@ -486,6 +520,7 @@ export class MatmulEngine {
     n = Math.max(1, Math.floor(n));
     this.spillEngine?.setThreads(n);
     if (n === this.threadCount && (n === 1 || this.pool)) return n;
+    this.callStamp++; // the cached one-token calls' chunks and control block (decodeInt)
     this.pool?.close();
     this.pool = null;
     this.threadCount = 1;
@@ -545,6 +580,7 @@ export class MatmulEngine {
   private views(): void {
     const buf = this.memory.buffer;
     if (this.u8View.buffer !== buf) {
+      this.callStamp++;
       this.ours.add(buf);
       this.u8View = new Uint8Array(buf);
       this.f32View = new Float32Array(buf);
@@ -605,6 +641,7 @@ export class MatmulEngine {
     let b = this.buffers.get(name);
     if (b && b.bytes >= bytes) return b.at;
     if (b) this.heap.release(b.at);
+    this.callStamp++; // a cached one-token call may hold the old address (decodeInt)
     const want = Math.max(bytes, Math.ceil((b?.bytes ?? 0) * 1.5));
     const at = this.heap.alloc(want);
     if (at === null) throw new Error(`kernel memory is full (${name}: ${bytes} bytes)`);
@@ -760,10 +797,50 @@ export class MatmulEngine {
     const scratchBytes = (il ? 0 : chunkRows * rowScratch) + 512;
     const scratch = this.buffer('scratch', scratchBytes * this.threadCount);
     this.setJob(3, w.type.id, il || w.ptr, w.rowBytes, xq, xd, nTok, k, xs, yAt, n, n, chunkRows, scratch, scratchBytes);
-    this.job[16] = il ? 1 + this.exports.decodeExtra32(w.type.id) + (w.type.id === 12 || w.type.id === 14 ? Math.min(8, Math.max(1, this.kStrands)) << 8 : 0) : quads16 && this.prefillTile === 'rows' ? 1 : 0;
+    // decode: 1 + the copy's extra bytes per group block, the tiles' strands above bit 8 (q32Strands; Q4_K, Q6_K: kStrands)
+    this.job[16] = il ? (1 + this.exports.decodeExtra32(w.type.id)) | ((w.type.id === 12 || w.type.id === 14 ? Math.min(8, Math.max(1, this.kStrands)) : this.q32Strands) << 8) : quads16 && this.prefillTile === 'rows' ? 1 : 0;
     this.job[15] = xa;
-    this.dispatch(Math.ceil(n / chunkRows), threads, nTok === 1);
+    const chunks = Math.ceil(n / chunkRows);
+    // one token with x and out in this memory: the call as decodeInt repeats it (the same words) at the next token
+    const xAt = nTok === 1 ? this.ptrOf(x, k) : -1;
+    if (xAt >= 0 && yOwn >= 0) {
+      const prep = this.variant === 'relaxed'; // roundFor's prepActs8 (one token: no quads)
+      this.decodeCalls.set(w, { out, x, stamp: this.callStamp, words: this.job.slice(), chunks, threads, xAt, bl, k, xq, xd, xs, xa, prep, rounded: { x, nTok: 1, k, block: bl, xq, xa } });
+    }
+    this.dispatch(chunks, threads, nTok === 1);
     if (yOwn < 0) this.copyOut(out, yAt, nTok * n);
+  }
+
+  /**
+   * matmulInt(out, x, w, 1, sameInput) from the words its last one-token call on (w, x, out) wrote: the same
+   * rounding (reused under the same conditions) and the same job, without roundFor's and matmulInt's
+   * set-up, so that a decoded token runs almost no JavaScript of its own for the engine to compile on a busy
+   * core (the first tokens; matmulInt and roundFor took 20-40 ms of TurboFan compiles there). False
+   * (nothing done) when there is no such call, a buffer moved or the threads changed since (callStamp), or
+   * decodeCache is off: the caller runs matmulInt, which records the call for the next token.
+   */
+  decodeInt(out: Float32Array, x: Float32Array, w: KernelWeight, sameInput: boolean): boolean {
+    this.views(); // (a grown memory bumps the stamp)
+    const c = this.decodeCalls.get(w);
+    if (c === undefined || c.out !== out || c.x !== x || c.stamp !== this.callStamp || !this.decodeCache) return false;
+    const r = this.rounded;
+    // roundFor's reuse test (the buffers are the call's: the stamp holds)
+    const reuse = sameInput && lastIntEngine === this && r.x === x && r.nTok === 1 && r.k === c.k && r.block === c.bl && r.xq === c.xq && r.xa === c.xa;
+    lastIntEngine = this;
+    if (!reuse) {
+      r.x = null;
+      const e = this.exports;
+      e.quantizeActs(c.bl, c.xAt, c.k * 4, 1, c.k, c.xq, c.xd, c.xs);
+      if (c.prep) e.prepActs8(c.xq, 1, c.k, c.xa, c.bl === 256 ? 1 : 0);
+      const o = c.rounded;
+      o.x = x;
+      this.rounded = o;
+    }
+    this.i32View.set(c.words, (this.control + JOB_OFFSET) >>> 2);
+    if (c.threads > 1 && c.chunks > 1) this.pool!.run(c.chunks, this.exports, true);
+    else for (let i = 0; i < c.chunks; i++) this.exports.runChunk(this.control + JOB_OFFSET, i, 0);
+    this.decodeRuns.int++;
+    return true;
   }
 
   /**
@@ -882,6 +959,13 @@ export class MatmulEngine {
    * (wasm tile4x1s: 4 long sequential streams; default on). Off: tile3x1's 3 adjacent rows. The same bits.
    */
   f32Strands = true;
+
+  /**
+   * one token on the Q4_0 / Q8_0 copies (relaxed build): each chunk's full groups of 8 rows read in 4 strands side
+   * by side (4, default: wasm rtileQ4Lanes8x4 / rtileQ8Lanes8x4, 4 sequential streams from DRAM instead of one);
+   * 1: one group after another (rtileQ4Lanes8 / rtileQ8Lanes8). The same bits either way.
+   */
+  q32Strands = 4;
 
   /**
    * one token on Q4_K and Q6_K copies (relaxed build): each chunk's full groups of 8 rows read in this many
@@ -1335,6 +1419,40 @@ export class MatmulEngine {
       p.set([2, qAt, qDim * 4, keysAt, valuesAt, kvDim * 4, nTok, pos0, headDim, nHeads / nKvHeads, 0, oAt, qDim * 4, scratch, scratchBytes, copyBytes], j);
       this.f32View[j + 10] = scale;
     });
+  }
+
+  /**
+   * attention() of one token at position pos0 with q and out in this memory, the same job words and threads
+   * without attentionJob's closure and array literals (the decoded token's path: TurboFan compiled
+   * attentionJob for ~10-17 ms during the first tokens). False (nothing done) when q or out live elsewhere,
+   * the head size is not a multiple of 4 or decodeCache is off: the caller runs attention().
+   */
+  attentionOne(q: Float32Array, pos0: number, nHeads: number, nKvHeads: number, headDim: number, keysAt: number, valuesAt: number, kvDim: number, scale: number, out: Float32Array): boolean {
+    const qDim = nHeads * headDim;
+    const qAt = this.ptrOf(q, qDim);
+    const oAt = this.ptrOf(out, qDim);
+    if (qAt < 0 || oAt < 0 || headDim % 4 !== 0 || !this.decodeCache) return false;
+    // attention()'s choice for one token: row by row on one thread below MIN_PARALLEL_ATTENTION_FLOPS on a pool
+    const threads = this.pool && 4 * nHeads * headDim * (pos0 + 1) >= MIN_PARALLEL_ATTENTION_FLOPS ? this.threadCount : 1;
+    const rows = this.attentionRows && threads === 1;
+    const sp = ((pos0 + 1) * 4 + 15) & ~15;
+    // kind 13: all heads in one chunk; kind 2: six rows of scores a chunk (no gathering for one token)
+    const scratchBytes = rows ? nHeads * (sp + headDim * 4 + 8) + 64 : 6 * (sp + 16);
+    const scratch = this.buffer('scores', scratchBytes * this.threadCount);
+    this.views();
+    const p = this.i32View;
+    const j = (this.control + JOB_OFFSET) >>> 2;
+    p[j] = rows ? 13 : 2;
+    p[j + 1] = qAt; p[j + 2] = qDim * 4; p[j + 3] = keysAt; p[j + 4] = valuesAt; p[j + 5] = kvDim * 4; p[j + 6] = 1; p[j + 7] = pos0;
+    p[j + 8] = headDim; p[j + 9] = nHeads / nKvHeads; p[j + 11] = oAt; p[j + 12] = qDim * 4; p[j + 13] = scratch; p[j + 14] = scratchBytes;
+    p[j + 15] = rows ? nHeads : 0;
+    if (rows) p[j + 16] = nHeads;
+    this.f32View[j + 10] = scale;
+    const chunks = rows ? 1 : nHeads;
+    if (threads > 1) this.pool!.run(chunks, this.exports);
+    else for (let h = 0; h < chunks; h++) this.exports.runChunk(this.control + JOB_OFFSET, h, 0);
+    this.decodeRuns.attention++;
+    return true;
   }
 
   /** An attention job of nHeads chunks: q and out in this memory (copied when elsewhere), `words` fills the job's parameters (at p[j..]). */

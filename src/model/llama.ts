@@ -907,7 +907,8 @@ export class Llama {
         kw.engine.matmul(out, x, kw, 1);
         this.lastIntInput = null;
       } else {
-        kw.engine.matmulInt(out, x, kw, 1, r > 0 && this.lastIntInput === x);
+        const same = r > 0 && this.lastIntInput === x;
+        if (!kw.engine.decodeInt(out, x, kw, same)) kw.engine.matmulInt(out, x, kw, 1, same);
         this.lastIntInput = x;
       }
       let o = 0;
@@ -1014,8 +1015,10 @@ export class Llama {
       // llama.cpp's own path: integer dot products on the stored blocks (activations rounded in the kernel)
       const kw = w.kernel;
       if (kw && !this.hooks.linear && kernelsEnabled() && kw.engine.intBlock(kw) > 0) {
-        // reuse the rounding only right after an integer matmul of the same input (lastIntInput)
-        kw.engine.matmulInt(out, x, kw, nTok, sameInput && this.lastIntInput === x && !this.hooks.linearInput);
+        // reuse the rounding only right after an integer matmul of the same input (lastIntInput); one token:
+        // the call's words as the last token ran it (decodeInt), else matmulInt (which keeps them for the next)
+        const same = sameInput && this.lastIntInput === x && !this.hooks.linearInput;
+        if (!(nTok === 1 && kw.engine.decodeInt(out, x, kw, same))) kw.engine.matmulInt(out, x, kw, nTok, same);
         this.lastIntInput = x;
         return;
       }
@@ -1209,7 +1212,10 @@ export class Llama {
     }
     // causal attention (WebAssembly kernel when the cache lives in its memory)
     if (kkv.engine && kernelsEnabled()) {
-      kkv.engine.attention(s.q, qN, qPos, nHeads, nKvHeads, headDim, kkv.keysAt!(slot), kkv.valuesAt!(slot), kvDim, scale, att);
+      // one token: attentionOne (the same job without attention()'s general set-up), else attention()
+      const kAt = kkv.keysAt!(slot);
+      const vAt = kkv.valuesAt!(slot);
+      if (!(qN === 1 && kkv.engine.attentionOne(s.q, qPos, nHeads, nKvHeads, headDim, kAt, vAt, kvDim, scale, att))) kkv.engine.attention(s.q, qN, qPos, nHeads, nKvHeads, headDim, kAt, vAt, kvDim, scale, att);
     } else this.attention(slot, qN, qPos, scale, att);
   }
 
