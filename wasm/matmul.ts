@@ -1738,7 +1738,7 @@ function rtileQ8Lanes(ps: usize, pq: usize, vs: usize, bs: usize, xp: usize, K: 
 /**
  * Q8_0 decode, a full group of 8 rows (group blocks of 288 bytes at p): each activation splat serves both
  * halves (load32_splat: 0.90x the time of shuffles of one loaded vector, in cache). TurboFan emits a loop
- * body's loads ahead of its arithmetic (rtileQ4KLanes8): the sums are stored to y (overwritten at the end)
+ * body's loads ahead of its arithmetic (q4kBlock8): the sums are stored to y (overwritten at the end)
  * after every 2 vectors of both halves, so the next loads come after them and a step's values fit V8's vector
  * registers (no stores: 1.09x the time; one pair of stores in the middle: 1.04x).
  */
@@ -2067,106 +2067,6 @@ function rtileQ4KLanes(pd: usize, h2: usize, psc: usize, ss: usize, pmn: usize, 
 }
 
 /**
- * Q4_K decode, a full group of 8 rows (group blocks of 1216 bytes at p): each activation vector serves both
- * halves. Written for few machine instructions per weight (V8's code for this loop is bound by the
- * instructions it issues). TurboFan emits a loop body's loads ahead of its arithmetic (and merges loads of one
- * address), so a body holding 16 weight vectors and 16 activation splats spilled most of them: here a half's
- * sums are stored to y (overwritten at the end) before the other half's vectors are loaded (a store orders
- * the loads after it), and the 4-byte activation splats are whole vectors of the splat records (prepActs8)
- * at constant offsets from one pointer: loads instead of one shuffle (an ALU operation) per 32 weights,
- * 12-17 % less time in L2 than shuffling vectors of 16 activations.
- */
-function rtileQ4KLanes8(p: usize, xa: usize, K: i32, xd: usize, xdStride: usize, nb: i32, xsum: usize, y: usize): void {
-  let f0 = f32x4.splat(0), f1 = f32x4.splat(0);
-  const m = i8x16.splat(0x0f);
-  for (let b = 0; b < nb; b++, p += 1216) {
-    let I0 = i32x4.splat(0), I1 = i32x4.splat(0);
-    let xr = xa + splatsAt(<usize>K) + <usize>b * 1280, qj = p + 192, sc = p + 64;
-    const qe = qj + 1024;
-    for (; qj < qe; xr += 320, qj += 256, sc += 16) {
-      let sl: v128, sh: v128;
-      // half 0: vectors 0..3 (bytes 32 v + 0), then 4..7; low and high nibbles
-      {
-        const q0 = v128.load(qj, 0); const q1 = v128.load(qj, 32); const q2 = v128.load(qj, 64); const q3 = v128.load(qj, 96);
-        sl = rdot(v128.load(xr), v128.and(q0, m));
-        sh = rdot(v128.load(xr, 160), v128.and(i16x8.shr_u(q0, 4), m));
-        sl = i16x8.add(sl, rdot(v128.load(xr, 16), v128.and(q1, m)));
-        sh = i16x8.add(sh, rdot(v128.load(xr, 176), v128.and(i16x8.shr_u(q1, 4), m)));
-        sl = i16x8.add(sl, rdot(v128.load(xr, 32), v128.and(q2, m)));
-        sh = i16x8.add(sh, rdot(v128.load(xr, 192), v128.and(i16x8.shr_u(q2, 4), m)));
-        sl = i16x8.add(sl, rdot(v128.load(xr, 48), v128.and(q3, m)));
-        sh = i16x8.add(sh, rdot(v128.load(xr, 208), v128.and(i16x8.shr_u(q3, 4), m)));
-        v128.store(y, sl); // a store orders the loads after it: these values are dead before the next are loaded
-        v128.store(y, sh, 16);
-      }
-      {
-        const q4 = v128.load(qj, 128); const q5 = v128.load(qj, 160); const q6 = v128.load(qj, 192); const q7 = v128.load(qj, 224);
-        sl = i16x8.add(sl, rdot(v128.load(xr, 80), v128.and(q4, m)));
-        sh = i16x8.add(sh, rdot(v128.load(xr, 240), v128.and(i16x8.shr_u(q4, 4), m)));
-        sl = i16x8.add(sl, rdot(v128.load(xr, 96), v128.and(q5, m)));
-        sh = i16x8.add(sh, rdot(v128.load(xr, 256), v128.and(i16x8.shr_u(q5, 4), m)));
-        sl = i16x8.add(sl, rdot(v128.load(xr, 112), v128.and(q6, m)));
-        sh = i16x8.add(sh, rdot(v128.load(xr, 272), v128.and(i16x8.shr_u(q6, 4), m)));
-        sl = i16x8.add(sl, rdot(v128.load(xr, 128), v128.and(q7, m)));
-        sh = i16x8.add(sh, rdot(v128.load(xr, 288), v128.and(i16x8.shr_u(q7, 4), m)));
-        const S = v128.load8x8_u(sc, 0);
-        I0 = i32x4.add(I0, i32x4.dot_i16x8_s(sl, v128.shuffle<i16>(S, S, 0, 0, 1, 1, 2, 2, 3, 3)));
-        I0 = i32x4.add(I0, i32x4.dot_i16x8_s(sh, v128.shuffle<i16>(S, S, 4, 4, 5, 5, 6, 6, 7, 7)));
-        v128.store(y, I0, 0);
-      }
-      // half 1: vectors 0..3 (bytes 32 v + 16), then 4..7; low and high nibbles
-      {
-        const q0 = v128.load(qj, 16); const q1 = v128.load(qj, 48); const q2 = v128.load(qj, 80); const q3 = v128.load(qj, 112);
-        sl = rdot(v128.load(xr), v128.and(q0, m));
-        sh = rdot(v128.load(xr, 160), v128.and(i16x8.shr_u(q0, 4), m));
-        sl = i16x8.add(sl, rdot(v128.load(xr, 16), v128.and(q1, m)));
-        sh = i16x8.add(sh, rdot(v128.load(xr, 176), v128.and(i16x8.shr_u(q1, 4), m)));
-        sl = i16x8.add(sl, rdot(v128.load(xr, 32), v128.and(q2, m)));
-        sh = i16x8.add(sh, rdot(v128.load(xr, 192), v128.and(i16x8.shr_u(q2, 4), m)));
-        sl = i16x8.add(sl, rdot(v128.load(xr, 48), v128.and(q3, m)));
-        sh = i16x8.add(sh, rdot(v128.load(xr, 208), v128.and(i16x8.shr_u(q3, 4), m)));
-        v128.store(y, sl); // a store orders the loads after it: these values are dead before the next are loaded
-        v128.store(y, sh, 16);
-      }
-      {
-        const q4 = v128.load(qj, 144); const q5 = v128.load(qj, 176); const q6 = v128.load(qj, 208); const q7 = v128.load(qj, 240);
-        sl = i16x8.add(sl, rdot(v128.load(xr, 80), v128.and(q4, m)));
-        sh = i16x8.add(sh, rdot(v128.load(xr, 240), v128.and(i16x8.shr_u(q4, 4), m)));
-        sl = i16x8.add(sl, rdot(v128.load(xr, 96), v128.and(q5, m)));
-        sh = i16x8.add(sh, rdot(v128.load(xr, 256), v128.and(i16x8.shr_u(q5, 4), m)));
-        sl = i16x8.add(sl, rdot(v128.load(xr, 112), v128.and(q6, m)));
-        sh = i16x8.add(sh, rdot(v128.load(xr, 272), v128.and(i16x8.shr_u(q6, 4), m)));
-        sl = i16x8.add(sl, rdot(v128.load(xr, 128), v128.and(q7, m)));
-        sh = i16x8.add(sh, rdot(v128.load(xr, 288), v128.and(i16x8.shr_u(q7, 4), m)));
-        const S = v128.load8x8_u(sc, 8);
-        I1 = i32x4.add(I1, i32x4.dot_i16x8_s(sl, v128.shuffle<i16>(S, S, 0, 0, 1, 1, 2, 2, 3, 3)));
-        I1 = i32x4.add(I1, i32x4.dot_i16x8_s(sh, v128.shuffle<i16>(S, S, 4, 4, 5, 5, 6, 6, 7, 7)));
-        v128.store(y, I1, 16);
-      }
-    }
-    const xs = xsum + <usize>b * 16;
-    let X = v128.load32_splat(xs);
-    let M0 = i32x4.dot_i16x8_s(v128.load8x8_u(p + 128), X), M1 = i32x4.dot_i16x8_s(v128.load8x8_u(p + 160), X);
-    X = v128.load32_splat(xs + 4);
-    M0 = i32x4.add(M0, i32x4.dot_i16x8_s(v128.load8x8_u(p + 136), X));
-    M1 = i32x4.add(M1, i32x4.dot_i16x8_s(v128.load8x8_u(p + 168), X));
-    X = v128.load32_splat(xs + 8);
-    M0 = i32x4.add(M0, i32x4.dot_i16x8_s(v128.load8x8_u(p + 144), X));
-    M1 = i32x4.add(M1, i32x4.dot_i16x8_s(v128.load8x8_u(p + 176), X));
-    X = v128.load32_splat(xs + 12);
-    M0 = i32x4.add(M0, i32x4.dot_i16x8_s(v128.load8x8_u(p + 152), X));
-    M1 = i32x4.add(M1, i32x4.dot_i16x8_s(v128.load8x8_u(p + 184), X));
-    const dx = v128.load32_splat(xd + <usize>b * xdStride);
-    f0 = f32x4.add(f0, f32x4.mul(cvt(I0), f32x4.mul(v128.load(p), dx)));
-    f0 = f32x4.sub(f0, f32x4.mul(cvt(M0), f32x4.mul(v128.load(p, 32), dx)));
-    f1 = f32x4.add(f1, f32x4.mul(cvt(I1), f32x4.mul(v128.load(p, 16), dx)));
-    f1 = f32x4.sub(f1, f32x4.mul(cvt(M1), f32x4.mul(v128.load(p, 48), dx)));
-  }
-  v128.store(y, f0);
-  v128.store(y, f1, 16);
-}
-
-/**
  * Q6_K's interleaved copy (interleave4, relaxed build) puts one row per 32-bit lane, in the file's 6 bits
  * per quant. For 4 rows (a half h of a group of 8, or a last group of 4) and a super-block:
  *   d (f32 x 4) | scales: 16 sub-blocks s x [sc_0s, sc_1s, sc_2s, sc_3s] (int8, 4 bytes)
@@ -2233,30 +2133,7 @@ function r6lanes(pd: usize, psc: usize, pq: usize, ss: usize, qs: usize, vs: usi
   store4(y, f, nr);
 }
 
-/**
- * Q6_K decode, a full group of 8 rows (group blocks of 1696 bytes at p). Written for few machine instructions
- * per weight (V8's code for this loop is bound by the instructions it issues, not by its vector arithmetic):
- * TurboFan emits a loop body's loads first and its arithmetic after them, so one iteration is one half's
- * sub-block (its 9 loads and the arithmetic on them fit V8's 16 vector registers: no spills), its pointers
- * stepped and every vector load at a constant offset; the halves take turns (each reloads the activation splats).
- */
-function r6lanes8(p: usize, xa: usize, K: i32, xd: usize, xdStride: usize, nb: i32, y: usize): void {
-  let f0 = f32x4.splat(0), f1 = f32x4.splat(0);
-  const kk = <usize>K;
-  let xb = xa + splatsAt(kk), dp = xd;
-  const pe = p + <usize>nb * 1696;
-  for (; p < pe; p += 1696, xb += 1280, dp += xdStride) {
-    const I0 = r6half(p + 160, xb, p + 32);
-    const I1 = r6half(p + 176, xb, p + 36);
-    const dx = v128.load32_splat(dp);
-    f0 = f32x4.add(f0, f32x4.mul(cvt(I0), f32x4.mul(v128.load(p), dx)));
-    f1 = f32x4.add(f1, f32x4.mul(cvt(I1), f32x4.mul(v128.load(p, 16), dx)));
-  }
-  v128.store(y, f0);
-  v128.store(y, f1, 16);
-}
-
-/** Q6_K: one half's I over the 16 sub-blocks of a group block (r6lanes8): vectors at v, splat records x, scales sc */
+/** Q6_K: one half's I over the 16 sub-blocks of a group block (q6Round): vectors at v, splat records x, scales sc */
 // @ts-ignore: decorator
 @inline function r6half(v: usize, x: usize, sc: usize): v128 {
   const m6 = i8x16.splat(63), m4 = i8x16.splat(15), h2 = i8x16.splat(48);
@@ -2271,6 +2148,193 @@ function r6lanes8(p: usize, xa: usize, K: i32, xd: usize, xdStride: usize, nb: i
     I = i32x4.add(I, i32x4.dot_i16x8_s(i16x8.sub(S, v128.load(x, 64)), q6Scales(sc)));
   }
   return I;
+}
+
+/**
+ * Q4_K decode, one group block of a full group of 8 rows (1216 bytes at p; xr: the block's splat records, xs:
+ * its activation sums, dx: its activation scale): each activation vector serves both halves; the rows' f32 sums
+ * f0, f1 are kept at fa, fa + 16 between group blocks (read, updated, written back: exact). Written for few
+ * machine instructions per weight (V8's code for this loop is bound by the instructions it issues). TurboFan
+ * emits a loop body's loads ahead of its arithmetic (and merges loads of one address), so a body holding 16
+ * weight vectors and 16 activation splats spilled most of them: here a half's sums are stored to t (scratch)
+ * before the other half's vectors are loaded (a store orders the loads after it), and the 4-byte activation
+ * splats are whole vectors of the splat records (prepActs8) at constant offsets from one pointer: loads
+ * instead of one shuffle (an ALU operation) per 32 weights, 12-17 % less time in L2 than shuffling vectors of
+ * 16 activations.
+ */
+// @ts-ignore: decorator
+@inline function q4kBlock8(p: usize, xr: usize, xs: usize, dx: v128, t: usize, fa: usize): void {
+  const m = i8x16.splat(0x0f);
+  let I0 = i32x4.splat(0), I1 = i32x4.splat(0);
+  let qj = p + 192, sc = p + 64;
+  const qe = qj + 1024;
+  for (; qj < qe; xr += 320, qj += 256, sc += 16) {
+    let sl: v128, sh: v128;
+    {
+      const q0 = v128.load(qj, 0); const q1 = v128.load(qj, 32); const q2 = v128.load(qj, 64); const q3 = v128.load(qj, 96);
+      sl = rdot(v128.load(xr), v128.and(q0, m));
+      sh = rdot(v128.load(xr, 160), v128.and(i16x8.shr_u(q0, 4), m));
+      sl = i16x8.add(sl, rdot(v128.load(xr, 16), v128.and(q1, m)));
+      sh = i16x8.add(sh, rdot(v128.load(xr, 176), v128.and(i16x8.shr_u(q1, 4), m)));
+      sl = i16x8.add(sl, rdot(v128.load(xr, 32), v128.and(q2, m)));
+      sh = i16x8.add(sh, rdot(v128.load(xr, 192), v128.and(i16x8.shr_u(q2, 4), m)));
+      sl = i16x8.add(sl, rdot(v128.load(xr, 48), v128.and(q3, m)));
+      sh = i16x8.add(sh, rdot(v128.load(xr, 208), v128.and(i16x8.shr_u(q3, 4), m)));
+      v128.store(t, sl);
+      v128.store(t, sh, 16);
+    }
+    {
+      const q4 = v128.load(qj, 128); const q5 = v128.load(qj, 160); const q6 = v128.load(qj, 192); const q7 = v128.load(qj, 224);
+      sl = i16x8.add(sl, rdot(v128.load(xr, 80), v128.and(q4, m)));
+      sh = i16x8.add(sh, rdot(v128.load(xr, 240), v128.and(i16x8.shr_u(q4, 4), m)));
+      sl = i16x8.add(sl, rdot(v128.load(xr, 96), v128.and(q5, m)));
+      sh = i16x8.add(sh, rdot(v128.load(xr, 256), v128.and(i16x8.shr_u(q5, 4), m)));
+      sl = i16x8.add(sl, rdot(v128.load(xr, 112), v128.and(q6, m)));
+      sh = i16x8.add(sh, rdot(v128.load(xr, 272), v128.and(i16x8.shr_u(q6, 4), m)));
+      sl = i16x8.add(sl, rdot(v128.load(xr, 128), v128.and(q7, m)));
+      sh = i16x8.add(sh, rdot(v128.load(xr, 288), v128.and(i16x8.shr_u(q7, 4), m)));
+      const S = v128.load8x8_u(sc, 0);
+      I0 = i32x4.add(I0, i32x4.dot_i16x8_s(sl, v128.shuffle<i16>(S, S, 0, 0, 1, 1, 2, 2, 3, 3)));
+      I0 = i32x4.add(I0, i32x4.dot_i16x8_s(sh, v128.shuffle<i16>(S, S, 4, 4, 5, 5, 6, 6, 7, 7)));
+      v128.store(t, I0, 0);
+    }
+    {
+      const q0 = v128.load(qj, 16); const q1 = v128.load(qj, 48); const q2 = v128.load(qj, 80); const q3 = v128.load(qj, 112);
+      sl = rdot(v128.load(xr), v128.and(q0, m));
+      sh = rdot(v128.load(xr, 160), v128.and(i16x8.shr_u(q0, 4), m));
+      sl = i16x8.add(sl, rdot(v128.load(xr, 16), v128.and(q1, m)));
+      sh = i16x8.add(sh, rdot(v128.load(xr, 176), v128.and(i16x8.shr_u(q1, 4), m)));
+      sl = i16x8.add(sl, rdot(v128.load(xr, 32), v128.and(q2, m)));
+      sh = i16x8.add(sh, rdot(v128.load(xr, 192), v128.and(i16x8.shr_u(q2, 4), m)));
+      sl = i16x8.add(sl, rdot(v128.load(xr, 48), v128.and(q3, m)));
+      sh = i16x8.add(sh, rdot(v128.load(xr, 208), v128.and(i16x8.shr_u(q3, 4), m)));
+      v128.store(t, sl);
+      v128.store(t, sh, 16);
+    }
+    {
+      const q4 = v128.load(qj, 144); const q5 = v128.load(qj, 176); const q6 = v128.load(qj, 208); const q7 = v128.load(qj, 240);
+      sl = i16x8.add(sl, rdot(v128.load(xr, 80), v128.and(q4, m)));
+      sh = i16x8.add(sh, rdot(v128.load(xr, 240), v128.and(i16x8.shr_u(q4, 4), m)));
+      sl = i16x8.add(sl, rdot(v128.load(xr, 96), v128.and(q5, m)));
+      sh = i16x8.add(sh, rdot(v128.load(xr, 256), v128.and(i16x8.shr_u(q5, 4), m)));
+      sl = i16x8.add(sl, rdot(v128.load(xr, 112), v128.and(q6, m)));
+      sh = i16x8.add(sh, rdot(v128.load(xr, 272), v128.and(i16x8.shr_u(q6, 4), m)));
+      sl = i16x8.add(sl, rdot(v128.load(xr, 128), v128.and(q7, m)));
+      sh = i16x8.add(sh, rdot(v128.load(xr, 288), v128.and(i16x8.shr_u(q7, 4), m)));
+      const S = v128.load8x8_u(sc, 8);
+      I1 = i32x4.add(I1, i32x4.dot_i16x8_s(sl, v128.shuffle<i16>(S, S, 0, 0, 1, 1, 2, 2, 3, 3)));
+      I1 = i32x4.add(I1, i32x4.dot_i16x8_s(sh, v128.shuffle<i16>(S, S, 4, 4, 5, 5, 6, 6, 7, 7)));
+      v128.store(t, I1, 16);
+    }
+  }
+  let X = v128.load32_splat(xs);
+  let M0 = i32x4.dot_i16x8_s(v128.load8x8_u(p + 128), X), M1 = i32x4.dot_i16x8_s(v128.load8x8_u(p + 160), X);
+  X = v128.load32_splat(xs + 4);
+  M0 = i32x4.add(M0, i32x4.dot_i16x8_s(v128.load8x8_u(p + 136), X));
+  M1 = i32x4.add(M1, i32x4.dot_i16x8_s(v128.load8x8_u(p + 168), X));
+  X = v128.load32_splat(xs + 8);
+  M0 = i32x4.add(M0, i32x4.dot_i16x8_s(v128.load8x8_u(p + 144), X));
+  M1 = i32x4.add(M1, i32x4.dot_i16x8_s(v128.load8x8_u(p + 176), X));
+  X = v128.load32_splat(xs + 12);
+  M0 = i32x4.add(M0, i32x4.dot_i16x8_s(v128.load8x8_u(p + 152), X));
+  M1 = i32x4.add(M1, i32x4.dot_i16x8_s(v128.load8x8_u(p + 184), X));
+  let f0 = v128.load(fa), f1 = v128.load(fa, 16);
+  f0 = f32x4.add(f0, f32x4.mul(cvt(I0), f32x4.mul(v128.load(p), dx)));
+  f0 = f32x4.sub(f0, f32x4.mul(cvt(M0), f32x4.mul(v128.load(p, 32), dx)));
+  f1 = f32x4.add(f1, f32x4.mul(cvt(I1), f32x4.mul(v128.load(p, 16), dx)));
+  f1 = f32x4.sub(f1, f32x4.mul(cvt(M1), f32x4.mul(v128.load(p, 48), dx)));
+  v128.store(fa, f0);
+  v128.store(fa, f1, 16);
+}
+
+/**
+ * Q4_K decode, one round of S strands (rtileStrands): the full group of 8 rows at p and the S - 1 groups sb,
+ * 2 sb, .. bytes after it (outputs y, y + sy, ..), one group block of each in turn, so S sequential streams
+ * are read at once. The rows' f32 sums are kept in tmp (32 S bytes; 32 more for q4kBlock8's ordering stores).
+ * (Steps of 64 elements of every strand in turn instead of whole group blocks: 0.89-0.98x from DRAM.)
+ */
+function q4kRound(p: usize, sb: usize, S: i32, y: usize, sy: usize, xr: usize, xs: usize, dp: usize, xdStride: usize, nb: i32, tmp: usize): void {
+  const t = tmp + <usize>S * 32;
+  memory.fill(tmp, 0, <usize>S * 32);
+  for (let b = 0; b < nb; b++, xr += 1280, xs += 16, dp += xdStride, p += 1216) {
+    const dx = v128.load32_splat(dp);
+    let ps = p;
+    for (let fa = tmp; fa < t; fa += 32, ps += sb) q4kBlock8(ps, xr, xs, dx, t, fa);
+  }
+  roundOut(tmp, t, y, sy);
+}
+
+/**
+ * Q6_K decode, one round of S strands (as q4kRound), by halves: per group block, half 0's 4 rows of every
+ * strand in turn (r6half reads the 16 sub-blocks' vectors of its half: it is the first to touch all the
+ * block's lines), then half 1's (the lines already read). Each row's operations are r6lanes's, in its order.
+ * Written for few machine instructions per weight (V8's code for this loop is bound by the instructions it
+ * issues, not by its vector arithmetic): TurboFan emits a loop body's loads first and its arithmetic after
+ * them, so one iteration of r6half is one half's sub-block (its 9 loads and the arithmetic on them fit V8's
+ * 16 vector registers: no spills), its pointers stepped and every vector load at a constant offset. From DRAM
+ * 1.03-1.15x the whole group blocks' lockstep, in cache the same; halves cut in segments of 4 or 8 sub-blocks:
+ * 1.09-1.21x from DRAM, 0.89x in cache (bench matvec-dram).
+ */
+function q6Round(p: usize, sb: usize, S: i32, y: usize, sy: usize, xr: usize, dp: usize, xdStride: usize, nb: i32, tmp: usize): void {
+  const t = tmp + <usize>S * 32;
+  memory.fill(tmp, 0, <usize>S * 32);
+  for (let b = 0; b < nb; b++, xr += 1280, dp += xdStride, p += 1696) {
+    const dx = v128.load32_splat(dp);
+    let ps = p;
+    for (let fa = tmp; fa < t; fa += 32, ps += sb) {
+      const I0 = r6half(ps + 160, xr, ps + 32);
+      v128.store(fa, f32x4.add(v128.load(fa), f32x4.mul(cvt(I0), f32x4.mul(v128.load(ps), dx))));
+    }
+    ps = p;
+    for (let fa = tmp; fa < t; fa += 32, ps += sb) {
+      const I1 = r6half(ps + 176, xr, ps + 36);
+      v128.store(fa, f32x4.add(v128.load(fa, 16), f32x4.mul(cvt(I1), f32x4.mul(v128.load(ps, 16), dx))), 16);
+    }
+  }
+  roundOut(tmp, t, y, sy);
+}
+
+/** a round's sums (32 bytes a group from tmp to t) to the outputs y, y + sy, .. */
+// @ts-ignore: decorator
+@inline function roundOut(tmp: usize, t: usize, y: usize, sy: usize): void {
+  for (let fa = tmp; fa < t; fa += 32, y += sy) {
+    v128.store(y, v128.load(fa));
+    v128.store(y, v128.load(fa, 16), 16);
+  }
+}
+
+/**
+ * Q4_K (type 12) or Q6_K (14) decode, G full groups of 8 rows (group blocks of 1216 / 1696 bytes, nb per group,
+ * groups gb bytes apart from p; outputs y, 32 bytes a group) read in S strands (1 <= S <= G): strand s holds
+ * groups s q .. s q + q - 1 (q = G / S), their rounds (q4kRound / q6Round) one after another; the G % S groups after the
+ * strands one by one (rounds of 1). One thread's single stream was ~1/3 of the tile's speed from cache when
+ * its weights came from DRAM: S streams keep more of the hardware prefetcher's lines in flight (bench
+ * matvec-dram). Every row's operations, and their order, do not depend on S: the same bits.
+ * tmp: 32 (S + 1) bytes of scratch.
+ */
+// @ts-ignore: decorator
+@inline function rtileStrands(type: i32, p: usize, gb: usize, G: i32, S: i32, xa: usize, K: i32, xd: usize, xdStride: usize, nb: i32, xsum: usize, y: usize, tmp: usize): void {
+  const q = G / S;
+  const sb = <usize>q * gb, sy = <usize>q * 32;
+  const xr0 = xa + splatsAt(<usize>K);
+  for (let i = 0; i < q; i++, p += gb, y += 32) {
+    if (type == 12) q4kRound(p, sb, S, y, sy, xr0, xsum, xd, xdStride, nb, tmp);
+    else q6Round(p, sb, S, y, sy, xr0, xd, xdStride, nb, tmp);
+  }
+  p += <usize>(S - 1) * sb;
+  y += <usize>(S - 1) * sy;
+  for (let g = q * S; g < G; g++, p += gb, y += 32) {
+    if (type == 12) q4kRound(p, 0, 1, y, 0, xr0, xsum, xd, xdStride, nb, tmp);
+    else q6Round(p, 0, 1, y, 0, xr0, xd, xdStride, nb, tmp);
+  }
+}
+
+function rtileQ4KStrands(p: usize, gb: usize, G: i32, S: i32, xa: usize, K: i32, xd: usize, xdStride: usize, nb: i32, xsum: usize, y: usize, tmp: usize): void {
+  rtileStrands(12, p, gb, G, S, xa, K, xd, xdStride, nb, xsum, y, tmp);
+}
+
+function r6Strands(p: usize, gb: usize, G: i32, S: i32, xa: usize, K: i32, xd: usize, xdStride: usize, nb: i32, y: usize, tmp: usize): void {
+  rtileStrands(14, p, gb, G, S, xa, K, xd, xdStride, nb, 0, y, tmp);
 }
 
 /** rtile4x1q32 / rtile4x1k / r6lanes compiled once per weight type and layout (no type branches in the loops) */
@@ -2380,7 +2444,7 @@ export function interleave4(src: usize, dst: usize, rows: i32, rowBytes: i32, bs
       let d = dst;
       let g0 = 0;
       if (b == 210) {
-        // Q6_K: groups of 8 rows (r6lanes8), then one of 4
+        // Q6_K: groups of 8 rows (q6Round, r6Strands), then one of 4
         const full8 = rows & ~7;
         for (let g = 0; g < full8; g += 8) {
           const s0 = src + <usize>g * rb;
@@ -2390,7 +2454,7 @@ export function interleave4(src: usize, dst: usize, rows: i32, rowBytes: i32, bs
         g0 = full8;
       }
       if (b == 144) {
-        // Q4_K: groups of 8 rows (rtileQ4KLanes8), then one of 4
+        // Q4_K: groups of 8 rows (q4kBlock8, rtileQ4KStrands), then one of 4
         const full8 = rows & ~7;
         for (let g = 0; g < full8; g += 8) {
           const s0 = src + <usize>g * rb;
@@ -3032,6 +3096,7 @@ function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
     const sumStride = <usize>K / 16; // bytes of int16 sums of 32 per token
     // param 16: W interleaved by 4 rows (interleave4; chunks and tiles start at multiples of 4 rows):
     // 1 + the bytes each group block adds (decodeExtra32: f32 scales in front of the group's blocks)
+    // (Q4_K, Q6_K: bits 8.. the strands of rtileQ4KStrands / r6Strands, 0 or 1: none)
     const il = param(job, 16) != 0;
     const extra = il ? <usize>((param(job, 16) & 255) - 1) : 0;
     // the Q4_0 / Q8_0 copies' full groups of 8 rows in 4 strands (MatmulEngine.q32Strands), else 1
@@ -3105,8 +3170,10 @@ function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
           const xt = xa + <usize>t * <usize>actBytes8(K), dt = xd + <usize>t * 4, xst = xsum + <usize>t * sumStride;
           const yt = y0 + <usize>t * N * 4 + <usize>r * 4;
           if ((R & 7) == 0 && R + 8 <= full8 && r + 8 <= nr) {
-            rtileQ4KLanes8(p0, xt, K, dt, xdStride, nb, xst, yt);
-            r += 4;
+            // the full groups from here, in strands
+            const G = min(full8 - R, nr - r) >> 3;
+            rtileQ4KStrands(p0, 2 * g4, G, max(1, min(strands, G)), xt, K, dt, xdStride, nb, xst, yt, <usize>param(job, 13) + <usize>thread * <usize>param(job, 14));
+            r += 8 * G - 4;
           } else if (R < full8) {
             const h = <usize>((R >> 2) & 1);
             const g = p0 - h * g4;
@@ -3124,8 +3191,10 @@ function intMatmulChunk(job: usize, chunk: i32, thread: i32): void {
           const xt = xa + <usize>t * <usize>actBytes8(K), dt = xd + <usize>t * 4;
           const yt = y0 + <usize>t * N * 4 + <usize>r * 4;
           if ((R & 7) == 0 && R + 8 <= full8 && r + 8 <= nr) {
-            r6lanes8(p0, xt, K, dt, xdStride, nb, yt);
-            r += 4;
+            // the full groups from here, in strands
+            const G = min(full8 - R, nr - r) >> 3;
+            r6Strands(p0, 2 * g4, G, max(1, min(strands, G)), xt, K, dt, xdStride, nb, yt, <usize>param(job, 13) + <usize>thread * <usize>param(job, 14));
+            r += 8 * G - 4;
           } else if (R < full8) {
             const h = <usize>((R >> 2) & 1);
             const g = p0 - h * g4;

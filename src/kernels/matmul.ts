@@ -552,6 +552,7 @@ export class MatmulEngine {
       e.prefillTile = this.prefillTile;
       e.attentionRows = this.attentionRows;
       e.f32Strands = this.f32Strands;
+      e.kStrands = this.kStrands;
       e.setThreads(this.threadCount);
       this.spillEngine = e;
     } catch {
@@ -796,8 +797,8 @@ export class MatmulEngine {
     const scratchBytes = (il ? 0 : chunkRows * rowScratch) + 512;
     const scratch = this.buffer('scratch', scratchBytes * this.threadCount);
     this.setJob(3, w.type.id, il || w.ptr, w.rowBytes, xq, xd, nTok, k, xs, yAt, n, n, chunkRows, scratch, scratchBytes);
-    // decode: 1 + the copy's extra bytes per group block, the block-32 tiles' strands above bit 8 (q32Strands)
-    this.job[16] = il ? (1 + this.exports.decodeExtra32(w.type.id)) | (this.q32Strands << 8) : quads16 && this.prefillTile === 'rows' ? 1 : 0;
+    // decode: 1 + the copy's extra bytes per group block, the tiles' strands above bit 8 (q32Strands; Q4_K, Q6_K: kStrands)
+    this.job[16] = il ? (1 + this.exports.decodeExtra32(w.type.id)) | ((w.type.id === 12 || w.type.id === 14 ? Math.min(8, Math.max(1, this.kStrands)) : this.q32Strands) << 8) : quads16 && this.prefillTile === 'rows' ? 1 : 0;
     this.job[15] = xa;
     const chunks = Math.ceil(n / chunkRows);
     // one token with x and out in this memory: the call as decodeInt repeats it (the same words) at the next token
@@ -965,6 +966,14 @@ export class MatmulEngine {
    * 1: one group after another (rtileQ4Lanes8 / rtileQ8Lanes8). The same bits either way.
    */
   q32Strands = 4;
+
+  /**
+   * one token on Q4_K and Q6_K copies (relaxed build): each chunk's full groups of 8 rows read in this many
+   * strands side by side (wasm rtileQ4KStrands / r6Strands: as many sequential streams, 1..8; 1: one
+   * stream). The same bits for every value. 4, from DRAM (bench matvec-dram, 600 MB cycled): Q4_K 7.0-7.6 ->
+   * 9.7 GB/s on 1 thread, 13.1-13.7 -> 18.1-18.6 on 2; Q6_K 7.1-8.0 -> 8.8-9.9, 13.0-14.2 -> 16.0-17.5.
+   */
+  kStrands = 4;
 
   /**
    * Let one-token matmuls read a copy of each quantized weight interleaved by 4 rows (default on; the
