@@ -553,6 +553,7 @@ export class MatmulEngine {
       e.attentionRows = this.attentionRows;
       e.f32Strands = this.f32Strands;
       e.kStrands = this.kStrands;
+      e.q32Strands = this.q32Strands;
       e.setThreads(this.threadCount);
       this.spillEngine = e;
     } catch {
