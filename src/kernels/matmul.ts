@@ -838,8 +838,7 @@ export class MatmulEngine {
       this.rounded = o;
     }
     this.i32View.set(c.words, (this.control + JOB_OFFSET) >>> 2);
-    if (c.threads > 1 && c.chunks > 1) this.pool!.run(c.chunks, this.exports, true);
-    else for (let i = 0; i < c.chunks; i++) this.exports.runChunk(this.control + JOB_OFFSET, i, 0);
+    this.runJob(c.chunks, c.threads, true);
     this.decodeRuns.int++;
     return true;
   }
@@ -998,9 +997,16 @@ export class MatmulEngine {
   private dispatch(chunks: number, threads: number, oneToken = false): void {
     this.views();
     this.i32View.set(this.job, (this.control + JOB_OFFSET) >>> 2);
-    const job = this.control + JOB_OFFSET;
+    this.runJob(chunks, threads, oneToken);
+  }
+
+  /** the job whose words are in the control block, as `chunks` chunks: on the pool (threads > 1), else on this thread */
+  private runJob(chunks: number, threads: number, oneToken = false): void {
     if (threads > 1 && chunks > 1) this.pool!.run(chunks, this.exports, oneToken);
-    else for (let c = 0; c < chunks; c++) this.exports.runChunk(job, c, 0);
+    else {
+      const job = this.control + JOB_OFFSET;
+      for (let c = 0; c < chunks; c++) this.exports.runChunk(job, c, 0);
+    }
   }
 
   /**
@@ -1395,7 +1401,7 @@ export class MatmulEngine {
    * headDim must be a multiple of 4.
    */
   attention(q: Float32Array, nTok: number, pos0: number, nHeads: number, nKvHeads: number, headDim: number, keysAt: number, valuesAt: number, kvDim: number, scale: number, out: Float32Array): void {
-    if (nTok === 1 && this.attentionRows && !(this.pool && 4 * nHeads * headDim * (pos0 + 1) >= MIN_PARALLEL_ATTENTION_FLOPS)) {
+    if (nTok === 1 && this.attentionRows && !this.oneTokenParallel(nHeads, headDim, pos0)) {
       // one token (decode) on one thread: the cache read row by row for all heads (wasm/matmul.ts
       // attentionRowsChunk, job kind 13: the same bits; 155M Q4_0, 1 thread: 2.6 % less time a token). On 2
       // threads head by head stays faster (12 chunks balance a late worker; row by row, 1 to 6 heads a
@@ -1434,7 +1440,7 @@ export class MatmulEngine {
     const oAt = this.ptrOf(out, qDim);
     if (qAt < 0 || oAt < 0 || headDim % 4 !== 0 || !this.decodeCache) return false;
     // attention()'s choice for one token: row by row on one thread below MIN_PARALLEL_ATTENTION_FLOPS on a pool
-    const threads = this.pool && 4 * nHeads * headDim * (pos0 + 1) >= MIN_PARALLEL_ATTENTION_FLOPS ? this.threadCount : 1;
+    const threads = this.oneTokenParallel(nHeads, headDim, pos0) ? this.threadCount : 1;
     const rows = this.attentionRows && threads === 1;
     const sp = ((pos0 + 1) * 4 + 15) & ~15;
     // kind 13: all heads in one chunk; kind 2: six rows of scores a chunk (no gathering for one token)
@@ -1449,11 +1455,14 @@ export class MatmulEngine {
     p[j + 15] = rows ? nHeads : 0;
     if (rows) p[j + 16] = nHeads;
     this.f32View[j + 10] = scale;
-    const chunks = rows ? 1 : nHeads;
-    if (threads > 1) this.pool!.run(chunks, this.exports);
-    else for (let h = 0; h < chunks; h++) this.exports.runChunk(this.control + JOB_OFFSET, h, 0);
+    this.runJob(rows ? 1 : nHeads, threads);
     this.decodeRuns.attention++;
     return true;
+  }
+
+  /** does one token's attention at position pos0 go to the pool (attentionJob's test for nTok = 1)? */
+  private oneTokenParallel(nHeads: number, headDim: number, pos0: number): boolean {
+    return this.pool !== null && 4 * nHeads * headDim * (pos0 + 1) >= MIN_PARALLEL_ATTENTION_FLOPS;
   }
 
   /** An attention job of nHeads chunks: q and out in this memory (copied when elsewhere), `words` fills the job's parameters (at p[j..]). */
@@ -1469,9 +1478,7 @@ export class MatmulEngine {
     const scratch = this.buffer(scratchName, scratchBytes * this.threadCount);
     this.views();
     words(this.i32View, (this.control + JOB_OFFSET) >>> 2, qAt, oAt, scratch);
-    const job = this.control + JOB_OFFSET;
-    if (threads > 1) this.pool!.run(chunks, this.exports);
-    else for (let h = 0; h < chunks; h++) this.exports.runChunk(job, h, 0);
+    this.runJob(chunks, threads);
     if (oOwn < 0) this.copyOut(out, oAt, nTok * qDim);
   }
 
