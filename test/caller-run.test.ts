@@ -11,6 +11,7 @@ import { KernelThreads } from '../src/kernels/threads.js';
 import { ggmlCodec } from '../src/quant/ggml/registry.js';
 import { ggmlRowBytes, ggmlTypeByName } from '../src/quant/ggml/types.js';
 import { xorshift32 } from '../src/rng.js';
+import { untilReady } from './worker-wait.js';
 
 function normals(n: number, seed: number): Float32Array {
   const next = xorshift32(seed);
@@ -63,8 +64,7 @@ for (const caller of ['WebAssembly', 'JavaScript']) {
       const s0 = e.threadStats();
       try {
         e.setThreads(2);
-        const t0 = Date.now();
-        while (e.threadStats().ready < 1 && Date.now() - t0 < 20000) await new Promise((res) => setTimeout(res, 10));
+        await untilReady(() => e.threadStats().ready);
         for (let rep = 0; rep < 20; rep++) {
           for (const c of cases) {
             const y = new Float32Array(c.ref.length).fill(NaN);

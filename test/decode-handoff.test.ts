@@ -8,6 +8,7 @@ import { MatmulEngine } from '../src/kernels/matmul.js';
 import { KernelThreads } from '../src/kernels/threads.js';
 import { ggmlCodecs } from '../src/quant/ggml/registry.js';
 import { ggmlRowBytes } from '../src/quant/ggml/types.js';
+import { untilReady } from './worker-wait.js';
 
 for (const loop of ['WebAssembly', 'JavaScript']) {
   test(`hand-off statistics: every timed dispatch counted, none untimed; a worker idle past its spin counts a sleep (the worker loop in ${loop})`, async () => {
@@ -17,8 +18,7 @@ for (const loop of ['WebAssembly', 'JavaScript']) {
     KernelThreads.jsWorkerLoop = loop === 'JavaScript';
     e.setThreads(2);
     try {
-      const t0 = Date.now();
-      while (e.threadStats().ready < 1 && Date.now() - t0 < 20000) await new Promise((res) => setTimeout(res, 10));
+      await untilReady(() => e.threadStats().ready);
       assert.equal(e.threadStats().ready, 1, 'the worker started');
       const [k, n] = [1024, 1024]; // 2 K N over MIN_PARALLEL_FLOPS: one chunk a thread
       const codec = ggmlCodecs.find((c) => c.type.name === 'Q8_0')!;

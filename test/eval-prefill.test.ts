@@ -28,6 +28,7 @@ import { Llama } from '../src/model/llama.js';
 import { ggmlCodecs } from '../src/quant/ggml/registry.js';
 import { ggmlRowBytes, ggmlTypeByName } from '../src/quant/ggml/types.js';
 import { xorshift32 } from '../src/rng.js';
+import { untilReady } from './worker-wait.js';
 
 v8.setFlagsFromString('--experimental-wasm-relaxed-simd');
 const variants = hasRelaxedSimd() ? (['relaxed', 'simd'] as const) : (['simd'] as const);
@@ -53,8 +54,7 @@ function sameBits(a: Float32Array, b: Float32Array, what: string): void {
 
 async function withThreads(e: MatmulEngine, threads: number): Promise<void> {
   assert.equal(e.setThreads(threads), threads);
-  const t0 = Date.now();
-  while (threads > 1 && e.threadStats().ready < 1 && Date.now() - t0 < 20000) await new Promise((res) => setTimeout(res, 10));
+  if (threads > 1) await untilReady(() => e.threadStats().ready);
 }
 
 test('attention kernel: keys and values gathered per head (16 queries and more) = read in place, bit for bit (GQA, a cache before the queries, 1 and 2 threads)', async () => {

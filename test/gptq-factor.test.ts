@@ -13,6 +13,7 @@ import { factorMemory, factorRef, factorThreadStats, gptqWorkspace, hessianAccum
 import { resolveScheme } from '../src/quant/registry.js';
 import { MatmulEngine } from '../src/kernels/matmul.js';
 import { LowbitError } from '../src/errors.js';
+import { untilReady } from './worker-wait.js';
 
 function hessian(k: number, dead: number[]): Float64Array {
   let s = 5;
@@ -98,7 +99,7 @@ test('the factor computed in place on threads (factorMemory): bit for bit its sc
   useNodeThreads();
   // start the factor's worker and wait for it (else the calling thread may run every chunk itself)
   factorMemory(hessian(130, []), 130, 2);
-  for (let t = 0; factorThreadStats().ready < 1 && t < 400; t++) await new Promise((r) => setTimeout(r, 25));
+  await untilReady(() => factorThreadStats().ready, 10000);
   assert.equal(factorThreadStats().ready, 1, 'the factor memory has a worker thread');
   const chunks0 = factorThreadStats().workerChunks;
   // sizes around the 64-column panels, the 16-column inverse chunks, odd trailing rows; 300 > 128: threaded

@@ -15,7 +15,7 @@ import { useNodeThreads } from '../src/cli/threads.js';
 import { rmsnorm, ropeTable, ropeTabled } from '../src/model/llama.js';
 import type { LlamaConfig } from '../src/model/types.js';
 import { xorshift32 } from '../src/rng.js';
-import { repeatUntil } from './worker-wait.js';
+import { repeatUntil, untilReady } from './worker-wait.js';
 
 v8.setFlagsFromString('--experimental-wasm-relaxed-simd');
 const variants = hasRelaxedSimd() ? (['relaxed', 'simd'] as const) : (['simd'] as const);
@@ -85,8 +85,7 @@ async function onTwoThreads(what: string, body: (e: MatmulEngine, variant: strin
     const e = MatmulEngine.get(variant)!;
     e.setThreads(2);
     try {
-      const t0 = Date.now();
-      while (e.threadStats().ready < 1 && Date.now() - t0 < 20000) await new Promise((res) => setTimeout(res, 10));
+      await untilReady(() => e.threadStats().ready);
       // a loaded machine can leave every chunk to the caller: run again (the bits are checked every time)
       // until the worker has taken one
       let ran = false;

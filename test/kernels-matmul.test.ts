@@ -19,7 +19,7 @@ import { matmulRef } from '../src/model/matmul.js';
 import { ggmlCodecs } from '../src/quant/ggml/registry.js';
 import { ggmlRowBytes, type GgmlTypeInfo } from '../src/quant/ggml/types.js';
 import { xorshift32 } from '../src/rng.js';
-import { repeatUntil } from './worker-wait.js';
+import { repeatUntil, untilReady } from './worker-wait.js';
 
 v8.setFlagsFromString('--experimental-wasm-relaxed-simd');
 const variants = hasRelaxedSimd() ? (['relaxed', 'simd'] as const) : (['simd'] as const);
@@ -211,8 +211,7 @@ test('attention kernel = attentionLanesRef bit for bit (plain SIMD: product and 
     const big = [[8, 2, 64, 5, 45, 3], [6, 6, 36, 0, 50, 3], [4, 4, 20, 17, 39, 3]];
     for (const threads of [1, 2]) {
       assert.equal(e.setThreads(threads), threads);
-      const t0 = Date.now();
-      while (threads > 1 && e.threadStats().ready < 1 && Date.now() - t0 < 20000) await new Promise((res) => setTimeout(res, 10));
+      if (threads > 1) await untilReady(() => e.threadStats().ready);
       for (const [nHeads, nKvHeads, hd, pos0, nTok, qs] of threads > 1 ? big : [...cases, ...big]) {
         const { q, keys, values, out: got } = attentionCase(e, r, nHeads, nKvHeads, hd, pos0, nTok, qs);
         const name = `${variant} ${threads} thread(s), ${nHeads}/${nKvHeads} heads of ${hd}, ${nTok} tokens after ${pos0}`;
@@ -248,8 +247,7 @@ test('attention kernel: one token row by row (attentionRows, decode on one threa
     };
     for (const threads of [1, 2]) {
       assert.equal(e.setThreads(threads), threads);
-      const t0 = Date.now();
-      while (threads > 1 && e.threadStats().ready < 1 && Date.now() - t0 < 20000) await new Promise((res) => setTimeout(res, 10));
+      if (threads > 1) await untilReady(() => e.threadStats().ready);
       for (const [nHeads, nKvHeads, hd, pos0] of cases) {
         const q = normals(nHeads * hd, r).map((v) => 3 * v);
         const kv = e.allocF32(2 * (pos0 + 1) * nKvHeads * hd, q)!;
@@ -321,8 +319,7 @@ test('threads: 2 threads give the same bits as 1, workers run chunks, and stop',
     };
     const attOne = attention();
     assert.equal(e.setThreads(2), 2);
-    const t0 = Date.now();
-    while (e.threadStats().ready < 1 && Date.now() - t0 < 20000) await new Promise((res) => setTimeout(res, 10));
+    await untilReady(() => e.threadStats().ready);
     assert.equal(e.threadStats().ready, 1, 'the worker started');
     let rounds = 0;
     await repeatUntil(() => {

@@ -13,3 +13,9 @@ export async function repeatUntil(step: () => void | Promise<void>, done: () => 
     if (rep >= eager) await new Promise((res) => setTimeout(res, 2));
   }
 }
+
+/** Wait until a pool reports a started worker (`ready()` ≥ 1), polling every 10 ms for at most `capMs`; the caller asserts what it needs. */
+export async function untilReady(ready: () => number, capMs = 20000): Promise<void> {
+  const t0 = Date.now();
+  while (ready() < 1 && Date.now() - t0 < capMs) await new Promise((res) => setTimeout(res, 10));
+}
